@@ -1,0 +1,10 @@
+/* linnx/linnx.h - everything in one include. */
+#ifndef LINNX_H
+#define LINNX_H
+
+#include "linnx/status.h"
+#include "linnx/array.h"
+#include "linnx/value.h"
+#include "linnx/primitive.h"
+
+#endif

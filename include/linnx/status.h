@@ -1,0 +1,71 @@
+/* linnx/status.h - status codes and the thread-local message of the last failure.
+ *
+ * Every fallible public call returns an lx_status (or NULL) and leaves a message that names
+ * what failed. The library never aborts, exits or prints to stdout.
+ *
+ * Ownership: lx_last_error() returns a thread-local buffer owned by linnx; it stays valid until
+ * the next failing call on the same thread.
+ */
+#ifndef LINNX_STATUS_H
+#define LINNX_STATUS_H
+
+#include <stdarg.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum lx_status {
+    LX_OK = 0,
+    LX_ERR_INVALID_ARGUMENT, /* a value that is out of range or of the wrong kind */
+    LX_ERR_SHAPE,            /* shapes that do not fit together */
+    LX_ERR_DTYPE,            /* a dtype the operation does not take */
+    LX_ERR_NOT_FOUND,        /* a name, path or stream that does not exist */
+    LX_ERR_EXISTS,           /* a name that is already taken */
+    LX_ERR_IMMUTABLE,        /* a write to a collection that is not mutable */
+    LX_ERR_RNG,              /* no random stream for a request */
+    LX_ERR_NO_MEMORY,        /* an allocation failed */
+    LX_ERR_IO,               /* a file could not be read or written */
+    LX_ERR_FORMAT,           /* a file or string that does not parse */
+    LX_ERR_TYPE,             /* a value of the wrong type (Python's TypeError) */
+    LX_ERR_UNSUPPORTED,      /* valid, but not implemented here */
+    LX_ERR_FAILED_INPUT,     /* an input was NULL because an earlier call failed */
+    LX_ERR_INTERNAL          /* a broken invariant inside linnx */
+} lx_status;
+
+/* Record a failure: formats the message (printf-style) and returns `status` unchanged, so
+ * `return lx_fail(LX_ERR_SHAPE, "...", ...)` reads naturally. */
+lx_status lx_fail(lx_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+lx_status lx_vfail(lx_status status, const char *fmt, va_list ap);
+
+/* Prepend context to the current message ("in Dense_0: " + old message). Returns status. */
+lx_status lx_fail_context(lx_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* The message of the last failure on this thread ("" if none). */
+const char *lx_last_error(void);
+/* The status of the last failure on this thread (LX_OK if none since the last clear). */
+lx_status lx_last_status(void);
+void lx_clear_error(void);
+
+/* A short stable name for a status code: "LX_ERR_SHAPE". */
+const char *lx_status_name(lx_status status);
+
+/* Evaluate a status expression and return it from the enclosing function if it failed. */
+#define LX_TRY(expr)                         \
+    do {                                     \
+        lx_status lx_try_s_ = (expr);        \
+        if (lx_try_s_ != LX_OK) return lx_try_s_; \
+    } while (0)
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,158 @@
+/* linnx/value.h - tagged values and call records: the one signature every module method has.
+ *
+ * A module method takes positional and keyword arguments of mixed kinds, like a Python call.
+ * lx_value is a small tagged union; lx_call holds the positional `args` and the `kwargs`, so the
+ * bridge can forward any call it does not understand.
+ *
+ * Ownership: a value in a call record is *borrowed* (call records usually live on the stack,
+ * built with LX_ARGS / LX_KW_*). A container that keeps a value (a tree leaf, a metadata entry)
+ * stores lx_value_dup of it and frees it with lx_value_free.
+ */
+#ifndef LINNX_VALUE_H
+#define LINNX_VALUE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "linnx/array.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lx_tree lx_tree;         /* tree.h */
+typedef struct lx_variable lx_variable; /* variable.h */
+typedef struct lx_box lx_box;           /* box.h */
+
+typedef enum lx_kind {
+    LX_V_NONE = 0, /* Python None; also "argument absent" */
+    LX_V_BOOL,
+    LX_V_INT,
+    LX_V_FLOAT,
+    LX_V_STR,      /* NUL-terminated UTF-8 */
+    LX_V_INTS,     /* a tuple of ints: shapes, axes, kernel sizes */
+    LX_V_STRS,     /* a tuple of optional strings (NULL entries are None): sharding names */
+    LX_V_ARRAY,
+    LX_V_TREE,
+    LX_V_VARIABLE,
+    LX_V_BOX,
+    LX_V_PTR       /* an opaque pointer with a type tag: modules, initializers, user objects */
+} lx_kind;
+
+typedef struct lx_value {
+    lx_kind kind;
+    union {
+        bool b;
+        int64_t i;
+        double f;
+        const char *s;
+        struct { int n; const int64_t *v; } ints;
+        struct { int n; const char *const *v; } strs;
+        lx_array *array;
+        lx_tree *tree;
+        lx_variable *var;
+        lx_box *box;
+        struct { const char *tag; void *p; } ptr;
+    } u;
+} lx_value;
+
+typedef struct lx_kwarg {
+    const char *name;
+    lx_value value;
+} lx_kwarg;
+
+typedef struct lx_call {
+    int nargs;
+    const lx_value *args;
+    int nkwargs;
+    const lx_kwarg *kwargs;
+} lx_call;
+
+/* ---- value constructors (borrowing; nothing is copied or retained) ---- */
+static inline lx_value lx_none(void) { lx_value v = {LX_V_NONE, {0}}; return v; }
+static inline lx_value lx_bool_v(bool b) { lx_value v = {LX_V_BOOL, {0}}; v.u.b = b; return v; }
+static inline lx_value lx_int_v(int64_t i) { lx_value v = {LX_V_INT, {0}}; v.u.i = i; return v; }
+static inline lx_value lx_float_v(double f) { lx_value v = {LX_V_FLOAT, {0}}; v.u.f = f; return v; }
+static inline lx_value lx_str_v(const char *s) { lx_value v = {LX_V_STR, {0}}; v.u.s = s; return v; }
+static inline lx_value lx_ints_v(int n, const int64_t *p) {
+    lx_value v = {LX_V_INTS, {0}}; v.u.ints.n = n; v.u.ints.v = p; return v;
+}
+static inline lx_value lx_strs_v(int n, const char *const *p) {
+    lx_value v = {LX_V_STRS, {0}}; v.u.strs.n = n; v.u.strs.v = p; return v;
+}
+static inline lx_value lx_array_v(lx_array *a) { lx_value v = {LX_V_ARRAY, {0}}; v.u.array = a; return v; }
+static inline lx_value lx_tree_v(lx_tree *t) { lx_value v = {LX_V_TREE, {0}}; v.u.tree = t; return v; }
+static inline lx_value lx_var_v(lx_variable *x) { lx_value v = {LX_V_VARIABLE, {0}}; v.u.var = x; return v; }
+static inline lx_value lx_box_v(lx_box *b) { lx_value v = {LX_V_BOX, {0}}; v.u.box = b; return v; }
+static inline lx_value lx_ptr_v(const char *tag, void *p) {
+    lx_value v = {LX_V_PTR, {0}}; v.u.ptr.tag = tag; v.u.ptr.p = p; return v;
+}
+
+/* ---- call-record builders: compound literals that live in the enclosing block ----
+ *   lx_call c = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_INT("features", 8)));
+ *   LX_ARGS(x, y)     -> a call with array positionals only (the common case)
+ */
+#define LX_KW(name_, value_) ((lx_kwarg){(name_), (value_)})
+#define LX_KW_INT(name_, i_) LX_KW(name_, lx_int_v(i_))
+#define LX_KW_FLOAT(name_, f_) LX_KW(name_, lx_float_v(f_))
+#define LX_KW_BOOL(name_, b_) LX_KW(name_, lx_bool_v(b_))
+#define LX_KW_STR(name_, s_) LX_KW(name_, lx_str_v(s_))
+#define LX_KW_ARRAY(name_, a_) LX_KW(name_, lx_array_v(a_))
+
+#define LX_VALUES(...) ((const lx_value[]){__VA_ARGS__})
+#define LX_KWARGS(...) ((const lx_kwarg[]){__VA_ARGS__})
+#define LX_NARGS_(arr) ((int)(sizeof(arr) / sizeof((arr)[0])))
+/* A call with the given lx_value positionals and no kwargs. */
+#define LX_CALL_ARGS(...) \
+    ((lx_call){LX_NARGS_(LX_VALUES(__VA_ARGS__)), LX_VALUES(__VA_ARGS__), 0, NULL})
+/* A call with no positionals and the given kwargs. */
+#define LX_CALL_KWARGS(...) \
+    ((lx_call){0, NULL, LX_NARGS_(LX_KWARGS(__VA_ARGS__)), LX_KWARGS(__VA_ARGS__)})
+/* A call with array positionals only: LX_ARGS(x) or LX_ARGS(x, mask). */
+#define LX_ARGS(...) lx_call_arrays(LX_NARGS_(((lx_array *const[]){__VA_ARGS__})), \
+                                    ((lx_array *const[]){__VA_ARGS__}), \
+                                    (lx_value[LX_NARGS_(((lx_array *const[]){__VA_ARGS__}))]){0})
+#define LX_NO_CALL ((lx_call){0, NULL, 0, NULL})
+
+/* Fill `slots` (n values) with the arrays and return a call over them (used by LX_ARGS). */
+lx_call lx_call_arrays(int n, lx_array *const *arrays, lx_value *slots);
+
+/* ---- reading a call ---- */
+/* The keyword argument `name`, or NULL. */
+const lx_value *lx_call_kwarg(const lx_call *c, const char *name);
+/* Positional i if present, else keyword `name`, else NULL (Python's binding of one parameter). */
+const lx_value *lx_call_get(const lx_call *c, int i, const char *name);
+/* Typed readers with a default for absent arguments; a present argument of the wrong kind is an
+ * error (LX_ERR_TYPE naming the parameter). Ints convert to floats; integral floats to ints. */
+lx_status lx_call_int(const lx_call *c, int i, const char *name, int64_t dflt, int64_t *out);
+lx_status lx_call_float(const lx_call *c, int i, const char *name, double dflt, double *out);
+lx_status lx_call_bool(const lx_call *c, int i, const char *name, bool dflt, bool *out);
+lx_status lx_call_str(const lx_call *c, int i, const char *name, const char *dflt, const char **out);
+/* A required array argument: absent or not an array is an error. */
+lx_status lx_call_array(const lx_call *c, int i, const char *name, lx_array **out);
+
+/* ---- owning copies (for containers) ---- */
+/* Deep-copy strings and tuples, retain arrays, trees, variables and boxes. */
+lx_status lx_value_dup(const lx_value *v, lx_value *out);
+/* Free what lx_value_dup made; leaves v as NONE. */
+void lx_value_free(lx_value *v);
+/* Structural equality: scalars by value, strings and tuples by content, arrays by bytes,
+ * trees by lx_tree_equal, variables and boxes by identity. */
+bool lx_value_equal(const lx_value *a, const lx_value *b);
+/* Python-like rendering: None, True, 3, 0.5, 'name', (1, 2), ('data', None), float32[2,3]. */
+const char *lx_value_str(const lx_value *v, char *buf, size_t cap);
+const char *lx_kind_name(lx_kind kind);
+
+/* Reference counting for the tree-like kinds, implemented by their components. */
+lx_tree *lx_tree_retain(lx_tree *t);
+void lx_tree_release(lx_tree *t);
+bool lx_tree_equal(const lx_tree *a, const lx_tree *b);
+lx_variable *lx_variable_retain(lx_variable *v);
+void lx_variable_release(lx_variable *v);
+lx_box *lx_box_retain(lx_box *b);
+void lx_box_release(lx_box *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the Debian packages linnx needs, only those that are missing.
+# Called by every Makefile target, so `make demo` and `make test` work on a fresh Debian machine.
+set -euo pipefail
+pkgs=(cmake make gcc pkg-config libopenblas-dev nettle-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get install -y --no-install-recommends "${missing[@]}" || {
+  $SUDO apt-get update
+  $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+}

@@ -1,0 +1,354 @@
+/* Arrays: allocation, reference counts, views and autorelease pools. */
+#include "linnx/array.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+static atomic_llong lx_live_arrays;
+
+size_t lx_dtype_size(lx_dtype dtype) {
+    switch (dtype) {
+    case LX_F32: case LX_I32: case LX_U32: return 4;
+    case LX_BOOL: return 1;
+    case LX_BF16: return 2;
+    default: return 0;
+    }
+}
+
+const char *lx_dtype_name(lx_dtype dtype) {
+    switch (dtype) {
+    case LX_F32: return "float32";
+    case LX_I32: return "int32";
+    case LX_U32: return "uint32";
+    case LX_BOOL: return "bool";
+    case LX_BF16: return "bfloat16";
+    default: return "invalid";
+    }
+}
+
+static lx_status check_shape(lx_dtype dtype, int ndim, const int64_t *shape, int64_t *size) {
+    if (dtype < 0 || dtype >= LX_DTYPE_COUNT)
+        return lx_fail(LX_ERR_DTYPE, "array: invalid dtype %d", (int)dtype);
+    if (ndim < 0 || ndim > LX_MAX_DIMS)
+        return lx_fail(LX_ERR_SHAPE, "array: ndim %d is outside 0..%d", ndim, LX_MAX_DIMS);
+    if (ndim > 0 && !shape) return lx_fail(LX_ERR_INVALID_ARGUMENT, "array: shape is NULL");
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return lx_fail(LX_ERR_SHAPE, "array: negative dimension %lld at axis %d",
+                           (long long)shape[i], i);
+        if (shape[i] > 0 && n > INT64_MAX / 16 / shape[i])
+            return lx_fail(LX_ERR_SHAPE, "array: shape too large");
+        n *= shape[i];
+    }
+    *size = n;
+    return LX_OK;
+}
+
+static lx_array *array_header(lx_dtype dtype, int ndim, const int64_t *shape) {
+    int64_t size = 0;
+    if (check_shape(dtype, ndim, shape, &size) != LX_OK) return NULL;
+    lx_array *a = calloc(1, sizeof *a);
+    if (!a) {
+        lx_fail(LX_ERR_NO_MEMORY, "array: out of memory");
+        return NULL;
+    }
+    a->dtype = dtype;
+    a->ndim = ndim;
+    for (int i = 0; i < ndim; i++) a->shape[i] = shape[i];
+    a->size = size;
+    a->refcount = 1;
+    atomic_fetch_add(&lx_live_arrays, 1);
+    return a;
+}
+
+lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape) {
+    lx_array *a = array_header(dtype, ndim, shape);
+    if (!a) return NULL;
+    size_t bytes = (size_t)a->size * lx_dtype_size(dtype);
+    size_t rounded = (bytes + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN;
+    if (rounded == 0) rounded = LX_ALIGN;
+    a->alloc = aligned_alloc(LX_ALIGN, rounded);
+    if (!a->alloc) {
+        lx_fail(LX_ERR_NO_MEMORY, "array: cannot allocate %zu bytes", rounded);
+        free(a);
+        atomic_fetch_sub(&lx_live_arrays, 1);
+        return NULL;
+    }
+    a->data = a->alloc;
+    return a;
+}
+
+lx_array *lx_array_new(lx_dtype dtype, int ndim, const int64_t *shape) {
+    lx_array *a = lx_array_empty(dtype, ndim, shape);
+    if (a) memset(a->data, 0, lx_array_nbytes(a));
+    return a;
+}
+
+lx_array *lx_array_abstract(lx_dtype dtype, int ndim, const int64_t *shape) {
+    return array_header(dtype, ndim, shape);
+}
+
+lx_array *lx_array_from_data(lx_dtype dtype, int ndim, const int64_t *shape, const void *data) {
+    lx_array *a = lx_array_empty(dtype, ndim, shape);
+    if (a && a->size) memcpy(a->data, data, lx_array_nbytes(a));
+    return a;
+}
+
+lx_array *lx_array_from_f32(int ndim, const int64_t *shape, const float *data) {
+    return lx_array_from_data(LX_F32, ndim, shape, data);
+}
+
+lx_array *lx_array_scalar_f32(float v) { return lx_array_from_f32(0, NULL, &v); }
+
+lx_array *lx_array_full_f32(int ndim, const int64_t *shape, float v) {
+    lx_array *a = lx_array_empty(LX_F32, ndim, shape);
+    if (a)
+        for (int64_t i = 0; i < a->size; i++) lx_f32(a)[i] = v;
+    return a;
+}
+
+lx_array *lx_array_copy(const lx_array *a) {
+    if (!a) {
+        lx_fail(LX_ERR_FAILED_INPUT, "array_copy: input is NULL");
+        return NULL;
+    }
+    if (lx_is_abstract(a)) return lx_array_abstract(a->dtype, a->ndim, a->shape);
+    return lx_array_from_data(a->dtype, a->ndim, a->shape, a->data);
+}
+
+lx_array *lx_array_reshape_view(lx_array *a, int ndim, const int64_t *shape) {
+    if (!a) return NULL;
+    if (ndim < 0 || ndim > LX_MAX_DIMS) {
+        lx_fail(LX_ERR_SHAPE, "reshape: ndim %d is outside 0..%d", ndim, LX_MAX_DIMS);
+        return NULL;
+    }
+    int64_t dims[LX_MAX_DIMS];
+    int infer = -1;
+    int64_t known = 1;
+    for (int i = 0; i < ndim; i++) {
+        dims[i] = shape[i];
+        if (shape[i] == -1) {
+            if (infer >= 0) {
+                lx_fail(LX_ERR_SHAPE, "reshape: can only specify one unknown dimension");
+                return NULL;
+            }
+            infer = i;
+        } else {
+            known *= shape[i];
+        }
+    }
+    if (infer >= 0) dims[infer] = known ? a->size / known : 0;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= dims[i];
+    if (n != a->size || (infer >= 0 && known * dims[infer] != a->size)) {
+        char b1[128], b2[128];
+        lx_fail(LX_ERR_SHAPE, "reshape: cannot reshape array of shape %s into shape %s",
+                lx_shape_str(a->ndim, a->shape, b1, sizeof b1), lx_shape_str(ndim, shape, b2, sizeof b2));
+        return NULL;
+    }
+    lx_array *v = array_header(a->dtype, ndim, dims);
+    if (!v) return NULL;
+    v->data = a->data;
+    v->base = lx_retain(a->base ? a->base : a);
+    return v;
+}
+
+lx_array *lx_retain(lx_array *a) {
+    if (a) a->refcount++;
+    return a;
+}
+
+void lx_release(lx_array *a) {
+    if (!a) return;
+    if (--a->refcount > 0) return;
+    lx_release(a->base);
+    free(a->alloc);
+    free(a);
+    atomic_fetch_sub(&lx_live_arrays, 1);
+}
+
+int64_t lx_array_live_count(void) { return (int64_t)atomic_load(&lx_live_arrays); }
+
+/* ---- pools: one growable stack of autoreleased references per thread ---- */
+
+static _Thread_local lx_array **pool_items;
+static _Thread_local size_t pool_len, pool_cap;
+
+size_t lx_pool_open(void) { return pool_len; }
+
+void lx_pool_close(size_t mark) {
+    while (pool_len > mark) lx_release(pool_items[--pool_len]);
+    if (pool_len == 0) {
+        free(pool_items);
+        pool_items = NULL;
+        pool_cap = 0;
+    }
+}
+
+void lx_pool_drain(void) { lx_pool_close(0); }
+
+size_t lx_pool_size(void) { return pool_len; }
+
+lx_array *lx_autorelease(lx_array *a) {
+    if (!a) return NULL;
+    if (pool_len == pool_cap) {
+        size_t cap = pool_cap ? pool_cap * 2 : 64;
+        lx_array **items = realloc(pool_items, cap * sizeof *items);
+        if (!items) {
+            /* Cannot track it: release now rather than leak, and report the failure. */
+            lx_release(a);
+            lx_fail(LX_ERR_NO_MEMORY, "pool: out of memory");
+            return NULL;
+        }
+        pool_items = items;
+        pool_cap = cap;
+    }
+    pool_items[pool_len++] = a;
+    return a;
+}
+
+/* ---- access helpers ---- */
+
+size_t lx_array_nbytes(const lx_array *a) { return (size_t)a->size * lx_dtype_size(a->dtype); }
+
+bool lx_shape_eq(const lx_array *a, int ndim, const int64_t *shape) {
+    if (a->ndim != ndim) return false;
+    for (int i = 0; i < ndim; i++)
+        if (a->shape[i] != shape[i]) return false;
+    return true;
+}
+
+bool lx_same_shape(const lx_array *a, const lx_array *b) { return lx_shape_eq(a, b->ndim, b->shape); }
+
+const char *lx_shape_str(int ndim, const int64_t *shape, char *buf, size_t cap) {
+    size_t n = 0;
+    n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "(");
+    for (int i = 0; i < ndim; i++)
+        n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s%lld", i ? ", " : "",
+                              (long long)shape[i]);
+    snprintf(buf + n, n < cap ? cap - n : 0, ndim == 1 ? ",)" : ")");
+    return buf;
+}
+
+const char *lx_array_sig(const lx_array *a, char *buf, size_t cap) {
+    size_t n = (size_t)snprintf(buf, cap, "%s[", lx_dtype_name(a->dtype));
+    for (int i = 0; i < a->ndim; i++)
+        n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s%lld", i ? "," : "",
+                              (long long)a->shape[i]);
+    snprintf(buf + n, n < cap ? cap - n : 0, "]");
+    return buf;
+}
+
+double lx_array_get(const lx_array *a, int64_t i) {
+    switch (a->dtype) {
+    case LX_F32: return lx_f32(a)[i];
+    case LX_I32: return lx_i32(a)[i];
+    case LX_U32: return lx_u32(a)[i];
+    case LX_BOOL: return lx_bool(a)[i];
+    case LX_BF16: {
+        uint32_t bits = (uint32_t)((const uint16_t *)a->data)[i] << 16;
+        float f;
+        memcpy(&f, &bits, 4);
+        return f;
+    }
+    default: return NAN;
+    }
+}
+
+/* ---- comparisons ---- */
+
+bool lx_array_equal(const lx_array *a, const lx_array *b) {
+    if (!a || !b || a->dtype != b->dtype || !lx_same_shape(a, b)) return false;
+    if (lx_is_abstract(a) || lx_is_abstract(b)) return lx_is_abstract(a) && lx_is_abstract(b);
+    return memcmp(a->data, b->data, lx_array_nbytes(a)) == 0;
+}
+
+/* Map a float's bits onto a line where adjacent floats differ by one. */
+static int64_t ordered_bits(float f) {
+    int32_t i;
+    memcpy(&i, &f, 4);
+    return i < 0 ? -(int64_t)(i & 0x7fffffff) : (int64_t)i;
+}
+
+uint32_t lx_ulp_distance(float a, float b) {
+    if (a == b) return 0;
+    if (isnan(a) || isnan(b)) return UINT32_MAX;
+    int64_t d = ordered_bits(a) - ordered_bits(b);
+    if (d < 0) d = -d;
+    return d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+}
+
+uint32_t lx_array_max_ulp(const lx_array *a, const lx_array *b, int64_t *ndiff) {
+    uint32_t worst = 0;
+    int64_t diff = 0;
+    if (!a || !b || a->dtype != LX_F32 || b->dtype != LX_F32 || !lx_same_shape(a, b)) {
+        if (ndiff) *ndiff = -1;
+        return UINT32_MAX;
+    }
+    for (int64_t i = 0; i < a->size; i++) {
+        uint32_t d = lx_ulp_distance(lx_f32(a)[i], lx_f32(b)[i]);
+        if (d) diff++;
+        if (d > worst) worst = d;
+    }
+    if (ndiff) *ndiff = diff;
+    return worst;
+}
+
+bool lx_array_allclose(const lx_array *a, const lx_array *b, double rtol, double atol) {
+    if (!a || !b || !lx_same_shape(a, b) || lx_is_abstract(a) || lx_is_abstract(b)) return false;
+    for (int64_t i = 0; i < a->size; i++) {
+        double x = lx_array_get(a, i), y = lx_array_get(b, i);
+        if (isnan(x) || isnan(y)) return false;
+        if (x == y) continue; /* also equal infinities */
+        if (fabs(x - y) > atol + rtol * fabs(y)) return false;
+    }
+    return true;
+}
+
+/* ---- printing ---- */
+
+static void print_elem(FILE *f, const lx_array *a, int64_t i) {
+    switch (a->dtype) {
+    case LX_F32: case LX_BF16: fprintf(f, "%.9g", lx_array_get(a, i)); break;
+    case LX_I32: fprintf(f, "%d", lx_i32(a)[i]); break;
+    case LX_U32: fprintf(f, "%u", lx_u32(a)[i]); break;
+    case LX_BOOL: fputs(lx_bool(a)[i] ? "True" : "False", f); break;
+    default: fputs("?", f);
+    }
+}
+
+static void print_rec(FILE *f, const lx_array *a, int axis, int64_t offset, int64_t stride) {
+    if (axis == a->ndim) {
+        print_elem(f, a, offset);
+        return;
+    }
+    int64_t inner = stride / (a->shape[axis] ? a->shape[axis] : 1);
+    fputc('[', f);
+    for (int64_t i = 0; i < a->shape[axis]; i++) {
+        if (i) {
+            if (axis == a->ndim - 1) {
+                fputc(' ', f);
+            } else {
+                for (int k = axis; k < a->ndim - 1; k++) fputc('\n', f);
+                for (int k = 0; k <= axis; k++) fputc(' ', f);
+            }
+        }
+        print_rec(f, a, axis + 1, offset + i * inner, inner);
+    }
+    fputc(']', f);
+}
+
+lx_status lx_array_fprint(FILE *f, const lx_array *a) {
+    if (!a) return lx_fail(LX_ERR_FAILED_INPUT, "array_fprint: input is NULL");
+    if (lx_is_abstract(a)) {
+        char buf[128];
+        fprintf(f, "ShapeDtypeStruct(shape=%s, dtype=%s)", lx_shape_str(a->ndim, a->shape, buf, sizeof buf),
+                lx_dtype_name(a->dtype));
+        return LX_OK;
+    }
+    print_rec(f, a, 0, 0, a->size);
+    return LX_OK;
+}

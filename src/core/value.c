@@ -1,0 +1,227 @@
+/* Tagged values and call records. */
+#include "linnx/value.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+lx_call lx_call_arrays(int n, lx_array *const *arrays, lx_value *slots) {
+    for (int i = 0; i < n; i++) slots[i] = lx_array_v(arrays[i]);
+    lx_call c = {n, slots, 0, NULL};
+    return c;
+}
+
+const lx_value *lx_call_kwarg(const lx_call *c, const char *name) {
+    if (!c || !name) return NULL;
+    for (int i = 0; i < c->nkwargs; i++)
+        if (c->kwargs[i].name && strcmp(c->kwargs[i].name, name) == 0) return &c->kwargs[i].value;
+    return NULL;
+}
+
+const lx_value *lx_call_get(const lx_call *c, int i, const char *name) {
+    if (!c) return NULL;
+    if (i >= 0 && i < c->nargs) return &c->args[i];
+    return lx_call_kwarg(c, name);
+}
+
+const char *lx_kind_name(lx_kind kind) {
+    static const char *names[] = {"None", "bool", "int", "float", "str", "tuple of ints",
+                                  "tuple of str", "array", "tree", "Variable", "box", "object"};
+    return (unsigned)kind < sizeof names / sizeof names[0] ? names[kind] : "invalid";
+}
+
+static lx_status wrong_kind(const char *name, int i, const char *want, const lx_value *v) {
+    return lx_fail(LX_ERR_TYPE, "argument '%s' (position %d) must be %s, got %s",
+                   name ? name : "?", i, want, lx_kind_name(v->kind));
+}
+
+lx_status lx_call_int(const lx_call *c, int i, const char *name, int64_t dflt, int64_t *out) {
+    const lx_value *v = lx_call_get(c, i, name);
+    if (!v || v->kind == LX_V_NONE) { *out = dflt; return LX_OK; }
+    if (v->kind == LX_V_INT) { *out = v->u.i; return LX_OK; }
+    if (v->kind == LX_V_BOOL) { *out = v->u.b; return LX_OK; }
+    if (v->kind == LX_V_FLOAT && v->u.f == floor(v->u.f) && fabs(v->u.f) < 9.2e18) {
+        *out = (int64_t)v->u.f;
+        return LX_OK;
+    }
+    return wrong_kind(name, i, "an int", v);
+}
+
+lx_status lx_call_float(const lx_call *c, int i, const char *name, double dflt, double *out) {
+    const lx_value *v = lx_call_get(c, i, name);
+    if (!v || v->kind == LX_V_NONE) { *out = dflt; return LX_OK; }
+    if (v->kind == LX_V_FLOAT) { *out = v->u.f; return LX_OK; }
+    if (v->kind == LX_V_INT) { *out = (double)v->u.i; return LX_OK; }
+    return wrong_kind(name, i, "a float", v);
+}
+
+lx_status lx_call_bool(const lx_call *c, int i, const char *name, bool dflt, bool *out) {
+    const lx_value *v = lx_call_get(c, i, name);
+    if (!v || v->kind == LX_V_NONE) { *out = dflt; return LX_OK; }
+    if (v->kind == LX_V_BOOL) { *out = v->u.b; return LX_OK; }
+    if (v->kind == LX_V_INT) { *out = v->u.i != 0; return LX_OK; }
+    return wrong_kind(name, i, "a bool", v);
+}
+
+lx_status lx_call_str(const lx_call *c, int i, const char *name, const char *dflt, const char **out) {
+    const lx_value *v = lx_call_get(c, i, name);
+    if (!v || v->kind == LX_V_NONE) { *out = dflt; return LX_OK; }
+    if (v->kind == LX_V_STR) { *out = v->u.s; return LX_OK; }
+    return wrong_kind(name, i, "a str", v);
+}
+
+lx_status lx_call_array(const lx_call *c, int i, const char *name, lx_array **out) {
+    const lx_value *v = lx_call_get(c, i, name);
+    if (!v || v->kind == LX_V_NONE)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "missing required argument '%s' (position %d)",
+                       name ? name : "?", i);
+    if (v->kind != LX_V_ARRAY) return wrong_kind(name, i, "an array", v);
+    if (!v->u.array)
+        return lx_fail(LX_ERR_FAILED_INPUT, "argument '%s' is NULL (an earlier call failed)",
+                       name ? name : "?");
+    *out = v->u.array;
+    return LX_OK;
+}
+
+static char *dup_str(const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+lx_status lx_value_dup(const lx_value *v, lx_value *out) {
+    *out = *v;
+    switch (v->kind) {
+    case LX_V_STR:
+        out->u.s = dup_str(v->u.s);
+        if (v->u.s && !out->u.s) goto oom;
+        break;
+    case LX_V_INTS: {
+        int64_t *p = NULL;
+        if (v->u.ints.n > 0) {
+            p = malloc(sizeof *p * (size_t)v->u.ints.n);
+            if (!p) goto oom;
+            memcpy(p, v->u.ints.v, sizeof *p * (size_t)v->u.ints.n);
+        }
+        out->u.ints.v = p;
+        break;
+    }
+    case LX_V_STRS: {
+        char **p = NULL;
+        if (v->u.strs.n > 0) {
+            p = calloc((size_t)v->u.strs.n, sizeof *p);
+            if (!p) goto oom;
+            for (int i = 0; i < v->u.strs.n; i++) {
+                p[i] = dup_str(v->u.strs.v[i]);
+                if (v->u.strs.v[i] && !p[i]) {
+                    for (int k = 0; k < i; k++) free(p[k]);
+                    free(p);
+                    goto oom;
+                }
+            }
+        }
+        out->u.strs.v = (const char *const *)p;
+        break;
+    }
+    case LX_V_ARRAY: lx_retain(v->u.array); break;
+    case LX_V_TREE: lx_tree_retain(v->u.tree); break;
+    case LX_V_VARIABLE: lx_variable_retain(v->u.var); break;
+    case LX_V_BOX: lx_box_retain(v->u.box); break;
+    default: break;
+    }
+    return LX_OK;
+oom:
+    *out = lx_none();
+    return lx_fail(LX_ERR_NO_MEMORY, "value: out of memory");
+}
+
+void lx_value_free(lx_value *v) {
+    switch (v->kind) {
+    case LX_V_STR: free((char *)v->u.s); break;
+    case LX_V_INTS: free((int64_t *)v->u.ints.v); break;
+    case LX_V_STRS:
+        for (int i = 0; i < v->u.strs.n; i++) free((char *)v->u.strs.v[i]);
+        free((char **)v->u.strs.v);
+        break;
+    case LX_V_ARRAY: lx_release(v->u.array); break;
+    case LX_V_TREE: lx_tree_release(v->u.tree); break;
+    case LX_V_VARIABLE: lx_variable_release(v->u.var); break;
+    case LX_V_BOX: lx_box_release(v->u.box); break;
+    default: break;
+    }
+    *v = lx_none();
+}
+
+static bool str_eq(const char *a, const char *b) {
+    if (!a || !b) return a == b;
+    return strcmp(a, b) == 0;
+}
+
+bool lx_value_equal(const lx_value *a, const lx_value *b) {
+    if (a->kind != b->kind) return false;
+    switch (a->kind) {
+    case LX_V_NONE: return true;
+    case LX_V_BOOL: return a->u.b == b->u.b;
+    case LX_V_INT: return a->u.i == b->u.i;
+    case LX_V_FLOAT: return a->u.f == b->u.f;
+    case LX_V_STR: return str_eq(a->u.s, b->u.s);
+    case LX_V_INTS:
+        if (a->u.ints.n != b->u.ints.n) return false;
+        for (int i = 0; i < a->u.ints.n; i++)
+            if (a->u.ints.v[i] != b->u.ints.v[i]) return false;
+        return true;
+    case LX_V_STRS:
+        if (a->u.strs.n != b->u.strs.n) return false;
+        for (int i = 0; i < a->u.strs.n; i++)
+            if (!str_eq(a->u.strs.v[i], b->u.strs.v[i])) return false;
+        return true;
+    case LX_V_ARRAY: return a->u.array == b->u.array || lx_array_equal(a->u.array, b->u.array);
+    case LX_V_TREE: return lx_tree_equal(a->u.tree, b->u.tree);
+    case LX_V_VARIABLE: return a->u.var == b->u.var;
+    case LX_V_BOX: return a->u.box == b->u.box;
+    case LX_V_PTR: return a->u.ptr.p == b->u.ptr.p;
+    }
+    return false;
+}
+
+const char *lx_value_str(const lx_value *v, char *buf, size_t cap) {
+    size_t n = 0;
+#define PUT(...) (n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, __VA_ARGS__))
+    switch (v->kind) {
+    case LX_V_NONE: PUT("None"); break;
+    case LX_V_BOOL: PUT("%s", v->u.b ? "True" : "False"); break;
+    case LX_V_INT: PUT("%lld", (long long)v->u.i); break;
+    case LX_V_FLOAT: PUT("%.9g", v->u.f); break;
+    case LX_V_STR: PUT("'%s'", v->u.s ? v->u.s : ""); break;
+    case LX_V_INTS:
+        PUT("(");
+        for (int i = 0; i < v->u.ints.n; i++) PUT("%s%lld", i ? ", " : "", (long long)v->u.ints.v[i]);
+        PUT(v->u.ints.n == 1 ? ",)" : ")");
+        break;
+    case LX_V_STRS:
+        PUT("(");
+        for (int i = 0; i < v->u.strs.n; i++) {
+            if (v->u.strs.v[i]) PUT("%s'%s'", i ? ", " : "", v->u.strs.v[i]);
+            else PUT("%sNone", i ? ", " : "");
+        }
+        PUT(v->u.strs.n == 1 ? ",)" : ")");
+        break;
+    case LX_V_ARRAY:
+        if (v->u.array) {
+            char sig[160];
+            PUT("%s", lx_array_sig(v->u.array, sig, sizeof sig));
+        } else {
+            PUT("<NULL array>");
+        }
+        break;
+    case LX_V_TREE: PUT("<tree>"); break;
+    case LX_V_VARIABLE: PUT("<Variable>"); break;
+    case LX_V_BOX: PUT("<box>"); break;
+    case LX_V_PTR: PUT("<%s>", v->u.ptr.tag ? v->u.ptr.tag : "object"); break;
+    }
+#undef PUT
+    if (cap) buf[n < cap ? n : cap - 1] = '\0';
+    return buf;
+}

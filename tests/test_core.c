@@ -1,0 +1,181 @@
+/* Status messages, arrays, pools, values and call records, primitive observers. */
+#include "lx_test.h"
+
+static void test_status(void) {
+    lx_clear_error();
+    CHECK_EQ_INT(lx_last_status(), LX_OK);
+    CHECK_STR(lx_last_error(), "");
+    CHECK_EQ_INT(lx_fail(LX_ERR_SHAPE, "bad %s %d", "shape", 3), LX_ERR_SHAPE);
+    CHECK_STR(lx_last_error(), "bad shape 3");
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    lx_fail_context(LX_ERR_SHAPE, "in %s: ", "Dense_0");
+    CHECK_STR(lx_last_error(), "in Dense_0: bad shape 3");
+    CHECK_STR(lx_status_name(LX_ERR_IMMUTABLE), "LX_ERR_IMMUTABLE");
+}
+
+static void test_array_basics(void) {
+    int64_t shape[] = {2, 3};
+    lx_array *a = lx_array_new(LX_F32, 2, shape);
+    CHECK(a != NULL);
+    CHECK_EQ_INT(a->size, 6);
+    CHECK_EQ_INT((uintptr_t)a->data % LX_ALIGN, 0);
+    CHECK_EQ_INT(lx_f32(a)[5], 0);
+    for (int i = 0; i < 6; i++) lx_f32(a)[i] = (float)i;
+    char buf[64];
+    CHECK_STR(lx_array_sig(a, buf, sizeof buf), "float32[2,3]");
+    CHECK_STR(lx_shape_str(a->ndim, a->shape, buf, sizeof buf), "(2, 3)");
+    int64_t one[] = {5};
+    CHECK_STR(lx_shape_str(1, one, buf, sizeof buf), "(5,)");
+    CHECK_STR(lx_shape_str(0, NULL, buf, sizeof buf), "()");
+
+    int64_t flat[] = {-1};
+    lx_array *v = lx_array_reshape_view(a, 1, flat);
+    CHECK(v != NULL && v->ndim == 1 && v->shape[0] == 6 && v->data == a->data);
+    int64_t bad[] = {4, 2};
+    lx_clear_error();
+    CHECK(lx_array_reshape_view(a, 2, bad) == NULL);
+    CHECK_ERROR_HAS("cannot reshape array of shape (2, 3) into shape (4, 2)");
+    lx_array *c = lx_array_copy(a);
+    CHECK(lx_array_equal(a, c));
+    lx_f32(c)[0] = 1e-30f;
+    CHECK(!lx_array_equal(a, c));
+    CHECK(lx_array_allclose(a, c, 0, 1e-20));
+    lx_release(a); /* the view keeps the data alive */
+    CHECK_EQ_INT((int)lx_f32(v)[5], 5);
+    lx_release(v);
+    lx_release(c);
+
+    int64_t neg[] = {-2};
+    lx_clear_error();
+    CHECK(lx_array_new(LX_F32, 1, neg) == NULL);
+    CHECK_ERROR_HAS("negative dimension");
+
+    lx_array *abs_ = lx_array_abstract(LX_F32, 2, shape);
+    CHECK(abs_ && lx_is_abstract(abs_) && abs_->size == 6);
+    lx_release(abs_);
+}
+
+static void test_ulp(void) {
+    CHECK_EQ_U32(lx_ulp_distance(1.0f, 1.0f), 0);
+    CHECK_EQ_U32(lx_ulp_distance(0.0f, -0.0f), 0);
+    CHECK_EQ_U32(lx_ulp_distance(1.0f, nextafterf(1.0f, 2.0f)), 1);
+    CHECK_EQ_U32(lx_ulp_distance(-1.0f, nextafterf(-1.0f, 0.0f)), 1);
+    /* Smallest positive and negative subnormals are two steps apart through zero. */
+    CHECK_EQ_U32(lx_ulp_distance(nextafterf(0.0f, 1.0f), nextafterf(0.0f, -1.0f)), 2);
+}
+
+static void test_print(void) {
+    int64_t shape[] = {2, 2};
+    float d[] = {1, 2.5f, -3, 4};
+    lx_array *a = lx_array_from_f32(2, shape, d);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    lx_array_fprint(f, a);
+    fclose(f);
+    CHECK_STR(buf, "[[1 2.5]\n [-3 4]]");
+    free(buf);
+    lx_release(a);
+}
+
+static void test_pool_flat(void) {
+    int64_t before = lx_array_live_count();
+    for (int iter = 0; iter < 1000; iter++) {
+        size_t mark = lx_pool_open();
+        for (int k = 0; k < 10; k++) lx_autorelease(lx_array_scalar_f32((float)k));
+        CHECK(lx_pool_size() == mark + 10 || iter > 0);
+        lx_pool_close(mark);
+    }
+    CHECK_EQ_INT(lx_array_live_count(), before);
+    /* A retained result survives its pool. */
+    size_t mark = lx_pool_open();
+    lx_array *keep = lx_retain(lx_autorelease(lx_array_scalar_f32(7)));
+    lx_pool_close(mark);
+    CHECK_EQ_INT(keep->refcount, 1);
+    lx_release(keep);
+}
+
+static void test_calls(void) {
+    int64_t shape[] = {3};
+    lx_array *x = lx_array_new(LX_F32, 1, shape);
+    lx_call c = LX_ARGS(x);
+    CHECK_EQ_INT(c.nargs, 1);
+    CHECK(c.args[0].kind == LX_V_ARRAY && c.args[0].u.array == x);
+
+    lx_call k = LX_CALL_KWARGS(LX_KW_INT("features", 8), LX_KW_FLOAT("rate", 0.5),
+                               LX_KW_STR("name", "dense"), LX_KW_BOOL("use_bias", false));
+    int64_t feat = 0;
+    double rate = 0;
+    bool bias = true;
+    const char *name = NULL;
+    CHECK_EQ_INT(lx_call_int(&k, 0, "features", 1, &feat), LX_OK);
+    CHECK_EQ_INT(feat, 8);
+    CHECK_EQ_INT(lx_call_float(&k, 1, "rate", 0, &rate), LX_OK);
+    CHECK_NEAR(rate, 0.5, 0);
+    CHECK_EQ_INT(lx_call_bool(&k, 9, "use_bias", true, &bias), LX_OK);
+    CHECK(!bias);
+    CHECK_EQ_INT(lx_call_str(&k, 9, "name", NULL, &name), LX_OK);
+    CHECK_STR(name, "dense");
+    CHECK_EQ_INT(lx_call_int(&k, 9, "absent", 42, &feat), LX_OK);
+    CHECK_EQ_INT(feat, 42);
+    CHECK_FAILS(lx_call_int(&k, 9, "name", 0, &feat), LX_ERR_TYPE,
+                "argument 'name' (position 9) must be an int, got str");
+    lx_array *got = NULL;
+    CHECK_FAILS(lx_call_array(&k, 0, "x", &got), LX_ERR_INVALID_ARGUMENT, "missing required argument 'x'");
+
+    lx_call p = LX_CALL_ARGS(lx_int_v(4), lx_float_v(3.0));
+    CHECK_EQ_INT(lx_call_int(&p, 1, "n", 0, &feat), LX_OK); /* an integral float binds as int */
+    CHECK_EQ_INT(feat, 3);
+
+    /* Owning copies. */
+    const char *names[] = {"data", NULL};
+    lx_value s = lx_strs_v(2, names), sd;
+    CHECK_EQ_INT(lx_value_dup(&s, &sd), LX_OK);
+    CHECK(lx_value_equal(&s, &sd) && sd.u.strs.v != s.u.strs.v);
+    char buf[64];
+    CHECK_STR(lx_value_str(&sd, buf, sizeof buf), "('data', None)");
+    lx_value_free(&sd);
+    lx_value av = lx_array_v(x), ad;
+    lx_value_dup(&av, &ad);
+    CHECK_EQ_INT(x->refcount, 2);
+    lx_value_free(&ad);
+    CHECK_EQ_INT(x->refcount, 1);
+    int64_t t[] = {3};
+    lx_value iv = lx_ints_v(1, t);
+    CHECK_STR(lx_value_str(&iv, buf, sizeof buf), "(3,)");
+    lx_release(x);
+}
+
+static int seen;
+static void count_ops(const lx_prim_event *ev, void *user) {
+    (void)ev;
+    *(int *)user += 1;
+}
+
+static void test_observers(void) {
+    int h1 = 0, h2 = 0;
+    seen = 0;
+    CHECK(!lx_prim_observed());
+    CHECK_EQ_INT(lx_prim_observe(count_ops, &seen, &h1), LX_OK);
+    CHECK_EQ_INT(lx_prim_observe(count_ops, &seen, &h2), LX_OK);
+    lx_prim_event ev = {"add", 0, NULL, NULL, 0, NULL};
+    lx_prim_emit(&ev);
+    CHECK_EQ_INT(seen, 2);
+    lx_prim_unobserve(h1);
+    lx_prim_emit(&ev);
+    CHECK_EQ_INT(seen, 3);
+    lx_prim_unobserve(h2);
+    CHECK(!lx_prim_observed());
+    CHECK_FAILS(lx_prim_observe(NULL, NULL, &h1), LX_ERR_INVALID_ARGUMENT, "observer is NULL");
+}
+
+int main(void) {
+    RUN(test_status);
+    RUN(test_array_basics);
+    RUN(test_ulp);
+    RUN(test_print);
+    RUN(test_pool_flat);
+    RUN(test_calls);
+    RUN(test_observers);
+    return lx_test_finish();
+}
