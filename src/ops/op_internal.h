@@ -1,0 +1,40 @@
+/* Internal helpers shared by every op (not installed).
+ *
+ * The op protocol:
+ *  1. Inputs that are NULL mean an earlier call failed: return NULL without touching the message
+ *     (LX_OP_INPUTS). The first failure's message is what the user sees.
+ *  2. Check dtypes and shapes; on a mismatch lx_fail with a message naming the op and the shapes,
+ *     and return NULL.
+ *  3. Allocate the output with lx_op_result (owned by the innermost pool). If any input is
+ *     abstract, the output is abstract and nothing is computed (shape inference, eval_shape).
+ *  4. Compute with a `_forward` kernel over raw buffers and sizes (llm.c style), so a `_backward`
+ *     twin can sit beside it.
+ *  5. Report the primitive with lx_op_emit (a no-op when nothing observes).
+ */
+#ifndef LINNX_OP_INTERNAL_H
+#define LINNX_OP_INTERNAL_H
+
+#include "linnx/array.h"
+#include "linnx/primitive.h"
+
+/* Record "<op>: input is NULL" only when no earlier failure explains it. */
+void lx_op_null_input(const char *op);
+
+#define LX_OP_INPUTS(op, ...)                                                   \
+    do {                                                                        \
+        const lx_array *lx_in_[] = {__VA_ARGS__};                               \
+        for (size_t lx_i_ = 0; lx_i_ < sizeof lx_in_ / sizeof lx_in_[0]; lx_i_++) \
+            if (!lx_in_[lx_i_]) {                                               \
+                lx_op_null_input(op);                                           \
+                return NULL;                                                    \
+            }                                                                   \
+    } while (0)
+
+/* A new output owned by the innermost pool: abstract when `abstract`, else uninitialised. */
+lx_array *lx_op_result(lx_dtype dtype, int ndim, const int64_t *shape, bool abstract);
+
+/* Deliver the primitive to observers, if any. */
+void lx_op_emit(const char *op, int ninputs, lx_array *const *inputs, lx_array *out, int nattrs,
+                const lx_kwarg *attrs);
+
+#endif

@@ -1,0 +1,19 @@
+/* Helpers shared by every op: result allocation, failed inputs, primitive events. */
+#include "op_internal.h"
+
+void lx_op_null_input(const char *op) {
+    if (lx_last_status() == LX_OK)
+        lx_fail(LX_ERR_FAILED_INPUT, "%s: input is NULL (an earlier call failed)", op);
+}
+
+lx_array *lx_op_result(lx_dtype dtype, int ndim, const int64_t *shape, bool abstract) {
+    lx_array *a = abstract ? lx_array_abstract(dtype, ndim, shape) : lx_array_empty(dtype, ndim, shape);
+    return lx_autorelease(a);
+}
+
+void lx_op_emit(const char *op, int ninputs, lx_array *const *inputs, lx_array *out, int nattrs,
+                const lx_kwarg *attrs) {
+    if (!lx_prim_observed()) return;
+    lx_prim_event ev = {op, ninputs, inputs, out, nattrs, attrs};
+    lx_prim_emit(&ev);
+}
