@@ -56,6 +56,8 @@ typedef struct lx_array {
  * "bfloat16"). */
 size_t lx_dtype_size(lx_dtype dtype);
 const char *lx_dtype_name(lx_dtype dtype);
+/* Parse a numpy-style dtype name ("float32", "int32", "uint32", "bool", "bfloat16"). */
+lx_status lx_dtype_from_name(const char *name, lx_dtype *out);
 
 /* ---- construction (caller owns the result; NULL with a message on failure) ---- */
 lx_array *lx_array_new(lx_dtype dtype, int ndim, const int64_t *shape); /* zero-filled */

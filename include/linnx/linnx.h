@@ -6,5 +6,6 @@
 #include "linnx/array.h"
 #include "linnx/value.h"
 #include "linnx/primitive.h"
+#include "linnx/config.h"
 
 #endif

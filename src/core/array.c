@@ -28,6 +28,16 @@ const char *lx_dtype_name(lx_dtype dtype) {
     }
 }
 
+lx_status lx_dtype_from_name(const char *name, lx_dtype *out) {
+    for (int d = 0; d < LX_DTYPE_COUNT; d++)
+        if (name && strcmp(name, lx_dtype_name((lx_dtype)d)) == 0) {
+            *out = (lx_dtype)d;
+            return LX_OK;
+        }
+    return lx_fail(LX_ERR_DTYPE, "unknown dtype '%s' (expected float32, int32, uint32, bool or bfloat16)",
+                   name ? name : "(null)");
+}
+
 static lx_status check_shape(lx_dtype dtype, int ndim, const int64_t *shape, int64_t *size) {
     if (dtype < 0 || dtype >= LX_DTYPE_COUNT)
         return lx_fail(LX_ERR_DTYPE, "array: invalid dtype %d", (int)dtype);
