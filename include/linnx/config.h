@@ -65,20 +65,20 @@ typedef struct lx_field {
 
 #define LX_FIELD_(type, member, kind_, req, dflt_) \
     {#member, kind_, offsetof(type, member), sizeof(((type *)0)->member), NULL, req, dflt_}
-#define LX_FIELD_INT(type, member, d) LX_FIELD_(type, member, LX_FIELD_INT, false, lx_int_v(d))
-#define LX_FIELD_REQUIRED_INT(type, member) LX_FIELD_(type, member, LX_FIELD_INT, true, lx_none())
-#define LX_FIELD_FLOAT(type, member, d) LX_FIELD_(type, member, LX_FIELD_FLOAT, false, lx_float_v(d))
-#define LX_FIELD_REQUIRED_FLOAT(type, member) LX_FIELD_(type, member, LX_FIELD_FLOAT, true, lx_none())
-#define LX_FIELD_BOOL(type, member, d) LX_FIELD_(type, member, LX_FIELD_BOOL, false, lx_bool_v(d))
-#define LX_FIELD_STR(type, member, d) LX_FIELD_(type, member, LX_FIELD_STR, false, lx_str_v(d))
-#define LX_FIELD_INTS(type, member) LX_FIELD_(type, member, LX_FIELD_INTS, false, lx_none())
-#define LX_FIELD_REQUIRED_INTS(type, member) LX_FIELD_(type, member, LX_FIELD_INTS, true, lx_none())
-#define LX_FIELD_STRS(type, member) LX_FIELD_(type, member, LX_FIELD_STRS, false, lx_none())
-#define LX_FIELD_DTYPE(type, member, d) LX_FIELD_(type, member, LX_FIELD_DTYPE, false, lx_str_v(d))
-#define LX_FIELD_VALUE(type, member) LX_FIELD_(type, member, LX_FIELD_VALUE, false, lx_none())
+#define LX_FIELD_INT(type, member, d) LX_FIELD_(type, member, LX_FIELD_INT, false, LX_VAL_INT(d))
+#define LX_FIELD_REQUIRED_INT(type, member) LX_FIELD_(type, member, LX_FIELD_INT, true, LX_VAL_NONE)
+#define LX_FIELD_FLOAT(type, member, d) LX_FIELD_(type, member, LX_FIELD_FLOAT, false, LX_VAL_FLOAT(d))
+#define LX_FIELD_REQUIRED_FLOAT(type, member) LX_FIELD_(type, member, LX_FIELD_FLOAT, true, LX_VAL_NONE)
+#define LX_FIELD_BOOL(type, member, d) LX_FIELD_(type, member, LX_FIELD_BOOL, false, LX_VAL_BOOL(d))
+#define LX_FIELD_STR(type, member, d) LX_FIELD_(type, member, LX_FIELD_STR, false, LX_VAL_STR(d))
+#define LX_FIELD_INTS(type, member) LX_FIELD_(type, member, LX_FIELD_INTS, false, LX_VAL_NONE)
+#define LX_FIELD_REQUIRED_INTS(type, member) LX_FIELD_(type, member, LX_FIELD_INTS, true, LX_VAL_NONE)
+#define LX_FIELD_STRS(type, member) LX_FIELD_(type, member, LX_FIELD_STRS, false, LX_VAL_NONE)
+#define LX_FIELD_DTYPE(type, member, d) LX_FIELD_(type, member, LX_FIELD_DTYPE, false, LX_VAL_STR(d))
+#define LX_FIELD_VALUE(type, member) LX_FIELD_(type, member, LX_FIELD_VALUE, false, LX_VAL_NONE)
 #define LX_FIELD_OBJ(type, member, tag_, dflt_ptr) \
     {#member, LX_FIELD_OBJ, offsetof(type, member), sizeof(((type *)0)->member), tag_, false, \
-     lx_ptr_v(tag_, (void *)(dflt_ptr))}
+     LX_VAL_PTR(tag_, dflt_ptr)}
 
 /* Set every field to its default (required fields to zero). */
 lx_status lx_config_defaults(const lx_field *fields, int nfields, void *cfg);

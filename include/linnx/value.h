@@ -88,6 +88,14 @@ static inline lx_value lx_ptr_v(const char *tag, void *p) {
     lx_value v = {LX_V_PTR, {0}}; v.u.ptr.tag = tag; v.u.ptr.p = p; return v;
 }
 
+/* ---- constant initializers (for static tables; the functions above are not constant) ---- */
+#define LX_VAL_NONE {LX_V_NONE, {.i = 0}}
+#define LX_VAL_BOOL(b_) {LX_V_BOOL, {.b = (b_)}}
+#define LX_VAL_INT(i_) {LX_V_INT, {.i = (i_)}}
+#define LX_VAL_FLOAT(f_) {LX_V_FLOAT, {.f = (f_)}}
+#define LX_VAL_STR(s_) {LX_V_STR, {.s = (s_)}}
+#define LX_VAL_PTR(tag_, p_) {LX_V_PTR, {.ptr = {(tag_), (void *)(p_)}}}
+
 /* ---- call-record builders: compound literals that live in the enclosing block ----
  *   lx_call c = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_INT("features", 8)));
  *   LX_ARGS(x, y)     -> a call with array positionals only (the common case)
