@@ -1,0 +1,197 @@
+/* linnx/linen.h - Linen-style modules: pure descriptions with init/apply over variable collections.
+ *
+ * A Linen module is a description: a type (name, config fields, methods, optional setup) plus a
+ * bound config. Nothing is stored in it. `linen_init` runs a method with the module bound to a
+ * fresh scope and returns the variables it created; `linen_apply` runs a method over given
+ * variables. Inside a method the scope gives what Flax's `self` gives: param, variable,
+ * make_rng, sow, child modules named `<Type>_<i>` (compact) or by attribute name (setup).
+ *
+ * Variables tree layout (lx_tree): {collection: {module path...: leaf}}, e.g.
+ *   params/Dense_0/kernel -> float32[4,8] array (or a metadata box, box.h)
+ *
+ * Ownership:
+ *  - linen_module_new returns a module the caller owns (linen_module_release); modules are
+ *    refcounted and immutable once built, so sharing one between parents is fine.
+ *  - init/apply outputs: *out is a value the caller owns (lx_value_free); *variables and
+ *    *mutated are trees the caller owns (lx_tree_release). The variables given to apply are
+ *    never modified: mutations go to a copy returned in *mutated.
+ *  - Inside a method: arrays returned by linen_param / linen_get_variable are borrowed from the
+ *    scope (valid until the method's top-level init/apply returns); op results are pool-owned.
+ *
+ * Writing a layer (one screen of math):
+ *   static lx_status dense_call(linen_scope *s, const lx_call *c, lx_value *out) {
+ *       const linen_dense_config *cfg = linen_config(s);
+ *       lx_array *x, *kernel;
+ *       LX_TRY(lx_call_array(c, 0, "inputs", &x));
+ *       int64_t kshape[] = {x->shape[x->ndim - 1], cfg->features};
+ *       LX_TRY(linen_param(s, "kernel", &cfg->kernel_init, cfg->param_dtype, 2, kshape, &kernel));
+ *       ...
+ *   }
+ */
+#ifndef LINNX_LINEN_H
+#define LINNX_LINEN_H
+
+#include "linnx/config.h"
+#include "linnx/init.h"
+#include "linnx/random.h"
+#include "linnx/value.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct linen_scope linen_scope;
+typedef struct linen_module linen_module;
+
+/* A method: reads its arguments from `call`, writes its result to *out (an owned value the
+ * framework frees; arrays in it are retained). */
+typedef lx_status (*linen_method_fn)(linen_scope *self, const lx_call *call, lx_value *out);
+
+typedef struct linen_method {
+    const char *name; /* "__call__", "attend", "encode", ... */
+    linen_method_fn fn;
+} linen_method;
+
+typedef struct linen_type {
+    const char *name;        /* the class name: auto-names are "<name>_<i>" */
+    size_t config_size;      /* sizeof the config struct */
+    const lx_field *fields;  /* dataclass fields, in declaration order */
+    int nfields;
+    const linen_method *methods;
+    int nmethods;
+    /* Optional: setup-style children and variables, run lazily before the first method. */
+    lx_status (*setup)(linen_scope *self);
+    /* Optional: extra cleanup of config members the field table does not own. */
+    void (*config_free)(void *cfg);
+} linen_type;
+
+/* ---- modules (descriptions) ---- */
+lx_status linen_module_new(const linen_type *type, const lx_call *kwargs, linen_module **out);
+/* The same with an explicit name (Flax's name=...). */
+lx_status linen_module_new_named(const linen_type *type, const lx_call *kwargs, const char *name,
+                                 linen_module **out);
+linen_module *linen_module_retain(linen_module *m);
+void linen_module_release(linen_module *m);
+const linen_type *linen_module_type(const linen_module *m);
+const void *linen_module_config(const linen_module *m);
+const char *linen_module_name(const linen_module *m); /* NULL when unnamed */
+/* A config field by name (m.features); LX_ERR_NOT_FOUND with Flax's AttributeError wording. */
+lx_status linen_module_attr(const linen_module *m, const char *name, lx_value *out);
+/* Carry a module in a call record / config value. */
+static inline lx_value linen_module_v(linen_module *m) { return lx_ptr_v("linen_module", m); }
+
+/* ---- rng streams and mutability given to init/apply ---- */
+typedef struct linen_rng {
+    const char *name;
+    lx_key key;
+} linen_rng;
+typedef struct linen_rngs {
+    int n;
+    const linen_rng *v;
+} linen_rngs;
+/* LINEN_RNGS({"params", k1}, {"dropout", k2});  LINEN_KEY(k) = {"params", k}. */
+#define LINEN_RNGS(...) \
+    ((linen_rngs){(int)(sizeof((linen_rng[]){__VA_ARGS__}) / sizeof(linen_rng)), (linen_rng[]){__VA_ARGS__}})
+#define LINEN_KEY(k) LINEN_RNGS({"params", (k)})
+#define LINEN_NO_RNGS ((linen_rngs){0, NULL})
+
+typedef enum linen_mutable_kind {
+    LINEN_MUTABLE_NONE = 0, /* mutable=False */
+    LINEN_MUTABLE_ALL,      /* mutable=True */
+    LINEN_MUTABLE_LIST,     /* mutable=['batch_stats', ...] (a single name is a 1-list) */
+    LINEN_MUTABLE_DENY      /* DenyList([...]): everything except these */
+} linen_mutable_kind;
+typedef struct linen_mutable {
+    linen_mutable_kind kind;
+    int n;
+    const char *const *names;
+} linen_mutable;
+#define LINEN_IMMUTABLE ((linen_mutable){LINEN_MUTABLE_NONE, 0, NULL})
+#define LINEN_MUTABLE_EVERYTHING ((linen_mutable){LINEN_MUTABLE_ALL, 0, NULL})
+#define LINEN_MUTABLE(...)                                                                  \
+    ((linen_mutable){LINEN_MUTABLE_LIST,                                                    \
+                     (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)), \
+                     (const char *const[]){__VA_ARGS__}})
+#define LINEN_DENY(...)                                                                     \
+    ((linen_mutable){LINEN_MUTABLE_DENY,                                                    \
+                     (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)), \
+                     (const char *const[]){__VA_ARGS__}})
+bool linen_mutable_allows(const linen_mutable *m, const char *collection);
+
+/* Options of init/apply; zero-initialised means Flax's defaults (method __call__; apply:
+ * immutable; init: everything but 'intermediates'). Set `mutable_given` to use `mutable`. */
+typedef struct linen_opts {
+    const char *method;        /* a method by name, or NULL */
+    linen_method_fn method_fn; /* or a method by function (Flax's method=Module.fn) */
+    linen_mutable mutable;
+    bool mutable_given;
+} linen_opts;
+
+/* ---- init / apply ---- */
+lx_status linen_init(const linen_module *m, linen_rngs rngs, const lx_call *call,
+                     const linen_opts *opts, lx_tree **variables);
+lx_status linen_init_with_output(const linen_module *m, linen_rngs rngs, const lx_call *call,
+                                 const linen_opts *opts, lx_value *out, lx_tree **variables);
+/* *mutated is set (to a tree holding only the mutable collections) when the mutability is not
+ * LINEN_MUTABLE_NONE, else to NULL. `mutated` may be NULL when immutable. */
+lx_status linen_apply(const linen_module *m, const lx_tree *variables, const lx_call *call,
+                      linen_rngs rngs, const linen_opts *opts, lx_value *out, lx_tree **mutated);
+
+/* ---- inside a method: the bound module ("self") ---- */
+const void *linen_config(const linen_scope *self);
+const linen_module *linen_self(const linen_scope *self);
+/* "Dense_0" (or "" at the root), and the full path "/Outer/Dense_0" style used in errors. */
+const char *linen_scope_name(const linen_scope *self);
+const char *linen_scope_path(const linen_scope *self);
+bool linen_is_initializing(const linen_scope *self);
+bool linen_is_mutable_collection(const linen_scope *self, const char *collection);
+
+/* self.param(name, init, shape, dtype): at init creates it from make_rng('params') (one
+ * counter step even for zeros), afterwards reads it and checks the shape (Flax's
+ * ScopeParamShapeError wording). *out is borrowed. Boxed params (with_partitioning) are
+ * unboxed for the caller and stored boxed. */
+lx_status linen_param(linen_scope *self, const char *name, const lx_initializer *init,
+                      lx_dtype dtype, int ndim, const int64_t *shape, lx_array **out);
+/* A param with a custom init producing any leaf (an array or a box): fn(key, user, &leaf). */
+typedef lx_status (*linen_init_fn)(lx_key key, void *user, lx_value *leaf);
+lx_status linen_param_custom(linen_scope *self, const char *name, linen_init_fn fn, void *user,
+                             lx_value *out);
+
+/* self.variable(col, name, init_fn): created (init_fn may be NULL -> error if absent) when the
+ * collection is mutable and the variable is missing; *out borrowed. */
+lx_status linen_variable(linen_scope *self, const char *collection, const char *name,
+                         linen_init_fn init_fn, void *user, lx_value *out);
+lx_status linen_get_variable(linen_scope *self, const char *collection, const char *name,
+                             lx_value *out);
+lx_status linen_put_variable(linen_scope *self, const char *collection, const char *name,
+                             const lx_value *value);
+bool linen_has_variable(const linen_scope *self, const char *collection, const char *name);
+/* self.variables: every collection at this module's path (a new tree the caller owns). */
+lx_status linen_variables(const linen_scope *self, lx_tree **out);
+/* self.make_rng(stream): falls back to 'params'; "needs PRNG for" error when neither exists. */
+lx_status linen_make_rng(linen_scope *self, const char *stream, lx_key *out);
+/* The stream names bound in this scope (self.scope.rngs), in the order given to init/apply. */
+int linen_rng_names(const linen_scope *self, const char **names, int cap);
+/* self.sow(col, name, value): appends to a tuple leaf in a mutable collection (default
+ * 'intermediates'); a no-op when the collection is not mutable. */
+lx_status linen_sow(linen_scope *self, const char *collection, const char *name, lx_array *value);
+
+/* ---- children ---- */
+/* Call `method` (NULL = "__call__") of `child` bound under `name` (NULL = "<Type>_<i>" auto
+ * name, counted per parent and type). The same name twice binds the same child scope. */
+lx_status linen_call_child(linen_scope *self, const linen_module *child, const char *name,
+                           const char *method, const lx_call *call, lx_value *out);
+/* In setup: attach a child under an attribute name; in methods: call it by that name. */
+lx_status linen_setup_child(linen_scope *self, const char *attr, const linen_module *child);
+lx_status linen_call_attr(linen_scope *self, const char *attr, const char *method,
+                          const lx_call *call, lx_value *out);
+/* The child module attached in setup under `attr` (borrowed), for attribute forwarding. */
+lx_status linen_get_attr_module(linen_scope *self, const char *attr, const linen_module **out);
+
+/* The innermost bound Linen module on this thread (Flax's module_stack top), or NULL. */
+linen_scope *linen_current_scope(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

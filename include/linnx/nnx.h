@@ -1,0 +1,202 @@
+/* linnx/nnx.h - NNX-style modules: C structs that own their Variables and Rngs, and the graph API.
+ *
+ * An NNX module is a C struct whose first member is the header `nnx_module`, described by an
+ * `nnx_type`: a field table (Variables, child modules, lists of children), a config table (the
+ * constructor's named arguments, stored in a plain struct inside the module), methods, and a
+ * constructor. Each module also has dynamic attributes (names added at run time: what ToNNX
+ * fills from Linen variables, like Python's __dict__) and the `initializing` flag.
+ *
+ *   typedef struct { nnx_module base; linear_config cfg; lx_variable *kernel, *bias; } nnx_linear;
+ *
+ * The graph API walks the field table and the dynamic attributes:
+ *   split(module, filters) -> graphdef + one state per filter (+ the rest);
+ *   merge(graphdef, states) -> a new module;  state / update / clone / iter_graph.
+ * A state is an lx_tree whose leaves are the module's own lx_variable objects (shared, never
+ * copied: "one store, two views"); paths are attribute names, list indices as "0", "1", ...
+ * Shared submodules and Variables appear once, under their first path in field order.
+ *
+ * Rngs are graph nodes too: `nnx_rngs` holds one RngStream child per stream name; a stream
+ * holds `key` (RngKey Variable, uint32[2]) and `count` (RngCount Variable, uint32 scalar).
+ *
+ * Ownership: nnx_module_new / nnx_merge / nnx_clone return a module the caller owns
+ * (nnx_module_release). Modules are refcounted; a parent retains its children. States and
+ * graphdefs returned are owned by the caller (lx_tree_release / nnx_graphdef_free). Method
+ * outputs: *out is owned by the caller (lx_value_free).
+ */
+#ifndef LINNX_NNX_H
+#define LINNX_NNX_H
+
+#include <stddef.h>
+
+#include "linnx/config.h"
+#include "linnx/init.h"
+#include "linnx/random.h"
+#include "linnx/value.h"
+#include "linnx/variable.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nnx_module nnx_module;
+typedef struct nnx_type nnx_type;
+typedef struct nnx_rngs nnx_rngs; /* an nnx_module of type NNX_RNGS_TYPE */
+typedef struct nnx_attrs nnx_attrs;
+
+/* The header: first member of every module struct. */
+struct nnx_module {
+    const nnx_type *type;
+    int refcount;
+    bool initializing; /* set on the whole graph by lazy_init */
+    nnx_attrs *attrs;  /* dynamic attributes (NULL until the first one is set) */
+};
+
+typedef enum nnx_field_kind {
+    NNX_FIELD_VARIABLE, /* lx_variable * (NULL allowed: e.g. bias when use_bias=False) */
+    NNX_FIELD_CHILD,    /* nnx_module * (any module type, nnx_rngs and RngStream included) */
+    NNX_FIELD_LIST      /* nnx_list: a list of children or Variables */
+} nnx_field_kind;
+
+typedef struct nnx_list {
+    int n;
+    lx_value *items; /* LX_V_VARIABLE or LX_V_PTR tagged "nnx_module"; owned */
+} nnx_list;
+
+typedef struct nnx_field {
+    const char *name;
+    nnx_field_kind kind;
+    size_t offset;
+} nnx_field;
+#define NNX_VAR(T, m) {#m, NNX_FIELD_VARIABLE, offsetof(T, m)}
+#define NNX_CHILD(T, m) {#m, NNX_FIELD_CHILD, offsetof(T, m)}
+#define NNX_LIST(T, m) {#m, NNX_FIELD_LIST, offsetof(T, m)}
+
+typedef lx_status (*nnx_method_fn)(nnx_module *self, const lx_call *call, lx_value *out);
+typedef struct nnx_method {
+    const char *name;
+    nnx_method_fn fn;
+} nnx_method;
+
+struct nnx_type {
+    const char *name;            /* class name ("Linear") */
+    size_t size;                 /* sizeof the module struct */
+    const nnx_field *fields;
+    int nfields;
+    const lx_field *config;      /* constructor arguments (static data), bound before init */
+    int nconfig;
+    size_t config_offset;        /* where the config struct lives inside the module struct */
+    const nnx_method *methods;
+    int nmethods;
+    /* Constructor: config is already bound from the call; build Variables and children.
+     * `rngs` may be NULL (a module that needs none). */
+    lx_status (*init)(nnx_module *self, const lx_call *call, nnx_rngs *rngs);
+    /* Optional extra cleanup (fields, config and attrs are released by the framework). */
+    void (*destroy)(nnx_module *self);
+};
+
+/* ---- modules ---- */
+lx_status nnx_module_new(const nnx_type *type, const lx_call *call, nnx_rngs *rngs, nnx_module **out);
+/* nnx.eval_shape(lambda: Type(...)): structure only: every Variable holds an abstract array,
+ * no initializer runs and nothing parameter-sized is allocated. */
+lx_status nnx_eval_shape(const nnx_type *type, const lx_call *call, nnx_rngs *rngs, nnx_module **out);
+nnx_module *nnx_module_retain(nnx_module *m);
+void nnx_module_release(nnx_module *m);
+static inline lx_value nnx_module_v(nnx_module *m) { return lx_ptr_v("nnx_module", m); }
+const void *nnx_config(const nnx_module *m);
+/* A config field or a dynamic attribute by name (borrowed). */
+lx_status nnx_getattr(const nnx_module *m, const char *name, lx_value *out);
+/* Set a dynamic attribute (a Variable, a tree of Variables, a module, a static value). */
+lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value);
+lx_status nnx_delattr(nnx_module *m, const char *name);
+int nnx_attr_count(const nnx_module *m);
+const char *nnx_attr_name(const nnx_module *m, int i);
+
+/* Call a method by name (NULL = "__call__"); unknown names fail with Flax's AttributeError text. */
+lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out);
+/* The common case: one array in, one array out (pool-owned; NULL + message on failure). */
+lx_array *nnx_call_array(nnx_module *m, lx_array *x);
+const nnx_method *nnx_find_method(const nnx_type *type, const char *name);
+
+/* ---- filters ---- */
+typedef enum nnx_filter_kind {
+    NNX_FILTER_TYPE,          /* isinstance(variable, type) */
+    NNX_FILTER_TAG,           /* RngState whose stream tag equals `tag` */
+    NNX_FILTER_EVERYTHING,
+    NNX_FILTER_NOTHING,
+    NNX_FILTER_NOT,
+    NNX_FILTER_ALL,           /* all of `subs` */
+    NNX_FILTER_ANY,           /* any of `subs` */
+    NNX_FILTER_PATH_CONTAINS, /* a path component equals `tag` */
+    NNX_FILTER_FN             /* fn(path, variable, user) */
+} nnx_filter_kind;
+typedef struct nnx_filter nnx_filter;
+struct nnx_filter {
+    nnx_filter_kind kind;
+    const lx_vartype *type;
+    const char *tag;
+    int nsubs;
+    const nnx_filter *subs;
+    bool (*fn)(const char *path, const lx_variable *v, void *user);
+    void *user;
+};
+#define NNX_OF_TYPE(t) ((nnx_filter){NNX_FILTER_TYPE, (t), NULL, 0, NULL, NULL, NULL})
+#define NNX_EVERYTHING ((nnx_filter){NNX_FILTER_EVERYTHING, NULL, NULL, 0, NULL, NULL, NULL})
+#define NNX_NOTHING ((nnx_filter){NNX_FILTER_NOTHING, NULL, NULL, 0, NULL, NULL, NULL})
+bool nnx_filter_match(const nnx_filter *f, const char *path, const lx_variable *v);
+
+/* ---- the graph API ---- */
+typedef struct nnx_graphdef nnx_graphdef;
+/* split: states[i] gets the Variables matching filters[i] (first match wins); states[nfilters]
+ * gets the rest. With nfilters == 0 there is one state holding everything. */
+lx_status nnx_split(nnx_module *m, int nfilters, const nnx_filter *filters, nnx_graphdef **graphdef,
+                    lx_tree **states);
+lx_status nnx_merge(const nnx_graphdef *graphdef, int nstates, lx_tree *const *states, nnx_module **out);
+lx_status nnx_state(nnx_module *m, int nfilters, const nnx_filter *filters, lx_tree **state);
+/* In place: values of existing Variables are replaced (the Variable objects stay); unknown
+ * paths are inserted as dynamic attributes where the node allows. */
+lx_status nnx_update(nnx_module *m, int nstates, lx_tree *const *states);
+lx_status nnx_graphdef_of(nnx_module *m, nnx_graphdef **out);
+bool nnx_graphdef_equal(const nnx_graphdef *a, const nnx_graphdef *b);
+void nnx_graphdef_free(nnx_graphdef *g);
+lx_status nnx_clone(nnx_module *m, nnx_module **out);
+/* Visit every node (modules) and leaf (Variables) with its path, in Flax's order. */
+typedef lx_status (*nnx_visit_fn)(const char *path, const lx_value *node, void *user);
+lx_status nnx_iter_graph(nnx_module *m, nnx_visit_fn fn, void *user);
+/* Set `initializing` on every module in the graph (lazy_init). */
+void nnx_set_initializing(nnx_module *m, bool on);
+
+/* ---- Rngs ---- */
+typedef struct nnx_stream_spec {
+    const char *name;
+    bool has_key; /* use `key` as is; else seed from `seed` */
+    int64_t seed;
+    lx_key key;
+} nnx_stream_spec;
+/* Rngs(seed): one stream 'default'. */
+lx_status nnx_rngs_from_seed(int64_t seed, nnx_rngs **out);
+/* Rngs(params=..., dropout=...). */
+lx_status nnx_rngs_new(int n, const nnx_stream_spec *streams, nnx_rngs **out);
+static inline nnx_module *nnx_rngs_module(nnx_rngs *r) { return (nnx_module *)r; }
+static inline void nnx_rngs_release(nnx_rngs *r) { nnx_module_release((nnx_module *)r); }
+/* rngs.<stream>(): fold_in(key, count), then count += 1; falls back to 'default', else
+ * LX_ERR_RNG "No RngStream named '<stream>' found in Rngs." */
+lx_status nnx_rngs_draw(nnx_rngs *r, const char *stream, lx_key *out);
+bool nnx_rngs_has(const nnx_rngs *r, const char *stream);
+int nnx_rngs_count(const nnx_rngs *r);
+const char *nnx_rngs_stream_name(const nnx_rngs *r, int i);
+/* rngs.fork(): new Rngs whose streams are seeded with one draw from each parent stream. */
+lx_status nnx_rngs_fork(nnx_rngs *r, nnx_rngs **out);
+/* rngs['dropout'].fork(): a standalone RngStream module (what Dropout keeps). */
+lx_status nnx_rng_stream_fork(nnx_rngs *r, const char *stream, nnx_module **out);
+lx_status nnx_rng_stream_draw(nnx_module *stream, lx_key *out);
+/* nnx.reseed(node, stream=seed): every stream tagged `stream` in the graph restarts from
+ * fold_in(key(seed), 0) with count 0. */
+lx_status nnx_reseed(nnx_module *m, const char *stream, int64_t seed);
+
+extern const nnx_type NNX_RNGS_TYPE;
+extern const nnx_type NNX_RNG_STREAM_TYPE;
+
+#ifdef __cplusplus
+}
+#endif
+#endif
