@@ -63,6 +63,13 @@ typedef struct linen_type {
     lx_status (*setup)(linen_scope *self);
     /* Optional: extra cleanup of config members the field table does not own. */
     void (*config_free)(void *cfg);
+    /* Optional: deep copy of those members (after the field table copied its own). */
+    lx_status (*config_copy)(void *dst, const void *src);
+    /* Optional: methods not in the table (the bridge's ToLinen forwards them to NNX methods).
+     * Return LX_ERR_NOT_FOUND for names it does not know either. */
+    lx_status (*dispatch)(linen_scope *self, const char *method, const lx_call *call, lx_value *out);
+    /* Optional: attributes beyond the config fields (ToLinen forwards its NNX kwargs). */
+    lx_status (*getattr)(const linen_module *m, const char *name, lx_value *out);
 } linen_type;
 
 /* ---- modules (descriptions) ---- */
@@ -145,6 +152,8 @@ const char *linen_scope_name(const linen_scope *self);
 const char *linen_scope_path(const linen_scope *self);
 bool linen_is_initializing(const linen_scope *self);
 bool linen_is_mutable_collection(const linen_scope *self, const char *collection);
+/* The mutability this scope runs under (self.scope.mutable), borrowed. */
+const linen_mutable *linen_scope_mutable(const linen_scope *self);
 
 /* self.param(name, init, shape, dtype): at init creates it from make_rng('params') (one
  * counter step even for zeros), afterwards reads it and checks the shape (Flax's

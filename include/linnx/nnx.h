@@ -92,6 +92,9 @@ struct nnx_type {
     lx_status (*init)(nnx_module *self, const lx_call *call, nnx_rngs *rngs);
     /* Optional extra cleanup (fields, config and attrs are released by the framework). */
     void (*destroy)(nnx_module *self);
+    /* Optional: methods not in the table (ToNNX forwards them to the Linen module's methods).
+     * Return LX_ERR_NOT_FOUND for names it does not know either. */
+    lx_status (*dispatch)(nnx_module *self, const char *method, const lx_call *call, lx_value *out);
 };
 
 /* ---- modules ---- */
