@@ -7,5 +7,7 @@
 #include "linnx/value.h"
 #include "linnx/primitive.h"
 #include "linnx/config.h"
+#include "linnx/random.h"
+#include "linnx/init.h"
 
 #endif
