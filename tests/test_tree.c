@@ -68,6 +68,19 @@ static void test_map_basics(void) {
     CHECK_EQ_INT(lx_tree_set(t, "n", lx_array_v(NULL)), LX_ERR_FAILED_INPUT);
     CHECK_ERROR_HAS("matmul: shapes");
     CHECK_FAILS(lx_tree_set(NULL, "n", lx_int_v(1)), LX_ERR_FAILED_INPUT, "tree is NULL");
+    const lx_value *got = NULL;
+    CHECK_FAILS(lx_tree_get_path(NULL, "a", &got), LX_ERR_FAILED_INPUT, "tree is NULL");
+    CHECK_FAILS(lx_tree_set_path(NULL, "a", lx_int_v(1)), LX_ERR_FAILED_INPUT, "tree is NULL");
+    CHECK_FAILS(lx_tree_set_path(t, "a/b", lx_tree_v(NULL)), LX_ERR_FAILED_INPUT, "tree_set_path: value is NULL");
+    CHECK_FAILS(lx_tree_delete_path(NULL, "a"), LX_ERR_FAILED_INPUT, "tree is NULL");
+    CHECK_FAILS(lx_tree_delete(NULL, "a"), LX_ERR_FAILED_INPUT, "tree is NULL");
+    CHECK(lx_tree_get(NULL, "a") == NULL && lx_tree_find(NULL, "a") == NULL && lx_tree_len(NULL) == 0);
+    CHECK(lx_tree_copy(NULL) == NULL);
+    lx_flat fl = {0};
+    CHECK_FAILS(lx_flat_append(&fl, NULL, lx_int_v(1)), LX_ERR_INVALID_ARGUMENT, "flat: path is NULL");
+    CHECK_FAILS(lx_flat_append(&fl, "p", lx_var_v(NULL)), LX_ERR_FAILED_INPUT, "flat_append: value is NULL");
+    CHECK_EQ_INT(fl.len, 0);
+    lx_flat_free(&fl);
     CHECK_EQ_INT(lx_tree_len(t), 3);
 
     /* A tree may not contain itself, directly or through a sub-map. */
@@ -480,6 +493,8 @@ static void test_printers(void) {
     CHECK_STR(s, "{}\n");
     free(s);
     CHECK_FAILS(lx_tree_fprint(NULL, e), LX_ERR_INVALID_ARGUMENT, "FILE is NULL");
+    CHECK_FAILS(lx_tree_fprint_table(NULL, e), LX_ERR_INVALID_ARGUMENT, "FILE is NULL");
+    CHECK_FAILS(lx_tree_fprint(stderr, NULL), LX_ERR_FAILED_INPUT, "tree is NULL");
     CHECK_FAILS(lx_tree_fprint_table(stderr, NULL), LX_ERR_FAILED_INPUT, "tree is NULL");
     lx_tree_release(e);
 }

@@ -120,6 +120,7 @@ static void test_registry_register(void) {
     CHECK_FAILS(lx_register_variable_name("", &lx_Param, false), LX_ERR_INVALID_ARGUMENT, "empty collection name");
     CHECK_FAILS(lx_register_variable_name("x", NULL, false), LX_ERR_INVALID_ARGUMENT, "type is NULL");
     CHECK_FAILS(lx_variable_type_from_name(NULL, NULL, true, &t2), LX_ERR_INVALID_ARGUMENT, "empty collection name");
+    CHECK_FAILS(lx_variable_name_from_type(NULL, true, &n), LX_ERR_INVALID_ARGUMENT, "type is NULL");
 
     /* Reset: the five defaults again; types made meanwhile stay valid. */
     lx_variable_registry_reset();
@@ -173,6 +174,15 @@ static void test_variable_basics(void) {
     CHECK_FAILS(lx_variable_new(NULL, a, &bad), LX_ERR_INVALID_ARGUMENT, "Variable: type is NULL");
     CHECK(bad == NULL);
     CHECK_FAILS(lx_variable_new(&lx_Param, NULL, &bad), LX_ERR_FAILED_INPUT, "Param: value is NULL");
+
+    /* NULL Variables (failed inputs) are refused, not dereferenced. */
+    CHECK_FAILS(lx_variable_copy(NULL, &bad), LX_ERR_FAILED_INPUT, "variable_copy: Variable is NULL");
+    CHECK_FAILS(lx_variable_set_value(NULL, a, false), LX_ERR_FAILED_INPUT, "Variable is NULL");
+    CHECK_FAILS(lx_variable_meta_set(NULL, "mesh", lx_none()), LX_ERR_FAILED_INPUT, "Variable is NULL");
+    CHECK_FAILS(lx_variable_meta_del(NULL, "mesh"), LX_ERR_FAILED_INPUT, "Variable is NULL");
+    CHECK(lx_variable_get_value(NULL) == NULL && lx_variable_type(NULL) == NULL && !lx_variable_metadata(NULL));
+    CHECK(lx_variable_equal(NULL, NULL) && !lx_variable_equal(v, NULL));
+    CHECK_STR(lx_variable_str(NULL, buf, sizeof buf), "<NULL Variable>");
 
     lx_variable_release(va);
     lx_variable_release(v);
