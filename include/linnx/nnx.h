@@ -63,7 +63,7 @@ typedef enum nnx_field_kind {
 
 typedef struct nnx_list {
     int n;
-    lx_value *items; /* LX_V_VARIABLE or LX_V_PTR tagged "nnx_module"; owned */
+    lx_value *items; /* LX_V_VARIABLE, LX_V_PTR "nnx_module", or a static value; owned */
 } nnx_list;
 
 typedef struct nnx_field {
@@ -240,7 +240,8 @@ lx_status nnx_state_fprint(FILE *f, const lx_tree *state, int max_values);
 lx_status nnx_module_fprint_state(FILE *f, nnx_module *m, int max_values);
 
 /* ---- lists (NNX_LIST fields) ---- */
-/* Append a Variable (retained) or a module (retained): LX_V_VARIABLE or nnx_module_v(m). */
+/* Append a Variable (retained), a module (retained: nnx_module_v(m)) or a static value (copied;
+ * Sequential keeps plain functions this way). */
 lx_status nnx_list_append(nnx_list *l, lx_value item);
 void nnx_list_clear(nnx_list *l);
 

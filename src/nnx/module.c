@@ -151,8 +151,8 @@ static void free_owned(lx_value *v) {
 
 lx_status nnx_list_append(nnx_list *l, lx_value item) {
     if (!l) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_list_append: list is NULL");
-    if (item.kind != LX_V_VARIABLE && !nnx_module_from_value(&item))
-        return lx_fail(LX_ERR_TYPE, "nnx_list_append: items are Variables or modules, got %s",
+    if (nnx_list_from_value(&item) || item.kind == LX_V_TREE || (item.kind == LX_V_VARIABLE && !item.u.var))
+        return lx_fail(LX_ERR_TYPE, "nnx_list_append: items are Variables, modules or static values, got %s",
                        lx_kind_name(item.kind));
     lx_value *ni = realloc(l->items, (size_t)(l->n + 1) * sizeof *ni);
     if (!ni) return lx_fail(LX_ERR_NO_MEMORY, "nnx_list_append: out of memory");

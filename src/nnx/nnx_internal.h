@@ -107,6 +107,18 @@ typedef struct nnx_rng_stream {
     lx_variable *count; /* RngCount uint32[] */
 } nnx_rng_stream;
 
-/* Layers registry for nnx_layer_type_by_name (layers_*.c). */
+/* ---- layer helpers (layers_common.c) ---- */
+/* rngs.params(): with no Rngs, Flax's "missing 1 required keyword-only argument: 'rngs'". */
+lx_status nnx_draw_params(const nnx_module *self, nnx_rngs *rngs, lx_key *key);
+/* Draw a key from rngs.params() and make a parameter of `type` (flat_ndim > 0: initialised with
+ * flat_shape, then reshaped to shape, as LinearGeneral does). */
+lx_status nnx_make_param(const nnx_module *self, nnx_rngs *rngs, const lx_vartype *type,
+                         const lx_initializer *init, lx_dtype dtype, int ndim, const int64_t *shape,
+                         int flat_ndim, const int64_t *flat_shape, const lx_value *metadata,
+                         lx_variable **out);
+/* A method's array result: *out takes a reference; a NULL y reports the failure. */
+lx_status nnx_return_array(lx_array *y, lx_value *out);
+/* The value of a Variable field (NULL when the field is None). */
+static inline lx_array *nnx_value_of(lx_variable *v) { return v ? lx_variable_get_value(v) : NULL; }
 
 #endif

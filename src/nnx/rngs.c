@@ -165,7 +165,7 @@ lx_status nnx_rng_stream_draw(nnx_module *stream, lx_key *out) {
 
 lx_status nnx_rngs_draw(nnx_rngs *r, const char *stream, lx_key *out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Rngs: out is NULL");
-    nnx_module *s;
+    nnx_module *s = NULL;
     LX_TRY(lookup(r, stream, &s));
     return nnx_rng_stream_draw(s, out);
 }
@@ -200,7 +200,7 @@ static lx_status fork_stream(nnx_module *parent, nnx_module **out) {
 lx_status nnx_rng_stream_fork(nnx_rngs *r, const char *stream, nnx_module **out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Rngs: out is NULL");
     *out = NULL;
-    nnx_module *s;
+    nnx_module *s = NULL;
     LX_TRY(lookup(r, stream, &s));
     /* Like Flax, the fork keeps the tag of the stream it came from ('default' on fallback). */
     return fork_stream(s, out);
