@@ -67,7 +67,32 @@ static void test_reshape(void) {
     CHECK(a && lx_is_abstract(a) && a->dtype == LX_I32 && lx_shape_eq(a, 3, S(2, 4, 3)));
 }
 
+/* out[i] = x[unravel(i) permuted] with plain index arithmetic. */
+static bool transpose_matches(int nd, const int64_t *shape, const int64_t *perm) {
+    lx_array *x = iota(nd, shape);
+    lx_array *t = lx_transpose(x, nd, perm);
+    if (!t) return false;
+    int64_t xs[LX_MAX_DIMS], s = 1;
+    for (int d = nd - 1; d >= 0; d--) xs[d] = s, s *= shape[d];
+    for (int64_t i = 0; i < t->size; i++) {
+        int64_t rem = i, src = 0;
+        for (int d = nd - 1; d >= 0; d--) {
+            src += (rem % shape[perm[d]]) * xs[perm[d]];
+            rem /= shape[perm[d]];
+        }
+        if (lx_f32(t)[i] != (float)src) return false;
+    }
+    return true;
+}
+
 static void test_transpose(void) {
+    /* Tiled (input contiguous along another dim) and plain strided paths. */
+    CHECK(transpose_matches(3, S(17, 33, 20), S(0, 2, 1)));
+    CHECK(transpose_matches(3, S(17, 33, 20), S(2, 0, 1)));
+    CHECK(transpose_matches(3, S(17, 33, 20), S(1, 2, 0)));
+    CHECK(transpose_matches(4, S(3, 20, 5, 18), S(3, 1, 0, 2)));
+    CHECK(transpose_matches(4, S(2, 40, 3, 50), S(0, 3, 2, 1)));
+    CHECK(transpose_matches(3, S(4, 5, 6), S(2, 1, 0)));
     lx_array *x = iota(2, S(2, 3));
     lx_array *t = lx_transpose(x, 0, NULL);
     CHECK(t && lx_shape_eq(t, 2, S(3, 2)) && VALUES(t, 0, 3, 1, 4, 2, 5));

@@ -68,6 +68,36 @@ void lx_strided_copy(void *out, const int64_t *out_strides, const void *in, cons
         return;
     }
     const int64_t inner = sh[nd - 1], rows = size / inner;
+    /* A transpose-like copy (the input is contiguous along some other dim q): copy in square
+     * tiles over (q, last) so both sides stay in cache instead of striding through memory. */
+    int q = -1;
+    if (is[nd - 1] != 1 && elsize == 4)
+        for (int d = nd - 2; d >= 0 && q < 0; d--)
+            if (is[d] == 1 && sh[d] >= 16 && inner >= 16) q = d;
+    if (q >= 0) {
+        enum { TB = 32 };
+        const int64_t nq = sh[q], nouter = rows / nq;
+        const int64_t ntiles = nouter * ((nq + TB - 1) / TB) * ((inner + TB - 1) / TB);
+        const int64_t tq = (nq + TB - 1) / TB, tl = (inner + TB - 1) / TB;
+#pragma omp parallel for schedule(static) if (size > LX_PAR_MIN)
+        for (int64_t t = 0; t < ntiles; t++) {
+            int64_t r = t / (tq * tl), bq = (t / tl) % tq * TB, bl = t % tl * TB;
+            int64_t ooff = 0, ioff = 0;
+            for (int d = nd - 2; d >= 0 && r; d--) {
+                if (d == q) continue;
+                const int64_t k = r % sh[d];
+                r /= sh[d];
+                ooff += k * os[d];
+                ioff += k * is[d];
+            }
+            const int64_t eq = bq + TB < nq ? bq + TB : nq, el = bl + TB < inner ? bl + TB : inner;
+            uint32_t *o = (uint32_t *)out + ooff;
+            const uint32_t *src = (const uint32_t *)in + ioff;
+            for (int64_t i = bq; i < eq; i++)
+                for (int64_t j = bl; j < el; j++) o[i * os[q] + j * os[nd - 1]] = src[i + j * is[nd - 1]];
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (size > LX_PAR_MIN && rows > 1)
     for (int64_t r = 0; r < rows; r++) {
         int64_t ooff = 0, ioff = 0, rem = r;
