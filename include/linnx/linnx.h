@@ -10,6 +10,7 @@
 #include "linnx/tree.h"
 #include "linnx/variable.h"
 #include "linnx/box.h"
+#include "linnx/ops.h"
 #include "linnx/random.h"
 #include "linnx/init.h"
 
