@@ -11,6 +11,7 @@
 #include "linnx/variable.h"
 #include "linnx/box.h"
 #include "linnx/ops.h"
+#include "linnx/bridge.h"
 #include "linnx/random.h"
 #include "linnx/init.h"
 
