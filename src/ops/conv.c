@@ -24,32 +24,60 @@ typedef struct {
     int64_t stride[LX_MAX_DIMS], lo[LX_MAX_DIMS], hi[LX_MAX_DIMS], ldil[LX_MAX_DIMS], rdil[LX_MAX_DIMS];
 } conv_dims;
 
-/* Patches of output rows [r0, r0 + nr) for group g: row-major (nr, ks * ig), zeros where the
- * window reads padding or the holes of a dilated input. */
-static void im2col_forward(const conv_dims *c, const float *x, int64_t r0, int64_t nr, int64_t g, float *cols) {
+/* Input index along axis i for output position o and kernel tap t, or -1 where the window reads
+ * padding or a hole of the dilated input: tab[i][o * k[i] + t]. Built once per call so the
+ * unfolding loop does no division. */
+static int64_t *conv_tables(const conv_dims *c, int64_t **tab) {
+    int64_t total = 0;
+    for (int i = 0; i < c->nsp; i++) total += c->out[i] * c->k[i];
+    int64_t *mem = malloc(sizeof(int64_t) * (size_t)(total + 1));
+    if (!mem) return NULL;
+    int64_t *t = mem;
+    for (int i = 0; i < c->nsp; i++) {
+        tab[i] = t;
+        for (int64_t o = 0; o < c->out[i]; o++)
+            for (int64_t k = 0; k < c->k[i]; k++) {
+                int64_t p = o * c->stride[i] + k * c->rdil[i] - c->lo[i]; /* in the dilated input */
+                *t++ = p < 0 || p % c->ldil[i] != 0 || p / c->ldil[i] >= c->in[i] ? -1 : p / c->ldil[i];
+            }
+    }
+    return mem;
+}
+
+/* Patches of output rows [r0, r0 + nr) for group g: row-major (nr, ks * ig), taps in HWI order,
+ * zeros where the window reads padding. */
+static void im2col_forward(const conv_dims *c, int64_t *const *tab, const float *x, int64_t r0, int64_t nr,
+                           int64_t g, float *cols) {
     int nsp = c->nsp;
     int64_t ig = c->cin / c->groups;
     for (int64_t r = 0; r < nr; r++) {
-        int64_t row = r0 + r, n = row / c->outsp, rest = row % c->outsp, o[LX_MAX_DIMS];
-        for (int i = nsp - 1; i >= 0; i--) o[i] = rest % c->out[i], rest /= c->out[i];
-        float *dst = cols + r * c->ks * ig;
+        int64_t row = r0 + r, n = row / c->outsp, rest = row % c->outsp;
+        const int64_t *ax[LX_MAX_DIMS]; /* this row's slice of each table */
+        for (int i = nsp - 1; i >= 0; i--) {
+            ax[i] = tab[i] + (rest % c->out[i]) * c->k[i];
+            rest /= c->out[i];
+        }
         const float *img = x + n * c->insp * c->cin + g * ig;
-        for (int64_t kk = 0; kk < c->ks; kk++) {
-            int64_t krest = kk, sp = 0;
+        float *d = cols + r * c->ks * ig;
+        int64_t t[LX_MAX_DIMS] = {0};
+        for (int64_t kk = 0; kk < c->ks; kk++, d += ig) {
+            int64_t sp = 0;
             bool inside = true;
-            for (int i = nsp - 1; i >= 0; i--) {
-                int64_t ki = krest % c->k[i];
-                krest /= c->k[i];
-                int64_t p = o[i] * c->stride[i] + ki * c->rdil[i] - c->lo[i]; /* in the dilated input */
-                if (p < 0 || p % c->ldil[i] != 0 || p / c->ldil[i] >= c->in[i]) {
-                    inside = false;
-                    break;
-                }
-                sp += (p / c->ldil[i]) * c->pitch[i];
+            for (int i = 0; i < nsp; i++) {
+                int64_t p = ax[i][t[i]];
+                inside = inside && p >= 0;
+                sp += p * c->pitch[i];
             }
-            float *d = dst + kk * ig;
-            if (inside) memcpy(d, img + sp * c->cin, sizeof(float) * (size_t)ig);
-            else memset(d, 0, sizeof(float) * (size_t)ig);
+            if (!inside) {
+                for (int64_t ch = 0; ch < ig; ch++) d[ch] = 0.0f;
+            } else {
+                const float *src = img + sp * c->cin;
+                for (int64_t ch = 0; ch < ig; ch++) d[ch] = src[ch];
+            }
+            for (int i = nsp - 1; i >= 0; i--) { /* next tap */
+                if (++t[i] < c->k[i]) break;
+                t[i] = 0;
+            }
         }
     }
 }
@@ -62,6 +90,9 @@ static lx_status conv_forward(const conv_dims *c, const float *x, const float *w
     double work = (double)rows * (double)kc * (double)c->cout;
     int nt = work > (1 << 18) ? lx_num_threads() : 1;
     if (nt > nchunks) nt = (int)nchunks;
+    int64_t *tab[LX_MAX_DIMS];
+    int64_t *tabmem = conv_tables(c, tab);
+    if (!tabmem) return lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory");
     int failed = 0;
 #pragma omp parallel num_threads(nt > 0 ? nt : 1)
     {
@@ -75,13 +106,14 @@ static lx_status conv_forward(const conv_dims *c, const float *x, const float *w
             if (!cols) continue;
             int64_t r0 = ch * chunk, nr = rows - r0 < chunk ? rows - r0 : chunk;
             for (int64_t g = 0; g < c->groups; g++) {
-                im2col_forward(c, x, r0, nr, g, cols);
+                im2col_forward(c, tab, x, r0, nr, g, cols);
                 lx_sgemm_serial(false, false, nr, og, kc, 1.0f, cols, kc, w + g * og, c->cout, 0.0f,
                                 y + r0 * c->cout + g * og, c->cout);
             }
         }
         free(cols);
     }
+    free(tabmem);
     return failed ? lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory for patches") : LX_OK;
 }
 

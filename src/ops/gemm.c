@@ -18,7 +18,7 @@
 #include "linnx/linalg.h"
 #include "linnx/threads.h"
 
-#define KC 256 /* K block: a KC x 32 B panel is 32 KiB, inside L1 */
+#define KC 384 /* K block: a KC x 32 B panel is 48 KiB, L1-sized (conv patches have K = 9 * C_in) */
 #define NR_MAX 32
 
 /* M*N*K at or below which the built-in kernel wins over OpenBLAS (measured by bench/ops.c). */
@@ -131,17 +131,24 @@ static void tile_avx2(int mr, int nr, int64_t kc, const float *A, int64_t ars, i
 #if defined(__AVX512F__)
 #define A5_MR 8
 #define A5_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-static inline __attribute__((always_inline)) void tile_avx512_t(const int mr, const int nv, int nr,
+static inline __attribute__((always_inline)) void tile_avx512_t(const int mr, const int nv, const bool full, int nr,
         int64_t kc, const float *A, int64_t ars, int64_t acs, const float *B, int64_t ldb,
         float alpha, float beta, bool first, float *C, int64_t ldc) {
 #define A5_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
     A5_ROWS(A5_DECL)
     __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
     __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+#pragma GCC unroll 4
     for (int64_t k = 0; k < kc; k++) {
         const float *a = A + k * acs;
-        __m512 b0 = _mm512_maskz_loadu_ps(m0, B + k * ldb), b1 = _mm512_setzero_ps();
-        if (nv == 2) b1 = _mm512_maskz_loadu_ps(m1, B + k * ldb + 16);
+        __m512 b0, b1 = _mm512_setzero_ps();
+        if (full) {
+            b0 = _mm512_loadu_ps(B + k * ldb);
+            b1 = _mm512_loadu_ps(B + k * ldb + 16);
+        } else {
+            b0 = _mm512_maskz_loadu_ps(m0, B + k * ldb);
+            if (nv == 2) b1 = _mm512_maskz_loadu_ps(m1, B + k * ldb + 16);
+        }
 #define A5_FMA(r)                                                   \
         if (r < mr) {                                               \
             __m512 ar = _mm512_set1_ps(a[r * ars]);                 \
@@ -154,10 +161,11 @@ static inline __attribute__((always_inline)) void tile_avx512_t(const int mr, co
 #define A5_STORE1(r, v, m)                                                              \
     {                                                                                   \
         float *c = C + r * ldc + 16 * v;                                                \
-        __m512 x = _mm512_mul_ps(va, c##r##v);                                          \
+        __m512 x = alpha == 1.0f ? c##r##v : _mm512_mul_ps(va, c##r##v);                \
         if (!first) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, c));                  \
         else if (beta != 0.0f) x = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c), x); \
-        _mm512_mask_storeu_ps(c, m, x);                                                 \
+        if (full) _mm512_storeu_ps(c, x);                                               \
+        else _mm512_mask_storeu_ps(c, m, x);                                            \
     }
 #define A5_STORE(r)                            \
     if (r < mr) {                              \
@@ -175,8 +183,9 @@ static void tile_avx512(int mr, int nr, int64_t kc, const float *A, int64_t ars,
                         int64_t ldc) {
 #define A5_CASE(m)                                                                                 \
     case m:                                                                                        \
-        if (nr > 16) tile_avx512_t(m, 2, nr, kc, A, ars, acs, B, ldb, alpha, beta, first, C, ldc); \
-        else tile_avx512_t(m, 1, nr, kc, A, ars, acs, B, ldb, alpha, beta, first, C, ldc);         \
+        if (nr == 32) tile_avx512_t(m, 2, true, nr, kc, A, ars, acs, B, ldb, alpha, beta, first, C, ldc); \
+        else if (nr > 16) tile_avx512_t(m, 2, false, nr, kc, A, ars, acs, B, ldb, alpha, beta, first, C, ldc); \
+        else tile_avx512_t(m, 1, false, nr, kc, A, ars, acs, B, ldb, alpha, beta, first, C, ldc);         \
         break;
     switch (mr) { A5_CASE(1) A5_CASE(2) A5_CASE(3) A5_CASE(4) A5_CASE(5) A5_CASE(6) A5_CASE(7) A5_CASE(8) }
 #undef A5_CASE

@@ -94,9 +94,10 @@ static void row_major_strides(const lx_array *a, int64_t *st) {
 
 lx_array *lx_matmul(lx_array *a, lx_array *b) {
     LX_OP_INPUTS("matmul", a, b);
+    /* shapes are formatted only on failure: a small matmul must not pay for snprintf */
     char sa_[96], sb_[96];
-    const char *ss = lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_);
-    const char *ts = lx_shape_str(b->ndim, b->shape, sb_, sizeof sb_);
+#define ss lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_)
+#define ts lx_shape_str(b->ndim, b->shape, sb_, sizeof sb_)
     if (a->dtype != LX_F32 || b->dtype != LX_F32) {
         lx_fail(LX_ERR_DTYPE, "matmul: expected float32 operands, got %s%s and %s%s",
                 lx_dtype_name(a->dtype), ss, lx_dtype_name(b->dtype), ts);
@@ -147,6 +148,8 @@ lx_array *lx_matmul(lx_array *a, lx_array *b) {
     lx_array *ins[] = {a, b};
     lx_op_emit("matmul", 2, ins, out, 0, NULL);
     return out;
+#undef ss
+#undef ts
 }
 
 /* ---- dot_general ---- */
@@ -219,7 +222,9 @@ static void permute_copy(const lx_array *x, const int *perm, float *dst) {
 }
 
 static bool normalise_axes(const char *what, const lx_array *x, int side, int n, const int *in, int *out,
-                           bool *used, const char *xs) {
+                           bool *used) {
+    char xb[96];
+#define xs lx_shape_str(x->ndim, x->shape, xb, sizeof xb)
     for (int i = 0; i < n; i++) {
         int ax = in[i] < 0 ? in[i] + x->ndim : in[i];
         if (ax < 0 || ax >= x->ndim) {
@@ -236,6 +241,7 @@ static bool normalise_axes(const char *what, const lx_array *x, int side, int n,
         out[i] = ax;
     }
     return true;
+#undef xs
 }
 
 static void sort_pairs_by(int n, int *key, int *other) { /* insertion sort of pairs on key */
@@ -250,9 +256,10 @@ lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int *lhs
                          const int *rhs_contract, int nbatch, const int *lhs_batch,
                          const int *rhs_batch) {
     LX_OP_INPUTS("dot_general", a, b);
+    /* shapes are formatted only on failure: a small matmul must not pay for snprintf */
     char sa_[96], sb_[96];
-    const char *ss = lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_);
-    const char *ts = lx_shape_str(b->ndim, b->shape, sb_, sizeof sb_);
+#define ss lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_)
+#define ts lx_shape_str(b->ndim, b->shape, sb_, sizeof sb_)
     if (a->dtype != LX_F32 || b->dtype != LX_F32) {
         lx_fail(LX_ERR_DTYPE, "dot_general: expected float32 operands, got %s%s and %s%s",
                 lx_dtype_name(a->dtype), ss, lx_dtype_name(b->dtype), ts);
@@ -266,10 +273,10 @@ lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int *lhs
     }
     int lc[LX_MAX_DIMS], rc[LX_MAX_DIMS], lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
     bool lused[LX_MAX_DIMS] = {0}, rused[LX_MAX_DIMS] = {0};
-    if (!normalise_axes("batch", a, 0, nbatch, lhs_batch, lb, lused, ss) ||
-        !normalise_axes("batch", b, 1, nbatch, rhs_batch, rb, rused, ts) ||
-        !normalise_axes("contracting", a, 0, ncontract, lhs_contract, lc, lused, ss) ||
-        !normalise_axes("contracting", b, 1, ncontract, rhs_contract, rc, rused, ts))
+    if (!normalise_axes("batch", a, 0, nbatch, lhs_batch, lb, lused) ||
+        !normalise_axes("batch", b, 1, nbatch, rhs_batch, rb, rused) ||
+        !normalise_axes("contracting", a, 0, ncontract, lhs_contract, lc, lused) ||
+        !normalise_axes("contracting", b, 1, ncontract, rhs_contract, rc, rused))
         return NULL;
     for (int i = 0; i < nbatch + ncontract; i++) {
         bool bat = i < nbatch;
@@ -371,4 +378,6 @@ done:;
     lx_array *ins[] = {a, b};
     lx_op_emit("dot_general", 2, ins, out, 4, attrs);
     return out;
+#undef ss
+#undef ts
 }
