@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "linnx/intercept.h"
 #include "nnx_internal.h"
 
 /* ------------------------------------------------------------------ small helpers */
@@ -495,8 +496,64 @@ const nnx_method *nnx_find_method(const nnx_type *type, const char *name) {
     return NULL;
 }
 
+/* ---- module frames for op interceptors (intercept.h) ---- */
+
+/* The attribute name of `m` in `parent` ("mlp", or "layers/0" for a list item), "" if absent. */
+static void child_name(nnx_module *parent, const nnx_module *m, char *buf, size_t cap) {
+    buf[0] = '\0';
+    nnx_children kids = {0, NULL};
+    lx_value pv = nnx_module_v(parent);
+    if (nnx_children_of(&pv, &kids) != LX_OK) return;
+    for (int i = 0; i < kids.n && !buf[0]; i++) {
+        if (nnx_module_from_value(&kids.items[i].v) == m) {
+            snprintf(buf, cap, "%s", kids.items[i].name);
+        } else if (nnx_list_from_value(&kids.items[i].v)) {
+            nnx_children items = {0, NULL};
+            if (nnx_children_of(&kids.items[i].v, &items) != LX_OK) continue;
+            for (int k = 0; k < items.n; k++)
+                if (nnx_module_from_value(&items.items[k].v) == m) {
+                    snprintf(buf, cap, "%s/%s", kids.items[i].name, items.items[k].name);
+                    break;
+                }
+            nnx_children_free(&items);
+        }
+    }
+    nnx_children_free(&kids);
+}
+
+/* Is `a` the value of a Param (or subclass) held directly by module `obj`? */
+static bool holds_param(const void *obj, const lx_array *a) {
+    nnx_children kids = {0, NULL};
+    lx_value mv = nnx_module_v((nnx_module *)obj);
+    if (nnx_children_of(&mv, &kids) != LX_OK) return false;
+    bool found = false;
+    for (int i = 0; i < kids.n && !found; i++) {
+        const lx_value *v = &kids.items[i].v;
+        found = v->kind == LX_V_VARIABLE && v->u.var && lx_vartype_is(lx_variable_type(v->u.var), &lx_Param) &&
+                lx_variable_get_value(v->u.var) == a;
+    }
+    nnx_children_free(&kids);
+    return found;
+}
+
+static lx_status call_method(nnx_module *m, const char *method, const lx_call *call, lx_value *out);
+
 lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
     if (!m || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call: NULL argument");
+    if (!lx_intercepting()) return call_method(m, method, call, out);
+    /* A module called by an NNX parent is named by its attribute there; the root of an NNX
+     * graph (called by user code or from a Linen scope through ToLinen) adds no component. */
+    char name[128] = "";
+    lx_frame_kind kind;
+    const void *parent = lx_frame_top(&kind);
+    if (parent && kind == LX_FRAME_NNX && parent != m) child_name((nnx_module *)parent, m, name, sizeof name);
+    LX_TRY(lx_frame_push(LX_FRAME_NNX, name, m, holds_param));
+    lx_status s = call_method(m, method, call, out);
+    lx_frame_pop();
+    return s;
+}
+
+static lx_status call_method(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
     *out = lx_none();
     const char *name = method ? method : "__call__";
     lx_call none = LX_NO_CALL;

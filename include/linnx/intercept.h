@@ -1,0 +1,65 @@
+/* linnx/intercept.h - op interceptors: each matmul/dot_general/conv with its module path and
+ * operand roles, as MaxText's bridge provides them for quantization (maxtext-wrappers.md §1.7,
+ * §3: Qwix needs `decoder/layers_0/mlp/wi_0` and to know which operand is a weight).
+ *
+ * While any interceptor is registered, the Linen and NNX runtimes keep a thread-local stack of
+ * module frames: a Linen scope contributes its name, an NNX module called by its parent
+ * contributes its attribute name in that parent (list items their index). The path of an op is
+ * the names of all frames joined with '/', across bridge boundaries in both directions: an NNX
+ * module run by ToLinen at `decoder/layers_0` shows `decoder/layers_0/mlp/wi_0`; a Linen module
+ * run by ToNNX held at NNX attribute `block` shows `block/Dense_0`.
+ *
+ * An operand's role is LX_OPERAND_PARAM when it is the value of a Param (or subclass) of the
+ * innermost module frame, else LX_OPERAND_ACTIVATION.
+ *
+ * Ownership: the event and everything in it are borrowed for the callback's duration.
+ * Interceptors are per thread, like primitive observers.
+ */
+#ifndef LINNX_INTERCEPT_H
+#define LINNX_INTERCEPT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "linnx/primitive.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum lx_operand_role { LX_OPERAND_ACTIVATION = 0, LX_OPERAND_PARAM = 1 } lx_operand_role;
+
+typedef struct lx_intercept_event {
+    const char *path;              /* "decoder/layers_0/mlp/wi_0"; "" at the root */
+    const char *op;                /* "matmul", "dot_general", "conv_general" */
+    int ninputs;
+    lx_array *const *inputs;
+    const lx_operand_role *roles;  /* one per input */
+    lx_array *output;
+    int nattrs;
+    const lx_kwarg *attrs;
+} lx_intercept_event;
+
+typedef void (*lx_interceptor_fn)(const lx_intercept_event *ev, void *user);
+
+lx_status lx_interceptor_add(lx_interceptor_fn fn, void *user, int *handle);
+void lx_interceptor_remove(int handle);
+/* True while an interceptor is registered on this thread (the runtimes push frames only then). */
+bool lx_intercepting(void);
+
+/* ---- module frames (called by the Linen and NNX runtimes, not by users) ---- */
+typedef enum lx_frame_kind { LX_FRAME_LINEN = 1, LX_FRAME_NNX = 2 } lx_frame_kind;
+/* Does `obj` hold array `a` as the value of a Param? */
+typedef bool (*lx_frame_param_fn)(const void *obj, const lx_array *a);
+/* Push a frame: `name` is copied ("" adds no path component). */
+lx_status lx_frame_push(lx_frame_kind kind, const char *name, const void *obj, lx_frame_param_fn is_param);
+void lx_frame_pop(void);
+/* The innermost frame's object and kind (NULL / 0 when there is none). */
+const void *lx_frame_top(lx_frame_kind *kind);
+/* The current path, joined with '/'. */
+const char *lx_frame_path(char *buf, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

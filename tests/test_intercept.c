@@ -1,0 +1,111 @@
+/* Op interceptors: module paths and operand roles for matmul-like primitives (issue 6,
+ * maxtext-wrappers.md §1.7). The bridge directions are exercised in the bridge tests. */
+#include "lx_test.h"
+
+typedef struct {
+    int n;
+    char lines[32][160];
+} log_t;
+
+static void log_op(const lx_intercept_event *ev, void *user) {
+    log_t *l = user;
+    if (l->n == 32) return;
+    char roles[32] = "";
+    for (int i = 0; i < ev->ninputs && i < 8; i++)
+        strcat(roles, ev->roles[i] == LX_OPERAND_PARAM ? "P" : "a");
+    snprintf(l->lines[l->n++], sizeof l->lines[0], "%s %s %s", ev->path, ev->op, roles);
+}
+
+static void test_nnx_paths(void) {
+    nnx_rngs *rngs = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &rngs), LX_OK);
+    nnx_module *l1 = NULL, *l2 = NULL, *seq = NULL;
+    lx_call c1 = LX_CALL_ARGS(lx_int_v(4), lx_int_v(8));
+    lx_call c2 = LX_CALL_ARGS(lx_int_v(8), lx_int_v(2));
+    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c1, rngs, &l1), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c2, rngs, &l2), LX_OK);
+    lx_call cs = LX_CALL_ARGS(nnx_module_v(l1), nnx_fn_v(&NNX_RELU), nnx_module_v(l2));
+    CHECK_EQ_INT(nnx_module_new(&NNX_SEQUENTIAL_TYPE, &cs, NULL, &seq), LX_OK);
+
+    int64_t shape[] = {3, 4};
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, shape, 0.5f));
+    log_t log = {0};
+    int h = 0;
+    /* Without an interceptor nothing is recorded and no frames are kept. */
+    CHECK(!lx_intercepting());
+    CHECK(nnx_call_array(seq, x) != NULL);
+    CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+    CHECK(lx_intercepting());
+    lx_array *y = nnx_call_array(seq, x);
+    CHECK(y && y->shape[0] == 3 && y->shape[1] == 2);
+    CHECK_EQ_INT(log.n, 2);
+    CHECK_STR(log.lines[0], "layers/0 dot_general aP");
+    CHECK_STR(log.lines[1], "layers/2 dot_general aP");
+    /* Called directly, the child is the root: no path component. */
+    log.n = 0;
+    CHECK(nnx_call_array(l1, x) != NULL);
+    CHECK_STR(log.lines[0], " dot_general aP");
+    char buf[64];
+    CHECK_STR(lx_frame_path(buf, sizeof buf), ""); /* every frame was popped */
+    lx_interceptor_remove(h);
+    CHECK(!lx_intercepting());
+    log.n = 0;
+    CHECK(nnx_call_array(seq, x) != NULL);
+    CHECK_EQ_INT(log.n, 0);
+
+    nnx_module_release(seq);
+    nnx_module_release(l1);
+    nnx_module_release(l2);
+    nnx_rngs_release(rngs);
+}
+
+static void test_mha_paths(void) {
+    nnx_rngs *rngs = NULL;
+    nnx_rngs_from_seed(1, &rngs);
+    nnx_module *mha = NULL;
+    lx_call c = LX_CALL_KWARGS(LX_KW_INT("num_heads", 2), LX_KW_INT("in_features", 4),
+                               LX_KW_INT("qkv_features", 4), LX_KW_BOOL("decode", false));
+    CHECK_EQ_INT(nnx_module_new(&NNX_MHA_TYPE, &c, rngs, &mha), LX_OK);
+    int64_t shape[] = {1, 3, 4};
+    lx_array *x = lx_autorelease(lx_array_full_f32(3, shape, 0.25f));
+    log_t log = {0};
+    int h = 0;
+    lx_interceptor_add(log_op, &log, &h);
+    CHECK(nnx_call_array(mha, x) != NULL);
+    lx_interceptor_remove(h);
+    /* The q/k/v/out projections, each named by its attribute, with the kernel as a parameter. */
+    int seen = 0;
+    for (int i = 0; i < log.n; i++) {
+        if (strncmp(log.lines[i], "query ", 6) == 0 || strncmp(log.lines[i], "key ", 4) == 0 ||
+            strncmp(log.lines[i], "value ", 6) == 0 || strncmp(log.lines[i], "out ", 4) == 0) {
+            seen++;
+            CHECK(strstr(log.lines[i], " aP") != NULL);
+        }
+    }
+    CHECK_EQ_INT(seen, 4);
+    nnx_module_release(mha);
+    nnx_rngs_release(rngs);
+}
+
+static void test_frames(void) {
+    CHECK_FAILS(lx_interceptor_add(NULL, NULL, NULL), LX_ERR_INVALID_ARGUMENT, "interceptor is NULL");
+    lx_frame_push(LX_FRAME_LINEN, "decoder", NULL, NULL);
+    lx_frame_push(LX_FRAME_LINEN, "layers_0", NULL, NULL);
+    lx_frame_push(LX_FRAME_NNX, "", NULL, NULL);
+    lx_frame_push(LX_FRAME_NNX, "mlp", NULL, NULL);
+    lx_frame_push(LX_FRAME_NNX, "wi_0", NULL, NULL);
+    char buf[64];
+    CHECK_STR(lx_frame_path(buf, sizeof buf), "decoder/layers_0/mlp/wi_0");
+    lx_frame_kind k;
+    lx_frame_top(&k);
+    CHECK_EQ_INT(k, LX_FRAME_NNX);
+    for (int i = 0; i < 5; i++) lx_frame_pop();
+    CHECK(lx_frame_top(&k) == NULL && k == 0);
+}
+
+int main(void) {
+    RUN(test_nnx_paths);
+    RUN(test_mha_paths);
+    RUN(test_frames);
+    return lx_test_finish();
+}
