@@ -1,12 +1,41 @@
-/* linnx command-line program (subcommands land with their components). */
+/* linnx command-line program: a dispatcher over the subcommand table of tools/commands.h. */
 #include <stdio.h>
 #include <string.h>
-#include "linnx/linnx.h"
+
+#include "cli.h"
+
+#define LINNX_COMMAND(name, fn, summary) int fn(int argc, char **argv);
+#include "commands.h"
+#undef LINNX_COMMAND
+
+static const cli_command COMMANDS[] = {
+#define LINNX_COMMAND(name, fn, summary) {#name, fn, summary},
+#include "commands.h"
+#undef LINNX_COMMAND
+};
+#define NCOMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: linnx <command> [options]   (linnx <command> --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-        fprintf(stderr, "usage: linnx <command> [options]\n");
-        return 2;
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
     }
-    fprintf(stderr, "linnx: unknown command '%s'\n", argv[1]);
-    return 2;
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) {
+            size_t mark = lx_pool_open();
+            int rc = COMMANDS[i].run(argc - 1, argv + 1);
+            lx_pool_close(mark);
+            lx_pool_drain();
+            return rc;
+        }
+    return cli_error("unknown command '%s' (try linnx --help)", argv[1]);
 }

@@ -7,5 +7,10 @@
 #include "linnx/value.h"
 #include "linnx/primitive.h"
 #include "linnx/config.h"
+#include "linnx/tree.h"
+#include "linnx/variable.h"
+#include "linnx/box.h"
+#include "linnx/random.h"
+#include "linnx/init.h"
 
 #endif

@@ -1,6 +1,9 @@
 /* Tagged values and call records. */
 #include "linnx/value.h"
 
+#include "linnx/box.h"
+#include "linnx/variable.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,8 +220,22 @@ const char *lx_value_str(const lx_value *v, char *buf, size_t cap) {
         }
         break;
     case LX_V_TREE: PUT("<tree>"); break;
-    case LX_V_VARIABLE: PUT("<Variable>"); break;
-    case LX_V_BOX: PUT("<box>"); break;
+    case LX_V_VARIABLE:
+        if (v->u.var) {
+            char tmp[512];
+            PUT("%s", lx_variable_str(v->u.var, tmp, sizeof tmp));
+        } else {
+            PUT("<NULL Variable>");
+        }
+        break;
+    case LX_V_BOX:
+        if (v->u.box) {
+            char tmp[512];
+            PUT("%s", lx_box_str(v->u.box, tmp, sizeof tmp));
+        } else {
+            PUT("<NULL box>");
+        }
+        break;
     case LX_V_PTR: PUT("<%s>", v->u.ptr.tag ? v->u.ptr.tag : "object"); break;
     }
 #undef PUT

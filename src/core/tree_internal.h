@@ -1,0 +1,44 @@
+/* Helpers shared by tree.c, variable.c and box.c (not installed). */
+#ifndef LINNX_TREE_INTERNAL_H
+#define LINNX_TREE_INTERNAL_H
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "linnx/status.h"
+#include "linnx/value.h"
+
+/* A copy of s (NULL stays NULL); NULL also when out of memory - callers that pass a non-NULL s
+ * check for it. */
+static inline char *lx_strdup_(const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* A reference-kind value whose pointer is NULL stands for the result of a call that failed
+ * (the op protocol). Refuse it with LX_ERR_FAILED_INPUT, keeping the earlier message, which
+ * explains the failure better than we can. */
+static inline lx_status lx_check_value_(const lx_value *v, const char *what) {
+    bool null_ref = (v->kind == LX_V_ARRAY && !v->u.array) || (v->kind == LX_V_TREE && !v->u.tree) ||
+                    (v->kind == LX_V_VARIABLE && !v->u.var) || (v->kind == LX_V_BOX && !v->u.box) ||
+                    (v->kind == LX_V_STR && !v->u.s);
+    if (!null_ref) return LX_OK;
+    if (lx_last_status() == LX_OK)
+        return lx_fail(LX_ERR_FAILED_INPUT, "%s: value is NULL (an earlier call failed)", what);
+    return LX_ERR_FAILED_INPUT;
+}
+
+/* Leaf rendering shared by the tree printers: Variables and boxes by their own printers, the
+ * rest by lx_value_str. */
+const char *lx_leaf_str_(const lx_value *v, char *buf, size_t cap);
+
+/* Validate one Variable metadata entry (variable.c): `key` may be an alias; *canon gets the
+ * name it is stored under (a static string or `key` itself). */
+lx_status lx_meta_check_(const char *who, const char *key, const lx_value *v, const char **canon);
+/* A validated, alias-normalised copy of a metadata map (NULL = empty); caller owns it. */
+lx_status lx_meta_copy_(const char *who, const lx_tree *md, lx_tree **out);
+
+#endif

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The `linnx key|random|init` subcommands against expected output generated from the reference
+# model (tests/fixtures/cli_random.txt, written by scripts/gen_random_fixtures.py), plus the
+# usage errors (one `linnx: ...` line on stderr, exit status 2). Usage: cli_random.sh PATH/TO/linnx
+set -u
+bin=${1:?usage: cli_random.sh PATH/TO/linnx}
+here=$(cd "$(dirname "$0")" && pwd)
+fixture=$here/fixtures/cli_random.txt
+pass=0 fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+check_block() { # $1 = args, expected output in $tmp/want
+    local got rc
+    got=$(eval "\"$bin\" $1" 2>"$tmp/err"); rc=$?
+    if [ $rc -eq 0 ] && [ "$got" == "$(cat "$tmp/want")" ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: linnx $1 (exit $rc)"; cat "$tmp/err"
+        diff <(printf '%s\n' "$got") "$tmp/want" | head -5
+    fi
+}
+
+args=""
+: >"$tmp/want"
+while IFS= read -r line; do
+    case $line in
+    '#'*) ;;
+    '$ '*)
+        [ -n "$args" ] && check_block "$args"
+        args=${line#\$ }
+        : >"$tmp/want" ;;
+    *) printf '%s\n' "$line" >>"$tmp/want" ;;
+    esac
+done <"$fixture"
+[ -n "$args" ] && check_block "$args"
+
+expect_usage_error() { # args..., with the expected stderr fragment as the first argument
+    local needle=$1; shift
+    local out rc
+    out=$("$bin" "$@" 2>&1 >/dev/null); rc=$?
+    local lines
+    lines=$(printf '%s\n' "$out" | wc -l)
+    if [ $rc -eq 2 ] && [[ $out == "linnx: "* ]] && [[ $out == *"$needle"* ]] && [ "$lines" -eq 1 ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL: linnx $* -> exit $rc, stderr: $out (want '$needle')"
+    fi
+}
+
+expect_usage_error "unknown command" frobnicate
+expect_usage_error "exactly one of --seed" key
+expect_usage_error "exactly one of --seed" key --seed 1 --key 0,1
+expect_usage_error "not an integer" key --seed abc
+expect_usage_error "two words" key --key 1,2,3
+expect_usage_error "outside 0..4294967295" key --key 1,-2
+expect_usage_error "at most one of" key --seed 0 --fold-in 1 --split 2
+expect_usage_error "--legacy applies to --split only" key --seed 0 --legacy
+expect_usage_error "outside 0..4294967295" key --seed 0 --fold-in -1
+expect_usage_error "empty name" key --seed 0 --linen-path A//B
+expect_usage_error "needs a value" key --seed
+expect_usage_error "unknown option '--bogus'" key --seed 0 --bogus
+expect_usage_error "given twice" key --seed 0 --seed 1
+expect_usage_error "unknown sampler 'gamma'" random gamma --seed 0 --shape 3
+expect_usage_error "which sampler" random --seed 0 --shape 3
+expect_usage_error "--shape is required" random normal --seed 0
+expect_usage_error "negative dimension" random normal --seed 0 --shape 3,-1
+expect_usage_error "does not apply to normal" random normal --seed 0 --shape 3 --p 0.5
+expect_usage_error "does not apply to bits" random bits --seed 0 --shape 3 --minval 1
+expect_usage_error "not a number" random uniform --seed 0 --shape 3 --minval x
+expect_usage_error "unknown initializer 'lecun'" init lecun --seed 0 --shape 4,8
+expect_usage_error "invalid mode for variance scaling initializer: fan_sum" init variance_scaling --seed 0 --shape 4,8 --scale 1 --mode fan_sum --distribution normal
+expect_usage_error "invalid distribution for variance scaling initializer: cauchy" init variance_scaling --seed 0 --shape 4,8 --scale 1 --mode fan_in --distribution cauchy
+expect_usage_error "are required" init variance_scaling --seed 0 --shape 4,8 --scale 1
+expect_usage_error "--value is required" init constant --seed 0 --shape 2
+expect_usage_error "Must be at least 2D" init lecun_normal --seed 0 --shape 5
+expect_usage_error "in_axis 3 is out of range" init he_normal --seed 0 --shape 4,8 --in-axis 3
+expect_usage_error "does not apply to lecun_normal" init lecun_normal --seed 0 --shape 4,8 --stddev 2
+expect_usage_error "only float32" init normal --seed 0 --shape 4 --dtype bfloat16
+expect_usage_error "unknown dtype" init zeros --seed 0 --shape 4 --dtype float64
+
+# --help goes to stdout with status 0.
+if "$bin" random --help | grep -q "usage: linnx random" && "$bin" --help | grep -q "commands:"; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --help"; fi
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

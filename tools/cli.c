@@ -1,0 +1,162 @@
+/* Shared helpers of the linnx subcommands (see cli.h). */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("linnx: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return CLI_EXIT_USAGE;
+}
+
+int cli_lib_error(void) {
+    lx_status s = lx_last_status();
+    fprintf(stderr, "linnx: %s\n", lx_last_error()[0] ? lx_last_error() : "failed");
+    return (s == LX_ERR_NO_MEMORY || s == LX_ERR_IO || s == LX_ERR_INTERNAL) ? 1 : CLI_EXIT_USAGE;
+}
+
+int cli_parse(int argc, char **argv, int first, cli_opt *opts, int nopts, const char **pos, int maxpos,
+              int *npos, bool *help) {
+    *npos = 0;
+    *help = false;
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            *help = true;
+            return 0;
+        }
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            if (*npos >= maxpos) return cli_error("unexpected argument '%s'", a);
+            pos[(*npos)++] = a;
+            continue;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        cli_opt *o = NULL;
+        for (int k = 0; k < nopts; k++)
+            if (strlen(opts[k].name) == len && !strncmp(opts[k].name, name, len)) o = &opts[k];
+        if (!o) return cli_error("unknown option '--%.*s'", (int)len, name);
+        if (o->seen) return cli_error("option --%s given twice", o->name);
+        o->seen = true;
+        if (!o->has_value) {
+            if (eq) return cli_error("option --%s takes no value", o->name);
+            continue;
+        }
+        if (eq) {
+            o->value = eq + 1;
+        } else {
+            if (i + 1 >= argc) return cli_error("option --%s needs a value", o->name);
+            o->value = argv[++i];
+        }
+    }
+    return 0;
+}
+
+int cli_i64(const char *opt, const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno) return cli_error("--%s: '%s' is not an integer in the int64 range", opt, s);
+    *out = v;
+    return 0;
+}
+
+int cli_u32(const char *opt, const char *s, uint32_t *out) {
+    int64_t v = 0;
+    if (cli_i64(opt, s, &v)) return CLI_EXIT_USAGE;
+    if (v < 0 || v > (int64_t)UINT32_MAX) return cli_error("--%s: %s is outside 0..4294967295", opt, s);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int cli_f64(const char *opt, const char *s, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || isnan(v)) return cli_error("--%s: '%s' is not a number", opt, s);
+    *out = v;
+    return 0;
+}
+
+int cli_i64_list(const char *opt, const char *s, int64_t *out, int max, int *n) {
+    char buf[256];
+    size_t len = strlen(s);
+    if (len >= sizeof buf) return cli_error("--%s: value too long", opt);
+    /* Accept "4,8", "(4, 8)", "4, 8,", "()" and "". */
+    size_t k = 0;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != '(' && s[i] != ')' && s[i] != ' ') buf[k++] = s[i];
+    buf[k] = '\0';
+    *n = 0;
+    char *p = buf;
+    while (*p) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = '\0';
+        if (*p == '\0') {
+            if (comma && comma[1] == '\0') break; /* a trailing comma: "(4,)" */
+            return cli_error("--%s: empty entry in '%s'", opt, s);
+        }
+        if (*n >= max) return cli_error("--%s: at most %d entries", opt, max);
+        if (cli_i64(opt, p, &out[*n])) return CLI_EXIT_USAGE;
+        (*n)++;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
+int cli_shape(const char *opt, const char *s, int64_t *shape, int *ndim) {
+    if (cli_i64_list(opt, s, shape, LX_MAX_DIMS, ndim)) return CLI_EXIT_USAGE;
+    for (int i = 0; i < *ndim; i++)
+        if (shape[i] < 0) return cli_error("--%s: negative dimension %lld", opt, (long long)shape[i]);
+    return 0;
+}
+
+int cli_key(const cli_opt *seed, const cli_opt *key, const cli_opt *x64, lx_key *out) {
+    if (seed->seen == key->seen) return cli_error("give exactly one of --seed S or --key K0,K1");
+    if (seed->seen) {
+        int64_t s = 0;
+        if (cli_i64("seed", seed->value, &s)) return CLI_EXIT_USAGE;
+        *out = (x64 && x64->seen) ? lx_key_from_seed_x64(s) : lx_key_from_seed(s);
+        return 0;
+    }
+    if (x64 && x64->seen) return cli_error("--x64 applies to --seed only");
+    int64_t k[3] = {0, 0, 0};
+    int n;
+    if (cli_i64_list("key", key->value, k, 3, &n)) return CLI_EXIT_USAGE;
+    if (n != 2) return cli_error("--key: want two words K0,K1, got '%s'", key->value);
+    for (int i = 0; i < 2; i++)
+        if (k[i] < 0 || k[i] > (int64_t)UINT32_MAX)
+            return cli_error("--key: %lld is outside 0..4294967295", (long long)k[i]);
+    out->k[0] = (uint32_t)k[0];
+    out->k[1] = (uint32_t)k[1];
+    return 0;
+}
+
+int cli_print_array(const lx_array *a) {
+    if (!a || lx_is_abstract(a)) return cli_error("no data to print");
+    int64_t row = a->ndim >= 2 ? a->shape[a->ndim - 1] : a->size;
+    if (a->size == 0) {
+        putchar('\n');
+        return 0;
+    }
+    for (int64_t i = 0; i < a->size; i++) {
+        switch (a->dtype) {
+        case LX_F32: case LX_BF16: printf("%.9g", lx_array_get(a, i)); break;
+        case LX_BOOL: printf("%d", lx_bool(a)[i] ? 1 : 0); break;
+        case LX_U32: printf("%u", lx_u32(a)[i]); break;
+        case LX_I32: printf("%d", lx_i32(a)[i]); break;
+        default: return cli_error("cannot print dtype %s", lx_dtype_name(a->dtype));
+        }
+        putchar((i + 1) % row == 0 ? '\n' : ' ');
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}

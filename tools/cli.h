@@ -1,0 +1,73 @@
+/* tools/cli.h - what every `linnx` subcommand shares: the command table entry, option parsing,
+ * number parsing and printing.
+ *
+ * Adding a subcommand family: write tools/cmd_<family>.c with `int cmd_<name>(int argc, char **argv)`
+ * functions (argv[0] is the subcommand's name) and add one LINNX_COMMAND line per subcommand to
+ * tools/commands.h. Conventions: bad arguments print one line `linnx: ...` on stderr and return
+ * CLI_EXIT_USAGE (2); results go to stdout.
+ *
+ * Output of arrays (cli_print_array): one number per whitespace-separated token, row-major;
+ * floats as %.9g, bools as 0/1. A result with ndim >= 2 prints one line per row of its last
+ * axis; a scalar or a 1-D result prints one line.
+ */
+#ifndef LINNX_TOOLS_CLI_H
+#define LINNX_TOOLS_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "linnx/linnx.h"
+#include "linnx/random.h"
+
+#define CLI_EXIT_USAGE 2
+
+typedef int (*cli_command_fn)(int argc, char **argv);
+
+typedef struct cli_command {
+    const char *name;
+    cli_command_fn run;
+    const char *summary; /* one line for `linnx --help` */
+} cli_command;
+
+/* Print `linnx: <message>` on stderr; returns CLI_EXIT_USAGE. */
+int cli_error(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+/* Report the library's last error: exit 2 for bad input, 1 for resource/internal failures. */
+int cli_lib_error(void);
+
+/* Options: `--name value`, `--name=value`, or `--name` for flags. A value may start with '-'
+ * (negative numbers): an option that takes a value always consumes the next word. */
+typedef struct cli_opt {
+    const char *name; /* without the dashes */
+    bool has_value;
+    const char *value; /* set by cli_parse */
+    bool seen;
+} cli_opt;
+#define CLI_OPT(name_) {(name_), true, NULL, false}   /* an option with a value */
+#define CLI_FLAG(name_) {(name_), false, NULL, false} /* a flag */
+
+/* Parse argv[first..argc) into opts; the remaining words go to pos (at most maxpos). Returns 0, or
+ * CLI_EXIT_USAGE after printing the error (unknown option, missing value, repeated option, too
+ * many positional words). `--help` sets *help and stops. */
+int cli_parse(int argc, char **argv, int first, cli_opt *opts, int nopts, const char **pos, int maxpos,
+              int *npos, bool *help);
+
+/* Number parsers: 0 or CLI_EXIT_USAGE with "linnx: --opt: ..." printed. */
+int cli_i64(const char *opt, const char *s, int64_t *out);
+int cli_u32(const char *opt, const char *s, uint32_t *out);
+int cli_f64(const char *opt, const char *s, double *out);
+/* "4,8" / "(4, 8)" / "" (a scalar, or the empty tuple); at most `max` entries. */
+int cli_i64_list(const char *opt, const char *s, int64_t *out, int max, int *n);
+/* A shape: a list of non-negative dims. */
+int cli_shape(const char *opt, const char *s, int64_t *shape, int *ndim);
+
+/* The key of `--seed S [--x64]` or `--key K0,K1` (exactly one of the two). */
+int cli_key(const cli_opt *seed, const cli_opt *key, const cli_opt *x64, lx_key *out);
+
+/* Print an array as described above; 0 on success. */
+int cli_print_array(const lx_array *a);
+
+#endif

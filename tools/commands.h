@@ -1,0 +1,6 @@
+/* tools/commands.h - the subcommand table of `linnx`, one line per subcommand:
+ *   LINNX_COMMAND(name, function, "one-line summary")
+ * The function lives in a tools/cmd_<family>.c file. */
+LINNX_COMMAND(key, cmd_key, "print JAX keys: from a seed, fold_in, split, Linen make_rng paths")
+LINNX_COMMAND(random, cmd_random, "sample bits|uniform|normal|truncated_normal|bernoulli as JAX does")
+LINNX_COMMAND(init, cmd_init, "run a Flax initializer (lecun_normal, variance_scaling, ...)")
