@@ -10,6 +10,8 @@
 #include "linnx/tree.h"
 #include "linnx/variable.h"
 #include "linnx/box.h"
+#include "linnx/ops.h"
+#include "linnx/bridge.h"
 #include "linnx/random.h"
 #include "linnx/init.h"
 

@@ -130,7 +130,10 @@ lx_array *lx_array_copy(const lx_array *a) {
 }
 
 lx_array *lx_array_reshape_view(lx_array *a, int ndim, const int64_t *shape) {
-    if (!a) return NULL;
+    if (!a) {
+        if (lx_last_status() == LX_OK) lx_fail(LX_ERR_FAILED_INPUT, "reshape: input is NULL");
+        return NULL;
+    }
     if (ndim < 0 || ndim > LX_MAX_DIMS) {
         lx_fail(LX_ERR_SHAPE, "reshape: ndim %d is outside 0..%d", ndim, LX_MAX_DIMS);
         return NULL;
@@ -150,7 +153,15 @@ lx_array *lx_array_reshape_view(lx_array *a, int ndim, const int64_t *shape) {
             known *= shape[i];
         }
     }
-    if (infer >= 0) dims[infer] = known ? a->size / known : 0;
+    if (infer >= 0) {
+        if (known == 0) {
+            char b1[128];
+            lx_fail(LX_ERR_SHAPE, "reshape: cannot infer -1 for array of shape %s when other dims are 0",
+                    lx_shape_str(a->ndim, a->shape, b1, sizeof b1));
+            return NULL;
+        }
+        dims[infer] = a->size / known;
+    }
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) n *= dims[i];
     if (n != a->size || (infer >= 0 && known * dims[infer] != a->size)) {

@@ -1,0 +1,569 @@
+/* Elementwise ops: unary maths and activations, casts, binary ops with numpy broadcasting,
+ * comparisons and where. Also the broadcast planner (broadcast.h) the other op files share.
+ *
+ * Kernels are `<op>_<dtype>_forward` functions over raw buffers and sizes; a `_backward` twin
+ * can sit beside each one. Binary kernels see one row of a broadcast plan at a time with a
+ * step of 0 or 1 per operand, and each step combination gets its own loop so the compiler
+ * vectorises it. Integer arithmetic goes through uint32_t so it wraps like XLA's instead of
+ * overflowing (undefined behaviour in C).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "linnx/ops.h"
+#include "broadcast.h"
+#include "op_internal.h"
+
+/* ---- shared helpers ---- */
+
+const char *lx_shp(int ndim, const int64_t *shape) {
+    static _Thread_local char bufs[8][192];
+    static _Thread_local unsigned next;
+    char *b = bufs[next++ % 8];
+    return lx_shape_str(ndim, shape, b, sizeof bufs[0]);
+}
+
+lx_status lx_norm_axis(const char *op, int64_t axis, int ndim, int64_t *out) {
+    if (axis < -(int64_t)ndim || axis >= ndim)
+        return lx_fail(LX_ERR_SHAPE, "%s: axis %lld is out of bounds for array of dimension %d", op,
+                       (long long)axis, ndim);
+    *out = axis < 0 ? axis + ndim : axis;
+    return LX_OK;
+}
+
+void lx_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        strides[i] = s;
+        s *= shape[i];
+    }
+}
+
+/* ---- broadcasting ---- */
+
+lx_status lx_bcast_shape(const char *op, int nin, const int *ndims, const int64_t *const *shapes,
+                         int *out_ndim, int64_t *out_shape) {
+    int nd = 0;
+    for (int k = 0; k < nin; k++)
+        if (ndims[k] > nd) nd = ndims[k];
+    for (int i = 0; i < nd; i++) {
+        int64_t d = 1;
+        for (int k = 0; k < nin; k++) {
+            int j = i - (nd - ndims[k]);
+            if (j < 0 || shapes[k][j] == 1) continue;
+            if (d == 1) {
+                d = shapes[k][j];
+            } else if (d != shapes[k][j]) {
+                char msg[1024];
+                size_t n = 0;
+                for (int q = 0; q < nin && n < sizeof msg; q++)
+                    n += (size_t)snprintf(msg + n, sizeof msg - n, " %s", lx_shp(ndims[q], shapes[q]));
+                return lx_fail(LX_ERR_SHAPE, "%s: operands could not be broadcast together with shapes%s",
+                               op, msg);
+            }
+        }
+        out_shape[i] = d;
+    }
+    *out_ndim = nd;
+    return LX_OK;
+}
+
+void lx_bcast_plan(lx_bcast *bc, int nin, const int *ndims, const int64_t *const *shapes,
+                   int out_ndim, const int64_t *out_shape) {
+    int64_t cstride[LX_BCAST_MAX_IN][LX_MAX_DIMS];
+    for (int k = 0; k < nin; k++) lx_contiguous_strides(ndims[k], shapes[k], cstride[k]);
+    memset(bc, 0, sizeof *bc);
+    bc->nin = nin;
+    bc->size = 1;
+    int nd = 0;
+    for (int i = 0; i < out_ndim; i++) {
+        bc->size *= out_shape[i];
+        if (out_shape[i] == 1) continue; /* size-1 output dims never move any pointer */
+        int64_t st[LX_BCAST_MAX_IN];
+        for (int k = 0; k < nin; k++) {
+            int j = i - (out_ndim - ndims[k]);
+            st[k] = (j < 0 || shapes[k][j] == 1) ? 0 : cstride[k][j];
+        }
+        /* Merge with the previous dim when every operand walks the pair as one run. */
+        bool merge = nd > 0;
+        for (int k = 0; k < nin && merge; k++)
+            if (bc->stride[k][nd - 1] != st[k] * out_shape[i]) merge = false;
+        if (merge) {
+            bc->shape[nd - 1] *= out_shape[i];
+            for (int k = 0; k < nin; k++) bc->stride[k][nd - 1] = st[k];
+        } else {
+            bc->shape[nd] = out_shape[i];
+            for (int k = 0; k < nin; k++) bc->stride[k][nd] = st[k];
+            nd++;
+        }
+    }
+    if (nd == 0) {
+        bc->shape[0] = 1;
+        nd = 1;
+    }
+    bc->ndim = nd;
+}
+
+void lx_bcast_run(const lx_bcast *bc, void *out, size_t out_elsize, const void *const *in,
+                  const size_t *in_elsize, lx_bcast_row_fn fn, const void *ctx) {
+    if (bc->size == 0) return;
+    const int nd = bc->ndim, nin = bc->nin;
+    const int64_t inner = bc->shape[nd - 1], rows = bc->size / inner;
+    /* Few long rows (a same-shape op is one row): cut them in tiles so threads share the work. */
+    const int64_t width = (rows < 64 && inner > 8192) ? 4096 : inner;
+    const int64_t nblk = (inner + width - 1) / width, ntiles = rows * nblk;
+    int64_t step[LX_BCAST_MAX_IN];
+    for (int k = 0; k < nin; k++) step[k] = bc->stride[k][nd - 1];
+#pragma omp parallel for schedule(static) if (bc->size > LX_PAR_MIN)
+    for (int64_t t = 0; t < ntiles; t++) {
+        const int64_t r = t / nblk, c0 = (t % nblk) * width;
+        const int64_t n = inner - c0 < width ? inner - c0 : width;
+        int64_t off[LX_BCAST_MAX_IN] = {0};
+        int64_t rem = r;
+        for (int d = nd - 2; d >= 0 && rem; d--) {
+            int64_t q = rem % bc->shape[d];
+            rem /= bc->shape[d];
+            for (int k = 0; k < nin; k++) off[k] += q * bc->stride[k][d];
+        }
+        const void *ip[LX_BCAST_MAX_IN];
+        for (int k = 0; k < nin; k++)
+            ip[k] = (const char *)in[k] + (size_t)(off[k] + c0 * step[k]) * in_elsize[k];
+        fn((char *)out + (size_t)(r * inner + c0) * out_elsize, ip, step, n, ctx);
+    }
+}
+
+/* ---- dtype lists for messages ---- */
+
+typedef void (*unary_fn)(void *out, const void *in, int64_t n);
+
+static const char *dtype_list(const bool ok[LX_DTYPE_COUNT], char *buf, size_t cap) {
+    int count = 0, seen = 0;
+    for (int d = 0; d < LX_DTYPE_COUNT; d++) count += ok[d];
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int d = 0; d < LX_DTYPE_COUNT; d++) {
+        if (!ok[d]) continue;
+        seen++;
+        const char *sep = seen == 1 ? "" : seen == count ? " or " : ", ";
+        n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s%s", sep, lx_dtype_name((lx_dtype)d));
+    }
+    return buf;
+}
+
+static lx_status dtype_error(const char *op, const lx_array *x, const bool ok[LX_DTYPE_COUNT]) {
+    char list[96];
+    return lx_fail(LX_ERR_DTYPE, "%s: expects %s, got %s with shape %s", op, dtype_list(ok, list, sizeof list),
+                   lx_dtype_name(x->dtype), lx_ashp(x));
+}
+
+/* ---- unary kernels ---- */
+
+#define UNARY_KERNEL(name, dt, T, EXPR)                                                  \
+    static void name##_##dt##_forward(void *out_, const void *in_, int64_t n) {          \
+        T *restrict out = out_;                                                          \
+        const T *restrict in = in_;                                                      \
+        _Pragma("omp parallel for schedule(static) if (n > LX_PAR_MIN)")                 \
+        for (int64_t i = 0; i < n; i++) {                                                \
+            const T x = in[i];                                                           \
+            out[i] = (EXPR);                                                             \
+        }                                                                                \
+    }
+
+/* Integer negation and abs wrap at INT32_MIN like XLA's instead of overflowing. */
+static inline int32_t wrap_i32(uint32_t u) { return (int32_t)u; }
+
+UNARY_KERNEL(neg, f32, float, -x)
+UNARY_KERNEL(neg, i32, int32_t, wrap_i32(0u - (uint32_t)x))
+UNARY_KERNEL(abs, f32, float, fabsf(x))
+UNARY_KERNEL(abs, i32, int32_t, x < 0 ? wrap_i32(0u - (uint32_t)x) : x)
+UNARY_KERNEL(square, f32, float, x * x)
+UNARY_KERNEL(square, i32, int32_t, wrap_i32((uint32_t)x * (uint32_t)x))
+UNARY_KERNEL(square, u32, uint32_t, x * x)
+UNARY_KERNEL(exp, f32, float, expf(x))
+UNARY_KERNEL(log, f32, float, logf(x))
+UNARY_KERNEL(log1p, f32, float, log1pf(x))
+UNARY_KERNEL(sqrt, f32, float, sqrtf(x))
+UNARY_KERNEL(rsqrt, f32, float, 1.0f / sqrtf(x))
+UNARY_KERNEL(tanh, f32, float, tanhf(x))
+/* exp(-x) overflows to inf for very negative x, giving exactly 0: no NaN either way. */
+UNARY_KERNEL(sigmoid, f32, float, 1.0f / (1.0f + expf(-x)))
+/* max(x, 0) that keeps NaN, as jnp.maximum does. */
+UNARY_KERNEL(relu, f32, float, x < 0.0f ? 0.0f : x)
+/* jax.nn.gelu(approximate=True): x * 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))). */
+UNARY_KERNEL(gelu_tanh, f32, float,
+             x * (0.5f * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * (x * x * x))))))
+/* jax.nn.gelu(approximate=False): x * (erf(x / sqrt(2)) + 1) / 2. */
+UNARY_KERNEL(gelu_erf, f32, float, x * (erff(x / 1.4142135623730951f) + 1.0f) / 2.0f)
+UNARY_KERNEL(silu, f32, float, x / (1.0f + expf(-x)))
+/* jnp.logaddexp(x, 0): max(x, 0) + log1p(exp(-|x|)); NaN stays NaN through the log1p term. */
+UNARY_KERNEL(softplus, f32, float, fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))))
+
+typedef struct unary_op {
+    const char *name;
+    unary_fn fn[LX_DTYPE_COUNT];
+} unary_op;
+
+static lx_array *unary(const unary_op *op, lx_array *x, const char *emit_name, int nattrs,
+                       const lx_kwarg *attrs) {
+    LX_OP_INPUTS(op->name, x);
+    if (!op->fn[x->dtype]) {
+        bool ok[LX_DTYPE_COUNT];
+        for (int d = 0; d < LX_DTYPE_COUNT; d++) ok[d] = op->fn[d] != NULL;
+        dtype_error(op->name, x, ok);
+        return NULL;
+    }
+    lx_array *out = lx_op_result(x->dtype, x->ndim, x->shape, lx_is_abstract(x));
+    if (!out) return NULL;
+    if (!lx_is_abstract(x)) op->fn[x->dtype](out->data, x->data, x->size);
+    lx_op_emit(emit_name ? emit_name : op->name, 1, (lx_array *const[]){x}, out, nattrs, attrs);
+    return out;
+}
+
+#define F32_ONLY(name) {#name, {[LX_F32] = name##_f32_forward}}
+
+lx_array *lx_neg(lx_array *x) {
+    static const unary_op op = {"neg", {[LX_F32] = neg_f32_forward, [LX_I32] = neg_i32_forward}};
+    return unary(&op, x, NULL, 0, NULL);
+}
+lx_array *lx_abs(lx_array *x) {
+    static const unary_op op = {"abs", {[LX_F32] = abs_f32_forward, [LX_I32] = abs_i32_forward}};
+    return unary(&op, x, NULL, 0, NULL);
+}
+lx_array *lx_square(lx_array *x) {
+    static const unary_op op = {
+        "square", {[LX_F32] = square_f32_forward, [LX_I32] = square_i32_forward, [LX_U32] = square_u32_forward}};
+    return unary(&op, x, NULL, 0, NULL);
+}
+lx_array *lx_exp(lx_array *x) { static const unary_op op = F32_ONLY(exp); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_log(lx_array *x) { static const unary_op op = F32_ONLY(log); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_log1p(lx_array *x) { static const unary_op op = F32_ONLY(log1p); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_sqrt(lx_array *x) { static const unary_op op = F32_ONLY(sqrt); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_rsqrt(lx_array *x) { static const unary_op op = F32_ONLY(rsqrt); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_tanh(lx_array *x) { static const unary_op op = F32_ONLY(tanh); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_sigmoid(lx_array *x) { static const unary_op op = F32_ONLY(sigmoid); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_relu(lx_array *x) { static const unary_op op = F32_ONLY(relu); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_silu(lx_array *x) { static const unary_op op = F32_ONLY(silu); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_softplus(lx_array *x) { static const unary_op op = F32_ONLY(softplus); return unary(&op, x, NULL, 0, NULL); }
+
+lx_array *lx_gelu(lx_array *x, bool approximate) {
+    static const unary_op approx = {"gelu", {[LX_F32] = gelu_tanh_f32_forward}};
+    static const unary_op exact = {"gelu", {[LX_F32] = gelu_erf_f32_forward}};
+    const lx_kwarg attrs[] = {LX_KW_BOOL("approximate", approximate)};
+    return unary(approximate ? &approx : &exact, x, NULL, 1, attrs);
+}
+
+static void clip_f32_forward(float *restrict out, const float *restrict in, float lo, float hi, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > LX_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float v = in[i] < lo ? lo : in[i]; /* comparisons are false for NaN: NaN passes through */
+        out[i] = v > hi ? hi : v;
+    }
+}
+
+lx_array *lx_clip(lx_array *x, float lo, float hi) {
+    LX_OP_INPUTS("clip", x);
+    if (x->dtype != LX_F32) {
+        dtype_error("clip", x, (const bool[LX_DTYPE_COUNT]){[LX_F32] = true});
+        return NULL;
+    }
+    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, lx_is_abstract(x));
+    if (!out) return NULL;
+    if (!lx_is_abstract(x)) clip_f32_forward(lx_f32(out), lx_f32(x), lo, hi, x->size);
+    const lx_kwarg attrs[] = {LX_KW_FLOAT("min", lo), LX_KW_FLOAT("max", hi)};
+    lx_op_emit("clip", 1, (lx_array *const[]){x}, out, 2, attrs);
+    return out;
+}
+
+/* ---- cast ---- */
+
+static inline double rd_f32(float v) { return v; }
+static inline double rd_i32(int32_t v) { return v; }
+static inline double rd_u32(uint32_t v) { return v; }
+static inline double rd_bool(uint8_t v) { return v != 0; }
+static inline double rd_bf16(uint16_t v) { return lx_bf16_to_f32(v); }
+
+static inline float wr_f32(double d) { return (float)d; }
+static inline int32_t wr_i32(double d) {
+    if (isnan(d)) return 0;
+    if (d >= 2147483647.0) return INT32_MAX;
+    if (d <= -2147483648.0) return INT32_MIN;
+    return (int32_t)d;
+}
+static inline uint32_t wr_u32(double d) {
+    if (isnan(d) || d <= 0) return 0;
+    if (d >= 4294967295.0) return UINT32_MAX;
+    return (uint32_t)d;
+}
+static inline uint8_t wr_bool(double d) { return d != 0; } /* NaN != 0: true, as numpy */
+static inline uint16_t wr_bf16(double d) { return lx_f32_to_bf16((float)d); }
+
+void lx_scalar_to_dtype(double v, lx_dtype dtype, void *out) {
+    switch (dtype) {
+    case LX_F32: { float f = wr_f32(v); memcpy(out, &f, 4); break; }
+    case LX_I32: { int32_t i = wr_i32(v); memcpy(out, &i, 4); break; }
+    case LX_U32: { uint32_t u = wr_u32(v); memcpy(out, &u, 4); break; }
+    case LX_BOOL: { uint8_t b = wr_bool(v); memcpy(out, &b, 1); break; }
+    case LX_BF16: { uint16_t h = wr_bf16(v); memcpy(out, &h, 2); break; }
+    default: break;
+    }
+}
+
+#define CAST_FROM(FROM, TI, RD)                                                          \
+    case FROM:                                                                           \
+        switch (to) {                                                                    \
+        case LX_F32: CAST_LOOP(TI, RD, float, wr_f32); break;                            \
+        case LX_I32: CAST_LOOP(TI, RD, int32_t, wr_i32); break;                          \
+        case LX_U32: CAST_LOOP(TI, RD, uint32_t, wr_u32); break;                         \
+        case LX_BOOL: CAST_LOOP(TI, RD, uint8_t, wr_bool); break;                        \
+        case LX_BF16: CAST_LOOP(TI, RD, uint16_t, wr_bf16); break;                       \
+        default: break;                                                                  \
+        }                                                                                \
+        break;
+#define CAST_LOOP(TI, RD, TO, WR)                                                        \
+    do {                                                                                 \
+        const TI *restrict s = in;                                                       \
+        TO *restrict o = out;                                                            \
+        _Pragma("omp parallel for schedule(static) if (n > LX_PAR_MIN)")                 \
+        for (int64_t i = 0; i < n; i++) o[i] = WR(RD(s[i]));                             \
+    } while (0)
+
+static void cast_forward(void *out, lx_dtype to, const void *in, lx_dtype from, int64_t n) {
+    if (from == to || (from == LX_I32 && to == LX_U32) || (from == LX_U32 && to == LX_I32)) {
+        /* Same bits: int32 <-> uint32 wraps modulo 2^32 like numpy and XLA. */
+        memcpy(out, in, (size_t)n * lx_dtype_size(to));
+        return;
+    }
+    switch (from) {
+        CAST_FROM(LX_F32, float, rd_f32)
+        CAST_FROM(LX_I32, int32_t, rd_i32)
+        CAST_FROM(LX_U32, uint32_t, rd_u32)
+        CAST_FROM(LX_BOOL, uint8_t, rd_bool)
+        CAST_FROM(LX_BF16, uint16_t, rd_bf16)
+    default: break;
+    }
+}
+
+lx_array *lx_cast(lx_array *x, lx_dtype dtype) {
+    LX_OP_INPUTS("cast", x);
+    if ((int)dtype < 0 || dtype >= LX_DTYPE_COUNT) {
+        lx_fail(LX_ERR_DTYPE, "cast: invalid dtype %d for array of shape %s", (int)dtype, lx_ashp(x));
+        return NULL;
+    }
+    lx_array *out = lx_op_result(dtype, x->ndim, x->shape, lx_is_abstract(x));
+    if (!out) return NULL;
+    if (!lx_is_abstract(x) && x->size) cast_forward(out->data, dtype, x->data, x->dtype, x->size);
+    const lx_kwarg attrs[] = {LX_KW_STR("dtype", lx_dtype_name(dtype))};
+    lx_op_emit("cast", 1, (lx_array *const[]){x}, out, 1, attrs);
+    return out;
+}
+
+/* ---- binary kernels ---- */
+
+#define BINARY_KERNEL(name, dt, T, TO, EXPR)                                             \
+    static void name##_##dt##_forward(void *out_, const void *const *in, const int64_t *step, \
+                                      int64_t n, const void *ctx) {                     \
+        (void)ctx;                                                                       \
+        TO *restrict o = out_;                                                           \
+        const T *a = in[0], *b = in[1];                                                  \
+        if (step[0] && step[1]) {                                                        \
+            for (int64_t i = 0; i < n; i++) {                                            \
+                const T x = a[i], y = b[i];                                              \
+                o[i] = (EXPR);                                                           \
+            }                                                                            \
+        } else if (step[0]) {                                                            \
+            const T y = b[0];                                                            \
+            for (int64_t i = 0; i < n; i++) {                                            \
+                const T x = a[i];                                                        \
+                o[i] = (EXPR);                                                           \
+            }                                                                            \
+        } else if (step[1]) {                                                            \
+            const T x = a[0];                                                            \
+            for (int64_t i = 0; i < n; i++) {                                            \
+                const T y = b[i];                                                        \
+                o[i] = (EXPR);                                                           \
+            }                                                                            \
+        } else {                                                                         \
+            const T x = a[0], y = b[0];                                                  \
+            const TO v = (EXPR);                                                         \
+            for (int64_t i = 0; i < n; i++) o[i] = v;                                    \
+        }                                                                                \
+    }
+
+/* The arithmetic family over f32, i32 (wrapping through uint32_t) and u32. */
+#define ARITH(name, FEXPR, IEXPR)                                                        \
+    BINARY_KERNEL(name, f32, float, float, FEXPR)                                        \
+    BINARY_KERNEL(name, i32, int32_t, int32_t, wrap_i32(IEXPR))                          \
+    BINARY_KERNEL(name, u32, uint32_t, uint32_t, IEXPR)
+
+ARITH(add, x + y, (uint32_t)x + (uint32_t)y)
+ARITH(sub, x - y, (uint32_t)x - (uint32_t)y)
+ARITH(mul, x * y, (uint32_t)x * (uint32_t)y)
+BINARY_KERNEL(div, f32, float, float, x / y)
+BINARY_KERNEL(pow, f32, float, float, powf(x, y))
+/* NaN in either operand wins, as jnp.maximum / jnp.minimum. */
+BINARY_KERNEL(maximum, f32, float, float, (x > y || isnan(x)) ? x : y)
+BINARY_KERNEL(maximum, i32, int32_t, int32_t, x > y ? x : y)
+BINARY_KERNEL(maximum, u32, uint32_t, uint32_t, x > y ? x : y)
+BINARY_KERNEL(minimum, f32, float, float, (x < y || isnan(x)) ? x : y)
+BINARY_KERNEL(minimum, i32, int32_t, int32_t, x < y ? x : y)
+BINARY_KERNEL(minimum, u32, uint32_t, uint32_t, x < y ? x : y)
+
+#define COMPARE(name, OP)                                                                \
+    BINARY_KERNEL(name, f32, float, uint8_t, x OP y)                                     \
+    BINARY_KERNEL(name, i32, int32_t, uint8_t, x OP y)                                   \
+    BINARY_KERNEL(name, u32, uint32_t, uint8_t, x OP y)                                  \
+    BINARY_KERNEL(name, bool, uint8_t, uint8_t, (x != 0) OP (y != 0))
+
+COMPARE(eq, ==)
+COMPARE(ne, !=)
+COMPARE(lt, <)
+COMPARE(le, <=)
+COMPARE(gt, >)
+COMPARE(ge, >=)
+
+typedef struct binary_op {
+    const char *name;
+    lx_bcast_row_fn fn[LX_DTYPE_COUNT];
+    bool to_bool;
+} binary_op;
+
+static lx_array *binary(const binary_op *op, lx_array *a, lx_array *b) {
+    LX_OP_INPUTS(op->name, a, b);
+    if (a->dtype != b->dtype) {
+        lx_fail(LX_ERR_DTYPE, "%s: operands have different dtypes %s %s and %s %s (lx_cast one first)",
+                op->name, lx_dtype_name(a->dtype), lx_ashp(a), lx_dtype_name(b->dtype), lx_ashp(b));
+        return NULL;
+    }
+    if (!op->fn[a->dtype]) {
+        bool ok[LX_DTYPE_COUNT];
+        for (int d = 0; d < LX_DTYPE_COUNT; d++) ok[d] = op->fn[d] != NULL;
+        dtype_error(op->name, a, ok);
+        return NULL;
+    }
+    const int ndims[] = {a->ndim, b->ndim};
+    const int64_t *shapes[] = {a->shape, b->shape};
+    int nd;
+    int64_t shape[LX_MAX_DIMS];
+    if (lx_bcast_shape(op->name, 2, ndims, shapes, &nd, shape) != LX_OK) return NULL;
+    const bool abstract = lx_is_abstract(a) || lx_is_abstract(b);
+    lx_array *out = lx_op_result(op->to_bool ? LX_BOOL : a->dtype, nd, shape, abstract);
+    if (!out) return NULL;
+    if (!abstract) {
+        lx_bcast bc;
+        lx_bcast_plan(&bc, 2, ndims, shapes, nd, shape);
+        const size_t es = lx_dtype_size(a->dtype);
+        lx_bcast_run(&bc, out->data, lx_dtype_size(out->dtype), (const void *const[]){a->data, b->data},
+                     (const size_t[]){es, es}, op->fn[a->dtype], NULL);
+    }
+    lx_op_emit(op->name, 2, (lx_array *const[]){a, b}, out, 0, NULL);
+    return out;
+}
+
+#define ARITH_OP(name)                                                                   \
+    lx_array *lx_##name(lx_array *a, lx_array *b) {                                      \
+        static const binary_op op = {#name,                                              \
+                                     {[LX_F32] = name##_f32_forward, [LX_I32] = name##_i32_forward, \
+                                      [LX_U32] = name##_u32_forward},                    \
+                                     false};                                             \
+        return binary(&op, a, b);                                                        \
+    }
+#define COMPARE_OP(name)                                                                 \
+    lx_array *lx_##name(lx_array *a, lx_array *b) {                                      \
+        static const binary_op op = {#name,                                              \
+                                     {[LX_F32] = name##_f32_forward, [LX_I32] = name##_i32_forward, \
+                                      [LX_U32] = name##_u32_forward, [LX_BOOL] = name##_bool_forward}, \
+                                     true};                                              \
+        return binary(&op, a, b);                                                        \
+    }
+
+ARITH_OP(add)
+ARITH_OP(sub)
+ARITH_OP(mul)
+ARITH_OP(maximum)
+ARITH_OP(minimum)
+COMPARE_OP(eq)
+COMPARE_OP(ne)
+COMPARE_OP(lt)
+COMPARE_OP(le)
+COMPARE_OP(gt)
+COMPARE_OP(ge)
+
+lx_array *lx_div(lx_array *a, lx_array *b) {
+    static const binary_op op = {"div", {[LX_F32] = div_f32_forward}, false};
+    return binary(&op, a, b);
+}
+
+lx_array *lx_pow(lx_array *a, lx_array *b) {
+    static const binary_op op = {"pow", {[LX_F32] = pow_f32_forward}, false};
+    return binary(&op, a, b);
+}
+
+/* ---- scalars ---- */
+
+lx_array *lx_scalar(float v) { return lx_autorelease(lx_array_scalar_f32(v)); }
+
+lx_array *lx_scalar_i32(int32_t v) { return lx_autorelease(lx_array_from_data(LX_I32, 0, NULL, &v)); }
+
+lx_array *lx_add_scalar(lx_array *x, float v) {
+    if (!x) return lx_add(x, NULL); /* keeps the first failure's message */
+    return lx_add(x, lx_scalar(v));
+}
+
+lx_array *lx_mul_scalar(lx_array *x, float v) {
+    if (!x) return lx_mul(x, NULL);
+    return lx_mul(x, lx_scalar(v));
+}
+
+/* ---- where ---- */
+
+#define WHERE_KERNEL(name, T)                                                            \
+    static void name(void *out_, const void *const *in, const int64_t *step, int64_t n,  \
+                     const void *ctx) {                                                  \
+        (void)ctx;                                                                       \
+        T *restrict o = out_;                                                            \
+        const uint8_t *c = in[0];                                                        \
+        const T *a = in[1], *b = in[2];                                                  \
+        if (step[0] && step[1] && step[2]) {                                             \
+            for (int64_t i = 0; i < n; i++) o[i] = c[i] ? a[i] : b[i];                   \
+        } else {                                                                         \
+            const int64_t sc = step[0], sa = step[1], sb = step[2];                      \
+            for (int64_t i = 0; i < n; i++) o[i] = c[i * sc] ? a[i * sa] : b[i * sb];    \
+        }                                                                                \
+    }
+
+/* where moves bits, so one kernel per element size covers every dtype. */
+WHERE_KERNEL(where_4_forward, uint32_t)
+WHERE_KERNEL(where_2_forward, uint16_t)
+WHERE_KERNEL(where_1_forward, uint8_t)
+
+lx_array *lx_where(lx_array *cond, lx_array *a, lx_array *b) {
+    LX_OP_INPUTS("where", cond, a, b);
+    if (cond->dtype != LX_BOOL) {
+        lx_fail(LX_ERR_DTYPE, "where: condition must be bool, got %s with shape %s", lx_dtype_name(cond->dtype),
+                lx_ashp(cond));
+        return NULL;
+    }
+    if (a->dtype != b->dtype) {
+        lx_fail(LX_ERR_DTYPE, "where: operands have different dtypes %s %s and %s %s (lx_cast one first)",
+                lx_dtype_name(a->dtype), lx_ashp(a), lx_dtype_name(b->dtype), lx_ashp(b));
+        return NULL;
+    }
+    const int ndims[] = {cond->ndim, a->ndim, b->ndim};
+    const int64_t *shapes[] = {cond->shape, a->shape, b->shape};
+    int nd;
+    int64_t shape[LX_MAX_DIMS];
+    if (lx_bcast_shape("where", 3, ndims, shapes, &nd, shape) != LX_OK) return NULL;
+    const bool abstract = lx_is_abstract(cond) || lx_is_abstract(a) || lx_is_abstract(b);
+    lx_array *out = lx_op_result(a->dtype, nd, shape, abstract);
+    if (!out) return NULL;
+    if (!abstract) {
+        lx_bcast bc;
+        lx_bcast_plan(&bc, 3, ndims, shapes, nd, shape);
+        const size_t es = lx_dtype_size(a->dtype);
+        lx_bcast_row_fn fn = es == 4 ? where_4_forward : es == 2 ? where_2_forward : where_1_forward;
+        lx_bcast_run(&bc, out->data, es, (const void *const[]){cond->data, a->data, b->data},
+                     (const size_t[]){1, es, es}, fn, NULL);
+    }
+    lx_op_emit("where", 3, (lx_array *const[]){cond, a, b}, out, 0, NULL);
+    return out;
+}
