@@ -184,6 +184,11 @@ const linen_mutable *linen_scope_mutable(const linen_scope *self);
  * unboxed for the caller and stored boxed. */
 lx_status linen_param(linen_scope *self, const char *name, const lx_initializer *init,
                       lx_dtype dtype, int ndim, const int64_t *shape, lx_array **out);
+/* The same, initialised with `init_shape` and reshaped to `shape` (same element count):
+ * DenseGeneral's flat init, so fans are computed on the 2-D shape as Flax does. */
+lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_initializer *init,
+                               lx_dtype dtype, int ndim, const int64_t *shape, int init_ndim,
+                               const int64_t *init_shape, lx_array **out);
 /* A param with a custom init producing any leaf (an array or a box): fn(key, user, &leaf). */
 typedef lx_status (*linen_init_fn)(lx_key key, void *user, lx_value *leaf);
 lx_status linen_param_custom(linen_scope *self, const char *name, linen_init_fn fn, void *user,

@@ -280,8 +280,16 @@ int linen_rng_names(const linen_scope *self, const char **names, int cap) {
 /* ---- variables ---- */
 lx_status linen_param(linen_scope *self, const char *name, const lx_initializer *init,
                       lx_dtype dtype, int ndim, const int64_t *shape, lx_array **out) {
-    if (!self || !init || !out || (ndim > 0 && !shape))
+    return linen_param_reshaped(self, name, init, dtype, ndim, shape, ndim, shape, out);
+}
+
+lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_initializer *init,
+                               lx_dtype dtype, int ndim, const int64_t *shape, int init_ndim,
+                               const int64_t *init_shape, lx_array **out) {
+    if (!self || !init || !out || (ndim > 0 && !shape) || (init_ndim > 0 && !init_shape))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "param: NULL argument");
+    if (init_ndim < 0 || init_ndim > LX_MAX_DIMS)
+        return lx_fail(LX_ERR_SHAPE, "param \"%s\": %d dimensions (at most %d)", name ? name : "?", init_ndim, LX_MAX_DIMS);
     *out = NULL;
     if (self->is_function) return no_scope(self, "param");
     LX_TRY(check_var_name("parameter", name));
@@ -317,7 +325,9 @@ lx_status linen_param(linen_scope *self, const char *name, const lx_initializer 
     }
     lx_key key;
     LX_TRY(linen_make_rng(self, "params", &key));
-    lx_array *a = lx_init_apply(init, key, dtype, ndim, shape);
+    lx_array *a = lx_init_apply(init, key, dtype, init_ndim, init_shape);
+    if (a && (init_ndim != ndim || (ndim > 0 && memcmp(init_shape, shape, sizeof *shape * (size_t)ndim) != 0)))
+        a = lx_autorelease(lx_array_reshape_view(a, ndim, shape));
     if (!a) return lx_fail_context(lx_last_status(), "param \"%s\" in \"%s\": ", name, self->path);
     LX_TRY(store(self, "params", name, lx_array_v(a)));
     LX_TRY(frame_keep(self->frame, a));
