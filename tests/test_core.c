@@ -169,7 +169,48 @@ static void test_observers(void) {
     CHECK_FAILS(lx_prim_observe(NULL, NULL, &h1), LX_ERR_INVALID_ARGUMENT, "observer is NULL");
 }
 
+static void test_call_copies(void) {
+    int64_t shape[] = {2};
+    lx_array *x = lx_array_new(LX_F32, 1, shape);
+    lx_call c = {2, LX_VALUES(lx_int_v(4), lx_array_v(x)), 2,
+                 LX_KWARGS(LX_KW_STR("name", "lin"), LX_KW_BOOL("use_bias", true))};
+    lx_call d;
+    CHECK_EQ_INT(lx_call_dup(&c, &d), LX_OK);
+    CHECK(d.nargs == 2 && d.nkwargs == 2 && d.kwargs[0].name != c.kwargs[0].name);
+    CHECK_EQ_INT(x->refcount, 2);
+    CHECK_STR(lx_call_kwarg(&d, "name")->u.s, "lin");
+    lx_call e;
+    lx_kwarg extra[] = {LX_KW_BOOL("use_bias", false), LX_KW_INT("rngs", 0)};
+    CHECK_EQ_INT(lx_call_with_kwargs(&d, 2, extra, &e), LX_OK);
+    CHECK_EQ_INT(e.nkwargs, 3);
+    CHECK(!lx_call_kwarg(&e, "use_bias")->u.b && lx_call_kwarg(&e, "rngs") != NULL);
+    lx_call f;
+    const char *drop[] = {"name", "rngs"};
+    CHECK_EQ_INT(lx_call_without(&e, 2, drop, &f), LX_OK);
+    CHECK(f.nkwargs == 1 && strcmp(f.kwargs[0].name, "use_bias") == 0 && f.nargs == 2);
+    lx_call_free(&d);
+    lx_call_free(&e);
+    lx_call_free(&f);
+    CHECK_EQ_INT(x->refcount, 1);
+    CHECK(d.nargs == 0 && d.args == NULL);
+    lx_release(x);
+}
+
+static char warned[256];
+static void capture_warning(const char *text, void *user) {
+    snprintf(warned, sizeof warned, "%s|%s", (const char *)user, text);
+}
+
+static void test_warnings(void) {
+    lx_set_warning_handler(capture_warning, "u");
+    lx_warn("Found unknown module paths in incoming state:%s", "\n  - a/b");
+    CHECK_STR(warned, "u|Found unknown module paths in incoming state:\n  - a/b");
+    lx_set_warning_handler(NULL, NULL);
+}
+
 int main(void) {
+    RUN(test_call_copies);
+    RUN(test_warnings);
     RUN(test_status);
     RUN(test_array_basics);
     RUN(test_ulp);

@@ -58,6 +58,17 @@ void lx_clear_error(void);
 /* A short stable name for a status code: "LX_ERR_SHAPE". */
 const char *lx_status_name(lx_status status);
 
+/* Warnings (Python's warnings.warn): the library never prints on its own; it hands the text to
+ * the handler, which by default writes "linnx: warning: <text>" to stderr. A NULL handler
+ * restores the default; `user` is passed back. */
+typedef void (*lx_warning_handler)(const char *text, void *user);
+void lx_set_warning_handler(lx_warning_handler fn, void *user);
+void lx_warn(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
 /* Evaluate a status expression and return it from the enclosing function if it failed. */
 #define LX_TRY(expr)                         \
     do {                                     \

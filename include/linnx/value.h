@@ -151,6 +151,15 @@ bool lx_value_equal(const lx_value *a, const lx_value *b);
 const char *lx_value_str(const lx_value *v, char *buf, size_t cap);
 const char *lx_kind_name(lx_kind kind);
 
+/* ---- owning copies of call records (a module that keeps its constructor's arguments) ---- */
+/* A deep copy: names and values duplicated (lx_value_dup). Free with lx_call_free. */
+lx_status lx_call_dup(const lx_call *c, lx_call *out);
+void lx_call_free(lx_call *c);
+/* A new call: `base` with `extra` kwargs added or replacing same-named ones (owned copy). */
+lx_status lx_call_with_kwargs(const lx_call *base, int nextra, const lx_kwarg *extra, lx_call *out);
+/* A new call: `base` without the named kwargs (owned copy). */
+lx_status lx_call_without(const lx_call *base, int nnames, const char *const *names, lx_call *out);
+
 /* Reference counting for the tree-like kinds, implemented by their components. */
 lx_tree *lx_tree_retain(lx_tree *t);
 void lx_tree_release(lx_tree *t);

@@ -68,3 +68,27 @@ const char *lx_status_name(lx_status s) {
     }
     return "LX_ERR_UNKNOWN";
 }
+
+/* ---- warnings ---- */
+
+static void default_warning(const char *text, void *user) {
+    (void)user;
+    fprintf(stderr, "linnx: warning: %s\n", text);
+}
+
+static lx_warning_handler warn_fn = default_warning;
+static void *warn_user;
+
+void lx_set_warning_handler(lx_warning_handler fn, void *user) {
+    warn_fn = fn ? fn : default_warning;
+    warn_user = fn ? user : NULL;
+}
+
+void lx_warn(const char *fmt, ...) {
+    char text[LX_MSG_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    warn_fn(text, warn_user);
+}

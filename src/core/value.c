@@ -242,3 +242,68 @@ const char *lx_value_str(const lx_value *v, char *buf, size_t cap) {
     if (cap) buf[n < cap ? n : cap - 1] = '\0';
     return buf;
 }
+
+/* ---- owning copies of call records ---- */
+
+void lx_call_free(lx_call *c) {
+    lx_value *args = (lx_value *)c->args;
+    lx_kwarg *kw = (lx_kwarg *)c->kwargs;
+    for (int i = 0; i < c->nargs; i++) lx_value_free(&args[i]);
+    for (int i = 0; i < c->nkwargs; i++) {
+        free((char *)kw[i].name);
+        lx_value_free(&kw[i].value);
+    }
+    free(args);
+    free(kw);
+    *c = (lx_call){0, NULL, 0, NULL};
+}
+
+/* Copy `base` minus the kwargs named in skip[], then the `extra` kwargs (replacing same names). */
+static lx_status call_build(const lx_call *base, int nskip, const char *const *skip, int nextra,
+                            const lx_kwarg *extra, lx_call *out) {
+    lx_call none = LX_NO_CALL;
+    if (!base) base = &none;
+    *out = (lx_call){0, NULL, 0, NULL};
+    lx_value *args = base->nargs ? calloc((size_t)base->nargs, sizeof *args) : NULL;
+    int cap = base->nkwargs + nextra;
+    lx_kwarg *kw = cap ? calloc((size_t)cap, sizeof *kw) : NULL;
+    if ((base->nargs && !args) || (cap && !kw)) {
+        free(args);
+        free(kw);
+        return lx_fail(LX_ERR_NO_MEMORY, "call: out of memory");
+    }
+    out->args = args;
+    out->kwargs = kw;
+    for (int i = 0; i < base->nargs; i++) {
+        if (lx_value_dup(&base->args[i], &args[i]) != LX_OK) goto fail;
+        out->nargs = i + 1;
+    }
+    for (int i = 0; i < base->nkwargs + nextra; i++) {
+        const lx_kwarg *src = i < base->nkwargs ? &base->kwargs[i] : &extra[i - base->nkwargs];
+        bool drop = false;
+        for (int k = 0; k < nskip && !drop; k++) drop = strcmp(src->name, skip[k]) == 0;
+        for (int k = 0; k < nextra && !drop && i < base->nkwargs; k++) drop = strcmp(src->name, extra[k].name) == 0;
+        if (drop) continue;
+        int j = out->nkwargs;
+        kw[j].name = dup_str(src->name);
+        if (!kw[j].name || lx_value_dup(&src->value, &kw[j].value) != LX_OK) {
+            free((char *)kw[j].name);
+            goto fail;
+        }
+        out->nkwargs = j + 1;
+    }
+    return LX_OK;
+fail:
+    lx_call_free(out);
+    return lx_fail(LX_ERR_NO_MEMORY, "call: out of memory");
+}
+
+lx_status lx_call_dup(const lx_call *c, lx_call *out) { return call_build(c, 0, NULL, 0, NULL, out); }
+
+lx_status lx_call_with_kwargs(const lx_call *base, int nextra, const lx_kwarg *extra, lx_call *out) {
+    return call_build(base, 0, NULL, nextra, extra, out);
+}
+
+lx_status lx_call_without(const lx_call *base, int nnames, const char *const *names, lx_call *out) {
+    return call_build(base, nnames, names, 0, NULL, out);
+}

@@ -1,0 +1,65 @@
+/* linnx/linalg.h - GEMM, numpy matmul and lax.dot_general.
+ *
+ * Every op here takes float32 arrays and returns a float32 result owned by the innermost pool
+ * (see array.h); NULL with a message naming the op and the shapes on failure. A NULL input means an
+ * earlier call failed: the op returns NULL and keeps that first message. An abstract input gives
+ * an abstract output (shape inference only).
+ *
+ * Layouts are chosen so that GEMM reads operands in place: a contraction whose operand axes can be
+ * described by a row stride and a unit column stride (possibly transposed) runs without copies;
+ * only an operand that cannot is transposed into a temporary first.
+ */
+#ifndef LINNX_LINALG_H
+#define LINNX_LINALG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "linnx/array.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- GEMM on raw row-major buffers ----
+ * C[M,N] = alpha * op(A) op(B) + beta * C, row-major, op(X) = X or X^T. op(A) is M x K: A is
+ * stored M x K with row stride lda (transA false) or K x M (transA true); likewise B. With
+ * beta == 0, C is not read (it may hold NaN). Problems with M*N*K at or below the small limit run
+ * on linnx's own register-blocked kernel on the calling thread; larger ones call cblas_sgemm
+ * directly on the caller's buffers (no copies), threaded by lx_num_threads().
+ * Fails (LX_ERR_INVALID_ARGUMENT, nothing written) on negative sizes, leading dimensions smaller
+ * than a row, or NULL buffers where data is needed. */
+lx_status lx_sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                   int64_t ldc);
+
+/* Tuning and test knobs. The small limit is compared with M*N*K; a negative value restores the
+ * default. The built-in kernel is "avx512", "avx2" or "portable" (whichever this build compiled:
+ * the portable one always); lx_sgemm_use_kernel selects one of them (NULL restores the best one),
+ * failing with LX_ERR_UNSUPPORTED for a kernel this build lacks. Process-wide settings. */
+int64_t lx_sgemm_small_limit(void);
+void lx_sgemm_set_small_limit(int64_t limit);
+const char *lx_sgemm_kernel(void);
+lx_status lx_sgemm_use_kernel(const char *name);
+
+/* ---- array ops ---- */
+
+/* numpy.matmul: 1-D operands are promoted ((K,) -> (1, K) on the left, (K, 1) on the right) and
+ * the added axis removed from the result; leading (batch) axes broadcast. Both 1-D gives a 0-d
+ * array. Primitive "matmul", no attributes. */
+lx_array *lx_matmul(lx_array *a, lx_array *b);
+
+/* jax.lax.dot_general with dimension_numbers ((lhs_contract, rhs_contract), (lhs_batch,
+ * rhs_batch)): ncontract pairs of contracted axes and nbatch pairs of batch axes (negative axes
+ * count from the end). Paired axes must have equal sizes; an axis may appear once. Output axes:
+ * batch (in lhs_batch order), then the remaining lhs axes, then the remaining rhs axes, each in
+ * their original order. Primitive "dot_general" with attributes lhs_contracting_dims,
+ * rhs_contracting_dims, lhs_batch_dims, rhs_batch_dims (normalised, non-negative). */
+lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int *lhs_contract,
+                         const int *rhs_contract, int nbatch, const int *lhs_batch,
+                         const int *rhs_batch);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

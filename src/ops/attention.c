@@ -1,0 +1,213 @@
+/* Flax's dot_product_attention (grouped-query heads, bias, boolean masks, causal) and
+ * make_causal_mask.
+ *
+ * Per (batch, head) and block of query rows: logits = scale * q k^T straight from the
+ * (seq, heads, dim) layout (row stride heads * dim, so no transposes), bias added, masks applied
+ * with float32's lowest value as Flax does, softmax per row, then out = weights v written into the
+ * (seq, heads, dv) output with the same strided trick. Blocks of query rows bound the logits buffer
+ * (Q_BLOCK x kv_len per thread). */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "linalg_internal.h"
+#include "linnx/nn.h"
+#include "linnx/threads.h"
+#include "nn_internal.h"
+#include "op_internal.h"
+
+#define Q_BLOCK 128
+
+typedef struct {
+    int64_t nbatch, T, S, H, G, d, dv; /* G: kv heads */
+    float scale;
+    bool causal;
+    int nbd;                            /* batch axes */
+    int64_t bshape[LX_MAX_DIMS];
+    const float *bias;                  /* broadcast strides over (batch..., H, T, S) */
+    int64_t bias_st[LX_MAX_DIMS];
+    const uint8_t *mask;
+    int64_t mask_st[LX_MAX_DIMS];
+} attn_dims;
+
+static int64_t bcast_base(const attn_dims *a, const int64_t *st, int64_t b, int64_t h) {
+    int64_t off = h * st[a->nbd], rest = b;
+    for (int i = a->nbd - 1; i >= 0; i--) {
+        off += (rest % a->bshape[i]) * st[i];
+        rest /= a->bshape[i];
+    }
+    return off;
+}
+
+/* logits rows [t0, t0 + tq) of (b, h) -> softmax weights in w (tq x S). */
+static void attention_weights_forward(const attn_dims *a, const float *q, const float *k, int64_t b, int64_t h,
+                                      int64_t t0, int64_t tq, float *w) {
+    int64_t g = h / (a->H / a->G), S = a->S;
+    const float *qb = q + ((b * a->T + t0) * a->H + h) * a->d;
+    const float *kb = k + (b * S * a->G + g) * a->d;
+    lx_sgemm_serial(false, true, tq, S, a->d, a->scale, qb, a->H * a->d, kb, a->G * a->d, 0.0f, w, S);
+    int nb = a->nbd;
+    int64_t boff = a->bias ? bcast_base(a, a->bias_st, b, h) : 0, moff = a->mask ? bcast_base(a, a->mask_st, b, h) : 0;
+    for (int64_t i = 0; i < tq; i++) {
+        int64_t t = t0 + i;
+        float *row = w + i * S;
+        if (a->bias) {
+            const float *br = a->bias + boff + t * a->bias_st[nb + 1];
+            int64_t bs = a->bias_st[nb + 2];
+            for (int64_t s = 0; s < S; s++) row[s] += br[s * bs];
+        }
+        if (a->mask) {
+            const uint8_t *mr = a->mask + moff + t * a->mask_st[nb + 1];
+            int64_t ms = a->mask_st[nb + 2];
+            for (int64_t s = 0; s < S; s++) row[s] = mr[s * ms] ? row[s] : -FLT_MAX;
+        }
+        if (a->causal)
+            for (int64_t s = t + 1; s < S; s++) row[s] = -FLT_MAX;
+        softmax_row_forward(row, row, S, false);
+    }
+}
+
+/* out (batch..., T, H, dv) or, when v is NULL, the weights (batch..., H, T, S) into out. */
+static lx_status attention_forward(const attn_dims *a, const float *q, const float *k, const float *v, float *out) {
+    int64_t nqb = (a->T + Q_BLOCK - 1) / Q_BLOCK, jobs = a->nbatch * a->H * nqb;
+    double work = (double)a->nbatch * a->H * a->T * a->S * (a->d + a->dv);
+    int nt = work > (1 << 18) ? lx_num_threads() : 1;
+    int failed = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        float *buf = v ? malloc(sizeof(float) * (size_t)(Q_BLOCK * a->S)) : NULL;
+        if (v && !buf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < jobs; j++) {
+            if ((v && !buf)) continue;
+            int64_t qb = j % nqb, h = (j / nqb) % a->H, b = j / (nqb * a->H);
+            int64_t t0 = qb * Q_BLOCK, tq = a->T - t0 < Q_BLOCK ? a->T - t0 : Q_BLOCK;
+            if (!v) { /* weights straight into the output */
+                attention_weights_forward(a, q, k, b, h, t0, tq, out + ((b * a->H + h) * a->T + t0) * a->S);
+                continue;
+            }
+            attention_weights_forward(a, q, k, b, h, t0, tq, buf);
+            int64_t g = h / (a->H / a->G);
+            lx_sgemm_serial(false, false, tq, a->dv, a->S, 1.0f, buf, a->S, v + (b * a->S * a->G + g) * a->dv,
+                            a->G * a->dv, 0.0f, out + ((b * a->T + t0) * a->H + h) * a->dv, a->H * a->dv);
+        }
+        free(buf);
+    }
+    return failed ? lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention: out of memory") : LX_OK;
+}
+
+static lx_array *attention_op(const char *op, lx_array *q, lx_array *k, lx_array *v, lx_array *bias, lx_array *mask,
+                              bool causal, float scale) {
+    char bq[96], bk[96], bv[96], bo[96];
+    const char *qs = lx_shape_str(q->ndim, q->shape, bq, sizeof bq), *ks = lx_shape_str(k->ndim, k->shape, bk, sizeof bk);
+    const char *vs = v ? lx_shape_str(v->ndim, v->shape, bv, sizeof bv) : "None";
+    if (q->dtype != LX_F32 || k->dtype != LX_F32 || (v && v->dtype != LX_F32)) {
+        lx_fail(LX_ERR_DTYPE, "%s: expected float32 query, key and value, got %s, %s and %s", op,
+                lx_dtype_name(q->dtype), lx_dtype_name(k->dtype), v ? lx_dtype_name(v->dtype) : "None");
+        return NULL;
+    }
+    int n = q->ndim;
+    bool ok = n >= 3 && k->ndim == n && (!v || v->ndim == n);
+    for (int i = 0; ok && i < n - 3; i++) ok = q->shape[i] == k->shape[i] && (!v || v->shape[i] == q->shape[i]);
+    if (!ok) {
+        lx_fail(LX_ERR_SHAPE, "%s: query %s, key %s and value %s must be (batch..., length, heads, depth) with equal batch axes",
+                op, qs, ks, vs);
+        return NULL;
+    }
+    attn_dims a = {.T = q->shape[n - 3], .H = q->shape[n - 2], .d = q->shape[n - 1], .S = k->shape[n - 3],
+                   .G = k->shape[n - 2], .causal = causal, .nbd = n - 3, .nbatch = 1};
+    a.dv = v ? v->shape[n - 1] : 0;
+    for (int i = 0; i < n - 3; i++) a.bshape[i] = q->shape[i], a.nbatch *= q->shape[i];
+    if (k->shape[n - 1] != a.d || (v && (v->shape[n - 3] != a.S || v->shape[n - 2] != a.G))) {
+        lx_fail(LX_ERR_SHAPE, "%s: query %s, key %s and value %s disagree: query and key depth, key and value length and heads must match",
+                op, qs, ks, vs);
+        return NULL;
+    }
+    if (a.G == 0 || a.H % a.G != 0) {
+        lx_fail(LX_ERR_SHAPE, "%s: %lld query heads are not a multiple of %lld key/value heads (query %s, key %s)", op,
+                (long long)a.H, (long long)a.G, qs, ks);
+        return NULL;
+    }
+    int64_t full[LX_MAX_DIMS];
+    for (int i = 0; i < n - 3; i++) full[i] = q->shape[i];
+    full[n - 3] = a.H, full[n - 2] = a.T, full[n - 1] = a.S;
+    const char *fs = lx_shape_str(n, full, bo, sizeof bo);
+    if (bias && (bias->dtype != LX_F32 || !nn_bcast_strides(bias, n, full, a.bias_st))) {
+        char bb[96];
+        lx_fail(bias->dtype != LX_F32 ? LX_ERR_DTYPE : LX_ERR_SHAPE, "%s: bias %s%s does not broadcast to float32 logits of shape %s",
+                op, lx_dtype_name(bias->dtype), lx_shape_str(bias->ndim, bias->shape, bb, sizeof bb), fs);
+        return NULL;
+    }
+    if (mask && (mask->dtype != LX_BOOL || !nn_bcast_strides(mask, n, full, a.mask_st))) {
+        char bb[96];
+        lx_fail(mask->dtype != LX_BOOL ? LX_ERR_DTYPE : LX_ERR_SHAPE, "%s: mask %s%s does not broadcast to a bool mask of shape %s",
+                op, lx_dtype_name(mask->dtype), lx_shape_str(mask->ndim, mask->shape, bb, sizeof bb), fs);
+        return NULL;
+    }
+    if (!(scale >= 0.0f) || isinf(scale)) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: scale must be finite and >= 0 (0: 1/sqrt(depth)), got %g", op, (double)scale);
+        return NULL;
+    }
+    a.scale = scale != 0.0f ? scale : 1.0f / sqrtf((float)(a.d > 0 ? a.d : 1));
+    bool abs_ = lx_is_abstract(q) || lx_is_abstract(k) || (v && lx_is_abstract(v)) || (bias && lx_is_abstract(bias)) ||
+                (mask && lx_is_abstract(mask));
+    int64_t oshape[LX_MAX_DIMS];
+    for (int i = 0; i < n; i++) oshape[i] = v ? q->shape[i] : full[i];
+    if (v) oshape[n - 1] = a.dv;
+    lx_array *out = lx_op_result(LX_F32, n, oshape, abs_);
+    if (!out) return NULL;
+    if (!abs_ && out->size > 0) {
+        a.bias = bias ? lx_f32(bias) : NULL;
+        a.mask = mask ? lx_bool(mask) : NULL;
+        if (a.S == 0) { /* no keys: softmax over nothing is empty; Flax would give NaN, we give 0 */
+            for (int64_t i = 0; i < out->size; i++) lx_f32(out)[i] = 0;
+        } else if (attention_forward(&a, lx_f32(q), lx_f32(k), v ? lx_f32(v) : NULL, lx_f32(out)) != LX_OK) {
+            return NULL;
+        }
+    }
+    lx_kwarg attrs[] = {LX_KW_BOOL("causal", causal), LX_KW_FLOAT("scale", a.scale)};
+    if (v) {
+        lx_array *ins[] = {q, k, v, bias, mask};
+        lx_op_emit(op, 5, ins, out, 2, attrs);
+    } else {
+        lx_array *ins[] = {q, k, bias, mask};
+        lx_op_emit(op, 4, ins, out, 2, attrs);
+    }
+    return out;
+}
+
+lx_array *lx_dot_product_attention(lx_array *q, lx_array *k, lx_array *v, lx_array *bias, lx_array *mask,
+                                   bool causal, float scale) {
+    LX_OP_INPUTS("dot_product_attention", q, k, v);
+    return attention_op("dot_product_attention", q, k, v, bias, mask, causal, scale);
+}
+
+lx_array *lx_dot_product_attention_weights(lx_array *q, lx_array *k, lx_array *bias, lx_array *mask, bool causal,
+                                           float scale) {
+    LX_OP_INPUTS("dot_product_attention_weights", q, k);
+    return attention_op("dot_product_attention_weights", q, k, NULL, bias, mask, causal, scale);
+}
+
+lx_array *lx_make_causal_mask(lx_array *x) {
+    LX_OP_INPUTS("make_causal_mask", x);
+    if (x->ndim < 1 || x->ndim + 2 > LX_MAX_DIMS) {
+        char b[96];
+        lx_fail(LX_ERR_SHAPE, "make_causal_mask: input of shape %s must have 1 to %d axes (batch..., length)",
+                lx_shape_str(x->ndim, x->shape, b, sizeof b), LX_MAX_DIMS - 2);
+        return NULL;
+    }
+    int64_t shape[LX_MAX_DIMS], L = x->shape[x->ndim - 1], nb = 1;
+    for (int i = 0; i < x->ndim - 1; i++) shape[i] = x->shape[i], nb *= x->shape[i];
+    shape[x->ndim - 1] = 1, shape[x->ndim] = L, shape[x->ndim + 1] = L;
+    lx_array *out = lx_op_result(LX_BOOL, x->ndim + 2, shape, lx_is_abstract(x));
+    if (!out) return NULL;
+    if (!lx_is_abstract(x))
+        for (int64_t b = 0; b < nb; b++)
+            for (int64_t i = 0; i < L; i++)
+                for (int64_t j = 0; j < L; j++) lx_bool(out)[(b * L + i) * L + j] = j <= i;
+    lx_op_emit("make_causal_mask", 1, &x, out, 0, NULL);
+    return out;
+}

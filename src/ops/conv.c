@@ -1,0 +1,199 @@
+/* lax.conv_general_dilated for channels-last inputs and HWIO kernels, by im2col + GEMM.
+ *
+ * Output rows (batch x output positions) are cut into chunks; each OpenMP worker unfolds one chunk
+ * of input patches (kernel positions x input channels, the HWIO row order) into its own buffer and
+ * multiplies it by the kernel with our GEMM kernel, group by group, straight into the output. Keeping
+ * both steps on one thread avoids handing cache-warm patches to OpenBLAS's threads. A 1x1,
+ * stride-1, unpadded, ungrouped convolution needs no patches: it is one GEMM on x. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv_internal.h"
+#include "linalg_internal.h"
+#include "linnx/linalg.h"
+#include "linnx/nn.h"
+#include "linnx/threads.h"
+#include "op_internal.h"
+
+#define CHUNK_FLOATS (1 << 17) /* 512 KiB of patches per worker: inside L2 */
+
+typedef struct {
+    int nsp;
+    int64_t n, cin, cout, groups, ks, outsp, insp;
+    int64_t in[LX_MAX_DIMS], out[LX_MAX_DIMS], k[LX_MAX_DIMS], pitch[LX_MAX_DIMS];
+    int64_t stride[LX_MAX_DIMS], lo[LX_MAX_DIMS], hi[LX_MAX_DIMS], ldil[LX_MAX_DIMS], rdil[LX_MAX_DIMS];
+} conv_dims;
+
+/* Input index along axis i for output position o and kernel tap t, or -1 where the window reads
+ * padding or a hole of the dilated input: tab[i][o * k[i] + t]. Built once per call so the
+ * unfolding loop does no division. */
+static int64_t *conv_tables(const conv_dims *c, int64_t **tab) {
+    int64_t total = 0;
+    for (int i = 0; i < c->nsp; i++) total += c->out[i] * c->k[i];
+    int64_t *mem = malloc(sizeof(int64_t) * (size_t)(total + 1));
+    if (!mem) return NULL;
+    int64_t *t = mem;
+    for (int i = 0; i < c->nsp; i++) {
+        tab[i] = t;
+        for (int64_t o = 0; o < c->out[i]; o++)
+            for (int64_t k = 0; k < c->k[i]; k++) {
+                int64_t p = o * c->stride[i] + k * c->rdil[i] - c->lo[i]; /* in the dilated input */
+                *t++ = p < 0 || p % c->ldil[i] != 0 || p / c->ldil[i] >= c->in[i] ? -1 : p / c->ldil[i];
+            }
+    }
+    return mem;
+}
+
+/* Patches of output rows [r0, r0 + nr) for group g: row-major (nr, ks * ig), taps in HWI order,
+ * zeros where the window reads padding. */
+static void im2col_forward(const conv_dims *c, int64_t *const *tab, const float *x, int64_t r0, int64_t nr,
+                           int64_t g, float *cols) {
+    int nsp = c->nsp;
+    int64_t ig = c->cin / c->groups;
+    for (int64_t r = 0; r < nr; r++) {
+        int64_t row = r0 + r, n = row / c->outsp, rest = row % c->outsp;
+        const int64_t *ax[LX_MAX_DIMS]; /* this row's slice of each table */
+        for (int i = nsp - 1; i >= 0; i--) {
+            ax[i] = tab[i] + (rest % c->out[i]) * c->k[i];
+            rest /= c->out[i];
+        }
+        const float *img = x + n * c->insp * c->cin + g * ig;
+        float *d = cols + r * c->ks * ig;
+        int64_t t[LX_MAX_DIMS] = {0};
+        for (int64_t kk = 0; kk < c->ks; kk++, d += ig) {
+            int64_t sp = 0;
+            bool inside = true;
+            for (int i = 0; i < nsp; i++) {
+                int64_t p = ax[i][t[i]];
+                inside = inside && p >= 0;
+                sp += p * c->pitch[i];
+            }
+            if (!inside) {
+                for (int64_t ch = 0; ch < ig; ch++) d[ch] = 0.0f;
+            } else {
+                const float *src = img + sp * c->cin;
+                for (int64_t ch = 0; ch < ig; ch++) d[ch] = src[ch];
+            }
+            for (int i = nsp - 1; i >= 0; i--) { /* next tap */
+                if (++t[i] < c->k[i]) break;
+                t[i] = 0;
+            }
+        }
+    }
+}
+
+static lx_status conv_forward(const conv_dims *c, const float *x, const float *w, float *y) {
+    int64_t ig = c->cin / c->groups, og = c->cout / c->groups, kc = c->ks * ig, rows = c->n * c->outsp;
+    int64_t chunk = CHUNK_FLOATS / (kc > 0 ? kc : 1);
+    if (chunk < 16) chunk = 16;
+    int64_t nchunks = (rows + chunk - 1) / chunk;
+    double work = (double)rows * (double)kc * (double)c->cout;
+    int nt = work > (1 << 18) ? lx_num_threads() : 1;
+    if (nt > nchunks) nt = (int)nchunks;
+    int64_t *tab[LX_MAX_DIMS];
+    int64_t *tabmem = conv_tables(c, tab);
+    if (!tabmem) return lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory");
+    int failed = 0;
+#pragma omp parallel num_threads(nt > 0 ? nt : 1)
+    {
+        float *cols = malloc(sizeof(float) * (size_t)(chunk * kc + 1));
+        if (!cols) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ch = 0; ch < nchunks; ch++) {
+            if (!cols) continue;
+            int64_t r0 = ch * chunk, nr = rows - r0 < chunk ? rows - r0 : chunk;
+            for (int64_t g = 0; g < c->groups; g++) {
+                im2col_forward(c, tab, x, r0, nr, g, cols);
+                lx_sgemm_serial(false, false, nr, og, kc, 1.0f, cols, kc, w + g * og, c->cout, 0.0f,
+                                y + r0 * c->cout + g * og, c->cout);
+            }
+        }
+        free(cols);
+    }
+    free(tabmem);
+    return failed ? lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory for patches") : LX_OK;
+}
+
+static bool read_positive(const char *what, const int64_t *v, int n, int64_t *out, const char *xs, const char *ks) {
+    for (int i = 0; i < n; i++) {
+        out[i] = v[i] == 0 ? 1 : v[i];
+        if (out[i] < 1) {
+            lx_fail(LX_ERR_INVALID_ARGUMENT, "conv_general: %s must be positive, got %lld at spatial axis %d (lhs %s, rhs %s)",
+                    what, (long long)v[i], i, xs, ks);
+            return false;
+        }
+    }
+    return true;
+}
+
+lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *params) {
+    LX_OP_INPUTS("conv_general", x, kernel);
+    static const lx_conv_params defaults;
+    const lx_conv_params *p = params ? params : &defaults;
+    char b1[96], b2[96];
+    const char *xs = lx_shape_str(x->ndim, x->shape, b1, sizeof b1);
+    const char *ks = lx_shape_str(kernel->ndim, kernel->shape, b2, sizeof b2);
+    if (x->dtype != LX_F32 || kernel->dtype != LX_F32) {
+        lx_fail(LX_ERR_DTYPE, "conv_general: expected float32 lhs and rhs, got %s%s and %s%s", lx_dtype_name(x->dtype), xs,
+                lx_dtype_name(kernel->dtype), ks);
+        return NULL;
+    }
+    if (x->ndim < 3 || kernel->ndim != x->ndim) {
+        lx_fail(LX_ERR_SHAPE, "conv_general: lhs %s (N, spatial..., C) and rhs %s (spatial..., I, O) need the same rank, at least 3",
+                xs, ks);
+        return NULL;
+    }
+    conv_dims c = {.nsp = x->ndim - 2, .n = x->shape[0], .cin = x->shape[x->ndim - 1],
+                   .cout = kernel->shape[kernel->ndim - 1], .groups = p->feature_group_count ? p->feature_group_count : 1};
+    int nsp = c.nsp;
+    int64_t kin = kernel->shape[kernel->ndim - 2];
+    if (c.groups < 1 || c.cin != kin * c.groups || c.cout % c.groups != 0) {
+        lx_fail(LX_ERR_SHAPE, "conv_general: lhs feature dimension %lld must equal rhs input feature dimension %lld times feature_group_count %lld, and rhs output features %lld must be a multiple of it (lhs %s, rhs %s)",
+                (long long)c.cin, (long long)kin, (long long)p->feature_group_count, (long long)c.cout, xs, ks);
+        return NULL;
+    }
+    if (!read_positive("window_strides", p->strides, nsp, c.stride, xs, ks) ||
+        !read_positive("lhs_dilation", p->lhs_dilation, nsp, c.ldil, xs, ks) ||
+        !read_positive("rhs_dilation", p->rhs_dilation, nsp, c.rdil, xs, ks))
+        return NULL;
+    if (p->padding.mode < LX_PAD_VALID || p->padding.mode > LX_PAD_EXPLICIT) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "conv_general: unknown padding mode %d", (int)p->padding.mode);
+        return NULL;
+    }
+    int64_t oshape[LX_MAX_DIMS];
+    oshape[0] = c.n, oshape[x->ndim - 1] = c.cout;
+    c.ks = 1, c.outsp = 1, c.insp = 1;
+    for (int i = nsp - 1; i >= 0; i--) {
+        c.in[i] = x->shape[1 + i], c.k[i] = kernel->shape[i];
+        c.pitch[i] = c.insp;
+        c.insp *= c.in[i];
+        int64_t eff = c.k[i] > 0 ? (c.k[i] - 1) * c.rdil[i] + 1 : 0;
+        conv_pads(&p->padding, i, c.in[i], eff, c.stride[i], &c.lo[i], &c.hi[i]);
+        c.out[i] = conv_out_len(c.in[i], c.ldil[i], c.lo[i], c.hi[i], eff, c.stride[i]);
+        oshape[1 + i] = c.out[i];
+        c.ks *= c.k[i], c.outsp *= c.out[i];
+    }
+    bool abs_ = lx_is_abstract(x) || lx_is_abstract(kernel);
+    lx_array *out = lx_op_result(LX_F32, x->ndim, oshape, abs_);
+    if (!out) return NULL;
+    if (!abs_ && out->size > 0) {
+        bool pointwise = c.groups == 1 && c.cin > 0;
+        for (int i = 0; i < nsp; i++)
+            pointwise = pointwise && c.k[i] == 1 && c.stride[i] == 1 && c.ldil[i] == 1 && c.lo[i] == 0 && c.hi[i] == 0;
+        lx_status st = pointwise ? lx_sgemm(false, false, c.n * c.insp, c.cout, c.cin, 1.0f, lx_f32(x), c.cin,
+                                            lx_f32(kernel), c.cout, 0.0f, lx_f32(out), c.cout)
+                                 : conv_forward(&c, lx_f32(x), lx_f32(kernel), lx_f32(out));
+        if (st != LX_OK) return NULL;
+    }
+    int64_t pads[2 * LX_MAX_DIMS];
+    for (int i = 0; i < nsp; i++) pads[2 * i] = c.lo[i], pads[2 * i + 1] = c.hi[i];
+    lx_kwarg attrs[] = {LX_KW("window_strides", lx_ints_v(nsp, c.stride)), LX_KW("padding", lx_ints_v(2 * nsp, pads)),
+                        LX_KW("lhs_dilation", lx_ints_v(nsp, c.ldil)), LX_KW("rhs_dilation", lx_ints_v(nsp, c.rdil)),
+                        LX_KW_INT("feature_group_count", c.groups)};
+    lx_array *ins[] = {x, kernel};
+    lx_op_emit("conv_general", 2, ins, out, 5, attrs);
+    return out;
+}

@@ -1,0 +1,31 @@
+/* Padding arithmetic shared by convolution and pooling (not installed). */
+#ifndef LINNX_CONV_INTERNAL_H
+#define LINNX_CONV_INTERNAL_H
+
+#include "linnx/nn.h"
+
+/* lax.padtype_to_pads for one spatial axis: SAME makes out = ceil(in / stride) from the undilated
+ * input size and the effective (dilated) window; explicit pads pass through. */
+static inline void conv_pads(const lx_padding *p, int axis, int64_t in, int64_t eff_window, int64_t stride,
+                             int64_t *lo, int64_t *hi) {
+    if (!p || p->mode == LX_PAD_VALID) {
+        *lo = *hi = 0;
+    } else if (p->mode == LX_PAD_EXPLICIT) {
+        *lo = p->lo[axis], *hi = p->hi[axis];
+    } else {
+        int64_t out = (in + stride - 1) / stride, total = (out - 1) * stride + eff_window - in;
+        if (total < 0) total = 0;
+        int64_t small = total / 2, big = total - small;
+        *lo = p->mode == LX_PAD_SAME ? small : big;
+        *hi = p->mode == LX_PAD_SAME ? big : small;
+    }
+}
+
+/* Output length of a window sliding over a (dilated, padded) axis; 0 when the window does not fit. */
+static inline int64_t conv_out_len(int64_t in, int64_t lhs_dil, int64_t lo, int64_t hi, int64_t eff_window,
+                                   int64_t stride) {
+    int64_t dil = in > 0 ? (in - 1) * lhs_dil + 1 : 0, padded = dil + lo + hi;
+    return padded < eff_window ? 0 : (padded - eff_window) / stride + 1;
+}
+
+#endif

@@ -1,0 +1,300 @@
+/* Softmax, log-softmax, LayerNorm, RMSNorm, integer-label cross-entropy, dropout's scaling. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "linnx/nn.h"
+#include "linnx/threads.h"
+#include "nn_internal.h"
+#include "op_internal.h"
+
+/* Rows of work worth a parallel loop: below this many elements threads cost more than they give. */
+#define PAR_MIN_ELEMS (1 << 15)
+static int threads_for(int64_t elems) { return elems >= PAR_MIN_ELEMS ? lx_num_threads() : 1; }
+
+static bool check_f32(const char *op, const lx_array *x) {
+    if (x->dtype == LX_F32) return true;
+    char b[96];
+    lx_fail(LX_ERR_DTYPE, "%s: expected a float32 input, got %s%s", op, lx_dtype_name(x->dtype),
+            lx_shape_str(x->ndim, x->shape, b, sizeof b));
+    return false;
+}
+
+static bool norm_axis(const char *op, const lx_array *x, int axis, int *out) {
+    int ax = axis < 0 ? axis + x->ndim : axis;
+    if (ax < 0 || ax >= x->ndim) {
+        char b[96];
+        lx_fail(LX_ERR_SHAPE, "%s: axis %d is out of range for shape %s", op, axis,
+                lx_shape_str(x->ndim, x->shape, b, sizeof b));
+        return false;
+    }
+    *out = ax;
+    return true;
+}
+
+/* ---- softmax ---- */
+
+/* Softmax over the middle axis of (outer, n, inner): rows are strided, so reduce `inner` columns
+ * at once with per-column accumulators. */
+static void softmax_strided_forward(const float *x, float *y, int64_t n, int64_t inner, bool log,
+                                    float *mx, float *sum) {
+    for (int64_t j = 0; j < inner; j++) mx[j] = -INFINITY, sum[j] = 0;
+    for (int64_t i = 0; i < n; i++)
+#pragma omp simd
+        for (int64_t j = 0; j < inner; j++) mx[j] = x[i * inner + j] > mx[j] ? x[i * inner + j] : mx[j];
+    for (int64_t j = 0; j < inner; j++) mx[j] = mx[j] == -INFINITY ? 0 : mx[j];
+    for (int64_t i = 0; i < n; i++)
+#pragma omp simd
+        for (int64_t j = 0; j < inner; j++) {
+            float e = nn_expf(x[i * inner + j] - mx[j]);
+            if (!log) y[i * inner + j] = e;
+            sum[j] += e;
+        }
+    if (log)
+        for (int64_t j = 0; j < inner; j++) sum[j] = logf(sum[j]);
+    for (int64_t i = 0; i < n; i++)
+#pragma omp simd
+        for (int64_t j = 0; j < inner; j++)
+            y[i * inner + j] = log ? (x[i * inner + j] - mx[j]) - sum[j] : y[i * inner + j] / sum[j];
+}
+
+static lx_array *softmax_op(const char *op, lx_array *x, int axis, bool log) {
+    LX_OP_INPUTS(op, x);
+    int ax;
+    if (!check_f32(op, x) || !norm_axis(op, x, axis, &ax)) return NULL;
+    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, lx_is_abstract(x));
+    if (!out) return NULL;
+    if (!lx_is_abstract(x) && x->size > 0) {
+        int64_t n = x->shape[ax], inner = 1, outer;
+        for (int i = ax + 1; i < x->ndim; i++) inner *= x->shape[i];
+        outer = x->size / (n * inner);
+        const float *xs = lx_f32(x);
+        float *ys = lx_f32(out);
+        if (inner == 1) {
+#pragma omp parallel for num_threads(threads_for(x->size)) schedule(static)
+            for (int64_t r = 0; r < outer; r++) softmax_row_forward(xs + r * n, ys + r * n, n, log);
+        } else {
+            float *tmp = malloc(sizeof(float) * (size_t)inner * 2);
+            if (!tmp) {
+                lx_fail(LX_ERR_NO_MEMORY, "%s: out of memory", op);
+                return NULL;
+            }
+            for (int64_t r = 0; r < outer; r++)
+                softmax_strided_forward(xs + r * n * inner, ys + r * n * inner, n, inner, log, tmp, tmp + inner);
+            free(tmp);
+        }
+    }
+    lx_kwarg attrs[] = {LX_KW_INT("axis", ax)};
+    lx_op_emit(op, 1, &x, out, 1, attrs);
+    return out;
+}
+
+lx_array *lx_softmax(lx_array *x, int axis) { return softmax_op("softmax", x, axis, false); }
+lx_array *lx_log_softmax(lx_array *x, int axis) { return softmax_op("log_softmax", x, axis, true); }
+
+/* ---- LayerNorm / RMSNorm ---- */
+
+/* rows x d values; scale/bias (may be NULL) of f values, repeating along the row (d % f == 0).
+ * Flax's fast variance: var = max(0, E[x^2] - E[x]^2); y = (x - mean) * (rsqrt(var + eps) * scale)
+ * + bias. With center false (RMSNorm) mean is 0 and E[x]^2 is dropped. */
+static void norm_forward(const float *x, float *y, int64_t rows, int64_t d, const float *scale,
+                         const float *bias, int64_t f, float eps, bool center, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d;
+        float *yr = y + r * d;
+        double s = 0, s2 = 0;
+#pragma omp simd reduction(+ : s, s2)
+        for (int64_t i = 0; i < d; i++) {
+            double v = xr[i];
+            s += v;
+            s2 += v * v;
+        }
+        double mean = center ? s / (double)d : 0.0, var = s2 / (double)d - mean * mean;
+        float m = (float)mean, mul = 1.0f / sqrtf((float)(var > 0 ? var : 0) + eps);
+        for (int64_t j0 = 0; j0 < d; j0 += f) {
+#pragma omp simd
+            for (int64_t j = 0; j < f; j++) {
+                float k = scale ? mul * scale[j] : mul;
+                float v = (xr[j0 + j] - m) * k;
+                yr[j0 + j] = bias ? v + bias[j] : v;
+            }
+        }
+    }
+}
+
+/* scale/bias must be float32 with the shape of a suffix of x's trailing `naxes` axes. */
+static bool check_feature(const char *op, const char *what, const lx_array *p, const lx_array *x, int naxes) {
+    char b1[96], b2[96];
+    bool ok = p->dtype == LX_F32 && p->ndim <= naxes && p->ndim >= 1;
+    for (int i = 0; ok && i < p->ndim; i++) ok = p->shape[i] == x->shape[x->ndim - p->ndim + i];
+    if (!ok)
+        lx_fail(p->dtype == LX_F32 ? LX_ERR_SHAPE : LX_ERR_DTYPE,
+                "%s: %s of %s%s does not match the trailing normalised axes of input shape %s", op, what,
+                lx_dtype_name(p->dtype), lx_shape_str(p->ndim, p->shape, b1, sizeof b1),
+                lx_shape_str(x->ndim, x->shape, b2, sizeof b2));
+    return ok;
+}
+
+lx_array *lx_layer_norm(lx_array *x, lx_array *scale, lx_array *bias, float epsilon, int naxes,
+                        const int *axes) {
+    LX_OP_INPUTS("layer_norm", x);
+    if (!check_f32("layer_norm", x)) return NULL;
+    char b[96];
+    const char *xs = lx_shape_str(x->ndim, x->shape, b, sizeof b);
+    int k = naxes > 0 && axes ? naxes : 1;
+    bool seen[LX_MAX_DIMS] = {0};
+    int64_t nax[LX_MAX_DIMS];
+    for (int i = 0; i < k; i++) {
+        int a = naxes > 0 && axes ? axes[i] : -1, ax = a < 0 ? a + x->ndim : a;
+        if (ax < 0 || ax >= x->ndim || seen[ax]) {
+            lx_fail(LX_ERR_SHAPE, "layer_norm: reduction axis %d is out of range or repeated for shape %s", a, xs);
+            return NULL;
+        }
+        seen[ax] = true;
+        nax[i] = ax;
+    }
+    for (int i = x->ndim - k; i < x->ndim; i++)
+        if (i < 0 || !seen[i]) {
+            lx_fail(LX_ERR_UNSUPPORTED, "layer_norm: reduction axes must be the trailing %d axes of shape %s", k, xs);
+            return NULL;
+        }
+    if ((scale && !check_feature("layer_norm", "scale", scale, x, k)) ||
+        (bias && !check_feature("layer_norm", "bias", bias, x, k)))
+        return NULL;
+    if (scale && bias && !lx_same_shape(scale, bias)) {
+        char b1[96], b2[96];
+        lx_fail(LX_ERR_SHAPE, "layer_norm: scale %s and bias %s differ in shape", lx_shape_str(scale->ndim, scale->shape, b1, sizeof b1),
+                lx_shape_str(bias->ndim, bias->shape, b2, sizeof b2));
+        return NULL;
+    }
+    bool abs_ = lx_is_abstract(x) || (scale && lx_is_abstract(scale)) || (bias && lx_is_abstract(bias));
+    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abs_);
+    if (!out) return NULL;
+    if (!abs_ && x->size > 0) {
+        int64_t d = 1;
+        for (int i = x->ndim - k; i < x->ndim; i++) d *= x->shape[i];
+        int64_t f = scale ? scale->size : bias ? bias->size : d;
+        norm_forward(lx_f32(x), lx_f32(out), x->size / d, d, scale ? lx_f32(scale) : NULL,
+                     bias ? lx_f32(bias) : NULL, f, epsilon, true, threads_for(x->size));
+    }
+    lx_kwarg attrs[] = {LX_KW_FLOAT("epsilon", epsilon), LX_KW("axes", lx_ints_v(k, nax))};
+    lx_array *ins[] = {x, scale, bias};
+    lx_op_emit("layer_norm", 3, ins, out, 2, attrs);
+    return out;
+}
+
+lx_array *lx_rms_norm(lx_array *x, lx_array *scale, float epsilon) {
+    LX_OP_INPUTS("rms_norm", x);
+    if (!check_f32("rms_norm", x)) return NULL;
+    if (x->ndim == 0) {
+        lx_fail(LX_ERR_SHAPE, "rms_norm: input of shape () has no feature axis");
+        return NULL;
+    }
+    if (scale && (!check_feature("rms_norm", "scale", scale, x, 1))) return NULL;
+    bool abs_ = lx_is_abstract(x) || (scale && lx_is_abstract(scale));
+    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abs_);
+    if (!out) return NULL;
+    if (!abs_ && x->size > 0) {
+        int64_t d = x->shape[x->ndim - 1];
+        norm_forward(lx_f32(x), lx_f32(out), x->size / d, d, scale ? lx_f32(scale) : NULL, NULL, d, epsilon,
+                     false, threads_for(x->size));
+    }
+    lx_kwarg attrs[] = {LX_KW_FLOAT("epsilon", epsilon)};
+    lx_array *ins[] = {x, scale};
+    lx_op_emit("rms_norm", 2, ins, out, 1, attrs);
+    return out;
+}
+
+/* ---- cross-entropy with integer labels ---- */
+
+static void cross_entropy_int_forward(const float *logits, const int32_t *labels, float *loss, int64_t rows,
+                                      int64_t c) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = logits + r * c;
+        float mx = -INFINITY, sum = 0;
+#pragma omp simd reduction(max : mx)
+        for (int64_t i = 0; i < c; i++) mx = x[i] > mx ? x[i] : mx;
+        if (mx == -INFINITY) mx = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < c; i++) sum += nn_expf(x[i] - mx);
+        loss[r] = (mx + logf(sum)) - x[labels[r]];
+    }
+}
+
+lx_array *lx_softmax_cross_entropy_int(lx_array *logits, lx_array *labels) {
+    LX_OP_INPUTS("softmax_cross_entropy_int", logits, labels);
+    char b1[96], b2[96];
+    const char *ls = lx_shape_str(logits->ndim, logits->shape, b1, sizeof b1);
+    const char *ts = lx_shape_str(labels->ndim, labels->shape, b2, sizeof b2);
+    if (logits->dtype != LX_F32 || labels->dtype != LX_I32) {
+        lx_fail(LX_ERR_DTYPE, "softmax_cross_entropy_int: expected float32 logits and int32 labels, got %s%s and %s%s",
+                lx_dtype_name(logits->dtype), ls, lx_dtype_name(labels->dtype), ts);
+        return NULL;
+    }
+    if (logits->ndim == 0 || labels->ndim != logits->ndim - 1 || !lx_shape_eq(labels, labels->ndim, logits->shape)) {
+        lx_fail(LX_ERR_SHAPE, "softmax_cross_entropy_int: labels of shape %s do not match logits of shape %s (want logits.shape[:-1])",
+                ts, ls);
+        return NULL;
+    }
+    int64_t c = logits->shape[logits->ndim - 1];
+    bool abs_ = lx_is_abstract(logits) || lx_is_abstract(labels);
+    if (!abs_)
+        for (int64_t i = 0; i < labels->size; i++)
+            if (lx_i32(labels)[i] < 0 || lx_i32(labels)[i] >= c) {
+                lx_fail(LX_ERR_INVALID_ARGUMENT, "softmax_cross_entropy_int: label %d at flat index %lld is outside [0, %lld) for logits of shape %s",
+                        lx_i32(labels)[i], (long long)i, (long long)c, ls);
+                return NULL;
+            }
+    lx_array *out = lx_op_result(LX_F32, labels->ndim, labels->shape, abs_);
+    if (!out) return NULL;
+    if (!abs_ && out->size > 0) cross_entropy_int_forward(lx_f32(logits), lx_i32(labels), lx_f32(out), out->size, c);
+    lx_array *ins[] = {logits, labels};
+    lx_op_emit("softmax_cross_entropy_int", 2, ins, out, 0, NULL);
+    return out;
+}
+
+/* ---- dropout's scaling ---- */
+
+lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, float rate) {
+    LX_OP_INPUTS("dropout_apply", x, keep_mask);
+    char b1[96], b2[96];
+    const char *xs = lx_shape_str(x->ndim, x->shape, b1, sizeof b1);
+    const char *ms = lx_shape_str(keep_mask->ndim, keep_mask->shape, b2, sizeof b2);
+    if (!check_f32("dropout_apply", x)) return NULL;
+    if (keep_mask->dtype != LX_BOOL) {
+        lx_fail(LX_ERR_DTYPE, "dropout_apply: keep_mask must be bool, got %s%s", lx_dtype_name(keep_mask->dtype), ms);
+        return NULL;
+    }
+    if (!(rate >= 0.0f && rate <= 1.0f)) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "dropout_apply: rate must be in [0, 1], got %g", (double)rate);
+        return NULL;
+    }
+    int64_t st[LX_MAX_DIMS];
+    if (!nn_bcast_strides(keep_mask, x->ndim, x->shape, st)) {
+        lx_fail(LX_ERR_SHAPE, "dropout_apply: keep_mask of shape %s does not broadcast to input shape %s", ms, xs);
+        return NULL;
+    }
+    bool abs_ = lx_is_abstract(x) || lx_is_abstract(keep_mask);
+    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abs_);
+    if (!out) return NULL;
+    if (!abs_ && x->size > 0) {
+        const float *xv = lx_f32(x);
+        const uint8_t *m = lx_bool(keep_mask);
+        float *y = lx_f32(out), keep = 1.0f - rate;
+        int n = x->ndim;
+        int64_t idx[LX_MAX_DIMS] = {0}, off = 0;
+        for (int64_t i = 0; i < x->size; i++) {
+            y[i] = rate == 1.0f || !m[off] ? 0.0f : xv[i] / keep; /* Flax: select(mask, x / keep_prob, 0) */
+            for (int a = n - 1; a >= 0; a--) {
+                off += st[a];
+                if (++idx[a] < x->shape[a]) break;
+                off -= st[a] * x->shape[a];
+                idx[a] = 0;
+            }
+        }
+    }
+    lx_kwarg attrs[] = {LX_KW_FLOAT("rate", rate)};
+    lx_array *ins[] = {x, keep_mask};
+    lx_op_emit("dropout_apply", 2, ins, out, 1, attrs);
+    return out;
+}

@@ -1,0 +1,89 @@
+/* Helpers shared by the neural ops (not installed): a vectorisable exp and broadcast strides. */
+#ifndef LINNX_NN_INTERNAL_H
+#define LINNX_NN_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <math.h>
+#include <string.h>
+
+#include "linnx/array.h"
+
+/* `omp simd` is a vectorisation hint; where clang cannot honour it after inlining (an in-place row
+ * in attention) that is a missed optimisation, not an error. */
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wpass-failed"
+#endif
+
+/* exp(x) for x <= 88, written so loops over it vectorise (no calls, no float->int conversion):
+ * x = n ln2 + r with |r| <= ln2/2 (two-part ln2), e^r by its degree-7 Taylor polynomial (error
+ * below 1e-8 relative), 2^n built in the exponent bits. Below ln(FLT_MIN) it flushes to 0, as
+ * XLA's denormal-flushing CPU code does. NaN propagates. Softmax-style callers pass x - max <= 0. */
+static inline float nn_expf(float x) {
+    const float lo = -87.33654f, hi = 88.0f;
+    float xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
+    float t = xc * 1.44269504f + 12582912.0f; /* 1.5 * 2^23: rounds x/ln2 to an integer */
+    float n = t - 12582912.0f;
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t tb, sb;
+    memcpy(&tb, &t, 4);
+    sb = (tb - 0x4B400000 + 127) * (1 << 23); /* t's low mantissa bits hold n */
+    float s;
+    memcpy(&s, &sb, 4);
+    float y = p * s;
+    return x < lo ? 0.0f : y;
+}
+
+/* Strides (in elements) that read m broadcast to `shape` (numpy rules, right-aligned): 0 on
+ * broadcast axes. False when m does not broadcast to shape. */
+static inline bool nn_bcast_strides(const lx_array *m, int ndim, const int64_t *shape, int64_t *st) {
+    if (m->ndim > ndim) return false;
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        int j = i - (ndim - m->ndim);
+        if (j < 0) {
+            st[i] = 0;
+            continue;
+        }
+        if (m->shape[j] != shape[i] && m->shape[j] != 1) return false;
+        st[i] = m->shape[j] == 1 ? 0 : s;
+        s *= m->shape[j];
+    }
+    return true;
+}
+
+/* One row of n contiguous values: y = softmax(x) or log_softmax(x). */
+static inline void softmax_row_forward(const float *x, float *y, int64_t n, bool log) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (mx == -INFINITY) mx = 0; /* all -inf: keep x - mx at -inf, not NaN */
+    float sum = 0;
+    if (log) {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < n; i++) sum += nn_expf(x[i] - mx);
+        float lse = logf(sum);
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = (x[i] - mx) - lse;
+    } else {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < n; i++) {
+            y[i] = nn_expf(x[i] - mx);
+            sum += y[i];
+        }
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] / sum;
+    }
+}
+
+#endif

@@ -1,0 +1,214 @@
+/* conv_general against a direct (non-im2col) convolution written here, and pooling by hand. */
+#include "linnx/nn.h"
+#include "test_common.h"
+
+/* Direct convolution in double from the definition: out[n, o, co] = sum over kernel positions and
+ * group input channels of x_dilated_padded[n, o*s + k*rd, g*ig + c] * w[k, c, co]. */
+static lx_array *ref_conv(const lx_array *x, const lx_array *w, const int64_t *stride, const int64_t *lo,
+                          const int64_t *hi, const int64_t *ldil, const int64_t *rdil, int64_t groups) {
+    int nsp = x->ndim - 2;
+    int64_t N = x->shape[0], C = x->shape[x->ndim - 1], O = w->shape[w->ndim - 1], ig = C / groups, og = O / groups;
+    int64_t os[8], outsp = 1, ks = 1;
+    os[0] = N, os[nsp + 1] = O;
+    for (int i = 0; i < nsp; i++) {
+        int64_t in = x->shape[1 + i], dil = (in - 1) * ldil[i] + 1, eff = (w->shape[i] - 1) * rdil[i] + 1;
+        int64_t padded = dil + lo[i] + hi[i];
+        os[1 + i] = padded < eff ? 0 : (padded - eff) / stride[i] + 1;
+        outsp *= os[1 + i];
+        ks *= w->shape[i];
+    }
+    lx_array *y = lx_autorelease(lx_array_new(LX_F32, x->ndim, os));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t p = 0; p < outsp; p++)
+            for (int64_t co = 0; co < O; co++) {
+                int64_t g = co / og, o[8], rest = p;
+                for (int i = nsp - 1; i >= 0; i--) o[i] = rest % os[1 + i], rest /= os[1 + i];
+                double acc = 0;
+                for (int64_t kk = 0; kk < ks; kk++) {
+                    int64_t kr = kk, kidx[8], xi = n;
+                    bool inside = true;
+                    for (int i = nsp - 1; i >= 0; i--) kidx[i] = kr % w->shape[i], kr /= w->shape[i];
+                    for (int i = 0; i < nsp; i++) {
+                        int64_t pos = o[i] * stride[i] + kidx[i] * rdil[i] - lo[i];
+                        if (pos < 0 || pos % ldil[i] || pos / ldil[i] >= x->shape[1 + i]) inside = false;
+                        xi = xi * x->shape[1 + i] + (inside ? pos / ldil[i] : 0);
+                    }
+                    if (!inside) continue;
+                    for (int64_t c = 0; c < ig; c++)
+                        acc += (double)lx_f32(x)[xi * C + g * ig + c] * lx_f32(w)[(kk * ig + c) * O + co];
+                }
+                lx_f32(y)[(n * outsp + p) * O + co] = (float)acc;
+            }
+    return y;
+}
+
+static int64_t last_pads[16];
+static void record_pads(const lx_prim_event *ev, void *user) {
+    (void)user;
+    for (int i = 0; i < ev->nattrs; i++)
+        if (strcmp(ev->attrs[i].name, "padding") == 0)
+            for (int j = 0; j < ev->attrs[i].value.u.ints.n && j < 16; j++) last_pads[j] = ev->attrs[i].value.u.ints.v[j];
+}
+
+/* Run conv_general with params p and compare with the direct convolution using the pads the op
+ * reports (checked separately against hand-computed SAME pads). */
+static void check_conv(lx_array *x, lx_array *w, lx_conv_params p, int ndim, const int64_t *shape) {
+    int h;
+    lx_prim_observe(record_pads, NULL, &h);
+    lx_array *y = lx_conv_general(x, w, &p);
+    lx_prim_unobserve(h);
+    CHECK(y != NULL);
+    if (!y) return;
+    CHECK(lx_shape_eq(y, ndim, shape));
+    int nsp = x->ndim - 2;
+    int64_t st[8], lo[8], hi[8], ld[8], rd[8];
+    for (int i = 0; i < nsp; i++) {
+        st[i] = p.strides[i] ? p.strides[i] : 1, ld[i] = p.lhs_dilation[i] ? p.lhs_dilation[i] : 1;
+        rd[i] = p.rhs_dilation[i] ? p.rhs_dilation[i] : 1, lo[i] = last_pads[2 * i], hi[i] = last_pads[2 * i + 1];
+    }
+    lx_array *r = ref_conv(x, w, st, lo, hi, ld, rd, p.feature_group_count ? p.feature_group_count : 1);
+    CHECK(lx_array_allclose(y, r, 1e-5, 1e-5));
+}
+
+static void test_conv(void) {
+    lx_array *x = RAND(2, 7, 6, 3), *w = RAND(3, 3, 3, 4);
+    check_conv(x, w, (lx_conv_params){.padding = {.mode = LX_PAD_SAME}}, 4, SHAPE(2, 7, 6, 4));
+    CHECK(last_pads[0] == 1 && last_pads[1] == 1 && last_pads[2] == 1 && last_pads[3] == 1);
+    check_conv(x, w, (lx_conv_params){0}, 4, SHAPE(2, 5, 4, 4)); /* VALID */
+    /* SAME with stride 2: in 7 -> out 4, total pad (4-1)*2+3-7 = 2 -> (1, 1); in 6 -> 3, total 1 -> (0, 1) */
+    check_conv(x, w, (lx_conv_params){.strides = {2, 2}, .padding = {.mode = LX_PAD_SAME}}, 4, SHAPE(2, 4, 3, 4));
+    CHECK(last_pads[0] == 1 && last_pads[1] == 1 && last_pads[2] == 0 && last_pads[3] == 1);
+    check_conv(x, w, (lx_conv_params){.strides = {2, 2}, .padding = {.mode = LX_PAD_SAME_LOWER}}, 4, SHAPE(2, 4, 3, 4));
+    CHECK(last_pads[2] == 1 && last_pads[3] == 0);
+    /* explicit, asymmetric and negative pads */
+    check_conv(x, w, (lx_conv_params){.padding = {LX_PAD_EXPLICIT, {1, 0}, {2, -1}}}, 4, SHAPE(2, 8, 3, 4));
+    /* kernel dilation (atrous): effective 5x5 */
+    check_conv(x, w, (lx_conv_params){.rhs_dilation = {2, 2}, .padding = {.mode = LX_PAD_SAME}}, 4, SHAPE(2, 7, 6, 4));
+    /* input dilation (a transposed convolution's forward): 7 -> 13 */
+    check_conv(x, w, (lx_conv_params){.lhs_dilation = {2, 1}, .padding = {LX_PAD_EXPLICIT, {2, 1}, {2, 1}}}, 4,
+               SHAPE(2, 15, 6, 4));
+    check_conv(x, w, (lx_conv_params){.strides = {3, 1}, .lhs_dilation = {2, 2}, .rhs_dilation = {1, 2}}, 4,
+               SHAPE(2, 4, 7, 4));
+    /* groups: 4 input channels in 2 groups -> 6 outputs; depthwise: 4 groups, 2 outputs each */
+    lx_array *x4 = RAND(2, 5, 5, 4);
+    check_conv(x4, RAND(3, 3, 2, 6), (lx_conv_params){.feature_group_count = 2, .padding = {.mode = LX_PAD_SAME}}, 4,
+               SHAPE(2, 5, 5, 6));
+    check_conv(x4, RAND(3, 3, 1, 8), (lx_conv_params){.feature_group_count = 4, .strides = {2, 1}}, 4, SHAPE(2, 2, 3, 8));
+    /* 1-D and 3-D */
+    check_conv(RAND(3, 11, 5), RAND(4, 5, 7), (lx_conv_params){.strides = {2}, .padding = {.mode = LX_PAD_SAME}}, 3, SHAPE(3, 6, 7));
+    check_conv(RAND(2, 4, 5, 6, 3), RAND(2, 3, 2, 3, 5), (lx_conv_params){.padding = {.mode = LX_PAD_SAME}, .strides = {1, 2, 1}}, 5,
+               SHAPE(2, 4, 3, 6, 5));
+    /* 1x1 pointwise (one GEMM on x) */
+    check_conv(x, RAND(1, 1, 3, 5), (lx_conv_params){0}, 4, SHAPE(2, 7, 6, 5));
+    /* the cnn_train shapes, smaller batch: many chunks across workers */
+    check_conv(RAND(4, 28, 28, 32), RAND(3, 3, 32, 64), (lx_conv_params){.padding = {.mode = LX_PAD_SAME}}, 4, SHAPE(4, 28, 28, 64));
+    lx_array *y = lx_conv_general(x, w, NULL); /* NULL params: VALID, strides 1 */
+    CHECK(y && lx_shape_eq(y, 4, SHAPE(2, 5, 4, 4)));
+
+    lx_clear_error();
+    CHECK(lx_conv_general(x, RAND(3, 3, 2, 4), NULL) == NULL);
+    CHECK_ERROR_HAS("conv_general: lhs feature dimension 3 must equal rhs input feature dimension 2 times feature_group_count 0");
+    CHECK_ERROR_HAS("(lhs (2, 7, 6, 3), rhs (3, 3, 2, 4))");
+    CHECK(lx_conv_general(x4, RAND(3, 3, 2, 5), &(lx_conv_params){.feature_group_count = 2}) == NULL);
+    CHECK_ERROR_HAS("rhs output features 5 must be a multiple of it");
+    CHECK(lx_conv_general(x, RAND(3, 3, 4), NULL) == NULL);
+    CHECK_ERROR_HAS("conv_general: lhs (2, 7, 6, 3) (N, spatial..., C) and rhs (3, 3, 4) (spatial..., I, O) need the same rank");
+    CHECK(lx_conv_general(x, w, &(lx_conv_params){.strides = {1, -2}}) == NULL);
+    CHECK_ERROR_HAS("conv_general: window_strides must be positive, got -2 at spatial axis 1");
+    CHECK(lx_conv_general(x, w, &(lx_conv_params){.padding = {.mode = (lx_pad_mode)9}}) == NULL);
+    CHECK_ERROR_HAS("conv_general: unknown padding mode 9");
+    lx_array *iw = lx_autorelease(lx_array_new(LX_I32, 4, SHAPE(3, 3, 3, 4)));
+    CHECK(lx_conv_general(x, iw, NULL) == NULL);
+    CHECK_ERROR_HAS("conv_general: expected float32 lhs and rhs, got float32(2, 7, 6, 3) and int32(3, 3, 3, 4)");
+    lx_clear_error();
+    CHECK(lx_conv_general(NULL, w, NULL) == NULL);
+    CHECK_ERROR_HAS("conv_general: input is NULL");
+    y = lx_conv_general(ABSTRACT(8, 28, 28, 3), w, &(lx_conv_params){.strides = {2, 2}, .padding = {.mode = LX_PAD_SAME}});
+    CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 4, SHAPE(8, 14, 14, 4)));
+}
+
+static void test_pool(void) {
+    /* 1 x 4 x 4 x 1 holding 0..15 */
+    lx_array *x = lx_autorelease(lx_array_empty(LX_F32, 4, SHAPE(1, 4, 4, 1)));
+    for (int i = 0; i < 16; i++) lx_f32(x)[i] = (float)i;
+    lx_array *y = lx_avg_pool(x, 2, SHAPE(2, 2), SHAPE(2, 2), NULL, true);
+    const float avg22[] = {2.5f, 4.5f, 10.5f, 12.5f};
+    CHECK(y && lx_shape_eq(y, 4, SHAPE(1, 2, 2, 1)) && memcmp(lx_f32(y), avg22, sizeof avg22) == 0);
+    y = lx_max_pool(x, 2, SHAPE(2, 2), SHAPE(2, 2), NULL);
+    const float max22[] = {5, 7, 13, 15};
+    CHECK(y && memcmp(lx_f32(y), max22, sizeof max22) == 0);
+    /* SAME 3x3 stride 1: the corner window covers {0, 1, 4, 5} plus 5 padding cells */
+    lx_padding same = {.mode = LX_PAD_SAME};
+    y = lx_avg_pool(x, 2, SHAPE(3, 3), NULL, &same, true);
+    CHECK(y && lx_shape_eq(y, 4, SHAPE(1, 4, 4, 1)));
+    CHECK(y && lx_f32(y)[0] == 10.0f / 9 && lx_f32(y)[5] == 45.0f / 9);
+    y = lx_avg_pool(x, 2, SHAPE(3, 3), NULL, &same, false);
+    CHECK(y && lx_f32(y)[0] == 2.5f && lx_f32(y)[5] == 5.0f && lx_f32(y)[3] == (2 + 3 + 6 + 7) / 4.0f);
+    y = lx_max_pool(x, 2, SHAPE(3, 3), NULL, &same);
+    CHECK(y && lx_f32(y)[0] == 5 && lx_f32(y)[15] == 15);
+    /* padding never wins a max, even over negative values */
+    lx_array *neg = FROM(3, SHAPE(3, 1, 1), -3, -1, -2);
+    y = lx_max_pool(neg, 1, SHAPE(2), NULL, &(lx_padding){LX_PAD_EXPLICIT, {1}, {1}}); /* batch 3, length 1 */
+    const float neg_max[] = {-3, -3, -1, -1, -2, -2};
+    CHECK(y && lx_shape_eq(y, 3, SHAPE(3, 2, 1)) && memcmp(lx_f32(y), neg_max, sizeof neg_max) == 0);
+    /* 1-D without a batch axis: (length 5, features 2), window 2 stride 2, two channels kept apart */
+    lx_array *s = FROM(2, SHAPE(5, 2), 1, 10, 2, 20, 3, 30, 4, 40, 5, 50);
+    y = lx_avg_pool(s, 1, SHAPE(2), SHAPE(2), NULL, true);
+    const float s_avg[] = {1.5f, 15, 3.5f, 35};
+    CHECK(y && lx_shape_eq(y, 2, SHAPE(2, 2)) && memcmp(lx_f32(y), s_avg, sizeof s_avg) == 0);
+    y = lx_max_pool(s, 1, SHAPE(2), SHAPE(2), &(lx_padding){LX_PAD_EXPLICIT, {1}, {0}});
+    const float s_max[] = {1, 10, 3, 30, 5, 50};
+    CHECK(y && lx_shape_eq(y, 2, SHAPE(3, 2)) && memcmp(lx_f32(y), s_max, sizeof s_max) == 0);
+    /* a negative-only row padded: max stays -1 (not 0) */
+    lx_array *n1 = FROM(3, SHAPE(1, 2, 1), -4, -1);
+    y = lx_max_pool(n1, 1, SHAPE(3), NULL, &same);
+    CHECK(y && lx_f32(y)[0] == -1 && lx_f32(y)[1] == -1);
+    /* cnn_train's AvgPool(2) on a batch big enough for threads */
+    lx_array *big = RAND(8, 28, 28, 16);
+    y = lx_avg_pool(big, 2, SHAPE(2, 2), SHAPE(2, 2), NULL, true);
+    CHECK(y && lx_shape_eq(y, 4, SHAPE(8, 14, 14, 16)));
+    if (y) {
+        const float *b = lx_f32(big);
+        int64_t idx = ((3 * 14 + 5) * 14 + 7) * 16 + 9; /* n 3, (5, 7), channel 9 */
+        float want = (b[((3 * 28 + 10) * 28 + 14) * 16 + 9] + b[((3 * 28 + 10) * 28 + 15) * 16 + 9] +
+                      b[((3 * 28 + 11) * 28 + 14) * 16 + 9] + b[((3 * 28 + 11) * 28 + 15) * 16 + 9]) / 4;
+        CHECK_NEAR(lx_f32(y)[idx], want, 1e-6);
+    }
+
+    lx_clear_error();
+    CHECK(lx_avg_pool(x, 4, SHAPE(2, 2, 2, 2), NULL, NULL, true) == NULL);
+    CHECK_ERROR_HAS("avg_pool: a window over 4 spatial axes needs input (batch, spatial..., features) or (spatial..., features), got shape (1, 4, 4, 1)");
+    CHECK(lx_max_pool(x, 2, SHAPE(2, 0), NULL, NULL) == NULL);
+    CHECK_ERROR_HAS("max_pool: window 0 and stride 1 at spatial axis 1 must be positive");
+    CHECK(lx_max_pool(x, 2, SHAPE(2, 2), NULL, &(lx_padding){LX_PAD_EXPLICIT, {-1, 0}, {0, 0}}) == NULL);
+    CHECK_ERROR_HAS("max_pool: negative padding (-1, 0) at spatial axis 0 is not supported");
+    lx_array *ix = lx_autorelease(lx_array_new(LX_I32, 3, SHAPE(1, 2, 1)));
+    CHECK(lx_avg_pool(ix, 1, SHAPE(2), NULL, NULL, true) == NULL);
+    CHECK_ERROR_HAS("avg_pool: expected a float32 input, got int32(1, 2, 1)");
+    y = lx_max_pool(ABSTRACT(2, 9, 9, 3), 2, SHAPE(3, 3), SHAPE(2, 2), &same);
+    CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 4, SHAPE(2, 5, 5, 3)));
+    int h;
+    lx_prim_observe(tc_record, NULL, &h);
+    lx_avg_pool(x, 2, SHAPE(2, 2), NULL, NULL, true);
+    CHECK_STR(tc_last_op, "avg_pool");
+    CHECK_EQ_INT(tc_last_nattrs, 4);
+    lx_prim_unobserve(h);
+}
+
+static void test_pools_flat(void) {
+    lx_array *x = RAND(2, 6, 6, 3), *w = RAND(3, 3, 3, 4);
+    int64_t before = lx_array_live_count();
+    for (int i = 0; i < 300; i++) {
+        size_t mark = lx_pool_open();
+        lx_max_pool(lx_conv_general(x, w, &(lx_conv_params){.padding = {.mode = LX_PAD_SAME}}), 2, SHAPE(2, 2), SHAPE(2, 2), NULL);
+        lx_pool_close(mark);
+    }
+    CHECK_EQ_INT(lx_array_live_count(), before);
+}
+
+int main(void) {
+    RUN(test_conv);
+    RUN(test_pool);
+    RUN(test_pools_flat);
+    return lx_test_finish();
+}

@@ -1,0 +1,320 @@
+/* softmax, log_softmax, layer_norm, rms_norm, cross-entropy, attention, causal masks, dropout's
+ * scaling: each against double-precision loops or hand-worked numbers. */
+#include <float.h>
+
+#include "linnx/nn.h"
+#include "test_common.h"
+
+/* softmax over axis of (outer, n, inner) in double */
+static void ref_softmax(const lx_array *x, int axis, bool take_log, double *out) {
+    int64_t n = x->shape[axis], inner = 1;
+    for (int i = axis + 1; i < x->ndim; i++) inner *= x->shape[i];
+    int64_t outer = x->size / (n * inner);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t j = 0; j < inner; j++) {
+            const float *p = lx_f32(x) + o * n * inner + j;
+            double mx = -INFINITY, s = 0;
+            for (int64_t i = 0; i < n; i++) mx = p[i * inner] > mx ? p[i * inner] : mx;
+            for (int64_t i = 0; i < n; i++) s += exp(p[i * inner] - mx);
+            for (int64_t i = 0; i < n; i++)
+                out[o * n * inner + i * inner + j] = take_log ? p[i * inner] - mx - log(s) : exp(p[i * inner] - mx) / s;
+        }
+}
+
+static bool close_to(const lx_array *y, const double *ref, double rtol, double atol) {
+    if (!y || lx_is_abstract(y)) return false;
+    for (int64_t i = 0; i < y->size; i++) {
+        double a = lx_f32(y)[i], b = ref[i];
+        if (!(fabs(a - b) <= atol + rtol * fabs(b))) {
+            fprintf(stderr, "  element %lld: %.9g vs %.9g\n", (long long)i, a, b);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void test_softmax(void) {
+    double ref[4096];
+    lx_array *x = RAND(3, 5, 7);
+    for (int i = 0; i < x->size; i++) lx_f32(x)[i] *= 20; /* wide range: stability matters */
+    for (int ax = 0; ax < 3; ax++) {
+        ref_softmax(x, ax, false, ref);
+        CHECK(close_to(lx_softmax(x, ax), ref, 2e-6, 1e-30));
+        ref_softmax(x, ax, true, ref);
+        CHECK(close_to(lx_log_softmax(x, ax - 3), ref, 2e-6, 2e-6));
+    }
+    lx_array *big = FROM(1, SHAPE(3), 1000.0f, 1001.0f, -INFINITY);
+    lx_array *y = lx_softmax(big, -1);
+    CHECK(y && fabsf(lx_f32(y)[0] - 0.26894142f) < 1e-6f && fabsf(lx_f32(y)[1] - 0.73105858f) < 1e-6f && lx_f32(y)[2] == 0);
+    y = lx_log_softmax(big, 0);
+    CHECK(y && fabsf(lx_f32(y)[1] - -0.31326169f) < 1e-6f && lx_f32(y)[2] == -INFINITY);
+    lx_array *wide = RAND(128, 300); /* parallel rows */
+    double *r2 = malloc(sizeof(double) * 128 * 300);
+    ref_softmax(wide, 1, false, r2);
+    CHECK(close_to(lx_softmax(wide, 1), r2, 2e-6, 1e-30));
+    free(r2);
+
+    lx_clear_error();
+    CHECK(lx_softmax(x, 3) == NULL);
+    CHECK_ERROR_HAS("softmax: axis 3 is out of range for shape (3, 5, 7)");
+    lx_array *ia = lx_autorelease(lx_array_new(LX_I32, 1, SHAPE(2)));
+    CHECK(lx_log_softmax(ia, 0) == NULL);
+    CHECK_ERROR_HAS("log_softmax: expected a float32 input, got int32(2,)");
+    lx_clear_error();
+    CHECK(lx_softmax(NULL, 0) == NULL);
+    CHECK_ERROR_HAS("softmax: input is NULL");
+    y = lx_softmax(ABSTRACT(2, 9), -1);
+    CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 2, SHAPE(2, 9)));
+}
+
+/* Flax's LayerNorm/RMSNorm math in double: rows of d, params repeating every f. */
+static void ref_norm(const float *x, int64_t rows, int64_t d, const float *scale, const float *bias, int64_t f,
+                     double eps, bool center, double *out) {
+    for (int64_t r = 0; r < rows; r++) {
+        double s = 0, s2 = 0;
+        for (int64_t i = 0; i < d; i++) s += x[r * d + i], s2 += (double)x[r * d + i] * x[r * d + i];
+        double mean = center ? s / d : 0, var = s2 / d - mean * mean;
+        if (var < 0) var = 0;
+        for (int64_t i = 0; i < d; i++)
+            out[r * d + i] = (x[r * d + i] - mean) / sqrt(var + eps) * (scale ? scale[i % f] : 1) + (bias ? bias[i % f] : 0);
+    }
+}
+
+static void test_norms(void) {
+    double ref[1024];
+    lx_array *x = RAND(3, 8), *sc = RAND(8), *bi = RAND(8);
+    for (int i = 0; i < x->size; i++) lx_f32(x)[i] = lx_f32(x)[i] * 3 + 5; /* an offset mean */
+    ref_norm(lx_f32(x), 3, 8, lx_f32(sc), lx_f32(bi), 8, 1e-6, true, ref);
+    CHECK(close_to(lx_layer_norm(x, sc, bi, 1e-6f, 0, NULL), ref, 1e-5, 1e-5));
+    ref_norm(lx_f32(x), 3, 8, NULL, NULL, 8, 1e-6, true, ref);
+    CHECK(close_to(lx_layer_norm(x, NULL, NULL, 1e-6f, 1, (const int[]){-1}), ref, 1e-5, 1e-5));
+    lx_array *x3 = RAND(2, 3, 4), *s4 = RAND(4), *s34 = RAND(3, 4), *b34 = RAND(3, 4);
+    ref_norm(lx_f32(x3), 2, 12, lx_f32(s4), NULL, 4, 1e-5, true, ref);
+    CHECK(close_to(lx_layer_norm(x3, s4, NULL, 1e-5f, 2, (const int[]){-1, -2}), ref, 1e-5, 1e-5));
+    ref_norm(lx_f32(x3), 2, 12, lx_f32(s34), lx_f32(b34), 12, 1e-5, true, ref);
+    CHECK(close_to(lx_layer_norm(x3, s34, b34, 1e-5f, 2, (const int[]){1, 2}), ref, 1e-5, 1e-5));
+    /* a constant row: var is 0 (clipped, never negative), y = 0 * rsqrt(eps) */
+    lx_array *cst = lx_autorelease(lx_array_full_f32(2, SHAPE(2, 5), 3.3f));
+    lx_array *y = lx_layer_norm(cst, NULL, NULL, 1e-6f, 0, NULL);
+    CHECK(y && !isnan(lx_f32(y)[0]) && fabsf(lx_f32(y)[0]) < 1e-2f);
+    ref_norm(lx_f32(x), 3, 8, lx_f32(sc), NULL, 8, 1e-6, false, ref);
+    CHECK(close_to(lx_rms_norm(x, sc, 1e-6f), ref, 1e-5, 1e-5));
+    ref_norm(lx_f32(x), 3, 8, NULL, NULL, 8, 1e-6, false, ref);
+    CHECK(close_to(lx_rms_norm(x, NULL, 1e-6f), ref, 1e-5, 1e-5));
+    lx_array *wide = RAND(64, 1024); /* parallel rows */
+    double *r2 = malloc(sizeof(double) * 64 * 1024);
+    ref_norm(lx_f32(wide), 64, 1024, NULL, NULL, 1024, 1e-6, true, r2);
+    CHECK(close_to(lx_layer_norm(wide, NULL, NULL, 1e-6f, 0, NULL), r2, 1e-5, 1e-5));
+    free(r2);
+
+    int h;
+    lx_prim_observe(tc_record, NULL, &h);
+    lx_layer_norm(x, NULL, bi, 1e-6f, 0, NULL);
+    CHECK_STR(tc_last_op, "layer_norm");
+    CHECK_EQ_INT(tc_last_ninputs, 3);
+    lx_prim_unobserve(h);
+
+    lx_clear_error();
+    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 1, (const int[]){1}) == NULL);
+    CHECK_ERROR_HAS("layer_norm: reduction axes must be the trailing 1 axes of shape (2, 3, 4)");
+    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 2, (const int[]){2, -1}) == NULL);
+    CHECK_ERROR_HAS("layer_norm: reduction axis -1 is out of range or repeated for shape (2, 3, 4)");
+    CHECK(lx_layer_norm(x3, RAND(3), NULL, 1e-6f, 0, NULL) == NULL);
+    CHECK_ERROR_HAS("layer_norm: scale of float32(3,) does not match the trailing normalised axes of input shape (2, 3, 4)");
+    CHECK(lx_layer_norm(x3, s34, s4, 1e-6f, 2, (const int[]){1, 2}) == NULL);
+    CHECK_ERROR_HAS("layer_norm: scale (3, 4) and bias (4,) differ in shape");
+    CHECK(lx_rms_norm(x, RAND(3), 1e-6f) == NULL);
+    CHECK_ERROR_HAS("rms_norm: scale of float32(3,) does not match the trailing normalised axes of input shape (3, 8)");
+    lx_array *sca = lx_autorelease(lx_array_scalar_f32(1));
+    CHECK(lx_rms_norm(sca, NULL, 1e-6f) == NULL);
+    CHECK_ERROR_HAS("rms_norm: input of shape () has no feature axis");
+    y = lx_layer_norm(ABSTRACT(4, 8), sc, bi, 1e-6f, 0, NULL);
+    CHECK(y && lx_is_abstract(y));
+    y = lx_rms_norm(x, ABSTRACT(8), 1e-6f);
+    CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 2, SHAPE(3, 8)));
+}
+
+static void test_cross_entropy(void) {
+    lx_array *logits = FROM(2, SHAPE(2, 3), 1, 2, 3, 0, 0, 0);
+    lx_array *labels = lx_autorelease(lx_array_from_data(LX_I32, 1, SHAPE(2), (const int32_t[]){2, 0}));
+    lx_array *l = lx_softmax_cross_entropy_int(logits, labels);
+    /* log(e + e^2 + e^3) - 3 = 0.40760596; log 3 = 1.09861229 */
+    CHECK(l && lx_shape_eq(l, 1, SHAPE(2)));
+    CHECK_NEAR(lx_f32(l)[0], 0.40760596, 1e-6);
+    CHECK_NEAR(lx_f32(l)[1], 1.09861229, 1e-6);
+    lx_array *lab3 = lx_autorelease(lx_array_from_data(LX_I32, 1, SHAPE(2), (const int32_t[]){0, 3}));
+    lx_clear_error();
+    CHECK(lx_softmax_cross_entropy_int(logits, lab3) == NULL);
+    CHECK_ERROR_HAS("softmax_cross_entropy_int: label 3 at flat index 1 is outside [0, 3) for logits of shape (2, 3)");
+    CHECK(lx_softmax_cross_entropy_int(logits, lx_autorelease(lx_array_new(LX_I32, 1, SHAPE(3)))) == NULL);
+    CHECK_ERROR_HAS("softmax_cross_entropy_int: labels of shape (3,) do not match logits of shape (2, 3)");
+    CHECK(lx_softmax_cross_entropy_int(logits, RAND(2)) == NULL);
+    CHECK_ERROR_HAS("expected float32 logits and int32 labels, got float32(2, 3) and float32(2,)");
+    l = lx_softmax_cross_entropy_int(ABSTRACT(5, 4, 3), lx_autorelease(lx_array_abstract(LX_I32, 2, SHAPE(5, 4))));
+    CHECK(l && lx_is_abstract(l) && lx_shape_eq(l, 2, SHAPE(5, 4)));
+}
+
+/* softmax(q k^T * scale + bias, masked) v written out in double; q (B,T,H,D), k (B,S,G,D), v (B,S,G,E).
+ * bias (B|1, H|1, T, S) given as full-shape accessor arrays of (B,H,T,S) (NULL: none). */
+static void ref_attention(const lx_array *q, const lx_array *k, const lx_array *v, const float *bias,
+                          const uint8_t *mask, bool causal, double *out, double *weights) {
+    int64_t B = q->shape[0], T = q->shape[1], H = q->shape[2], D = q->shape[3], S = k->shape[1], G = k->shape[2];
+    int64_t E = v ? v->shape[3] : 0;
+    double scale = 1.0 / sqrt((double)D);
+    double *lg = malloc(sizeof(double) * (size_t)S);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t t = 0; t < T; t++) {
+                int64_t g = h / (H / G);
+                double mx = -INFINITY, sum = 0;
+                for (int64_t s = 0; s < S; s++) {
+                    double z = 0;
+                    for (int64_t d = 0; d < D; d++)
+                        z += (double)lx_f32(q)[((b * T + t) * H + h) * D + d] * lx_f32(k)[((b * S + s) * G + g) * D + d];
+                    z *= scale;
+                    int64_t full = ((b * H + h) * T + t) * S + s;
+                    if (bias) z += bias[full];
+                    if ((mask && !mask[full]) || (causal && s > t)) z = -FLT_MAX;
+                    lg[s] = z;
+                    mx = z > mx ? z : mx;
+                }
+                for (int64_t s = 0; s < S; s++) sum += exp(lg[s] - mx);
+                for (int64_t s = 0; s < S; s++) {
+                    lg[s] = exp(lg[s] - mx) / sum;
+                    if (weights) weights[((b * H + h) * T + t) * S + s] = lg[s];
+                }
+                for (int64_t e = 0; e < E; e++) {
+                    double acc = 0;
+                    for (int64_t s = 0; s < S; s++) acc += lg[s] * lx_f32(v)[((b * S + s) * G + g) * E + e];
+                    out[((b * T + t) * H + h) * E + e] = acc;
+                }
+            }
+    free(lg);
+}
+
+static void test_attention(void) {
+    static double ref[1 << 16], refw[1 << 16];
+    /* plain, then grouped-query (4 query heads over 2 kv heads) */
+    lx_array *q = RAND(2, 5, 4, 8), *k = RAND(2, 6, 4, 8), *v = RAND(2, 6, 4, 3);
+    ref_attention(q, k, v, NULL, NULL, false, ref, refw);
+    CHECK(close_to(lx_dot_product_attention(q, k, v, NULL, NULL, false, 0), ref, 1e-5, 1e-6));
+    CHECK(close_to(lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0), refw, 1e-5, 1e-7));
+    lx_array *k2 = RAND(2, 6, 2, 8), *v2 = RAND(2, 6, 2, 3);
+    ref_attention(q, k2, v2, NULL, NULL, false, ref, NULL);
+    lx_array *y = lx_dot_product_attention(q, k2, v2, NULL, NULL, false, 0);
+    CHECK(y && lx_shape_eq(y, 4, SHAPE(2, 5, 4, 3)));
+    CHECK(close_to(y, ref, 1e-5, 1e-6));
+    /* causal (T == S), with a broadcast bias (T, S) and a broadcast mask (B, 1, 1, S) */
+    lx_array *qc = RAND(2, 6, 4, 8), *bias = RAND(6, 6);
+    lx_array *mask = lx_autorelease(lx_array_new(LX_BOOL, 4, SHAPE(2, 1, 1, 6)));
+    for (int i = 0; i < 12; i++) lx_bool(mask)[i] = (i % 6) != 3 && i != 6; /* key 3 off; batch 1 also key 0 */
+    float *bfull = malloc(sizeof(float) * 2 * 4 * 36);
+    uint8_t *mfull = malloc(2 * 4 * 36);
+    for (int b = 0; b < 2; b++)
+        for (int h = 0; h < 4; h++)
+            for (int t = 0; t < 6; t++)
+                for (int s = 0; s < 6; s++) {
+                    bfull[((b * 4 + h) * 6 + t) * 6 + s] = lx_f32(bias)[t * 6 + s];
+                    mfull[((b * 4 + h) * 6 + t) * 6 + s] = lx_bool(mask)[b * 6 + s];
+                }
+    ref_attention(qc, k, v, bfull, mfull, true, ref, NULL);
+    /* batch 1, query 0: keys 1.. are causal-masked and key 0 is masked: fully masked, Flax's
+     * lowest-value fill averages all keys uniformly */
+    CHECK(close_to(lx_dot_product_attention(qc, k, v, bias, mask, true, 0), ref, 1e-5, 1e-6));
+    free(bfull);
+    free(mfull);
+    /* many query blocks across threads: T = S = 130 > one block */
+    lx_array *ql = RAND(1, 130, 2, 16), *kl = RAND(1, 130, 1, 16), *vl = RAND(1, 130, 1, 16);
+    ref_attention(ql, kl, vl, NULL, NULL, true, ref, NULL);
+    CHECK(close_to(lx_dot_product_attention(ql, kl, vl, NULL, NULL, true, 0), ref, 1e-5, 1e-6));
+    /* explicit scale (no batch axes beyond one) */
+    lx_array *ys = lx_dot_product_attention(q, k, v, NULL, NULL, false, 1.0f / sqrtf(8.0f));
+    ref_attention(q, k, v, NULL, NULL, false, ref, NULL);
+    CHECK(close_to(ys, ref, 1e-5, 1e-6));
+
+    lx_array *cm = lx_make_causal_mask(RAND(2, 3));
+    CHECK(cm && cm->dtype == LX_BOOL && lx_shape_eq(cm, 4, SHAPE(2, 1, 3, 3)));
+    const uint8_t want[9] = {1, 0, 0, 1, 1, 0, 1, 1, 1};
+    CHECK(cm && memcmp(lx_bool(cm), want, 9) == 0 && memcmp(lx_bool(cm) + 9, want, 9) == 0);
+    /* a causal mask given as a mask equals the causal flag */
+    lx_array *cm6 = lx_make_causal_mask(RAND(2, 6));
+    CHECK(lx_array_allclose(lx_dot_product_attention(qc, k, v, NULL, cm6, false, 0),
+                            lx_dot_product_attention(qc, k, v, NULL, NULL, true, 0), 0, 0));
+
+    int h;
+    lx_prim_observe(tc_record, NULL, &h);
+    lx_dot_product_attention(q, k, v, NULL, NULL, true, 0);
+    CHECK_STR(tc_last_op, "dot_product_attention");
+    CHECK_EQ_INT(tc_last_ninputs, 5);
+    CHECK_EQ_INT(tc_last_nattrs, 2);
+    lx_prim_unobserve(h);
+
+    lx_clear_error();
+    CHECK(lx_dot_product_attention(q, RAND(2, 6, 3, 8), RAND(2, 6, 3, 3), NULL, NULL, false, 0) == NULL);
+    CHECK_ERROR_HAS("dot_product_attention: 4 query heads are not a multiple of 3 key/value heads (query (2, 5, 4, 8), key (2, 6, 3, 8))");
+    CHECK(lx_dot_product_attention(q, RAND(2, 6, 4, 7), v, NULL, NULL, false, 0) == NULL);
+    CHECK_ERROR_HAS("query (2, 5, 4, 8), key (2, 6, 4, 7) and value (2, 6, 4, 3) disagree");
+    CHECK(lx_dot_product_attention(q, RAND(3, 6, 4, 8), v, NULL, NULL, false, 0) == NULL);
+    CHECK_ERROR_HAS("must be (batch..., length, heads, depth) with equal batch axes");
+    CHECK(lx_dot_product_attention(q, k, v, RAND(5, 7), NULL, false, 0) == NULL);
+    CHECK_ERROR_HAS("dot_product_attention: bias float32(5, 7) does not broadcast to float32 logits of shape (2, 4, 5, 6)");
+    CHECK(lx_dot_product_attention(q, k, v, NULL, RAND(5, 6), false, 0) == NULL);
+    CHECK_ERROR_HAS("mask float32(5, 6) does not broadcast to a bool mask of shape (2, 4, 5, 6)");
+    CHECK(lx_dot_product_attention(q, k, v, NULL, NULL, false, -1) == NULL);
+    CHECK_ERROR_HAS("scale must be finite and >= 0");
+    CHECK(lx_make_causal_mask(lx_autorelease(lx_array_scalar_f32(0))) == NULL);
+    CHECK_ERROR_HAS("make_causal_mask: input of shape () must have 1 to 6 axes");
+    lx_clear_error();
+    CHECK(lx_dot_product_attention(q, NULL, v, NULL, NULL, false, 0) == NULL);
+    CHECK_ERROR_HAS("dot_product_attention: input is NULL");
+    y = lx_dot_product_attention(ABSTRACT(2, 5, 4, 8), k, v, NULL, NULL, false, 0);
+    CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 4, SHAPE(2, 5, 4, 3)));
+    y = lx_dot_product_attention_weights(q, ABSTRACT(2, 6, 4, 8), NULL, NULL, false, 0);
+    CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 4, SHAPE(2, 4, 5, 6)));
+    cm = lx_make_causal_mask(ABSTRACT(4));
+    CHECK(cm && lx_is_abstract(cm) && lx_shape_eq(cm, 3, SHAPE(1, 4, 4)));
+}
+
+static void test_dropout(void) {
+    lx_array *x = FROM(2, SHAPE(2, 3), 1, 2, 3, 4, 5, 6);
+    lx_array *m = lx_autorelease(lx_array_from_data(LX_BOOL, 2, SHAPE(1, 3), (const uint8_t[]){1, 0, 1}));
+    lx_array *y = lx_dropout_apply(x, m, 0.5f);
+    const float want[] = {2, 0, 6, 8, 0, 12};
+    CHECK(y && memcmp(lx_f32(y), want, sizeof want) == 0);
+    y = lx_dropout_apply(x, m, 1.0f);
+    CHECK(y && lx_f32(y)[0] == 0 && lx_f32(y)[2] == 0 && lx_f32(y)[5] == 0);
+    y = lx_dropout_apply(x, m, 0.25f);
+    CHECK(y && lx_f32(y)[3] == 4 / 0.75f);
+    lx_clear_error();
+    CHECK(lx_dropout_apply(x, m, 1.5f) == NULL);
+    CHECK_ERROR_HAS("dropout_apply: rate must be in [0, 1], got 1.5");
+    CHECK(lx_dropout_apply(x, RAND(2, 3), 0.5f) == NULL);
+    CHECK_ERROR_HAS("dropout_apply: keep_mask must be bool, got float32(2, 3)");
+    lx_array *m2 = lx_autorelease(lx_array_new(LX_BOOL, 1, SHAPE(2)));
+    CHECK(lx_dropout_apply(x, m2, 0.5f) == NULL);
+    CHECK_ERROR_HAS("dropout_apply: keep_mask of shape (2,) does not broadcast to input shape (2, 3)");
+    y = lx_dropout_apply(ABSTRACT(2, 3), m, 0.5f);
+    CHECK(y && lx_is_abstract(y));
+}
+
+static void test_pools_flat(void) {
+    lx_array *q = RAND(1, 8, 2, 4), *x = RAND(4, 16);
+    int64_t before = lx_array_live_count();
+    for (int i = 0; i < 500; i++) {
+        size_t mark = lx_pool_open();
+        lx_dot_product_attention(q, q, q, NULL, NULL, true, 0);
+        lx_log_softmax(lx_layer_norm(lx_rms_norm(x, NULL, 1e-6f), NULL, NULL, 1e-6f, 0, NULL), -1);
+        lx_pool_close(mark);
+    }
+    CHECK_EQ_INT(lx_array_live_count(), before);
+}
+
+int main(void) {
+    RUN(test_softmax);
+    RUN(test_norms);
+    RUN(test_cross_entropy);
+    RUN(test_attention);
+    RUN(test_dropout);
+    RUN(test_pools_flat);
+    return lx_test_finish();
+}
