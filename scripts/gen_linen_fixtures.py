@@ -118,9 +118,10 @@ w('};\n')
 dk = rng(key(3), (), 1)
 w('static const uint8_t LF_DROPOUT_MASK[] = {%s};' % ', '.join(str(b) for b in bernoulli(dk, 0.5, 10)))
 w('static const uint8_t LF_DROPOUT_MASK_BCAST[] = {%s};' % ', '.join(str(b) for b in bernoulli(dk, 0.5, 5)))
-# A second call in the same scope draws count 2.
-dk2 = rng(key(3), (), 2)
-w('static const uint8_t LF_DROPOUT_MASK_2[] = {%s};' % ', '.join(str(b) for b in bernoulli(dk2, 0.5, 10)))
+# A Dropout attached in setup as 'drop' and called twice: the child scope's counts 1 and 2.
+for c in (1, 2):
+    dkc = rng(key(3), ('drop',), c)
+    w('static const uint8_t LF_DROPOUT_MASK_DROP_%d[] = {%s};' % (c, ', '.join(str(b) for b in bernoulli(dkc, 0.5, 10))))
 # Dropout(0.3) with another key: keep_prob 0.7
 dk3 = rng(key(4), (), 1)
 w('static const uint8_t LF_DROPOUT_MASK_K4[] = {%s};' % ', '.join(str(b) for b in bernoulli(dk3, 0.7, 10)))
