@@ -14,6 +14,8 @@
 #include "linnx/threads.h"
 #include "linnx/linalg.h"
 #include "linnx/nn.h"
+#include "linnx/nnx.h"
+#include "linnx/nnx_layers.h"
 #include "linnx/bridge.h"
 #include "linnx/random.h"
 #include "linnx/init.h"

@@ -13,7 +13,9 @@
  *   merge(graphdef, states) -> a new module;  state / update / clone / iter_graph.
  * A state is an lx_tree whose leaves are the module's own lx_variable objects (shared, never
  * copied: "one store, two views"); paths are attribute names, list indices as "0", "1", ...
- * Shared submodules and Variables appear once, under their first path in field order.
+ * A module's attributes (fields and dynamic attributes together) are visited in sorted name
+ * order, list items by index and tree keys sorted, as Flax's graph flatten does; shared
+ * submodules and Variables appear once, under their first path in that order.
  *
  * Rngs are graph nodes too: `nnx_rngs` holds one RngStream child per stream name; a stream
  * holds `key` (RngKey Variable, uint32[2]) and `count` (RngCount Variable, uint32 scalar).
@@ -27,10 +29,12 @@
 #define LINNX_NNX_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "linnx/config.h"
 #include "linnx/init.h"
 #include "linnx/random.h"
+#include "linnx/tree.h"
 #include "linnx/value.h"
 #include "linnx/variable.h"
 
@@ -59,7 +63,7 @@ typedef enum nnx_field_kind {
 
 typedef struct nnx_list {
     int n;
-    lx_value *items; /* LX_V_VARIABLE or LX_V_PTR tagged "nnx_module"; owned */
+    lx_value *items; /* LX_V_VARIABLE, LX_V_PTR "nnx_module", or a static value; owned */
 } nnx_list;
 
 typedef struct nnx_field {
@@ -82,7 +86,11 @@ struct nnx_type {
     size_t size;                 /* sizeof the module struct */
     const nnx_field *fields;
     int nfields;
-    const lx_field *config;      /* constructor arguments (static data), bound before init */
+    /* Constructor arguments (static data), bound from the call before init. NULL: the call is
+     * not bound; init reads it itself (Sequential takes its layers positionally). Every piece of
+     * static state a module has must live here: graphdefs record the config, and merge rebuilds
+     * modules from it without running init. */
+    const lx_field *config;
     int nconfig;
     size_t config_offset;        /* where the config struct lives inside the module struct */
     const nnx_method *methods;
@@ -145,6 +153,19 @@ struct nnx_filter {
 #define NNX_OF_TYPE(t) ((nnx_filter){NNX_FILTER_TYPE, (t), NULL, 0, NULL, NULL, NULL})
 #define NNX_EVERYTHING ((nnx_filter){NNX_FILTER_EVERYTHING, NULL, NULL, 0, NULL, NULL, NULL})
 #define NNX_NOTHING ((nnx_filter){NNX_FILTER_NOTHING, NULL, NULL, 0, NULL, NULL, NULL})
+/* A stream tag ('dropout'): Variables whose metadata `tag` equals it (RngKey/RngCount). */
+#define NNX_TAG(s) ((nnx_filter){NNX_FILTER_TAG, NULL, (s), 0, NULL, NULL, NULL})
+/* nnx.PathContains(key): some path component equals `key`. */
+#define NNX_PATH_CONTAINS(s) ((nnx_filter){NNX_FILTER_PATH_CONTAINS, NULL, (s), 0, NULL, NULL, NULL})
+/* nnx.Not(f): `sub` points at one filter (it must outlive the use). */
+#define NNX_NOT(sub) ((nnx_filter){NNX_FILTER_NOT, NULL, NULL, 1, (sub), NULL, NULL})
+/* nnx.All / nnx.Any over an array of n filters. */
+#define NNX_ALL(n, subs) ((nnx_filter){NNX_FILTER_ALL, NULL, NULL, (n), (subs), NULL, NULL})
+#define NNX_ANY(n, subs) ((nnx_filter){NNX_FILTER_ANY, NULL, NULL, (n), (subs), NULL, NULL})
+/* A callable (path, x) -> bool. */
+#define NNX_FN(f, u) ((nnx_filter){NNX_FILTER_FN, NULL, NULL, 0, NULL, (f), (u)})
+/* Not(RngState): what every layer's parameters-only view uses. */
+extern const nnx_filter NNX_NOT_RNG_STATE;
 bool nnx_filter_match(const nnx_filter *f, const char *path, const lx_variable *v);
 
 /* ---- the graph API ---- */
@@ -154,6 +175,8 @@ typedef struct nnx_graphdef nnx_graphdef;
 lx_status nnx_split(nnx_module *m, int nfilters, const nnx_filter *filters, nnx_graphdef **graphdef,
                     lx_tree **states);
 lx_status nnx_merge(const nnx_graphdef *graphdef, int nstates, lx_tree *const *states, nnx_module **out);
+/* The Variables matching any of the filters (all of them with nfilters == 0). Flax returns one
+ * state per filter here; use nnx_split for that. */
 lx_status nnx_state(nnx_module *m, int nfilters, const nnx_filter *filters, lx_tree **state);
 /* In place: values of existing Variables are replaced (the Variable objects stay); unknown
  * paths are inserted as dynamic attributes where the node allows. */
@@ -162,7 +185,11 @@ lx_status nnx_graphdef_of(nnx_module *m, nnx_graphdef **out);
 bool nnx_graphdef_equal(const nnx_graphdef *a, const nnx_graphdef *b);
 void nnx_graphdef_free(nnx_graphdef *g);
 lx_status nnx_clone(nnx_module *m, nnx_module **out);
-/* Visit every node (modules) and leaf (Variables) with its path, in Flax's order. */
+/* Visit every node and leaf with its path, in Flax's order: depth first over sorted attributes,
+ * children before their parent (post-order), the root last with path "". Nodes are modules
+ * (LX_V_PTR "nnx_module"), lists (LX_V_PTR "nnx_list") and trees held in dynamic attributes
+ * (LX_V_TREE); leaves are Variables. Shared nodes are visited once. Static values (config,
+ * None) are not visited. A callback returning non-OK stops the walk with that status. */
 typedef lx_status (*nnx_visit_fn)(const char *path, const lx_value *node, void *user);
 lx_status nnx_iter_graph(nnx_module *m, nnx_visit_fn fn, void *user);
 /* Set `initializing` on every module in the graph (lazy_init). */
@@ -195,6 +222,60 @@ lx_status nnx_rng_stream_draw(nnx_module *stream, lx_key *out);
 /* nnx.reseed(node, stream=seed): every stream tagged `stream` in the graph restarts from
  * fold_in(key(seed), 0) with count 0. */
 lx_status nnx_reseed(nnx_module *m, const char *stream, int64_t seed);
+
+
+/* ---- states ---- */
+/* nnx.merge_state(*states): path-wise, later states win. */
+lx_status nnx_merge_state(int nstates, lx_tree *const *states, lx_tree **out);
+/* State.flat_state() / State.from_flat_path(): (path, leaf) pairs; see lx_tree_flatten. */
+lx_status nnx_state_flatten(const lx_tree *state, lx_flat *out);
+lx_status nnx_state_unflatten(const lx_flat *flat, lx_tree **out);
+/* Print a state one leaf per line, the format `linnx params` uses:
+ *   path Type dtype[shape]: v0 v1 ...      e.g. "kernel Param float32[4,8]: 0.1 ..."
+ *   rngs/default/count RngCount uint32[]: 0      (RngState leaves; "[rng]" is appended)
+ * At most `max_values` values per leaf (then "..."); < 0 prints all. Abstract values print
+ * "(abstract)". Leaves that are plain arrays show "Array" as their type. */
+lx_status nnx_state_fprint(FILE *f, const lx_tree *state, int max_values);
+/* nnx_state(m) printed with nnx_state_fprint: everything, RNG state included. */
+lx_status nnx_module_fprint_state(FILE *f, nnx_module *m, int max_values);
+
+/* ---- lists (NNX_LIST fields) ---- */
+/* Append a Variable (retained), a module (retained: nnx_module_v(m)) or a static value (copied;
+ * Sequential keeps plain functions this way). */
+lx_status nnx_list_append(nnx_list *l, lx_value item);
+void nnx_list_clear(nnx_list *l);
+
+/* ---- building parameters (for layer code) ----
+ * nnx.eval_shape runs constructors in abstract mode (thread-local): parameter helpers then make
+ * abstract arrays and run no initializer. Layer code makes every parameter through these. */
+bool nnx_abstract_mode(void);
+/* A Variable of `type` holding init(key, dtype, shape) (abstract in abstract mode), with
+ * `metadata` (an LX_V_TREE of metadata, or NONE) copied into it. */
+lx_status nnx_param_new(const lx_vartype *type, const lx_initializer *init, lx_key key,
+                        lx_dtype dtype, int ndim, const int64_t *shape, const lx_value *metadata,
+                        lx_variable **out);
+/* with_partitioning-style metadata: {out_sharding: names, mesh: mesh} (mesh NULL = None). The
+ * caller owns the tree; pass lx_tree_v(tree) as a layer's kernel_metadata / bias_metadata. */
+lx_status nnx_sharding_metadata(int nnames, const char *const *names, const char *mesh,
+                                lx_tree **out);
+
+/* ---- nnx.bridge.functional ---- */
+/* functional(Type)(*args, **kwargs): remembers the type and a deep copy of the call. */
+typedef struct nnx_functional nnx_functional;
+lx_status nnx_functional_new(const nnx_type *type, const lx_call *call, nnx_functional **out);
+void nnx_functional_free(nnx_functional *f);
+/* .init(rngs=...): builds the module, keeps its graphdef, returns its whole state (owned). */
+lx_status nnx_functional_init(nnx_functional *f, nnx_rngs *rngs, lx_tree **state);
+/* .apply(*states).method(call): merges a fresh module from the states, runs `method` (NULL =
+ * __call__), returns the output and the state after the call (owned; may be NULL if unwanted).
+ * Before init: LX_ERR_INVALID_ARGUMENT "Functional.apply: no graphdef; call init first". */
+lx_status nnx_functional_apply(nnx_functional *f, int nstates, lx_tree *const *states,
+                               const char *method, const lx_call *call, lx_value *out,
+                               lx_tree **new_state);
+const nnx_graphdef *nnx_functional_graphdef(const nnx_functional *f);
+
+/* The type of an LX_V_PTR value carrying a module, or NULL (not a module). */
+nnx_module *nnx_module_from_value(const lx_value *v);
 
 extern const nnx_type NNX_RNGS_TYPE;
 extern const nnx_type NNX_RNG_STREAM_TYPE;

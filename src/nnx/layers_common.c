@@ -1,0 +1,70 @@
+/* Helpers every NNX layer uses: drawing parameter keys, making parameters, the layer registry. */
+#include <stdio.h>
+
+#include "linnx/nnx_layers.h"
+#include "nnx_internal.h"
+
+/* Flax's defaults as constants for config tables (init.h builds them with functions). */
+#define VS(name_, scale_, mode_, dist_, out_axis_)                                               \
+    {.kind = LX_INIT_VARIANCE_SCALING, .name = name_, .scale = scale_, .lower = -2.0, .upper = 2.0, \
+     .mode = mode_, .distribution = dist_, .in_axis = {1, {-2}}, .out_axis = {1, {out_axis_}},    \
+     .batch_axis = {0, {0}}}
+const lx_initializer NNX_LECUN_NORMAL = VS("lecun_normal", 1.0, LX_FAN_IN, LX_DIST_TRUNCATED_NORMAL, -1);
+const lx_initializer NNX_HE_UNIFORM = VS("he_uniform", 2.0, LX_FAN_IN, LX_DIST_UNIFORM, -1);
+const lx_initializer NNX_EMBED_INIT = VS("variance_scaling", 1.0, LX_FAN_IN, LX_DIST_NORMAL, 0);
+const lx_initializer NNX_ZEROS = {.kind = LX_INIT_ZEROS, .name = "zeros", .lower = -2.0, .upper = 2.0,
+                                  .in_axis = {1, {-2}}, .out_axis = {1, {-1}}, .batch_axis = {0, {0}}};
+const lx_initializer NNX_ONES = {.kind = LX_INIT_ONES, .name = "ones", .lower = -2.0, .upper = 2.0,
+                                 .in_axis = {1, {-2}}, .out_axis = {1, {-1}}, .batch_axis = {0, {0}}};
+
+lx_status nnx_draw_params(const nnx_module *self, nnx_rngs *rngs, lx_key *key) {
+    if (!rngs)
+        return lx_fail(LX_ERR_TYPE, "%s.__init__() missing 1 required keyword-only argument: 'rngs'",
+                       self->type->name);
+    return nnx_rngs_draw(rngs, "params", key);
+}
+
+lx_status nnx_make_param(const nnx_module *self, nnx_rngs *rngs, const lx_vartype *type,
+                         const lx_initializer *init, lx_dtype dtype, int ndim, const int64_t *shape,
+                         int flat_ndim, const int64_t *flat_shape, const lx_value *metadata,
+                         lx_variable **out) {
+    *out = NULL;
+    lx_key key;
+    LX_TRY(nnx_draw_params(self, rngs, &key));
+    if (flat_ndim <= 0 || nnx_abstract_mode())
+        return nnx_param_new(type, init, key, dtype, ndim, shape, metadata, out);
+    LX_TRY(nnx_param_new(type, init, key, dtype, flat_ndim, flat_shape, metadata, out));
+    lx_array *flat = lx_variable_get_value(*out);
+    lx_array *full = lx_array_reshape_view(flat, ndim, shape);
+    lx_status s = full ? lx_variable_set_value(*out, full, false) : lx_last_status();
+    lx_release(full);
+    if (s != LX_OK) {
+        lx_variable_release(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
+lx_status nnx_return_array(lx_array *y, lx_value *out) {
+    if (!y) return lx_last_status() != LX_OK ? lx_last_status() : lx_fail(LX_ERR_INTERNAL, "nnx: no result");
+    *out = lx_array_v(lx_retain(y));
+    return LX_OK;
+}
+
+const nnx_type *nnx_layer_type(const char *name) {
+    static const struct {
+        const char *name;
+        const nnx_type *type;
+    } table[] = {
+        {"Linear", &NNX_LINEAR_TYPE},         {"LinearGeneral", &NNX_LINEAR_GENERAL_TYPE},
+        {"Conv", &NNX_CONV_TYPE},             {"Embed", &NNX_EMBED_TYPE},
+        {"LayerNorm", &NNX_LAYER_NORM_TYPE},  {"RMSNorm", &NNX_RMS_NORM_TYPE},
+        {"BatchNorm", &NNX_BATCH_NORM_TYPE},  {"Dropout", &NNX_DROPOUT_TYPE},
+        {"MultiHeadAttention", &NNX_MHA_TYPE}, {"LoRA", &NNX_LORA_TYPE},
+        {"Sequential", &NNX_SEQUENTIAL_TYPE}, {"Rngs", &NNX_RNGS_TYPE},
+    };
+    if (!name) return NULL;
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strcmp(table[i].name, name) == 0) return table[i].type;
+    return NULL;
+}

@@ -1,0 +1,369 @@
+/* flax.nnx Dropout, MultiHeadAttention and Sequential (stochastic.py, attention.py, helpers). */
+#include <stdio.h>
+
+#include "linnx/linalg.h"
+#include "linnx/nn.h"
+#include "linnx/nnx_layers.h"
+#include "linnx/ops.h"
+#include "nnx_internal.h"
+
+/* ------------------------------------------------------------------ Dropout */
+
+static const lx_field DROPOUT_CONFIG[] = {
+    LX_FIELD_(nnx_dropout_config, rate, LX_FIELD_FLOAT, true, LX_VAL_NONE),
+    LX_FIELD_INTS(nnx_dropout_config, broadcast_dims),
+    LX_FIELD_BOOL(nnx_dropout_config, deterministic, false),
+    LX_FIELD_STR(nnx_dropout_config, rng_collection, "dropout"),
+};
+
+static lx_status dropout_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs) {
+    nnx_dropout *m = (nnx_dropout *)self;
+    if (!(m->cfg.rate >= 0.0 && m->cfg.rate <= 1.0))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "Dropout: rate must be in [0, 1], got %g", m->cfg.rate);
+    /* Flax keeps rngs[rng_collection].fork() (falling back to 'default'), one draw now. */
+    if (rngs) LX_TRY(nnx_rng_stream_fork(rngs, m->cfg.rng_collection, &m->rngs));
+    return LX_OK;
+}
+
+/* A bernoulli(keep_prob) mask of `shape` with the dims in `bcast` set to 1. */
+static lx_array *keep_mask(lx_key key, double rate, int ndim, const int64_t *shape, const lx_ints *bcast) {
+    int64_t ms[LX_MAX_DIMS];
+    for (int i = 0; i < ndim; i++) ms[i] = shape[i];
+    for (int i = 0; i < bcast->n; i++) {
+        int64_t d = bcast->v[i] < 0 ? bcast->v[i] + ndim : bcast->v[i];
+        if (d < 0 || d >= ndim) {
+            lx_fail(LX_ERR_INVALID_ARGUMENT, "Dropout: broadcast_dims entry %lld is out of range for rank %d",
+                    (long long)bcast->v[i], ndim);
+            return NULL;
+        }
+        ms[d] = 1;
+    }
+    return lx_random_bernoulli(key, (float)(1.0 - rate), ndim, ms);
+}
+
+lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nnx_rngs *rngs) {
+    if (!m || !x) {
+        if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Dropout: module is NULL");
+        return NULL;
+    }
+    bool det = deterministic < 0 ? m->cfg.deterministic : deterministic != 0;
+    if (m->cfg.rate == 0.0 || det) return x;
+    if (m->cfg.rate == 1.0) /* jnp.zeros_like(inputs) */
+        return lx_dropout_apply(x, lx_autorelease(lx_array_new(LX_BOOL, 0, NULL)), 1.0f);
+    lx_key key;
+    lx_status s;
+    if (rngs) s = nnx_rngs_draw(rngs, m->cfg.rng_collection, &key);
+    else if (m->rngs) s = nnx_rng_stream_draw(m->rngs, &key);
+    else
+        s = lx_fail(LX_ERR_RNG, "`deterministic` is False, but no `rngs` argument was provided to Dropout as "
+                                "either a __call__ argument or class attribute.");
+    if (s != LX_OK) return NULL;
+    if (lx_is_abstract(x))
+        return lx_dropout_apply(x, lx_autorelease(lx_array_abstract(LX_BOOL, 0, NULL)), (float)m->cfg.rate);
+    return lx_dropout_apply(x, keep_mask(key, m->cfg.rate, x->ndim, x->shape, &m->cfg.broadcast_dims),
+                            (float)m->cfg.rate);
+}
+
+static lx_status opt_bool(const lx_call *c, int pos, const char *name, int *out) {
+    const lx_value *v = lx_call_get(c, pos, name);
+    *out = -1;
+    if (!v || v->kind == LX_V_NONE) return LX_OK;
+    if (v->kind != LX_V_BOOL) return lx_fail(LX_ERR_TYPE, "argument '%s' must be a bool or None, got %s", name, lx_kind_name(v->kind));
+    *out = v->u.b ? 1 : 0;
+    return LX_OK;
+}
+
+static lx_status opt_rngs(const lx_call *c, nnx_rngs **out) {
+    const lx_value *v = lx_call_kwarg(c, "rngs");
+    *out = NULL;
+    if (!v || v->kind == LX_V_NONE) return LX_OK;
+    nnx_module *r = nnx_module_from_value(v);
+    if (!r || r->type != &NNX_RNGS_TYPE) return lx_fail(LX_ERR_TYPE, "argument 'rngs' must be an Rngs");
+    *out = (nnx_rngs *)r;
+    return LX_OK;
+}
+
+static lx_status dropout_call(nnx_module *self, const lx_call *c, lx_value *out) {
+    lx_array *x;
+    int det;
+    nnx_rngs *r;
+    LX_TRY(lx_call_array(c, 0, "inputs", &x));
+    LX_TRY(opt_bool(c, 99, "deterministic", &det));
+    LX_TRY(opt_rngs(c, &r));
+    return nnx_return_array(nnx_dropout_forward((nnx_dropout *)self, x, det, r), out);
+}
+
+static const nnx_field DROPOUT_FIELDS[] = {NNX_CHILD(nnx_dropout, rngs)};
+static const nnx_method DROPOUT_METHODS[] = {{"__call__", dropout_call}};
+
+const nnx_type NNX_DROPOUT_TYPE = {
+    .name = "Dropout", .size = sizeof(nnx_dropout), .fields = DROPOUT_FIELDS, .nfields = 1,
+    .config = DROPOUT_CONFIG, .nconfig = 4, .config_offset = offsetof(nnx_dropout, cfg),
+    .methods = DROPOUT_METHODS, .nmethods = 1, .init = dropout_init,
+};
+
+/* ------------------------------------------------------------------ MultiHeadAttention */
+
+static const lx_field MHA_CONFIG[] = {
+    LX_FIELD_REQUIRED_INT(nnx_mha_config, num_heads),
+    LX_FIELD_REQUIRED_INT(nnx_mha_config, in_features),
+    LX_FIELD_INT(nnx_mha_config, qkv_features, 0),
+    LX_FIELD_INT(nnx_mha_config, out_features, 0),
+    LX_FIELD_INT(nnx_mha_config, in_kv_features, 0),
+    LX_FIELD_FLOAT(nnx_mha_config, dropout_rate, 0.0),
+    LX_FIELD_VALUE(nnx_mha_config, deterministic),
+    LX_FIELD_BOOL(nnx_mha_config, broadcast_dropout, true),
+    LX_FIELD_BOOL(nnx_mha_config, use_bias, true),
+    LX_FIELD_BOOL(nnx_mha_config, normalize_qk, false),
+    LX_FIELD_BOOL(nnx_mha_config, keep_rngs, true),
+    LX_FIELD_DTYPE(nnx_mha_config, param_dtype, "float32"),
+    LX_FIELD_OBJ(nnx_mha_config, kernel_init, "initializer", &NNX_LECUN_NORMAL),
+    LX_FIELD_OBJ(nnx_mha_config, bias_init, "initializer", &NNX_ZEROS),
+    LX_FIELD_VALUE(nnx_mha_config, out_kernel_init),
+    LX_FIELD_VALUE(nnx_mha_config, out_bias_init),
+    LX_FIELD_VALUE(nnx_mha_config, decode),
+};
+
+static lx_status init_value(const lx_value *v, const lx_initializer *dflt, lx_value *out, const char *name) {
+    if (v->kind == LX_V_NONE) {
+        *out = lx_ptr_v("initializer", (void *)dflt);
+        return LX_OK;
+    }
+    if (v->kind != LX_V_PTR || !v->u.ptr.tag || strcmp(v->u.ptr.tag, "initializer") != 0)
+        return lx_fail(LX_ERR_TYPE, "MultiHeadAttention: %s must be an initializer or None", name);
+    *out = *v;
+    return LX_OK;
+}
+
+static lx_status mha_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs) {
+    nnx_mha *m = (nnx_mha *)self;
+    nnx_mha_config *c = &m->cfg;
+    if (c->num_heads <= 0 || c->in_features <= 0)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "MultiHeadAttention: num_heads and in_features must be positive");
+    if (c->decode.kind != LX_V_NONE && !(c->decode.kind == LX_V_BOOL && !c->decode.u.b))
+        return lx_fail(LX_ERR_UNSUPPORTED, "MultiHeadAttention: decode (the autoregressive cache) is not supported");
+    if (c->deterministic.kind != LX_V_NONE && c->deterministic.kind != LX_V_BOOL)
+        return lx_fail(LX_ERR_TYPE, "MultiHeadAttention: deterministic must be a bool or None");
+    if (!c->qkv_features) c->qkv_features = c->in_features;
+    if (!c->out_features) c->out_features = c->in_features;
+    if (!c->in_kv_features) c->in_kv_features = c->in_features;
+    if (c->qkv_features % c->num_heads)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "Memory dimension (%lld) must be divisible by 'num_heads' heads (%lld).",
+                       (long long)c->qkv_features, (long long)c->num_heads);
+    int64_t hd[] = {c->num_heads, c->qkv_features / c->num_heads};
+    lx_value kinit = lx_ptr_v("initializer", &c->kernel_init), binit = lx_ptr_v("initializer", &c->bias_init);
+    lx_value okinit, obinit;
+    LX_TRY(init_value(&c->out_kernel_init, &c->kernel_init, &okinit, "out_kernel_init"));
+    LX_TRY(init_value(&c->out_bias_init, &c->bias_init, &obinit, "out_bias_init"));
+    const char *dt = lx_dtype_name(c->param_dtype);
+    int64_t ins[] = {c->in_features, c->in_kv_features, c->in_kv_features};
+    nnx_module **qkv[] = {&m->query, &m->key, &m->value};
+    for (int i = 0; i < 3; i++) {
+        lx_call lc = LX_CALL_KWARGS(LX_KW("in_features", lx_ints_v(1, &ins[i])), LX_KW("out_features", lx_ints_v(2, hd)),
+                                    LX_KW_BOOL("use_bias", c->use_bias), LX_KW_STR("param_dtype", dt),
+                                    LX_KW("kernel_init", kinit), LX_KW("bias_init", binit));
+        LX_TRY(nnx_module_new(&NNX_LINEAR_GENERAL_TYPE, &lc, rngs, qkv[i]));
+    }
+    if (c->normalize_qk) {
+        lx_call lc = LX_CALL_KWARGS(LX_KW_INT("num_features", hd[1]), LX_KW_BOOL("use_bias", false),
+                                    LX_KW_STR("param_dtype", dt));
+        LX_TRY(nnx_module_new(&NNX_LAYER_NORM_TYPE, &lc, rngs, &m->query_ln));
+        LX_TRY(nnx_module_new(&NNX_LAYER_NORM_TYPE, &lc, rngs, &m->key_ln));
+    }
+    int64_t axes[] = {-2, -1};
+    lx_call oc = LX_CALL_KWARGS(LX_KW("in_features", lx_ints_v(2, hd)), LX_KW("out_features", lx_ints_v(1, &c->out_features)),
+                                LX_KW("axis", lx_ints_v(2, axes)), LX_KW_BOOL("use_bias", c->use_bias),
+                                LX_KW_STR("param_dtype", dt), LX_KW("kernel_init", okinit), LX_KW("bias_init", obinit));
+    LX_TRY(nnx_module_new(&NNX_LINEAR_GENERAL_TYPE, &oc, rngs, &m->out));
+    if (c->keep_rngs && c->dropout_rate > 0.0) {
+        if (!rngs) return lx_fail(LX_ERR_TYPE, "MultiHeadAttention.__init__() missing 1 required keyword-only argument: 'rngs'");
+        LX_TRY(nnx_rng_stream_fork(rngs, "dropout", &m->rngs));
+    }
+    return LX_OK;
+}
+
+/* einsum('...hqk,...khd->...qhd', weights, value) */
+static lx_array *weighted_values(lx_array *w, lx_array *v) {
+    if (!w || !v) return NULL;
+    int nb = w->ndim - 3; /* batch dims */
+    int lc[] = {w->ndim - 1}, rc[] = {v->ndim - 3};
+    int lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
+    for (int i = 0; i < nb; i++) lb[i] = rb[i] = i;
+    lb[nb] = nb;         /* h in weights */
+    rb[nb] = v->ndim - 2; /* h in value */
+    lx_array *o = lx_dot_general(w, v, 1, lc, rc, nb + 1, lb, rb); /* (batch..., h, q, d) */
+    if (!o) return NULL;
+    int64_t perm[LX_MAX_DIMS];
+    for (int i = 0; i < nb; i++) perm[i] = i;
+    perm[nb] = nb + 1;
+    perm[nb + 1] = nb;
+    perm[nb + 2] = nb + 2;
+    return lx_transpose(o, nb + 3, perm);
+}
+
+lx_array *nnx_mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask, int deterministic,
+                  nnx_rngs *rngs) {
+    if (!m || !q) {
+        if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "MultiHeadAttention: module is NULL");
+        return NULL;
+    }
+    const nnx_mha_config *c = &m->cfg;
+    if (!k) {
+        if (v) {
+            lx_fail(LX_ERR_INVALID_ARGUMENT, "`inputs_k` cannot be None if `inputs_v` is not None. To have both "
+                                             "`inputs_k` and `inputs_v` be the same value, pass in the value to "
+                                             "`inputs_k` and leave `inputs_v` as None.");
+            return NULL;
+        }
+        k = q;
+    }
+    if (!v) v = k;
+    if (q->shape[q->ndim - 1] != c->in_features) {
+        lx_fail(LX_ERR_SHAPE, "Incompatible input dimension, got %lld but module expects %lld.",
+                (long long)q->shape[q->ndim - 1], (long long)c->in_features);
+        return NULL;
+    }
+    lx_array *query = nnx_call_array(m->query, q);
+    lx_array *key = nnx_call_array(m->key, k);
+    lx_array *value = nnx_call_array(m->value, v);
+    if (m->query_ln) {
+        query = nnx_call_array(m->query_ln, query);
+        key = nnx_call_array(m->key_ln, key);
+    }
+    bool dropout = false;
+    if (c->dropout_rate > 0.0) {
+        int det = deterministic;
+        if (det < 0 && c->deterministic.kind == LX_V_BOOL) det = c->deterministic.u.b;
+        if (det < 0) {
+            lx_fail(LX_ERR_INVALID_ARGUMENT, "No `deterministic` argument was provided to MultiHeadAttention as either "
+                                             "a __call__ argument, class attribute, or nnx.flag.");
+            return NULL;
+        }
+        dropout = !det;
+    }
+    lx_array *x;
+    if (!dropout) {
+        x = lx_dot_product_attention(query, key, value, NULL, mask, false, 0.0f);
+    } else {
+        lx_key dk;
+        lx_status s;
+        if (rngs) s = nnx_rngs_draw(rngs, "dropout", &dk);
+        else if (m->rngs) s = nnx_rng_stream_draw(m->rngs, &dk);
+        else s = lx_fail(LX_ERR_RNG, "`deterministic` is False, but no `rngs` argument was provided to MultiHeadAttention");
+        if (s != LX_OK) return NULL;
+        lx_array *w = lx_dot_product_attention_weights(query, key, NULL, mask, false, 0.0f);
+        if (!w) return NULL;
+        /* Flax: keep = bernoulli(rng, keep_prob, shape); weights * (keep / keep_prob), with the
+         * mask broadcast over batch and heads when broadcast_dropout. */
+        float keep_prob = (float)(1.0 - c->dropout_rate);
+        int64_t ms[LX_MAX_DIMS];
+        for (int i = 0; i < w->ndim; i++) ms[i] = c->broadcast_dropout && i < w->ndim - 2 ? 1 : w->shape[i];
+        lx_array *keep = lx_is_abstract(w) ? lx_autorelease(lx_array_abstract(LX_BOOL, w->ndim, ms))
+                                           : lx_random_bernoulli(dk, keep_prob, w->ndim, ms);
+        lx_array *mult = lx_div(lx_cast(keep, LX_F32), lx_scalar(keep_prob));
+        x = weighted_values(lx_mul(w, mult), value);
+    }
+    return nnx_call_array(m->out, x);
+}
+
+static lx_status opt_array(const lx_call *c, int pos, const char *name, lx_array **out) {
+    const lx_value *v = lx_call_get(c, pos, name);
+    *out = NULL;
+    if (!v || v->kind == LX_V_NONE) return LX_OK;
+    if (v->kind != LX_V_ARRAY) return lx_fail(LX_ERR_TYPE, "argument '%s' must be an array or None, got %s", name, lx_kind_name(v->kind));
+    *out = v->u.array;
+    return LX_OK;
+}
+
+static lx_status mha_call(nnx_module *self, const lx_call *c, lx_value *out) {
+    lx_array *q, *k, *v, *mask;
+    int det;
+    nnx_rngs *r;
+    LX_TRY(lx_call_array(c, 0, "inputs_q", &q));
+    LX_TRY(opt_array(c, 1, "inputs_k", &k));
+    LX_TRY(opt_array(c, 2, "inputs_v", &v));
+    LX_TRY(opt_array(c, 99, "mask", &mask));
+    LX_TRY(opt_bool(c, 99, "deterministic", &det));
+    LX_TRY(opt_rngs(c, &r));
+    return nnx_return_array(nnx_mha_forward((nnx_mha *)self, q, k, v, mask, det, r), out);
+}
+
+static const nnx_field MHA_FIELDS[] = {NNX_CHILD(nnx_mha, key),   NNX_CHILD(nnx_mha, key_ln), NNX_CHILD(nnx_mha, out),
+                                       NNX_CHILD(nnx_mha, query), NNX_CHILD(nnx_mha, query_ln), NNX_CHILD(nnx_mha, rngs),
+                                       NNX_CHILD(nnx_mha, value)};
+static const nnx_method MHA_METHODS[] = {{"__call__", mha_call}};
+
+const nnx_type NNX_MHA_TYPE = {
+    .name = "MultiHeadAttention", .size = sizeof(nnx_mha), .fields = MHA_FIELDS, .nfields = 7,
+    .config = MHA_CONFIG, .nconfig = 17, .config_offset = offsetof(nnx_mha, cfg),
+    .methods = MHA_METHODS, .nmethods = 1, .init = mha_init,
+};
+
+/* ------------------------------------------------------------------ Sequential */
+
+static lx_array *gelu_tanh(lx_array *x) { return lx_gelu(x, true); }
+const nnx_array_fn NNX_RELU = {"relu", lx_relu};
+const nnx_array_fn NNX_GELU = {"gelu", gelu_tanh};
+const nnx_array_fn NNX_SILU = {"silu", lx_silu};
+const nnx_array_fn NNX_TANH = {"tanh", lx_tanh};
+const nnx_array_fn NNX_SIGMOID = {"sigmoid", lx_sigmoid};
+
+static const nnx_array_fn *fn_from_value(const lx_value *v) {
+    if (v->kind != LX_V_PTR || !v->u.ptr.tag || strcmp(v->u.ptr.tag, "nnx_array_fn") != 0) return NULL;
+    return v->u.ptr.p;
+}
+
+static lx_status sequential_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs) {
+    nnx_sequential *m = (nnx_sequential *)self;
+    if (call->nkwargs)
+        return lx_fail(LX_ERR_TYPE, "Sequential.__init__() got an unexpected keyword argument '%s'", call->kwargs[0].name);
+    for (int i = 0; i < call->nargs; i++) {
+        const lx_value *v = &call->args[i];
+        if (!nnx_module_from_value(v) && !fn_from_value(v))
+            return lx_fail(LX_ERR_TYPE, "Sequential: layer %d must be a module or a function (nnx_fn_v), got %s", i,
+                           lx_kind_name(v->kind));
+        LX_TRY(nnx_list_append(&m->layers, *v));
+    }
+    return LX_OK;
+}
+
+static lx_status sequential_call(nnx_module *self, const lx_call *c, lx_value *out) {
+    nnx_sequential *m = (nnx_sequential *)self;
+    if (m->layers.n == 0) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Empty Sequential module");
+    lx_value cur = lx_none();
+    for (int i = 0; i < m->layers.n; i++) {
+        lx_value *layer = &m->layers.items[i];
+        lx_call step = LX_NO_CALL;
+        if (i == 0) step = *c;
+        else step = (lx_call){1, &cur, 0, NULL};
+        lx_value next = lx_none();
+        lx_status s;
+        nnx_module *mod = nnx_module_from_value(layer);
+        const nnx_array_fn *fn = fn_from_value(layer);
+        if (mod) {
+            s = nnx_call(mod, NULL, &step, &next);
+        } else if (fn) {
+            lx_array *x;
+            s = lx_call_array(&step, 0, "x", &x);
+            if (s == LX_OK) s = nnx_return_array(fn->fn(x), &next);
+        } else {
+            s = lx_fail(LX_ERR_TYPE, "Sequence[%d] is not callable", i);
+        }
+        lx_value_free(&cur);
+        if (s != LX_OK) {
+            lx_value_free(&next);
+            return s;
+        }
+        cur = next;
+    }
+    *out = cur;
+    return LX_OK;
+}
+
+static const nnx_field SEQUENTIAL_FIELDS[] = {NNX_LIST(nnx_sequential, layers)};
+static const nnx_method SEQUENTIAL_METHODS[] = {{"__call__", sequential_call}};
+
+const nnx_type NNX_SEQUENTIAL_TYPE = {
+    .name = "Sequential", .size = sizeof(nnx_sequential), .fields = SEQUENTIAL_FIELDS, .nfields = 1,
+    .methods = SEQUENTIAL_METHODS, .nmethods = 1, .init = sequential_init,
+};

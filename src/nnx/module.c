@@ -1,0 +1,570 @@
+/* NNX modules: allocation from a type, config binding, constructors, refcounts, dynamic
+ * attributes, method calls, abstract construction (nnx.eval_shape). */
+#include <stdint.h>
+#include <stdio.h>
+
+#include "nnx_internal.h"
+
+/* ------------------------------------------------------------------ small helpers */
+
+char *nnx_strdup(const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static size_t ptr_hash(const void *p, size_t cap) {
+    uintptr_t x = (uintptr_t)p;
+    x ^= x >> 17;
+    x *= (uintptr_t)0x9E3779B97F4A7C15ull;
+    x ^= x >> 29;
+    return (size_t)x & (cap - 1);
+}
+
+lx_status nnx_ptrmap_put(nnx_ptrmap *m, const void *k, int v) {
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 64;
+        const void **nk = calloc(ncap, sizeof *nk);
+        int *nv = calloc(ncap, sizeof *nv);
+        if (!nk || !nv) {
+            free(nk);
+            free(nv);
+            return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory");
+        }
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->keys[i]) {
+                size_t j = ptr_hash(m->keys[i], ncap);
+                while (nk[j]) j = (j + 1) & (ncap - 1);
+                nk[j] = m->keys[i];
+                nv[j] = m->vals[i];
+            }
+        free(m->keys);
+        free(m->vals);
+        m->keys = nk;
+        m->vals = nv;
+        m->cap = ncap;
+    }
+    size_t j = ptr_hash(k, m->cap);
+    while (m->keys[j] && m->keys[j] != k) j = (j + 1) & (m->cap - 1);
+    if (!m->keys[j]) m->n++;
+    m->keys[j] = k;
+    m->vals[j] = v;
+    return LX_OK;
+}
+
+bool nnx_ptrmap_get(const nnx_ptrmap *m, const void *k, int *v) {
+    if (!m->cap || !k) return false;
+    size_t j = ptr_hash(k, m->cap);
+    while (m->keys[j]) {
+        if (m->keys[j] == k) {
+            if (v) *v = m->vals[j];
+            return true;
+        }
+        j = (j + 1) & (m->cap - 1);
+    }
+    return false;
+}
+
+void nnx_ptrmap_free(nnx_ptrmap *m) {
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
+lx_status nnx_path_push(nnx_path *p, const char *name, size_t *saved) {
+    *saved = p->len;
+    size_t add = strlen(name) + (p->len ? 1 : 0);
+    if (p->len + add + 1 > p->cap) {
+        size_t ncap = (p->len + add + 1) * 2 + 32;
+        char *nb = realloc(p->buf, ncap);
+        if (!nb) return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory");
+        p->buf = nb;
+        p->cap = ncap;
+    }
+    if (p->len) p->buf[p->len++] = '/';
+    memcpy(p->buf + p->len, name, strlen(name) + 1);
+    p->len += strlen(name);
+    return LX_OK;
+}
+
+/* ------------------------------------------------------------------ abstract mode */
+
+static _Thread_local int abstract_depth;
+
+bool nnx_abstract_mode(void) { return abstract_depth > 0; }
+void nnx_abstract_push(void) { abstract_depth++; }
+void nnx_abstract_pop(void) {
+    if (abstract_depth > 0) abstract_depth--;
+}
+
+/* ------------------------------------------------------------------ values */
+
+nnx_module *nnx_module_from_value(const lx_value *v) {
+    if (!v || v->kind != LX_V_PTR || !v->u.ptr.tag || !v->u.ptr.p) return NULL;
+    if (strcmp(v->u.ptr.tag, NNX_TAG_MODULE) != 0 && strcmp(v->u.ptr.tag, "nnx_rngs") != 0) return NULL;
+    return (nnx_module *)v->u.ptr.p;
+}
+
+nnx_list *nnx_list_from_value(const lx_value *v) {
+    if (!v || v->kind != LX_V_PTR || !v->u.ptr.tag || strcmp(v->u.ptr.tag, NNX_TAG_LIST) != 0)
+        return NULL;
+    return (nnx_list *)v->u.ptr.p;
+}
+
+bool nnx_is_container(const lx_value *v) {
+    return nnx_module_from_value(v) || nnx_list_from_value(v) || (v && v->kind == LX_V_TREE && v->u.tree);
+}
+
+const void *nnx_identity(const lx_value *v) {
+    if (!v) return NULL;
+    if (v->kind == LX_V_VARIABLE) return v->u.var;
+    if (v->kind == LX_V_TREE) return v->u.tree;
+    if (v->kind == LX_V_PTR) return nnx_module_from_value(v) || nnx_list_from_value(v) ? v->u.ptr.p : NULL;
+    return NULL;
+}
+
+/* Own a copy of a value as an attribute / list item: modules retained, everything else dup'ed. */
+static lx_status own_value(const lx_value *v, lx_value *out) {
+    nnx_module *m = nnx_module_from_value(v);
+    if (m) {
+        *out = nnx_module_v(nnx_module_retain(m));
+        return LX_OK;
+    }
+    if (v->kind == LX_V_PTR && nnx_list_from_value(v))
+        return lx_fail(LX_ERR_TYPE, "nnx: an nnx_list cannot be stored as a value");
+    return lx_value_dup(v, out);
+}
+
+static void free_owned(lx_value *v) {
+    nnx_module *m = nnx_module_from_value(v);
+    if (m) {
+        nnx_module_release(m);
+        *v = lx_none();
+        return;
+    }
+    lx_value_free(v);
+}
+
+/* ------------------------------------------------------------------ lists */
+
+lx_status nnx_list_append(nnx_list *l, lx_value item) {
+    if (!l) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_list_append: list is NULL");
+    if (nnx_list_from_value(&item) || item.kind == LX_V_TREE || (item.kind == LX_V_VARIABLE && !item.u.var))
+        return lx_fail(LX_ERR_TYPE, "nnx_list_append: items are Variables, modules or static values, got %s",
+                       lx_kind_name(item.kind));
+    lx_value *ni = realloc(l->items, (size_t)(l->n + 1) * sizeof *ni);
+    if (!ni) return lx_fail(LX_ERR_NO_MEMORY, "nnx_list_append: out of memory");
+    l->items = ni;
+    LX_TRY(own_value(&item, &l->items[l->n]));
+    l->n++;
+    return LX_OK;
+}
+
+void nnx_list_clear(nnx_list *l) {
+    if (!l) return;
+    for (int i = 0; i < l->n; i++) free_owned(&l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+/* ------------------------------------------------------------------ modules */
+
+const nnx_field *nnx_find_field(const nnx_type *t, const char *name, int *index) {
+    for (int i = 0; i < t->nfields; i++)
+        if (strcmp(t->fields[i].name, name) == 0) {
+            if (index) *index = i;
+            return &t->fields[i];
+        }
+    return NULL;
+}
+
+lx_status nnx_module_alloc(const nnx_type *type, nnx_module **out) {
+    *out = NULL;
+    if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx: module type is NULL");
+    if (type->size < sizeof(nnx_module))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx: type %s has size %zu, smaller than its header",
+                       type->name ? type->name : "?", type->size);
+    nnx_module *m = calloc(1, type->size);
+    if (!m) return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory building %s", type->name);
+    m->type = type;
+    m->refcount = 1;
+    *out = m;
+    return LX_OK;
+}
+
+nnx_module *nnx_module_retain(nnx_module *m) {
+    if (m) m->refcount++;
+    return m;
+}
+
+static void attrs_free(nnx_attrs *a) {
+    if (!a) return;
+    for (int i = 0; i < a->n; i++) {
+        free(a->names[i]);
+        free_owned(&a->values[i]);
+    }
+    free(a->names);
+    free(a->values);
+    free(a);
+}
+
+void nnx_module_release(nnx_module *m) {
+    if (!m || --m->refcount > 0) return;
+    const nnx_type *t = m->type;
+    if (t->destroy) t->destroy(m);
+    for (int i = 0; i < t->nfields; i++) {
+        void *p = nnx_field_ptr(m, &t->fields[i]);
+        switch (t->fields[i].kind) {
+        case NNX_FIELD_VARIABLE:
+            lx_variable_release(*(lx_variable **)p);
+            *(lx_variable **)p = NULL;
+            break;
+        case NNX_FIELD_CHILD:
+            nnx_module_release(*(nnx_module **)p);
+            *(nnx_module **)p = NULL;
+            break;
+        case NNX_FIELD_LIST: nnx_list_clear((nnx_list *)p); break;
+        }
+    }
+    if (t->config) lx_config_free(t->config, t->nconfig, nnx_config_ptr(m));
+    attrs_free(m->attrs);
+    free(m);
+}
+
+const void *nnx_config(const nnx_module *m) { return m ? nnx_config_ptr(m) : NULL; }
+
+static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs, nnx_module **out) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_module_new: out is NULL");
+    *out = NULL;
+    if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_module_new: type is NULL");
+    lx_call c = call ? *call : LX_NO_CALL;
+    char owner[160];
+    snprintf(owner, sizeof owner, "%s.__init__()", type->name ? type->name : "Module");
+
+    /* rngs=... may come in the call (the bridge forwards kwargs): take it out before binding. */
+    lx_kwarg *kw = NULL;
+    if (c.nkwargs > 0) {
+        kw = malloc((size_t)c.nkwargs * sizeof *kw);
+        if (!kw) return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory");
+        int n = 0;
+        for (int i = 0; i < c.nkwargs; i++) {
+            if (c.kwargs[i].name && strcmp(c.kwargs[i].name, "rngs") == 0) {
+                const lx_value *v = &c.kwargs[i].value;
+                if (v->kind == LX_V_NONE) continue;
+                nnx_module *r = nnx_module_from_value(v);
+                if (!r || r->type != &NNX_RNGS_TYPE) {
+                    free(kw);
+                    return lx_fail(LX_ERR_TYPE, "%s: argument 'rngs' must be an Rngs, got %s", owner,
+                                   lx_kind_name(v->kind));
+                }
+                if (rngs && (nnx_module *)rngs != r) {
+                    free(kw);
+                    return lx_fail(LX_ERR_TYPE, "%s got multiple values for argument 'rngs'", owner);
+                }
+                rngs = (nnx_rngs *)r;
+                continue;
+            }
+            kw[n++] = c.kwargs[i];
+        }
+        c.kwargs = kw;
+        c.nkwargs = n;
+    }
+
+    nnx_module *m;
+    lx_status s = nnx_module_alloc(type, &m);
+    if (s == LX_OK && type->config)
+        s = lx_config_bind(type->config, type->nconfig, &c, nnx_config_ptr(m), owner);
+    else if (s == LX_OK && !type->init && (c.nargs || c.nkwargs))
+        s = lx_fail(LX_ERR_TYPE, "%s takes no arguments", owner);
+    if (s == LX_OK && type->init) {
+        s = type->init(m, &c, rngs);
+        if (s != LX_OK && lx_last_status() == LX_OK)
+            s = lx_fail(s, "%s failed", owner);
+    }
+    free(kw);
+    if (s != LX_OK) {
+        nnx_module_release(m);
+        return s;
+    }
+    *out = m;
+    return LX_OK;
+}
+
+lx_status nnx_module_new(const nnx_type *type, const lx_call *call, nnx_rngs *rngs, nnx_module **out) {
+    size_t mark = lx_pool_open();
+    lx_status s = build(type, call, rngs, out);
+    lx_pool_close(mark);
+    return s;
+}
+
+lx_status nnx_eval_shape(const nnx_type *type, const lx_call *call, nnx_rngs *rngs, nnx_module **out) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_eval_shape: out is NULL");
+    *out = NULL;
+    /* Flax traces the constructor: the caller's Rngs comes out unchanged. Build with a copy. */
+    nnx_module *copy = NULL;
+    if (rngs) LX_TRY(nnx_clone(nnx_rngs_module(rngs), &copy));
+    nnx_abstract_push();
+    lx_status s = nnx_module_new(type, call, (nnx_rngs *)copy, out);
+    nnx_abstract_pop();
+    nnx_module_release(copy);
+    return s;
+}
+
+/* ------------------------------------------------------------------ attributes */
+
+int nnx_attrs_find(const nnx_module *m, const char *name) {
+    if (!m->attrs) return -1;
+    for (int i = 0; i < m->attrs->n; i++)
+        if (strcmp(m->attrs->names[i], name) == 0) return i;
+    return -1;
+}
+
+lx_status nnx_attrs_put(nnx_module *m, const char *name, const lx_value *value) {
+    lx_value owned;
+    LX_TRY(own_value(value, &owned));
+    int i = nnx_attrs_find(m, name);
+    if (i >= 0) {
+        free_owned(&m->attrs->values[i]);
+        m->attrs->values[i] = owned;
+        return LX_OK;
+    }
+    if (!m->attrs) {
+        m->attrs = calloc(1, sizeof *m->attrs);
+        if (!m->attrs) goto oom;
+    }
+    nnx_attrs *a = m->attrs;
+    if (a->n == a->cap) {
+        int ncap = a->cap ? a->cap * 2 : 8;
+        char **nn = realloc(a->names, (size_t)ncap * sizeof *nn);
+        if (!nn) goto oom;
+        a->names = nn;
+        lx_value *nv = realloc(a->values, (size_t)ncap * sizeof *nv);
+        if (!nv) goto oom;
+        a->values = nv;
+        a->cap = ncap;
+    }
+    a->names[a->n] = nnx_strdup(name);
+    if (!a->names[a->n]) goto oom;
+    a->values[a->n] = owned;
+    a->n++;
+    return LX_OK;
+oom:
+    free_owned(&owned);
+    return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory setting attribute '%s'", name);
+}
+
+static lx_status attr_error(const nnx_module *m, const char *name) {
+    return lx_fail(LX_ERR_NOT_FOUND, "'%s' object has no attribute '%s'", m->type->name, name);
+}
+
+lx_status nnx_getattr(const nnx_module *m, const char *name, lx_value *out) {
+    if (!m || !name || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_getattr: NULL argument");
+    const nnx_field *f = nnx_find_field(m->type, name, NULL);
+    if (f) {
+        void *p = nnx_field_ptr(m, f);
+        switch (f->kind) {
+        case NNX_FIELD_VARIABLE: {
+            lx_variable *v = *(lx_variable **)p;
+            *out = v ? lx_var_v(v) : lx_none();
+            return LX_OK;
+        }
+        case NNX_FIELD_CHILD: {
+            nnx_module *c = *(nnx_module **)p;
+            *out = c ? nnx_module_v(c) : lx_none();
+            return LX_OK;
+        }
+        case NNX_FIELD_LIST: *out = nnx_list_v((nnx_list *)p); return LX_OK;
+        }
+    }
+    int i = nnx_attrs_find(m, name);
+    if (i >= 0) {
+        *out = m->attrs->values[i];
+        return LX_OK;
+    }
+    if (m->type->config && lx_config_find(m->type->config, m->type->nconfig, name))
+        return lx_config_get(m->type->config, m->type->nconfig, nnx_config_ptr(m), name, out);
+    return attr_error(m, name);
+}
+
+/* A value a module attribute may hold: Variables, trees whose leaves are Variables or static
+ * scalars, modules, and static values. */
+static lx_status check_attr_value(const char *name, const lx_value *v) {
+    switch (v->kind) {
+    case LX_V_PTR:
+        if (nnx_module_from_value(v)) return LX_OK;
+        return lx_fail(LX_ERR_TYPE, "setattr '%s': a pointer tagged '%s' is not a module", name,
+                       v->u.ptr.tag ? v->u.ptr.tag : "(none)");
+    case LX_V_TREE:
+        if (!v->u.tree) return lx_fail(LX_ERR_INVALID_ARGUMENT, "setattr '%s': tree is NULL", name);
+        return LX_OK;
+    case LX_V_VARIABLE:
+        if (!v->u.var) return lx_fail(LX_ERR_INVALID_ARGUMENT, "setattr '%s': Variable is NULL", name);
+        return LX_OK;
+    case LX_V_BOX:
+        return lx_fail(LX_ERR_TYPE,
+                       "setattr '%s': a metadata box is a Linen value; convert it to a Variable", name);
+    default: return LX_OK;
+    }
+}
+
+lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value) {
+    if (!m || !name || !value) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_setattr: NULL argument");
+    if (!*name || strchr(name, '/'))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_setattr: invalid attribute name '%s'", name);
+    LX_TRY(check_attr_value(name, value));
+    int fi;
+    const nnx_field *f = nnx_find_field(m->type, name, &fi);
+    if (f) {
+        void *p = nnx_field_ptr(m, f);
+        switch (f->kind) {
+        case NNX_FIELD_VARIABLE:
+            if (value->kind != LX_V_VARIABLE && value->kind != LX_V_NONE)
+                return lx_fail(LX_ERR_TYPE, "%s.%s holds a Variable or None, got %s", m->type->name,
+                               name, lx_kind_name(value->kind));
+            {
+                lx_variable *nv = value->kind == LX_V_VARIABLE ? lx_variable_retain(value->u.var) : NULL;
+                lx_variable_release(*(lx_variable **)p);
+                *(lx_variable **)p = nv;
+            }
+            return LX_OK;
+        case NNX_FIELD_CHILD: {
+            nnx_module *c = nnx_module_from_value(value);
+            if (!c && value->kind != LX_V_NONE)
+                return lx_fail(LX_ERR_TYPE, "%s.%s holds a module or None, got %s", m->type->name,
+                               name, lx_kind_name(value->kind));
+            if (c == m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s.%s: a module cannot contain itself",
+                                       m->type->name, name);
+            nnx_module_retain(c);
+            nnx_module_release(*(nnx_module **)p);
+            *(nnx_module **)p = c;
+            return LX_OK;
+        }
+        case NNX_FIELD_LIST:
+            return lx_fail(LX_ERR_TYPE, "%s.%s is a list; change it with nnx_list_append",
+                           m->type->name, name);
+        }
+    }
+    if (m->type->config && lx_config_find(m->type->config, m->type->nconfig, name)) {
+        lx_kwarg kw = {name, *value};
+        lx_call c = {0, NULL, 1, &kw};
+        char owner[160];
+        snprintf(owner, sizeof owner, "setattr %s.%s", m->type->name, name);
+        return lx_config_override(m->type->config, m->type->nconfig, &c, nnx_config_ptr(m), owner);
+    }
+    if (nnx_module_from_value(value) == m)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s.%s: a module cannot contain itself", m->type->name, name);
+    return nnx_attrs_put(m, name, value);
+}
+
+lx_status nnx_delattr(nnx_module *m, const char *name) {
+    if (!m || !name) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_delattr: NULL argument");
+    int i = nnx_attrs_find(m, name);
+    if (i < 0) {
+        if (nnx_find_field(m->type, name, NULL) ||
+            (m->type->config && lx_config_find(m->type->config, m->type->nconfig, name)))
+            return lx_fail(LX_ERR_TYPE, "cannot delete attribute '%s' of '%s': it is declared by the type",
+                           name, m->type->name);
+        return attr_error(m, name);
+    }
+    nnx_attrs *a = m->attrs;
+    free(a->names[i]);
+    free_owned(&a->values[i]);
+    memmove(&a->names[i], &a->names[i + 1], (size_t)(a->n - i - 1) * sizeof *a->names);
+    memmove(&a->values[i], &a->values[i + 1], (size_t)(a->n - i - 1) * sizeof *a->values);
+    a->n--;
+    return LX_OK;
+}
+
+int nnx_attr_count(const nnx_module *m) { return m && m->attrs ? m->attrs->n : 0; }
+
+const char *nnx_attr_name(const nnx_module *m, int i) {
+    if (!m || !m->attrs || i < 0 || i >= m->attrs->n) return NULL;
+    return m->attrs->names[i];
+}
+
+/* ------------------------------------------------------------------ methods */
+
+const nnx_method *nnx_find_method(const nnx_type *type, const char *name) {
+    if (!type) return NULL;
+    if (!name) name = "__call__";
+    for (int i = 0; i < type->nmethods; i++)
+        if (strcmp(type->methods[i].name, name) == 0) return &type->methods[i];
+    return NULL;
+}
+
+lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
+    if (!m || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call: NULL argument");
+    *out = lx_none();
+    const char *name = method ? method : "__call__";
+    lx_call none = LX_NO_CALL;
+    if (!call) call = &none;
+    const nnx_method *f = nnx_find_method(m->type, name);
+    if (f) return f->fn(m, call, out);
+    if (m->type->dispatch) {
+        lx_clear_error();
+        lx_status s = m->type->dispatch(m, name, call, out);
+        if (s != LX_ERR_NOT_FOUND || lx_last_status() != LX_OK) return s;
+    }
+    return lx_fail(LX_ERR_NOT_FOUND, "'%s' object has no attribute '%s'", m->type->name, name);
+}
+
+lx_array *nnx_call_array(nnx_module *m, lx_array *x) {
+    if (!x || !m) {
+        if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_array: module is NULL");
+        return NULL;
+    }
+    lx_value out;
+    lx_call c = LX_ARGS(x);
+    if (nnx_call(m, NULL, &c, &out) != LX_OK) return NULL;
+    if (out.kind != LX_V_ARRAY) {
+        lx_value_free(&out);
+        lx_fail(LX_ERR_TYPE, "%s.__call__ returned %s, not an array", m->type->name, lx_kind_name(out.kind));
+        return NULL;
+    }
+    /* The method handed us an owned reference; give it to the pool like any op result. */
+    lx_array *a = lx_autorelease(lx_retain(out.u.array));
+    lx_value_free(&out);
+    return a;
+}
+
+/* ------------------------------------------------------------------ parameters */
+
+lx_status nnx_param_new(const lx_vartype *type, const lx_initializer *init, lx_key key,
+                        lx_dtype dtype, int ndim, const int64_t *shape, const lx_value *metadata,
+                        lx_variable **out) {
+    if (!out || !type || !init) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_param_new: NULL argument");
+    *out = NULL;
+    const lx_tree *md = NULL;
+    if (metadata && metadata->kind == LX_V_TREE) md = metadata->u.tree;
+    else if (metadata && metadata->kind != LX_V_NONE)
+        return lx_fail(LX_ERR_TYPE, "parameter metadata must be a mapping (tree) or None, got %s",
+                       lx_kind_name(metadata->kind));
+    lx_array *value;
+    bool owned = false;
+    if (nnx_abstract_mode()) {
+        value = lx_array_abstract(dtype, ndim, shape);
+        owned = true;
+    } else {
+        value = lx_init_apply(init, key, dtype, ndim, shape);
+    }
+    if (!value) return lx_last_status() != LX_OK ? lx_last_status() : LX_ERR_INTERNAL;
+    lx_status s = lx_variable_new_md(type, value, md, out);
+    if (owned) lx_release(value);
+    return s;
+}
+
+lx_status nnx_sharding_metadata(int nnames, const char *const *names, const char *mesh, lx_tree **out) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_sharding_metadata: out is NULL");
+    *out = lx_tree_new();
+    if (!*out) return lx_last_status();
+    lx_status s = lx_tree_set(*out, "out_sharding", lx_strs_v(nnames, names));
+    if (s == LX_OK) s = lx_tree_set(*out, "mesh", mesh ? lx_str_v(mesh) : lx_none());
+    if (s != LX_OK) {
+        lx_tree_release(*out);
+        *out = NULL;
+    }
+    return s;
+}
