@@ -1,0 +1,36 @@
+/* tools/params.h - the `linnx params` families: one entry per spec prefix.
+ *
+ * A family builds the module a spec describes, initialises it and hands back the variables as a
+ * tree of collections (Linen) or of state (NNX); cmd_params prints every leaf. Adding a family
+ * (nnx., bridge.): write `int params_<family>(const spec_node *spec, const params_request *req,
+ * lx_tree **vars)` in tools/params_<family>.c and add one line to PARAMS_FAMILIES in
+ * tools/cmd_params.c.
+ */
+#ifndef LINNX_TOOLS_PARAMS_H
+#define LINNX_TOOLS_PARAMS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "linnx/linnx.h"
+#include "spec.h"
+
+typedef struct params_request {
+    lx_key key;          /* --seed / --key */
+    bool has_shape;      /* --input-shape given */
+    int ndim;
+    int64_t shape[LX_MAX_DIMS];
+} params_request;
+
+/* 0 with *vars (the caller releases it), or an exit status after printing one `linnx: ...` line
+ * (2 for bad specs and arguments). */
+typedef int (*params_family_fn)(spec_node *spec, const params_request *req, lx_tree **vars);
+
+typedef struct params_family {
+    const char *prefix; /* "linen." */
+    params_family_fn init;
+} params_family;
+
+int params_linen(spec_node *spec, const params_request *req, lx_tree **vars);
+
+#endif

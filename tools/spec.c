@@ -1,0 +1,393 @@
+/* A recursive-descent parser for Flax-like constructor strings (tools/spec.h). */
+#include "spec.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct parser {
+    const char *text, *p;
+    char *err;
+    size_t errcap;
+    bool failed;
+} parser;
+
+static void fail(parser *ps, const char *fmt, ...) {
+    if (ps->failed) return;
+    ps->failed = true;
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(ps->err, ps->errcap, "%s at column %d", msg, (int)(ps->p - ps->text) + 1);
+}
+
+static void skip(parser *ps) {
+    while (isspace((unsigned char)*ps->p)) ps->p++;
+}
+
+static spec_node *node(parser *ps, spec_kind k) {
+    spec_node *n = calloc(1, sizeof *n);
+    if (!n) fail(ps, "out of memory");
+    else n->kind = k;
+    return n;
+}
+
+static char *dup_range(const char *a, const char *b) {
+    char *s = malloc((size_t)(b - a) + 1);
+    if (s) {
+        memcpy(s, a, (size_t)(b - a));
+        s[b - a] = 0;
+    }
+    return s;
+}
+
+static spec_node *value(parser *ps, int depth);
+
+static bool push_item(parser *ps, spec_node *t, spec_node *item) {
+    spec_node **p = realloc(t->items, sizeof *p * (size_t)(t->n + 1));
+    if (!p) {
+        fail(ps, "out of memory");
+        spec_free(item);
+        return false;
+    }
+    t->items = p;
+    t->items[t->n++] = item;
+    return true;
+}
+
+/* '(' already consumed for tuples; `close` is ')' or ']' */
+static spec_node *tuple(parser *ps, char close, bool paren, int depth) {
+    spec_node *t = node(ps, SPEC_TUPLE);
+    if (!t) return NULL;
+    bool comma = false;
+    skip(ps);
+    while (!ps->failed && *ps->p != close) {
+        spec_node *item = value(ps, depth + 1);
+        if (!item || !push_item(ps, t, item)) break;
+        skip(ps);
+        if (*ps->p == ',') {
+            ps->p++;
+            comma = true;
+            skip(ps);
+        } else if (*ps->p != close) {
+            fail(ps, "expected ',' or '%c'", close);
+        }
+    }
+    if (!ps->failed && *ps->p == close) ps->p++;
+    else fail(ps, "expected '%c'", close);
+    if (ps->failed) {
+        spec_free(t);
+        return NULL;
+    }
+    if (paren && t->n == 1 && !comma) { /* (x) is x */
+        spec_node *one = t->items[0];
+        t->n = 0;
+        spec_free(t);
+        return one;
+    }
+    return t;
+}
+
+static spec_node *call_args(parser *ps, spec_node *c, int depth) {
+    skip(ps);
+    bool kw_seen = false;
+    while (!ps->failed && *ps->p != ')') {
+        const char *start = ps->p;
+        char *kname = NULL;
+        if (isalpha((unsigned char)*ps->p) || *ps->p == '_') {
+            const char *q = ps->p;
+            while (isalnum((unsigned char)*q) || *q == '_') q++;
+            const char *r = q;
+            while (isspace((unsigned char)*r)) r++;
+            if (*r == '=' && r[1] != '=') {
+                kname = dup_range(start, q);
+                ps->p = r + 1;
+            }
+        }
+        if (!kname && kw_seen) {
+            fail(ps, "positional argument follows keyword argument");
+            break;
+        }
+        kw_seen = kw_seen || kname;
+        spec_node *v = value(ps, depth + 1);
+        if (!v) {
+            free(kname);
+            break;
+        }
+        spec_arg *a = realloc(c->args, sizeof *a * (size_t)(c->nargs + 1));
+        if (!a) {
+            free(kname);
+            spec_free(v);
+            fail(ps, "out of memory");
+            break;
+        }
+        c->args = a;
+        c->args[c->nargs].name = kname;
+        c->args[c->nargs].value = v;
+        c->nargs++;
+        skip(ps);
+        if (*ps->p == ',') {
+            ps->p++;
+            skip(ps);
+        } else if (*ps->p != ')') {
+            fail(ps, "expected ',' or ')'");
+        }
+    }
+    if (!ps->failed) ps->p++;
+    if (ps->failed) {
+        spec_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static spec_node *value(parser *ps, int depth) {
+    skip(ps);
+    if (depth > 64) {
+        fail(ps, "nested too deeply");
+        return NULL;
+    }
+    const char *p = ps->p;
+    if (*p == '(' || *p == '[') {
+        ps->p++;
+        return tuple(ps, *p == '(' ? ')' : ']', *p == '(', depth);
+    }
+    if (*p == '\'' || *p == '"') {
+        char q = *p++;
+        char *buf = malloc(strlen(p) + 1);
+        size_t n = 0;
+        if (!buf) {
+            fail(ps, "out of memory");
+            return NULL;
+        }
+        while (*p && *p != q) {
+            if (*p == '\\' && p[1]) p++;
+            buf[n++] = *p++;
+        }
+        buf[n] = 0;
+        if (*p != q) {
+            free(buf);
+            ps->p = p;
+            fail(ps, "unterminated string");
+            return NULL;
+        }
+        ps->p = p + 1;
+        spec_node *s = node(ps, SPEC_STR);
+        if (!s) {
+            free(buf);
+            return NULL;
+        }
+        s->s = buf;
+        return s;
+    }
+    if (isdigit((unsigned char)*p) || ((*p == '-' || *p == '+' || *p == '.') && (isdigit((unsigned char)p[1]) || p[1] == '.'))) {
+        const char *q = p;
+        if (*q == '-' || *q == '+') q++;
+        bool isf = false;
+        while (isdigit((unsigned char)*q) || *q == '.' || *q == 'e' || *q == 'E' ||
+               ((*q == '-' || *q == '+') && (q[-1] == 'e' || q[-1] == 'E'))) {
+            if (*q == '.' || *q == 'e' || *q == 'E') isf = true;
+            q++;
+        }
+        char *tok = dup_range(p, q), *end = NULL;
+        spec_node *n = node(ps, isf ? SPEC_FLOAT : SPEC_INT);
+        if (!tok || !n) {
+            free(tok);
+            free(n);
+            fail(ps, "out of memory");
+            return NULL;
+        }
+        errno = 0;
+        if (isf) n->f = strtod(tok, &end);
+        else n->i = strtoll(tok, &end, 10);
+        bool bad = !end || *end || errno;
+        free(tok);
+        if (bad) {
+            free(n);
+            fail(ps, "bad number");
+            return NULL;
+        }
+        ps->p = q;
+        return n;
+    }
+    if (isalpha((unsigned char)*p) || *p == '_') {
+        const char *q = p;
+        while (isalnum((unsigned char)*q) || *q == '_' || (*q == '.' && (isalpha((unsigned char)q[1]) || q[1] == '_'))) q++;
+        size_t len = (size_t)(q - p);
+        ps->p = q;
+        if ((len == 4 && !strncmp(p, "True", 4)) || (len == 5 && !strncmp(p, "False", 5))) {
+            spec_node *b = node(ps, SPEC_BOOL);
+            if (b) b->b = len == 4;
+            return b;
+        }
+        if (len == 4 && !strncmp(p, "None", 4)) return node(ps, SPEC_NONE);
+        spec_node *n = node(ps, SPEC_NAME);
+        if (!n) return NULL;
+        n->s = dup_range(p, q);
+        if (!n->s) {
+            free(n);
+            fail(ps, "out of memory");
+            return NULL;
+        }
+        skip(ps);
+        if (*ps->p == '(') {
+            ps->p++;
+            n->kind = SPEC_CALL;
+            return call_args(ps, n, depth);
+        }
+        return n;
+    }
+    fail(ps, *p ? "unexpected '%c'" : "unexpected end of input", *p);
+    return NULL;
+}
+
+int spec_parse(const char *text, spec_node **out, char *err, size_t errcap) {
+    parser ps = {text, text, err, errcap, false};
+    *out = NULL;
+    if (errcap) err[0] = 0;
+    spec_node *n = value(&ps, 0);
+    if (n) {
+        skip(&ps);
+        if (*ps.p) fail(&ps, "unexpected '%c' after the spec", *ps.p);
+    }
+    if (ps.failed) {
+        spec_free(n);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+void spec_free(spec_node *n) {
+    if (!n) return;
+    free(n->s);
+    for (int i = 0; i < n->n; i++) spec_free(n->items[i]);
+    free(n->items);
+    for (int i = 0; i < n->nargs; i++) {
+        free(n->args[i].name);
+        spec_free(n->args[i].value);
+    }
+    free(n->args);
+    free(n->flat);
+    free(n->strs);
+    free(n);
+}
+
+const char *spec_suffix(const spec_node *n, const char *prefix) {
+    if (!n || (n->kind != SPEC_NAME && n->kind != SPEC_CALL) || !n->s) return NULL;
+    size_t k = strlen(prefix);
+    return strncmp(n->s, prefix, k) == 0 ? n->s + k : NULL;
+}
+
+static int count_ints(const spec_node *n) {
+    if (n->kind == SPEC_INT) return 1;
+    if (n->kind != SPEC_TUPLE) return -1;
+    int c = 0;
+    for (int i = 0; i < n->n; i++) {
+        int k = count_ints(n->items[i]);
+        if (k < 0) return -1;
+        c += k;
+    }
+    return c;
+}
+
+static void fill_ints(const spec_node *n, int64_t *out, int *k) {
+    if (n->kind == SPEC_INT) {
+        out[(*k)++] = n->i;
+        return;
+    }
+    for (int i = 0; i < n->n; i++) fill_ints(n->items[i], out, k);
+}
+
+int spec_to_value(spec_node *n, lx_value *out, char *err, size_t errcap) {
+    char buf[160];
+    switch (n->kind) {
+    case SPEC_NONE: *out = lx_none(); return 0;
+    case SPEC_BOOL: *out = lx_bool_v(n->b); return 0;
+    case SPEC_INT: *out = lx_int_v(n->i); return 0;
+    case SPEC_FLOAT: *out = lx_float_v(n->f); return 0;
+    case SPEC_STR: *out = lx_str_v(n->s); return 0;
+    case SPEC_NAME: {
+        static const char *const dt[] = {"jnp.", "np.", "jax.numpy.", "numpy."};
+        for (size_t i = 0; i < sizeof dt / sizeof dt[0]; i++)
+            if (!strncmp(n->s, dt[i], strlen(dt[i]))) {
+                *out = lx_str_v(n->s + strlen(dt[i]));
+                return 0;
+            }
+        break;
+    }
+    case SPEC_TUPLE: {
+        int k = count_ints(n);
+        if (k >= 0) {
+            free(n->flat);
+            n->flat = malloc(sizeof *n->flat * (size_t)(k ? k : 1));
+            if (!n->flat) break;
+            int j = 0;
+            fill_ints(n, n->flat, &j);
+            *out = lx_ints_v(k, n->flat);
+            return 0;
+        }
+        bool strs = true;
+        for (int i = 0; i < n->n; i++) strs = strs && (n->items[i]->kind == SPEC_STR || n->items[i]->kind == SPEC_NONE);
+        if (strs) {
+            free(n->strs);
+            n->strs = malloc(sizeof *n->strs * (size_t)(n->n ? n->n : 1));
+            if (!n->strs) break;
+            for (int i = 0; i < n->n; i++) n->strs[i] = n->items[i]->kind == SPEC_STR ? n->items[i]->s : NULL;
+            *out = lx_strs_v(n->n, n->strs);
+            return 0;
+        }
+        break;
+    }
+    case SPEC_CALL: break;
+    }
+    snprintf(err, errcap, "unsupported value %s", spec_str(n, buf, sizeof buf));
+    return -1;
+}
+
+static size_t put(char *buf, size_t cap, size_t off, const char *fmt, ...) {
+    if (off >= cap) return off;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf + off, cap - off, fmt, ap);
+    va_end(ap);
+    return k < 0 ? off : off + (size_t)k;
+}
+
+static size_t render(const spec_node *n, char *buf, size_t cap, size_t off) {
+    switch (n->kind) {
+    case SPEC_NONE: return put(buf, cap, off, "None");
+    case SPEC_BOOL: return put(buf, cap, off, n->b ? "True" : "False");
+    case SPEC_INT: return put(buf, cap, off, "%lld", (long long)n->i);
+    case SPEC_FLOAT: return put(buf, cap, off, "%g", n->f);
+    case SPEC_STR: return put(buf, cap, off, "'%s'", n->s);
+    case SPEC_NAME: return put(buf, cap, off, "%s", n->s);
+    case SPEC_TUPLE:
+        off = put(buf, cap, off, "(");
+        for (int i = 0; i < n->n; i++) {
+            off = render(n->items[i], buf, cap, off);
+            if (i + 1 < n->n || n->n == 1) off = put(buf, cap, off, n->n == 1 ? "," : ", ");
+        }
+        return put(buf, cap, off, ")");
+    case SPEC_CALL:
+        off = put(buf, cap, off, "%s(", n->s);
+        for (int i = 0; i < n->nargs; i++) {
+            if (n->args[i].name) off = put(buf, cap, off, "%s=", n->args[i].name);
+            off = render(n->args[i].value, buf, cap, off);
+            if (i + 1 < n->nargs) off = put(buf, cap, off, ", ");
+        }
+        return put(buf, cap, off, ")");
+    }
+    return off;
+}
+
+const char *spec_str(const spec_node *n, char *buf, size_t cap) {
+    if (cap) buf[0] = 0;
+    if (n) render(n, buf, cap, 0);
+    return buf;
+}
