@@ -1,6 +1,7 @@
 /* flax.nnx Dropout, MultiHeadAttention and Sequential (stochastic.py, attention.py, helpers). */
 #include <stdio.h>
 
+#include "linnx/dropout.h"
 #include "linnx/linalg.h"
 #include "linnx/nn.h"
 #include "linnx/nnx_layers.h"
@@ -25,22 +26,6 @@ static lx_status dropout_init(nnx_module *self, const lx_call *call, nnx_rngs *r
     return LX_OK;
 }
 
-/* A bernoulli(keep_prob) mask of `shape` with the dims in `bcast` set to 1. */
-static lx_array *keep_mask(lx_key key, double rate, int ndim, const int64_t *shape, const lx_ints *bcast) {
-    int64_t ms[LX_MAX_DIMS];
-    for (int i = 0; i < ndim; i++) ms[i] = shape[i];
-    for (int i = 0; i < bcast->n; i++) {
-        int64_t d = bcast->v[i] < 0 ? bcast->v[i] + ndim : bcast->v[i];
-        if (d < 0 || d >= ndim) {
-            lx_fail(LX_ERR_INVALID_ARGUMENT, "Dropout: broadcast_dims entry %lld is out of range for rank %d",
-                    (long long)bcast->v[i], ndim);
-            return NULL;
-        }
-        ms[d] = 1;
-    }
-    return lx_random_bernoulli(key, (float)(1.0 - rate), ndim, ms);
-}
-
 lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nnx_rngs *rngs) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Dropout: module is NULL");
@@ -48,8 +33,8 @@ lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nn
     }
     bool det = deterministic < 0 ? m->cfg.deterministic : deterministic != 0;
     if (m->cfg.rate == 0.0 || det) return x;
-    if (m->cfg.rate == 1.0) /* jnp.zeros_like(inputs) */
-        return lx_dropout_apply(x, lx_autorelease(lx_array_new(LX_BOOL, 0, NULL)), 1.0f);
+    /* rate 1 zeroes without consuming a key (Flax returns zeros_like before drawing). */
+    if (m->cfg.rate == 1.0) return lx_dropout(x, 1.0, (lx_key){{0, 0}}, 0, NULL, false);
     lx_key key;
     lx_status s;
     if (rngs) s = nnx_rngs_draw(rngs, m->cfg.rng_collection, &key);
@@ -58,10 +43,8 @@ lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nn
         s = lx_fail(LX_ERR_RNG, "`deterministic` is False, but no `rngs` argument was provided to Dropout as "
                                 "either a __call__ argument or class attribute.");
     if (s != LX_OK) return NULL;
-    if (lx_is_abstract(x))
-        return lx_dropout_apply(x, lx_autorelease(lx_array_abstract(LX_BOOL, 0, NULL)), (float)m->cfg.rate);
-    return lx_dropout_apply(x, keep_mask(key, m->cfg.rate, x->ndim, x->shape, &m->cfg.broadcast_dims),
-                            (float)m->cfg.rate);
+    /* The same op as linen.Dropout: keep_prob = 1 - rate in double, bernoulli mask, x / keep_prob. */
+    return lx_dropout(x, m->cfg.rate, key, m->cfg.broadcast_dims.n, m->cfg.broadcast_dims.v, false);
 }
 
 static lx_status opt_bool(const lx_call *c, int pos, const char *name, int *out) {
