@@ -87,6 +87,46 @@ static void test_mha_paths(void) {
     nnx_rngs_release(rngs);
 }
 
+/* A Linen MLP whose blocks are compact children: Dense_0, Dense_1 under a named parent. */
+static lx_array *mlp_fn(linen_scope *s, lx_array *x) {
+    x = lx_relu(linen_dense(s, NULL, 8, x));
+    return linen_dense(s, NULL, 2, x);
+}
+static const linen_method MLP_METHODS[] = {LINEN_ARRAY_METHOD("__call__", mlp_fn)};
+static const linen_type MLP = {.name = "MLP", .methods = MLP_METHODS, .nmethods = 1};
+
+static lx_array *outer_fn(linen_scope *s, lx_array *x) {
+    linen_module *mlp = NULL;
+    if (linen_module_new(&MLP, NULL, &mlp) != LX_OK) return NULL;
+    lx_array *y = linen_call_array(s, mlp, "mlp", x);
+    linen_module_release(mlp);
+    return y;
+}
+static const linen_method OUTER_METHODS[] = {LINEN_ARRAY_METHOD("__call__", outer_fn)};
+static const linen_type OUTER = {.name = "Outer", .methods = OUTER_METHODS, .nmethods = 1};
+
+static void test_linen_paths(void) {
+    linen_module *m = NULL;
+    CHECK_EQ_INT(linen_module_new(&OUTER, NULL, &m), LX_OK);
+    int64_t shape[] = {2, 4};
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, shape, 1.0f));
+    lx_tree *vars = NULL;
+    lx_call c = LX_ARGS(x);
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &vars), LX_OK);
+    log_t log = {0};
+    int h = 0;
+    lx_interceptor_add(log_op, &log, &h);
+    lx_value out;
+    CHECK_EQ_INT(linen_apply(m, vars, &c, LINEN_NO_RNGS, NULL, &out, NULL), LX_OK);
+    lx_interceptor_remove(h);
+    CHECK_EQ_INT(log.n, 2);
+    CHECK_STR(log.lines[0], "mlp/Dense_0 dot_general aP");
+    CHECK_STR(log.lines[1], "mlp/Dense_1 dot_general aP");
+    lx_value_free(&out);
+    lx_tree_release(vars);
+    linen_module_release(m);
+}
+
 static void test_frames(void) {
     CHECK_FAILS(lx_interceptor_add(NULL, NULL, NULL), LX_ERR_INVALID_ARGUMENT, "interceptor is NULL");
     lx_frame_push(LX_FRAME_LINEN, "decoder", NULL, NULL);
@@ -106,6 +146,7 @@ static void test_frames(void) {
 int main(void) {
     RUN(test_nnx_paths);
     RUN(test_mha_paths);
+    RUN(test_linen_paths);
     RUN(test_frames);
     return lx_test_finish();
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "linen_internal.h"
+#include "linnx/intercept.h"
 #include "linnx/box.h"
 
 static char *dupstr(const char *s) {
@@ -519,6 +520,21 @@ static lx_status run_setup(linen_scope *s) {
     return LX_OK;
 }
 
+/* Is `a` one of the params directly in this scope (for op interceptors' operand roles)? */
+static bool scope_holds_param(const void *obj, const lx_array *a) {
+    const linen_scope *s = obj;
+    char *p = var_path(s, "params", NULL);
+    if (!p) return false;
+    const lx_value *own = lx_tree_find(s->frame->vars, p);
+    free(p);
+    if (!own || own->kind != LX_V_TREE) return false;
+    for (size_t i = 0; i < lx_tree_len(own->u.tree); i++) {
+        const lx_value *leaf = lx_tree_at(own->u.tree, i);
+        if (leaf->kind != LX_V_TREE && leaf_array(leaf) == a) return true;
+    }
+    return false;
+}
+
 lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn,
                           const lx_call *call, lx_value *out) {
     const linen_type *t = s->module->type;
@@ -547,9 +563,12 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen: modules nested deeper than %d", LINEN_STACK_MAX);
     lx_call none = LX_NO_CALL;
     if (!call) call = &none;
+    *out = lx_none();
+    /* Module frames for op interceptors: a scope adds its name to the path. */
+    bool framed = lx_intercepting();
+    if (framed) LX_TRY(lx_frame_push(LX_FRAME_LINEN, s->name ? s->name : "", s, scope_holds_param));
     stack_[nstack_++] = s;
     s->method_depth++;
-    *out = lx_none();
     lx_status st = run_setup(s);
     if (st == LX_OK) {
         if (fn) {
@@ -583,6 +602,7 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
     if (st != LX_OK) lx_value_free(out);
     if (--s->method_depth == 0) rewind_scope(s);
     nstack_--;
+    if (framed) lx_frame_pop();
     return st;
 }
 
