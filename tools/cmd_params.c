@@ -12,23 +12,32 @@
 /* The spec families by prefix; nnx. and bridge. entries go here. */
 static const params_family PARAMS_FAMILIES[] = {
     {"linen.", params_linen},
+    {"nnx.", params_nnx},
 };
 
 static const char PARAMS_USAGE[] =
     "usage: linnx params SPEC (--seed S | --key K0,K1) [--x64] [--legacy] [--input-shape D0,D1,...]\n"
     "  SPEC: a Flax-like constructor, e.g. 'linen.Dense(8)', 'linen.Conv(16, (3, 3))',\n"
-    "        'linen.Sequential(linen.Dense(8), linen.relu, linen.Dense(2))'\n"
+    "        'linen.Sequential(linen.Dense(8), linen.relu, linen.Dense(2))', 'nnx.Linear(4, 8)',\n"
+    "        'nnx.Conv(3, 16, (3, 3))', 'nnx.BatchNorm(8)', 'nnx.Dropout(0.5)'\n"
     "  Prints every variable init creates: collection/path dtype[shape]: values (row-major, %.9g).\n"
-    "  Linen modules need --input-shape (the shape of the example input init runs on).\n";
+    "  Linen modules need --input-shape (the shape of the example input init runs on); NNX modules\n"
+    "  are built with nnx.Rngs(seed) and print their whole state: path Type dtype[shape]: values,\n"
+    "  RNG state marked [rng].\n";
 
-static void print_leaf(const char *path, const lx_array *a) {
+/* `path [Type ]dtype[shape]: values[ [rng]]`: NNX leaves show their Variable type, and RNG
+ * state (stream keys and counts) is marked. */
+static void print_leaf(const char *path, const lx_variable *var, const lx_array *a) {
     char sig[128];
-    printf("%s %s:", path, lx_array_sig(a, sig, sizeof sig));
+    printf("%s ", path);
+    if (var) printf("%s ", lx_variable_type(var)->name);
+    printf("%s:", lx_array_sig(a, sig, sizeof sig));
     if (!lx_is_abstract(a))
         for (int64_t i = 0; i < a->size; i++) {
             if (a->dtype == LX_F32 || a->dtype == LX_BF16) printf(" %.9g", lx_array_get(a, i));
             else printf(" %lld", (long long)lx_array_get(a, i));
         }
+    if (var && lx_vartype_is(lx_variable_type(var), &lx_RngState)) fputs(" [rng]", stdout);
     putchar('\n');
 }
 
@@ -58,7 +67,7 @@ int cmd_params(int argc, char **argv) {
     for (size_t i = 0; i < sizeof PARAMS_FAMILIES / sizeof PARAMS_FAMILIES[0]; i++)
         if (spec_suffix(spec, PARAMS_FAMILIES[i].prefix)) fam = &PARAMS_FAMILIES[i];
     if (!fam) {
-        int rc = cli_error("params: unknown module '%s' (known prefixes: linen.)", spec->s ? spec->s : pos[0]);
+        int rc = cli_error("params: unknown module '%s' (known prefixes: linen., nnx.)", spec->s ? spec->s : pos[0]);
         spec_free(spec);
         return rc;
     }
@@ -81,7 +90,7 @@ int cmd_params(int argc, char **argv) {
                           : v->kind == LX_V_VARIABLE ? lx_variable_get_value(v->u.var)
                           : NULL;
         if (a) {
-            print_leaf(flat.items[i].path, a);
+            print_leaf(flat.items[i].path, v->kind == LX_V_VARIABLE ? v->u.var : NULL, a);
         } else {
             char buf[128];
             printf("%s %s\n", flat.items[i].path, lx_value_str(v, buf, sizeof buf));

@@ -32,5 +32,8 @@ typedef struct params_family {
 } params_family;
 
 int params_linen(spec_node *spec, const params_request *req, lx_tree **vars);
+int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars);
+/* INITS.NAME[(numbers)] -> *it (0), or an exit status after printing the error. */
+int params_initializer(spec_node *n, const char *name, lx_initializer *it);
 
 #endif

@@ -20,10 +20,8 @@ typedef struct builder {
 
 static int build(builder *b, spec_node *n, linen_module **out);
 
-/* linen.initializers.NAME or linen.initializers.NAME(args) (also jax.nn.initializers.). */
-static int build_init(builder *b, spec_node *n, const char *name, lx_value *out) {
-    if (b->ninits == MAX_OWNED) return cli_error("params: too many initializers");
-    lx_initializer *it = &b->inits[b->ninits];
+/* INITS.NAME or INITS.NAME(args): one of the Flax initializers (shared by every family). */
+int params_initializer(spec_node *n, const char *name, lx_initializer *it) {
     double a[3] = {0, 0, 0};
     int na = 0;
     for (int i = 0; n->kind == SPEC_CALL && i < n->nargs; i++) {
@@ -43,6 +41,15 @@ static int build_init(builder *b, spec_node *n, const char *name, lx_value *out)
     } else if (na) {
         return cli_error("params: initializer %s takes no arguments here", name);
     }
+    return 0;
+}
+
+/* linen.initializers.NAME[(args)] (also jax.nn.initializers.), stored in the builder. */
+static int build_init(builder *b, spec_node *n, const char *name, lx_value *out) {
+    if (b->ninits == MAX_OWNED) return cli_error("params: too many initializers");
+    lx_initializer *it = &b->inits[b->ninits];
+    int rc = params_initializer(n, name, it);
+    if (rc) return rc;
     b->ninits++;
     *out = lx_ptr_v("initializer", it);
     return 0;

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# `linnx params` with linen. specs against expected output generated from the reference model
-# (tests/fixtures/cli_params_linen.txt, written by scripts/gen_linen_fixtures.py), plus the usage
-# errors (one `linnx: ...` line on stderr, exit status 2). Usage: cli_params_linen.sh PATH/TO/linnx
+# `linnx params` against expected output generated from the reference model: every
+# tests/fixtures/cli_params_*.txt (linen.: scripts/gen_linen_fixtures.py; nnx.:
+# scripts/gen_cli_nnx_fixtures.py), plus the usage errors (one `linnx: ...` line on stderr, exit
+# status 2). Usage: cli_params.sh PATH/TO/linnx
 set -u
-bin=${1:?usage: cli_params_linen.sh PATH/TO/linnx}
+bin=${1:?usage: cli_params.sh PATH/TO/linnx}
 here=$(cd "$(dirname "$0")" && pwd)
-fixture=$here/fixtures/cli_params_linen.txt
 pass=0 fail=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -22,19 +22,21 @@ check_block() { # $1 = args, expected output in $tmp/want
     fi
 }
 
-args=""
-: >"$tmp/want"
-while IFS= read -r line; do
-    case $line in
-    '#'*) ;;
-    '$ '*)
-        [ -n "$args" ] && check_block "$args"
-        args=${line#\$ }
-        : >"$tmp/want" ;;
-    *) printf '%s\n' "$line" >>"$tmp/want" ;;
-    esac
-done <"$fixture"
-[ -n "$args" ] && check_block "$args"
+for fixture in "$here"/fixtures/cli_params_*.txt; do
+    args=""
+    : >"$tmp/want"
+    while IFS= read -r line; do
+        case $line in
+        '#'*) ;;
+        '$ '*)
+            [ -n "$args" ] && check_block "$args"
+            args=${line#\$ }
+            : >"$tmp/want" ;;
+        *) printf '%s\n' "$line" >>"$tmp/want" ;;
+        esac
+    done <"$fixture"
+    [ -n "$args" ] && check_block "$args"
+done
 
 expect_usage_error() { # the expected stderr fragment, then the arguments
     local needle=$1; shift
@@ -63,6 +65,10 @@ expect_usage_error "is a class: call it" params 'linen.Dense' --seed 0 --input-s
 expect_usage_error "Parameter \"deterministic\" must be passed" params 'linen.Dropout(0.5)' --seed 0 --input-shape 2,3
 expect_usage_error "Memory dimension (4) must be divisible by number of heads (3)." params 'linen.MultiHeadDotProductAttention(num_heads=3)' --seed 0 --input-shape 1,3,4
 expect_usage_error "unknown initializer" params 'linen.Dense(3, kernel_init=linen.initializers.lecun)' --seed 0 --input-shape 1,2
+
+expect_usage_error "unknown module 'nnx.Foo(1)'" params 'nnx.Foo(1)' --seed 0
+expect_usage_error "Linear.__init__() missing 1 required positional argument: 'out_features'" params 'nnx.Linear(4)' --seed 0
+expect_usage_error "is a class: call it" params 'nnx.Linear' --seed 0
 
 # initializers by name, and their effect
 out=$("$bin" params 'linen.Dense(2, kernel_init=linen.initializers.ones, bias_init=linen.initializers.constant(0.5))' --seed 0 --input-shape 1,2)

@@ -1,0 +1,95 @@
+/* The `nnx.` family of `linnx params`: build an NNX module from a spec with Rngs(key) (stream
+ * 'default', like nnx.Rngs(seed)) and return its whole state, RNG state included. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "linnx/nnx.h"
+#include "linnx/nnx_layers.h"
+#include "params.h"
+
+#define MAX_OWNED 256
+
+typedef struct builder {
+    nnx_rngs *rngs;
+    nnx_module *owned[MAX_OWNED]; /* modules built for nested specs, released at the end */
+    int nowned;
+    lx_initializer inits[MAX_OWNED];
+    int ninits;
+} builder;
+
+static int build(builder *b, spec_node *n, nnx_module **out);
+
+static const nnx_array_fn *array_fn(const char *name) {
+    static const nnx_array_fn *const fns[] = {&NNX_RELU, &NNX_GELU, &NNX_SILU, &NNX_TANH, &NNX_SIGMOID};
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
+        if (!strcmp(fns[i]->name, name)) return fns[i];
+    return NULL;
+}
+
+static int arg_value(builder *b, spec_node *v, lx_value *out) {
+    static const char *const init_prefixes[] = {"nnx.initializers.", "jax.nn.initializers.", "nn.initializers."};
+    for (size_t i = 0; i < sizeof init_prefixes / sizeof init_prefixes[0]; i++) {
+        const char *iname = spec_suffix(v, init_prefixes[i]);
+        if (!iname) continue;
+        if (b->ninits == MAX_OWNED) return cli_error("params: too many initializers");
+        int rc = params_initializer(v, iname, &b->inits[b->ninits]);
+        if (rc) return rc;
+        *out = lx_ptr_v("initializer", &b->inits[b->ninits++]);
+        return 0;
+    }
+    const char *name = spec_suffix(v, "nnx.");
+    if (name && v->kind == SPEC_NAME && array_fn(name)) {
+        *out = nnx_fn_v(array_fn(name));
+        return 0;
+    }
+    if (name) {
+        nnx_module *m = NULL;
+        int rc = build(b, v, &m);
+        if (rc) return rc;
+        *out = nnx_module_v(m);
+        return 0;
+    }
+    char err[200];
+    if (spec_to_value(v, out, err, sizeof err)) return cli_error("params: %s", err);
+    return 0;
+}
+
+static int build(builder *b, spec_node *n, nnx_module **out) {
+    const char *name = spec_suffix(n, "nnx.");
+    const nnx_type *t = name ? nnx_layer_type(name) : NULL;
+    char buf[200];
+    if (!t) return cli_error("params: unknown module '%s'", spec_str(n, buf, sizeof buf));
+    if (n->kind == SPEC_NAME) return cli_error("params: '%s' is a class: call it, e.g. %s(...)", n->s, n->s);
+    int npos = 0, nkw = 0;
+    lx_value args[64];
+    lx_kwarg kw[64];
+    for (int i = 0; i < n->nargs; i++) {
+        if (npos + nkw == 64) return cli_error("params: too many arguments");
+        lx_value v;
+        int rc = arg_value(b, n->args[i].value, &v);
+        if (rc) return rc;
+        if (n->args[i].name) kw[nkw++] = LX_KW(n->args[i].name, v);
+        else args[npos++] = v;
+    }
+    if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
+    lx_call c = {npos, args, nkw, kw};
+    nnx_module *m = NULL;
+    if (nnx_module_new(t, &c, b->rngs, &m) != LX_OK) return cli_lib_error();
+    b->owned[b->nowned++] = m;
+    *out = m;
+    return 0;
+}
+
+int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars) {
+    builder b;
+    memset(&b, 0, sizeof b);
+    nnx_stream_spec stream = {"default", true, 0, req->key};
+    if (nnx_rngs_new(1, &stream, &b.rngs) != LX_OK) return cli_lib_error();
+    nnx_module *m = NULL;
+    int rc = build(&b, spec, &m);
+    if (!rc && nnx_state(m, 0, NULL, vars) != LX_OK) rc = cli_lib_error();
+    for (int i = 0; i < b.nowned; i++) nnx_module_release(b.owned[i]);
+    nnx_rngs_release(b.rngs);
+    return rc;
+}
