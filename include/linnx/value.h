@@ -140,6 +140,8 @@ lx_status lx_call_str(const lx_call *c, int i, const char *name, const char *dfl
 lx_status lx_call_array(const lx_call *c, int i, const char *name, lx_array **out);
 
 /* ---- owning copies (for containers) ---- */
+/* A malloc'd copy of a string (free with free()); NULL for NULL or when out of memory. */
+char *lx_strdup(const char *s);
 /* Deep-copy strings and tuples, retain arrays, trees, variables and boxes. */
 lx_status lx_value_dup(const lx_value *v, lx_value *out);
 /* Free what lx_value_dup made; leaves v as NONE. */

@@ -6,14 +6,6 @@
 
 #define FIELD_PTR(cfg, f) ((char *)(cfg) + (f)->offset)
 
-static char *dup_str(const char *s) {
-    if (!s) return NULL;
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 static void free_field(const lx_field *f, void *cfg) {
     char *p = FIELD_PTR(cfg, f);
     switch (f->kind) {
@@ -64,7 +56,7 @@ static lx_status store(const lx_field *f, void *cfg, const lx_value *v, const ch
         if (v->kind != LX_V_STR)
             return lx_fail(LX_ERR_TYPE, "%s: argument '%s' must be a str, got %s", who, f->name,
                            lx_kind_name(v->kind));
-        *(char **)p = dup_str(v->u.s);
+        *(char **)p = lx_strdup(v->u.s);
         return (v->u.s && !*(char **)p) ? lx_fail(LX_ERR_NO_MEMORY, "config: out of memory") : LX_OK;
     case LX_FIELD_INTS: {
         lx_ints *t = (lx_ints *)p;
@@ -91,7 +83,7 @@ static lx_status store(const lx_field *f, void *cfg, const lx_value *v, const ch
             return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: argument '%s' has %d entries (at most %d)",
                            who, f->name, v->u.strs.n, LX_MAX_STRS);
         for (int i = 0; i < v->u.strs.n; i++) {
-            s->v[i] = dup_str(v->u.strs.v[i]);
+            s->v[i] = lx_strdup(v->u.strs.v[i]);
             s->n = i + 1;
             if (v->u.strs.v[i] && !s->v[i]) {
                 free_field(f, p - f->offset);

@@ -86,7 +86,7 @@ lx_status lx_call_array(const lx_call *c, int i, const char *name, lx_array **ou
     return LX_OK;
 }
 
-static char *dup_str(const char *s) {
+char *lx_strdup(const char *s) {
     if (!s) return NULL;
     size_t n = strlen(s) + 1;
     char *d = malloc(n);
@@ -98,7 +98,7 @@ lx_status lx_value_dup(const lx_value *v, lx_value *out) {
     *out = *v;
     switch (v->kind) {
     case LX_V_STR:
-        out->u.s = dup_str(v->u.s);
+        out->u.s = lx_strdup(v->u.s);
         if (v->u.s && !out->u.s) goto oom;
         break;
     case LX_V_INTS: {
@@ -117,7 +117,7 @@ lx_status lx_value_dup(const lx_value *v, lx_value *out) {
             p = calloc((size_t)v->u.strs.n, sizeof *p);
             if (!p) goto oom;
             for (int i = 0; i < v->u.strs.n; i++) {
-                p[i] = dup_str(v->u.strs.v[i]);
+                p[i] = lx_strdup(v->u.strs.v[i]);
                 if (v->u.strs.v[i] && !p[i]) {
                     for (int k = 0; k < i; k++) free(p[k]);
                     free(p);
@@ -285,7 +285,7 @@ static lx_status call_build(const lx_call *base, int nskip, const char *const *s
         for (int k = 0; k < nextra && !drop && i < base->nkwargs; k++) drop = strcmp(src->name, extra[k].name) == 0;
         if (drop) continue;
         int j = out->nkwargs;
-        kw[j].name = dup_str(src->name);
+        kw[j].name = lx_strdup(src->name);
         if (!kw[j].name || lx_value_dup(&src->value, &kw[j].value) != LX_OK) {
             free((char *)kw[j].name);
             goto fail;

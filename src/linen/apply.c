@@ -10,13 +10,6 @@
 
 #include "linen_internal.h"
 
-static char *dupstr(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 static const char *const INIT_DENY[] = {"intermediates"};
 
 static lx_status frame_new(linen_rngs rngs, const linen_mutable *mut, bool initializing,
@@ -44,7 +37,7 @@ static lx_status frame_new(linen_rngs rngs, const linen_mutable *mut, bool initi
         f->rng_keys = calloc((size_t)rngs.n, sizeof *f->rng_keys);
         ok = f->rng_names && f->rng_keys;
         for (int i = 0; ok && i < rngs.n; i++) {
-            f->rng_names[i] = dupstr(rngs.v[i].name);
+            f->rng_names[i] = lx_strdup(rngs.v[i].name);
             f->rng_keys[i] = rngs.v[i].key;
             f->nrngs = i + 1;
             ok = f->rng_names[i] != NULL;
@@ -55,7 +48,7 @@ static lx_status frame_new(linen_rngs rngs, const linen_mutable *mut, bool initi
         f->mutable.names = (const char *const *)names;
         ok = names != NULL;
         for (int i = 0; ok && i < mut->n; i++) {
-            names[i] = dupstr(mut->names[i]);
+            names[i] = lx_strdup(mut->names[i]);
             f->mutable.n = i + 1;
             ok = names[i] != NULL;
         }

@@ -5,14 +5,6 @@
 
 #include "linen_internal.h"
 
-static char *dupstr(const char *s) {
-    if (!s) return NULL;
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 static lx_status check_name(const char *name) {
     if (!name) return LX_OK;
     if (!*name || strchr(name, '/'))
@@ -32,7 +24,7 @@ static lx_status module_alloc(const linen_type *type, const char *name, linen_mo
     linen_module *m = calloc(1, sizeof *m);
     if (!m) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
     m->config = calloc(1, type->config_size ? type->config_size : 1);
-    m->name = dupstr(name);
+    m->name = lx_strdup(name);
     if (!m->config || (name && !m->name)) {
         free(m->config);
         free(m->name);

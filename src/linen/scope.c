@@ -13,14 +13,6 @@
 #include "linnx/intercept.h"
 #include "linnx/box.h"
 
-static char *dupstr(const char *s) {
-    if (!s) return NULL;
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 static lx_status oom(void) { return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory"); }
 
 /* Grow *arr (of *cap elements of size sz) so it holds at least n+1. */
@@ -77,7 +69,7 @@ lx_status linen_scope_new(linen_frame *f, linen_scope *parent, const char *name,
     s->frame = f;
     s->parent = parent;
     s->module = linen_module_retain((linen_module *)m);
-    s->name = dupstr(name);
+    s->name = lx_strdup(name);
     int depth = parent ? parent->depth + (name ? 1 : 0) : 0;
     s->depth = depth;
     s->names = calloc((size_t)depth + 1, sizeof *s->names);
@@ -162,8 +154,8 @@ static lx_status reserve(linen_scope *s, const char *name, const char *col, cons
     }
     LX_TRY(grow((void **)&s->res, &s->capres, s->nres, sizeof *s->res));
     linen_reservation *r = &s->res[s->nres];
-    r->name = dupstr(name);
-    r->col = dupstr(col);
+    r->name = lx_strdup(name);
+    r->col = lx_strdup(col);
     r->module = module;
     if (!r->name || (col && !r->col)) {
         free(r->name);
@@ -649,7 +641,7 @@ static lx_status bind_child(linen_scope *self, const linen_module *child, const 
     LX_TRY(grow((void **)&self->children, &self->capchildren, self->nchildren, sizeof *self->children));
     linen_scope *c = NULL;
     LX_TRY(linen_scope_new(self->frame, self, name, child, &c));
-    char *n = dupstr(name);
+    char *n = lx_strdup(name);
     if (!n) {
         linen_scope_free(c);
         return oom();
@@ -694,7 +686,7 @@ lx_status linen_setup_child(linen_scope *self, const char *attr, const linen_mod
                            type_name(self));
     if (!(child->type->flags & LINEN_TYPE_FUNCTION)) LX_TRY(reserve(self, attr, NULL, "submodule", child, true));
     LX_TRY(grow((void **)&self->attrs, &self->capattrs, self->nattrs, sizeof *self->attrs));
-    char *n = dupstr(attr);
+    char *n = lx_strdup(attr);
     if (!n) return oom();
     self->attrs[self->nattrs].name = n;
     self->attrs[self->nattrs].module = linen_module_retain((linen_module *)child);
