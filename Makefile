@@ -27,6 +27,7 @@ test-sanitize: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
 
 bench: build
+	@bash scripts/install-deps.sh --bench
 	@bash scripts/bench.sh $(BUILD)
 
 # Regenerate the checked-in random-number fixtures from ../shared/spec/jax_random_ref.py.
