@@ -103,6 +103,13 @@ struct nnx_type {
     /* Optional: methods not in the table (ToNNX forwards them to the Linen module's methods).
      * Return LX_ERR_NOT_FOUND for names it does not know either. */
     lx_status (*dispatch)(nnx_module *self, const char *method, const lx_call *call, lx_value *out);
+    /* Optional: references a config holds that the field table does not count (ToNNX keeps its
+     * Linen module in a VALUE field). config_retain runs on every config the framework has just
+     * bound or copied (construction, graphdefs, merge, clone); config_release before it frees
+     * one, and must accept a zeroed config. Types with these hooks refuse nnx_setattr on their
+     * config fields (the reference would be lost). */
+    void (*config_retain)(void *cfg);
+    void (*config_release)(void *cfg);
 };
 
 /* ---- modules ---- */

@@ -115,6 +115,7 @@ static void gd_free_node(gd_node *g) {
     free(g->kids);
     free(g->name);
     if (g->buf) {
+        if (g->type->config_release) g->type->config_release((char *)g->buf + g->type->config_offset);
         if (g->type->config) lx_config_free(g->type->config, g->type->nconfig, (char *)g->buf + g->type->config_offset);
         free(g->buf);
     }
@@ -174,9 +175,11 @@ static lx_status flatten_node(const lx_value *v, gd_node *g, flat_ctx *cx) {
         g->initializing = m->initializing;
         g->buf = calloc(1, m->type->size);
         if (!g->buf) return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory");
-        if (m->type->config)
+        if (m->type->config) {
             LX_TRY(lx_config_copy(m->type->config, m->type->nconfig, (char *)g->buf + m->type->config_offset,
                                   nnx_config_ptr(m)));
+            if (m->type->config_retain) m->type->config_retain((char *)g->buf + m->type->config_offset);
+        }
     } else {
         g->kind = nnx_list_from_value(v) ? GD_LIST : GD_TREE;
     }
@@ -512,6 +515,7 @@ static lx_status unflatten_node(const gd_node *g, unflat_ctx *cx, lx_value *out)
                 free(m); /* nothing bound yet */
                 return s;
             }
+            if (g->type->config_retain) g->type->config_retain(nnx_config_ptr(m));
         }
         m->initializing = g->initializing;
         cx->objs[g->index] = nnx_module_v(m);

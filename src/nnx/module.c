@@ -230,6 +230,7 @@ void nnx_module_release(nnx_module *m) {
         case NNX_FIELD_LIST: nnx_list_clear((nnx_list *)p); break;
         }
     }
+    if (t->config_release) t->config_release(nnx_config_ptr(m));
     if (t->config) lx_config_free(t->config, t->nconfig, nnx_config_ptr(m));
     attrs_free(m->attrs);
     free(m);
@@ -278,6 +279,7 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
     lx_status s = nnx_module_alloc(type, &m);
     if (s == LX_OK && type->config)
         s = lx_config_bind(type->config, type->nconfig, &c, nnx_config_ptr(m), owner);
+    if (s == LX_OK && type->config && type->config_retain) type->config_retain(nnx_config_ptr(m));
     else if (s == LX_OK && !type->init && (c.nargs || c.nkwargs))
         s = lx_fail(LX_ERR_TYPE, "%s takes no arguments", owner);
     if (s == LX_OK && type->init) {
@@ -449,6 +451,9 @@ lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value) {
         }
     }
     if (m->type->config && lx_config_find(m->type->config, m->type->nconfig, name)) {
+        if (m->type->config_release)
+            return lx_fail(LX_ERR_TYPE, "cannot set attribute '%s' of '%s': it is fixed at construction",
+                           name, m->type->name);
         lx_kwarg kw = {name, *value};
         lx_call c = {0, NULL, 1, &kw};
         char owner[160];
