@@ -100,6 +100,8 @@ static void test_calls(void) {
     lx_array *x = lx_array_new(LX_F32, 1, shape);
     lx_call c = LX_ARGS(x);
     CHECK_EQ_INT(c.nargs, 1);
+    const lx_call *cp = &LX_ARGS(x, x); /* an lvalue: its address can be passed */
+    CHECK(cp->nargs == 2 && cp->args[1].u.array == x);
     CHECK(c.args[0].kind == LX_V_ARRAY && c.args[0].u.array == x);
 
     lx_call k = LX_CALL_KWARGS(LX_KW_INT("features", 8), LX_KW_FLOAT("rate", 0.5),

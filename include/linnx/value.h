@@ -116,13 +116,19 @@ static inline lx_value lx_ptr_v(const char *tag, void *p) {
 /* A call with no positionals and the given kwargs. */
 #define LX_CALL_KWARGS(...) \
     ((lx_call){0, NULL, LX_NARGS_(LX_KWARGS(__VA_ARGS__)), LX_KWARGS(__VA_ARGS__)})
-/* A call with array positionals only: LX_ARGS(x) or LX_ARGS(x, mask). */
-#define LX_ARGS(...) lx_call_arrays(LX_NARGS_(((lx_array *const[]){__VA_ARGS__})), \
-                                    ((lx_array *const[]){__VA_ARGS__}), \
-                                    (lx_value[LX_NARGS_(((lx_array *const[]){__VA_ARGS__}))]){0})
+/* A call with array positionals only: LX_ARGS(x) or LX_ARGS(x, mask). An lvalue living in the
+ * enclosing block, so `&LX_ARGS(x)` can be passed where a `const lx_call *` is wanted. */
+#define LX_ARRAYS_(...) ((lx_array *const[]){__VA_ARGS__})
+#define LX_ARGS(...)                                                                       \
+    ((lx_call){LX_NARGS_(LX_ARRAYS_(__VA_ARGS__)),                                         \
+               lx_values_of_arrays(LX_NARGS_(LX_ARRAYS_(__VA_ARGS__)), LX_ARRAYS_(__VA_ARGS__), \
+                                   (lx_value[LX_NARGS_(LX_ARRAYS_(__VA_ARGS__))]){{0}}),    \
+               0, NULL})
 #define LX_NO_CALL ((lx_call){0, NULL, 0, NULL})
 
-/* Fill `slots` (n values) with the arrays and return a call over them (used by LX_ARGS). */
+/* Fill `slots` (n values) with the arrays and return it (used by LX_ARGS). */
+const lx_value *lx_values_of_arrays(int n, lx_array *const *arrays, lx_value *slots);
+/* The same as a call record by value. */
 lx_call lx_call_arrays(int n, lx_array *const *arrays, lx_value *slots);
 
 /* ---- reading a call ---- */

@@ -8,6 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+const lx_value *lx_values_of_arrays(int n, lx_array *const *arrays, lx_value *slots) {
+    for (int i = 0; i < n; i++) slots[i] = lx_array_v(arrays[i]);
+    return slots;
+}
+
 lx_call lx_call_arrays(int n, lx_array *const *arrays, lx_value *slots) {
     for (int i = 0; i < n; i++) slots[i] = lx_array_v(arrays[i]);
     lx_call c = {n, slots, 0, NULL};
