@@ -47,10 +47,25 @@ typedef struct linen_module linen_module;
  * framework frees; arrays in it are retained). */
 typedef lx_status (*linen_method_fn)(linen_scope *self, const lx_call *call, lx_value *out);
 
+/* A method over one array (the DESIGN sketch's typed form): the framework reads positional 0
+ * (or keyword "inputs" / "x") as an array and returns the result. NULL means failure (the op or
+ * call that failed left the message). The result may be pool-owned. */
+typedef lx_array *(*linen_array_method_fn)(linen_scope *self, lx_array *x);
+
 typedef struct linen_method {
     const char *name; /* "__call__", "attend", "encode", ... */
     linen_method_fn fn;
+    linen_array_method_fn array_fn; /* used when fn is NULL */
 } linen_method;
+#define LINEN_METHOD(name_, fn_) {(name_), (fn_), NULL}
+#define LINEN_ARRAY_METHOD(name_, fn_) {(name_), NULL, (fn_)}
+
+/* linen_type.flags */
+enum {
+    /* A plain function (nn.relu in a Sequential): called with no scope of its own, takes no
+     * auto-name and may not create variables. */
+    LINEN_TYPE_FUNCTION = 1
+};
 
 typedef struct linen_type {
     const char *name;        /* the class name: auto-names are "<name>_<i>" */
@@ -70,6 +85,11 @@ typedef struct linen_type {
     lx_status (*dispatch)(linen_scope *self, const char *method, const lx_call *call, lx_value *out);
     /* Optional: attributes beyond the config fields (ToLinen forwards its NNX kwargs). */
     lx_status (*getattr)(const linen_module *m, const char *name, lx_value *out);
+    /* Optional: bind constructor arguments instead of lx_config_bind (varargs constructors
+     * like Sequential(*layers)). The config is zeroed first; on failure it must hold nothing
+     * that config_free would release twice. */
+    lx_status (*bind)(void *cfg, const lx_call *kwargs);
+    unsigned flags; /* LINEN_TYPE_* */
 } linen_type;
 
 /* ---- modules (descriptions) ---- */
@@ -84,6 +104,9 @@ const void *linen_module_config(const linen_module *m);
 const char *linen_module_name(const linen_module *m); /* NULL when unnamed */
 /* A config field by name (m.features); LX_ERR_NOT_FOUND with Flax's AttributeError wording. */
 lx_status linen_module_attr(const linen_module *m, const char *name, lx_value *out);
+/* Flax's module.clone(**overrides): a new module with the same type, name and config, the
+ * keyword overrides applied on top (unknown names fail; nothing is created then). */
+lx_status linen_module_clone(const linen_module *m, const lx_call *overrides, linen_module **out);
 /* Carry a module in a call record / config value. */
 static inline lx_value linen_module_v(linen_module *m) { return lx_ptr_v("linen_module", m); }
 
@@ -161,6 +184,11 @@ const linen_mutable *linen_scope_mutable(const linen_scope *self);
  * unboxed for the caller and stored boxed. */
 lx_status linen_param(linen_scope *self, const char *name, const lx_initializer *init,
                       lx_dtype dtype, int ndim, const int64_t *shape, lx_array **out);
+/* The same, initialised with `init_shape` and reshaped to `shape` (same element count):
+ * DenseGeneral's flat init, so fans are computed on the 2-D shape as Flax does. */
+lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_initializer *init,
+                               lx_dtype dtype, int ndim, const int64_t *shape, int init_ndim,
+                               const int64_t *init_shape, lx_array **out);
 /* A param with a custom init producing any leaf (an array or a box): fn(key, user, &leaf). */
 typedef lx_status (*linen_init_fn)(lx_key key, void *user, lx_value *leaf);
 lx_status linen_param_custom(linen_scope *self, const char *name, linen_init_fn fn, void *user,
@@ -174,6 +202,10 @@ lx_status linen_get_variable(linen_scope *self, const char *collection, const ch
                              lx_value *out);
 lx_status linen_put_variable(linen_scope *self, const char *collection, const char *name,
                              const lx_value *value);
+/* Variable.value = v: like put_variable, but when the stored leaf is a metadata box and the new
+ * value is a plain array, the box is kept around the new array (Flax's replace_boxed). */
+lx_status linen_variable_set(linen_scope *self, const char *collection, const char *name,
+                             lx_array *value);
 bool linen_has_variable(const linen_scope *self, const char *collection, const char *name);
 /* self.variables: every collection at this module's path (a new tree the caller owns). */
 lx_status linen_variables(const linen_scope *self, lx_tree **out);
@@ -199,6 +231,21 @@ lx_status linen_get_attr_module(linen_scope *self, const char *attr, const linen
 
 /* The innermost bound Linen module on this thread (Flax's module_stack top), or NULL. */
 linen_scope *linen_current_scope(void);
+
+/* ---- helpers for layer authors ---- */
+/* Write an array result to a method's *out (retaining it). NULL y: the failure that produced
+ * it is returned (its message kept). */
+lx_status linen_return_array(lx_value *out, lx_array *y);
+/* Call `child` (bound as in linen_call_child) on one array and return its array result, owned
+ * by the innermost pool; NULL on failure (also when x is NULL: an earlier call failed). */
+lx_array *linen_call_array(linen_scope *self, const linen_module *child, const char *name,
+                           lx_array *x);
+/* Flax's merge_param for an optional bool: exactly one of the module attribute (a LX_V_BOOL or
+ * LX_V_NONE value) and the call argument must be given. Errors use Flax's wording:
+ *   Parameter "deterministic" must be passed to the constructor or at call time.
+ *   Parameter "deterministic" was passed to the constructor and at call time. Should be passed just once. */
+lx_status linen_merge_param(const char *name, const lx_value *module_attr, const lx_value *call_arg,
+                            bool *out);
 
 #ifdef __cplusplus
 }

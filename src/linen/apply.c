@@ -1,0 +1,164 @@
+/* init / init_with_output / apply: run one method with the module bound to a fresh root scope.
+ *
+ * Every call opens an autorelease pool and closes it before returning, so the temporaries of
+ * the whole forward pass are gone; what the caller gets (the output value, the variables) holds
+ * its own references. The caller's variables tree is never written: the frame works on a copy
+ * of its map structure (leaves shared), and a failure simply drops that copy.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "linen_internal.h"
+
+static char *dupstr(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static const char *const INIT_DENY[] = {"intermediates"};
+
+static lx_status frame_new(linen_rngs rngs, const linen_mutable *mut, bool initializing,
+                           linen_frame **out) {
+    if (rngs.n < 0 || (rngs.n > 0 && !rngs.v))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen: invalid rngs (%d streams)", rngs.n);
+    for (int i = 0; i < rngs.n; i++) {
+        if (!rngs.v[i].name || !*rngs.v[i].name)
+            return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen: rng stream %d has no name", i);
+        for (int j = 0; j < i; j++)
+            if (strcmp(rngs.v[i].name, rngs.v[j].name) == 0)
+                return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen: rng stream \"%s\" given twice", rngs.v[i].name);
+    }
+    if (mut->n < 0 || (mut->n > 0 && !mut->names))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen: invalid mutable list");
+    for (int i = 0; i < mut->n; i++)
+        if (!mut->names[i]) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen: mutable collection %d is NULL", i);
+    linen_frame *f = calloc(1, sizeof *f);
+    if (!f) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+    f->initializing = initializing;
+    f->mutable.kind = mut->kind;
+    bool ok = true;
+    if (rngs.n > 0) {
+        f->rng_names = calloc((size_t)rngs.n, sizeof *f->rng_names);
+        f->rng_keys = calloc((size_t)rngs.n, sizeof *f->rng_keys);
+        ok = f->rng_names && f->rng_keys;
+        for (int i = 0; ok && i < rngs.n; i++) {
+            f->rng_names[i] = dupstr(rngs.v[i].name);
+            f->rng_keys[i] = rngs.v[i].key;
+            f->nrngs = i + 1;
+            ok = f->rng_names[i] != NULL;
+        }
+    }
+    if (ok && mut->n > 0 && (mut->kind == LINEN_MUTABLE_LIST || mut->kind == LINEN_MUTABLE_DENY)) {
+        char **names = calloc((size_t)mut->n, sizeof *names);
+        f->mutable.names = (const char *const *)names;
+        ok = names != NULL;
+        for (int i = 0; ok && i < mut->n; i++) {
+            names[i] = dupstr(mut->names[i]);
+            f->mutable.n = i + 1;
+            ok = names[i] != NULL;
+        }
+    }
+    if (!ok) {
+        linen_frame_free(f);
+        return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+    }
+    *out = f;
+    return LX_OK;
+}
+
+static lx_status check_variables(const lx_tree *v) {
+    for (size_t i = 0; i < lx_tree_len(v); i++) {
+        const lx_value *c = lx_tree_at(v, i);
+        if (c->kind != LX_V_TREE)
+            return lx_fail(LX_ERR_TYPE,
+                           "The first argument passed to an apply function should be a dictionary of "
+                           "collections. Each collection should be a dictionary with string keys.");
+    }
+    const lx_value *p = lx_tree_get(v, "params");
+    if (p && lx_tree_get(p->u.tree, "params") && lx_tree_get(p->u.tree, "params")->kind == LX_V_TREE)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "Expect the `variables` (first argument) passed to apply() to be a dict with "
+                       "the structure {\"params\": ...}, but got a dict with an extra params layer, "
+                       "i.e.  {\"params\": {\"params\": ... } }. You should instead pass in your "
+                       "dict's [\"params\"].");
+    return LX_OK;
+}
+
+/* The collections of the working tree that the mutability allows (sub-maps shared). */
+static lx_status collect(const linen_frame *f, lx_tree **out) {
+    lx_tree *t = lx_tree_new();
+    if (!t) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+    for (size_t i = 0; i < lx_tree_len(f->vars); i++) {
+        const char *col = lx_tree_key(f->vars, i);
+        if (!linen_mutable_allows(&f->mutable, col)) continue;
+        lx_status st = lx_tree_set(t, col, *lx_tree_at(f->vars, i));
+        if (st != LX_OK) {
+            lx_tree_release(t);
+            return st;
+        }
+    }
+    *out = t;
+    return LX_OK;
+}
+
+static lx_status run(const linen_module *m, const lx_tree *variables, linen_rngs rngs,
+                     const lx_call *call, const linen_opts *opts, bool init, lx_value *out,
+                     lx_tree **result) {
+    static const linen_opts defaults = {0};
+    if (!opts) opts = &defaults;
+    linen_mutable mut;
+    if (opts->mutable_given) mut = opts->mutable;
+    else if (init) mut = (linen_mutable){LINEN_MUTABLE_DENY, 1, INIT_DENY};
+    else mut = LINEN_IMMUTABLE;
+    if (variables) LX_TRY(check_variables(variables));
+
+    size_t mark = lx_pool_open();
+    linen_frame *f = NULL;
+    lx_status st = frame_new(rngs, &mut, init, &f);
+    if (st == LX_OK) {
+        f->vars = variables ? lx_tree_copy(variables) : lx_tree_new();
+        if (!f->vars) st = lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+    }
+    if (st == LX_OK) st = linen_scope_new(f, NULL, NULL, m, &f->root);
+    lx_value value = lx_none();
+    if (st == LX_OK) st = linen_scope_run(f->root, opts->method, opts->method_fn, call, &value);
+    lx_tree *res = NULL;
+    if (st == LX_OK && result && (init || mut.kind != LINEN_MUTABLE_NONE)) st = collect(f, &res);
+    linen_frame_free(f);
+    if (st != LX_OK) {
+        lx_value_free(&value);
+        lx_pool_close(mark);
+        return st;
+    }
+    lx_pool_close(mark);
+    if (out) *out = value;
+    else lx_value_free(&value);
+    if (result) *result = res;
+    return LX_OK;
+}
+
+lx_status linen_init_with_output(const linen_module *m, linen_rngs rngs, const lx_call *call,
+                                 const linen_opts *opts, lx_value *out, lx_tree **variables) {
+    if (!m || !variables) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_init: NULL argument");
+    *variables = NULL;
+    if (out) *out = lx_none();
+    return run(m, NULL, rngs, call, opts, true, out, variables);
+}
+
+lx_status linen_init(const linen_module *m, linen_rngs rngs, const lx_call *call,
+                     const linen_opts *opts, lx_tree **variables) {
+    return linen_init_with_output(m, rngs, call, opts, NULL, variables);
+}
+
+lx_status linen_apply(const linen_module *m, const lx_tree *variables, const lx_call *call,
+                      linen_rngs rngs, const linen_opts *opts, lx_value *out, lx_tree **mutated) {
+    if (!m || !variables) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_apply: NULL argument");
+    if (out) *out = lx_none();
+    if (mutated) *mutated = NULL;
+    bool immutable = !opts || !opts->mutable_given || opts->mutable.kind == LINEN_MUTABLE_NONE;
+    if (!immutable && !mutated)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_apply: `mutated` is NULL but collections are mutable");
+    return run(m, variables, rngs, call, opts, false, out, immutable ? NULL : mutated);
+}

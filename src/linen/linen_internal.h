@@ -1,0 +1,90 @@
+/* Internal structures of the Linen module system (not installed).
+ *
+ * One init/apply is a *frame*: the working copy of the variables tree, the rng streams, the
+ * mutability, the `initializing` flag and every scope bound during the call. Scopes form a tree
+ * that mirrors the module tree; a child scope lives as long as the frame, so its rng counters
+ * persist across repeated calls (Flax keeps counters per (parent, child name)).
+ */
+#ifndef LINNX_LINEN_INTERNAL_H
+#define LINNX_LINEN_INTERNAL_H
+
+#include "linnx/linen.h"
+#include "linnx/tree.h"
+
+struct linen_module {
+    const linen_type *type;
+    int refcount;
+    char *name;   /* Flax's name=..., NULL when unnamed */
+    void *config; /* type->config_size bytes */
+};
+
+typedef struct linen_frame {
+    lx_tree *vars;          /* working copy {collection: {...}}: never the caller's tree */
+    linen_mutable mutable;  /* names owned by the frame */
+    bool initializing;
+    int nrngs;
+    char **rng_names;
+    lx_key *rng_keys;
+    linen_scope *root;
+    /* arrays handed out as borrowed (param, get_variable): kept alive until the frame ends */
+    lx_array **keep;
+    size_t nkeep, capkeep;
+} linen_frame;
+
+typedef struct linen_child {
+    char *name;
+    linen_scope *scope;
+} linen_child;
+
+typedef struct linen_cursor {
+    const char *prefix; /* the type name (static) */
+    int next;
+} linen_cursor;
+
+typedef struct linen_attr {
+    char *name;
+    linen_module *module;
+} linen_attr;
+
+typedef struct linen_reservation {
+    char *name;
+    char *col;                   /* NULL for a submodule */
+    const linen_module *module;  /* the submodule bound under the name (shared instances) */
+} linen_reservation;
+
+struct linen_scope {
+    linen_frame *frame;
+    linen_scope *parent;
+    linen_module *module; /* retained */
+    char *name;           /* NULL at the root */
+    char *path;           /* "/" at the root, "/A/B" below */
+    int depth;            /* number of path components */
+    const char **names;   /* the components, borrowed from each scope's name */
+    uint32_t *rng_counters; /* one per frame stream */
+    bool is_function;     /* a LINEN_TYPE_FUNCTION call: no variables, no children */
+
+    linen_child *children;
+    int nchildren, capchildren;
+    linen_cursor *cursors;
+    int ncursors, capcursors;
+    linen_reservation *res;
+    int nres, capres;
+
+    bool setup_done, in_setup;
+    linen_attr *attrs;
+    int nattrs, capattrs;
+    int method_depth;
+};
+
+/* scope.c */
+lx_status linen_scope_new(linen_frame *f, linen_scope *parent, const char *name,
+                          const linen_module *m, linen_scope **out);
+void linen_scope_free(linen_scope *s);
+/* Run `method` (by name, or `fn` when given) of the scope's module with the scope bound. */
+lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn,
+                          const lx_call *call, lx_value *out);
+void linen_frame_free(linen_frame *f);
+/* The Python rendering of a value's class: <class 'int'>. */
+const char *linen_pytype(const lx_value *v);
+
+#endif

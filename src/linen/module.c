@@ -1,0 +1,231 @@
+/* Linen modules as values: a type plus a bound config, refcounted and immutable once built. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "linen_internal.h"
+
+static char *dupstr(const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static lx_status check_name(const char *name) {
+    if (!name) return LX_OK;
+    if (!*name || strchr(name, '/'))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "module name '%s' must be non-empty and may not contain '/'", name);
+    return LX_OK;
+}
+
+static void config_release(const linen_type *t, void *cfg) {
+    if (!cfg) return;
+    if (t->config_free) t->config_free(cfg);
+    lx_config_free(t->fields, t->nfields, cfg);
+    free(cfg);
+}
+
+static lx_status module_alloc(const linen_type *type, const char *name, linen_module **out) {
+    linen_module *m = calloc(1, sizeof *m);
+    if (!m) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+    m->config = calloc(1, type->config_size ? type->config_size : 1);
+    m->name = dupstr(name);
+    if (!m->config || (name && !m->name)) {
+        free(m->config);
+        free(m->name);
+        free(m);
+        return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+    }
+    m->type = type;
+    m->refcount = 1;
+    *out = m;
+    return LX_OK;
+}
+
+lx_status linen_module_new_named(const linen_type *type, const lx_call *kwargs, const char *name,
+                                 linen_module **out) {
+    if (!type || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_new: NULL argument");
+    *out = NULL;
+    /* Flax's implicit `name` field may come as a keyword: pull it out of the call. */
+    lx_call call = kwargs ? *kwargs : LX_NO_CALL;
+    lx_kwarg *rest = NULL;
+    if (call.nkwargs > 0) {
+        rest = malloc(sizeof *rest * (size_t)call.nkwargs);
+        if (!rest) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+        int n = 0;
+        for (int i = 0; i < call.nkwargs; i++) {
+            if (call.kwargs[i].name && strcmp(call.kwargs[i].name, "name") == 0) {
+                const lx_value *v = &call.kwargs[i].value;
+                if (v->kind == LX_V_STR) {
+                    if (name) {
+                        free(rest);
+                        return lx_fail(LX_ERR_TYPE, "%s.__init__() got multiple values for argument 'name'",
+                                       type->name);
+                    }
+                    name = v->u.s;
+                } else if (v->kind != LX_V_NONE) {
+                    free(rest);
+                    return lx_fail(LX_ERR_TYPE, "%s: argument 'name' must be a str, got %s", type->name,
+                                   lx_kind_name(v->kind));
+                }
+                continue;
+            }
+            rest[n++] = call.kwargs[i];
+        }
+        call.kwargs = rest;
+        call.nkwargs = n;
+    }
+    lx_status st = check_name(name);
+    linen_module *m = NULL;
+    if (st == LX_OK) st = module_alloc(type, name, &m);
+    if (st == LX_OK) {
+        char owner[160];
+        snprintf(owner, sizeof owner, "%s.__init__()", type->name ? type->name : "Module");
+        if (type->bind) {
+            st = type->bind(m->config, &call);
+        } else {
+            st = lx_config_bind(type->fields, type->nfields, &call, m->config, owner);
+        }
+        if (st != LX_OK) {
+            free(m->config);
+            m->config = NULL;
+            free(m->name);
+            free(m);
+            m = NULL;
+        }
+    }
+    free(rest);
+    if (st == LX_OK) *out = m;
+    return st;
+}
+
+lx_status linen_module_new(const linen_type *type, const lx_call *kwargs, linen_module **out) {
+    return linen_module_new_named(type, kwargs, NULL, out);
+}
+
+lx_status linen_module_clone(const linen_module *m, const lx_call *overrides, linen_module **out) {
+    if (!m || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_clone: NULL argument");
+    *out = NULL;
+    const linen_type *t = m->type;
+    linen_module *c = NULL;
+    LX_TRY(module_alloc(t, m->name, &c));
+    lx_status st = lx_config_copy(t->fields, t->nfields, c->config, m->config);
+    if (st == LX_OK && t->config_copy) {
+        st = t->config_copy(c->config, m->config);
+        if (st != LX_OK) lx_config_free(t->fields, t->nfields, c->config);
+    }
+    if (st == LX_OK && overrides) {
+        char owner[160];
+        snprintf(owner, sizeof owner, "%s.clone()", t->name ? t->name : "Module");
+        st = lx_config_override(t->fields, t->nfields, overrides, c->config, owner);
+        if (st != LX_OK) {
+            config_release(t, c->config);
+            c->config = NULL;
+        }
+    }
+    if (st != LX_OK) {
+        free(c->config);
+        free(c->name);
+        free(c);
+        return st;
+    }
+    *out = c;
+    return LX_OK;
+}
+
+linen_module *linen_module_retain(linen_module *m) {
+    if (m) m->refcount++;
+    return m;
+}
+
+void linen_module_release(linen_module *m) {
+    if (!m || --m->refcount > 0) return;
+    config_release(m->type, m->config);
+    free(m->name);
+    free(m);
+}
+
+const linen_type *linen_module_type(const linen_module *m) { return m ? m->type : NULL; }
+const void *linen_module_config(const linen_module *m) { return m ? m->config : NULL; }
+const char *linen_module_name(const linen_module *m) { return m ? m->name : NULL; }
+
+lx_status linen_module_attr(const linen_module *m, const char *name, lx_value *out) {
+    if (!m || !name || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_attr: NULL argument");
+    if (strcmp(name, "name") == 0) {
+        *out = m->name ? lx_str_v(m->name) : lx_none();
+        return LX_OK;
+    }
+    if (lx_config_find(m->type->fields, m->type->nfields, name))
+        return lx_config_get(m->type->fields, m->type->nfields, m->config, name, out);
+    if (m->type->getattr) {
+        lx_status st = m->type->getattr(m, name, out);
+        if (st != LX_ERR_NOT_FOUND) return st;
+    }
+    return lx_fail(LX_ERR_NOT_FOUND, "\"%s\" object has no attribute \"%s\".", m->type->name, name);
+}
+
+bool linen_mutable_allows(const linen_mutable *m, const char *collection) {
+    if (!m || !collection) return false;
+    switch (m->kind) {
+    case LINEN_MUTABLE_NONE: return false;
+    case LINEN_MUTABLE_ALL: return true;
+    case LINEN_MUTABLE_LIST:
+    case LINEN_MUTABLE_DENY: {
+        bool listed = false;
+        for (int i = 0; i < m->n; i++)
+            if (m->names[i] && strcmp(m->names[i], collection) == 0) listed = true;
+        return m->kind == LINEN_MUTABLE_LIST ? listed : !listed;
+    }
+    }
+    return false;
+}
+
+lx_status linen_merge_param(const char *name, const lx_value *module_attr, const lx_value *call_arg,
+                            bool *out) {
+    bool has_attr = module_attr && module_attr->kind != LX_V_NONE;
+    bool has_arg = call_arg && call_arg->kind != LX_V_NONE;
+    if (has_attr && has_arg)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "Parameter \"%s\" was passed to the constructor and at call time. Should be "
+                       "passed just once.",
+                       name);
+    if (!has_attr && !has_arg)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "Parameter \"%s\" must be passed to the constructor or at call time.", name);
+    const lx_value *v = has_attr ? module_attr : call_arg;
+    if (v->kind == LX_V_BOOL) *out = v->u.b;
+    else if (v->kind == LX_V_INT) *out = v->u.i != 0;
+    else return lx_fail(LX_ERR_TYPE, "parameter \"%s\" must be a bool, got %s", name, lx_kind_name(v->kind));
+    return LX_OK;
+}
+
+lx_status linen_return_array(lx_value *out, lx_array *y) {
+    if (!y) {
+        lx_status st = lx_last_status();
+        if (st == LX_OK) st = lx_fail(LX_ERR_FAILED_INPUT, "linen: a method produced no array");
+        return st;
+    }
+    *out = lx_array_v(lx_retain(y));
+    return LX_OK;
+}
+
+const char *linen_pytype(const lx_value *v) {
+    switch (v->kind) {
+    case LX_V_NONE: return "<class 'NoneType'>";
+    case LX_V_BOOL: return "<class 'bool'>";
+    case LX_V_INT: return "<class 'int'>";
+    case LX_V_FLOAT: return "<class 'float'>";
+    case LX_V_STR: return "<class 'str'>";
+    case LX_V_INTS:
+    case LX_V_STRS: return "<class 'tuple'>";
+    case LX_V_ARRAY: return "<class 'jax.Array'>";
+    case LX_V_TREE: return "<class 'dict'>";
+    case LX_V_VARIABLE: return "<class 'flax.nnx.Variable'>";
+    case LX_V_BOX: return "<class 'flax.core.meta.AxisMetadata'>";
+    case LX_V_PTR: return "<class 'object'>";
+    }
+    return "<class 'object'>";
+}
