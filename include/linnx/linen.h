@@ -87,8 +87,9 @@ typedef struct linen_type {
     lx_status (*getattr)(const linen_module *m, const char *name, lx_value *out);
     /* Optional: bind constructor arguments instead of lx_config_bind (varargs constructors
      * like Sequential(*layers)). The config is zeroed first; on failure it must hold nothing
-     * that config_free would release twice. */
-    lx_status (*bind)(void *cfg, const lx_call *kwargs);
+     * that config_free would release twice. `type` is the type being built, so one bind can
+     * serve types made at run time that carry their own defaults (to_linen_class). */
+    lx_status (*bind)(const struct linen_type *type, void *cfg, const lx_call *kwargs);
     unsigned flags; /* LINEN_TYPE_* */
 } linen_type;
 
