@@ -569,8 +569,11 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
                              type_name(s), mname);
             if (st == LX_OK) st = linen_return_array(out, afn(s, x));
         } else if (use_dispatch) {
+            /* NOT_FOUND with no message means "no such method"; with a message it is a
+             * failure inside a method that exists, and must reach the caller as it is. */
+            lx_clear_error();
             st = t->dispatch(s, mname, call, out);
-            if (st == LX_ERR_NOT_FOUND) {
+            if (st == LX_ERR_NOT_FOUND && lx_last_status() == LX_OK) {
                 lx_value attr;
                 if (t->getattr && t->getattr(s->module, mname, &attr) == LX_OK)
                     st = lx_fail(LX_ERR_TYPE, "'%s.%s' must be a callable, got %s.", type_name(s), mname,
