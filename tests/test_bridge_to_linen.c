@@ -897,6 +897,57 @@ static void test_unknown_paths_warned_once(void) {
     linen_module_release(m);
 }
 
+static void test_compact_children_share_the_cache(void) {
+    /* LinenOuter makes a new ToLinen on every call; the released one's cache (and the paths it
+     * warned about) passes to the next equal one, so the warning is not repeated per apply. */
+    linen_module *m = outer(3, &NNX_LINEAR_TYPE, LX_CALL_ARGS(lx_int_v(2), lx_int_v(3)));
+    lx_call c = LX_ARGS(ONES(1, 2));
+    lx_tree *v = NULL;
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &v), LX_OK);
+    lx_tree *extra = lx_tree_copy(v);
+    CHECK_EQ_INT(lx_tree_set_path(extra, "params/ToLinen_0/stale", lx_array_v(ONES(3))), LX_OK);
+    big_threshold = 1;
+    for (int i = 0; i < 3; i++) {
+        lx_value y;
+        big_allocs = 0;
+        lx_set_alloc_hook(count_big, NULL);
+        CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        lx_set_alloc_hook(NULL, NULL);
+        CHECK(matmul_close(out_array(&y), c.args[0].u.array, array_at(v, "params/ToLinen_0/kernel"),
+                           array_at(v, "params/ToLinen_0/bias")));
+        lx_value_free(&y);
+        /* after the first apply the cached module is reused: the only arrays allocated are the
+         * outputs of the forward pass (dot_general, add); a rebuild would allocate the Rngs'
+         * key and count arrays too */
+        if (i > 0) CHECK_EQ_INT(big_allocs, 2);
+    }
+    nwarn = 0;
+    lx_set_warning_handler(capture_warning, NULL);
+    for (int i = 0; i < 3; i++) {
+        lx_value y;
+        CHECK_EQ_INT(linen_apply(m, extra, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        lx_value_free(&y);
+    }
+    lx_set_warning_handler(NULL, NULL);
+    CHECK_EQ_INT(nwarn, 1);
+    /* another constructor call does not take that cache */
+    linen_module *m2 = outer(2, &NNX_LINEAR_TYPE, LX_CALL_ARGS(lx_int_v(2), lx_int_v(5)));
+    lx_tree *v2 = NULL;
+    lx_value y2;
+    CHECK_EQ_INT(linen_init(m2, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &v2), LX_OK);
+    CHECK_EQ_INT(linen_apply(m2, v2, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK(SHAPE_IS(out_array(&y2), 1, 5));
+    lx_value_free(&y2);
+    bridge_to_linen_cache_clear();
+    CHECK_EQ_INT(linen_apply(m2, v2, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    lx_value_free(&y2);
+    lx_tree_release(v2);
+    linen_module_release(m2);
+    lx_tree_release(extra);
+    lx_tree_release(v);
+    linen_module_release(m);
+}
+
 static lx_status rngs_probe(linen_scope *s, const lx_call *c, lx_value *out) {
     (void)c;
     nnx_stream_spec sp[4];
@@ -1072,10 +1123,12 @@ int main(void) {
     RUN(test_immutable_change_fails);
     RUN(test_to_linen_class);
     RUN(test_unknown_paths_warned_once);
+    RUN(test_compact_children_share_the_cache);
     RUN(test_linen_rngs_dict);
     RUN(test_errors);
     RUN(test_clone_and_cache);
     lx_variable_registry_reset();
+    bridge_to_linen_cache_clear();
     lx_pool_drain();
     lx_test_current = "leaks";
     CHECK_EQ_INT(lx_array_live_count(), live);

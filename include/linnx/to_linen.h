@@ -51,8 +51,9 @@
  *    their collection's type.
  * W17 (nn.vmap over ToLinen) needs Linen lifted transforms, which linnx does not have yet.
  *
- * Caching and threads: the cache belongs to one linen_module (clones start empty). An apply
- * that finds the cache in use (recursion, another thread) builds its own module instead.
+ * Caching and threads: the cache belongs to one linen_module (clones start empty) and passes to
+ * the next equal ToLinen when it is released (bridge_to_linen_cache_clear). An apply that finds
+ * the cache in use (recursion, another thread) builds its own module instead.
  * NNX methods run through ToLinen must not write into the data of the arrays their Variables
  * hold (replace the Variable's value instead, as every linnx layer does): during apply those
  * arrays are the caller's.
@@ -123,6 +124,14 @@ lx_status bridge_to_linen_class(const nnx_type *base, const lx_call *partial_kwa
                                 bridge_metadata_fn base_metadata_fn, void *user, bool base_skip_rng,
                                 linen_type **out);
 void bridge_to_linen_class_free(linen_type *cls);
+
+/* ToLinen modules made anew on every call (inside a compact parent, as Flax code writes it)
+ * share caches: a released ToLinen leaves its abstract module in a small process-wide pool (16
+ * entries, least recently donated evicted) and the next ToLinen with the same NNX type,
+ * skip_rng and an equal constructor call (lx_value_equal; calls holding pointers other than
+ * types and functions, e.g. initializers, are not pooled) takes it over, with the paths it
+ * already warned about. This drops the pool (tests that count live arrays call it). */
+void bridge_to_linen_cache_clear(void);
 
 /* linen_rngs_dict(module, add_default): one make_rng(name) per stream bound in the scope (NULL =
  * the current Linen module), in order, plus default = seed 0 when add_default and no 'default'

@@ -74,8 +74,12 @@ typedef struct tl_slot {
     char *path;               /* state path, "linear/kernel" */
     lx_variable *var;         /* retained */
     lx_array *placeholder;    /* the abstract value the module was built with, retained */
-    const char *col;          /* the Variable type's collection (registry-owned) */
+    char *col;                /* the Variable type's collection (a copy: registry names may
+                               * be reset while a cache lives) */
     size_t order;             /* position in the module's flat state (Flax's write order) */
+    char *segbuf;             /* the path split at '/', for lookups that allocate nothing */
+    const char **segs;
+    int nseg;
     /* per apply (borrowed from the Linen frame, which keeps them alive for the apply) */
     lx_array *bound;
     const lx_value *leaf;
@@ -106,6 +110,7 @@ typedef struct tl_state {
     int nnames;
     char **warned;
     size_t nwarned, capwarned;
+    bool pool_checked; /* looked for a donated cache already */
 } tl_state;
 
 typedef struct tl_config {
@@ -121,6 +126,9 @@ typedef struct tl_config {
 static void inst_free(tl_inst *in) {
     for (size_t i = 0; i < in->nslots; i++) {
         free(in->slots[i].path);
+        free(in->slots[i].segbuf);
+        free(in->slots[i].segs);
+        free(in->slots[i].col);
         lx_variable_release(in->slots[i].var);
         lx_release(in->slots[i].placeholder);
     }
@@ -152,8 +160,126 @@ static tl_state *state_new(void) {
     return st;
 }
 
+/* ---- the shared pool: caches of released ToLinen modules, for the next equal one ----
+ * A compact parent makes a new ToLinen on every call (Flax code does). When such a module is
+ * released its cache goes to this small pool; the next ToLinen with the same NNX type, skip_rng
+ * and an equal constructor call adopts it, so "built once" holds for compact children too. */
+#define TL_POOL 16
+typedef struct tl_pooled {
+    const nnx_type *nnx;
+    bool skip_rng;
+    lx_call ctor; /* owned */
+    tl_state *state;
+    uint64_t stamp;
+} tl_pooled;
+static tl_pooled pool_[TL_POOL];
+static int npool_;
+static uint64_t pool_clock_;
+static atomic_flag pool_lock_ = ATOMIC_FLAG_INIT;
+
+static void pool_acquire(void) {
+    while (atomic_flag_test_and_set(&pool_lock_)) {
+    }
+}
+static void pool_release(void) { atomic_flag_clear(&pool_lock_); }
+
+/* A constructor call whose values compare meaningfully by lx_value_equal: pointers only of
+ * kinds whose identity is the value (types, functions); a pointer to a struct such as an
+ * initializer may hold other contents at the same address, so such calls are not pooled. */
+static bool ctor_poolable(const lx_call *c) {
+    static const char *const ok[] = {"nnx_type", "vartype", "nnx_array_fn"};
+    for (int i = 0; i < c->nargs + c->nkwargs; i++) {
+        const lx_value *v = i < c->nargs ? &c->args[i] : &c->kwargs[i - c->nargs].value;
+        if (v->kind != LX_V_PTR) continue;
+        bool good = false;
+        for (size_t k = 0; k < sizeof ok / sizeof ok[0]; k++) good |= v->u.ptr.tag && strcmp(v->u.ptr.tag, ok[k]) == 0;
+        if (!good) return false;
+    }
+    return true;
+}
+
+static bool ctor_equal(const lx_call *a, const lx_call *b) {
+    if (a->nargs != b->nargs || a->nkwargs != b->nkwargs) return false;
+    for (int i = 0; i < a->nargs; i++)
+        if (!lx_value_equal(&a->args[i], &b->args[i])) return false;
+    for (int i = 0; i < a->nkwargs; i++)
+        if (strcmp(a->kwargs[i].name, b->kwargs[i].name) != 0 || !lx_value_equal(&a->kwargs[i].value, &b->kwargs[i].value))
+            return false;
+    return true;
+}
+
+static void pooled_free(tl_pooled *p) {
+    lx_call_free(&p->ctor);
+    state_free(p->state);
+    memset(p, 0, sizeof *p);
+}
+
+/* Give a released module's state to the pool (takes cfg->ctor and cfg->state). */
+static bool pool_donate(tl_config *c) {
+    tl_state *st = c->state;
+    if (!st || (!st->cached && !st->nwarned) || !ctor_poolable(&c->ctor)) return false;
+    if (atomic_flag_test_and_set(&st->busy)) return false; /* in use: cannot be handed over */
+    pool_acquire();
+    int slot = npool_ < TL_POOL ? npool_++ : 0;
+    if (npool_ == TL_POOL && slot == 0)
+        for (int i = 1; i < TL_POOL; i++)
+            if (pool_[i].stamp < pool_[slot].stamp) slot = i;
+    tl_pooled old = pool_[slot];
+    pool_[slot] = (tl_pooled){c->nnx, c->skip_rng, c->ctor, st, ++pool_clock_};
+    pool_release();
+    if (old.state) pooled_free(&old);
+    atomic_flag_clear(&st->busy);
+    c->ctor = LX_NO_CALL;
+    c->state = NULL;
+    return true;
+}
+
+/* Move a matching pooled cache (and its warned paths) into `st`, which is empty and held. */
+static void pool_adopt(const tl_config *c, tl_state *st) {
+    st->pool_checked = true;
+    if (!ctor_poolable(&c->ctor)) return;
+    tl_pooled found = {0};
+    pool_acquire();
+    for (int i = 0; i < npool_; i++) {
+        tl_pooled *p = &pool_[i];
+        if (p->nnx != c->nnx || p->skip_rng != c->skip_rng || !ctor_equal(&p->ctor, &c->ctor)) continue;
+        found = *p;
+        pool_[i] = pool_[--npool_];
+        memset(&pool_[npool_], 0, sizeof pool_[npool_]);
+        break;
+    }
+    pool_release();
+    if (!found.state) return;
+    tl_state *from = found.state;
+    st->cached = from->cached;
+    st->cache = from->cache;
+    memcpy(st->names, from->names, sizeof st->names);
+    st->nnames = from->nnames;
+    st->warned = from->warned;
+    st->nwarned = from->nwarned;
+    st->capwarned = from->capwarned;
+    from->cached = false;
+    from->nnames = 0;
+    from->warned = NULL;
+    from->nwarned = from->capwarned = 0;
+    memset(&from->cache, 0, sizeof from->cache);
+    pooled_free(&found);
+}
+
+void bridge_to_linen_cache_clear(void) {
+    pool_acquire();
+    tl_pooled all[TL_POOL];
+    int n = npool_;
+    memcpy(all, pool_, sizeof all);
+    memset(pool_, 0, sizeof pool_);
+    npool_ = 0;
+    pool_release();
+    for (int i = 0; i < n; i++) pooled_free(&all[i]);
+}
+
 static void tl_config_free(void *p) {
     tl_config *c = p;
+    pool_donate(c);
     lx_call_free(&c->ctor);
     state_free(c->state);
     c->state = NULL;
@@ -436,12 +562,29 @@ static lx_status inst_make(nnx_module *m, tl_inst *in) {
         }
         tl_slot *sl = &in->slots[in->nslots];
         sl->order = in->nslots;
-        st = collection_of(v, &sl->col);
+        const char *col = NULL;
+        st = collection_of(v, &col);
         if (st != LX_OK) break;
+        sl->col = dupstr(col);
         sl->path = dupstr(flat.items[i].path);
-        if (!sl->path) {
+        sl->segbuf = dupstr(flat.items[i].path);
+        int nseg = 1;
+        for (const char *q = flat.items[i].path; *q; q++) nseg += *q == '/';
+        sl->segs = malloc(sizeof *sl->segs * (size_t)nseg);
+        if (!sl->path || !sl->segbuf || !sl->segs || !sl->col) {
+            free(sl->col);
+            free(sl->path);
+            free(sl->segbuf);
+            free(sl->segs);
             st = oom();
             break;
+        }
+        for (char *q = sl->segbuf;;) {
+            sl->segs[sl->nseg++] = q;
+            char *slash = strchr(q, '/');
+            if (!slash) break;
+            *slash = '\0';
+            q = slash + 1;
         }
         sl->var = lx_variable_retain(v);
         sl->placeholder = lx_retain(lx_variable_get_value(v));
@@ -504,8 +647,9 @@ static bool bind_fast(tl_inst *in, const lx_tree *vars) {
     if (total != in->nslots) return false;
     for (size_t i = 0; i < in->nslots; i++) {
         tl_slot *sl = &in->slots[i];
-        const lx_value *sub = lx_tree_get(vars, sl->col);
-        const lx_value *leaf = sub ? lx_tree_find(sub->u.tree, sl->path) : NULL;
+        const lx_value *leaf = lx_tree_get(vars, sl->col);
+        for (int k = 0; leaf && k < sl->nseg; k++)
+            leaf = leaf->kind == LX_V_TREE ? lx_tree_get(leaf->u.tree, sl->segs[k]) : NULL;
         lx_array *a = leaf ? leaf_array(leaf) : NULL;
         if (!a || !same_sig(a, sl->placeholder)) {
             for (size_t j = 0; j < i; j++) in->slots[j].bound = NULL, in->slots[j].leaf = NULL;
@@ -788,6 +932,7 @@ static lx_status tl_apply(linen_scope *s, const tl_config *cfg, const tl_method 
     int nnames = cfg->skip_rng ? 0 : linen_rng_names(s, names, TL_MAX_STREAMS);
     if (nnames > TL_MAX_STREAMS) nnames = TL_MAX_STREAMS + 1; /* never matches: no cache */
 
+    if (own && !state->cached && !state->pool_checked) pool_adopt(cfg, state);
     tl_inst tmp, *in = NULL;
     lx_status st = LX_OK;
     if (own && state->cached && names_match(state, names, nnames)) {

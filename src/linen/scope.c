@@ -451,9 +451,11 @@ lx_status linen_variables(const linen_scope *self, lx_tree **out) {
     if (!t) return oom();
     const lx_tree *vars = self->frame->vars;
     for (size_t i = 0; i < lx_tree_len(vars); i++) {
+        /* Walk the scope's path component by component: no path string to build. */
+        const lx_value *sub = self->is_function ? NULL : lx_tree_at(vars, i);
+        for (int k = 0; sub && k < self->depth; k++)
+            sub = sub->kind == LX_V_TREE ? lx_tree_get(sub->u.tree, self->names[k]) : NULL;
         const char *col = lx_tree_key(vars, i);
-        const lx_value *sub = self->is_function ? NULL : find_var(self, col, NULL);
-        if (self->depth == 0) sub = lx_tree_at(vars, i);
         if (!sub || sub->kind != LX_V_TREE) continue;
         lx_status st = lx_tree_set(t, col, *sub);
         if (st != LX_OK) {
