@@ -4,3 +4,4 @@
 LINNX_COMMAND(key, cmd_key, "print JAX keys: from a seed, fold_in, split, Linen make_rng paths")
 LINNX_COMMAND(random, cmd_random, "sample bits|uniform|normal|truncated_normal|bernoulli as JAX does")
 LINNX_COMMAND(init, cmd_init, "run a Flax initializer (lecun_normal, variance_scaling, ...)")
+LINNX_COMMAND(example, cmd_example, "run a worked example: nnx-inside-linen")
