@@ -1069,6 +1069,50 @@ static void test_errors(void) {
     linen_module_release(m);
 }
 
+static lx_status failing_md(const lx_variable *v, void *user, lx_value *out) {
+    (void)v;
+    (void)user;
+    (void)out;
+    return lx_fail(LX_ERR_INVALID_ARGUMENT, "metadata_fn refused");
+}
+static lx_status attend_twice(linen_scope *s, const lx_call *c, lx_value *out) {
+    lx_call c2 = {c->nargs, c->args, 1, (lx_kwarg[]){LX_KW_STR("nnx_method", "attend")}};
+    return linen_call_attr(s, "embedding", "attend", &c2, out);
+}
+static const linen_method FOO2_METHODS[] = {LINEN_METHOD("__call__", foo_call), LINEN_METHOD("twice", attend_twice)};
+static const linen_type LINEN_FOO2 = {.name = "Foo", .methods = FOO2_METHODS, .nmethods = 2, .setup = foo_setup};
+static const nnx_type NNX_NO_CALL = {.name = "NoCall", .size = sizeof(nnx_module)};
+
+static void test_more_errors(void) {
+    /* a metadata_fn failure stops init and nothing is returned */
+    bridge_to_linen_opts o = {.metadata_fn = failing_md};
+    lx_call ctor = LX_CALL_ARGS(lx_int_v(2), lx_int_v(3));
+    linen_module *m = to_linen_args(&NNX_LINEAR_TYPE, &ctor, &o);
+    lx_call cx = LX_ARGS(ONES(1, 2));
+    lx_tree *v = NULL;
+    CHECK_FAILS(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_ERR_INVALID_ARGUMENT, "metadata_fn refused");
+    CHECK(v == NULL);
+    linen_module_release(m);
+    /* a class with no __call__ */
+    m = to_linen_args(&NNX_NO_CALL, NULL, NULL);
+    CHECK_FAILS(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_ERR_NOT_FOUND,
+                "type object 'NoCall' has no attribute '__call__'");
+    linen_module_release(m);
+    /* a forwarded method given nnx_method as well */
+    linen_module *foo = NULL;
+    CHECK_EQ_INT(linen_module_new(&LINEN_FOO2, NULL, &foo), LX_OK);
+    int32_t one = 1;
+    lx_call ci = LX_ARGS(lx_autorelease(lx_array_from_data(LX_I32, 1, SHAPE(1), &one)));
+    CHECK_EQ_INT(linen_init(foo, LINEN_KEY(lx_key_from_seed(0)), &ci, NULL, &v), LX_OK);
+    linen_opts ot = {.method = "twice"};
+    lx_value y;
+    lx_call cz = LX_ARGS(ONES(1, 3));
+    CHECK_FAILS(linen_apply(foo, v, &cz, LINEN_NO_RNGS, &ot, &y, NULL), LX_ERR_TYPE,
+                "got multiple values for argument 'nnx_method'");
+    lx_tree_release(v);
+    linen_module_release(foo);
+}
+
 static void test_clone_and_cache(void) {
     linen_module *m = BRIDGE_TO_LINEN(&NNX_LINEAR_TYPE, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
     lx_call cx = LX_ARGS(arr(2, SHAPE(2, 2), (float[]){1, 2, 3, 4}));
@@ -1126,6 +1170,7 @@ int main(void) {
     RUN(test_compact_children_share_the_cache);
     RUN(test_linen_rngs_dict);
     RUN(test_errors);
+    RUN(test_more_errors);
     RUN(test_clone_and_cache);
     lx_variable_registry_reset();
     bridge_to_linen_cache_clear();
