@@ -255,7 +255,7 @@ static lx_status disp_dispatch(linen_scope *s, const char *method, const lx_call
         *out = lx_int_v(42);
         return LX_OK;
     }
-    return lx_fail(LX_ERR_NOT_FOUND, "no %s", method);
+    return LX_ERR_NOT_FOUND; /* no message: "no such method" (a message would be a real failure) */
 }
 static lx_status disp_getattr(const linen_module *m, const char *name, lx_value *out) {
     (void)m;

@@ -12,6 +12,10 @@
 #include "linnx/linen_layers.h"
 #include "linnx/to_nnx.h"
 
+/* The worked problem's code lives in examples/ and is compiled in here without its main(). */
+#define LINNX_EXAMPLE_NO_MAIN
+#include "../examples/nnx_inside_linen.c"
+
 /* The options every example takes. */
 typedef struct example_args {
     int64_t seed;
@@ -28,26 +32,40 @@ static int integral(const char *opt, const char *s, int64_t *out) {
     return 0;
 }
 
-/* "1,2.5,-3": at least one number. */
+/* "1,2.5,-3", also written as a Python tuple or list: "(1, 2.5, -3)". At least one number. */
 static int float_list(const char *opt, const char *s, example_args *a) {
+    size_t len = strlen(s);
+    const char *start = s, *stop = s + len;
+    while (start < stop && *start == ' ') start++;
+    while (stop > start && stop[-1] == ' ') stop--;
+    if (stop - start >= 2 && ((*start == '(' && stop[-1] == ')') || (*start == '[' && stop[-1] == ']'))) {
+        start++;
+        stop--;
+    }
     int n = 1;
-    for (const char *p = s; *p; p++) n += *p == ',';
+    for (const char *p = start; p < stop; p++) n += *p == ',';
     a->x = malloc((size_t)n * sizeof *a->x);
     if (!a->x) return cli_error("out of memory");
-    const char *p = s;
+    const char *p = start;
+    int count = 0;
     for (int i = 0; i < n; i++) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        const char *comma = memchr(p, ',', (size_t)(stop - p));
+        const char *end = comma ? comma : stop;
+        while (p < end && *p == ' ') p++;
+        const char *e = end;
+        while (e > p && e[-1] == ' ') e--;
         char buf[64];
-        if (len == 0 || len >= sizeof buf) return cli_error("--%s: '%s' is not a list of numbers", opt, s);
-        memcpy(buf, p, len);
-        buf[len] = '\0';
+        size_t tl = (size_t)(e - p);
+        if (tl == 0 && !comma && i == n - 1 && i > 0) break; /* a trailing comma: (1,) */
+        if (tl == 0 || tl >= sizeof buf) return cli_error("--%s: '%s' is not a list of numbers", opt, s);
+        memcpy(buf, p, tl);
+        buf[tl] = '\0';
         double v;
         if (cli_f64(opt, buf, &v)) return CLI_EXIT_USAGE;
-        a->x[i] = (float)v;
-        p = comma ? comma + 1 : p + len;
+        a->x[count++] = (float)v;
+        p = comma ? comma + 1 : stop;
     }
-    a->n = n;
+    a->n = count;
     return 0;
 }
 
@@ -113,6 +131,28 @@ static int linen_inside_nnx(int argc, char **argv) {
     return rc;
 }
 
+/* ------------------------------------------------------------------ nnx-inside-linen */
+
+static const char NNX_INSIDE_LINEN_USAGE[] =
+    "usage: linnx example nnx-inside-linen --seed S --x X0,X1,... --features F\n"
+    "An NNX Linear(len(x), F) wrapped with bridge.to_linen, init with PRNGKey(S) and x, applied\n"
+    "to x (spec/nnx-inside-linen.md). Prints the output vector on one line (%.9g).\n";
+
+static int nnx_inside_linen_cmd(int argc, char **argv) {
+    example_args a;
+    bool help;
+    int rc = parse_example_args(argc, argv, NNX_INSIDE_LINEN_USAGE, &a, &help);
+    if (rc || help) {
+        free(a.x);
+        return rc;
+    }
+    lx_array *y = nnx_inside_linen(a.seed, a.x, a.n, a.features);
+    rc = y ? cli_print_array(y) : cli_lib_error();
+    lx_release(y);
+    free(a.x);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ the table */
 
 typedef struct example {
@@ -122,6 +162,7 @@ typedef struct example {
 } example;
 
 static const example EXAMPLES[] = {
+    {"nnx-inside-linen", nnx_inside_linen_cmd, "to_linen(NNX Linear(len(x), F)).init(PRNGKey(S), x); apply"},
     {"linen-inside-nnx", linen_inside_nnx, "ToNNX(nn.Dense(F), rngs=nnx.Rngs(S)).lazy_init(x); model(x)"},
 };
 #define NEXAMPLES (sizeof EXAMPLES / sizeof EXAMPLES[0])

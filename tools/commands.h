@@ -5,4 +5,4 @@ LINNX_COMMAND(key, cmd_key, "print JAX keys: from a seed, fold_in, split, Linen 
 LINNX_COMMAND(random, cmd_random, "sample bits|uniform|normal|truncated_normal|bernoulli as JAX does")
 LINNX_COMMAND(init, cmd_init, "run a Flax initializer (lecun_normal, variance_scaling, ...)")
 LINNX_COMMAND(params, cmd_params, "print the variables a module (SPEC like 'linen.Dense(8)') gets at init")
-LINNX_COMMAND(example, cmd_example, "run a Flax bridge example (linen-inside-nnx, ...), print its output")
+LINNX_COMMAND(example, cmd_example, "run a bridge worked example (nnx-inside-linen, linen-inside-nnx), print its output")

@@ -86,6 +86,11 @@ void lx_pool_drain(void);
 size_t lx_pool_size(void);
 /* Live array count in this process (a debugging aid and a leak check for tests). */
 int64_t lx_array_live_count(void);
+/* Called with the byte count of every array data allocation (not headers, not abstract arrays):
+ * tests use it to show a code path allocates nothing parameter-sized. Process-wide; set it while
+ * no other thread allocates. NULL removes it. */
+typedef void (*lx_alloc_hook)(size_t nbytes, void *user);
+void lx_set_alloc_hook(lx_alloc_hook fn, void *user);
 
 /* ---- access ---- */
 static inline float *lx_f32(const lx_array *a) { return (float *)a->data; }

@@ -81,14 +81,16 @@ typedef struct linen_type {
     /* Optional: deep copy of those members (after the field table copied its own). */
     lx_status (*config_copy)(void *dst, const void *src);
     /* Optional: methods not in the table (the bridge's ToLinen forwards them to NNX methods).
-     * Return LX_ERR_NOT_FOUND for names it does not know either. */
+     * Return LX_ERR_NOT_FOUND without recording a message (no lx_fail) for names it does not
+     * know either; a NOT_FOUND with a message is a failure of a method that exists. */
     lx_status (*dispatch)(linen_scope *self, const char *method, const lx_call *call, lx_value *out);
     /* Optional: attributes beyond the config fields (ToLinen forwards its NNX kwargs). */
     lx_status (*getattr)(const linen_module *m, const char *name, lx_value *out);
     /* Optional: bind constructor arguments instead of lx_config_bind (varargs constructors
      * like Sequential(*layers)). The config is zeroed first; on failure it must hold nothing
-     * that config_free would release twice. */
-    lx_status (*bind)(void *cfg, const lx_call *kwargs);
+     * that config_free would release twice. `type` is the type being built, so one bind can
+     * serve types made at run time that carry their own defaults (to_linen_class). */
+    lx_status (*bind)(const struct linen_type *type, void *cfg, const lx_call *kwargs);
     unsigned flags; /* LINEN_TYPE_* */
 } linen_type;
 

@@ -21,6 +21,7 @@
 #include "linnx/nnx_layers.h"
 #include "linnx/bridge.h"
 #include "linnx/to_nnx.h"
+#include "linnx/to_linen.h"
 #include "linnx/intercept.h"
 #include "linnx/random.h"
 #include "linnx/init.h"

@@ -201,6 +201,11 @@ typedef lx_status (*nnx_visit_fn)(const char *path, const lx_value *node, void *
 lx_status nnx_iter_graph(nnx_module *m, nnx_visit_fn fn, void *user);
 /* Set `initializing` on every module in the graph (lazy_init). */
 void nnx_set_initializing(nnx_module *m, bool on);
+/* A per-thread counter bumped by every structural change made through this API (setattr,
+ * delattr, list append/clear, update inserting a new path). Callers that cache a module's
+ * Variable list (the bridge's ToLinen) compare it before and after running a method; direct
+ * writes to declared struct fields are not counted (compare the fields themselves). */
+uint64_t nnx_graph_epoch(void);
 
 /* ---- Rngs ---- */
 typedef struct nnx_stream_spec {

@@ -74,10 +74,19 @@ static lx_array *array_header(lx_dtype dtype, int ndim, const int64_t *shape) {
     return a;
 }
 
+static lx_alloc_hook alloc_hook;
+static void *alloc_hook_user;
+
+void lx_set_alloc_hook(lx_alloc_hook fn, void *user) {
+    alloc_hook = fn;
+    alloc_hook_user = user;
+}
+
 lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape) {
     lx_array *a = array_header(dtype, ndim, shape);
     if (!a) return NULL;
     size_t bytes = (size_t)a->size * lx_dtype_size(dtype);
+    if (alloc_hook) alloc_hook(bytes, alloc_hook_user);
     size_t rounded = (bytes + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN;
     if (rounded == 0) rounded = LX_ALIGN;
     a->alloc = aligned_alloc(LX_ALIGN, rounded);

@@ -11,7 +11,8 @@
 #include "linnx/ops.h"
 
 /* ---------------------------------------------------------------- Sequential */
-static lx_status seq_bind(void *cfgp, const lx_call *c) {
+static lx_status seq_bind(const linen_type *type, void *cfgp, const lx_call *c) {
+    (void)type;
     linen_sequential_config *cfg = cfgp;
     if (c->nkwargs > 0)
         return lx_fail(LX_ERR_TYPE, "Sequential.__init__() got an unexpected keyword argument '%s'", c->kwargs[0].name);

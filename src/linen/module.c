@@ -77,7 +77,7 @@ lx_status linen_module_new_named(const linen_type *type, const lx_call *kwargs, 
         char owner[160];
         snprintf(owner, sizeof owner, "%s.__init__()", type->name ? type->name : "Module");
         if (type->bind) {
-            st = type->bind(m->config, &call);
+            st = type->bind(type, m->config, &call);
         } else {
             st = lx_config_bind(type->fields, type->nfields, &call, m->config, owner);
         }

@@ -444,9 +444,11 @@ lx_status linen_variables(const linen_scope *self, lx_tree **out) {
     if (!t) return oom();
     const lx_tree *vars = self->frame->vars;
     for (size_t i = 0; i < lx_tree_len(vars); i++) {
+        /* Walk the scope's path component by component: no path string to build. */
+        const lx_value *sub = self->is_function ? NULL : lx_tree_at(vars, i);
+        for (int k = 0; sub && k < self->depth; k++)
+            sub = sub->kind == LX_V_TREE ? lx_tree_get(sub->u.tree, self->names[k]) : NULL;
         const char *col = lx_tree_key(vars, i);
-        const lx_value *sub = self->is_function ? NULL : find_var(self, col, NULL);
-        if (self->depth == 0) sub = lx_tree_at(vars, i);
         if (!sub || sub->kind != LX_V_TREE) continue;
         lx_status st = lx_tree_set(t, col, *sub);
         if (st != LX_OK) {
@@ -580,8 +582,11 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
                              type_name(s), mname);
             if (st == LX_OK) st = linen_return_array(out, afn(s, x));
         } else if (use_dispatch) {
+            /* NOT_FOUND with no message means "no such method"; with a message it is a
+             * failure inside a method that exists, and must reach the caller as it is. */
+            lx_clear_error();
             st = t->dispatch(s, mname, call, out);
-            if (st == LX_ERR_NOT_FOUND) {
+            if (st == LX_ERR_NOT_FOUND && lx_last_status() == LX_OK) {
                 lx_value attr;
                 if (t->getattr && t->getattr(s->module, mname, &attr) == LX_OK)
                     st = lx_fail(LX_ERR_TYPE, "'%s.%s' must be a callable, got %s.", type_name(s), mname,

@@ -685,7 +685,10 @@ static lx_status update_one(nnx_module *root, const char *path, const lx_value *
                     s = lx_fail(LX_ERR_TYPE, "update: cannot insert a plain array at '%s'; wrap it in a Variable", path);
                     break;
                 }
-                if (!dry) s = lx_tree_set_path(node.u.tree, last ? comp : path + (comp - copy), *leaf);
+                if (!dry) {
+                    s = lx_tree_set_path(node.u.tree, last ? comp : path + (comp - copy), *leaf);
+                    nnx_graph_changed();
+                }
                 break;
             }
             next = *tv;
@@ -696,6 +699,7 @@ static lx_status update_one(nnx_module *root, const char *path, const lx_value *
                     s = lx_fail(LX_ERR_TYPE, "update: '%s' is None; only a Variable can fill it", path);
                 } else if (!dry) {
                     *var_slot = lx_variable_retain(leaf->u.var);
+                    nnx_graph_changed();
                 }
             } else if (next.kind == LX_V_VARIABLE) {
                 if (!dry && next.u.var != (leaf->kind == LX_V_VARIABLE ? leaf->u.var : NULL))

@@ -93,6 +93,10 @@ lx_status nnx_path_push(nnx_path *p, const char *name, size_t *saved) {
 /* ------------------------------------------------------------------ abstract mode */
 
 static _Thread_local int abstract_depth;
+static _Thread_local uint64_t graph_epoch;
+
+uint64_t nnx_graph_epoch(void) { return graph_epoch; }
+void nnx_graph_changed(void) { graph_epoch++; }
 
 bool nnx_abstract_mode(void) { return abstract_depth > 0; }
 void nnx_abstract_push(void) { abstract_depth++; }
@@ -160,11 +164,13 @@ lx_status nnx_list_append(nnx_list *l, lx_value item) {
     l->items = ni;
     LX_TRY(own_value(&item, &l->items[l->n]));
     l->n++;
+    nnx_graph_changed();
     return LX_OK;
 }
 
 void nnx_list_clear(nnx_list *l) {
     if (!l) return;
+    if (l->n) nnx_graph_changed();
     for (int i = 0; i < l->n; i++) free_owned(&l->items[i]);
     free(l->items);
     l->items = NULL;
@@ -328,6 +334,7 @@ int nnx_attrs_find(const nnx_module *m, const char *name) {
 lx_status nnx_attrs_put(nnx_module *m, const char *name, const lx_value *value) {
     lx_value owned;
     LX_TRY(own_value(value, &owned));
+    nnx_graph_changed();
     int i = nnx_attrs_find(m, name);
     if (i >= 0) {
         free_owned(&m->attrs->values[i]);
@@ -418,6 +425,7 @@ lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value) {
     if (!*name || strchr(name, '/'))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_setattr: invalid attribute name '%s'", name);
     LX_TRY(check_attr_value(name, value));
+    nnx_graph_changed();
     int fi;
     const nnx_field *f = nnx_find_field(m->type, name, &fi);
     if (f) {
@@ -475,6 +483,7 @@ lx_status nnx_delattr(nnx_module *m, const char *name) {
                            name, m->type->name);
         return attr_error(m, name);
     }
+    nnx_graph_changed();
     nnx_attrs *a = m->attrs;
     free(a->names[i]);
     free_owned(&a->values[i]);

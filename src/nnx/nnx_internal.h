@@ -67,6 +67,9 @@ int nnx_attrs_find(const nnx_module *m, const char *name);
 /* Put (dup'ed) a value under name, replacing an existing one in place. No validation. */
 lx_status nnx_attrs_put(nnx_module *m, const char *name, const lx_value *value);
 
+/* Structural changes (nnx_graph_epoch). */
+void nnx_graph_changed(void);
+
 /* Strings. */
 char *nnx_strdup(const char *s);
 
