@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make demo`'s model runs and shows both bridge directions: the variable layouts Flax gives
+# (ToLinen_0 under a Linen parent; ToNNX attributes without the collection level) and outputs of
+# the right shape. Usage: cli_demo.sh PATH/TO/linnx (the demo program sits beside it).
+set -u
+bin=${1:?usage: cli_demo.sh PATH/TO/linnx}
+demo=$(dirname "$bin")/example_bridge_demo
+pass=0 fail=0
+out=$("$demo" 2>&1); rc=$?
+check() { # $1 = description, $2 = a line the output must contain
+    if printf '%s\n' "$out" | grep -qF -- "$2"; then pass=$((pass + 1)); else
+        fail=$((fail + 1)); echo "FAIL: $1: no line containing '$2'"; fi
+}
+if [ $rc -eq 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: demo exited $rc: $out"; fi
+check "Linen parent, Dense child" "params/Dense_0/kernel           Array  (8, 16)   float32     128"
+check "NNX layer inside Linen"   "params/ToLinen_0/linear/kernel  Array  (16, 16)  float32     256"
+check "Linen total"              "Total                                                        484"
+check "Linen output"             "Classifier().apply(variables, x) -> float32[2,4]:"
+check "Linen block inside NNX"   "block/Dense_1/kernel  Param  (16, 16)  float32     256"
+check "NNX head"                 "head/kernel           Param  (16, 4)   float32      64"
+check "NNX output"               "net(x) -> float32[2,4]:"
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
