@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `linnx params` against expected output generated from the reference model: every
 # tests/fixtures/cli_params_*.txt (linen.: scripts/gen_linen_fixtures.py; nnx.:
-# scripts/gen_cli_nnx_fixtures.py), plus the usage errors (one `linnx: ...` line on stderr, exit
+# scripts/gen_cli_params_fixtures.py), plus the usage errors (one `linnx: ...` line on stderr, exit
 # status 2). Usage: cli_params.sh PATH/TO/linnx
 set -u
 bin=${1:?usage: cli_params.sh PATH/TO/linnx}
@@ -69,6 +69,11 @@ expect_usage_error "unknown initializer" params 'linen.Dense(3, kernel_init=line
 expect_usage_error "unknown module 'nnx.Foo(1)'" params 'nnx.Foo(1)' --seed 0
 expect_usage_error "Linear.__init__() missing 1 required positional argument: 'out_features'" params 'nnx.Linear(4)' --seed 0
 expect_usage_error "is a class: call it" params 'nnx.Linear' --seed 0
+expect_usage_error "bridge.to_linen needs an NNX class first" params 'bridge.to_linen(4, 8)' --seed 0 --input-shape 1,4
+expect_usage_error "bridge.to_linen needs --input-shape" params 'bridge.to_linen(nnx.Linear, 4, 8)' --seed 0
+expect_usage_error "bridge.ToNNX needs a Linen module" params 'bridge.ToNNX(nnx.Linear(4, 8))' --seed 0 --input-shape 1,4
+expect_usage_error "bridge.ToNNX needs --input-shape" params 'bridge.ToNNX(linen.Dense(8))' --seed 0
+expect_usage_error "unknown module 'bridge.foo(1)'" params 'bridge.foo(1)' --seed 0
 
 # initializers by name, and their effect
 out=$("$bin" params 'linen.Dense(2, kernel_init=linen.initializers.ones, bias_init=linen.initializers.constant(0.5))' --seed 0 --input-shape 1,2)

@@ -13,17 +13,20 @@
 static const params_family PARAMS_FAMILIES[] = {
     {"linen.", params_linen},
     {"nnx.", params_nnx},
+    {"bridge.", params_bridge},
 };
 
 static const char PARAMS_USAGE[] =
     "usage: linnx params SPEC (--seed S | --key K0,K1) [--x64] [--legacy] [--input-shape D0,D1,...]\n"
     "  SPEC: a Flax-like constructor, e.g. 'linen.Dense(8)', 'linen.Conv(16, (3, 3))',\n"
     "        'linen.Sequential(linen.Dense(8), linen.relu, linen.Dense(2))', 'nnx.Linear(4, 8)',\n"
-    "        'nnx.Conv(3, 16, (3, 3))', 'nnx.BatchNorm(8)', 'nnx.Dropout(0.5)'\n"
+    "        'nnx.Conv(3, 16, (3, 3))', 'nnx.BatchNorm(8)', 'nnx.Dropout(0.5)',\n"
+    "        'bridge.to_linen(nnx.Linear, 4, 8)', 'bridge.ToNNX(linen.Dense(8))'\n"
     "  Prints every variable init creates: collection/path dtype[shape]: values (row-major, %.9g).\n"
     "  Linen modules need --input-shape (the shape of the example input init runs on); NNX modules\n"
     "  are built with nnx.Rngs(seed) and print their whole state: path Type dtype[shape]: values,\n"
-    "  RNG state marked [rng].\n";
+    "  RNG state marked [rng]. bridge.to_linen(...) prints Linen variables (needs --input-shape);\n"
+    "  bridge.ToNNX(linen...) prints the NNX state after lazy_init on --input-shape.\n";
 
 /* `path [Type ]dtype[shape]: values[ [rng]]`: NNX leaves show their Variable type, and RNG
  * state (stream keys and counts) is marked. */
@@ -67,7 +70,7 @@ int cmd_params(int argc, char **argv) {
     for (size_t i = 0; i < sizeof PARAMS_FAMILIES / sizeof PARAMS_FAMILIES[0]; i++)
         if (spec_suffix(spec, PARAMS_FAMILIES[i].prefix)) fam = &PARAMS_FAMILIES[i];
     if (!fam) {
-        int rc = cli_error("params: unknown module '%s' (known prefixes: linen., nnx.)", spec->s ? spec->s : pos[0]);
+        int rc = cli_error("params: unknown module '%s' (known prefixes: linen., nnx., bridge.)", spec->s ? spec->s : pos[0]);
         spec_free(spec);
         return rc;
     }

@@ -33,6 +33,10 @@ typedef struct params_family {
 
 int params_linen(spec_node *spec, const params_request *req, lx_tree **vars);
 int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars);
+int params_bridge(spec_node *spec, const params_request *req, lx_tree **vars);
+/* Build the Linen module a linen. spec describes (*out owned by the caller); *reads_token_ids
+ * tells whether its example input is int32 ids (an Embed first). 0, or an exit status. */
+int params_linen_module(spec_node *spec, linen_module **out, bool *reads_token_ids);
 /* INITS.NAME[(numbers)] -> *it (0), or an exit status after printing the error. */
 int params_initializer(spec_node *n, const char *name, lx_initializer *it);
 

@@ -111,6 +111,19 @@ static bool reads_ids(const linen_module *m) {
     return false;
 }
 
+int params_linen_module(spec_node *spec, linen_module **out, bool *reads_token_ids) {
+    builder b;
+    memset(&b, 0, sizeof b);
+    linen_module *m = NULL;
+    int rc = build(&b, spec, &m);
+    if (!rc) {
+        *out = linen_module_retain(m);
+        if (reads_token_ids) *reads_token_ids = reads_ids(m);
+    }
+    for (int i = 0; i < b.nowned; i++) linen_module_release(b.owned[i]);
+    return rc;
+}
+
 int params_linen(spec_node *spec, const params_request *req, lx_tree **vars) {
     builder b;
     memset(&b, 0, sizeof b);

@@ -1,0 +1,93 @@
+/* The `bridge.` family of `linnx params`:
+ *   bridge.to_linen(nnx.Linear, 4, 8)   -> the Linen variables of to_linen(...).init(key, x)
+ *   bridge.ToNNX(linen.Dense(8))         -> the NNX state of ToNNX(..., rngs=nnx.Rngs(key))
+ *                                           after lazy_init(x)
+ * x is zeros of --input-shape (int32 token ids when the Linen module starts with an Embed). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "linnx/nnx_layers.h"
+#include "linnx/to_linen.h"
+#include "linnx/to_nnx.h"
+#include "params.h"
+
+/* to_linen's constructor arguments: plain values, or nnx.initializers.NAME[(...)]. */
+static int ctor_value(spec_node *v, lx_initializer *slot, lx_value *out) {
+    const char *iname = spec_suffix(v, "nnx.initializers.");
+    if (iname) {
+        int rc = params_initializer(v, iname, slot);
+        if (!rc) *out = lx_ptr_v("initializer", slot);
+        return rc;
+    }
+    char err[200];
+    if (spec_to_value(v, out, err, sizeof err)) return cli_error("params: %s", err);
+    return 0;
+}
+
+static int to_linen_spec(spec_node *spec, const params_request *req, lx_tree **vars) {
+    char buf[200];
+    const char *name = spec->nargs > 0 && !spec->args[0].name ? spec_suffix(spec->args[0].value, "nnx.") : NULL;
+    const nnx_type *t = name && spec->args[0].value->kind == SPEC_NAME ? nnx_layer_type(name) : NULL;
+    if (!t)
+        return cli_error("params: bridge.to_linen needs an NNX class first, e.g. bridge.to_linen(nnx.Linear, 4, 8): %s",
+                         spec_str(spec, buf, sizeof buf));
+    if (!req->has_shape) return cli_error("params: bridge.to_linen needs --input-shape D0,D1,... for shape inference");
+    int npos = 0, nkw = 0;
+    lx_value args[32];
+    lx_kwarg kw[32];
+    lx_initializer inits[32];
+    for (int i = 1; i < spec->nargs; i++) {
+        if (npos + nkw == 32) return cli_error("params: too many arguments");
+        lx_value v;
+        int rc = ctor_value(spec->args[i].value, &inits[npos + nkw], &v);
+        if (rc) return rc;
+        if (spec->args[i].name) kw[nkw++] = LX_KW(spec->args[i].name, v);
+        else args[npos++] = v;
+    }
+    lx_call ctor = {npos, args, nkw, kw};
+    linen_module *m = NULL;
+    lx_array *x = NULL;
+    int rc = 0;
+    if (bridge_to_linen(t, &ctor, NULL, &m) != LX_OK || !(x = lx_array_new(LX_F32, req->ndim, req->shape)) ||
+        linen_init(m, LINEN_KEY(req->key), &LX_ARGS(x), NULL, vars) != LX_OK)
+        rc = cli_lib_error();
+    lx_release(x);
+    linen_module_release(m);
+    return rc;
+}
+
+static int to_nnx_spec(spec_node *spec, const params_request *req, lx_tree **vars) {
+    char buf[200];
+    if (spec->nargs < 1 || spec->args[0].name || !spec_suffix(spec->args[0].value, "linen."))
+        return cli_error("params: bridge.ToNNX needs a Linen module, e.g. bridge.ToNNX(linen.Dense(8)): %s",
+                         spec_str(spec, buf, sizeof buf));
+    if (spec->nargs > 1) return cli_error("params: bridge.ToNNX takes one module (rngs come from --seed/--key)");
+    if (!req->has_shape) return cli_error("params: bridge.ToNNX needs --input-shape D0,D1,... for lazy_init");
+    linen_module *linen = NULL;
+    bool ids = false;
+    int rc = params_linen_module(spec->args[0].value, &linen, &ids);
+    if (rc) return rc;
+    nnx_stream_spec stream = {"default", true, 0, req->key};
+    nnx_rngs *rngs = NULL;
+    nnx_module *m = NULL;
+    lx_array *x = NULL;
+    if (nnx_rngs_new(1, &stream, &rngs) != LX_OK || bridge_to_nnx_new(linen, rngs, NULL, &m) != LX_OK ||
+        !(x = lx_array_new(ids ? LX_I32 : LX_F32, req->ndim, req->shape)) ||
+        bridge_lazy_init(m, NULL, &LX_ARGS(x)) != LX_OK || nnx_state(m, 0, NULL, vars) != LX_OK)
+        rc = cli_lib_error();
+    lx_release(x);
+    nnx_module_release(m);
+    nnx_rngs_release(rngs);
+    linen_module_release(linen);
+    return rc;
+}
+
+int params_bridge(spec_node *spec, const params_request *req, lx_tree **vars) {
+    const char *name = spec_suffix(spec, "bridge.");
+    char buf[200];
+    if (spec->kind == SPEC_CALL && !strcmp(name, "to_linen")) return to_linen_spec(spec, req, vars);
+    if (spec->kind == SPEC_CALL && !strcmp(name, "ToNNX")) return to_nnx_spec(spec, req, vars);
+    return cli_error("params: unknown module '%s' (bridge.to_linen(...) or bridge.ToNNX(...))",
+                     spec_str(spec, buf, sizeof buf));
+}
