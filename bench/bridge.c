@@ -12,6 +12,7 @@
 #include "linnx/linen.h"
 #include "linnx/linnx.h"
 #include "linnx/to_linen.h"
+#include "linnx/to_nnx.h"
 
 typedef struct {
     nnx_module base;
@@ -48,6 +49,13 @@ static lx_status parent_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method PARENT_METHODS[] = {LINEN_METHOD("__call__", parent_call)};
 static const linen_type PARENT = {.name = "Parent", .methods = PARENT_METHODS, .nmethods = 1};
 
+/* The same MLP in Linen style (for Linen direct vs through ToNNX). */
+static lx_array *linen_mlp_call(linen_scope *s, lx_array *x) {
+    return linen_dense(s, NULL, 10, lx_relu(linen_dense(s, NULL, 64, x)));
+}
+static const linen_method LINEN_MLP_METHODS[] = {LINEN_ARRAY_METHOD("__call__", linen_mlp_call)};
+static const linen_type LINEN_MLP = {.name = "MLP", .methods = LINEN_MLP_METHODS, .nmethods = 1};
+
 typedef struct {
     nnx_module *direct;
     linen_module *wrapped;
@@ -72,6 +80,9 @@ static void run_bridge(void *p) {
     lx_value_free(&out);
 }
 
+/* NNX call of a ToNNX-wrapped Linen MLP: the same work as run_direct's NNX call. */
+static void run_to_nnx(void *p) { run_direct(p); }
+
 static double timed(void (*fn)(void *), ctx *c) {
     double t0 = bench_now();
     fn(c);
@@ -88,7 +99,15 @@ int main(void) {
         fprintf(stderr, "bench_bridge: %s\n", lx_last_error());
         return 1;
     }
-    printf("# bridge: 2-layer MLP 64-64-10, NNX direct vs through to_linen (median of 15 runs)\n");
+    linen_module *linen_mlp = NULL;
+    nnx_module *to_nnx = NULL;
+    if (linen_module_new(&LINEN_MLP, NULL, &linen_mlp) != LX_OK ||
+        bridge_to_nnx_new(linen_mlp, rngs, NULL, &to_nnx) != LX_OK) {
+        fprintf(stderr, "bench_bridge: %s\n", lx_last_error());
+        return 1;
+    }
+    printf("# bridge: 2-layer MLP 64-64-10 (median of 15 runs): NNX direct vs through to_linen\n"
+           "# (top-level, and built in a compact parent per call), Linen direct vs through ToNNX\n");
     int batches[] = {1, 128};
     for (int b = 0; b < 2; b++) {
         lx_array *x = lx_array_full_f32(2, (int64_t[]){batches[b], 64}, 0.5f);
@@ -110,15 +129,38 @@ int main(void) {
             fprintf(stderr, "bench_bridge: %s\n", lx_last_error());
             return 1;
         }
-        printf("mlp_b%d vs_direct %.3f\n", batches[b], tb / td);
-        printf("mlp_b%d_compact vs_direct %.3f\n", batches[b], tc / td);
-        printf("mlp_b%d_direct us %.3f\n", batches[b], td * 1e6);
-        printf("mlp_b%d us %.3f\n", batches[b], tb * 1e6);
-        printf("mlp_b%d_compact us %.3f\n", batches[b], tc * 1e6);
+        /* Linen direct vs the same Linen module through ToNNX (lazy_init once, then calls). */
+        lx_tree *lvars = NULL;
+        ctx cl = c, cn = c;
+        cl.wrapped = linen_mlp;
+        cn.direct = to_nnx;
+        if (linen_init(linen_mlp, LINEN_KEY(lx_key_from_seed(0)), &c.call, NULL, &lvars) != LX_OK ||
+            (b == 0 && bridge_lazy_init(to_nnx, NULL, &c.call) != LX_OK)) {
+            fprintf(stderr, "bench_bridge: %s\n", lx_last_error());
+            return 1;
+        }
+        cl.vars = lvars;
+        double tl = timed(run_bridge, &cl);
+        double tn = timed(run_to_nnx, &cn);
+        if (cl.failed || cn.failed) {
+            fprintf(stderr, "bench_bridge: %s\n", lx_last_error());
+            return 1;
+        }
+        printf("to_linen_mlp_b%d vs_direct %.3f\n", batches[b], tb / td);
+        printf("to_linen_mlp_b%d_compact vs_direct %.3f\n", batches[b], tc / td);
+        printf("to_nnx_mlp_b%d vs_direct %.3f\n", batches[b], tn / tl);
+        printf("nnx_mlp_b%d_direct us %.3f\n", batches[b], td * 1e6);
+        printf("to_linen_mlp_b%d us %.3f\n", batches[b], tb * 1e6);
+        printf("to_linen_mlp_b%d_compact us %.3f\n", batches[b], tc * 1e6);
+        printf("linen_mlp_b%d_direct us %.3f\n", batches[b], tl * 1e6);
+        printf("to_nnx_mlp_b%d us %.3f\n", batches[b], tn * 1e6);
+        lx_tree_release(lvars);
         lx_tree_release(c.vars);
         lx_tree_release(pvars);
         lx_release(x);
     }
+    nnx_module_release(to_nnx);
+    linen_module_release(linen_mlp);
     linen_module_release(parent);
     linen_module_release(wrapped);
     nnx_module_release(direct);
