@@ -35,9 +35,9 @@ static inline float nn_expf(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t tb, sb;
+    uint32_t tb, sb; /* unsigned: a NaN's bits wrap here (and the NaN passes on) instead of overflowing */
     memcpy(&tb, &t, 4);
-    sb = (tb - 0x4B400000 + 127) * (1 << 23); /* t's low mantissa bits hold n */
+    sb = (tb - 0x4B400000u + 127u) << 23; /* t's low mantissa bits hold n */
     float s;
     memcpy(&s, &sb, 4);
     float y = p * s;
