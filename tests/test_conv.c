@@ -1,4 +1,5 @@
 /* conv_general against a direct (non-im2col) convolution written here, and pooling by hand. */
+#include "linnx/linalg.h"
 #include "linnx/nn.h"
 #include "test_common.h"
 
@@ -127,6 +128,32 @@ static void test_conv(void) {
     CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 4, SHAPE(8, 14, 14, 4)));
 }
 
+/* The direct path (2-D, ungrouped, kh * kw * C_in <= 32): every channel-tile width and ragged tail,
+ * fewer positions than a tile holds, strides with kernel dilation, pads beyond the row (and
+ * crops), the tap-count boundary; on the AVX-512 tiles and on the portable loop. */
+static void test_conv_direct(void) {
+    const char *kernels[] = {NULL, "portable"};
+    for (int k = 0; k < 2; k++) {
+        CHECK_EQ_INT(lx_sgemm_use_kernel(kernels[k]), LX_OK);
+        lx_conv_params same = {.padding = {.mode = LX_PAD_SAME}};
+        check_conv(RAND(3, 28, 28, 1), RAND(3, 3, 1, 32), same, 4, SHAPE(3, 28, 28, 32)); /* bench conv1, threaded */
+        const int64_t couts[] = {1, 16, 17, 40, 64, 70, 100};
+        for (int i = 0; i < 7; i++)
+            check_conv(RAND(2, 9, 13, 2), RAND(3, 3, 2, couts[i]), same, 4, SHAPE(2, 9, 13, couts[i]));
+        check_conv(RAND(2, 5, 3, 2), RAND(3, 3, 2, 16), same, 4, SHAPE(2, 5, 3, 16)); /* 3 positions */
+        check_conv(RAND(2, 9, 11, 2), RAND(2, 3, 2, 5),
+                   (lx_conv_params){.strides = {2, 3}, .rhs_dilation = {2, 1}, .padding = {LX_PAD_EXPLICIT, {1, 2}, {-1, 0}}},
+                   4, SHAPE(2, 4, 4, 5));
+        /* width 2 padded by (5, -3): the window's reach ends before the data starts on some rows */
+        check_conv(RAND(1, 4, 2, 1), RAND(1, 1, 1, 3), (lx_conv_params){.padding = {LX_PAD_EXPLICIT, {1, 5}, {0, -3}}}, 4,
+                   SHAPE(1, 5, 4, 3));
+        check_conv(RAND(2, 6, 7, 2), RAND(4, 4, 2, 8), same, 4, SHAPE(2, 6, 7, 8));  /* 32 taps: direct */
+        check_conv(RAND(2, 6, 7, 4), RAND(3, 3, 4, 8), same, 4, SHAPE(2, 6, 7, 8));  /* 36 taps: im2col */
+        check_conv(RAND(2, 6, 7, 3), RAND(1, 3, 3, 8), (lx_conv_params){.strides = {1, 2}}, 4, SHAPE(2, 6, 3, 8));
+    }
+    lx_sgemm_use_kernel(NULL);
+}
+
 static void test_pool(void) {
     /* 1 x 4 x 4 x 1 holding 0..15 */
     lx_array *x = lx_autorelease(lx_array_empty(LX_F32, 4, SHAPE(1, 4, 4, 1)));
@@ -208,6 +235,7 @@ static void test_pools_flat(void) {
 
 int main(void) {
     RUN(test_conv);
+    RUN(test_conv_direct);
     RUN(test_pool);
     RUN(test_pools_flat);
     return lx_test_finish();

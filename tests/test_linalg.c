@@ -117,6 +117,32 @@ static void test_gemm(void) {
     lx_sgemm_use_kernel(NULL);
 }
 
+/* Every tile shape of each kernel: panel widths 16 * nv and ragged ones (zero-padded B panels,
+ * masked C stores) against row counts around each tile height (6, 8, 12 on AVX-512), with one
+ * K block and with K cut into equal blocks (290 = 145 + 145), plain and transposed. */
+static void test_gemm_tiles(void) {
+    const int ns[] = {16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 80, 100, 112};
+    const int ms[] = {1, 5, 6, 7, 8, 9, 12, 13, 25};
+    const int ks[] = {3, 290};
+    const char *kernels[] = {"avx512", "avx2", "portable"};
+    lx_sgemm_set_small_limit(INT64_MAX);
+    for (int kern = 0; kern < 3; kern++) {
+        if (lx_sgemm_use_kernel(kernels[kern]) != LX_OK) continue;
+        int bad = 0;
+        for (int t = 0; t < 4; t++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+                    for (int ki = 0; ki < 2; ki++) {
+                        bool odd = (ni + mi + ki + t) % 2;
+                        bad += gemm_case(t & 1, t >> 1, ms[mi], ns[ni], ks[ki], odd ? 0.5f : 1.0f, odd ? 2.0f : 0.0f,
+                                         (int)(ni % 3));
+                    }
+        CHECK_EQ_INT(bad, 0);
+    }
+    lx_sgemm_use_kernel(NULL);
+    lx_sgemm_set_small_limit(-1);
+}
+
 /* ---- matmul ---- */
 
 /* Reference numpy matmul over row-major f32 arrays, by broadcasting rules written out. */
@@ -342,6 +368,7 @@ static void test_pools_flat(void) {
 int main(void) {
     RUN(test_threads);
     RUN(test_gemm);
+    RUN(test_gemm_tiles);
     RUN(test_matmul);
     RUN(test_dot_general);
     RUN(test_pools_flat);

@@ -4,7 +4,9 @@
  * of input patches (kernel positions x input channels, the HWIO row order) into its own buffer and
  * multiplies it by the kernel with our GEMM kernel, group by group, straight into the output. Keeping
  * both steps on one thread avoids handing cache-warm patches to OpenBLAS's threads. A 1x1,
- * stride-1, unpadded, ungrouped convolution needs no patches: it is one GEMM on x. */
+ * stride-1, unpadded, ungrouped convolution needs no patches: it is one GEMM on x; a 2-D one whose
+ * window holds few values (a 3x3 kernel over 1-3 channels) runs the direct kernel of
+ * conv_direct.c, since its patches would cost more to write than the GEMM does to read. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -183,9 +185,20 @@ lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *p
         bool pointwise = c.groups == 1 && c.cin > 0;
         for (int i = 0; i < nsp; i++)
             pointwise = pointwise && c.k[i] == 1 && c.stride[i] == 1 && c.ldil[i] == 1 && c.lo[i] == 0 && c.hi[i] == 0;
-        lx_status st = pointwise ? lx_sgemm(false, false, c.n * c.insp, c.cout, c.cin, 1.0f, lx_f32(x), c.cin,
-                                            lx_f32(kernel), c.cout, 0.0f, lx_f32(out), c.cout)
-                                 : conv_forward(&c, lx_f32(x), lx_f32(kernel), lx_f32(out));
+        bool direct = nsp == 2 && c.groups == 1 && c.ks * c.cin >= 1 && c.ks * c.cin <= CONV_DIRECT_MAX_TAPS &&
+                      c.ldil[0] == 1 && c.ldil[1] == 1;
+        lx_status st;
+        if (pointwise)
+            st = lx_sgemm(false, false, c.n * c.insp, c.cout, c.cin, 1.0f, lx_f32(x), c.cin, lx_f32(kernel), c.cout,
+                          0.0f, lx_f32(out), c.cout);
+        else if (direct)
+            st = conv2d_direct_forward(&(conv2d_direct){.n = c.n, .h = c.in[0], .w = c.in[1], .cin = c.cin, .cout = c.cout,
+                                                        .kh = c.k[0], .kw = c.k[1], .oh = c.out[0], .ow = c.out[1],
+                                                        .taps = c.ks * c.cin, .sh = c.stride[0], .sw = c.stride[1],
+                                                        .dh = c.rdil[0], .dw = c.rdil[1], .lo_h = c.lo[0], .lo_w = c.lo[1]},
+                                       lx_f32(x), lx_f32(kernel), lx_f32(out));
+        else
+            st = conv_forward(&c, lx_f32(x), lx_f32(kernel), lx_f32(out));
         if (st != LX_OK) return NULL;
     }
     int64_t pads[2 * LX_MAX_DIMS];

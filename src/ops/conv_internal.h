@@ -1,4 +1,4 @@
-/* Padding arithmetic shared by convolution and pooling (not installed). */
+/* Padding arithmetic shared by convolution and pooling, and the direct convolution's entry (not installed). */
 #ifndef LINNX_CONV_INTERNAL_H
 #define LINNX_CONV_INTERNAL_H
 
@@ -27,5 +27,15 @@ static inline int64_t conv_out_len(int64_t in, int64_t lhs_dil, int64_t lo, int6
     int64_t dil = in > 0 ? (in - 1) * lhs_dil + 1 : 0, padded = dil + lo + hi;
     return padded < eff_window ? 0 : (padded - eff_window) / stride + 1;
 }
+
+/* A 2-D, ungrouped, undilated-input convolution whose window holds few values: the direct path
+ * (conv_direct.c). NHWC x, HWIO w, NHWC y; pads may be negative (crops). */
+#define CONV_DIRECT_MAX_TAPS 32 /* kh * kw * cin at most this: beyond it im2col + GEMM wins */
+typedef struct {
+    int64_t n, h, w, cin, cout, kh, kw, oh, ow, taps;
+    int64_t sh, sw, dh, dw, lo_h, lo_w; /* strides, kernel dilation, low pads */
+} conv2d_direct;
+
+lx_status conv2d_direct_forward(const conv2d_direct *c, const float *x, const float *w, float *y);
 
 #endif
