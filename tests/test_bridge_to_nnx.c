@@ -4,8 +4,8 @@
  * the get_layers tests port MaxText's tests/unit/nnx_wrappers_test.py.
  *
  * Not ported here: W6 (test_linen_to_nnx_transform) needs NNX vmap + split_rngs over a ToNNX,
- * which comes with the layer-stacking issue; W7 (sharding metadata under a mesh) belongs with
- * the metadata-box tests of the bridge conversions. */
+ * which comes with the layer-stacking issue. W7 runs under a mesh in Flax; here (no devices to
+ * shard over) it checks the sharding metadata, as the issue asks for mesh-dependent cases. */
 #include "lx_test.h"
 
 #include "fixtures/bridge_to_nnx_fixtures.h"
@@ -379,6 +379,99 @@ static void test_W5_linen_to_nnx_mutable(void) {
     nnx_module_release(model);
     nnx_rngs_release(r);
     linen_module_release(foo);
+}
+
+/* ------------------------------------------------------------------ W7 */
+
+/* Linen Dense with kernel_init=nn.with_partitioning(lecun_normal(), ('in', 'out')) and
+ * bias_init=nn.with_logical_partitioning(zeros, ('out-alias',), rules=(('out-alias', 'out'),)). */
+static lx_status partitioned_kernel(lx_key key, void *user, lx_value *leaf) {
+    const int64_t *shape = user;
+    lx_initializer ln = lx_init_lecun_normal();
+    lx_array *w = lx_init_apply(&ln, key, LX_F32, 2, shape);
+    if (!w) return lx_last_status();
+    const char *names[] = {"in", "out"};
+    lx_box *b = NULL;
+    LX_TRY(lx_box_partitioned(w, 2, names, NULL, &b));
+    *leaf = lx_box_v(b);
+    return LX_OK;
+}
+static lx_status logical_bias(lx_key key, void *user, lx_value *leaf) {
+    const int64_t *n = user;
+    lx_array *b0 = lx_autorelease(lx_array_new(LX_F32, 1, n));
+    const char *names[] = {"out-alias"};
+    const char *rules[] = {"out-alias", "out"};
+    lx_box *b = NULL;
+    LX_TRY(lx_box_logically_partitioned(b0, 1, names, NULL, 2, rules, &b));
+    *leaf = lx_box_v(b);
+    return LX_OK;
+}
+static lx_status sharded_dense_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    int64_t kshape[] = {x->shape[1], 4}, bshape[] = {4};
+    lx_value k, b;
+    LX_TRY(linen_param_custom(s, "kernel", partitioned_kernel, kshape, &k));
+    LX_TRY(linen_param_custom(s, "bias", logical_bias, bshape, &b));
+    if (k.kind != LX_V_ARRAY || b.kind != LX_V_ARRAY)
+        return lx_fail(LX_ERR_TYPE, "params should reach the method unboxed");
+    return linen_return_array(out, lx_add(lx_matmul(x, k.u.array), b.u.array));
+}
+static const linen_method SHARDED_METHODS[] = {LINEN_METHOD("__call__", sharded_dense_call)};
+static const linen_type SHARDED_DENSE = {.name = "Dense", .methods = SHARDED_METHODS, .nmethods = 1};
+
+static bool strs_are(const lx_value *v, int n, const char *const *want) {
+    if (!v || v->kind != LX_V_STRS || v->u.strs.n != n) return false;
+    for (int i = 0; i < n; i++)
+        if (!v->u.strs.v[i] || strcmp(v->u.strs.v[i], want[i]) != 0) return false;
+    return true;
+}
+
+static void test_W7_linen_to_nnx_metadata(void) {
+    linen_module *lin = NULL;
+    CHECK_EQ_INT(linen_module_new(&SHARDED_DENSE, NULL, &lin), LX_OK);
+    nnx_rngs *r = rngs_seed(0);
+    nnx_module *model = NULL;
+    CHECK_EQ_INT(bridge_to_nnx_new(lin, r, NULL, &model), LX_OK);
+    lx_array *x = normal(3, 2, 3);
+    CHECK_EQ_INT(bridge_lazy_init(model, NULL, ARGS1(x)), LX_OK);
+
+    /* ToNNX's Variables carry the boxes' metadata: out_sharding, and sharding_rules for the
+     * logically partitioned bias; linen_meta_type remembers the box kind for the way back. */
+    lx_variable *k = var_at(model, "kernel"), *b = var_at(model, "bias");
+    CHECK(k && lx_variable_type(k) == &lx_Param && b && lx_variable_type(b) == &lx_Param);
+    const char *in_out[] = {"in", "out"}, *alias[] = {"out-alias"}, *rules[] = {"out-alias", "out"};
+    CHECK(k && strs_are(lx_variable_meta_get(k, "out_sharding"), 2, in_out));
+    CHECK(b && strs_are(lx_variable_meta_get(b, "out_sharding"), 1, alias));
+    CHECK(b && strs_are(lx_variable_meta_get(b, "sharding_rules"), 2, rules));
+    const lx_value *kt = k ? lx_variable_meta_get(k, "linen_meta_type") : NULL;
+    const lx_value *bt = b ? lx_variable_meta_get(b, "linen_meta_type") : NULL;
+    CHECK(kt && kt->kind == LX_V_INT && kt->u.i == LX_BOX_PARTITIONED);
+    CHECK(bt && bt->kind == LX_V_INT && bt->u.i == LX_BOX_LOGICALLY_PARTITIONED);
+
+    /* A call converts them back to the same boxes for Linen, which unboxes them: y = x @ k + b. */
+    lx_array *y = call_array(model, NULL, ARGS1(x));
+    lx_array *kv = k ? lx_variable_get_value(k) : NULL;
+    CHECK(y && kv && y->shape[0] == 2 && y->shape[1] == 4);
+    for (int i = 0; y && kv && i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            double want = 0;
+            for (int d = 0; d < 3; d++) want += (double)lx_f32(x)[i * 3 + d] * lx_f32(kv)[d * 4 + j];
+            CHECK_NEAR(lx_f32(y)[i * 4 + j], want, 1e-5);
+        }
+    lx_tree *attrs = NULL, *vars = NULL;
+    CHECK_EQ_INT(nnx_state(model, 1, &NNX_NOT_RNG_STATE, &attrs), LX_OK);
+    CHECK_EQ_INT(bridge_nnx_attrs_to_linen_vars(attrs, &vars), LX_OK);
+    const lx_value *kb = vars ? lx_tree_find(vars, "params/kernel") : NULL;
+    const lx_value *bb = vars ? lx_tree_find(vars, "params/bias") : NULL;
+    CHECK(kb && kb->kind == LX_V_BOX && lx_box_get_kind(kb->u.box) == LX_BOX_PARTITIONED);
+    CHECK(bb && bb->kind == LX_V_BOX && lx_box_get_kind(bb->u.box) == LX_BOX_LOGICALLY_PARTITIONED);
+    CHECK(kb && strs_are(lx_box_names(kb->u.box), 2, in_out));
+    lx_tree_release(vars);
+    lx_tree_release(attrs);
+    nnx_module_release(model);
+    nnx_rngs_release(r);
+    linen_module_release(lin);
 }
 
 /* ------------------------------------------------------------------ W8 */
@@ -1123,6 +1216,7 @@ int main(void) {
     RUN(test_W3_linen_to_nnx_submodule);
     RUN(test_W4_linen_to_nnx_noncall_method);
     RUN(test_W5_linen_to_nnx_mutable);
+    RUN(test_W7_linen_to_nnx_metadata);
     RUN(test_W8_linen_to_nnx_state_structure_consistency);
     RUN(test_W9_adding_new_attributes);
     RUN(test_linen_method_by_name);
