@@ -3,7 +3,8 @@
  *  - W21 test_nnx_linen_nnx: NNX -> ToNNX(Linen -> to_linen(NNX)), dropout rngs through both
  *        bridges, reseed, metadata (out_sharding, sharding_rules) carried back to NNX;
  *  - the identical-tree check: one model written Linen-style and NNX-style gives the same
- *    variable paths and shapes, through to_linen and through ToNNX.
+ *    variable paths and shapes, through to_linen and through ToNNX;
+ *  - op interceptors see full module paths and operand roles across both bridge directions.
  * Expected paths, shapes and names are written out by hand; numbers are SELF checks (Flax's:
  * y against x @ w + b over the model's own parameters, summed here in double). W6, W7, W17
  * need vmap or a mesh; W19 and W22 are empty placeholders in Flax. */
@@ -497,10 +498,235 @@ static void test_identical_trees_nnx_and_to_nnx(void) {
     nnx_rngs_release(r);
 }
 
+/* ---------------------------------------------------------------- interceptors */
+
+typedef struct {
+    int n;
+    char lines[16][160];
+} log_t;
+
+static void log_op(const lx_intercept_event *ev, void *user) {
+    log_t *l = user;
+    if (l->n == 16) return;
+    char roles[64] = "";
+    for (int i = 0; i < ev->ninputs && i < 4; i++) {
+        if (i) strcat(roles, ",");
+        strcat(roles, ev->roles[i] == LX_OPERAND_PARAM ? "param" : "activation");
+    }
+    snprintf(l->lines[l->n++], sizeof l->lines[0], "%s %s %s", ev->path, ev->op, roles);
+}
+
+/* MaxText's shape: Transformer (Linen) -> decoder (Linen) -> layers_0 = to_linen(DecoderLayer)
+ * -> mlp (NNX MlpBlock) -> wi_0, wo (nnx.Linear). */
+typedef struct { nnx_module base; nnx_module *wi_0, *wo; } mlp_mod;
+static lx_status mlp_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
+    (void)c;
+    mlp_mod *s = (mlp_mod *)m;
+    lx_call c0 = LX_CALL_ARGS(lx_int_v(4), lx_int_v(8)), c1 = LX_CALL_ARGS(lx_int_v(8), lx_int_v(4));
+    LX_TRY(nnx_module_new(&NNX_LINEAR_TYPE, &c0, rngs, &s->wi_0));
+    return nnx_module_new(&NNX_LINEAR_TYPE, &c1, rngs, &s->wo);
+}
+static lx_status mlp_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    mlp_mod *s = (mlp_mod *)m;
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    return linen_return_array(out, nnx_call_array(s->wo, lx_relu(nnx_call_array(s->wi_0, x))));
+}
+static const nnx_field MLP_FIELDS[] = {NNX_CHILD(mlp_mod, wi_0), NNX_CHILD(mlp_mod, wo)};
+static const nnx_method MLP_METHODS[] = {{"__call__", mlp_call}};
+static const nnx_type NNX_MLP = {
+    .name = "MlpBlock", .size = sizeof(mlp_mod), .fields = MLP_FIELDS, .nfields = 2,
+    .methods = MLP_METHODS, .nmethods = 1, .init = mlp_init,
+};
+
+typedef struct { nnx_module base; nnx_module *mlp; } layer_mod;
+static lx_status layer_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
+    (void)c;
+    return nnx_module_new(&NNX_MLP, NULL, rngs, &((layer_mod *)m)->mlp);
+}
+static lx_status layer_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    return nnx_call(((layer_mod *)m)->mlp, NULL, c, out);
+}
+static const nnx_field LAYER_FIELDS[] = {NNX_CHILD(layer_mod, mlp)};
+static const nnx_method LAYER_METHODS[] = {{"__call__", layer_call}};
+static const nnx_type NNX_DECODER_LAYER = {
+    .name = "DecoderLayer", .size = sizeof(layer_mod), .fields = LAYER_FIELDS, .nfields = 1,
+    .methods = LAYER_METHODS, .nmethods = 1, .init = layer_init,
+};
+
+static lx_status decoder_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    bridge_to_linen_opts o = {.name = "layers_0"};
+    linen_module *layer = NULL;
+    LX_TRY(bridge_to_linen(&NNX_DECODER_LAYER, NULL, &o, &layer));
+    lx_status st = linen_call_child(s, layer, NULL, NULL, c, out);
+    linen_module_release(layer);
+    return st;
+}
+static const linen_method DECODER_METHODS[] = {LINEN_METHOD("__call__", decoder_call)};
+static const linen_type LINEN_DECODER = {.name = "Decoder", .methods = DECODER_METHODS, .nmethods = 1};
+
+static lx_status transformer_setup(linen_scope *s) {
+    linen_module *d = NULL;
+    LX_TRY(linen_module_new(&LINEN_DECODER, NULL, &d));
+    lx_status st = linen_setup_child(s, "decoder", d);
+    linen_module_release(d);
+    return st;
+}
+static lx_status transformer_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    return linen_call_attr(s, "decoder", NULL, c, out);
+}
+static const linen_method TRANSFORMER_METHODS[] = {LINEN_METHOD("__call__", transformer_call)};
+static const linen_type LINEN_TRANSFORMER = {
+    .name = "Transformer", .methods = TRANSFORMER_METHODS, .nmethods = 1, .setup = transformer_setup,
+};
+
+static void test_interceptor_paths_linen_to_nnx(void) {
+    linen_module *model = NULL;
+    CHECK_EQ_INT(linen_module_new(&LINEN_TRANSFORMER, NULL, &model), LX_OK);
+    lx_array *x = x_2x4();
+    lx_call c = LX_ARGS(x);
+    log_t log = {0};
+    int h = -1;
+    CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+    lx_tree *vars = NULL;
+    /* init: the NNX module is built for real and run */
+    CHECK_EQ_INT(linen_init(model, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &vars), LX_OK);
+    CHECK_EQ_INT(log.n, 2);
+    CHECK_STR(log.lines[0], "decoder/layers_0/mlp/wi_0 dot_general activation,param");
+    CHECK_STR(log.lines[1], "decoder/layers_0/mlp/wo dot_general activation,param");
+    /* the variables sit at the same paths the ops report */
+    CHECK(lx_tree_find(vars, "params/decoder/layers_0/mlp/wi_0/kernel") != NULL);
+    CHECK(lx_tree_find(vars, "params/decoder/layers_0/mlp/wo/kernel") != NULL);
+    /* apply: the cached abstract module bound to the caller's arrays; the kernels are still
+     * the modules' Params */
+    log.n = 0;
+    lx_value y;
+    CHECK_EQ_INT(linen_apply(model, vars, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(log.n, 2);
+    CHECK_STR(log.lines[0], "decoder/layers_0/mlp/wi_0 dot_general activation,param");
+    CHECK_STR(log.lines[1], "decoder/layers_0/mlp/wo dot_general activation,param");
+    char buf[64];
+    CHECK_STR(lx_frame_path(buf, sizeof buf), ""); /* every frame popped */
+    lx_interceptor_remove(h);
+    lx_value_free(&y);
+    lx_tree_release(vars);
+    linen_module_release(model);
+}
+
+/* An NNX model with attribute block = ToNNX(Linen Block). */
+typedef struct { nnx_module base; nnx_module *block; } holder_mod;
+static lx_status holder_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
+    (void)c;
+    linen_module *b = NULL;
+    LX_TRY(linen_module_new(&LINEN_BLOCK, NULL, &b));
+    lx_status st = bridge_to_nnx_new(b, rngs, NULL, &((holder_mod *)m)->block);
+    linen_module_release(b);
+    return st;
+}
+static lx_status holder_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    return nnx_call(((holder_mod *)m)->block, NULL, c, out);
+}
+static const nnx_field HOLDER_FIELDS[] = {NNX_CHILD(holder_mod, block)};
+static const nnx_method HOLDER_METHODS[] = {{"__call__", holder_call}};
+static const nnx_type NNX_HOLDER = {
+    .name = "Holder", .size = sizeof(holder_mod), .fields = HOLDER_FIELDS, .nfields = 1,
+    .methods = HOLDER_METHODS, .nmethods = 1, .init = holder_init,
+};
+
+static void test_interceptor_paths_nnx_to_linen(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    nnx_module *model = NULL;
+    CHECK_EQ_INT(nnx_module_new(&NNX_HOLDER, NULL, r, &model), LX_OK);
+    lx_array *x = x_2x4();
+    lx_call c = LX_ARGS(x);
+    log_t log = {0};
+    int h = -1;
+    CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+    CHECK_EQ_INT(bridge_lazy_init(model, NULL, &c), LX_OK); /* Linen init inside ToNNX */
+    CHECK_EQ_INT(log.n, 2);
+    CHECK_STR(log.lines[0], "block/Dense_0 dot_general activation,param");
+    CHECK_STR(log.lines[1], "block/Dense_1 dot_general activation,param");
+    log.n = 0;
+    CHECK(call_array(model, &c) != NULL); /* Linen apply inside ToNNX */
+    CHECK_EQ_INT(log.n, 2);
+    CHECK_STR(log.lines[0], "block/Dense_0 dot_general activation,param");
+    CHECK_STR(log.lines[1], "block/Dense_1 dot_general activation,param");
+    lx_interceptor_remove(h);
+    nnx_module_release(model);
+    nnx_rngs_release(r);
+}
+
+static void test_interceptor_paths_nnx_linen_nnx(void) {
+    /* W21's model: NNX `inner` -> Linen scope `dot` -> NNXInner's own matmul with its Param w */
+    lx_array *x = x_2x4();
+    lx_call c = LX_ARGS(x);
+    log_t log = {0};
+    int h = -1;
+    CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+    /* lazy_init: ToNNX runs Linen init, which runs ToLinen init. The NNX module there is the
+     * root of its graph, called from the Linen scope `dot`: its frame adds no name, but it is
+     * the innermost frame, so w counts as its Param although the Linen scope holds no `w` yet
+     * (ToLinen stores the state after the method ran). */
+    nnx_module *model = nnx_outer(0.0, x);
+    CHECK_EQ_INT(log.n, 1);
+    CHECK_STR(log.lines[0], "inner/dot matmul activation,param");
+    log.n = 0;
+    CHECK(call_array(model, &c) != NULL); /* apply through both bridges */
+    lx_interceptor_remove(h);
+    CHECK_EQ_INT(log.n, 1);
+    CHECK_STR(log.lines[0], "inner/dot matmul activation,param");
+    nnx_module_release(model);
+}
+
+static void test_interceptor_paths_method_by_function(void) {
+    /* to_linen(MlpBlock) at the top level, applied with nnx_method=MlpBlock.__call__ (a
+     * function): the module still gets its frame, so its children are named from it */
+    linen_module *m = BRIDGE_TO_LINEN(&NNX_MLP);
+    CHECK(m != NULL);
+    lx_array *x = x_2x4();
+    lx_call c = LX_ARGS(x);
+    lx_tree *vars = NULL;
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &vars), LX_OK);
+    lx_call cf = {1, (lx_value[]){lx_array_v(x)}, 1,
+                  (lx_kwarg[]){LX_KW("nnx_method", lx_ptr_v("nnx_method", (void *)&MLP_METHODS[0]))}};
+    log_t log = {0};
+    int h = -1;
+    CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+    lx_value y;
+    CHECK_EQ_INT(linen_apply(m, vars, &cf, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(log.n, 2);
+    CHECK_STR(log.lines[0], "wi_0 dot_general activation,param");
+    CHECK_STR(log.lines[1], "wo dot_general activation,param");
+    lx_value_free(&y);
+    /* nnx_call_fn itself: the same frame as nnx_call, and NULL arguments refused */
+    nnx_rngs *r = NULL;
+    nnx_module *mlp = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&NNX_MLP, NULL, r, &mlp), LX_OK);
+    log.n = 0;
+    CHECK_EQ_INT(nnx_call_fn(mlp, mlp_call, &c, &y), LX_OK);
+    CHECK(y.kind == LX_V_ARRAY && lx_shape_eq(y.u.array, 2, SHAPE(2, 4)));
+    lx_value_free(&y);
+    CHECK_EQ_INT(log.n, 2);
+    CHECK_STR(log.lines[0], "wi_0 dot_general activation,param");
+    lx_interceptor_remove(h);
+    CHECK_FAILS(nnx_call_fn(mlp, NULL, &c, &y), LX_ERR_INVALID_ARGUMENT, "nnx_call_fn: NULL argument");
+    CHECK_FAILS(nnx_call_fn(NULL, mlp_call, &c, &y), LX_ERR_INVALID_ARGUMENT, "nnx_call_fn: NULL argument");
+    nnx_module_release(mlp);
+    nnx_rngs_release(r);
+    lx_tree_release(vars);
+    linen_module_release(m);
+}
+
 int main(void) {
     RUN(test_W1_functional);
     RUN(test_W21_nnx_linen_nnx);
     RUN(test_identical_trees_linen_and_to_linen);
     RUN(test_identical_trees_nnx_and_to_nnx);
+    RUN(test_interceptor_paths_linen_to_nnx);
+    RUN(test_interceptor_paths_nnx_to_linen);
+    RUN(test_interceptor_paths_nnx_linen_nnx);
+    RUN(test_interceptor_paths_method_by_function);
     return lx_test_finish();
 }
