@@ -311,8 +311,8 @@ static void test_W21_nnx_linen_nnx(void) {
     CHECK_EQ_INT(nnx_reseed(model, "dropout", 7), LX_OK);
     lx_array *y4 = call_array(model, &c);
     CHECK(y1 && y4 && !lx_array_equal(y1, y4));
-    /* every output entry is 0 (dropped) or 2x the undropped value x @ w + ... : the rate-0.5
-     * scaling, checked against the model's own w (the bias b is added after dropout) */
+    /* y - b is, entry by entry, either 0 (dropped) or 2 * (x @ w) (kept, scaled by 1/(1-0.5)),
+     * over the model's own w and b (b is added after the dropout) */
     lx_variable *w = var_at(model, "inner/dot/w"), *b = var_at(model, "inner/b");
     CHECK(w && b);
     if (w && b && y1) {
