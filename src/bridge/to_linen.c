@@ -390,7 +390,7 @@ static lx_status resolve_method(const nnx_type *t, const lx_value *spec, tl_meth
 
 static lx_status run_method(nnx_module *m, const tl_method *meth, const lx_call *call, lx_value *out) {
     *out = lx_none();
-    if (meth->fn) return meth->fn(m, call, out);
+    if (meth->fn) return nnx_call_fn(m, meth->fn, call, out); /* in m's module frame */
     return nnx_call(m, meth->name, call, out);
 }
 

@@ -552,19 +552,40 @@ static bool holds_param(const void *obj, const lx_array *a) {
 
 static lx_status call_method(nnx_module *m, const char *method, const lx_call *call, lx_value *out);
 
-lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
-    if (!m || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call: NULL argument");
-    if (!lx_intercepting()) return call_method(m, method, call, out);
-    /* A module called by an NNX parent is named by its attribute there; the root of an NNX
-     * graph (called by user code or from a Linen scope through ToLinen) adds no component. */
+/* Run `fn` (a method given as a function) or else the method named `method`. */
+static lx_status run_target(nnx_module *m, const char *method, nnx_method_fn fn, const lx_call *call,
+                            lx_value *out) {
+    if (!fn) return call_method(m, method, call, out);
+    *out = lx_none();
+    lx_call none = LX_NO_CALL;
+    return fn(m, call ? call : &none, out);
+}
+
+/* Every way into a module's method goes through here, so interceptors see its frame: a module
+ * called by an NNX parent is named by its attribute there; the root of an NNX graph (called by
+ * user code, or from a Linen scope through ToLinen) adds no component but is still the
+ * innermost frame, so its own Params are recognised as such. */
+static lx_status call_framed(nnx_module *m, const char *method, nnx_method_fn fn, const lx_call *call,
+                             lx_value *out) {
+    if (!lx_intercepting()) return run_target(m, method, fn, call, out);
     char name[128] = "";
     lx_frame_kind kind;
     const void *parent = lx_frame_top(&kind);
     if (parent && kind == LX_FRAME_NNX && parent != m) child_name((nnx_module *)parent, m, name, sizeof name);
     LX_TRY(lx_frame_push(LX_FRAME_NNX, name, m, holds_param));
-    lx_status s = call_method(m, method, call, out);
+    lx_status s = run_target(m, method, fn, call, out);
     lx_frame_pop();
     return s;
+}
+
+lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
+    if (!m || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call: NULL argument");
+    return call_framed(m, method, NULL, call, out);
+}
+
+lx_status nnx_call_fn(nnx_module *m, nnx_method_fn fn, const lx_call *call, lx_value *out) {
+    if (!m || !fn || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_fn: NULL argument");
+    return call_framed(m, NULL, fn, call, out);
 }
 
 static lx_status call_method(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
