@@ -2,8 +2,12 @@
  *
  * Every call opens an autorelease pool and closes it before returning, so the temporaries of
  * the whole forward pass are gone; what the caller gets (the output value, the variables) holds
- * its own references. The caller's variables tree is never written: the frame works on a copy
- * of its map structure (leaves shared), and a failure simply drops that copy.
+ * its own references. The caller's variables tree is never written. The frame's working tree
+ * shares it as far as that is safe: a collection the call may write (its mutability allows it)
+ * is copied (map structure only, leaves shared) so writes land in the copy; every other
+ * collection is the caller's own map, bound read-only, since nothing in a frame writes to a
+ * collection its mutability refuses. When nothing is mutable (the inference case) the frame
+ * binds the caller's whole tree and copies nothing. A failure simply drops the frame.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -79,7 +83,43 @@ static lx_status check_variables(const lx_tree *v) {
     return LX_OK;
 }
 
-/* The collections of the working tree that the mutability allows (sub-maps shared). */
+/* Could this mutability let any collection be written? (DENY always leaves some name open.) */
+static bool nothing_mutable(const linen_mutable *m) {
+    return m->kind == LINEN_MUTABLE_NONE || (m->kind == LINEN_MUTABLE_LIST && m->n == 0);
+}
+
+/* The frame's working tree over the caller's `variables` (NULL at init): see the top comment.
+ * The top-level map is the caller's when nothing is mutable, else a new one (so collections
+ * created by the call do not appear in the caller's tree). */
+static lx_status working_tree(const lx_tree *variables, const linen_mutable *mut, lx_tree **out) {
+    if (variables && nothing_mutable(mut)) {
+        *out = lx_tree_retain((lx_tree *)variables); /* read-only from here on */
+        return LX_OK;
+    }
+    lx_tree *t = lx_tree_new();
+    if (!t) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+    for (size_t i = 0; variables && i < lx_tree_len(variables); i++) {
+        const char *col = lx_tree_key(variables, i);
+        const lx_value *sub = lx_tree_at(variables, i); /* a map: check_variables said so */
+        lx_status st;
+        if (linen_mutable_allows(mut, col)) {
+            lx_tree *copy = lx_tree_copy(sub->u.tree);
+            st = copy ? lx_tree_set(t, col, lx_tree_v(copy)) : lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+            lx_tree_release(copy);
+        } else {
+            st = lx_tree_set(t, col, *sub);
+        }
+        if (st != LX_OK) {
+            lx_tree_release(t);
+            return st;
+        }
+    }
+    *out = t;
+    return LX_OK;
+}
+
+/* The collections of the working tree that the mutability allows (sub-maps shared: they are
+ * the frame's copies, never the caller's maps). */
 static lx_status collect(const linen_frame *f, lx_tree **out) {
     lx_tree *t = lx_tree_new();
     if (!t) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
@@ -110,10 +150,7 @@ static lx_status run(const linen_module *m, const lx_tree *variables, linen_rngs
     size_t mark = lx_pool_open();
     linen_frame *f = NULL;
     lx_status st = frame_new(rngs, &mut, init, &f);
-    if (st == LX_OK) {
-        f->vars = variables ? lx_tree_copy(variables) : lx_tree_new();
-        if (!f->vars) st = lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
-    }
+    if (st == LX_OK) st = working_tree(variables, &f->mutable, &f->vars);
     if (st == LX_OK) st = linen_scope_new(f, NULL, NULL, m, &f->root);
     lx_value value = lx_none();
     if (st == LX_OK) st = linen_scope_run(f->root, opts->method, opts->method_fn, call, &value);

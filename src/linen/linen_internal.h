@@ -19,7 +19,10 @@ struct linen_module {
 };
 
 typedef struct linen_frame {
-    lx_tree *vars;          /* working copy {collection: {...}}: never the caller's tree */
+    /* The working tree {collection: {...}} (apply.c's working_tree). Collections the
+     * mutability refuses may be the caller's own maps, so nothing may write to them: every
+     * write goes through scope.c's store(), which only the mutability checks reach. */
+    lx_tree *vars;
     linen_mutable mutable;  /* names owned by the frame */
     bool initializing;
     int nrngs;

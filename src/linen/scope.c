@@ -5,6 +5,7 @@
  * on that scope returns; then the scope is "rewound": reservations and auto-name cursors reset,
  * rng counters kept.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,11 +191,14 @@ static char *var_path(const linen_scope *s, const char *col, const char *name) {
     return p;
 }
 
+/* The entry at col/A/B.../name (name NULL: the scope's own map in `col`), or NULL. Walks the
+ * maps one component at a time: this runs for every param of every layer on every apply, so it
+ * builds no path string (and keys cannot hold '/', so this is exactly lx_tree_find). */
 static const lx_value *find_var(const linen_scope *s, const char *col, const char *name) {
-    char *p = var_path(s, col, name);
-    if (!p) return NULL;
-    const lx_value *v = lx_tree_find(s->frame->vars, p);
-    free(p);
+    const lx_value *v = lx_tree_get(s->frame->vars, col);
+    for (int i = 0; v && i < s->depth; i++)
+        v = v->kind == LX_V_TREE ? lx_tree_get(v->u.tree, s->names[i]) : NULL;
+    if (v && name) v = v->kind == LX_V_TREE ? lx_tree_get(v->u.tree, name) : NULL;
     return v;
 }
 
@@ -222,7 +226,10 @@ static lx_status expose(linen_scope *s, const lx_value *leaf, lx_value *out) {
     return LX_OK;
 }
 
+/* The only write to the working tree. The caller checked that `col` is mutable: a refused
+ * collection may be the caller's own map (apply.c's working_tree), which must stay untouched. */
 static lx_status store(linen_scope *s, const char *col, const char *name, lx_value v) {
+    assert(linen_mutable_allows(&s->frame->mutable, col));
     char *p = var_path(s, col, name);
     if (!p) return oom();
     lx_status st = lx_tree_set_path(s->frame->vars, p, v);
@@ -517,10 +524,7 @@ static lx_status run_setup(linen_scope *s) {
 /* Is `a` one of the params directly in this scope (for op interceptors' operand roles)? */
 static bool scope_holds_param(const void *obj, const lx_array *a) {
     const linen_scope *s = obj;
-    char *p = var_path(s, "params", NULL);
-    if (!p) return false;
-    const lx_value *own = lx_tree_find(s->frame->vars, p);
-    free(p);
+    const lx_value *own = find_var(s, "params", NULL);
     if (!own || own->kind != LX_V_TREE) return false;
     for (size_t i = 0; i < lx_tree_len(own->u.tree); i++) {
         const lx_value *leaf = lx_tree_at(own->u.tree, i);
