@@ -186,6 +186,38 @@ static lx_status write_fail_call(linen_scope *s, const lx_call *c, lx_value *out
 static const linen_method WRITE_FAIL_METHODS[] = {LINEN_METHOD("__call__", write_fail_call)};
 static const linen_type WRITE_FAIL = {.name = "WriteThenFail", .methods = WRITE_FAIL_METHODS, .nmethods = 1};
 
+/* Crowd: more names, children and auto-name prefixes than a scope keeps inline, names longer
+ * than its inline reservation text, then (when `crowd_clash`) a long name used twice. */
+static bool crowd_clash;
+static lx_status crowd_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    lx_initializer z = lx_init_zeros();
+    lx_array *p;
+    char name[96];
+    for (int i = 0; i < 6; i++) {
+        snprintf(name, sizeof name, "a_parameter_name_longer_than_inline_text_%d", i);
+        LX_TRY(linen_param(s, name, &z, LX_F32, 1, (int64_t[]){1}, &p));
+    }
+    if (crowd_clash) LX_TRY(linen_param(s, "a_parameter_name_longer_than_inline_text_3", &z, LX_F32, 1, (int64_t[]){1}, &p));
+    linen_module *pr = NULL, *l = lin(2), *ct = NULL;
+    lx_status st = linen_module_new(&PROBE, NULL, &pr);
+    if (st == LX_OK) st = linen_module_new(&COUNTER, NULL, &ct);
+    lx_value v = lx_none();
+    for (int i = 0; i < 3 && st == LX_OK; i++) st = linen_call_child(s, pr, NULL, NULL, c, &v);
+    for (int i = 0; i < 2 && st == LX_OK; i++) {
+        st = linen_call_child(s, l, NULL, NULL, c, &v);
+        lx_value_free(&v);
+    }
+    if (st == LX_OK) st = linen_call_child(s, ct, NULL, NULL, c, &v);
+    lx_value_free(&v);
+    linen_module_release(pr);
+    linen_module_release(l);
+    linen_module_release(ct);
+    *out = lx_none();
+    return st;
+}
+static const linen_method CROWD_METHODS[] = {LINEN_METHOD("__call__", crowd_call)};
+static const linen_type CROWD = {.name = "Crowd", .methods = CROWD_METHODS, .nmethods = 1};
+
 /* SetupMLP: children attached in setup as 'hidden' (Lin(8)) and 'out' (Lin(2)). */
 static int setup_runs;
 static lx_status setup_mlp_setup(linen_scope *s) {
@@ -673,6 +705,28 @@ static void test_apply_leaves_callers_tree(void) {
     linen_module_release(m);
 }
 
+/* A scope's names, children and auto-name cursors outgrow their inline storage correctly. */
+static void test_scope_outgrows_inline_storage(void) {
+    linen_module *m = NULL;
+    CHECK(linen_module_new(&CROWD, NULL, &m) == LX_OK);
+    lx_array *x = ones(1, 3);
+    lx_tree *vars = NULL;
+    lx_value out;
+    CHECK(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &vars) == LX_OK);
+    CHECK(leaf(vars, "params/a_parameter_name_longer_than_inline_text_0") != NULL);
+    CHECK(leaf(vars, "params/a_parameter_name_longer_than_inline_text_5") != NULL);
+    CHECK(leaf(vars, "params/Lin_0/kernel") && leaf(vars, "params/Lin_1/kernel"));
+    CHECK(leaf(vars, "params/Counter_0/w") && leaf(vars, "counter/Counter_0/count"));
+    CHECK(linen_apply(m, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL) == LX_OK);
+    lx_value_free(&out);
+    crowd_clash = true;
+    CHECK_FAILS(linen_apply(m, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL), LX_ERR_EXISTS,
+                "Could not create param \"a_parameter_name_longer_than_inline_text_3\" in Module Crowd: Name in use.");
+    crowd_clash = false;
+    lx_tree_release(vars);
+    linen_module_release(m);
+}
+
 static void test_methods(void) {
     linen_module *m = lin(8);
     lx_tree *vars = NULL;
@@ -895,6 +949,7 @@ int main(void) {
     RUN(test_param_errors);
     RUN(test_mutable_modes);
     RUN(test_apply_leaves_callers_tree);
+    RUN(test_scope_outgrows_inline_storage);
     RUN(test_methods);
     RUN(test_current_scope_and_names);
     RUN(test_scope_views);

@@ -35,8 +35,7 @@ typedef struct linen_frame {
 } linen_frame;
 
 typedef struct linen_child {
-    char *name;
-    linen_scope *scope;
+    linen_scope *scope; /* bound under scope->name */
 } linen_child;
 
 typedef struct linen_cursor {
@@ -49,12 +48,25 @@ typedef struct linen_attr {
     linen_module *module;
 } linen_attr;
 
+/* A name taken in the current method call. The text ("name\0col\0") lives in `text`, or in
+ * `heap` when it does not fit: reservations are made for every param on every apply, and an
+ * inline copy spares a malloc each (the name itself may be a caller's stack buffer, so it has
+ * to be copied). Offsets, not pointers, so the array can be moved. */
 typedef struct linen_reservation {
-    char *name;
-    char *col;                   /* NULL for a submodule */
-    const linen_module *module;  /* the submodule bound under the name (shared instances) */
+    const linen_module *module; /* the submodule bound under the name (shared instances) */
+    char *heap;                 /* the text when it does not fit `text`, else NULL */
+    int col_off;                /* where the collection starts in the text; -1 for a submodule */
+    char text[36];
 } linen_reservation;
 
+/* Inline capacities of a scope's small arrays: a typical layer reserves a few names and binds
+ * a few children, so the common case allocates nothing beyond the scope itself. */
+#define LINEN_SCOPE_INLINE_CHILDREN 2
+#define LINEN_SCOPE_INLINE_CURSORS 2
+#define LINEN_SCOPE_INLINE_RES 4
+
+/* A scope is one allocation: the struct, then `names`, `rng_counters`, `path` and `name` in its
+ * tail (linen_scope_new), since a frame builds its scopes afresh on every apply. */
 struct linen_scope {
     linen_frame *frame;
     linen_scope *parent;
@@ -66,12 +78,16 @@ struct linen_scope {
     uint32_t *rng_counters; /* one per frame stream */
     bool is_function;     /* a LINEN_TYPE_FUNCTION call: no variables, no children */
 
+    /* each array starts as the inline storage below and moves to the heap when it outgrows it */
     linen_child *children;
     int nchildren, capchildren;
     linen_cursor *cursors;
     int ncursors, capcursors;
     linen_reservation *res;
     int nres, capres;
+    linen_child children_inline[LINEN_SCOPE_INLINE_CHILDREN];
+    linen_cursor cursors_inline[LINEN_SCOPE_INLINE_CURSORS];
+    linen_reservation res_inline[LINEN_SCOPE_INLINE_RES];
 
     bool setup_done, in_setup;
     linen_attr *attrs;
