@@ -187,13 +187,14 @@ static const linen_method WRITE_FAIL_METHODS[] = {LINEN_METHOD("__call__", write
 static const linen_type WRITE_FAIL = {.name = "WriteThenFail", .methods = WRITE_FAIL_METHODS, .nmethods = 1};
 
 /* Crowd: more names, children and auto-name prefixes than a scope keeps inline, names longer
- * than its inline reservation text, then (when `crowd_clash`) a long name used twice. */
+ * than its inline reservation text, more params than a frame keeps inline, then (when
+ * `crowd_clash`) a long name used twice. */
 static bool crowd_clash;
 static lx_status crowd_call(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_initializer z = lx_init_zeros();
     lx_array *p;
     char name[96];
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 18; i++) {
         snprintf(name, sizeof name, "a_parameter_name_longer_than_inline_text_%d", i);
         LX_TRY(linen_param(s, name, &z, LX_F32, 1, (int64_t[]){1}, &p));
     }
@@ -714,11 +715,24 @@ static void test_scope_outgrows_inline_storage(void) {
     lx_value out;
     CHECK(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &vars) == LX_OK);
     CHECK(leaf(vars, "params/a_parameter_name_longer_than_inline_text_0") != NULL);
-    CHECK(leaf(vars, "params/a_parameter_name_longer_than_inline_text_5") != NULL);
+    CHECK(leaf(vars, "params/a_parameter_name_longer_than_inline_text_17") != NULL);
     CHECK(leaf(vars, "params/Lin_0/kernel") && leaf(vars, "params/Lin_1/kernel"));
     CHECK(leaf(vars, "params/Counter_0/w") && leaf(vars, "counter/Counter_0/count"));
     CHECK(linen_apply(m, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL) == LX_OK);
     lx_value_free(&out);
+    /* more streams than a frame keeps inline: Probe's draws still come from 'params' */
+    probe_nkeys = 0;
+    CHECK(linen_apply(m, vars, A(x),
+                      LINEN_RNGS({"a", lx_key_from_seed(1)}, {"b", lx_key_from_seed(2)}, {"c", lx_key_from_seed(3)},
+                                 {"d", lx_key_from_seed(4)}, {"params", lx_key_from_seed(0)}),
+                      NULL, &out, NULL) == LX_OK);
+    lx_value_free(&out);
+    lx_key with_five[6];
+    memcpy(with_five, probe_keys, sizeof with_five);
+    probe_nkeys = 0;
+    CHECK(linen_apply(m, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL) == LX_OK);
+    lx_value_free(&out);
+    CHECK(memcmp(with_five, probe_keys, sizeof with_five) == 0);
     crowd_clash = true;
     CHECK_FAILS(linen_apply(m, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL), LX_ERR_EXISTS,
                 "Could not create param \"a_parameter_name_longer_than_inline_text_3\" in Module Crowd: Name in use.");

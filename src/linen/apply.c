@@ -34,33 +34,29 @@ static lx_status frame_new(linen_rngs rngs, const linen_mutable *mut, bool initi
     linen_frame *f = calloc(1, sizeof *f);
     if (!f) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
     f->initializing = initializing;
-    f->mutable.kind = mut->kind;
+    /* The stream and collection names are the caller's, borrowed: they outlive the frame, which
+     * ends before init/apply returns. */
+    f->mutable = *mut;
+    f->nrngs = rngs.n;
     bool ok = true;
-    if (rngs.n > 0) {
+    if (rngs.n > LINEN_FRAME_INLINE_RNGS) {
         f->rng_names = calloc((size_t)rngs.n, sizeof *f->rng_names);
         f->rng_keys = calloc((size_t)rngs.n, sizeof *f->rng_keys);
         ok = f->rng_names && f->rng_keys;
-        for (int i = 0; ok && i < rngs.n; i++) {
-            f->rng_names[i] = lx_strdup(rngs.v[i].name);
-            f->rng_keys[i] = rngs.v[i].key;
-            f->nrngs = i + 1;
-            ok = f->rng_names[i] != NULL;
-        }
+    } else {
+        f->rng_names = f->rng_names_inline;
+        f->rng_keys = f->rng_keys_inline;
     }
-    if (ok && mut->n > 0 && (mut->kind == LINEN_MUTABLE_LIST || mut->kind == LINEN_MUTABLE_DENY)) {
-        char **names = calloc((size_t)mut->n, sizeof *names);
-        f->mutable.names = (const char *const *)names;
-        ok = names != NULL;
-        for (int i = 0; ok && i < mut->n; i++) {
-            names[i] = lx_strdup(mut->names[i]);
-            f->mutable.n = i + 1;
-            ok = names[i] != NULL;
-        }
+    for (int i = 0; ok && i < rngs.n; i++) {
+        f->rng_names[i] = rngs.v[i].name;
+        f->rng_keys[i] = rngs.v[i].key;
     }
     if (!ok) {
         linen_frame_free(f);
         return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
     }
+    f->keep = f->keep_inline;
+    f->capkeep = LINEN_FRAME_INLINE_KEEP;
     *out = f;
     return LX_OK;
 }

@@ -18,20 +18,27 @@ struct linen_module {
     void *config; /* type->config_size bytes */
 };
 
+#define LINEN_FRAME_INLINE_RNGS 4
+#define LINEN_FRAME_INLINE_KEEP 16
+
 typedef struct linen_frame {
     /* The working tree {collection: {...}} (apply.c's working_tree). Collections the
      * mutability refuses may be the caller's own maps, so nothing may write to them: every
      * write goes through scope.c's store(), which only the mutability checks reach. */
     lx_tree *vars;
-    linen_mutable mutable;  /* names owned by the frame */
+    linen_mutable mutable;  /* names borrowed from the init/apply call (it outlives the frame) */
     bool initializing;
     int nrngs;
-    char **rng_names;
+    const char **rng_names; /* borrowed from the call, like the mutable names */
     lx_key *rng_keys;
     linen_scope *root;
     /* arrays handed out as borrowed (param, get_variable): kept alive until the frame ends */
     lx_array **keep;
     size_t nkeep, capkeep;
+    /* inline storage for the arrays above, enough for the usual few streams and a small model */
+    const char *rng_names_inline[LINEN_FRAME_INLINE_RNGS];
+    lx_key rng_keys_inline[LINEN_FRAME_INLINE_RNGS];
+    lx_array *keep_inline[LINEN_FRAME_INLINE_KEEP];
 } linen_frame;
 
 typedef struct linen_child {

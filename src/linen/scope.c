@@ -41,9 +41,11 @@ linen_scope *linen_current_scope(void) { return nstack_ > 0 ? stack_[nstack_ - 1
 static lx_status frame_keep(linen_frame *f, lx_array *a) {
     if (!a) return LX_OK;
     if (f->nkeep == f->capkeep) {
-        size_t nc = f->capkeep ? f->capkeep * 2 : 16;
-        lx_array **p = realloc(f->keep, nc * sizeof *p);
+        size_t nc = f->capkeep * 2;
+        bool moving = f->keep == f->keep_inline;
+        lx_array **p = moving ? malloc(nc * sizeof *p) : realloc(f->keep, nc * sizeof *p);
         if (!p) return oom();
+        if (moving) memcpy(p, f->keep_inline, f->nkeep * sizeof *p);
         f->keep = p;
         f->capkeep = nc;
     }
@@ -55,13 +57,10 @@ void linen_frame_free(linen_frame *f) {
     if (!f) return;
     linen_scope_free(f->root);
     for (size_t i = 0; i < f->nkeep; i++) lx_release(f->keep[i]);
-    free(f->keep);
+    if (f->keep != f->keep_inline) free(f->keep);
     lx_tree_release(f->vars);
-    for (int i = 0; i < f->nrngs; i++) free(f->rng_names[i]);
-    free(f->rng_names);
-    free(f->rng_keys);
-    for (int i = 0; i < f->mutable.n; i++) free((char *)f->mutable.names[i]);
-    free((void *)f->mutable.names);
+    if (f->rng_names != f->rng_names_inline) free(f->rng_names);
+    if (f->rng_keys != f->rng_keys_inline) free(f->rng_keys);
     free(f);
 }
 
@@ -641,7 +640,14 @@ static lx_status autoname(linen_scope *s, const char *prefix, char *buf, size_t 
         s->cursors[i].next = 0;
         s->ncursors++;
     }
-    snprintf(buf, cap, "%s_%d", prefix, s->cursors[i].next++);
+    /* "<prefix>_<n>", written by hand: every compact child of every apply is named here */
+    char digits[16];
+    int nd = 0;
+    for (unsigned n = (unsigned)s->cursors[i].next++; nd == 0 || n; n /= 10) digits[nd++] = (char)('0' + n % 10);
+    size_t pl = strlen(prefix), len = pl + 1 + (size_t)nd, j;
+    for (j = 0; j < len && j + 1 < cap; j++) /* cut at cap, as snprintf would */
+        buf[j] = j < pl ? prefix[j] : j == pl ? '_' : digits[len - 1 - j];
+    buf[j] = '\0';
     return LX_OK;
 }
 
