@@ -918,6 +918,178 @@ static void test_non_variable_attribute_is_an_error(void) {
     linen_module_release(d);
 }
 
+/* ------------------------------------------------------------------ the Linen view between calls */
+
+/* Peek: param b (2,) at the root, param w (3,) in a child "Inner"; returns {b, w, vars} where
+ * vars is self.variables, so a test sees the arrays and the very leaves Linen was given. With
+ * peek_reenter set, the call runs the ToNNX that wraps it once more, from inside. */
+static nnx_module *peek_reenter;
+static lx_status peek_inner_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    (void)c;
+    lx_initializer o = lx_init_ones();
+    lx_array *w;
+    LX_TRY(linen_param(s, "w", &o, LX_F32, 1, (int64_t[]){3}, &w));
+    return linen_return_array(out, w);
+}
+static const linen_method PEEK_INNER_METHODS[] = {LINEN_METHOD("__call__", peek_inner_call)};
+static const linen_type PEEK_INNER = {.name = "PeekInner", .methods = PEEK_INNER_METHODS, .nmethods = 1};
+static lx_status peek_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    if (peek_reenter) {
+        nnx_module *m = peek_reenter;
+        peek_reenter = NULL;
+        lx_value inner;
+        LX_TRY(nnx_call(m, NULL, c, &inner));
+        lx_value_free(&inner);
+    }
+    lx_initializer o = lx_init_ones();
+    lx_array *b;
+    LX_TRY(linen_param(s, "b", &o, LX_F32, 1, (int64_t[]){2}, &b));
+    linen_module *im = NULL;
+    LX_TRY(linen_module_new(&PEEK_INNER, NULL, &im));
+    lx_value w;
+    lx_status st = linen_call_child(s, im, "Inner", NULL, c, &w);
+    linen_module_release(im);
+    LX_TRY(st);
+    lx_tree *vars = NULL, *t = lx_tree_new();
+    st = linen_variables(s, &vars);
+    if (st == LX_OK) st = lx_tree_set(t, "b", lx_array_v(b));
+    if (st == LX_OK) st = lx_tree_set(t, "w", w);
+    if (st == LX_OK) st = lx_tree_set(t, "vars", lx_tree_v(vars));
+    lx_value_free(&w);
+    lx_tree_release(vars);
+    if (st == LX_OK) *out = lx_tree_v(t);
+    else lx_tree_release(t);
+    return st;
+}
+static const linen_method PEEK_METHODS[] = {LINEN_METHOD("__call__", peek_call)};
+static const linen_type PEEK = {.name = "Peek", .methods = PEEK_METHODS, .nmethods = 1};
+
+/* The peeked output of one call (a tree the caller releases), NULL on failure. */
+static lx_tree *peek(nnx_module *m) {
+    lx_value out;
+    if (nnx_call(m, NULL, NULL, &out) != LX_OK) return NULL;
+    if (out.kind != LX_V_TREE) {
+        lx_value_free(&out);
+        return NULL;
+    }
+    return out.u.tree;
+}
+
+static lx_array *arr(const lx_tree *t, const char *path) {
+    const lx_value *v = t ? lx_tree_find(t, path) : NULL;
+    return v && v->kind == LX_V_ARRAY ? v->u.array : NULL;
+}
+
+static lx_array *vec(int n, float x) {
+    lx_array *a = lx_autorelease(lx_array_new(LX_F32, 1, (int64_t[]){n}));
+    for (int i = 0; i < n; i++) lx_f32(a)[i] = x;
+    return a;
+}
+
+/* ToNNX keeps the Linen variables tree between calls; every change to the attributes made
+ * between calls must still reach Linen, and nothing Linen handed out may change afterwards. */
+static void test_view_follows_attribute_changes(void) {
+    linen_module *lm = NULL;
+    CHECK_EQ_INT(linen_module_new(&PEEK, NULL, &lm), LX_OK);
+    nnx_rngs *r = rngs_seed(0);
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(bridge_to_nnx_new(lm, r, NULL, &m), LX_OK);
+    CHECK_EQ_INT(bridge_lazy_init(m, NULL, NULL), LX_OK);
+
+    /* calls see the attributes' arrays themselves (shared, not copied), also when repeated */
+    lx_tree *o1 = peek(m), *o2 = peek(m);
+    CHECK(o1 && arr(o1, "b") == value_at(m, "b") && arr(o1, "w") == value_at(m, "Inner/w"));
+    CHECK(o2 && arr(o2, "b") == value_at(m, "b") && arr(o2, "w") == value_at(m, "Inner/w"));
+    lx_tree_release(o2);
+
+    /* a value replaced in place; the earlier output (which holds Linen's maps) keeps its arrays */
+    lx_array *old_w = value_at(m, "Inner/w"), *w2 = vec(3, 2.0f);
+    CHECK_EQ_INT(lx_variable_set_value(var_at(m, "Inner/w"), w2, true), LX_OK);
+    lx_tree *o = peek(m);
+    CHECK(o && arr(o, "w") == w2 && arr(o, "vars/params/Inner/w") == w2);
+    CHECK(arr(o1, "w") == old_w && arr(o1, "vars/params/Inner/w") == old_w);
+    lx_tree_release(o);
+    lx_tree_release(o1);
+    /* and with no output held any more (the view is patched in place then) */
+    lx_array *w3 = vec(3, 3.0f);
+    CHECK_EQ_INT(lx_variable_set_value(var_at(m, "Inner/w"), w3, true), LX_OK);
+    o = peek(m);
+    CHECK(o && arr(o, "w") == w3);
+    lx_tree_release(o);
+
+    /* nnx_update with new values (in place: the Variables stay) */
+    lx_array *b4 = vec(2, 4.0f);
+    lx_tree *upd = lx_tree_new();
+    CHECK_EQ_INT(lx_tree_set(upd, "b", lx_array_v(b4)), LX_OK);
+    CHECK_EQ_INT(nnx_update(m, 1, &upd), LX_OK);
+    lx_tree_release(upd);
+    o = peek(m);
+    CHECK(o && arr(o, "b") == b4);
+    lx_tree_release(o);
+
+    /* setattr replacing a whole attribute with a new tree of Variables */
+    lx_variable *nw = NULL;
+    lx_array *w5 = vec(3, 5.0f);
+    CHECK_EQ_INT(lx_variable_new(&lx_Param, w5, &nw), LX_OK);
+    lx_tree *inner = lx_tree_new();
+    CHECK_EQ_INT(lx_tree_set(inner, "w", lx_var_v(nw)), LX_OK);
+    lx_value iv = lx_tree_v(inner);
+    CHECK_EQ_INT(nnx_setattr(m, "Inner", &iv), LX_OK);
+    lx_variable_release(nw);
+    o = peek(m);
+    CHECK(o && arr(o, "w") == w5);
+    lx_tree_release(o);
+
+    /* an edit made directly to a tree the attribute holds (no graph epoch counts it) */
+    lx_array *w6 = vec(3, 6.0f);
+    CHECK_EQ_INT(lx_variable_new(&lx_Param, w6, &nw), LX_OK);
+    CHECK_EQ_INT(lx_tree_set(inner, "w", lx_var_v(nw)), LX_OK);
+    lx_variable_release(nw);
+    lx_tree_release(inner);
+    o = peek(m);
+    CHECK(o && arr(o, "w") == w6);
+    lx_tree_release(o);
+
+    /* metadata added to a Variable: Linen gets a box (unboxed for the param), and back */
+    lx_variable *bv = var_at(m, "b");
+    const char *axis[] = {"embed"};
+    CHECK_EQ_INT(lx_variable_meta_set(bv, "out_sharding", lx_strs_v(1, axis)), LX_OK);
+    o = peek(m);
+    const lx_value *leaf = o ? lx_tree_find(o, "vars/params/b") : NULL;
+    CHECK(leaf && leaf->kind == LX_V_BOX && lx_box_unbox(leaf->u.box) == b4);
+    CHECK(o && arr(o, "b") == b4);
+    lx_tree_release(o);
+    CHECK_EQ_INT(lx_variable_meta_del(bv, "out_sharding"), LX_OK);
+    o = peek(m);
+    CHECK(o && arr(o, "vars/params/b") == b4);
+    lx_tree_release(o);
+
+    /* an attribute deleted: Linen's own error; set again: found again */
+    lx_variable_retain(bv);
+    CHECK_EQ_INT(nnx_delattr(m, "b"), LX_OK);
+    lx_value out;
+    CHECK_FAILS(nnx_call(m, NULL, NULL, &out), LX_ERR_NOT_FOUND, "Could not find parameter named \"b\" in scope \"/\".");
+    lx_value bvv = lx_var_v(bv);
+    CHECK_EQ_INT(nnx_setattr(m, "b", &bvv), LX_OK);
+    lx_variable_release(bv);
+    o = peek(m);
+    CHECK(o && arr(o, "b") == b4 && arr(o, "w") == w6);
+    lx_tree_release(o);
+
+    /* the same module called again from inside its own call */
+    peek_reenter = m;
+    o = peek(m);
+    CHECK(o && peek_reenter == NULL && arr(o, "b") == b4 && arr(o, "w") == w6);
+    lx_tree_release(o);
+    o = peek(m);
+    CHECK(o && arr(o, "b") == b4);
+    lx_tree_release(o);
+
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+    linen_module_release(lm);
+}
+
 /* ------------------------------------------------------------------ get_layers (MaxText) */
 
 /* A decoder calling Dense(4) children under the names in its config, in order; the name
@@ -1223,6 +1395,7 @@ int main(void) {
     RUN(test_mutable_resolution);
     RUN(test_rng_routing);
     RUN(test_non_variable_attribute_is_an_error);
+    RUN(test_view_follows_attribute_changes);
     RUN(test_get_layers_scanned);
     RUN(test_get_layers_unscanned);
     RUN(test_get_layers_order_and_fallback);

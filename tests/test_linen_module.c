@@ -173,6 +173,52 @@ static lx_status writer_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method WRITER_METHODS[] = {LINEN_METHOD("__call__", writer_call)};
 static const linen_type WRITER = {.name = "Writer", .methods = WRITER_METHODS, .nmethods = 1};
 
+/* WriteThenFail: writes the counter and a new collection, then fails. */
+static lx_status write_fail_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    (void)c;
+    (void)out;
+    lx_array *n = lx_autorelease(lx_array_scalar_f32(7.0f));
+    lx_value nv = lx_array_v(n);
+    LX_TRY(linen_put_variable(s, "counter", "count", &nv));
+    LX_TRY(linen_put_variable(s, "extra", "x", &nv));
+    return lx_fail(LX_ERR_INVALID_ARGUMENT, "write_fail: on purpose");
+}
+static const linen_method WRITE_FAIL_METHODS[] = {LINEN_METHOD("__call__", write_fail_call)};
+static const linen_type WRITE_FAIL = {.name = "WriteThenFail", .methods = WRITE_FAIL_METHODS, .nmethods = 1};
+
+/* Crowd: more names, children and auto-name prefixes than a scope keeps inline, names longer
+ * than its inline reservation text, more params than a frame keeps inline, then (when
+ * `crowd_clash`) a long name used twice. */
+static bool crowd_clash;
+static lx_status crowd_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    lx_initializer z = lx_init_zeros();
+    lx_array *p;
+    char name[96];
+    for (int i = 0; i < 18; i++) {
+        snprintf(name, sizeof name, "a_parameter_name_longer_than_inline_text_%d", i);
+        LX_TRY(linen_param(s, name, &z, LX_F32, 1, (int64_t[]){1}, &p));
+    }
+    if (crowd_clash) LX_TRY(linen_param(s, "a_parameter_name_longer_than_inline_text_3", &z, LX_F32, 1, (int64_t[]){1}, &p));
+    linen_module *pr = NULL, *l = lin(2), *ct = NULL;
+    lx_status st = linen_module_new(&PROBE, NULL, &pr);
+    if (st == LX_OK) st = linen_module_new(&COUNTER, NULL, &ct);
+    lx_value v = lx_none();
+    for (int i = 0; i < 3 && st == LX_OK; i++) st = linen_call_child(s, pr, NULL, NULL, c, &v);
+    for (int i = 0; i < 2 && st == LX_OK; i++) {
+        st = linen_call_child(s, l, NULL, NULL, c, &v);
+        lx_value_free(&v);
+    }
+    if (st == LX_OK) st = linen_call_child(s, ct, NULL, NULL, c, &v);
+    lx_value_free(&v);
+    linen_module_release(pr);
+    linen_module_release(l);
+    linen_module_release(ct);
+    *out = lx_none();
+    return st;
+}
+static const linen_method CROWD_METHODS[] = {LINEN_METHOD("__call__", crowd_call)};
+static const linen_type CROWD = {.name = "Crowd", .methods = CROWD_METHODS, .nmethods = 1};
+
 /* SetupMLP: children attached in setup as 'hidden' (Lin(8)) and 'out' (Lin(2)). */
 static int setup_runs;
 static lx_status setup_mlp_setup(linen_scope *s) {
@@ -575,6 +621,126 @@ static void test_mutable_modes(void) {
     CHECK(linen_mutable_allows(&LINEN_MUTABLE_EVERYTHING, "x"));
 }
 
+/* Every (path, leaf) of t is still there with the same value (the same array object), and
+ * nothing was added: the caller's tree as `before` saw it. */
+static bool tree_as_before(const lx_tree *t, const lx_flat *before) {
+    lx_flat now = {0};
+    if (lx_tree_flatten(t, &now) != LX_OK) return false;
+    bool same = now.len == before->len;
+    for (size_t i = 0; same && i < now.len; i++)
+        same = strcmp(now.items[i].path, before->items[i].path) == 0 &&
+               lx_value_equal(&now.items[i].value, &before->items[i].value) &&
+               (now.items[i].value.kind != LX_V_ARRAY || now.items[i].value.u.array == before->items[i].value.u.array);
+    lx_flat_free(&now);
+    return same;
+}
+
+/* apply binds the caller's tree read-only when nothing is mutable and copies only the
+ * collections it may write otherwise: the caller's tree never changes, arrays are shared. */
+static void test_apply_leaves_callers_tree(void) {
+    linen_module *m = NULL, *wf = NULL, *o = NULL;
+    CHECK(linen_module_new(&COUNTER, NULL, &m) == LX_OK);
+    CHECK(linen_module_new(&WRITE_FAIL, NULL, &wf) == LX_OK);
+    CHECK(linen_module_new(&OUTER, NULL, &o) == LX_OK);
+    lx_tree *vars = NULL;
+    CHECK(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), NULL, NULL, &vars) == LX_OK);
+    lx_flat before = {0};
+    CHECK(lx_tree_flatten(vars, &before) == LX_OK);
+    const lx_value *params_map = lx_tree_get(vars, "params"), *counter_map = lx_tree_get(vars, "counter");
+
+    /* immutable: the param handed to the module is the caller's array itself */
+    lx_value out;
+    lx_tree *mut = NULL;
+    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(out.kind == LX_V_ARRAY && out.u.array == leaf(vars, "params/w"));
+    lx_value_free(&out);
+    CHECK(tree_as_before(vars, &before));
+
+    /* mutable=['counter']: the result is a new map; changing it does not reach the caller */
+    linen_opts counter = {.mutable = LINEN_MUTABLE("counter"), .mutable_given = true};
+    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, &counter, &out, &mut) == LX_OK);
+    lx_value_free(&out);
+    CHECK(mut && lx_tree_get(mut, "counter") && lx_tree_get(mut, "counter")->u.tree != counter_map->u.tree);
+    CHECK_NEAR(lx_f32(leaf(mut, "counter/count"))[0], 2.0, 0);
+    CHECK(lx_tree_set_path(mut, "counter/added", lx_array_v(ones(1, 1))) == LX_OK);
+    CHECK(tree_as_before(vars, &before));
+    lx_tree_release(mut);
+
+    /* mutable=True: every collection comes back as its own map, unchanged leaves shared */
+    linen_opts everything = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
+    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, &everything, &out, &mut) == LX_OK);
+    lx_value_free(&out);
+    CHECK(mut && lx_tree_get(mut, "params") && lx_tree_get(mut, "params")->u.tree != params_map->u.tree);
+    CHECK(leaf(mut, "params/w") == leaf(vars, "params/w"));
+    CHECK(lx_tree_find(mut, "intermediates/seen/0") != NULL);
+    lx_tree_release(mut);
+    CHECK(tree_as_before(vars, &before));
+
+    /* a call that writes (an existing and a new collection) and then fails */
+    CHECK_FAILS(linen_apply(wf, vars, NULL, LINEN_NO_RNGS, &everything, &out, &mut), LX_ERR_INVALID_ARGUMENT,
+                "on purpose");
+    CHECK(mut == NULL);
+    CHECK(tree_as_before(vars, &before));
+    /* and the immutable one refuses the write with the same message as ever */
+    CHECK_FAILS(linen_apply(wf, vars, NULL, LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_IMMUTABLE,
+                "Cannot update variable \"count\" in \"/\" because collection \"counter\" is immutable.");
+    CHECK(tree_as_before(vars, &before));
+    lx_flat_free(&before);
+    lx_tree_release(vars);
+
+    /* nested scopes, immutable: params found by walking the caller's maps, nothing written */
+    lx_array *x = ones(1, 4);
+    CHECK(linen_init(o, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &vars) == LX_OK);
+    CHECK(lx_tree_flatten(vars, &before) == LX_OK);
+    lx_value first, again;
+    CHECK(linen_apply(o, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &first, NULL) == LX_OK);
+    CHECK(linen_apply(o, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &again, NULL) == LX_OK);
+    CHECK(first.kind == LX_V_ARRAY && again.kind == LX_V_ARRAY && lx_value_equal(&first, &again));
+    CHECK(tree_as_before(vars, &before));
+    lx_value_free(&first);
+    lx_value_free(&again);
+    lx_flat_free(&before);
+    lx_tree_release(vars);
+    linen_module_release(o);
+    linen_module_release(wf);
+    linen_module_release(m);
+}
+
+/* A scope's names, children and auto-name cursors outgrow their inline storage correctly. */
+static void test_scope_outgrows_inline_storage(void) {
+    linen_module *m = NULL;
+    CHECK(linen_module_new(&CROWD, NULL, &m) == LX_OK);
+    lx_array *x = ones(1, 3);
+    lx_tree *vars = NULL;
+    lx_value out;
+    CHECK(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &vars) == LX_OK);
+    CHECK(leaf(vars, "params/a_parameter_name_longer_than_inline_text_0") != NULL);
+    CHECK(leaf(vars, "params/a_parameter_name_longer_than_inline_text_17") != NULL);
+    CHECK(leaf(vars, "params/Lin_0/kernel") && leaf(vars, "params/Lin_1/kernel"));
+    CHECK(leaf(vars, "params/Counter_0/w") && leaf(vars, "counter/Counter_0/count"));
+    CHECK(linen_apply(m, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL) == LX_OK);
+    lx_value_free(&out);
+    /* more streams than a frame keeps inline: Probe's draws still come from 'params' */
+    probe_nkeys = 0;
+    CHECK(linen_apply(m, vars, A(x),
+                      LINEN_RNGS({"a", lx_key_from_seed(1)}, {"b", lx_key_from_seed(2)}, {"c", lx_key_from_seed(3)},
+                                 {"d", lx_key_from_seed(4)}, {"params", lx_key_from_seed(0)}),
+                      NULL, &out, NULL) == LX_OK);
+    lx_value_free(&out);
+    lx_key with_five[6];
+    memcpy(with_five, probe_keys, sizeof with_five);
+    probe_nkeys = 0;
+    CHECK(linen_apply(m, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL) == LX_OK);
+    lx_value_free(&out);
+    CHECK(memcmp(with_five, probe_keys, sizeof with_five) == 0);
+    crowd_clash = true;
+    CHECK_FAILS(linen_apply(m, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL), LX_ERR_EXISTS,
+                "Could not create param \"a_parameter_name_longer_than_inline_text_3\" in Module Crowd: Name in use.");
+    crowd_clash = false;
+    lx_tree_release(vars);
+    linen_module_release(m);
+}
+
 static void test_methods(void) {
     linen_module *m = lin(8);
     lx_tree *vars = NULL;
@@ -796,6 +962,8 @@ int main(void) {
     RUN(test_mlp_children_match_flax);
     RUN(test_param_errors);
     RUN(test_mutable_modes);
+    RUN(test_apply_leaves_callers_tree);
+    RUN(test_scope_outgrows_inline_storage);
     RUN(test_methods);
     RUN(test_current_scope_and_names);
     RUN(test_scope_views);

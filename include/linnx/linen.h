@@ -14,7 +14,9 @@
  *    refcounted and immutable once built, so sharing one between parents is fine.
  *  - init/apply outputs: *out is a value the caller owns (lx_value_free); *variables and
  *    *mutated are trees the caller owns (lx_tree_release). The variables given to apply are
- *    never modified: mutations go to a copy returned in *mutated.
+ *    never modified: mutations go to a copy returned in *mutated. Only the collections the
+ *    mutability allows are copied (map structure, leaves shared); the others, and the whole
+ *    tree when nothing is mutable, are read in place, so an immutable apply copies nothing.
  *  - Inside a method: arrays returned by linen_param / linen_get_variable are borrowed from the
  *    scope (valid until the method's top-level init/apply returns); op results are pool-owned.
  *
@@ -209,7 +211,9 @@ lx_status linen_put_variable(linen_scope *self, const char *collection, const ch
 lx_status linen_variable_set(linen_scope *self, const char *collection, const char *name,
                              lx_array *value);
 bool linen_has_variable(const linen_scope *self, const char *collection, const char *name);
-/* self.variables: every collection at this module's path (a new tree the caller owns). */
+/* self.variables: every collection at this module's path (a new tree the caller owns). Its
+ * sub-maps are shared with the apply, and for collections the apply may not write they are the
+ * maps of the variables given to linen_apply: read them, lx_tree_copy one before changing it. */
 lx_status linen_variables(const linen_scope *self, lx_tree **out);
 /* self.make_rng(stream): falls back to 'params'; "needs PRNG for" error when neither exists. */
 lx_status linen_make_rng(linen_scope *self, const char *stream, lx_key *out);

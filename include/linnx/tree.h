@@ -104,6 +104,11 @@ lx_tree *lx_tree_copy(const lx_tree *t);
 typedef lx_status (*lx_tree_map_fn)(const char *path, const lx_value *leaf, void *user, lx_value *out);
 lx_status lx_tree_map(const lx_tree *t, lx_tree_map_fn fn, void *user, lx_tree **out);
 
+/* Whether more than one reference holds `t` (its refcount is above 1). For a holder that wants
+ * to change a map in place without anyone seeing it: with this false for the map and for every
+ * map on the way to it from a root only the holder has, nobody else can reach it. */
+bool lx_tree_is_shared(const lx_tree *t);
+
 /* Number of leaves (sub-maps are not leaves). */
 size_t lx_tree_count_leaves(const lx_tree *t);
 /* Parameter count: the element counts of every array leaf, Variable value and box value. */

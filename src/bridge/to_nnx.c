@@ -3,7 +3,8 @@
  * The Linen module lives in the static config (field `to_nnx__module`, a VALUE holding the
  * module pointer); the config_retain/config_release hooks keep it alive in every graphdef,
  * merge and clone. The Linen variables live as dynamic attributes, one store with the Linen
- * trees built from them for each call (arrays are shared, never copied). */
+ * variables tree each call applies over (arrays are shared, never copied). That tree is kept
+ * between calls (the "view", below) and only rebuilt when the attributes changed shape. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,10 +17,32 @@ typedef struct to_nnx_config {
     lx_value to_nnx__module; /* LX_V_PTR "linen_module", retained through the config hooks */
 } to_nnx_config;
 
+/* One Variable shown in the view: the leaf at `key` of the view's map `parent`. */
+typedef struct view_slot {
+    lx_variable *var; /* retained, so a pointer compare never meets a reused address */
+    char *full;       /* "col/Dense_0/kernel": the leaf's path in the view, owned */
+    const char *path; /* the attribute path inside `full` ("Dense_0/kernel") */
+    const char *key;  /* the last component of `full` */
+    lx_tree *parent;  /* the view's map holding the leaf (owned by the view) */
+    lx_array *shown;  /* the array the leaf is, when the Variable converts to a plain array;
+                         NULL when it converts to a metadata box */
+} view_slot;
+
+/* The Linen variables tree of the attributes, as bridge_nnx_attrs_to_linen_vars builds it, kept
+ * between calls. Its leaves hold references to the arrays of the last call (released at the
+ * next call that finds them replaced, or with the module). */
+typedef struct to_nnx_view {
+    lx_tree *vars;
+    view_slot *slots; /* in attribute order: the order a walk of the attributes meets them */
+    size_t n;
+    bool busy;        /* a call is applying over it (a nested call on the same module builds its own) */
+} to_nnx_view;
+
 typedef struct to_nnx {
     nnx_module base;
     to_nnx_config cfg;
-    nnx_module *rngs; /* to_nnx__rngs: an Rngs, or NULL */
+    nnx_module *rngs;   /* to_nnx__rngs: an Rngs, or NULL */
+    to_nnx_view *view;  /* NULL until the first call after lazy_init; never copied by merge/clone */
 } to_nnx;
 
 static linen_module *module_of_config(const void *cfg) {
@@ -201,6 +224,234 @@ static lx_status gather_attrs(const nnx_module *m, lx_tree **out) {
     return LX_OK;
 }
 
+/* ------------------------------------------------------------------ the view
+ *
+ * Converting the attributes to Linen variables on every call (gather, flatten, convert each
+ * Variable, unflatten) cost more than a small model's forward pass. The view keeps that tree and
+ * each call only checks it against the attributes: one walk over them comparing each leaf's
+ * Variable and path with the slot recorded for it (pointers and short strings, no allocation).
+ * A Variable whose value was replaced in place (write-back, nnx_update, an optimizer) just gets
+ * its leaf re-pointed; anything else (an attribute set, deleted or replaced, a tree inside one
+ * edited, a new Variable) fails the check and the view is rebuilt by the full conversion, which
+ * also reports any error in Flax's words as before. nnx_graph_epoch() cannot replace the walk:
+ * a tree held in an attribute is shared with whoever set it, and edits made to it directly with
+ * lx_tree_set are not counted. */
+
+static void view_free(to_nnx_view *v) {
+    if (!v) return;
+    for (size_t i = 0; i < v->n; i++) {
+        lx_variable_release(v->slots[i].var);
+        free(v->slots[i].full);
+    }
+    free(v->slots);
+    lx_tree_release(v->vars);
+    free(v);
+}
+
+/* The array a Variable's Linen leaf is when bridge_to_linen_var gives a plain array, else NULL. */
+static lx_array *plain_value(const lx_variable *var) {
+    return lx_variable_is_vanilla(var) && !lx_variable_meta_get(var, "linen_meta_type") ? lx_variable_get_value(var)
+                                                                                         : NULL;
+}
+
+/* Can the view's map `parent` be changed in place unseen? Only when no one but the view holds it
+ * or a map on the way to it: a Linen method may return a sub-map of its variables (a sow tuple,
+ * self.variables), and that output must stay what it was when the call returned. */
+static bool view_private(const to_nnx_view *v, const view_slot *sl) {
+    if (lx_tree_is_shared(v->vars)) return false;
+    const lx_tree *t = v->vars;
+    const char *p = sl->full;
+    for (;;) { /* each component but the last names a map */
+        const char *slash = strchr(p, '/');
+        if (!slash) return true;
+        char comp[256];
+        size_t n = (size_t)(slash - p);
+        if (n >= sizeof comp) return false;
+        memcpy(comp, p, n);
+        comp[n] = '\0';
+        const lx_value *c = lx_tree_get(t, comp);
+        if (!c || c->kind != LX_V_TREE || lx_tree_is_shared(c->u.tree)) return false;
+        t = c->u.tree;
+        p = slash + 1;
+    }
+}
+
+/* Bring the slot's leaf up to date with its Variable's current value (and metadata); *ok is
+ * false when that cannot be done in place (the view must be rebuilt). */
+static lx_status view_refresh_leaf(const to_nnx_view *v, view_slot *sl, bool *ok) {
+    *ok = true;
+    lx_array *a = plain_value(sl->var);
+    if (a && a == sl->shown) return LX_OK; /* the common case: nothing to do */
+    if (!view_private(v, sl)) {
+        *ok = false;
+        return LX_OK;
+    }
+    lx_value leaf;
+    LX_TRY(bridge_to_linen_var(sl->var, &leaf)); /* a box is rebuilt every call: its metadata may change */
+    lx_status s = lx_tree_set(sl->parent, sl->key, leaf);
+    lx_value_free(&leaf);
+    sl->shown = s == LX_OK ? a : NULL;
+    return s;
+}
+
+typedef struct view_walk {
+    to_nnx_view *v;
+    size_t next;        /* the slot the next leaf must match */
+    char path[512];
+    bool same;
+} view_walk;
+
+/* Match the leaves under `val` (at w->path, of length len) against the slots, refreshing each. */
+static lx_status view_walk_value(view_walk *w, const lx_value *val, size_t len) {
+    if (val->kind == LX_V_TREE) {
+        const lx_tree *t = val->u.tree;
+        for (size_t i = 0; i < lx_tree_len(t) && w->same; i++) {
+            const char *k = lx_tree_key(t, i);
+            size_t kl = strlen(k);
+            if (len + 1 + kl >= sizeof w->path) {
+                w->same = false; /* too deep for the buffer: let the full conversion handle it */
+                break;
+            }
+            w->path[len] = '/';
+            memcpy(w->path + len + 1, k, kl + 1);
+            LX_TRY(view_walk_value(w, lx_tree_at(t, i), len + 1 + kl));
+        }
+        w->path[len] = '\0';
+        return LX_OK;
+    }
+    view_slot *sl = w->next < w->v->n ? &w->v->slots[w->next] : NULL;
+    if (!sl || val->kind != LX_V_VARIABLE || val->u.var != sl->var || strcmp(sl->path, w->path) != 0) {
+        w->same = false;
+        return LX_OK;
+    }
+    w->next++;
+    return view_refresh_leaf(w->v, sl, &w->same);
+}
+
+/* Is the view still the attributes' tree? Refreshes replaced values on the way. */
+static lx_status view_check(const nnx_module *m, to_nnx_view *v, bool *same) {
+    view_walk w = {.v = v, .same = true};
+    for (int i = 0; i < nnx_attr_count(m) && w.same; i++) {
+        const char *name = nnx_attr_name(m, i);
+        if (strncmp(name, "to_nnx__", 8) == 0) continue;
+        size_t nl = strlen(name);
+        lx_value val;
+        if (nl >= sizeof w.path || nnx_getattr(m, name, &val) != LX_OK) {
+            w.same = false;
+            break;
+        }
+        memcpy(w.path, name, nl + 1);
+        LX_TRY(view_walk_value(&w, &val, nl));
+    }
+    *same = w.same && w.next == v->n;
+    return LX_OK;
+}
+
+/* Record, for every Variable of `attrs`, where its leaf sits in the freshly built `vars`. */
+static lx_status view_index(to_nnx_view *v, const lx_tree *attrs) {
+    lx_flat flat = {0};
+    LX_TRY(lx_tree_flatten(attrs, &flat));
+    lx_status s = LX_OK;
+    if (flat.len && !(v->slots = calloc(flat.len, sizeof *v->slots)))
+        s = lx_fail(LX_ERR_NO_MEMORY, "ToNNX: out of memory");
+    for (size_t i = 0; i < flat.len && s == LX_OK; i++) {
+        view_slot *sl = &v->slots[i];
+        lx_variable *var = flat.items[i].value.u.var; /* the conversion accepted only Variables */
+        const char *col = NULL;
+        s = lx_variable_name_from_type(lx_variable_type(var), false, &col);
+        if (s != LX_OK) break;
+        sl->var = lx_variable_retain(var);
+        v->n = i + 1;
+        size_t cl = strlen(col), pl = strlen(flat.items[i].path);
+        if (!(sl->full = malloc(cl + 1 + pl + 1))) {
+            s = lx_fail(LX_ERR_NO_MEMORY, "ToNNX: out of memory");
+            break;
+        }
+        memcpy(sl->full, col, cl);
+        sl->full[cl] = '/';
+        memcpy(sl->full + cl + 1, flat.items[i].path, pl + 1);
+        sl->path = sl->full + cl + 1;
+        /* walk col/<path minus its last component> to the leaf's map */
+        const lx_value *node = lx_tree_get(v->vars, col);
+        char *comp = sl->full + cl + 1, *slash;
+        while (node && node->kind == LX_V_TREE && (slash = strchr(comp, '/'))) {
+            *slash = '\0';
+            node = lx_tree_get(node->u.tree, comp);
+            *slash = '/';
+            comp = slash + 1;
+        }
+        const lx_value *leaf = node && node->kind == LX_V_TREE ? lx_tree_get(node->u.tree, comp) : NULL;
+        if (!leaf) {
+            s = lx_fail(LX_ERR_INTERNAL, "ToNNX: variable '%s' is missing from its Linen view", sl->path);
+            break;
+        }
+        sl->key = comp;
+        sl->parent = node->u.tree;
+        sl->shown = leaf->kind == LX_V_ARRAY ? leaf->u.array : NULL;
+    }
+    lx_flat_free(&flat);
+    return s;
+}
+
+/* The attributes as Linen variables, built in full (the conversion Flax runs on every call). */
+static lx_status build_vars(const nnx_module *m, lx_tree **vars, lx_tree **attrs_out) {
+    lx_tree *attrs = NULL;
+    LX_TRY(gather_attrs(m, &attrs));
+    lx_status s = bridge_nnx_attrs_to_linen_vars(attrs, vars);
+    if (s == LX_OK && attrs_out) *attrs_out = attrs;
+    else lx_tree_release(attrs);
+    return s;
+}
+
+/* The Linen variables for this call (a reference the caller releases; *cached: it is the view,
+ * marked busy until view_done). */
+static lx_status view_acquire(to_nnx *self, lx_tree **vars, bool *cached) {
+    nnx_module *m = &self->base;
+    *vars = NULL;
+    *cached = false;
+    if (self->view && self->view->busy) return build_vars(m, vars, NULL); /* re-entered */
+    if (self->view) {
+        bool same = false;
+        LX_TRY(view_check(m, self->view, &same));
+        if (!same) {
+            view_free(self->view);
+            self->view = NULL;
+        }
+    }
+    if (!self->view) {
+        lx_tree *built = NULL, *attrs = NULL;
+        LX_TRY(build_vars(m, &built, &attrs));
+        to_nnx_view *v = calloc(1, sizeof *v);
+        lx_status s = v ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "ToNNX: out of memory");
+        if (s == LX_OK) {
+            v->vars = built;
+            built = NULL;
+            s = view_index(v, attrs);
+        }
+        lx_tree_release(attrs);
+        lx_tree_release(built);
+        if (s != LX_OK) {
+            view_free(v);
+            return s;
+        }
+        self->view = v;
+    }
+    self->view->busy = true;
+    *vars = lx_tree_retain(self->view->vars);
+    *cached = true;
+    return LX_OK;
+}
+
+static void view_done(to_nnx *self, bool cached) {
+    if (cached && self->view) self->view->busy = false;
+}
+
+static void to_nnx_destroy(nnx_module *m) {
+    to_nnx *self = (to_nnx *)m;
+    view_free(self->view);
+    self->view = NULL;
+}
+
 /* Linen's updates -> attributes: existing Variables take their new values in place, new paths
  * are inserted (nnx_update checks every path before it writes any). */
 static lx_status write_back(nnx_module *m, const lx_tree *updates) {
@@ -235,11 +486,9 @@ static lx_status to_nnx_run(nnx_module *m, const char *method, const lx_call *ca
 
     lx_tree *variables = NULL, *updates = NULL;
     lx_status s = LX_OK;
+    bool cached = false;
     if (!m->initializing) {
-        lx_tree *attrs = NULL;
-        s = gather_attrs(m, &attrs);
-        if (s == LX_OK) s = bridge_nnx_attrs_to_linen_vars(attrs, &variables);
-        lx_tree_release(attrs);
+        s = view_acquire(self, &variables, &cached);
         if (s == LX_OK && !mut_given) {
             /* Inside a Linen method (Linen -> NNX -> Linen): inherit its mutability. */
             linen_scope *outer = bridge_current_linen_module();
@@ -264,6 +513,8 @@ static lx_status to_nnx_run(nnx_module *m, const char *method, const lx_call *ca
                             mut.kind == LINEN_MUTABLE_NONE ? NULL : &updates);
         }
     }
+    /* Linen is done with the view before write-back changes the attributes it mirrors. */
+    view_done(self, cached);
     if (s == LX_OK) s = write_back(m, updates);
     if (s != LX_OK) lx_value_free(out);
     free(keys);
@@ -299,6 +550,7 @@ const nnx_type BRIDGE_TO_NNX_TYPE = {
     .methods = TO_NNX_METHODS,
     .nmethods = 1,
     .init = to_nnx_init,
+    .destroy = to_nnx_destroy,
     .dispatch = to_nnx_dispatch,
     .config_retain = config_retain,
     .config_release = config_release,

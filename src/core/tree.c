@@ -36,6 +36,8 @@ lx_tree *lx_tree_retain(lx_tree *t) {
     return t;
 }
 
+bool lx_tree_is_shared(const lx_tree *t) { return t && t->refcount > 1; }
+
 void lx_tree_release(lx_tree *t) {
     if (!t || --t->refcount > 0) return;
     for (size_t i = 0; i < t->len; i++) {

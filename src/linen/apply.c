@@ -2,8 +2,12 @@
  *
  * Every call opens an autorelease pool and closes it before returning, so the temporaries of
  * the whole forward pass are gone; what the caller gets (the output value, the variables) holds
- * its own references. The caller's variables tree is never written: the frame works on a copy
- * of its map structure (leaves shared), and a failure simply drops that copy.
+ * its own references. The caller's variables tree is never written. The frame's working tree
+ * shares it as far as that is safe: a collection the call may write (its mutability allows it)
+ * is copied (map structure only, leaves shared) so writes land in the copy; every other
+ * collection is the caller's own map, bound read-only, since nothing in a frame writes to a
+ * collection its mutability refuses. When nothing is mutable (the inference case) the frame
+ * binds the caller's whole tree and copies nothing. A failure simply drops the frame.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -30,33 +34,29 @@ static lx_status frame_new(linen_rngs rngs, const linen_mutable *mut, bool initi
     linen_frame *f = calloc(1, sizeof *f);
     if (!f) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
     f->initializing = initializing;
-    f->mutable.kind = mut->kind;
+    /* The stream and collection names are the caller's, borrowed: they outlive the frame, which
+     * ends before init/apply returns. */
+    f->mutable = *mut;
+    f->nrngs = rngs.n;
     bool ok = true;
-    if (rngs.n > 0) {
+    if (rngs.n > LINEN_FRAME_INLINE_RNGS) {
         f->rng_names = calloc((size_t)rngs.n, sizeof *f->rng_names);
         f->rng_keys = calloc((size_t)rngs.n, sizeof *f->rng_keys);
         ok = f->rng_names && f->rng_keys;
-        for (int i = 0; ok && i < rngs.n; i++) {
-            f->rng_names[i] = lx_strdup(rngs.v[i].name);
-            f->rng_keys[i] = rngs.v[i].key;
-            f->nrngs = i + 1;
-            ok = f->rng_names[i] != NULL;
-        }
+    } else {
+        f->rng_names = f->rng_names_inline;
+        f->rng_keys = f->rng_keys_inline;
     }
-    if (ok && mut->n > 0 && (mut->kind == LINEN_MUTABLE_LIST || mut->kind == LINEN_MUTABLE_DENY)) {
-        char **names = calloc((size_t)mut->n, sizeof *names);
-        f->mutable.names = (const char *const *)names;
-        ok = names != NULL;
-        for (int i = 0; ok && i < mut->n; i++) {
-            names[i] = lx_strdup(mut->names[i]);
-            f->mutable.n = i + 1;
-            ok = names[i] != NULL;
-        }
+    for (int i = 0; ok && i < rngs.n; i++) {
+        f->rng_names[i] = rngs.v[i].name;
+        f->rng_keys[i] = rngs.v[i].key;
     }
     if (!ok) {
         linen_frame_free(f);
         return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
     }
+    f->keep = f->keep_inline;
+    f->capkeep = LINEN_FRAME_INLINE_KEEP;
     *out = f;
     return LX_OK;
 }
@@ -79,7 +79,43 @@ static lx_status check_variables(const lx_tree *v) {
     return LX_OK;
 }
 
-/* The collections of the working tree that the mutability allows (sub-maps shared). */
+/* Could this mutability let any collection be written? (DENY always leaves some name open.) */
+static bool nothing_mutable(const linen_mutable *m) {
+    return m->kind == LINEN_MUTABLE_NONE || (m->kind == LINEN_MUTABLE_LIST && m->n == 0);
+}
+
+/* The frame's working tree over the caller's `variables` (NULL at init): see the top comment.
+ * The top-level map is the caller's when nothing is mutable, else a new one (so collections
+ * created by the call do not appear in the caller's tree). */
+static lx_status working_tree(const lx_tree *variables, const linen_mutable *mut, lx_tree **out) {
+    if (variables && nothing_mutable(mut)) {
+        *out = lx_tree_retain((lx_tree *)variables); /* read-only from here on */
+        return LX_OK;
+    }
+    lx_tree *t = lx_tree_new();
+    if (!t) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+    for (size_t i = 0; variables && i < lx_tree_len(variables); i++) {
+        const char *col = lx_tree_key(variables, i);
+        const lx_value *sub = lx_tree_at(variables, i); /* a map: check_variables said so */
+        lx_status st;
+        if (linen_mutable_allows(mut, col)) {
+            lx_tree *copy = lx_tree_copy(sub->u.tree);
+            st = copy ? lx_tree_set(t, col, lx_tree_v(copy)) : lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+            lx_tree_release(copy);
+        } else {
+            st = lx_tree_set(t, col, *sub);
+        }
+        if (st != LX_OK) {
+            lx_tree_release(t);
+            return st;
+        }
+    }
+    *out = t;
+    return LX_OK;
+}
+
+/* The collections of the working tree that the mutability allows (sub-maps shared: they are
+ * the frame's copies, never the caller's maps). */
 static lx_status collect(const linen_frame *f, lx_tree **out) {
     lx_tree *t = lx_tree_new();
     if (!t) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
@@ -110,10 +146,7 @@ static lx_status run(const linen_module *m, const lx_tree *variables, linen_rngs
     size_t mark = lx_pool_open();
     linen_frame *f = NULL;
     lx_status st = frame_new(rngs, &mut, init, &f);
-    if (st == LX_OK) {
-        f->vars = variables ? lx_tree_copy(variables) : lx_tree_new();
-        if (!f->vars) st = lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
-    }
+    if (st == LX_OK) st = working_tree(variables, &f->mutable, &f->vars);
     if (st == LX_OK) st = linen_scope_new(f, NULL, NULL, m, &f->root);
     lx_value value = lx_none();
     if (st == LX_OK) st = linen_scope_run(f->root, opts->method, opts->method_fn, call, &value);

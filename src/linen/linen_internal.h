@@ -18,22 +18,31 @@ struct linen_module {
     void *config; /* type->config_size bytes */
 };
 
+#define LINEN_FRAME_INLINE_RNGS 4
+#define LINEN_FRAME_INLINE_KEEP 16
+
 typedef struct linen_frame {
-    lx_tree *vars;          /* working copy {collection: {...}}: never the caller's tree */
-    linen_mutable mutable;  /* names owned by the frame */
+    /* The working tree {collection: {...}} (apply.c's working_tree). Collections the
+     * mutability refuses may be the caller's own maps, so nothing may write to them: every
+     * write goes through scope.c's store(), which only the mutability checks reach. */
+    lx_tree *vars;
+    linen_mutable mutable;  /* names borrowed from the init/apply call (it outlives the frame) */
     bool initializing;
     int nrngs;
-    char **rng_names;
+    const char **rng_names; /* borrowed from the call, like the mutable names */
     lx_key *rng_keys;
     linen_scope *root;
     /* arrays handed out as borrowed (param, get_variable): kept alive until the frame ends */
     lx_array **keep;
     size_t nkeep, capkeep;
+    /* inline storage for the arrays above, enough for the usual few streams and a small model */
+    const char *rng_names_inline[LINEN_FRAME_INLINE_RNGS];
+    lx_key rng_keys_inline[LINEN_FRAME_INLINE_RNGS];
+    lx_array *keep_inline[LINEN_FRAME_INLINE_KEEP];
 } linen_frame;
 
 typedef struct linen_child {
-    char *name;
-    linen_scope *scope;
+    linen_scope *scope; /* bound under scope->name */
 } linen_child;
 
 typedef struct linen_cursor {
@@ -46,12 +55,25 @@ typedef struct linen_attr {
     linen_module *module;
 } linen_attr;
 
+/* A name taken in the current method call. The text ("name\0col\0") lives in `text`, or in
+ * `heap` when it does not fit: reservations are made for every param on every apply, and an
+ * inline copy spares a malloc each (the name itself may be a caller's stack buffer, so it has
+ * to be copied). Offsets, not pointers, so the array can be moved. */
 typedef struct linen_reservation {
-    char *name;
-    char *col;                   /* NULL for a submodule */
-    const linen_module *module;  /* the submodule bound under the name (shared instances) */
+    const linen_module *module; /* the submodule bound under the name (shared instances) */
+    char *heap;                 /* the text when it does not fit `text`, else NULL */
+    int col_off;                /* where the collection starts in the text; -1 for a submodule */
+    char text[36];
 } linen_reservation;
 
+/* Inline capacities of a scope's small arrays: a typical layer reserves a few names and binds
+ * a few children, so the common case allocates nothing beyond the scope itself. */
+#define LINEN_SCOPE_INLINE_CHILDREN 2
+#define LINEN_SCOPE_INLINE_CURSORS 2
+#define LINEN_SCOPE_INLINE_RES 4
+
+/* A scope is one allocation: the struct, then `names`, `rng_counters`, `path` and `name` in its
+ * tail (linen_scope_new), since a frame builds its scopes afresh on every apply. */
 struct linen_scope {
     linen_frame *frame;
     linen_scope *parent;
@@ -63,12 +85,16 @@ struct linen_scope {
     uint32_t *rng_counters; /* one per frame stream */
     bool is_function;     /* a LINEN_TYPE_FUNCTION call: no variables, no children */
 
+    /* each array starts as the inline storage below and moves to the heap when it outgrows it */
     linen_child *children;
     int nchildren, capchildren;
     linen_cursor *cursors;
     int ncursors, capcursors;
     linen_reservation *res;
     int nres, capres;
+    linen_child children_inline[LINEN_SCOPE_INLINE_CHILDREN];
+    linen_cursor cursors_inline[LINEN_SCOPE_INLINE_CURSORS];
+    linen_reservation res_inline[LINEN_SCOPE_INLINE_RES];
 
     bool setup_done, in_setup;
     linen_attr *attrs;

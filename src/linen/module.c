@@ -1,5 +1,5 @@
 /* Linen modules as values: a type plus a bound config, refcounted and immutable once built. */
-#include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,28 +13,39 @@ static lx_status check_name(const char *name) {
     return LX_OK;
 }
 
+/* Releases what the config holds; the config's memory is part of the module's block. */
 static void config_release(const linen_type *t, void *cfg) {
     if (!cfg) return;
     if (t->config_free) t->config_free(cfg);
     lx_config_free(t->fields, t->nfields, cfg);
-    free(cfg);
 }
 
+/* One block: the module, its config (zeroed), its name. Layers such as linen_dense build a
+ * module on every call, so this is on the apply path. */
 static lx_status module_alloc(const linen_type *type, const char *name, linen_module **out) {
-    linen_module *m = calloc(1, sizeof *m);
+    const size_t align = _Alignof(max_align_t);
+    size_t cfg_off = (sizeof(linen_module) + align - 1) / align * align;
+    size_t cfg_size = type->config_size ? type->config_size : 1;
+    size_t name_off = cfg_off + cfg_size, nlen = name ? strlen(name) + 1 : 0;
+    linen_module *m = calloc(1, name_off + nlen);
     if (!m) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
-    m->config = calloc(1, type->config_size ? type->config_size : 1);
-    m->name = lx_strdup(name);
-    if (!m->config || (name && !m->name)) {
-        free(m->config);
-        free(m->name);
-        free(m);
-        return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
-    }
+    m->config = (char *)m + cfg_off;
+    if (name) m->name = memcpy((char *)m + name_off, name, nlen);
     m->type = type;
     m->refcount = 1;
     *out = m;
     return LX_OK;
+}
+
+/* "<Type><suffix>" into buf (the owner named in config errors), without printf: built for every
+ * module a layer makes. */
+static const char *owner_name(const linen_type *type, const char *suffix, char *buf, size_t cap) {
+    const char *tn = type->name ? type->name : "Module";
+    size_t a = strlen(tn), b = strlen(suffix);
+    if (a + b >= cap) a = cap - 1 - b; /* cap is far above any suffix used here */
+    memcpy(buf, tn, a);
+    memcpy(buf + a, suffix, b + 1);
+    return buf;
 }
 
 lx_status linen_module_new_named(const linen_type *type, const lx_call *kwargs, const char *name,
@@ -75,17 +86,14 @@ lx_status linen_module_new_named(const linen_type *type, const lx_call *kwargs, 
     if (st == LX_OK) st = module_alloc(type, name, &m);
     if (st == LX_OK) {
         char owner[160];
-        snprintf(owner, sizeof owner, "%s.__init__()", type->name ? type->name : "Module");
         if (type->bind) {
             st = type->bind(type, m->config, &call);
         } else {
-            st = lx_config_bind(type->fields, type->nfields, &call, m->config, owner);
+            st = lx_config_bind(type->fields, type->nfields, &call, m->config,
+                                owner_name(type, ".__init__()", owner, sizeof owner));
         }
         if (st != LX_OK) {
-            free(m->config);
-            m->config = NULL;
-            free(m->name);
-            free(m);
+            free(m); /* a failed bind leaves nothing bound to release */
             m = NULL;
         }
     }
@@ -111,16 +119,11 @@ lx_status linen_module_clone(const linen_module *m, const lx_call *overrides, li
     }
     if (st == LX_OK && overrides) {
         char owner[160];
-        snprintf(owner, sizeof owner, "%s.clone()", t->name ? t->name : "Module");
-        st = lx_config_override(t->fields, t->nfields, overrides, c->config, owner);
-        if (st != LX_OK) {
-            config_release(t, c->config);
-            c->config = NULL;
-        }
+        st = lx_config_override(t->fields, t->nfields, overrides, c->config,
+                                owner_name(t, ".clone()", owner, sizeof owner));
+        if (st != LX_OK) config_release(t, c->config);
     }
     if (st != LX_OK) {
-        free(c->config);
-        free(c->name);
         free(c);
         return st;
     }
@@ -136,8 +139,7 @@ linen_module *linen_module_retain(linen_module *m) {
 void linen_module_release(linen_module *m) {
     if (!m || --m->refcount > 0) return;
     config_release(m->type, m->config);
-    free(m->name);
-    free(m);
+    free(m); /* config and name live in the same block */
 }
 
 const linen_type *linen_module_type(const linen_module *m) { return m ? m->type : NULL; }

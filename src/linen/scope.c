@@ -5,6 +5,7 @@
  * on that scope returns; then the scope is "rewound": reservations and auto-name cursors reset,
  * rng counters kept.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,12 +16,15 @@
 
 static lx_status oom(void) { return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory"); }
 
-/* Grow *arr (of *cap elements of size sz) so it holds at least n+1. */
-static lx_status grow(void **arr, int *cap, int n, size_t sz) {
+/* Grow *arr (of *cap elements of size sz) so it holds at least n+1. `inl` is the array's
+ * inline storage in its scope: the first growth past it copies to the heap. */
+static lx_status grow(void **arr, int *cap, int n, size_t sz, void *inl) {
     if (n < *cap) return LX_OK;
     int nc = *cap ? *cap * 2 : 4;
-    void *p = realloc(*arr, (size_t)nc * sz);
+    bool moving = inl && *arr == inl;
+    void *p = moving ? malloc((size_t)nc * sz) : realloc(*arr, (size_t)nc * sz);
     if (!p) return oom();
+    if (moving) memcpy(p, inl, (size_t)n * sz);
     *arr = p;
     *cap = nc;
     return LX_OK;
@@ -37,9 +41,11 @@ linen_scope *linen_current_scope(void) { return nstack_ > 0 ? stack_[nstack_ - 1
 static lx_status frame_keep(linen_frame *f, lx_array *a) {
     if (!a) return LX_OK;
     if (f->nkeep == f->capkeep) {
-        size_t nc = f->capkeep ? f->capkeep * 2 : 16;
-        lx_array **p = realloc(f->keep, nc * sizeof *p);
+        size_t nc = f->capkeep * 2;
+        bool moving = f->keep == f->keep_inline;
+        lx_array **p = moving ? malloc(nc * sizeof *p) : realloc(f->keep, nc * sizeof *p);
         if (!p) return oom();
+        if (moving) memcpy(p, f->keep_inline, f->nkeep * sizeof *p);
         f->keep = p;
         f->capkeep = nc;
     }
@@ -51,53 +57,73 @@ void linen_frame_free(linen_frame *f) {
     if (!f) return;
     linen_scope_free(f->root);
     for (size_t i = 0; i < f->nkeep; i++) lx_release(f->keep[i]);
-    free(f->keep);
+    if (f->keep != f->keep_inline) free(f->keep);
     lx_tree_release(f->vars);
-    for (int i = 0; i < f->nrngs; i++) free(f->rng_names[i]);
-    free(f->rng_names);
-    free(f->rng_keys);
-    for (int i = 0; i < f->mutable.n; i++) free((char *)f->mutable.names[i]);
-    free((void *)f->mutable.names);
+    if (f->rng_names != f->rng_names_inline) free(f->rng_names);
+    if (f->rng_keys != f->rng_keys_inline) free(f->rng_keys);
     free(f);
 }
 
 /* ---- scopes ---- */
 lx_status linen_scope_new(linen_frame *f, linen_scope *parent, const char *name,
                           const linen_module *m, linen_scope **out) {
-    linen_scope *s = calloc(1, sizeof *s);
+    int depth = parent ? parent->depth + (name ? 1 : 0) : 0;
+    size_t nlen = name ? strlen(name) : 0;
+    size_t pplen = parent ? strlen(parent->path) : 0;
+    /* the path: "/" at the root, the parent's for a function, else parent + "/" + name */
+    size_t plen = !parent ? 1 : !name ? pplen : parent->depth == 0 ? 1 + nlen : pplen + 1 + nlen;
+    size_t names_off = sizeof(linen_scope);
+    size_t counters_off = names_off + ((size_t)depth + 1) * sizeof(const char *);
+    size_t path_off = counters_off + ((size_t)f->nrngs + 1) * sizeof(uint32_t);
+    size_t name_off = path_off + plen + 1;
+    linen_scope *s = calloc(1, name_off + (name ? nlen + 1 : 0));
     if (!s) return oom();
+    char *base = (char *)s;
     s->frame = f;
     s->parent = parent;
     s->module = linen_module_retain((linen_module *)m);
-    s->name = lx_strdup(name);
-    int depth = parent ? parent->depth + (name ? 1 : 0) : 0;
     s->depth = depth;
-    s->names = calloc((size_t)depth + 1, sizeof *s->names);
-    s->rng_counters = calloc((size_t)f->nrngs + 1, sizeof *s->rng_counters);
-    size_t plen = parent ? strlen(parent->path) + (name ? strlen(name) + 1 : 0) + 1 : 2;
-    s->path = malloc(plen);
-    if (!s->names || !s->rng_counters || !s->path || (name && !s->name)) {
-        linen_scope_free(s);
-        return oom();
+    s->names = (const char **)(void *)(base + names_off);
+    s->rng_counters = (uint32_t *)(void *)(base + counters_off);
+    s->path = base + path_off;
+    if (name) {
+        s->name = base + name_off;
+        memcpy(s->name, name, nlen + 1);
     }
-    if (parent) {
+    if (!parent) {
+        memcpy(s->path, "/", 2);
+    } else {
         for (int i = 0; i < parent->depth; i++) s->names[i] = parent->names[i];
         if (name) s->names[depth - 1] = s->name;
-        if (!name) snprintf(s->path, plen, "%s", parent->path);
-        else if (parent->depth == 0) snprintf(s->path, plen, "/%s", name);
-        else snprintf(s->path, plen, "%s/%s", parent->path, name);
-    } else {
-        snprintf(s->path, plen, "/");
+        char *p = s->path;
+        if (!name || parent->depth > 0) {
+            memcpy(p, parent->path, pplen);
+            p += pplen;
+        }
+        if (name) {
+            *p++ = '/';
+            memcpy(p, name, nlen);
+            p += nlen;
+        }
+        *p = '\0';
     }
+    s->children = s->children_inline;
+    s->capchildren = LINEN_SCOPE_INLINE_CHILDREN;
+    s->cursors = s->cursors_inline;
+    s->capcursors = LINEN_SCOPE_INLINE_CURSORS;
+    s->res = s->res_inline;
+    s->capres = LINEN_SCOPE_INLINE_RES;
     *out = s;
     return LX_OK;
 }
 
+static const char *res_name(const linen_reservation *r) { return r->heap ? r->heap : r->text; }
+static const char *res_col(const linen_reservation *r) {
+    return r->col_off < 0 ? NULL : res_name(r) + r->col_off;
+}
+
 static void clear_reservations(linen_scope *s) {
-    for (int i = 0; i < s->nres; i++) {
-        free(s->res[i].name);
-        free(s->res[i].col);
-    }
+    for (int i = 0; i < s->nres; i++) free(s->res[i].heap);
     s->nres = 0;
 }
 
@@ -112,22 +138,15 @@ static void clear_attrs(linen_scope *s) {
 
 void linen_scope_free(linen_scope *s) {
     if (!s) return;
-    for (int i = 0; i < s->nchildren; i++) {
-        free(s->children[i].name);
-        linen_scope_free(s->children[i].scope);
-    }
-    free(s->children);
+    for (int i = 0; i < s->nchildren; i++) linen_scope_free(s->children[i].scope);
+    if (s->children != s->children_inline) free(s->children);
     clear_reservations(s);
-    free(s->res);
+    if (s->res != s->res_inline) free(s->res);
     clear_attrs(s);
     free(s->attrs);
-    free(s->cursors);
+    if (s->cursors != s->cursors_inline) free(s->cursors);
     linen_module_release(s->module);
-    free(s->name);
-    free(s->path);
-    free(s->names);
-    free(s->rng_counters);
-    free(s);
+    free(s); /* name, path, names and rng_counters live in the same block */
 }
 
 static void rewind_scope(linen_scope *s) {
@@ -146,22 +165,26 @@ static lx_status reserve(linen_scope *s, const char *name, const char *col, cons
                          const linen_module *module, bool module_level) {
     for (int i = 0; i < s->nres; i++) {
         linen_reservation *r = &s->res[i];
-        if (strcmp(r->name, name) != 0) continue;
-        if (!col && !r->col && r->module == module) return LX_OK;
-        if (module_level || !r->col || !col || strcmp(r->col, col) == 0)
+        if (strcmp(res_name(r), name) != 0) continue;
+        const char *rcol = res_col(r);
+        if (!col && !rcol && r->module == module) return LX_OK;
+        if (module_level || !rcol || !col || strcmp(rcol, col) == 0)
             return lx_fail(LX_ERR_EXISTS, "Could not create %s \"%s\" in Module %s: Name in use.", kind,
                            name, type_name(s));
     }
-    LX_TRY(grow((void **)&s->res, &s->capres, s->nres, sizeof *s->res));
+    LX_TRY(grow((void **)&s->res, &s->capres, s->nres, sizeof *s->res, s->res_inline));
     linen_reservation *r = &s->res[s->nres];
-    r->name = lx_strdup(name);
-    r->col = lx_strdup(col);
-    r->module = module;
-    if (!r->name || (col && !r->col)) {
-        free(r->name);
-        free(r->col);
-        return oom();
+    size_t nlen = strlen(name) + 1, clen = col ? strlen(col) + 1 : 0;
+    char *text = r->text;
+    r->heap = NULL;
+    if (nlen + clen > sizeof r->text) {
+        if (!(r->heap = malloc(nlen + clen))) return oom();
+        text = r->heap;
     }
+    memcpy(text, name, nlen);
+    if (col) memcpy(text + nlen, col, clen);
+    r->col_off = col ? (int)nlen : -1;
+    r->module = module;
     s->nres++;
     return LX_OK;
 }
@@ -190,11 +213,14 @@ static char *var_path(const linen_scope *s, const char *col, const char *name) {
     return p;
 }
 
+/* The entry at col/A/B.../name (name NULL: the scope's own map in `col`), or NULL. Walks the
+ * maps one component at a time: this runs for every param of every layer on every apply, so it
+ * builds no path string (and keys cannot hold '/', so this is exactly lx_tree_find). */
 static const lx_value *find_var(const linen_scope *s, const char *col, const char *name) {
-    char *p = var_path(s, col, name);
-    if (!p) return NULL;
-    const lx_value *v = lx_tree_find(s->frame->vars, p);
-    free(p);
+    const lx_value *v = lx_tree_get(s->frame->vars, col);
+    for (int i = 0; v && i < s->depth; i++)
+        v = v->kind == LX_V_TREE ? lx_tree_get(v->u.tree, s->names[i]) : NULL;
+    if (v && name) v = v->kind == LX_V_TREE ? lx_tree_get(v->u.tree, name) : NULL;
     return v;
 }
 
@@ -222,7 +248,10 @@ static lx_status expose(linen_scope *s, const lx_value *leaf, lx_value *out) {
     return LX_OK;
 }
 
+/* The only write to the working tree. The caller checked that `col` is mutable: a refused
+ * collection may be the caller's own map (apply.c's working_tree), which must stay untouched. */
 static lx_status store(linen_scope *s, const char *col, const char *name, lx_value v) {
+    assert(linen_mutable_allows(&s->frame->mutable, col));
     char *p = var_path(s, col, name);
     if (!p) return oom();
     lx_status st = lx_tree_set_path(s->frame->vars, p, v);
@@ -517,10 +546,7 @@ static lx_status run_setup(linen_scope *s) {
 /* Is `a` one of the params directly in this scope (for op interceptors' operand roles)? */
 static bool scope_holds_param(const void *obj, const lx_array *a) {
     const linen_scope *s = obj;
-    char *p = var_path(s, "params", NULL);
-    if (!p) return false;
-    const lx_value *own = lx_tree_find(s->frame->vars, p);
-    free(p);
+    const lx_value *own = find_var(s, "params", NULL);
     if (!own || own->kind != LX_V_TREE) return false;
     for (size_t i = 0; i < lx_tree_len(own->u.tree); i++) {
         const lx_value *leaf = lx_tree_at(own->u.tree, i);
@@ -609,12 +635,19 @@ static lx_status autoname(linen_scope *s, const char *prefix, char *buf, size_t 
     for (i = 0; i < s->ncursors; i++)
         if (strcmp(s->cursors[i].prefix, prefix) == 0) break;
     if (i == s->ncursors) {
-        LX_TRY(grow((void **)&s->cursors, &s->capcursors, s->ncursors, sizeof *s->cursors));
+        LX_TRY(grow((void **)&s->cursors, &s->capcursors, s->ncursors, sizeof *s->cursors, s->cursors_inline));
         s->cursors[i].prefix = prefix;
         s->cursors[i].next = 0;
         s->ncursors++;
     }
-    snprintf(buf, cap, "%s_%d", prefix, s->cursors[i].next++);
+    /* "<prefix>_<n>", written by hand: every compact child of every apply is named here */
+    char digits[16];
+    int nd = 0;
+    for (unsigned n = (unsigned)s->cursors[i].next++; nd == 0 || n; n /= 10) digits[nd++] = (char)('0' + n % 10);
+    size_t pl = strlen(prefix), len = pl + 1 + (size_t)nd, j;
+    for (j = 0; j < len && j + 1 < cap; j++) /* cut at cap, as snprintf would */
+        buf[j] = j < pl ? prefix[j] : j == pl ? '_' : digits[len - 1 - j];
+    buf[j] = '\0';
     return LX_OK;
 }
 
@@ -631,7 +664,7 @@ static lx_status call_function(linen_scope *self, const linen_module *child, con
 static lx_status bind_child(linen_scope *self, const linen_module *child, const char *name,
                             linen_scope **out) {
     for (int i = 0; i < self->nchildren; i++) {
-        if (strcmp(self->children[i].name, name) != 0) continue;
+        if (strcmp(self->children[i].scope->name, name) != 0) continue;
         linen_scope *c = self->children[i].scope;
         if (c->module != child) {
             /* A new instance under a name used before (a compact child rebuilt by a later call):
@@ -643,15 +676,10 @@ static lx_status bind_child(linen_scope *self, const linen_module *child, const 
         *out = c;
         return LX_OK;
     }
-    LX_TRY(grow((void **)&self->children, &self->capchildren, self->nchildren, sizeof *self->children));
+    LX_TRY(grow((void **)&self->children, &self->capchildren, self->nchildren, sizeof *self->children,
+                self->children_inline));
     linen_scope *c = NULL;
     LX_TRY(linen_scope_new(self->frame, self, name, child, &c));
-    char *n = lx_strdup(name);
-    if (!n) {
-        linen_scope_free(c);
-        return oom();
-    }
-    self->children[self->nchildren].name = n;
     self->children[self->nchildren].scope = c;
     self->nchildren++;
     *out = c;
@@ -690,7 +718,7 @@ lx_status linen_setup_child(linen_scope *self, const char *attr, const linen_mod
             return lx_fail(LX_ERR_EXISTS, "Could not create submodule \"%s\" in Module %s: Name in use.", attr,
                            type_name(self));
     if (!(child->type->flags & LINEN_TYPE_FUNCTION)) LX_TRY(reserve(self, attr, NULL, "submodule", child, true));
-    LX_TRY(grow((void **)&self->attrs, &self->capattrs, self->nattrs, sizeof *self->attrs));
+    LX_TRY(grow((void **)&self->attrs, &self->capattrs, self->nattrs, sizeof *self->attrs, NULL));
     char *n = lx_strdup(attr);
     if (!n) return oom();
     self->attrs[self->nattrs].name = n;
