@@ -105,7 +105,8 @@ w('static const uint32_t LF_DENSE_LEGACY_KERNEL[] = %s;' % fbits(R.lecun_normal(
 w('typedef struct { const char *path; const char *stream; uint32_t count; uint32_t key[2]; } lf_rng;')
 w('static const lf_rng LF_RNGS[] = {')
 cases = [((), 'params', 1), ((), 'params', 2), ((), 'params', 3), ((), 'dropout', 1), ((), 'dropout', 2),
-         (('Probe_0',), 'params', 1), (('Probe_0',), 'params', 2), (('Probe_0',), 'dropout', 1),
+         (('Probe_0',), 'params', 1), (('Probe_0',), 'params', 2), (('Probe_0',), 'params', 3),
+         (('Probe_0',), 'params', 4), (('Probe_0',), 'dropout', 1),
          (('Probe_1',), 'params', 1), (('Probe_0', 'Probe_0'), 'params', 1), (('inner',), 'params', 1)]
 for path, stream, c in cases:
     root = key(0) if stream == 'params' else key(1)

@@ -199,19 +199,25 @@ static lx_status crowd_call(linen_scope *s, const lx_call *c, lx_value *out) {
         LX_TRY(linen_param(s, name, &z, LX_F32, 1, (int64_t[]){1}, &p));
     }
     if (crowd_clash) LX_TRY(linen_param(s, "a_parameter_name_longer_than_inline_text_3", &z, LX_F32, 1, (int64_t[]){1}, &p));
-    linen_module *pr = NULL, *l = lin(2), *ct = NULL;
-    lx_status st = linen_module_new(&PROBE, NULL, &pr);
-    if (st == LX_OK) st = linen_module_new(&COUNTER, NULL, &ct);
+    /* A new instance per call: distinct children Probe_0..2, Lin_0, Lin_1, Counter_0 (one
+     * instance called again would bind the same child, as in Flax). */
+    linen_module *ct = NULL;
+    lx_status st = linen_module_new(&COUNTER, NULL, &ct);
     lx_value v = lx_none();
-    for (int i = 0; i < 3 && st == LX_OK; i++) st = linen_call_child(s, pr, NULL, NULL, c, &v);
+    for (int i = 0; i < 3 && st == LX_OK; i++) {
+        linen_module *pr = NULL;
+        st = linen_module_new(&PROBE, NULL, &pr);
+        if (st == LX_OK) st = linen_call_child(s, pr, NULL, NULL, c, &v);
+        linen_module_release(pr);
+    }
     for (int i = 0; i < 2 && st == LX_OK; i++) {
+        linen_module *l = lin(2);
         st = linen_call_child(s, l, NULL, NULL, c, &v);
         lx_value_free(&v);
+        linen_module_release(l);
     }
     if (st == LX_OK) st = linen_call_child(s, ct, NULL, NULL, c, &v);
     lx_value_free(&v);
-    linen_module_release(pr);
-    linen_module_release(l);
     linen_module_release(ct);
     *out = lx_none();
     return st;
@@ -436,7 +442,8 @@ static void test_make_rng_counters(void) {
     CHECK_FAILS(linen_apply(p, empty, NULL, LINEN_RNGS({"other", k1}), NULL, &out, NULL), LX_ERR_RNG,
                 "None needs PRNG for \"dropout\"");
 
-    /* children: Probe_0 (counts 1, 2), Probe_1, inner; each scope has its own counters */
+    /* children: the same Probe instance called twice is one child, Probe_0, whose counter goes
+     * on (counts 1-4), as Flax names a compact child when it is created; then "inner" */
     linen_module *o = NULL;
     CHECK(linen_module_new(&OUTER, NULL, &o) == LX_OK);
     probe_nkeys = 0;
@@ -445,7 +452,8 @@ static void test_make_rng_counters(void) {
     CHECK_EQ_INT(probe_nkeys, 6);
     CHECK_RNG(probe_keys[0], "Probe_0", "params", 1);
     CHECK_RNG(probe_keys[1], "Probe_0", "params", 2);
-    CHECK_RNG(probe_keys[2], "Probe_1", "params", 1);
+    CHECK_RNG(probe_keys[2], "Probe_0", "params", 3);
+    CHECK_RNG(probe_keys[3], "Probe_0", "params", 4);
     CHECK_RNG(probe_keys[4], "inner", "params", 1);
     /* the Lin child is Lin_0 (auto-named per type), and Probes made no variables */
     CHECK(leaf(vars, "params/Lin_0/kernel") != NULL);
@@ -955,8 +963,51 @@ static void test_temporaries_released(void) {
     CHECK_EQ_INT(lx_array_live_count(), before);
 }
 
+/* d = nn.Dense(3); return d(d(x)): one instance called twice is one child (Dense_0) whose
+ * params are shared, as Flax names a compact child when it is created. Two instances of the
+ * same type are Dense_0 and Dense_1. */
+static linen_module *shared_dense_;
+static lx_array *twice_fn(linen_scope *s, lx_array *x) {
+    return linen_call_array(s, shared_dense_, NULL, linen_call_array(s, shared_dense_, NULL, x));
+}
+static const linen_method SHARED_TWICE_METHODS[] = {LINEN_ARRAY_METHOD("__call__", twice_fn)};
+static const linen_type SHARED_TWICE = {.name = "SharedTwice", .methods = SHARED_TWICE_METHODS, .nmethods = 1};
+
+static void test_same_child_twice_shares_params(void) {
+    lx_call kw = LX_CALL_KWARGS(LX_KW_INT("features", 3), LX_KW_BOOL("use_bias", false));
+    CHECK_EQ_INT(linen_module_new(&linen_Dense, &kw, &shared_dense_), LX_OK);
+    linen_module *m = NULL;
+    CHECK_EQ_INT(linen_module_new(&SHARED_TWICE, NULL, &m), LX_OK);
+    lx_array *x = ones(1, 3);
+    lx_tree *vars = NULL;
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars), LX_OK);
+    CHECK(vars && lx_tree_find(vars, "params/Dense_0/kernel") != NULL);
+    CHECK(vars && lx_tree_find(vars, "params/Dense_1") == NULL);
+    CHECK_EQ_INT(vars ? lx_tree_count_leaves(vars) : 0, 1);
+    /* The output is x @ k @ k with the one kernel, checked in double precision. */
+    lx_value y;
+    CHECK_EQ_INT(linen_apply(m, vars, &LX_ARGS(x), LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    const lx_value *kv = vars ? lx_tree_find(vars, "params/Dense_0/kernel") : NULL;
+    if (kv && kv->kind == LX_V_ARRAY && y.kind == LX_V_ARRAY) {
+        const float *k = lx_f32(kv->u.array);
+        double h[3] = {0, 0, 0}, o[3] = {0, 0, 0};
+        for (int j = 0; j < 3; j++)
+            for (int i = 0; i < 3; i++) h[j] += 1.0 * k[i * 3 + j];
+        for (int j = 0; j < 3; j++)
+            for (int i = 0; i < 3; i++) o[j] += h[i] * k[i * 3 + j];
+        for (int j = 0; j < 3; j++) CHECK_NEAR(lx_f32(y.u.array)[j], o[j], 1e-5);
+    } else {
+        CHECK(!"kernel and output");
+    }
+    lx_value_free(&y);
+    lx_tree_release(vars);
+    linen_module_release(m);
+    linen_module_release(shared_dense_);
+}
+
 int main(void) {
     RUN(test_module_values);
+    RUN(test_same_child_twice_shares_params);
     RUN(test_param_keys_match_flax);
     RUN(test_make_rng_counters);
     RUN(test_mlp_children_match_flax);

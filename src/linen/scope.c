@@ -123,7 +123,10 @@ static const char *res_col(const linen_reservation *r) {
 }
 
 static void clear_reservations(linen_scope *s) {
-    for (int i = 0; i < s->nres; i++) free(s->res[i].heap);
+    for (int i = 0; i < s->nres; i++) {
+        free(s->res[i].heap);
+        linen_module_release((linen_module *)s->res[i].module);
+    }
     s->nres = 0;
 }
 
@@ -184,7 +187,9 @@ static lx_status reserve(linen_scope *s, const char *name, const char *col, cons
     memcpy(text, name, nlen);
     if (col) memcpy(text + nlen, col, clen);
     r->col_off = col ? (int)nlen : -1;
-    r->module = module;
+    /* Retained: a submodule is recognised by identity for the rest of the method call (the same
+     * instance called twice keeps its name), so its address must not be reused meanwhile. */
+    r->module = linen_module_retain((linen_module *)module);
     s->nres++;
     return LX_OK;
 }
@@ -694,6 +699,10 @@ lx_status linen_call_child(linen_scope *self, const linen_module *child, const c
     if (self->is_function) return no_scope(self, "call_child");
     char buf[192];
     if (!name) name = child->name;
+    /* Flax names a compact child once, when it is created: calling the same instance again in
+     * this method call (d = nn.Dense(3); d(d(x))) binds the same scope and shares its params. */
+    for (int i = 0; !name && i < self->nres; i++)
+        if (self->res[i].module == child && self->res[i].col_off < 0) name = res_name(&self->res[i]);
     if (!name) {
         LX_TRY(autoname(self, child->type->name ? child->type->name : "Module", buf, sizeof buf));
         name = buf;
