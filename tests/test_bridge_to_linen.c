@@ -1145,6 +1145,72 @@ static void test_clone_and_cache(void) {
     linen_module_release(m);
 }
 
+/* A method that replaces a child (re-initialising a layer) frees the module the structure check
+ * fingerprinted at build time; the check must still read it safely, see the change and write the
+ * new layer's parameters back. */
+typedef struct {
+    nnx_module base;
+    nnx_module *lin;
+} swap_m;
+static lx_status swap_init(nnx_module *m, const lx_call *c, nnx_rngs *r) {
+    (void)c;
+    nnx_linear *l;
+    LX_TRY(nnx_linear_new(2, 2, r, &l));
+    ((swap_m *)m)->lin = (nnx_module *)l;
+    return LX_OK;
+}
+static lx_status swap_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    nnx_rngs *r;
+    LX_TRY(nnx_rngs_from_seed(1, &r));
+    nnx_linear *l;
+    lx_status s = nnx_linear_new(2, 2, r, &l);
+    nnx_rngs_release(r);
+    LX_TRY(s);
+    lx_value v = nnx_module_v((nnx_module *)l);
+    s = nnx_setattr(m, "lin", &v); /* releases the Linear built with the module */
+    nnx_module_release((nnx_module *)l);
+    LX_TRY(s);
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    lx_array *y = nnx_linear_forward((nnx_linear *)((swap_m *)m)->lin, x);
+    if (!y) return lx_last_status();
+    *out = lx_array_v(lx_retain(y));
+    return LX_OK;
+}
+static const nnx_field SWAP_FIELDS[] = {NNX_CHILD(swap_m, lin)};
+static const nnx_method SWAP_METHODS[] = {{"__call__", swap_call}};
+static const nnx_type SWAP = {.name = "Swap", .size = sizeof(swap_m), .fields = SWAP_FIELDS, .nfields = 1,
+                              .methods = SWAP_METHODS, .nmethods = 1, .init = swap_init};
+
+static void test_method_replacing_a_child(void) {
+    linen_module *m = NULL;
+    CHECK_EQ_INT(bridge_to_linen(&SWAP, NULL, NULL, &m), LX_OK);
+    lx_call cx = LX_ARGS(arr(2, SHAPE(1, 2), (float[]){1, 2}));
+    lx_tree *v = NULL;
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_OK);
+    /* the Linear the method builds, made here on its own */
+    nnx_rngs *r = NULL;
+    nnx_linear *want = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(1, &r), LX_OK);
+    CHECK_EQ_INT(nnx_linear_new(2, 2, r, &want), LX_OK);
+    linen_opts o = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
+    for (int rep = 0; rep < 2; rep++) { /* the second apply runs on the cached instance */
+        lx_value y;
+        lx_tree *upd = NULL;
+        CHECK_EQ_INT(linen_apply(m, v, &cx, LINEN_NO_RNGS, &o, &y, &upd), LX_OK);
+        CHECK(lx_array_equal(array_at(upd, "params/lin/kernel"), lx_variable_get_value(want->kernel)));
+        CHECK(lx_array_equal(array_at(upd, "params/lin/bias"), lx_variable_get_value(want->bias)));
+        CHECK(!lx_array_equal(array_at(upd, "params/lin/kernel"), array_at(v, "params/lin/kernel")));
+        CHECK(matmul_close(out_array(&y), cx.args[0].u.array, lx_variable_get_value(want->kernel), lx_variable_get_value(want->bias)));
+        lx_value_free(&y);
+        lx_tree_release(upd);
+    }
+    nnx_module_release((nnx_module *)want);
+    nnx_rngs_release(r);
+    lx_tree_release(v);
+    linen_module_release(m);
+}
+
 int main(void) {
     CHECK_EQ_INT(lx_vartype_new("Count", NULL, &COUNT), LX_OK);
     CHECK_EQ_INT(lx_vartype_new("Bias", NULL, &BIAS), LX_OK);
@@ -1172,6 +1238,7 @@ int main(void) {
     RUN(test_errors);
     RUN(test_more_errors);
     RUN(test_clone_and_cache);
+    RUN(test_method_replacing_a_child);
     lx_variable_registry_reset();
     bridge_to_linen_cache_clear();
     lx_pool_drain();
