@@ -615,6 +615,90 @@ static void test_shared_child_frees(void) {
     CHECK_EQ_INT(lx_array_live_count(), live);
 }
 
+/* Module values are counted (value.h): a tree, a config VALUE field, a graphdef and a functional
+ * each hold a reference of their own, and merge rebuilds a module kept in a tree. */
+typedef struct {
+    lx_value inner;
+} holder_cfg;
+typedef struct {
+    nnx_module base;
+    holder_cfg cfg;
+} holder;
+static lx_status holder_init(nnx_module *self, const lx_call *c, nnx_rngs *rngs) {
+    (void)self, (void)c, (void)rngs;
+    return LX_OK;
+}
+static const lx_field HOLDER_CONFIG[] = {LX_FIELD_VALUE(holder_cfg, inner)};
+static const nnx_type HOLDER = {.name = "Holder", .size = sizeof(holder), .config = HOLDER_CONFIG, .nconfig = 1,
+                                .config_offset = offsetof(holder, cfg), .init = holder_init};
+
+static void test_module_values_are_counted(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    nnx_module *inner = new_block(2, r), *outer = new_block(2, r);
+    lx_value iv = nnx_module_v(inner);
+    /* a tree attribute holding a module */
+    lx_tree *t = lx_tree_new();
+    CHECK_EQ_INT(lx_tree_set(t, "blk", iv), LX_OK);
+    CHECK_EQ_INT(inner->refcount, 2);
+    lx_value tv = lx_tree_v(t);
+    CHECK_EQ_INT(nnx_setattr(outer, "t", &tv), LX_OK);
+    lx_tree_release(t);
+    CHECK_EQ_INT(inner->refcount, 2);
+    nnx_graphdef *g = NULL;
+    lx_tree *st[1] = {NULL};
+    CHECK_EQ_INT(nnx_split(outer, 0, NULL, &g, st), LX_OK);
+    CHECK(lx_tree_find(st[0], "t/blk/w") != NULL);
+    nnx_module *m2 = NULL;
+    CHECK_EQ_INT(nnx_merge(g, 1, st, &m2), LX_OK);
+    lx_value got;
+    CHECK_EQ_INT(nnx_getattr(m2, "t", &got), LX_OK);
+    const lx_value *blk = got.kind == LX_V_TREE ? lx_tree_get(got.u.tree, "blk") : NULL;
+    nnx_module *rebuilt = blk ? nnx_module_from_value(blk) : NULL;
+    CHECK(rebuilt && rebuilt != inner && rebuilt->type == &BLOCK);
+    if (rebuilt) {
+        CHECK_EQ_INT(rebuilt->refcount, 1); /* held by the merged tree only */
+        lx_array *x = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){1, 2}, 1.0f));
+        CHECK(nnx_call_array(rebuilt, x) != NULL);
+    }
+    nnx_module_release(m2);
+    nnx_graphdef_free(g);
+    lx_tree_release(st[0]);
+
+    /* a config VALUE field: the module, its graphdef and a merge each hold one */
+    lx_call hc = LX_CALL_KWARGS(LX_KW("inner", iv));
+    nnx_module *h = NULL;
+    CHECK_EQ_INT(nnx_module_new(&HOLDER, &hc, NULL, &h), LX_OK);
+    CHECK_EQ_INT(inner->refcount, 3);
+    CHECK_EQ_INT(nnx_graphdef_of(h, &g), LX_OK);
+    CHECK_EQ_INT(inner->refcount, 4);
+    nnx_module *h2 = NULL;
+    CHECK_EQ_INT(nnx_merge(g, 0, NULL, &h2), LX_OK);
+    CHECK_EQ_INT(inner->refcount, 5);
+    CHECK(nnx_module_from_value(&((holder *)h2)->cfg.inner) == inner);
+    nnx_graphdef_free(g);
+    nnx_module_release(h2);
+    CHECK_EQ_INT(inner->refcount, 3);
+    /* it is what the module was built from: fixed, like ToNNX's Linen module */
+    lx_value other = nnx_module_v(outer);
+    CHECK_FAILS(nnx_setattr(h, "inner", &other), LX_ERR_TYPE,
+                "cannot set attribute 'inner' of 'Holder': it is fixed at construction");
+    nnx_module_release(h);
+    CHECK_EQ_INT(inner->refcount, 2);
+
+    /* functional(Type)(module) keeps it */
+    nnx_functional *f = NULL;
+    CHECK_EQ_INT(nnx_functional_new(&HOLDER, &hc, &f), LX_OK);
+    CHECK_EQ_INT(inner->refcount, 3);
+    nnx_functional_free(f);
+    CHECK_EQ_INT(inner->refcount, 2);
+
+    nnx_module_release(outer); /* drops the tree attribute's reference */
+    CHECK_EQ_INT(inner->refcount, 1);
+    nnx_module_release(inner);
+    nnx_rngs_release(r);
+}
+
 int main(void) {
     RUN(test_rngs_draws);
     RUN(test_reseed);
@@ -627,5 +711,6 @@ int main(void) {
     RUN(test_eval_shape);
     RUN(test_fprint);
     RUN(test_shared_child_frees);
+    RUN(test_module_values_are_counted);
     return lx_test_finish();
 }

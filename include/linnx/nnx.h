@@ -21,7 +21,9 @@
  * holds `key` (RngKey Variable, uint32[2]) and `count` (RngCount Variable, uint32 scalar).
  *
  * Ownership: nnx_module_new / nnx_merge / nnx_clone return a module the caller owns
- * (nnx_module_release). Modules are refcounted; a parent retains its children. States and
+ * (nnx_module_release). Modules are refcounted; a parent retains its children, and a module
+ * value (nnx_module_v) kept by a container (a tree, a config VALUE field, a copied call) is
+ * retained by lx_value_dup and released by lx_value_free. States and
  * graphdefs returned are owned by the caller (lx_tree_release / nnx_graphdef_free). Method
  * outputs: *out is owned by the caller (lx_value_free).
  */
@@ -103,11 +105,14 @@ struct nnx_type {
     /* Optional: methods not in the table (ToNNX forwards them to the Linen module's methods).
      * Return LX_ERR_NOT_FOUND for names it does not know either. */
     lx_status (*dispatch)(nnx_module *self, const char *method, const lx_call *call, lx_value *out);
-    /* Optional: references a config holds that the field table does not count (ToNNX keeps its
-     * Linen module in a VALUE field). config_retain runs on every config the framework has just
-     * bound or copied (construction, graphdefs, merge, clone); config_release before it frees
-     * one, and must accept a zeroed config. Types with these hooks refuse nnx_setattr on their
-     * config fields (the reference would be lost). */
+    /* Optional: references a config holds that neither the field table nor the value system
+     * counts (a raw pointer inside an OBJ field; a module in a VALUE field needs no hook: module
+     * values are counted, value.h lx_ptr_register). config_retain runs on every config the
+     * framework has just bound or copied (construction, graphdefs, merge, clone);
+     * config_release before it frees one, and must accept a zeroed config. Types with these
+     * hooks refuse nnx_setattr on their config fields (the reference would be lost), and so
+     * does any config field holding a module (ToNNX's Linen module): the module's state was
+     * built from it. */
     void (*config_retain)(void *cfg);
     void (*config_release)(void *cfg);
 };

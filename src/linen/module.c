@@ -1,4 +1,5 @@
 /* Linen modules as values: a type plus a bound config, refcounted and immutable once built. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,21 @@ static void config_release(const linen_type *t, void *cfg) {
     free(cfg);
 }
 
+static void retain_fn(void *p) { linen_module_retain(p); }
+static void release_fn(void *p) { linen_module_release(p); }
+
+/* Module values are counted (value.h): a config VALUE field, a kept call or a tree holding a
+ * module keeps it alive. Registered before the first module exists. */
+static lx_status register_module_values(void) {
+    static atomic_bool done;
+    if (atomic_load_explicit(&done, memory_order_acquire)) return LX_OK;
+    LX_TRY(lx_ptr_register("linen_module", retain_fn, release_fn));
+    atomic_store_explicit(&done, true, memory_order_release);
+    return LX_OK;
+}
+
 static lx_status module_alloc(const linen_type *type, const char *name, linen_module **out) {
+    LX_TRY(register_module_values());
     linen_module *m = calloc(1, sizeof *m);
     if (!m) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
     m->config = calloc(1, type->config_size ? type->config_size : 1);

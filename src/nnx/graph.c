@@ -365,16 +365,6 @@ typedef struct unflat_ctx {
     bool copy_arrays; /* clone: new Variables over copied arrays */
 } unflat_ctx;
 
-static void value_release(lx_value *v) {
-    nnx_module *m = nnx_module_from_value(v);
-    if (m) {
-        nnx_module_release(m);
-        *v = lx_none();
-    } else {
-        lx_value_free(v);
-    }
-}
-
 static lx_status note_used(unflat_ctx *cx, const char *path) {
     if (cx->nused == cx->capused) {
         size_t ncap = cx->capused ? cx->capused * 2 : 32;
@@ -432,7 +422,7 @@ static lx_status place_in_module(nnx_module *m, const gd_node *k, unflat_ctx *cx
             nnx_path_pop(&cx->path, saved);
             if (s != LX_OK) return s;
             s = nnx_list_append(l, item);
-            value_release(&item);
+            lx_value_free(&item);
             if (s != LX_OK) return s;
         }
         return LX_OK;
@@ -455,7 +445,7 @@ static lx_status place_in_module(nnx_module *m, const gd_node *k, unflat_ctx *cx
     } else {
         s = nnx_attrs_put(m, k->name, &v);
     }
-    value_release(&v);
+    lx_value_free(&v);
     return s;
 }
 
@@ -466,13 +456,8 @@ static lx_status unflatten_node(const gd_node *g, unflat_ctx *cx, lx_value *out)
         if (g->index < 0 || g->index >= cx->nobjs || cx->objs[g->index].kind == LX_V_NONE)
             return lx_fail(LX_ERR_INTERNAL, "merge: dangling reference %d", g->index);
         lx_value *o = &cx->objs[g->index];
-        nnx_module *m = nnx_module_from_value(o);
-        if (m) {
-            *out = nnx_module_v(nnx_module_retain(m));
-            return LX_OK;
-        }
         if (nnx_list_from_value(o)) return lx_fail(LX_ERR_UNSUPPORTED, "merge: a list field cannot be shared");
-        return lx_value_dup(o, out);
+        return lx_value_dup(o, out); /* a module is retained */
     }
     case GD_STATIC: return lx_value_dup(&g->value, out);
     case GD_VAR: {
@@ -494,7 +479,7 @@ static lx_status unflatten_node(const gd_node *g, unflat_ctx *cx, lx_value *out)
             if (s == LX_OK) s = unflatten_node(&g->kids[i], cx, &kv);
             nnx_path_pop(&cx->path, saved);
             if (s == LX_OK) s = lx_tree_set(t, g->kids[i].name, kv);
-            value_release(&kv);
+            lx_value_free(&kv);
         }
         if (s != LX_OK) {
             lx_tree_release(t);
@@ -569,7 +554,7 @@ static lx_status merge_impl(const nnx_graphdef *graphdef, int nstates, lx_tree *
             }
             lx_flat_free(&f);
         }
-        if (s != LX_OK) value_release(&root);
+        if (s != LX_OK) lx_value_free(&root);
     }
     for (size_t i = 0; i < cx.nused; i++) free(cx.used[i]);
     free(cx.used);
