@@ -241,8 +241,9 @@ lx_status nnx_rngs_fork(nnx_rngs *r, nnx_rngs **out);
 /* rngs['dropout'].fork(): a standalone RngStream module (what Dropout keeps). */
 lx_status nnx_rng_stream_fork(nnx_rngs *r, const char *stream, nnx_module **out);
 lx_status nnx_rng_stream_draw(nnx_module *stream, lx_key *out);
-/* nnx.reseed(node, stream=seed): every stream tagged `stream` in the graph restarts from
- * fold_in(key(seed), 0) with count 0. */
+/* nnx.reseed(node, stream=seed): the streams tagged `stream` in the graph, in nnx_iter_graph
+ * order, take the successive keys of a fresh stream seeded with `seed` (Flax draws
+ * Rngs(stream=seed)[stream]() for each): the i-th gets key fold_in(key(seed), i), count 0. */
 lx_status nnx_reseed(nnx_module *m, const char *stream, int64_t seed);
 
 
