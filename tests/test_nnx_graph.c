@@ -699,6 +699,43 @@ static void test_module_values_are_counted(void) {
     nnx_rngs_release(r);
 }
 
+/* A type with a config and no constructor binds its arguments into the config; only a type with
+ * neither takes no arguments (Python's object.__init__). */
+typedef struct {
+    int64_t features;
+    double rate;
+} cfg_only_cfg;
+typedef struct {
+    nnx_module base;
+    cfg_only_cfg cfg;
+} cfg_only;
+static const lx_field CFG_ONLY_CONFIG[] = {LX_FIELD_INT(cfg_only_cfg, features, 1),
+                                           LX_FIELD_FLOAT(cfg_only_cfg, rate, 0.5)};
+static const nnx_type CFG_ONLY = {.name = "CfgOnly", .size = sizeof(cfg_only), .config = CFG_ONLY_CONFIG,
+                                  .nconfig = 2, .config_offset = offsetof(cfg_only, cfg)};
+static const nnx_type BARE = {.name = "Bare", .size = sizeof(nnx_module)};
+
+static void test_config_without_init(void) {
+    nnx_module *m = NULL;
+    lx_call c = {1, LX_VALUES(lx_int_v(4)), 1, LX_KWARGS(LX_KW_FLOAT("rate", 0.25))};
+    CHECK_EQ_INT(nnx_module_new(&CFG_ONLY, &c, NULL, &m), LX_OK);
+    if (m) {
+        const cfg_only_cfg *cfg = nnx_config(m);
+        CHECK(cfg->features == 4 && cfg->rate == 0.25);
+        nnx_module *m2 = NULL;
+        CHECK_EQ_INT(nnx_clone(m, &m2), LX_OK);
+        CHECK(m2 && ((const cfg_only_cfg *)nnx_config(m2))->features == 4);
+        nnx_module_release(m2);
+        nnx_module_release(m);
+    }
+    lx_call bad = LX_CALL_KWARGS(LX_KW_INT("feature", 4));
+    CHECK_FAILS(nnx_module_new(&CFG_ONLY, &bad, NULL, &m), LX_ERR_TYPE,
+                "CfgOnly.__init__() got an unexpected keyword argument 'feature'");
+    CHECK_FAILS(nnx_module_new(&BARE, &c, NULL, &m), LX_ERR_TYPE, "Bare.__init__() takes no arguments");
+    CHECK_EQ_INT(nnx_module_new(&BARE, NULL, NULL, &m), LX_OK);
+    nnx_module_release(m);
+}
+
 int main(void) {
     RUN(test_rngs_draws);
     RUN(test_reseed);
@@ -712,5 +749,6 @@ int main(void) {
     RUN(test_fprint);
     RUN(test_shared_child_frees);
     RUN(test_module_values_are_counted);
+    RUN(test_config_without_init);
     return lx_test_finish();
 }

@@ -288,7 +288,9 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
     if (s == LX_OK && type->config)
         s = lx_config_bind(type->config, type->nconfig, &c, nnx_config_ptr(m), owner);
     if (s == LX_OK && type->config && type->config_retain) type->config_retain(nnx_config_ptr(m));
-    else if (s == LX_OK && !type->init && (c.nargs || c.nkwargs))
+    /* Arguments go to the config when there is one; only a type with neither config nor init
+     * takes none (Python's object.__init__). */
+    if (s == LX_OK && !type->config && !type->init && (c.nargs || c.nkwargs))
         s = lx_fail(LX_ERR_TYPE, "%s takes no arguments", owner);
     if (s == LX_OK && type->init) {
         s = type->init(m, &c, rngs);
