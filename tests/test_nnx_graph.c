@@ -515,6 +515,36 @@ static void test_update(void) {
     CHECK(lx_variable_get_value(w) == twos);
     lx_tree_release(st);
 
+    /* Flax's Variable.update_from_state: a Variable in the state brings its metadata too (the
+     * module's Variable object and type stay); a plain array changes only the value. */
+    const char *names[] = {"in", "out"};
+    lx_variable *sharded = NULL;
+    CHECK_EQ_INT(lx_variable_new_kw(&lx_Param, ones, 2,
+                                    LX_KWARGS(LX_KW("out_sharding", lx_strs_v(2, names)), LX_KW_STR("mesh", "m")),
+                                    &sharded),
+                 LX_OK);
+    CHECK_EQ_INT(lx_variable_meta_set(w, "note", lx_int_v(3)), LX_OK);
+    st = lx_tree_new();
+    lx_tree_set_path(st, "w", lx_var_v(sharded));
+    CHECK_EQ_INT(nnx_update(m, 1, &st), LX_OK);
+    CHECK(((block *)m)->w == w && lx_variable_get_value(w) == ones && lx_variable_type(w) == &lx_Param);
+    CHECK(lx_tree_equal(lx_variable_metadata(w), lx_variable_metadata(sharded)));
+    CHECK(lx_variable_meta_get(w, "note") == NULL);
+    CHECK(lx_variable_meta_get(w, "mesh") && strcmp(lx_variable_meta_get(w, "mesh")->u.s, "m") == 0);
+    lx_tree_release(st);
+    st = lx_tree_new();
+    lx_tree_set_path(st, "w", lx_array_v(twos));
+    CHECK_EQ_INT(nnx_update(m, 1, &st), LX_OK);
+    CHECK(lx_variable_get_value(w) == twos && lx_tree_equal(lx_variable_metadata(w), lx_variable_metadata(sharded)));
+    lx_tree_release(st);
+    /* ... and a Variable without metadata clears it */
+    st = lx_tree_new();
+    lx_tree_set_path(st, "w", lx_var_v(nw));
+    CHECK_EQ_INT(nnx_update(m, 1, &st), LX_OK);
+    CHECK(lx_variable_get_value(w) == ones && lx_tree_len(lx_variable_metadata(w)) == 0);
+    lx_tree_release(st);
+    lx_variable_release(sharded);
+
     lx_release(ones);
     lx_release(twos);
     lx_variable_release(nw);

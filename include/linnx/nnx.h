@@ -195,8 +195,10 @@ lx_status nnx_merge(const nnx_graphdef *graphdef, int nstates, lx_tree *const *s
 /* The Variables matching any of the filters (all of them with nfilters == 0). Flax returns one
  * state per filter here; use nnx_split for that. */
 lx_status nnx_state(nnx_module *m, int nfilters, const nnx_filter *filters, lx_tree **state);
-/* In place: values of existing Variables are replaced (the Variable objects stay); unknown
- * paths are inserted as dynamic attributes where the node allows. */
+/* In place: existing Variables take the new values (the Variable objects and their types stay);
+ * a Variable leaf also brings its metadata, replacing the old (Flax's update_from_state), a plain
+ * array leaf changes only the value. Unknown paths are inserted as dynamic attributes where the
+ * node allows. Every path is checked before anything changes. */
 lx_status nnx_update(nnx_module *m, int nstates, lx_tree *const *states);
 lx_status nnx_graphdef_of(nnx_module *m, nnx_graphdef **out);
 bool nnx_graphdef_equal(const nnx_graphdef *a, const nnx_graphdef *b);

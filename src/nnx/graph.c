@@ -584,8 +584,38 @@ lx_status nnx_clone(nnx_module *m, nnx_module **out) {
 
 /* ------------------------------------------------------------------ update */
 
+/* Make v's metadata equal to `md` (same entries, same order). */
+static lx_status set_metadata(lx_variable *v, const lx_tree *md) {
+    while (lx_tree_len(lx_variable_metadata(v)))
+        LX_TRY(lx_variable_meta_del(v, lx_tree_key(lx_variable_metadata(v), 0)));
+    for (size_t i = 0; i < lx_tree_len(md); i++)
+        LX_TRY(lx_variable_meta_set(v, lx_tree_key(md, i), *lx_tree_at(md, i)));
+    return LX_OK;
+}
+
+/* Flax's Variable.update_from_state: the value and the metadata of the state's Variable (the
+ * object and its type stay). If the metadata cannot be written (out of memory) the old value and
+ * metadata are put back. */
+static lx_status update_from_state(lx_variable *dst, const lx_variable *src) {
+    if (lx_tree_equal(lx_variable_metadata(dst), lx_variable_metadata(src)))
+        return lx_variable_set_value(dst, lx_variable_get_value(src), false);
+    lx_tree *old_md = lx_tree_copy(lx_variable_metadata(dst));
+    if (!old_md) return lx_last_status();
+    lx_array *old_val = lx_retain(lx_variable_get_value(dst));
+    lx_status s = set_metadata(dst, lx_variable_metadata(src));
+    if (s == LX_OK) s = lx_variable_set_value(dst, lx_variable_get_value(src), false);
+    if (s != LX_OK) {
+        set_metadata(dst, old_md);
+        lx_variable_set_value(dst, old_val, false);
+    }
+    lx_release(old_val);
+    lx_tree_release(old_md);
+    return s;
+}
+
 /* Resolve `path` from the root and write `leaf` there (dry: only check it could be done).
- * Existing Variables take the new value in place; unknown names become dynamic attributes. */
+ * Existing Variables take the new value (and, from a Variable, its metadata) in place; unknown
+ * names become dynamic attributes. */
 static lx_status update_one(nnx_module *root, const char *path, const lx_value *leaf, bool dry) {
     if (leaf->kind != LX_V_VARIABLE && leaf->kind != LX_V_ARRAY)
         return lx_fail(LX_ERR_TYPE, "update: the state value at '%s' is %s, not a Variable or an array",
@@ -687,7 +717,9 @@ static lx_status update_one(nnx_module *root, const char *path, const lx_value *
                     nnx_graph_changed();
                 }
             } else if (next.kind == LX_V_VARIABLE) {
-                if (!dry && next.u.var != (leaf->kind == LX_V_VARIABLE ? leaf->u.var : NULL))
+                if (!dry && leaf->kind == LX_V_VARIABLE && next.u.var != leaf->u.var)
+                    s = update_from_state(next.u.var, leaf->u.var);
+                else if (!dry && leaf->kind != LX_V_VARIABLE)
                     s = lx_variable_set_value(next.u.var, newval, false);
             } else if (nnx_is_container(&next)) {
                 s = lx_fail(LX_ERR_TYPE, "update: '%s' is a node, not a Variable", path);
