@@ -766,6 +766,61 @@ static void test_config_without_init(void) {
     nnx_module_release(m);
 }
 
+/* Config hooks and failures: a config that failed to bind or to copy was never config_retain'ed,
+ * so nothing may config_release it. The hooks here count a reference held through an OBJ field. */
+typedef struct {
+    int refs;
+} tally;
+typedef struct {
+    tally *t;
+} tally_ref;
+static tally TALLY;
+static const tally_ref TALLY_REF = {&TALLY};
+typedef struct {
+    tally_ref ref;
+    lx_ints dims;
+} hooked_cfg;
+typedef struct {
+    nnx_module base;
+    hooked_cfg cfg;
+} hooked;
+static void hooked_retain(void *cfg) {
+    if (((hooked_cfg *)cfg)->ref.t) ((hooked_cfg *)cfg)->ref.t->refs++;
+}
+static void hooked_release(void *cfg) {
+    if (((hooked_cfg *)cfg)->ref.t) ((hooked_cfg *)cfg)->ref.t->refs--;
+}
+static const lx_field HOOKED_CONFIG[] = {LX_FIELD_OBJ(hooked_cfg, ref, "tally_ref", &TALLY_REF),
+                                         LX_FIELD_REQUIRED_INTS(hooked_cfg, dims)};
+static const nnx_type HOOKED = {.name = "Hooked", .size = sizeof(hooked), .config = HOOKED_CONFIG, .nconfig = 2,
+                                .config_offset = offsetof(hooked, cfg), .config_retain = hooked_retain,
+                                .config_release = hooked_release};
+
+static void test_config_failures_release_nothing(void) {
+    nnx_module *m = NULL;
+    /* bind fails (a required argument is missing): the default OBJ was copied, never retained */
+    CHECK_FAILS(nnx_module_new(&HOOKED, NULL, NULL, &m), LX_ERR_TYPE, "missing 1 required positional argument: 'dims'");
+    CHECK_EQ_INT(TALLY.refs, 0);
+    lx_call c = LX_CALL_KWARGS(LX_KW("dims", lx_ints_v(1, (const int64_t[]){2})));
+    CHECK_EQ_INT(nnx_module_new(&HOOKED, &c, NULL, &m), LX_OK);
+    CHECK_EQ_INT(TALLY.refs, 1);
+    /* copying the config into a graphdef fails (a tuple longer than a config can hold): the
+     * partial copy was never retained, so freeing the graphdef releases nothing */
+    hooked *h = (hooked *)m;
+    h->cfg.dims.n = LX_MAX_DIMS + 1;
+    nnx_graphdef *g = NULL;
+    CHECK_FAILS(nnx_graphdef_of(m, &g), LX_ERR_INVALID_ARGUMENT, "argument 'dims' has");
+    CHECK(g == NULL);
+    CHECK_EQ_INT(TALLY.refs, 1);
+    h->cfg.dims.n = 1;
+    CHECK_EQ_INT(nnx_graphdef_of(m, &g), LX_OK);
+    CHECK_EQ_INT(TALLY.refs, 2);
+    nnx_graphdef_free(g);
+    CHECK_EQ_INT(TALLY.refs, 1);
+    nnx_module_release(m);
+    CHECK_EQ_INT(TALLY.refs, 0);
+}
+
 int main(void) {
     RUN(test_rngs_draws);
     RUN(test_reseed);
@@ -780,5 +835,6 @@ int main(void) {
     RUN(test_shared_child_frees);
     RUN(test_module_values_are_counted);
     RUN(test_config_without_init);
+    RUN(test_config_failures_release_nothing);
     return lx_test_finish();
 }

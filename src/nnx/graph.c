@@ -176,9 +176,17 @@ static lx_status flatten_node(const lx_value *v, gd_node *g, flat_ctx *cx) {
         g->buf = calloc(1, m->type->size);
         if (!g->buf) return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory");
         if (m->type->config) {
-            LX_TRY(lx_config_copy(m->type->config, m->type->nconfig, (char *)g->buf + m->type->config_offset,
-                                  nnx_config_ptr(m)));
-            if (m->type->config_retain) m->type->config_retain((char *)g->buf + m->type->config_offset);
+            void *cfg = (char *)g->buf + m->type->config_offset;
+            lx_status cs = lx_config_copy(m->type->config, m->type->nconfig, cfg, nnx_config_ptr(m));
+            if (cs != LX_OK) {
+                /* A partial copy was never config_retain'ed: free what it holds and drop the
+                 * buffer, so gd_free_node does not config_release it. */
+                lx_config_free(m->type->config, m->type->nconfig, cfg);
+                free(g->buf);
+                g->buf = NULL;
+                return cs;
+            }
+            if (m->type->config_retain) m->type->config_retain(cfg);
         }
     } else {
         g->kind = nnx_list_from_value(v) ? GD_LIST : GD_TREE;
@@ -497,7 +505,9 @@ static lx_status unflatten_node(const gd_node *g, unflat_ctx *cx, lx_value *out)
             s = lx_config_copy(g->type->config, g->type->nconfig, nnx_config_ptr(m),
                                (char *)g->buf + g->type->config_offset);
             if (s != LX_OK) {
-                free(m); /* nothing bound yet */
+                /* Never retained and no fields set yet: free what the copy holds, then the module. */
+                lx_config_free(g->type->config, g->type->nconfig, nnx_config_ptr(m));
+                free(m);
                 return s;
             }
             if (g->type->config_retain) g->type->config_retain(nnx_config_ptr(m));

@@ -283,10 +283,17 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
         c.nkwargs = n;
     }
 
-    nnx_module *m;
+    nnx_module *m = NULL;
     lx_status s = nnx_module_alloc(type, &m);
-    if (s == LX_OK && type->config)
+    if (s == LX_OK && type->config) {
         s = lx_config_bind(type->config, type->nconfig, &c, nnx_config_ptr(m), owner);
+        /* A config that failed to bind was never config_retain'ed, yet may hold the defaults'
+         * bytes (OBJ fields): zero it, so the release below hands config_release a zeroed config
+         * (which hooks must accept) rather than references it never took. */
+        if (s != LX_OK)
+            for (int i = 0; i < type->nconfig; i++)
+                memset((char *)nnx_config_ptr(m) + type->config[i].offset, 0, type->config[i].size);
+    }
     if (s == LX_OK && type->config && type->config_retain) type->config_retain(nnx_config_ptr(m));
     /* Arguments go to the config when there is one; only a type with neither config nor init
      * takes none (Python's object.__init__). */
