@@ -90,6 +90,12 @@ def main():
     w('static const uint8_t FX_DROPOUT_KEEP_1[8] = {%s};' % ', '.join(str(x) for x in keep1))
     w('/* nnx.reseed(model, dropout=7): key = fold_in(key(7), 0), count 0. */')
     key('FX_RESEED_7', R.fold_in(R.prng_key(7), 0))
+    w('/* nnx.reseed over two matching streams (iter_graph order): rngs = Rngs(dropout=7); stream i')
+    w(' * gets key rngs.dropout() = fold_in(key(7), i), count 0; its first draw is fold_in of that, 0. */')
+    for i in range(2):
+        ki = R.fold_in(R.prng_key(7), i)
+        key('FX_RESEED_7_KEY_%d' % i, ki)
+        key('FX_RESEED_7_DRAW_%d' % i, R.fold_in(ki, 0))
     w('/* Rngs(params=1, dropout=2).fork(): params fork = fold_in(key(1), 0), dropout fold_in(key(2), 0). */')
     key('FX_FORK_PARAMS', R.fold_in(R.prng_key(1), 0))
     key('FX_FORK_DROPOUT', R.fold_in(R.prng_key(2), 0))

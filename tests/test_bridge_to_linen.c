@@ -1145,6 +1145,112 @@ static void test_clone_and_cache(void) {
     linen_module_release(m);
 }
 
+/* A method that replaces a child (re-initialising a layer) frees the module the structure check
+ * fingerprinted at build time; the check must still read it safely, see the change and write the
+ * new layer's parameters back. */
+typedef struct {
+    nnx_module base;
+    nnx_module *lin;
+} swap_m;
+static lx_status swap_init(nnx_module *m, const lx_call *c, nnx_rngs *r) {
+    (void)c;
+    nnx_linear *l;
+    LX_TRY(nnx_linear_new(2, 2, r, &l));
+    ((swap_m *)m)->lin = (nnx_module *)l;
+    return LX_OK;
+}
+static lx_status swap_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    nnx_rngs *r;
+    LX_TRY(nnx_rngs_from_seed(1, &r));
+    nnx_linear *l;
+    lx_status s = nnx_linear_new(2, 2, r, &l);
+    nnx_rngs_release(r);
+    LX_TRY(s);
+    lx_value v = nnx_module_v((nnx_module *)l);
+    s = nnx_setattr(m, "lin", &v); /* releases the Linear built with the module */
+    nnx_module_release((nnx_module *)l);
+    LX_TRY(s);
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    lx_array *y = nnx_linear_forward((nnx_linear *)((swap_m *)m)->lin, x);
+    if (!y) return lx_last_status();
+    *out = lx_array_v(lx_retain(y));
+    return LX_OK;
+}
+static const nnx_field SWAP_FIELDS[] = {NNX_CHILD(swap_m, lin)};
+static const nnx_method SWAP_METHODS[] = {{"__call__", swap_call}};
+static const nnx_type SWAP = {.name = "Swap", .size = sizeof(swap_m), .fields = SWAP_FIELDS, .nfields = 1,
+                              .methods = SWAP_METHODS, .nmethods = 1, .init = swap_init};
+
+static void test_method_replacing_a_child(void) {
+    linen_module *m = NULL;
+    CHECK_EQ_INT(bridge_to_linen(&SWAP, NULL, NULL, &m), LX_OK);
+    lx_call cx = LX_ARGS(arr(2, SHAPE(1, 2), (float[]){1, 2}));
+    lx_tree *v = NULL;
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_OK);
+    /* the Linear the method builds, made here on its own */
+    nnx_rngs *r = NULL;
+    nnx_linear *want = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(1, &r), LX_OK);
+    CHECK_EQ_INT(nnx_linear_new(2, 2, r, &want), LX_OK);
+    linen_opts o = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
+    for (int rep = 0; rep < 2; rep++) { /* the second apply runs on the cached instance */
+        lx_value y;
+        lx_tree *upd = NULL;
+        CHECK_EQ_INT(linen_apply(m, v, &cx, LINEN_NO_RNGS, &o, &y, &upd), LX_OK);
+        CHECK(lx_array_equal(array_at(upd, "params/lin/kernel"), lx_variable_get_value(want->kernel)));
+        CHECK(lx_array_equal(array_at(upd, "params/lin/bias"), lx_variable_get_value(want->bias)));
+        CHECK(!lx_array_equal(array_at(upd, "params/lin/kernel"), array_at(v, "params/lin/kernel")));
+        CHECK(matmul_close(out_array(&y), cx.args[0].u.array, lx_variable_get_value(want->kernel), lx_variable_get_value(want->bias)));
+        lx_value_free(&y);
+        lx_tree_release(upd);
+    }
+    nnx_module_release((nnx_module *)want);
+    nnx_rngs_release(r);
+    lx_tree_release(v);
+    linen_module_release(m);
+}
+
+/* to_linen(nnx.LoRA, 3, 2, 4, base_module=linear): the ToLinen's copy of the constructor call
+ * keeps the module alive after the caller lets go of it; so does a to_linen_class partial. */
+static void test_ctor_keeps_modules(void) {
+    nnx_rngs *r = NULL;
+    nnx_linear *base = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    CHECK_EQ_INT(nnx_linear_new(3, 4, r, &base), LX_OK);
+    lx_array *kernel = lx_retain(lx_variable_get_value(base->kernel));
+    lx_value bv = nnx_module_v((nnx_module *)base);
+    lx_call ctor = {3, LX_VALUES(lx_int_v(3), lx_int_v(2), lx_int_v(4)), 1, LX_KWARGS(LX_KW("base_module", bv))};
+    linen_module *m = NULL;
+    CHECK_EQ_INT(bridge_to_linen(&NNX_LORA_TYPE, &ctor, NULL, &m), LX_OK);
+    CHECK_EQ_INT(base->base.refcount, 2);
+    lx_call partial = LX_CALL_KWARGS(LX_KW_INT("in_features", 3), LX_KW_INT("lora_rank", 2),
+                                     LX_KW_INT("out_features", 4), LX_KW("base_module", bv));
+    linen_type *cls = NULL;
+    CHECK_EQ_INT(bridge_to_linen_class(&NNX_LORA_TYPE, &partial, NULL, NULL, false, &cls), LX_OK);
+    linen_module *mc = NULL;
+    CHECK_EQ_INT(linen_module_new(cls, NULL, &mc), LX_OK);
+    nnx_module_release((nnx_module *)base); /* the caller is done with it */
+    nnx_rngs_release(r);
+    lx_call cx = LX_ARGS(arr(2, SHAPE(1, 3), (float[]){1, 2, 3}));
+    linen_module *both[] = {m, mc};
+    for (int i = 0; i < 2; i++) {
+        lx_tree *v = NULL;
+        CHECK_EQ_INT(linen_init(both[i], LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_OK);
+        CHECK(lx_array_equal(array_at(v, "params/base_module/kernel"), kernel));
+        CHECK(SHAPE_IS(array_at(v, "LoRAParam/lora_a"), 3, 2));
+        lx_value y;
+        CHECK_EQ_INT(linen_apply(both[i], v, &cx, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        CHECK(SHAPE_IS(out_array(&y), 1, 4));
+        lx_value_free(&y);
+        lx_tree_release(v);
+    }
+    linen_module_release(m);
+    linen_module_release(mc);
+    bridge_to_linen_class_free(cls);
+    lx_release(kernel);
+}
+
 int main(void) {
     CHECK_EQ_INT(lx_vartype_new("Count", NULL, &COUNT), LX_OK);
     CHECK_EQ_INT(lx_vartype_new("Bias", NULL, &BIAS), LX_OK);
@@ -1172,6 +1278,8 @@ int main(void) {
     RUN(test_errors);
     RUN(test_more_errors);
     RUN(test_clone_and_cache);
+    RUN(test_method_replacing_a_child);
+    RUN(test_ctor_keeps_modules);
     lx_variable_registry_reset();
     bridge_to_linen_cache_clear();
     lx_pool_drain();

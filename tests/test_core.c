@@ -210,6 +210,59 @@ static void test_warnings(void) {
     lx_set_warning_handler(NULL, NULL);
 }
 
+/* Counted pointers: a registered tag makes lx_value_dup retain and lx_value_free release. */
+typedef struct {
+    int refs;
+} counted_obj;
+static void obj_retain(void *p) { ((counted_obj *)p)->refs++; }
+static void obj_release(void *p) { ((counted_obj *)p)->refs--; }
+static void obj_other(void *p) { (void)p; }
+
+static void test_counted_pointers(void) {
+    counted_obj o = {1};
+    lx_value v = lx_ptr_v("test_obj", &o), d;
+    /* before registration: borrowed */
+    CHECK(!lx_ptr_counted("test_obj"));
+    CHECK_EQ_INT(lx_value_dup(&v, &d), LX_OK);
+    CHECK_EQ_INT(o.refs, 1);
+    lx_value_free(&d);
+    CHECK_EQ_INT(o.refs, 1);
+    CHECK_EQ_INT(lx_ptr_register("test_obj", obj_retain, obj_release), LX_OK);
+    CHECK_EQ_INT(lx_ptr_register("test_obj", obj_retain, obj_release), LX_OK); /* again: nothing */
+    char tag[] = "test_obj"; /* tags compare by content */
+    CHECK(lx_ptr_counted(tag) && !lx_ptr_counted("other") && !lx_ptr_counted(NULL));
+    CHECK_FAILS(lx_ptr_register("test_obj", obj_retain, obj_other), LX_ERR_INVALID_ARGUMENT,
+                "tag 'test_obj' is already registered with other functions");
+    CHECK_FAILS(lx_ptr_register(NULL, obj_retain, obj_release), LX_ERR_INVALID_ARGUMENT, "a tag, retain and release");
+    CHECK_FAILS(lx_ptr_register("x", NULL, obj_release), LX_ERR_INVALID_ARGUMENT, "a tag, retain and release");
+    CHECK_EQ_INT(lx_value_dup(&v, &d), LX_OK);
+    CHECK_EQ_INT(o.refs, 2);
+    CHECK(d.kind == LX_V_PTR && d.u.ptr.p == &o);
+    lx_value_free(&d);
+    CHECK_EQ_INT(o.refs, 1);
+    CHECK(d.kind == LX_V_NONE);
+    /* a NULL pointer is not retained; kept call records hold a reference */
+    lx_value null_obj = lx_ptr_v("test_obj", NULL);
+    CHECK_EQ_INT(lx_value_dup(&null_obj, &d), LX_OK);
+    lx_value_free(&d);
+    lx_call c = {1, LX_VALUES(v), 1, LX_KWARGS(LX_KW("obj", v))}, k, w;
+    CHECK_EQ_INT(lx_call_dup(&c, &k), LX_OK);
+    CHECK_EQ_INT(o.refs, 3);
+    const char *drop[] = {"obj"};
+    CHECK_EQ_INT(lx_call_without(&k, 1, drop, &w), LX_OK);
+    CHECK_EQ_INT(o.refs, 4);
+    lx_call_free(&k);
+    lx_call_free(&w);
+    CHECK_EQ_INT(o.refs, 1);
+    /* the table is bounded */
+    static const char *const names[] = {"t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8",
+                                        "t9", "t10", "t11", "t12", "t13", "t14", "t15", "t16"};
+    lx_status last = LX_OK;
+    for (int i = 0; i < 17 && last == LX_OK; i++) last = lx_ptr_register(names[i], obj_retain, obj_release);
+    CHECK_EQ_INT(last, LX_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(lx_last_error(), "at most 16 tags") != NULL);
+}
+
 int main(void) {
     RUN(test_call_copies);
     RUN(test_warnings);
@@ -220,5 +273,6 @@ int main(void) {
     RUN(test_pool_flat);
     RUN(test_calls);
     RUN(test_observers);
+    RUN(test_counted_pointers);
     return lx_test_finish();
 }

@@ -461,6 +461,17 @@ static void test_dropout(void) {
     CHECK(linen_apply(d1, empty, &train, LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && close_to(out.u.array, (double[10]){0}, 10, 0));
     lx_value_free(&out);
+    /* rate 1 is jnp.zeros_like(inputs): +0.0 everywhere, whatever the input (NaN, inf, negative) */
+    float special[6] = {NAN, INFINITY, -INFINITY, -3.0f, -0.0f, 2.0f};
+    lx_array *xs = arr(2, (int64_t[]){2, 3}, special);
+    lx_call train_s = {1, (lx_value[]){lx_array_v(xs)}, 1, (lx_kwarg[]){LX_KW_BOOL("deterministic", false)}};
+    CHECK(linen_apply(d1, empty, &train_s, LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(out.kind == LX_V_ARRAY && lx_shape_eq(out.u.array, 2, (int64_t[]){2, 3}) && out.u.array->dtype == LX_F32);
+    for (int i = 0; out.kind == LX_V_ARRAY && i < 6; i++) {
+        float z = lx_f32(out.u.array)[i];
+        CHECK(z == 0.0f && !signbit(z));
+    }
+    lx_value_free(&out);
     linen_module_release(d0);
     linen_module_release(d1);
     /* errors: no stream, no deterministic */

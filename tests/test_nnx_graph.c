@@ -515,6 +515,36 @@ static void test_update(void) {
     CHECK(lx_variable_get_value(w) == twos);
     lx_tree_release(st);
 
+    /* Flax's Variable.update_from_state: a Variable in the state brings its metadata too (the
+     * module's Variable object and type stay); a plain array changes only the value. */
+    const char *names[] = {"in", "out"};
+    lx_variable *sharded = NULL;
+    CHECK_EQ_INT(lx_variable_new_kw(&lx_Param, ones, 2,
+                                    LX_KWARGS(LX_KW("out_sharding", lx_strs_v(2, names)), LX_KW_STR("mesh", "m")),
+                                    &sharded),
+                 LX_OK);
+    CHECK_EQ_INT(lx_variable_meta_set(w, "note", lx_int_v(3)), LX_OK);
+    st = lx_tree_new();
+    lx_tree_set_path(st, "w", lx_var_v(sharded));
+    CHECK_EQ_INT(nnx_update(m, 1, &st), LX_OK);
+    CHECK(((block *)m)->w == w && lx_variable_get_value(w) == ones && lx_variable_type(w) == &lx_Param);
+    CHECK(lx_tree_equal(lx_variable_metadata(w), lx_variable_metadata(sharded)));
+    CHECK(lx_variable_meta_get(w, "note") == NULL);
+    CHECK(lx_variable_meta_get(w, "mesh") && strcmp(lx_variable_meta_get(w, "mesh")->u.s, "m") == 0);
+    lx_tree_release(st);
+    st = lx_tree_new();
+    lx_tree_set_path(st, "w", lx_array_v(twos));
+    CHECK_EQ_INT(nnx_update(m, 1, &st), LX_OK);
+    CHECK(lx_variable_get_value(w) == twos && lx_tree_equal(lx_variable_metadata(w), lx_variable_metadata(sharded)));
+    lx_tree_release(st);
+    /* ... and a Variable without metadata clears it */
+    st = lx_tree_new();
+    lx_tree_set_path(st, "w", lx_var_v(nw));
+    CHECK_EQ_INT(nnx_update(m, 1, &st), LX_OK);
+    CHECK(lx_variable_get_value(w) == ones && lx_tree_len(lx_variable_metadata(w)) == 0);
+    lx_tree_release(st);
+    lx_variable_release(sharded);
+
     lx_release(ones);
     lx_release(twos);
     lx_variable_release(nw);
@@ -615,6 +645,182 @@ static void test_shared_child_frees(void) {
     CHECK_EQ_INT(lx_array_live_count(), live);
 }
 
+/* Module values are counted (value.h): a tree, a config VALUE field, a graphdef and a functional
+ * each hold a reference of their own, and merge rebuilds a module kept in a tree. */
+typedef struct {
+    lx_value inner;
+} holder_cfg;
+typedef struct {
+    nnx_module base;
+    holder_cfg cfg;
+} holder;
+static lx_status holder_init(nnx_module *self, const lx_call *c, nnx_rngs *rngs) {
+    (void)self, (void)c, (void)rngs;
+    return LX_OK;
+}
+static const lx_field HOLDER_CONFIG[] = {LX_FIELD_VALUE(holder_cfg, inner)};
+static const nnx_type HOLDER = {.name = "Holder", .size = sizeof(holder), .config = HOLDER_CONFIG, .nconfig = 1,
+                                .config_offset = offsetof(holder, cfg), .init = holder_init};
+
+static void test_module_values_are_counted(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    nnx_module *inner = new_block(2, r), *outer = new_block(2, r);
+    lx_value iv = nnx_module_v(inner);
+    /* a tree attribute holding a module */
+    lx_tree *t = lx_tree_new();
+    CHECK_EQ_INT(lx_tree_set(t, "blk", iv), LX_OK);
+    CHECK_EQ_INT(inner->refcount, 2);
+    lx_value tv = lx_tree_v(t);
+    CHECK_EQ_INT(nnx_setattr(outer, "t", &tv), LX_OK);
+    lx_tree_release(t);
+    CHECK_EQ_INT(inner->refcount, 2);
+    nnx_graphdef *g = NULL;
+    lx_tree *st[1] = {NULL};
+    CHECK_EQ_INT(nnx_split(outer, 0, NULL, &g, st), LX_OK);
+    CHECK(lx_tree_find(st[0], "t/blk/w") != NULL);
+    nnx_module *m2 = NULL;
+    CHECK_EQ_INT(nnx_merge(g, 1, st, &m2), LX_OK);
+    lx_value got;
+    CHECK_EQ_INT(nnx_getattr(m2, "t", &got), LX_OK);
+    const lx_value *blk = got.kind == LX_V_TREE ? lx_tree_get(got.u.tree, "blk") : NULL;
+    nnx_module *rebuilt = blk ? nnx_module_from_value(blk) : NULL;
+    CHECK(rebuilt && rebuilt != inner && rebuilt->type == &BLOCK);
+    if (rebuilt) {
+        CHECK_EQ_INT(rebuilt->refcount, 1); /* held by the merged tree only */
+        lx_array *x = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){1, 2}, 1.0f));
+        CHECK(nnx_call_array(rebuilt, x) != NULL);
+    }
+    nnx_module_release(m2);
+    nnx_graphdef_free(g);
+    lx_tree_release(st[0]);
+
+    /* a config VALUE field: the module, its graphdef and a merge each hold one */
+    lx_call hc = LX_CALL_KWARGS(LX_KW("inner", iv));
+    nnx_module *h = NULL;
+    CHECK_EQ_INT(nnx_module_new(&HOLDER, &hc, NULL, &h), LX_OK);
+    CHECK_EQ_INT(inner->refcount, 3);
+    CHECK_EQ_INT(nnx_graphdef_of(h, &g), LX_OK);
+    CHECK_EQ_INT(inner->refcount, 4);
+    nnx_module *h2 = NULL;
+    CHECK_EQ_INT(nnx_merge(g, 0, NULL, &h2), LX_OK);
+    CHECK_EQ_INT(inner->refcount, 5);
+    CHECK(nnx_module_from_value(&((holder *)h2)->cfg.inner) == inner);
+    nnx_graphdef_free(g);
+    nnx_module_release(h2);
+    CHECK_EQ_INT(inner->refcount, 3);
+    /* it is what the module was built from: fixed, like ToNNX's Linen module */
+    lx_value other = nnx_module_v(outer);
+    CHECK_FAILS(nnx_setattr(h, "inner", &other), LX_ERR_TYPE,
+                "cannot set attribute 'inner' of 'Holder': it is fixed at construction");
+    nnx_module_release(h);
+    CHECK_EQ_INT(inner->refcount, 2);
+
+    /* functional(Type)(module) keeps it */
+    nnx_functional *f = NULL;
+    CHECK_EQ_INT(nnx_functional_new(&HOLDER, &hc, &f), LX_OK);
+    CHECK_EQ_INT(inner->refcount, 3);
+    nnx_functional_free(f);
+    CHECK_EQ_INT(inner->refcount, 2);
+
+    nnx_module_release(outer); /* drops the tree attribute's reference */
+    CHECK_EQ_INT(inner->refcount, 1);
+    nnx_module_release(inner);
+    nnx_rngs_release(r);
+}
+
+/* A type with a config and no constructor binds its arguments into the config; only a type with
+ * neither takes no arguments (Python's object.__init__). */
+typedef struct {
+    int64_t features;
+    double rate;
+} cfg_only_cfg;
+typedef struct {
+    nnx_module base;
+    cfg_only_cfg cfg;
+} cfg_only;
+static const lx_field CFG_ONLY_CONFIG[] = {LX_FIELD_INT(cfg_only_cfg, features, 1),
+                                           LX_FIELD_FLOAT(cfg_only_cfg, rate, 0.5)};
+static const nnx_type CFG_ONLY = {.name = "CfgOnly", .size = sizeof(cfg_only), .config = CFG_ONLY_CONFIG,
+                                  .nconfig = 2, .config_offset = offsetof(cfg_only, cfg)};
+static const nnx_type BARE = {.name = "Bare", .size = sizeof(nnx_module)};
+
+static void test_config_without_init(void) {
+    nnx_module *m = NULL;
+    lx_call c = {1, LX_VALUES(lx_int_v(4)), 1, LX_KWARGS(LX_KW_FLOAT("rate", 0.25))};
+    CHECK_EQ_INT(nnx_module_new(&CFG_ONLY, &c, NULL, &m), LX_OK);
+    if (m) {
+        const cfg_only_cfg *cfg = nnx_config(m);
+        CHECK(cfg->features == 4 && cfg->rate == 0.25);
+        nnx_module *m2 = NULL;
+        CHECK_EQ_INT(nnx_clone(m, &m2), LX_OK);
+        CHECK(m2 && ((const cfg_only_cfg *)nnx_config(m2))->features == 4);
+        nnx_module_release(m2);
+        nnx_module_release(m);
+    }
+    lx_call bad = LX_CALL_KWARGS(LX_KW_INT("feature", 4));
+    CHECK_FAILS(nnx_module_new(&CFG_ONLY, &bad, NULL, &m), LX_ERR_TYPE,
+                "CfgOnly.__init__() got an unexpected keyword argument 'feature'");
+    CHECK_FAILS(nnx_module_new(&BARE, &c, NULL, &m), LX_ERR_TYPE, "Bare.__init__() takes no arguments");
+    CHECK_EQ_INT(nnx_module_new(&BARE, NULL, NULL, &m), LX_OK);
+    nnx_module_release(m);
+}
+
+/* Config hooks and failures: a config that failed to bind or to copy was never config_retain'ed,
+ * so nothing may config_release it. The hooks here count a reference held through an OBJ field. */
+typedef struct {
+    int refs;
+} tally;
+typedef struct {
+    tally *t;
+} tally_ref;
+static tally TALLY;
+static const tally_ref TALLY_REF = {&TALLY};
+typedef struct {
+    tally_ref ref;
+    lx_ints dims;
+} hooked_cfg;
+typedef struct {
+    nnx_module base;
+    hooked_cfg cfg;
+} hooked;
+static void hooked_retain(void *cfg) {
+    if (((hooked_cfg *)cfg)->ref.t) ((hooked_cfg *)cfg)->ref.t->refs++;
+}
+static void hooked_release(void *cfg) {
+    if (((hooked_cfg *)cfg)->ref.t) ((hooked_cfg *)cfg)->ref.t->refs--;
+}
+static const lx_field HOOKED_CONFIG[] = {LX_FIELD_OBJ(hooked_cfg, ref, "tally_ref", &TALLY_REF),
+                                         LX_FIELD_REQUIRED_INTS(hooked_cfg, dims)};
+static const nnx_type HOOKED = {.name = "Hooked", .size = sizeof(hooked), .config = HOOKED_CONFIG, .nconfig = 2,
+                                .config_offset = offsetof(hooked, cfg), .config_retain = hooked_retain,
+                                .config_release = hooked_release};
+
+static void test_config_failures_release_nothing(void) {
+    nnx_module *m = NULL;
+    /* bind fails (a required argument is missing): the default OBJ was copied, never retained */
+    CHECK_FAILS(nnx_module_new(&HOOKED, NULL, NULL, &m), LX_ERR_TYPE, "missing 1 required positional argument: 'dims'");
+    CHECK_EQ_INT(TALLY.refs, 0);
+    lx_call c = LX_CALL_KWARGS(LX_KW("dims", lx_ints_v(1, (const int64_t[]){2})));
+    CHECK_EQ_INT(nnx_module_new(&HOOKED, &c, NULL, &m), LX_OK);
+    CHECK_EQ_INT(TALLY.refs, 1);
+    /* copying the config into a graphdef fails (a tuple longer than a config can hold): the
+     * partial copy was never retained, so freeing the graphdef releases nothing */
+    hooked *h = (hooked *)m;
+    h->cfg.dims.n = LX_MAX_DIMS + 1;
+    nnx_graphdef *g = NULL;
+    CHECK_FAILS(nnx_graphdef_of(m, &g), LX_ERR_INVALID_ARGUMENT, "argument 'dims' has");
+    CHECK(g == NULL);
+    CHECK_EQ_INT(TALLY.refs, 1);
+    h->cfg.dims.n = 1;
+    CHECK_EQ_INT(nnx_graphdef_of(m, &g), LX_OK);
+    CHECK_EQ_INT(TALLY.refs, 2);
+    nnx_graphdef_free(g);
+    CHECK_EQ_INT(TALLY.refs, 1);
+    nnx_module_release(m);
+    CHECK_EQ_INT(TALLY.refs, 0);
+}
+
 int main(void) {
     RUN(test_rngs_draws);
     RUN(test_reseed);
@@ -627,5 +833,8 @@ int main(void) {
     RUN(test_eval_shape);
     RUN(test_fprint);
     RUN(test_shared_child_frees);
+    RUN(test_module_values_are_counted);
+    RUN(test_config_without_init);
+    RUN(test_config_failures_release_nothing);
     return lx_test_finish();
 }

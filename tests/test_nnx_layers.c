@@ -408,6 +408,44 @@ static void test_dropout(void) {
     nnx_rngs_release(r);
 }
 
+/* nnx.reseed(model, dropout=7) over two Dropout layers: Flax builds Rngs(dropout=7) and gives each
+ * matching stream, in iter_graph order, the next key of it: fold_in(key(7), i), count 0. */
+static bool key_eq(lx_variable *v, const uint32_t *want) {
+    lx_array *a = v ? lx_variable_get_value(v) : NULL;
+    return a && lx_u32(a)[0] == want[0] && lx_u32(a)[1] == want[1];
+}
+
+static void test_reseed_two_dropouts(void) {
+    nnx_stream_spec sp[] = {{"params", false, 0, {{0, 0}}}, {"dropout", false, 1, {{0, 0}}}};
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_new(2, sp, &r), LX_OK);
+    lx_call c = LX_CALL_ARGS(lx_float_v(0.5));
+    nnx_module *d1 = NULL, *d2 = NULL, *seq = NULL;
+    CHECK_EQ_INT(nnx_module_new(&NNX_DROPOUT_TYPE, &c, r, &d1), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&NNX_DROPOUT_TYPE, &c, r, &d2), LX_OK);
+    lx_call cs = LX_CALL_ARGS(nnx_module_v(d1), nnx_module_v(d2));
+    CHECK_EQ_INT(nnx_module_new(&NNX_SEQUENTIAL_TYPE, &cs, NULL, &seq), LX_OK);
+    lx_key k;
+    CHECK_EQ_INT(nnx_rng_stream_draw(((nnx_dropout *)d2)->rngs, &k), LX_OK); /* counts differ before */
+    CHECK_EQ_INT(nnx_reseed(seq, "dropout", 7), LX_OK);
+    CHECK(key_eq(var(seq, "layers/0/rngs/key"), FX_RESEED_7_KEY_0));
+    CHECK(key_eq(var(seq, "layers/1/rngs/key"), FX_RESEED_7_KEY_1));
+    lx_variable *c0 = var(seq, "layers/0/rngs/count"), *c1 = var(seq, "layers/1/rngs/count");
+    CHECK(c0 && c1 && lx_u32(lx_variable_get_value(c0))[0] == 0 && lx_u32(lx_variable_get_value(c1))[0] == 0);
+    lx_key k0, k1;
+    CHECK_EQ_INT(nnx_rng_stream_draw(((nnx_dropout *)d1)->rngs, &k0), LX_OK);
+    CHECK_EQ_INT(nnx_rng_stream_draw(((nnx_dropout *)d2)->rngs, &k1), LX_OK);
+    CHECK(k0.k[0] == FX_RESEED_7_DRAW_0[0] && k0.k[1] == FX_RESEED_7_DRAW_0[1]);
+    CHECK(k1.k[0] == FX_RESEED_7_DRAW_1[0] && k1.k[1] == FX_RESEED_7_DRAW_1[1]);
+    /* another tag leaves them alone */
+    CHECK_EQ_INT(nnx_reseed(seq, "params", 7), LX_OK);
+    CHECK(key_eq(var(seq, "layers/1/rngs/key"), FX_RESEED_7_KEY_1));
+    nnx_module_release(seq);
+    nnx_module_release(d1);
+    nnx_module_release(d2);
+    nnx_rngs_release(r);
+}
+
 static void test_linear_general_lora(void) {
     nnx_rngs *r = seed(0);
     int64_t out[] = {2, 3};
@@ -620,6 +658,7 @@ int main(void) {
     RUN(test_norms);
     RUN(test_batch_norm);
     RUN(test_dropout);
+    RUN(test_reseed_two_dropouts);
     RUN(test_linear_general_lora);
     RUN(test_mha);
     RUN(test_metadata_eval_shape_functional);

@@ -184,8 +184,10 @@ const linen_mutable *linen_scope_mutable(const linen_scope *self);
 
 /* self.param(name, init, shape, dtype): at init creates it from make_rng('params') (one
  * counter step even for zeros), afterwards reads it and checks the shape (Flax's
- * ScopeParamShapeError wording). *out is borrowed. Boxed params (with_partitioning) are
- * unboxed for the caller and stored boxed. */
+ * ScopeParamShapeError wording). *out is borrowed. A parameter that arrives boxed in the
+ * variables (Partitioned, NNXMeta: from a checkpoint or a ToLinen's metadata_fn) is unboxed for
+ * the caller and its box kept; linen_param itself never creates a box (linnx has no
+ * with_partitioning initializer wrapper). */
 lx_status linen_param(linen_scope *self, const char *name, const lx_initializer *init,
                       lx_dtype dtype, int ndim, const int64_t *shape, lx_array **out);
 /* The same, initialised with `init_shape` and reshaped to `shape` (same element count):

@@ -21,7 +21,9 @@
  * holds `key` (RngKey Variable, uint32[2]) and `count` (RngCount Variable, uint32 scalar).
  *
  * Ownership: nnx_module_new / nnx_merge / nnx_clone return a module the caller owns
- * (nnx_module_release). Modules are refcounted; a parent retains its children. States and
+ * (nnx_module_release). Modules are refcounted; a parent retains its children, and a module
+ * value (nnx_module_v) kept by a container (a tree, a config VALUE field, a copied call) is
+ * retained by lx_value_dup and released by lx_value_free. States and
  * graphdefs returned are owned by the caller (lx_tree_release / nnx_graphdef_free). Method
  * outputs: *out is owned by the caller (lx_value_free).
  */
@@ -103,11 +105,14 @@ struct nnx_type {
     /* Optional: methods not in the table (ToNNX forwards them to the Linen module's methods).
      * Return LX_ERR_NOT_FOUND for names it does not know either. */
     lx_status (*dispatch)(nnx_module *self, const char *method, const lx_call *call, lx_value *out);
-    /* Optional: references a config holds that the field table does not count (ToNNX keeps its
-     * Linen module in a VALUE field). config_retain runs on every config the framework has just
-     * bound or copied (construction, graphdefs, merge, clone); config_release before it frees
-     * one, and must accept a zeroed config. Types with these hooks refuse nnx_setattr on their
-     * config fields (the reference would be lost). */
+    /* Optional: references a config holds that neither the field table nor the value system
+     * counts (a raw pointer inside an OBJ field; a module in a VALUE field needs no hook: module
+     * values are counted, value.h lx_ptr_register). config_retain runs on every config the
+     * framework has just bound or copied (construction, graphdefs, merge, clone);
+     * config_release before it frees one, and must accept a zeroed config. Types with these
+     * hooks refuse nnx_setattr on their config fields (the reference would be lost), and so
+     * does any config field holding a module (ToNNX's Linen module): the module's state was
+     * built from it. */
     void (*config_retain)(void *cfg);
     void (*config_release)(void *cfg);
 };
@@ -190,8 +195,10 @@ lx_status nnx_merge(const nnx_graphdef *graphdef, int nstates, lx_tree *const *s
 /* The Variables matching any of the filters (all of them with nfilters == 0). Flax returns one
  * state per filter here; use nnx_split for that. */
 lx_status nnx_state(nnx_module *m, int nfilters, const nnx_filter *filters, lx_tree **state);
-/* In place: values of existing Variables are replaced (the Variable objects stay); unknown
- * paths are inserted as dynamic attributes where the node allows. */
+/* In place: existing Variables take the new values (the Variable objects and their types stay);
+ * a Variable leaf also brings its metadata, replacing the old (Flax's update_from_state), a plain
+ * array leaf changes only the value. Unknown paths are inserted as dynamic attributes where the
+ * node allows. Every path is checked before anything changes. */
 lx_status nnx_update(nnx_module *m, int nstates, lx_tree *const *states);
 lx_status nnx_graphdef_of(nnx_module *m, nnx_graphdef **out);
 bool nnx_graphdef_equal(const nnx_graphdef *a, const nnx_graphdef *b);
@@ -236,8 +243,9 @@ lx_status nnx_rngs_fork(nnx_rngs *r, nnx_rngs **out);
 /* rngs['dropout'].fork(): a standalone RngStream module (what Dropout keeps). */
 lx_status nnx_rng_stream_fork(nnx_rngs *r, const char *stream, nnx_module **out);
 lx_status nnx_rng_stream_draw(nnx_module *stream, lx_key *out);
-/* nnx.reseed(node, stream=seed): every stream tagged `stream` in the graph restarts from
- * fold_in(key(seed), 0) with count 0. */
+/* nnx.reseed(node, stream=seed): the streams tagged `stream` in the graph, in nnx_iter_graph
+ * order, take the successive keys of a fresh stream seeded with `seed` (Flax draws
+ * Rngs(stream=seed)[stream]() for each): the i-th gets key fold_in(key(seed), i), count 0. */
 lx_status nnx_reseed(nnx_module *m, const char *stream, int64_t seed);
 
 

@@ -51,9 +51,14 @@
  *    their collection's type.
  * W17 (nn.vmap over ToLinen) needs Linen lifted transforms, which linnx does not have yet.
  *
- * Caching and threads: the cache belongs to one linen_module (clones start empty) and passes to
- * the next equal ToLinen when it is released (bridge_to_linen_cache_clear). An apply that finds
- * the cache in use (recursion, another thread) builds its own module instead.
+ * Caching: the cache belongs to one linen_module (clones start empty) and passes to the next
+ * equal ToLinen when it is released (bridge_to_linen_cache_clear). An apply that finds the cache
+ * in use (a recursive apply of the same module) builds its own module instead.
+ * Threads: linnx objects are not shared between threads. Arrays, trees, Variables and modules
+ * have plain (non-atomic) reference counts, so one ToLinen module (and the variables given to
+ * it) must be used by one thread at a time; different threads may apply different modules
+ * built from separate objects. (The cache's busy flag and the process-wide pool's lock are
+ * atomic, but that does not make sharing a module safe.)
  * NNX methods run through ToLinen must not write into the data of the arrays their Variables
  * hold (replace the Variable's value instead, as every linnx layer does): during apply those
  * arrays are the caller's.

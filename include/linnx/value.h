@@ -5,8 +5,9 @@
  * bridge can forward any call it does not understand.
  *
  * Ownership: a value in a call record is *borrowed* (call records usually live on the stack,
- * built with LX_ARGS / LX_KW_*). A container that keeps a value (a tree leaf, a metadata entry)
- * stores lx_value_dup of it and frees it with lx_value_free.
+ * built with LX_ARGS / LX_KW_*). A container that keeps a value (a tree leaf, a metadata entry,
+ * a kept call record) stores lx_value_dup of it and frees it with lx_value_free; a module in it
+ * is retained (see lx_ptr_register).
  */
 #ifndef LINNX_VALUE_H
 #define LINNX_VALUE_H
@@ -148,10 +149,25 @@ lx_status lx_call_array(const lx_call *c, int i, const char *name, lx_array **ou
 /* ---- owning copies (for containers) ---- */
 /* A malloc'd copy of a string (free with free()); NULL for NULL or when out of memory. */
 char *lx_strdup(const char *s);
-/* Deep-copy strings and tuples, retain arrays, trees, variables and boxes. */
+/* Deep-copy strings and tuples, retain arrays, trees, variables and boxes, and retain LX_V_PTR
+ * objects whose tag is registered as counted (lx_ptr_register: NNX and Linen modules); other
+ * pointers are copied as they are (borrowed). */
 lx_status lx_value_dup(const lx_value *v, lx_value *out);
-/* Free what lx_value_dup made; leaves v as NONE. */
+/* Free what lx_value_dup made (release counted pointers); leaves v as NONE. */
 void lx_value_free(lx_value *v);
+
+/* ---- counted pointers ---- */
+/* Make LX_V_PTR values tagged `tag` reference-counted objects: from now on lx_value_dup calls
+ * retain(p) and lx_value_free calls release(p) for them, so every container of values (call
+ * copies, config VALUE fields, trees, attributes) keeps such an object alive. The component that
+ * makes the objects registers its tag before the first one exists (NNX: "nnx_module" and
+ * "nnx_rngs", Linen: "linen_module"). `tag` must outlive the process (a string literal); tags
+ * compare by content. Registering a tag again with the same functions does nothing; with other
+ * functions, or past LX_PTR_MAX_TAGS tags, it is LX_ERR_INVALID_ARGUMENT. Thread-safe. */
+#define LX_PTR_MAX_TAGS 16
+lx_status lx_ptr_register(const char *tag, void (*retain)(void *), void (*release)(void *));
+/* Whether LX_V_PTR values with this tag are counted. */
+bool lx_ptr_counted(const char *tag);
 /* Structural equality: scalars by value, strings and tuples by content, arrays by bytes,
  * trees by lx_tree_equal, variables and boxes by identity. */
 bool lx_value_equal(const lx_value *a, const lx_value *b);
@@ -160,7 +176,7 @@ const char *lx_value_str(const lx_value *v, char *buf, size_t cap);
 const char *lx_kind_name(lx_kind kind);
 
 /* ---- owning copies of call records (a module that keeps its constructor's arguments) ---- */
-/* A deep copy: names and values duplicated (lx_value_dup). Free with lx_call_free. */
+/* A deep copy: names and values duplicated (lx_value_dup: modules retained). Free with lx_call_free. */
 lx_status lx_call_dup(const lx_call *c, lx_call *out);
 void lx_call_free(lx_call *c);
 /* A new call: `base` with `extra` kwargs added or replacing same-named ones (owned copy). */

@@ -51,7 +51,7 @@ static tl_slot *find_slot(const tl_inst *in, const char *path) {
     return NULL;
 }
 
-static lx_status fp_add(tl_inst *in, const void *addr, size_t len) {
+static lx_status fp_add(tl_inst *in, nnx_module *owner, const void *addr, size_t len) {
     if (in->nfp == in->capfp) {
         size_t nc = in->capfp ? in->capfp * 2 : 16;
         tl_fp *p = realloc(in->fp, nc * sizeof *p);
@@ -60,6 +60,7 @@ static lx_status fp_add(tl_inst *in, const void *addr, size_t len) {
         in->capfp = nc;
     }
     tl_fp *f = &in->fp[in->nfp++];
+    f->owner = nnx_module_retain(owner);
     f->addr = addr;
     f->len = len;
     memcpy(f->was, addr, len);
@@ -79,10 +80,10 @@ static lx_status fp_visit(const char *path, const lx_value *node, void *user) {
         char *p = (char *)m + t->fields[i].offset;
         if (t->fields[i].kind == NNX_FIELD_LIST) {
             nnx_list *l = (nnx_list *)p;
-            LX_TRY(fp_add(in, &l->n, sizeof l->n));
-            LX_TRY(fp_add(in, &l->items, sizeof l->items));
+            LX_TRY(fp_add(in, m, &l->n, sizeof l->n));
+            LX_TRY(fp_add(in, m, &l->items, sizeof l->items));
         } else {
-            LX_TRY(fp_add(in, p, sizeof(void *)));
+            LX_TRY(fp_add(in, m, p, sizeof(void *)));
         }
     }
     return LX_OK;
@@ -167,6 +168,7 @@ void tl_inst_free(tl_inst *in) {
     }
     free(in->slots);
     free(in->by_order);
+    for (size_t i = 0; i < in->nfp; i++) nnx_module_release(in->fp[i].owner);
     free(in->fp);
     nnx_module_release(in->m);
     memset(in, 0, sizeof *in);

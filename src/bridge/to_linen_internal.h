@@ -41,6 +41,7 @@ typedef struct tl_slot {
 } tl_slot;
 
 typedef struct tl_fp { /* one declared field of one module: where it is and what it held */
+    nnx_module *owner; /* retained: a method may drop the module (replace a child) before the check */
     const void *addr;
     size_t len;
     unsigned char was[sizeof(void *) > sizeof(int) ? sizeof(void *) : sizeof(int)];

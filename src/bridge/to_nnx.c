@@ -1,10 +1,11 @@
 /* ToNNX: a Linen module as an NNX module (flax.nnx.bridge.wrappers.ToNNX, MaxText's copy).
  *
  * The Linen module lives in the static config (field `to_nnx__module`, a VALUE holding the
- * module pointer); the config_retain/config_release hooks keep it alive in every graphdef,
- * merge and clone. The Linen variables live as dynamic attributes, one store with the Linen
- * variables tree each call applies over (arrays are shared, never copied). That tree is kept
- * between calls (the "view", below) and only rebuilt when the attributes changed shape. */
+ * module pointer); Linen modules are counted values (value.h), so every copy of the config (a
+ * graphdef, a merge, a clone) holds a reference. The Linen variables live as dynamic attributes,
+ * one store with the Linen variables tree each call applies over (arrays are shared, never
+ * copied). That tree is kept between calls (the "view", below) and only rebuilt when the
+ * attributes changed shape. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +15,7 @@
 #define LINEN_TAG "linen_module"
 
 typedef struct to_nnx_config {
-    lx_value to_nnx__module; /* LX_V_PTR "linen_module", retained through the config hooks */
+    lx_value to_nnx__module; /* LX_V_PTR "linen_module" (a counted value: retained) */
 } to_nnx_config;
 
 /* One Variable shown in the view: the leaf at `key` of the view's map `parent`. */
@@ -51,9 +52,6 @@ static linen_module *module_of_config(const void *cfg) {
         return NULL;
     return (linen_module *)v->u.ptr.p;
 }
-
-static void config_retain(void *cfg) { linen_module_retain(module_of_config(cfg)); }
-static void config_release(void *cfg) { linen_module_release(module_of_config(cfg)); }
 
 bool bridge_is_to_nnx(const nnx_module *m) { return m && m->type == &BRIDGE_TO_NNX_TYPE; }
 
@@ -552,6 +550,4 @@ const nnx_type BRIDGE_TO_NNX_TYPE = {
     .init = to_nnx_init,
     .destroy = to_nnx_destroy,
     .dispatch = to_nnx_dispatch,
-    .config_retain = config_retain,
-    .config_release = config_release,
 };

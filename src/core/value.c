@@ -5,6 +5,7 @@
 #include "linnx/variable.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,6 +100,49 @@ char *lx_strdup(const char *s) {
     return d;
 }
 
+/* ---- counted pointers ----
+ * A small append-only table. Readers take `ntags` with acquire and see complete entries (each is
+ * written before the count that publishes it); writers serialise on a spin flag. */
+typedef struct ptr_kind {
+    const char *tag;
+    void (*retain)(void *);
+    void (*release)(void *);
+} ptr_kind;
+static ptr_kind ptr_kinds[LX_PTR_MAX_TAGS];
+static atomic_int ptr_nkinds;
+static atomic_flag ptr_lock = ATOMIC_FLAG_INIT;
+
+static const ptr_kind *ptr_kind_of(const char *tag) {
+    if (!tag) return NULL;
+    int n = atomic_load_explicit(&ptr_nkinds, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        if (strcmp(ptr_kinds[i].tag, tag) == 0) return &ptr_kinds[i];
+    return NULL;
+}
+
+lx_status lx_ptr_register(const char *tag, void (*retain)(void *), void (*release)(void *)) {
+    if (!tag || !*tag || !retain || !release)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_ptr_register: a tag, retain and release are required");
+    while (atomic_flag_test_and_set_explicit(&ptr_lock, memory_order_acquire)) {
+    }
+    lx_status s = LX_OK;
+    const ptr_kind *k = ptr_kind_of(tag);
+    int n = atomic_load_explicit(&ptr_nkinds, memory_order_relaxed);
+    if (k) {
+        if (k->retain != retain || k->release != release)
+            s = lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_ptr_register: tag '%s' is already registered with other functions", tag);
+    } else if (n == LX_PTR_MAX_TAGS) {
+        s = lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_ptr_register: at most %d tags", LX_PTR_MAX_TAGS);
+    } else {
+        ptr_kinds[n] = (ptr_kind){tag, retain, release};
+        atomic_store_explicit(&ptr_nkinds, n + 1, memory_order_release);
+    }
+    atomic_flag_clear_explicit(&ptr_lock, memory_order_release);
+    return s;
+}
+
+bool lx_ptr_counted(const char *tag) { return ptr_kind_of(tag) != NULL; }
+
 lx_status lx_value_dup(const lx_value *v, lx_value *out) {
     *out = *v;
     switch (v->kind) {
@@ -137,6 +181,12 @@ lx_status lx_value_dup(const lx_value *v, lx_value *out) {
     case LX_V_TREE: lx_tree_retain(v->u.tree); break;
     case LX_V_VARIABLE: lx_variable_retain(v->u.var); break;
     case LX_V_BOX: lx_box_retain(v->u.box); break;
+    case LX_V_PTR:
+        if (v->u.ptr.p) {
+            const ptr_kind *k = ptr_kind_of(v->u.ptr.tag);
+            if (k) k->retain(v->u.ptr.p);
+        }
+        break;
     default: break;
     }
     return LX_OK;
@@ -157,6 +207,12 @@ void lx_value_free(lx_value *v) {
     case LX_V_TREE: lx_tree_release(v->u.tree); break;
     case LX_V_VARIABLE: lx_variable_release(v->u.var); break;
     case LX_V_BOX: lx_box_release(v->u.box); break;
+    case LX_V_PTR:
+        if (v->u.ptr.p) {
+            const ptr_kind *k = ptr_kind_of(v->u.ptr.tag);
+            if (k) k->release(v->u.ptr.p);
+        }
+        break;
     default: break;
     }
     *v = lx_none();

@@ -19,7 +19,9 @@ static lx_status dropout_call(linen_scope *s, const lx_call *c, lx_value *out) {
     bool det;
     LX_TRY(linen_merge_param("deterministic", &cfg->deterministic, lx_call_get(c, 1, "deterministic"), &det));
     if (cfg->rate == 0.0 || det) return linen_return_array(out, x);
-    if (cfg->rate == 1.0) return linen_return_array(out, lx_mul_scalar(x, 0.0f));
+    /* Flax returns jnp.zeros_like(inputs), drawing no key: x * 0 would keep NaN (inf * 0 too)
+     * and give -0.0 for negative inputs. The shared op's rate-1 path writes zeros. */
+    if (cfg->rate == 1.0) return linen_return_array(out, lx_dropout(x, 1.0, (lx_key){{0, 0}}, 0, NULL, false));
     lx_key key;
     LX_TRY(linen_make_rng(s, cfg->rng_collection ? cfg->rng_collection : "dropout", &key));
     return linen_return_array(out, lx_dropout(x, cfg->rate, key, cfg->broadcast_dims.n, cfg->broadcast_dims.v, false));

@@ -1,5 +1,7 @@
 /* Linen modules as values: a type plus a bound config, refcounted and immutable once built. */
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +22,19 @@ static void config_release(const linen_type *t, void *cfg) {
     lx_config_free(t->fields, t->nfields, cfg);
 }
 
+static void retain_fn(void *p) { linen_module_retain(p); }
+static void release_fn(void *p) { linen_module_release(p); }
+
+/* Module values are counted (value.h): a config VALUE field, a kept call or a tree holding a
+ * module keeps it alive. Registered before the first module exists. */
+static lx_status register_module_values(void) {
+    static atomic_bool done;
+    if (atomic_load_explicit(&done, memory_order_acquire)) return LX_OK;
+    LX_TRY(lx_ptr_register("linen_module", retain_fn, release_fn));
+    atomic_store_explicit(&done, true, memory_order_release);
+    return LX_OK;
+}
+
 /* One block: the module, its config (zeroed), its name. Layers such as linen_dense build a
  * module on every call, so this is on the apply path. */
 static lx_status module_alloc(const linen_type *type, const char *name, linen_module **out) {
@@ -27,6 +42,7 @@ static lx_status module_alloc(const linen_type *type, const char *name, linen_mo
     size_t cfg_off = (sizeof(linen_module) + align - 1) / align * align;
     size_t cfg_size = type->config_size ? type->config_size : 1;
     size_t name_off = cfg_off + cfg_size, nlen = name ? strlen(name) + 1 : 0;
+    LX_TRY(register_module_values());
     linen_module *m = calloc(1, name_off + nlen);
     if (!m) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
     m->config = (char *)m + cfg_off;

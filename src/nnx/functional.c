@@ -3,7 +3,7 @@
 
 struct nnx_functional {
     const nnx_type *type;
-    lx_call call;       /* deep copy */
+    lx_call call;       /* deep copy (lx_value_dup: modules retained) */
     char **kwnames;
     nnx_graphdef *graphdef;
 };
@@ -28,26 +28,6 @@ void nnx_functional_free(nnx_functional *f) {
     free(f);
 }
 
-/* Modules in the call are kept by reference (retained), everything else copied. */
-static lx_status keep_value(const lx_value *v, lx_value *out) {
-    nnx_module *m = nnx_module_from_value(v);
-    if (m) {
-        *out = nnx_module_v(nnx_module_retain(m));
-        return LX_OK;
-    }
-    return lx_value_dup(v, out);
-}
-
-static void drop_value(lx_value *v) {
-    nnx_module *m = nnx_module_from_value(v);
-    if (m) {
-        nnx_module_release(m);
-        *v = lx_none();
-    } else {
-        lx_value_free(v);
-    }
-}
-
 lx_status nnx_functional_new(const nnx_type *type, const lx_call *call, nnx_functional **out) {
     if (!out || !type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "functional: NULL argument");
     *out = NULL;
@@ -65,22 +45,22 @@ lx_status nnx_functional_new(const nnx_type *type, const lx_call *call, nnx_func
     if ((call->nargs && !args) || (call->nkwargs && (!kw || !f->kwnames)))
         s = lx_fail(LX_ERR_NO_MEMORY, "functional: out of memory");
     for (int i = 0; s == LX_OK && i < call->nargs; i++) {
-        s = keep_value(&call->args[i], &args[i]);
+        s = lx_value_dup(&call->args[i], &args[i]); /* modules retained */
         if (s == LX_OK) f->call.nargs = i + 1;
     }
     for (int i = 0; s == LX_OK && i < call->nkwargs; i++) {
         f->kwnames[i] = nnx_strdup(call->kwargs[i].name);
         if (!f->kwnames[i]) s = lx_fail(LX_ERR_NO_MEMORY, "functional: out of memory");
-        if (s == LX_OK) s = keep_value(&call->kwargs[i].value, &kw[i].value);
+        if (s == LX_OK) s = lx_value_dup(&call->kwargs[i].value, &kw[i].value);
         kw[i].name = f->kwnames[i];
         if (s == LX_OK) f->call.nkwargs = i + 1;
         else free(f->kwnames[i]), f->kwnames[i] = NULL;
     }
     if (s != LX_OK) {
-        /* free what was copied: drop modules we retained */
-        for (int i = 0; i < f->call.nargs; i++) drop_value(&args[i]);
+        /* free what was copied (modules released) */
+        for (int i = 0; i < f->call.nargs; i++) lx_value_free(&args[i]);
         for (int i = 0; i < f->call.nkwargs; i++) {
-            drop_value(&kw[i].value);
+            lx_value_free(&kw[i].value);
             free(f->kwnames[i]);
         }
         f->call.nargs = f->call.nkwargs = 0;

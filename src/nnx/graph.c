@@ -176,9 +176,17 @@ static lx_status flatten_node(const lx_value *v, gd_node *g, flat_ctx *cx) {
         g->buf = calloc(1, m->type->size);
         if (!g->buf) return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory");
         if (m->type->config) {
-            LX_TRY(lx_config_copy(m->type->config, m->type->nconfig, (char *)g->buf + m->type->config_offset,
-                                  nnx_config_ptr(m)));
-            if (m->type->config_retain) m->type->config_retain((char *)g->buf + m->type->config_offset);
+            void *cfg = (char *)g->buf + m->type->config_offset;
+            lx_status cs = lx_config_copy(m->type->config, m->type->nconfig, cfg, nnx_config_ptr(m));
+            if (cs != LX_OK) {
+                /* A partial copy was never config_retain'ed: free what it holds and drop the
+                 * buffer, so gd_free_node does not config_release it. */
+                lx_config_free(m->type->config, m->type->nconfig, cfg);
+                free(g->buf);
+                g->buf = NULL;
+                return cs;
+            }
+            if (m->type->config_retain) m->type->config_retain(cfg);
         }
     } else {
         g->kind = nnx_list_from_value(v) ? GD_LIST : GD_TREE;
@@ -365,16 +373,6 @@ typedef struct unflat_ctx {
     bool copy_arrays; /* clone: new Variables over copied arrays */
 } unflat_ctx;
 
-static void value_release(lx_value *v) {
-    nnx_module *m = nnx_module_from_value(v);
-    if (m) {
-        nnx_module_release(m);
-        *v = lx_none();
-    } else {
-        lx_value_free(v);
-    }
-}
-
 static lx_status note_used(unflat_ctx *cx, const char *path) {
     if (cx->nused == cx->capused) {
         size_t ncap = cx->capused ? cx->capused * 2 : 32;
@@ -432,7 +430,7 @@ static lx_status place_in_module(nnx_module *m, const gd_node *k, unflat_ctx *cx
             nnx_path_pop(&cx->path, saved);
             if (s != LX_OK) return s;
             s = nnx_list_append(l, item);
-            value_release(&item);
+            lx_value_free(&item);
             if (s != LX_OK) return s;
         }
         return LX_OK;
@@ -455,7 +453,7 @@ static lx_status place_in_module(nnx_module *m, const gd_node *k, unflat_ctx *cx
     } else {
         s = nnx_attrs_put(m, k->name, &v);
     }
-    value_release(&v);
+    lx_value_free(&v);
     return s;
 }
 
@@ -466,13 +464,8 @@ static lx_status unflatten_node(const gd_node *g, unflat_ctx *cx, lx_value *out)
         if (g->index < 0 || g->index >= cx->nobjs || cx->objs[g->index].kind == LX_V_NONE)
             return lx_fail(LX_ERR_INTERNAL, "merge: dangling reference %d", g->index);
         lx_value *o = &cx->objs[g->index];
-        nnx_module *m = nnx_module_from_value(o);
-        if (m) {
-            *out = nnx_module_v(nnx_module_retain(m));
-            return LX_OK;
-        }
         if (nnx_list_from_value(o)) return lx_fail(LX_ERR_UNSUPPORTED, "merge: a list field cannot be shared");
-        return lx_value_dup(o, out);
+        return lx_value_dup(o, out); /* a module is retained */
     }
     case GD_STATIC: return lx_value_dup(&g->value, out);
     case GD_VAR: {
@@ -494,7 +487,7 @@ static lx_status unflatten_node(const gd_node *g, unflat_ctx *cx, lx_value *out)
             if (s == LX_OK) s = unflatten_node(&g->kids[i], cx, &kv);
             nnx_path_pop(&cx->path, saved);
             if (s == LX_OK) s = lx_tree_set(t, g->kids[i].name, kv);
-            value_release(&kv);
+            lx_value_free(&kv);
         }
         if (s != LX_OK) {
             lx_tree_release(t);
@@ -512,7 +505,9 @@ static lx_status unflatten_node(const gd_node *g, unflat_ctx *cx, lx_value *out)
             s = lx_config_copy(g->type->config, g->type->nconfig, nnx_config_ptr(m),
                                (char *)g->buf + g->type->config_offset);
             if (s != LX_OK) {
-                free(m); /* nothing bound yet */
+                /* Never retained and no fields set yet: free what the copy holds, then the module. */
+                lx_config_free(g->type->config, g->type->nconfig, nnx_config_ptr(m));
+                free(m);
                 return s;
             }
             if (g->type->config_retain) g->type->config_retain(nnx_config_ptr(m));
@@ -569,7 +564,7 @@ static lx_status merge_impl(const nnx_graphdef *graphdef, int nstates, lx_tree *
             }
             lx_flat_free(&f);
         }
-        if (s != LX_OK) value_release(&root);
+        if (s != LX_OK) lx_value_free(&root);
     }
     for (size_t i = 0; i < cx.nused; i++) free(cx.used[i]);
     free(cx.used);
@@ -599,8 +594,38 @@ lx_status nnx_clone(nnx_module *m, nnx_module **out) {
 
 /* ------------------------------------------------------------------ update */
 
+/* Make v's metadata equal to `md` (same entries, same order). */
+static lx_status set_metadata(lx_variable *v, const lx_tree *md) {
+    while (lx_tree_len(lx_variable_metadata(v)))
+        LX_TRY(lx_variable_meta_del(v, lx_tree_key(lx_variable_metadata(v), 0)));
+    for (size_t i = 0; i < lx_tree_len(md); i++)
+        LX_TRY(lx_variable_meta_set(v, lx_tree_key(md, i), *lx_tree_at(md, i)));
+    return LX_OK;
+}
+
+/* Flax's Variable.update_from_state: the value and the metadata of the state's Variable (the
+ * object and its type stay). If the metadata cannot be written (out of memory) the old value and
+ * metadata are put back. */
+static lx_status update_from_state(lx_variable *dst, const lx_variable *src) {
+    if (lx_tree_equal(lx_variable_metadata(dst), lx_variable_metadata(src)))
+        return lx_variable_set_value(dst, lx_variable_get_value(src), false);
+    lx_tree *old_md = lx_tree_copy(lx_variable_metadata(dst));
+    if (!old_md) return lx_last_status();
+    lx_array *old_val = lx_retain(lx_variable_get_value(dst));
+    lx_status s = set_metadata(dst, lx_variable_metadata(src));
+    if (s == LX_OK) s = lx_variable_set_value(dst, lx_variable_get_value(src), false);
+    if (s != LX_OK) {
+        set_metadata(dst, old_md);
+        lx_variable_set_value(dst, old_val, false);
+    }
+    lx_release(old_val);
+    lx_tree_release(old_md);
+    return s;
+}
+
 /* Resolve `path` from the root and write `leaf` there (dry: only check it could be done).
- * Existing Variables take the new value in place; unknown names become dynamic attributes. */
+ * Existing Variables take the new value (and, from a Variable, its metadata) in place; unknown
+ * names become dynamic attributes. */
 static lx_status update_one(nnx_module *root, const char *path, const lx_value *leaf, bool dry) {
     if (leaf->kind != LX_V_VARIABLE && leaf->kind != LX_V_ARRAY)
         return lx_fail(LX_ERR_TYPE, "update: the state value at '%s' is %s, not a Variable or an array",
@@ -702,7 +727,9 @@ static lx_status update_one(nnx_module *root, const char *path, const lx_value *
                     nnx_graph_changed();
                 }
             } else if (next.kind == LX_V_VARIABLE) {
-                if (!dry && next.u.var != (leaf->kind == LX_V_VARIABLE ? leaf->u.var : NULL))
+                if (!dry && leaf->kind == LX_V_VARIABLE && next.u.var != leaf->u.var)
+                    s = update_from_state(next.u.var, leaf->u.var);
+                else if (!dry && leaf->kind != LX_V_VARIABLE)
                     s = lx_variable_set_value(next.u.var, newval, false);
             } else if (nnx_is_container(&next)) {
                 s = lx_fail(LX_ERR_TYPE, "update: '%s' is a node, not a Variable", path);

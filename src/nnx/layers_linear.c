@@ -400,8 +400,8 @@ static lx_status lora_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     if (c->base_module.kind != LX_V_NONE) {
         nnx_module *b = nnx_module_from_value(&c->base_module);
         if (!b) return lx_fail(LX_ERR_TYPE, "LoRA: base_module must be a module, got %s", lx_kind_name(c->base_module.kind));
-        m->base_module = nnx_module_retain(b);
-        lx_value_free(&c->base_module);
+        m->base_module = b; /* takes the reference the config held (lx_value_dup retained it) */
+        c->base_module = lx_none();
     }
     const lx_vartype *pt = &lx_LoRAParam;
     if (c->lora_param_type.kind == LX_V_PTR && c->lora_param_type.u.ptr.tag &&

@@ -1,5 +1,6 @@
 /* NNX modules: allocation from a type, config binding, constructors, refcounts, dynamic
  * attributes, method calls, abstract construction (nnx.eval_shape). */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -130,26 +131,12 @@ const void *nnx_identity(const lx_value *v) {
     return NULL;
 }
 
-/* Own a copy of a value as an attribute / list item: modules retained, everything else dup'ed. */
+/* Own a copy of a value as an attribute / list item. Modules are counted pointers
+ * (lx_ptr_register), so lx_value_dup retains them and lx_value_free releases them. */
 static lx_status own_value(const lx_value *v, lx_value *out) {
-    nnx_module *m = nnx_module_from_value(v);
-    if (m) {
-        *out = nnx_module_v(nnx_module_retain(m));
-        return LX_OK;
-    }
     if (v->kind == LX_V_PTR && nnx_list_from_value(v))
         return lx_fail(LX_ERR_TYPE, "nnx: an nnx_list cannot be stored as a value");
     return lx_value_dup(v, out);
-}
-
-static void free_owned(lx_value *v) {
-    nnx_module *m = nnx_module_from_value(v);
-    if (m) {
-        nnx_module_release(m);
-        *v = lx_none();
-        return;
-    }
-    lx_value_free(v);
 }
 
 /* ------------------------------------------------------------------ lists */
@@ -171,7 +158,7 @@ lx_status nnx_list_append(nnx_list *l, lx_value item) {
 void nnx_list_clear(nnx_list *l) {
     if (!l) return;
     if (l->n) nnx_graph_changed();
-    for (int i = 0; i < l->n; i++) free_owned(&l->items[i]);
+    for (int i = 0; i < l->n; i++) lx_value_free(&l->items[i]);
     free(l->items);
     l->items = NULL;
     l->n = 0;
@@ -188,8 +175,23 @@ const nnx_field *nnx_find_field(const nnx_type *t, const char *name, int *index)
     return NULL;
 }
 
+static void retain_fn(void *p) { nnx_module_retain(p); }
+static void release_fn(void *p) { nnx_module_release(p); }
+
+/* Module values are counted (value.h): register before the first module exists, so every value
+ * naming a module was made after it. */
+static lx_status register_module_values(void) {
+    static atomic_bool done;
+    if (atomic_load_explicit(&done, memory_order_acquire)) return LX_OK;
+    LX_TRY(lx_ptr_register(NNX_TAG_MODULE, retain_fn, release_fn));
+    LX_TRY(lx_ptr_register("nnx_rngs", retain_fn, release_fn));
+    atomic_store_explicit(&done, true, memory_order_release);
+    return LX_OK;
+}
+
 lx_status nnx_module_alloc(const nnx_type *type, nnx_module **out) {
     *out = NULL;
+    LX_TRY(register_module_values());
     if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx: module type is NULL");
     if (type->size < sizeof(nnx_module))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx: type %s has size %zu, smaller than its header",
@@ -211,7 +213,7 @@ static void attrs_free(nnx_attrs *a) {
     if (!a) return;
     for (int i = 0; i < a->n; i++) {
         free(a->names[i]);
-        free_owned(&a->values[i]);
+        lx_value_free(&a->values[i]);
     }
     free(a->names);
     free(a->values);
@@ -281,12 +283,21 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
         c.nkwargs = n;
     }
 
-    nnx_module *m;
+    nnx_module *m = NULL;
     lx_status s = nnx_module_alloc(type, &m);
-    if (s == LX_OK && type->config)
+    if (s == LX_OK && type->config) {
         s = lx_config_bind(type->config, type->nconfig, &c, nnx_config_ptr(m), owner);
+        /* A config that failed to bind was never config_retain'ed, yet may hold the defaults'
+         * bytes (OBJ fields): zero it, so the release below hands config_release a zeroed config
+         * (which hooks must accept) rather than references it never took. */
+        if (s != LX_OK)
+            for (int i = 0; i < type->nconfig; i++)
+                memset((char *)nnx_config_ptr(m) + type->config[i].offset, 0, type->config[i].size);
+    }
     if (s == LX_OK && type->config && type->config_retain) type->config_retain(nnx_config_ptr(m));
-    else if (s == LX_OK && !type->init && (c.nargs || c.nkwargs))
+    /* Arguments go to the config when there is one; only a type with neither config nor init
+     * takes none (Python's object.__init__). */
+    if (s == LX_OK && !type->config && !type->init && (c.nargs || c.nkwargs))
         s = lx_fail(LX_ERR_TYPE, "%s takes no arguments", owner);
     if (s == LX_OK && type->init) {
         s = type->init(m, &c, rngs);
@@ -337,7 +348,7 @@ lx_status nnx_attrs_put(nnx_module *m, const char *name, const lx_value *value) 
     nnx_graph_changed();
     int i = nnx_attrs_find(m, name);
     if (i >= 0) {
-        free_owned(&m->attrs->values[i]);
+        lx_value_free(&m->attrs->values[i]);
         m->attrs->values[i] = owned;
         return LX_OK;
     }
@@ -362,7 +373,7 @@ lx_status nnx_attrs_put(nnx_module *m, const char *name, const lx_value *value) 
     a->n++;
     return LX_OK;
 oom:
-    free_owned(&owned);
+    lx_value_free(&owned);
     return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory setting attribute '%s'", name);
 }
 
@@ -459,7 +470,11 @@ lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value) {
         }
     }
     if (m->type->config && lx_config_find(m->type->config, m->type->nconfig, name)) {
-        if (m->type->config_release)
+        /* A module held in the config (ToNNX's Linen module) is what the state was built from;
+         * hooks mean references the config holds outside the value system. */
+        lx_value cur = lx_none();
+        lx_config_get(m->type->config, m->type->nconfig, nnx_config_ptr(m), name, &cur);
+        if (m->type->config_release || (cur.kind == LX_V_PTR && cur.u.ptr.p && lx_ptr_counted(cur.u.ptr.tag)))
             return lx_fail(LX_ERR_TYPE, "cannot set attribute '%s' of '%s': it is fixed at construction",
                            name, m->type->name);
         lx_kwarg kw = {name, *value};
@@ -486,7 +501,7 @@ lx_status nnx_delattr(nnx_module *m, const char *name) {
     nnx_graph_changed();
     nnx_attrs *a = m->attrs;
     free(a->names[i]);
-    free_owned(&a->values[i]);
+    lx_value_free(&a->values[i]);
     memmove(&a->names[i], &a->names[i + 1], (size_t)(a->n - i - 1) * sizeof *a->names);
     memmove(&a->values[i], &a->values[i + 1], (size_t)(a->n - i - 1) * sizeof *a->values);
     a->n--;

@@ -14,7 +14,7 @@
 struct nnx_attrs {
     int n, cap;
     char **names;
-    lx_value *values; /* lx_value_dup'ed; modules are LX_V_PTR "nnx_module" and retained */
+    lx_value *values; /* lx_value_dup'ed (a module value is retained: value.h counted pointers) */
 };
 
 /* Where an attribute lives, so graph code can read and replace it. */

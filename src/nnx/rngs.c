@@ -245,7 +245,9 @@ static lx_status reseed_visit(const char *path, const lx_value *node, void *user
     if (!is_stream(m)) return LX_OK;
     nnx_rng_stream *s = (nnx_rng_stream *)m;
     if (!s->cfg.tag || strcmp(s->cfg.tag, cx->tag) != 0 || !s->key || !s->count) return LX_OK;
-    lx_array *k = key_array(cx->key), *c = count_array(0);
+    /* Flax: rngs = Rngs(**{tag: seed}); each matching stream in iter_graph order gets
+     * rngs[tag](), i.e. fold_in(key(seed), i) for the i-th one, with its count reset. */
+    lx_array *k = key_array(lx_key_fold_in(cx->key, (uint32_t)cx->n)), *c = count_array(0);
     lx_status st = k && c ? LX_OK : lx_last_status();
     if (st == LX_OK) st = lx_variable_set_value(s->key, k, false);
     if (st == LX_OK) st = lx_variable_set_value(s->count, c, false);
@@ -258,7 +260,6 @@ static lx_status reseed_visit(const char *path, const lx_value *node, void *user
 lx_status nnx_reseed(nnx_module *m, const char *stream, int64_t seed) {
     if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "reseed: module is NULL");
     LX_TRY(check_stream_name(stream));
-    /* The first draw of a fresh stream seeded with `seed`. */
-    reseed_ctx cx = {stream, lx_key_fold_in(lx_key_from_seed(seed), 0), 0, LX_OK};
+    reseed_ctx cx = {stream, lx_key_from_seed(seed), 0, LX_OK};
     return nnx_iter_graph(m, reseed_visit, &cx);
 }
