@@ -14,7 +14,8 @@
  *  - lx_tree_new, lx_tree_copy, and every function with a `lx_tree **out` give the caller a
  *    reference it owns: give it back with lx_tree_release (value.h).
  *  - lx_tree_set / set_path store lx_value_dup of the value: strings and tuples are copied,
- *    arrays, trees, Variables and boxes are retained. The caller keeps its own reference.
+ *    arrays, trees, Variables, boxes and counted pointers (modules: lx_ptr_register) are
+ *    retained. The caller keeps its own reference.
  *  - lx_tree_get / get_path / find / key / at return *borrowed* pointers, valid until the entry
  *    is replaced or deleted or the tree is released.
  *  - Trees are shared by reference: a sub-map stored in two trees is one object, and mutating it
