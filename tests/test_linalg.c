@@ -203,6 +203,18 @@ static void test_matmul(void) {
     check_matmul(RAND(3, 150, 140), RAND(3, 140, 130), 3, SHAPE(3, 150, 130));
     lx_array *z = lx_matmul(RAND(3, 0), RAND(0, 2)); /* empty contraction: zeros */
     CHECK(z && z->size == 6 && lx_f32(z)[0] == 0 && lx_f32(z)[5] == 0);
+    /* One row per batch and an empty contraction: numpy gives zeros (3, 1, 4). The batch stride
+     * of a (3, 1, 0) operand is 0, which once became lda and made the GEMM refuse the call. */
+    lx_clear_error();
+    z = lx_matmul(RAND(3, 1, 0), RAND(0, 4));
+    CHECK(z && lx_shape_eq(z, 3, SHAPE(3, 1, 4)));
+    if (z) {
+        bool zeros = true;
+        for (int64_t i = 0; i < z->size; i++) zeros = zeros && lx_f32(z)[i] == 0.0f;
+        CHECK(zeros);
+    }
+    z = lx_matmul(RAND(2, 3, 1, 0), RAND(3, 0, 5)); /* broadcast batch, shared-nothing */
+    CHECK(z && lx_shape_eq(z, 4, SHAPE(2, 3, 1, 5)) && lx_f32(z)[0] == 0 && lx_f32(z)[29] == 0);
 
     /* errors */
     lx_clear_error();
@@ -319,6 +331,9 @@ static void test_dot_general(void) {
     check_dg(RAND(3), RAND(4), 0, NULL, NULL, 0, NULL, NULL, 2, SHAPE(3, 4));
     check_dg(RAND(3, 4), RAND(3, 4), 2, AX(0, 1), AX(0, 1), 0, NULL, NULL, 0, NULL);
     check_dg(RAND(70, 4, 66), RAND(4, 66, 65), 1, AX(2), AX(1), 1, AX(1), AX(0), 3, SHAPE(4, 70, 65));
+    /* batch axes, one row each and an empty contraction: zeros, like the matmul case */
+    check_dg(RAND(3, 1, 0), RAND(3, 0, 4), 1, AX(2), AX(1), 1, AX(0), AX(0), 3, SHAPE(3, 1, 4));
+    check_dg(RAND(3, 1, 0), RAND(0, 4), 1, AX(2), AX(0), 0, NULL, NULL, 3, SHAPE(3, 1, 4));
 
     /* the primitive and its attributes */
     int h = 0;

@@ -37,7 +37,9 @@ static void bgemm_simplify(bgemm_plan *p) {
     while (p->nb > 0 && !p->ta) {
         int i = p->nb - 1;
         if (p->sb[i] != 0) break;
-        if (p->M == 1 && p->sa[i] >= p->K) p->lda = p->sa[i]; /* one row: its stride is free */
+        /* One row: its stride is free, as long as it is a valid leading dimension (>= max(K, 1));
+         * an empty contraction (K == 0) has batch stride 0, which no GEMM accepts as lda. */
+        if (p->M == 1 && p->sa[i] >= (p->K > 1 ? p->K : 1)) p->lda = p->sa[i];
         if (p->sa[i] != p->M * p->lda) break;
         p->M *= p->bshape[i];
         p->nb--;
@@ -143,7 +145,11 @@ lx_array *lx_matmul(lx_array *a, lx_array *b) {
     if (!out) return NULL;
     if (!lx_is_abstract(out) && out->size > 0) {
         bgemm_simplify(&p);
-        if (bgemm_forward(&p, lx_f32(a), lx_f32(b), lx_f32(out)) != LX_OK) return NULL;
+        lx_status st = bgemm_forward(&p, lx_f32(a), lx_f32(b), lx_f32(out));
+        if (st != LX_OK) { /* name the op and the operands, not just the GEMM underneath */
+            lx_fail_context(st, "matmul of shapes %s and %s: ", ss, ts);
+            return NULL;
+        }
     }
     lx_array *ins[] = {a, b};
     lx_op_emit("matmul", 2, ins, out, 0, NULL);
@@ -360,7 +366,10 @@ lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int *lhs
         lx_status st = bgemm_forward(&p, A, B, lx_f32(out));
         free(tmpa);
         free(tmpb);
-        if (st != LX_OK) return NULL;
+        if (st != LX_OK) {
+            lx_fail_context(st, "dot_general of shapes %s and %s: ", ss, ts);
+            return NULL;
+        }
         goto done;
     nomem:
         free(tmpa);
