@@ -132,6 +132,27 @@ static void test_norms(void) {
     lx_array *cst = lx_autorelease(lx_array_full_f32(2, SHAPE(2, 5), 3.3f));
     lx_array *y = lx_layer_norm(cst, NULL, NULL, 1e-6f, 0, NULL);
     CHECK(y && !isnan(lx_f32(y)[0]) && fabsf(lx_f32(y)[0]) < 1e-2f);
+    /* Non-finite rows (Flax: var = jnp.maximum(0, NaN) is NaN, and +inf gives inf - inf = NaN):
+     * a NaN anywhere in a row makes the whole row NaN for both norms; a +inf makes a LayerNorm row
+     * NaN everywhere. The other rows are untouched. */
+    {
+        lx_array *nf = RAND(3, 4);
+        lx_f32(nf)[1] = NAN;       /* row 0 */
+        lx_f32(nf)[6] = INFINITY;  /* row 1 */
+        lx_array *ln = lx_layer_norm(nf, NULL, NULL, 1e-6f, 0, NULL), *rn = lx_rms_norm(nf, NULL, 1e-6f);
+        CHECK(ln && rn);
+        if (ln && rn) {
+            bool ln_nan = true, rn_nan = true, finite2 = true;
+            for (int i = 0; i < 8; i++) ln_nan = ln_nan && isnan(lx_f32(ln)[i]);
+            for (int i = 0; i < 4; i++) rn_nan = rn_nan && isnan(lx_f32(rn)[i]);
+            for (int i = 8; i < 12; i++) finite2 = finite2 && isfinite(lx_f32(ln)[i]) && isfinite(lx_f32(rn)[i]);
+            CHECK(ln_nan);
+            CHECK(rn_nan);
+            CHECK(finite2);
+            /* RMSNorm of a row with +inf: rsqrt(inf) = 0, so finite entries give 0, the inf NaN */
+            CHECK(lx_f32(rn)[4] == 0.0f && isnan(lx_f32(rn)[6]));
+        }
+    }
     ref_norm(lx_f32(x), 3, 8, lx_f32(sc), NULL, 8, 1e-6, false, ref);
     CHECK(close_to(lx_rms_norm(x, sc, 1e-6f), ref, 1e-5, 1e-5));
     ref_norm(lx_f32(x), 3, 8, NULL, NULL, 8, 1e-6, false, ref);
