@@ -341,6 +341,10 @@ static void test_dropout(void) {
     CHECK(y && lx_f32(y)[0] == 0 && lx_f32(y)[2] == 0 && lx_f32(y)[5] == 0);
     y = lx_dropout_apply(x, m, 0.25f);
     CHECK(y && lx_f32(y)[3] == 4 / 0.75f);
+    /* keep = (float)(1.0 - rate) in double, as Flax and lx_dropout: for rate 0.067 that is
+     * 0.933000028f and 1 / keep = 1.07181132f, while 1.0f - 0.067f = 0.932999969f gives 1.07181144f */
+    y = lx_dropout_apply(x, m, 0.067);
+    CHECK(y && lx_f32(y)[0] == 1.0f / (float)(1.0 - 0.067) && lx_f32(y)[0] != 1.0f / (1.0f - 0.067f));
     lx_clear_error();
     CHECK(lx_dropout_apply(x, m, 1.5f) == NULL);
     CHECK_ERROR_HAS("dropout_apply: rate must be in [0, 1], got 1.5");

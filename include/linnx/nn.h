@@ -104,9 +104,10 @@ lx_array *lx_dot_product_attention_weights(lx_array *q, lx_array *k, lx_array *b
 lx_array *lx_make_causal_mask(lx_array *x);
 
 /* ---- dropout's arithmetic (the random mask comes from the caller) ----
- * keep_mask (bool, broadcastable to x): where true, x / (1 - rate); elsewhere 0. rate must be in
- * [0, 1]; rate 1 gives zeros. Attribute: rate. */
-lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, float rate);
+ * keep_mask (bool, broadcastable to x): where true, x / keep with keep = (float)(1.0 - rate)
+ * computed in double as Flax does (Python float, then x's dtype), like lx_dropout; elsewhere 0.
+ * rate must be in [0, 1]; rate 1 gives zeros. Attribute: rate. */
+lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate);
 
 #ifdef __cplusplus
 }

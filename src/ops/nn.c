@@ -259,7 +259,7 @@ lx_array *lx_softmax_cross_entropy_int(lx_array *logits, lx_array *labels) {
 
 /* ---- dropout's scaling ---- */
 
-lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, float rate) {
+lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate) {
     LX_OP_INPUTS("dropout_apply", x, keep_mask);
     char b1[96], b2[96];
     const char *xs = lx_shape_str(x->ndim, x->shape, b1, sizeof b1);
@@ -269,8 +269,8 @@ lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, float rate) {
         lx_fail(LX_ERR_DTYPE, "dropout_apply: keep_mask must be bool, got %s%s", lx_dtype_name(keep_mask->dtype), ms);
         return NULL;
     }
-    if (!(rate >= 0.0f && rate <= 1.0f)) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "dropout_apply: rate must be in [0, 1], got %g", (double)rate);
+    if (!(rate >= 0.0 && rate <= 1.0)) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "dropout_apply: rate must be in [0, 1], got %g", rate);
         return NULL;
     }
     int64_t st[LX_MAX_DIMS];
@@ -284,11 +284,12 @@ lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, float rate) {
     if (!abs_ && x->size > 0) {
         const float *xv = lx_f32(x);
         const uint8_t *m = lx_bool(keep_mask);
-        float *y = lx_f32(out), keep = 1.0f - rate;
+        /* Flax: keep_prob = 1.0 - rate in Python (double), then x / keep_prob in x's dtype */
+        float *y = lx_f32(out), keep = (float)(1.0 - rate);
         int n = x->ndim;
         int64_t idx[LX_MAX_DIMS] = {0}, off = 0;
         for (int64_t i = 0; i < x->size; i++) {
-            y[i] = rate == 1.0f || !m[off] ? 0.0f : xv[i] / keep; /* Flax: select(mask, x / keep_prob, 0) */
+            y[i] = rate == 1.0 || !m[off] ? 0.0f : xv[i] / keep; /* Flax: select(mask, x / keep_prob, 0) */
             for (int a = n - 1; a >= 0; a--) {
                 off += st[a];
                 if (++idx[a] < x->shape[a]) break;
