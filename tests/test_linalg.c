@@ -285,18 +285,18 @@ static lx_array *ref_dot_general(const lx_array *a, const lx_array *b, int nc, c
     return r;
 }
 
-static void check_dg(lx_array *a, lx_array *b, int nc, const int *lc, const int *rc, int nb, const int *lb,
-                     const int *rb, int ndim, const int64_t *shape) {
+static void check_dg(lx_array *a, lx_array *b, int nc, const int64_t *lc, const int64_t *rc, int nb,
+                     const int64_t *lb, const int64_t *rb, int ndim, const int64_t *shape) {
     lx_array *y = lx_dot_general(a, b, nc, lc, rc, nb, lb, rb);
     CHECK(y != NULL);
     if (!y) return;
     CHECK(lx_shape_eq(y, ndim, shape));
     int nlc[8], nrc[8], nlb[8], nrb[8];
-    for (int i = 0; i < nc; i++) nlc[i] = lc[i] < 0 ? lc[i] + a->ndim : lc[i], nrc[i] = rc[i] < 0 ? rc[i] + b->ndim : rc[i];
-    for (int i = 0; i < nb; i++) nlb[i] = lb[i] < 0 ? lb[i] + a->ndim : lb[i], nrb[i] = rb[i] < 0 ? rb[i] + b->ndim : rb[i];
+    for (int i = 0; i < nc; i++) nlc[i] = (int)(lc[i] < 0 ? lc[i] + a->ndim : lc[i]), nrc[i] = (int)(rc[i] < 0 ? rc[i] + b->ndim : rc[i]);
+    for (int i = 0; i < nb; i++) nlb[i] = (int)(lb[i] < 0 ? lb[i] + a->ndim : lb[i]), nrb[i] = (int)(rb[i] < 0 ? rb[i] + b->ndim : rb[i]);
     CHECK(lx_array_allclose(y, ref_dot_general(a, b, nc, nlc, nrc, nb, nlb, nrb), 1e-5, 1e-5));
 }
-#define AX(...) ((const int[]){__VA_ARGS__})
+#define AX(...) ((const int64_t[]){__VA_ARGS__})
 
 static const lx_prim_event *last_ev;
 static char last_op[32];
@@ -351,6 +351,8 @@ static void test_dot_general(void) {
     CHECK_ERROR_HAS("dot_general: contracting dimensions must have equal sizes: lhs axis 1 of (3, 4) has size 4, rhs axis 0 of (5, 6) has size 5");
     CHECK(lx_dot_general(RAND(3, 4), RAND(4, 6), 1, AX(2), AX(0), 0, NULL, NULL) == NULL);
     CHECK_ERROR_HAS("dot_general: lhs contracting axis 2 is out of range for shape (3, 4)");
+    CHECK(lx_dot_general(RAND(3, 4), RAND(4, 6), 1, AX((1LL << 32) + 1), AX(0), 0, NULL, NULL) == NULL);
+    CHECK_ERROR_HAS("dot_general: lhs contracting axis 4294967297 is out of range for shape (3, 4)");
     CHECK(lx_dot_general(RAND(3, 3), RAND(3, 3), 1, AX(0), AX(0), 1, AX(0), AX(1)) == NULL);
     CHECK_ERROR_HAS("dot_general: lhs axis 0 of shape (3, 3) appears more than once");
     CHECK(lx_dot_general(RAND(2, 3), RAND(4, 3), 1, AX(1), AX(1), 1, AX(0), AX(0)) == NULL);

@@ -122,12 +122,13 @@ static void test_norms(void) {
     ref_norm(lx_f32(x), 3, 8, lx_f32(sc), lx_f32(bi), 8, 1e-6, true, ref);
     CHECK(close_to(lx_layer_norm(x, sc, bi, 1e-6f, 0, NULL), ref, 1e-5, 1e-5));
     ref_norm(lx_f32(x), 3, 8, NULL, NULL, 8, 1e-6, true, ref);
-    CHECK(close_to(lx_layer_norm(x, NULL, NULL, 1e-6f, 1, (const int[]){-1}), ref, 1e-5, 1e-5));
+    CHECK(close_to(lx_layer_norm(x, NULL, NULL, 1e-6f, 1, (const int64_t[]){-1}), ref, 1e-5, 1e-5));
     lx_array *x3 = RAND(2, 3, 4), *s4 = RAND(4), *s34 = RAND(3, 4), *b34 = RAND(3, 4);
     ref_norm(lx_f32(x3), 2, 12, lx_f32(s4), NULL, 4, 1e-5, true, ref);
-    CHECK(close_to(lx_layer_norm(x3, s4, NULL, 1e-5f, 2, (const int[]){-1, -2}), ref, 1e-5, 1e-5));
+    CHECK(close_to(lx_layer_norm(x3, s4, NULL, 1e-5f, 2, (const int64_t[]){-1, -2}), ref, 1e-5, 1e-5));
+    CHECK(close_to(lx_layer_norm(x3, s4, NULL, 1e-5f, LX_AXES(-1, -2)), ref, 1e-5, 1e-5)); /* int64_t axes */
     ref_norm(lx_f32(x3), 2, 12, lx_f32(s34), lx_f32(b34), 12, 1e-5, true, ref);
-    CHECK(close_to(lx_layer_norm(x3, s34, b34, 1e-5f, 2, (const int[]){1, 2}), ref, 1e-5, 1e-5));
+    CHECK(close_to(lx_layer_norm(x3, s34, b34, 1e-5f, 2, (const int64_t[]){1, 2}), ref, 1e-5, 1e-5));
     /* a constant row: var is 0 (clipped, never negative), y = 0 * rsqrt(eps) */
     lx_array *cst = lx_autorelease(lx_array_full_f32(2, SHAPE(2, 5), 3.3f));
     lx_array *y = lx_layer_norm(cst, NULL, NULL, 1e-6f, 0, NULL);
@@ -171,13 +172,16 @@ static void test_norms(void) {
     lx_prim_unobserve(h);
 
     lx_clear_error();
-    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 1, (const int[]){1}) == NULL);
+    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 1, (const int64_t[]){1}) == NULL);
     CHECK_ERROR_HAS("layer_norm: reduction axes must be the trailing 1 axes of shape (2, 3, 4)");
-    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 2, (const int[]){2, -1}) == NULL);
+    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 2, (const int64_t[]){2, -1}) == NULL);
     CHECK_ERROR_HAS("layer_norm: reduction axis -1 is out of range or repeated for shape (2, 3, 4)");
+    /* axes are int64_t end to end: 2^32 + 2 is out of range, not axis 2 after truncation */
+    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 1, (const int64_t[]){(1LL << 32) + 2}) == NULL);
+    CHECK_ERROR_HAS("layer_norm: reduction axis 4294967298 is out of range or repeated for shape (2, 3, 4)");
     CHECK(lx_layer_norm(x3, RAND(3), NULL, 1e-6f, 0, NULL) == NULL);
     CHECK_ERROR_HAS("layer_norm: scale of float32(3,) does not match the trailing normalised axes of input shape (2, 3, 4)");
-    CHECK(lx_layer_norm(x3, s34, s4, 1e-6f, 2, (const int[]){1, 2}) == NULL);
+    CHECK(lx_layer_norm(x3, s34, s4, 1e-6f, 2, (const int64_t[]){1, 2}) == NULL);
     CHECK_ERROR_HAS("layer_norm: scale (3, 4) and bias (4,) differ in shape");
     CHECK(lx_rms_norm(x, RAND(3), 1e-6f) == NULL);
     CHECK_ERROR_HAS("rms_norm: scale of float32(3,) does not match the trailing normalised axes of input shape (3, 8)");

@@ -32,7 +32,7 @@ lx_array *lx_log_softmax(lx_array *x, int axis);
  * shape of a suffix of the normalised axes (Flax's feature axes: (x.shape[-1],) by default) and
  * broadcast over the rest. Statistics are accumulated in double. Attributes: epsilon, axes. */
 lx_array *lx_layer_norm(lx_array *x, lx_array *scale, lx_array *bias, float epsilon, int naxes,
-                        const int *axes);
+                        const int64_t *axes);
 /* RMSNorm over the last axis: y = x * (rsqrt(mean(x^2) + epsilon) * scale); scale (optional) has
  * shape (x.shape[-1],). Attribute: epsilon. */
 lx_array *lx_rms_norm(lx_array *x, lx_array *scale, float epsilon);

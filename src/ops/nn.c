@@ -140,7 +140,7 @@ static bool check_feature(const char *op, const char *what, const lx_array *p, c
 }
 
 lx_array *lx_layer_norm(lx_array *x, lx_array *scale, lx_array *bias, float epsilon, int naxes,
-                        const int *axes) {
+                        const int64_t *axes) {
     LX_OP_INPUTS("layer_norm", x);
     if (!check_f32("layer_norm", x)) return NULL;
     char b[96];
@@ -149,9 +149,10 @@ lx_array *lx_layer_norm(lx_array *x, lx_array *scale, lx_array *bias, float epsi
     bool seen[LX_MAX_DIMS] = {0};
     int64_t nax[LX_MAX_DIMS];
     for (int i = 0; i < k; i++) {
-        int a = naxes > 0 && axes ? axes[i] : -1, ax = a < 0 ? a + x->ndim : a;
+        int64_t a = naxes > 0 && axes ? axes[i] : -1, ax = a < 0 ? a + x->ndim : a;
         if (ax < 0 || ax >= x->ndim || seen[ax]) {
-            lx_fail(LX_ERR_SHAPE, "layer_norm: reduction axis %d is out of range or repeated for shape %s", a, xs);
+            lx_fail(LX_ERR_SHAPE, "layer_norm: reduction axis %lld is out of range or repeated for shape %s",
+                    (long long)a, xs);
             return NULL;
         }
         seen[ax] = true;
