@@ -130,6 +130,23 @@ static void test_registry_register(void) {
     CHECK_STR(t->name, "counts");
     CHECK_EQ_INT(lx_variable_name_from_type(&lx_Intermediate, false, &n), LX_OK);
     CHECK_STR(n, "intermediates");
+    /* Growing past the static first block of entries keeps every name, in order; reset after
+     * that gives the defaults back. */
+    for (int i = 0; i < 30; i++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "coll%d", i);
+        CHECK_EQ_INT(lx_register_variable_name(nm, i == 0 ? &MyParam : &lx_Cache, false), LX_OK);
+    }
+    CHECK_EQ_INT(lx_variable_type_from_name("coll29", NULL, false, &t2), LX_OK);
+    CHECK(t2 == &lx_Cache);
+    CHECK_EQ_INT(lx_variable_name_from_type(&MyParam, false, &n), LX_OK);
+    CHECK_STR(n, "coll0");
+    CHECK_EQ_INT(lx_variable_name_from_type(&lx_Cache, false, &n), LX_OK);
+    CHECK_STR(n, "cache");
+    lx_variable_registry_reset();
+    CHECK_FAILS(lx_variable_type_from_name("coll3", NULL, false, &t2), LX_ERR_NOT_FOUND, "Name coll3 is not");
+    CHECK_EQ_INT(lx_variable_type_from_name("perturbations", NULL, false, &t2), LX_OK);
+    CHECK(t2 == &lx_Perturbation);
 }
 
 static void test_variable_basics(void) {
