@@ -14,6 +14,24 @@
  * Pools: lx_pool_open() returns a mark; lx_pool_close(mark) releases every array autoreleased
  * since that mark. Pools nest. With no pool open, op results go to a per-thread base pool that
  * lx_pool_drain() empties.
+ *
+ * Threads: linnx objects are NOT shared between threads. This covers arrays, trees, Variables,
+ * boxes, Linen and NNX modules (and their variables, Rngs and caches) and everything reachable
+ * from them. Their reference counts are plain integers and their contents change without locks,
+ * and even a call that only reads an object may retain and release it (an op result can be its
+ * input, retained), so two threads using one object at the same time race, even if both only read.
+ * What works:
+ *  - each thread uses objects of its own (copy what a second thread needs: lx_array_copy,
+ *    lx_tree_copy, ...; make the copy before the second thread starts, or under a lock);
+ *  - an object may move to another thread when the first thread stops touching it, with a
+ *    synchronisation in between (pthread_create/join, a mutex, a queue);
+ *  - the caller may read an array's data from many threads (its own code, not linnx calls) while
+ *    no thread calls linnx on that array.
+ * Per-thread state needs no care: error messages, pools, primitive observers, interceptors and
+ * the module stacks are thread-local. The thread-count setting (threads.h) and the live-array
+ * count are safe from any thread; the variable-type registry and other process-wide switches are
+ * set during setup (their headers say so). Inside one call linnx runs its own OpenMP and OpenBLAS
+ * threads on the objects it was given; that is internal and needs nothing from the caller.
  */
 #ifndef LINNX_ARRAY_H
 #define LINNX_ARRAY_H

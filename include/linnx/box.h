@@ -20,7 +20,9 @@
  * Ownership: constructors, replace_boxed, add_axis, remove_axis and from_nnx_metadata give the
  * caller a box it owns (lx_box_release, value.h); a box retains its value and copies names,
  * mesh, rules and metadata. to_nnx_metadata and lx_tree_unbox give a tree the caller owns.
- * Accessors return borrowed pointers valid while the box lives.
+ * Accessors return borrowed pointers valid while the box lives. Boxes are immutable, but their
+ * refcount is a plain integer and the value they hold is a shared array: a box is not shared
+ * between threads ("Threads" in array.h).
  */
 #ifndef LINNX_BOX_H
 #define LINNX_BOX_H

@@ -42,6 +42,9 @@
  *    read-only (change it through meta_set / meta_del, which validate).
  *  - Types and the names the registry returns are owned by linnx. Types live forever; a name
  *    returned by lx_variable_name_from_type stays valid until lx_variable_registry_reset.
+ *  - A Variable is not shared between threads (plain refcount, unlocked value and metadata; see
+ *    "Threads" in array.h). lx_variable_copy shares the value array, so it does not make a
+ *    Variable another thread may use: copy the array as well.
  */
 #ifndef LINNX_VARIABLE_H
 #define LINNX_VARIABLE_H
