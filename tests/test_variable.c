@@ -223,9 +223,10 @@ static void test_variable_metadata(void) {
                                               LX_KW_INT("linen_meta_type", LX_BOX_LOGICALLY_PARTITIONED)),
                                     &v),
                  LX_OK);
-    /* The alias is stored as out_sharding. */
-    CHECK(lx_variable_meta_get(v, "sharding_names") == NULL);
+    /* The alias is stored as out_sharding, and reading through either alias finds that entry. */
     const lx_value *os = lx_variable_meta_get(v, "out_sharding");
+    CHECK(os && lx_variable_meta_get(v, "sharding_names") == os && lx_variable_meta_get(v, "sharding") == os);
+    CHECK_EQ_INT(lx_tree_len(lx_variable_metadata(v)), 4);
     CHECK(os && os->kind == LX_V_STRS && os->u.strs.n == 2);
     CHECK_STR(os->u.strs.v[1], "out");
     CHECK_STR(lx_tree_key(lx_variable_metadata(v), 0), "out_sharding");
@@ -247,6 +248,11 @@ static void test_variable_metadata(void) {
     CHECK_EQ_INT(lx_variable_meta_del(c, "mesh"), LX_OK);
     CHECK(lx_variable_meta_get(c, "mesh") == NULL);
     CHECK_FAILS(lx_variable_meta_del(c, "mesh"), LX_ERR_NOT_FOUND, "Param: no metadata 'mesh'");
+    /* del resolves the aliases too: it removes out_sharding, and a second del finds nothing */
+    CHECK_EQ_INT(lx_variable_meta_del(c, "sharding_names"), LX_OK);
+    CHECK(lx_variable_meta_get(c, "out_sharding") == NULL && lx_variable_meta_get(c, "sharding") == NULL);
+    CHECK_FAILS(lx_variable_meta_del(c, "sharding"), LX_ERR_NOT_FOUND, "Param: no metadata 'sharding'");
+    CHECK_EQ_INT(lx_variable_meta_set(c, "sharding", lx_strs_v(1, names)), LX_OK);
     CHECK_EQ_INT(a->refcount, 3);
 
     /* Validation: wrong kinds, odd rules, unknown box kinds, 'value', duplicates. Nothing

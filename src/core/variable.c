@@ -184,14 +184,21 @@ lx_status lx_variable_name_from_type(const lx_vartype *type, bool allow_register
 
 static bool is_strs_or_none(const lx_value *v) { return v->kind == LX_V_STRS || v->kind == LX_V_NONE; }
 
+/* The name a metadata key is stored under: Flax renames `sharding` and `sharding_names` to
+ * `out_sharding` (with a DeprecationWarning; there is no warning channel here). Set, get and del
+ * all go through this, so an alias names the same entry everywhere. */
+static const char *meta_canon(const char *key) {
+    if (key && (strcmp(key, "sharding") == 0 || strcmp(key, "sharding_names") == 0)) return "out_sharding";
+    return key;
+}
+
 lx_status lx_meta_check_(const char *who, const char *key, const lx_value *v, const char **canon) {
     if (!key || !key[0]) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: empty metadata key", who);
     if (strcmp(key, "value") == 0)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: 'value' is not a metadata key (the value is passed on its own)",
                        who);
     LX_TRY(lx_check_value_(v, who));
-    /* Flax renames these (with a DeprecationWarning); there is no warning channel here. */
-    if (strcmp(key, "sharding") == 0 || strcmp(key, "sharding_names") == 0) key = "out_sharding";
+    key = meta_canon(key);
     *canon = key;
     const char *want = NULL;
     if (strcmp(key, "out_sharding") == 0) {
@@ -335,7 +342,7 @@ lx_status lx_variable_set_value(lx_variable *v, lx_array *value, bool check_shap
 const lx_tree *lx_variable_metadata(const lx_variable *v) { return v ? v->meta : NULL; }
 
 const lx_value *lx_variable_meta_get(const lx_variable *v, const char *key) {
-    return v ? lx_tree_get(v->meta, key) : NULL;
+    return v && key ? lx_tree_get(v->meta, meta_canon(key)) : NULL;
 }
 
 lx_status lx_variable_meta_set(lx_variable *v, const char *key, lx_value value) {
@@ -347,9 +354,10 @@ lx_status lx_variable_meta_set(lx_variable *v, const char *key, lx_value value) 
 
 lx_status lx_variable_meta_del(lx_variable *v, const char *key) {
     if (!v) return lx_fail(LX_ERR_FAILED_INPUT, "variable_meta_del: Variable is NULL");
-    if (!key || !lx_tree_get(v->meta, key))
+    const char *canon = meta_canon(key);
+    if (!canon || !lx_tree_get(v->meta, canon))
         return lx_fail(LX_ERR_NOT_FOUND, "%s: no metadata '%s'", v->type->name, key ? key : "(null)");
-    return lx_tree_delete(v->meta, key);
+    return lx_tree_delete(v->meta, canon);
 }
 
 lx_status lx_variable_copy(const lx_variable *v, lx_variable **out) {
