@@ -82,7 +82,9 @@ lx_status lx_box_replace_boxed(const lx_box *b, lx_array *value, lx_box **out);
 /* Insert `partition_name` into the names at `index` (Python list.insert: negative counts from
  * the end; past the end pads with None). A NULL partition_name is Flax's
  * PartitioningUnspecifiedError. An NNXMeta without out_sharding has no names to update and is
- * returned as an equal new box. */
+ * returned as an equal new box. The result may have at most LX_MAX_DIMS names (arrays have no
+ * more axes): an index >= LX_MAX_DIMS, or names already that long, is LX_ERR_INVALID_ARGUMENT
+ * (Flax would pad a list to any length). */
 lx_status lx_box_add_axis(const lx_box *b, int index, const char *partition_name, lx_box **out);
 /* Remove the name at `index` (negative counts from the end), which must equal partition_name
  * (Flax asserts it); NULL partition_name is PartitioningUnspecifiedError. */
