@@ -86,6 +86,20 @@ static void test_array_basics(void) {
     lx_clear_error();
     CHECK(lx_array_reshape_view(a, 2, bad) == NULL);
     CHECK_ERROR_HAS("cannot reshape array of shape (2, 3) into shape (4, 2)");
+    /* NULL shape or data are errors, not crashes */
+    lx_clear_error();
+    CHECK(lx_array_reshape_view(a, 2, NULL) == NULL);
+    CHECK_ERROR_HAS("reshape: shape is NULL for 2 dimensions");
+    CHECK(lx_array_from_data(LX_F32, 2, shape, NULL) == NULL);
+    CHECK_ERROR_HAS("array_from_data: data is NULL for float32(2, 3)");
+    CHECK(lx_array_from_f32(1, one, NULL) == NULL);
+    CHECK_ERROR_HAS("array_from_data: data is NULL for float32(5,)");
+    int64_t empty[] = {0, 3};
+    lx_array *e0 = lx_array_from_data(LX_I32, 2, empty, NULL); /* nothing to read: fine */
+    CHECK(e0 && e0->size == 0);
+    lx_release(e0);
+    lx_array *s0 = lx_array_reshape_view(a, 0, NULL); /* shape () needs no list, but 6 != 1 */
+    CHECK(s0 == NULL);
     lx_array *c = lx_array_copy(a);
     CHECK(lx_array_equal(a, c));
     lx_f32(c)[0] = 1e-30f;

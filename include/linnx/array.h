@@ -81,13 +81,15 @@ lx_status lx_dtype_from_name(const char *name, lx_dtype *out);
 lx_array *lx_array_new(lx_dtype dtype, int ndim, const int64_t *shape); /* zero-filled */
 lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape); /* uninitialised */
 lx_array *lx_array_abstract(lx_dtype dtype, int ndim, const int64_t *shape);
+/* Copies size elements from data; NULL data is LX_ERR_INVALID_ARGUMENT unless the shape is empty. */
 lx_array *lx_array_from_data(lx_dtype dtype, int ndim, const int64_t *shape, const void *data);
 lx_array *lx_array_from_f32(int ndim, const int64_t *shape, const float *data);
 lx_array *lx_array_scalar_f32(float v);
 lx_array *lx_array_full_f32(int ndim, const int64_t *shape, float v);
 /* A deep copy (an abstract array copies to an abstract array). */
 lx_array *lx_array_copy(const lx_array *a);
-/* A view with a new shape over the same data (sizes must match; -1 infers one dim). */
+/* A view with a new shape over the same data (sizes must match; -1 infers one dim). shape may be
+ * NULL only when ndim is 0. */
 lx_array *lx_array_reshape_view(lx_array *a, int ndim, const int64_t *shape);
 
 lx_array *lx_retain(lx_array *a);  /* NULL-safe; returns a */
