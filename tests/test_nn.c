@@ -252,6 +252,26 @@ static void ref_attention(const lx_array *q, const lx_array *k, const lx_array *
     free(lg);
 }
 
+/* Flax's order of operations for the default scale: query / sqrt(depth) in float32, then the
+ * product. The default call must be bit-identical to passing the pre-divided query with scale 1,
+ * and (depth 3: 1/sqrt(3) rounds differently from a division) differ from scaling the product. */
+static bool same_bits(const lx_array *a, const lx_array *b) {
+    return a && b && a->size == b->size && memcmp(a->data, b->data, (size_t)a->size * sizeof(float)) == 0;
+}
+static void test_attention_flax_scaling(void) {
+    lx_array *q = RAND(2, 16, 2, 3), *k = RAND(2, 16, 2, 3), *v = RAND(2, 16, 2, 4);
+    lx_array *qd = lx_autorelease(lx_array_copy(q));
+    const float sd = sqrtf(3.0f);
+    for (int64_t i = 0; i < qd->size; i++) lx_f32(qd)[i] = lx_f32(q)[i] / sd;
+    CHECK(same_bits(lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0.0f),
+                    lx_dot_product_attention_weights(qd, k, NULL, NULL, false, 1.0f)));
+    CHECK(same_bits(lx_dot_product_attention(q, k, v, NULL, NULL, true, 0.0f),
+                    lx_dot_product_attention(qd, k, v, NULL, NULL, true, 1.0f)));
+    /* an explicit scale multiplies the product (jax.nn.dot_product_attention): not the same bits */
+    CHECK(!same_bits(lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0.0f),
+                     lx_dot_product_attention_weights(q, k, NULL, NULL, false, 1.0f / sd)));
+}
+
 static void test_attention(void) {
     static double ref[1 << 16], refw[1 << 16];
     /* plain, then grouped-query (4 query heads over 2 kv heads) */
@@ -379,6 +399,7 @@ int main(void) {
     RUN(test_norms);
     RUN(test_cross_entropy);
     RUN(test_attention);
+    RUN(test_attention_flax_scaling);
     RUN(test_dropout);
     RUN(test_pools_flat);
     return lx_test_finish();

@@ -87,7 +87,9 @@ lx_array *lx_softmax_cross_entropy_int(lx_array *logits, lx_array *labels);
 /* ---- attention (flax.linen.dot_product_attention) ----
  * q: (batch..., q_len, heads, d), k: (batch..., kv_len, kv_heads, d), v: (batch..., kv_len,
  * kv_heads, dv), kv_heads dividing heads (grouped-query: query head h reads kv head
- * h / (heads / kv_heads)). Logits = (q k^T) * scale (scale 0: 1/sqrt(d)), + bias, masked where mask
+ * h / (heads / kv_heads)). Logits: scale 0 (Flax's dot_product_attention) divides q by sqrt(d) in
+ * float32 first and then takes (q / sqrt(d)) k^T, as Flax does; a nonzero scale gives (q k^T) * scale
+ * (jax.nn.dot_product_attention's `scale`, applied after the product). Then + bias, masked where mask
  * is false or (causal) where the key position exceeds the query position, softmax over keys, times
  * v. bias (f32) and mask (bool) are optional and broadcast to (batch..., heads, q_len, kv_len).
  * Masked logits take float32's lowest value, as Flax does (a fully masked row averages v).
