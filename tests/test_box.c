@@ -1,4 +1,6 @@
 /* Metadata boxes: Partitioned, LogicallyPartitioned, NNXMeta; axes; NNX metadata; meta.unbox. */
+#include <limits.h>
+
 #include "lx_test.h"
 
 #include "linnx/box.h"
@@ -99,6 +101,19 @@ static void test_partitioned(void) {
     CHECK_FAILS(lx_box_partitioned(NULL, 2, names, NULL, &r), LX_ERR_FAILED_INPUT, "Partitioned: value is NULL");
     CHECK_FAILS(lx_box_partitioned(a, 2, NULL, NULL, &r), LX_ERR_INVALID_ARGUMENT, "Partitioned: bad names list");
     CHECK_FAILS(lx_box_add_axis(NULL, 0, "x", &r), LX_ERR_FAILED_INPUT, "add_axis: box is NULL");
+    /* A huge index once overflowed `index + 1` (and asked for gigabytes of None padding): names
+     * past LX_MAX_DIMS describe no array, so it is refused; index LX_MAX_DIMS - 1 still pads. */
+    r = NULL;
+    CHECK_FAILS(lx_box_add_axis(b, INT_MAX, "x", &r), LX_ERR_INVALID_ARGUMENT,
+                "Partitioned.add_axis: axis 2147483647 would give 2147483648 axis names (names ('data', None)); "
+                "arrays have at most 8 axes");
+    CHECK(r == NULL);
+    CHECK_FAILS(lx_box_add_axis(b, LX_MAX_DIMS, "x", &r), LX_ERR_INVALID_ARGUMENT, "would give 9 axis names");
+    CHECK_EQ_INT(lx_box_add_axis(b, LX_MAX_DIMS - 1, "x", &s), LX_OK);
+    CHECK_EQ_INT(nnames(s), LX_MAX_DIMS);
+    CHECK_STR(name_at(s, LX_MAX_DIMS - 1), "x");
+    CHECK_FAILS(lx_box_add_axis(s, 0, "y", &r), LX_ERR_INVALID_ARGUMENT, "would give 9 axis names");
+    lx_box_release(s);
 
     lx_box_release(b);
     CHECK_EQ_INT(a->refcount, 1);

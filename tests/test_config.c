@@ -102,6 +102,29 @@ static void test_defaults_and_errors(void) {
     lx_call toomany = {12, many, 0, NULL};
     CHECK_FAILS(lx_config_bind(FIELDS, NF, &toomany, &c, "Dense.__init__()"), LX_ERR_TYPE,
                 "takes 9 positional arguments but 12 were given");
+
+    /* A table of 65 string fields with defaults is refused before any default is bound: nothing
+     * is allocated, so nothing leaks (the sanitizer build checks), and cfg is untouched. */
+    enum { NBIG = LX_CONFIG_MAX_FIELDS + 1 };
+    static lx_field big[NBIG];
+    static char names[NBIG][8];
+    char *strs[NBIG];
+    for (int i = 0; i < NBIG; i++) {
+        snprintf(names[i], sizeof names[i], "s%d", i);
+        big[i] = (lx_field){names[i], LX_FIELD_STR, (size_t)i * sizeof(char *), sizeof(char *), NULL, false,
+                            LX_VAL_STR("default")};
+        strs[i] = (char *)"untouched";
+    }
+    CHECK_FAILS(lx_config_bind(big, NBIG, NULL, strs, "Big.__init__()"), LX_ERR_INVALID_ARGUMENT,
+                "Big.__init__(): a config has 0..64 fields, got 65");
+    CHECK_STR(strs[0], "untouched");
+    CHECK_FAILS(lx_config_override(big, NBIG, NULL, strs, "Big"), LX_ERR_INVALID_ARGUMENT, "got 65");
+    CHECK_FAILS(lx_config_bind(NULL, 2, NULL, strs, NULL), LX_ERR_INVALID_ARGUMENT,
+                "config: a config has 0..64 fields, got 2 and no field table");
+    /* exactly 64 still binds, and frees */
+    CHECK_EQ_INT(lx_config_bind(big, LX_CONFIG_MAX_FIELDS, NULL, strs, "Big.__init__()"), LX_OK);
+    CHECK_STR(strs[63], "default");
+    lx_config_free(big, LX_CONFIG_MAX_FIELDS, strs);
 }
 
 int main(void) {

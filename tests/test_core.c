@@ -1,5 +1,56 @@
 /* Status messages, arrays, pools, values and call records, primitive observers. */
+#include <pthread.h>
+
 #include "lx_test.h"
+
+/* ---- threads: each thread its own objects (array.h, "Threads") ----
+ * linnx objects are not shared between threads; what is supported is several threads each using
+ * objects of their own at once. Run that from the start of the program, so first-use
+ * initialisation (the variable-type registry, the thread setting) happens concurrently too. */
+#define OWN_THREADS 4
+static pthread_barrier_t own_barrier;
+
+static void *own_objects(void *arg) {
+    int id = (int)(intptr_t)arg, bad = 0;
+    pthread_barrier_wait(&own_barrier);
+    for (int rep = 0; rep < 50; rep++) {
+        size_t mark = lx_pool_open();
+        const lx_vartype *ty = NULL;
+        if (lx_variable_type_from_name("params", NULL, false, &ty) != LX_OK || ty != &lx_Param) bad++;
+        const int64_t shape[] = {4, 5};
+        lx_array *x = lx_array_full_f32(2, shape, (float)id);
+        lx_variable *v = NULL;
+        lx_tree *t = lx_tree_new();
+        if (!x || !t || lx_variable_new(&lx_Param, x, &v) != LX_OK) bad++;
+        if (t && v && lx_tree_set(t, "w", lx_var_v(v)) != LX_OK) bad++;
+        lx_array *y = lx_sum(lx_add(x, x), LX_ALL_AXES, false);
+        if (!y || lx_f32(y)[0] != 40.0f * (float)id) bad++;
+        lx_fail(LX_ERR_SHAPE, "thread %d", id); /* messages are per thread */
+        char want[32];
+        snprintf(want, sizeof want, "thread %d", id);
+        if (strcmp(lx_last_error(), want) != 0) bad++;
+        lx_variable_release(v);
+        lx_tree_release(t);
+        lx_release(x);
+        lx_pool_close(mark);
+    }
+    lx_pool_drain();
+    return (void *)(intptr_t)bad;
+}
+
+static void test_threads_own_objects(void) {
+    int64_t live = lx_array_live_count();
+    pthread_t th[OWN_THREADS];
+    CHECK(pthread_barrier_init(&own_barrier, NULL, OWN_THREADS) == 0);
+    for (int i = 0; i < OWN_THREADS; i++) CHECK(pthread_create(&th[i], NULL, own_objects, (void *)(intptr_t)(i + 1)) == 0);
+    for (int i = 0; i < OWN_THREADS; i++) {
+        void *bad = NULL;
+        pthread_join(th[i], &bad);
+        CHECK_EQ_INT((intptr_t)bad, 0);
+    }
+    pthread_barrier_destroy(&own_barrier);
+    CHECK_EQ_INT(lx_array_live_count(), live);
+}
 
 static void test_status(void) {
     lx_clear_error();
@@ -35,6 +86,20 @@ static void test_array_basics(void) {
     lx_clear_error();
     CHECK(lx_array_reshape_view(a, 2, bad) == NULL);
     CHECK_ERROR_HAS("cannot reshape array of shape (2, 3) into shape (4, 2)");
+    /* NULL shape or data are errors, not crashes */
+    lx_clear_error();
+    CHECK(lx_array_reshape_view(a, 2, NULL) == NULL);
+    CHECK_ERROR_HAS("reshape: shape is NULL for 2 dimensions");
+    CHECK(lx_array_from_data(LX_F32, 2, shape, NULL) == NULL);
+    CHECK_ERROR_HAS("array_from_data: data is NULL for float32(2, 3)");
+    CHECK(lx_array_from_f32(1, one, NULL) == NULL);
+    CHECK_ERROR_HAS("array_from_data: data is NULL for float32(5,)");
+    int64_t empty[] = {0, 3};
+    lx_array *e0 = lx_array_from_data(LX_I32, 2, empty, NULL); /* nothing to read: fine */
+    CHECK(e0 && e0->size == 0);
+    lx_release(e0);
+    lx_array *s0 = lx_array_reshape_view(a, 0, NULL); /* shape () needs no list, but 6 != 1 */
+    CHECK(s0 == NULL);
     lx_array *c = lx_array_copy(a);
     CHECK(lx_array_equal(a, c));
     lx_f32(c)[0] = 1e-30f;
@@ -264,6 +329,7 @@ static void test_counted_pointers(void) {
 }
 
 int main(void) {
+    RUN(test_threads_own_objects); /* first: first-use initialisation runs on several threads */
     RUN(test_call_copies);
     RUN(test_warnings);
     RUN(test_status);

@@ -143,10 +143,63 @@ static void test_frames(void) {
     CHECK(lx_frame_top(&k) == NULL && k == 0);
 }
 
+/* Names and paths of any length: nothing is cut, not a 200-character name, not 100 frames, not
+ * an event path longer than any fixed buffer. */
+static size_t long_path_len;
+static char long_path_tail[64];
+static void capture_path(const lx_intercept_event *ev, void *user) {
+    (void)user;
+    long_path_len = strlen(ev->path);
+    size_t n = long_path_len > 20 ? long_path_len - 20 : 0;
+    snprintf(long_path_tail, sizeof long_path_tail, "%s", ev->path + n);
+}
+
+static void test_long_paths(void) {
+    char name[201];
+    memset(name, 'n', 200);
+    name[200] = '\0';
+    CHECK_EQ_INT(lx_frame_push(LX_FRAME_LINEN, name, NULL, NULL), LX_OK);
+    char buf[512];
+    CHECK_STR(lx_frame_path(buf, sizeof buf), name); /* once cut to 63 characters */
+    CHECK_STR(lx_frame_current_path(), name);
+    /* 100 more frames (the stack once kept 64 and dropped the rest from the path) */
+    size_t want = 200;
+    for (int i = 0; i < 100; i++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "layers_%d", i);
+        CHECK_EQ_INT(lx_frame_push(LX_FRAME_NNX, nm, NULL, NULL), LX_OK);
+        want += 1 + strlen(nm);
+    }
+    CHECK_EQ_INT(strlen(lx_frame_current_path()), want);
+    CHECK(strstr(lx_frame_current_path(), "/layers_63/layers_64/") != NULL);
+    /* a buffer too small is an error that says what it needs, never a silently cut path */
+    lx_clear_error();
+    CHECK(lx_frame_path(buf, sizeof buf) == NULL);
+    CHECK_ERROR_HAS("frame_path: the module path needs");
+    /* an intercepted op sees the whole path (once copied into a 1024-byte buffer) */
+    int h = 0;
+    CHECK_EQ_INT(lx_interceptor_add(capture_path, NULL, &h), LX_OK);
+    const int64_t sh[] = {2, 2};
+    lx_array *a = lx_autorelease(lx_array_full_f32(2, sh, 1.0f));
+    CHECK(lx_matmul(a, a) != NULL);
+    CHECK(want > 1024);
+    CHECK_EQ_INT(long_path_len, want);
+    CHECK_STR(long_path_tail, "/layers_98/layers_99");
+    lx_interceptor_remove(h);
+    for (int i = 0; i < 100; i++) lx_frame_pop();
+    CHECK_STR(lx_frame_current_path(), name);
+    lx_frame_pop();
+    CHECK_STR(lx_frame_current_path(), "");
+    CHECK(lx_frame_top(NULL) == NULL);
+    lx_frame_pop(); /* a pop with nothing pushed is harmless */
+    CHECK_STR(lx_frame_path(buf, 1), "");
+}
+
 int main(void) {
     RUN(test_nnx_paths);
     RUN(test_mha_paths);
     RUN(test_linen_paths);
     RUN(test_frames);
+    RUN(test_long_paths);
     return lx_test_finish();
 }

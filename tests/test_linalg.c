@@ -203,6 +203,18 @@ static void test_matmul(void) {
     check_matmul(RAND(3, 150, 140), RAND(3, 140, 130), 3, SHAPE(3, 150, 130));
     lx_array *z = lx_matmul(RAND(3, 0), RAND(0, 2)); /* empty contraction: zeros */
     CHECK(z && z->size == 6 && lx_f32(z)[0] == 0 && lx_f32(z)[5] == 0);
+    /* One row per batch and an empty contraction: numpy gives zeros (3, 1, 4). The batch stride
+     * of a (3, 1, 0) operand is 0, which once became lda and made the GEMM refuse the call. */
+    lx_clear_error();
+    z = lx_matmul(RAND(3, 1, 0), RAND(0, 4));
+    CHECK(z && lx_shape_eq(z, 3, SHAPE(3, 1, 4)));
+    if (z) {
+        bool zeros = true;
+        for (int64_t i = 0; i < z->size; i++) zeros = zeros && lx_f32(z)[i] == 0.0f;
+        CHECK(zeros);
+    }
+    z = lx_matmul(RAND(2, 3, 1, 0), RAND(3, 0, 5)); /* broadcast batch, shared-nothing */
+    CHECK(z && lx_shape_eq(z, 4, SHAPE(2, 3, 1, 5)) && lx_f32(z)[0] == 0 && lx_f32(z)[29] == 0);
 
     /* errors */
     lx_clear_error();
@@ -273,18 +285,18 @@ static lx_array *ref_dot_general(const lx_array *a, const lx_array *b, int nc, c
     return r;
 }
 
-static void check_dg(lx_array *a, lx_array *b, int nc, const int *lc, const int *rc, int nb, const int *lb,
-                     const int *rb, int ndim, const int64_t *shape) {
+static void check_dg(lx_array *a, lx_array *b, int nc, const int64_t *lc, const int64_t *rc, int nb,
+                     const int64_t *lb, const int64_t *rb, int ndim, const int64_t *shape) {
     lx_array *y = lx_dot_general(a, b, nc, lc, rc, nb, lb, rb);
     CHECK(y != NULL);
     if (!y) return;
     CHECK(lx_shape_eq(y, ndim, shape));
     int nlc[8], nrc[8], nlb[8], nrb[8];
-    for (int i = 0; i < nc; i++) nlc[i] = lc[i] < 0 ? lc[i] + a->ndim : lc[i], nrc[i] = rc[i] < 0 ? rc[i] + b->ndim : rc[i];
-    for (int i = 0; i < nb; i++) nlb[i] = lb[i] < 0 ? lb[i] + a->ndim : lb[i], nrb[i] = rb[i] < 0 ? rb[i] + b->ndim : rb[i];
+    for (int i = 0; i < nc; i++) nlc[i] = (int)(lc[i] < 0 ? lc[i] + a->ndim : lc[i]), nrc[i] = (int)(rc[i] < 0 ? rc[i] + b->ndim : rc[i]);
+    for (int i = 0; i < nb; i++) nlb[i] = (int)(lb[i] < 0 ? lb[i] + a->ndim : lb[i]), nrb[i] = (int)(rb[i] < 0 ? rb[i] + b->ndim : rb[i]);
     CHECK(lx_array_allclose(y, ref_dot_general(a, b, nc, nlc, nrc, nb, nlb, nrb), 1e-5, 1e-5));
 }
-#define AX(...) ((const int[]){__VA_ARGS__})
+#define AX(...) ((const int64_t[]){__VA_ARGS__})
 
 static const lx_prim_event *last_ev;
 static char last_op[32];
@@ -319,6 +331,9 @@ static void test_dot_general(void) {
     check_dg(RAND(3), RAND(4), 0, NULL, NULL, 0, NULL, NULL, 2, SHAPE(3, 4));
     check_dg(RAND(3, 4), RAND(3, 4), 2, AX(0, 1), AX(0, 1), 0, NULL, NULL, 0, NULL);
     check_dg(RAND(70, 4, 66), RAND(4, 66, 65), 1, AX(2), AX(1), 1, AX(1), AX(0), 3, SHAPE(4, 70, 65));
+    /* batch axes, one row each and an empty contraction: zeros, like the matmul case */
+    check_dg(RAND(3, 1, 0), RAND(3, 0, 4), 1, AX(2), AX(1), 1, AX(0), AX(0), 3, SHAPE(3, 1, 4));
+    check_dg(RAND(3, 1, 0), RAND(0, 4), 1, AX(2), AX(0), 0, NULL, NULL, 3, SHAPE(3, 1, 4));
 
     /* the primitive and its attributes */
     int h = 0;
@@ -336,6 +351,8 @@ static void test_dot_general(void) {
     CHECK_ERROR_HAS("dot_general: contracting dimensions must have equal sizes: lhs axis 1 of (3, 4) has size 4, rhs axis 0 of (5, 6) has size 5");
     CHECK(lx_dot_general(RAND(3, 4), RAND(4, 6), 1, AX(2), AX(0), 0, NULL, NULL) == NULL);
     CHECK_ERROR_HAS("dot_general: lhs contracting axis 2 is out of range for shape (3, 4)");
+    CHECK(lx_dot_general(RAND(3, 4), RAND(4, 6), 1, AX((1LL << 32) + 1), AX(0), 0, NULL, NULL) == NULL);
+    CHECK_ERROR_HAS("dot_general: lhs contracting axis 4294967297 is out of range for shape (3, 4)");
     CHECK(lx_dot_general(RAND(3, 3), RAND(3, 3), 1, AX(0), AX(0), 1, AX(0), AX(1)) == NULL);
     CHECK_ERROR_HAS("dot_general: lhs axis 0 of shape (3, 3) appears more than once");
     CHECK(lx_dot_general(RAND(2, 3), RAND(4, 3), 1, AX(1), AX(1), 1, AX(0), AX(0)) == NULL);

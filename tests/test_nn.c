@@ -122,16 +122,38 @@ static void test_norms(void) {
     ref_norm(lx_f32(x), 3, 8, lx_f32(sc), lx_f32(bi), 8, 1e-6, true, ref);
     CHECK(close_to(lx_layer_norm(x, sc, bi, 1e-6f, 0, NULL), ref, 1e-5, 1e-5));
     ref_norm(lx_f32(x), 3, 8, NULL, NULL, 8, 1e-6, true, ref);
-    CHECK(close_to(lx_layer_norm(x, NULL, NULL, 1e-6f, 1, (const int[]){-1}), ref, 1e-5, 1e-5));
+    CHECK(close_to(lx_layer_norm(x, NULL, NULL, 1e-6f, 1, (const int64_t[]){-1}), ref, 1e-5, 1e-5));
     lx_array *x3 = RAND(2, 3, 4), *s4 = RAND(4), *s34 = RAND(3, 4), *b34 = RAND(3, 4);
     ref_norm(lx_f32(x3), 2, 12, lx_f32(s4), NULL, 4, 1e-5, true, ref);
-    CHECK(close_to(lx_layer_norm(x3, s4, NULL, 1e-5f, 2, (const int[]){-1, -2}), ref, 1e-5, 1e-5));
+    CHECK(close_to(lx_layer_norm(x3, s4, NULL, 1e-5f, 2, (const int64_t[]){-1, -2}), ref, 1e-5, 1e-5));
+    CHECK(close_to(lx_layer_norm(x3, s4, NULL, 1e-5f, LX_AXES(-1, -2)), ref, 1e-5, 1e-5)); /* int64_t axes */
     ref_norm(lx_f32(x3), 2, 12, lx_f32(s34), lx_f32(b34), 12, 1e-5, true, ref);
-    CHECK(close_to(lx_layer_norm(x3, s34, b34, 1e-5f, 2, (const int[]){1, 2}), ref, 1e-5, 1e-5));
+    CHECK(close_to(lx_layer_norm(x3, s34, b34, 1e-5f, 2, (const int64_t[]){1, 2}), ref, 1e-5, 1e-5));
     /* a constant row: var is 0 (clipped, never negative), y = 0 * rsqrt(eps) */
     lx_array *cst = lx_autorelease(lx_array_full_f32(2, SHAPE(2, 5), 3.3f));
     lx_array *y = lx_layer_norm(cst, NULL, NULL, 1e-6f, 0, NULL);
     CHECK(y && !isnan(lx_f32(y)[0]) && fabsf(lx_f32(y)[0]) < 1e-2f);
+    /* Non-finite rows (Flax: var = jnp.maximum(0, NaN) is NaN, and +inf gives inf - inf = NaN):
+     * a NaN anywhere in a row makes the whole row NaN for both norms; a +inf makes a LayerNorm row
+     * NaN everywhere. The other rows are untouched. */
+    {
+        lx_array *nf = RAND(3, 4);
+        lx_f32(nf)[1] = NAN;       /* row 0 */
+        lx_f32(nf)[6] = INFINITY;  /* row 1 */
+        lx_array *ln = lx_layer_norm(nf, NULL, NULL, 1e-6f, 0, NULL), *rn = lx_rms_norm(nf, NULL, 1e-6f);
+        CHECK(ln && rn);
+        if (ln && rn) {
+            bool ln_nan = true, rn_nan = true, finite2 = true;
+            for (int i = 0; i < 8; i++) ln_nan = ln_nan && isnan(lx_f32(ln)[i]);
+            for (int i = 0; i < 4; i++) rn_nan = rn_nan && isnan(lx_f32(rn)[i]);
+            for (int i = 8; i < 12; i++) finite2 = finite2 && isfinite(lx_f32(ln)[i]) && isfinite(lx_f32(rn)[i]);
+            CHECK(ln_nan);
+            CHECK(rn_nan);
+            CHECK(finite2);
+            /* RMSNorm of a row with +inf: rsqrt(inf) = 0, so finite entries give 0, the inf NaN */
+            CHECK(lx_f32(rn)[4] == 0.0f && isnan(lx_f32(rn)[6]));
+        }
+    }
     ref_norm(lx_f32(x), 3, 8, lx_f32(sc), NULL, 8, 1e-6, false, ref);
     CHECK(close_to(lx_rms_norm(x, sc, 1e-6f), ref, 1e-5, 1e-5));
     ref_norm(lx_f32(x), 3, 8, NULL, NULL, 8, 1e-6, false, ref);
@@ -150,13 +172,16 @@ static void test_norms(void) {
     lx_prim_unobserve(h);
 
     lx_clear_error();
-    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 1, (const int[]){1}) == NULL);
+    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 1, (const int64_t[]){1}) == NULL);
     CHECK_ERROR_HAS("layer_norm: reduction axes must be the trailing 1 axes of shape (2, 3, 4)");
-    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 2, (const int[]){2, -1}) == NULL);
+    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 2, (const int64_t[]){2, -1}) == NULL);
     CHECK_ERROR_HAS("layer_norm: reduction axis -1 is out of range or repeated for shape (2, 3, 4)");
+    /* axes are int64_t end to end: 2^32 + 2 is out of range, not axis 2 after truncation */
+    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 1, (const int64_t[]){(1LL << 32) + 2}) == NULL);
+    CHECK_ERROR_HAS("layer_norm: reduction axis 4294967298 is out of range or repeated for shape (2, 3, 4)");
     CHECK(lx_layer_norm(x3, RAND(3), NULL, 1e-6f, 0, NULL) == NULL);
     CHECK_ERROR_HAS("layer_norm: scale of float32(3,) does not match the trailing normalised axes of input shape (2, 3, 4)");
-    CHECK(lx_layer_norm(x3, s34, s4, 1e-6f, 2, (const int[]){1, 2}) == NULL);
+    CHECK(lx_layer_norm(x3, s34, s4, 1e-6f, 2, (const int64_t[]){1, 2}) == NULL);
     CHECK_ERROR_HAS("layer_norm: scale (3, 4) and bias (4,) differ in shape");
     CHECK(lx_rms_norm(x, RAND(3), 1e-6f) == NULL);
     CHECK_ERROR_HAS("rms_norm: scale of float32(3,) does not match the trailing normalised axes of input shape (3, 8)");
@@ -225,6 +250,26 @@ static void ref_attention(const lx_array *q, const lx_array *k, const lx_array *
                 }
             }
     free(lg);
+}
+
+/* Flax's order of operations for the default scale: query / sqrt(depth) in float32, then the
+ * product. The default call must be bit-identical to passing the pre-divided query with scale 1,
+ * and (depth 3: 1/sqrt(3) rounds differently from a division) differ from scaling the product. */
+static bool same_bits(const lx_array *a, const lx_array *b) {
+    return a && b && a->size == b->size && memcmp(a->data, b->data, (size_t)a->size * sizeof(float)) == 0;
+}
+static void test_attention_flax_scaling(void) {
+    lx_array *q = RAND(2, 16, 2, 3), *k = RAND(2, 16, 2, 3), *v = RAND(2, 16, 2, 4);
+    lx_array *qd = lx_autorelease(lx_array_copy(q));
+    const float sd = sqrtf(3.0f);
+    for (int64_t i = 0; i < qd->size; i++) lx_f32(qd)[i] = lx_f32(q)[i] / sd;
+    CHECK(same_bits(lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0.0f),
+                    lx_dot_product_attention_weights(qd, k, NULL, NULL, false, 1.0f)));
+    CHECK(same_bits(lx_dot_product_attention(q, k, v, NULL, NULL, true, 0.0f),
+                    lx_dot_product_attention(qd, k, v, NULL, NULL, true, 1.0f)));
+    /* an explicit scale multiplies the product (jax.nn.dot_product_attention): not the same bits */
+    CHECK(!same_bits(lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0.0f),
+                     lx_dot_product_attention_weights(q, k, NULL, NULL, false, 1.0f / sd)));
 }
 
 static void test_attention(void) {
@@ -320,6 +365,10 @@ static void test_dropout(void) {
     CHECK(y && lx_f32(y)[0] == 0 && lx_f32(y)[2] == 0 && lx_f32(y)[5] == 0);
     y = lx_dropout_apply(x, m, 0.25f);
     CHECK(y && lx_f32(y)[3] == 4 / 0.75f);
+    /* keep = (float)(1.0 - rate) in double, as Flax and lx_dropout: for rate 0.067 that is
+     * 0.933000028f and 1 / keep = 1.07181132f, while 1.0f - 0.067f = 0.932999969f gives 1.07181144f */
+    y = lx_dropout_apply(x, m, 0.067);
+    CHECK(y && lx_f32(y)[0] == 1.0f / (float)(1.0 - 0.067) && lx_f32(y)[0] != 1.0f / (1.0f - 0.067f));
     lx_clear_error();
     CHECK(lx_dropout_apply(x, m, 1.5f) == NULL);
     CHECK_ERROR_HAS("dropout_apply: rate must be in [0, 1], got 1.5");
@@ -350,6 +399,7 @@ int main(void) {
     RUN(test_norms);
     RUN(test_cross_entropy);
     RUN(test_attention);
+    RUN(test_attention_flax_scaling);
     RUN(test_dropout);
     RUN(test_pools_flat);
     return lx_test_finish();

@@ -112,6 +112,8 @@ static void test_clip(void) {
     /* lo > hi: every element is hi, like jnp.clip (minimum applied last). */
     lx_array *d = lx_clip(x, 2.f, 1.f);
     CHECK(lx_f32(d)[0] == 1.f && lx_f32(d)[1] == 1.f);
+    /* every element, not just those below lo (max(lo, min(x, hi)), the old comment, would give 2) */
+    CHECK(lx_f32(d)[2] == 1.f && lx_f32(d)[4] == 1.f && isnan(lx_f32(d)[3]));
 }
 
 static void test_cast(void) {

@@ -130,6 +130,23 @@ static void test_registry_register(void) {
     CHECK_STR(t->name, "counts");
     CHECK_EQ_INT(lx_variable_name_from_type(&lx_Intermediate, false, &n), LX_OK);
     CHECK_STR(n, "intermediates");
+    /* Growing past the static first block of entries keeps every name, in order; reset after
+     * that gives the defaults back. */
+    for (int i = 0; i < 30; i++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "coll%d", i);
+        CHECK_EQ_INT(lx_register_variable_name(nm, i == 0 ? &MyParam : &lx_Cache, false), LX_OK);
+    }
+    CHECK_EQ_INT(lx_variable_type_from_name("coll29", NULL, false, &t2), LX_OK);
+    CHECK(t2 == &lx_Cache);
+    CHECK_EQ_INT(lx_variable_name_from_type(&MyParam, false, &n), LX_OK);
+    CHECK_STR(n, "coll0");
+    CHECK_EQ_INT(lx_variable_name_from_type(&lx_Cache, false, &n), LX_OK);
+    CHECK_STR(n, "cache");
+    lx_variable_registry_reset();
+    CHECK_FAILS(lx_variable_type_from_name("coll3", NULL, false, &t2), LX_ERR_NOT_FOUND, "Name coll3 is not");
+    CHECK_EQ_INT(lx_variable_type_from_name("perturbations", NULL, false, &t2), LX_OK);
+    CHECK(t2 == &lx_Perturbation);
 }
 
 static void test_variable_basics(void) {
@@ -206,9 +223,10 @@ static void test_variable_metadata(void) {
                                               LX_KW_INT("linen_meta_type", LX_BOX_LOGICALLY_PARTITIONED)),
                                     &v),
                  LX_OK);
-    /* The alias is stored as out_sharding. */
-    CHECK(lx_variable_meta_get(v, "sharding_names") == NULL);
+    /* The alias is stored as out_sharding, and reading through either alias finds that entry. */
     const lx_value *os = lx_variable_meta_get(v, "out_sharding");
+    CHECK(os && lx_variable_meta_get(v, "sharding_names") == os && lx_variable_meta_get(v, "sharding") == os);
+    CHECK_EQ_INT(lx_tree_len(lx_variable_metadata(v)), 4);
     CHECK(os && os->kind == LX_V_STRS && os->u.strs.n == 2);
     CHECK_STR(os->u.strs.v[1], "out");
     CHECK_STR(lx_tree_key(lx_variable_metadata(v), 0), "out_sharding");
@@ -230,6 +248,11 @@ static void test_variable_metadata(void) {
     CHECK_EQ_INT(lx_variable_meta_del(c, "mesh"), LX_OK);
     CHECK(lx_variable_meta_get(c, "mesh") == NULL);
     CHECK_FAILS(lx_variable_meta_del(c, "mesh"), LX_ERR_NOT_FOUND, "Param: no metadata 'mesh'");
+    /* del resolves the aliases too: it removes out_sharding, and a second del finds nothing */
+    CHECK_EQ_INT(lx_variable_meta_del(c, "sharding_names"), LX_OK);
+    CHECK(lx_variable_meta_get(c, "out_sharding") == NULL && lx_variable_meta_get(c, "sharding") == NULL);
+    CHECK_FAILS(lx_variable_meta_del(c, "sharding"), LX_ERR_NOT_FOUND, "Param: no metadata 'sharding'");
+    CHECK_EQ_INT(lx_variable_meta_set(c, "sharding", lx_strs_v(1, names)), LX_OK);
     CHECK_EQ_INT(a->refcount, 3);
 
     /* Validation: wrong kinds, odd rules, unknown box kinds, 'value', duplicates. Nothing

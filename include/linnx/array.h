@@ -14,6 +14,24 @@
  * Pools: lx_pool_open() returns a mark; lx_pool_close(mark) releases every array autoreleased
  * since that mark. Pools nest. With no pool open, op results go to a per-thread base pool that
  * lx_pool_drain() empties.
+ *
+ * Threads: linnx objects are NOT shared between threads. This covers arrays, trees, Variables,
+ * boxes, Linen and NNX modules (and their variables, Rngs and caches) and everything reachable
+ * from them. Their reference counts are plain integers and their contents change without locks,
+ * and even a call that only reads an object may retain and release it (an op result can be its
+ * input, retained), so two threads using one object at the same time race, even if both only read.
+ * What works:
+ *  - each thread uses objects of its own (copy what a second thread needs: lx_array_copy,
+ *    lx_tree_copy, ...; make the copy before the second thread starts, or under a lock);
+ *  - an object may move to another thread when the first thread stops touching it, with a
+ *    synchronisation in between (pthread_create/join, a mutex, a queue);
+ *  - the caller may read an array's data from many threads (its own code, not linnx calls) while
+ *    no thread calls linnx on that array.
+ * Per-thread state needs no care: error messages, pools, primitive observers, interceptors and
+ * the module stacks are thread-local. The thread-count setting (threads.h) and the live-array
+ * count are safe from any thread; the variable-type registry and other process-wide switches are
+ * set during setup (their headers say so). Inside one call linnx runs its own OpenMP and OpenBLAS
+ * threads on the objects it was given; that is internal and needs nothing from the caller.
  */
 #ifndef LINNX_ARRAY_H
 #define LINNX_ARRAY_H
@@ -63,13 +81,15 @@ lx_status lx_dtype_from_name(const char *name, lx_dtype *out);
 lx_array *lx_array_new(lx_dtype dtype, int ndim, const int64_t *shape); /* zero-filled */
 lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape); /* uninitialised */
 lx_array *lx_array_abstract(lx_dtype dtype, int ndim, const int64_t *shape);
+/* Copies size elements from data; NULL data is LX_ERR_INVALID_ARGUMENT unless the shape is empty. */
 lx_array *lx_array_from_data(lx_dtype dtype, int ndim, const int64_t *shape, const void *data);
 lx_array *lx_array_from_f32(int ndim, const int64_t *shape, const float *data);
 lx_array *lx_array_scalar_f32(float v);
 lx_array *lx_array_full_f32(int ndim, const int64_t *shape, float v);
 /* A deep copy (an abstract array copies to an abstract array). */
 lx_array *lx_array_copy(const lx_array *a);
-/* A view with a new shape over the same data (sizes must match; -1 infers one dim). */
+/* A view with a new shape over the same data (sizes must match; -1 infers one dim). shape may be
+ * NULL only when ndim is 0. */
 lx_array *lx_array_reshape_view(lx_array *a, int ndim, const int64_t *shape);
 
 lx_array *lx_retain(lx_array *a);  /* NULL-safe; returns a */

@@ -20,7 +20,9 @@
  * Ownership: constructors, replace_boxed, add_axis, remove_axis and from_nnx_metadata give the
  * caller a box it owns (lx_box_release, value.h); a box retains its value and copies names,
  * mesh, rules and metadata. to_nnx_metadata and lx_tree_unbox give a tree the caller owns.
- * Accessors return borrowed pointers valid while the box lives.
+ * Accessors return borrowed pointers valid while the box lives. Boxes are immutable, but their
+ * refcount is a plain integer and the value they hold is a shared array: a box is not shared
+ * between threads ("Threads" in array.h).
  */
 #ifndef LINNX_BOX_H
 #define LINNX_BOX_H
@@ -80,7 +82,9 @@ lx_status lx_box_replace_boxed(const lx_box *b, lx_array *value, lx_box **out);
 /* Insert `partition_name` into the names at `index` (Python list.insert: negative counts from
  * the end; past the end pads with None). A NULL partition_name is Flax's
  * PartitioningUnspecifiedError. An NNXMeta without out_sharding has no names to update and is
- * returned as an equal new box. */
+ * returned as an equal new box. The result may have at most LX_MAX_DIMS names (arrays have no
+ * more axes): an index >= LX_MAX_DIMS, or names already that long, is LX_ERR_INVALID_ARGUMENT
+ * (Flax would pad a list to any length). */
 lx_status lx_box_add_axis(const lx_box *b, int index, const char *partition_name, lx_box **out);
 /* Remove the name at `index` (negative counts from the end), which must equal partition_name
  * (Flax asserts it); NULL partition_name is PartitioningUnspecifiedError. */

@@ -80,6 +80,10 @@ typedef struct lx_field {
     {#member, LX_FIELD_OBJ, offsetof(type, member), sizeof(((type *)0)->member), tag_, false, \
      LX_VAL_PTR(tag_, dflt_ptr)}
 
+/* The most fields one config table may have (bind and override refuse more, before touching
+ * the struct). */
+#define LX_CONFIG_MAX_FIELDS 64
+
 /* Set every field to its default (required fields to zero). */
 lx_status lx_config_defaults(const lx_field *fields, int nfields, void *cfg);
 /* Bind a call: positionals in field order, then keywords by name; defaults for the rest.

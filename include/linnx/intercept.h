@@ -51,12 +51,17 @@ bool lx_intercepting(void);
 typedef enum lx_frame_kind { LX_FRAME_LINEN = 1, LX_FRAME_NNX = 2 } lx_frame_kind;
 /* Does `obj` hold array `a` as the value of a Param? */
 typedef bool (*lx_frame_param_fn)(const void *obj, const lx_array *a);
-/* Push a frame: `name` is copied ("" adds no path component). */
+/* Push a frame: `name` is copied whole, whatever its length ("" adds no path component); frames
+ * nest to any depth. Only running out of memory fails (LX_ERR_NO_MEMORY, nothing pushed). */
 lx_status lx_frame_push(lx_frame_kind kind, const char *name, const void *obj, lx_frame_param_fn is_param);
 void lx_frame_pop(void);
 /* The innermost frame's object and kind (NULL / 0 when there is none). */
 const void *lx_frame_top(lx_frame_kind *kind);
-/* The current path, joined with '/'. */
+/* The current path, joined with '/' ("" with no frames): borrowed, valid until the next push or
+ * pop on this thread. An event's `path` is this string, never shortened. */
+const char *lx_frame_current_path(void);
+/* The current path copied into buf. A path that does not fit is not cut: NULL and
+ * LX_ERR_INVALID_ARGUMENT with a message giving the size it needs. */
 const char *lx_frame_path(char *buf, size_t cap);
 
 #ifdef __cplusplus

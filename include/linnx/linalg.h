@@ -51,13 +51,13 @@ lx_array *lx_matmul(lx_array *a, lx_array *b);
 
 /* jax.lax.dot_general with dimension_numbers ((lhs_contract, rhs_contract), (lhs_batch,
  * rhs_batch)): ncontract pairs of contracted axes and nbatch pairs of batch axes (negative axes
- * count from the end). Paired axes must have equal sizes; an axis may appear once. Output axes:
+ * count from the end; int64_t like every axis list, so LX_AXES(...) spells one in place). Paired axes must have equal sizes; an axis may appear once. Output axes:
  * batch (in lhs_batch order), then the remaining lhs axes, then the remaining rhs axes, each in
  * their original order. Primitive "dot_general" with attributes lhs_contracting_dims,
  * rhs_contracting_dims, lhs_batch_dims, rhs_batch_dims (normalised, non-negative). */
-lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int *lhs_contract,
-                         const int *rhs_contract, int nbatch, const int *lhs_batch,
-                         const int *rhs_batch);
+lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int64_t *lhs_contract,
+                         const int64_t *rhs_contract, int nbatch, const int64_t *lhs_batch,
+                         const int64_t *rhs_batch);
 
 #ifdef __cplusplus
 }

@@ -32,7 +32,7 @@ lx_array *lx_log_softmax(lx_array *x, int axis);
  * shape of a suffix of the normalised axes (Flax's feature axes: (x.shape[-1],) by default) and
  * broadcast over the rest. Statistics are accumulated in double. Attributes: epsilon, axes. */
 lx_array *lx_layer_norm(lx_array *x, lx_array *scale, lx_array *bias, float epsilon, int naxes,
-                        const int *axes);
+                        const int64_t *axes);
 /* RMSNorm over the last axis: y = x * (rsqrt(mean(x^2) + epsilon) * scale); scale (optional) has
  * shape (x.shape[-1],). Attribute: epsilon. */
 lx_array *lx_rms_norm(lx_array *x, lx_array *scale, float epsilon);
@@ -87,7 +87,9 @@ lx_array *lx_softmax_cross_entropy_int(lx_array *logits, lx_array *labels);
 /* ---- attention (flax.linen.dot_product_attention) ----
  * q: (batch..., q_len, heads, d), k: (batch..., kv_len, kv_heads, d), v: (batch..., kv_len,
  * kv_heads, dv), kv_heads dividing heads (grouped-query: query head h reads kv head
- * h / (heads / kv_heads)). Logits = (q k^T) * scale (scale 0: 1/sqrt(d)), + bias, masked where mask
+ * h / (heads / kv_heads)). Logits: scale 0 (Flax's dot_product_attention) divides q by sqrt(d) in
+ * float32 first and then takes (q / sqrt(d)) k^T, as Flax does; a nonzero scale gives (q k^T) * scale
+ * (jax.nn.dot_product_attention's `scale`, applied after the product). Then + bias, masked where mask
  * is false or (causal) where the key position exceeds the query position, softmax over keys, times
  * v. bias (f32) and mask (bool) are optional and broadcast to (batch..., heads, q_len, kv_len).
  * Masked logits take float32's lowest value, as Flax does (a fully masked row averages v).
@@ -104,9 +106,10 @@ lx_array *lx_dot_product_attention_weights(lx_array *q, lx_array *k, lx_array *b
 lx_array *lx_make_causal_mask(lx_array *x);
 
 /* ---- dropout's arithmetic (the random mask comes from the caller) ----
- * keep_mask (bool, broadcastable to x): where true, x / (1 - rate); elsewhere 0. rate must be in
- * [0, 1]; rate 1 gives zeros. Attribute: rate. */
-lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, float rate);
+ * keep_mask (bool, broadcastable to x): where true, x / keep with keep = (float)(1.0 - rate)
+ * computed in double as Flax does (Python float, then x's dtype), like lx_dropout; elsewhere 0.
+ * rate must be in [0, 1]; rate 1 gives zeros. Attribute: rate. */
+lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate);
 
 #ifdef __cplusplus
 }

@@ -59,7 +59,8 @@ lx_array *lx_relu(lx_array *x);
 lx_array *lx_gelu(lx_array *x, bool approximate);
 lx_array *lx_silu(lx_array *x);
 lx_array *lx_softplus(lx_array *x); /* log(1 + exp(x)), stable for large |x| */
-/* jnp.clip(x, lo, hi): max(lo, min(x, hi)); NaN stays NaN. */
+/* jnp.clip(x, lo, hi): min(max(x, lo), hi), the minimum last, so lo > hi gives hi everywhere;
+ * NaN stays NaN. */
 lx_array *lx_clip(lx_array *x, float lo, float hi);
 /* x.astype(dtype) between f32, i32, u32, bool and bf16. Float to int truncates toward zero and
  * saturates (NaN -> 0), as XLA converts; bf16 rounds to nearest even; to bool is x != 0. */

@@ -1,11 +1,19 @@
 /* linnx/threads.h - one thread-count setting for everything linnx runs in parallel.
  *
- * OpenBLAS (GEMM above the small-size threshold) and linnx's own OpenMP loops (im2col, pooling,
- * softmax rows, attention heads, small batched GEMMs) both obey this one number, so a program
- * pins linnx to n cores with a single call.
+ * OpenBLAS (GEMM above the small-size threshold) and every one of linnx's own OpenMP regions
+ * (elementwise and broadcast ops, casts, reductions, transposes and gathers, random bits and
+ * samplers, im2col and direct convolution, pooling, softmax and norm rows, attention heads, small
+ * batched GEMMs) obey this one number, whichever thread calls them: each region asks for its team
+ * size explicitly, so neither OMP_NUM_THREADS nor an omp_set_num_threads made on some other thread
+ * sizes a linnx team. A program pins linnx to n cores with a single call.
  *
  * Default: the environment variable LINNX_THREADS if it holds a positive integer, else every core
- * this process may use. The setting is process-wide.
+ * this process may use. It is read once, by the first linnx call that needs the count (set it
+ * before then); lx_set_num_threads(0) reads it again. The setting is process-wide.
+ *
+ * The setting is safe to read and change from any thread. This does not make linnx objects
+ * shareable: arrays, trees, Variables, boxes and modules are not shared between threads
+ * (linnx/array.h).
  */
 #ifndef LINNX_THREADS_H
 #define LINNX_THREADS_H

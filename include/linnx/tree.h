@@ -22,6 +22,9 @@
  *    through one is seen through the other (as with Python dicts). lx_tree_copy makes a new map
  *    structure when that is not wanted.
  *  - A tree may not contain itself (that would be a reference cycle): lx_tree_set refuses it.
+ *  - Trees, and the arrays, Variables and boxes they hold, are not shared between threads:
+ *    refcounts are plain integers (see "Threads" in array.h). lx_tree_copy gives another thread
+ *    its own map structure, but its leaves are still shared objects; copy them too.
  *
  * Failing calls leave the tree as it was.
  */

@@ -42,6 +42,9 @@
  *    read-only (change it through meta_set / meta_del, which validate).
  *  - Types and the names the registry returns are owned by linnx. Types live forever; a name
  *    returned by lx_variable_name_from_type stays valid until lx_variable_registry_reset.
+ *  - A Variable is not shared between threads (plain refcount, unlocked value and metadata; see
+ *    "Threads" in array.h). lx_variable_copy shares the value array, so it does not make a
+ *    Variable another thread may use: copy the array as well.
  */
 #ifndef LINNX_VARIABLE_H
 #define LINNX_VARIABLE_H
@@ -108,11 +111,12 @@ lx_status lx_variable_set_value(lx_variable *v, lx_array *value, bool check_shap
 
 /* The metadata map (borrowed, read-only; never NULL for a valid Variable). */
 const lx_tree *lx_variable_metadata(const lx_variable *v);
-/* One metadata entry (borrowed) or NULL when absent. */
+/* One metadata entry (borrowed) or NULL when absent. The aliases `sharding` and `sharding_names`
+ * name the `out_sharding` entry here, in meta_set and in meta_del alike. */
 const lx_value *lx_variable_meta_get(const lx_variable *v, const char *key);
 /* Set one entry (validated as described above; aliases renamed). */
 lx_status lx_variable_meta_set(lx_variable *v, const char *key, lx_value value);
-/* Remove one entry; LX_ERR_NOT_FOUND if absent. */
+/* Remove one entry (aliases resolved); LX_ERR_NOT_FOUND if absent. */
 lx_status lx_variable_meta_del(lx_variable *v, const char *key);
 
 /* A new Variable: same type, the same array (shared, not copied), a copy of the metadata. */

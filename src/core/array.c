@@ -117,6 +117,14 @@ lx_array *lx_array_abstract(lx_dtype dtype, int ndim, const int64_t *shape) {
 }
 
 lx_array *lx_array_from_data(lx_dtype dtype, int ndim, const int64_t *shape, const void *data) {
+    int64_t size = 0;
+    if (check_shape(dtype, ndim, shape, &size) != LX_OK) return NULL;
+    if (size > 0 && !data) {
+        char b[96];
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "array_from_data: data is NULL for %s%s", lx_dtype_name(dtype),
+                lx_shape_str(ndim, shape, b, sizeof b));
+        return NULL;
+    }
     lx_array *a = lx_array_empty(dtype, ndim, shape);
     if (a && a->size) memcpy(a->data, data, lx_array_nbytes(a));
     return a;
@@ -151,6 +159,10 @@ lx_array *lx_array_reshape_view(lx_array *a, int ndim, const int64_t *shape) {
     }
     if (ndim < 0 || ndim > LX_MAX_DIMS) {
         lx_fail(LX_ERR_SHAPE, "reshape: ndim %d is outside 0..%d", ndim, LX_MAX_DIMS);
+        return NULL;
+    }
+    if (ndim > 0 && !shape) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "reshape: shape is NULL for %d dimensions", ndim);
         return NULL;
     }
     int64_t dims[LX_MAX_DIMS];

@@ -252,6 +252,15 @@ lx_status lx_box_add_axis(const lx_box *b, int index, const char *partition_name
     if (!names) return box_clone(b, b->value, out); /* an NNXMeta without names: nothing to update */
     if (!partition_name) return unspecified(b);
     int n = names->u.strs.n;
+    /* Names beyond LX_MAX_DIMS can describe no array, and a huge index would overflow `index + 1`
+     * and ask for gigabytes of None padding: refuse it. */
+    if (index >= LX_MAX_DIMS || n >= LX_MAX_DIMS) {
+        char buf[512];
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "%s.add_axis: axis %d would give %lld axis names (names %s); arrays have at most %d axes",
+                       lx_box_kind_name(b->kind), index, (long long)(index > n ? (long long)index + 1 : n + 1LL),
+                       lx_value_str(names, buf, sizeof buf), LX_MAX_DIMS);
+    }
     /* Python: pad with None up to `index`, then list.insert (negative counts from the end). */
     int len = index > n ? index + 1 : n + 1;
     int at = index > n ? index : index >= 0 ? index : (index + n < 0 ? 0 : index + n);

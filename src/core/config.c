@@ -160,13 +160,21 @@ static lx_status bind(const lx_field *fields, int nfields, const lx_call *call, 
     return LX_OK;
 }
 
+static lx_status check_nfields(const lx_field *fields, int nfields, const char *owner) {
+    if (nfields < 0 || nfields > LX_CONFIG_MAX_FIELDS || (nfields > 0 && !fields))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: a config has 0..%d fields, got %d%s", owner ? owner : "config",
+                       LX_CONFIG_MAX_FIELDS, nfields, nfields > 0 && !fields ? " and no field table" : "");
+    return LX_OK;
+}
+
 lx_status lx_config_bind(const lx_field *fields, int nfields, const lx_call *call, void *cfg,
                          const char *owner) {
     lx_call none = LX_NO_CALL;
     if (!call) call = &none;
+    /* Before the defaults are bound: a refused table must leave nothing to free (strings). */
+    LX_TRY(check_nfields(fields, nfields, owner));
     LX_TRY(lx_config_defaults(fields, nfields, cfg));
-    bool set[64] = {false};
-    if (nfields > 64) return lx_fail(LX_ERR_INTERNAL, "config: more than 64 fields");
+    bool set[LX_CONFIG_MAX_FIELDS] = {false};
     lx_status s = bind(fields, nfields, call, cfg, owner, set);
     if (s == LX_OK) {
         int missing = 0;
@@ -186,8 +194,8 @@ lx_status lx_config_bind(const lx_field *fields, int nfields, const lx_call *cal
 
 lx_status lx_config_override(const lx_field *fields, int nfields, const lx_call *call, void *cfg,
                              const char *owner) {
-    bool set[64] = {false};
-    if (nfields > 64) return lx_fail(LX_ERR_INTERNAL, "config: more than 64 fields");
+    bool set[LX_CONFIG_MAX_FIELDS] = {false};
+    LX_TRY(check_nfields(fields, nfields, owner));
     if (!call) return LX_OK;
     /* Bind into a scratch copy so a failure leaves cfg as it was. */
     size_t size = 0;

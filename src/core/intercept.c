@@ -1,16 +1,19 @@
 /* Op interceptors: module frames and the path/role view of matmul-like primitives. */
 #include "linnx/intercept.h"
 
-#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define MAX_FRAMES 64
 #define MAX_INTERCEPTORS 8
-#define NAME_CAP 64
 
+/* The frame stack and the path it spells, both grown on demand so no name and no depth is ever
+ * cut: the path is kept joined ("decoder/layers_0/mlp") and each frame remembers the path's
+ * length before it was pushed, so a pop is a truncation and an event's path is the buffer itself,
+ * never a copy into something of fixed size. Both are freed when the stack empties (the end of the
+ * outermost framed call), so an exiting thread leaves nothing behind. */
 typedef struct {
     lx_frame_kind kind;
-    char name[NAME_CAP];
+    size_t mark; /* path length before this frame's component */
     const void *obj;
     lx_frame_param_fn is_param;
 } frame;
@@ -21,8 +24,10 @@ typedef struct {
     int id;
 } interceptor;
 
-static _Thread_local frame frames[MAX_FRAMES];
-static _Thread_local int nframes, overflow; /* frames pushed past the cap are counted, not kept */
+static _Thread_local frame *frames;
+static _Thread_local int nframes, frames_cap;
+static _Thread_local char *path;
+static _Thread_local size_t path_len, path_cap;
 static _Thread_local interceptor interceptors[MAX_INTERCEPTORS];
 static _Thread_local int ninterceptors, next_id = 1, observer_handle;
 
@@ -34,16 +39,14 @@ static bool intercepted_op(const char *op) {
 static void on_primitive(const lx_prim_event *ev, void *user) {
     (void)user;
     if (!intercepted_op(ev->op)) return;
-    char path[1024];
-    lx_frame_path(path, sizeof path);
     lx_operand_role roles[8] = {LX_OPERAND_ACTIVATION};
-    const frame *top = nframes > 0 && !overflow ? &frames[nframes - 1] : NULL;
+    const frame *top = nframes > 0 ? &frames[nframes - 1] : NULL;
     int n = ev->ninputs < 8 ? ev->ninputs : 8;
     for (int i = 0; i < n; i++)
         roles[i] = top && top->is_param && ev->inputs[i] && top->is_param(top->obj, ev->inputs[i])
                        ? LX_OPERAND_PARAM
                        : LX_OPERAND_ACTIVATION;
-    lx_intercept_event e = {path, ev->op, n, ev->inputs, roles, ev->output, ev->nattrs, ev->attrs};
+    lx_intercept_event e = {lx_frame_current_path(), ev->op, n, ev->inputs, roles, ev->output, ev->nattrs, ev->attrs};
     for (int i = 0; i < ninterceptors; i++) interceptors[i].fn(&e, interceptors[i].user);
 }
 
@@ -70,25 +73,48 @@ void lx_interceptor_remove(int handle) {
 bool lx_intercepting(void) { return ninterceptors > 0; }
 
 lx_status lx_frame_push(lx_frame_kind kind, const char *name, const void *obj, lx_frame_param_fn is_param) {
-    if (nframes == MAX_FRAMES) {
-        overflow++;
-        return LX_OK; /* paths deeper than the cap are cut, never an error for the model */
+    if (!name) name = "";
+    size_t nlen = strlen(name), sep = nlen && path_len ? 1 : 0;
+    /* Grow first, change nothing until both fit: a failed push leaves the stack as it was. */
+    if (nframes == frames_cap) {
+        int cap = frames_cap ? frames_cap * 2 : 16;
+        frame *f = realloc(frames, (size_t)cap * sizeof *f);
+        if (!f) return lx_fail(LX_ERR_NO_MEMORY, "frame_push: out of memory for module frame '%s'", name);
+        frames = f;
+        frames_cap = cap;
     }
-    frame *f = &frames[nframes++];
-    f->kind = kind;
-    snprintf(f->name, sizeof f->name, "%s", name ? name : "");
-    f->obj = obj;
-    f->is_param = is_param;
+    if (path_len + sep + nlen + 1 > path_cap) {
+        size_t cap = path_cap ? path_cap : 128;
+        while (cap < path_len + sep + nlen + 1) cap *= 2;
+        char *p = realloc(path, cap);
+        if (!p) return lx_fail(LX_ERR_NO_MEMORY, "frame_push: out of memory for module path '%s'", name);
+        if (!path) p[0] = '\0';
+        path = p;
+        path_cap = cap;
+    }
+    frames[nframes++] = (frame){kind, path_len, obj, is_param};
+    if (sep) path[path_len++] = '/';
+    memcpy(path + path_len, name, nlen + 1);
+    path_len += nlen;
     return LX_OK;
 }
 
 void lx_frame_pop(void) {
-    if (overflow) overflow--;
-    else if (nframes > 0) nframes--;
+    if (nframes == 0) return;
+    path_len = frames[--nframes].mark;
+    path[path_len] = '\0';
+    if (nframes == 0) { /* the outermost frame: give the buffers back */
+        free(frames);
+        free(path);
+        frames = NULL;
+        path = NULL;
+        frames_cap = 0;
+        path_cap = path_len = 0;
+    }
 }
 
 const void *lx_frame_top(lx_frame_kind *kind) {
-    if (nframes == 0 || overflow) {
+    if (nframes == 0) {
         if (kind) *kind = 0;
         return NULL;
     }
@@ -96,12 +122,16 @@ const void *lx_frame_top(lx_frame_kind *kind) {
     return frames[nframes - 1].obj;
 }
 
+const char *lx_frame_current_path(void) { return path ? path : ""; }
+
 const char *lx_frame_path(char *buf, size_t cap) {
-    size_t n = 0;
-    if (cap) buf[0] = '\0';
-    for (int i = 0; i < nframes; i++) {
-        if (!frames[i].name[0]) continue;
-        n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s%s", n ? "/" : "", frames[i].name);
+    const char *p = lx_frame_current_path();
+    size_t n = strlen(p);
+    if (!buf || cap < n + 1) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "frame_path: the module path needs %zu bytes, the buffer has %zu", n + 1,
+                buf ? cap : (size_t)0);
+        return NULL;
     }
+    memcpy(buf, p, n + 1);
     return buf;
 }

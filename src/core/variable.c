@@ -68,42 +68,25 @@ typedef struct {
     const lx_vartype *type;
 } reg_entry;
 
-static reg_entry *reg;
-static size_t reg_len, reg_cap;
-static bool reg_ready;
-
-static const struct {
-    const char *name;
-    const lx_vartype *type;
-} defaults[] = {
-    {"params", &lx_Param},
-    {"batch_stats", &lx_BatchStat},
-    {"cache", &lx_Cache},
-    {"intermediates", &lx_Intermediate},
-    {"perturbations", &lx_Perturbation},
-};
-#define NDEFAULTS (sizeof defaults / sizeof defaults[0])
-
-static lx_status reg_ensure(void) {
-    if (reg_ready) return LX_OK;
-    if (reg_cap < NDEFAULTS) {
-        reg_entry *r = realloc(reg, 16 * sizeof *r);
-        if (!r) return lx_fail(LX_ERR_NO_MEMORY, "registry: out of memory");
-        reg = r;
-        reg_cap = 16;
-    }
-    for (size_t i = 0; i < NDEFAULTS; i++) reg[i] = (reg_entry){(char *)defaults[i].name, false, defaults[i].type};
-    reg_len = NDEFAULTS;
-    reg_ready = true;
-    return LX_OK;
-}
+/* The five pre-registered names live in static storage from program start: no lazy first-use
+ * set-up, so lookups from several threads (each with its own Variables) never race on it. Only
+ * registering and resetting write; they belong to setup (variable.h). */
+#define REG_INITIAL_CAP 16
+#define REG_DEFAULTS                                                                       \
+    {(char *)"params", false, &lx_Param}, {(char *)"batch_stats", false, &lx_BatchStat},   \
+        {(char *)"cache", false, &lx_Cache}, {(char *)"intermediates", false, &lx_Intermediate}, \
+        {(char *)"perturbations", false, &lx_Perturbation}
+static const reg_entry reg_defaults[] = {REG_DEFAULTS};
+#define NDEFAULTS (sizeof reg_defaults / sizeof reg_defaults[0])
+static reg_entry reg_initial[REG_INITIAL_CAP] = {REG_DEFAULTS}; /* overwrite may change these */
+static reg_entry *reg = reg_initial;
+static size_t reg_len = NDEFAULTS, reg_cap = REG_INITIAL_CAP;
 
 void lx_variable_registry_reset(void) {
     for (size_t i = 0; i < reg_len; i++)
         if (reg[i].owned) free(reg[i].name);
-    reg_len = 0;
-    reg_ready = false;
-    reg_ensure(); /* with cap >= 16 already, this cannot fail */
+    memcpy(reg, reg_defaults, sizeof reg_defaults);
+    reg_len = NDEFAULTS;
 }
 
 static reg_entry *reg_find(const char *name) {
@@ -115,8 +98,9 @@ static reg_entry *reg_find(const char *name) {
 static lx_status reg_append(const char *name, const lx_vartype *type, const char **stored) {
     if (reg_len == reg_cap) {
         size_t cap = reg_cap * 2;
-        reg_entry *r = realloc(reg, cap * sizeof *r);
+        reg_entry *r = reg == reg_initial ? malloc(cap * sizeof *r) : realloc(reg, cap * sizeof *r);
         if (!r) return lx_fail(LX_ERR_NO_MEMORY, "registry: out of memory");
+        if (reg == reg_initial) memcpy(r, reg_initial, reg_len * sizeof *r);
         reg = r;
         reg_cap = cap;
     }
@@ -135,7 +119,6 @@ static lx_status check_name(const char *who, const char *name) {
 lx_status lx_register_variable_name(const char *name, const lx_vartype *type, bool overwrite) {
     LX_TRY(check_name("register_variable_name", name));
     if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "register_variable_name: type is NULL");
-    LX_TRY(reg_ensure());
     reg_entry *e = reg_find(name);
     if (e && !overwrite) {
         char old[256];
@@ -155,7 +138,6 @@ lx_status lx_variable_type_from_name(const char *name, const lx_vartype *base, b
                                      const lx_vartype **out) {
     *out = NULL;
     LX_TRY(check_name("variable_type_from_name", name));
-    LX_TRY(reg_ensure());
     reg_entry *e = reg_find(name);
     if (e) {
         *out = e->type;
@@ -176,7 +158,6 @@ lx_status lx_variable_type_from_name(const char *name, const lx_vartype *base, b
 lx_status lx_variable_name_from_type(const lx_vartype *type, bool allow_register, const char **out) {
     *out = NULL;
     if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "variable_name_from_type: type is NULL");
-    LX_TRY(reg_ensure());
     for (size_t i = 0; i < reg_len; i++)
         if (reg[i].type == type) { /* exact type: no subclass matching, as in Flax */
             *out = reg[i].name;
@@ -203,14 +184,21 @@ lx_status lx_variable_name_from_type(const lx_vartype *type, bool allow_register
 
 static bool is_strs_or_none(const lx_value *v) { return v->kind == LX_V_STRS || v->kind == LX_V_NONE; }
 
+/* The name a metadata key is stored under: Flax renames `sharding` and `sharding_names` to
+ * `out_sharding` (with a DeprecationWarning; there is no warning channel here). Set, get and del
+ * all go through this, so an alias names the same entry everywhere. */
+static const char *meta_canon(const char *key) {
+    if (key && (strcmp(key, "sharding") == 0 || strcmp(key, "sharding_names") == 0)) return "out_sharding";
+    return key;
+}
+
 lx_status lx_meta_check_(const char *who, const char *key, const lx_value *v, const char **canon) {
     if (!key || !key[0]) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: empty metadata key", who);
     if (strcmp(key, "value") == 0)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: 'value' is not a metadata key (the value is passed on its own)",
                        who);
     LX_TRY(lx_check_value_(v, who));
-    /* Flax renames these (with a DeprecationWarning); there is no warning channel here. */
-    if (strcmp(key, "sharding") == 0 || strcmp(key, "sharding_names") == 0) key = "out_sharding";
+    key = meta_canon(key);
     *canon = key;
     const char *want = NULL;
     if (strcmp(key, "out_sharding") == 0) {
@@ -354,7 +342,7 @@ lx_status lx_variable_set_value(lx_variable *v, lx_array *value, bool check_shap
 const lx_tree *lx_variable_metadata(const lx_variable *v) { return v ? v->meta : NULL; }
 
 const lx_value *lx_variable_meta_get(const lx_variable *v, const char *key) {
-    return v ? lx_tree_get(v->meta, key) : NULL;
+    return v && key ? lx_tree_get(v->meta, meta_canon(key)) : NULL;
 }
 
 lx_status lx_variable_meta_set(lx_variable *v, const char *key, lx_value value) {
@@ -366,9 +354,10 @@ lx_status lx_variable_meta_set(lx_variable *v, const char *key, lx_value value) 
 
 lx_status lx_variable_meta_del(lx_variable *v, const char *key) {
     if (!v) return lx_fail(LX_ERR_FAILED_INPUT, "variable_meta_del: Variable is NULL");
-    if (!key || !lx_tree_get(v->meta, key))
+    const char *canon = meta_canon(key);
+    if (!canon || !lx_tree_get(v->meta, canon))
         return lx_fail(LX_ERR_NOT_FOUND, "%s: no metadata '%s'", v->type->name, key ? key : "(null)");
-    return lx_tree_delete(v->meta, key);
+    return lx_tree_delete(v->meta, canon);
 }
 
 lx_status lx_variable_copy(const lx_variable *v, lx_variable **out) {

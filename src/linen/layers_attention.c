@@ -127,7 +127,7 @@ static lx_status mha_call(linen_scope *s, const lx_call *c, lx_value *out) {
         }
         /* '...hqk,...khd->...qhd' */
         int nb = w->ndim - 3;
-        int lc = nb + 2, rc = nb, lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
+        int64_t lc = nb + 2, rc = nb, lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
         for (int i = 0; i < nb; i++) lb[i] = rb[i] = i;
         lb[nb] = nb;
         rb[nb] = nb + 1;

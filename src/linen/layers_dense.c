@@ -25,7 +25,7 @@ static lx_status dense_call(linen_scope *s, const lx_call *c, lx_value *out) {
     int64_t kshape[2] = {x->shape[x->ndim - 1], cfg->features};
     LX_TRY(linen_param(s, "kernel", &cfg->kernel_init, cfg->param_dtype, 2, kshape, &kernel));
     if (cfg->use_bias) LX_TRY(linen_param(s, "bias", &cfg->bias_init, cfg->param_dtype, 1, &cfg->features, &bias));
-    int lc = x->ndim - 1, rc = 0;
+    int64_t lc = x->ndim - 1, rc = 0;
     lx_array *y = lx_dot_general(x, kernel, 1, &lc, &rc, 0, NULL, NULL);
     if (bias) y = lx_add(y, bias);
     return linen_return_array(out, y);
@@ -109,13 +109,13 @@ static lx_status dg_call(linen_scope *s, const lx_call *c, lx_value *out) {
         for (int i = 0; i < nf; i++) bshape[bn++] = f->v[i];
         LX_TRY(linen_param_reshaped(s, "bias", &cfg->bias_init, cfg->param_dtype, bn, bshape, 1, &bflat, &bias));
     }
-    int lc[LX_MAX_DIMS], rc[LX_MAX_DIMS], lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
+    int64_t lc[LX_MAX_DIMS], rc[LX_MAX_DIMS], lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
     for (int i = 0; i < na; i++) {
-        lc[i] = (int)axis[i];
+        lc[i] = axis[i];
         rc[i] = nb + i;
     }
     for (int i = 0; i < nb; i++) {
-        lb[i] = (int)batch[i];
+        lb[i] = batch[i];
         rb[i] = i;
     }
     lx_array *y = lx_dot_general(x, kernel, na, lc, rc, nb, lb, rb);

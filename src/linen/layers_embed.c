@@ -48,7 +48,7 @@ static lx_status embed_attend(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_array *q, *e;
     LX_TRY(ll_input(c, 0, "query", "Embed", &q));
     LX_TRY(embedding(s, &e));
-    int lc = q->ndim - 1, rc = 1;
+    int64_t lc = q->ndim - 1, rc = 1;
     return linen_return_array(out, lx_dot_general(q, e, 1, &lc, &rc, 0, NULL, NULL));
 }
 

@@ -48,7 +48,7 @@ static lx_status ln_call(linen_scope *s, const lx_call *c, lx_value *out) {
     if (ffirst < rfirst) return lx_fail(LX_ERR_UNSUPPORTED, "LayerNorm: feature_axes must be among the reduction_axes");
     if (cfg->use_scale) LX_TRY(linen_param(s, "scale", &cfg->scale_init, cfg->param_dtype, nf, fshape, &scale));
     if (cfg->use_bias) LX_TRY(linen_param(s, "bias", &cfg->bias_init, cfg->param_dtype, nf, fshape, &bias));
-    int axes[LX_MAX_DIMS];
+    int64_t axes[LX_MAX_DIMS];
     for (int i = 0; i < nr; i++) axes[i] = rfirst + i;
     return linen_return_array(out, lx_layer_norm(x, scale, bias, (float)cfg->epsilon, nr, axes));
 }

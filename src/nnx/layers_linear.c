@@ -54,7 +54,7 @@ lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
         return NULL;
     }
     /* lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) as Flax writes it. */
-    int lc[] = {x->ndim - 1}, rc[] = {0};
+    int64_t lc[] = {x->ndim - 1}, rc[] = {0};
     lx_array *y = lx_dot_general(x, kernel, 1, lc, rc, 0, NULL, NULL);
     lx_array *bias = nnx_value_of(m->bias);
     return bias ? lx_add(y, bias) : y;
@@ -128,7 +128,10 @@ static lx_status linear_general_init(nnx_module *self, const lx_call *call, nnx_
     return LX_OK;
 }
 
-static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
 
 lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
     if (!m || !x) {
@@ -136,7 +139,8 @@ lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
         return NULL;
     }
     const nnx_linear_general_config *c = &m->cfg;
-    int n = c->axis.n, axes[LX_MAX_DIMS], kdims[LX_MAX_DIMS];
+    int n = c->axis.n;
+    int64_t axes[LX_MAX_DIMS], kdims[LX_MAX_DIMS];
     for (int i = 0; i < n; i++) {
         int64_t a = c->axis.v[i] < 0 ? c->axis.v[i] + x->ndim : c->axis.v[i];
         if (a < 0 || a >= x->ndim) {
@@ -144,11 +148,11 @@ lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
                     (long long)c->axis.v[i], x->ndim);
             return NULL;
         }
-        axes[i] = (int)a;
+        axes[i] = a;
         kdims[i] = i;
     }
     /* Flax sorts the normalised axes and pairs them with the kernel's leading axes in order. */
-    qsort(axes, (size_t)n, sizeof axes[0], cmp_int);
+    qsort(axes, (size_t)n, sizeof axes[0], cmp_i64);
     lx_array *y = lx_dot_general(x, nnx_value_of(m->kernel), n, axes, kdims, 0, NULL, NULL);
     lx_array *bias = nnx_value_of(m->bias);
     return bias ? lx_add(y, bias) : y;
@@ -349,7 +353,7 @@ lx_array *nnx_embed_attend(nnx_embed *m, lx_array *query) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Embed: module is NULL");
         return NULL;
     }
-    int lc[] = {query->ndim - 1}, rc[] = {1};
+    int64_t lc[] = {query->ndim - 1}, rc[] = {1};
     return lx_dot_general(query, nnx_value_of(m->embedding), 1, lc, rc, 0, NULL, NULL);
 }
 

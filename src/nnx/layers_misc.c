@@ -169,8 +169,8 @@ static lx_status mha_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs)
 static lx_array *weighted_values(lx_array *w, lx_array *v) {
     if (!w || !v) return NULL;
     int nb = w->ndim - 3; /* batch dims */
-    int lc[] = {w->ndim - 1}, rc[] = {v->ndim - 3};
-    int lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
+    int64_t lc[] = {w->ndim - 1}, rc[] = {v->ndim - 3};
+    int64_t lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
     for (int i = 0; i < nb; i++) lb[i] = rb[i] = i;
     lb[nb] = nb;         /* h in weights */
     rb[nb] = v->ndim - 2; /* h in value */

@@ -56,10 +56,8 @@ lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LayerNorm: module is NULL");
         return NULL;
     }
-    int axes[LX_MAX_DIMS];
-    for (int i = 0; i < m->cfg.reduction_axes.n; i++) axes[i] = (int)m->cfg.reduction_axes.v[i];
     return lx_layer_norm(x, nnx_value_of(m->scale), nnx_value_of(m->bias), (float)m->cfg.epsilon,
-                         m->cfg.reduction_axes.n, axes);
+                         m->cfg.reduction_axes.n, m->cfg.reduction_axes.v);
 }
 
 lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x) {

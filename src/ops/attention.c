@@ -1,6 +1,8 @@
 /* Flax's dot_product_attention (grouped-query heads, bias, boolean masks, causal) and
  * make_causal_mask.
  *
+ * With the default scale the query is first divided by sqrt(depth), as Flax does; an explicit
+ * scale multiplies the product instead (jax.nn.dot_product_attention).
  * Per (batch, head) and block of query rows: logits = scale * q k^T straight from the
  * (seq, heads, dim) layout (row stride heads * dim, so no transposes), bias added, masks applied
  * with float32's lowest value as Flax does, softmax per row, then out = weights v written into the
@@ -151,7 +153,13 @@ static lx_array *attention_op(const char *op, lx_array *q, lx_array *k, lx_array
         lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: scale must be finite and >= 0 (0: 1/sqrt(depth)), got %g", op, (double)scale);
         return NULL;
     }
-    a.scale = scale != 0.0f ? scale : 1.0f / sqrtf((float)(a.d > 0 ? a.d : 1));
+    /* scale 0 is Flax's dot_product_attention: query / sqrt(depth) in float32, element by element,
+     * before the q k^T einsum (then GEMM alpha 1). An explicit scale multiplies the logits after
+     * the product, as jax.nn.dot_product_attention's `scale` does (GEMM alpha). */
+    const bool flax_scaling = scale == 0.0f;
+    const float sqrt_depth = sqrtf((float)(a.d > 0 ? a.d : 1));
+    a.scale = flax_scaling ? 1.0f : scale;
+    const float attr_scale = flax_scaling ? 1.0f / sqrt_depth : scale;
     bool abs_ = lx_is_abstract(q) || lx_is_abstract(k) || (v && lx_is_abstract(v)) || (bias && lx_is_abstract(bias)) ||
                 (mask && lx_is_abstract(mask));
     int64_t oshape[LX_MAX_DIMS];
@@ -164,11 +172,26 @@ static lx_array *attention_op(const char *op, lx_array *q, lx_array *k, lx_array
         a.mask = mask ? lx_bool(mask) : NULL;
         if (a.S == 0) { /* no keys: softmax over nothing is empty; Flax would give NaN, we give 0 */
             for (int64_t i = 0; i < out->size; i++) lx_f32(out)[i] = 0;
-        } else if (attention_forward(&a, lx_f32(q), lx_f32(k), v ? lx_f32(v) : NULL, lx_f32(out)) != LX_OK) {
-            return NULL;
+        } else {
+            const float *qd = lx_f32(q);
+            float *qscaled = NULL;
+            if (flax_scaling) { /* one pass over q: O(q) against the O(q * kv_len) product */
+                qscaled = malloc(sizeof(float) * (size_t)(q->size > 0 ? q->size : 1));
+                if (!qscaled) {
+                    lx_fail(LX_ERR_NO_MEMORY, "%s: cannot allocate the scaled query %s", op, qs);
+                    return NULL;
+                }
+                const int64_t nq = q->size;
+#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(nq > (1 << 15)))
+                for (int64_t i = 0; i < nq; i++) qscaled[i] = qd[i] / sqrt_depth;
+                qd = qscaled;
+            }
+            lx_status st = attention_forward(&a, qd, lx_f32(k), v ? lx_f32(v) : NULL, lx_f32(out));
+            free(qscaled);
+            if (st != LX_OK) return NULL;
         }
     }
-    lx_kwarg attrs[] = {LX_KW_BOOL("causal", causal), LX_KW_FLOAT("scale", a.scale)};
+    lx_kwarg attrs[] = {LX_KW_BOOL("causal", causal), LX_KW_FLOAT("scale", attr_scale)};
     if (v) {
         lx_array *ins[] = {q, k, v, bias, mask};
         lx_op_emit(op, 5, ins, out, 2, attrs);

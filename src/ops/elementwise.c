@@ -114,7 +114,7 @@ void lx_bcast_run(const lx_bcast *bc, void *out, size_t out_elsize, const void *
     const int64_t nblk = (inner + width - 1) / width, ntiles = rows * nblk;
     int64_t step[LX_BCAST_MAX_IN];
     for (int k = 0; k < nin; k++) step[k] = bc->stride[k][nd - 1];
-#pragma omp parallel for schedule(static) if (bc->size > LX_PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(bc->size > LX_PAR_MIN))
     for (int64_t t = 0; t < ntiles; t++) {
         const int64_t r = t / nblk, c0 = (t % nblk) * width;
         const int64_t n = inner - c0 < width ? inner - c0 : width;
@@ -162,7 +162,7 @@ static lx_status dtype_error(const char *op, const lx_array *x, const bool ok[LX
     static void name##_##dt##_forward(void *out_, const void *in_, int64_t n) {          \
         T *restrict out = out_;                                                          \
         const T *restrict in = in_;                                                      \
-        _Pragma("omp parallel for schedule(static) if (n > LX_PAR_MIN)")                 \
+        _Pragma("omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n > LX_PAR_MIN))") \
         for (int64_t i = 0; i < n; i++) {                                                \
             const T x = in[i];                                                           \
             out[i] = (EXPR);                                                             \
@@ -253,7 +253,7 @@ lx_array *lx_gelu(lx_array *x, bool approximate) {
 }
 
 static void clip_f32_forward(float *restrict out, const float *restrict in, float lo, float hi, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > LX_PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n > LX_PAR_MIN))
     for (int64_t i = 0; i < n; i++) {
         float v = in[i] < lo ? lo : in[i]; /* comparisons are false for NaN: NaN passes through */
         out[i] = v > hi ? hi : v;
@@ -323,7 +323,7 @@ void lx_scalar_to_dtype(double v, lx_dtype dtype, void *out) {
     do {                                                                                 \
         const TI *restrict s = in;                                                       \
         TO *restrict o = out;                                                            \
-        _Pragma("omp parallel for schedule(static) if (n > LX_PAR_MIN)")                 \
+        _Pragma("omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n > LX_PAR_MIN))") \
         for (int64_t i = 0; i < n; i++) o[i] = WR(RD(s[i]));                             \
     } while (0)
 

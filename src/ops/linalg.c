@@ -37,7 +37,9 @@ static void bgemm_simplify(bgemm_plan *p) {
     while (p->nb > 0 && !p->ta) {
         int i = p->nb - 1;
         if (p->sb[i] != 0) break;
-        if (p->M == 1 && p->sa[i] >= p->K) p->lda = p->sa[i]; /* one row: its stride is free */
+        /* One row: its stride is free, as long as it is a valid leading dimension (>= max(K, 1));
+         * an empty contraction (K == 0) has batch stride 0, which no GEMM accepts as lda. */
+        if (p->M == 1 && p->sa[i] >= (p->K > 1 ? p->K : 1)) p->lda = p->sa[i];
         if (p->sa[i] != p->M * p->lda) break;
         p->M *= p->bshape[i];
         p->nb--;
@@ -143,7 +145,11 @@ lx_array *lx_matmul(lx_array *a, lx_array *b) {
     if (!out) return NULL;
     if (!lx_is_abstract(out) && out->size > 0) {
         bgemm_simplify(&p);
-        if (bgemm_forward(&p, lx_f32(a), lx_f32(b), lx_f32(out)) != LX_OK) return NULL;
+        lx_status st = bgemm_forward(&p, lx_f32(a), lx_f32(b), lx_f32(out));
+        if (st != LX_OK) { /* name the op and the operands, not just the GEMM underneath */
+            lx_fail_context(st, "matmul of shapes %s and %s: ", ss, ts);
+            return NULL;
+        }
     }
     lx_array *ins[] = {a, b};
     lx_op_emit("matmul", 2, ins, out, 0, NULL);
@@ -221,24 +227,24 @@ static void permute_copy(const lx_array *x, const int *perm, float *dst) {
     }
 }
 
-static bool normalise_axes(const char *what, const lx_array *x, int side, int n, const int *in, int *out,
+static bool normalise_axes(const char *what, const lx_array *x, int side, int n, const int64_t *in, int *out,
                            bool *used) {
     char xb[96];
 #define xs lx_shape_str(x->ndim, x->shape, xb, sizeof xb)
     for (int i = 0; i < n; i++) {
-        int ax = in[i] < 0 ? in[i] + x->ndim : in[i];
+        int64_t ax = in[i] < 0 ? in[i] + x->ndim : in[i];
         if (ax < 0 || ax >= x->ndim) {
-            lx_fail(LX_ERR_SHAPE, "dot_general: %s %s axis %d is out of range for shape %s",
-                    side ? "rhs" : "lhs", what, in[i], xs);
+            lx_fail(LX_ERR_SHAPE, "dot_general: %s %s axis %lld is out of range for shape %s",
+                    side ? "rhs" : "lhs", what, (long long)in[i], xs);
             return false;
         }
         if (used[ax]) {
             lx_fail(LX_ERR_SHAPE, "dot_general: %s axis %d of shape %s appears more than once in the dimension numbers",
-                    side ? "rhs" : "lhs", ax, xs);
+                    side ? "rhs" : "lhs", (int)ax, xs);
             return false;
         }
         used[ax] = true;
-        out[i] = ax;
+        out[i] = (int)ax;
     }
     return true;
 #undef xs
@@ -252,9 +258,9 @@ static void sort_pairs_by(int n, int *key, int *other) { /* insertion sort of pa
         }
 }
 
-lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int *lhs_contract,
-                         const int *rhs_contract, int nbatch, const int *lhs_batch,
-                         const int *rhs_batch) {
+lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int64_t *lhs_contract,
+                         const int64_t *rhs_contract, int nbatch, const int64_t *lhs_batch,
+                         const int64_t *rhs_batch) {
     LX_OP_INPUTS("dot_general", a, b);
     /* shapes are formatted only on failure: a small matmul must not pay for snprintf */
     char sa_[96], sb_[96];
@@ -360,7 +366,10 @@ lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int *lhs
         lx_status st = bgemm_forward(&p, A, B, lx_f32(out));
         free(tmpa);
         free(tmpb);
-        if (st != LX_OK) return NULL;
+        if (st != LX_OK) {
+            lx_fail_context(st, "dot_general of shapes %s and %s: ", ss, ts);
+            return NULL;
+        }
         goto done;
     nomem:
         free(tmpa);

@@ -94,7 +94,7 @@ lx_array *lx_log_softmax(lx_array *x, int axis) { return softmax_op("log_softmax
 /* ---- LayerNorm / RMSNorm ---- */
 
 /* rows x d values; scale/bias (may be NULL) of f values, repeating along the row (d % f == 0).
- * Flax's fast variance: var = max(0, E[x^2] - E[x]^2); y = (x - mean) * (rsqrt(var + eps) * scale)
+ * Flax's fast variance: var = jnp.maximum(0, E[x^2] - E[x]^2) (NaN kept); y = (x - mean) * (rsqrt(var + eps) * scale)
  * + bias. With center false (RMSNorm) mean is 0 and E[x]^2 is dropped. */
 static void norm_forward(const float *x, float *y, int64_t rows, int64_t d, const float *scale,
                          const float *bias, int64_t f, float eps, bool center, int nt) {
@@ -110,7 +110,11 @@ static void norm_forward(const float *x, float *y, int64_t rows, int64_t d, cons
             s2 += v * v;
         }
         double mean = center ? s / (double)d : 0.0, var = s2 / (double)d - mean * mean;
-        float m = (float)mean, mul = 1.0f / sqrtf((float)(var > 0 ? var : 0) + eps);
+        /* jnp.maximum(0, var): round-off below 0 becomes 0, but NaN stays NaN (a NaN in the row,
+         * or inf - inf from a +-inf in a LayerNorm row), so the whole row comes out NaN as in Flax.
+         * RMSNorm's var = E[x^2] is never negative; the clamp leaves it alone. */
+        if (var < 0) var = 0;
+        float m = (float)mean, mul = 1.0f / sqrtf((float)var + eps);
         for (int64_t j0 = 0; j0 < d; j0 += f) {
 #pragma omp simd
             for (int64_t j = 0; j < f; j++) {
@@ -136,7 +140,7 @@ static bool check_feature(const char *op, const char *what, const lx_array *p, c
 }
 
 lx_array *lx_layer_norm(lx_array *x, lx_array *scale, lx_array *bias, float epsilon, int naxes,
-                        const int *axes) {
+                        const int64_t *axes) {
     LX_OP_INPUTS("layer_norm", x);
     if (!check_f32("layer_norm", x)) return NULL;
     char b[96];
@@ -145,9 +149,10 @@ lx_array *lx_layer_norm(lx_array *x, lx_array *scale, lx_array *bias, float epsi
     bool seen[LX_MAX_DIMS] = {0};
     int64_t nax[LX_MAX_DIMS];
     for (int i = 0; i < k; i++) {
-        int a = naxes > 0 && axes ? axes[i] : -1, ax = a < 0 ? a + x->ndim : a;
+        int64_t a = naxes > 0 && axes ? axes[i] : -1, ax = a < 0 ? a + x->ndim : a;
         if (ax < 0 || ax >= x->ndim || seen[ax]) {
-            lx_fail(LX_ERR_SHAPE, "layer_norm: reduction axis %d is out of range or repeated for shape %s", a, xs);
+            lx_fail(LX_ERR_SHAPE, "layer_norm: reduction axis %lld is out of range or repeated for shape %s",
+                    (long long)a, xs);
             return NULL;
         }
         seen[ax] = true;
@@ -255,7 +260,7 @@ lx_array *lx_softmax_cross_entropy_int(lx_array *logits, lx_array *labels) {
 
 /* ---- dropout's scaling ---- */
 
-lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, float rate) {
+lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate) {
     LX_OP_INPUTS("dropout_apply", x, keep_mask);
     char b1[96], b2[96];
     const char *xs = lx_shape_str(x->ndim, x->shape, b1, sizeof b1);
@@ -265,8 +270,8 @@ lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, float rate) {
         lx_fail(LX_ERR_DTYPE, "dropout_apply: keep_mask must be bool, got %s%s", lx_dtype_name(keep_mask->dtype), ms);
         return NULL;
     }
-    if (!(rate >= 0.0f && rate <= 1.0f)) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "dropout_apply: rate must be in [0, 1], got %g", (double)rate);
+    if (!(rate >= 0.0 && rate <= 1.0)) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "dropout_apply: rate must be in [0, 1], got %g", rate);
         return NULL;
     }
     int64_t st[LX_MAX_DIMS];
@@ -280,11 +285,12 @@ lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, float rate) {
     if (!abs_ && x->size > 0) {
         const float *xv = lx_f32(x);
         const uint8_t *m = lx_bool(keep_mask);
-        float *y = lx_f32(out), keep = 1.0f - rate;
+        /* Flax: keep_prob = 1.0 - rate in Python (double), then x / keep_prob in x's dtype */
+        float *y = lx_f32(out), keep = (float)(1.0 - rate);
         int n = x->ndim;
         int64_t idx[LX_MAX_DIMS] = {0}, off = 0;
         for (int64_t i = 0; i < x->size; i++) {
-            y[i] = rate == 1.0f || !m[off] ? 0.0f : xv[i] / keep; /* Flax: select(mask, x / keep_prob, 0) */
+            y[i] = rate == 1.0 || !m[off] ? 0.0f : xv[i] / keep; /* Flax: select(mask, x / keep_prob, 0) */
             for (int a = n - 1; a >= 0; a--) {
                 off += st[a];
                 if (++idx[a] < x->shape[a]) break;

@@ -16,6 +16,13 @@
 
 #include "linnx/array.h"
 #include "linnx/primitive.h"
+#include "linnx/threads.h"
+
+/* The team size for a parallel region: the one thread setting (linnx/threads.h) when `big` says
+ * the work is worth a team, else 1. Every `omp parallel` in linnx passes num_threads(...) with
+ * this (or lx_num_threads() directly): the OpenMP default (OMP_NUM_THREADS, or an ICV that some
+ * other thread set) is never what sizes a linnx team. */
+#define LX_PAR_THREADS(big) ((big) ? lx_num_threads() : 1)
 
 /* Record "<op>: input is NULL" only when no earlier failure explains it. */
 void lx_op_null_input(const char *op);

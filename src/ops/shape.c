@@ -79,7 +79,7 @@ void lx_strided_copy(void *out, const int64_t *out_strides, const void *in, cons
         const int64_t nq = sh[q], nouter = rows / nq;
         const int64_t ntiles = nouter * ((nq + TB - 1) / TB) * ((inner + TB - 1) / TB);
         const int64_t tq = (nq + TB - 1) / TB, tl = (inner + TB - 1) / TB;
-#pragma omp parallel for schedule(static) if (size > LX_PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(size > LX_PAR_MIN))
         for (int64_t t = 0; t < ntiles; t++) {
             int64_t r = t / (tq * tl), bq = (t / tl) % tq * TB, bl = t % tl * TB;
             int64_t ooff = 0, ioff = 0;
@@ -98,7 +98,7 @@ void lx_strided_copy(void *out, const int64_t *out_strides, const void *in, cons
         }
         return;
     }
-#pragma omp parallel for schedule(static) if (size > LX_PAR_MIN && rows > 1)
+#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(size > LX_PAR_MIN && rows > 1))
     for (int64_t r = 0; r < rows; r++) {
         int64_t ooff = 0, ioff = 0, rem = r;
         for (int d = nd - 2; d >= 0 && rem; d--) {
@@ -606,7 +606,7 @@ lx_array *lx_pad(lx_array *x, const int64_t *before, const int64_t *after, float
 static void take_forward(char *out, const char *a, const int32_t *idx, int64_t outer, int64_t n, int64_t m,
                          size_t row_bytes) {
     const int64_t total = outer * m;
-#pragma omp parallel for schedule(static) if (total * (int64_t)row_bytes > 4 * LX_PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(total * (int64_t)row_bytes > 4 * LX_PAR_MIN))
     for (int64_t t = 0; t < total; t++) {
         const int64_t o = t / m, j = t % m;
         const int64_t i = idx[j] < 0 ? idx[j] + n : idx[j];

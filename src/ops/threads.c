@@ -25,8 +25,9 @@ static int default_threads(void) {
 static void apply(int n) {
     atomic_store(&lx_threads, n);
     openblas_set_num_threads(n);
-    /* Our parallel loops pass num_threads(lx_num_threads()) explicitly; this also makes a user's
-     * own OpenMP regions on this thread agree. */
+    /* Every linnx parallel region passes num_threads(lx_num_threads()) explicitly (op_internal.h,
+     * LX_PAR_THREADS), so this ICV is not what sizes our teams: it only makes a user's own OpenMP
+     * regions on the thread that applied the setting agree with it. */
     omp_set_num_threads(n);
 }
 
