@@ -104,6 +104,26 @@ void lx_bcast_plan(lx_bcast *bc, int nin, const int *ndims, const int64_t *const
     bc->ndim = nd;
 }
 
+/* Tile t of a broadcast plan: find each input's offset for the tile's row and run the row
+ * kernel over its columns. */
+static inline void bcast_tile(const lx_bcast *bc, int64_t t, int64_t inner, int64_t width, int64_t nblk,
+                              const int64_t *step, void *out, size_t out_elsize, const void *const *in,
+                              const size_t *in_elsize, lx_bcast_row_fn fn, const void *ctx) {
+    const int nd = bc->ndim, nin = bc->nin;
+    const int64_t r = t / nblk, c0 = (t % nblk) * width;
+    const int64_t n = inner - c0 < width ? inner - c0 : width;
+    int64_t off[LX_BCAST_MAX_IN] = {0};
+    int64_t rem = r;
+    for (int d = nd - 2; d >= 0 && rem; d--) {
+        int64_t q = rem % bc->shape[d];
+        rem /= bc->shape[d];
+        for (int k = 0; k < nin; k++) off[k] += q * bc->stride[k][d];
+    }
+    const void *ip[LX_BCAST_MAX_IN];
+    for (int k = 0; k < nin; k++) ip[k] = (const char *)in[k] + (size_t)(off[k] + c0 * step[k]) * in_elsize[k];
+    fn((char *)out + (size_t)(r * inner + c0) * out_elsize, ip, step, n, ctx);
+}
+
 void lx_bcast_run(const lx_bcast *bc, void *out, size_t out_elsize, const void *const *in,
                   const size_t *in_elsize, lx_bcast_row_fn fn, const void *ctx) {
     if (bc->size == 0) return;
@@ -114,22 +134,16 @@ void lx_bcast_run(const lx_bcast *bc, void *out, size_t out_elsize, const void *
     const int64_t nblk = (inner + width - 1) / width, ntiles = rows * nblk;
     int64_t step[LX_BCAST_MAX_IN];
     for (int k = 0; k < nin; k++) step[k] = bc->stride[k][nd - 1];
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(bc->size > LX_PAR_MIN))
-    for (int64_t t = 0; t < ntiles; t++) {
-        const int64_t r = t / nblk, c0 = (t % nblk) * width;
-        const int64_t n = inner - c0 < width ? inner - c0 : width;
-        int64_t off[LX_BCAST_MAX_IN] = {0};
-        int64_t rem = r;
-        for (int d = nd - 2; d >= 0 && rem; d--) {
-            int64_t q = rem % bc->shape[d];
-            rem /= bc->shape[d];
-            for (int k = 0; k < nin; k++) off[k] += q * bc->stride[k][d];
-        }
-        const void *ip[LX_BCAST_MAX_IN];
-        for (int k = 0; k < nin; k++)
-            ip[k] = (const char *)in[k] + (size_t)(off[k] + c0 * step[k]) * in_elsize[k];
-        fn((char *)out + (size_t)(r * inner + c0) * out_elsize, ip, step, n, ctx);
+    if (bc->size <= LX_PAR_MIN) {
+        /* Small ops (a bias add at batch 1) never enter an OpenMP region: even a one-thread
+         * region costs as much as the arithmetic. */
+        for (int64_t t = 0; t < ntiles; t++)
+            bcast_tile(bc, t, inner, width, nblk, step, out, out_elsize, in, in_elsize, fn, ctx);
+        return;
     }
+#pragma omp parallel for schedule(static) num_threads(lx_num_threads())
+    for (int64_t t = 0; t < ntiles; t++)
+        bcast_tile(bc, t, inner, width, nblk, step, out, out_elsize, in, in_elsize, fn, ctx);
 }
 
 /* ---- dtype lists for messages ---- */

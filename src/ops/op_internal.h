@@ -24,6 +24,21 @@
  * other thread set) is never what sizes a linnx team. */
 #define LX_PAR_THREADS(big) ((big) ? lx_num_threads() : 1)
 
+/* for (int64_t VAR = 0; VAR < N; VAR++) { BODY }: on the thread team when BIG, else serially
+ * without entering an OpenMP region at all (even a one-thread region costs about as much as a
+ * 64-element op, which is what a batch-1 layer is made of). BODY may not hold a #pragma: put
+ * such a body in a function. */
+#define LX_PARALLEL_FOR(VAR, N, BIG, ...)                                                    \
+    do {                                                                                     \
+        const int64_t lx_pf_n_ = (N);                                                       \
+        if (BIG) {                                                                           \
+            _Pragma("omp parallel for schedule(static) num_threads(lx_num_threads())")       \
+            for (int64_t VAR = 0; VAR < lx_pf_n_; VAR++) { __VA_ARGS__ }                     \
+        } else {                                                                             \
+            for (int64_t VAR = 0; VAR < lx_pf_n_; VAR++) { __VA_ARGS__ }                     \
+        }                                                                                    \
+    } while (0)
+
 /* Record "<op>: input is NULL" only when no earlier failure explains it. */
 void lx_op_null_input(const char *op);
 

@@ -30,13 +30,12 @@ static void run_tiles(const red_plan *p, const void *x, size_t xes, void *out, s
     if (p->outer == 0 || p->inner == 0) return;
     const int64_t nchunk = (p->inner + TILE_W - 1) / TILE_W, ntiles = p->outer * nchunk;
     const int64_t total = p->outer * p->red * p->inner;
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(total > LX_PAR_MIN && ntiles > 1))
-    for (int64_t t = 0; t < ntiles; t++) {
+    LX_PARALLEL_FOR(t, ntiles, total > LX_PAR_MIN && ntiles > 1,
         const int64_t o = t / nchunk, c0 = (t % nchunk) * TILE_W;
         const int64_t w = p->inner - c0 < TILE_W ? p->inner - c0 : TILE_W;
         fn((const char *)x + (size_t)(o * p->red * p->inner + c0) * xes,
            (char *)out + (size_t)(o * p->inner + c0) * oes, p->red, p->inner, w);
-    }
+    );
 }
 
 /* ---- kernels ---- */

@@ -98,8 +98,7 @@ void lx_strided_copy(void *out, const int64_t *out_strides, const void *in, cons
         }
         return;
     }
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(size > LX_PAR_MIN && rows > 1))
-    for (int64_t r = 0; r < rows; r++) {
+    LX_PARALLEL_FOR(r, rows, size > LX_PAR_MIN && rows > 1,
         int64_t ooff = 0, ioff = 0, rem = r;
         for (int d = nd - 2; d >= 0 && rem; d--) {
             const int64_t q = rem % sh[d];
@@ -109,7 +108,7 @@ void lx_strided_copy(void *out, const int64_t *out_strides, const void *in, cons
         }
         copy_run((char *)out + ooff * (int64_t)elsize, os[nd - 1], (const char *)in + ioff * (int64_t)elsize,
                  is[nd - 1], elsize, inner);
-    }
+    );
 }
 
 /* ---- views: reshape, expand_dims, squeeze ---- */
