@@ -127,6 +127,51 @@ static void test_linen_paths(void) {
     linen_module_release(m);
 }
 
+/* A child held under a 200-character attribute name: its path is never cut. */
+static char long_name_[201];
+static lx_status holder_call(nnx_module *self, const lx_call *c, lx_value *out) {
+    lx_value v;
+    LX_TRY(nnx_getattr(self, long_name_, &v));
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    lx_array *y = nnx_call_array(nnx_module_from_value(&v), x);
+    if (!y) return lx_last_status();
+    *out = lx_array_v(lx_retain(y));
+    return LX_OK;
+}
+static const nnx_method HOLDER_METHODS[] = {{"__call__", holder_call}};
+static const nnx_type HOLDER = {.name = "Holder", .size = sizeof(nnx_module), .methods = HOLDER_METHODS, .nmethods = 1};
+
+typedef struct { int n; char path[512]; } last_path_t;
+static void keep_path(const lx_intercept_event *ev, void *user) {
+    last_path_t *l = user;
+    l->n++;
+    snprintf(l->path, sizeof l->path, "%s", ev->path);
+}
+
+static void test_long_attribute_name(void) {
+    memset(long_name_, 'a', 200);
+    long_name_[200] = '\0';
+    nnx_rngs *rngs = NULL;
+    nnx_rngs_from_seed(0, &rngs);
+    nnx_module *lin = NULL, *holder = NULL;
+    lx_call c1 = LX_CALL_ARGS(lx_int_v(2), lx_int_v(2));
+    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c1, rngs, &lin), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&HOLDER, NULL, NULL, &holder), LX_OK);
+    lx_value lv = nnx_module_v(lin);
+    CHECK_EQ_INT(nnx_setattr(holder, long_name_, &lv), LX_OK);
+    last_path_t got = {0, ""};
+    int h = 0;
+    lx_interceptor_add(keep_path, &got, &h);
+    CHECK(nnx_call_array(holder, lx_autorelease(lx_array_full_f32(2, (int64_t[]){1, 2}, 1.0f))) != NULL);
+    lx_interceptor_remove(h);
+    CHECK_EQ_INT(got.n, 1);
+    CHECK_STR(got.path, long_name_);
+    nnx_module_release(holder);
+    nnx_module_release(lin);
+    nnx_rngs_release(rngs);
+}
+
 static void test_frames(void) {
     CHECK_FAILS(lx_interceptor_add(NULL, NULL, NULL), LX_ERR_INVALID_ARGUMENT, "interceptor is NULL");
     lx_frame_push(LX_FRAME_LINEN, "decoder", NULL, NULL);
@@ -199,6 +244,7 @@ int main(void) {
     RUN(test_nnx_paths);
     RUN(test_mha_paths);
     RUN(test_linen_paths);
+    RUN(test_long_attribute_name);
     RUN(test_frames);
     RUN(test_long_paths);
     return lx_test_finish();

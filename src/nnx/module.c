@@ -527,27 +527,46 @@ const nnx_method *nnx_find_method(const nnx_type *type, const char *name) {
 
 /* ---- module frames for op interceptors (intercept.h) ---- */
 
-/* The attribute name of `m` in `parent` ("mlp", or "layers/0" for a list item), "" if absent. */
-static void child_name(nnx_module *parent, const nnx_module *m, char *buf, size_t cap) {
-    buf[0] = '\0';
+/* "a/b" (or "a" when b is NULL) as a new string; NULL when out of memory. */
+static char *join_name(const char *a, const char *b) {
+    size_t na = strlen(a), nb = b ? strlen(b) + 1 : 0;
+    char *s = malloc(na + nb + 1);
+    if (!s) return NULL;
+    memcpy(s, a, na);
+    if (b) {
+        s[na] = '/';
+        memcpy(s + na + 1, b, nb);
+    } else {
+        s[na] = '\0';
+    }
+    return s;
+}
+
+/* The attribute name of `m` in `parent` ("mlp", or "layers/0" for a list item) as a new string,
+ * whatever its length (an interceptor's path must never be cut); NULL if absent or out of memory. */
+static char *child_name(nnx_module *parent, const nnx_module *m) {
+    char *name = NULL;
     nnx_children kids = {0, NULL};
     lx_value pv = nnx_module_v(parent);
-    if (nnx_children_of(&pv, &kids) != LX_OK) return;
-    for (int i = 0; i < kids.n && !buf[0]; i++) {
+    if (nnx_children_of(&pv, &kids) != LX_OK) return NULL;
+    bool found = false;
+    for (int i = 0; i < kids.n && !found; i++) {
         if (nnx_module_from_value(&kids.items[i].v) == m) {
-            snprintf(buf, cap, "%s", kids.items[i].name);
+            name = join_name(kids.items[i].name, NULL);
+            found = true;
         } else if (nnx_list_from_value(&kids.items[i].v)) {
             nnx_children items = {0, NULL};
             if (nnx_children_of(&kids.items[i].v, &items) != LX_OK) continue;
-            for (int k = 0; k < items.n; k++)
+            for (int k = 0; k < items.n && !found; k++)
                 if (nnx_module_from_value(&items.items[k].v) == m) {
-                    snprintf(buf, cap, "%s/%s", kids.items[i].name, items.items[k].name);
-                    break;
+                    name = join_name(kids.items[i].name, items.items[k].name);
+                    found = true;
                 }
             nnx_children_free(&items);
         }
     }
     nnx_children_free(&kids);
+    return name;
 }
 
 /* Is `a` the value of a Param (or subclass) held directly by module `obj`? */
@@ -583,12 +602,14 @@ static lx_status run_target(nnx_module *m, const char *method, nnx_method_fn fn,
 static lx_status call_framed(nnx_module *m, const char *method, nnx_method_fn fn, const lx_call *call,
                              lx_value *out) {
     if (!lx_intercepting()) return run_target(m, method, fn, call, out);
-    char name[128] = "";
+    char *name = NULL;
     lx_frame_kind kind;
     const void *parent = lx_frame_top(&kind);
-    if (parent && kind == LX_FRAME_NNX && parent != m) child_name((nnx_module *)parent, m, name, sizeof name);
-    LX_TRY(lx_frame_push(LX_FRAME_NNX, name, m, holds_param));
-    lx_status s = run_target(m, method, fn, call, out);
+    if (parent && kind == LX_FRAME_NNX && parent != m) name = child_name((nnx_module *)parent, m);
+    lx_status s = lx_frame_push(LX_FRAME_NNX, name ? name : "", m, holds_param); /* copies the name */
+    free(name);
+    LX_TRY(s);
+    s = run_target(m, method, fn, call, out);
     lx_frame_pop();
     return s;
 }
