@@ -578,6 +578,40 @@ static void test_w18_nnx_to_linen_metadata(void) {
     linen_module_release(m);
 }
 
+/* spec/flax-bridge.md §4.4 (b): kernel_init=bridge.with_partitioning(lecun_normal(), ('in', 'out'))
+ * leaves NNX through ToLinen as a real nn.Partitioned box (not an NNXMeta), and a Linen apply
+ * unboxes it. */
+static void test_bridge_with_partitioning(void) {
+    const char *names[] = {"in", "out"};
+    lx_tree *md = NULL;
+    CHECK_EQ_INT(bridge_with_partitioning(2, names, NULL, &md), LX_OK);
+    lx_call ctor = {2, (lx_value[]){lx_int_v(4), lx_int_v(3)}, 1, (lx_kwarg[]){LX_KW("kernel_metadata", lx_tree_v(md))}};
+    linen_module *m = to_linen_args(&NNX_LINEAR_TYPE, &ctor, NULL);
+    lx_tree_release(md);
+    lx_array *x = ONES(2, 4);
+    lx_call c = LX_ARGS(x);
+    lx_value y;
+    lx_tree *v = NULL;
+    CHECK_EQ_INT(linen_init_with_output(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &y, &v), LX_OK);
+    const lx_value *k = at(v, "params/kernel");
+    CHECK(k && k->kind == LX_V_BOX && lx_box_get_kind(k->u.box) == LX_BOX_PARTITIONED);
+    if (k && k->kind == LX_V_BOX) {
+        const lx_value *nm = lx_box_names(k->u.box);
+        CHECK(nm && nm->u.strs.n == 2 && strcmp(nm->u.strs.v[0], "in") == 0 && strcmp(nm->u.strs.v[1], "out") == 0);
+        CHECK(lx_box_mesh(k->u.box) == NULL);
+        CHECK(SHAPE_IS(lx_box_unbox(k->u.box), 4, 3));
+    }
+    CHECK(at(v, "params/bias") && at(v, "params/bias")->kind == LX_V_ARRAY);
+    lx_value y2;
+    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
+    CHECK(matmul_close(out_array(&y2), x, array_at(v, "params/kernel"), NULL));
+    lx_value_free(&y);
+    lx_value_free(&y2);
+    lx_tree_release(v);
+    linen_module_release(m);
+}
+
 /* jax.tree.structure equality: the same set of paths (dict order does not matter), arrays of
  * the same shapes. */
 static bool same_structure(const lx_tree *a, const lx_tree *b) {
@@ -1264,6 +1298,7 @@ int main(void) {
     RUN(test_w15_to_linen_nnx_method_arg);
     RUN(test_w16_mutated_static_data);
     RUN(test_w18_nnx_to_linen_metadata);
+    RUN(test_bridge_with_partitioning);
     RUN(test_w20_pytree_structure_consistency);
     RUN(test_nnx_inside_linen_numbers);
     RUN(test_child_key_and_name);

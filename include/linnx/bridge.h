@@ -21,6 +21,7 @@
 #define LINNX_BRIDGE_H
 
 #include "linnx/box.h"
+#include "linnx/nnx.h"
 #include "linnx/tree.h"
 #include "linnx/value.h"
 #include "linnx/variable.h"
@@ -60,6 +61,13 @@ lx_status bridge_linen_vars_to_nnx_attrs(const lx_tree *variables, lx_tree **att
  * collection from the registry (no auto-registration: an unregistered type is an error). A leaf
  * that is not a Variable is LX_ERR_TYPE "Cannot infer collection name from value: <v>". */
 lx_status bridge_nnx_attrs_to_linen_vars(const lx_tree *attrs, lx_tree **variables);
+
+/* bridge.with_partitioning(init, names, mesh): the metadata an NNX parameter takes (pass it as a
+ * layer's kernel_metadata / bias_metadata, lx_tree_v(tree)) so that its Variable carries
+ * out_sharding = names, mesh, and linen_meta_type = Partitioned; leaving NNX through ToLinen it
+ * becomes a real nn.Partitioned box (spec/flax-bridge.md §4.4 (b)) instead of an NNXMeta. `mesh`
+ * NULL is None. The caller owns *out (lx_tree_release). */
+lx_status bridge_with_partitioning(int nnames, const char *const *names, const char *mesh, lx_tree **out);
 
 /* A metadata_fn turns an NNX Variable into the Linen leaf ToLinen stores (default:
  * bridge_to_linen_var). `user` is the pointer given with it. */

@@ -30,6 +30,16 @@ lx_status bridge_to_linen_var(const lx_variable *v, lx_value *out) {
     return LX_OK;
 }
 
+lx_status bridge_with_partitioning(int nnames, const char *const *names, const char *mesh, lx_tree **out) {
+    LX_TRY(nnx_sharding_metadata(nnames, names, mesh, out));
+    lx_status s = lx_tree_set(*out, "linen_meta_type", lx_int_v(LX_BOX_PARTITIONED));
+    if (s != LX_OK) {
+        lx_tree_release(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
 lx_status bridge_metadata_to_linen_var(const lx_variable *v, void *user, lx_value *out) {
     (void)user;
     return bridge_to_linen_var(v, out);
