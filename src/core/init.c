@@ -6,6 +6,7 @@
 #include "linnx/init.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../ops/op_internal.h"
@@ -262,6 +263,26 @@ int lx_init_partition_rules(const lx_initializer *init, const char *out[2 * LX_P
 const char *lx_init_partition_mesh(const lx_initializer *init) {
     if (!init || init->partitioning.kind == LX_PARTITION_NONE || !init->partitioning.has_mesh) return NULL;
     return init->partitioning.mesh;
+}
+
+/* Flax builds the box without looking at the value; JAX refuses a PartitionSpec longer than the
+ * array's rank as soon as the sharding is applied (under a mesh). linnx has no mesh to wait for,
+ * so it refuses at the point the parameter is made. */
+lx_status lx_init_check_partition_rank(const lx_initializer *init, int ndim, const int64_t *shape) {
+    if (!init || init->partitioning.kind == LX_PARTITION_NONE || init->partitioning.nnames <= ndim) return LX_OK;
+    const lx_partitioning *p = &init->partitioning;
+    char names[LX_MAX_DIMS * (LX_PARTITION_NAME_CAP + 4) + 8], sh[96];
+    size_t k = 0;
+    names[k++] = '(';
+    for (int i = 0; i < p->nnames; i++) {
+        const char *sep = i ? ", " : "";
+        if (p->has_name[i]) k += (size_t)snprintf(names + k, sizeof names - k, "%s'%s'", sep, p->names[i]);
+        else k += (size_t)snprintf(names + k, sizeof names - k, "%sNone", sep);
+    }
+    snprintf(names + k, sizeof names - k, p->nnames == 1 ? ",)" : ")");
+    return lx_fail(LX_ERR_SHAPE, "%s names %s have %d entries, more than the rank of a parameter of shape %s",
+                   p->kind == LX_PARTITION_LOGICAL ? "with_logical_partitioning" : "with_partitioning", names,
+                   p->nnames, lx_shape_str(ndim, shape, sh, sizeof sh));
 }
 
 /* ------------------------------------------------------------------ fans */
