@@ -6,9 +6,9 @@
 #include "linnx/init.h"
 
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
 
+#include "linnx/value.h"
 #include "../ops/op_internal.h"
 
 /* ------------------------------------------------------------------ constructors */
@@ -270,19 +270,13 @@ const char *lx_init_partition_mesh(const lx_initializer *init) {
  * so it refuses at the point the parameter is made. */
 lx_status lx_init_check_partition_rank(const lx_initializer *init, int ndim, const int64_t *shape) {
     if (!init || init->partitioning.kind == LX_PARTITION_NONE || init->partitioning.nnames <= ndim) return LX_OK;
-    const lx_partitioning *p = &init->partitioning;
-    char names[LX_MAX_DIMS * (LX_PARTITION_NAME_CAP + 4) + 8], sh[96];
-    size_t k = 0;
-    names[k++] = '(';
-    for (int i = 0; i < p->nnames; i++) {
-        const char *sep = i ? ", " : "";
-        if (p->has_name[i]) k += (size_t)snprintf(names + k, sizeof names - k, "%s'%s'", sep, p->names[i]);
-        else k += (size_t)snprintf(names + k, sizeof names - k, "%sNone", sep);
-    }
-    snprintf(names + k, sizeof names - k, p->nnames == 1 ? ",)" : ")");
+    const char *names[LX_MAX_DIMS];
+    int n = lx_init_partition_names(init, names);
+    lx_value nv = lx_strs_v(n, names);
+    char nbuf[LX_MAX_DIMS * (LX_PARTITION_NAME_CAP + 4) + 8], sh[96];
     return lx_fail(LX_ERR_SHAPE, "%s names %s have %d entries, more than the rank of a parameter of shape %s",
-                   p->kind == LX_PARTITION_LOGICAL ? "with_logical_partitioning" : "with_partitioning", names,
-                   p->nnames, lx_shape_str(ndim, shape, sh, sizeof sh));
+                   init->partitioning.kind == LX_PARTITION_LOGICAL ? "with_logical_partitioning" : "with_partitioning",
+                   lx_value_str(&nv, nbuf, sizeof nbuf), n, lx_shape_str(ndim, shape, sh, sizeof sh));
 }
 
 /* ------------------------------------------------------------------ fans */
