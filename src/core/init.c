@@ -274,9 +274,10 @@ lx_status lx_init_check_partition_rank(const lx_initializer *init, int ndim, con
     int n = lx_init_partition_names(init, names);
     lx_value nv = lx_strs_v(n, names);
     char nbuf[LX_MAX_DIMS * (LX_PARTITION_NAME_CAP + 4) + 8], sh[96];
-    return lx_fail(LX_ERR_SHAPE, "%s names %s have %d entries, more than the rank of a parameter of shape %s",
+    return lx_fail(LX_ERR_SHAPE, "%s names %s have %d %s, more than the rank of a parameter of shape %s",
                    init->partitioning.kind == LX_PARTITION_LOGICAL ? "with_logical_partitioning" : "with_partitioning",
-                   lx_value_str(&nv, nbuf, sizeof nbuf), n, lx_shape_str(ndim, shape, sh, sizeof sh));
+                   lx_value_str(&nv, nbuf, sizeof nbuf), n, n == 1 ? "entry" : "entries",
+                   lx_shape_str(ndim, shape, sh, sizeof sh));
 }
 
 /* ------------------------------------------------------------------ fans */
