@@ -1,4 +1,5 @@
 /* Helpers every NNX layer uses: drawing parameter keys, making parameters, the layer registry. */
+#include <stdint.h>
 #include <stdio.h>
 
 #include "linnx/nnx_layers.h"
@@ -26,9 +27,9 @@ lx_status nnx_draw_params(const nnx_module *self, nnx_rngs *rngs, lx_key *key) {
 
 /* The attribute `out` points into (&self->kernel -> "kernel"), for messages; NULL if not a field. */
 static const char *field_name(const nnx_module *self, lx_variable **out) {
-    ptrdiff_t off = (const char *)out - (const char *)self;
-    for (int i = 0; off >= 0 && i < self->type->nfields; i++)
-        if ((size_t)off == self->type->fields[i].offset) return self->type->fields[i].name;
+    uintptr_t base = (uintptr_t)self, at = (uintptr_t)out; /* `out` may lie outside *self */
+    for (int i = 0; at >= base && i < self->type->nfields; i++)
+        if (at - base == self->type->fields[i].offset) return self->type->fields[i].name;
     return NULL;
 }
 
