@@ -80,5 +80,40 @@ out=$("$bin" params 'linen.Dense(2, kernel_init=linen.initializers.ones, bias_in
 want=$'params/kernel float32[2,2]: 1 1 1 1\nparams/bias float32[2]: 0.5 0.5'
 if [ "$out" == "$want" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: initializers: $out"; fi
 
+# partitioning wrappers: the same values as the plain initializer (no extra key drawn), the names
+# at the end of the line
+expect_same() { # $1 = what, $2 = got, $3 = want
+    if [ "$2" == "$3" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1:"; diff <(echo "$2") <(echo "$3"); fi
+}
+plain=$("$bin" params 'linen.Dense(8)' --seed 0 --input-shape 1,4)
+out=$("$bin" params 'linen.Dense(8, kernel_init=linen.with_partitioning(linen.initializers.lecun_normal, ("in", "out")))' --seed 0 --input-shape 1,4)
+expect_same "linen.with_partitioning" "$out" "$(printf '%s\n' "$plain" | sed '/^params\/kernel/s/$/ [Partitioned ('"'in', 'out'"')]/')"
+out=$("$bin" params 'linen.Dense(2, kernel_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed", None), mesh="m", rules=(("embed", "data"),)), bias_init=linen.with_partitioning(linen.initializers.zeros, ("mlp",)))' --seed 0 --input-shape 1,2)
+expect_same "with_logical_partitioning" "$out" $'params/kernel float32[2,2]: 1 1 1 1 [LogicallyPartitioned (\'embed\', None)]\nparams/bias float32[2]: 0 0 [Partitioned (\'mlp\',)]'
+plain=$("$bin" params 'nnx.Linear(2, 3)' --seed 0)
+out=$("$bin" params 'nnx.Linear(2, 3, kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("in", "out")))' --seed 0)
+expect_same "nnx.with_partitioning" "$out" "$(printf '%s\n' "$plain" | sed '/^kernel/s/$/ [out_sharding ('"'in', 'out'"')]/')"
+out=$("$bin" params 'bridge.to_linen(nnx.Linear, 2, 3, kernel_init=nnx.with_partitioning(nnx.initializers.ones, ("in", "out")))' --seed 0 --input-shape 1,2)
+expect_same "to_linen + nnx.with_partitioning" "$out" $'params/bias float32[3]: 0 0 0\nparams/kernel float32[2,3]: 1 1 1 1 1 1 [NNXMeta (\'in\', \'out\')]'
+out=$("$bin" params 'bridge.ToNNX(linen.Dense(3, kernel_init=linen.with_partitioning(linen.initializers.ones, ("in", "out"))))' --seed 0 --input-shape 1,2 | grep '^kernel')
+expect_same "ToNNX + linen.with_partitioning" "$out" "kernel Param float32[2,3]: 1 1 1 1 1 1 [out_sharding ('in', 'out')]"
+
+wp='linen.with_partitioning'
+expect_usage_error "$wp() missing 1 required positional argument: 'names'" params "linen.Dense(3, kernel_init=$wp(linen.initializers.ones))" --seed 0 --input-shape 1,2
+expect_usage_error "names must be a tuple of str or None" params "linen.Dense(3, kernel_init=$wp(linen.initializers.ones, 'in'))" --seed 0 --input-shape 1,2
+expect_usage_error "param \"kernel\" in \"/\": with_partitioning names ('a', 'b', 'c') have 3 entries, more than the rank of a parameter of shape (2, 3)" params "linen.Dense(3, kernel_init=$wp(linen.initializers.ones, ('a', 'b', 'c')))" --seed 0 --input-shape 1,2
+expect_usage_error "the initializer is already wrapped (Partitioned)" params "linen.Dense(3, kernel_init=$wp($wp(linen.initializers.ones, ('a',)), ('b',)))" --seed 0 --input-shape 1,2
+expect_usage_error "'linen.Dense(3)' is not an initializer" params "linen.Dense(3, kernel_init=$wp(linen.Dense(3), ('a',)))" --seed 0 --input-shape 1,2
+expect_usage_error "rules must be a tuple of (logical, mesh) pairs" params "linen.Dense(3, kernel_init=linen.with_logical_partitioning(linen.initializers.ones, ('a',), rules=('a', 'b')))" --seed 0 --input-shape 1,2
+expect_usage_error "is 56 bytes long (at most 47)" params "linen.Dense(3, kernel_init=$wp(linen.initializers.ones, ('$(printf 'a%.0s' {1..56})',)))" --seed 0 --input-shape 1,2
+expect_usage_error "is a function: call it" params "linen.Dense(3, kernel_init=$wp)" --seed 0 --input-shape 1,2
+expect_usage_error "mesh must be a mesh name" params "linen.Dense(3, kernel_init=$wp(linen.initializers.ones, ('a',), mesh=3))" --seed 0 --input-shape 1,2
+expect_usage_error "takes from 2 to 3 positional arguments but 4 were given" params "linen.Dense(3, kernel_init=$wp(linen.initializers.ones, ('a',), None, 4))" --seed 0 --input-shape 1,2
+expect_usage_error "got multiple values for argument 'fn'" params "linen.Dense(3, kernel_init=$wp(linen.initializers.ones, ('a',), fn=linen.initializers.ones))" --seed 0 --input-shape 1,2
+expect_usage_error "nnx.with_partitioning is for NNX layers" params "linen.Dense(3, kernel_init=nnx.with_partitioning(nnx.initializers.ones, ('a',)))" --seed 0 --input-shape 1,2
+expect_usage_error "linen.with_partitioning is for Linen layers" params "nnx.Linear(2, 3, kernel_init=$wp(linen.initializers.ones, ('a', 'b')))" --seed 0
+expect_usage_error "nnx.with_partitioning() got an unexpected keyword argument 'names'" params "nnx.Linear(2, 3, kernel_init=nnx.with_partitioning(nnx.initializers.ones, ('a', 'b'), names=1))" --seed 0
+expect_usage_error "Linear.bias: with_partitioning names ('a', 'b') have 2 entries" params "nnx.Linear(2, 3, bias_init=nnx.with_partitioning(nnx.initializers.ones, ('a', 'b')))" --seed 0
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -351,11 +351,40 @@ static void test_tree_unbox(void) {
     lx_release(b);
 }
 
+/* The box a partitioned initializer makes, and a plain one refused. */
+static void test_box_from_initializer(void) {
+    lx_array *a = lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){8, 4}));
+    lx_initializer ln = lx_init_lecun_normal(), p, l;
+    lx_box *b = NULL;
+    char buf[256];
+    CHECK_FAILS(lx_box_from_initializer(&ln, a, &b), LX_ERR_INVALID_ARGUMENT, "the initializer has no partitioning");
+    CHECK(b == NULL);
+    CHECK_FAILS(lx_box_from_initializer(NULL, a, &b), LX_ERR_INVALID_ARGUMENT, "no partitioning");
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 2, (const char *[]){NULL, "mlp"}, "mesh0", &p), LX_OK);
+    CHECK_EQ_INT(lx_box_from_initializer(&p, a, &b), LX_OK);
+    CHECK_STR(b ? lx_box_str(b, buf, sizeof buf) : NULL, "Partitioned(value=float32[8,4], names=(None, 'mlp'), mesh='mesh0')");
+    CHECK(b && lx_box_unbox(b) == a);
+    lx_box_release(b);
+    CHECK_EQ_INT(lx_init_with_logical_partitioning(&ln, 1, (const char *[]){"embed"}, NULL, 0, NULL, &l), LX_OK);
+    CHECK_EQ_INT(lx_box_from_initializer(&l, a, &b), LX_OK);
+    CHECK_STR(b ? lx_box_str(b, buf, sizeof buf) : NULL,
+              "LogicallyPartitioned(value=float32[8,4], names=('embed',), mesh=None, rules=None)");
+    lx_box_release(b);
+    CHECK_FAILS(lx_box_from_initializer(&p, NULL, &b), LX_ERR_FAILED_INPUT, "");
+    CHECK_EQ_INT(lx_init_check_partition_rank(&ln, 0, NULL), LX_OK);
+    CHECK_EQ_INT(lx_init_check_partition_rank(&p, 2, (int64_t[]){8, 4}), LX_OK);
+    CHECK_FAILS(lx_init_check_partition_rank(&p, 1, (int64_t[]){8}), LX_ERR_SHAPE,
+                "with_partitioning names (None, 'mlp') have 2 entries, more than the rank of a parameter of shape (8,)");
+    CHECK_FAILS(lx_init_check_partition_rank(&l, 0, NULL), LX_ERR_SHAPE,
+                "with_logical_partitioning names ('embed',) have 1 entry, more than the rank of a parameter of shape ()");
+}
+
 int main(void) {
     RUN(test_partitioned);
     RUN(test_nnx_metadata_round_trip);
     RUN(test_nnx_meta);
     RUN(test_kinds);
     RUN(test_tree_unbox);
+    RUN(test_box_from_initializer);
     return lx_test_finish();
 }

@@ -578,6 +578,55 @@ static void test_w18_nnx_to_linen_metadata(void) {
     linen_module_release(m);
 }
 
+/* W18 as Flax writes it: kernel_init=nnx.with_partitioning(lecun_normal(), ('in', 'out')) (an
+ * initializer, not kernel_metadata). params/kernel is an NNXMeta whose metadata has out_sharding
+ * and mesh=None (spec/flax-bridge.md §4.4 (a)); its value is the plain to_linen(Linear)'s for the
+ * same key; apply (which builds the module abstractly) unboxes it and returns the box as is. */
+static void test_w18_with_partitioning_initializer(void) {
+    lx_initializer ln = lx_init_lecun_normal(), kinit;
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 2, (const char *[]){"in", "out"}, NULL, &kinit), LX_OK);
+    lx_call ctor = {2, (lx_value[]){lx_int_v(32), lx_int_v(64)}, 1,
+                    (lx_kwarg[]){LX_KW("kernel_init", lx_ptr_v("initializer", &kinit))}};
+    linen_module *m = to_linen_args(&NNX_LINEAR_TYPE, &ctor, NULL);
+    lx_array *x = ONES(1, 32);
+    lx_call c = LX_ARGS(x);
+    lx_value y;
+    lx_tree *v = NULL;
+    CHECK_EQ_INT(linen_init_with_output(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &y, &v), LX_OK);
+    const lx_value *k = at(v, "params/kernel");
+    CHECK(k && k->kind == LX_V_BOX && lx_box_get_kind(k->u.box) == LX_BOX_NNX_META);
+    if (k && k->kind == LX_V_BOX) {
+        CHECK(lx_box_var_type(k->u.box) == &lx_Param);
+        const lx_value *nm = lx_box_names(k->u.box);
+        CHECK(nm && nm->u.strs.n == 2 && strcmp(nm->u.strs.v[0], "in") == 0 && strcmp(nm->u.strs.v[1], "out") == 0);
+        const lx_value *mesh = lx_tree_get(lx_box_metadata(k->u.box), "mesh");
+        CHECK(mesh && mesh->kind == LX_V_NONE);
+        CHECK(lx_tree_get(lx_box_metadata(k->u.box), "linen_meta_type") == NULL);
+    }
+    CHECK(at(v, "params/bias")->kind == LX_V_ARRAY);
+    CHECK(matmul_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
+
+    lx_call pctor = {2, (lx_value[]){lx_int_v(32), lx_int_v(64)}, 0, NULL};
+    linen_module *plain = to_linen_args(&NNX_LINEAR_TYPE, &pctor, NULL);
+    lx_tree *pv = NULL;
+    CHECK_EQ_INT(linen_init(plain, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &pv), LX_OK);
+    CHECK(array_at(pv, "params/kernel") && lx_array_equal(array_at(pv, "params/kernel"), array_at(v, "params/kernel")));
+    lx_tree_release(pv);
+    linen_module_release(plain);
+
+    linen_opts o = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
+    lx_value y2;
+    lx_tree *upd = NULL;
+    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, &o, &y2, &upd), LX_OK);
+    CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
+    CHECK(at(upd, "params/kernel") && k && at(upd, "params/kernel")->u.box == k->u.box);
+    lx_value_free(&y);
+    lx_value_free(&y2);
+    lx_tree_release(upd);
+    lx_tree_release(v);
+    linen_module_release(m);
+}
+
 /* spec/flax-bridge.md §4.4 (b): kernel_init=bridge.with_partitioning(lecun_normal(), ('in', 'out'))
  * leaves NNX through ToLinen as a real nn.Partitioned box (not an NNXMeta), and a Linen apply
  * unboxes it. */
@@ -1298,6 +1347,7 @@ int main(void) {
     RUN(test_w15_to_linen_nnx_method_arg);
     RUN(test_w16_mutated_static_data);
     RUN(test_w18_nnx_to_linen_metadata);
+    RUN(test_w18_with_partitioning_initializer);
     RUN(test_bridge_with_partitioning);
     RUN(test_w20_pytree_structure_consistency);
     RUN(test_nnx_inside_linen_numbers);

@@ -427,9 +427,11 @@ static bool strs_are(const lx_value *v, int n, const char *const *want) {
     return true;
 }
 
-static void test_W7_linen_to_nnx_metadata(void) {
-    linen_module *lin = NULL;
-    CHECK_EQ_INT(linen_module_new(&SHARDED_DENSE, NULL, &lin), LX_OK);
+/* W7's checks on a Linen module whose params are kernel (3, 4) Partitioned ('in', 'out') and
+ * bias (4,) LogicallyPartitioned ('out-alias',) with rules (('out-alias', 'out'),). Returns the
+ * kernel's value (pool-owned) for the caller's own checks. */
+static lx_array *check_W7(linen_module *lin) {
+    lx_array *kept = NULL;
     nnx_rngs *r = rngs_seed(0);
     nnx_module *model = NULL;
     CHECK_EQ_INT(bridge_to_nnx_new(lin, r, NULL, &model), LX_OK);
@@ -469,8 +471,50 @@ static void test_W7_linen_to_nnx_metadata(void) {
     CHECK(kb && strs_are(lx_box_names(kb->u.box), 2, in_out));
     lx_tree_release(vars);
     lx_tree_release(attrs);
+    if (kv) kept = lx_autorelease(lx_retain(kv));
     nnx_module_release(model);
     nnx_rngs_release(r);
+    return kept;
+}
+
+/* Flax's W7 itself: a real nn.Dense(4) with kernel_init=nn.with_partitioning(lecun_normal(),
+ * ('in', 'out')) and bias_init=nn.with_logical_partitioning(zeros, ('out-alias',),
+ * rules=(('out-alias', 'out'),)). The kernel is the plain Dense's for the same Rngs: the
+ * wrappers draw no key. */
+static void test_W7_linen_to_nnx_metadata(void) {
+    lx_initializer ln = lx_init_lecun_normal(), z = lx_init_zeros(), kinit, binit;
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 2, (const char *[]){"in", "out"}, NULL, &kinit), LX_OK);
+    CHECK_EQ_INT(lx_init_with_logical_partitioning(&z, 1, (const char *[]){"out-alias"}, NULL, 2,
+                                                   (const char *[]){"out-alias", "out"}, &binit),
+                 LX_OK);
+    lx_call c = {1, LX_VALUES(lx_int_v(4)), 2,
+                 LX_KWARGS(LX_KW("kernel_init", lx_ptr_v("initializer", &kinit)),
+                           LX_KW("bias_init", lx_ptr_v("initializer", &binit)))};
+    linen_module *lin = NULL;
+    CHECK_EQ_INT(linen_module_new(&linen_Dense, &c, &lin), LX_OK);
+    lx_array *k = check_W7(lin);
+    linen_module_release(lin);
+
+    linen_module *plain = dense(4, true);
+    nnx_rngs *r = rngs_seed(0);
+    nnx_module *model = NULL;
+    CHECK_EQ_INT(bridge_to_nnx_new(plain, r, NULL, &model), LX_OK);
+    CHECK_EQ_INT(bridge_lazy_init(model, NULL, ARGS1(normal(3, 2, 3))), LX_OK);
+    lx_array *pk = value_at(model, "kernel");
+    CHECK(k && pk && lx_array_equal(k, pk));
+    lx_variable *pv = var_at(model, "kernel");
+    CHECK(pv && lx_variable_meta_get(pv, "out_sharding") == NULL);
+    nnx_module_release(model);
+    nnx_rngs_release(r);
+    linen_module_release(plain);
+}
+
+/* The same with a hand-written module whose init functions build the boxes themselves
+ * (linen_param_custom), as a Flax user's custom init returning nn.Partitioned would. */
+static void test_W7_custom_box_init(void) {
+    linen_module *lin = NULL;
+    CHECK_EQ_INT(linen_module_new(&SHARDED_DENSE, NULL, &lin), LX_OK);
+    CHECK(check_W7(lin) != NULL);
     linen_module_release(lin);
 }
 
@@ -1389,6 +1433,7 @@ int main(void) {
     RUN(test_W4_linen_to_nnx_noncall_method);
     RUN(test_W5_linen_to_nnx_mutable);
     RUN(test_W7_linen_to_nnx_metadata);
+    RUN(test_W7_custom_box_init);
     RUN(test_W8_linen_to_nnx_state_structure_consistency);
     RUN(test_W9_adding_new_attributes);
     RUN(test_linen_method_by_name);

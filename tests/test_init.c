@@ -214,6 +214,96 @@ static void test_errors(void) {
                 "1-dimensional");
 }
 
+/* with_partitioning / with_logical_partitioning: the wrapper is metadata only (the values are the
+ * base's, bit for bit, from the same key), stored inline so a by-value copy keeps it. */
+static void test_partitioning(void) {
+    lx_initializer ln = lx_init_lecun_normal(), wrapped;
+    CHECK_EQ_INT(ln.partitioning.kind, LX_PARTITION_NONE);
+    const char *names[] = {"embed", NULL};
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 2, names, "mesh0", &wrapped), LX_OK);
+    CHECK_EQ_INT(wrapped.partitioning.kind, LX_PARTITION_PARTITIONED);
+    CHECK_STR(wrapped.name, "lecun_normal");
+    int64_t s[] = {4, 8};
+    lx_array *a = lx_init_apply(&ln, lx_key_from_seed(7), LX_F32, 2, s); /* pool-owned */
+    lx_array *b = lx_init_apply(&wrapped, lx_key_from_seed(7), LX_F32, 2, s);
+    CHECK(a && b && lx_array_equal(a, b));
+
+    /* A copy is self-contained: the caller's name strings may go away. */
+    char tmp[16];
+    strcpy(tmp, "mlp");
+    const char *n2[] = {tmp};
+    lx_initializer copy;
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 1, n2, NULL, &copy), LX_OK);
+    lx_initializer moved = copy;
+    strcpy(tmp, "XXX");
+    const char *got[LX_MAX_DIMS];
+    CHECK_EQ_INT(lx_init_partition_names(&moved, got), 1);
+    CHECK_STR(got[0], "mlp");
+    CHECK(lx_init_partition_mesh(&moved) == NULL);
+    CHECK_EQ_INT(lx_init_partition_rules(&moved, (const char *[2 * LX_PARTITION_MAX_RULES]){0}), -1);
+
+    CHECK_EQ_INT(lx_init_partition_names(&wrapped, got), 2);
+    CHECK_STR(got[0], "embed");
+    CHECK(got[1] == NULL);
+    CHECK_STR(lx_init_partition_mesh(&wrapped), "mesh0");
+    CHECK_EQ_INT(lx_init_partition_names(&ln, got), 0);
+    CHECK(lx_init_partition_mesh(&ln) == NULL);
+
+    /* Logical: rules=None, and rules with a None mesh axis. */
+    lx_initializer lg;
+    const char *rules[LX_PARTITION_MAX_RULES * 2] = {"out-alias", "out", "batch", NULL};
+    const char *rgot[2 * LX_PARTITION_MAX_RULES];
+    CHECK_EQ_INT(lx_init_with_logical_partitioning(&ln, 1, (const char *[]){"out-alias"}, NULL, 0, NULL, &lg), LX_OK);
+    CHECK_EQ_INT(lg.partitioning.kind, LX_PARTITION_LOGICAL);
+    CHECK_EQ_INT(lx_init_partition_rules(&lg, rgot), -1);
+    CHECK_EQ_INT(lx_init_with_logical_partitioning(&ln, 1, (const char *[]){"out-alias"}, NULL, 4, rules, &lg), LX_OK);
+    CHECK_EQ_INT(lx_init_partition_rules(&lg, rgot), 4);
+    CHECK_STR(rgot[0], "out-alias");
+    CHECK_STR(rgot[1], "out");
+    CHECK_STR(rgot[2], "batch");
+    CHECK(rgot[3] == NULL);
+    lx_initializer empty;
+    CHECK_EQ_INT(lx_init_with_logical_partitioning(&ln, 0, NULL, NULL, 0, rules, &empty), LX_OK);
+    CHECK_EQ_INT(lx_init_partition_rules(&empty, rgot), 0); /* rules=() is not rules=None */
+    CHECK_EQ_INT(lx_init_partition_names(&empty, got), 0);
+
+    /* Errors leave *out as it was. */
+    lx_initializer keep = lx_init_zeros();
+    CHECK_FAILS(lx_init_with_partitioning(NULL, 1, names, NULL, &keep), LX_ERR_INVALID_ARGUMENT, "NULL argument");
+    CHECK_FAILS(lx_init_with_partitioning(&ln, 1, names, NULL, NULL), LX_ERR_INVALID_ARGUMENT, "NULL argument");
+    CHECK_FAILS(lx_init_with_partitioning(&wrapped, 1, names, NULL, &keep), LX_ERR_INVALID_ARGUMENT,
+                "with_partitioning: the initializer is already wrapped (Partitioned)");
+    CHECK_FAILS(lx_init_with_logical_partitioning(&lg, 1, names, NULL, 0, NULL, &keep), LX_ERR_INVALID_ARGUMENT,
+                "with_logical_partitioning: the initializer is already wrapped (LogicallyPartitioned)");
+    CHECK_FAILS(lx_init_with_partitioning(&ln, LX_MAX_DIMS + 1, names, NULL, &keep), LX_ERR_INVALID_ARGUMENT,
+                "9 names (at most 8");
+    CHECK_FAILS(lx_init_with_partitioning(&ln, -1, names, NULL, &keep), LX_ERR_INVALID_ARGUMENT, "-1 names");
+    CHECK_FAILS(lx_init_with_partitioning(&ln, 2, NULL, NULL, &keep), LX_ERR_INVALID_ARGUMENT, "names is NULL");
+    char longname[LX_PARTITION_NAME_CAP + 1];
+    memset(longname, 'a', LX_PARTITION_NAME_CAP);
+    longname[LX_PARTITION_NAME_CAP] = '\0';
+    CHECK_FAILS(lx_init_with_partitioning(&ln, 1, (const char *[]){longname}, NULL, &keep), LX_ERR_INVALID_ARGUMENT,
+                "with_partitioning: name 'aaaa");
+    CHECK_ERROR_HAS("is 48 bytes long (at most 47)");
+    longname[LX_PARTITION_NAME_CAP - 1] = '\0'; /* 47 bytes: fits */
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 1, (const char *[]){longname}, NULL, &copy), LX_OK);
+    CHECK_EQ_INT((int)strlen(copy.partitioning.names[0]), LX_PARTITION_NAME_CAP - 1);
+    longname[LX_PARTITION_NAME_CAP - 1] = 'a';
+    CHECK_FAILS(lx_init_with_partitioning(&ln, 1, names, longname, &keep), LX_ERR_INVALID_ARGUMENT, "mesh 'aaa");
+    CHECK_FAILS(lx_init_with_logical_partitioning(&ln, 1, names, NULL, 3, rules, &keep), LX_ERR_INVALID_ARGUMENT,
+                "rules must be (logical, mesh) pairs, got 3 strings");
+    CHECK_FAILS(lx_init_with_logical_partitioning(&ln, 1, names, NULL, 2, NULL, &keep), LX_ERR_INVALID_ARGUMENT,
+                "rules is NULL but nrules is 2");
+    CHECK_FAILS(lx_init_with_logical_partitioning(&ln, 1, names, NULL, 2, (const char *[]){NULL, "x"}, &keep),
+                LX_ERR_INVALID_ARGUMENT, "rule 0 has no logical name");
+    CHECK_FAILS(lx_init_with_logical_partitioning(&ln, 1, names, NULL, 2 * LX_PARTITION_MAX_RULES + 2, rules, &keep),
+                LX_ERR_INVALID_ARGUMENT, "9 rules (at most 8)");
+    CHECK_FAILS(lx_init_with_logical_partitioning(&ln, 1, names, NULL, 2, (const char *[]){"a", longname}, &keep),
+                LX_ERR_INVALID_ARGUMENT, "rule mesh axis 'aaa");
+    CHECK_EQ_INT(keep.kind, LX_INIT_ZEROS);
+    CHECK_EQ_INT(keep.partitioning.kind, LX_PARTITION_NONE);
+}
+
 int main(void) {
     RUN(test_init_fixtures);
     RUN(test_fans);
@@ -221,5 +311,6 @@ int main(void) {
     RUN(test_constants_and_dtypes);
     RUN(test_names);
     RUN(test_errors);
+    RUN(test_partitioning);
     return lx_test_finish();
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "fixtures/linen_fixtures.h"
+#include "linnx/box.h"
 #include "linnx/linen.h"
 #include "linnx/dropout.h"
 #include "linnx/linen_layers.h"
@@ -143,6 +144,95 @@ static void test_mlp_helpers(void) {
     CHECK_FAILS(linen_init_with_output(m, LINEN_KEY(lx_key_from_seed(0)), A(NULL), NULL, &out, &vars),
                 LX_ERR_FAILED_INPUT, "NULL");
     linen_module_release(m);
+}
+
+/* ---------------------------------------------------------------- with_partitioning */
+static const lx_box *box_at(const lx_tree *t, const char *path) {
+    const lx_value *v = t ? lx_tree_find(t, path) : NULL;
+    return v && v->kind == LX_V_BOX ? v->u.box : NULL;
+}
+
+/* Dense(8, kernel_init=nn.with_partitioning(lecun_normal(), ('in', 'out')),
+ *       bias_init=nn.with_logical_partitioning(zeros, ('out-alias',), rules=(('out-alias', 'out'),)))
+ * stores boxes whose values are the plain Dense's bit for bit (the wrapper draws no key), and
+ * computes the same output. */
+#define DENSE8(...) ((lx_call){1, LX_VALUES(lx_int_v(8)), LX_NARGS_(LX_KWARGS(__VA_ARGS__)), LX_KWARGS(__VA_ARGS__)})
+static void test_partitioned_params(void) {
+    lx_initializer ln = lx_init_lecun_normal(), z = lx_init_zeros(), kinit, binit;
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 2, (const char *[]){"in", "out"}, NULL, &kinit), LX_OK);
+    CHECK_EQ_INT(lx_init_with_logical_partitioning(&z, 1, (const char *[]){"out-alias"}, NULL, 2,
+                                                   (const char *[]){"out-alias", "out"}, &binit),
+                 LX_OK);
+    linen_module *d = make(&linen_Dense, DENSE8(LX_KW("kernel_init", lx_ptr_v("initializer", &kinit)),
+                                                LX_KW("bias_init", lx_ptr_v("initializer", &binit))));
+    /* the config holds its own copy: the caller's initializers may change afterwards */
+    kinit = lx_init_zeros();
+    lx_tree *vars;
+    lx_array *x = arr(2, (int64_t[]){1, 4}, (float[]){1, 2, 3, 4});
+    lx_array *y = init_apply(d, lx_key_from_seed(0), x, &vars);
+    const lx_box *kb = box_at(vars, "params/kernel"), *bb = box_at(vars, "params/bias");
+    char buf[200];
+    CHECK(kb && lx_box_get_kind(kb) == LX_BOX_PARTITIONED);
+    CHECK_STR(kb ? lx_box_str(kb, buf, sizeof buf) : NULL,
+              "Partitioned(value=float32[4,8], names=('in', 'out'), mesh=None)");
+    CHECK(kb && same_bits(lx_box_unbox(kb), LF_DENSE_TOP_KERNEL, 32));
+    CHECK(bb && lx_box_get_kind(bb) == LX_BOX_LOGICALLY_PARTITIONED);
+    CHECK_STR(bb ? lx_box_str(bb, buf, sizeof buf) : NULL,
+              "LogicallyPartitioned(value=float32[8], names=('out-alias',), mesh=None, rules=(('out-alias', 'out'),))");
+    /* the same output as a plain Dense with the same key */
+    linen_module *plain = make(&linen_Dense, LX_CALL_ARGS(lx_int_v(8)));
+    lx_tree *pvars;
+    lx_array *py = init_apply(plain, lx_key_from_seed(0), x, &pvars);
+    CHECK(y && py && lx_array_equal(y, py));
+    /* apply accepts the unboxed tree too (meta.unbox), and the boxes survive a round of apply */
+    lx_tree *unboxed = NULL;
+    CHECK_EQ_INT(lx_tree_unbox(vars, &unboxed), LX_OK);
+    lx_value out;
+    CHECK_EQ_INT(linen_apply(d, unboxed, A(x), LINEN_NO_RNGS, NULL, &out, NULL), LX_OK);
+    CHECK(out.kind == LX_V_ARRAY && lx_array_equal(out.u.array, py));
+    lx_value_free(&out);
+    lx_tree_release(unboxed);
+    lx_tree_release(pvars);
+    lx_tree_release(vars);
+    linen_module_release(plain);
+    linen_module_release(d);
+
+    /* DenseGeneral initialises flat (4, 6) and reshapes: the names describe the final (4, 2, 3)
+     * kernel, whose box holds the reshaped value (Flax's replace_boxed). Fewer names than axes
+     * are allowed (the rest are not sharded), with a mesh name. */
+    lx_initializer k3, b1;
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 3, (const char *[]){"embed", "heads", NULL}, NULL, &k3), LX_OK);
+    CHECK_EQ_INT(lx_init_with_partitioning(&z, 1, (const char *[]){"heads"}, "mesh0", &b1), LX_OK);
+    int64_t f23[2] = {2, 3};
+    linen_module *dg = make(&linen_DenseGeneral,
+                            LX_CALL_KWARGS(LX_KW("features", lx_ints_v(2, f23)), LX_KW("kernel_init", lx_ptr_v("initializer", &k3)),
+                                           LX_KW("bias_init", lx_ptr_v("initializer", &b1))));
+    y = init_apply(dg, lx_key_from_seed(0), arr(2, (int64_t[]){1, 4}, (float[]){1, 0, 0, 2}), &vars);
+    kb = box_at(vars, "params/kernel");
+    bb = box_at(vars, "params/bias");
+    CHECK(y && kb && same_bits(lx_box_unbox(kb), LF_DG_KERNEL, 24));
+    CHECK_STR(kb ? lx_box_str(kb, buf, sizeof buf) : NULL,
+              "Partitioned(value=float32[4,2,3], names=('embed', 'heads', None), mesh=None)");
+    CHECK_STR(bb ? lx_box_str(bb, buf, sizeof buf) : NULL,
+              "Partitioned(value=float32[2,3], names=('heads',), mesh='mesh0')");
+    lx_tree_release(vars);
+    linen_module_release(dg);
+
+    /* More names than axes: an error naming the module path and the parameter, at init and at
+     * apply. */
+    lx_initializer k4;
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 3, (const char *[]){"a", NULL, "c"}, NULL, &k4), LX_OK);
+    linen_module *bad = make(&linen_Dense, DENSE8(LX_KW("kernel_init", lx_ptr_v("initializer", &k4))));
+    CHECK_FAILS(linen_init(bad, LINEN_KEY(lx_key_from_seed(0)), A(ones(1, 4)), NULL, &vars), LX_ERR_SHAPE,
+                "param \"kernel\" in \"/\": with_partitioning names ('a', None, 'c') have 3 entries, more than the "
+                "rank of a parameter of shape (4, 8)");
+    lx_tree *given = lx_tree_new();
+    lx_tree_set_path(given, "params/kernel", lx_array_v(ones(4, 8)));
+    lx_tree_set_path(given, "params/bias", lx_array_v(lx_autorelease(lx_array_new(LX_F32, 1, (int64_t[]){8}))));
+    CHECK_FAILS(linen_apply(bad, given, A(ones(1, 4)), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_SHAPE,
+                "with_partitioning names ('a', None, 'c') have 3 entries");
+    lx_tree_release(given);
+    linen_module_release(bad);
 }
 
 /* ---------------------------------------------------------------- DenseGeneral */
@@ -754,6 +844,7 @@ int main(void) {
     RUN(test_dense);
     RUN(test_mlp_helpers);
     RUN(test_dense_general);
+    RUN(test_partitioned_params);
     RUN(test_conv);
     RUN(test_embed);
     RUN(test_norms);

@@ -587,6 +587,103 @@ static void test_mha(void) {
     nnx_rngs_release(r);
 }
 
+static bool strs_are(const lx_value *v, int n, const char *const *want) {
+    if (!v || v->kind != LX_V_STRS || v->u.strs.n != n) return false;
+    for (int i = 0; i < n; i++)
+        if (want[i] ? !v->u.strs.v[i] || strcmp(v->u.strs.v[i], want[i]) != 0 : v->u.strs.v[i] != NULL) return false;
+    return true;
+}
+
+/* Linear(4, 8, kernel_init=nnx.with_partitioning(lecun_normal(), ('in', 'out'))): the Variable
+ * gets out_sharding and mesh=None; the values are Flax's for the seed (no extra key drawn). */
+static void test_with_partitioning(void) {
+    nnx_rngs *r = seed(0);
+    lx_initializer ln = lx_init_lecun_normal(), z = lx_init_zeros(), kinit, binit;
+    const char *in_out[] = {"in", "out"}, *alias[] = {"out-alias"}, *rules[] = {"out-alias", "out"};
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 2, in_out, NULL, &kinit), LX_OK);
+    CHECK_EQ_INT(lx_init_with_logical_partitioning(&z, 1, alias, "mesh0", 2, rules, &binit), LX_OK);
+    lx_call c = {2, LX_VALUES(lx_int_v(4), lx_int_v(8)), 2,
+                 LX_KWARGS(LX_KW("kernel_init", lx_ptr_v("initializer", &kinit)),
+                           LX_KW("bias_init", lx_ptr_v("initializer", &binit)))};
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c, r, &m), LX_OK);
+    nnx_linear *lin = (nnx_linear *)m;
+    check_values(lin ? lin->kernel : NULL, 32, FX_LINEAR_4_8_KERNEL, "partitioned Linear(4, 8) kernel");
+    CHECK_EQ_U32(stream_count(r), 2);
+    lx_variable *k = lin ? lin->kernel : NULL, *b = lin ? lin->bias : NULL;
+    CHECK(k && strs_are(lx_variable_meta_get(k, "out_sharding"), 2, in_out));
+    const lx_value *mesh = k ? lx_variable_meta_get(k, "mesh") : NULL;
+    CHECK(mesh && mesh->kind == LX_V_NONE);
+    CHECK(k && lx_variable_meta_get(k, "sharding_rules") == NULL);
+    CHECK(k && lx_variable_meta_get(k, "linen_meta_type") == NULL); /* nnx's, not bridge's */
+    CHECK(b && strs_are(lx_variable_meta_get(b, "out_sharding"), 1, alias));
+    CHECK(b && strs_are(lx_variable_meta_get(b, "sharding_rules"), 2, rules));
+    mesh = b ? lx_variable_meta_get(b, "mesh") : NULL;
+    CHECK(mesh && mesh->kind == LX_V_STR && strcmp(mesh->u.s, "mesh0") == 0);
+    nnx_module_release(m);
+
+    /* With kernel_metadata too: the initializer's keys win (Flax's Variable.__init__ updates the
+     * keyword metadata with the VariableMetadata), an alias of out_sharding goes with it (no
+     * "given twice" error), other keys stay. */
+    lx_tree *md = lx_tree_new();
+    const char *xy[] = {"x", "y"};
+    lx_tree_set(md, "sharding_names", lx_strs_v(2, xy));
+    lx_tree_set(md, "mesh", lx_str_v("mesh1"));
+    lx_tree_set(md, "note", lx_int_v(7));
+    lx_call cm = {2, LX_VALUES(lx_int_v(4), lx_int_v(8)), 2,
+                  LX_KWARGS(LX_KW("kernel_init", lx_ptr_v("initializer", &kinit)), LX_KW("kernel_metadata", lx_tree_v(md)))};
+    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &cm, r, &m), LX_OK);
+    k = m ? ((nnx_linear *)m)->kernel : NULL;
+    CHECK(k && strs_are(lx_variable_meta_get(k, "out_sharding"), 2, in_out));
+    mesh = k ? lx_variable_meta_get(k, "mesh") : NULL;
+    CHECK(mesh && mesh->kind == LX_V_NONE);
+    const lx_value *note = k ? lx_variable_meta_get(k, "note") : NULL;
+    CHECK(note && note->kind == LX_V_INT && note->u.i == 7);
+    CHECK_EQ_INT(lx_tree_len(md), 3); /* the layer's map is not changed */
+    nnx_module_release(m);
+    lx_tree_release(md);
+
+    /* LinearGeneral initialises flat and reshapes: the names describe the (4, 2, 3) kernel. */
+    lx_initializer k3;
+    const char *three[] = {"embed", "heads", NULL};
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 3, three, NULL, &k3), LX_OK);
+    int64_t out23[] = {2, 3};
+    lx_call cg = {2, LX_VALUES(lx_int_v(4), lx_ints_v(2, out23)), 1,
+                  LX_KWARGS(LX_KW("kernel_init", lx_ptr_v("initializer", &k3)))};
+    nnx_rngs *r0 = seed(0);
+    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_GENERAL_TYPE, &cg, r0, &m), LX_OK);
+    k = m ? ((nnx_linear_general *)m)->kernel : NULL;
+    CHECK(k && lx_shape_eq(lx_variable_get_value(k), 3, (int64_t[]){4, 2, 3}));
+    check_values(k, 24, FX_LINEAR_GENERAL_KERNEL, "partitioned LinearGeneral kernel");
+    CHECK(k && strs_are(lx_variable_meta_get(k, "out_sharding"), 3, three));
+    nnx_module_release(m);
+    /* ... and in eval_shape: abstract, metadata present. */
+    CHECK_EQ_INT(nnx_eval_shape(&NNX_LINEAR_GENERAL_TYPE, &cg, r0, &m), LX_OK);
+    k = m ? ((nnx_linear_general *)m)->kernel : NULL;
+    CHECK(k && lx_is_abstract(lx_variable_get_value(k)) && strs_are(lx_variable_meta_get(k, "out_sharding"), 3, three));
+    nnx_module_release(m);
+    nnx_rngs_release(r0);
+
+    /* More names than the kernel's rank: an error naming the layer and the attribute. */
+    lx_call c3 = {2, LX_VALUES(lx_int_v(4), lx_int_v(8)), 1, LX_KWARGS(LX_KW("bias_init", lx_ptr_v("initializer", &kinit)))};
+    CHECK_FAILS(nnx_module_new(&NNX_LINEAR_TYPE, &c3, r, &m), LX_ERR_SHAPE,
+                "Linear.bias: with_partitioning names ('in', 'out') have 2 entries, more than the rank of a "
+                "parameter of shape (8,)");
+
+    /* nnx_initializer_metadata on its own. */
+    lx_tree *got = NULL;
+    CHECK_EQ_INT(nnx_initializer_metadata(&ln, &got), LX_OK);
+    CHECK(got && lx_tree_len(got) == 0);
+    lx_tree_release(got);
+    lx_initializer lnone;
+    CHECK_EQ_INT(lx_init_with_logical_partitioning(&ln, 1, alias, NULL, 0, NULL, &lnone), LX_OK);
+    CHECK_EQ_INT(nnx_initializer_metadata(&lnone, &got), LX_OK);
+    CHECK(got && lx_tree_len(got) == 3 && lx_tree_get(got, "sharding_rules")->kind == LX_V_NONE);
+    lx_tree_release(got);
+    CHECK_FAILS(nnx_initializer_metadata(NULL, &got), LX_ERR_INVALID_ARGUMENT, "NULL argument");
+    nnx_rngs_release(r);
+}
+
 static void test_metadata_eval_shape_functional(void) {
     nnx_rngs *r = seed(0);
     const char *names[] = {"in", "out"};
@@ -662,5 +759,6 @@ int main(void) {
     RUN(test_linear_general_lora);
     RUN(test_mha);
     RUN(test_metadata_eval_shape_functional);
+    RUN(test_with_partitioning);
     return lx_test_finish();
 }

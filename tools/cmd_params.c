@@ -26,11 +26,36 @@ static const char PARAMS_USAGE[] =
     "  Linen modules need --input-shape (the shape of the example input init runs on); NNX modules\n"
     "  are built with nnx.Rngs(seed) and print their whole state: path Type dtype[shape]: values,\n"
     "  RNG state marked [rng]. bridge.to_linen(...) prints Linen variables (needs --input-shape);\n"
-    "  bridge.ToNNX(linen...) prints the NNX state after lazy_init on --input-shape.\n";
+    "  bridge.ToNNX(linen...) prints the NNX state after lazy_init on --input-shape.\n"
+    "  Initializers: linen.initializers.NAME[(numbers)], nnx.initializers.NAME, wrapped as\n"
+    "  linen.with_partitioning(INIT, ('in', 'out'), mesh=None),\n"
+    "  linen.with_logical_partitioning(INIT, names, mesh=None, rules=(('in', 'data'),)) or\n"
+    "  nnx.with_partitioning(INIT, ('in', 'out'), mesh=None) (a mesh by name); sharded leaves end\n"
+    "  with [Partitioned ('in', 'out')] (a Linen box) or [out_sharding ('in', 'out')] (NNX).\n";
 
-/* `path [Type ]dtype[shape]: values[ [rng]]`: NNX leaves show their Variable type, and RNG
- * state (stream keys and counts) is marked. */
-static void print_leaf(const char *path, const lx_variable *var, const lx_array *a) {
+/* The sharding names a leaf carries, for the line's tail: a box's kind and names
+ * ("Partitioned ('in', 'out')"), or a Variable's out_sharding ("out_sharding ('in', 'out')").
+ * NULL when there are none. */
+static const char *sharding_note(const lx_value *leaf, char *buf, size_t cap) {
+    const lx_value *names = NULL;
+    const char *what = NULL;
+    if (leaf->kind == LX_V_BOX) {
+        names = lx_box_names(leaf->u.box);
+        what = lx_box_kind_name(lx_box_get_kind(leaf->u.box));
+    } else if (leaf->kind == LX_V_VARIABLE) {
+        names = lx_variable_meta_get(leaf->u.var, "out_sharding");
+        what = "out_sharding";
+    }
+    if (!names || names->kind != LX_V_STRS) return NULL;
+    char nb[512];
+    snprintf(buf, cap, "%s %s", what, lx_value_str(names, nb, sizeof nb));
+    return buf;
+}
+
+/* `path [Type ]dtype[shape]: values[ [rng]][ [sharding]]`: NNX leaves show their Variable type,
+ * RNG state (stream keys and counts) is marked, and so are sharding names (a Linen box's, an NNX
+ * Variable's out_sharding). */
+static void print_leaf(const char *path, const lx_variable *var, const lx_array *a, const char *note) {
     char sig[128];
     printf("%s ", path);
     if (var) printf("%s ", lx_variable_type(var)->name);
@@ -41,6 +66,7 @@ static void print_leaf(const char *path, const lx_variable *var, const lx_array 
             else printf(" %lld", (long long)lx_array_get(a, i));
         }
     if (var && lx_vartype_is(lx_variable_type(var), &lx_RngState)) fputs(" [rng]", stdout);
+    if (note) printf(" [%s]", note);
     putchar('\n');
 }
 
@@ -93,7 +119,9 @@ int cmd_params(int argc, char **argv) {
                           : v->kind == LX_V_VARIABLE ? lx_variable_get_value(v->u.var)
                           : NULL;
         if (a) {
-            print_leaf(flat.items[i].path, v->kind == LX_V_VARIABLE ? v->u.var : NULL, a);
+            char note[600];
+            print_leaf(flat.items[i].path, v->kind == LX_V_VARIABLE ? v->u.var : NULL, a,
+                       sharding_note(v, note, sizeof note));
         } else {
             char buf[128];
             printf("%s %s\n", flat.items[i].path, lx_value_str(v, buf, sizeof buf));

@@ -39,5 +39,10 @@ int params_bridge(spec_node *spec, const params_request *req, lx_tree **vars);
 int params_linen_module(spec_node *spec, linen_module **out, bool *reads_token_ids);
 /* INITS.NAME[(numbers)] -> *it (0), or an exit status after printing the error. */
 int params_initializer(spec_node *n, const char *name, lx_initializer *it);
+/* An initializer argument of the Linen (nnx false) or NNX family: INITS.NAME[(numbers)], or one
+ * wrapped by linen.with_partitioning / nn.with_logical_partitioning (Linen) or
+ * nnx.with_partitioning (NNX), mesh given by name. 0 with *it; an exit status after printing the
+ * error; -1 when `v` is not an initializer spec at all (nothing printed). */
+int params_init_arg(spec_node *v, bool nnx, lx_initializer *it);
 
 #endif

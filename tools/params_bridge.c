@@ -12,11 +12,11 @@
 #include "linnx/to_nnx.h"
 #include "params.h"
 
-/* to_linen's constructor arguments: plain values, or nnx.initializers.NAME[(...)]. */
+/* to_linen's constructor arguments: plain values, or NNX initializers (nnx.initializers.NAME[(...)],
+ * nnx.with_partitioning(...)). */
 static int ctor_value(spec_node *v, lx_initializer *slot, lx_value *out) {
-    const char *iname = spec_suffix(v, "nnx.initializers.");
-    if (iname) {
-        int rc = params_initializer(v, iname, slot);
+    int rc = params_init_arg(v, true, slot);
+    if (rc >= 0) {
         if (!rc) *out = lx_ptr_v("initializer", slot);
         return rc;
     }

@@ -1,6 +1,7 @@
 /* The `linen.` family of `linnx params`: build a Linen module from a spec, init it on zeros of
  * --input-shape with rngs {'params': key}, return the variables. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -44,26 +45,144 @@ int params_initializer(spec_node *n, const char *name, lx_initializer *it) {
     return 0;
 }
 
-/* linen.initializers.NAME[(args)] (also jax.nn.initializers.), stored in the builder. */
-static int build_init(builder *b, spec_node *n, const char *name, lx_value *out) {
-    if (b->ninits == MAX_OWNED) return cli_error("params: too many initializers");
-    lx_initializer *it = &b->inits[b->ninits];
-    int rc = params_initializer(n, name, it);
-    if (rc) return rc;
-    b->ninits++;
-    *out = lx_ptr_v("initializer", it);
+/* ---- initializer arguments, shared by the families ----
+ *
+ * Flax's wrappers and their parameters, per family: Linen's nn.with_partitioning(fn, names,
+ * mesh=None) and nn.with_logical_partitioning(fn, names, mesh=None, rules=None); NNX's
+ * nnx.with_partitioning(initializer, sharding, mesh=None). A mesh is given by name (a string). */
+typedef struct wrapper_form {
+    const char *name; /* "linen.with_partitioning" */
+    bool logical;
+    const char *params[4];
+    int nparams;
+} wrapper_form;
+
+static const wrapper_form WRAPPERS[] = {
+    {"linen.with_partitioning", false, {"fn", "names", "mesh"}, 3},
+    {"nn.with_partitioning", false, {"fn", "names", "mesh"}, 3},
+    {"linen.with_logical_partitioning", true, {"fn", "names", "mesh", "rules"}, 4},
+    {"nn.with_logical_partitioning", true, {"fn", "names", "mesh", "rules"}, 4},
+    {"nnx.with_partitioning", false, {"initializer", "sharding", "mesh"}, 3},
+};
+
+static const char *const LINEN_INITS[] = {"linen.initializers.", "nn.initializers.", "jax.nn.initializers."};
+static const char *const NNX_INITS[] = {"nnx.initializers.", "nn.initializers.", "jax.nn.initializers."};
+
+/* A tuple of str / None (or None for the empty tuple's absence, not allowed here). */
+static int strs_arg(const char *who, const char *what, spec_node *v, int cap, const char **out, int *n) {
+    if (v->kind != SPEC_TUPLE)
+        return cli_error("params: %s: %s must be a tuple of str or None, e.g. ('embed', 'mlp')", who, what);
+    if (v->n > cap) return cli_error("params: %s: %s has %d entries (at most %d)", who, what, v->n, cap);
+    for (int i = 0; i < v->n; i++) {
+        spec_node *e = v->items[i];
+        if (e->kind != SPEC_STR && e->kind != SPEC_NONE)
+            return cli_error("params: %s: %s must be a tuple of str or None, e.g. ('embed', 'mlp')", who, what);
+        out[i] = e->kind == SPEC_STR ? e->s : NULL;
+    }
+    *n = v->n;
     return 0;
 }
 
+/* rules: ((logical, mesh), ...) with mesh a str or None -> flattened pairs. */
+static int rules_arg(const char *who, spec_node *v, const char **out, int *n) {
+    static const char shape[] = "rules must be a tuple of (logical, mesh) pairs, e.g. (('embed', 'data'),)";
+    if (v->kind != SPEC_TUPLE) return cli_error("params: %s: %s", who, shape);
+    if (v->n > LX_PARTITION_MAX_RULES)
+        return cli_error("params: %s: %d rules (at most %d)", who, v->n, LX_PARTITION_MAX_RULES);
+    for (int i = 0; i < v->n; i++) {
+        spec_node *p = v->items[i];
+        if (p->kind != SPEC_TUPLE || p->n != 2 || p->items[0]->kind != SPEC_STR ||
+            (p->items[1]->kind != SPEC_STR && p->items[1]->kind != SPEC_NONE))
+            return cli_error("params: %s: %s", who, shape);
+        out[2 * i] = p->items[0]->s;
+        out[2 * i + 1] = p->items[1]->kind == SPEC_STR ? p->items[1]->s : NULL;
+    }
+    *n = 2 * v->n;
+    return 0;
+}
+
+static int init_arg(spec_node *v, bool nnx, lx_initializer *it, int depth);
+
+/* WRAPPER(init, names, mesh=None[, rules=None]) bound like Python binds it. */
+static int wrapped_init(spec_node *v, const wrapper_form *w, bool nnx, lx_initializer *it, int depth) {
+    const char *who = w->name;
+    spec_node *slot[4] = {NULL, NULL, NULL, NULL};
+    if (v->kind != SPEC_CALL) return cli_error("params: %s is a function: call it, e.g. %s(INIT, ('in', 'out'))", who, who);
+    int npos = 0, given = 0;
+    for (int i = 0; i < v->nargs; i++) given += !v->args[i].name;
+    for (int i = 0; i < v->nargs; i++) {
+        int k = -1;
+        if (!v->args[i].name) {
+            if (npos == w->nparams)
+                return cli_error("params: %s() takes from 2 to %d positional arguments but %d were given", who,
+                                 w->nparams, given);
+            k = npos++;
+        } else {
+            for (int j = 0; j < w->nparams; j++)
+                if (!strcmp(v->args[i].name, w->params[j])) k = j;
+            if (k < 0)
+                return cli_error("params: %s() got an unexpected keyword argument '%s'", who, v->args[i].name);
+            if (slot[k]) return cli_error("params: %s() got multiple values for argument '%s'", who, w->params[k]);
+        }
+        slot[k] = v->args[i].value;
+    }
+    for (int j = 0; j < 2; j++)
+        if (!slot[j]) return cli_error("params: %s() missing 1 required positional argument: '%s'", who, w->params[j]);
+    lx_initializer base;
+    int rc = init_arg(slot[0], nnx, &base, depth + 1);
+    if (rc < 0) {
+        char buf[200];
+        return cli_error("params: %s: '%s' is not an initializer", who, spec_str(slot[0], buf, sizeof buf));
+    }
+    if (rc) return rc;
+    const char *names[LX_MAX_DIMS], *rules[2 * LX_PARTITION_MAX_RULES];
+    int nnames = 0, nrules = 0;
+    if ((rc = strs_arg(who, w->params[1], slot[1], LX_MAX_DIMS, names, &nnames))) return rc;
+    const char *mesh = NULL;
+    if (slot[2] && slot[2]->kind == SPEC_STR) mesh = slot[2]->s;
+    else if (slot[2] && slot[2]->kind != SPEC_NONE)
+        return cli_error("params: %s: mesh must be a mesh name (a string) or None", who);
+    bool has_rules = slot[3] && slot[3]->kind != SPEC_NONE;
+    if (has_rules && (rc = rules_arg(who, slot[3], rules, &nrules))) return rc;
+    lx_status s = w->logical ? lx_init_with_logical_partitioning(&base, nnames, names, mesh, nrules,
+                                                                  has_rules ? rules : NULL, it)
+                             : lx_init_with_partitioning(&base, nnames, names, mesh, it);
+    return s == LX_OK ? 0 : cli_lib_error();
+}
+
+/* 0 with *it, an exit status after printing the error, or -1: `v` is not an initializer spec. */
+static int init_arg(spec_node *v, bool nnx, lx_initializer *it, int depth) {
+    const char *const *prefixes = nnx ? NNX_INITS : LINEN_INITS;
+    for (int i = 0; i < 3; i++) {
+        const char *iname = spec_suffix(v, prefixes[i]);
+        if (iname) return params_initializer(v, iname, it);
+    }
+    for (size_t i = 0; i < sizeof WRAPPERS / sizeof WRAPPERS[0]; i++) {
+        bool nnx_form = !strncmp(WRAPPERS[i].name, "nnx.", 4);
+        if (!v->s || strcmp(v->s, WRAPPERS[i].name) != 0) continue;
+        /* Flax would store the other system's wrapper object as the value itself. */
+        if (nnx_form != nnx)
+            return cli_error("params: %s is for %s layers; %s layers take %s", WRAPPERS[i].name,
+                             nnx_form ? "NNX" : "Linen", nnx ? "NNX" : "Linen",
+                             nnx ? "nnx.with_partitioning(INIT, names)" : "linen.with_partitioning(INIT, names)");
+        if (depth > 4) return cli_error("params: %s: initializers nested too deeply", WRAPPERS[i].name);
+        return wrapped_init(v, &WRAPPERS[i], nnx, it, depth);
+    }
+    return -1;
+}
+
+int params_init_arg(spec_node *v, bool nnx, lx_initializer *it) { return init_arg(v, nnx, it, 0); }
+
 static int arg_value(builder *b, spec_node *v, lx_value *out) {
-    static const char *const init_prefixes[] = {"linen.initializers.", "jax.nn.initializers.", "nn.initializers."};
-    for (size_t i = 0; i < sizeof init_prefixes / sizeof init_prefixes[0]; i++) {
-        const char *iname = spec_suffix(v, init_prefixes[i]);
-        if (iname) return build_init(b, v, iname, out);
+    if (b->ninits == MAX_OWNED) return cli_error("params: too many initializers");
+    int rc = params_init_arg(v, false, &b->inits[b->ninits]);
+    if (rc >= 0) {
+        if (!rc) *out = lx_ptr_v("initializer", &b->inits[b->ninits++]);
+        return rc;
     }
     if (spec_suffix(v, "linen.")) {
         linen_module *m = NULL;
-        int rc = build(b, v, &m);
+        rc = build(b, v, &m);
         if (rc) return rc;
         *out = linen_module_v(m);
         return 0;
@@ -112,23 +231,24 @@ static bool reads_ids(const linen_module *m) {
 }
 
 int params_linen_module(spec_node *spec, linen_module **out, bool *reads_token_ids) {
-    builder b;
-    memset(&b, 0, sizeof b);
+    builder *b = calloc(1, sizeof *b); /* inline initializers make it large for the stack */
+    if (!b) return cli_error("params: out of memory");
     linen_module *m = NULL;
-    int rc = build(&b, spec, &m);
+    int rc = build(b, spec, &m);
     if (!rc) {
         *out = linen_module_retain(m);
         if (reads_token_ids) *reads_token_ids = reads_ids(m);
     }
-    for (int i = 0; i < b.nowned; i++) linen_module_release(b.owned[i]);
+    for (int i = 0; i < b->nowned; i++) linen_module_release(b->owned[i]);
+    free(b);
     return rc;
 }
 
 int params_linen(spec_node *spec, const params_request *req, lx_tree **vars) {
-    builder b;
-    memset(&b, 0, sizeof b);
+    builder *b = calloc(1, sizeof *b); /* inline initializers make it large for the stack */
+    if (!b) return cli_error("params: out of memory");
     linen_module *m = NULL;
-    int rc = build(&b, spec, &m);
+    int rc = build(b, spec, &m);
     if (!rc && !req->has_shape) rc = cli_error("params: Linen modules need --input-shape D0,D1,... for shape inference");
     if (!rc) {
         lx_array *x = lx_array_new(reads_ids(m) ? LX_I32 : LX_F32, req->ndim, req->shape);
@@ -137,6 +257,7 @@ int params_linen(spec_node *spec, const params_request *req, lx_tree **vars) {
         if (!x || linen_init(m, LINEN_KEY(req->key), &c, NULL, vars) != LX_OK) rc = cli_lib_error();
         lx_release(x);
     }
-    for (int i = 0; i < b.nowned; i++) linen_module_release(b.owned[i]);
+    for (int i = 0; i < b->nowned; i++) linen_module_release(b->owned[i]);
+    free(b);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* The `nnx.` family of `linnx params`: build an NNX module from a spec with Rngs(key) (stream
  * 'default', like nnx.Rngs(seed)) and return its whole state, RNG state included. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -28,15 +29,11 @@ static const nnx_array_fn *array_fn(const char *name) {
 }
 
 static int arg_value(builder *b, spec_node *v, lx_value *out) {
-    static const char *const init_prefixes[] = {"nnx.initializers.", "jax.nn.initializers.", "nn.initializers."};
-    for (size_t i = 0; i < sizeof init_prefixes / sizeof init_prefixes[0]; i++) {
-        const char *iname = spec_suffix(v, init_prefixes[i]);
-        if (!iname) continue;
-        if (b->ninits == MAX_OWNED) return cli_error("params: too many initializers");
-        int rc = params_initializer(v, iname, &b->inits[b->ninits]);
-        if (rc) return rc;
-        *out = lx_ptr_v("initializer", &b->inits[b->ninits++]);
-        return 0;
+    if (b->ninits == MAX_OWNED) return cli_error("params: too many initializers");
+    int rc = params_init_arg(v, true, &b->inits[b->ninits]);
+    if (rc >= 0) {
+        if (!rc) *out = lx_ptr_v("initializer", &b->inits[b->ninits++]);
+        return rc;
     }
     const char *name = spec_suffix(v, "nnx.");
     if (name && v->kind == SPEC_NAME && array_fn(name)) {
@@ -82,14 +79,18 @@ static int build(builder *b, spec_node *n, nnx_module **out) {
 }
 
 int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars) {
-    builder b;
-    memset(&b, 0, sizeof b);
+    builder *b = calloc(1, sizeof *b); /* inline initializers make it large for the stack */
+    if (!b) return cli_error("params: out of memory");
     nnx_stream_spec stream = {"default", true, 0, req->key};
-    if (nnx_rngs_new(1, &stream, &b.rngs) != LX_OK) return cli_lib_error();
+    if (nnx_rngs_new(1, &stream, &b->rngs) != LX_OK) {
+        free(b);
+        return cli_lib_error();
+    }
     nnx_module *m = NULL;
-    int rc = build(&b, spec, &m);
+    int rc = build(b, spec, &m);
     if (!rc && nnx_state(m, 0, NULL, vars) != LX_OK) rc = cli_lib_error();
-    for (int i = 0; i < b.nowned; i++) nnx_module_release(b.owned[i]);
-    nnx_rngs_release(b.rngs);
+    for (int i = 0; i < b->nowned; i++) nnx_module_release(b->owned[i]);
+    nnx_rngs_release(b->rngs);
+    free(b);
     return rc;
 }

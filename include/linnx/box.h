@@ -29,6 +29,7 @@
 
 #include <stdbool.h>
 
+#include "linnx/init.h"
 #include "linnx/tree.h"
 #include "linnx/value.h"
 #include "linnx/variable.h"
@@ -57,6 +58,11 @@ lx_status lx_box_partitioned(lx_array *value, int nnames, const char *const *nam
 lx_status lx_box_logically_partitioned(lx_array *value, int nnames, const char *const *names,
                                        const char *mesh, int nrules, const char *const *rules,
                                        lx_box **out);
+/* The box a partitioned initializer (init.h: lx_init_with_partitioning, _logical_) puts around
+ * `value`, as Flax's wrapper does around the initializer's output: Partitioned(value, names,
+ * mesh) or LogicallyPartitioned(value, names, mesh, rules). A plain initializer is
+ * LX_ERR_INVALID_ARGUMENT. */
+lx_status lx_box_from_initializer(const lx_initializer *init, lx_array *value, lx_box **out);
 /* `metadata` is copied (NULL = empty). */
 lx_status lx_box_nnx_meta(const lx_vartype *var_type, lx_array *value, const lx_tree *metadata,
                           lx_box **out);

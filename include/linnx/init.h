@@ -63,6 +63,40 @@ static inline lx_axes lx_no_axes(void) {
     return x;
 }
 
+/* ---- partitioning (nn.with_partitioning, nn.with_logical_partitioning, nnx.with_partitioning)
+ *
+ * An initializer may carry sharding annotations: the metadata Flax's wrappers attach to what the
+ * initializer returns. lx_init_apply ignores them (it always gives a plain array); the layers
+ * read them when they store the parameter:
+ *   Linen (linen_param): the param is stored as a Partitioned / LogicallyPartitioned box and the
+ *     method gets the unboxed array (self.param + meta.unbox).
+ *   NNX (nnx_param_new): the Variable gets out_sharding = names and mesh (and sharding_rules for
+ *     the logical kind), nnx.with_partitioning's VariableMetadata.
+ * Everything is stored inline, so copying the initializer by value (config fields do) keeps it
+ * self-contained. A name (or mesh, or rule entry) may have at most LX_PARTITION_NAME_CAP - 1
+ * bytes; there are at most LX_MAX_DIMS names and LX_PARTITION_MAX_RULES rules. */
+#define LX_PARTITION_NAME_CAP 48
+#define LX_PARTITION_MAX_RULES 8
+
+typedef enum lx_partition_kind {
+    LX_PARTITION_NONE = 0,        /* a plain initializer */
+    LX_PARTITION_PARTITIONED,     /* with_partitioning: Partitioned(value, names, mesh) */
+    LX_PARTITION_LOGICAL          /* with_logical_partitioning: LogicallyPartitioned(..., rules) */
+} lx_partition_kind;
+
+typedef struct lx_partitioning {
+    lx_partition_kind kind;
+    int nnames;
+    bool has_name[LX_MAX_DIMS];                      /* false: None (axis not sharded) */
+    char names[LX_MAX_DIMS][LX_PARTITION_NAME_CAP];
+    bool has_mesh;                                   /* false: mesh=None */
+    char mesh[LX_PARTITION_NAME_CAP];
+    bool has_rules;                                  /* logical only; false: rules=None */
+    int nrules;                                      /* strings: logical0, mesh0, logical1, ... */
+    bool has_rule[2 * LX_PARTITION_MAX_RULES];       /* a mesh entry may be None */
+    char rules[2 * LX_PARTITION_MAX_RULES][LX_PARTITION_NAME_CAP];
+} lx_partitioning;
+
 typedef struct lx_initializer {
     lx_init_kind kind;
     const char *name;  /* Flax's name for it ("lecun_normal", "variance_scaling", ...), static */
@@ -73,6 +107,7 @@ typedef struct lx_initializer {
     lx_fan_mode mode;  /* variance_scaling */
     lx_init_distribution distribution;
     lx_axes in_axis, out_axis, batch_axis; /* variance_scaling: default -2, -1, () */
+    lx_partitioning partitioning;          /* kind LX_PARTITION_NONE unless wrapped */
 } lx_initializer;
 
 /* ---- constructors (Flax's defaults in the comments) ---- */
@@ -103,6 +138,35 @@ lx_initializer lx_init_he_uniform(void);     /* (2.0, fan_in,  uniform) = kaimin
  * LX_ERR_INVALID_ARGUMENT: use their constructors. orthogonal and delta_orthogonal are
  * LX_ERR_UNSUPPORTED; anything else LX_ERR_NOT_FOUND. */
 lx_status lx_initializer_from_name(const char *name, lx_initializer *out);
+
+/* nn.with_partitioning(base, names, mesh) / nnx.with_partitioning(base, names, mesh): a copy of
+ * `base` that carries the names (nnames entries, NULL entries are None; names may be NULL when
+ * nnames is 0) and the mesh name (NULL = None). The random draws are base's: the wrapper consumes
+ * no extra key. Errors (LX_ERR_INVALID_ARGUMENT, *out untouched): a NULL base or out, base
+ * already wrapped, nnames < 0 or > LX_MAX_DIMS, a name or mesh of LX_PARTITION_NAME_CAP bytes or
+ * more. How many names a parameter takes is checked when a layer makes it (at most its rank). */
+lx_status lx_init_with_partitioning(const lx_initializer *base, int nnames, const char *const *names,
+                                    const char *mesh, lx_initializer *out);
+/* nn.with_logical_partitioning(base, names, mesh, rules): the same, kind LX_PARTITION_LOGICAL,
+ * with rules as box.h takes them: nrules strings, logical0, mesh0, logical1, mesh1, ... (an even
+ * number, at most 2 * LX_PARTITION_MAX_RULES; a NULL mesh entry is None, a NULL logical entry is
+ * an error); rules NULL (nrules 0) is rules=None. */
+lx_status lx_init_with_logical_partitioning(const lx_initializer *base, int nnames, const char *const *names,
+                                            const char *mesh, int nrules, const char *const *rules,
+                                            lx_initializer *out);
+/* Views of an initializer's partitioning as the const char * arrays box.h and the metadata take,
+ * pointing into *init (valid while it lives). names: fills out[0..nnames) (NULL = None), returns
+ * nnames (0 for a plain initializer). rules: fills out[0..nrules), returns nrules, or -1 for
+ * rules=None (and for a kind that has no rules). mesh: the name or NULL. */
+int lx_init_partition_names(const lx_initializer *init, const char *out[LX_MAX_DIMS]);
+int lx_init_partition_rules(const lx_initializer *init, const char *out[2 * LX_PARTITION_MAX_RULES]);
+const char *lx_init_partition_mesh(const lx_initializer *init);
+
+/* Whether a parameter of rank `ndim` (shape `shape`) can take init's names: at most ndim of them
+ * (fewer leave the trailing axes unsharded, as a short PartitionSpec does). A plain initializer
+ * always can. LX_ERR_SHAPE otherwise: "with_partitioning names ('a', 'b', 'c') have 3 entries,
+ * more than the rank of a parameter of shape (4, 8)"; callers prefix the parameter's name. */
+lx_status lx_init_check_partition_rank(const lx_initializer *init, int ndim, const int64_t *shape);
 
 /* fan_in and fan_out of jax's _compute_fans for this shape (Python doubles, same order). */
 lx_status lx_compute_fans(int ndim, const int64_t *shape, lx_axes in_axis, lx_axes out_axis,

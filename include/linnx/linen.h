@@ -7,7 +7,7 @@
  * make_rng, sow, child modules named `<Type>_<i>` (compact) or by attribute name (setup).
  *
  * Variables tree layout (lx_tree): {collection: {module path...: leaf}}, e.g.
- *   params/Dense_0/kernel -> float32[4,8] array (or a metadata box, box.h)
+ *   params/Dense_0/kernel -> float32[4,8] array (or a metadata box, box.h: with_partitioning)
  *
  * Ownership:
  *  - linen_module_new returns a module the caller owns (linen_module_release); modules are
@@ -184,10 +184,13 @@ const linen_mutable *linen_scope_mutable(const linen_scope *self);
 
 /* self.param(name, init, shape, dtype): at init creates it from make_rng('params') (one
  * counter step even for zeros), afterwards reads it and checks the shape (Flax's
- * ScopeParamShapeError wording). *out is borrowed. A parameter that arrives boxed in the
- * variables (Partitioned, NNXMeta: from a checkpoint or a ToLinen's metadata_fn) is unboxed for
- * the caller and its box kept; linen_param itself never creates a box (linnx has no
- * with_partitioning initializer wrapper). */
+ * ScopeParamShapeError wording). *out is borrowed, and always a plain array: a parameter held in
+ * a box is unboxed for the caller (self.param's unbox=True) and its box kept in the variables.
+ * Boxes come from a partitioned initializer (lx_init_with_partitioning and _logical_, init.h:
+ * the param is created as a Partitioned / LogicallyPartitioned box around the same values the
+ * plain initializer gives, from the same key) or arrive with the variables (a checkpoint, a
+ * ToLinen's metadata_fn). Such an initializer may have at most `ndim` names (LX_ERR_SHAPE
+ * otherwise, at init and apply alike: Flax fails once a mesh applies the sharding). */
 lx_status linen_param(linen_scope *self, const char *name, const lx_initializer *init,
                       lx_dtype dtype, int ndim, const int64_t *shape, lx_array **out);
 /* The same, initialised with `init_shape` and reshaped to `shape` (same element count):

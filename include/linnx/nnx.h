@@ -275,10 +275,25 @@ void nnx_list_clear(nnx_list *l);
  * abstract arrays and run no initializer. Layer code makes every parameter through these. */
 bool nnx_abstract_mode(void);
 /* A Variable of `type` holding init(key, dtype, shape) (abstract in abstract mode), with
- * `metadata` (an LX_V_TREE of metadata, or NONE) copied into it. */
+ * `metadata` (an LX_V_TREE of metadata, or NONE) copied into it. A partitioned initializer
+ * (lx_init_with_partitioning, init.h: Flax's nnx.with_partitioning) adds what
+ * nnx_initializer_metadata gives on top of `metadata`: as in Flax, where Variable.__init__
+ * update()s the keyword metadata with the initializer's VariableMetadata, the initializer wins a
+ * key both set (and drops an alias of it: sharding / sharding_names for out_sharding). Its names
+ * may be at most `ndim` (LX_ERR_SHAPE otherwise; Flax fails once eager sharding applies them). */
 lx_status nnx_param_new(const lx_vartype *type, const lx_initializer *init, lx_key key,
                         lx_dtype dtype, int ndim, const int64_t *shape, const lx_value *metadata,
                         lx_variable **out);
+/* The same, initialised with `init_shape` and reshaped to `shape` (same element count), as
+ * LinearGeneral does: fans come from init_shape, the partitioning names describe `shape`. */
+lx_status nnx_param_new_reshaped(const lx_vartype *type, const lx_initializer *init, lx_key key, lx_dtype dtype,
+                                 int ndim, const int64_t *shape, int init_ndim, const int64_t *init_shape,
+                                 const lx_value *metadata, lx_variable **out);
+/* The Variable metadata a partitioned initializer gives: {out_sharding: names, mesh: mesh or
+ * None}, plus sharding_rules (the rules or None) for with_logical_partitioning: what
+ * lx_box_to_nnx_metadata gives for the box the same initializer makes in Linen. A plain
+ * initializer gives an empty map. The caller owns *out. */
+lx_status nnx_initializer_metadata(const lx_initializer *init, lx_tree **out);
 /* with_partitioning-style metadata: {out_sharding: names, mesh: mesh} (mesh NULL = None). The
  * caller owns the tree; pass lx_tree_v(tree) as a layer's kernel_metadata / bias_metadata. */
 lx_status nnx_sharding_metadata(int nnames, const char *const *names, const char *mesh,

@@ -160,6 +160,20 @@ lx_status lx_box_logically_partitioned(lx_array *value, int nnames, const char *
     return make_partitioned(LX_BOX_LOGICALLY_PARTITIONED, value, &n, mesh, &r, out);
 }
 
+lx_status lx_box_from_initializer(const lx_initializer *init, lx_array *value, lx_box **out) {
+    *out = NULL;
+    if (!init || init->partitioning.kind == LX_PARTITION_NONE)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "box_from_initializer: the initializer has no partitioning");
+    const char *names[LX_MAX_DIMS], *rules[2 * LX_PARTITION_MAX_RULES];
+    int nnames = lx_init_partition_names(init, names);
+    const char *mesh = lx_init_partition_mesh(init);
+    if (init->partitioning.kind == LX_PARTITION_PARTITIONED)
+        return lx_box_partitioned(value, nnames, names, mesh, out);
+    int nrules = lx_init_partition_rules(init, rules);
+    return lx_box_logically_partitioned(value, nnames, names, mesh, nrules < 0 ? 0 : nrules,
+                                        nrules < 0 ? NULL : rules, out);
+}
+
 lx_status lx_box_nnx_meta(const lx_vartype *var_type, lx_array *value, const lx_tree *metadata, lx_box **out) {
     *out = NULL;
     if (!var_type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "NNXMeta: var_type is NULL");

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "linnx/value.h"
 #include "../ops/op_internal.h"
 
 /* ------------------------------------------------------------------ constructors */
@@ -162,6 +163,121 @@ lx_status lx_initializer_from_name(const char *name, lx_initializer *out) {
     if (strcmp(name, "orthogonal") == 0 || strcmp(name, "delta_orthogonal") == 0)
         return lx_fail(LX_ERR_UNSUPPORTED, "initializer '%s' is not supported yet", name);
     return lx_fail(LX_ERR_NOT_FOUND, "unknown initializer '%s'", name);
+}
+
+/* ------------------------------------------------------------------ partitioning */
+
+/* Copy `s` into a fixed slot; a name that does not fit is refused rather than cut, since a
+ * truncated axis name would silently name another axis. */
+static lx_status put_name(const char *who, const char *what, const char *s, char *slot) {
+    size_t n = strlen(s);
+    if (n >= LX_PARTITION_NAME_CAP)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: %s '%.32s...' is %zu bytes long (at most %d)", who, what, s, n,
+                       LX_PARTITION_NAME_CAP - 1);
+    memcpy(slot, s, n + 1);
+    return LX_OK;
+}
+
+/* Fills *out, the constructors' scratch copy: they publish it only on success. */
+static lx_status wrap(const char *who, lx_partition_kind kind, const lx_initializer *base, int nnames,
+                      const char *const *names, const char *mesh, lx_initializer *out) {
+    if (!base) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: NULL argument", who);
+    if (base->partitioning.kind != LX_PARTITION_NONE)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: the initializer is already wrapped (%s)", who,
+                       base->partitioning.kind == LX_PARTITION_LOGICAL ? "LogicallyPartitioned" : "Partitioned");
+    if (nnames < 0 || nnames > LX_MAX_DIMS)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: %d names (at most %d, one per axis)", who, nnames, LX_MAX_DIMS);
+    if (nnames > 0 && !names) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: names is NULL", who);
+    *out = *base;
+    lx_partitioning *p = &out->partitioning;
+    memset(p, 0, sizeof *p);
+    p->kind = kind;
+    p->nnames = nnames;
+    for (int i = 0; i < nnames; i++) {
+        if (!names[i]) continue;
+        LX_TRY(put_name(who, "name", names[i], p->names[i]));
+        p->has_name[i] = true;
+    }
+    if (mesh) {
+        LX_TRY(put_name(who, "mesh", mesh, p->mesh));
+        p->has_mesh = true;
+    }
+    return LX_OK;
+}
+
+lx_status lx_init_with_partitioning(const lx_initializer *base, int nnames, const char *const *names,
+                                    const char *mesh, lx_initializer *out) {
+    lx_initializer it;
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "with_partitioning: NULL argument");
+    LX_TRY(wrap("with_partitioning", LX_PARTITION_PARTITIONED, base, nnames, names, mesh, &it));
+    *out = it;
+    return LX_OK;
+}
+
+lx_status lx_init_with_logical_partitioning(const lx_initializer *base, int nnames, const char *const *names,
+                                            const char *mesh, int nrules, const char *const *rules,
+                                            lx_initializer *out) {
+    static const char who[] = "with_logical_partitioning";
+    lx_initializer it;
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: NULL argument", who);
+    LX_TRY(wrap(who, LX_PARTITION_LOGICAL, base, nnames, names, mesh, &it));
+    lx_partitioning *p = &it.partitioning;
+    if (!rules) {
+        if (nrules != 0) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: rules is NULL but nrules is %d", who, nrules);
+        *out = it;
+        return LX_OK;
+    }
+    if (nrules < 0 || nrules % 2)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: rules must be (logical, mesh) pairs, got %d strings", who,
+                       nrules);
+    if (nrules > 2 * LX_PARTITION_MAX_RULES)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: %d rules (at most %d)", who, nrules / 2, LX_PARTITION_MAX_RULES);
+    for (int i = 0; i < nrules; i++) {
+        if (!rules[i]) {
+            if (i % 2 == 0) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: rule %d has no logical name", who, i / 2);
+            continue;
+        }
+        LX_TRY(put_name(who, i % 2 ? "rule mesh axis" : "rule logical name", rules[i], p->rules[i]));
+        p->has_rule[i] = true;
+    }
+    p->has_rules = true;
+    p->nrules = nrules;
+    *out = it;
+    return LX_OK;
+}
+
+int lx_init_partition_names(const lx_initializer *init, const char *out[LX_MAX_DIMS]) {
+    if (!init || init->partitioning.kind == LX_PARTITION_NONE) return 0;
+    const lx_partitioning *p = &init->partitioning;
+    for (int i = 0; i < p->nnames; i++) out[i] = p->has_name[i] ? p->names[i] : NULL;
+    return p->nnames;
+}
+
+int lx_init_partition_rules(const lx_initializer *init, const char *out[2 * LX_PARTITION_MAX_RULES]) {
+    if (!init || init->partitioning.kind != LX_PARTITION_LOGICAL || !init->partitioning.has_rules) return -1;
+    const lx_partitioning *p = &init->partitioning;
+    for (int i = 0; i < p->nrules; i++) out[i] = p->has_rule[i] ? p->rules[i] : NULL;
+    return p->nrules;
+}
+
+const char *lx_init_partition_mesh(const lx_initializer *init) {
+    if (!init || init->partitioning.kind == LX_PARTITION_NONE || !init->partitioning.has_mesh) return NULL;
+    return init->partitioning.mesh;
+}
+
+/* Flax builds the box without looking at the value; JAX refuses a PartitionSpec longer than the
+ * array's rank as soon as the sharding is applied (under a mesh). linnx has no mesh to wait for,
+ * so it refuses at the point the parameter is made. */
+lx_status lx_init_check_partition_rank(const lx_initializer *init, int ndim, const int64_t *shape) {
+    if (!init || init->partitioning.kind == LX_PARTITION_NONE || init->partitioning.nnames <= ndim) return LX_OK;
+    const char *names[LX_MAX_DIMS];
+    int n = lx_init_partition_names(init, names);
+    lx_value nv = lx_strs_v(n, names);
+    char nbuf[LX_MAX_DIMS * (LX_PARTITION_NAME_CAP + 4) + 8], sh[96];
+    return lx_fail(LX_ERR_SHAPE, "%s names %s have %d %s, more than the rank of a parameter of shape %s",
+                   init->partitioning.kind == LX_PARTITION_LOGICAL ? "with_logical_partitioning" : "with_partitioning",
+                   lx_value_str(&nv, nbuf, sizeof nbuf), n, n == 1 ? "entry" : "entries",
+                   lx_shape_str(ndim, shape, sh, sizeof sh));
 }
 
 /* ------------------------------------------------------------------ fans */

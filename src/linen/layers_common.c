@@ -3,17 +3,19 @@
 
 #include "layers_internal.h"
 
-#define LL_VS(name_, scale_, mode_, dist_, out_axis_)                                           \
-    {LX_INIT_VARIANCE_SCALING, name_, 0.0, 0.0, scale_, -2.0, 2.0, mode_, dist_, {1, {-2}}, \
-     {1, {out_axis_}}, {0, {0}}}
+/* Designated, so fields added to lx_initializer later (partitioning) start out zero. */
+#define LL_VS(name_, scale_, mode_, dist_, out_axis_)                                               \
+    {.kind = LX_INIT_VARIANCE_SCALING, .name = name_, .scale = scale_, .lower = -2.0, .upper = 2.0, \
+     .mode = mode_, .distribution = dist_, .in_axis = {1, {-2}}, .out_axis = {1, {out_axis_}},    \
+     .batch_axis = {0, {0}}}
 
 const lx_initializer ll_lecun_normal = LL_VS("lecun_normal", 1.0, LX_FAN_IN, LX_DIST_TRUNCATED_NORMAL, -1);
 /* flax.linen.linear.default_embed_init: variance_scaling(1.0, 'fan_in', 'normal', out_axis=0) */
 const lx_initializer ll_embed_init = LL_VS("variance_scaling", 1.0, LX_FAN_IN, LX_DIST_NORMAL, 0);
-const lx_initializer ll_zeros = {LX_INIT_ZEROS, "zeros", 0.0, 0.0, 0.0, -2.0, 2.0, LX_FAN_IN,
-                                 LX_DIST_TRUNCATED_NORMAL, {1, {-2}}, {1, {-1}}, {0, {0}}};
-const lx_initializer ll_ones = {LX_INIT_ONES, "ones", 0.0, 0.0, 0.0, -2.0, 2.0, LX_FAN_IN,
-                                LX_DIST_TRUNCATED_NORMAL, {1, {-2}}, {1, {-1}}, {0, {0}}};
+const lx_initializer ll_zeros = {.kind = LX_INIT_ZEROS, .name = "zeros", .lower = -2.0, .upper = 2.0,
+                                 .in_axis = {1, {-2}}, .out_axis = {1, {-1}}, .batch_axis = {0, {0}}};
+const lx_initializer ll_ones = {.kind = LX_INIT_ONES, .name = "ones", .lower = -2.0, .upper = 2.0,
+                                .in_axis = {1, {-2}}, .out_axis = {1, {-1}}, .batch_axis = {0, {0}}};
 
 lx_status ll_check_dtypes(const char *layer, const char *dtype) {
     if (dtype && strcmp(dtype, "float32") != 0)

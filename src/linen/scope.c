@@ -322,6 +322,8 @@ lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_ini
     LX_TRY(check_var_name("parameter", name));
     if (ndim < 0 || ndim > LX_MAX_DIMS)
         return lx_fail(LX_ERR_SHAPE, "param \"%s\": %d dimensions (at most %d)", name, ndim, LX_MAX_DIMS);
+    if (lx_init_check_partition_rank(init, ndim, shape) != LX_OK)
+        return lx_fail_context(lx_last_status(), "param \"%s\" in \"%s\": ", name, self->path);
     LX_TRY(reserve(self, name, "params", "param", NULL, true));
     const lx_value *v = find_var(self, "params", name);
     if (v) {
@@ -356,7 +358,18 @@ lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_ini
     if (a && (init_ndim != ndim || (ndim > 0 && memcmp(init_shape, shape, sizeof *shape * (size_t)ndim) != 0)))
         a = lx_autorelease(lx_array_reshape_view(a, ndim, shape));
     if (!a) return lx_fail_context(lx_last_status(), "param \"%s\" in \"%s\": ", name, self->path);
-    LX_TRY(store(self, "params", name, lx_array_v(a)));
+    if (init->partitioning.kind != LX_PARTITION_NONE) {
+        /* with_partitioning: the variables hold the box (reshaped value inside, as Flax's
+         * DenseGeneral replace_boxed does); the method gets the array (meta.unbox). */
+        lx_box *box = NULL;
+        if (lx_box_from_initializer(init, a, &box) != LX_OK)
+            return lx_fail_context(lx_last_status(), "param \"%s\" in \"%s\": ", name, self->path);
+        lx_status st = store(self, "params", name, lx_box_v(box));
+        lx_box_release(box);
+        LX_TRY(st);
+    } else {
+        LX_TRY(store(self, "params", name, lx_array_v(a)));
+    }
     LX_TRY(frame_keep(self->frame, a));
     *out = a;
     return LX_OK;

@@ -1,4 +1,5 @@
 /* Helpers every NNX layer uses: drawing parameter keys, making parameters, the layer registry. */
+#include <stdint.h>
 #include <stdio.h>
 
 #include "linnx/nnx_layers.h"
@@ -24,6 +25,14 @@ lx_status nnx_draw_params(const nnx_module *self, nnx_rngs *rngs, lx_key *key) {
     return nnx_rngs_draw(rngs, "params", key);
 }
 
+/* The attribute `out` points into (&self->kernel -> "kernel"), for messages; NULL if not a field. */
+static const char *field_name(const nnx_module *self, lx_variable **out) {
+    uintptr_t base = (uintptr_t)self, at = (uintptr_t)out; /* `out` may lie outside *self */
+    for (int i = 0; at >= base && i < self->type->nfields; i++)
+        if (at - base == self->type->fields[i].offset) return self->type->fields[i].name;
+    return NULL;
+}
+
 lx_status nnx_make_param(const nnx_module *self, nnx_rngs *rngs, const lx_vartype *type,
                          const lx_initializer *init, lx_dtype dtype, int ndim, const int64_t *shape,
                          int flat_ndim, const int64_t *flat_shape, const lx_value *metadata,
@@ -31,18 +40,15 @@ lx_status nnx_make_param(const nnx_module *self, nnx_rngs *rngs, const lx_vartyp
     *out = NULL;
     lx_key key;
     LX_TRY(nnx_draw_params(self, rngs, &key));
-    if (flat_ndim <= 0 || nnx_abstract_mode())
-        return nnx_param_new(type, init, key, dtype, ndim, shape, metadata, out);
-    LX_TRY(nnx_param_new(type, init, key, dtype, flat_ndim, flat_shape, metadata, out));
-    lx_array *flat = lx_variable_get_value(*out);
-    lx_array *full = lx_array_reshape_view(flat, ndim, shape);
-    lx_status s = full ? lx_variable_set_value(*out, full, false) : lx_last_status();
-    lx_release(full);
+    lx_status s = flat_ndim <= 0 ? nnx_param_new(type, init, key, dtype, ndim, shape, metadata, out)
+                                 : nnx_param_new_reshaped(type, init, key, dtype, ndim, shape, flat_ndim, flat_shape,
+                                                          metadata, out);
     if (s != LX_OK) {
-        lx_variable_release(*out);
-        *out = NULL;
+        const char *field = field_name(self, out);
+        if (!field) return lx_fail_context(s, "%s: ", self->type->name);
+        return lx_fail_context(s, "%s.%s: ", self->type->name, field);
     }
-    return s;
+    return LX_OK;
 }
 
 lx_status nnx_return_array(lx_array *y, lx_value *out) {

@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "linnx/intercept.h"
 #include "nnx_internal.h"
@@ -660,9 +661,59 @@ lx_array *nnx_call_array(nnx_module *m, lx_array *x) {
 
 /* ------------------------------------------------------------------ parameters */
 
-lx_status nnx_param_new(const lx_vartype *type, const lx_initializer *init, lx_key key,
-                        lx_dtype dtype, int ndim, const int64_t *shape, const lx_value *metadata,
-                        lx_variable **out) {
+lx_status nnx_initializer_metadata(const lx_initializer *init, lx_tree **out) {
+    if (!init || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_initializer_metadata: NULL argument");
+    *out = NULL;
+    lx_tree *md = lx_tree_new();
+    if (!md) return lx_last_status();
+    const char *names[LX_MAX_DIMS], *rules[2 * LX_PARTITION_MAX_RULES];
+    lx_status s = LX_OK;
+    if (init->partitioning.kind != LX_PARTITION_NONE) {
+        int nnames = lx_init_partition_names(init, names);
+        const char *mesh = lx_init_partition_mesh(init);
+        s = lx_tree_set(md, "out_sharding", lx_strs_v(nnames, names));
+        if (s == LX_OK) s = lx_tree_set(md, "mesh", mesh ? lx_str_v(mesh) : lx_none());
+        if (s == LX_OK && init->partitioning.kind == LX_PARTITION_LOGICAL) {
+            int nrules = lx_init_partition_rules(init, rules);
+            s = lx_tree_set(md, "sharding_rules", nrules < 0 ? lx_none() : lx_strs_v(nrules, rules));
+        }
+    }
+    if (s != LX_OK) {
+        lx_tree_release(md);
+        return s;
+    }
+    *out = md;
+    return LX_OK;
+}
+
+/* The layer's metadata with the initializer's on top: Flax's Variable.__init__ takes the
+ * keyword metadata, then update()s it with the VariableMetadata the initializer returned, so
+ * the initializer wins a key both give. An alias of a key the initializer sets (sharding,
+ * sharding_names for out_sharding) is dropped with it, or the Variable would see it twice. */
+static lx_status merged_metadata(const lx_tree *layer_md, const lx_initializer *init, lx_tree **out) {
+    lx_tree *from_init = NULL;
+    LX_TRY(nnx_initializer_metadata(init, &from_init));
+    lx_tree *md = layer_md ? lx_tree_copy(layer_md) : lx_tree_new();
+    lx_status s = md ? LX_OK : lx_last_status();
+    if (s == LX_OK && lx_tree_get(from_init, "out_sharding")) {
+        static const char *const aliases[] = {"sharding", "sharding_names"};
+        for (int i = 0; s == LX_OK && i < 2; i++)
+            if (lx_tree_get(md, aliases[i])) s = lx_tree_delete(md, aliases[i]);
+    }
+    for (size_t i = 0; s == LX_OK && i < lx_tree_len(from_init); i++)
+        s = lx_tree_set(md, lx_tree_key(from_init, i), *lx_tree_at(from_init, i));
+    lx_tree_release(from_init);
+    if (s != LX_OK) {
+        lx_tree_release(md);
+        return s;
+    }
+    *out = md;
+    return LX_OK;
+}
+
+lx_status nnx_param_new_reshaped(const lx_vartype *type, const lx_initializer *init, lx_key key, lx_dtype dtype,
+                                 int ndim, const int64_t *shape, int init_ndim, const int64_t *init_shape,
+                                 const lx_value *metadata, lx_variable **out) {
     if (!out || !type || !init) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_param_new: NULL argument");
     *out = NULL;
     const lx_tree *md = NULL;
@@ -670,18 +721,35 @@ lx_status nnx_param_new(const lx_vartype *type, const lx_initializer *init, lx_k
     else if (metadata && metadata->kind != LX_V_NONE)
         return lx_fail(LX_ERR_TYPE, "parameter metadata must be a mapping (tree) or None, got %s",
                        lx_kind_name(metadata->kind));
+    LX_TRY(lx_init_check_partition_rank(init, ndim, shape));
+    lx_tree *merged = NULL;
+    if (init->partitioning.kind != LX_PARTITION_NONE) {
+        LX_TRY(merged_metadata(md, init, &merged));
+        md = merged;
+    }
     lx_array *value;
     bool owned = false;
     if (nnx_abstract_mode()) {
         value = lx_array_abstract(dtype, ndim, shape);
         owned = true;
     } else {
-        value = lx_init_apply(init, key, dtype, ndim, shape);
+        value = lx_init_apply(init, key, dtype, init_ndim, init_shape);
+        if (value && (init_ndim != ndim || (ndim > 0 && memcmp(init_shape, shape, sizeof *shape * (size_t)ndim) != 0))) {
+            value = lx_array_reshape_view(value, ndim, shape);
+            owned = true;
+        }
     }
-    if (!value) return lx_last_status() != LX_OK ? lx_last_status() : LX_ERR_INTERNAL;
-    lx_status s = lx_variable_new_md(type, value, md, out);
+    lx_status s = value ? lx_variable_new_md(type, value, md, out)
+                        : (lx_last_status() != LX_OK ? lx_last_status() : LX_ERR_INTERNAL);
     if (owned) lx_release(value);
+    lx_tree_release(merged);
     return s;
+}
+
+lx_status nnx_param_new(const lx_vartype *type, const lx_initializer *init, lx_key key,
+                        lx_dtype dtype, int ndim, const int64_t *shape, const lx_value *metadata,
+                        lx_variable **out) {
+    return nnx_param_new_reshaped(type, init, key, dtype, ndim, shape, ndim, shape, metadata, out);
 }
 
 lx_status nnx_sharding_metadata(int nnames, const char *const *names, const char *mesh, lx_tree **out) {
