@@ -37,6 +37,13 @@ int params_bridge(spec_node *spec, const params_request *req, lx_tree **vars);
 /* Build the Linen module a linen. spec describes (*out owned by the caller); *reads_token_ids
  * tells whether its example input is int32 ids (an Embed first). 0, or an exit status. */
 int params_linen_module(spec_node *spec, linen_module **out, bool *reads_token_ids);
+/* Turn a spec's arguments from index `first` on into a call: each value through fn(ctx, node,
+ * &value) (0, or an exit status after printing the error), positionals and keywords kept apart
+ * as Python binds them. At most `cap` arguments. */
+typedef int (*params_arg_fn)(void *ctx, spec_node *node, lx_value *out);
+int params_call_args(spec_node *n, int first, params_arg_fn fn, void *ctx, int cap, lx_value *args,
+                     lx_kwarg *kw, lx_call *out);
+
 /* INITS.NAME[(numbers)] -> *it (0), or an exit status after printing the error. */
 int params_initializer(spec_node *n, const char *name, lx_initializer *it);
 /* An initializer argument of the Linen (nnx false) or NNX family: INITS.NAME[(numbers)], or one

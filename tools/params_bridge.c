@@ -4,6 +4,7 @@
  *                                           after lazy_init(x)
  * x is zeros of --input-shape (int32 token ids when the Linen module starts with an Embed). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -14,8 +15,17 @@
 
 /* to_linen's constructor arguments: plain values, or NNX initializers (nnx.initializers.NAME[(...)],
  * nnx.with_partitioning(...)). */
-static int ctor_value(spec_node *v, lx_initializer *slot, lx_value *out) {
+typedef struct ctor_ctx {
+    lx_initializer inits[32]; /* one slot per argument that names an initializer */
+    int ninits;
+} ctor_ctx;
+
+static int ctor_value(void *ctx, spec_node *v, lx_value *out) {
+    ctor_ctx *c = ctx;
+    if (c->ninits == 32) return cli_error("params: too many arguments");
+    lx_initializer *slot = &c->inits[c->ninits];
     int rc = params_init_arg(v, true, slot);
+    if (rc == 0) c->ninits++;
     if (rc >= 0) {
         if (!rc) *out = lx_ptr_v("initializer", slot);
         return rc;
@@ -33,27 +43,24 @@ static int to_linen_spec(spec_node *spec, const params_request *req, lx_tree **v
         return cli_error("params: bridge.to_linen needs an NNX class first, e.g. bridge.to_linen(nnx.Linear, 4, 8): %s",
                          spec_str(spec, buf, sizeof buf));
     if (!req->has_shape) return cli_error("params: bridge.to_linen needs --input-shape D0,D1,... for shape inference");
-    int npos = 0, nkw = 0;
     lx_value args[32];
     lx_kwarg kw[32];
-    lx_initializer inits[32];
-    for (int i = 1; i < spec->nargs; i++) {
-        if (npos + nkw == 32) return cli_error("params: too many arguments");
-        lx_value v;
-        int rc = ctor_value(spec->args[i].value, &inits[npos + nkw], &v);
-        if (rc) return rc;
-        if (spec->args[i].name) kw[nkw++] = LX_KW(spec->args[i].name, v);
-        else args[npos++] = v;
+    lx_call ctor;
+    ctor_ctx *cc = calloc(1, sizeof *cc); /* initializers are large: keep them off the stack */
+    if (!cc) return cli_error("params: out of memory");
+    int rc = params_call_args(spec, 1, ctor_value, cc, 32, args, kw, &ctor);
+    if (rc) {
+        free(cc);
+        return rc;
     }
-    lx_call ctor = {npos, args, nkw, kw};
     linen_module *m = NULL;
     lx_array *x = NULL;
-    int rc = 0;
     if (bridge_to_linen(t, &ctor, NULL, &m) != LX_OK || !(x = lx_array_new(LX_F32, req->ndim, req->shape)) ||
         linen_init(m, LINEN_KEY(req->key), &LX_ARGS(x), NULL, vars) != LX_OK)
         rc = cli_lib_error();
     lx_release(x);
     linen_module_release(m);
+    free(cc);
     return rc;
 }
 

@@ -192,6 +192,23 @@ static int arg_value(builder *b, spec_node *v, lx_value *out) {
     return 0;
 }
 
+static int arg_value_cb(void *ctx, spec_node *v, lx_value *out) { return arg_value(ctx, v, out); }
+
+int params_call_args(spec_node *n, int first, params_arg_fn fn, void *ctx, int cap, lx_value *args,
+                     lx_kwarg *kw, lx_call *out) {
+    int npos = 0, nkw = 0;
+    for (int i = first; i < n->nargs; i++) {
+        if (npos + nkw == cap) return cli_error("params: too many arguments");
+        lx_value v;
+        int rc = fn(ctx, n->args[i].value, &v);
+        if (rc) return rc;
+        if (n->args[i].name) kw[nkw++] = LX_KW(n->args[i].name, v);
+        else args[npos++] = v;
+    }
+    *out = (lx_call){npos, args, nkw, kw};
+    return 0;
+}
+
 static int build(builder *b, spec_node *n, linen_module **out) {
     const char *name = spec_suffix(n, "linen.");
     const linen_type *t = name ? linen_layer_type(name) : NULL;
@@ -199,19 +216,12 @@ static int build(builder *b, spec_node *n, linen_module **out) {
     if (!t) return cli_error("params: unknown module '%s'", spec_str(n, buf, sizeof buf));
     if (n->kind == SPEC_NAME && !(t->flags & LINEN_TYPE_FUNCTION))
         return cli_error("params: '%s' is a class: call it, e.g. %s(...)", n->s, n->s);
-    int npos = 0, nkw = 0;
     lx_value args[64];
     lx_kwarg kw[64];
-    for (int i = 0; i < n->nargs; i++) {
-        if (npos + nkw == 64) return cli_error("params: too many arguments");
-        lx_value v;
-        int rc = arg_value(b, n->args[i].value, &v);
-        if (rc) return rc;
-        if (n->args[i].name) kw[nkw++] = LX_KW(n->args[i].name, v);
-        else args[npos++] = v;
-    }
+    lx_call c;
+    int rc = params_call_args(n, 0, arg_value_cb, b, 64, args, kw, &c);
+    if (rc) return rc;
     if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
-    lx_call c = {npos, args, nkw, kw};
     linen_module *m = NULL;
     if (linen_module_new(t, &c, &m) != LX_OK) return cli_lib_error();
     b->owned[b->nowned++] = m;
