@@ -627,6 +627,24 @@ static void test_w18_with_partitioning_initializer(void) {
     linen_module_release(m);
 }
 
+/* to_linen keeps its own copy of an initializer passed in the constructor call: the caller's
+ * struct (often on the stack) may change or go away before init and apply. */
+static void test_ctor_initializer_is_copied(void) {
+    lx_initializer init = lx_init_ones();
+    lx_call ctor = {2, (lx_value[]){lx_int_v(3), lx_int_v(2)}, 1,
+                    (lx_kwarg[]){LX_KW("kernel_init", lx_ptr_v("initializer", &init))}};
+    linen_module *m = to_linen_args(&NNX_LINEAR_TYPE, &ctor, NULL);
+    init = lx_init_zeros(); /* what a reused stack slot would do */
+    lx_array *x = ONES(1, 3);
+    lx_tree *v = NULL;
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &v), LX_OK);
+    lx_array *k = v ? array_at(v, "params/kernel") : NULL;
+    CHECK(k && SHAPE_IS(k, 3, 2));
+    for (int i = 0; k && i < 6; i++) CHECK_EQ_INT((int)lx_f32(k)[i], 1);
+    lx_tree_release(v);
+    linen_module_release(m);
+}
+
 /* spec/flax-bridge.md §4.4 (b): kernel_init=bridge.with_partitioning(lecun_normal(), ('in', 'out'))
  * leaves NNX through ToLinen as a real nn.Partitioned box (not an NNXMeta), and a Linen apply
  * unboxes it. */
@@ -1349,6 +1367,7 @@ int main(void) {
     RUN(test_w18_nnx_to_linen_metadata);
     RUN(test_w18_with_partitioning_initializer);
     RUN(test_bridge_with_partitioning);
+    RUN(test_ctor_initializer_is_copied);
     RUN(test_w20_pytree_structure_consistency);
     RUN(test_nnx_inside_linen_numbers);
     RUN(test_child_key_and_name);

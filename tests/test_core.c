@@ -263,6 +263,23 @@ static void test_call_copies(void) {
     lx_release(x);
 }
 
+static void test_initializer_values_are_copied(void) {
+    lx_initializer it = lx_init_constant(2.5);
+    lx_value v = lx_ptr_v("initializer", &it), d;
+    CHECK_EQ_INT(lx_value_dup(&v, &d), LX_OK);
+    CHECK(d.kind == LX_V_PTR && d.u.ptr.p != &it && strcmp(d.u.ptr.tag, "initializer") == 0);
+    CHECK(memcmp(d.u.ptr.p, &it, sizeof it) == 0);
+    it.value = 7; /* the copy does not follow the original */
+    CHECK(((lx_initializer *)d.u.ptr.p)->value == 2.5);
+    lx_value_free(&d); /* freed: the leak checker of the sanitizer run would see it otherwise */
+    CHECK(d.kind == LX_V_NONE);
+    int other = 3;
+    lx_value o = lx_ptr_v("thing", &other), od;
+    CHECK_EQ_INT(lx_value_dup(&o, &od), LX_OK);
+    CHECK(od.u.ptr.p == &other); /* an unknown tag is borrowed */
+    lx_value_free(&od);
+}
+
 static char warned[256];
 static void capture_warning(const char *text, void *user) {
     snprintf(warned, sizeof warned, "%s|%s", (const char *)user, text);
@@ -331,6 +348,7 @@ static void test_counted_pointers(void) {
 int main(void) {
     RUN(test_threads_own_objects); /* first: first-use initialisation runs on several threads */
     RUN(test_call_copies);
+    RUN(test_initializer_values_are_copied);
     RUN(test_warnings);
     RUN(test_status);
     RUN(test_array_basics);

@@ -149,9 +149,10 @@ lx_status lx_call_array(const lx_call *c, int i, const char *name, lx_array **ou
 /* ---- owning copies (for containers) ---- */
 /* A malloc'd copy of a string (free with free()); NULL for NULL or when out of memory. */
 char *lx_strdup(const char *s);
-/* Deep-copy strings and tuples, retain arrays, trees, variables and boxes, and retain LX_V_PTR
- * objects whose tag is registered as counted (lx_ptr_register: NNX and Linen modules); other
- * pointers are copied as they are (borrowed). */
+/* Deep-copy strings and tuples, retain arrays, trees, variables and boxes, retain LX_V_PTR
+ * objects whose tag is registered as counted (lx_ptr_register: NNX and Linen modules), and copy
+ * plain value structs carried by pointer (tag "initializer": the copy is the dup's own, freed by
+ * lx_value_free); other pointers are copied as they are (borrowed). */
 lx_status lx_value_dup(const lx_value *v, lx_value *out);
 /* Free what lx_value_dup made (release counted pointers); leaves v as NONE. */
 void lx_value_free(lx_value *v);

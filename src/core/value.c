@@ -2,6 +2,7 @@
 #include "linnx/value.h"
 
 #include "linnx/box.h"
+#include "linnx/init.h"
 #include "linnx/variable.h"
 
 #include <math.h>
@@ -143,6 +144,13 @@ lx_status lx_ptr_register(const char *tag, void (*retain)(void *), void (*releas
 
 bool lx_ptr_counted(const char *tag) { return ptr_kind_of(tag) != NULL; }
 
+/* Plain value structs carried by pointer: a kept copy of a call must not point at the caller's
+ * (often stack) struct, so lx_value_dup copies them. 0 for other tags. */
+static size_t value_tag_size(const char *tag) {
+    if (tag && strcmp(tag, "initializer") == 0) return sizeof(lx_initializer);
+    return 0;
+}
+
 lx_status lx_value_dup(const lx_value *v, lx_value *out) {
     *out = *v;
     switch (v->kind) {
@@ -183,6 +191,14 @@ lx_status lx_value_dup(const lx_value *v, lx_value *out) {
     case LX_V_BOX: lx_box_retain(v->u.box); break;
     case LX_V_PTR:
         if (v->u.ptr.p) {
+            size_t size = value_tag_size(v->u.ptr.tag);
+            if (size) {
+                void *copy = malloc(size);
+                if (!copy) goto oom;
+                memcpy(copy, v->u.ptr.p, size);
+                out->u.ptr.p = copy;
+                break;
+            }
             const ptr_kind *k = ptr_kind_of(v->u.ptr.tag);
             if (k) k->retain(v->u.ptr.p);
         }
@@ -209,6 +225,10 @@ void lx_value_free(lx_value *v) {
     case LX_V_BOX: lx_box_release(v->u.box); break;
     case LX_V_PTR:
         if (v->u.ptr.p) {
+            if (value_tag_size(v->u.ptr.tag)) {
+                free(v->u.ptr.p);
+                break;
+            }
             const ptr_kind *k = ptr_kind_of(v->u.ptr.tag);
             if (k) k->release(v->u.ptr.p);
         }
