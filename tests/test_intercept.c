@@ -172,6 +172,65 @@ static void test_long_attribute_name(void) {
     nnx_rngs_release(rngs);
 }
 
+/* An interceptor that runs a module itself (deeper frames, a longer path) still reads the path
+ * it was given: the event owns a snapshot (review finding: it pointed into a buffer that the
+ * nested frames reallocated). */
+static char name_a_[101], name_b_[101];
+static const char *nested_child_;
+static lx_status nested_parent_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    linen_module *d = NULL;
+    LX_TRY(linen_module_new(&linen_Dense, &LX_CALL_KWARGS(LX_KW_INT("features", 2)), &d));
+    lx_array *y = linen_call_array(s, d, nested_child_, x);
+    linen_module_release(d);
+    return linen_return_array(out, y);
+}
+static const linen_method NESTED_METHODS[] = {LINEN_METHOD("__call__", nested_parent_call)};
+static const linen_type NESTED_PARENT = {.name = "Parent", .methods = NESTED_METHODS, .nmethods = 1};
+static linen_module *nested_inner_;
+static lx_tree *nested_vars_;
+static lx_array *nested_x_;
+static int nested_depth_, nested_ok_;
+static void nested_interceptor(const lx_intercept_event *ev, void *user) {
+    (void)user;
+    if (nested_depth_) return;
+    nested_depth_++;
+    nested_child_ = name_b_;
+    lx_value y;
+    if (linen_apply(nested_inner_, nested_vars_, &LX_ARGS(nested_x_), LINEN_NO_RNGS, NULL, &y, NULL) == LX_OK)
+        lx_value_free(&y);
+    nested_ok_ = strcmp(ev->path, name_a_) == 0;
+    nested_depth_--;
+}
+
+static void test_interceptor_running_a_module(void) {
+    memset(name_a_, 'a', 100);
+    memset(name_b_, 'b', 100);
+    nested_x_ = lx_autorelease(lx_array_full_f32(2, (int64_t[]){1, 3}, 1.0f));
+    linen_module *outer = NULL;
+    CHECK_EQ_INT(linen_module_new(&NESTED_PARENT, NULL, &outer), LX_OK);
+    CHECK_EQ_INT(linen_module_new(&NESTED_PARENT, NULL, &nested_inner_), LX_OK);
+    lx_tree *ov = NULL;
+    nested_child_ = name_a_;
+    CHECK_EQ_INT(linen_init(outer, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(nested_x_), NULL, &ov), LX_OK);
+    nested_child_ = name_b_;
+    CHECK_EQ_INT(linen_init(nested_inner_, LINEN_KEY(lx_key_from_seed(1)), &LX_ARGS(nested_x_), NULL, &nested_vars_),
+                 LX_OK);
+    nested_child_ = name_a_;
+    int h = 0;
+    lx_interceptor_add(nested_interceptor, NULL, &h);
+    lx_value y;
+    CHECK_EQ_INT(linen_apply(outer, ov, &LX_ARGS(nested_x_), LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    lx_interceptor_remove(h);
+    CHECK(nested_ok_);
+    lx_value_free(&y);
+    lx_tree_release(ov);
+    lx_tree_release(nested_vars_);
+    linen_module_release(outer);
+    linen_module_release(nested_inner_);
+}
+
 static void test_frames(void) {
     CHECK_FAILS(lx_interceptor_add(NULL, NULL, NULL), LX_ERR_INVALID_ARGUMENT, "interceptor is NULL");
     lx_frame_push(LX_FRAME_LINEN, "decoder", NULL, NULL);
@@ -245,6 +304,7 @@ int main(void) {
     RUN(test_mha_paths);
     RUN(test_linen_paths);
     RUN(test_long_attribute_name);
+    RUN(test_interceptor_running_a_module);
     RUN(test_frames);
     RUN(test_long_paths);
     return lx_test_finish();

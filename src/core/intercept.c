@@ -46,8 +46,16 @@ static void on_primitive(const lx_prim_event *ev, void *user) {
         roles[i] = top && top->is_param && ev->inputs[i] && top->is_param(top->obj, ev->inputs[i])
                        ? LX_OPERAND_PARAM
                        : LX_OPERAND_ACTIVATION;
-    lx_intercept_event e = {lx_frame_current_path(), ev->op, n, ev->inputs, roles, ev->output, ev->nattrs, ev->attrs};
+    /* The event owns a snapshot of the path: an interceptor may itself run modules, whose
+     * frames can grow (realloc) or free the thread's path buffer during the callback. */
+    const char *cur = lx_frame_current_path();
+    size_t len = strlen(cur) + 1;
+    char local[256], *path = len <= sizeof local ? local : malloc(len);
+    if (!path) return; /* out of memory: the op itself is unaffected, the event is dropped */
+    memcpy(path, cur, len);
+    lx_intercept_event e = {path, ev->op, n, ev->inputs, roles, ev->output, ev->nattrs, ev->attrs};
     for (int i = 0; i < ninterceptors; i++) interceptors[i].fn(&e, interceptors[i].user);
+    if (path != local) free(path);
 }
 
 lx_status lx_interceptor_add(lx_interceptor_fn fn, void *user, int *handle) {
