@@ -221,6 +221,14 @@ static void test_module_basics(void) {
     CHECK_FAILS(nnx_setattr(m, "w", &iv), LX_ERR_TYPE, "Block.w holds a Variable or None");
     lx_value self = nnx_module_v(m);
     CHECK_FAILS(nnx_setattr(m, "child", &self), LX_ERR_INVALID_ARGUMENT, "cannot contain itself");
+    /* Nor inside a tree, nor in a config field: either would be a reference cycle that never
+     * frees (module values are counted). */
+    lx_tree *owner = lx_tree_new();
+    lx_tree_set_path(owner, "deep/owner", self);
+    lx_value ov = lx_tree_v(owner);
+    CHECK_FAILS(nnx_setattr(m, "extra", &ov), LX_ERR_INVALID_ARGUMENT, "cannot contain itself");
+    CHECK_FAILS(nnx_setattr(m, "features", &self), LX_ERR_INVALID_ARGUMENT, "cannot contain itself");
+    lx_tree_release(owner);
     lx_value f9 = lx_int_v(9);
     CHECK_EQ_INT(nnx_setattr(m, "features", &f9), LX_OK); /* config by name */
     CHECK_EQ_INT(((const block_cfg *)nnx_config(m))->features, 9);

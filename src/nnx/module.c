@@ -432,11 +432,23 @@ static lx_status check_attr_value(const char *name, const lx_value *v) {
     }
 }
 
+/* Does `v` hold `m` itself, directly or inside a tree? Module values are counted, so storing one
+ * in its own attribute, config or a tree it holds would be a reference cycle (never freed). */
+static bool holds_self(const lx_value *v, const nnx_module *m) {
+    if (nnx_module_from_value(v) == m) return true;
+    if (v->kind != LX_V_TREE || !v->u.tree) return false;
+    for (size_t i = 0; i < lx_tree_len(v->u.tree); i++)
+        if (holds_self(lx_tree_at(v->u.tree, i), m)) return true;
+    return false;
+}
+
 lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value) {
     if (!m || !name || !value) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_setattr: NULL argument");
     if (!*name || strchr(name, '/'))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_setattr: invalid attribute name '%s'", name);
     LX_TRY(check_attr_value(name, value));
+    if (holds_self(value, m))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s.%s: a module cannot contain itself", m->type->name, name);
     nnx_graph_changed();
     int fi;
     const nnx_field *f = nnx_find_field(m->type, name, &fi);
