@@ -218,8 +218,8 @@ static void test_partitioned_params(void) {
     lx_tree_release(vars);
     linen_module_release(dg);
 
-    /* More names than axes: an error naming the module path and the parameter, at init and at
-     * apply. */
+    /* More names than axes: an error naming the module path and the parameter when the param is
+     * made; an apply over existing params never meets the initializer (as in Flax). */
     lx_initializer k4;
     CHECK_EQ_INT(lx_init_with_partitioning(&ln, 3, (const char *[]){"a", NULL, "c"}, NULL, &k4), LX_OK);
     linen_module *bad = make(&linen_Dense, DENSE8(LX_KW("kernel_init", lx_ptr_v("initializer", &k4))));
@@ -229,8 +229,8 @@ static void test_partitioned_params(void) {
     lx_tree *given = lx_tree_new();
     lx_tree_set_path(given, "params/kernel", lx_array_v(ones(4, 8)));
     lx_tree_set_path(given, "params/bias", lx_array_v(lx_autorelease(lx_array_new(LX_F32, 1, (int64_t[]){8}))));
-    CHECK_FAILS(linen_apply(bad, given, A(ones(1, 4)), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_SHAPE,
-                "with_partitioning names ('a', None, 'c') have 3 entries");
+    CHECK_EQ_INT(linen_apply(bad, given, A(ones(1, 4)), LINEN_NO_RNGS, NULL, &out, NULL), LX_OK);
+    lx_value_free(&out);
     lx_tree_release(given);
     linen_module_release(bad);
 }

@@ -322,8 +322,6 @@ lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_ini
     LX_TRY(check_var_name("parameter", name));
     if (ndim < 0 || ndim > LX_MAX_DIMS)
         return lx_fail(LX_ERR_SHAPE, "param \"%s\": %d dimensions (at most %d)", name, ndim, LX_MAX_DIMS);
-    if (lx_init_check_partition_rank(init, ndim, shape) != LX_OK)
-        return lx_fail_context(lx_last_status(), "param \"%s\" in \"%s\": ", name, self->path);
     LX_TRY(reserve(self, name, "params", "param", NULL, true));
     const lx_value *v = find_var(self, "params", name);
     if (v) {
@@ -343,6 +341,9 @@ lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_ini
         *out = a;
         return LX_OK;
     }
+    /* Only when the param is made: like Flax, an existing param never meets its initializer. */
+    if (lx_init_check_partition_rank(init, ndim, shape) != LX_OK)
+        return lx_fail_context(lx_last_status(), "param \"%s\" in \"%s\": ", name, self->path);
     if (!linen_is_mutable_collection(self, "params")) {
         if (collection_empty(self, "params"))
             return lx_fail(LX_ERR_NOT_FOUND,
