@@ -263,6 +263,12 @@ static void test_call_copies(void) {
     lx_release(x);
 }
 
+static void test_pytype(void) {
+    lx_value vs[] = {lx_none(), lx_int_v(1), lx_str_v("a"), lx_ints_v(0, NULL)};
+    const char *want[] = {"<class 'NoneType'>", "<class 'int'>", "<class 'str'>", "<class 'tuple'>"};
+    for (int i = 0; i < 4; i++) CHECK_STR(lx_value_pytype(&vs[i]), want[i]);
+}
+
 static void test_initializer_values_are_copied(void) {
     lx_initializer it = lx_init_constant(2.5);
     lx_value v = lx_ptr_v("initializer", &it), d;
@@ -349,6 +355,7 @@ int main(void) {
     RUN(test_threads_own_objects); /* first: first-use initialisation runs on several threads */
     RUN(test_call_copies);
     RUN(test_initializer_values_are_copied);
+    RUN(test_pytype);
     RUN(test_warnings);
     RUN(test_status);
     RUN(test_array_basics);

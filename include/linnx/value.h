@@ -175,6 +175,8 @@ bool lx_value_equal(const lx_value *a, const lx_value *b);
 /* Python-like rendering: None, True, 3, 0.5, 'name', (1, 2), ('data', None), float32[2,3]. */
 const char *lx_value_str(const lx_value *v, char *buf, size_t cap);
 const char *lx_kind_name(lx_kind kind);
+/* How Python names the class of such a value, for Flax's TypeError texts: "<class 'int'>". */
+const char *lx_value_pytype(const lx_value *v);
 
 /* ---- owning copies of call records (a module that keeps its constructor's arguments) ---- */
 /* A deep copy: names and values duplicated (lx_value_dup: modules retained). Free with lx_call_free. */

@@ -86,25 +86,6 @@ typedef struct tl_method {
     nnx_method_fn fn;  /* resolved function, or NULL to go through nnx_call by name */
 } tl_method;
 
-/* How Python names the class of a value, for TypeError texts. */
-static const char *pytype(const lx_value *v) {
-    switch (v->kind) {
-    case LX_V_NONE: return "<class 'NoneType'>";
-    case LX_V_BOOL: return "<class 'bool'>";
-    case LX_V_INT: return "<class 'int'>";
-    case LX_V_FLOAT: return "<class 'float'>";
-    case LX_V_STR: return "<class 'str'>";
-    case LX_V_INTS:
-    case LX_V_STRS: return "<class 'tuple'>";
-    case LX_V_ARRAY: return "<class 'jax.Array'>";
-    case LX_V_TREE: return "<class 'dict'>";
-    case LX_V_VARIABLE: return "<class 'flax.nnx.Variable'>";
-    case LX_V_BOX: return "<class 'flax.core.meta.AxisMetadata'>";
-    case LX_V_PTR: return "<class 'object'>";
-    }
-    return "<class 'object'>";
-}
-
 static const char *field_pytype(lx_field_kind k) {
     switch (k) {
     case LX_FIELD_INT: return "<class 'int'>";
@@ -150,7 +131,7 @@ static lx_status resolve_method(const nnx_type *t, const lx_value *spec, tl_meth
         return LX_OK;
     }
     char buf[128];
-    return lx_fail(LX_ERR_TYPE, "'%s' must be a callable, got %s.", lx_value_str(spec, buf, sizeof buf), pytype(spec));
+    return lx_fail(LX_ERR_TYPE, "'%s' must be a callable, got %s.", lx_value_str(spec, buf, sizeof buf), lx_value_pytype(spec));
 }
 
 static lx_status run_method(nnx_module *m, const tl_method *meth, const lx_call *call, lx_value *out) {

@@ -34,6 +34,24 @@ const lx_value *lx_call_get(const lx_call *c, int i, const char *name) {
     return lx_call_kwarg(c, name);
 }
 
+const char *lx_value_pytype(const lx_value *v) {
+    switch (v->kind) {
+    case LX_V_NONE: return "<class 'NoneType'>";
+    case LX_V_BOOL: return "<class 'bool'>";
+    case LX_V_INT: return "<class 'int'>";
+    case LX_V_FLOAT: return "<class 'float'>";
+    case LX_V_STR: return "<class 'str'>";
+    case LX_V_INTS:
+    case LX_V_STRS: return "<class 'tuple'>";
+    case LX_V_ARRAY: return "<class 'jax.Array'>";
+    case LX_V_TREE: return "<class 'dict'>";
+    case LX_V_VARIABLE: return "<class 'flax.nnx.Variable'>";
+    case LX_V_BOX: return "<class 'flax.core.meta.AxisMetadata'>";
+    case LX_V_PTR: return "<class 'object'>";
+    }
+    return "<class 'object'>";
+}
+
 const char *lx_kind_name(lx_kind kind) {
     static const char *names[] = {"None", "bool", "int", "float", "str", "tuple of ints",
                                   "tuple of str", "array", "tree", "Variable", "box", "object"};

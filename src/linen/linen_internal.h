@@ -111,6 +111,5 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
                           const lx_call *call, lx_value *out);
 void linen_frame_free(linen_frame *f);
 /* The Python rendering of a value's class: <class 'int'>. */
-const char *linen_pytype(const lx_value *v);
 
 #endif

@@ -222,20 +222,3 @@ lx_status linen_return_array(lx_value *out, lx_array *y) {
     return LX_OK;
 }
 
-const char *linen_pytype(const lx_value *v) {
-    switch (v->kind) {
-    case LX_V_NONE: return "<class 'NoneType'>";
-    case LX_V_BOOL: return "<class 'bool'>";
-    case LX_V_INT: return "<class 'int'>";
-    case LX_V_FLOAT: return "<class 'float'>";
-    case LX_V_STR: return "<class 'str'>";
-    case LX_V_INTS:
-    case LX_V_STRS: return "<class 'tuple'>";
-    case LX_V_ARRAY: return "<class 'jax.Array'>";
-    case LX_V_TREE: return "<class 'dict'>";
-    case LX_V_VARIABLE: return "<class 'flax.nnx.Variable'>";
-    case LX_V_BOX: return "<class 'flax.core.meta.AxisMetadata'>";
-    case LX_V_PTR: return "<class 'object'>";
-    }
-    return "<class 'object'>";
-}

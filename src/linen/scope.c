@@ -593,7 +593,7 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
             if (lx_config_find(t->fields, t->nfields, mname) &&
                 lx_config_get(t->fields, t->nfields, s->module->config, mname, &attr) == LX_OK)
                 return lx_fail(LX_ERR_TYPE, "'%s.%s' must be a callable, got %s.", type_name(s), mname,
-                               linen_pytype(&attr));
+                               lx_value_pytype(&attr));
             if (!t->dispatch) return no_attribute(s, mname);
             use_dispatch = true;
         }
@@ -635,7 +635,7 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
                 lx_value attr;
                 if (t->getattr && t->getattr(s->module, mname, &attr) == LX_OK)
                     st = lx_fail(LX_ERR_TYPE, "'%s.%s' must be a callable, got %s.", type_name(s), mname,
-                                 linen_pytype(&attr));
+                                 lx_value_pytype(&attr));
                 else
                     st = no_attribute(s, mname);
             }
