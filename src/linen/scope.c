@@ -305,6 +305,15 @@ int linen_rng_names(const linen_scope *self, const char **names, int cap) {
 }
 
 /* ---- variables ---- */
+
+/* A missing param outside init: Flax's two messages (the collection empty, or the name absent). */
+static lx_status param_not_found(const linen_scope *self, const char *name) {
+    if (collection_empty(self, "params"))
+        return lx_fail(LX_ERR_NOT_FOUND,
+                       "Tried to access \"%s\" from collection \"params\" in \"%s\" but the collection is empty.",
+                       name, self->path);
+    return lx_fail(LX_ERR_NOT_FOUND, "Could not find parameter named \"%s\" in scope \"%s\".", name, self->path);
+}
 lx_status linen_param(linen_scope *self, const char *name, const lx_initializer *init,
                       lx_dtype dtype, int ndim, const int64_t *shape, lx_array **out) {
     return linen_param_reshaped(self, name, init, dtype, ndim, shape, ndim, shape, out);
@@ -344,15 +353,7 @@ lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_ini
     /* Only when the param is made: like Flax, an existing param never meets its initializer. */
     if (lx_init_check_partition_rank(init, ndim, shape) != LX_OK)
         return lx_fail_context(lx_last_status(), "param \"%s\" in \"%s\": ", name, self->path);
-    if (!linen_is_mutable_collection(self, "params")) {
-        if (collection_empty(self, "params"))
-            return lx_fail(LX_ERR_NOT_FOUND,
-                           "Tried to access \"%s\" from collection \"params\" in \"%s\" but the "
-                           "collection is empty.",
-                           name, self->path);
-        return lx_fail(LX_ERR_NOT_FOUND, "Could not find parameter named \"%s\" in scope \"%s\".", name,
-                       self->path);
-    }
+    if (!linen_is_mutable_collection(self, "params")) return param_not_found(self, name);
     lx_key key;
     LX_TRY(linen_make_rng(self, "params", &key));
     lx_array *a = lx_init_apply(init, key, dtype, init_ndim, init_shape);
@@ -385,15 +386,7 @@ lx_status linen_param_custom(linen_scope *self, const char *name, linen_init_fn 
     LX_TRY(reserve(self, name, "params", "param", NULL, true));
     const lx_value *v = find_var(self, "params", name);
     if (v) return expose(self, v, out);
-    if (!linen_is_mutable_collection(self, "params")) {
-        if (collection_empty(self, "params"))
-            return lx_fail(LX_ERR_NOT_FOUND,
-                           "Tried to access \"%s\" from collection \"params\" in \"%s\" but the "
-                           "collection is empty.",
-                           name, self->path);
-        return lx_fail(LX_ERR_NOT_FOUND, "Could not find parameter named \"%s\" in scope \"%s\".", name,
-                       self->path);
-    }
+    if (!linen_is_mutable_collection(self, "params")) return param_not_found(self, name);
     lx_key key;
     LX_TRY(linen_make_rng(self, "params", &key));
     lx_value leaf = lx_none();
