@@ -5,7 +5,7 @@
 set -u
 bin=${1:?usage: cli_demo.sh PATH/TO/linnx}
 demo=$(dirname "$bin")/example_bridge_demo
-pass=0 fail=0
+. "$(cd "$(dirname "$0")" && pwd)/lib_cli.sh"
 out=$("$demo" 2>&1); rc=$?
 check() { # $1 = description, $2 = a line the output must contain
     if printf '%s\n' "$out" | grep -qF -- "$2"; then pass=$((pass + 1)); else
@@ -19,5 +19,4 @@ check "Linen output"             "Classifier().apply(variables, x) -> float32[2,
 check "Linen block inside NNX"   "block/Dense_1/kernel  Param  (16, 16)  float32     256"
 check "NNX head"                 "head/kernel           Param  (16, 4)   float32      64"
 check "NNX output"               "net(x) -> float32[2,4]:"
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+cli_finish

@@ -9,19 +9,8 @@ set -u
 bin=${1:?usage: cli_example_to_nnx.sh PATH/TO/linnx}
 here=$(cd "$(dirname "$0")" && pwd)
 fixture=$here/fixtures/cli_example_to_nnx.txt
-pass=0 fail=0
+. "$here/lib_cli.sh"
 
-same_numbers() { # $1 got, $2 want: same count, each within 4e-7 relative
-    awk -v got="$1" -v want="$2" 'BEGIN {
-        n = split(got, g, " "); m = split(want, w, " ")
-        if (n != m || n == 0) exit 1
-        for (i = 1; i <= n; i++) {
-            d = g[i] - w[i]; if (d < 0) d = -d
-            s = w[i] < 0 ? -w[i] : w[i]; if (s < 1e-30) s = 1e-30
-            if (d > 4e-7 * s) exit 1
-        }
-        exit 0 }'
-}
 
 args=""
 while IFS= read -r line; do
@@ -31,7 +20,7 @@ while IFS= read -r line; do
     *)
         # shellcheck disable=SC2086
         got=$("$bin" $args 2>&1); rc=$?
-        if [ $rc -eq 0 ] && [ "$(printf '%s\n' "$got" | wc -l)" -eq 1 ] && same_numbers "$got" "$line"; then
+        if [ $rc -eq 0 ] && [ "$(printf '%s\n' "$got" | wc -l)" -eq 1 ] && numbers_close "$got" "$line" 4e-7; then
             pass=$((pass + 1))
         else
             fail=$((fail + 1)); echo "FAIL: linnx $args (exit $rc): got '$got', want '$line'"
@@ -42,7 +31,7 @@ done <"$fixture"
 # seed and features may be integral floats
 got=$("$bin" example linen-inside-nnx --seed 0.0 --x 1,2,3,4 --features 3.0)
 want=$(sed -n '3p' "$fixture")
-if [ "$got" == "$want" ] || same_numbers "$got" "$want"; then pass=$((pass + 1)); else
+if [ "$got" == "$want" ] || numbers_close "$got" "$want" 4e-7; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: integral floats: got '$got', want '$want'"; fi
 
 # --help goes to stdout with status 0
@@ -51,17 +40,6 @@ if "$bin" example linen-inside-nnx --help | grep -q 'bridge.ToNNX(nn.Dense(F), r
 if "$bin" example --help | grep -q 'linen-inside-nnx'; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: example list"; fi
 
-expect_usage_error() { # the expected stderr fragment, then the arguments
-    local needle=$1; shift
-    local out rc lines
-    out=$("$bin" "$@" 2>&1 >/dev/null); rc=$?
-    lines=$(printf '%s\n' "$out" | wc -l)
-    if [ $rc -eq 2 ] && [[ $out == "linnx: "* ]] && [[ $out == *"$needle"* ]] && [ "$lines" -eq 1 ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1)); echo "FAIL: linnx $* -> exit $rc, stderr: $out (want '$needle')"
-    fi
-}
 
 expect_usage_error "unknown example 'nope'" example nope --seed 0 --x 1 --features 1
 expect_usage_error "--seed is required" example linen-inside-nnx --x 1,2 --features 2
@@ -73,5 +51,4 @@ expect_usage_error "--x: '1,,2' is not a list of numbers" example linen-inside-n
 expect_usage_error "--x: 'a' is not a number" example linen-inside-nnx --seed 0 --x a --features 2
 expect_usage_error "unknown option '--bogus'" example linen-inside-nnx --seed 0 --x 1 --features 1 --bogus
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+cli_finish

@@ -6,49 +6,11 @@
 set -u
 bin=${1:?usage: cli_params.sh PATH/TO/linnx}
 here=$(cd "$(dirname "$0")" && pwd)
-pass=0 fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$here/lib_cli.sh"
 
-check_block() { # $1 = args, expected output in $tmp/want
-    local got rc
-    got=$(eval "\"$bin\" $1" 2>"$tmp/err"); rc=$?
-    if [ $rc -eq 0 ] && [ "$got" == "$(cat "$tmp/want")" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: linnx $1 (exit $rc)"; cat "$tmp/err"
-        diff <(printf '%s\n' "$got") "$tmp/want" | head -5
-    fi
-}
 
-for fixture in "$here"/fixtures/cli_params_*.txt; do
-    args=""
-    : >"$tmp/want"
-    while IFS= read -r line; do
-        case $line in
-        '#'*) ;;
-        '$ '*)
-            [ -n "$args" ] && check_block "$args"
-            args=${line#\$ }
-            : >"$tmp/want" ;;
-        *) printf '%s\n' "$line" >>"$tmp/want" ;;
-        esac
-    done <"$fixture"
-    [ -n "$args" ] && check_block "$args"
-done
+for fixture in "$here"/fixtures/cli_params_*.txt; do check_fixture "$fixture"; done
 
-expect_usage_error() { # the expected stderr fragment, then the arguments
-    local needle=$1; shift
-    local out rc lines
-    out=$("$bin" "$@" 2>&1 >/dev/null); rc=$?
-    lines=$(printf '%s\n' "$out" | wc -l)
-    if [ $rc -eq 2 ] && [[ $out == "linnx: "* ]] && [[ $out == *"$needle"* ]] && [ "$lines" -eq 1 ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1)); echo "FAIL: linnx $* -> exit $rc, stderr: $out (want '$needle')"
-    fi
-}
 
 expect_usage_error "unknown module 'linen.Foo(3)'" params 'linen.Foo(3)' --seed 0 --input-shape 1,4
 expect_usage_error "unknown module 'torch.Linear'" params 'torch.Linear(3)' --seed 0 --input-shape 1,4
@@ -115,5 +77,4 @@ expect_usage_error "linen.with_partitioning is for Linen layers" params "nnx.Lin
 expect_usage_error "nnx.with_partitioning() got an unexpected keyword argument 'names'" params "nnx.Linear(2, 3, kernel_init=nnx.with_partitioning(nnx.initializers.ones, ('a', 'b'), names=1))" --seed 0
 expect_usage_error "Linear.bias: with_partitioning names ('a', 'b') have 2 entries" params "nnx.Linear(2, 3, bias_init=nnx.with_partitioning(nnx.initializers.ones, ('a', 'b')))" --seed 0
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+cli_finish

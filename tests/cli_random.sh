@@ -6,48 +6,9 @@ set -u
 bin=${1:?usage: cli_random.sh PATH/TO/linnx}
 here=$(cd "$(dirname "$0")" && pwd)
 fixture=$here/fixtures/cli_random.txt
-pass=0 fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$here/lib_cli.sh"
 
-check_block() { # $1 = args, expected output in $tmp/want
-    local got rc
-    got=$(eval "\"$bin\" $1" 2>"$tmp/err"); rc=$?
-    if [ $rc -eq 0 ] && [ "$got" == "$(cat "$tmp/want")" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: linnx $1 (exit $rc)"; cat "$tmp/err"
-        diff <(printf '%s\n' "$got") "$tmp/want" | head -5
-    fi
-}
-
-args=""
-: >"$tmp/want"
-while IFS= read -r line; do
-    case $line in
-    '#'*) ;;
-    '$ '*)
-        [ -n "$args" ] && check_block "$args"
-        args=${line#\$ }
-        : >"$tmp/want" ;;
-    *) printf '%s\n' "$line" >>"$tmp/want" ;;
-    esac
-done <"$fixture"
-[ -n "$args" ] && check_block "$args"
-
-expect_usage_error() { # args..., with the expected stderr fragment as the first argument
-    local needle=$1; shift
-    local out rc
-    out=$("$bin" "$@" 2>&1 >/dev/null); rc=$?
-    local lines
-    lines=$(printf '%s\n' "$out" | wc -l)
-    if [ $rc -eq 2 ] && [[ $out == "linnx: "* ]] && [[ $out == *"$needle"* ]] && [ "$lines" -eq 1 ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1)); echo "FAIL: linnx $* -> exit $rc, stderr: $out (want '$needle')"
-    fi
-}
+check_fixture "$fixture"
 
 expect_usage_error "unknown command" frobnicate
 expect_usage_error "exactly one of --seed" key
@@ -84,5 +45,4 @@ expect_usage_error "unknown dtype" init zeros --seed 0 --shape 4 --dtype float64
 if "$bin" random --help | grep -q "usage: linnx random" && "$bin" --help | grep -q "commands:"; then
     pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --help"; fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+cli_finish
