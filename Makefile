@@ -30,9 +30,10 @@ bench: build
 	@bash scripts/install-deps.sh --bench
 	@bash scripts/bench.sh $(BUILD)
 
-# Regenerate the checked-in random-number fixtures from ../shared/spec/jax_random_ref.py.
+# Regenerate every checked-in fixture from ../shared/spec/jax_random_ref.py (the tests never run
+# Python; this is for when a generator changes).
 fixtures:
-	@python3 scripts/gen_random_fixtures.py
+	@for g in scripts/gen_*_fixtures.py; do python3 $$g || exit 1; done
 
 install: build
 	@cmake --install $(BUILD)

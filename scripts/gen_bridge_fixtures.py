@@ -16,24 +16,14 @@ Key derivation (Flax >= 0.12):
 Floats in the header are uint32 bit patterns so the tests compare exactly; the CLI file holds
 `%.9g` text as `linnx example linen-inside-nnx` prints it.
 """
-import importlib.util
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from fixture_ref import ROOT, load_reference  # noqa: E402
 
 
-def load_ref(path):
-    spec = importlib.util.spec_from_file_location('jax_random_ref', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
-
-ref_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, '..', 'shared', 'spec', 'jax_random_ref.py')
-if not os.path.exists(ref_path):
-    ref_path = '/work/shared/spec/jax_random_ref.py'
-R = load_ref(ref_path)
+R = load_reference()
 f32, bits_of = R.f32, R.bits_from_f32
 
 

@@ -14,10 +14,8 @@ Usage: python3 scripts/gen_cli_params_fixtures.py [PATH/TO/jax_random_ref.py]
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ref_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, '..', 'shared', 'spec', 'jax_random_ref.py')
-sys.path.insert(0, os.path.dirname(os.path.abspath(ref_path)))
-import jax_random_ref as r  # noqa: E402
+from fixture_ref import ROOT, load_reference  # noqa: E402
+r = load_reference()
 
 
 def fmt(vals):

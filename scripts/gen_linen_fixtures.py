@@ -9,23 +9,15 @@ Flax Linen gives for a seed, derived with the reference model of JAX's random nu
 The default path is ../shared/spec/jax_random_ref.py relative to the repository root. Floats are
 written as uint32 bit patterns so the tests compare exactly.
 """
-import importlib.util
 import math
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from fixture_ref import ROOT, load_reference  # noqa: E402
 
 
-def load_ref(path):
-    spec = importlib.util.spec_from_file_location('jax_random_ref', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
-
-ref_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, '..', 'shared', 'spec', 'jax_random_ref.py')
-R = load_ref(ref_path)
+R = load_reference()
 f32, bits_of = R.f32, R.bits_from_f32
 
 

@@ -10,25 +10,16 @@ the module tree in construction order: draw c of a stream with key K is fold_in(
 
 The default reference path is ../shared/spec/jax_random_ref.py from the repository root.
 """
-import importlib.util
 import math
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from fixture_ref import ROOT, load_reference  # noqa: E402
 
-
-def load_ref(path):
-    spec = importlib.util.spec_from_file_location('jax_random_ref', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def main():
-    ref_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, '..', 'shared', 'spec', 'jax_random_ref.py')
-    R = load_ref(ref_path)
+    R = load_reference()
     out = []
     w = out.append
 

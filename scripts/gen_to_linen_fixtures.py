@@ -10,22 +10,14 @@ Dropout forks its stream (one draw) and draws fold_in(fork, count) per call.
 
     python3 scripts/gen_to_linen_fixtures.py [PATH/TO/jax_random_ref.py]
 """
-import importlib.util
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from fixture_ref import ROOT, load_reference  # noqa: E402
 
 
-def load_ref(path):
-    spec = importlib.util.spec_from_file_location('jax_random_ref', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
-
-ref_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, '..', 'shared', 'spec', 'jax_random_ref.py')
-R = load_ref(ref_path)
+R = load_reference()
 f32 = R.f32
 
 
