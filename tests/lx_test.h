@@ -8,6 +8,8 @@
 #define LX_TEST_H
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +68,44 @@ static const char *lx_test_current = "";
 #define CHECK_ERROR_HAS(needle)                                                     \
     LX_TEST_REPORT_(strstr(lx_last_error(), (needle)) != NULL,                      \
                     "last error \"%s\" lacks \"%s\"", lx_last_error(), (needle))
+
+/* ---- shared checks (independent of the code under test) ---- */
+
+static inline uint32_t bits_of(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b;
+}
+
+/* a is float32 with exactly these n bit patterns (fixtures store floats as bits). */
+static inline bool same_bits(const lx_array *a, const uint32_t *want, int64_t n) {
+    if (!a || a->dtype != LX_F32 || a->size != n) return false;
+    for (int64_t i = 0; i < n; i++)
+        if (bits_of(lx_f32(a)[i]) != want[i]) return false;
+    return true;
+}
+
+/* An LX_V_STRS value holding exactly these names (NULL entries are None). */
+static inline bool strs_are(const lx_value *v, int n, const char *const *want) {
+    if (!v || v->kind != LX_V_STRS || v->u.strs.n != n) return false;
+    for (int i = 0; i < n; i++)
+        if (want[i] ? !v->u.strs.v[i] || strcmp(v->u.strs.v[i], want[i]) != 0 : v->u.strs.v[i] != NULL) return false;
+    return true;
+}
+
+/* y == x @ k (+ b) for 2-D float32 arrays, against a double-precision loop, to 1e-5 relative. */
+static inline bool affine_close(const lx_array *y, const lx_array *x, const lx_array *k, const lx_array *b) {
+    if (!y || !x || !k || x->ndim != 2 || k->ndim != 2 || y->ndim != 2) return false;
+    int64_t n = x->shape[0], d = x->shape[1], f = k->shape[1];
+    if (y->shape[0] != n || y->shape[1] != f || k->shape[0] != d || (b && b->size != f)) return false;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < f; j++) {
+            double acc = b ? lx_f32(b)[j] : 0;
+            for (int64_t t = 0; t < d; t++) acc += (double)lx_f32(x)[i * d + t] * lx_f32(k)[t * f + j];
+            if (fabs(acc - lx_f32(y)[i * f + j]) > 1e-5 * (1 + fabs(acc))) return false;
+        }
+    return true;
+}
 
 #define RUN(fn)                                                                     \
     do {                                                                            \

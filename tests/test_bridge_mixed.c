@@ -87,27 +87,7 @@ static bool same_leaves(const leaves_t *a, const leaves_t *b) {
 }
 
 /* y == x @ k + b (b broadcast over rows, NULL = none), summed in double, within tolerance. */
-static bool affine_close(const lx_array *y, const lx_array *x, const lx_array *k, const lx_array *b) {
-    if (!y || !x || !k || x->ndim != 2 || k->ndim != 2 || y->ndim != 2) return false;
-    int64_t n = x->shape[0], d = x->shape[1], f = k->shape[1];
-    if (y->shape[0] != n || y->shape[1] != f || k->shape[0] != d || (b && b->size != f)) return false;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < f; j++) {
-            double acc = b ? lx_f32(b)[j] : 0;
-            for (int64_t t = 0; t < d; t++) acc += (double)lx_f32(x)[i * d + t] * lx_f32(k)[t * f + j];
-            if (fabs(acc - lx_f32(y)[i * f + j]) > 1e-5 * (1 + fabs(acc))) return false;
-        }
-    return true;
-}
-
 /* Does an LX_V_STRS value hold exactly these names? */
-static bool strs_are(const lx_value *v, int n, const char *const *want) {
-    if (!v || v->kind != LX_V_STRS || v->u.strs.n != n) return false;
-    for (int i = 0; i < n; i++)
-        if (!v->u.strs.v[i] || strcmp(v->u.strs.v[i], want[i]) != 0) return false;
-    return true;
-}
-
 static lx_array *call_array(nnx_module *m, const lx_call *c) {
     lx_value out;
     if (nnx_call(m, NULL, c, &out) != LX_OK) return NULL;

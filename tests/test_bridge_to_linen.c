@@ -37,19 +37,6 @@ static bool has_shape(const lx_array *a, int ndim, const int64_t *shape) { retur
 static lx_array *out_array(lx_value *v) { return v->kind == LX_V_ARRAY ? v->u.array : NULL; }
 
 /* y == x @ k (+ b) within tolerance, for 2-D x. */
-static bool matmul_close(const lx_array *y, const lx_array *x, const lx_array *k, const lx_array *b) {
-    if (!y || !x || !k || x->ndim != 2 || k->ndim != 2 || y->ndim != 2) return false;
-    int64_t n = x->shape[0], d = x->shape[1], f = k->shape[1];
-    if (y->shape[0] != n || y->shape[1] != f || k->shape[0] != d) return false;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < f; j++) {
-            double acc = b ? lx_f32(b)[j] : 0;
-            for (int64_t t = 0; t < d; t++) acc += (double)lx_f32(x)[i * d + t] * lx_f32(k)[t * f + j];
-            if (fabs(acc - lx_f32(y)[i * f + j]) > 1e-5 * (1 + fabs(acc))) return false;
-        }
-    return true;
-}
-
 static bool collections_are(const lx_tree *v, int n, const char *const *names) {
     if (!v || (int)lx_tree_len(v) != n) return false;
     for (int i = 0; i < n; i++)
@@ -311,7 +298,7 @@ static void test_w10_nnx_to_linen(void) {
     CHECK(SHAPE_IS(array_at(v, "params/kernel"), 32, 64));
     CHECK(SHAPE_IS(array_at(v, "params/bias"), 64));
     CHECK(at(v, "params/kernel")->kind == LX_V_ARRAY); /* a vanilla Param is stored raw */
-    CHECK(matmul_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
+    CHECK(affine_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
     lx_value y2;
     CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
     CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
@@ -563,7 +550,7 @@ static void test_w18_nnx_to_linen_metadata(void) {
         CHECK(nm && nm->u.strs.n == 2 && strcmp(nm->u.strs.v[0], "in") == 0 && strcmp(nm->u.strs.v[1], "out") == 0);
     }
     CHECK(at(v, "params/bias")->kind == LX_V_ARRAY);
-    CHECK(matmul_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
+    CHECK(affine_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
     /* apply unboxes; unchanged state is not written back: the caller's box comes back as is */
     linen_opts o = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
     lx_value y2;
@@ -604,7 +591,7 @@ static void test_w18_with_partitioning_initializer(void) {
         CHECK(lx_tree_get(lx_box_metadata(k->u.box), "linen_meta_type") == NULL);
     }
     CHECK(at(v, "params/bias")->kind == LX_V_ARRAY);
-    CHECK(matmul_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
+    CHECK(affine_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
 
     lx_call pctor = {2, (lx_value[]){lx_int_v(32), lx_int_v(64)}, 0, NULL};
     linen_module *plain = to_linen_args(&NNX_LINEAR_TYPE, &pctor, NULL);
@@ -672,7 +659,7 @@ static void test_bridge_with_partitioning(void) {
     lx_value y2;
     CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
     CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
-    CHECK(matmul_close(out_array(&y2), x, array_at(v, "params/kernel"), NULL));
+    CHECK(affine_close(out_array(&y2), x, array_at(v, "params/kernel"), NULL));
     lx_value_free(&y);
     lx_value_free(&y2);
     lx_tree_release(v);
@@ -751,7 +738,7 @@ static void test_child_key_and_name(void) {
     for (int j = 0; k && j < 32; j++) CHECK_EQ_U32(lx_ulp_distance(lx_f32(k)[j], TLF_CHILD_KERNEL[j]), 0);
     lx_value y;
     CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
-    CHECK(matmul_close(out_array(&y), c.args[0].u.array, k, array_at(v, "params/ToLinen_0/bias")));
+    CHECK(affine_close(out_array(&y), c.args[0].u.array, k, array_at(v, "params/ToLinen_0/bias")));
     lx_value_free(&y);
     lx_tree_release(v);
     linen_module_release(m);
@@ -783,7 +770,7 @@ static void test_apply_runs_no_initializer(void) {
     for (int i = 0; i < 3; i++) {
         lx_value y;
         CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
-        CHECK(matmul_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
+        CHECK(affine_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
         lx_value_free(&y);
     }
     CHECK_EQ_INT(big_allocs, 0);
@@ -989,7 +976,7 @@ static void test_unknown_paths_warned_once(void) {
     CHECK_STR(warn_text[1], "Found unknown module paths in incoming state:\n  - more");
     /* the known paths still give the right answer; known-only applies stay silent */
     CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
-    CHECK(matmul_close(out_array(&y), ONES(1, 2), array_at(v, "params/kernel"), NULL));
+    CHECK(affine_close(out_array(&y), ONES(1, 2), array_at(v, "params/kernel"), NULL));
     lx_value_free(&y);
     CHECK_EQ_INT(nwarn, 2);
     lx_set_warning_handler(NULL, NULL);
@@ -1014,7 +1001,7 @@ static void test_compact_children_share_the_cache(void) {
         lx_set_alloc_hook(count_big, NULL);
         CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
         lx_set_alloc_hook(NULL, NULL);
-        CHECK(matmul_close(out_array(&y), c.args[0].u.array, array_at(v, "params/ToLinen_0/kernel"),
+        CHECK(affine_close(out_array(&y), c.args[0].u.array, array_at(v, "params/ToLinen_0/kernel"),
                            array_at(v, "params/ToLinen_0/bias")));
         lx_value_free(&y);
         /* after the first apply the cached module is reused: the only arrays allocated are the
@@ -1231,7 +1218,7 @@ static void test_clone_and_cache(void) {
     CHECK_EQ_INT(linen_apply(m, v2, &cx, LINEN_NO_RNGS, NULL, &y3, NULL), LX_OK);
     CHECK(lx_array_equal(out_array(&y1), out_array(&y2)));
     CHECK(!lx_array_equal(out_array(&y1), out_array(&y3)));
-    CHECK(matmul_close(out_array(&y3), cx.args[0].u.array, array_at(v2, "params/kernel"), array_at(v2, "params/bias")));
+    CHECK(affine_close(out_array(&y3), cx.args[0].u.array, array_at(v2, "params/kernel"), array_at(v2, "params/bias")));
     /* a different set of rng streams rebuilds the cache (a constructor may look at them) */
     lx_value y4;
     CHECK_EQ_INT(linen_apply(m, v, &cx, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), NULL, &y4, NULL), LX_OK);
@@ -1302,7 +1289,7 @@ static void test_method_replacing_a_child(void) {
         CHECK(lx_array_equal(array_at(upd, "params/lin/kernel"), lx_variable_get_value(want->kernel)));
         CHECK(lx_array_equal(array_at(upd, "params/lin/bias"), lx_variable_get_value(want->bias)));
         CHECK(!lx_array_equal(array_at(upd, "params/lin/kernel"), array_at(v, "params/lin/kernel")));
-        CHECK(matmul_close(out_array(&y), cx.args[0].u.array, lx_variable_get_value(want->kernel), lx_variable_get_value(want->bias)));
+        CHECK(affine_close(out_array(&y), cx.args[0].u.array, lx_variable_get_value(want->kernel), lx_variable_get_value(want->bias)));
         lx_value_free(&y);
         lx_tree_release(upd);
     }

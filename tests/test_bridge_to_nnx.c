@@ -420,13 +420,6 @@ static lx_status sharded_dense_call(linen_scope *s, const lx_call *c, lx_value *
 static const linen_method SHARDED_METHODS[] = {LINEN_METHOD("__call__", sharded_dense_call)};
 static const linen_type SHARDED_DENSE = {.name = "Dense", .methods = SHARDED_METHODS, .nmethods = 1};
 
-static bool strs_are(const lx_value *v, int n, const char *const *want) {
-    if (!v || v->kind != LX_V_STRS || v->u.strs.n != n) return false;
-    for (int i = 0; i < n; i++)
-        if (!v->u.strs.v[i] || strcmp(v->u.strs.v[i], want[i]) != 0) return false;
-    return true;
-}
-
 /* W7's checks on a Linen module whose params are kernel (3, 4) Partitioned ('in', 'out') and
  * bias (4,) LogicallyPartitioned ('out-alias',) with rules (('out-alias', 'out'),). Returns the
  * kernel's value (pool-owned) for the caller's own checks. */

@@ -10,19 +10,6 @@
 #include "linnx/tree.h"
 #include "lx_test.h"
 
-static uint32_t bits_of(float f) {
-    uint32_t b;
-    memcpy(&b, &f, sizeof b);
-    return b;
-}
-
-static bool same_bits(const lx_array *a, const uint32_t *want, int64_t n) {
-    if (!a || a->dtype != LX_F32 || a->size != n) return false;
-    for (int64_t i = 0; i < n; i++)
-        if (bits_of(lx_f32(a)[i]) != want[i]) return false;
-    return true;
-}
-
 /* A one-array call record (static storage: callers never nest these). */
 static lx_value a_slot_[1];
 static lx_call a_call_;

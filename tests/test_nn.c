@@ -255,7 +255,7 @@ static void ref_attention(const lx_array *q, const lx_array *k, const lx_array *
 /* Flax's order of operations for the default scale: query / sqrt(depth) in float32, then the
  * product. The default call must be bit-identical to passing the pre-divided query with scale 1,
  * and (depth 3: 1/sqrt(3) rounds differently from a division) differ from scaling the product. */
-static bool same_bits(const lx_array *a, const lx_array *b) {
+static bool same_array_bits(const lx_array *a, const lx_array *b) {
     return a && b && a->size == b->size && memcmp(a->data, b->data, (size_t)a->size * sizeof(float)) == 0;
 }
 static void test_attention_flax_scaling(void) {
@@ -263,12 +263,12 @@ static void test_attention_flax_scaling(void) {
     lx_array *qd = lx_autorelease(lx_array_copy(q));
     const float sd = sqrtf(3.0f);
     for (int64_t i = 0; i < qd->size; i++) lx_f32(qd)[i] = lx_f32(q)[i] / sd;
-    CHECK(same_bits(lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0.0f),
+    CHECK(same_array_bits(lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0.0f),
                     lx_dot_product_attention_weights(qd, k, NULL, NULL, false, 1.0f)));
-    CHECK(same_bits(lx_dot_product_attention(q, k, v, NULL, NULL, true, 0.0f),
+    CHECK(same_array_bits(lx_dot_product_attention(q, k, v, NULL, NULL, true, 0.0f),
                     lx_dot_product_attention(qd, k, v, NULL, NULL, true, 1.0f)));
     /* an explicit scale multiplies the product (jax.nn.dot_product_attention): not the same bits */
-    CHECK(!same_bits(lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0.0f),
+    CHECK(!same_array_bits(lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0.0f),
                      lx_dot_product_attention_weights(q, k, NULL, NULL, false, 1.0f / sd)));
 }
 

@@ -587,13 +587,6 @@ static void test_mha(void) {
     nnx_rngs_release(r);
 }
 
-static bool strs_are(const lx_value *v, int n, const char *const *want) {
-    if (!v || v->kind != LX_V_STRS || v->u.strs.n != n) return false;
-    for (int i = 0; i < n; i++)
-        if (want[i] ? !v->u.strs.v[i] || strcmp(v->u.strs.v[i], want[i]) != 0 : v->u.strs.v[i] != NULL) return false;
-    return true;
-}
-
 /* Linear(4, 8, kernel_init=nnx.with_partitioning(lecun_normal(), ('in', 'out'))): the Variable
  * gets out_sharding and mesh=None; the values are Flax's for the seed (no extra key drawn). */
 static void test_with_partitioning(void) {

@@ -12,12 +12,6 @@ static float f32_of(uint32_t b) {
     memcpy(&f, &b, sizeof f);
     return f;
 }
-static uint32_t bits_of(float f) {
-    uint32_t b;
-    memcpy(&b, &f, sizeof b);
-    return b;
-}
-
 /* numpy prints float32 with at most 8 fractional digits: printed value p matches v when f32(p)
  * is v or they are within half a unit of the 8th digit. */
 static int printed_close(float v, double p) { return (float)p == v || fabs((double)v - p) <= 0.5e-8 * 1.0000001; }
