@@ -94,10 +94,14 @@ static void test_softmax_rows(void) {
     for (int i = 0; i < 6; i++) {
         lx_array *w = RAND(3, ns[i]);
         for (int k = 0; k < w->size; k++) lx_f32(w)[k] *= 8; /* x - max >= -16: float rounding of it stays < 2e-6 */
+        /* The float sum of a long row adds its own rounding on top of exp's: on AVX2 (8 lanes,
+         * 513 additions per lane at n = 4101) it reaches ~4e-6 relative (random-walk bound
+         * sqrt(513) * 2^-24 per lane, plus exp's own). */
+        double rtol = ns[i] > 1000 ? 1e-5 : 2e-6;
         ref_softmax(w, 1, false, ref);
-        CHECK(close_to(lx_softmax(w, -1), ref, 2e-6, 1e-30));
+        CHECK(close_to(lx_softmax(w, -1), ref, rtol, 1e-30));
         ref_softmax(w, 1, true, ref);
-        CHECK(close_to(lx_log_softmax(w, -1), ref, 2e-6, 2e-6));
+        CHECK(close_to(lx_log_softmax(w, -1), ref, rtol, 2e-6));
     }
     free(ref);
 }
