@@ -175,8 +175,25 @@ lx_status lx_layout_from_name(const char *name, lx_layout *out);
  * params with a params child and opt_state or step: maxtext-linen; a collection name (params,
  * batch_stats, cache, ...) at the top: linen; anything else: nnx). */
 lx_layout lx_layout_detect(const lx_tree *t);
-/* Convert a pure dict between layouts (documented in docs/checkpoints.md). Leaves are shared. */
-lx_status lx_layout_convert(const lx_tree *t, lx_layout from, lx_layout to, lx_tree **out);
+/* Convert a pure dict between layouts. Leaves are shared, never copied. The mapping
+ * (docs/checkpoints.md has the table):
+ *  - Linen -> NNX: the collection level goes (params/x/kernel + batch_stats/x/mean ->
+ *    x/kernel + x/mean, the bridge's ToNNX rule); a lone bridge wrapper `ToLinen_<i>` (the
+ *    auto-name of to_linen / ToLinen) under every collection is unwrapped, so
+ *    params/ToLinen_0/linear/kernel <-> linear/kernel; `layers_<i>` keys become an nnx.List
+ *    `layers/<i>`.
+ *  - NNX -> Linen: leaves go to collections by their Flax names (`mean`, `var` -> batch_stats;
+ *    `cache_index`, `cached_key`, `cached_value` -> cache; everything else -> params); `rngs`
+ *    subtrees (RngKey/RngCount state) are dropped (Linen keeps no RNG state); `layers/<i>` ->
+ *    `layers_<i>`; with `wrapper` (e.g. "ToLinen_0") every collection is nested under it.
+ *  - MaxText Linen {step: int32, params: {params: ..}, opt_state: {"0": .., "1": None, ..}} <->
+ *    MaxText NNX {model: .., optimizer: {step: uint32, opt_state: {"0": .., "1": {}, ..}}}:
+ *    the model as above; an optax chain element's subtrees (mu, nu, trace) are params-shaped:
+ *    Linen wraps them in {params: ..} with Linen names, NNX keeps them bare with NNX names;
+ *    EmptyState is None (Linen) or {} (NNX); step is cast int32 <-> uint32.
+ *  - linen / nnx <-> maxtext-*: the model part only (a plain variables tree has no optimizer;
+ *    going to maxtext-* adds step 0 and no opt_state). */
+lx_status lx_layout_convert(const lx_tree *t, lx_layout from, lx_layout to, const char *wrapper, lx_tree **out);
 
 /* ---- atomic files and the checkpoint manager ---- */
 /* Write `len` bytes to `path` atomically: a temporary file in the same directory, fsync, rename
