@@ -25,6 +25,39 @@ typedef struct rctx {
     size_t dropped;
 } rctx;
 
+/* Large arrays get their own anonymous mapping with transparent huge pages: filling fresh
+ * memory 4 KiB page by page costs more in page faults than the copy itself (a 160 MB load spent
+ * ~70% of its time in the kernel's fault path). */
+#define BIG_ARRAY ((size_t)4 << 20)
+
+typedef struct big_mem {
+    void *addr;
+    size_t len;
+} big_mem;
+
+static void big_free(void *p) {
+    big_mem *b = p;
+    munmap(b->addr, b->len);
+    free(b);
+}
+
+static lx_array *big_array(lx_dtype dt, int ndim, const int64_t *shape, const void *data, size_t nbytes) {
+    size_t len = (nbytes + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+    big_mem *b = malloc(sizeof *b);
+    void *addr = b ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
+    if (addr == MAP_FAILED) {
+        free(b);
+        return lx_array_from_data(dt, ndim, shape, data);
+    }
+    madvise(addr, len, MADV_HUGEPAGE);
+    memcpy(addr, data, nbytes);
+    b->addr = addr;
+    b->len = len;
+    lx_array *a = lx_array_wrap(dt, ndim, shape, addr, big_free, b);
+    if (!a) big_free(b);
+    return a;
+}
+
 static lx_status bad(const rctx *r, size_t at, const char *fmt, const char *what) {
     return lx_fail(LX_ERR_FORMAT, "msgpack: at byte %zu: %s%s", at, fmt, what ? what : "");
 }
@@ -212,7 +245,8 @@ static lx_status rd_array_payload(rctx *outer, size_t start, size_t plen, int ex
         return bad(&r, data_at, b, NULL);
     }
     if (ext == 1 && d->lx >= 0) {
-        lx_array *a = lx_array_from_data((lx_dtype)d->lx, ndim, shape, data);
+        lx_array *a = nbytes >= BIG_ARRAY ? big_array((lx_dtype)d->lx, ndim, shape, data, nbytes)
+                                          : lx_array_from_data((lx_dtype)d->lx, ndim, shape, data);
         if (!a) return lx_last_status();
         *out = lx_array_v(a);
         return LX_OK;
