@@ -39,6 +39,20 @@ attn/0  float32  (1, 2, 3)             6            24
 Total                                  6            24
 EOT
 
+# __metadata__, an empty bfloat16 tensor, a float64 scalar (a dtype linnx keeps as raw bytes)
+cp "$here/fuzz/seeds/safetensors/meta" "$d/meta.safetensors"
+check_out "inspect '$d/meta.safetensors' | tail -n +2" <<EOT
+__metadata__ format: pt
+path   dtype     shape         params         bytes
+a      bfloat16  (2, 0)             0             0
+b      float64   ()                 1             8
+Total                               1             8
+EOT
+# float64 survives safetensors -> msgpack -> safetensors byte for byte
+"$bin" convert "$d/meta.safetensors" "$d/meta.msgpack" >/dev/null && "$bin" convert "$d/meta.msgpack" "$d/meta2.safetensors" >/dev/null
+tail -c 8 "$d/meta2.safetensors" | cmp -s - <(tail -c 8 "$d/meta.safetensors") && pass=$((pass + 1)) \
+    || { fail=$((fail + 1)); echo "FAIL: float64 bytes changed"; }
+
 # to_bytes(TrainState) with adamw (checkpoints.md §C.1, 132 bytes)
 hexfile "$d/ts.msgpack" 83 a4 "'step'" 01 a6 "'params'" 81 a1 "'w'" c7 11 01 93 91 01 a7 "'float32'" c4 04 00 00 00 3f \
     a9 "'opt_state'" 83 a1 "'0'" 83 a5 "'count'" c7 0e 01 93 90 a5 "'int32'" c4 04 01 00 00 00 \

@@ -11,6 +11,7 @@
 static const char INSPECT_USAGE[] =
     "usage: linnx inspect FILE\n"
     "  FILE: a Flax msgpack (flax.serialization.to_bytes) or safetensors file, told apart by content.\n"
+    "  safetensors __metadata__ entries print first, one line each.\n"
     "  Prints one row per leaf: path, dtype, shape, params (element count), bytes; then the total.\n"
     "  Scalar leaves (ints, floats, None, strings) show their Python type and count 0.\n";
 
@@ -54,8 +55,10 @@ int cmd_inspect(int argc, char **argv) {
     }
     if (npos != 1) return cli_error("inspect: which file? (linnx inspect --help)");
     lx_ckpt_format fmt;
-    lx_tree *t = NULL;
-    if (lx_ckpt_sniff(pos[0], &fmt) != LX_OK || lx_ckpt_load(pos[0], &t) != LX_OK) return cli_lib_error();
+    lx_tree *t = NULL, *md = NULL;
+    if (lx_ckpt_sniff(pos[0], &fmt) != LX_OK) return cli_lib_error();
+    if (fmt == LX_CKPT_SAFETENSORS ? lx_safetensors_load(pos[0], NULL, &t, &md) != LX_OK : lx_ckpt_load(pos[0], &t) != LX_OK)
+        return cli_lib_error();
     lx_flat flat = {0};
     if (lx_tree_flatten(t, &flat) != LX_OK) {
         lx_tree_release(t);
@@ -84,6 +87,9 @@ int cmd_inspect(int argc, char **argv) {
     long long fsize = stat(pos[0], &st) == 0 ? (long long)st.st_size : -1;
     printf("%s: %s, %lld bytes, %zu leaves\n", pos[0], fmt == LX_CKPT_SAFETENSORS ? "safetensors" : "Flax msgpack", fsize,
            flat.len);
+    for (size_t i = 0; md && i < lx_tree_len(md); i++)
+        printf("__metadata__ %s: %s\n", lx_tree_key(md, i), lx_tree_at(md, i)->u.s);
+    lx_tree_release(md);
     printf("%-*s  %-*s  %-*s  %12s  %12s\n", wp, "path", wd, "dtype", ws, "shape", "params", "bytes");
     for (size_t i = 0; i < flat.len; i++)
         printf("%-*s  %-*s  %-*s  %12lld  %12lld\n", wp, rows[i].path, wd, rows[i].dtype, ws, rows[i].shape,

@@ -114,10 +114,16 @@ typedef struct lx_safetensors_opts {
  * __metadata__ first, the header padded with spaces to a multiple of 8. */
 lx_status lx_safetensors_to_bytes(const lx_tree *t, const lx_safetensors_opts *opts, unsigned char **out,
                                   size_t *len);
+/* Write the same bytes to a stdio stream (array bodies go straight from the arrays). */
+lx_status lx_safetensors_write(FILE *f, const lx_tree *t, const lx_safetensors_opts *opts);
 /* Parse safetensors bytes into a tree (names split at opts->sep; tensors in file order). Arrays
  * are copies. *metadata (if not NULL) gets the __metadata__ map (an empty tree when absent). */
 lx_status lx_safetensors_from_bytes(const void *data, size_t len, const lx_safetensors_opts *opts,
                                     lx_tree **out, lx_tree **metadata);
+
+/* Load a safetensors file by mapping it (see lx_ckpt_load), with the options (separator, copy)
+ * and its __metadata__ (*metadata may be NULL). */
+lx_status lx_safetensors_load(const char *path, const lx_safetensors_opts *opts, lx_tree **out, lx_tree **metadata);
 
 /* ---- files (format chosen by the extension: .msgpack or .safetensors) ---- */
 typedef enum lx_ckpt_format { LX_CKPT_AUTO = 0, LX_CKPT_MSGPACK, LX_CKPT_SAFETENSORS } lx_ckpt_format;

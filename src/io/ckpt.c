@@ -224,6 +224,16 @@ lx_status lx_ckpt_load(const char *path, lx_tree **out) {
     return s;
 }
 
+lx_status lx_safetensors_load(const char *path, const lx_safetensors_opts *opts, lx_tree **out, lx_tree **metadata) {
+    if (!path || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "safetensors load: path or out is NULL");
+    io_map *m;
+    LX_TRY(io_map_open(path, &m));
+    lx_status s = io_safetensors_parse(m->addr, m->len, opts, m, out, metadata);
+    io_map_unref(m);
+    if (s != LX_OK) lx_fail_context(s, "%s: ", path);
+    return s;
+}
+
 /* ---- pure dicts and restore ---- */
 
 static lx_status pure_rec(const lx_tree *t, lx_tree **out) {
