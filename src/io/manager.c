@@ -96,7 +96,7 @@ lx_status lx_ckpt_manager_steps(const lx_ckpt_manager *m, int64_t **steps, size_
         free(v);
         return s;
     }
-    qsort(v, len, sizeof *v, cmp_i64);
+    if (len) qsort(v, len, sizeof *v, cmp_i64);
     *steps = v;
     *n = len;
     return LX_OK;

@@ -48,6 +48,9 @@ static lx_status io_error(wctx *w) {
  * (msgpack.packb((shape, dtype.name, bytes))); the bin body is written from the array itself. */
 static lx_status pack_array_ext(wctx *w, const leaf_view *a, int ndim, const int64_t *shape,
                                 const unsigned char *data, size_t nbytes) {
+    if (nbytes > UINT32_MAX - 1024)
+        return lx_fail(LX_ERR_UNSUPPORTED, "msgpack: the array at %s has %zu bytes; msgpack's ext and bin lengths stop at "
+                       "2^32-1 (lower max_chunk_bytes)", w->path[0] ? w->path : ".", nbytes);
     /* The prefix up to the bin body: array(3), shape, dtype str, bin header. */
     io_buf b = {0};
     msgpack_packer pp;
