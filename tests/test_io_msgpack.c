@@ -332,7 +332,105 @@ static void test_write_errors(void) {
     lx_tree_release(t);
 }
 
+/* A tree with most leaf kinds, packed by msgpack-python + numpy the way Flax packs it
+ * (scripts/gen_ckpt_fixtures.py): linnx writes the same bytes, with and without chunking. */
+static lx_tree *fixture_tree(void) {
+    lx_tree *t = lx_tree_new();
+    float k[12], big[10];
+    for (int i = 0; i < 12; i++) k[i] = (float)i / 8;
+    for (int i = 0; i < 10; i++) big[i] = (float)i;
+    int32_t w0[6] = {-3, -2, -1, 0, 1, 2}, w1[2] = {INT32_MAX, INT32_MIN};
+    uint32_t rng[2] = {0, UINT32_MAX};
+    uint8_t mask[3] = {1, 0, 1};
+    double f64[3] = {0, 0.1, 0.2};
+    int8_t i8[2] = {-128, 127};
+    int64_t m5 = -5;
+    double c[2] = {0.5, -1.5};
+    lx_array *a[8] = {
+        lx_array_from_f32(2, (int64_t[]){3, 4}, k),
+        lx_array_full_f32(1, (int64_t[]){4}, -0.5f),
+        lx_array_from_data(LX_I32, 2, (int64_t[]){2, 3}, w0),
+        lx_array_from_data(LX_I32, 1, (int64_t[]){2}, w1),
+        lx_array_from_f32(1, (int64_t[]){3}, (float[]){1e-8f, 3.0e38f, -0.0f}),
+        lx_array_from_data(LX_U32, 1, (int64_t[]){2}, rng),
+        lx_array_from_data(LX_BOOL, 2, (int64_t[]){1, 3}, mask),
+        lx_array_from_f32(1, (int64_t[]){10}, big),
+    };
+    lx_raw *r[4];
+    lx_raw_new(LX_RAW_NDARRAY, "float64", 1, (int64_t[]){3}, f64, 24, &r[0]);
+    lx_raw_new(LX_RAW_NDARRAY, "int8", 1, (int64_t[]){2}, i8, 2, &r[1]);
+    lx_raw_new(LX_RAW_NPSCALAR, "int64", 0, NULL, &m5, 8, &r[2]);
+    lx_raw_new(LX_RAW_COMPLEX, "complex128", 0, NULL, c, 16, &r[3]);
+    lx_tree *empty = lx_tree_new();
+    char name[41];
+    memset(name, 'x', 40);
+    name[40] = 0;
+    lx_tree_set_path(t, "params/Dense_0/kernel", lx_array_v(a[0]));
+    lx_tree_set_path(t, "params/Dense_0/bias", lx_array_v(a[1]));
+    lx_tree_set_path(t, "params/layers/0/w", lx_array_v(a[2]));
+    lx_tree_set_path(t, "params/layers/1/w", lx_array_v(a[3]));
+    lx_tree_set_path(t, "batch_stats/mean", lx_array_v(a[4]));
+    lx_tree_set(t, "rng", lx_array_v(a[5]));
+    lx_tree_set(t, "mask", lx_array_v(a[6]));
+    lx_tree_set(t, "f64", lx_raw_v(r[0]));
+    lx_tree_set(t, "i8", lx_raw_v(r[1]));
+    lx_tree_set(t, "np_i64_scalar", lx_raw_v(r[2]));
+    lx_tree_set(t, "step", lx_int_v(300));
+    lx_tree_set(t, "neg", lx_int_v(-200));
+    lx_tree_set(t, "lr", lx_float_v(1e-3));
+    lx_tree_set(t, "name", lx_str_v(name));
+    lx_tree_set(t, "none", lx_none());
+    lx_tree_set(t, "big", lx_array_v(a[7]));
+    lx_tree_set(t, "empty", lx_tree_v(empty));
+    lx_tree_set(t, "c", lx_raw_v(r[3]));
+    for (int i = 0; i < 8; i++) lx_release(a[i]);
+    for (int i = 0; i < 4; i++) lx_raw_release(r[i]);
+    lx_tree_release(empty);
+    return t;
+}
+
+static unsigned char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char *b = malloc(1 << 16);
+    *len = b ? fread(b, 1, 1 << 16, f) : 0;
+    fclose(f);
+    return b;
+}
+
+static void test_python_fixture(void) {
+    static const struct { const char *path; size_t chunk; } F[] = {
+        {"fixtures/ckpt_flax_tree.msgpack", 0}, {"fixtures/ckpt_flax_tree_chunked16.msgpack", 16}};
+    lx_tree *t = fixture_tree();
+    CHECK_EQ_INT(lx_tree_len(t), 15);
+    for (int i = 0; i < 2; i++) {
+        size_t flen = 0;
+        unsigned char *want = read_file(F[i].path, &flen);
+        LX_TEST_REPORT_(want != NULL, "cannot read %s", F[i].path);
+        if (!want) continue;
+        lx_msgpack_opts o = {F[i].chunk};
+        unsigned char *got = NULL;
+        size_t len = 0;
+        CHECK(lx_msgpack_to_bytes(&(lx_value){LX_V_TREE, {.tree = t}}, &o, &got, &len) == LX_OK);
+        LX_TEST_REPORT_(got && len == flen && !memcmp(got, want, flen), "%s: %zu bytes written, the fixture has %zu",
+                        F[i].path, len, flen);
+        free(got);
+        /* read back (chunks joined) and written again: the same bytes */
+        lx_value back = lx_none();
+        CHECK(lx_msgpack_from_bytes(want, flen, &back) == LX_OK);
+        const lx_value *big = back.kind == LX_V_TREE ? lx_tree_get(back.u.tree, "big") : NULL;
+        CHECK(big && big->kind == LX_V_ARRAY && big->u.array->size == 10 && lx_f32(big->u.array)[9] == 9.0f);
+        CHECK(lx_msgpack_to_bytes(&back, &o, &got, &len) == LX_OK);
+        CHECK(got && len == flen && !memcmp(got, want, flen));
+        free(got);
+        lx_value_free(&back);
+        free(want);
+    }
+    lx_tree_release(t);
+}
+
 int main(void) {
+    RUN(test_python_fixture);
     RUN(test_bare_array);
     RUN(test_dense_params);
     RUN(test_scalars);
