@@ -1,6 +1,8 @@
 /* Flax msgpack: every byte vector of spec/c-anchors.md §4.2 and spec/checkpoints.md §C.1 is
  * written byte for byte and read back; msgpack forms Flax's writer never emits are read; every
  * hostile input fails with the byte offset and what was expected. */
+#include <unistd.h>
+
 #include "io_vec.h"
 #include "lx_test.h"
 
@@ -429,7 +431,37 @@ static void test_python_fixture(void) {
     lx_tree_release(t);
 }
 
+/* File loads: a body aligned for its dtype is used in place (copy-on-write), others are copied. */
+static void test_file_zero_copy(void) {
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/linnx_mp_%ld.msgpack", (long)getpid());
+    lx_array *a = lx_array_empty(LX_F32, 1, (int64_t[]){32768});
+    for (int i = 0; i < 32768; i++) lx_f32(a)[i] = (float)i;
+    /* {"kk": a}: the body starts at byte 28; {"k": a}: at byte 27 */
+    for (int pass = 0; pass < 2; pass++) {
+        lx_tree *t = lx_tree_new();
+        CHECK(lx_tree_set(t, pass ? "k" : "kk", lx_array_v(a)) == LX_OK);
+        CHECK(lx_ckpt_save(path, t, LX_CKPT_MSGPACK) == LX_OK);
+        lx_tree *back = NULL;
+        CHECK(lx_ckpt_load(path, &back) == LX_OK);
+        CHECK(back && lx_tree_equal(back, t));
+        const lx_value *v = back ? lx_tree_at(back, 0) : NULL;
+        bool in_place = v && v->u.array->release_fn != NULL && v->u.array->alloc == NULL;
+        LX_TEST_REPORT_(in_place == (pass == 0), "pass %d: in place %d", pass, (int)in_place);
+        if (v) lx_f32(v->u.array)[7] = -1; /* private: the file keeps 7 */
+        lx_tree_release(back);
+        CHECK(lx_ckpt_load(path, &back) == LX_OK);
+        v = back ? lx_tree_at(back, 0) : NULL;
+        CHECK(v && lx_f32(v->u.array)[7] == 7.0f);
+        lx_tree_release(back);
+        lx_tree_release(t);
+    }
+    unlink(path);
+    lx_release(a);
+}
+
 int main(void) {
+    RUN(test_file_zero_copy);
     RUN(test_python_fixture);
     RUN(test_bare_array);
     RUN(test_dense_params);

@@ -134,9 +134,10 @@ lx_ckpt_format lx_ckpt_format_of(const char *path);
 lx_status lx_ckpt_save(const char *path, const lx_tree *t, lx_ckpt_format fmt);
 /* Load a file; the format is sniffed from its bytes (a safetensors header or a msgpack map).
  * safetensors arrays point into a private mapping of the file (copy-on-write: changing them does
- * not change the file); the mapping goes when the last such array is released. msgpack arrays
- * are copies (the mapping's pages are dropped as they are consumed, so a load's resident memory
- * stays near the model's size). */
+ * not change the file); the mapping goes when the last such array is released. msgpack array
+ * bodies of 64 KiB or more that happen to be aligned for their dtype are used in place the same
+ * way; the others are copies (the mapping's pages are dropped as they are consumed, so a load's
+ * resident memory stays near the model's size). */
 lx_status lx_ckpt_load(const char *path, lx_tree **out);
 /* Which format a file is (by content), LX_ERR_FORMAT when neither. */
 lx_status lx_ckpt_sniff(const char *path, lx_ckpt_format *out);

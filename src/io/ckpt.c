@@ -13,7 +13,7 @@
 #include "linnx/box.h"
 #include "linnx/variable.h"
 
-lx_status io_msgpack_from_map(const void *data, size_t len, lx_value *out);
+lx_status io_msgpack_from_map(io_map *map, lx_value *out);
 typedef int (*st_sink)(void *user, const void *data, size_t n);
 lx_status io_safetensors_write(const lx_tree *t, const lx_safetensors_opts *opts, st_sink sink, void *user);
 lx_status io_safetensors_parse(const unsigned char *data, size_t len, const lx_safetensors_opts *opts, io_map *map,
@@ -208,9 +208,9 @@ lx_status lx_ckpt_load(const char *path, lx_tree **out) {
     if (f == LX_CKPT_SAFETENSORS) {
         s = io_safetensors_parse(m->addr, m->len, NULL, m, out, NULL);
     } else if (f == LX_CKPT_MSGPACK) {
-        madvise(m->addr, m->len, MADV_SEQUENTIAL);
+        if (m->len) madvise(m->addr, m->len, MADV_SEQUENTIAL);
         lx_value v = lx_none();
-        s = io_msgpack_from_map(m->addr, m->len, &v);
+        s = io_msgpack_from_map(m, &v);
         if (s == LX_OK && v.kind != LX_V_TREE) {
             lx_value_free(&v);
             s = lx_fail(LX_ERR_FORMAT, "msgpack: the root is not a map");
