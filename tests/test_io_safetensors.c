@@ -245,7 +245,29 @@ static void test_file_mmap(void) {
     lx_tree_release(t);
 }
 
+/* lx_array_wrap: the release callback runs once, with the last reference; never on failure. */
+static int released;
+static void count_release(void *ctx) { released += *(int *)ctx; }
+
+static void test_array_wrap(void) {
+    float buf[4] = {1, 2, 3, 4};
+    int one = 1;
+    released = 0;
+    lx_array *a = lx_array_wrap(LX_F32, 1, (int64_t[]){4}, buf, count_release, &one);
+    CHECK(a && a->data == buf && lx_f32(a)[3] == 4.0f);
+    lx_array *v = lx_array_reshape_view(a, 2, (int64_t[]){2, 2});
+    lx_release(a);
+    CHECK(released == 0);
+    lx_release(v);
+    CHECK(released == 1);
+    lx_clear_error();
+    CHECK(lx_array_wrap((lx_dtype)99, 0, NULL, buf, count_release, &one) == NULL && released == 1);
+    CHECK(lx_array_wrap(LX_F32, 1, (int64_t[]){4}, NULL, count_release, &one) == NULL && released == 1);
+    CHECK_ERROR_HAS("array_wrap: data is NULL");
+}
+
 int main(void) {
+    RUN(test_array_wrap);
     RUN(test_golden);
     RUN(test_writer_layout);
     RUN(test_name_clash);
