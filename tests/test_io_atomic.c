@@ -46,6 +46,11 @@ static void kill_run(const char *path, lx_ckpt_format fmt, unsigned seed) {
     int good = 0, runs = 12;
     for (int run = 0; run < runs; run++) {
         pid_t pid = fork();
+        /* never kill(-1, ...): a failed fork would otherwise signal every process we may signal */
+        if (pid < 0) {
+            LX_TEST_REPORT_(false, "run %d: fork failed", run);
+            continue;
+        }
         if (pid == 0) {
             for (int i = 1;; i = i % (NVERS - 1) + 1) {
                 lx_tree *t = version_tree(i);
