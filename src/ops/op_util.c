@@ -1,4 +1,6 @@
 /* Helpers shared by every op: result allocation, failed inputs, primitive events. */
+#include <string.h>
+
 #include "op_internal.h"
 
 void lx_op_null_input(const char *op) {
@@ -14,6 +16,9 @@ lx_array *lx_op_result(lx_dtype dtype, int ndim, const int64_t *shape, bool abst
 void lx_op_emit(const char *op, int ninputs, lx_array *const *inputs, lx_array *out, int nattrs,
                 const lx_kwarg *attrs) {
     if (!lx_prim_observed()) return;
-    lx_prim_event ev = {op, ninputs, inputs, out, nattrs, attrs};
+    lx_prim_id id = LX_PRIM_COUNT;
+    for (int i = 0; i < LX_PRIM_COUNT && id == LX_PRIM_COUNT; i++)
+        if (strcmp(lx_prim_get((lx_prim_id)i)->name, op) == 0) id = (lx_prim_id)i;
+    lx_prim_event ev = {op, ninputs, inputs, out, nattrs, attrs, id, NULL};
     lx_prim_emit(&ev);
 }
