@@ -192,12 +192,13 @@ static lx_array *attention_op(const char *op, lx_array *q, lx_array *k, lx_array
         }
     }
     lx_kwarg attrs[] = {LX_KW_BOOL("causal", causal), LX_KW_FLOAT("scale", attr_scale)};
+    const lx_attention_params prm = {causal, flax_scaling, attr_scale};
     if (v) {
         lx_array *ins[] = {q, k, v, bias, mask};
-        lx_op_emit(op, 5, ins, out, 2, attrs);
+        lx_prim_record(LX_PRIM_DOT_PRODUCT_ATTENTION, &prm, 5, ins, out, 2, attrs);
     } else {
         lx_array *ins[] = {q, k, bias, mask};
-        lx_op_emit(op, 4, ins, out, 2, attrs);
+        lx_prim_record(LX_PRIM_DOT_PRODUCT_ATTENTION_WEIGHTS, &prm, 4, ins, out, 2, attrs);
     }
     return out;
 }
@@ -231,6 +232,6 @@ lx_array *lx_make_causal_mask(lx_array *x) {
         for (int64_t b = 0; b < nb; b++)
             for (int64_t i = 0; i < L; i++)
                 for (int64_t j = 0; j < L; j++) lx_bool(out)[(b * L + i) * L + j] = j <= i;
-    lx_op_emit("make_causal_mask", 1, &x, out, 0, NULL);
+    lx_prim_record(LX_PRIM_MAKE_CAUSAL_MASK, NULL, 1, &x, out, 0, NULL);
     return out;
 }

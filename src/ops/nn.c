@@ -84,7 +84,8 @@ static lx_array *softmax_op(const char *op, lx_array *x, int axis, bool log) {
         }
     }
     lx_kwarg attrs[] = {LX_KW_INT("axis", ax)};
-    lx_op_emit(op, 1, &x, out, 1, attrs);
+    const lx_shape_params prm = {.axis = ax};
+    lx_prim_record(log ? LX_PRIM_LOG_SOFTMAX : LX_PRIM_SOFTMAX, &prm, 1, &x, out, 1, attrs);
     return out;
 }
 
@@ -184,7 +185,9 @@ lx_array *lx_layer_norm(lx_array *x, lx_array *scale, lx_array *bias, float epsi
     }
     lx_kwarg attrs[] = {LX_KW_FLOAT("epsilon", epsilon), LX_KW("axes", lx_ints_v(k, nax))};
     lx_array *ins[] = {x, scale, bias};
-    lx_op_emit("layer_norm", 3, ins, out, 2, attrs);
+    lx_norm_params prm = {.epsilon = epsilon, .naxes = k};
+    for (int i = 0; i < k; i++) prm.axes[i] = nax[i];
+    lx_prim_record(LX_PRIM_LAYER_NORM, &prm, 3, ins, out, 2, attrs);
     return out;
 }
 
@@ -206,7 +209,8 @@ lx_array *lx_rms_norm(lx_array *x, lx_array *scale, float epsilon) {
     }
     lx_kwarg attrs[] = {LX_KW_FLOAT("epsilon", epsilon)};
     lx_array *ins[] = {x, scale};
-    lx_op_emit("rms_norm", 2, ins, out, 1, attrs);
+    const lx_norm_params prm = {.epsilon = epsilon, .naxes = 1, .axes = {x->ndim - 1}};
+    lx_prim_record(LX_PRIM_RMS_NORM, &prm, 2, ins, out, 1, attrs);
     return out;
 }
 
@@ -254,7 +258,7 @@ lx_array *lx_softmax_cross_entropy_int(lx_array *logits, lx_array *labels) {
     if (!out) return NULL;
     if (!abs_ && out->size > 0) cross_entropy_int_forward(lx_f32(logits), lx_i32(labels), lx_f32(out), out->size, c);
     lx_array *ins[] = {logits, labels};
-    lx_op_emit("softmax_cross_entropy_int", 2, ins, out, 0, NULL);
+    lx_prim_record(LX_PRIM_SOFTMAX_CROSS_ENTROPY_INT, NULL, 2, ins, out, 0, NULL);
     return out;
 }
 
@@ -301,6 +305,7 @@ lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate) {
     }
     lx_kwarg attrs[] = {LX_KW_FLOAT("rate", rate)};
     lx_array *ins[] = {x, keep_mask};
-    lx_op_emit("dropout_apply", 2, ins, out, 1, attrs);
+    const lx_dropout_params prm = {rate};
+    lx_prim_record(LX_PRIM_DROPOUT_APPLY, &prm, 2, ins, out, 1, attrs);
     return out;
 }

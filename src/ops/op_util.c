@@ -1,6 +1,4 @@
 /* Helpers shared by every op: result allocation, failed inputs, primitive events. */
-#include <string.h>
-
 #include "op_internal.h"
 
 void lx_op_null_input(const char *op) {
@@ -13,12 +11,10 @@ lx_array *lx_op_result(lx_dtype dtype, int ndim, const int64_t *shape, bool abst
     return lx_autorelease(a);
 }
 
-void lx_op_emit(const char *op, int ninputs, lx_array *const *inputs, lx_array *out, int nattrs,
-                const lx_kwarg *attrs) {
+void lx_prim_record(lx_prim_id id, const void *params, int nin, lx_array *const *inputs, lx_array *out, int nattrs,
+                    const lx_kwarg *attrs) {
+    if (lx_tape_recording_) lx_tape_record_(id, params, nin, inputs, out);
     if (!lx_prim_observed()) return;
-    lx_prim_id id = LX_PRIM_COUNT;
-    for (int i = 0; i < LX_PRIM_COUNT && id == LX_PRIM_COUNT; i++)
-        if (strcmp(lx_prim_get((lx_prim_id)i)->name, op) == 0) id = (lx_prim_id)i;
-    lx_prim_event ev = {op, ninputs, inputs, out, nattrs, attrs, id, NULL};
+    lx_prim_event ev = {lx_prim_get(id)->name, nin, inputs, out, nattrs, attrs, id, params};
     lx_prim_emit(&ev);
 }
