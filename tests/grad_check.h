@@ -15,21 +15,21 @@
 
 typedef lx_array *(*gc_forward)(void *ctx);
 
-static float gc_weight(int64_t i) { return (float)sin(0.7 * (double)i + 0.3); }
+static inline float gc_weight(int64_t i) { return (float)sin(0.7 * (double)i + 0.3); }
 
-static lx_array *gc_weights_like(const lx_array *out) {
+static inline lx_array *gc_weights_like(const lx_array *out) {
     lx_array *w = lx_autorelease(lx_array_new(LX_F32, out->ndim, out->shape));
     for (int64_t i = 0; i < out->size; i++) lx_f32(w)[i] = gc_weight(i);
     return w;
 }
 
 /* The weighted sum as a recorded op chain (what the tape differentiates). */
-static lx_array *gc_weighted_loss(lx_array *out) {
+static inline lx_array *gc_weighted_loss(lx_array *out) {
     if (!out) return NULL;
     return lx_sum(lx_mul(out, gc_weights_like(out)), LX_ALL_AXES, false);
 }
 
-static double gc_eval(gc_forward f, void *ctx, bool *ok) {
+static inline double gc_eval(gc_forward f, void *ctx, bool *ok) {
     size_t m = lx_pool_open();
     lx_array *out = f(ctx);
     double s = 0;
@@ -43,7 +43,7 @@ static double gc_eval(gc_forward f, void *ctx, bool *ok) {
 }
 
 /* Compare grads[k] (shape of xs[k]) with finite differences of f. Reports one CHECK per input. */
-static bool gc_compare(const char *name, gc_forward f, void *ctx, int n, lx_array *const *xs, lx_array *const *grads,
+static inline bool gc_compare(const char *name, gc_forward f, void *ctx, int n, lx_array *const *xs, lx_array *const *grads,
                        double h, double rtol, double atol) {
     bool all = true;
     for (int k = 0; k < n; k++) {
@@ -81,7 +81,7 @@ typedef struct {
     void *ctx;
 } gc_loss_ctx;
 
-static lx_status gc_loss_fn(int n, lx_array *const *xs, void *user, lx_array **loss) {
+static inline lx_status gc_loss_fn(int n, lx_array *const *xs, void *user, lx_array **loss) {
     (void)n, (void)xs;
     gc_loss_ctx *c = user;
     *loss = gc_weighted_loss(c->f(c->ctx));
@@ -90,7 +90,7 @@ static lx_status gc_loss_fn(int n, lx_array *const *xs, void *user, lx_array **l
 
 /* The whole check over plain arrays: tape gradients by lx_value_and_grad, then finite differences;
  * also that the value is L and that nothing stays alive. */
-static bool gc_check(const char *name, gc_forward f, void *ctx, int n, lx_array *const *xs, double h, double rtol,
+static inline bool gc_check(const char *name, gc_forward f, void *ctx, int n, lx_array *const *xs, double h, double rtol,
                      double atol) {
     lx_array *grads[16] = {NULL}, *value = NULL;
     int64_t live = lx_array_live_count();
@@ -111,7 +111,7 @@ static bool gc_check(const char *name, gc_forward f, void *ctx, int n, lx_array 
 }
 
 /* Deterministic inputs: uniform in [lo, hi) from a small LCG. */
-static lx_array *gc_rand(uint64_t *seed, float lo, float hi, int ndim, const int64_t *shape) {
+static inline lx_array *gc_rand(uint64_t *seed, float lo, float hi, int ndim, const int64_t *shape) {
     lx_array *a = lx_array_new(LX_F32, ndim, shape);
     for (int64_t i = 0; i < a->size; i++) {
         *seed = *seed * 6364136223846793005ull + 1442695040888963407ull;
