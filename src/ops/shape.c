@@ -611,8 +611,7 @@ lx_array *lx_pad(lx_array *x, const int64_t *before, const int64_t *after, float
     const lx_kwarg attrs[] = {LX_KW("before", lx_ints_v(x->ndim, before)),
                               LX_KW("after", lx_ints_v(x->ndim, after)), LX_KW_FLOAT("value", value)};
     lx_pad_params prm = {.ndim = x->ndim, .value = value};
-    memcpy(prm.before, before, sizeof(int64_t) * (size_t)x->ndim);
-    memcpy(prm.after, after, sizeof(int64_t) * (size_t)x->ndim);
+    for (int i = 0; i < x->ndim; i++) prm.before[i] = before[i], prm.after[i] = after[i];
     lx_prim_record(LX_PRIM_PAD, &prm, 1, (lx_array *const[]){x}, out, 3, attrs);
     return out;
 }
