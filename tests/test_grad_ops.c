@@ -136,6 +136,25 @@ static lx_array *bool_arr(int ndim, const int64_t *shape, const uint8_t *bits) {
     return lx_array_from_data(LX_BOOL, ndim, shape, bits);
 }
 
+/* Every op event replayed through lx_bind from its typed params gives the same output: the table's
+ * apply entries and the recorded params are complete. */
+static int replaying, replayed, replay_bad;
+static char replay_bad_op[64];
+static void replay(const lx_prim_event *ev, void *user) {
+    (void)user;
+    if (replaying) return;
+    replaying = 1;
+    size_t m = lx_pool_open();
+    lx_array *r = lx_bind(ev->id, ev->params, ev->ninputs, ev->inputs);
+    bool same = r && ev->output && r->dtype == ev->output->dtype && lx_same_shape(r, ev->output) &&
+                (lx_is_abstract(ev->output) || memcmp(r->data, ev->output->data, lx_array_nbytes(r)) == 0);
+    if (!same && !replay_bad) snprintf(replay_bad_op, sizeof replay_bad_op, "%s", ev->op);
+    replay_bad += !same;
+    replayed++;
+    lx_pool_close(m);
+    replaying = 0;
+}
+
 static void run_case(const char *name, int op, int n, lx_array **xs, lx_array **aux, double h, double rtol,
                      double atol) {
     op_case c = {.op = op};
@@ -143,6 +162,15 @@ static void run_case(const char *name, int op, int n, lx_array **xs, lx_array **
     for (int i = 0; aux && i < 4; i++) c.aux[i] = aux[i];
     lx_test_current = name;
     gc_check(name, forward, &c, n, xs, h, rtol, atol);
+    int hd = 0;
+    replayed = replay_bad = 0;
+    lx_prim_observe(replay, NULL, &hd);
+    size_t m = lx_pool_open();
+    CHECK(forward(&c) != NULL);
+    lx_pool_close(m);
+    lx_prim_unobserve(hd);
+    LX_TEST_REPORT_(replayed > 0 && replay_bad == 0, "%s: %d of %d ops replayed through lx_bind differ (first: %s)",
+                    name, replay_bad, replayed, replay_bad_op);
     for (int i = 0; i < n; i++) lx_release(xs[i]);
     for (int i = 0; aux && i < 4; i++) lx_release(aux[i]);
 }
@@ -359,6 +387,21 @@ static void test_table(void) {
     lx_release(a);
     lx_release(b);
     lx_release(b2);
+
+    /* bind on abstract inputs is the shape rule; bad binds are errors */
+    lx_array *xa = lx_autorelease(lx_array_abstract(LX_F32, 4, (int64_t[]){2, 9, 9, 3}));
+    lx_array *ka = lx_autorelease(lx_array_abstract(LX_F32, 4, (int64_t[]){3, 3, 3, 8}));
+    lx_conv_params cp = {.strides = {2, 2}, .padding = {.mode = LX_PAD_SAME}};
+    lx_array *ya = lx_bind(LX_PRIM_CONV_GENERAL, &cp, 2, (lx_array *const[]){xa, ka});
+    CHECK(ya && lx_is_abstract(ya) && lx_shape_eq(ya, 4, (int64_t[]){2, 5, 5, 8}));
+    lx_clear_error();
+    CHECK(lx_bind(LX_PRIM_COUNT, NULL, 0, NULL) == NULL);
+    CHECK_ERROR_HAS("no primitive with id");
+    CHECK(lx_bind(LX_PRIM_SUM, NULL, 1, &xa) == NULL);
+    CHECK_ERROR_HAS("sum needs its parameters");
+    lx_clear_error();
+    CHECK(lx_bind(LX_PRIM_ADD, NULL, 2, (lx_array *const[]){xa, NULL}) == NULL);
+    CHECK_ERROR_HAS("add: input is NULL");
     lx_pool_drain();
 }
 

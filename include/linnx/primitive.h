@@ -3,7 +3,8 @@
  * Every op in ops.h / linalg.h / nn.h / dropout.h is a *primitive*: an entry of a table indexed by
  * `lx_prim_id` (ggml's `enum ggml_op`), with a name ("matmul", "add", "conv_general"), a typed
  * plain-data parameter struct (below: one per family, no kwargs), a rule that runs it again on
- * other inputs (`apply`: on abstract inputs that is the shape/dtype rule, nnx.eval_shape), a
+ * other inputs (`apply`, reached through lx_bind; on abstract inputs it is the shape/dtype rule,
+ * nnx.eval_shape), a
  * backward rule (`vjp`, the reverse-mode tape's rule, autodiff.h) and a batching-rule slot for
  * vmap/scan (NULL today: the layer-stacking work fills it).
  *
@@ -136,7 +137,7 @@ typedef struct lx_prim_def {
     lx_prim_id id;
     const char *name;          /* what observers see: "dot_general" */
     size_t params_size;        /* sizeof the typed params (0: none) */
-    lx_prim_apply_fn apply;    /* NULL where not provided (see docs/autodiff.md) */
+    lx_prim_apply_fn apply;    /* the builder run from params (every entry has one) */
     lx_prim_vjp_fn vjp;        /* NULL: not differentiable (comparisons, argmax, one_hot, masks) */
     lx_prim_batch_fn batch;    /* NULL until the layer-stacking work */
 } lx_prim_def;
@@ -145,6 +146,14 @@ typedef struct lx_prim_def {
 const lx_prim_def *lx_prim_get(lx_prim_id id);
 /* Look a primitive up by name: LX_ERR_NOT_FOUND naming it when unknown. */
 lx_status lx_prim_find(const char *name, const lx_prim_def **out);
+
+/* bind(prim, inputs, params): run a primitive by id, the generic entry point for code that
+ * handles every op alike (vmap, quantization, replaying a recorded op). Substituters see every
+ * primitive bound here; then the table's `apply` runs the builder, which propagates failed (NULL)
+ * required inputs, evaluates shapes only for abstract inputs, owns the result in the innermost
+ * pool, records on the tape and notifies observers. Optional operands (layer_norm's scale/bias,
+ * attention's bias/mask) may be NULL. A split piece is bound as the equivalent slice. */
+lx_array *lx_bind(lx_prim_id id, const void *params, int nin, lx_array *const *inputs);
 
 /* ---- observers (after compute) ---- */
 typedef struct lx_prim_event {

@@ -449,7 +449,9 @@ static lx_array *dot_general_side(lx_array *g, lx_array *other, const lx_array *
         for (int i = 0; i < nc; i++)
             if (ot_c[i] == ax) src[my_c[i]] = pos++;
     (void)self_is_lhs;
-    return lx_transpose(r, self->ndim, src);
+    bool identity = true;
+    for (int i = 0; i < self->ndim; i++) identity = identity && src[i] == i;
+    return identity ? r : lx_transpose(r, self->ndim, src); /* Dense: already in order */
 }
 
 VJP(dot_general) {
