@@ -126,9 +126,11 @@ typedef struct lx_dropout_params { double rate; } lx_dropout_params;
 typedef lx_array *(*lx_prim_apply_fn)(const void *params, int nin, lx_array *const *inputs);
 /* The reverse-mode rule: given the inputs, the output and the output's cotangent `ct` (shape and
  * dtype of `out`), write each input's cotangent (the input's shape; pool-owned) to in_ct[i], or
- * NULL where the input gets no gradient (integer, bool, mask, labels). Runs with recording off. */
+ * NULL where the input gets no gradient (integer, bool, mask, labels). wants[i] is false for
+ * inputs nobody differentiates (constants): a rule may skip their work (the data input of a first
+ * layer). Runs with recording off. */
 typedef lx_status (*lx_prim_vjp_fn)(const void *params, int nin, lx_array *const *inputs, lx_array *out,
-                                    lx_array *ct, lx_array **in_ct);
+                                    lx_array *ct, const bool *wants, lx_array **in_ct);
 /* vmap's batching rule (the layer-stacking work): inputs with a batched axis each (-1: none). */
 typedef lx_status (*lx_prim_batch_fn)(const void *params, int nin, lx_array *const *inputs, const int *in_axes,
                                       lx_array **out, int *out_axis);

@@ -263,19 +263,21 @@ lx_status lx_tape_backward(lx_tape *t, lx_array *y, int n, lx_array *const *xs, 
         const lx_prim_def *def = lx_prim_get(r->id);
         size_t m = lx_pool_open();
         lx_array *stack_ct[8], **in_ct = r->nin <= 8 ? stack_ct : calloc((size_t)r->nin, sizeof *in_ct);
-        if (!in_ct) {
+        bool stack_w[8], *wants = r->nin <= 8 ? stack_w : calloc((size_t)r->nin, sizeof *wants);
+        if (!in_ct || !wants) {
             st = lx_fail(LX_ERR_NO_MEMORY, "tape_backward: out of memory");
         } else if (!def->vjp) {
             /* not differentiable (the tape only records float outputs, so this is a float
              * result of an op with no rule): its inputs get no gradient through it */
         } else {
-            for (int i = 0; i < r->nin; i++) in_ct[i] = NULL;
-            st = def->vjp(r->params, r->nin, r->in, r->out, r->ct, in_ct);
+            for (int i = 0; i < r->nin; i++) in_ct[i] = NULL, wants[i] = r->in_rec[i] >= 0;
+            st = def->vjp(r->params, r->nin, r->in, r->out, r->ct, wants, in_ct);
             if (st != LX_OK) lx_fail_context(st, "tape_backward: %s: ", def->name);
             for (int i = 0; st == LX_OK && i < r->nin; i++)
                 if (in_ct[i] && r->in_rec[i] >= 0) st = accumulate(&t->recs[r->in_rec[i]], in_ct[i]);
         }
         if (in_ct && in_ct != stack_ct) free(in_ct);
+        if (wants && wants != stack_w) free(wants);
         lx_pool_close(m);
         rec_clear(r);
     }

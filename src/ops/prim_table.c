@@ -21,7 +21,7 @@
 
 #define DECLARE_(name)                                                                               \
     lx_status lx_vjp_##name(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct, \
-                            lx_array **in_ct);
+                            const bool *wants, lx_array **in_ct);
 RULES(DECLARE_)
 #undef DECLARE_
 

@@ -25,8 +25,8 @@
 
 #define VJP(name)                                                                                          \
     lx_status lx_vjp_##name(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct, \
-                            lx_array **in_ct)
-#define UNUSED_VJP_ARGS (void)params, (void)nin, (void)in, (void)out, (void)ct, (void)in_ct
+                            const bool *wants, lx_array **in_ct)
+#define UNUSED_VJP_ARGS (void)params, (void)nin, (void)in, (void)out, (void)ct, (void)wants, (void)in_ct
 
 static bool is_float(const lx_array *a) { return a && (a->dtype == LX_F32 || a->dtype == LX_BF16); }
 
@@ -50,7 +50,7 @@ static lx_array *f32_like(const lx_array *a) { return lx_autorelease(lx_array_ne
 
 #define UNARY_VJP(name, EXPR)                                                        \
     VJP(name) {                                                                      \
-        (void)nin;                                                                   \
+        (void)nin, (void)wants;                                                      \
         (void)params;                                                                \
         if (!is_float(in[0])) return LX_OK;                                          \
         lx_array *dx = lx_op_result(LX_F32, ct->ndim, ct->shape, false);             \
@@ -84,6 +84,7 @@ UNARY_VJP(silu, g * (sigmoidf_(x) * (1.0f + x * (1.0f - sigmoidf_(x)))))
 UNARY_VJP(softplus, g * sigmoidf_(x))
 
 VJP(gelu) {
+    (void)wants;
     (void)nin;
     if (!is_float(in[0])) return LX_OK;
     const lx_gelu_params *p = params;
@@ -108,6 +109,7 @@ VJP(gelu) {
 }
 
 VJP(clip) {
+    (void)wants;
     (void)nin, (void)out;
     if (!is_float(in[0])) return LX_OK;
     const lx_clip_params *p = params;
@@ -121,6 +123,7 @@ VJP(clip) {
 }
 
 VJP(cast) {
+    (void)wants;
     (void)params, (void)nin;
     if (!is_float(in[0]) || !is_float(out)) return LX_OK; /* integers get no gradient */
     in_ct[0] = in[0]->dtype == ct->dtype ? ct : lx_cast(ct, in[0]->dtype);
@@ -237,8 +240,8 @@ static lx_status chooser_vjp(const void *params, lx_array *const *in, lx_array *
     in_ct[0] = lx_mul(hit, lx_div(g, cnt));
     return st_of(in_ct[0]);
 }
-VJP(max) { (void)nin; return chooser_vjp(params, in, out, ct, in_ct); }
-VJP(min) { (void)nin; return chooser_vjp(params, in, out, ct, in_ct); }
+VJP(max) { (void)nin, (void)wants; return chooser_vjp(params, in, out, ct, in_ct); }
+VJP(min) { (void)nin, (void)wants; return chooser_vjp(params, in, out, ct, in_ct); }
 
 VJP(var) {
     UNUSED_VJP_ARGS;
@@ -408,12 +411,11 @@ VJP(matmul) {
         gs[nd++] = 1;
     }
     lx_array *g2 = lx_reshape(ct, nd, gs);
-    lx_array *ga = unbroadcast(lx_matmul(g2, swap_last(b2)), a2);
-    lx_array *gb = unbroadcast(lx_matmul(swap_last(a2), g2), b2);
-    if (!ga || !gb) return lx_last_status();
-    in_ct[0] = lx_reshape(ga, a->ndim, a->shape);
-    in_ct[1] = lx_reshape(gb, b->ndim, b->shape);
-    return in_ct[0] && in_ct[1] ? LX_OK : lx_last_status();
+    if (wants[0] && !(in_ct[0] = lx_reshape(unbroadcast(lx_matmul(g2, swap_last(b2)), a2), a->ndim, a->shape)))
+        return lx_last_status();
+    if (wants[1] && !(in_ct[1] = lx_reshape(unbroadcast(lx_matmul(swap_last(a2), g2), b2), b->ndim, b->shape)))
+        return lx_last_status();
+    return LX_OK;
 }
 
 static bool listed(const int64_t *v, int n, int64_t x) {
@@ -422,49 +424,66 @@ static bool listed(const int64_t *v, int n, int64_t x) {
     return false;
 }
 
-/* The cotangent of one operand of dot_general: contract g with the other operand over the other's
- * free axes, then put the axes back in this operand's order. `mine`/`other` are the contracting
- * and batch lists of this operand and of the other; g_free are g's positions of the other's free
- * axes. */
-static lx_array *dot_general_side(lx_array *g, lx_array *other, const lx_array *self, int nc, const int64_t *my_c,
-                                  const int64_t *ot_c, int nb, const int64_t *my_b, const int64_t *ot_b,
-                                  int64_t g_free0, bool self_is_lhs) {
-    int64_t ot_free[LX_MAX_DIMS], g_free[LX_MAX_DIMS], g_b[LX_MAX_DIMS], my_free[LX_MAX_DIMS];
-    int nof = 0, nmf = 0;
-    for (int i = 0; i < other->ndim; i++)
-        if (!listed(ot_c, nc, i) && !listed(ot_b, nb, i)) ot_free[nof++] = i;
-    for (int i = 0; i < self->ndim; i++)
-        if (!listed(my_c, nc, i) && !listed(my_b, nb, i)) my_free[nmf++] = i;
-    for (int i = 0; i < nof; i++) g_free[i] = g_free0 + i;
-    for (int i = 0; i < nb; i++) g_b[i] = i;
-    /* r = dot_general(g, other): axes batch, g's remaining (= my free, in order), other's remaining
-     * (= other's contracting axes, ascending) */
-    lx_array *r = lx_dot_general(g, other, nof, g_free, ot_free, nb, g_b, ot_b);
+/* The operand's free axes (neither contracting nor batch), in order. */
+static int free_axes(const lx_array *x, int nc, const int64_t *c, int nb, const int64_t *b, int64_t *out) {
+    int n = 0;
+    for (int i = 0; i < x->ndim; i++)
+        if (!listed(c, nc, i) && !listed(b, nb, i)) out[n++] = i;
+    return n;
+}
+
+/* r with axes permuted so that axis src[i] of r becomes axis i; no copy when already in order. */
+static lx_array *put_back(lx_array *r, int ndim, const int64_t *src) {
     if (!r) return NULL;
-    int64_t src[LX_MAX_DIMS]; /* src[my axis] = r axis */
-    for (int i = 0; i < nb; i++) src[my_b[i]] = i;
-    for (int i = 0; i < nmf; i++) src[my_free[i]] = nb + i;
-    int pos = nb + nmf;
-    for (int ax = 0; ax < other->ndim; ax++)
-        for (int i = 0; i < nc; i++)
-            if (ot_c[i] == ax) src[my_c[i]] = pos++;
-    (void)self_is_lhs;
     bool identity = true;
-    for (int i = 0; i < self->ndim; i++) identity = identity && src[i] == i;
-    return identity ? r : lx_transpose(r, self->ndim, src); /* Dense: already in order */
+    for (int i = 0; i < ndim; i++) identity = identity && src[i] == i;
+    return identity ? r : lx_transpose(r, ndim, src);
+}
+
+/* dL/dlhs = dot_general(g, rhs) contracting g's rhs-free positions with rhs's free axes: axes
+ * batch, lhs free (in order), rhs contracting (ascending) -> back to lhs's order. A Dense x @ W
+ * gets g @ W^T already in order. */
+static lx_array *dot_general_lhs_ct(const lx_dot_general_params *p, lx_array *g, lx_array *a, lx_array *b) {
+    int64_t af[LX_MAX_DIMS], bf[LX_MAX_DIMS], gf[LX_MAX_DIMS], gb[LX_MAX_DIMS], src[LX_MAX_DIMS];
+    int naf = free_axes(a, p->ncontract, p->lhs_contract, p->nbatch, p->lhs_batch, af);
+    int nbf = free_axes(b, p->ncontract, p->rhs_contract, p->nbatch, p->rhs_batch, bf);
+    for (int i = 0; i < nbf; i++) gf[i] = p->nbatch + naf + i;
+    for (int i = 0; i < p->nbatch; i++) gb[i] = i;
+    lx_array *r = lx_dot_general(g, b, nbf, gf, bf, p->nbatch, gb, p->rhs_batch);
+    for (int i = 0; i < p->nbatch; i++) src[p->lhs_batch[i]] = i;
+    for (int i = 0; i < naf; i++) src[af[i]] = p->nbatch + i;
+    int pos = p->nbatch + naf;
+    for (int ax = 0; ax < b->ndim; ax++)
+        for (int i = 0; i < p->ncontract; i++)
+            if (p->rhs_contract[i] == ax) src[p->lhs_contract[i]] = pos++;
+    return put_back(r, a->ndim, src);
+}
+
+/* dL/drhs = dot_general(lhs, g) contracting lhs's free axes with g's lhs-free positions: axes
+ * batch, lhs contracting (ascending), rhs free (in order) -> back to rhs's order. A Dense kernel
+ * (in, out) gets x^T g already in order. */
+static lx_array *dot_general_rhs_ct(const lx_dot_general_params *p, lx_array *g, lx_array *a, lx_array *b) {
+    int64_t af[LX_MAX_DIMS], bf[LX_MAX_DIMS], gf[LX_MAX_DIMS], gb[LX_MAX_DIMS], src[LX_MAX_DIMS];
+    int naf = free_axes(a, p->ncontract, p->lhs_contract, p->nbatch, p->lhs_batch, af);
+    int nbf = free_axes(b, p->ncontract, p->rhs_contract, p->nbatch, p->rhs_batch, bf);
+    for (int i = 0; i < naf; i++) gf[i] = p->nbatch + i;
+    for (int i = 0; i < p->nbatch; i++) gb[i] = i;
+    lx_array *r = lx_dot_general(a, g, naf, af, gf, p->nbatch, p->lhs_batch, gb);
+    for (int i = 0; i < p->nbatch; i++) src[p->rhs_batch[i]] = i;
+    int pos = p->nbatch;
+    for (int ax = 0; ax < a->ndim; ax++)
+        for (int i = 0; i < p->ncontract; i++)
+            if (p->lhs_contract[i] == ax) src[p->rhs_contract[i]] = pos++;
+    for (int i = 0; i < nbf; i++) src[bf[i]] = pos++;
+    return put_back(r, b->ndim, src);
 }
 
 VJP(dot_general) {
     UNUSED_VJP_ARGS;
     const lx_dot_general_params *p = params;
-    lx_array *a = in[0], *b = in[1];
-    int nlf = a->ndim - p->ncontract - p->nbatch;
-    in_ct[0] = dot_general_side(ct, b, a, p->ncontract, p->lhs_contract, p->rhs_contract, p->nbatch, p->lhs_batch,
-                                p->rhs_batch, p->nbatch + nlf, true);
-    if (!in_ct[0]) return lx_last_status();
-    in_ct[1] = dot_general_side(ct, a, b, p->ncontract, p->rhs_contract, p->lhs_contract, p->nbatch, p->rhs_batch,
-                                p->lhs_batch, p->nbatch, false);
-    return st_of(in_ct[1]);
+    if (wants[0] && !(in_ct[0] = dot_general_lhs_ct(p, ct, in[0], in[1]))) return lx_last_status();
+    if (wants[1] && !(in_ct[1] = dot_general_rhs_ct(p, ct, in[0], in[1]))) return lx_last_status();
+    return LX_OK;
 }
 
 /* ---- softmax family ---- */
@@ -600,14 +619,14 @@ VJP(conv_general) {
         c.insp *= c.in[i], c.outsp *= c.out[i], c.ks *= c.k[i];
     }
     const int64_t cig = c.cin / c.groups, cog = c.cout / c.groups;
-    lx_array *dx = f32_like(x), *dw = f32_like(w);
-    if (!dx || !dw) return lx_last_status();
+    lx_array *dx = wants[0] ? f32_like(x) : NULL, *dw = wants[1] ? f32_like(w) : NULL;
+    if ((wants[0] && !dx) || (wants[1] && !dw)) return lx_last_status();
     const float *X = lx_f32(x), *W = lx_f32(w), *G = lx_f32(ct);
-    float *DX = lx_f32(dx), *DW = lx_f32(dw);
+    float *DX = dx ? lx_f32(dx) : NULL, *DW = dw ? lx_f32(dw) : NULL;
     const int nt = (double)c.n * c.outsp * c.ks * c.cin * cog > (1 << 18) ? lx_num_threads() : 1;
     /* dx: each batch element owns its slice */
 #pragma omp parallel for schedule(static) num_threads(c.n > 1 ? nt : 1)
-    for (int64_t n = 0; n < c.n; n++)
+    for (int64_t n = 0; n < (dx ? c.n : 0); n++)
         for (int64_t o = 0; o < c.outsp; o++) {
             const float *gr = G + (n * c.outsp + o) * c.cout;
             for (int64_t kk = 0; kk < c.ks; kk++) {
@@ -626,7 +645,7 @@ VJP(conv_general) {
         }
     /* dw: each tap owns its slice */
 #pragma omp parallel for schedule(static) num_threads(c.ks > 1 ? nt : 1)
-    for (int64_t kk = 0; kk < c.ks; kk++)
+    for (int64_t kk = 0; kk < (dw ? c.ks : 0); kk++)
         for (int64_t n = 0; n < c.n; n++)
             for (int64_t o = 0; o < c.outsp; o++) {
                 int64_t src = conv_src(&c, p, o, kk);
