@@ -608,6 +608,10 @@ static int64_t conv_src(const conv_geo *c, const lx_conv_params *p, int64_t o, i
     return pos;
 }
 
+/* im2col / GEMM / col2im, a chunk of images at a time (the column buffer stays near 4 MB):
+ * per group g, cols = the windows of x (rows: output positions, columns: tap * cig + ci),
+ * dW_g += cols^T dY_g and dcols = dY_g W_g^T scattered back into dx. Taps that read padding or a
+ * hole of the input dilation are zero columns. */
 VJP(conv_general) {
     UNUSED_VJP_ARGS;
     const lx_conv_params *p = params;
@@ -618,48 +622,65 @@ VJP(conv_general) {
         c.in[i] = x->shape[1 + i], c.out[i] = out->shape[1 + i], c.k[i] = w->shape[i];
         c.insp *= c.in[i], c.outsp *= c.out[i], c.ks *= c.k[i];
     }
-    const int64_t cig = c.cin / c.groups, cog = c.cout / c.groups;
+    const int64_t cig = c.cin / c.groups, cog = c.cout / c.groups, width = c.ks * cig;
     lx_array *dx = wants[0] ? f32_like(x) : NULL, *dw = wants[1] ? f32_like(w) : NULL;
     if ((wants[0] && !dx) || (wants[1] && !dw)) return lx_last_status();
+    if (c.n == 0 || c.outsp == 0 || width == 0 || cog == 0) {
+        in_ct[0] = dx, in_ct[1] = dw;
+        return LX_OK;
+    }
+    int64_t chunk = (int64_t)(1 << 20) / (c.outsp * width);
+    if (chunk < 1) chunk = 1;
+    if (chunk > c.n) chunk = c.n;
+    const int64_t rows_max = chunk * c.outsp;
+    int64_t *src = malloc(sizeof(int64_t) * (size_t)(c.outsp * c.ks));
+    float *cols = malloc(sizeof(float) * (size_t)(rows_max * width));
+    float *dcols = dx ? malloc(sizeof(float) * (size_t)(rows_max * width)) : NULL;
+    if (!src || !cols || (dx && !dcols)) {
+        free(src), free(cols), free(dcols);
+        return lx_fail(LX_ERR_NO_MEMORY, "conv_general backward: out of memory");
+    }
+    for (int64_t o = 0; o < c.outsp; o++)
+        for (int64_t kk = 0; kk < c.ks; kk++) src[o * c.ks + kk] = conv_src(&c, p, o, kk);
     const float *X = lx_f32(x), *W = lx_f32(w), *G = lx_f32(ct);
     float *DX = dx ? lx_f32(dx) : NULL, *DW = dw ? lx_f32(dw) : NULL;
-    const int nt = (double)c.n * c.outsp * c.ks * c.cin * cog > (1 << 18) ? lx_num_threads() : 1;
-    /* dx: each batch element owns its slice */
-#pragma omp parallel for schedule(static) num_threads(c.n > 1 ? nt : 1)
-    for (int64_t n = 0; n < (dx ? c.n : 0); n++)
-        for (int64_t o = 0; o < c.outsp; o++) {
-            const float *gr = G + (n * c.outsp + o) * c.cout;
-            for (int64_t kk = 0; kk < c.ks; kk++) {
-                int64_t src = conv_src(&c, p, o, kk);
-                if (src < 0) continue;
-                float *dxr = DX + (n * c.insp + src) * c.cin;
-                const float *wr = W + kk * cig * c.cout;
-                for (int64_t g = 0; g < c.groups; g++)
-                    for (int64_t ci = 0; ci < cig; ci++) {
-                        const float *wc = wr + ci * c.cout + g * cog, *gg = gr + g * cog;
-                        float acc = 0;
-                        for (int64_t co = 0; co < cog; co++) acc += gg[co] * wc[co];
-                        dxr[g * cig + ci] += acc;
-                    }
+    lx_status st = LX_OK;
+    for (int64_t n0 = 0; n0 < c.n && st == LX_OK; n0 += chunk) {
+        const int64_t nn = c.n - n0 < chunk ? c.n - n0 : chunk, rows = nn * c.outsp;
+        const float *Gc = G + n0 * c.outsp * c.cout;
+        for (int64_t g = 0; g < c.groups && st == LX_OK; g++) {
+            if (DW) {
+                LX_PARALLEL_FOR(r, rows, rows * width > (1 << 16),
+                    const int64_t n = n0 + r / c.outsp, o = r % c.outsp;
+                    float *row = cols + r * width;
+                    for (int64_t kk = 0; kk < c.ks; kk++) {
+                        const int64_t s_ = src[o * c.ks + kk];
+                        if (s_ < 0) memset(row + kk * cig, 0, sizeof(float) * (size_t)cig);
+                        else memcpy(row + kk * cig, X + (n * c.insp + s_) * c.cin + g * cig, sizeof(float) * (size_t)cig);
+                    });
+                st = lx_sgemm(true, false, width, cog, rows, 1.0f, cols, width, Gc + g * cog, c.cout, n0 ? 1.0f : 0.0f,
+                              DW + g * cog, c.cout);
+            }
+            if (DX && st == LX_OK) {
+                st = lx_sgemm(false, true, rows, width, cog, 1.0f, Gc + g * cog, c.cout, W + g * cog, c.cout, 0.0f, dcols,
+                              width);
+                LX_PARALLEL_FOR(i, nn, nn > 1 && rows * width > (1 << 16),
+                    const int64_t n = n0 + i;
+                    for (int64_t o = 0; o < c.outsp; o++) {
+                        const float *row = dcols + (i * c.outsp + o) * width;
+                        for (int64_t kk = 0; kk < c.ks; kk++) {
+                            const int64_t s_ = src[o * c.ks + kk];
+                            if (s_ < 0) continue;
+                            float *d = DX + (n * c.insp + s_) * c.cin + g * cig;
+                            const float *sr = row + kk * cig;
+                            for (int64_t ci = 0; ci < cig; ci++) d[ci] += sr[ci];
+                        }
+                    });
             }
         }
-    /* dw: each tap owns its slice */
-#pragma omp parallel for schedule(static) num_threads(c.ks > 1 ? nt : 1)
-    for (int64_t kk = 0; kk < (dw ? c.ks : 0); kk++)
-        for (int64_t n = 0; n < c.n; n++)
-            for (int64_t o = 0; o < c.outsp; o++) {
-                int64_t src = conv_src(&c, p, o, kk);
-                if (src < 0) continue;
-                const float *gr = G + (n * c.outsp + o) * c.cout, *xr = X + (n * c.insp + src) * c.cin;
-                float *dwr = DW + kk * cig * c.cout;
-                for (int64_t g = 0; g < c.groups; g++)
-                    for (int64_t ci = 0; ci < cig; ci++) {
-                        const float xv = xr[g * cig + ci];
-                        float *dwc = dwr + ci * c.cout + g * cog;
-                        const float *gg = gr + g * cog;
-                        for (int64_t co = 0; co < cog; co++) dwc[co] += xv * gg[co];
-                    }
-            }
+    }
+    free(src), free(cols), free(dcols);
+    if (st != LX_OK) return st;
     in_ct[0] = dx;
     in_ct[1] = dw;
     return LX_OK;
@@ -763,44 +784,64 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
     const uint8_t *MM = M ? lx_bool(M) : NULL;
     float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = dv ? lx_f32(dv) : NULL, *DS = lx_f32(dS);
     const float sc = p->scale;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++) {
-            int64_t g = h / R;
-            for (int64_t t = 0; t < T; t++) {
-                const int64_t prow = ((b * H + h) * T + t) * S;
-                const float *pr = PP + prow;
-                if (v) {
-                    const float *go = GO + ((b * T + t) * H + h) * Dv;
-                    for (int64_t s = 0; s < S; s++) {
-                        const float *vr = V + ((b * S + s) * G + g) * Dv;
-                        float *dvr = DV + ((b * S + s) * G + g) * Dv, acc = 0;
-                        for (int64_t e = 0; e < Dv; e++) {
-                            acc += go[e] * vr[e];
-                            dvr[e] += pr[s] * go[e];
+    /* batch elements are independent (each owns its rows of dq, dk, dv and dS): one per thread */
+    const int nt = (double)B * H * T * S * (D + Dv) > (1 << 18) && B > 1 ? lx_num_threads() : 1;
+    int failed = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        float *dPt = malloc(sizeof(float) * (size_t)(S > 0 ? S : 1));
+        if (!dPt) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < B; b++) {
+            if (!dPt) continue;
+            float *dP = dPt;
+            for (int64_t h = 0; h < H; h++) {
+                int64_t g = h / R;
+                for (int64_t t = 0; t < T; t++) {
+                    const int64_t prow = ((b * H + h) * T + t) * S;
+                    const float *pr = PP + prow;
+                    if (v) {
+                        const float *go = GO + ((b * T + t) * H + h) * Dv;
+                        for (int64_t s = 0; s < S; s++) {
+                            const float *vr = V + ((b * S + s) * G + g) * Dv;
+                            float *dvr = DV + ((b * S + s) * G + g) * Dv, acc = 0;
+                            for (int64_t e = 0; e < Dv; e++) {
+                                acc += go[e] * vr[e];
+                                dvr[e] += pr[s] * go[e];
+                            }
+                            dP[s] = acc;
                         }
-                        dP[s] = acc;
+                    } else {
+                        for (int64_t s = 0; s < S; s++) dP[s] = GO[prow + s];
                     }
-                } else {
-                    for (int64_t s = 0; s < S; s++) dP[s] = GO[prow + s];
-                }
-                double dot = 0;
-                for (int64_t s = 0; s < S; s++) dot += (double)pr[s] * dP[s];
-                const float *qr = Q + ((b * T + t) * H + h) * D;
-                float *dqr = DQ + ((b * T + t) * H + h) * D;
-                for (int64_t s = 0; s < S; s++) {
-                    bool masked = (MM && !MM[prow + s]) || (p->causal && s > t);
-                    float ds = masked ? 0.0f : (float)(pr[s] * (dP[s] - dot));
-                    DS[prow + s] = ds;
-                    if (ds == 0.0f) continue;
-                    const float *kr = K + ((b * S + s) * G + g) * D;
-                    float *dkr = DK + ((b * S + s) * G + g) * D;
-                    for (int64_t e = 0; e < D; e++) {
-                        dqr[e] += sc * ds * kr[e];
-                        dkr[e] += sc * ds * qr[e];
+                    double dot = 0;
+                    for (int64_t s = 0; s < S; s++) dot += (double)pr[s] * dP[s];
+                    const float *qr = Q + ((b * T + t) * H + h) * D;
+                    float *dqr = DQ + ((b * T + t) * H + h) * D;
+                    for (int64_t s = 0; s < S; s++) {
+                        bool masked = (MM && !MM[prow + s]) || (p->causal && s > t);
+                        float ds = masked ? 0.0f : (float)(pr[s] * (dP[s] - dot));
+                        DS[prow + s] = ds;
+                        if (ds == 0.0f) continue;
+                        const float *kr = K + ((b * S + s) * G + g) * D;
+                        float *dkr = DK + ((b * S + s) * G + g) * D;
+                        for (int64_t e = 0; e < D; e++) {
+                            dqr[e] += sc * ds * kr[e];
+                            dkr[e] += sc * ds * qr[e];
+                        }
                     }
                 }
             }
         }
+        free(dPt);
+    }
+    if (failed) {
+        free(dP);
+        return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
+    }
     free(dP);
     *dq_ = dq, *dk_ = dk;
     if (dv_) *dv_ = dv;
