@@ -209,6 +209,14 @@ static lx_status failing_loss(const lx_tree *params, void *user, lx_array **loss
     return lx_fail(LX_ERR_SHAPE, "my loss failed");
 }
 
+/* sum(sqrt(bias)): finite at a zero bias, with an infinite gradient there */
+static lx_status sqrt_bias_loss(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
+    (void)user, (void)aux;
+    const lx_value *b = lx_tree_find(params, "bias");
+    *loss = lx_sum(lx_sqrt(b ? b->u.array : NULL), LX_ALL_AXES, false);
+    return *loss ? LX_OK : lx_last_status();
+}
+
 static void test_errors(void) {
     lx_test_current = "errors";
     linen_module *m = NULL;
@@ -238,6 +246,24 @@ static void test_errors(void) {
     lx_tree_set_path(bad, "counter/steps", lx_str_v("x"));
     CHECK_FAILS(linen_value_and_grad(lin_loss, &c, bad, &value, &grads, NULL), LX_ERR_TYPE, "'counter/steps'");
     lx_tree_release(bad);
+    /* debug_nans: the first non-finite gradient leaf, by path */
+    CHECK_EQ_INT(linen_value_and_grad(sqrt_bias_loss, &c, params, &value, &grads, NULL), LX_OK);
+    CHECK(grads && isinf(lx_f32(lx_tree_find(grads, "bias")->u.array)[0]));
+    lx_release(value);
+    lx_tree_release(grads);
+    grads = NULL, value = NULL;
+    lx_set_debug_nans(true);
+    CHECK(lx_debug_nans());
+    CHECK_FAILS(linen_value_and_grad(sqrt_bias_loss, &c, params, &value, &grads, NULL), LX_ERR_INVALID_ARGUMENT,
+                "inf in the gradient at 'bias' (element 0; debug_nans is on)");
+    CHECK(grads == NULL && value == NULL);
+    lx_set_debug_nans(false);
+    /* a params tree that lacks what the model reads: Linen's own error names the scope */
+    lx_tree *missing = lx_tree_copy(params);
+    lx_tree_delete(missing, "kernel");
+    CHECK_FAILS(linen_value_and_grad(lin_loss, &c, missing, &value, &grads, NULL), LX_ERR_NOT_FOUND,
+                "Could not find parameter named \"kernel\"");
+    lx_tree_release(missing);
     CHECK(lx_array_equal(lx_tree_get(params, "kernel")->u.array, k0));
     CHECK(!lx_tape_active());
     lx_pool_close(mark);

@@ -227,6 +227,12 @@ static lx_status bn_vector(nnx_module *m, void *user, lx_array **loss) {
     return *loss ? LX_OK : lx_last_status();
 }
 
+static lx_status sqrt_loss(nnx_module *m, void *user, lx_array **loss) {
+    nnx_case *c = user;
+    *loss = lx_sum(lx_sqrt(c->fwd(m, c->x, c->extra)), LX_ALL_AXES, false);
+    return *loss ? LX_OK : lx_last_status();
+}
+
 static void test_errors(void) {
     lx_test_current = "errors";
     nnx_module *m = make(&NNX_BATCH_NORM_TYPE, LX_CALL_ARGS(lx_int_v(3)), 0);
@@ -245,6 +251,13 @@ static void test_errors(void) {
     nnx_case c2 = {d, call_plain, X(LX_SHAPE(2, 3)), NULL};
     CHECK_FAILS(nnx_value_and_grad(d, &cnt, nnx_loss, &c2, &v, &g), LX_ERR_DTYPE, "uint32[] at 'rngs/count'");
     CHECK(!lx_tape_active());
+    /* debug_nans: BatchNorm with zero variance input and a sqrt of the output: inf gradients */
+    lx_set_debug_nans(true);
+    nnx_case c3 = {m, bn_train, lx_autorelease(lx_array_full_f32(2, (int64_t[]){4, 3}, 1.0f)), NULL};
+    CHECK_FAILS(nnx_value_and_grad(m, NULL, sqrt_loss, &c3, &v, &g), LX_ERR_INVALID_ARGUMENT, "debug_nans is on");
+    CHECK_ERROR_HAS("in the gradient at '");
+    CHECK(lx_variable_get_value(b->mean) == mean0); /* the statistics the failed call moved are put back */
+    lx_set_debug_nans(false);
     nnx_module_release(d);
     nnx_module_release(m);
 }

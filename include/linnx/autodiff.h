@@ -61,6 +61,13 @@ bool lx_tape_active(void);
  * dependence through it. Pool-owned; primitive "stop_gradient". */
 lx_array *lx_stop_gradient(lx_array *x);
 
+/* jax_debug_nans-style checking (per thread, off by default): when on, a loss or gradient holding
+ * NaN or Inf makes lx_value_and_grad / linen_value_and_grad / nnx_value_and_grad fail with
+ * LX_ERR_INVALID_ARGUMENT naming the first bad leaf's path (or input index) and element; nothing is
+ * returned and the params, module and state are as before the call. */
+void lx_set_debug_nans(bool on);
+bool lx_debug_nans(void);
+
 /* ---- value_and_grad over arrays (jax.value_and_grad with argnums = all) ----
  * fn computes the loss from xs and writes it (a float32 scalar, pool-owned or retained: linnx
  * retains it) to *loss; `user` is passed through (has_aux: write the aux into your user struct).

@@ -7,6 +7,7 @@
  * records newest first, so every consumer of a value is processed before its producer and the
  * value's cotangent is complete when its producer's VJP runs; each record's arrays are released
  * right after its VJP. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -301,6 +302,17 @@ lx_status lx_tape_backward(lx_tape *t, lx_array *y, int n, lx_array *const *xs, 
     return st;
 }
 
+static _Thread_local bool debug_nans;
+void lx_set_debug_nans(bool on) { debug_nans = on; }
+bool lx_debug_nans(void) { return debug_nans; }
+
+int64_t lx_first_nonfinite_(const lx_array *a) {
+    if (!a || a->dtype != LX_F32 || lx_is_abstract(a)) return -1;
+    for (int64_t i = 0; i < a->size; i++)
+        if (!isfinite(lx_f32(a)[i])) return i;
+    return -1;
+}
+
 lx_array *lx_stop_gradient(lx_array *x) {
     LX_OP_INPUTS("stop_gradient", x);
     lx_array *out = lx_autorelease(lx_array_reshape_view(x, x->ndim, x->shape));
@@ -335,6 +347,19 @@ lx_status lx_value_and_grad(lx_loss_fn fn, void *user, int n, lx_array *const *x
     lx_tape_stop(t);
     if (st == LX_OK && !loss) st = lx_fail(LX_ERR_INVALID_ARGUMENT, "value_and_grad: the function returned no loss");
     if (st == LX_OK) st = lx_tape_backward(t, loss, n, xs, grads);
+    for (int i = -1; st == LX_OK && debug_nans && i < n; i++) {
+        int64_t e = lx_first_nonfinite_(i < 0 ? loss : grads[i]);
+        if (e < 0) continue;
+        float bad = lx_f32(i < 0 ? loss : grads[i])[e];
+        st = i < 0 ? lx_fail(LX_ERR_INVALID_ARGUMENT, "value_and_grad: the loss is %g (debug_nans is on)", (double)bad)
+                   : lx_fail(LX_ERR_INVALID_ARGUMENT,
+                             "value_and_grad: %g in the gradient of input %d at element %lld (debug_nans is on)",
+                             (double)bad, i, (long long)e);
+        for (int k = 0; k < n; k++) {
+            lx_release(grads[k]);
+            grads[k] = NULL;
+        }
+    }
     if (st == LX_OK && value) *value = lx_retain(loss);
     lx_pool_close(mark);
     lx_tape_free(t);

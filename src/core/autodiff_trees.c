@@ -9,6 +9,9 @@
 #include "linnx/box.h"
 #include "linnx/variable.h"
 
+/* autodiff.c: the first NaN/Inf element of a float32 array, or -1. */
+int64_t lx_first_nonfinite_(const lx_array *a);
+
 /* The array a differentiable leaf holds (borrowed), or NULL with a message naming the path. */
 static lx_array *leaf_array(const char *who, const char *path, const lx_value *v) {
     lx_array *a = NULL;
@@ -107,6 +110,14 @@ static lx_status grad_over_tree(const char *who, const lx_tree *tree, run_fn run
                      who, lx_shape_str(loss->ndim, loss->shape, b, sizeof b), lx_dtype_name(loss->dtype));
     }
     if (st == LX_OK) st = lx_tape_backward(t, loss, (int)flat.len, xs, gs);
+    if (st == LX_OK && lx_debug_nans()) {
+        int64_t e = lx_first_nonfinite_(loss);
+        if (e >= 0) st = lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: the loss is %g (debug_nans is on)", who, (double)lx_f32(loss)[0]);
+        for (size_t i = 0; st == LX_OK && i < flat.len; i++)
+            if ((e = lx_first_nonfinite_(gs[i])) >= 0)
+                st = lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: %g in the gradient at '%s' (element %lld; debug_nans is on)", who,
+                             (double)lx_f32(gs[i])[e], flat.items[i].path, (long long)e);
+    }
     if (st == LX_OK) {
         rebuild_ctx rc = {&flat, gs, 0};
         st = lx_tree_map(tree, rebuild_leaf, &rc, grads);
