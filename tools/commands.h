@@ -6,3 +6,4 @@ LINNX_COMMAND(random, cmd_random, "sample bits|uniform|normal|truncated_normal|b
 LINNX_COMMAND(init, cmd_init, "run a Flax initializer (lecun_normal, variance_scaling, ...)")
 LINNX_COMMAND(params, cmd_params, "print the variables a module (SPEC like 'linen.Dense(8)') gets at init")
 LINNX_COMMAND(example, cmd_example, "run a bridge worked example (nnx-inside-linen, linen-inside-nnx), print its output")
+LINNX_COMMAND(grad, cmd_grad, "jax.value_and_grad from the shell: the loss of a module on --x/--y and every gradient")
