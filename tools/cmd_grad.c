@@ -74,9 +74,10 @@ static int read_array(const cli_opt *vals, const cli_opt *shape, const char *nam
         if (dtype == LX_F32) {
             lx_f32(a)[i] = (float)v[i];
         } else if (v[i] != floor(v[i]) || fabs(v[i]) > 2147483647.0) {
+            double bad = v[i];
             free(v);
             lx_release(a);
-            return cli_error("grad: --%s: %g is not an integer (labels and token ids are int32)", name, v[i]);
+            return cli_error("grad: --%s: %g is not an integer (labels and token ids are int32)", name, bad);
         } else {
             lx_i32(a)[i] = (int32_t)v[i];
         }
