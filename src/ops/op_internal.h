@@ -63,6 +63,12 @@ lx_array *lx_op_result(lx_dtype dtype, int ndim, const int64_t *shape, bool abst
 void lx_prim_record(lx_prim_id id, const void *params, int nin, lx_array *const *inputs, lx_array *out, int nattrs,
                     const lx_kwarg *attrs);
 
+/* The same for a fused op that keeps what its backward needs (layer_norm's mean/rstd): `saved`
+ * (may be NULL) goes to the tape only, as an extra input after the nin real ones (no gradient);
+ * observers see the nin inputs. */
+void lx_prim_record_saved(lx_prim_id id, const void *params, int nin, lx_array *const *inputs, lx_array *saved,
+                          lx_array *out, int nattrs, const lx_kwarg *attrs);
+
 /* Substituters (primitive.h): whether one would run now, and running them. */
 bool lx_prim_substituting(void);
 lx_array *lx_prim_substitute_run(lx_prim_id id, const void *params, int nin, lx_array **inputs);

@@ -514,10 +514,11 @@ VJP(softmax_cross_entropy_int) {
     return st_of(in_ct[0]);
 }
 
-/* ---- normalisation: recompute the statistics in double, then the textbook backward ---- */
+/* ---- normalisation: the forward's (mean, rstd) per row (recomputed in double when absent), then
+ * the textbook backward ---- */
 
 static lx_status norm_vjp(const lx_norm_params *p, lx_array *x, lx_array *scale, lx_array *bias, lx_array *ct,
-                          lx_array **in_ct, bool center) {
+                          const lx_array *saved, lx_array **in_ct, bool center) {
     int64_t d = 1;
     for (int i = 0; i < p->naxes; i++) d *= x->shape[x->ndim - 1 - i];
     int64_t rows = d ? x->size / d : 0, f = scale ? scale->size : bias ? bias->size : d;
@@ -532,13 +533,18 @@ static lx_status norm_vjp(const lx_norm_params *p, lx_array *x, lx_array *scale,
     float *DX = lx_f32(dx);
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = X + r * d, *gr = G + r * d;
-        double m = 0, m2 = 0;
-        for (int64_t j = 0; j < d; j++) m += xr[j], m2 += (double)xr[j] * xr[j];
-        m /= (double)d, m2 /= (double)d;
-        double var = center ? m2 - m * m : m2;
-        if (var < 0) var = 0;
-        if (!center) m = 0;
-        double rstd = 1.0 / sqrt(var + (double)p->epsilon), a = 0, b = 0;
+        double m = 0, rstd, a = 0, b = 0;
+        if (saved) { /* the forward's own (mean, rstd) */
+            m = lx_f32(saved)[2 * r], rstd = lx_f32(saved)[2 * r + 1];
+        } else {
+            double m2 = 0;
+            for (int64_t j = 0; j < d; j++) m += xr[j], m2 += (double)xr[j] * xr[j];
+            m /= (double)d, m2 /= (double)d;
+            double var = center ? m2 - m * m : m2;
+            if (var < 0) var = 0;
+            if (!center) m = 0;
+            rstd = 1.0 / sqrt(var + (double)p->epsilon);
+        }
         for (int64_t j = 0; j < d; j++) {
             xh[j] = (xr[j] - m) * rstd;
             double sc = S ? S[j % f] : 1.0;
@@ -573,13 +579,14 @@ fail:
 
 VJP(layer_norm) {
     UNUSED_VJP_ARGS;
-    return norm_vjp(params, in[0], in[1], in[2], ct, in_ct, true);
+    /* in[3]: the (mean, rstd) rows the forward kept, when it ran under a tape */
+    return norm_vjp(params, in[0], in[1], in[2], ct, nin > 3 ? in[3] : NULL, in_ct, true);
 }
 
 VJP(rms_norm) {
     UNUSED_VJP_ARGS;
     lx_array *tmp[3] = {NULL, NULL, NULL};
-    lx_status st = norm_vjp(params, in[0], in[1], NULL, ct, tmp, false);
+    lx_status st = norm_vjp(params, in[0], in[1], NULL, ct, nin > 2 ? in[2] : NULL, tmp, false);
     in_ct[0] = tmp[0], in_ct[1] = tmp[1];
     return st;
 }
