@@ -766,18 +766,19 @@ VJP(dropout) {
 }
 
 /* ---- attention ----
- * P = softmax(masked(scale q k^T + bias)) recomputed by the weights op; then
+ * P = softmax(masked(scale q k^T + bias)), kept by the forward under a tape (else recomputed); then
  * dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(P dP)) where not masked, dQ = scale dS K,
  * dK = scale dS^T Q, dbias = dS summed to bias's shape. Heads h read kv head h / (H / G). */
 static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_array *k, lx_array *v, lx_array *bias,
-                               lx_array *mask, lx_array *out, lx_array *ct, lx_array **dq_, lx_array **dk_,
-                               lx_array **dv_, lx_array **dbias_) {
+                               lx_array *mask, lx_array *kept, lx_array *out, lx_array *ct, lx_array **dq_,
+                               lx_array **dk_, lx_array **dv_, lx_array **dbias_) {
     int n = q->ndim;
     int64_t T = q->shape[n - 3], H = q->shape[n - 2], D = q->shape[n - 1], S = k->shape[n - 3], G = k->shape[n - 2];
     int64_t Dv = v ? v->shape[n - 1] : 0, B = 1, R = H / G;
     for (int i = 0; i < n - 3; i++) B *= q->shape[i];
-    lx_array *P = v ? lx_dot_product_attention_weights(q, k, bias, mask, p->causal, p->flax_scaling ? 0.0f : p->scale)
-                    : out;
+    lx_array *P = !v ? out
+                : kept ? kept /* the forward's weights */
+                       : lx_dot_product_attention_weights(q, k, bias, mask, p->causal, p->flax_scaling ? 0.0f : p->scale);
     if (!P) return lx_last_status();
     lx_array *M = NULL;
     if (mask && !(M = lx_broadcast_to(mask, P->ndim, P->shape))) return lx_last_status();
@@ -859,8 +860,8 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
 VJP(attention) {
     UNUSED_VJP_ARGS;
     lx_array *dbias = NULL;
-    lx_status st = attention_vjp(params, in[0], in[1], in[2], in[3], in[4], out, ct, &in_ct[0], &in_ct[1], &in_ct[2],
-                                 &dbias);
+    lx_status st = attention_vjp(params, in[0], in[1], in[2], in[3], in[4], nin > 5 ? in[5] : NULL, out, ct, &in_ct[0],
+                                 &in_ct[1], &in_ct[2], &dbias);
     in_ct[3] = dbias;
     return st;
 }
@@ -868,7 +869,8 @@ VJP(attention) {
 VJP(attention_weights) {
     UNUSED_VJP_ARGS;
     lx_array *dbias = NULL;
-    lx_status st = attention_vjp(params, in[0], in[1], NULL, in[2], in[3], out, ct, &in_ct[0], &in_ct[1], NULL, &dbias);
+    lx_status st = attention_vjp(params, in[0], in[1], NULL, in[2], in[3], NULL, out, ct, &in_ct[0], &in_ct[1], NULL,
+                                 &dbias);
     in_ct[2] = dbias;
     return st;
 }
