@@ -326,6 +326,18 @@ static void test_tape_rules(void) {
     CHECK(g == NULL);
     CHECK_EQ_INT(lx_tape_size(t), 0);
 
+    /* abstract evaluation records nothing: only the watched leaf is on the tape */
+    CHECK_EQ_INT(lx_tape_watch(t, x), LX_OK);
+    lx_array *abs_in = lx_autorelease(lx_array_abstract(LX_F32, 1, (int64_t[]){3}));
+    lx_array *abs_out = lx_exp(lx_add(x, abs_in));
+    CHECK(abs_out && lx_is_abstract(abs_out));
+    CHECK_EQ_INT(lx_tape_size(t), 1);
+    lx_array *ylin = lx_sum(lx_mul_scalar(x, 2.0f), LX_ALL_AXES, false);
+    CHECK_EQ_INT(lx_tape_size(t), 3); /* the leaf, mul (its scalar operand is a constant), sum */
+    CHECK_EQ_INT(lx_tape_backward(t, ylin, 1, &x, &g), LX_OK);
+    CHECK(g && lx_f32(g)[1] == 2.0f);
+    lx_release(g);
+
     /* one tape per thread */
     lx_tape *t2 = NULL;
     CHECK_FAILS(lx_tape_new(&t2), LX_ERR_INVALID_ARGUMENT, "already active");
