@@ -57,6 +57,14 @@ for spec in 'bridge.to_linen(nnx.Linear, 4, 2)' 'bridge.ToNNX(linen.Dense(2))' \
     ok test "$(paths "$grad")" == "$(paths "$params")"
 done
 
+# boxes come back boxed: a Partitioned Linen kernel, the NNXMeta of to_linen, an NNX out_sharding
+for pair in "linen.Dense(2, kernel_init=linen.with_partitioning(linen.initializers.lecun_normal(), ('in', 'out')))|params/kernel .*\\[Partitioned ('in', 'out')\\]" \
+            "bridge.to_linen(nnx.Linear, 4, 2, kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ('in', 'out')))|params/kernel .*\\[NNXMeta ('in', 'out')\\]" \
+            "nnx.Linear(4, 2, kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ('in', 'out')))|kernel Param .*\\[out_sharding ('in', 'out')\\]"; do
+    spec=${pair%%|*} want=${pair#*|}
+    ok grep -q "$want" <<<"$("$bin" grad "$spec" --seed 0 --x 1,2,3,4 --x-shape 1,4 --y 1,0 --y-shape 1,2 --loss squared_error)"
+done
+
 expect_usage_error "unknown loss 'mse'" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss mse
 expect_usage_error "--loss is required" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2
 expect_usage_error "--x has 3 values, --x-shape 1,2 needs 2" grad 'linen.Dense(2)' --seed 0 --x 1,2,3 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss l2_loss
