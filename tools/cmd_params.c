@@ -40,7 +40,7 @@ static const char PARAMS_USAGE[] =
 /* The sharding names a leaf carries, for the line's tail: a box's kind and names
  * ("Partitioned ('in', 'out')"), or a Variable's out_sharding ("out_sharding ('in', 'out')").
  * NULL when there are none. */
-static const char *sharding_note(const lx_value *leaf, char *buf, size_t cap) {
+const char *params_sharding_note(const lx_value *leaf, char *buf, size_t cap) {
     const lx_value *names = NULL;
     const char *what = NULL;
     if (leaf->kind == LX_V_BOX) {
@@ -59,7 +59,7 @@ static const char *sharding_note(const lx_value *leaf, char *buf, size_t cap) {
 /* `path [Type ]dtype[shape]: values[ [rng]][ [sharding]]`: NNX leaves show their Variable type,
  * RNG state (stream keys and counts) is marked, and so are sharding names (a Linen box's, an NNX
  * Variable's out_sharding). */
-static void print_leaf(const char *path, const lx_variable *var, const lx_array *a, const char *note) {
+void params_print_leaf(const char *path, const lx_variable *var, const lx_array *a, const char *note) {
     char sig[128];
     printf("%s ", path);
     if (var) printf("%s ", lx_variable_type(var)->name);
@@ -127,8 +127,8 @@ int cmd_params(int argc, char **argv) {
                           : NULL;
         if (a) {
             char note[600];
-            print_leaf(flat.items[i].path, v->kind == LX_V_VARIABLE ? v->u.var : NULL, a,
-                       sharding_note(v, note, sizeof note));
+            params_print_leaf(flat.items[i].path, v->kind == LX_V_VARIABLE ? v->u.var : NULL, a,
+                              params_sharding_note(v, note, sizeof note));
         } else {
             char buf[128];
             printf("%s %s\n", flat.items[i].path, lx_value_str(v, buf, sizeof buf));

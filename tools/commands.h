@@ -8,3 +8,4 @@ LINNX_COMMAND(params, cmd_params, "print the variables a module (SPEC like 'line
 LINNX_COMMAND(example, cmd_example, "run a bridge worked example (nnx-inside-linen, linen-inside-nnx), print its output")
 LINNX_COMMAND(inspect, cmd_inspect, "print a checkpoint (Flax msgpack or safetensors) as a table")
 LINNX_COMMAND(convert, cmd_convert, "convert a checkpoint between msgpack/safetensors and Linen/NNX/MaxText layouts")
+LINNX_COMMAND(grad, cmd_grad, "jax.value_and_grad from the shell: the loss of a module on --x/--y and every gradient")

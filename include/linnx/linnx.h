@@ -26,5 +26,6 @@
 #include "linnx/random.h"
 #include "linnx/init.h"
 #include "linnx/checkpoint.h"
+#include "linnx/autodiff.h"
 
 #endif
