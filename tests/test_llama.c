@@ -356,6 +356,52 @@ static void test_rope(void) {
     CHECK(pp && lx_i32(pp)[0] == 4 && lx_i32(pp)[5] == 6);
 }
 
+/* Generation through the cache picks what sampling the full forward's last logits picks, with
+ * the split-per-step key schedule. */
+static void test_generate(void) {
+    llama_model *full = model(LLAMA_NNX_TOP, 0);
+    for (int s = 0; s < 2; s++) {
+        llama_model *dec = model(s, 1);
+        lx_tree *p = NULL;
+        CHECK_EQ_INT(llama_model_params(full, &p), LX_OK);
+        CHECK_EQ_INT(llama_model_load_params(dec, p), LX_OK);
+        lx_tree_release(p);
+        lx_sampling modes[2] = {{0, 0}, {0.9, 20}};
+        for (int mode = 0; mode < 2; mode++) {
+            lx_array *prompt = lx_slice(tokens_2x(9), 2, (lx_range[]){LX_RANGE(0, 1), LX_RANGE(0, 4)});
+            lx_key key = lx_key_from_seed(11);
+            lx_array *gen = llama_generate(dec, prompt, 6, &modes[mode], key);
+            CHECK(gen && lx_shape_eq(gen, 2, (int64_t[]){1, 6}));
+            if (!gen) continue;
+            int32_t seq[10];
+            for (int i = 0; i < 4; i++) seq[i] = lx_i32(prompt)[i];
+            for (int i = 0; i < 6; i++) {
+                lx_array *t = lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){1, 4 + i}, seq));
+                lx_array *lg = llama_model_logits(full, t, NULL);
+                lx_array *last = lx_reshape(lx_slice(lg, 2, (lx_range[]){LX_RANGE_ALL, LX_RANGE(3 + i, 4 + i)}), LX_SHAPE(1, 256));
+                lx_key ks[2];
+                lx_key_split(key, 2, false, ks);
+                key = ks[0];
+                lx_array *want = lx_sample_tokens(ks[1], last, &modes[mode]);
+                LX_TEST_REPORT_(want && lx_i32(want)[0] == lx_i32(gen)[i], "style %d mode %d step %d: %d vs %d", s, mode,
+                                i, want ? lx_i32(want)[0] : -1, lx_i32(gen)[i]);
+                seq[4 + i] = lx_i32(gen)[i];
+            }
+            CHECK_EQ_INT(llama_model_cache_index(dec), 4 + 5);
+        }
+        lx_array *prompt = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 250}));
+        CHECK(llama_generate(dec, prompt, 8, &modes[0], lx_key_from_seed(0)) == NULL);
+        CHECK_ERROR_HAS("a prompt of 250 tokens and 8 new ones need 257 positions; max_target_length is 256");
+        CHECK(llama_generate(dec, prompt, 7, &modes[0], lx_key_from_seed(0)) != NULL);
+        llama_model_free(dec);
+    }
+    lx_array *prompt = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 2}));
+    lx_sampling g = {0, 0};
+    CHECK(llama_generate(full, prompt, 2, &g, lx_key_from_seed(0)) == NULL);
+    CHECK_ERROR_HAS("not a decode model");
+    llama_model_free(full);
+}
+
 int main(void) {
     RUN(test_params_linen_top);
     RUN(test_params_nnx_top);
@@ -365,5 +411,6 @@ int main(void) {
     RUN(test_bad_input);
     RUN(test_cross_entropy);
     RUN(test_rope);
+    RUN(test_generate);
     return lx_test_finish();
 }

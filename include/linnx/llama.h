@@ -61,6 +61,7 @@
 #include "linnx/linen.h"
 #include "linnx/nnx.h"
 #include "linnx/random.h"
+#include "linnx/sampling.h"
 #include "linnx/tree.h"
 
 #ifdef __cplusplus
@@ -161,6 +162,13 @@ lx_array *llama_model_loss(llama_model *m, lx_array *tokens);
 lx_status llama_model_reset_cache(llama_model *m);
 /* Decode models: the cache index of layer 0 (how many positions are filled). */
 int64_t llama_model_cache_index(llama_model *m);
+
+/* Autoregressive generation with the KV cache: empty the cache, prefill `prompt` (B, P) int32
+ * (B = cache_batch), then draw `n` tokens, each from the last position's logits with
+ * lx_sample_tokens and the key schedule of a JAX decode loop: key, sub = split(key); sample with
+ * sub. Returns (B, n) int32. P + n - 1 beyond max_target_length is LX_ERR_INVALID_ARGUMENT
+ * before anything runs; a model without a cache is an error. */
+lx_array *llama_generate(llama_model *m, lx_array *prompt, int64_t n, const lx_sampling *s, lx_key key);
 
 #ifdef __cplusplus
 }

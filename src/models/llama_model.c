@@ -560,3 +560,62 @@ int64_t llama_model_cache_index(llama_model *m) {
     lx_tree_release(state);
     return idx;
 }
+
+lx_array *llama_generate(llama_model *m, lx_array *prompt, int64_t n, const lx_sampling *s, lx_key key) {
+    if (!m || !prompt || !s) {
+        if (!m || !s) lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_generate: NULL argument");
+        return NULL;
+    }
+    if (m->cfg.cache_batch <= 0) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_generate: not a decode model (build it with cache_batch > 0)");
+        return NULL;
+    }
+    if (check_tokens(m, prompt, NULL) != LX_OK) return NULL;
+    int64_t B = prompt->shape[0], P = prompt->shape[1];
+    if (n < 1 || P + n - 1 > m->cfg.max_target_length) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT,
+                "llama_generate: a prompt of %lld tokens and %lld new ones need %lld positions; max_target_length is %lld",
+                (long long)P, (long long)n, (long long)(P + n - 1), (long long)m->cfg.max_target_length);
+        return NULL;
+    }
+    if (B != m->cfg.cache_batch) {
+        lx_fail(LX_ERR_SHAPE, "llama_generate: prompt batch %lld does not match the KV cache batch %lld", (long long)B,
+                (long long)m->cfg.cache_batch);
+        return NULL;
+    }
+    if (llama_model_reset_cache(m) != LX_OK) return NULL;
+    lx_array *out = lx_autorelease(lx_array_empty(LX_I32, 2, (int64_t[]){B, n}));
+    lx_array *cur = lx_array_copy(prompt); /* owned across the per-step pools */
+    if (!out || !cur) {
+        lx_release(cur);
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        size_t mark = lx_pool_open();
+        lx_array *logits = llama_model_logits(m, cur, NULL);
+        lx_key ks[2];
+        lx_array *tok = NULL;
+        if (logits && lx_key_split(key, 2, lx_random_legacy(), ks) == LX_OK) {
+            key = ks[0];
+            int64_t S = logits->shape[1];
+            lx_array *last = lx_reshape(lx_slice(logits, 2, (lx_range[]){LX_RANGE_ALL, LX_RANGE(S - 1, S)}),
+                                        LX_SHAPE(B, m->cfg.vocab_size));
+            tok = lx_sample_tokens(ks[1], last, s);
+        }
+        lx_release(cur);
+        cur = NULL;
+        if (tok) {
+            for (int64_t b = 0; b < B; b++) lx_i32(out)[b * n + i] = lx_i32(tok)[b];
+            cur = lx_array_reshape_view(tok, 2, (int64_t[]){B, 1}); /* owned */
+            if (cur) {
+                lx_array *c = lx_array_copy(cur);
+                lx_release(cur);
+                cur = c;
+            }
+        }
+        lx_pool_close(mark);
+        if (!cur) return NULL;
+    }
+    lx_release(cur);
+    return out;
+}
