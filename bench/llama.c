@@ -4,6 +4,7 @@
  * single-token steps, time / 64). scripts/bench.sh divides llama_decode by the PyTorch peer's
  * number measured in the same run. */
 #include <stdio.h>
+#include <malloc.h>
 
 #include "common.h"
 #include "linnx/linnx.h"
@@ -34,6 +35,10 @@ static void decode(void *p) {
 int main(void) {
     const char *names[2] = {"linen", "nnx"};
     double decode_s[2] = {0, 0};
+    /* keep large op results in the heap (no mmap + page faults per op), as PyTorch's allocator
+     * caches its blocks */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     printf("# threads %d\n", lx_num_threads());
     for (int s = 0; s < 2; s++) {
         llama_config c = llama_config_tiny();

@@ -452,12 +452,47 @@ lx_status llama_rope_tables(lx_array *positions, int64_t head_dim, double min_ts
     return LX_OK;
 }
 
+/* rotate_half(x) * sin == swap_halves(x) * sin_signed with sin_signed = (-sin_half, sin_half): the
+ * halves swap is one reversed slice over a (..., 2, D/2) view, so RoPE is 4 ops per tensor. The
+ * products are the same floats (negation is exact). */
+static lx_array *rope_signed(lx_array *x, lx_array *cos, lx_array *sin_signed) {
+    if (!x || !cos || !sin_signed) return NULL;
+    int nd = x->ndim;
+    if (nd < 1 || nd + 1 > LX_MAX_DIMS || x->shape[nd - 1] % 2) {
+        lx_fail(LX_ERR_SHAPE, "RotaryEmbedding: the last axis must be even, got %s", lx_array_sig(x, (char[64]){0}, 64));
+        return NULL;
+    }
+    int64_t shape[LX_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof(int64_t) * (size_t)nd);
+    shape[nd - 1] = x->shape[nd - 1] / 2;
+    shape[nd] = shape[nd - 1];
+    shape[nd - 1] = 2;
+    lx_range r[LX_MAX_DIMS];
+    for (int i = 0; i < nd + 1; i++) r[i] = LX_RANGE_ALL;
+    r[nd - 1] = LX_RANGE_STEP(LX_NIL, LX_NIL, -1);
+    lx_array *swapped = lx_reshape(lx_slice(lx_reshape(x, nd + 1, shape), nd + 1, r), nd, x->shape);
+    return lx_add(lx_mul(x, cos), lx_mul(swapped, sin_signed));
+}
+
+/* (-sin_half, sin_half) from the duplicated table (a constant of the positions, made in C). */
+static lx_array *signed_sin(lx_array *sin) {
+    if (!sin) return NULL;
+    if (lx_is_abstract(sin)) return lx_autorelease(lx_array_abstract(LX_F32, sin->ndim, sin->shape));
+    lx_array *s = lx_autorelease(lx_array_copy(sin));
+    if (!s) return NULL;
+    int64_t D = s->shape[s->ndim - 1];
+    for (int64_t r = 0; r < s->size / D; r++)
+        for (int64_t i = 0; i < D / 2; i++) lx_f32(s)[r * D + i] = -lx_f32(s)[r * D + i];
+    return s;
+}
+
 lx_array *llama_apply_rope(lx_array *x, lx_array *cos, lx_array *sin) {
     if (!x || !cos || !sin) return NULL;
-    lx_array *halves[2];
-    if (lx_split(x, 2, -1, halves) != LX_OK) return NULL;
-    lx_array *rot = lx_concatenate(2, (lx_array *[]){lx_neg(halves[1]), halves[0]}, -1);
-    return lx_add(lx_mul(x, cos), lx_mul(rot, sin));
+    if (sin->dtype != LX_F32 || sin->ndim < 1 || sin->shape[sin->ndim - 1] % 2) {
+        lx_fail(LX_ERR_SHAPE, "RotaryEmbedding: bad sin table %s", lx_array_sig(sin, (char[64]){0}, 64));
+        return NULL;
+    }
+    return rope_signed(x, cos, signed_sin(sin));
 }
 
 lx_array *llama_positions(int64_t batch, int64_t seq, int64_t start) {
@@ -557,8 +592,9 @@ lx_array *llama_attention_forward(nnx_module *self, lx_array *x, lx_array *posit
     }
     lx_array *cs, *sn;
     if (llama_rope_tables(positions, D, c->rope_min_timescale, c->rope_max_timescale, &cs, &sn) != LX_OK) return NULL;
-    lx_array *q = llama_apply_rope(llama_dense_general_forward(m->query, x), cs, sn);
-    lx_array *k = llama_apply_rope(llama_dense_general_forward(m->key, x), cs, sn);
+    lx_array *ss = signed_sin(sn);
+    lx_array *q = rope_signed(llama_dense_general_forward(m->query, x), cs, ss);
+    lx_array *k = rope_signed(llama_dense_general_forward(m->key, x), cs, ss);
     lx_array *v = llama_dense_general_forward(m->value, x);
     if (!q || !k || !v) return NULL;
     int64_t L = S, offset = 0;
