@@ -402,6 +402,45 @@ static void test_generate(void) {
     llama_model_free(full);
 }
 
+/* MaxText's packed sequences: two segments in one row (positions restarting) give each segment's
+ * own logits. */
+static void test_packed_segments(void) {
+    for (int s = 0; s < 2; s++) {
+        llama_model *m = model(s, 0);
+        int32_t a[5] = {10, 20, 30, 40, 50}, b[3] = {7, 8, 9}, ab[8], seg[8] = {1, 1, 1, 1, 1, 2, 2, 2},
+                pos[8] = {0, 1, 2, 3, 4, 0, 1, 2};
+        memcpy(ab, a, sizeof a);
+        memcpy(ab + 5, b, sizeof b);
+        lx_array *ta = lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){1, 5}, a));
+        lx_array *tb = lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){1, 3}, b));
+        lx_array *tab = lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){1, 8}, ab));
+        lx_array *sg = lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){1, 8}, seg));
+        lx_array *ps = lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){1, 8}, pos));
+        lx_array *la = llama_model_logits(m, ta, NULL), *lb = llama_model_logits(m, tb, NULL);
+        lx_array *lab = llama_model_forward(m, tab, ps, sg);
+        CHECK(la && lb && lab);
+        double worst = 0;
+        for (int t = 0; t < 8 && la && lb && lab; t++)
+            for (int v = 0; v < 256; v++) {
+                float want = t < 5 ? lx_f32(la)[t * 256 + v] : lx_f32(lb)[(t - 5) * 256 + v];
+                worst = fmax(worst, fabs(lx_f32(lab)[t * 256 + v] - want));
+            }
+        LX_TEST_REPORT_(worst < 1e-5, "style %d: packed logits differ by %g", s, worst);
+        /* without the segment ids the second part sees the first */
+        lx_array *mixed = llama_model_forward(m, tab, ps, NULL);
+        CHECK(mixed && fabs(lx_f32(mixed)[5 * 256] - lx_f32(lb)[0]) > 1e-4);
+        lx_array *bad = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 7}));
+        CHECK(llama_model_forward(m, tab, ps, bad) == NULL);
+        CHECK_ERROR_HAS("segment ids must be int32 of the tokens' shape");
+        llama_model_free(m);
+    }
+    llama_model *d = model(LLAMA_LINEN_TOP, 1);
+    lx_array *t = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 2}));
+    CHECK(llama_model_forward(d, t, NULL, t) == NULL);
+    CHECK_ERROR_HAS("segment ids with the KV cache");
+    llama_model_free(d);
+}
+
 int main(void) {
     RUN(test_params_linen_top);
     RUN(test_params_nnx_top);
@@ -412,5 +451,6 @@ int main(void) {
     RUN(test_cross_entropy);
     RUN(test_rope);
     RUN(test_generate);
+    RUN(test_packed_segments);
     return lx_test_finish();
 }

@@ -156,6 +156,10 @@ lx_status llama_model_load_params(llama_model *m, const lx_tree *params);
  * model this runs the cache path (prefill / autoregressive) and advances the cache. Tokens
  * outside [0, vocab) and sequences beyond max_target_length are LX_ERR_INVALID_ARGUMENT. */
 lx_array *llama_model_logits(llama_model *m, lx_array *tokens, lx_array *positions);
+/* The same with MaxText's packed sequences: segment_ids (B, S) int32 (NULL = one segment), a
+ * query attending only to keys of its own segment; positions usually restart per segment.
+ * Train mode only (a decode model with segment ids is LX_ERR_UNSUPPORTED). */
+lx_array *llama_model_forward(llama_model *m, lx_array *tokens, lx_array *positions, lx_array *segment_ids);
 /* Mean cross-entropy of the logits of tokens[:, :-1] against tokens[:, 1:] (next-token loss). */
 lx_array *llama_model_loss(llama_model *m, lx_array *tokens);
 /* Decode models: empty the caches (cache_index 0, zeros). */

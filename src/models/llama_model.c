@@ -445,12 +445,24 @@ static lx_status check_tokens(const llama_model *m, lx_array *tokens, lx_array *
 }
 
 lx_array *llama_model_logits(llama_model *m, lx_array *tokens, lx_array *positions) {
+    return llama_model_forward(m, tokens, positions, NULL);
+}
+
+lx_array *llama_model_forward(llama_model *m, lx_array *tokens, lx_array *positions, lx_array *segment_ids) {
     if (!m) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_model_logits: model is NULL");
         return NULL;
     }
     if (check_tokens(m, tokens, positions) != LX_OK) return NULL;
     bool decode = m->cfg.cache_batch > 0;
+    if (segment_ids && (segment_ids->dtype != LX_I32 || !lx_same_shape(segment_ids, tokens))) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "llama: segment ids must be int32 of the tokens' shape");
+        return NULL;
+    }
+    if (segment_ids && decode) {
+        lx_fail(LX_ERR_UNSUPPORTED, "llama: segment ids with the KV cache (decode models take one sequence per row)");
+        return NULL;
+    }
     if (!positions) {
         int64_t start = decode ? llama_model_cache_index(m) : 0;
         if (start < 0) start = 0;
@@ -459,8 +471,8 @@ lx_array *llama_model_logits(llama_model *m, lx_array *tokens, lx_array *positio
     }
     const char *mode = decode ? LLAMA_MODE_AUTOREGRESSIVE : LLAMA_MODE_TRAIN;
     if (m->style == LLAMA_NNX_TOP)
-        return nnx_transformer_forward(m->nnx, tokens, positions, NULL, mode, decode);
-    lx_value args[4] = {lx_array_v(tokens), lx_array_v(positions), lx_none(), lx_str_v(mode)};
+        return nnx_transformer_forward(m->nnx, tokens, positions, segment_ids, mode, decode);
+    lx_value args[4] = {lx_array_v(tokens), lx_array_v(positions), seg_value(segment_ids), lx_str_v(mode)};
     lx_call c = {4, args, 0, NULL};
     static const char *const cache_cols[] = {"cache"};
     linen_opts o = {0};
