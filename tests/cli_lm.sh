@@ -57,6 +57,11 @@ for want in "dry run: forward losses only" "step 1/4 loss " "step 4/4 loss " "st
 done
 if [ "$(grep -c "<polyline" "$cli_tmp/loss2.svg")" -eq 2 ]; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: train-lm --dry-run: the chart lacks two series"; fi
+# a terminal gets one bar redrawn in place: carriage return, clear, [####....] step/total, loss, tok/s, ETA
+out=$(LINNX_PROGRESS=tty "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 3 --dry-run \
+      --svg "$cli_tmp/loss3.svg" 2>&1)
+if [[ $out == *$'\r\033[K['*'    3/3  loss '*' tok/s  ETA 0s'* ]] && [[ $out != *"step 1/3 loss"* ]]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: train-lm tty progress: $(printf '%q' "$out")"; fi
 expect_usage_error "$cli_tmp/empty: the file is empty" train-lm --data "$cli_tmp/empty" --heldout "$cli_tmp/empty"
 # an unreadable path is an I/O failure: exit 1, the path and the reason on stderr
 err=$("$bin" train-lm --data "$cli_tmp/missing" --heldout "$d/text3" 2>&1 >/dev/null); rc=$?
