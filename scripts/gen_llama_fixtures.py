@@ -260,6 +260,29 @@ for name, fn in (('LINEN', linen_top), ('NNX', nnx_top)):
     w('};')
     w('static const double LF_%s_LOSS = %s;' % (name, float.hex(xent(lg, [t[1:9] for t in tokens]))))
 
+# a second size and seed (Linen top): head_dim 8 makes the query kernel's division by
+# f32(sqrt(8)) round, 3 layers and 6/3 heads exercise the layer naming and GQA grouping
+V, E, H, K, D, M, L = 256, 32, 6, 3, 8, 48, 3
+w('/* Linen top, seed 7, emb 32, 6 query / 3 kv heads of 8, mlp 48, 3 layers */')
+w('#define LF_SMALL_SEED 7')
+p = linen_top(7)
+w('static const lf_param LF_SMALL_PARAMS[] = {')
+for path in sorted(p):
+    shape, vals = p[path]
+    vals = [f32(v) for v in vals]
+    head = ', '.join('0x%08xu' % bits(v) for v in vals[:8])
+    tail = ', '.join('0x%08xu' % bits(v) for v in vals[-4:])
+    w('    {"%s", %d, {%s}, {%s}, {%s}, %s},' % (path, len(shape), ', '.join(map(str, shape)), head, tail,
+                                                  float.hex(math.fsum(vals))))
+w('};')
+lg = forward(p, [t[:8] for t in tokens])
+flat = [v for b in lg for row in b for v in row]
+w('static const float LF_SMALL_LOGITS[2 * 8 * %d] = {' % V)
+for i in range(0, len(flat), 8):
+    w('    ' + ', '.join(hexf(v) for v in flat[i:i + 8]) + ',')
+w('};')
+w('static const double LF_SMALL_LOSS = %s;' % float.hex(xent(lg, [t[1:9] for t in tokens])))
+
 # categorical: logits_i = f32(sin(i * a) * scale), several keys / temperatures / top-k
 w('typedef struct { uint32_t key[2]; int n; double a, scale, temperature; int top_k; int expect; } lf_cat;')
 w('/* logits[i] = f32(f32(sin(i * a)) * f32(scale)); temperature divides in f32 (0 = greedy, argmax);\n'

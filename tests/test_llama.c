@@ -10,6 +10,8 @@
 #include "linnx/llama.h"
 #include "lx_test.h"
 
+static void check_logits(lx_array *lg, const float *want, const char *what);
+
 static const lx_value *find(const lx_tree *t, const char *path) { return lx_tree_find(t, path); }
 
 static lx_array *leaf_array(const lx_value *v) {
@@ -51,7 +53,7 @@ static void check_params(llama_model *m, const lf_param *want, int n, bool boxed
     lx_tree *p = NULL;
     CHECK_EQ_INT(llama_model_params(m, &p), LX_OK);
     CHECK_EQ_INT(lx_tree_count_leaves(p), n);
-    CHECK_EQ_INT(lx_tree_count_params(p), 106816);
+    CHECK_EQ_INT(lx_tree_count_params(p), llama_param_count(llama_model_config(m)));
     for (int i = 0; i < n; i++) {
         const lx_value *v = find(p, want[i].path);
         lx_array *a = leaf_array(v);
@@ -96,6 +98,23 @@ static void test_params_linen_top(void) {
         LX_TEST_REPORT_(ok, "%s: not LogicallyPartitioned with the expected names", axes[i].path);
     }
     lx_tree_release(p);
+    llama_model_free(m);
+}
+
+/* another size and seed: 3 layers, 6/3 heads of 8 (the query kernel's division by f32(sqrt(8))
+ * rounds), emb 32, mlp 48 */
+static void test_small_config(void) {
+    llama_config c = llama_config_tiny();
+    c.emb_dim = 32, c.num_query_heads = 6, c.num_kv_heads = 3, c.head_dim = 8, c.mlp_dim = 48, c.num_decoder_layers = 3;
+    llama_model *m = NULL;
+    CHECK_EQ_INT(llama_model_new(&c, LLAMA_LINEN_TOP, LF_SMALL_SEED, &m), LX_OK);
+    if (!m) return;
+    CHECK_EQ_INT(llama_param_count(&c), 3 * (64 + 32 * 8 * 18 + 3 * 32 * 48) + 2 * 256 * 32 + 32);
+    check_params(m, LF_SMALL_PARAMS, (int)(sizeof LF_SMALL_PARAMS / sizeof LF_SMALL_PARAMS[0]), true);
+    lx_array *lg = llama_model_logits(m, tokens_2x(8), NULL);
+    check_logits(lg, LF_SMALL_LOGITS, "small config");
+    lx_array *loss = llama_model_loss(m, tokens_2x(9));
+    if (loss) CHECK_NEAR(lx_f32(loss)[0], LF_SMALL_LOSS, 2e-5);
     llama_model_free(m);
 }
 
@@ -444,6 +463,7 @@ static void test_packed_segments(void) {
 int main(void) {
     RUN(test_params_linen_top);
     RUN(test_params_nnx_top);
+    RUN(test_small_config);
     RUN(test_forward_matches_reference);
     RUN(test_compositions_agree);
     RUN(test_decode_matches_full);
