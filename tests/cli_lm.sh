@@ -73,4 +73,14 @@ expect_usage_error "the parameter update (gradients + adamw) is not wired in yet
 expect_usage_error "--resume needs checkpoints" train-lm --resume
 expect_usage_error "--seq-len 512 needs at least 513 bytes" train-lm --data "$d" --heldout "$d/text3" --seq-len 512 $small
 expect_usage_error "training data: byte 0 is 84, outside the vocabulary [0, 50)" train-lm --data "$d" --heldout "$d/text3" --vocab 50 $small
+
+# ---- examples/llama_showcase.c: both tables, equal logits on equal parameters, equal decoding
+ex=$(dirname "$bin")/example_llama_showcase
+out=$("$ex" 2>&1); rc=$?
+lin=$(printf '%s\n' "$out" | sed -n 's/^Linen top, cached decoding (T 0.8, top-k 20): //p')
+nnx=$(printf '%s\n' "$out" | sed -n 's/^NNX   top, cached decoding (T 0.8, top-k 20): //p')
+if [ $rc -eq 0 ] && [[ $out == *"same logits: yes (max |difference| 0)"* ]] && [ -n "$lin" ] && [ "$lin" == "$nnx" ] &&
+   [ "$(printf '%s\n' "$out" | grep -c "^Total  .*106816$")" -eq 2 ] &&
+   [[ $out == *"decoder/layers_0/self_attention/query/kernel           LogicallyPartitioned  (64, 4, 16)"* ]]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: example_llama_showcase: exit $rc: $out"; fi
 cli_finish
