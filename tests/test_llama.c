@@ -10,6 +10,16 @@
 #include "linnx/llama.h"
 #include "lx_test.h"
 
+/* the layer's cache index, read through its state (the model handle reads it the same way) */
+static int64_t llama_layer_cache_index_public(nnx_module *layer) {
+    lx_tree *st = NULL;
+    if (nnx_state(layer, 0, NULL, &st) != LX_OK) return -1;
+    const lx_value *v = lx_tree_find(st, "self_attention/KVCache_0/cache_index");
+    int64_t i = v && v->kind == LX_V_VARIABLE ? lx_i32(lx_variable_get_value(v->u.var))[0] : -1;
+    lx_tree_release(st);
+    return i;
+}
+
 static void check_logits(lx_array *lg, const float *want, const char *what);
 
 static const lx_value *find(const lx_tree *t, const char *path) { return lx_tree_find(t, path); }
@@ -460,6 +470,78 @@ static void test_packed_segments(void) {
     llama_model_free(d);
 }
 
+/* The NNX layer used directly: its state paths (MaxText's attribute names, KVCache_0 in decode
+ * mode), the Linen cache collection, and the call's errors. */
+static void test_layer_direct(void) {
+    llama_config c = llama_config_tiny();
+    c.cache_batch = 1;
+    lx_kwarg kw[LLAMA_CONFIG_NKW];
+    llama_config_kwargs(&c, kw);
+    lx_call ctor = {0, NULL, LLAMA_CONFIG_NKW, kw};
+    nnx_rngs *r = NULL;
+    nnx_module *layer = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&LLAMA_DECODER_LAYER_TYPE, &ctor, r, &layer), LX_OK);
+    /* 11 draws: 2 norms, 4 attention kernels, 3 MLP kernels, 2 Dropout forks */
+    lx_tree *rs = NULL;
+    CHECK_EQ_INT(nnx_state(nnx_rngs_module(r), 0, NULL, &rs), LX_OK);
+    const lx_value *cnt = lx_tree_find(rs, "default/count");
+    CHECK(cnt && cnt->kind == LX_V_VARIABLE && lx_u32(lx_variable_get_value(cnt->u.var))[0] == 11);
+    lx_tree_release(rs);
+    lx_tree *st = NULL;
+    CHECK_EQ_INT(nnx_state(layer, 0, NULL, &st), LX_OK);
+    const char *paths[] = {"pre_self_attention_layer_norm/scale", "post_self_attention_layer_norm/scale",
+                           "self_attention/query/kernel", "self_attention/KVCache_0/cached_key",
+                           "self_attention/KVCache_0/cached_value", "self_attention/KVCache_0/cache_index",
+                           "mlp/wi_0/kernel", "mlp/wi_1/kernel", "mlp/wo/kernel"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) LX_TEST_REPORT_(find(st, paths[i]) != NULL, "no %s", paths[i]);
+    const lx_value *ck = find(st, "self_attention/KVCache_0/cached_key");
+    CHECK(ck && lx_variable_type(ck->u.var) == &lx_Cache &&
+          lx_shape_eq(lx_variable_get_value(ck->u.var), 4, (int64_t[]){1, 256, 2, 16}));
+    lx_tree_release(st);
+    lx_array *x = lx_autorelease(lx_array_new(LX_F32, 3, (int64_t[]){1, 2, 64}));
+    lx_array *pos = llama_positions(1, 2, 0);
+    lx_value out;
+    lx_value args[5] = {lx_array_v(x), lx_none(), lx_array_v(pos), lx_bool_v(true), lx_str_v("bogus")};
+    lx_call call = {5, args, 0, NULL};
+    CHECK_FAILS(nnx_call(layer, NULL, &call, &out), LX_ERR_INVALID_ARGUMENT,
+                "model_mode must be train, prefill or autoregressive, got 'bogus'");
+    args[4] = lx_str_v("train");
+    args[3] = lx_bool_v(false);
+    CHECK_FAILS(nnx_call(layer, NULL, &call, &out), LX_ERR_UNSUPPORTED, "deterministic=False");
+    args[3] = lx_bool_v(true);
+    CHECK_EQ_INT(nnx_call(layer, NULL, &call, &out), LX_OK);
+    CHECK(out.kind == LX_V_ARRAY && lx_shape_eq(out.u.array, 3, (int64_t[]){1, 2, 64}));
+    lx_value_free(&out);
+    CHECK_EQ_INT(llama_layer_cache_index_public(layer), 0);
+    args[4] = lx_str_v("prefill");
+    CHECK_EQ_INT(nnx_call(layer, NULL, &call, &out), LX_OK);
+    lx_value_free(&out);
+    CHECK_EQ_INT(llama_layer_cache_index_public(layer), 2);
+    nnx_module_release(layer);
+    /* a train-mode layer has no cache */
+    c.cache_batch = 0;
+    llama_config_kwargs(&c, kw);
+    CHECK_EQ_INT(nnx_module_new(&LLAMA_DECODER_LAYER_TYPE, &ctor, r, &layer), LX_OK);
+    CHECK_FAILS(nnx_call(layer, NULL, &call, &out), LX_ERR_INVALID_ARGUMENT, "needs a KV cache");
+    nnx_module_release(layer);
+    /* DenseGeneral's own checks */
+    nnx_module *d = NULL;
+    lx_call dc = LX_CALL_KWARGS(LX_KW("in_features_shape", lx_ints_v(2, (int64_t[]){4, 4})),
+                                LX_KW("out_features_shape", lx_ints_v(1, (int64_t[]){3})));
+    CHECK_FAILS(nnx_module_new(&LLAMA_DENSE_GENERAL_TYPE, &dc, r, &d), LX_ERR_INVALID_ARGUMENT,
+                "in_features_shape has 2 entries but axis has 1");
+    CHECK(d == NULL);
+    nnx_rngs_release(r);
+
+    /* the Linen top's cache collection */
+    llama_model *m = model(LLAMA_LINEN_TOP, 1);
+    lx_array *t = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 3}));
+    CHECK(llama_model_logits(m, t, NULL) != NULL);
+    CHECK_EQ_INT(llama_model_cache_index(m), 3);
+    llama_model_free(m);
+}
+
 int main(void) {
     RUN(test_params_linen_top);
     RUN(test_params_nnx_top);
@@ -472,5 +554,6 @@ int main(void) {
     RUN(test_rope);
     RUN(test_generate);
     RUN(test_packed_segments);
+    RUN(test_layer_direct);
     return lx_test_finish();
 }

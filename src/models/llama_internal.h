@@ -36,7 +36,4 @@ lx_array *llama_layer_forward(nnx_module *m, lx_array *x, lx_array *positions, l
 lx_status llama_read_call(const lx_call *c, const char *input_name, lx_array **inputs, lx_array **positions,
                           lx_array **segment_ids, bool *use_cache, const char **mode);
 
-/* Layer 0's cache (the first Attention's KVCache_0) of an NNX layer: cache_index, or -1. */
-int64_t llama_layer_cache_index(nnx_module *layer);
-
 #endif

@@ -746,15 +746,6 @@ static lx_status layer_call(nnx_module *self, const lx_call *c, lx_value *out) {
     return return_array(llama_layer_forward(self, x, pos, seg, use_cache), out);
 }
 
-int64_t llama_layer_cache_index(nnx_module *layer) {
-    if (!layer || layer->type != &LLAMA_DECODER_LAYER_TYPE) return -1;
-    attention_mod *a = (attention_mod *)((layer_mod *)layer)->self_attention;
-    kv_cache_mod *kc = (kv_cache_mod *)a->KVCache_0;
-    if (!kc) return -1;
-    lx_array *ci = var_value(kc->cache_index);
-    return ci && !lx_is_abstract(ci) ? lx_i32(ci)[0] : -1;
-}
-
 static lx_status attention_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x, *pos, *seg;
     bool use_cache;
