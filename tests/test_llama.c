@@ -184,6 +184,26 @@ static void test_compositions_agree(void) {
     lx_array *la = llama_model_logits(a, tokens_2x(8), NULL);
     lx_array *lb = llama_model_logits(b, tokens_2x(8), NULL);
     CHECK(la && lb && !lx_array_equal(la, lb));
+    /* the objects behind the handle: the Linen module + variables, or the NNX module */
+    CHECK(llama_model_linen_module(a) && llama_model_variables(a) && !llama_model_nnx_module(a));
+    CHECK(!llama_model_linen_module(b) && !llama_model_variables(b) && llama_model_nnx_module(b));
+    CHECK(lx_tree_get(llama_model_variables(a), "params") != NULL);
+    if (llama_model_linen_module(a)) {
+        /* applying the module to the variables directly is the handle's forward */
+        lx_array *pos = llama_positions(2, 8, 0);
+        lx_value o;
+        CHECK_EQ_INT(linen_apply(llama_model_linen_module(a), llama_model_variables(a), &LX_ARGS(tokens_2x(8), pos),
+                                 LINEN_NO_RNGS, NULL, &o, NULL), LX_OK);
+        CHECK(o.kind == LX_V_ARRAY && lx_array_equal(o.u.array, la));
+        lx_value_free(&o);
+    }
+    if (llama_model_nnx_module(b)) {
+        lx_value o;
+        lx_array *pos = llama_positions(2, 8, 0);
+        CHECK_EQ_INT(nnx_call(llama_model_nnx_module(b), NULL, &LX_ARGS(tokens_2x(8), pos), &o), LX_OK);
+        CHECK(o.kind == LX_V_ARRAY && lx_array_equal(o.u.array, lb));
+        lx_value_free(&o);
+    }
     /* the NNX top takes the Linen top's parameters (boxes unboxed; box names are not values) */
     CHECK_EQ_INT(llama_model_load_params(b, pa), LX_OK);
     lb = llama_model_logits(b, tokens_2x(8), NULL);

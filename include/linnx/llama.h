@@ -145,6 +145,13 @@ lx_status llama_model_new(const llama_config *cfg, llama_style style, int64_t se
 void llama_model_free(llama_model *m);
 const llama_config *llama_model_config(const llama_model *m);
 llama_style llama_model_style(const llama_model *m);
+/* The composition's own objects, borrowed (what value_and_grad and an optimizer work on): the Linen
+ * top's Transformer module and its variables ({params[, cache]}; replaced, not changed, by
+ * load_params and by decode calls, so re-read it after those); the NNX top's Transformer module.
+ * NULL for the other style. */
+const linen_module *llama_model_linen_module(const llama_model *m);
+const lx_tree *llama_model_variables(const llama_model *m);
+nnx_module *llama_model_nnx_module(const llama_model *m);
 /* The parameters as a tree the caller owns (lx_tree_release), leaves shared with the model:
  * Linen top: variables['params'] (LogicallyPartitioned boxes); NNX top: the Param state
  * (Variables). Both have the same paths. */

@@ -265,6 +265,9 @@ struct llama_model {
 };
 
 const llama_config *llama_model_config(const llama_model *m) { return &m->cfg; }
+const linen_module *llama_model_linen_module(const llama_model *m) { return m ? m->linen : NULL; }
+const lx_tree *llama_model_variables(const llama_model *m) { return m ? m->variables : NULL; }
+nnx_module *llama_model_nnx_module(const llama_model *m) { return m ? m->nnx : NULL; }
 llama_style llama_model_style(const llama_model *m) { return m->style; }
 
 void llama_model_free(llama_model *m) {
