@@ -163,6 +163,18 @@ static const char TRAIN_USAGE[] =
     "yet: --steps > 0 needs --dry-run (forward losses only, parameters unchanged); --resume and\n"
     "checkpoint writing fail with a message.\n" MODEL_USAGE;
 
+/* One training step on a (batch, seq + 1) token batch: returns the loss (pool-owned) or NULL.
+ * THE WIRING POINT for the gradient / optimizer work: value_and_grad of llama_model_loss w.r.t.
+ * the parameters (llama_model_linen_module + llama_model_variables, or llama_model_nnx_module),
+ * clip_by_global_norm(1.0), adamw with MaxText's warmup + cosine schedule (spec/maxtext-decoder.md
+ * §D.1, §D.10), then llama_model_load_params with the new parameters. Until then (--dry-run) it
+ * only computes the loss. */
+static lx_array *train_step(llama_model *m, lx_array *batch, int64_t step, double lr) {
+    (void)step;
+    (void)lr;
+    return llama_model_loss(m, batch);
+}
+
 /* Mean loss over the first `nb` batches of `batch` held-out windows of len + 1 bytes. */
 static double heldout_loss(llama_model *m, const lm_data *d, int64_t batch, int64_t len, int64_t nb) {
     int64_t windows = lm_window_count(d->nheldout, len);
@@ -319,7 +331,7 @@ int cmd_train_lm(int argc, char **argv) {
         for (int64_t s = 1; s <= steps && !rc; s++) {
             size_t mark = lx_pool_open();
             lx_array *b = lm_random_batch(d.train, d.ntrain, lx_key_fold_in(data_key, (uint32_t)s), batch, len + 1);
-            lx_array *loss = llama_model_loss(m, b);
+            lx_array *loss = b ? train_step(m, b, s, lr) : NULL;
             if (!loss) rc = cli_lib_error();
             else {
                 xs[s - 1] = (double)s;
