@@ -26,5 +26,7 @@
 #include "linnx/random.h"
 #include "linnx/init.h"
 #include "linnx/optax.h"
+#include "linnx/losses.h"
+#include "linnx/metrics.h"
 
 #endif
