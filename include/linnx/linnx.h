@@ -28,5 +28,6 @@
 #include "linnx/optax.h"
 #include "linnx/losses.h"
 #include "linnx/metrics.h"
+#include "linnx/train.h"
 
 #endif
