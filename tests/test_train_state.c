@@ -113,8 +113,7 @@ static void test_optimizer_docstring(void) {
     optax_tx *tx = optax_adam(OPTAX_CONST(1e-3), NULL);
     nnx_optimizer *opt = NULL;
     const nnx_filter param = NNX_OF_TYPE(&lx_Param);
-    CHECK(nnx_optimizer_new(&m->base, tx, &param, &opt) == LX_OK);
-    optax_tx_release(tx); /* the optimizer keeps its own reference */
+    CHECK(nnx_optimizer_new(&m->base, tx, &param, &opt) == LX_OK); /* takes tx */
     if (!opt) return;
     CHECK_EQ_INT(nnx_optimizer_step(opt), 0);
     CHECK(lx_variable_type(nnx_optimizer_step_var(opt)) == &lx_OptState);
@@ -186,7 +185,6 @@ static void test_optimizer_docstring(void) {
     nnx_optimizer *opt2 = NULL;
     tx = optax_adam(OPTAX_CONST(1e-3), NULL);
     CHECK(nnx_optimizer_new(&m->base, tx, &param, &opt2) == LX_OK);
-    optax_tx_release(tx);
     CHECK(nnx_optimizer_load_state(opt2, full) == LX_OK);
     CHECK_EQ_INT(nnx_optimizer_step(opt2), 2);
     CHECK(lx_array_equal(lx_variable_get_value(lx_tree_find(nnx_optimizer_opt_state(opt2), "0/mu/linear1/kernel")->u.var),
@@ -205,7 +203,7 @@ static void test_optimizer_docstring(void) {
     tx = optax_sgd(OPTAX_CONST(0.1), false, 0, false);
     CHECK_FAILS(nnx_optimizer_new(&m->base, tx, NULL, &none), LX_ERR_TYPE, "Missing required argument `wrt`");
     CHECK_FAILS(nnx_optimizer_update(opt, &m->base, NULL, NULL), LX_ERR_TYPE, "Missing required argument `grads`");
-    optax_tx_release(tx);
+    CHECK_FAILS(nnx_optimizer_new(&m->base, NULL, &param, &none), LX_ERR_FAILED_INPUT, "tx is NULL");
     nnx_optimizer_free(opt);
     nnx_module_release(&m->base);
 }
@@ -222,7 +220,6 @@ static void test_linen_train_state(void) {
     linen_train_state *s0 = NULL, *s1 = NULL, *s2 = NULL;
     int apply_fn_token;
     CHECK(linen_train_state_create(&apply_fn_token, params, tx, &s0) == LX_OK);
-    optax_tx_release(tx);
     if (!s0) return;
     CHECK_EQ_INT(s0->step, 0);
     CHECK(s0->apply_fn == &apply_fn_token && s0->params == params);
@@ -272,7 +269,6 @@ static void test_linen_train_state(void) {
     linen_train_state *o0 = NULL, *o1 = NULL;
     tx = optax_sgd(OPTAX_CONST(0.1), false, 0, false);
     CHECK(linen_train_state_create(NULL, vars, tx, &o0) == LX_OK);
-    optax_tx_release(tx);
     CHECK(o0 && lx_tree_find(o0->opt_state, "0") && !lx_tree_find(o0->opt_state, "params"));
     CHECK(o0 && linen_train_state_apply_gradients(o0, g2, &o1) == LX_OK);
     CHECK(o1 && lx_f32(lx_tree_find(o1->params, "_overwrite_with_gradient/fp8/scale")->u.array)[0] == 7.0f);

@@ -22,7 +22,8 @@
  * rows x[perm[i*bs:(i+1)*bs]] of every array.
  *
  * Ownership: create/new functions give the caller an object to free with the matching *_free.
- * A TrainState retains its params and opt_state trees and the tx; an nnx_optimizer retains tx.
+ * They take the optax_tx they are given (optax.h's rule for constructors); a TrainState retains
+ * its params and opt_state trees, and states made by apply_gradients share the tx.
  * Accessors return borrowed pointers valid while the owner lives.
  */
 #ifndef LINNX_TRAIN_H
@@ -50,8 +51,9 @@ typedef struct linen_train_state {
     lx_tree *opt_state;    /* owned reference */
 } linen_train_state;
 
-/* TrainState.create(apply_fn=, params=, tx=): params and tx are retained (the caller keeps its
- * references). With a '_overwrite_with_gradient' collection in params only params['params'] is
+/* TrainState.create(apply_fn=, params=, tx=): params are retained (the caller keeps its
+ * reference); tx is TAKEN, as optax constructors take theirs, so `optax_adam(...)` can be passed
+ * on the spot (a NULL tx is LX_ERR_FAILED_INPUT). With a '_overwrite_with_gradient' collection in params only params['params'] is
  * given to tx, as in Flax. */
 lx_status linen_train_state_create(const void *apply_fn, lx_tree *params, optax_tx *tx,
                                    linen_train_state **out);
@@ -69,7 +71,8 @@ extern const lx_vartype lx_OptState, lx_OptArray, lx_OptVariable;
 
 typedef struct nnx_optimizer nnx_optimizer;
 /* nnx.Optimizer(model, tx, wrt=wrt): wrt NULL is Flax's TypeError "Missing required argument
- * `wrt`. ...". The filter (and what it points to) must outlive the optimizer. tx is retained. */
+ * `wrt`. ...". The filter (and what it points to) must outlive the optimizer. tx is TAKEN (also
+ * when the call fails), like TrainState's. */
 lx_status nnx_optimizer_new(nnx_module *model, optax_tx *tx, const nnx_filter *wrt, nnx_optimizer **out);
 /* optimizer.update(model, grads): grads is a State (Variable or array leaves) with the paths of
  * nnx.state(model, wrt); gradients of Variables the filter does not select are ignored, as

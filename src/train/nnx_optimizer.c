@@ -67,11 +67,13 @@ static lx_status pure(const lx_tree *t, lx_tree **out) { return lx_tree_map(t, p
 lx_status nnx_optimizer_new(nnx_module *model, optax_tx *tx, const nnx_filter *wrt, nnx_optimizer **out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Optimizer: output is NULL");
     *out = NULL;
+    if (!tx) return lx_fail(LX_ERR_FAILED_INPUT, "Optimizer: tx is NULL (an earlier call failed)");
+    if (!wrt || !model) optax_tx_release(tx);
     if (!wrt)
         return lx_fail(LX_ERR_TYPE,
                        "Missing required argument `wrt`. As of Flax 0.11.0 the `wrt` argument is required, if you "
                        "want to keep the previous use nnx.ModelAndOptimizer instead of nnx.Optimizer.");
-    if (!model || !tx) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Optimizer: model and tx are required");
+    if (!model) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Optimizer: model is required");
     lx_tree *params = NULL, *st = NULL, *wrapped = NULL;
     lx_flat flat = {0};
     LX_TRY(nnx_state(model, 1, wrt, &params));
@@ -91,10 +93,11 @@ lx_status nnx_optimizer_new(nnx_module *model, optax_tx *tx, const nnx_filter *w
     if (s != LX_OK) {
         lx_tree_release(wrapped);
         lx_variable_release(step);
+        optax_tx_release(tx);
         return s;
     }
     o->step = step;
-    o->tx = optax_tx_retain(tx);
+    o->tx = tx;
     o->opt_state = wrapped;
     o->wrt = *wrt;
     *out = o;

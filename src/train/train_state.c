@@ -13,24 +13,32 @@ static const lx_tree *subtree(const lx_tree *t, const char *key) {
 lx_status linen_train_state_create(const void *apply_fn, lx_tree *params, optax_tx *tx, linen_train_state **out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "TrainState.create: output is NULL");
     *out = NULL;
-    if (!params || !tx) return lx_fail(LX_ERR_INVALID_ARGUMENT, "TrainState.create: params and tx are required");
+    if (!tx) return lx_fail(LX_ERR_FAILED_INPUT, "TrainState.create: tx is NULL (an earlier call failed)");
+    if (!params) {
+        optax_tx_release(tx);
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "TrainState.create: params are required");
+    }
     const lx_tree *opt_params = params;
     if (lx_tree_get(params, OWG)) {
         opt_params = subtree(params, "params");
-        if (!opt_params)
+        if (!opt_params) {
+            optax_tx_release(tx);
             return lx_fail(LX_ERR_NOT_FOUND, "TrainState.create: params has '" OWG "' but no 'params' collection");
+        }
     }
     lx_tree *st = NULL;
-    LX_TRY(optax_init(tx, opt_params, &st));
-    linen_train_state *s = calloc(1, sizeof *s);
-    if (!s) {
+    lx_status status = optax_init(tx, opt_params, &st);
+    linen_train_state *s = status == LX_OK ? calloc(1, sizeof *s) : NULL;
+    if (status == LX_OK && !s) status = lx_fail(LX_ERR_NO_MEMORY, "TrainState.create: out of memory");
+    if (status != LX_OK) {
         lx_tree_release(st);
-        return lx_fail(LX_ERR_NO_MEMORY, "TrainState.create: out of memory");
+        optax_tx_release(tx);
+        return status;
     }
     s->step = 0;
     s->apply_fn = apply_fn;
     s->params = lx_tree_retain(params);
-    s->tx = optax_tx_retain(tx);
+    s->tx = tx;
     s->opt_state = st;
     *out = s;
     return LX_OK;
