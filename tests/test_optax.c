@@ -756,6 +756,86 @@ static void test_apply_updates_kinds(void) {
     lx_tree_release(out);
 }
 
+
+/* ------------------------------------------------------------------ expressions */
+
+static void test_from_string(void) {
+    static const char *const wa[5] = {"1.40E+01", "1.39E+01", "1.39E+01", "1.39E+01", "1.38E+01"};
+    static const char *const wn[5] = {"1.39E+01", "1.39E+01", "1.39E+01", "1.38E+01", "1.38E+01"};
+    static const char *const ws[5] = {"1.38E+01", "1.37E+01", "1.35E+01", "1.33E+01", "1.32E+01"};
+    static const char *const wf[5] = {"1.39E+01", "1.38E+01", "1.38E+01", "1.37E+01", "1.36E+01"};
+    docstring_run(optax_from_string("adam(0.003)"), wa, (const float[]){0.9850041f, 1.9850019f, 2.9850016f}, 0);
+    docstring_run(optax_from_string("optax.adamw(learning_rate=3e-3)"), wa,
+                  (const float[]){0.98500264f, 1.984999f, 2.9849968f}, 0);
+    docstring_run(optax_from_string(" nadam( 0.003 , ) "), wn, (const float[]){0.9826614f, 1.9826509f, 2.9826474f}, 0);
+    docstring_run(optax_from_string("sgd(learning_rate=0.003)"), ws, NULL, 0);
+    docstring_run(optax_from_string("lion(0.003)"), wa, (const float[]){0.98498505f, 1.9849701f, 2.9849546f}, 0);
+    docstring_run(optax_from_string("adafactor(0.003)"), wf, NULL, 0);
+    /* injected hyperparameters are float32 arrays: 1 - b1 differs from adam's in the last bits, so
+     * only the printed values are the docstring's */
+    docstring_run(optax_from_string("inject_hyperparams(adam)(learning_rate=0.003)"), wa, NULL, 0);
+    compare_run("sgd nesterov (string)", optax_from_string("sgd(0.1, momentum=0.9, nesterov=True)"), ref_sgd_nesterov,
+                6, 2e-6);
+    compare_run("chain (string)", optax_from_string("chain(clip_by_global_norm(1.0), adam(0.01))"),
+                ref_chain_clip_adam, 5, 2e-5);
+    compare_run("sgd(linear schedule) (string)",
+                optax_from_string("sgd(optax.linear_schedule(init_value=0.1, end_value=0.0, transition_steps=4))"),
+                ref_sched_sgd, 6, 2e-6);
+    optax_schedule *a = optax_schedule_from_string(
+        "warmup_cosine_decay_schedule(init_value=0.2, peak_value=1.21, end_value=-3.0, warmup_steps=50, "
+        "decay_steps=100, exponent=2)");
+    optax_schedule *b = optax_warmup_cosine_decay_schedule(0.2, 1.21, 50, 100, -3.0, 2);
+    CHECK(a != NULL);
+    for (int c = 0; a && c <= 120; c += 5) CHECK(optax_schedule_eval(a, c) == optax_schedule_eval(b, c));
+    optax_schedule_release(a);
+    optax_schedule_release(b);
+    a = optax_schedule_from_string("piecewise_constant_schedule(1.0, {100: 0.1, 200: 0.01})");
+    CHECK(a && optax_schedule_eval(a, 150) == 0.1f && optax_schedule_eval(a, 250) == 0.1f * 0.01f);
+    optax_schedule_release(a);
+    a = optax_schedule_from_string("join_schedules([constant_schedule(5.0), linear_schedule(0.0, 10.0, 10)], [3])");
+    CHECK(a && optax_schedule_eval(a, 2) == 5.0f && optax_schedule_eval(a, 13) == 10.0f);
+    optax_schedule_release(a);
+    a = optax_schedule_from_string("exponential_decay(1.0, 10, 0.5, staircase=True, end_value=None)");
+    CHECK(a && optax_schedule_eval(a, 15) == 0.5f);
+    optax_schedule_release(a);
+    /* state layout follows the expression */
+    float pv[NP] = {0};
+    lx_tree *params = make_params(pv), *state = NULL;
+    optax_tx *tx = optax_from_string("sgd(cosine_decay_schedule(0.1, 4), momentum=0.9)");
+    CHECK(tx && optax_init(tx, params, &state) == LX_OK);
+    CHECK_STR(layout_of(state), "0/trace/w/b float32[4]\n0/trace/w/a float32[2,3]\n1/count int32[]\n");
+    lx_tree_release(state);
+    lx_tree_release(params);
+    optax_tx_release(tx);
+
+    struct { const char *src; lx_status st; const char *msg; } bad[] = {
+        {"adam()", LX_ERR_TYPE, "adam() missing 1 required positional argument: 'learning_rate'"},
+        {"adam(1e-3, lr=2)", LX_ERR_TYPE, "adam() got an unexpected keyword argument 'lr'"},
+        {"adam(1e-3, learning_rate=2)", LX_ERR_TYPE, "adam() got multiple values for argument 'learning_rate'"},
+        {"sgd(1, 2, False, None, 5)", LX_ERR_TYPE, "sgd() takes 4 positional arguments but 5 were given"},
+        {"adamx(1)", LX_ERR_NOT_FOUND, "optax has no transformation named 'adamx'"},
+        {"adam(1e-3", LX_ERR_FORMAT, "expected ',' or ')' at offset 9"},
+        {"adam(b1=0.9, 1e-3)", LX_ERR_FORMAT, "positional argument follows keyword argument"},
+        {"adam(1e-3) x", LX_ERR_FORMAT, "trailing characters"},
+        {"rmsprop(0.1, centered=True)", LX_ERR_UNSUPPORTED, "centered=True"},
+        {"adamw(0.1, mask=m)", LX_ERR_UNSUPPORTED, "'mask' other than None"},
+        {"adam(cosine_decay_schedule(0.1, 0))", LX_ERR_INVALID_ARGUMENT, "requires positive decay_steps"},
+        {"adam(adam(0.1))", LX_ERR_TYPE, "'adam' is a transformation, not a schedule"},
+        {"adam('x')", LX_ERR_TYPE, "'learning_rate' must be a number or a schedule"},
+        {"inject_hyperparams(adam)(learning_rate=0.1, gamma=2)", LX_ERR_TYPE, "unexpected keyword argument 'gamma'"},
+    };
+    int64_t live = lx_array_live_count();
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lx_clear_error();
+        optax_tx *t = optax_from_string(bad[i].src);
+        LX_TEST_REPORT_(!t && lx_last_status() == bad[i].st && strstr(lx_last_error(), bad[i].msg),
+                        "%s: got %s \"%s\", want %s", bad[i].src, lx_status_name(lx_last_status()), lx_last_error(),
+                        bad[i].msg);
+        optax_tx_release(t);
+    }
+    CHECK_EQ_INT(lx_array_live_count(), live);
+}
+
 int main(void) {
     RUN(test_docstring_adam);
     RUN(test_docstring_adamw);
@@ -775,5 +855,6 @@ int main(void) {
     RUN(test_inject_f32_arithmetic);
     RUN(test_errors);
     RUN(test_apply_updates_kinds);
+    RUN(test_from_string);
     return lx_test_finish();
 }

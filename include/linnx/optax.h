@@ -257,6 +257,18 @@ optax_tx *optax_inject_hyperparams(const char *alias, int n, const optax_hparam 
  * *state becomes a new tree, the old reference is released). */
 lx_status optax_inject_set_hyperparam(lx_tree **state, const char *name, float value);
 
+/* ---- optax expressions as Python writes them (for command lines and config files) ----
+ * "adam(1e-3)", "adamw(3e-4, weight_decay=0.1)", "sgd(0.1, momentum=0.9, nesterov=True)",
+ * "adam(learning_rate=warmup_cosine_decay_schedule(0.0, 1e-3, 100, 1000))",
+ * "chain(clip_by_global_norm(1.0), adamw(1e-3))", "inject_hyperparams(adam)(learning_rate=1e-3)",
+ * "piecewise_constant_schedule(1.0, {100: 0.1, 200: 0.01})", "join_schedules([...], [10])".
+ * Every function of this header by its optax name (an `optax.` prefix is accepted), arguments
+ * positional or by keyword as in optax's signatures; Python's TypeError texts for unknown,
+ * repeated or missing arguments, LX_ERR_FORMAT with the offset for syntax errors. Masks cannot be
+ * written (None only). The caller owns the result. */
+optax_tx *optax_from_string(const char *src);
+optax_schedule *optax_schedule_from_string(const char *src);
+
 #ifdef __cplusplus
 }
 #endif

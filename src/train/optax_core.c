@@ -86,7 +86,7 @@ static int path_cmp(const char *a, const char *b) {
     }
 }
 
-static const lx_leaves *sort_ctx;
+static _Thread_local const lx_leaves *sort_ctx; /* qsort has no context argument */
 static int order_cmp(const void *x, const void *y) {
     return path_cmp(sort_ctx->paths[*(const int *)x], sort_ctx->paths[*(const int *)y]);
 }
