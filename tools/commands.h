@@ -6,3 +6,5 @@ LINNX_COMMAND(random, cmd_random, "sample bits|uniform|normal|truncated_normal|b
 LINNX_COMMAND(init, cmd_init, "run a Flax initializer (lecun_normal, variance_scaling, ...)")
 LINNX_COMMAND(params, cmd_params, "print the variables a module (SPEC like 'linen.Dense(8)') gets at init")
 LINNX_COMMAND(example, cmd_example, "run a bridge worked example (nnx-inside-linen, linen-inside-nnx), print its output")
+LINNX_COMMAND(grad, cmd_grad, "jax.grad from the shell: the loss and every parameter's gradient on given data")
+LINNX_COMMAND(train, cmd_train, "train a module on given data with an optax optimizer, one `step K loss V` line per step")

@@ -37,6 +37,9 @@ int params_bridge(spec_node *spec, const params_request *req, lx_tree **vars);
 /* Build the Linen module a linen. spec describes (*out owned by the caller); *reads_token_ids
  * tells whether its example input is int32 ids (an Embed first). 0, or an exit status. */
 int params_linen_module(spec_node *spec, linen_module **out, bool *reads_token_ids);
+/* Build the NNX module an nnx. spec describes with `rngs` (*out owned by the caller). 0, or an
+ * exit status after printing the error. */
+int params_nnx_module(spec_node *spec, nnx_rngs *rngs, nnx_module **out);
 /* Turn a spec's arguments from index `first` on into a call: each value through fn(ctx, node,
  * &value) (0, or an exit status after printing the error), positionals and keywords kept apart
  * as Python binds them. At most `cap` arguments. */

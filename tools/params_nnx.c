@@ -73,6 +73,18 @@ static int build(builder *b, spec_node *n, nnx_module **out) {
     return 0;
 }
 
+int params_nnx_module(spec_node *spec, nnx_rngs *rngs, nnx_module **out) {
+    builder *b = calloc(1, sizeof *b);
+    if (!b) return cli_error("params: out of memory");
+    b->rngs = rngs;
+    nnx_module *m = NULL;
+    int rc = build(b, spec, &m);
+    if (!rc) *out = nnx_module_retain(m);
+    for (int i = 0; i < b->nowned; i++) nnx_module_release(b->owned[i]);
+    free(b);
+    return rc;
+}
+
 int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars) {
     builder *b = calloc(1, sizeof *b); /* inline initializers make it large for the stack */
     if (!b) return cli_error("params: out of memory");
