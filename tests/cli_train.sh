@@ -138,5 +138,9 @@ expect_usage_error "unknown module" grad 'torch.Linear(1, 1)' --seed 0 $D
 expect_usage_error "neither a directory" grad 'nnx.Linear(1, 1)' --seed 0 --data /nonexistent --loss l2_loss
 expect_usage_error "is not a .npy file" grad 'nnx.Linear(1, 1)' --seed 0 --data "$here/lib_cli.sh,$here/lib_cli.sh" --loss l2_loss
 expect_usage_error "--data replaces --x/--y" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/d" --x 1 --loss l2_loss
+# sgd(1e38): the first update overflows to inf; plain runs go on (as JAX does), --debug-nans stops
+want 'step 0 loss 5' 'step 1 loss inf' 'step 2 loss nan'
+check_block "train $NZ --seed 0 $D --optimizer 'sgd(1e38)' --steps 3"
+expect_usage_error "debug_nans: Inf in the updates at 'kernel'" train 'nnx.Linear(1, 1, kernel_init=nnx.initializers.zeros)' --seed 0 $D --optimizer 'sgd(1e38)' --steps 3 --debug-nans
 expect_usage_error "which model" train --seed 0 $D --optimizer 'sgd(0.1)' --steps 1
 cli_finish

@@ -1,5 +1,6 @@
 /* `linnx train SPEC --seed S ... --loss L --optimizer 'adam(1e-3)' --steps N [--batch-size B]`:
  * one `step K loss V` line per step, V the loss of the parameters step K starts from. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@ static const char TRAIN_USAGE[] =
     "usage: linnx train SPEC (--seed S | --key K0,K1) [--x64] (--x V --x-shape S --y V --y-shape S |\n"
     "                   --data DIR | --data X.npy,Y.npy) --loss NAME [--reduction mean|sum]\n"
     "                   --optimizer EXPR --steps N [--batch-size B] [--shuffle-seed S] [--progress|--plain]\n"
+    "                   [--debug-nans]\n"
     "  SPEC, data and --loss as for `linnx grad` (linnx grad --help).\n"
     "  --optimizer: an optax expression: 'adam(1e-3)', 'sgd(0.1, momentum=0.9)',\n"
     "    'adamw(3e-4, weight_decay=0.1)', 'adam(warmup_cosine_decay_schedule(0.0, 1e-3, 10, 100))',\n"
@@ -24,15 +26,24 @@ static const char TRAIN_USAGE[] =
     "    defaults to --seed. Without it every step uses the whole data.\n"
     "  Prints `step K loss V` for K = 0..N-1 (V: the loss before step K's update, so step 0 is the\n"
     "  initial loss). On a terminal a progress bar (steps/s, loss, ETA) replaces the lines, then the\n"
-    "  last step's line is printed; --plain forces lines, --progress forces the bar.\n";
+    "  last step's line is printed; --plain forces lines, --progress forces the bar.\n"
+    "  --debug-nans: stop at the first NaN/Inf in the gradients or updates, naming the leaf (as\n"
+    "    jax_debug_nans would; the parameters stay those of the last good step).\n";
+
+/* A loss as Python prints a float32 at %.9g: nan, inf, -inf (not glibc's -nan). */
+static void print_step(int64_t k, float v) {
+    if (isnan(v)) printf("step %lld loss nan\n", (long long)k);
+    else printf("step %lld loss %.9g\n", (long long)k, v);
+}
 
 int cmd_train(int argc, char **argv) {
     enum { O_SEED, O_KEY, O_X64, O_X, O_XS, O_Y, O_YS, O_DATA, O_LOSS, O_RED, O_OPT, O_STEPS, O_BS, O_SHUF,
-           O_PROG, O_PLAIN, O_N };
+           O_PROG, O_PLAIN, O_NANS, O_N };
     cli_opt o[O_N] = {CLI_OPT("seed"),    CLI_OPT("key"),        CLI_FLAG("x64"),   CLI_OPT("x"),
                       CLI_OPT("x-shape"), CLI_OPT("y"),          CLI_OPT("y-shape"), CLI_OPT("data"),
                       CLI_OPT("loss"),    CLI_OPT("reduction"),  CLI_OPT("optimizer"), CLI_OPT("steps"),
-                      CLI_OPT("batch-size"), CLI_OPT("shuffle-seed"), CLI_FLAG("progress"), CLI_FLAG("plain")};
+                      CLI_OPT("batch-size"), CLI_OPT("shuffle-seed"), CLI_FLAG("progress"), CLI_FLAG("plain"),
+                      CLI_FLAG("debug-nans")};
     const char *pos[1];
     int npos;
     bool help;
@@ -66,6 +77,8 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "linnx: --optimizer: %s\n", lx_last_error());
         return CLI_EXIT_USAGE;
     }
+    bool was_nans = optax_debug_nans();
+    optax_set_debug_nans(o[O_NANS].seen);
     tc_data d;
     int rc = tc_data_load(&o[O_X], &o[O_XS], &o[O_Y], &o[O_YS], &o[O_DATA], &loss, &d);
     if (rc) {
@@ -100,14 +113,15 @@ int cmd_train(int argc, char **argv) {
         if (!rc && tc_model_train_step(m, xb, yb, &loss, &last) != LX_OK) rc = cli_lib_error();
         if (!rc) {
             if (bar) tc_progress_update(&prog, k + 1, last);
-            else printf("step %lld loss %.9g\n", (long long)k, last);
+            else print_step(k, last);
         }
         lx_pool_close(mark);
     }
     tc_progress_end(&prog);
-    if (!rc && bar && steps > 0) printf("step %lld loss %.9g\n", (long long)(steps - 1), last);
+    if (!rc && bar && steps > 0) print_step(steps - 1, last);
     lx_batcher_free(&batcher);
     tc_model_free(m);
     tc_data_free(&d);
+    optax_set_debug_nans(was_nans);
     return rc;
 }
