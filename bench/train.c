@@ -334,10 +334,14 @@ int main(int argc, char **argv) {
             /* the same ratio on one thread in process CPU time: robust to a loaded machine */
             lx_set_num_threads(1);
             double fwd1 = cpu_median(forward_only, &j, 10), vag1 = cpu_median(value_and_grad_only, &j, 10);
+            double step1 = cpu_median(train_step, &j, 10);
             lx_set_num_threads(threads);
             if (!j.failed) {
                 report("mlp_train", step, torch, ntorch);
-                printf("mlp_train backward_over_forward_1thread_cpu %.3f\n", (vag1 - fwd1) / fwd1);
+                printf("mlp_train forward_1thread_cpu_ms %.4f\nmlp_train value_and_grad_1thread_cpu_ms %.4f\n"
+                       "mlp_train backward_over_forward_1thread_cpu %.3f\n",
+                       fwd1 * 1e3, vag1 * 1e3, (vag1 - fwd1) / fwd1);
+                printf("mlp_train step_1thread_cpu_ms %.4f\n", step1 * 1e3);
                 printf("mlp_train forward_ms %.4f\nmlp_train value_and_grad_ms %.4f\nmlp_train backward_over_forward %.3f\n",
                        fwd * 1e3, vag * 1e3, (vag - fwd) / fwd);
                 train_step(&j); /* steady state: count one more step's allocations */
