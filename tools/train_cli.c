@@ -158,9 +158,10 @@ static int array_arg(const char *name, const cli_opt *vals, const cli_opt *shape
     for (int64_t i = 0; i < n; i++) {
         if (ints) {
             if (v[i] != floor(v[i]) || fabs(v[i]) > 2147483647.0) {
+                double bad = v[i];
                 lx_release(a);
                 free(v);
-                return cli_error("--%s: %.9g is not an integer label", name, v[i]);
+                return cli_error("--%s: %.9g is not an integer label", name, bad);
             }
             lx_i32(a)[i] = (int32_t)v[i];
         } else {
