@@ -9,6 +9,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 threads=${LX_THREADS:-2}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
+# bench_train compares against ../shared/peers/torch_peer.py (the workloads' PyTorch peer)
+export LINNX_TORCH_PEER=${LINNX_TORCH_PEER:-$root/../shared/peers/torch_peer.py}
 for b in "$build"/bench_*; do
   [ -x "$b" ] || continue
   echo "# $(basename "$b")"

@@ -27,5 +27,9 @@
 #include "linnx/init.h"
 #include "linnx/checkpoint.h"
 #include "linnx/autodiff.h"
+#include "linnx/optax.h"
+#include "linnx/losses.h"
+#include "linnx/metrics.h"
+#include "linnx/train.h"
 
 #endif
