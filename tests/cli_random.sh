@@ -9,6 +9,8 @@ fixture=$here/fixtures/cli_random.txt
 . "$here/lib_cli.sh"
 
 check_fixture "$fixture"
+# permutation and randint (scripts/gen_perm_fixtures.py)
+check_fixture "$here/fixtures/cli_random_perm.txt"
 
 expect_usage_error "unknown command" frobnicate
 expect_usage_error "exactly one of --seed" key
@@ -30,6 +32,12 @@ expect_usage_error "negative dimension" random normal --seed 0 --shape 3,-1
 expect_usage_error "does not apply to normal" random normal --seed 0 --shape 3 --p 0.5
 expect_usage_error "does not apply to bits" random bits --seed 0 --shape 3 --minval 1
 expect_usage_error "not a number" random uniform --seed 0 --shape 3 --minval x
+expect_usage_error "--n is required" random permutation --seed 0
+expect_usage_error "does not apply to permutation" random permutation --seed 0 --n 3 --shape 3
+expect_usage_error "outside 0..67108864" random permutation --seed 0 --n -1
+expect_usage_error "--maxval is required" random randint --seed 0 --shape 3 --minval 0
+expect_usage_error "outside the int32 range" random randint --seed 0 --shape 3 --minval 0 --maxval 2147483648
+expect_usage_error "not an integer" random randint --seed 0 --shape 3 --minval 0.5 --maxval 3
 expect_usage_error "unknown initializer 'lecun'" init lecun --seed 0 --shape 4,8
 expect_usage_error "invalid mode for variance scaling initializer: fan_sum" init variance_scaling --seed 0 --shape 4,8 --scale 1 --mode fan_sum --distribution normal
 expect_usage_error "invalid distribution for variance scaling initializer: cauchy" init variance_scaling --seed 0 --shape 4,8 --scale 1 --mode fan_in --distribution cauchy

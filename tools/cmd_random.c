@@ -94,15 +94,25 @@ int cmd_key(int argc, char **argv) {
 
 /* ------------------------------------------------------------------ random */
 
-enum { R_SEED, R_KEY, R_X64, R_SHAPE, R_LEGACY, R_MIN, R_MAX, R_LOWER, R_UPPER, R_P, R_N };
+enum { R_SEED, R_KEY, R_X64, R_SHAPE, R_LEGACY, R_MIN, R_MAX, R_LOWER, R_UPPER, R_P, R_NUM, R_N };
 
 static const char RANDOM_USAGE[] =
-    "usage: linnx random bits|uniform|normal|truncated_normal|bernoulli\n"
+    "usage: linnx random bits|uniform|normal|truncated_normal|bernoulli|randint\n"
     "                    (--seed S [--x64] | --key K0,K1) --shape D0,D1,... [--legacy]\n"
     "                    [--minval A --maxval B] [--lower L --upper U] [--p P]\n"
+    "       linnx random permutation (--seed S [--x64] | --key K0,K1) --n N [--legacy]\n"
     "Row-major values, %.9g for floats, 0/1 for bernoulli; ndim >= 2 prints one line per row of\n"
     "the last axis. --shape '' is a scalar. --legacy uses the pre-JAX-0.5 bit layout.\n"
-    "Defaults: --minval 0 --maxval 1, --lower -2 --upper 2, --p 0.5.\n";
+    "Defaults: --minval 0 --maxval 1, --lower -2 --upper 2, --p 0.5. randint (int32) needs\n"
+    "integer --minval and --maxval; permutation prints jax.random.permutation(key, N).\n";
+
+static int opt_int32(const cli_opt *o, int64_t *out) {
+    if (!o->seen) return cli_error("randint: --%s is required", o->name);
+    if (cli_i64(o->name, o->value, out)) return CLI_EXIT_USAGE;
+    if (*out < INT32_MIN || *out > INT32_MAX)
+        return cli_error("--%s: %lld is outside the int32 range", o->name, (long long)*out);
+    return 0;
+}
 
 static int opt_float(const cli_opt *o, double dflt, float *out) {
     double v = dflt;
@@ -114,7 +124,7 @@ static int opt_float(const cli_opt *o, double dflt, float *out) {
 int cmd_random(int argc, char **argv) {
     cli_opt o[R_N] = {CLI_OPT("seed"),   CLI_OPT("key"),    CLI_FLAG("x64"),  CLI_OPT("shape"),
                       CLI_FLAG("legacy"), CLI_OPT("minval"), CLI_OPT("maxval"), CLI_OPT("lower"),
-                      CLI_OPT("upper"),  CLI_OPT("p")};
+                      CLI_OPT("upper"),  CLI_OPT("p"),      CLI_OPT("n")};
     const char *pos[1];
     int npos;
     bool help;
@@ -123,21 +133,37 @@ int cmd_random(int argc, char **argv) {
         fputs(RANDOM_USAGE, stdout);
         return 0;
     }
-    if (npos != 1) return cli_error("random: which sampler? (bits|uniform|normal|truncated_normal|bernoulli)");
+    if (npos != 1)
+        return cli_error("random: which sampler? (bits|uniform|normal|truncated_normal|bernoulli|randint|permutation)");
     const char *kind = pos[0];
     static const char *const common[] = {"seed", "key", "x64", "shape", "legacy", NULL};
     static const char *const with_uniform[] = {"seed", "key", "x64", "shape", "legacy", "minval", "maxval", NULL};
     static const char *const with_trunc[] = {"seed", "key", "x64", "shape", "legacy", "lower", "upper", NULL};
     static const char *const with_p[] = {"seed", "key", "x64", "shape", "legacy", "p", NULL};
+    static const char *const with_n[] = {"seed", "key", "x64", "legacy", "n", NULL};
     const char *const *allowed;
     if (!strcmp(kind, "bits") || !strcmp(kind, "normal")) allowed = common;
     else if (!strcmp(kind, "uniform")) allowed = with_uniform;
     else if (!strcmp(kind, "truncated_normal")) allowed = with_trunc;
     else if (!strcmp(kind, "bernoulli")) allowed = with_p;
-    else return cli_error("random: unknown sampler '%s' (bits|uniform|normal|truncated_normal|bernoulli)", kind);
+    else if (!strcmp(kind, "randint")) allowed = with_uniform;
+    else if (!strcmp(kind, "permutation")) allowed = with_n;
+    else
+        return cli_error("random: unknown sampler '%s' (bits|uniform|normal|truncated_normal|bernoulli|randint|"
+                         "permutation)", kind);
     if (only_options(kind, o, R_N, allowed)) return CLI_EXIT_USAGE;
     lx_key key;
     if (cli_key(&o[R_SEED], &o[R_KEY], &o[R_X64], &key)) return CLI_EXIT_USAGE;
+    if (!strcmp(kind, "permutation")) {
+        int64_t n;
+        if (!o[R_NUM].seen) return cli_error("random permutation: --n is required");
+        if (cli_i64("n", o[R_NUM].value, &n)) return CLI_EXIT_USAGE;
+        if (n < 0 || n > (1 << 26)) return cli_error("--n: %lld is outside 0..67108864", (long long)n);
+        lx_random_set_legacy(o[R_LEGACY].seen);
+        lx_array *pa = lx_random_permutation(key, n);
+        if (!pa) return cli_lib_error();
+        return cli_print_array(pa);
+    }
     if (!o[R_SHAPE].seen) return cli_error("random: --shape is required ('' for a scalar)");
     int64_t shape[LX_MAX_DIMS];
     int ndim;
@@ -150,6 +176,10 @@ int cmd_random(int argc, char **argv) {
     } else if (!strcmp(kind, "uniform")) {
         if (opt_float(&o[R_MIN], 0.0, &x) || opt_float(&o[R_MAX], 1.0, &y)) return CLI_EXIT_USAGE;
         a = lx_random_uniform(key, ndim, shape, x, y);
+    } else if (!strcmp(kind, "randint")) {
+        int64_t lo, hi;
+        if (opt_int32(&o[R_MIN], &lo) || opt_int32(&o[R_MAX], &hi)) return CLI_EXIT_USAGE;
+        a = lx_random_randint(key, ndim, shape, lo, hi);
     } else if (!strcmp(kind, "normal")) {
         a = lx_random_normal(key, ndim, shape);
     } else if (!strcmp(kind, "truncated_normal")) {

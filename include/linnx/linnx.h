@@ -26,5 +26,9 @@
 #include "linnx/random.h"
 #include "linnx/init.h"
 #include "linnx/autodiff.h"
+#include "linnx/optax.h"
+#include "linnx/losses.h"
+#include "linnx/metrics.h"
+#include "linnx/train.h"
 
 #endif

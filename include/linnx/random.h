@@ -73,6 +73,23 @@ lx_array *lx_random_truncated_normal(lx_key key, float lower, float upper, int n
                                      const int64_t *shape);                       /* float32 */
 lx_array *lx_random_bernoulli(lx_key key, float p, int ndim, const int64_t *shape); /* bool */
 
+/* ---- permutation and randint (src/core/random_perm.c; spec/jax-random.md §3.4) ---- */
+/* jax.random.permutation(key, n): arange(n) as int32, shuffled by JAX's sort-based shuffle
+ * (lx_random_shuffle_rounds(n) rounds of split + random_bits + stable sort), so a key gives the
+ * permutation JAX gives. Honors the bit-generation scheme switch. n < 2^31. */
+lx_status lx_random_permutation_into(lx_key key, int64_t n, int32_t *out);
+lx_array *lx_random_permutation(lx_key key, int64_t n); /* int32[n], pool-owned */
+/* JAX's _shuffle on caller values: x[0..n) is permuted in place exactly as permutation(key, x)
+ * permutes a 1-D array. */
+lx_status lx_random_shuffle_i32(lx_key key, int64_t n, int32_t *x);
+/* ceil(3 ln(max(1, n)) / ln(2^32 - 1)): 1 round for 2..1625 elements, 2 up to ~2.6 million. */
+int lx_random_shuffle_rounds(int64_t n);
+/* jax.random.randint(key, shape, minval, maxval) with dtype int32: values in [minval, maxval),
+ * all minval when maxval <= minval. minval and maxval must fit int32 (JAX's x32 mode). */
+lx_status lx_random_randint_into(lx_key key, int64_t n, int64_t minval, int64_t maxval, int32_t *out);
+lx_array *lx_random_randint(lx_key key, int ndim, const int64_t *shape, int64_t minval,
+                            int64_t maxval); /* int32, pool-owned */
+
 /* ---- XLA:CPU float32 special functions (spec/jax-random.md §4) ---- */
 float lx_erf_inv_f32(float x); /* Giles' approximation, fma Horner, correctly rounded log1p */
 float lx_erf_f32(float x);     /* Eigen's rational approximation with explicit fma */

@@ -1,0 +1,129 @@
+/* Internal to src/train/optax_*.c: the flat leaf view a transformation works on, the
+ * transformation record, and the state helpers that check a state against the params. */
+#ifndef LINNX_OPTAX_INTERNAL_H
+#define LINNX_OPTAX_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "linnx/optax.h"
+#include "linnx/tree.h"
+
+/* The params (or, without params, the gradients) flattened once per update: leaf i has a path,
+ * a reference array (its shape), the param array (NULL without params) and whether the current
+ * mask selects it. `order` lists the leaves in optax's order (keys sorted at every level, JAX's
+ * pytree flatten order): reductions over leaves and NaN reports follow it. */
+typedef struct lx_leaves {
+    int n;
+    char **paths;
+    lx_array **ref;    /* borrowed: shape and dtype of each leaf */
+    lx_array **params; /* borrowed, NULL entries when update got no params */
+    bool *active;
+    int *order;
+    bool have_params;
+} lx_leaves;
+
+typedef struct lx_tx_ops {
+    const char *name;
+    /* Fill `state` (a new empty map) for the active leaves. */
+    lx_status (*init)(const optax_tx *tx, const lx_leaves *lv, lx_tree *state);
+    /* Replace u[i] (owned references, active leaves only) and fill `new_state` (a new empty map)
+     * from `state`; `spath` is the state's path for messages ("0/mu" ...). */
+    lx_status (*update)(const optax_tx *tx, const lx_leaves *lv, lx_array **u, const lx_tree *state,
+                        const char *spath, lx_tree *new_state);
+} lx_tx_ops;
+
+enum { LX_TX_MAX_HP = 8 };
+
+struct optax_tx {
+    const lx_tx_ops *ops;
+    int refcount;
+    double p[6];        /* numeric hyperparameters, per transformation */
+    float f[6];         /* their float32 forms as optax's arithmetic sees them */
+    int64_t i[3];
+    bool flag[3];
+    lx_dtype dtype;     /* mu / accumulator dtype (OPTAX_DTYPE_DEFAULT = the params') */
+    optax_schedule *sched;
+    optax_mask mask;
+    int n;
+    optax_tx **subs;
+    /* inject_hyperparams */
+    char *alias;
+    int nhp;
+    char *hp_names[LX_TX_MAX_HP];
+    double hp_values[LX_TX_MAX_HP];
+    optax_schedule *hp_scheds[LX_TX_MAX_HP];
+    bool hp_given[LX_TX_MAX_HP];
+};
+
+optax_tx *lx_tx_alloc(const lx_tx_ops *ops);
+
+/* float32(1 - b) the way optax's arithmetic forms it: 1 - b in double, rounded once, for a Python
+ * float hyperparameter; 1.0f - f32(b) for a float32 array one (inject_hyperparams). */
+float lx_optax_one_minus(double b);
+/* Set while inject_hyperparams builds its inner transformation (thread-local). */
+void lx_optax_set_strong_hparams(bool on);
+
+/* Runs tx's update with `lv` (used by chain, masked and inject to run their children). */
+lx_status lx_tx_run_update(const optax_tx *tx, const lx_leaves *lv, lx_array **u, const lx_tree *state,
+                           const char *spath, lx_tree **new_state);
+lx_status lx_tx_run_init(const optax_tx *tx, const lx_leaves *lv, lx_tree **state);
+
+/* ---- state helpers ---- */
+/* state[field] must be an int32 scalar. */
+lx_status lx_state_get_count(const lx_tree *state, const char *field, const char *spath, int32_t *out);
+lx_status lx_state_put_count(lx_tree *state, const char *field, int32_t count);
+int32_t lx_safe_increment(int32_t c);
+/* state[field] must be a tree with an array of leaf i's shape at path i for every active leaf,
+ * and nothing else (MaskedNode {} at the inactive ones allowed); arrays out[i] are borrowed. */
+lx_status lx_state_get_moment(const lx_tree *state, const char *field, const char *spath,
+                              const lx_leaves *lv, lx_array **out);
+/* The same with an expected shape per leaf (Adafactor's factored rows and columns). */
+typedef struct lx_shape_want {
+    int ndim;
+    int64_t shape[LX_MAX_DIMS];
+} lx_shape_want;
+lx_status lx_state_get_moment_shaped(const lx_tree *state, const char *field, const char *spath,
+                                     const lx_leaves *lv, const lx_shape_want *want, lx_array **out);
+/* state[field] = a tree holding arrs[i] (stolen) at the active leaves' paths, {} at the others. */
+lx_status lx_state_put_moment(lx_tree *state, const char *field, const lx_leaves *lv, lx_array **arrs);
+/* New zero (or `fill`) arrays shaped like the active leaves, in `dtype` (DEFAULT = leaf dtype). */
+lx_status lx_state_put_full(lx_tree *state, const char *field, const lx_leaves *lv, lx_dtype dtype,
+                            float fill);
+
+/* ---- leaf arithmetic helpers ---- */
+/* A new float32 array shaped like a (from the thread's buffer cache when one fits). */
+lx_array *lx_optax_new_f32(const lx_array *a);
+/* Give back a reference: cached for reuse when it is the last one and owns float32 data,
+ * released otherwise. */
+void lx_optax_recycle(lx_array *a);
+/* Release a tree, recycling its arrays (Variable values included) that nobody else holds. */
+void lx_optax_recycle_tree(lx_tree *t);
+/* Element i of a float32 or bfloat16 array, as float (inline: the optimizer loops call it per
+ * element). */
+static inline float lx_optax_get(const lx_array *a, int64_t i) {
+    if (a->dtype == LX_F32) return ((const float *)a->data)[i];
+    uint32_t b = (uint32_t)((const uint16_t *)a->data)[i] << 16;
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+/* Round a float32 value to bfloat16 (nearest even) and back. */
+static inline float lx_optax_round_bf16(float x) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    if ((b & 0x7fffffffu) > 0x7f800000u) b |= 0x00400000u; /* quiet NaN */
+    else b += 0x7fffu + ((b >> 16) & 1u);
+    b &= 0xffff0000u;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+/* A copy of a float32 array stored in dtype (F32: retained as is). Owned. */
+lx_array *lx_optax_store(lx_array *a, lx_dtype dtype);
+/* Sum of squares of a (float32 or bf16), accumulated in double and rounded to float32. */
+float lx_optax_sumsq(const lx_array *a);
+
+extern const char LX_NO_PARAMS_MSG[];
+
+#endif
