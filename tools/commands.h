@@ -6,3 +6,5 @@ LINNX_COMMAND(random, cmd_random, "sample bits|uniform|normal|truncated_normal|b
 LINNX_COMMAND(init, cmd_init, "run a Flax initializer (lecun_normal, variance_scaling, ...)")
 LINNX_COMMAND(params, cmd_params, "print the variables a module (SPEC like 'linen.Dense(8)') gets at init")
 LINNX_COMMAND(example, cmd_example, "run a bridge worked example (nnx-inside-linen, linen-inside-nnx), print its output")
+LINNX_COMMAND(sample, cmd_sample, "generate text with the showcase llama2-style decoder (KV cache; greedy/temperature/top-k)")
+LINNX_COMMAND(train-lm, cmd_train_lm, "the showcase decoder's training run on bytes of text: data, baselines, progress, loss curve")
