@@ -8,3 +8,5 @@ LINNX_COMMAND(params, cmd_params, "print the variables a module (SPEC like 'line
 LINNX_COMMAND(example, cmd_example, "run a bridge worked example (nnx-inside-linen, linen-inside-nnx), print its output")
 LINNX_COMMAND(sample, cmd_sample, "generate text with the showcase llama2-style decoder (KV cache; greedy/temperature/top-k)")
 LINNX_COMMAND(train-lm, cmd_train_lm, "the showcase decoder's training run on bytes of text: data, baselines, progress, loss curve")
+LINNX_COMMAND(inspect, cmd_inspect, "print a checkpoint (Flax msgpack or safetensors) as a table")
+LINNX_COMMAND(convert, cmd_convert, "convert a checkpoint between msgpack/safetensors and Linen/NNX/MaxText layouts")

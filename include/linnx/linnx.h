@@ -30,5 +30,6 @@
 #include "linnx/losses.h"
 #include "linnx/metrics.h"
 #include "linnx/train.h"
+#include "linnx/checkpoint.h"
 
 #endif
