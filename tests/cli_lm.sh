@@ -71,6 +71,10 @@ s2=$("$bin" sample "$cli_tmp/ckA/checkpoint_6.msgpack" --prompt "This License " 
 if [ -n "$greedy" ] && [ "$s1" == "$greedy" ] && [ "$s2" == "$greedy" ]; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: sample CHECKPOINT: '$s1' / '$s2', the run's greedy sample '$greedy'"; fi
 expect_usage_error "emb_dim is 16 in the checkpoint, 32 in this model" sample "$cli_tmp/ckA" --emb 32
+# trained on 16 positions, sampled over 40 (RoPE has no learned positions); the first 4 bytes agree
+s3=$("$bin" sample "$cli_tmp/ckA" --prompt "This License " --tokens 20 --temperature 0 --seq-len 40 2>&1); rc=$?
+if [ $rc -eq 0 ] && [ -n "$greedy" ] && [[ $s3 == "$greedy"* ]] && [ "$s3" != "$greedy" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: sample --seq-len 40: exit $rc, '$s3'"; fi
 err=$("$bin" sample "$cli_tmp/nothing" 2>&1 >/dev/null); rc=$?
 if [ $rc -eq 1 ] && [[ $err == *"$cli_tmp/nothing: cannot read: No such file or directory"* ]]; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: sample missing checkpoint: exit $rc, '$err'"; fi

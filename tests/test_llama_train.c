@@ -282,6 +282,16 @@ static void test_resume_equal(void) {
                 "a model of another size: emb_dim is 16 in the checkpoint, 32 in this model");
     CHECK_EQ_INT(llama_trainer_step_count(tw), 0);
     CHECK_FAILS(llama_model_load_checkpoint(w, back), LX_ERR_SHAPE, "emb_dim is 16 in the checkpoint");
+    /* a longer max_target_length samples from the same parameters; training on needs the same */
+    llama_config c3 = c;
+    c3.max_target_length = 32;
+    llama_model *longer = model(LLAMA_NNX_TOP, 0, &c3);
+    CHECK_EQ_INT(llama_model_load_checkpoint(longer, back), LX_OK);
+    llama_trainer *tl = NULL;
+    CHECK_EQ_INT(llama_trainer_new(longer, &o, &tl), LX_OK);
+    CHECK_FAILS(llama_trainer_load_state(tl, back), LX_ERR_SHAPE, "max_target_length is 16 in the checkpoint, 32 in this model");
+    llama_trainer_free(tl);
+    llama_model_free(longer);
     /* a checkpoint without its config */
     lx_tree *noconf = lx_tree_copy(back);
     CHECK_EQ_INT(lx_tree_delete(noconf, "config"), LX_OK);

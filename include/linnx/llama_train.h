@@ -67,7 +67,8 @@ lx_status llama_trainer_load_state(llama_trainer *t, const lx_tree *state);
 
 /* The config stored in a checkpoint tree (LX_ERR_NOT_FOUND / LX_ERR_FORMAT naming what is missing). */
 lx_status llama_checkpoint_config(const lx_tree *ckpt, llama_config *out);
-/* The checkpoint's parameters into a model of the same config (the config is checked first). */
+/* The checkpoint's parameters into a model of the same config (checked first; max_target_length
+ * may differ: it sizes no parameter, so a model can sample longer sequences than it trained on). */
 lx_status llama_model_load_checkpoint(llama_model *m, const lx_tree *ckpt);
 
 #ifdef __cplusplus

@@ -238,8 +238,9 @@ lx_status llama_checkpoint_config(const lx_tree *ckpt, llama_config *out) {
     return LX_OK;
 }
 
-/* The stored config must equal the model's (cache_batch aside). */
-static lx_status check_config(const llama_config *model, const lx_tree *ckpt) {
+/* The stored config must equal the model's (cache_batch aside; max_target_length too unless
+ * `same_len`: it sizes no parameter, so a model may sample longer than it was trained). */
+static lx_status check_config(const llama_config *model, const lx_tree *ckpt, bool same_len) {
     llama_config c;
     LX_TRY(llama_checkpoint_config(ckpt, &c));
     llama_config a = *model, b = c;
@@ -248,7 +249,7 @@ static lx_status check_config(const llama_config *model, const lx_tree *ckpt) {
     config_fields(&a, ia, fa);
     config_fields(&b, ib, fb);
     for (int i = 0; i < NI - 1; i++)
-        if (*ia[i] != *ib[i])
+        if (*ia[i] != *ib[i] && (same_len || ia[i] != &a.max_target_length))
             return lx_fail(LX_ERR_SHAPE, "llama checkpoint: a model of another size: %s is %lld in the checkpoint, %lld in this model",
                            INT_NAMES[i], (long long)*ib[i], (long long)*ia[i]);
     for (int i = 0; i < NF; i++)
@@ -287,7 +288,7 @@ static const lx_tree *ckpt_params(const lx_tree *ckpt) {
 
 lx_status llama_model_load_checkpoint(llama_model *m, const lx_tree *ckpt) {
     if (!m || !ckpt) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_model_load_checkpoint: NULL argument");
-    LX_TRY(check_config(llama_model_config(m), ckpt));
+    LX_TRY(check_config(llama_model_config(m), ckpt, false));
     const lx_tree *p = ckpt_params(ckpt);
     if (!p) return lx_fail(LX_ERR_NOT_FOUND, "llama checkpoint: no params/params map");
     /* restore into the model's own structure: boxes / Variables with the stored arrays */
@@ -304,7 +305,7 @@ lx_status llama_model_load_checkpoint(llama_model *m, const lx_tree *ckpt) {
 
 lx_status llama_trainer_load_state(llama_trainer *t, const lx_tree *ckpt) {
     if (!t || !ckpt) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_trainer_load_state: NULL argument");
-    LX_TRY(check_config(llama_model_config(t->m), ckpt));
+    LX_TRY(check_config(llama_model_config(t->m), ckpt, true));
     const lx_value *sv = lx_tree_get(ckpt, "step"), *ov = lx_tree_get(ckpt, "opt_state");
     if (!sv || sv->kind != LX_V_INT || sv->u.i < 0)
         return lx_fail(LX_ERR_FORMAT, "llama checkpoint: 'step' is missing or not a non-negative integer");
