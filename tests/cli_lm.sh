@@ -84,6 +84,10 @@ expect_usage_error "already holds checkpoints (latest step 6); pass --resume" \
     train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --checkpoint-dir "$cli_tmp/ckA"
 expect_usage_error "checkpoint_6.msgpack: llama checkpoint: a model of another size: emb_dim is 16 in the checkpoint, 32 in this model" \
     train-lm --data "$d" --heldout "$d/text3" --emb 32 --layers 1 --heads 2 --kv-heads 1 --head-dim 8 --mlp 32 --seq-len 16 --batch 2 --steps 8 --resume --checkpoint-dir "$cli_tmp/ckA"
+expect_usage_error "--resume: the run in $cli_tmp/ckA was started with --steps 6 (its schedule depends on it), not 9" \
+    train-lm --data "$d" --heldout "$d/text3" $tiny --steps 9 --resume --checkpoint-dir "$cli_tmp/ckA"
+expect_usage_error "--resume: the run in $cli_tmp/ckA was started with --lr 0.01 --warmup-frac 0.1, not 0.02 and 0.1" \
+    train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --lr 0.02 --resume --checkpoint-dir "$cli_tmp/ckA"
 if [ "$(cat "$cli_tmp/ckA"/* | cksum)" == "$sum" ]; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: a failed train-lm changed $cli_tmp/ckA"; fi
 # --resume continues exactly: 3 steps, stop, resume to 6 gives the uninterrupted run's losses

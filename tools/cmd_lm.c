@@ -276,8 +276,17 @@ static lx_array *f32_of(const double *v, int64_t n) {
     return a;
 }
 
-static lx_status history_put(const history *h, lx_tree *root) {
-    lx_tree *t = lx_tree_new();
+static lx_status history_put(const history *h, lx_tree *root, int64_t steps, double lr, double warmup) {
+    lx_tree *t = lx_tree_new(), *r = lx_tree_new();
+    lx_status sr = r ? lx_tree_set(r, "steps", lx_int_v(steps)) : lx_last_status();
+    if (sr == LX_OK) sr = lx_tree_set(r, "learning_rate", lx_float_v(lr));
+    if (sr == LX_OK) sr = lx_tree_set(r, "warmup_fraction", lx_float_v(warmup));
+    if (sr == LX_OK) sr = lx_tree_set(root, "run", lx_tree_v(r));
+    lx_tree_release(r);
+    if (sr != LX_OK) {
+        lx_tree_release(t);
+        return sr;
+    }
     lx_array *a[3] = {f32_of(h->ys, h->nt), f32_of(h->ex, h->ne), f32_of(h->ey, h->ne)};
     static const char *names[3] = {"train_loss", "eval_step", "eval_loss"};
     lx_status st = t && a[0] && a[1] && a[2] ? LX_OK : lx_last_status();
@@ -459,6 +468,20 @@ int cmd_train_lm(int argc, char **argv) {
         error_prefix(resume_name);
         rc = cli_lib_error();
     }
+    if (!rc && resume) {
+        /* the schedule depends on the run's length, peak and warmup: a resume must repeat them */
+        const lx_value *run = lx_tree_get(resume, "run");
+        const lx_value *rs = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "steps") : NULL;
+        const lx_value *rl = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "learning_rate") : NULL;
+        const lx_value *rw = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "warmup_fraction") : NULL;
+        if (rs && rs->kind == LX_V_INT && rs->u.i != steps)
+            rc = cli_error("train-lm: --resume: the run in %s was started with --steps %lld (its schedule depends on it), "
+                           "not %lld", ckpt, (long long)rs->u.i, (long long)steps);
+        else if ((rl && rl->kind == LX_V_FLOAT && rl->u.f != lr) || (rw && rw->kind == LX_V_FLOAT && rw->u.f != warmup))
+            rc = cli_error("train-lm: --resume: the run in %s was started with --lr %g --warmup-frac %g, not %g and %g",
+                           ckpt, rl && rl->kind == LX_V_FLOAT ? rl->u.f : lr, rw && rw->kind == LX_V_FLOAT ? rw->u.f : warmup,
+                           lr, warmup);
+    }
     if (!rc) {
         printf("model: %s top, %lld parameters (emb %lld, %lld layers, %lld/%lld heads of %lld, mlp %lld, seq %lld)\n",
                style == LLAMA_LINEN_TOP ? "Linen" : "NNX", (long long)llama_param_count(&c), (long long)c.emb_dim,
@@ -562,7 +585,7 @@ int cmd_train_lm(int argc, char **argv) {
         lx_tree *state = NULL, *back = NULL;
         char path[4096];
         snprintf(path, sizeof path, "%s/checkpoint_%lld.msgpack", ckpt, (long long)last);
-        if (llama_trainer_state(tr, &state) != LX_OK || history_put(&h, state) != LX_OK ||
+        if (llama_trainer_state(tr, &state) != LX_OK || history_put(&h, state, steps, lr, warmup) != LX_OK ||
             lx_ckpt_manager_save(&mgr, last, state) != LX_OK)
             rc = cli_lib_error();
         lx_tree_release(state);
