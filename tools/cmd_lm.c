@@ -497,7 +497,7 @@ int cmd_train_lm(int argc, char **argv) {
     lx_key sample_key = lx_key_fold_in(lx_key_from_seed(seed), 2);
     history h = {0};
     h.cap_t = steps + 1;
-    h.cap_e = steps / eval_every + 3;
+    h.cap_e = steps + 2; /* an evaluation at most per step (and the initial one), a resumed history included */
     h.xs = calloc((size_t)h.cap_t, sizeof(double));
     h.ys = calloc((size_t)h.cap_t, sizeof(double));
     h.ex = calloc((size_t)h.cap_e, sizeof(double));
@@ -546,7 +546,7 @@ int cmd_train_lm(int argc, char **argv) {
             if (!rc && (s % eval_every == 0 || s == steps)) {
                 double hl = heldout_loss(m, &d, batch, len + 1, eval_batches);
                 if (isnan(hl)) rc = cli_lib_error();
-                else {
+                else if (h.ne < h.cap_e) {
                     h.ex[h.ne] = (double)s;
                     h.ey[h.ne++] = hl;
                     progress_note(&pg, "step %lld: held-out loss %.4f (unigram entropy %.4f)", (long long)s, hl, entropy);
