@@ -836,6 +836,51 @@ static void test_from_string(void) {
     CHECK_EQ_INT(lx_array_live_count(), live);
 }
 
+static size_t n_allocs;
+static void count_alloc(size_t nbytes, void *user) { n_allocs++; }
+
+/* optax_step in a loop: from the second step on no array data is allocated; the cache gives its
+ * buffers back with optax_release_buffers (the live-array count returns to where it was). */
+static void test_step_buffers(void) {
+    optax_release_buffers(); /* earlier tests' steps left buffers in the cache */
+    int64_t live0 = lx_array_live_count();
+    float pv[NP] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    lx_tree *params = make_params(pv), *grads = make_params(pv), *state = NULL;
+    optax_tx *tx = optax_chain(2, (optax_tx *[]){optax_clip_by_global_norm(1.0), optax_adamw(OPTAX_CONST(0.1), NULL)});
+    CHECK(optax_init(tx, params, &state) == LX_OK);
+    size_t per[4];
+    for (int i = 0; i < 4; i++) {
+        n_allocs = 0;
+        lx_set_alloc_hook(count_alloc, NULL);
+        CHECK(optax_step(tx, grads, &params, &state) == LX_OK);
+        lx_set_alloc_hook(NULL, NULL);
+        per[i] = n_allocs;
+    }
+    LX_TEST_REPORT_(per[1] == 0 && per[2] == 0 && per[3] == 0, "optax_step allocates %zu, %zu, %zu, %zu arrays",
+                    per[0], per[1], per[2], per[3]);
+    /* a recycled buffer never aliases a live leaf: every leaf of params and state is distinct */
+    lx_flat f = {0};
+    lx_tree *both = lx_tree_new();
+    lx_tree_set(both, "p", lx_tree_v(params));
+    lx_tree_set(both, "s", lx_tree_v(state));
+    lx_tree_flatten(both, &f);
+    int dup = 0;
+    for (size_t i = 0; i < f.len; i++)
+        for (size_t j = i + 1; j < f.len; j++)
+            dup += f.items[i].value.kind == LX_V_ARRAY && f.items[j].value.kind == LX_V_ARRAY &&
+                   f.items[i].value.u.array == f.items[j].value.u.array;
+    CHECK_EQ_INT(dup, 0);
+    lx_flat_free(&f);
+    lx_tree_release(both);
+    lx_tree_release(params);
+    lx_tree_release(grads);
+    lx_tree_release(state);
+    optax_tx_release(tx);
+    CHECK(lx_array_live_count() > live0); /* the cache holds the last step's buffers */
+    optax_release_buffers();
+    CHECK_EQ_INT(lx_array_live_count(), live0);
+}
+
 int main(void) {
     RUN(test_docstring_adam);
     RUN(test_docstring_adamw);
@@ -856,5 +901,6 @@ int main(void) {
     RUN(test_errors);
     RUN(test_apply_updates_kinds);
     RUN(test_from_string);
+    RUN(test_step_buffers);
     return lx_test_finish();
 }

@@ -338,9 +338,69 @@ static void test_batcher(void) {
     CHECK_FAILS(lx_batcher_init(&b, 10, 0, false), LX_ERR_INVALID_ARGUMENT, "batch_size must be positive");
 }
 
+
+/* ------------------------------------------------------------------ steady state */
+
+static size_t n_allocs;
+static void count_alloc(size_t nbytes, void *user) { n_allocs++; }
+
+/* After the first steps, a training step allocates no array data (issue 14 §5): outputs come from
+ * the buffers the previous step gave back. */
+static void test_no_allocations(void) {
+    model2 *m = new_model();
+    if (!m) return;
+    lx_array *xa = lx_random_normal(lx_key_from_seed(0), 2, (const int64_t[]){1, 2});
+    const nnx_filter param = NNX_OF_TYPE(&lx_Param);
+    nnx_optimizer *opt = NULL;
+    CHECK(nnx_optimizer_new(&m->base, optax_adamw(OPTAX_CONST(1e-3), NULL), &param, &opt) == LX_OK);
+    lx_tree *g = grads_tree(m, lx_f32(xa));
+    size_t per_step[4];
+    for (int i = 0; i < 4 && opt; i++) {
+        n_allocs = 0;
+        lx_set_alloc_hook(count_alloc, NULL);
+        CHECK(nnx_optimizer_update(opt, &m->base, g, NULL) == LX_OK);
+        lx_set_alloc_hook(NULL, NULL);
+        per_step[i] = n_allocs;
+    }
+    LX_TEST_REPORT_(per_step[2] == 0 && per_step[3] == 0, "nnx.Optimizer steps allocate %zu, %zu, %zu, %zu arrays",
+                    per_step[0], per_step[1], per_step[2], per_step[3]);
+    CHECK_EQ_INT(nnx_optimizer_step(opt), 4);
+    lx_tree_release(g);
+    nnx_optimizer_free(opt);
+    nnx_module_release(&m->base);
+
+    /* Linen: state = state.apply_gradients(grads), the old state freed */
+    lx_tree *params = lx_tree_new(), *grads = lx_tree_new();
+    lx_array *k = lx_array_full_f32(2, (const int64_t[]){64, 32}, 0.5f), *gk = lx_array_full_f32(2, (const int64_t[]){64, 32}, 0.1f);
+    lx_tree_set_path(params, "Dense_0/kernel", lx_array_v(k));
+    lx_tree_set_path(grads, "Dense_0/kernel", lx_array_v(gk));
+    lx_release(k);
+    lx_release(gk);
+    linen_train_state *s = NULL;
+    CHECK(linen_train_state_create(NULL, params, optax_adam(OPTAX_CONST(1e-3), NULL), &s) == LX_OK);
+    lx_tree_release(params);
+    for (int i = 0; i < 4 && s; i++) {
+        linen_train_state *n = NULL;
+        n_allocs = 0;
+        lx_set_alloc_hook(count_alloc, NULL);
+        CHECK(linen_train_state_apply_gradients(s, grads, &n) == LX_OK);
+        linen_train_state_free(s);
+        lx_set_alloc_hook(NULL, NULL);
+        per_step[i] = n_allocs;
+        s = n;
+    }
+    LX_TEST_REPORT_(per_step[2] == 0 && per_step[3] == 0, "TrainState steps allocate %zu, %zu, %zu, %zu arrays",
+                    per_step[0], per_step[1], per_step[2], per_step[3]);
+    CHECK(s && s->step == 4);
+    linen_train_state_free(s);
+    lx_tree_release(grads);
+    optax_release_buffers();
+}
+
 int main(void) {
     RUN(test_optimizer_docstring);
     RUN(test_linen_train_state);
     RUN(test_batcher);
+    RUN(test_no_allocations);
     return lx_test_finish();
 }

@@ -47,7 +47,7 @@ void progress_update(progress *p, int64_t step, double loss, int64_t tokens) {
     p->tokens += tokens;
     double now = progress_now(), el = now - p->t0;
     double rate = el > 0 ? (double)p->tokens / el : 0;
-    double eta = step > 0 ? el / (double)step * (double)(p->total - step) : -1;
+    double eta = step > p->start ? el / (double)(step - p->start) * (double)(p->total - step) : -1;
     char e[32];
     progress_fmt_duration(eta, e, sizeof e);
     bool last = step >= p->total;

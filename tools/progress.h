@@ -16,6 +16,7 @@
 typedef struct progress {
     FILE *out;
     int64_t total, every, tokens;
+    int64_t start; /* the step the run started after (0; a resumed run sets it for the ETA) */
     double t0, last_draw;
     bool tty, drawn;
 } progress;

@@ -138,6 +138,13 @@ lx_status optax_apply_updates(const lx_tree *params, const lx_tree *updates, lx_
  * *state are replaced by the new trees (the old references are released). */
 lx_status optax_step(const optax_tx *tx, const lx_tree *grads, lx_tree **params, lx_tree **state);
 
+/* Buffers: a step's outputs come from a per-thread cache of float32 buffers that earlier steps
+ * gave back (old state and params that nobody else held, once optax_step, TrainState_free or
+ * nnx.Optimizer's update replaced them), so a steady-state training step allocates no array data.
+ * optax_release_buffers frees this thread's cache (call it when training is over; it also runs
+ * at no other time). */
+void optax_release_buffers(void);
+
 /* debug_nans-style checking of gradients and updates (thread-local; off by default). */
 void optax_set_debug_nans(bool on);
 bool optax_debug_nans(void);

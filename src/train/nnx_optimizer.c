@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "linnx/train.h"
+#include "optax_internal.h"
 
 const lx_vartype lx_OptState = {"OptState", &lx_Variable};
 const lx_vartype lx_OptArray = {"OptArray", &lx_OptState};
@@ -200,8 +201,11 @@ lx_status nnx_optimizer_update(nnx_optimizer *o, nnx_module *model, const lx_tre
     if (st == LX_OK) st = pure(np, &pnp);
     /* all checks before the first write */
     if (st == LX_OK) st = copy_into(o->opt_state, ns, "Optimizer.update: optimizer state", false);
-    lx_array *next = NULL;
-    if (st == LX_OK) {
+    /* step[...] += 1: in place when only the step Variable holds its array (nobody can see the
+     * difference), else into a new array */
+    lx_array *next = NULL, *cur = lx_variable_get_value(o->step);
+    bool in_place = cur->refcount == 1 && !cur->base && cur->data;
+    if (st == LX_OK && !in_place) {
         next = lx_array_new(LX_U32, 0, NULL);
         if (!next) st = lx_last_status();
         else lx_u32(next)[0] = nnx_optimizer_step(o) + 1u;
@@ -209,15 +213,20 @@ lx_status nnx_optimizer_update(nnx_optimizer *o, nnx_module *model, const lx_tre
     if (st == LX_OK) st = nnx_update(model, 1, &pnp);
     if (st == LX_OK) {
         copy_into(o->opt_state, ns, "Optimizer.update: optimizer state", true);
-        lx_variable_set_value(o->step, next, false);
+        if (in_place) lx_u32(cur)[0] += 1u;
+        else lx_variable_set_value(o->step, next, false);
         if (updates) {
             *updates = upd;
             upd = NULL;
         }
     }
     lx_release(next);
-    lx_tree *all[] = {params, pparams, g, pstate, upd, ns, np, pnp};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lx_tree_release(all[i]);
+    lx_tree *all[] = {params, g, upd, ns, np, pnp};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lx_optax_recycle_tree(all[i]);
+    /* pparams and pstate hold the old param and state arrays: after a commit nobody else may, and
+     * they serve the next step */
+    lx_optax_recycle_tree(pparams);
+    lx_optax_recycle_tree(pstate);
     return st;
 }
 

@@ -218,30 +218,71 @@ static lx_status check_finite(const char *what, const lx_leaves *lv, lx_array *c
 
 /* ------------------------------------------------------------------ arithmetic helpers */
 
-float lx_optax_get(const lx_array *a, int64_t i) {
-    if (a->dtype == LX_F32) return lx_f32(a)[i];
-    uint32_t b = (uint32_t)((const uint16_t *)a->data)[i] << 16;
-    float f;
-    memcpy(&f, &b, sizeof f);
-    return f;
-}
+/* A per-thread cache of float32 buffers that a finished step gave back: the next step takes its
+ * outputs from it, so a steady-state optimizer step allocates no array data and touches no fresh
+ * pages. Only arrays nobody else holds (refcount 1, owning their data) enter it. */
+enum { CACHE_MAX = 4096 };
+static _Thread_local lx_array **tl_cache;
+static _Thread_local int tl_ncache;
 
-float lx_optax_round_bf16(float x) {
-    uint32_t b;
-    memcpy(&b, &x, sizeof b);
-    if ((b & 0x7fffffffu) > 0x7f800000u) {
-        b |= 0x00400000u; /* quiet NaN */
-    } else {
-        b += 0x7fffu + ((b >> 16) & 1u);
+static lx_array *cache_take(lx_dtype dtype, int ndim, const int64_t *shape, int64_t size) {
+    for (int k = tl_ncache - 1; k >= 0; k--) {
+        lx_array *c = tl_cache[k];
+        if (c->size != size || c->dtype != dtype) continue;
+        tl_cache[k] = tl_cache[--tl_ncache];
+        c->ndim = ndim;
+        memset(c->shape, 0, sizeof c->shape);
+        if (ndim) memcpy(c->shape, shape, (size_t)ndim * sizeof *shape);
+        return c;
     }
-    b &= 0xffff0000u;
-    memcpy(&x, &b, sizeof x);
-    return x;
+    return lx_array_empty(dtype, ndim, shape);
 }
 
-lx_array *lx_optax_new_f32(const lx_array *a) {
-    lx_array *r = lx_array_empty(LX_F32, a->ndim, a->shape);
-    return r;
+lx_array *lx_optax_new_f32(const lx_array *a) { return cache_take(LX_F32, a->ndim, a->shape, a->size); }
+
+void lx_optax_recycle(lx_array *a) {
+    if (!a) return;
+    if (a->refcount == 1 && !a->base && a->alloc && a->data && (a->dtype == LX_F32 || a->dtype == LX_I32) &&
+        a->size > 0) {
+        if (!tl_cache) tl_cache = malloc(CACHE_MAX * sizeof *tl_cache);
+        if (tl_cache && tl_ncache < CACHE_MAX) {
+            tl_cache[tl_ncache++] = a;
+            return;
+        }
+    }
+    lx_release(a);
+}
+
+static lx_status collect_arrays(const char *path, const lx_value *leaf, void *user, lx_value *out) {
+    lx_flat *f = user;
+    lx_array *a = leaf->kind == LX_V_ARRAY ? leaf->u.array
+                  : leaf->kind == LX_V_VARIABLE ? lx_variable_get_value(leaf->u.var)
+                                                : NULL;
+    if (a) lx_flat_append(f, path, lx_array_v(a));
+    *out = lx_none();
+    return LX_OK;
+}
+
+void lx_optax_recycle_tree(lx_tree *t) {
+    if (!t) return;
+    lx_flat f = {0};
+    lx_tree *dummy = NULL;
+    lx_tree_map(t, collect_arrays, &f, &dummy); /* retains every array leaf once */
+    lx_tree_release(dummy);
+    lx_tree_release(t);
+    for (size_t i = 0; i < f.len; i++) {
+        lx_array *a = f.items[i].value.u.array;
+        f.items[i].value = lx_none();
+        lx_optax_recycle(a);
+    }
+    lx_flat_free(&f);
+}
+
+void optax_release_buffers(void) {
+    for (int k = 0; k < tl_ncache; k++) lx_release(tl_cache[k]);
+    free(tl_cache);
+    tl_cache = NULL;
+    tl_ncache = 0;
 }
 
 lx_array *lx_optax_store(lx_array *a, lx_dtype dtype) {
@@ -289,7 +330,7 @@ lx_status lx_state_get_count(const lx_tree *state, const char *field, const char
 }
 
 lx_status lx_state_put_count(lx_tree *state, const char *field, int32_t count) {
-    lx_array *a = lx_array_new(LX_I32, 0, NULL);
+    lx_array *a = cache_take(LX_I32, 0, NULL, 1);
     if (!a) return lx_last_status();
     lx_i32(a)[0] = count;
     lx_status st = lx_tree_set(state, field, lx_array_v(a));
@@ -498,10 +539,18 @@ lx_status optax_update(const optax_tx *tx, const lx_tree *grads, const lx_tree *
     return st;
 }
 
+static void add_kernel(int64_t n, const float *restrict p, const float *restrict u, float *restrict o) {
+    for (int64_t j = 0; j < n; j++) o[j] = p[j] + u[j];
+}
+
 /* p + u in float32, rounded to p's dtype. */
 static lx_array *add_cast(const lx_array *p, const lx_array *u) {
-    lx_array *r = lx_array_empty(p->dtype, p->ndim, p->shape);
+    lx_array *r = p->dtype == LX_F32 ? lx_optax_new_f32(p) : lx_array_empty(p->dtype, p->ndim, p->shape);
     if (!r) return NULL;
+    if (p->dtype == LX_F32 && u->dtype == LX_F32) {
+        add_kernel(p->size, lx_f32(p), lx_f32(u), lx_f32(r));
+        return r;
+    }
     for (int64_t j = 0; j < p->size; j++) {
         float s = lx_optax_get(p, j) + lx_optax_get(u, j);
         if (p->dtype == LX_F32) {
@@ -570,13 +619,14 @@ lx_status optax_step(const optax_tx *tx, const lx_tree *grads, lx_tree **params,
     lx_tree *upd = NULL, *ns = NULL, *np = NULL;
     LX_TRY(optax_update(tx, grads, *state, *params, &upd, &ns));
     lx_status st = optax_apply_updates(*params, upd, &np);
-    lx_tree_release(upd);
+    lx_optax_recycle_tree(upd);
     if (st != LX_OK) {
         lx_tree_release(ns);
         return st;
     }
-    lx_tree_release(*params);
-    lx_tree_release(*state);
+    /* the old trees' buffers serve the next step when nobody else holds them */
+    lx_optax_recycle_tree(*params);
+    lx_optax_recycle_tree(*state);
     *params = np;
     *state = ns;
     return LX_OK;

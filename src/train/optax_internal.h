@@ -4,6 +4,8 @@
 #define LINNX_OPTAX_INTERNAL_H
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "linnx/optax.h"
 #include "linnx/tree.h"
@@ -91,12 +93,32 @@ lx_status lx_state_put_full(lx_tree *state, const char *field, const lx_leaves *
                             float fill);
 
 /* ---- leaf arithmetic helpers ---- */
-/* A new float32 array shaped like a. */
+/* A new float32 array shaped like a (from the thread's buffer cache when one fits). */
 lx_array *lx_optax_new_f32(const lx_array *a);
-/* Element i of a float32 or bfloat16 array, as float. */
-float lx_optax_get(const lx_array *a, int64_t i);
+/* Give back a reference: cached for reuse when it is the last one and owns float32 data,
+ * released otherwise. */
+void lx_optax_recycle(lx_array *a);
+/* Release a tree, recycling its arrays (Variable values included) that nobody else holds. */
+void lx_optax_recycle_tree(lx_tree *t);
+/* Element i of a float32 or bfloat16 array, as float (inline: the optimizer loops call it per
+ * element). */
+static inline float lx_optax_get(const lx_array *a, int64_t i) {
+    if (a->dtype == LX_F32) return ((const float *)a->data)[i];
+    uint32_t b = (uint32_t)((const uint16_t *)a->data)[i] << 16;
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
 /* Round a float32 value to bfloat16 (nearest even) and back. */
-float lx_optax_round_bf16(float x);
+static inline float lx_optax_round_bf16(float x) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    if ((b & 0x7fffffffu) > 0x7f800000u) b |= 0x00400000u; /* quiet NaN */
+    else b += 0x7fffu + ((b >> 16) & 1u);
+    b &= 0xffff0000u;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
 /* A copy of a float32 array stored in dtype (F32: retained as is). Owned. */
 lx_array *lx_optax_store(lx_array *a, lx_dtype dtype);
 /* Sum of squares of a (float32 or bf16), accumulated in double and rounded to float32. */

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "linnx/train.h"
+#include "optax_internal.h"
 
 #define OWG "_overwrite_with_gradient"
 
@@ -60,7 +61,7 @@ lx_status linen_train_state_apply_gradients(const linen_train_state *s, const lx
     lx_tree *upd = NULL, *ns = NULL, *np = NULL;
     LX_TRY(optax_update(s->tx, g, s->opt_state, p, &upd, &ns));
     lx_status st = optax_apply_updates(p, upd, &np);
-    lx_tree_release(upd);
+    lx_optax_recycle_tree(upd);
     if (st == LX_OK && owg) {
         /* the gradients of the OWG collection are written straight into the params */
         lx_tree *full = lx_tree_copy(s->params);
@@ -87,8 +88,9 @@ lx_status linen_train_state_apply_gradients(const linen_train_state *s, const lx
 
 void linen_train_state_free(linen_train_state *s) {
     if (!s) return;
-    lx_tree_release(s->params);
-    lx_tree_release(s->opt_state);
+    /* a training loop frees the previous state: its buffers serve the next step (optax.h) */
+    lx_optax_recycle_tree(s->params);
+    lx_optax_recycle_tree(s->opt_state);
     optax_tx_release(s->tx);
     free(s);
 }
