@@ -137,8 +137,8 @@ const char *nnx_attr_name(const nnx_module *m, int i);
 /* Call a method by name (NULL = "__call__"); unknown names fail with Flax's AttributeError text. */
 lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out);
 /* Call `fn` as a method of m (Flax's fn(module, *args) for an unbound method function, what
- * ToLinen's nnx_method= resolves to). Like nnx_call it runs inside m's module frame while an op
- * interceptor is registered (intercept.h); calling fn directly would skip the frame, so ops of
+ * ToLinen's nnx_method= resolves to). Like nnx_call it runs inside m's module frame (intercept.h:
+ * the path failures and interceptors see); calling fn directly would skip the frame, so ops of
  * m's children would lose m's name from their path. */
 lx_status nnx_call_fn(nnx_module *m, nnx_method_fn fn, const lx_call *call, lx_value *out);
 /* The common case: one array in, one array out (pool-owned; NULL + message on failure). */

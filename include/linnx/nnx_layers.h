@@ -5,6 +5,8 @@
  * constructor and call for C code. Attribute names, shapes, default initializers and the order
  * keys are drawn from `rngs.params()` follow Flax 0.12 (spec/jax-random.md §5.2), so a seed gives
  * Flax's parameters. The math runs on the ops of ops.h / linalg.h / nn.h that the Linen twins use.
+ * A typed call (nnx_linear_forward) runs in the layer's module frame just as nnx_call does, so a
+ * failure inside it names the layer's attribute path ("l1: dot_general: ...").
  *
  * Every parameter takes metadata (Flax's kernel_metadata=..., bias_metadata=...: a tree such as
  * nnx_sharding_metadata gives, {out_sharding: (...), mesh: ...}) that ends up in its Variable.

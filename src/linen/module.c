@@ -214,9 +214,8 @@ lx_status linen_merge_param(const char *name, const lx_value *module_attr, const
 
 lx_status linen_return_array(lx_value *out, lx_array *y) {
     if (!y) {
-        lx_status st = lx_last_status();
-        if (st == LX_OK) st = lx_fail(LX_ERR_FAILED_INPUT, "linen: a method produced no array");
-        return st;
+        return lx_error_pending() ? lx_last_status()
+                                  : lx_fail(LX_ERR_FAILED_INPUT, "linen: a method produced no array");
     }
     *out = lx_array_v(lx_retain(y));
     return LX_OK;

@@ -52,7 +52,7 @@ lx_status nnx_make_param(const nnx_module *self, nnx_rngs *rngs, const lx_vartyp
 }
 
 lx_status nnx_return_array(lx_array *y, lx_value *out) {
-    if (!y) return lx_last_status() != LX_OK ? lx_last_status() : lx_fail(LX_ERR_INTERNAL, "nnx: no result");
+    if (!y) return lx_error_pending() ? lx_last_status() : lx_fail(LX_ERR_INTERNAL, "nnx: no result");
     *out = lx_array_v(lx_retain(y));
     return LX_OK;
 }

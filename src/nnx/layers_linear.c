@@ -43,7 +43,7 @@ static lx_status linear_init(nnx_module *self, const lx_call *call, nnx_rngs *rn
     return LX_OK;
 }
 
-lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
+static lx_array *linear_forward_impl(nnx_linear *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Linear: module is NULL");
         return NULL;
@@ -58,6 +58,10 @@ lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
     lx_array *y = lx_dot_general(x, kernel, 1, lc, rc, 0, NULL, NULL);
     lx_array *bias = nnx_value_of(m->bias);
     return bias ? lx_add(y, bias) : y;
+}
+
+lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, linear_forward_impl(m, x));
 }
 
 static lx_status linear_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -133,7 +137,7 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
+static lx_array *linear_general_forward_impl(nnx_linear_general *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LinearGeneral: module is NULL");
         return NULL;
@@ -156,6 +160,10 @@ lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
     lx_array *y = lx_dot_general(x, nnx_value_of(m->kernel), n, axes, kdims, 0, NULL, NULL);
     lx_array *bias = nnx_value_of(m->bias);
     return bias ? lx_add(y, bias) : y;
+}
+
+lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, linear_general_forward_impl(m, x));
 }
 
 static lx_status linear_general_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -277,7 +285,7 @@ static lx_status conv_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     return LX_OK;
 }
 
-lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x) {
+static lx_array *conv_forward_impl(nnx_conv *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Conv: module is NULL");
         return NULL;
@@ -299,6 +307,10 @@ lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x) {
     lx_array *bias = nnx_value_of(m->bias);
     if (bias) y = lx_add(y, bias);
     return unbatched ? lx_squeeze(y, LX_AXES(0)) : y;
+}
+
+lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, conv_forward_impl(m, x));
 }
 
 static lx_status conv_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -335,7 +347,7 @@ static lx_status embed_init(nnx_module *self, const lx_call *call, nnx_rngs *rng
                           &m->cfg.embedding_metadata, &m->embedding);
 }
 
-lx_array *nnx_embed_forward(nnx_embed *m, lx_array *indices) {
+static lx_array *embed_forward_impl(nnx_embed *m, lx_array *indices) {
     if (!m || !indices) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Embed: module is NULL");
         return NULL;
@@ -348,13 +360,21 @@ lx_array *nnx_embed_forward(nnx_embed *m, lx_array *indices) {
     return lx_take(nnx_value_of(m->embedding), idx, 0);
 }
 
-lx_array *nnx_embed_attend(nnx_embed *m, lx_array *query) {
+lx_array *nnx_embed_forward(nnx_embed *m, lx_array *indices) {
+    NNX_FRAMED_FORWARD(m, embed_forward_impl(m, indices));
+}
+
+static lx_array *embed_attend_impl(nnx_embed *m, lx_array *query) {
     if (!m || !query) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Embed: module is NULL");
         return NULL;
     }
     int64_t lc[] = {query->ndim - 1}, rc[] = {1};
     return lx_dot_general(query, nnx_value_of(m->embedding), 1, lc, rc, 0, NULL, NULL);
+}
+
+lx_array *nnx_embed_attend(nnx_embed *m, lx_array *query) {
+    NNX_FRAMED_FORWARD(m, embed_attend_impl(m, query));
 }
 
 static lx_status embed_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -418,7 +438,7 @@ static lx_status lora_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     return nnx_make_param(self, rngs, pt, &c->b_initializer, c->param_dtype, 2, bs, 0, NULL, &c->b_metadata, &m->lora_b);
 }
 
-lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x) {
+static lx_array *lora_forward_impl(nnx_lora *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LoRA: module is NULL");
         return NULL;
@@ -426,6 +446,10 @@ lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x) {
     lx_array *out = lx_matmul(lx_matmul(x, nnx_value_of(m->lora_a)), nnx_value_of(m->lora_b));
     if (m->base_module) out = lx_add(out, nnx_call_array(m->base_module, x));
     return out;
+}
+
+lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, lora_forward_impl(m, x));
 }
 
 static lx_status lora_call(nnx_module *self, const lx_call *c, lx_value *out) {

@@ -51,7 +51,7 @@ static lx_status norm_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     return LX_OK;
 }
 
-lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x) {
+static lx_array *layer_norm_forward_impl(nnx_norm *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LayerNorm: module is NULL");
         return NULL;
@@ -60,12 +60,20 @@ lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x) {
                          m->cfg.reduction_axes.n, m->cfg.reduction_axes.v);
 }
 
-lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x) {
+lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, layer_norm_forward_impl(m, x));
+}
+
+static lx_array *rms_norm_forward_impl(nnx_norm *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "RMSNorm: module is NULL");
         return NULL;
     }
     return lx_rms_norm(x, nnx_value_of(m->scale), (float)m->cfg.epsilon);
+}
+
+lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, rms_norm_forward_impl(m, x));
 }
 
 static lx_status layer_norm_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -146,7 +154,7 @@ static lx_array *along(lx_array *v, int ndim, int axis) {
     return lx_reshape(v, ndim, shape);
 }
 
-lx_array *nnx_batch_norm_forward(nnx_batch_norm *m, lx_array *x, int use_running_average) {
+static lx_array *batch_norm_forward_impl(nnx_batch_norm *m, lx_array *x, int use_running_average) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "BatchNorm: module is NULL");
         return NULL;
@@ -191,6 +199,10 @@ lx_array *nnx_batch_norm_forward(nnx_batch_norm *m, lx_array *x, int use_running
     y = lx_mul(y, along(mul, x->ndim, axis));
     if (m->bias) y = lx_add(y, along(nnx_value_of(m->bias), x->ndim, axis));
     return y;
+}
+
+lx_array *nnx_batch_norm_forward(nnx_batch_norm *m, lx_array *x, int use_running_average) {
+    NNX_FRAMED_FORWARD(m, batch_norm_forward_impl(m, x, use_running_average));
 }
 
 static lx_status batch_norm_call(nnx_module *self, const lx_call *c, lx_value *out) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "linnx/intercept.h"
+#include "../core/frame_internal.h"
 #include "nnx_internal.h"
 
 /* ------------------------------------------------------------------ small helpers */
@@ -301,8 +302,9 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
     if (s == LX_OK && !type->config && !type->init && (c.nargs || c.nkwargs))
         s = lx_fail(LX_ERR_TYPE, "%s takes no arguments", owner);
     if (s == LX_OK && type->init) {
+        uint64_t gen = lx_error_generation();
         s = type->init(m, &c, rngs);
-        if (s != LX_OK && lx_last_status() == LX_OK)
+        if (s != LX_OK && lx_error_generation() == gen)
             s = lx_fail(s, "%s failed", owner);
     }
     free(kw);
@@ -582,6 +584,11 @@ static char *child_name(nnx_module *parent, const nnx_module *m) {
     return name;
 }
 
+/* The frame name of `m` under its NNX parent (lazy: resolved only when a path is wanted). */
+static char *frame_name(const void *parent, const void *m) {
+    return child_name((nnx_module *)parent, (const nnx_module *)m);
+}
+
 /* Is `a` the value of a Param (or subclass) held directly by module `obj`? */
 static bool holds_param(const void *obj, const lx_array *a) {
     nnx_children kids = {0, NULL};
@@ -614,17 +621,21 @@ static lx_status run_target(nnx_module *m, const char *method, nnx_method_fn fn,
  * innermost frame, so its own Params are recognised as such. */
 static lx_status call_framed(nnx_module *m, const char *method, nnx_method_fn fn, const lx_call *call,
                              lx_value *out) {
-    if (!lx_intercepting()) return run_target(m, method, fn, call, out);
-    char *name = NULL;
-    lx_frame_kind kind;
-    const void *parent = lx_frame_top(&kind);
-    if (parent && kind == LX_FRAME_NNX && parent != m) name = child_name((nnx_module *)parent, m);
-    lx_status s = lx_frame_push(LX_FRAME_NNX, name ? name : "", m, holds_param); /* copies the name */
-    free(name);
-    LX_TRY(s);
-    s = run_target(m, method, fn, call, out);
-    lx_frame_pop();
+    LX_TRY(lx_frame_enter_(LX_FRAME_NNX, NULL, frame_name, m, holds_param));
+    lx_status s = run_target(m, method, fn, call, out);
+    lx_frame_leave_(s);
     return s;
+}
+
+int nnx_frame_enter_(nnx_module *m) {
+    lx_frame_kind kind;
+    if (!m) return 0;
+    if (lx_frame_top(&kind) == m && kind == LX_FRAME_NNX) return 0;
+    return lx_frame_enter_(LX_FRAME_NNX, NULL, frame_name, m, holds_param) == LX_OK ? 1 : -1;
+}
+
+void nnx_frame_leave_(int entered, bool ok) {
+    if (entered > 0) lx_frame_leave_(ok ? LX_OK : LX_ERR_INTERNAL);
 }
 
 lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
@@ -645,9 +656,9 @@ static lx_status call_method(nnx_module *m, const char *method, const lx_call *c
     const nnx_method *f = nnx_find_method(m->type, name);
     if (f) return f->fn(m, call, out);
     if (m->type->dispatch) {
-        lx_clear_error();
+        uint64_t gen = lx_error_generation();
         lx_status s = m->type->dispatch(m, name, call, out);
-        if (s != LX_ERR_NOT_FOUND || lx_last_status() != LX_OK) return s;
+        if (s != LX_ERR_NOT_FOUND || lx_error_generation() != gen) return s;
     }
     return lx_fail(LX_ERR_NOT_FOUND, "'%s' object has no attribute '%s'", m->type->name, name);
 }
