@@ -34,7 +34,7 @@ static lx_status mlp_call(nnx_module *m, const lx_call *c, lx_value *out) {
 }
 
 static const nnx_field MLP_FIELDS[] = {NNX_CHILD(mlp, l1), NNX_CHILD(mlp, l2)};
-static const nnx_method MLP_METHODS[] = {{"__call__", mlp_call}};
+static const nnx_method MLP_METHODS[] = {NNX_METHOD("__call__", mlp_call)};
 static const nnx_type MLP = {.name = "MLP", .size = sizeof(mlp), .init = mlp_init, .fields = MLP_FIELDS,
                              .nfields = 2, .methods = MLP_METHODS, .nmethods = 1};
 

@@ -62,7 +62,7 @@ static lx_status residual_call(nnx_module *self, const lx_call *call, lx_value *
     return LX_OK;
 }
 
-static const nnx_method RESIDUAL_METHODS[] = {{"__call__", residual_call}};
+static const nnx_method RESIDUAL_METHODS[] = {NNX_METHOD("__call__", residual_call)};
 static const nnx_type RESIDUAL = {
     .name = "Residual", .size = sizeof(residual),
     .fields = RESIDUAL_FIELDS, .nfields = 1,
@@ -114,7 +114,7 @@ static lx_status net_call(nnx_module *self, const lx_call *call, lx_value *out) 
     *out = lx_array_v(lx_retain(y));
     return LX_OK;
 }
-static const nnx_method NET_METHODS[] = {{"__call__", net_call}};
+static const nnx_method NET_METHODS[] = {NNX_METHOD("__call__", net_call)};
 static const nnx_type NET = {
     .name = "Net", .size = sizeof(net), .fields = NET_FIELDS, .nfields = 2,
     .methods = NET_METHODS, .nmethods = 1, .init = net_init,

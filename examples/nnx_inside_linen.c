@@ -51,7 +51,7 @@ static const lx_field MY_NNX_CONFIG[] = {
     LX_FIELD_REQUIRED_INT(my_nnx_config, out_features),
 };
 static const nnx_field MY_NNX_FIELDS[] = {NNX_CHILD(my_nnx, linear)};
-static const nnx_method MY_NNX_METHODS[] = {{"__call__", my_nnx_call}};
+static const nnx_method MY_NNX_METHODS[] = {NNX_METHOD("__call__", my_nnx_call)};
 static const nnx_type MY_NNX = {
     .name = "MyNNX", .size = sizeof(my_nnx), .init = my_nnx_init,
     .fields = MY_NNX_FIELDS, .nfields = 1, .methods = MY_NNX_METHODS, .nmethods = 1,

@@ -55,7 +55,7 @@ static const lx_field MLP_CONFIG[] = {
     LX_FIELD_REQUIRED_INT(mlp_config, dout)};
 static const nnx_field MLP_FIELDS[] = {NNX_CHILD(mlp, linear1), NNX_CHILD(mlp, dropout), NNX_CHILD(mlp, bn),
                                        NNX_CHILD(mlp, linear2)};
-static const nnx_method MLP_METHODS[] = {{"__call__", mlp_call}};
+static const nnx_method MLP_METHODS[] = {NNX_METHOD("__call__", mlp_call)};
 static const nnx_type MLP = {
     .name = "MLP", .size = sizeof(mlp), .fields = MLP_FIELDS, .nfields = 4, .config = MLP_CONFIG, .nconfig = 3,
     .config_offset = offsetof(mlp, cfg), .methods = MLP_METHODS, .nmethods = 1, .init = mlp_init,

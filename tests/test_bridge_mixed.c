@@ -178,7 +178,7 @@ static lx_status inner_call(nnx_module *m, const lx_call *c, lx_value *out) {
 static const lx_field INNER_CFG[] = {LX_FIELD_REQUIRED_INT(inner_cfg, din), LX_FIELD_REQUIRED_INT(inner_cfg, dout),
                                      LX_FIELD_REQUIRED_FLOAT(inner_cfg, rate)};
 static const nnx_field INNER_FIELDS[] = {NNX_CHILD(inner_mod, dropout), NNX_VAR(inner_mod, w)};
-static const nnx_method INNER_METHODS[] = {{"__call__", inner_call}};
+static const nnx_method INNER_METHODS[] = {NNX_METHOD("__call__", inner_call)};
 static const nnx_type NNX_INNER = {
     .name = "NNXInner", .size = sizeof(inner_mod), .fields = INNER_FIELDS, .nfields = 2, .config = INNER_CFG,
     .nconfig = 3, .config_offset = offsetof(inner_mod, cfg), .methods = INNER_METHODS, .nmethods = 1,
@@ -248,7 +248,7 @@ static lx_status outer_call(nnx_module *m, const lx_call *c, lx_value *out) {
 static const lx_field OUTER_CFG[] = {LX_FIELD_REQUIRED_INT(outer_cfg, dout),
                                      LX_FIELD_REQUIRED_FLOAT(outer_cfg, dropout_rate)};
 static const nnx_field OUTER_FIELDS[] = {NNX_CHILD(outer_mod, inner), NNX_CHILD(outer_mod, rngs)};
-static const nnx_method OUTER_METHODS[] = {{"__call__", outer_call}};
+static const nnx_method OUTER_METHODS[] = {NNX_METHOD("__call__", outer_call)};
 static const nnx_type NNX_OUTER = {
     .name = "NNXOuter", .size = sizeof(outer_mod), .fields = OUTER_FIELDS, .nfields = 2, .config = OUTER_CFG,
     .nconfig = 2, .config_offset = offsetof(outer_mod, cfg), .methods = OUTER_METHODS, .nmethods = 1,
@@ -372,7 +372,7 @@ static lx_status nblock_call(nnx_module *m, const lx_call *c, lx_value *out) {
 }
 static const lx_field NBLOCK_CFG[] = {LX_FIELD_REQUIRED_INT(nblock_cfg, din)};
 static const nnx_field NBLOCK_FIELDS[] = {NNX_CHILD(nblock_mod, Dense_0), NNX_CHILD(nblock_mod, Dense_1)};
-static const nnx_method NBLOCK_METHODS[] = {{"__call__", nblock_call}};
+static const nnx_method NBLOCK_METHODS[] = {NNX_METHOD("__call__", nblock_call)};
 static const nnx_type NNX_BLOCK = {
     .name = "NNXBlock", .size = sizeof(nblock_mod), .fields = NBLOCK_FIELDS, .nfields = 2, .config = NBLOCK_CFG,
     .nconfig = 1, .config_offset = offsetof(nblock_mod, cfg), .methods = NBLOCK_METHODS, .nmethods = 1,
@@ -513,7 +513,7 @@ static lx_status mlp_call(nnx_module *m, const lx_call *c, lx_value *out) {
     return linen_return_array(out, nnx_call_array(s->wo, lx_relu(nnx_call_array(s->wi_0, x))));
 }
 static const nnx_field MLP_FIELDS[] = {NNX_CHILD(mlp_mod, wi_0), NNX_CHILD(mlp_mod, wo)};
-static const nnx_method MLP_METHODS[] = {{"__call__", mlp_call}};
+static const nnx_method MLP_METHODS[] = {NNX_METHOD("__call__", mlp_call)};
 static const nnx_type NNX_MLP = {
     .name = "MlpBlock", .size = sizeof(mlp_mod), .fields = MLP_FIELDS, .nfields = 2,
     .methods = MLP_METHODS, .nmethods = 1, .init = mlp_init,
@@ -528,7 +528,7 @@ static lx_status layer_call(nnx_module *m, const lx_call *c, lx_value *out) {
     return nnx_call(((layer_mod *)m)->mlp, NULL, c, out);
 }
 static const nnx_field LAYER_FIELDS[] = {NNX_CHILD(layer_mod, mlp)};
-static const nnx_method LAYER_METHODS[] = {{"__call__", layer_call}};
+static const nnx_method LAYER_METHODS[] = {NNX_METHOD("__call__", layer_call)};
 static const nnx_type NNX_DECODER_LAYER = {
     .name = "DecoderLayer", .size = sizeof(layer_mod), .fields = LAYER_FIELDS, .nfields = 1,
     .methods = LAYER_METHODS, .nmethods = 1, .init = layer_init,
@@ -607,7 +607,7 @@ static lx_status holder_call(nnx_module *m, const lx_call *c, lx_value *out) {
     return nnx_call(((holder_mod *)m)->block, NULL, c, out);
 }
 static const nnx_field HOLDER_FIELDS[] = {NNX_CHILD(holder_mod, block)};
-static const nnx_method HOLDER_METHODS[] = {{"__call__", holder_call}};
+static const nnx_method HOLDER_METHODS[] = {NNX_METHOD("__call__", holder_call)};
 static const nnx_type NNX_HOLDER = {
     .name = "Holder", .size = sizeof(holder_mod), .fields = HOLDER_FIELDS, .nfields = 1,
     .methods = HOLDER_METHODS, .nmethods = 1, .init = holder_init,

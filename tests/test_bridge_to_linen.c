@@ -83,7 +83,7 @@ static lx_status inner_call(nnx_module *m, const lx_call *c, lx_value *out) {
 static const lx_field INNER_CFG[] = {LX_FIELD_REQUIRED_INT(inner_cfg, din), LX_FIELD_REQUIRED_INT(inner_cfg, dout),
                                      LX_FIELD_FLOAT(inner_cfg, rate, 0.5)};
 static const nnx_field INNER_FIELDS[] = {NNX_CHILD(inner_mod, dropout), NNX_VAR(inner_mod, w)};
-static const nnx_method INNER_METHODS[] = {{"__call__", inner_call}};
+static const nnx_method INNER_METHODS[] = {NNX_METHOD("__call__", inner_call)};
 static const nnx_type NNX_INNER = {
     .name = "NNXInner", .size = sizeof(inner_mod), .fields = INNER_FIELDS, .nfields = 2, .config = INNER_CFG,
     .nconfig = 3, .config_offset = offsetof(inner_mod, cfg), .methods = INNER_METHODS, .nmethods = 1,
@@ -115,7 +115,7 @@ static lx_status coll_call(nnx_module *m, const lx_call *c, lx_value *out) {
 static const lx_field COLL_CFG[] = {LX_FIELD_REQUIRED_INT(coll_cfg, din), LX_FIELD_REQUIRED_INT(coll_cfg, dout),
                                     LX_FIELD_BOOL(coll_cfg, use_running_average, false)};
 static const nnx_field COLL_FIELDS[] = {NNX_CHILD(coll_mod, bn), NNX_CHILD(coll_mod, lora), NNX_VAR(coll_mod, w)};
-static const nnx_method COLL_METHODS[] = {{"__call__", coll_call}};
+static const nnx_method COLL_METHODS[] = {NNX_METHOD("__call__", coll_call)};
 static const nnx_type NNX_COLL = {
     .name = "NNXColl", .size = sizeof(coll_mod), .fields = COLL_FIELDS, .nfields = 3, .config = COLL_CFG,
     .nconfig = 3, .config_offset = offsetof(coll_mod, cfg), .methods = COLL_METHODS, .nmethods = 1,
@@ -156,7 +156,7 @@ static lx_status counter_call(nnx_module *m, const lx_call *c, lx_value *out) {
 }
 static const lx_field COUNTER_CFG[] = {LX_FIELD_BOOL(counter_cfg, sow, false)};
 static const nnx_field COUNTER_FIELDS[] = {NNX_VAR(counter_mod, count)};
-static const nnx_method COUNTER_METHODS[] = {{"__call__", counter_call}};
+static const nnx_method COUNTER_METHODS[] = {NNX_METHOD("__call__", counter_call)};
 static const nnx_type NNX_COUNTER = {
     .name = "Counter", .size = sizeof(counter_mod), .fields = COUNTER_FIELDS, .nfields = 1, .config = COUNTER_CFG,
     .nconfig = 1, .config_offset = offsetof(counter_mod, cfg), .methods = COUNTER_METHODS, .nmethods = 1,
@@ -185,7 +185,7 @@ static lx_status mid_call(nnx_module *m, const lx_call *c, lx_value *out) {
 }
 static const lx_field MID_CFG[] = {LX_FIELD_REQUIRED_INT(mid_cfg, din), LX_FIELD_REQUIRED_INT(mid_cfg, dout)};
 static const nnx_field MID_FIELDS[] = {NNX_VAR(mid_mod, b), NNX_CHILD(mid_mod, dot)};
-static const nnx_method MID_METHODS[] = {{"__call__", mid_call}};
+static const nnx_method MID_METHODS[] = {NNX_METHOD("__call__", mid_call)};
 static const nnx_type NNX_MIDDLE = {
     .name = "NNXMiddle", .size = sizeof(mid_mod), .fields = MID_FIELDS, .nfields = 2, .config = MID_CFG,
     .nconfig = 2, .config_offset = offsetof(mid_mod, cfg), .methods = MID_METHODS, .nmethods = 1,
@@ -1266,7 +1266,7 @@ static lx_status swap_call(nnx_module *m, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const nnx_field SWAP_FIELDS[] = {NNX_CHILD(swap_m, lin)};
-static const nnx_method SWAP_METHODS[] = {{"__call__", swap_call}};
+static const nnx_method SWAP_METHODS[] = {NNX_METHOD("__call__", swap_call)};
 static const nnx_type SWAP = {.name = "Swap", .size = sizeof(swap_m), .fields = SWAP_FIELDS, .nfields = 1,
                               .methods = SWAP_METHODS, .nmethods = 1, .init = swap_init};
 

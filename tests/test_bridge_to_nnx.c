@@ -229,7 +229,7 @@ static lx_status outer_call(nnx_module *m, const lx_call *c, lx_value *out) {
 
 static const nnx_field OUTER_FIELDS[] = {NNX_CHILD(nnx_outer, nn_dense1), NNX_VAR(nnx_outer, b),
                                          NNX_CHILD(nnx_outer, batchnorm), NNX_CHILD(nnx_outer, rngs)};
-static const nnx_method OUTER_METHODS[] = {{"__call__", outer_call}};
+static const nnx_method OUTER_METHODS[] = {NNX_METHOD("__call__", outer_call)};
 static const nnx_type NNX_OUTER = {
     .name = "NNXOuter", .size = sizeof(nnx_outer), .fields = OUTER_FIELDS, .nfields = 4,
     .config = DOUT_FIELDS, .nconfig = 1, .config_offset = offsetof(nnx_outer, cfg),
@@ -582,7 +582,7 @@ static lx_status nnx_middle_call(nnx_module *m, const lx_call *c, lx_value *out)
     return ret_array(lx_add(nnx_call_array(self->dot, x), lx_variable_get_value(self->b)), out);
 }
 static const nnx_field MIDDLE_FIELDS[] = {NNX_CHILD(nnx_middle, dot), NNX_VAR(nnx_middle, b)};
-static const nnx_method NNX_MIDDLE_METHODS[] = {{"__call__", nnx_middle_call}};
+static const nnx_method NNX_MIDDLE_METHODS[] = {NNX_METHOD("__call__", nnx_middle_call)};
 static const nnx_type NNX_MIDDLE = {
     .name = "NNXMiddle", .size = sizeof(nnx_middle), .fields = MIDDLE_FIELDS, .nfields = 2,
     .config = DOUT_FIELDS, .nconfig = 1, .config_offset = offsetof(nnx_middle, cfg),
@@ -1281,7 +1281,7 @@ static lx_status spy_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
     return s;
 }
 static const nnx_field SPY_FIELDS[] = {NNX_CHILD(spy, rngs), NNX_CHILD(spy, wrapped)};
-static const nnx_method SPY_METHODS[] = {{"__call__", spy_call}};
+static const nnx_method SPY_METHODS[] = {NNX_METHOD("__call__", spy_call)};
 static const nnx_type SPY = {.name = "Spy", .size = sizeof(spy), .fields = SPY_FIELDS, .nfields = 2,
                              .methods = SPY_METHODS, .nmethods = 1, .init = spy_init};
 

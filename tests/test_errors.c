@@ -40,7 +40,7 @@ static const lx_field TWO_CONFIG[] = {
     LX_FIELD_REQUIRED_INT(two_config, in), LX_FIELD_REQUIRED_INT(two_config, hidden),
     LX_FIELD_REQUIRED_INT(two_config, l2_in), LX_FIELD_REQUIRED_INT(two_config, out)};
 static const nnx_field TWO_FIELDS[] = {NNX_CHILD(two_linear, l1), NNX_CHILD(two_linear, l2)};
-static const nnx_method TWO_METHODS[] = {{"__call__", two_call}};
+static const nnx_method TWO_METHODS[] = {NNX_METHOD("__call__", two_call)};
 static const nnx_type TWO = {
     .name = "TwoLinear", .size = sizeof(two_linear), .init = two_init,
     .fields = TWO_FIELDS, .nfields = 2, .methods = TWO_METHODS, .nmethods = 1,
@@ -138,7 +138,7 @@ static lx_status holder_call(nnx_module *m, const lx_call *call, lx_value *out) 
     return nnx_call(((holder *)m)->block, NULL, call, out);
 }
 static const nnx_field HOLDER_FIELDS[] = {NNX_CHILD(holder, block)};
-static const nnx_method HOLDER_METHODS[] = {{"__call__", holder_call}};
+static const nnx_method HOLDER_METHODS[] = {NNX_METHOD("__call__", holder_call)};
 static const nnx_type HOLDER = {.name = "Holder", .size = sizeof(holder), .fields = HOLDER_FIELDS, .nfields = 1,
                                 .methods = HOLDER_METHODS, .nmethods = 1};
 

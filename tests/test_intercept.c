@@ -139,7 +139,7 @@ static lx_status holder_call(nnx_module *self, const lx_call *c, lx_value *out) 
     *out = lx_array_v(lx_retain(y));
     return LX_OK;
 }
-static const nnx_method HOLDER_METHODS[] = {{"__call__", holder_call}};
+static const nnx_method HOLDER_METHODS[] = {NNX_METHOD("__call__", holder_call)};
 static const nnx_type HOLDER = {.name = "Holder", .size = sizeof(nnx_module), .methods = HOLDER_METHODS, .nmethods = 1};
 
 typedef struct { int n; char path[512]; } last_path_t;

@@ -42,7 +42,7 @@ static lx_status block_call(nnx_module *self, const lx_call *c, lx_value *out) {
 static const lx_field BLOCK_CONFIG[] = {LX_FIELD_REQUIRED_INT(block_cfg, features)};
 static const nnx_field BLOCK_FIELDS[] = {NNX_VAR(block, w), NNX_VAR(block, stats), NNX_CHILD(block, child),
                                          NNX_LIST(block, items)};
-static const nnx_method BLOCK_METHODS[] = {{"__call__", block_call}};
+static const nnx_method BLOCK_METHODS[] = {NNX_METHOD("__call__", block_call)};
 static const nnx_type BLOCK = {
     .name = "Block", .size = sizeof(block), .fields = BLOCK_FIELDS, .nfields = 4, .config = BLOCK_CONFIG,
     .nconfig = 1, .config_offset = offsetof(block, cfg), .methods = BLOCK_METHODS, .nmethods = 1,

@@ -161,7 +161,12 @@ typedef struct linen_opts {
     bool mutable_given;
 } linen_opts;
 
-/* ---- init / apply ---- */
+/* ---- init / apply ----
+ * Ownership of what they return: *variables (init) and *mutated (apply) are new trees the caller
+ * releases (lx_tree_release); *out holds one reference the caller releases (lx_value_free, or
+ * lx_release of out.u.array). The arrays inside the trees are shared with nothing the caller
+ * did not give; a leaf stays valid as long as its tree (lx_retain it to keep it longer). On
+ * failure nothing is returned: *variables / *mutated are NULL and *out is None. */
 lx_status linen_init(const linen_module *m, linen_rngs rngs, const lx_call *call,
                      const linen_opts *opts, lx_tree **variables);
 lx_status linen_init_with_output(const linen_module *m, linen_rngs rngs, const lx_call *call,
@@ -198,7 +203,12 @@ lx_status linen_param(linen_scope *self, const char *name, const lx_initializer 
 lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_initializer *init,
                                lx_dtype dtype, int ndim, const int64_t *shape, int init_ndim,
                                const int64_t *init_shape, lx_array **out);
-/* A param with a custom init producing any leaf (an array or a box): fn(key, user, &leaf). */
+/* A param with a custom init producing any leaf (an array or a box): fn(key, user, &leaf).
+ * Ownership: the init function hands over one reference in *leaf (an array it made with
+ * lx_array_* constructors, or lx_retain of a pool-owned one such as an op result; a box from
+ * lx_box_*), which the scope stores and later releases with lx_value_free. On failure it returns
+ * the status and leaves *leaf holding nothing (LX_V_NONE). The *out that linen_param_custom and
+ * linen_variable give back is borrowed from the scope, like linen_param's. */
 typedef lx_status (*linen_init_fn)(lx_key key, void *user, lx_value *leaf);
 lx_status linen_param_custom(linen_scope *self, const char *name, linen_init_fn fn, void *user,
                              lx_value *out);

@@ -78,10 +78,21 @@ typedef struct nnx_field {
 #define NNX_LIST(T, m) {#m, NNX_FIELD_LIST, offsetof(T, m)}
 
 typedef lx_status (*nnx_method_fn)(nnx_module *self, const lx_call *call, lx_value *out);
+/* A method over one array (positional 0, or keyword "x" / "inputs"): NULL means failure (the op
+ * or call that failed left the message); the result may be pool-owned. */
+typedef lx_array *(*nnx_array_method_fn)(nnx_module *self, lx_array *x);
 typedef struct nnx_method {
     const char *name;
     nnx_method_fn fn;
+    nnx_array_method_fn array_fn; /* used when fn is NULL */
 } nnx_method;
+/* Method table entries: NNX_METHOD("attend", fn) for the general signature,
+ * NNX_ARRAY_METHOD("__call__", fn) for one array in, one array out. */
+#define NNX_METHOD(name_, fn_) {(name_), (fn_), NULL}
+#define NNX_ARRAY_METHOD(name_, fn_) {(name_), NULL, (fn_)}
+/* Write an array result to a method's *out (retaining it). NULL y: the failure that produced
+ * it is returned (its message kept). The NNX twin of linen_return_array. */
+lx_status nnx_return_array(lx_value *out, lx_array *y);
 
 struct nnx_type {
     const char *name;            /* class name ("Linear") */
@@ -97,8 +108,12 @@ struct nnx_type {
     size_t config_offset;        /* where the config struct lives inside the module struct */
     const nnx_method *methods;
     int nmethods;
-    /* Constructor: config is already bound from the call; build Variables and children.
-     * `rngs` may be NULL (a module that needs none). */
+    /* Constructor of a type with a config table: the config is already bound from the call;
+     * build Variables and children from it. `rngs` may be NULL (a module that needs none). */
+    lx_status (*setup)(nnx_module *self, nnx_rngs *rngs);
+    /* Constructor that reads the call itself (a type without a config table, e.g. Sequential's
+     * positional layers); with a config table, setup is the one to use. Both may be given:
+     * setup runs first. */
     lx_status (*init)(nnx_module *self, const lx_call *call, nnx_rngs *rngs);
     /* Optional extra cleanup (fields, config and attrs are released by the framework). */
     void (*destroy)(nnx_module *self);
@@ -141,6 +156,9 @@ lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_va
  * the path failures and interceptors see); calling fn directly would skip the frame, so ops of
  * m's children would lose m's name from their path. */
 lx_status nnx_call_fn(nnx_module *m, nnx_method_fn fn, const lx_call *call, lx_value *out);
+/* Call a method-table entry (fn or array_fn) as a method of m, in m's frame: a method given as
+ * a function when it may be an NNX_ARRAY_METHOD. */
+lx_status nnx_call_method(nnx_module *m, const nnx_method *method, const lx_call *call, lx_value *out);
 /* The common case: one array in, one array out (pool-owned; NULL + message on failure). */
 lx_array *nnx_call_array(nnx_module *m, lx_array *x);
 const nnx_method *nnx_find_method(const nnx_type *type, const char *name);
@@ -236,6 +254,11 @@ static inline void nnx_rngs_release(nnx_rngs *r) { nnx_module_release((nnx_modul
  * LX_ERR_RNG "No RngStream named '<stream>' found in Rngs." */
 lx_status nnx_rngs_draw(nnx_rngs *r, const char *stream, lx_key *out);
 bool nnx_rngs_has(const nnx_rngs *r, const char *stream);
+/* rngs.<stream>.count.value / .key.value: how many keys the stream has drawn, and its key. The
+ * stream is looked up as a draw would (falling back to 'default'); LX_ERR_RNG when neither
+ * exists, LX_ERR_RNG too when its Variables hold no concrete uint32 values (eval_shape). */
+lx_status nnx_rngs_stream_count(const nnx_rngs *r, const char *stream, uint32_t *count);
+lx_status nnx_rngs_stream_key(const nnx_rngs *r, const char *stream, lx_key *key);
 int nnx_rngs_count(const nnx_rngs *r);
 const char *nnx_rngs_stream_name(const nnx_rngs *r, int i);
 /* rngs.fork(): new Rngs whose streams are seeded with one draw from each parent stream. */

@@ -106,11 +106,15 @@ typedef struct bridge_to_linen_opts {
  * `opts` NULL = defaults. */
 lx_status bridge_to_linen(const nnx_type *t, const lx_call *ctor, const bridge_to_linen_opts *opts,
                           linen_module **out);
-/* The common form, keyword arguments only: NULL on failure (message kept).
- *   linen_module *m = BRIDGE_TO_LINEN(&MY_NNX, LX_KW_INT("in_features", 4));                */
+/* The common form, keyword arguments only (none is fine): NULL on failure (message kept); the
+ * caller owns the module (linen_module_release).
+ *   linen_module *m = BRIDGE_TO_LINEN(&MY_NNX, LX_KW_INT("in_features", 4));
+ *   linen_module *n = BRIDGE_TO_LINEN(&MY_NNX);                                             */
 linen_module *bridge_to_linen_kw(const nnx_type *t, int nkwargs, const lx_kwarg *kwargs);
-#define BRIDGE_TO_LINEN(t, ...) \
-    bridge_to_linen_kw((t), LX_NARGS_(LX_KWARGS(__VA_ARGS__)), LX_KWARGS(__VA_ARGS__))
+#define BRIDGE_TO_LINEN(...)                                                                 \
+    bridge_to_linen_kw(LX_FIRST_(__VA_ARGS__, 0),                                            \
+                       LX_NARGS_(LX_KWARGS(LX_REST_(__VA_ARGS__, LX_KW_END_))) - 1,           \
+                       LX_KWARGS(LX_REST_(__VA_ARGS__, LX_KW_END_)))
 
 /* The NNX type and constructor call of a ToLinen (or to_linen_class) module; NULL otherwise. */
 const nnx_type *bridge_to_linen_nnx_type(const linen_module *m);

@@ -84,6 +84,7 @@ lx_status bridge_linen_rngs(linen_scope *s, bool add_default, nnx_rngs **out) {
 typedef struct tl_method {
     const char *name;  /* by name (also for dispatch types) */
     nnx_method_fn fn;  /* resolved function, or NULL to go through nnx_call by name */
+    const nnx_method *entry; /* a method-table entry given as a function (array_fn only) */
 } tl_method;
 
 static const char *field_pytype(lx_field_kind k) {
@@ -103,6 +104,7 @@ static const char *field_pytype(lx_field_kind k) {
 static lx_status resolve_method(const nnx_type *t, const lx_value *spec, tl_method *out) {
     out->name = "__call__";
     out->fn = NULL;
+    out->entry = NULL;
     if (!spec || spec->kind == LX_V_NONE) {
         const nnx_method *m = nnx_find_method(t, "__call__");
         if (m) out->fn = m->fn;
@@ -125,9 +127,11 @@ static lx_status resolve_method(const nnx_type *t, const lx_value *spec, tl_meth
     }
     if (tl_is_ptr(spec, "nnx_method")) {
         const nnx_method *m = spec->u.ptr.p;
-        if (!m->fn) return lx_fail(LX_ERR_TYPE, "'%s' must be a callable, got <class 'NoneType'>.", m->name ? m->name : "?");
+        if (!m->fn && !m->array_fn)
+            return lx_fail(LX_ERR_TYPE, "'%s' must be a callable, got <class 'NoneType'>.", m->name ? m->name : "?");
         out->name = m->name ? m->name : "<function>";
         out->fn = m->fn;
+        if (!m->fn) out->entry = m;
         return LX_OK;
     }
     char buf[128];
@@ -137,6 +141,7 @@ static lx_status resolve_method(const nnx_type *t, const lx_value *spec, tl_meth
 static lx_status run_method(nnx_module *m, const tl_method *meth, const lx_call *call, lx_value *out) {
     *out = lx_none();
     if (meth->fn) return nnx_call_fn(m, meth->fn, call, out); /* in m's module frame */
+    if (meth->entry) return nnx_call_method(m, meth->entry, call, out);
     return nnx_call(m, meth->name, call, out);
 }
 

@@ -535,7 +535,7 @@ static lx_status to_nnx_dispatch(nnx_module *m, const char *method, const lx_cal
 
 static const lx_field TO_NNX_CONFIG[] = {LX_FIELD_VALUE(to_nnx_config, to_nnx__module)};
 static const nnx_field TO_NNX_FIELDS[] = {{"to_nnx__rngs", NNX_FIELD_CHILD, offsetof(to_nnx, rngs)}};
-static const nnx_method TO_NNX_METHODS[] = {{"__call__", to_nnx_call}};
+static const nnx_method TO_NNX_METHODS[] = {NNX_METHOD("__call__", to_nnx_call)};
 
 const nnx_type BRIDGE_TO_NNX_TYPE = {
     .name = "ToNNX",

@@ -51,8 +51,10 @@ lx_status nnx_make_param(const nnx_module *self, nnx_rngs *rngs, const lx_vartyp
     return LX_OK;
 }
 
-lx_status nnx_return_array(lx_array *y, lx_value *out) {
-    if (!y) return lx_error_pending() ? lx_last_status() : lx_fail(LX_ERR_INTERNAL, "nnx: no result");
+lx_status nnx_return_array(lx_value *out, lx_array *y) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_return_array: out is NULL");
+    if (!y) return lx_error_pending() ? lx_last_status()
+                                      : lx_fail(LX_ERR_FAILED_INPUT, "nnx: a method produced no array");
     *out = lx_array_v(lx_retain(y));
     return LX_OK;
 }

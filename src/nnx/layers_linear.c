@@ -67,11 +67,11 @@ lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
 static lx_status linear_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
-    return nnx_return_array(nnx_linear_forward((nnx_linear *)self, x), out);
+    return nnx_return_array(out, nnx_linear_forward((nnx_linear *)self, x));
 }
 
 static const nnx_field LINEAR_FIELDS[] = {NNX_VAR(nnx_linear, kernel), NNX_VAR(nnx_linear, bias)};
-static const nnx_method LINEAR_METHODS[] = {{"__call__", linear_call}};
+static const nnx_method LINEAR_METHODS[] = {NNX_METHOD("__call__", linear_call)};
 
 const nnx_type NNX_LINEAR_TYPE = {
     .name = "Linear", .size = sizeof(nnx_linear), .fields = LINEAR_FIELDS, .nfields = 2,
@@ -169,12 +169,12 @@ lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
 static lx_status linear_general_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
-    return nnx_return_array(nnx_linear_general_forward((nnx_linear_general *)self, x), out);
+    return nnx_return_array(out, nnx_linear_general_forward((nnx_linear_general *)self, x));
 }
 
 static const nnx_field LINEAR_GENERAL_FIELDS[] = {NNX_VAR(nnx_linear_general, kernel),
                                                   NNX_VAR(nnx_linear_general, bias)};
-static const nnx_method LINEAR_GENERAL_METHODS[] = {{"__call__", linear_general_call}};
+static const nnx_method LINEAR_GENERAL_METHODS[] = {NNX_METHOD("__call__", linear_general_call)};
 
 const nnx_type NNX_LINEAR_GENERAL_TYPE = {
     .name = "LinearGeneral", .size = sizeof(nnx_linear_general), .fields = LINEAR_GENERAL_FIELDS,
@@ -316,11 +316,11 @@ lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x) {
 static lx_status conv_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
-    return nnx_return_array(nnx_conv_forward((nnx_conv *)self, x), out);
+    return nnx_return_array(out, nnx_conv_forward((nnx_conv *)self, x));
 }
 
 static const nnx_field CONV_FIELDS[] = {NNX_VAR(nnx_conv, kernel), NNX_VAR(nnx_conv, bias)};
-static const nnx_method CONV_METHODS[] = {{"__call__", conv_call}};
+static const nnx_method CONV_METHODS[] = {NNX_METHOD("__call__", conv_call)};
 
 const nnx_type NNX_CONV_TYPE = {
     .name = "Conv", .size = sizeof(nnx_conv), .fields = CONV_FIELDS, .nfields = 2,
@@ -380,17 +380,17 @@ lx_array *nnx_embed_attend(nnx_embed *m, lx_array *query) {
 static lx_status embed_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
-    return nnx_return_array(nnx_embed_forward((nnx_embed *)self, x), out);
+    return nnx_return_array(out, nnx_embed_forward((nnx_embed *)self, x));
 }
 
 static lx_status embed_attend(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *q;
     LX_TRY(lx_call_array(c, 0, "query", &q));
-    return nnx_return_array(nnx_embed_attend((nnx_embed *)self, q), out);
+    return nnx_return_array(out, nnx_embed_attend((nnx_embed *)self, q));
 }
 
 static const nnx_field EMBED_FIELDS[] = {NNX_VAR(nnx_embed, embedding)};
-static const nnx_method EMBED_METHODS[] = {{"__call__", embed_call}, {"attend", embed_attend}};
+static const nnx_method EMBED_METHODS[] = {NNX_METHOD("__call__", embed_call), NNX_METHOD("attend", embed_attend)};
 
 const nnx_type NNX_EMBED_TYPE = {
     .name = "Embed", .size = sizeof(nnx_embed), .fields = EMBED_FIELDS, .nfields = 1,
@@ -455,12 +455,12 @@ lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x) {
 static lx_status lora_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "x", &x));
-    return nnx_return_array(nnx_lora_forward((nnx_lora *)self, x), out);
+    return nnx_return_array(out, nnx_lora_forward((nnx_lora *)self, x));
 }
 
 static const nnx_field LORA_FIELDS[] = {NNX_CHILD(nnx_lora, base_module), NNX_VAR(nnx_lora, lora_a),
                                         NNX_VAR(nnx_lora, lora_b)};
-static const nnx_method LORA_METHODS[] = {{"__call__", lora_call}};
+static const nnx_method LORA_METHODS[] = {NNX_METHOD("__call__", lora_call)};
 
 const nnx_type NNX_LORA_TYPE = {
     .name = "LoRA", .size = sizeof(nnx_lora), .fields = LORA_FIELDS, .nfields = 3,

@@ -77,11 +77,11 @@ static lx_status dropout_call(nnx_module *self, const lx_call *c, lx_value *out)
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
     LX_TRY(opt_bool(c, 99, "deterministic", &det));
     LX_TRY(opt_rngs(c, &r));
-    return nnx_return_array(nnx_dropout_forward((nnx_dropout *)self, x, det, r), out);
+    return nnx_return_array(out, nnx_dropout_forward((nnx_dropout *)self, x, det, r));
 }
 
 static const nnx_field DROPOUT_FIELDS[] = {NNX_CHILD(nnx_dropout, rngs)};
-static const nnx_method DROPOUT_METHODS[] = {{"__call__", dropout_call}};
+static const nnx_method DROPOUT_METHODS[] = {NNX_METHOD("__call__", dropout_call)};
 
 const nnx_type NNX_DROPOUT_TYPE = {
     .name = "Dropout", .size = sizeof(nnx_dropout), .fields = DROPOUT_FIELDS, .nfields = 1,
@@ -277,13 +277,13 @@ static lx_status mha_call(nnx_module *self, const lx_call *c, lx_value *out) {
     LX_TRY(opt_array(c, 99, "mask", &mask));
     LX_TRY(opt_bool(c, 99, "deterministic", &det));
     LX_TRY(opt_rngs(c, &r));
-    return nnx_return_array(nnx_mha_forward((nnx_mha *)self, q, k, v, mask, det, r), out);
+    return nnx_return_array(out, nnx_mha_forward((nnx_mha *)self, q, k, v, mask, det, r));
 }
 
 static const nnx_field MHA_FIELDS[] = {NNX_CHILD(nnx_mha, key),   NNX_CHILD(nnx_mha, key_ln), NNX_CHILD(nnx_mha, out),
                                        NNX_CHILD(nnx_mha, query), NNX_CHILD(nnx_mha, query_ln), NNX_CHILD(nnx_mha, rngs),
                                        NNX_CHILD(nnx_mha, value)};
-static const nnx_method MHA_METHODS[] = {{"__call__", mha_call}};
+static const nnx_method MHA_METHODS[] = {NNX_METHOD("__call__", mha_call)};
 
 const nnx_type NNX_MHA_TYPE = {
     .name = "MultiHeadAttention", .size = sizeof(nnx_mha), .fields = MHA_FIELDS, .nfields = 7,
@@ -337,7 +337,7 @@ static lx_status sequential_call(nnx_module *self, const lx_call *c, lx_value *o
         } else if (fn) {
             lx_array *x;
             s = lx_call_array(&step, 0, "x", &x);
-            if (s == LX_OK) s = nnx_return_array(fn->fn(x), &next);
+            if (s == LX_OK) s = nnx_return_array(&next, fn->fn(x));
         } else {
             s = lx_fail(LX_ERR_TYPE, "Sequence[%d] is not callable", i);
         }
@@ -353,7 +353,7 @@ static lx_status sequential_call(nnx_module *self, const lx_call *c, lx_value *o
 }
 
 static const nnx_field SEQUENTIAL_FIELDS[] = {NNX_LIST(nnx_sequential, layers)};
-static const nnx_method SEQUENTIAL_METHODS[] = {{"__call__", sequential_call}};
+static const nnx_method SEQUENTIAL_METHODS[] = {NNX_METHOD("__call__", sequential_call)};
 
 const nnx_type NNX_SEQUENTIAL_TYPE = {
     .name = "Sequential", .size = sizeof(nnx_sequential), .fields = SEQUENTIAL_FIELDS, .nfields = 1,

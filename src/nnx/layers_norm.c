@@ -79,18 +79,18 @@ lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x) {
 static lx_status layer_norm_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "x", &x));
-    return nnx_return_array(nnx_layer_norm_forward((nnx_norm *)self, x), out);
+    return nnx_return_array(out, nnx_layer_norm_forward((nnx_norm *)self, x));
 }
 
 static lx_status rms_norm_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "x", &x));
-    return nnx_return_array(nnx_rms_norm_forward((nnx_norm *)self, x), out);
+    return nnx_return_array(out, nnx_rms_norm_forward((nnx_norm *)self, x));
 }
 
 static const nnx_field NORM_FIELDS[] = {NNX_VAR(nnx_norm, bias), NNX_VAR(nnx_norm, scale)};
-static const nnx_method LAYER_NORM_METHODS[] = {{"__call__", layer_norm_call}};
-static const nnx_method RMS_NORM_METHODS[] = {{"__call__", rms_norm_call}};
+static const nnx_method LAYER_NORM_METHODS[] = {NNX_METHOD("__call__", layer_norm_call)};
+static const nnx_method RMS_NORM_METHODS[] = {NNX_METHOD("__call__", rms_norm_call)};
 
 const nnx_type NNX_LAYER_NORM_TYPE = {
     .name = "LayerNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = 2,
@@ -215,12 +215,12 @@ static lx_status batch_norm_call(nnx_module *self, const lx_call *c, lx_value *o
         return lx_fail(LX_ERR_TYPE, "BatchNorm.__call__: use_running_average must be a bool or None, got %s",
                        lx_kind_name(ura->kind));
     if (lx_call_kwarg(c, "mask")) return lx_fail(LX_ERR_UNSUPPORTED, "BatchNorm.__call__: mask is not supported");
-    return nnx_return_array(nnx_batch_norm_forward((nnx_batch_norm *)self, x, u), out);
+    return nnx_return_array(out, nnx_batch_norm_forward((nnx_batch_norm *)self, x, u));
 }
 
 static const nnx_field BATCH_NORM_FIELDS[] = {NNX_VAR(nnx_batch_norm, bias), NNX_VAR(nnx_batch_norm, mean),
                                               NNX_VAR(nnx_batch_norm, scale), NNX_VAR(nnx_batch_norm, var)};
-static const nnx_method BATCH_NORM_METHODS[] = {{"__call__", batch_norm_call}};
+static const nnx_method BATCH_NORM_METHODS[] = {NNX_METHOD("__call__", batch_norm_call)};
 
 const nnx_type NNX_BATCH_NORM_TYPE = {
     .name = "BatchNorm", .size = sizeof(nnx_batch_norm), .fields = BATCH_NORM_FIELDS, .nfields = 4,

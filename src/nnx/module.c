@@ -301,6 +301,12 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
      * takes none (Python's object.__init__). */
     if (s == LX_OK && !type->config && !type->init && (c.nargs || c.nkwargs))
         s = lx_fail(LX_ERR_TYPE, "%s takes no arguments", owner);
+    if (s == LX_OK && type->setup) {
+        uint64_t gen = lx_error_generation();
+        s = type->setup(m, rngs);
+        if (s != LX_OK && lx_error_generation() == gen)
+            s = lx_fail(s, "%s failed", owner);
+    }
     if (s == LX_OK && type->init) {
         uint64_t gen = lx_error_generation();
         s = type->init(m, &c, rngs);
@@ -648,13 +654,43 @@ lx_status nnx_call_fn(nnx_module *m, nnx_method_fn fn, const lx_call *call, lx_v
     return call_framed(m, NULL, fn, call, out);
 }
 
+lx_status nnx_run_entry_(nnx_module *m, const nnx_method *f, const lx_call *call, lx_value *out) {
+    *out = lx_none();
+    if (f->fn) return f->fn(m, call, out);
+    if (!f->array_fn)
+        return lx_fail(LX_ERR_TYPE, "'%s.%s' must be a callable, got <class 'NoneType'>.", m->type->name,
+                       f->name ? f->name : "?");
+    const lx_value *xv = lx_call_get(call, 0, "x");
+    if (!xv) xv = lx_call_kwarg(call, "inputs");
+    if (!xv)
+        return lx_fail(LX_ERR_TYPE, "%s.%s() missing 1 required positional argument: 'x'", m->type->name,
+                       f->name ? f->name : "?");
+    if (xv->kind != LX_V_ARRAY)
+        return lx_fail(LX_ERR_TYPE, "%s.%s(): argument 'x' must be an array, got %s", m->type->name,
+                       f->name ? f->name : "?", lx_kind_name(xv->kind));
+    if (!xv->u.array)
+        return lx_error_pending() ? lx_last_status()
+                                  : lx_fail(LX_ERR_FAILED_INPUT, "%s.%s(): argument 'x' is NULL", m->type->name,
+                                            f->name ? f->name : "?");
+    return nnx_return_array(out, f->array_fn(m, xv->u.array));
+}
+
+lx_status nnx_call_method(nnx_module *m, const nnx_method *f, const lx_call *call, lx_value *out) {
+    if (!m || !f || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_method: NULL argument");
+    lx_call none = LX_NO_CALL;
+    LX_TRY(lx_frame_enter_(LX_FRAME_NNX, NULL, frame_name, m, holds_param));
+    lx_status s = nnx_run_entry_(m, f, call ? call : &none, out);
+    lx_frame_leave_(s);
+    return s;
+}
+
 static lx_status call_method(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
     *out = lx_none();
     const char *name = method ? method : "__call__";
     lx_call none = LX_NO_CALL;
     if (!call) call = &none;
     const nnx_method *f = nnx_find_method(m->type, name);
-    if (f) return f->fn(m, call, out);
+    if (f) return nnx_run_entry_(m, f, call, out);
     if (m->type->dispatch) {
         uint64_t gen = lx_error_generation();
         lx_status s = m->type->dispatch(m, name, call, out);

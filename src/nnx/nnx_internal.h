@@ -120,7 +120,8 @@ lx_status nnx_make_param(const nnx_module *self, nnx_rngs *rngs, const lx_vartyp
                          int flat_ndim, const int64_t *flat_shape, const lx_value *metadata,
                          lx_variable **out);
 /* A method's array result: *out takes a reference; a NULL y reports the failure. */
-lx_status nnx_return_array(lx_array *y, lx_value *out);
+/* Run a method-table entry (fn, or array_fn over positional 0) of m, in the current frame. */
+lx_status nnx_run_entry_(nnx_module *m, const nnx_method *f, const lx_call *call, lx_value *out);
 
 /* A typed forward (nnx_linear_forward) called directly runs in m's module frame, as nnx_call
  * would run it: enter returns 1 (pushed), 0 (m's frame is already the innermost: nothing

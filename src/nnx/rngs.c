@@ -36,6 +36,8 @@ const nnx_type NNX_RNGS_TYPE = {
     .size = sizeof(struct nnx_rngs),
 };
 
+static lx_status stream_state(const nnx_module *stream, lx_key *key, uint32_t *count);
+
 static bool is_stream(const nnx_module *m) { return m && m->type == &NNX_RNG_STREAM_TYPE; }
 
 static lx_status tagged_var(const lx_vartype *type, lx_array *value, const char *tag, lx_variable **out) {
@@ -146,14 +148,9 @@ lx_status nnx_rng_stream_draw(nnx_module *stream, lx_key *out) {
     if (!stream || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "RngStream: NULL argument");
     if (!is_stream(stream)) return lx_fail(LX_ERR_TYPE, "RngStream: a %s is not an RngStream", stream->type->name);
     nnx_rng_stream *s = (nnx_rng_stream *)stream;
-    lx_array *k = s->key ? lx_variable_get_value(s->key) : NULL;
-    lx_array *c = s->count ? lx_variable_get_value(s->count) : NULL;
-    const char *tag = s->cfg.tag ? s->cfg.tag : "?";
-    if (!k || !c || lx_is_abstract(k) || lx_is_abstract(c) || k->dtype != LX_U32 || k->size != 2 ||
-        c->dtype != LX_U32 || c->size != 1)
-        return lx_fail(LX_ERR_RNG, "RngStream '%s' has no concrete uint32[2] key and uint32 count", tag);
-    lx_key key = {{lx_u32(k)[0], lx_u32(k)[1]}};
-    uint32_t count = lx_u32(c)[0];
+    lx_key key;
+    uint32_t count;
+    LX_TRY(stream_state(stream, &key, &count));
     lx_array *next = count_array(count + 1);
     if (!next) return lx_last_status();
     lx_status st = lx_variable_set_value(s->count, next, false);
@@ -168,6 +165,34 @@ lx_status nnx_rngs_draw(nnx_rngs *r, const char *stream, lx_key *out) {
     nnx_module *s = NULL;
     LX_TRY(lookup(r, stream, &s));
     return nnx_rng_stream_draw(s, out);
+}
+
+/* The concrete key and count of stream module `stream`. */
+static lx_status stream_state(const nnx_module *stream, lx_key *key, uint32_t *count) {
+    const nnx_rng_stream *s = (const nnx_rng_stream *)stream;
+    lx_array *k = s->key ? lx_variable_get_value(s->key) : NULL;
+    lx_array *c = s->count ? lx_variable_get_value(s->count) : NULL;
+    if (!k || !c || lx_is_abstract(k) || lx_is_abstract(c) || k->dtype != LX_U32 || k->size != 2 ||
+        c->dtype != LX_U32 || c->size != 1)
+        return lx_fail(LX_ERR_RNG, "RngStream '%s' has no concrete uint32[2] key and uint32 count",
+                       s->cfg.tag ? s->cfg.tag : "?");
+    if (key) *key = (lx_key){{lx_u32(k)[0], lx_u32(k)[1]}};
+    if (count) *count = lx_u32(c)[0];
+    return LX_OK;
+}
+
+lx_status nnx_rngs_stream_count(const nnx_rngs *r, const char *stream, uint32_t *count) {
+    if (!count) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Rngs: count is NULL");
+    nnx_module *s = NULL;
+    LX_TRY(lookup((nnx_rngs *)r, stream, &s));
+    return stream_state(s, NULL, count);
+}
+
+lx_status nnx_rngs_stream_key(const nnx_rngs *r, const char *stream, lx_key *key) {
+    if (!key) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Rngs: key is NULL");
+    nnx_module *s = NULL;
+    LX_TRY(lookup((nnx_rngs *)r, stream, &s));
+    return stream_state(s, key, NULL);
 }
 
 bool nnx_rngs_has(const nnx_rngs *r, const char *stream) {
