@@ -24,6 +24,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* x: float32. rate in [0, 1]. broadcast_dims: nbroadcast axes of x (negative counts from the
  * end), may be NULL when nbroadcast is 0. */
@@ -34,6 +35,7 @@ lx_array *lx_dropout(lx_array *x, double rate, lx_key key, int nbroadcast,
 lx_array *lx_dropout_mask(lx_key key, double rate, int ndim, const int64_t *shape, int nbroadcast,
                           const int64_t *broadcast_dims);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -27,6 +27,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef enum lx_operand_role { LX_OPERAND_ACTIVATION = 0, LX_OPERAND_PARAM = 1 } lx_operand_role;
 
@@ -65,6 +66,7 @@ const char *lx_frame_current_path(void);
  * LX_ERR_INVALID_ARGUMENT with a message giving the size it needs. */
 const char *lx_frame_path(char *buf, size_t cap);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

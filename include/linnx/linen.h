@@ -41,6 +41,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct linen_scope linen_scope;
 typedef struct linen_module linen_module;
@@ -268,6 +269,7 @@ lx_array *linen_call_array(linen_scope *self, const linen_module *child, const c
 lx_status linen_merge_param(const char *name, const lx_value *module_attr, const lx_value *call_arg,
                             bool *out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -34,6 +34,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- configs (the dataclass fields, in Flax's order) ---- */
 typedef struct linen_dense_config {
@@ -192,6 +193,7 @@ lx_array *linen_leaky_relu_fn(lx_array *x, float negative_slope); /* where(x >= 
 lx_array *linen_make_causal_mask(lx_array *x);
 lx_array *linen_make_attention_mask(lx_array *query_input, lx_array *key_input);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

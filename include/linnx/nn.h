@@ -18,6 +18,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- softmax ---- */
 /* exp(x - max) / sum over `axis` (negative counts from the end), and its log
@@ -111,6 +112,7 @@ lx_array *lx_make_causal_mask(lx_array *x);
  * rate must be in [0, 1]; rate 1 gives zeros. Attribute: rate. */
 lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -43,6 +43,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct nnx_module nnx_module;
 typedef struct nnx_type nnx_type;
@@ -343,6 +344,7 @@ nnx_module *nnx_module_from_value(const lx_value *v);
 extern const nnx_type NNX_RNGS_TYPE;
 extern const nnx_type NNX_RNG_STREAM_TYPE;
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

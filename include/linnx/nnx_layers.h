@@ -23,6 +23,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* Flax's default initializers as constants (for config tables). */
 extern const lx_initializer NNX_LECUN_NORMAL, NNX_ZEROS, NNX_ONES, NNX_HE_UNIFORM, NNX_EMBED_INIT;
@@ -238,6 +239,7 @@ extern const nnx_type NNX_SEQUENTIAL_TYPE;
 /* A layer type by its Flax name ("Linear", "Conv", "BatchNorm", ...), or NULL. */
 const nnx_type *nnx_layer_type(const char *name);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -18,6 +18,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct lx_prim_event {
     const char *op;              /* the primitive's name */
@@ -39,6 +40,7 @@ bool lx_prim_observed(void);
 /* Called by ops: deliver the event to every observer, newest first. */
 void lx_prim_emit(const lx_prim_event *ev);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -27,6 +27,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef enum lx_status {
     LX_OK = 0,
@@ -98,6 +99,7 @@ void lx_warn(const char *fmt, ...)
         if (lx_try_s_ != LX_OK) return lx_try_s_; \
     } while (0)
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -78,6 +78,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* The Linen type "ToLinen". linen_module_new(&BRIDGE_TO_LINEN_TYPE, kwargs) takes Flax's
  * fields: nnx_class (positional 0 or keyword; LX_V_PTR "nnx_type"), ctor (positional 1 or
@@ -151,6 +152,7 @@ lx_status bridge_linen_rngs_dict(linen_scope *s, bool add_default, int cap, nnx_
 /* The same as an Rngs the caller owns (nnx_rngs_release). */
 lx_status bridge_linen_rngs(linen_scope *s, bool add_default, nnx_rngs **out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -63,6 +63,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* nnx.bridge.lazy_init(fn, *args, **kwargs): set `initializing` on every module of m's graph,
  * run `method` (NULL = "__call__") with `call`, discard the output, and clear the flag on the
@@ -97,6 +98,7 @@ linen_scope *bridge_current_linen_module(void);
  * values (trees of Variables for a ToNNX). m must be a ToNNX (else LX_ERR_TYPE). */
 lx_status bridge_to_nnx_get_layers(nnx_module *m, lx_flat *out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -20,6 +20,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct lx_tree lx_tree;         /* tree.h */
 typedef struct lx_variable lx_variable; /* variable.h */
@@ -209,6 +210,7 @@ void lx_variable_release(lx_variable *v);
 lx_box *lx_box_retain(lx_box *b);
 void lx_box_release(lx_box *b);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

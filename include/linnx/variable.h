@@ -57,6 +57,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- types ---- */
 typedef struct lx_vartype {
@@ -129,6 +130,7 @@ bool lx_variable_equal(const lx_variable *a, const lx_variable *b);
 /* "Param(float32[2,3], out_sharding=('in', 'out'))". */
 const char *lx_variable_str(const lx_variable *v, char *buf, size_t cap);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif
