@@ -50,7 +50,7 @@ static const nnx_field RESIDUAL_FIELDS[] = {NNX_CHILD(residual, linear)};
 static lx_status residual_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs) {
     residual *m = (residual *)self;
     lx_call args = LX_CALL_ARGS(lx_int_v(m->cfg.features), lx_int_v(m->cfg.features));
-    return nnx_module_new(&NNX_LINEAR_TYPE, &args, rngs, &m->linear);
+    return nnx_module_new(&nnx_Linear, &args, rngs, &m->linear);
 }
 
 static lx_status residual_call(nnx_module *self, const lx_call *call, lx_value *out) {
@@ -65,9 +65,9 @@ static lx_status residual_call(nnx_module *self, const lx_call *call, lx_value *
 static const nnx_method RESIDUAL_METHODS[] = {NNX_METHOD("__call__", residual_call)};
 static const nnx_type RESIDUAL = {
     .name = "Residual", .size = sizeof(residual),
-    .fields = RESIDUAL_FIELDS, .nfields = 1,
-    .config = RESIDUAL_CONFIG, .nconfig = 1, .config_offset = offsetof(residual, cfg),
-    .methods = RESIDUAL_METHODS, .nmethods = 1, .init = residual_init,
+    .fields = RESIDUAL_FIELDS, .nfields = LX_COUNT(RESIDUAL_FIELDS),
+    .config = RESIDUAL_CONFIG, .nconfig = LX_COUNT(RESIDUAL_CONFIG), .config_offset = offsetof(residual, cfg),
+    .methods = RESIDUAL_METHODS, .nmethods = LX_COUNT(RESIDUAL_METHODS), .init = residual_init,
 };
 
 static lx_array *classifier_call(linen_scope *self, lx_array *x) {
@@ -78,7 +78,7 @@ static lx_array *classifier_call(linen_scope *self, lx_array *x) {
     return linen_dense(self, NULL, 4, x);
 }
 static const linen_method CLASSIFIER_METHODS[] = {LINEN_ARRAY_METHOD("__call__", classifier_call)};
-static const linen_type CLASSIFIER = {.name = "Classifier", .methods = CLASSIFIER_METHODS, .nmethods = 1};
+static const linen_type CLASSIFIER = {.name = "Classifier", .methods = CLASSIFIER_METHODS, .nmethods = LX_COUNT(CLASSIFIER_METHODS)};
 
 /* ---------------------------------------------------------------- part 2: Linen inside NNX */
 
@@ -86,7 +86,7 @@ static lx_array *block_call(linen_scope *self, lx_array *x) {
     return linen_dense(self, NULL, 16, lx_relu(linen_dense(self, NULL, 16, x)));
 }
 static const linen_method BLOCK_METHODS[] = {LINEN_ARRAY_METHOD("__call__", block_call)};
-static const linen_type BLOCK = {.name = "Block", .methods = BLOCK_METHODS, .nmethods = 1};
+static const linen_type BLOCK = {.name = "Block", .methods = BLOCK_METHODS, .nmethods = LX_COUNT(BLOCK_METHODS)};
 
 typedef struct {
     nnx_module base;
@@ -102,7 +102,7 @@ static lx_status net_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs)
     linen_module_release(block); /* ToNNX keeps its own reference */
     LX_TRY(s);
     lx_call args = LX_CALL_ARGS(lx_int_v(16), lx_int_v(4));
-    return nnx_module_new(&NNX_LINEAR_TYPE, &args, rngs, &m->head);
+    return nnx_module_new(&nnx_Linear, &args, rngs, &m->head);
 }
 
 static lx_status net_call(nnx_module *self, const lx_call *call, lx_value *out) {
@@ -116,8 +116,8 @@ static lx_status net_call(nnx_module *self, const lx_call *call, lx_value *out) 
 }
 static const nnx_method NET_METHODS[] = {NNX_METHOD("__call__", net_call)};
 static const nnx_type NET = {
-    .name = "Net", .size = sizeof(net), .fields = NET_FIELDS, .nfields = 2,
-    .methods = NET_METHODS, .nmethods = 1, .init = net_init,
+    .name = "Net", .size = sizeof(net), .fields = NET_FIELDS, .nfields = LX_COUNT(NET_FIELDS),
+    .methods = NET_METHODS, .nmethods = LX_COUNT(NET_METHODS), .init = net_init,
 };
 
 /* ---------------------------------------------------------------- main */

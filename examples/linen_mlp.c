@@ -31,8 +31,8 @@ static lx_array *mlp_call(linen_scope *self, lx_array *x) {
 
 static const linen_method MLP_METHODS[] = {LINEN_ARRAY_METHOD("__call__", mlp_call)};
 static const linen_type MLP = {
-    .name = "MLP", .config_size = sizeof(mlp_config), .fields = MLP_FIELDS, .nfields = 1,
-    .methods = MLP_METHODS, .nmethods = 1,
+    .name = "MLP", .config_size = sizeof(mlp_config), .config = MLP_FIELDS, .nconfig = LX_COUNT(MLP_FIELDS),
+    .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS),
 };
 
 int main(void) {

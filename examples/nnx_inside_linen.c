@@ -54,8 +54,8 @@ static const nnx_field MY_NNX_FIELDS[] = {NNX_CHILD(my_nnx, linear)};
 static const nnx_method MY_NNX_METHODS[] = {NNX_METHOD("__call__", my_nnx_call)};
 static const nnx_type MY_NNX = {
     .name = "MyNNX", .size = sizeof(my_nnx), .init = my_nnx_init,
-    .fields = MY_NNX_FIELDS, .nfields = 1, .methods = MY_NNX_METHODS, .nmethods = 1,
-    .config = MY_NNX_CONFIG, .nconfig = 2, .config_offset = offsetof(my_nnx, cfg),
+    .fields = MY_NNX_FIELDS, .nfields = LX_COUNT(MY_NNX_FIELDS), .methods = MY_NNX_METHODS, .nmethods = LX_COUNT(MY_NNX_METHODS),
+    .config = MY_NNX_CONFIG, .nconfig = LX_COUNT(MY_NNX_CONFIG), .config_offset = offsetof(my_nnx, cfg),
 };
 
 /* The worked problem: a 1-D x of n floats; returns y (features,), owned by the caller

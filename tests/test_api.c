@@ -52,8 +52,8 @@ static const nnx_field SCALE_FIELDS[] = {NNX_VAR(scale, w)};
 static const nnx_method SCALE_METHODS[] = {NNX_ARRAY_METHOD("__call__", scale_call),
                                            NNX_METHOD("twice", scale_twice)};
 static const nnx_type SCALE = {.name = "Scale", .size = sizeof(scale), .setup = scale_setup,
-                               .fields = SCALE_FIELDS, .nfields = 1, .methods = SCALE_METHODS, .nmethods = 2,
-                               .config = SCALE_CONFIG, .nconfig = 1, .config_offset = offsetof(scale, cfg)};
+                               .fields = SCALE_FIELDS, .nfields = LX_COUNT(SCALE_FIELDS), .methods = SCALE_METHODS, .nmethods = LX_COUNT(SCALE_METHODS),
+                               .config = SCALE_CONFIG, .nconfig = LX_COUNT(SCALE_CONFIG), .config_offset = offsetof(scale, cfg)};
 
 static void test_nnx_setup_and_array_methods(void) {
     nnx_module *m = NULL;
@@ -101,7 +101,7 @@ static lx_array *bias_call(nnx_module *m, lx_array *x) { return lx_add(x, lx_var
 static const nnx_field BIAS_FIELDS[] = {NNX_VAR(bias_only, b)};
 static const nnx_method BIAS_METHODS[] = {NNX_ARRAY_METHOD("__call__", bias_call)};
 static const nnx_type BIAS = {.name = "Bias", .size = sizeof(bias_only), .setup = bias_setup,
-                              .fields = BIAS_FIELDS, .nfields = 1, .methods = BIAS_METHODS, .nmethods = 1};
+                              .fields = BIAS_FIELDS, .nfields = LX_COUNT(BIAS_FIELDS), .methods = BIAS_METHODS, .nmethods = LX_COUNT(BIAS_METHODS)};
 
 static void test_bridge_no_kwargs(void) {
     linen_module *m = BRIDGE_TO_LINEN(&BIAS);
@@ -123,7 +123,7 @@ static void test_bridge_no_kwargs(void) {
     lx_tree_release(vars);
     linen_module_release(m);
     /* with keyword arguments: one is counted, the end marker is not */
-    linen_module *k = BRIDGE_TO_LINEN(&NNX_LINEAR_TYPE, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
+    linen_module *k = BRIDGE_TO_LINEN(&nnx_Linear, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
     CHECK(k && bridge_to_linen_ctor(k)->nkwargs == 2);
     linen_module_release(k);
     bridge_to_linen_cache_clear();
@@ -153,7 +153,85 @@ static void test_rngs_stream_state(void) {
     nnx_rngs_release(r);
 }
 
+/* ---- one vocabulary: the table macros, and the old spellings still compile and mean the same ---- */
+typedef struct {
+    int64_t features;
+    double scale;
+} tbl_config;
+typedef struct {
+    nnx_module base;
+    tbl_config cfg;
+    nnx_linear *linear;
+} tbl_nnx;
+static lx_status tbl_setup(nnx_module *m, nnx_rngs *rngs) {
+    tbl_nnx *self = (tbl_nnx *)m;
+    return nnx_linear_new(2, self->cfg.features, rngs, &self->linear);
+}
+static lx_array *tbl_call(nnx_module *m, lx_array *x) {
+    return lx_mul_scalar(nnx_linear_forward(((tbl_nnx *)m)->linear, x), ((tbl_nnx *)m)->cfg.scale);
+}
+static const nnx_type TBL_NNX = {
+    .name = "Tbl", .size = sizeof(tbl_nnx), .setup = tbl_setup,
+    NNX_CONFIG(tbl_nnx, cfg, LX_FIELD_REQUIRED_INT(tbl_config, features), LX_FIELD_FLOAT(tbl_config, scale, 1.0)),
+    NNX_FIELDS(NNX_CHILD(tbl_nnx, linear)),
+    NNX_METHODS(NNX_ARRAY_METHOD("__call__", tbl_call), NNX_METHOD("twice", scale_twice)),
+};
+static lx_array *tbl_linen_call(linen_scope *s, lx_array *x) {
+    const tbl_config *cfg = linen_config(s);
+    return lx_mul_scalar(linen_dense(s, NULL, cfg->features, x), cfg->scale);
+}
+static const linen_type TBL_LINEN = {
+    .name = "TblLinen",
+    LINEN_CONFIG(tbl_config, LX_FIELD_REQUIRED_INT(tbl_config, features), LX_FIELD_FLOAT(tbl_config, scale, 1.0)),
+    LINEN_METHODS(LINEN_ARRAY_METHOD("__call__", tbl_linen_call)),
+};
+/* the deprecated member spelling of the Linen config table */
+static const lx_field OLD_FIELDS[] = {LX_FIELD_REQUIRED_INT(tbl_config, features), LX_FIELD_FLOAT(tbl_config, scale, 1.0)};
+static const linen_method OLD_METHODS[] = {LINEN_ARRAY_METHOD("__call__", tbl_linen_call)};
+static const linen_type OLD_LINEN = {.name = "Old", .config_size = sizeof(tbl_config), .fields = OLD_FIELDS,
+                                     .nfields = 2, .methods = OLD_METHODS, .nmethods = 1};
+
+static void test_vocabulary(void) {
+    CHECK_EQ_INT(TBL_NNX.nconfig, 2);
+    CHECK_EQ_INT(TBL_NNX.nfields, 1);
+    CHECK_EQ_INT(TBL_NNX.nmethods, 2);
+    CHECK(TBL_NNX.config_offset == offsetof(tbl_nnx, cfg));
+    CHECK_EQ_INT(TBL_LINEN.nconfig, 2);
+    CHECK_EQ_INT(TBL_LINEN.nmethods, 1);
+    CHECK(TBL_LINEN.config_size == sizeof(tbl_config));
+    CHECK(OLD_LINEN.config == OLD_FIELDS && OLD_LINEN.nconfig == 2);
+    nnx_rngs *rngs = NULL;
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &rngs), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&TBL_NNX, &LX_CALL_KWARGS(LX_KW_INT("features", 3), LX_KW_FLOAT("scale", 0.0)), rngs, &m),
+                 LX_OK);
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, (int64_t[]){1, 2}, 1.0f));
+    lx_array *y = nnx_call_array(m, x);
+    CHECK(y && y->shape[1] == 3 && lx_f32(y)[0] == 0.0f && lx_f32(y)[2] == 0.0f); /* scale 0 */
+    nnx_module_release(m);
+    nnx_rngs_release(rngs);
+    /* a Linen type by the macros and the same type by the old spelling give the same config */
+    linen_module *a = NULL, *b = NULL;
+    lx_call kw = LX_CALL_KWARGS(LX_KW_INT("features", 5), LX_KW_FLOAT("scale", 2.0));
+    CHECK_EQ_INT(linen_module_new(&TBL_LINEN, &kw, &a), LX_OK);
+    CHECK_EQ_INT(linen_module_new(&OLD_LINEN, &kw, &b), LX_OK);
+    lx_value fa, fb;
+    CHECK_EQ_INT(linen_module_attr(a, "features", &fa), LX_OK);
+    CHECK_EQ_INT(linen_module_attr(b, "scale", &fb), LX_OK);
+    CHECK(fa.kind == LX_V_INT && fa.u.i == 5 && fb.kind == LX_V_FLOAT && fb.u.f == 2.0);
+    linen_module_release(a);
+    linen_module_release(b);
+    /* old names are the new objects and functions (include/linnx/compat.h) */
+    CHECK(&NNX_LINEAR_TYPE == &nnx_Linear && &NNX_RNGS_TYPE == &nnx_Rngs && &BRIDGE_TO_LINEN_TYPE == &bridge_ToLinen);
+    CHECK(&BRIDGE_TO_NNX_TYPE == &bridge_ToNNX && &NNX_MHA_TYPE == &nnx_MultiHeadAttention);
+    CHECK((void *)nnx_reseed == (void *)nnx_rngs_reseed && (void *)nnx_rng_stream_fork == (void *)nnx_rngs_fork_stream);
+    CHECK((void *)nnx_rngs_count == (void *)nnx_rngs_num_streams);
+    CHECK((void *)lx_register_variable_name == (void *)lx_variable_register_name);
+    CHECK((void *)linen_make_causal_mask == (void *)lx_make_causal_mask);
+}
+
 int main(void) {
+    RUN(test_vocabulary);
     RUN(test_lx_call);
     RUN(test_nnx_setup_and_array_methods);
     RUN(test_bridge_no_kwargs);

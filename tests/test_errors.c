@@ -43,8 +43,8 @@ static const nnx_field TWO_FIELDS[] = {NNX_CHILD(two_linear, l1), NNX_CHILD(two_
 static const nnx_method TWO_METHODS[] = {NNX_METHOD("__call__", two_call)};
 static const nnx_type TWO = {
     .name = "TwoLinear", .size = sizeof(two_linear), .init = two_init,
-    .fields = TWO_FIELDS, .nfields = 2, .methods = TWO_METHODS, .nmethods = 1,
-    .config = TWO_CONFIG, .nconfig = 4, .config_offset = offsetof(two_linear, cfg)};
+    .fields = TWO_FIELDS, .nfields = LX_COUNT(TWO_FIELDS), .methods = TWO_METHODS, .nmethods = LX_COUNT(TWO_METHODS),
+    .config = TWO_CONFIG, .nconfig = LX_COUNT(TWO_CONFIG), .config_offset = offsetof(two_linear, cfg)};
 
 static lx_status new_two(int64_t in, int64_t hidden, int64_t l2_in, int64_t out, nnx_module **m) {
     nnx_rngs *rngs = NULL;
@@ -83,7 +83,7 @@ static lx_array *mlp_call(linen_scope *s, lx_array *x) {
     return linen_dense(s, NULL, 2, lx_relu(linen_dense(s, NULL, 8, x)));
 }
 static const linen_method MLP_METHODS[] = {LINEN_ARRAY_METHOD("__call__", mlp_call)};
-static const linen_type MLP = {.name = "MLP", .methods = MLP_METHODS, .nmethods = 1};
+static const linen_type MLP = {.name = "MLP", .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS)};
 
 static void test_linen_paths(void) {
     linen_module *m = NULL;
@@ -109,7 +109,7 @@ static lx_array *outer_call(linen_scope *s, lx_array *x) {
     return y;
 }
 static const linen_method OUTER_METHODS[] = {LINEN_ARRAY_METHOD("__call__", outer_call)};
-static const linen_type OUTER = {.name = "Outer", .methods = OUTER_METHODS, .nmethods = 1};
+static const linen_type OUTER = {.name = "Outer", .methods = OUTER_METHODS, .nmethods = LX_COUNT(OUTER_METHODS)};
 
 static void test_bridge_paths(void) {
     linen_module *m = NULL;
@@ -139,8 +139,8 @@ static lx_status holder_call(nnx_module *m, const lx_call *call, lx_value *out) 
 }
 static const nnx_field HOLDER_FIELDS[] = {NNX_CHILD(holder, block)};
 static const nnx_method HOLDER_METHODS[] = {NNX_METHOD("__call__", holder_call)};
-static const nnx_type HOLDER = {.name = "Holder", .size = sizeof(holder), .fields = HOLDER_FIELDS, .nfields = 1,
-                                .methods = HOLDER_METHODS, .nmethods = 1};
+static const nnx_type HOLDER = {.name = "Holder", .size = sizeof(holder), .fields = HOLDER_FIELDS, .nfields = LX_COUNT(HOLDER_FIELDS),
+                                .methods = HOLDER_METHODS, .nmethods = LX_COUNT(HOLDER_METHODS)};
 
 static void test_to_nnx_paths(void) {
     linen_module *dense = NULL;

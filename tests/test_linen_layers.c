@@ -107,7 +107,7 @@ static lx_array *mlp(linen_scope *s, lx_array *x) {
     return linen_dense(s, NULL, 2, lx_relu(linen_dense(s, NULL, 8, x)));
 }
 static const linen_method MLP_METHODS[] = {LINEN_ARRAY_METHOD("__call__", mlp)};
-static const linen_type MLP = {.name = "MLP", .methods = MLP_METHODS, .nmethods = 1};
+static const linen_type MLP = {.name = "MLP", .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS)};
 
 static void test_mlp_helpers(void) {
     linen_module *m = NULL;
@@ -490,7 +490,7 @@ static lx_status drop_twice_call(linen_scope *s, const lx_call *c, lx_value *out
     return st;
 }
 static const linen_method DROP_TWICE_METHODS[] = {LINEN_METHOD("__call__", drop_twice_call)};
-static const linen_type DROP_TWICE = {.name = "DropTwice", .methods = DROP_TWICE_METHODS, .nmethods = 1, .setup = drop_twice_setup};
+static const linen_type DROP_TWICE = {.name = "DropTwice", .methods = DROP_TWICE_METHODS, .nmethods = LX_COUNT(DROP_TWICE_METHODS), .setup = drop_twice_setup};
 
 static bool masked_like(const lx_array *y, const lx_array *x, const uint8_t *mask, int64_t mstride_rows, float keep) {
     if (!y || y->size != x->size) return false;
@@ -651,7 +651,7 @@ static void test_attention(void) {
     attention_ref(vars, xv, 3, 4, 2, 2, NULL, want);
     CHECK(y && lx_shape_eq(y, 3, (int64_t[]){1, 3, 4}) && close_to(y, want, 12, 1e-5));
     /* causal mask */
-    lx_array *causal = linen_make_causal_mask(lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 3})));
+    lx_array *causal = lx_make_causal_mask(lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 3})));
     CHECK(causal && lx_shape_eq(causal, 4, (int64_t[]){1, 1, 3, 3}));
     lx_call cm = {1, (lx_value[]){lx_array_v(x)}, 1, (lx_kwarg[]){LX_KW("mask", lx_array_v(causal))}};
     lx_value out;
@@ -715,7 +715,7 @@ static lx_array *norm_user(linen_scope *s, lx_array *x) {
 
 static void test_helpers_names(void) {
     static const linen_method AM[] = {LINEN_ARRAY_METHOD("__call__", attn_user)};
-    static const linen_type AT = {.name = "AttnUser", .methods = AM, .nmethods = 1};
+    static const linen_type AT = {.name = "AttnUser", .methods = AM, .nmethods = LX_COUNT(AM)};
     linen_module *m = make(&AT, LX_NO_CALL);
     lx_tree *vars;
     CHECK(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), A(ones(3, 4)), NULL, &vars) == LX_OK);
@@ -723,7 +723,7 @@ static void test_helpers_names(void) {
     lx_tree_release(vars);
     linen_module_release(m);
     static const linen_method NM[] = {LINEN_ARRAY_METHOD("__call__", norm_user)};
-    static const linen_type NT = {.name = "NormUser", .methods = NM, .nmethods = 1};
+    static const linen_type NT = {.name = "NormUser", .methods = NM, .nmethods = LX_COUNT(NM)};
     m = make(&NT, LX_NO_CALL);
     lx_value out;
     CHECK(linen_init_with_output(m, LINEN_KEY(lx_key_from_seed(0)), A(ones(2, 4)), NULL, &out, &vars) == LX_OK);

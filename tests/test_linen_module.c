@@ -68,8 +68,8 @@ static lx_status lin_encode(linen_scope *s, const lx_call *c, lx_value *out) {
 }
 static const linen_method LIN_METHODS[] = {LINEN_METHOD("__call__", lin_call), LINEN_METHOD("encode", lin_encode)};
 static const linen_type LIN = {
-    .name = "Lin", .config_size = sizeof(lin_config), .fields = LIN_FIELDS, .nfields = 2,
-    .methods = LIN_METHODS, .nmethods = 2,
+    .name = "Lin", .config_size = sizeof(lin_config), .config = LIN_FIELDS, .nconfig = LX_COUNT(LIN_FIELDS),
+    .methods = LIN_METHODS, .nmethods = LX_COUNT(LIN_METHODS),
 };
 
 static linen_module *lin(int64_t features) {
@@ -92,7 +92,7 @@ static lx_status probe_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const linen_method PROBE_METHODS[] = {LINEN_METHOD("__call__", probe_call)};
-static const linen_type PROBE = {.name = "Probe", .methods = PROBE_METHODS, .nmethods = 1};
+static const linen_type PROBE = {.name = "Probe", .methods = PROBE_METHODS, .nmethods = LX_COUNT(PROBE_METHODS)};
 
 /* Outer: calls Probe twice (auto-named), Lin once, and a Probe named 'inner'. */
 static lx_status outer_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -114,7 +114,7 @@ static lx_status outer_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method OUTER_METHODS[] = {LINEN_METHOD("__call__", outer_call)};
-static const linen_type OUTER = {.name = "Outer", .methods = OUTER_METHODS, .nmethods = 1};
+static const linen_type OUTER = {.name = "Outer", .methods = OUTER_METHODS, .nmethods = LX_COUNT(OUTER_METHODS)};
 
 /* Counter: a counter variable incremented when 'counter' is mutable, a sow, a param. */
 static lx_status zero_init(lx_key k, void *user, lx_value *leaf_out) {
@@ -146,7 +146,7 @@ static lx_status counter_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return linen_return_array(out, w);
 }
 static const linen_method COUNTER_METHODS[] = {LINEN_METHOD("__call__", counter_call)};
-static const linen_type COUNTER = {.name = "Counter", .methods = COUNTER_METHODS, .nmethods = 1};
+static const linen_type COUNTER = {.name = "Counter", .methods = COUNTER_METHODS, .nmethods = LX_COUNT(COUNTER_METHODS)};
 
 /* Writer: always writes the counter (fails when the collection is immutable). */
 static lx_status writer_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -158,7 +158,7 @@ static lx_status writer_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const linen_method WRITER_METHODS[] = {LINEN_METHOD("__call__", writer_call)};
-static const linen_type WRITER = {.name = "Writer", .methods = WRITER_METHODS, .nmethods = 1};
+static const linen_type WRITER = {.name = "Writer", .methods = WRITER_METHODS, .nmethods = LX_COUNT(WRITER_METHODS)};
 
 /* WriteThenFail: writes the counter and a new collection, then fails. */
 static lx_status write_fail_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -171,7 +171,7 @@ static lx_status write_fail_call(linen_scope *s, const lx_call *c, lx_value *out
     return lx_fail(LX_ERR_INVALID_ARGUMENT, "write_fail: on purpose");
 }
 static const linen_method WRITE_FAIL_METHODS[] = {LINEN_METHOD("__call__", write_fail_call)};
-static const linen_type WRITE_FAIL = {.name = "WriteThenFail", .methods = WRITE_FAIL_METHODS, .nmethods = 1};
+static const linen_type WRITE_FAIL = {.name = "WriteThenFail", .methods = WRITE_FAIL_METHODS, .nmethods = LX_COUNT(WRITE_FAIL_METHODS)};
 
 /* Crowd: more names, children and auto-name prefixes than a scope keeps inline, names longer
  * than its inline reservation text, more params than a frame keeps inline, then (when
@@ -210,7 +210,7 @@ static lx_status crowd_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method CROWD_METHODS[] = {LINEN_METHOD("__call__", crowd_call)};
-static const linen_type CROWD = {.name = "Crowd", .methods = CROWD_METHODS, .nmethods = 1};
+static const linen_type CROWD = {.name = "Crowd", .methods = CROWD_METHODS, .nmethods = LX_COUNT(CROWD_METHODS)};
 
 /* SetupMLP: children attached in setup as 'hidden' (Lin(8)) and 'out' (Lin(2)). */
 static int setup_runs;
@@ -233,7 +233,7 @@ static lx_status setup_mlp_call(linen_scope *s, const lx_call *c, lx_value *out)
 }
 static const linen_method SETUP_MLP_METHODS[] = {LINEN_METHOD("__call__", setup_mlp_call)};
 static const linen_type SETUP_MLP = {
-    .name = "SetupMLP", .methods = SETUP_MLP_METHODS, .nmethods = 1, .setup = setup_mlp_setup};
+    .name = "SetupMLP", .methods = SETUP_MLP_METHODS, .nmethods = LX_COUNT(SETUP_MLP_METHODS), .setup = setup_mlp_setup};
 
 /* Twice: calls one SetupMLP instance twice under one name (a shared instance). */
 static lx_status twice_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -250,7 +250,7 @@ static lx_status twice_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method TWICE_METHODS[] = {LINEN_METHOD("__call__", twice_call)};
-static const linen_type TWICE = {.name = "Twice", .methods = TWICE_METHODS, .nmethods = 1};
+static const linen_type TWICE = {.name = "Twice", .methods = TWICE_METHODS, .nmethods = LX_COUNT(TWICE_METHODS)};
 
 /* Clash: a param and a submodule under one name, or two instances under one name. */
 static lx_status clash_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -284,7 +284,7 @@ static lx_status clash_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method CLASH_METHODS[] = {LINEN_METHOD("__call__", clash_call)};
-static const linen_type CLASH = {.name = "Clash", .methods = CLASH_METHODS, .nmethods = 1};
+static const linen_type CLASH = {.name = "Clash", .methods = CLASH_METHODS, .nmethods = LX_COUNT(CLASH_METHODS)};
 
 /* Dispatcher: methods outside the table through the dispatch hook. */
 static lx_status disp_dispatch(linen_scope *s, const char *method, const lx_call *c, lx_value *out) {
@@ -315,7 +315,7 @@ static lx_status fn_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return linen_return_array(out, x);
 }
 static const linen_method FN_METHODS[] = {LINEN_METHOD("__call__", fn_call)};
-static const linen_type FN = {.name = "identity", .methods = FN_METHODS, .nmethods = 1, .flags = LINEN_TYPE_FUNCTION};
+static const linen_type FN = {.name = "identity", .methods = FN_METHODS, .nmethods = LX_COUNT(FN_METHODS), .flags = LINEN_TYPE_FUNCTION};
 static lx_status fn_user_call(linen_scope *s, const lx_call *c, lx_value *out) {
     linen_module *f = NULL, *l = lin(2);
     LX_TRY(linen_module_new(&FN, NULL, &f));
@@ -331,7 +331,7 @@ static lx_status fn_user_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method FN_USER_METHODS[] = {LINEN_METHOD("__call__", fn_user_call)};
-static const linen_type FN_USER = {.name = "FnUser", .methods = FN_USER_METHODS, .nmethods = 1};
+static const linen_type FN_USER = {.name = "FnUser", .methods = FN_USER_METHODS, .nmethods = LX_COUNT(FN_USER_METHODS)};
 
 /* ---------------------------------------------------------------- tests */
 
@@ -837,7 +837,7 @@ static lx_status info_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const linen_method INFO_METHODS[] = {LINEN_METHOD("__call__", info_call)};
-static const linen_type INFO = {.name = "Info", .methods = INFO_METHODS, .nmethods = 1};
+static const linen_type INFO = {.name = "Info", .methods = INFO_METHODS, .nmethods = LX_COUNT(INFO_METHODS)};
 static lx_status info_parent_call(linen_scope *s, const lx_call *c, lx_value *out) {
     linen_module *i = NULL;
     LX_TRY(linen_module_new(&INFO, NULL, &i));
@@ -847,7 +847,7 @@ static lx_status info_parent_call(linen_scope *s, const lx_call *c, lx_value *ou
     return st;
 }
 static const linen_method INFO_PARENT_METHODS[] = {LINEN_METHOD("__call__", info_parent_call)};
-static const linen_type INFO_PARENT = {.name = "InfoParent", .methods = INFO_PARENT_METHODS, .nmethods = 1};
+static const linen_type INFO_PARENT = {.name = "InfoParent", .methods = INFO_PARENT_METHODS, .nmethods = LX_COUNT(INFO_PARENT_METHODS)};
 
 static void test_scope_views(void) {
     linen_module *m = NULL;
@@ -893,7 +893,7 @@ static lx_status rebox_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const linen_method REBOX_METHODS[] = {LINEN_METHOD("__call__", rebox_call)};
-static const linen_type REBOX = {.name = "Rebox", .methods = REBOX_METHODS, .nmethods = 1};
+static const linen_type REBOX = {.name = "Rebox", .methods = REBOX_METHODS, .nmethods = LX_COUNT(REBOX_METHODS)};
 
 static void test_variable_set_keeps_box(void) {
     linen_module *m = NULL;
@@ -958,7 +958,7 @@ static lx_array *twice_fn(linen_scope *s, lx_array *x) {
     return linen_call_array(s, shared_dense_, NULL, linen_call_array(s, shared_dense_, NULL, x));
 }
 static const linen_method SHARED_TWICE_METHODS[] = {LINEN_ARRAY_METHOD("__call__", twice_fn)};
-static const linen_type SHARED_TWICE = {.name = "SharedTwice", .methods = SHARED_TWICE_METHODS, .nmethods = 1};
+static const linen_type SHARED_TWICE = {.name = "SharedTwice", .methods = SHARED_TWICE_METHODS, .nmethods = LX_COUNT(SHARED_TWICE_METHODS)};
 
 static void test_same_child_twice_shares_params(void) {
     lx_call kw = LX_CALL_KWARGS(LX_KW_INT("features", 3), LX_KW_BOOL("use_bias", false));

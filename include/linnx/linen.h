@@ -73,8 +73,10 @@ enum {
 typedef struct linen_type {
     const char *name;        /* the class name: auto-names are "<name>_<i>" */
     size_t config_size;      /* sizeof the config struct */
-    const lx_field *fields;  /* dataclass fields, in declaration order */
-    int nfields;
+    /* The config table: the constructor's arguments (dataclass fields), in declaration order,
+     * as nnx_type.config is for NNX. `fields` / `nfields` are the deprecated spellings. */
+    union { const lx_field *config; const lx_field *fields; };
+    union { int nconfig; int nfields; };
     const linen_method *methods;
     int nmethods;
     /* Optional: setup-style children and variables, run lazily before the first method. */
@@ -96,6 +98,18 @@ typedef struct linen_type {
     lx_status (*bind)(const struct linen_type *type, void *cfg, const lx_call *kwargs);
     unsigned flags; /* LINEN_TYPE_* */
 } linen_type;
+
+/* Table macros for a type descriptor, so no count is typed by hand (the same scheme as NNX's):
+ *   static const linen_type MLP = {
+ *       .name = "MLP", LINEN_CONFIG(mlp_config, LX_FIELD_REQUIRED_INT(mlp_config, features)),
+ *       LINEN_METHODS(LINEN_ARRAY_METHOD("__call__", mlp_call)),
+ *   };
+ * (Tables kept in named arrays use .nconfig = LX_COUNT(MY_CONFIG) and so on.) */
+#define LINEN_CONFIG(T, ...)                                                              \
+    .config_size = sizeof(T), .config = (const lx_field[]){__VA_ARGS__},                   \
+    .nconfig = LX_COUNT(((const lx_field[]){__VA_ARGS__}))
+#define LINEN_METHODS(...) \
+    .methods = (const linen_method[]){__VA_ARGS__}, .nmethods = LX_COUNT(((const linen_method[]){__VA_ARGS__}))
 
 /* ---- modules (descriptions) ---- */
 lx_status linen_module_new(const linen_type *type, const lx_call *kwargs, linen_module **out);

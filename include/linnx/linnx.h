@@ -25,5 +25,6 @@
 #include "linnx/intercept.h"
 #include "linnx/random.h"
 #include "linnx/init.h"
+#include "linnx/compat.h"
 
 #endif

@@ -47,7 +47,7 @@ extern "C" {
 
 typedef struct nnx_module nnx_module;
 typedef struct nnx_type nnx_type;
-typedef struct nnx_rngs nnx_rngs; /* an nnx_module of type NNX_RNGS_TYPE */
+typedef struct nnx_rngs nnx_rngs; /* an nnx_module of type nnx_Rngs */
 typedef struct nnx_attrs nnx_attrs;
 
 /* The header: first member of every module struct. */
@@ -132,6 +132,23 @@ struct nnx_type {
     void (*config_retain)(void *cfg);
     void (*config_release)(void *cfg);
 };
+
+/* Table macros for a type descriptor, so no count is typed by hand:
+ *   static const nnx_type MY_NNX = {
+ *       .name = "MyNNX", .size = sizeof(my_nnx), .setup = my_nnx_setup,
+ *       NNX_CONFIG(my_nnx, cfg, LX_FIELD_REQUIRED_INT(my_config, features)),
+ *       NNX_FIELDS(NNX_CHILD(my_nnx, linear)),
+ *       NNX_METHODS(NNX_ARRAY_METHOD("__call__", my_nnx_call)),
+ *   };
+ * (Tables kept in named arrays use .nfields = LX_COUNT(MY_FIELDS) and so on.) */
+#define NNX_FIELDS(...) \
+    .fields = (const nnx_field[]){__VA_ARGS__}, .nfields = LX_COUNT(((const nnx_field[]){__VA_ARGS__}))
+#define NNX_METHODS(...) \
+    .methods = (const nnx_method[]){__VA_ARGS__}, .nmethods = LX_COUNT(((const nnx_method[]){__VA_ARGS__}))
+/* The config table of module struct T, stored in its member `member`. */
+#define NNX_CONFIG(T, member, ...)                                                        \
+    .config = (const lx_field[]){__VA_ARGS__}, .nconfig = LX_COUNT(((const lx_field[]){__VA_ARGS__})), \
+    .config_offset = offsetof(T, member)
 
 /* ---- modules ---- */
 lx_status nnx_module_new(const nnx_type *type, const lx_call *call, nnx_rngs *rngs, nnx_module **out);
@@ -260,17 +277,17 @@ bool nnx_rngs_has(const nnx_rngs *r, const char *stream);
  * exists, LX_ERR_RNG too when its Variables hold no concrete uint32 values (eval_shape). */
 lx_status nnx_rngs_stream_count(const nnx_rngs *r, const char *stream, uint32_t *count);
 lx_status nnx_rngs_stream_key(const nnx_rngs *r, const char *stream, lx_key *key);
-int nnx_rngs_count(const nnx_rngs *r);
+int nnx_rngs_num_streams(const nnx_rngs *r);
 const char *nnx_rngs_stream_name(const nnx_rngs *r, int i);
 /* rngs.fork(): new Rngs whose streams are seeded with one draw from each parent stream. */
 lx_status nnx_rngs_fork(nnx_rngs *r, nnx_rngs **out);
 /* rngs['dropout'].fork(): a standalone RngStream module (what Dropout keeps). */
-lx_status nnx_rng_stream_fork(nnx_rngs *r, const char *stream, nnx_module **out);
-lx_status nnx_rng_stream_draw(nnx_module *stream, lx_key *out);
+lx_status nnx_rngs_fork_stream(nnx_rngs *r, const char *stream, nnx_module **out);
+lx_status nnx_rngs_stream_draw(nnx_module *stream, lx_key *out);
 /* nnx.reseed(node, stream=seed): the streams tagged `stream` in the graph, in nnx_iter_graph
  * order, take the successive keys of a fresh stream seeded with `seed` (Flax draws
  * Rngs(stream=seed)[stream]() for each): the i-th gets key fold_in(key(seed), i), count 0. */
-lx_status nnx_reseed(nnx_module *m, const char *stream, int64_t seed);
+lx_status nnx_rngs_reseed(nnx_module *m, const char *stream, int64_t seed);
 
 
 /* ---- states ---- */
@@ -341,8 +358,8 @@ const nnx_graphdef *nnx_functional_graphdef(const nnx_functional *f);
 /* The type of an LX_V_PTR value carrying a module, or NULL (not a module). */
 nnx_module *nnx_module_from_value(const lx_value *v);
 
-extern const nnx_type NNX_RNGS_TYPE;
-extern const nnx_type NNX_RNG_STREAM_TYPE;
+extern const nnx_type nnx_Rngs;
+extern const nnx_type nnx_RngStream;
 
 #pragma GCC visibility pop
 #ifdef __cplusplus

@@ -43,7 +43,7 @@ typedef struct nnx_linear {
     lx_variable *kernel; /* Param (in, out) */
     lx_variable *bias;   /* Param (out,) or NULL */
 } nnx_linear;
-extern const nnx_type NNX_LINEAR_TYPE;
+extern const nnx_type nnx_Linear;
 lx_status nnx_linear_new(int64_t in_features, int64_t out_features, nnx_rngs *rngs, nnx_linear **out);
 lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x);
 
@@ -62,7 +62,7 @@ typedef struct nnx_linear_general {
     nnx_linear_general_config cfg;
     lx_variable *kernel, *bias;
 } nnx_linear_general;
-extern const nnx_type NNX_LINEAR_GENERAL_TYPE;
+extern const nnx_type nnx_LinearGeneral;
 lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x);
 
 /* ---- Conv(in_features, out_features, kernel_size, strides=1, *, padding='SAME' (or
@@ -85,7 +85,7 @@ typedef struct nnx_conv {
     nnx_conv_config cfg;
     lx_variable *kernel, *bias;
 } nnx_conv;
-extern const nnx_type NNX_CONV_TYPE;
+extern const nnx_type nnx_Conv;
 lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x);
 
 /* ---- Embed(num_embeddings, features, *, param_dtype, embedding_init=variance_scaling(1.0,
@@ -101,7 +101,7 @@ typedef struct nnx_embed {
     nnx_embed_config cfg;
     lx_variable *embedding;
 } nnx_embed;
-extern const nnx_type NNX_EMBED_TYPE;
+extern const nnx_type nnx_Embed;
 /* inputs: int32 indices -> (..., F). */
 lx_array *nnx_embed_forward(nnx_embed *m, lx_array *indices);
 /* attend(query): query (..., F) @ embedding.T -> (..., N). Also method "attend". */
@@ -127,7 +127,7 @@ typedef struct nnx_norm {
 } nnx_norm;
 typedef nnx_norm nnx_layer_norm;
 typedef nnx_norm nnx_rms_norm;
-extern const nnx_type NNX_LAYER_NORM_TYPE, NNX_RMS_NORM_TYPE;
+extern const nnx_type nnx_LayerNorm, nnx_RMSNorm;
 lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x);
 lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x);
 
@@ -151,7 +151,7 @@ typedef struct nnx_batch_norm {
     lx_variable *mean, *var;    /* BatchStat (F,) */
     lx_variable *scale, *bias;  /* Param (F,) or NULL */
 } nnx_batch_norm;
-extern const nnx_type NNX_BATCH_NORM_TYPE;
+extern const nnx_type nnx_BatchNorm;
 /* use_running_average: < 0 = the module's setting, 0 = train, 1 = eval (Flax's call argument). */
 lx_array *nnx_batch_norm_forward(nnx_batch_norm *m, lx_array *x, int use_running_average);
 
@@ -168,7 +168,7 @@ typedef struct nnx_dropout {
     nnx_dropout_config cfg;
     nnx_module *rngs; /* RngStream or NULL */
 } nnx_dropout;
-extern const nnx_type NNX_DROPOUT_TYPE;
+extern const nnx_type nnx_Dropout;
 /* deterministic: < 0 = the module's setting. rngs: NULL = the stream the module keeps. */
 lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nnx_rngs *rngs);
 
@@ -197,7 +197,7 @@ typedef struct nnx_mha {
     nnx_module *query_ln, *key_ln;         /* LayerNorm or NULL */
     nnx_module *rngs;                      /* RngStream or NULL */
 } nnx_mha;
-extern const nnx_type NNX_MHA_TYPE;
+extern const nnx_type nnx_MultiHeadAttention;
 lx_array *nnx_mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask,
                   int deterministic, nnx_rngs *rngs);
 
@@ -218,7 +218,7 @@ typedef struct nnx_lora {
     nnx_module *base_module;
     lx_variable *lora_a, *lora_b;
 } nnx_lora;
-extern const nnx_type NNX_LORA_TYPE;
+extern const nnx_type nnx_LoRA;
 lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x);
 
 /* ---- Sequential(*layers): `layers` holds modules and plain functions; __call__ feeds each
@@ -234,7 +234,7 @@ typedef struct nnx_sequential {
     nnx_module base;
     nnx_list layers;
 } nnx_sequential;
-extern const nnx_type NNX_SEQUENTIAL_TYPE;
+extern const nnx_type nnx_Sequential;
 
 /* A layer type by its Flax name ("Linear", "Conv", "BatchNorm", ...), or NULL. */
 const nnx_type *nnx_layer_type(const char *name);

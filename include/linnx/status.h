@@ -103,4 +103,7 @@ void lx_warn(const char *fmt, ...)
 #ifdef __cplusplus
 }
 #endif
+/* Deprecated spellings of renamed names, so code written against them keeps building. */
+#include "linnx/compat.h"
+
 #endif

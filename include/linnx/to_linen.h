@@ -11,7 +11,7 @@
  *
  *   linen_module *m = NULL;
  *   lx_call ctor = LX_CALL_KWARGS(LX_KW_INT("in_features", 4), LX_KW_INT("out_features", 8));
- *   bridge_to_linen(&NNX_LINEAR_TYPE, &ctor, NULL, &m);     // to_linen(nnx.Linear, 4, 8)
+ *   bridge_to_linen(&nnx_Linear, &ctor, NULL, &m);     // to_linen(nnx.Linear, 4, 8)
  *   linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &variables);
  *   // {'params': {'bias': f32[8], 'kernel': f32[4,8]}}
  *
@@ -80,12 +80,12 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
-/* The Linen type "ToLinen". linen_module_new(&BRIDGE_TO_LINEN_TYPE, kwargs) takes Flax's
+/* The Linen type "ToLinen". linen_module_new(&bridge_ToLinen, kwargs) takes Flax's
  * fields: nnx_class (positional 0 or keyword; LX_V_PTR "nnx_type"), ctor (positional 1 or
  * keyword; LX_V_PTR "lx_call" pointing at the constructor call, copied; absent = no
  * arguments), skip_rng (bool), metadata_fn (None = store raw values; LX_V_PTR
  * "bridge_metadata" pointing at a bridge_metadata; absent = to_linen_var), name. */
-extern const linen_type BRIDGE_TO_LINEN_TYPE;
+extern const linen_type bridge_ToLinen;
 
 /* A metadata_fn with its user pointer, as carried in a call record. */
 typedef struct bridge_metadata {

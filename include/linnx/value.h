@@ -116,6 +116,9 @@ static inline lx_value lx_ptr_v(const char *tag, void *p) {
 #define LX_VALUES(...) ((const lx_value[]){__VA_ARGS__})
 #define LX_KWARGS(...) ((const lx_kwarg[]){__VA_ARGS__})
 #define LX_NARGS_(arr) ((int)(sizeof(arr) / sizeof((arr)[0])))
+/* The number of entries of a static table: .nconfig = LX_COUNT(MY_CONFIG). No count in a type
+ * descriptor is typed by hand. */
+#define LX_COUNT(arr) LX_NARGS_(arr)
 /* A call with the given lx_value positionals and no kwargs. */
 #define LX_CALL_ARGS(...) \
     ((lx_call){LX_NARGS_(LX_VALUES(__VA_ARGS__)), LX_VALUES(__VA_ARGS__), 0, NULL})

@@ -2,7 +2,7 @@
  * (flax/nnx/bridge/wrappers.py, MaxText's nnx_wrappers; spec/flax-bridge.md §1.6-1.8).
  *
  * This file is the ToLinen Linen type: its config (the NNX class, the constructor call,
- * skip_rng, metadata_fn), construction (bridge_to_linen, BRIDGE_TO_LINEN, BRIDGE_TO_LINEN_TYPE's
+ * skip_rng, metadata_fn), construction (bridge_to_linen, BRIDGE_TO_LINEN, bridge_ToLinen's
  * bind, getattr and dispatch hooks), method resolution (nnx_method), linen_rngs_dict, and the
  * call. Init builds the NNX module for real, runs the method and stores the state. Apply never
  * builds one for real: it builds the module with abstract arrays (nnx_eval_shape), keeps it as
@@ -480,11 +480,11 @@ static lx_status tl_bind(const linen_type *type, void *p, const lx_call *c) {
     return LX_OK;
 }
 
-const linen_type BRIDGE_TO_LINEN_TYPE = {
+const linen_type bridge_ToLinen = {
     .name = "ToLinen",
     .config_size = sizeof(tl_config),
     .methods = TL_METHODS,
-    .nmethods = 1,
+    .nmethods = LX_COUNT(TL_METHODS),
     .config_free = tl_config_free,
     .config_copy = tl_config_copy,
     .dispatch = tl_dispatch,
@@ -516,7 +516,7 @@ lx_status bridge_to_linen(const nnx_type *t, const lx_call *ctor, const bridge_t
     };
     lx_value args[] = {lx_ptr_v("nnx_type", (void *)t), lx_ptr_v("lx_call", (void *)(ctor ? ctor : &none))};
     lx_call c = {2, args, 2, kw};
-    return linen_module_new_named(&BRIDGE_TO_LINEN_TYPE, &c, opts->name, out);
+    return linen_module_new_named(&bridge_ToLinen, &c, opts->name, out);
 }
 
 linen_module *bridge_to_linen_kw(const nnx_type *t, int nkwargs, const lx_kwarg *kwargs) {

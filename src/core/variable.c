@@ -116,7 +116,7 @@ static lx_status check_name(const char *who, const char *name) {
     return LX_OK;
 }
 
-lx_status lx_register_variable_name(const char *name, const lx_vartype *type, bool overwrite) {
+lx_status lx_variable_register_name(const char *name, const lx_vartype *type, bool overwrite) {
     LX_TRY(check_name("register_variable_name", name));
     if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "register_variable_name: type is NULL");
     reg_entry *e = reg_find(name);

@@ -94,7 +94,7 @@ static lx_status seq_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method SEQ_METHODS[] = {LINEN_METHOD("__call__", seq_call)};
 const linen_type linen_Sequential = {
     .name = "Sequential", .config_size = sizeof(linen_sequential_config), .methods = SEQ_METHODS,
-    .nmethods = 1, .setup = seq_setup, .config_free = seq_free, .config_copy = seq_copy, .bind = seq_bind,
+    .nmethods = LX_COUNT(SEQ_METHODS), .setup = seq_setup, .config_free = seq_free, .config_copy = seq_copy, .bind = seq_bind,
 };
 
 lx_status linen_sequential_new(int n, linen_module *const *layers, linen_module **out) {
@@ -138,7 +138,7 @@ ACT_FN(act_log_softmax, lx_log_softmax(x, (int)cfg->axis))
 #define ACT_TYPE(var, pyname, fn_, flds_, nf_)                                                      \
     static const linen_method var##_METHODS[] = {LINEN_ARRAY_METHOD("__call__", fn_)};              \
     const linen_type var = {.name = pyname, .config_size = sizeof(linen_activation_config),        \
-                            .fields = flds_, .nfields = nf_, .methods = var##_METHODS, .nmethods = 1, \
+                            .config = flds_, .nconfig = nf_, .methods = var##_METHODS, .nmethods = LX_COUNT(var##_METHODS), \
                             .flags = LINEN_TYPE_FUNCTION};
 ACT_TYPE(linen_relu, "relu", act_relu, NULL, 0)
 ACT_TYPE(linen_relu6, "relu6", act_relu6, NULL, 0)

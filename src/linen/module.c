@@ -19,7 +19,7 @@ static lx_status check_name(const char *name) {
 static void config_release(const linen_type *t, void *cfg) {
     if (!cfg) return;
     if (t->config_free) t->config_free(cfg);
-    lx_config_free(t->fields, t->nfields, cfg);
+    lx_config_free(t->config, t->nconfig, cfg);
 }
 
 static void retain_fn(void *p) { linen_module_retain(p); }
@@ -105,7 +105,7 @@ lx_status linen_module_new_named(const linen_type *type, const lx_call *kwargs, 
         if (type->bind) {
             st = type->bind(type, m->config, &call);
         } else {
-            st = lx_config_bind(type->fields, type->nfields, &call, m->config,
+            st = lx_config_bind(type->config, type->nconfig, &call, m->config,
                                 owner_name(type, ".__init__()", owner, sizeof owner));
         }
         if (st != LX_OK) {
@@ -128,14 +128,14 @@ lx_status linen_module_clone(const linen_module *m, const lx_call *overrides, li
     const linen_type *t = m->type;
     linen_module *c = NULL;
     LX_TRY(module_alloc(t, m->name, &c));
-    lx_status st = lx_config_copy(t->fields, t->nfields, c->config, m->config);
+    lx_status st = lx_config_copy(t->config, t->nconfig, c->config, m->config);
     if (st == LX_OK && t->config_copy) {
         st = t->config_copy(c->config, m->config);
-        if (st != LX_OK) lx_config_free(t->fields, t->nfields, c->config);
+        if (st != LX_OK) lx_config_free(t->config, t->nconfig, c->config);
     }
     if (st == LX_OK && overrides) {
         char owner[160];
-        st = lx_config_override(t->fields, t->nfields, overrides, c->config,
+        st = lx_config_override(t->config, t->nconfig, overrides, c->config,
                                 owner_name(t, ".clone()", owner, sizeof owner));
         if (st != LX_OK) config_release(t, c->config);
     }
@@ -168,8 +168,8 @@ lx_status linen_module_attr(const linen_module *m, const char *name, lx_value *o
         *out = m->name ? lx_str_v(m->name) : lx_none();
         return LX_OK;
     }
-    if (lx_config_find(m->type->fields, m->type->nfields, name))
-        return lx_config_get(m->type->fields, m->type->nfields, m->config, name, out);
+    if (lx_config_find(m->type->config, m->type->nconfig, name))
+        return lx_config_get(m->type->config, m->type->nconfig, m->config, name, out);
     if (m->type->getattr) {
         lx_status st = m->type->getattr(m, name, out);
         if (st != LX_ERR_NOT_FOUND) return st;

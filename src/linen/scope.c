@@ -583,8 +583,8 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
         }
         if (!fn && !afn) {
             lx_value attr;
-            if (lx_config_find(t->fields, t->nfields, mname) &&
-                lx_config_get(t->fields, t->nfields, s->module->config, mname, &attr) == LX_OK)
+            if (lx_config_find(t->config, t->nconfig, mname) &&
+                lx_config_get(t->config, t->nconfig, s->module->config, mname, &attr) == LX_OK)
                 return lx_fail(LX_ERR_TYPE, "'%s.%s' must be a callable, got %s.", type_name(s), mname,
                                lx_value_pytype(&attr));
             if (!t->dispatch) return no_attribute(s, mname);

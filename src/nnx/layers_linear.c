@@ -73,15 +73,15 @@ static lx_status linear_call(nnx_module *self, const lx_call *c, lx_value *out) 
 static const nnx_field LINEAR_FIELDS[] = {NNX_VAR(nnx_linear, kernel), NNX_VAR(nnx_linear, bias)};
 static const nnx_method LINEAR_METHODS[] = {NNX_METHOD("__call__", linear_call)};
 
-const nnx_type NNX_LINEAR_TYPE = {
-    .name = "Linear", .size = sizeof(nnx_linear), .fields = LINEAR_FIELDS, .nfields = 2,
-    .config = LINEAR_CONFIG, .nconfig = 8, .config_offset = offsetof(nnx_linear, cfg),
-    .methods = LINEAR_METHODS, .nmethods = 1, .init = linear_init,
+const nnx_type nnx_Linear = {
+    .name = "Linear", .size = sizeof(nnx_linear), .fields = LINEAR_FIELDS, .nfields = LX_COUNT(LINEAR_FIELDS),
+    .config = LINEAR_CONFIG, .nconfig = LX_COUNT(LINEAR_CONFIG), .config_offset = offsetof(nnx_linear, cfg),
+    .methods = LINEAR_METHODS, .nmethods = LX_COUNT(LINEAR_METHODS), .init = linear_init,
 };
 
 lx_status nnx_linear_new(int64_t in_features, int64_t out_features, nnx_rngs *rngs, nnx_linear **out) {
     lx_call c = LX_CALL_ARGS(lx_int_v(in_features), lx_int_v(out_features));
-    return nnx_module_new(&NNX_LINEAR_TYPE, &c, rngs, (nnx_module **)out);
+    return nnx_module_new(&nnx_Linear, &c, rngs, (nnx_module **)out);
 }
 
 /* ------------------------------------------------------------------ LinearGeneral */
@@ -176,10 +176,10 @@ static const nnx_field LINEAR_GENERAL_FIELDS[] = {NNX_VAR(nnx_linear_general, ke
                                                   NNX_VAR(nnx_linear_general, bias)};
 static const nnx_method LINEAR_GENERAL_METHODS[] = {NNX_METHOD("__call__", linear_general_call)};
 
-const nnx_type NNX_LINEAR_GENERAL_TYPE = {
+const nnx_type nnx_LinearGeneral = {
     .name = "LinearGeneral", .size = sizeof(nnx_linear_general), .fields = LINEAR_GENERAL_FIELDS,
-    .nfields = 2, .config = LINEAR_GENERAL_CONFIG, .nconfig = 9,
-    .config_offset = offsetof(nnx_linear_general, cfg), .methods = LINEAR_GENERAL_METHODS, .nmethods = 1,
+    .nfields = LX_COUNT(LINEAR_GENERAL_FIELDS), .config = LINEAR_GENERAL_CONFIG, .nconfig = LX_COUNT(LINEAR_GENERAL_CONFIG),
+    .config_offset = offsetof(nnx_linear_general, cfg), .methods = LINEAR_GENERAL_METHODS, .nmethods = LX_COUNT(LINEAR_GENERAL_METHODS),
     .init = linear_general_init,
 };
 
@@ -322,10 +322,10 @@ static lx_status conv_call(nnx_module *self, const lx_call *c, lx_value *out) {
 static const nnx_field CONV_FIELDS[] = {NNX_VAR(nnx_conv, kernel), NNX_VAR(nnx_conv, bias)};
 static const nnx_method CONV_METHODS[] = {NNX_METHOD("__call__", conv_call)};
 
-const nnx_type NNX_CONV_TYPE = {
-    .name = "Conv", .size = sizeof(nnx_conv), .fields = CONV_FIELDS, .nfields = 2,
-    .config = CONV_CONFIG, .nconfig = 14, .config_offset = offsetof(nnx_conv, cfg),
-    .methods = CONV_METHODS, .nmethods = 1, .init = conv_init,
+const nnx_type nnx_Conv = {
+    .name = "Conv", .size = sizeof(nnx_conv), .fields = CONV_FIELDS, .nfields = LX_COUNT(CONV_FIELDS),
+    .config = CONV_CONFIG, .nconfig = LX_COUNT(CONV_CONFIG), .config_offset = offsetof(nnx_conv, cfg),
+    .methods = CONV_METHODS, .nmethods = LX_COUNT(CONV_METHODS), .init = conv_init,
 };
 
 /* ------------------------------------------------------------------ Embed */
@@ -392,10 +392,10 @@ static lx_status embed_attend(nnx_module *self, const lx_call *c, lx_value *out)
 static const nnx_field EMBED_FIELDS[] = {NNX_VAR(nnx_embed, embedding)};
 static const nnx_method EMBED_METHODS[] = {NNX_METHOD("__call__", embed_call), NNX_METHOD("attend", embed_attend)};
 
-const nnx_type NNX_EMBED_TYPE = {
-    .name = "Embed", .size = sizeof(nnx_embed), .fields = EMBED_FIELDS, .nfields = 1,
-    .config = EMBED_CONFIG, .nconfig = 5, .config_offset = offsetof(nnx_embed, cfg),
-    .methods = EMBED_METHODS, .nmethods = 2, .init = embed_init,
+const nnx_type nnx_Embed = {
+    .name = "Embed", .size = sizeof(nnx_embed), .fields = EMBED_FIELDS, .nfields = LX_COUNT(EMBED_FIELDS),
+    .config = EMBED_CONFIG, .nconfig = LX_COUNT(EMBED_CONFIG), .config_offset = offsetof(nnx_embed, cfg),
+    .methods = EMBED_METHODS, .nmethods = LX_COUNT(EMBED_METHODS), .init = embed_init,
 };
 
 /* ------------------------------------------------------------------ LoRA */
@@ -462,8 +462,8 @@ static const nnx_field LORA_FIELDS[] = {NNX_CHILD(nnx_lora, base_module), NNX_VA
                                         NNX_VAR(nnx_lora, lora_b)};
 static const nnx_method LORA_METHODS[] = {NNX_METHOD("__call__", lora_call)};
 
-const nnx_type NNX_LORA_TYPE = {
-    .name = "LoRA", .size = sizeof(nnx_lora), .fields = LORA_FIELDS, .nfields = 3,
-    .config = LORA_CONFIG, .nconfig = 10, .config_offset = offsetof(nnx_lora, cfg),
-    .methods = LORA_METHODS, .nmethods = 1, .init = lora_init,
+const nnx_type nnx_LoRA = {
+    .name = "LoRA", .size = sizeof(nnx_lora), .fields = LORA_FIELDS, .nfields = LX_COUNT(LORA_FIELDS),
+    .config = LORA_CONFIG, .nconfig = LX_COUNT(LORA_CONFIG), .config_offset = offsetof(nnx_lora, cfg),
+    .methods = LORA_METHODS, .nmethods = LX_COUNT(LORA_METHODS), .init = lora_init,
 };

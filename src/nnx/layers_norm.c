@@ -38,7 +38,7 @@ static lx_status norm_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     if (c->feature_axes.n == 0) c->feature_axes = lx_ints_of(1, (int64_t[]){-1});
     if (c->feature_axes.n != 1 || c->feature_axes.v[0] != -1)
         return lx_fail(LX_ERR_UNSUPPORTED, "%s: only feature_axes=-1 is supported", self->type->name);
-    bool rms = self->type == &NNX_RMS_NORM_TYPE;
+    bool rms = self->type == &nnx_RMSNorm;
     if (rms && (c->reduction_axes.n != 1 || c->reduction_axes.v[0] != -1))
         return lx_fail(LX_ERR_UNSUPPORTED, "RMSNorm: only reduction_axes=-1 is supported");
     int64_t fs[] = {c->num_features};
@@ -92,15 +92,15 @@ static const nnx_field NORM_FIELDS[] = {NNX_VAR(nnx_norm, bias), NNX_VAR(nnx_nor
 static const nnx_method LAYER_NORM_METHODS[] = {NNX_METHOD("__call__", layer_norm_call)};
 static const nnx_method RMS_NORM_METHODS[] = {NNX_METHOD("__call__", rms_norm_call)};
 
-const nnx_type NNX_LAYER_NORM_TYPE = {
-    .name = "LayerNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = 2,
-    .config = LAYER_NORM_CONFIG, .nconfig = 11, .config_offset = offsetof(nnx_norm, cfg),
-    .methods = LAYER_NORM_METHODS, .nmethods = 1, .init = norm_init,
+const nnx_type nnx_LayerNorm = {
+    .name = "LayerNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = LX_COUNT(NORM_FIELDS),
+    .config = LAYER_NORM_CONFIG, .nconfig = LX_COUNT(LAYER_NORM_CONFIG), .config_offset = offsetof(nnx_norm, cfg),
+    .methods = LAYER_NORM_METHODS, .nmethods = LX_COUNT(LAYER_NORM_METHODS), .init = norm_init,
 };
-const nnx_type NNX_RMS_NORM_TYPE = {
-    .name = "RMSNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = 2,
-    .config = RMS_NORM_CONFIG, .nconfig = 11, .config_offset = offsetof(nnx_norm, cfg),
-    .methods = RMS_NORM_METHODS, .nmethods = 1, .init = norm_init,
+const nnx_type nnx_RMSNorm = {
+    .name = "RMSNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = LX_COUNT(NORM_FIELDS),
+    .config = RMS_NORM_CONFIG, .nconfig = LX_COUNT(RMS_NORM_CONFIG), .config_offset = offsetof(nnx_norm, cfg),
+    .methods = RMS_NORM_METHODS, .nmethods = LX_COUNT(RMS_NORM_METHODS), .init = norm_init,
 };
 
 /* ------------------------------------------------------------------ BatchNorm */
@@ -222,8 +222,8 @@ static const nnx_field BATCH_NORM_FIELDS[] = {NNX_VAR(nnx_batch_norm, bias), NNX
                                               NNX_VAR(nnx_batch_norm, scale), NNX_VAR(nnx_batch_norm, var)};
 static const nnx_method BATCH_NORM_METHODS[] = {NNX_METHOD("__call__", batch_norm_call)};
 
-const nnx_type NNX_BATCH_NORM_TYPE = {
-    .name = "BatchNorm", .size = sizeof(nnx_batch_norm), .fields = BATCH_NORM_FIELDS, .nfields = 4,
-    .config = BATCH_NORM_CONFIG, .nconfig = 12, .config_offset = offsetof(nnx_batch_norm, cfg),
-    .methods = BATCH_NORM_METHODS, .nmethods = 1, .init = batch_norm_init,
+const nnx_type nnx_BatchNorm = {
+    .name = "BatchNorm", .size = sizeof(nnx_batch_norm), .fields = BATCH_NORM_FIELDS, .nfields = LX_COUNT(BATCH_NORM_FIELDS),
+    .config = BATCH_NORM_CONFIG, .nconfig = LX_COUNT(BATCH_NORM_CONFIG), .config_offset = offsetof(nnx_batch_norm, cfg),
+    .methods = BATCH_NORM_METHODS, .nmethods = LX_COUNT(BATCH_NORM_METHODS), .init = batch_norm_init,
 };

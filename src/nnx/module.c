@@ -267,7 +267,7 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
                 const lx_value *v = &c.kwargs[i].value;
                 if (v->kind == LX_V_NONE) continue;
                 nnx_module *r = nnx_module_from_value(v);
-                if (!r || r->type != &NNX_RNGS_TYPE) {
+                if (!r || r->type != &nnx_Rngs) {
                     free(kw);
                     return lx_fail(LX_ERR_TYPE, "%s: argument 'rngs' must be an Rngs, got %s", owner,
                                    lx_kind_name(v->kind));
