@@ -76,7 +76,7 @@ static void run_direct(void *p) {
 static void run_bridge(void *p) {
     ctx *c = p;
     lx_value out;
-    if (linen_apply(c->wrapped, c->vars, &c->call, LINEN_NO_RNGS, NULL, &out, NULL) != LX_OK) c->failed = 1;
+    if (linen_apply(c->wrapped, c->vars, LINEN_NO_RNGS, &c->call, NULL, &out, NULL) != LX_OK) c->failed = 1;
     lx_value_free(&out);
 }
 

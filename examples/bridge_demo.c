@@ -137,7 +137,7 @@ static int linen_with_nnx_inside(lx_array *x) {
     int rc = 1;
     if (linen_module_new(&CLASSIFIER, NULL, &model) == LX_OK &&
         linen_init(model, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &variables) == LX_OK &&
-        linen_apply(model, variables, &LX_ARGS(x), LINEN_NO_RNGS, NULL, &y, NULL) == LX_OK) {
+        linen_apply(model, variables, LINEN_NO_RNGS, &LX_ARGS(x), NULL, &y, NULL) == LX_OK) {
         printf("Classifier().init(jax.random.key(0), x):\n");
         lx_tree_fprint_table(stdout, variables);
         printf("\n");

@@ -47,7 +47,7 @@ int main(void) {
     int rc = 1;
     if (linen_module_new(&MLP, &kwargs, &model) == LX_OK &&
         linen_init(model, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &variables) == LX_OK &&
-        linen_apply(model, variables, &call, LINEN_NO_RNGS, NULL, &y, NULL) == LX_OK) {
+        linen_apply(model, variables, LINEN_NO_RNGS, &call, NULL, &y, NULL) == LX_OK) {
         lx_tree_fprint_table(stdout, variables);
         char sig[64];
         printf("\noutput: %s, first row:", lx_array_sig(y.u.array, sig, sizeof sig));

@@ -67,7 +67,7 @@ lx_array *nnx_inside_linen(int64_t seed, const float *x_data, int64_t n, int64_t
     lx_value y = lx_none();
     lx_call call = LX_ARGS(x);
     if (x && model && linen_init(model, LINEN_KEY(lx_key_from_seed(seed)), &call, NULL, &variables) == LX_OK)
-        linen_apply(model, variables, &call, LINEN_NO_RNGS, NULL, &y, NULL);
+        linen_apply(model, variables, LINEN_NO_RNGS, &call, NULL, &y, NULL);
     lx_tree_release(variables);
     linen_module_release(model);
     lx_release(x);

@@ -111,7 +111,7 @@ static void test_bridge_no_kwargs(void) {
     lx_tree *vars = NULL;
     lx_value y = lx_none();
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars), LX_OK);
-    CHECK_EQ_INT(linen_apply(m, vars, &LX_ARGS(x), LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &LX_ARGS(x), NULL, &y, NULL), LX_OK);
     const lx_value *b = vars ? lx_tree_find(vars, "params/b") : NULL;
     CHECK(b && y.kind == LX_V_ARRAY);
     if (b && y.kind == LX_V_ARRAY) {
@@ -219,6 +219,17 @@ static void test_vocabulary(void) {
     CHECK_EQ_INT(linen_module_attr(a, "features", &fa), LX_OK);
     CHECK_EQ_INT(linen_module_attr(b, "scale", &fb), LX_OK);
     CHECK(fa.kind == LX_V_INT && fa.u.i == 5 && fb.kind == LX_V_FLOAT && fb.u.f == 2.0);
+    /* linen_apply in both argument orders: rngs before the call, and the deprecated call first */
+    lx_tree *vars = NULL;
+    lx_value y1 = lx_none(), y2 = lx_none();
+    lx_call xc = LX_ARGS(x);
+    CHECK_EQ_INT(linen_init(a, LINEN_KEY(lx_key_from_seed(0)), &xc, NULL, &vars), LX_OK);
+    CHECK_EQ_INT(linen_apply(a, vars, LINEN_NO_RNGS, &xc, NULL, &y1, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(a, vars, &xc, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK(y1.kind == LX_V_ARRAY && y2.kind == LX_V_ARRAY && lx_value_equal(&y1, &y2) && y1.u.array->shape[1] == 5);
+    lx_value_free(&y1);
+    lx_value_free(&y2);
+    lx_tree_release(vars);
     linen_module_release(a);
     linen_module_release(b);
     /* old names are the new objects and functions (include/linnx/compat.h) */

@@ -412,8 +412,8 @@ static void test_identical_trees_linen_and_to_linen(void) {
     /* so one variables tree serves both: the Linen Block's variables run the wrapped NNX Block,
      * and give the same output as the Linen Block itself */
     lx_value yl, yn;
-    CHECK_EQ_INT(linen_apply(block, from_linen, &c, LINEN_NO_RNGS, NULL, &yl, NULL), LX_OK);
-    CHECK_EQ_INT(linen_apply(wrapped, from_linen, &c, LINEN_NO_RNGS, NULL, &yn, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(block, from_linen, LINEN_NO_RNGS, &c, NULL, &yl, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(wrapped, from_linen, LINEN_NO_RNGS, &c, NULL, &yn, NULL), LX_OK);
     CHECK(yl.kind == LX_V_ARRAY && yn.kind == LX_V_ARRAY && lx_shape_eq(yn.u.array, 2, SHAPE(2, 2)));
     if (yl.kind == LX_V_ARRAY && yn.kind == LX_V_ARRAY) {
         for (int i = 0; i < 4; i++) CHECK_NEAR(lx_f32(yl.u.array)[i], lx_f32(yn.u.array)[i], 1e-6);
@@ -581,7 +581,7 @@ static void test_interceptor_paths_linen_to_nnx(void) {
      * the modules' Params */
     log.n = 0;
     lx_value y;
-    CHECK_EQ_INT(linen_apply(model, vars, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(model, vars, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     CHECK_EQ_INT(log.n, 2);
     CHECK_STR(log.lines[0], "decoder/layers_0/mlp/wi_0 dot_general activation,param");
     CHECK_STR(log.lines[1], "decoder/layers_0/mlp/wo dot_general activation,param");
@@ -674,7 +674,7 @@ static void test_interceptor_paths_method_by_function(void) {
     int h = -1;
     CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
     lx_value y;
-    CHECK_EQ_INT(linen_apply(m, vars, &cf, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &cf, NULL, &y, NULL), LX_OK);
     CHECK_EQ_INT(log.n, 2);
     CHECK_STR(log.lines[0], "wi_0 dot_general activation,param");
     CHECK_STR(log.lines[1], "wo dot_general activation,param");

@@ -300,7 +300,7 @@ static void test_w10_nnx_to_linen(void) {
     CHECK(at(v, "params/kernel")->kind == LX_V_ARRAY); /* a vanilla Param is stored raw */
     CHECK(affine_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
     lx_value y2;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y2, NULL), LX_OK);
     CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
     lx_value_free(&y);
     lx_value_free(&y2);
@@ -321,7 +321,7 @@ static void test_w11_multiple_rngs(void) {
     lx_array *w = array_at(v, "params/ToLinen_0/w");
     CHECK(SHAPE_IS(w, 4, 3));
     for (int i = 0; w && i < 12; i++) CHECK_EQ_U32(lx_ulp_distance(lx_f32(w)[i], TLF_W11_W[i]), 0);
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), &c, NULL, &y2, NULL), LX_OK);
     lx_array *a = out_array(&y1), *b = out_array(&y2);
     CHECK(a && b && !lx_array_equal(a, b)); /* dropout keys differ */
     /* Exact masks: the apply-time module is rebuilt abstractly with this apply's dropout key. */
@@ -333,8 +333,8 @@ static void test_w11_multiple_rngs(void) {
     }
     /* Without a dropout key, apply uses Rngs(default=0): a fixed mask (Flax's behaviour). */
     lx_value y3, y4;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y3, NULL), LX_OK);
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y4, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y3, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y4, NULL), LX_OK);
     CHECK(out_array(&y3) && out_array(&y4) && lx_array_equal(out_array(&y3), out_array(&y4)));
     lx_value_free(&y1);
     lx_value_free(&y2);
@@ -380,7 +380,7 @@ static void test_w12_multiple_collections(void) {
     linen_opts o = {.mutable = LINEN_MUTABLE("batch_stats"), .mutable_given = true};
     lx_value y;
     lx_tree *upd = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, &o, &y, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, &o, &y, &upd), LX_OK);
     CHECK(SHAPE_IS(out_array(&y), 2, 3));
     CHECK(collections_are(upd, 1, (const char *[]){"batch_stats"}));
     lx_array *m2 = array_at(upd, "batch_stats/bn/mean");
@@ -415,14 +415,14 @@ static void test_w13_nnx_to_linen_mutable(void) {
     CHECK_EQ_INT(count_at(v, "Count/count"), 0); /* the constructor's value */
     linen_opts o = {.mutable = LINEN_MUTABLE("Count"), .mutable_given = true};
     lx_tree *upd = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &none, LINEN_NO_RNGS, &o, NULL, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &none, &o, NULL, &upd), LX_OK);
     CHECK_EQ_INT(count_at(upd, "Count/count"), 1);
     CHECK_EQ_INT(count_at(v, "Count/count"), 0); /* the caller's tree is never written */
     /* variables | updates, applied again (mutable: a plain apply would change an immutable
      * collection, which linnx refuses; see test_immutable_change_fails). */
     lx_tree *merged = NULL, *upd2 = NULL;
     CHECK_EQ_INT(lx_tree_merge(v, upd, &merged), LX_OK);
-    CHECK_EQ_INT(linen_apply(m, merged, &none, LINEN_NO_RNGS, &o, NULL, &upd2), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, merged, LINEN_NO_RNGS, &none, &o, NULL, &upd2), LX_OK);
     CHECK_EQ_INT(count_at(upd2, "Count/count"), 2);
     lx_tree_release(merged);
     lx_tree_release(upd);
@@ -445,15 +445,15 @@ static void test_w14_to_linen_method_call(void) {
     CHECK(SHAPE_IS(array_at(v, "params/embedding/embedding"), 2, 3));
     lx_value a;
     linen_opts o = {.method = "attend"};
-    CHECK_EQ_INT(linen_apply(foo, v, &cz, LINEN_NO_RNGS, &o, &a, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(foo, v, LINEN_NO_RNGS, &cz, &o, &a, NULL), LX_OK);
     CHECK(SHAPE_IS(out_array(&a), 1, 2));
     lx_value_free(&a);
     /* a method the NNX class does not have, reached through the parent */
     o.method = "nope";
-    CHECK_FAILS(linen_apply(foo, v, &cz, LINEN_NO_RNGS, &o, &a, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(foo, v, LINEN_NO_RNGS, &cz, &o, &a, NULL), LX_ERR_NOT_FOUND,
                 "\"ToLinen\" object has no attribute \"nope\".");
     o.method = "features";
-    CHECK_EQ_INT(linen_apply(foo, v, &cz, LINEN_NO_RNGS, &o, &a, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(foo, v, LINEN_NO_RNGS, &cz, &o, &a, NULL), LX_OK);
     lx_value_free(&y);
     lx_tree_release(v);
     linen_module_release(foo);
@@ -473,18 +473,18 @@ static void test_w15_to_linen_nnx_method_arg(void) {
     CHECK(SHAPE_IS(array_at(v, "params/embedding"), 2, 3));
     lx_call cz = {1, (lx_value[]){lx_array_v(z)}, 1, (lx_kwarg[]){LX_KW_STR("nnx_method", "attend")}};
     lx_value a;
-    CHECK_EQ_INT(linen_apply(m, v, &cz, LINEN_NO_RNGS, NULL, &a, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cz, NULL, &a, NULL), LX_OK);
     CHECK(SHAPE_IS(out_array(&a), 1, 2));
     /* the same by function (Flax's nnx_method=nnx.Embed.attend) and through apply(method=) */
     lx_value fn;
     CHECK_EQ_INT(linen_module_attr(m, "attend", &fn), LX_OK);
     lx_call cf = {1, (lx_value[]){lx_array_v(z)}, 1, (lx_kwarg[]){LX_KW("nnx_method", fn)}};
     lx_value b, d;
-    CHECK_EQ_INT(linen_apply(m, v, &cf, LINEN_NO_RNGS, NULL, &b, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cf, NULL, &b, NULL), LX_OK);
     CHECK(out_array(&a) && out_array(&b) && lx_array_equal(out_array(&a), out_array(&b)));
     linen_opts o = {.method = "attend"};
     lx_call cz2 = LX_ARGS(z);
-    CHECK_EQ_INT(linen_apply(m, v, &cz2, LINEN_NO_RNGS, &o, &d, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cz2, &o, &d, NULL), LX_OK);
     CHECK(out_array(&d) && out_array(&a) && lx_array_equal(out_array(&a), out_array(&d)));
     lx_value_free(&y);
     lx_value_free(&a);
@@ -504,7 +504,7 @@ static void test_w16_mutated_static_data(void) {
     CHECK(!lx_tree_get(v, "intermediates")); /* init's default mutability denies intermediates */
     linen_opts o = {.mutable = LINEN_MUTABLE("Count", "intermediates"), .mutable_given = true};
     lx_tree *upd = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &none, LINEN_NO_RNGS, &o, NULL, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &none, &o, NULL, &upd), LX_OK);
     CHECK_EQ_INT(count_at(upd, "Count/count"), 1);
     CHECK_EQ_INT(count_at(upd, "intermediates/count_nonzero"), 1);
     /* del updates['intermediates']; apply(variables | updates) */
@@ -512,13 +512,13 @@ static void test_w16_mutated_static_data(void) {
     lx_tree *merged = NULL, *upd2 = NULL;
     CHECK_EQ_INT(lx_tree_merge(v, upd, &merged), LX_OK);
     linen_opts oc = {.mutable = LINEN_MUTABLE("Count"), .mutable_given = true};
-    CHECK_EQ_INT(linen_apply(m, merged, &none, LINEN_NO_RNGS, &oc, NULL, &upd2), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, merged, LINEN_NO_RNGS, &none, &oc, NULL, &upd2), LX_OK);
     CHECK_EQ_INT(count_at(upd2, "Count/count"), 2);
     /* the new Intermediate of an immutable collection is dropped, as Linen's sow would */
     CHECK(!lx_tree_get(upd2, "intermediates"));
     /* the cached module did not keep the attribute the call added: a fresh apply sees none */
     lx_tree *upd3 = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &none, LINEN_NO_RNGS, &o, NULL, &upd3), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &none, &o, NULL, &upd3), LX_OK);
     CHECK_EQ_INT(count_at(upd3, "Count/count"), 1);
     CHECK_EQ_INT(count_at(upd3, "intermediates/count_nonzero"), 1);
     lx_tree_release(upd3);
@@ -555,7 +555,7 @@ static void test_w18_nnx_to_linen_metadata(void) {
     linen_opts o = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
     lx_value y2;
     lx_tree *upd = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, &o, &y2, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, &o, &y2, &upd), LX_OK);
     CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
     CHECK(at(upd, "params/kernel") && k && at(upd, "params/kernel")->u.box == k->u.box);
     lx_value_free(&y);
@@ -604,7 +604,7 @@ static void test_w18_with_partitioning_initializer(void) {
     linen_opts o = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
     lx_value y2;
     lx_tree *upd = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, &o, &y2, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, &o, &y2, &upd), LX_OK);
     CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
     CHECK(at(upd, "params/kernel") && k && at(upd, "params/kernel")->u.box == k->u.box);
     lx_value_free(&y);
@@ -657,7 +657,7 @@ static void test_bridge_with_partitioning(void) {
     }
     CHECK(at(v, "params/bias") && at(v, "params/bias")->kind == LX_V_ARRAY);
     lx_value y2;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y2, NULL), LX_OK);
     CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
     CHECK(affine_close(out_array(&y2), x, array_at(v, "params/kernel"), NULL));
     lx_value_free(&y);
@@ -737,7 +737,7 @@ static void test_child_key_and_name(void) {
     CHECK(SHAPE_IS(k, 4, 8));
     for (int j = 0; k && j < 32; j++) CHECK_EQ_U32(lx_ulp_distance(lx_f32(k)[j], TLF_CHILD_KERNEL[j]), 0);
     lx_value y;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     CHECK(affine_close(out_array(&y), c.args[0].u.array, k, array_at(v, "params/ToLinen_0/bias")));
     lx_value_free(&y);
     lx_tree_release(v);
@@ -769,7 +769,7 @@ static void test_apply_runs_no_initializer(void) {
     int64_t live = lx_array_live_count();
     for (int i = 0; i < 3; i++) {
         lx_value y;
-        CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
         CHECK(affine_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
         lx_value_free(&y);
     }
@@ -786,7 +786,7 @@ static void test_apply_runs_no_initializer(void) {
                  LX_OK);
     big_allocs = 0;
     lx_value yd;
-    CHECK_EQ_INT(linen_apply(d, vd, &c, LINEN_RNGS({"dropout", lx_key_from_seed(2)}), NULL, &yd, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(d, vd, LINEN_RNGS({"dropout", lx_key_from_seed(2)}), &c, NULL, &yd, NULL), LX_OK);
     CHECK_EQ_INT(big_allocs, 0);
     lx_set_alloc_hook(NULL, NULL);
     lx_value_free(&yd);
@@ -819,11 +819,11 @@ static void test_duplicate_path_is_an_error(void) {
     lx_tree *bad = lx_tree_copy(v);
     CHECK_EQ_INT(lx_tree_set_path(bad, "other/kernel", lx_array_v(array_at(v, "params/kernel"))), LX_OK);
     lx_value y;
-    CHECK_FAILS(linen_apply(m, bad, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_EXISTS,
+    CHECK_FAILS(linen_apply(m, bad, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_ERR_EXISTS,
                 "Found duplicate variable path ('kernel',) with variables Param(float32[2,3]) and other(float32[2,3]). "
                 "This is not allowed in NNX.");
     /* the module still works afterwards */
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     lx_value_free(&y);
     lx_tree_release(bad);
     lx_tree_release(v);
@@ -838,13 +838,13 @@ static void test_immutable_change_fails(void) {
     lx_tree *v = NULL;
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &v), LX_OK);
     lx_value y = lx_int_v(5);
-    CHECK_FAILS(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_IMMUTABLE,
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_ERR_IMMUTABLE,
                 "Cannot update variable \"bn/mean\" in \"/\" because collection \"batch_stats\" is immutable.");
     CHECK(y.kind == LX_V_NONE);
     /* mutable=['params'] is not enough either: the statistics are batch_stats */
     linen_opts op = {.mutable = LINEN_MUTABLE("params"), .mutable_given = true};
     lx_tree *upd = NULL;
-    CHECK_FAILS(linen_apply(m, v, &c, LINEN_NO_RNGS, &op, &y, &upd), LX_ERR_IMMUTABLE, "\"batch_stats\" is immutable");
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &c, &op, &y, &upd), LX_ERR_IMMUTABLE, "\"batch_stats\" is immutable");
     CHECK(upd == NULL);
     /* eval mode changes nothing: a plain apply works, and with batch_stats mutable the
      * unchanged statistics are not written back (the caller's arrays come back as they were) */
@@ -852,10 +852,10 @@ static void test_immutable_change_fails(void) {
     linen_module *e = to_linen_args(&NNX_COLL, &ctor2, NULL);
     lx_tree *ve = NULL;
     CHECK_EQ_INT(linen_init(e, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &ve), LX_OK);
-    CHECK_EQ_INT(linen_apply(e, ve, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(e, ve, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     lx_value_free(&y);
     linen_opts ob = {.mutable = LINEN_MUTABLE("batch_stats"), .mutable_given = true};
-    CHECK_EQ_INT(linen_apply(e, ve, &c, LINEN_NO_RNGS, &ob, &y, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(e, ve, LINEN_NO_RNGS, &c, &ob, &y, &upd), LX_OK);
     CHECK(array_at(upd, "batch_stats/bn/mean") == array_at(ve, "batch_stats/bn/mean"));
     CHECK(array_at(upd, "batch_stats/bn/var") == array_at(ve, "batch_stats/bn/var"));
     lx_value_free(&y);
@@ -963,19 +963,19 @@ static void test_unknown_paths_warned_once(void) {
     lx_set_warning_handler(capture_warning, NULL);
     lx_value y;
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ_INT(linen_apply(m, extra, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        CHECK_EQ_INT(linen_apply(m, extra, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
         lx_value_free(&y);
     }
     CHECK_EQ_INT(nwarn, 1);
     CHECK_STR(warn_text[0], "Found unknown module paths in incoming state:\n  - extra/w");
     /* a new unknown path is warned about; the one already reported is not repeated */
     CHECK_EQ_INT(lx_tree_set_path(extra, "params/more", lx_array_v(e)), LX_OK);
-    CHECK_EQ_INT(linen_apply(m, extra, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, extra, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     lx_value_free(&y);
     CHECK_EQ_INT(nwarn, 2);
     CHECK_STR(warn_text[1], "Found unknown module paths in incoming state:\n  - more");
     /* the known paths still give the right answer; known-only applies stay silent */
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     CHECK(affine_close(out_array(&y), ONES(1, 2), array_at(v, "params/kernel"), NULL));
     lx_value_free(&y);
     CHECK_EQ_INT(nwarn, 2);
@@ -999,7 +999,7 @@ static void test_compact_children_share_the_cache(void) {
         lx_value y;
         big_allocs = 0;
         lx_set_alloc_hook(count_big, NULL);
-        CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
         lx_set_alloc_hook(NULL, NULL);
         CHECK(affine_close(out_array(&y), c.args[0].u.array, array_at(v, "params/ToLinen_0/kernel"),
                            array_at(v, "params/ToLinen_0/bias")));
@@ -1013,7 +1013,7 @@ static void test_compact_children_share_the_cache(void) {
     lx_set_warning_handler(capture_warning, NULL);
     for (int i = 0; i < 3; i++) {
         lx_value y;
-        CHECK_EQ_INT(linen_apply(m, extra, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        CHECK_EQ_INT(linen_apply(m, extra, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
         lx_value_free(&y);
     }
     lx_set_warning_handler(NULL, NULL);
@@ -1023,11 +1023,11 @@ static void test_compact_children_share_the_cache(void) {
     lx_tree *v2 = NULL;
     lx_value y2;
     CHECK_EQ_INT(linen_init(m2, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &v2), LX_OK);
-    CHECK_EQ_INT(linen_apply(m2, v2, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m2, v2, LINEN_NO_RNGS, &c, NULL, &y2, NULL), LX_OK);
     CHECK(SHAPE_IS(out_array(&y2), 1, 5));
     lx_value_free(&y2);
     bridge_to_linen_cache_clear();
-    CHECK_EQ_INT(linen_apply(m2, v2, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m2, v2, LINEN_NO_RNGS, &c, NULL, &y2, NULL), LX_OK);
     lx_value_free(&y2);
     lx_tree_release(v2);
     linen_module_release(m2);
@@ -1069,7 +1069,7 @@ static void test_linen_rngs_dict(void) {
     lx_tree *v = lx_tree_new();
     lx_value out;
     lx_call none = LX_NO_CALL;
-    CHECK_FAILS(linen_apply(m, v, &none, LINEN_RNGS({"dropout", lx_key_from_seed(5)}), NULL, &out, NULL),
+    CHECK_FAILS(linen_apply(m, v, LINEN_RNGS({"dropout", lx_key_from_seed(5)}), &none, NULL, &out, NULL),
                 LX_ERR_INVALID_ARGUMENT, "2 streams do not fit in 1");
     lx_tree_release(v);
     linen_module_release(m);
@@ -1117,38 +1117,38 @@ static void test_errors(void) {
     /* methods: not callable, unknown, not a name or function */
     lx_value y = lx_none();
     lx_call m1 = {1, (lx_value[]){lx_array_v(ONES(1, 2))}, 1, (lx_kwarg[]){LX_KW_STR("nnx_method", "in_features")}};
-    CHECK_FAILS(linen_apply(m, v, &m1, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_TYPE,
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &m1, NULL, &y, NULL), LX_ERR_TYPE,
                 "'Linear.in_features' must be a callable, got <class 'int'>.");
     lx_call m2 = {1, (lx_value[]){lx_array_v(ONES(1, 2))}, 1, (lx_kwarg[]){LX_KW_STR("nnx_method", "encode")}};
-    CHECK_FAILS(linen_apply(m, v, &m2, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &m2, NULL, &y, NULL), LX_ERR_NOT_FOUND,
                 "type object 'Linear' has no attribute 'encode'");
     lx_call m3 = {1, (lx_value[]){lx_array_v(ONES(1, 2))}, 1, (lx_kwarg[]){LX_KW_INT("nnx_method", 3)}};
-    CHECK_FAILS(linen_apply(m, v, &m3, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_TYPE, "'3' must be a callable, got <class 'int'>.");
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &m3, NULL, &y, NULL), LX_ERR_TYPE, "'3' must be a callable, got <class 'int'>.");
     linen_opts om = {.method = "encode"};
-    CHECK_FAILS(linen_apply(m, v, &cx, LINEN_NO_RNGS, &om, &y, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &cx, &om, &y, NULL), LX_ERR_NOT_FOUND,
                 "\"ToLinen\" object has no attribute \"encode\".");
     om.method = "out_features";
-    CHECK_FAILS(linen_apply(m, v, &cx, LINEN_NO_RNGS, &om, &y, NULL), LX_ERR_TYPE,
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &cx, &om, &y, NULL), LX_ERR_TYPE,
                 "'ToLinen.out_features' must be a callable, got <class 'int'>.");
     om.method = "__call__";
     lx_call twice = {1, (lx_value[]){lx_array_v(ONES(1, 2))}, 1, (lx_kwarg[]){LX_KW_STR("nnx_method", "__call__")}};
-    CHECK_EQ_INT(linen_apply(m, v, &twice, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK); /* by name */
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &twice, NULL, &y, NULL), LX_OK); /* by name */
     lx_value_free(&y);
     /* missing, mistyped and misshapen incoming variables */
     lx_tree *miss = lx_tree_copy(v);
     CHECK_EQ_INT(lx_tree_delete_path(miss, "params/bias"), LX_OK);
-    CHECK_FAILS(linen_apply(m, miss, &cx, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(m, miss, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_ERR_NOT_FOUND,
                 "ToLinen(Linear) in \"/\": no incoming value for Variable \"bias\" (collection \"params\")");
     lx_tree *shp = lx_tree_copy(v);
     CHECK_EQ_INT(lx_tree_set_path(shp, "params/bias", lx_array_v(ONES(4))), LX_OK);
-    CHECK_FAILS(linen_apply(m, shp, &cx, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_SHAPE,
+    CHECK_FAILS(linen_apply(m, shp, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_ERR_SHAPE,
                 "incoming variable \"bias\" of collection \"params\" is float32[4], but the module's Variable is float32[3]");
     lx_tree *typ = lx_tree_copy(v);
     CHECK_EQ_INT(lx_tree_set_path(typ, "params/bias", lx_str_v("zero")), LX_OK);
-    CHECK_FAILS(linen_apply(m, typ, &cx, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_TYPE,
+    CHECK_FAILS(linen_apply(m, typ, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_ERR_TYPE,
                 "incoming variable \"bias\" of collection \"params\" is 'zero', not an array");
     /* the module still works after each failure */
-    CHECK_EQ_INT(linen_apply(m, v, &cx, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_OK);
     lx_value_free(&y);
     lx_tree_release(miss);
     lx_tree_release(shp);
@@ -1195,7 +1195,7 @@ static void test_more_errors(void) {
     linen_opts ot = {.method = "twice"};
     lx_value y;
     lx_call cz = LX_ARGS(ONES(1, 3));
-    CHECK_FAILS(linen_apply(foo, v, &cz, LINEN_NO_RNGS, &ot, &y, NULL), LX_ERR_TYPE,
+    CHECK_FAILS(linen_apply(foo, v, LINEN_NO_RNGS, &cz, &ot, &y, NULL), LX_ERR_TYPE,
                 "got multiple values for argument 'nnx_method'");
     lx_tree_release(v);
     linen_module_release(foo);
@@ -1210,18 +1210,18 @@ static void test_clone_and_cache(void) {
     CHECK_EQ_INT(linen_module_clone(m, NULL, &c), LX_OK);
     CHECK(bridge_to_linen_nnx_type(c) == &nnx_Linear);
     lx_value y1, y2, y3;
-    CHECK_EQ_INT(linen_apply(m, v, &cx, LINEN_NO_RNGS, NULL, &y1, NULL), LX_OK);
-    CHECK_EQ_INT(linen_apply(c, v, &cx, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cx, NULL, &y1, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(c, v, LINEN_NO_RNGS, &cx, NULL, &y2, NULL), LX_OK);
     /* new arrays, same structure: the cached module takes them */
     lx_tree *v2 = NULL;
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(1)), &cx, NULL, &v2), LX_OK);
-    CHECK_EQ_INT(linen_apply(m, v2, &cx, LINEN_NO_RNGS, NULL, &y3, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v2, LINEN_NO_RNGS, &cx, NULL, &y3, NULL), LX_OK);
     CHECK(lx_array_equal(out_array(&y1), out_array(&y2)));
     CHECK(!lx_array_equal(out_array(&y1), out_array(&y3)));
     CHECK(affine_close(out_array(&y3), cx.args[0].u.array, array_at(v2, "params/kernel"), array_at(v2, "params/bias")));
     /* a different set of rng streams rebuilds the cache (a constructor may look at them) */
     lx_value y4;
-    CHECK_EQ_INT(linen_apply(m, v, &cx, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), NULL, &y4, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), &cx, NULL, &y4, NULL), LX_OK);
     CHECK(lx_array_equal(out_array(&y1), out_array(&y4)));
     lx_value_free(&y1);
     lx_value_free(&y2);
@@ -1285,7 +1285,7 @@ static void test_method_replacing_a_child(void) {
     for (int rep = 0; rep < 2; rep++) { /* the second apply runs on the cached instance */
         lx_value y;
         lx_tree *upd = NULL;
-        CHECK_EQ_INT(linen_apply(m, v, &cx, LINEN_NO_RNGS, &o, &y, &upd), LX_OK);
+        CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cx, &o, &y, &upd), LX_OK);
         CHECK(lx_array_equal(array_at(upd, "params/lin/kernel"), lx_variable_get_value(want->kernel)));
         CHECK(lx_array_equal(array_at(upd, "params/lin/bias"), lx_variable_get_value(want->bias)));
         CHECK(!lx_array_equal(array_at(upd, "params/lin/kernel"), array_at(v, "params/lin/kernel")));
@@ -1328,7 +1328,7 @@ static void test_ctor_keeps_modules(void) {
         CHECK(lx_array_equal(array_at(v, "params/base_module/kernel"), kernel));
         CHECK(SHAPE_IS(array_at(v, "LoRAParam/lora_a"), 3, 2));
         lx_value y;
-        CHECK_EQ_INT(linen_apply(both[i], v, &cx, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        CHECK_EQ_INT(linen_apply(both[i], v, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_OK);
         CHECK(SHAPE_IS(out_array(&y), 1, 4));
         lx_value_free(&y);
         lx_tree_release(v);

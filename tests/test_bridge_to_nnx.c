@@ -145,7 +145,7 @@ static void test_W2_linen_to_nnx(void) {
     CHECK_EQ_INT(lx_tree_set_path(vars, "params/kernel", lx_array_v(value_at(model, "kernel"))), LX_OK);
     CHECK_EQ_INT(lx_tree_set_path(vars, "params/bias", lx_array_v(value_at(model, "bias"))), LX_OK);
     lx_value direct;
-    CHECK_EQ_INT(linen_apply(d, vars, ARGS1(x), LINEN_NO_RNGS, NULL, &direct, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(d, vars, LINEN_NO_RNGS, ARGS1(x), NULL, &direct, NULL), LX_OK);
     CHECK(direct.kind == LX_V_ARRAY && lx_array_equal(direct.u.array, y));
     lx_value_free(&direct);
     lx_tree_release(vars);
@@ -814,19 +814,19 @@ static void test_mutable_resolution(void) {
     lx_tree *empty = lx_tree_new();
     linen_opts counter_mutable = {.mutable = LINEN_MUTABLE("counter"), .mutable_given = true};
     lx_tree *mutated = NULL;
-    CHECK_EQ_INT(linen_apply(host, empty, NULL, LINEN_NO_RNGS, &counter_mutable, &out, &mutated), LX_OK);
+    CHECK_EQ_INT(linen_apply(host, empty, LINEN_NO_RNGS, NULL, &counter_mutable, &out, &mutated), LX_OK);
     CHECK_EQ_INT(count_of(m), 4);
     CHECK(host_seen_current == host_seen_scope && host_seen_scope != NULL);
     CHECK(bridge_current_linen_module() == NULL);
     lx_tree_release(mutated);
     /* ... and the enclosing module's immutability */
-    CHECK_EQ_INT(linen_apply(host, empty, NULL, LINEN_NO_RNGS, NULL, &out, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(host, empty, LINEN_NO_RNGS, NULL, NULL, &out, NULL), LX_OK);
     CHECK_EQ_INT(count_of(m), 4);
     /* 1 beats 2: explicit False inside a mutable host, explicit True inside an immutable one */
-    CHECK_EQ_INT(linen_apply(host, empty, &as_false, LINEN_NO_RNGS, &counter_mutable, &out, &mutated), LX_OK);
+    CHECK_EQ_INT(linen_apply(host, empty, LINEN_NO_RNGS, &as_false, &counter_mutable, &out, &mutated), LX_OK);
     CHECK_EQ_INT(count_of(m), 4);
     lx_tree_release(mutated);
-    CHECK_EQ_INT(linen_apply(host, empty, &as_true, LINEN_NO_RNGS, NULL, &out, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(host, empty, LINEN_NO_RNGS, &as_true, NULL, &out, NULL), LX_OK);
     CHECK_EQ_INT(count_of(m), 5);
 
     /* bad `mutable` values are refused before anything runs */

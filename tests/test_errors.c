@@ -92,7 +92,7 @@ static void test_linen_paths(void) {
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(full(1, 4, 1.0f)), NULL, &vars), LX_OK);
     lx_value y = lx_none();
     lx_clear_error();
-    CHECK_EQ_INT(linen_apply(m, vars, &LX_ARGS(full(1, 3, 1.0f)), LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_SHAPE);
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &LX_ARGS(full(1, 3, 1.0f)), NULL, &y, NULL), LX_ERR_SHAPE);
     CHECK_ERROR_STARTS("Dense_0: ");
     CHECK_ERROR_HAS("kernel");
     CHECK(lx_frame_top(NULL) == NULL);

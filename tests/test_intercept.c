@@ -117,7 +117,7 @@ static void test_linen_paths(void) {
     int h = 0;
     lx_interceptor_add(log_op, &log, &h);
     lx_value out;
-    CHECK_EQ_INT(linen_apply(m, vars, &c, LINEN_NO_RNGS, NULL, &out, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &c, NULL, &out, NULL), LX_OK);
     lx_interceptor_remove(h);
     CHECK_EQ_INT(log.n, 2);
     CHECK_STR(log.lines[0], "mlp/Dense_0 dot_general aP");
@@ -198,7 +198,7 @@ static void nested_interceptor(const lx_intercept_event *ev, void *user) {
     nested_depth_++;
     nested_child_ = name_b_;
     lx_value y;
-    if (linen_apply(nested_inner_, nested_vars_, &LX_ARGS(nested_x_), LINEN_NO_RNGS, NULL, &y, NULL) == LX_OK)
+    if (linen_apply(nested_inner_, nested_vars_, LINEN_NO_RNGS, &LX_ARGS(nested_x_), NULL, &y, NULL) == LX_OK)
         lx_value_free(&y);
     nested_ok_ = strcmp(ev->path, name_a_) == 0;
     nested_depth_--;
@@ -221,7 +221,7 @@ static void test_interceptor_running_a_module(void) {
     int h = 0;
     lx_interceptor_add(nested_interceptor, NULL, &h);
     lx_value y;
-    CHECK_EQ_INT(linen_apply(outer, ov, &LX_ARGS(nested_x_), LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(outer, ov, LINEN_NO_RNGS, &LX_ARGS(nested_x_), NULL, &y, NULL), LX_OK);
     lx_interceptor_remove(h);
     CHECK(nested_ok_);
     lx_value_free(&y);

@@ -39,4 +39,11 @@
 /* One causal-mask function, shared by Linen and NNX code (nn.h). */
 #define linen_make_causal_mask lx_make_causal_mask
 
+/* linen_apply took the call before rngs: linen_apply(m, variables, call, rngs, opts, &out, &mut).
+ * The third argument's type tells the two orders apart. */
+#define linen_apply(m_, variables_, a3_, ...)                                               \
+    _Generic((a3_), linen_rngs: (linen_apply), default: linen_apply_call_first_)(          \
+        (m_), (variables_), (a3_), __VA_ARGS__)
+#define LINNX_COMPAT_LINEN_APPLY_
+
 #endif

@@ -186,10 +186,22 @@ lx_status linen_init(const linen_module *m, linen_rngs rngs, const lx_call *call
                      const linen_opts *opts, lx_tree **variables);
 lx_status linen_init_with_output(const linen_module *m, linen_rngs rngs, const lx_call *call,
                                  const linen_opts *opts, lx_value *out, lx_tree **variables);
-/* *mutated is set (to a tree holding only the mutable collections) when the mutability is not
- * LINEN_MUTABLE_NONE, else to NULL. `mutated` may be NULL when immutable. */
-lx_status linen_apply(const linen_module *m, const lx_tree *variables, const lx_call *call,
-                      linen_rngs rngs, const linen_opts *opts, lx_value *out, lx_tree **mutated);
+/* apply(variables, *args, rngs=..., method=..., mutable=...): the same order as init, with the
+ * variables first: module, what it is bound to (variables, rngs), the call, options, outputs.
+ * *mutated is set (to a tree holding only the mutable collections) when the mutability is not
+ * LINEN_MUTABLE_NONE, else to NULL. `mutated` may be NULL when immutable. (The name is in
+ * parentheses because compat.h keeps the old argument order, call before rngs, compiling.) */
+lx_status(linen_apply)(const linen_module *m, const lx_tree *variables, linen_rngs rngs, const lx_call *call,
+                       const linen_opts *opts, lx_value *out, lx_tree **mutated);
+
+#ifdef LINNX_COMPAT_LINEN_APPLY_
+/* The deprecated argument order (compat.h). */
+static inline lx_status linen_apply_call_first_(const linen_module *m, const lx_tree *variables,
+                                                const lx_call *call, linen_rngs rngs, const linen_opts *opts,
+                                                lx_value *out, lx_tree **mutated) {
+    return (linen_apply)(m, variables, rngs, call, opts, out, mutated);
+}
+#endif
 
 /* ---- inside a method: the bound module ("self") ---- */
 const void *linen_config(const linen_scope *self);

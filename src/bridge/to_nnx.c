@@ -507,7 +507,7 @@ static lx_status to_nnx_run(nnx_module *m, const char *method, const lx_call *ca
         } else {
             opts.mutable = mut;
             opts.mutable_given = true;
-            s = linen_apply(lm, variables, &fwd, rngs, &opts, out,
+            s = linen_apply(lm, variables, rngs, &fwd, &opts, out,
                             mut.kind == LINEN_MUTABLE_NONE ? NULL : &updates);
         }
     }
