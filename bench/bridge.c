@@ -19,7 +19,7 @@ typedef struct {
     nnx_module *l1, *l2;
 } mlp;
 
-static lx_status mlp_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
+static lx_status mlp_setup(nnx_module *m, nnx_rngs *rngs) {
     mlp *s = (mlp *)m;
     LX_TRY(nnx_linear_new(64, 64, rngs, (nnx_linear **)&s->l1));
     return nnx_linear_new(64, 10, rngs, (nnx_linear **)&s->l2);
@@ -35,7 +35,7 @@ static lx_status mlp_call(nnx_module *m, const lx_call *c, lx_value *out) {
 
 static const nnx_field MLP_FIELDS[] = {NNX_CHILD(mlp, l1), NNX_CHILD(mlp, l2)};
 static const nnx_method MLP_METHODS[] = {NNX_METHOD("__call__", mlp_call)};
-static const nnx_type MLP = {.name = "MLP", .size = sizeof(mlp), .init = mlp_init, .fields = MLP_FIELDS,
+static const nnx_type MLP = {.name = "MLP", .size = sizeof(mlp), .setup = mlp_setup, .fields = MLP_FIELDS,
                              .nfields = LX_COUNT(MLP_FIELDS), .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS)};
 
 /* A Linen parent that makes the ToLinen inside its call, every call. */

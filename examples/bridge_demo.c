@@ -47,7 +47,7 @@ typedef struct {
 static const lx_field RESIDUAL_CONFIG[] = {LX_FIELD_REQUIRED_INT(residual_config, features)};
 static const nnx_field RESIDUAL_FIELDS[] = {NNX_CHILD(residual, linear)};
 
-static lx_status residual_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs) {
+static lx_status residual_setup(nnx_module *self, nnx_rngs *rngs) {
     residual *m = (residual *)self;
     lx_call args = LX_CALL_ARGS(lx_int_v(m->cfg.features), lx_int_v(m->cfg.features));
     return nnx_module_new(&nnx_Linear, &args, rngs, &m->linear);
@@ -67,7 +67,7 @@ static const nnx_type RESIDUAL = {
     .name = "Residual", .size = sizeof(residual),
     .fields = RESIDUAL_FIELDS, .nfields = LX_COUNT(RESIDUAL_FIELDS),
     .config = RESIDUAL_CONFIG, .nconfig = LX_COUNT(RESIDUAL_CONFIG), .config_offset = offsetof(residual, cfg),
-    .methods = RESIDUAL_METHODS, .nmethods = LX_COUNT(RESIDUAL_METHODS), .init = residual_init,
+    .methods = RESIDUAL_METHODS, .nmethods = LX_COUNT(RESIDUAL_METHODS), .setup = residual_setup,
 };
 
 static lx_array *classifier_call(linen_scope *self, lx_array *x) {
@@ -94,7 +94,7 @@ typedef struct {
 } net;
 static const nnx_field NET_FIELDS[] = {NNX_CHILD(net, block), NNX_CHILD(net, head)};
 
-static lx_status net_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs) {
+static lx_status net_setup(nnx_module *self, nnx_rngs *rngs) {
     net *m = (net *)self;
     linen_module *block = NULL;
     LX_TRY(linen_module_new(&BLOCK, NULL, &block));
@@ -117,7 +117,7 @@ static lx_status net_call(nnx_module *self, const lx_call *call, lx_value *out) 
 static const nnx_method NET_METHODS[] = {NNX_METHOD("__call__", net_call)};
 static const nnx_type NET = {
     .name = "Net", .size = sizeof(net), .fields = NET_FIELDS, .nfields = LX_COUNT(NET_FIELDS),
-    .methods = NET_METHODS, .nmethods = LX_COUNT(NET_METHODS), .init = net_init,
+    .methods = NET_METHODS, .nmethods = LX_COUNT(NET_METHODS), .setup = net_setup,
 };
 
 /* ---------------------------------------------------------------- main */

@@ -35,7 +35,7 @@ typedef struct {
     nnx_linear *linear;
 } my_nnx;
 
-static lx_status my_nnx_init(nnx_module *m, const lx_call *call, nnx_rngs *rngs) {
+static lx_status my_nnx_setup(nnx_module *m, nnx_rngs *rngs) {
     my_nnx *self = (my_nnx *)m;
     return nnx_linear_new(self->cfg.in_features, self->cfg.out_features, rngs, &self->linear);
 }
@@ -53,7 +53,7 @@ static const lx_field MY_NNX_CONFIG[] = {
 static const nnx_field MY_NNX_FIELDS[] = {NNX_CHILD(my_nnx, linear)};
 static const nnx_method MY_NNX_METHODS[] = {NNX_METHOD("__call__", my_nnx_call)};
 static const nnx_type MY_NNX = {
-    .name = "MyNNX", .size = sizeof(my_nnx), .init = my_nnx_init,
+    .name = "MyNNX", .size = sizeof(my_nnx), .setup = my_nnx_setup,
     .fields = MY_NNX_FIELDS, .nfields = LX_COUNT(MY_NNX_FIELDS), .methods = MY_NNX_METHODS, .nmethods = LX_COUNT(MY_NNX_METHODS),
     .config = MY_NNX_CONFIG, .nconfig = LX_COUNT(MY_NNX_CONFIG), .config_offset = offsetof(my_nnx, cfg),
 };

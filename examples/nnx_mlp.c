@@ -27,7 +27,7 @@ typedef struct {
     nnx_module *linear1, *dropout, *bn, *linear2;
 } mlp;
 
-static lx_status mlp_init(nnx_module *m, const lx_call *call, nnx_rngs *rngs) {
+static lx_status mlp_setup(nnx_module *m, nnx_rngs *rngs) {
     mlp *self = (mlp *)m;
     lx_call l1 = LX_CALL_ARGS(lx_int_v(self->cfg.din), lx_int_v(self->cfg.dmid));
     lx_call dr = LX_CALL_ARGS(lx_float_v(0.1));
@@ -58,7 +58,7 @@ static const nnx_field MLP_FIELDS[] = {NNX_CHILD(mlp, linear1), NNX_CHILD(mlp, d
 static const nnx_method MLP_METHODS[] = {NNX_METHOD("__call__", mlp_call)};
 static const nnx_type MLP = {
     .name = "MLP", .size = sizeof(mlp), .fields = MLP_FIELDS, .nfields = LX_COUNT(MLP_FIELDS), .config = MLP_CONFIG, .nconfig = LX_COUNT(MLP_CONFIG),
-    .config_offset = offsetof(mlp, cfg), .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS), .init = mlp_init,
+    .config_offset = offsetof(mlp, cfg), .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS), .setup = mlp_setup,
 };
 
 int main(void) {
