@@ -241,7 +241,66 @@ static void test_vocabulary(void) {
     CHECK((void *)linen_make_causal_mask == (void *)lx_make_causal_mask);
 }
 
+/* ---- one pair of config hooks for both descriptors: config_retain / config_release ---- */
+static int live_refs;
+typedef struct {
+    int64_t features;
+    int *ref; /* a reference the field table does not know about */
+} hooked_config;
+static lx_status hooked_retain(void *cfg) {
+    hooked_config *c = cfg;
+    if (!c->ref) c->ref = &live_refs; /* freshly bound: take the first reference */
+    live_refs++;
+    return LX_OK;
+}
+static void hooked_release(void *cfg) {
+    if (((hooked_config *)cfg)->ref) live_refs--;
+}
+static lx_array *hooked_call(linen_scope *s, lx_array *x) { return x; }
+static const linen_type HOOKED_LINEN = {
+    .name = "Hooked", LINEN_CONFIG(hooked_config, LX_FIELD_REQUIRED_INT(hooked_config, features)),
+    LINEN_METHODS(LINEN_ARRAY_METHOD("__call__", hooked_call)),
+    .config_retain = hooked_retain, .config_release = hooked_release};
+/* the deprecated pair still works */
+static lx_status old_copy(void *dst, const void *src) {
+    ((hooked_config *)dst)->ref = ((const hooked_config *)src)->ref;
+    live_refs++;
+    return LX_OK;
+}
+static void old_free(void *cfg) { hooked_release(cfg); }
+static const linen_type OLD_HOOKED = {
+    .name = "OldHooked", LINEN_CONFIG(hooked_config, LX_FIELD_REQUIRED_INT(hooked_config, features)),
+    LINEN_METHODS(LINEN_ARRAY_METHOD("__call__", hooked_call)), .config_copy = old_copy, .config_free = old_free};
+
+static void test_config_hooks(void) {
+    live_refs = 0;
+    linen_module *a = NULL, *b = NULL, *c = NULL;
+    CHECK_EQ_INT(linen_module_new(&HOOKED_LINEN, &LX_CALL_KWARGS(LX_KW_INT("features", 2)), &a), LX_OK);
+    CHECK_EQ_INT(live_refs, 1); /* retained after the table bound it */
+    CHECK_EQ_INT(linen_module_clone(a, &LX_CALL_KWARGS(LX_KW_INT("features", 3)), &b), LX_OK);
+    CHECK_EQ_INT(live_refs, 2); /* and after the clone copied it */
+    CHECK(((const hooked_config *)linen_module_config(b))->features == 3);
+    CHECK(((const hooked_config *)linen_module_config(b))->ref == &live_refs);
+    /* a bind that fails retains nothing */
+    CHECK_FAILS(linen_module_new(&HOOKED_LINEN, NULL, &c), LX_ERR_TYPE, "features");
+    CHECK_EQ_INT(live_refs, 2);
+    linen_module_release(a);
+    linen_module_release(b);
+    CHECK_EQ_INT(live_refs, 0);
+    /* the old spelling: config_copy on clone, config_free on release */
+    int base = live_refs;
+    CHECK_EQ_INT(linen_module_new(&OLD_HOOKED, &LX_CALL_KWARGS(LX_KW_INT("features", 2)), &a), LX_OK);
+    ((hooked_config *)linen_module_config(a))->ref = &live_refs; /* as a custom bind would */
+    live_refs++;
+    CHECK_EQ_INT(linen_module_clone(a, NULL, &b), LX_OK);
+    CHECK_EQ_INT(live_refs, base + 2);
+    linen_module_release(a);
+    linen_module_release(b);
+    CHECK_EQ_INT(live_refs, base);
+}
+
 int main(void) {
+    RUN(test_config_hooks);
     RUN(test_vocabulary);
     RUN(test_lx_call);
     RUN(test_nnx_setup_and_array_methods);

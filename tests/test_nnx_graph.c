@@ -792,8 +792,9 @@ typedef struct {
     nnx_module base;
     hooked_cfg cfg;
 } hooked;
-static void hooked_retain(void *cfg) {
+static lx_status hooked_retain(void *cfg) {
     if (((hooked_cfg *)cfg)->ref.t) ((hooked_cfg *)cfg)->ref.t->refs++;
+    return LX_OK;
 }
 static void hooked_release(void *cfg) {
     if (((hooked_cfg *)cfg)->ref.t) ((hooked_cfg *)cfg)->ref.t->refs--;

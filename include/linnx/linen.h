@@ -81,9 +81,18 @@ typedef struct linen_type {
     int nmethods;
     /* Optional: setup-style children and variables, run lazily before the first method. */
     lx_status (*setup)(linen_scope *self);
-    /* Optional: extra cleanup of config members the field table does not own. */
+    /* Optional config hooks, the same pair as nnx_type's, for config members the field table
+     * does not own. config_retain runs on a config the framework has just filled: after the
+     * table bound it (not after a custom `bind`, which takes its own references) and after a
+     * copy (clone: the table's fields are already the copy's own, the other bytes are the
+     * source's); it takes its own references to them. On failure it drops what it took, zeroes
+     * those members and returns the status. config_release runs before a config is freed and
+     * must accept a zeroed config. */
+    lx_status (*config_retain)(void *cfg);
+    void (*config_release)(void *cfg);
+    /* Deprecated spellings of the same idea (used only when config_retain/_release are unset):
+     * config_free(cfg) = config_release; config_copy(dst, src) deep-copies the members. */
     void (*config_free)(void *cfg);
-    /* Optional: deep copy of those members (after the field table copied its own). */
     lx_status (*config_copy)(void *dst, const void *src);
     /* Optional: methods not in the table (the bridge's ToLinen forwards them to NNX methods).
      * Return LX_ERR_NOT_FOUND without recording a message (no lx_fail) for names it does not

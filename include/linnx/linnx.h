@@ -11,7 +11,8 @@
  * Type descriptors (linen_type, nnx_type) use one vocabulary: `config` is the table of the
  * constructor's named arguments (a plain struct the layer reads as cfg->features), `methods` the
  * method table, `setup` the hook that builds children (and, in NNX, Variables) after the config
- * is bound; NNX's `fields` are the struct members the graph walks (Variables, children, lists).
+ * is bound, `config_retain` / `config_release` the hooks for references a config holds that its
+ * table does not count; NNX's `fields` are the struct members the graph walks (Variables, children, lists).
  * Tables are counted by the compiler: NNX_CONFIG / NNX_FIELDS / NNX_METHODS, LINEN_CONFIG /
  * LINEN_METHODS, or .nX = LX_COUNT(TABLE).
  *

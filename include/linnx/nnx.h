@@ -121,15 +121,17 @@ struct nnx_type {
     /* Optional: methods not in the table (ToNNX forwards them to the Linen module's methods).
      * Return LX_ERR_NOT_FOUND for names it does not know either. */
     lx_status (*dispatch)(nnx_module *self, const char *method, const lx_call *call, lx_value *out);
-    /* Optional: references a config holds that neither the field table nor the value system
-     * counts (a raw pointer inside an OBJ field; a module in a VALUE field needs no hook: module
-     * values are counted, value.h lx_ptr_register). config_retain runs on every config the
-     * framework has just bound or copied (construction, graphdefs, merge, clone);
-     * config_release before it frees one, and must accept a zeroed config. Types with these
-     * hooks refuse nnx_setattr on their config fields (the reference would be lost), and so
-     * does any config field holding a module (ToNNX's Linen module): the module's state was
-     * built from it. */
-    void (*config_retain)(void *cfg);
+    /* Optional config hooks, the same pair as linen_type's: references a config holds that
+     * neither the field table nor the value system counts (a raw pointer inside an OBJ field; a
+     * module in a VALUE field needs no hook: module values are counted, value.h
+     * lx_ptr_register). config_retain runs on every config the framework has just bound or
+     * copied (construction, graphdefs, merge, clone): the table's fields are already its own,
+     * the other bytes are the source's; it takes its own references to them. On failure it
+     * drops what it took, zeroes those members and returns the status. config_release runs
+     * before a config is freed, and must accept a zeroed config. Types with these hooks refuse
+     * nnx_setattr on their config fields (the reference would be lost), and so does any config
+     * field holding a module (ToNNX's Linen module): the module's state was built from it. */
+    lx_status (*config_retain)(void *cfg);
     void (*config_release)(void *cfg);
 };
 

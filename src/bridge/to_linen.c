@@ -23,7 +23,7 @@
 
 /* ------------------------------------------------------------------ config */
 
-static void tl_config_free(void *p) {
+static void tl_config_release(void *p) {
     tl_config *c = p;
     tl_pool_donate(c);
     lx_call_free(&c->ctor);
@@ -31,17 +31,19 @@ static void tl_config_free(void *p) {
     c->state = NULL;
 }
 
-static lx_status tl_config_copy(void *dst, const void *src) {
-    tl_config *d = dst;
-    const tl_config *s = src;
-    *d = *s;
+/* A copied config (clone) holds the source's constructor call and cache: it gets its own copy
+ * of the call and an empty cache (clones start empty, to_linen.h). */
+static lx_status tl_config_retain(void *p) {
+    tl_config *d = p;
+    lx_call src = d->ctor;
     d->ctor = LX_NO_CALL;
     d->state = tl_state_new();
     if (!d->state) return tl_oom();
-    lx_status st = lx_call_dup(&s->ctor, &d->ctor);
+    lx_status st = lx_call_dup(&src, &d->ctor);
     if (st != LX_OK) {
         tl_state_free(d->state);
         d->state = NULL;
+        d->ctor = LX_NO_CALL;
     }
     return st;
 }
@@ -485,8 +487,8 @@ const linen_type bridge_ToLinen = {
     .config_size = sizeof(tl_config),
     .methods = TL_METHODS,
     .nmethods = LX_COUNT(TL_METHODS),
-    .config_free = tl_config_free,
-    .config_copy = tl_config_copy,
+    .config_retain = tl_config_retain,
+    .config_release = tl_config_release,
     .dispatch = tl_dispatch,
     .getattr = tl_getattr,
     .bind = tl_bind,

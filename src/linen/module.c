@@ -18,7 +18,8 @@ static lx_status check_name(const char *name) {
 /* Releases what the config holds; the config's memory is part of the module's block. */
 static void config_release(const linen_type *t, void *cfg) {
     if (!cfg) return;
-    if (t->config_free) t->config_free(cfg);
+    if (t->config_release) t->config_release(cfg);
+    else if (t->config_free) t->config_free(cfg);
     lx_config_free(t->config, t->nconfig, cfg);
 }
 
@@ -107,6 +108,10 @@ lx_status linen_module_new_named(const linen_type *type, const lx_call *kwargs, 
         } else {
             st = lx_config_bind(type->config, type->nconfig, &call, m->config,
                                 owner_name(type, ".__init__()", owner, sizeof owner));
+            if (st == LX_OK && type->config_retain) {
+                st = type->config_retain(m->config);
+                if (st != LX_OK) lx_config_free(type->config, type->nconfig, m->config);
+            }
         }
         if (st != LX_OK) {
             free(m); /* a failed bind leaves nothing bound to release */
@@ -128,8 +133,14 @@ lx_status linen_module_clone(const linen_module *m, const lx_call *overrides, li
     const linen_type *t = m->type;
     linen_module *c = NULL;
     LX_TRY(module_alloc(t, m->name, &c));
+    /* The other bytes come as they are; the table copies its fields; config_retain takes the
+     * references the table does not count. */
+    if (t->config_retain && t->config_size) memcpy(c->config, m->config, t->config_size);
     lx_status st = lx_config_copy(t->config, t->nconfig, c->config, m->config);
-    if (st == LX_OK && t->config_copy) {
+    if (st == LX_OK && t->config_retain) {
+        st = t->config_retain(c->config);
+        if (st != LX_OK) lx_config_free(t->config, t->nconfig, c->config);
+    } else if (st == LX_OK && t->config_copy) {
         st = t->config_copy(c->config, m->config);
         if (st != LX_OK) lx_config_free(t->config, t->nconfig, c->config);
     }

@@ -296,7 +296,7 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
             for (int i = 0; i < type->nconfig; i++)
                 memset((char *)nnx_config_ptr(m) + type->config[i].offset, 0, type->config[i].size);
     }
-    if (s == LX_OK && type->config && type->config_retain) type->config_retain(nnx_config_ptr(m));
+    if (s == LX_OK && type->config && type->config_retain) s = type->config_retain(nnx_config_ptr(m));
     /* Arguments go to the config when there is one; only a type with neither config nor init
      * takes none (Python's object.__init__). */
     if (s == LX_OK && !type->config && !type->init && (c.nargs || c.nkwargs))
