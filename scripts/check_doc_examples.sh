@@ -5,11 +5,12 @@
 # -std=c11 -pedantic -Wall -Wextra -Werror against the public headers only (no -I into src/).
 # A block with `int main(` is linked against the shared library and must exit 0.
 #
-# usage: check_doc_examples.sh SOURCE_DIR SHARED_LIBRARY [CC]
+# usage: check_doc_examples.sh SOURCE_DIR SHARED_LIBRARY [CC [EXTRA_CFLAGS]]
 set -u
 src=${1:?source dir}
 lib=${2:?shared library}
 cc=${3:-cc}
+extra=${4:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0 n=0
@@ -56,11 +57,11 @@ for f in "$tmp"/*.c; do
     if ! grep -q '^#include' "$f"; then
         { echo '#include <linnx/linnx.h>'; cat "$f"; } > "$f.tmp" && mv "$f.tmp" "$f"
     fi
-    if ! "$cc" -std=c11 -pedantic -Wall -Wextra -Werror -I "$src/include" -c "$f" -o "$tmp/$name.o" 2> "$tmp/$name.log"; then
+    if ! "$cc" -std=c11 -pedantic -Wall -Wextra -Werror $extra -I "$src/include" -c "$f" -o "$tmp/$name.o" 2> "$tmp/$name.log"; then
         echo "FAIL compile $name:"; cat "$tmp/$name.log"; fail=1; continue
     fi
     if grep -q 'int main(' "$f"; then
-        if ! "$cc" "$tmp/$name.o" "$lib" -Wl,-rpath,"$(cd "$(dirname "$lib")" && pwd)" -lm -o "$tmp/$name" 2> "$tmp/$name.log"; then
+        if ! "$cc" $extra "$tmp/$name.o" "$lib" -Wl,-rpath,"$(cd "$(dirname "$lib")" && pwd)" -lm -o "$tmp/$name" 2> "$tmp/$name.log"; then
             echo "FAIL link $name:"; cat "$tmp/$name.log"; fail=1; continue
         fi
         if ! (cd "$tmp" && "./$name" > "$name.out" 2>&1); then

@@ -1233,9 +1233,10 @@ static void test_clone_and_cache(void) {
     linen_module_release(m);
 }
 
-/* A method that replaces a child (re-initialising a layer) frees the module the structure check
- * fingerprinted at build time; the check must still read it safely, see the change and write the
- * new layer's parameters back. */
+/* A method that replaces a child (re-initialising a layer) through nnx_setattr frees the module
+ * the cached instance was built with; the graph's version moves, so the apply walks the state,
+ * sees the new layer and writes its parameters back (and the second apply, on a rebuilt
+ * instance, does the same). */
 typedef struct {
     nnx_module base;
     nnx_module *lin;

@@ -251,10 +251,13 @@ typedef lx_status (*nnx_visit_fn)(const char *path, const lx_value *node, void *
 lx_status nnx_iter_graph(nnx_module *m, nnx_visit_fn fn, void *user);
 /* Set `initializing` on every module in the graph (lazy_init). */
 void nnx_set_initializing(nnx_module *m, bool on);
-/* A per-thread counter bumped by every structural change made through this API (setattr,
- * delattr, list append/clear, update inserting a new path). Callers that cache a module's
- * Variable list (the bridge's ToLinen) compare it before and after running a method; direct
- * writes to declared struct fields are not counted (compare the fields themselves). */
+/* The graph's version: a per-thread counter bumped by every structural change made through this
+ * API (setattr, delattr, list append/clear, update inserting a new path). Callers that cache a
+ * module's Variable list (the bridge's ToLinen) compare it before and after running a method.
+ * The rule that makes one number enough: after construction (init/setup), a child, a list or a
+ * Variable of a module is replaced only through nnx_setattr / nnx_delattr / nnx_list_*, never
+ * by assigning the struct field (changing a Variable's value, lx_variable_set_value, is not a
+ * structural change and needs nothing). */
 uint64_t nnx_graph_epoch(void);
 
 /* ---- Rngs ---- */

@@ -61,7 +61,8 @@
  * atomic, but that does not make sharing a module safe.)
  * NNX methods run through ToLinen must not write into the data of the arrays their Variables
  * hold (replace the Variable's value instead, as every linnx layer does): during apply those
- * arrays are the caller's.
+ * arrays are the caller's. A method that replaces a child or a Variable does it with
+ * nnx_setattr (nnx.h's rule): the cache checks the graph's version, not the struct fields.
  *
  * Ownership: bridge_to_linen gives the caller a module (linen_module_release). The ToLinen
  * keeps a deep copy of the constructor call (modules in it retained). to_linen_class types are
