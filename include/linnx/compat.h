@@ -41,9 +41,11 @@
 
 /* linen_apply took the call before rngs: linen_apply(m, variables, call, rngs, opts, &out, &mut).
  * The third argument's type tells the two orders apart. */
+#ifndef __cplusplus /* _Generic is C only; C++ callers use the new order */
 #define linen_apply(m_, variables_, a3_, ...)                                               \
     _Generic((a3_), linen_rngs: (linen_apply), default: linen_apply_call_first_)(          \
         (m_), (variables_), (a3_), __VA_ARGS__)
 #define LINNX_COMPAT_LINEN_APPLY_
+#endif
 
 #endif
