@@ -19,7 +19,7 @@ typedef struct {
     nnx_module *l1, *l2;
 } mlp;
 
-static lx_status mlp_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
+static lx_status mlp_setup(nnx_module *m, nnx_rngs *rngs) {
     mlp *s = (mlp *)m;
     LX_TRY(nnx_linear_new(64, 64, rngs, (nnx_linear **)&s->l1));
     return nnx_linear_new(64, 10, rngs, (nnx_linear **)&s->l2);
@@ -34,9 +34,9 @@ static lx_status mlp_call(nnx_module *m, const lx_call *c, lx_value *out) {
 }
 
 static const nnx_field MLP_FIELDS[] = {NNX_CHILD(mlp, l1), NNX_CHILD(mlp, l2)};
-static const nnx_method MLP_METHODS[] = {{"__call__", mlp_call}};
-static const nnx_type MLP = {.name = "MLP", .size = sizeof(mlp), .init = mlp_init, .fields = MLP_FIELDS,
-                             .nfields = 2, .methods = MLP_METHODS, .nmethods = 1};
+static const nnx_method MLP_METHODS[] = {NNX_METHOD("__call__", mlp_call)};
+static const nnx_type MLP = {.name = "MLP", .size = sizeof(mlp), .setup = mlp_setup, .fields = MLP_FIELDS,
+                             .nfields = LX_COUNT(MLP_FIELDS), .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS)};
 
 /* A Linen parent that makes the ToLinen inside its call, every call. */
 static lx_status parent_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -47,14 +47,14 @@ static lx_status parent_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method PARENT_METHODS[] = {LINEN_METHOD("__call__", parent_call)};
-static const linen_type PARENT = {.name = "Parent", .methods = PARENT_METHODS, .nmethods = 1};
+static const linen_type PARENT = {.name = "Parent", .methods = PARENT_METHODS, .nmethods = LX_COUNT(PARENT_METHODS)};
 
 /* The same MLP in Linen style (for Linen direct vs through ToNNX). */
 static lx_array *linen_mlp_call(linen_scope *s, lx_array *x) {
     return linen_dense(s, NULL, 10, lx_relu(linen_dense(s, NULL, 64, x)));
 }
 static const linen_method LINEN_MLP_METHODS[] = {LINEN_ARRAY_METHOD("__call__", linen_mlp_call)};
-static const linen_type LINEN_MLP = {.name = "MLP", .methods = LINEN_MLP_METHODS, .nmethods = 1};
+static const linen_type LINEN_MLP = {.name = "MLP", .methods = LINEN_MLP_METHODS, .nmethods = LX_COUNT(LINEN_MLP_METHODS)};
 
 typedef struct {
     nnx_module *direct;
@@ -76,7 +76,7 @@ static void run_direct(void *p) {
 static void run_bridge(void *p) {
     ctx *c = p;
     lx_value out;
-    if (linen_apply(c->wrapped, c->vars, &c->call, LINEN_NO_RNGS, NULL, &out, NULL) != LX_OK) c->failed = 1;
+    if (linen_apply(c->wrapped, c->vars, LINEN_NO_RNGS, &c->call, NULL, &out, NULL) != LX_OK) c->failed = 1;
     lx_value_free(&out);
 }
 

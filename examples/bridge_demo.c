@@ -47,10 +47,10 @@ typedef struct {
 static const lx_field RESIDUAL_CONFIG[] = {LX_FIELD_REQUIRED_INT(residual_config, features)};
 static const nnx_field RESIDUAL_FIELDS[] = {NNX_CHILD(residual, linear)};
 
-static lx_status residual_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs) {
+static lx_status residual_setup(nnx_module *self, nnx_rngs *rngs) {
     residual *m = (residual *)self;
     lx_call args = LX_CALL_ARGS(lx_int_v(m->cfg.features), lx_int_v(m->cfg.features));
-    return nnx_module_new(&NNX_LINEAR_TYPE, &args, rngs, &m->linear);
+    return nnx_module_new(&nnx_Linear, &args, rngs, &m->linear);
 }
 
 static lx_status residual_call(nnx_module *self, const lx_call *call, lx_value *out) {
@@ -62,12 +62,12 @@ static lx_status residual_call(nnx_module *self, const lx_call *call, lx_value *
     return LX_OK;
 }
 
-static const nnx_method RESIDUAL_METHODS[] = {{"__call__", residual_call}};
+static const nnx_method RESIDUAL_METHODS[] = {NNX_METHOD("__call__", residual_call)};
 static const nnx_type RESIDUAL = {
     .name = "Residual", .size = sizeof(residual),
-    .fields = RESIDUAL_FIELDS, .nfields = 1,
-    .config = RESIDUAL_CONFIG, .nconfig = 1, .config_offset = offsetof(residual, cfg),
-    .methods = RESIDUAL_METHODS, .nmethods = 1, .init = residual_init,
+    .fields = RESIDUAL_FIELDS, .nfields = LX_COUNT(RESIDUAL_FIELDS),
+    .config = RESIDUAL_CONFIG, .nconfig = LX_COUNT(RESIDUAL_CONFIG), .config_offset = offsetof(residual, cfg),
+    .methods = RESIDUAL_METHODS, .nmethods = LX_COUNT(RESIDUAL_METHODS), .setup = residual_setup,
 };
 
 static lx_array *classifier_call(linen_scope *self, lx_array *x) {
@@ -78,7 +78,7 @@ static lx_array *classifier_call(linen_scope *self, lx_array *x) {
     return linen_dense(self, NULL, 4, x);
 }
 static const linen_method CLASSIFIER_METHODS[] = {LINEN_ARRAY_METHOD("__call__", classifier_call)};
-static const linen_type CLASSIFIER = {.name = "Classifier", .methods = CLASSIFIER_METHODS, .nmethods = 1};
+static const linen_type CLASSIFIER = {.name = "Classifier", .methods = CLASSIFIER_METHODS, .nmethods = LX_COUNT(CLASSIFIER_METHODS)};
 
 /* ---------------------------------------------------------------- part 2: Linen inside NNX */
 
@@ -86,7 +86,7 @@ static lx_array *block_call(linen_scope *self, lx_array *x) {
     return linen_dense(self, NULL, 16, lx_relu(linen_dense(self, NULL, 16, x)));
 }
 static const linen_method BLOCK_METHODS[] = {LINEN_ARRAY_METHOD("__call__", block_call)};
-static const linen_type BLOCK = {.name = "Block", .methods = BLOCK_METHODS, .nmethods = 1};
+static const linen_type BLOCK = {.name = "Block", .methods = BLOCK_METHODS, .nmethods = LX_COUNT(BLOCK_METHODS)};
 
 typedef struct {
     nnx_module base;
@@ -94,7 +94,7 @@ typedef struct {
 } net;
 static const nnx_field NET_FIELDS[] = {NNX_CHILD(net, block), NNX_CHILD(net, head)};
 
-static lx_status net_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs) {
+static lx_status net_setup(nnx_module *self, nnx_rngs *rngs) {
     net *m = (net *)self;
     linen_module *block = NULL;
     LX_TRY(linen_module_new(&BLOCK, NULL, &block));
@@ -102,7 +102,7 @@ static lx_status net_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs)
     linen_module_release(block); /* ToNNX keeps its own reference */
     LX_TRY(s);
     lx_call args = LX_CALL_ARGS(lx_int_v(16), lx_int_v(4));
-    return nnx_module_new(&NNX_LINEAR_TYPE, &args, rngs, &m->head);
+    return nnx_module_new(&nnx_Linear, &args, rngs, &m->head);
 }
 
 static lx_status net_call(nnx_module *self, const lx_call *call, lx_value *out) {
@@ -114,10 +114,10 @@ static lx_status net_call(nnx_module *self, const lx_call *call, lx_value *out) 
     *out = lx_array_v(lx_retain(y));
     return LX_OK;
 }
-static const nnx_method NET_METHODS[] = {{"__call__", net_call}};
+static const nnx_method NET_METHODS[] = {NNX_METHOD("__call__", net_call)};
 static const nnx_type NET = {
-    .name = "Net", .size = sizeof(net), .fields = NET_FIELDS, .nfields = 2,
-    .methods = NET_METHODS, .nmethods = 1, .init = net_init,
+    .name = "Net", .size = sizeof(net), .fields = NET_FIELDS, .nfields = LX_COUNT(NET_FIELDS),
+    .methods = NET_METHODS, .nmethods = LX_COUNT(NET_METHODS), .setup = net_setup,
 };
 
 /* ---------------------------------------------------------------- main */
@@ -137,7 +137,7 @@ static int linen_with_nnx_inside(lx_array *x) {
     int rc = 1;
     if (linen_module_new(&CLASSIFIER, NULL, &model) == LX_OK &&
         linen_init(model, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &variables) == LX_OK &&
-        linen_apply(model, variables, &LX_ARGS(x), LINEN_NO_RNGS, NULL, &y, NULL) == LX_OK) {
+        linen_apply(model, variables, LINEN_NO_RNGS, &LX_ARGS(x), NULL, &y, NULL) == LX_OK) {
         printf("Classifier().init(jax.random.key(0), x):\n");
         lx_tree_fprint_table(stdout, variables);
         printf("\n");

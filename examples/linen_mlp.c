@@ -31,8 +31,8 @@ static lx_array *mlp_call(linen_scope *self, lx_array *x) {
 
 static const linen_method MLP_METHODS[] = {LINEN_ARRAY_METHOD("__call__", mlp_call)};
 static const linen_type MLP = {
-    .name = "MLP", .config_size = sizeof(mlp_config), .fields = MLP_FIELDS, .nfields = 1,
-    .methods = MLP_METHODS, .nmethods = 1,
+    .name = "MLP", .config_size = sizeof(mlp_config), .config = MLP_FIELDS, .nconfig = LX_COUNT(MLP_FIELDS),
+    .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS),
 };
 
 int main(void) {
@@ -47,7 +47,7 @@ int main(void) {
     int rc = 1;
     if (linen_module_new(&MLP, &kwargs, &model) == LX_OK &&
         linen_init(model, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &variables) == LX_OK &&
-        linen_apply(model, variables, &call, LINEN_NO_RNGS, NULL, &y, NULL) == LX_OK) {
+        linen_apply(model, variables, LINEN_NO_RNGS, &call, NULL, &y, NULL) == LX_OK) {
         lx_tree_fprint_table(stdout, variables);
         char sig[64];
         printf("\noutput: %s, first row:", lx_array_sig(y.u.array, sig, sizeof sig));

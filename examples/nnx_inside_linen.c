@@ -35,7 +35,7 @@ typedef struct {
     nnx_linear *linear;
 } my_nnx;
 
-static lx_status my_nnx_init(nnx_module *m, const lx_call *call, nnx_rngs *rngs) {
+static lx_status my_nnx_setup(nnx_module *m, nnx_rngs *rngs) {
     my_nnx *self = (my_nnx *)m;
     return nnx_linear_new(self->cfg.in_features, self->cfg.out_features, rngs, &self->linear);
 }
@@ -51,11 +51,11 @@ static const lx_field MY_NNX_CONFIG[] = {
     LX_FIELD_REQUIRED_INT(my_nnx_config, out_features),
 };
 static const nnx_field MY_NNX_FIELDS[] = {NNX_CHILD(my_nnx, linear)};
-static const nnx_method MY_NNX_METHODS[] = {{"__call__", my_nnx_call}};
+static const nnx_method MY_NNX_METHODS[] = {NNX_METHOD("__call__", my_nnx_call)};
 static const nnx_type MY_NNX = {
-    .name = "MyNNX", .size = sizeof(my_nnx), .init = my_nnx_init,
-    .fields = MY_NNX_FIELDS, .nfields = 1, .methods = MY_NNX_METHODS, .nmethods = 1,
-    .config = MY_NNX_CONFIG, .nconfig = 2, .config_offset = offsetof(my_nnx, cfg),
+    .name = "MyNNX", .size = sizeof(my_nnx), .setup = my_nnx_setup,
+    .fields = MY_NNX_FIELDS, .nfields = LX_COUNT(MY_NNX_FIELDS), .methods = MY_NNX_METHODS, .nmethods = LX_COUNT(MY_NNX_METHODS),
+    .config = MY_NNX_CONFIG, .nconfig = LX_COUNT(MY_NNX_CONFIG), .config_offset = offsetof(my_nnx, cfg),
 };
 
 /* The worked problem: a 1-D x of n floats; returns y (features,), owned by the caller
@@ -67,7 +67,7 @@ lx_array *nnx_inside_linen(int64_t seed, const float *x_data, int64_t n, int64_t
     lx_value y = lx_none();
     lx_call call = LX_ARGS(x);
     if (x && model && linen_init(model, LINEN_KEY(lx_key_from_seed(seed)), &call, NULL, &variables) == LX_OK)
-        linen_apply(model, variables, &call, LINEN_NO_RNGS, NULL, &y, NULL);
+        linen_apply(model, variables, LINEN_NO_RNGS, &call, NULL, &y, NULL);
     lx_tree_release(variables);
     linen_module_release(model);
     lx_release(x);

@@ -27,16 +27,16 @@ typedef struct {
     nnx_module *linear1, *dropout, *bn, *linear2;
 } mlp;
 
-static lx_status mlp_init(nnx_module *m, const lx_call *call, nnx_rngs *rngs) {
+static lx_status mlp_setup(nnx_module *m, nnx_rngs *rngs) {
     mlp *self = (mlp *)m;
     lx_call l1 = LX_CALL_ARGS(lx_int_v(self->cfg.din), lx_int_v(self->cfg.dmid));
     lx_call dr = LX_CALL_ARGS(lx_float_v(0.1));
     lx_call bn = LX_CALL_ARGS(lx_int_v(self->cfg.dmid));
     lx_call l2 = LX_CALL_ARGS(lx_int_v(self->cfg.dmid), lx_int_v(self->cfg.dout));
-    LX_TRY(nnx_module_new(&NNX_LINEAR_TYPE, &l1, rngs, &self->linear1));
-    LX_TRY(nnx_module_new(&NNX_DROPOUT_TYPE, &dr, rngs, &self->dropout));
-    LX_TRY(nnx_module_new(&NNX_BATCH_NORM_TYPE, &bn, rngs, &self->bn));
-    return nnx_module_new(&NNX_LINEAR_TYPE, &l2, rngs, &self->linear2);
+    LX_TRY(nnx_module_new(&nnx_Linear, &l1, rngs, &self->linear1));
+    LX_TRY(nnx_module_new(&nnx_Dropout, &dr, rngs, &self->dropout));
+    LX_TRY(nnx_module_new(&nnx_BatchNorm, &bn, rngs, &self->bn));
+    return nnx_module_new(&nnx_Linear, &l2, rngs, &self->linear2);
 }
 
 static lx_status mlp_call(nnx_module *m, const lx_call *call, lx_value *out) {
@@ -55,10 +55,10 @@ static const lx_field MLP_CONFIG[] = {
     LX_FIELD_REQUIRED_INT(mlp_config, dout)};
 static const nnx_field MLP_FIELDS[] = {NNX_CHILD(mlp, linear1), NNX_CHILD(mlp, dropout), NNX_CHILD(mlp, bn),
                                        NNX_CHILD(mlp, linear2)};
-static const nnx_method MLP_METHODS[] = {{"__call__", mlp_call}};
+static const nnx_method MLP_METHODS[] = {NNX_METHOD("__call__", mlp_call)};
 static const nnx_type MLP = {
-    .name = "MLP", .size = sizeof(mlp), .fields = MLP_FIELDS, .nfields = 4, .config = MLP_CONFIG, .nconfig = 3,
-    .config_offset = offsetof(mlp, cfg), .methods = MLP_METHODS, .nmethods = 1, .init = mlp_init,
+    .name = "MLP", .size = sizeof(mlp), .fields = MLP_FIELDS, .nfields = LX_COUNT(MLP_FIELDS), .config = MLP_CONFIG, .nconfig = LX_COUNT(MLP_CONFIG),
+    .config_offset = offsetof(mlp, cfg), .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS), .setup = mlp_setup,
 };
 
 int main(void) {

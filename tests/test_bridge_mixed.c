@@ -112,7 +112,7 @@ static void test_W1_functional(void) {
     /* functional(nnx.Linear)(32, 64) */
     nnx_functional *f = NULL;
     lx_call ctor = LX_CALL_ARGS(lx_int_v(32), lx_int_v(64));
-    CHECK_EQ_INT(nnx_functional_new(&NNX_LINEAR_TYPE, &ctor, &f), LX_OK);
+    CHECK_EQ_INT(nnx_functional_new(&nnx_Linear, &ctor, &f), LX_OK);
     lx_array *x = lx_autorelease(lx_array_full_f32(2, SHAPE(1, 32), 1.0f));
     lx_call c = LX_ARGS(x);
     lx_value y = lx_none();
@@ -167,7 +167,7 @@ static lx_status inner_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
     lx_tree_release(md);
     LX_TRY(st);
     lx_call d = LX_CALL_KWARGS(LX_KW_FLOAT("rate", s->cfg.rate));
-    return nnx_module_new(&NNX_DROPOUT_TYPE, &d, rngs, &s->dropout);
+    return nnx_module_new(&nnx_Dropout, &d, rngs, &s->dropout);
 }
 static lx_status inner_call(nnx_module *m, const lx_call *c, lx_value *out) {
     inner_mod *s = (inner_mod *)m;
@@ -178,10 +178,10 @@ static lx_status inner_call(nnx_module *m, const lx_call *c, lx_value *out) {
 static const lx_field INNER_CFG[] = {LX_FIELD_REQUIRED_INT(inner_cfg, din), LX_FIELD_REQUIRED_INT(inner_cfg, dout),
                                      LX_FIELD_REQUIRED_FLOAT(inner_cfg, rate)};
 static const nnx_field INNER_FIELDS[] = {NNX_CHILD(inner_mod, dropout), NNX_VAR(inner_mod, w)};
-static const nnx_method INNER_METHODS[] = {{"__call__", inner_call}};
+static const nnx_method INNER_METHODS[] = {NNX_METHOD("__call__", inner_call)};
 static const nnx_type NNX_INNER = {
-    .name = "NNXInner", .size = sizeof(inner_mod), .fields = INNER_FIELDS, .nfields = 2, .config = INNER_CFG,
-    .nconfig = 3, .config_offset = offsetof(inner_mod, cfg), .methods = INNER_METHODS, .nmethods = 1,
+    .name = "NNXInner", .size = sizeof(inner_mod), .fields = INNER_FIELDS, .nfields = LX_COUNT(INNER_FIELDS), .config = INNER_CFG,
+    .nconfig = LX_COUNT(INNER_CFG), .config_offset = offsetof(inner_mod, cfg), .methods = INNER_METHODS, .nmethods = LX_COUNT(INNER_METHODS),
     .init = inner_init,
 };
 
@@ -223,8 +223,8 @@ static const lx_field MIDDLE_CFG[] = {LX_FIELD_REQUIRED_INT(middle_cfg, dout),
                                       LX_FIELD_REQUIRED_FLOAT(middle_cfg, dropout_rate)};
 static const linen_method MIDDLE_METHODS[] = {LINEN_METHOD("__call__", middle_call)};
 static const linen_type LINEN_MIDDLE = {
-    .name = "LinenMiddle", .config_size = sizeof(middle_cfg), .fields = MIDDLE_CFG, .nfields = 2,
-    .methods = MIDDLE_METHODS, .nmethods = 1,
+    .name = "LinenMiddle", .config_size = sizeof(middle_cfg), .config = MIDDLE_CFG, .nconfig = LX_COUNT(MIDDLE_CFG),
+    .methods = MIDDLE_METHODS, .nmethods = LX_COUNT(MIDDLE_METHODS),
 };
 
 /* NNXOuter(dout, dropout_rate, *, rngs): inner = ToNNX(LinenMiddle(dout, dropout_rate), rngs);
@@ -248,10 +248,10 @@ static lx_status outer_call(nnx_module *m, const lx_call *c, lx_value *out) {
 static const lx_field OUTER_CFG[] = {LX_FIELD_REQUIRED_INT(outer_cfg, dout),
                                      LX_FIELD_REQUIRED_FLOAT(outer_cfg, dropout_rate)};
 static const nnx_field OUTER_FIELDS[] = {NNX_CHILD(outer_mod, inner), NNX_CHILD(outer_mod, rngs)};
-static const nnx_method OUTER_METHODS[] = {{"__call__", outer_call}};
+static const nnx_method OUTER_METHODS[] = {NNX_METHOD("__call__", outer_call)};
 static const nnx_type NNX_OUTER = {
-    .name = "NNXOuter", .size = sizeof(outer_mod), .fields = OUTER_FIELDS, .nfields = 2, .config = OUTER_CFG,
-    .nconfig = 2, .config_offset = offsetof(outer_mod, cfg), .methods = OUTER_METHODS, .nmethods = 1,
+    .name = "NNXOuter", .size = sizeof(outer_mod), .fields = OUTER_FIELDS, .nfields = LX_COUNT(OUTER_FIELDS), .config = OUTER_CFG,
+    .nconfig = LX_COUNT(OUTER_CFG), .config_offset = offsetof(outer_mod, cfg), .methods = OUTER_METHODS, .nmethods = LX_COUNT(OUTER_METHODS),
     .init = outer_init,
 };
 
@@ -279,16 +279,16 @@ static void test_W21_nnx_linen_nnx(void) {
 
     /* --- the dropout rng, through ToNNX's streams and ToLinen's make_rng */
     nnx_module *model = nnx_outer(0.5, x);
-    CHECK_EQ_INT(nnx_reseed(model, "dropout", 2), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_reseed(model, "dropout", 2), LX_OK);
     lx_array *y1 = call_array(model, &c), *y2 = call_array(model, &c);
     CHECK(y1 && y2 && lx_shape_eq(y1, 2, SHAPE(2, 3)));
     /* the ToNNX dropout stream advanced between the two calls: other masks */
     CHECK(y1 && y2 && !lx_array_equal(y1, y2));
-    CHECK_EQ_INT(nnx_reseed(model, "dropout", 2), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_reseed(model, "dropout", 2), LX_OK);
     lx_array *y3 = call_array(model, &c);
     CHECK(y1 && y3 && lx_array_equal(y1, y3)); /* reseed reproduces the first call */
     /* a different seed gives another mask than the first call */
-    CHECK_EQ_INT(nnx_reseed(model, "dropout", 7), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_reseed(model, "dropout", 7), LX_OK);
     lx_array *y4 = call_array(model, &c);
     CHECK(y1 && y4 && !lx_array_equal(y1, y4));
     /* y - b is, entry by entry, either 0 (dropped) or 2 * (x @ w) (kept, scaled by 1/(1-0.5)),
@@ -352,7 +352,7 @@ static lx_array *block_fn(linen_scope *s, lx_array *x) {
     return linen_dense(s, NULL, 2, lx_relu(linen_dense(s, NULL, 8, x)));
 }
 static const linen_method BLOCK_METHODS[] = {LINEN_ARRAY_METHOD("__call__", block_fn)};
-static const linen_type LINEN_BLOCK = {.name = "Block", .methods = BLOCK_METHODS, .nmethods = 1};
+static const linen_type LINEN_BLOCK = {.name = "Block", .methods = BLOCK_METHODS, .nmethods = LX_COUNT(BLOCK_METHODS)};
 
 /* The same in NNX: attributes Dense_0 = Linear(din, 8), Dense_1 = Linear(8, 2). */
 typedef struct { int64_t din; } nblock_cfg;
@@ -361,8 +361,8 @@ static lx_status nblock_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
     (void)c;
     nblock_mod *s = (nblock_mod *)m;
     lx_call c0 = LX_CALL_ARGS(lx_int_v(s->cfg.din), lx_int_v(8)), c1 = LX_CALL_ARGS(lx_int_v(8), lx_int_v(2));
-    LX_TRY(nnx_module_new(&NNX_LINEAR_TYPE, &c0, rngs, &s->Dense_0));
-    return nnx_module_new(&NNX_LINEAR_TYPE, &c1, rngs, &s->Dense_1);
+    LX_TRY(nnx_module_new(&nnx_Linear, &c0, rngs, &s->Dense_0));
+    return nnx_module_new(&nnx_Linear, &c1, rngs, &s->Dense_1);
 }
 static lx_status nblock_call(nnx_module *m, const lx_call *c, lx_value *out) {
     nblock_mod *s = (nblock_mod *)m;
@@ -372,10 +372,10 @@ static lx_status nblock_call(nnx_module *m, const lx_call *c, lx_value *out) {
 }
 static const lx_field NBLOCK_CFG[] = {LX_FIELD_REQUIRED_INT(nblock_cfg, din)};
 static const nnx_field NBLOCK_FIELDS[] = {NNX_CHILD(nblock_mod, Dense_0), NNX_CHILD(nblock_mod, Dense_1)};
-static const nnx_method NBLOCK_METHODS[] = {{"__call__", nblock_call}};
+static const nnx_method NBLOCK_METHODS[] = {NNX_METHOD("__call__", nblock_call)};
 static const nnx_type NNX_BLOCK = {
-    .name = "NNXBlock", .size = sizeof(nblock_mod), .fields = NBLOCK_FIELDS, .nfields = 2, .config = NBLOCK_CFG,
-    .nconfig = 1, .config_offset = offsetof(nblock_mod, cfg), .methods = NBLOCK_METHODS, .nmethods = 1,
+    .name = "NNXBlock", .size = sizeof(nblock_mod), .fields = NBLOCK_FIELDS, .nfields = LX_COUNT(NBLOCK_FIELDS), .config = NBLOCK_CFG,
+    .nconfig = LX_COUNT(NBLOCK_CFG), .config_offset = offsetof(nblock_mod, cfg), .methods = NBLOCK_METHODS, .nmethods = LX_COUNT(NBLOCK_METHODS),
     .init = nblock_init,
 };
 
@@ -412,8 +412,8 @@ static void test_identical_trees_linen_and_to_linen(void) {
     /* so one variables tree serves both: the Linen Block's variables run the wrapped NNX Block,
      * and give the same output as the Linen Block itself */
     lx_value yl, yn;
-    CHECK_EQ_INT(linen_apply(block, from_linen, &c, LINEN_NO_RNGS, NULL, &yl, NULL), LX_OK);
-    CHECK_EQ_INT(linen_apply(wrapped, from_linen, &c, LINEN_NO_RNGS, NULL, &yn, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(block, from_linen, LINEN_NO_RNGS, &c, NULL, &yl, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(wrapped, from_linen, LINEN_NO_RNGS, &c, NULL, &yn, NULL), LX_OK);
     CHECK(yl.kind == LX_V_ARRAY && yn.kind == LX_V_ARRAY && lx_shape_eq(yn.u.array, 2, SHAPE(2, 2)));
     if (yl.kind == LX_V_ARRAY && yn.kind == LX_V_ARRAY) {
         for (int i = 0; i < 4; i++) CHECK_NEAR(lx_f32(yl.u.array)[i], lx_f32(yn.u.array)[i], 1e-6);
@@ -503,8 +503,8 @@ static lx_status mlp_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
     (void)c;
     mlp_mod *s = (mlp_mod *)m;
     lx_call c0 = LX_CALL_ARGS(lx_int_v(4), lx_int_v(8)), c1 = LX_CALL_ARGS(lx_int_v(8), lx_int_v(4));
-    LX_TRY(nnx_module_new(&NNX_LINEAR_TYPE, &c0, rngs, &s->wi_0));
-    return nnx_module_new(&NNX_LINEAR_TYPE, &c1, rngs, &s->wo);
+    LX_TRY(nnx_module_new(&nnx_Linear, &c0, rngs, &s->wi_0));
+    return nnx_module_new(&nnx_Linear, &c1, rngs, &s->wo);
 }
 static lx_status mlp_call(nnx_module *m, const lx_call *c, lx_value *out) {
     mlp_mod *s = (mlp_mod *)m;
@@ -513,10 +513,10 @@ static lx_status mlp_call(nnx_module *m, const lx_call *c, lx_value *out) {
     return linen_return_array(out, nnx_call_array(s->wo, lx_relu(nnx_call_array(s->wi_0, x))));
 }
 static const nnx_field MLP_FIELDS[] = {NNX_CHILD(mlp_mod, wi_0), NNX_CHILD(mlp_mod, wo)};
-static const nnx_method MLP_METHODS[] = {{"__call__", mlp_call}};
+static const nnx_method MLP_METHODS[] = {NNX_METHOD("__call__", mlp_call)};
 static const nnx_type NNX_MLP = {
-    .name = "MlpBlock", .size = sizeof(mlp_mod), .fields = MLP_FIELDS, .nfields = 2,
-    .methods = MLP_METHODS, .nmethods = 1, .init = mlp_init,
+    .name = "MlpBlock", .size = sizeof(mlp_mod), .fields = MLP_FIELDS, .nfields = LX_COUNT(MLP_FIELDS),
+    .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS), .init = mlp_init,
 };
 
 typedef struct { nnx_module base; nnx_module *mlp; } layer_mod;
@@ -528,10 +528,10 @@ static lx_status layer_call(nnx_module *m, const lx_call *c, lx_value *out) {
     return nnx_call(((layer_mod *)m)->mlp, NULL, c, out);
 }
 static const nnx_field LAYER_FIELDS[] = {NNX_CHILD(layer_mod, mlp)};
-static const nnx_method LAYER_METHODS[] = {{"__call__", layer_call}};
+static const nnx_method LAYER_METHODS[] = {NNX_METHOD("__call__", layer_call)};
 static const nnx_type NNX_DECODER_LAYER = {
-    .name = "DecoderLayer", .size = sizeof(layer_mod), .fields = LAYER_FIELDS, .nfields = 1,
-    .methods = LAYER_METHODS, .nmethods = 1, .init = layer_init,
+    .name = "DecoderLayer", .size = sizeof(layer_mod), .fields = LAYER_FIELDS, .nfields = LX_COUNT(LAYER_FIELDS),
+    .methods = LAYER_METHODS, .nmethods = LX_COUNT(LAYER_METHODS), .init = layer_init,
 };
 
 static lx_status decoder_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -543,7 +543,7 @@ static lx_status decoder_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method DECODER_METHODS[] = {LINEN_METHOD("__call__", decoder_call)};
-static const linen_type LINEN_DECODER = {.name = "Decoder", .methods = DECODER_METHODS, .nmethods = 1};
+static const linen_type LINEN_DECODER = {.name = "Decoder", .methods = DECODER_METHODS, .nmethods = LX_COUNT(DECODER_METHODS)};
 
 static lx_status transformer_setup(linen_scope *s) {
     linen_module *d = NULL;
@@ -557,7 +557,7 @@ static lx_status transformer_call(linen_scope *s, const lx_call *c, lx_value *ou
 }
 static const linen_method TRANSFORMER_METHODS[] = {LINEN_METHOD("__call__", transformer_call)};
 static const linen_type LINEN_TRANSFORMER = {
-    .name = "Transformer", .methods = TRANSFORMER_METHODS, .nmethods = 1, .setup = transformer_setup,
+    .name = "Transformer", .methods = TRANSFORMER_METHODS, .nmethods = LX_COUNT(TRANSFORMER_METHODS), .setup = transformer_setup,
 };
 
 static void test_interceptor_paths_linen_to_nnx(void) {
@@ -581,7 +581,7 @@ static void test_interceptor_paths_linen_to_nnx(void) {
      * the modules' Params */
     log.n = 0;
     lx_value y;
-    CHECK_EQ_INT(linen_apply(model, vars, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(model, vars, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     CHECK_EQ_INT(log.n, 2);
     CHECK_STR(log.lines[0], "decoder/layers_0/mlp/wi_0 dot_general activation,param");
     CHECK_STR(log.lines[1], "decoder/layers_0/mlp/wo dot_general activation,param");
@@ -607,10 +607,10 @@ static lx_status holder_call(nnx_module *m, const lx_call *c, lx_value *out) {
     return nnx_call(((holder_mod *)m)->block, NULL, c, out);
 }
 static const nnx_field HOLDER_FIELDS[] = {NNX_CHILD(holder_mod, block)};
-static const nnx_method HOLDER_METHODS[] = {{"__call__", holder_call}};
+static const nnx_method HOLDER_METHODS[] = {NNX_METHOD("__call__", holder_call)};
 static const nnx_type NNX_HOLDER = {
-    .name = "Holder", .size = sizeof(holder_mod), .fields = HOLDER_FIELDS, .nfields = 1,
-    .methods = HOLDER_METHODS, .nmethods = 1, .init = holder_init,
+    .name = "Holder", .size = sizeof(holder_mod), .fields = HOLDER_FIELDS, .nfields = LX_COUNT(HOLDER_FIELDS),
+    .methods = HOLDER_METHODS, .nmethods = LX_COUNT(HOLDER_METHODS), .init = holder_init,
 };
 
 static void test_interceptor_paths_nnx_to_linen(void) {
@@ -674,7 +674,7 @@ static void test_interceptor_paths_method_by_function(void) {
     int h = -1;
     CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
     lx_value y;
-    CHECK_EQ_INT(linen_apply(m, vars, &cf, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &cf, NULL, &y, NULL), LX_OK);
     CHECK_EQ_INT(log.n, 2);
     CHECK_STR(log.lines[0], "wi_0 dot_general activation,param");
     CHECK_STR(log.lines[1], "wo dot_general activation,param");

@@ -72,7 +72,7 @@ static lx_status inner_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
     lx_initializer ln = lx_init_lecun_normal();
     LX_TRY(nnx_param_new(&lx_Param, &ln, k, LX_F32, 2, (int64_t[]){s->cfg.din, s->cfg.dout}, NULL, &s->w));
     lx_call d = LX_CALL_ARGS(lx_float_v(s->cfg.rate));
-    return nnx_module_new(&NNX_DROPOUT_TYPE, &d, rngs, &s->dropout);
+    return nnx_module_new(&nnx_Dropout, &d, rngs, &s->dropout);
 }
 static lx_status inner_call(nnx_module *m, const lx_call *c, lx_value *out) {
     inner_mod *s = (inner_mod *)m;
@@ -83,10 +83,10 @@ static lx_status inner_call(nnx_module *m, const lx_call *c, lx_value *out) {
 static const lx_field INNER_CFG[] = {LX_FIELD_REQUIRED_INT(inner_cfg, din), LX_FIELD_REQUIRED_INT(inner_cfg, dout),
                                      LX_FIELD_FLOAT(inner_cfg, rate, 0.5)};
 static const nnx_field INNER_FIELDS[] = {NNX_CHILD(inner_mod, dropout), NNX_VAR(inner_mod, w)};
-static const nnx_method INNER_METHODS[] = {{"__call__", inner_call}};
+static const nnx_method INNER_METHODS[] = {NNX_METHOD("__call__", inner_call)};
 static const nnx_type NNX_INNER = {
-    .name = "NNXInner", .size = sizeof(inner_mod), .fields = INNER_FIELDS, .nfields = 2, .config = INNER_CFG,
-    .nconfig = 3, .config_offset = offsetof(inner_mod, cfg), .methods = INNER_METHODS, .nmethods = 1,
+    .name = "NNXInner", .size = sizeof(inner_mod), .fields = INNER_FIELDS, .nfields = LX_COUNT(INNER_FIELDS), .config = INNER_CFG,
+    .nconfig = LX_COUNT(INNER_CFG), .config_offset = offsetof(inner_mod, cfg), .methods = INNER_METHODS, .nmethods = LX_COUNT(INNER_METHODS),
     .init = inner_init,
 };
 
@@ -101,9 +101,9 @@ static lx_status coll_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
     LX_TRY(nnx_param_new(&lx_Param, &ln, k, LX_F32, 2, (int64_t[]){s->cfg.din, s->cfg.dout}, NULL, &s->w));
     lx_call bn = {1, (lx_value[]){lx_int_v(s->cfg.dout)}, 1,
                   (lx_kwarg[]){LX_KW_BOOL("use_running_average", s->cfg.use_running_average)}};
-    LX_TRY(nnx_module_new(&NNX_BATCH_NORM_TYPE, &bn, rngs, &s->bn));
+    LX_TRY(nnx_module_new(&nnx_BatchNorm, &bn, rngs, &s->bn));
     lx_call lo = LX_CALL_ARGS(lx_int_v(s->cfg.din), lx_int_v(3), lx_int_v(s->cfg.dout));
-    return nnx_module_new(&NNX_LORA_TYPE, &lo, rngs, &s->lora);
+    return nnx_module_new(&nnx_LoRA, &lo, rngs, &s->lora);
 }
 static lx_status coll_call(nnx_module *m, const lx_call *c, lx_value *out) {
     coll_mod *s = (coll_mod *)m;
@@ -115,10 +115,10 @@ static lx_status coll_call(nnx_module *m, const lx_call *c, lx_value *out) {
 static const lx_field COLL_CFG[] = {LX_FIELD_REQUIRED_INT(coll_cfg, din), LX_FIELD_REQUIRED_INT(coll_cfg, dout),
                                     LX_FIELD_BOOL(coll_cfg, use_running_average, false)};
 static const nnx_field COLL_FIELDS[] = {NNX_CHILD(coll_mod, bn), NNX_CHILD(coll_mod, lora), NNX_VAR(coll_mod, w)};
-static const nnx_method COLL_METHODS[] = {{"__call__", coll_call}};
+static const nnx_method COLL_METHODS[] = {NNX_METHOD("__call__", coll_call)};
 static const nnx_type NNX_COLL = {
-    .name = "NNXColl", .size = sizeof(coll_mod), .fields = COLL_FIELDS, .nfields = 3, .config = COLL_CFG,
-    .nconfig = 3, .config_offset = offsetof(coll_mod, cfg), .methods = COLL_METHODS, .nmethods = 1,
+    .name = "NNXColl", .size = sizeof(coll_mod), .fields = COLL_FIELDS, .nfields = LX_COUNT(COLL_FIELDS), .config = COLL_CFG,
+    .nconfig = LX_COUNT(COLL_CFG), .config_offset = offsetof(coll_mod, cfg), .methods = COLL_METHODS, .nmethods = LX_COUNT(COLL_METHODS),
     .init = coll_init,
 };
 
@@ -156,10 +156,10 @@ static lx_status counter_call(nnx_module *m, const lx_call *c, lx_value *out) {
 }
 static const lx_field COUNTER_CFG[] = {LX_FIELD_BOOL(counter_cfg, sow, false)};
 static const nnx_field COUNTER_FIELDS[] = {NNX_VAR(counter_mod, count)};
-static const nnx_method COUNTER_METHODS[] = {{"__call__", counter_call}};
+static const nnx_method COUNTER_METHODS[] = {NNX_METHOD("__call__", counter_call)};
 static const nnx_type NNX_COUNTER = {
-    .name = "Counter", .size = sizeof(counter_mod), .fields = COUNTER_FIELDS, .nfields = 1, .config = COUNTER_CFG,
-    .nconfig = 1, .config_offset = offsetof(counter_mod, cfg), .methods = COUNTER_METHODS, .nmethods = 1,
+    .name = "Counter", .size = sizeof(counter_mod), .fields = COUNTER_FIELDS, .nfields = LX_COUNT(COUNTER_FIELDS), .config = COUNTER_CFG,
+    .nconfig = LX_COUNT(COUNTER_CFG), .config_offset = offsetof(counter_mod, cfg), .methods = COUNTER_METHODS, .nmethods = LX_COUNT(COUNTER_METHODS),
     .init = counter_init,
 };
 
@@ -185,10 +185,10 @@ static lx_status mid_call(nnx_module *m, const lx_call *c, lx_value *out) {
 }
 static const lx_field MID_CFG[] = {LX_FIELD_REQUIRED_INT(mid_cfg, din), LX_FIELD_REQUIRED_INT(mid_cfg, dout)};
 static const nnx_field MID_FIELDS[] = {NNX_VAR(mid_mod, b), NNX_CHILD(mid_mod, dot)};
-static const nnx_method MID_METHODS[] = {{"__call__", mid_call}};
+static const nnx_method MID_METHODS[] = {NNX_METHOD("__call__", mid_call)};
 static const nnx_type NNX_MIDDLE = {
-    .name = "NNXMiddle", .size = sizeof(mid_mod), .fields = MID_FIELDS, .nfields = 2, .config = MID_CFG,
-    .nconfig = 2, .config_offset = offsetof(mid_mod, cfg), .methods = MID_METHODS, .nmethods = 1,
+    .name = "NNXMiddle", .size = sizeof(mid_mod), .fields = MID_FIELDS, .nfields = LX_COUNT(MID_FIELDS), .config = MID_CFG,
+    .nconfig = LX_COUNT(MID_CFG), .config_offset = offsetof(mid_mod, cfg), .methods = MID_METHODS, .nmethods = LX_COUNT(MID_METHODS),
     .init = mid_init,
 };
 
@@ -210,8 +210,8 @@ static lx_status outer_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const lx_field OUTER_FIELDS[] = {LX_FIELD_INT(outer_cfg, which, 0)};
 static const linen_method OUTER_METHODS[] = {LINEN_METHOD("__call__", outer_call)};
 static const linen_type LINEN_OUTER = {
-    .name = "LinenOuter", .config_size = sizeof(outer_cfg), .fields = OUTER_FIELDS, .nfields = 1,
-    .methods = OUTER_METHODS, .nmethods = 1,
+    .name = "LinenOuter", .config_size = sizeof(outer_cfg), .config = OUTER_FIELDS, .nconfig = LX_COUNT(OUTER_FIELDS),
+    .methods = OUTER_METHODS, .nmethods = LX_COUNT(OUTER_METHODS),
 };
 static linen_module *outer(int which, const nnx_type *t, lx_call ctor) {
     outer_type[which] = t;
@@ -227,7 +227,7 @@ static linen_module *outer(int which, const nnx_type *t, lx_call ctor) {
 static lx_status foo_setup(linen_scope *s) {
     lx_call ctor = LX_CALL_ARGS(lx_int_v(2), lx_int_v(3));
     linen_module *e = NULL;
-    LX_TRY(bridge_to_linen(&NNX_EMBED_TYPE, &ctor, NULL, &e));
+    LX_TRY(bridge_to_linen(&nnx_Embed, &ctor, NULL, &e));
     lx_status st = linen_setup_child(s, "embedding", e);
     linen_module_release(e);
     return st;
@@ -254,7 +254,7 @@ static lx_status foo_features(linen_scope *s, const lx_call *c, lx_value *out) {
 }
 static const linen_method FOO_METHODS[] = {LINEN_METHOD("__call__", foo_call), LINEN_METHOD("attend", foo_attend),
                                            LINEN_METHOD("nope", foo_nope), LINEN_METHOD("features", foo_features)};
-static const linen_type LINEN_FOO = {.name = "Foo", .methods = FOO_METHODS, .nmethods = 4, .setup = foo_setup};
+static const linen_type LINEN_FOO = {.name = "Foo", .methods = FOO_METHODS, .nmethods = LX_COUNT(FOO_METHODS), .setup = foo_setup};
 
 /* W20 LinenMiddle(dout): dot = to_linen(NNXInner, x.shape[-1], dout, name='dot'); b =
  * self.variable('bias', 'b', zeros, (1, dout)); dot(x) + b. */
@@ -280,14 +280,14 @@ static lx_status lmid_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method LMID_METHODS[] = {LINEN_METHOD("__call__", lmid_call)};
-static const linen_type LINEN_MIDDLE = {.name = "LinenMiddle", .methods = LMID_METHODS, .nmethods = 1};
+static const linen_type LINEN_MIDDLE = {.name = "LinenMiddle", .methods = LMID_METHODS, .nmethods = LX_COUNT(LMID_METHODS)};
 
 /* ---------------------------------------------------------------- W10-W20 */
 
 static void test_w10_nnx_to_linen(void) {
     /* to_linen(nnx.Linear, 32, out_features=64).init_with_output(key(0), ones((1, 32))) */
     lx_call ctor = {1, (lx_value[]){lx_int_v(32)}, 1, (lx_kwarg[]){LX_KW_INT("out_features", 64)}};
-    linen_module *m = to_linen_args(&NNX_LINEAR_TYPE, &ctor, NULL);
+    linen_module *m = to_linen_args(&nnx_Linear, &ctor, NULL);
     lx_array *x = ONES(1, 32);
     lx_call c = LX_ARGS(x);
     lx_value y;
@@ -300,7 +300,7 @@ static void test_w10_nnx_to_linen(void) {
     CHECK(at(v, "params/kernel")->kind == LX_V_ARRAY); /* a vanilla Param is stored raw */
     CHECK(affine_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
     lx_value y2;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y2, NULL), LX_OK);
     CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
     lx_value_free(&y);
     lx_value_free(&y2);
@@ -321,7 +321,7 @@ static void test_w11_multiple_rngs(void) {
     lx_array *w = array_at(v, "params/ToLinen_0/w");
     CHECK(SHAPE_IS(w, 4, 3));
     for (int i = 0; w && i < 12; i++) CHECK_EQ_U32(lx_ulp_distance(lx_f32(w)[i], TLF_W11_W[i]), 0);
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), &c, NULL, &y2, NULL), LX_OK);
     lx_array *a = out_array(&y1), *b = out_array(&y2);
     CHECK(a && b && !lx_array_equal(a, b)); /* dropout keys differ */
     /* Exact masks: the apply-time module is rebuilt abstractly with this apply's dropout key. */
@@ -333,8 +333,8 @@ static void test_w11_multiple_rngs(void) {
     }
     /* Without a dropout key, apply uses Rngs(default=0): a fixed mask (Flax's behaviour). */
     lx_value y3, y4;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y3, NULL), LX_OK);
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y4, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y3, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y4, NULL), LX_OK);
     CHECK(out_array(&y3) && out_array(&y4) && lx_array_equal(out_array(&y3), out_array(&y4)));
     lx_value_free(&y1);
     lx_value_free(&y2);
@@ -380,7 +380,7 @@ static void test_w12_multiple_collections(void) {
     linen_opts o = {.mutable = LINEN_MUTABLE("batch_stats"), .mutable_given = true};
     lx_value y;
     lx_tree *upd = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, &o, &y, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, &o, &y, &upd), LX_OK);
     CHECK(SHAPE_IS(out_array(&y), 2, 3));
     CHECK(collections_are(upd, 1, (const char *[]){"batch_stats"}));
     lx_array *m2 = array_at(upd, "batch_stats/bn/mean");
@@ -397,7 +397,7 @@ static linen_module *counter_to_linen(bool sow) {
     lx_call c = {1, (lx_value[]){lx_ptr_v("nnx_type", (void *)&NNX_COUNTER)}, 2,
                  (lx_kwarg[]){LX_KW("ctor", lx_ptr_v("lx_call", &ctor)), LX_KW_BOOL("skip_rng", true)}};
     linen_module *m = NULL;
-    CHECK_EQ_INT(linen_module_new(&BRIDGE_TO_LINEN_TYPE, &c, &m), LX_OK);
+    CHECK_EQ_INT(linen_module_new(&bridge_ToLinen, &c, &m), LX_OK);
     return m;
 }
 
@@ -407,7 +407,7 @@ static int count_at(const lx_tree *t, const char *path) {
 }
 
 static void test_w13_nnx_to_linen_mutable(void) {
-    CHECK_EQ_INT(lx_register_variable_name("Count", COUNT, true), LX_OK);
+    CHECK_EQ_INT(lx_variable_register_name("Count", COUNT, true), LX_OK);
     linen_module *m = counter_to_linen(false);
     lx_call none = LX_NO_CALL;
     lx_tree *v = NULL;
@@ -415,14 +415,14 @@ static void test_w13_nnx_to_linen_mutable(void) {
     CHECK_EQ_INT(count_at(v, "Count/count"), 0); /* the constructor's value */
     linen_opts o = {.mutable = LINEN_MUTABLE("Count"), .mutable_given = true};
     lx_tree *upd = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &none, LINEN_NO_RNGS, &o, NULL, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &none, &o, NULL, &upd), LX_OK);
     CHECK_EQ_INT(count_at(upd, "Count/count"), 1);
     CHECK_EQ_INT(count_at(v, "Count/count"), 0); /* the caller's tree is never written */
     /* variables | updates, applied again (mutable: a plain apply would change an immutable
      * collection, which linnx refuses; see test_immutable_change_fails). */
     lx_tree *merged = NULL, *upd2 = NULL;
     CHECK_EQ_INT(lx_tree_merge(v, upd, &merged), LX_OK);
-    CHECK_EQ_INT(linen_apply(m, merged, &none, LINEN_NO_RNGS, &o, NULL, &upd2), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, merged, LINEN_NO_RNGS, &none, &o, NULL, &upd2), LX_OK);
     CHECK_EQ_INT(count_at(upd2, "Count/count"), 2);
     lx_tree_release(merged);
     lx_tree_release(upd);
@@ -445,15 +445,15 @@ static void test_w14_to_linen_method_call(void) {
     CHECK(SHAPE_IS(array_at(v, "params/embedding/embedding"), 2, 3));
     lx_value a;
     linen_opts o = {.method = "attend"};
-    CHECK_EQ_INT(linen_apply(foo, v, &cz, LINEN_NO_RNGS, &o, &a, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(foo, v, LINEN_NO_RNGS, &cz, &o, &a, NULL), LX_OK);
     CHECK(SHAPE_IS(out_array(&a), 1, 2));
     lx_value_free(&a);
     /* a method the NNX class does not have, reached through the parent */
     o.method = "nope";
-    CHECK_FAILS(linen_apply(foo, v, &cz, LINEN_NO_RNGS, &o, &a, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(foo, v, LINEN_NO_RNGS, &cz, &o, &a, NULL), LX_ERR_NOT_FOUND,
                 "\"ToLinen\" object has no attribute \"nope\".");
     o.method = "features";
-    CHECK_EQ_INT(linen_apply(foo, v, &cz, LINEN_NO_RNGS, &o, &a, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(foo, v, LINEN_NO_RNGS, &cz, &o, &a, NULL), LX_OK);
     lx_value_free(&y);
     lx_tree_release(v);
     linen_module_release(foo);
@@ -461,7 +461,7 @@ static void test_w14_to_linen_method_call(void) {
 
 static void test_w15_to_linen_nnx_method_arg(void) {
     lx_call ctor = LX_CALL_ARGS(lx_int_v(2), lx_int_v(3));
-    linen_module *m = to_linen_args(&NNX_EMBED_TYPE, &ctor, NULL);
+    linen_module *m = to_linen_args(&nnx_Embed, &ctor, NULL);
     int32_t one = 1;
     lx_array *x = lx_autorelease(lx_array_from_data(LX_I32, 1, SHAPE(1), &one));
     lx_array *z = ONES(1, 3);
@@ -473,18 +473,18 @@ static void test_w15_to_linen_nnx_method_arg(void) {
     CHECK(SHAPE_IS(array_at(v, "params/embedding"), 2, 3));
     lx_call cz = {1, (lx_value[]){lx_array_v(z)}, 1, (lx_kwarg[]){LX_KW_STR("nnx_method", "attend")}};
     lx_value a;
-    CHECK_EQ_INT(linen_apply(m, v, &cz, LINEN_NO_RNGS, NULL, &a, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cz, NULL, &a, NULL), LX_OK);
     CHECK(SHAPE_IS(out_array(&a), 1, 2));
     /* the same by function (Flax's nnx_method=nnx.Embed.attend) and through apply(method=) */
     lx_value fn;
     CHECK_EQ_INT(linen_module_attr(m, "attend", &fn), LX_OK);
     lx_call cf = {1, (lx_value[]){lx_array_v(z)}, 1, (lx_kwarg[]){LX_KW("nnx_method", fn)}};
     lx_value b, d;
-    CHECK_EQ_INT(linen_apply(m, v, &cf, LINEN_NO_RNGS, NULL, &b, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cf, NULL, &b, NULL), LX_OK);
     CHECK(out_array(&a) && out_array(&b) && lx_array_equal(out_array(&a), out_array(&b)));
     linen_opts o = {.method = "attend"};
     lx_call cz2 = LX_ARGS(z);
-    CHECK_EQ_INT(linen_apply(m, v, &cz2, LINEN_NO_RNGS, &o, &d, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cz2, &o, &d, NULL), LX_OK);
     CHECK(out_array(&d) && out_array(&a) && lx_array_equal(out_array(&a), out_array(&d)));
     lx_value_free(&y);
     lx_value_free(&a);
@@ -495,7 +495,7 @@ static void test_w15_to_linen_nnx_method_arg(void) {
 }
 
 static void test_w16_mutated_static_data(void) {
-    CHECK_EQ_INT(lx_register_variable_name("Count", COUNT, true), LX_OK);
+    CHECK_EQ_INT(lx_variable_register_name("Count", COUNT, true), LX_OK);
     linen_module *m = counter_to_linen(true);
     lx_call none = LX_NO_CALL;
     lx_tree *v = NULL;
@@ -504,7 +504,7 @@ static void test_w16_mutated_static_data(void) {
     CHECK(!lx_tree_get(v, "intermediates")); /* init's default mutability denies intermediates */
     linen_opts o = {.mutable = LINEN_MUTABLE("Count", "intermediates"), .mutable_given = true};
     lx_tree *upd = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &none, LINEN_NO_RNGS, &o, NULL, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &none, &o, NULL, &upd), LX_OK);
     CHECK_EQ_INT(count_at(upd, "Count/count"), 1);
     CHECK_EQ_INT(count_at(upd, "intermediates/count_nonzero"), 1);
     /* del updates['intermediates']; apply(variables | updates) */
@@ -512,13 +512,13 @@ static void test_w16_mutated_static_data(void) {
     lx_tree *merged = NULL, *upd2 = NULL;
     CHECK_EQ_INT(lx_tree_merge(v, upd, &merged), LX_OK);
     linen_opts oc = {.mutable = LINEN_MUTABLE("Count"), .mutable_given = true};
-    CHECK_EQ_INT(linen_apply(m, merged, &none, LINEN_NO_RNGS, &oc, NULL, &upd2), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, merged, LINEN_NO_RNGS, &none, &oc, NULL, &upd2), LX_OK);
     CHECK_EQ_INT(count_at(upd2, "Count/count"), 2);
     /* the new Intermediate of an immutable collection is dropped, as Linen's sow would */
     CHECK(!lx_tree_get(upd2, "intermediates"));
     /* the cached module did not keep the attribute the call added: a fresh apply sees none */
     lx_tree *upd3 = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &none, LINEN_NO_RNGS, &o, NULL, &upd3), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &none, &o, NULL, &upd3), LX_OK);
     CHECK_EQ_INT(count_at(upd3, "Count/count"), 1);
     CHECK_EQ_INT(count_at(upd3, "intermediates/count_nonzero"), 1);
     lx_tree_release(upd3);
@@ -534,7 +534,7 @@ static void test_w18_nnx_to_linen_metadata(void) {
     lx_tree *md = NULL;
     CHECK_EQ_INT(nnx_sharding_metadata(2, names, NULL, &md), LX_OK);
     lx_call ctor = {2, (lx_value[]){lx_int_v(32), lx_int_v(64)}, 1, (lx_kwarg[]){LX_KW("kernel_metadata", lx_tree_v(md))}};
-    linen_module *m = to_linen_args(&NNX_LINEAR_TYPE, &ctor, NULL);
+    linen_module *m = to_linen_args(&nnx_Linear, &ctor, NULL);
     lx_tree_release(md);
     lx_array *x = ONES(1, 32);
     lx_call c = LX_ARGS(x);
@@ -555,7 +555,7 @@ static void test_w18_nnx_to_linen_metadata(void) {
     linen_opts o = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
     lx_value y2;
     lx_tree *upd = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, &o, &y2, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, &o, &y2, &upd), LX_OK);
     CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
     CHECK(at(upd, "params/kernel") && k && at(upd, "params/kernel")->u.box == k->u.box);
     lx_value_free(&y);
@@ -574,7 +574,7 @@ static void test_w18_with_partitioning_initializer(void) {
     CHECK_EQ_INT(lx_init_with_partitioning(&ln, 2, (const char *[]){"in", "out"}, NULL, &kinit), LX_OK);
     lx_call ctor = {2, (lx_value[]){lx_int_v(32), lx_int_v(64)}, 1,
                     (lx_kwarg[]){LX_KW("kernel_init", lx_ptr_v("initializer", &kinit))}};
-    linen_module *m = to_linen_args(&NNX_LINEAR_TYPE, &ctor, NULL);
+    linen_module *m = to_linen_args(&nnx_Linear, &ctor, NULL);
     lx_array *x = ONES(1, 32);
     lx_call c = LX_ARGS(x);
     lx_value y;
@@ -594,7 +594,7 @@ static void test_w18_with_partitioning_initializer(void) {
     CHECK(affine_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
 
     lx_call pctor = {2, (lx_value[]){lx_int_v(32), lx_int_v(64)}, 0, NULL};
-    linen_module *plain = to_linen_args(&NNX_LINEAR_TYPE, &pctor, NULL);
+    linen_module *plain = to_linen_args(&nnx_Linear, &pctor, NULL);
     lx_tree *pv = NULL;
     CHECK_EQ_INT(linen_init(plain, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &pv), LX_OK);
     CHECK(array_at(pv, "params/kernel") && lx_array_equal(array_at(pv, "params/kernel"), array_at(v, "params/kernel")));
@@ -604,7 +604,7 @@ static void test_w18_with_partitioning_initializer(void) {
     linen_opts o = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
     lx_value y2;
     lx_tree *upd = NULL;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, &o, &y2, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, &o, &y2, &upd), LX_OK);
     CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
     CHECK(at(upd, "params/kernel") && k && at(upd, "params/kernel")->u.box == k->u.box);
     lx_value_free(&y);
@@ -620,7 +620,7 @@ static void test_ctor_initializer_is_copied(void) {
     lx_initializer init = lx_init_ones();
     lx_call ctor = {2, (lx_value[]){lx_int_v(3), lx_int_v(2)}, 1,
                     (lx_kwarg[]){LX_KW("kernel_init", lx_ptr_v("initializer", &init))}};
-    linen_module *m = to_linen_args(&NNX_LINEAR_TYPE, &ctor, NULL);
+    linen_module *m = to_linen_args(&nnx_Linear, &ctor, NULL);
     init = lx_init_zeros(); /* what a reused stack slot would do */
     lx_array *x = ONES(1, 3);
     lx_tree *v = NULL;
@@ -640,7 +640,7 @@ static void test_bridge_with_partitioning(void) {
     lx_tree *md = NULL;
     CHECK_EQ_INT(bridge_with_partitioning(2, names, NULL, &md), LX_OK);
     lx_call ctor = {2, (lx_value[]){lx_int_v(4), lx_int_v(3)}, 1, (lx_kwarg[]){LX_KW("kernel_metadata", lx_tree_v(md))}};
-    linen_module *m = to_linen_args(&NNX_LINEAR_TYPE, &ctor, NULL);
+    linen_module *m = to_linen_args(&nnx_Linear, &ctor, NULL);
     lx_tree_release(md);
     lx_array *x = ONES(2, 4);
     lx_call c = LX_ARGS(x);
@@ -657,7 +657,7 @@ static void test_bridge_with_partitioning(void) {
     }
     CHECK(at(v, "params/bias") && at(v, "params/bias")->kind == LX_V_ARRAY);
     lx_value y2;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y2, NULL), LX_OK);
     CHECK(out_array(&y2) && lx_array_equal(out_array(&y), out_array(&y2)));
     CHECK(affine_close(out_array(&y2), x, array_at(v, "params/kernel"), NULL));
     lx_value_free(&y);
@@ -683,7 +683,7 @@ static bool same_structure(const lx_tree *a, const lx_tree *b) {
 }
 
 static void test_w20_pytree_structure_consistency(void) {
-    CHECK_EQ_INT(lx_register_variable_name("bias", BIAS, true), LX_OK);
+    CHECK_EQ_INT(lx_variable_register_name("bias", BIAS, true), LX_OK);
     lx_array *x = arr(2, SHAPE(2, 4), (float[]){1, 2, 3, 4, -1, 0.5f, 2, -3});
     lx_call c = LX_ARGS(x);
     linen_rngs keys = LINEN_RNGS({"params", lx_key_from_seed(0)}, {"dropout", lx_key_from_seed(1)});
@@ -729,7 +729,7 @@ static void test_nnx_inside_linen_numbers(void) {
 static void test_child_key_and_name(void) {
     /* A compact child is auto-named ToLinen_0 and draws its key from the hash of
      * ('ToLinen_0', 1). */
-    linen_module *m = outer(1, &NNX_LINEAR_TYPE, LX_CALL_ARGS(lx_int_v(4), lx_int_v(8)));
+    linen_module *m = outer(1, &nnx_Linear, LX_CALL_ARGS(lx_int_v(4), lx_int_v(8)));
     lx_call c = LX_ARGS(ONES(2, 4));
     lx_tree *v = NULL;
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &v), LX_OK);
@@ -737,7 +737,7 @@ static void test_child_key_and_name(void) {
     CHECK(SHAPE_IS(k, 4, 8));
     for (int j = 0; k && j < 32; j++) CHECK_EQ_U32(lx_ulp_distance(lx_f32(k)[j], TLF_CHILD_KERNEL[j]), 0);
     lx_value y;
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     CHECK(affine_close(out_array(&y), c.args[0].u.array, k, array_at(v, "params/ToLinen_0/bias")));
     lx_value_free(&y);
     lx_tree_release(v);
@@ -756,7 +756,7 @@ static void count_big(size_t nbytes, void *user) {
 static void test_apply_runs_no_initializer(void) {
     /* Linear(512, 512): a 1 MiB kernel; activations of a (1, 512) input are 2 KiB. Any
      * allocation >= the kernel's size during apply would be an initializer running. */
-    linen_module *m = BRIDGE_TO_LINEN(&NNX_LINEAR_TYPE, LX_KW_INT("in_features", 512), LX_KW_INT("out_features", 512));
+    linen_module *m = BRIDGE_TO_LINEN(&nnx_Linear, LX_KW_INT("in_features", 512), LX_KW_INT("out_features", 512));
     lx_array *x = ONES(1, 512);
     lx_call c = LX_ARGS(x);
     lx_tree *v = NULL;
@@ -769,7 +769,7 @@ static void test_apply_runs_no_initializer(void) {
     int64_t live = lx_array_live_count();
     for (int i = 0; i < 3; i++) {
         lx_value y;
-        CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
         CHECK(affine_close(out_array(&y), x, array_at(v, "params/kernel"), NULL));
         lx_value_free(&y);
     }
@@ -786,7 +786,7 @@ static void test_apply_runs_no_initializer(void) {
                  LX_OK);
     big_allocs = 0;
     lx_value yd;
-    CHECK_EQ_INT(linen_apply(d, vd, &c, LINEN_RNGS({"dropout", lx_key_from_seed(2)}), NULL, &yd, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(d, vd, LINEN_RNGS({"dropout", lx_key_from_seed(2)}), &c, NULL, &yd, NULL), LX_OK);
     CHECK_EQ_INT(big_allocs, 0);
     lx_set_alloc_hook(NULL, NULL);
     lx_value_free(&yd);
@@ -799,7 +799,7 @@ static void test_apply_runs_no_initializer(void) {
 static void test_init_keeps_variables_created_in_call(void) {
     /* Flax exports the state before the init call: count_nonzero (made by __call__) is lost
      * there. linnx stores after the call; the constructor's count keeps its value 0. */
-    CHECK_EQ_INT(lx_register_variable_name("Count", COUNT, true), LX_OK);
+    CHECK_EQ_INT(lx_variable_register_name("Count", COUNT, true), LX_OK);
     linen_module *m = counter_to_linen(true);
     lx_call none = LX_NO_CALL;
     linen_opts all = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
@@ -812,18 +812,18 @@ static void test_init_keeps_variables_created_in_call(void) {
 }
 
 static void test_duplicate_path_is_an_error(void) {
-    linen_module *m = BRIDGE_TO_LINEN(&NNX_LINEAR_TYPE, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
+    linen_module *m = BRIDGE_TO_LINEN(&nnx_Linear, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
     lx_call c = LX_ARGS(ONES(1, 2));
     lx_tree *v = NULL;
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &v), LX_OK);
     lx_tree *bad = lx_tree_copy(v);
     CHECK_EQ_INT(lx_tree_set_path(bad, "other/kernel", lx_array_v(array_at(v, "params/kernel"))), LX_OK);
     lx_value y;
-    CHECK_FAILS(linen_apply(m, bad, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_EXISTS,
+    CHECK_FAILS(linen_apply(m, bad, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_ERR_EXISTS,
                 "Found duplicate variable path ('kernel',) with variables Param(float32[2,3]) and other(float32[2,3]). "
                 "This is not allowed in NNX.");
     /* the module still works afterwards */
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     lx_value_free(&y);
     lx_tree_release(bad);
     lx_tree_release(v);
@@ -838,13 +838,13 @@ static void test_immutable_change_fails(void) {
     lx_tree *v = NULL;
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &v), LX_OK);
     lx_value y = lx_int_v(5);
-    CHECK_FAILS(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_IMMUTABLE,
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_ERR_IMMUTABLE,
                 "Cannot update variable \"bn/mean\" in \"/\" because collection \"batch_stats\" is immutable.");
     CHECK(y.kind == LX_V_NONE);
     /* mutable=['params'] is not enough either: the statistics are batch_stats */
     linen_opts op = {.mutable = LINEN_MUTABLE("params"), .mutable_given = true};
     lx_tree *upd = NULL;
-    CHECK_FAILS(linen_apply(m, v, &c, LINEN_NO_RNGS, &op, &y, &upd), LX_ERR_IMMUTABLE, "\"batch_stats\" is immutable");
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &c, &op, &y, &upd), LX_ERR_IMMUTABLE, "\"batch_stats\" is immutable");
     CHECK(upd == NULL);
     /* eval mode changes nothing: a plain apply works, and with batch_stats mutable the
      * unchanged statistics are not written back (the caller's arrays come back as they were) */
@@ -852,10 +852,10 @@ static void test_immutable_change_fails(void) {
     linen_module *e = to_linen_args(&NNX_COLL, &ctor2, NULL);
     lx_tree *ve = NULL;
     CHECK_EQ_INT(linen_init(e, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &ve), LX_OK);
-    CHECK_EQ_INT(linen_apply(e, ve, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(e, ve, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     lx_value_free(&y);
     linen_opts ob = {.mutable = LINEN_MUTABLE("batch_stats"), .mutable_given = true};
-    CHECK_EQ_INT(linen_apply(e, ve, &c, LINEN_NO_RNGS, &ob, &y, &upd), LX_OK);
+    CHECK_EQ_INT(linen_apply(e, ve, LINEN_NO_RNGS, &c, &ob, &y, &upd), LX_OK);
     CHECK(array_at(upd, "batch_stats/bn/mean") == array_at(ve, "batch_stats/bn/mean"));
     CHECK(array_at(upd, "batch_stats/bn/var") == array_at(ve, "batch_stats/bn/var"));
     lx_value_free(&y);
@@ -876,7 +876,7 @@ static void test_to_linen_class(void) {
     /* LinearToLinen = to_linen_class(nnx.Linear, base_skip_rng=True, in_features=4, out_features=2) */
     lx_call partial = LX_CALL_KWARGS(LX_KW_INT("in_features", 4), LX_KW_INT("out_features", 2));
     linen_type *cls = NULL;
-    CHECK_EQ_INT(bridge_to_linen_class(&NNX_LINEAR_TYPE, &partial, NULL, NULL, true, &cls), LX_OK);
+    CHECK_EQ_INT(bridge_to_linen_class(&nnx_Linear, &partial, NULL, NULL, true, &cls), LX_OK);
     CHECK_STR(cls->name, "LinearToLinen");
     /* constructible directly with the NNX constructor's kwargs; partial < kwargs= < keywords */
     lx_call kw = LX_CALL_KWARGS(LX_KW_INT("out_features", 5));
@@ -891,7 +891,7 @@ static void test_to_linen_class(void) {
     CHECK(f.kind == LX_V_INT && f.u.i == 4);
     CHECK_EQ_INT(linen_module_attr(m, "skip_rng", &f), LX_OK);
     CHECK(f.kind == LX_V_BOOL && !f.u.b); /* skip_rng=False switched the base value off */
-    CHECK(bridge_to_linen_nnx_type(m) == &NNX_LINEAR_TYPE);
+    CHECK(bridge_to_linen_nnx_type(m) == &nnx_Linear);
     lx_call cx = LX_ARGS(ONES(1, 4));
     lx_tree *v = NULL;
     lx_value y;
@@ -917,7 +917,7 @@ static void test_to_linen_class(void) {
     CHECK_EQ_INT(nnx_sharding_metadata(2, names, NULL, &md), LX_OK);
     lx_call p2 = LX_CALL_KWARGS(LX_KW_INT("in_features", 4), LX_KW_INT("out_features", 2),
                                 LX_KW("kernel_metadata", lx_tree_v(md)));
-    CHECK_EQ_INT(bridge_to_linen_class(&NNX_LINEAR_TYPE, &p2, raw_md, &calls, false, &cls), LX_OK);
+    CHECK_EQ_INT(bridge_to_linen_class(&nnx_Linear, &p2, raw_md, &calls, false, &cls), LX_OK);
     CHECK_EQ_INT(linen_module_new(cls, NULL, &m), LX_OK);
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_OK);
     CHECK_EQ_INT(calls, 2); /* the base metadata_fn ran for kernel and bias */
@@ -933,7 +933,7 @@ static void test_to_linen_class(void) {
     linen_module_release(m);
     /* the default (no base metadata_fn) boxes it */
     bridge_to_linen_class_free(cls);
-    CHECK_EQ_INT(bridge_to_linen_class(&NNX_LINEAR_TYPE, &p2, NULL, NULL, false, &cls), LX_OK);
+    CHECK_EQ_INT(bridge_to_linen_class(&nnx_Linear, &p2, NULL, NULL, false, &cls), LX_OK);
     CHECK_EQ_INT(linen_module_new(cls, NULL, &m), LX_OK);
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_OK);
     CHECK(at(v, "params/kernel") && at(v, "params/kernel")->kind == LX_V_BOX);
@@ -952,7 +952,7 @@ static void test_to_linen_class(void) {
 /* ---------------------------------------------------------------- warnings, errors, misc */
 
 static void test_unknown_paths_warned_once(void) {
-    linen_module *m = BRIDGE_TO_LINEN(&NNX_LINEAR_TYPE, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
+    linen_module *m = BRIDGE_TO_LINEN(&nnx_Linear, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
     lx_call c = LX_ARGS(ONES(1, 2));
     lx_tree *v = NULL;
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &v), LX_OK);
@@ -963,19 +963,19 @@ static void test_unknown_paths_warned_once(void) {
     lx_set_warning_handler(capture_warning, NULL);
     lx_value y;
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ_INT(linen_apply(m, extra, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        CHECK_EQ_INT(linen_apply(m, extra, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
         lx_value_free(&y);
     }
     CHECK_EQ_INT(nwarn, 1);
     CHECK_STR(warn_text[0], "Found unknown module paths in incoming state:\n  - extra/w");
     /* a new unknown path is warned about; the one already reported is not repeated */
     CHECK_EQ_INT(lx_tree_set_path(extra, "params/more", lx_array_v(e)), LX_OK);
-    CHECK_EQ_INT(linen_apply(m, extra, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, extra, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     lx_value_free(&y);
     CHECK_EQ_INT(nwarn, 2);
     CHECK_STR(warn_text[1], "Found unknown module paths in incoming state:\n  - more");
     /* the known paths still give the right answer; known-only applies stay silent */
-    CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
     CHECK(affine_close(out_array(&y), ONES(1, 2), array_at(v, "params/kernel"), NULL));
     lx_value_free(&y);
     CHECK_EQ_INT(nwarn, 2);
@@ -988,7 +988,7 @@ static void test_unknown_paths_warned_once(void) {
 static void test_compact_children_share_the_cache(void) {
     /* LinenOuter makes a new ToLinen on every call; the released one's cache (and the paths it
      * warned about) passes to the next equal one, so the warning is not repeated per apply. */
-    linen_module *m = outer(3, &NNX_LINEAR_TYPE, LX_CALL_ARGS(lx_int_v(2), lx_int_v(3)));
+    linen_module *m = outer(3, &nnx_Linear, LX_CALL_ARGS(lx_int_v(2), lx_int_v(3)));
     lx_call c = LX_ARGS(ONES(1, 2));
     lx_tree *v = NULL;
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &v), LX_OK);
@@ -999,7 +999,7 @@ static void test_compact_children_share_the_cache(void) {
         lx_value y;
         big_allocs = 0;
         lx_set_alloc_hook(count_big, NULL);
-        CHECK_EQ_INT(linen_apply(m, v, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
         lx_set_alloc_hook(NULL, NULL);
         CHECK(affine_close(out_array(&y), c.args[0].u.array, array_at(v, "params/ToLinen_0/kernel"),
                            array_at(v, "params/ToLinen_0/bias")));
@@ -1013,21 +1013,21 @@ static void test_compact_children_share_the_cache(void) {
     lx_set_warning_handler(capture_warning, NULL);
     for (int i = 0; i < 3; i++) {
         lx_value y;
-        CHECK_EQ_INT(linen_apply(m, extra, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        CHECK_EQ_INT(linen_apply(m, extra, LINEN_NO_RNGS, &c, NULL, &y, NULL), LX_OK);
         lx_value_free(&y);
     }
     lx_set_warning_handler(NULL, NULL);
     CHECK_EQ_INT(nwarn, 1);
     /* another constructor call does not take that cache */
-    linen_module *m2 = outer(2, &NNX_LINEAR_TYPE, LX_CALL_ARGS(lx_int_v(2), lx_int_v(5)));
+    linen_module *m2 = outer(2, &nnx_Linear, LX_CALL_ARGS(lx_int_v(2), lx_int_v(5)));
     lx_tree *v2 = NULL;
     lx_value y2;
     CHECK_EQ_INT(linen_init(m2, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &v2), LX_OK);
-    CHECK_EQ_INT(linen_apply(m2, v2, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m2, v2, LINEN_NO_RNGS, &c, NULL, &y2, NULL), LX_OK);
     CHECK(SHAPE_IS(out_array(&y2), 1, 5));
     lx_value_free(&y2);
     bridge_to_linen_cache_clear();
-    CHECK_EQ_INT(linen_apply(m2, v2, &c, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m2, v2, LINEN_NO_RNGS, &c, NULL, &y2, NULL), LX_OK);
     lx_value_free(&y2);
     lx_tree_release(v2);
     linen_module_release(m2);
@@ -1054,7 +1054,7 @@ static lx_status rngs_probe(linen_scope *s, const lx_call *c, lx_value *out) {
     return bridge_linen_rngs_dict(s, true, 1, sp, &n); /* two do not fit in one */
 }
 static const linen_method PROBE_METHODS[] = {LINEN_METHOD("__call__", rngs_probe)};
-static const linen_type RNGS_PROBE = {.name = "Probe", .methods = PROBE_METHODS, .nmethods = 1};
+static const linen_type RNGS_PROBE = {.name = "Probe", .methods = PROBE_METHODS, .nmethods = LX_COUNT(PROBE_METHODS)};
 
 static void test_linen_rngs_dict(void) {
     nnx_stream_spec sp[2];
@@ -1069,7 +1069,7 @@ static void test_linen_rngs_dict(void) {
     lx_tree *v = lx_tree_new();
     lx_value out;
     lx_call none = LX_NO_CALL;
-    CHECK_FAILS(linen_apply(m, v, &none, LINEN_RNGS({"dropout", lx_key_from_seed(5)}), NULL, &out, NULL),
+    CHECK_FAILS(linen_apply(m, v, LINEN_RNGS({"dropout", lx_key_from_seed(5)}), &none, NULL, &out, NULL),
                 LX_ERR_INVALID_ARGUMENT, "2 streams do not fit in 1");
     lx_tree_release(v);
     linen_module_release(m);
@@ -1079,34 +1079,34 @@ static void test_errors(void) {
     linen_module *m = NULL;
     lx_call none = LX_NO_CALL;
     CHECK_FAILS(bridge_to_linen(NULL, NULL, NULL, &m), LX_ERR_INVALID_ARGUMENT, "to_linen: nnx_class is NULL");
-    CHECK_FAILS(bridge_to_linen(&NNX_LINEAR_TYPE, NULL, NULL, NULL), LX_ERR_INVALID_ARGUMENT, "to_linen: out is NULL");
+    CHECK_FAILS(bridge_to_linen(&nnx_Linear, NULL, NULL, NULL), LX_ERR_INVALID_ARGUMENT, "to_linen: out is NULL");
     CHECK(bridge_to_linen_nnx_type(NULL) == NULL && bridge_to_linen_ctor(NULL) == NULL);
     /* ToLinen's own constructor */
-    CHECK_FAILS(linen_module_new(&BRIDGE_TO_LINEN_TYPE, &none, &m), LX_ERR_TYPE,
+    CHECK_FAILS(linen_module_new(&bridge_ToLinen, &none, &m), LX_ERR_TYPE,
                 "ToLinen.__init__() missing 1 required positional argument: 'nnx_class'");
     lx_call c1 = LX_CALL_ARGS(lx_int_v(3));
-    CHECK_FAILS(linen_module_new(&BRIDGE_TO_LINEN_TYPE, &c1, &m), LX_ERR_TYPE, "argument 'nnx_class' must be an NNX type");
-    lx_call c2 = {1, (lx_value[]){lx_ptr_v("nnx_type", (void *)&NNX_LINEAR_TYPE)}, 1, (lx_kwarg[]){LX_KW_INT("foo", 1)}};
-    CHECK_FAILS(linen_module_new(&BRIDGE_TO_LINEN_TYPE, &c2, &m), LX_ERR_TYPE,
+    CHECK_FAILS(linen_module_new(&bridge_ToLinen, &c1, &m), LX_ERR_TYPE, "argument 'nnx_class' must be an NNX type");
+    lx_call c2 = {1, (lx_value[]){lx_ptr_v("nnx_type", (void *)&nnx_Linear)}, 1, (lx_kwarg[]){LX_KW_INT("foo", 1)}};
+    CHECK_FAILS(linen_module_new(&bridge_ToLinen, &c2, &m), LX_ERR_TYPE,
                 "ToLinen.__init__() got an unexpected keyword argument 'foo'");
-    lx_call c3 = {2, (lx_value[]){lx_ptr_v("nnx_type", (void *)&NNX_LINEAR_TYPE), lx_int_v(1)}, 0, NULL};
-    CHECK_FAILS(linen_module_new(&BRIDGE_TO_LINEN_TYPE, &c3, &m), LX_ERR_TYPE, "argument 'ctor' must be a call record");
-    lx_call c4 = {1, (lx_value[]){lx_ptr_v("nnx_type", (void *)&NNX_LINEAR_TYPE)}, 1,
-                  (lx_kwarg[]){LX_KW("nnx_class", lx_ptr_v("nnx_type", (void *)&NNX_LINEAR_TYPE))}};
-    CHECK_FAILS(linen_module_new(&BRIDGE_TO_LINEN_TYPE, &c4, &m), LX_ERR_TYPE, "got multiple values for argument 'nnx_class'");
-    lx_call c5 = {1, (lx_value[]){lx_ptr_v("nnx_type", (void *)&NNX_LINEAR_TYPE)}, 1, (lx_kwarg[]){LX_KW_STR("skip_rng", "x")}};
-    CHECK_FAILS(linen_module_new(&BRIDGE_TO_LINEN_TYPE, &c5, &m), LX_ERR_TYPE, "argument 'skip_rng' must be a bool");
+    lx_call c3 = {2, (lx_value[]){lx_ptr_v("nnx_type", (void *)&nnx_Linear), lx_int_v(1)}, 0, NULL};
+    CHECK_FAILS(linen_module_new(&bridge_ToLinen, &c3, &m), LX_ERR_TYPE, "argument 'ctor' must be a call record");
+    lx_call c4 = {1, (lx_value[]){lx_ptr_v("nnx_type", (void *)&nnx_Linear)}, 1,
+                  (lx_kwarg[]){LX_KW("nnx_class", lx_ptr_v("nnx_type", (void *)&nnx_Linear))}};
+    CHECK_FAILS(linen_module_new(&bridge_ToLinen, &c4, &m), LX_ERR_TYPE, "got multiple values for argument 'nnx_class'");
+    lx_call c5 = {1, (lx_value[]){lx_ptr_v("nnx_type", (void *)&nnx_Linear)}, 1, (lx_kwarg[]){LX_KW_STR("skip_rng", "x")}};
+    CHECK_FAILS(linen_module_new(&bridge_ToLinen, &c5, &m), LX_ERR_TYPE, "argument 'skip_rng' must be a bool");
     CHECK(m == NULL);
 
     /* a bad constructor call surfaces at init, with NNX's message */
-    m = BRIDGE_TO_LINEN(&NNX_LINEAR_TYPE, LX_KW_INT("in_features", 2), LX_KW_INT("out_feature", 3));
+    m = BRIDGE_TO_LINEN(&nnx_Linear, LX_KW_INT("in_features", 2), LX_KW_INT("out_feature", 3));
     lx_call cx = LX_ARGS(ONES(1, 2));
     lx_tree *v = NULL;
     CHECK_FAILS(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_ERR_TYPE,
                 "Linear.__init__() got an unexpected keyword argument 'out_feature'");
     linen_module_release(m);
 
-    m = BRIDGE_TO_LINEN(&NNX_LINEAR_TYPE, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
+    m = BRIDGE_TO_LINEN(&nnx_Linear, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_OK);
     /* attribute forwarding */
     lx_value a;
@@ -1117,38 +1117,38 @@ static void test_errors(void) {
     /* methods: not callable, unknown, not a name or function */
     lx_value y = lx_none();
     lx_call m1 = {1, (lx_value[]){lx_array_v(ONES(1, 2))}, 1, (lx_kwarg[]){LX_KW_STR("nnx_method", "in_features")}};
-    CHECK_FAILS(linen_apply(m, v, &m1, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_TYPE,
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &m1, NULL, &y, NULL), LX_ERR_TYPE,
                 "'Linear.in_features' must be a callable, got <class 'int'>.");
     lx_call m2 = {1, (lx_value[]){lx_array_v(ONES(1, 2))}, 1, (lx_kwarg[]){LX_KW_STR("nnx_method", "encode")}};
-    CHECK_FAILS(linen_apply(m, v, &m2, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &m2, NULL, &y, NULL), LX_ERR_NOT_FOUND,
                 "type object 'Linear' has no attribute 'encode'");
     lx_call m3 = {1, (lx_value[]){lx_array_v(ONES(1, 2))}, 1, (lx_kwarg[]){LX_KW_INT("nnx_method", 3)}};
-    CHECK_FAILS(linen_apply(m, v, &m3, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_TYPE, "'3' must be a callable, got <class 'int'>.");
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &m3, NULL, &y, NULL), LX_ERR_TYPE, "'3' must be a callable, got <class 'int'>.");
     linen_opts om = {.method = "encode"};
-    CHECK_FAILS(linen_apply(m, v, &cx, LINEN_NO_RNGS, &om, &y, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &cx, &om, &y, NULL), LX_ERR_NOT_FOUND,
                 "\"ToLinen\" object has no attribute \"encode\".");
     om.method = "out_features";
-    CHECK_FAILS(linen_apply(m, v, &cx, LINEN_NO_RNGS, &om, &y, NULL), LX_ERR_TYPE,
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &cx, &om, &y, NULL), LX_ERR_TYPE,
                 "'ToLinen.out_features' must be a callable, got <class 'int'>.");
     om.method = "__call__";
     lx_call twice = {1, (lx_value[]){lx_array_v(ONES(1, 2))}, 1, (lx_kwarg[]){LX_KW_STR("nnx_method", "__call__")}};
-    CHECK_EQ_INT(linen_apply(m, v, &twice, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK); /* by name */
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &twice, NULL, &y, NULL), LX_OK); /* by name */
     lx_value_free(&y);
     /* missing, mistyped and misshapen incoming variables */
     lx_tree *miss = lx_tree_copy(v);
     CHECK_EQ_INT(lx_tree_delete_path(miss, "params/bias"), LX_OK);
-    CHECK_FAILS(linen_apply(m, miss, &cx, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(m, miss, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_ERR_NOT_FOUND,
                 "ToLinen(Linear) in \"/\": no incoming value for Variable \"bias\" (collection \"params\")");
     lx_tree *shp = lx_tree_copy(v);
     CHECK_EQ_INT(lx_tree_set_path(shp, "params/bias", lx_array_v(ONES(4))), LX_OK);
-    CHECK_FAILS(linen_apply(m, shp, &cx, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_SHAPE,
+    CHECK_FAILS(linen_apply(m, shp, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_ERR_SHAPE,
                 "incoming variable \"bias\" of collection \"params\" is float32[4], but the module's Variable is float32[3]");
     lx_tree *typ = lx_tree_copy(v);
     CHECK_EQ_INT(lx_tree_set_path(typ, "params/bias", lx_str_v("zero")), LX_OK);
-    CHECK_FAILS(linen_apply(m, typ, &cx, LINEN_NO_RNGS, NULL, &y, NULL), LX_ERR_TYPE,
+    CHECK_FAILS(linen_apply(m, typ, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_ERR_TYPE,
                 "incoming variable \"bias\" of collection \"params\" is 'zero', not an array");
     /* the module still works after each failure */
-    CHECK_EQ_INT(linen_apply(m, v, &cx, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_OK);
     lx_value_free(&y);
     lx_tree_release(miss);
     lx_tree_release(shp);
@@ -1168,14 +1168,14 @@ static lx_status attend_twice(linen_scope *s, const lx_call *c, lx_value *out) {
     return linen_call_attr(s, "embedding", "attend", &c2, out);
 }
 static const linen_method FOO2_METHODS[] = {LINEN_METHOD("__call__", foo_call), LINEN_METHOD("twice", attend_twice)};
-static const linen_type LINEN_FOO2 = {.name = "Foo", .methods = FOO2_METHODS, .nmethods = 2, .setup = foo_setup};
+static const linen_type LINEN_FOO2 = {.name = "Foo", .methods = FOO2_METHODS, .nmethods = LX_COUNT(FOO2_METHODS), .setup = foo_setup};
 static const nnx_type NNX_NO_CALL = {.name = "NoCall", .size = sizeof(nnx_module)};
 
 static void test_more_errors(void) {
     /* a metadata_fn failure stops init and nothing is returned */
     bridge_to_linen_opts o = {.metadata_fn = failing_md};
     lx_call ctor = LX_CALL_ARGS(lx_int_v(2), lx_int_v(3));
-    linen_module *m = to_linen_args(&NNX_LINEAR_TYPE, &ctor, &o);
+    linen_module *m = to_linen_args(&nnx_Linear, &ctor, &o);
     lx_call cx = LX_ARGS(ONES(1, 2));
     lx_tree *v = NULL;
     CHECK_FAILS(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_ERR_INVALID_ARGUMENT, "metadata_fn refused");
@@ -1195,33 +1195,33 @@ static void test_more_errors(void) {
     linen_opts ot = {.method = "twice"};
     lx_value y;
     lx_call cz = LX_ARGS(ONES(1, 3));
-    CHECK_FAILS(linen_apply(foo, v, &cz, LINEN_NO_RNGS, &ot, &y, NULL), LX_ERR_TYPE,
+    CHECK_FAILS(linen_apply(foo, v, LINEN_NO_RNGS, &cz, &ot, &y, NULL), LX_ERR_TYPE,
                 "got multiple values for argument 'nnx_method'");
     lx_tree_release(v);
     linen_module_release(foo);
 }
 
 static void test_clone_and_cache(void) {
-    linen_module *m = BRIDGE_TO_LINEN(&NNX_LINEAR_TYPE, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
+    linen_module *m = BRIDGE_TO_LINEN(&nnx_Linear, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
     lx_call cx = LX_ARGS(arr(2, SHAPE(2, 2), (float[]){1, 2, 3, 4}));
     lx_tree *v = NULL;
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_OK);
     linen_module *c = NULL;
     CHECK_EQ_INT(linen_module_clone(m, NULL, &c), LX_OK);
-    CHECK(bridge_to_linen_nnx_type(c) == &NNX_LINEAR_TYPE);
+    CHECK(bridge_to_linen_nnx_type(c) == &nnx_Linear);
     lx_value y1, y2, y3;
-    CHECK_EQ_INT(linen_apply(m, v, &cx, LINEN_NO_RNGS, NULL, &y1, NULL), LX_OK);
-    CHECK_EQ_INT(linen_apply(c, v, &cx, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cx, NULL, &y1, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(c, v, LINEN_NO_RNGS, &cx, NULL, &y2, NULL), LX_OK);
     /* new arrays, same structure: the cached module takes them */
     lx_tree *v2 = NULL;
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(1)), &cx, NULL, &v2), LX_OK);
-    CHECK_EQ_INT(linen_apply(m, v2, &cx, LINEN_NO_RNGS, NULL, &y3, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v2, LINEN_NO_RNGS, &cx, NULL, &y3, NULL), LX_OK);
     CHECK(lx_array_equal(out_array(&y1), out_array(&y2)));
     CHECK(!lx_array_equal(out_array(&y1), out_array(&y3)));
     CHECK(affine_close(out_array(&y3), cx.args[0].u.array, array_at(v2, "params/kernel"), array_at(v2, "params/bias")));
     /* a different set of rng streams rebuilds the cache (a constructor may look at them) */
     lx_value y4;
-    CHECK_EQ_INT(linen_apply(m, v, &cx, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), NULL, &y4, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), &cx, NULL, &y4, NULL), LX_OK);
     CHECK(lx_array_equal(out_array(&y1), out_array(&y4)));
     lx_value_free(&y1);
     lx_value_free(&y2);
@@ -1233,9 +1233,10 @@ static void test_clone_and_cache(void) {
     linen_module_release(m);
 }
 
-/* A method that replaces a child (re-initialising a layer) frees the module the structure check
- * fingerprinted at build time; the check must still read it safely, see the change and write the
- * new layer's parameters back. */
+/* A method that replaces a child (re-initialising a layer) through nnx_setattr frees the module
+ * the cached instance was built with; the graph's version moves, so the apply walks the state,
+ * sees the new layer and writes its parameters back (and the second apply, on a rebuilt
+ * instance, does the same). */
 typedef struct {
     nnx_module base;
     nnx_module *lin;
@@ -1266,9 +1267,9 @@ static lx_status swap_call(nnx_module *m, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const nnx_field SWAP_FIELDS[] = {NNX_CHILD(swap_m, lin)};
-static const nnx_method SWAP_METHODS[] = {{"__call__", swap_call}};
-static const nnx_type SWAP = {.name = "Swap", .size = sizeof(swap_m), .fields = SWAP_FIELDS, .nfields = 1,
-                              .methods = SWAP_METHODS, .nmethods = 1, .init = swap_init};
+static const nnx_method SWAP_METHODS[] = {NNX_METHOD("__call__", swap_call)};
+static const nnx_type SWAP = {.name = "Swap", .size = sizeof(swap_m), .fields = SWAP_FIELDS, .nfields = LX_COUNT(SWAP_FIELDS),
+                              .methods = SWAP_METHODS, .nmethods = LX_COUNT(SWAP_METHODS), .init = swap_init};
 
 static void test_method_replacing_a_child(void) {
     linen_module *m = NULL;
@@ -1285,7 +1286,7 @@ static void test_method_replacing_a_child(void) {
     for (int rep = 0; rep < 2; rep++) { /* the second apply runs on the cached instance */
         lx_value y;
         lx_tree *upd = NULL;
-        CHECK_EQ_INT(linen_apply(m, v, &cx, LINEN_NO_RNGS, &o, &y, &upd), LX_OK);
+        CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cx, &o, &y, &upd), LX_OK);
         CHECK(lx_array_equal(array_at(upd, "params/lin/kernel"), lx_variable_get_value(want->kernel)));
         CHECK(lx_array_equal(array_at(upd, "params/lin/bias"), lx_variable_get_value(want->bias)));
         CHECK(!lx_array_equal(array_at(upd, "params/lin/kernel"), array_at(v, "params/lin/kernel")));
@@ -1310,12 +1311,12 @@ static void test_ctor_keeps_modules(void) {
     lx_value bv = nnx_module_v((nnx_module *)base);
     lx_call ctor = {3, LX_VALUES(lx_int_v(3), lx_int_v(2), lx_int_v(4)), 1, LX_KWARGS(LX_KW("base_module", bv))};
     linen_module *m = NULL;
-    CHECK_EQ_INT(bridge_to_linen(&NNX_LORA_TYPE, &ctor, NULL, &m), LX_OK);
+    CHECK_EQ_INT(bridge_to_linen(&nnx_LoRA, &ctor, NULL, &m), LX_OK);
     CHECK_EQ_INT(base->base.refcount, 2);
     lx_call partial = LX_CALL_KWARGS(LX_KW_INT("in_features", 3), LX_KW_INT("lora_rank", 2),
                                      LX_KW_INT("out_features", 4), LX_KW("base_module", bv));
     linen_type *cls = NULL;
-    CHECK_EQ_INT(bridge_to_linen_class(&NNX_LORA_TYPE, &partial, NULL, NULL, false, &cls), LX_OK);
+    CHECK_EQ_INT(bridge_to_linen_class(&nnx_LoRA, &partial, NULL, NULL, false, &cls), LX_OK);
     linen_module *mc = NULL;
     CHECK_EQ_INT(linen_module_new(cls, NULL, &mc), LX_OK);
     nnx_module_release((nnx_module *)base); /* the caller is done with it */
@@ -1328,7 +1329,7 @@ static void test_ctor_keeps_modules(void) {
         CHECK(lx_array_equal(array_at(v, "params/base_module/kernel"), kernel));
         CHECK(SHAPE_IS(array_at(v, "LoRAParam/lora_a"), 3, 2));
         lx_value y;
-        CHECK_EQ_INT(linen_apply(both[i], v, &cx, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        CHECK_EQ_INT(linen_apply(both[i], v, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_OK);
         CHECK(SHAPE_IS(out_array(&y), 1, 4));
         lx_value_free(&y);
         lx_tree_release(v);

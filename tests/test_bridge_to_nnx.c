@@ -145,7 +145,7 @@ static void test_W2_linen_to_nnx(void) {
     CHECK_EQ_INT(lx_tree_set_path(vars, "params/kernel", lx_array_v(value_at(model, "kernel"))), LX_OK);
     CHECK_EQ_INT(lx_tree_set_path(vars, "params/bias", lx_array_v(value_at(model, "bias"))), LX_OK);
     lx_value direct;
-    CHECK_EQ_INT(linen_apply(d, vars, ARGS1(x), LINEN_NO_RNGS, NULL, &direct, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(d, vars, LINEN_NO_RNGS, ARGS1(x), NULL, &direct, NULL), LX_OK);
     CHECK(direct.kind == LX_V_ARRAY && lx_array_equal(direct.u.array, y));
     lx_value_free(&direct);
     lx_tree_release(vars);
@@ -229,11 +229,11 @@ static lx_status outer_call(nnx_module *m, const lx_call *c, lx_value *out) {
 
 static const nnx_field OUTER_FIELDS[] = {NNX_CHILD(nnx_outer, nn_dense1), NNX_VAR(nnx_outer, b),
                                          NNX_CHILD(nnx_outer, batchnorm), NNX_CHILD(nnx_outer, rngs)};
-static const nnx_method OUTER_METHODS[] = {{"__call__", outer_call}};
+static const nnx_method OUTER_METHODS[] = {NNX_METHOD("__call__", outer_call)};
 static const nnx_type NNX_OUTER = {
-    .name = "NNXOuter", .size = sizeof(nnx_outer), .fields = OUTER_FIELDS, .nfields = 4,
-    .config = DOUT_FIELDS, .nconfig = 1, .config_offset = offsetof(nnx_outer, cfg),
-    .methods = OUTER_METHODS, .nmethods = 1, .init = outer_init,
+    .name = "NNXOuter", .size = sizeof(nnx_outer), .fields = OUTER_FIELDS, .nfields = LX_COUNT(OUTER_FIELDS),
+    .config = DOUT_FIELDS, .nconfig = LX_COUNT(DOUT_FIELDS), .config_offset = offsetof(nnx_outer, cfg),
+    .methods = OUTER_METHODS, .nmethods = LX_COUNT(OUTER_METHODS), .init = outer_init,
 };
 
 static void test_W3_linen_to_nnx_submodule(void) {
@@ -298,7 +298,7 @@ static lx_status foo_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return linen_return_array(out, y);
 }
 static const linen_method FOO_METHODS[] = {LINEN_METHOD("__call__", foo_call), LINEN_METHOD("dot", foo_dot)};
-static const linen_type FOO = {.name = "Foo", .methods = FOO_METHODS, .nmethods = 2};
+static const linen_type FOO = {.name = "Foo", .methods = FOO_METHODS, .nmethods = LX_COUNT(FOO_METHODS)};
 
 static void test_W4_linen_to_nnx_noncall_method(void) {
     lx_array *x = normal(0, 2, 4);
@@ -323,7 +323,7 @@ static void test_W4_linen_to_nnx_noncall_method(void) {
     lx_value rv;
     CHECK_EQ_INT(nnx_getattr(model, "to_nnx__rngs", &rv), LX_OK);
     nnx_module *rm = nnx_module_from_value(&rv);
-    CHECK(rm && rm->type == &NNX_RNGS_TYPE);
+    CHECK(rm && rm->type == &nnx_Rngs);
     nnx_module_release(model);
     nnx_rngs_release(r);
     linen_module_release(foo);
@@ -347,7 +347,7 @@ static lx_status count_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return lx_value_dup(x ? x : &v, out);
 }
 static const linen_method COUNT_METHODS[] = {LINEN_METHOD("__call__", count_call)};
-static const linen_type COUNT = {.name = "Foo", .methods = COUNT_METHODS, .nmethods = 1};
+static const linen_type COUNT = {.name = "Foo", .methods = COUNT_METHODS, .nmethods = LX_COUNT(COUNT_METHODS)};
 
 static void test_W5_linen_to_nnx_mutable(void) {
     linen_module *foo = NULL;
@@ -418,7 +418,7 @@ static lx_status sharded_dense_call(linen_scope *s, const lx_call *c, lx_value *
     return linen_return_array(out, lx_add(lx_matmul(x, k.u.array), b.u.array));
 }
 static const linen_method SHARDED_METHODS[] = {LINEN_METHOD("__call__", sharded_dense_call)};
-static const linen_type SHARDED_DENSE = {.name = "Dense", .methods = SHARDED_METHODS, .nmethods = 1};
+static const linen_type SHARDED_DENSE = {.name = "Dense", .methods = SHARDED_METHODS, .nmethods = LX_COUNT(SHARDED_METHODS)};
 
 /* W7's checks on a Linen module whose params are kernel (3, 4) Partitioned ('in', 'out') and
  * bias (4,) LogicallyPartitioned ('out-alias',) with rules (('out-alias', 'out'),). Returns the
@@ -524,8 +524,8 @@ static lx_status inner_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return linen_return_array(out, linen_dropout(s, NULL, 0.5, false, lx_matmul(x, w)));
 }
 static const linen_method INNER_METHODS[] = {LINEN_METHOD("__call__", inner_call)};
-static const linen_type LINEN_INNER = {.name = "LinenInner", .config_size = sizeof(dout_config), .fields = DOUT_FIELDS,
-                                       .nfields = 1, .methods = INNER_METHODS, .nmethods = 1};
+static const linen_type LINEN_INNER = {.name = "LinenInner", .config_size = sizeof(dout_config), .config = DOUT_FIELDS,
+                                       .nconfig = LX_COUNT(DOUT_FIELDS), .methods = INNER_METHODS, .nmethods = LX_COUNT(INNER_METHODS)};
 
 static lx_status zeros_1x3(lx_key k, void *user, lx_value *leaf) {
     (void)k;
@@ -550,8 +550,8 @@ static lx_status middle_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method MIDDLE_METHODS[] = {LINEN_METHOD("__call__", middle_call)};
-static const linen_type LINEN_MIDDLE = {.name = "LinenMiddle", .config_size = sizeof(dout_config), .fields = DOUT_FIELDS,
-                                        .nfields = 1, .methods = MIDDLE_METHODS, .nmethods = 1};
+static const linen_type LINEN_MIDDLE = {.name = "LinenMiddle", .config_size = sizeof(dout_config), .config = DOUT_FIELDS,
+                                        .nconfig = LX_COUNT(DOUT_FIELDS), .methods = MIDDLE_METHODS, .nmethods = LX_COUNT(MIDDLE_METHODS)};
 
 typedef struct {
     nnx_module base;
@@ -582,11 +582,11 @@ static lx_status nnx_middle_call(nnx_module *m, const lx_call *c, lx_value *out)
     return ret_array(lx_add(nnx_call_array(self->dot, x), lx_variable_get_value(self->b)), out);
 }
 static const nnx_field MIDDLE_FIELDS[] = {NNX_CHILD(nnx_middle, dot), NNX_VAR(nnx_middle, b)};
-static const nnx_method NNX_MIDDLE_METHODS[] = {{"__call__", nnx_middle_call}};
+static const nnx_method NNX_MIDDLE_METHODS[] = {NNX_METHOD("__call__", nnx_middle_call)};
 static const nnx_type NNX_MIDDLE = {
-    .name = "NNXMiddle", .size = sizeof(nnx_middle), .fields = MIDDLE_FIELDS, .nfields = 2,
-    .config = DOUT_FIELDS, .nconfig = 1, .config_offset = offsetof(nnx_middle, cfg),
-    .methods = NNX_MIDDLE_METHODS, .nmethods = 1, .init = nnx_middle_init,
+    .name = "NNXMiddle", .size = sizeof(nnx_middle), .fields = MIDDLE_FIELDS, .nfields = LX_COUNT(MIDDLE_FIELDS),
+    .config = DOUT_FIELDS, .nconfig = LX_COUNT(DOUT_FIELDS), .config_offset = offsetof(nnx_middle, cfg),
+    .methods = NNX_MIDDLE_METHODS, .nmethods = LX_COUNT(NNX_MIDDLE_METHODS), .init = nnx_middle_init,
 };
 
 /* "path Type dtype[shape]" per leaf of the state without RNG state. */
@@ -609,7 +609,7 @@ static char *weights_signature(nnx_module *m) {
 }
 
 static void test_W8_linen_to_nnx_state_structure_consistency(void) {
-    CHECK_EQ_INT(lx_register_variable_name("bias", &BIAS, true), LX_OK);
+    CHECK_EQ_INT(lx_variable_register_name("bias", &BIAS, true), LX_OK);
     lx_array *x = normal(42, 2, 4);
     nnx_stream_spec specs[] = {{"default", false, 0, {{0, 0}}}, {"dropout", false, 1, {{0, 0}}}};
     nnx_rngs *r1 = NULL, *r2 = NULL;
@@ -654,7 +654,7 @@ static lx_status cache_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return lx_value_dup(&v, out);
 }
 static const linen_method CACHE_METHODS[] = {LINEN_METHOD("__call__", cache_call)};
-static const linen_type CACHE_MODULE = {.name = "LinenModule", .methods = CACHE_METHODS, .nmethods = 1};
+static const linen_type CACHE_MODULE = {.name = "LinenModule", .methods = CACHE_METHODS, .nmethods = LX_COUNT(CACHE_METHODS)};
 
 static void test_W9_adding_new_attributes(void) {
     linen_module *lm = NULL;
@@ -710,7 +710,7 @@ static lx_status ae_call(linen_scope *s, const lx_call *c, lx_value *out) {
 }
 static const linen_method AE_METHODS[] = {LINEN_METHOD("__call__", ae_call), LINEN_METHOD("encode", ae_encode),
                                           LINEN_METHOD("decode", ae_decode)};
-static const linen_type AUTOENCODER = {.name = "AutoEncoder", .methods = AE_METHODS, .nmethods = 3};
+static const linen_type AUTOENCODER = {.name = "AutoEncoder", .methods = AE_METHODS, .nmethods = LX_COUNT(AE_METHODS)};
 
 static void test_linen_method_by_name(void) {
     linen_module *ae = NULL;
@@ -754,7 +754,7 @@ static lx_status soft_count_call(linen_scope *s, const lx_call *c, lx_value *out
     return LX_OK;
 }
 static const linen_method SOFT_METHODS[] = {LINEN_METHOD("__call__", soft_count_call)};
-static const linen_type SOFT_COUNT = {.name = "SoftCount", .methods = SOFT_METHODS, .nmethods = 1};
+static const linen_type SOFT_COUNT = {.name = "SoftCount", .methods = SOFT_METHODS, .nmethods = LX_COUNT(SOFT_METHODS)};
 
 /* A Linen host whose method calls an NNX module (its config `inner`) with the host's own call:
  * Linen -> NNX -> Linen. It also records bridge_current_linen_module(). */
@@ -771,8 +771,8 @@ static lx_status host_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return nnx_call(inner, NULL, c, out);
 }
 static const linen_method HOST_METHODS[] = {LINEN_METHOD("__call__", host_call)};
-static const linen_type HOST = {.name = "Host", .config_size = sizeof(host_config), .fields = HOST_FIELDS,
-                                .nfields = 1, .methods = HOST_METHODS, .nmethods = 1};
+static const linen_type HOST = {.name = "Host", .config_size = sizeof(host_config), .config = HOST_FIELDS,
+                                .nconfig = LX_COUNT(HOST_FIELDS), .methods = HOST_METHODS, .nmethods = LX_COUNT(HOST_METHODS)};
 
 static int count_of(nnx_module *m) {
     lx_array *a = value_at(m, "count");
@@ -814,19 +814,19 @@ static void test_mutable_resolution(void) {
     lx_tree *empty = lx_tree_new();
     linen_opts counter_mutable = {.mutable = LINEN_MUTABLE("counter"), .mutable_given = true};
     lx_tree *mutated = NULL;
-    CHECK_EQ_INT(linen_apply(host, empty, NULL, LINEN_NO_RNGS, &counter_mutable, &out, &mutated), LX_OK);
+    CHECK_EQ_INT(linen_apply(host, empty, LINEN_NO_RNGS, NULL, &counter_mutable, &out, &mutated), LX_OK);
     CHECK_EQ_INT(count_of(m), 4);
     CHECK(host_seen_current == host_seen_scope && host_seen_scope != NULL);
     CHECK(bridge_current_linen_module() == NULL);
     lx_tree_release(mutated);
     /* ... and the enclosing module's immutability */
-    CHECK_EQ_INT(linen_apply(host, empty, NULL, LINEN_NO_RNGS, NULL, &out, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(host, empty, LINEN_NO_RNGS, NULL, NULL, &out, NULL), LX_OK);
     CHECK_EQ_INT(count_of(m), 4);
     /* 1 beats 2: explicit False inside a mutable host, explicit True inside an immutable one */
-    CHECK_EQ_INT(linen_apply(host, empty, &as_false, LINEN_NO_RNGS, &counter_mutable, &out, &mutated), LX_OK);
+    CHECK_EQ_INT(linen_apply(host, empty, LINEN_NO_RNGS, &as_false, &counter_mutable, &out, &mutated), LX_OK);
     CHECK_EQ_INT(count_of(m), 4);
     lx_tree_release(mutated);
-    CHECK_EQ_INT(linen_apply(host, empty, &as_true, LINEN_NO_RNGS, NULL, &out, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(host, empty, LINEN_NO_RNGS, &as_true, NULL, &out, NULL), LX_OK);
     CHECK_EQ_INT(count_of(m), 5);
 
     /* bad `mutable` values are refused before anything runs */
@@ -854,7 +854,7 @@ static lx_status probe_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const linen_method PROBE_METHODS[] = {LINEN_METHOD("__call__", probe_call)};
-static const linen_type PROBE = {.name = "Probe", .methods = PROBE_METHODS, .nmethods = 1};
+static const linen_type PROBE = {.name = "Probe", .methods = PROBE_METHODS, .nmethods = LX_COUNT(PROBE_METHODS)};
 
 static bool key_eq(lx_key a, lx_key b) { return a.k[0] == b.k[0] && a.k[1] == b.k[1]; }
 
@@ -908,7 +908,7 @@ static void test_rng_routing(void) {
     lx_key k = {{11, 12}};
     CHECK_EQ_INT(bridge_to_nnx_new(probe, NULL, &k, &m), LX_OK);
     nnx_rngs *own = bridge_to_nnx_rngs(m);
-    CHECK(own && nnx_rngs_count(own) == 1 && strcmp(nnx_rngs_stream_name(own, 0), "params") == 0);
+    CHECK(own && nnx_rngs_num_streams(own) == 1 && strcmp(nnx_rngs_stream_name(own, 0), "params") == 0);
     CHECK(key_eq(stream_key(own, "params"), k));
     CHECK_EQ_INT(nnx_call(m, NULL, NULL, &out), LX_OK);
     CHECK(key_eq(probe_params, lx_linen_make_rng_key(lx_nnx_stream_key(k, 0), 0, NULL, 1)));
@@ -969,7 +969,7 @@ static lx_status peek_inner_call(linen_scope *s, const lx_call *c, lx_value *out
     return linen_return_array(out, w);
 }
 static const linen_method PEEK_INNER_METHODS[] = {LINEN_METHOD("__call__", peek_inner_call)};
-static const linen_type PEEK_INNER = {.name = "PeekInner", .methods = PEEK_INNER_METHODS, .nmethods = 1};
+static const linen_type PEEK_INNER = {.name = "PeekInner", .methods = PEEK_INNER_METHODS, .nmethods = LX_COUNT(PEEK_INNER_METHODS)};
 static lx_status peek_call(linen_scope *s, const lx_call *c, lx_value *out) {
     if (peek_reenter) {
         nnx_module *m = peek_reenter;
@@ -999,7 +999,7 @@ static lx_status peek_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method PEEK_METHODS[] = {LINEN_METHOD("__call__", peek_call)};
-static const linen_type PEEK = {.name = "Peek", .methods = PEEK_METHODS, .nmethods = 1};
+static const linen_type PEEK = {.name = "Peek", .methods = PEEK_METHODS, .nmethods = LX_COUNT(PEEK_METHODS)};
 
 /* The peeked output of one call (a tree the caller releases), NULL on failure. */
 static lx_tree *peek(nnx_module *m) {
@@ -1144,7 +1144,7 @@ static lx_status pipe_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return linen_return_array(out, y);
 }
 static const linen_method PIPE_METHODS[] = {LINEN_METHOD("__call__", pipe_call)};
-static const linen_type PIPELINE = {.name = "Pipeline", .methods = PIPE_METHODS, .nmethods = 1};
+static const linen_type PIPELINE = {.name = "Pipeline", .methods = PIPE_METHODS, .nmethods = LX_COUNT(PIPE_METHODS)};
 static lx_status decoder_call(linen_scope *s, const lx_call *c, lx_value *out) {
     const decoder_config *cfg = linen_config(s);
     lx_array *x;
@@ -1158,8 +1158,8 @@ static lx_status decoder_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return linen_return_array(out, x);
 }
 static const linen_method DECODER_METHODS[] = {LINEN_METHOD("__call__", decoder_call)};
-static const linen_type DECODER = {.name = "Decoder", .config_size = sizeof(decoder_config), .fields = DECODER_FIELDS,
-                                   .nfields = 1, .methods = DECODER_METHODS, .nmethods = 1};
+static const linen_type DECODER = {.name = "Decoder", .config_size = sizeof(decoder_config), .config = DECODER_FIELDS,
+                                   .nconfig = LX_COUNT(DECODER_FIELDS), .methods = DECODER_METHODS, .nmethods = LX_COUNT(DECODER_METHODS)};
 
 static nnx_module *wrapped_decoder(int n, const char *const *names) {
     linen_module *dec = NULL;
@@ -1281,9 +1281,9 @@ static lx_status spy_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
     return s;
 }
 static const nnx_field SPY_FIELDS[] = {NNX_CHILD(spy, rngs), NNX_CHILD(spy, wrapped)};
-static const nnx_method SPY_METHODS[] = {{"__call__", spy_call}};
-static const nnx_type SPY = {.name = "Spy", .size = sizeof(spy), .fields = SPY_FIELDS, .nfields = 2,
-                             .methods = SPY_METHODS, .nmethods = 1, .init = spy_init};
+static const nnx_method SPY_METHODS[] = {NNX_METHOD("__call__", spy_call)};
+static const nnx_type SPY = {.name = "Spy", .size = sizeof(spy), .fields = SPY_FIELDS, .nfields = LX_COUNT(SPY_FIELDS),
+                             .methods = SPY_METHODS, .nmethods = LX_COUNT(SPY_METHODS), .init = spy_init};
 
 static void test_lazy_init_sets_and_clears_the_flag(void) {
     nnx_rngs *r = rngs_seed(0);
@@ -1349,7 +1349,7 @@ static lx_status dup_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const linen_method DUP_METHODS[] = {LINEN_METHOD("__call__", dup_call)};
-static const linen_type DUP = {.name = "Dup", .methods = DUP_METHODS, .nmethods = 1};
+static const linen_type DUP = {.name = "Dup", .methods = DUP_METHODS, .nmethods = LX_COUNT(DUP_METHODS)};
 
 static void test_construction_errors(void) {
     nnx_module *m = (nnx_module *)1;
@@ -1363,7 +1363,7 @@ static void test_construction_errors(void) {
     CHECK_EQ_INT(stream_count(r, "default"), 0);
     /* the NNX way: nnx_module_new with the Linen module as `to_nnx__module` */
     lx_call ok = LX_CALL_KWARGS(LX_KW("to_nnx__module", linen_module_v(d)));
-    CHECK_EQ_INT(nnx_module_new(&BRIDGE_TO_NNX_TYPE, &ok, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&bridge_ToNNX, &ok, r, &m), LX_OK);
     CHECK(bridge_to_nnx_linen_module(m) == d && bridge_to_nnx_rngs(m) != NULL);
     CHECK_EQ_INT(stream_count(r, "default"), 1);
     /* the Linen module is fixed at construction */
@@ -1372,7 +1372,7 @@ static void test_construction_errors(void) {
                 "cannot set attribute 'to_nnx__module' of 'ToNNX': it is fixed at construction");
     nnx_module_release(m);
     lx_call bad = LX_CALL_KWARGS(LX_KW_INT("to_nnx__module", 3));
-    CHECK_FAILS(nnx_module_new(&BRIDGE_TO_NNX_TYPE, &bad, NULL, &m), LX_ERR_TYPE,
+    CHECK_FAILS(nnx_module_new(&bridge_ToNNX, &bad, NULL, &m), LX_ERR_TYPE,
                 "ToNNX.__init__(): argument 'to_nnx__module' must be a Linen module, got 3");
     CHECK(bridge_to_nnx_linen_module(NULL) == NULL && bridge_to_nnx_rngs(nnx_rngs_module(r)) == NULL);
     CHECK(!bridge_is_to_nnx(nnx_rngs_module(r)));

@@ -22,10 +22,10 @@ static void test_nnx_paths(void) {
     nnx_module *l1 = NULL, *l2 = NULL, *seq = NULL;
     lx_call c1 = LX_CALL_ARGS(lx_int_v(4), lx_int_v(8));
     lx_call c2 = LX_CALL_ARGS(lx_int_v(8), lx_int_v(2));
-    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c1, rngs, &l1), LX_OK);
-    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c2, rngs, &l2), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Linear, &c1, rngs, &l1), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Linear, &c2, rngs, &l2), LX_OK);
     lx_call cs = LX_CALL_ARGS(nnx_module_v(l1), nnx_fn_v(&NNX_RELU), nnx_module_v(l2));
-    CHECK_EQ_INT(nnx_module_new(&NNX_SEQUENTIAL_TYPE, &cs, NULL, &seq), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Sequential, &cs, NULL, &seq), LX_OK);
 
     int64_t shape[] = {3, 4};
     lx_array *x = lx_autorelease(lx_array_full_f32(2, shape, 0.5f));
@@ -65,7 +65,7 @@ static void test_mha_paths(void) {
     nnx_module *mha = NULL;
     lx_call c = LX_CALL_KWARGS(LX_KW_INT("num_heads", 2), LX_KW_INT("in_features", 4),
                                LX_KW_INT("qkv_features", 4), LX_KW_BOOL("decode", false));
-    CHECK_EQ_INT(nnx_module_new(&NNX_MHA_TYPE, &c, rngs, &mha), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_MultiHeadAttention, &c, rngs, &mha), LX_OK);
     int64_t shape[] = {1, 3, 4};
     lx_array *x = lx_autorelease(lx_array_full_f32(3, shape, 0.25f));
     log_t log = {0};
@@ -93,7 +93,7 @@ static lx_array *mlp_fn(linen_scope *s, lx_array *x) {
     return linen_dense(s, NULL, 2, x);
 }
 static const linen_method MLP_METHODS[] = {LINEN_ARRAY_METHOD("__call__", mlp_fn)};
-static const linen_type MLP = {.name = "MLP", .methods = MLP_METHODS, .nmethods = 1};
+static const linen_type MLP = {.name = "MLP", .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS)};
 
 static lx_array *outer_fn(linen_scope *s, lx_array *x) {
     linen_module *mlp = NULL;
@@ -103,7 +103,7 @@ static lx_array *outer_fn(linen_scope *s, lx_array *x) {
     return y;
 }
 static const linen_method OUTER_METHODS[] = {LINEN_ARRAY_METHOD("__call__", outer_fn)};
-static const linen_type OUTER = {.name = "Outer", .methods = OUTER_METHODS, .nmethods = 1};
+static const linen_type OUTER = {.name = "Outer", .methods = OUTER_METHODS, .nmethods = LX_COUNT(OUTER_METHODS)};
 
 static void test_linen_paths(void) {
     linen_module *m = NULL;
@@ -117,7 +117,7 @@ static void test_linen_paths(void) {
     int h = 0;
     lx_interceptor_add(log_op, &log, &h);
     lx_value out;
-    CHECK_EQ_INT(linen_apply(m, vars, &c, LINEN_NO_RNGS, NULL, &out, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &c, NULL, &out, NULL), LX_OK);
     lx_interceptor_remove(h);
     CHECK_EQ_INT(log.n, 2);
     CHECK_STR(log.lines[0], "mlp/Dense_0 dot_general aP");
@@ -139,8 +139,8 @@ static lx_status holder_call(nnx_module *self, const lx_call *c, lx_value *out) 
     *out = lx_array_v(lx_retain(y));
     return LX_OK;
 }
-static const nnx_method HOLDER_METHODS[] = {{"__call__", holder_call}};
-static const nnx_type HOLDER = {.name = "Holder", .size = sizeof(nnx_module), .methods = HOLDER_METHODS, .nmethods = 1};
+static const nnx_method HOLDER_METHODS[] = {NNX_METHOD("__call__", holder_call)};
+static const nnx_type HOLDER = {.name = "Holder", .size = sizeof(nnx_module), .methods = HOLDER_METHODS, .nmethods = LX_COUNT(HOLDER_METHODS)};
 
 typedef struct { int n; char path[512]; } last_path_t;
 static void keep_path(const lx_intercept_event *ev, void *user) {
@@ -156,7 +156,7 @@ static void test_long_attribute_name(void) {
     nnx_rngs_from_seed(0, &rngs);
     nnx_module *lin = NULL, *holder = NULL;
     lx_call c1 = LX_CALL_ARGS(lx_int_v(2), lx_int_v(2));
-    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c1, rngs, &lin), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Linear, &c1, rngs, &lin), LX_OK);
     CHECK_EQ_INT(nnx_module_new(&HOLDER, NULL, NULL, &holder), LX_OK);
     lx_value lv = nnx_module_v(lin);
     CHECK_EQ_INT(nnx_setattr(holder, long_name_, &lv), LX_OK);
@@ -187,7 +187,7 @@ static lx_status nested_parent_call(linen_scope *s, const lx_call *c, lx_value *
     return linen_return_array(out, y);
 }
 static const linen_method NESTED_METHODS[] = {LINEN_METHOD("__call__", nested_parent_call)};
-static const linen_type NESTED_PARENT = {.name = "Parent", .methods = NESTED_METHODS, .nmethods = 1};
+static const linen_type NESTED_PARENT = {.name = "Parent", .methods = NESTED_METHODS, .nmethods = LX_COUNT(NESTED_METHODS)};
 static linen_module *nested_inner_;
 static lx_tree *nested_vars_;
 static lx_array *nested_x_;
@@ -198,7 +198,7 @@ static void nested_interceptor(const lx_intercept_event *ev, void *user) {
     nested_depth_++;
     nested_child_ = name_b_;
     lx_value y;
-    if (linen_apply(nested_inner_, nested_vars_, &LX_ARGS(nested_x_), LINEN_NO_RNGS, NULL, &y, NULL) == LX_OK)
+    if (linen_apply(nested_inner_, nested_vars_, LINEN_NO_RNGS, &LX_ARGS(nested_x_), NULL, &y, NULL) == LX_OK)
         lx_value_free(&y);
     nested_ok_ = strcmp(ev->path, name_a_) == 0;
     nested_depth_--;
@@ -221,7 +221,7 @@ static void test_interceptor_running_a_module(void) {
     int h = 0;
     lx_interceptor_add(nested_interceptor, NULL, &h);
     lx_value y;
-    CHECK_EQ_INT(linen_apply(outer, ov, &LX_ARGS(nested_x_), LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(outer, ov, LINEN_NO_RNGS, &LX_ARGS(nested_x_), NULL, &y, NULL), LX_OK);
     lx_interceptor_remove(h);
     CHECK(nested_ok_);
     lx_value_free(&y);

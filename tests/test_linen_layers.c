@@ -40,7 +40,7 @@ static lx_array *init_apply(const linen_module *m, lx_key key, lx_array *x, lx_t
     *vars = NULL;
     if (linen_init(m, LINEN_KEY(key), A(x), NULL, vars) != LX_OK) return NULL;
     lx_value out;
-    if (linen_apply(m, *vars, A(x), LINEN_NO_RNGS, NULL, &out, NULL) != LX_OK) return NULL;
+    if (linen_apply(m, *vars, LINEN_NO_RNGS, A(x), NULL, &out, NULL) != LX_OK) return NULL;
     lx_array *y = out.kind == LX_V_ARRAY ? lx_autorelease(lx_retain(out.u.array)) : NULL;
     lx_value_free(&out);
     return y;
@@ -82,12 +82,12 @@ static void test_dense(void) {
     linen_module *d2 = make(&linen_Dense, LX_CALL_ARGS(lx_int_v(2)));
     lx_value out;
     lx_array *x3 = arr(3, (int64_t[]){2, 1, 2}, (float[]){1, 1, 0, 2});
-    CHECK(linen_apply(d2, given, A(x3), LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(d2, given, LINEN_NO_RNGS, A(x3), NULL, &out, NULL) == LX_OK);
     /* [1,1]@[[1,2],[3,4]] + [10,20] = [14, 26]; [0,2] -> [16, 28] */
     CHECK(out.kind == LX_V_ARRAY && close_to(out.u.array, (double[]){14, 26, 16, 28}, 4, 0));
     CHECK(out.u.array->ndim == 3);
     lx_value_free(&out);
-    CHECK_FAILS(linen_apply(d2, given, A(ones(1, 3)), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_SHAPE,
+    CHECK_FAILS(linen_apply(d2, given, LINEN_NO_RNGS, A(ones(1, 3)), NULL, &out, NULL), LX_ERR_SHAPE,
                 "For parameter \"kernel\" in \"/\", the given initializer is expected to generate shape (2, 2), "
                 "but the existing parameter it received has shape (3, 2).");
     lx_tree_release(given);
@@ -107,7 +107,7 @@ static lx_array *mlp(linen_scope *s, lx_array *x) {
     return linen_dense(s, NULL, 2, lx_relu(linen_dense(s, NULL, 8, x)));
 }
 static const linen_method MLP_METHODS[] = {LINEN_ARRAY_METHOD("__call__", mlp)};
-static const linen_type MLP = {.name = "MLP", .methods = MLP_METHODS, .nmethods = 1};
+static const linen_type MLP = {.name = "MLP", .methods = MLP_METHODS, .nmethods = LX_COUNT(MLP_METHODS)};
 
 static void test_mlp_helpers(void) {
     linen_module *m = NULL;
@@ -177,7 +177,7 @@ static void test_partitioned_params(void) {
     lx_tree *unboxed = NULL;
     CHECK_EQ_INT(lx_tree_unbox(vars, &unboxed), LX_OK);
     lx_value out;
-    CHECK_EQ_INT(linen_apply(d, unboxed, A(x), LINEN_NO_RNGS, NULL, &out, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(d, unboxed, LINEN_NO_RNGS, A(x), NULL, &out, NULL), LX_OK);
     CHECK(out.kind == LX_V_ARRAY && lx_array_equal(out.u.array, py));
     lx_value_free(&out);
     lx_tree_release(unboxed);
@@ -218,7 +218,7 @@ static void test_partitioned_params(void) {
     lx_tree *given = lx_tree_new();
     lx_tree_set_path(given, "params/kernel", lx_array_v(ones(4, 8)));
     lx_tree_set_path(given, "params/bias", lx_array_v(lx_autorelease(lx_array_new(LX_F32, 1, (int64_t[]){8}))));
-    CHECK_EQ_INT(linen_apply(bad, given, A(ones(1, 4)), LINEN_NO_RNGS, NULL, &out, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(bad, given, LINEN_NO_RNGS, A(ones(1, 4)), NULL, &out, NULL), LX_OK);
     lx_value_free(&out);
     lx_tree_release(given);
     linen_module_release(bad);
@@ -265,7 +265,7 @@ static void test_dense_general(void) {
     lx_tree_set_path(given, "params/kernel", lx_array_v(arr(3, (int64_t[]){2, 2, 1}, (float[]){1, 2, 3, 4})));
     lx_tree_set_path(given, "params/bias", lx_array_v(arr(1, (int64_t[]){1}, (float[]){0.5f})));
     lx_value out;
-    CHECK(linen_apply(d2, given, A(arr(3, (int64_t[]){1, 2, 2}, (float[]){1, 1, 1, 1})), LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(d2, given, LINEN_NO_RNGS, A(arr(3, (int64_t[]){1, 2, 2}, (float[]){1, 1, 1, 1})), NULL, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && lx_shape_eq(out.u.array, 2, (int64_t[]){1, 1}) && lx_f32(out.u.array)[0] == 10.5f);
     lx_value_free(&out);
     lx_tree_release(given);
@@ -323,7 +323,7 @@ static void test_conv(void) {
         linen_module *c1 = make(&linen_Conv, LX_CALL_KWARGS(LX_KW_INT("features", 1), LX_KW("kernel_size", lx_ints_v(1, k3)),
                                                             LX_KW("padding", cases[i].padv), LX_KW_BOOL("use_bias", false)));
         lx_value out;
-        lx_status st = linen_apply(c1, given, A(x1), LINEN_NO_RNGS, NULL, &out, NULL);
+        lx_status st = linen_apply(c1, given, LINEN_NO_RNGS, A(x1), NULL, &out, NULL);
         LX_TEST_REPORT_(st == LX_OK && out.kind == LX_V_ARRAY && close_to(out.u.array, cases[i].want, cases[i].n, 1e-6),
                         "conv padding %s [%s]", cases[i].pad, lx_last_error());
         if (st == LX_OK) lx_value_free(&out);
@@ -333,17 +333,17 @@ static void test_conv(void) {
     linen_module *c1 = make(&linen_Conv, LX_CALL_KWARGS(LX_KW_INT("features", 1), LX_KW("kernel_size", lx_ints_v(1, k3)),
                                                         LX_KW_STR("padding", "VALID"), LX_KW_BOOL("use_bias", false)));
     lx_value out;
-    CHECK(linen_apply(c1, given, A(arr(2, (int64_t[]){5, 1}, (float[]){1, 2, 3, 4, 5})), LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(c1, given, LINEN_NO_RNGS, A(arr(2, (int64_t[]){5, 1}, (float[]){1, 2, 3, 4, 5})), NULL, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && lx_shape_eq(out.u.array, 2, (int64_t[]){3, 1}));
     lx_value_free(&out);
-    CHECK(linen_apply(c1, given, A(lx_autorelease(lx_array_full_f32(4, (int64_t[]){2, 3, 5, 1}, 1.0f))), LINEN_NO_RNGS, NULL,
+    CHECK(linen_apply(c1, given, LINEN_NO_RNGS, A(lx_autorelease(lx_array_full_f32(4, (int64_t[]){2, 3, 5, 1}, 1.0f))), NULL,
                       &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && lx_shape_eq(out.u.array, 4, (int64_t[]){2, 3, 3, 1}) && lx_f32(out.u.array)[5] == 6.0f);
     lx_value_free(&out);
     linen_module_release(c1);
     linen_module *cbad = make(&linen_Conv, LX_CALL_KWARGS(LX_KW_INT("features", 1), LX_KW("kernel_size", lx_ints_v(1, k3)),
                                                           LX_KW_STR("padding", "REFLECTED")));
-    CHECK_FAILS(linen_apply(cbad, given, A(x1), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_UNSUPPORTED, "padding 'REFLECTED'");
+    CHECK_FAILS(linen_apply(cbad, given, LINEN_NO_RNGS, A(x1), NULL, &out, NULL), LX_ERR_UNSUPPORTED, "padding 'REFLECTED'");
     linen_module_release(cbad);
     lx_tree_release(given);
 }
@@ -364,7 +364,7 @@ static void test_embed(void) {
     linen_opts att = {.method = "attend"};
     lx_value out;
     lx_array *q = arr(2, (int64_t[]){1, 3}, (float[]){1, 0, 2});
-    CHECK(linen_apply(e, vars, A(q), LINEN_NO_RNGS, &att, &out, NULL) == LX_OK);
+    CHECK(linen_apply(e, vars, LINEN_NO_RNGS, A(q), &att, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && lx_shape_eq(out.u.array, 2, (int64_t[]){1, 5}));
     if (out.kind == LX_V_ARRAY && t) {
         double w[5];
@@ -372,7 +372,7 @@ static void test_embed(void) {
         CHECK(close_to(out.u.array, w, 5, 1e-6));
     }
     lx_value_free(&out);
-    CHECK_FAILS(linen_apply(e, vars, A(q), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_DTYPE,
+    CHECK_FAILS(linen_apply(e, vars, LINEN_NO_RNGS, A(q), NULL, &out, NULL), LX_ERR_DTYPE,
                 "Input type must be an integer or unsigned integer.");
     lx_tree_release(vars);
     linen_module_release(e);
@@ -429,7 +429,7 @@ static void test_batch_norm(void) {
     linen_opts mut = {.mutable = LINEN_MUTABLE("batch_stats"), .mutable_given = true};
     lx_value out;
     lx_tree *upd = NULL;
-    CHECK(linen_apply(bn, vars, &train, LINEN_NO_RNGS, &mut, &out, &upd) == LX_OK);
+    CHECK(linen_apply(bn, vars, LINEN_NO_RNGS, &train, &mut, &out, &upd) == LX_OK);
     CHECK(upd && lx_tree_len(upd) == 1);
     float m = 0.99f, m1 = (float)(1.0 - 0.99);
     CHECK(close_to(leaf(upd, "batch_stats/mean"), (double[]){m * 0.0f + m1 * 3.0f, m * 0.0f + m1 * 25.0f}, 2, 1e-6));
@@ -441,22 +441,22 @@ static void test_batch_norm(void) {
     CHECK(out.kind == LX_V_ARRAY && close_to(out.u.array, want, 8, 1e-5));
     lx_value_free(&out);
     /* training without mutable batch_stats is an error, as in Flax */
-    CHECK_FAILS(linen_apply(bn, vars, &train, LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_IMMUTABLE,
+    CHECK_FAILS(linen_apply(bn, vars, LINEN_NO_RNGS, &train, NULL, &out, NULL), LX_ERR_IMMUTABLE,
                 "Cannot update variable \"mean\" in \"/\" because collection \"batch_stats\" is immutable.");
     /* evaluation reads the running statistics */
     lx_tree *merged = NULL;
     CHECK(lx_tree_merge(vars, upd, &merged) == LX_OK);
     lx_call eval = {1, (lx_value[]){lx_array_v(x)}, 1, (lx_kwarg[]){LX_KW_BOOL("use_running_average", true)}};
-    CHECK(linen_apply(bn, merged, &eval, LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(bn, merged, LINEN_NO_RNGS, &eval, NULL, &out, NULL) == LX_OK);
     double rm[2] = {m1 * 3.0f, m1 * 25.0f}, rv[2] = {m + m1 * 3.5f, m + m1 * 125.0f};
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 2; j++) want[i * 2 + j] = (xs[i][j] - rm[j]) / sqrt(rv[j] + 1e-5);
     CHECK(out.kind == LX_V_ARRAY && close_to(out.u.array, want, 8, 1e-5));
     lx_value_free(&out);
-    CHECK_FAILS(linen_apply(bn, merged, A(x), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_INVALID_ARGUMENT,
+    CHECK_FAILS(linen_apply(bn, merged, LINEN_NO_RNGS, A(x), NULL, &out, NULL), LX_ERR_INVALID_ARGUMENT,
                 "Parameter \"use_running_average\" must be passed to the constructor or at call time.");
     linen_module *bn2 = make(&linen_BatchNorm, LX_CALL_KWARGS(LX_KW_BOOL("use_running_average", true)));
-    CHECK_FAILS(linen_apply(bn2, merged, &eval, LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_INVALID_ARGUMENT,
+    CHECK_FAILS(linen_apply(bn2, merged, LINEN_NO_RNGS, &eval, NULL, &out, NULL), LX_ERR_INVALID_ARGUMENT,
                 "was passed to the constructor and at call time. Should be passed just once.");
     linen_module_release(bn2);
     lx_tree_release(merged);
@@ -490,7 +490,7 @@ static lx_status drop_twice_call(linen_scope *s, const lx_call *c, lx_value *out
     return st;
 }
 static const linen_method DROP_TWICE_METHODS[] = {LINEN_METHOD("__call__", drop_twice_call)};
-static const linen_type DROP_TWICE = {.name = "DropTwice", .methods = DROP_TWICE_METHODS, .nmethods = 1, .setup = drop_twice_setup};
+static const linen_type DROP_TWICE = {.name = "DropTwice", .methods = DROP_TWICE_METHODS, .nmethods = LX_COUNT(DROP_TWICE_METHODS), .setup = drop_twice_setup};
 
 static bool masked_like(const lx_array *y, const lx_array *x, const uint8_t *mask, int64_t mstride_rows, float keep) {
     if (!y || y->size != x->size) return false;
@@ -511,40 +511,40 @@ static void test_dropout(void) {
     lx_call train = {1, (lx_value[]){lx_array_v(x)}, 1, (lx_kwarg[]){LX_KW_BOOL("deterministic", false)}};
     lx_call eval = {1, (lx_value[]){lx_array_v(x)}, 1, (lx_kwarg[]){LX_KW_BOOL("deterministic", true)}};
     lx_value out;
-    CHECK(linen_apply(d, empty, &train, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(d, empty, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), &train, NULL, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && masked_like(out.u.array, x, LF_DROPOUT_MASK, 1, 0.5f));
     lx_value_free(&out);
     /* another key, another mask (rate 0.3: keep 0.7) */
     linen_module *d3 = make(&linen_Dropout, LX_CALL_KWARGS(LX_KW_FLOAT("rate", 0.3)));
-    CHECK(linen_apply(d3, empty, &train, LINEN_RNGS({"dropout", lx_key_from_seed(4)}), NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(d3, empty, LINEN_RNGS({"dropout", lx_key_from_seed(4)}), &train, NULL, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && masked_like(out.u.array, x, LF_DROPOUT_MASK_K4, 1, 0.7f));
     CHECK(memcmp(LF_DROPOUT_MASK, LF_DROPOUT_MASK_K4, 10) != 0);
     lx_value_free(&out);
     linen_module_release(d3);
     /* deterministic: the input itself, no rng needed */
-    CHECK(linen_apply(d, empty, &eval, LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(d, empty, LINEN_NO_RNGS, &eval, NULL, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && out.u.array == x);
     lx_value_free(&out);
     /* broadcast_dims=(0,): one mask row shared by both rows */
     int64_t b0[1] = {0};
     linen_module *db = make(&linen_Dropout, LX_CALL_KWARGS(LX_KW_FLOAT("rate", 0.5), LX_KW("broadcast_dims", lx_ints_v(1, b0))));
-    CHECK(linen_apply(db, empty, &train, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(db, empty, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), &train, NULL, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && masked_like(out.u.array, x, LF_DROPOUT_MASK_BCAST, 0, 0.5f));
     lx_value_free(&out);
     linen_module_release(db);
     /* rate 0 and rate 1 draw nothing */
     linen_module *d0 = make(&linen_Dropout, LX_CALL_ARGS(lx_float_v(0.0)));
-    CHECK(linen_apply(d0, empty, &train, LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK && out.u.array == x);
+    CHECK(linen_apply(d0, empty, LINEN_NO_RNGS, &train, NULL, &out, NULL) == LX_OK && out.u.array == x);
     lx_value_free(&out);
     linen_module *d1 = make(&linen_Dropout, LX_CALL_ARGS(lx_float_v(1.0)));
-    CHECK(linen_apply(d1, empty, &train, LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(d1, empty, LINEN_NO_RNGS, &train, NULL, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && close_to(out.u.array, (double[10]){0}, 10, 0));
     lx_value_free(&out);
     /* rate 1 is jnp.zeros_like(inputs): +0.0 everywhere, whatever the input (NaN, inf, negative) */
     float special[6] = {NAN, INFINITY, -INFINITY, -3.0f, -0.0f, 2.0f};
     lx_array *xs = arr(2, (int64_t[]){2, 3}, special);
     lx_call train_s = {1, (lx_value[]){lx_array_v(xs)}, 1, (lx_kwarg[]){LX_KW_BOOL("deterministic", false)}};
-    CHECK(linen_apply(d1, empty, &train_s, LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(d1, empty, LINEN_NO_RNGS, &train_s, NULL, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && lx_shape_eq(out.u.array, 2, (int64_t[]){2, 3}) && out.u.array->dtype == LX_F32);
     for (int i = 0; out.kind == LX_V_ARRAY && i < 6; i++) {
         float z = lx_f32(out.u.array)[i];
@@ -554,12 +554,12 @@ static void test_dropout(void) {
     linen_module_release(d0);
     linen_module_release(d1);
     /* errors: no stream, no deterministic */
-    CHECK_FAILS(linen_apply(d, empty, &train, LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_RNG, "None needs PRNG for \"dropout\"");
-    CHECK_FAILS(linen_apply(d, empty, A(x), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_INVALID_ARGUMENT,
+    CHECK_FAILS(linen_apply(d, empty, LINEN_NO_RNGS, &train, NULL, &out, NULL), LX_ERR_RNG, "None needs PRNG for \"dropout\"");
+    CHECK_FAILS(linen_apply(d, empty, LINEN_NO_RNGS, A(x), NULL, &out, NULL), LX_ERR_INVALID_ARGUMENT,
                 "Parameter \"deterministic\" must be passed to the constructor or at call time.");
     /* one scope called twice: counts 1 and 2 of the child 'drop' */
     linen_module *dt = make(&DROP_TWICE, LX_NO_CALL);
-    CHECK(linen_apply(dt, empty, A(x), LINEN_RNGS({"dropout", lx_key_from_seed(3)}), NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(dt, empty, LINEN_RNGS({"dropout", lx_key_from_seed(3)}), A(x), NULL, &out, NULL) == LX_OK);
     if (out.kind == LX_V_ARRAY) {
         lx_array *first = lx_slice(out.u.array, 1, (lx_range[]){LX_RANGE(0, 1)});
         lx_array *second = lx_slice(out.u.array, 1, (lx_range[]){LX_RANGE(1, 2)});
@@ -567,7 +567,7 @@ static void test_dropout(void) {
         CHECK(masked_like(second, x, LF_DROPOUT_MASK_DROP_2, 1, 0.5f));
     }
     lx_value_free(&out);
-    CHECK_FAILS(linen_apply(dt, empty, A(x), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_RNG, "drop needs PRNG for \"dropout\"");
+    CHECK_FAILS(linen_apply(dt, empty, LINEN_NO_RNGS, A(x), NULL, &out, NULL), LX_ERR_RNG, "drop needs PRNG for \"dropout\"");
     linen_module_release(dt);
     /* the op alone */
     CHECK(lx_dropout(NULL, 0.5, lx_key_from_seed(0), 0, NULL, false) == NULL);
@@ -651,11 +651,11 @@ static void test_attention(void) {
     attention_ref(vars, xv, 3, 4, 2, 2, NULL, want);
     CHECK(y && lx_shape_eq(y, 3, (int64_t[]){1, 3, 4}) && close_to(y, want, 12, 1e-5));
     /* causal mask */
-    lx_array *causal = linen_make_causal_mask(lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 3})));
+    lx_array *causal = lx_make_causal_mask(lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 3})));
     CHECK(causal && lx_shape_eq(causal, 4, (int64_t[]){1, 1, 3, 3}));
     lx_call cm = {1, (lx_value[]){lx_array_v(x)}, 1, (lx_kwarg[]){LX_KW("mask", lx_array_v(causal))}};
     lx_value out;
-    CHECK(linen_apply(m, vars, &cm, LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, &cm, NULL, &out, NULL) == LX_OK);
     bool tri[9] = {1, 0, 0, 1, 1, 0, 1, 1, 1};
     attention_ref(vars, xv, 3, 4, 2, 2, tri, want);
     CHECK(out.kind == LX_V_ARRAY && close_to(out.u.array, want, 12, 1e-5));
@@ -669,7 +669,7 @@ static void test_attention(void) {
     lx_call sw = {1, (lx_value[]){lx_array_v(x)}, 1, (lx_kwarg[]){LX_KW_BOOL("sow_weights", true)}};
     linen_opts inter = {.mutable = LINEN_MUTABLE("intermediates"), .mutable_given = true};
     lx_tree *mut = NULL;
-    CHECK(linen_apply(m, vars, &sw, LINEN_NO_RNGS, &inter, &out, &mut) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, &sw, &inter, &out, &mut) == LX_OK);
     lx_array *aw = leaf(mut, "intermediates/attention_weights/0");
     CHECK(aw && lx_shape_eq(aw, 4, (int64_t[]){1, 2, 3, 3}));
     CHECK(out.kind == LX_V_ARRAY && close_to(out.u.array, (attention_ref(vars, xv, 3, 4, 2, 2, NULL, want), want), 12, 1e-5));
@@ -715,7 +715,7 @@ static lx_array *norm_user(linen_scope *s, lx_array *x) {
 
 static void test_helpers_names(void) {
     static const linen_method AM[] = {LINEN_ARRAY_METHOD("__call__", attn_user)};
-    static const linen_type AT = {.name = "AttnUser", .methods = AM, .nmethods = 1};
+    static const linen_type AT = {.name = "AttnUser", .methods = AM, .nmethods = LX_COUNT(AM)};
     linen_module *m = make(&AT, LX_NO_CALL);
     lx_tree *vars;
     CHECK(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), A(ones(3, 4)), NULL, &vars) == LX_OK);
@@ -723,7 +723,7 @@ static void test_helpers_names(void) {
     lx_tree_release(vars);
     linen_module_release(m);
     static const linen_method NM[] = {LINEN_ARRAY_METHOD("__call__", norm_user)};
-    static const linen_type NT = {.name = "NormUser", .methods = NM, .nmethods = 1};
+    static const linen_type NT = {.name = "NormUser", .methods = NM, .nmethods = LX_COUNT(NM)};
     m = make(&NT, LX_NO_CALL);
     lx_value out;
     CHECK(linen_init_with_output(m, LINEN_KEY(lx_key_from_seed(0)), A(ones(2, 4)), NULL, &out, &vars) == LX_OK);
@@ -820,7 +820,7 @@ static void test_memory_flat(void) {
     CHECK(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &vars) == LX_OK);
     for (int i = 0; i < 3; i++) {
         lx_value out;
-        CHECK(linen_apply(m, vars, A(x), LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+        CHECK(linen_apply(m, vars, LINEN_NO_RNGS, A(x), NULL, &out, NULL) == LX_OK);
         lx_value_free(&out);
     }
     lx_tree_release(vars);

@@ -68,8 +68,8 @@ static lx_status lin_encode(linen_scope *s, const lx_call *c, lx_value *out) {
 }
 static const linen_method LIN_METHODS[] = {LINEN_METHOD("__call__", lin_call), LINEN_METHOD("encode", lin_encode)};
 static const linen_type LIN = {
-    .name = "Lin", .config_size = sizeof(lin_config), .fields = LIN_FIELDS, .nfields = 2,
-    .methods = LIN_METHODS, .nmethods = 2,
+    .name = "Lin", .config_size = sizeof(lin_config), .config = LIN_FIELDS, .nconfig = LX_COUNT(LIN_FIELDS),
+    .methods = LIN_METHODS, .nmethods = LX_COUNT(LIN_METHODS),
 };
 
 static linen_module *lin(int64_t features) {
@@ -92,7 +92,7 @@ static lx_status probe_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const linen_method PROBE_METHODS[] = {LINEN_METHOD("__call__", probe_call)};
-static const linen_type PROBE = {.name = "Probe", .methods = PROBE_METHODS, .nmethods = 1};
+static const linen_type PROBE = {.name = "Probe", .methods = PROBE_METHODS, .nmethods = LX_COUNT(PROBE_METHODS)};
 
 /* Outer: calls Probe twice (auto-named), Lin once, and a Probe named 'inner'. */
 static lx_status outer_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -114,7 +114,7 @@ static lx_status outer_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method OUTER_METHODS[] = {LINEN_METHOD("__call__", outer_call)};
-static const linen_type OUTER = {.name = "Outer", .methods = OUTER_METHODS, .nmethods = 1};
+static const linen_type OUTER = {.name = "Outer", .methods = OUTER_METHODS, .nmethods = LX_COUNT(OUTER_METHODS)};
 
 /* Counter: a counter variable incremented when 'counter' is mutable, a sow, a param. */
 static lx_status zero_init(lx_key k, void *user, lx_value *leaf_out) {
@@ -146,7 +146,7 @@ static lx_status counter_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return linen_return_array(out, w);
 }
 static const linen_method COUNTER_METHODS[] = {LINEN_METHOD("__call__", counter_call)};
-static const linen_type COUNTER = {.name = "Counter", .methods = COUNTER_METHODS, .nmethods = 1};
+static const linen_type COUNTER = {.name = "Counter", .methods = COUNTER_METHODS, .nmethods = LX_COUNT(COUNTER_METHODS)};
 
 /* Writer: always writes the counter (fails when the collection is immutable). */
 static lx_status writer_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -158,7 +158,7 @@ static lx_status writer_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const linen_method WRITER_METHODS[] = {LINEN_METHOD("__call__", writer_call)};
-static const linen_type WRITER = {.name = "Writer", .methods = WRITER_METHODS, .nmethods = 1};
+static const linen_type WRITER = {.name = "Writer", .methods = WRITER_METHODS, .nmethods = LX_COUNT(WRITER_METHODS)};
 
 /* WriteThenFail: writes the counter and a new collection, then fails. */
 static lx_status write_fail_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -171,7 +171,7 @@ static lx_status write_fail_call(linen_scope *s, const lx_call *c, lx_value *out
     return lx_fail(LX_ERR_INVALID_ARGUMENT, "write_fail: on purpose");
 }
 static const linen_method WRITE_FAIL_METHODS[] = {LINEN_METHOD("__call__", write_fail_call)};
-static const linen_type WRITE_FAIL = {.name = "WriteThenFail", .methods = WRITE_FAIL_METHODS, .nmethods = 1};
+static const linen_type WRITE_FAIL = {.name = "WriteThenFail", .methods = WRITE_FAIL_METHODS, .nmethods = LX_COUNT(WRITE_FAIL_METHODS)};
 
 /* Crowd: more names, children and auto-name prefixes than a scope keeps inline, names longer
  * than its inline reservation text, more params than a frame keeps inline, then (when
@@ -210,7 +210,7 @@ static lx_status crowd_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method CROWD_METHODS[] = {LINEN_METHOD("__call__", crowd_call)};
-static const linen_type CROWD = {.name = "Crowd", .methods = CROWD_METHODS, .nmethods = 1};
+static const linen_type CROWD = {.name = "Crowd", .methods = CROWD_METHODS, .nmethods = LX_COUNT(CROWD_METHODS)};
 
 /* SetupMLP: children attached in setup as 'hidden' (Lin(8)) and 'out' (Lin(2)). */
 static int setup_runs;
@@ -233,7 +233,7 @@ static lx_status setup_mlp_call(linen_scope *s, const lx_call *c, lx_value *out)
 }
 static const linen_method SETUP_MLP_METHODS[] = {LINEN_METHOD("__call__", setup_mlp_call)};
 static const linen_type SETUP_MLP = {
-    .name = "SetupMLP", .methods = SETUP_MLP_METHODS, .nmethods = 1, .setup = setup_mlp_setup};
+    .name = "SetupMLP", .methods = SETUP_MLP_METHODS, .nmethods = LX_COUNT(SETUP_MLP_METHODS), .setup = setup_mlp_setup};
 
 /* Twice: calls one SetupMLP instance twice under one name (a shared instance). */
 static lx_status twice_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -250,7 +250,7 @@ static lx_status twice_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method TWICE_METHODS[] = {LINEN_METHOD("__call__", twice_call)};
-static const linen_type TWICE = {.name = "Twice", .methods = TWICE_METHODS, .nmethods = 1};
+static const linen_type TWICE = {.name = "Twice", .methods = TWICE_METHODS, .nmethods = LX_COUNT(TWICE_METHODS)};
 
 /* Clash: a param and a submodule under one name, or two instances under one name. */
 static lx_status clash_call(linen_scope *s, const lx_call *c, lx_value *out) {
@@ -284,7 +284,7 @@ static lx_status clash_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method CLASH_METHODS[] = {LINEN_METHOD("__call__", clash_call)};
-static const linen_type CLASH = {.name = "Clash", .methods = CLASH_METHODS, .nmethods = 1};
+static const linen_type CLASH = {.name = "Clash", .methods = CLASH_METHODS, .nmethods = LX_COUNT(CLASH_METHODS)};
 
 /* Dispatcher: methods outside the table through the dispatch hook. */
 static lx_status disp_dispatch(linen_scope *s, const char *method, const lx_call *c, lx_value *out) {
@@ -315,7 +315,7 @@ static lx_status fn_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return linen_return_array(out, x);
 }
 static const linen_method FN_METHODS[] = {LINEN_METHOD("__call__", fn_call)};
-static const linen_type FN = {.name = "identity", .methods = FN_METHODS, .nmethods = 1, .flags = LINEN_TYPE_FUNCTION};
+static const linen_type FN = {.name = "identity", .methods = FN_METHODS, .nmethods = LX_COUNT(FN_METHODS), .flags = LINEN_TYPE_FUNCTION};
 static lx_status fn_user_call(linen_scope *s, const lx_call *c, lx_value *out) {
     linen_module *f = NULL, *l = lin(2);
     LX_TRY(linen_module_new(&FN, NULL, &f));
@@ -331,7 +331,7 @@ static lx_status fn_user_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return st;
 }
 static const linen_method FN_USER_METHODS[] = {LINEN_METHOD("__call__", fn_user_call)};
-static const linen_type FN_USER = {.name = "FnUser", .methods = FN_USER_METHODS, .nmethods = 1};
+static const linen_type FN_USER = {.name = "FnUser", .methods = FN_USER_METHODS, .nmethods = LX_COUNT(FN_USER_METHODS)};
 
 /* ---------------------------------------------------------------- tests */
 
@@ -416,17 +416,17 @@ static void test_make_rng_counters(void) {
     probe_nkeys = 0;
     probe_stream = "dropout";
     lx_tree *empty = lx_tree_new();
-    CHECK(linen_apply(p, empty, NULL, LINEN_RNGS({"params", k0}, {"dropout", k1}), NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(p, empty, LINEN_RNGS({"params", k0}, {"dropout", k1}), NULL, NULL, &out, NULL) == LX_OK);
     CHECK_RNG(probe_keys[0], "", "dropout", 1);
     CHECK_RNG(probe_keys[1], "", "dropout", 2);
     /* a missing stream falls back to params (and its counter) */
     probe_nkeys = 0;
-    CHECK(linen_apply(p, empty, NULL, LINEN_KEY(k0), NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(p, empty, LINEN_KEY(k0), NULL, NULL, &out, NULL) == LX_OK);
     CHECK_RNG(probe_keys[0], "", "params", 1);
     CHECK_RNG(probe_keys[1], "", "params", 2);
     /* no stream at all */
-    CHECK_FAILS(linen_apply(p, empty, NULL, LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_RNG, "None needs PRNG for \"dropout\"");
-    CHECK_FAILS(linen_apply(p, empty, NULL, LINEN_RNGS({"other", k1}), NULL, &out, NULL), LX_ERR_RNG,
+    CHECK_FAILS(linen_apply(p, empty, LINEN_NO_RNGS, NULL, NULL, &out, NULL), LX_ERR_RNG, "None needs PRNG for \"dropout\"");
+    CHECK_FAILS(linen_apply(p, empty, LINEN_RNGS({"other", k1}), NULL, NULL, &out, NULL), LX_ERR_RNG,
                 "None needs PRNG for \"dropout\"");
 
     /* children: the same Probe instance called twice is one child, Probe_0, whose counter goes
@@ -473,7 +473,7 @@ static void test_mlp_children_match_flax(void) {
     lx_value_free(&out);
     /* apply: no initializer runs, parameters are read */
     setup_runs = 0;
-    CHECK(linen_apply(m, vars, A(ones(1, 4)), LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, A(ones(1, 4)), NULL, &out, NULL) == LX_OK);
     CHECK_EQ_INT(setup_runs, 1);
     CHECK(out.kind == LX_V_ARRAY && out.u.array == leaf(vars, "params/out/kernel"));
     lx_value_free(&out);
@@ -495,37 +495,37 @@ static void test_param_errors(void) {
     lx_tree *vars = NULL;
     CHECK(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), A(ones(1, 4)), NULL, &vars) == LX_OK);
     lx_value out;
-    CHECK_FAILS(linen_apply(m, vars, A(ones(1, 5)), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_SHAPE,
+    CHECK_FAILS(linen_apply(m, vars, LINEN_NO_RNGS, A(ones(1, 5)), NULL, &out, NULL), LX_ERR_SHAPE,
                 "For parameter \"kernel\" in \"/\", the given initializer is expected to generate shape (4, 8), "
                 "but the existing parameter it received has shape (5, 8).");
     CHECK(out.kind == LX_V_NONE);
     lx_tree *empty = lx_tree_new();
-    CHECK_FAILS(linen_apply(m, empty, A(ones(1, 4)), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(m, empty, LINEN_NO_RNGS, A(ones(1, 4)), NULL, &out, NULL), LX_ERR_NOT_FOUND,
                 "Tried to access \"kernel\" from collection \"params\" in \"/\" but the collection is empty.");
     lx_tree *other = lx_tree_new();
     lx_tree_set_path(other, "params/weights", lx_array_v(ones(1, 1)));
-    CHECK_FAILS(linen_apply(m, other, A(ones(1, 4)), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(m, other, LINEN_NO_RNGS, A(ones(1, 4)), NULL, &out, NULL), LX_ERR_NOT_FOUND,
                 "Could not find parameter named \"kernel\" in scope \"/\".");
     /* in a child scope */
     linen_module *o = NULL;
     CHECK(linen_module_new(&OUTER, NULL, &o) == LX_OK);
-    CHECK_FAILS(linen_apply(o, other, A(ones(1, 4)), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL),
+    CHECK_FAILS(linen_apply(o, other, LINEN_KEY(lx_key_from_seed(0)), A(ones(1, 4)), NULL, &out, NULL),
                 LX_ERR_NOT_FOUND, "Could not find parameter named \"kernel\" in scope \"/Lin_0\".");
     /* a failed apply leaves the given variables untouched */
     lx_tree *copy = lx_tree_copy(vars);
-    CHECK_FAILS(linen_apply(m, vars, A(ones(1, 5)), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_SHAPE, "For parameter");
+    CHECK_FAILS(linen_apply(m, vars, LINEN_NO_RNGS, A(ones(1, 5)), NULL, &out, NULL), LX_ERR_SHAPE, "For parameter");
     CHECK(lx_tree_equal(copy, vars));
     /* {'params': {'params': ...}} */
     lx_tree *nested = lx_tree_new();
     lx_tree_set(nested, "params", lx_tree_v(vars));
-    CHECK_FAILS(linen_apply(m, nested, A(ones(1, 4)), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_INVALID_ARGUMENT,
+    CHECK_FAILS(linen_apply(m, nested, LINEN_NO_RNGS, A(ones(1, 4)), NULL, &out, NULL), LX_ERR_INVALID_ARGUMENT,
                 "but got a dict with an extra params layer");
     lx_tree *notdict = lx_tree_new();
     lx_tree_set(notdict, "params", lx_int_v(3));
-    CHECK_FAILS(linen_apply(m, notdict, A(ones(1, 4)), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_TYPE,
+    CHECK_FAILS(linen_apply(m, notdict, LINEN_NO_RNGS, A(ones(1, 4)), NULL, &out, NULL), LX_ERR_TYPE,
                 "should be a dictionary of collections");
     /* a failed input */
-    CHECK_FAILS(linen_apply(m, vars, A(NULL), LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_FAILED_INPUT, "NULL");
+    CHECK_FAILS(linen_apply(m, vars, LINEN_NO_RNGS, A(NULL), NULL, &out, NULL), LX_ERR_FAILED_INPUT, "NULL");
     lx_tree_release(notdict);
     lx_tree_release(nested);
     lx_tree_release(copy);
@@ -555,12 +555,12 @@ static void test_mutable_modes(void) {
     lx_value out;
     lx_tree *mut = NULL;
     /* immutable apply: no mutation, no mutated tree */
-    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, NULL, &out, &mut) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, NULL, NULL, &out, &mut) == LX_OK);
     CHECK(mut == NULL);
     lx_value_free(&out);
     /* mutable=['counter']: only that collection comes back, with the new value */
     linen_opts counter = {.mutable = LINEN_MUTABLE("counter"), .mutable_given = true};
-    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, &counter, &out, &mut) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, NULL, &counter, &out, &mut) == LX_OK);
     CHECK(mut && lx_tree_len(mut) == 1 && lx_tree_get(mut, "counter"));
     CHECK_NEAR(lx_f32(leaf(mut, "counter/count"))[0], 2.0, 0);
     CHECK_NEAR(lx_f32(leaf(vars, "counter/count"))[0], 1.0, 0); /* input untouched */
@@ -568,40 +568,40 @@ static void test_mutable_modes(void) {
     lx_value_free(&out);
     /* DenyList('params'): counter and intermediates */
     linen_opts deny = {.mutable = LINEN_DENY("params"), .mutable_given = true};
-    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, &deny, &out, &mut) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, NULL, &deny, &out, &mut) == LX_OK);
     CHECK(mut && lx_tree_len(mut) == 2 && lx_tree_get(mut, "counter") && lx_tree_get(mut, "intermediates"));
     CHECK(lx_tree_get(mut, "params") == NULL);
     lx_tree_release(mut);
     lx_value_free(&out);
     /* mutable=True: every collection, unchanged params shared (same array) */
-    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, &everything, &out, &mut) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, NULL, &everything, &out, &mut) == LX_OK);
     CHECK(mut && lx_tree_len(mut) == 3);
     CHECK(leaf(mut, "params/w") == leaf(vars, "params/w"));
     lx_tree_release(mut);
     lx_value_free(&out);
     /* mutable=['intermediates'] only: the counter is not touched (module checks mutability) */
     linen_opts inter = {.mutable = LINEN_MUTABLE("intermediates"), .mutable_given = true};
-    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, &inter, &out, &mut) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, NULL, &inter, &out, &mut) == LX_OK);
     CHECK(mut && lx_tree_len(mut) == 1 && lx_tree_find(mut, "intermediates/seen/1"));
     lx_tree_release(mut);
     lx_value_free(&out);
     /* a mutable apply needs somewhere to put the result */
-    CHECK_FAILS(linen_apply(m, vars, NULL, LINEN_NO_RNGS, &counter, &out, NULL), LX_ERR_INVALID_ARGUMENT, "mutated");
+    CHECK_FAILS(linen_apply(m, vars, LINEN_NO_RNGS, NULL, &counter, &out, NULL), LX_ERR_INVALID_ARGUMENT, "mutated");
     /* mutable=False given explicitly */
     linen_opts none = {.mutable = LINEN_IMMUTABLE, .mutable_given = true};
-    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, &none, &out, &mut) == LX_OK && mut == NULL);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, NULL, &none, &out, &mut) == LX_OK && mut == NULL);
     lx_value_free(&out);
 
     /* writing an immutable collection */
     linen_module *wr = NULL;
     CHECK(linen_module_new(&WRITER, NULL, &wr) == LX_OK);
-    CHECK_FAILS(linen_apply(wr, vars, NULL, LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_IMMUTABLE,
+    CHECK_FAILS(linen_apply(wr, vars, LINEN_NO_RNGS, NULL, NULL, &out, NULL), LX_ERR_IMMUTABLE,
                 "Cannot update variable \"count\" in \"/\" because collection \"counter\" is immutable.");
     /* a variable missing in apply */
     lx_tree *params_only = lx_tree_new();
     lx_tree_set(params_only, "params", *lx_tree_get(vars, "params"));
     lx_tree_set_path(params_only, "counter/other", lx_array_v(ones(1, 1)));
-    CHECK_FAILS(linen_apply(m, params_only, NULL, LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(m, params_only, LINEN_NO_RNGS, NULL, NULL, &out, NULL), LX_ERR_NOT_FOUND,
                 "No Variable named \"count\" for collection \"counter\" exists in \"/\".");
     lx_tree_release(params_only);
     linen_module_release(wr);
@@ -646,14 +646,14 @@ static void test_apply_leaves_callers_tree(void) {
     /* immutable: the param handed to the module is the caller's array itself */
     lx_value out;
     lx_tree *mut = NULL;
-    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, NULL, NULL, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && out.u.array == leaf(vars, "params/w"));
     lx_value_free(&out);
     CHECK(tree_as_before(vars, &before));
 
     /* mutable=['counter']: the result is a new map; changing it does not reach the caller */
     linen_opts counter = {.mutable = LINEN_MUTABLE("counter"), .mutable_given = true};
-    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, &counter, &out, &mut) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, NULL, &counter, &out, &mut) == LX_OK);
     lx_value_free(&out);
     CHECK(mut && lx_tree_get(mut, "counter") && lx_tree_get(mut, "counter")->u.tree != counter_map->u.tree);
     CHECK_NEAR(lx_f32(leaf(mut, "counter/count"))[0], 2.0, 0);
@@ -663,7 +663,7 @@ static void test_apply_leaves_callers_tree(void) {
 
     /* mutable=True: every collection comes back as its own map, unchanged leaves shared */
     linen_opts everything = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
-    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, &everything, &out, &mut) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, NULL, &everything, &out, &mut) == LX_OK);
     lx_value_free(&out);
     CHECK(mut && lx_tree_get(mut, "params") && lx_tree_get(mut, "params")->u.tree != params_map->u.tree);
     CHECK(leaf(mut, "params/w") == leaf(vars, "params/w"));
@@ -672,12 +672,12 @@ static void test_apply_leaves_callers_tree(void) {
     CHECK(tree_as_before(vars, &before));
 
     /* a call that writes (an existing and a new collection) and then fails */
-    CHECK_FAILS(linen_apply(wf, vars, NULL, LINEN_NO_RNGS, &everything, &out, &mut), LX_ERR_INVALID_ARGUMENT,
+    CHECK_FAILS(linen_apply(wf, vars, LINEN_NO_RNGS, NULL, &everything, &out, &mut), LX_ERR_INVALID_ARGUMENT,
                 "on purpose");
     CHECK(mut == NULL);
     CHECK(tree_as_before(vars, &before));
     /* and the immutable one refuses the write with the same message as ever */
-    CHECK_FAILS(linen_apply(wf, vars, NULL, LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_IMMUTABLE,
+    CHECK_FAILS(linen_apply(wf, vars, LINEN_NO_RNGS, NULL, NULL, &out, NULL), LX_ERR_IMMUTABLE,
                 "Cannot update variable \"count\" in \"/\" because collection \"counter\" is immutable.");
     CHECK(tree_as_before(vars, &before));
     lx_flat_free(&before);
@@ -688,8 +688,8 @@ static void test_apply_leaves_callers_tree(void) {
     CHECK(linen_init(o, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &vars) == LX_OK);
     CHECK(lx_tree_flatten(vars, &before) == LX_OK);
     lx_value first, again;
-    CHECK(linen_apply(o, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &first, NULL) == LX_OK);
-    CHECK(linen_apply(o, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &again, NULL) == LX_OK);
+    CHECK(linen_apply(o, vars, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &first, NULL) == LX_OK);
+    CHECK(linen_apply(o, vars, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &again, NULL) == LX_OK);
     CHECK(first.kind == LX_V_ARRAY && again.kind == LX_V_ARRAY && lx_value_equal(&first, &again));
     CHECK(tree_as_before(vars, &before));
     lx_value_free(&first);
@@ -713,23 +713,23 @@ static void test_scope_outgrows_inline_storage(void) {
     CHECK(leaf(vars, "params/a_parameter_name_longer_than_inline_text_17") != NULL);
     CHECK(leaf(vars, "params/Lin_0/kernel") && leaf(vars, "params/Lin_1/kernel"));
     CHECK(leaf(vars, "params/Counter_0/w") && leaf(vars, "counter/Counter_0/count"));
-    CHECK(linen_apply(m, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &out, NULL) == LX_OK);
     lx_value_free(&out);
     /* more streams than a frame keeps inline: Probe's draws still come from 'params' */
     probe_nkeys = 0;
-    CHECK(linen_apply(m, vars, A(x),
-                      LINEN_RNGS({"a", lx_key_from_seed(1)}, {"b", lx_key_from_seed(2)}, {"c", lx_key_from_seed(3)},
+    CHECK(linen_apply(m, vars, LINEN_RNGS({"a", lx_key_from_seed(1)}, {"b", lx_key_from_seed(2)}, {"c", lx_key_from_seed(3)},
                                  {"d", lx_key_from_seed(4)}, {"params", lx_key_from_seed(0)}),
+                      A(x),
                       NULL, &out, NULL) == LX_OK);
     lx_value_free(&out);
     lx_key with_five[6];
     memcpy(with_five, probe_keys, sizeof with_five);
     probe_nkeys = 0;
-    CHECK(linen_apply(m, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &out, NULL) == LX_OK);
     lx_value_free(&out);
     CHECK(memcmp(with_five, probe_keys, sizeof with_five) == 0);
     crowd_clash = true;
-    CHECK_FAILS(linen_apply(m, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL), LX_ERR_EXISTS,
+    CHECK_FAILS(linen_apply(m, vars, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &out, NULL), LX_ERR_EXISTS,
                 "Could not create param \"a_parameter_name_longer_than_inline_text_3\" in Module Crowd: Name in use.");
     crowd_clash = false;
     lx_tree_release(vars);
@@ -746,27 +746,27 @@ static void test_methods(void) {
     CHECK(lx_tree_len(vars) == 0);
     lx_tree_release(vars);
     lx_tree *empty = lx_tree_new();
-    CHECK(linen_apply(m, empty, NULL, LINEN_NO_RNGS, &enc, &out, NULL) == LX_OK);
+    CHECK(linen_apply(m, empty, LINEN_NO_RNGS, NULL, &enc, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_INT && out.u.i == 2);
     linen_opts byfn = {.method_fn = lin_encode};
-    CHECK(linen_apply(m, empty, NULL, LINEN_NO_RNGS, &byfn, &out, NULL) == LX_OK && out.u.i == 2);
+    CHECK(linen_apply(m, empty, LINEN_NO_RNGS, NULL, &byfn, &out, NULL) == LX_OK && out.u.i == 2);
     linen_opts unknown = {.method = "decode"};
-    CHECK_FAILS(linen_apply(m, empty, NULL, LINEN_NO_RNGS, &unknown, &out, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(m, empty, LINEN_NO_RNGS, NULL, &unknown, &out, NULL), LX_ERR_NOT_FOUND,
                 "\"Lin\" object has no attribute \"decode\".");
     linen_opts field = {.method = "features"};
-    CHECK_FAILS(linen_apply(m, empty, NULL, LINEN_NO_RNGS, &field, &out, NULL), LX_ERR_TYPE,
+    CHECK_FAILS(linen_apply(m, empty, LINEN_NO_RNGS, NULL, &field, &out, NULL), LX_ERR_TYPE,
                 "'Lin.features' must be a callable, got <class 'int'>.");
     linen_module *d = NULL;
     CHECK(linen_module_new(&DISPATCHER, NULL, &d) == LX_OK);
     linen_opts fw = {.method = "forwarded"};
-    CHECK(linen_apply(d, empty, NULL, LINEN_NO_RNGS, &fw, &out, NULL) == LX_OK && out.u.i == 42);
+    CHECK(linen_apply(d, empty, LINEN_NO_RNGS, NULL, &fw, &out, NULL) == LX_OK && out.u.i == 42);
     linen_opts nope = {.method = "nope"};
-    CHECK_FAILS(linen_apply(d, empty, NULL, LINEN_NO_RNGS, &nope, &out, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(d, empty, LINEN_NO_RNGS, NULL, &nope, &out, NULL), LX_ERR_NOT_FOUND,
                 "\"Dispatcher\" object has no attribute \"nope\".");
     linen_opts hs = {.method = "hidden_size"};
-    CHECK_FAILS(linen_apply(d, empty, NULL, LINEN_NO_RNGS, &hs, &out, NULL), LX_ERR_TYPE,
+    CHECK_FAILS(linen_apply(d, empty, LINEN_NO_RNGS, NULL, &hs, &out, NULL), LX_ERR_TYPE,
                 "'Dispatcher.hidden_size' must be a callable, got <class 'int'>.");
-    CHECK_FAILS(linen_apply(d, empty, NULL, LINEN_NO_RNGS, NULL, &out, NULL), LX_ERR_NOT_FOUND,
+    CHECK_FAILS(linen_apply(d, empty, LINEN_NO_RNGS, NULL, NULL, &out, NULL), LX_ERR_NOT_FOUND,
                 "\"Dispatcher\" object has no attribute \"__call__\".");
     linen_module_release(d);
     lx_tree_release(empty);
@@ -837,7 +837,7 @@ static lx_status info_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const linen_method INFO_METHODS[] = {LINEN_METHOD("__call__", info_call)};
-static const linen_type INFO = {.name = "Info", .methods = INFO_METHODS, .nmethods = 1};
+static const linen_type INFO = {.name = "Info", .methods = INFO_METHODS, .nmethods = LX_COUNT(INFO_METHODS)};
 static lx_status info_parent_call(linen_scope *s, const lx_call *c, lx_value *out) {
     linen_module *i = NULL;
     LX_TRY(linen_module_new(&INFO, NULL, &i));
@@ -847,7 +847,7 @@ static lx_status info_parent_call(linen_scope *s, const lx_call *c, lx_value *ou
     return st;
 }
 static const linen_method INFO_PARENT_METHODS[] = {LINEN_METHOD("__call__", info_parent_call)};
-static const linen_type INFO_PARENT = {.name = "InfoParent", .methods = INFO_PARENT_METHODS, .nmethods = 1};
+static const linen_type INFO_PARENT = {.name = "InfoParent", .methods = INFO_PARENT_METHODS, .nmethods = LX_COUNT(INFO_PARENT_METHODS)};
 
 static void test_scope_views(void) {
     linen_module *m = NULL;
@@ -876,7 +876,7 @@ static void test_boxed_params(void) {
     lx_tree *boxed = lx_tree_copy(vars);
     CHECK(lx_tree_set_path(boxed, "params/kernel", lx_box_v(b)) == LX_OK);
     lx_value out;
-    CHECK(linen_apply(m, boxed, A(ones(1, 3)), LINEN_NO_RNGS, NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(m, boxed, LINEN_NO_RNGS, A(ones(1, 3)), NULL, &out, NULL) == LX_OK);
     CHECK(out.kind == LX_V_ARRAY && out.u.array == k);
     lx_value_free(&out);
     lx_box_release(b);
@@ -893,7 +893,7 @@ static lx_status rebox_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 static const linen_method REBOX_METHODS[] = {LINEN_METHOD("__call__", rebox_call)};
-static const linen_type REBOX = {.name = "Rebox", .methods = REBOX_METHODS, .nmethods = 1};
+static const linen_type REBOX = {.name = "Rebox", .methods = REBOX_METHODS, .nmethods = LX_COUNT(REBOX_METHODS)};
 
 static void test_variable_set_keeps_box(void) {
     linen_module *m = NULL;
@@ -906,7 +906,7 @@ static void test_variable_set_keeps_box(void) {
     lx_value out;
     lx_tree *mut = NULL;
     linen_opts o = {.mutable = LINEN_MUTABLE("stats"), .mutable_given = true};
-    CHECK(linen_apply(m, vars, NULL, LINEN_NO_RNGS, &o, &out, &mut) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, NULL, &o, &out, &mut) == LX_OK);
     const lx_value *nv = mut ? lx_tree_find(mut, "stats/v") : NULL;
     CHECK(nv && nv->kind == LX_V_BOX && lx_f32(lx_box_unbox(nv->u.box))[1] == 7.0f);
     CHECK(nv && lx_box_get_kind(nv->u.box) == LX_BOX_PARTITIONED);
@@ -940,7 +940,7 @@ static void test_temporaries_released(void) {
     CHECK_EQ_INT(lx_pool_size(), pool_before);
     lx_value_free(&out);
     for (int i = 0; i < 3; i++) {
-        CHECK(linen_apply(o, vars, A(x), LINEN_KEY(lx_key_from_seed(0)), NULL, &out, NULL) == LX_OK);
+        CHECK(linen_apply(o, vars, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &out, NULL) == LX_OK);
         lx_value_free(&out);
     }
     CHECK_EQ_INT(lx_pool_size(), pool_before);
@@ -958,7 +958,7 @@ static lx_array *twice_fn(linen_scope *s, lx_array *x) {
     return linen_call_array(s, shared_dense_, NULL, linen_call_array(s, shared_dense_, NULL, x));
 }
 static const linen_method SHARED_TWICE_METHODS[] = {LINEN_ARRAY_METHOD("__call__", twice_fn)};
-static const linen_type SHARED_TWICE = {.name = "SharedTwice", .methods = SHARED_TWICE_METHODS, .nmethods = 1};
+static const linen_type SHARED_TWICE = {.name = "SharedTwice", .methods = SHARED_TWICE_METHODS, .nmethods = LX_COUNT(SHARED_TWICE_METHODS)};
 
 static void test_same_child_twice_shares_params(void) {
     lx_call kw = LX_CALL_KWARGS(LX_KW_INT("features", 3), LX_KW_BOOL("use_bias", false));
@@ -973,7 +973,7 @@ static void test_same_child_twice_shares_params(void) {
     CHECK_EQ_INT(vars ? lx_tree_count_leaves(vars) : 0, 1);
     /* The output is x @ k @ k with the one kernel, checked in double precision. */
     lx_value y;
-    CHECK_EQ_INT(linen_apply(m, vars, &LX_ARGS(x), LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &LX_ARGS(x), NULL, &y, NULL), LX_OK);
     const lx_value *kv = vars ? lx_tree_find(vars, "params/Dense_0/kernel") : NULL;
     if (kv && kv->kind == LX_V_ARRAY && y.kind == LX_V_ARRAY) {
         const float *k = lx_f32(kv->u.array);

@@ -42,10 +42,10 @@ static lx_status block_call(nnx_module *self, const lx_call *c, lx_value *out) {
 static const lx_field BLOCK_CONFIG[] = {LX_FIELD_REQUIRED_INT(block_cfg, features)};
 static const nnx_field BLOCK_FIELDS[] = {NNX_VAR(block, w), NNX_VAR(block, stats), NNX_CHILD(block, child),
                                          NNX_LIST(block, items)};
-static const nnx_method BLOCK_METHODS[] = {{"__call__", block_call}};
+static const nnx_method BLOCK_METHODS[] = {NNX_METHOD("__call__", block_call)};
 static const nnx_type BLOCK = {
-    .name = "Block", .size = sizeof(block), .fields = BLOCK_FIELDS, .nfields = 4, .config = BLOCK_CONFIG,
-    .nconfig = 1, .config_offset = offsetof(block, cfg), .methods = BLOCK_METHODS, .nmethods = 1,
+    .name = "Block", .size = sizeof(block), .fields = BLOCK_FIELDS, .nfields = LX_COUNT(BLOCK_FIELDS), .config = BLOCK_CONFIG,
+    .nconfig = LX_COUNT(BLOCK_CONFIG), .config_offset = offsetof(block, cfg), .methods = BLOCK_METHODS, .nmethods = LX_COUNT(BLOCK_METHODS),
     .init = block_init,
 };
 
@@ -80,7 +80,7 @@ static void test_rngs_draws(void) {
     }
     CHECK_EQ_U32(count_of(r, "default"), 4);
     CHECK(nnx_rngs_has(r, "default") && !nnx_rngs_has(r, "params"));
-    CHECK_EQ_INT(nnx_rngs_count(r), 1);
+    CHECK_EQ_INT(nnx_rngs_num_streams(r), 1);
     CHECK_STR(nnx_rngs_stream_name(r, 0), "default");
     CHECK(nnx_rngs_stream_name(r, 1) == NULL);
 
@@ -105,7 +105,7 @@ static void test_rngs_draws(void) {
     CHECK_FAILS(nnx_rngs_draw(r, "noise", &k), LX_ERR_RNG, "No RngStream named 'noise' found in Rngs.");
     nnx_rngs *f2 = NULL;
     CHECK_EQ_INT(nnx_rngs_fork(r, &f2), LX_OK);
-    CHECK_EQ_INT(nnx_rngs_count(f2), 2);
+    CHECK_EQ_INT(nnx_rngs_num_streams(f2), 2);
     CHECK_EQ_U32(count_of(r, "params"), 1);
     CHECK_EQ_U32(count_of(f2, "params"), 0);
     lx_value v;
@@ -131,11 +131,11 @@ static void test_rngs_draws(void) {
 
     /* stream fork: tag of the stream it came from. */
     nnx_module *s = NULL;
-    CHECK_EQ_INT(nnx_rng_stream_fork(r, "dropout", &s), LX_OK);
-    CHECK_EQ_INT(nnx_rng_stream_draw(s, &k), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_fork_stream(r, "dropout", &s), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_stream_draw(s, &k), LX_OK);
     CHECK_EQ_INT(nnx_getattr(s, "tag", &v), LX_OK);
     CHECK_STR(v.u.s, "dropout");
-    CHECK_FAILS(nnx_rng_stream_draw(nnx_rngs_module(r), &k), LX_ERR_TYPE, "not an RngStream");
+    CHECK_FAILS(nnx_rngs_stream_draw(nnx_rngs_module(r), &k), LX_ERR_TYPE, "not an RngStream");
     nnx_module_release(s);
     nnx_rngs_release(r);
 }
@@ -145,24 +145,24 @@ static void test_reseed(void) {
     nnx_rngs *r = NULL;
     CHECK_EQ_INT(nnx_rngs_new(2, specs, &r), LX_OK);
     nnx_module *fork = NULL;
-    CHECK_EQ_INT(nnx_rng_stream_fork(r, "dropout", &fork), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_fork_stream(r, "dropout", &fork), LX_OK);
     nnx_module *holder = new_block(2, r);
     lx_value fv = nnx_module_v(fork);
     CHECK_EQ_INT(nnx_setattr(holder, "drop", &fv), LX_OK);
     lx_key k1, k2, a, b;
-    CHECK_EQ_INT(nnx_rng_stream_draw(fork, &k1), LX_OK);
-    CHECK_EQ_INT(nnx_reseed(holder, "dropout", 7), LX_OK);
-    CHECK_EQ_INT(nnx_rng_stream_draw(fork, &a), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_stream_draw(fork, &k1), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_reseed(holder, "dropout", 7), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_stream_draw(fork, &a), LX_OK);
     CHECK(key_is(a, (const uint32_t[]){lx_key_fold_in((lx_key){{FX_RESEED_7[0], FX_RESEED_7[1]}}, 0).k[0],
                                        lx_key_fold_in((lx_key){{FX_RESEED_7[0], FX_RESEED_7[1]}}, 0).k[1]}));
-    CHECK_EQ_INT(nnx_rng_stream_draw(fork, &k2), LX_OK);
-    CHECK_EQ_INT(nnx_reseed(holder, "dropout", 7), LX_OK);
-    CHECK_EQ_INT(nnx_rng_stream_draw(fork, &b), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_stream_draw(fork, &k2), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_reseed(holder, "dropout", 7), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_stream_draw(fork, &b), LX_OK);
     CHECK(key_is(a, b.k));
     CHECK(!key_is(a, k1.k));
     /* A tag nobody has changes nothing; the params stream was not a graph member anyway. */
-    CHECK_EQ_INT(nnx_reseed(holder, "nothing", 1), LX_OK);
-    CHECK_FAILS(nnx_reseed(holder, "", 1), LX_ERR_INVALID_ARGUMENT, "invalid stream name");
+    CHECK_EQ_INT(nnx_rngs_reseed(holder, "nothing", 1), LX_OK);
+    CHECK_FAILS(nnx_rngs_reseed(holder, "", 1), LX_ERR_INVALID_ARGUMENT, "invalid stream name");
     nnx_module_release(fork);
     nnx_module_release(holder);
     nnx_rngs_release(r);
@@ -408,7 +408,7 @@ static void test_filters(void) {
     CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
     nnx_module *shared, *m = make_shared_graph(r, &shared);
     nnx_module *drop = NULL;
-    CHECK_EQ_INT(nnx_rng_stream_fork(r, "dropout", &drop), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_fork_stream(r, "dropout", &drop), LX_OK);
     lx_value dv = nnx_module_v(drop);
     CHECK_EQ_INT(nnx_setattr(m, "rngs", &dv), LX_OK);
     nnx_module_release(drop);
@@ -667,7 +667,7 @@ static lx_status holder_init(nnx_module *self, const lx_call *c, nnx_rngs *rngs)
     return LX_OK;
 }
 static const lx_field HOLDER_CONFIG[] = {LX_FIELD_VALUE(holder_cfg, inner)};
-static const nnx_type HOLDER = {.name = "Holder", .size = sizeof(holder), .config = HOLDER_CONFIG, .nconfig = 1,
+static const nnx_type HOLDER = {.name = "Holder", .size = sizeof(holder), .config = HOLDER_CONFIG, .nconfig = LX_COUNT(HOLDER_CONFIG),
                                 .config_offset = offsetof(holder, cfg), .init = holder_init};
 
 static void test_module_values_are_counted(void) {
@@ -750,7 +750,7 @@ typedef struct {
 static const lx_field CFG_ONLY_CONFIG[] = {LX_FIELD_INT(cfg_only_cfg, features, 1),
                                            LX_FIELD_FLOAT(cfg_only_cfg, rate, 0.5)};
 static const nnx_type CFG_ONLY = {.name = "CfgOnly", .size = sizeof(cfg_only), .config = CFG_ONLY_CONFIG,
-                                  .nconfig = 2, .config_offset = offsetof(cfg_only, cfg)};
+                                  .nconfig = LX_COUNT(CFG_ONLY_CONFIG), .config_offset = offsetof(cfg_only, cfg)};
 static const nnx_type BARE = {.name = "Bare", .size = sizeof(nnx_module)};
 
 static void test_config_without_init(void) {
@@ -792,15 +792,16 @@ typedef struct {
     nnx_module base;
     hooked_cfg cfg;
 } hooked;
-static void hooked_retain(void *cfg) {
+static lx_status hooked_retain(void *cfg) {
     if (((hooked_cfg *)cfg)->ref.t) ((hooked_cfg *)cfg)->ref.t->refs++;
+    return LX_OK;
 }
 static void hooked_release(void *cfg) {
     if (((hooked_cfg *)cfg)->ref.t) ((hooked_cfg *)cfg)->ref.t->refs--;
 }
 static const lx_field HOOKED_CONFIG[] = {LX_FIELD_OBJ(hooked_cfg, ref, "tally_ref", &TALLY_REF),
                                          LX_FIELD_REQUIRED_INTS(hooked_cfg, dims)};
-static const nnx_type HOOKED = {.name = "Hooked", .size = sizeof(hooked), .config = HOOKED_CONFIG, .nconfig = 2,
+static const nnx_type HOOKED = {.name = "Hooked", .size = sizeof(hooked), .config = HOOKED_CONFIG, .nconfig = LX_COUNT(HOOKED_CONFIG),
                                 .config_offset = offsetof(hooked, cfg), .config_retain = hooked_retain,
                                 .config_release = hooked_release};
 

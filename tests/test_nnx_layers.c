@@ -70,7 +70,7 @@ static void test_linear(void) {
     /* y = x @ W + b by hand on a small layer. */
     nnx_linear *small = NULL;
     lx_call c = LX_CALL_ARGS(lx_int_v(2), lx_int_v(3));
-    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c, r, (nnx_module **)&small), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Linear, &c, r, (nnx_module **)&small), LX_OK);
     float w[] = {1, 2, 3, 4, 5, 6}, b[] = {0.5f, -1, 2}, x[] = {1, -1, 2, 0.5f};
     lx_array *W = lx_array_from_f32(2, (int64_t[]){2, 3}, w), *B = lx_array_from_f32(1, (int64_t[]){3}, b);
     lx_variable_set_value(small->kernel, W, true);
@@ -96,17 +96,17 @@ static void test_linear(void) {
     /* use_bias=False; errors. */
     nnx_module *nb = NULL;
     lx_call c2 = {2, LX_VALUES(lx_int_v(3), lx_int_v(2)), 1, LX_KWARGS(LX_KW_BOOL("use_bias", false))};
-    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c2, r, &nb), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Linear, &c2, r, &nb), LX_OK);
     CHECK(((nnx_linear *)nb)->bias == NULL && var(nb, "bias") == NULL);
     nnx_module_release(nb);
-    CHECK_FAILS(nnx_module_new(&NNX_LINEAR_TYPE, &c2, NULL, &nb), LX_ERR_TYPE,
+    CHECK_FAILS(nnx_module_new(&nnx_Linear, &c2, NULL, &nb), LX_ERR_TYPE,
                 "Linear.__init__() missing 1 required keyword-only argument: 'rngs'");
     lx_call c3 = LX_CALL_ARGS(lx_int_v(0), lx_int_v(2));
-    CHECK_FAILS(nnx_module_new(&NNX_LINEAR_TYPE, &c3, r, &nb), LX_ERR_INVALID_ARGUMENT, "in_features must be positive");
+    CHECK_FAILS(nnx_module_new(&nnx_Linear, &c3, r, &nb), LX_ERR_INVALID_ARGUMENT, "in_features must be positive");
     nnx_stream_spec only_dropout = {"dropout", false, 0, {{0, 0}}};
     nnx_rngs *rd = NULL;
     CHECK_EQ_INT(nnx_rngs_new(1, &only_dropout, &rd), LX_OK);
-    CHECK_FAILS(nnx_module_new(&NNX_LINEAR_TYPE, &c2, rd, &nb), LX_ERR_RNG, "No RngStream named 'params' found in Rngs.");
+    CHECK_FAILS(nnx_module_new(&nnx_Linear, &c2, rd, &nb), LX_ERR_RNG, "No RngStream named 'params' found in Rngs.");
     nnx_rngs_release(rd);
 
     nnx_module_release((nnx_module *)small);
@@ -121,7 +121,7 @@ static void test_mlp_sequential(void) {
     CHECK_EQ_INT(nnx_linear_new(8, 3, r, &l2), LX_OK);
     lx_call c = LX_CALL_ARGS(nnx_module_v((nnx_module *)l1), nnx_fn_v(&NNX_RELU), nnx_module_v((nnx_module *)l2));
     nnx_module *seq = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_SEQUENTIAL_TYPE, &c, NULL, &seq), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Sequential, &c, NULL, &seq), LX_OK);
     nnx_module_release((nnx_module *)l1);
     nnx_module_release((nnx_module *)l2);
     /* The second Linear used draws 2 and 3 of the shared counter. */
@@ -156,12 +156,12 @@ static void test_mlp_sequential(void) {
     lx_value out;
     nnx_module *empty = NULL;
     lx_call none = LX_NO_CALL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_SEQUENTIAL_TYPE, &none, NULL, &empty), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Sequential, &none, NULL, &empty), LX_OK);
     lx_call xc = LX_ARGS(x);
     CHECK_FAILS(nnx_call(empty, NULL, &xc, &out), LX_ERR_INVALID_ARGUMENT, "Empty Sequential module");
     nnx_module_release(empty);
     lx_call badc = LX_CALL_ARGS(lx_int_v(3));
-    CHECK_FAILS(nnx_module_new(&NNX_SEQUENTIAL_TYPE, &badc, NULL, &empty), LX_ERR_TYPE, "layer 0 must be a module or a function");
+    CHECK_FAILS(nnx_module_new(&nnx_Sequential, &badc, NULL, &empty), LX_ERR_TYPE, "layer 0 must be a module or a function");
     nnx_module_release(seq);
     nnx_rngs_release(r);
 }
@@ -171,7 +171,7 @@ static void test_conv(void) {
     int64_t ks[] = {3, 3};
     lx_call c = LX_CALL_ARGS(lx_int_v(3), lx_int_v(4), lx_ints_v(2, ks));
     nnx_module *m = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_CONV_TYPE, &c, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Conv, &c, r, &m), LX_OK);
     CHECK(lx_shape_eq(lx_variable_get_value(((nnx_conv *)m)->kernel), 4, (int64_t[]){3, 3, 3, 4}));
     check_values(((nnx_conv *)m)->kernel, 108, FX_CONV_KERNEL, "Conv(3, 4, (3, 3)) kernel");
     check_const(((nnx_conv *)m)->bias, 4, 0.0f, "Conv bias");
@@ -187,7 +187,7 @@ static void test_conv(void) {
     /* 1-D hand math: Conv(1, 1, 3, padding='VALID') with kernel [1, 2, 3], bias 0.5. */
     int64_t k1[] = {3};
     lx_call c1 = {3, LX_VALUES(lx_int_v(1), lx_int_v(1), lx_ints_v(1, k1)), 1, LX_KWARGS(LX_KW_STR("padding", "VALID"))};
-    CHECK_EQ_INT(nnx_module_new(&NNX_CONV_TYPE, &c1, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Conv, &c1, r, &m), LX_OK);
     float kw[] = {1, 2, 3};
     lx_array *K = lx_array_from_f32(3, (int64_t[]){3, 1, 1}, kw), *B = lx_array_full_f32(1, (int64_t[]){1}, 0.5f);
     CHECK_EQ_INT(lx_variable_set_value(((nnx_conv *)m)->kernel, K, true), LX_OK);
@@ -203,9 +203,9 @@ static void test_conv(void) {
     nnx_module_release(m);
 
     lx_call cg = {3, LX_VALUES(lx_int_v(3), lx_int_v(4), lx_ints_v(2, ks)), 1, LX_KWARGS(LX_KW_INT("feature_group_count", 2))};
-    CHECK_FAILS(nnx_module_new(&NNX_CONV_TYPE, &cg, r, &m), LX_ERR_INVALID_ARGUMENT, "must be divisible by feature_group_count");
+    CHECK_FAILS(nnx_module_new(&nnx_Conv, &cg, r, &m), LX_ERR_INVALID_ARGUMENT, "must be divisible by feature_group_count");
     lx_call cp = {3, LX_VALUES(lx_int_v(3), lx_int_v(4), lx_ints_v(2, ks)), 1, LX_KWARGS(LX_KW_STR("padding", "WEIRD"))};
-    CHECK_FAILS(nnx_module_new(&NNX_CONV_TYPE, &cp, r, &m), LX_ERR_INVALID_ARGUMENT, "unknown padding 'WEIRD'");
+    CHECK_FAILS(nnx_module_new(&nnx_Conv, &cp, r, &m), LX_ERR_INVALID_ARGUMENT, "unknown padding 'WEIRD'");
     nnx_rngs_release(r);
 }
 
@@ -213,7 +213,7 @@ static void test_embed(void) {
     nnx_rngs *r = seed(0);
     lx_call c = LX_CALL_ARGS(lx_int_v(5), lx_int_v(3));
     nnx_module *m = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_EMBED_TYPE, &c, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Embed, &c, r, &m), LX_OK);
     nnx_embed *e = (nnx_embed *)m;
     check_values(e->embedding, 15, FX_EMBED, "Embed(5, 3) embedding");
     int32_t idx[] = {4, 0, 4};
@@ -246,7 +246,7 @@ static void test_norms(void) {
     nnx_rngs *r = seed(0);
     lx_call c = LX_CALL_ARGS(lx_int_v(3));
     nnx_module *ln = NULL, *lin = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_LAYER_NORM_TYPE, &c, r, &ln), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_LayerNorm, &c, r, &ln), LX_OK);
     CHECK_EQ_INT(nnx_linear_new(3, 2, r, (nnx_linear **)&lin), LX_OK);
     check_values(((nnx_linear *)lin)->kernel, 6, FX_AFTER_LN_KERNEL, "Linear after LayerNorm");
     check_const(((nnx_norm *)ln)->scale, 3, 1.0f, "LayerNorm scale");
@@ -266,7 +266,7 @@ static void test_norms(void) {
 
     /* RMSNorm: scale only, one key. */
     nnx_module *rms = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_RMS_NORM_TYPE, &c, r, &rms), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_RMSNorm, &c, r, &rms), LX_OK);
     CHECK(((nnx_norm *)rms)->bias == NULL);
     y = nnx_rms_norm_forward((nnx_norm *)rms, X);
     double ms = (1 + 4 + 9) / 3.0;
@@ -279,7 +279,7 @@ static void test_batch_norm(void) {
     nnx_rngs *r = seed(0);
     lx_call c = LX_CALL_ARGS(lx_int_v(3));
     nnx_module *bn = NULL, *lin = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_BATCH_NORM_TYPE, &c, r, &bn), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_BatchNorm, &c, r, &bn), LX_OK);
     CHECK_EQ_INT(nnx_linear_new(3, 2, r, (nnx_linear **)&lin), LX_OK);
     /* mean/var draw no key; scale and bias draw one each. */
     check_values(((nnx_linear *)lin)->kernel, 6, FX_AFTER_LN_KERNEL, "Linear after BatchNorm");
@@ -339,7 +339,7 @@ static void test_dropout(void) {
     nnx_rngs *r = seed(0);
     lx_call c = LX_CALL_ARGS(lx_float_v(0.5));
     nnx_module *m = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_DROPOUT_TYPE, &c, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Dropout, &c, r, &m), LX_OK);
     nnx_dropout *d = (nnx_dropout *)m;
     /* The fork took draw 0 of default (fallback for 'dropout'). */
     CHECK_EQ_U32(stream_count(r), 1);
@@ -357,9 +357,9 @@ static void test_dropout(void) {
     CHECK(!lx_array_equal(y0, y1)); /* a new mask per draw */
     CHECK(nnx_dropout_forward(d, x, 1, NULL) == x);
     /* reseed: the same masks again after the same reseed. */
-    CHECK_EQ_INT(nnx_reseed(m, "default", 5), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_reseed(m, "default", 5), LX_OK);
     lx_array *a = nnx_dropout_forward(d, x, -1, NULL), *a2 = nnx_dropout_forward(d, x, -1, NULL);
-    CHECK_EQ_INT(nnx_reseed(m, "default", 5), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_reseed(m, "default", 5), LX_OK);
     lx_array *b = nnx_dropout_forward(d, x, -1, NULL), *b2 = nnx_dropout_forward(d, x, -1, NULL);
     CHECK(lx_array_equal(a, b) && lx_array_equal(a2, b2) && !lx_array_equal(a, a2));
     /* deterministic via the call; rngs passed to the call. */
@@ -374,9 +374,9 @@ static void test_dropout(void) {
     nnx_stream_spec sp[] = {{"params", false, 0, {{0, 0}}}, {"dropout", false, 1, {{0, 0}}}};
     nnx_rngs *r2 = NULL;
     CHECK_EQ_INT(nnx_rngs_new(2, sp, &r2), LX_OK);
-    CHECK_EQ_INT(nnx_module_new(&NNX_DROPOUT_TYPE, &c, r2, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Dropout, &c, r2, &m), LX_OK);
     lx_array *p = nnx_dropout_forward((nnx_dropout *)m, x, -1, NULL);
-    CHECK_EQ_INT(nnx_reseed(m, "dropout", 1), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_reseed(m, "dropout", 1), LX_OK);
     lx_array *q = nnx_dropout_forward((nnx_dropout *)m, x, -1, NULL);
     CHECK(p && q);
     nnx_filter tag = NNX_TAG("dropout");
@@ -389,20 +389,20 @@ static void test_dropout(void) {
     /* No dropout stream and no default: the constructor fails like Flax's KeyError. */
     nnx_rngs *r3 = NULL;
     CHECK_EQ_INT(nnx_rngs_new(1, sp, &r3), LX_OK);
-    CHECK_FAILS(nnx_module_new(&NNX_DROPOUT_TYPE, &c, r3, &m), LX_ERR_RNG, "No RngStream named 'dropout' found in Rngs.");
+    CHECK_FAILS(nnx_module_new(&nnx_Dropout, &c, r3, &m), LX_ERR_RNG, "No RngStream named 'dropout' found in Rngs.");
     /* No rngs at all: building works, calling in training mode does not. */
-    CHECK_EQ_INT(nnx_module_new(&NNX_DROPOUT_TYPE, &c, NULL, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Dropout, &c, NULL, &m), LX_OK);
     CHECK(nnx_dropout_forward((nnx_dropout *)m, x, -1, NULL) == NULL);
     CHECK_ERROR_HAS("`deterministic` is False, but no `rngs` argument was provided to Dropout");
     CHECK(nnx_dropout_forward((nnx_dropout *)m, x, -1, r2) != NULL);
     nnx_module_release(m);
     lx_call c1 = LX_CALL_ARGS(lx_float_v(1.0));
-    CHECK_EQ_INT(nnx_module_new(&NNX_DROPOUT_TYPE, &c1, NULL, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Dropout, &c1, NULL, &m), LX_OK);
     lx_array *z = nnx_dropout_forward((nnx_dropout *)m, x, -1, NULL);
     CHECK(z && lx_f32(z)[0] == 0.0f && lx_f32(z)[7] == 0.0f);
     nnx_module_release(m);
     lx_call cbad = LX_CALL_ARGS(lx_float_v(1.5));
-    CHECK_FAILS(nnx_module_new(&NNX_DROPOUT_TYPE, &cbad, NULL, &m), LX_ERR_INVALID_ARGUMENT, "rate must be in [0, 1]");
+    CHECK_FAILS(nnx_module_new(&nnx_Dropout, &cbad, NULL, &m), LX_ERR_INVALID_ARGUMENT, "rate must be in [0, 1]");
     nnx_rngs_release(r3);
     nnx_rngs_release(r2);
     nnx_rngs_release(r);
@@ -421,24 +421,24 @@ static void test_reseed_two_dropouts(void) {
     CHECK_EQ_INT(nnx_rngs_new(2, sp, &r), LX_OK);
     lx_call c = LX_CALL_ARGS(lx_float_v(0.5));
     nnx_module *d1 = NULL, *d2 = NULL, *seq = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_DROPOUT_TYPE, &c, r, &d1), LX_OK);
-    CHECK_EQ_INT(nnx_module_new(&NNX_DROPOUT_TYPE, &c, r, &d2), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Dropout, &c, r, &d1), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Dropout, &c, r, &d2), LX_OK);
     lx_call cs = LX_CALL_ARGS(nnx_module_v(d1), nnx_module_v(d2));
-    CHECK_EQ_INT(nnx_module_new(&NNX_SEQUENTIAL_TYPE, &cs, NULL, &seq), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Sequential, &cs, NULL, &seq), LX_OK);
     lx_key k;
-    CHECK_EQ_INT(nnx_rng_stream_draw(((nnx_dropout *)d2)->rngs, &k), LX_OK); /* counts differ before */
-    CHECK_EQ_INT(nnx_reseed(seq, "dropout", 7), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_stream_draw(((nnx_dropout *)d2)->rngs, &k), LX_OK); /* counts differ before */
+    CHECK_EQ_INT(nnx_rngs_reseed(seq, "dropout", 7), LX_OK);
     CHECK(key_eq(var(seq, "layers/0/rngs/key"), FX_RESEED_7_KEY_0));
     CHECK(key_eq(var(seq, "layers/1/rngs/key"), FX_RESEED_7_KEY_1));
     lx_variable *c0 = var(seq, "layers/0/rngs/count"), *c1 = var(seq, "layers/1/rngs/count");
     CHECK(c0 && c1 && lx_u32(lx_variable_get_value(c0))[0] == 0 && lx_u32(lx_variable_get_value(c1))[0] == 0);
     lx_key k0, k1;
-    CHECK_EQ_INT(nnx_rng_stream_draw(((nnx_dropout *)d1)->rngs, &k0), LX_OK);
-    CHECK_EQ_INT(nnx_rng_stream_draw(((nnx_dropout *)d2)->rngs, &k1), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_stream_draw(((nnx_dropout *)d1)->rngs, &k0), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_stream_draw(((nnx_dropout *)d2)->rngs, &k1), LX_OK);
     CHECK(k0.k[0] == FX_RESEED_7_DRAW_0[0] && k0.k[1] == FX_RESEED_7_DRAW_0[1]);
     CHECK(k1.k[0] == FX_RESEED_7_DRAW_1[0] && k1.k[1] == FX_RESEED_7_DRAW_1[1]);
     /* another tag leaves them alone */
-    CHECK_EQ_INT(nnx_reseed(seq, "params", 7), LX_OK);
+    CHECK_EQ_INT(nnx_rngs_reseed(seq, "params", 7), LX_OK);
     CHECK(key_eq(var(seq, "layers/1/rngs/key"), FX_RESEED_7_KEY_1));
     nnx_module_release(seq);
     nnx_module_release(d1);
@@ -451,7 +451,7 @@ static void test_linear_general_lora(void) {
     int64_t out[] = {2, 3};
     lx_call c = LX_CALL_ARGS(lx_int_v(4), lx_ints_v(2, out));
     nnx_module *m = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_GENERAL_TYPE, &c, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_LinearGeneral, &c, r, &m), LX_OK);
     nnx_linear_general *lg = (nnx_linear_general *)m;
     CHECK(lx_shape_eq(lx_variable_get_value(lg->kernel), 3, (int64_t[]){4, 2, 3}));
     check_values(lg->kernel, 24, FX_LINEAR_GENERAL_KERNEL, "LinearGeneral(4, (2, 3)) kernel (flat init)");
@@ -467,13 +467,13 @@ static void test_linear_general_lora(void) {
     nnx_module_release(m);
     int64_t in2[] = {2, 3}, ax[] = {-2, -1}, o1[] = {4};
     lx_call c2 = {2, LX_VALUES(lx_ints_v(2, in2), lx_ints_v(1, o1)), 1, LX_KWARGS(LX_KW("axis", lx_ints_v(2, ax)))};
-    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_GENERAL_TYPE, &c2, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_LinearGeneral, &c2, r, &m), LX_OK);
     lx_array *x3 = lx_autorelease(lx_array_full_f32(3, (int64_t[]){7, 2, 3}, 1.0f));
     y = nnx_linear_general_forward((nnx_linear_general *)m, x3);
     CHECK(y && lx_shape_eq(y, 2, (int64_t[]){7, 4}));
     nnx_module_release(m);
     lx_call c3 = {2, LX_VALUES(lx_ints_v(2, in2), lx_ints_v(1, o1)), 0, NULL};
-    CHECK_FAILS(nnx_module_new(&NNX_LINEAR_GENERAL_TYPE, &c3, r, &m), LX_ERR_INVALID_ARGUMENT,
+    CHECK_FAILS(nnx_module_new(&nnx_LinearGeneral, &c3, r, &m), LX_ERR_INVALID_ARGUMENT,
                 "in_features and axis must have the same length. Got (2, 3) and (-1,).");
     nnx_rngs_release(r);
 
@@ -483,7 +483,7 @@ static void test_linear_general_lora(void) {
     nnx_rngs *rb = seed(3);
     CHECK_EQ_INT(nnx_linear_new(4, 3, rb, (nnx_linear **)&base), LX_OK);
     lx_call lc = {3, LX_VALUES(lx_int_v(4), lx_int_v(2), lx_int_v(3)), 1, LX_KWARGS(LX_KW("base_module", nnx_module_v(base)))};
-    CHECK_EQ_INT(nnx_module_new(&NNX_LORA_TYPE, &lc, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_LoRA, &lc, r, &m), LX_OK);
     nnx_lora *lo = (nnx_lora *)m;
     CHECK(lx_variable_type(lo->lora_a) == &lx_LoRAParam);
     check_values(lo->lora_a, 8, FX_LORA_A, "LoRA lora_a");
@@ -521,7 +521,7 @@ static void test_mha(void) {
     nnx_rngs *r = seed(0);
     lx_call c = LX_CALL_ARGS(lx_int_v(2), lx_int_v(4));
     nnx_module *m = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_MHA_TYPE, &c, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_MultiHeadAttention, &c, r, &m), LX_OK);
     CHECK(lx_shape_eq(lx_variable_get_value(var(m, "query/kernel")), 3, (int64_t[]){4, 2, 2}));
     check_values(var(m, "query/kernel"), 16, FX_MHA_QUERY, "MHA query kernel");
     check_values(var(m, "key/kernel"), 16, FX_MHA_KEY, "MHA key kernel");
@@ -540,7 +540,7 @@ static void test_mha(void) {
     /* Hand math: one head of size 2, identity projections, no biases:
      * out = softmax(x x^T / sqrt(2)) x. */
     lx_call c1 = {2, LX_VALUES(lx_int_v(1), lx_int_v(2)), 1, LX_KWARGS(LX_KW_BOOL("use_bias", false))};
-    CHECK_EQ_INT(nnx_module_new(&NNX_MHA_TYPE, &c1, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_MultiHeadAttention, &c1, r, &m), LX_OK);
     float id[] = {1, 0, 0, 1};
     lx_array *I3 = lx_array_from_f32(3, (int64_t[]){2, 1, 2}, id), *O3 = lx_array_from_f32(3, (int64_t[]){1, 2, 2}, id);
     lx_variable_set_value(var(m, "query/kernel"), I3, true);
@@ -570,7 +570,7 @@ static void test_mha(void) {
     lx_call c2 = {2, LX_VALUES(lx_int_v(2), lx_int_v(4)), 3,
                   LX_KWARGS(LX_KW_BOOL("normalize_qk", true), LX_KW_FLOAT("dropout_rate", 0.5),
                             LX_KW_BOOL("deterministic", false))};
-    CHECK_EQ_INT(nnx_module_new(&NNX_MHA_TYPE, &c2, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_MultiHeadAttention, &c2, r, &m), LX_OK);
     CHECK(var(m, "query_ln/scale") && !var(m, "query_ln/bias") && var(m, "key_ln/scale"));
     CHECK(var(m, "rngs/key") && var(m, "rngs/count"));
     lx_array *d1 = lx_retain(nnx_call_array(m, x)), *d2 = nnx_call_array(m, x);
@@ -582,7 +582,7 @@ static void test_mha(void) {
     lx_release(d1);
     nnx_module_release(m);
     lx_call c3 = LX_CALL_ARGS(lx_int_v(3), lx_int_v(4));
-    CHECK_FAILS(nnx_module_new(&NNX_MHA_TYPE, &c3, r, &m), LX_ERR_INVALID_ARGUMENT,
+    CHECK_FAILS(nnx_module_new(&nnx_MultiHeadAttention, &c3, r, &m), LX_ERR_INVALID_ARGUMENT,
                 "Memory dimension (4) must be divisible by 'num_heads' heads (3).");
     nnx_rngs_release(r);
 }
@@ -599,7 +599,7 @@ static void test_with_partitioning(void) {
                  LX_KWARGS(LX_KW("kernel_init", lx_ptr_v("initializer", &kinit)),
                            LX_KW("bias_init", lx_ptr_v("initializer", &binit)))};
     nnx_module *m = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Linear, &c, r, &m), LX_OK);
     nnx_linear *lin = (nnx_linear *)m;
     check_values(lin ? lin->kernel : NULL, 32, FX_LINEAR_4_8_KERNEL, "partitioned Linear(4, 8) kernel");
     CHECK_EQ_U32(stream_count(r), 2);
@@ -625,7 +625,7 @@ static void test_with_partitioning(void) {
     lx_tree_set(md, "note", lx_int_v(7));
     lx_call cm = {2, LX_VALUES(lx_int_v(4), lx_int_v(8)), 2,
                   LX_KWARGS(LX_KW("kernel_init", lx_ptr_v("initializer", &kinit)), LX_KW("kernel_metadata", lx_tree_v(md)))};
-    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &cm, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Linear, &cm, r, &m), LX_OK);
     k = m ? ((nnx_linear *)m)->kernel : NULL;
     CHECK(k && strs_are(lx_variable_meta_get(k, "out_sharding"), 2, in_out));
     mesh = k ? lx_variable_meta_get(k, "mesh") : NULL;
@@ -644,14 +644,14 @@ static void test_with_partitioning(void) {
     lx_call cg = {2, LX_VALUES(lx_int_v(4), lx_ints_v(2, out23)), 1,
                   LX_KWARGS(LX_KW("kernel_init", lx_ptr_v("initializer", &k3)))};
     nnx_rngs *r0 = seed(0);
-    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_GENERAL_TYPE, &cg, r0, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_LinearGeneral, &cg, r0, &m), LX_OK);
     k = m ? ((nnx_linear_general *)m)->kernel : NULL;
     CHECK(k && lx_shape_eq(lx_variable_get_value(k), 3, (int64_t[]){4, 2, 3}));
     check_values(k, 24, FX_LINEAR_GENERAL_KERNEL, "partitioned LinearGeneral kernel");
     CHECK(k && strs_are(lx_variable_meta_get(k, "out_sharding"), 3, three));
     nnx_module_release(m);
     /* ... and in eval_shape: abstract, metadata present. */
-    CHECK_EQ_INT(nnx_eval_shape(&NNX_LINEAR_GENERAL_TYPE, &cg, r0, &m), LX_OK);
+    CHECK_EQ_INT(nnx_eval_shape(&nnx_LinearGeneral, &cg, r0, &m), LX_OK);
     k = m ? ((nnx_linear_general *)m)->kernel : NULL;
     CHECK(k && lx_is_abstract(lx_variable_get_value(k)) && strs_are(lx_variable_meta_get(k, "out_sharding"), 3, three));
     nnx_module_release(m);
@@ -659,7 +659,7 @@ static void test_with_partitioning(void) {
 
     /* More names than the kernel's rank: an error naming the layer and the attribute. */
     lx_call c3 = {2, LX_VALUES(lx_int_v(4), lx_int_v(8)), 1, LX_KWARGS(LX_KW("bias_init", lx_ptr_v("initializer", &kinit)))};
-    CHECK_FAILS(nnx_module_new(&NNX_LINEAR_TYPE, &c3, r, &m), LX_ERR_SHAPE,
+    CHECK_FAILS(nnx_module_new(&nnx_Linear, &c3, r, &m), LX_ERR_SHAPE,
                 "Linear.bias: with_partitioning names ('in', 'out') have 2 entries, more than the rank of a "
                 "parameter of shape (8,)");
 
@@ -684,7 +684,7 @@ static void test_metadata_eval_shape_functional(void) {
     CHECK_EQ_INT(nnx_sharding_metadata(2, names, "mesh0", &md), LX_OK);
     lx_call c = {2, LX_VALUES(lx_int_v(4), lx_int_v(8)), 1, LX_KWARGS(LX_KW("kernel_metadata", lx_tree_v(md)))};
     nnx_module *m = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Linear, &c, r, &m), LX_OK);
     const lx_value *os = lx_variable_meta_get(((nnx_linear *)m)->kernel, "out_sharding");
     CHECK(os && os->kind == LX_V_STRS && os->u.strs.n == 2 && strcmp(os->u.strs.v[1], "out") == 0);
     const lx_value *mesh = lx_variable_meta_get(((nnx_linear *)m)->kernel, "mesh");
@@ -692,24 +692,24 @@ static void test_metadata_eval_shape_functional(void) {
     CHECK(lx_variable_meta_get(((nnx_linear *)m)->bias, "out_sharding") == NULL);
     nnx_module_release(m);
     lx_call cb = {2, LX_VALUES(lx_int_v(4), lx_int_v(8)), 1, LX_KWARGS(LX_KW_INT("kernel_metadata", 3))};
-    CHECK_FAILS(nnx_module_new(&NNX_LINEAR_TYPE, &cb, r, &m), LX_ERR_TYPE, "metadata must be a mapping");
+    CHECK_FAILS(nnx_module_new(&nnx_Linear, &cb, r, &m), LX_ERR_TYPE, "metadata must be a mapping");
     lx_tree_release(md);
 
     /* eval_shape: structure only, nothing parameter-sized. */
     int64_t live = lx_array_live_count();
     lx_call big = LX_CALL_ARGS(lx_int_v(4096), lx_int_v(4096));
-    CHECK_EQ_INT(nnx_eval_shape(&NNX_LINEAR_TYPE, &big, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_eval_shape(&nnx_Linear, &big, r, &m), LX_OK);
     CHECK(lx_is_abstract(lx_variable_get_value(((nnx_linear *)m)->kernel)));
     CHECK(lx_shape_eq(lx_variable_get_value(((nnx_linear *)m)->kernel), 2, (int64_t[]){4096, 4096}));
     CHECK(lx_array_live_count() - live <= 4);
     nnx_module_release(m);
     int64_t ks[] = {3, 3};
     lx_call cc = LX_CALL_ARGS(lx_int_v(3), lx_int_v(16), lx_ints_v(2, ks));
-    CHECK_EQ_INT(nnx_eval_shape(&NNX_CONV_TYPE, &cc, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_eval_shape(&nnx_Conv, &cc, r, &m), LX_OK);
     CHECK(lx_is_abstract(lx_variable_get_value(((nnx_conv *)m)->kernel)));
     nnx_module_release(m);
     lx_call mc = LX_CALL_ARGS(lx_int_v(2), lx_int_v(4));
-    CHECK_EQ_INT(nnx_eval_shape(&NNX_MHA_TYPE, &mc, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_eval_shape(&nnx_MultiHeadAttention, &mc, r, &m), LX_OK);
     lx_array *x = lx_autorelease(lx_array_abstract(LX_F32, 3, (int64_t[]){1, 3, 4}));
     lx_array *y = nnx_call_array(m, x);
     CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 3, (int64_t[]){1, 3, 4}));
@@ -718,7 +718,7 @@ static void test_metadata_eval_shape_functional(void) {
     /* functional(Linear)(2, 3).init(rngs) / .apply(state)(x) */
     nnx_functional *f = NULL;
     lx_call fc = LX_CALL_ARGS(lx_int_v(2), lx_int_v(3));
-    CHECK_EQ_INT(nnx_functional_new(&NNX_LINEAR_TYPE, &fc, &f), LX_OK);
+    CHECK_EQ_INT(nnx_functional_new(&nnx_Linear, &fc, &f), LX_OK);
     lx_value out;
     lx_array *xi = lx_autorelease(lx_array_full_f32(2, (int64_t[]){1, 2}, 1.0f));
     lx_call xc = LX_ARGS(xi);
@@ -736,7 +736,7 @@ static void test_metadata_eval_shape_functional(void) {
     lx_tree_release(st);
     nnx_functional_free(f);
 
-    CHECK(nnx_layer_type("BatchNorm") == &NNX_BATCH_NORM_TYPE && nnx_layer_type("Nope") == NULL);
+    CHECK(nnx_layer_type("BatchNorm") == &nnx_BatchNorm && nnx_layer_type("Nope") == NULL);
     nnx_rngs_release(r);
 }
 

@@ -94,14 +94,14 @@ static void test_registry_register(void) {
                 "linked with this type <class 'batch_stats'>.");
 
     /* Duplicate registration, then overwrite. */
-    CHECK_FAILS(lx_register_variable_name("params", &MyParam, false), LX_ERR_EXISTS,
+    CHECK_FAILS(lx_variable_register_name("params", &MyParam, false), LX_ERR_EXISTS,
                 "Name params already mapped to type <class 'Param'>. To overwrite, call register_variable_name() "
                 "with `overwrite=True`.");
     /* Even the same pair is refused without overwrite, as in Flax. */
-    CHECK_FAILS(lx_register_variable_name("params", &lx_Param, false), LX_ERR_EXISTS, "Name params already mapped");
+    CHECK_FAILS(lx_variable_register_name("params", &lx_Param, false), LX_ERR_EXISTS, "Name params already mapped");
     CHECK_EQ_INT(lx_variable_type_from_name("params", NULL, false, &t2), LX_OK);
     CHECK(t2 == &lx_Param);
-    CHECK_EQ_INT(lx_register_variable_name("params", &MyParam, true), LX_OK);
+    CHECK_EQ_INT(lx_variable_register_name("params", &MyParam, true), LX_OK);
     CHECK_EQ_INT(lx_variable_type_from_name("params", NULL, false, &t2), LX_OK);
     CHECK(t2 == &MyParam);
     CHECK_EQ_INT(lx_variable_name_from_type(&MyParam, false, &n), LX_OK);
@@ -109,16 +109,16 @@ static void test_registry_register(void) {
     CHECK_FAILS(lx_variable_name_from_type(&lx_Param, false, &n), LX_ERR_NOT_FOUND, "Type <class 'Param'>");
 
     /* One type under two names: lookups by type give the first registered. */
-    CHECK_EQ_INT(lx_register_variable_name("sown", &lx_Intermediate, false), LX_OK);
+    CHECK_EQ_INT(lx_variable_register_name("sown", &lx_Intermediate, false), LX_OK);
     CHECK_EQ_INT(lx_variable_name_from_type(&lx_Intermediate, false, &n), LX_OK);
     CHECK_STR(n, "intermediates");
     /* Overwriting keeps the name's place in that order. */
-    CHECK_EQ_INT(lx_register_variable_name("cache", &lx_Intermediate, true), LX_OK);
+    CHECK_EQ_INT(lx_variable_register_name("cache", &lx_Intermediate, true), LX_OK);
     CHECK_EQ_INT(lx_variable_name_from_type(&lx_Intermediate, false, &n), LX_OK);
     CHECK_STR(n, "cache");
 
-    CHECK_FAILS(lx_register_variable_name("", &lx_Param, false), LX_ERR_INVALID_ARGUMENT, "empty collection name");
-    CHECK_FAILS(lx_register_variable_name("x", NULL, false), LX_ERR_INVALID_ARGUMENT, "type is NULL");
+    CHECK_FAILS(lx_variable_register_name("", &lx_Param, false), LX_ERR_INVALID_ARGUMENT, "empty collection name");
+    CHECK_FAILS(lx_variable_register_name("x", NULL, false), LX_ERR_INVALID_ARGUMENT, "type is NULL");
     CHECK_FAILS(lx_variable_type_from_name(NULL, NULL, true, &t2), LX_ERR_INVALID_ARGUMENT, "empty collection name");
     CHECK_FAILS(lx_variable_name_from_type(NULL, true, &n), LX_ERR_INVALID_ARGUMENT, "type is NULL");
 
@@ -135,7 +135,7 @@ static void test_registry_register(void) {
     for (int i = 0; i < 30; i++) {
         char nm[16];
         snprintf(nm, sizeof nm, "coll%d", i);
-        CHECK_EQ_INT(lx_register_variable_name(nm, i == 0 ? &MyParam : &lx_Cache, false), LX_OK);
+        CHECK_EQ_INT(lx_variable_register_name(nm, i == 0 ? &MyParam : &lx_Cache, false), LX_OK);
     }
     CHECK_EQ_INT(lx_variable_type_from_name("coll29", NULL, false, &t2), LX_OK);
     CHECK(t2 == &lx_Cache);

@@ -46,6 +46,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 #define LX_MAX_DIMS 8
 #define LX_ALIGN 64
@@ -151,6 +152,7 @@ bool lx_array_allclose(const lx_array *a, const lx_array *b, double rtol, double
 /* numpy-style printing, e.g. "[[1. 2.]\n [3. 4.]]" with floats as %.9g. */
 lx_status lx_array_fprint(FILE *f, const lx_array *a);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -34,6 +34,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- the tape ---- */
 typedef struct lx_tape lx_tape;
@@ -105,6 +106,7 @@ lx_status nnx_value_and_grad(nnx_module *model, const nnx_filter *wrt, nnx_loss_
 /* nnx.grad: the same without the value. */
 lx_status nnx_grad(nnx_module *model, const nnx_filter *wrt, nnx_loss_fn fn, void *user, lx_tree **grads);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

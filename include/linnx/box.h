@@ -37,6 +37,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef enum lx_box_kind {
     LX_BOX_PARTITIONED = 1,
@@ -118,6 +119,7 @@ const char *lx_box_str(const lx_box *b, char *buf, size_t cap);
  * its value. Other leaves are shared. */
 lx_status lx_tree_unbox(const lx_tree *t, lx_tree **out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

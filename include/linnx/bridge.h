@@ -29,6 +29,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* Flax's is_vanilla_variable: no metadata beyond hijax/ref/eager_sharding and empty *_hooks. */
 bool bridge_is_vanilla_variable(const lx_variable *v);
@@ -78,6 +79,7 @@ lx_status bridge_metadata_to_linen_var(const lx_variable *v, void *user, lx_valu
  * LogicallyPartitioned(value, out_sharding, mesh, sharding_rules); others stay raw arrays. */
 lx_status bridge_metadata_to_logically_partitioned(const lx_variable *v, void *user, lx_value *out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -43,6 +43,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- foreign arrays ---- */
 #define LX_RAW_TAG "ckpt_raw"
@@ -230,6 +231,7 @@ lx_status lx_ckpt_manager_steps(const lx_ckpt_manager *m, int64_t **steps, size_
  * LX_ERR_NOT_FOUND when there is none. */
 lx_status lx_ckpt_manager_restore(const lx_ckpt_manager *m, int64_t step, lx_tree **out, int64_t *step_out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -29,6 +29,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct lx_ints {
     int n;
@@ -115,6 +116,7 @@ static inline lx_ints lx_ints_of(int n, const int64_t *v) {
 }
 static inline lx_value lx_ints_value(const lx_ints *t) { return lx_ints_v(t->n, t->v); }
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

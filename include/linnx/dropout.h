@@ -1,4 +1,5 @@
-/* linnx/dropout.h - the dropout op, shared by Linen's Dropout and NNX's Dropout.
+/* linnx/dropout.h - dropout: the op shared by Linen's Dropout and NNX's Dropout, its mask, and
+ * its arithmetic given a mask.
  *
  * Flax semantics (flax/linen/stochastic.py): keep_prob = 1 - rate;
  * mask = bernoulli(key, keep_prob, shape) with every axis listed in broadcast_dims set to 1 in
@@ -24,6 +25,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* x: float32. rate in [0, 1]. broadcast_dims: nbroadcast axes of x (negative counts from the
  * end), may be NULL when nbroadcast is 0. */
@@ -34,6 +36,13 @@ lx_array *lx_dropout(lx_array *x, double rate, lx_key key, int nbroadcast,
 lx_array *lx_dropout_mask(lx_key key, double rate, int ndim, const int64_t *shape, int nbroadcast,
                           const int64_t *broadcast_dims);
 
+/* ---- dropout's arithmetic (the random mask comes from the caller) ----
+ * keep_mask (bool, broadcastable to x): where true, x / keep with keep = (float)(1.0 - rate)
+ * computed in double as Flax does (Python float, then x's dtype), like lx_dropout; elsewhere 0.
+ * rate must be in [0, 1]; rate 1 gives zeros. Attribute: rate. */
+lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate);
+
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -28,6 +28,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef enum lx_init_kind {
     LX_INIT_ZEROS = 0,
@@ -180,6 +181,7 @@ lx_array *lx_init_apply(const lx_initializer *init, lx_key key, lx_dtype dtype, 
 lx_status lx_init_apply_into(const lx_initializer *init, lx_key key, lx_dtype dtype, int ndim,
                              const int64_t *shape, void *out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

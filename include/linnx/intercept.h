@@ -2,8 +2,9 @@
  * operand roles, as MaxText's bridge provides them for quantization (maxtext-wrappers.md §1.7,
  * §3: Qwix needs `decoder/layers_0/mlp/wi_0` and to know which operand is a weight).
  *
- * While any interceptor is registered, the Linen and NNX runtimes keep a thread-local stack of
- * module frames: a Linen scope contributes its name, an NNX module called by its parent
+ * The Linen and NNX runtimes keep a thread-local stack of module frames whenever a module method
+ * runs (also when no interceptor is registered: failure messages start with the same path,
+ * status.h). A Linen scope contributes its name, an NNX module called by its parent
  * contributes its attribute name in that parent (list items their index). The path of an op is
  * the names of all frames joined with '/', across bridge boundaries in both directions: an NNX
  * module run by ToLinen at `decoder/layers_0` shows `decoder/layers_0/mlp/wi_0`; a Linen module
@@ -26,6 +27,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef enum lx_operand_role { LX_OPERAND_ACTIVATION = 0, LX_OPERAND_PARAM = 1 } lx_operand_role;
 
@@ -44,7 +46,7 @@ typedef void (*lx_interceptor_fn)(const lx_intercept_event *ev, void *user);
 
 lx_status lx_interceptor_add(lx_interceptor_fn fn, void *user, int *handle);
 void lx_interceptor_remove(int handle);
-/* True while an interceptor is registered on this thread (the runtimes push frames only then). */
+/* True while an interceptor is registered on this thread. */
 bool lx_intercepting(void);
 
 /* ---- module frames (called by the Linen and NNX runtimes, not by users) ---- */
@@ -64,6 +66,7 @@ const char *lx_frame_current_path(void);
  * LX_ERR_INVALID_ARGUMENT with a message giving the size it needs. */
 const char *lx_frame_path(char *buf, size_t cap);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

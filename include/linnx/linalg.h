@@ -20,6 +20,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- GEMM on raw row-major buffers ----
  * C[M,N] = alpha * op(A) op(B) + beta * C, row-major, op(X) = X or X^T. op(A) is M x K: A is
@@ -59,6 +60,7 @@ lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int64_t 
                          const int64_t *rhs_contract, int nbatch, const int64_t *lhs_batch,
                          const int64_t *rhs_batch);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -41,6 +41,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct linen_scope linen_scope;
 typedef struct linen_module linen_module;
@@ -72,15 +73,26 @@ enum {
 typedef struct linen_type {
     const char *name;        /* the class name: auto-names are "<name>_<i>" */
     size_t config_size;      /* sizeof the config struct */
-    const lx_field *fields;  /* dataclass fields, in declaration order */
-    int nfields;
+    /* The config table: the constructor's arguments (dataclass fields), in declaration order,
+     * as nnx_type.config is for NNX. `fields` / `nfields` are the deprecated spellings. */
+    union { const lx_field *config; const lx_field *fields; };
+    union { int nconfig; int nfields; };
     const linen_method *methods;
     int nmethods;
     /* Optional: setup-style children and variables, run lazily before the first method. */
     lx_status (*setup)(linen_scope *self);
-    /* Optional: extra cleanup of config members the field table does not own. */
+    /* Optional config hooks, the same pair as nnx_type's, for config members the field table
+     * does not own. config_retain runs on a config the framework has just filled: after the
+     * table bound it (not after a custom `bind`, which takes its own references) and after a
+     * copy (clone: the table's fields are already the copy's own, the other bytes are the
+     * source's); it takes its own references to them. On failure it drops what it took, zeroes
+     * those members and returns the status. config_release runs before a config is freed and
+     * must accept a zeroed config. */
+    lx_status (*config_retain)(void *cfg);
+    void (*config_release)(void *cfg);
+    /* Deprecated spellings of the same idea (used only when config_retain/_release are unset):
+     * config_free(cfg) = config_release; config_copy(dst, src) deep-copies the members. */
     void (*config_free)(void *cfg);
-    /* Optional: deep copy of those members (after the field table copied its own). */
     lx_status (*config_copy)(void *dst, const void *src);
     /* Optional: methods not in the table (the bridge's ToLinen forwards them to NNX methods).
      * Return LX_ERR_NOT_FOUND without recording a message (no lx_fail) for names it does not
@@ -95,6 +107,18 @@ typedef struct linen_type {
     lx_status (*bind)(const struct linen_type *type, void *cfg, const lx_call *kwargs);
     unsigned flags; /* LINEN_TYPE_* */
 } linen_type;
+
+/* Table macros for a type descriptor, so no count is typed by hand (the same scheme as NNX's):
+ *   static const linen_type MLP = {
+ *       .name = "MLP", LINEN_CONFIG(mlp_config, LX_FIELD_REQUIRED_INT(mlp_config, features)),
+ *       LINEN_METHODS(LINEN_ARRAY_METHOD("__call__", mlp_call)),
+ *   };
+ * (Tables kept in named arrays use .nconfig = LX_COUNT(MY_CONFIG) and so on.) */
+#define LINEN_CONFIG(T, ...)                                                              \
+    .config_size = sizeof(T), .config = (const lx_field[]){__VA_ARGS__},                   \
+    .nconfig = LX_COUNT(((const lx_field[]){__VA_ARGS__}))
+#define LINEN_METHODS(...) \
+    .methods = (const linen_method[]){__VA_ARGS__}, .nmethods = LX_COUNT(((const linen_method[]){__VA_ARGS__}))
 
 /* ---- modules (descriptions) ---- */
 lx_status linen_module_new(const linen_type *type, const lx_call *kwargs, linen_module **out);
@@ -161,15 +185,32 @@ typedef struct linen_opts {
     bool mutable_given;
 } linen_opts;
 
-/* ---- init / apply ---- */
+/* ---- init / apply ----
+ * Ownership of what they return: *variables (init) and *mutated (apply) are new trees the caller
+ * releases (lx_tree_release); *out holds one reference the caller releases (lx_value_free, or
+ * lx_release of out.u.array). The arrays inside the trees are shared with nothing the caller
+ * did not give; a leaf stays valid as long as its tree (lx_retain it to keep it longer). On
+ * failure nothing is returned: *variables / *mutated are NULL and *out is None. */
 lx_status linen_init(const linen_module *m, linen_rngs rngs, const lx_call *call,
                      const linen_opts *opts, lx_tree **variables);
 lx_status linen_init_with_output(const linen_module *m, linen_rngs rngs, const lx_call *call,
                                  const linen_opts *opts, lx_value *out, lx_tree **variables);
-/* *mutated is set (to a tree holding only the mutable collections) when the mutability is not
- * LINEN_MUTABLE_NONE, else to NULL. `mutated` may be NULL when immutable. */
-lx_status linen_apply(const linen_module *m, const lx_tree *variables, const lx_call *call,
-                      linen_rngs rngs, const linen_opts *opts, lx_value *out, lx_tree **mutated);
+/* apply(variables, *args, rngs=..., method=..., mutable=...): the same order as init, with the
+ * variables first: module, what it is bound to (variables, rngs), the call, options, outputs.
+ * *mutated is set (to a tree holding only the mutable collections) when the mutability is not
+ * LINEN_MUTABLE_NONE, else to NULL. `mutated` may be NULL when immutable. (The name is in
+ * parentheses because compat.h keeps the old argument order, call before rngs, compiling.) */
+lx_status(linen_apply)(const linen_module *m, const lx_tree *variables, linen_rngs rngs, const lx_call *call,
+                       const linen_opts *opts, lx_value *out, lx_tree **mutated);
+
+#ifdef LINNX_COMPAT_LINEN_APPLY_
+/* The deprecated argument order (compat.h). */
+static inline lx_status linen_apply_call_first_(const linen_module *m, const lx_tree *variables,
+                                                const lx_call *call, linen_rngs rngs, const linen_opts *opts,
+                                                lx_value *out, lx_tree **mutated) {
+    return (linen_apply)(m, variables, rngs, call, opts, out, mutated);
+}
+#endif
 
 /* ---- inside a method: the bound module ("self") ---- */
 const void *linen_config(const linen_scope *self);
@@ -198,7 +239,12 @@ lx_status linen_param(linen_scope *self, const char *name, const lx_initializer 
 lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_initializer *init,
                                lx_dtype dtype, int ndim, const int64_t *shape, int init_ndim,
                                const int64_t *init_shape, lx_array **out);
-/* A param with a custom init producing any leaf (an array or a box): fn(key, user, &leaf). */
+/* A param with a custom init producing any leaf (an array or a box): fn(key, user, &leaf).
+ * Ownership: the init function hands over one reference in *leaf (an array it made with
+ * lx_array_* constructors, or lx_retain of a pool-owned one such as an op result; a box from
+ * lx_box_*), which the scope stores and later releases with lx_value_free. On failure it returns
+ * the status and leaves *leaf holding nothing (LX_V_NONE). The *out that linen_param_custom and
+ * linen_variable give back is borrowed from the scope, like linen_param's. */
 typedef lx_status (*linen_init_fn)(lx_key key, void *user, lx_value *leaf);
 lx_status linen_param_custom(linen_scope *self, const char *name, linen_init_fn fn, void *user,
                              lx_value *out);
@@ -258,6 +304,7 @@ lx_array *linen_call_array(linen_scope *self, const linen_module *child, const c
 lx_status linen_merge_param(const char *name, const lx_value *module_attr, const lx_value *call_arg,
                             bool *out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

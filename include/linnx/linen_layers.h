@@ -34,6 +34,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- configs (the dataclass fields, in Flax's order) ---- */
 typedef struct linen_dense_config {
@@ -186,12 +187,12 @@ lx_array *linen_self_attention(linen_scope *s, const char *name, int64_t num_hea
 lx_array *linen_relu6_fn(lx_array *x);                       /* min(max(x, 0), 6) */
 lx_array *linen_leaky_relu_fn(lx_array *x, float negative_slope); /* where(x >= 0, x, slope * x) */
 
-/* flax.linen.make_causal_mask(x): x (batch..., len) -> bool (batch..., 1, len, len).
+/* flax.linen.make_causal_mask is lx_make_causal_mask (nn.h), shared with NNX code.
  * flax.linen.make_attention_mask(q, k): q (batch..., lq), k (batch..., lk) -> bool
  * (batch..., 1, lq, lk), true where both are nonzero (Flax's default pairwise_fn is multiply). */
-lx_array *linen_make_causal_mask(lx_array *x);
 lx_array *linen_make_attention_mask(lx_array *query_input, lx_array *key_input);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

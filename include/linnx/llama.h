@@ -67,6 +67,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* The model's size and numerics (MaxText config names). */
 typedef struct llama_config {
@@ -181,6 +182,7 @@ int64_t llama_model_cache_index(llama_model *m);
  * before anything runs; a model without a cache is an error. */
 lx_array *llama_generate(llama_model *m, lx_array *prompt, int64_t n, const lx_sampling *s, lx_key key);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

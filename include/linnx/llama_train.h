@@ -27,6 +27,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct llama_train_opts {
     int64_t steps;          /* the schedule's length (MaxText's learning_rate_schedule_steps) */
@@ -71,6 +72,7 @@ lx_status llama_checkpoint_config(const lx_tree *ckpt, llama_config *out);
  * may differ: it sizes no parameter, so a model can sample longer sequences than it trained on). */
 lx_status llama_model_load_checkpoint(llama_model *m, const lx_tree *ckpt);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

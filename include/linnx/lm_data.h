@@ -22,6 +22,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct lm_data {
     uint8_t *train;   /* the training bytes: every file, the held-out tail excluded */
@@ -60,6 +61,7 @@ double lm_unigram_entropy(const uint8_t *buf, int64_t n);
  * position; an empty text is an error. */
 lx_array *lm_encode(const char *text, int64_t vocab);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* optax.losses.squared_error(predictions, targets): (p - t) ** 2; targets NULL means zeros. */
 lx_array *optax_squared_error(lx_array *predictions, lx_array *targets);
@@ -31,6 +32,7 @@ lx_array *optax_softmax_cross_entropy_with_integer_labels(lx_array *logits, lx_a
  * logits' shape (broadcasting allowed). */
 lx_array *optax_sigmoid_binary_cross_entropy(lx_array *logits, lx_array *labels);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

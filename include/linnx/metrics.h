@@ -16,6 +16,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct nnx_average {
     float total;
@@ -39,6 +40,7 @@ void nnx_accuracy_reset(nnx_accuracy *m);
 lx_status nnx_accuracy_update(nnx_accuracy *m, lx_array *logits, lx_array *labels);
 float nnx_accuracy_compute(const nnx_accuracy *m);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

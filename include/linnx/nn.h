@@ -14,10 +14,12 @@
 #include <stdint.h>
 
 #include "linnx/array.h"
+#include "linnx/dropout.h" /* lx_dropout_apply was declared here */
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- softmax ---- */
 /* exp(x - max) / sum over `axis` (negative counts from the end), and its log
@@ -105,12 +107,9 @@ lx_array *lx_dot_product_attention_weights(lx_array *q, lx_array *k, lx_array *b
  * linnx masks are bool.) */
 lx_array *lx_make_causal_mask(lx_array *x);
 
-/* ---- dropout's arithmetic (the random mask comes from the caller) ----
- * keep_mask (bool, broadcastable to x): where true, x / keep with keep = (float)(1.0 - rate)
- * computed in double as Flax does (Python float, then x's dtype), like lx_dropout; elsewhere 0.
- * rate must be in [0, 1]; rate 1 gives zeros. Attribute: rate. */
-lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate);
+/* Dropout (lx_dropout, lx_dropout_mask, lx_dropout_apply) lives in dropout.h. */
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -43,10 +43,11 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct nnx_module nnx_module;
 typedef struct nnx_type nnx_type;
-typedef struct nnx_rngs nnx_rngs; /* an nnx_module of type NNX_RNGS_TYPE */
+typedef struct nnx_rngs nnx_rngs; /* an nnx_module of type nnx_Rngs */
 typedef struct nnx_attrs nnx_attrs;
 
 /* The header: first member of every module struct. */
@@ -78,10 +79,21 @@ typedef struct nnx_field {
 #define NNX_LIST(T, m) {#m, NNX_FIELD_LIST, offsetof(T, m)}
 
 typedef lx_status (*nnx_method_fn)(nnx_module *self, const lx_call *call, lx_value *out);
+/* A method over one array (positional 0, or keyword "x" / "inputs"): NULL means failure (the op
+ * or call that failed left the message); the result may be pool-owned. */
+typedef lx_array *(*nnx_array_method_fn)(nnx_module *self, lx_array *x);
 typedef struct nnx_method {
     const char *name;
     nnx_method_fn fn;
+    nnx_array_method_fn array_fn; /* used when fn is NULL */
 } nnx_method;
+/* Method table entries: NNX_METHOD("attend", fn) for the general signature,
+ * NNX_ARRAY_METHOD("__call__", fn) for one array in, one array out. */
+#define NNX_METHOD(name_, fn_) {(name_), (fn_), NULL}
+#define NNX_ARRAY_METHOD(name_, fn_) {(name_), NULL, (fn_)}
+/* Write an array result to a method's *out (retaining it). NULL y: the failure that produced
+ * it is returned (its message kept). The NNX twin of linen_return_array. */
+lx_status nnx_return_array(lx_value *out, lx_array *y);
 
 struct nnx_type {
     const char *name;            /* class name ("Linear") */
@@ -97,25 +109,48 @@ struct nnx_type {
     size_t config_offset;        /* where the config struct lives inside the module struct */
     const nnx_method *methods;
     int nmethods;
-    /* Constructor: config is already bound from the call; build Variables and children.
-     * `rngs` may be NULL (a module that needs none). */
+    /* Constructor of a type with a config table: the config is already bound from the call;
+     * build Variables and children from it. `rngs` may be NULL (a module that needs none). */
+    lx_status (*setup)(nnx_module *self, nnx_rngs *rngs);
+    /* Constructor that reads the call itself (a type without a config table, e.g. Sequential's
+     * positional layers); with a config table, setup is the one to use. Both may be given:
+     * setup runs first. */
     lx_status (*init)(nnx_module *self, const lx_call *call, nnx_rngs *rngs);
     /* Optional extra cleanup (fields, config and attrs are released by the framework). */
     void (*destroy)(nnx_module *self);
     /* Optional: methods not in the table (ToNNX forwards them to the Linen module's methods).
      * Return LX_ERR_NOT_FOUND for names it does not know either. */
     lx_status (*dispatch)(nnx_module *self, const char *method, const lx_call *call, lx_value *out);
-    /* Optional: references a config holds that neither the field table nor the value system
-     * counts (a raw pointer inside an OBJ field; a module in a VALUE field needs no hook: module
-     * values are counted, value.h lx_ptr_register). config_retain runs on every config the
-     * framework has just bound or copied (construction, graphdefs, merge, clone);
-     * config_release before it frees one, and must accept a zeroed config. Types with these
-     * hooks refuse nnx_setattr on their config fields (the reference would be lost), and so
-     * does any config field holding a module (ToNNX's Linen module): the module's state was
-     * built from it. */
-    void (*config_retain)(void *cfg);
+    /* Optional config hooks, the same pair as linen_type's: references a config holds that
+     * neither the field table nor the value system counts (a raw pointer inside an OBJ field; a
+     * module in a VALUE field needs no hook: module values are counted, value.h
+     * lx_ptr_register). config_retain runs on every config the framework has just bound or
+     * copied (construction, graphdefs, merge, clone): the table's fields are already its own,
+     * the other bytes are the source's; it takes its own references to them. On failure it
+     * drops what it took, zeroes those members and returns the status. config_release runs
+     * before a config is freed, and must accept a zeroed config. Types with these hooks refuse
+     * nnx_setattr on their config fields (the reference would be lost), and so does any config
+     * field holding a module (ToNNX's Linen module): the module's state was built from it. */
+    lx_status (*config_retain)(void *cfg);
     void (*config_release)(void *cfg);
 };
+
+/* Table macros for a type descriptor, so no count is typed by hand:
+ *   static const nnx_type MY_NNX = {
+ *       .name = "MyNNX", .size = sizeof(my_nnx), .setup = my_nnx_setup,
+ *       NNX_CONFIG(my_nnx, cfg, LX_FIELD_REQUIRED_INT(my_config, features)),
+ *       NNX_FIELDS(NNX_CHILD(my_nnx, linear)),
+ *       NNX_METHODS(NNX_ARRAY_METHOD("__call__", my_nnx_call)),
+ *   };
+ * (Tables kept in named arrays use .nfields = LX_COUNT(MY_FIELDS) and so on.) */
+#define NNX_FIELDS(...) \
+    .fields = (const nnx_field[]){__VA_ARGS__}, .nfields = LX_COUNT(((const nnx_field[]){__VA_ARGS__}))
+#define NNX_METHODS(...) \
+    .methods = (const nnx_method[]){__VA_ARGS__}, .nmethods = LX_COUNT(((const nnx_method[]){__VA_ARGS__}))
+/* The config table of module struct T, stored in its member `member`. */
+#define NNX_CONFIG(T, member, ...)                                                        \
+    .config = (const lx_field[]){__VA_ARGS__}, .nconfig = LX_COUNT(((const lx_field[]){__VA_ARGS__})), \
+    .config_offset = offsetof(T, member)
 
 /* ---- modules ---- */
 lx_status nnx_module_new(const nnx_type *type, const lx_call *call, nnx_rngs *rngs, nnx_module **out);
@@ -137,10 +172,13 @@ const char *nnx_attr_name(const nnx_module *m, int i);
 /* Call a method by name (NULL = "__call__"); unknown names fail with Flax's AttributeError text. */
 lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out);
 /* Call `fn` as a method of m (Flax's fn(module, *args) for an unbound method function, what
- * ToLinen's nnx_method= resolves to). Like nnx_call it runs inside m's module frame while an op
- * interceptor is registered (intercept.h); calling fn directly would skip the frame, so ops of
+ * ToLinen's nnx_method= resolves to). Like nnx_call it runs inside m's module frame (intercept.h:
+ * the path failures and interceptors see); calling fn directly would skip the frame, so ops of
  * m's children would lose m's name from their path. */
 lx_status nnx_call_fn(nnx_module *m, nnx_method_fn fn, const lx_call *call, lx_value *out);
+/* Call a method-table entry (fn or array_fn) as a method of m, in m's frame: a method given as
+ * a function when it may be an NNX_ARRAY_METHOD. */
+lx_status nnx_call_method(nnx_module *m, const nnx_method *method, const lx_call *call, lx_value *out);
 /* The common case: one array in, one array out (pool-owned; NULL + message on failure). */
 lx_array *nnx_call_array(nnx_module *m, lx_array *x);
 const nnx_method *nnx_find_method(const nnx_type *type, const char *name);
@@ -213,10 +251,13 @@ typedef lx_status (*nnx_visit_fn)(const char *path, const lx_value *node, void *
 lx_status nnx_iter_graph(nnx_module *m, nnx_visit_fn fn, void *user);
 /* Set `initializing` on every module in the graph (lazy_init). */
 void nnx_set_initializing(nnx_module *m, bool on);
-/* A per-thread counter bumped by every structural change made through this API (setattr,
- * delattr, list append/clear, update inserting a new path). Callers that cache a module's
- * Variable list (the bridge's ToLinen) compare it before and after running a method; direct
- * writes to declared struct fields are not counted (compare the fields themselves). */
+/* The graph's version: a per-thread counter bumped by every structural change made through this
+ * API (setattr, delattr, list append/clear, update inserting a new path). Callers that cache a
+ * module's Variable list (the bridge's ToLinen) compare it before and after running a method.
+ * The rule that makes one number enough: after construction (init/setup), a child, a list or a
+ * Variable of a module is replaced only through nnx_setattr / nnx_delattr / nnx_list_*, never
+ * by assigning the struct field (changing a Variable's value, lx_variable_set_value, is not a
+ * structural change and needs nothing). */
 uint64_t nnx_graph_epoch(void);
 
 /* ---- Rngs ---- */
@@ -236,17 +277,22 @@ static inline void nnx_rngs_release(nnx_rngs *r) { nnx_module_release((nnx_modul
  * LX_ERR_RNG "No RngStream named '<stream>' found in Rngs." */
 lx_status nnx_rngs_draw(nnx_rngs *r, const char *stream, lx_key *out);
 bool nnx_rngs_has(const nnx_rngs *r, const char *stream);
-int nnx_rngs_count(const nnx_rngs *r);
+/* rngs.<stream>.count.value / .key.value: how many keys the stream has drawn, and its key. The
+ * stream is looked up as a draw would (falling back to 'default'); LX_ERR_RNG when neither
+ * exists, LX_ERR_RNG too when its Variables hold no concrete uint32 values (eval_shape). */
+lx_status nnx_rngs_stream_count(const nnx_rngs *r, const char *stream, uint32_t *count);
+lx_status nnx_rngs_stream_key(const nnx_rngs *r, const char *stream, lx_key *key);
+int nnx_rngs_num_streams(const nnx_rngs *r);
 const char *nnx_rngs_stream_name(const nnx_rngs *r, int i);
 /* rngs.fork(): new Rngs whose streams are seeded with one draw from each parent stream. */
 lx_status nnx_rngs_fork(nnx_rngs *r, nnx_rngs **out);
 /* rngs['dropout'].fork(): a standalone RngStream module (what Dropout keeps). */
-lx_status nnx_rng_stream_fork(nnx_rngs *r, const char *stream, nnx_module **out);
-lx_status nnx_rng_stream_draw(nnx_module *stream, lx_key *out);
+lx_status nnx_rngs_fork_stream(nnx_rngs *r, const char *stream, nnx_module **out);
+lx_status nnx_rngs_stream_draw(nnx_module *stream, lx_key *out);
 /* nnx.reseed(node, stream=seed): the streams tagged `stream` in the graph, in nnx_iter_graph
  * order, take the successive keys of a fresh stream seeded with `seed` (Flax draws
  * Rngs(stream=seed)[stream]() for each): the i-th gets key fold_in(key(seed), i), count 0. */
-lx_status nnx_reseed(nnx_module *m, const char *stream, int64_t seed);
+lx_status nnx_rngs_reseed(nnx_module *m, const char *stream, int64_t seed);
 
 
 /* ---- states ---- */
@@ -317,9 +363,10 @@ const nnx_graphdef *nnx_functional_graphdef(const nnx_functional *f);
 /* The type of an LX_V_PTR value carrying a module, or NULL (not a module). */
 nnx_module *nnx_module_from_value(const lx_value *v);
 
-extern const nnx_type NNX_RNGS_TYPE;
-extern const nnx_type NNX_RNG_STREAM_TYPE;
+extern const nnx_type nnx_Rngs;
+extern const nnx_type nnx_RngStream;
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,8 @@
  * constructor and call for C code. Attribute names, shapes, default initializers and the order
  * keys are drawn from `rngs.params()` follow Flax 0.12 (spec/jax-random.md §5.2), so a seed gives
  * Flax's parameters. The math runs on the ops of ops.h / linalg.h / nn.h that the Linen twins use.
+ * A typed call (nnx_linear_forward) runs in the layer's module frame just as nnx_call does, so a
+ * failure inside it names the layer's attribute path ("l1: dot_general: ...").
  *
  * Every parameter takes metadata (Flax's kernel_metadata=..., bias_metadata=...: a tree such as
  * nnx_sharding_metadata gives, {out_sharding: (...), mesh: ...}) that ends up in its Variable.
@@ -21,6 +23,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* Flax's default initializers as constants (for config tables). */
 extern const lx_initializer NNX_LECUN_NORMAL, NNX_ZEROS, NNX_ONES, NNX_HE_UNIFORM, NNX_EMBED_INIT;
@@ -40,7 +43,7 @@ typedef struct nnx_linear {
     lx_variable *kernel; /* Param (in, out) */
     lx_variable *bias;   /* Param (out,) or NULL */
 } nnx_linear;
-extern const nnx_type NNX_LINEAR_TYPE;
+extern const nnx_type nnx_Linear;
 lx_status nnx_linear_new(int64_t in_features, int64_t out_features, nnx_rngs *rngs, nnx_linear **out);
 lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x);
 
@@ -59,7 +62,7 @@ typedef struct nnx_linear_general {
     nnx_linear_general_config cfg;
     lx_variable *kernel, *bias;
 } nnx_linear_general;
-extern const nnx_type NNX_LINEAR_GENERAL_TYPE;
+extern const nnx_type nnx_LinearGeneral;
 lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x);
 
 /* ---- Conv(in_features, out_features, kernel_size, strides=1, *, padding='SAME' (or
@@ -82,7 +85,7 @@ typedef struct nnx_conv {
     nnx_conv_config cfg;
     lx_variable *kernel, *bias;
 } nnx_conv;
-extern const nnx_type NNX_CONV_TYPE;
+extern const nnx_type nnx_Conv;
 lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x);
 
 /* ---- Embed(num_embeddings, features, *, param_dtype, embedding_init=variance_scaling(1.0,
@@ -98,7 +101,7 @@ typedef struct nnx_embed {
     nnx_embed_config cfg;
     lx_variable *embedding;
 } nnx_embed;
-extern const nnx_type NNX_EMBED_TYPE;
+extern const nnx_type nnx_Embed;
 /* inputs: int32 indices -> (..., F). */
 lx_array *nnx_embed_forward(nnx_embed *m, lx_array *indices);
 /* attend(query): query (..., F) @ embedding.T -> (..., N). Also method "attend". */
@@ -124,7 +127,7 @@ typedef struct nnx_norm {
 } nnx_norm;
 typedef nnx_norm nnx_layer_norm;
 typedef nnx_norm nnx_rms_norm;
-extern const nnx_type NNX_LAYER_NORM_TYPE, NNX_RMS_NORM_TYPE;
+extern const nnx_type nnx_LayerNorm, nnx_RMSNorm;
 lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x);
 lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x);
 
@@ -148,7 +151,7 @@ typedef struct nnx_batch_norm {
     lx_variable *mean, *var;    /* BatchStat (F,) */
     lx_variable *scale, *bias;  /* Param (F,) or NULL */
 } nnx_batch_norm;
-extern const nnx_type NNX_BATCH_NORM_TYPE;
+extern const nnx_type nnx_BatchNorm;
 /* use_running_average: < 0 = the module's setting, 0 = train, 1 = eval (Flax's call argument). */
 lx_array *nnx_batch_norm_forward(nnx_batch_norm *m, lx_array *x, int use_running_average);
 
@@ -165,7 +168,7 @@ typedef struct nnx_dropout {
     nnx_dropout_config cfg;
     nnx_module *rngs; /* RngStream or NULL */
 } nnx_dropout;
-extern const nnx_type NNX_DROPOUT_TYPE;
+extern const nnx_type nnx_Dropout;
 /* deterministic: < 0 = the module's setting. rngs: NULL = the stream the module keeps. */
 lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nnx_rngs *rngs);
 
@@ -194,7 +197,7 @@ typedef struct nnx_mha {
     nnx_module *query_ln, *key_ln;         /* LayerNorm or NULL */
     nnx_module *rngs;                      /* RngStream or NULL */
 } nnx_mha;
-extern const nnx_type NNX_MHA_TYPE;
+extern const nnx_type nnx_MultiHeadAttention;
 lx_array *nnx_mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask,
                   int deterministic, nnx_rngs *rngs);
 
@@ -215,7 +218,7 @@ typedef struct nnx_lora {
     nnx_module *base_module;
     lx_variable *lora_a, *lora_b;
 } nnx_lora;
-extern const nnx_type NNX_LORA_TYPE;
+extern const nnx_type nnx_LoRA;
 lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x);
 
 /* ---- Sequential(*layers): `layers` holds modules and plain functions; __call__ feeds each
@@ -231,11 +234,12 @@ typedef struct nnx_sequential {
     nnx_module base;
     nnx_list layers;
 } nnx_sequential;
-extern const nnx_type NNX_SEQUENTIAL_TYPE;
+extern const nnx_type nnx_Sequential;
 
 /* A layer type by its Flax name ("Linear", "Conv", "BatchNorm", ...), or NULL. */
 const nnx_type *nnx_layer_type(const char *name);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

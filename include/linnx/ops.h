@@ -28,6 +28,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* A tuple of ints on the spot: lx_sum(x, LX_AXES(0, -1), false), lx_reshape(x, LX_SHAPE(2, -1)).
  * Expands to two arguments: the count and a pointer. */
@@ -152,6 +153,7 @@ lx_array *lx_take(lx_array *a, lx_array *indices, int64_t axis);
  * a label outside 0..num_classes-1 gives an all-zero row, as in JAX. */
 lx_array *lx_one_hot(lx_array *labels, int64_t num_classes);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

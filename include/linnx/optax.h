@@ -58,6 +58,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---------------------------------------------------------------- schedules (optax.schedules) */
 typedef struct optax_schedule optax_schedule;
@@ -276,6 +277,7 @@ lx_status optax_inject_set_hyperparam(lx_tree **state, const char *name, float v
 optax_tx *optax_from_string(const char *src);
 optax_schedule *optax_schedule_from_string(const char *src);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -21,6 +21,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 #define LX_PLOT_LEFT 70
 #define LX_PLOT_RIGHT 20
@@ -50,6 +51,7 @@ lx_status lx_plot_nice_range(double min, double max, double *lo, double *hi, dou
 lx_status lx_plot_svg(const char *path, const lx_plot *plot, int nseries, const lx_plot_series *series);
 lx_status lx_plot_svg_fprint(FILE *f, const lx_plot *plot, int nseries, const lx_plot_series *series);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -32,6 +32,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- the table ---- */
 #define LX_PRIM_LIST(X)                                                                            \
@@ -191,6 +192,7 @@ typedef lx_array *(*lx_prim_substitute_fn)(lx_prim_id id, const void *params, in
 lx_status lx_prim_substitute_add(lx_prim_substitute_fn fn, void *user, int *handle);
 void lx_prim_substitute_remove(int handle);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -29,6 +29,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct lx_key {
     uint32_t k[2];
@@ -105,6 +106,7 @@ lx_key lx_linen_make_rng_key(lx_key root, int n, const char *const *path, uint32
 /* The count-th (0-based) draw of an nnx RngStream holding stream_key: fold_in(stream_key, count). */
 lx_key lx_nnx_stream_key(lx_key stream_key, uint32_t count);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -22,6 +22,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* jax.random.gumbel(key, shape, float32) */
 lx_array *lx_random_gumbel(lx_key key, int ndim, const int64_t *shape);
@@ -41,6 +42,7 @@ typedef struct lx_sampling {
  * > V (LX_ERR_INVALID_ARGUMENT). */
 lx_array *lx_sample_tokens(lx_key key, lx_array *logits, const lx_sampling *s);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -3,6 +3,17 @@
  * Every fallible public call returns an lx_status (or NULL) and leaves a message that names
  * what failed. The library never aborts, exits or prints to stdout.
  *
+ * Every message starts with the module path of the method that was running when it failed,
+ * across the bridge in both directions: "ToLinen_0/l1: dot_general: contracting dimensions ...".
+ * A failure outside any module method has no path in front.
+ *
+ * Failed inputs: an op or call handed a NULL that stands for an earlier failure fails too,
+ * keeping that earlier message, so a chain of calls is checked once at its end. That holds only
+ * while the earlier failure is *pending*: every failure makes it pending; lx_clear_error() and the
+ * successful end of an outermost module call (linen_init, linen_apply, nnx_call, a constructor
+ * called from user code) mark it handled. A NULL input met when no failure is pending is reported
+ * as itself ("matmul: input is NULL ..."), never with the message of a failure already handled.
+ *
  * Ownership: lx_last_error() returns a thread-local buffer owned by linnx; it stays valid until
  * the next failing call on the same thread.
  */
@@ -10,10 +21,13 @@
 #define LINNX_STATUS_H
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef enum lx_status {
     LX_OK = 0,
@@ -53,7 +67,16 @@ lx_status lx_fail_context(lx_status status, const char *fmt, ...)
 const char *lx_last_error(void);
 /* The status of the last failure on this thread (LX_OK if none since the last clear). */
 lx_status lx_last_status(void);
+/* Forget the last failure: the message becomes "", the status LX_OK, nothing is pending. */
 void lx_clear_error(void);
+/* Whether the last failure on this thread is still pending (see the top of this header). Op
+ * code and method functions that meet a NULL input record their own failure only when nothing
+ * is pending. */
+bool lx_error_pending(void);
+/* A counter that every recorded failure on this thread increments: compare it before and after
+ * a call to learn whether that call recorded a message (a dispatch hook's "no such method" is
+ * LX_ERR_NOT_FOUND with no message). */
+uint64_t lx_error_generation(void);
 
 /* A short stable name for a status code: "LX_ERR_SHAPE". */
 const char *lx_status_name(lx_status status);
@@ -76,7 +99,11 @@ void lx_warn(const char *fmt, ...)
         if (lx_try_s_ != LX_OK) return lx_try_s_; \
     } while (0)
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif
+/* Deprecated spellings of renamed names, so code written against them keeps building. */
+#include "linnx/compat.h"
+
 #endif

@@ -23,6 +23,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* Use n threads from now on (n >= 1); n == 0 restores the default. Negative n is
  * LX_ERR_INVALID_ARGUMENT and leaves the setting unchanged. */
@@ -30,6 +31,7 @@ lx_status lx_set_num_threads(int n);
 /* The thread count in force (always >= 1). */
 int lx_num_threads(void);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -11,7 +11,7 @@
  *
  *   linen_module *m = NULL;
  *   lx_call ctor = LX_CALL_KWARGS(LX_KW_INT("in_features", 4), LX_KW_INT("out_features", 8));
- *   bridge_to_linen(&NNX_LINEAR_TYPE, &ctor, NULL, &m);     // to_linen(nnx.Linear, 4, 8)
+ *   bridge_to_linen(&nnx_Linear, &ctor, NULL, &m);     // to_linen(nnx.Linear, 4, 8)
  *   linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &variables);
  *   // {'params': {'bias': f32[8], 'kernel': f32[4,8]}}
  *
@@ -61,7 +61,8 @@
  * atomic, but that does not make sharing a module safe.)
  * NNX methods run through ToLinen must not write into the data of the arrays their Variables
  * hold (replace the Variable's value instead, as every linnx layer does): during apply those
- * arrays are the caller's.
+ * arrays are the caller's. A method that replaces a child or a Variable does it with
+ * nnx_setattr (nnx.h's rule): the cache checks the graph's version, not the struct fields.
  *
  * Ownership: bridge_to_linen gives the caller a module (linen_module_release). The ToLinen
  * keeps a deep copy of the constructor call (modules in it retained). to_linen_class types are
@@ -78,13 +79,14 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
-/* The Linen type "ToLinen". linen_module_new(&BRIDGE_TO_LINEN_TYPE, kwargs) takes Flax's
+/* The Linen type "ToLinen". linen_module_new(&bridge_ToLinen, kwargs) takes Flax's
  * fields: nnx_class (positional 0 or keyword; LX_V_PTR "nnx_type"), ctor (positional 1 or
  * keyword; LX_V_PTR "lx_call" pointing at the constructor call, copied; absent = no
  * arguments), skip_rng (bool), metadata_fn (None = store raw values; LX_V_PTR
  * "bridge_metadata" pointing at a bridge_metadata; absent = to_linen_var), name. */
-extern const linen_type BRIDGE_TO_LINEN_TYPE;
+extern const linen_type bridge_ToLinen;
 
 /* A metadata_fn with its user pointer, as carried in a call record. */
 typedef struct bridge_metadata {
@@ -106,11 +108,15 @@ typedef struct bridge_to_linen_opts {
  * `opts` NULL = defaults. */
 lx_status bridge_to_linen(const nnx_type *t, const lx_call *ctor, const bridge_to_linen_opts *opts,
                           linen_module **out);
-/* The common form, keyword arguments only: NULL on failure (message kept).
- *   linen_module *m = BRIDGE_TO_LINEN(&MY_NNX, LX_KW_INT("in_features", 4));                */
+/* The common form, keyword arguments only (none is fine): NULL on failure (message kept); the
+ * caller owns the module (linen_module_release).
+ *   linen_module *m = BRIDGE_TO_LINEN(&MY_NNX, LX_KW_INT("in_features", 4));
+ *   linen_module *n = BRIDGE_TO_LINEN(&MY_NNX);                                             */
 linen_module *bridge_to_linen_kw(const nnx_type *t, int nkwargs, const lx_kwarg *kwargs);
-#define BRIDGE_TO_LINEN(t, ...) \
-    bridge_to_linen_kw((t), LX_NARGS_(LX_KWARGS(__VA_ARGS__)), LX_KWARGS(__VA_ARGS__))
+#define BRIDGE_TO_LINEN(...)                                                                 \
+    bridge_to_linen_kw(LX_FIRST_(__VA_ARGS__, 0),                                            \
+                       LX_NARGS_(LX_KWARGS(LX_REST_(__VA_ARGS__, LX_KW_END_))) - 1,           \
+                       LX_KWARGS(LX_REST_(__VA_ARGS__, LX_KW_END_)))
 
 /* The NNX type and constructor call of a ToLinen (or to_linen_class) module; NULL otherwise. */
 const nnx_type *bridge_to_linen_nnx_type(const linen_module *m);
@@ -147,6 +153,7 @@ lx_status bridge_linen_rngs_dict(linen_scope *s, bool add_default, int cap, nnx_
 /* The same as an Rngs the caller owns (nnx_rngs_release). */
 lx_status bridge_linen_rngs(linen_scope *s, bool add_default, nnx_rngs **out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -10,7 +10,7 @@
  *   nnx_call(model, NULL, &c, &y);              // model(x): like Linen apply
  *   nnx_getattr(model, "kernel", &k);           // model.kernel: a Param Variable
  *
- * A ToNNX is an NNX module of type BRIDGE_TO_NNX_TYPE ("ToNNX"). It holds:
+ * A ToNNX is an NNX module of type bridge_ToNNX ("ToNNX"). It holds:
  *  - `to_nnx__module`: the Linen module (static config, retained; graphdefs share it);
  *  - `to_nnx__rngs`: its own Rngs (a field; None when built without rngs);
  *  - the Linen variables as dynamic attributes after lazy_init, with the collection level
@@ -63,6 +63,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* nnx.bridge.lazy_init(fn, *args, **kwargs): set `initializing` on every module of m's graph,
  * run `method` (NULL = "__call__") with `call`, discard the output, and clear the flag on the
@@ -75,9 +76,9 @@ lx_status bridge_lazy_init(nnx_module *m, const char *method, const lx_call *cal
 /* bridge.ToNNX(linen_module, rngs): at most one of `rngs` (forked: Rngs.fork(), one draw from
  * each of its streams) and `key` (Rngs(params=key)); neither: no Rngs. */
 lx_status bridge_to_nnx_new(const linen_module *linen, nnx_rngs *rngs, const lx_key *key, nnx_module **out);
-/* The same built the NNX way: nnx_module_new(&BRIDGE_TO_NNX_TYPE, call, rngs, &m) with the
+/* The same built the NNX way: nnx_module_new(&bridge_ToNNX, call, rngs, &m) with the
  * Linen module as keyword `to_nnx__module` (linen_module_v(lm)); `rngs` is forked. */
-extern const nnx_type BRIDGE_TO_NNX_TYPE;
+extern const nnx_type bridge_ToNNX;
 bool bridge_is_to_nnx(const nnx_module *m);
 /* `to_nnx__module` and `to_nnx__rngs` (borrowed; NULL when m is not a ToNNX / has no Rngs). */
 const linen_module *bridge_to_nnx_linen_module(const nnx_module *m);
@@ -97,6 +98,7 @@ linen_scope *bridge_current_linen_module(void);
  * values (trees of Variables for a ToNNX). m must be a ToNNX (else LX_ERR_TYPE). */
 lx_status bridge_to_nnx_get_layers(nnx_module *m, lx_flat *out);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

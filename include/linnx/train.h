@@ -41,6 +41,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---------------------------------------------------------------- Linen TrainState */
 typedef struct linen_train_state {
@@ -109,6 +110,7 @@ bool lx_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_arr
 const int32_t *lx_batcher_indices(const lx_batcher *b, int64_t i, int64_t *len);
 void lx_batcher_free(lx_batcher *b);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

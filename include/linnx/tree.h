@@ -41,6 +41,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- maps ---- */
 /* An empty tree (refcount 1), or NULL with a message when out of memory. */
@@ -134,6 +135,7 @@ lx_status lx_tree_fprint(FILE *f, const lx_tree *t);
  * show their kind and count 0 parameters. */
 lx_status lx_tree_fprint_table(FILE *f, const lx_tree *t);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -20,6 +20,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 typedef struct lx_tree lx_tree;         /* tree.h */
 typedef struct lx_variable lx_variable; /* variable.h */
@@ -98,8 +99,12 @@ static inline lx_value lx_ptr_v(const char *tag, void *p) {
 #define LX_VAL_PTR(tag_, p_) {LX_V_PTR, {.ptr = {(tag_), (void *)(p_)}}}
 
 /* ---- call-record builders: compound literals that live in the enclosing block ----
- *   lx_call c = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_INT("features", 8)));
- *   LX_ARGS(x, y)     -> a call with array positionals only (the common case)
+ *   LX_ARGS(x, y)                         a call with array positionals only (the common case)
+ *   LX_CALL_ARGS(lx_array_v(x), lx_int_v(3))          positionals of any kind, no kwargs
+ *   LX_CALL_KWARGS(LX_KW_INT("features", 8))          kwargs only
+ *   LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_INT("features", 8)))   both
+ * Each list needs at least one entry (C11 has no empty array literal): a call with no
+ * positionals is LX_CALL_KWARGS, with nothing at all LX_NO_CALL.
  */
 #define LX_KW(name_, value_) ((lx_kwarg){(name_), (value_)})
 #define LX_KW_INT(name_, i_) LX_KW(name_, lx_int_v(i_))
@@ -111,6 +116,9 @@ static inline lx_value lx_ptr_v(const char *tag, void *p) {
 #define LX_VALUES(...) ((const lx_value[]){__VA_ARGS__})
 #define LX_KWARGS(...) ((const lx_kwarg[]){__VA_ARGS__})
 #define LX_NARGS_(arr) ((int)(sizeof(arr) / sizeof((arr)[0])))
+/* The number of entries of a static table: .nconfig = LX_COUNT(MY_CONFIG). No count in a type
+ * descriptor is typed by hand. */
+#define LX_COUNT(arr) LX_NARGS_(arr)
 /* A call with the given lx_value positionals and no kwargs. */
 #define LX_CALL_ARGS(...) \
     ((lx_call){LX_NARGS_(LX_VALUES(__VA_ARGS__)), LX_VALUES(__VA_ARGS__), 0, NULL})
@@ -126,6 +134,15 @@ static inline lx_value lx_ptr_v(const char *tag, void *p) {
                                    (lx_value[LX_NARGS_(LX_ARRAYS_(__VA_ARGS__))]){{0}}),    \
                0, NULL})
 #define LX_NO_CALL ((lx_call){0, NULL, 0, NULL})
+/* Positionals and kwargs together (see above). */
+#define LX_ARGS_LIST(...) LX_VALUES(__VA_ARGS__)
+#define LX_KWARGS_LIST(...) LX_KWARGS(__VA_ARGS__)
+#define LX_CALL(args_list, kwargs_list) \
+    ((lx_call){LX_NARGS_(args_list), (args_list), LX_NARGS_(kwargs_list), (kwargs_list)})
+/* The kwarg that ends a list built by a variadic macro that may get none (BRIDGE_TO_LINEN). */
+#define LX_KW_END_ ((lx_kwarg){NULL, LX_VAL_NONE})
+#define LX_FIRST_(a, ...) a
+#define LX_REST_(a, ...) __VA_ARGS__
 
 /* Fill `slots` (n values) with the arrays and return it (used by LX_ARGS). */
 const lx_value *lx_values_of_arrays(int n, lx_array *const *arrays, lx_value *slots);
@@ -196,6 +213,7 @@ void lx_variable_release(lx_variable *v);
 lx_box *lx_box_retain(lx_box *b);
 void lx_box_release(lx_box *b);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -57,6 +57,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- types ---- */
 typedef struct lx_vartype {
@@ -88,7 +89,7 @@ lx_status lx_variable_type_from_name(const char *name, const lx_vartype *base, b
 lx_status lx_variable_name_from_type(const lx_vartype *type, bool allow_register, const char **out);
 /* Map `name` to `type`. A taken name is LX_ERR_EXISTS unless `overwrite` (which keeps the name's
  * position in the registration order). */
-lx_status lx_register_variable_name(const char *name, const lx_vartype *type, bool overwrite);
+lx_status lx_variable_register_name(const char *name, const lx_vartype *type, bool overwrite);
 /* Back to the five pre-registered names (for tests). Run-time types stay alive. */
 void lx_variable_registry_reset(void);
 
@@ -129,6 +130,7 @@ bool lx_variable_equal(const lx_variable *a, const lx_variable *b);
 /* "Param(float32[2,3], out_sharding=('in', 'out'))". */
 const char *lx_variable_str(const lx_variable *v, char *buf, size_t cap);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -2,7 +2,7 @@
  * (flax/nnx/bridge/wrappers.py, MaxText's nnx_wrappers; spec/flax-bridge.md §1.6-1.8).
  *
  * This file is the ToLinen Linen type: its config (the NNX class, the constructor call,
- * skip_rng, metadata_fn), construction (bridge_to_linen, BRIDGE_TO_LINEN, BRIDGE_TO_LINEN_TYPE's
+ * skip_rng, metadata_fn), construction (bridge_to_linen, BRIDGE_TO_LINEN, bridge_ToLinen's
  * bind, getattr and dispatch hooks), method resolution (nnx_method), linen_rngs_dict, and the
  * call. Init builds the NNX module for real, runs the method and stores the state. Apply never
  * builds one for real: it builds the module with abstract arrays (nnx_eval_shape), keeps it as
@@ -23,7 +23,7 @@
 
 /* ------------------------------------------------------------------ config */
 
-static void tl_config_free(void *p) {
+static void tl_config_release(void *p) {
     tl_config *c = p;
     tl_pool_donate(c);
     lx_call_free(&c->ctor);
@@ -31,17 +31,19 @@ static void tl_config_free(void *p) {
     c->state = NULL;
 }
 
-static lx_status tl_config_copy(void *dst, const void *src) {
-    tl_config *d = dst;
-    const tl_config *s = src;
-    *d = *s;
+/* A copied config (clone) holds the source's constructor call and cache: it gets its own copy
+ * of the call and an empty cache (clones start empty, to_linen.h). */
+static lx_status tl_config_retain(void *p) {
+    tl_config *d = p;
+    lx_call src = d->ctor;
     d->ctor = LX_NO_CALL;
     d->state = tl_state_new();
     if (!d->state) return tl_oom();
-    lx_status st = lx_call_dup(&s->ctor, &d->ctor);
+    lx_status st = lx_call_dup(&src, &d->ctor);
     if (st != LX_OK) {
         tl_state_free(d->state);
         d->state = NULL;
+        d->ctor = LX_NO_CALL;
     }
     return st;
 }
@@ -84,6 +86,7 @@ lx_status bridge_linen_rngs(linen_scope *s, bool add_default, nnx_rngs **out) {
 typedef struct tl_method {
     const char *name;  /* by name (also for dispatch types) */
     nnx_method_fn fn;  /* resolved function, or NULL to go through nnx_call by name */
+    const nnx_method *entry; /* a method-table entry given as a function (array_fn only) */
 } tl_method;
 
 static const char *field_pytype(lx_field_kind k) {
@@ -103,6 +106,7 @@ static const char *field_pytype(lx_field_kind k) {
 static lx_status resolve_method(const nnx_type *t, const lx_value *spec, tl_method *out) {
     out->name = "__call__";
     out->fn = NULL;
+    out->entry = NULL;
     if (!spec || spec->kind == LX_V_NONE) {
         const nnx_method *m = nnx_find_method(t, "__call__");
         if (m) out->fn = m->fn;
@@ -125,9 +129,11 @@ static lx_status resolve_method(const nnx_type *t, const lx_value *spec, tl_meth
     }
     if (tl_is_ptr(spec, "nnx_method")) {
         const nnx_method *m = spec->u.ptr.p;
-        if (!m->fn) return lx_fail(LX_ERR_TYPE, "'%s' must be a callable, got <class 'NoneType'>.", m->name ? m->name : "?");
+        if (!m->fn && !m->array_fn)
+            return lx_fail(LX_ERR_TYPE, "'%s' must be a callable, got <class 'NoneType'>.", m->name ? m->name : "?");
         out->name = m->name ? m->name : "<function>";
         out->fn = m->fn;
+        if (!m->fn) out->entry = m;
         return LX_OK;
     }
     char buf[128];
@@ -137,6 +143,7 @@ static lx_status resolve_method(const nnx_type *t, const lx_value *spec, tl_meth
 static lx_status run_method(nnx_module *m, const tl_method *meth, const lx_call *call, lx_value *out) {
     *out = lx_none();
     if (meth->fn) return nnx_call_fn(m, meth->fn, call, out); /* in m's module frame */
+    if (meth->entry) return nnx_call_method(m, meth->entry, call, out);
     return nnx_call(m, meth->name, call, out);
 }
 
@@ -475,13 +482,13 @@ static lx_status tl_bind(const linen_type *type, void *p, const lx_call *c) {
     return LX_OK;
 }
 
-const linen_type BRIDGE_TO_LINEN_TYPE = {
+const linen_type bridge_ToLinen = {
     .name = "ToLinen",
     .config_size = sizeof(tl_config),
     .methods = TL_METHODS,
-    .nmethods = 1,
-    .config_free = tl_config_free,
-    .config_copy = tl_config_copy,
+    .nmethods = LX_COUNT(TL_METHODS),
+    .config_retain = tl_config_retain,
+    .config_release = tl_config_release,
     .dispatch = tl_dispatch,
     .getattr = tl_getattr,
     .bind = tl_bind,
@@ -511,7 +518,7 @@ lx_status bridge_to_linen(const nnx_type *t, const lx_call *ctor, const bridge_t
     };
     lx_value args[] = {lx_ptr_v("nnx_type", (void *)t), lx_ptr_v("lx_call", (void *)(ctor ? ctor : &none))};
     lx_call c = {2, args, 2, kw};
-    return linen_module_new_named(&BRIDGE_TO_LINEN_TYPE, &c, opts->name, out);
+    return linen_module_new_named(&bridge_ToLinen, &c, opts->name, out);
 }
 
 linen_module *bridge_to_linen_kw(const nnx_type *t, int nkwargs, const lx_kwarg *kwargs) {

@@ -3,7 +3,7 @@
  *
  * bridge_to_linen_class(base, partial_kwargs, ...) makes a new linen_type named <Base>ToLinen
  * (MaxText's naming; Flax's is ToLinenPartial), so compact children are LinearToLinen_0. It is
- * BRIDGE_TO_LINEN_TYPE (to_linen.c) with another name and another bind hook: its modules carry
+ * bridge_ToLinen (to_linen.c) with another name and another bind hook: its modules carry
  * the same tl_config and run exactly as ToLinen modules do. The bind hook merges the constructor
  * arguments (partial_kwargs < kwargs= < keywords; positionals replace the partial's) and reads
  * the special keywords kwargs=, nnx_class, skip_rng and metadata_fn, whose overrides may switch
@@ -108,7 +108,7 @@ lx_status bridge_to_linen_class(const nnx_type *base, const lx_call *partial_kwa
         return st;
     }
     snprintf(cls->name, n, "%sToLinen", bn);
-    cls->type = BRIDGE_TO_LINEN_TYPE;
+    cls->type = bridge_ToLinen;
     cls->type.name = cls->name;
     cls->type.bind = class_bind;
     cls->magic = TL_CLASS_MAGIC;

@@ -2,16 +2,15 @@
  *
  * Apply never builds the NNX module for real: to_linen.c builds it with abstract arrays
  * (nnx_eval_shape) and this file describes it as an *instance*: the module, its non-RNG
- * Variables as slots sorted by path (each with its collection and its abstract placeholder), and
- * a fingerprint of its declared fields. The per-module state (tl_state) keeps one instance across
- * applies. An apply then
+ * Variables as slots sorted by path (each with its collection and its abstract placeholder). The
+ * per-module state (tl_state) keeps one instance across applies. An apply then
  *   1. binds the caller's Linen variables into the slots: the fast path when the incoming leaves
  *      are exactly the slots' (no strings built, nothing allocated); otherwise the full path that
  *      reports duplicate paths, shape mismatches and missing Variables, warns once about unknown
  *      paths and inserts them as Flax's nnx.update does;
  *   2. (runs the method: to_linen.c)
  *   3. collects what changed: by comparing each Variable's value with its bound array when the
- *      graph epoch and the fingerprint say the structure is as built, else by walking the state;
+ *      graph's version says no child or Variable was replaced, else by walking the state;
  *   4. writes the changes into the mutable collections (an immutable one is an error, except for
  *      an Intermediate, which sow drops);
  *   5. unbinds: the abstract placeholders go back, the caller's arrays are not held.
@@ -51,52 +50,16 @@ static tl_slot *find_slot(const tl_inst *in, const char *path) {
     return NULL;
 }
 
-static lx_status fp_add(tl_inst *in, nnx_module *owner, const void *addr, size_t len) {
-    if (in->nfp == in->capfp) {
-        size_t nc = in->capfp ? in->capfp * 2 : 16;
-        tl_fp *p = realloc(in->fp, nc * sizeof *p);
-        if (!p) return tl_oom();
-        in->fp = p;
-        in->capfp = nc;
-    }
-    tl_fp *f = &in->fp[in->nfp++];
-    f->owner = nnx_module_retain(owner);
-    f->addr = addr;
-    f->len = len;
-    memcpy(f->was, addr, len);
+/* Trees held in dynamic attributes can be changed in place (lx_tree_set) without the graph's
+ * version moving: an instance with one always takes the slow path. */
+static lx_status tree_visit(const char *path, const lx_value *node, void *user) {
+    (void)path;
+    if (node->kind == LX_V_TREE) ((tl_inst *)user)->has_tree = true;
     return LX_OK;
 }
 
-static lx_status fp_visit(const char *path, const lx_value *node, void *user) {
-    tl_inst *in = user;
-    if (node->kind == LX_V_TREE) {
-        in->has_tree = true;
-        return LX_OK;
-    }
-    nnx_module *m = nnx_module_from_value(node);
-    if (!m) return LX_OK;
-    const nnx_type *t = m->type;
-    for (int i = 0; i < t->nfields; i++) {
-        char *p = (char *)m + t->fields[i].offset;
-        if (t->fields[i].kind == NNX_FIELD_LIST) {
-            nnx_list *l = (nnx_list *)p;
-            LX_TRY(fp_add(in, m, &l->n, sizeof l->n));
-            LX_TRY(fp_add(in, m, &l->items, sizeof l->items));
-        } else {
-            LX_TRY(fp_add(in, m, p, sizeof(void *)));
-        }
-    }
-    return LX_OK;
-}
-
-static bool fp_same(const tl_inst *in) {
-    for (size_t i = 0; i < in->nfp; i++)
-        if (memcmp(in->fp[i].addr, in->fp[i].was, in->fp[i].len) != 0) return false;
-    return true;
-}
-
-/* Describe a freshly built (abstract) module: its non-RNG Variables and its field fingerprint.
- * Takes the module reference. */
+/* Describe a freshly built (abstract) module: its non-RNG Variables, sorted by path. Takes the
+ * module reference. */
 lx_status tl_inst_make(nnx_module *m, tl_inst *in) {
     memset(in, 0, sizeof *in);
     in->m = m;
@@ -152,7 +115,7 @@ lx_status tl_inst_make(nnx_module *m, tl_inst *in) {
         if (!in->by_order) st = tl_oom();
         for (size_t i = 0; st == LX_OK && i < in->nslots; i++) in->by_order[in->slots[i].order] = i;
     }
-    if (st == LX_OK) st = nnx_iter_graph(m, fp_visit, in);
+    if (st == LX_OK) st = nnx_iter_graph(m, tree_visit, in);
     if (st != LX_OK) tl_inst_free(in);
     return st;
 }
@@ -168,8 +131,6 @@ void tl_inst_free(tl_inst *in) {
     }
     free(in->slots);
     free(in->by_order);
-    for (size_t i = 0; i < in->nfp; i++) nnx_module_release(in->fp[i].owner);
-    free(in->fp);
     nnx_module_release(in->m);
     memset(in, 0, sizeof *in);
 }
@@ -417,15 +378,17 @@ lx_status tl_inst_bind_slow(linen_scope *s, const tl_config *cfg, tl_state *stat
 
 /* ------------------------------------------------------------------ after the method: writing back */
 
-/* After the method: collect what changed. Fast when the structure is as built; else a walk of
- * the module's state. *same_structure tells whether the instance may be kept. */
+/* After the method: collect what changed. Fast when the graph's version (nnx_graph_epoch) is
+ * the one before the method, i.e. no child or Variable was replaced: every replacement goes
+ * through nnx_setattr / the list functions, which move it (nnx.h). Else a walk of the module's
+ * state. *same_structure tells whether the instance may be kept. */
 lx_status tl_inst_collect_changes(tl_inst *in, uint64_t epoch, const tl_extra *ex, size_t nex, tl_change **out,
                                   size_t *nout, lx_flat *walk, bool *same_structure) {
     *out = NULL;
     *nout = 0;
     *same_structure = false;
     tl_change *ch = NULL;
-    if (!in->has_tree && nex == 0 && nnx_graph_epoch() == epoch && fp_same(in)) {
+    if (!in->has_tree && nex == 0 && nnx_graph_epoch() == epoch) {
         *same_structure = true;
         for (size_t k = 0; k < in->nslots; k++) {
             tl_slot *sl = &in->slots[in->by_order[k]];
@@ -442,7 +405,7 @@ lx_status tl_inst_collect_changes(tl_inst *in, uint64_t epoch, const tl_extra *e
     lx_tree_release(state);
     LX_TRY(st);
     if (walk->len && !(ch = malloc(walk->len * sizeof *ch))) return tl_oom();
-    bool same = walk->len == in->nslots && fp_same(in) && !in->has_tree && nex == 0;
+    bool same = walk->len == in->nslots && !in->has_tree && nex == 0;
     for (size_t i = 0; i < walk->len; i++) {
         lx_variable *v = walk->items[i].value.u.var;
         const char *path = walk->items[i].path;

@@ -40,20 +40,11 @@ typedef struct tl_slot {
     const lx_value *leaf;
 } tl_slot;
 
-typedef struct tl_fp { /* one declared field of one module: where it is and what it held */
-    nnx_module *owner; /* retained: a method may drop the module (replace a child) before the check */
-    const void *addr;
-    size_t len;
-    unsigned char was[sizeof(void *) > sizeof(int) ? sizeof(void *) : sizeof(int)];
-} tl_fp;
-
 typedef struct tl_inst {
     nnx_module *m;
     tl_slot *slots; /* sorted by path */
     size_t nslots;
     size_t *by_order; /* slot indices in flat-state order */
-    tl_fp *fp;
-    size_t nfp, capfp;
     bool has_rng;  /* keeps RNG streams: rebuilt per apply */
     bool has_tree; /* trees in dynamic attributes: a method may change them unseen */
 } tl_inst;
@@ -120,7 +111,7 @@ tl_state *tl_state_new(void); /* NULL when out of memory */
 void tl_state_free(tl_state *st);
 void tl_state_drop_cache(tl_state *st);
 
-/* Describe a freshly built (abstract) module: its non-RNG Variables and its field fingerprint.
+/* Describe a freshly built (abstract) module: its non-RNG Variables, sorted by path.
  * Takes the module reference (released on failure too). */
 lx_status tl_inst_make(nnx_module *m, tl_inst *in);
 void tl_inst_free(tl_inst *in);

@@ -53,7 +53,7 @@ static linen_module *module_of_config(const void *cfg) {
     return (linen_module *)v->u.ptr.p;
 }
 
-bool bridge_is_to_nnx(const nnx_module *m) { return m && m->type == &BRIDGE_TO_NNX_TYPE; }
+bool bridge_is_to_nnx(const nnx_module *m) { return m && m->type == &bridge_ToNNX; }
 
 const linen_module *bridge_to_nnx_linen_module(const nnx_module *m) {
     return bridge_is_to_nnx(m) ? module_of_config(&((const to_nnx *)m)->cfg) : NULL;
@@ -86,7 +86,7 @@ lx_status bridge_to_nnx_new(const linen_module *linen, nnx_rngs *rngs, const lx_
     lx_kwarg kw = {"to_nnx__module", linen_module_v((linen_module *)linen)};
     lx_call c = {0, NULL, 1, &kw};
     nnx_module *m;
-    LX_TRY(nnx_module_new(&BRIDGE_TO_NNX_TYPE, &c, rngs, &m));
+    LX_TRY(nnx_module_new(&bridge_ToNNX, &c, rngs, &m));
     if (key) {
         nnx_stream_spec spec = {"params", true, 0, *key};
         lx_status s = nnx_rngs_new(1, &spec, (nnx_rngs **)&((to_nnx *)m)->rngs);
@@ -147,7 +147,7 @@ static lx_status parse_rngs(const to_nnx *self, const lx_value *v, rng_source *s
         return LX_OK;
     }
     nnx_module *r = nnx_module_from_value(v);
-    if (r && r->type == &NNX_RNGS_TYPE) {
+    if (r && r->type == &nnx_Rngs) {
         src->rngs = (nnx_rngs *)r;
         return LX_OK;
     }
@@ -177,7 +177,7 @@ static lx_status draw_rngs(const rng_source *src, linen_rng **out, int *n) {
         return LX_OK;
     }
     if (!src->rngs) return LX_OK;
-    int count = nnx_rngs_count(src->rngs);
+    int count = nnx_rngs_num_streams(src->rngs);
     if (count == 0) return LX_OK;
     linen_rng *v = malloc((size_t)count * sizeof *v);
     if (!v) return lx_fail(LX_ERR_NO_MEMORY, "ToNNX: out of memory");
@@ -507,7 +507,7 @@ static lx_status to_nnx_run(nnx_module *m, const char *method, const lx_call *ca
         } else {
             opts.mutable = mut;
             opts.mutable_given = true;
-            s = linen_apply(lm, variables, &fwd, rngs, &opts, out,
+            s = linen_apply(lm, variables, rngs, &fwd, &opts, out,
                             mut.kind == LINEN_MUTABLE_NONE ? NULL : &updates);
         }
     }
@@ -535,18 +535,18 @@ static lx_status to_nnx_dispatch(nnx_module *m, const char *method, const lx_cal
 
 static const lx_field TO_NNX_CONFIG[] = {LX_FIELD_VALUE(to_nnx_config, to_nnx__module)};
 static const nnx_field TO_NNX_FIELDS[] = {{"to_nnx__rngs", NNX_FIELD_CHILD, offsetof(to_nnx, rngs)}};
-static const nnx_method TO_NNX_METHODS[] = {{"__call__", to_nnx_call}};
+static const nnx_method TO_NNX_METHODS[] = {NNX_METHOD("__call__", to_nnx_call)};
 
-const nnx_type BRIDGE_TO_NNX_TYPE = {
+const nnx_type bridge_ToNNX = {
     .name = "ToNNX",
     .size = sizeof(to_nnx),
     .fields = TO_NNX_FIELDS,
-    .nfields = 1,
+    .nfields = LX_COUNT(TO_NNX_FIELDS),
     .config = TO_NNX_CONFIG,
-    .nconfig = 1,
+    .nconfig = LX_COUNT(TO_NNX_CONFIG),
     .config_offset = offsetof(to_nnx, cfg),
     .methods = TO_NNX_METHODS,
-    .nmethods = 1,
+    .nmethods = LX_COUNT(TO_NNX_METHODS),
     .init = to_nnx_init,
     .destroy = to_nnx_destroy,
     .dispatch = to_nnx_dispatch,

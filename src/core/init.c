@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "linnx/value.h"
-#include "../ops/op_internal.h"
+#include "linnx/threads.h"
 
 /* ------------------------------------------------------------------ constructors */
 
@@ -473,7 +473,7 @@ lx_array *lx_init_apply(const lx_initializer *it, lx_key key, lx_dtype dtype, in
         lx_fail(LX_ERR_INVALID_ARGUMENT, "init: initializer is NULL");
         return NULL;
     }
-    lx_array *a = lx_op_result(dtype, ndim, shape, false);
+    lx_array *a = lx_autorelease(lx_array_empty(dtype, ndim, shape)); /* pool-owned, as op results */
     if (!a) return NULL;
     if (lx_init_apply_into(it, key, dtype, ndim, shape, a->data) != LX_OK) return NULL;
     return a;

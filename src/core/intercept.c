@@ -1,21 +1,28 @@
 /* Op interceptors: module frames and the path/role view of matmul-like primitives. */
 #include "linnx/intercept.h"
 
+#include "frame_internal.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_INTERCEPTORS 8
 
-/* The frame stack and the path it spells, both grown on demand so no name and no depth is ever
- * cut: the path is kept joined ("decoder/layers_0/mlp") and each frame remembers the path's
- * length before it was pushed, so a pop is a truncation and an event's path is the buffer itself,
- * never a copy into something of fixed size. Both are freed when the stack empties (the end of the
- * outermost framed call), so an exiting thread leaves nothing behind. */
+/* The frame stack. A frame's name is resolved only when a path is wanted (a failure's message, an
+ * intercepted op), so keeping the stack current on every module call costs a few stores: a Linen
+ * scope lends its name, an NNX module lends a function that finds its attribute name in the
+ * parent frame's module, and only lx_frame_push (the public, copying form) stores characters, in
+ * a per-thread arena. The joined path is built on demand into a per-thread buffer and kept until
+ * the next push or pop. Buffers grow on demand, so no name and no depth is ever cut, and are
+ * freed when the stack empties (the end of the outermost framed call). */
 typedef struct {
     lx_frame_kind kind;
-    size_t mark; /* path length before this frame's component */
     const void *obj;
     lx_frame_param_fn is_param;
+    lx_frame_name_fn name_fn; /* lazy name, or NULL */
+    const char *borrowed;     /* a name the caller keeps alive, or NULL */
+    size_t arena_off;         /* else a copied name at this offset in the arena */
+    size_t arena_mark;        /* the arena's length before this frame */
 } frame;
 
 typedef struct {
@@ -24,10 +31,17 @@ typedef struct {
     int id;
 } interceptor;
 
-static _Thread_local frame *frames;
-static _Thread_local int nframes, frames_cap;
+#define INLINE_FRAMES 32
+static _Thread_local frame frames_inline[INLINE_FRAMES];
+static _Thread_local frame *frames_heap; /* NULL while the inline frames suffice */
+static _Thread_local int nframes, frames_heap_cap;
+#define frames (frames_heap ? frames_heap : frames_inline)
+#define frames_cap (frames_heap ? frames_heap_cap : INLINE_FRAMES)
+static _Thread_local char *arena;
+static _Thread_local size_t arena_len, arena_cap;
 static _Thread_local char *path;
-static _Thread_local size_t path_len, path_cap;
+static _Thread_local size_t path_cap;
+static _Thread_local bool path_valid, path_building;
 static _Thread_local interceptor interceptors[MAX_INTERCEPTORS];
 static _Thread_local int ninterceptors, next_id = 1, observer_handle;
 
@@ -80,45 +94,66 @@ void lx_interceptor_remove(int handle) {
 
 bool lx_intercepting(void) { return ninterceptors > 0; }
 
-lx_status lx_frame_push(lx_frame_kind kind, const char *name, const void *obj, lx_frame_param_fn is_param) {
-    if (!name) name = "";
-    size_t nlen = strlen(name), sep = nlen && path_len ? 1 : 0;
-    /* Grow first, change nothing until both fit: a failed push leaves the stack as it was. */
-    if (nframes == frames_cap) {
-        int cap = frames_cap ? frames_cap * 2 : 16;
-        frame *f = realloc(frames, (size_t)cap * sizeof *f);
-        if (!f) return lx_fail(LX_ERR_NO_MEMORY, "frame_push: out of memory for module frame '%s'", name);
-        frames = f;
-        frames_cap = cap;
-    }
-    if (path_len + sep + nlen + 1 > path_cap) {
-        size_t cap = path_cap ? path_cap : 128;
-        while (cap < path_len + sep + nlen + 1) cap *= 2;
-        char *p = realloc(path, cap);
-        if (!p) return lx_fail(LX_ERR_NO_MEMORY, "frame_push: out of memory for module path '%s'", name);
-        if (!path) p[0] = '\0';
-        path = p;
-        path_cap = cap;
-    }
-    frames[nframes++] = (frame){kind, path_len, obj, is_param};
-    if (sep) path[path_len++] = '/';
-    memcpy(path + path_len, name, nlen + 1);
-    path_len += nlen;
+static lx_status grow_frames(void) {
+    int cap = frames_cap * 2;
+    frame *f = frames_heap ? realloc(frames_heap, (size_t)cap * sizeof *f) : malloc((size_t)cap * sizeof *f);
+    if (!f) return LX_ERR_NO_MEMORY;
+    if (!frames_heap) memcpy(f, frames_inline, sizeof frames_inline);
+    frames_heap = f;
+    frames_heap_cap = cap;
     return LX_OK;
 }
 
+lx_status lx_frame_enter_(lx_frame_kind kind, const char *name, lx_frame_name_fn name_fn, const void *obj,
+                          lx_frame_param_fn is_param) {
+    if (nframes == frames_cap && grow_frames() != LX_OK)
+        return lx_fail(LX_ERR_NO_MEMORY, "out of memory for module frame %d", nframes + 1);
+    frames[nframes++] = (frame){kind, obj, is_param, name_fn, name ? name : "", 0, arena_len};
+    path_valid = false;
+    return LX_OK;
+}
+
+lx_status lx_frame_push(lx_frame_kind kind, const char *name, const void *obj, lx_frame_param_fn is_param) {
+    if (!name) name = "";
+    size_t nlen = strlen(name);
+    /* Grow first, change nothing until both fit: a failed push leaves the stack as it was. */
+    if (arena_len + nlen + 1 > arena_cap) {
+        size_t cap = arena_cap ? arena_cap : 128;
+        while (cap < arena_len + nlen + 1) cap *= 2;
+        char *p = realloc(arena, cap);
+        if (!p) return lx_fail(LX_ERR_NO_MEMORY, "frame_push: out of memory for module frame '%s'", name);
+        arena = p;
+        arena_cap = cap;
+    }
+    if (nframes == frames_cap && grow_frames() != LX_OK)
+        return lx_fail(LX_ERR_NO_MEMORY, "frame_push: out of memory for module frame '%s'", name);
+    frames[nframes++] = (frame){kind, obj, is_param, NULL, NULL, arena_len, arena_len};
+    memcpy(arena + arena_len, name, nlen + 1);
+    arena_len += nlen + 1;
+    path_valid = false;
+    return LX_OK;
+}
+
+int lx_frame_depth_(void) { return nframes; }
+
 void lx_frame_pop(void) {
     if (nframes == 0) return;
-    path_len = frames[--nframes].mark;
-    path[path_len] = '\0';
+    arena_len = frames[--nframes].arena_mark;
+    path_valid = false;
     if (nframes == 0) { /* the outermost frame: give the buffers back */
-        free(frames);
+        free(frames_heap);
+        frames_heap = NULL;
+        frames_heap_cap = 0;
+        free(arena);
         free(path);
-        frames = NULL;
-        path = NULL;
-        frames_cap = 0;
-        path_cap = path_len = 0;
+        arena = path = NULL;
+        arena_cap = arena_len = path_cap = 0;
     }
+}
+
+void lx_frame_leave_(lx_status st) {
+    lx_frame_pop();
+    if (nframes == 0 && st == LX_OK) lx_error_settle_();
 }
 
 const void *lx_frame_top(lx_frame_kind *kind) {
@@ -130,7 +165,49 @@ const void *lx_frame_top(lx_frame_kind *kind) {
     return frames[nframes - 1].obj;
 }
 
-const char *lx_frame_current_path(void) { return path ? path : ""; }
+static bool path_append(size_t *len, const char *name) {
+    size_t nlen = strlen(name), sep = nlen && *len ? 1 : 0;
+    if (!nlen) return true;
+    if (*len + sep + nlen + 1 > path_cap) {
+        size_t cap = path_cap ? path_cap : 128;
+        while (cap < *len + sep + nlen + 1) cap *= 2;
+        char *p = realloc(path, cap);
+        if (!p) return false;
+        path = p;
+        path_cap = cap;
+    }
+    if (sep) path[(*len)++] = '/';
+    memcpy(path + *len, name, nlen + 1);
+    *len += nlen;
+    return true;
+}
+
+const char *lx_frame_current_path(void) {
+    if (nframes == 0) return "";
+    if (path_valid) return path;
+    if (path_building) return ""; /* a failure while resolving a name: no path for that one */
+    path_building = true;
+    size_t len = 0;
+    bool ok = true;
+    for (int i = 0; i < nframes && ok; i++) {
+        const frame *f = &frames[i];
+        if (f->name_fn) {
+            const frame *up = i > 0 ? &frames[i - 1] : NULL;
+            const void *parent = up && up->kind == f->kind && up->obj != f->obj ? up->obj : NULL;
+            char *name = parent ? f->name_fn(parent, f->obj) : NULL;
+            if (name) ok = path_append(&len, name);
+            free(name);
+        } else {
+            ok = path_append(&len, f->borrowed ? f->borrowed : arena + f->arena_off);
+        }
+    }
+    path_building = false;
+    if (!ok) return ""; /* out of memory: the path is dropped, never a part of it shown */
+    if (!path) return "";
+    path[len] = '\0';
+    path_valid = true;
+    return path;
+}
 
 const char *lx_frame_path(char *buf, size_t cap) {
     const char *p = lx_frame_current_path();

@@ -11,7 +11,11 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "../ops/op_internal.h"
+#include "linnx/threads.h"
+
+/* Team size for a parallel region (the one thread setting, threads.h); core does not include
+ * the ops' internals, so this mirrors LX_PAR_THREADS there. */
+#define CORE_PAR_THREADS(big) ((big) ? lx_num_threads() : 1)
 
 /* ------------------------------------------------------------------ threefry2x32 */
 
@@ -106,7 +110,7 @@ static void legacy_pairs(lx_key key, int64_t total, int64_t j0, int64_t j1, uint
 static void legacy_iota(lx_key key, int64_t total, uint32_t *out) {
     const int64_t h = (total + 1) / 2;
     int64_t nblk = (h + PAR_BLOCK - 1) / PAR_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(total >= PAR_MIN))
+#pragma omp parallel for schedule(static) num_threads(CORE_PAR_THREADS(total >= PAR_MIN))
     for (int64_t b = 0; b < nblk; b++) {
         int64_t j0 = b * PAR_BLOCK, j1 = j0 + PAR_BLOCK < h ? j0 + PAR_BLOCK : h;
         legacy_pairs(key, total, j0, j1, out + j0, out + h + j0);
@@ -178,7 +182,7 @@ static lx_status bits_fill(lx_key key, bool legacy, int64_t total, uint32_t *out
         return LX_OK;
     }
     int64_t nblk = (total + PAR_BLOCK - 1) / PAR_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(total >= PAR_MIN))
+#pragma omp parallel for schedule(static) num_threads(CORE_PAR_THREADS(total >= PAR_MIN))
     for (int64_t b = 0; b < nblk; b++) {
         int64_t s = b * PAR_BLOCK, m = s + PAR_BLOCK < total ? PAR_BLOCK : total - s;
         bits_part_range(key, s, m, out + s);
@@ -339,7 +343,7 @@ static lx_status sample(lx_key key, const xf_params *xp, int64_t n, void *out) {
                            (long long)n);
         const int64_t h = (n + 1) / 2;
         int64_t nblk = (h + PAR_BLOCK - 1) / PAR_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n >= PAR_MIN))
+#pragma omp parallel for schedule(static) num_threads(CORE_PAR_THREADS(n >= PAR_MIN))
         for (int64_t b = 0; b < nblk; b++) {
             int64_t j0 = b * PAR_BLOCK, j1 = j0 + PAR_BLOCK < h ? j0 + PAR_BLOCK : h;
             sample_legacy_range(key, xp, n, j0, j1, out);
@@ -347,7 +351,7 @@ static lx_status sample(lx_key key, const xf_params *xp, int64_t n, void *out) {
         return LX_OK;
     }
     int64_t nblk = (n + PAR_BLOCK - 1) / PAR_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n >= PAR_MIN))
+#pragma omp parallel for schedule(static) num_threads(CORE_PAR_THREADS(n >= PAR_MIN))
     for (int64_t b = 0; b < nblk; b++) {
         int64_t s = b * PAR_BLOCK, m = s + PAR_BLOCK < n ? PAR_BLOCK : n - s;
         sample_part_range(key, xp, s, m, out);
@@ -409,7 +413,7 @@ static lx_array *new_result(const char *who, lx_dtype dtype, int ndim, const int
         lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: shape is NULL", who);
         return NULL;
     }
-    lx_array *a = lx_op_result(dtype, ndim, shape, false);
+    lx_array *a = lx_autorelease(lx_array_empty(dtype, ndim, shape)); /* pool-owned, as op results */
     if (!a) lx_fail_context(lx_last_status(), "%s: ", who);
     return a;
 }

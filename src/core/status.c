@@ -4,14 +4,40 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "frame_internal.h"
+
 #define LX_MSG_CAP 4096
+/* A module path longer than this is shown by its tail ("...decoder/layers_9/mlp"). */
+#define LX_PATH_SHOWN 1024
 
 static _Thread_local char lx_msg[LX_MSG_CAP];
 static _Thread_local lx_status lx_msg_status = LX_OK;
+static _Thread_local size_t lx_msg_prefix; /* length of the "<module path>: " that starts lx_msg */
+static _Thread_local uint64_t lx_msg_generation;
+static _Thread_local bool lx_msg_pending;
 
+/* The message is formatted into a local buffer first (its arguments may point into lx_msg:
+ * lx_fail(s, "%s", lx_last_error())), then the module path is resolved (which may itself record
+ * and discard a failure) and put in front, unless the text already starts with it. */
 lx_status lx_vfail(lx_status status, const char *fmt, va_list ap) {
-    vsnprintf(lx_msg, sizeof lx_msg, fmt, ap);
+    char text[LX_MSG_CAP];
+    vsnprintf(text, sizeof text, fmt, ap);
+    const char *path = lx_frame_current_path();
+    size_t plen = strlen(path);
+    const char *shown = path;
+    if (plen > LX_PATH_SHOWN) shown = path + plen - LX_PATH_SHOWN;
+    size_t slen = strlen(shown);
+    if (slen && !(strncmp(text, shown, slen) == 0 && text[slen] == ':')) {
+        int n = snprintf(lx_msg, sizeof lx_msg, "%s%s: %s", shown == path ? "" : "...", shown, text);
+        size_t pre = (shown == path ? 0 : 3) + slen + 2;
+        lx_msg_prefix = n > 0 && (size_t)n >= pre ? pre : 0;
+    } else {
+        memcpy(lx_msg, text, strlen(text) + 1);
+        lx_msg_prefix = 0;
+    }
     lx_msg_status = status;
+    lx_msg_generation++;
+    lx_msg_pending = true;
     return status;
 }
 
@@ -23,19 +49,23 @@ lx_status lx_fail(lx_status status, const char *fmt, ...) {
     return status;
 }
 
+/* The context goes after the module path, so the path stays first: "l1: matmul of shapes ...: ". */
 lx_status lx_fail_context(lx_status status, const char *fmt, ...) {
     char prefix[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    size_t np = strlen(prefix), nold = strlen(lx_msg);
-    if (np >= LX_MSG_CAP) np = LX_MSG_CAP - 1;
-    if (np + nold >= LX_MSG_CAP) nold = LX_MSG_CAP - 1 - np;
-    memmove(lx_msg + np, lx_msg, nold);
-    memcpy(lx_msg, prefix, np);
-    lx_msg[np + nold] = '\0';
+    size_t at = lx_msg_prefix;
+    size_t np = strlen(prefix), nold = strlen(lx_msg + at);
+    if (at + np >= LX_MSG_CAP) np = LX_MSG_CAP - 1 - at;
+    if (at + np + nold >= LX_MSG_CAP) nold = LX_MSG_CAP - 1 - at - np;
+    memmove(lx_msg + at + np, lx_msg + at, nold);
+    memcpy(lx_msg + at, prefix, np);
+    lx_msg[at + np + nold] = '\0';
     lx_msg_status = status;
+    lx_msg_generation++;
+    lx_msg_pending = true;
     return status;
 }
 
@@ -43,9 +73,17 @@ const char *lx_last_error(void) { return lx_msg; }
 
 lx_status lx_last_status(void) { return lx_msg_status; }
 
+uint64_t lx_error_generation(void) { return lx_msg_generation; }
+
+bool lx_error_pending(void) { return lx_msg_pending; }
+
+void lx_error_settle_(void) { lx_msg_pending = false; }
+
 void lx_clear_error(void) {
     lx_msg[0] = '\0';
     lx_msg_status = LX_OK;
+    lx_msg_prefix = 0;
+    lx_msg_pending = false;
 }
 
 const char *lx_status_name(lx_status s) {

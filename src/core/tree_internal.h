@@ -26,8 +26,8 @@ static inline lx_status lx_check_value_(const lx_value *v, const char *what) {
                     (v->kind == LX_V_VARIABLE && !v->u.var) || (v->kind == LX_V_BOX && !v->u.box) ||
                     (v->kind == LX_V_STR && !v->u.s);
     if (!null_ref) return LX_OK;
-    if (lx_last_status() == LX_OK)
-        return lx_fail(LX_ERR_FAILED_INPUT, "%s: value is NULL (an earlier call failed)", what);
+    if (!lx_error_pending())
+        return lx_fail(LX_ERR_FAILED_INPUT, "%s: value is NULL", what);
     return LX_ERR_FAILED_INPUT;
 }
 

@@ -104,9 +104,9 @@ lx_status lx_call_array(const lx_call *c, int i, const char *name, lx_array **ou
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "missing required argument '%s' (position %d)",
                        name ? name : "?", i);
     if (v->kind != LX_V_ARRAY) return wrong_kind(name, i, "an array", v);
-    if (!v->u.array)
-        return lx_fail(LX_ERR_FAILED_INPUT, "argument '%s' is NULL (an earlier call failed)",
-                       name ? name : "?");
+    if (!v->u.array) /* a failed call's result: keep its message while it is pending */
+        return lx_error_pending() ? lx_last_status()
+                                  : lx_fail(LX_ERR_FAILED_INPUT, "argument '%s' is NULL", name ? name : "?");
     *out = v->u.array;
     return LX_OK;
 }

@@ -116,7 +116,7 @@ static lx_status check_name(const char *who, const char *name) {
     return LX_OK;
 }
 
-lx_status lx_register_variable_name(const char *name, const lx_vartype *type, bool overwrite) {
+lx_status lx_variable_register_name(const char *name, const lx_vartype *type, bool overwrite) {
     LX_TRY(check_name("register_variable_name", name));
     if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "register_variable_name: type is NULL");
     reg_entry *e = reg_find(name);
@@ -226,7 +226,7 @@ lx_status lx_meta_check_(const char *who, const char *key, const lx_value *v, co
 /* Add one entry to a fresh map; a key given twice (directly or through an alias) is an error
  * rather than a silent pick. */
 static lx_status meta_add(const char *who, lx_tree *md, const char *key, const lx_value *v) {
-    const char *canon;
+    const char *canon = NULL;
     LX_TRY(lx_meta_check_(who, key, v, &canon));
     if (lx_tree_get(md, canon)) {
         if (strcmp(canon, key) == 0)
@@ -347,7 +347,7 @@ const lx_value *lx_variable_meta_get(const lx_variable *v, const char *key) {
 
 lx_status lx_variable_meta_set(lx_variable *v, const char *key, lx_value value) {
     if (!v) return lx_fail(LX_ERR_FAILED_INPUT, "variable_meta_set: Variable is NULL");
-    const char *canon;
+    const char *canon = NULL;
     LX_TRY(lx_meta_check_(v->type->name, key, &value, &canon));
     return lx_tree_set(v->meta, canon, value);
 }

@@ -178,8 +178,9 @@ lx_status linen_init(const linen_module *m, linen_rngs rngs, const lx_call *call
     return linen_init_with_output(m, rngs, call, opts, NULL, variables);
 }
 
-lx_status linen_apply(const linen_module *m, const lx_tree *variables, const lx_call *call,
-                      linen_rngs rngs, const linen_opts *opts, lx_value *out, lx_tree **mutated) {
+/* (linen_apply): the parentheses keep compat.h's dispatching macro of the same name out. */
+lx_status(linen_apply)(const linen_module *m, const lx_tree *variables, linen_rngs rngs, const lx_call *call,
+                       const linen_opts *opts, lx_value *out, lx_tree **mutated) {
     if (!m || !variables) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_apply: NULL argument");
     if (out) *out = lx_none();
     if (mutated) *mutated = NULL;

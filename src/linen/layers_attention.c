@@ -149,8 +149,8 @@ static lx_status mha_call(linen_scope *s, const lx_call *c, lx_value *out) {
 
 static const linen_method MHA_METHODS[] = {LINEN_METHOD("__call__", mha_call)};
 const linen_type linen_MultiHeadDotProductAttention = {
-    .name = "MultiHeadDotProductAttention", .config_size = sizeof(linen_mha_config), .fields = MHA_FIELDS,
-    .nfields = LL_NFIELDS(MHA_FIELDS), .methods = MHA_METHODS, .nmethods = 1,
+    .name = "MultiHeadDotProductAttention", .config_size = sizeof(linen_mha_config), .config = MHA_FIELDS,
+    .nconfig = LX_COUNT(MHA_FIELDS), .methods = MHA_METHODS, .nmethods = LX_COUNT(MHA_METHODS),
 };
 
 lx_array *linen_self_attention(linen_scope *s, const char *name, int64_t num_heads, lx_array *x,
@@ -171,7 +171,6 @@ lx_array *linen_self_attention(linen_scope *s, const char *name, int64_t num_hea
     return y;
 }
 
-lx_array *linen_make_causal_mask(lx_array *x) { return lx_make_causal_mask(x); }
 
 lx_array *linen_make_attention_mask(lx_array *query_input, lx_array *key_input) {
     if (!query_input || !key_input) return NULL;

@@ -31,8 +31,7 @@ lx_status ll_input(const lx_call *c, int pos, const char *name, const char *laye
     if (v->kind != LX_V_ARRAY)
         return lx_fail(LX_ERR_TYPE, "%s: argument '%s' must be an array, got %s", layer, name, lx_kind_name(v->kind));
     if (!v->u.array) {
-        lx_status st = lx_last_status();
-        return st != LX_OK ? st : lx_fail(LX_ERR_FAILED_INPUT, "%s: argument '%s' is NULL (an earlier call failed)", layer, name);
+        return lx_error_pending() ? lx_last_status() : lx_fail(LX_ERR_FAILED_INPUT, "%s: argument '%s' is NULL", layer, name);
     }
     *out = v->u.array;
     return LX_OK;

@@ -151,8 +151,8 @@ static lx_status conv_call(linen_scope *s, const lx_call *c, lx_value *out) {
 
 static const linen_method CONV_METHODS[] = {LINEN_METHOD("__call__", conv_call)};
 const linen_type linen_Conv = {
-    .name = "Conv", .config_size = sizeof(linen_conv_config), .fields = CONV_FIELDS,
-    .nfields = LL_NFIELDS(CONV_FIELDS), .methods = CONV_METHODS, .nmethods = 1,
+    .name = "Conv", .config_size = sizeof(linen_conv_config), .config = CONV_FIELDS,
+    .nconfig = LX_COUNT(CONV_FIELDS), .methods = CONV_METHODS, .nmethods = LX_COUNT(CONV_METHODS),
 };
 
 lx_array *linen_conv(linen_scope *s, const char *name, int64_t features, int nkernel,

@@ -29,8 +29,8 @@ static lx_status dropout_call(linen_scope *s, const lx_call *c, lx_value *out) {
 
 static const linen_method DROPOUT_METHODS[] = {LINEN_METHOD("__call__", dropout_call)};
 const linen_type linen_Dropout = {
-    .name = "Dropout", .config_size = sizeof(linen_dropout_config), .fields = DROPOUT_FIELDS,
-    .nfields = LL_NFIELDS(DROPOUT_FIELDS), .methods = DROPOUT_METHODS, .nmethods = 1,
+    .name = "Dropout", .config_size = sizeof(linen_dropout_config), .config = DROPOUT_FIELDS,
+    .nconfig = LX_COUNT(DROPOUT_FIELDS), .methods = DROPOUT_METHODS, .nmethods = LX_COUNT(DROPOUT_METHODS),
 };
 
 lx_array *linen_dropout(linen_scope *s, const char *name, double rate, bool deterministic, lx_array *x) {

@@ -16,7 +16,7 @@ extern const lx_initializer ll_lecun_normal, ll_zeros, ll_ones, ll_embed_init;
 #define LL_FIELD_VALUE_D(type, member, d) \
     {#member, LX_FIELD_VALUE, offsetof(type, member), sizeof(((type *)0)->member), NULL, false, d}
 #define LL_FIELD_INIT(type, member, dflt) LX_FIELD_OBJ(type, member, "initializer", dflt)
-#define LL_NFIELDS(t) ((int)(sizeof(t) / sizeof((t)[0])))
+#define LL_NFIELDS(t) LX_COUNT(t)
 
 /* dtype must be None or float32; param_dtype float32 (or bfloat16 for zeros/ones). */
 lx_status ll_check_dtypes(const char *layer, const char *dtype);

@@ -28,17 +28,16 @@ static lx_status seq_bind(const linen_type *type, void *cfgp, const lx_call *c) 
     return LX_OK;
 }
 
-static void seq_free(void *cfgp) {
+static void seq_release(void *cfgp) {
     linen_sequential_config *cfg = cfgp;
     for (int i = 0; i < cfg->n; i++) linen_module_release(cfg->layers[i]);
     cfg->n = 0;
 }
 
-static lx_status seq_copy(void *dst, const void *src) {
-    linen_sequential_config *d = dst;
-    const linen_sequential_config *s = src;
-    for (int i = 0; i < s->n; i++) d->layers[i] = linen_module_retain(s->layers[i]);
-    d->n = s->n;
+/* A copied config holds the source's layer pointers: take a reference to each. */
+static lx_status seq_retain(void *cfgp) {
+    linen_sequential_config *cfg = cfgp;
+    for (int i = 0; i < cfg->n; i++) linen_module_retain(cfg->layers[i]);
     return LX_OK;
 }
 
@@ -94,7 +93,7 @@ static lx_status seq_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method SEQ_METHODS[] = {LINEN_METHOD("__call__", seq_call)};
 const linen_type linen_Sequential = {
     .name = "Sequential", .config_size = sizeof(linen_sequential_config), .methods = SEQ_METHODS,
-    .nmethods = 1, .setup = seq_setup, .config_free = seq_free, .config_copy = seq_copy, .bind = seq_bind,
+    .nmethods = LX_COUNT(SEQ_METHODS), .setup = seq_setup, .config_retain = seq_retain, .config_release = seq_release, .bind = seq_bind,
 };
 
 lx_status linen_sequential_new(int n, linen_module *const *layers, linen_module **out) {
@@ -138,7 +137,7 @@ ACT_FN(act_log_softmax, lx_log_softmax(x, (int)cfg->axis))
 #define ACT_TYPE(var, pyname, fn_, flds_, nf_)                                                      \
     static const linen_method var##_METHODS[] = {LINEN_ARRAY_METHOD("__call__", fn_)};              \
     const linen_type var = {.name = pyname, .config_size = sizeof(linen_activation_config),        \
-                            .fields = flds_, .nfields = nf_, .methods = var##_METHODS, .nmethods = 1, \
+                            .config = flds_, .nconfig = nf_, .methods = var##_METHODS, .nmethods = LX_COUNT(var##_METHODS), \
                             .flags = LINEN_TYPE_FUNCTION};
 ACT_TYPE(linen_relu, "relu", act_relu, NULL, 0)
 ACT_TYPE(linen_relu6, "relu6", act_relu6, NULL, 0)

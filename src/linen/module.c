@@ -18,8 +18,9 @@ static lx_status check_name(const char *name) {
 /* Releases what the config holds; the config's memory is part of the module's block. */
 static void config_release(const linen_type *t, void *cfg) {
     if (!cfg) return;
-    if (t->config_free) t->config_free(cfg);
-    lx_config_free(t->fields, t->nfields, cfg);
+    if (t->config_release) t->config_release(cfg);
+    else if (t->config_free) t->config_free(cfg);
+    lx_config_free(t->config, t->nconfig, cfg);
 }
 
 static void retain_fn(void *p) { linen_module_retain(p); }
@@ -105,8 +106,12 @@ lx_status linen_module_new_named(const linen_type *type, const lx_call *kwargs, 
         if (type->bind) {
             st = type->bind(type, m->config, &call);
         } else {
-            st = lx_config_bind(type->fields, type->nfields, &call, m->config,
+            st = lx_config_bind(type->config, type->nconfig, &call, m->config,
                                 owner_name(type, ".__init__()", owner, sizeof owner));
+            if (st == LX_OK && type->config_retain) {
+                st = type->config_retain(m->config);
+                if (st != LX_OK) lx_config_free(type->config, type->nconfig, m->config);
+            }
         }
         if (st != LX_OK) {
             free(m); /* a failed bind leaves nothing bound to release */
@@ -128,14 +133,20 @@ lx_status linen_module_clone(const linen_module *m, const lx_call *overrides, li
     const linen_type *t = m->type;
     linen_module *c = NULL;
     LX_TRY(module_alloc(t, m->name, &c));
-    lx_status st = lx_config_copy(t->fields, t->nfields, c->config, m->config);
-    if (st == LX_OK && t->config_copy) {
+    /* The other bytes come as they are; the table copies its fields; config_retain takes the
+     * references the table does not count. */
+    if (t->config_retain && t->config_size) memcpy(c->config, m->config, t->config_size);
+    lx_status st = lx_config_copy(t->config, t->nconfig, c->config, m->config);
+    if (st == LX_OK && t->config_retain) {
+        st = t->config_retain(c->config);
+        if (st != LX_OK) lx_config_free(t->config, t->nconfig, c->config);
+    } else if (st == LX_OK && t->config_copy) {
         st = t->config_copy(c->config, m->config);
-        if (st != LX_OK) lx_config_free(t->fields, t->nfields, c->config);
+        if (st != LX_OK) lx_config_free(t->config, t->nconfig, c->config);
     }
     if (st == LX_OK && overrides) {
         char owner[160];
-        st = lx_config_override(t->fields, t->nfields, overrides, c->config,
+        st = lx_config_override(t->config, t->nconfig, overrides, c->config,
                                 owner_name(t, ".clone()", owner, sizeof owner));
         if (st != LX_OK) config_release(t, c->config);
     }
@@ -168,8 +179,8 @@ lx_status linen_module_attr(const linen_module *m, const char *name, lx_value *o
         *out = m->name ? lx_str_v(m->name) : lx_none();
         return LX_OK;
     }
-    if (lx_config_find(m->type->fields, m->type->nfields, name))
-        return lx_config_get(m->type->fields, m->type->nfields, m->config, name, out);
+    if (lx_config_find(m->type->config, m->type->nconfig, name))
+        return lx_config_get(m->type->config, m->type->nconfig, m->config, name, out);
     if (m->type->getattr) {
         lx_status st = m->type->getattr(m, name, out);
         if (st != LX_ERR_NOT_FOUND) return st;
@@ -214,9 +225,8 @@ lx_status linen_merge_param(const char *name, const lx_value *module_attr, const
 
 lx_status linen_return_array(lx_value *out, lx_array *y) {
     if (!y) {
-        lx_status st = lx_last_status();
-        if (st == LX_OK) st = lx_fail(LX_ERR_FAILED_INPUT, "linen: a method produced no array");
-        return st;
+        return lx_error_pending() ? lx_last_status()
+                                  : lx_fail(LX_ERR_FAILED_INPUT, "linen: a method produced no array");
     }
     *out = lx_array_v(lx_retain(y));
     return LX_OK;

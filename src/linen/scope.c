@@ -12,6 +12,7 @@
 
 #include "linen_internal.h"
 #include "linnx/intercept.h"
+#include "../core/frame_internal.h"
 #include "linnx/box.h"
 
 static lx_status oom(void) { return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory"); }
@@ -452,7 +453,8 @@ lx_status linen_put_variable(linen_scope *self, const char *collection, const ch
     LX_TRY(check_var_name("variable", name));
     LX_TRY(check_var_name("collection", collection));
     if (value->kind == LX_V_ARRAY && !value->u.array)
-        return lx_fail(LX_ERR_FAILED_INPUT, "put_variable \"%s\": the value is NULL (an earlier call failed)", name);
+        return lx_error_pending() ? lx_last_status()
+                                  : lx_fail(LX_ERR_FAILED_INPUT, "put_variable \"%s\": the value is NULL", name);
     if (!linen_is_mutable_collection(self, collection))
         return lx_fail(LX_ERR_IMMUTABLE, "Cannot update variable \"%s\" in \"%s\" because collection \"%s\" is immutable.",
                        name, self->path, collection);
@@ -462,8 +464,7 @@ lx_status linen_put_variable(linen_scope *self, const char *collection, const ch
 lx_status linen_variable_set(linen_scope *self, const char *collection, const char *name,
                              lx_array *value) {
     if (!value) {
-        lx_status st = lx_last_status();
-        return st != LX_OK ? st : lx_fail(LX_ERR_FAILED_INPUT, "variable \"%s\": value is NULL", name ? name : "?");
+        return lx_error_pending() ? lx_last_status() : lx_fail(LX_ERR_FAILED_INPUT, "variable \"%s\": value is NULL", name ? name : "?");
     }
     const lx_value *cur = self && collection && name && !self->is_function ? find_var(self, collection, name) : NULL;
     if (cur && cur->kind == LX_V_BOX && linen_is_mutable_collection(self, collection)) {
@@ -504,8 +505,7 @@ lx_status linen_variables(const linen_scope *self, lx_tree **out) {
 lx_status linen_sow(linen_scope *self, const char *collection, const char *name, lx_array *value) {
     if (!self || !name || !value) {
         if (!value) {
-            lx_status st = lx_last_status();
-            return st != LX_OK ? st : lx_fail(LX_ERR_FAILED_INPUT, "sow: value is NULL");
+            return lx_error_pending() ? lx_last_status() : lx_fail(LX_ERR_FAILED_INPUT, "sow: value is NULL");
         }
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "sow: NULL argument");
     }
@@ -583,8 +583,8 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
         }
         if (!fn && !afn) {
             lx_value attr;
-            if (lx_config_find(t->fields, t->nfields, mname) &&
-                lx_config_get(t->fields, t->nfields, s->module->config, mname, &attr) == LX_OK)
+            if (lx_config_find(t->config, t->nconfig, mname) &&
+                lx_config_get(t->config, t->nconfig, s->module->config, mname, &attr) == LX_OK)
                 return lx_fail(LX_ERR_TYPE, "'%s.%s' must be a callable, got %s.", type_name(s), mname,
                                lx_value_pytype(&attr));
             if (!t->dispatch) return no_attribute(s, mname);
@@ -596,9 +596,9 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
     lx_call none = LX_NO_CALL;
     if (!call) call = &none;
     *out = lx_none();
-    /* Module frames for op interceptors: a scope adds its name to the path. */
-    bool framed = lx_intercepting();
-    if (framed) LX_TRY(lx_frame_push(LX_FRAME_LINEN, s->name ? s->name : "", s, scope_holds_param));
+    /* Every method runs in a module frame: a scope adds its name to the path that failures and
+     * op interceptors see (the name is lent: the scope outlives the call). */
+    LX_TRY(lx_frame_enter_(LX_FRAME_LINEN, s->name, NULL, s, scope_holds_param));
     stack_[nstack_++] = s;
     s->method_depth++;
     lx_status st = run_setup(s);
@@ -616,15 +616,16 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
                 st = lx_fail(LX_ERR_TYPE, "%s.%s(): argument 'inputs' must be an array, got %s",
                              type_name(s), mname, lx_kind_name(xv->kind));
             else if (!(x = xv->u.array))
-                st = lx_fail(LX_ERR_FAILED_INPUT, "%s.%s(): argument 'inputs' is NULL (an earlier call failed)",
-                             type_name(s), mname);
+                st = lx_error_pending() ? lx_last_status()
+                                        : lx_fail(LX_ERR_FAILED_INPUT, "%s.%s(): argument 'inputs' is NULL",
+                                                  type_name(s), mname);
             if (st == LX_OK) st = linen_return_array(out, afn(s, x));
         } else if (use_dispatch) {
             /* NOT_FOUND with no message means "no such method"; with a message it is a
              * failure inside a method that exists, and must reach the caller as it is. */
-            lx_clear_error();
+            uint64_t gen = lx_error_generation();
             st = t->dispatch(s, mname, call, out);
-            if (st == LX_ERR_NOT_FOUND && lx_last_status() == LX_OK) {
+            if (st == LX_ERR_NOT_FOUND && lx_error_generation() == gen) {
                 lx_value attr;
                 if (t->getattr && t->getattr(s->module, mname, &attr) == LX_OK)
                     st = lx_fail(LX_ERR_TYPE, "'%s.%s' must be a callable, got %s.", type_name(s), mname,
@@ -637,7 +638,7 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
     if (st != LX_OK) lx_value_free(out);
     if (--s->method_depth == 0) rewind_scope(s);
     nstack_--;
-    if (framed) lx_frame_pop();
+    lx_frame_leave_(st);
     return st;
 }
 

@@ -741,14 +741,14 @@ lx_array *llama_layer_forward(nnx_module *self, lx_array *x, lx_array *positions
 
 static lx_status layer_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x, *pos, *seg;
-    bool use_cache;
+    bool use_cache = false;
     LX_TRY(llama_read_call(c, "inputs", &x, &pos, &seg, &use_cache, NULL));
     return return_array(llama_layer_forward(self, x, pos, seg, use_cache), out);
 }
 
 static lx_status attention_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x, *pos, *seg;
-    bool use_cache;
+    bool use_cache = false;
     LX_TRY(llama_read_call(c, "inputs_q", &x, &pos, &seg, &use_cache, NULL));
     return return_array(llama_attention_forward(self, x, pos, seg, use_cache), out);
 }

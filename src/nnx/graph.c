@@ -186,7 +186,13 @@ static lx_status flatten_node(const lx_value *v, gd_node *g, flat_ctx *cx) {
                 g->buf = NULL;
                 return cs;
             }
-            if (m->type->config_retain) m->type->config_retain(cfg);
+            if (m->type->config_retain) cs = m->type->config_retain(cfg);
+            if (cs != LX_OK) { /* retain dropped what it took: the same as a failed copy */
+                lx_config_free(m->type->config, m->type->nconfig, cfg);
+                free(g->buf);
+                g->buf = NULL;
+                return cs;
+            }
         }
     } else {
         g->kind = nnx_list_from_value(v) ? GD_LIST : GD_TREE;
@@ -510,7 +516,12 @@ static lx_status unflatten_node(const gd_node *g, unflat_ctx *cx, lx_value *out)
                 free(m);
                 return s;
             }
-            if (g->type->config_retain) g->type->config_retain(nnx_config_ptr(m));
+            if (g->type->config_retain) s = g->type->config_retain(nnx_config_ptr(m));
+            if (s != LX_OK) { /* retain dropped what it took: the same as a failed copy */
+                lx_config_free(g->type->config, g->type->nconfig, nnx_config_ptr(m));
+                free(m);
+                return s;
+            }
         }
         m->initializing = g->initializing;
         cx->objs[g->index] = nnx_module_v(m);

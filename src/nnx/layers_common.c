@@ -51,8 +51,10 @@ lx_status nnx_make_param(const nnx_module *self, nnx_rngs *rngs, const lx_vartyp
     return LX_OK;
 }
 
-lx_status nnx_return_array(lx_array *y, lx_value *out) {
-    if (!y) return lx_last_status() != LX_OK ? lx_last_status() : lx_fail(LX_ERR_INTERNAL, "nnx: no result");
+lx_status nnx_return_array(lx_value *out, lx_array *y) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_return_array: out is NULL");
+    if (!y) return lx_error_pending() ? lx_last_status()
+                                      : lx_fail(LX_ERR_FAILED_INPUT, "nnx: a method produced no array");
     *out = lx_array_v(lx_retain(y));
     return LX_OK;
 }
@@ -62,12 +64,12 @@ const nnx_type *nnx_layer_type(const char *name) {
         const char *name;
         const nnx_type *type;
     } table[] = {
-        {"Linear", &NNX_LINEAR_TYPE},         {"LinearGeneral", &NNX_LINEAR_GENERAL_TYPE},
-        {"Conv", &NNX_CONV_TYPE},             {"Embed", &NNX_EMBED_TYPE},
-        {"LayerNorm", &NNX_LAYER_NORM_TYPE},  {"RMSNorm", &NNX_RMS_NORM_TYPE},
-        {"BatchNorm", &NNX_BATCH_NORM_TYPE},  {"Dropout", &NNX_DROPOUT_TYPE},
-        {"MultiHeadAttention", &NNX_MHA_TYPE}, {"LoRA", &NNX_LORA_TYPE},
-        {"Sequential", &NNX_SEQUENTIAL_TYPE}, {"Rngs", &NNX_RNGS_TYPE},
+        {"Linear", &nnx_Linear},         {"LinearGeneral", &nnx_LinearGeneral},
+        {"Conv", &nnx_Conv},             {"Embed", &nnx_Embed},
+        {"LayerNorm", &nnx_LayerNorm},  {"RMSNorm", &nnx_RMSNorm},
+        {"BatchNorm", &nnx_BatchNorm},  {"Dropout", &nnx_Dropout},
+        {"MultiHeadAttention", &nnx_MultiHeadAttention}, {"LoRA", &nnx_LoRA},
+        {"Sequential", &nnx_Sequential}, {"Rngs", &nnx_Rngs},
     };
     if (!name) return NULL;
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)

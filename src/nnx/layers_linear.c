@@ -43,7 +43,7 @@ static lx_status linear_init(nnx_module *self, const lx_call *call, nnx_rngs *rn
     return LX_OK;
 }
 
-lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
+static lx_array *linear_forward_impl(nnx_linear *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Linear: module is NULL");
         return NULL;
@@ -60,24 +60,28 @@ lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
     return bias ? lx_add(y, bias) : y;
 }
 
+lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, linear_forward_impl(m, x));
+}
+
 static lx_status linear_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
-    return nnx_return_array(nnx_linear_forward((nnx_linear *)self, x), out);
+    return nnx_return_array(out, nnx_linear_forward((nnx_linear *)self, x));
 }
 
 static const nnx_field LINEAR_FIELDS[] = {NNX_VAR(nnx_linear, kernel), NNX_VAR(nnx_linear, bias)};
-static const nnx_method LINEAR_METHODS[] = {{"__call__", linear_call}};
+static const nnx_method LINEAR_METHODS[] = {NNX_METHOD("__call__", linear_call)};
 
-const nnx_type NNX_LINEAR_TYPE = {
-    .name = "Linear", .size = sizeof(nnx_linear), .fields = LINEAR_FIELDS, .nfields = 2,
-    .config = LINEAR_CONFIG, .nconfig = 8, .config_offset = offsetof(nnx_linear, cfg),
-    .methods = LINEAR_METHODS, .nmethods = 1, .init = linear_init,
+const nnx_type nnx_Linear = {
+    .name = "Linear", .size = sizeof(nnx_linear), .fields = LINEAR_FIELDS, .nfields = LX_COUNT(LINEAR_FIELDS),
+    .config = LINEAR_CONFIG, .nconfig = LX_COUNT(LINEAR_CONFIG), .config_offset = offsetof(nnx_linear, cfg),
+    .methods = LINEAR_METHODS, .nmethods = LX_COUNT(LINEAR_METHODS), .init = linear_init,
 };
 
 lx_status nnx_linear_new(int64_t in_features, int64_t out_features, nnx_rngs *rngs, nnx_linear **out) {
     lx_call c = LX_CALL_ARGS(lx_int_v(in_features), lx_int_v(out_features));
-    return nnx_module_new(&NNX_LINEAR_TYPE, &c, rngs, (nnx_module **)out);
+    return nnx_module_new(&nnx_Linear, &c, rngs, (nnx_module **)out);
 }
 
 /* ------------------------------------------------------------------ LinearGeneral */
@@ -133,7 +137,7 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
+static lx_array *linear_general_forward_impl(nnx_linear_general *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LinearGeneral: module is NULL");
         return NULL;
@@ -158,20 +162,24 @@ lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
     return bias ? lx_add(y, bias) : y;
 }
 
+lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, linear_general_forward_impl(m, x));
+}
+
 static lx_status linear_general_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
-    return nnx_return_array(nnx_linear_general_forward((nnx_linear_general *)self, x), out);
+    return nnx_return_array(out, nnx_linear_general_forward((nnx_linear_general *)self, x));
 }
 
 static const nnx_field LINEAR_GENERAL_FIELDS[] = {NNX_VAR(nnx_linear_general, kernel),
                                                   NNX_VAR(nnx_linear_general, bias)};
-static const nnx_method LINEAR_GENERAL_METHODS[] = {{"__call__", linear_general_call}};
+static const nnx_method LINEAR_GENERAL_METHODS[] = {NNX_METHOD("__call__", linear_general_call)};
 
-const nnx_type NNX_LINEAR_GENERAL_TYPE = {
+const nnx_type nnx_LinearGeneral = {
     .name = "LinearGeneral", .size = sizeof(nnx_linear_general), .fields = LINEAR_GENERAL_FIELDS,
-    .nfields = 2, .config = LINEAR_GENERAL_CONFIG, .nconfig = 9,
-    .config_offset = offsetof(nnx_linear_general, cfg), .methods = LINEAR_GENERAL_METHODS, .nmethods = 1,
+    .nfields = LX_COUNT(LINEAR_GENERAL_FIELDS), .config = LINEAR_GENERAL_CONFIG, .nconfig = LX_COUNT(LINEAR_GENERAL_CONFIG),
+    .config_offset = offsetof(nnx_linear_general, cfg), .methods = LINEAR_GENERAL_METHODS, .nmethods = LX_COUNT(LINEAR_GENERAL_METHODS),
     .init = linear_general_init,
 };
 
@@ -277,7 +285,7 @@ static lx_status conv_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     return LX_OK;
 }
 
-lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x) {
+static lx_array *conv_forward_impl(nnx_conv *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Conv: module is NULL");
         return NULL;
@@ -301,19 +309,23 @@ lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x) {
     return unbatched ? lx_squeeze(y, LX_AXES(0)) : y;
 }
 
+lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, conv_forward_impl(m, x));
+}
+
 static lx_status conv_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
-    return nnx_return_array(nnx_conv_forward((nnx_conv *)self, x), out);
+    return nnx_return_array(out, nnx_conv_forward((nnx_conv *)self, x));
 }
 
 static const nnx_field CONV_FIELDS[] = {NNX_VAR(nnx_conv, kernel), NNX_VAR(nnx_conv, bias)};
-static const nnx_method CONV_METHODS[] = {{"__call__", conv_call}};
+static const nnx_method CONV_METHODS[] = {NNX_METHOD("__call__", conv_call)};
 
-const nnx_type NNX_CONV_TYPE = {
-    .name = "Conv", .size = sizeof(nnx_conv), .fields = CONV_FIELDS, .nfields = 2,
-    .config = CONV_CONFIG, .nconfig = 14, .config_offset = offsetof(nnx_conv, cfg),
-    .methods = CONV_METHODS, .nmethods = 1, .init = conv_init,
+const nnx_type nnx_Conv = {
+    .name = "Conv", .size = sizeof(nnx_conv), .fields = CONV_FIELDS, .nfields = LX_COUNT(CONV_FIELDS),
+    .config = CONV_CONFIG, .nconfig = LX_COUNT(CONV_CONFIG), .config_offset = offsetof(nnx_conv, cfg),
+    .methods = CONV_METHODS, .nmethods = LX_COUNT(CONV_METHODS), .init = conv_init,
 };
 
 /* ------------------------------------------------------------------ Embed */
@@ -335,7 +347,7 @@ static lx_status embed_init(nnx_module *self, const lx_call *call, nnx_rngs *rng
                           &m->cfg.embedding_metadata, &m->embedding);
 }
 
-lx_array *nnx_embed_forward(nnx_embed *m, lx_array *indices) {
+static lx_array *embed_forward_impl(nnx_embed *m, lx_array *indices) {
     if (!m || !indices) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Embed: module is NULL");
         return NULL;
@@ -348,7 +360,11 @@ lx_array *nnx_embed_forward(nnx_embed *m, lx_array *indices) {
     return lx_take(nnx_value_of(m->embedding), idx, 0);
 }
 
-lx_array *nnx_embed_attend(nnx_embed *m, lx_array *query) {
+lx_array *nnx_embed_forward(nnx_embed *m, lx_array *indices) {
+    NNX_FRAMED_FORWARD(m, embed_forward_impl(m, indices));
+}
+
+static lx_array *embed_attend_impl(nnx_embed *m, lx_array *query) {
     if (!m || !query) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Embed: module is NULL");
         return NULL;
@@ -357,25 +373,29 @@ lx_array *nnx_embed_attend(nnx_embed *m, lx_array *query) {
     return lx_dot_general(query, nnx_value_of(m->embedding), 1, lc, rc, 0, NULL, NULL);
 }
 
+lx_array *nnx_embed_attend(nnx_embed *m, lx_array *query) {
+    NNX_FRAMED_FORWARD(m, embed_attend_impl(m, query));
+}
+
 static lx_status embed_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
-    return nnx_return_array(nnx_embed_forward((nnx_embed *)self, x), out);
+    return nnx_return_array(out, nnx_embed_forward((nnx_embed *)self, x));
 }
 
 static lx_status embed_attend(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *q;
     LX_TRY(lx_call_array(c, 0, "query", &q));
-    return nnx_return_array(nnx_embed_attend((nnx_embed *)self, q), out);
+    return nnx_return_array(out, nnx_embed_attend((nnx_embed *)self, q));
 }
 
 static const nnx_field EMBED_FIELDS[] = {NNX_VAR(nnx_embed, embedding)};
-static const nnx_method EMBED_METHODS[] = {{"__call__", embed_call}, {"attend", embed_attend}};
+static const nnx_method EMBED_METHODS[] = {NNX_METHOD("__call__", embed_call), NNX_METHOD("attend", embed_attend)};
 
-const nnx_type NNX_EMBED_TYPE = {
-    .name = "Embed", .size = sizeof(nnx_embed), .fields = EMBED_FIELDS, .nfields = 1,
-    .config = EMBED_CONFIG, .nconfig = 5, .config_offset = offsetof(nnx_embed, cfg),
-    .methods = EMBED_METHODS, .nmethods = 2, .init = embed_init,
+const nnx_type nnx_Embed = {
+    .name = "Embed", .size = sizeof(nnx_embed), .fields = EMBED_FIELDS, .nfields = LX_COUNT(EMBED_FIELDS),
+    .config = EMBED_CONFIG, .nconfig = LX_COUNT(EMBED_CONFIG), .config_offset = offsetof(nnx_embed, cfg),
+    .methods = EMBED_METHODS, .nmethods = LX_COUNT(EMBED_METHODS), .init = embed_init,
 };
 
 /* ------------------------------------------------------------------ LoRA */
@@ -418,7 +438,7 @@ static lx_status lora_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     return nnx_make_param(self, rngs, pt, &c->b_initializer, c->param_dtype, 2, bs, 0, NULL, &c->b_metadata, &m->lora_b);
 }
 
-lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x) {
+static lx_array *lora_forward_impl(nnx_lora *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LoRA: module is NULL");
         return NULL;
@@ -428,18 +448,22 @@ lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x) {
     return out;
 }
 
+lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, lora_forward_impl(m, x));
+}
+
 static lx_status lora_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "x", &x));
-    return nnx_return_array(nnx_lora_forward((nnx_lora *)self, x), out);
+    return nnx_return_array(out, nnx_lora_forward((nnx_lora *)self, x));
 }
 
 static const nnx_field LORA_FIELDS[] = {NNX_CHILD(nnx_lora, base_module), NNX_VAR(nnx_lora, lora_a),
                                         NNX_VAR(nnx_lora, lora_b)};
-static const nnx_method LORA_METHODS[] = {{"__call__", lora_call}};
+static const nnx_method LORA_METHODS[] = {NNX_METHOD("__call__", lora_call)};
 
-const nnx_type NNX_LORA_TYPE = {
-    .name = "LoRA", .size = sizeof(nnx_lora), .fields = LORA_FIELDS, .nfields = 3,
-    .config = LORA_CONFIG, .nconfig = 10, .config_offset = offsetof(nnx_lora, cfg),
-    .methods = LORA_METHODS, .nmethods = 1, .init = lora_init,
+const nnx_type nnx_LoRA = {
+    .name = "LoRA", .size = sizeof(nnx_lora), .fields = LORA_FIELDS, .nfields = LX_COUNT(LORA_FIELDS),
+    .config = LORA_CONFIG, .nconfig = LX_COUNT(LORA_CONFIG), .config_offset = offsetof(nnx_lora, cfg),
+    .methods = LORA_METHODS, .nmethods = LX_COUNT(LORA_METHODS), .init = lora_init,
 };

@@ -22,11 +22,11 @@ static lx_status dropout_init(nnx_module *self, const lx_call *call, nnx_rngs *r
     if (!(m->cfg.rate >= 0.0 && m->cfg.rate <= 1.0))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "Dropout: rate must be in [0, 1], got %g", m->cfg.rate);
     /* Flax keeps rngs[rng_collection].fork() (falling back to 'default'), one draw now. */
-    if (rngs) LX_TRY(nnx_rng_stream_fork(rngs, m->cfg.rng_collection, &m->rngs));
+    if (rngs) LX_TRY(nnx_rngs_fork_stream(rngs, m->cfg.rng_collection, &m->rngs));
     return LX_OK;
 }
 
-lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nnx_rngs *rngs) {
+static lx_array *dropout_forward_impl(nnx_dropout *m, lx_array *x, int deterministic, nnx_rngs *rngs) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Dropout: module is NULL");
         return NULL;
@@ -38,13 +38,17 @@ lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nn
     lx_key key;
     lx_status s;
     if (rngs) s = nnx_rngs_draw(rngs, m->cfg.rng_collection, &key);
-    else if (m->rngs) s = nnx_rng_stream_draw(m->rngs, &key);
+    else if (m->rngs) s = nnx_rngs_stream_draw(m->rngs, &key);
     else
         s = lx_fail(LX_ERR_RNG, "`deterministic` is False, but no `rngs` argument was provided to Dropout as "
                                 "either a __call__ argument or class attribute.");
     if (s != LX_OK) return NULL;
     /* The same op as linen.Dropout: keep_prob = 1 - rate in double, bernoulli mask, x / keep_prob. */
     return lx_dropout(x, m->cfg.rate, key, m->cfg.broadcast_dims.n, m->cfg.broadcast_dims.v, false);
+}
+
+lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nnx_rngs *rngs) {
+    NNX_FRAMED_FORWARD(m, dropout_forward_impl(m, x, deterministic, rngs));
 }
 
 static lx_status opt_bool(const lx_call *c, int pos, const char *name, int *out) {
@@ -61,7 +65,7 @@ static lx_status opt_rngs(const lx_call *c, nnx_rngs **out) {
     *out = NULL;
     if (!v || v->kind == LX_V_NONE) return LX_OK;
     nnx_module *r = nnx_module_from_value(v);
-    if (!r || r->type != &NNX_RNGS_TYPE) return lx_fail(LX_ERR_TYPE, "argument 'rngs' must be an Rngs");
+    if (!r || r->type != &nnx_Rngs) return lx_fail(LX_ERR_TYPE, "argument 'rngs' must be an Rngs");
     *out = (nnx_rngs *)r;
     return LX_OK;
 }
@@ -73,16 +77,16 @@ static lx_status dropout_call(nnx_module *self, const lx_call *c, lx_value *out)
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
     LX_TRY(opt_bool(c, 99, "deterministic", &det));
     LX_TRY(opt_rngs(c, &r));
-    return nnx_return_array(nnx_dropout_forward((nnx_dropout *)self, x, det, r), out);
+    return nnx_return_array(out, nnx_dropout_forward((nnx_dropout *)self, x, det, r));
 }
 
 static const nnx_field DROPOUT_FIELDS[] = {NNX_CHILD(nnx_dropout, rngs)};
-static const nnx_method DROPOUT_METHODS[] = {{"__call__", dropout_call}};
+static const nnx_method DROPOUT_METHODS[] = {NNX_METHOD("__call__", dropout_call)};
 
-const nnx_type NNX_DROPOUT_TYPE = {
-    .name = "Dropout", .size = sizeof(nnx_dropout), .fields = DROPOUT_FIELDS, .nfields = 1,
-    .config = DROPOUT_CONFIG, .nconfig = 4, .config_offset = offsetof(nnx_dropout, cfg),
-    .methods = DROPOUT_METHODS, .nmethods = 1, .init = dropout_init,
+const nnx_type nnx_Dropout = {
+    .name = "Dropout", .size = sizeof(nnx_dropout), .fields = DROPOUT_FIELDS, .nfields = LX_COUNT(DROPOUT_FIELDS),
+    .config = DROPOUT_CONFIG, .nconfig = LX_COUNT(DROPOUT_CONFIG), .config_offset = offsetof(nnx_dropout, cfg),
+    .methods = DROPOUT_METHODS, .nmethods = LX_COUNT(DROPOUT_METHODS), .init = dropout_init,
 };
 
 /* ------------------------------------------------------------------ MultiHeadAttention */
@@ -145,22 +149,22 @@ static lx_status mha_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs)
         lx_call lc = LX_CALL_KWARGS(LX_KW("in_features", lx_ints_v(1, &ins[i])), LX_KW("out_features", lx_ints_v(2, hd)),
                                     LX_KW_BOOL("use_bias", c->use_bias), LX_KW_STR("param_dtype", dt),
                                     LX_KW("kernel_init", kinit), LX_KW("bias_init", binit));
-        LX_TRY(nnx_module_new(&NNX_LINEAR_GENERAL_TYPE, &lc, rngs, qkv[i]));
+        LX_TRY(nnx_module_new(&nnx_LinearGeneral, &lc, rngs, qkv[i]));
     }
     if (c->normalize_qk) {
         lx_call lc = LX_CALL_KWARGS(LX_KW_INT("num_features", hd[1]), LX_KW_BOOL("use_bias", false),
                                     LX_KW_STR("param_dtype", dt));
-        LX_TRY(nnx_module_new(&NNX_LAYER_NORM_TYPE, &lc, rngs, &m->query_ln));
-        LX_TRY(nnx_module_new(&NNX_LAYER_NORM_TYPE, &lc, rngs, &m->key_ln));
+        LX_TRY(nnx_module_new(&nnx_LayerNorm, &lc, rngs, &m->query_ln));
+        LX_TRY(nnx_module_new(&nnx_LayerNorm, &lc, rngs, &m->key_ln));
     }
     int64_t axes[] = {-2, -1};
     lx_call oc = LX_CALL_KWARGS(LX_KW("in_features", lx_ints_v(2, hd)), LX_KW("out_features", lx_ints_v(1, &c->out_features)),
                                 LX_KW("axis", lx_ints_v(2, axes)), LX_KW_BOOL("use_bias", c->use_bias),
                                 LX_KW_STR("param_dtype", dt), LX_KW("kernel_init", okinit), LX_KW("bias_init", obinit));
-    LX_TRY(nnx_module_new(&NNX_LINEAR_GENERAL_TYPE, &oc, rngs, &m->out));
+    LX_TRY(nnx_module_new(&nnx_LinearGeneral, &oc, rngs, &m->out));
     if (c->keep_rngs && c->dropout_rate > 0.0) {
         if (!rngs) return lx_fail(LX_ERR_TYPE, "MultiHeadAttention.__init__() missing 1 required keyword-only argument: 'rngs'");
-        LX_TRY(nnx_rng_stream_fork(rngs, "dropout", &m->rngs));
+        LX_TRY(nnx_rngs_fork_stream(rngs, "dropout", &m->rngs));
     }
     return LX_OK;
 }
@@ -184,7 +188,7 @@ static lx_array *weighted_values(lx_array *w, lx_array *v) {
     return lx_transpose(o, nb + 3, perm);
 }
 
-lx_array *nnx_mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask, int deterministic,
+static lx_array *mha_forward_impl(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask, int deterministic,
                   nnx_rngs *rngs) {
     if (!m || !q) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "MultiHeadAttention: module is NULL");
@@ -231,7 +235,7 @@ lx_array *nnx_mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_
         lx_key dk;
         lx_status s;
         if (rngs) s = nnx_rngs_draw(rngs, "dropout", &dk);
-        else if (m->rngs) s = nnx_rng_stream_draw(m->rngs, &dk);
+        else if (m->rngs) s = nnx_rngs_stream_draw(m->rngs, &dk);
         else s = lx_fail(LX_ERR_RNG, "`deterministic` is False, but no `rngs` argument was provided to MultiHeadAttention");
         if (s != LX_OK) return NULL;
         lx_array *w = lx_dot_product_attention_weights(query, key, NULL, mask, false, 0.0f);
@@ -247,6 +251,11 @@ lx_array *nnx_mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_
         x = weighted_values(lx_mul(w, mult), value);
     }
     return nnx_call_array(m->out, x);
+}
+
+lx_array *nnx_mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask, int deterministic,
+                  nnx_rngs *rngs) {
+    NNX_FRAMED_FORWARD(m, mha_forward_impl(m, q, k, v, mask, deterministic, rngs));
 }
 
 static lx_status opt_array(const lx_call *c, int pos, const char *name, lx_array **out) {
@@ -268,18 +277,18 @@ static lx_status mha_call(nnx_module *self, const lx_call *c, lx_value *out) {
     LX_TRY(opt_array(c, 99, "mask", &mask));
     LX_TRY(opt_bool(c, 99, "deterministic", &det));
     LX_TRY(opt_rngs(c, &r));
-    return nnx_return_array(nnx_mha_forward((nnx_mha *)self, q, k, v, mask, det, r), out);
+    return nnx_return_array(out, nnx_mha_forward((nnx_mha *)self, q, k, v, mask, det, r));
 }
 
 static const nnx_field MHA_FIELDS[] = {NNX_CHILD(nnx_mha, key),   NNX_CHILD(nnx_mha, key_ln), NNX_CHILD(nnx_mha, out),
                                        NNX_CHILD(nnx_mha, query), NNX_CHILD(nnx_mha, query_ln), NNX_CHILD(nnx_mha, rngs),
                                        NNX_CHILD(nnx_mha, value)};
-static const nnx_method MHA_METHODS[] = {{"__call__", mha_call}};
+static const nnx_method MHA_METHODS[] = {NNX_METHOD("__call__", mha_call)};
 
-const nnx_type NNX_MHA_TYPE = {
-    .name = "MultiHeadAttention", .size = sizeof(nnx_mha), .fields = MHA_FIELDS, .nfields = 7,
-    .config = MHA_CONFIG, .nconfig = 17, .config_offset = offsetof(nnx_mha, cfg),
-    .methods = MHA_METHODS, .nmethods = 1, .init = mha_init,
+const nnx_type nnx_MultiHeadAttention = {
+    .name = "MultiHeadAttention", .size = sizeof(nnx_mha), .fields = MHA_FIELDS, .nfields = LX_COUNT(MHA_FIELDS),
+    .config = MHA_CONFIG, .nconfig = LX_COUNT(MHA_CONFIG), .config_offset = offsetof(nnx_mha, cfg),
+    .methods = MHA_METHODS, .nmethods = LX_COUNT(MHA_METHODS), .init = mha_init,
 };
 
 /* ------------------------------------------------------------------ Sequential */
@@ -328,7 +337,7 @@ static lx_status sequential_call(nnx_module *self, const lx_call *c, lx_value *o
         } else if (fn) {
             lx_array *x;
             s = lx_call_array(&step, 0, "x", &x);
-            if (s == LX_OK) s = nnx_return_array(fn->fn(x), &next);
+            if (s == LX_OK) s = nnx_return_array(&next, fn->fn(x));
         } else {
             s = lx_fail(LX_ERR_TYPE, "Sequence[%d] is not callable", i);
         }
@@ -344,9 +353,9 @@ static lx_status sequential_call(nnx_module *self, const lx_call *c, lx_value *o
 }
 
 static const nnx_field SEQUENTIAL_FIELDS[] = {NNX_LIST(nnx_sequential, layers)};
-static const nnx_method SEQUENTIAL_METHODS[] = {{"__call__", sequential_call}};
+static const nnx_method SEQUENTIAL_METHODS[] = {NNX_METHOD("__call__", sequential_call)};
 
-const nnx_type NNX_SEQUENTIAL_TYPE = {
-    .name = "Sequential", .size = sizeof(nnx_sequential), .fields = SEQUENTIAL_FIELDS, .nfields = 1,
-    .methods = SEQUENTIAL_METHODS, .nmethods = 1, .init = sequential_init,
+const nnx_type nnx_Sequential = {
+    .name = "Sequential", .size = sizeof(nnx_sequential), .fields = SEQUENTIAL_FIELDS, .nfields = LX_COUNT(SEQUENTIAL_FIELDS),
+    .methods = SEQUENTIAL_METHODS, .nmethods = LX_COUNT(SEQUENTIAL_METHODS), .init = sequential_init,
 };

@@ -38,7 +38,7 @@ static lx_status norm_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     if (c->feature_axes.n == 0) c->feature_axes = lx_ints_of(1, (int64_t[]){-1});
     if (c->feature_axes.n != 1 || c->feature_axes.v[0] != -1)
         return lx_fail(LX_ERR_UNSUPPORTED, "%s: only feature_axes=-1 is supported", self->type->name);
-    bool rms = self->type == &NNX_RMS_NORM_TYPE;
+    bool rms = self->type == &nnx_RMSNorm;
     if (rms && (c->reduction_axes.n != 1 || c->reduction_axes.v[0] != -1))
         return lx_fail(LX_ERR_UNSUPPORTED, "RMSNorm: only reduction_axes=-1 is supported");
     int64_t fs[] = {c->num_features};
@@ -51,7 +51,7 @@ static lx_status norm_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     return LX_OK;
 }
 
-lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x) {
+static lx_array *layer_norm_forward_impl(nnx_norm *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LayerNorm: module is NULL");
         return NULL;
@@ -60,7 +60,11 @@ lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x) {
                          m->cfg.reduction_axes.n, m->cfg.reduction_axes.v);
 }
 
-lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x) {
+lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, layer_norm_forward_impl(m, x));
+}
+
+static lx_array *rms_norm_forward_impl(nnx_norm *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "RMSNorm: module is NULL");
         return NULL;
@@ -68,31 +72,35 @@ lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x) {
     return lx_rms_norm(x, nnx_value_of(m->scale), (float)m->cfg.epsilon);
 }
 
+lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x) {
+    NNX_FRAMED_FORWARD(m, rms_norm_forward_impl(m, x));
+}
+
 static lx_status layer_norm_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "x", &x));
-    return nnx_return_array(nnx_layer_norm_forward((nnx_norm *)self, x), out);
+    return nnx_return_array(out, nnx_layer_norm_forward((nnx_norm *)self, x));
 }
 
 static lx_status rms_norm_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "x", &x));
-    return nnx_return_array(nnx_rms_norm_forward((nnx_norm *)self, x), out);
+    return nnx_return_array(out, nnx_rms_norm_forward((nnx_norm *)self, x));
 }
 
 static const nnx_field NORM_FIELDS[] = {NNX_VAR(nnx_norm, bias), NNX_VAR(nnx_norm, scale)};
-static const nnx_method LAYER_NORM_METHODS[] = {{"__call__", layer_norm_call}};
-static const nnx_method RMS_NORM_METHODS[] = {{"__call__", rms_norm_call}};
+static const nnx_method LAYER_NORM_METHODS[] = {NNX_METHOD("__call__", layer_norm_call)};
+static const nnx_method RMS_NORM_METHODS[] = {NNX_METHOD("__call__", rms_norm_call)};
 
-const nnx_type NNX_LAYER_NORM_TYPE = {
-    .name = "LayerNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = 2,
-    .config = LAYER_NORM_CONFIG, .nconfig = 11, .config_offset = offsetof(nnx_norm, cfg),
-    .methods = LAYER_NORM_METHODS, .nmethods = 1, .init = norm_init,
+const nnx_type nnx_LayerNorm = {
+    .name = "LayerNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = LX_COUNT(NORM_FIELDS),
+    .config = LAYER_NORM_CONFIG, .nconfig = LX_COUNT(LAYER_NORM_CONFIG), .config_offset = offsetof(nnx_norm, cfg),
+    .methods = LAYER_NORM_METHODS, .nmethods = LX_COUNT(LAYER_NORM_METHODS), .init = norm_init,
 };
-const nnx_type NNX_RMS_NORM_TYPE = {
-    .name = "RMSNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = 2,
-    .config = RMS_NORM_CONFIG, .nconfig = 11, .config_offset = offsetof(nnx_norm, cfg),
-    .methods = RMS_NORM_METHODS, .nmethods = 1, .init = norm_init,
+const nnx_type nnx_RMSNorm = {
+    .name = "RMSNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = LX_COUNT(NORM_FIELDS),
+    .config = RMS_NORM_CONFIG, .nconfig = LX_COUNT(RMS_NORM_CONFIG), .config_offset = offsetof(nnx_norm, cfg),
+    .methods = RMS_NORM_METHODS, .nmethods = LX_COUNT(RMS_NORM_METHODS), .init = norm_init,
 };
 
 /* ------------------------------------------------------------------ BatchNorm */
@@ -146,7 +154,7 @@ static lx_array *along(lx_array *v, int ndim, int axis) {
     return lx_reshape(v, ndim, shape);
 }
 
-lx_array *nnx_batch_norm_forward(nnx_batch_norm *m, lx_array *x, int use_running_average) {
+static lx_array *batch_norm_forward_impl(nnx_batch_norm *m, lx_array *x, int use_running_average) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "BatchNorm: module is NULL");
         return NULL;
@@ -193,6 +201,10 @@ lx_array *nnx_batch_norm_forward(nnx_batch_norm *m, lx_array *x, int use_running
     return y;
 }
 
+lx_array *nnx_batch_norm_forward(nnx_batch_norm *m, lx_array *x, int use_running_average) {
+    NNX_FRAMED_FORWARD(m, batch_norm_forward_impl(m, x, use_running_average));
+}
+
 static lx_status batch_norm_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "x", &x));
@@ -203,15 +215,15 @@ static lx_status batch_norm_call(nnx_module *self, const lx_call *c, lx_value *o
         return lx_fail(LX_ERR_TYPE, "BatchNorm.__call__: use_running_average must be a bool or None, got %s",
                        lx_kind_name(ura->kind));
     if (lx_call_kwarg(c, "mask")) return lx_fail(LX_ERR_UNSUPPORTED, "BatchNorm.__call__: mask is not supported");
-    return nnx_return_array(nnx_batch_norm_forward((nnx_batch_norm *)self, x, u), out);
+    return nnx_return_array(out, nnx_batch_norm_forward((nnx_batch_norm *)self, x, u));
 }
 
 static const nnx_field BATCH_NORM_FIELDS[] = {NNX_VAR(nnx_batch_norm, bias), NNX_VAR(nnx_batch_norm, mean),
                                               NNX_VAR(nnx_batch_norm, scale), NNX_VAR(nnx_batch_norm, var)};
-static const nnx_method BATCH_NORM_METHODS[] = {{"__call__", batch_norm_call}};
+static const nnx_method BATCH_NORM_METHODS[] = {NNX_METHOD("__call__", batch_norm_call)};
 
-const nnx_type NNX_BATCH_NORM_TYPE = {
-    .name = "BatchNorm", .size = sizeof(nnx_batch_norm), .fields = BATCH_NORM_FIELDS, .nfields = 4,
-    .config = BATCH_NORM_CONFIG, .nconfig = 12, .config_offset = offsetof(nnx_batch_norm, cfg),
-    .methods = BATCH_NORM_METHODS, .nmethods = 1, .init = batch_norm_init,
+const nnx_type nnx_BatchNorm = {
+    .name = "BatchNorm", .size = sizeof(nnx_batch_norm), .fields = BATCH_NORM_FIELDS, .nfields = LX_COUNT(BATCH_NORM_FIELDS),
+    .config = BATCH_NORM_CONFIG, .nconfig = LX_COUNT(BATCH_NORM_CONFIG), .config_offset = offsetof(nnx_batch_norm, cfg),
+    .methods = BATCH_NORM_METHODS, .nmethods = LX_COUNT(BATCH_NORM_METHODS), .init = batch_norm_init,
 };

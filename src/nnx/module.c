@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "linnx/intercept.h"
+#include "../core/frame_internal.h"
 #include "nnx_internal.h"
 
 /* ------------------------------------------------------------------ small helpers */
@@ -266,7 +267,7 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
                 const lx_value *v = &c.kwargs[i].value;
                 if (v->kind == LX_V_NONE) continue;
                 nnx_module *r = nnx_module_from_value(v);
-                if (!r || r->type != &NNX_RNGS_TYPE) {
+                if (!r || r->type != &nnx_Rngs) {
                     free(kw);
                     return lx_fail(LX_ERR_TYPE, "%s: argument 'rngs' must be an Rngs, got %s", owner,
                                    lx_kind_name(v->kind));
@@ -295,14 +296,21 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
             for (int i = 0; i < type->nconfig; i++)
                 memset((char *)nnx_config_ptr(m) + type->config[i].offset, 0, type->config[i].size);
     }
-    if (s == LX_OK && type->config && type->config_retain) type->config_retain(nnx_config_ptr(m));
+    if (s == LX_OK && type->config && type->config_retain) s = type->config_retain(nnx_config_ptr(m));
     /* Arguments go to the config when there is one; only a type with neither config nor init
      * takes none (Python's object.__init__). */
     if (s == LX_OK && !type->config && !type->init && (c.nargs || c.nkwargs))
         s = lx_fail(LX_ERR_TYPE, "%s takes no arguments", owner);
+    if (s == LX_OK && type->setup) {
+        uint64_t gen = lx_error_generation();
+        s = type->setup(m, rngs);
+        if (s != LX_OK && lx_error_generation() == gen)
+            s = lx_fail(s, "%s failed", owner);
+    }
     if (s == LX_OK && type->init) {
+        uint64_t gen = lx_error_generation();
         s = type->init(m, &c, rngs);
-        if (s != LX_OK && lx_last_status() == LX_OK)
+        if (s != LX_OK && lx_error_generation() == gen)
             s = lx_fail(s, "%s failed", owner);
     }
     free(kw);
@@ -582,6 +590,11 @@ static char *child_name(nnx_module *parent, const nnx_module *m) {
     return name;
 }
 
+/* The frame name of `m` under its NNX parent (lazy: resolved only when a path is wanted). */
+static char *frame_name(const void *parent, const void *m) {
+    return child_name((nnx_module *)parent, (const nnx_module *)m);
+}
+
 /* Is `a` the value of a Param (or subclass) held directly by module `obj`? */
 static bool holds_param(const void *obj, const lx_array *a) {
     nnx_children kids = {0, NULL};
@@ -614,17 +627,21 @@ static lx_status run_target(nnx_module *m, const char *method, nnx_method_fn fn,
  * innermost frame, so its own Params are recognised as such. */
 static lx_status call_framed(nnx_module *m, const char *method, nnx_method_fn fn, const lx_call *call,
                              lx_value *out) {
-    if (!lx_intercepting()) return run_target(m, method, fn, call, out);
-    char *name = NULL;
-    lx_frame_kind kind;
-    const void *parent = lx_frame_top(&kind);
-    if (parent && kind == LX_FRAME_NNX && parent != m) name = child_name((nnx_module *)parent, m);
-    lx_status s = lx_frame_push(LX_FRAME_NNX, name ? name : "", m, holds_param); /* copies the name */
-    free(name);
-    LX_TRY(s);
-    s = run_target(m, method, fn, call, out);
-    lx_frame_pop();
+    LX_TRY(lx_frame_enter_(LX_FRAME_NNX, NULL, frame_name, m, holds_param));
+    lx_status s = run_target(m, method, fn, call, out);
+    lx_frame_leave_(s);
     return s;
+}
+
+int nnx_frame_enter_(nnx_module *m) {
+    lx_frame_kind kind;
+    if (!m) return 0;
+    if (lx_frame_top(&kind) == m && kind == LX_FRAME_NNX) return 0;
+    return lx_frame_enter_(LX_FRAME_NNX, NULL, frame_name, m, holds_param) == LX_OK ? 1 : -1;
+}
+
+void nnx_frame_leave_(int entered, bool ok) {
+    if (entered > 0) lx_frame_leave_(ok ? LX_OK : LX_ERR_INTERNAL);
 }
 
 lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
@@ -637,17 +654,47 @@ lx_status nnx_call_fn(nnx_module *m, nnx_method_fn fn, const lx_call *call, lx_v
     return call_framed(m, NULL, fn, call, out);
 }
 
+lx_status nnx_run_entry_(nnx_module *m, const nnx_method *f, const lx_call *call, lx_value *out) {
+    *out = lx_none();
+    if (f->fn) return f->fn(m, call, out);
+    if (!f->array_fn)
+        return lx_fail(LX_ERR_TYPE, "'%s.%s' must be a callable, got <class 'NoneType'>.", m->type->name,
+                       f->name ? f->name : "?");
+    const lx_value *xv = lx_call_get(call, 0, "x");
+    if (!xv) xv = lx_call_kwarg(call, "inputs");
+    if (!xv)
+        return lx_fail(LX_ERR_TYPE, "%s.%s() missing 1 required positional argument: 'x'", m->type->name,
+                       f->name ? f->name : "?");
+    if (xv->kind != LX_V_ARRAY)
+        return lx_fail(LX_ERR_TYPE, "%s.%s(): argument 'x' must be an array, got %s", m->type->name,
+                       f->name ? f->name : "?", lx_kind_name(xv->kind));
+    if (!xv->u.array)
+        return lx_error_pending() ? lx_last_status()
+                                  : lx_fail(LX_ERR_FAILED_INPUT, "%s.%s(): argument 'x' is NULL", m->type->name,
+                                            f->name ? f->name : "?");
+    return nnx_return_array(out, f->array_fn(m, xv->u.array));
+}
+
+lx_status nnx_call_method(nnx_module *m, const nnx_method *f, const lx_call *call, lx_value *out) {
+    if (!m || !f || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_method: NULL argument");
+    lx_call none = LX_NO_CALL;
+    LX_TRY(lx_frame_enter_(LX_FRAME_NNX, NULL, frame_name, m, holds_param));
+    lx_status s = nnx_run_entry_(m, f, call ? call : &none, out);
+    lx_frame_leave_(s);
+    return s;
+}
+
 static lx_status call_method(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
     *out = lx_none();
     const char *name = method ? method : "__call__";
     lx_call none = LX_NO_CALL;
     if (!call) call = &none;
     const nnx_method *f = nnx_find_method(m->type, name);
-    if (f) return f->fn(m, call, out);
+    if (f) return nnx_run_entry_(m, f, call, out);
     if (m->type->dispatch) {
-        lx_clear_error();
+        uint64_t gen = lx_error_generation();
         lx_status s = m->type->dispatch(m, name, call, out);
-        if (s != LX_ERR_NOT_FOUND || lx_last_status() != LX_OK) return s;
+        if (s != LX_ERR_NOT_FOUND || lx_error_generation() != gen) return s;
     }
     return lx_fail(LX_ERR_NOT_FOUND, "'%s' object has no attribute '%s'", m->type->name, name);
 }

@@ -120,7 +120,25 @@ lx_status nnx_make_param(const nnx_module *self, nnx_rngs *rngs, const lx_vartyp
                          int flat_ndim, const int64_t *flat_shape, const lx_value *metadata,
                          lx_variable **out);
 /* A method's array result: *out takes a reference; a NULL y reports the failure. */
-lx_status nnx_return_array(lx_array *y, lx_value *out);
+/* Run a method-table entry (fn, or array_fn over positional 0) of m, in the current frame. */
+lx_status nnx_run_entry_(nnx_module *m, const nnx_method *f, const lx_call *call, lx_value *out);
+
+/* A typed forward (nnx_linear_forward) called directly runs in m's module frame, as nnx_call
+ * would run it: enter returns 1 (pushed), 0 (m's frame is already the innermost: nothing
+ * pushed) or -1 (out of memory, message recorded); leave pops what enter pushed. */
+int nnx_frame_enter_(nnx_module *m);
+void nnx_frame_leave_(int entered, bool ok);
+/* In a typed forward: return `call_` evaluated inside m_'s module frame. */
+#define NNX_FRAMED_FORWARD(m_, call_)                      \
+    do {                                                   \
+        int nnx_fe_ = nnx_frame_enter_((nnx_module *)(m_)); \
+        if (nnx_fe_ < 0) return NULL;                      \
+        lx_array *nnx_fy_ = (call_);                       \
+        if (!nnx_fy_ && !lx_error_pending())               \
+            lx_fail(LX_ERR_FAILED_INPUT, "%s: an input is NULL", __func__); \
+        nnx_frame_leave_(nnx_fe_, nnx_fy_ != NULL);        \
+        return nnx_fy_;                                    \
+    } while (0)
 /* The value of a Variable field (NULL when the field is None). */
 static inline lx_array *nnx_value_of(lx_variable *v) { return v ? lx_variable_get_value(v) : NULL; }
 

@@ -21,22 +21,24 @@ static const nnx_field STREAM_FIELDS[] = {
     NNX_VAR(nnx_rng_stream, key),
 };
 
-const nnx_type NNX_RNG_STREAM_TYPE = {
+const nnx_type nnx_RngStream = {
     .name = "RngStream",
     .size = sizeof(nnx_rng_stream),
     .fields = STREAM_FIELDS,
-    .nfields = 2,
+    .nfields = LX_COUNT(STREAM_FIELDS),
     .config = STREAM_CONFIG,
-    .nconfig = 1,
+    .nconfig = LX_COUNT(STREAM_CONFIG),
     .config_offset = offsetof(nnx_rng_stream, cfg),
 };
 
-const nnx_type NNX_RNGS_TYPE = {
+const nnx_type nnx_Rngs = {
     .name = "Rngs",
     .size = sizeof(struct nnx_rngs),
 };
 
-static bool is_stream(const nnx_module *m) { return m && m->type == &NNX_RNG_STREAM_TYPE; }
+static lx_status stream_state(const nnx_module *stream, lx_key *key, uint32_t *count);
+
+static bool is_stream(const nnx_module *m) { return m && m->type == &nnx_RngStream; }
 
 static lx_status tagged_var(const lx_vartype *type, lx_array *value, const char *tag, lx_variable **out) {
     lx_kwarg meta[] = {LX_KW_STR("tag", tag)};
@@ -54,7 +56,7 @@ static lx_array *count_array(uint32_t c) { return lx_array_from_data(LX_U32, 0, 
 static lx_status stream_new(const char *tag, lx_key key, nnx_module **out) {
     *out = NULL;
     nnx_module *m;
-    LX_TRY(nnx_module_alloc(&NNX_RNG_STREAM_TYPE, &m));
+    LX_TRY(nnx_module_alloc(&nnx_RngStream, &m));
     nnx_rng_stream *s = (nnx_rng_stream *)m;
     lx_status st = LX_OK;
     s->cfg.tag = nnx_strdup(tag);
@@ -91,7 +93,7 @@ lx_status nnx_rngs_new(int n, const nnx_stream_spec *streams, nnx_rngs **out) {
                 return lx_fail(LX_ERR_INVALID_ARGUMENT, "Rngs: stream '%s' given twice", streams[i].name);
     }
     nnx_module *r;
-    LX_TRY(nnx_module_alloc(&NNX_RNGS_TYPE, &r));
+    LX_TRY(nnx_module_alloc(&nnx_Rngs, &r));
     lx_status s = LX_OK;
     for (int i = 0; i < n && s == LX_OK; i++) {
         lx_key k = streams[i].has_key ? streams[i].key : lx_key_from_seed(streams[i].seed);
@@ -126,7 +128,7 @@ static nnx_module *find_stream(const nnx_rngs *r, const char *name) {
 
 static lx_status check_rngs(const nnx_rngs *r, const char *fn) {
     if (!r) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: Rngs is NULL", fn);
-    if (((const nnx_module *)r)->type != &NNX_RNGS_TYPE)
+    if (((const nnx_module *)r)->type != &nnx_Rngs)
         return lx_fail(LX_ERR_TYPE, "%s: a %s is not an Rngs", fn, ((const nnx_module *)r)->type->name);
     return LX_OK;
 }
@@ -142,18 +144,13 @@ static lx_status lookup(nnx_rngs *r, const char *name, nnx_module **out) {
     return LX_OK;
 }
 
-lx_status nnx_rng_stream_draw(nnx_module *stream, lx_key *out) {
+lx_status nnx_rngs_stream_draw(nnx_module *stream, lx_key *out) {
     if (!stream || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "RngStream: NULL argument");
     if (!is_stream(stream)) return lx_fail(LX_ERR_TYPE, "RngStream: a %s is not an RngStream", stream->type->name);
     nnx_rng_stream *s = (nnx_rng_stream *)stream;
-    lx_array *k = s->key ? lx_variable_get_value(s->key) : NULL;
-    lx_array *c = s->count ? lx_variable_get_value(s->count) : NULL;
-    const char *tag = s->cfg.tag ? s->cfg.tag : "?";
-    if (!k || !c || lx_is_abstract(k) || lx_is_abstract(c) || k->dtype != LX_U32 || k->size != 2 ||
-        c->dtype != LX_U32 || c->size != 1)
-        return lx_fail(LX_ERR_RNG, "RngStream '%s' has no concrete uint32[2] key and uint32 count", tag);
-    lx_key key = {{lx_u32(k)[0], lx_u32(k)[1]}};
-    uint32_t count = lx_u32(c)[0];
+    lx_key key;
+    uint32_t count;
+    LX_TRY(stream_state(stream, &key, &count));
     lx_array *next = count_array(count + 1);
     if (!next) return lx_last_status();
     lx_status st = lx_variable_set_value(s->count, next, false);
@@ -167,15 +164,43 @@ lx_status nnx_rngs_draw(nnx_rngs *r, const char *stream, lx_key *out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Rngs: out is NULL");
     nnx_module *s = NULL;
     LX_TRY(lookup(r, stream, &s));
-    return nnx_rng_stream_draw(s, out);
+    return nnx_rngs_stream_draw(s, out);
+}
+
+/* The concrete key and count of stream module `stream`. */
+static lx_status stream_state(const nnx_module *stream, lx_key *key, uint32_t *count) {
+    const nnx_rng_stream *s = (const nnx_rng_stream *)stream;
+    lx_array *k = s->key ? lx_variable_get_value(s->key) : NULL;
+    lx_array *c = s->count ? lx_variable_get_value(s->count) : NULL;
+    if (!k || !c || lx_is_abstract(k) || lx_is_abstract(c) || k->dtype != LX_U32 || k->size != 2 ||
+        c->dtype != LX_U32 || c->size != 1)
+        return lx_fail(LX_ERR_RNG, "RngStream '%s' has no concrete uint32[2] key and uint32 count",
+                       s->cfg.tag ? s->cfg.tag : "?");
+    if (key) *key = (lx_key){{lx_u32(k)[0], lx_u32(k)[1]}};
+    if (count) *count = lx_u32(c)[0];
+    return LX_OK;
+}
+
+lx_status nnx_rngs_stream_count(const nnx_rngs *r, const char *stream, uint32_t *count) {
+    if (!count) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Rngs: count is NULL");
+    nnx_module *s = NULL;
+    LX_TRY(lookup((nnx_rngs *)r, stream, &s));
+    return stream_state(s, NULL, count);
+}
+
+lx_status nnx_rngs_stream_key(const nnx_rngs *r, const char *stream, lx_key *key) {
+    if (!key) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Rngs: key is NULL");
+    nnx_module *s = NULL;
+    LX_TRY(lookup((nnx_rngs *)r, stream, &s));
+    return stream_state(s, key, NULL);
 }
 
 bool nnx_rngs_has(const nnx_rngs *r, const char *stream) {
-    return r && stream && ((const nnx_module *)r)->type == &NNX_RNGS_TYPE && find_stream(r, stream) != NULL;
+    return r && stream && ((const nnx_module *)r)->type == &nnx_Rngs && find_stream(r, stream) != NULL;
 }
 
-int nnx_rngs_count(const nnx_rngs *r) {
-    if (!r || ((const nnx_module *)r)->type != &NNX_RNGS_TYPE) return 0;
+int nnx_rngs_num_streams(const nnx_rngs *r) {
+    if (!r || ((const nnx_module *)r)->type != &nnx_Rngs) return 0;
     const nnx_module *m = (const nnx_module *)r;
     int n = 0;
     for (int i = 0; i < nnx_attr_count(m); i++)
@@ -184,7 +209,7 @@ int nnx_rngs_count(const nnx_rngs *r) {
 }
 
 const char *nnx_rngs_stream_name(const nnx_rngs *r, int i) {
-    if (!r || ((const nnx_module *)r)->type != &NNX_RNGS_TYPE) return NULL;
+    if (!r || ((const nnx_module *)r)->type != &nnx_Rngs) return NULL;
     const nnx_module *m = (const nnx_module *)r;
     for (int j = 0; j < nnx_attr_count(m); j++)
         if (is_stream(nnx_module_from_value(&m->attrs->values[j])) && i-- == 0) return m->attrs->names[j];
@@ -193,11 +218,11 @@ const char *nnx_rngs_stream_name(const nnx_rngs *r, int i) {
 
 static lx_status fork_stream(nnx_module *parent, nnx_module **out) {
     lx_key k;
-    LX_TRY(nnx_rng_stream_draw(parent, &k));
+    LX_TRY(nnx_rngs_stream_draw(parent, &k));
     return stream_new(((nnx_rng_stream *)parent)->cfg.tag, k, out);
 }
 
-lx_status nnx_rng_stream_fork(nnx_rngs *r, const char *stream, nnx_module **out) {
+lx_status nnx_rngs_fork_stream(nnx_rngs *r, const char *stream, nnx_module **out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Rngs: out is NULL");
     *out = NULL;
     nnx_module *s = NULL;
@@ -211,7 +236,7 @@ lx_status nnx_rngs_fork(nnx_rngs *r, nnx_rngs **out) {
     *out = NULL;
     LX_TRY(check_rngs(r, "Rngs.fork"));
     nnx_module *src = (nnx_module *)r, *dst;
-    LX_TRY(nnx_module_alloc(&NNX_RNGS_TYPE, &dst));
+    LX_TRY(nnx_module_alloc(&nnx_Rngs, &dst));
     lx_status s = LX_OK;
     for (int i = 0; i < nnx_attr_count(src) && s == LX_OK; i++) {
         nnx_module *ps = nnx_module_from_value(&src->attrs->values[i]);
@@ -257,7 +282,7 @@ static lx_status reseed_visit(const char *path, const lx_value *node, void *user
     return st;
 }
 
-lx_status nnx_reseed(nnx_module *m, const char *stream, int64_t seed) {
+lx_status nnx_rngs_reseed(nnx_module *m, const char *stream, int64_t seed) {
     if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "reseed: module is NULL");
     LX_TRY(check_stream_name(stream));
     reseed_ctx cx = {stream, lx_key_from_seed(seed), 0, LX_OK};

@@ -2,8 +2,8 @@
 #include "op_internal.h"
 
 void lx_op_null_input(const char *op) {
-    if (lx_last_status() == LX_OK)
-        lx_fail(LX_ERR_FAILED_INPUT, "%s: input is NULL (an earlier call failed)", op);
+    if (!lx_error_pending())
+        lx_fail(LX_ERR_FAILED_INPUT, "%s: input is NULL", op);
 }
 
 lx_array *lx_op_result(lx_dtype dtype, int ndim, const int64_t *shape, bool abstract) {

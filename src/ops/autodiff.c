@@ -13,7 +13,7 @@
 
 #include "linnx/autodiff.h"
 #include "linnx/ops.h"
-#include "../ops/op_internal.h"
+#include "op_internal.h"
 
 typedef struct rec {
     lx_prim_id id; /* LX_PRIM_COUNT for a watched leaf */

@@ -1,0 +1,31 @@
+/* Module frames as the runtimes keep them (internal; the public side is linnx/intercept.h).
+ *
+ * Every module method runs inside a frame, whether or not an interceptor is registered, so a
+ * failure can name the module path (lx_fail puts it in front of every message). Pushing a frame
+ * must cost next to nothing: the name is lent (a Linen scope's name lives as long as the call) or
+ * resolved lazily by `name_fn` only when a path is actually wanted. */
+#ifndef LINNX_FRAME_INTERNAL_H
+#define LINNX_FRAME_INTERNAL_H
+
+#include "linnx/intercept.h"
+
+/* The path component of `obj` given the enclosing frame's object (`parent`, NULL when the
+ * enclosing frame is not of the same kind or is obj itself): a malloc'd string, or NULL for no
+ * component. */
+typedef char *(*lx_frame_name_fn)(const void *parent, const void *obj);
+
+/* Push a frame whose name is `name` (borrowed: it must outlive the frame; NULL = "") or, when
+ * name_fn is given, resolved by it. Fails only past the inline depth when out of memory. */
+lx_status lx_frame_enter_(lx_frame_kind kind, const char *name, lx_frame_name_fn name_fn, const void *obj,
+                          lx_frame_param_fn is_param);
+/* Pop the innermost frame. When that leaves the stack empty and the call succeeded, the
+ * outermost module call is over and went well: a failure recorded before it counts as handled
+ * (lx_error_pending() turns false), so a later NULL input is reported as itself. */
+void lx_frame_leave_(lx_status st);
+/* Number of frames on this thread's stack. */
+int lx_frame_depth_(void);
+
+/* status.c: the "handled" mark that lx_frame_leave_ sets. */
+void lx_error_settle_(void);
+
+#endif
