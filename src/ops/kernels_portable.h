@@ -1,0 +1,57 @@
+/* Kernels written in plain C, included by more than one kernel set's file so each compiles them
+ * for its own instructions (the generic set for the baseline, the AVX2 set with 256-bit vectors
+ * and FMA). Not installed. Define PORT_NAME(x) first. */
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "nn_internal.h"
+
+/* One row of n contiguous values: y = softmax(x) or log_softmax(x); y may be x. */
+static void PORT_NAME(softmax_row)(const float *x, float *y, int64_t n, bool log) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (mx == -INFINITY) mx = 0; /* all -inf: keep x - mx at -inf, not NaN */
+    float sum = 0;
+    if (log) {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < n; i++) sum += nn_expf(x[i] - mx);
+        float lse = logf(sum);
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = (x[i] - mx) - lse;
+    } else {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < n; i++) {
+            y[i] = nn_expf(x[i] - mx);
+            sum += y[i];
+        }
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] / sum;
+    }
+}
+
+/* Direct convolution, one output position at a time, channels in a vectorisable loop. */
+static void PORT_NAME(conv_direct_row)(const conv_direct_plan *p, const float *row, float *y) {
+    const conv2d_direct *c = p->c;
+    int64_t ars = c->sw * c->cin;
+    for (int64_t ow = 0; ow < c->ow; ow++) {
+        float *yo = y + ow * c->cout;
+        for (int64_t co = 0; co < c->cout; co++) yo[co] = 0.0f;
+        for (int64_t t = 0; t < c->taps; t++) {
+            float a = row[ow * ars + p->koff[t]];
+            const float *wt = p->w + t * p->cop;
+#pragma omp simd
+            for (int64_t co = 0; co < c->cout; co++) yo[co] = __builtin_fmaf(a, wt[co], yo[co]);
+        }
+    }
+}
+
+/* panel[k*GEMM_SMALL_NR + j] = Bt[j*ld + k] for j < nr, k < kc, zeros in [nr, 16 * ceil(nr / 16)). */
+static void PORT_NAME(small_pack_bt)(const float *Bt, int64_t ld, int nr, int64_t kc, float *panel) {
+    int padded = (nr + 15) / 16 * 16;
+    for (int64_t k = 0; nr < padded && k < kc; k++)
+        for (int j = nr; j < padded; j++) panel[k * GEMM_SMALL_NR + j] = 0.0f;
+    for (int j = 0; j < nr; j++)
+        for (int64_t k = 0; k < kc; k++) panel[k * GEMM_SMALL_NR + j] = Bt[j * ld + k];
+}
