@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "linalg_internal.h"
 #include "linnx/linalg.h"
 #include "linnx/threads.h"
+#include "team.h"
 
 /* M*N*K at or below which the unpacked small path runs (bench/gemm.c measures the crossover). */
 #define DEFAULT_SMALL_LIMIT (64LL * 64 * 64)
@@ -125,28 +127,32 @@ static blocking blocking_for(const lx_gemm_kernels *g) {
     return b;
 }
 
-/* Per-thread scratch for packed A blocks, kept between calls (freed when the thread exits). */
-static pthread_key_t scratch_key;
+/* Per-thread scratch kept between calls (slot 0: packed A blocks, slot 1: the caller's packed B),
+ * freed when the thread exits. */
+static pthread_key_t scratch_key[2];
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-static _Thread_local float *scratch_ptr;
-static _Thread_local size_t scratch_cap;
+static _Thread_local float *scratch_ptr[2];
+static _Thread_local size_t scratch_cap[2];
 static void scratch_free(void *p) { free(p); }
-static void scratch_init(void) { (void)pthread_key_create(&scratch_key, scratch_free); }
+static void scratch_init(void) {
+    for (int i = 0; i < 2; i++) (void)pthread_key_create(&scratch_key[i], scratch_free);
+}
 
-static float *thread_scratch(size_t floats) {
-    if (scratch_cap >= floats) return scratch_ptr;
+static float *thread_scratch(int slot, size_t floats) {
+    if (scratch_cap[slot] >= floats) return scratch_ptr[slot];
     pthread_once(&scratch_once, scratch_init);
     size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
     float *p = aligned_alloc(64, bytes);
     if (!p) return NULL;
-    free(scratch_ptr);
-    scratch_ptr = p;
-    scratch_cap = bytes / sizeof(float);
-    (void)pthread_setspecific(scratch_key, p);
+    free(scratch_ptr[slot]);
+    scratch_ptr[slot] = p;
+    scratch_cap[slot] = bytes / sizeof(float);
+    (void)pthread_setspecific(scratch_key[slot], p);
     return p;
 }
 
-#define PACKED_B_CAP (16LL << 20) /* floats of packed B per phase (64 MiB) */
+#define PACKED_B_CAP (16LL << 20)  /* floats of packed B per phase (64 MiB) */
+#define PACKED_B_KEEP (4LL << 20)  /* packed B buffers up to this many floats are kept per thread */
 
 typedef struct {
     const lx_gemm_kernels *g;
@@ -164,7 +170,7 @@ typedef struct {
     int64_t nkb, kb;      /* K blocks: nkb equal blocks of at most kb */
     int64_t mi, nj;       /* item grid: mi row blocks x nj column ranges */
     int64_t mrows, ncols; /* rows per row block (multiple of MR), columns per range (multiple of NR) */
-    atomic_llong next_pack, next_item;
+    atomic_llong next_pack, packed, next_item;
     atomic_int failed;
 } packed_job;
 
@@ -223,13 +229,17 @@ static void run_item(packed_job *j, int64_t t, float *Ap) {
     }
 }
 
-static void packed_worker(packed_job *j, int nthreads) {
+/* Every thread of the team: pack B items while there are any, wait for the ones others still
+ * hold (there is no barrier: a thread that joins late finds them done), then compute items. */
+static void packed_worker(void *arg) {
+    packed_job *j = arg;
     int64_t npack = j->nkb * ((j->ncpad / j->g->nr + 7) / 8), nitems = j->mi * j->nj;
-    for (int64_t t; (t = atomic_fetch_add(&j->next_pack, 1)) < npack;) pack_b_item(j, t);
-    if (nthreads > 1) {
-#pragma omp barrier
+    for (int64_t t; (t = atomic_fetch_add(&j->next_pack, 1)) < npack;) {
+        pack_b_item(j, t);
+        atomic_fetch_add(&j->packed, 1);
     }
-    float *Ap = thread_scratch((size_t)(j->bk.mc * j->bk.kc));
+    while (atomic_load(&j->packed) < npack) sched_yield();
+    float *Ap = thread_scratch(0, (size_t)(j->bk.mc * j->bk.kc + 64)); /* + slack for vector packing stores */
     if (!Ap) {
         atomic_store(&j->failed, 1);
         return;
@@ -247,12 +257,13 @@ static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB,
     /* columns per phase: all of N when the packed B fits the cap */
     int64_t phase = PACKED_B_CAP / (K > 0 ? K : 1) / NR * NR;
     if (phase < 4 * NR) phase = 4 * NR;
-    float *heap = NULL;
+    float *heap = NULL, *bbuf = NULL;
     lx_status st = LX_OK;
     for (int64_t j0 = 0; j0 < N && st == LX_OK; j0 += phase) {
         int64_t nc = N - j0 < phase ? N - j0 : phase, ncpad = (nc + NR - 1) / NR * NR;
-        if (!heap) heap = aligned_alloc(64, (size_t)((K * ncpad * (int64_t)sizeof(float) + 63) / 64 * 64));
-        if (!heap) return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a packed %lld x %lld panel",
+        if (!bbuf && K * ncpad <= PACKED_B_KEEP) bbuf = thread_scratch(1, (size_t)(K * ncpad));
+        if (!bbuf) bbuf = heap = aligned_alloc(64, (size_t)((K * ncpad * (int64_t)sizeof(float) + 63) / 64 * 64));
+        if (!bbuf) return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a packed %lld x %lld panel",
                                   (long long)K, (long long)ncpad);
         /* The item grid: row blocks of at most mc rows; with more than one thread, enough items
          * (about 4 per thread) that a pre-empted thread delays one of them, splitting columns
@@ -280,17 +291,13 @@ static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB,
         packed_job job = {.g = g, .bk = bk, .M = M, .K = K, .alpha = alpha, .beta = beta, .A = A, .B = B,
                           .ars = transA ? 1 : lda, .acs = transA ? lda : 1, .brs = transB ? 1 : ldb,
                           .bcs = transB ? ldb : 1, .C = C, .ldc = ldc, .ep = ep, .j0 = j0, .nc = nc,
-                          .ncpad = ncpad, .Bp = heap, .nkb = nkb, .kb = kb, .mi = mi, .nj = nj,
+                          .ncpad = ncpad, .Bp = bbuf, .nkb = nkb, .kb = kb, .mi = mi, .nj = nj,
                           .mrows = mrows, .ncols = ncols};
         atomic_init(&job.next_pack, 0);
+        atomic_init(&job.packed, 0);
         atomic_init(&job.next_item, 0);
         atomic_init(&job.failed, 0);
-        if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-            packed_worker(&job, nt);
-        } else {
-            packed_worker(&job, 1);
-        }
+        lx_team_run(nt, packed_worker, &job);
         if (atomic_load(&job.failed)) st = lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a packed A block");
     }
     free(heap);

@@ -76,10 +76,79 @@ static void panel_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ar
 #define TMPL_NAME(x) avx2_##x
 #include "gemm_tmpl.h"
 
+/* out[k] = (in[0][k], ..., in[7][k]): an 8 x 8 transpose in registers. */
+static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* Packing A with rows contiguous in k (A not transposed): 6 rows x 8 k values per transpose,
+ * each k's 6 values stored as 8 (the 2 extra are overwritten by the next store; the packing
+ * buffer has slack for the last). Other layouts: the template's loops. */
+static void avx2_pack_a_fast(int64_t mc, int64_t kc, const float *restrict A, int64_t ars, int64_t acs,
+                             float *restrict Ap) {
+    if (acs != 1 || kc < 8) {
+        avx2_pack_a(mc, kc, A, ars, acs, Ap);
+        return;
+    }
+    int64_t full = mc / TMPL_MR * TMPL_MR;
+    for (int64_t i0 = 0; i0 < full; i0 += TMPL_MR, Ap += TMPL_MR * kc) {
+        const float *a = A + i0 * ars;
+        int64_t k0 = 0;
+        for (; k0 + 8 <= kc; k0 += 8) {
+            __m256 r[8];
+            for (int i = 0; i < TMPL_MR; i++) r[i] = _mm256_loadu_ps(a + i * ars + k0);
+            r[6] = r[7] = _mm256_setzero_ps();
+            transpose8(r);
+            for (int k = 0; k < 8; k++) _mm256_storeu_ps(Ap + (k0 + k) * TMPL_MR, r[k]);
+        }
+        for (; k0 < kc; k0++)
+            for (int i = 0; i < TMPL_MR; i++) Ap[k0 * TMPL_MR + i] = a[i * ars + k0];
+    }
+    if (full < mc) avx2_pack_a(mc - full, kc, A + full * ars, ars, acs, Ap);
+}
+
+/* Packing B^T (columns contiguous in k): two 8 x 8 transposes per 8 k values per sliver. */
+static void avx2_pack_b_fast(int64_t kc, int64_t nc, const float *restrict B, int64_t brs, int64_t bcs,
+                             float *restrict Bp) {
+    if (brs != 1 || kc < 8) {
+        avx2_pack_b(kc, nc, B, brs, bcs, Bp);
+        return;
+    }
+    int64_t full = nc / TMPL_NR * TMPL_NR;
+    for (int64_t j0 = 0; j0 < full; j0 += TMPL_NR, Bp += TMPL_NR * kc) {
+        const float *b = B + j0 * bcs;
+        int64_t k0 = 0;
+        for (; k0 + 8 <= kc; k0 += 8)
+            for (int h = 0; h < 2; h++) {
+                __m256 r[8];
+                for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(b + (h * 8 + j) * bcs + k0);
+                transpose8(r);
+                for (int k = 0; k < 8; k++) _mm256_store_ps(Bp + (k0 + k) * TMPL_NR + h * 8, r[k]);
+            }
+        for (; k0 < kc; k0++)
+            for (int j = 0; j < TMPL_NR; j++) Bp[k0 * TMPL_NR + j] = b[j * bcs + k0];
+    }
+    if (full < nc) avx2_pack_b(kc, nc - full, B + full * bcs, brs, bcs, Bp);
+}
+
 static const lx_kernels table = {
     .isa = LX_ISA_AVX2,
     .gemm_name = "avx2",
-    .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx2_ukr, .pack_a = avx2_pack_a, .pack_b = avx2_pack_b,
+    .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx2_ukr, .pack_a = avx2_pack_a_fast, .pack_b = avx2_pack_b_fast,
              .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt},
     .softmax_row = avx2_softmax_row,
     .conv_direct_row = avx2_conv_direct_row,
