@@ -1,15 +1,17 @@
 /* GEMM: linnx's own blocked GEMM (BLIS-style), a small-problem path, and OpenBLAS where it wins.
  *
  * Three paths, chosen per call (docs/kernels.md has the measurements behind the thresholds):
- *  - small (M*N*K at or below the small limit): register tiles computed straight from the
- *    caller's buffers, no packing, on the calling thread: what a batch-1 layer is made of.
+ *  - small (M*N*K at or below the small limit, or fewer than 16 rows): register tiles computed
+ *    straight from the caller's buffers, no packing, on the calling thread: what a batch-1 layer
+ *    is made of.
  *  - packed: B is packed once into NR-column slivers per K block (shared by every thread), then
  *    work items of (MC rows x a column range) each pack their A block into MR-row slivers
  *    (L2-resident) and run the MR x NR micro-kernel of the kernel set in force (kernels.h) with
  *    one B sliver in L1. Items are claimed from an atomic counter, several per thread, so a
  *    thread that is pre-empted holds back one item, not a fixed half of the matrix.
  *  - OpenBLAS (cblas_sgemm on the caller's buffers) where a same-run measurement says it is
- *    faster: with the generic kernel set only (its own kernels are then better than ours).
+ *    faster: above the small sizes with the generic set (its kernels beat our portable ones), and
+ *    with the AVX2 set for large products whose A is not transposed (AVX2_BLAS_ABOVE).
  * Row-major throughout; transposes are stride swaps inside the packing routines. */
 #include <cblas.h>
 #include <limits.h>
@@ -26,8 +28,14 @@
 #include "linnx/threads.h"
 #include "team.h"
 
-/* M*N*K at or below which the unpacked small path runs (bench/gemm.c measures the crossover). */
-#define DEFAULT_SMALL_LIMIT (64LL * 64 * 64)
+/* M*N*K at or below which the unpacked small path runs; it also runs for fewer than SMALL_ROWS
+ * rows, where packing B would cost more than it saves (bench/gemm.c, docs/kernels.md). */
+#define DEFAULT_SMALL_LIMIT (32LL * 32 * 32)
+#define SMALL_ROWS 16
+/* Above this M*N*K the AVX2 set hands a product with A not transposed to OpenBLAS, whose Haswell
+ * kernels measured 15-40% faster here on one thread from 384^3 and on K-heavy MLP shapes (and
+ * slower on transposed-A shapes, which stay ours). */
+#define AVX2_BLAS_ABOVE (256LL * 256 * 256)
 /* Work (M*N*K) from which the packed path uses more than one thread. */
 #define PAR_MIN_WORK (96LL * 96 * 96)
 
@@ -306,11 +314,12 @@ static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB,
 
 /* ---- entry points ---- */
 
-static lx_gemm_path choose_path(const lx_kernels *k, int64_t M, int64_t N, int64_t K) {
+static lx_gemm_path choose_path(const lx_kernels *k, bool transA, int64_t M, int64_t N, int64_t K) {
     lx_gemm_path p = (lx_gemm_path)atomic_load_explicit(&forced_path, memory_order_relaxed);
     if (p != LX_GEMM_PATH_AUTO) return p;
-    if (lx_sgemm_is_small(M, N, K)) return LX_GEMM_PATH_SMALL;
-    if (k->isa == LX_ISA_GENERIC) return LX_GEMM_PATH_BLAS;
+    if (lx_sgemm_is_small(M, N, K) || M < SMALL_ROWS) return LX_GEMM_PATH_SMALL;
+    if (k->isa == LX_ISA_GENERIC) return LX_GEMM_PATH_BLAS; /* its kernels beat our portable ones */
+    if (k->isa == LX_ISA_AVX2 && !transA && M * N * K > AVX2_BLAS_ABOVE) return LX_GEMM_PATH_BLAS;
     return LX_GEMM_PATH_PACKED;
 }
 
@@ -326,7 +335,7 @@ static lx_status gemm_run(bool transA, bool transB, int64_t M, int64_t N, int64_
         return LX_OK;
     }
     const lx_kernels *k = lx_kernels_active();
-    lx_gemm_path path = choose_path(k, M, N, K);
+    lx_gemm_path path = choose_path(k, transA, M, N, K);
     if (path == LX_GEMM_PATH_BLAS && (!allow_blas || M > INT_MAX || N > INT_MAX || K > INT_MAX || lda > INT_MAX ||
                                       ldb > INT_MAX || ldc > INT_MAX))
         path = LX_GEMM_PATH_PACKED;
