@@ -32,10 +32,13 @@
  * rows, where packing B would cost more than it saves (bench/gemm.c, docs/kernels.md). */
 #define DEFAULT_SMALL_LIMIT (32LL * 32 * 32)
 #define SMALL_ROWS 16
-/* Above this M*N*K the AVX2 set hands a product with A not transposed to OpenBLAS, whose Haswell
- * kernels measured 15-40% faster here on one thread from 384^3 and on K-heavy MLP shapes (and
- * slower on transposed-A shapes, which stay ours). */
+/* Above this M*N*K, with more than AVX2_BLAS_ROWS rows and A not transposed, the AVX2 set hands
+ * the product to OpenBLAS, whose Haswell kernels measured 15-40% faster here on one thread from
+ * 384^3 (its B packing is fused with the compute; ours is a separate pass over all of B when
+ * there are several row blocks). Fewer rows (batch-size M, where ours packs B per K block and
+ * tied or won) and transposed-A shapes (where ours won by 15-20%) stay ours. */
 #define AVX2_BLAS_ABOVE (256LL * 256 * 256)
+#define AVX2_BLAS_ROWS 256
 /* Work (M*N*K) from which the packed path uses more than one thread. */
 #define PAR_MIN_WORK (96LL * 96 * 96)
 
@@ -195,8 +198,9 @@ static void pack_b_item(packed_job *j, int64_t t) {
     j->g->pack_b(kc, cols, j->B + k0 * j->brs + (j->j0 + c0) * j->bcs, j->brs, j->bcs, dst);
 }
 
-/* Item t: rows [i0, i1) x columns [c0, c1) of the phase, every K block. */
-static void run_item(packed_job *j, int64_t t, float *Ap) {
+/* Item t: rows [i0, i1) x columns [c0, c1) of the phase, every K block. Without a shared packed
+ * B (j->Bp NULL) the item packs its own columns, K block by K block, into Bpriv. */
+static void run_item(packed_job *j, int64_t t, float *Ap, float *Bpriv) {
     const lx_gemm_kernels *g = j->g;
     const int MR = g->mr, NR = g->nr;
     int64_t ib = t / j->nj, jb = t % j->nj;
@@ -212,7 +216,9 @@ static void run_item(packed_job *j, int64_t t, float *Ap) {
         for (int64_t ic = i0; ic < i1; ic += j->bk.mc) {
             int64_t mc = i1 - ic < j->bk.mc ? i1 - ic : j->bk.mc;
             g->pack_a(mc, kc, j->A + ic * j->ars + k0 * j->acs, j->ars, j->acs, Ap);
-            const float *Bblk = j->Bp + k0 * j->ncpad;
+            const float *Bblk = j->Bp ? j->Bp + k0 * j->ncpad : Bpriv - c0 * kc;
+            if (!j->Bp && ic == i0)
+                g->pack_b(kc, c1 - c0, j->B + k0 * j->brs + (j->j0 + c0) * j->bcs, j->brs, j->bcs, Bpriv);
             for (int64_t jr = c0; jr < c1; jr += NR) {
                 int64_t nr = c1 - jr < NR ? c1 - jr : NR;
                 const float *bs = Bblk + jr * kc;
@@ -237,22 +243,23 @@ static void run_item(packed_job *j, int64_t t, float *Ap) {
     }
 }
 
-/* Every thread of the team: pack B items while there are any, wait for the ones others still
- * hold (there is no barrier: a thread that joins late finds them done), then compute items. */
+/* Every thread of the team: pack shared B items while there are any, wait for the ones others
+ * still hold (there is no barrier: a thread that joins late finds them done), then compute items. */
 static void packed_worker(void *arg) {
     packed_job *j = arg;
-    int64_t npack = j->nkb * ((j->ncpad / j->g->nr + 7) / 8), nitems = j->mi * j->nj;
+    int64_t npack = j->Bp ? j->nkb * ((j->ncpad / j->g->nr + 7) / 8) : 0, nitems = j->mi * j->nj;
     for (int64_t t; (t = atomic_fetch_add(&j->next_pack, 1)) < npack;) {
         pack_b_item(j, t);
         atomic_fetch_add(&j->packed, 1);
     }
     while (atomic_load(&j->packed) < npack) sched_yield();
     float *Ap = thread_scratch(0, (size_t)(j->bk.mc * j->bk.kc + 64)); /* + slack for vector packing stores */
-    if (!Ap) {
+    float *Bpriv = j->Bp ? NULL : thread_scratch(1, (size_t)(j->kb * j->ncols + 64));
+    if (!Ap || (!j->Bp && !Bpriv)) {
         atomic_store(&j->failed, 1);
         return;
     }
-    for (int64_t t; (t = atomic_fetch_add(&j->next_item, 1)) < nitems;) run_item(j, t, Ap);
+    for (int64_t t; (t = atomic_fetch_add(&j->next_item, 1)) < nitems;) run_item(j, t, Ap, Bpriv);
 }
 
 static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
@@ -269,16 +276,26 @@ static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB,
     lx_status st = LX_OK;
     for (int64_t j0 = 0; j0 < N && st == LX_OK; j0 += phase) {
         int64_t nc = N - j0 < phase ? N - j0 : phase, ncpad = (nc + NR - 1) / NR * NR;
-        if (!bbuf && K * ncpad <= PACKED_B_KEEP) bbuf = thread_scratch(1, (size_t)(K * ncpad));
-        if (!bbuf) bbuf = heap = aligned_alloc(64, (size_t)((K * ncpad * (int64_t)sizeof(float) + 63) / 64 * 64));
-        if (!bbuf) return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a packed %lld x %lld panel",
-                                  (long long)K, (long long)ncpad);
+        /* One row block (M <= mc): column ranges that each pack their own B, K block by K block
+         * (no thread ever waits for another's packing; B stays in L2). Several row blocks: B is
+         * packed once, shared, so that no row block repacks it. */
+        bool shared_b = M > bk.mc;
+        if (shared_b && !bbuf && K * ncpad <= PACKED_B_KEEP) bbuf = thread_scratch(1, (size_t)(K * ncpad));
+        if (shared_b && !bbuf) bbuf = heap = aligned_alloc(64, (size_t)((K * ncpad * (int64_t)sizeof(float) + 63) / 64 * 64));
+        if (shared_b && !bbuf)
+            return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a packed %lld x %lld panel", (long long)K,
+                           (long long)ncpad);
         /* The item grid: row blocks of at most mc rows; with more than one thread, enough items
          * (about 4 per thread) that a pre-empted thread delays one of them, splitting columns
          * too when there are few row blocks (each column range repacks its A block). */
         int nt = nthreads;
         int64_t mi = (M + bk.mc - 1) / bk.mc, nj = 1;
-        if (nt > 1) {
+        if (nt > 1 && !shared_b) {
+            nj = 4 * (int64_t)nt;
+            int64_t njmax = ncpad / (2 * NR) > 0 ? ncpad / (2 * NR) : 1;
+            if (nj > njmax) nj = njmax;
+            if (nj < nt) nt = (int)nj;
+        } else if (nt > 1) {
             int64_t want = 4 * (int64_t)nt;
             if (mi < want) {
                 int64_t rows_min = 4 * MR;
@@ -299,7 +316,7 @@ static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB,
         packed_job job = {.g = g, .bk = bk, .M = M, .K = K, .alpha = alpha, .beta = beta, .A = A, .B = B,
                           .ars = transA ? 1 : lda, .acs = transA ? lda : 1, .brs = transB ? 1 : ldb,
                           .bcs = transB ? ldb : 1, .C = C, .ldc = ldc, .ep = ep, .j0 = j0, .nc = nc,
-                          .ncpad = ncpad, .Bp = bbuf, .nkb = nkb, .kb = kb, .mi = mi, .nj = nj,
+                          .ncpad = ncpad, .Bp = shared_b ? bbuf : NULL, .nkb = nkb, .kb = kb, .mi = mi, .nj = nj,
                           .mrows = mrows, .ncols = ncols};
         atomic_init(&job.next_pack, 0);
         atomic_init(&job.packed, 0);
@@ -319,7 +336,7 @@ static lx_gemm_path choose_path(const lx_kernels *k, bool transA, int64_t M, int
     if (p != LX_GEMM_PATH_AUTO) return p;
     if (lx_sgemm_is_small(M, N, K) || M < SMALL_ROWS) return LX_GEMM_PATH_SMALL;
     if (k->isa == LX_ISA_GENERIC) return LX_GEMM_PATH_BLAS; /* its kernels beat our portable ones */
-    if (k->isa == LX_ISA_AVX2 && !transA && M * N * K > AVX2_BLAS_ABOVE) return LX_GEMM_PATH_BLAS;
+    if (k->isa == LX_ISA_AVX2 && !transA && M > AVX2_BLAS_ROWS && M * N * K > AVX2_BLAS_ABOVE) return LX_GEMM_PATH_BLAS;
     return LX_GEMM_PATH_PACKED;
 }
 
