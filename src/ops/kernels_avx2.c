@@ -151,6 +151,7 @@ static const lx_kernels table = {
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx2_ukr, .pack_a = avx2_pack_a_fast, .pack_b = avx2_pack_b_fast,
              .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt},
     .softmax_row = avx2_softmax_row,
+    .norm_row = avx2_norm_row,
     .conv_direct_row = avx2_conv_direct_row,
 };
 

@@ -8,6 +8,10 @@
 
 #include "nn_internal.h"
 
+/* The plain-C rows (norms) compiled for AVX-512; softmax and direct conv are hand-written below. */
+#define PORT_NAME(x) avx512p_##x
+#include "kernels_portable.h"
+
 /* ---- small GEMM ---- */
 /* AVX-512: up to 24 accumulators, rows x 16*nv tiles, edges by lane masks.
  * A panel is cut into tiles of nv vectors (16 floats each) by the most rows that keep 24
@@ -274,6 +278,7 @@ static const lx_kernels table = {
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx512_ukr, .pack_a = avx512_pack_a, .pack_b = avx512_pack_b,
              .small_panel = panel_avx512, .small_pack_bt = avx512_small_pack_bt},
     .softmax_row = avx512_softmax_row,
+    .norm_row = avx512p_norm_row,
     .conv_direct_row = avx512_conv_direct_row,
 };
 

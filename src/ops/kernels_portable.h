@@ -8,7 +8,7 @@
 #include "nn_internal.h"
 
 /* One row of n contiguous values: y = softmax(x) or log_softmax(x); y may be x. */
-static void PORT_NAME(softmax_row)(const float *x, float *y, int64_t n, bool log) {
+__attribute__((unused)) static void PORT_NAME(softmax_row)(const float *x, float *y, int64_t n, bool log) {
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
@@ -31,8 +31,36 @@ static void PORT_NAME(softmax_row)(const float *x, float *y, int64_t n, bool log
     }
 }
 
+/* One LayerNorm (center) or RMSNorm row: statistics in double, Flax's fast variance
+ * max(0, E[x^2] - E[x]^2) with NaN kept; y = (x - mean) * (rsqrt(var + eps) * scale) + bias, with
+ * scale / bias (either may be NULL) of f values repeating along the row. */
+__attribute__((unused)) static void PORT_NAME(norm_row)(const float *xr, float *yr, int64_t d, const float *scale, const float *bias,
+                                int64_t f, float eps, bool center) {
+    double s = 0, s2 = 0;
+#pragma omp simd reduction(+ : s, s2)
+    for (int64_t i = 0; i < d; i++) {
+        double v = xr[i];
+        s += v;
+        s2 += v * v;
+    }
+    double mean = center ? s / (double)d : 0.0, var = s2 / (double)d - mean * mean;
+    /* jnp.maximum(0, var): round-off below 0 becomes 0, but NaN stays NaN (a NaN in the row,
+     * or inf - inf from a +-inf in a LayerNorm row), so the whole row comes out NaN as in Flax.
+     * RMSNorm's var = E[x^2] is never negative; the clamp leaves it alone. */
+    if (var < 0) var = 0;
+    float m = (float)mean, mul = 1.0f / sqrtf((float)var + eps);
+    for (int64_t j0 = 0; j0 < d; j0 += f) {
+#pragma omp simd
+        for (int64_t j = 0; j < f; j++) {
+            float k = scale ? mul * scale[j] : mul;
+            float v = (xr[j0 + j] - m) * k;
+            yr[j0 + j] = bias ? v + bias[j] : v;
+        }
+    }
+}
+
 /* Direct convolution, one output position at a time, channels in a vectorisable loop. */
-static void PORT_NAME(conv_direct_row)(const conv_direct_plan *p, const float *row, float *y) {
+__attribute__((unused)) static void PORT_NAME(conv_direct_row)(const conv_direct_plan *p, const float *row, float *y) {
     const conv2d_direct *c = p->c;
     int64_t ars = c->sw * c->cin;
     for (int64_t ow = 0; ow < c->ow; ow++) {
@@ -48,7 +76,7 @@ static void PORT_NAME(conv_direct_row)(const conv_direct_plan *p, const float *r
 }
 
 /* panel[k*GEMM_SMALL_NR + j] = Bt[j*ld + k] for j < nr, k < kc, zeros in [nr, 16 * ceil(nr / 16)). */
-static void PORT_NAME(small_pack_bt)(const float *Bt, int64_t ld, int nr, int64_t kc, float *panel) {
+__attribute__((unused)) static void PORT_NAME(small_pack_bt)(const float *Bt, int64_t ld, int nr, int64_t kc, float *panel) {
     int padded = (nr + 15) / 16 * 16;
     for (int64_t k = 0; nr < padded && k < kc; k++)
         for (int j = nr; j < padded; j++) panel[k * GEMM_SMALL_NR + j] = 0.0f;
