@@ -9,10 +9,13 @@
  *   gemm_<shape>_t<n> vs_openblas_auto  the same against OpenBLAS in a child process with
  *                                  OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (its own detection)
  *   gemm_1x64x64 ns                one batch-1 call, nanoseconds
+ *   rows_<op>_128x4096_t<n> frac_bandwidth  softmax / layer_norm over 128 rows of 4096: bytes read
+ *                                  and written per second / copy_bandwidth
  *   ..._cpu                        the one-thread figures again from the thread's CPU time instead
  *                                  of the wall clock: on a machine shared with other work, time
  *                                  the thread spent descheduled does not count against either side
- * Shapes: squares 64..4096 (2048 and 4096 with fewer repetitions), the MLP's forward GEMMs and
+ * Shapes: squares 64..4096 (2048 and 4096 with fewer repetitions, 4096 on one thread only), the
+ * MLP's forward GEMMs and
  * their two backward GEMMs (transposed operands). `bench_gemm --blas-only` is the child. */
 #include <cblas.h>
 #include <pthread.h>
@@ -29,6 +32,8 @@
 #include "common.h"
 #include "linnx/cpu.h"
 #include "linnx/linalg.h"
+#include "linnx/linnx.h"
+#include "linnx/nn.h"
 #include "linnx/threads.h"
 
 static int use_cpu_clock; /* time with CLOCK_THREAD_CPUTIME_ID (one-thread runs only) */
@@ -224,12 +229,45 @@ static double time_gemm(const shape *s, int blas) {
 
 static const int thread_counts[] = {1, 2};
 
+/* ---- softmax / layer-norm rows against the copy bandwidth ---- */
+typedef struct {
+    lx_array *x, *scale, *bias;
+    int op;
+} rows_job;
+static void rows_call(void *p) {
+    rows_job *j = p;
+    size_t mark = lx_pool_open();
+    if (j->op == 0) lx_softmax(j->x, -1);
+    else lx_layer_norm(j->x, j->scale, j->bias, 1e-6f, 0, NULL);
+    lx_pool_close(mark);
+}
+static void bench_rows(double copy_gbps) {
+    int64_t shape[2] = {128, 4096};
+    rows_job j = {.x = lx_array_empty(LX_F32, 2, shape), .scale = lx_array_empty(LX_F32, 1, shape + 1),
+                  .bias = lx_array_empty(LX_F32, 1, shape + 1)};
+    if (!j.x || !j.scale || !j.bias) return;
+    for (int64_t i = 0; i < j.x->size; i++) lx_f32(j.x)[i] = (float)(i % 97) * 0.01f;
+    for (int64_t i = 0; i < 4096; i++) lx_f32(j.scale)[i] = 1.0f, lx_f32(j.bias)[i] = 0.0f;
+    const char *names[] = {"softmax", "layer_norm"};
+    for (int ti = 0; ti < 2; ti++) {
+        lx_set_num_threads(thread_counts[ti]);
+        for (int op = 0; op < 2; op++) {
+            j.op = op;
+            double t = median_time(rows_call, &j, 3, 11, 20);
+            double gbps = 2.0 * 4 * 128 * 4096 / t / 1e9;
+            printf("rows_%s_128x4096_t%d gbps %.1f\n", names[op], thread_counts[ti], gbps);
+            printf("rows_%s_128x4096_t%d frac_bandwidth %.3f\n", names[op], thread_counts[ti], gbps / copy_gbps);
+        }
+    }
+    lx_release(j.x), lx_release(j.scale), lx_release(j.bias);
+}
+
 /* The child: OpenBLAS seconds per shape and thread count. */
 static int blas_only(int maxdim) {
     for (int ti = 0; ti < 2; ti++) {
         lx_set_num_threads(thread_counts[ti]);
         for (int i = 0; i < NSHAPES; i++)
-            if (shapes[i].M <= maxdim && shapes[i].N <= maxdim) printf("%d %d %.9g\n", i, thread_counts[ti], time_gemm(&shapes[i], 1));
+            if (shapes[i].M <= maxdim && shapes[i].N <= maxdim && !(thread_counts[ti] > 1 && shapes[i].M >= 4096)) printf("%d %d %.9g\n", i, thread_counts[ti], time_gemm(&shapes[i], 1));
     }
     return 0;
 }
@@ -278,8 +316,10 @@ int main(int argc, char **argv) {
     double peak_cpu = measure_peak(1);
     use_cpu_clock = 0;
     printf("fma_peak_t1_cpu gflops %.1f\n", peak_cpu);
-    printf("copy_bandwidth gbps %.1f\n", measure_copy());
+    double copy_gbps = measure_copy();
+    printf("copy_bandwidth gbps %.1f\n", copy_gbps);
     fflush(stdout);
+    bench_rows(copy_gbps);
     small_call();
 
     /* OpenBLAS with its own detection, in a child started before our timings */
@@ -302,7 +342,7 @@ int main(int argc, char **argv) {
         lx_set_num_threads(nt);
         for (int i = 0; i < NSHAPES; i++) {
             const shape *s = &shapes[i];
-            if (s->M > maxdim || s->N > maxdim) continue;
+            if (s->M > maxdim || s->N > maxdim || (nt > 1 && s->M >= 4096)) continue; /* 4096^3: one thread */
             double ours = time_gemm(s, 0), blas = time_gemm(s, 1);
             double gf = 2.0 * (double)s->M * (double)s->N * (double)s->K / ours / 1e9;
             printf("gemm_%s_t%d gflops %.1f\n", s->name, nt, gf);
