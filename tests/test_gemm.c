@@ -257,6 +257,31 @@ static void test_strided_batched(void) {
                 LX_ERR_INVALID_ARGUMENT, "stride_c=3 overlaps");
 }
 
+/* With beta = 0 and K <= 256 (one K block everywhere) the small and packed paths sum each element
+ * in the same FMA chain from zero: the same bits, so results do not depend on the size threshold. */
+static void test_paths_agree(void) {
+    int M = 37, N = 53, K = 256;
+    float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(K * N));
+    float *C1 = malloc(sizeof(float) * (size_t)(M * N)), *C2 = malloc(sizeof(float) * (size_t)(M * N));
+    for (int i = 0; i < M * K; i++) A[i] = frand();
+    for (int i = 0; i < K * N; i++) B[i] = frand();
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t >> 1;
+            lx_sgemm_force_path(LX_GEMM_PATH_SMALL);
+            CHECK_EQ_INT(lx_sgemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C1, N), LX_OK);
+            lx_sgemm_force_path(LX_GEMM_PATH_PACKED);
+            CHECK_EQ_INT(lx_sgemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C2, N), LX_OK);
+            CHECK(memcmp(C1, C2, sizeof(float) * (size_t)(M * N)) == 0);
+        }
+    }
+    lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
+    lx_isa_set(NULL);
+    free(A), free(B), free(C1), free(C2);
+}
+
 static void test_isa_selection(void) {
     const lx_cpu_info *cpu = lx_cpu_info_get();
     CHECK(cpu != NULL);
@@ -297,6 +322,7 @@ static void test_isa_selection(void) {
 int main(void) {
     RUN(test_isa_selection);
     RUN(test_every_set_and_path);
+    RUN(test_paths_agree);
     RUN(test_threads);
     RUN(test_concurrent_callers);
     RUN(test_epilogues);

@@ -130,7 +130,9 @@ static blocking blocking_for(const lx_gemm_kernels *g) {
     int64_t l2 = cpu->l2_bytes >= 131072 ? cpu->l2_bytes : 262144;
     blocking b;
     b.kc = l1 / 2 / ((int64_t)sizeof(float) * g->nr);
-    b.kc = b.kc < 128 ? 128 : b.kc > 512 ? 512 : b.kc / 16 * 16;
+    /* at least 256: K up to 256 is then one block on every machine, summed in one FMA chain from
+     * zero as the small path sums it (with beta = 0 both paths give the same bits) */
+    b.kc = b.kc < 256 ? 256 : b.kc > 512 ? 512 : b.kc / 16 * 16;
     b.mc = l2 / 2 / ((int64_t)sizeof(float) * b.kc) / g->mr * g->mr;
     if (b.mc < g->mr * 4) b.mc = g->mr * 4;
     if (b.mc > 480) b.mc = 480 / g->mr * g->mr;
