@@ -107,7 +107,11 @@ static double peak_generic(void) {
     for (long i = 0; i < PEAK_ITERS / 4; i++) {
 #pragma GCC unroll 12
         for (int j = 0; j < 12; j++) a[j] = a[j] * x + y;
+#if defined(__x86_64__)
         __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]));
+#elif defined(__aarch64__)
+        __asm__ volatile("" : "+w"(a[0]), "+w"(a[1]), "+w"(a[2]), "+w"(a[3]));
+#endif
     }
     float s = 0;
     for (int i = 0; i < 12; i++) s += a[i][0];

@@ -96,8 +96,8 @@ static void test_gemm(void) {
     }
     lx_sgemm_use_kernel(NULL);
     lx_sgemm_set_small_limit(-1);
-    /* The default threshold sits between 32^3 and 256^3; both sides once more at defaults. */
-    CHECK(lx_sgemm_small_limit() >= 32 * 32 * 32 && lx_sgemm_small_limit() < 256 * 256 * 256);
+    /* The default threshold sits between 64^3 and 256^3; both sides once more at defaults. */
+    CHECK(lx_sgemm_small_limit() >= 64 * 64 * 64 && lx_sgemm_small_limit() < 256 * 256 * 256);
     CHECK_EQ_INT(gemm_case(false, false, 64, 64, 64, 1, 0, 0) + gemm_case(true, true, 256, 260, 300, 2, 1, 1), 0);
     /* K blocks beyond one panel (K > 256) on our kernel, with beta. */
     lx_sgemm_set_small_limit(INT64_MAX);

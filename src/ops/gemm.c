@@ -1,7 +1,7 @@
 /* GEMM: linnx's own blocked GEMM (BLIS-style), a small-problem path, and OpenBLAS where it wins.
  *
  * Three paths, chosen per call (docs/kernels.md has the measurements behind the thresholds):
- *  - small (M*N*K at or below the small limit, or fewer than 16 rows): register tiles computed
+ *  - small (M*N*K at or below the small limit, 96^3, or fewer than 16 rows): register tiles computed
  *    straight from the caller's buffers, no packing, on the calling thread: what a batch-1 layer
  *    is made of.
  *  - packed: B is packed once into NR-column slivers per K block (shared by every thread), then
@@ -30,7 +30,7 @@
 
 /* M*N*K at or below which the unpacked small path runs; it also runs for fewer than SMALL_ROWS
  * rows, where packing B would cost more than it saves (bench/gemm.c, docs/kernels.md). */
-#define DEFAULT_SMALL_LIMIT (32LL * 32 * 32)
+#define DEFAULT_SMALL_LIMIT (96LL * 96 * 96)
 #define SMALL_ROWS 16
 /* Above this M*N*K, with more than AVX2_BLAS_ROWS rows and A not transposed, the AVX2 set hands
  * the product to OpenBLAS, whose Haswell kernels measured 15-40% faster here on one thread from

@@ -13,15 +13,17 @@ static inline __m256i mask8(int n) { /* lanes [0, n) set, n clamped to 0..8 */
     n = n < 0 ? 0 : n > 8 ? 8 : n;
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, int nr, int64_t kc,
+/* B is read with plain loads (the driver zero-pads a ragged panel to 16 columns); C is read and
+ * written with plain loads and stores when the tile is 16 wide and under lane masks only at a
+ * ragged edge (masked stores are slow on AMD: ~10x a plain store on Zen 3). */
+static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, const bool full, int nr, int64_t kc,
         const float *A, int64_t ars, int64_t acs, const float *B, int64_t ldb, float alpha,
         float beta, bool first, float *C, int64_t ldc) {
     __m256 c0[A2_MR], c1[A2_MR];
     for (int r = 0; r < mr; r++) c0[r] = c1[r] = _mm256_setzero_ps();
-    __m256i m0 = mask8(nr), m1 = mask8(nr - 8);
     for (int64_t k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_maskload_ps(B + k * ldb, m0);
-        __m256 b1 = _mm256_maskload_ps(B + k * ldb + 8, m1);
+        __m256 b0 = _mm256_loadu_ps(B + k * ldb);
+        __m256 b1 = _mm256_loadu_ps(B + k * ldb + 8);
         for (int r = 0; r < mr; r++) {
             __m256 a = _mm256_broadcast_ss(A + r * ars + k * acs);
             c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
@@ -29,18 +31,28 @@ static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, int 
         }
     }
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    __m256i m0 = mask8(nr), m1 = mask8(nr - 8);
     for (int r = 0; r < mr; r++) {
         float *c = C + r * ldc;
         __m256 v0 = _mm256_mul_ps(va, c0[r]), v1 = _mm256_mul_ps(va, c1[r]);
-        if (!first) {
-            v0 = _mm256_add_ps(v0, _mm256_maskload_ps(c, m0));
-            v1 = _mm256_add_ps(v1, _mm256_maskload_ps(c + 8, m1));
-        } else if (beta != 0.0f) {
-            v0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m0), v0);
-            v1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c + 8, m1), v1);
+        if (!first || beta != 0.0f) {
+            __m256 o0 = full ? _mm256_loadu_ps(c) : _mm256_maskload_ps(c, m0);
+            __m256 o1 = full ? _mm256_loadu_ps(c + 8) : _mm256_maskload_ps(c + 8, m1);
+            if (!first) {
+                v0 = _mm256_add_ps(v0, o0);
+                v1 = _mm256_add_ps(v1, o1);
+            } else {
+                v0 = _mm256_fmadd_ps(vb, o0, v0);
+                v1 = _mm256_fmadd_ps(vb, o1, v1);
+            }
         }
-        _mm256_maskstore_ps(c, m0, v0);
-        _mm256_maskstore_ps(c + 8, m1, v1);
+        if (full) {
+            _mm256_storeu_ps(c, v0);
+            _mm256_storeu_ps(c + 8, v1);
+        } else {
+            _mm256_maskstore_ps(c, m0, v0);
+            _mm256_maskstore_ps(c + 8, m1, v1);
+        }
     }
 }
 static void tile_avx2(int mr, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
@@ -48,8 +60,12 @@ static void tile_avx2(int mr, int nr, int64_t kc, const float *A, int64_t ars, i
                       int64_t ldc) {
     for (int j0 = 0; j0 < nr; j0 += 16) {
         int nj = nr - j0 < 16 ? nr - j0 : 16;
-#define A2_CASE(m) case m: tile_avx2_t(m, nj, kc, A, ars, acs, B + j0, ldb, alpha, beta, first, C + j0, ldc); break;
-        switch (mr) { A2_CASE(1) A2_CASE(2) A2_CASE(3) A2_CASE(4) A2_CASE(5) A2_CASE(6) }
+#define A2_CASE(m, f) case m: tile_avx2_t(m, f, nj, kc, A, ars, acs, B + j0, ldb, alpha, beta, first, C + j0, ldc); break;
+        if (nj == 16) {
+            switch (mr) { A2_CASE(1, true) A2_CASE(2, true) A2_CASE(3, true) A2_CASE(4, true) A2_CASE(5, true) A2_CASE(6, true) }
+        } else {
+            switch (mr) { A2_CASE(1, false) A2_CASE(2, false) A2_CASE(3, false) A2_CASE(4, false) A2_CASE(5, false) A2_CASE(6, false) }
+        }
 #undef A2_CASE
     }
 }
@@ -75,6 +91,59 @@ static void panel_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ar
 #define TMPL_NR 16
 #define TMPL_NAME(x) avx2_##x
 #include "gemm_tmpl.h"
+
+/* ---- softmax rows, 8 lanes ----
+ * nn_expf on 8 lanes, step for step (mul then add, no FMA), so every lane is bit-identical to the
+ * scalar; GCC's vectorisation of the portable loop fell back to scalar code at run time (measured
+ * ~9 ns per element). min/max operand order keeps the scalar's comparisons (a NaN passes). */
+static inline __m256 nn_exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.33654f), big = _mm256_set1_ps(12582912.0f);
+    __m256 xc = _mm256_max_ps(lo, _mm256_min_ps(_mm256_set1_ps(88.0f), x));
+    __m256 t = _mm256_add_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504f)), big);
+    __m256 n = _mm256_sub_ps(t, big);
+    __m256 r = _mm256_sub_ps(xc, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
+    const float c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    for (int i = 0; i < 7; i++) p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c[i]));
+    __m256i sb = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127 - 0x4B400000)), 23);
+    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(sb));
+    return _mm256_and_ps(y, _mm256_cmp_ps(x, lo, _CMP_NLT_UQ)); /* x < lo: 0 */
+}
+
+static void avx2_softmax_row_v(const float *x, float *y, int64_t n, bool log) {
+    int64_t nv = n / 8 * 8; /* whole vectors; the rest is scalar (masked stores are slow on AMD) */
+    __m256 vmx = _mm256_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < nv; i += 8) vmx = _mm256_max_ps(_mm256_loadu_ps(x + i), vmx); /* a NaN x is skipped */
+    float lanes[8], mx = -INFINITY;
+    _mm256_storeu_ps(lanes, vmx);
+    for (int i = 0; i < 8; i++) mx = lanes[i] > mx ? lanes[i] : mx;
+    for (int64_t i = nv; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (mx == -INFINITY) mx = 0; /* all -inf: keep x - mx at -inf, not NaN */
+    __m256 m = _mm256_set1_ps(mx), sum = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nv; i += 8) {
+        __m256 e = nn_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        if (!log) _mm256_storeu_ps(y + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    _mm256_storeu_ps(lanes, sum);
+    float total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (int64_t i = nv; i < n; i++) {
+        float e = nn_expf(x[i] - mx);
+        if (!log) y[i] = e;
+        total += e;
+    }
+    if (log) {
+        float lse = logf(total);
+        __m256 vl = _mm256_set1_ps(lse);
+        for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), vl));
+        for (int64_t i = nv; i < n; i++) y[i] = (x[i] - mx) - lse;
+    } else {
+        __m256 s = _mm256_set1_ps(total);
+        for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_div_ps(_mm256_loadu_ps(y + i), s));
+        for (int64_t i = nv; i < n; i++) y[i] = y[i] / total;
+    }
+}
 
 /* out[k] = (in[0][k], ..., in[7][k]): an 8 x 8 transpose in registers. */
 static inline void transpose8(__m256 r[8]) {
@@ -150,7 +219,7 @@ static const lx_kernels table = {
     .gemm_name = "avx2",
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx2_ukr, .pack_a = avx2_pack_a_fast, .pack_b = avx2_pack_b_fast,
              .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt},
-    .softmax_row = avx2_softmax_row,
+    .softmax_row = avx2_softmax_row_v,
     .norm_row = avx2_norm_row,
     .conv_direct_row = avx2_conv_direct_row,
 };
