@@ -145,6 +145,60 @@ static void avx2_softmax_row_v(const float *x, float *y, int64_t n, bool log) {
     }
 }
 
+/* ---- direct convolution rows: R positions x nv vectors of 8 channels, R * nv <= 12 ----
+ * Taps in order, one FMA each (the im2col path's sums). Weights are zero-padded to 16 channels,
+ * so loads are plain; only a ragged last channel vector is stored under a mask. */
+static inline __attribute__((always_inline)) void direct_tile8(const int R, const int nv, const float *a, int64_t ars,
+        const int64_t *koff, int64_t taps, const float *w, int64_t ldw, float *y, int64_t ldy, int nr) {
+    __m256 c[12][2];
+    for (int r = 0; r < R; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < taps; t++) {
+        const float *at = a + koff[t], *wt = w + t * ldw;
+        __m256 b0 = _mm256_loadu_ps(wt), b1 = nv > 1 ? _mm256_loadu_ps(wt + 8) : b0;
+        for (int r = 0; r < R; r++) {
+            __m256 ar = _mm256_broadcast_ss(at + r * ars);
+            c[r][0] = _mm256_fmadd_ps(ar, b0, c[r][0]);
+            if (nv > 1) c[r][1] = _mm256_fmadd_ps(ar, b1, c[r][1]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < nv; v++) {
+            float *dst = y + r * ldy + 8 * v;
+            if (nr - 8 * v >= 8) _mm256_storeu_ps(dst, c[r][v]);
+            else _mm256_maskstore_ps(dst, mask8(nr - 8 * v), c[r][v]);
+        }
+}
+
+static void avx2_conv_direct_row_v(const conv_direct_plan *p, const float *row, float *y) {
+    const conv2d_direct *c = p->c;
+    int64_t ars = c->sw * c->cin;
+    for (int64_t co0 = 0; co0 < c->cout; co0 += 16) {
+        int nr = (int)(c->cout - co0 < 16 ? c->cout - co0 : 16), nv = (nr + 7) / 8;
+        int64_t rmax = nv == 2 ? 6 : 12, ntiles = (c->ow + rmax - 1) / rmax;
+        for (int64_t tile = 0, ow0 = 0; tile < ntiles; tile++) { /* equal tiles: no short leftover */
+            int R = (int)((c->ow - ow0) / (ntiles - tile) + ((c->ow - ow0) % (ntiles - tile) != 0));
+            const float *a = row + ow0 * ars;
+            const float *w = p->w + co0;
+            float *yt = y + ow0 * c->cout + co0;
+#define D2_CALL(r, v) direct_tile8(r, v, a, ars, p->koff, c->taps, w, p->cop, yt, c->cout, nr)
+#define D2_UPTO6(v) case 1: D2_CALL(1, v); break; case 2: D2_CALL(2, v); break; case 3: D2_CALL(3, v); break; \
+                    case 4: D2_CALL(4, v); break; case 5: D2_CALL(5, v); break; case 6: D2_CALL(6, v); break;
+#define D2_UPTO12(v) D2_UPTO6(v) case 7: D2_CALL(7, v); break; case 8: D2_CALL(8, v); break; \
+                     case 9: D2_CALL(9, v); break; case 10: D2_CALL(10, v); break; case 11: D2_CALL(11, v); break; \
+                     case 12: D2_CALL(12, v); break;
+            if (nv == 2) {
+                switch (R) { D2_UPTO6(2) }
+            } else {
+                switch (R) { D2_UPTO12(1) }
+            }
+#undef D2_CALL
+#undef D2_UPTO6
+#undef D2_UPTO12
+            ow0 += R;
+        }
+    }
+}
+
 /* out[k] = (in[0][k], ..., in[7][k]): an 8 x 8 transpose in registers. */
 static inline void transpose8(__m256 r[8]) {
     __m256 t[8], u[8];
@@ -221,7 +275,7 @@ static const lx_kernels table = {
              .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt},
     .softmax_row = avx2_softmax_row_v,
     .norm_row = avx2_norm_row,
-    .conv_direct_row = avx2_conv_direct_row,
+    .conv_direct_row = avx2_conv_direct_row_v,
 };
 
 const lx_kernels *lx_kernels_avx2(void) { return &table; }

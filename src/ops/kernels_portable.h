@@ -59,7 +59,15 @@ __attribute__((unused)) static void PORT_NAME(norm_row)(const float *xr, float *
     }
 }
 
-/* Direct convolution, one output position at a time, channels in a vectorisable loop. */
+/* Direct convolution, one output position at a time, channels in a vectorisable loop. Each tap
+ * is one FMA where the set has FMA (as its GEMM kernels do, so the result is the im2col path's),
+ * else a multiply and an add (as the generic GEMM does; a libm fmaf call per product would be
+ * ~100x slower). */
+#if defined(__FMA__)
+#define PORT_MADD(a, b, c) __builtin_fmaf((a), (b), (c))
+#else
+#define PORT_MADD(a, b, c) ((a) * (b) + (c))
+#endif
 __attribute__((unused)) static void PORT_NAME(conv_direct_row)(const conv_direct_plan *p, const float *row, float *y) {
     const conv2d_direct *c = p->c;
     int64_t ars = c->sw * c->cin;
@@ -70,7 +78,7 @@ __attribute__((unused)) static void PORT_NAME(conv_direct_row)(const conv_direct
             float a = row[ow * ars + p->koff[t]];
             const float *wt = p->w + t * p->cop;
 #pragma omp simd
-            for (int64_t co = 0; co < c->cout; co++) yo[co] = __builtin_fmaf(a, wt[co], yo[co]);
+            for (int64_t co = 0; co < c->cout; co++) yo[co] = PORT_MADD(a, wt[co], yo[co]);
         }
     }
 }
