@@ -332,6 +332,8 @@ int main(int argc, char **argv) {
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     if (len > 0) {
         self[len] = '\0';
+        char *del = strstr(self, " (deleted)"); /* rebuilt while running: the new binary is at the path */
+        if (del) *del = '\0';
         char cmd[4200];
         snprintf(cmd, sizeof cmd, "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE '%s' --blas-only %d", self, maxdim);
         FILE *f = popen(cmd, "r");
