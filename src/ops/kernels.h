@@ -42,9 +42,10 @@ typedef struct {
     lx_gemm_kernels gemm;
     /* y = softmax(x) or log_softmax(x) over n contiguous values; y may be x. */
     void (*softmax_row)(const float *x, float *y, int64_t n, bool log);
-    /* One LayerNorm (center true) or RMSNorm row (nn.c's norm_row_forward). */
+    /* One LayerNorm (center true) or RMSNorm row (nn.c's norm_row_forward); stats, if not NULL,
+     * receives (mean, rstd). */
     void (*norm_row)(const float *x, float *y, int64_t d, const float *scale, const float *bias, int64_t f, float eps,
-                     bool center);
+                     bool center, float *stats);
     /* One output row of the direct convolution (conv_direct.c). */
     void (*conv_direct_row)(const struct conv_direct_plan *p, const float *row, float *y);
 } lx_kernels;

@@ -33,9 +33,10 @@ __attribute__((unused)) static void PORT_NAME(softmax_row)(const float *x, float
 
 /* One LayerNorm (center) or RMSNorm row: statistics in double, Flax's fast variance
  * max(0, E[x^2] - E[x]^2) with NaN kept; y = (x - mean) * (rsqrt(var + eps) * scale) + bias, with
- * scale / bias (either may be NULL) of f values repeating along the row. */
+ * scale / bias (either may be NULL) of f values repeating along the row; stats (if not NULL)
+ * receives (mean, rstd) for the backward pass. */
 __attribute__((unused)) static void PORT_NAME(norm_row)(const float *xr, float *yr, int64_t d, const float *scale, const float *bias,
-                                int64_t f, float eps, bool center) {
+                                int64_t f, float eps, bool center, float *stats) {
     double s = 0, s2 = 0;
 #pragma omp simd reduction(+ : s, s2)
     for (int64_t i = 0; i < d; i++) {
@@ -49,6 +50,7 @@ __attribute__((unused)) static void PORT_NAME(norm_row)(const float *xr, float *
      * RMSNorm's var = E[x^2] is never negative; the clamp leaves it alone. */
     if (var < 0) var = 0;
     float m = (float)mean, mul = 1.0f / sqrtf((float)var + eps);
+    if (stats) stats[0] = m, stats[1] = mul; /* what the backward needs (llm.c's mean/rstd) */
     for (int64_t j0 = 0; j0 < d; j0 += f) {
 #pragma omp simd
         for (int64_t j = 0; j < f; j++) {
