@@ -69,9 +69,47 @@ static void tile_avx2(int mr, int nr, int64_t kc, const float *A, int64_t ars, i
 #undef A2_CASE
     }
 }
+/* One row (batch 1): the whole panel, up to 8 vectors, as independent FMA chains (a 16-wide tile
+ * would be one 2-chain dependency per k: latency-bound). Same per-element sums as the tiles. */
+static inline __attribute__((always_inline)) void row_avx2_t(const int nv, int nr, int64_t kc, const float *A,
+        int64_t acs, const float *B, int64_t ldb, float alpha, float beta, bool first, float *C) {
+    __m256 acc[8];
+    for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 a = _mm256_broadcast_ss(A + k * acs);
+        for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(a, _mm256_loadu_ps(B + k * ldb + 8 * v), acc[v]);
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    for (int v = 0; v < nv; v++) {
+        int left = nr - 8 * v;
+        if (left <= 0) break;
+        __m256 x = _mm256_mul_ps(va, acc[v]);
+        float *c = C + 8 * v;
+        if (left >= 8) {
+            if (!first) x = _mm256_add_ps(x, _mm256_loadu_ps(c));
+            else if (beta != 0.0f) x = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), x);
+            _mm256_storeu_ps(c, x);
+        } else {
+            __m256i m = mask8(left);
+            if (!first) x = _mm256_add_ps(x, _mm256_maskload_ps(c, m));
+            else if (beta != 0.0f) x = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), x);
+            _mm256_maskstore_ps(c, m, x);
+        }
+    }
+}
+
 static void panel_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
                        const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
                        int64_t ldc) {
+    if (M == 1) { /* B is readable up to the next multiple of 16 columns */
+        switch ((nr + 15) / 16) {
+        case 1: row_avx2_t(2, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+        case 2: row_avx2_t(4, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+        case 3: row_avx2_t(6, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+        default: row_avx2_t(8, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+        }
+        return;
+    }
     for (int64_t i0 = 0; i0 < M; i0 += A2_MR)
         tile_avx2((int)(M - i0 < A2_MR ? M - i0 : A2_MR), nr, kc, A + i0 * ars, ars, acs, B, ldb, alpha,
                   beta, first, C + i0 * ldc, ldc);
