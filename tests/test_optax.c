@@ -3,6 +3,7 @@
  * several steps, the optimizer-state layout, and every error path. */
 #include "linnx/optax.h"
 #include "lx_test.h"
+#include "fixtures/optax_fixtures.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -881,6 +882,67 @@ static void test_step_buffers(void) {
     CHECK_EQ_INT(lx_array_live_count(), live0);
 }
 
+/* ------------------------------------------------------------------ float32 emulation fixtures */
+
+static float fbits(uint32_t b) {
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+/* Every optimizer run of scripts/gen_optax_fixtures.py (an independent float32 emulation of
+ * optax's rules) bit for bit: 8 steps of fixed gradients on a 7-float leaf. */
+static void test_emulation_runs(void) {
+    for (size_t r = 0; r < sizeof OF_RUNS / sizeof OF_RUNS[0]; r++) {
+        const of_run *run = &OF_RUNS[r];
+        optax_tx *tx = optax_from_string(run->expr);
+        LX_TEST_REPORT_(tx != NULL, "%s: %s", run->expr, lx_last_error());
+        if (!tx) continue;
+        float p0[OF_N];
+        for (int i = 0; i < OF_N; i++) p0[i] = fbits(OF_P0[i]);
+        lx_tree *params = tree1("x", OF_N, p0), *state = NULL;
+        CHECK(optax_init(tx, params, &state) == LX_OK);
+        uint32_t worst = 0;
+        int first_bad = -1;
+        for (int step = 0; step < OF_STEPS && state; step++) {
+            float g[OF_N];
+            for (int i = 0; i < OF_N; i++) g[i] = fbits(OF_GRADS[step][i]);
+            lx_tree *grads = tree1("x", OF_N, g);
+            CHECK(optax_step(tx, grads, &params, &state) == LX_OK);
+            lx_tree_release(grads);
+            const float *p = lx_f32(leaf(params, "x"));
+            for (int i = 0; i < OF_N; i++) {
+                uint32_t d = lx_ulp_distance(p[i], fbits(run->params[step][i]));
+                if (d && first_bad < 0) first_bad = step;
+                if (d > worst) worst = d;
+            }
+        }
+        LX_TEST_REPORT_(worst == 0, "%s: differs from the float32 emulation from step %d (max %u ulp)", run->expr,
+                        first_bad, worst);
+        lx_tree_release(params);
+        lx_tree_release(state);
+        optax_tx_release(tx);
+    }
+}
+
+/* Every schedule of the emulation at 56 counts: exact, except cosines within 1 ulp (cosf against
+ * the emulation's correctly rounded cos). */
+static void test_emulation_schedules(void) {
+    size_t nc = sizeof OF_COUNTS / sizeof OF_COUNTS[0];
+    for (size_t k = 0; k < sizeof OF_SCHEDS / sizeof OF_SCHEDS[0]; k++) {
+        optax_schedule *s = optax_schedule_from_string(OF_SCHEDS[k].expr);
+        LX_TEST_REPORT_(s != NULL, "%s: %s", OF_SCHEDS[k].expr, lx_last_error());
+        if (!s) continue;
+        uint32_t allowed = strstr(OF_SCHEDS[k].expr, "cosine") ? 1 : 0, worst = 0;
+        for (size_t i = 0; i < nc; i++) {
+            uint32_t d = lx_ulp_distance(optax_schedule_eval(s, OF_COUNTS[i]), fbits(OF_SCHEDS[k].values[i]));
+            if (d > worst) worst = d;
+        }
+        LX_TEST_REPORT_(worst <= allowed, "%s: %u ulp from the float32 emulation", OF_SCHEDS[k].expr, worst);
+        optax_schedule_release(s);
+    }
+}
+
 int main(void) {
     RUN(test_docstring_adam);
     RUN(test_docstring_adamw);
@@ -902,5 +964,7 @@ int main(void) {
     RUN(test_apply_updates_kinds);
     RUN(test_from_string);
     RUN(test_step_buffers);
+    RUN(test_emulation_runs);
+    RUN(test_emulation_schedules);
     return lx_test_finish();
 }
