@@ -170,6 +170,16 @@ def t_rms(decay=0.9, eps=1e-8, initial_scale=0.0):
     return (lambda p: [f32(initial_scale)] * len(p), upd)
 
 
+def t_stddev(decay=0.9, eps=1e-8, initial_scale=0.0):
+    def upd(g, s, p):
+        mu, nu = s
+        mu = [add(mul(om(decay), x), mul(f32(decay), m)) for x, m in zip(g, mu)]
+        nu = [add(mul(om(decay), mul(x, x)), mul(f32(decay), n)) for x, n in zip(g, nu)]
+        u = [mul(div(1.0, sqrt(add(sub(n, mul(m, m)), f32(eps)))), x) for m, n, x in zip(mu, nu, g)]
+        return u, (mu, nu)
+    return (lambda p: ([0.0] * len(p), [f32(initial_scale)] * len(p)), upd)
+
+
 def t_lion(b1=0.9, b2=0.99):
     def upd(g, s, p):
         c, mu = s
@@ -207,6 +217,8 @@ OPTIMIZERS = [
     ('sgd(0.05, momentum=0.9, nesterov=True)', chain(t_trace(0.9, True), t_lr(0.05))),
     ('rmsprop(0.01, initial_scale=0.1)', chain(t_rms(0.9, 1e-8, 0.1), t_lr(0.01),
                                                (lambda p: None, lambda g, s, p: (g, s)))),
+    ('rmsprop(0.01, centered=True, eps=1e-4)', chain(t_stddev(0.9, 1e-4), t_lr(0.01),
+                                                     (lambda p: None, lambda g, s, p: (g, s)))),
     ('lion(0.01)', chain(t_lion(), t_decay(1e-3), t_lr(0.01))),
     ('sgd(linear_schedule(0.1, 0.01, 5))', chain((lambda p: None, lambda g, s, p: (g, s)),
                                                  t_lr(linear(0.1, 0.01, 5)))),

@@ -1,6 +1,8 @@
 /* optax.chain and optax.masked. */
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "optax_internal.h"
 
@@ -132,3 +134,32 @@ optax_tx *optax_masked(optax_tx *inner, optax_mask mask) {
     tx->mask = mask;
     return tx;
 }
+
+/* ------------------------------------------------------------------ mask helpers */
+
+static bool mask_tree_fn(const char *path, const lx_array *param, void *user) {
+    const lx_tree *t = user;
+    char buf[1024];
+    size_t len = strlen(path);
+    if (len >= sizeof buf) return false;
+    memcpy(buf, path, len + 1);
+    /* the longest prefix of the path that the mask tree holds as a leaf decides */
+    for (char *end = buf + len;;) {
+        const lx_value *v = lx_tree_find(t, buf);
+        if (v && v->kind == LX_V_BOOL) return v->u.b;
+        if (v && v->kind == LX_V_INT) return v->u.i != 0;
+        if (v && v->kind == LX_V_ARRAY && v->u.array->size == 1 && !lx_is_abstract(v->u.array))
+            return lx_array_get(v->u.array, 0) != 0;
+        end = strrchr(buf, '/');
+        if (!end) return false;
+        *end = '\0';
+    }
+}
+
+optax_mask optax_mask_tree(const lx_tree *mask) { return (optax_mask){mask_tree_fn, (void *)mask}; }
+
+static bool min_ndim_fn(const char *path, const lx_array *param, void *user) {
+    return param->ndim >= (int)(intptr_t)user;
+}
+
+optax_mask optax_mask_min_ndim(int n) { return (optax_mask){min_ndim_fn, (void *)(intptr_t)n}; }
