@@ -3,7 +3,7 @@ BUILD ?= build
 SAN_BUILD ?= build-sanitize
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build demo test test-sanitize bench fixtures install clean
+.PHONY: all deps build demo test test-sanitize bench fuzz fixtures install clean
 
 all: build
 
@@ -29,6 +29,12 @@ test-sanitize: deps
 bench: build
 	@bash scripts/install-deps.sh --bench
 	@bash scripts/bench.sh $(BUILD)
+
+# libFuzzer runs of the checkpoint readers (tests/fuzz/), FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 10
+fuzz: build
+	@bash scripts/install-deps.sh --fuzz
+	@bash scripts/fuzz.sh $(BUILD) $(FUZZ_SECONDS)
 
 # Regenerate every checked-in fixture from ../shared/spec/jax_random_ref.py (the tests never run
 # Python; this is for when a generator changes).

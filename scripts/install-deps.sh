@@ -4,7 +4,10 @@
 # `install-deps.sh --bench` also installs PyTorch (python3-torch), the peer the benchmarks
 # measure against; nothing else needs it.
 set -euo pipefail
-pkgs=(cmake make gcc pkg-config libopenblas-dev nettle-dev)
+# libmsgpack-dev: msgpack-c, the Flax msgpack writer; libjansson-dev: safetensors JSON headers;
+# clang: `make fuzz` (libFuzzer).
+pkgs=(cmake make gcc pkg-config libopenblas-dev nettle-dev libmsgpack-dev libjansson-dev)
+[ "${1:-}" = "--fuzz" ] && pkgs+=(clang)
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -29,5 +29,7 @@
 #include "linnx/losses.h"
 #include "linnx/metrics.h"
 #include "linnx/train.h"
+#include "linnx/checkpoint.h"
+#include "linnx/autodiff.h"
 
 #endif
