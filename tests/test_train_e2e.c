@@ -139,8 +139,139 @@ static void test_linen_train_state_with_tape(void) {
     optax_release_buffers();
 }
 
+/* The optimizer state through a Flax msgpack checkpoint: train 3 steps, save
+ * to_state_dict(TrainState) = {step, params, opt_state}, restore into a fresh state's structure,
+ * train 3 more, and get the params of 6 uninterrupted steps bit for bit. Also nnx.Optimizer's
+ * nnx.state(optimizer) through msgpack and load_state. */
+static void test_checkpoint_round_trip(void) {
+    linen_module *dense = NULL;
+    lx_call c = LX_CALL_ARGS(lx_int_v(3));
+    CHECK(linen_module_new(&linen_Dense, &c, &dense) == LX_OK);
+    lx_array *x = lx_random_normal(lx_key_from_seed(1), 2, (const int64_t[]){8, 5});
+    lx_array *y = lx_random_normal(lx_key_from_seed(2), 2, (const int64_t[]){8, 3});
+    lx_tree *vars = NULL;
+    lx_call cx = LX_CALL_ARGS(lx_array_v(x));
+    CHECK(linen_init(dense, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &vars) == LX_OK);
+    if (!vars) return;
+    lx_tree *params = lx_tree_get(vars, "params")->u.tree;
+    lin_batch b = {dense, x, y};
+    const char *opt = "chain(clip_by_global_norm(1.0), adamw(0.05, weight_decay=0.01))";
+    linen_train_state *a = NULL, *r = NULL;
+    CHECK(linen_train_state_create(dense, params, optax_from_string(opt), &a) == LX_OK);
+    for (int step = 0; step < 6 && a; step++) {
+        if (step == 3) {
+            /* save */
+            lx_tree *d = NULL;
+            unsigned char *bytes = NULL;
+            size_t len = 0;
+            CHECK(linen_train_state_dict(a, &d) == LX_OK);
+            lx_value dv = lx_tree_v(d);
+            CHECK(lx_msgpack_to_bytes(&dv, NULL, &bytes, &len) == LX_OK);
+            lx_tree_release(d);
+            /* restore into the structure of a fresh state */
+            linen_train_state *fresh = NULL;
+            CHECK(linen_train_state_create(dense, params, optax_from_string(opt), &fresh) == LX_OK);
+            lx_tree *target = NULL, *restored = NULL;
+            CHECK(linen_train_state_dict(fresh, &target) == LX_OK);
+            lx_value loaded = lx_none();
+            CHECK(lx_msgpack_from_bytes(bytes, len, &loaded) == LX_OK);
+            CHECK(loaded.kind == LX_V_TREE && lx_ckpt_restore(target, loaded.u.tree, NULL, &restored) == LX_OK);
+            if (restored && fresh) {
+                r = fresh;
+                lx_tree_release(r->params);
+                lx_tree_release(r->opt_state);
+                r->params = lx_tree_retain(lx_tree_get(restored, "params")->u.tree);
+                r->opt_state = lx_tree_retain(lx_tree_get(restored, "opt_state")->u.tree);
+                r->step = lx_tree_get(restored, "step")->u.i;
+                /* EmptyState survives as {} */
+                const lx_value *e = lx_tree_find(r->opt_state, "1/1");
+                CHECK(e && e->kind == LX_V_TREE && lx_tree_len(e->u.tree) == 0);
+            } else {
+                linen_train_state_free(fresh);
+            }
+            lx_value_free(&loaded);
+            lx_tree_release(target);
+            lx_tree_release(restored);
+            free(bytes);
+            CHECK_EQ_INT(r ? r->step : -1, 3);
+        }
+        lx_array *loss = NULL;
+        lx_tree *grads = NULL;
+        CHECK(linen_value_and_grad(linen_loss, &b, a->params, &loss, &grads, NULL) == LX_OK);
+        linen_train_state *n = NULL;
+        CHECK(linen_train_state_apply_gradients(a, grads, &n) == LX_OK);
+        linen_train_state_free(a);
+        a = n;
+        if (r) { /* the restored run takes the same gradients (same params, so the same loss) */
+            linen_train_state *rn = NULL;
+            CHECK(linen_train_state_apply_gradients(r, grads, &rn) == LX_OK);
+            linen_train_state_free(r);
+            r = rn;
+        }
+        lx_release(loss);
+        lx_tree_release(grads);
+    }
+    CHECK(a && r && a->step == 6 && r->step == 6);
+    CHECK(a && r && lx_tree_equal(a->params, r->params) && lx_tree_equal(a->opt_state, r->opt_state));
+    linen_train_state_free(a);
+    linen_train_state_free(r);
+    lx_tree_release(vars);
+    linen_module_release(dense);
+
+    /* nnx.Optimizer: nnx.state(optimizer) -> msgpack -> load_state into a new optimizer */
+    nnx_rngs *rngs = NULL;
+    nnx_module *m = NULL;
+    CHECK(nnx_rngs_from_seed(0, &rngs) == LX_OK);
+    CHECK(nnx_module_new(&MODEL2, &(lx_call){0}, rngs, &m) == LX_OK);
+    nnx_rngs_release(rngs);
+    batch nb = {lx_random_normal(lx_key_from_seed(0), 2, (const int64_t[]){1, 2}),
+                lx_autorelease(lx_array_full_f32(2, (const int64_t[]){1, 4}, 1.0f))};
+    const nnx_filter param = NNX_OF_TYPE(&lx_Param);
+    nnx_optimizer *o1 = NULL, *o2 = NULL;
+    CHECK(nnx_optimizer_new(m, optax_adam(OPTAX_CONST(1e-2), NULL), &param, &o1) == LX_OK);
+    for (int i = 0; i < 2 && o1; i++) {
+        lx_array *loss = NULL;
+        lx_tree *g = NULL;
+        CHECK(nnx_value_and_grad(m, &param, nnx_loss, &nb, &loss, &g) == LX_OK);
+        CHECK(nnx_optimizer_update(o1, m, g, NULL) == LX_OK);
+        lx_release(loss);
+        lx_tree_release(g);
+    }
+    lx_tree *st = NULL, *pure = NULL;
+    unsigned char *bytes = NULL;
+    size_t len = 0;
+    CHECK(nnx_optimizer_state(o1, &st) == LX_OK);
+    CHECK(lx_ckpt_pure_dict(st, &pure) == LX_OK);
+    lx_value pv = lx_tree_v(pure);
+    CHECK(lx_msgpack_to_bytes(&pv, NULL, &bytes, &len) == LX_OK);
+    lx_value loaded = lx_none();
+    CHECK(lx_msgpack_from_bytes(bytes, len, &loaded) == LX_OK);
+    CHECK(nnx_optimizer_new(m, optax_adam(OPTAX_CONST(1e-2), NULL), &param, &o2) == LX_OK);
+    CHECK(loaded.kind == LX_V_TREE && nnx_optimizer_load_state(o2, loaded.u.tree) == LX_OK);
+    CHECK_EQ_INT(nnx_optimizer_step(o2), 2);
+    /* Variables compare by identity: compare their pure dicts (values) */
+    lx_tree *s1 = NULL, *s2 = NULL, *p1 = NULL, *p2 = NULL;
+    nnx_optimizer_state(o1, &s1);
+    nnx_optimizer_state(o2, &s2);
+    CHECK(s1 && s2 && lx_ckpt_pure_dict(s1, &p1) == LX_OK && lx_ckpt_pure_dict(s2, &p2) == LX_OK);
+    CHECK(p1 && p2 && lx_tree_equal(p1, p2));
+    lx_tree_release(p1);
+    lx_tree_release(p2);
+    lx_tree_release(s1);
+    lx_tree_release(s2);
+    lx_value_free(&loaded);
+    free(bytes);
+    lx_tree_release(st);
+    lx_tree_release(pure);
+    nnx_optimizer_free(o1);
+    nnx_optimizer_free(o2);
+    nnx_module_release(m);
+    optax_release_buffers();
+}
+
 int main(void) {
     RUN(test_nnx_docstring_with_tape);
     RUN(test_linen_train_state_with_tape);
+    RUN(test_checkpoint_round_trip);
     return lx_test_finish();
 }
