@@ -1,9 +1,46 @@
 #!/usr/bin/env bash
 # `make bench`: run every benchmark program; each prints `<workload> <metric> <value>` lines.
+# bench_llama runs with the PyTorch peer's thread count (LX_THREADS, default 2); where the peer
+# (../shared/peers/torch_peer.py, or $TORCH_PEER) and torch are available, its shared workload is
+# shared workloads are also printed as `llama_decode vs_torch <linnx time / torch time>` (per-token
+# decode latency) and `llama_train vs_torch <linnx time / torch time>` (seconds per training step
+# of batch 16 x 128, i.e. torch tokens/s over linnx tokens/s), both sides measured in this run.
 set -euo pipefail
 build=${1:-build}
+root=$(cd "$(dirname "$0")/.." && pwd)
+threads=${LX_THREADS:-2}
+# bench_llama and its PyTorch peer (both OpenMP) run with passive waiting: spinning threads take
+# the core the other thread needs whenever anything else runs (10x slower on a busy machine).
+wait=${OMP_WAIT_POLICY:-passive}
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+# bench_train compares against ../shared/peers/torch_peer.py (the workloads' PyTorch peer)
+export LINNX_TORCH_PEER=${LINNX_TORCH_PEER:-$root/../shared/peers/torch_peer.py}
 for b in "$build"/bench_*; do
   [ -x "$b" ] || continue
   echo "# $(basename "$b")"
-  "$b"
+  if [ "$(basename "$b")" = bench_llama ]; then
+    LINNX_THREADS=$threads OMP_WAIT_POLICY=$wait "$b" | tee -a "$out"
+  else
+    "$b"
+  fi
 done
+peer=${TORCH_PEER:-$root/../shared/peers/torch_peer.py}
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
+ours=$(awk '$1 == "llama_decode" && $2 == "s_per_token" {print $3}' "$out")
+ours_train=$(awk '$1 == "llama_train" && $2 == "s_per_step" {print $3}' "$out")
+if [ -n "$ours" ] && [ -f "$peer" ] && "$py" -c 'import torch' 2>/dev/null; then
+  # per-token latency of greedy decoding at batch 1 with a KV cache after a 64-token prompt
+  theirs=$(LX_THREADS=$threads OMP_WAIT_POLICY=$wait "$py" "$peer" llama_decode | awk '{print $2}')
+  echo "# torch llama_decode $theirs s/token ($threads threads)"
+  awk -v a="$ours" -v b="$theirs" 'BEGIN { if (b > 0) printf "llama_decode vs_torch %.3f\n", a / b }'
+  if [ -n "$ours_train" ]; then
+    # one adamw training step (clip_by_global_norm 1.0) at batch 16 x 128
+    theirs=$(LX_THREADS=$threads OMP_WAIT_POLICY=$wait "$py" "$peer" llama_train | awk '{print $2}')
+    echo "# torch llama_train $theirs s/step ($threads threads): $(awk -v b="$theirs" 'BEGIN { if (b > 0) printf "%.0f", 2048 / b }') tokens/s"
+    awk -v a="$ours_train" -v b="$theirs" 'BEGIN { if (b > 0) printf "llama_train vs_torch %.3f\n", a / b }'
+  fi
+elif [ -n "$ours" ]; then
+  echo "# PyTorch peer not available (scripts/install-deps.sh --bench installs python3-torch): no llama_decode / llama_train vs_torch"
+fi

@@ -24,7 +24,7 @@ want=$(awk -v x="$X" -v Y="1,0,0,1,0.5,-0.5" -v W="$(values params/kernel "$para
     for (i = 0; i < 4; i++) for (o = 0; o < 2; o++) { g = 0; for (n = 0; n < 3; n++) g += xs[n * 4 + i + 1] * r[n, o]; printf "%.9g ", g / 3 }
     printf "\n"; for (o = 0; o < 2; o++) { g = 0; for (n = 0; n < 3; n++) g += r[n, o]; printf "%.9g ", g / 3 }
     printf "\n" }')
-ok numbers_close "$(sed -n 's/^loss //p' <<<"$grad")" "$(sed -n 1p <<<"$want")" 1e-5
+ok numbers_close "$(sed -n 's/^loss float32\[\]: //p' <<<"$grad")" "$(sed -n 1p <<<"$want")" 1e-5
 ok numbers_close "$(values params/kernel "$grad")" "$(sed -n 2p <<<"$want")" 1e-4
 ok numbers_close "$(values params/bias "$grad")" "$(sed -n 3p <<<"$want")" 1e-4
 
@@ -43,7 +43,7 @@ want=$(awk -v x="$X" -v Y="2,0,1" -v W="$(values 'kernel Param' "$params")" -v B
     for (o = 0; o < 3; o++) { g = 0; for (n = 0; n < 3; n++) g += d[n, o]; printf "%.9g ", g }
     printf "\n"; for (i = 0; i < 4; i++) for (o = 0; o < 3; o++) { g = 0; for (n = 0; n < 3; n++) g += xs[n * 4 + i + 1] * d[n, o]; printf "%.9g ", g }
     printf "\n" }')
-ok numbers_close "$(sed -n 's/^loss //p' <<<"$grad")" "$(sed -n 1p <<<"$want")" 1e-5
+ok numbers_close "$(sed -n 's/^loss float32\[\]: //p' <<<"$grad")" "$(sed -n 1p <<<"$want")" 1e-5
 ok numbers_close "$(values 'bias Param' "$grad")" "$(sed -n 2p <<<"$want")" 1e-4
 ok numbers_close "$(values 'kernel Param' "$grad")" "$(sed -n 3p <<<"$want")" 1e-4
 
@@ -67,10 +67,10 @@ done
 
 expect_usage_error "unknown loss 'mse'" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss mse
 expect_usage_error "--loss is required" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2
-expect_usage_error "--x has 3 values, --x-shape 1,2 needs 2" grad 'linen.Dense(2)' --seed 0 --x 1,2,3 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss l2_loss
-expect_usage_error "--y and --y-shape are required" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --loss l2_loss
+expect_usage_error "3 values do not fill --x-shape (1, 2)" grad 'linen.Dense(2)' --seed 0 --x 1,2,3 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss l2_loss
+expect_usage_error "--y is required" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --loss l2_loss
 expect_usage_error "is not an integer" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 0.5 --y-shape 1 --loss softmax_cross_entropy_with_integer_labels
-expect_usage_error "labels int32[2] do not fit the output float32[1,2]" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 0,1 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
+expect_usage_error "x has 1 examples and y has 2" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 0,1 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
 expect_usage_error "could not be broadcast together" grad 'nnx.Linear(2, 3)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss squared_error
 expect_usage_error "unknown module" grad 'torch.Linear(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1 --y-shape 1 --loss l2_loss
 if "$bin" grad --help | grep -q "usage: linnx grad"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --help"; fi

@@ -8,4 +8,7 @@ LINNX_COMMAND(params, cmd_params, "print the variables a module (SPEC like 'line
 LINNX_COMMAND(example, cmd_example, "run a bridge worked example (nnx-inside-linen, linen-inside-nnx), print its output")
 LINNX_COMMAND(inspect, cmd_inspect, "print a checkpoint (Flax msgpack or safetensors) as a table")
 LINNX_COMMAND(convert, cmd_convert, "convert a checkpoint between msgpack/safetensors and Linen/NNX/MaxText layouts")
-LINNX_COMMAND(grad, cmd_grad, "jax.value_and_grad from the shell: the loss of a module on --x/--y and every gradient")
+LINNX_COMMAND(sample, cmd_sample, "generate text with the showcase llama2-style decoder (KV cache; greedy/temperature/top-k)")
+LINNX_COMMAND(train-lm, cmd_train_lm, "the showcase decoder's training run on bytes of text: data, baselines, progress, loss curve")
+LINNX_COMMAND(grad, cmd_grad, "jax.grad from the shell: the loss and every parameter's gradient on given data")
+LINNX_COMMAND(train, cmd_train, "train a module on given data with an optax optimizer, one `step K loss V` line per step")

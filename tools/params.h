@@ -37,6 +37,9 @@ int params_bridge(spec_node *spec, const params_request *req, lx_tree **vars);
 /* Build the Linen module a linen. spec describes (*out owned by the caller); *reads_token_ids
  * tells whether its example input is int32 ids (an Embed first). 0, or an exit status. */
 int params_linen_module(spec_node *spec, linen_module **out, bool *reads_token_ids);
+/* Build the NNX module an nnx. spec describes with `rngs` (*out owned by the caller). 0, or an
+ * exit status after printing the error. */
+int params_nnx_module(spec_node *spec, nnx_rngs *rngs, nnx_module **out);
 /* Turn a spec's arguments from index `first` on into a call: each value through fn(ctx, node,
  * &value) (0, or an exit status after printing the error), positionals and keywords kept apart
  * as Python binds them. At most `cap` arguments. */
@@ -60,7 +63,6 @@ const char *params_sharding_note(const lx_value *leaf, char *buf, size_t cap);
 /* The model a spec describes, for commands that run it (linnx grad): exactly one of *linen /
  * *nnx is set (the caller releases it). nnx. specs are built with Rngs(default=key); bridge.ToNNX
  * is lazily initialised on x. 0, or an exit status after printing the error. */
-int params_nnx_module(spec_node *spec, lx_key key, nnx_module **out);
 int params_bridge_module(spec_node *spec, lx_key key, lx_array *x, linen_module **linen, nnx_module **nnx);
 
 #endif

@@ -73,6 +73,18 @@ static int build(builder *b, spec_node *n, nnx_module **out) {
     return 0;
 }
 
+int params_nnx_module(spec_node *spec, nnx_rngs *rngs, nnx_module **out) {
+    builder *b = calloc(1, sizeof *b);
+    if (!b) return cli_error("params: out of memory");
+    b->rngs = rngs;
+    nnx_module *m = NULL;
+    int rc = build(b, spec, &m);
+    if (!rc) *out = nnx_module_retain(m);
+    for (int i = 0; i < b->nowned; i++) nnx_module_release(b->owned[i]);
+    free(b);
+    return rc;
+}
+
 int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars) {
     builder *b = calloc(1, sizeof *b); /* inline initializers make it large for the stack */
     if (!b) return cli_error("params: out of memory");
@@ -84,24 +96,6 @@ int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars) {
     nnx_module *m = NULL;
     int rc = build(b, spec, &m);
     if (!rc && nnx_state(m, 0, NULL, vars) != LX_OK) rc = cli_lib_error();
-    for (int i = 0; i < b->nowned; i++) nnx_module_release(b->owned[i]);
-    nnx_rngs_release(b->rngs);
-    free(b);
-    return rc;
-}
-
-int params_nnx_module(spec_node *spec, lx_key key, nnx_module **out) {
-    *out = NULL;
-    builder *b = calloc(1, sizeof *b);
-    if (!b) return cli_error("out of memory");
-    nnx_stream_spec stream = {"default", true, 0, key};
-    if (nnx_rngs_new(1, &stream, &b->rngs) != LX_OK) {
-        free(b);
-        return cli_lib_error();
-    }
-    nnx_module *m = NULL;
-    int rc = build(b, spec, &m);
-    if (!rc) *out = nnx_module_retain(m);
     for (int i = 0; i < b->nowned; i++) nnx_module_release(b->owned[i]);
     nnx_rngs_release(b->rngs);
     free(b);

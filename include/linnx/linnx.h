@@ -25,11 +25,11 @@
 #include "linnx/intercept.h"
 #include "linnx/random.h"
 #include "linnx/init.h"
+#include "linnx/checkpoint.h"
+#include "linnx/autodiff.h"
 #include "linnx/optax.h"
 #include "linnx/losses.h"
 #include "linnx/metrics.h"
 #include "linnx/train.h"
-#include "linnx/checkpoint.h"
-#include "linnx/autodiff.h"
 
 #endif

@@ -1,0 +1,411 @@
+/* Training workloads against PyTorch, measured in the same run: the workloads of
+ * ../shared/peers/torch_peer.py with the same shapes, optimizers and thread count (LX_THREADS,
+ * default 2, for both sides). linnx runs them as a Flax user writes them: a Linen model, a loss
+ * from optax.losses, jax.value_and_grad of the params, TrainState.apply_gradients.
+ *
+ *   mlp_train        784-512-512-10 MLP, relu, batch 128, softmax CE (integer labels), adam(1e-3)
+ *   cnn_train        Conv(32, 3x3) relu Conv(64, 3x3) relu avg_pool 2 Dense(10) on 64 28x28x1
+ *                    images (NHWC), sgd(0.1, momentum=0.9)
+ *   lm_train         Embed(256, 128), 2 pre-LN blocks (4 heads, causal, MLP 4x, gelu), Dense(256)
+ *                    on 16 x 64 tokens, adamw(3e-4, weight_decay=0.01) (torch.optim.AdamW's
+ *                    defaults). Differences from the peer, same FLOPs: q, k, v are three Dense
+ *                    layers instead of one fused qkv, and q/k/v/o carry a bias (the peer's have
+ *                    none); gelu is Flax's default tanh form (the peer's is erf).
+ *   mlp_infer_small  64-64-10 MLP forward at batch 1 (no gradient): linen apply; also the NNX
+ *                    module call (mlp_infer_small_nnx) for comparison
+ *
+ * Prints `<workload> vs_torch <ratio>` (our median seconds per step / torch's; lower is better;
+ * `vs_torch skipped` when python3-torch or the peer script is missing), `<workload> ms <ours>`,
+ * and for mlp_train `backward_over_forward` (value_and_grad time minus forward time, over the
+ * forward: the forward pass is apply + loss without a tape) and the array data allocations of a
+ * steady-state step (`allocs_per_step`, `alloc_mb_per_step`, counted with lx_set_alloc_hook);
+ * `backward_over_forward_1thread_cpu` is the same ratio on one thread in process CPU time, which a
+ * loaded machine disturbs less than wall time.
+ * The peer script: $LINNX_TORCH_PEER, else ../shared/peers/torch_peer.py from the working
+ * directory (scripts/bench.sh sets it).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "linnx/autodiff.h"
+#include "linnx/linen.h"
+#include "linnx/linen_layers.h"
+#include "linnx/linnx.h"
+#include "linnx/losses.h"
+#include "linnx/threads.h"
+#include "linnx/train.h"
+
+/* ------------------------------------------------------------------ models */
+
+static lx_array *mlp_call(linen_scope *s, lx_array *x) {
+    x = lx_relu(linen_dense(s, NULL, 512, x));
+    x = lx_relu(linen_dense(s, NULL, 512, x));
+    return linen_dense(s, NULL, 10, x);
+}
+static const linen_method MLP_M[] = {LINEN_ARRAY_METHOD("__call__", mlp_call)};
+static const linen_type MLP = {.name = "MLP", .methods = MLP_M, .nmethods = 1};
+
+static lx_array *small_call(linen_scope *s, lx_array *x) {
+    return linen_dense(s, NULL, 10, lx_relu(linen_dense(s, NULL, 64, x)));
+}
+static const linen_method SMALL_M[] = {LINEN_ARRAY_METHOD("__call__", small_call)};
+static const linen_type SMALL = {.name = "MLP", .methods = SMALL_M, .nmethods = 1};
+
+static lx_array *cnn_call(linen_scope *s, lx_array *x) {
+    x = lx_relu(linen_conv(s, NULL, 32, 2, (int64_t[]){3, 3}, x));
+    x = lx_relu(linen_conv(s, NULL, 64, 2, (int64_t[]){3, 3}, x));
+    x = lx_avg_pool(x, 2, (int64_t[]){2, 2}, (int64_t[]){2, 2}, NULL, true);
+    if (!x) return NULL;
+    return linen_dense(s, NULL, 10, lx_reshape(x, 2, (int64_t[]){x->shape[0], -1}));
+}
+static const linen_method CNN_M[] = {LINEN_ARRAY_METHOD("__call__", cnn_call)};
+static const linen_type CNN = {.name = "CNN", .methods = CNN_M, .nmethods = 1};
+
+enum { LM_VOCAB = 256, LM_D = 128, LM_HEADS = 4, LM_LAYERS = 2, LM_B = 16, LM_T = 64 };
+
+static lx_array *block(linen_scope *s, int i, lx_array *x) {
+    char n[8][32];
+    const char *names[8] = {"ln1", "q", "k", "v", "o", "ln2", "up", "down"};
+    for (int j = 0; j < 8; j++) snprintf(n[j], sizeof n[j], "block%d_%s", i, names[j]);
+    if (!x) return NULL;
+    int64_t b = x->shape[0], t = x->shape[1], hd[4] = {b, t, LM_HEADS, LM_D / LM_HEADS};
+    lx_array *h = linen_layer_norm(s, n[0], x);
+    lx_array *q = lx_reshape(linen_dense(s, n[1], LM_D, h), 4, hd);
+    lx_array *k = lx_reshape(linen_dense(s, n[2], LM_D, h), 4, hd);
+    lx_array *v = lx_reshape(linen_dense(s, n[3], LM_D, h), 4, hd);
+    lx_array *a = lx_dot_product_attention(q, k, v, NULL, NULL, true, 0.0f);
+    x = lx_add(x, linen_dense(s, n[4], LM_D, lx_reshape(a, 3, (int64_t[]){b, t, LM_D})));
+    h = lx_gelu(linen_dense(s, n[6], 4 * LM_D, linen_layer_norm(s, n[5], x)), true);
+    return lx_add(x, linen_dense(s, n[7], LM_D, h));
+}
+
+static lx_array *lm_call(linen_scope *s, lx_array *ids) {
+    lx_array *x = linen_embed(s, NULL, LM_VOCAB, LM_D, ids);
+    for (int i = 0; i < LM_LAYERS; i++) x = block(s, i, x);
+    return linen_dense(s, "head", LM_VOCAB, x);
+}
+static const linen_method LM_M[] = {LINEN_ARRAY_METHOD("__call__", lm_call)};
+static const linen_type LM = {.name = "LM", .methods = LM_M, .nmethods = 1};
+
+/* ------------------------------------------------------------------ a training step */
+
+typedef struct job {
+    const char *name;
+    linen_module *model;
+    lx_array *x, *y;
+    linen_train_state *state;
+    bool failed;
+} job;
+
+static lx_status loss_fn(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
+    (void)aux;
+    job *j = user;
+    lx_tree *vars = lx_tree_new();
+    if (!vars) return lx_last_status();
+    lx_status st = lx_tree_set(vars, "params", lx_tree_v((lx_tree *)params));
+    lx_value out = lx_none();
+    if (st == LX_OK) st = linen_apply(j->model, vars, &LX_ARGS(j->x), LINEN_NO_RNGS, NULL, &out, NULL);
+    lx_tree_release(vars);
+    if (st == LX_OK) {
+        *loss = lx_mean(optax_softmax_cross_entropy_with_integer_labels(out.u.array, j->y), LX_ALL_AXES, false);
+        if (!*loss) st = lx_last_status();
+    }
+    lx_value_free(&out);
+    return st;
+}
+
+static void train_step(void *ctx) {
+    job *j = ctx;
+    if (j->failed) return;
+    size_t mark = lx_pool_open();
+    lx_array *loss = NULL;
+    lx_tree *grads = NULL;
+    linen_train_state *next = NULL;
+    if (linen_value_and_grad(loss_fn, j, j->state->params, &loss, &grads, NULL) != LX_OK ||
+        linen_train_state_apply_gradients(j->state, grads, &next) != LX_OK) {
+        fprintf(stderr, "# %s: %s\n", j->name, lx_last_error());
+        j->failed = true;
+    } else {
+        linen_train_state_free(j->state);
+        j->state = next;
+    }
+    lx_release(loss);
+    lx_tree_release(grads);
+    lx_pool_close(mark);
+}
+
+/* The forward pass alone: apply + loss, no tape. */
+static void forward_only(void *ctx) {
+    job *j = ctx;
+    size_t mark = lx_pool_open();
+    lx_array *loss = NULL;
+    if (loss_fn(j->state->params, j, &loss, NULL) != LX_OK) j->failed = true;
+    lx_pool_close(mark);
+}
+
+/* Forward + backward, no optimizer. */
+static void value_and_grad_only(void *ctx) {
+    job *j = ctx;
+    size_t mark = lx_pool_open();
+    lx_array *loss = NULL;
+    lx_tree *grads = NULL;
+    if (linen_value_and_grad(loss_fn, j, j->state->params, &loss, &grads, NULL) != LX_OK) j->failed = true;
+    lx_release(loss);
+    lx_tree_release(grads);
+    lx_pool_close(mark);
+}
+
+static bool job_init(job *j, const char *name, const linen_type *t, lx_array *x, lx_array *y, optax_tx *tx) {
+    memset(j, 0, sizeof *j);
+    j->name = name;
+    j->x = x;
+    j->y = y;
+    lx_tree *vars = NULL;
+    bool ok = x && y && tx && linen_module_new(t, NULL, &j->model) == LX_OK &&
+              linen_init(j->model, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars) == LX_OK &&
+              linen_train_state_create(j->model, lx_tree_get(vars, "params")->u.tree, tx, &j->state) == LX_OK;
+    if (!ok) {
+        if (!j->state) optax_tx_release(tx);
+        fprintf(stderr, "# %s: %s\n", name, lx_last_error());
+    }
+    lx_tree_release(vars);
+    return ok;
+}
+
+static void job_free(job *j) {
+    linen_train_state_free(j->state);
+    linen_module_release(j->model);
+    lx_release(j->x);
+    lx_release(j->y);
+}
+
+static size_t g_allocs, g_bytes;
+static void count_alloc(size_t n, void *user) {
+    (void)user;
+    g_allocs++;
+    g_bytes += n;
+}
+
+/* Median process CPU seconds of fn over reps runs (after 2 warm-up runs). */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static double cpu_median(void (*fn)(void *), void *ctx, int reps) {
+    double t[64];
+    if (reps > 64) reps = 64;
+    fn(ctx);
+    fn(ctx);
+    for (int r = 0; r < reps; r++) {
+        double t0 = cpu_now();
+        fn(ctx);
+        t[r] = cpu_now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, bench_cmp_double);
+    return t[reps / 2];
+}
+
+/* ------------------------------------------------------------------ torch */
+
+typedef struct {
+    const char *name;
+    double secs; /* < 0: not measured */
+} peer_time;
+
+static void run_torch(int threads, peer_time *t, int n) {
+    for (int i = 0; i < n; i++) t[i].secs = -1;
+    const char *peer = getenv("LINNX_TORCH_PEER");
+    if (!peer) peer = "../shared/peers/torch_peer.py";
+    if (access(peer, R_OK) != 0) {
+        printf("# torch peer script not found (%s): vs_torch skipped\n", peer);
+        return;
+    }
+    if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
+        printf("# python3-torch not importable: vs_torch skipped\n");
+        return;
+    }
+    char cmd[2048];
+    int off = snprintf(cmd, sizeof cmd, "LX_THREADS=%d /usr/bin/python3 '%s'", threads, peer);
+    for (int i = 0; i < n; i++) off += snprintf(cmd + off, sizeof cmd - (size_t)off, " %s", t[i].name);
+    FILE *p = popen(cmd, "r");
+    if (!p) return;
+    char line[256], name[64];
+    double s;
+    while (fgets(line, sizeof line, p))
+        if (sscanf(line, "%63s %lf", name, &s) == 2)
+            for (int i = 0; i < n; i++)
+                if (!strcmp(name, t[i].name)) t[i].secs = s;
+    pclose(p);
+}
+
+static void report(const char *name, double ours, const peer_time *t, int n) {
+    double theirs = -1;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(t[i].name, name)) theirs = t[i].secs;
+    printf("%s ms %.4f\n", name, ours * 1e3);
+    if (theirs > 0) printf("%s torch_ms %.4f\n%s vs_torch %.3f\n", name, theirs * 1e3, name, ours / theirs);
+    else printf("%s vs_torch skipped\n", name);
+    fflush(stdout);
+}
+
+/* ------------------------------------------------------------------ main */
+
+typedef struct {
+    linen_module *m;
+    lx_tree *vars;
+    lx_value xv;
+} infer;
+
+static void infer_linen(void *ctx) {
+    infer *c = ctx;
+    size_t mark = lx_pool_open();
+    lx_value out = lx_none();
+    lx_call call = {1, &c->xv, 0, NULL};
+    linen_apply(c->m, c->vars, &call, LINEN_NO_RNGS, NULL, &out, NULL);
+    lx_value_free(&out);
+    lx_pool_close(mark);
+}
+
+typedef struct {
+    nnx_module *m;
+    lx_array *x;
+} infer_nnx;
+
+static void infer_nnx_call(void *ctx) {
+    infer_nnx *c = ctx;
+    size_t mark = lx_pool_open();
+    nnx_call_array(c->m, c->x);
+    lx_pool_close(mark);
+}
+
+static lx_status small_nnx_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs);
+typedef struct {
+    nnx_module base;
+    nnx_module *l1, *l2;
+} small_nnx;
+static lx_status small_nnx_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    small_nnx *s = (small_nnx *)m;
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    return linen_return_array(out, nnx_linear_forward((nnx_linear *)s->l2, lx_relu(nnx_linear_forward((nnx_linear *)s->l1, x))));
+}
+static const nnx_field SMALL_NNX_FIELDS[] = {NNX_CHILD(small_nnx, l1), NNX_CHILD(small_nnx, l2)};
+static const nnx_method SMALL_NNX_METHODS[] = {{"__call__", small_nnx_call}};
+static const nnx_type SMALL_NNX = {.name = "MLP", .size = sizeof(small_nnx), .init = small_nnx_init,
+                                   .fields = SMALL_NNX_FIELDS, .nfields = 2, .methods = SMALL_NNX_METHODS,
+                                   .nmethods = 1};
+static lx_status small_nnx_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
+    (void)c;
+    small_nnx *s = (small_nnx *)m;
+    LX_TRY(nnx_linear_new(64, 64, rngs, (nnx_linear **)&s->l1));
+    return nnx_linear_new(64, 10, rngs, (nnx_linear **)&s->l2);
+}
+
+int main(int argc, char **argv) {
+    const char *only = argc > 1 ? argv[1] : NULL;
+    int threads = getenv("LX_THREADS") ? atoi(getenv("LX_THREADS")) : 2;
+    if (threads < 1) threads = 2;
+    lx_set_num_threads(threads);
+    printf("# training workloads, %d threads (LX_THREADS), median seconds per step; torch from %s\n", threads,
+           "../shared/peers/torch_peer.py");
+    peer_time torch[] = {{"mlp_train", -1}, {"cnn_train", -1}, {"lm_train", -1}, {"mlp_infer_small", -1}};
+    int ntorch = 4;
+    if (only)
+        for (int i = 0; i < ntorch; i++)
+            if (!strcmp(torch[i].name, only)) {
+                torch[0] = torch[i];
+                ntorch = 1;
+            }
+    run_torch(threads, torch, ntorch);
+    lx_key k = lx_key_from_seed(42);
+
+    if (!only || !strcmp(only, "mlp_train")) {
+        job j;
+        if (job_init(&j, "mlp_train", &MLP, lx_retain(lx_random_normal(lx_key_fold_in(k, 0), 2, (int64_t[]){128, 784})),
+                     lx_retain(lx_random_randint(lx_key_fold_in(k, 1), 1, (int64_t[]){128}, 0, 10)),
+                     optax_adam(OPTAX_CONST(1e-3), NULL))) {
+            double step = bench_median(train_step, &j, 3, 20, 1);
+            double fwd = bench_median(forward_only, &j, 3, 20, 1);
+            double vag = bench_median(value_and_grad_only, &j, 3, 20, 1);
+            /* the same ratio on one thread in process CPU time: robust to a loaded machine */
+            lx_set_num_threads(1);
+            double fwd1 = cpu_median(forward_only, &j, 10), vag1 = cpu_median(value_and_grad_only, &j, 10);
+            double step1 = cpu_median(train_step, &j, 10);
+            lx_set_num_threads(threads);
+            if (!j.failed) {
+                report("mlp_train", step, torch, ntorch);
+                printf("mlp_train forward_1thread_cpu_ms %.4f\nmlp_train value_and_grad_1thread_cpu_ms %.4f\n"
+                       "mlp_train backward_over_forward_1thread_cpu %.3f\n",
+                       fwd1 * 1e3, vag1 * 1e3, (vag1 - fwd1) / fwd1);
+                printf("mlp_train step_1thread_cpu_ms %.4f\nmlp_train optimizer_1thread_cpu_ms %.4f\n", step1 * 1e3,
+                       (step1 - vag1) * 1e3);
+                printf("mlp_train forward_ms %.4f\nmlp_train value_and_grad_ms %.4f\nmlp_train backward_over_forward %.3f\n",
+                       fwd * 1e3, vag * 1e3, (vag - fwd) / fwd);
+                train_step(&j); /* steady state: count one more step's allocations */
+                g_allocs = g_bytes = 0;
+                lx_set_alloc_hook(count_alloc, NULL);
+                train_step(&j);
+                lx_set_alloc_hook(NULL, NULL);
+                printf("mlp_train allocs_per_step %zu\nmlp_train alloc_mb_per_step %.2f\n", g_allocs, g_bytes / 1048576.0);
+            }
+            job_free(&j);
+        }
+    }
+    if (!only || !strcmp(only, "cnn_train")) {
+        job j;
+        if (job_init(&j, "cnn_train", &CNN,
+                     lx_retain(lx_random_normal(lx_key_fold_in(k, 2), 4, (int64_t[]){64, 28, 28, 1})),
+                     lx_retain(lx_random_randint(lx_key_fold_in(k, 3), 1, (int64_t[]){64}, 0, 10)),
+                     optax_sgd(OPTAX_CONST(0.1), true, 0.9, false))) {
+            double step = bench_median(train_step, &j, 3, 10, 1);
+            if (!j.failed) report("cnn_train", step, torch, ntorch);
+            job_free(&j);
+        }
+    }
+    if (!only || !strcmp(only, "lm_train")) {
+        job j;
+        optax_adam_opts o = OPTAX_ADAMW_DEFAULTS;
+        o.weight_decay = 0.01;
+        if (job_init(&j, "lm_train", &LM,
+                     lx_retain(lx_random_randint(lx_key_fold_in(k, 4), 2, (int64_t[]){LM_B, LM_T}, 0, LM_VOCAB)),
+                     lx_retain(lx_random_randint(lx_key_fold_in(k, 5), 2, (int64_t[]){LM_B, LM_T}, 0, LM_VOCAB)),
+                     optax_adamw(OPTAX_CONST(3e-4), &o))) {
+            double step = bench_median(train_step, &j, 3, 10, 1);
+            if (!j.failed) report("lm_train", step, torch, ntorch);
+            job_free(&j);
+        }
+    }
+    if (!only || !strcmp(only, "mlp_infer_small")) {
+        infer c = {0};
+        lx_array *x = lx_retain(lx_random_normal(lx_key_fold_in(k, 6), 2, (int64_t[]){1, 64}));
+        c.xv = lx_array_v(x);
+        lx_call call = {1, &c.xv, 0, NULL};
+        nnx_rngs *rngs = NULL;
+        infer_nnx cn = {NULL, x};
+        if (x && linen_module_new(&SMALL, NULL, &c.m) == LX_OK &&
+            linen_init(c.m, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &c.vars) == LX_OK &&
+            nnx_rngs_from_seed(0, &rngs) == LX_OK && nnx_module_new(&SMALL_NNX, NULL, rngs, &cn.m) == LX_OK) {
+            double per = bench_median(infer_linen, &c, 50, 5, 200);
+            double per_nnx = bench_median(infer_nnx_call, &cn, 50, 5, 200);
+            report("mlp_infer_small", per, torch, ntorch);
+            double theirs = -1;
+            for (int i = 0; i < ntorch; i++)
+                if (!strcmp(torch[i].name, "mlp_infer_small")) theirs = torch[i].secs;
+            printf("mlp_infer_small_nnx ms %.4f\n", per_nnx * 1e3);
+            if (theirs > 0) printf("mlp_infer_small_nnx vs_torch %.3f\n", per_nnx / theirs);
+        } else {
+            fprintf(stderr, "# mlp_infer_small: %s\n", lx_last_error());
+        }
+        nnx_module_release(cn.m);
+        if (rngs) nnx_rngs_release(rngs);
+        lx_tree_release(c.vars);
+        linen_module_release(c.m);
+        lx_release(x);
+    }
+    lx_pool_drain();
+    return 0;
+}

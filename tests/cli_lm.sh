@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# `linnx random categorical` against the reference model (tests/fixtures/cli_lm.txt, written by
+# scripts/gen_llama_fixtures.py), `linnx sample` and `linnx train-lm` (small models, a small data
+# directory), and their errors. Usage: cli_lm.sh PATH/TO/linnx
+set -u
+bin=${1:?usage: cli_lm.sh PATH/TO/linnx}
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib_cli.sh"
+
+check_fixture "$here/fixtures/cli_lm.txt"
+
+expect_usage_error "--logits is required" random categorical --seed 0
+expect_usage_error "not a comma-separated list" random categorical --seed 0 --logits 1,x,3
+expect_usage_error "not a comma-separated list" random categorical --seed 0 --logits 1,,3
+expect_usage_error "exactly one of --seed" random categorical --logits 1,2
+expect_usage_error "top_k must be in 0..3" random categorical --seed 0 --logits 1,2,3 --top-k 4
+expect_usage_error "temperature must be a finite number" random categorical --seed 0 --logits 1,2 --temperature -1
+
+# ---- sample
+small="--emb 16 --layers 1 --heads 2 --kv-heads 1 --head-dim 8 --mlp 32"
+out=$("$bin" sample --prompt "Hi there" --tokens 6 --temperature 0 $small 2>&1); rc=$?
+if [ $rc -eq 0 ] && [[ $out == "Hi there"* ]] && [ ${#out} -gt 8 ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: sample: exit $rc, output '$out'"; fi
+a=$("$bin" sample --prompt "ab" --tokens 8 --temperature 1 --top-k 5 --seed 3 $small --style nnx)
+b=$("$bin" sample --prompt "ab" --tokens 8 --temperature 1 --top-k 5 --seed 3 $small --style nnx)
+c=$("$bin" sample --prompt "ab" --tokens 8 --temperature 1 --top-k 5 --seed 4 $small --style nnx)
+if [ "$a" == "$b" ] && [ "$a" != "$c" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: sample: seeds: '$a' '$b' '$c'"; fi
+expect_usage_error "text: byte 0 is 104, outside the vocabulary [0, 100)" sample --vocab 100 --prompt hi
+expect_usage_error "a prompt of 2 tokens and 300 new ones need 301 positions; max_target_length is 256" sample --prompt hi --tokens 300
+expect_usage_error "--style: 'jax' is not linen or nnx" sample --style jax
+expect_usage_error "num_query_heads (3) must be a multiple of num_kv_heads (2)" sample --heads 3
+expect_usage_error "--tokens: 0 is not a positive count" sample --tokens 0
+
+# ---- train-lm on a small data directory
+d=$cli_tmp/data
+mkdir -p "$d"
+for i in 1 2 3; do printf 'The quick brown fox %d jumps over the lazy dog. %.0s' $i {1..20} >"$d/text$i"; done
+: >"$cli_tmp/empty"
+tiny="$small --seq-len 16 --batch 2 --eval-batches 2 --sample-tokens 4"
+out=$("$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --svg "$cli_tmp/loss.svg" 2>&1); rc=$?
+for want in "data: 3 files" "byte-unigram entropy of the held-out text:" "initial held-out loss:" \
+            "sample before training (greedy):" "loss curve: $cli_tmp/loss.svg"; do
+    if [ $rc -eq 0 ] && [[ $out == *"$want"* ]]; then pass=$((pass + 1)); else
+        fail=$((fail + 1)); echo "FAIL: train-lm: exit $rc, no '$want' in: $out"; fi
+done
+if grep -q "<svg" "$cli_tmp/loss.svg" && grep -q "held-out loss" "$cli_tmp/loss.svg"; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: train-lm: no chart in $cli_tmp/loss.svg"; fi
+# the loop: plain progress lines when piped, evaluations, the chart's two series, the checkpoint
+# and its reload
+out=$(LINNX_PROGRESS=plain "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --eval-every 2 --lr 1e-2 \
+      --checkpoint-dir "$cli_tmp/ckA" 2>&1); rc=$?
+for want in "step 1/6 loss " "step 6/6 loss " "step 2: held-out loss" "step 6: held-out loss" \
+            "sample after training (greedy):" "loss curve: $cli_tmp/ckA/loss.svg" \
+            "checkpoint: $cli_tmp/ckA/checkpoint_6.msgpack" \
+            "reloaded $cli_tmp/ckA/checkpoint_6.msgpack into a fresh model: samples identical"; do
+    if [ $rc -eq 0 ] && [[ $out == *"$want"* ]]; then pass=$((pass + 1)); else
+        fail=$((fail + 1)); echo "FAIL: train-lm: exit $rc, no '$want' in: $out"; fi
+done
+if [ "$(grep -c "<polyline" "$cli_tmp/ckA/loss.svg")" -eq 2 ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: train-lm: the chart lacks two series"; fi
+# the training loss falls on this repetitive text (first vs last step)
+l1=$(printf '%s\n' "$out" | sed -n 's/^step 1\/6 loss \([0-9.]*\).*/\1/p')
+l6=$(printf '%s\n' "$out" | sed -n 's/^step 6\/6 loss \([0-9.]*\).*/\1/p')
+if awk -v a="$l1" -v b="$l6" 'BEGIN { exit !(a > 5 && b < a - 0.5) }'; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: train-lm: loss $l1 -> $l6 does not fall"; fi
+# `linnx sample CHECKPOINT` (file or directory) continues the prompt as the run's greedy sample did
+greedy=$(printf '%s\n' "$out" | sed -n '/^sample after training (greedy):/{n;s/^  //;p;}')
+s1=$("$bin" sample "$cli_tmp/ckA" --prompt "This License " --tokens 4 --temperature 0 2>&1)
+s2=$("$bin" sample "$cli_tmp/ckA/checkpoint_6.msgpack" --prompt "This License " --tokens 4 --temperature 0 --style nnx 2>&1)
+if [ -n "$greedy" ] && [ "$s1" == "$greedy" ] && [ "$s2" == "$greedy" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: sample CHECKPOINT: '$s1' / '$s2', the run's greedy sample '$greedy'"; fi
+expect_usage_error "emb_dim is 16 in the checkpoint, 32 in this model" sample "$cli_tmp/ckA" --emb 32
+# trained on 16 positions, sampled over 40 (RoPE has no learned positions); the first 4 bytes agree
+s3=$("$bin" sample "$cli_tmp/ckA" --prompt "This License " --tokens 20 --temperature 0 --seq-len 40 2>&1); rc=$?
+if [ $rc -eq 0 ] && [ -n "$greedy" ] && [[ $s3 == "$greedy"* ]] && [ "$s3" != "$greedy" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: sample --seq-len 40: exit $rc, '$s3'"; fi
+err=$("$bin" sample "$cli_tmp/nothing" 2>&1 >/dev/null); rc=$?
+if [ $rc -eq 1 ] && [[ $err == *"$cli_tmp/nothing: cannot read: No such file or directory"* ]]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: sample missing checkpoint: exit $rc, '$err'"; fi
+# nothing is written over a checkpoint: a fresh run into a used directory, a resume of another size
+sum=$(cat "$cli_tmp/ckA"/* | cksum)
+expect_usage_error "already holds checkpoints (latest step 6); pass --resume" \
+    train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --checkpoint-dir "$cli_tmp/ckA"
+expect_usage_error "checkpoint_6.msgpack: llama checkpoint: a model of another size: emb_dim is 16 in the checkpoint, 32 in this model" \
+    train-lm --data "$d" --heldout "$d/text3" --emb 32 --layers 1 --heads 2 --kv-heads 1 --head-dim 8 --mlp 32 --seq-len 16 --batch 2 --steps 8 --resume --checkpoint-dir "$cli_tmp/ckA"
+expect_usage_error "--resume: the run in $cli_tmp/ckA was started with --steps 6 (its schedule depends on it), not 9" \
+    train-lm --data "$d" --heldout "$d/text3" $tiny --steps 9 --resume --checkpoint-dir "$cli_tmp/ckA"
+expect_usage_error "--resume: the run in $cli_tmp/ckA was started with --lr 0.01 --warmup-frac 0.1, not 0.02 and 0.1" \
+    train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --lr 0.02 --resume --checkpoint-dir "$cli_tmp/ckA"
+if [ "$(cat "$cli_tmp/ckA"/* | cksum)" == "$sum" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: a failed train-lm changed $cli_tmp/ckA"; fi
+# --resume continues exactly: 3 steps, stop, resume to 6 gives the uninterrupted run's losses
+LINNX_PROGRESS=plain "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --eval-every 2 --lr 1e-2 \
+    --checkpoint-dir "$cli_tmp/ckB" --stop-after 3 >"$cli_tmp/b1" 2>&1
+res=$(LINNX_PROGRESS=plain "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --eval-every 2 --lr 1e-2 \
+      --checkpoint-dir "$cli_tmp/ckB" --resume 2>&1); rc=$?
+want=$(printf '%s\n' "$out" | grep -E "^step [456](/6 loss|: held-out)" | sed 's/ tok\/s.*//')
+got=$(printf '%s\n' "$res" | grep -E "^step [456](/6 loss|: held-out)" | sed 's/ tok\/s.*//')
+if [ $rc -eq 0 ] && grep -q "stopped after step 3 of 6" "$cli_tmp/b1" && [[ $res == *"resumed from $cli_tmp/ckB/checkpoint_3.msgpack at step 3"* ]] &&
+   [ "$(printf '%s\n' "$want" | wc -l)" -eq 5 ] && [ "$got" == "$want" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: --resume: exit $rc; uninterrupted:"; echo "$want"; echo "resumed:"; echo "$got"; fi
+# a resume may evaluate at another interval: the chart keeps the earlier evaluations
+LINNX_PROGRESS=plain "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --eval-every 1 \
+    --checkpoint-dir "$cli_tmp/ckD" --stop-after 4 >/dev/null 2>&1
+res=$(LINNX_PROGRESS=plain "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --eval-every 5 \
+      --checkpoint-dir "$cli_tmp/ckD" --resume 2>&1); rc=$?
+if [ $rc -eq 0 ] && [[ $res == *"step 5: held-out loss"* ]] && [[ $res == *"step 6: held-out loss"* ]] &&
+   [[ $res == *"checkpoint: $cli_tmp/ckD/checkpoint_6.msgpack"* ]]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: --resume --eval-every 5: exit $rc: $res"; fi
+# the resumed run's chart holds the whole history (6 training points)
+if grep -q "held-out loss" "$cli_tmp/ckB/loss.svg"; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: --resume: no chart"; fi
+# a terminal gets one bar redrawn in place: carriage return, clear, [####....] step/total, loss, tok/s, ETA
+out=$(LINNX_PROGRESS=tty "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 3 \
+      --svg "$cli_tmp/loss3.svg" 2>&1)
+if [[ $out == *$'\r\033[K['*'    3/3  loss '*' tok/s  ETA 0s'* ]] && [[ $out != *"step 1/3 loss"* ]]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: train-lm tty progress: $(printf '%q' "$out")"; fi
+expect_usage_error "$cli_tmp/empty: the file is empty" train-lm --data "$cli_tmp/empty" --heldout "$cli_tmp/empty"
+# an unreadable path is an I/O failure: exit 1, the path and the reason on stderr
+err=$("$bin" train-lm --data "$cli_tmp/missing" --heldout "$d/text3" 2>&1 >/dev/null); rc=$?
+if [ $rc -eq 1 ] && [ "$err" == "linnx: $cli_tmp/missing: cannot read: No such file or directory" ]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: train-lm missing data: exit $rc, '$err'"; fi
+expect_usage_error "the held-out file is not among the data files" train-lm --data "$d/text1" --heldout "$d/text3"
+expect_usage_error "--heldout FILE is required with --data" train-lm --data "$d"
+expect_usage_error "--resume needs --checkpoint-dir DIR" train-lm --resume
+expect_usage_error "--steps: 1: use 0 (baselines only) or at least 2" train-lm --steps 1
+expect_usage_error "--resume: $cli_tmp/ckC holds no checkpoint to continue" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 4 --resume --checkpoint-dir "$cli_tmp/ckC"
+expect_usage_error "--seq-len 512 needs at least 513 bytes" train-lm --data "$d" --heldout "$d/text3" --seq-len 512 $small
+expect_usage_error "training data: byte 0 is 84, outside the vocabulary [0, 50)" train-lm --data "$d" --heldout "$d/text3" --vocab 50 $small
+
+# ---- examples/llama_showcase.c: both tables, equal logits on equal parameters, equal decoding
+ex=$(dirname "$bin")/example_llama_showcase
+out=$("$ex" 2>&1); rc=$?
+lin=$(printf '%s\n' "$out" | sed -n 's/^Linen top, cached decoding (T 0.8, top-k 20): //p')
+nnx=$(printf '%s\n' "$out" | sed -n 's/^NNX   top, cached decoding (T 0.8, top-k 20): //p')
+if [ $rc -eq 0 ] && [[ $out == *"same logits: yes (max |difference| 0)"* ]] && [ -n "$lin" ] && [ "$lin" == "$nnx" ] &&
+   [ "$(printf '%s\n' "$out" | grep -c "^Total  .*106816$")" -eq 2 ] &&
+   [[ $out == *"decoder/layers_0/self_attention/query/kernel           LogicallyPartitioned  (64, 4, 16)"* ]]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: example_llama_showcase: exit $rc: $out"; fi
+cli_finish

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# `linnx grad` and `linnx train`: hand-computed cases (a Dense(1) started at zeros, l2 loss, sgd and
+# sgd with momentum: every number worked out below), the same in every style and both bridge
+# directions, a small MLP + adam run against tests/fixtures/cli_train.txt (numpy reference,
+# scripts/gen_train_fixtures.py), .npy data, the progress bar, and the usage errors.
+# Usage: cli_train.sh PATH/TO/linnx
+set -u
+bin=${1:?usage: cli_train.sh PATH/TO/linnx}
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib_cli.sh"
+
+# $1 = linnx arguments (shell words); expected stdout in $cli_tmp/want. Each line: the text before
+# ':' (or the words before the last for `step K loss V`) exactly, the numbers within rtol 1e-5.
+check_close() {
+    local got rc
+    got=$(eval "\"$bin\" $1" 2>"$cli_tmp/err"); rc=$?
+    printf '%s\n' "$got" >"$cli_tmp/got"
+    if [ $rc -eq 0 ] && awk -v tol=1e-5 '
+        function split_line(s, parts) {   # label and numbers
+            if (index(s, ":") > 0) { parts[1] = substr(s, 1, index(s, ":")); parts[2] = substr(s, index(s, ":") + 1) }
+            else { n = split(s, w, " "); parts[1] = ""; for (i = 1; i < n; i++) parts[1] = parts[1] w[i] " "; parts[2] = w[n] }
+        }
+        NR == FNR { want[FNR] = $0; nw = FNR; next }
+        { got[FNR] = $0; ng = FNR }
+        END {
+            if (ng != nw) exit 1
+            for (k = 1; k <= nw; k++) {
+                split_line(want[k], a); split_line(got[k], b)
+                if (a[1] != b[1]) exit 1
+                n = split(a[2], x, " "); m = split(b[2], y, " ")
+                if (n != m) exit 1
+                for (i = 1; i <= n; i++) {
+                    d = x[i] - y[i]; if (d < 0) d = -d
+                    s = x[i] < 0 ? -x[i] : x[i]
+                    if (d > tol * s + 1e-7) exit 1
+                }
+            }
+        }' "$cli_tmp/want" "$cli_tmp/got"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: linnx $1 (exit $rc)"; cat "$cli_tmp/err"
+        diff "$cli_tmp/got" "$cli_tmp/want" | head -6
+    fi
+}
+
+want() { printf '%s\n' "$@" >"$cli_tmp/want"; }
+
+# ---- hand-computed: pred = k x + b from k = b = 0, x = (1, 2), y = (2, 4), l2_loss mean.
+# r = pred - y = (-2, -4): loss = 0.5 (4 + 16) / 2 = 5, dk = mean(r x) = -5, db = mean(r) = -3.
+# sgd(0.1): k = 0.5, b = 0.3; r = (-1.2, -2.7): loss 0.5 (1.44 + 7.29) / 2 = 2.1825,
+# dk = -3.3, db = -1.95: k = 0.83, b = 0.495; r = (-0.675, -1.845): loss 0.9649125.
+# sgd(0.1, momentum=0.9): step 2's trace = g2 + 0.9 g1 = (-7.8, -4.65): k = 1.28, b = 0.765;
+# r = (0.045, -0.675): loss 0.5 (0.002025 + 0.455625) / 2 = 0.1144125.
+D="--x 1,2 --x-shape 2,1 --y 2,4 --y-shape 2,1 --loss l2_loss"
+LZ="'linen.Dense(1, kernel_init=linen.initializers.zeros)'"
+NZ="'nnx.Linear(1, 1, kernel_init=nnx.initializers.zeros)'"
+TL="'bridge.to_linen(nnx.Linear, 1, 1, kernel_init=nnx.initializers.zeros)'"
+TN="'bridge.ToNNX(linen.Dense(1, kernel_init=linen.initializers.zeros))'"
+want 'loss float32[]: 5' 'params/kernel float32[1,1]: -5' 'params/bias float32[1]: -3'
+check_close "grad $LZ --seed 0 $D"
+want 'loss float32[]: 5' 'params/bias float32[1]: -3' 'params/kernel float32[1,1]: -5'
+check_close "grad $TL --seed 0 $D"
+want 'loss float32[]: 5' 'bias Param float32[1]: -3' 'kernel Param float32[1,1]: -5'
+check_close "grad $NZ --seed 0 $D"
+check_close "grad $TN --seed 0 $D"
+for s in "$LZ" "$NZ" "$TL" "$TN"; do
+    want 'step 0 loss 5' 'step 1 loss 2.1825' 'step 2 loss 0.9649125'
+    check_close "train $s --seed 0 $D --optimizer 'sgd(0.1)' --steps 3"
+    want 'step 0 loss 5' 'step 1 loss 2.1825' 'step 2 loss 0.1144125'
+    check_close "train $s --seed 0 $D --optimizer 'sgd(learning_rate=0.1, momentum=0.9)' --steps 3"
+done
+# .sum() doubles the l2 loss and its gradients
+want 'loss float32[]: 10' 'bias Param float32[1]: -6' 'kernel Param float32[1,1]: -10'
+check_close "grad $NZ --seed 0 $D --reduction sum"
+# zero logits: softmax cross-entropy log 3, sigmoid BCE log 2, squared_error twice l2_loss
+X3="--x 1,2 --x-shape 2,1"
+want 'step 0 loss 1.09861229'
+check_close "train 'nnx.Linear(1, 3, kernel_init=nnx.initializers.zeros)' --seed 0 $X3 --y 0,2 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels --optimizer 'adam(1e-3)' --steps 1"
+check_close "train 'nnx.Linear(1, 3, kernel_init=nnx.initializers.zeros)' --seed 0 $X3 --y 1,0,0,0,0.5,0.5 --y-shape 2,3 --loss optax.losses.softmax_cross_entropy --optimizer 'adam(1e-3)' --steps 1"
+want 'step 0 loss 0.693147181'
+check_close "train 'nnx.Linear(1, 1, kernel_init=nnx.initializers.zeros)' --seed 0 $X3 --y 1,0 --y-shape 2,1 --loss sigmoid_binary_cross_entropy --optimizer 'adamw(3e-4, weight_decay=0.1)' --steps 1"
+want 'step 0 loss 10'
+check_close "train $LZ --seed 0 --x 1,2 --x-shape 2,1 --y 2,4 --y-shape 2,1 --loss squared_error --optimizer 'adam(learning_rate=warmup_cosine_decay_schedule(0.0, 1e-3, 2, 10))' --steps 1"
+
+# ---- a small MLP, grad and adam, full batch and shuffled minibatches, against the numpy reference
+args=""; : >"$cli_tmp/want"
+while IFS= read -r line; do
+    case $line in
+    '#'*) ;;
+    '$ '*) [ -n "$args" ] && check_close "$args"; args=${line#\$ }; : >"$cli_tmp/want" ;;
+    *) printf '%s\n' "$line" >>"$cli_tmp/want" ;;
+    esac
+done <"$here/fixtures/cli_train.txt"
+check_close "$args"
+
+# ---- .npy data: x float64 (2, 1) = 1, 2; y float32 (2, 1) = 2, 4 (the hand-computed case)
+npy() { # file descr shape data-as-printf-escapes
+    local hdr="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
+    while [ $(( (${#hdr} + 11) % 64 )) -ne 0 ]; do hdr="$hdr "; done
+    local len=$(( ${#hdr} + 1 ))
+    printf '\x93NUMPY\x01\x00' >"$1"
+    printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))" >>"$1"
+    printf '%s\n' "$hdr" >>"$1"
+    printf "$4" >>"$1"
+}
+mkdir -p "$cli_tmp/d"
+npy "$cli_tmp/d/x.npy" '<f8' '(2, 1)' '\x00\x00\x00\x00\x00\x00\xf0\x3f\x00\x00\x00\x00\x00\x00\x00\x40'
+npy "$cli_tmp/d/y.npy" '<f4' '(2, 1)' '\x00\x00\x00\x40\x00\x00\x80\x40'
+want 'loss float32[]: 5' 'bias Param float32[1]: -3' 'kernel Param float32[1,1]: -5'
+check_close "grad $NZ --seed 0 --data '$cli_tmp/d' --loss l2_loss"
+check_close "grad $NZ --seed 0 --data '$cli_tmp/d/x.npy,$cli_tmp/d/y.npy' --loss l2_loss"
+
+# ---- the progress bar (forced: stdout is a pipe here): a bar line, then the last step's line
+out=$("$bin" train 'nnx.Linear(1, 1, kernel_init=nnx.initializers.zeros)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 3 --progress)
+if [[ $out == *"3/3"*"steps/s loss"*"ETA"* ]] && [[ $(printf '%s\n' "$out" | tail -1) == "step 2 loss 0.964912"* ]]; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); echo "FAIL: progress bar: $out"
+fi
+
+# ---- bad input: one `linnx:` line, exit 2
+expect_usage_error "unknown loss 'hinge'" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --y 2,4 --loss hinge
+expect_usage_error "--loss is required" grad 'nnx.Linear(1, 1)' --seed 0 --x 1 --y 1
+expect_usage_error "Gradient only defined for scalar-output functions" grad 'nnx.Linear(1, 1)' --seed 0 $D --reduction none
+expect_usage_error "Gradient only defined for scalar-output functions" train 'linen.Dense(1)' --seed 0 $D --reduction none --optimizer 'sgd(0.1)' --steps 1
+expect_usage_error "--optimizer" train 'nnx.Linear(1, 1)' --seed 0 $D --optimizer 'adamx(0.1)' --steps 1
+expect_usage_error "unexpected keyword argument 'mom'" train 'nnx.Linear(1, 1)' --seed 0 $D --optimizer 'sgd(0.1, mom=0.9)' --steps 1
+expect_usage_error "--optimizer is required" train 'nnx.Linear(1, 1)' --seed 0 $D --steps 1
+expect_usage_error "--steps is required" train 'nnx.Linear(1, 1)' --seed 0 $D --optimizer 'sgd(0.1)'
+expect_usage_error "--batch-size: 0" train 'nnx.Linear(1, 1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --batch-size 0
+expect_usage_error "3 values do not fill --x-shape (2, 1)" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2,3 --x-shape 2,1 --y 2,4 --y-shape 2,1 --loss l2_loss
+expect_usage_error "the first axes must agree" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4,5 --y-shape 3,1 --loss l2_loss
+expect_usage_error "l2_loss: sub: operands could not be broadcast together with shapes (2, 2) (2, 3)" grad 'nnx.Linear(1, 2)' --seed 0 --x 1,2 --x-shape 2,1 --y 1,2,3,4,5,6 --y-shape 2,3 --loss l2_loss
+expect_usage_error "(2, 3)" grad 'nnx.Linear(2, 3)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4 --y-shape 2,1 --loss l2_loss
+expect_usage_error "not an integer label" grad 'nnx.Linear(1, 3)' --seed 0 --x 1,2 --x-shape 2,1 --y 0.5,1 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
+expect_usage_error "unknown module" grad 'torch.Linear(1, 1)' --seed 0 $D
+expect_usage_error "neither a directory" grad 'nnx.Linear(1, 1)' --seed 0 --data /nonexistent --loss l2_loss
+expect_usage_error "is not a .npy file" grad 'nnx.Linear(1, 1)' --seed 0 --data "$here/lib_cli.sh,$here/lib_cli.sh" --loss l2_loss
+expect_usage_error "--data replaces --x/--y" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/d" --x 1 --loss l2_loss
+# sgd(1e38): the first update overflows to inf; plain runs go on (as JAX does), --debug-nans stops
+want 'step 0 loss 5' 'step 1 loss inf' 'step 2 loss nan'
+check_block "train $NZ --seed 0 $D --optimizer 'sgd(1e38)' --steps 3"
+expect_usage_error "debug_nans: Inf in the updates at 'kernel'" train 'nnx.Linear(1, 1, kernel_init=nnx.initializers.zeros)' --seed 0 $D --optimizer 'sgd(1e38)' --steps 3 --debug-nans
+expect_usage_error "which model" train --seed 0 $D --optimizer 'sgd(0.1)' --steps 1
+cli_finish

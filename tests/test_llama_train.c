@@ -1,0 +1,332 @@
+/* Training the showcase decoder (include/linnx/llama_train.h): both compositions give the same
+ * logits, loss and gradients on the same parameters (and the gradients agree with central finite
+ * differences of the loss in double), MaxText's schedule against its formula, a short run whose
+ * loss falls, exact resume through a msgpack checkpoint file, and checkpoint errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "linnx/box.h"
+#include "linnx/checkpoint.h"
+#include "linnx/llama.h"
+#include "linnx/llama_train.h"
+#include "linnx/lm_data.h"
+#include "linnx/variable.h"
+#include "lx_test.h"
+
+static llama_config small(void) {
+    llama_config c = llama_config_tiny();
+    c.emb_dim = 16;
+    c.num_query_heads = 2;
+    c.num_kv_heads = 1;
+    c.head_dim = 8;
+    c.mlp_dim = 32;
+    c.num_decoder_layers = 2;
+    c.max_target_length = 16;
+    return c;
+}
+
+static llama_model *model(llama_style s, int64_t seed, const llama_config *c) {
+    llama_model *m = NULL;
+    CHECK_EQ_INT(llama_model_new(c, s, seed, &m), LX_OK);
+    return m;
+}
+
+static lx_array *leaf_array(const lx_value *v) {
+    if (!v) return NULL;
+    if (v->kind == LX_V_ARRAY) return v->u.array;
+    if (v->kind == LX_V_VARIABLE) return lx_variable_get_value(v->u.var);
+    if (v->kind == LX_V_BOX) return lx_box_unbox(v->u.box);
+    return NULL;
+}
+
+/* A fixed (2, 9) batch of text bytes. */
+static lx_array *batch(void) {
+    static const char *txt = "the cat sat on the mat and then the dog ran";
+    int32_t t[18];
+    for (int i = 0; i < 18; i++) t[i] = (unsigned char)txt[i + (i >= 9 ? 10 : 0)];
+    return lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){2, 9}, t));
+}
+
+/* Worst |a - b| / (1e-3 + max|b|) over two trees' leaves at the same paths. */
+static double tree_diff(const lx_tree *a, const lx_tree *b, size_t *n) {
+    lx_flat fa = {0};
+    double worst = 0;
+    CHECK_EQ_INT(lx_tree_flatten(a, &fa), LX_OK);
+    *n = fa.len;
+    for (size_t i = 0; i < fa.len; i++) {
+        lx_array *x = leaf_array(&fa.items[i].value), *y = leaf_array(lx_tree_find(b, fa.items[i].path));
+        if (!x || !y || x->size != y->size) {
+            LX_TEST_REPORT_(0, "%s: not in both trees", fa.items[i].path);
+            continue;
+        }
+        double mx = 0, d = 0;
+        for (int64_t k = 0; k < x->size; k++) {
+            mx = fmax(mx, fabs(lx_f32(y)[k]));
+            d = fmax(d, fabs((double)lx_f32(x)[k] - lx_f32(y)[k]));
+        }
+        worst = fmax(worst, d / (1e-3 + mx));
+    }
+    lx_flat_free(&fa);
+    return worst;
+}
+
+static void test_compositions_same_logits_loss_grads(void) {
+    llama_config c = small();
+    llama_model *a = model(LLAMA_LINEN_TOP, 0, &c), *b = model(LLAMA_NNX_TOP, 3, &c);
+    lx_tree *pa = NULL;
+    CHECK_EQ_INT(llama_model_params(a, &pa), LX_OK);
+    CHECK_EQ_INT(llama_model_load_params(b, pa), LX_OK); /* the same parameters in both */
+    lx_array *tok = batch();
+    lx_array *in = lx_slice(tok, 2, (lx_range[]){LX_RANGE_ALL, LX_RANGE(0, 8)});
+    lx_array *la = llama_model_logits(a, in, NULL), *lb = llama_model_logits(b, in, NULL);
+    CHECK(la && lb && la->size == 2 * 8 * 256 && lb->size == la->size);
+    double w = 0;
+    for (int64_t i = 0; la && lb && i < la->size; i++) w = fmax(w, fabs(lx_f32(la)[i] - lx_f32(lb)[i]));
+    LX_TEST_REPORT_(w < 1e-5, "logits differ by %g", w);
+
+    lx_array *va = NULL, *vb = NULL;
+    lx_tree *ga = NULL, *gb = NULL;
+    CHECK_EQ_INT(llama_value_and_grad(a, tok, &va, &ga), LX_OK);
+    CHECK_EQ_INT(llama_value_and_grad(b, tok, &vb, &gb), LX_OK);
+    if (va && vb) {
+        CHECK_NEAR(lx_f32(va)[0], lx_f32(vb)[0], 1e-6);
+        /* a random init predicts bytes at about chance: ln 256 = 5.545 */
+        CHECK(fabs(lx_f32(va)[0] - log(256.0)) < 0.5);
+    }
+    if (ga && gb) {
+        size_t n = 0;
+        double gd = tree_diff(ga, gb, &n);
+        CHECK_EQ_INT(n, 2 * 9 + 3); /* 9 leaves per layer, embedding, decoder_norm, logits_dense */
+        LX_TEST_REPORT_(gd < 1e-4, "Linen and NNX gradients differ (worst relative %g)", gd);
+        /* the Linen gradients keep the LogicallyPartitioned boxes, the NNX ones are Params */
+        const lx_value *qa = lx_tree_find(ga, "decoder/layers_0/self_attention/query/kernel");
+        const lx_value *qb = lx_tree_find(gb, "decoder/layers_0/self_attention/query/kernel");
+        CHECK(qa && qa->kind == LX_V_BOX && qb && qb->kind == LX_V_VARIABLE);
+        /* central differences of the loss in float32 for the largest-gradient element of three leaves */
+        static const char *paths[] = {"decoder/logits_dense/kernel", "decoder/layers_1/mlp/wi_0/kernel",
+                                      "token_embedder/embedding"};
+        for (int p = 0; p < 3; p++) {
+            lx_array *g = leaf_array(lx_tree_find(ga, paths[p]));
+            lx_array *x = leaf_array(lx_tree_find(pa, paths[p]));
+            if (!g || !x) {
+                LX_TEST_REPORT_(0, "%s missing", paths[p]);
+                continue;
+            }
+            int64_t k = 0;
+            for (int64_t i = 0; i < g->size; i++)
+                if (fabs(lx_f32(g)[i]) > fabs(lx_f32(g)[k])) k = i;
+            float x0 = lx_f32(x)[k], h = 1e-2f;
+            double fd[2];
+            for (int s = 0; s < 2; s++) {
+                lx_f32(x)[k] = x0 + (s ? -h : h);
+                size_t mark = lx_pool_open();
+                lx_array *l = llama_model_loss(a, tok);
+                fd[s] = l ? lx_f32(l)[0] : NAN;
+                lx_pool_close(mark);
+            }
+            lx_f32(x)[k] = x0;
+            double num = (fd[0] - fd[1]) / (2.0 * h);
+            LX_TEST_REPORT_(fabs(num - lx_f32(g)[k]) < 0.03 * fabs(lx_f32(g)[k]) + 2e-4,
+                            "%s[%lld]: gradient %g, finite difference %g", paths[p], (long long)k, lx_f32(g)[k], num);
+        }
+    }
+    lx_release(va);
+    lx_release(vb);
+    lx_tree_release(ga);
+    lx_tree_release(gb);
+    lx_tree_release(pa);
+    llama_model_free(a);
+    llama_model_free(b);
+}
+
+/* MaxText's create_learning_rate_schedule, in double (spec/maxtext-decoder.md §D.10). */
+static double maxtext_lr(double lr, int64_t steps, double warm_frac, double final_frac, int64_t step) {
+    int64_t warm = (int64_t)((double)steps * warm_frac), len = steps - warm;
+    if (step < warm) return lr * (double)step / (double)warm;
+    double pct = (double)(step - warm) / (double)(len - 1);
+    if (pct > 1) pct = 1;
+    double a = 0.5 * (cos(3.14159265358979323846 * pct) + 1);
+    return lr * a + lr * final_frac * (1 - a);
+}
+
+static void test_schedule(void) {
+    llama_train_opts o = LLAMA_TRAIN_DEFAULTS;
+    o.steps = 100;
+    o.learning_rate = 3e-3;
+    optax_schedule *s = llama_lr_schedule(&o);
+    CHECK(s != NULL);
+    for (int64_t k = 0; s && k <= 105; k++)
+        LX_TEST_REPORT_(fabs(optax_schedule_eval(s, k) - maxtext_lr(3e-3, 100, 0.1, 0.1, k)) < 1e-9 + 1e-6 * 3e-3,
+                        "step %lld: %.9g vs %.9g", (long long)k, optax_schedule_eval(s, k), maxtext_lr(3e-3, 100, 0.1, 0.1, k));
+    if (s) {
+        CHECK_NEAR(optax_schedule_eval(s, 0), 0.0, 0);
+        CHECK_NEAR(optax_schedule_eval(s, 10), 3e-3, 1e-9); /* the peak right after warmup */
+        CHECK_NEAR(optax_schedule_eval(s, 99), 3e-4, 1e-9); /* the final fraction at the last step */
+    }
+    optax_schedule_release(s);
+    o.steps = 1;
+    lx_clear_error();
+    CHECK(llama_lr_schedule(&o) == NULL);
+    CHECK_ERROR_HAS("steps must be at least 2");
+}
+
+/* k steps on the batches of a fixed key schedule; returns the losses. */
+static void run_steps(llama_trainer *t, const uint8_t *text, int64_t n, int64_t from, int64_t to, float *losses) {
+    lx_key dk = lx_key_from_seed(11);
+    for (int64_t s = from; s < to; s++) {
+        size_t mark = lx_pool_open();
+        lx_array *b = lm_random_batch(text, n, lx_key_fold_in(dk, (uint32_t)s), 4, 17);
+        CHECK_EQ_INT(llama_trainer_step(t, b, &losses[s]), LX_OK);
+        lx_pool_close(mark);
+    }
+}
+
+static uint8_t *corpus(int64_t *n) {
+    static const char *line = "to be or not to be, that is the question. ";
+    int64_t L = (int64_t)strlen(line);
+    *n = 40 * L;
+    uint8_t *b = malloc((size_t)*n);
+    for (int64_t i = 0; b && i < *n; i++) b[i] = (uint8_t)line[i % L];
+    return b;
+}
+
+static void test_loss_falls(void) {
+    llama_config c = small();
+    int64_t n;
+    uint8_t *text = corpus(&n);
+    for (int style = 0; style < 2; style++) {
+        llama_model *m = model((llama_style)style, 0, &c);
+        llama_train_opts o = LLAMA_TRAIN_DEFAULTS;
+        o.steps = 40;
+        o.learning_rate = 1e-2;
+        llama_trainer *t = NULL;
+        CHECK_EQ_INT(llama_trainer_new(m, &o, &t), LX_OK);
+        float losses[40] = {0};
+        if (t) run_steps(t, text, n, 0, 40, losses);
+        CHECK_EQ_INT(llama_trainer_step_count(t), 40);
+        /* a repeated sentence: from chance (ln 256) to well under the byte-unigram entropy */
+        double ent = lm_unigram_entropy(text, n);
+        LX_TEST_REPORT_(losses[0] > 5.0 && losses[39] < 0.6 * ent, "style %d: loss %g -> %g (unigram entropy %g)", style,
+                        losses[0], losses[39], ent);
+        llama_trainer_free(t);
+        llama_model_free(m);
+    }
+    free(text);
+}
+
+static void test_resume_equal(void) {
+    llama_config c = small();
+    int64_t n;
+    uint8_t *text = corpus(&n);
+    llama_train_opts o = LLAMA_TRAIN_DEFAULTS;
+    o.steps = 8;
+    o.learning_rate = 1e-2;
+    /* uninterrupted */
+    llama_model *a = model(LLAMA_LINEN_TOP, 5, &c);
+    llama_trainer *ta = NULL;
+    CHECK_EQ_INT(llama_trainer_new(a, &o, &ta), LX_OK);
+    float la[8] = {0}, lb[8] = {0};
+    if (ta) run_steps(ta, text, n, 0, 8, la);
+    /* 4 steps, a checkpoint file, a new process's worth of objects, 4 more */
+    char path[] = "/tmp/lx_llama_resume_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
+    llama_model *b = model(LLAMA_LINEN_TOP, 5, &c);
+    llama_trainer *tb = NULL;
+    CHECK_EQ_INT(llama_trainer_new(b, &o, &tb), LX_OK);
+    if (tb) run_steps(tb, text, n, 0, 4, lb);
+    lx_tree *st = NULL;
+    CHECK_EQ_INT(llama_trainer_state(tb, &st), LX_OK);
+    CHECK_EQ_INT(lx_ckpt_save(path, st, LX_CKPT_MSGPACK), LX_OK);
+    lx_tree_release(st);
+    llama_trainer_free(tb);
+    llama_model_free(b);
+    lx_tree *back = NULL;
+    CHECK_EQ_INT(lx_ckpt_load(path, &back), LX_OK);
+    /* the NNX top continues the Linen top's run: the checkpoint holds plain arrays */
+    for (int style = 0; style < 2; style++) {
+        llama_model *r = model((llama_style)style, 99, &c);
+        llama_trainer *tr = NULL;
+        CHECK_EQ_INT(llama_trainer_new(r, &o, &tr), LX_OK);
+        CHECK_EQ_INT(llama_trainer_load_state(tr, back), LX_OK);
+        CHECK_EQ_INT(llama_trainer_step_count(tr), 4);
+        float lr_[8] = {0};
+        memcpy(lr_, lb, sizeof lr_);
+        if (tr) run_steps(tr, text, n, 4, 8, lr_);
+        for (int i = 0; i < 8; i++)
+            LX_TEST_REPORT_(style == 1 ? fabs(lr_[i] - la[i]) < 1e-5 : bits_of(lr_[i]) == bits_of(la[i]),
+                            "style %d step %d: resumed loss %.9g, uninterrupted %.9g", style, i + 1, lr_[i], la[i]);
+        if (style == 0) {
+            lx_tree *p1 = NULL, *p2 = NULL;
+            CHECK_EQ_INT(llama_model_params(a, &p1), LX_OK);
+            CHECK_EQ_INT(llama_model_params(r, &p2), LX_OK);
+            size_t k;
+            CHECK(tree_diff(p1, p2, &k) == 0);
+            lx_tree_release(p1);
+            lx_tree_release(p2);
+        }
+        llama_trainer_free(tr);
+        llama_model_free(r);
+    }
+    /* a model of another size: a clear error, nothing changed */
+    llama_config c2 = c;
+    c2.emb_dim = 32;
+    llama_model *w = model(LLAMA_LINEN_TOP, 0, &c2);
+    llama_trainer *tw = NULL;
+    CHECK_EQ_INT(llama_trainer_new(w, &o, &tw), LX_OK);
+    CHECK_FAILS(llama_trainer_load_state(tw, back), LX_ERR_SHAPE,
+                "a model of another size: emb_dim is 16 in the checkpoint, 32 in this model");
+    CHECK_EQ_INT(llama_trainer_step_count(tw), 0);
+    CHECK_FAILS(llama_model_load_checkpoint(w, back), LX_ERR_SHAPE, "emb_dim is 16 in the checkpoint");
+    /* a longer max_target_length samples from the same parameters; training on needs the same */
+    llama_config c3 = c;
+    c3.max_target_length = 32;
+    llama_model *longer = model(LLAMA_NNX_TOP, 0, &c3);
+    CHECK_EQ_INT(llama_model_load_checkpoint(longer, back), LX_OK);
+    llama_trainer *tl = NULL;
+    CHECK_EQ_INT(llama_trainer_new(longer, &o, &tl), LX_OK);
+    CHECK_FAILS(llama_trainer_load_state(tl, back), LX_ERR_SHAPE, "max_target_length is 16 in the checkpoint, 32 in this model");
+    llama_trainer_free(tl);
+    llama_model_free(longer);
+    /* a checkpoint without its config */
+    lx_tree *noconf = lx_tree_copy(back);
+    CHECK_EQ_INT(lx_tree_delete(noconf, "config"), LX_OK);
+    CHECK_FAILS(llama_trainer_load_state(tw, noconf), LX_ERR_NOT_FOUND, "no 'config' map");
+    /* the right config with a parameter of the wrong shape (the config lies) */
+    llama_model *ok = model(LLAMA_LINEN_TOP, 0, &c);
+    llama_trainer *tok = NULL;
+    CHECK_EQ_INT(llama_trainer_new(ok, &o, &tok), LX_OK);
+    lx_tree *bad = lx_tree_copy(back);
+    lx_array *z = lx_array_new(LX_F32, 2, (int64_t[]){3, 3});
+    CHECK_EQ_INT(lx_tree_set_path(bad, "params/params/decoder/decoder_norm/scale", lx_array_v(z)), LX_OK);
+    lx_release(z);
+    lx_clear_error();
+    CHECK(llama_trainer_load_state(tok, bad) != LX_OK);
+    CHECK_ERROR_HAS("decoder_norm/scale");
+    CHECK_EQ_INT(llama_trainer_step_count(tok), 0);
+    lx_tree_release(bad);
+    lx_tree_release(noconf);
+    llama_trainer_free(tok);
+    llama_model_free(ok);
+    llama_trainer_free(tw);
+    llama_model_free(w);
+    lx_tree_release(back);
+    unlink(path);
+    llama_trainer_free(ta);
+    llama_model_free(a);
+    free(text);
+}
+
+int main(void) {
+    RUN(test_compositions_same_logits_loss_grads);
+    RUN(test_schedule);
+    RUN(test_loss_falls);
+    RUN(test_resume_equal);
+    optax_release_buffers();
+    lx_pool_drain();
+    return lx_test_finish();
+}

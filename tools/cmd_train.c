@@ -1,0 +1,127 @@
+/* `linnx train SPEC --seed S ... --loss L --optimizer 'adam(1e-3)' --steps N [--batch-size B]`:
+ * one `step K loss V` line per step, V the loss of the parameters step K starts from. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "linnx/optax.h"
+#include "linnx/train.h"
+#include "train_cli.h"
+
+static const char TRAIN_USAGE[] =
+    "usage: linnx train SPEC (--seed S | --key K0,K1) [--x64] (--x V --x-shape S --y V --y-shape S |\n"
+    "                   --data DIR | --data X.npy,Y.npy) --loss NAME [--reduction mean|sum]\n"
+    "                   --optimizer EXPR --steps N [--batch-size B] [--shuffle-seed S] [--progress|--plain]\n"
+    "                   [--debug-nans]\n"
+    "  SPEC, data and --loss as for `linnx grad` (linnx grad --help).\n"
+    "  --optimizer: an optax expression: 'adam(1e-3)', 'sgd(0.1, momentum=0.9)',\n"
+    "    'adamw(3e-4, weight_decay=0.1)', 'adam(warmup_cosine_decay_schedule(0.0, 1e-3, 10, 100))',\n"
+    "    'chain(clip_by_global_norm(1.0), adam(1e-3))', ...\n"
+    "  Linen models train a TrainState (create, apply_gradients); NNX models an\n"
+    "  nnx.Optimizer(model, tx, wrt=nnx.Param).\n"
+    "  --batch-size B < the number of examples N: minibatches of B rows, N // B per epoch (the rest\n"
+    "    dropped, as the Flax examples do), epoch e in the order\n"
+    "    jax.random.permutation(jax.random.fold_in(key(shuffle_seed), e), N); the shuffle seed\n"
+    "    defaults to --seed. Without it every step uses the whole data.\n"
+    "  Prints `step K loss V` for K = 0..N-1 (V: the loss before step K's update, so step 0 is the\n"
+    "  initial loss). On a terminal a progress bar (steps/s, loss, ETA) replaces the lines, then the\n"
+    "  last step's line is printed; --plain forces lines, --progress forces the bar.\n"
+    "  --debug-nans: stop at the first NaN/Inf in the gradients or updates, naming the leaf (as\n"
+    "    jax_debug_nans would; the parameters stay those of the last good step).\n";
+
+/* A loss as Python prints a float32 at %.9g: nan, inf, -inf (not glibc's -nan). */
+static void print_step(int64_t k, float v) {
+    if (isnan(v)) printf("step %lld loss nan\n", (long long)k);
+    else printf("step %lld loss %.9g\n", (long long)k, v);
+}
+
+int cmd_train(int argc, char **argv) {
+    enum { O_SEED, O_KEY, O_X64, O_X, O_XS, O_Y, O_YS, O_DATA, O_LOSS, O_RED, O_OPT, O_STEPS, O_BS, O_SHUF,
+           O_PROG, O_PLAIN, O_NANS, O_N };
+    cli_opt o[O_N] = {CLI_OPT("seed"),    CLI_OPT("key"),        CLI_FLAG("x64"),   CLI_OPT("x"),
+                      CLI_OPT("x-shape"), CLI_OPT("y"),          CLI_OPT("y-shape"), CLI_OPT("data"),
+                      CLI_OPT("loss"),    CLI_OPT("reduction"),  CLI_OPT("optimizer"), CLI_OPT("steps"),
+                      CLI_OPT("batch-size"), CLI_OPT("shuffle-seed"), CLI_FLAG("progress"), CLI_FLAG("plain"),
+                      CLI_FLAG("debug-nans")};
+    const char *pos[1];
+    int npos;
+    bool help;
+    if (cli_parse(argc, argv, 1, o, O_N, pos, 1, &npos, &help)) return CLI_EXIT_USAGE;
+    if (help) {
+        fputs(TRAIN_USAGE, stdout);
+        return 0;
+    }
+    if (npos != 1) return cli_error("train: which model? (linnx train --help)");
+    if (!o[O_LOSS].seen) return cli_error("train: --loss is required (e.g. --loss l2_loss)");
+    if (!o[O_OPT].seen) return cli_error("train: --optimizer is required (e.g. --optimizer 'adam(1e-3)')");
+    if (!o[O_STEPS].seen) return cli_error("train: --steps is required");
+    lx_key key, shuffle_key;
+    tc_loss loss;
+    int64_t steps, bs = 0, sseed = 0;
+    if (cli_key(&o[O_SEED], &o[O_KEY], &o[O_X64], &key)) return CLI_EXIT_USAGE;
+    shuffle_key = key;
+    if (o[O_SHUF].seen) {
+        if (cli_i64("shuffle-seed", o[O_SHUF].value, &sseed)) return CLI_EXIT_USAGE;
+        shuffle_key = lx_key_from_seed(sseed);
+    }
+    if (cli_i64("steps", o[O_STEPS].value, &steps)) return CLI_EXIT_USAGE;
+    if (steps < 0 || steps > 100000000) return cli_error("--steps: %lld is outside 0..100000000", (long long)steps);
+    if (o[O_BS].seen) {
+        if (cli_i64("batch-size", o[O_BS].value, &bs)) return CLI_EXIT_USAGE;
+        if (bs < 1) return cli_error("--batch-size: %lld is not a positive integer", (long long)bs);
+    }
+    if (tc_loss_parse(o[O_LOSS].value, o[O_RED].value, &loss)) return CLI_EXIT_USAGE;
+    optax_tx *tx = optax_from_string(o[O_OPT].value);
+    if (!tx) {
+        fprintf(stderr, "linnx: --optimizer: %s\n", lx_last_error());
+        return CLI_EXIT_USAGE;
+    }
+    bool was_nans = optax_debug_nans();
+    optax_set_debug_nans(o[O_NANS].seen);
+    tc_data d;
+    int rc = tc_data_load(&o[O_X], &o[O_XS], &o[O_Y], &o[O_YS], &o[O_DATA], &loss, &d);
+    if (rc) {
+        optax_tx_release(tx);
+        return rc;
+    }
+    int64_t n = d.x->shape[0];
+    bool batched = bs > 0 && bs < n;
+    lx_batcher batcher = {0};
+    tc_model *m = NULL;
+    rc = tc_model_new(pos[0], key, d.x, &m);
+    if (rc) optax_tx_release(tx);
+    else if (tc_model_train_begin(m, tx) != LX_OK) rc = cli_lib_error();
+    if (!rc && batched && lx_batcher_init(&batcher, n, bs, false) != LX_OK) rc = cli_lib_error();
+    bool bar = o[O_PROG].seen || (!o[O_PLAIN].seen && isatty(STDOUT_FILENO));
+    tc_progress prog;
+    tc_progress_begin(&prog, steps, bar);
+    float last = 0;
+    for (int64_t k = 0; !rc && k < steps; k++) {
+        size_t mark = lx_pool_open();
+        lx_array *xb = d.x, *yb = d.y;
+        if (batched) {
+            int64_t epoch = k / batcher.nbatches;
+            if (k % batcher.nbatches == 0 &&
+                lx_batcher_shuffle(&batcher, lx_key_fold_in(shuffle_key, (uint32_t)epoch)) != LX_OK)
+                rc = cli_lib_error();
+            lx_array *in[2] = {d.x, d.y}, *outb[2] = {NULL, NULL};
+            if (!rc && !lx_batcher_next(&batcher, 2, in, outb)) rc = cli_lib_error();
+            xb = outb[0];
+            yb = outb[1];
+        }
+        if (!rc && tc_model_train_step(m, xb, yb, &loss, &last) != LX_OK) rc = cli_lib_error();
+        if (!rc) {
+            if (bar) tc_progress_update(&prog, k + 1, last);
+            else print_step(k, last);
+        }
+        lx_pool_close(mark);
+    }
+    tc_progress_end(&prog);
+    if (!rc && bar && steps > 0) print_step(steps - 1, last);
+    lx_batcher_free(&batcher);
+    tc_model_free(m);
+    tc_data_free(&d);
+    optax_set_debug_nans(was_nans);
+    return rc;
+}

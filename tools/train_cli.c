@@ -1,0 +1,661 @@
+/* The shared part of `linnx grad` and `linnx train`: data, losses, models, printing, progress.
+ * See train_cli.h. */
+#include "train_cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "linnx/autodiff.h"
+#include "linnx/box.h"
+#include "linnx/losses.h"
+#include "linnx/nnx_layers.h"
+#include "linnx/optax.h"
+#include "linnx/to_linen.h"
+#include "linnx/to_nnx.h"
+#include "linnx/train.h"
+#include "linnx/variable.h"
+#include "params.h"
+
+/* ------------------------------------------------------------------ losses */
+
+static const struct {
+    const char *name;
+    tc_loss_kind kind;
+} LOSSES[] = {
+    {"l2_loss", TC_L2_LOSS},
+    {"squared_error", TC_SQUARED_ERROR},
+    {"softmax_cross_entropy", TC_SOFTMAX_CE},
+    {"softmax_cross_entropy_with_integer_labels", TC_SOFTMAX_CE_INT},
+    {"sigmoid_binary_cross_entropy", TC_SIGMOID_BCE},
+};
+#define NLOSSES (sizeof LOSSES / sizeof LOSSES[0])
+
+int tc_loss_parse(const char *name, const char *reduction, tc_loss *out) {
+    const char *n = name;
+    if (!strncmp(n, "optax.", 6)) n += 6;
+    if (!strncmp(n, "losses.", 7)) n += 7;
+    bool found = false;
+    for (size_t i = 0; i < NLOSSES; i++)
+        if (!strcmp(n, LOSSES[i].name)) {
+            out->kind = LOSSES[i].kind;
+            found = true;
+        }
+    if (!found)
+        return cli_error("--loss: unknown loss '%s' (l2_loss, squared_error, softmax_cross_entropy, "
+                         "softmax_cross_entropy_with_integer_labels, sigmoid_binary_cross_entropy)",
+                         name);
+    if (!reduction || !strcmp(reduction, "mean")) out->reduction = TC_MEAN;
+    else if (!strcmp(reduction, "sum")) out->reduction = TC_SUM;
+    else if (!strcmp(reduction, "none")) out->reduction = TC_NONE;
+    else return cli_error("--reduction: '%s' is not mean, sum or none", reduction);
+    return 0;
+}
+
+lx_array *tc_loss_eval(const tc_loss *l, lx_array *pred, lx_array *y) {
+    lx_array *e = NULL;
+    switch (l->kind) {
+    case TC_L2_LOSS: e = optax_l2_loss(pred, y); break;
+    case TC_SQUARED_ERROR: e = optax_squared_error(pred, y); break;
+    case TC_SOFTMAX_CE: e = optax_softmax_cross_entropy(pred, y); break;
+    case TC_SOFTMAX_CE_INT: e = optax_softmax_cross_entropy_with_integer_labels(pred, y); break;
+    case TC_SIGMOID_BCE: e = optax_sigmoid_binary_cross_entropy(pred, y); break;
+    }
+    if (l->reduction == TC_MEAN) return lx_mean(e, LX_ALL_AXES, false);
+    if (l->reduction == TC_SUM) return lx_sum(e, LX_ALL_AXES, false);
+    return e;
+}
+
+/* ------------------------------------------------------------------ data */
+
+void tc_data_free(tc_data *d) {
+    lx_release(d->x);
+    lx_release(d->y);
+    d->x = d->y = NULL;
+}
+
+/* "1,2.5,-3", also "(1, 2.5, -3)" or "[...]": *n numbers in a new buffer (*out, caller frees). */
+static int number_list(const char *opt, const char *s, double **out, int64_t *n) {
+    size_t len = strlen(s);
+    const char *start = s, *stop = s + len;
+    while (start < stop && *start == ' ') start++;
+    while (stop > start && stop[-1] == ' ') stop--;
+    if (stop - start >= 2 && ((*start == '(' && stop[-1] == ')') || (*start == '[' && stop[-1] == ']'))) {
+        start++;
+        stop--;
+    }
+    int64_t cap = 1;
+    for (const char *p = start; p < stop; p++) cap += *p == ',';
+    double *v = malloc((size_t)cap * sizeof *v);
+    if (!v) return cli_error("out of memory");
+    int64_t count = 0;
+    const char *p = start;
+    for (int64_t i = 0; i < cap; i++) {
+        const char *comma = memchr(p, ',', (size_t)(stop - p));
+        const char *end = comma ? comma : stop;
+        while (p < end && *p == ' ') p++;
+        const char *e = end;
+        while (e > p && e[-1] == ' ') e--;
+        char buf[64];
+        size_t tl = (size_t)(e - p);
+        if (tl == 0 && !comma && i == cap - 1 && i > 0) break; /* a trailing comma: (1,) */
+        if (tl == 0 || tl >= sizeof buf) {
+            free(v);
+            return cli_error("--%s: '%s' is not a list of numbers", opt, s);
+        }
+        memcpy(buf, p, tl);
+        buf[tl] = '\0';
+        if (cli_f64(opt, buf, &v[count])) {
+            free(v);
+            return CLI_EXIT_USAGE;
+        }
+        count++;
+        p = comma ? comma + 1 : stop;
+    }
+    *out = v;
+    *n = count;
+    return 0;
+}
+
+/* VALUES reshaped to SHAPE (the element counts must agree); int32 when `ints`. */
+static int array_arg(const char *name, const cli_opt *vals, const cli_opt *shape, bool ints, lx_array **out) {
+    char sopt[32];
+    snprintf(sopt, sizeof sopt, "%s-shape", name);
+    if (!vals->seen) return cli_error("--%s is required (or --data)", name);
+    double *v = NULL;
+    int64_t n = 0;
+    int rc = number_list(name, vals->value, &v, &n);
+    if (rc) return rc;
+    int64_t dims[LX_MAX_DIMS];
+    int ndim = 1;
+    dims[0] = n;
+    if (shape->seen && cli_shape(sopt, shape->value, dims, &ndim)) {
+        free(v);
+        return CLI_EXIT_USAGE;
+    }
+    int64_t size = 1;
+    for (int i = 0; i < ndim; i++) size *= dims[i];
+    if (size != n) {
+        char sb[128];
+        free(v);
+        return cli_error("--%s: %lld values do not fill --%s %s (%lld elements)", name, (long long)n, sopt,
+                         lx_shape_str(ndim, dims, sb, sizeof sb), (long long)size);
+    }
+    if (ndim == 0) {
+        free(v);
+        return cli_error("--%s-shape: the data needs an example axis (a shape of at least one dimension)", name);
+    }
+    lx_array *a = lx_array_new(ints ? LX_I32 : LX_F32, ndim, dims);
+    if (!a) {
+        free(v);
+        return cli_lib_error();
+    }
+    for (int64_t i = 0; i < n; i++) {
+        if (ints) {
+            if (v[i] != floor(v[i]) || fabs(v[i]) > 2147483647.0) {
+                double bad = v[i];
+                lx_release(a);
+                free(v);
+                return cli_error("--%s: %.9g is not an integer label", name, bad);
+            }
+            lx_i32(a)[i] = (int32_t)v[i];
+        } else {
+            lx_f32(a)[i] = (float)v[i];
+        }
+    }
+    free(v);
+    *out = a;
+    return 0;
+}
+
+/* The header dict's value for `key` ('descr': '<f4' -> "<f4"), copied into buf. */
+static bool npy_field(const char *hdr, const char *key, char *buf, size_t cap) {
+    char pat[32];
+    snprintf(pat, sizeof pat, "'%s':", key);
+    const char *p = strstr(hdr, pat);
+    if (!p) return false;
+    p += strlen(pat);
+    while (*p == ' ') p++;
+    size_t n = 0;
+    if (*p == '\'') {
+        p++;
+        while (p[n] && p[n] != '\'') n++;
+    } else if (*p == '(') {
+        while (p[n] && p[n] != ')') n++;
+        if (p[n] == ')') n++;
+    } else {
+        while (p[n] && p[n] != ',' && p[n] != '}') n++;
+    }
+    if (n >= cap) return false;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    return true;
+}
+
+lx_array *tc_npy_read(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cli_error("--data: cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    unsigned char pre[12];
+    lx_array *a = NULL;
+    char *hdr = NULL;
+    void *raw = NULL;
+    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6)) {
+        cli_error("--data: %s is not a .npy file", path);
+        goto done;
+    }
+    size_t hlen = pre[8] | (size_t)pre[9] << 8;
+    if (pre[6] >= 2) {
+        if (fread(pre + 10, 1, 2, f) != 2) {
+            cli_error("--data: %s: truncated header", path);
+            goto done;
+        }
+        hlen |= (size_t)pre[10] << 16 | (size_t)pre[11] << 24;
+    }
+    if (hlen > (1u << 20) || !(hdr = calloc(1, hlen + 1)) || fread(hdr, 1, hlen, f) != hlen) {
+        cli_error("--data: %s: bad header", path);
+        goto done;
+    }
+    char descr[16], fo[16], shape_s[256];
+    if (!npy_field(hdr, "descr", descr, sizeof descr) || !npy_field(hdr, "fortran_order", fo, sizeof fo) ||
+        !npy_field(hdr, "shape", shape_s, sizeof shape_s)) {
+        cli_error("--data: %s: header without descr, fortran_order or shape", path);
+        goto done;
+    }
+    if (strcmp(fo, "False")) {
+        cli_error("--data: %s: Fortran-order arrays are not supported (save with np.ascontiguousarray)", path);
+        goto done;
+    }
+    int64_t dims[LX_MAX_DIMS];
+    int ndim = 0;
+    char sopt[300];
+    snprintf(sopt, sizeof sopt, "data: %s: shape", path);
+    if (cli_shape(sopt, shape_s, dims, &ndim)) goto done;
+    size_t esize = 0;
+    bool is_float = false;
+    if (!strcmp(descr, "<f4") || !strcmp(descr, "<f8")) is_float = true;
+    else if (strcmp(descr, "<i4") && strcmp(descr, "<i8") && strcmp(descr, "|b1") && strcmp(descr, "|u1")) {
+        cli_error("--data: %s: dtype '%s' is not supported (float32/float64/int32/int64/bool/uint8)", path, descr);
+        goto done;
+    }
+    esize = descr[2] - '0';
+    if (ndim == 0) {
+        cli_error("--data: %s: the data needs an example axis (a scalar was saved)", path);
+        goto done;
+    }
+    a = lx_array_new(is_float ? LX_F32 : LX_I32, ndim, dims);
+    if (!a) {
+        cli_lib_error();
+        goto done;
+    }
+    raw = malloc((size_t)a->size * esize + 1);
+    if (!raw || fread(raw, esize, (size_t)a->size, f) != (size_t)a->size) {
+        cli_error("--data: %s: fewer values than its shape holds", path);
+        lx_release(a);
+        a = NULL;
+        goto done;
+    }
+    for (int64_t i = 0; i < a->size; i++) {
+        const unsigned char *p = (const unsigned char *)raw + (size_t)i * esize;
+        if (is_float && esize == 4) memcpy(&lx_f32(a)[i], p, 4);
+        else if (is_float) {
+            double d;
+            memcpy(&d, p, 8);
+            lx_f32(a)[i] = (float)d;
+        } else if (esize == 4) memcpy(&lx_i32(a)[i], p, 4);
+        else if (esize == 8) {
+            int64_t v;
+            memcpy(&v, p, 8);
+            lx_i32(a)[i] = (int32_t)v;
+        } else lx_i32(a)[i] = p[0];
+    }
+done:
+    free(raw);
+    free(hdr);
+    fclose(f);
+    return a;
+}
+
+/* float32 <-> int32 so the arrays match what the loss and the model read. */
+static int coerce(const char *what, lx_array **a, lx_dtype want) {
+    if ((*a)->dtype == want) return 0;
+    lx_array *b = lx_array_new(want, (*a)->ndim, (*a)->shape);
+    if (!b) return cli_lib_error();
+    for (int64_t i = 0; i < b->size; i++) {
+        double v = lx_array_get(*a, i);
+        if (want == LX_I32) {
+            if (v != floor(v)) {
+                lx_release(b);
+                return cli_error("--data: %s holds %.9g, not an integer label", what, v);
+            }
+            lx_i32(b)[i] = (int32_t)v;
+        } else lx_f32(b)[i] = (float)v;
+    }
+    lx_release(*a);
+    *a = b;
+    return 0;
+}
+
+int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, const cli_opt *y_shape,
+                 const cli_opt *data, const tc_loss *loss, tc_data *out) {
+    memset(out, 0, sizeof *out);
+    bool int_labels = loss->kind == TC_SOFTMAX_CE_INT;
+    int rc = 0;
+    if (data->seen) {
+        if (x->seen || y->seen || x_shape->seen || y_shape->seen)
+            return cli_error("--data replaces --x/--y: give one or the other");
+        char xp[4096], yp[4096];
+        const char *comma = strchr(data->value, ',');
+        struct stat st;
+        if (comma) {
+            snprintf(xp, sizeof xp, "%.*s", (int)(comma - data->value), data->value);
+            snprintf(yp, sizeof yp, "%s", comma + 1);
+        } else if (stat(data->value, &st) == 0 && S_ISDIR(st.st_mode)) {
+            snprintf(xp, sizeof xp, "%s/x.npy", data->value);
+            snprintf(yp, sizeof yp, "%s/y.npy", data->value);
+        } else {
+            return cli_error("--data: '%s' is neither a directory holding x.npy and y.npy nor X.npy,Y.npy",
+                             data->value);
+        }
+        if (!(out->x = tc_npy_read(xp)) || !(out->y = tc_npy_read(yp))) rc = CLI_EXIT_USAGE;
+        if (!rc) rc = coerce("y", &out->y, int_labels ? LX_I32 : LX_F32);
+    } else {
+        rc = array_arg("x", x, x_shape, false, &out->x);
+        if (!rc) rc = array_arg("y", y, y_shape, int_labels, &out->y);
+    }
+    if (!rc && out->x->shape[0] != out->y->shape[0])
+        rc = cli_error("x has %lld examples and y has %lld: the first axes must agree",
+                       (long long)out->x->shape[0], (long long)out->y->shape[0]);
+    if (rc) tc_data_free(out);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ models */
+
+typedef struct ctor_ctx {
+    lx_initializer inits[32];
+    int ninits;
+} ctor_ctx;
+
+struct tc_model {
+    bool nnx;
+    lx_key key;
+    /* Linen */
+    linen_module *linen;
+    lx_tree *vars;             /* every collection */
+    bool has_stats;            /* a batch_stats collection: applied as mutable */
+    linen_train_state *state;  /* while training */
+    uint32_t step;
+    /* NNX */
+    nnx_module *module;
+    nnx_rngs *rngs;
+    linen_module *inner;       /* ToNNX's Linen module */
+    nnx_optimizer *opt;
+    nnx_filter param_filter;
+    ctor_ctx *ctor;            /* to_linen's constructor arguments */
+};
+
+static int ctor_value(void *ctx, spec_node *v, lx_value *out) {
+    ctor_ctx *c = ctx;
+    if (c->ninits == 32) return cli_error("too many arguments");
+    lx_initializer *slot = &c->inits[c->ninits];
+    int rc = params_init_arg(v, true, slot);
+    if (rc == 0) c->ninits++;
+    if (rc >= 0) {
+        if (!rc) *out = lx_ptr_v("initializer", slot);
+        return rc;
+    }
+    char err[200];
+    if (spec_to_value(v, out, err, sizeof err)) return cli_error("%s", err);
+    return 0;
+}
+
+/* x as the model reads it: int32 token ids when it starts with an Embed. */
+static lx_array *model_input(lx_array *x, bool ids) {
+    if (!ids || x->dtype == LX_I32) return x;
+    lx_array *b = lx_array_new(LX_I32, x->ndim, x->shape);
+    if (!b) return NULL;
+    for (int64_t i = 0; i < b->size; i++) lx_i32(b)[i] = (int32_t)lx_f32(x)[i];
+    return lx_autorelease(b);
+}
+
+static bool g_ids; /* the current model reads token ids (set by tc_model_new) */
+
+static int build_linen(spec_node *spec, tc_model *m, lx_array *x) {
+    int rc = params_linen_module(spec, &m->linen, &g_ids);
+    if (rc) return rc;
+    lx_array *xi = model_input(x, g_ids);
+    if (!xi || linen_init(m->linen, LINEN_KEY(m->key), &LX_ARGS(xi), NULL, &m->vars) != LX_OK) return cli_lib_error();
+    return 0;
+}
+
+static int build_to_linen(spec_node *spec, tc_model *m, lx_array *x) {
+    char buf[200];
+    const char *name = spec->nargs > 0 && !spec->args[0].name ? spec_suffix(spec->args[0].value, "nnx.") : NULL;
+    const nnx_type *t = name && spec->args[0].value->kind == SPEC_NAME ? nnx_layer_type(name) : NULL;
+    if (!t)
+        return cli_error("bridge.to_linen needs an NNX class first, e.g. bridge.to_linen(nnx.Linear, 4, 8): %s",
+                         spec_str(spec, buf, sizeof buf));
+    lx_value args[32];
+    lx_kwarg kw[32];
+    lx_call ctor;
+    if (!(m->ctor = calloc(1, sizeof *m->ctor))) return cli_error("out of memory");
+    int rc = params_call_args(spec, 1, ctor_value, m->ctor, 32, args, kw, &ctor);
+    if (rc) return rc;
+    if (bridge_to_linen(t, &ctor, NULL, &m->linen) != LX_OK ||
+        linen_init(m->linen, LINEN_KEY(m->key), &LX_ARGS(x), NULL, &m->vars) != LX_OK)
+        return cli_lib_error();
+    return 0;
+}
+
+static int build_nnx(spec_node *spec, tc_model *m, lx_array *x) {
+    nnx_stream_spec stream = {"default", true, 0, m->key};
+    if (nnx_rngs_new(1, &stream, &m->rngs) != LX_OK) return cli_lib_error();
+    m->nnx = true;
+    if (spec_suffix(spec, "nnx.")) return params_nnx_module(spec, m->rngs, &m->module);
+    char buf[200];
+    if (spec->nargs != 1 || spec->args[0].name || !spec_suffix(spec->args[0].value, "linen."))
+        return cli_error("bridge.ToNNX takes one Linen module, e.g. bridge.ToNNX(linen.Dense(8)): %s",
+                         spec_str(spec, buf, sizeof buf));
+    int rc = params_linen_module(spec->args[0].value, &m->inner, &g_ids);
+    if (rc) return rc;
+    lx_array *xi = model_input(x, g_ids);
+    if (!xi || bridge_to_nnx_new(m->inner, m->rngs, NULL, &m->module) != LX_OK ||
+        bridge_lazy_init(m->module, NULL, &LX_ARGS(xi)) != LX_OK)
+        return cli_lib_error();
+    return 0;
+}
+
+int tc_model_new(const char *text, lx_key key, lx_array *x, tc_model **out) {
+    char err[256];
+    spec_node *spec = NULL;
+    if (spec_parse(text, &spec, err, sizeof err)) return cli_error("%s: %s", text, err);
+    tc_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        spec_free(spec);
+        return cli_error("out of memory");
+    }
+    m->key = key;
+    m->param_filter = NNX_OF_TYPE(&lx_Param);
+    g_ids = false;
+    const char *bridge = spec_suffix(spec, "bridge.");
+    int rc;
+    if (spec_suffix(spec, "linen.")) rc = build_linen(spec, m, x);
+    else if (spec_suffix(spec, "nnx.")) rc = build_nnx(spec, m, x);
+    else if (bridge && spec->kind == SPEC_CALL && !strcmp(bridge, "to_linen")) rc = build_to_linen(spec, m, x);
+    else if (bridge && spec->kind == SPEC_CALL && !strcmp(bridge, "ToNNX")) rc = build_nnx(spec, m, x);
+    else rc = cli_error("unknown module '%s' (linen.*, nnx.*, bridge.to_linen(...), bridge.ToNNX(...))",
+                        spec->s ? spec->s : text);
+    spec_free(spec);
+    if (!rc && !m->nnx) {
+        const lx_value *p = lx_tree_get(m->vars, "params");
+        if (!p || p->kind != LX_V_TREE) rc = cli_error("%s has no parameters to differentiate", text);
+        m->has_stats = lx_tree_get(m->vars, "batch_stats") != NULL;
+    }
+    if (rc) {
+        tc_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void tc_model_free(tc_model *m) {
+    if (!m) return;
+    linen_train_state_free(m->state);
+    nnx_optimizer_free(m->opt);
+    lx_tree_release(m->vars);
+    linen_module_release(m->linen);
+    nnx_module_release(m->module);
+    linen_module_release(m->inner);
+    if (m->rngs) nnx_rngs_release(m->rngs);
+    free(m->ctor);
+    free(m);
+}
+
+typedef struct loss_ctx {
+    tc_model *m;
+    lx_array *x, *y;
+    const tc_loss *l;
+} loss_ctx;
+
+static lx_status linen_loss(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
+    loss_ctx *c = user;
+    lx_tree *v = lx_tree_copy(c->m->vars);
+    if (!v) return lx_last_status();
+    lx_status st = lx_tree_set(v, "params", lx_tree_v((lx_tree *)params));
+    linen_opts opts = {.mutable = LINEN_MUTABLE("batch_stats"), .mutable_given = true};
+    lx_value out = lx_none();
+    lx_tree *mut = NULL;
+    lx_key dropout = lx_key_fold_in(c->m->key, c->m->step);
+    lx_array *xi = model_input(c->x, g_ids);
+    if (st == LX_OK && !xi) st = lx_last_status();
+    if (st == LX_OK)
+        st = linen_apply(c->m->linen, v, &LX_ARGS(xi), LINEN_RNGS({"dropout", dropout}),
+                         c->m->has_stats ? &opts : NULL, &out, c->m->has_stats ? &mut : NULL);
+    lx_tree_release(v);
+    if (st == LX_OK && out.kind != LX_V_ARRAY) st = lx_fail(LX_ERR_TYPE, "the model's output is not an array");
+    if (st == LX_OK) {
+        *loss = tc_loss_eval(c->l, out.u.array, c->y);
+        if (!*loss) st = lx_last_status();
+    }
+    lx_value_free(&out);
+    if (st == LX_OK && aux) *aux = mut;
+    else lx_tree_release(mut);
+    return st;
+}
+
+static lx_status nnx_loss(nnx_module *model, void *user, lx_array **loss) {
+    loss_ctx *c = user;
+    lx_value out = lx_none();
+    lx_array *xi = model_input(c->x, g_ids);
+    if (!xi) return lx_last_status();
+    lx_status st = nnx_call(model, NULL, &LX_ARGS(xi), &out);
+    if (st == LX_OK && out.kind != LX_V_ARRAY) st = lx_fail(LX_ERR_TYPE, "the model's output is not an array");
+    if (st == LX_OK) {
+        *loss = tc_loss_eval(c->l, out.u.array, c->y);
+        if (!*loss) st = lx_last_status();
+    }
+    lx_value_free(&out);
+    return st;
+}
+
+/* Carry the new batch_stats forward (Linen). */
+static lx_status take_stats(tc_model *m, lx_tree *aux) {
+    if (!aux) return LX_OK;
+    const lx_value *bs = lx_tree_get(aux, "batch_stats");
+    lx_status st = LX_OK;
+    if (bs) {
+        lx_tree *v = lx_tree_copy(m->vars);
+        if (!v) st = lx_last_status();
+        else if ((st = lx_tree_set(v, "batch_stats", *bs)) == LX_OK) {
+            lx_tree_release(m->vars);
+            m->vars = v;
+        } else lx_tree_release(v);
+    }
+    lx_tree_release(aux);
+    return st;
+}
+
+lx_status tc_model_grad(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, lx_array **value, lx_tree **grads) {
+    loss_ctx c = {m, x, y, l};
+    if (m->nnx) return nnx_value_and_grad(m->module, &m->param_filter, nnx_loss, &c, value, grads);
+    lx_tree *g = NULL;
+    LX_TRY(linen_value_and_grad(linen_loss, &c, lx_tree_get(m->vars, "params")->u.tree, value, &g, NULL));
+    lx_tree *t = lx_tree_new();
+    lx_status st = t ? lx_tree_set(t, "params", lx_tree_v(g)) : lx_last_status();
+    lx_tree_release(g);
+    if (st != LX_OK) {
+        lx_tree_release(t);
+        lx_release(*value);
+        *value = NULL;
+        return st;
+    }
+    *grads = t;
+    return LX_OK;
+}
+
+lx_status tc_model_train_begin(tc_model *m, optax_tx *tx) {
+    if (m->nnx) return nnx_optimizer_new(m->module, tx, &m->param_filter, &m->opt);
+    return linen_train_state_create(m->linen, lx_tree_get(m->vars, "params")->u.tree, tx, &m->state);
+}
+
+lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, float *loss) {
+    loss_ctx c = {m, x, y, l};
+    lx_array *value = NULL;
+    lx_tree *grads = NULL;
+    lx_status st;
+    if (m->nnx) {
+        st = nnx_value_and_grad(m->module, &m->param_filter, nnx_loss, &c, &value, &grads);
+        if (st == LX_OK) st = nnx_optimizer_update(m->opt, m->module, grads, NULL);
+    } else {
+        lx_tree *aux = NULL;
+        linen_train_state *next = NULL;
+        st = linen_value_and_grad(linen_loss, &c, m->state->params, &value, &grads, &aux);
+        if (st == LX_OK) st = linen_train_state_apply_gradients(m->state, grads, &next);
+        if (st == LX_OK) {
+            linen_train_state_free(m->state);
+            m->state = next;
+            st = take_stats(m, aux);
+        } else lx_tree_release(aux);
+        /* the variables the next step applies see the new params */
+        if (st == LX_OK) st = lx_tree_set(m->vars, "params", lx_tree_v(m->state->params));
+    }
+    if (st == LX_OK) *loss = lx_f32(value)[0];
+    m->step++;
+    lx_release(value);
+    lx_tree_release(grads);
+    return st;
+}
+
+/* ------------------------------------------------------------------ printing */
+
+int tc_print_tree(const lx_tree *t) {
+    lx_flat flat = {0};
+    if (lx_tree_flatten(t, &flat) != LX_OK) return cli_lib_error();
+    for (size_t i = 0; i < flat.len; i++) {
+        const lx_value *v = &flat.items[i].value;
+        const lx_variable *var = v->kind == LX_V_VARIABLE ? v->u.var : NULL;
+        const lx_array *a = v->kind == LX_V_ARRAY ? v->u.array
+                          : v->kind == LX_V_BOX ? lx_box_unbox(v->u.box)
+                          : var ? lx_variable_get_value(var)
+                          : NULL;
+        if (!a) continue;
+        char note[256];
+        params_print_leaf(flat.items[i].path, var, a, params_sharding_note(v, note, sizeof note));
+    }
+    lx_flat_free(&flat);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ progress bar */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void tc_progress_begin(tc_progress *p, int64_t total, bool active) {
+    p->total = total;
+    p->start = now_s();
+    p->last_draw = -1;
+    p->active = active;
+}
+
+static void hms(double s, char *buf, size_t cap) {
+    if (!(s >= 0) || s > 359999) s = 359999;
+    int t = (int)(s + 0.5);
+    snprintf(buf, cap, "%02d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+}
+
+void tc_progress_update(tc_progress *p, int64_t done, double loss) {
+    if (!p->active) return;
+    double t = now_s();
+    if (done < p->total && p->last_draw >= 0 && t - p->last_draw < 0.1) return;
+    p->last_draw = t;
+    double el = t - p->start, rate = el > 0 ? (double)done / el : 0;
+    char eta[16];
+    hms(rate > 0 ? (double)(p->total - done) / rate : -1, eta, sizeof eta);
+    enum { W = 30 };
+    char bar[W + 1];
+    int fill = p->total > 0 ? (int)(W * done / p->total) : W;
+    for (int i = 0; i < W; i++) bar[i] = i < fill ? '#' : '.';
+    bar[W] = '\0';
+    fprintf(stdout, "\r[%s] %lld/%lld %.1f steps/s loss %.6g ETA %s\033[K", bar, (long long)done,
+            (long long)p->total, rate, loss, eta);
+    fflush(stdout);
+}
+
+void tc_progress_end(tc_progress *p) {
+    if (!p->active) return;
+    fputs("\n", stdout);
+    fflush(stdout);
+}

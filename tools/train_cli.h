@@ -1,0 +1,90 @@
+/* tools/train_cli.h - what `linnx grad` and `linnx train` share: the data (--x/--y or --data), the
+ * loss (--loss, --reduction), a model built from any `linnx params` spec with its value_and_grad
+ * and its optimizer step, and a small progress bar.
+ *
+ * Models. A spec of the linen. family, or bridge.to_linen(...), is a Linen module: init(key, x)
+ * gives the variables; the gradient is jax.grad of the loss w.r.t. the 'params' collection (the
+ * other collections are constants; batch_stats is applied as mutable and carried forward when it
+ * exists), printed with the collection first (params/Dense_0/kernel) as `linnx params` does, and
+ * training runs a flax.training.train_state.TrainState. A spec of the nnx. family, or
+ * bridge.ToNNX(linen...) (lazy_init on x), is an NNX module built with nnx.Rngs(key): the gradient
+ * is nnx.grad w.r.t. nnx.Param (paths of nnx.state(model, nnx.Param)), and training runs
+ * nnx.Optimizer(model, tx, wrt=nnx.Param).
+ *
+ * Losses: optax.losses by name, reduced as loss(...).mean() (or .sum(), or not at all: then the
+ * gradient fails as jax.grad does for a non-scalar output).
+ *
+ * Every int function returns 0, or an exit status after printing one `linnx: ...` line.
+ */
+#ifndef LINNX_TOOLS_TRAIN_CLI_H
+#define LINNX_TOOLS_TRAIN_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cli.h"
+#include "linnx/linnx.h"
+
+/* ---- the loss ---- */
+typedef enum tc_loss_kind {
+    TC_L2_LOSS,
+    TC_SQUARED_ERROR,
+    TC_SOFTMAX_CE,
+    TC_SOFTMAX_CE_INT,
+    TC_SIGMOID_BCE,
+} tc_loss_kind;
+typedef enum tc_reduction { TC_MEAN, TC_SUM, TC_NONE } tc_reduction;
+typedef struct tc_loss {
+    tc_loss_kind kind;
+    tc_reduction reduction;
+} tc_loss;
+/* --loss NAME (an `optax.losses.` / `optax.` prefix is accepted) and --reduction mean|sum|none. */
+int tc_loss_parse(const char *name, const char *reduction, tc_loss *out);
+/* The reduced loss of predictions against targets (pool-owned; NULL + library message). */
+lx_array *tc_loss_eval(const tc_loss *l, lx_array *pred, lx_array *y);
+
+/* ---- the data ---- */
+/* x and y (owned references). y is int32 for softmax_cross_entropy_with_integer_labels (its
+ * values must be integers), float32 otherwise; x is float32 (int32 from an integer .npy). */
+typedef struct tc_data {
+    lx_array *x, *y;
+} tc_data;
+/* From --x VALUES --x-shape SHAPE --y VALUES --y-shape SHAPE, or --data DIR (DIR/x.npy and
+ * DIR/y.npy) or --data X.npy,Y.npy. Each array's first axis is the example axis; x and y must
+ * have the same number of examples. */
+int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, const cli_opt *y_shape,
+                 const cli_opt *data, const tc_loss *loss, tc_data *out);
+void tc_data_free(tc_data *d);
+/* Read a .npy file (format 1.0-3.0, C order; <f4 <f8 as float32, <i4 <i8 as int32, |b1 |u1 as
+ * int32): an owned array, or NULL after printing the error. */
+lx_array *tc_npy_read(const char *path);
+
+/* ---- the model ---- */
+typedef struct tc_model tc_model;
+/* Build and initialise the model SPEC describes (with x as the example input). */
+int tc_model_new(const char *spec, lx_key key, lx_array *x, tc_model **out);
+void tc_model_free(tc_model *m);
+/* The loss value and the gradient tree (both owned by the caller) on (x, y), without changing the
+ * parameters; Linen gradients come as {"params": grads}. */
+lx_status tc_model_grad(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, lx_array **value,
+                        lx_tree **grads);
+/* Start training with tx (taken). */
+lx_status tc_model_train_begin(tc_model *m, optax_tx *tx);
+/* One step: *loss = the loss of the parameters the step starts from, then the update. */
+lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, float *loss);
+
+/* ---- printing ---- */
+/* `path [Type ]dtype[shape]: v0 v1 ...` for every leaf of a tree (the `linnx params` lines). */
+int tc_print_tree(const lx_tree *t);
+
+/* ---- a progress bar (steps/s, loss, ETA) for terminals ---- */
+typedef struct tc_progress {
+    int64_t total;
+    double start, last_draw;
+    bool active;
+} tc_progress;
+void tc_progress_begin(tc_progress *p, int64_t total, bool active);
+void tc_progress_update(tc_progress *p, int64_t done, double loss);
+void tc_progress_end(tc_progress *p);
+
+#endif
