@@ -211,6 +211,19 @@ static lx_status per_axis(const char *name, const lx_ints *t, int rank, int64_t 
     return LX_OK;
 }
 
+/* lax's own check of window_strides / lhs_dilation / rhs_dilation, which Flax's Conv meets at call time. */
+static lx_status per_axis_positive(const char *name, const char *lax, const lx_ints *t, int rank, int64_t *out) {
+    LX_TRY(per_axis(name, t, rank, out));
+    for (int i = 0; i < rank; i++)
+        if (out[i] < 1) {
+            char b[160];
+            return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                           "conv_general_dilated %s must have every element be positive, got %s (Conv %s).", lax,
+                           lx_shape_str(rank, out, b, sizeof b), name);
+        }
+    return LX_OK;
+}
+
 static lx_status conv_padding(const lx_value *p, int rank, lx_padding *out) {
     memset(out, 0, sizeof *out);
     if (p->kind == LX_V_STR) {
@@ -286,9 +299,9 @@ lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x) {
     int rank = c->kernel_size.n;
     lx_conv_params p;
     memset(&p, 0, sizeof p);
-    if (per_axis("strides", &c->strides, rank, p.strides) != LX_OK ||
-        per_axis("input_dilation", &c->input_dilation, rank, p.lhs_dilation) != LX_OK ||
-        per_axis("kernel_dilation", &c->kernel_dilation, rank, p.rhs_dilation) != LX_OK ||
+    if (per_axis_positive("strides", "window_strides", &c->strides, rank, p.strides) != LX_OK ||
+        per_axis_positive("input_dilation", "lhs_dilation", &c->input_dilation, rank, p.lhs_dilation) != LX_OK ||
+        per_axis_positive("kernel_dilation", "rhs_dilation", &c->kernel_dilation, rank, p.rhs_dilation) != LX_OK ||
         conv_padding(&c->padding, rank, &p.padding) != LX_OK)
         return NULL;
     p.feature_group_count = c->feature_group_count;
