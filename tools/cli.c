@@ -18,10 +18,15 @@ int cli_error(const char *fmt, ...) {
     return CLI_EXIT_USAGE;
 }
 
+int cli_oom(const char *what) {
+    fprintf(stderr, "linnx: %s: out of memory\n", what);
+    return CLI_EXIT_FAILURE;
+}
+
 int cli_lib_error(void) {
     lx_status s = lx_last_status();
     fprintf(stderr, "linnx: %s\n", lx_last_error()[0] ? lx_last_error() : "failed");
-    return (s == LX_ERR_NO_MEMORY || s == LX_ERR_IO || s == LX_ERR_INTERNAL) ? 1 : CLI_EXIT_USAGE;
+    return (s == LX_ERR_NO_MEMORY || s == LX_ERR_IO || s == LX_ERR_INTERNAL) ? CLI_EXIT_FAILURE : CLI_EXIT_USAGE;
 }
 
 int cli_parse(int argc, char **argv, int first, cli_opt *opts, int nopts, const char **pos, int maxpos,

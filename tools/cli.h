@@ -19,6 +19,13 @@
 #include "linnx/linnx.h"
 #include "linnx/random.h"
 
+/* Exit statuses, one convention for every subcommand:
+ *   0  success;
+ *   1  the run failed for a reason other than its input: out of memory (wherever it happens: the
+ *      option and spec parsers or the library), I/O, an internal error;
+ *   2  bad usage or bad input (options, specs, shapes, values the library refuses).
+ * Either failure prints exactly one `linnx: ...` line on stderr and nothing on stdout. */
+#define CLI_EXIT_FAILURE 1
 #define CLI_EXIT_USAGE 2
 
 typedef int (*cli_command_fn)(int argc, char **argv);
@@ -37,6 +44,8 @@ int cli_error(const char *fmt, ...)
     ;
 /* Report the library's last error: exit 2 for bad input, 1 for resource/internal failures. */
 int cli_lib_error(void);
+/* Print `linnx: <what>: out of memory`; returns CLI_EXIT_FAILURE. */
+int cli_oom(const char *what);
 
 /* Options: `--name value`, `--name=value`, or `--name` for flags. A value may start with '-'
  * (negative numbers): an option that takes a value always consumes the next word. */

@@ -45,7 +45,7 @@ static int float_list(const char *opt, const char *s, example_args *a) {
     int n = 1;
     for (const char *p = start; p < stop; p++) n += *p == ',';
     a->x = malloc((size_t)n * sizeof *a->x);
-    if (!a->x) return cli_error("out of memory");
+    if (!a->x) return cli_oom("--x");
     const char *p = start;
     int count = 0;
     for (int i = 0; i < n; i++) {

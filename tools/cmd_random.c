@@ -58,7 +58,7 @@ int cmd_key(int argc, char **argv) {
         if (cli_i64("split", o[K_SPLIT].value, &n)) return CLI_EXIT_USAGE;
         if (n < 0 || n > (1 << 24)) return cli_error("--split: %lld is outside 0..16777216", (long long)n);
         lx_key *ks = malloc((size_t)(n ? n : 1) * sizeof *ks);
-        if (!ks) return cli_error("out of memory");
+        if (!ks) return cli_oom("--split");
         if (lx_key_split(key, n, o[K_LEGACY].seen, ks) != LX_OK) {
             free(ks);
             return cli_lib_error();

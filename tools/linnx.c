@@ -1,8 +1,10 @@
 /* linnx command-line program: a dispatcher over the subcommand table of tools/commands.h. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "linnx/fault.h"
 
 #define LINNX_COMMAND(name, fn, summary) int fn(int argc, char **argv);
 #include "commands.h"
@@ -35,6 +37,11 @@ int main(int argc, char **argv) {
             int rc = COMMANDS[i].run(argc - 1, argv + 1);
             lx_pool_close(mark);
             lx_pool_drain();
+            /* For the fault-injection sweeps (tests/cli_fault.sh): how many library allocations
+             * the run made, so a sweep knows where to stop. */
+            if (getenv("LINNX_ALLOC_STATS"))
+                fprintf(stderr, "linnx: %lld allocations%s\n", (long long)lx_fault_count(),
+                        lx_fault_fired() ? " (an injected failure fired)" : "");
             return rc;
         }
     return cli_error("unknown command '%s' (try linnx --help)", argv[1]);

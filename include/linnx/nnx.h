@@ -211,8 +211,9 @@ lx_status nnx_clone(nnx_module *m, nnx_module **out);
  * None) are not visited. A callback returning non-OK stops the walk with that status. */
 typedef lx_status (*nnx_visit_fn)(const char *path, const lx_value *node, void *user);
 lx_status nnx_iter_graph(nnx_module *m, nnx_visit_fn fn, void *user);
-/* Set `initializing` on every module in the graph (lazy_init). */
-void nnx_set_initializing(nnx_module *m, bool on);
+/* Set `initializing` on every module in the graph (lazy_init). All or nothing: on failure (out
+ * of memory for the walk) no flag has changed. */
+lx_status nnx_set_initializing(nnx_module *m, bool on);
 /* A per-thread counter bumped by every structural change made through this API (setattr,
  * delattr, list append/clear, update inserting a new path). Callers that cache a module's
  * Variable list (the bridge's ToLinen) compare it before and after running a method; direct
