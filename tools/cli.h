@@ -68,13 +68,31 @@ int cli_parse(int argc, char **argv, int first, cli_opt *opts, int nopts, const 
 int cli_i64(const char *opt, const char *s, int64_t *out);
 int cli_u32(const char *opt, const char *s, uint32_t *out);
 int cli_f64(const char *opt, const char *s, double *out);
-/* "4,8" / "(4, 8)" / "" (a scalar, or the empty tuple); at most `max` entries. */
+/* Exactly "N,N,..." (no spaces, no parentheses, no empty entries), or "()" or "" for the empty
+ * tuple (a scalar's shape); at most `max` entries. Anything else ("(1 2)", "1)2", ",", "2,3,,")
+ * is a usage error. Numbers take no leading space either: --seed ' 1' is refused. */
 int cli_i64_list(const char *opt, const char *s, int64_t *out, int max, int *n);
 /* A shape: a list of non-negative dims. */
 int cli_shape(const char *opt, const char *s, int64_t *shape, int *ndim);
 
 /* The key of `--seed S [--x64]` or `--key K0,K1` (exactly one of the two). */
 int cli_key(const cli_opt *seed, const cli_opt *key, const cli_opt *x64, lx_key *out);
+
+/* Size limits (checked before allocating, so a small command line cannot ask for gigabytes):
+ * every array a command makes, from a shape on its command line or a size in a spec, holds at
+ * most CLI_DEFAULT_MAX_ARRAY_BYTES (1 GiB) unless the global option --max-array-bytes N[K|M|G]
+ * (anywhere on the line; 0 = no limit) says otherwise. A shape given on the command line over
+ * the limit is a usage error naming the limit and the option; an array made inside the library
+ * over it fails like an allocation (exit 1), its message naming the limit
+ * (lx_set_max_array_bytes, linnx/fault.h). */
+#define CLI_DEFAULT_MAX_ARRAY_BYTES ((size_t)1 << 30)
+extern size_t cli_max_array_bytes;
+/* Parse "N", "NK", "NM", "NG" (powers of 1024) into bytes; 0 or CLI_EXIT_USAGE. */
+int cli_bytes(const char *opt, const char *s, size_t *out);
+/* 0 when an array of `ndim` dims `shape` of `elsize`-byte elements fits the limit, else prints
+ * "--opt: float32 (1, 2147483648) needs 8589934592 bytes, over the limit ..." and returns
+ * CLI_EXIT_USAGE. */
+int cli_check_size(const char *opt, int ndim, const int64_t *shape, size_t elsize);
 
 /* Print an array as described above; 0 on success. */
 int cli_print_array(const lx_array *a);

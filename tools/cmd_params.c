@@ -86,7 +86,9 @@ int cmd_params(int argc, char **argv) {
     memset(&req, 0, sizeof req);
     if (cli_key(&o[P_SEED], &o[P_KEY], &o[P_X64], &req.key)) return CLI_EXIT_USAGE;
     if (o[P_SHAPE].seen) {
-        if (cli_shape("input-shape", o[P_SHAPE].value, req.shape, &req.ndim)) return CLI_EXIT_USAGE;
+        if (cli_shape("input-shape", o[P_SHAPE].value, req.shape, &req.ndim) ||
+            cli_check_size("input-shape", req.ndim, req.shape, 4))
+            return CLI_EXIT_USAGE;
         req.has_shape = true;
     }
     spec_node *spec = NULL;

@@ -141,7 +141,7 @@ int cmd_random(int argc, char **argv) {
     if (!o[R_SHAPE].seen) return cli_error("random: --shape is required ('' for a scalar)");
     int64_t shape[LX_MAX_DIMS];
     int ndim;
-    if (cli_shape("shape", o[R_SHAPE].value, shape, &ndim)) return CLI_EXIT_USAGE;
+    if (cli_shape("shape", o[R_SHAPE].value, shape, &ndim) || cli_check_size("shape", ndim, shape, 4)) return CLI_EXIT_USAGE;
     lx_random_set_legacy(o[R_LEGACY].seen);
     lx_array *a = NULL;
     float x, y;
@@ -270,7 +270,7 @@ int cmd_init(int argc, char **argv) {
     if (!o[I_SHAPE].seen) return cli_error("init: --shape is required");
     int64_t shape[LX_MAX_DIMS];
     int ndim;
-    if (cli_shape("shape", o[I_SHAPE].value, shape, &ndim)) return CLI_EXIT_USAGE;
+    if (cli_shape("shape", o[I_SHAPE].value, shape, &ndim) || cli_check_size("shape", ndim, shape, 4)) return CLI_EXIT_USAGE;
     lx_random_set_legacy(o[I_LEGACY].seen);
     lx_array *a = lx_init_apply(&it, key, dtype, ndim, shape);
     if (!a) return cli_lib_error();

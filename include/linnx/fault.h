@@ -1,4 +1,4 @@
-/* linnx/fault.h - allocation fault injection, for testing that every allocation failure turns
+/* linnx/fault.h - allocation fault injection and the array size limit, for testing that every allocation failure turns
  * into a clean error (SQLite's malloc test, in small).
  *
  * Built in when CMake's LINNX_FAULT_INJECTION is ON (the default): every malloc, calloc, realloc
@@ -16,6 +16,7 @@
 #define LINNX_FAULT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -31,6 +32,13 @@ int64_t lx_fault_count(void);
 bool lx_fault_fired(void);
 /* Whether fault injection is compiled in. */
 bool lx_fault_available(void);
+
+/* A resource limit, like SQLite's hard heap limit: an array whose data would need more than
+ * `bytes` fails to allocate (LX_ERR_NO_MEMORY, the message naming the size and the limit).
+ * 0 (the default) means no limit. Abstract arrays (shape only) are not limited. Process-wide.
+ * The linnx CLI sets 1 GiB unless given --max-array-bytes. */
+void lx_set_max_array_bytes(size_t bytes);
+size_t lx_max_array_bytes(void);
 
 #ifdef __cplusplus
 }

@@ -2,6 +2,7 @@
 #include "linnx/array.h"
 
 #include "checked.h"
+#include "linnx/fault.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -95,10 +96,23 @@ void lx_set_alloc_hook(lx_alloc_hook fn, void *user) {
     alloc_hook_user = user;
 }
 
+static _Atomic size_t max_array_bytes; /* 0: no limit (linnx/fault.h) */
+
+void lx_set_max_array_bytes(size_t bytes) { atomic_store(&max_array_bytes, bytes); }
+size_t lx_max_array_bytes(void) { return atomic_load(&max_array_bytes); }
+
 lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape) {
     lx_array *a = array_header(dtype, ndim, shape);
     if (!a) return NULL;
-    size_t bytes = (size_t)a->size * lx_dtype_size(dtype);
+    size_t bytes = (size_t)a->size * lx_dtype_size(dtype), limit = atomic_load(&max_array_bytes);
+    if (limit && bytes > limit) {
+        char b[128];
+        lx_fail(LX_ERR_NO_MEMORY, "array: %s array of shape %s needs %zu bytes, over the limit of %zu bytes per array",
+                lx_dtype_name(dtype), lx_shape_str(ndim, shape, b, sizeof b), bytes, limit);
+        free(a);
+        atomic_fetch_sub(&lx_live_arrays, 1);
+        return NULL;
+    }
     if (alloc_hook) alloc_hook(bytes, alloc_hook_user);
     size_t rounded = (bytes + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN;
     if (rounded == 0) rounded = LX_ALIGN;
