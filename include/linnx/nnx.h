@@ -97,6 +97,11 @@ struct nnx_type {
     size_t config_offset;        /* where the config struct lives inside the module struct */
     const nnx_method *methods;
     int nmethods;
+    /* Optional, parallel to `methods`: each method's Python signature without self, e.g.
+     * "inputs, *, deterministic=None, rngs=None" (NULL array or entry: the method checks its own
+     * arguments). A call Python would refuse fails with Python's TypeError text before the
+     * method runs: "Linear.__call__() got an unexpected keyword argument 'foo'". */
+    const char *const *method_sigs;
     /* Constructor: config is already bound from the call; build Variables and children.
      * `rngs` may be NULL (a module that needs none). */
     lx_status (*init)(nnx_module *self, const lx_call *call, nnx_rngs *rngs);

@@ -150,7 +150,7 @@ static lx_status mha_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method MHA_METHODS[] = {LINEN_METHOD("__call__", mha_call)};
 const linen_type linen_MultiHeadDotProductAttention = {
     .name = "MultiHeadDotProductAttention", .config_size = sizeof(linen_mha_config), .fields = MHA_FIELDS,
-    .nfields = LL_NFIELDS(MHA_FIELDS), .methods = MHA_METHODS, .nmethods = 1,
+    .nfields = LL_NFIELDS(MHA_FIELDS), .methods = MHA_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"inputs_q, inputs_k=None, inputs_v=None, *, inputs_kv=None, mask=None, deterministic=None, sow_weights=False"},
 };
 
 lx_array *linen_self_attention(linen_scope *s, const char *name, int64_t num_heads, lx_array *x,

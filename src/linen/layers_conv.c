@@ -166,7 +166,7 @@ static lx_status conv_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method CONV_METHODS[] = {LINEN_METHOD("__call__", conv_call)};
 const linen_type linen_Conv = {
     .name = "Conv", .config_size = sizeof(linen_conv_config), .fields = CONV_FIELDS,
-    .nfields = LL_NFIELDS(CONV_FIELDS), .methods = CONV_METHODS, .nmethods = 1,
+    .nfields = LL_NFIELDS(CONV_FIELDS), .methods = CONV_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"inputs"},
 };
 
 lx_array *linen_conv(linen_scope *s, const char *name, int64_t features, int nkernel,

@@ -34,7 +34,7 @@ static lx_status dense_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method DENSE_METHODS[] = {LINEN_METHOD("__call__", dense_call)};
 const linen_type linen_Dense = {
     .name = "Dense", .config_size = sizeof(linen_dense_config), .fields = DENSE_FIELDS,
-    .nfields = LL_NFIELDS(DENSE_FIELDS), .methods = DENSE_METHODS, .nmethods = 1,
+    .nfields = LL_NFIELDS(DENSE_FIELDS), .methods = DENSE_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"inputs"},
 };
 
 lx_array *linen_dense(linen_scope *s, const char *name, int64_t features, lx_array *x) {
@@ -134,7 +134,7 @@ static lx_status dg_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method DG_METHODS[] = {LINEN_METHOD("__call__", dg_call)};
 const linen_type linen_DenseGeneral = {
     .name = "DenseGeneral", .config_size = sizeof(linen_dense_general_config), .fields = DG_FIELDS,
-    .nfields = LL_NFIELDS(DG_FIELDS), .methods = DG_METHODS, .nmethods = 1,
+    .nfields = LL_NFIELDS(DG_FIELDS), .methods = DG_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"inputs"},
 };
 
 lx_array *linen_dense_general(linen_scope *s, const char *name, int nfeatures, const int64_t *features,

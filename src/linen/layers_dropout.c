@@ -30,7 +30,7 @@ static lx_status dropout_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method DROPOUT_METHODS[] = {LINEN_METHOD("__call__", dropout_call)};
 const linen_type linen_Dropout = {
     .name = "Dropout", .config_size = sizeof(linen_dropout_config), .fields = DROPOUT_FIELDS,
-    .nfields = LL_NFIELDS(DROPOUT_FIELDS), .methods = DROPOUT_METHODS, .nmethods = 1,
+    .nfields = LL_NFIELDS(DROPOUT_FIELDS), .methods = DROPOUT_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"inputs, deterministic=None"},
 };
 
 lx_array *linen_dropout(linen_scope *s, const char *name, double rate, bool deterministic, lx_array *x) {

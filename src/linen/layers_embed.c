@@ -55,7 +55,7 @@ static lx_status embed_attend(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method EMBED_METHODS[] = {LINEN_METHOD("__call__", embed_call), LINEN_METHOD("attend", embed_attend)};
 const linen_type linen_Embed = {
     .name = "Embed", .config_size = sizeof(linen_embed_config), .fields = EMBED_FIELDS,
-    .nfields = LL_NFIELDS(EMBED_FIELDS), .methods = EMBED_METHODS, .nmethods = 2, .setup = embed_setup,
+    .nfields = LL_NFIELDS(EMBED_FIELDS), .methods = EMBED_METHODS, .nmethods = 2, .method_sigs = (const char *const[]){"inputs", "query"}, .setup = embed_setup,
 };
 
 lx_array *linen_embed(linen_scope *s, const char *name, int64_t num_embeddings, int64_t features,

@@ -56,7 +56,7 @@ static lx_status ln_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method LN_METHODS[] = {LINEN_METHOD("__call__", ln_call)};
 const linen_type linen_LayerNorm = {
     .name = "LayerNorm", .config_size = sizeof(linen_layer_norm_config), .fields = LN_FIELDS,
-    .nfields = LL_NFIELDS(LN_FIELDS), .methods = LN_METHODS, .nmethods = 1,
+    .nfields = LL_NFIELDS(LN_FIELDS), .methods = LN_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"x"},
 };
 
 lx_array *linen_layer_norm(linen_scope *s, const char *name, lx_array *x) {
@@ -92,7 +92,7 @@ static lx_status rms_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method RMS_METHODS[] = {LINEN_METHOD("__call__", rms_call)};
 const linen_type linen_RMSNorm = {
     .name = "RMSNorm", .config_size = sizeof(linen_rms_norm_config), .fields = RMS_FIELDS,
-    .nfields = LL_NFIELDS(RMS_FIELDS), .methods = RMS_METHODS, .nmethods = 1,
+    .nfields = LL_NFIELDS(RMS_FIELDS), .methods = RMS_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"x"},
 };
 
 lx_array *linen_rms_norm(linen_scope *s, const char *name, lx_array *x) {
@@ -181,7 +181,7 @@ static lx_status bn_call(linen_scope *s, const lx_call *c, lx_value *out) {
 static const linen_method BN_METHODS[] = {LINEN_METHOD("__call__", bn_call)};
 const linen_type linen_BatchNorm = {
     .name = "BatchNorm", .config_size = sizeof(linen_batch_norm_config), .fields = BN_FIELDS,
-    .nfields = LL_NFIELDS(BN_FIELDS), .methods = BN_METHODS, .nmethods = 1,
+    .nfields = LL_NFIELDS(BN_FIELDS), .methods = BN_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"x, use_running_average=None, *, mask=None"},
 };
 
 lx_array *linen_batch_norm(linen_scope *s, const char *name, bool use_running_average, lx_array *x) {

@@ -758,6 +758,12 @@ static lx_status update_one(nnx_module *root, const char *path, const lx_value *
 lx_status nnx_update(nnx_module *m, int nstates, lx_tree *const *states) {
     LX_TRY(check_module(m, "update"));
     if (nstates < 0 || (nstates && !states)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "update: bad state list");
+    /* A NULL state is the result of a call that failed (the op protocol), never "no update":
+     * refuse it, keeping the earlier message when there is one. */
+    for (int i = 0; i < nstates; i++)
+        if (!states[i])
+            return lx_last_status() != LX_OK ? LX_ERR_FAILED_INPUT
+                                             : lx_fail(LX_ERR_FAILED_INPUT, "update: state %d is NULL (an earlier call failed)", i);
     lx_status s = LX_OK;
     /* Check every path first so a bad state changes nothing. */
     for (int pass = 0; pass < 2 && s == LX_OK; pass++)

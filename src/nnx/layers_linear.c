@@ -72,7 +72,7 @@ static const nnx_method LINEAR_METHODS[] = {{"__call__", linear_call}};
 const nnx_type NNX_LINEAR_TYPE = {
     .name = "Linear", .size = sizeof(nnx_linear), .fields = LINEAR_FIELDS, .nfields = 2,
     .config = LINEAR_CONFIG, .nconfig = 8, .config_offset = offsetof(nnx_linear, cfg),
-    .methods = LINEAR_METHODS, .nmethods = 1, .init = linear_init,
+    .methods = LINEAR_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"inputs"}, .init = linear_init,
 };
 
 lx_status nnx_linear_new(int64_t in_features, int64_t out_features, nnx_rngs *rngs, nnx_linear **out) {
@@ -171,7 +171,7 @@ static const nnx_method LINEAR_GENERAL_METHODS[] = {{"__call__", linear_general_
 const nnx_type NNX_LINEAR_GENERAL_TYPE = {
     .name = "LinearGeneral", .size = sizeof(nnx_linear_general), .fields = LINEAR_GENERAL_FIELDS,
     .nfields = 2, .config = LINEAR_GENERAL_CONFIG, .nconfig = 9,
-    .config_offset = offsetof(nnx_linear_general, cfg), .methods = LINEAR_GENERAL_METHODS, .nmethods = 1,
+    .config_offset = offsetof(nnx_linear_general, cfg), .methods = LINEAR_GENERAL_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"inputs"},
     .init = linear_general_init,
 };
 
@@ -326,7 +326,7 @@ static const nnx_method CONV_METHODS[] = {{"__call__", conv_call}};
 const nnx_type NNX_CONV_TYPE = {
     .name = "Conv", .size = sizeof(nnx_conv), .fields = CONV_FIELDS, .nfields = 2,
     .config = CONV_CONFIG, .nconfig = 14, .config_offset = offsetof(nnx_conv, cfg),
-    .methods = CONV_METHODS, .nmethods = 1, .init = conv_init,
+    .methods = CONV_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"inputs"}, .init = conv_init,
 };
 
 /* ------------------------------------------------------------------ Embed */
@@ -388,7 +388,7 @@ static const nnx_method EMBED_METHODS[] = {{"__call__", embed_call}, {"attend", 
 const nnx_type NNX_EMBED_TYPE = {
     .name = "Embed", .size = sizeof(nnx_embed), .fields = EMBED_FIELDS, .nfields = 1,
     .config = EMBED_CONFIG, .nconfig = 5, .config_offset = offsetof(nnx_embed, cfg),
-    .methods = EMBED_METHODS, .nmethods = 2, .init = embed_init,
+    .methods = EMBED_METHODS, .nmethods = 2, .method_sigs = (const char *const[]){"inputs", "query"}, .init = embed_init,
 };
 
 /* ------------------------------------------------------------------ LoRA */
@@ -454,5 +454,5 @@ static const nnx_method LORA_METHODS[] = {{"__call__", lora_call}};
 const nnx_type NNX_LORA_TYPE = {
     .name = "LoRA", .size = sizeof(nnx_lora), .fields = LORA_FIELDS, .nfields = 3,
     .config = LORA_CONFIG, .nconfig = 10, .config_offset = offsetof(nnx_lora, cfg),
-    .methods = LORA_METHODS, .nmethods = 1, .init = lora_init,
+    .methods = LORA_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"x"}, .init = lora_init,
 };

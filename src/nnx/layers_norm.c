@@ -87,12 +87,12 @@ static const nnx_method RMS_NORM_METHODS[] = {{"__call__", rms_norm_call}};
 const nnx_type NNX_LAYER_NORM_TYPE = {
     .name = "LayerNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = 2,
     .config = LAYER_NORM_CONFIG, .nconfig = 11, .config_offset = offsetof(nnx_norm, cfg),
-    .methods = LAYER_NORM_METHODS, .nmethods = 1, .init = norm_init,
+    .methods = LAYER_NORM_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"x"}, .init = norm_init,
 };
 const nnx_type NNX_RMS_NORM_TYPE = {
     .name = "RMSNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = 2,
     .config = RMS_NORM_CONFIG, .nconfig = 11, .config_offset = offsetof(nnx_norm, cfg),
-    .methods = RMS_NORM_METHODS, .nmethods = 1, .init = norm_init,
+    .methods = RMS_NORM_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"x"}, .init = norm_init,
 };
 
 /* ------------------------------------------------------------------ BatchNorm */
@@ -213,5 +213,5 @@ static const nnx_method BATCH_NORM_METHODS[] = {{"__call__", batch_norm_call}};
 const nnx_type NNX_BATCH_NORM_TYPE = {
     .name = "BatchNorm", .size = sizeof(nnx_batch_norm), .fields = BATCH_NORM_FIELDS, .nfields = 4,
     .config = BATCH_NORM_CONFIG, .nconfig = 12, .config_offset = offsetof(nnx_batch_norm, cfg),
-    .methods = BATCH_NORM_METHODS, .nmethods = 1, .init = batch_norm_init,
+    .methods = BATCH_NORM_METHODS, .nmethods = 1, .method_sigs = (const char *const[]){"x, use_running_average=None, *, mask=None"}, .init = batch_norm_init,
 };
