@@ -1,9 +1,11 @@
 # Short commands over CMake. Every target installs missing Debian packages first.
 BUILD ?= build
 SAN_BUILD ?= build-sanitize
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build demo test test-sanitize bench fixtures install clean
+.PHONY: all deps build demo test test-sanitize fuzz bench fixtures install clean
 
 all: build
 
@@ -26,6 +28,12 @@ test-sanitize: deps
 	@cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LINNX_FAULT_STRIDE=4 ctest --output-on-failure -j $(JOBS)
 
+# libFuzzer (clang, ASan + UBSan): every tests/fuzz/fuzz_*.c against the library and the CLI's
+# sources, each run FUZZ_SECONDS on its seed corpus; fails on any finding (scripts/fuzz.sh).
+fuzz:
+	@bash scripts/install-deps.sh --fuzz
+	@bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 bench: build
 	@bash scripts/install-deps.sh --bench
 	@bash scripts/bench.sh $(BUILD)
@@ -39,4 +47,4 @@ install: build
 	@cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)

@@ -2,10 +2,12 @@
 # Install the Debian packages linnx needs, only those that are missing.
 # Called by every Makefile target, so `make demo` and `make test` work on a fresh Debian machine.
 # `install-deps.sh --bench` also installs PyTorch (python3-torch), the peer the benchmarks
-# measure against; nothing else needs it.
+# measure against; nothing else needs it. `install-deps.sh --fuzz` installs clang with its
+# libFuzzer and sanitizer runtimes and OpenMP (clang, libclang-rt-dev, libomp-dev) for `make fuzz`.
 set -euo pipefail
 pkgs=(cmake make gcc pkg-config libopenblas-dev nettle-dev)
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch)
+[ "${1:-}" = "--fuzz" ] && pkgs+=(clang libclang-rt-dev libomp-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

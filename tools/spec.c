@@ -402,8 +402,15 @@ static size_t render(const spec_node *n, char *buf, size_t cap, size_t off) {
     case SPEC_NONE: return put(buf, cap, off, "None");
     case SPEC_BOOL: return put(buf, cap, off, n->b ? "True" : "False");
     case SPEC_INT: return put(buf, cap, off, "%lld", (long long)n->i);
-    case SPEC_FLOAT: return put(buf, cap, off, "%g", n->f);
-    case SPEC_STR: return put(buf, cap, off, "'%s'", n->s);
+    case SPEC_FLOAT: { /* as Python's repr: exact, and still a float when read back ("-0.0", "1e+20") */
+        char f[40];
+        snprintf(f, sizeof f, "%.17g", n->f);
+        return put(buf, cap, off, "%s%s", f, strpbrk(f, ".eninf") ? "" : ".0");
+    }
+    case SPEC_STR: /* quotes and backslashes escaped, so the rendering reads back as the same string */
+        off = put(buf, cap, off, "'");
+        for (const char *c = n->s; *c; c++) off = put(buf, cap, off, *c == '\'' || *c == '\\' ? "\\%c" : "%c", *c);
+        return put(buf, cap, off, "'");
     case SPEC_NAME: return put(buf, cap, off, "%s", n->s);
     case SPEC_TUPLE:
         off = put(buf, cap, off, "(");

@@ -212,7 +212,10 @@ lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *p
         else if (direct)
             st = conv2d_direct_forward(&(conv2d_direct){.n = c.n, .h = c.in[0], .w = c.in[1], .cin = c.cin, .cout = c.cout,
                                                         .kh = c.k[0], .kw = c.k[1], .oh = c.out[0], .ow = c.out[1],
-                                                        .taps = c.ks * c.cin, .sh = c.stride[0], .sw = c.stride[1],
+                                                        .taps = c.ks * c.cin,
+                                                        /* checked-arithmetic: a stride taken at most once is 1 to the
+                                                         * kernel (its row pitch sw * cin must not overflow) */
+                                                        .sh = c.out[0] > 1 ? c.stride[0] : 1, .sw = c.out[1] > 1 ? c.stride[1] : 1,
                                                         .dh = c.rdil[0], .dw = c.rdil[1], .lo_h = c.lo[0], .lo_w = c.lo[1]},
                                        lx_f32(x), lx_f32(kernel), lx_f32(out));
         else
