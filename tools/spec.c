@@ -52,13 +52,17 @@ static char *dup_range(const char *a, const char *b) {
 static spec_node *value(parser *ps, int depth);
 
 static bool push_item(parser *ps, spec_node *t, spec_node *item) {
-    spec_node **p = realloc(t->items, sizeof *p * (size_t)(t->n + 1));
-    if (!p) {
-        fail(ps, "out of memory");
-        spec_free(item);
-        return false;
+    if (t->n == t->cap) { /* doubling: a spec of n items costs O(n), not O(n^2) copies */
+        int ncap = t->cap ? t->cap * 2 : 4;
+        spec_node **p = realloc(t->items, sizeof *p * (size_t)ncap);
+        if (!p) {
+            fail(ps, "out of memory");
+            spec_free(item);
+            return false;
+        }
+        t->items = p;
+        t->cap = ncap;
     }
-    t->items = p;
     t->items[t->n++] = item;
     return true;
 }
@@ -126,14 +130,18 @@ static spec_node *call_args(parser *ps, spec_node *c, int depth) {
             free(kname);
             break;
         }
-        spec_arg *a = realloc(c->args, sizeof *a * (size_t)(c->nargs + 1));
-        if (!a) {
-            free(kname);
-            spec_free(v);
-            fail(ps, "out of memory");
-            break;
+        if (c->nargs == c->argcap) { /* doubling, as push_item */
+            int ncap = c->argcap ? c->argcap * 2 : 4;
+            spec_arg *a = realloc(c->args, sizeof *a * (size_t)ncap);
+            if (!a) {
+                free(kname);
+                spec_free(v);
+                fail(ps, "out of memory");
+                break;
+            }
+            c->args = a;
+            c->argcap = ncap;
         }
-        c->args = a;
         c->args[c->nargs].name = kname;
         c->args[c->nargs].value = v;
         c->nargs++;

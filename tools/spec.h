@@ -43,6 +43,7 @@ struct spec_node {
     spec_node **items;
     int nargs;        /* CALL: arguments in source order */
     spec_arg *args;
+    int cap, argcap;  /* allocated slots of items / args (they grow geometrically: linear work) */
     /* storage for spec_to_value (owned by the node) */
     int64_t *flat;
     const char **strs;
