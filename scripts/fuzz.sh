@@ -20,14 +20,21 @@ libs=($(pkg-config --libs nettle openblas) -lm)
 # Library and CLI objects, rebuilt when their source or any header is newer.
 newest_header=$(ls -t include/linnx/*.h src/*/*.h tools/*.h | head -1)
 objs=()
+jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
+running=0
 for src in src/*/*.c tools/*.c; do
     [ "$src" = tools/linnx.c ] && continue
     obj="$out/obj/$(echo "$src" | tr / _).o"
     if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ "$newest_header" -nt "$obj" ]; then
-        "$CC" "${flags[@]}" -include src/core/fault_inject.h -c "$src" -o "$obj"
+        rm -f "$obj"
+        "$CC" "${flags[@]}" -include src/core/fault_inject.h -c "$src" -o "$obj.tmp" && mv "$obj.tmp" "$obj" &
+        running=$((running + 1))
+        if [ $running -ge "$jobs" ]; then wait -n || true; running=$((running - 1)); fi
     fi
     objs+=("$obj")
 done
+wait
+for o in "${objs[@]}"; do [ -f "$o" ] || { echo "fuzz: failed to compile ${o##*/}" >&2; exit 1; }; done
 
 status=0
 for t in tests/fuzz/fuzz_*.c; do
