@@ -28,8 +28,9 @@ test-sanitize: deps
 	@cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LINNX_FAULT_STRIDE=4 ctest --output-on-failure -j $(JOBS)
 
-# libFuzzer (clang, ASan + UBSan): every tests/fuzz/fuzz_*.c against the library and the CLI's
-# sources, each run FUZZ_SECONDS on its seed corpus; fails on any finding (scripts/fuzz.sh).
+# libFuzzer (clang, ASan + UBSan): every tests/fuzz/fuzz_*.c (spec parser, params pipeline,
+# checkpoint readers) against the library and the CLI's sources, all instrumented, each run
+# FUZZ_SECONDS on its seeds (tests/fuzz/seeds/<name>/); fails on any finding (scripts/fuzz.sh).
 fuzz:
 	@bash scripts/install-deps.sh --fuzz
 	@bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)

@@ -5,7 +5,9 @@
 # measure against; nothing else needs it. `install-deps.sh --fuzz` installs clang with its
 # libFuzzer and sanitizer runtimes and OpenMP (clang, libclang-rt-dev, libomp-dev) for `make fuzz`.
 set -euo pipefail
-pkgs=(cmake make gcc pkg-config libopenblas-dev nettle-dev)
+# libmsgpack-dev: msgpack-c, the Flax msgpack writer; libjansson-dev: safetensors JSON headers;
+# (--fuzz adds clang, libclang-rt-dev, libomp-dev: `make fuzz`.)
+pkgs=(cmake make gcc pkg-config libopenblas-dev nettle-dev libmsgpack-dev libjansson-dev)
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch)
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang libclang-rt-dev libomp-dev)
 missing=()

@@ -225,7 +225,7 @@ static void test_observers(void) {
     CHECK(!lx_prim_observed());
     CHECK_EQ_INT(lx_prim_observe(count_ops, &seen, &h1), LX_OK);
     CHECK_EQ_INT(lx_prim_observe(count_ops, &seen, &h2), LX_OK);
-    lx_prim_event ev = {"add", 0, NULL, NULL, 0, NULL};
+    lx_prim_event ev = {"add", 0, NULL, NULL, 0, NULL, LX_PRIM_ADD, NULL};
     lx_prim_emit(&ev);
     CHECK_EQ_INT(seen, 2);
     lx_prim_unobserve(h1);

@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "linnx/box.h"
+#include "linnx/checkpoint.h"
 #include "linnx/tree.h"
 #include "linnx/variable.h"
 #include "params.h"
@@ -18,6 +19,7 @@ static const params_family PARAMS_FAMILIES[] = {
 
 static const char PARAMS_USAGE[] =
     "usage: linnx params SPEC (--seed S | --key K0,K1) [--x64] [--legacy] [--input-shape D0,D1,...]\n"
+    "                    [--save FILE.msgpack|FILE.safetensors]\n"
     "  SPEC: a Flax-like constructor, e.g. 'linen.Dense(8)', 'linen.Conv(16, (3, 3))',\n"
     "        'linen.Sequential(linen.Dense(8), linen.relu, linen.Dense(2))', 'nnx.Linear(4, 8)',\n"
     "        'nnx.Conv(3, 16, (3, 3))', 'nnx.BatchNorm(8)', 'nnx.Dropout(0.5)',\n"
@@ -31,12 +33,14 @@ static const char PARAMS_USAGE[] =
     "  linen.with_partitioning(INIT, ('in', 'out'), mesh=None),\n"
     "  linen.with_logical_partitioning(INIT, names, mesh=None, rules=(('in', 'data'),)) or\n"
     "  nnx.with_partitioning(INIT, ('in', 'out'), mesh=None) (a mesh by name); sharded leaves end\n"
-    "  with [Partitioned ('in', 'out')] (a Linen box) or [out_sharding ('in', 'out')] (NNX).\n";
+    "  with [Partitioned ('in', 'out')] (a Linen box) or [out_sharding ('in', 'out')] (NNX).\n"
+    "  --save FILE: also write the variables (Variables as their values, nnx.to_pure_dict) as Flax\n"
+    "  msgpack or safetensors by FILE's extension (safetensors names: paths joined with '.').\n";
 
 /* The sharding names a leaf carries, for the line's tail: a box's kind and names
  * ("Partitioned ('in', 'out')"), or a Variable's out_sharding ("out_sharding ('in', 'out')").
  * NULL when there are none. */
-static const char *sharding_note(const lx_value *leaf, char *buf, size_t cap) {
+const char *params_sharding_note(const lx_value *leaf, char *buf, size_t cap) {
     const lx_value *names = NULL;
     const char *what = NULL;
     if (leaf->kind == LX_V_BOX) {
@@ -55,7 +59,7 @@ static const char *sharding_note(const lx_value *leaf, char *buf, size_t cap) {
 /* `path [Type ]dtype[shape]: values[ [rng]][ [sharding]]`: NNX leaves show their Variable type,
  * RNG state (stream keys and counts) is marked, and so are sharding names (a Linen box's, an NNX
  * Variable's out_sharding). */
-static void print_leaf(const char *path, const lx_variable *var, const lx_array *a, const char *note) {
+void params_print_leaf(const char *path, const lx_variable *var, const lx_array *a, const char *note) {
     char sig[128];
     printf("%s ", path);
     if (var) printf("%s ", lx_variable_type(var)->name);
@@ -71,8 +75,9 @@ static void print_leaf(const char *path, const lx_variable *var, const lx_array 
 }
 
 int cmd_params(int argc, char **argv) {
-    enum { P_SEED, P_KEY, P_X64, P_LEGACY, P_SHAPE, P_N };
-    cli_opt o[P_N] = {CLI_OPT("seed"), CLI_OPT("key"), CLI_FLAG("x64"), CLI_FLAG("legacy"), CLI_OPT("input-shape")};
+    enum { P_SEED, P_KEY, P_X64, P_LEGACY, P_SHAPE, P_SAVE, P_N };
+    cli_opt o[P_N] = {CLI_OPT("seed"), CLI_OPT("key"), CLI_FLAG("x64"), CLI_FLAG("legacy"), CLI_OPT("input-shape"),
+                      CLI_OPT("save")};
     const char *pos[1];
     int npos;
     bool help;
@@ -91,6 +96,8 @@ int cmd_params(int argc, char **argv) {
             return CLI_EXIT_USAGE;
         req.has_shape = true;
     }
+    if (o[P_SAVE].seen && lx_ckpt_format_of(o[P_SAVE].value) == LX_CKPT_AUTO)
+        return cli_error("params: --save: '%s' must end in .msgpack or .safetensors", o[P_SAVE].value);
     spec_node *spec = NULL;
     int prc = spec_parse_cli("params", pos[0], &spec);
     if (prc) return prc;
@@ -123,14 +130,15 @@ int cmd_params(int argc, char **argv) {
                           : NULL;
         if (a) {
             char note[600];
-            print_leaf(flat.items[i].path, v->kind == LX_V_VARIABLE ? v->u.var : NULL, a,
-                       sharding_note(v, note, sizeof note));
+            params_print_leaf(flat.items[i].path, v->kind == LX_V_VARIABLE ? v->u.var : NULL, a,
+                              params_sharding_note(v, note, sizeof note));
         } else {
             char buf[128];
             printf("%s %s\n", flat.items[i].path, lx_value_str(v, buf, sizeof buf));
         }
     }
     lx_flat_free(&flat);
+    int save_rc = o[P_SAVE].seen && lx_ckpt_save(o[P_SAVE].value, vars, LX_CKPT_AUTO) != LX_OK ? cli_lib_error() : 0;
     lx_tree_release(vars);
-    return 0;
+    return save_rc;
 }

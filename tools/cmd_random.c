@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "linnx/init.h"
 #include "linnx/random.h"
+#include "linnx/sampling.h"
 
 /* Fail when an option that does not apply was given: `allowed` lists the options that do. */
 static int only_options(const char *what, const cli_opt *opts, int nopts, const char *const *allowed) {
@@ -111,7 +112,10 @@ static int opt_float(const cli_opt *o, double dflt, float *out) {
     return 0;
 }
 
+static int cmd_random_categorical(int argc, char **argv);
+
 int cmd_random(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "categorical")) return cmd_random_categorical(argc, argv);
     cli_opt o[R_N] = {CLI_OPT("seed"),   CLI_OPT("key"),    CLI_FLAG("x64"),  CLI_OPT("shape"),
                       CLI_FLAG("legacy"), CLI_OPT("minval"), CLI_OPT("maxval"), CLI_OPT("lower"),
                       CLI_OPT("upper"),  CLI_OPT("p")};
@@ -275,4 +279,65 @@ int cmd_init(int argc, char **argv) {
     lx_array *a = lx_init_apply(&it, key, dtype, ndim, shape);
     if (!a) return cli_lib_error();
     return cli_print_array(a);
+}
+
+/* ------------------------------------------------------------------ random categorical */
+
+enum { C_SEED, C_KEY, C_X64, C_LOGITS, C_TEMP, C_TOPK, C_N };
+
+static const char CATEGORICAL_USAGE[] =
+    "usage: linnx random categorical (--seed S [--x64] | --key K0,K1) --logits L0,L1,...\n"
+    "                                [--temperature T] [--top-k K]\n"
+    "Prints the index jax.random.categorical(key, logits / T) draws (argmax of gumbel + logits);\n"
+    "--top-k K draws among lax.top_k's K largest (MaxText's topk sampling); --temperature 0 is\n"
+    "greedy (argmax). Defaults: --temperature 1, --top-k 0 (all).\n";
+
+static int cmd_random_categorical(int argc, char **argv) {
+    cli_opt o[C_N] = {CLI_OPT("seed"), CLI_OPT("key"), CLI_FLAG("x64"), CLI_OPT("logits"), CLI_OPT("temperature"),
+                      CLI_OPT("top-k")};
+    const char *pos[2];
+    int npos;
+    bool help;
+    if (cli_parse(argc, argv, 1, o, C_N, pos, 1, &npos, &help)) return CLI_EXIT_USAGE;
+    if (help) {
+        fputs(CATEGORICAL_USAGE, stdout);
+        return 0;
+    }
+    lx_key key;
+    if (cli_key(&o[C_SEED], &o[C_KEY], &o[C_X64], &key)) return CLI_EXIT_USAGE;
+    if (!o[C_LOGITS].seen) return cli_error("random categorical: --logits is required (comma-separated floats)");
+    enum { MAXC = 1 << 16 };
+    float *l = malloc(sizeof *l * MAXC);
+    if (!l) return cli_error("out of memory");
+    int n = 0;
+    const char *s = o[C_LOGITS].value;
+    while (*s) {
+        char *end;
+        double v = strtod(s, &end);
+        if (end == s || (*end && *end != ',') || v != v || n == MAXC) {
+            free(l);
+            return cli_error("--logits: '%s' is not a comma-separated list of at most %d numbers", o[C_LOGITS].value,
+                             MAXC);
+        }
+        l[n++] = (float)v;
+        s = *end ? end + 1 : end;
+    }
+    double t = 1.0;
+    int64_t k = 0;
+    if (n == 0) {
+        free(l);
+        return cli_error("--logits: empty");
+    }
+    if ((o[C_TEMP].seen && cli_f64("temperature", o[C_TEMP].value, &t)) ||
+        (o[C_TOPK].seen && cli_i64("top-k", o[C_TOPK].value, &k))) {
+        free(l);
+        return CLI_EXIT_USAGE;
+    }
+    lx_array *x = lx_autorelease(lx_array_from_f32(1, (int64_t[]){n}, l));
+    free(l);
+    lx_sampling smp = {t, k};
+    lx_array *tok = x ? lx_sample_tokens(key, x, &smp) : NULL;
+    if (!tok) return cli_lib_error();
+    printf("%d\n", lx_i32(tok)[0]);
+    return 0;
 }

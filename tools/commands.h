@@ -6,3 +6,8 @@ LINNX_COMMAND(random, cmd_random, "sample bits|uniform|normal|truncated_normal|b
 LINNX_COMMAND(init, cmd_init, "run a Flax initializer (lecun_normal, variance_scaling, ...)")
 LINNX_COMMAND(params, cmd_params, "print the variables a module (SPEC like 'linen.Dense(8)') gets at init")
 LINNX_COMMAND(example, cmd_example, "run a bridge worked example (nnx-inside-linen, linen-inside-nnx), print its output")
+LINNX_COMMAND(inspect, cmd_inspect, "print a checkpoint (Flax msgpack or safetensors) as a table")
+LINNX_COMMAND(convert, cmd_convert, "convert a checkpoint between msgpack/safetensors and Linen/NNX/MaxText layouts")
+LINNX_COMMAND(grad, cmd_grad, "jax.value_and_grad from the shell: the loss of a module on --x/--y and every gradient")
+LINNX_COMMAND(sample, cmd_sample, "generate text with the showcase llama2-style decoder (KV cache; greedy/temperature/top-k)")
+LINNX_COMMAND(train-lm, cmd_train_lm, "the showcase decoder's training run on bytes of text: data, baselines, progress, loss curve")

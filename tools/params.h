@@ -52,4 +52,15 @@ int params_initializer(spec_node *n, const char *name, lx_initializer *it);
  * error; -1 when `v` is not an initializer spec at all (nothing printed). */
 int params_init_arg(spec_node *v, bool nnx, lx_initializer *it);
 
+/* One `linnx params` line: `path [Type ]dtype[shape]: values[ [rng]][ [note]]` (cmd_params.c);
+ * the note is a leaf's sharding names (params_sharding_note, NULL when it has none). */
+void params_print_leaf(const char *path, const lx_variable *var, const lx_array *a, const char *note);
+const char *params_sharding_note(const lx_value *leaf, char *buf, size_t cap);
+
+/* The model a spec describes, for commands that run it (linnx grad): exactly one of *linen /
+ * *nnx is set (the caller releases it). nnx. specs are built with Rngs(default=key); bridge.ToNNX
+ * is lazily initialised on x. 0, or an exit status after printing the error. */
+int params_nnx_module(spec_node *spec, lx_key key, nnx_module **out);
+int params_bridge_module(spec_node *spec, lx_key key, lx_array *x, linen_module **linen, nnx_module **nnx);
+
 #endif

@@ -99,3 +99,43 @@ int params_bridge(spec_node *spec, const params_request *req, lx_tree **vars) {
     return cli_error("params: unknown module '%s' (bridge.to_linen(...) or bridge.ToNNX(...))",
                      spec_str(spec, buf, sizeof buf));
 }
+
+int params_bridge_module(spec_node *spec, lx_key key, lx_array *x, linen_module **linen, nnx_module **nnx) {
+    *linen = NULL, *nnx = NULL;
+    const char *name = spec_suffix(spec, "bridge.");
+    char buf[200];
+    if (spec->kind == SPEC_CALL && !strcmp(name, "to_linen")) {
+        const char *cls = spec->nargs > 0 && !spec->args[0].name ? spec_suffix(spec->args[0].value, "nnx.") : NULL;
+        const nnx_type *t = cls && spec->args[0].value->kind == SPEC_NAME ? nnx_layer_type(cls) : NULL;
+        if (!t) return cli_error("bridge.to_linen needs an NNX class first, e.g. bridge.to_linen(nnx.Linear, 4, 8)");
+        lx_value args[32];
+        lx_kwarg kw[32];
+        lx_call ctor;
+        ctor_ctx *cc = calloc(1, sizeof *cc);
+        if (!cc) return cli_error("out of memory");
+        int rc = params_call_args(spec, 1, ctor_value, cc, 32, args, kw, &ctor);
+        if (!rc && bridge_to_linen(t, &ctor, NULL, linen) != LX_OK) rc = cli_lib_error();
+        free(cc); /* the constructor call is copied by bridge_to_linen */
+        return rc;
+    }
+    if (spec->kind == SPEC_CALL && !strcmp(name, "ToNNX")) {
+        if (spec->nargs != 1 || spec->args[0].name || !spec_suffix(spec->args[0].value, "linen."))
+            return cli_error("bridge.ToNNX takes one Linen module, e.g. bridge.ToNNX(linen.Dense(8))");
+        linen_module *inner = NULL;
+        bool ids = false;
+        int rc = params_linen_module(spec->args[0].value, &inner, &ids);
+        if (rc) return rc;
+        nnx_stream_spec stream = {"default", true, 0, key};
+        nnx_rngs *rngs = NULL;
+        if (nnx_rngs_new(1, &stream, &rngs) != LX_OK || bridge_to_nnx_new(inner, rngs, NULL, nnx) != LX_OK ||
+            bridge_lazy_init(*nnx, NULL, &LX_ARGS(x)) != LX_OK) {
+            rc = cli_lib_error();
+            nnx_module_release(*nnx);
+            *nnx = NULL;
+        }
+        nnx_rngs_release(rngs);
+        linen_module_release(inner);
+        return rc;
+    }
+    return cli_error("unknown module '%s' (bridge.to_linen(...) or bridge.ToNNX(...))", spec_str(spec, buf, sizeof buf));
+}

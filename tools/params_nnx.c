@@ -90,3 +90,21 @@ int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars) {
     free(b);
     return rc;
 }
+
+int params_nnx_module(spec_node *spec, lx_key key, nnx_module **out) {
+    *out = NULL;
+    builder *b = calloc(1, sizeof *b);
+    if (!b) return cli_error("out of memory");
+    nnx_stream_spec stream = {"default", true, 0, key};
+    if (nnx_rngs_new(1, &stream, &b->rngs) != LX_OK) {
+        free(b);
+        return cli_lib_error();
+    }
+    nnx_module *m = NULL;
+    int rc = build(b, spec, &m);
+    if (!rc) *out = nnx_module_retain(m);
+    for (int i = 0; i < b->nowned; i++) nnx_module_release(b->owned[i]);
+    nnx_rngs_release(b->rngs);
+    free(b);
+    return rc;
+}

@@ -68,6 +68,10 @@ typedef struct lx_array {
     int refcount;
     struct lx_array *base; /* a view keeps the array that owns its data alive */
     void *alloc;          /* the allocation to free (NULL for views and abstract arrays) */
+    /* Set by lx_array_wrap: called once when the last reference goes (data lives elsewhere,
+     * e.g. in a file mapping). NULL for every other array. */
+    void (*release_fn)(void *ctx);
+    void *release_ctx;
 } lx_array;
 
 /* Element size in bytes and the numpy-style name ("float32", "int32", "uint32", "bool",
@@ -91,6 +95,12 @@ lx_array *lx_array_copy(const lx_array *a);
 /* A view with a new shape over the same data (sizes must match; -1 infers one dim). shape may be
  * NULL only when ndim is 0. */
 lx_array *lx_array_reshape_view(lx_array *a, int ndim, const int64_t *shape);
+/* An array over memory the caller provides (a file mapping, a foreign buffer): `data` is used in
+ * place, not copied, and need not be 64-byte aligned (element alignment is enough). When the last
+ * reference goes, release_fn(ctx) is called (if not NULL) so the owner can unmap or free. On
+ * failure release_fn is NOT called: the caller still owns the memory. */
+lx_array *lx_array_wrap(lx_dtype dtype, int ndim, const int64_t *shape, void *data,
+                        void (*release_fn)(void *ctx), void *ctx);
 
 lx_array *lx_retain(lx_array *a);  /* NULL-safe; returns a */
 void lx_release(lx_array *a);      /* NULL-safe */

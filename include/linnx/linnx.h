@@ -25,5 +25,7 @@
 #include "linnx/intercept.h"
 #include "linnx/random.h"
 #include "linnx/init.h"
+#include "linnx/checkpoint.h"
+#include "linnx/autodiff.h"
 
 #endif

@@ -1,24 +1,163 @@
-/* linnx/primitive.h - ops as named primitives that observers can record.
+/* linnx/primitive.h - ops as primitives: one table, one recording point, observers and substituters.
  *
- * Every op in ops.h / linalg.h / nn.h reports itself after it computed its output: its name
- * ("matmul", "add", "conv_general"), its inputs, its attributes as keyword values, and its
- * output. A reverse-mode tape (gradients) and op interceptors (module paths for quantization)
- * are observers. With no observer registered the cost is one thread-local load per op.
+ * Every op in ops.h / linalg.h / nn.h / dropout.h is a *primitive*: an entry of a table indexed by
+ * `lx_prim_id` (ggml's `enum ggml_op`), with a name ("matmul", "add", "conv_general"), a typed
+ * plain-data parameter struct (below: one per family, no kwargs), a rule that runs it again on
+ * other inputs (`apply`, reached through lx_bind; on abstract inputs it is the shape/dtype rule,
+ * nnx.eval_shape), a
+ * backward rule (`vjp`, the reverse-mode tape's rule, autodiff.h) and a batching-rule slot for
+ * vmap/scan (NULL today: the layer-stacking work fills it).
  *
- * Ownership: the event and everything it points to are borrowed for the duration of the
- * callback; an observer that keeps an array retains it.
+ * The public builders (lx_add, lx_conv_general, ...) keep their signatures. Each one checks its
+ * inputs (a NULL input propagates the first failure), computes shape and dtype, allocates its
+ * result in the innermost pool (abstract inputs give an abstract result and compute nothing), runs
+ * its `_forward` kernel and then reports itself through ONE function, lx_prim_record (op_internal),
+ * which alone delivers the event to observers and records the op on the active tape. Substituters
+ * (quantization) run before the contractions compute and may replace the inputs or the result.
+ *
+ * Cost when nothing listens: one thread-local load per op (no tape, no observer, no substituter).
+ *
+ * Ownership: events and everything they point to are borrowed for the duration of the callback;
+ * an observer that keeps an array retains it. `params` point at the op's typed struct.
  */
 #ifndef LINNX_PRIMITIVE_H
 #define LINNX_PRIMITIVE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
+#include "linnx/nn.h"
 #include "linnx/value.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+/* ---- the table ---- */
+#define LX_PRIM_LIST(X)                                                                            \
+    X(NEG, "neg") X(ABS, "abs") X(SQUARE, "square") X(EXP, "exp") X(LOG, "log") X(LOG1P, "log1p")   \
+    X(SQRT, "sqrt") X(RSQRT, "rsqrt") X(TANH, "tanh") X(SIGMOID, "sigmoid") X(RELU, "relu")         \
+    X(GELU, "gelu") X(SILU, "silu") X(SOFTPLUS, "softplus") X(CLIP, "clip") X(CAST, "cast")         \
+    X(STOP_GRADIENT, "stop_gradient")                                                              \
+    X(ADD, "add") X(SUB, "sub") X(MUL, "mul") X(DIV, "div") X(POW, "pow") X(MAXIMUM, "maximum")     \
+    X(MINIMUM, "minimum") X(EQ, "eq") X(NE, "ne") X(LT, "lt") X(LE, "le") X(GT, "gt") X(GE, "ge")   \
+    X(WHERE, "where")                                                                              \
+    X(SUM, "sum") X(MEAN, "mean") X(MAX, "max") X(MIN, "min") X(VAR, "var")                         \
+    X(LOGSUMEXP, "logsumexp") X(ARGMAX, "argmax")                                                  \
+    X(RESHAPE, "reshape") X(TRANSPOSE, "transpose") X(EXPAND_DIMS, "expand_dims")                  \
+    X(SQUEEZE, "squeeze") X(BROADCAST_TO, "broadcast_to") X(SLICE, "slice")                        \
+    X(CONCATENATE, "concatenate") X(STACK, "stack") X(SPLIT, "split") X(PAD, "pad")                \
+    X(TAKE, "take") X(ONE_HOT, "one_hot")                                                          \
+    X(MATMUL, "matmul") X(DOT_GENERAL, "dot_general")                                              \
+    X(SOFTMAX, "softmax") X(LOG_SOFTMAX, "log_softmax") X(LAYER_NORM, "layer_norm")                \
+    X(RMS_NORM, "rms_norm") X(CONV_GENERAL, "conv_general") X(AVG_POOL, "avg_pool")                \
+    X(MAX_POOL, "max_pool") X(SOFTMAX_CROSS_ENTROPY_INT, "softmax_cross_entropy_int")              \
+    X(DOT_PRODUCT_ATTENTION, "dot_product_attention")                                              \
+    X(DOT_PRODUCT_ATTENTION_WEIGHTS, "dot_product_attention_weights")                              \
+    X(MAKE_CAUSAL_MASK, "make_causal_mask") X(DROPOUT, "dropout") X(DROPOUT_APPLY, "dropout_apply")
+
+typedef enum lx_prim_id {
+#define LX_PRIM_ENUM_(id, name) LX_PRIM_##id,
+    LX_PRIM_LIST(LX_PRIM_ENUM_)
+#undef LX_PRIM_ENUM_
+    LX_PRIM_COUNT
+} lx_prim_id;
+
+/* ---- typed parameters (plain data; axes normalised to non-negative) ----
+ * Ops without parameters (neg, add, matmul, where, softmax_cross_entropy_int, ...) pass NULL. */
+typedef struct lx_gelu_params { bool approximate; } lx_gelu_params;
+typedef struct lx_clip_params { float lo, hi; } lx_clip_params;
+typedef struct lx_cast_params { lx_dtype dtype; } lx_cast_params;
+/* sum/mean/max/min/var/logsumexp/argmax: the reduced axes (all of them for axis=None). */
+typedef struct lx_reduce_params {
+    int naxes;
+    int64_t axes[LX_MAX_DIMS];
+    bool keepdims;
+} lx_reduce_params;
+/* reshape/broadcast_to: the result shape; transpose: perm (ndim entries); squeeze: the dropped
+ * axes; expand_dims/concatenate/stack/take/softmax/log_softmax: `axis` alone. */
+typedef struct lx_shape_params {
+    int ndim;
+    int64_t dims[LX_MAX_DIMS];
+    int64_t axis;
+} lx_shape_params;
+/* slice: per axis of x (every axis, normalised): the first index, the step, the count. */
+typedef struct lx_slice_params {
+    int ndim;
+    int64_t start[LX_MAX_DIMS], step[LX_MAX_DIMS], len[LX_MAX_DIMS];
+} lx_slice_params;
+/* One piece of split: x[..., start:stop, ...] along axis; index is the piece number. */
+typedef struct lx_split_params { int64_t axis, start, stop, index; } lx_split_params;
+typedef struct lx_pad_params {
+    int ndim;
+    int64_t before[LX_MAX_DIMS], after[LX_MAX_DIMS];
+    float value;
+} lx_pad_params;
+typedef struct lx_one_hot_params { int64_t num_classes; } lx_one_hot_params;
+typedef struct lx_dot_general_params {
+    int ncontract, nbatch;
+    int64_t lhs_contract[LX_MAX_DIMS], rhs_contract[LX_MAX_DIMS];
+    int64_t lhs_batch[LX_MAX_DIMS], rhs_batch[LX_MAX_DIMS];
+} lx_dot_general_params;
+/* layer_norm: the normalised (trailing) axes; rms_norm: the last axis. */
+typedef struct lx_norm_params {
+    float epsilon;
+    int naxes;
+    int64_t axes[LX_MAX_DIMS];
+} lx_norm_params;
+/* conv_general: lx_conv_params (nn.h) resolved: every field set, padding EXPLICIT. */
+/* avg_pool / max_pool with the window geometry resolved (explicit pads). */
+typedef struct lx_pool_params {
+    int nwin;
+    int64_t window[LX_MAX_DIMS], strides[LX_MAX_DIMS], lo[LX_MAX_DIMS], hi[LX_MAX_DIMS];
+    bool count_include_pad;
+} lx_pool_params;
+/* dot_product_attention(_weights): scale as applied (1/sqrt(d) for Flax's default). flax_scaling
+ * is true when q was divided by sqrt(d) before the product (scale 0 given). */
+typedef struct lx_attention_params {
+    bool causal, flax_scaling;
+    float scale;
+} lx_attention_params;
+typedef struct lx_dropout_params { double rate; } lx_dropout_params;
+
+/* ---- descriptors ---- */
+/* Run the primitive again on `inputs` with `params` (the builder, as one entry point): what vmap,
+ * quantization and shape evaluation (abstract inputs) call. Result pool-owned, NULL on failure. */
+typedef lx_array *(*lx_prim_apply_fn)(const void *params, int nin, lx_array *const *inputs);
+/* The reverse-mode rule: given the inputs, the output and the output's cotangent `ct` (shape and
+ * dtype of `out`), write each input's cotangent (the input's shape; pool-owned) to in_ct[i], or
+ * NULL where the input gets no gradient (integer, bool, mask, labels). wants[i] is false for
+ * inputs nobody differentiates (constants): a rule may skip their work (the data input of a first
+ * layer). Runs with recording off. */
+typedef lx_status (*lx_prim_vjp_fn)(const void *params, int nin, lx_array *const *inputs, lx_array *out,
+                                    lx_array *ct, const bool *wants, lx_array **in_ct);
+/* vmap's batching rule (the layer-stacking work): inputs with a batched axis each (-1: none). */
+typedef lx_status (*lx_prim_batch_fn)(const void *params, int nin, lx_array *const *inputs, const int *in_axes,
+                                      lx_array **out, int *out_axis);
+
+typedef struct lx_prim_def {
+    lx_prim_id id;
+    const char *name;          /* what observers see: "dot_general" */
+    size_t params_size;        /* sizeof the typed params (0: none) */
+    lx_prim_apply_fn apply;    /* the builder run from params (every entry has one) */
+    lx_prim_vjp_fn vjp;        /* NULL: not differentiable (comparisons, argmax, one_hot, masks) */
+    lx_prim_batch_fn batch;    /* NULL until the layer-stacking work */
+} lx_prim_def;
+
+/* The table entry of a primitive (NULL for an id out of range). */
+const lx_prim_def *lx_prim_get(lx_prim_id id);
+/* Look a primitive up by name: LX_ERR_NOT_FOUND naming it when unknown. */
+lx_status lx_prim_find(const char *name, const lx_prim_def **out);
+
+/* bind(prim, inputs, params): run a primitive by id, the generic entry point for code that
+ * handles every op alike (vmap, quantization, replaying a recorded op). Substituters see every
+ * primitive bound here; then the table's `apply` runs the builder, which propagates failed (NULL)
+ * required inputs, evaluates shapes only for abstract inputs, owns the result in the innermost
+ * pool, records on the tape and notifies observers. Optional operands (layer_norm's scale/bias,
+ * attention's bias/mask) may be NULL. A split piece is bound as the equivalent slice. */
+lx_array *lx_bind(lx_prim_id id, const void *params, int nin, lx_array *const *inputs);
+
+/* ---- observers (after compute) ---- */
 typedef struct lx_prim_event {
     const char *op;              /* the primitive's name */
     int ninputs;
@@ -26,6 +165,8 @@ typedef struct lx_prim_event {
     lx_array *output;
     int nattrs;
     const lx_kwarg *attrs;       /* axes, strides, padding, ... */
+    lx_prim_id id;               /* the table entry */
+    const void *params;          /* its typed parameters (NULL for ops that have none) */
 } lx_prim_event;
 
 typedef void (*lx_prim_observer)(const lx_prim_event *ev, void *user);
@@ -36,8 +177,19 @@ typedef void (*lx_prim_observer)(const lx_prim_event *ev, void *user);
 lx_status lx_prim_observe(lx_prim_observer fn, void *user, int *handle);
 void lx_prim_unobserve(int handle);
 bool lx_prim_observed(void);
-/* Called by ops: deliver the event to every observer, newest first. */
+/* Called by lx_prim_record: deliver the event to every observer, newest first. */
 void lx_prim_emit(const lx_prim_event *ev);
+
+/* ---- substituters (before compute) ----
+ * A substituter sees matmul, dot_general and conv_general before they compute. It may replace
+ * inputs in place (inputs[i] = another array of the same shape and dtype, pool-owned or borrowed
+ * for the call) and/or return a result (pool-owned, the op's shape and dtype), which the op then
+ * returns without computing; NULL lets the op compute. Ops a substituter runs do not re-enter
+ * substituters. Per thread, like observers. */
+typedef lx_array *(*lx_prim_substitute_fn)(lx_prim_id id, const void *params, int nin, lx_array **inputs,
+                                           void *user);
+lx_status lx_prim_substitute_add(lx_prim_substitute_fn fn, void *user, int *handle);
+void lx_prim_substitute_remove(int handle);
 
 #ifdef __cplusplus
 }

@@ -232,6 +232,22 @@ lx_array *lx_array_reshape_view(lx_array *a, int ndim, const int64_t *shape) {
     return v;
 }
 
+lx_array *lx_array_wrap(lx_dtype dtype, int ndim, const int64_t *shape, void *data,
+                        void (*release_fn)(void *ctx), void *ctx) {
+    lx_array *a = array_header(dtype, ndim, shape);
+    if (!a) return NULL;
+    if (!data && a->size > 0) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "array_wrap: data is NULL");
+        free(a);
+        atomic_fetch_sub(&lx_live_arrays, 1);
+        return NULL;
+    }
+    a->data = data;
+    a->release_fn = release_fn;
+    a->release_ctx = ctx;
+    return a;
+}
+
 lx_array *lx_retain(lx_array *a) {
     if (a) a->refcount++;
     return a;
@@ -241,6 +257,7 @@ void lx_release(lx_array *a) {
     if (!a) return;
     if (--a->refcount > 0) return;
     lx_release(a->base);
+    if (a->release_fn) a->release_fn(a->release_ctx);
     free(a->alloc);
     free(a);
     atomic_fetch_sub(&lx_live_arrays, 1);

@@ -1,7 +1,9 @@
 /* Internal: forced include (-include) of every library source when LINNX_FAULT_INJECTION is ON.
  * Routes malloc/calloc/realloc/aligned_alloc through the fault counter of linnx/fault.h, so
  * fault injection is one file and one compile flag, not a wrapper at every call site.
- * free() is untouched. Not for tools, tests or examples: their allocations are not the library's. */
+ * free() is untouched. Used for the library and the linnx program (whose parsers are swept too).
+ * It includes <stdlib.h> before the source does, so feature macros must come from the command
+ * line (CMake passes _DEFAULT_SOURCE=1 with it); a source that needs _GNU_SOURCE says so there. */
 #ifndef LINNX_CORE_FAULT_INJECT_H
 #define LINNX_CORE_FAULT_INJECT_H
 

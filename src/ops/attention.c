@@ -16,6 +16,7 @@
 #include "linnx/nn.h"
 #include "linnx/threads.h"
 #include "nn_internal.h"
+#include "linnx/autodiff.h"
 #include "op_internal.h"
 
 #define Q_BLOCK 128
@@ -69,31 +70,35 @@ static void attention_weights_forward(const attn_dims *a, const float *q, const 
     }
 }
 
-/* out (batch..., T, H, dv) or, when v is NULL, the weights (batch..., H, T, S) into out. */
-static lx_status attention_forward(const attn_dims *a, const float *q, const float *k, const float *v, float *out) {
+/* out (batch..., T, H, dv) or, when v is NULL, the weights (batch..., H, T, S) into out. With
+ * `keep` (batch..., H, T, S) the weights of the first case are written there too (the backward's
+ * softmax output while a tape records) instead of a scratch block. */
+static lx_status attention_forward(const attn_dims *a, const float *q, const float *k, const float *v, float *out,
+                                   float *keep) {
     int64_t nqb = (a->T + Q_BLOCK - 1) / Q_BLOCK, jobs = a->nbatch * a->H * nqb;
     double work = (double)a->nbatch * a->H * a->T * a->S * (a->d + a->dv);
     int nt = work > (1 << 18) ? lx_num_threads() : 1;
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
-        float *buf = v ? malloc(sizeof(float) * (size_t)(Q_BLOCK * a->S)) : NULL;
-        if (v && !buf) {
+        float *buf = v && !keep ? malloc(sizeof(float) * (size_t)(Q_BLOCK * a->S)) : NULL;
+        if (v && !keep && !buf) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < jobs; j++) {
-            if ((v && !buf)) continue;
+            if (v && !keep && !buf) continue;
             int64_t qb = j % nqb, h = (j / nqb) % a->H, b = j / (nqb * a->H);
             int64_t t0 = qb * Q_BLOCK, tq = a->T - t0 < Q_BLOCK ? a->T - t0 : Q_BLOCK;
             if (!v) { /* weights straight into the output */
                 attention_weights_forward(a, q, k, b, h, t0, tq, out + ((b * a->H + h) * a->T + t0) * a->S);
                 continue;
             }
-            attention_weights_forward(a, q, k, b, h, t0, tq, buf);
+            float *w = keep ? keep + ((b * a->H + h) * a->T + t0) * a->S : buf;
+            attention_weights_forward(a, q, k, b, h, t0, tq, w);
             int64_t g = h / (a->H / a->G);
-            lx_sgemm_serial(false, false, tq, a->dv, a->S, 1.0f, buf, a->S, v + (b * a->S * a->G + g) * a->dv,
+            lx_sgemm_serial(false, false, tq, a->dv, a->S, 1.0f, w, a->S, v + (b * a->S * a->G + g) * a->dv,
                             a->G * a->dv, 0.0f, out + ((b * a->T + t0) * a->H + h) * a->dv, a->H * a->dv);
         }
         free(buf);
@@ -167,6 +172,8 @@ static lx_array *attention_op(const char *op, lx_array *q, lx_array *k, lx_array
     if (v) oshape[n - 1] = a.dv;
     lx_array *out = lx_op_result(LX_F32, n, oshape, abs_);
     if (!out) return NULL;
+    /* under a tape, keep the softmax weights for the backward (llm.c keeps its att buffer) */
+    lx_array *kept = v && !abs_ && out->size > 0 && a.S > 0 && lx_tape_active() ? lx_op_result(LX_F32, n, full, false) : NULL;
     if (!abs_ && out->size > 0) {
         a.bias = bias ? lx_f32(bias) : NULL;
         a.mask = mask ? lx_bool(mask) : NULL;
@@ -186,18 +193,20 @@ static lx_array *attention_op(const char *op, lx_array *q, lx_array *k, lx_array
                 for (int64_t i = 0; i < nq; i++) qscaled[i] = qd[i] / sqrt_depth;
                 qd = qscaled;
             }
-            lx_status st = attention_forward(&a, qd, lx_f32(k), v ? lx_f32(v) : NULL, lx_f32(out));
+            lx_status st = attention_forward(&a, qd, lx_f32(k), v ? lx_f32(v) : NULL, lx_f32(out),
+                                             kept ? lx_f32(kept) : NULL);
             free(qscaled);
             if (st != LX_OK) return NULL;
         }
     }
     lx_kwarg attrs[] = {LX_KW_BOOL("causal", causal), LX_KW_FLOAT("scale", attr_scale)};
+    const lx_attention_params prm = {causal, flax_scaling, attr_scale};
     if (v) {
         lx_array *ins[] = {q, k, v, bias, mask};
-        lx_op_emit(op, 5, ins, out, 2, attrs);
+        lx_prim_record_saved(LX_PRIM_DOT_PRODUCT_ATTENTION, &prm, 5, ins, kept, out, 2, attrs);
     } else {
         lx_array *ins[] = {q, k, bias, mask};
-        lx_op_emit(op, 4, ins, out, 2, attrs);
+        lx_prim_record(LX_PRIM_DOT_PRODUCT_ATTENTION_WEIGHTS, &prm, 4, ins, out, 2, attrs);
     }
     return out;
 }
@@ -231,6 +240,6 @@ lx_array *lx_make_causal_mask(lx_array *x) {
         for (int64_t b = 0; b < nb; b++)
             for (int64_t i = 0; i < L; i++)
                 for (int64_t j = 0; j < L; j++) lx_bool(out)[(b * L + i) * L + j] = j <= i;
-    lx_op_emit("make_causal_mask", 1, &x, out, 0, NULL);
+    lx_prim_record(LX_PRIM_MAKE_CAUSAL_MASK, NULL, 1, &x, out, 0, NULL);
     return out;
 }

@@ -136,6 +136,11 @@ static bool read_positive(const char *what, const int64_t *v, int n, int64_t *ou
 
 lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *params) {
     LX_OP_INPUTS("conv_general", x, kernel);
+    if (lx_prim_substituting()) {
+        lx_array *in[2] = {x, kernel}, *r = lx_prim_substitute_run(LX_PRIM_CONV_GENERAL, params, 2, in);
+        if (r) return r;
+        x = in[0], kernel = in[1];
+    }
     static const lx_conv_params defaults;
     const lx_conv_params *p = params ? params : &defaults;
     char b1[96], b2[96];
@@ -228,6 +233,11 @@ lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *p
                         LX_KW("lhs_dilation", lx_ints_v(nsp, c.ldil)), LX_KW("rhs_dilation", lx_ints_v(nsp, c.rdil)),
                         LX_KW_INT("feature_group_count", c.groups)};
     lx_array *ins[] = {x, kernel};
-    lx_op_emit("conv_general", 2, ins, out, 5, attrs);
+    lx_conv_params prm = {.padding = {.mode = LX_PAD_EXPLICIT}, .feature_group_count = c.groups};
+    for (int i = 0; i < nsp; i++) {
+        prm.strides[i] = c.stride[i], prm.lhs_dilation[i] = c.ldil[i], prm.rhs_dilation[i] = c.rdil[i];
+        prm.padding.lo[i] = c.lo[i], prm.padding.hi[i] = c.hi[i];
+    }
+    lx_prim_record(LX_PRIM_CONV_GENERAL, &prm, 2, ins, out, 5, attrs);
     return out;
 }

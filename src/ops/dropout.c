@@ -94,6 +94,7 @@ lx_array *lx_dropout(lx_array *x, double rate, lx_key key, int nbroadcast,
                         lx_f32(out));
     lx_kwarg attrs[] = {LX_KW_FLOAT("rate", rate)};
     lx_array *ins[] = {x, mask};
-    lx_op_emit("dropout", 2, ins, out, 1, attrs);
+    const lx_dropout_params prm = {rate};
+    lx_prim_record(LX_PRIM_DROPOUT, &prm, 2, ins, out, 1, attrs);
     return out;
 }

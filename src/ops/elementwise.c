@@ -215,9 +215,10 @@ UNARY_KERNEL(softplus, f32, float, fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))))
 typedef struct unary_op {
     const char *name;
     unary_fn fn[LX_DTYPE_COUNT];
+    lx_prim_id id;
 } unary_op;
 
-static lx_array *unary(const unary_op *op, lx_array *x, const char *emit_name, int nattrs,
+static lx_array *unary(const unary_op *op, lx_array *x, const void *params, int nattrs,
                        const lx_kwarg *attrs) {
     LX_OP_INPUTS(op->name, x);
     if (!op->fn[x->dtype]) {
@@ -229,41 +230,42 @@ static lx_array *unary(const unary_op *op, lx_array *x, const char *emit_name, i
     lx_array *out = lx_op_result(x->dtype, x->ndim, x->shape, lx_is_abstract(x));
     if (!out) return NULL;
     if (!lx_is_abstract(x)) op->fn[x->dtype](out->data, x->data, x->size);
-    lx_op_emit(emit_name ? emit_name : op->name, 1, (lx_array *const[]){x}, out, nattrs, attrs);
+    lx_prim_record(op->id, params, 1, (lx_array *const[]){x}, out, nattrs, attrs);
     return out;
 }
 
-#define F32_ONLY(name) {#name, {[LX_F32] = name##_f32_forward}}
+#define F32_ONLY(name, ID) {#name, {[LX_F32] = name##_f32_forward}, LX_PRIM_##ID}
 
 lx_array *lx_neg(lx_array *x) {
-    static const unary_op op = {"neg", {[LX_F32] = neg_f32_forward, [LX_I32] = neg_i32_forward}};
+    static const unary_op op = {"neg", {[LX_F32] = neg_f32_forward, [LX_I32] = neg_i32_forward}, LX_PRIM_NEG};
     return unary(&op, x, NULL, 0, NULL);
 }
 lx_array *lx_abs(lx_array *x) {
-    static const unary_op op = {"abs", {[LX_F32] = abs_f32_forward, [LX_I32] = abs_i32_forward}};
+    static const unary_op op = {"abs", {[LX_F32] = abs_f32_forward, [LX_I32] = abs_i32_forward}, LX_PRIM_ABS};
     return unary(&op, x, NULL, 0, NULL);
 }
 lx_array *lx_square(lx_array *x) {
     static const unary_op op = {
-        "square", {[LX_F32] = square_f32_forward, [LX_I32] = square_i32_forward, [LX_U32] = square_u32_forward}};
+        "square", {[LX_F32] = square_f32_forward, [LX_I32] = square_i32_forward, [LX_U32] = square_u32_forward}, LX_PRIM_SQUARE};
     return unary(&op, x, NULL, 0, NULL);
 }
-lx_array *lx_exp(lx_array *x) { static const unary_op op = F32_ONLY(exp); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_log(lx_array *x) { static const unary_op op = F32_ONLY(log); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_log1p(lx_array *x) { static const unary_op op = F32_ONLY(log1p); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_sqrt(lx_array *x) { static const unary_op op = F32_ONLY(sqrt); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_rsqrt(lx_array *x) { static const unary_op op = F32_ONLY(rsqrt); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_tanh(lx_array *x) { static const unary_op op = F32_ONLY(tanh); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_sigmoid(lx_array *x) { static const unary_op op = F32_ONLY(sigmoid); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_relu(lx_array *x) { static const unary_op op = F32_ONLY(relu); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_silu(lx_array *x) { static const unary_op op = F32_ONLY(silu); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_softplus(lx_array *x) { static const unary_op op = F32_ONLY(softplus); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_exp(lx_array *x) { static const unary_op op = F32_ONLY(exp, EXP); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_log(lx_array *x) { static const unary_op op = F32_ONLY(log, LOG); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_log1p(lx_array *x) { static const unary_op op = F32_ONLY(log1p, LOG1P); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_sqrt(lx_array *x) { static const unary_op op = F32_ONLY(sqrt, SQRT); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_rsqrt(lx_array *x) { static const unary_op op = F32_ONLY(rsqrt, RSQRT); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_tanh(lx_array *x) { static const unary_op op = F32_ONLY(tanh, TANH); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_sigmoid(lx_array *x) { static const unary_op op = F32_ONLY(sigmoid, SIGMOID); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_relu(lx_array *x) { static const unary_op op = F32_ONLY(relu, RELU); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_silu(lx_array *x) { static const unary_op op = F32_ONLY(silu, SILU); return unary(&op, x, NULL, 0, NULL); }
+lx_array *lx_softplus(lx_array *x) { static const unary_op op = F32_ONLY(softplus, SOFTPLUS); return unary(&op, x, NULL, 0, NULL); }
 
 lx_array *lx_gelu(lx_array *x, bool approximate) {
-    static const unary_op approx = {"gelu", {[LX_F32] = gelu_tanh_f32_forward}};
-    static const unary_op exact = {"gelu", {[LX_F32] = gelu_erf_f32_forward}};
+    static const unary_op approx = {"gelu", {[LX_F32] = gelu_tanh_f32_forward}, LX_PRIM_GELU};
+    static const unary_op exact = {"gelu", {[LX_F32] = gelu_erf_f32_forward}, LX_PRIM_GELU};
     const lx_kwarg attrs[] = {LX_KW_BOOL("approximate", approximate)};
-    return unary(approximate ? &approx : &exact, x, NULL, 1, attrs);
+    const lx_gelu_params prm = {approximate};
+    return unary(approximate ? &approx : &exact, x, &prm, 1, attrs);
 }
 
 static void clip_f32_forward(float *restrict out, const float *restrict in, float lo, float hi, int64_t n) {
@@ -284,7 +286,8 @@ lx_array *lx_clip(lx_array *x, float lo, float hi) {
     if (!out) return NULL;
     if (!lx_is_abstract(x)) clip_f32_forward(lx_f32(out), lx_f32(x), lo, hi, x->size);
     const lx_kwarg attrs[] = {LX_KW_FLOAT("min", lo), LX_KW_FLOAT("max", hi)};
-    lx_op_emit("clip", 1, (lx_array *const[]){x}, out, 2, attrs);
+    const lx_clip_params prm = {lo, hi};
+    lx_prim_record(LX_PRIM_CLIP, &prm, 1, (lx_array *const[]){x}, out, 2, attrs);
     return out;
 }
 
@@ -367,7 +370,8 @@ lx_array *lx_cast(lx_array *x, lx_dtype dtype) {
     if (!out) return NULL;
     if (!lx_is_abstract(x) && x->size) cast_forward(out->data, dtype, x->data, x->dtype, x->size);
     const lx_kwarg attrs[] = {LX_KW_STR("dtype", lx_dtype_name(dtype))};
-    lx_op_emit("cast", 1, (lx_array *const[]){x}, out, 1, attrs);
+    const lx_cast_params prm = {dtype};
+    lx_prim_record(LX_PRIM_CAST, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
     return out;
 }
 
@@ -439,6 +443,7 @@ typedef struct binary_op {
     const char *name;
     lx_bcast_row_fn fn[LX_DTYPE_COUNT];
     bool to_bool;
+    lx_prim_id id;
 } binary_op;
 
 static lx_array *binary(const binary_op *op, lx_array *a, lx_array *b) {
@@ -469,46 +474,46 @@ static lx_array *binary(const binary_op *op, lx_array *a, lx_array *b) {
         lx_bcast_run(&bc, out->data, lx_dtype_size(out->dtype), (const void *const[]){a->data, b->data},
                      (const size_t[]){es, es}, op->fn[a->dtype], NULL);
     }
-    lx_op_emit(op->name, 2, (lx_array *const[]){a, b}, out, 0, NULL);
+    lx_prim_record(op->id, NULL, 2, (lx_array *const[]){a, b}, out, 0, NULL);
     return out;
 }
 
-#define ARITH_OP(name)                                                                   \
+#define ARITH_OP(name, ID)                                                                 \
     lx_array *lx_##name(lx_array *a, lx_array *b) {                                      \
         static const binary_op op = {#name,                                              \
                                      {[LX_F32] = name##_f32_forward, [LX_I32] = name##_i32_forward, \
                                       [LX_U32] = name##_u32_forward},                    \
-                                     false};                                             \
+                                     false, LX_PRIM_##ID};                               \
         return binary(&op, a, b);                                                        \
     }
-#define COMPARE_OP(name)                                                                 \
+#define COMPARE_OP(name, ID)                                                               \
     lx_array *lx_##name(lx_array *a, lx_array *b) {                                      \
         static const binary_op op = {#name,                                              \
                                      {[LX_F32] = name##_f32_forward, [LX_I32] = name##_i32_forward, \
                                       [LX_U32] = name##_u32_forward, [LX_BOOL] = name##_bool_forward}, \
-                                     true};                                              \
+                                     true, LX_PRIM_##ID};                                \
         return binary(&op, a, b);                                                        \
     }
 
-ARITH_OP(add)
-ARITH_OP(sub)
-ARITH_OP(mul)
-ARITH_OP(maximum)
-ARITH_OP(minimum)
-COMPARE_OP(eq)
-COMPARE_OP(ne)
-COMPARE_OP(lt)
-COMPARE_OP(le)
-COMPARE_OP(gt)
-COMPARE_OP(ge)
+ARITH_OP(add, ADD)
+ARITH_OP(sub, SUB)
+ARITH_OP(mul, MUL)
+ARITH_OP(maximum, MAXIMUM)
+ARITH_OP(minimum, MINIMUM)
+COMPARE_OP(eq, EQ)
+COMPARE_OP(ne, NE)
+COMPARE_OP(lt, LT)
+COMPARE_OP(le, LE)
+COMPARE_OP(gt, GT)
+COMPARE_OP(ge, GE)
 
 lx_array *lx_div(lx_array *a, lx_array *b) {
-    static const binary_op op = {"div", {[LX_F32] = div_f32_forward}, false};
+    static const binary_op op = {"div", {[LX_F32] = div_f32_forward}, false, LX_PRIM_DIV};
     return binary(&op, a, b);
 }
 
 lx_array *lx_pow(lx_array *a, lx_array *b) {
-    static const binary_op op = {"pow", {[LX_F32] = pow_f32_forward}, false};
+    static const binary_op op = {"pow", {[LX_F32] = pow_f32_forward}, false, LX_PRIM_POW};
     return binary(&op, a, b);
 }
 
@@ -578,6 +583,6 @@ lx_array *lx_where(lx_array *cond, lx_array *a, lx_array *b) {
         lx_bcast_run(&bc, out->data, es, (const void *const[]){cond->data, a->data, b->data},
                      (const size_t[]){1, es, es}, fn, NULL);
     }
-    lx_op_emit("where", 3, (lx_array *const[]){cond, a, b}, out, 0, NULL);
+    lx_prim_record(LX_PRIM_WHERE, NULL, 3, (lx_array *const[]){cond, a, b}, out, 0, NULL);
     return out;
 }

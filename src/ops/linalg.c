@@ -96,6 +96,11 @@ static void row_major_strides(const lx_array *a, int64_t *st) {
 
 lx_array *lx_matmul(lx_array *a, lx_array *b) {
     LX_OP_INPUTS("matmul", a, b);
+    if (lx_prim_substituting()) {
+        lx_array *in[2] = {a, b}, *r = lx_prim_substitute_run(LX_PRIM_MATMUL, NULL, 2, in);
+        if (r) return r;
+        a = in[0], b = in[1];
+    }
     /* shapes are formatted only on failure: a small matmul must not pay for snprintf */
     char sa_[96], sb_[96];
 #define ss lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_)
@@ -152,7 +157,7 @@ lx_array *lx_matmul(lx_array *a, lx_array *b) {
         }
     }
     lx_array *ins[] = {a, b};
-    lx_op_emit("matmul", 2, ins, out, 0, NULL);
+    lx_prim_record(LX_PRIM_MATMUL, NULL, 2, ins, out, 0, NULL);
     return out;
 #undef ss
 #undef ts
@@ -262,6 +267,15 @@ lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int64_t 
                          const int64_t *rhs_contract, int nbatch, const int64_t *lhs_batch,
                          const int64_t *rhs_batch) {
     LX_OP_INPUTS("dot_general", a, b);
+    if (lx_prim_substituting() && ncontract >= 0 && ncontract <= LX_MAX_DIMS && nbatch >= 0 && nbatch <= LX_MAX_DIMS) {
+        /* the dimension numbers as given (not yet normalised or checked) */
+        lx_dot_general_params raw = {.ncontract = ncontract, .nbatch = nbatch};
+        for (int i = 0; i < ncontract; i++) raw.lhs_contract[i] = lhs_contract[i], raw.rhs_contract[i] = rhs_contract[i];
+        for (int i = 0; i < nbatch; i++) raw.lhs_batch[i] = lhs_batch[i], raw.rhs_batch[i] = rhs_batch[i];
+        lx_array *in[2] = {a, b}, *r = lx_prim_substitute_run(LX_PRIM_DOT_GENERAL, &raw, 2, in);
+        if (r) return r;
+        a = in[0], b = in[1];
+    }
     /* shapes are formatted only on failure: a small matmul must not pay for snprintf */
     char sa_[96], sb_[96];
 #define ss lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_)
@@ -385,7 +399,10 @@ done:;
                         LX_KW("lhs_batch_dims", lx_ints_v(nbatch, alb)),
                         LX_KW("rhs_batch_dims", lx_ints_v(nbatch, arb))};
     lx_array *ins[] = {a, b};
-    lx_op_emit("dot_general", 2, ins, out, 4, attrs);
+    lx_dot_general_params prm = {.ncontract = ncontract, .nbatch = nbatch};
+    for (int i = 0; i < ncontract; i++) prm.lhs_contract[i] = alc[i], prm.rhs_contract[i] = arc[i];
+    for (int i = 0; i < nbatch; i++) prm.lhs_batch[i] = alb[i], prm.rhs_batch[i] = arb[i];
+    lx_prim_record(LX_PRIM_DOT_GENERAL, &prm, 2, ins, out, 4, attrs);
     return out;
 #undef ss
 #undef ts

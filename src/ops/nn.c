@@ -5,6 +5,7 @@
 #include "linnx/nn.h"
 #include "linnx/threads.h"
 #include "nn_internal.h"
+#include "linnx/autodiff.h"
 #include "op_internal.h"
 
 /* Rows of work worth a parallel loop: below this many elements threads cost more than they give. */
@@ -84,7 +85,8 @@ static lx_array *softmax_op(const char *op, lx_array *x, int axis, bool log) {
         }
     }
     lx_kwarg attrs[] = {LX_KW_INT("axis", ax)};
-    lx_op_emit(op, 1, &x, out, 1, attrs);
+    const lx_shape_params prm = {.axis = ax};
+    lx_prim_record(log ? LX_PRIM_LOG_SOFTMAX : LX_PRIM_SOFTMAX, &prm, 1, &x, out, 1, attrs);
     return out;
 }
 
@@ -97,7 +99,7 @@ lx_array *lx_log_softmax(lx_array *x, int axis) { return softmax_op("log_softmax
  * Flax's fast variance: var = jnp.maximum(0, E[x^2] - E[x]^2) (NaN kept); y = (x - mean) * (rsqrt(var + eps) * scale)
  * + bias. With center false (RMSNorm) mean is 0 and E[x]^2 is dropped. */
 static void norm_row_forward(const float *xr, float *yr, int64_t d, const float *scale, const float *bias,
-                             int64_t f, float eps, bool center) {
+                             int64_t f, float eps, bool center, float *stats) {
     double s = 0, s2 = 0;
 #pragma omp simd reduction(+ : s, s2)
     for (int64_t i = 0; i < d; i++) {
@@ -111,6 +113,7 @@ static void norm_row_forward(const float *xr, float *yr, int64_t d, const float 
      * RMSNorm's var = E[x^2] is never negative; the clamp leaves it alone. */
     if (var < 0) var = 0;
     float m = (float)mean, mul = 1.0f / sqrtf((float)var + eps);
+    if (stats) stats[0] = m, stats[1] = mul; /* what the backward needs (llm.c's mean/rstd) */
     for (int64_t j0 = 0; j0 < d; j0 += f) {
 #pragma omp simd
         for (int64_t j = 0; j < f; j++) {
@@ -122,8 +125,15 @@ static void norm_row_forward(const float *xr, float *yr, int64_t d, const float 
 }
 
 static void norm_forward(const float *x, float *y, int64_t rows, int64_t d, const float *scale,
-                         const float *bias, int64_t f, float eps, bool center, int nt) {
-    LX_PARALLEL_FOR(r, rows, nt > 1, norm_row_forward(x + r * d, y + r * d, d, scale, bias, f, eps, center););
+                         const float *bias, int64_t f, float eps, bool center, int nt, float *stats) {
+    LX_PARALLEL_FOR(r, rows, nt > 1,
+                    norm_row_forward(x + r * d, y + r * d, d, scale, bias, f, eps, center, stats ? stats + 2 * r : NULL););
+}
+
+/* While a tape records, the per-row (mean, rstd) pairs the forward computes, kept for the backward. */
+static lx_array *norm_stats(int64_t rows) {
+    if (!lx_tape_active()) return NULL;
+    return lx_op_result(LX_F32, 2, (const int64_t[]){rows, 2}, false);
 }
 
 /* scale/bias must be float32 with the shape of a suffix of x's trailing `naxes` axes. */
@@ -173,18 +183,21 @@ lx_array *lx_layer_norm(lx_array *x, lx_array *scale, lx_array *bias, float epsi
         return NULL;
     }
     bool abs_ = lx_is_abstract(x) || (scale && lx_is_abstract(scale)) || (bias && lx_is_abstract(bias));
-    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abs_);
+    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abs_), *stats = NULL;
     if (!out) return NULL;
     if (!abs_ && x->size > 0) {
         int64_t d = 1;
         for (int i = x->ndim - k; i < x->ndim; i++) d *= x->shape[i];
         int64_t f = scale ? scale->size : bias ? bias->size : d;
+        stats = norm_stats(x->size / d);
         norm_forward(lx_f32(x), lx_f32(out), x->size / d, d, scale ? lx_f32(scale) : NULL,
-                     bias ? lx_f32(bias) : NULL, f, epsilon, true, threads_for(x->size));
+                     bias ? lx_f32(bias) : NULL, f, epsilon, true, threads_for(x->size), stats ? lx_f32(stats) : NULL);
     }
     lx_kwarg attrs[] = {LX_KW_FLOAT("epsilon", epsilon), LX_KW("axes", lx_ints_v(k, nax))};
     lx_array *ins[] = {x, scale, bias};
-    lx_op_emit("layer_norm", 3, ins, out, 2, attrs);
+    lx_norm_params prm = {.epsilon = epsilon, .naxes = k};
+    for (int i = 0; i < k; i++) prm.axes[i] = nax[i];
+    lx_prim_record_saved(LX_PRIM_LAYER_NORM, &prm, 3, ins, stats, out, 2, attrs);
     return out;
 }
 
@@ -197,16 +210,18 @@ lx_array *lx_rms_norm(lx_array *x, lx_array *scale, float epsilon) {
     }
     if (scale && (!check_feature("rms_norm", "scale", scale, x, 1))) return NULL;
     bool abs_ = lx_is_abstract(x) || (scale && lx_is_abstract(scale));
-    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abs_);
+    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abs_), *stats = NULL;
     if (!out) return NULL;
     if (!abs_ && x->size > 0) {
         int64_t d = x->shape[x->ndim - 1];
+        stats = norm_stats(x->size / d);
         norm_forward(lx_f32(x), lx_f32(out), x->size / d, d, scale ? lx_f32(scale) : NULL, NULL, d, epsilon,
-                     false, threads_for(x->size));
+                     false, threads_for(x->size), stats ? lx_f32(stats) : NULL);
     }
     lx_kwarg attrs[] = {LX_KW_FLOAT("epsilon", epsilon)};
     lx_array *ins[] = {x, scale};
-    lx_op_emit("rms_norm", 2, ins, out, 1, attrs);
+    const lx_norm_params prm = {.epsilon = epsilon, .naxes = 1, .axes = {x->ndim - 1}};
+    lx_prim_record_saved(LX_PRIM_RMS_NORM, &prm, 2, ins, stats, out, 1, attrs);
     return out;
 }
 
@@ -254,7 +269,7 @@ lx_array *lx_softmax_cross_entropy_int(lx_array *logits, lx_array *labels) {
     if (!out) return NULL;
     if (!abs_ && out->size > 0) cross_entropy_int_forward(lx_f32(logits), lx_i32(labels), lx_f32(out), out->size, c);
     lx_array *ins[] = {logits, labels};
-    lx_op_emit("softmax_cross_entropy_int", 2, ins, out, 0, NULL);
+    lx_prim_record(LX_PRIM_SOFTMAX_CROSS_ENTROPY_INT, NULL, 2, ins, out, 0, NULL);
     return out;
 }
 
@@ -301,6 +316,7 @@ lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate) {
     }
     lx_kwarg attrs[] = {LX_KW_FLOAT("rate", rate)};
     lx_array *ins[] = {x, keep_mask};
-    lx_op_emit("dropout_apply", 2, ins, out, 1, attrs);
+    const lx_dropout_params prm = {rate};
+    lx_prim_record(LX_PRIM_DROPOUT_APPLY, &prm, 2, ins, out, 1, attrs);
     return out;
 }

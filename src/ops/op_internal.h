@@ -7,9 +7,10 @@
  *     and return NULL.
  *  3. Allocate the output with lx_op_result (owned by the innermost pool). If any input is
  *     abstract, the output is abstract and nothing is computed (shape inference, eval_shape).
- *  4. Compute with a `_forward` kernel over raw buffers and sizes (llm.c style), so a `_backward`
- *     twin can sit beside it.
- *  5. Report the primitive with lx_op_emit (a no-op when nothing observes).
+ *  4. Compute with a `_forward` kernel over raw buffers and sizes (llm.c style); its VJP rule
+ *     sits in vjp.c and is listed in the table (prim_table.c).
+ *  5. Report the primitive with lx_prim_record (tape + observers; a thread-local check when
+ *     nothing listens).
  */
 #ifndef LINNX_OP_INTERNAL_H
 #define LINNX_OP_INTERNAL_H
@@ -55,8 +56,28 @@ void lx_op_null_input(const char *op);
 /* A new output owned by the innermost pool: abstract when `abstract`, else uninitialised. */
 lx_array *lx_op_result(lx_dtype dtype, int ndim, const int64_t *shape, bool abstract);
 
-/* Deliver the primitive to observers, if any. */
-void lx_op_emit(const char *op, int ninputs, lx_array *const *inputs, lx_array *out, int nattrs,
-                const lx_kwarg *attrs);
+/* The one recording point of every primitive, called once its output exists: records the op on
+ * the active tape (autodiff.h) and delivers the event to observers. Nothing else happens when
+ * neither listens (one thread-local load and a call). `params` is the op's typed struct
+ * (primitive.h), copied by the tape; inputs may hold NULL for absent optional operands. */
+void lx_prim_record(lx_prim_id id, const void *params, int nin, lx_array *const *inputs, lx_array *out, int nattrs,
+                    const lx_kwarg *attrs);
+
+/* The same for a fused op that keeps what its backward needs (layer_norm's mean/rstd): `saved`
+ * (may be NULL) goes to the tape only, as an extra input after the nin real ones (no gradient);
+ * observers see the nin inputs. */
+void lx_prim_record_saved(lx_prim_id id, const void *params, int nin, lx_array *const *inputs, lx_array *saved,
+                          lx_array *out, int nattrs, const lx_kwarg *attrs);
+
+/* Substituters (primitive.h): whether one would run now, and running them. */
+bool lx_prim_substituting(void);
+lx_array *lx_prim_substitute_run(lx_prim_id id, const void *params, int nin, lx_array **inputs);
+
+/* The tape's side of lx_prim_record (src/core/autodiff.c). */
+extern _Thread_local struct lx_tape *lx_tape_recording_;
+void lx_tape_record_(lx_prim_id id, const void *params, int nin, lx_array *const *inputs, lx_array *out);
+
+/* The backward rules (vjp.c), one per differentiable primitive family. */
+
 
 #endif

@@ -112,7 +112,10 @@ static lx_array *pool_op(const char *op, lx_array *x, int nwin, const int64_t *w
     for (int i = 0; i < nwin; i++) strd[i] = p.stride[i];
     lx_kwarg attrs[] = {LX_KW("window_shape", lx_ints_v(nwin, window)), LX_KW("strides", lx_ints_v(nwin, strd)),
                         LX_KW("padding", lx_ints_v(2 * nwin, pads)), LX_KW_BOOL("count_include_pad", include_pad)};
-    lx_op_emit(op, 1, &x, out, is_max ? 3 : 4, attrs);
+    lx_pool_params prm = {.nwin = nwin, .count_include_pad = include_pad};
+    for (int i = 0; i < nwin; i++)
+        prm.window[i] = p.win[i], prm.strides[i] = p.stride[i], prm.lo[i] = p.lo[i], prm.hi[i] = p.hi[i];
+    lx_prim_record(is_max ? LX_PRIM_MAX_POOL : LX_PRIM_AVG_POOL, &prm, 1, &x, out, is_max ? 3 : 4, attrs);
     return out;
 }
 

@@ -227,6 +227,7 @@ typedef struct red_op {
     const char *name;
     tile_fn fn[LX_DTYPE_COUNT];
     bool needs_nonempty; /* max/min/argmax have no identity */
+    lx_prim_id id;
 } red_op;
 
 static const char *axes_str(int n, const int64_t *axes, char *buf, size_t cap) {
@@ -345,47 +346,49 @@ static lx_array *reduce(const red_op *op, lx_array *x, int naxes, const int64_t 
     if (!out) return NULL;
     if (!lx_is_abstract(x) && reduce_into(op, x, mask, out) != LX_OK) return NULL;
     const lx_kwarg attrs[] = {LX_KW("axes", lx_ints_v(nused, used)), LX_KW_BOOL("keepdims", keepdims)};
-    lx_op_emit(op->name, 1, (lx_array *const[]){x}, out, 2, attrs);
+    lx_reduce_params prm = {.naxes = nused, .keepdims = keepdims};
+    for (int i = 0; i < nused; i++) prm.axes[i] = used[i];
+    lx_prim_record(op->id, &prm, 1, (lx_array *const[]){x}, out, 2, attrs);
     return out;
 }
 
 lx_array *lx_sum(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
     static const red_op op = {
-        "sum", {[LX_F32] = sum_f32_forward, [LX_I32] = sum_i32_forward, [LX_U32] = sum_u32_forward}, false};
+        "sum", {[LX_F32] = sum_f32_forward, [LX_I32] = sum_i32_forward, [LX_U32] = sum_u32_forward}, false, LX_PRIM_SUM};
     return reduce(&op, x, naxes, axes, keepdims, x ? x->dtype : LX_F32);
 }
 
 lx_array *lx_mean(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
-    static const red_op op = {"mean", {[LX_F32] = mean_f32_forward}, false};
+    static const red_op op = {"mean", {[LX_F32] = mean_f32_forward}, false, LX_PRIM_MEAN};
     return reduce(&op, x, naxes, axes, keepdims, LX_F32);
 }
 
 lx_array *lx_max(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
     static const red_op op = {
-        "max", {[LX_F32] = max_f32_forward, [LX_I32] = max_i32_forward, [LX_U32] = max_u32_forward}, true};
+        "max", {[LX_F32] = max_f32_forward, [LX_I32] = max_i32_forward, [LX_U32] = max_u32_forward}, true, LX_PRIM_MAX};
     return reduce(&op, x, naxes, axes, keepdims, x ? x->dtype : LX_F32);
 }
 
 lx_array *lx_min(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
     static const red_op op = {
-        "min", {[LX_F32] = min_f32_forward, [LX_I32] = min_i32_forward, [LX_U32] = min_u32_forward}, true};
+        "min", {[LX_F32] = min_f32_forward, [LX_I32] = min_i32_forward, [LX_U32] = min_u32_forward}, true, LX_PRIM_MIN};
     return reduce(&op, x, naxes, axes, keepdims, x ? x->dtype : LX_F32);
 }
 
 lx_array *lx_var(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
-    static const red_op op = {"var", {[LX_F32] = var_f32_forward}, false};
+    static const red_op op = {"var", {[LX_F32] = var_f32_forward}, false, LX_PRIM_VAR};
     return reduce(&op, x, naxes, axes, keepdims, LX_F32);
 }
 
 lx_array *lx_logsumexp(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
-    static const red_op op = {"logsumexp", {[LX_F32] = logsumexp_f32_forward}, false};
+    static const red_op op = {"logsumexp", {[LX_F32] = logsumexp_f32_forward}, false, LX_PRIM_LOGSUMEXP};
     return reduce(&op, x, naxes, axes, keepdims, LX_F32);
 }
 
 lx_array *lx_argmax(lx_array *x, int64_t axis, bool keepdims) {
     static const red_op op = {
         "argmax", {[LX_F32] = argmax_f32_forward, [LX_I32] = argmax_i32_forward, [LX_U32] = argmax_u32_forward},
-        true};
+        true, LX_PRIM_ARGMAX};
     LX_OP_INPUTS("argmax", x);
     if (check_dtype(&op, x) != LX_OK) return NULL;
     int64_t a;
@@ -405,6 +408,7 @@ lx_array *lx_argmax(lx_array *x, int64_t axis, bool keepdims) {
     if (!out) return NULL;
     if (!lx_is_abstract(x) && reduce_into(&op, x, mask, out) != LX_OK) return NULL;
     const lx_kwarg attrs[] = {LX_KW_INT("axis", a), LX_KW_BOOL("keepdims", keepdims)};
-    lx_op_emit("argmax", 1, (lx_array *const[]){x}, out, 2, attrs);
+    lx_reduce_params prm = {.naxes = 1, .axes = {a}, .keepdims = keepdims};
+    lx_prim_record(LX_PRIM_ARGMAX, &prm, 1, (lx_array *const[]){x}, out, 2, attrs);
     return out;
 }

@@ -162,7 +162,9 @@ lx_array *lx_reshape(lx_array *x, int ndim, const int64_t *shape) {
     lx_array *out = view_as("reshape", x, ndim, dims);
     if (!out) return NULL;
     const lx_kwarg attrs[] = {LX_KW("shape", lx_ints_v(ndim, dims))};
-    lx_op_emit("reshape", 1, (lx_array *const[]){x}, out, 1, attrs);
+    lx_shape_params prm = {.ndim = ndim};
+    memcpy(prm.dims, dims, sizeof(int64_t) * (size_t)ndim);
+    lx_prim_record(LX_PRIM_RESHAPE, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
     return out;
 }
 
@@ -180,7 +182,8 @@ lx_array *lx_expand_dims(lx_array *x, int64_t axis) {
     lx_array *out = view_as("expand_dims", x, x->ndim + 1, dims);
     if (!out) return NULL;
     const lx_kwarg attrs[] = {LX_KW_INT("axis", a)};
-    lx_op_emit("expand_dims", 1, (lx_array *const[]){x}, out, 1, attrs);
+    const lx_shape_params prm = {.axis = a};
+    lx_prim_record(LX_PRIM_EXPAND_DIMS, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
     return out;
 }
 
@@ -221,7 +224,9 @@ lx_array *lx_squeeze(lx_array *x, int naxes, const int64_t *axes) {
     lx_array *out = view_as("squeeze", x, nd, dims);
     if (!out) return NULL;
     const lx_kwarg attrs[] = {LX_KW("axes", lx_ints_v(nk, dropped))};
-    lx_op_emit("squeeze", 1, (lx_array *const[]){x}, out, 1, attrs);
+    lx_shape_params prm = {.ndim = nk};
+    memcpy(prm.dims, dropped, sizeof(int64_t) * (size_t)nk);
+    lx_prim_record(LX_PRIM_SQUEEZE, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
     return out;
 }
 
@@ -259,7 +264,9 @@ lx_array *lx_transpose(lx_array *x, int nperm, const int64_t *perm) {
     if (!out) return NULL;
     if (!lx_is_abstract(x)) lx_strided_copy(out->data, NULL, x->data, is, lx_dtype_size(x->dtype), x->ndim, shape);
     const lx_kwarg attrs[] = {LX_KW("permutation", lx_ints_v(x->ndim, p))};
-    lx_op_emit("transpose", 1, (lx_array *const[]){x}, out, 1, attrs);
+    lx_shape_params prm = {.ndim = x->ndim};
+    memcpy(prm.dims, p, sizeof(int64_t) * (size_t)x->ndim);
+    lx_prim_record(LX_PRIM_TRANSPOSE, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
     return out;
 }
 
@@ -292,7 +299,9 @@ lx_array *lx_broadcast_to(lx_array *x, int ndim, const int64_t *shape) {
         lx_bcast_run(&bc, out->data, es, (const void *const[]){x->data}, &es, copy_row_forward, &es);
     }
     const lx_kwarg attrs[] = {LX_KW("shape", lx_ints_v(ndim, out->shape))};
-    lx_op_emit("broadcast_to", 1, (lx_array *const[]){x}, out, 1, attrs);
+    lx_shape_params prm = {.ndim = ndim};
+    memcpy(prm.dims, out->shape, sizeof(int64_t) * (size_t)ndim);
+    lx_prim_record(LX_PRIM_BROADCAST_TO, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
     return out;
 }
 
@@ -360,7 +369,9 @@ lx_array *lx_slice(lx_array *x, int nranges, const lx_range *ranges) {
     if (!out) return NULL;
     const lx_kwarg attrs[] = {LX_KW("start", lx_ints_v(x->ndim, start)), LX_KW("stop", lx_ints_v(x->ndim, stop)),
                               LX_KW("step", lx_ints_v(x->ndim, step))};
-    lx_op_emit("slice", 1, (lx_array *const[]){x}, out, 3, attrs);
+    lx_slice_params prm = {.ndim = x->ndim};
+    for (int i = 0; i < x->ndim; i++) prm.start[i] = start[i], prm.step[i] = step[i], prm.len[i] = len[i];
+    lx_prim_record(LX_PRIM_SLICE, &prm, 1, (lx_array *const[]){x}, out, 3, attrs);
     return out;
 }
 
@@ -443,7 +454,8 @@ lx_array *lx_concatenate(int n, lx_array *const *xs, int64_t axis) {
             }
     }
     const lx_kwarg attrs[] = {LX_KW_INT("axis", a)};
-    lx_op_emit("concatenate", n, xs, out, 1, attrs);
+    const lx_shape_params prm = {.axis = a};
+    lx_prim_record(LX_PRIM_CONCATENATE, &prm, n, xs, out, 1, attrs);
     return out;
 }
 
@@ -482,7 +494,8 @@ lx_array *lx_stack(int n, lx_array *const *xs, int64_t axis) {
             }
     }
     const lx_kwarg attrs[] = {LX_KW_INT("axis", a)};
-    lx_op_emit("stack", n, xs, out, 1, attrs);
+    const lx_shape_params prm = {.axis = a};
+    lx_prim_record(LX_PRIM_STACK, &prm, n, xs, out, 1, attrs);
     return out;
 }
 
@@ -507,7 +520,8 @@ static lx_status split_pieces(lx_array *x, int64_t axis, int npieces, const int6
         }
         const lx_kwarg attrs[] = {LX_KW_INT("axis", axis), LX_KW_INT("start", b), LX_KW_INT("stop", b + n),
                                   LX_KW_INT("index", k)};
-        lx_op_emit("split", 1, (lx_array *const[]){x}, outs[k], 4, attrs);
+        const lx_split_params prm = {axis, b, b + n, k};
+        lx_prim_record(LX_PRIM_SPLIT, &prm, 1, (lx_array *const[]){x}, outs[k], 4, attrs);
     }
     return LX_OK;
 }
@@ -608,7 +622,9 @@ lx_array *lx_pad(lx_array *x, const int64_t *before, const int64_t *after, float
     }
     const lx_kwarg attrs[] = {LX_KW("before", lx_ints_v(x->ndim, before)),
                               LX_KW("after", lx_ints_v(x->ndim, after)), LX_KW_FLOAT("value", value)};
-    lx_op_emit("pad", 1, (lx_array *const[]){x}, out, 3, attrs);
+    lx_pad_params prm = {.ndim = x->ndim, .value = value};
+    for (int i = 0; i < x->ndim; i++) prm.before[i] = before[i], prm.after[i] = after[i];
+    lx_prim_record(LX_PRIM_PAD, &prm, 1, (lx_array *const[]){x}, out, 3, attrs);
     return out;
 }
 
@@ -662,7 +678,8 @@ lx_array *lx_take(lx_array *a, lx_array *indices, int64_t axis) {
         take_forward(out->data, a->data, lx_i32(indices), outer, n, indices->size,
                      (size_t)inner * lx_dtype_size(a->dtype));
     const lx_kwarg attrs[] = {LX_KW_INT("axis", ax)};
-    lx_op_emit("take", 2, (lx_array *const[]){a, indices}, out, 1, attrs);
+    const lx_shape_params prm = {.axis = ax};
+    lx_prim_record(LX_PRIM_TAKE, &prm, 2, (lx_array *const[]){a, indices}, out, 1, attrs);
     return out;
 }
 
@@ -696,6 +713,7 @@ lx_array *lx_one_hot(lx_array *labels, int64_t num_classes) {
     if (!out) return NULL;
     if (!lx_is_abstract(labels)) one_hot_forward(lx_f32(out), lx_i32(labels), labels->size, num_classes);
     const lx_kwarg attrs[] = {LX_KW_INT("num_classes", num_classes)};
-    lx_op_emit("one_hot", 1, (lx_array *const[]){labels}, out, 1, attrs);
+    const lx_one_hot_params prm = {num_classes};
+    lx_prim_record(LX_PRIM_ONE_HOT, &prm, 1, (lx_array *const[]){labels}, out, 1, attrs);
     return out;
 }

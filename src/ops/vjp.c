@@ -1,0 +1,876 @@
+/* Backward rules (VJPs) of the primitives, one per table entry (prim_table.c lists them).
+ *
+ * Each rule gets the recorded inputs, the output and the output's cotangent, and writes a
+ * pool-owned cotangent per input (NULL: no gradient: integer inputs, masks, labels). Rules run
+ * with the tape stopped, so the ops they use are not recorded. Elementwise rules are direct loops
+ * over x, y and g; broadcasting is undone by summing over the broadcast axes (unbroadcast); the
+ * fused ops (norms, convolution, pooling, attention) have loops of their own that recompute what
+ * the forward derived (mean/rstd, softmax weights) from the retained inputs.
+ *
+ * Conventions follow JAX: relu'(0) = 0, abs'(0) = 0, max/min split the gradient evenly between
+ * ties, clip passes the gradient where lo <= x <= hi, pow's exponent gradient uses log(x) with
+ * log(1) at x == 0. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "linnx/dropout.h"
+#include "linnx/linalg.h"
+#include "linnx/nn.h"
+#include "linnx/ops.h"
+#include "broadcast.h"
+#include "conv_internal.h"
+#include "op_internal.h"
+
+#define VJP(name)                                                                                          \
+    lx_status lx_vjp_##name(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct, \
+                            const bool *wants, lx_array **in_ct)
+#define UNUSED_VJP_ARGS (void)params, (void)nin, (void)in, (void)out, (void)ct, (void)wants, (void)in_ct
+
+static bool is_float(const lx_array *a) { return a && (a->dtype == LX_F32 || a->dtype == LX_BF16); }
+
+static lx_status st_of(const lx_array *a) { return a ? LX_OK : lx_last_status() ? lx_last_status() : LX_ERR_INTERNAL; }
+
+/* g summed down to the shape of `like` (numpy broadcasting undone). */
+static lx_array *unbroadcast(lx_array *g, const lx_array *like) {
+    if (!g || lx_same_shape(g, like)) return g;
+    int lead = g->ndim - like->ndim;
+    int64_t axes[LX_MAX_DIMS];
+    int na = 0;
+    for (int i = 0; i < g->ndim; i++)
+        if (i < lead || (like->shape[i - lead] == 1 && g->shape[i] != 1)) axes[na++] = i;
+    lx_array *s = na ? lx_sum(g, na, axes, true) : g;
+    return lx_reshape(s, like->ndim, like->shape);
+}
+
+static lx_array *f32_like(const lx_array *a) { return lx_autorelease(lx_array_new(LX_F32, a->ndim, a->shape)); }
+
+/* ---- elementwise unary: dx = g * f'(x, y) ---- */
+
+#define UNARY_VJP(name, EXPR)                                                        \
+    VJP(name) {                                                                      \
+        (void)nin, (void)wants;                                                      \
+        (void)params;                                                                \
+        if (!is_float(in[0])) return LX_OK;                                          \
+        lx_array *dx = lx_op_result(LX_F32, ct->ndim, ct->shape, false);             \
+        if (!dx) return lx_last_status();                                            \
+        const float *X = lx_f32(in[0]), *Y = lx_f32(out), *G = lx_f32(ct);           \
+        float *D = lx_f32(dx);                                                       \
+        const int64_t n = ct->size;                                                  \
+        for (int64_t i = 0; i < n; i++) {                                            \
+            const float x = X[i], y = Y[i], g = G[i];                                 \
+            (void)x, (void)y;                                                        \
+            D[i] = (EXPR);                                                           \
+        }                                                                            \
+        in_ct[0] = dx;                                                               \
+        return LX_OK;                                                                \
+    }
+
+static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+UNARY_VJP(neg, -g)
+UNARY_VJP(abs, x > 0 ? g : x < 0 ? -g : 0.0f)
+UNARY_VJP(square, 2.0f * x * g)
+UNARY_VJP(exp, g * y)
+UNARY_VJP(log, g / x)
+UNARY_VJP(log1p, g / (1.0f + x))
+UNARY_VJP(sqrt, g * 0.5f / y)
+UNARY_VJP(rsqrt, g * -0.5f * y / x)
+UNARY_VJP(tanh, g * (1.0f - y * y))
+UNARY_VJP(sigmoid, g * y * (1.0f - y))
+UNARY_VJP(relu, x > 0 ? g : 0.0f)
+UNARY_VJP(silu, g * (sigmoidf_(x) * (1.0f + x * (1.0f - sigmoidf_(x)))))
+UNARY_VJP(softplus, g * sigmoidf_(x))
+
+VJP(gelu) {
+    (void)wants;
+    (void)nin;
+    if (!is_float(in[0])) return LX_OK;
+    const lx_gelu_params *p = params;
+    lx_array *dx = lx_op_result(LX_F32, ct->ndim, ct->shape, false);
+    if (!dx) return lx_last_status();
+    const float *X = lx_f32(in[0]), *G = lx_f32(ct);
+    float *D = lx_f32(dx);
+    (void)out;
+    for (int64_t i = 0; i < ct->size; i++) {
+        double x = X[i], d;
+        if (p->approximate) {
+            const double c = 0.7978845608028654, a = 0.044715;
+            double u = c * (x + a * x * x * x), t = tanh(u);
+            d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * a * x * x);
+        } else {
+            d = 0.5 * (1.0 + erf(x / 1.4142135623730951)) + x * exp(-0.5 * x * x) / 2.5066282746310002;
+        }
+        D[i] = (float)(G[i] * d);
+    }
+    in_ct[0] = dx;
+    return LX_OK;
+}
+
+VJP(clip) {
+    (void)wants;
+    (void)nin, (void)out;
+    if (!is_float(in[0])) return LX_OK;
+    const lx_clip_params *p = params;
+    lx_array *dx = lx_op_result(LX_F32, ct->ndim, ct->shape, false);
+    if (!dx) return lx_last_status();
+    const float *X = lx_f32(in[0]), *G = lx_f32(ct);
+    float *D = lx_f32(dx);
+    for (int64_t i = 0; i < ct->size; i++) D[i] = X[i] >= p->lo && X[i] <= p->hi ? G[i] : 0.0f;
+    in_ct[0] = dx;
+    return LX_OK;
+}
+
+VJP(cast) {
+    (void)wants;
+    (void)params, (void)nin;
+    if (!is_float(in[0]) || !is_float(out)) return LX_OK; /* integers get no gradient */
+    in_ct[0] = in[0]->dtype == ct->dtype ? ct : lx_cast(ct, in[0]->dtype);
+    return st_of(in_ct[0]);
+}
+
+/* ---- elementwise binary ---- */
+
+VJP(add) {
+    UNUSED_VJP_ARGS;
+    for (int i = 0; i < 2; i++)
+        if (is_float(in[i]) && !(in_ct[i] = unbroadcast(ct, in[i]))) return lx_last_status();
+    return LX_OK;
+}
+
+VJP(sub) {
+    UNUSED_VJP_ARGS;
+    if (is_float(in[0]) && !(in_ct[0] = unbroadcast(ct, in[0]))) return lx_last_status();
+    if (is_float(in[1]) && !(in_ct[1] = unbroadcast(lx_neg(ct), in[1]))) return lx_last_status();
+    return LX_OK;
+}
+
+VJP(mul) {
+    UNUSED_VJP_ARGS;
+    if (!is_float(in[0])) return LX_OK;
+    if (!(in_ct[0] = unbroadcast(lx_mul(ct, in[1]), in[0]))) return lx_last_status();
+    if (!(in_ct[1] = unbroadcast(lx_mul(ct, in[0]), in[1]))) return lx_last_status();
+    return LX_OK;
+}
+
+VJP(div) {
+    UNUSED_VJP_ARGS;
+    lx_array *ga = lx_div(ct, in[1]);
+    if (!(in_ct[0] = unbroadcast(ga, in[0]))) return lx_last_status();
+    /* d(a/b)/db = -(a/b)/b */
+    if (!(in_ct[1] = unbroadcast(lx_neg(lx_mul(ga, out)), in[1]))) return lx_last_status();
+    return LX_OK;
+}
+
+VJP(pow) {
+    UNUSED_VJP_ARGS;
+    lx_array *a = in[0], *b = in[1];
+    /* d/da = b * a^(b-1) * g;  d/db = log(a) * a^b * g with log(1) where a == 0 (JAX) */
+    lx_array *ga = lx_mul(ct, lx_mul(b, lx_pow(a, lx_add_scalar(b, -1.0f))));
+    lx_array *safe = lx_where(lx_eq(a, lx_scalar(0.0f)), lx_scalar(1.0f), a);
+    lx_array *gb = lx_mul(ct, lx_mul(lx_log(safe), out));
+    if (!(in_ct[0] = unbroadcast(ga, a)) || !(in_ct[1] = unbroadcast(gb, b))) return lx_last_status();
+    return LX_OK;
+}
+
+/* max/min: the gradient goes to the operand that won, half to each on a tie (JAX). */
+static lx_status minmax_vjp(lx_array *const *in, lx_array *ct, lx_array **in_ct, bool is_max) {
+    lx_array *a = in[0], *b = in[1];
+    if (!is_float(a)) return LX_OK;
+    lx_array *win = lx_cast(is_max ? lx_gt(a, b) : lx_lt(a, b), LX_F32);
+    lx_array *tie = lx_mul_scalar(lx_cast(lx_eq(a, b), LX_F32), 0.5f);
+    lx_array *wa = lx_add(win, tie);
+    lx_array *wb = lx_sub(lx_sub(lx_scalar(1.0f), win), tie);
+    if (!(in_ct[0] = unbroadcast(lx_mul(ct, wa), a)) || !(in_ct[1] = unbroadcast(lx_mul(ct, wb), b)))
+        return lx_last_status();
+    return LX_OK;
+}
+VJP(maximum) { UNUSED_VJP_ARGS; return minmax_vjp(in, ct, in_ct, true); }
+VJP(minimum) { UNUSED_VJP_ARGS; return minmax_vjp(in, ct, in_ct, false); }
+
+VJP(where) {
+    UNUSED_VJP_ARGS;
+    lx_array *zero = lx_scalar(0.0f);
+    if (!is_float(in[1])) return LX_OK;
+    if (!(in_ct[1] = unbroadcast(lx_where(in[0], ct, zero), in[1]))) return lx_last_status();
+    if (!(in_ct[2] = unbroadcast(lx_where(in[0], zero, ct), in[2]))) return lx_last_status();
+    return LX_OK;
+}
+
+/* ---- reductions ---- */
+
+/* The cotangent reshaped to the keepdims shape of the reduction (broadcastable against x). */
+static lx_array *keep_shape(const lx_reduce_params *p, const lx_array *x, lx_array *g, int64_t *count) {
+    int64_t shape[LX_MAX_DIMS];
+    int64_t n = 1;
+    for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    for (int i = 0; i < p->naxes; i++) {
+        n *= x->shape[p->axes[i]];
+        shape[p->axes[i]] = 1;
+    }
+    if (count) *count = n;
+    return lx_reshape(g, x->ndim, shape);
+}
+
+VJP(sum) {
+    UNUSED_VJP_ARGS;
+    lx_array *x = in[0];
+    if (!is_float(x)) return LX_OK;
+    in_ct[0] = lx_broadcast_to(keep_shape(params, x, ct, NULL), x->ndim, x->shape);
+    return st_of(in_ct[0]);
+}
+
+VJP(mean) {
+    UNUSED_VJP_ARGS;
+    lx_array *x = in[0];
+    int64_t n;
+    lx_array *g = keep_shape(params, x, ct, &n);
+    in_ct[0] = lx_broadcast_to(lx_mul_scalar(g, n ? 1.0f / (float)n : NAN), x->ndim, x->shape);
+    return st_of(in_ct[0]);
+}
+
+static lx_status chooser_vjp(const void *params, lx_array *const *in, lx_array *out, lx_array *ct, lx_array **in_ct) {
+    const lx_reduce_params *p = params;
+    lx_array *x = in[0];
+    if (!is_float(x)) return LX_OK;
+    lx_array *y = keep_shape(p, x, out, NULL), *g = keep_shape(p, x, ct, NULL);
+    lx_array *hit = lx_cast(lx_eq(x, y), LX_F32);
+    lx_array *cnt = lx_sum(hit, p->naxes, p->axes, true);
+    in_ct[0] = lx_mul(hit, lx_div(g, cnt));
+    return st_of(in_ct[0]);
+}
+VJP(max) { (void)nin, (void)wants; return chooser_vjp(params, in, out, ct, in_ct); }
+VJP(min) { (void)nin, (void)wants; return chooser_vjp(params, in, out, ct, in_ct); }
+
+VJP(var) {
+    UNUSED_VJP_ARGS;
+    const lx_reduce_params *p = params;
+    lx_array *x = in[0];
+    int64_t n;
+    lx_array *g = keep_shape(p, x, ct, &n);
+    lx_array *m = lx_mean(x, p->naxes, p->axes, true);
+    in_ct[0] = lx_mul(lx_mul_scalar(lx_sub(x, m), 2.0f / (float)n), g);
+    return st_of(in_ct[0]);
+}
+
+VJP(logsumexp) {
+    UNUSED_VJP_ARGS;
+    const lx_reduce_params *p = params;
+    lx_array *x = in[0];
+    lx_array *y = keep_shape(p, x, out, NULL), *g = keep_shape(p, x, ct, NULL);
+    in_ct[0] = lx_mul(lx_exp(lx_sub(x, y)), g);
+    return st_of(in_ct[0]);
+}
+
+/* ---- shape ops ---- */
+
+VJP(reshape_like) {
+    UNUSED_VJP_ARGS;
+    if (!is_float(in[0])) return LX_OK;
+    in_ct[0] = lx_reshape(ct, in[0]->ndim, in[0]->shape);
+    return st_of(in_ct[0]);
+}
+
+VJP(transpose) {
+    UNUSED_VJP_ARGS;
+    const lx_shape_params *p = params;
+    int64_t inv[LX_MAX_DIMS];
+    for (int i = 0; i < p->ndim; i++) inv[p->dims[i]] = i;
+    in_ct[0] = lx_transpose(ct, p->ndim, inv);
+    return st_of(in_ct[0]);
+}
+
+VJP(broadcast_to) {
+    UNUSED_VJP_ARGS;
+    in_ct[0] = unbroadcast(ct, in[0]);
+    return st_of(in_ct[0]);
+}
+
+VJP(slice) {
+    UNUSED_VJP_ARGS;
+    const lx_slice_params *p = params;
+    lx_array *x = in[0];
+    lx_array *dx = f32_like(x);
+    if (!dx) return lx_last_status();
+    if (ct->size) {
+        int64_t xs[LX_MAX_DIMS], os[LX_MAX_DIMS], off = 0;
+        lx_contiguous_strides(x->ndim, x->shape, xs);
+        for (int i = 0; i < x->ndim; i++) {
+            off += p->start[i] * xs[i];
+            os[i] = xs[i] * p->step[i];
+        }
+        int64_t cs[LX_MAX_DIMS];
+        lx_contiguous_strides(ct->ndim, ct->shape, cs);
+        lx_strided_copy(lx_f32(dx) + off, os, ct->data, cs, sizeof(float), x->ndim, p->len);
+    }
+    in_ct[0] = dx;
+    return LX_OK;
+}
+
+/* ct[..., start:stop, ...] along axis (a basic slice). */
+static lx_array *slice_axis(lx_array *g, int64_t axis, int64_t start, int64_t stop) {
+    lx_range r[LX_MAX_DIMS];
+    for (int i = 0; i < g->ndim; i++) r[i] = LX_RANGE_ALL;
+    r[axis] = LX_RANGE(start, stop);
+    return lx_slice(g, g->ndim, r);
+}
+
+VJP(concatenate) {
+    UNUSED_VJP_ARGS;
+    const lx_shape_params *p = params;
+    int64_t off = 0;
+    for (int k = 0; k < nin; k++) {
+        int64_t len = in[k]->shape[p->axis];
+        if (is_float(in[k]) && !(in_ct[k] = slice_axis(ct, p->axis, off, off + len))) return lx_last_status();
+        off += len;
+    }
+    return LX_OK;
+}
+
+VJP(stack) {
+    UNUSED_VJP_ARGS;
+    const lx_shape_params *p = params;
+    for (int k = 0; k < nin; k++)
+        if (is_float(in[k]) &&
+            !(in_ct[k] = lx_reshape(slice_axis(ct, p->axis, k, k + 1), in[k]->ndim, in[k]->shape)))
+            return lx_last_status();
+    return LX_OK;
+}
+
+VJP(split) {
+    UNUSED_VJP_ARGS;
+    const lx_split_params *p = params;
+    lx_array *x = in[0];
+    int64_t before[LX_MAX_DIMS] = {0}, after[LX_MAX_DIMS] = {0};
+    before[p->axis] = p->start;
+    after[p->axis] = x->shape[p->axis] - p->stop;
+    in_ct[0] = lx_pad(ct, before, after, 0.0f);
+    return st_of(in_ct[0]);
+}
+
+VJP(pad) {
+    UNUSED_VJP_ARGS;
+    const lx_pad_params *p = params;
+    lx_range r[LX_MAX_DIMS];
+    for (int i = 0; i < p->ndim; i++) r[i] = LX_RANGE(p->before[i], p->before[i] + in[0]->shape[i]);
+    in_ct[0] = lx_slice(ct, p->ndim, r);
+    return st_of(in_ct[0]);
+}
+
+VJP(take) {
+    UNUSED_VJP_ARGS;
+    const lx_shape_params *p = params;
+    lx_array *a = in[0], *idx = in[1];
+    if (!is_float(a)) return LX_OK;
+    lx_array *da = f32_like(a);
+    if (!da) return lx_last_status();
+    int64_t outer = 1, inner = 1, A = a->shape[p->axis], ni = idx->size;
+    for (int i = 0; i < p->axis; i++) outer *= a->shape[i];
+    for (int i = (int)p->axis + 1; i < a->ndim; i++) inner *= a->shape[i];
+    const int32_t *I = lx_i32(idx);
+    const float *G = lx_f32(ct);
+    float *D = lx_f32(da);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t j = 0; j < ni; j++) {
+            int64_t r = I[j] < 0 ? I[j] + A : I[j];
+            float *dst = D + (o * A + r) * inner;
+            const float *src = G + (o * ni + j) * inner;
+            for (int64_t q = 0; q < inner; q++) dst[q] += src[q];
+        }
+    in_ct[0] = da;
+    return LX_OK;
+}
+
+/* ---- contractions ---- */
+
+/* The last two axes swapped. */
+static lx_array *swap_last(lx_array *x) {
+    int64_t perm[LX_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) perm[i] = i;
+    perm[x->ndim - 1] = x->ndim - 2, perm[x->ndim - 2] = x->ndim - 1;
+    return lx_transpose(x, x->ndim, perm);
+}
+
+VJP(matmul) {
+    UNUSED_VJP_ARGS;
+    lx_array *a = in[0], *b = in[1];
+    /* promote 1-D operands as numpy does, and the cotangent with them */
+    lx_array *a2 = a->ndim == 1 ? lx_reshape(a, 2, (int64_t[]){1, a->shape[0]}) : a;
+    lx_array *b2 = b->ndim == 1 ? lx_reshape(b, 2, (int64_t[]){b->shape[0], 1}) : b;
+    if (!a2 || !b2) return lx_last_status();
+    int64_t gs[LX_MAX_DIMS];
+    int nd = out->ndim;
+    for (int i = 0; i < nd; i++) gs[i] = out->shape[i];
+    if (a->ndim == 1 && b->ndim == 1) {
+        nd = 2, gs[0] = 1, gs[1] = 1;
+    } else if (a->ndim == 1) {
+        for (int i = nd; i > nd - 1; i--) gs[i] = gs[i - 1];
+        gs[nd - 1] = 1, nd++;
+    } else if (b->ndim == 1) {
+        gs[nd++] = 1;
+    }
+    lx_array *g2 = lx_reshape(ct, nd, gs);
+    if (wants[0] && !(in_ct[0] = lx_reshape(unbroadcast(lx_matmul(g2, swap_last(b2)), a2), a->ndim, a->shape)))
+        return lx_last_status();
+    if (wants[1] && !(in_ct[1] = lx_reshape(unbroadcast(lx_matmul(swap_last(a2), g2), b2), b->ndim, b->shape)))
+        return lx_last_status();
+    return LX_OK;
+}
+
+static bool listed(const int64_t *v, int n, int64_t x) {
+    for (int i = 0; i < n; i++)
+        if (v[i] == x) return true;
+    return false;
+}
+
+/* The operand's free axes (neither contracting nor batch), in order. */
+static int free_axes(const lx_array *x, int nc, const int64_t *c, int nb, const int64_t *b, int64_t *out) {
+    int n = 0;
+    for (int i = 0; i < x->ndim; i++)
+        if (!listed(c, nc, i) && !listed(b, nb, i)) out[n++] = i;
+    return n;
+}
+
+/* r with axes permuted so that axis src[i] of r becomes axis i; no copy when already in order. */
+static lx_array *put_back(lx_array *r, int ndim, const int64_t *src) {
+    if (!r) return NULL;
+    bool identity = true;
+    for (int i = 0; i < ndim; i++) identity = identity && src[i] == i;
+    return identity ? r : lx_transpose(r, ndim, src);
+}
+
+/* dL/dlhs = dot_general(g, rhs) contracting g's rhs-free positions with rhs's free axes: axes
+ * batch, lhs free (in order), rhs contracting (ascending) -> back to lhs's order. A Dense x @ W
+ * gets g @ W^T already in order. */
+static lx_array *dot_general_lhs_ct(const lx_dot_general_params *p, lx_array *g, lx_array *a, lx_array *b) {
+    int64_t af[LX_MAX_DIMS], bf[LX_MAX_DIMS], gf[LX_MAX_DIMS], gb[LX_MAX_DIMS], src[LX_MAX_DIMS];
+    int naf = free_axes(a, p->ncontract, p->lhs_contract, p->nbatch, p->lhs_batch, af);
+    int nbf = free_axes(b, p->ncontract, p->rhs_contract, p->nbatch, p->rhs_batch, bf);
+    for (int i = 0; i < nbf; i++) gf[i] = p->nbatch + naf + i;
+    for (int i = 0; i < p->nbatch; i++) gb[i] = i;
+    lx_array *r = lx_dot_general(g, b, nbf, gf, bf, p->nbatch, gb, p->rhs_batch);
+    for (int i = 0; i < p->nbatch; i++) src[p->lhs_batch[i]] = i;
+    for (int i = 0; i < naf; i++) src[af[i]] = p->nbatch + i;
+    int pos = p->nbatch + naf;
+    for (int ax = 0; ax < b->ndim; ax++)
+        for (int i = 0; i < p->ncontract; i++)
+            if (p->rhs_contract[i] == ax) src[p->lhs_contract[i]] = pos++;
+    return put_back(r, a->ndim, src);
+}
+
+/* dL/drhs = dot_general(lhs, g) contracting lhs's free axes with g's lhs-free positions: axes
+ * batch, lhs contracting (ascending), rhs free (in order) -> back to rhs's order. A Dense kernel
+ * (in, out) gets x^T g already in order. */
+static lx_array *dot_general_rhs_ct(const lx_dot_general_params *p, lx_array *g, lx_array *a, lx_array *b) {
+    int64_t af[LX_MAX_DIMS], bf[LX_MAX_DIMS], gf[LX_MAX_DIMS], gb[LX_MAX_DIMS], src[LX_MAX_DIMS];
+    int naf = free_axes(a, p->ncontract, p->lhs_contract, p->nbatch, p->lhs_batch, af);
+    int nbf = free_axes(b, p->ncontract, p->rhs_contract, p->nbatch, p->rhs_batch, bf);
+    for (int i = 0; i < naf; i++) gf[i] = p->nbatch + i;
+    for (int i = 0; i < p->nbatch; i++) gb[i] = i;
+    lx_array *r = lx_dot_general(a, g, naf, af, gf, p->nbatch, p->lhs_batch, gb);
+    for (int i = 0; i < p->nbatch; i++) src[p->rhs_batch[i]] = i;
+    int pos = p->nbatch;
+    for (int ax = 0; ax < a->ndim; ax++)
+        for (int i = 0; i < p->ncontract; i++)
+            if (p->lhs_contract[i] == ax) src[p->rhs_contract[i]] = pos++;
+    for (int i = 0; i < nbf; i++) src[bf[i]] = pos++;
+    return put_back(r, b->ndim, src);
+}
+
+VJP(dot_general) {
+    UNUSED_VJP_ARGS;
+    const lx_dot_general_params *p = params;
+    if (wants[0] && !(in_ct[0] = dot_general_lhs_ct(p, ct, in[0], in[1]))) return lx_last_status();
+    if (wants[1] && !(in_ct[1] = dot_general_rhs_ct(p, ct, in[0], in[1]))) return lx_last_status();
+    return LX_OK;
+}
+
+/* ---- softmax family ---- */
+
+VJP(softmax) {
+    UNUSED_VJP_ARGS;
+    const lx_shape_params *p = params;
+    lx_array *s = lx_sum(lx_mul(ct, out), 1, &p->axis, true);
+    in_ct[0] = lx_mul(out, lx_sub(ct, s));
+    return st_of(in_ct[0]);
+}
+
+VJP(log_softmax) {
+    UNUSED_VJP_ARGS;
+    const lx_shape_params *p = params;
+    lx_array *s = lx_sum(ct, 1, &p->axis, true);
+    in_ct[0] = lx_sub(ct, lx_mul(lx_exp(out), s));
+    return st_of(in_ct[0]);
+}
+
+VJP(softmax_cross_entropy_int) {
+    UNUSED_VJP_ARGS;
+    lx_array *logits = in[0], *labels = in[1];
+    int64_t C = logits->shape[logits->ndim - 1];
+    lx_array *p = lx_softmax(logits, -1);
+    lx_array *g = lx_expand_dims(ct, -1);
+    in_ct[0] = lx_mul(lx_sub(p, lx_one_hot(labels, C)), g);
+    return st_of(in_ct[0]);
+}
+
+/* ---- normalisation: the forward's (mean, rstd) per row (recomputed in double when absent), then
+ * the textbook backward ---- */
+
+static lx_status norm_vjp(const lx_norm_params *p, lx_array *x, lx_array *scale, lx_array *bias, lx_array *ct,
+                          const lx_array *saved, lx_array **in_ct, bool center) {
+    int64_t d = 1;
+    for (int i = 0; i < p->naxes; i++) d *= x->shape[x->ndim - 1 - i];
+    int64_t rows = d ? x->size / d : 0, f = scale ? scale->size : bias ? bias->size : d;
+    lx_array *dx = f32_like(x);
+    double *ds = calloc((size_t)(f > 0 ? f : 1), sizeof(double)), *db = calloc((size_t)(f > 0 ? f : 1), sizeof(double));
+    double *xh = malloc(sizeof(double) * (size_t)(d > 0 ? d : 1)), *dxh = malloc(sizeof(double) * (size_t)(d > 0 ? d : 1));
+    if (!dx || !ds || !db || !xh || !dxh) {
+        free(ds), free(db), free(xh), free(dxh);
+        return dx ? lx_fail(LX_ERR_NO_MEMORY, "norm backward: out of memory") : lx_last_status();
+    }
+    const float *X = lx_f32(x), *G = lx_f32(ct), *S = scale ? lx_f32(scale) : NULL;
+    float *DX = lx_f32(dx);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = X + r * d, *gr = G + r * d;
+        double m = 0, rstd, a = 0, b = 0;
+        if (saved) { /* the forward's own (mean, rstd) */
+            m = lx_f32(saved)[2 * r], rstd = lx_f32(saved)[2 * r + 1];
+        } else {
+            double m2 = 0;
+            for (int64_t j = 0; j < d; j++) m += xr[j], m2 += (double)xr[j] * xr[j];
+            m /= (double)d, m2 /= (double)d;
+            double var = center ? m2 - m * m : m2;
+            if (var < 0) var = 0;
+            if (!center) m = 0;
+            rstd = 1.0 / sqrt(var + (double)p->epsilon);
+        }
+        for (int64_t j = 0; j < d; j++) {
+            xh[j] = (xr[j] - m) * rstd;
+            double sc = S ? S[j % f] : 1.0;
+            dxh[j] = gr[j] * sc;
+            ds[j % f] += gr[j] * xh[j];
+            db[j % f] += gr[j];
+            a += dxh[j];
+            b += dxh[j] * xh[j];
+        }
+        a /= (double)d, b /= (double)d;
+        for (int64_t j = 0; j < d; j++) DX[r * d + j] = (float)(rstd * (dxh[j] - (center ? a : 0.0) - xh[j] * b));
+    }
+    in_ct[0] = dx;
+    if (scale) {
+        lx_array *g = f32_like(scale);
+        if (!g) goto fail;
+        for (int64_t j = 0; j < f; j++) lx_f32(g)[j] = (float)ds[j];
+        in_ct[1] = g;
+    }
+    if (bias) {
+        lx_array *g = f32_like(bias);
+        if (!g) goto fail;
+        for (int64_t j = 0; j < f; j++) lx_f32(g)[j] = (float)db[j];
+        in_ct[2] = g;
+    }
+    free(ds), free(db), free(xh), free(dxh);
+    return LX_OK;
+fail:
+    free(ds), free(db), free(xh), free(dxh);
+    return lx_last_status();
+}
+
+VJP(layer_norm) {
+    UNUSED_VJP_ARGS;
+    /* in[3]: the (mean, rstd) rows the forward kept, when it ran under a tape */
+    return norm_vjp(params, in[0], in[1], in[2], ct, nin > 3 ? in[3] : NULL, in_ct, true);
+}
+
+VJP(rms_norm) {
+    UNUSED_VJP_ARGS;
+    lx_array *tmp[3] = {NULL, NULL, NULL};
+    lx_status st = norm_vjp(params, in[0], in[1], NULL, ct, nin > 2 ? in[2] : NULL, tmp, false);
+    in_ct[0] = tmp[0], in_ct[1] = tmp[1];
+    return st;
+}
+
+/* ---- convolution: direct loops over (output position, window tap) ---- */
+
+typedef struct {
+    int nsp;
+    int64_t n, cin, cout, groups, insp, outsp, ks;
+    int64_t in[LX_MAX_DIMS], out[LX_MAX_DIMS], k[LX_MAX_DIMS];
+} conv_geo;
+
+/* The input position read by output position o through tap kk, or -1 (padding or a hole). */
+static int64_t conv_src(const conv_geo *c, const lx_conv_params *p, int64_t o, int64_t kk) {
+    int64_t pos = 0, stride_in = 1;
+    for (int i = c->nsp - 1; i >= 0; i--) {
+        int64_t oi = o % c->out[i], ki = kk % c->k[i];
+        o /= c->out[i], kk /= c->k[i];
+        int64_t dpos = oi * p->strides[i] - p->padding.lo[i] + ki * p->rhs_dilation[i];
+        if (dpos < 0 || dpos % p->lhs_dilation[i]) return -1;
+        int64_t ii = dpos / p->lhs_dilation[i];
+        if (ii >= c->in[i]) return -1;
+        pos += ii * stride_in;
+        stride_in *= c->in[i];
+    }
+    return pos;
+}
+
+/* im2col / GEMM / col2im, a chunk of images at a time (the column buffer stays near 4 MB):
+ * per group g, cols = the windows of x (rows: output positions, columns: tap * cig + ci),
+ * dW_g += cols^T dY_g and dcols = dY_g W_g^T scattered back into dx. Taps that read padding or a
+ * hole of the input dilation are zero columns. */
+VJP(conv_general) {
+    UNUSED_VJP_ARGS;
+    const lx_conv_params *p = params;
+    lx_array *x = in[0], *w = in[1];
+    conv_geo c = {.nsp = x->ndim - 2, .n = x->shape[0], .cin = x->shape[x->ndim - 1],
+                  .cout = w->shape[w->ndim - 1], .groups = p->feature_group_count, .insp = 1, .outsp = 1, .ks = 1};
+    for (int i = 0; i < c.nsp; i++) {
+        c.in[i] = x->shape[1 + i], c.out[i] = out->shape[1 + i], c.k[i] = w->shape[i];
+        c.insp *= c.in[i], c.outsp *= c.out[i], c.ks *= c.k[i];
+    }
+    const int64_t cig = c.cin / c.groups, cog = c.cout / c.groups, width = c.ks * cig;
+    lx_array *dx = wants[0] ? f32_like(x) : NULL, *dw = wants[1] ? f32_like(w) : NULL;
+    if ((wants[0] && !dx) || (wants[1] && !dw)) return lx_last_status();
+    if (c.n == 0 || c.outsp == 0 || width == 0 || cog == 0) {
+        in_ct[0] = dx, in_ct[1] = dw;
+        return LX_OK;
+    }
+    int64_t chunk = (int64_t)(1 << 20) / (c.outsp * width);
+    if (chunk < 1) chunk = 1;
+    if (chunk > c.n) chunk = c.n;
+    const int64_t rows_max = chunk * c.outsp;
+    int64_t *src = malloc(sizeof(int64_t) * (size_t)(c.outsp * c.ks));
+    float *cols = malloc(sizeof(float) * (size_t)(rows_max * width));
+    float *dcols = dx ? malloc(sizeof(float) * (size_t)(rows_max * width)) : NULL;
+    if (!src || !cols || (dx && !dcols)) {
+        free(src), free(cols), free(dcols);
+        return lx_fail(LX_ERR_NO_MEMORY, "conv_general backward: out of memory");
+    }
+    for (int64_t o = 0; o < c.outsp; o++)
+        for (int64_t kk = 0; kk < c.ks; kk++) src[o * c.ks + kk] = conv_src(&c, p, o, kk);
+    const float *X = lx_f32(x), *W = lx_f32(w), *G = lx_f32(ct);
+    float *DX = dx ? lx_f32(dx) : NULL, *DW = dw ? lx_f32(dw) : NULL;
+    lx_status st = LX_OK;
+    for (int64_t n0 = 0; n0 < c.n && st == LX_OK; n0 += chunk) {
+        const int64_t nn = c.n - n0 < chunk ? c.n - n0 : chunk, rows = nn * c.outsp;
+        const float *Gc = G + n0 * c.outsp * c.cout;
+        for (int64_t g = 0; g < c.groups && st == LX_OK; g++) {
+            if (DW) {
+                LX_PARALLEL_FOR(r, rows, rows * width > (1 << 16),
+                    const int64_t n = n0 + r / c.outsp, o = r % c.outsp;
+                    float *row = cols + r * width;
+                    for (int64_t kk = 0; kk < c.ks; kk++) {
+                        const int64_t s_ = src[o * c.ks + kk];
+                        if (s_ < 0) memset(row + kk * cig, 0, sizeof(float) * (size_t)cig);
+                        else memcpy(row + kk * cig, X + (n * c.insp + s_) * c.cin + g * cig, sizeof(float) * (size_t)cig);
+                    });
+                st = lx_sgemm(true, false, width, cog, rows, 1.0f, cols, width, Gc + g * cog, c.cout, n0 ? 1.0f : 0.0f,
+                              DW + g * cog, c.cout);
+            }
+            if (DX && st == LX_OK) {
+                st = lx_sgemm(false, true, rows, width, cog, 1.0f, Gc + g * cog, c.cout, W + g * cog, c.cout, 0.0f, dcols,
+                              width);
+                LX_PARALLEL_FOR(i, nn, nn > 1 && rows * width > (1 << 16),
+                    const int64_t n = n0 + i;
+                    for (int64_t o = 0; o < c.outsp; o++) {
+                        const float *row = dcols + (i * c.outsp + o) * width;
+                        for (int64_t kk = 0; kk < c.ks; kk++) {
+                            const int64_t s_ = src[o * c.ks + kk];
+                            if (s_ < 0) continue;
+                            float *d = DX + (n * c.insp + s_) * c.cin + g * cig;
+                            const float *sr = row + kk * cig;
+                            for (int64_t ci = 0; ci < cig; ci++) d[ci] += sr[ci];
+                        }
+                    });
+            }
+        }
+    }
+    free(src), free(cols), free(dcols);
+    if (st != LX_OK) return st;
+    in_ct[0] = dx;
+    in_ct[1] = dw;
+    return LX_OK;
+}
+
+/* ---- pooling ---- */
+
+static lx_status pool_vjp(const lx_pool_params *p, lx_array *x, lx_array *out, lx_array *ct, lx_array **in_ct,
+                          bool is_max) {
+    lx_array *dx = f32_like(x);
+    if (!dx) return lx_last_status();
+    int nsp = p->nwin, lead = x->ndim - nsp - 1;
+    int64_t N = lead ? x->shape[0] : 1, C = x->shape[x->ndim - 1], insp = 1, outsp = 1, ws = 1;
+    for (int i = 0; i < nsp; i++) insp *= x->shape[lead + i], outsp *= out->shape[lead + i], ws *= p->window[i];
+    const float *X = lx_f32(x), *G = lx_f32(ct);
+    float *DX = lx_f32(dx);
+    int64_t *best = malloc(sizeof(int64_t) * (size_t)(C > 0 ? C : 1));
+    float *bv = malloc(sizeof(float) * (size_t)(C > 0 ? C : 1));
+    if (!best || !bv) {
+        free(best), free(bv);
+        return lx_fail(LX_ERR_NO_MEMORY, "pool backward: out of memory");
+    }
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < outsp; o++) {
+            int64_t oi[LX_MAX_DIMS], rest = o;
+            for (int i = nsp - 1; i >= 0; i--) oi[i] = rest % out->shape[lead + i], rest /= out->shape[lead + i];
+            const float *gr = G + (n * outsp + o) * C;
+            for (int64_t ch = 0; ch < C; ch++) best[ch] = -1, bv[ch] = -INFINITY;
+            int64_t count = 0;
+            for (int pass = 0; pass < (is_max ? 1 : 2); pass++)
+                for (int64_t w = 0; w < ws; w++) {
+                    int64_t wr = w, sp = 0, pitch = 1;
+                    bool inside = true;
+                    for (int i = nsp - 1; i >= 0; i--) {
+                        int64_t pos = oi[i] * p->strides[i] + wr % p->window[i] - p->lo[i];
+                        wr /= p->window[i];
+                        if (pos < 0 || pos >= x->shape[lead + i]) {
+                            inside = false;
+                            break;
+                        }
+                        sp += pos * pitch;
+                        pitch *= x->shape[lead + i];
+                    }
+                    if (!inside) continue;
+                    const int64_t base = (n * insp + sp) * C;
+                    if (is_max) {
+                        for (int64_t ch = 0; ch < C; ch++)
+                            if (X[base + ch] > bv[ch] || isnan(X[base + ch]) || best[ch] < 0)
+                                bv[ch] = X[base + ch], best[ch] = base + ch;
+                    } else if (pass == 0) {
+                        count++;
+                    } else {
+                        float div = (float)(p->count_include_pad ? ws : count);
+                        for (int64_t ch = 0; ch < C; ch++) DX[base + ch] += gr[ch] / div;
+                    }
+                }
+            if (is_max)
+                for (int64_t ch = 0; ch < C; ch++)
+                    if (best[ch] >= 0) DX[best[ch]] += gr[ch];
+        }
+    free(best), free(bv);
+    in_ct[0] = dx;
+    return LX_OK;
+}
+
+VJP(avg_pool) { UNUSED_VJP_ARGS; return pool_vjp(params, in[0], out, ct, in_ct, false); }
+VJP(max_pool) { UNUSED_VJP_ARGS; return pool_vjp(params, in[0], out, ct, in_ct, true); }
+
+/* ---- dropout: linear in x with the recorded mask ---- */
+
+VJP(dropout) {
+    UNUSED_VJP_ARGS;
+    const lx_dropout_params *p = params;
+    in_ct[0] = lx_dropout_apply(ct, in[1], p->rate);
+    return st_of(in_ct[0]);
+}
+
+/* ---- attention ----
+ * P = softmax(masked(scale q k^T + bias)), kept by the forward under a tape (else recomputed); then
+ * dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(P dP)) where not masked, dQ = scale dS K,
+ * dK = scale dS^T Q, dbias = dS summed to bias's shape. Heads h read kv head h / (H / G). */
+static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_array *k, lx_array *v, lx_array *bias,
+                               lx_array *mask, lx_array *kept, lx_array *out, lx_array *ct, lx_array **dq_,
+                               lx_array **dk_, lx_array **dv_, lx_array **dbias_) {
+    int n = q->ndim;
+    int64_t T = q->shape[n - 3], H = q->shape[n - 2], D = q->shape[n - 1], S = k->shape[n - 3], G = k->shape[n - 2];
+    int64_t Dv = v ? v->shape[n - 1] : 0, B = 1, R = H / G;
+    for (int i = 0; i < n - 3; i++) B *= q->shape[i];
+    lx_array *P = !v ? out
+                : kept ? kept /* the forward's weights */
+                       : lx_dot_product_attention_weights(q, k, bias, mask, p->causal, p->flax_scaling ? 0.0f : p->scale);
+    if (!P) return lx_last_status();
+    lx_array *M = NULL;
+    if (mask && !(M = lx_broadcast_to(mask, P->ndim, P->shape))) return lx_last_status();
+    lx_array *dq = f32_like(q), *dk = f32_like(k), *dv = v ? f32_like(v) : NULL, *dS = f32_like(P);
+    float *dP = malloc(sizeof(float) * (size_t)(S > 0 ? S : 1));
+    if (!dq || !dk || (v && !dv) || !dS || !dP) {
+        free(dP);
+        return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
+    }
+    const float *Q = lx_f32(q), *K = lx_f32(k), *V = v ? lx_f32(v) : NULL, *PP = lx_f32(P), *GO = lx_f32(ct);
+    const uint8_t *MM = M ? lx_bool(M) : NULL;
+    float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = dv ? lx_f32(dv) : NULL, *DS = lx_f32(dS);
+    const float sc = p->scale;
+    /* batch elements are independent (each owns its rows of dq, dk, dv and dS): one per thread */
+    const int nt = (double)B * H * T * S * (D + Dv) > (1 << 18) && B > 1 ? lx_num_threads() : 1;
+    int failed = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        float *dPt = malloc(sizeof(float) * (size_t)(S > 0 ? S : 1));
+        if (!dPt) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < B; b++) {
+            if (!dPt) continue;
+            float *dP = dPt;
+            for (int64_t h = 0; h < H; h++) {
+                int64_t g = h / R;
+                for (int64_t t = 0; t < T; t++) {
+                    const int64_t prow = ((b * H + h) * T + t) * S;
+                    const float *pr = PP + prow;
+                    if (v) {
+                        const float *go = GO + ((b * T + t) * H + h) * Dv;
+                        for (int64_t s = 0; s < S; s++) {
+                            const float *vr = V + ((b * S + s) * G + g) * Dv;
+                            float *dvr = DV + ((b * S + s) * G + g) * Dv, acc = 0;
+                            for (int64_t e = 0; e < Dv; e++) {
+                                acc += go[e] * vr[e];
+                                dvr[e] += pr[s] * go[e];
+                            }
+                            dP[s] = acc;
+                        }
+                    } else {
+                        for (int64_t s = 0; s < S; s++) dP[s] = GO[prow + s];
+                    }
+                    double dot = 0;
+                    for (int64_t s = 0; s < S; s++) dot += (double)pr[s] * dP[s];
+                    const float *qr = Q + ((b * T + t) * H + h) * D;
+                    float *dqr = DQ + ((b * T + t) * H + h) * D;
+                    for (int64_t s = 0; s < S; s++) {
+                        bool masked = (MM && !MM[prow + s]) || (p->causal && s > t);
+                        float ds = masked ? 0.0f : (float)(pr[s] * (dP[s] - dot));
+                        DS[prow + s] = ds;
+                        if (ds == 0.0f) continue;
+                        const float *kr = K + ((b * S + s) * G + g) * D;
+                        float *dkr = DK + ((b * S + s) * G + g) * D;
+                        for (int64_t e = 0; e < D; e++) {
+                            dqr[e] += sc * ds * kr[e];
+                            dkr[e] += sc * ds * qr[e];
+                        }
+                    }
+                }
+            }
+        }
+        free(dPt);
+    }
+    if (failed) {
+        free(dP);
+        return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
+    }
+    free(dP);
+    *dq_ = dq, *dk_ = dk;
+    if (dv_) *dv_ = dv;
+    if (bias && !(*dbias_ = unbroadcast(dS, bias))) return lx_last_status();
+    return LX_OK;
+}
+
+VJP(attention) {
+    UNUSED_VJP_ARGS;
+    lx_array *dbias = NULL;
+    lx_status st = attention_vjp(params, in[0], in[1], in[2], in[3], in[4], nin > 5 ? in[5] : NULL, out, ct, &in_ct[0],
+                                 &in_ct[1], &in_ct[2], &dbias);
+    in_ct[3] = dbias;
+    return st;
+}
+
+VJP(attention_weights) {
+    UNUSED_VJP_ARGS;
+    lx_array *dbias = NULL;
+    lx_status st = attention_vjp(params, in[0], in[1], NULL, in[2], in[3], NULL, out, ct, &in_ct[0], &in_ct[1], NULL,
+                                 &dbias);
+    in_ct[2] = dbias;
+    return st;
+}

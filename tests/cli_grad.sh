@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# `linnx grad`: jax.value_and_grad from the shell. The gradients of a Dense under squared_error and
+# of an NNX Linear under integer-label softmax cross-entropy against closed forms evaluated in
+# double by awk from the parameters `linnx params` prints for the same seed; the bridge specs give
+# gradients at exactly their parameters' paths; usage errors. Usage: cli_grad.sh PATH/TO/linnx
+set -u
+bin=${1:?usage: cli_grad.sh PATH/TO/linnx}
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib_cli.sh"
+
+X=0.5,-1,2,0.25,1.5,0.75,-0.5,-2,0,1,-1.25,0.5
+ok() { if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $*"; fi; }
+values() { sed -n "s|^$1 [^:]*: ||p" <<<"$2"; } # the numbers of one line by its path (and type)
+
+# --- linen.Dense(2), squared_error: L = mean((xW + b - y)^2); dW = 2/(n*2) x^T r, db = 2/(n*2) sum r
+params=$("$bin" params 'linen.Dense(2)' --seed 3 --input-shape 3,4)
+grad=$("$bin" grad 'linen.Dense(2)' --seed 3 --x $X --x-shape 3,4 --y 1,0,0,1,0.5,-0.5 --y-shape 3,2 --loss squared_error)
+want=$(awk -v x="$X" -v Y="1,0,0,1,0.5,-0.5" -v W="$(values params/kernel "$params")" -v B="$(values params/bias "$params")" 'BEGIN {
+    split(x, xs, ","); split(Y, ys, ","); split(W, w, " "); split(B, b, " ")
+    for (n = 0; n < 3; n++) for (o = 0; o < 2; o++) {
+        p = b[o + 1]; for (i = 0; i < 4; i++) p += xs[n * 4 + i + 1] * w[i * 2 + o + 1]
+        r[n, o] = p - ys[n * 2 + o + 1]; L += r[n, o] * r[n, o] }
+    printf "%.9g\n", L / 6
+    for (i = 0; i < 4; i++) for (o = 0; o < 2; o++) { g = 0; for (n = 0; n < 3; n++) g += xs[n * 4 + i + 1] * r[n, o]; printf "%.9g ", g / 3 }
+    printf "\n"; for (o = 0; o < 2; o++) { g = 0; for (n = 0; n < 3; n++) g += r[n, o]; printf "%.9g ", g / 3 }
+    printf "\n" }')
+ok numbers_close "$(sed -n 's/^loss //p' <<<"$grad")" "$(sed -n 1p <<<"$want")" 1e-5
+ok numbers_close "$(values params/kernel "$grad")" "$(sed -n 2p <<<"$want")" 1e-4
+ok numbers_close "$(values params/bias "$grad")" "$(sed -n 3p <<<"$want")" 1e-4
+
+# --- nnx.Linear(4, 3), softmax_cross_entropy_with_integer_labels: dlogits = (softmax - onehot) / n
+params=$("$bin" params 'nnx.Linear(4, 3)' --seed 1)
+grad=$("$bin" grad 'nnx.Linear(4, 3)' --seed 1 --x $X --x-shape 3,4 --y 2,0,1 --y-shape 3 \
+       --loss softmax_cross_entropy_with_integer_labels)
+want=$(awk -v x="$X" -v Y="2,0,1" -v W="$(values 'kernel Param' "$params")" -v B="$(values 'bias Param' "$params")" 'BEGIN {
+    split(x, xs, ","); split(Y, ys, ","); split(W, w, " "); split(B, b, " ")
+    for (n = 0; n < 3; n++) {
+        m = -1e30; for (o = 0; o < 3; o++) { z[o] = b[o + 1]; for (i = 0; i < 4; i++) z[o] += xs[n * 4 + i + 1] * w[i * 3 + o + 1]; if (z[o] > m) m = z[o] }
+        s = 0; for (o = 0; o < 3; o++) s += exp(z[o] - m)
+        L += m + log(s) - z[ys[n + 1]]
+        for (o = 0; o < 3; o++) d[n, o] = (exp(z[o] - m) / s - (o == ys[n + 1])) / 3 }
+    printf "%.9g\n", L / 3
+    for (o = 0; o < 3; o++) { g = 0; for (n = 0; n < 3; n++) g += d[n, o]; printf "%.9g ", g }
+    printf "\n"; for (i = 0; i < 4; i++) for (o = 0; o < 3; o++) { g = 0; for (n = 0; n < 3; n++) g += xs[n * 4 + i + 1] * d[n, o]; printf "%.9g ", g }
+    printf "\n" }')
+ok numbers_close "$(sed -n 's/^loss //p' <<<"$grad")" "$(sed -n 1p <<<"$want")" 1e-5
+ok numbers_close "$(values 'bias Param' "$grad")" "$(sed -n 2p <<<"$want")" 1e-4
+ok numbers_close "$(values 'kernel Param' "$grad")" "$(sed -n 3p <<<"$want")" 1e-4
+
+# --- the bridge: gradients at exactly the parameters' paths, with their shapes
+paths() { sed -n 's/^\([^ ]*\) \(Param \)\{0,1\}\(float32\[[0-9,]*\]\):.*/\1 \3/p' <<<"$1" | grep -v '^loss' | sort; }
+for spec in 'bridge.to_linen(nnx.Linear, 4, 2)' 'bridge.ToNNX(linen.Dense(2))' \
+            'linen.Sequential(linen.Dense(5), linen.relu, linen.Dense(2))'; do
+    params=$("$bin" params "$spec" --seed 0 --input-shape 3,4 | grep -v '\[rng\]')
+    grad=$("$bin" grad "$spec" --seed 0 --x $X --x-shape 3,4 --y 1,0,0,1,1,1 --y-shape 3,2 --loss l2_loss)
+    ok test -n "$(paths "$grad")"
+    ok test "$(paths "$grad")" == "$(paths "$params")"
+done
+
+# boxes come back boxed: a Partitioned Linen kernel, the NNXMeta of to_linen, an NNX out_sharding
+for pair in "linen.Dense(2, kernel_init=linen.with_partitioning(linen.initializers.lecun_normal(), ('in', 'out')))|params/kernel .*\\[Partitioned ('in', 'out')\\]" \
+            "bridge.to_linen(nnx.Linear, 4, 2, kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ('in', 'out')))|params/kernel .*\\[NNXMeta ('in', 'out')\\]" \
+            "nnx.Linear(4, 2, kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ('in', 'out')))|kernel Param .*\\[out_sharding ('in', 'out')\\]"; do
+    spec=${pair%%|*} want=${pair#*|}
+    ok grep -q "$want" <<<"$("$bin" grad "$spec" --seed 0 --x 1,2,3,4 --x-shape 1,4 --y 1,0 --y-shape 1,2 --loss squared_error)"
+done
+
+expect_usage_error "unknown loss 'mse'" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss mse
+expect_usage_error "--loss is required" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2
+expect_usage_error "--x has 3 values, --x-shape 1,2 needs 2" grad 'linen.Dense(2)' --seed 0 --x 1,2,3 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss l2_loss
+expect_usage_error "--y and --y-shape are required" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --loss l2_loss
+expect_usage_error "is not an integer" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 0.5 --y-shape 1 --loss softmax_cross_entropy_with_integer_labels
+expect_usage_error "labels int32[2] do not fit the output float32[1,2]" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 0,1 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
+expect_usage_error "could not be broadcast together" grad 'nnx.Linear(2, 3)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss squared_error
+expect_usage_error "unknown module" grad 'torch.Linear(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1 --y-shape 1 --loss l2_loss
+if "$bin" grad --help | grep -q "usage: linnx grad"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --help"; fi
+
+cli_finish

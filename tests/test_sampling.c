@@ -1,0 +1,103 @@
+/* jax.random.gumbel / categorical, lax.top_k and MaxText's sampling against the reference model
+ * (tests/fixtures/llama_fixtures.h, from scripts/gen_llama_fixtures.py), plus bad input. */
+#include <math.h>
+#include <string.h>
+
+#include "fixtures/llama_fixtures.h"
+#include "linnx/linnx.h"
+#include "linnx/sampling.h"
+#include "lx_test.h"
+
+static lx_key key_of(const uint32_t k[2]) { return (lx_key){{k[0], k[1]}}; }
+
+static void test_gumbel(void) {
+    lx_array *g = lx_random_gumbel(lx_key_from_seed(0), 1, (int64_t[]){8});
+    CHECK(same_bits(g, LF_GUMBEL_KEY0, 8));
+    g = lx_random_gumbel(lx_key_fold_in(lx_key_from_seed(3), 9), 1, (int64_t[]){5});
+    CHECK(same_bits(g, LF_GUMBEL_FOLD, 5));
+}
+
+static void test_categorical_cases(void) {
+    int n = (int)(sizeof LF_CATEGORICAL / sizeof LF_CATEGORICAL[0]), ok = 0;
+    for (int i = 0; i < n; i++) {
+        const lf_cat *c = &LF_CATEGORICAL[i];
+        float l[256];
+        for (int j = 0; j < c->n; j++) l[j] = (float)sin(j * c->a) * (float)c->scale;
+        lx_array *x = lx_autorelease(lx_array_from_f32(1, (int64_t[]){c->n}, l));
+        lx_sampling s = {c->temperature, c->top_k};
+        lx_array *t = lx_sample_tokens(key_of(c->key), x, &s);
+        bool good = t && t->ndim == 0 && lx_i32(t)[0] == c->expect;
+        LX_TEST_REPORT_(good, "case %d (key %u %u, n %d, T %g, k %d): got %d, want %d", i, c->key[0], c->key[1], c->n,
+                        c->temperature, c->top_k, t ? lx_i32(t)[0] : -1, c->expect);
+        ok += good;
+        if (c->temperature == 1.0 && c->top_k == 0) {
+            lx_array *u = lx_random_categorical(key_of(c->key), x);
+            CHECK(u && lx_i32(u)[0] == c->expect);
+        }
+    }
+    CHECK_EQ_INT(ok, n);
+}
+
+/* a batch of rows draws one gumbel array of the batch's shape */
+static void test_categorical_batch(void) {
+    float l[2 * 5] = {0, 1, 2, 3, 4, 4, 3, 2, 1, 0};
+    lx_array *x = lx_autorelease(lx_array_from_f32(2, (int64_t[]){2, 5}, l));
+    lx_array *t = lx_random_categorical(lx_key_from_seed(7), x);
+    lx_array *g = lx_random_gumbel(lx_key_from_seed(7), 2, (int64_t[]){2, 5});
+    CHECK(t && g && lx_shape_eq(t, 1, (int64_t[]){2}));
+    for (int r = 0; r < 2 && t && g; r++) {
+        int best = 0;
+        for (int c = 1; c < 5; c++)
+            if (l[r * 5 + c] + lx_f32(g)[r * 5 + c] > l[r * 5 + best] + lx_f32(g)[r * 5 + best]) best = c;
+        CHECK_EQ_INT(lx_i32(t)[r], best);
+    }
+    /* a very peaked row always picks its peak; greedy ignores the key */
+    float p[4] = {-100, 50, -100, -100};
+    lx_array *px = lx_autorelease(lx_array_from_f32(1, (int64_t[]){4}, p));
+    for (int s = 0; s < 20; s++) CHECK_EQ_INT(lx_i32(lx_random_categorical(lx_key_from_seed(s), px))[0], 1);
+    lx_sampling greedy = {0, 0};
+    CHECK_EQ_INT(lx_i32(lx_sample_tokens(lx_key_from_seed(1), x, &greedy))[0], 4);
+    CHECK_EQ_INT(lx_i32(lx_sample_tokens(lx_key_from_seed(1), x, &greedy))[1], 0);
+}
+
+static void test_top_k(void) {
+    float l[6] = {1, 5, 3, 5, -2, 3};
+    lx_array *x = lx_autorelease(lx_array_from_f32(1, (int64_t[]){6}, l)), *v, *i;
+    CHECK_EQ_INT(lx_top_k(x, 4, &v, &i), LX_OK);
+    int32_t wi[4] = {1, 3, 2, 5};
+    float wv[4] = {5, 5, 3, 3};
+    for (int j = 0; j < 4; j++) {
+        CHECK_EQ_INT(lx_i32(i)[j], wi[j]);
+        CHECK(lx_f32(v)[j] == wv[j]);
+    }
+    CHECK_FAILS(lx_top_k(x, 7, &v, &i), LX_ERR_INVALID_ARGUMENT, "k must be in 1..6");
+    CHECK_FAILS(lx_top_k(x, 0, &v, &i), LX_ERR_INVALID_ARGUMENT, "k must be in 1..6");
+}
+
+static void test_bad_input(void) {
+    float l[3] = {1, 2, 3};
+    lx_array *x = lx_autorelease(lx_array_from_f32(1, (int64_t[]){3}, l));
+    lx_sampling s = {-1, 0};
+    CHECK(lx_sample_tokens(lx_key_from_seed(0), x, &s) == NULL);
+    CHECK_ERROR_HAS("temperature must be a finite number >= 0");
+    s = (lx_sampling){NAN, 0};
+    CHECK(lx_sample_tokens(lx_key_from_seed(0), x, &s) == NULL);
+    s = (lx_sampling){1, 4};
+    CHECK(lx_sample_tokens(lx_key_from_seed(0), x, &s) == NULL);
+    CHECK_ERROR_HAS("top_k must be in 0..3");
+    lx_array *xi = lx_autorelease(lx_array_new(LX_I32, 1, (int64_t[]){3}));
+    CHECK(lx_random_categorical(lx_key_from_seed(0), xi) == NULL);
+    CHECK_ERROR_HAS("logits must be float32");
+    lx_array *e = lx_autorelease(lx_array_new(LX_F32, 1, (int64_t[]){0}));
+    CHECK(lx_random_categorical(lx_key_from_seed(0), e) == NULL);
+    CHECK(lx_random_categorical(lx_key_from_seed(0), NULL) == NULL);
+}
+
+int main(void) {
+    RUN(test_gumbel);
+    RUN(test_categorical_cases);
+    RUN(test_categorical_batch);
+    RUN(test_top_k);
+    RUN(test_bad_input);
+    return lx_test_finish();
+}

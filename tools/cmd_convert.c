@@ -1,0 +1,62 @@
+/* `linnx convert IN OUT [--layout L] [--from L] [--format F] [--wrapper NAME]`: rewrite a
+ * checkpoint in another format (Flax msgpack <-> safetensors) and/or another layout (Linen, NNX,
+ * MaxText Linen, MaxText NNX). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "linnx/checkpoint.h"
+
+static const char CONVERT_USAGE[] =
+    "usage: linnx convert IN OUT [--layout linen|nnx|maxtext-linen|maxtext-nnx] [--from LAYOUT]\n"
+    "                      [--format msgpack|safetensors] [--wrapper NAME]\n"
+    "  Reads IN (Flax msgpack or safetensors, told apart by content) and writes OUT atomically.\n"
+    "  --format: OUT's format (default: from OUT's extension, .msgpack or .safetensors).\n"
+    "  --layout: the layout to write (default: IN's own). --from: IN's layout (default: detected:\n"
+    "  {model, optimizer} is maxtext-nnx, {params: {params}, opt_state|step} maxtext-linen,\n"
+    "  collections (params, batch_stats, ...) at the top linen, anything else nnx).\n"
+    "  --wrapper: going to linen, nest every collection under this bridge wrapper name\n"
+    "  (e.g. ToLinen_0, as to_linen names its module). docs/checkpoints.md has the mapping.\n";
+
+int cmd_convert(int argc, char **argv) {
+    enum { C_LAYOUT, C_FROM, C_FORMAT, C_WRAPPER, C_N };
+    cli_opt o[C_N] = {CLI_OPT("layout"), CLI_OPT("from"), CLI_OPT("format"), CLI_OPT("wrapper")};
+    const char *pos[2];
+    int npos;
+    bool help;
+    if (cli_parse(argc, argv, 1, o, C_N, pos, 2, &npos, &help)) return CLI_EXIT_USAGE;
+    if (help) {
+        fputs(CONVERT_USAGE, stdout);
+        return 0;
+    }
+    if (npos != 2) return cli_error("convert: need IN and OUT (linnx convert --help)");
+    lx_layout to = LX_LAYOUT_AUTO, from = LX_LAYOUT_AUTO;
+    if (o[C_LAYOUT].seen && lx_layout_from_name(o[C_LAYOUT].value, &to) != LX_OK)
+        return cli_error("convert: --layout: %s", lx_last_error());
+    if (o[C_FROM].seen && lx_layout_from_name(o[C_FROM].value, &from) != LX_OK)
+        return cli_error("convert: --from: %s", lx_last_error());
+    lx_ckpt_format fmt = lx_ckpt_format_of(pos[1]);
+    if (o[C_FORMAT].seen) {
+        if (!strcmp(o[C_FORMAT].value, "msgpack")) fmt = LX_CKPT_MSGPACK;
+        else if (!strcmp(o[C_FORMAT].value, "safetensors")) fmt = LX_CKPT_SAFETENSORS;
+        else return cli_error("convert: --format: unknown format '%s' (expected msgpack or safetensors)", o[C_FORMAT].value);
+    }
+    if (fmt == LX_CKPT_AUTO)
+        return cli_error("convert: cannot tell OUT's format from '%s': give --format or end it in .msgpack or .safetensors",
+                         pos[1]);
+    lx_tree *in = NULL, *out = NULL;
+    if (lx_ckpt_load(pos[0], &in) != LX_OK) return cli_lib_error();
+    if (from == LX_LAYOUT_AUTO) from = lx_layout_detect(in);
+    if (to == LX_LAYOUT_AUTO) to = from;
+    lx_status s = to == from && !o[C_WRAPPER].seen ? (out = lx_tree_retain(in), LX_OK)
+                                                    : lx_layout_convert(in, from, to, o[C_WRAPPER].value, &out);
+    if (s == LX_OK) s = lx_ckpt_save(pos[1], out, fmt);
+    int rc = s == LX_OK ? 0 : cli_lib_error();
+    if (rc == 0)
+        printf("%s (%s) -> %s (%s, %s): %zu leaves, %lld params\n", pos[0], lx_layout_name(from), pos[1],
+               lx_layout_name(to), fmt == LX_CKPT_SAFETENSORS ? "safetensors" : "msgpack", lx_tree_count_leaves(out),
+               (long long)lx_tree_count_params(out));
+    lx_tree_release(in);
+    lx_tree_release(out);
+    return rc;
+}

@@ -1,0 +1,39 @@
+/* tools/progress.h - a training progress display for the command-line program.
+ *
+ * On a terminal: one line redrawn in place (at most 10 times a second, and always on the last
+ * step): "[#########...........]  120/1000  loss 2.3456  12.3k tok/s  ETA 1m23s". Otherwise (piped,
+ * logged, or LINNX_PROGRESS=plain): a plain line every `every` steps and on the last one:
+ * "step 120/1000 loss 2.3456 tok/s 12345 eta 83s". LINNX_PROGRESS=tty forces the bar.
+ * progress_note prints a line of its own (held-out loss, samples) without breaking the bar.
+ */
+#ifndef LINNX_TOOLS_PROGRESS_H
+#define LINNX_TOOLS_PROGRESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct progress {
+    FILE *out;
+    int64_t total, every, tokens;
+    double t0, last_draw;
+    bool tty, drawn;
+} progress;
+
+/* Seconds since an arbitrary start (CLOCK_MONOTONIC). */
+double progress_now(void);
+/* "1h02m", "3m05s", "12s", "?" for a negative or non-finite time. */
+const char *progress_fmt_duration(double seconds, char *buf, size_t cap);
+/* total steps; plain-mode lines every `every` steps (0: about 20 lines over the run). */
+void progress_begin(progress *p, FILE *out, int64_t total, int64_t every);
+/* After step `step` (1-based) which processed `tokens` tokens with training loss `loss`. */
+void progress_update(progress *p, int64_t step, double loss, int64_t tokens);
+void progress_note(progress *p, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* End the bar's line (a newline on a terminal). */
+void progress_end(progress *p);
+
+#endif
