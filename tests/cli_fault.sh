@@ -36,5 +36,7 @@ sweep example nnx-inside-linen --seed 0 --x 1,2,3,4 --features 3
 sweep example linen-inside-nnx --seed 0 --x 1,2,3,4 --features 3
 sweep params 'bridge.ToNNX(linen.Dense(3))' --seed 0 --input-shape 1,4
 sweep params 'bridge.to_linen(nnx.Linear, 4, 3)' --seed 0 --input-shape 1,4
+# a gradient step's worth of work: value_and_grad of a loss through the bridge (linnx grad)
+sweep grad 'bridge.to_linen(nnx.Linear, 4, 2)' --seed 0 --x 1,2,3,4 --x-shape 1,4 --y 1,0 --y-shape 1,2 --loss squared_error
 
 cli_finish

@@ -33,7 +33,7 @@ static int number_list(const char *opt, const char *s, double **out, int64_t *n)
     double *v = malloc(sizeof(double) * (len / 2 + 2));
     if (!buf || !v) {
         free(buf), free(v);
-        return cli_error("out of memory");
+        return cli_oom(opt); /* exit 1, as every out of memory (tools/cli.h) */
     }
     memcpy(buf, s, len + 1);
     int64_t k = 0;
@@ -57,11 +57,15 @@ static int read_array(const cli_opt *vals, const cli_opt *shape, const char *nam
     int64_t dims[LX_MAX_DIMS], n = 0, size = 1;
     int nd = 0;
     double *v = NULL;
-    if (cli_shape(shape->name, shape->value, dims, &nd) || number_list(vals->name, vals->value, &v, &n))
-        return CLI_EXIT_USAGE;
-    for (int i = 0; i < nd; i++) size *= dims[i];
-    if (size != n) {
+    if (cli_shape(shape->name, shape->value, dims, &nd)) return CLI_EXIT_USAGE;
+    int nrc = number_list(vals->name, vals->value, &v, &n);
+    if (nrc) return nrc;
+    bool over = false; /* checked-arithmetic: the dims are user input */
+    for (int i = 0; i < nd; i++) over = over || __builtin_mul_overflow(size, dims[i], &size);
+    if (over || size != n) {
         free(v);
+        if (over) return cli_error("grad: --%s has %lld values, --%s-shape %.60s has more elements than int64 holds", name,
+                                   (long long)n, name, shape->value);
         return cli_error("grad: --%s has %lld values, --%s-shape %s needs %lld", name, (long long)n, name,
                          shape->value, (long long)size);
     }
@@ -84,7 +88,7 @@ static int read_array(const cli_opt *vals, const cli_opt *shape, const char *nam
     }
     free(v);
     *out = lx_autorelease(a);
-    return 0;
+    return *out ? 0 : cli_lib_error(); /* the pool may fail to take it: out of memory */
 }
 
 typedef enum { L2, SQUARED, SOFTMAX_XENT, SOFTMAX_XENT_INT, SIGMOID_BCE, NLOSSES } loss_kind;
@@ -153,9 +157,11 @@ static lx_status nnx_loss(nnx_module *m, void *user, lx_array **loss) {
     return *loss ? LX_OK : lx_last_status();
 }
 
-static void print_grads(const lx_tree *grads, const char *prefix) {
+/* `loss V`, then the gradient leaves; flattened first, so a failure prints nothing on stdout. */
+static int print_grads(double loss, const lx_tree *grads, const char *prefix) {
     lx_flat flat = {0};
-    if (lx_tree_flatten(grads, &flat) != LX_OK) return;
+    if (lx_tree_flatten(grads, &flat) != LX_OK) return cli_lib_error();
+    printf("loss %.9g\n", loss);
     for (size_t i = 0; i < flat.len; i++) {
         const lx_value *v = &flat.items[i].value;
         const lx_array *a = v->kind == LX_V_ARRAY ? v->u.array
@@ -168,6 +174,7 @@ static void print_grads(const lx_tree *grads, const char *prefix) {
         params_print_leaf(path, v->kind == LX_V_VARIABLE ? v->u.var : NULL, a, params_sharding_note(v, note, sizeof note));
     }
     lx_flat_free(&flat);
+    return 0;
 }
 
 int cmd_grad(int argc, char **argv) {
@@ -193,9 +200,9 @@ int cmd_grad(int argc, char **argv) {
         return cli_error("grad: unknown loss '%s' (l2_loss, squared_error, softmax_cross_entropy, "
                          "softmax_cross_entropy_with_integer_labels, sigmoid_binary_cross_entropy)",
                          o[G_LOSS].value);
-    char err[256];
     spec_node *spec = NULL;
-    if (spec_parse(pos[0], &spec, err, sizeof err)) return cli_error("grad: %s: %s", pos[0], err);
+    int prc = spec_parse_cli("grad", pos[0], &spec);
+    if (prc) return prc;
     nnx_module *nnx = NULL;
     bool ids = false;
     int rc = 0;
@@ -218,10 +225,7 @@ int cmd_grad(int argc, char **argv) {
     } else if (!rc && nnx) {
         if (nnx_value_and_grad(nnx, NULL, nnx_loss, &c, &value, &grads) != LX_OK) rc = cli_lib_error();
     }
-    if (!rc) {
-        printf("loss %.9g\n", (double)lx_f32(value)[0]);
-        print_grads(grads, c.linen ? "params/" : "");
-    }
+    if (!rc) rc = print_grads((double)lx_f32(value)[0], grads, c.linen ? "params/" : "");
     lx_release(value);
     lx_tree_release(grads);
     lx_tree_release(c.vars);

@@ -318,7 +318,7 @@ int cmd_train_lm(int argc, char **argv) {
     double *xs = calloc((size_t)steps + 1, sizeof *xs), *ys = calloc((size_t)steps + 1, sizeof *ys);
     double *ex = calloc((size_t)(steps / eval_every + 2), sizeof *ex), *ey = calloc((size_t)(steps / eval_every + 2), sizeof *ey);
     int64_t ne = 0;
-    if (!xs || !ys || !ex || !ey) rc = cli_error("out of memory");
+    if (!xs || !ys || !ex || !ey) rc = cli_oom("lm");
     if (!rc) {
         ex[0] = 0;
         ey[ne++] = h0;

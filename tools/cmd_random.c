@@ -308,7 +308,7 @@ static int cmd_random_categorical(int argc, char **argv) {
     if (!o[C_LOGITS].seen) return cli_error("random categorical: --logits is required (comma-separated floats)");
     enum { MAXC = 1 << 16 };
     float *l = malloc(sizeof *l * MAXC);
-    if (!l) return cli_error("out of memory");
+    if (!l) return cli_oom("random");
     int n = 0;
     const char *s = o[C_LOGITS].value;
     while (*s) {

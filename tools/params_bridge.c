@@ -112,7 +112,7 @@ int params_bridge_module(spec_node *spec, lx_key key, lx_array *x, linen_module 
         lx_kwarg kw[32];
         lx_call ctor;
         ctor_ctx *cc = calloc(1, sizeof *cc);
-        if (!cc) return cli_error("out of memory");
+        if (!cc) return cli_oom("params");
         int rc = params_call_args(spec, 1, ctor_value, cc, 32, args, kw, &ctor);
         if (!rc && bridge_to_linen(t, &ctor, NULL, linen) != LX_OK) rc = cli_lib_error();
         free(cc); /* the constructor call is copied by bridge_to_linen */

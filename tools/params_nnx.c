@@ -94,7 +94,7 @@ int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars) {
 int params_nnx_module(spec_node *spec, lx_key key, nnx_module **out) {
     *out = NULL;
     builder *b = calloc(1, sizeof *b);
-    if (!b) return cli_error("out of memory");
+    if (!b) return cli_oom("params");
     nnx_stream_spec stream = {"default", true, 0, key};
     if (nnx_rngs_new(1, &stream, &b->rngs) != LX_OK) {
         free(b);
