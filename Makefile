@@ -1,9 +1,11 @@
 # Short commands over CMake. Every target installs missing Debian packages first.
 BUILD ?= build
 SAN_BUILD ?= build-sanitize
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build demo test test-sanitize bench fuzz fixtures install clean
+.PHONY: all deps build demo test test-sanitize fuzz bench fixtures install clean
 
 all: build
 
@@ -24,17 +26,18 @@ test-sanitize: deps
 	@cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DLINNX_SANITIZE=ON >/dev/null
 	@cmake --build $(SAN_BUILD) -j $(JOBS)
 	@cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LINNX_FAULT_STRIDE=4 ctest --output-on-failure -j $(JOBS)
+
+# libFuzzer (clang, ASan + UBSan): every tests/fuzz/fuzz_*.c (spec parser, params pipeline,
+# checkpoint readers) against the library and the CLI's sources, all instrumented, each run
+# FUZZ_SECONDS on its seeds (tests/fuzz/seeds/<name>/); fails on any finding (scripts/fuzz.sh).
+fuzz:
+	@bash scripts/install-deps.sh --fuzz
+	@bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 bench: build
 	@bash scripts/install-deps.sh --bench
 	@bash scripts/bench.sh $(BUILD)
-
-# libFuzzer runs of the checkpoint readers (tests/fuzz/), FUZZ_SECONDS each.
-FUZZ_SECONDS ?= 10
-fuzz: build
-	@bash scripts/install-deps.sh --fuzz
-	@bash scripts/fuzz.sh $(BUILD) $(FUZZ_SECONDS)
 
 # Regenerate every checked-in fixture from ../shared/spec/jax_random_ref.py (the tests never run
 # Python; this is for when a generator changes).
@@ -45,4 +48,4 @@ install: build
 	@cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)

@@ -2,13 +2,14 @@
 # Install the Debian packages linnx needs, only those that are missing.
 # Called by every Makefile target, so `make demo` and `make test` work on a fresh Debian machine.
 # `install-deps.sh --bench` also installs PyTorch (python3-torch), the peer the benchmarks
-# measure against; nothing else needs it.
+# measure against; nothing else needs it. `install-deps.sh --fuzz` installs clang with its
+# libFuzzer and sanitizer runtimes and OpenMP (clang, libclang-rt-dev, libomp-dev) for `make fuzz`.
 set -euo pipefail
 # libmsgpack-dev: msgpack-c, the Flax msgpack writer; libjansson-dev: safetensors JSON headers;
-# clang: `make fuzz` (libFuzzer).
+# (--fuzz adds clang, libclang-rt-dev, libomp-dev: `make fuzz`.)
 pkgs=(cmake make gcc pkg-config libopenblas-dev nettle-dev libmsgpack-dev libjansson-dev)
-[ "${1:-}" = "--fuzz" ] && pkgs+=(clang)
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch)
+[ "${1:-}" = "--fuzz" ] && pkgs+=(clang libclang-rt-dev libomp-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

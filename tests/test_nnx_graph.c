@@ -582,7 +582,7 @@ static void test_iter_graph(void) {
                           "stats", "w", ""};
     CHECK_EQ_INT(l.n, 9);
     for (int i = 0; i < l.n && i < 9; i++) CHECK_STR(l.paths[i], want[i]);
-    nnx_set_initializing(m, true);
+    CHECK_EQ_INT(nnx_set_initializing(m, true), LX_OK);
     CHECK(m->initializing && shared->initializing);
     nnx_graphdef *g;
     lx_tree *st;
@@ -593,7 +593,7 @@ static void test_iter_graph(void) {
     nnx_graphdef_free(g);
     lx_tree_release(st);
     nnx_module_release(m2);
-    nnx_set_initializing(m, false);
+    CHECK_EQ_INT(nnx_set_initializing(m, false), LX_OK);
     CHECK(!shared->initializing);
     nnx_module_release(m);
     nnx_rngs_release(r);

@@ -519,7 +519,8 @@ static void test_linear_general_lora(void) {
 
 static void test_mha(void) {
     nnx_rngs *r = seed(0);
-    lx_call c = LX_CALL_ARGS(lx_int_v(2), lx_int_v(4));
+    /* decode=False: Flax's MHA refuses a call with decode None both here and at the call */
+    lx_call c = {2, LX_VALUES(lx_int_v(2), lx_int_v(4)), 1, LX_KWARGS(LX_KW_BOOL("decode", false))};
     nnx_module *m = NULL;
     CHECK_EQ_INT(nnx_module_new(&nnx_MultiHeadAttention, &c, r, &m), LX_OK);
     CHECK(lx_shape_eq(lx_variable_get_value(var(m, "query/kernel")), 3, (int64_t[]){4, 2, 2}));
@@ -539,7 +540,7 @@ static void test_mha(void) {
 
     /* Hand math: one head of size 2, identity projections, no biases:
      * out = softmax(x x^T / sqrt(2)) x. */
-    lx_call c1 = {2, LX_VALUES(lx_int_v(1), lx_int_v(2)), 1, LX_KWARGS(LX_KW_BOOL("use_bias", false))};
+    lx_call c1 = {2, LX_VALUES(lx_int_v(1), lx_int_v(2)), 2, LX_KWARGS(LX_KW_BOOL("use_bias", false), LX_KW_BOOL("decode", false))};
     CHECK_EQ_INT(nnx_module_new(&nnx_MultiHeadAttention, &c1, r, &m), LX_OK);
     float id[] = {1, 0, 0, 1};
     lx_array *I3 = lx_array_from_f32(3, (int64_t[]){2, 1, 2}, id), *O3 = lx_array_from_f32(3, (int64_t[]){1, 2, 2}, id);
@@ -567,9 +568,9 @@ static void test_mha(void) {
     nnx_module_release(m);
 
     /* normalize_qk adds query_ln/key_ln (scale only); dropout keeps a fork. */
-    lx_call c2 = {2, LX_VALUES(lx_int_v(2), lx_int_v(4)), 3,
+    lx_call c2 = {2, LX_VALUES(lx_int_v(2), lx_int_v(4)), 4,
                   LX_KWARGS(LX_KW_BOOL("normalize_qk", true), LX_KW_FLOAT("dropout_rate", 0.5),
-                            LX_KW_BOOL("deterministic", false))};
+                            LX_KW_BOOL("deterministic", false), LX_KW_BOOL("decode", false))};
     CHECK_EQ_INT(nnx_module_new(&nnx_MultiHeadAttention, &c2, r, &m), LX_OK);
     CHECK(var(m, "query_ln/scale") && !var(m, "query_ln/bias") && var(m, "key_ln/scale"));
     CHECK(var(m, "rngs/key") && var(m, "rngs/count"));
@@ -708,7 +709,7 @@ static void test_metadata_eval_shape_functional(void) {
     CHECK_EQ_INT(nnx_eval_shape(&nnx_Conv, &cc, r, &m), LX_OK);
     CHECK(lx_is_abstract(lx_variable_get_value(((nnx_conv *)m)->kernel)));
     nnx_module_release(m);
-    lx_call mc = LX_CALL_ARGS(lx_int_v(2), lx_int_v(4));
+    lx_call mc = {2, LX_VALUES(lx_int_v(2), lx_int_v(4)), 1, LX_KWARGS(LX_KW_BOOL("decode", false))};
     CHECK_EQ_INT(nnx_eval_shape(&nnx_MultiHeadAttention, &mc, r, &m), LX_OK);
     lx_array *x = lx_autorelease(lx_array_abstract(LX_F32, 3, (int64_t[]){1, 3, 4}));
     lx_array *y = nnx_call_array(m, x);

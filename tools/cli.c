@@ -1,6 +1,7 @@
 /* Shared helpers of the linnx subcommands (see cli.h). */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -18,10 +19,18 @@ int cli_error(const char *fmt, ...) {
     return CLI_EXIT_USAGE;
 }
 
+int cli_oom(const char *what) {
+    fprintf(stderr, "linnx: %s: out of memory\n", what);
+    return CLI_EXIT_FAILURE;
+}
+
 int cli_lib_error(void) {
     lx_status s = lx_last_status();
-    fprintf(stderr, "linnx: %s\n", lx_last_error()[0] ? lx_last_error() : "failed");
-    return (s == LX_ERR_NO_MEMORY || s == LX_ERR_IO || s == LX_ERR_INTERNAL) ? 1 : CLI_EXIT_USAGE;
+    const char *e = lx_last_error();
+    /* the library's array limit is the CLI's --max-array-bytes: name the option */
+    bool limit = s == LX_ERR_NO_MEMORY && strstr(e, "bytes per array");
+    fprintf(stderr, "linnx: %s%s\n", e[0] ? e : "failed", limit ? " (--max-array-bytes)" : "");
+    return (s == LX_ERR_NO_MEMORY || s == LX_ERR_IO || s == LX_ERR_INTERNAL) ? CLI_EXIT_FAILURE : CLI_EXIT_USAGE;
 }
 
 int cli_parse(int argc, char **argv, int first, cli_opt *opts, int nopts, const char **pos, int maxpos,
@@ -61,11 +70,14 @@ int cli_parse(int argc, char **argv, int first, cli_opt *opts, int nopts, const 
     return 0;
 }
 
+/* Numbers are exactly what they look like: no leading space (strtoll/strtod would skip it), no
+ * trailing text, in range. Values are echoed cut to 60 characters so a message stays short. */
 int cli_i64(const char *opt, const char *s, int64_t *out) {
     char *end;
     errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno) return cli_error("--%s: '%s' is not an integer in the int64 range", opt, s);
+    long long v = !*s || isspace((unsigned char)*s) ? 0 : strtoll(s, &end, 10);
+    if (!*s || isspace((unsigned char)*s) || *end || errno)
+        return cli_error("--%s: '%.60s%s' is not an integer in the int64 range", opt, s, strlen(s) > 60 ? "..." : "");
     *out = v;
     return 0;
 }
@@ -80,37 +92,36 @@ int cli_u32(const char *opt, const char *s, uint32_t *out) {
 
 int cli_f64(const char *opt, const char *s, double *out) {
     char *end;
-    double v = strtod(s, &end);
-    if (!*s || *end || isnan(v)) return cli_error("--%s: '%s' is not a number", opt, s);
+    double v = !*s || isspace((unsigned char)*s) ? 0 : strtod(s, &end);
+    if (!*s || isspace((unsigned char)*s) || *end || isnan(v))
+        return cli_error("--%s: '%.60s%s' is not a number", opt, s, strlen(s) > 60 ? "..." : "");
     *out = v;
     return 0;
 }
 
 int cli_i64_list(const char *opt, const char *s, int64_t *out, int max, int *n) {
-    char buf[256];
-    size_t len = strlen(s);
-    if (len >= sizeof buf) return cli_error("--%s: value too long", opt);
-    /* Accept "4,8", "(4, 8)", "4, 8,", "()" and "". */
-    size_t k = 0;
-    for (size_t i = 0; i < len; i++)
-        if (s[i] != '(' && s[i] != ')' && s[i] != ' ') buf[k++] = s[i];
-    buf[k] = '\0';
     *n = 0;
-    char *p = buf;
-    while (*p) {
-        char *comma = strchr(p, ',');
-        if (comma) *comma = '\0';
-        if (*p == '\0') {
-            if (comma && comma[1] == '\0') break; /* a trailing comma: "(4,)" */
-            return cli_error("--%s: empty entry in '%s'", opt, s);
-        }
+    if (!*s || !strcmp(s, "()")) return 0; /* the empty tuple: a scalar's shape */
+    const char *p = s;
+    for (;;) {
+        /* one entry: [+-]digits, then ',' and another entry, or the end */
+        const char *q = p + (*p == '-' || *p == '+');
+        const char *d = q;
+        while (*d >= '0' && *d <= '9') d++;
+        if (d == q || (*d != ',' && *d != '\0'))
+            return cli_error("--%s: '%.60s%s' is not a list of integers N,N,... (or () for a scalar)", opt, s,
+                             strlen(s) > 60 ? "..." : "");
         if (*n >= max) return cli_error("--%s: at most %d entries", opt, max);
-        if (cli_i64(opt, p, &out[*n])) return CLI_EXIT_USAGE;
+        char tok[32];
+        size_t len = (size_t)(d - p);
+        if (len >= sizeof tok) return cli_error("--%s: %.*s... is not an integer in the int64 range", opt, 30, p);
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        if (cli_i64(opt, tok, &out[*n])) return CLI_EXIT_USAGE;
         (*n)++;
-        if (!comma) break;
-        p = comma + 1;
+        if (!*d) return 0;
+        p = d + 1;
     }
-    return 0;
 }
 
 int cli_shape(const char *opt, const char *s, int64_t *shape, int *ndim) {
@@ -138,6 +149,42 @@ int cli_key(const cli_opt *seed, const cli_opt *key, const cli_opt *x64, lx_key 
             return cli_error("--key: %lld is outside 0..4294967295", (long long)k[i]);
     out->k[0] = (uint32_t)k[0];
     out->k[1] = (uint32_t)k[1];
+    return 0;
+}
+
+size_t cli_max_array_bytes = CLI_DEFAULT_MAX_ARRAY_BYTES;
+
+int cli_bytes(const char *opt, const char *s, size_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = isdigit((unsigned char)*s) ? strtoull(s, &end, 10) : 0;
+    if (!isdigit((unsigned char)*s) || errno) return cli_error("--%s: '%.60s' is not a byte count N[K|M|G]", opt, s);
+    int shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+    if (shift) end++;
+    if (*end || v > (SIZE_MAX >> shift)) return cli_error("--%s: '%.60s' is not a byte count N[K|M|G]", opt, s);
+    *out = (size_t)v << shift;
+    return 0;
+}
+
+int cli_check_size(const char *opt, int ndim, const int64_t *shape, size_t elsize) {
+    /* checked-arithmetic: the dims are user input; a product past int64 is over any limit */
+    int64_t n = 1;
+    bool over = false;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] == 0) return 0;
+        over = over || __builtin_mul_overflow(n, shape[i], &n);
+    }
+    size_t bytes;
+    over = over || __builtin_mul_overflow((size_t)n, elsize, &bytes);
+    if (cli_max_array_bytes && (over || bytes > cli_max_array_bytes)) {
+        char b[160];
+        lx_shape_str(ndim, shape, b, sizeof b);
+        if (over)
+            return cli_error("--%s: an array of shape %s is too big, over the limit of %zu bytes per array (--max-array-bytes)",
+                             opt, b, cli_max_array_bytes);
+        return cli_error("--%s: an array of shape %s needs %zu bytes, over the limit of %zu bytes per array (--max-array-bytes)",
+                         opt, b, bytes, cli_max_array_bytes);
+    }
     return 0;
 }
 

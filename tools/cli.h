@@ -19,6 +19,13 @@
 #include "linnx/linnx.h"
 #include "linnx/random.h"
 
+/* Exit statuses, one convention for every subcommand:
+ *   0  success;
+ *   1  the run failed for a reason other than its input: out of memory (wherever it happens: the
+ *      option and spec parsers or the library), I/O, an internal error;
+ *   2  bad usage or bad input (options, specs, shapes, values the library refuses).
+ * Either failure prints exactly one `linnx: ...` line on stderr and nothing on stdout. */
+#define CLI_EXIT_FAILURE 1
 #define CLI_EXIT_USAGE 2
 
 typedef int (*cli_command_fn)(int argc, char **argv);
@@ -37,6 +44,8 @@ int cli_error(const char *fmt, ...)
     ;
 /* Report the library's last error: exit 2 for bad input, 1 for resource/internal failures. */
 int cli_lib_error(void);
+/* Print `linnx: <what>: out of memory`; returns CLI_EXIT_FAILURE. */
+int cli_oom(const char *what);
 
 /* Options: `--name value`, `--name=value`, or `--name` for flags. A value may start with '-'
  * (negative numbers): an option that takes a value always consumes the next word. */
@@ -59,13 +68,31 @@ int cli_parse(int argc, char **argv, int first, cli_opt *opts, int nopts, const 
 int cli_i64(const char *opt, const char *s, int64_t *out);
 int cli_u32(const char *opt, const char *s, uint32_t *out);
 int cli_f64(const char *opt, const char *s, double *out);
-/* "4,8" / "(4, 8)" / "" (a scalar, or the empty tuple); at most `max` entries. */
+/* Exactly "N,N,..." (no spaces, no parentheses, no empty entries), or "()" or "" for the empty
+ * tuple (a scalar's shape); at most `max` entries. Anything else ("(1 2)", "1)2", ",", "2,3,,")
+ * is a usage error. Numbers take no leading space either: --seed ' 1' is refused. */
 int cli_i64_list(const char *opt, const char *s, int64_t *out, int max, int *n);
 /* A shape: a list of non-negative dims. */
 int cli_shape(const char *opt, const char *s, int64_t *shape, int *ndim);
 
 /* The key of `--seed S [--x64]` or `--key K0,K1` (exactly one of the two). */
 int cli_key(const cli_opt *seed, const cli_opt *key, const cli_opt *x64, lx_key *out);
+
+/* Size limits (checked before allocating, so a small command line cannot ask for gigabytes):
+ * every array a command makes, from a shape on its command line or a size in a spec, holds at
+ * most CLI_DEFAULT_MAX_ARRAY_BYTES (1 GiB) unless the global option --max-array-bytes N[K|M|G]
+ * (anywhere on the line; 0 = no limit) says otherwise. A shape given on the command line over
+ * the limit is a usage error naming the limit and the option; an array made inside the library
+ * over it fails like an allocation (exit 1), its message naming the limit
+ * (lx_set_max_array_bytes, linnx/fault.h). */
+#define CLI_DEFAULT_MAX_ARRAY_BYTES ((size_t)1 << 30)
+extern size_t cli_max_array_bytes;
+/* Parse "N", "NK", "NM", "NG" (powers of 1024) into bytes; 0 or CLI_EXIT_USAGE. */
+int cli_bytes(const char *opt, const char *s, size_t *out);
+/* 0 when an array of `ndim` dims `shape` of `elsize`-byte elements fits the limit, else prints
+ * "--opt: float32 (1, 2147483648) needs 8589934592 bytes, over the limit ..." and returns
+ * CLI_EXIT_USAGE. */
+int cli_check_size(const char *opt, int ndim, const int64_t *shape, size_t elsize);
 
 /* Print an array as described above; 0 on success. */
 int cli_print_array(const lx_array *a);

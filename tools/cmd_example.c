@@ -45,7 +45,7 @@ static int float_list(const char *opt, const char *s, example_args *a) {
     int n = 1;
     for (const char *p = start; p < stop; p++) n += *p == ',';
     a->x = malloc((size_t)n * sizeof *a->x);
-    if (!a->x) return cli_error("out of memory");
+    if (!a->x) return cli_oom("--x");
     const char *p = start;
     int count = 0;
     for (int i = 0; i < n; i++) {
@@ -88,7 +88,10 @@ static int parse_example_args(int argc, char **argv, const char *usage, example_
         return CLI_EXIT_USAGE;
     if (a->features < 1 || a->features > (1 << 20))
         return cli_error("--features: %lld is outside 1..1048576", (long long)a->features);
-    return float_list("x", o[O_X].value, a);
+    int rc = float_list("x", o[O_X].value, a);
+    if (rc) return rc;
+    /* the layer's kernel is (len(x), F): check it against the size limit before building it */
+    return cli_check_size("features", 2, (int64_t[]){a->n, a->features}, 4);
 }
 
 /* ------------------------------------------------------------------ linen-inside-nnx */
@@ -173,10 +176,7 @@ static void example_usage(FILE *f) {
 }
 
 int cmd_example(int argc, char **argv) {
-    if (argc < 2) {
-        example_usage(stderr);
-        return CLI_EXIT_USAGE;
-    }
+    if (argc < 2) return cli_error("example: which example? (linnx example --help lists them)");
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         example_usage(stdout);
         return 0;

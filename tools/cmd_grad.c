@@ -47,8 +47,9 @@ int cmd_grad(int argc, char **argv) {
     lx_tree *grads = NULL;
     if (!rc && tc_model_grad(m, d.x, d.y, &loss, &value, &grads) != LX_OK) rc = cli_lib_error();
     if (!rc) {
-        printf("loss float32[]: %.9g\n", lx_f32(value)[0]);
-        rc = tc_print_tree(grads);
+        char line[64];
+        snprintf(line, sizeof line, "loss float32[]: %.9g", lx_f32(value)[0]);
+        rc = tc_print_tree(line, grads);
     }
     lx_release(value);
     lx_tree_release(grads);

@@ -68,7 +68,7 @@ int cmd_inspect(int argc, char **argv) {
     if (!rows) {
         lx_flat_free(&flat);
         lx_tree_release(t);
-        return cli_error("inspect: out of memory");
+        return cli_oom("inspect");
     }
     int wp = 5, wd = 5, ws = 5;
     long long tp = 0, tb = 0;

@@ -502,7 +502,7 @@ int cmd_train_lm(int argc, char **argv) {
     h.ys = calloc((size_t)h.cap_t, sizeof(double));
     h.ex = calloc((size_t)h.cap_e, sizeof(double));
     h.ey = calloc((size_t)h.cap_e, sizeof(double));
-    if (!rc && (!h.xs || !h.ys || !h.ex || !h.ey)) rc = cli_error("out of memory");
+    if (!rc && (!h.xs || !h.ys || !h.ex || !h.ey)) rc = cli_oom("train-lm");
     if (!rc && resume) history_get(&h, resume, start);
     double h0 = NAN;
     if (!rc) {

@@ -91,19 +91,22 @@ int cmd_params(int argc, char **argv) {
     memset(&req, 0, sizeof req);
     if (cli_key(&o[P_SEED], &o[P_KEY], &o[P_X64], &req.key)) return CLI_EXIT_USAGE;
     if (o[P_SHAPE].seen) {
-        if (cli_shape("input-shape", o[P_SHAPE].value, req.shape, &req.ndim)) return CLI_EXIT_USAGE;
+        if (cli_shape("input-shape", o[P_SHAPE].value, req.shape, &req.ndim) ||
+            cli_check_size("input-shape", req.ndim, req.shape, 4))
+            return CLI_EXIT_USAGE;
         req.has_shape = true;
     }
     if (o[P_SAVE].seen && lx_ckpt_format_of(o[P_SAVE].value) == LX_CKPT_AUTO)
         return cli_error("params: --save: '%s' must end in .msgpack or .safetensors", o[P_SAVE].value);
-    char err[256];
     spec_node *spec = NULL;
-    if (spec_parse(pos[0], &spec, err, sizeof err)) return cli_error("params: %s: %s", pos[0], err);
+    int prc = spec_parse_cli("params", pos[0], &spec);
+    if (prc) return prc;
     const params_family *fam = NULL;
     for (size_t i = 0; i < sizeof PARAMS_FAMILIES / sizeof PARAMS_FAMILIES[0]; i++)
         if (spec_suffix(spec, PARAMS_FAMILIES[i].prefix)) fam = &PARAMS_FAMILIES[i];
     if (!fam) {
-        int rc = cli_error("params: unknown module '%s' (known prefixes: linen., nnx., bridge.)", spec->s ? spec->s : pos[0]);
+        int rc = cli_error("params: unknown module '%.80s%s' (known prefixes: linen., nnx., bridge.)", spec->s ? spec->s : pos[0],
+                           strlen(spec->s ? spec->s : pos[0]) > 80 ? "..." : "");
         spec_free(spec);
         return rc;
     }

@@ -59,7 +59,7 @@ int cmd_key(int argc, char **argv) {
         if (cli_i64("split", o[K_SPLIT].value, &n)) return CLI_EXIT_USAGE;
         if (n < 0 || n > (1 << 24)) return cli_error("--split: %lld is outside 0..16777216", (long long)n);
         lx_key *ks = malloc((size_t)(n ? n : 1) * sizeof *ks);
-        if (!ks) return cli_error("out of memory");
+        if (!ks) return cli_oom("--split");
         if (lx_key_split(key, n, o[K_LEGACY].seen, ks) != LX_OK) {
             free(ks);
             return cli_lib_error();
@@ -171,7 +171,7 @@ int cmd_random(int argc, char **argv) {
     if (!o[R_SHAPE].seen) return cli_error("random: --shape is required ('' for a scalar)");
     int64_t shape[LX_MAX_DIMS];
     int ndim;
-    if (cli_shape("shape", o[R_SHAPE].value, shape, &ndim)) return CLI_EXIT_USAGE;
+    if (cli_shape("shape", o[R_SHAPE].value, shape, &ndim) || cli_check_size("shape", ndim, shape, 4)) return CLI_EXIT_USAGE;
     lx_random_set_legacy(o[R_LEGACY].seen);
     lx_array *a = NULL;
     float x, y;
@@ -304,7 +304,7 @@ int cmd_init(int argc, char **argv) {
     if (!o[I_SHAPE].seen) return cli_error("init: --shape is required");
     int64_t shape[LX_MAX_DIMS];
     int ndim;
-    if (cli_shape("shape", o[I_SHAPE].value, shape, &ndim)) return CLI_EXIT_USAGE;
+    if (cli_shape("shape", o[I_SHAPE].value, shape, &ndim) || cli_check_size("shape", ndim, shape, 4)) return CLI_EXIT_USAGE;
     lx_random_set_legacy(o[I_LEGACY].seen);
     lx_array *a = lx_init_apply(&it, key, dtype, ndim, shape);
     if (!a) return cli_lib_error();
@@ -338,7 +338,7 @@ static int cmd_random_categorical(int argc, char **argv) {
     if (!o[C_LOGITS].seen) return cli_error("random categorical: --logits is required (comma-separated floats)");
     enum { MAXC = 1 << 16 };
     float *l = malloc(sizeof *l * MAXC);
-    if (!l) return cli_error("out of memory");
+    if (!l) return cli_oom("random");
     int n = 0;
     const char *s = o[C_LOGITS].value;
     while (*s) {

@@ -31,7 +31,8 @@ static int ctor_value(void *ctx, spec_node *v, lx_value *out) {
         return rc;
     }
     char err[200];
-    if (spec_to_value(v, out, err, sizeof err)) return cli_error("params: %s", err);
+    int vr = spec_to_value(v, out, err, sizeof err);
+    if (vr) return vr == SPEC_NO_MEMORY ? cli_oom("params") : cli_error("params: %s", err);
     return 0;
 }
 
@@ -47,7 +48,7 @@ static int to_linen_spec(spec_node *spec, const params_request *req, lx_tree **v
     lx_kwarg kw[32];
     lx_call ctor;
     ctor_ctx *cc = calloc(1, sizeof *cc); /* initializers are large: keep them off the stack */
-    if (!cc) return cli_error("params: out of memory");
+    if (!cc) return cli_oom("params");
     int rc = params_call_args(spec, 1, ctor_value, cc, 32, args, kw, &ctor);
     if (rc) {
         free(cc);
@@ -111,7 +112,7 @@ int params_bridge_module(spec_node *spec, lx_key key, lx_array *x, linen_module 
         lx_kwarg kw[32];
         lx_call ctor;
         ctor_ctx *cc = calloc(1, sizeof *cc);
-        if (!cc) return cli_error("out of memory");
+        if (!cc) return cli_oom("params");
         int rc = params_call_args(spec, 1, ctor_value, cc, 32, args, kw, &ctor);
         if (!rc && bridge_to_linen(t, &ctor, NULL, linen) != LX_OK) rc = cli_lib_error();
         free(cc); /* the constructor call is copied by bridge_to_linen */

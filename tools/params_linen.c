@@ -188,7 +188,8 @@ static int arg_value(builder *b, spec_node *v, lx_value *out) {
         return 0;
     }
     char err[200];
-    if (spec_to_value(v, out, err, sizeof err)) return cli_error("params: %s", err);
+    int vr = spec_to_value(v, out, err, sizeof err);
+    if (vr) return vr == SPEC_NO_MEMORY ? cli_oom("params") : cli_error("params: %s", err);
     return 0;
 }
 
@@ -242,7 +243,7 @@ static bool reads_ids(const linen_module *m) {
 
 int params_linen_module(spec_node *spec, linen_module **out, bool *reads_token_ids) {
     builder *b = calloc(1, sizeof *b); /* inline initializers make it large for the stack */
-    if (!b) return cli_error("params: out of memory");
+    if (!b) return cli_oom("params");
     linen_module *m = NULL;
     int rc = build(b, spec, &m);
     if (!rc) {
@@ -256,7 +257,7 @@ int params_linen_module(spec_node *spec, linen_module **out, bool *reads_token_i
 
 int params_linen(spec_node *spec, const params_request *req, lx_tree **vars) {
     builder *b = calloc(1, sizeof *b); /* inline initializers make it large for the stack */
-    if (!b) return cli_error("params: out of memory");
+    if (!b) return cli_oom("params");
     linen_module *m = NULL;
     int rc = build(b, spec, &m);
     if (!rc && !req->has_shape) rc = cli_error("params: Linen modules need --input-shape D0,D1,... for shape inference");

@@ -48,7 +48,8 @@ static int arg_value(builder *b, spec_node *v, lx_value *out) {
         return 0;
     }
     char err[200];
-    if (spec_to_value(v, out, err, sizeof err)) return cli_error("params: %s", err);
+    int vr = spec_to_value(v, out, err, sizeof err);
+    if (vr) return vr == SPEC_NO_MEMORY ? cli_oom("params") : cli_error("params: %s", err);
     return 0;
 }
 
@@ -87,7 +88,7 @@ int params_nnx_module(spec_node *spec, nnx_rngs *rngs, nnx_module **out) {
 
 int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars) {
     builder *b = calloc(1, sizeof *b); /* inline initializers make it large for the stack */
-    if (!b) return cli_error("params: out of memory");
+    if (!b) return cli_oom("params");
     nnx_stream_spec stream = {"default", true, 0, req->key};
     if (nnx_rngs_new(1, &stream, &b->rngs) != LX_OK) {
         free(b);

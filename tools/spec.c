@@ -12,18 +12,21 @@ typedef struct parser {
     const char *text, *p;
     char *err;
     size_t errcap;
-    bool failed;
+    bool failed, oom;
+    size_t errcol; /* 0-based offset of the failure */
 } parser;
 
 static void fail(parser *ps, const char *fmt, ...) {
     if (ps->failed) return;
     ps->failed = true;
+    ps->oom = strcmp(fmt, "out of memory") == 0;
+    ps->errcol = (size_t)(ps->p - ps->text);
     char msg[200];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    snprintf(ps->err, ps->errcap, "%s at column %d", msg, (int)(ps->p - ps->text) + 1);
+    snprintf(ps->err, ps->errcap, "%s at column %zu", msg, ps->errcol + 1);
 }
 
 static void skip(parser *ps) {
@@ -49,13 +52,17 @@ static char *dup_range(const char *a, const char *b) {
 static spec_node *value(parser *ps, int depth);
 
 static bool push_item(parser *ps, spec_node *t, spec_node *item) {
-    spec_node **p = realloc(t->items, sizeof *p * (size_t)(t->n + 1));
-    if (!p) {
-        fail(ps, "out of memory");
-        spec_free(item);
-        return false;
+    if (t->n == t->cap) { /* doubling: a spec of n items costs O(n), not O(n^2) copies */
+        int ncap = t->cap ? t->cap * 2 : 4;
+        spec_node **p = realloc(t->items, sizeof *p * (size_t)ncap);
+        if (!p) {
+            fail(ps, "out of memory");
+            spec_free(item);
+            return false;
+        }
+        t->items = p;
+        t->cap = ncap;
     }
-    t->items = p;
     t->items[t->n++] = item;
     return true;
 }
@@ -106,6 +113,10 @@ static spec_node *call_args(parser *ps, spec_node *c, int depth) {
             while (isspace((unsigned char)*r)) r++;
             if (*r == '=' && r[1] != '=') {
                 kname = dup_range(start, q);
+                if (!kname) { /* never let a keyword become a positional argument */
+                    fail(ps, "out of memory");
+                    break;
+                }
                 ps->p = r + 1;
             }
         }
@@ -119,14 +130,18 @@ static spec_node *call_args(parser *ps, spec_node *c, int depth) {
             free(kname);
             break;
         }
-        spec_arg *a = realloc(c->args, sizeof *a * (size_t)(c->nargs + 1));
-        if (!a) {
-            free(kname);
-            spec_free(v);
-            fail(ps, "out of memory");
-            break;
+        if (c->nargs == c->argcap) { /* doubling, as push_item */
+            int ncap = c->argcap ? c->argcap * 2 : 4;
+            spec_arg *a = realloc(c->args, sizeof *a * (size_t)ncap);
+            if (!a) {
+                free(kname);
+                spec_free(v);
+                fail(ps, "out of memory");
+                break;
+            }
+            c->args = a;
+            c->argcap = ncap;
         }
-        c->args = a;
         c->args[c->nargs].name = kname;
         c->args[c->nargs].value = v;
         c->nargs++;
@@ -159,23 +174,26 @@ static spec_node *value(parser *ps, int depth) {
     }
     if (*p == '\'' || *p == '"') {
         char q = *p++;
-        char *buf = malloc(strlen(p) + 1);
+        /* Find the end first and allocate the literal's own length: linear in the input, not
+         * strlen(rest of input) per literal. */
+        const char *e = p;
+        while (*e && *e != q) e += (*e == '\\' && e[1]) ? 2 : 1;
+        if (*e != q) {
+            ps->p = e;
+            fail(ps, "unterminated string");
+            return NULL;
+        }
+        char *buf = malloc((size_t)(e - p) + 1);
         size_t n = 0;
         if (!buf) {
             fail(ps, "out of memory");
             return NULL;
         }
-        while (*p && *p != q) {
-            if (*p == '\\' && p[1]) p++;
+        while (p < e) {
+            if (*p == '\\' && p + 1 < e) p++;
             buf[n++] = *p++;
         }
         buf[n] = 0;
-        if (*p != q) {
-            free(buf);
-            ps->p = p;
-            fail(ps, "unterminated string");
-            return NULL;
-        }
         ps->p = p + 1;
         spec_node *s = node(ps, SPEC_STR);
         if (!s) {
@@ -246,8 +264,8 @@ static spec_node *value(parser *ps, int depth) {
     return NULL;
 }
 
-int spec_parse(const char *text, spec_node **out, char *err, size_t errcap) {
-    parser ps = {text, text, err, errcap, false};
+static int parse(const char *text, spec_node **out, char *err, size_t errcap, size_t *errcol) {
+    parser ps = {text, text, err, errcap, false, false, 0};
     *out = NULL;
     if (errcap) err[0] = 0;
     spec_node *n = value(&ps, 0);
@@ -257,10 +275,38 @@ int spec_parse(const char *text, spec_node **out, char *err, size_t errcap) {
     }
     if (ps.failed) {
         spec_free(n);
-        return -1;
+        if (errcol) *errcol = ps.errcol;
+        return ps.oom ? SPEC_NO_MEMORY : SPEC_SYNTAX;
     }
     *out = n;
     return 0;
+}
+
+int spec_parse(const char *text, spec_node **out, char *err, size_t errcap) {
+    return parse(text, out, err, errcap, NULL);
+}
+
+int spec_parse_cli(const char *cmd, const char *text, spec_node **out) {
+    char err[256];
+    size_t col = 0;
+    int r = parse(text, out, err, sizeof err, &col);
+    if (r == 0) return 0;
+    if (r == SPEC_NO_MEMORY) {
+        fprintf(stderr, "linnx: %s: out of memory\n", cmd);
+        return 1; /* CLI_EXIT_FAILURE (tools/cli.h) */
+    }
+    /* An excerpt around the column: up to 40 characters before it, 20 after, `^` marking it;
+     * control characters shown as '?', so the message stays one line. */
+    size_t len = strlen(text), a = col > 40 ? col - 40 : 0, b = col + 20 < len ? col + 20 : len;
+    char ex[80];
+    size_t k = 0;
+    for (size_t i = a; i <= b && k + 2 < sizeof ex; i++) {
+        if (i == col) ex[k++] = '^';
+        if (i < b) ex[k++] = (unsigned char)text[i] < 0x20 || text[i] == 0x7f ? '?' : text[i];
+    }
+    ex[k] = 0;
+    fprintf(stderr, "linnx: %s: %s: %s%s%s\n", cmd, err, a > 0 ? "..." : "", ex, b < len ? "..." : "");
+    return 2; /* CLI_EXIT_USAGE */
 }
 
 void spec_free(spec_node *n) {
@@ -326,7 +372,7 @@ int spec_to_value(spec_node *n, lx_value *out, char *err, size_t errcap) {
         if (k >= 0) {
             free(n->flat);
             n->flat = malloc(sizeof *n->flat * (size_t)(k ? k : 1));
-            if (!n->flat) break;
+            if (!n->flat) return SPEC_NO_MEMORY;
             int j = 0;
             fill_ints(n, n->flat, &j);
             *out = lx_ints_v(k, n->flat);
@@ -337,7 +383,7 @@ int spec_to_value(spec_node *n, lx_value *out, char *err, size_t errcap) {
         if (strs) {
             free(n->strs);
             n->strs = malloc(sizeof *n->strs * (size_t)(n->n ? n->n : 1));
-            if (!n->strs) break;
+            if (!n->strs) return SPEC_NO_MEMORY;
             for (int i = 0; i < n->n; i++) n->strs[i] = n->items[i]->kind == SPEC_STR ? n->items[i]->s : NULL;
             *out = lx_strs_v(n->n, n->strs);
             return 0;
@@ -347,7 +393,7 @@ int spec_to_value(spec_node *n, lx_value *out, char *err, size_t errcap) {
     case SPEC_CALL: break;
     }
     snprintf(err, errcap, "unsupported value %s", spec_str(n, buf, sizeof buf));
-    return -1;
+    return SPEC_SYNTAX;
 }
 
 static size_t put(char *buf, size_t cap, size_t off, const char *fmt, ...) {
@@ -364,8 +410,15 @@ static size_t render(const spec_node *n, char *buf, size_t cap, size_t off) {
     case SPEC_NONE: return put(buf, cap, off, "None");
     case SPEC_BOOL: return put(buf, cap, off, n->b ? "True" : "False");
     case SPEC_INT: return put(buf, cap, off, "%lld", (long long)n->i);
-    case SPEC_FLOAT: return put(buf, cap, off, "%g", n->f);
-    case SPEC_STR: return put(buf, cap, off, "'%s'", n->s);
+    case SPEC_FLOAT: { /* as Python's repr: exact, and still a float when read back ("-0.0", "1e+20") */
+        char f[40];
+        snprintf(f, sizeof f, "%.17g", n->f);
+        return put(buf, cap, off, "%s%s", f, strpbrk(f, ".eninf") ? "" : ".0");
+    }
+    case SPEC_STR: /* quotes and backslashes escaped, so the rendering reads back as the same string */
+        off = put(buf, cap, off, "'");
+        for (const char *c = n->s; *c; c++) off = put(buf, cap, off, *c == '\'' || *c == '\\' ? "\\%c" : "%c", *c);
+        return put(buf, cap, off, "'");
     case SPEC_NAME: return put(buf, cap, off, "%s", n->s);
     case SPEC_TUPLE:
         off = put(buf, cap, off, "(");

@@ -92,7 +92,7 @@ static int number_list(const char *opt, const char *s, double **out, int64_t *n)
     int64_t cap = 1;
     for (const char *p = start; p < stop; p++) cap += *p == ',';
     double *v = malloc((size_t)cap * sizeof *v);
-    if (!v) return cli_error("out of memory");
+    if (!v) return cli_oom("data");
     int64_t count = 0;
     const char *p = start;
     for (int64_t i = 0; i < cap; i++) {
@@ -237,7 +237,14 @@ lx_array *tc_npy_read(const char *path) {
     int ndim = 0;
     char sopt[300];
     snprintf(sopt, sizeof sopt, "data: %s: shape", path);
-    if (cli_shape(sopt, shape_s, dims, &ndim)) goto done;
+    /* the header writes a Python tuple, "(2, 3)", "(5,)" or "()": as N,N,... for cli_shape */
+    char shape_l[256];
+    size_t nl = 0;
+    for (const char *c = shape_s; *c && nl + 1 < sizeof shape_l; c++)
+        if (*c != '(' && *c != ')' && *c != ' ') shape_l[nl++] = *c;
+    if (nl && shape_l[nl - 1] == ',') nl--;
+    shape_l[nl] = 0;
+    if (cli_shape(sopt, nl ? shape_l : "()", dims, &ndim)) goto done;
     size_t esize = 0;
     bool is_float = false;
     if (!strcmp(descr, "<f4") || !strcmp(descr, "<f8")) is_float = true;
@@ -406,7 +413,7 @@ static int build_to_linen(spec_node *spec, tc_model *m, lx_array *x) {
     lx_value args[32];
     lx_kwarg kw[32];
     lx_call ctor;
-    if (!(m->ctor = calloc(1, sizeof *m->ctor))) return cli_error("out of memory");
+    if (!(m->ctor = calloc(1, sizeof *m->ctor))) return cli_oom("model");
     int rc = params_call_args(spec, 1, ctor_value, m->ctor, 32, args, kw, &ctor);
     if (rc) return rc;
     if (bridge_to_linen(t, &ctor, NULL, &m->linen) != LX_OK ||
@@ -434,13 +441,13 @@ static int build_nnx(spec_node *spec, tc_model *m, lx_array *x) {
 }
 
 int tc_model_new(const char *text, lx_key key, lx_array *x, tc_model **out) {
-    char err[256];
     spec_node *spec = NULL;
-    if (spec_parse(text, &spec, err, sizeof err)) return cli_error("%s: %s", text, err);
+    int prc = spec_parse_cli("model", text, &spec);
+    if (prc) return prc;
     tc_model *m = calloc(1, sizeof *m);
     if (!m) {
         spec_free(spec);
-        return cli_error("out of memory");
+        return cli_oom("model");
     }
     m->key = key;
     m->param_filter = NNX_OF_TYPE(&lx_Param);
@@ -597,9 +604,11 @@ lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_lo
 
 /* ------------------------------------------------------------------ printing */
 
-int tc_print_tree(const lx_tree *t) {
+int tc_print_tree(const char *first_line, const lx_tree *t) {
     lx_flat flat = {0};
     if (lx_tree_flatten(t, &flat) != LX_OK) return cli_lib_error();
+    /* nothing is printed until everything that can fail has (all or nothing on stdout) */
+    if (first_line) puts(first_line);
     for (size_t i = 0; i < flat.len; i++) {
         const lx_value *v = &flat.items[i].value;
         const lx_variable *var = v->kind == LX_V_VARIABLE ? v->u.var : NULL;

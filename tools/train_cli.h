@@ -74,8 +74,9 @@ lx_status tc_model_train_begin(tc_model *m, optax_tx *tx);
 lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, float *loss);
 
 /* ---- printing ---- */
-/* `path [Type ]dtype[shape]: v0 v1 ...` for every leaf of a tree (the `linnx params` lines). */
-int tc_print_tree(const lx_tree *t);
+/* `first_line` (if not NULL), then `path [Type ]dtype[shape]: v0 v1 ...` for every leaf of a tree
+ * (the `linnx params` lines); prints nothing when it fails. */
+int tc_print_tree(const char *first_line, const lx_tree *t);
 
 /* ---- a progress bar (steps/s, loss, ETA) for terminals ---- */
 typedef struct tc_progress {

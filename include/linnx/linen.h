@@ -79,6 +79,10 @@ typedef struct linen_type {
     union { int nconfig; int nfields; };
     const linen_method *methods;
     int nmethods;
+    /* Optional, parallel to `methods`: each method's Python signature without self ("inputs",
+     * "x, use_running_average=None, *, mask=None"; NULL array or entry: unchecked). A call Python
+     * would refuse fails with Python's TypeError text before the method runs. */
+    const char *const *method_sigs;
     /* Optional: setup-style children and variables, run lazily before the first method. */
     lx_status (*setup)(linen_scope *self);
     /* Optional config hooks, the same pair as nnx_type's, for config members the field table

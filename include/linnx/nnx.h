@@ -109,6 +109,11 @@ struct nnx_type {
     size_t config_offset;        /* where the config struct lives inside the module struct */
     const nnx_method *methods;
     int nmethods;
+    /* Optional, parallel to `methods`: each method's Python signature without self, e.g.
+     * "inputs, *, deterministic=None, rngs=None" (NULL array or entry: the method checks its own
+     * arguments). A call Python would refuse fails with Python's TypeError text before the
+     * method runs: "Linear.__call__() got an unexpected keyword argument 'foo'". */
+    const char *const *method_sigs;
     /* Constructor of a type with a config table: the config is already bound from the call;
      * build Variables and children from it. `rngs` may be NULL (a module that needs none). */
     lx_status (*setup)(nnx_module *self, nnx_rngs *rngs);
@@ -249,8 +254,9 @@ lx_status nnx_clone(nnx_module *m, nnx_module **out);
  * None) are not visited. A callback returning non-OK stops the walk with that status. */
 typedef lx_status (*nnx_visit_fn)(const char *path, const lx_value *node, void *user);
 lx_status nnx_iter_graph(nnx_module *m, nnx_visit_fn fn, void *user);
-/* Set `initializing` on every module in the graph (lazy_init). */
-void nnx_set_initializing(nnx_module *m, bool on);
+/* Set `initializing` on every module in the graph (lazy_init). All or nothing: on failure (out
+ * of memory for the walk) no flag has changed. */
+lx_status nnx_set_initializing(nnx_module *m, bool on);
 /* The graph's version: a per-thread counter bumped by every structural change made through this
  * API (setattr, delattr, list append/clear, update inserting a new path). Callers that cache a
  * module's Variable list (the bridge's ToLinen) compare it before and after running a method.

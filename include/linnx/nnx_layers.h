@@ -178,8 +178,12 @@ lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nn
  *      out_bias_init=None, keep_rngs=True, ...): query/key/value LinearGeneral (in -> (H, D)),
  *      [query_ln, key_ln LayerNorm(D, use_bias=False)], out LinearGeneral ((H, D) -> out),
  *      rngs = fork of rngs['dropout'] when dropout_rate > 0 and keep_rngs. Call:
- *      __call__(inputs_q, inputs_k=None, inputs_v=None, *, mask=None, deterministic=None).
- *      decode (the autoregressive cache) is not supported. ---- */
+ *      __call__(inputs_q, inputs_k=None, inputs_v=None, *, mask=None, deterministic=None,
+ *      rngs=None, sow_weights=False, decode=None). decode as in Flax: None in the constructor
+ *      and the call is Flax's "No `decode` argument was provided ..." error; True needs the
+ *      autoregressive cache (init_cache), which linnx does not build: Flax's "Autoregressive
+ *      cache not initialized" error. sow_weights=True sows the softmax weights (batch..., heads,
+ *      q, k) as the Intermediate tuple attribute `attention_weights` ({"0": ..., "1": ...}). ---- */
 typedef struct nnx_mha_config {
     int64_t num_heads, in_features, qkv_features, out_features, in_kv_features; /* 0 = None */
     double dropout_rate;
@@ -188,7 +192,7 @@ typedef struct nnx_mha_config {
     lx_dtype param_dtype;
     lx_initializer kernel_init, bias_init;
     lx_value out_kernel_init, out_bias_init; /* None or an initializer */
-    lx_value decode;                         /* None or False */
+    lx_value decode;                         /* None or bool */
 } nnx_mha_config;
 typedef struct nnx_mha {
     nnx_module base;

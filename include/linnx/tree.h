@@ -61,7 +61,8 @@ lx_status lx_tree_delete(lx_tree *t, const char *key);
 /* The value at `path` (borrowed) or LX_ERR_NOT_FOUND naming the missing key and where:
  * "tree: no key 'kernel' at params/Dense_0". */
 lx_status lx_tree_get_path(const lx_tree *t, const char *path, const lx_value **out);
-/* Like get_path, but NULL when absent and no message: for existence checks. */
+/* Like get_path, but NULL when absent and no message: for existence checks. Allocates nothing,
+ * so NULL always means absent (never a failure). */
 const lx_value *lx_tree_find(const lx_tree *t, const char *path);
 /* Store at `path`, creating missing intermediate maps. An intermediate that exists and is a
  * leaf is an error (LX_ERR_TYPE); nothing is created then. */

@@ -1,5 +1,6 @@
 /* nnx.bridge.lazy_init: run one method of an NNX module with `initializing` set on its whole
  * graph, so every ToNNX inside creates its Linen variables (Linen init) instead of reading them. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "linnx/to_nnx.h"
@@ -19,17 +20,55 @@ static bool has_method(const nnx_module *m, const char *method) {
     return m->type->dispatch != NULL;
 }
 
+typedef struct {
+    nnx_module **mods;
+    size_t n, cap;
+} held_modules;
+
+static lx_status hold_module(const char *path, const lx_value *node, void *user) {
+    nnx_module *m = nnx_module_from_value(node);
+    held_modules *h = user;
+    if (!m) return LX_OK;
+    if (h->n == h->cap) {
+        size_t ncap = h->cap ? h->cap * 2 : 16;
+        nnx_module **nm = realloc(h->mods, ncap * sizeof *nm);
+        if (!nm) return lx_fail(LX_ERR_NO_MEMORY, "lazy_init: out of memory");
+        h->mods = nm;
+        h->cap = ncap;
+    }
+    h->mods[h->n++] = nnx_module_retain(m);
+    return LX_OK;
+}
+
+static void release_held(held_modules *h) {
+    for (size_t i = 0; i < h->n; i++) nnx_module_release(h->mods[i]);
+    free(h->mods);
+}
+
 lx_status bridge_lazy_init(nnx_module *m, const char *method, const lx_call *call) {
     const char *name = method ? method : "__call__";
     if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "fn = None needs to be a method of an NNX Module.");
     if (!has_method(m, name))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "fn = <%s.%s> needs to be a method of an NNX Module.",
                        m->type->name, name);
-    nnx_set_initializing(m, true);
+    /* The modules whose flag is set are held (the walk allocates; it runs before any flag
+     * changes), so clearing them afterwards cannot fail: a module is never left initializing,
+     * which would make its next call re-run Linen init. */
+    held_modules held = {0};
+    lx_status s = nnx_iter_graph(m, hold_module, &held);
+    if (s != LX_OK) {
+        release_held(&held);
+        return s;
+    }
+    for (size_t i = 0; i < held.n; i++) held.mods[i]->initializing = true;
     lx_value out = lx_none();
-    lx_status s = nnx_call(m, name, call, &out);
+    s = nnx_call(m, name, call, &out);
     lx_value_free(&out);
-    /* Always cleared, on the graph as it is now (the call may have added attributes). */
-    nnx_set_initializing(m, false);
+    for (size_t i = 0; i < held.n; i++) held.mods[i]->initializing = false;
+    release_held(&held);
+    /* Modules the call added start cleared; one it merged in from an initializing graphdef is
+     * cleared by this walk (its failure is harmless: every module set above is clear). */
+    lx_status cs = nnx_set_initializing(m, false);
+    if (cs != LX_OK && s == LX_OK) lx_clear_error();
     return s;
 }

@@ -1,6 +1,9 @@
 /* Arrays: allocation, reference counts, views and autorelease pools. */
 #include "linnx/array.h"
 
+#include "checked.h"
+#include "linnx/fault.h"
+
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -44,14 +47,21 @@ static lx_status check_shape(lx_dtype dtype, int ndim, const int64_t *shape, int
     if (ndim < 0 || ndim > LX_MAX_DIMS)
         return lx_fail(LX_ERR_SHAPE, "array: ndim %d is outside 0..%d", ndim, LX_MAX_DIMS);
     if (ndim > 0 && !shape) return lx_fail(LX_ERR_INVALID_ARGUMENT, "array: shape is NULL");
-    int64_t n = 1;
+    /* checked-arithmetic: the product of the non-zero dims must fit in INT64_MAX / 16 (numpy's
+     * "array is too big" holds for a shape with a zero dim too), so every sub-product of an
+     * array's dims, and every byte count of it, fits in int64: the ops rely on this. */
+    int64_t n = 1, nz = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return lx_fail(LX_ERR_SHAPE, "array: negative dimension %lld at axis %d",
                            (long long)shape[i], i);
-        if (shape[i] > 0 && n > INT64_MAX / 16 / shape[i])
-            return lx_fail(LX_ERR_SHAPE, "array: shape too large");
-        n *= shape[i];
+        if (shape[i] > 0 && nz > INT64_MAX / 16 / shape[i]) {
+            char b[160];
+            return lx_fail(LX_ERR_SHAPE, "array: shape %s is too big (its element count times 16 overflows int64)",
+                           lx_shape_str(ndim, shape, b, sizeof b));
+        }
+        if (shape[i] > 0) nz *= shape[i];
+        n = shape[i] == 0 ? 0 : n * shape[i];
     }
     *size = n;
     return LX_OK;
@@ -86,10 +96,23 @@ void lx_set_alloc_hook(lx_alloc_hook fn, void *user) {
     alloc_hook_user = user;
 }
 
+static _Atomic size_t max_array_bytes; /* 0: no limit (linnx/fault.h) */
+
+void lx_set_max_array_bytes(size_t bytes) { atomic_store(&max_array_bytes, bytes); }
+size_t lx_max_array_bytes(void) { return atomic_load(&max_array_bytes); }
+
 lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape) {
     lx_array *a = array_header(dtype, ndim, shape);
     if (!a) return NULL;
-    size_t bytes = (size_t)a->size * lx_dtype_size(dtype);
+    size_t bytes = (size_t)a->size * lx_dtype_size(dtype), limit = atomic_load(&max_array_bytes);
+    if (limit && bytes > limit) {
+        char b[128];
+        lx_fail(LX_ERR_NO_MEMORY, "array: %s array of shape %s needs %zu bytes, over the limit of %zu bytes per array",
+                lx_dtype_name(dtype), lx_shape_str(ndim, shape, b, sizeof b), bytes, limit);
+        free(a);
+        atomic_fetch_sub(&lx_live_arrays, 1);
+        return NULL;
+    }
     if (alloc_hook) alloc_hook(bytes, alloc_hook_user);
     size_t rounded = (bytes + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN;
     if (rounded == 0) rounded = LX_ALIGN;
@@ -176,8 +199,13 @@ lx_array *lx_array_reshape_view(lx_array *a, int ndim, const int64_t *shape) {
                 return NULL;
             }
             infer = i;
-        } else {
-            known *= shape[i];
+        } else if (shape[i] < 0 || !lx_mul_ok(known, shape[i], &known)) {
+            char b1[128], b2[128];
+            lx_fail(LX_ERR_SHAPE, "reshape: %s %lld in shape %s for array of shape %s",
+                    shape[i] < 0 ? "negative dimension" : "element count overflows int64 at dimension",
+                    (long long)shape[i], lx_shape_str(ndim, shape, b2, sizeof b2),
+                    lx_shape_str(a->ndim, a->shape, b1, sizeof b1));
+            return NULL;
         }
     }
     if (infer >= 0) {
@@ -189,7 +217,7 @@ lx_array *lx_array_reshape_view(lx_array *a, int ndim, const int64_t *shape) {
         }
         dims[infer] = a->size / known;
     }
-    int64_t n = 1;
+    int64_t n = 1; /* checked-arithmetic: |known| and a->size bound this product */
     for (int i = 0; i < ndim; i++) n *= dims[i];
     if (n != a->size || (infer >= 0 && known * dims[infer] != a->size)) {
         char b1[128], b2[128];

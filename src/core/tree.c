@@ -270,12 +270,24 @@ lx_status lx_tree_get_path(const lx_tree *t, const char *path, const lx_value **
 }
 
 const lx_value *lx_tree_find(const lx_tree *t, const char *path) {
-    const lx_value *v = NULL;
     if (!t || !path) return NULL;
-    /* Keep the thread's last message untouched: a miss here is an answer, not a failure. An
-     * invalid path is also just "absent". */
-    if (get_path(t, path, &v, false) != LX_OK) return NULL;
-    return v;
+    /* Walks the path in place, allocating nothing, so NULL always means absent (never "out of
+     * memory" folded into "absent"), and the thread's last message stays untouched: a miss is
+     * an answer, not a failure. An invalid path (an empty key) is also just "absent". */
+    const lx_tree *cur = t;
+    const char *p = path;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        if (n == 0) return NULL;
+        long k = find_n(cur, p, n);
+        if (k < 0) return NULL;
+        const lx_value *v = &cur->vals[k];
+        if (!slash) return v;
+        if (v->kind != LX_V_TREE) return NULL;
+        cur = v->u.tree;
+        p = slash + 1;
+    }
 }
 
 /* The set behind set_path and unflatten. `strict` (unflatten) also refuses to replace a map by

@@ -151,6 +151,7 @@ static const linen_method MHA_METHODS[] = {LINEN_METHOD("__call__", mha_call)};
 const linen_type linen_MultiHeadDotProductAttention = {
     .name = "MultiHeadDotProductAttention", .config_size = sizeof(linen_mha_config), .config = MHA_FIELDS,
     .nconfig = LX_COUNT(MHA_FIELDS), .methods = MHA_METHODS, .nmethods = LX_COUNT(MHA_METHODS),
+    .method_sigs = (const char *const[]){"inputs_q, inputs_k=None, inputs_v=None, *, inputs_kv=None, mask=None, deterministic=None, sow_weights=False"},
 };
 
 lx_array *linen_self_attention(linen_scope *s, const char *name, int64_t num_heads, lx_array *x,

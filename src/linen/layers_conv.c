@@ -2,6 +2,7 @@
  * lx_conv_general (the kernel NNX's Conv calls). */
 #include <string.h>
 
+#include "../core/checked.h"
 #include "layers_internal.h"
 #include "linnx/nn.h"
 #include "linnx/ops.h"
@@ -31,7 +32,14 @@ static lx_status broadcast_ints(const char *what, const lx_ints *v, int n, int64
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "Conv: %s has %d entries for %d spatial dimensions", what, v->n, n);
     }
     for (int i = 0; i < n; i++)
-        if (out[i] < 1) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Conv: %s must be positive", what);
+        if (out[i] < 1) { /* lax's check, under lax's argument names */
+            const char *lax = !strcmp(what, "strides") ? "window_strides"
+                              : !strcmp(what, "input_dilation") ? "lhs_dilation" : "rhs_dilation";
+            char b[160];
+            return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                           "conv_general_dilated %s must have every element be positive, got %s (Conv %s).", lax,
+                           lx_shape_str(n, out, b, sizeof b), what);
+        }
     return LX_OK;
 }
 
@@ -96,14 +104,20 @@ static lx_status conv_call(linen_scope *s, const lx_call *c, lx_value *out) {
         else if (strcmp(m, "VALID") == 0) p.padding.mode = LX_PAD_VALID;
         else if (strcmp(m, "CIRCULAR") == 0) {
             for (int i = 0; i < nk && xin; i++) {
-                int64_t kd = (cfg->kernel_size.v[i] - 1) * p.rhs_dilation[i] + 1;
+                int64_t kd;
+                if (!lx_mul_ok(cfg->kernel_size.v[i] - 1, p.rhs_dilation[i], &kd) || !lx_add_ok(kd, 1, &kd))
+                    return lx_fail(LX_ERR_SHAPE, "Conv: kernel_size %lld dilated by kernel_dilation %lld overflows int64",
+                                   (long long)cfg->kernel_size.v[i], (long long)p.rhs_dilation[i]);
                 xin = wrap_pad(xin, 1 + i, (kd - 1) / 2, kd / 2);
             }
             if (!xin) return lx_last_status();
             p.padding.mode = LX_PAD_VALID;
         } else if (strcmp(m, "CAUSAL") == 0) {
             if (nk != 1) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Causal padding is only implemented for 1D convolutions.");
-            int64_t lo[3] = {0, p.rhs_dilation[0] * (cfg->kernel_size.v[0] - 1), 0}, hi[3] = {0, 0, 0};
+            int64_t lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
+            if (!lx_mul_ok(p.rhs_dilation[0], cfg->kernel_size.v[0] - 1, &lo[1]))
+                return lx_fail(LX_ERR_SHAPE, "Conv: CAUSAL padding for kernel_size %lld dilated by kernel_dilation %lld overflows int64",
+                               (long long)cfg->kernel_size.v[0], (long long)p.rhs_dilation[0]);
             xin = lx_pad(xin, lo, hi, 0.0f);
             if (!xin) return lx_last_status();
             p.padding.mode = LX_PAD_VALID;
@@ -153,6 +167,7 @@ static const linen_method CONV_METHODS[] = {LINEN_METHOD("__call__", conv_call)}
 const linen_type linen_Conv = {
     .name = "Conv", .config_size = sizeof(linen_conv_config), .config = CONV_FIELDS,
     .nconfig = LX_COUNT(CONV_FIELDS), .methods = CONV_METHODS, .nmethods = LX_COUNT(CONV_METHODS),
+    .method_sigs = (const char *const[]){"inputs"},
 };
 
 lx_array *linen_conv(linen_scope *s, const char *name, int64_t features, int nkernel,

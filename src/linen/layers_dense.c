@@ -35,6 +35,7 @@ static const linen_method DENSE_METHODS[] = {LINEN_METHOD("__call__", dense_call
 const linen_type linen_Dense = {
     .name = "Dense", .config_size = sizeof(linen_dense_config), .config = DENSE_FIELDS,
     .nconfig = LX_COUNT(DENSE_FIELDS), .methods = DENSE_METHODS, .nmethods = LX_COUNT(DENSE_METHODS),
+    .method_sigs = (const char *const[]){"inputs"},
 };
 
 lx_array *linen_dense(linen_scope *s, const char *name, int64_t features, lx_array *x) {
@@ -135,6 +136,7 @@ static const linen_method DG_METHODS[] = {LINEN_METHOD("__call__", dg_call)};
 const linen_type linen_DenseGeneral = {
     .name = "DenseGeneral", .config_size = sizeof(linen_dense_general_config), .config = DG_FIELDS,
     .nconfig = LX_COUNT(DG_FIELDS), .methods = DG_METHODS, .nmethods = LX_COUNT(DG_METHODS),
+    .method_sigs = (const char *const[]){"inputs"},
 };
 
 lx_array *linen_dense_general(linen_scope *s, const char *name, int nfeatures, const int64_t *features,

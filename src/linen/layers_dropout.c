@@ -31,6 +31,7 @@ static const linen_method DROPOUT_METHODS[] = {LINEN_METHOD("__call__", dropout_
 const linen_type linen_Dropout = {
     .name = "Dropout", .config_size = sizeof(linen_dropout_config), .config = DROPOUT_FIELDS,
     .nconfig = LX_COUNT(DROPOUT_FIELDS), .methods = DROPOUT_METHODS, .nmethods = LX_COUNT(DROPOUT_METHODS),
+    .method_sigs = (const char *const[]){"inputs, deterministic=None"},
 };
 
 lx_array *linen_dropout(linen_scope *s, const char *name, double rate, bool deterministic, lx_array *x) {

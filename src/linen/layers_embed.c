@@ -56,6 +56,7 @@ static const linen_method EMBED_METHODS[] = {LINEN_METHOD("__call__", embed_call
 const linen_type linen_Embed = {
     .name = "Embed", .config_size = sizeof(linen_embed_config), .config = EMBED_FIELDS,
     .nconfig = LX_COUNT(EMBED_FIELDS), .methods = EMBED_METHODS, .nmethods = LX_COUNT(EMBED_METHODS), .setup = embed_setup,
+    .method_sigs = (const char *const[]){"inputs", "query"},
 };
 
 lx_array *linen_embed(linen_scope *s, const char *name, int64_t num_embeddings, int64_t features,

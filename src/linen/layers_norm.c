@@ -57,6 +57,7 @@ static const linen_method LN_METHODS[] = {LINEN_METHOD("__call__", ln_call)};
 const linen_type linen_LayerNorm = {
     .name = "LayerNorm", .config_size = sizeof(linen_layer_norm_config), .config = LN_FIELDS,
     .nconfig = LX_COUNT(LN_FIELDS), .methods = LN_METHODS, .nmethods = LX_COUNT(LN_METHODS),
+    .method_sigs = (const char *const[]){"x"},
 };
 
 lx_array *linen_layer_norm(linen_scope *s, const char *name, lx_array *x) {
@@ -93,6 +94,7 @@ static const linen_method RMS_METHODS[] = {LINEN_METHOD("__call__", rms_call)};
 const linen_type linen_RMSNorm = {
     .name = "RMSNorm", .config_size = sizeof(linen_rms_norm_config), .config = RMS_FIELDS,
     .nconfig = LX_COUNT(RMS_FIELDS), .methods = RMS_METHODS, .nmethods = LX_COUNT(RMS_METHODS),
+    .method_sigs = (const char *const[]){"x"},
 };
 
 lx_array *linen_rms_norm(linen_scope *s, const char *name, lx_array *x) {
@@ -182,6 +184,7 @@ static const linen_method BN_METHODS[] = {LINEN_METHOD("__call__", bn_call)};
 const linen_type linen_BatchNorm = {
     .name = "BatchNorm", .config_size = sizeof(linen_batch_norm_config), .config = BN_FIELDS,
     .nconfig = LX_COUNT(BN_FIELDS), .methods = BN_METHODS, .nmethods = LX_COUNT(BN_METHODS),
+    .method_sigs = (const char *const[]){"x, use_running_average=None, *, mask=None"},
 };
 
 lx_array *linen_batch_norm(linen_scope *s, const char *name, bool use_running_average, lx_array *x) {

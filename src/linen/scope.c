@@ -5,6 +5,7 @@
  * on that scope returns; then the scope is "rewound": reservations and auto-name cursors reset,
  * rng counters kept.
  */
+#include "../core/signature.h"
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -578,6 +579,7 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
             if (t->methods[i].name && strcmp(t->methods[i].name, mname) == 0) {
                 fn = t->methods[i].fn;
                 afn = t->methods[i].array_fn;
+                if (t->method_sigs) LX_TRY(lx_call_check_sig(type_name(s), mname, t->method_sigs[i], call));
                 break;
             }
         }

@@ -208,6 +208,10 @@ static lx_status flatten_node(const lx_value *v, gd_node *g, flat_ctx *cx) {
         gd_node *k = &g->kids[i];
         g->n = i + 1;
         k->name = nnx_strdup(ch.items[i].name);
+        if (!k->name) {
+            s = lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory");
+            break;
+        }
         k->slot = ch.items[i].slot;
         k->slot_index = ch.items[i].index;
         size_t saved;
@@ -765,6 +769,12 @@ static lx_status update_one(nnx_module *root, const char *path, const lx_value *
 lx_status nnx_update(nnx_module *m, int nstates, lx_tree *const *states) {
     LX_TRY(check_module(m, "update"));
     if (nstates < 0 || (nstates && !states)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "update: bad state list");
+    /* A NULL state is the result of a call that failed (the op protocol), never "no update":
+     * refuse it, keeping the earlier message when there is one. */
+    for (int i = 0; i < nstates; i++)
+        if (!states[i])
+            return lx_last_status() != LX_OK ? LX_ERR_FAILED_INPUT
+                                             : lx_fail(LX_ERR_FAILED_INPUT, "update: state %d is NULL (an earlier call failed)", i);
     lx_status s = LX_OK;
     /* Check every path first so a bad state changes nothing. */
     for (int pass = 0; pass < 2 && s == LX_OK; pass++)
@@ -823,14 +833,35 @@ lx_status nnx_iter_graph(nnx_module *m, nnx_visit_fn fn, void *user) {
     return s;
 }
 
-static lx_status set_init_visit(const char *path, const lx_value *node, void *user) {
+typedef struct {
+    nnx_module **mods;
+    size_t n, cap;
+} module_list;
+
+static lx_status collect_module(const char *path, const lx_value *node, void *user) {
     nnx_module *m = nnx_module_from_value(node);
-    if (m) m->initializing = *(bool *)user;
+    module_list *l = user;
+    if (!m) return LX_OK;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 16;
+        nnx_module **nm = realloc(l->mods, ncap * sizeof *nm);
+        if (!nm) return lx_fail(LX_ERR_NO_MEMORY, "set_initializing: out of memory");
+        l->mods = nm;
+        l->cap = ncap;
+    }
+    l->mods[l->n++] = m;
     return LX_OK;
 }
 
-void nnx_set_initializing(nnx_module *m, bool on) {
-    if (m) nnx_iter_graph(m, set_init_visit, &on);
+/* All or nothing: the walk (which allocates) collects the modules first; flags change only once
+ * it has succeeded, so a failure never leaves part of the graph initializing. */
+lx_status nnx_set_initializing(nnx_module *m, bool on) {
+    if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "set_initializing: module is NULL");
+    module_list l = {0};
+    lx_status s = nnx_iter_graph(m, collect_module, &l);
+    for (size_t i = 0; s == LX_OK && i < l.n; i++) l.mods[i]->initializing = on;
+    free(l.mods);
+    return s;
 }
 
 /* ------------------------------------------------------------------ states */

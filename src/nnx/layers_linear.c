@@ -77,6 +77,7 @@ const nnx_type nnx_Linear = {
     .name = "Linear", .size = sizeof(nnx_linear), .fields = LINEAR_FIELDS, .nfields = LX_COUNT(LINEAR_FIELDS),
     .config = LINEAR_CONFIG, .nconfig = LX_COUNT(LINEAR_CONFIG), .config_offset = offsetof(nnx_linear, cfg),
     .methods = LINEAR_METHODS, .nmethods = LX_COUNT(LINEAR_METHODS), .init = linear_init,
+    .method_sigs = (const char *const[]){"inputs"},
 };
 
 lx_status nnx_linear_new(int64_t in_features, int64_t out_features, nnx_rngs *rngs, nnx_linear **out) {
@@ -180,6 +181,7 @@ const nnx_type nnx_LinearGeneral = {
     .name = "LinearGeneral", .size = sizeof(nnx_linear_general), .fields = LINEAR_GENERAL_FIELDS,
     .nfields = LX_COUNT(LINEAR_GENERAL_FIELDS), .config = LINEAR_GENERAL_CONFIG, .nconfig = LX_COUNT(LINEAR_GENERAL_CONFIG),
     .config_offset = offsetof(nnx_linear_general, cfg), .methods = LINEAR_GENERAL_METHODS, .nmethods = LX_COUNT(LINEAR_GENERAL_METHODS),
+    .method_sigs = (const char *const[]){"inputs"},
     .init = linear_general_init,
 };
 
@@ -216,6 +218,19 @@ static lx_status per_axis(const char *name, const lx_ints *t, int rank, int64_t 
     if (t->n != rank)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "Conv: %s has %d entries for %d spatial axes", name, t->n, rank);
     for (int i = 0; i < rank; i++) out[i] = t->v[i];
+    return LX_OK;
+}
+
+/* lax's own check of window_strides / lhs_dilation / rhs_dilation, which Flax's Conv meets at call time. */
+static lx_status per_axis_positive(const char *name, const char *lax, const lx_ints *t, int rank, int64_t *out) {
+    LX_TRY(per_axis(name, t, rank, out));
+    for (int i = 0; i < rank; i++)
+        if (out[i] < 1) {
+            char b[160];
+            return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                           "conv_general_dilated %s must have every element be positive, got %s (Conv %s).", lax,
+                           lx_shape_str(rank, out, b, sizeof b), name);
+        }
     return LX_OK;
 }
 
@@ -294,9 +309,9 @@ static lx_array *conv_forward_impl(nnx_conv *m, lx_array *x) {
     int rank = c->kernel_size.n;
     lx_conv_params p;
     memset(&p, 0, sizeof p);
-    if (per_axis("strides", &c->strides, rank, p.strides) != LX_OK ||
-        per_axis("input_dilation", &c->input_dilation, rank, p.lhs_dilation) != LX_OK ||
-        per_axis("kernel_dilation", &c->kernel_dilation, rank, p.rhs_dilation) != LX_OK ||
+    if (per_axis_positive("strides", "window_strides", &c->strides, rank, p.strides) != LX_OK ||
+        per_axis_positive("input_dilation", "lhs_dilation", &c->input_dilation, rank, p.lhs_dilation) != LX_OK ||
+        per_axis_positive("kernel_dilation", "rhs_dilation", &c->kernel_dilation, rank, p.rhs_dilation) != LX_OK ||
         conv_padding(&c->padding, rank, &p.padding) != LX_OK)
         return NULL;
     p.feature_group_count = c->feature_group_count;
@@ -326,6 +341,7 @@ const nnx_type nnx_Conv = {
     .name = "Conv", .size = sizeof(nnx_conv), .fields = CONV_FIELDS, .nfields = LX_COUNT(CONV_FIELDS),
     .config = CONV_CONFIG, .nconfig = LX_COUNT(CONV_CONFIG), .config_offset = offsetof(nnx_conv, cfg),
     .methods = CONV_METHODS, .nmethods = LX_COUNT(CONV_METHODS), .init = conv_init,
+    .method_sigs = (const char *const[]){"inputs"},
 };
 
 /* ------------------------------------------------------------------ Embed */
@@ -396,6 +412,7 @@ const nnx_type nnx_Embed = {
     .name = "Embed", .size = sizeof(nnx_embed), .fields = EMBED_FIELDS, .nfields = LX_COUNT(EMBED_FIELDS),
     .config = EMBED_CONFIG, .nconfig = LX_COUNT(EMBED_CONFIG), .config_offset = offsetof(nnx_embed, cfg),
     .methods = EMBED_METHODS, .nmethods = LX_COUNT(EMBED_METHODS), .init = embed_init,
+    .method_sigs = (const char *const[]){"inputs", "query"},
 };
 
 /* ------------------------------------------------------------------ LoRA */
@@ -466,4 +483,5 @@ const nnx_type nnx_LoRA = {
     .name = "LoRA", .size = sizeof(nnx_lora), .fields = LORA_FIELDS, .nfields = LX_COUNT(LORA_FIELDS),
     .config = LORA_CONFIG, .nconfig = LX_COUNT(LORA_CONFIG), .config_offset = offsetof(nnx_lora, cfg),
     .methods = LORA_METHODS, .nmethods = LX_COUNT(LORA_METHODS), .init = lora_init,
+    .method_sigs = (const char *const[]){"x"},
 };

@@ -87,6 +87,7 @@ const nnx_type nnx_Dropout = {
     .name = "Dropout", .size = sizeof(nnx_dropout), .fields = DROPOUT_FIELDS, .nfields = LX_COUNT(DROPOUT_FIELDS),
     .config = DROPOUT_CONFIG, .nconfig = LX_COUNT(DROPOUT_CONFIG), .config_offset = offsetof(nnx_dropout, cfg),
     .methods = DROPOUT_METHODS, .nmethods = LX_COUNT(DROPOUT_METHODS), .init = dropout_init,
+    .method_sigs = (const char *const[]){"inputs, *, deterministic=None, rngs=None"},
 };
 
 /* ------------------------------------------------------------------ MultiHeadAttention */
@@ -127,8 +128,8 @@ static lx_status mha_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs)
     nnx_mha_config *c = &m->cfg;
     if (c->num_heads <= 0 || c->in_features <= 0)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "MultiHeadAttention: num_heads and in_features must be positive");
-    if (c->decode.kind != LX_V_NONE && !(c->decode.kind == LX_V_BOOL && !c->decode.u.b))
-        return lx_fail(LX_ERR_UNSUPPORTED, "MultiHeadAttention: decode (the autoregressive cache) is not supported");
+    if (c->decode.kind != LX_V_NONE && c->decode.kind != LX_V_BOOL)
+        return lx_fail(LX_ERR_TYPE, "MultiHeadAttention: decode must be a bool or None");
     if (c->deterministic.kind != LX_V_NONE && c->deterministic.kind != LX_V_BOOL)
         return lx_fail(LX_ERR_TYPE, "MultiHeadAttention: deterministic must be a bool or None");
     if (!c->qkv_features) c->qkv_features = c->in_features;
@@ -188,8 +189,10 @@ static lx_array *weighted_values(lx_array *w, lx_array *v) {
     return lx_transpose(o, nb + 3, perm);
 }
 
-static lx_array *mha_forward_impl(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask, int deterministic,
-                  nnx_rngs *rngs) {
+/* The forward pass; with `weights` non-NULL the softmax weights (before dropout, where Flax's
+ * dot_product_attention_weights sows them) are handed back too (pool-owned). */
+static lx_array *mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask, int deterministic,
+                             nnx_rngs *rngs, lx_array **weights) {
     if (!m || !q) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "MultiHeadAttention: module is NULL");
         return NULL;
@@ -229,7 +232,10 @@ static lx_array *mha_forward_impl(nnx_mha *m, lx_array *q, lx_array *k, lx_array
         dropout = !det;
     }
     lx_array *x;
-    if (!dropout) {
+    if (!dropout && weights) {
+        *weights = lx_dot_product_attention_weights(query, key, NULL, mask, false, 0.0f);
+        x = *weights ? weighted_values(*weights, value) : NULL;
+    } else if (!dropout) {
         x = lx_dot_product_attention(query, key, value, NULL, mask, false, 0.0f);
     } else {
         lx_key dk;
@@ -240,6 +246,7 @@ static lx_array *mha_forward_impl(nnx_mha *m, lx_array *q, lx_array *k, lx_array
         if (s != LX_OK) return NULL;
         lx_array *w = lx_dot_product_attention_weights(query, key, NULL, mask, false, 0.0f);
         if (!w) return NULL;
+        if (weights) *weights = w;
         /* Flax: keep = bernoulli(rng, keep_prob, shape); weights * (keep / keep_prob), with the
          * mask broadcast over batch and heads when broadcast_dropout. */
         float keep_prob = (float)(1.0 - c->dropout_rate);
@@ -254,8 +261,8 @@ static lx_array *mha_forward_impl(nnx_mha *m, lx_array *q, lx_array *k, lx_array
 }
 
 lx_array *nnx_mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask, int deterministic,
-                  nnx_rngs *rngs) {
-    NNX_FRAMED_FORWARD(m, mha_forward_impl(m, q, k, v, mask, deterministic, rngs));
+                          nnx_rngs *rngs) {
+    NNX_FRAMED_FORWARD(m, mha_forward(m, q, k, v, mask, deterministic, rngs, NULL));
 }
 
 static lx_status opt_array(const lx_call *c, int pos, const char *name, lx_array **out) {
@@ -267,17 +274,61 @@ static lx_status opt_array(const lx_call *c, int pos, const char *name, lx_array
     return LX_OK;
 }
 
+/* nnx.Module.sow(Intermediate, name, value) with the default reduce (append to a tuple): the
+ * attribute `name` is a tuple - a tree {"0": Intermediate, "1": ...}, the layout Linen's sow
+ * gives its tuples - that gains one Intermediate per call. */
+static lx_status sow_intermediate(nnx_module *m, const char *name, lx_array *value) {
+    lx_value cur = lx_none(); /* borrowed */
+    lx_tree *tuple = NULL;
+    if (nnx_getattr(m, name, &cur) != LX_OK) {
+        lx_clear_error(); /* absent: a new tuple */
+        tuple = lx_tree_new();
+    } else if (cur.kind == LX_V_TREE) {
+        tuple = lx_tree_copy(cur.u.tree);
+    } else {
+        return lx_fail(LX_ERR_TYPE, "sow: attribute '%s' of %s is not a tuple of Intermediates", name, m->type->name);
+    }
+    if (!tuple) return lx_last_status() != LX_OK ? lx_last_status() : lx_fail(LX_ERR_NO_MEMORY, "sow: out of memory");
+    lx_variable *var = NULL;
+    char key[32];
+    snprintf(key, sizeof key, "%zu", lx_tree_len(tuple));
+    lx_status s = lx_variable_new(&lx_Intermediate, value, &var);
+    if (s == LX_OK) s = lx_tree_set(tuple, key, lx_var_v(var));
+    if (s == LX_OK) {
+        lx_value tv = lx_tree_v(tuple);
+        s = nnx_setattr(m, name, &tv);
+    }
+    lx_variable_release(var);
+    lx_tree_release(tuple);
+    return s;
+}
+
 static lx_status mha_call(nnx_module *self, const lx_call *c, lx_value *out) {
+    nnx_mha *m = (nnx_mha *)self;
     lx_array *q, *k, *v, *mask;
-    int det;
+    int det, decode, sow;
     nnx_rngs *r;
     LX_TRY(lx_call_array(c, 0, "inputs_q", &q));
     LX_TRY(opt_array(c, 1, "inputs_k", &k));
     LX_TRY(opt_array(c, 2, "inputs_v", &v));
     LX_TRY(opt_array(c, 99, "mask", &mask));
     LX_TRY(opt_bool(c, 99, "deterministic", &det));
+    LX_TRY(opt_bool(c, 99, "decode", &decode));
+    LX_TRY(opt_bool(c, 99, "sow_weights", &sow));
     LX_TRY(opt_rngs(c, &r));
-    return nnx_return_array(out, nnx_mha_forward((nnx_mha *)self, q, k, v, mask, det, r));
+    /* first_from(decode, self.decode): None in both is Flax's ValueError; True needs the cache
+     * that init_cache makes, which linnx does not have: Flax's error for a missing cache. */
+    if (decode < 0 && m->cfg.decode.kind == LX_V_BOOL) decode = m->cfg.decode.u.b;
+    if (decode < 0)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "No `decode` argument was provided to MultiHeadAttention as either a "
+                                                "__call__ argument, class attribute, or nnx.flag.");
+    if (decode) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Autoregressive cache not initialized, call ``init_cache`` first.");
+    if (sow != 1) return nnx_return_array(out, nnx_mha_forward(m, q, k, v, mask, det, r));
+    /* sow_weights: the attention weights are sown as the Intermediate 'attention_weights' */
+    lx_array *weights = NULL;
+    lx_array *y = mha_forward(m, q, k, v, mask, det, r, &weights);
+    if (y && weights) LX_TRY(sow_intermediate(self, "attention_weights", weights));
+    return nnx_return_array(out, y);
 }
 
 static const nnx_field MHA_FIELDS[] = {NNX_CHILD(nnx_mha, key),   NNX_CHILD(nnx_mha, key_ln), NNX_CHILD(nnx_mha, out),
@@ -289,6 +340,7 @@ const nnx_type nnx_MultiHeadAttention = {
     .name = "MultiHeadAttention", .size = sizeof(nnx_mha), .fields = MHA_FIELDS, .nfields = LX_COUNT(MHA_FIELDS),
     .config = MHA_CONFIG, .nconfig = LX_COUNT(MHA_CONFIG), .config_offset = offsetof(nnx_mha, cfg),
     .methods = MHA_METHODS, .nmethods = LX_COUNT(MHA_METHODS), .init = mha_init,
+    .method_sigs = (const char *const[]){"inputs_q, inputs_k=None, inputs_v=None, *, mask=None, deterministic=None, rngs=None, sow_weights=False, decode=None"},
 };
 
 /* ------------------------------------------------------------------ Sequential */

@@ -101,6 +101,7 @@ const nnx_type nnx_RMSNorm = {
     .name = "RMSNorm", .size = sizeof(nnx_norm), .fields = NORM_FIELDS, .nfields = LX_COUNT(NORM_FIELDS),
     .config = RMS_NORM_CONFIG, .nconfig = LX_COUNT(RMS_NORM_CONFIG), .config_offset = offsetof(nnx_norm, cfg),
     .methods = RMS_NORM_METHODS, .nmethods = LX_COUNT(RMS_NORM_METHODS), .init = norm_init,
+    .method_sigs = (const char *const[]){"x"},
 };
 
 /* ------------------------------------------------------------------ BatchNorm */
@@ -226,4 +227,5 @@ const nnx_type nnx_BatchNorm = {
     .name = "BatchNorm", .size = sizeof(nnx_batch_norm), .fields = BATCH_NORM_FIELDS, .nfields = LX_COUNT(BATCH_NORM_FIELDS),
     .config = BATCH_NORM_CONFIG, .nconfig = LX_COUNT(BATCH_NORM_CONFIG), .config_offset = offsetof(nnx_batch_norm, cfg),
     .methods = BATCH_NORM_METHODS, .nmethods = LX_COUNT(BATCH_NORM_METHODS), .init = batch_norm_init,
+    .method_sigs = (const char *const[]){"x, use_running_average=None, *, mask=None"},
 };

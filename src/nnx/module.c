@@ -1,5 +1,6 @@
 /* NNX modules: allocation from a type, config binding, constructors, refcounts, dynamic
  * attributes, method calls, abstract construction (nnx.eval_shape). */
+#include "../core/signature.h"
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -690,7 +691,11 @@ static lx_status call_method(nnx_module *m, const char *method, const lx_call *c
     lx_call none = LX_NO_CALL;
     if (!call) call = &none;
     const nnx_method *f = nnx_find_method(m->type, name);
-    if (f) return nnx_run_entry_(m, f, call, out);
+    if (f) {
+        if (m->type->method_sigs)
+            LX_TRY(lx_call_check_sig(m->type->name, name, m->type->method_sigs[f - m->type->methods], call));
+        return nnx_run_entry_(m, f, call, out);
+    }
     if (m->type->dispatch) {
         uint64_t gen = lx_error_generation();
         lx_status s = m->type->dispatch(m, name, call, out);

@@ -81,7 +81,7 @@ static bool map_put(lx_tape *t, const lx_array *a, size_t idx) {
 }
 
 static void rec_clear(rec *r) {
-    for (int i = 0; i < r->nin; i++) lx_release(r->in[i]);
+    for (int i = 0; r->in && i < r->nin; i++) lx_release(r->in[i]); /* in is NULL when its calloc failed */
     free(r->in);
     free(r->in_rec);
     free(r->params);

@@ -30,9 +30,12 @@ typedef struct {
  * padding or a hole of the dilated input: tab[i][o * k[i] + t]. Built once per call so the
  * unfolding loop does no division. */
 static int64_t *conv_tables(const conv_dims *c, int64_t **tab) {
-    int64_t total = 0;
-    for (int i = 0; i < c->nsp; i++) total += c->out[i] * c->k[i];
-    int64_t *mem = malloc(sizeof(int64_t) * (size_t)(total + 1));
+    int64_t total = 0, n;
+    size_t bytes;
+    for (int i = 0; i < c->nsp; i++)
+        if (!lx_mul_ok(c->out[i], c->k[i], &n) || !lx_add_ok(total, n, &total)) return NULL;
+    if (!lx_bytes_ok(total + 1, sizeof(int64_t), &bytes)) return NULL;
+    int64_t *mem = malloc(bytes);
     if (!mem) return NULL;
     int64_t *t = mem;
     for (int i = 0; i < c->nsp; i++) {
@@ -176,12 +179,22 @@ lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *p
     for (int i = nsp - 1; i >= 0; i--) {
         c.in[i] = x->shape[1 + i], c.k[i] = kernel->shape[i];
         c.pitch[i] = c.insp;
-        c.insp *= c.in[i];
-        int64_t eff = c.k[i] > 0 ? (c.k[i] - 1) * c.rdil[i] + 1 : 0;
-        conv_pads(&p->padding, i, c.in[i], eff, c.stride[i], &c.lo[i], &c.hi[i]);
-        c.out[i] = conv_out_len(c.in[i], c.ldil[i], c.lo[i], c.hi[i], eff, c.stride[i]);
+        c.insp *= c.in[i]; /* checked-arithmetic: a factor of x's size, which fits */
+        int64_t eff = 0;
+        if (c.k[i] > 0 && (!lx_mul_ok(c.k[i] - 1, c.rdil[i], &eff) || !lx_add_ok(eff, 1, &eff))) {
+            lx_fail(LX_ERR_SHAPE, "conv_general: window %lld dilated by rhs_dilation %lld at spatial axis %d overflows int64 (lhs %s, rhs %s)",
+                    (long long)c.k[i], (long long)c.rdil[i], i, xs, ks);
+            return NULL;
+        }
+        if (conv_pads("conv_general", &p->padding, i, c.in[i], eff, c.stride[i], &c.lo[i], &c.hi[i]) != LX_OK ||
+            conv_out_len("conv_general", i, c.in[i], c.ldil[i], c.lo[i], c.hi[i], eff, c.stride[i], &c.out[i]) != LX_OK)
+            return NULL;
         oshape[1 + i] = c.out[i];
-        c.ks *= c.k[i], c.outsp *= c.out[i];
+        c.ks *= c.k[i]; /* checked-arithmetic: a factor of the kernel's size */
+        if (!lx_mul_ok(c.outsp, c.out[i], &c.outsp)) {
+            lx_fail(LX_ERR_SHAPE, "conv_general: output spatial size overflows int64 at spatial axis %d (lhs %s, rhs %s)", i, xs, ks);
+            return NULL;
+        }
     }
     bool abs_ = lx_is_abstract(x) || lx_is_abstract(kernel);
     lx_array *out = lx_op_result(LX_F32, x->ndim, oshape, abs_);
@@ -192,6 +205,11 @@ lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *p
             pointwise = pointwise && c.k[i] == 1 && c.stride[i] == 1 && c.ldil[i] == 1 && c.lo[i] == 0 && c.hi[i] == 0;
         bool direct = nsp == 2 && c.groups == 1 && c.ks * c.cin >= 1 && c.ks * c.cin <= CONV_DIRECT_MAX_TAPS &&
                       c.ldil[0] == 1 && c.ldil[1] == 1;
+        /* The direct path buffers kh padded input rows of (ow - 1) * sw + (kw - 1) * dw + 1 pixels;
+         * huge strides over huge pads make that row absurd (checked-arithmetic): im2col then. */
+        int64_t wp, rowlen;
+        direct = direct && lx_mul_ok(c.out[1] - 1, c.stride[1], &wp) && lx_add_ok(wp, (c.k[1] - 1) * c.rdil[1] + 1, &wp) &&
+                 lx_mul_ok(wp, c.k[0] * c.cin, &rowlen) && rowlen <= ((int64_t)1 << 28);
         lx_status st;
         if (pointwise)
             st = lx_sgemm(false, false, c.n * c.insp, c.cout, c.cin, 1.0f, lx_f32(x), c.cin, lx_f32(kernel), c.cout,
@@ -199,7 +217,10 @@ lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *p
         else if (direct)
             st = conv2d_direct_forward(&(conv2d_direct){.n = c.n, .h = c.in[0], .w = c.in[1], .cin = c.cin, .cout = c.cout,
                                                         .kh = c.k[0], .kw = c.k[1], .oh = c.out[0], .ow = c.out[1],
-                                                        .taps = c.ks * c.cin, .sh = c.stride[0], .sw = c.stride[1],
+                                                        .taps = c.ks * c.cin,
+                                                        /* checked-arithmetic: a stride taken at most once is 1 to the
+                                                         * kernel (its row pitch sw * cin must not overflow) */
+                                                        .sh = c.out[0] > 1 ? c.stride[0] : 1, .sw = c.out[1] > 1 ? c.stride[1] : 1,
                                                         .dh = c.rdil[0], .dw = c.rdil[1], .lo_h = c.lo[0], .lo_w = c.lo[1]},
                                        lx_f32(x), lx_f32(kernel), lx_f32(out));
         else

@@ -87,23 +87,27 @@ static lx_array *pool_op(const char *op, lx_array *x, int nwin, const int64_t *w
                     (long long)p.win[i], (long long)p.stride[i], i, xs);
             return NULL;
         }
-        conv_pads(padding, i, p.in[i], p.win[i], p.stride[i], &p.lo[i], &p.hi[i]);
+        if (conv_pads(op, padding, i, p.in[i], p.win[i], p.stride[i], &p.lo[i], &p.hi[i]) != LX_OK) return NULL;
         if (p.lo[i] < 0 || p.hi[i] < 0) {
             lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: negative padding (%lld, %lld) at spatial axis %d is not supported", op,
                     (long long)p.lo[i], (long long)p.hi[i], i);
             return NULL;
         }
-        p.out[i] = conv_out_len(p.in[i], 1, p.lo[i], p.hi[i], p.win[i], p.stride[i]);
+        if (conv_out_len(op, i, p.in[i], 1, p.lo[i], p.hi[i], p.win[i], p.stride[i], &p.out[i]) != LX_OK) return NULL;
         p.pitch[i] = pitch;
-        pitch *= p.in[i];
+        pitch *= p.in[i]; /* checked-arithmetic: a factor of x's size */
         oshape[lead + i] = p.out[i];
-        p.ws *= p.win[i], p.outsp *= p.out[i];
+        if (!lx_mul_ok(p.ws, p.win[i], &p.ws) || !lx_mul_ok(p.outsp, p.out[i], &p.outsp)) {
+            lx_fail(LX_ERR_SHAPE, "%s: window %s or output size overflows int64 at spatial axis %d (input %s)", op,
+                    lx_shape_str(nwin, window, (char[96]){0}, 96), i, xs);
+            return NULL;
+        }
         pads[2 * i] = p.lo[i], pads[2 * i + 1] = p.hi[i];
     }
     lx_array *out = lx_op_result(LX_F32, x->ndim, oshape, lx_is_abstract(x));
     if (!out) return NULL;
     if (!lx_is_abstract(x) && out->size > 0)
-        pool_forward(&p, lx_f32(x), lx_f32(out), is_max, include_pad, out->size * p.ws >= (1 << 15) ? lx_num_threads() : 1);
+        pool_forward(&p, lx_f32(x), lx_f32(out), is_max, include_pad, (double)out->size * (double)p.ws >= (1 << 15) ? lx_num_threads() : 1);
     int64_t strd[LX_MAX_DIMS];
     for (int i = 0; i < nwin; i++) strd[i] = p.stride[i];
     lx_kwarg attrs[] = {LX_KW("window_shape", lx_ints_v(nwin, window)), LX_KW("strides", lx_ints_v(nwin, strd)),

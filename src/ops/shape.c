@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/checked.h"
 #include "linnx/ops.h"
 #include "broadcast.h"
 #include "op_internal.h"
@@ -140,7 +141,11 @@ lx_array *lx_reshape(lx_array *x, int ndim, const int64_t *shape) {
                     lx_shp(ndim, shape), lx_ashp(x));
             return NULL;
         }
-        known *= shape[i];
+        if (!lx_mul_ok(known, shape[i], &known)) { /* checked-arithmetic */
+            lx_fail(LX_ERR_SHAPE, "reshape: the element count of shape %s overflows int64 (array of shape %s)",
+                    lx_shp(ndim, shape), lx_ashp(x));
+            return NULL;
+        }
     }
     if (infer >= 0) {
         if (known == 0 || x->size % known != 0) {
@@ -322,8 +327,9 @@ static void range_indices(lx_range r, int64_t n, int64_t *start, int64_t *stop, 
     *start = b;
     *stop = e;
     *step = st;
-    if (st > 0) *len = e > b ? (e - b + st - 1) / st : 0;
-    else *len = b > e ? (b - e + (-st) - 1) / (-st) : 0;
+    /* checked-arithmetic: no st - 1 or -st (st may be INT64_MAX or INT64_MIN); e - b fits */
+    if (st > 0) *len = e > b ? (e - b - 1) / st + 1 : 0;
+    else *len = b > e ? (e - b + 1) / st + 1 : 0;
 }
 
 /* The strided view of x given per-axis start/step/len, copied into a new pool-owned array. */
@@ -334,7 +340,9 @@ static lx_array *gather_strided(const lx_array *x, const int64_t *start, const i
     lx_contiguous_strides(x->ndim, x->shape, xs);
     for (int i = 0; i < x->ndim; i++) {
         off += start[i] * xs[i];
-        is[i] = xs[i] * step[i];
+        /* checked-arithmetic: with len > 1, |step| * (len - 1) < shape, so this fits; a step
+         * taken once or never is never multiplied */
+        is[i] = len[i] > 1 ? xs[i] * step[i] : xs[i];
     }
     const size_t es = lx_dtype_size(x->dtype);
     lx_strided_copy(out->data, NULL, (const char *)x->data + off * (int64_t)es, is, es, x->ndim, len);
@@ -593,7 +601,11 @@ lx_array *lx_pad(lx_array *x, const int64_t *before, const int64_t *after, float
                     (long long)before[i], (long long)after[i], i, lx_ashp(x));
             return NULL;
         }
-        shape[i] = x->shape[i] + before[i] + after[i];
+        if (!lx_add_ok(x->shape[i], before[i], &shape[i]) || !lx_add_ok(shape[i], after[i], &shape[i])) {
+            lx_fail(LX_ERR_SHAPE, "pad: pad widths (%lld, %lld) at axis %d of shape %s overflow int64",
+                    (long long)before[i], (long long)after[i], i, lx_ashp(x));
+            return NULL;
+        }
     }
     lx_array *out = lx_op_result(x->dtype, x->ndim, shape, lx_is_abstract(x));
     if (!out) return NULL;

@@ -84,7 +84,7 @@ static lx_status masked_leaves(const optax_tx *tx, const lx_leaves *lv, lx_leave
 
 static lx_status masked_init(const optax_tx *tx, const lx_leaves *lv, lx_tree *state) {
     lx_leaves m;
-    bool *act;
+    bool *act = NULL;
     LX_TRY(masked_leaves(tx, lv, &m, &act));
     lx_tree *s = NULL;
     lx_status st = lx_tx_run_init(tx->subs[0], &m, &s);
@@ -99,7 +99,7 @@ static lx_status masked_update(const optax_tx *tx, const lx_leaves *lv, lx_array
     const lx_value *v = lx_tree_get(state, "inner_state");
     if (!v || v->kind != LX_V_TREE) return lx_state_missing(spath, "inner_state");
     lx_leaves m;
-    bool *act;
+    bool *act = NULL;
     LX_TRY(masked_leaves(tx, lv, &m, &act));
     char sub[512];
     snprintf(sub, sizeof sub, "%s%sinner_state", spath, *spath ? "/" : "");

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Allocation fault injection over whole CLI runs (issue 12, item 2): for each workload, fail its
+# N-th library allocation for every N (LINNX_FAIL_ALLOC=N, include/linnx/fault.h) and require
+# the run to either print exactly the fault-free output (exit 0, nothing on stderr) or fail
+# cleanly: nothing on stdout, exactly one `linnx: ...` line on stderr that says memory ran out,
+# exit status 1 (the out-of-memory convention of tools/cli.h). Usage: cli_fault.sh PATH/TO/linnx
+set -u
+bin=${1:?usage: cli_fault.sh PATH/TO/linnx}
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib_cli.sh"
+
+total=$(LINNX_FAIL_ALLOC=0 LINNX_ALLOC_STATS=1 "$bin" key --seed 0 2>&1 >/dev/null | sed -n 's/^linnx: \([0-9]*\) allocations.*/\1/p')
+if [ -z "$total" ]; then echo "fault injection is not built in (LINNX_FAULT_INJECTION=OFF): skipped"; cli_finish; exit; fi
+
+# LINNX_FAULT_STRIDE=K tries every K-th allocation only (the sanitizer build, whose runs are slow).
+stride=${LINNX_FAULT_STRIDE:-1}
+
+sweep() { # the linnx arguments as words
+    local want n t rc out err lines bad=0
+    want=$("$bin" "$@" 2>"$cli_tmp/err0") || { fail=$((fail + 1)); echo "FAIL: fault-free run of linnx $*"; cat "$cli_tmp/err0"; return; }
+    t=$(LINNX_FAIL_ALLOC=0 LINNX_ALLOC_STATS=1 "$bin" "$@" 2>&1 >/dev/null | sed -n 's/^linnx: \([0-9]*\) allocations.*/\1/p')
+    for ((n = 1; n <= t; n += stride)); do
+        out=$(LINNX_FAIL_ALLOC=$n "$bin" "$@" 2>"$cli_tmp/err"); rc=$?
+        err=$(cat "$cli_tmp/err")
+        if [ $rc -eq 0 ] && [ "$out" == "$want" ] && [ -z "$err" ]; then continue; fi
+        lines=$(printf '%s\n' "$err" | wc -l)
+        if [ $rc -eq 1 ] && [ -z "$out" ] && [ "$lines" -eq 1 ] && [[ $err == "linnx: "* ]] &&
+           [[ $err == *"out of memory"* || $err == *"cannot allocate"* ]]; then continue; fi
+        bad=$((bad + 1))
+        [ $bad -le ${FAULT_SHOW:-3} ] && echo "FAIL: LINNX_FAIL_ALLOC=$n linnx $* -> exit $rc, stdout '${out:0:120}', stderr '${err:0:300}'"
+    done
+    if [ $bad -eq 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "  ($bad of $t allocations failed badly)"; fi
+}
+
+sweep example nnx-inside-linen --seed 0 --x 1,2,3,4 --features 3
+sweep example linen-inside-nnx --seed 0 --x 1,2,3,4 --features 3
+sweep params 'bridge.ToNNX(linen.Dense(3))' --seed 0 --input-shape 1,4
+sweep params 'bridge.to_linen(nnx.Linear, 4, 3)' --seed 0 --input-shape 1,4
+# a gradient step's worth of work: value_and_grad of a loss through the bridge (linnx grad)
+sweep grad 'bridge.to_linen(nnx.Linear, 4, 2)' --seed 0 --x 1,2,3,4 --x-shape 1,4 --y 1,0 --y-shape 1,2 --loss squared_error
+
+cli_finish
