@@ -146,7 +146,44 @@ static void test_errors(void) {
     nnx_rngs_release(r);
 }
 
+/* transform_metadata={PARTITION_NAME: 'layers'}: out_sharding gains the name at the stacked
+ * axis; the per-layer view scan builds loses it again (and a view without it is an error). */
+static void test_partition_name(void) {
+    nnx_rngs *r = params_rngs(0);
+    lx_initializer ln = lx_init_lecun_normal(), kinit;
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 2, (const char *[]){"embed", "mlp"}, NULL, &kinit), LX_OK);
+    lx_call c = {2, (lx_value[]){lx_int_v(4), lx_int_v(4)}, 1,
+                 (lx_kwarg[]){LX_KW("kernel_init", lx_ptr_v("initializer", &kinit))}};
+    nnx_module *stack = NULL;
+    CHECK_EQ_INT(nnx_vmap_create(&NNX_LINEAR_TYPE, &c, r, 2, NULL, "layers", &stack), LX_OK);
+    lx_tree *st = NULL;
+    if (stack) nnx_state(stack, 0, NULL, &st);
+    const lx_value *kv = st ? lx_tree_find(st, "kernel") : NULL;
+    const char *n3[] = {"layers", "embed", "mlp"};
+    CHECK(kv && kv->kind == LX_V_VARIABLE && strs_are(lx_variable_meta_get(kv->u.var, "out_sharding"), 3, n3));
+    nnx_module *l0 = NULL;
+    CHECK_EQ_INT(nnx_stack_slice(stack, 0, NULL, "layers", &l0), LX_OK);
+    lx_tree *s0 = NULL;
+    if (l0) nnx_state(l0, 0, NULL, &s0);
+    const lx_value *k0 = s0 ? lx_tree_find(s0, "kernel") : NULL;
+    const char *n2[] = {"embed", "mlp"};
+    CHECK(k0 && k0->kind == LX_V_VARIABLE && strs_are(lx_variable_meta_get(k0->u.var, "out_sharding"), 2, n2));
+    lx_array *x = lx_array_new(LX_F32, 2, (int64_t[]){2, 4});
+    lx_value out = lx_none();
+    CHECK_EQ_INT(nnx_scan_call(stack, NULL, NULL, "layers", &LX_ARGS(x), &out), LX_OK);
+    lx_value_free(&out);
+    CHECK_FAILS(nnx_scan_call(stack, NULL, NULL, "stage", &LX_ARGS(x), &out), LX_ERR_INVALID_ARGUMENT,
+                "kernel's out_sharding has no 'stage' at axis 0");
+    lx_release(x);
+    lx_tree_release(s0);
+    lx_tree_release(st);
+    nnx_module_release(l0);
+    nnx_module_release(stack);
+    nnx_rngs_release(r);
+}
+
 int main(void) {
+    RUN(test_partition_name);
     RUN(test_create_keys);
     RUN(test_scan);
     RUN(test_errors);
