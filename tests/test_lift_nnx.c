@@ -40,7 +40,8 @@ static void test_create_keys(void) {
     CHECK_EQ_INT(nnx_stack_slice(stack, 1, NULL, NULL, &l1), LX_OK);
     lx_array *k1 = l1 ? var_value(l1, "kernel") : NULL;
     CHECK(k1 && k1->ndim == 2 && same_bits(k1, LIFT_NNX_KERNEL + 20, 20));
-    CHECK_FAILS(nnx_stack_slice(stack, 3, NULL, NULL, &l1), LX_ERR_INVALID_ARGUMENT, "index 3 out of range for 3 layers");
+    nnx_module *bad = NULL;
+    CHECK_FAILS(nnx_stack_slice(stack, 3, NULL, NULL, &bad), LX_ERR_INVALID_ARGUMENT, "index 3 out of range for 3 layers");
     nnx_module_release(l1);
     nnx_module_release(after);
     nnx_module_release(stack);

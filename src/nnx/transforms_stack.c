@@ -263,16 +263,44 @@ lx_status nnx_scan_call(nnx_module *stacked, const char *method, const nnx_state
                          shp(a->u.array, b1, sizeof b1), (long long)L);
     }
     lx_array *carry0 = call->args[0].u.array, *carry = carry0;
+    size_t np = f.len;
     lx_value *ys = calloc((size_t)(L > 0 ? L : 1), sizeof *ys);
     lx_value *args = calloc((size_t)call->nargs, sizeof *args);
-    lx_tree **after = calloc((size_t)(L > 0 ? L : 1), sizeof *after);
-    lx_tree **given = calloc((size_t)(L > 0 ? L : 1), sizeof *given);
-    if (st == LX_OK && (!ys || !args || !after || !given)) st = oom();
+    /* One layer module for the whole scan (a merge per call, not per layer): its Variables take
+     * layer i's slices in turn. given/after: per layer and path, the value set and the value the
+     * method left (pool-owned). */
+    lx_array **given = calloc((size_t)(L > 0 ? L : 1) * (np + 1), sizeof *given);
+    lx_array **after = calloc((size_t)(L > 0 ? L : 1) * (np + 1), sizeof *after);
+    lx_variable **tvar = calloc(np + 1, sizeof *tvar);
+    if (st == LX_OK && (!ys || !args || !after || !given || !tvar)) st = oom();
     size_t mark = lx_pool_open();
     bool bare = false;
+    nnx_module *m = NULL;
+    lx_tree *tstate = NULL;
+    if (st == LX_OK && L > 0) st = slice_module(gd, &f, sa, pname, 0, &m, NULL);
+    if (st == LX_OK && m) st = nnx_state(m, 0, NULL, &tstate);
+    for (size_t p = 0; st == LX_OK && p < np; p++) {
+        const lx_value *v = &f.items[p].value;
+        if (v->kind != LX_V_VARIABLE || axis_for(sa, f.items[p].path, v->u.var) == NNX_AXIS_BROADCAST ||
+            !lx_variable_get_value(v->u.var))
+            continue;
+        const lx_value *tv = lx_tree_find(tstate, f.items[p].path);
+        if (!tv || tv->kind != LX_V_VARIABLE)
+            st = lx_fail(LX_ERR_INTERNAL, "nnx.scan over %s: the layer view has no Variable %s", tname, f.items[p].path);
+        else
+            tvar[p] = tv->u.var;
+    }
     for (int64_t i = 0; st == LX_OK && i < L; i++) {
-        nnx_module *m = NULL;
-        st = slice_module(gd, &f, sa, pname, i, &m, &given[i]);
+        for (size_t p = 0; st == LX_OK && p < np; p++) {
+            if (!tvar[p]) continue;
+            if (i > 0) {
+                lx_array *a = lx_variable_get_value(f.items[p].value.u.var);
+                int axis = axis_for(sa, f.items[p].path, f.items[p].value.u.var);
+                lx_array *sl = take_index(a, axis < 0 ? axis + a->ndim : axis, i);
+                st = sl ? lx_variable_set_value(tvar[p], sl, false) : lx_last_status();
+            }
+            given[(size_t)i * np + p] = lx_variable_get_value(tvar[p]);
+        }
         for (int k = 0; st == LX_OK && k < call->nargs; k++) {
             args[k] = call->args[k];
             if (k == 0) args[k] = lx_array_v(carry);
@@ -285,8 +313,8 @@ lx_status nnx_scan_call(nnx_module *stacked, const char *method, const nnx_state
         lx_value o = lx_none();
         lx_call ci = {call->nargs, args, call->nkwargs, call->kwargs};
         if (st == LX_OK) st = nnx_call(m, method, &ci, &o);
-        if (st == LX_OK) st = nnx_state(m, 0, NULL, &after[i]);
-        nnx_module_release(m);
+        for (size_t p = 0; st == LX_OK && p < np; p++)
+            if (tvar[p]) after[(size_t)i * np + p] = lx_autorelease(lx_retain(lx_variable_get_value(tvar[p])));
         if (st != LX_OK) break;
         lx_value nc = o;
         bare = o.kind != LX_V_TREE;
@@ -347,11 +375,9 @@ lx_status nnx_scan_call(nnx_module *stacked, const char *method, const nnx_state
             break;
         }
         for (int64_t i = 0; i < L; i++) {
-            const lx_value *a = lx_tree_find(after[i], path), *g = lx_tree_find(given[i], path);
-            xs[i] = a && a->kind == LX_V_VARIABLE ? lx_variable_get_value(a->u.var) : NULL;
-            const lx_array *gv = g && g->kind == LX_V_VARIABLE ? lx_variable_get_value(g->u.var) : NULL;
+            xs[i] = after[(size_t)i * np + p];
             if (!xs[i]) st = lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.scan over %s: layer %lld lost Variable %s", tname, (long long)i, path);
-            else if (xs[i] != gv) any = true;
+            else if (xs[i] != given[(size_t)i * np + p]) any = true;
         }
         if (st == LX_OK && any) {
             lx_array *a = lx_variable_get_value(v->u.var);
@@ -366,15 +392,14 @@ lx_status nnx_scan_call(nnx_module *stacked, const char *method, const nnx_state
         st = lx_variable_set_value(v->u.var, changed.items[p].value.u.array, true);
     }
     lx_flat_free(&changed);
-    for (int64_t i = 0; i < L; i++) {
-        if (ys) lx_value_free(&ys[i]);
-        if (after) lx_tree_release(after[i]);
-        if (given) lx_tree_release(given[i]);
-    }
+    for (int64_t i = 0; ys && i < L; i++) lx_value_free(&ys[i]);
     free(ys);
     free(args);
     free(after);
     free(given);
+    free(tvar);
+    lx_tree_release(tstate);
+    nnx_module_release(m);
     lx_flat_free(&f);
     lx_tree_release(state);
     nnx_graphdef_free(gd);
