@@ -3,6 +3,7 @@
  * out_sharding and leaves it again for the layer: the Flax #5590 fix), and W6 (ToNNX(Dense)
  * lazily initialised under nnx.split_rngs + nnx.vmap). */
 #include "lx_test.h"
+#include "linnx/llama.h"
 
 static linen_module *g_child;
 
@@ -161,7 +162,106 @@ static void test_w6(void) {
     lx_release(c.x);
 }
 
+/* MaxText's scanned layout: Decoder -> nn.scan(LlamaDecoderLayerToLinen, variable_axes={'params': 1},
+ * split_rngs={'params': True}, length=2, metadata_params={PARTITION_NAME: 'layers'}) named
+ * "layers": every param is params/decoder/layers/<...> with the layer axis at 1 and 'layers' at
+ * index 1 of its LogicallyPartitioned names; the unscanned twin (layers_0, layers_1) on the
+ * unstacked params gives the same output. */
+static linen_module *g_layer;
+static lx_status dec_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    return linen_call_child(s, g_child, "layers", NULL, c, out);
+}
+static const linen_method DEC_METHODS[] = {LINEN_METHOD("__call__", dec_call)};
+static const linen_type DECODER = {.name = "Decoder", .methods = DEC_METHODS, .nmethods = 1};
+static lx_status dec_unrolled_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    lx_value cur = lx_none();
+    LX_TRY(lx_value_dup(&c->args[0], &cur));
+    for (int l = 0; l < 2; l++) {
+        lx_value o = lx_none();
+        lx_call cl = {1, &cur, c->nkwargs, c->kwargs};
+        lx_status st = linen_call_child(s, g_layer, l ? "layers_1" : "layers_0", NULL, &cl, &o);
+        lx_value_free(&cur);
+        LX_TRY(st);
+        cur = o;
+    }
+    *out = cur;
+    return LX_OK;
+}
+static const linen_method DECU_METHODS[] = {LINEN_METHOD("__call__", dec_unrolled_call)};
+static const linen_type DECODER_UNROLLED = {.name = "Decoder", .methods = DECU_METHODS, .nmethods = 1};
+static const linen_type *g_dec;
+static lx_status top_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    linen_module *d = NULL;
+    LX_TRY(linen_module_new(g_dec, NULL, &d));
+    lx_status st = linen_call_child(s, d, "decoder", NULL, c, out);
+    linen_module_release(d);
+    return st;
+}
+static const linen_method TOP_METHODS[] = {LINEN_METHOD("__call__", top_call)};
+static const linen_type TOP = {.name = "Transformer", .methods = TOP_METHODS, .nmethods = 1};
+
+static lx_status check_scanned_leaf(const char *path, const lx_value *leaf, void *user, lx_value *out) {
+    int *bad = user;
+    const lx_array *a = leaf->kind == LX_V_BOX ? lx_box_unbox(leaf->u.box) : leaf->kind == LX_V_ARRAY ? leaf->u.array : NULL;
+    const lx_value *names = leaf->kind == LX_V_BOX ? lx_box_names(leaf->u.box) : NULL;
+    if (!a || a->ndim < 2 || a->shape[1] != 2) (*bad)++;
+    if (!names || names->u.strs.n != a->ndim || !names->u.strs.v[1] || strcmp(names->u.strs.v[1], "layers") != 0) {
+        (*bad)++;
+        fprintf(stderr, "scanned leaf %s lacks 'layers' at 1\n", path);
+    }
+    return lx_value_dup(leaf, out);
+}
+
+static void test_maxtext_scanned_layout(void) {
+    llama_config cfg = llama_config_tiny();
+    lx_kwarg kw[LLAMA_CONFIG_NKW];
+    llama_config_kwargs(&cfg, kw);
+    lx_call ctor = {0, NULL, LLAMA_CONFIG_NKW, kw};
+    CHECK_EQ_INT(linen_module_new(llama_decoder_layer_to_linen(), &ctor, &g_layer), LX_OK);
+    linen_lift_opts o = {.variable_axes = LINEN_VAR_AXES({"params", 1}), .split_rngs = LINEN_NAMES("params"),
+                         .length = 2, .partition_name = "layers"};
+    linen_module *sc = NULL, *top = NULL;
+    CHECK_EQ_INT(linen_scan(g_layer, &o, &sc), LX_OK);
+    g_child = sc;
+    g_dec = &DECODER;
+    linen_module_new(&TOP, NULL, &top);
+    int64_t B = 2, S = 8;
+    lx_array *x = lx_array_new(LX_F32, 3, (int64_t[]){B, S, cfg.emb_dim});
+    for (int64_t i = 0; i < x->size; i++) lx_f32(x)[i] = 0.02f * (float)((i * 13) % 29 - 14);
+    lx_array *pos = lx_array_new(LX_I32, 2, (int64_t[]){B, S});
+    for (int64_t i = 0; i < pos->size; i++) ((int32_t *)pos->data)[i] = (int32_t)(i % S);
+    lx_call call = {1, (lx_value[]){lx_array_v(x)}, 1, (lx_kwarg[]){LX_KW_ARRAY("decoder_positions", pos)}};
+    lx_tree *vars = NULL;
+    CHECK_EQ_INT(linen_init(top, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &vars), LX_OK);
+    const lx_value *layers = vars ? lx_tree_find(vars, "params/decoder/layers") : NULL;
+    CHECK(layers && layers->kind == LX_V_TREE && lx_tree_count_leaves(layers->u.tree) >= 9);
+    int bad = 0;
+    lx_tree *tmp = NULL;
+    if (layers && layers->kind == LX_V_TREE) lx_tree_map(layers->u.tree, check_scanned_leaf, &bad, &tmp);
+    CHECK_EQ_INT(bad, 0);
+    lx_tree_release(tmp);
+    lx_value y = lx_none(), y2 = lx_none();
+    CHECK_EQ_INT(linen_apply(top, vars, &call, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+    /* unscanned: params/decoder/layers_0 ... with 'layers' removed from the names */
+    lx_tree *un = NULL;
+    CHECK_EQ_INT(linen_unstack_layers(vars, "decoder/layers", LINEN_VAR_AXES({"params", 1}), "layers", &un), LX_OK);
+    CHECK(un && lx_tree_find(un, "params/decoder/layers_1") && !lx_tree_find(un, "params/decoder/layers"));
+    g_dec = &DECODER_UNROLLED;
+    CHECK_EQ_INT(linen_apply(top, un, &call, LINEN_NO_RNGS, NULL, &y2, NULL), LX_OK);
+    CHECK(y.kind == LX_V_ARRAY && y2.kind == LX_V_ARRAY && lx_array_equal(y.u.array, y2.u.array));
+    lx_value_free(&y);
+    lx_value_free(&y2);
+    lx_tree_release(un);
+    lx_tree_release(vars);
+    lx_release(x);
+    lx_release(pos);
+    linen_module_release(top);
+    linen_module_release(sc);
+    linen_module_release(g_layer);
+}
+
 int main(void) {
+    RUN(test_maxtext_scanned_layout);
     RUN(test_w17);
     RUN(test_scan_to_linen_metadata);
     RUN(test_w6);
