@@ -155,7 +155,7 @@ got=$("$bin" inspect "$d/unscanned.msgpack" | awk '$1 == "params/layers_1/0/w" {
     && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: --unscan layout: $got"; }
 "$bin" convert "$d/unscanned.msgpack" "$d/rescanned.msgpack" --scan layers --params-axis 0 >/dev/null
 cmp -s "$d/plain.msgpack" "$d/rescanned.msgpack" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: --unscan/--scan round trip differs"; }
-expect_usage_error "unstack: params/bias has shape (4,): 4 layers on axis 0, the others have 3" convert "$here/fixtures/ckpt_flax_tree.msgpack" "$d/x.msgpack" --unscan Dense_0 --params-axis 0
+expect_usage_error "unstack: params/Dense_0/bias has shape (4,): 4 layers on axis 0, the others have 3" convert "$here/fixtures/ckpt_flax_tree.msgpack" "$d/x.msgpack" --unscan Dense_0 --params-axis 0
 expect_usage_error "give one of --unscan and --scan" convert "$here/fixtures/ckpt_flax_tree.msgpack" "$d/x.msgpack" --unscan a --scan b
 
 cli_finish

@@ -41,7 +41,7 @@ static lx_status rebox(const lx_value *old, lx_array *a, int axis, const char *p
 }
 
 typedef struct unstack_ctx {
-    const char *col;
+    const char *col, *where; /* the collection; col/prefix, for messages */
     int axis;
     int64_t index, n;
     const char *pname;
@@ -51,14 +51,14 @@ static lx_status unstack_leaf(const char *path, const lx_value *leaf, void *user
     unstack_ctx *c = user;
     lx_array *a = leaf_array(leaf);
     char b[96];
-    if (!a) return lx_fail(LX_ERR_TYPE, "unstack: %s/.../%s is a %s, not an array", c->col, path, lx_kind_name(leaf->kind));
+    if (!a) return lx_fail(LX_ERR_TYPE, "unstack: %s/%s is a %s, not an array", c->where, path, lx_kind_name(leaf->kind));
     int ax = c->axis < 0 ? c->axis + a->ndim : c->axis;
     if (ax < 0 || ax >= a->ndim)
-        return lx_fail(LX_ERR_SHAPE, "unstack: collection '%s' is stacked on axis %d, but %s has shape %s", c->col,
-                       c->axis, path, lx_shape_str(a->ndim, a->shape, b, sizeof b));
+        return lx_fail(LX_ERR_SHAPE, "unstack: collection '%s' is stacked on axis %d, but %s/%s has shape %s", c->col,
+                       c->axis, c->where, path, lx_shape_str(a->ndim, a->shape, b, sizeof b));
     if (c->n < 0) c->n = a->shape[ax];
     if (a->shape[ax] != c->n)
-        return lx_fail(LX_ERR_SHAPE, "unstack: %s/%s has shape %s: %lld layers on axis %d, the others have %lld", c->col,
+        return lx_fail(LX_ERR_SHAPE, "unstack: %s/%s has shape %s: %lld layers on axis %d, the others have %lld", c->where,
                        path, lx_shape_str(a->ndim, a->shape, b, sizeof b), (long long)a->shape[ax], ax, (long long)c->n);
     lx_range r[LX_MAX_DIMS];
     for (int k = 0; k <= ax; k++) r[k] = k == ax ? LX_RANGE(c->index, c->index + 1) : LX_RANGE_ALL;
@@ -92,7 +92,7 @@ lx_status linen_unstack_layers(const lx_tree *variables, const char *prefix, lin
         }
         const lx_value *sub = lx_tree_find(variables, p);
         if (sub && sub->kind == LX_V_TREE) {
-            unstack_ctx c = {col, axis_of(axes, col), 0, -1, partition_name};
+            unstack_ctx c = {col, p, axis_of(axes, col), 0, -1, partition_name};
             for (int64_t i = 0; st == LX_OK && (i == 0 || i < c.n); i++) {
                 c.index = i;
                 lx_tree *layer = NULL;
@@ -122,7 +122,7 @@ lx_status linen_unstack_layers(const lx_tree *variables, const char *prefix, lin
 }
 
 typedef struct stack_ctx {
-    const char *col;
+    const char *col, *where; /* the collection; col/prefix, for messages */
     int axis;
     int64_t n;
     const lx_tree *const *layers;
@@ -134,21 +134,21 @@ static lx_status stack_leaf(const char *path, const lx_value *leaf, void *user, 
     lx_array *xs[256];
     lx_array *a0 = leaf_array(leaf);
     char b1[96], b2[96];
-    if (!a0) return lx_fail(LX_ERR_TYPE, "stack: %s/%s is a %s, not an array", c->col, path, lx_kind_name(leaf->kind));
+    if (!a0) return lx_fail(LX_ERR_TYPE, "stack: %s_0/%s is a %s, not an array", c->where, path, lx_kind_name(leaf->kind));
     for (int64_t i = 0; i < c->n; i++) {
         const lx_value *v = lx_tree_find(c->layers[i], path);
         lx_array *a = v ? leaf_array(v) : NULL;
-        if (!a) return lx_fail(LX_ERR_NOT_FOUND, "stack: layer %lld of '%s' has no %s", (long long)i, c->col, path);
+        if (!a) return lx_fail(LX_ERR_NOT_FOUND, "stack: %s_%lld has no %s", c->where, (long long)i, path);
         if (!lx_shape_eq(a, a0->ndim, a0->shape) || a->dtype != a0->dtype)
-            return lx_fail(LX_ERR_SHAPE, "stack: %s/%s has shape %s in layer 0 and %s in layer %lld", c->col, path,
+            return lx_fail(LX_ERR_SHAPE, "stack: %s_<i>/%s has shape %s in layer 0 and %s in layer %lld", c->where, path,
                            lx_shape_str(a0->ndim, a0->shape, b1, sizeof b1), lx_shape_str(a->ndim, a->shape, b2, sizeof b2),
                            (long long)i);
         xs[i] = a;
     }
     int ax = c->axis < 0 ? c->axis + a0->ndim + 1 : c->axis;
     if (ax < 0 || ax > a0->ndim)
-        return lx_fail(LX_ERR_SHAPE, "stack: collection '%s' is stacked on axis %d, but %s has shape %s", c->col, c->axis,
-                       path, lx_shape_str(a0->ndim, a0->shape, b1, sizeof b1));
+        return lx_fail(LX_ERR_SHAPE, "stack: collection '%s' is stacked on axis %d, but %s_0/%s has shape %s", c->col, c->axis,
+                       c->where, path, lx_shape_str(a0->ndim, a0->shape, b1, sizeof b1));
     lx_array *y = lx_stack((int)c->n, xs, ax);
     if (!y) return lx_last_status();
     return rebox(leaf, y, ax, c->pname, true, out);
@@ -186,7 +186,7 @@ lx_status linen_stack_layers(const lx_tree *variables, const char *prefix, linen
         }
         if (st == LX_OK && n > 0) {
             if (lx_tree_find(variables, p)) st = lx_fail(LX_ERR_EXISTS, "stack: %s already exists", p);
-            stack_ctx c = {col, axis_of(axes, col), n, layers, partition_name};
+            stack_ctx c = {col, p, axis_of(axes, col), n, layers, partition_name};
             lx_tree *stacked = NULL;
             if (st == LX_OK) st = lx_tree_map(layers[0], stack_leaf, &c, &stacked);
             for (int64_t i = 0; st == LX_OK && i < n; i++) {
