@@ -145,4 +145,17 @@ expect_usage_error "must end in .msgpack or .safetensors" params 'linen.Dense(3)
 out=$("$bin" inspect "$d/missing.msgpack" 2>&1); rc=$?
 [ $rc -ne 0 ] && [[ $out == *"cannot open"* ]] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: missing file: $out"; }
 
+
+# --unscan / --scan (docs/stacking.md): params/layers (both leaves with 2 layers on axis 0) splits
+# into layers_0 / layers_1 and stacks back to the same bytes; a prefix whose leaves disagree fails.
+"$bin" convert "$here/fixtures/ckpt_flax_tree.msgpack" "$d/plain.msgpack" >/dev/null
+"$bin" convert "$here/fixtures/ckpt_flax_tree.msgpack" "$d/unscanned.msgpack" --unscan layers --params-axis 0 >/dev/null
+got=$("$bin" inspect "$d/unscanned.msgpack" | awk '$1 == "params/layers_1/0/w" {print $2, $3, $4}')
+[ "$got" == "int32 (3,) 3" ] && ! "$bin" inspect "$d/unscanned.msgpack" | grep -q '^params/layers/' \
+    && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: --unscan layout: $got"; }
+"$bin" convert "$d/unscanned.msgpack" "$d/rescanned.msgpack" --scan layers --params-axis 0 >/dev/null
+cmp -s "$d/plain.msgpack" "$d/rescanned.msgpack" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: --unscan/--scan round trip differs"; }
+expect_usage_error "unstack: params/Dense_0/bias has shape (4,): 4 layers on axis 0, the others have 3" convert "$here/fixtures/ckpt_flax_tree.msgpack" "$d/x.msgpack" --unscan Dense_0 --params-axis 0
+expect_usage_error "give one of --unscan and --scan" convert "$here/fixtures/ckpt_flax_tree.msgpack" "$d/x.msgpack" --unscan a --scan b
+
 cli_finish

@@ -2,25 +2,33 @@
  * checkpoint in another format (Flax msgpack <-> safetensors) and/or another layout (Linen, NNX,
  * MaxText Linen, MaxText NNX). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "linnx/checkpoint.h"
+#include "linnx/lift.h"
 
 static const char CONVERT_USAGE[] =
     "usage: linnx convert IN OUT [--layout linen|nnx|maxtext-linen|maxtext-nnx] [--from LAYOUT]\n"
     "                      [--format msgpack|safetensors] [--wrapper NAME]\n"
+    "                      [--unscan PREFIX | --scan PREFIX] [--params-axis N] [--partition-name NAME]\n"
     "  Reads IN (Flax msgpack or safetensors, told apart by content) and writes OUT atomically.\n"
     "  --format: OUT's format (default: from OUT's extension, .msgpack or .safetensors).\n"
     "  --layout: the layout to write (default: IN's own). --from: IN's layout (default: detected:\n"
     "  {model, optimizer} is maxtext-nnx, {params: {params}, opt_state|step} maxtext-linen,\n"
     "  collections (params, batch_stats, ...) at the top linen, anything else nnx).\n"
     "  --wrapper: going to linen, nest every collection under this bridge wrapper name\n"
-    "  (e.g. ToLinen_0, as to_linen names its module). docs/checkpoints.md has the mapping.\n";
+    "  (e.g. ToLinen_0, as to_linen names its module). docs/checkpoints.md has the mapping.\n"
+    "  --unscan PREFIX: split every collection's PREFIX (e.g. decoder/layers) along its layer axis\n"
+    "  into PREFIX_0, PREFIX_1, ...; --scan PREFIX: the inverse. The layer axis is --params-axis\n"
+    "  (default 1, MaxText's) for params and 0 for the other collections; --partition-name removes\n"
+    "  (adds) that name in boxes' sharding names. docs/stacking.md.\n";
 
 int cmd_convert(int argc, char **argv) {
-    enum { C_LAYOUT, C_FROM, C_FORMAT, C_WRAPPER, C_N };
-    cli_opt o[C_N] = {CLI_OPT("layout"), CLI_OPT("from"), CLI_OPT("format"), CLI_OPT("wrapper")};
+    enum { C_LAYOUT, C_FROM, C_FORMAT, C_WRAPPER, C_UNSCAN, C_SCAN, C_PAXIS, C_PNAME, C_N };
+    cli_opt o[C_N] = {CLI_OPT("layout"), CLI_OPT("from"), CLI_OPT("format"), CLI_OPT("wrapper"),
+                      CLI_OPT("unscan"), CLI_OPT("scan"), CLI_OPT("params-axis"), CLI_OPT("partition-name")};
     const char *pos[2];
     int npos;
     bool help;
@@ -44,12 +52,33 @@ int cmd_convert(int argc, char **argv) {
     if (fmt == LX_CKPT_AUTO)
         return cli_error("convert: cannot tell OUT's format from '%s': give --format or end it in .msgpack or .safetensors",
                          pos[1]);
+    if (o[C_UNSCAN].seen && o[C_SCAN].seen) return cli_error("convert: give one of --unscan and --scan");
+    int paxis = 1;
+    if (o[C_PAXIS].seen) {
+        char *end = NULL;
+        long v = strtol(o[C_PAXIS].value, &end, 10);
+        if (!end || *end || end == o[C_PAXIS].value || v < -8 || v > 8)
+            return cli_error("convert: --params-axis: expected an integer, got '%s'", o[C_PAXIS].value);
+        paxis = (int)v;
+    }
     lx_tree *in = NULL, *out = NULL;
     if (lx_ckpt_load(pos[0], &in) != LX_OK) return cli_lib_error();
     if (from == LX_LAYOUT_AUTO) from = lx_layout_detect(in);
     if (to == LX_LAYOUT_AUTO) to = from;
     lx_status s = to == from && !o[C_WRAPPER].seen ? (out = lx_tree_retain(in), LX_OK)
                                                     : lx_layout_convert(in, from, to, o[C_WRAPPER].value, &out);
+    if (s == LX_OK && (o[C_UNSCAN].seen || o[C_SCAN].seen)) {
+        linen_var_axis ax[] = {{"params", paxis}};
+        linen_var_axes axes = {1, ax};
+        lx_tree *t = NULL;
+        const char *pname = o[C_PNAME].seen ? o[C_PNAME].value : NULL;
+        s = o[C_UNSCAN].seen ? linen_unstack_layers(out, o[C_UNSCAN].value, axes, pname, &t)
+                             : linen_stack_layers(out, o[C_SCAN].value, axes, pname, &t);
+        if (s == LX_OK) {
+            lx_tree_release(out);
+            out = t;
+        }
+    }
     if (s == LX_OK) s = lx_ckpt_save(pos[1], out, fmt);
     int rc = s == LX_OK ? 0 : cli_lib_error();
     if (rc == 0)

@@ -210,8 +210,79 @@ int params_call_args(spec_node *n, int first, params_arg_fn fn, void *ctx, int c
     return 0;
 }
 
+static int build(builder *b, spec_node *n, linen_module **out);
+
+/* linen.vmap / linen.scan(linen.X(...), variable_axes=('params', 0) or (('params', 1), ('cache', 0)),
+ * split_rngs=('params',), in_axes=0|None|(..), out_axes=0, axis_size=N | length=N,
+ * partition_name='layers'): the spec grammar has no dicts, so the dict arguments are written as
+ * (collection, axis) pairs and stream tuples (docs/stacking.md). */
+static int build_lift(builder *b, spec_node *n, bool scan, linen_module **out) {
+    const char *what = scan ? "linen.scan" : "linen.vmap";
+    if (n->kind != SPEC_CALL || n->nargs < 1 || n->args[0].name)
+        return cli_error("params: %s needs the module first: %s(linen.Dense(4), ...)", what, what);
+    linen_module *target = NULL;
+    int rc = build(b, n->args[0].value, &target);
+    if (rc) return rc;
+    linen_var_axis va[8];
+    const char *names[8];
+    int axes[8];
+    linen_lift_opts o = {0};
+    int nva = 0, nsplit = 0, nin = 0;
+    for (int i = 1; i < n->nargs; i++) {
+        const char *k = n->args[i].name;
+        spec_node *v = n->args[i].value;
+        if (!k) return cli_error("params: %s takes one positional argument (the module)", what);
+        if (!strcmp(k, "variable_axes")) {
+            bool pair = v->kind == SPEC_TUPLE && v->n == 2 && v->items[0]->kind == SPEC_STR;
+            int cnt = v->kind != SPEC_TUPLE ? 0 : pair ? 1 : v->n;
+            for (int j = 0; j < cnt && nva < 8; j++) {
+                spec_node *p = pair ? v : v->items[j];
+                if (p->kind != SPEC_TUPLE || p->n != 2 || p->items[0]->kind != SPEC_STR ||
+                    (p->items[1]->kind != SPEC_INT && p->items[1]->kind != SPEC_NONE))
+                    return cli_error("params: %s: variable_axes must be ('collection', axis) pairs", what);
+                va[nva].collection = p->items[0]->s;
+                va[nva++].axis = p->items[1]->kind == SPEC_NONE ? LINEN_AXIS_BROADCAST : (int)p->items[1]->i;
+            }
+            if (!cnt) return cli_error("params: %s: variable_axes must be ('collection', axis) pairs", what);
+        } else if (!strcmp(k, "split_rngs")) {
+            int cnt = v->kind == SPEC_STR ? 1 : v->kind == SPEC_TUPLE ? v->n : -1;
+            for (int j = 0; j < cnt && nsplit < 8; j++) {
+                spec_node *s = v->kind == SPEC_STR ? v : v->items[j];
+                if (s->kind != SPEC_STR) cnt = -1;
+                else names[nsplit++] = s->s;
+            }
+            if (cnt < 0) return cli_error("params: %s: split_rngs must be stream names", what);
+        } else if (!strcmp(k, "in_axes")) {
+            int cnt = v->kind == SPEC_TUPLE ? v->n : 1;
+            for (int j = 0; j < cnt && nin < 8; j++) {
+                spec_node *a = v->kind == SPEC_TUPLE ? v->items[j] : v;
+                if (a->kind != SPEC_INT && a->kind != SPEC_NONE) return cli_error("params: %s: in_axes must be ints or None", what);
+                axes[nin++] = a->kind == SPEC_NONE ? LINEN_AXIS_BROADCAST : (int)a->i;
+            }
+        } else if (!strcmp(k, "out_axes") && v->kind == SPEC_INT) {
+            o.out_axes = (int)v->i;
+        } else if ((!strcmp(k, "axis_size") || !strcmp(k, "length")) && v->kind == SPEC_INT) {
+            o.length = v->i;
+        } else if (!strcmp(k, "partition_name") && v->kind == SPEC_STR) {
+            o.partition_name = v->s;
+        } else {
+            return cli_error("params: %s: unsupported argument '%s'", what, k);
+        }
+    }
+    o.variable_axes = (linen_var_axes){nva, va};
+    o.split_rngs = (linen_names){nsplit, names};
+    o.in_axes = (linen_axes){nin, axes};
+    if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
+    linen_module *m = NULL;
+    if ((scan ? linen_scan(target, &o, &m) : linen_vmap(target, &o, &m)) != LX_OK) return cli_lib_error();
+    b->owned[b->nowned++] = m;
+    *out = m;
+    return 0;
+}
+
 static int build(builder *b, spec_node *n, linen_module **out) {
     const char *name = spec_suffix(n, "linen.");
+    if (name && (!strcmp(name, "vmap") || !strcmp(name, "scan"))) return build_lift(b, n, name[0] == 's', out);
     const linen_type *t = name ? linen_layer_type(name) : NULL;
     char buf[200];
     if (!t) return cli_error("params: unknown module '%s'", spec_str(n, buf, sizeof buf));

@@ -55,8 +55,38 @@ static int arg_value(builder *b, spec_node *v, lx_value *out) {
 
 static int arg_value_cb(void *ctx, spec_node *v, lx_value *out) { return arg_value(ctx, v, out); }
 
+/* nnx.Stack(nnx.X(...), L, partition_name=None): L copies of X stacked on axis 0, built as
+ * Flax's @nnx.split_rngs(splits=L) + @nnx.vmap(in_axes=0, out_axes=0) over X's constructor
+ * (linnx's spelling: Flax has no Stack class; docs/stacking.md). */
+static int build_stack(builder *b, spec_node *n, nnx_module **out) {
+    spec_node *inner = n->nargs >= 1 && !n->args[0].name ? n->args[0].value : NULL;
+    spec_node *len = n->nargs >= 2 && !n->args[1].name ? n->args[1].value : NULL;
+    const char *pname = NULL;
+    for (int i = 2; i < n->nargs; i++) {
+        spec_node *v = n->args[i].value;
+        if (n->args[i].name && !strcmp(n->args[i].name, "partition_name") && v->kind == SPEC_STR) pname = v->s;
+        else return cli_error("params: nnx.Stack takes (module, length, partition_name=None)");
+    }
+    const char *iname = inner ? spec_suffix(inner, "nnx.") : NULL;
+    const nnx_type *t = iname && inner->kind == SPEC_CALL ? nnx_layer_type(iname) : NULL;
+    if (!t || !len || len->kind != SPEC_INT)
+        return cli_error("params: nnx.Stack needs a module call and a length: nnx.Stack(nnx.Linear(5, 4), 3)");
+    lx_value args[64];
+    lx_kwarg kw[64];
+    lx_call c;
+    int rc = params_call_args(inner, 0, arg_value_cb, b, 64, args, kw, &c);
+    if (rc) return rc;
+    if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
+    nnx_module *m = NULL;
+    if (nnx_vmap_create(t, &c, b->rngs, len->i, NULL, pname, &m) != LX_OK) return cli_lib_error();
+    b->owned[b->nowned++] = m;
+    *out = m;
+    return 0;
+}
+
 static int build(builder *b, spec_node *n, nnx_module **out) {
     const char *name = spec_suffix(n, "nnx.");
+    if (name && !strcmp(name, "Stack") && n->kind == SPEC_CALL) return build_stack(b, n, out);
     const nnx_type *t = name ? nnx_layer_type(name) : NULL;
     char buf[200];
     if (!t) return cli_error("params: unknown module '%s'", spec_str(n, buf, sizeof buf));

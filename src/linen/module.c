@@ -18,9 +18,12 @@ static lx_status check_name(const char *name) {
 /* Releases what the config holds; the config's memory is part of the module's block. */
 static void config_release(const linen_type *t, void *cfg) {
     if (!cfg) return;
+    /* read before the hook: a type owned by its modules' config (lift.h) may go with it */
+    const lx_field *fields = t->config;
+    int nfields = t->nconfig;
     if (t->config_release) t->config_release(cfg);
     else if (t->config_free) t->config_free(cfg);
-    lx_config_free(t->config, t->nconfig, cfg);
+    lx_config_free(fields, nfields, cfg);
 }
 
 static void retain_fn(void *p) { linen_module_retain(p); }

@@ -1,0 +1,135 @@
+/* Layer stacking: a scanned stack of the showcase decoder layer (LlamaDecoderLayer, stacked with
+ * nnx_vmap_create and run with nnx_scan_call) against the same 8 layers unrolled, forward +
+ * backward (a tape over every parameter), as a ratio measured in the same run.
+ *
+ *   bench_stack [layers=8] [emb=256] [seq=64]
+ * prints `stack <metric> <value>` lines. Remat is not implemented yet (see docs/stacking.md). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common.h"
+#include "linnx/linnx.h"
+#include "linnx/llama.h"
+
+typedef struct ctx {
+    nnx_module *stack;
+    nnx_module **layers;
+    int nlayers;
+    bool scanned;
+    lx_array *x, *pos;
+    lx_array **params;
+    int nparams;
+} ctx;
+
+static int collect(nnx_module *m, lx_array **out, int cap) {
+    lx_tree *st = NULL;
+    nnx_filter pf = NNX_OF_TYPE(&lx_Param);
+    if (nnx_state(m, 1, &pf, &st) != LX_OK) return -1;
+    lx_flat f = {0};
+    lx_tree_flatten(st, &f);
+    int n = 0;
+    for (size_t i = 0; i < f.len && n < cap; i++)
+        if (f.items[i].value.kind == LX_V_VARIABLE) out[n++] = lx_variable_get_value(f.items[i].value.u.var);
+    lx_flat_free(&f);
+    lx_tree_release(st);
+    return n; /* the modules keep the arrays alive */
+}
+
+static void step(void *p) {
+    ctx *c = p;
+    size_t mark = lx_pool_open();
+    lx_tape *t = NULL;
+    if (lx_tape_new(&t) != LX_OK) abort();
+    for (int i = 0; i < c->nparams; i++) lx_tape_watch(t, c->params[i]);
+    lx_kwarg kw[] = {LX_KW_ARRAY("decoder_positions", c->pos)};
+    lx_array *y = NULL;
+    if (c->scanned) {
+        lx_value out = lx_none();
+        lx_call call = {1, (lx_value[]){lx_array_v(c->x)}, 1, kw};
+        if (nnx_scan_call(c->stack, NULL, NULL, NULL, &call, &out) != LX_OK) {
+            fprintf(stderr, "bench_stack: %s\n", lx_last_error());
+            abort();
+        }
+        y = lx_autorelease(lx_retain(out.u.array));
+        lx_value_free(&out);
+    } else {
+        y = c->x;
+        for (int l = 0; l < c->nlayers; l++) {
+            lx_value out = lx_none();
+            lx_call call = {1, (lx_value[]){lx_array_v(y)}, 1, kw};
+            if (nnx_call(c->layers[l], NULL, &call, &out) != LX_OK) {
+                fprintf(stderr, "bench_stack: %s\n", lx_last_error());
+                abort();
+            }
+            y = lx_autorelease(lx_retain(out.u.array));
+            lx_value_free(&out);
+        }
+    }
+    lx_array *loss = lx_sum(lx_mul(y, y), 0, NULL, false);
+    lx_tape_stop(t);
+    lx_array **g = calloc((size_t)c->nparams, sizeof *g);
+    if (lx_tape_backward(t, loss, c->nparams, c->params, g) != LX_OK) abort();
+    for (int i = 0; i < c->nparams; i++) lx_release(g[i]);
+    free(g);
+    lx_tape_free(t);
+    lx_pool_close(mark);
+}
+
+int main(int argc, char **argv) {
+    int L = argc > 1 ? atoi(argv[1]) : 8;
+    int64_t E = argc > 2 ? atoll(argv[2]) : 256, S = argc > 3 ? atoll(argv[3]) : 64, B = 4;
+    llama_config cfg = llama_config_tiny();
+    cfg.emb_dim = E;
+    cfg.num_query_heads = 8;
+    cfg.num_kv_heads = 4;
+    cfg.head_dim = E / 8;
+    cfg.mlp_dim = 4 * E;
+    cfg.num_decoder_layers = L;
+    lx_kwarg kw[LLAMA_CONFIG_NKW];
+    llama_config_kwargs(&cfg, kw);
+    lx_call ctor = {0, NULL, LLAMA_CONFIG_NKW, kw};
+    nnx_rngs *r = NULL;
+    nnx_stream_spec s[] = {{"params", false, 0, {{0, 0}}}};
+    ctx c = {0};
+    c.nlayers = L;
+    if (nnx_rngs_new(1, s, &r) != LX_OK || nnx_vmap_create(&LLAMA_DECODER_LAYER_TYPE, &ctor, r, L, NULL, NULL, &c.stack) != LX_OK) {
+        fprintf(stderr, "bench_stack: %s\n", lx_last_error());
+        return 1;
+    }
+    c.layers = calloc((size_t)L, sizeof *c.layers);
+    for (int l = 0; l < L; l++)
+        if (nnx_stack_slice(c.stack, l, NULL, NULL, &c.layers[l]) != LX_OK) return 1;
+    c.x = lx_array_new(LX_F32, 3, (int64_t[]){B, S, E});
+    for (int64_t i = 0; i < c.x->size; i++) lx_f32(c.x)[i] = 0.01f * (float)((i * 37) % 101 - 50);
+    c.pos = lx_array_new(LX_I32, 2, (int64_t[]){B, S});
+    for (int64_t i = 0; i < c.pos->size; i++) ((int32_t *)c.pos->data)[i] = (int32_t)(i % S);
+    lx_array *sp[64], *up[1024];
+    int ns = collect(c.stack, sp, 64), nu = 0;
+    for (int l = 0; l < L; l++) nu += collect(c.layers[l], up + nu, 1024 - nu);
+    printf("# %d LlamaDecoderLayers, B %lld S %lld E %lld, forward + backward\n", L, (long long)B, (long long)S, (long long)E);
+    c.scanned = true;
+    c.params = sp;
+    c.nparams = ns;
+    double ts = bench_median(step, &c, 1, 5, 1);
+    c.scanned = false;
+    c.params = up;
+    c.nparams = nu;
+    double tu = bench_median(step, &c, 1, 5, 1);
+    /* again, interleaved, against drift on a shared machine */
+    c.scanned = true;
+    c.params = sp;
+    c.nparams = ns;
+    double ts2 = bench_median(step, &c, 0, 5, 1);
+    ts = ts2 < ts ? ts2 : ts;
+    printf("stack scanned_fwd_bwd_ms %.3f\n", 1e3 * ts);
+    printf("stack unrolled_fwd_bwd_ms %.3f\n", 1e3 * tu);
+    printf("stack scanned_over_unrolled %.3f\n", ts / tu);
+    printf("# remat: not implemented (docs/stacking.md)\n");
+    for (int l = 0; l < L; l++) nnx_module_release(c.layers[l]);
+    free(c.layers);
+    nnx_module_release(c.stack);
+    nnx_rngs_release(r);
+    lx_release(c.x);
+    lx_release(c.pos);
+    return 0;
+}
