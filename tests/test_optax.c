@@ -3,6 +3,7 @@
  * several steps, the optimizer-state layout, and every error path. */
 #include "linnx/optax.h"
 #include "lx_test.h"
+#include "fixtures/optax_fixtures.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -817,7 +818,7 @@ static void test_from_string(void) {
         {"adam(1e-3", LX_ERR_FORMAT, "expected ',' or ')' at offset 9"},
         {"adam(b1=0.9, 1e-3)", LX_ERR_FORMAT, "positional argument follows keyword argument"},
         {"adam(1e-3) x", LX_ERR_FORMAT, "trailing characters"},
-        {"rmsprop(0.1, centered=True)", LX_ERR_UNSUPPORTED, "centered=True"},
+        {"adafactor(0.1, dtype_momentum='bfloat16')", LX_ERR_UNSUPPORTED, "dtype_momentum other than float32"},
         {"adamw(0.1, mask=m)", LX_ERR_UNSUPPORTED, "'mask' other than None"},
         {"adam(cosine_decay_schedule(0.1, 0))", LX_ERR_INVALID_ARGUMENT, "requires positive decay_steps"},
         {"adam(adam(0.1))", LX_ERR_TYPE, "'adam' is a transformation, not a schedule"},
@@ -881,6 +882,156 @@ static void test_step_buffers(void) {
     CHECK_EQ_INT(lx_array_live_count(), live0);
 }
 
+/* ------------------------------------------------------------------ float32 emulation fixtures */
+
+static float fbits(uint32_t b) {
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+/* Every optimizer run of scripts/gen_optax_fixtures.py (an independent float32 emulation of
+ * optax's rules) bit for bit: 8 steps of fixed gradients on a 7-float leaf. */
+static void test_emulation_runs(void) {
+    for (size_t r = 0; r < sizeof OF_RUNS / sizeof OF_RUNS[0]; r++) {
+        const of_run *run = &OF_RUNS[r];
+        optax_tx *tx = optax_from_string(run->expr);
+        LX_TEST_REPORT_(tx != NULL, "%s: %s", run->expr, lx_last_error());
+        if (!tx) continue;
+        float p0[OF_N];
+        for (int i = 0; i < OF_N; i++) p0[i] = fbits(OF_P0[i]);
+        lx_tree *params = tree1("x", OF_N, p0), *state = NULL;
+        CHECK(optax_init(tx, params, &state) == LX_OK);
+        uint32_t worst = 0;
+        int first_bad = -1;
+        for (int step = 0; step < OF_STEPS && state; step++) {
+            float g[OF_N];
+            for (int i = 0; i < OF_N; i++) g[i] = fbits(OF_GRADS[step][i]);
+            lx_tree *grads = tree1("x", OF_N, g);
+            CHECK(optax_step(tx, grads, &params, &state) == LX_OK);
+            lx_tree_release(grads);
+            const float *p = lx_f32(leaf(params, "x"));
+            for (int i = 0; i < OF_N; i++) {
+                uint32_t d = lx_ulp_distance(p[i], fbits(run->params[step][i]));
+                if (d && first_bad < 0) first_bad = step;
+                if (d > worst) worst = d;
+            }
+        }
+        LX_TEST_REPORT_(worst == 0, "%s: differs from the float32 emulation from step %d (max %u ulp)", run->expr,
+                        first_bad, worst);
+        lx_tree_release(params);
+        lx_tree_release(state);
+        optax_tx_release(tx);
+    }
+}
+
+/* Every schedule of the emulation at 56 counts: exact, except cosines within 1 ulp (cosf against
+ * the emulation's correctly rounded cos). */
+static void test_emulation_schedules(void) {
+    size_t nc = sizeof OF_COUNTS / sizeof OF_COUNTS[0];
+    for (size_t k = 0; k < sizeof OF_SCHEDS / sizeof OF_SCHEDS[0]; k++) {
+        optax_schedule *s = optax_schedule_from_string(OF_SCHEDS[k].expr);
+        LX_TEST_REPORT_(s != NULL, "%s: %s", OF_SCHEDS[k].expr, lx_last_error());
+        if (!s) continue;
+        uint32_t allowed = strstr(OF_SCHEDS[k].expr, "cosine") ? 1 : 0, worst = 0;
+        for (size_t i = 0; i < nc; i++) {
+            uint32_t d = lx_ulp_distance(optax_schedule_eval(s, OF_COUNTS[i]), fbits(OF_SCHEDS[k].values[i]));
+            if (d > worst) worst = d;
+        }
+        LX_TEST_REPORT_(worst <= allowed, "%s: %u ulp from the float32 emulation", OF_SCHEDS[k].expr, worst);
+        optax_schedule_release(s);
+    }
+}
+
+/* Masks as optax writes them: a bool pytree (a prefix covers its subtree) and ndim >= 2. */
+static void test_mask_helpers(void) {
+    float pv[NP] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    lx_tree *params = make_params(pv), *grads = make_params((const float[NP]){0}), *mask = lx_tree_new();
+    lx_tree_set_path(mask, "w/a", lx_bool_v(true));
+    lx_tree_set_path(mask, "w/b", lx_bool_v(false));
+    const optax_mask masks[3] = {optax_mask_tree(mask), optax_mask_min_ndim(2), OPTAX_NO_MASK};
+    for (int k = 0; k < 3; k++) {
+        /* zero gradients: only the decayed leaves move (by -lr * wd * p) */
+        optax_tx *tx = optax_chain(2, (optax_tx *[]){optax_add_decayed_weights(OPTAX_CONST(0.5), masks[k]),
+                                                    optax_sgd(OPTAX_CONST(1.0), false, 0, false)});
+        lx_tree *state = NULL, *upd = NULL, *ns = NULL;
+        CHECK(optax_init(tx, params, &state) == LX_OK);
+        CHECK(optax_update(tx, grads, state, params, &upd, &ns) == LX_OK);
+        float a0 = lx_f32(leaf(upd, "w/a"))[0], b0 = lx_f32(leaf(upd, "w/b"))[0];
+        CHECK(a0 == -0.5f * 1.0f);
+        CHECK(b0 == (k == 2 ? -0.5f * 7.0f : 0.0f));
+        lx_tree_release(state);
+        lx_tree_release(upd);
+        lx_tree_release(ns);
+        optax_tx_release(tx);
+    }
+    /* a prefix: {"w": True} covers both leaves */
+    lx_tree *pre = lx_tree_new();
+    lx_tree_set(pre, "w", lx_bool_v(true));
+    optax_mask pm = optax_mask_tree(pre);
+    CHECK(pm.fn("w/a", leaf(params, "w/a"), pm.user) && pm.fn("w/b", leaf(params, "w/b"), pm.user));
+    CHECK(!pm.fn("v/a", leaf(params, "w/a"), pm.user));
+    lx_tree_release(pre);
+    lx_tree_release(mask);
+    lx_tree_release(params);
+    lx_tree_release(grads);
+}
+
+/* mu_dtype=bfloat16: mu is stored rounded to bfloat16 (the update uses the float32 mu, as optax
+ * casts only what it stores); nu stays float32. */
+static void test_mu_dtype_bf16(void) {
+    lx_tree *params = tree1("x", 3, (const float[]){1, 2, 3}), *g = tree1("x", 3, (const float[]){0.3f, -1.7f, 2.9f});
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    o.mu_dtype = LX_BF16;
+    optax_tx *tx = optax_adam(OPTAX_CONST(0.1), &o), *ref = optax_adam(OPTAX_CONST(0.1), NULL);
+    lx_tree *s = NULL, *sr = NULL, *u = NULL, *ur = NULL, *ns = NULL, *nsr = NULL;
+    CHECK(optax_init(tx, params, &s) == LX_OK && optax_init(ref, params, &sr) == LX_OK);
+    CHECK(leaf(s, "0/mu/x")->dtype == LX_BF16 && leaf(s, "0/nu/x")->dtype == LX_F32);
+    CHECK(optax_update(tx, g, s, params, &u, &ns) == LX_OK);
+    CHECK(optax_update(ref, g, sr, params, &ur, &nsr) == LX_OK);
+    const lx_array *m = leaf(ns, "0/mu/x"), *mr = leaf(nsr, "0/mu/x");
+    CHECK(m->dtype == LX_BF16);
+    for (int i = 0; i < 3; i++) {
+        float want = lx_f32(mr)[i];
+        uint32_t b;
+        memcpy(&b, &want, 4);
+        b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u; /* round to nearest even */
+        memcpy(&want, &b, 4);
+        CHECK(lx_array_get(m, i) == want);
+        CHECK(lx_f32(leaf(u, "x"))[i] == lx_f32(leaf(ur, "x"))[i]); /* the first update is the same */
+    }
+    lx_tree *all[] = {params, g, s, sr, u, ur, ns, nsr};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lx_tree_release(all[i]);
+    optax_tx_release(tx);
+    optax_tx_release(ref);
+}
+
+/* Partitioned boxes in Linen params: apply_updates keeps the box and its names. */
+static void test_boxed_params(void) {
+    lx_array *k = lx_array_from_f32(2, (const int64_t[]){2, 2}, (const float[]){1, 2, 3, 4});
+    lx_box *box = NULL;
+    const char *names[2] = {"embed", "mlp"};
+    CHECK(lx_box_partitioned(k, 2, names, NULL, &box) == LX_OK);
+    lx_tree *params = lx_tree_new(), *grads = lx_tree_new(), *state = NULL;
+    lx_tree_set_path(params, "Dense_0/kernel", lx_box_v(box));
+    lx_array *g = lx_array_full_f32(2, (const int64_t[]){2, 2}, 1.0f);
+    lx_tree_set_path(grads, "Dense_0/kernel", lx_array_v(g));
+    optax_tx *tx = optax_sgd(OPTAX_CONST(0.5), false, 0, false);
+    CHECK(optax_init(tx, params, &state) == LX_OK);
+    CHECK(optax_step(tx, grads, &params, &state) == LX_OK);
+    const lx_value *v = lx_tree_find(params, "Dense_0/kernel");
+    CHECK(v && v->kind == LX_V_BOX && lx_box_get_kind(v->u.box) == lx_box_get_kind(box));
+    CHECK(v && strs_are(lx_box_names(v->u.box), 2, names));
+    CHECK(v && lx_f32(lx_box_unbox(v->u.box))[3] == 3.5f);
+    lx_box_release(box);
+    lx_release(k);
+    lx_release(g);
+    lx_tree_release(params);
+    lx_tree_release(grads);
+    lx_tree_release(state);
+    optax_tx_release(tx);
+}
+
 int main(void) {
     RUN(test_docstring_adam);
     RUN(test_docstring_adamw);
@@ -902,5 +1053,10 @@ int main(void) {
     RUN(test_apply_updates_kinds);
     RUN(test_from_string);
     RUN(test_step_buffers);
+    RUN(test_emulation_runs);
+    RUN(test_emulation_schedules);
+    RUN(test_mask_helpers);
+    RUN(test_mu_dtype_bf16);
+    RUN(test_boxed_params);
     return lx_test_finish();
 }

@@ -25,9 +25,11 @@ extern "C" {
 /* ---- GEMM on raw row-major buffers ----
  * C[M,N] = alpha * op(A) op(B) + beta * C, row-major, op(X) = X or X^T. op(A) is M x K: A is
  * stored M x K with row stride lda (transA false) or K x M (transA true); likewise B. With
- * beta == 0, C is not read (it may hold NaN). Problems with M*N*K at or below the small limit run
- * on linnx's own register-blocked kernel on the calling thread; larger ones call cblas_sgemm
- * directly on the caller's buffers (no copies), threaded by lx_num_threads().
+ * beta == 0, C is not read (it may hold NaN). Problems with M*N*K at or below the small limit (or
+ * fewer than 16 rows) run on register tiles straight from the caller's buffers on the calling
+ * thread; larger ones on linnx's packed (BLIS-style) GEMM of the kernel set in force
+ * (linnx/cpu.h), or on OpenBLAS in the size ranges where it measured faster (docs/kernels.md),
+ * threaded by lx_num_threads().
  * Fails (LX_ERR_INVALID_ARGUMENT, nothing written) on negative sizes, leading dimensions smaller
  * than a row, or NULL buffers where data is needed. */
 lx_status lx_sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
@@ -35,9 +37,10 @@ lx_status lx_sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, fl
                    int64_t ldc);
 
 /* Tuning and test knobs. The small limit is compared with M*N*K; a negative value restores the
- * default. The built-in kernel is "avx512", "avx2" or "portable" (whichever this build compiled:
- * the portable one always); lx_sgemm_use_kernel selects one of them (NULL restores the best one),
- * failing with LX_ERR_UNSUPPORTED for a kernel this build lacks. Process-wide settings. */
+ * default. The built-in kernel is that of the kernel set in force (linnx/cpu.h): "avx512", "avx2"
+ * or "portable" (the generic set). lx_sgemm_use_kernel(name) is lx_isa_set for the same set
+ * ("portable" or "generic", NULL: back to LINNX_ISA / the best), failing with
+ * LX_ERR_UNSUPPORTED for a set this CPU or build cannot run. Process-wide settings. */
 int64_t lx_sgemm_small_limit(void);
 void lx_sgemm_set_small_limit(int64_t limit);
 const char *lx_sgemm_kernel(void);

@@ -114,6 +114,13 @@ typedef struct optax_mask {
     void *user;
 } optax_mask;
 #define OPTAX_NO_MASK ((optax_mask){NULL, NULL})
+/* optax's mask pytree: a tree of bools (LX_V_BOOL leaves or bool/int scalar arrays) with the
+ * params' structure or a prefix of it (a bool at a prefix covers its subtree); a path the tree
+ * does not reach is not selected. The tree is borrowed: it must outlive the transformation. */
+optax_mask optax_mask_tree(const lx_tree *mask);
+/* The common Flax mask `lambda p: jax.tree.map(lambda x: x.ndim >= n, p)` (n = 2: decay kernels,
+ * not biases or norm scales). */
+optax_mask optax_mask_min_ndim(int n);
 
 /* mu_dtype / accumulator dtype "None": the params' dtype. */
 #define OPTAX_DTYPE_DEFAULT LX_DTYPE_COUNT
@@ -176,6 +183,10 @@ typedef struct optax_adam_opts {
 optax_tx *optax_scale_by_adam(const optax_adam_opts *opts);
 optax_tx *optax_scale_by_rms(double decay, double eps, double initial_scale, bool eps_in_sqrt,
                        bool bias_correction); /* optax defaults: 0.9, 1e-8, 0.0, true, false */
+/* scale_by_stddev (centered RMSProp): mu, nu moments; u = g * rsqrt(nu - mu**2 + eps) (or
+ * g / (sqrt(nu - mu**2) + eps)). State {"mu", "nu"} ({"count", "mu", "nu"} with bias_correction). */
+optax_tx *optax_scale_by_stddev(double decay, double eps, double initial_scale, bool eps_in_sqrt,
+                                bool bias_correction);
 /* trace: t = g + decay * t; the update is t, or g + decay * t with nesterov. */
 optax_tx *optax_trace(double decay, bool nesterov, lx_dtype accumulator_dtype);
 /* ema: e = (1 - decay) * g + decay * e; debias divides by 1 - decay**count. */
@@ -214,11 +225,12 @@ optax_tx *optax_nadamw(optax_sos learning_rate, const optax_adam_opts *opts);
 typedef struct optax_rmsprop_opts {
     double decay, eps, initial_scale;
     bool eps_in_sqrt, bias_correction;
+    bool centered; /* scale_by_stddev instead of scale_by_rms */
     bool has_momentum;
     double momentum;
     bool nesterov;
 } optax_rmsprop_opts;
-#define OPTAX_RMSPROP_DEFAULTS {0.9, 1e-8, 0.0, true, false, false, 0.0, false}
+#define OPTAX_RMSPROP_DEFAULTS {0.9, 1e-8, 0.0, true, false, false, false, 0.0, false}
 optax_tx *optax_rmsprop(optax_sos learning_rate, const optax_rmsprop_opts *opts);
 typedef struct optax_lion_opts {
     double b1, b2;

@@ -58,7 +58,9 @@ typedef struct linen_train_state {
  * given to tx, as in Flax. */
 lx_status linen_train_state_create(const void *apply_fn, lx_tree *params, optax_tx *tx,
                                    linen_train_state **out);
-/* state.apply_gradients(grads=grads): a new state; *out is the caller's to free. */
+/* state.apply_gradients(grads=grads): a new state; *out is the caller's to free. With a
+ * '_overwrite_with_gradient' collection in grads the new params are {'params': updated
+ * params['params'], '_overwrite_with_gradient': grads['_overwrite_with_gradient']}, as in Flax. */
 lx_status linen_train_state_apply_gradients(const linen_train_state *s, const lx_tree *grads,
                                             linen_train_state **out);
 void linen_train_state_free(linen_train_state *s);

@@ -36,6 +36,14 @@ typedef struct {
     int64_t sh, sw, dh, dw, lo_h, lo_w; /* strides, kernel dilation, low pads */
 } conv2d_direct;
 
+/* What conv_direct.c prepares for the row kernels (kernels.h), one per call. */
+typedef struct conv_direct_plan {
+    const conv2d_direct *c;
+    int64_t wp, rowlen, cop; /* padded row width, floats per row buffer, C_out rounded up to 16 */
+    int64_t koff[CONV_DIRECT_MAX_TAPS];
+    const float *w;          /* taps x cop, zero-padded columns: tiles load whole vectors */
+} conv_direct_plan;
+
 lx_status conv2d_direct_forward(const conv2d_direct *c, const float *x, const float *w, float *y);
 
 #endif

@@ -1,328 +1,406 @@
-/* GEMM: OpenBLAS above a size threshold, our own register-blocked kernel below it.
+/* GEMM: linnx's own blocked GEMM (BLIS-style), a small-problem path, and OpenBLAS where it wins.
  *
- * Small problems lose most of their time in BLAS's packing and dispatch, so below the threshold
- * we compute C in MR x NR register tiles straight from the caller's buffers: B rows are read as
- * vectors (NR columns), A entries are broadcast, K is blocked so a B panel stays in L1. A
- * transposed B is the one layout that cannot be read as rows; it is packed one K x NR panel at a
- * time into a stack buffer. Row-major throughout. */
+ * Three paths, chosen per call (docs/kernels.md has the measurements behind the thresholds):
+ *  - small (M*N*K at or below the small limit, 96^3, or fewer than 16 rows): register tiles computed
+ *    straight from the caller's buffers, no packing, on the calling thread: what a batch-1 layer
+ *    is made of.
+ *  - packed: B is packed once into NR-column slivers per K block (shared by every thread), then
+ *    work items of (MC rows x a column range) each pack their A block into MR-row slivers
+ *    (L2-resident) and run the MR x NR micro-kernel of the kernel set in force (kernels.h) with
+ *    one B sliver in L1. Items are claimed from an atomic counter, several per thread, so a
+ *    thread that is pre-empted holds back one item, not a fixed half of the matrix.
+ *  - OpenBLAS (cblas_sgemm on the caller's buffers) where a same-run measurement says it is
+ *    faster: above the small sizes with the generic set (its kernels beat our portable ones), and
+ *    with the AVX2 set for large products whose A is not transposed (AVX2_BLAS_ABOVE).
+ * Row-major throughout; transposes are stride swaps inside the packing routines. */
 #include <cblas.h>
 #include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
+#include "kernels.h"
 #include "linalg_internal.h"
 #include "linnx/linalg.h"
 #include "linnx/threads.h"
+#include "team.h"
 
-#define KC 256 /* K block: a KC x 64 B panel is 64 KiB, L2-resident; K is cut into equal blocks */
-#define NR_MAX 64 /* panel width: the widest AVX-512 tile */
-
-/* M*N*K at or below which the built-in kernel wins over OpenBLAS (measured by bench/ops.c). */
-#define DEFAULT_SMALL_LIMIT (128LL * 128 * 128)
+/* M*N*K at or below which the unpacked small path runs; it also runs for fewer than SMALL_ROWS
+ * rows, where packing B would cost more than it saves (bench/gemm.c, docs/kernels.md). */
+#define DEFAULT_SMALL_LIMIT (96LL * 96 * 96)
+#define SMALL_ROWS 16
+/* Above this M*N*K, with more than AVX2_BLAS_ROWS rows and A not transposed, the AVX2 set hands
+ * the product to OpenBLAS, whose Haswell kernels measured 15-40% faster here on one thread from
+ * 384^3 (its B packing is fused with the compute; ours is a separate pass over all of B when
+ * there are several row blocks). Fewer rows (batch-size M, where ours packs B per K block and
+ * tied or won) and transposed-A shapes (where ours won by 15-20%) stay ours. */
+#define AVX2_BLAS_ABOVE (256LL * 256 * 256)
+#define AVX2_BLAS_ROWS 256
+/* Work (M*N*K) from which the packed path uses more than one thread. */
+#define PAR_MIN_WORK (96LL * 96 * 96)
 
 static _Atomic int64_t small_limit = DEFAULT_SMALL_LIMIT;
+static atomic_int forced_path = LX_GEMM_PATH_AUTO;
 
-typedef enum { KERNEL_PORTABLE, KERNEL_AVX2, KERNEL_AVX512 } kernel_id;
+/* ---- epilogue: bias and activation on a finished C tile (same formulas as the unary ops) ---- */
 
-#if defined(__AVX512F__)
-#define BEST_KERNEL KERNEL_AVX512
-#elif defined(__AVX2__) && defined(__FMA__)
-#define BEST_KERNEL KERNEL_AVX2
-#else
-#define BEST_KERNEL KERNEL_PORTABLE
-#endif
-
-static atomic_int active_kernel = BEST_KERNEL;
-
-/* One K block of a column panel: C[0:M, 0:nr] (+)= alpha * A[0:M, 0:kc] B[0:kc, 0:nr], nr <=
- * NR_MAX. A(r, k) = A[r*ars + k*acs]; B(k, j) = B[k*ldb + j], readable (zeros past nr) up to the
- * next multiple of 16 columns; `first` applies beta, later blocks add. Each kernel cuts the panel
- * into register tiles of its own height. */
-typedef void (*panel_fn)(int64_t M, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
-                         const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
-                         int64_t ldc);
-
-static inline float combine(float acc, float alpha, float beta, bool first, float c) {
-    float v = alpha * acc;
-    if (!first) return c + v;
-    return beta == 0.0f ? v : v + beta * c;
-}
-
-/* ---- portable: plain C, MR x 16 tiles the compiler can vectorize ---- */
-#define P_MR 4
-#define P_NR 16
-static void tile_portable(int mr, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
-                          const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
-                          int64_t ldc) {
-    for (int j0 = 0; j0 < nr; j0 += P_NR) {
-        int nj = nr - j0 < P_NR ? nr - j0 : P_NR;
-        float acc[P_MR][P_NR] = {{0}};
-        for (int64_t k = 0; k < kc; k++) {
-            const float *b = B + k * ldb + j0;
-            float bk[P_NR] = {0};
-            for (int j = 0; j < nj; j++) bk[j] = b[j];
-            for (int r = 0; r < mr; r++) {
-                float a = A[r * ars + k * acs];
-                for (int j = 0; j < P_NR; j++) acc[r][j] += a * bk[j];
+static void epilogue_rows(float *C, int64_t ldc, int64_t m, int64_t n, const float *bias, lx_gemm_act act) {
+    for (int64_t i = 0; i < m; i++) {
+        float *c = C + i * ldc;
+        if (bias)
+            for (int64_t j = 0; j < n; j++) c[j] = c[j] + bias[j];
+        switch (act) {
+        case LX_GEMM_ACT_NONE: break;
+        case LX_GEMM_ACT_RELU:
+            for (int64_t j = 0; j < n; j++) c[j] = c[j] < 0.0f ? 0.0f : c[j];
+            break;
+        case LX_GEMM_ACT_GELU_TANH:
+            for (int64_t j = 0; j < n; j++) {
+                float x = c[j];
+                c[j] = x * (0.5f * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * (x * x * x)))));
             }
+            break;
+        case LX_GEMM_ACT_GELU_ERF:
+            for (int64_t j = 0; j < n; j++) c[j] = c[j] * (erff(c[j] / 1.4142135623730951f) + 1.0f) / 2.0f;
+            break;
+        case LX_GEMM_ACT_SILU:
+            for (int64_t j = 0; j < n; j++) c[j] = c[j] / (1.0f + expf(-c[j]));
+            break;
         }
-        for (int r = 0; r < mr; r++)
-            for (int j = 0; j < nj; j++) {
-                float *c = C + r * ldc + j0 + j;
-                *c = combine(acc[r][j], alpha, beta, first, first && beta == 0.0f ? 0.0f : *c);
-            }
     }
-}
-static void panel_portable(int64_t M, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
-                           const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
-                           int64_t ldc) {
-    for (int64_t i0 = 0; i0 < M; i0 += P_MR)
-        tile_portable((int)(M - i0 < P_MR ? M - i0 : P_MR), nr, kc, A + i0 * ars, ars, acs, B, ldb, alpha,
-                      beta, first, C + i0 * ldc, ldc);
 }
 
-/* ---- AVX2 + FMA: 6 x 16 tiles (12 accumulators), masked edges ---- */
-#if defined(__AVX2__) && defined(__FMA__)
-#define A2_MR 6
-static inline __m256i mask8(int n) { /* lanes [0, n) set, n clamped to 0..8 */
-    n = n < 0 ? 0 : n > 8 ? 8 : n;
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+static bool epilogue_active(const lx_gemm_epilogue *ep) { return ep && (ep->bias || ep->act != LX_GEMM_ACT_NONE); }
+
+/* C = beta C (never reading C when beta is 0): the whole product when K == 0 or alpha == 0. */
+static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
-static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, int nr, int64_t kc,
-        const float *A, int64_t ars, int64_t acs, const float *B, int64_t ldb, float alpha,
-        float beta, bool first, float *C, int64_t ldc) {
-    __m256 c0[A2_MR], c1[A2_MR];
-    for (int r = 0; r < mr; r++) c0[r] = c1[r] = _mm256_setzero_ps();
-    __m256i m0 = mask8(nr), m1 = mask8(nr - 8);
-    for (int64_t k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_maskload_ps(B + k * ldb, m0);
-        __m256 b1 = _mm256_maskload_ps(B + k * ldb + 8, m1);
-        for (int r = 0; r < mr; r++) {
-            __m256 a = _mm256_broadcast_ss(A + r * ars + k * acs);
-            c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
-            c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
-        }
-    }
-    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-    for (int r = 0; r < mr; r++) {
-        float *c = C + r * ldc;
-        __m256 v0 = _mm256_mul_ps(va, c0[r]), v1 = _mm256_mul_ps(va, c1[r]);
-        if (!first) {
-            v0 = _mm256_add_ps(v0, _mm256_maskload_ps(c, m0));
-            v1 = _mm256_add_ps(v1, _mm256_maskload_ps(c + 8, m1));
-        } else if (beta != 0.0f) {
-            v0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m0), v0);
-            v1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c + 8, m1), v1);
-        }
-        _mm256_maskstore_ps(c, m0, v0);
-        _mm256_maskstore_ps(c + 8, m1, v1);
-    }
-}
-static void tile_avx2(int mr, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
-                      const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
-                      int64_t ldc) {
-    for (int j0 = 0; j0 < nr; j0 += 16) {
-        int nj = nr - j0 < 16 ? nr - j0 : 16;
-#define A2_CASE(m) case m: tile_avx2_t(m, nj, kc, A, ars, acs, B + j0, ldb, alpha, beta, first, C + j0, ldc); break;
-        switch (mr) { A2_CASE(1) A2_CASE(2) A2_CASE(3) A2_CASE(4) A2_CASE(5) A2_CASE(6) }
-#undef A2_CASE
-    }
-}
-static void panel_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
-                       const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
+
+/* ---- small path ---- */
+
+static void gemm_small(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
+                       float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                        int64_t ldc) {
-    for (int64_t i0 = 0; i0 < M; i0 += A2_MR)
-        tile_avx2((int)(M - i0 < A2_MR ? M - i0 : A2_MR), nr, kc, A + i0 * ars, ars, acs, B, ldb, alpha,
-                  beta, first, C + i0 * ldc, ldc);
-}
-#endif
-
-/* ---- AVX-512: up to 24 accumulators, rows x 16*nv tiles, edges by lane masks ----
- * A panel is cut into tiles of nv vectors (16 floats each) by the most rows that keep 24
- * accumulators: 6 x 64, 8 x 48, 12 x 32, 12 x 16. Per k a 6 x 64 tile loads 4 B vectors and
- * broadcasts 6 A entries for 24 FMAs, the ratio OpenBLAS's small-matrix kernel uses; the earlier
- * 8 x 32 tile (16 accumulators) measured ~7% slower at 64^3. B is read with plain loads: the
- * driver pads a panel whose width is not a multiple of 16 with zeros (masked loads in the k loop
- * cost another ~7%); only C is read and written under lane masks, once per tile. Accumulators
- * are named variables, not arrays: GCC keeps arrays of vectors on the stack. Every `r < mr` and
- * `nv > v` test folds away once the dispatcher inlines constants. */
-#if defined(__AVX512F__)
-#define A5_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-static inline int a5_rows(int nv) { return nv == 4 ? 6 : nv == 3 ? 8 : 12; }
-static inline __mmask16 a5_mask(int nr, int v) { /* lanes of vector v inside [0, nr) */
-    int n = nr - 16 * v;
-    return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
-}
-static inline __attribute__((always_inline)) void tile_avx512_t(const int mr, const int nv, int nr,
-        int64_t kc, const float *A, int64_t ars, int64_t acs, const float *B, int64_t ldb,
-        float alpha, float beta, bool first, float *C, int64_t ldc) {
-#define A5_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0;
-    A5_ROWS(A5_DECL)
-    const __mmask16 m0 = a5_mask(nr, 0), m1 = a5_mask(nr, 1), m2 = a5_mask(nr, 2), m3 = a5_mask(nr, 3);
-#pragma GCC unroll 4
-    for (int64_t k = 0; k < kc; k++) {
-        const float *a = A + k * acs, *b = B + k * ldb;
-        __m512 b0 = _mm512_loadu_ps(b), b1 = b0, b2 = b0, b3 = b0;
-        if (nv > 1) b1 = _mm512_loadu_ps(b + 16);
-        if (nv > 2) b2 = _mm512_loadu_ps(b + 32);
-        if (nv > 3) b3 = _mm512_loadu_ps(b + 48);
-#define A5_FMA(r)                                                   \
-        if (r < mr) {                                               \
-            __m512 ar = _mm512_set1_ps(a[r * ars]);                 \
-            c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0);             \
-            if (nv > 1) c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1); \
-            if (nv > 2) c##r##2 = _mm512_fmadd_ps(ar, b2, c##r##2); \
-            if (nv > 3) c##r##3 = _mm512_fmadd_ps(ar, b3, c##r##3); \
-        }
-        A5_ROWS(A5_FMA)
-    }
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-#define A5_STORE1(r, v)                                                                      \
-    if (nv > v) {                                                                            \
-        float *c = C + r * ldc + 16 * v;                                                     \
-        __m512 x = alpha == 1.0f ? c##r##v : _mm512_mul_ps(va, c##r##v);                     \
-        if (!first) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m##v, c));                    \
-        else if (beta != 0.0f) x = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m##v, c), x);   \
-        _mm512_mask_storeu_ps(c, m##v, x);                                                   \
-    }
-#define A5_STORE(r) if (r < mr) { A5_STORE1(r, 0) A5_STORE1(r, 1) A5_STORE1(r, 2) A5_STORE1(r, 3) }
-    A5_ROWS(A5_STORE)
-#undef A5_DECL
-#undef A5_FMA
-#undef A5_STORE1
-#undef A5_STORE
-}
-/* C[0:M, 0:nr] of one panel: full-height tiles, then one shorter tile for the leftover rows. */
-static void panel_avx512(int64_t M, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
-                         const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
-                         int64_t ldc) {
-    int nv = (nr + 15) / 16, MR = a5_rows(nv);
-    for (int64_t i0 = 0; i0 < M; i0 += MR) {
-        int mr = (int)(M - i0 < MR ? M - i0 : MR);
-        const float *a = A + i0 * ars;
-        float *c = C + i0 * ldc;
-#define A5_CALL(m, v) tile_avx512_t(m, v, nr, kc, a, ars, acs, B, ldb, alpha, beta, first, c, ldc)
-#define A5_UPTO6(v) case 1: A5_CALL(1, v); break; case 2: A5_CALL(2, v); break; case 3: A5_CALL(3, v); break; \
-                    case 4: A5_CALL(4, v); break; case 5: A5_CALL(5, v); break; case 6: A5_CALL(6, v); break;
-#define A5_UPTO8(v) A5_UPTO6(v) case 7: A5_CALL(7, v); break; case 8: A5_CALL(8, v); break;
-#define A5_UPTO12(v) A5_UPTO8(v) case 9: A5_CALL(9, v); break; case 10: A5_CALL(10, v); break; \
-                     case 11: A5_CALL(11, v); break; case 12: A5_CALL(12, v); break;
-        switch (nv) {
-        case 4: switch (mr) { A5_UPTO6(4) } break;
-        case 3: switch (mr) { A5_UPTO8(3) } break;
-        case 2: switch (mr) { A5_UPTO12(2) } break;
-        default: switch (mr) { A5_UPTO12(1) } break;
-        }
-#undef A5_CALL
-#undef A5_UPTO6
-#undef A5_UPTO8
-#undef A5_UPTO12
-    }
-}
-#endif
-
-static panel_fn kernel_for(kernel_id id) {
-    switch (id) {
-#if defined(__AVX512F__)
-    case KERNEL_AVX512: return panel_avx512;
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-    case KERNEL_AVX2: return panel_avx2;
-#endif
-    default: return panel_portable;
-    }
-}
-
-#if defined(__AVX512F__)
-/* out[k*NR_MAX + j] = in[j*ld + k] for a 16 x 16 block, in registers: pairs of rows interleave
- * (ps, then pd), then 128-bit lanes regroup. */
-static void transpose16(const float *in, int64_t ld, float *out) {
-    __m512 r[16], t[16], u[16];
-    for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(in + j * ld);
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-        u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    }
-    /* u[4g + e], 128-bit lane L, holds rows 4g..4g+3 at column 4L + e */
-    for (int e = 0; e < 4; e++) {
-        __m512 v = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x44), w = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x44);
-        __m512 v2 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xEE), w2 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xEE);
-        _mm512_storeu_ps(out + (0 + e) * NR_MAX, _mm512_shuffle_f32x4(v, w, 0x88));
-        _mm512_storeu_ps(out + (4 + e) * NR_MAX, _mm512_shuffle_f32x4(v, w, 0xDD));
-        _mm512_storeu_ps(out + (8 + e) * NR_MAX, _mm512_shuffle_f32x4(v2, w2, 0x88));
-        _mm512_storeu_ps(out + (12 + e) * NR_MAX, _mm512_shuffle_f32x4(v2, w2, 0xDD));
-    }
-}
-#endif
-
-/* panel[k*NR_MAX + j] = Bt[j*ld + k] for j < nr, k < kc: one K x NR slice of a transposed B,
- * zeros in columns [nr, 16 * ceil(nr / 16)). */
-static void pack_transposed(const float *Bt, int64_t ld, int nr, int64_t kc, float *panel) {
-    int padded = (nr + 15) / 16 * 16;
-    for (int64_t k = 0; nr < padded && k < kc; k++)
-        for (int j = nr; j < padded; j++) panel[k * NR_MAX + j] = 0.0f;
-    int j = 0;
-#if defined(__AVX512F__)
-    for (; j + 16 <= nr; j += 16) {
-        int64_t k = 0;
-        for (; k + 16 <= kc; k += 16) transpose16(Bt + j * ld + k, ld, panel + k * NR_MAX + j);
-        for (int jj = j; jj < j + 16; jj++)
-            for (int64_t kk = k; kk < kc; kk++) panel[kk * NR_MAX + jj] = Bt[jj * ld + kk];
-    }
-#endif
-    for (; j < nr; j++)
-        for (int64_t k = 0; k < kc; k++) panel[k * NR_MAX + j] = Bt[j * ld + k];
-}
-
-/* C = alpha op(A) op(B) + beta C with the built-in kernel, any size, on this thread. */
-void lx_sgemm_serial(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
-                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                     int64_t ldc) {
-    if (M == 0 || N == 0) return;
-    if (K == 0 || alpha == 0.0f) { /* no product: C = beta C, never reading C when beta is 0 */
-        for (int64_t i = 0; i < M; i++)
-            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-        return;
-    }
-    panel_fn kernel = kernel_for((kernel_id)atomic_load(&active_kernel));
     int64_t ars = transA ? 1 : lda, acs = transA ? lda : 1;
-    _Alignas(64) float panel[KC * NR_MAX]; /* a packed K x NR slice of a transposed B */
-    int64_t nkb = (K + KC - 1) / KC, kb = (K + nkb - 1) / nkb; /* equal blocks: 288 is 144 + 144 */
+    _Alignas(64) float panel[GEMM_SMALL_KC * GEMM_SMALL_NR]; /* a packed K x NR slice of B */
+    int64_t nkb = (K + GEMM_SMALL_KC - 1) / GEMM_SMALL_KC, kb = (K + nkb - 1) / nkb; /* equal K blocks */
     for (int64_t k0 = 0; k0 < K; k0 += kb) {
         int64_t kc = K - k0 < kb ? K - k0 : kb;
-        for (int64_t j0 = 0; j0 < N; j0 += NR_MAX) {
-            int nr = (int)(N - j0 < NR_MAX ? N - j0 : NR_MAX);
+        for (int64_t j0 = 0; j0 < N; j0 += GEMM_SMALL_NR) {
+            int nr = (int)(N - j0 < GEMM_SMALL_NR ? N - j0 : GEMM_SMALL_NR);
             const float *bp;
             int64_t bld;
             if (transB) {
-                pack_transposed(B + j0 * ldb + k0, ldb, nr, kc, panel);
+                g->small_pack_bt(B + j0 * ldb + k0, ldb, nr, kc, panel);
                 bp = panel;
-                bld = NR_MAX;
+                bld = GEMM_SMALL_NR;
             } else if (nr % 16 != 0) { /* a ragged last panel: copy it, zero-padded to 16 lanes */
                 int padded = (nr + 15) / 16 * 16;
                 for (int64_t k = 0; k < kc; k++) {
-                    memcpy(panel + k * NR_MAX, B + (k0 + k) * ldb + j0, sizeof(float) * (size_t)nr);
-                    memset(panel + k * NR_MAX + nr, 0, sizeof(float) * (size_t)(padded - nr));
+                    memcpy(panel + k * GEMM_SMALL_NR, B + (k0 + k) * ldb + j0, sizeof(float) * (size_t)nr);
+                    memset(panel + k * GEMM_SMALL_NR + nr, 0, sizeof(float) * (size_t)(padded - nr));
                 }
                 bp = panel;
-                bld = NR_MAX;
+                bld = GEMM_SMALL_NR;
             } else {
                 bp = B + k0 * ldb + j0;
                 bld = ldb;
             }
-            kernel(M, nr, kc, A + k0 * acs, ars, acs, bp, bld, alpha, beta, k0 == 0, C + j0, ldc);
+            g->small_panel(M, nr, kc, A + k0 * acs, ars, acs, bp, bld, alpha, beta, k0 == 0, C + j0, ldc);
         }
     }
+}
+
+/* ---- packed path ---- */
+
+typedef struct {
+    int64_t mc, kc, nc; /* rows of an A block (L2), K block (a B sliver in L1), columns per B phase */
+} blocking;
+
+/* BLIS's rules of thumb from the cache sizes: a kc x NR B sliver fills half of L1 (the A sliver
+ * streams through the rest), an mc x kc A block half of L2. */
+static blocking blocking_for(const lx_gemm_kernels *g) {
+    const lx_cpu_info *cpu = lx_cpu_info_get();
+    int64_t l1 = cpu->l1d_bytes >= 16384 ? cpu->l1d_bytes : 32768;
+    int64_t l2 = cpu->l2_bytes >= 131072 ? cpu->l2_bytes : 262144;
+    blocking b;
+    b.kc = l1 / 2 / ((int64_t)sizeof(float) * g->nr);
+    /* at least 256: K up to 256 is then one block on every machine, summed in one FMA chain from
+     * zero as the small path sums it (with beta = 0 both paths give the same bits) */
+    b.kc = b.kc < 256 ? 256 : b.kc > 512 ? 512 : b.kc / 16 * 16;
+    b.mc = l2 / 2 / ((int64_t)sizeof(float) * b.kc) / g->mr * g->mr;
+    if (b.mc < g->mr * 4) b.mc = g->mr * 4;
+    if (b.mc > 480) b.mc = 480 / g->mr * g->mr;
+    b.nc = 0; /* per call: the whole N when the packed B fits the cap */
+    return b;
+}
+
+/* Per-thread scratch kept between calls (slot 0: packed A blocks, slot 1: the caller's packed B),
+ * freed when the thread exits. */
+static pthread_key_t scratch_key[2];
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static _Thread_local float *scratch_ptr[2];
+static _Thread_local size_t scratch_cap[2];
+static void scratch_free(void *p) { free(p); }
+static void scratch_init(void) {
+    for (int i = 0; i < 2; i++) (void)pthread_key_create(&scratch_key[i], scratch_free);
+}
+
+static float *thread_scratch(int slot, size_t floats) {
+    if (scratch_cap[slot] >= floats) return scratch_ptr[slot];
+    pthread_once(&scratch_once, scratch_init);
+    size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    float *p = aligned_alloc(64, bytes);
+    if (!p) return NULL;
+    free(scratch_ptr[slot]);
+    scratch_ptr[slot] = p;
+    scratch_cap[slot] = bytes / sizeof(float);
+    (void)pthread_setspecific(scratch_key[slot], p);
+    return p;
+}
+
+#define PACKED_B_CAP (16LL << 20)  /* floats of packed B per phase (64 MiB) */
+#define PACKED_B_KEEP (4LL << 20)  /* packed B buffers up to this many floats are kept per thread */
+
+typedef struct {
+    const lx_gemm_kernels *g;
+    blocking bk;
+    int64_t M, K;
+    float alpha, beta;
+    const float *A, *B;
+    int64_t ars, acs, brs, bcs;
+    float *C;
+    int64_t ldc;
+    const lx_gemm_epilogue *ep;
+    /* the phase: columns [j0, j0 + nc) of C */
+    int64_t j0, nc, ncpad;
+    float *Bp;            /* K x ncpad packed, K block after K block */
+    int64_t nkb, kb;      /* K blocks: nkb equal blocks of at most kb */
+    int64_t mi, nj;       /* item grid: mi row blocks x nj column ranges */
+    int64_t mrows, ncols; /* rows per row block (multiple of MR), columns per range (multiple of NR) */
+    atomic_llong next_pack, packed, next_item;
+    atomic_int failed;
+} packed_job;
+
+static int64_t kblock_start(const packed_job *j, int64_t p) { return p * j->kb < j->K ? p * j->kb : j->K; }
+
+/* Pack item t of B: one K block x 8 slivers. */
+static void pack_b_item(packed_job *j, int64_t t) {
+    int64_t nsl = j->ncpad / j->g->nr, per = 8, groups = (nsl + per - 1) / per;
+    int64_t p = t / groups, s0 = (t % groups) * per;
+    int64_t k0 = kblock_start(j, p), kc = kblock_start(j, p + 1) - k0;
+    int64_t c0 = s0 * j->g->nr, cols = j->nc - c0 < per * j->g->nr ? j->nc - c0 : per * j->g->nr;
+    if (cols <= 0) return;
+    float *dst = j->Bp + k0 * j->ncpad + c0 * kc;
+    j->g->pack_b(kc, cols, j->B + k0 * j->brs + (j->j0 + c0) * j->bcs, j->brs, j->bcs, dst);
+}
+
+/* Item t: rows [i0, i1) x columns [c0, c1) of the phase, every K block. Without a shared packed
+ * B (j->Bp NULL) the item packs its own columns, K block by K block, into Bpriv. */
+static void run_item(packed_job *j, int64_t t, float *Ap, float *Bpriv) {
+    const lx_gemm_kernels *g = j->g;
+    const int MR = g->mr, NR = g->nr;
+    int64_t ib = t / j->nj, jb = t % j->nj;
+    int64_t i0 = ib * j->mrows, i1 = i0 + j->mrows < j->M ? i0 + j->mrows : j->M;
+    int64_t c0 = jb * j->ncols, c1 = c0 + j->ncols < j->nc ? c0 + j->ncols : j->nc;
+    if (i0 >= i1 || c0 >= c1) return;
+    _Alignas(64) float tile[16 * 64];
+    bool epi = epilogue_active(j->ep);
+    for (int64_t p = 0; p < j->nkb; p++) {
+        int64_t k0 = kblock_start(j, p), kc = kblock_start(j, p + 1) - k0;
+        float beta = p == 0 ? j->beta : 1.0f;
+        bool last = p == j->nkb - 1;
+        for (int64_t ic = i0; ic < i1; ic += j->bk.mc) {
+            int64_t mc = i1 - ic < j->bk.mc ? i1 - ic : j->bk.mc;
+            g->pack_a(mc, kc, j->A + ic * j->ars + k0 * j->acs, j->ars, j->acs, Ap);
+            const float *Bblk = j->Bp ? j->Bp + k0 * j->ncpad : Bpriv - c0 * kc;
+            if (!j->Bp && ic == i0)
+                g->pack_b(kc, c1 - c0, j->B + k0 * j->brs + (j->j0 + c0) * j->bcs, j->brs, j->bcs, Bpriv);
+            for (int64_t jr = c0; jr < c1; jr += NR) {
+                int64_t nr = c1 - jr < NR ? c1 - jr : NR;
+                const float *bs = Bblk + jr * kc;
+                for (int64_t ir = 0; ir < mc; ir += MR) {
+                    int64_t mr = mc - ir < MR ? mc - ir : MR;
+                    float *c = j->C + (ic + ir) * j->ldc + j->j0 + jr;
+                    if (mr == MR && nr == NR) {
+                        g->ukr(kc, Ap + ir * kc, bs, c, j->ldc, j->alpha, beta);
+                    } else { /* an edge tile: into the buffer, then the rows and columns that exist */
+                        g->ukr(kc, Ap + ir * kc, bs, tile, NR, j->alpha, 0.0f);
+                        for (int64_t r = 0; r < mr; r++)
+                            for (int64_t q = 0; q < nr; q++) {
+                                float v = tile[r * NR + q], *cc = c + r * j->ldc + q;
+                                *cc = beta == 0.0f ? v : beta == 1.0f ? *cc + v : v + beta * *cc;
+                            }
+                    }
+                    if (last && epi)
+                        epilogue_rows(c, j->ldc, mr, nr, j->ep->bias ? j->ep->bias + j->j0 + jr : NULL, j->ep->act);
+                }
+            }
+        }
+    }
+}
+
+/* Every thread of the team: pack shared B items while there are any, wait for the ones others
+ * still hold (there is no barrier: a thread that joins late finds them done), then compute items. */
+static void packed_worker(void *arg) {
+    packed_job *j = arg;
+    int64_t npack = j->Bp ? j->nkb * ((j->ncpad / j->g->nr + 7) / 8) : 0, nitems = j->mi * j->nj;
+    for (int64_t t; (t = atomic_fetch_add(&j->next_pack, 1)) < npack;) {
+        pack_b_item(j, t);
+        atomic_fetch_add(&j->packed, 1);
+    }
+    while (atomic_load(&j->packed) < npack) sched_yield();
+    float *Ap = thread_scratch(0, (size_t)(j->bk.mc * j->bk.kc + 64)); /* + slack for vector packing stores */
+    float *Bpriv = j->Bp ? NULL : thread_scratch(1, (size_t)(j->kb * j->ncols + 64));
+    if (!Ap || (!j->Bp && !Bpriv)) {
+        atomic_store(&j->failed, 1);
+        return;
+    }
+    for (int64_t t; (t = atomic_fetch_add(&j->next_item, 1)) < nitems;) run_item(j, t, Ap, Bpriv);
+}
+
+static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
+                             float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                             float *C, int64_t ldc, const lx_gemm_epilogue *ep, int nthreads) {
+    blocking bk = blocking_for(g);
+    const int MR = g->mr, NR = g->nr;
+    int64_t nkb = (K + bk.kc - 1) / bk.kc, kb = (K + nkb - 1) / nkb; /* equal K blocks: 300 is 150 + 150 */
+    bk.kc = kb;
+    /* columns per phase: all of N when the packed B fits the cap */
+    int64_t phase = PACKED_B_CAP / (K > 0 ? K : 1) / NR * NR;
+    if (phase < 4 * NR) phase = 4 * NR;
+    float *heap = NULL, *bbuf = NULL;
+    lx_status st = LX_OK;
+    for (int64_t j0 = 0; j0 < N && st == LX_OK; j0 += phase) {
+        int64_t nc = N - j0 < phase ? N - j0 : phase, ncpad = (nc + NR - 1) / NR * NR;
+        /* One row block (M <= mc): column ranges that each pack their own B, K block by K block
+         * (no thread ever waits for another's packing; B stays in L2). Several row blocks: B is
+         * packed once, shared, so that no row block repacks it. */
+        bool shared_b = M > bk.mc;
+        if (shared_b && !bbuf && K * ncpad <= PACKED_B_KEEP) bbuf = thread_scratch(1, (size_t)(K * ncpad));
+        if (shared_b && !bbuf) bbuf = heap = aligned_alloc(64, (size_t)((K * ncpad * (int64_t)sizeof(float) + 63) / 64 * 64));
+        if (shared_b && !bbuf)
+            return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a packed %lld x %lld panel", (long long)K,
+                           (long long)ncpad);
+        /* The item grid: row blocks of at most mc rows; with more than one thread, enough items
+         * (about 4 per thread) that a pre-empted thread delays one of them, splitting columns
+         * too when there are few row blocks (each column range repacks its A block). */
+        int nt = nthreads;
+        int64_t mi = (M + bk.mc - 1) / bk.mc, nj = 1;
+        if (nt > 1 && !shared_b) {
+            nj = 4 * (int64_t)nt;
+            int64_t njmax = ncpad / (2 * NR) > 0 ? ncpad / (2 * NR) : 1;
+            if (nj > njmax) nj = njmax;
+            if (nj < nt) nt = (int)nj;
+        } else if (nt > 1) {
+            int64_t want = 4 * (int64_t)nt;
+            if (mi < want) {
+                int64_t rows_min = 4 * MR;
+                int64_t mi2 = M / rows_min > 0 ? M / rows_min : 1;
+                mi = mi2 < want ? (mi2 > mi ? mi2 : mi) : want;
+            }
+            if (mi < want) {
+                nj = (want + mi - 1) / mi;
+                int64_t njmax = ncpad / (4 * NR) > 0 ? ncpad / (4 * NR) : 1;
+                if (nj > njmax) nj = njmax;
+            }
+            if (mi * nj < nt) nt = (int)(mi * nj);
+        }
+        int64_t mrows = ((M + mi - 1) / mi + MR - 1) / MR * MR;
+        mi = (M + mrows - 1) / mrows;
+        int64_t ncols = ((ncpad / NR + nj - 1) / nj) * NR;
+        nj = (ncpad + ncols - 1) / ncols;
+        packed_job job = {.g = g, .bk = bk, .M = M, .K = K, .alpha = alpha, .beta = beta, .A = A, .B = B,
+                          .ars = transA ? 1 : lda, .acs = transA ? lda : 1, .brs = transB ? 1 : ldb,
+                          .bcs = transB ? ldb : 1, .C = C, .ldc = ldc, .ep = ep, .j0 = j0, .nc = nc,
+                          .ncpad = ncpad, .Bp = shared_b ? bbuf : NULL, .nkb = nkb, .kb = kb, .mi = mi, .nj = nj,
+                          .mrows = mrows, .ncols = ncols};
+        atomic_init(&job.next_pack, 0);
+        atomic_init(&job.packed, 0);
+        atomic_init(&job.next_item, 0);
+        atomic_init(&job.failed, 0);
+        lx_team_run(nt, packed_worker, &job);
+        if (atomic_load(&job.failed)) st = lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a packed A block");
+    }
+    free(heap);
+    return st;
+}
+
+/* ---- entry points ---- */
+
+static lx_gemm_path choose_path(const lx_kernels *k, bool transA, int64_t M, int64_t N, int64_t K) {
+    lx_gemm_path p = (lx_gemm_path)atomic_load_explicit(&forced_path, memory_order_relaxed);
+    if (p != LX_GEMM_PATH_AUTO) return p;
+    if (lx_sgemm_is_small(M, N, K) || M < SMALL_ROWS) return LX_GEMM_PATH_SMALL;
+    if (k->isa == LX_ISA_GENERIC) return LX_GEMM_PATH_BLAS; /* its kernels beat our portable ones */
+    if (k->isa == LX_ISA_AVX2 && !transA && M > AVX2_BLAS_ROWS && M * N * K > AVX2_BLAS_ABOVE) return LX_GEMM_PATH_BLAS;
+    return LX_GEMM_PATH_PACKED;
+}
+
+/* After validation: one product on `nthreads` threads (1: the calling thread only). */
+static lx_status gemm_run(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                          const lx_gemm_epilogue *ep, int nthreads, bool allow_blas) {
+    if (M == 0 || N == 0) return LX_OK;
+    bool epi = epilogue_active(ep);
+    if (K == 0 || alpha == 0.0f) { /* no product: C = beta C, never reading C when beta is 0 */
+        scale_c(M, N, beta, C, ldc);
+        if (epi) epilogue_rows(C, ldc, M, N, ep->bias, ep->act);
+        return LX_OK;
+    }
+    const lx_kernels *k = lx_kernels_active();
+    lx_gemm_path path = choose_path(k, transA, M, N, K);
+    if (path == LX_GEMM_PATH_BLAS && (!allow_blas || M > INT_MAX || N > INT_MAX || K > INT_MAX || lda > INT_MAX ||
+                                      ldb > INT_MAX || ldc > INT_MAX))
+        path = LX_GEMM_PATH_PACKED;
+    switch (path) {
+    case LX_GEMM_PATH_SMALL:
+        gemm_small(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        break;
+    case LX_GEMM_PATH_BLAS:
+        (void)lx_num_threads(); /* make sure OpenBLAS got the thread setting */
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, (int)M,
+                    (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+        break;
+    default: {
+        int nt = M * N * K >= PAR_MIN_WORK ? nthreads : 1; /* sizes fit: M, N, K were validated */
+        return gemm_packed(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, nt);
+    }
+    }
+    if (epi) epilogue_rows(C, ldc, M, N, ep->bias, ep->act);
+    return LX_OK;
+}
+
+static lx_status check_args(const char *op, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                            const float *A, int64_t lda, const float *B, int64_t ldb, const float *C, int64_t ldc) {
+    if (M < 0 || N < 0 || K < 0)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: negative size M=%lld N=%lld K=%lld", op, (long long)M,
+                       (long long)N, (long long)K);
+    int64_t acols = transA ? M : K, bcols = transB ? K : N;
+    if (lda < (acols > 1 ? acols : 1) || ldb < (bcols > 1 ? bcols : 1) || ldc < (N > 1 ? N : 1))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "%s: leading dimensions lda=%lld ldb=%lld ldc=%lld are smaller than the "
+                       "rows they step over (%lld, %lld, %lld)",
+                       op, (long long)lda, (long long)ldb, (long long)ldc, (long long)acols, (long long)bcols,
+                       (long long)N);
+    if (M == 0 || N == 0) return LX_OK;
+    if (!C || (K > 0 && alpha != 0.0f && (!A || !B))) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: NULL buffer", op);
+    if (M > INT64_MAX / (N > 0 ? N : 1) / (K > 0 ? K : 1))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: M*N*K overflows 64 bits", op);
+    return LX_OK;
+}
+
+void lx_sgemm_serial(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    /* Never OpenBLAS here (callers run inside OpenMP regions); a packed-path allocation failure
+     * falls back to the small path, which needs no memory. */
+    if (gemm_run(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, 1, false) != LX_OK)
+        gemm_small(&lx_kernels_active()->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 bool lx_sgemm_is_small(int64_t M, int64_t N, int64_t K) {
@@ -333,64 +411,64 @@ bool lx_sgemm_is_small(int64_t M, int64_t N, int64_t K) {
     return M * N <= lim / K;
 }
 
-lx_status lx_sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
-                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                   int64_t ldc) {
-    if (M < 0 || N < 0 || K < 0)
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "sgemm: negative size M=%lld N=%lld K=%lld",
-                       (long long)M, (long long)N, (long long)K);
-    int64_t acols = transA ? M : K, bcols = transB ? K : N;
-    if (lda < (acols > 1 ? acols : 1) || ldb < (bcols > 1 ? bcols : 1) || ldc < (N > 1 ? N : 1))
-        return lx_fail(LX_ERR_INVALID_ARGUMENT,
-                       "sgemm: leading dimensions lda=%lld ldb=%lld ldc=%lld are smaller than the "
-                       "rows they step over (%lld, %lld, %lld)",
-                       (long long)lda, (long long)ldb, (long long)ldc, (long long)acols,
-                       (long long)bcols, (long long)N);
-    if (M == 0 || N == 0) return LX_OK;
-    if (!C || (K > 0 && alpha != 0.0f && (!A || !B)))
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "sgemm: NULL buffer");
-    if (lx_sgemm_is_small(M, N, K) || alpha == 0.0f) {
-        lx_sgemm_serial(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+lx_status lx_sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    LX_TRY(check_args("sgemm", transA, transB, M, N, K, alpha, A, lda, B, ldb, C, ldc));
+    return gemm_run(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, lx_num_threads(), true);
+}
+
+lx_status lx_sgemm_ex(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                      const lx_gemm_epilogue *ep, int nthreads) {
+    LX_TRY(check_args("sgemm", transA, transB, M, N, K, alpha, A, lda, B, ldb, C, ldc));
+    if (ep && ((unsigned)ep->act > LX_GEMM_ACT_SILU))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "sgemm: unknown epilogue activation %d", (int)ep->act);
+    return gemm_run(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep,
+                    nthreads > 0 ? nthreads : lx_num_threads(), true);
+}
+
+lx_status lx_sgemm_strided_batched(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                                   const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb,
+                                   int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c,
+                                   int64_t batch, const lx_gemm_epilogue *ep) {
+    if (batch < 0) return lx_fail(LX_ERR_INVALID_ARGUMENT, "sgemm_strided_batched: negative batch %lld", (long long)batch);
+    LX_TRY(check_args("sgemm_strided_batched", transA, transB, M, N, K, alpha, A, lda, B, ldb, C, ldc));
+    if (batch == 0 || M == 0 || N == 0) return LX_OK;
+    if (stride_c < M * ldc && batch > 1)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "sgemm_strided_batched: stride_c=%lld overlaps C matrices of %lld x %lld (ldc %lld)",
+                       (long long)stride_c, (long long)M, (long long)N, (long long)ldc);
+    int nt = lx_num_threads();
+    bool small = lx_sgemm_is_small(M, N, K);
+    if (!small || nt == 1 || batch == 1) { /* big products: one after another, each threaded */
+        for (int64_t b = 0; b < batch; b++)
+            LX_TRY(gemm_run(transA, transB, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
+                            C + b * stride_c, ldc, ep, nt, true));
         return LX_OK;
     }
-    if (M > INT_MAX || N > INT_MAX || K > INT_MAX || lda > INT_MAX || ldb > INT_MAX || ldc > INT_MAX)
-        return lx_fail(LX_ERR_UNSUPPORTED, "sgemm: sizes beyond 32-bit BLAS indices");
-    (void)lx_num_threads(); /* make sure OpenBLAS got the thread setting */
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    /* many small products: spread over the team, each on the calling worker */
+    double work = (double)batch * (double)M * (double)N * (double)K;
+    nt = work > (1 << 18) ? nt : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t b = 0; b < batch; b++)
+        (void)gemm_run(transA, transB, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
+                       C + b * stride_c, ldc, ep, 1, false);
     return LX_OK;
 }
 
 int64_t lx_sgemm_small_limit(void) { return atomic_load(&small_limit); }
 
-void lx_sgemm_set_small_limit(int64_t limit) {
-    atomic_store(&small_limit, limit < 0 ? DEFAULT_SMALL_LIMIT : limit);
-}
+void lx_sgemm_set_small_limit(int64_t limit) { atomic_store(&small_limit, limit < 0 ? DEFAULT_SMALL_LIMIT : limit); }
 
-static const char *kernel_name(kernel_id id) {
-    return id == KERNEL_AVX512 ? "avx512" : id == KERNEL_AVX2 ? "avx2" : "portable";
-}
+void lx_sgemm_force_path(lx_gemm_path path) { atomic_store(&forced_path, (int)path); }
 
-const char *lx_sgemm_kernel(void) { return kernel_name((kernel_id)atomic_load(&active_kernel)); }
+const char *lx_sgemm_kernel(void) { return lx_kernels_active()->gemm_name; }
 
 lx_status lx_sgemm_use_kernel(const char *name) {
-    if (!name) {
-        atomic_store(&active_kernel, BEST_KERNEL);
-        return LX_OK;
-    }
-    kernel_id want;
-    if (strcmp(name, "portable") == 0) want = KERNEL_PORTABLE;
-    else if (strcmp(name, "avx2") == 0) want = KERNEL_AVX2;
-    else if (strcmp(name, "avx512") == 0) want = KERNEL_AVX512;
-    else return lx_fail(LX_ERR_INVALID_ARGUMENT, "sgemm_use_kernel: unknown kernel '%s' (avx512, avx2, portable)", name);
-    bool have = want == KERNEL_PORTABLE;
-#if defined(__AVX512F__)
-    have = have || want == KERNEL_AVX512;
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-    have = have || want == KERNEL_AVX2;
-#endif
-    if (!have) return lx_fail(LX_ERR_UNSUPPORTED, "sgemm_use_kernel: kernel '%s' is not compiled into this build", name);
-    atomic_store(&active_kernel, want);
-    return LX_OK;
+    if (!name) return lx_isa_set(NULL);
+    const char *isa = strcmp(name, "portable") == 0 ? "generic" : name;
+    if (strcmp(isa, "generic") != 0 && strcmp(isa, "avx2") != 0 && strcmp(isa, "avx512") != 0)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "sgemm_use_kernel: unknown kernel '%s' (avx512, avx2, portable)", name);
+    if (!lx_isa_supported(strcmp(isa, "generic") == 0 ? LX_ISA_GENERIC : strcmp(isa, "avx2") == 0 ? LX_ISA_AVX2 : LX_ISA_AVX512))
+        return lx_fail(LX_ERR_UNSUPPORTED, "sgemm_use_kernel: kernel '%s' is not supported by this CPU or build", name);
+    return lx_isa_set(isa);
 }

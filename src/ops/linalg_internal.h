@@ -5,14 +5,46 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* linnx's own kernel on the calling thread, whatever the size: what code already running inside
- * an OpenMP region calls, so OpenBLAS's threads are not woken from every worker. Arguments as
- * lx_sgemm, already validated. */
+#include "linnx/status.h"
+
+/* linnx's own kernels on the calling thread, whatever the size (never OpenBLAS): what code already
+ * running inside an OpenMP region calls. Arguments as lx_sgemm, already validated. */
 void lx_sgemm_serial(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                      int64_t ldc);
 
-/* Whether a problem of this size runs on the built-in kernel (rather than OpenBLAS). */
+/* Whether a problem of this size runs on the unpacked small path. */
 bool lx_sgemm_is_small(int64_t M, int64_t N, int64_t K);
+
+/* Fused epilogue: after C = alpha op(A) op(B) + beta C, add bias[j] to column j (bias NULL: none)
+ * and apply the activation, with the formulas of lx_relu / lx_gelu / lx_silu, on each tile while
+ * it is still in cache. */
+typedef enum {
+    LX_GEMM_ACT_NONE,
+    LX_GEMM_ACT_RELU,
+    LX_GEMM_ACT_GELU_TANH,
+    LX_GEMM_ACT_GELU_ERF,
+    LX_GEMM_ACT_SILU
+} lx_gemm_act;
+typedef struct {
+    const float *bias;
+    lx_gemm_act act;
+} lx_gemm_epilogue;
+
+/* lx_sgemm with an epilogue (NULL: none) on nthreads threads (0: lx_num_threads()). */
+lx_status lx_sgemm_ex(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                      const lx_gemm_epilogue *ep, int nthreads);
+
+/* batch products C_b = alpha op(A_b) op(B_b) + beta C_b with A_b = A + b * stride_a (likewise B,
+ * C); a stride of 0 shares the operand. C matrices may not overlap. */
+lx_status lx_sgemm_strided_batched(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                                   const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb,
+                                   int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c,
+                                   int64_t batch, const lx_gemm_epilogue *ep);
+
+/* Which path runs (tests and benchmarks): AUTO chooses by size and kernel set. */
+typedef enum { LX_GEMM_PATH_AUTO, LX_GEMM_PATH_SMALL, LX_GEMM_PATH_PACKED, LX_GEMM_PATH_BLAS } lx_gemm_path;
+void lx_sgemm_force_path(lx_gemm_path path);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include "linnx/nn.h"
 #include "linnx/threads.h"
+#include "kernels.h"
 #include "nn_internal.h"
 #include "linnx/autodiff.h"
 #include "op_internal.h"
@@ -97,31 +98,11 @@ lx_array *lx_log_softmax(lx_array *x, int axis) { return softmax_op("log_softmax
 
 /* rows x d values; scale/bias (may be NULL) of f values, repeating along the row (d % f == 0).
  * Flax's fast variance: var = jnp.maximum(0, E[x^2] - E[x]^2) (NaN kept); y = (x - mean) * (rsqrt(var + eps) * scale)
- * + bias. With center false (RMSNorm) mean is 0 and E[x]^2 is dropped. */
+ * + bias. With center false (RMSNorm) mean is 0 and E[x]^2 is dropped. The kernel set in force
+ * runs it (kernels.h, kernels_portable.h). */
 static void norm_row_forward(const float *xr, float *yr, int64_t d, const float *scale, const float *bias,
                              int64_t f, float eps, bool center, float *stats) {
-    double s = 0, s2 = 0;
-#pragma omp simd reduction(+ : s, s2)
-    for (int64_t i = 0; i < d; i++) {
-        double v = xr[i];
-        s += v;
-        s2 += v * v;
-    }
-    double mean = center ? s / (double)d : 0.0, var = s2 / (double)d - mean * mean;
-    /* jnp.maximum(0, var): round-off below 0 becomes 0, but NaN stays NaN (a NaN in the row,
-     * or inf - inf from a +-inf in a LayerNorm row), so the whole row comes out NaN as in Flax.
-     * RMSNorm's var = E[x^2] is never negative; the clamp leaves it alone. */
-    if (var < 0) var = 0;
-    float m = (float)mean, mul = 1.0f / sqrtf((float)var + eps);
-    if (stats) stats[0] = m, stats[1] = mul; /* what the backward needs (llm.c's mean/rstd) */
-    for (int64_t j0 = 0; j0 < d; j0 += f) {
-#pragma omp simd
-        for (int64_t j = 0; j < f; j++) {
-            float k = scale ? mul * scale[j] : mul;
-            float v = (xr[j0 + j] - m) * k;
-            yr[j0 + j] = bias ? v + bias[j] : v;
-        }
-    }
+    lx_kernels_active()->norm_row(xr, yr, d, scale, bias, f, eps, center, stats);
 }
 
 static void norm_forward(const float *x, float *y, int64_t rows, int64_t d, const float *scale,

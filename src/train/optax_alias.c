@@ -40,8 +40,10 @@ optax_tx *optax_nadamw(optax_sos lr, const optax_adam_opts *opts) {
 optax_tx *optax_rmsprop(optax_sos lr, const optax_rmsprop_opts *opts) {
     optax_rmsprop_opts d = OPTAX_RMSPROP_DEFAULTS;
     if (!opts) opts = &d;
-    return CHAIN(optax_scale_by_rms(opts->decay, opts->eps, opts->initial_scale, opts->eps_in_sqrt,
-                                 opts->bias_correction),
+    return CHAIN(opts->centered ? optax_scale_by_stddev(opts->decay, opts->eps, opts->initial_scale, opts->eps_in_sqrt,
+                                                       opts->bias_correction)
+                                : optax_scale_by_rms(opts->decay, opts->eps, opts->initial_scale, opts->eps_in_sqrt,
+                                                     opts->bias_correction),
                  optax_scale_by_learning_rate(lr, true),
                  opts->has_momentum ? optax_trace(opts->momentum, opts->nesterov, OPTAX_DTYPE_DEFAULT) : optax_identity());
 }

@@ -71,6 +71,8 @@ lx_status lx_tx_run_update(const optax_tx *tx, const lx_leaves *lv, lx_array **u
 lx_status lx_tx_run_init(const optax_tx *tx, const lx_leaves *lv, lx_tree **state);
 
 /* ---- state helpers ---- */
+/* LX_ERR_SHAPE "the optimizer state has no '<spath>/<field>'". */
+lx_status lx_state_missing(const char *spath, const char *field);
 /* state[field] must be an int32 scalar. */
 lx_status lx_state_get_count(const lx_tree *state, const char *field, const char *spath, int32_t *out);
 lx_status lx_state_put_count(lx_tree *state, const char *field, int32_t count);
@@ -93,6 +95,8 @@ lx_status lx_state_put_full(lx_tree *state, const char *field, const lx_leaves *
                             float fill);
 
 /* ---- leaf arithmetic helpers ---- */
+/* The array a leaf stands for: an array, a Variable's value, a box's value; NULL otherwise. */
+lx_array *lx_optax_leaf_array(const lx_value *v);
 /* A new float32 array shaped like a (from the thread's buffer cache when one fits). */
 lx_array *lx_optax_new_f32(const lx_array *a);
 /* Give back a reference: cached for reuse when it is the last one and owns float32 data,

@@ -283,6 +283,7 @@ static const sig SIGS[] = {
     {"scale_by_schedule", 1, {"step_size_fn"}, 1},
     {"scale_by_adam", 5, {"b1", "b2", "eps", "eps_root", "mu_dtype", "nesterov"}, 0},
     {"scale_by_rms", 5, {"decay", "eps", "initial_scale", "eps_in_sqrt", "bias_correction"}, 0},
+    {"scale_by_stddev", 5, {"decay", "eps", "initial_scale", "eps_in_sqrt", "bias_correction"}, 0},
     {"trace", 3, {"decay", "nesterov", "accumulator_dtype"}, 1},
     {"ema", 3, {"decay", "debias", "accumulator_dtype"}, 1},
     {"add_decayed_weights", 2, {"weight_decay", "mask"}, 0},
@@ -603,8 +604,7 @@ static optax_tx *build_tx(const node *n) {
         o.has_momentum = has(&a, "momentum");
         o.momentum = num(&a, "momentum", 0);
         o.nesterov = boolean(&a, "nesterov", false);
-        if (boolean(&a, "centered", false) && a.st == LX_OK)
-            a.st = lx_fail(LX_ERR_UNSUPPORTED, "rmsprop(centered=True) (scale_by_stddev) is not implemented");
+        o.centered = boolean(&a, "centered", false);
         if (a.st == LX_OK) {
             r = optax_rmsprop(lr, &o);
             lr.schedule = NULL;
@@ -666,10 +666,11 @@ static optax_tx *build_tx(const node *n) {
     } else if (!strcmp(f, "scale_by_adam")) {
         optax_adam_opts o = adam_opts(&a, false);
         if (a.st == LX_OK) r = optax_scale_by_adam(&o);
-    } else if (!strcmp(f, "scale_by_rms")) {
+    } else if (!strcmp(f, "scale_by_rms") || !strcmp(f, "scale_by_stddev")) {
         double d = num(&a, "decay", 0.9), e = num(&a, "eps", 1e-8), i = num(&a, "initial_scale", 0);
         bool s = boolean(&a, "eps_in_sqrt", true), b = boolean(&a, "bias_correction", false);
-        if (a.st == LX_OK) r = optax_scale_by_rms(d, e, i, s, b);
+        if (a.st == LX_OK)
+            r = f[9] == 'r' ? optax_scale_by_rms(d, e, i, s, b) : optax_scale_by_stddev(d, e, i, s, b);
     } else if (!strcmp(f, "trace") || !strcmp(f, "ema")) {
         double d = num(&a, "decay", 0);
         bool fl = boolean(&a, f[0] == 't' ? "nesterov" : "debias", f[0] != 't');

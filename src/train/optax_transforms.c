@@ -330,6 +330,80 @@ optax_tx *optax_scale_by_rms(double decay, double eps, double initial_scale, boo
     return tx;
 }
 
+/* scale_by_stddev (centered RMSProp): f = {1-decay, decay, eps}; flag = {eps_in_sqrt,
+ * bias_correction}. scaling = rsqrt(nu_hat - mu_hat**2 + eps) or 1 / (sqrt(nu_hat - mu_hat**2) + eps). */
+static lx_status stddev_init(const optax_tx *tx, const lx_leaves *lv, lx_tree *state) {
+    if (tx->flag[1]) LX_TRY(lx_state_put_count(state, "count", 0));
+    LX_TRY(lx_state_put_full(state, "mu", lv, OPTAX_DTYPE_DEFAULT, 0.0f));
+    return lx_state_put_full(state, "nu", lv, OPTAX_DTYPE_DEFAULT, (float)tx->p[2]);
+}
+
+static lx_status stddev_update(const optax_tx *tx, const lx_leaves *lv, lx_array **u, const lx_tree *state,
+                               const char *spath, lx_tree *ns) {
+    int32_t count = 0;
+    if (tx->flag[1]) LX_TRY(lx_state_get_count(state, "count", spath, &count));
+    int32_t t = lx_safe_increment(count);
+    lx_array **mu = arr_list(lv), **nu = arr_list(lv), **nmu = arr_list(lv), **nnu = arr_list(lv), **out = arr_list(lv);
+    lx_status st = (mu && nu && nmu && nnu && out) ? LX_OK : lx_last_status();
+    if (st == LX_OK) st = lx_state_get_moment(state, "mu", spath, lv, mu);
+    if (st == LX_OK) st = lx_state_get_moment(state, "nu", spath, lv, nu);
+    for (int i = 0; mu && nu && i < lv->n; i++) {
+        lx_retain(mu[i]);
+        lx_retain(nu[i]);
+    }
+    const float omd = tx->f[0], d = tx->f[1], eps = tx->f[2];
+    const float bc = 1.0f - powf(d, (float)t);
+    if (st == LX_OK) FOR_ACTIVE(i) {
+        nmu[i] = lx_optax_new_f32(u[i]);
+        nnu[i] = lx_optax_new_f32(u[i]);
+        out[i] = lx_optax_new_f32(u[i]);
+        if (!nmu[i] || !nnu[i] || !out[i]) {
+            st = lx_last_status();
+            break;
+        }
+        const float *g = lx_f32(u[i]);
+        for (int64_t j = 0; j < u[i]->size; j++) {
+            float m = omd * g[j] + mul_stored(d, mu[i], j);
+            float v = omd * (g[j] * g[j]) + mul_stored(d, nu[i], j);
+            lx_f32(nmu[i])[j] = m;
+            lx_f32(nnu[i])[j] = v;
+            float mh = tx->flag[1] ? m / bc : m, vh = tx->flag[1] ? v / bc : v;
+            float c = vh - mh * mh;
+            float sc = tx->flag[0] ? 1.0f / sqrtf(c + eps) : 1.0f / (sqrtf(c) + eps);
+            lx_f32(out[i])[j] = sc * g[j];
+        }
+    }
+    if (st == LX_OK && tx->flag[1]) st = lx_state_put_count(ns, "count", t);
+    if (st == LX_OK) st = lx_state_put_moment(ns, "mu", lv, nmu);
+    if (st == LX_OK) st = lx_state_put_moment(ns, "nu", lv, nnu);
+    if (st == LX_OK) FOR_ACTIVE(i) {
+        set_u(u, i, out[i]);
+        out[i] = NULL;
+    }
+    arr_free(lv, mu);
+    arr_free(lv, nu);
+    arr_free(lv, nmu);
+    arr_free(lv, nnu);
+    arr_free(lv, out);
+    return st;
+}
+static const lx_tx_ops STDDEV_OPS = {"scale_by_stddev", stddev_init, stddev_update};
+
+optax_tx *optax_scale_by_stddev(double decay, double eps, double initial_scale, bool eps_in_sqrt,
+                                bool bias_correction) {
+    optax_tx *tx = lx_tx_alloc(&STDDEV_OPS);
+    if (!tx) return NULL;
+    tx->p[0] = decay;
+    tx->p[1] = eps;
+    tx->p[2] = initial_scale;
+    tx->f[0] = lx_optax_one_minus(decay);
+    tx->f[1] = (float)decay;
+    tx->f[2] = (float)eps;
+    tx->flag[0] = eps_in_sqrt;
+    tx->flag[1] = bias_correction;
+    return tx;
+}
+
 /* trace: f = {decay}; flag = {nesterov} */
 static void trace_fn(const optax_tx *tx, int32_t t, const float *g, const lx_array *old, float *nm, float *out,
                      int64_t n) {

@@ -50,21 +50,24 @@ lx_status linen_train_state_apply_gradients(const linen_train_state *s, const lx
     *out = NULL;
     if (!s) return lx_fail(LX_ERR_INVALID_ARGUMENT, "apply_gradients: state is NULL");
     if (!grads) return lx_fail(LX_ERR_FAILED_INPUT, "apply_gradients: grads is NULL (an earlier call failed)");
-    bool owg = lx_tree_get(s->params, OWG) != NULL;
+    /* Flax decides by the gradients: with an OWG collection in them, only grads['params'] and
+     * params['params'] go through tx */
+    bool owg = lx_tree_get(grads, OWG) != NULL;
     const lx_tree *p = s->params, *g = grads;
     if (owg) {
         p = subtree(s->params, "params");
         g = subtree(grads, "params");
         if (!p || !g || !subtree(grads, OWG))
-            return lx_fail(LX_ERR_NOT_FOUND, "apply_gradients: grads must have 'params' and '" OWG "' like the params");
+            return lx_fail(LX_ERR_NOT_FOUND,
+                           "apply_gradients: with '" OWG "' in the grads, grads and params need a 'params' collection");
     }
     lx_tree *upd = NULL, *ns = NULL, *np = NULL;
     LX_TRY(optax_update(s->tx, g, s->opt_state, p, &upd, &ns));
     lx_status st = optax_apply_updates(p, upd, &np);
     lx_optax_recycle_tree(upd);
     if (st == LX_OK && owg) {
-        /* the gradients of the OWG collection are written straight into the params */
-        lx_tree *full = lx_tree_copy(s->params);
+        /* {'params': new params, OWG: grads[OWG]}: the OWG gradients become the params */
+        lx_tree *full = lx_tree_new();
         st = full ? lx_tree_set(full, "params", lx_tree_v(np)) : lx_last_status();
         if (st == LX_OK) st = lx_tree_set(full, OWG, lx_tree_v((lx_tree *)subtree(grads, OWG)));
         lx_tree_release(np);

@@ -1,0 +1,370 @@
+/* GEMM at the hardware's limit, measured in the same run (docs/kernels.md).
+ *
+ * Prints `<workload> <metric> <value>`:
+ *   fma_peak_t<n> gflops       a register-only FMA loop of the kernel set in force, n = 1, 2 threads
+ *   copy_bandwidth gbps        a streaming copy (bytes read + written per second), 1 thread
+ *   gemm_<shape>_t<n> frac_peak    linnx's lx_sgemm GFLOPS / fma_peak_t<n>
+ *   gemm_<shape>_t<n> vs_openblas  linnx time / OpenBLAS time, OpenBLAS as the environment sets it
+ *                                  (below 1: linnx is faster)
+ *   gemm_<shape>_t<n> vs_openblas_auto  the same against OpenBLAS in a child process with
+ *                                  OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (its own detection)
+ *   gemm_1x64x64 ns                one batch-1 call, nanoseconds
+ *   rows_<op>_128x4096_t<n> frac_bandwidth  softmax / layer_norm over 128 rows of 4096: bytes read
+ *                                  and written per second / copy_bandwidth
+ *   ..._cpu                        the one-thread figures again from the thread's CPU time instead
+ *                                  of the wall clock: on a machine shared with other work, time
+ *                                  the thread spent descheduled does not count against either side
+ * Shapes: squares 64..4096 (2048 and 4096 with fewer repetitions, 4096 on one thread only), the
+ * MLP's forward GEMMs and
+ * their two backward GEMMs (transposed operands). `bench_gemm --blas-only` is the child. */
+#include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "common.h"
+#include "linnx/cpu.h"
+#include "linnx/linalg.h"
+#include "linnx/linnx.h"
+#include "linnx/nn.h"
+#include "linnx/threads.h"
+
+static int use_cpu_clock; /* time with CLOCK_THREAD_CPUTIME_ID (one-thread runs only) */
+static double now(void) {
+    if (!use_cpu_clock) return bench_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* bench_median with the clock above. */
+static double median_time(void (*fn)(void *), void *ctx, int warmup, int reps, int inner) {
+    for (int i = 0; i < warmup; i++) fn(ctx);
+    double t[32];
+    if (reps > 32) reps = 32;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        for (int i = 0; i < inner; i++) fn(ctx);
+        t[r] = (now() - t0) / inner;
+    }
+    qsort(t, (size_t)reps, sizeof t[0], bench_cmp_double);
+    return t[reps / 2];
+}
+
+/* ---- FMA peak ---- */
+
+#define PEAK_ITERS 20000000L
+static volatile float peak_sink;
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static double peak_avx2(void) {
+    __m256 a0 = _mm256_set1_ps(1e-7f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
+           a9 = a0, a10 = a0, a11 = a0, x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-9f);
+    for (long i = 0; i < PEAK_ITERS; i++) {
+#define F(a) a = _mm256_fmadd_ps(a, x, y);
+        F(a0) F(a1) F(a2) F(a3) F(a4) F(a5) F(a6) F(a7) F(a8) F(a9) F(a10) F(a11)
+#undef F
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5));
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    peak_sink = out[0];
+    return (double)PEAK_ITERS * 12 * 8 * 2;
+}
+
+__attribute__((target("avx512f,fma"))) static double peak_avx512(void) {
+    __m512 a0 = _mm512_set1_ps(1e-7f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
+           a9 = a0, a10 = a0, a11 = a0, x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-9f);
+    for (long i = 0; i < PEAK_ITERS; i++) {
+#define F(a) a = _mm512_fmadd_ps(a, x, y);
+        F(a0) F(a1) F(a2) F(a3) F(a4) F(a5) F(a6) F(a7) F(a8) F(a9) F(a10) F(a11)
+#undef F
+        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+    peak_sink = _mm512_reduce_add_ps(s);
+    return (double)PEAK_ITERS * 12 * 16 * 2;
+}
+#endif
+
+/* The generic set: 4-lane vectors, multiply then add (what its kernels do). */
+typedef float v4 __attribute__((vector_size(16)));
+static double peak_generic(void) {
+    v4 a[12], x = {0.999999f, 0.999999f, 0.999999f, 0.999999f}, y = {1e-9f, 1e-9f, 1e-9f, 1e-9f};
+    for (int i = 0; i < 12; i++) a[i] = y;
+    for (long i = 0; i < PEAK_ITERS / 4; i++) {
+#pragma GCC unroll 12
+        for (int j = 0; j < 12; j++) a[j] = a[j] * x + y;
+#if defined(__x86_64__)
+        __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]));
+#elif defined(__aarch64__)
+        __asm__ volatile("" : "+w"(a[0]), "+w"(a[1]), "+w"(a[2]), "+w"(a[3]));
+#endif
+    }
+    float s = 0;
+    for (int i = 0; i < 12; i++) s += a[i][0];
+    peak_sink = s;
+    return (double)(PEAK_ITERS / 4) * 12 * 4 * 2;
+}
+
+static double peak_flops(void) {
+#if defined(__x86_64__)
+    lx_isa isa = lx_isa_current();
+    if (isa == LX_ISA_AVX512) return peak_avx512();
+    if (isa == LX_ISA_AVX2) return peak_avx2();
+#endif
+    return peak_generic();
+}
+
+typedef struct {
+    double flops, secs;
+} peak_arg;
+static void *peak_thread(void *p) {
+    peak_arg *a = p;
+    double t0 = now();
+    a->flops = peak_flops();
+    a->secs = now() - t0;
+    return NULL;
+}
+
+/* GFLOPS of n threads running the loop at once (the best of 3 tries). */
+static double measure_peak(int n) {
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        pthread_t th[8];
+        peak_arg args[8];
+        for (int i = 0; i < n; i++) pthread_create(&th[i], NULL, peak_thread, &args[i]);
+        double total = 0;
+        for (int i = 0; i < n; i++) {
+            pthread_join(th[i], NULL);
+            total += args[i].flops / args[i].secs;
+        }
+        if (total > best) best = total;
+    }
+    return best / 1e9;
+}
+
+static double measure_copy(void) {
+    size_t n = (size_t)64 << 20; /* 256 MiB each way: far beyond any cache */
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+    if (!a || !b) return 0;
+    memset(a, 1, n * sizeof(float));
+    memset(b, 0, n * sizeof(float));
+    double best = 1e30;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = bench_now();
+        memcpy(b, a, n * sizeof(float));
+        double t = bench_now() - t0;
+        if (t < best) best = t;
+    }
+    peak_sink = b[n / 2];
+    free(a), free(b);
+    return 2.0 * (double)n * sizeof(float) / best / 1e9;
+}
+
+/* ---- GEMM shapes ---- */
+
+typedef struct {
+    const char *name;
+    int64_t M, N, K;
+    bool ta, tb;
+} shape;
+
+static const shape shapes[] = {
+    {"64", 64, 64, 64, false, false},
+    {"128", 128, 128, 128, false, false},
+    {"256", 256, 256, 256, false, false},
+    {"512", 512, 512, 512, false, false},
+    {"1024", 1024, 1024, 1024, false, false},
+    {"2048", 2048, 2048, 2048, false, false},
+    {"4096", 4096, 4096, 4096, false, false},
+    /* MLP 784-512-512-10 at batch 128: forward x W, then the backward dX = dY W^T and dW = X^T dY */
+    {"mlp_128x784x512", 128, 512, 784, false, false},
+    {"mlp_128x512x512", 128, 512, 512, false, false},
+    {"mlp_dx_128x512x784_tb", 128, 784, 512, false, true},
+    {"mlp_dw_784x128x512_ta", 784, 512, 128, true, false},
+    {"sq_512_tatb", 512, 512, 512, true, true},
+};
+#define NSHAPES ((int)(sizeof shapes / sizeof shapes[0]))
+
+typedef struct {
+    const shape *s;
+    float *A, *B, *C;
+    int blas;
+} gemm_job;
+
+static void gemm_call(void *p) {
+    gemm_job *j = p;
+    const shape *s = j->s;
+    int64_t lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
+    if (j->blas)
+        cblas_sgemm(CblasRowMajor, s->ta ? CblasTrans : CblasNoTrans, s->tb ? CblasTrans : CblasNoTrans, (int)s->M,
+                    (int)s->N, (int)s->K, 1.0f, j->A, (int)lda, j->B, (int)ldb, 0.0f, j->C, (int)s->N);
+    else
+        lx_sgemm(s->ta, s->tb, s->M, s->N, s->K, 1.0f, j->A, lda, j->B, ldb, 0.0f, j->C, s->N);
+}
+
+static double time_gemm(const shape *s, int blas) {
+    size_t na = (size_t)(s->M * s->K), nb = (size_t)(s->K * s->N), nc = (size_t)(s->M * s->N);
+    gemm_job j = {.s = s, .A = malloc(na * 4), .B = malloc(nb * 4), .C = malloc(nc * 4), .blas = blas};
+    if (!j.A || !j.B || !j.C) return -1;
+    uint32_t r = 99;
+    for (size_t i = 0; i < na; i++) j.A[i] = (float)((r = r * 1664525u + 1013904223u) >> 9) * 0x1p-23f - 0.5f;
+    for (size_t i = 0; i < nb; i++) j.B[i] = (float)((r = r * 1664525u + 1013904223u) >> 9) * 0x1p-23f - 0.5f;
+    double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
+    double est = flops / 50e9;
+    int reps = est > 0.5 ? 3 : est > 0.02 ? 5 : 11;
+    double t = median_time(gemm_call, &j, est > 0.5 ? 1 : 2, reps, bench_inner_for(est, 5e-3));
+    free(j.A), free(j.B), free(j.C);
+    return t;
+}
+
+static const int thread_counts[] = {1, 2};
+
+/* ---- softmax / layer-norm rows against the copy bandwidth ---- */
+typedef struct {
+    lx_array *x, *scale, *bias;
+    int op;
+} rows_job;
+static void rows_call(void *p) {
+    rows_job *j = p;
+    size_t mark = lx_pool_open();
+    if (j->op == 0) lx_softmax(j->x, -1);
+    else lx_layer_norm(j->x, j->scale, j->bias, 1e-6f, 0, NULL);
+    lx_pool_close(mark);
+}
+static void bench_rows(double copy_gbps) {
+    int64_t shape[2] = {128, 4096};
+    rows_job j = {.x = lx_array_empty(LX_F32, 2, shape), .scale = lx_array_empty(LX_F32, 1, shape + 1),
+                  .bias = lx_array_empty(LX_F32, 1, shape + 1)};
+    if (!j.x || !j.scale || !j.bias) return;
+    for (int64_t i = 0; i < j.x->size; i++) lx_f32(j.x)[i] = (float)(i % 97) * 0.01f;
+    for (int64_t i = 0; i < 4096; i++) lx_f32(j.scale)[i] = 1.0f, lx_f32(j.bias)[i] = 0.0f;
+    const char *names[] = {"softmax", "layer_norm"};
+    for (int ti = 0; ti < 2; ti++) {
+        lx_set_num_threads(thread_counts[ti]);
+        for (int op = 0; op < 2; op++) {
+            j.op = op;
+            double t = median_time(rows_call, &j, 3, 11, 20);
+            double gbps = 2.0 * 4 * 128 * 4096 / t / 1e9;
+            printf("rows_%s_128x4096_t%d gbps %.1f\n", names[op], thread_counts[ti], gbps);
+            printf("rows_%s_128x4096_t%d frac_bandwidth %.3f\n", names[op], thread_counts[ti], gbps / copy_gbps);
+        }
+    }
+    lx_release(j.x), lx_release(j.scale), lx_release(j.bias);
+}
+
+/* The child: OpenBLAS seconds per shape and thread count. */
+static int blas_only(int maxdim) {
+    for (int ti = 0; ti < 2; ti++) {
+        lx_set_num_threads(thread_counts[ti]);
+        for (int i = 0; i < NSHAPES; i++)
+            if (shapes[i].M <= maxdim && shapes[i].N <= maxdim && !(thread_counts[ti] > 1 && shapes[i].M >= 4096)) printf("%d %d %.9g\n", i, thread_counts[ti], time_gemm(&shapes[i], 1));
+    }
+    return 0;
+}
+
+static void small_call(void) {
+    float A[64], B[64 * 64], C[64];
+    for (int i = 0; i < 64; i++) A[i] = (float)i / 64;
+    for (int i = 0; i < 64 * 64; i++) B[i] = (float)(i % 7) / 7;
+    gemm_job j = {0};
+    (void)j;
+    double best = 1e30;
+    for (int rep = 0; rep < 7; rep++) {
+        int n = 20000;
+        double t0 = bench_now();
+        for (int i = 0; i < n; i++) lx_sgemm(false, false, 1, 64, 64, 1.0f, A, 64, B, 64, 0.0f, C, 64);
+        double t = (bench_now() - t0) / n;
+        if (t < best) best = t;
+    }
+    peak_sink = C[3];
+    printf("gemm_1x64x64 ns %.0f\n", best * 1e9);
+    /* the same call through OpenBLAS */
+    best = 1e30;
+    for (int rep = 0; rep < 7; rep++) {
+        int n = 20000;
+        double t0 = bench_now();
+        for (int i = 0; i < n; i++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, 64, 64, 1.0f, A, 64, B, 64, 0.0f, C, 64);
+        double t = (bench_now() - t0) / n;
+        if (t < best) best = t;
+    }
+    printf("gemm_1x64x64_openblas ns %.0f\n", best * 1e9);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 2 && strcmp(argv[1], "--blas-only") == 0) return blas_only(atoi(argv[2]));
+    int maxdim = argc > 1 ? atoi(argv[1]) : 4096; /* `bench_gemm 1024` skips the bigger squares */
+    if (maxdim <= 0) maxdim = 4096;
+    const lx_cpu_info *cpu = lx_cpu_info_get();
+    printf("# bench_gemm: kernel set %s (best %s), L1d %lld KiB, L2 %lld KiB, L3 %lld KiB, OPENBLAS_CORETYPE=%s\n",
+           lx_isa_name(lx_isa_current()), lx_isa_name(lx_isa_best()), (long long)cpu->l1d_bytes >> 10,
+           (long long)cpu->l2_bytes >> 10, (long long)cpu->l3_bytes >> 10,
+           getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)");
+    double peak[2] = {measure_peak(1), measure_peak(2)};
+    printf("fma_peak_t1 gflops %.1f\nfma_peak_t2 gflops %.1f\n", peak[0], peak[1]);
+    use_cpu_clock = 1;
+    double peak_cpu = measure_peak(1);
+    use_cpu_clock = 0;
+    printf("fma_peak_t1_cpu gflops %.1f\n", peak_cpu);
+    double copy_gbps = measure_copy();
+    printf("copy_bandwidth gbps %.1f\n", copy_gbps);
+    fflush(stdout);
+    bench_rows(copy_gbps);
+    small_call();
+
+    /* OpenBLAS with its own detection, in a child started before our timings */
+    double auto_secs[2][NSHAPES] = {{0}};
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len > 0) {
+        self[len] = '\0';
+        char *del = strstr(self, " (deleted)"); /* rebuilt while running: the new binary is at the path */
+        if (del) *del = '\0';
+        char cmd[4200];
+        snprintf(cmd, sizeof cmd, "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE '%s' --blas-only %d", self, maxdim);
+        FILE *f = popen(cmd, "r");
+        int i, t;
+        double s;
+        while (f && fscanf(f, "%d %d %lf", &i, &t, &s) == 3)
+            if (i >= 0 && i < NSHAPES && (t == 1 || t == 2)) auto_secs[t - 1][i] = s;
+        if (f) pclose(f);
+    }
+    for (int ti = 0; ti < 2; ti++) {
+        int nt = thread_counts[ti];
+        lx_set_num_threads(nt);
+        for (int i = 0; i < NSHAPES; i++) {
+            const shape *s = &shapes[i];
+            if (s->M > maxdim || s->N > maxdim || (nt > 1 && s->M >= 4096)) continue; /* 4096^3: one thread */
+            double ours = time_gemm(s, 0), blas = time_gemm(s, 1);
+            double gf = 2.0 * (double)s->M * (double)s->N * (double)s->K / ours / 1e9;
+            printf("gemm_%s_t%d gflops %.1f\n", s->name, nt, gf);
+            printf("gemm_%s_t%d frac_peak %.3f\n", s->name, nt, gf / peak[ti]);
+            printf("gemm_%s_t%d vs_openblas %.3f\n", s->name, nt, ours / blas);
+            if (auto_secs[ti][i] > 0) printf("gemm_%s_t%d vs_openblas_auto %.3f\n", s->name, nt, ours / auto_secs[ti][i]);
+            if (nt == 1) {
+                use_cpu_clock = 1;
+                double ours_c = time_gemm(s, 0), blas_c = time_gemm(s, 1);
+                use_cpu_clock = 0;
+                double gfc = 2.0 * (double)s->M * (double)s->N * (double)s->K / ours_c / 1e9;
+                printf("gemm_%s_t1 frac_peak_cpu %.3f\n", s->name, gfc / peak_cpu);
+                printf("gemm_%s_t1 vs_openblas_cpu %.3f\n", s->name, ours_c / blas_c);
+            }
+            fflush(stdout);
+        }
+    }
+    return 0;
+}

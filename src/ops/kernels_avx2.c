@@ -1,0 +1,322 @@
+/* The AVX2+FMA kernel set (compiled with -mavx2 -mfma; run only after cpuid says so). */
+#include "kernels.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+#define PORT_NAME(x) avx2_##x
+#include "kernels_portable.h"
+
+/* ---- small GEMM: 6 x 16 tiles (12 accumulators) straight from the caller's buffers, masked edges ---- */
+#define A2_MR 6
+static inline __m256i mask8(int n) { /* lanes [0, n) set, n clamped to 0..8 */
+    n = n < 0 ? 0 : n > 8 ? 8 : n;
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+/* B is read with plain loads (the driver zero-pads a ragged panel to 16 columns); C is read and
+ * written with plain loads and stores when the tile is 16 wide and under lane masks only at a
+ * ragged edge (masked stores are slow on AMD: ~10x a plain store on Zen 3). */
+static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, const bool full, int nr, int64_t kc,
+        const float *A, int64_t ars, int64_t acs, const float *B, int64_t ldb, float alpha,
+        float beta, bool first, float *C, int64_t ldc) {
+    __m256 c0[A2_MR], c1[A2_MR];
+    for (int r = 0; r < mr; r++) c0[r] = c1[r] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_loadu_ps(B + k * ldb);
+        __m256 b1 = _mm256_loadu_ps(B + k * ldb + 8);
+        for (int r = 0; r < mr; r++) {
+            __m256 a = _mm256_broadcast_ss(A + r * ars + k * acs);
+            c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
+        }
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    __m256i m0 = mask8(nr), m1 = mask8(nr - 8);
+    for (int r = 0; r < mr; r++) {
+        float *c = C + r * ldc;
+        __m256 v0 = _mm256_mul_ps(va, c0[r]), v1 = _mm256_mul_ps(va, c1[r]);
+        if (!first || beta != 0.0f) {
+            __m256 o0 = full ? _mm256_loadu_ps(c) : _mm256_maskload_ps(c, m0);
+            __m256 o1 = full ? _mm256_loadu_ps(c + 8) : _mm256_maskload_ps(c + 8, m1);
+            if (!first) {
+                v0 = _mm256_add_ps(v0, o0);
+                v1 = _mm256_add_ps(v1, o1);
+            } else {
+                v0 = _mm256_fmadd_ps(vb, o0, v0);
+                v1 = _mm256_fmadd_ps(vb, o1, v1);
+            }
+        }
+        if (full) {
+            _mm256_storeu_ps(c, v0);
+            _mm256_storeu_ps(c + 8, v1);
+        } else {
+            _mm256_maskstore_ps(c, m0, v0);
+            _mm256_maskstore_ps(c + 8, m1, v1);
+        }
+    }
+}
+static void tile_avx2(int mr, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
+                      const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
+                      int64_t ldc) {
+    for (int j0 = 0; j0 < nr; j0 += 16) {
+        int nj = nr - j0 < 16 ? nr - j0 : 16;
+#define A2_CASE(m, f) case m: tile_avx2_t(m, f, nj, kc, A, ars, acs, B + j0, ldb, alpha, beta, first, C + j0, ldc); break;
+        if (nj == 16) {
+            switch (mr) { A2_CASE(1, true) A2_CASE(2, true) A2_CASE(3, true) A2_CASE(4, true) A2_CASE(5, true) A2_CASE(6, true) }
+        } else {
+            switch (mr) { A2_CASE(1, false) A2_CASE(2, false) A2_CASE(3, false) A2_CASE(4, false) A2_CASE(5, false) A2_CASE(6, false) }
+        }
+#undef A2_CASE
+    }
+}
+/* One row (batch 1): the whole panel, up to 8 vectors, as independent FMA chains (a 16-wide tile
+ * would be one 2-chain dependency per k: latency-bound). Same per-element sums as the tiles. */
+static inline __attribute__((always_inline)) void row_avx2_t(const int nv, int nr, int64_t kc, const float *A,
+        int64_t acs, const float *B, int64_t ldb, float alpha, float beta, bool first, float *C) {
+    __m256 acc[8];
+    for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 a = _mm256_broadcast_ss(A + k * acs);
+        for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(a, _mm256_loadu_ps(B + k * ldb + 8 * v), acc[v]);
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    for (int v = 0; v < nv; v++) {
+        int left = nr - 8 * v;
+        if (left <= 0) break;
+        __m256 x = _mm256_mul_ps(va, acc[v]);
+        float *c = C + 8 * v;
+        if (left >= 8) {
+            if (!first) x = _mm256_add_ps(x, _mm256_loadu_ps(c));
+            else if (beta != 0.0f) x = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), x);
+            _mm256_storeu_ps(c, x);
+        } else {
+            __m256i m = mask8(left);
+            if (!first) x = _mm256_add_ps(x, _mm256_maskload_ps(c, m));
+            else if (beta != 0.0f) x = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), x);
+            _mm256_maskstore_ps(c, m, x);
+        }
+    }
+}
+
+static void panel_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
+                       const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
+                       int64_t ldc) {
+    if (M == 1) { /* B is readable up to the next multiple of 16 columns */
+        switch ((nr + 15) / 16) {
+        case 1: row_avx2_t(2, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+        case 2: row_avx2_t(4, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+        case 3: row_avx2_t(6, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+        default: row_avx2_t(8, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+        }
+        return;
+    }
+    for (int64_t i0 = 0; i0 < M; i0 += A2_MR)
+        tile_avx2((int)(M - i0 < A2_MR ? M - i0 : A2_MR), nr, kc, A + i0 * ars, ars, acs, B, ldb, alpha,
+                  beta, first, C + i0 * ldc, ldc);
+}
+
+/* ---- packed GEMM: 6 x 16 tiles, 12 accumulators + 2 B vectors + 1 broadcast of 16 registers ---- */
+#define V __m256
+#define VL 8
+#define VZERO() _mm256_setzero_ps()
+#define VSET1(x) _mm256_set1_ps(x)
+#define VLOAD(p) _mm256_load_ps(p)
+#define VLOADU(p) _mm256_loadu_ps(p)
+#define VSTOREU(p, v) _mm256_storeu_ps((p), (v))
+#define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define VMUL(a, b) _mm256_mul_ps((a), (b))
+#define TMPL_MR 6
+#define TMPL_NR 16
+#define TMPL_NAME(x) avx2_##x
+#include "gemm_tmpl.h"
+
+/* ---- softmax rows, 8 lanes ----
+ * nn_expf on 8 lanes, step for step (mul then add, no FMA), so every lane is bit-identical to the
+ * scalar; GCC's vectorisation of the portable loop fell back to scalar code at run time (measured
+ * ~9 ns per element). min/max operand order keeps the scalar's comparisons (a NaN passes). */
+static inline __m256 nn_exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.33654f), big = _mm256_set1_ps(12582912.0f);
+    __m256 xc = _mm256_max_ps(lo, _mm256_min_ps(_mm256_set1_ps(88.0f), x));
+    __m256 t = _mm256_add_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504f)), big);
+    __m256 n = _mm256_sub_ps(t, big);
+    __m256 r = _mm256_sub_ps(xc, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
+    const float c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    for (int i = 0; i < 7; i++) p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c[i]));
+    __m256i sb = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127 - 0x4B400000)), 23);
+    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(sb));
+    return _mm256_and_ps(y, _mm256_cmp_ps(x, lo, _CMP_NLT_UQ)); /* x < lo: 0 */
+}
+
+static void avx2_softmax_row_v(const float *x, float *y, int64_t n, bool log) {
+    int64_t nv = n / 8 * 8; /* whole vectors; the rest is scalar (masked stores are slow on AMD) */
+    __m256 vmx = _mm256_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < nv; i += 8) vmx = _mm256_max_ps(_mm256_loadu_ps(x + i), vmx); /* a NaN x is skipped */
+    float lanes[8], mx = -INFINITY;
+    _mm256_storeu_ps(lanes, vmx);
+    for (int i = 0; i < 8; i++) mx = lanes[i] > mx ? lanes[i] : mx;
+    for (int64_t i = nv; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (mx == -INFINITY) mx = 0; /* all -inf: keep x - mx at -inf, not NaN */
+    __m256 m = _mm256_set1_ps(mx), sum = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nv; i += 8) {
+        __m256 e = nn_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        if (!log) _mm256_storeu_ps(y + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    _mm256_storeu_ps(lanes, sum);
+    float total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (int64_t i = nv; i < n; i++) {
+        float e = nn_expf(x[i] - mx);
+        if (!log) y[i] = e;
+        total += e;
+    }
+    if (log) {
+        float lse = logf(total);
+        __m256 vl = _mm256_set1_ps(lse);
+        for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), vl));
+        for (int64_t i = nv; i < n; i++) y[i] = (x[i] - mx) - lse;
+    } else {
+        __m256 s = _mm256_set1_ps(total);
+        for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_div_ps(_mm256_loadu_ps(y + i), s));
+        for (int64_t i = nv; i < n; i++) y[i] = y[i] / total;
+    }
+}
+
+/* ---- direct convolution rows: R positions x nv vectors of 8 channels, R * nv <= 12 ----
+ * Taps in order, one FMA each (the im2col path's sums). Weights are zero-padded to 16 channels,
+ * so loads are plain; only a ragged last channel vector is stored under a mask. */
+static inline __attribute__((always_inline)) void direct_tile8(const int R, const int nv, const float *a, int64_t ars,
+        const int64_t *koff, int64_t taps, const float *w, int64_t ldw, float *y, int64_t ldy, int nr) {
+    __m256 c[12][2];
+    for (int r = 0; r < R; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < taps; t++) {
+        const float *at = a + koff[t], *wt = w + t * ldw;
+        __m256 b0 = _mm256_loadu_ps(wt), b1 = nv > 1 ? _mm256_loadu_ps(wt + 8) : b0;
+        for (int r = 0; r < R; r++) {
+            __m256 ar = _mm256_broadcast_ss(at + r * ars);
+            c[r][0] = _mm256_fmadd_ps(ar, b0, c[r][0]);
+            if (nv > 1) c[r][1] = _mm256_fmadd_ps(ar, b1, c[r][1]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < nv; v++) {
+            float *dst = y + r * ldy + 8 * v;
+            if (nr - 8 * v >= 8) _mm256_storeu_ps(dst, c[r][v]);
+            else _mm256_maskstore_ps(dst, mask8(nr - 8 * v), c[r][v]);
+        }
+}
+
+static void avx2_conv_direct_row_v(const conv_direct_plan *p, const float *row, float *y) {
+    const conv2d_direct *c = p->c;
+    int64_t ars = c->sw * c->cin;
+    for (int64_t co0 = 0; co0 < c->cout; co0 += 16) {
+        int nr = (int)(c->cout - co0 < 16 ? c->cout - co0 : 16), nv = (nr + 7) / 8;
+        int64_t rmax = nv == 2 ? 6 : 12, ntiles = (c->ow + rmax - 1) / rmax;
+        for (int64_t tile = 0, ow0 = 0; tile < ntiles; tile++) { /* equal tiles: no short leftover */
+            int R = (int)((c->ow - ow0) / (ntiles - tile) + ((c->ow - ow0) % (ntiles - tile) != 0));
+            const float *a = row + ow0 * ars;
+            const float *w = p->w + co0;
+            float *yt = y + ow0 * c->cout + co0;
+#define D2_CALL(r, v) direct_tile8(r, v, a, ars, p->koff, c->taps, w, p->cop, yt, c->cout, nr)
+#define D2_UPTO6(v) case 1: D2_CALL(1, v); break; case 2: D2_CALL(2, v); break; case 3: D2_CALL(3, v); break; \
+                    case 4: D2_CALL(4, v); break; case 5: D2_CALL(5, v); break; case 6: D2_CALL(6, v); break;
+#define D2_UPTO12(v) D2_UPTO6(v) case 7: D2_CALL(7, v); break; case 8: D2_CALL(8, v); break; \
+                     case 9: D2_CALL(9, v); break; case 10: D2_CALL(10, v); break; case 11: D2_CALL(11, v); break; \
+                     case 12: D2_CALL(12, v); break;
+            if (nv == 2) {
+                switch (R) { D2_UPTO6(2) }
+            } else {
+                switch (R) { D2_UPTO12(1) }
+            }
+#undef D2_CALL
+#undef D2_UPTO6
+#undef D2_UPTO12
+            ow0 += R;
+        }
+    }
+}
+
+/* out[k] = (in[0][k], ..., in[7][k]): an 8 x 8 transpose in registers. */
+static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* Packing A with rows contiguous in k (A not transposed): 6 rows x 8 k values per transpose,
+ * each k's 6 values stored as 8 (the 2 extra are overwritten by the next store; the packing
+ * buffer has slack for the last). Other layouts: the template's loops. */
+static void avx2_pack_a_fast(int64_t mc, int64_t kc, const float *restrict A, int64_t ars, int64_t acs,
+                             float *restrict Ap) {
+    if (acs != 1 || kc < 8) {
+        avx2_pack_a(mc, kc, A, ars, acs, Ap);
+        return;
+    }
+    int64_t full = mc / TMPL_MR * TMPL_MR;
+    for (int64_t i0 = 0; i0 < full; i0 += TMPL_MR, Ap += TMPL_MR * kc) {
+        const float *a = A + i0 * ars;
+        int64_t k0 = 0;
+        for (; k0 + 8 <= kc; k0 += 8) {
+            __m256 r[8];
+            for (int i = 0; i < TMPL_MR; i++) r[i] = _mm256_loadu_ps(a + i * ars + k0);
+            r[6] = r[7] = _mm256_setzero_ps();
+            transpose8(r);
+            for (int k = 0; k < 8; k++) _mm256_storeu_ps(Ap + (k0 + k) * TMPL_MR, r[k]);
+        }
+        for (; k0 < kc; k0++)
+            for (int i = 0; i < TMPL_MR; i++) Ap[k0 * TMPL_MR + i] = a[i * ars + k0];
+    }
+    if (full < mc) avx2_pack_a(mc - full, kc, A + full * ars, ars, acs, Ap);
+}
+
+/* Packing B^T (columns contiguous in k): two 8 x 8 transposes per 8 k values per sliver. */
+static void avx2_pack_b_fast(int64_t kc, int64_t nc, const float *restrict B, int64_t brs, int64_t bcs,
+                             float *restrict Bp) {
+    if (brs != 1 || kc < 8) {
+        avx2_pack_b(kc, nc, B, brs, bcs, Bp);
+        return;
+    }
+    int64_t full = nc / TMPL_NR * TMPL_NR;
+    for (int64_t j0 = 0; j0 < full; j0 += TMPL_NR, Bp += TMPL_NR * kc) {
+        const float *b = B + j0 * bcs;
+        int64_t k0 = 0;
+        for (; k0 + 8 <= kc; k0 += 8)
+            for (int h = 0; h < 2; h++) {
+                __m256 r[8];
+                for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(b + (h * 8 + j) * bcs + k0);
+                transpose8(r);
+                for (int k = 0; k < 8; k++) _mm256_store_ps(Bp + (k0 + k) * TMPL_NR + h * 8, r[k]);
+            }
+        for (; k0 < kc; k0++)
+            for (int j = 0; j < TMPL_NR; j++) Bp[k0 * TMPL_NR + j] = b[j * bcs + k0];
+    }
+    if (full < nc) avx2_pack_b(kc, nc - full, B + full * bcs, brs, bcs, Bp);
+}
+
+static const lx_kernels table = {
+    .isa = LX_ISA_AVX2,
+    .gemm_name = "avx2",
+    .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx2_ukr, .pack_a = avx2_pack_a_fast, .pack_b = avx2_pack_b_fast,
+             .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt},
+    .softmax_row = avx2_softmax_row_v,
+    .norm_row = avx2_norm_row,
+    .conv_direct_row = avx2_conv_direct_row_v,
+};
+
+const lx_kernels *lx_kernels_avx2(void) { return &table; }
+#else
+const lx_kernels *lx_kernels_avx2(void) { return 0; }
+#endif

@@ -1,0 +1,331 @@
+/* linnx's own GEMM in every kernel set this machine runs (generic, AVX2, AVX-512), on each path
+ * (small, packed, OpenBLAS), against a double-precision reference written here: all transpose
+ * combinations, sizes around every register-tile edge, padded leading dimensions, beta 0 / 1 /
+ * other with NaN in C when beta is 0, K beyond one K block, 1 and 2 threads, fused epilogues,
+ * strided batches; plus the kernel-set selection (linnx/cpu.h). */
+#include <pthread.h>
+
+#include "../src/ops/linalg_internal.h"
+#include "linnx/cpu.h"
+#include "linnx/linalg.h"
+#include "linnx/threads.h"
+#include "lx_test.h"
+
+static uint32_t rng_state = 2024;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return (float)((rng_state >> 8) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+static double act_ref(double x, lx_gemm_act act) {
+    switch (act) {
+    case LX_GEMM_ACT_RELU: return x < 0 ? 0 : x;
+    case LX_GEMM_ACT_GELU_TANH: return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+    case LX_GEMM_ACT_GELU_ERF: return 0.5 * x * (1 + erf(x / 1.4142135623730951));
+    case LX_GEMM_ACT_SILU: return x / (1 + exp(-x));
+    default: return x;
+    }
+}
+
+typedef struct {
+    bool ta, tb;
+    int M, N, K;
+    float alpha, beta;
+    int pad;            /* extra elements per row of A, B and C */
+    const float *bias;  /* epilogue: NULL or N values */
+    lx_gemm_act act;
+    int threads;        /* 0: lx_sgemm; else lx_sgemm_ex on this many threads */
+} gcase;
+
+/* Runs one case; returns 1 (and says why on stderr) on a mismatch. */
+static int run_case(const gcase *g) {
+    int M = g->M, N = g->N, K = g->K;
+    int lda = (g->ta ? M : K) + g->pad, ldb = (g->tb ? K : N) + g->pad, ldc = N + g->pad;
+    int arows = g->ta ? K : M, brows = g->tb ? N : K;
+    size_t na = (size_t)arows * lda + 1, nb = (size_t)brows * ldb + 1, nc = (size_t)M * ldc + 1;
+    float *A = malloc(sizeof(float) * na), *B = malloc(sizeof(float) * nb);
+    float *C = malloc(sizeof(float) * nc), *C0 = malloc(sizeof(float) * nc);
+    for (size_t i = 0; i < na; i++) A[i] = frand();
+    for (size_t i = 0; i < nb; i++) B[i] = frand();
+    for (size_t i = 0; i < nc; i++) C0[i] = C[i] = g->beta == 0 ? NAN : frand(); /* beta 0: C never read */
+    lx_gemm_epilogue ep = {.bias = g->bias, .act = g->act};
+    lx_status st = g->threads == 0 && !g->bias && g->act == LX_GEMM_ACT_NONE
+                       ? lx_sgemm(g->ta, g->tb, M, N, K, g->alpha, A, lda, B, ldb, g->beta, C, ldc)
+                       : lx_sgemm_ex(g->ta, g->tb, M, N, K, g->alpha, A, lda, B, ldb, g->beta, C, ldc, &ep, g->threads);
+    int bad = st != LX_OK;
+    for (int i = 0; i < M && !bad; i++) {
+        for (int j = 0; j < N && !bad; j++) {
+            double s = 0, mag = 0;
+            for (int k = 0; k < K; k++) {
+                double a = g->ta ? A[k * lda + i] : A[i * lda + k], b = g->tb ? B[j * ldb + k] : B[k * ldb + j];
+                s += a * b;
+                mag += fabs(a * b);
+            }
+            double c0 = g->beta != 0 ? C0[i * ldc + j] : 0;
+            double r = g->alpha * s + g->beta * c0 + (g->bias ? g->bias[j] : 0);
+            mag = fabs(g->alpha) * mag + fabs(g->beta * c0) + (g->bias ? fabs(g->bias[j]) : 0);
+            r = act_ref(r, g->act);
+            double got = C[i * ldc + j];
+            if (!(fabs(got - r) <= 4e-6 * mag + 2e-6)) {
+                fprintf(stderr, "  C[%d,%d] = %.9g, want %.9g\n", i, j, got, r);
+                bad = 1;
+            }
+        }
+        for (int j = N; j < ldc; j++) /* padding untouched */
+            if (!(C[i * ldc + j] == C0[i * ldc + j] || (isnan(C[i * ldc + j]) && isnan(C0[i * ldc + j])))) bad = 1;
+    }
+    if (bad)
+        fprintf(stderr, "gemm mismatch: set %s ta %d tb %d M %d N %d K %d alpha %g beta %g pad %d bias %d act %d threads %d\n",
+                lx_isa_name(lx_isa_current()), g->ta, g->tb, M, N, K, g->alpha, g->beta, g->pad, g->bias != NULL,
+                (int)g->act, g->threads);
+    free(A), free(B), free(C), free(C0);
+    return bad;
+}
+
+static const char *const sets[] = {"generic", "avx2", "avx512"};
+
+/* Sizes around each set's tile edges (MR 4/6/12, NR 8/16/32) and the K block (256). */
+static void test_every_set_and_path(void) {
+    const int ms[] = {1, 6, 7, 12, 13, 37}; /* 13 and 37 are also 4k + 1 */
+    const int ns[] = {1, 8, 16, 17, 33, 70};
+    const int ks[] = {1, 9, 300};
+    const lx_gemm_path paths[] = {LX_GEMM_PATH_SMALL, LX_GEMM_PATH_PACKED, LX_GEMM_PATH_BLAS};
+    int ran = 0;
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        CHECK_EQ_INT(lx_isa_set(sets[s]), LX_OK);
+        CHECK_STR(lx_isa_name(lx_isa_current()), sets[s]);
+        for (int p = 0; p < 3; p++) {
+            lx_sgemm_force_path(paths[p]);
+            int bad = 0, cases = 0;
+            for (int t = 0; t < 4; t++)
+                for (int mi = 0; mi < 6; mi++)
+                    for (int ni = 0; ni < 6; ni++)
+                        for (int ki = 0; ki < 3; ki++) {
+                            int v = (mi + ni + ki + t) % 4;
+                            gcase g = {.ta = t & 1, .tb = t >> 1, .M = ms[mi], .N = ns[ni], .K = ks[ki],
+                                       .alpha = v == 3 ? -0.5f : 1.0f, .beta = v == 0 ? 0.0f : v == 1 ? 1.0f : 0.75f,
+                                       .pad = (mi + ki) % 3};
+                            bad += run_case(&g);
+                            cases++;
+                        }
+            CHECK_EQ_INT(bad, 0);
+            CHECK_EQ_INT(cases, 432);
+            ran++;
+        }
+    }
+    CHECK(ran >= 3); /* the generic set at least */
+    lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
+    lx_isa_set(NULL);
+}
+
+/* The packed path on two threads: item grids split by rows, by columns, and both; more items than
+ * threads; a K that needs several blocks. Then the automatic choice at default settings. */
+static void test_threads(void) {
+    const int dims[][3] = {{200, 300, 150}, {30, 700, 64}, {700, 20, 33}, {129, 129, 513}, {64, 64, 64}};
+    lx_sgemm_force_path(LX_GEMM_PATH_PACKED);
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        int bad = 0;
+        for (int d = 0; d < 5; d++)
+            for (int t = 0; t < 4; t++) {
+                gcase g = {.ta = t & 1, .tb = t >> 1, .M = dims[d][0], .N = dims[d][1], .K = dims[d][2],
+                           .alpha = 1.0f, .beta = t == 2 ? 0.5f : 0.0f, .pad = t, .threads = 2};
+                bad += run_case(&g);
+            }
+        CHECK_EQ_INT(bad, 0);
+    }
+    lx_isa_set(NULL);
+    lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
+    int bad = 0;
+    for (int d = 0; d < 5; d++) {
+        gcase g = {.M = dims[d][0], .N = dims[d][1], .K = dims[d][2], .alpha = 1.0f, .beta = 0.0f};
+        bad += run_case(&g);
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
+/* Two threads of the program calling GEMM at once: one gets the worker pool, the other runs alone. */
+typedef struct {
+    int bad;
+    int seed;
+} concurrent_arg;
+static void *concurrent_body(void *p) {
+    concurrent_arg *a = p;
+    int M = 150 + a->seed, N = 170, K = 90;
+    float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(K * N));
+    float *C = malloc(sizeof(float) * (size_t)(M * N));
+    for (int i = 0; i < M * K; i++) A[i] = (float)((i * 7 + a->seed) % 11) - 5;
+    for (int i = 0; i < K * N; i++) B[i] = (float)((i * 3) % 5) - 2;
+    for (int rep = 0; rep < 20; rep++) {
+        if (lx_sgemm(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N) != LX_OK) a->bad++;
+        for (int i = 0; i < M; i += 17) /* small integers: the float sums are exact */
+            for (int j = 0; j < N; j += 13) {
+                double s = 0;
+                for (int k = 0; k < K; k++) s += (double)A[i * K + k] * B[k * N + j];
+                if (C[i * N + j] != (float)s) a->bad++;
+            }
+    }
+    free(A), free(B), free(C);
+    return NULL;
+}
+static void test_concurrent_callers(void) {
+    lx_set_num_threads(2);
+    lx_sgemm_force_path(LX_GEMM_PATH_PACKED);
+    pthread_t t[2];
+    concurrent_arg args[2] = {{0, 1}, {0, 2}};
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, concurrent_body, &args[i]);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    CHECK_EQ_INT(args[0].bad + args[1].bad, 0);
+    lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
+    lx_set_num_threads(0);
+}
+
+static void test_epilogues(void) {
+    float bias[80];
+    for (int j = 0; j < 80; j++) bias[j] = frand();
+    const lx_gemm_path paths[] = {LX_GEMM_PATH_SMALL, LX_GEMM_PATH_PACKED, LX_GEMM_PATH_BLAS};
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        int bad = 0;
+        for (int p = 0; p < 3; p++) {
+            lx_sgemm_force_path(paths[p]);
+            for (int a = 0; a <= LX_GEMM_ACT_SILU; a++)
+                for (int b = 0; b < 2; b++) {
+                    gcase g = {.tb = a % 2, .M = 19, .N = 77, .K = 40, .alpha = 1.0f, .beta = a == 2 ? 1.0f : 0.0f,
+                               .pad = 1, .bias = b ? bias : NULL, .act = (lx_gemm_act)a, .threads = 1 + a % 2};
+                    bad += run_case(&g);
+                }
+        }
+        CHECK_EQ_INT(bad, 0);
+    }
+    lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
+    lx_isa_set(NULL);
+    /* K == 0: the epilogue still runs on beta C */
+    float c[2] = {1, -3}, bias2[2] = {0.5f, 0.25f};
+    lx_gemm_epilogue ep = {.bias = bias2, .act = LX_GEMM_ACT_RELU};
+    CHECK_EQ_INT(lx_sgemm_ex(false, false, 1, 2, 0, 1, NULL, 1, NULL, 2, 1.0f, c, 2, &ep, 1), LX_OK);
+    CHECK(c[0] == 1.5f && c[1] == 0.0f);
+    ep.act = (lx_gemm_act)99;
+    CHECK_FAILS(lx_sgemm_ex(false, false, 1, 2, 1, 1, c, 1, c, 2, 0, c, 2, &ep, 1), LX_ERR_INVALID_ARGUMENT,
+                "unknown epilogue activation 99");
+}
+
+/* batch 3: A with padding between matrices, B shared (stride 0), C with padding; small and big. */
+static void test_strided_batched(void) {
+    const int dims[][3] = {{5, 9, 7}, {70, 90, 110}};
+    for (int d = 0; d < 2; d++)
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t >> 1;
+            int M = dims[d][0], N = dims[d][1], K = dims[d][2], nb = 3;
+            int lda = (ta ? M : K) + 1, ldb = tb ? K : N, ldc = N + 2;
+            int64_t sa = (int64_t)(ta ? K : M) * lda + 5, sc = (int64_t)M * ldc + 7;
+            float *A = malloc(sizeof(float) * (size_t)(sa * nb)), *B = malloc(sizeof(float) * (size_t)((tb ? N : K) * ldb));
+            float *C = malloc(sizeof(float) * (size_t)(sc * nb));
+            for (int64_t i = 0; i < sa * nb; i++) A[i] = frand();
+            for (int i = 0; i < (tb ? N : K) * ldb; i++) B[i] = frand();
+            for (int64_t i = 0; i < sc * nb; i++) C[i] = (float)i;
+            float beta = t == 3 ? 0.5f : 0.0f;
+            float *C0 = malloc(sizeof(float) * (size_t)(sc * nb));
+            memcpy(C0, C, sizeof(float) * (size_t)(sc * nb));
+            CHECK_EQ_INT(lx_sgemm_strided_batched(ta, tb, M, N, K, 1.0f, A, lda, sa, B, ldb, 0, beta, C, ldc, sc, nb, NULL), LX_OK);
+            int bad = 0;
+            for (int b = 0; b < nb; b++)
+                for (int i = 0; i < M; i++) {
+                    for (int j = 0; j < N; j++) {
+                        double s = 0, mag = 0;
+                        for (int k = 0; k < K; k++) {
+                            const float *a = A + b * sa;
+                            double x = ta ? a[k * lda + i] : a[i * lda + k], y = tb ? B[j * ldb + k] : B[k * ldb + j];
+                            s += x * y;
+                            mag += fabs(x * y);
+                        }
+                        double c0 = C0[b * sc + i * ldc + j], r = s + beta * c0;
+                        if (!(fabs(C[b * sc + i * ldc + j] - r) <= 4e-6 * (mag + fabs(c0)) + 1e-6)) bad++;
+                    }
+                    for (int j = N; j < ldc; j++) bad += C[b * sc + i * ldc + j] != C0[b * sc + i * ldc + j];
+                }
+            CHECK_EQ_INT(bad, 0);
+            free(A), free(B), free(C), free(C0);
+        }
+    float c[4] = {0};
+    CHECK_FAILS(lx_sgemm_strided_batched(false, false, 2, 2, 1, 1, c, 1, 2, c, 2, 0, 0, c, 2, 2, -1, NULL),
+                LX_ERR_INVALID_ARGUMENT, "negative batch -1");
+    CHECK_FAILS(lx_sgemm_strided_batched(false, false, 2, 2, 1, 1, c, 1, 2, c, 2, 0, 0, c, 2, 3, 2, NULL),
+                LX_ERR_INVALID_ARGUMENT, "stride_c=3 overlaps");
+}
+
+/* With beta = 0 and K <= 256 (one K block everywhere) the small and packed paths sum each element
+ * in the same FMA chain from zero: the same bits, so results do not depend on the size threshold. */
+static void test_paths_agree(void) {
+    int M = 37, N = 53, K = 256;
+    float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(K * N));
+    float *C1 = malloc(sizeof(float) * (size_t)(M * N)), *C2 = malloc(sizeof(float) * (size_t)(M * N));
+    for (int i = 0; i < M * K; i++) A[i] = frand();
+    for (int i = 0; i < K * N; i++) B[i] = frand();
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t >> 1;
+            lx_sgemm_force_path(LX_GEMM_PATH_SMALL);
+            CHECK_EQ_INT(lx_sgemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C1, N), LX_OK);
+            lx_sgemm_force_path(LX_GEMM_PATH_PACKED);
+            CHECK_EQ_INT(lx_sgemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C2, N), LX_OK);
+            CHECK(memcmp(C1, C2, sizeof(float) * (size_t)(M * N)) == 0);
+        }
+    }
+    lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
+    lx_isa_set(NULL);
+    free(A), free(B), free(C1), free(C2);
+}
+
+static void test_isa_selection(void) {
+    const lx_cpu_info *cpu = lx_cpu_info_get();
+    CHECK(cpu != NULL);
+    CHECK(lx_isa_supported(LX_ISA_GENERIC));
+    CHECK(lx_isa_supported(lx_isa_best()));
+    CHECK(!lx_isa_supported(LX_ISA_AVX512) || lx_isa_supported(LX_ISA_AVX2));
+    CHECK(!lx_isa_supported(LX_ISA_AVX2) || (cpu->avx2 && cpu->fma));
+    CHECK(lx_isa_name((lx_isa)7) == NULL);
+    /* Run under LINNX_ISA=<set> (CTest does, for the sets this machine has): that set is in force. */
+    const char *env = getenv("LINNX_ISA");
+    if (env && (strcmp(env, "generic") == 0 || strcmp(env, "avx2") == 0 || strcmp(env, "avx512") == 0)) {
+        lx_isa want = strcmp(env, "generic") == 0 ? LX_ISA_GENERIC : strcmp(env, "avx2") == 0 ? LX_ISA_AVX2 : LX_ISA_AVX512;
+        CHECK_STR(lx_isa_name(lx_isa_current()), lx_isa_supported(want) ? env : lx_isa_name(lx_isa_best()));
+    } else {
+        CHECK_EQ_INT(lx_isa_current(), lx_isa_best());
+    }
+    lx_isa env_default = lx_isa_current();
+    CHECK_FAILS(lx_isa_set("sse9"), LX_ERR_INVALID_ARGUMENT, "unknown kernel set 'sse9' (avx512, avx2, generic)");
+    CHECK_EQ_INT(lx_isa_current(), env_default);
+    if (!lx_isa_supported(LX_ISA_AVX512))
+        CHECK_FAILS(lx_isa_set("avx512"), LX_ERR_UNSUPPORTED, "kernel set 'avx512' is not supported");
+    CHECK_EQ_INT(lx_isa_set("generic"), LX_OK);
+    CHECK_STR(lx_sgemm_kernel(), "portable");
+    CHECK_EQ_INT(lx_isa_set(NULL), LX_OK);
+    CHECK_EQ_INT(lx_isa_current(), env_default);
+    /* the older GEMM-only selector is the same switch */
+    CHECK_EQ_INT(lx_sgemm_use_kernel("portable"), LX_OK);
+    CHECK_EQ_INT(lx_isa_current(), LX_ISA_GENERIC);
+    CHECK_EQ_INT(lx_sgemm_use_kernel(NULL), LX_OK);
+    CHECK_EQ_INT(lx_isa_current(), env_default);
+    if (cpu->l1d_bytes > 0) CHECK(cpu->l1d_bytes >= 4096 && cpu->l1d_bytes <= (1 << 22));
+    printf("# cpu %s: avx2 %d fma %d avx512f %d bw %d vl %d dq %d vnni %d bf16 %d; L1d %lld L2 %lld L3 %lld; set %s\n",
+           cpu->vendor, cpu->avx2, cpu->fma, cpu->avx512f, cpu->avx512bw, cpu->avx512vl, cpu->avx512dq, cpu->avx512_vnni,
+           cpu->avx512_bf16, (long long)cpu->l1d_bytes, (long long)cpu->l2_bytes, (long long)cpu->l3_bytes,
+           lx_isa_name(lx_isa_current()));
+}
+
+int main(void) {
+    RUN(test_isa_selection);
+    RUN(test_every_set_and_path);
+    RUN(test_paths_agree);
+    RUN(test_threads);
+    RUN(test_concurrent_callers);
+    RUN(test_epilogues);
+    RUN(test_strided_batched);
+    return lx_test_finish();
+}
