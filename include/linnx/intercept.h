@@ -31,7 +31,10 @@ typedef enum lx_operand_role { LX_OPERAND_ACTIVATION = 0, LX_OPERAND_PARAM = 1 }
 
 typedef struct lx_intercept_event {
     const char *path;              /* "decoder/layers_0/mlp/wi_0"; "" at the root */
-    const char *op;                /* "matmul", "dot_general", "conv_general" */
+    const char *op;                /* "matmul", "dot_general", "conv_general", or "einsum": attention's
+                                    * q.k^T (inputs q, k; output the softmax weights, fused). While an
+                                    * interceptor listens, dot_product_attention runs as that einsum
+                                    * then weights.v as a "dot_general", so both products are events. */
     int ninputs;
     lx_array *const *inputs;
     const lx_operand_role *roles;  /* one per input */

@@ -43,7 +43,7 @@ static lx_status linear_init(nnx_module *self, const lx_call *call, nnx_rngs *rn
     return LX_OK;
 }
 
-lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
+static lx_array *nnx_linear_forward_unframed(nnx_linear *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Linear: module is NULL");
         return NULL;
@@ -58,6 +58,15 @@ lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
     lx_array *y = lx_dot_general(x, kernel, 1, lc, rc, 0, NULL, NULL);
     lx_array *bias = nnx_value_of(m->bias);
     return bias ? lx_add(y, bias) : y;
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
+    int framed = nnx_frame_enter((nnx_module *)m);
+    if (framed < 0) return NULL;
+    lx_array *y = nnx_linear_forward_unframed(m, x);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status linear_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -133,7 +142,7 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
+static lx_array *nnx_linear_general_forward_unframed(nnx_linear_general *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LinearGeneral: module is NULL");
         return NULL;
@@ -156,6 +165,15 @@ lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
     lx_array *y = lx_dot_general(x, nnx_value_of(m->kernel), n, axes, kdims, 0, NULL, NULL);
     lx_array *bias = nnx_value_of(m->bias);
     return bias ? lx_add(y, bias) : y;
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
+    int framed = nnx_frame_enter((nnx_module *)m);
+    if (framed < 0) return NULL;
+    lx_array *y = nnx_linear_general_forward_unframed(m, x);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status linear_general_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -277,7 +295,7 @@ static lx_status conv_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     return LX_OK;
 }
 
-lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x) {
+static lx_array *nnx_conv_forward_unframed(nnx_conv *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Conv: module is NULL");
         return NULL;
@@ -299,6 +317,15 @@ lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x) {
     lx_array *bias = nnx_value_of(m->bias);
     if (bias) y = lx_add(y, bias);
     return unbatched ? lx_squeeze(y, LX_AXES(0)) : y;
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *nnx_conv_forward(nnx_conv *m, lx_array *x) {
+    int framed = nnx_frame_enter((nnx_module *)m);
+    if (framed < 0) return NULL;
+    lx_array *y = nnx_conv_forward_unframed(m, x);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status conv_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -335,7 +362,7 @@ static lx_status embed_init(nnx_module *self, const lx_call *call, nnx_rngs *rng
                           &m->cfg.embedding_metadata, &m->embedding);
 }
 
-lx_array *nnx_embed_forward(nnx_embed *m, lx_array *indices) {
+static lx_array *nnx_embed_forward_unframed(nnx_embed *m, lx_array *indices) {
     if (!m || !indices) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Embed: module is NULL");
         return NULL;
@@ -348,13 +375,31 @@ lx_array *nnx_embed_forward(nnx_embed *m, lx_array *indices) {
     return lx_take(nnx_value_of(m->embedding), idx, 0);
 }
 
-lx_array *nnx_embed_attend(nnx_embed *m, lx_array *query) {
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *nnx_embed_forward(nnx_embed *m, lx_array *indices) {
+    int framed = nnx_frame_enter((nnx_module *)m);
+    if (framed < 0) return NULL;
+    lx_array *y = nnx_embed_forward_unframed(m, indices);
+    nnx_frame_leave(framed);
+    return y;
+}
+
+static lx_array *nnx_embed_attend_unframed(nnx_embed *m, lx_array *query) {
     if (!m || !query) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Embed: module is NULL");
         return NULL;
     }
     int64_t lc[] = {query->ndim - 1}, rc[] = {1};
     return lx_dot_general(query, nnx_value_of(m->embedding), 1, lc, rc, 0, NULL, NULL);
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *nnx_embed_attend(nnx_embed *m, lx_array *query) {
+    int framed = nnx_frame_enter((nnx_module *)m);
+    if (framed < 0) return NULL;
+    lx_array *y = nnx_embed_attend_unframed(m, query);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status embed_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -418,7 +463,7 @@ static lx_status lora_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     return nnx_make_param(self, rngs, pt, &c->b_initializer, c->param_dtype, 2, bs, 0, NULL, &c->b_metadata, &m->lora_b);
 }
 
-lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x) {
+static lx_array *nnx_lora_forward_unframed(nnx_lora *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LoRA: module is NULL");
         return NULL;
@@ -426,6 +471,15 @@ lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x) {
     lx_array *out = lx_matmul(lx_matmul(x, nnx_value_of(m->lora_a)), nnx_value_of(m->lora_b));
     if (m->base_module) out = lx_add(out, nnx_call_array(m->base_module, x));
     return out;
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x) {
+    int framed = nnx_frame_enter((nnx_module *)m);
+    if (framed < 0) return NULL;
+    lx_array *y = nnx_lora_forward_unframed(m, x);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status lora_call(nnx_module *self, const lx_call *c, lx_value *out) {

@@ -26,7 +26,7 @@ static lx_status dropout_init(nnx_module *self, const lx_call *call, nnx_rngs *r
     return LX_OK;
 }
 
-lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nnx_rngs *rngs) {
+static lx_array *nnx_dropout_forward_unframed(nnx_dropout *m, lx_array *x, int deterministic, nnx_rngs *rngs) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "Dropout: module is NULL");
         return NULL;
@@ -45,6 +45,15 @@ lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nn
     if (s != LX_OK) return NULL;
     /* The same op as linen.Dropout: keep_prob = 1 - rate in double, bernoulli mask, x / keep_prob. */
     return lx_dropout(x, m->cfg.rate, key, m->cfg.broadcast_dims.n, m->cfg.broadcast_dims.v, false);
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *nnx_dropout_forward(nnx_dropout *m, lx_array *x, int deterministic, nnx_rngs *rngs) {
+    int framed = nnx_frame_enter((nnx_module *)m);
+    if (framed < 0) return NULL;
+    lx_array *y = nnx_dropout_forward_unframed(m, x, deterministic, rngs);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status opt_bool(const lx_call *c, int pos, const char *name, int *out) {
@@ -184,7 +193,7 @@ static lx_array *weighted_values(lx_array *w, lx_array *v) {
     return lx_transpose(o, nb + 3, perm);
 }
 
-lx_array *nnx_mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask, int deterministic,
+static lx_array *nnx_mha_forward_unframed(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask, int deterministic,
                   nnx_rngs *rngs) {
     if (!m || !q) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "MultiHeadAttention: module is NULL");
@@ -247,6 +256,16 @@ lx_array *nnx_mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_
         x = weighted_values(lx_mul(w, mult), value);
     }
     return nnx_call_array(m->out, x);
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *nnx_mha_forward(nnx_mha *m, lx_array *q, lx_array *k, lx_array *v, lx_array *mask, int deterministic,
+                  nnx_rngs *rngs) {
+    int framed = nnx_frame_enter((nnx_module *)m);
+    if (framed < 0) return NULL;
+    lx_array *y = nnx_mha_forward_unframed(m, q, k, v, mask, deterministic, rngs);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status opt_array(const lx_call *c, int pos, const char *name, lx_array **out) {

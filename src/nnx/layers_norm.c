@@ -51,7 +51,7 @@ static lx_status norm_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     return LX_OK;
 }
 
-lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x) {
+static lx_array *nnx_layer_norm_forward_unframed(nnx_norm *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LayerNorm: module is NULL");
         return NULL;
@@ -60,12 +60,30 @@ lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x) {
                          m->cfg.reduction_axes.n, m->cfg.reduction_axes.v);
 }
 
-lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x) {
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x) {
+    int framed = nnx_frame_enter((nnx_module *)m);
+    if (framed < 0) return NULL;
+    lx_array *y = nnx_layer_norm_forward_unframed(m, x);
+    nnx_frame_leave(framed);
+    return y;
+}
+
+static lx_array *nnx_rms_norm_forward_unframed(nnx_norm *m, lx_array *x) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "RMSNorm: module is NULL");
         return NULL;
     }
     return lx_rms_norm(x, nnx_value_of(m->scale), (float)m->cfg.epsilon);
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x) {
+    int framed = nnx_frame_enter((nnx_module *)m);
+    if (framed < 0) return NULL;
+    lx_array *y = nnx_rms_norm_forward_unframed(m, x);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status layer_norm_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -146,7 +164,7 @@ static lx_array *along(lx_array *v, int ndim, int axis) {
     return lx_reshape(v, ndim, shape);
 }
 
-lx_array *nnx_batch_norm_forward(nnx_batch_norm *m, lx_array *x, int use_running_average) {
+static lx_array *nnx_batch_norm_forward_unframed(nnx_batch_norm *m, lx_array *x, int use_running_average) {
     if (!m || !x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "BatchNorm: module is NULL");
         return NULL;
@@ -190,6 +208,15 @@ lx_array *nnx_batch_norm_forward(nnx_batch_norm *m, lx_array *x, int use_running
     if (m->scale) mul = lx_mul(mul, nnx_value_of(m->scale));
     y = lx_mul(y, along(mul, x->ndim, axis));
     if (m->bias) y = lx_add(y, along(nnx_value_of(m->bias), x->ndim, axis));
+    return y;
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *nnx_batch_norm_forward(nnx_batch_norm *m, lx_array *x, int use_running_average) {
+    int framed = nnx_frame_enter((nnx_module *)m);
+    if (framed < 0) return NULL;
+    lx_array *y = nnx_batch_norm_forward_unframed(m, x, use_running_average);
+    nnx_frame_leave(framed);
     return y;
 }
 

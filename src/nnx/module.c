@@ -627,6 +627,22 @@ static lx_status call_framed(nnx_module *m, const char *method, nnx_method_fn fn
     return s;
 }
 
+int nnx_frame_enter(nnx_module *m) {
+    if (!m || !lx_intercepting()) return 0;
+    lx_frame_kind kind;
+    const void *parent = lx_frame_top(&kind);
+    if (parent == m) return 0; /* already inside m's frame (its __call__ runs the typed forward) */
+    char *name = NULL;
+    if (parent && kind == LX_FRAME_NNX) name = child_name((nnx_module *)parent, m);
+    lx_status s = lx_frame_push(LX_FRAME_NNX, name ? name : "", m, holds_param);
+    free(name);
+    return s == LX_OK ? 1 : -1;
+}
+
+void nnx_frame_leave(int entered) {
+    if (entered > 0) lx_frame_pop();
+}
+
 lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
     if (!m || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call: NULL argument");
     return call_framed(m, method, NULL, call, out);
