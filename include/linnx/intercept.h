@@ -60,6 +60,9 @@ lx_status lx_frame_push(lx_frame_kind kind, const char *name, const void *obj, l
 void lx_frame_pop(void);
 /* The innermost frame's object and kind (NULL / 0 when there is none). */
 const void *lx_frame_top(lx_frame_kind *kind);
+/* Is `a` a Param of the innermost frame (an operand's role as an event would report it)? For
+ * substituters, which run before the op's event exists (quant.h). False with no frame. */
+bool lx_frame_is_param(const lx_array *a);
 /* The current path, joined with '/' ("" with no frames): borrowed, valid until the next push or
  * pop on this thread. An event's `path` is this string, never shortened. */
 const char *lx_frame_current_path(void);

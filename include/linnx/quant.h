@@ -95,6 +95,32 @@ int lx_qt_trace_count(const lx_qt_trace *t);
 const lx_qt_hit *lx_qt_trace_get(const lx_qt_trace *t, int i);
 void lx_qt_trace_free(lx_qt_trace *t);
 
+/* ---- running a model quantized ----
+ * lx_qt_begin installs, on this thread, a substituter (primitive.h) and an interceptor (so module
+ * frames are kept) that quantize the contractions (matmul, dot_general) the rules select; run the
+ * model as usual, then lx_qt_end. For a matched op, an operand that is a Param of the innermost
+ * module is a weight (weight_qtype applies: one scale per output channel, i.e. the max over its
+ * contraction axes, or per tile_size rows of a single contraction axis), any other operand an
+ * activation (act_qtype: one scale per tensor, the max of this call).
+ *   LX_QT_FAKE  QAT: the operand becomes x + stop_gradient(fq(x) - x), fq the quantize-dequantize
+ *               round trip, so the forward sees the quantized values and the backward passes the
+ *               gradient straight through (the straight-through estimator).
+ *   LX_QT_INT8  inference with the int8 kernel: a Dense-like dot_general (weight second, its
+ *               leading axes contracted with the activation's trailing ones, no batch axes) with
+ *               both qtypes set is computed as int8 x int8 -> int32 and rescaled by
+ *               scale_act * scale_weight[channel]; the weight's int8 copy is made once and kept
+ *               for the session. Other matched ops, and every op while a tape records, fall back
+ *               to LX_QT_FAKE, whose outputs equal LX_QT_INT8's up to float summation order.
+ * Ops a rule matches but whose operands are not float32 are left alone. */
+typedef enum lx_qt_mode { LX_QT_FAKE = 1, LX_QT_INT8 = 2 } lx_qt_mode;
+typedef struct lx_qt_session lx_qt_session;
+/* `rules` is borrowed and must outlive the session. LX_ERR_INVALID_ARGUMENT for another mode. */
+lx_status lx_qt_begin(const lx_qt_rules *rules, lx_qt_mode mode, lx_qt_session **out);
+/* Ops quantized so far: in total, and through the int8 kernel. */
+int64_t lx_qt_session_quantized(const lx_qt_session *s);
+int64_t lx_qt_session_int8(const lx_qt_session *s);
+void lx_qt_end(lx_qt_session *s);
+
 #ifdef __cplusplus
 }
 #endif

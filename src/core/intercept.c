@@ -135,6 +135,11 @@ const void *lx_frame_top(lx_frame_kind *kind) {
     return frames[nframes - 1].obj;
 }
 
+bool lx_frame_is_param(const lx_array *a) {
+    const frame *top = nframes > 0 ? &frames[nframes - 1] : NULL;
+    return top && top->is_param && a && top->is_param(top->obj, a);
+}
+
 const char *lx_frame_current_path(void) { return path ? path : ""; }
 
 const char *lx_frame_path(char *buf, size_t cap) {

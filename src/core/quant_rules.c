@@ -6,6 +6,7 @@
 
 #include "linnx/intercept.h"
 #include "linnx/quant.h"
+#include "quant_internal.h"
 
 typedef struct {
     lx_qt_rule r;   /* strings owned */
@@ -128,19 +129,13 @@ int lx_qt_rules_match(const lx_qt_rules *r, const char *path, const char *op, in
 
 /* ------------------------------------------------------------------ trace */
 
-typedef struct {
-    char *path, *op;
-    int count;
-} counter;
-
 struct lx_qt_trace {
     const lx_qt_rules *rules;
     int handle;
     bool active, oom;
     lx_qt_hit *hits;
     int n, cap;
-    counter *ctr;
-    int nctr, capctr;
+    lx_qt_counters ctr;
 };
 
 /* Is `anc` the path itself or an ancestor of it ("" is everyone's ancestor)? */
@@ -152,38 +147,45 @@ static bool within(const char *anc, const char *path) {
 /* The op's number within its module's current call: counters survive while events stay inside
  * the module's subtree (its children run between its own ops) and restart once an event comes
  * from outside it (the module returned; the next call counts from 0 again). */
-static int next_count(lx_qt_trace *t, const char *path, const char *op) {
+int lx_qt_next_count(lx_qt_counters *t, const char *path, const char *op) {
     int k = 0;
-    for (int i = 0; i < t->nctr; i++) {
-        if (within(t->ctr[i].path, path)) {
-            t->ctr[k++] = t->ctr[i];
+    for (int i = 0; i < t->n; i++) {
+        if (within(t->v[i].path, path)) {
+            t->v[k++] = t->v[i];
         } else {
-            free(t->ctr[i].path);
-            free(t->ctr[i].op);
+            free(t->v[i].path);
+            free(t->v[i].op);
         }
     }
-    t->nctr = k;
-    for (int i = 0; i < t->nctr; i++)
-        if (strcmp(t->ctr[i].path, path) == 0 && strcmp(t->ctr[i].op, op) == 0) return t->ctr[i].count++;
-    if (t->nctr == t->capctr) {
-        int cap = t->capctr ? 2 * t->capctr : 16;
-        counter *c = realloc(t->ctr, (size_t)cap * sizeof *c);
+    t->n = k;
+    for (int i = 0; i < t->n; i++)
+        if (strcmp(t->v[i].path, path) == 0 && strcmp(t->v[i].op, op) == 0) return t->v[i].count++;
+    if (t->n == t->cap) {
+        int cap = t->cap ? 2 * t->cap : 16;
+        lx_qt_counter *c = realloc(t->v, (size_t)cap * sizeof *c);
         if (!c) return -1;
-        t->ctr = c, t->capctr = cap;
+        t->v = c, t->cap = cap;
     }
-    counter c = {dup(path), dup(op), 1};
+    lx_qt_counter c = {dup(path), dup(op), 1};
     if (!c.path || !c.op) {
         free(c.path), free(c.op);
         return -1;
     }
-    t->ctr[t->nctr++] = c;
+    t->v[t->n++] = c;
     return 0;
+}
+
+void lx_qt_counters_free(lx_qt_counters *c) {
+    for (int i = 0; i < c->n; i++) free(c->v[i].path), free(c->v[i].op);
+    free(c->v);
+    c->v = NULL;
+    c->n = c->cap = 0;
 }
 
 static void on_event(const lx_intercept_event *ev, void *user) {
     lx_qt_trace *t = user;
     if (!t->active) return;
-    int count = next_count(t, ev->path, ev->op);
+    int count = lx_qt_next_count(&t->ctr, ev->path, ev->op);
     if (count < 0) {
         t->oom = true;
         return;
@@ -270,8 +272,7 @@ void lx_qt_trace_free(lx_qt_trace *t) {
     if (!t) return;
     if (t->active) lx_interceptor_remove(t->handle);
     for (int i = 0; i < t->n; i++) free(t->hits[i].path), free(t->hits[i].op);
-    for (int i = 0; i < t->nctr; i++) free(t->ctr[i].path), free(t->ctr[i].op);
+    lx_qt_counters_free(&t->ctr);
     free(t->hits);
-    free(t->ctr);
     free(t);
 }
