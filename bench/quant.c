@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "linnx/linnx.h"
+#include "linnx/llama.h"
 #include "linnx/quant.h"
 
 typedef struct {
@@ -21,6 +22,24 @@ static void run_f32(void *p) {
     (void)lx_matmul(c->a, c->b);
     lx_pool_close(mark);
 }
+typedef struct {
+    llama_model *m;
+    lx_array *prompt;
+    const lx_qt_rules *rules; /* NULL: float32 */
+} dec_t;
+
+static void run_decode(void *p) {
+    dec_t *d = p;
+    size_t mark = lx_pool_open();
+    lx_qt_session *s = NULL;
+    if (d->rules && lx_qt_begin(d->rules, LX_QT_INT8, &s) != LX_OK) fprintf(stderr, "bench quant: %s\n", lx_last_error());
+    lx_sampling greedy = {0, 0};
+    if (!llama_generate(d->m, d->prompt, 33, &greedy, lx_key_from_seed(0)))
+        fprintf(stderr, "bench quant: %s\n", lx_last_error());
+    lx_qt_end(s);
+    lx_pool_close(mark);
+}
+
 static void run_i8(void *p) {
     ctx_t *c = p;
     (void)lx_i8_gemm(LX_I8_AUTO, c->n, c->n, c->n, c->qa, c->qb, c->c);
@@ -40,7 +59,42 @@ int main(void) {
     printf("# int8 kernel: %s; f32 %.4f s, int8 %.4f s; %.1f vs %.1f GMAC/s\n", lx_i8_kernel_name(LX_I8_AUTO), tf, ti,
            1e-9 * (double)(n * n * n) / tf, 1e-9 * (double)(n * n * n) / ti);
     printf("matmul_int8_1024 vs_f32 %.3f\n", ti / tf);
-    printf("# llama_decode_int8: not measured (the int8 decoder path is not built yet, see docs/quantization.md)\n");
+
+    /* batch-1 decode with the KV cache (prefill 16, then 32 steps), every projection and the
+     * logits in int8 (weights per channel, activations per tensor); the attention products stay
+     * float. A decoder wider than the tiny showcase so the GEMVs dominate. */
+    llama_config cfg = llama_config_tiny();
+    cfg.emb_dim = 512, cfg.mlp_dim = 2048, cfg.num_query_heads = 8, cfg.num_kv_heads = 8, cfg.head_dim = 64;
+    cfg.num_decoder_layers = 2, cfg.max_target_length = 64, cfg.cache_batch = 1;
+    llama_model *m = NULL;
+    if (llama_model_new(&cfg, LLAMA_LINEN_TOP, 0, &m) != LX_OK) {
+        fprintf(stderr, "bench quant: %s\n", lx_last_error());
+        return 1;
+    }
+    lx_qt_rule rules[] = {
+        {.module_path = "decoder/layers_[0-9]+/(mlp|self_attention)/.*", .weight_qtype = "int8", .act_qtype = "int8"},
+        {.module_path = "decoder/logits_dense", .weight_qtype = "int8", .act_qtype = "int8"},
+    };
+    lx_qt_rules *rs = NULL;
+    if (lx_qt_rules_compile(rules, 2, &rs) != LX_OK) return 1;
+    dec_t d = {m, lx_array_new(LX_I32, 2, (int64_t[]){1, 16}), NULL};
+    for (int64_t i = 0; i < 16; i++) lx_i32(d.prompt)[i] = (int32_t)((i * 53 + 7) % 256);
+    double df = bench_median(run_decode, &d, 1, 5, 1) / 32;
+    lx_qt_rule nothing[] = {{.module_path = "nothing", .weight_qtype = "int8"}};
+    lx_qt_rules *rn = NULL;
+    if (lx_qt_rules_compile(nothing, 1, &rn) != LX_OK) return 1;
+    d.rules = rn; /* the session's own cost: module frames and rule matching, nothing quantized */
+    double dn = bench_median(run_decode, &d, 1, 5, 1) / 32;
+    d.rules = rs;
+    double di = bench_median(run_decode, &d, 1, 5, 1) / 32;
+    lx_qt_rules_free(rn);
+    printf("# decode (emb 512, mlp 2048, 2 layers): f32 %.3g s/token, f32 inside a session matching nothing %.3g, "
+           "int8 %.3g s/token\n", df, dn, di);
+    printf("llama_decode_int8 vs_f32 %.3f\n", di / df);
+    lx_release(d.prompt);
+    lx_qt_rules_free(rs);
+    llama_model_free(m);
+    lx_pool_drain();
     lx_release(c.a);
     lx_release(c.b);
     free(c.qa), free(c.qb), free(c.c);
