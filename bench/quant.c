@@ -2,6 +2,7 @@
  *   matmul_int8_1024 vs_f32 <int8 time / f32 time>   (want <= 0.33)
  * The int8 time is the kernel alone (C int32 = A int8 . B^T int8, weights pre-quantized and
  * stored output-channel major, as PTQ stores them); the f32 time is lx_matmul. */
+#include <math.h>
 #include <stdio.h>
 
 #include "common.h"
@@ -91,6 +92,38 @@ int main(void) {
     printf("# decode (emb 512, mlp 2048, 2 layers): f32 %.3g s/token, f32 inside a session matching nothing %.3g, "
            "int8 %.3g s/token\n", df, dn, di);
     printf("llama_decode_int8 vs_f32 %.3f\n", di / df);
+
+    /* accuracy (random-init weights: no trained checkpoint here): the logits' error when one
+     * layer at a time, then every projection and the logits, run in int8 */
+    llama_config fc = cfg;
+    fc.cache_batch = 0;
+    llama_model *fm = NULL;
+    if (llama_model_new(&fc, LLAMA_LINEN_TOP, 0, &fm) != LX_OK) return 1;
+    lx_array *tok = lx_array_new(LX_I32, 2, (int64_t[]){2, 32});
+    for (int64_t i = 0; i < tok->size; i++) lx_i32(tok)[i] = (int32_t)((i * 37 + 11) % 256);
+    lx_array *ref = lx_retain(llama_model_logits(fm, tok, NULL));
+    for (int layer = -1; layer < (int)cfg.num_decoder_layers; layer++) {
+        char re[96];
+        snprintf(re, sizeof re, layer < 0 ? "decoder/(layers_[0-9]+/(mlp|self_attention)/.*|logits_dense)"
+                                          : "decoder/layers_%d/(mlp|self_attention)/.*", layer);
+        lx_qt_rule one[] = {{.module_path = re, .weight_qtype = "int8", .act_qtype = "int8"}};
+        lx_qt_rules *r1 = NULL;
+        lx_qt_session *s = NULL;
+        if (lx_qt_rules_compile(one, 1, &r1) != LX_OK || lx_qt_begin(r1, LX_QT_INT8, &s) != LX_OK) return 1;
+        lx_array *y = llama_model_logits(fm, tok, NULL);
+        lx_qt_end(s);
+        lx_qt_rules_free(r1);
+        double num = 0, den = 0, mx = 0;
+        for (int64_t i = 0; y && i < y->size; i++) {
+            double e = lx_f32(y)[i] - lx_f32(ref)[i];
+            num += e * e, den += (double)lx_f32(ref)[i] * lx_f32(ref)[i], mx = fmax(mx, fabs(e));
+        }
+        printf("# int8 %s: logits relative rms error %.3g, max abs error %.3g\n",
+               layer < 0 ? "all layers + logits_dense" : re, sqrt(num / (den > 0 ? den : 1)), mx);
+    }
+    lx_release(ref);
+    lx_release(tok);
+    llama_model_free(fm);
     lx_release(d.prompt);
     lx_qt_rules_free(rs);
     llama_model_free(m);
