@@ -48,6 +48,9 @@ static void test_fake_and_int8_linear(void) {
 
     lx_qt_session *s = NULL;
     CHECK_EQ_INT(lx_qt_begin(rs, LX_QT_FAKE, &s), LX_OK);
+    lx_qt_session *twice = (lx_qt_session *)0x1;
+    CHECK_FAILS(lx_qt_begin(rs, LX_QT_INT8, &twice), LX_ERR_INVALID_ARGUMENT, "already active on this thread (quantizing twice)");
+    CHECK(twice == (lx_qt_session *)0x1);
     lx_array *yf = nnx_call_array((nnx_module *)l, x);
     CHECK_EQ_INT((int)lx_qt_session_quantized(s), 1);
     CHECK_EQ_INT((int)lx_qt_session_int8(s), 0);

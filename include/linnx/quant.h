@@ -114,7 +114,8 @@ void lx_qt_trace_free(lx_qt_trace *t);
  * Ops a rule matches but whose operands are not float32 are left alone. */
 typedef enum lx_qt_mode { LX_QT_FAKE = 1, LX_QT_INT8 = 2 } lx_qt_mode;
 typedef struct lx_qt_session lx_qt_session;
-/* `rules` is borrowed and must outlive the session. LX_ERR_INVALID_ARGUMENT for another mode. */
+/* `rules` is borrowed and must outlive the session. LX_ERR_INVALID_ARGUMENT for another mode, and
+ * while another session is active on this thread (quantizing twice): nothing is installed. */
 lx_status lx_qt_begin(const lx_qt_rules *rules, lx_qt_mode mode, lx_qt_session **out);
 /* Ops quantized so far: in total, and through the int8 kernel. */
 int64_t lx_qt_session_quantized(const lx_qt_session *s);

@@ -28,6 +28,8 @@ struct lx_qt_session {
     int64_t quantized, int8_ops;
 };
 
+static _Thread_local lx_qt_session *active; /* one session per thread: quantizing twice is refused */
+
 static void no_op(const lx_intercept_event *ev, void *user) {
     (void)ev;
     (void)user;
@@ -204,6 +206,10 @@ lx_status lx_qt_begin(const lx_qt_rules *rules, lx_qt_mode mode, lx_qt_session *
     if (!rules || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin: NULL argument");
     if (mode != LX_QT_FAKE && mode != LX_QT_INT8)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin: unknown mode %d (LX_QT_FAKE or LX_QT_INT8)", (int)mode);
+    if (active)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "qt_begin: a quantization session is already active on this thread (quantizing twice); "
+                       "end it with lx_qt_end first");
     lx_qt_session *s = calloc(1, sizeof *s);
     if (!s) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin: out of memory");
     s->rules = rules;
@@ -219,6 +225,7 @@ lx_status lx_qt_begin(const lx_qt_rules *rules, lx_qt_mode mode, lx_qt_session *
         free(s);
         return st;
     }
+    active = s;
     *out = s;
     return LX_OK;
 }
@@ -228,6 +235,7 @@ int64_t lx_qt_session_int8(const lx_qt_session *s) { return s ? s->int8_ops : 0;
 
 void lx_qt_end(lx_qt_session *s) {
     if (!s) return;
+    if (active == s) active = NULL;
     lx_prim_substitute_remove(s->sub_handle);
     lx_interceptor_remove(s->icpt_handle);
     lx_qt_counters_free(&s->ctr);
