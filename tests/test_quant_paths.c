@@ -150,7 +150,7 @@ static void test_showcase_paths(void) {
 static void test_mha_products(void) {
     nnx_rngs *r = NULL;
     CHECK_EQ_INT(nnx_rngs_from_seed(3, &r), LX_OK);
-    for (int causal = 0; causal < 2; causal++) {
+    for (int rep = 0; rep < 2; rep++) { /* two modules from the same stream: different weights */
         nnx_module *mha = NULL;
         lx_call c = LX_CALL_KWARGS(LX_KW_INT("num_heads", 2), LX_KW_INT("in_features", 4), LX_KW_INT("qkv_features", 4),
                                    LX_KW_BOOL("decode", false));
