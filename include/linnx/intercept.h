@@ -33,7 +33,10 @@ typedef enum lx_operand_role { LX_OPERAND_ACTIVATION = 0, LX_OPERAND_PARAM = 1 }
 
 typedef struct lx_intercept_event {
     const char *path;              /* "decoder/layers_0/mlp/wi_0"; "" at the root */
-    const char *op;                /* "matmul", "dot_general", "conv_general" */
+    const char *op;                /* "matmul", "dot_general", "conv_general", or "einsum": attention's
+                                    * q.k^T (inputs q, k; output the softmax weights, fused). While an
+                                    * interceptor listens, dot_product_attention runs as that einsum
+                                    * then weights.v as a "dot_general", so both products are events. */
     int ninputs;
     lx_array *const *inputs;
     const lx_operand_role *roles;  /* one per input */
@@ -59,6 +62,9 @@ lx_status lx_frame_push(lx_frame_kind kind, const char *name, const void *obj, l
 void lx_frame_pop(void);
 /* The innermost frame's object and kind (NULL / 0 when there is none). */
 const void *lx_frame_top(lx_frame_kind *kind);
+/* Is `a` a Param of the innermost frame (an operand's role as an event would report it)? For
+ * substituters, which run before the op's event exists (quant.h). False with no frame. */
+bool lx_frame_is_param(const lx_array *a);
 /* The current path, joined with '/' ("" with no frames): borrowed, valid until the next push or
  * pop on this thread. An event's `path` is this string, never shortened. */
 const char *lx_frame_current_path(void);

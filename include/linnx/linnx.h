@@ -75,6 +75,14 @@
 #include "linnx/losses.h"
 #include "linnx/metrics.h"
 #include "linnx/train.h"
+#include "linnx/cpu.h"
+#include "linnx/fault.h"
+#include "linnx/quant.h"
+#include "linnx/sampling.h"
+#include "linnx/lm_data.h"
+#include "linnx/plot.h"
+#include "linnx/llama.h"
+#include "linnx/llama_train.h"
 #include "linnx/compat.h"
 
 #endif

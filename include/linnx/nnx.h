@@ -186,6 +186,14 @@ lx_status nnx_call_fn(nnx_module *m, nnx_method_fn fn, const lx_call *call, lx_v
 lx_status nnx_call_method(nnx_module *m, const nnx_method *method, const lx_call *call, lx_value *out);
 /* The common case: one array in, one array out (pool-owned; NULL + message on failure). */
 lx_array *nnx_call_array(nnx_module *m, lx_array *x);
+/* Typed forwards (nnx_linear_forward, llama_dense_general_forward, ...) bracket their body with
+ * these so an interceptor sees the same module frame as through nnx_call: the child's attribute
+ * name in its parent and its Params as parameters (issue 13: inside a ToLinen wrapper a typed
+ * call used to show the wrapper's path with two activations). enter returns 1 when it pushed a
+ * frame, 0 when none is needed (m NULL, or m already the innermost frame), -1
+ * when the push failed (out of memory, message set); pass its result to nnx_frame_leave. */
+int nnx_frame_enter(nnx_module *m);
+void nnx_frame_leave(int entered);
 const nnx_method *nnx_find_method(const nnx_type *type, const char *name);
 
 /* ---- filters ---- */

@@ -47,7 +47,8 @@ static _Thread_local int ninterceptors, next_id = 1, observer_handle;
 
 /* The primitives an interceptor sees: the contractions quantization rewrites. */
 static bool intercepted_op(const char *op) {
-    return strcmp(op, "matmul") == 0 || strcmp(op, "dot_general") == 0 || strcmp(op, "conv_general") == 0;
+    return strcmp(op, "matmul") == 0 || strcmp(op, "dot_general") == 0 || strcmp(op, "conv_general") == 0 ||
+           strcmp(op, "dot_product_attention_weights") == 0;
 }
 
 static void on_primitive(const lx_prim_event *ev, void *user) {
@@ -67,7 +68,11 @@ static void on_primitive(const lx_prim_event *ev, void *user) {
     char local[256], *path = len <= sizeof local ? local : malloc(len);
     if (!path) return; /* out of memory: the op itself is unaffected, the event is dropped */
     memcpy(path, cur, len);
-    lx_intercept_event e = {path, ev->op, n, ev->inputs, roles, ev->output, ev->nattrs, ev->attrs};
+    /* attention's q.k^T (with the softmax fused: the output is the weights) is Flax's first
+     * einsum; weights.v follows as a dot_general (attention.c decomposes while intercepting) */
+    bool qk = strcmp(ev->op, "dot_product_attention_weights") == 0;
+    if (qk) n = 2;
+    lx_intercept_event e = {path, qk ? "einsum" : ev->op, n, ev->inputs, roles, ev->output, ev->nattrs, ev->attrs};
     for (int i = 0; i < ninterceptors; i++) interceptors[i].fn(&e, interceptors[i].user);
     if (path != local) free(path);
 }
@@ -207,6 +212,11 @@ const char *lx_frame_current_path(void) {
     path[len] = '\0';
     path_valid = true;
     return path;
+}
+
+bool lx_frame_is_param(const lx_array *a) {
+    const frame *top = nframes > 0 ? &frames[nframes - 1] : NULL;
+    return top && top->is_param && a && top->is_param(top->obj, a);
 }
 
 const char *lx_frame_path(char *buf, size_t cap) {

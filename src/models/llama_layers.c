@@ -183,13 +183,22 @@ static lx_status rms_norm_init(nnx_module *self, const lx_call *call, nnx_rngs *
                       &m->scale);
 }
 
-lx_array *llama_rms_norm_forward(nnx_module *self, lx_array *x) {
+static lx_array *llama_rms_norm_forward_unframed(nnx_module *self, lx_array *x) {
     if (!x) return NULL;
     rms_norm_mod *m = (rms_norm_mod *)self;
     /* x * rsqrt(mean(x^2, -1) + eps), then * scale (MaxText's order: normalise, then scale) */
     lx_array *ms = lx_mean(lx_square(x), LX_AXES(-1), true);
     lx_array *y = lx_mul(x, lx_rsqrt(lx_add_scalar(ms, (float)m->cfg.epsilon)));
     return lx_mul(y, var_value(m->scale));
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *llama_rms_norm_forward(nnx_module *self, lx_array *x) {
+    int framed = nnx_frame_enter((nnx_module *)self);
+    if (framed < 0) return NULL;
+    lx_array *y = llama_rms_norm_forward_unframed(self, x);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status rms_norm_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -263,7 +272,7 @@ static lx_status dense_init(nnx_module *self, const lx_call *call, nnx_rngs *rng
     return make_param(rngs, &init, nin + nout, shape, &c->kernel_axes, c->depth_scaling, &m->kernel);
 }
 
-lx_array *llama_dense_general_forward(nnx_module *self, lx_array *x) {
+static lx_array *llama_dense_general_forward_unframed(nnx_module *self, lx_array *x) {
     if (!x) return NULL;
     dense_mod *m = (dense_mod *)self;
     int n = m->cfg.axis.n;
@@ -274,6 +283,15 @@ lx_array *llama_dense_general_forward(nnx_module *self, lx_array *x) {
         rhs[i] = i;
     }
     return lx_dot_general(x, var_value(m->kernel), n, lhs, rhs, 0, NULL, NULL);
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *llama_dense_general_forward(nnx_module *self, lx_array *x) {
+    int framed = nnx_frame_enter((nnx_module *)self);
+    if (framed < 0) return NULL;
+    lx_array *y = llama_dense_general_forward_unframed(self, x);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status dense_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -323,7 +341,7 @@ static lx_status embed_init(nnx_module *self, const lx_call *call, nnx_rngs *rng
                       &axes, 1.0, &m->embedding);
 }
 
-lx_array *llama_embed_forward(nnx_module *self, lx_array *tokens) {
+static lx_array *llama_embed_forward_unframed(nnx_module *self, lx_array *tokens) {
     if (!tokens) return NULL;
     embed_mod *m = (embed_mod *)self;
     if (tokens->dtype != LX_I32) {
@@ -331,6 +349,15 @@ lx_array *llama_embed_forward(nnx_module *self, lx_array *tokens) {
         return NULL;
     }
     return lx_take(var_value(m->embedding), tokens, 0);
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *llama_embed_forward(nnx_module *self, lx_array *tokens) {
+    int framed = nnx_frame_enter((nnx_module *)self);
+    if (framed < 0) return NULL;
+    lx_array *y = llama_embed_forward_unframed(self, tokens);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status embed_call(nnx_module *self, const lx_call *c, lx_value *out) {
@@ -569,7 +596,7 @@ static lx_array *attention_mask(int64_t B, int64_t S, int64_t L, int64_t offset,
     return m;
 }
 
-lx_array *llama_attention_forward(nnx_module *self, lx_array *x, lx_array *positions, lx_array *segment_ids,
+static lx_array *llama_attention_forward_unframed(nnx_module *self, lx_array *x, lx_array *positions, lx_array *segment_ids,
                                   bool use_cache) {
     if (!x || !positions) return NULL;
     attention_mod *m = (attention_mod *)self;
@@ -651,6 +678,16 @@ lx_array *llama_attention_forward(nnx_module *self, lx_array *x, lx_array *posit
     return llama_dense_general_forward(m->out, o);
 }
 
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *llama_attention_forward(nnx_module *self, lx_array *x, lx_array *positions, lx_array *segment_ids,
+                                  bool use_cache) {
+    int framed = nnx_frame_enter((nnx_module *)self);
+    if (framed < 0) return NULL;
+    lx_array *y = llama_attention_forward_unframed(self, x, positions, segment_ids, use_cache);
+    nnx_frame_leave(framed);
+    return y;
+}
+
 /* ------------------------------------------------------------------ MlpBlock */
 
 typedef struct {
@@ -671,11 +708,20 @@ static lx_status mlp_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs)
     return dense_child(rngs, 1, &M, 1, &E, 1, (int64_t[]){-1}, 2, out_axes, false, 1.0, &m->wo);
 }
 
-lx_array *llama_mlp_forward(nnx_module *self, lx_array *x) {
+static lx_array *llama_mlp_forward_unframed(nnx_module *self, lx_array *x) {
     mlp_mod *m = (mlp_mod *)self;
     /* silu(x W0) * (x W1), then W_o (activations ("silu", "linear")) */
     lx_array *h = lx_mul(lx_silu(llama_dense_general_forward(m->wi_0, x)), llama_dense_general_forward(m->wi_1, x));
     return llama_dense_general_forward(m->wo, h);
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *llama_mlp_forward(nnx_module *self, lx_array *x) {
+    int framed = nnx_frame_enter((nnx_module *)self);
+    if (framed < 0) return NULL;
+    lx_array *y = llama_mlp_forward_unframed(self, x);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 /* ------------------------------------------------------------------ call arguments */
@@ -729,7 +775,7 @@ static lx_status layer_init(nnx_module *self, const lx_call *call, nnx_rngs *rng
     return dropout_fork(rngs); /* self.dropout = Dropout(rate, broadcast_dims=(-2,), rngs=rngs) */
 }
 
-lx_array *llama_layer_forward(nnx_module *self, lx_array *x, lx_array *positions, lx_array *segment_ids,
+static lx_array *llama_layer_forward_unframed(nnx_module *self, lx_array *x, lx_array *positions, lx_array *segment_ids,
                               bool use_cache) {
     layer_mod *m = (layer_mod *)self;
     lx_array *lnx = llama_rms_norm_forward(m->pre_self_attention_layer_norm, x);
@@ -737,6 +783,16 @@ lx_array *llama_layer_forward(nnx_module *self, lx_array *x, lx_array *positions
     lx_array *h = lx_add(x, attn);
     lx_array *mlp = llama_mlp_forward(m->mlp, llama_rms_norm_forward(m->post_self_attention_layer_norm, h));
     return lx_add(mlp, h);
+}
+
+/* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
+lx_array *llama_layer_forward(nnx_module *self, lx_array *x, lx_array *positions, lx_array *segment_ids,
+                              bool use_cache) {
+    int framed = nnx_frame_enter((nnx_module *)self);
+    if (framed < 0) return NULL;
+    lx_array *y = llama_layer_forward_unframed(self, x, positions, segment_ids, use_cache);
+    nnx_frame_leave(framed);
+    return y;
 }
 
 static lx_status layer_call(nnx_module *self, const lx_call *c, lx_value *out) {

@@ -473,8 +473,13 @@ lx_array *llama_model_forward(llama_model *m, lx_array *tokens, lx_array *positi
         if (!positions) return NULL;
     }
     const char *mode = decode ? LLAMA_MODE_AUTOREGRESSIVE : LLAMA_MODE_TRAIN;
-    if (m->style == LLAMA_NNX_TOP)
-        return nnx_transformer_forward(m->nnx, tokens, positions, segment_ids, mode, decode);
+    if (m->style == LLAMA_NNX_TOP) { /* in the top module's frame, so its children are named */
+        int framed = nnx_frame_enter(m->nnx);
+        if (framed < 0) return NULL;
+        lx_array *y = nnx_transformer_forward(m->nnx, tokens, positions, segment_ids, mode, decode);
+        nnx_frame_leave(framed);
+        return y;
+    }
     lx_value args[4] = {lx_array_v(tokens), lx_array_v(positions), seg_value(segment_ids), lx_str_v(mode)};
     lx_call c = {4, args, 0, NULL};
     static const char *const cache_cols[] = {"cache"};

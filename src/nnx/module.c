@@ -645,6 +645,10 @@ void nnx_frame_leave_(int entered, bool ok) {
     if (entered > 0) lx_frame_leave_(ok ? LX_OK : LX_ERR_INTERNAL);
 }
 
+int nnx_frame_enter(nnx_module *m) { return nnx_frame_enter_(m); }
+
+void nnx_frame_leave(int entered) { nnx_frame_leave_(entered, !lx_error_pending()); }
+
 lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
     if (!m || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call: NULL argument");
     return call_framed(m, method, NULL, call, out);

@@ -17,6 +17,9 @@
 #include "linnx/threads.h"
 #include "nn_internal.h"
 #include "linnx/autodiff.h"
+#include "linnx/intercept.h"
+#include "linnx/linalg.h"
+#include "linnx/ops.h"
 #include "op_internal.h"
 
 #define Q_BLOCK 128
@@ -211,9 +214,36 @@ static lx_array *attention_op(const char *op, lx_array *q, lx_array *k, lx_array
     return out;
 }
 
+/* While an op interceptor listens (intercept.h), attention runs as its two products so each is an
+ * event with operand roles, as Qwix sees Flax's two einsums: the weights primitive (reported as
+ * "einsum" of q and k, intercept.c) and weights . v as a dot_general. GQA groups the H query heads
+ * by the G kv heads: w (b.., G, H/G, T, S) . v (b.., S, G, dv) batched over (b.., G). */
+static lx_array *attention_decomposed(lx_array *q, lx_array *k, lx_array *v, lx_array *bias, lx_array *mask,
+                                      bool causal, float scale) {
+    int n = q->ndim, nb = n - 3;
+    if (n < 3 || k->ndim != n || v->ndim != n || k->shape[n - 2] == 0 || q->shape[n - 2] % k->shape[n - 2] != 0)
+        return attention_op("dot_product_attention", q, k, v, bias, mask, causal, scale); /* its errors */
+    lx_array *w = lx_dot_product_attention_weights(q, k, bias, mask, causal, scale);
+    if (!w) return NULL;
+    int64_t H = q->shape[n - 2], T = q->shape[n - 3], S = k->shape[n - 3], G = k->shape[n - 2], dv = v->shape[n - 1];
+    int64_t ws[LX_MAX_DIMS + 1], lb[LX_MAX_DIMS], rb[LX_MAX_DIMS], perm[LX_MAX_DIMS + 1], os[LX_MAX_DIMS];
+    for (int i = 0; i < nb; i++) ws[i] = os[i] = q->shape[i], lb[i] = rb[i] = i;
+    ws[nb] = G, ws[nb + 1] = H / G, ws[nb + 2] = T, ws[nb + 3] = S;
+    lb[nb] = nb, rb[nb] = nb + 1;
+    lx_array *wg = lx_reshape(w, n + 1, ws);
+    /* result (b.., G, H/G, T, dv) -> (b.., T, G, H/G, dv) -> (b.., T, H, dv) */
+    lx_array *o = lx_dot_general(wg, v, 1, (int64_t[]){n}, (int64_t[]){nb}, nb + 1, lb, rb);
+    for (int i = 0; i < nb; i++) perm[i] = i;
+    perm[nb] = nb + 2, perm[nb + 1] = nb, perm[nb + 2] = nb + 1, perm[nb + 3] = nb + 3;
+    os[nb] = T, os[nb + 1] = H, os[nb + 2] = dv;
+    return lx_reshape(lx_transpose(o, n + 1, perm), n, os);
+}
+
 lx_array *lx_dot_product_attention(lx_array *q, lx_array *k, lx_array *v, lx_array *bias, lx_array *mask,
                                    bool causal, float scale) {
     LX_OP_INPUTS("dot_product_attention", q, k, v);
+    if (lx_intercepting() && q->dtype == LX_F32 && !lx_is_abstract(q) && !lx_is_abstract(k) && !lx_is_abstract(v))
+        return attention_decomposed(q, k, v, bias, mask, causal, scale);
     return attention_op("dot_product_attention", q, k, v, bias, mask, causal, scale);
 }
 

@@ -1,0 +1,135 @@
+/* int8 GEMM against the float32 GEMM at n = 1024, both measured in this run (issue 13):
+ *   matmul_int8_1024 vs_f32 <int8 time / f32 time>   (want <= 0.33)
+ * The int8 time is the kernel alone (C int32 = A int8 . B^T int8, weights pre-quantized and
+ * stored output-channel major, as PTQ stores them); the f32 time is lx_matmul. */
+#include <math.h>
+#include <stdio.h>
+
+#include "common.h"
+#include "linnx/linnx.h"
+#include "linnx/llama.h"
+#include "linnx/quant.h"
+
+typedef struct {
+    lx_array *a, *b;
+    int8_t *qa, *qb;
+    int32_t *c;
+    int64_t n;
+} ctx_t;
+
+static void run_f32(void *p) {
+    ctx_t *c = p;
+    size_t mark = lx_pool_open();
+    (void)lx_matmul(c->a, c->b);
+    lx_pool_close(mark);
+}
+typedef struct {
+    llama_model *m;
+    lx_array *prompt;
+    const lx_qt_rules *rules; /* NULL: float32 */
+} dec_t;
+
+static void run_decode(void *p) {
+    dec_t *d = p;
+    size_t mark = lx_pool_open();
+    lx_qt_session *s = NULL;
+    if (d->rules && lx_qt_begin(d->rules, LX_QT_INT8, &s) != LX_OK) fprintf(stderr, "bench quant: %s\n", lx_last_error());
+    lx_sampling greedy = {0, 0};
+    if (!llama_generate(d->m, d->prompt, 33, &greedy, lx_key_from_seed(0)))
+        fprintf(stderr, "bench quant: %s\n", lx_last_error());
+    lx_qt_end(s);
+    lx_pool_close(mark);
+}
+
+static void run_i8(void *p) {
+    ctx_t *c = p;
+    (void)lx_i8_gemm(LX_I8_AUTO, c->n, c->n, c->n, c->qa, c->qb, c->c);
+}
+
+int main(void) {
+    const int64_t n = 1024;
+    ctx_t c = {.n = n};
+    c.a = lx_array_full_f32(2, (int64_t[]){n, n}, 0.5f);
+    c.b = lx_array_full_f32(2, (int64_t[]){n, n}, 0.25f);
+    c.qa = malloc((size_t)(n * n));
+    c.qb = malloc((size_t)(n * n));
+    c.c = malloc(sizeof(int32_t) * (size_t)(n * n));
+    for (int64_t i = 0; i < n * n; i++) c.qa[i] = (int8_t)(i % 255 - 127), c.qb[i] = (int8_t)((i * 7) % 255 - 127);
+    double tf = bench_median(run_f32, &c, 1, 5, 1);
+    double ti = bench_median(run_i8, &c, 1, 5, 1);
+    printf("# int8 kernel: %s; f32 %.4f s, int8 %.4f s; %.1f vs %.1f GMAC/s\n", lx_i8_kernel_name(LX_I8_AUTO), tf, ti,
+           1e-9 * (double)(n * n * n) / tf, 1e-9 * (double)(n * n * n) / ti);
+    printf("matmul_int8_1024 vs_f32 %.3f\n", ti / tf);
+
+    /* batch-1 decode with the KV cache (prefill 16, then 32 steps), every projection and the
+     * logits in int8 (weights per channel, activations per tensor); the attention products stay
+     * float. A decoder wider than the tiny showcase so the GEMVs dominate. */
+    llama_config cfg = llama_config_tiny();
+    cfg.emb_dim = 512, cfg.mlp_dim = 2048, cfg.num_query_heads = 8, cfg.num_kv_heads = 8, cfg.head_dim = 64;
+    cfg.num_decoder_layers = 2, cfg.max_target_length = 64, cfg.cache_batch = 1;
+    llama_model *m = NULL;
+    if (llama_model_new(&cfg, LLAMA_LINEN_TOP, 0, &m) != LX_OK) {
+        fprintf(stderr, "bench quant: %s\n", lx_last_error());
+        return 1;
+    }
+    lx_qt_rule rules[] = {
+        {.module_path = "decoder/layers_[0-9]+/(mlp|self_attention)/.*", .weight_qtype = "int8", .act_qtype = "int8"},
+        {.module_path = "decoder/logits_dense", .weight_qtype = "int8", .act_qtype = "int8"},
+    };
+    lx_qt_rules *rs = NULL;
+    if (lx_qt_rules_compile(rules, 2, &rs) != LX_OK) return 1;
+    dec_t d = {m, lx_array_new(LX_I32, 2, (int64_t[]){1, 16}), NULL};
+    for (int64_t i = 0; i < 16; i++) lx_i32(d.prompt)[i] = (int32_t)((i * 53 + 7) % 256);
+    double df = bench_median(run_decode, &d, 1, 5, 1) / 32;
+    lx_qt_rule nothing[] = {{.module_path = "nothing", .weight_qtype = "int8"}};
+    lx_qt_rules *rn = NULL;
+    if (lx_qt_rules_compile(nothing, 1, &rn) != LX_OK) return 1;
+    d.rules = rn; /* the session's own cost: module frames and rule matching, nothing quantized */
+    double dn = bench_median(run_decode, &d, 1, 5, 1) / 32;
+    d.rules = rs;
+    double di = bench_median(run_decode, &d, 1, 5, 1) / 32;
+    lx_qt_rules_free(rn);
+    printf("# decode (emb 512, mlp 2048, 2 layers): f32 %.3g s/token, f32 inside a session matching nothing %.3g, "
+           "int8 %.3g s/token\n", df, dn, di);
+    printf("llama_decode_int8 vs_f32 %.3f\n", di / df);
+
+    /* accuracy (random-init weights: no trained checkpoint here): the logits' error when one
+     * layer at a time, then every projection and the logits, run in int8 */
+    llama_config fc = cfg;
+    fc.cache_batch = 0;
+    llama_model *fm = NULL;
+    if (llama_model_new(&fc, LLAMA_LINEN_TOP, 0, &fm) != LX_OK) return 1;
+    lx_array *tok = lx_array_new(LX_I32, 2, (int64_t[]){2, 32});
+    for (int64_t i = 0; i < tok->size; i++) lx_i32(tok)[i] = (int32_t)((i * 37 + 11) % 256);
+    lx_array *ref = lx_retain(llama_model_logits(fm, tok, NULL));
+    for (int layer = -1; layer < (int)cfg.num_decoder_layers; layer++) {
+        char re[96];
+        snprintf(re, sizeof re, layer < 0 ? "decoder/(layers_[0-9]+/(mlp|self_attention)/.*|logits_dense)"
+                                          : "decoder/layers_%d/(mlp|self_attention)/.*", layer);
+        lx_qt_rule one[] = {{.module_path = re, .weight_qtype = "int8", .act_qtype = "int8"}};
+        lx_qt_rules *r1 = NULL;
+        lx_qt_session *s = NULL;
+        if (lx_qt_rules_compile(one, 1, &r1) != LX_OK || lx_qt_begin(r1, LX_QT_INT8, &s) != LX_OK) return 1;
+        lx_array *y = llama_model_logits(fm, tok, NULL);
+        lx_qt_end(s);
+        lx_qt_rules_free(r1);
+        double num = 0, den = 0, mx = 0;
+        for (int64_t i = 0; y && i < y->size; i++) {
+            double e = lx_f32(y)[i] - lx_f32(ref)[i];
+            num += e * e, den += (double)lx_f32(ref)[i] * lx_f32(ref)[i], mx = fmax(mx, fabs(e));
+        }
+        printf("# int8 %s: logits relative rms error %.3g, max abs error %.3g\n",
+               layer < 0 ? "all layers + logits_dense" : re, sqrt(num / (den > 0 ? den : 1)), mx);
+    }
+    lx_release(ref);
+    lx_release(tok);
+    llama_model_free(fm);
+    lx_release(d.prompt);
+    lx_qt_rules_free(rs);
+    llama_model_free(m);
+    lx_pool_drain();
+    lx_release(c.a);
+    lx_release(c.b);
+    free(c.qa), free(c.qb), free(c.c);
+    return 0;
+}

@@ -1,0 +1,130 @@
+/* linnx/quant.h - quantization the Qwix way: rules matched against module paths, int8 kernels.
+ *
+ * Rules (Qwix's QtRule): tried in order; the first whose `module_path` regex fully matches the
+ * '/'-joined module path an interceptor reports (intercept.h: "decoder/layers_0/mlp/wi_0") and
+ * whose `op_names` contains the op's name - plain ("dot_general") or counted per module in call
+ * order ("dot_general0", "dot_general1": the module's first, second dot_general) - applies; no
+ * rule, no quantization. POSIX extended regular expressions, anchored at both ends.
+ *
+ * int8 kernels: C (M, N) int32 = A (M, K) int8 . B^T where B is (N, K) int8 (a weight stored
+ * output channel major, as quantized per output channel). Every variant computes the exact int32
+ * sum for inputs in [-127, 127] (what symmetric quantization produces); -128 is outside the
+ * contract of the fast paths (the portable one is exact for it too). Variants:
+ *   LX_I8_PORTABLE  plain C, any CPU;
+ *   LX_I8_AVX2      vpmaddubsw on (|a|, sign(b, a)) then vpmaddwd into int32 (pairs stay below
+ *                   2*127*127 = 32258, so the int16 saturation never triggers);
+ *   LX_I8_VNNI      AVX-512 VNNI vpdpbusd on (a + 128 as u8, b), minus 128 * sum_k b[n, k]
+ *                   precomputed per output channel (the u8/s8 offset trick).
+ * LX_I8_AUTO picks the best the running CPU supports (__builtin_cpu_supports).
+ *
+ * Errors are values (status.h); nothing here prints.
+ */
+#ifndef LINNX_QUANT_H
+#define LINNX_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "linnx/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
+
+/* ---- int8 GEMM ---- */
+typedef enum lx_i8_kernel { LX_I8_AUTO = 0, LX_I8_PORTABLE = 1, LX_I8_AVX2 = 2, LX_I8_VNNI = 3 } lx_i8_kernel;
+
+/* Can this CPU run `k` (AUTO and PORTABLE: always)? */
+bool lx_i8_kernel_supported(lx_i8_kernel k);
+/* "portable", "avx2", "avx512_vnni"; AUTO resolves to the one it picks. */
+const char *lx_i8_kernel_name(lx_i8_kernel k);
+/* c[m*N + n] = sum_k a[m*K + k] * bt[n*K + k] in int32, with kernel `k` (LX_ERR_UNSUPPORTED when
+ * the CPU lacks it; nothing written). Sizes may be 0; M, N, K >= 0. */
+lx_status lx_i8_gemm(lx_i8_kernel k, int64_t M, int64_t N, int64_t K, const int8_t *a, const int8_t *bt,
+                     int32_t *c);
+
+/* ---- symmetric quantization ---- */
+/* Per row of x (rows, cols) float32: scale[r] = max|x[r, :]| / 127 (1 when the row is all zeros),
+ * q = clamp(round_half_even(x / scale), -127, 127). */
+void lx_quantize_rows_i8(int64_t rows, int64_t cols, const float *x, int8_t *q, float *scale);
+/* The same with one scale per `tile` consecutive columns of a row: scale[r * ntiles + t],
+ * ntiles = ceil(cols / tile). tile >= 1. */
+void lx_quantize_tiles_i8(int64_t rows, int64_t cols, int64_t tile, const float *x, int8_t *q, float *scale);
+
+/* ---- rules ---- */
+typedef struct lx_qt_rule {
+    const char *module_path;  /* POSIX ERE matched against the whole path; NULL = ".*" */
+    const char *op_names;     /* comma separated: "dot_general", "dot_general0,einsum"; NULL = any */
+    const char *weight_qtype; /* "int8" or NULL (weights stay float) */
+    const char *act_qtype;    /* "int8" or NULL (activations stay float) */
+    int64_t tile_size;        /* 0: one scale per output channel; > 0: per tile of the contraction */
+    bool act_static_scale;    /* activations use a calibrated scale (quant_stats) instead of the
+                               * per-call max */
+} lx_qt_rule;
+
+typedef struct lx_qt_rules lx_qt_rules;
+/* Compile `n` rules (copied). A regex that does not compile is LX_ERR_INVALID_ARGUMENT naming the
+ * rule and regerror's text; a qtype other than "int8" (or NULL) is LX_ERR_UNSUPPORTED; a negative
+ * tile size is LX_ERR_INVALID_ARGUMENT. *out untouched on failure. */
+lx_status lx_qt_rules_compile(const lx_qt_rule *rules, int n, lx_qt_rules **out);
+void lx_qt_rules_free(lx_qt_rules *r);
+int lx_qt_rules_count(const lx_qt_rules *r);
+const lx_qt_rule *lx_qt_rules_get(const lx_qt_rules *r, int i);
+/* The index of the first rule matching (path, op, the op's count in its module), or -1. */
+int lx_qt_rules_match(const lx_qt_rules *r, const char *path, const char *op, int count);
+
+/* ---- a dry run: which ops the rules hit ----
+ * lx_qt_trace_begin registers an interceptor on this thread that records every contraction
+ * (path, op with its per-module count, operand roles) and the rule it matches; run the model,
+ * then lx_qt_trace_end. Counts restart each time a module's frame is entered again. */
+typedef struct lx_qt_hit {
+    char *path;   /* "decoder/layers_0/mlp/wi_0" */
+    char *op;     /* counted: "dot_general0" */
+    int rule;     /* index of the rule applied, -1: none */
+    bool weight;  /* some operand is a Param of the module */
+} lx_qt_hit;
+typedef struct lx_qt_trace lx_qt_trace;
+lx_status lx_qt_trace_begin(const lx_qt_rules *rules, lx_qt_trace **out);
+/* Stop recording (the trace stays readable until freed). For every rule that matched nothing, a
+ * warning is appended to `warn` (if not NULL, cap bytes, always terminated) listing the paths
+ * seen: "rule 1 (module_path 'decoder/layers_9/.*') matched nothing; paths seen: ...". Returns the
+ * number of such rules. */
+int lx_qt_trace_end(lx_qt_trace *t, char *warn, size_t cap);
+int lx_qt_trace_count(const lx_qt_trace *t);
+const lx_qt_hit *lx_qt_trace_get(const lx_qt_trace *t, int i);
+void lx_qt_trace_free(lx_qt_trace *t);
+
+/* ---- running a model quantized ----
+ * lx_qt_begin installs, on this thread, a substituter (primitive.h) and an interceptor (so module
+ * frames are kept) that quantize the contractions (matmul, dot_general) the rules select; run the
+ * model as usual, then lx_qt_end. For a matched op, an operand that is a Param of the innermost
+ * module is a weight (weight_qtype applies: one scale per output channel, i.e. the max over its
+ * contraction axes, or per tile_size rows of a single contraction axis), any other operand an
+ * activation (act_qtype: one scale per tensor, the max of this call).
+ *   LX_QT_FAKE  QAT: the operand becomes x + stop_gradient(fq(x) - x), fq the quantize-dequantize
+ *               round trip, so the forward sees the quantized values and the backward passes the
+ *               gradient straight through (the straight-through estimator).
+ *   LX_QT_INT8  inference with the int8 kernel: a Dense-like dot_general (weight second, its
+ *               leading axes contracted with the activation's trailing ones, no batch axes) with
+ *               both qtypes set is computed as int8 x int8 -> int32 and rescaled by
+ *               scale_act * scale_weight[channel]; the weight's int8 copy is made once and kept
+ *               for the session. Other matched ops, and every op while a tape records, fall back
+ *               to LX_QT_FAKE, whose outputs equal LX_QT_INT8's up to float summation order.
+ * Ops a rule matches but whose operands are not float32 are left alone. */
+typedef enum lx_qt_mode { LX_QT_FAKE = 1, LX_QT_INT8 = 2 } lx_qt_mode;
+typedef struct lx_qt_session lx_qt_session;
+/* `rules` is borrowed and must outlive the session. LX_ERR_INVALID_ARGUMENT for another mode, and
+ * while another session is active on this thread (quantizing twice): nothing is installed. */
+lx_status lx_qt_begin(const lx_qt_rules *rules, lx_qt_mode mode, lx_qt_session **out);
+/* Ops quantized so far: in total, and through the int8 kernel. */
+int64_t lx_qt_session_quantized(const lx_qt_session *s);
+int64_t lx_qt_session_int8(const lx_qt_session *s);
+void lx_qt_end(lx_qt_session *s);
+
+#pragma GCC visibility pop
+#ifdef __cplusplus
+}
+#endif
+#endif

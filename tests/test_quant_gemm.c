@@ -1,0 +1,83 @@
+/* int8 GEMM variants against a reference int64 loop (exact), and the symmetric quantizers
+ * against hand-computed values (issue 13). */
+#include "lx_test.h"
+#include "linnx/quant.h"
+
+static uint64_t rng = 88172645463325252ull;
+static int8_t r8(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (int8_t)((int)(rng % 255) - 127); /* [-127, 127] */
+}
+
+static void check_variant(lx_i8_kernel k, int64_t M, int64_t N, int64_t K, bool extremes) {
+    int8_t *a = malloc((size_t)(M * K + 1)), *b = malloc((size_t)(N * K + 1));
+    int32_t *c = malloc(sizeof(int32_t) * (size_t)(M * N + 1));
+    for (int64_t i = 0; i < M * K; i++) a[i] = extremes ? (i % 3 ? -127 : 127) : r8();
+    for (int64_t i = 0; i < N * K; i++) b[i] = extremes ? (i % 5 ? -127 : 127) : r8();
+    CHECK_EQ_INT(lx_i8_gemm(k, M, N, K, a, b, c), LX_OK);
+    int64_t bad = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            int64_t s = 0;
+            for (int64_t j = 0; j < K; j++) s += (int64_t)a[m * K + j] * b[n * K + j];
+            bad += s != c[m * N + n];
+        }
+    if (bad) fprintf(stderr, "  %s M=%lld N=%lld K=%lld: %lld wrong\n", lx_i8_kernel_name(k), (long long)M,
+                     (long long)N, (long long)K, (long long)bad);
+    CHECK_EQ_INT((int)bad, 0);
+    free(a), free(b), free(c);
+}
+
+static void test_variants_exact(void) {
+    const int64_t shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {2, 4, 32}, {5, 9, 33}, {7, 6, 64}, {4, 13, 100},
+                                 {17, 11, 257}, {1, 64, 1024}, {33, 3, 129}};
+    for (int k = LX_I8_AUTO; k <= LX_I8_VNNI; k++) {
+        if (!lx_i8_kernel_supported((lx_i8_kernel)k)) {
+            /* the VNNI kernel on an AVX2-only CPU: refused, nothing written */
+            int32_t c = 42;
+            int8_t one = 1;
+            CHECK_FAILS(lx_i8_gemm((lx_i8_kernel)k, 1, 1, 1, &one, &one, &c), LX_ERR_UNSUPPORTED, "cannot run");
+            CHECK_EQ_INT(c, 42);
+            fprintf(stderr, "  (%s not supported by this CPU: not run)\n", lx_i8_kernel_name((lx_i8_kernel)k));
+            continue;
+        }
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            check_variant((lx_i8_kernel)k, shapes[s][0], shapes[s][1], shapes[s][2], false);
+        check_variant((lx_i8_kernel)k, 3, 5, 2048, true); /* the largest magnitudes everywhere */
+    }
+    /* -128 is exact in the portable kernel */
+    int8_t a[2] = {-128, -128}, b[2] = {-128, 127};
+    int32_t c = 0;
+    CHECK_EQ_INT(lx_i8_gemm(LX_I8_PORTABLE, 1, 1, 2, a, b, &c), LX_OK);
+    CHECK_EQ_INT(c, 16384 - 16256);
+    CHECK_FAILS(lx_i8_gemm(LX_I8_PORTABLE, -1, 1, 1, a, b, &c), LX_ERR_INVALID_ARGUMENT, "sizes must be >= 0");
+    CHECK_EQ_INT(lx_i8_gemm(LX_I8_AUTO, 0, 4, 4, NULL, NULL, NULL), LX_OK);
+}
+
+static void test_quantizers(void) {
+    /* row 0: max 2.54 -> scale 0.02; 1.0 / 0.02 = 50, -2.54 -> -127, 0.01 -> 0.5 -> 0 (half even),
+     * 0.03 -> 1.5 -> 2. Row 1 all zero: scale 1, zeros. */
+    float x[8] = {1.0f, -2.54f, 0.01f, 0.03f, 0, 0, 0, 0};
+    int8_t q[8];
+    float s[2];
+    lx_quantize_rows_i8(2, 4, x, q, s);
+    CHECK_NEAR(s[0], 0.02f, 1e-7);
+    CHECK_EQ_INT(q[0], 50);
+    CHECK_EQ_INT(q[1], -127);
+    CHECK_EQ_INT(q[3], 2);
+    CHECK_EQ_INT(s[1], 1);
+    CHECK_EQ_INT(q[5], 0);
+    /* tiles of 2: [1, -2.54] scale 0.02; [0.01, 0.03] scale 0.03/127 -> 0.01 -> 42.33 -> 42, 0.03 -> 127 */
+    float st[4];
+    lx_quantize_tiles_i8(2, 4, 2, x, q, st);
+    CHECK_NEAR(st[0], 0.02f, 1e-7);
+    CHECK_NEAR(st[1], 0.03f / 127, 1e-9);
+    CHECK_EQ_INT(q[2], 42);
+    CHECK_EQ_INT(q[3], 127);
+}
+
+int main(void) {
+    RUN(test_variants_exact);
+    RUN(test_quantizers);
+    return lx_test_finish();
+}

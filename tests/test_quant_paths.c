@@ -1,0 +1,186 @@
+/* Issue 13 (a): every way of calling an NNX child pushes its module frame, so inside a to_linen
+ * wrapper an interceptor sees `ToLinen_0/l1` with (activation, param), never the wrapper's path
+ * with two activations; (b) the attention products are dot-like events with operand roles. */
+#include "lx_test.h"
+#include "linnx/llama.h"
+
+typedef struct {
+    int n;
+    char lines[64][160];
+} log_t;
+
+static void log_op(const lx_intercept_event *ev, void *user) {
+    log_t *l = user;
+    if (l->n == 64) return;
+    char roles[16] = "";
+    for (int i = 0; i < ev->ninputs && i < 8; i++) strcat(roles, ev->roles[i] == LX_OPERAND_PARAM ? "P" : "a");
+    snprintf(l->lines[l->n++], sizeof l->lines[0], "%s %s %s", ev->path, ev->op, roles);
+}
+
+/* An NNX module with one child Linear `l1`, called in one of four styles. */
+typedef struct {
+    nnx_module base;
+    nnx_module *l1;
+    int64_t style;
+} two_mod;
+
+static lx_status two_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs) {
+    (void)c;
+    return nnx_linear_new(4, 3, rngs, (nnx_linear **)&((two_mod *)m)->l1);
+}
+/* A method given as a function (ToLinen's nnx_method=): the typed forward on the module. */
+static lx_status linear_fn(nnx_module *m, const lx_call *c, lx_value *out) {
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    return linen_return_array(out, nnx_linear_forward((nnx_linear *)m, x));
+}
+static int style_now; /* which calling style the next call uses */
+static lx_status two_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    nnx_module *l1 = ((two_mod *)m)->l1;
+    lx_call cx = LX_ARGS(x);
+    switch (style_now) {
+    case 0: return linen_return_array(out, nnx_linear_forward((nnx_linear *)l1, x)); /* typed forward */
+    case 1: return linen_return_array(out, nnx_call_array(l1, x));
+    case 2: return nnx_call(l1, NULL, &cx, out);
+    default: return nnx_call_fn(l1, linear_fn, &cx, out);
+    }
+}
+static const nnx_field TWO_FIELDS[] = {NNX_CHILD(two_mod, l1)};
+static const nnx_method TWO_METHODS[] = {{"__call__", two_call}};
+static const nnx_type NNX_TWO = {
+    .name = "Two", .size = sizeof(two_mod), .fields = TWO_FIELDS, .nfields = 1,
+    .methods = TWO_METHODS, .nmethods = 1, .init = two_init,
+};
+
+/* A Linen parent that calls to_linen(Two) unnamed: the child is ToLinen_0. */
+static lx_status outer_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    linen_module *w = BRIDGE_TO_LINEN(&NNX_TWO);
+    if (!w) return lx_last_status();
+    lx_status st = linen_call_child(s, w, NULL, NULL, c, out);
+    linen_module_release(w);
+    return st;
+}
+static const linen_method OUTER_METHODS[] = {LINEN_METHOD("__call__", outer_call)};
+static const linen_type LINEN_OUTER = {.name = "Outer", .methods = OUTER_METHODS, .nmethods = 1};
+
+static void test_calling_styles_inside_to_linen(void) {
+    linen_module *model = NULL;
+    CHECK_EQ_INT(linen_module_new(&LINEN_OUTER, NULL, &model), LX_OK);
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, (int64_t[]){2, 4}, 0.5f));
+    lx_call c = LX_ARGS(x);
+    lx_tree *vars = NULL;
+    style_now = 0;
+    CHECK_EQ_INT(linen_init(model, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &vars), LX_OK);
+    CHECK(lx_tree_find(vars, "params/ToLinen_0/l1/kernel") != NULL);
+    for (int style = 0; style < 4; style++) {
+        style_now = style;
+        log_t log = {0};
+        int h = -1;
+        CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+        lx_value y;
+        CHECK_EQ_INT(linen_apply(model, vars, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        lx_interceptor_remove(h);
+        CHECK(y.kind == LX_V_ARRAY && y.u.array->shape[1] == 3);
+        lx_value_free(&y);
+        CHECK_EQ_INT(log.n, 1);
+        CHECK_STR(log.lines[0], "ToLinen_0/l1 dot_general aP");
+        char buf[16];
+        CHECK_STR(lx_frame_path(buf, sizeof buf), "");
+    }
+    lx_tree_release(vars);
+    linen_module_release(model);
+}
+
+static void test_typed_forward_pure_nnx(void) {
+    /* A typed forward called by user code on a child: the parent frame is not there, so the child is
+     * the root (no component) but its kernel is still a Param; from inside the parent it is named. */
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(1, &r), LX_OK);
+    nnx_module *two = NULL;
+    CHECK_EQ_INT(nnx_module_new(&NNX_TWO, NULL, r, &two), LX_OK);
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, (int64_t[]){2, 4}, 0.25f));
+    log_t log = {0};
+    int h = -1;
+    CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+    CHECK(nnx_linear_forward((nnx_linear *)((two_mod *)two)->l1, x) != NULL);
+    style_now = 0;
+    CHECK(nnx_call_array(two, x) != NULL);
+    lx_interceptor_remove(h);
+    CHECK_EQ_INT(log.n, 2);
+    CHECK_STR(log.lines[0], " dot_general aP");
+    CHECK_STR(log.lines[1], "l1 dot_general aP");
+    nnx_module_release(two);
+    nnx_rngs_release(r);
+}
+
+static void test_showcase_paths(void) {
+    /* The showcase decoder, Linen top (layers through to_linen_class) and NNX top: the MLP's and
+     * the attention's products appear under their full paths, q.k^T and w.v as dot_general events
+     * with two activations. */
+    for (int style = 0; style < 2; style++) {
+        llama_config cfg = llama_config_tiny();
+        cfg.vocab_size = 16, cfg.emb_dim = 8, cfg.num_query_heads = 2, cfg.num_kv_heads = 1, cfg.head_dim = 4;
+        cfg.mlp_dim = 8, cfg.num_decoder_layers = 1, cfg.max_target_length = 8;
+        llama_model *m = NULL;
+        CHECK_EQ_INT(llama_model_new(&cfg, (llama_style)style, 0, &m), LX_OK);
+        lx_array *tok = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 4}));
+        log_t log = {0};
+        int h = -1;
+        CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+        CHECK(llama_model_logits(m, tok, NULL) != NULL);
+        lx_interceptor_remove(h);
+        int mlp = 0, qk = 0;
+        for (int i = 0; i < log.n; i++) {
+            if (strncmp(log.lines[i], "decoder/layers_0/mlp/", 21) == 0) {
+                CHECK(strstr(log.lines[i], "dot_general aP") != NULL);
+                mlp++;
+            }
+            if (strcmp(log.lines[i], "decoder/layers_0/self_attention dot_general aa") == 0) qk++;
+        }
+        CHECK_EQ_INT(mlp, 3);
+        CHECK_EQ_INT(qk, 2);
+        CHECK_STR(log.lines[0], "decoder/layers_0/self_attention/query dot_general aP");
+        CHECK_STR(log.lines[log.n - 1], "decoder/logits_dense dot_general aP");
+        llama_model_free(m);
+    }
+}
+
+static void test_mha_products(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(3, &r), LX_OK);
+    for (int rep = 0; rep < 2; rep++) { /* two modules from the same stream: different weights */
+        nnx_module *mha = NULL;
+        lx_call c = LX_CALL_KWARGS(LX_KW_INT("num_heads", 2), LX_KW_INT("in_features", 4), LX_KW_INT("qkv_features", 4),
+                                   LX_KW_BOOL("decode", false));
+        CHECK_EQ_INT(nnx_module_new(&NNX_MHA_TYPE, &c, r, &mha), LX_OK);
+        float xd[2 * 3 * 4];
+        for (int i = 0; i < 24; i++) xd[i] = (float)((i * 7) % 11) / 11.0f - 0.4f;
+        lx_array *x = lx_autorelease(lx_array_from_f32(3, (int64_t[]){2, 3, 4}, xd));
+        lx_array *y0 = nnx_call_array(mha, x); /* fused */
+        log_t log = {0};
+        int h = -1;
+        CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+        lx_array *y1 = nnx_call_array(mha, x); /* decomposed: both products reported */
+        lx_interceptor_remove(h);
+        CHECK(y0 && y1 && y0->size == y1->size);
+        double err = 0;
+        for (int64_t i = 0; y0 && y1 && i < y0->size; i++) err = fmax(err, fabs(lx_f32(y0)[i] - lx_f32(y1)[i]));
+        CHECK(err < 1e-5);
+        CHECK_EQ_INT(log.n, 6);
+        CHECK_STR(log.lines[3], " einsum aa");
+        CHECK_STR(log.lines[4], " dot_general aa");
+        CHECK_STR(log.lines[5], "out dot_general aP");
+        nnx_module_release(mha);
+    }
+    nnx_rngs_release(r);
+}
+
+int main(void) {
+    RUN(test_mha_products);
+    RUN(test_calling_styles_inside_to_linen);
+    RUN(test_typed_forward_pure_nnx);
+    RUN(test_showcase_paths);
+    return lx_test_finish();
+}
