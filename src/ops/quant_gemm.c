@@ -105,31 +105,36 @@ static void gemm_avx2(int64_t M, int64_t N, int64_t K, const int8_t *a, const in
  * unsigned by adding 128 (xor 0x80), so each dot product gains 128 * sum_k b[n, k], taken off
  * with the per-channel sums computed once. Not runnable on the development machine (AVX2 only):
  * compiled here, selected only where __builtin_cpu_supports("avx512vnni") is true. */
-__attribute__((target("avx512vnni,avx512bw,avx512f"))) static void gemm_vnni(int64_t M, int64_t N, int64_t K,
-                                                                           const int8_t *a, const int8_t *bt,
-                                                                           int32_t *c, const int32_t *bsum) {
+/* One row of C; the OpenMP region below only calls it, so no 512-bit value crosses into the
+ * outlined region (clang does not give that region the function's target features). */
+__attribute__((target("avx512vnni,avx512bw,avx512f"))) static void vnni_row(int64_t m, int64_t N, int64_t K,
+                                                                          const int8_t *a, const int8_t *bt,
+                                                                          int32_t *c, const int32_t *bsum) {
     const int64_t K64 = K & ~(int64_t)63;
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(M * N * K > (1 << 20)))
-    for (int64_t m = 0; m < M; m++) {
-        const __m512i flip = _mm512_set1_epi8((char)0x80);
-        const int8_t *ar = a + m * K;
-        for (int64_t n = 0; n < N; n += 4) {
-            int nb = N - n < 4 ? (int)(N - n) : 4;
-            __m512i s[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                            _mm512_setzero_si512()};
-            for (int64_t k = 0; k < K64; k += 64) {
-                __m512i au = _mm512_xor_si512(_mm512_loadu_si512((const void *)(ar + k)), flip);
-                for (int j = 0; j < nb; j++)
-                    s[j] = _mm512_dpbusd_epi32(s[j], au, _mm512_loadu_si512((const void *)(bt + (n + j) * K + k)));
-            }
-            for (int j = 0; j < nb; j++) {
-                const int8_t *br = bt + (n + j) * K;
-                int32_t r = _mm512_reduce_add_epi32(s[j]) - 128 * bsum[n + j];
-                for (int64_t k = K64; k < K; k++) r += (int32_t)ar[k] * br[k];
-                c[m * N + n + j] = r;
-            }
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const int8_t *ar = a + m * K;
+    for (int64_t n = 0; n < N; n += 4) {
+        int nb = N - n < 4 ? (int)(N - n) : 4;
+        __m512i s[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                        _mm512_setzero_si512()};
+        for (int64_t k = 0; k < K64; k += 64) {
+            __m512i au = _mm512_xor_si512(_mm512_loadu_si512((const void *)(ar + k)), flip);
+            for (int j = 0; j < nb; j++)
+                s[j] = _mm512_dpbusd_epi32(s[j], au, _mm512_loadu_si512((const void *)(bt + (n + j) * K + k)));
+        }
+        for (int j = 0; j < nb; j++) {
+            const int8_t *br = bt + (n + j) * K;
+            int32_t r = _mm512_reduce_add_epi32(s[j]) - 128 * bsum[n + j];
+            for (int64_t k = K64; k < K; k++) r += (int32_t)ar[k] * br[k];
+            c[m * N + n + j] = r;
         }
     }
+}
+
+static void gemm_vnni(int64_t M, int64_t N, int64_t K, const int8_t *a, const int8_t *bt, int32_t *c,
+                      const int32_t *bsum) {
+#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(M * N * K > (1 << 20)))
+    for (int64_t m = 0; m < M; m++) vnni_row(m, N, K, a, bt, c, bsum);
 }
 #endif
 
