@@ -106,7 +106,11 @@ static lx_status unsupported(const char *what) {
 }
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) { return unsupported("lx_dist_init"); }
 lx_status lx_dist_finalize(void) { return LX_OK; }
-lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) { return unsupported("lx_dist_allreduce_mean"); }
+lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
+    if (!t || !out) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: all-reduce of a NULL tree");
+    *out = NULL;
+    return unsupported("lx_dist_allreduce_mean");
+}
 lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean) { return unsupported("lx_dist_allreduce_f32"); }
 lx_status lx_dist_broadcast_tree(lx_tree *t, int root) { return unsupported("lx_dist_broadcast_tree"); }
 lx_status lx_dist_check(lx_status local) { return local == LX_OK ? unsupported("lx_dist_check") : local; }
