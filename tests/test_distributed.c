@@ -94,6 +94,39 @@ static void test_before_init(void) {
     lx_tree_release(t);
 }
 
+/* One process (rank 0 of 1): the shard is the whole global batch, the rows lx_batcher_next
+ * gives for the same permutation; a wrong row count is an error naming the array. */
+static void test_batcher_single(void) {
+    float xv[10];
+    for (int i = 0; i < 10; i++) xv[i] = (float)i * 10;
+    lx_array *x = lx_array_from_f32(2, (int64_t[]){5, 2}, xv), *bad = lx_array_from_f32(1, (int64_t[]){4}, xv);
+    lx_batcher a = {0}, b = {0};
+    CHECK_EQ_INT(lx_batcher_init(&a, 5, 2, false), LX_OK);
+    CHECK_EQ_INT(lx_batcher_init(&b, 5, 2, false), LX_OK);
+    CHECK_EQ_INT(lx_batcher_shuffle(&a, lx_key_from_seed(1)), LX_OK);
+    CHECK_EQ_INT(lx_batcher_shuffle(&b, lx_key_from_seed(1)), LX_OK);
+    size_t mark = lx_pool_open();
+    int nb = 0;
+    lx_array *oa = NULL, *ob = NULL;
+    while (lx_batcher_next(&a, 1, &x, &oa)) {
+        CHECK(lx_dist_batcher_next(&b, 1, &x, &ob));
+        CHECK(ob && lx_array_equal(oa, ob));
+        nb++;
+    }
+    CHECK_EQ_INT(nb, 2);
+    CHECK(!lx_dist_batcher_next(&b, 1, &x, &ob)); /* the epoch is over */
+    CHECK_EQ_INT(lx_last_status(), LX_OK);
+    b.next = 0;
+    CHECK(!lx_dist_batcher_next(&b, 1, &bad, &ob));
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    CHECK(strstr(lx_last_error(), "array 0 must have 5 rows") != NULL);
+    lx_pool_close(mark);
+    lx_batcher_free(&a);
+    lx_batcher_free(&b);
+    lx_release(x);
+    lx_release(bad);
+}
+
 /* ---------------------------------------------------------------- the multi-rank worker */
 
 static linen_module *mlp(linen_module **parts) {
@@ -280,5 +313,6 @@ int main(void) {
     if (getenv("LINNX_DIST_WORKER")) return worker();
     RUN(test_shard_range);
     RUN(test_before_init);
+    RUN(test_batcher_single);
     return lx_test_finish();
 }
