@@ -16,7 +16,7 @@
  *    |p_dist - p_ref| <= 2e-5 * (1 + |p_ref|) — float32 summation order (a gradient is a sum
  *    of B/N local terms, then a sum over N ranks) after K Adam steps, whose normalisation
  *    can magnify a tiny gradient's relative error; measured differences are ~1e-7;
- *  - sync batch-norm statistics: a tree of rank-dependent float32 arrays and a Variable
+ *  - batch-norm running statistics: a tree of rank-dependent float32 arrays and a Variable
  *    averages to the hand-computed mean; an int leaf passes unchanged.
  * With LINNX_DIST_FAIL_RANK / LINNX_DIST_FAIL_STEP / LINNX_DIST_FAIL_MODE (error|kill) one rank
  * fails (an error it reports through lx_dist_check, or SIGKILL) at that step; the other ranks

@@ -79,8 +79,9 @@ bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, l
 
 /* jax.lax.pmean(tree, 'data'): a new tree with every float32 leaf (arrays, and the values of
  * Variables, given as plain arrays) averaged over the ranks; other leaves are kept. Use it for
- * gradients, and for BatchNorm batch statistics when sync batch-norm is wanted (Flax's
- * BatchNorm(axis_name='data')). Bucketed, non-blocking all-reduces (see above). All ranks must
+ * gradients, and for BatchNorm running statistics to keep them equal on every rank (not the same
+ * as Flax's BatchNorm(axis_name='data'), which pmeans the batch moments inside the forward pass:
+ * docs/distributed.md). Bucketed, non-blocking all-reduces (see above). All ranks must
  * call it with trees of the same structure and shapes. *out is new (also with size 1). */
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out);
 /* Sum or mean of n floats over the ranks, in place (e.g. a loss to print). */
