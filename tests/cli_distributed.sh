@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel training under mpirun (linnx/distributed.h): tests/test_distributed.c's worker on
-# N = 1, 2, 3 ranks must give the single-process parameters and losses (it checks them itself on
+# N = 1, 2, 3 ranks must give the single-process parameters and losses, and ZeRO-1 sharding the
+# optimizer state the same parameters as the unsharded run (it checks them itself on
 # rank 0 and every rank's verdict decides the exit status); a rank that fails with an error or
 # dies by SIGKILL at step 3 must make the others stop, exit non-zero, with a message naming the
 # rank (and the step, for an error), in bounded time; and `linnx train` under mpirun -np 2 prints
@@ -43,9 +44,9 @@ fi
 for n in 1 2 3; do
     timeout 60 "${mpi[@]}" "$n" "$prog" >"$cli_tmp/out" 2>&1
     rc=$?
-    if [ $rc -eq 0 ] && grep -q "distributed: $n ranks" "$cli_tmp/out"; then
+    if [ $rc -eq 0 ] && grep -q "distributed: $n ranks" "$cli_tmp/out" && [ "$(grep -c "^zero1: rank .* of $n holds" "$cli_tmp/out")" = "$n" ]; then
         ok
-        grep "distributed: $n ranks" "$cli_tmp/out"
+        grep -E "distributed: $n ranks|^zero1" "$cli_tmp/out"
     else bad "$n ranks: exit $rc"; fi
 done
 

@@ -16,6 +16,8 @@
  *    |p_dist - p_ref| <= 2e-5 * (1 + |p_ref|) — float32 summation order (a gradient is a sum
  *    of B/N local terms, then a sum over N ranks) after K Adam steps, whose normalisation
  *    can magnify a tiny gradient's relative error; measured differences are ~1e-7;
+ *  - ZeRO-1 (lx_dist_zero1_*): the same run with the optimizer state sharded by leaf gives
+ *    bit-identical parameters, and the ranks' state covers every parameter exactly once;
  *  - batch-norm running statistics: a tree of rank-dependent float32 arrays and a Variable
  *    averages to the hand-computed mean; an int leaf passes unchanged.
  * With LINNX_DIST_FAIL_RANK / LINNX_DIST_FAIL_STEP / LINNX_DIST_FAIL_MODE (error|kill) one rank
@@ -163,12 +165,15 @@ static lx_tree *init_params(linen_module *m, lx_key key, lx_array *x) {
 }
 
 /* K steps; dist: sharded + averaged. losses[k]: the global batch's mean loss before step k. */
+static lx_dist_zero1 *g_zero1; /* set: the dist run steps with ZeRO-1 */
+
 static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array *y, bool dist, float *losses,
                        int fail_rank, int fail_step, int fail_mode) {
     optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
     optax_tx *tx = optax_adam(OPTAX_CONST(0.05), &o);
     lx_tree *state = NULL;
     lx_status st = optax_init(tx, *params, &state);
+    lx_dist_zero1 *z = dist ? g_zero1 : NULL;
     lx_batcher b = {0};
     lx_key skey = lx_key_from_seed(11);
     if (st == LX_OK) st = lx_batcher_init(&b, NEX, BATCH, false);
@@ -191,8 +196,11 @@ static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array 
         if (dist) st = lx_dist_check(st);
         float l = st == LX_OK ? lx_f32(loss)[0] : 0;
         if (st == LX_OK && dist) st = lx_dist_allreduce_f32(&l, 1, true);
-        if (st == LX_OK && dist) st = lx_dist_allreduce_mean(grads, &avg);
-        if (st == LX_OK) st = optax_step(tx, dist ? avg : grads, params, &state);
+        if (st == LX_OK && z) st = lx_dist_zero1_step(z, grads, params);
+        else {
+            if (st == LX_OK && dist) st = lx_dist_allreduce_mean(grads, &avg);
+            if (st == LX_OK) st = optax_step(tx, dist ? avg : grads, params, &state);
+        }
         losses[k] = l;
         lx_release(loss);
         lx_tree_release(grads);
@@ -267,6 +275,38 @@ static int worker(void) {
          * it prints); after a timeout a peer may be stuck: exit and let mpirun end the job */
         if (lx_last_status() != LX_ERR_IO) lx_dist_finalize();
         exit(3);
+    }
+    /* ZeRO-1: the same run with the optimizer state sharded gives the same parameters (Adam is
+     * per-leaf: the same float operations on the same averaged gradients, so bit-identical) */
+    if (fail_mode == 0 && fail_rank < 0) {
+        lx_tree *z0 = init_params(m, lx_key_from_seed(100), x);
+        optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+        CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), z0, &g_zero1), LX_OK);
+        float lz[STEPS];
+        CHECK_EQ_INT(train(m, &z0, x, y, true, lz, -1, -1, 0), LX_OK);
+        lx_flat a = {0}, b = {0};
+        int64_t ndiff = 0;
+        if (z0 && lx_tree_flatten(p, &a) == LX_OK && lx_tree_flatten(z0, &b) == LX_OK && a.len == b.len)
+            for (size_t i = 0; i < a.len; i++) CHECK(lx_array_equal(a.items[i].value.u.array, b.items[i].value.u.array) || ++ndiff == 0);
+        else
+            CHECK(!"zero1 parameter tree differs in structure");
+        lx_flat_free(&a);
+        lx_flat_free(&b);
+        /* the state: this rank's leaves only; over all ranks every param exactly once */
+        int64_t total = 0, owned = lx_dist_zero1_owned(g_zero1, &total);
+        const lx_tree *zs = lx_dist_zero1_state(g_zero1);
+        float sum = (float)owned;
+        CHECK_EQ_INT(lx_dist_allreduce_f32(&sum, 1, false), LX_OK);
+        CHECK_EQ_INT((int64_t)sum, total);
+        CHECK_EQ_INT(total, IN * HID + HID + HID * OUT + OUT);
+        /* adam: mu and nu of the owned leaves + the count */
+        CHECK(zs && lx_tree_count_params(zs) == 2 * owned + 1);
+        if (size > 1) CHECK(owned < total);
+        printf("zero1: rank %d of %d holds optimizer state for %lld of %lld params\n", rank, size, (long long)owned,
+               (long long)total);
+        lx_dist_zero1_free(g_zero1);
+        g_zero1 = NULL;
+        lx_tree_release(z0);
     }
     if (rank == 0) {
         lx_tree *q = init_params(m, lx_key_from_seed(100), x);

@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "linnx/optax.h"
 #include "linnx/status.h"
 #include "linnx/train.h"
 #include "linnx/tree.h"
@@ -93,6 +94,25 @@ lx_status lx_dist_broadcast_tree(lx_tree *t, int root);
  * LX_OK, otherwise (on every rank) LX_ERR_INTERNAL "distributed: rank R failed at step S"
  * naming the lowest failing rank (a failing rank keeps its own message). */
 lx_status lx_dist_check(lx_status local);
+
+/* ZeRO-1 style optimizer-state sharding. The float32 array leaves of params are given to ranks
+ * whole (largest first, each to the rank holding the fewest elements so far: the same plan on
+ * every rank); each rank keeps the optimizer state of its own leaves only (about 1/N of it). A
+ * step averages the gradients (an all-reduce, not yet a reduce-scatter), updates the rank's own
+ * leaves with tx, and broadcasts every leaf from its owner, so all ranks end with the same new
+ * params. Same results as the unsharded step for transformations that treat leaves separately
+ * (sgd, momentum, adam, adamw, ...); NOT for ones that look at all leaves at once
+ * (clip_by_global_norm): those would see only the rank's leaves. tx is TAKEN (as optax
+ * constructors take theirs). */
+typedef struct lx_dist_zero1 lx_dist_zero1;
+lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out);
+/* grads: this rank's local gradients; *params is replaced by the new params tree (new arrays). */
+lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **params);
+/* Elements of the params whose optimizer state this rank holds, and of all params. */
+int64_t lx_dist_zero1_owned(const lx_dist_zero1 *z, int64_t *total);
+/* The rank's optimizer state (borrowed): the state of its own leaves. */
+const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z);
+void lx_dist_zero1_free(lx_dist_zero1 *z);
 
 /* Seconds spent waiting for all-reduces since the last call (and reset), for benchmarks. */
 double lx_dist_take_wait_seconds(void);

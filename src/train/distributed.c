@@ -116,6 +116,21 @@ lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean) { return unsup
 lx_status lx_dist_broadcast_tree(lx_tree *t, int root) { return unsupported("lx_dist_broadcast_tree"); }
 lx_status lx_dist_check(lx_status local) { return local == LX_OK ? unsupported("lx_dist_check") : local; }
 
+lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out) {
+    optax_tx_release(tx);
+    if (out) *out = NULL;
+    return unsupported("lx_dist_zero1_new");
+}
+lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **params) {
+    return unsupported("lx_dist_zero1_step");
+}
+int64_t lx_dist_zero1_owned(const lx_dist_zero1 *z, int64_t *total) {
+    if (total) *total = 0;
+    return 0;
+}
+const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z) { return NULL; }
+void lx_dist_zero1_free(lx_dist_zero1 *z) {}
+
 #else
 
 static bool g_we_init = false;
@@ -340,6 +355,169 @@ lx_status lx_dist_check(lx_status local) {
     if (low < g_size)
         return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed at step %lld", low, (long long)g_step);
     return LX_OK;
+}
+
+
+/* ---------------------------------------------------------------- ZeRO-1 */
+struct lx_dist_zero1 {
+    optax_tx *tx;
+    size_t n;        /* float32 leaves */
+    char **paths;    /* their paths, in tree order */
+    int *owner;      /* the rank updating each */
+    int64_t owned, total;
+    lx_tree *state;  /* the optimizer state of this rank's leaves */
+};
+
+void lx_dist_zero1_free(lx_dist_zero1 *z) {
+    if (!z) return;
+    for (size_t i = 0; i < z->n; i++) free(z->paths[i]);
+    free(z->paths);
+    free(z->owner);
+    lx_tree_release(z->state);
+    optax_tx_release(z->tx);
+    free(z);
+}
+
+int64_t lx_dist_zero1_owned(const lx_dist_zero1 *z, int64_t *total) {
+    if (total) *total = z ? z->total : 0;
+    return z ? z->owned : 0;
+}
+
+const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z) { return z ? z->state : NULL; }
+
+/* The sub-tree of `t` made of the leaves this rank owns (leaves shared). */
+static lx_status own_subtree(const lx_dist_zero1 *z, const lx_tree *t, lx_tree **out) {
+    lx_flat f = {0};
+    lx_status st = LX_OK;
+    for (size_t i = 0; st == LX_OK && i < z->n; i++) {
+        if (z->owner[i] != g_rank) continue;
+        const lx_value *v = NULL;
+        st = lx_tree_get_path(t, z->paths[i], &v);
+        if (st == LX_OK) st = lx_flat_append(&f, z->paths[i], *v);
+    }
+    if (st == LX_OK && f.len == 0) *out = lx_tree_new(), st = *out ? LX_OK : lx_last_status();
+    else if (st == LX_OK) st = lx_tree_unflatten(&f, out);
+    lx_flat_free(&f);
+    return st;
+}
+
+lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out) {
+    if (out) *out = NULL;
+    if (!tx || !params || !out) {
+        optax_tx_release(tx);
+        return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    }
+    lx_status st = need_init("lx_dist_zero1_new");
+    lx_dist_zero1 *z = st == LX_OK ? calloc(1, sizeof *z) : NULL;
+    if (!z) {
+        optax_tx_release(tx);
+        return st != LX_OK ? st : lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    }
+    z->tx = tx;
+    lx_flat f = {0};
+    int64_t *load = calloc((size_t)g_size, sizeof *load);
+    st = load ? lx_tree_flatten(params, &f) : lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    if (st == LX_OK) {
+        z->paths = calloc(f.len + 1, sizeof *z->paths);
+        z->owner = calloc(f.len + 1, sizeof *z->owner);
+        if (!z->paths || !z->owner) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    }
+    for (size_t i = 0; st == LX_OK && i < f.len; i++) {
+        if (f.items[i].value.kind != LX_V_ARRAY || !leaf_f32(&f.items[i].value)) {
+            st = lx_fail(LX_ERR_TYPE, "distributed: zero1: %s is not a float32 array", f.items[i].path);
+            break;
+        }
+        if (!(z->paths[z->n] = strdup(f.items[i].path))) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+        else z->n++;
+    }
+    /* largest leaf first, to the least loaded rank (ties: the lower rank, then tree order) */
+    bool *done = st == LX_OK ? calloc(z->n + 1, sizeof *done) : NULL;
+    if (st == LX_OK && !done) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    for (size_t k = 0; st == LX_OK && k < z->n; k++) {
+        size_t best = z->n;
+        for (size_t i = 0; i < z->n; i++)
+            if (!done[i] && (best == z->n || f.items[i].value.u.array->size > f.items[best].value.u.array->size)) best = i;
+        int r = 0;
+        for (int q = 1; q < g_size; q++)
+            if (load[q] < load[r]) r = q;
+        done[best] = true;
+        z->owner[best] = r;
+        int64_t sz = f.items[best].value.u.array->size;
+        load[r] += sz;
+        z->total += sz;
+        if (r == g_rank) z->owned += sz;
+    }
+    lx_tree *mine = NULL;
+    if (st == LX_OK) st = own_subtree(z, params, &mine);
+    if (st == LX_OK) st = optax_init(z->tx, mine, &z->state);
+    lx_tree_release(mine);
+    free(done);
+    free(load);
+    lx_flat_free(&f);
+    if (st != LX_OK) {
+        lx_dist_zero1_free(z);
+        return st;
+    }
+    *out = z;
+    return LX_OK;
+}
+
+lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **params) {
+    if (!z || !grads || !params || !*params) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    lx_tree *avg = NULL, *g_own = NULL, *p_own = NULL, *state = lx_tree_retain(z->state), *out = NULL;
+    MPI_Request *reqs = calloc(z->n + 1, sizeof *reqs);
+    lx_array **arr = calloc(z->n + 1, sizeof *arr);
+    lx_status st = reqs && arr ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    if (st == LX_OK) st = lx_dist_allreduce_mean(grads, &avg);
+    if (st == LX_OK) st = own_subtree(z, avg, &g_own);
+    if (st == LX_OK) st = own_subtree(z, *params, &p_own);
+    if (st == LX_OK) st = optax_step(z->tx, g_own, &p_own, &state);
+    /* every leaf from its owner */
+    size_t nreq = 0;
+    for (size_t i = 0; st == LX_OK && i < z->n; i++) {
+        const lx_value *v = NULL;
+        if (z->owner[i] == g_rank) {
+            st = lx_tree_get_path(p_own, z->paths[i], &v);
+            if (st == LX_OK) arr[i] = lx_retain(v->u.array);
+        } else {
+            st = lx_tree_get_path(*params, z->paths[i], &v);
+            if (st == LX_OK && !(arr[i] = lx_array_empty(LX_F32, v->u.array->ndim, v->u.array->shape))) st = lx_last_status();
+        }
+        if (st == LX_OK && arr[i]->size > 0x7fffffff) st = lx_fail(LX_ERR_UNSUPPORTED, "distributed: %s is too large", z->paths[i]);
+        if (st != LX_OK) break;
+        int rc = MPI_Ibcast(lx_f32(arr[i]), (int)arr[i]->size, MPI_FLOAT, z->owner[i], MPI_COMM_WORLD, &reqs[nreq]);
+        if (rc != MPI_SUCCESS) st = mpi_fail("zero1 broadcast", rc);
+        else nreq++;
+    }
+    if (nreq > 0) {
+        lx_status w = wait_all((int)nreq, reqs, "zero1 broadcast");
+        if (st == LX_OK) st = w;
+    }
+    /* the new params: the old tree's structure, the broadcast arrays */
+    lx_flat f = {0}, g = {0};
+    if (st == LX_OK) st = lx_tree_flatten(*params, &f);
+    for (size_t i = 0, j = 0; st == LX_OK && i < f.len; i++) {
+        if (j < z->n && strcmp(f.items[i].path, z->paths[j]) == 0) st = lx_flat_append(&g, f.items[i].path, lx_array_v(arr[j++]));
+        else st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
+    }
+    if (st == LX_OK) st = lx_tree_unflatten(&g, &out);
+    if (st == LX_OK) {
+        lx_tree_release(*params);
+        *params = out;
+        lx_tree_release(z->state);
+        z->state = state;
+        state = NULL;
+    }
+    lx_flat_free(&f);
+    lx_flat_free(&g);
+    for (size_t i = 0; arr && i < z->n; i++) lx_release(arr[i]);
+    free(arr);
+    free(reqs);
+    lx_tree_release(state);
+    lx_tree_release(avg);
+    lx_tree_release(g_own);
+    lx_tree_release(p_own);
+    return st;
 }
 
 #endif
