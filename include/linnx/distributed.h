@@ -44,6 +44,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* Whether this build has MPI (LINNX_HAVE_MPI). */
 bool lx_dist_available(void);
@@ -117,6 +118,7 @@ void lx_dist_zero1_free(lx_dist_zero1 *z);
 /* Seconds spent waiting for all-reduces since the last call (and reset), for benchmarks. */
 double lx_dist_take_wait_seconds(void);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

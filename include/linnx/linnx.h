@@ -31,5 +31,6 @@
 #include "linnx/losses.h"
 #include "linnx/metrics.h"
 #include "linnx/train.h"
+#include "linnx/distributed.h"
 
 #endif
