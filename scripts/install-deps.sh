@@ -5,12 +5,14 @@
 # measure against; nothing else needs it.
 set -euo pipefail
 # libmsgpack-dev: msgpack-c, the Flax msgpack writer; libjansson-dev: safetensors JSON headers;
-# clang: `make fuzz` (libFuzzer); libopenmpi-dev + openmpi-bin: data-parallel training over MPI
-# (optional at build time; the multi-rank tests run with mpirun).
-pkgs=(cmake make gcc pkg-config libopenblas-dev nettle-dev libmsgpack-dev libjansson-dev libopenmpi-dev openmpi-bin)
+# clang: `make fuzz` (libFuzzer).
+pkgs=(cmake make gcc pkg-config libopenblas-dev nettle-dev libmsgpack-dev libjansson-dev)
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang)
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch)
 missing=()
+# libopenmpi-dev + openmpi-bin: data-parallel training over MPI (linnx/distributed.h; optional at
+# build time, the multi-rank tests run with mpirun)
+pkgs+=(libopenmpi-dev openmpi-bin)
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

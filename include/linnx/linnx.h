@@ -30,7 +30,7 @@
 #include "linnx/optax.h"
 #include "linnx/losses.h"
 #include "linnx/metrics.h"
-#include "linnx/train.h"
 #include "linnx/distributed.h"
+#include "linnx/train.h"
 
 #endif
