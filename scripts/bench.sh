@@ -19,7 +19,18 @@ export LINNX_TORCH_PEER=${LINNX_TORCH_PEER:-$root/../shared/peers/torch_peer.py}
 for b in "$build"/bench_*; do
   [ -x "$b" ] || continue
   echo "# $(basename "$b")"
-  if [ "$(basename "$b")" = bench_llama ]; then
+  if [ "$(basename "$b")" = bench_dist ]; then
+    # data parallelism: 2 ranks x 1 thread vs 1 rank x 2 threads, same global batch
+    if command -v mpirun >/dev/null 2>&1; then
+      one=$(LINNX_THREADS=2 OMP_WAIT_POLICY=$wait "$b" | tee /dev/stderr | awk '/dist_1x2_step_ms/ {print $3}')
+      mo=(); mpirun --version 2>&1 | grep -q "Open MPI" && mo=(--oversubscribe --allow-run-as-root)
+      two=$(LINNX_THREADS=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=$wait mpirun "${mo[@]}" -np 2 "$b" | tee /dev/stderr |
+            awk '/dist_2x1_step_ms/ {print $3}')
+      [ -n "$one" ] && [ -n "$two" ] && awk -v a="$one" -v b="$two" 'BEGIN { printf "mlp_train dp2x1_vs_1x2 %.3f\n", a / b }'
+    else
+      echo "# bench_dist: mpirun not found, skipped"
+    fi
+  elif [ "$(basename "$b")" = bench_llama ]; then
     LINNX_THREADS=$threads OMP_WAIT_POLICY=$wait "$b" | tee -a "$out"
   else
     "$b"

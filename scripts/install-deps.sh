@@ -11,6 +11,9 @@ pkgs=(cmake make gcc pkg-config libopenblas-dev nettle-dev libmsgpack-dev libjan
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch)
 [ "${1:-}" = "--fuzz" ] && pkgs+=(clang libclang-rt-dev libomp-dev)
 missing=()
+# libopenmpi-dev + openmpi-bin: data-parallel training over MPI (linnx/distributed.h; optional at
+# build time, the multi-rank tests run with mpirun)
+pkgs+=(libopenmpi-dev openmpi-bin)
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

@@ -2,9 +2,11 @@
  * one `step K loss V` line per step, V the loss of the parameters step K starts from. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "linnx/distributed.h"
 #include "linnx/optax.h"
 #include "linnx/train.h"
 #include "train_cli.h"
@@ -28,7 +30,11 @@ static const char TRAIN_USAGE[] =
     "  initial loss). On a terminal a progress bar (steps/s, loss, ETA) replaces the lines, then the\n"
     "  last step's line is printed; --plain forces lines, --progress forces the bar.\n"
     "  --debug-nans: stop at the first NaN/Inf in the gradients or updates, naming the leaf (as\n"
-    "    jax_debug_nans would; the parameters stay those of the last good step).\n";
+    "    jax_debug_nans would; the parameters stay those of the last good step).\n"
+    "  Under `mpirun -np N` (a linnx built with MPI): data parallelism over N ranks. Each step's\n"
+    "  batch (the whole data without --batch-size) is split into N equal shards, one per rank, the\n"
+    "  gradients are averaged, and rank 0 prints the mean loss; the lines equal one process's up\n"
+    "  to float32 summation order. The batch must divide by N; --reduction mean only.\n";
 
 /* A loss as Python prints a float32 at %.9g: nan, inf, -inf (not glibc's -nan). */
 static void print_step(int64_t k, float v) {
@@ -87,13 +93,31 @@ int cmd_train(int argc, char **argv) {
     }
     int64_t n = d.x->shape[0];
     bool batched = bs > 0 && bs < n;
+    /* launched by mpirun (Open MPI or MPICH/PMI): data parallelism; rank 0 alone prints */
+    int rank = 0, nranks = 1;
+    if ((getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE")) && lx_dist_available()) {
+        if (lx_dist_init(NULL, NULL, &rank, &nranks) != LX_OK) {
+            optax_tx_release(tx);
+            tc_data_free(&d);
+            return cli_lib_error();
+        }
+        if (nranks > 1 && loss.reduction != TC_MEAN) {
+            optax_tx_release(tx);
+            tc_data_free(&d);
+            lx_dist_finalize();
+            return cli_error("train: under mpirun the loss must be a mean (--reduction mean)");
+        }
+        tc_data_parallel = nranks > 1;
+        if (rank != 0 && !freopen("/dev/null", "w", stdout)) rc = cli_error("train: rank %d: /dev/null", rank);
+    }
+    bool dp = tc_data_parallel;
     lx_batcher batcher = {0};
     tc_model *m = NULL;
     rc = tc_model_new(pos[0], key, d.x, &m);
     if (rc) optax_tx_release(tx);
     else if (tc_model_train_begin(m, tx) != LX_OK) rc = cli_lib_error();
-    if (!rc && batched && lx_batcher_init(&batcher, n, bs, false) != LX_OK) rc = cli_lib_error();
-    bool bar = o[O_PROG].seen || (!o[O_PLAIN].seen && isatty(STDOUT_FILENO));
+    if (!rc && (batched || dp) && lx_batcher_init(&batcher, n, batched ? bs : n, false) != LX_OK) rc = cli_lib_error();
+    bool bar = rank == 0 && (o[O_PROG].seen || (!o[O_PLAIN].seen && isatty(STDOUT_FILENO)));
     tc_progress prog;
     tc_progress_begin(&prog, steps, bar);
     float last = 0;
@@ -106,11 +130,19 @@ int cmd_train(int argc, char **argv) {
                 lx_batcher_shuffle(&batcher, lx_key_fold_in(shuffle_key, (uint32_t)epoch)) != LX_OK)
                 rc = cli_lib_error();
             lx_array *in[2] = {d.x, d.y}, *outb[2] = {NULL, NULL};
-            if (!rc && !lx_batcher_next(&batcher, 2, in, outb)) rc = cli_lib_error();
+            if (!rc && !(dp ? lx_dist_batcher_next : lx_batcher_next)(&batcher, 2, in, outb)) rc = cli_lib_error();
+            xb = outb[0];
+            yb = outb[1];
+        } else if (dp) { /* the whole data each step, sharded */
+            lx_array *in[2] = {d.x, d.y}, *outb[2] = {NULL, NULL};
+            batcher.next = 0;
+            if (!rc && !lx_dist_batcher_next(&batcher, 2, in, outb)) rc = cli_lib_error();
             xb = outb[0];
             yb = outb[1];
         }
+        if (dp) lx_dist_set_step(k);
         if (!rc && tc_model_train_step(m, xb, yb, &loss, &last) != LX_OK) rc = cli_lib_error();
+        if (!rc && dp && lx_dist_allreduce_f32(&last, 1, true) != LX_OK) rc = cli_lib_error();
         if (!rc) {
             if (bar) tc_progress_update(&prog, k + 1, last);
             else print_step(k, last);
@@ -123,5 +155,8 @@ int cmd_train(int argc, char **argv) {
     tc_model_free(m);
     tc_data_free(&d);
     optax_set_debug_nans(was_nans);
+    tc_data_parallel = false;
+    /* after a timeout (LX_ERR_IO) a peer may be stuck: exit and let mpirun end the job */
+    if (!rc || lx_last_status() != LX_ERR_IO) lx_dist_finalize();
     return rc;
 }

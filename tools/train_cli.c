@@ -13,6 +13,7 @@
 
 #include "linnx/autodiff.h"
 #include "linnx/box.h"
+#include "linnx/distributed.h"
 #include "linnx/losses.h"
 #include "linnx/nnx_layers.h"
 #include "linnx/optax.h"
@@ -574,6 +575,23 @@ lx_status tc_model_train_begin(tc_model *m, optax_tx *tx) {
     return linen_train_state_create(m->linen, lx_tree_get(m->vars, "params")->u.tree, tx, &m->state);
 }
 
+/* Data parallelism (linnx/distributed.h): set by `linnx train` under mpirun. Every rank passes
+ * its value_and_grad status through lx_dist_check (so one rank's failure stops all at this step)
+ * and the gradients are replaced by their mean over the ranks before the optimizer step. */
+bool tc_data_parallel = false;
+
+static lx_status dp_grads(lx_status st, lx_tree **grads) {
+    if (!tc_data_parallel) return st;
+    st = lx_dist_check(st);
+    lx_tree *avg = NULL;
+    if (st == LX_OK) st = lx_dist_allreduce_mean(*grads, &avg);
+    if (st == LX_OK) {
+        lx_tree_release(*grads);
+        *grads = avg;
+    }
+    return st;
+}
+
 lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, float *loss) {
     loss_ctx c = {m, x, y, l};
     lx_array *value = NULL;
@@ -581,11 +599,13 @@ lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_lo
     lx_status st;
     if (m->nnx) {
         st = nnx_value_and_grad(m->module, &m->param_filter, nnx_loss, &c, &value, &grads);
+        st = dp_grads(st, &grads);
         if (st == LX_OK) st = nnx_optimizer_update(m->opt, m->module, grads, NULL);
     } else {
         lx_tree *aux = NULL;
         linen_train_state *next = NULL;
         st = linen_value_and_grad(linen_loss, &c, m->state->params, &value, &grads, &aux);
+        st = dp_grads(st, &grads);
         if (st == LX_OK) st = linen_train_state_apply_gradients(m->state, grads, &next);
         if (st == LX_OK) {
             linen_train_state_free(m->state);

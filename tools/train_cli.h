@@ -72,6 +72,8 @@ lx_status tc_model_grad(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l,
 lx_status tc_model_train_begin(tc_model *m, optax_tx *tx);
 /* One step: *loss = the loss of the parameters the step starts from, then the update. */
 lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, float *loss);
+/* Under mpirun (`linnx train`): average the gradients over the ranks before each update. */
+extern bool tc_data_parallel;
 
 /* ---- printing ---- */
 /* `first_line` (if not NULL), then `path [Type ]dtype[shape]: v0 v1 ...` for every leaf of a tree

@@ -74,6 +74,7 @@
 #include "linnx/optax.h"
 #include "linnx/losses.h"
 #include "linnx/metrics.h"
+#include "linnx/distributed.h"
 #include "linnx/train.h"
 #include "linnx/cpu.h"
 #include "linnx/fault.h"

@@ -1,0 +1,134 @@
+/* Data-parallel communication overhead (docs/distributed.md): mlp_train (784-512-512-10 MLP,
+ * relu, global batch 128, softmax cross-entropy with integer labels, adam(1e-3)) timed per step.
+ *
+ * Run plainly it is one process on LINNX_THREADS threads and prints
+ *   mlp_train dist_1xT_step_ms <ms>
+ * Under `mpirun -np N` (LINNX_THREADS=1 each) every rank takes 128/N rows, the gradients are
+ * averaged by lx_dist_allreduce_mean, and rank 0 prints
+ *   mlp_train dist_Nx1_step_ms <ms>
+ *   mlp_train dist_allreduce_wait_ms <ms per step spent waiting in all-reduces, rank 0>
+ * scripts/bench.sh runs both and prints `mlp_train dp2x1_vs_1x2 <1x2 ms / 2x1 ms>` (throughput
+ * ratio, higher is better). Not overlapped with the backward pass (see the docs). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "linnx/autodiff.h"
+#include "linnx/distributed.h"
+#include "linnx/linen.h"
+#include "linnx/linen_layers.h"
+#include "linnx/losses.h"
+#include "linnx/ops.h"
+#include "linnx/threads.h"
+#include "linnx/train.h"
+
+enum { GB = 128, STEPS = 12, WARM = 2 };
+
+typedef struct {
+    const linen_module *m;
+    lx_array *x, *y;
+} ctx;
+
+static lx_status loss_fn(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
+    (void)aux;
+    ctx *c = user;
+    lx_tree *vars = lx_tree_new();
+    lx_status st = vars ? lx_tree_set(vars, "params", lx_tree_v((lx_tree *)params)) : lx_last_status();
+    lx_value out = lx_none();
+    if (st == LX_OK) st = linen_apply(c->m, vars, &LX_ARGS(c->x), LINEN_NO_RNGS, NULL, &out, NULL);
+    lx_tree_release(vars);
+    if (st == LX_OK)
+        *loss = lx_mean(optax_softmax_cross_entropy_with_integer_labels(out.u.array, c->y), LX_ALL_AXES, false);
+    if (st == LX_OK && !*loss) st = lx_last_status();
+    lx_value_free(&out);
+    return st;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int main(void) {
+    int rank = 0, size = 1;
+    bool mpi = (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE")) && lx_dist_available();
+    if (mpi && lx_dist_init(NULL, NULL, &rank, &size) != LX_OK) {
+        fprintf(stderr, "bench_dist: %s\n", lx_last_error());
+        return 1;
+    }
+    lx_key k = lx_key_from_seed(0);
+    int64_t start = 0, len = GB;
+    if (lx_dist_shard_range(GB, rank, size, &start, &len) != LX_OK) {
+        fprintf(stderr, "bench_dist: %s\n", lx_last_error());
+        return 1;
+    }
+    lx_array *xg = lx_retain(lx_random_normal(lx_key_fold_in(k, 0), 2, (int64_t[]){GB, 784}));
+    lx_array *yg = lx_retain(lx_random_randint(lx_key_fold_in(k, 1), 1, (int64_t[]){GB}, 0, 10));
+    int32_t *idx = malloc((size_t)len * sizeof *idx);
+    for (int64_t i = 0; i < len; i++) idx[i] = (int32_t)(start + i);
+    lx_array *ia = lx_array_from_data(LX_I32, 1, &len, idx);
+    lx_array *x = lx_retain(lx_take(xg, ia, 0)), *y = lx_retain(lx_take(yg, ia, 0));
+    linen_module *d[3] = {0}, *relu = NULL, *m = NULL;
+    int feats[3] = {512, 512, 10};
+    for (int i = 0; i < 3; i++) {
+        lx_call c = LX_CALL_KWARGS(LX_KW_INT("features", feats[i]));
+        linen_module_new(&linen_Dense, &c, &d[i]);
+    }
+    linen_module_new(&linen_relu, NULL, &relu);
+    lx_call cs = LX_CALL_ARGS(linen_module_v(d[0]), linen_module_v(relu), linen_module_v(d[1]), linen_module_v(relu),
+                              linen_module_v(d[2]));
+    linen_module_new(&linen_Sequential, &cs, &m);
+    lx_tree *vars = NULL, *state = NULL;
+    if (!m || linen_init(m, LINEN_KEY(lx_key_fold_in(k, 2)), &LX_ARGS(x), NULL, &vars) != LX_OK) {
+        fprintf(stderr, "bench_dist: %s\n", lx_last_error());
+        return 1;
+    }
+    lx_tree *params = lx_tree_retain(lx_tree_get(vars, "params")->u.tree);
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    optax_tx *tx = optax_adam(OPTAX_CONST(1e-3), &o);
+    optax_init(tx, params, &state);
+    double t0 = 0;
+    lx_status st = LX_OK;
+    for (int s = 0; st == LX_OK && s < WARM + STEPS; s++) {
+        if (s == WARM) {
+            t0 = now_s();
+            lx_dist_take_wait_seconds();
+        }
+        size_t mark = lx_pool_open();
+        ctx c = {m, x, y};
+        lx_array *loss = NULL;
+        lx_tree *g = NULL, *avg = NULL;
+        lx_dist_set_step(s);
+        st = linen_value_and_grad(loss_fn, &c, params, &loss, &g, NULL);
+        if (mpi) st = lx_dist_check(st);
+        if (st == LX_OK && mpi) st = lx_dist_allreduce_mean(g, &avg);
+        if (st == LX_OK) st = optax_step(tx, mpi ? avg : g, &params, &state);
+        lx_release(loss);
+        lx_tree_release(g);
+        lx_tree_release(avg);
+        lx_pool_close(mark);
+    }
+    double ms = (now_s() - t0) * 1e3 / STEPS, wait = lx_dist_take_wait_seconds() * 1e3 / STEPS;
+    if (st != LX_OK) fprintf(stderr, "bench_dist: rank %d: %s\n", rank, lx_last_error());
+    else if (rank == 0) {
+        if (mpi) printf("mlp_train dist_%dx1_step_ms %.3f\nmlp_train dist_allreduce_wait_ms %.3f\n", size, ms, wait);
+        else printf("mlp_train dist_1x%d_step_ms %.3f\n", lx_num_threads(), ms);
+    }
+    optax_tx_release(tx);
+    lx_tree_release(state);
+    lx_tree_release(params);
+    lx_tree_release(vars);
+    linen_module_release(m);
+    linen_module_release(relu);
+    for (int i = 0; i < 3; i++) linen_module_release(d[i]);
+    lx_release(x);
+    lx_release(y);
+    lx_release(xg);
+    lx_release(yg);
+    lx_release(ia);
+    free(idx);
+    if (mpi) lx_dist_finalize();
+    return st == LX_OK ? 0 : 1;
+}

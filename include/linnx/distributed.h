@@ -1,0 +1,125 @@
+/* linnx/distributed.h - data-parallel training over MPI (docs/distributed.md).
+ *
+ * The model of JAX's data parallelism on a one-axis mesh: every rank (process) holds the whole
+ * model, the global batch of each step is cut along its first axis into `size` equal shards
+ * (the mesh axis is named "data", as a Flax annotation `nn.with_partitioning(init, ('data', None))`
+ * or a batch sharded with PartitionSpec('data') names it), each rank computes the gradients of
+ * its shard's loss, and the gradients are averaged over the axis (jax.lax.pmean(g, 'data'))
+ * before the same optimizer step runs everywhere. With a loss that is a mean over the batch, the
+ * averaged gradient is the gradient of the global batch's mean loss, so N ranks with a global
+ * batch B follow the single-process run with batch B up to float32 summation order.
+ *
+ * MPI is optional at build time (CMake's find_package(MPI)); lx_dist_available() says whether
+ * this build has it. Without it every call below except the pure helpers (lx_dist_shard_range,
+ * lx_dist_axis_name, rank 0 of size 1) fails with LX_ERR_UNSUPPORTED.
+ *
+ * Gradients: lx_dist_allreduce_mean packs the float32 leaves, in tree order, into buckets of
+ * lx_dist_set_bucket_bytes() bytes (default 4 MiB) and starts a non-blocking MPI_Iallreduce for
+ * each bucket as soon as it is packed; they are all waited for before the call returns (before
+ * the optimizer step). The backward pass is NOT overlapped: linnx's tape gives the gradient
+ * tree when the whole backward pass is done, so the reductions start after it (documented in
+ * docs/distributed.md).
+ *
+ * Faults: MPI_COMM_WORLD's error handler is MPI_ERRORS_RETURN, and every wait polls with a
+ * deadline (lx_dist_set_timeout, default 60 s, env LINNX_DIST_TIMEOUT): a collective that does
+ * not finish in time fails with LX_ERR_IO naming the step instead of hanging. lx_dist_check
+ * is a collective all ranks call once per step with their own status: when any rank failed,
+ * every rank gets LX_ERR_INTERNAL "distributed: rank R failed at step S", so the others stop
+ * together. (Under mpirun, a rank that dies is also noticed by Open MPI's runtime, which ends
+ * the job; see the docs.)
+ *
+ * Ownership: trees given to the calls are borrowed; *out trees are the caller's (release them).
+ */
+#ifndef LINNX_DISTRIBUTED_H
+#define LINNX_DISTRIBUTED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "linnx/optax.h"
+#include "linnx/status.h"
+#include "linnx/train.h"
+#include "linnx/tree.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
+
+/* Whether this build has MPI (LINNX_HAVE_MPI). */
+bool lx_dist_available(void);
+/* The data-parallel mesh axis name: "data". */
+const char *lx_dist_axis_name(void);
+
+/* MPI_Init (unless the program already initialised MPI; argc/argv may be NULL) and MPI_COMM_WORLD
+ * with MPI_ERRORS_RETURN. *rank and *size (optional) receive this process's place. Calling it
+ * again is a no-op. Without MPI: LX_ERR_UNSUPPORTED. */
+lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size);
+/* MPI_Finalize if lx_dist_init initialised MPI; a no-op otherwise. */
+lx_status lx_dist_finalize(void);
+/* Rank and size: 0 and 1 before lx_dist_init (and without MPI). */
+int lx_dist_rank(void);
+int lx_dist_size(void);
+/* Whether lx_dist_init has run and size > 1. */
+bool lx_dist_active(void);
+
+/* The step number the messages name (the caller's training step). */
+void lx_dist_set_step(int64_t step);
+/* Seconds a collective may wait before it fails (> 0). */
+lx_status lx_dist_set_timeout(double seconds);
+/* Bucket size of lx_dist_allreduce_mean in bytes (>= 4). */
+lx_status lx_dist_set_bucket_bytes(size_t bytes);
+
+/* The part [*start, *start + *len) of a global batch of `batch` rows that `rank` of `size`
+ * takes: equal contiguous shards, rank r gets rows r*batch/size ... A batch that does not divide
+ * evenly is LX_ERR_INVALID_ARGUMENT (as sharding a batch dimension over a mesh axis requires). */
+lx_status lx_dist_shard_range(int64_t batch, int rank, int size, int64_t *start, int64_t *len);
+/* Like lx_batcher_next, but outs[i] are this rank's shard (lx_dist_shard_range) of the global
+ * batch lx_batcher_next would give: every rank walks the same permutation. Pool-owned outputs;
+ * false at the end of the epoch or on failure (lx_last_status() tells them apart). */
+bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs);
+
+/* jax.lax.pmean(tree, 'data'): a new tree with every float32 leaf (arrays, and the values of
+ * Variables, given as plain arrays) averaged over the ranks; other leaves are kept. Use it for
+ * gradients, and for BatchNorm running statistics to keep them equal on every rank (not the same
+ * as Flax's BatchNorm(axis_name='data'), which pmeans the batch moments inside the forward pass:
+ * docs/distributed.md). Bucketed, non-blocking all-reduces (see above). All ranks must
+ * call it with trees of the same structure and shapes. *out is new (also with size 1). */
+lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out);
+/* Sum or mean of n floats over the ranks, in place (e.g. a loss to print). */
+lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean);
+/* Overwrite every float32 array (and Variable value) of `t` with rank `root`'s values, in
+ * place: all ranks start from the same parameters. Structure and shapes must agree. */
+lx_status lx_dist_broadcast_tree(lx_tree *t, int root);
+/* A collective every rank calls once per step with its own status: LX_OK when all ranks passed
+ * LX_OK, otherwise (on every rank) LX_ERR_INTERNAL "distributed: rank R failed at step S"
+ * naming the lowest failing rank (a failing rank keeps its own message). */
+lx_status lx_dist_check(lx_status local);
+
+/* ZeRO-1 style optimizer-state sharding. The float32 array leaves of params are given to ranks
+ * whole (largest first, each to the rank holding the fewest elements so far: the same plan on
+ * every rank); each rank keeps the optimizer state of its own leaves only (about 1/N of it). A
+ * step averages the gradients (an all-reduce, not yet a reduce-scatter), updates the rank's own
+ * leaves with tx, and broadcasts every leaf from its owner, so all ranks end with the same new
+ * params. Same results as the unsharded step for transformations that treat leaves separately
+ * (sgd, momentum, adam, adamw, ...); NOT for ones that look at all leaves at once
+ * (clip_by_global_norm): those would see only the rank's leaves. tx is TAKEN (as optax
+ * constructors take theirs). */
+typedef struct lx_dist_zero1 lx_dist_zero1;
+lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out);
+/* grads: this rank's local gradients; *params is replaced by the new params tree (new arrays). */
+lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **params);
+/* Elements of the params whose optimizer state this rank holds, and of all params. */
+int64_t lx_dist_zero1_owned(const lx_dist_zero1 *z, int64_t *total);
+/* The rank's optimizer state (borrowed): the state of its own leaves. */
+const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z);
+void lx_dist_zero1_free(lx_dist_zero1 *z);
+
+/* Seconds spent waiting for all-reduces since the last call (and reset), for benchmarks. */
+double lx_dist_take_wait_seconds(void);
+
+#pragma GCC visibility pop
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,523 @@
+/* Data-parallel training over MPI (include/linnx/distributed.h). Compiled with or without MPI:
+ * without LINNX_HAVE_MPI the collectives report LX_ERR_UNSUPPORTED. */
+#include "linnx/distributed.h"
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "linnx/array.h"
+#include "linnx/ops.h"
+#include "linnx/value.h"
+#include "linnx/variable.h"
+
+#ifdef LINNX_HAVE_MPI
+#include <mpi.h>
+#endif
+
+static int g_rank = 0, g_size = 1;
+static bool g_inited = false;
+static int64_t g_step = 0;
+static double g_timeout = 60.0;
+static size_t g_bucket = (size_t)4 << 20;
+static double g_wait = 0.0;
+
+bool lx_dist_available(void) {
+#ifdef LINNX_HAVE_MPI
+    return true;
+#else
+    return false;
+#endif
+}
+
+const char *lx_dist_axis_name(void) { return "data"; }
+int lx_dist_rank(void) { return g_rank; }
+int lx_dist_size(void) { return g_size; }
+bool lx_dist_active(void) { return g_inited && g_size > 1; }
+void lx_dist_set_step(int64_t step) { g_step = step; }
+
+lx_status lx_dist_set_timeout(double seconds) {
+    if (!(seconds > 0)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: timeout %g is not > 0 seconds", seconds);
+    g_timeout = seconds;
+    return LX_OK;
+}
+
+lx_status lx_dist_set_bucket_bytes(size_t bytes) {
+    if (bytes < 4) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: bucket of %zu bytes is under one float32", bytes);
+    g_bucket = bytes;
+    return LX_OK;
+}
+
+double lx_dist_take_wait_seconds(void) {
+    double w = g_wait;
+    g_wait = 0;
+    return w;
+}
+
+lx_status lx_dist_shard_range(int64_t batch, int rank, int size, int64_t *start, int64_t *len) {
+    if (size < 1 || rank < 0 || rank >= size || batch < 0 || !start || !len)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: bad shard arguments (rank %d of %d, batch %lld)", rank, size,
+                       (long long)batch);
+    if (batch % size != 0)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "distributed: a global batch of %lld rows does not divide evenly over %d ranks of the '%s' axis",
+                       (long long)batch, size, lx_dist_axis_name());
+    *len = batch / size;
+    *start = (int64_t)rank * *len;
+    return LX_OK;
+}
+
+bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs) {
+    lx_clear_error();
+    if (!b || !b->perm || narrays < 0 || (narrays > 0 && (!arrays || !outs))) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: batcher: bad arguments");
+        return false;
+    }
+    if (b->next >= b->nbatches) return false;
+    for (int k = 0; k < narrays; k++) {
+        outs[k] = NULL;
+        if (!arrays[k] || arrays[k]->ndim < 1 || arrays[k]->shape[0] != b->n) {
+            lx_fail(LX_ERR_SHAPE, "distributed: batcher: array %d must have %lld rows (axis 0)", k, (long long)b->n);
+            return false;
+        }
+    }
+    int64_t len, start, slen;
+    const int32_t *idx = lx_batcher_indices(b, b->next, &len);
+    if (lx_dist_shard_range(len, g_rank, g_size, &start, &slen) != LX_OK) return false;
+    lx_array *ia = lx_autorelease(lx_array_from_data(LX_I32, 1, &slen, idx + start));
+    for (int k = 0; k < narrays; k++) {
+        outs[k] = ia ? lx_take(arrays[k], ia, 0) : NULL;
+        if (!outs[k]) {
+            for (int j = 0; j < narrays; j++) outs[j] = NULL;
+            return false;
+        }
+    }
+    b->next++;
+    return true;
+}
+
+#ifndef LINNX_HAVE_MPI
+
+static lx_status unsupported(const char *what) {
+    return lx_fail(LX_ERR_UNSUPPORTED,
+                   "distributed: %s needs MPI, and this linnx was built without it (install libopenmpi-dev and "
+                   "rebuild)", what);
+}
+lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) { return unsupported("lx_dist_init"); }
+lx_status lx_dist_finalize(void) { return LX_OK; }
+lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
+    if (!t || !out) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: all-reduce of a NULL tree");
+    *out = NULL;
+    return unsupported("lx_dist_allreduce_mean");
+}
+lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean) { return unsupported("lx_dist_allreduce_f32"); }
+lx_status lx_dist_broadcast_tree(lx_tree *t, int root) { return unsupported("lx_dist_broadcast_tree"); }
+lx_status lx_dist_check(lx_status local) { return local == LX_OK ? unsupported("lx_dist_check") : local; }
+
+lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out) {
+    optax_tx_release(tx);
+    if (out) *out = NULL;
+    return unsupported("lx_dist_zero1_new");
+}
+lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **params) {
+    return unsupported("lx_dist_zero1_step");
+}
+int64_t lx_dist_zero1_owned(const lx_dist_zero1 *z, int64_t *total) {
+    if (total) *total = 0;
+    return 0;
+}
+const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z) { return NULL; }
+void lx_dist_zero1_free(lx_dist_zero1 *z) {}
+
+#else
+
+static bool g_we_init = false;
+
+/* The float32 array behind a leaf (an array or a Variable's value), or NULL. */
+static lx_array *leaf_f32(const lx_value *v) {
+    lx_array *a = NULL;
+    if (v->kind == LX_V_ARRAY) a = v->u.array;
+    else if (v->kind == LX_V_VARIABLE) a = lx_variable_get_value(v->u.var);
+    return a && a->dtype == LX_F32 && !lx_is_abstract(a) ? a : NULL;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static lx_status mpi_fail(const char *what, int rc) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "MPI error %d", rc);
+    return lx_fail(LX_ERR_IO, "distributed: %s failed on rank %d at step %lld: %s", what, g_rank, (long long)g_step, msg);
+}
+
+lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
+    if (!g_inited) {
+        int flag = 0;
+        MPI_Initialized(&flag);
+        if (!flag) {
+            int rc = MPI_Init(argc, argv);
+            if (rc != MPI_SUCCESS) return lx_fail(LX_ERR_IO, "distributed: MPI_Init failed (%d)", rc);
+            g_we_init = true;
+        }
+        MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+        MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+        const char *t = getenv("LINNX_DIST_TIMEOUT");
+        if (t && atof(t) > 0) g_timeout = atof(t);
+        g_inited = true;
+    }
+    if (rank) *rank = g_rank;
+    if (size) *size = g_size;
+    return LX_OK;
+}
+
+lx_status lx_dist_finalize(void) {
+    if (g_inited && g_we_init) {
+        int fin = 0;
+        MPI_Finalized(&fin);
+        if (!fin) MPI_Finalize();
+    }
+    g_inited = g_we_init = false;
+    g_rank = 0;
+    g_size = 1;
+    return LX_OK;
+}
+
+static lx_status need_init(const char *what) {
+    if (!g_inited) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: %s before lx_dist_init", what);
+    return LX_OK;
+}
+
+/* Wait for n requests, polling with the deadline: never hangs past g_timeout. */
+static lx_status wait_all(int n, MPI_Request *reqs, const char *what) {
+    double t0 = now_s();
+    for (;;) {
+        int done = 0;
+        int rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) {
+            g_wait += now_s() - t0;
+            return mpi_fail(what, rc);
+        }
+        if (done) break;
+        if (now_s() - t0 > g_timeout) {
+            g_wait += now_s() - t0;
+            return lx_fail(LX_ERR_IO,
+                           "distributed: %s on rank %d at step %lld timed out after %g s (another rank stopped or "
+                           "died)", what, g_rank, (long long)g_step, g_timeout);
+        }
+        /* MPI progresses a large message only inside MPI calls: poll back to back for the first
+         * 50 ms (yielding the core to anyone who needs it), then sleep between polls (a peer is
+         * slow or gone; the deadline is what matters then) */
+        if (now_s() - t0 < 0.05) sched_yield();
+        else {
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    g_wait += now_s() - t0;
+    return LX_OK;
+}
+
+lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean) {
+    LX_TRY(need_init("lx_dist_allreduce_f32"));
+    if (n < 0 || (n > 0 && !buf) || n > 0x7fffffff) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: bad buffer");
+    MPI_Request req;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
+    if (rc != MPI_SUCCESS) return mpi_fail("all-reduce", rc);
+    LX_TRY(wait_all(1, &req, "all-reduce"));
+    if (mean)
+        for (int64_t i = 0; i < n; i++) buf[i] /= (float)g_size;
+    return LX_OK;
+}
+
+lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
+    if (!t || !out) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: all-reduce of a NULL tree");
+    *out = NULL;
+    LX_TRY(need_init("lx_dist_allreduce_mean"));
+    lx_flat f = {0};
+    LX_TRY(lx_tree_flatten(t, &f));
+    /* buckets: consecutive float32 leaves, cut at g_bucket bytes (a larger leaf is its own bucket) */
+    size_t nleaf = f.len, nb = 0;
+    int64_t *off = calloc(nleaf + 1, sizeof *off);       /* element offset of each leaf in `buf` */
+    MPI_Request *reqs = NULL;
+    float *buf = NULL;
+    lx_status st = LX_OK;
+    if (!off) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    int64_t total = 0;
+    for (size_t i = 0; st == LX_OK && i < nleaf; i++) {
+        lx_array *a = leaf_f32(&f.items[i].value);
+        off[i] = total;
+        if (a) total += a->size;
+    }
+    if (st == LX_OK) off[nleaf] = total;
+    if (st == LX_OK && total > 0 && !(buf = malloc((size_t)total * sizeof *buf)))
+        st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory for %lld gradients", (long long)total);
+    if (st == LX_OK && !(reqs = malloc((nleaf + 1) * sizeof *reqs))) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    /* pack leaf by leaf; start a bucket's all-reduce as soon as it is full */
+    int64_t per = (int64_t)(g_bucket / sizeof(float)), bfirst = 0;
+    for (size_t i = 0; st == LX_OK && i < nleaf; i++) {
+        lx_array *a = leaf_f32(&f.items[i].value);
+        if (!a) continue;
+        memcpy(buf + off[i], lx_f32(a), (size_t)a->size * sizeof(float));
+        int64_t end = off[i] + a->size;
+        bool last = end == total;
+        if (end - bfirst >= per || last) {
+            if (end - bfirst > 0x7fffffff) {
+                st = lx_fail(LX_ERR_UNSUPPORTED, "distributed: a bucket of %lld floats is over MPI's int count",
+                             (long long)(end - bfirst));
+                break;
+            }
+            int rc = MPI_Iallreduce(MPI_IN_PLACE, buf + bfirst, (int)(end - bfirst), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                                    &reqs[nb]);
+            if (rc != MPI_SUCCESS) {
+                st = mpi_fail("gradient all-reduce", rc);
+                break;
+            }
+            nb++;
+            bfirst = end;
+        }
+    }
+    /* wait for every started bucket, also after a failure (no request is left in flight) */
+    if (nb > 0) {
+        lx_status w = wait_all((int)nb, reqs, "gradient all-reduce");
+        if (st == LX_OK) st = w;
+    }
+    /* unpack: mean = sum / size; non-float leaves are kept */
+    lx_flat g = {0};
+    float inv = 1.0f / (float)g_size;
+    for (size_t i = 0; st == LX_OK && i < nleaf; i++) {
+        lx_array *a = leaf_f32(&f.items[i].value);
+        if (!a) {
+            st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
+            continue;
+        }
+        lx_array *r = lx_array_empty(LX_F32, a->ndim, a->shape);
+        if (!r) {
+            st = lx_last_status();
+            break;
+        }
+        float *d = lx_f32(r);
+        const float *s = buf + off[i];
+        if (g_size == 1) memcpy(d, s, (size_t)a->size * sizeof *d);
+        else
+            for (int64_t k = 0; k < a->size; k++) d[k] = s[k] * inv;
+        st = lx_flat_append(&g, f.items[i].path, lx_array_v(r));
+        lx_release(r);
+    }
+    if (st == LX_OK) st = lx_tree_unflatten(&g, out);
+    lx_flat_free(&g);
+    lx_flat_free(&f);
+    free(buf);
+    free(reqs);
+    free(off);
+    return st;
+}
+
+lx_status lx_dist_broadcast_tree(lx_tree *t, int root) {
+    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: broadcast of a NULL tree");
+    LX_TRY(need_init("lx_dist_broadcast_tree"));
+    if (root < 0 || root >= g_size) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: root %d of %d ranks", root, g_size);
+    lx_flat f = {0};
+    LX_TRY(lx_tree_flatten(t, &f));
+    lx_status st = LX_OK;
+    for (size_t i = 0; st == LX_OK && i < f.len; i++) {
+        lx_array *a = leaf_f32(&f.items[i].value);
+        if (!a) continue;
+        if (a->size > 0x7fffffff) {
+            st = lx_fail(LX_ERR_UNSUPPORTED, "distributed: leaf %s is over MPI's int count", f.items[i].path);
+            break;
+        }
+        MPI_Request req;
+        int rc = MPI_Ibcast(lx_f32(a), (int)a->size, MPI_FLOAT, root, MPI_COMM_WORLD, &req);
+        if (rc != MPI_SUCCESS) st = mpi_fail("broadcast", rc);
+        else st = wait_all(1, &req, "broadcast");
+    }
+    lx_flat_free(&f);
+    return st;
+}
+
+lx_status lx_dist_check(lx_status local) {
+    if (!g_inited) return local;
+    /* the lowest failing rank, or g_size when every rank is fine */
+    int mine = local == LX_OK ? g_size : g_rank, low = g_size;
+    MPI_Request req;
+    int rc = MPI_Iallreduce(&mine, &low, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req);
+    if (rc != MPI_SUCCESS) return local != LX_OK ? local : mpi_fail("status check", rc);
+    lx_status w = wait_all(1, &req, "status check");
+    if (local != LX_OK) return local; /* keep this rank's own message */
+    if (w != LX_OK) return w;
+    if (low < g_size)
+        return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed at step %lld", low, (long long)g_step);
+    return LX_OK;
+}
+
+
+/* ---------------------------------------------------------------- ZeRO-1 */
+struct lx_dist_zero1 {
+    optax_tx *tx;
+    size_t n;        /* float32 leaves */
+    char **paths;    /* their paths, in tree order */
+    int *owner;      /* the rank updating each */
+    int64_t owned, total;
+    lx_tree *state;  /* the optimizer state of this rank's leaves */
+};
+
+void lx_dist_zero1_free(lx_dist_zero1 *z) {
+    if (!z) return;
+    for (size_t i = 0; i < z->n; i++) free(z->paths[i]);
+    free(z->paths);
+    free(z->owner);
+    lx_tree_release(z->state);
+    optax_tx_release(z->tx);
+    free(z);
+}
+
+int64_t lx_dist_zero1_owned(const lx_dist_zero1 *z, int64_t *total) {
+    if (total) *total = z ? z->total : 0;
+    return z ? z->owned : 0;
+}
+
+const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z) { return z ? z->state : NULL; }
+
+/* The sub-tree of `t` made of the leaves this rank owns (leaves shared). */
+static lx_status own_subtree(const lx_dist_zero1 *z, const lx_tree *t, lx_tree **out) {
+    lx_flat f = {0};
+    lx_status st = LX_OK;
+    for (size_t i = 0; st == LX_OK && i < z->n; i++) {
+        if (z->owner[i] != g_rank) continue;
+        const lx_value *v = NULL;
+        st = lx_tree_get_path(t, z->paths[i], &v);
+        if (st == LX_OK) st = lx_flat_append(&f, z->paths[i], *v);
+    }
+    if (st == LX_OK && f.len == 0) *out = lx_tree_new(), st = *out ? LX_OK : lx_last_status();
+    else if (st == LX_OK) st = lx_tree_unflatten(&f, out);
+    lx_flat_free(&f);
+    return st;
+}
+
+lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out) {
+    if (out) *out = NULL;
+    if (!tx || !params || !out) {
+        optax_tx_release(tx);
+        return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    }
+    lx_status st = need_init("lx_dist_zero1_new");
+    lx_dist_zero1 *z = st == LX_OK ? calloc(1, sizeof *z) : NULL;
+    if (!z) {
+        optax_tx_release(tx);
+        return st != LX_OK ? st : lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    }
+    z->tx = tx;
+    lx_flat f = {0};
+    int64_t *load = calloc((size_t)g_size, sizeof *load);
+    st = load ? lx_tree_flatten(params, &f) : lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    if (st == LX_OK) {
+        z->paths = calloc(f.len + 1, sizeof *z->paths);
+        z->owner = calloc(f.len + 1, sizeof *z->owner);
+        if (!z->paths || !z->owner) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    }
+    for (size_t i = 0; st == LX_OK && i < f.len; i++) {
+        if (f.items[i].value.kind != LX_V_ARRAY || !leaf_f32(&f.items[i].value)) {
+            st = lx_fail(LX_ERR_TYPE, "distributed: zero1: %s is not a float32 array", f.items[i].path);
+            break;
+        }
+        if (!(z->paths[z->n] = strdup(f.items[i].path))) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+        else z->n++;
+    }
+    /* largest leaf first, to the least loaded rank (ties: the lower rank, then tree order) */
+    bool *done = st == LX_OK ? calloc(z->n + 1, sizeof *done) : NULL;
+    if (st == LX_OK && !done) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    for (size_t k = 0; st == LX_OK && k < z->n; k++) {
+        size_t best = z->n;
+        for (size_t i = 0; i < z->n; i++)
+            if (!done[i] && (best == z->n || f.items[i].value.u.array->size > f.items[best].value.u.array->size)) best = i;
+        int r = 0;
+        for (int q = 1; q < g_size; q++)
+            if (load[q] < load[r]) r = q;
+        done[best] = true;
+        z->owner[best] = r;
+        int64_t sz = f.items[best].value.u.array->size;
+        load[r] += sz;
+        z->total += sz;
+        if (r == g_rank) z->owned += sz;
+    }
+    lx_tree *mine = NULL;
+    if (st == LX_OK) st = own_subtree(z, params, &mine);
+    if (st == LX_OK) st = optax_init(z->tx, mine, &z->state);
+    lx_tree_release(mine);
+    free(done);
+    free(load);
+    lx_flat_free(&f);
+    if (st != LX_OK) {
+        lx_dist_zero1_free(z);
+        return st;
+    }
+    *out = z;
+    return LX_OK;
+}
+
+lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **params) {
+    if (!z || !grads || !params || !*params) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    lx_tree *avg = NULL, *g_own = NULL, *p_own = NULL, *state = lx_tree_retain(z->state), *out = NULL;
+    MPI_Request *reqs = calloc(z->n + 1, sizeof *reqs);
+    lx_array **arr = calloc(z->n + 1, sizeof *arr);
+    lx_status st = reqs && arr ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    if (st == LX_OK) st = lx_dist_allreduce_mean(grads, &avg);
+    if (st == LX_OK) st = own_subtree(z, avg, &g_own);
+    if (st == LX_OK) st = own_subtree(z, *params, &p_own);
+    if (st == LX_OK) st = optax_step(z->tx, g_own, &p_own, &state);
+    /* every leaf from its owner */
+    size_t nreq = 0;
+    for (size_t i = 0; st == LX_OK && i < z->n; i++) {
+        const lx_value *v = NULL;
+        if (z->owner[i] == g_rank) {
+            st = lx_tree_get_path(p_own, z->paths[i], &v);
+            if (st == LX_OK) arr[i] = lx_retain(v->u.array);
+        } else {
+            st = lx_tree_get_path(*params, z->paths[i], &v);
+            if (st == LX_OK && !(arr[i] = lx_array_empty(LX_F32, v->u.array->ndim, v->u.array->shape))) st = lx_last_status();
+        }
+        if (st == LX_OK && arr[i]->size > 0x7fffffff) st = lx_fail(LX_ERR_UNSUPPORTED, "distributed: %s is too large", z->paths[i]);
+        if (st != LX_OK) break;
+        int rc = MPI_Ibcast(lx_f32(arr[i]), (int)arr[i]->size, MPI_FLOAT, z->owner[i], MPI_COMM_WORLD, &reqs[nreq]);
+        if (rc != MPI_SUCCESS) st = mpi_fail("zero1 broadcast", rc);
+        else nreq++;
+    }
+    if (nreq > 0) {
+        lx_status w = wait_all((int)nreq, reqs, "zero1 broadcast");
+        if (st == LX_OK) st = w;
+    }
+    /* the new params: the old tree's structure, the broadcast arrays */
+    lx_flat f = {0}, g = {0};
+    if (st == LX_OK) st = lx_tree_flatten(*params, &f);
+    for (size_t i = 0, j = 0; st == LX_OK && i < f.len; i++) {
+        if (j < z->n && strcmp(f.items[i].path, z->paths[j]) == 0) st = lx_flat_append(&g, f.items[i].path, lx_array_v(arr[j++]));
+        else st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
+    }
+    if (st == LX_OK) st = lx_tree_unflatten(&g, &out);
+    if (st == LX_OK) {
+        lx_tree_release(*params);
+        *params = out;
+        lx_tree_release(z->state);
+        z->state = state;
+        state = NULL;
+    }
+    lx_flat_free(&f);
+    lx_flat_free(&g);
+    for (size_t i = 0; arr && i < z->n; i++) lx_release(arr[i]);
+    free(arr);
+    free(reqs);
+    lx_tree_release(state);
+    lx_tree_release(avg);
+    lx_tree_release(g_own);
+    lx_tree_release(p_own);
+    return st;
+}
+
+#endif

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Data-parallel training under mpirun (linnx/distributed.h): tests/test_distributed.c's worker on
+# N = 1, 2, 3 ranks must give the single-process parameters and losses, and ZeRO-1 sharding the
+# optimizer state the same parameters as the unsharded run (it checks them itself on
+# rank 0 and every rank's verdict decides the exit status); a rank that fails with an error or
+# dies by SIGKILL at step 3 must make the others stop, exit non-zero, with a message naming the
+# rank (and the step, for an error), in bounded time; and `linnx train` under mpirun -np 2 prints
+# the same loss lines as one process (rank 0 prints, the data sharded, gradients averaged).
+# Skipped (with a message) when mpirun is absent or linnx was built without MPI.
+# Usage: cli_distributed.sh PATH/TO/linnx
+set -u
+bin=${1:?usage: cli_distributed.sh PATH/TO/linnx}
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib_cli.sh"
+prog="$(dirname "$bin")/test_distributed"
+
+if ! command -v mpirun >/dev/null 2>&1; then
+    echo "mpirun not found (scripts/install-deps.sh installs openmpi-bin): skipped"
+    exit 0
+fi
+if [ ! -x "$prog" ]; then
+    echo "$prog not built: skipped"
+    exit 0
+fi
+mpi=(mpirun -np)
+if mpirun --version 2>&1 | grep -q "Open MPI"; then
+    mpi=(mpirun --oversubscribe --allow-run-as-root -np)
+    # containers often forbid cross-memory attach; shared memory without it still works
+    export OMPI_MCA_btl_vader_single_copy_mechanism=none
+fi
+# Open MPI's own allocations are not linnx's leaks (the sanitizer build runs this too)
+export ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0
+export OMP_NUM_THREADS=1 LINNX_DIST_WORKER=1
+
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; sed -n 1,20p "$cli_tmp/out"; }
+
+# probe: a build without MPI says so and the multi-rank tests are skipped
+if LINNX_DIST_WORKER=1 "$prog" >"$cli_tmp/out" 2>&1; [ $? -eq 2 ] && grep -q "built without it" "$cli_tmp/out"; then
+    echo "linnx built without MPI: skipped"
+    exit 0
+fi
+
+for n in 1 2 3; do
+    timeout 60 "${mpi[@]}" "$n" "$prog" >"$cli_tmp/out" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] && grep -q "distributed: $n ranks" "$cli_tmp/out" && [ "$(grep -c "^zero1: rank .* of $n holds" "$cli_tmp/out")" = "$n" ]; then
+        ok
+        grep -E "distributed: $n ranks|^zero1" "$cli_tmp/out"
+    else bad "$n ranks: exit $rc"; fi
+done
+
+# a rank that reports an error at step 3: every rank stops with the rank and step named
+t0=$(date +%s)
+LINNX_DIST_FAIL_RANK=1 LINNX_DIST_FAIL_STEP=3 timeout 60 "${mpi[@]}" 3 "$prog" >"$cli_tmp/out" 2>&1
+rc=$?
+t1=$(date +%s)
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "rank 0: distributed: rank 1 failed at step 3" "$cli_tmp/out" &&
+   grep -q "rank 2: distributed: rank 1 failed at step 3" "$cli_tmp/out" &&
+   grep -q "rank 1: injected failure on rank 1" "$cli_tmp/out"; then
+    ok
+    echo "error on rank 1 at step 3: all ranks stopped in $((t1 - t0)) s (exit $rc)"
+else bad "error on rank 1: exit $rc"; fi
+
+# a rank that dies (SIGKILL) at step 3: the others must not hang in the all-reduce
+t0=$(date +%s)
+LINNX_DIST_TIMEOUT=10 LINNX_DIST_FAIL_RANK=1 LINNX_DIST_FAIL_STEP=3 LINNX_DIST_FAIL_MODE=kill \
+    timeout 60 "${mpi[@]}" 3 "$prog" >"$cli_tmp/out" 2>&1
+rc=$?
+t1=$(date +%s)
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -Eq "rank 1 .*(signal 9|Killed)|rank 1 failed at step 3|timed out" "$cli_tmp/out"; then
+    ok
+    echo "rank 1 killed at step 3: the job ended in $((t1 - t0)) s (exit $rc): $(grep -Em1 'rank 1 |timed out' "$cli_tmp/out")"
+else bad "rank 1 killed: exit $rc"; fi
+
+# a rank that hangs (sleeps) at step 3: the others' 3 s deadline turns the wait into an error
+t0=$(date +%s)
+LINNX_DIST_TIMEOUT=3 LINNX_DIST_FAIL_RANK=1 LINNX_DIST_FAIL_STEP=3 LINNX_DIST_FAIL_MODE=hang \
+    timeout 60 "${mpi[@]}" 3 "$prog" >"$cli_tmp/out" 2>&1
+rc=$?
+t1=$(date +%s)
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $((t1 - t0)) -lt 25 ] &&
+   grep -q "rank 0: distributed: status check on rank 0 at step 3 timed out after 3 s" "$cli_tmp/out"; then
+    ok
+    echo "rank 1 hangs at step 3: the others timed out, the job ended in $((t1 - t0)) s (exit $rc)"
+else bad "rank 1 hangs: exit $rc after $((t1 - t0)) s"; fi
+
+# `linnx train` unchanged under mpirun: rank 0 alone prints, the lines equal one process's within
+# float32 summation order (rtol 1e-6 on the losses); minibatches and the whole data both shard
+targs=(train 'linen.Sequential(linen.Dense(4), linen.relu, linen.Dense(2))' --seed 7
+       --x 0.5,-1,2,1.5,0.25,-0.5,-2,1,0.75,0,-1.25,1,2.5,0.5,-0.25,1,1,-1 --x-shape 6,3
+       --y 1,0,0,1,0.5,0.5,1,1,0,0,-1,2 --y-shape 6,2 --loss squared_error --optimizer 'adam(0.1)' --steps 5 --plain)
+same_losses() { # $1 $2 files of `step K loss V` lines
+    awk 'NR == FNR { w[FNR] = $4; n = FNR; next }
+         { m = FNR; d = $4 - w[FNR]; if (d < 0) d = -d; a = w[FNR] < 0 ? -w[FNR] : w[FNR]; if (d > 1e-6 * a + 1e-9) exit 1 }
+         END { exit (m == n && n == 5) ? 0 : 1 }' "$1" "$2"
+}
+for extra in "--batch-size 4" ""; do
+    for n in 2 3; do
+        [ "$n" = 3 ] && [ -n "$extra" ] && continue # 4 rows do not split over 3 ranks
+        unset LINNX_DIST_WORKER
+        "$bin" "${targs[@]}" $extra >"$cli_tmp/one" 2>&1
+        timeout 60 "${mpi[@]}" "$n" "$bin" "${targs[@]}" $extra >"$cli_tmp/out" 2>&1
+        rc=$?
+        if [ $rc -eq 0 ] && same_losses "$cli_tmp/one" "$cli_tmp/out"; then ok
+        else bad "linnx train $extra under mpirun -np $n: exit $rc"; diff "$cli_tmp/one" "$cli_tmp/out"; fi
+    done
+done
+timeout 60 "${mpi[@]}" 4 "$bin" "${targs[@]}" >"$cli_tmp/out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "a global batch of 6 rows does not divide evenly over 4 ranks of the 'data' axis" "$cli_tmp/out"; then ok
+else bad "linnx train, 6 rows on 4 ranks: exit $rc"; fi
+
+cli_finish

@@ -1,0 +1,358 @@
+/* Data-parallel training (linnx/distributed.h).
+ *
+ * Run plainly (CTest): the pure parts (shard ranges, the axis name, errors before init, and
+ * LX_ERR_UNSUPPORTED in a build without MPI). MPI itself is not started here (Open MPI's
+ * allocations would show up in LeakSanitizer); the multi-rank checks run from
+ * tests/cli_distributed.sh, which starts this program under `mpirun -np N` with
+ * LINNX_DIST_WORKER=1:
+ *
+ *  - every rank initialises the MLP's parameters with its OWN key (rank-dependent), then
+ *    lx_dist_broadcast_tree makes rank 0's the common start;
+ *  - K Adam steps with a global batch B (shuffled by lx_batcher, sharded by
+ *    lx_dist_batcher_next, gradients averaged by lx_dist_allreduce_mean with small buckets so
+ *    there are several);
+ *  - rank 0 then runs the single-process reference (the same model, batch B, lx_batcher_next,
+ *    no communication, key of rank 0) and checks every parameter and every step's mean loss:
+ *    |p_dist - p_ref| <= 2e-5 * (1 + |p_ref|) — float32 summation order (a gradient is a sum
+ *    of B/N local terms, then a sum over N ranks) after K Adam steps, whose normalisation
+ *    can magnify a tiny gradient's relative error; measured differences are ~1e-7;
+ *  - ZeRO-1 (lx_dist_zero1_*): the same run with the optimizer state sharded by leaf gives
+ *    bit-identical parameters, and the ranks' state covers every parameter exactly once;
+ *  - batch-norm running statistics: a tree of rank-dependent float32 arrays and a Variable
+ *    averages to the hand-computed mean; an int leaf passes unchanged.
+ * With LINNX_DIST_FAIL_RANK / LINNX_DIST_FAIL_STEP / LINNX_DIST_FAIL_MODE (error|kill) one rank
+ * fails (an error it reports through lx_dist_check, or SIGKILL) at that step; the other ranks
+ * must stop with "rank R failed at step S" (or Open MPI's own report of the death). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "linnx/autodiff.h"
+#include "linnx/distributed.h"
+#include "linnx/linen.h"
+#include "linnx/linen_layers.h"
+#include "linnx/losses.h"
+#include "linnx/train.h"
+#include "lx_test.h"
+
+enum { NEX = 12, IN = 3, HID = 5, OUT = 2, BATCH = 6, STEPS = 6 };
+
+typedef struct {
+    const linen_module *m;
+    lx_array *x, *y;
+} ctx;
+
+static lx_status loss_fn(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
+    (void)aux;
+    ctx *c = user;
+    lx_tree *vars = lx_tree_new();
+    lx_status st = vars ? lx_tree_set(vars, "params", lx_tree_v((lx_tree *)params)) : lx_last_status();
+    lx_value out = lx_none();
+    if (st == LX_OK) st = linen_apply(c->m, vars, &LX_ARGS(c->x), LINEN_NO_RNGS, NULL, &out, NULL);
+    lx_tree_release(vars);
+    if (st == LX_OK) *loss = lx_mean(optax_squared_error(out.u.array, c->y), LX_ALL_AXES, false);
+    if (st == LX_OK && !*loss) st = lx_last_status();
+    lx_value_free(&out);
+    return st;
+}
+
+static void test_shard_range(void) {
+    int64_t s = -1, n = -1;
+    /* 6 rows over 3 ranks: [0,2) [2,4) [4,6) */
+    for (int r = 0; r < 3; r++) {
+        CHECK_EQ_INT(lx_dist_shard_range(6, r, 3, &s, &n), LX_OK);
+        CHECK_EQ_INT(s, 2 * r);
+        CHECK_EQ_INT(n, 2);
+    }
+    CHECK_EQ_INT(lx_dist_shard_range(6, 0, 1, &s, &n), LX_OK);
+    CHECK_EQ_INT(s, 0);
+    CHECK_EQ_INT(n, 6);
+    CHECK_EQ_INT(lx_dist_shard_range(7, 1, 2, &s, &n), LX_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(lx_last_error(), "7 rows does not divide evenly over 2 ranks of the 'data' axis") != NULL);
+    CHECK_EQ_INT(lx_dist_shard_range(6, 3, 3, &s, &n), LX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lx_dist_shard_range(6, -1, 3, &s, &n), LX_ERR_INVALID_ARGUMENT);
+    CHECK(strcmp(lx_dist_axis_name(), "data") == 0);
+}
+
+static void test_before_init(void) {
+    CHECK_EQ_INT(lx_dist_rank(), 0);
+    CHECK_EQ_INT(lx_dist_size(), 1);
+    CHECK(!lx_dist_active());
+    lx_tree *t = lx_tree_new(), *out = NULL;
+    lx_status want = lx_dist_available() ? LX_ERR_INVALID_ARGUMENT : LX_ERR_UNSUPPORTED;
+    CHECK_EQ_INT(lx_dist_allreduce_mean(t, &out), want);
+    CHECK(out == NULL);
+    CHECK_EQ_INT(lx_dist_allreduce_mean(NULL, &out), LX_ERR_FAILED_INPUT);
+    CHECK_EQ_INT(lx_dist_set_timeout(0), LX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lx_dist_set_bucket_bytes(2), LX_ERR_INVALID_ARGUMENT);
+    /* a failed local status passes through lx_dist_check before init */
+    CHECK_EQ_INT(lx_dist_check(LX_ERR_SHAPE), LX_ERR_SHAPE);
+    if (!lx_dist_available()) {
+        CHECK_EQ_INT(lx_dist_init(NULL, NULL, NULL, NULL), LX_ERR_UNSUPPORTED);
+        CHECK(strstr(lx_last_error(), "built without it") != NULL);
+    }
+    lx_tree_release(t);
+}
+
+/* One process (rank 0 of 1): the shard is the whole global batch, the rows lx_batcher_next
+ * gives for the same permutation; a wrong row count is an error naming the array. */
+static void test_batcher_single(void) {
+    float xv[10];
+    for (int i = 0; i < 10; i++) xv[i] = (float)i * 10;
+    lx_array *x = lx_array_from_f32(2, (int64_t[]){5, 2}, xv), *bad = lx_array_from_f32(1, (int64_t[]){4}, xv);
+    lx_batcher a = {0}, b = {0};
+    CHECK_EQ_INT(lx_batcher_init(&a, 5, 2, false), LX_OK);
+    CHECK_EQ_INT(lx_batcher_init(&b, 5, 2, false), LX_OK);
+    CHECK_EQ_INT(lx_batcher_shuffle(&a, lx_key_from_seed(1)), LX_OK);
+    CHECK_EQ_INT(lx_batcher_shuffle(&b, lx_key_from_seed(1)), LX_OK);
+    size_t mark = lx_pool_open();
+    int nb = 0;
+    lx_array *oa = NULL, *ob = NULL;
+    while (lx_batcher_next(&a, 1, &x, &oa)) {
+        CHECK(lx_dist_batcher_next(&b, 1, &x, &ob));
+        CHECK(ob && lx_array_equal(oa, ob));
+        nb++;
+    }
+    CHECK_EQ_INT(nb, 2);
+    CHECK(!lx_dist_batcher_next(&b, 1, &x, &ob)); /* the epoch is over */
+    CHECK_EQ_INT(lx_last_status(), LX_OK);
+    b.next = 0;
+    CHECK(!lx_dist_batcher_next(&b, 1, &bad, &ob));
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    CHECK(strstr(lx_last_error(), "array 0 must have 5 rows") != NULL);
+    lx_pool_close(mark);
+    lx_batcher_free(&a);
+    lx_batcher_free(&b);
+    lx_release(x);
+    lx_release(bad);
+}
+
+/* ---------------------------------------------------------------- the multi-rank worker */
+
+static linen_module *mlp(linen_module **parts) {
+    linen_module *m = NULL;
+    lx_call c1 = LX_CALL_KWARGS(LX_KW_INT("features", HID)), c2 = LX_CALL_KWARGS(LX_KW_INT("features", OUT));
+    if (linen_module_new(&linen_Dense, &c1, &parts[0]) || linen_module_new(&linen_tanh, NULL, &parts[1]) ||
+        linen_module_new(&linen_Dense, &c2, &parts[2]))
+        return NULL;
+    lx_call cs = LX_CALL_ARGS(linen_module_v(parts[0]), linen_module_v(parts[1]), linen_module_v(parts[2]));
+    if (linen_module_new(&linen_Sequential, &cs, &m)) return NULL;
+    return m;
+}
+
+static lx_tree *init_params(linen_module *m, lx_key key, lx_array *x) {
+    lx_tree *vars = NULL;
+    if (linen_init(m, LINEN_KEY(key), &LX_ARGS(x), NULL, &vars) != LX_OK) return NULL;
+    lx_tree *p = lx_tree_copy(lx_tree_get(vars, "params")->u.tree);
+    lx_tree_release(vars);
+    /* own copies of the arrays: the broadcast writes into them */
+    lx_flat f = {0}, g = {0};
+    lx_tree *out = NULL;
+    if (lx_tree_flatten(p, &f) == LX_OK) {
+        for (size_t i = 0; i < f.len; i++) {
+            lx_array *c = lx_array_copy(f.items[i].value.u.array);
+            lx_flat_append(&g, f.items[i].path, lx_array_v(c));
+            lx_release(c);
+        }
+        lx_tree_unflatten(&g, &out);
+    }
+    lx_flat_free(&f);
+    lx_flat_free(&g);
+    lx_tree_release(p);
+    return out;
+}
+
+/* K steps; dist: sharded + averaged. losses[k]: the global batch's mean loss before step k. */
+static lx_dist_zero1 *g_zero1; /* set: the dist run steps with ZeRO-1 */
+
+static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array *y, bool dist, float *losses,
+                       int fail_rank, int fail_step, int fail_mode) {
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    optax_tx *tx = optax_adam(OPTAX_CONST(0.05), &o);
+    lx_tree *state = NULL;
+    lx_status st = optax_init(tx, *params, &state);
+    lx_dist_zero1 *z = dist ? g_zero1 : NULL;
+    lx_batcher b = {0};
+    lx_key skey = lx_key_from_seed(11);
+    if (st == LX_OK) st = lx_batcher_init(&b, NEX, BATCH, false);
+    for (int k = 0; st == LX_OK && k < STEPS; k++) {
+        size_t mark = lx_pool_open();
+        lx_dist_set_step(k);
+        if (k % b.nbatches == 0) st = lx_batcher_shuffle(&b, lx_key_fold_in(skey, (uint32_t)(k / b.nbatches)));
+        lx_array *in[2] = {x, y}, *bt[2] = {NULL, NULL};
+        if (st == LX_OK && !(dist ? lx_dist_batcher_next(&b, 2, in, bt) : lx_batcher_next(&b, 2, in, bt)))
+            st = lx_last_status() ? lx_last_status() : lx_fail(LX_ERR_INTERNAL, "epoch ended early");
+        ctx c = {m, bt[0], bt[1]};
+        lx_array *loss = NULL;
+        lx_tree *grads = NULL, *avg = NULL;
+        if (st == LX_OK) st = linen_value_and_grad(loss_fn, &c, *params, &loss, &grads, NULL);
+        if (dist && lx_dist_rank() == fail_rank && k == fail_step) {
+            if (fail_mode == 1) raise(SIGKILL);
+            if (fail_mode == 2) sleep(30); /* a rank that hangs: the others' deadline must fire */
+            st = lx_fail(LX_ERR_SHAPE, "injected failure on rank %d", fail_rank);
+        }
+        if (dist) st = lx_dist_check(st);
+        float l = st == LX_OK ? lx_f32(loss)[0] : 0;
+        if (st == LX_OK && dist) st = lx_dist_allreduce_f32(&l, 1, true);
+        if (st == LX_OK && z) st = lx_dist_zero1_step(z, grads, params);
+        else {
+            if (st == LX_OK && dist) st = lx_dist_allreduce_mean(grads, &avg);
+            if (st == LX_OK) st = optax_step(tx, dist ? avg : grads, params, &state);
+        }
+        losses[k] = l;
+        lx_release(loss);
+        lx_tree_release(grads);
+        lx_tree_release(avg);
+        lx_pool_close(mark);
+    }
+    lx_batcher_free(&b);
+    lx_tree_release(state);
+    optax_tx_release(tx);
+    return st;
+}
+
+static void test_sync_stats(int rank, int size) {
+    /* batch_stats-like tree: rank-dependent means, a Variable, an int leaf */
+    float mv[3] = {(float)rank, 2.0f * (float)rank + 1.0f, -(float)rank};
+    lx_array *mean = lx_array_from_f32(1, (int64_t[]){3}, mv);
+    lx_array *var = lx_array_full_f32(1, (int64_t[]){2}, (float)(rank * rank));
+    lx_variable *v = NULL;
+    CHECK_EQ_INT(lx_variable_new(&lx_BatchStat, var, &v), LX_OK);
+    lx_tree *t = lx_tree_new(), *out = NULL;
+    lx_tree_set_path(t, "BatchNorm_0/mean", lx_array_v(mean));
+    lx_tree_set_path(t, "BatchNorm_0/var", lx_var_v(v));
+    lx_tree_set_path(t, "count", lx_int_v(7));
+    CHECK_EQ_INT(lx_dist_set_bucket_bytes(8), LX_OK); /* 2 floats: several buckets */
+    CHECK_EQ_INT(lx_dist_allreduce_mean(t, &out), LX_OK);
+    double rbar = (size - 1) / 2.0, r2bar = 0;
+    for (int r = 0; r < size; r++) r2bar += (double)r * r / size;
+    const lx_value *m = out ? lx_tree_find(out, "BatchNorm_0/mean") : NULL, *vv = out ? lx_tree_find(out, "BatchNorm_0/var") : NULL;
+    CHECK(m && m->kind == LX_V_ARRAY && vv && vv->kind == LX_V_ARRAY);
+    if (m && vv) {
+        CHECK(fabs(lx_f32(m->u.array)[0] - rbar) < 1e-6);
+        CHECK(fabs(lx_f32(m->u.array)[1] - (2 * rbar + 1)) < 1e-6);
+        CHECK(fabs(lx_f32(m->u.array)[2] + rbar) < 1e-6);
+        CHECK(fabs(lx_f32(vv->u.array)[1] - r2bar) < 1e-6);
+    }
+    const lx_value *cnt = out ? lx_tree_find(out, "count") : NULL;
+    CHECK(cnt && cnt->kind == LX_V_INT && cnt->u.i == 7);
+    CHECK_EQ_INT(lx_dist_set_bucket_bytes(64), LX_OK);
+    lx_tree_release(out);
+    lx_tree_release(t);
+    lx_variable_release(v);
+    lx_release(mean);
+    lx_release(var);
+}
+
+static int worker(void) {
+    int rank = 0, size = 1;
+    if (lx_dist_init(NULL, NULL, &rank, &size) != LX_OK) {
+        fprintf(stderr, "rank ?: %s\n", lx_last_error());
+        return 2;
+    }
+    const char *fr = getenv("LINNX_DIST_FAIL_RANK"), *fs = getenv("LINNX_DIST_FAIL_STEP"), *fm = getenv("LINNX_DIST_FAIL_MODE");
+    int fail_rank = fr ? atoi(fr) : -1, fail_step = fs ? atoi(fs) : -1;
+    int fail_mode = !fm ? 0 : strcmp(fm, "kill") == 0 ? 1 : strcmp(fm, "hang") == 0 ? 2 : 0;
+    test_sync_stats(rank, size);
+    linen_module *parts[3] = {0}, *m = mlp(parts);
+    /* samplers and ops give pool-owned arrays: keep our own references */
+    lx_array *x = lx_retain(lx_random_normal(lx_key_from_seed(3), 2, (int64_t[]){NEX, IN}));
+    lx_array *w = lx_retain(lx_random_normal(lx_key_from_seed(4), 2, (int64_t[]){IN, OUT}));
+    lx_array *y = lx_retain(lx_tanh(lx_matmul(x, w)));
+    /* each rank its own init; rank 0's wins by broadcast */
+    lx_tree *p = init_params(m, lx_key_from_seed(100 + rank), x);
+    CHECK(p != NULL);
+    CHECK_EQ_INT(lx_dist_broadcast_tree(p, 0), LX_OK);
+    float ld[STEPS] = {0}, lr[STEPS] = {0};
+    lx_status st = train(m, &p, x, y, true, ld, fail_rank, fail_step, fail_mode);
+    if (st != LX_OK) {
+        fprintf(stderr, "rank %d: %s\n", rank, lx_last_error());
+        lx_tree_release(p);
+        fflush(stderr);
+        /* every rank agreed through lx_dist_check: finalize together (so no rank is killed before
+         * it prints); after a timeout a peer may be stuck: exit and let mpirun end the job */
+        if (lx_last_status() != LX_ERR_IO) lx_dist_finalize();
+        exit(3);
+    }
+    /* ZeRO-1: the same run with the optimizer state sharded gives the same parameters (Adam is
+     * per-leaf: the same float operations on the same averaged gradients, so bit-identical) */
+    if (fail_mode == 0 && fail_rank < 0) {
+        lx_tree *z0 = init_params(m, lx_key_from_seed(100), x);
+        optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+        CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), z0, &g_zero1), LX_OK);
+        float lz[STEPS];
+        CHECK_EQ_INT(train(m, &z0, x, y, true, lz, -1, -1, 0), LX_OK);
+        lx_flat a = {0}, b = {0};
+        int64_t ndiff = 0;
+        if (z0 && lx_tree_flatten(p, &a) == LX_OK && lx_tree_flatten(z0, &b) == LX_OK && a.len == b.len)
+            for (size_t i = 0; i < a.len; i++) CHECK(lx_array_equal(a.items[i].value.u.array, b.items[i].value.u.array) || ++ndiff == 0);
+        else
+            CHECK(!"zero1 parameter tree differs in structure");
+        lx_flat_free(&a);
+        lx_flat_free(&b);
+        /* the state: this rank's leaves only; over all ranks every param exactly once */
+        int64_t total = 0, owned = lx_dist_zero1_owned(g_zero1, &total);
+        const lx_tree *zs = lx_dist_zero1_state(g_zero1);
+        float sum = (float)owned;
+        CHECK_EQ_INT(lx_dist_allreduce_f32(&sum, 1, false), LX_OK);
+        CHECK_EQ_INT((int64_t)sum, total);
+        CHECK_EQ_INT(total, IN * HID + HID + HID * OUT + OUT);
+        /* adam: mu and nu of the owned leaves + the count */
+        CHECK(zs && lx_tree_count_params(zs) == 2 * owned + 1);
+        if (size > 1) CHECK(owned < total);
+        printf("zero1: rank %d of %d holds optimizer state for %lld of %lld params\n", rank, size, (long long)owned,
+               (long long)total);
+        lx_dist_zero1_free(g_zero1);
+        g_zero1 = NULL;
+        lx_tree_release(z0);
+    }
+    if (rank == 0) {
+        lx_tree *q = init_params(m, lx_key_from_seed(100), x);
+        CHECK_EQ_INT(train(m, &q, x, y, false, lr, -1, -1, 0), LX_OK);
+        for (int k = 0; k < STEPS; k++)
+            LX_TEST_REPORT_(fabsf(ld[k] - lr[k]) <= 2e-6f * (1 + fabsf(lr[k])), "step %d loss: %d ranks %.9g, 1 process %.9g",
+                            k, size, ld[k], lr[k]);
+        CHECK(lr[STEPS - 1] < lr[0]);
+        lx_flat a = {0}, b = {0};
+        double maxd = 0;
+        if (q && lx_tree_flatten(p, &a) == LX_OK && lx_tree_flatten(q, &b) == LX_OK && a.len == b.len) {
+            for (size_t i = 0; i < a.len; i++) {
+                const lx_array *u = a.items[i].value.u.array, *v = b.items[i].value.u.array;
+                for (int64_t e = 0; e < u->size; e++) {
+                    double d = fabs((double)lx_f32(u)[e] - lx_f32(v)[e]);
+                    if (d > maxd) maxd = d;
+                    LX_TEST_REPORT_(d <= 2e-5 * (1 + fabs(lx_f32(v)[e])), "%s[%lld]: %d ranks %.9g, 1 process %.9g",
+                                    a.items[i].path, (long long)e, size, lx_f32(u)[e], lx_f32(v)[e]);
+                }
+            }
+        } else
+            CHECK(!"parameter trees differ in structure");
+        printf("distributed: %d ranks, global batch %d, %d adam steps: max |p_dist - p_1| = %.3g\n", size, BATCH, STEPS, maxd);
+        lx_flat_free(&a);
+        lx_flat_free(&b);
+        lx_tree_release(q);
+    }
+    lx_tree_release(p);
+    linen_module_release(m);
+    for (int i = 0; i < 3; i++) linen_module_release(parts[i]);
+    lx_release(x);
+    lx_release(w);
+    lx_release(y);
+    lx_pool_drain();
+    /* every rank's verdict decides the exit status of all */
+    lx_status mine = lx_test_failed ? LX_ERR_INTERNAL : LX_OK;
+    lx_status all = lx_dist_check(mine);
+    lx_dist_finalize();
+    if (all != LX_OK && !lx_test_failed) lx_test_failed = 1;
+    return lx_test_finish();
+}
+
+int main(void) {
+    if (getenv("LINNX_DIST_WORKER")) return worker();
+    RUN(test_shard_range);
+    RUN(test_before_init);
+    RUN(test_batcher_single);
+    return lx_test_finish();
+}
