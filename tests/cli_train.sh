@@ -2,7 +2,8 @@
 # `linnx grad` and `linnx train`: hand-computed cases (a Dense(1) started at zeros, l2 loss, sgd and
 # sgd with momentum: every number worked out below), the same in every style and both bridge
 # directions, a small MLP + adam run against tests/fixtures/cli_train.txt (numpy reference,
-# scripts/gen_train_fixtures.py), .npy data, the progress bar, and the usage errors.
+# scripts/gen_train_fixtures.py), .npy data, the progress bar, --save/--restore continuing a run
+# exactly, and the usage errors.
 # Usage: cli_train.sh PATH/TO/linnx
 set -u
 bin=${1:?usage: cli_train.sh PATH/TO/linnx}
@@ -118,6 +119,44 @@ if [[ $out == *"3/3"*"steps/s loss"*"ETA"* ]] && [[ $(printf '%s\n' "$out" | tai
 else
     fail=$((fail + 1)); echo "FAIL: progress bar: $out"
 fi
+
+# ---- --save / --restore: N steps saved, then restored for M more, print exactly the lines of an
+# uninterrupted N+M-step run (minibatches of 5 of 12 rows: the resume lands mid-epoch, so the
+# shuffled order and the batch position must carry over; BatchNorm's batch_stats and the dropout
+# rngs too: NNX's RngCount is saved, Linen's dropout key is fold_in(key, step))
+XS="--x '-1.25,-0.5,0.25,1.0,0.5,1.25,-0.75,0.0,-0.5,0.25,1.0,-1.0,1.25,-0.75,0.0,0.75,0.25,1.0,-1.0,-0.25,-0.75,0.0,0.75,-1.25,1.0,-1.0,-0.25,0.5,0.0,0.75,-1.25,-0.5,-1.0,-0.25,0.5,1.25,0.75,-1.25,-0.5,0.25,-0.25,0.5,1.25,-0.75,-1.25,-0.5,0.25,1.0' --x-shape 12,4 --y '0,2,1,0,2,1,0,2,1,0,2,1' --y-shape 12 --loss softmax_cross_entropy_with_integer_labels --batch-size 5 --plain"
+resume_check() { # spec, optimizer, N, M
+    local a="train '$1' --seed 3 $XS --optimizer '$2'" full part
+    full=$(eval "\"$bin\" $a --steps $(($3 + $4))" 2>&1)
+    part=$(eval "\"$bin\" $a --steps $3 --save '$cli_tmp/ts.msgpack'" 2>&1 &&
+           eval "\"$bin\" $a --steps $4 --restore '$cli_tmp/ts.msgpack'" 2>&1)
+    if [ $? -eq 0 ] && [ "$part" == "$full" ] && [ "$(printf '%s\n' "$full" | grep -c '^step ')" -eq $(($3 + $4)) ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL: resume $1 $2 $3+$4:"; diff <(echo "$part") <(echo "$full") | head -6
+    fi
+}
+resume_check 'nnx.Sequential(nnx.Linear(4, 8), nnx.relu, nnx.Linear(8, 3))' 'adam(0.01)' 3 4
+resume_check 'nnx.Sequential(nnx.Linear(4, 8), nnx.relu, nnx.Linear(8, 3))' 'sgd(0.1, momentum=0.9)' 2 5
+resume_check 'linen.Sequential(linen.Dense(8), linen.relu, linen.Dense(3))' 'adam(0.01)' 3 4
+resume_check 'linen.Sequential(linen.Dense(8), linen.BatchNorm(use_running_average=False), linen.relu, linen.Dense(3))' 'adamw(0.01, weight_decay=0.1)' 4 3
+resume_check 'bridge.ToNNX(linen.Dense(3))' 'adam(0.01)' 5 2
+resume_check 'nnx.Sequential(nnx.Linear(4, 8), nnx.Dropout(0.5), nnx.Linear(8, 3))' 'adam(0.01)' 3 4
+resume_check 'linen.Sequential(linen.Dense(8), linen.Dropout(0.5, deterministic=False), linen.Dense(3))' 'adam(0.01)' 3 4
+resume_check 'bridge.to_linen(nnx.Linear, 4, 3)' 'adam(0.01)' 2 5
+# the hand-computed momentum case: 2 steps saved, the third (step 2 loss 0.1144125) needs the
+# restored params and the restored trace
+for s in LZ NZ; do
+    "$bin" train "$(eval echo "${!s}")" --seed 0 $D --optimizer 'sgd(0.1, momentum=0.9)' --steps 2 --save "$cli_tmp/$s.msgpack" >/dev/null
+    want 'step 2 loss 0.1144125'
+    check_close "train ${!s} --seed 0 $D --optimizer 'sgd(0.1, momentum=0.9)' --steps 1 --restore '$cli_tmp/$s.msgpack'"
+done
+# a checkpoint of another model / optimizer / kind of state: one line, exit 2, nothing trained
+expect_usage_error "Shape mismatch at path ./params/kernel" train 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4,1,1 --y-shape 2,2 --loss l2_loss --optimizer 'sgd(0.1, momentum=0.9)' --steps 1 --restore "$cli_tmp/LZ.msgpack"
+expect_usage_error "at path ./opt_state/0" train 'linen.Dense(1)' --seed 0 $D --optimizer 'adam(0.1)' --steps 1 --restore "$cli_tmp/LZ.msgpack"
+expect_usage_error "--restore $cli_tmp/NZ.msgpack: The target dict keys and state dict keys do not match, target dict contains keys" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1, momentum=0.9)' --steps 1 --restore "$cli_tmp/NZ.msgpack"
+expect_usage_error "--restore $cli_tmp/LZ.msgpack: The target dict keys" train 'nnx.Linear(1, 1)' --seed 0 $D --optimizer 'sgd(0.1, momentum=0.9)' --steps 1 --restore "$cli_tmp/LZ.msgpack"
+expect_usage_error "safetensors holds arrays only" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --save "$cli_tmp/t.safetensors"
 
 # ---- bad input: one `linnx:` line, exit 2
 expect_usage_error "unknown loss 'hinge'" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --y 2,4 --loss hinge

@@ -1,11 +1,13 @@
-/* `linnx train SPEC --seed S ... --loss L --optimizer 'adam(1e-3)' --steps N [--batch-size B]`:
- * one `step K loss V` line per step, V the loss of the parameters step K starts from. */
+/* `linnx train SPEC --seed S ... --loss L --optimizer 'adam(1e-3)' --steps N [--batch-size B]
+ * [--restore FILE] [--save FILE]`: one `step K loss V` line per step, V the loss of the
+ * parameters step K starts from; a restored run continues at the checkpoint's step. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "linnx/checkpoint.h"
 #include "linnx/distributed.h"
 #include "linnx/optax.h"
 #include "linnx/train.h"
@@ -15,7 +17,7 @@ static const char TRAIN_USAGE[] =
     "usage: linnx train SPEC (--seed S | --key K0,K1) [--x64] (--x V --x-shape S --y V --y-shape S |\n"
     "                   --data DIR | --data X.npy,Y.npy) --loss NAME [--reduction mean|sum]\n"
     "                   --optimizer EXPR --steps N [--batch-size B] [--shuffle-seed S] [--progress|--plain]\n"
-    "                   [--debug-nans]\n"
+    "                   [--debug-nans] [--restore FILE] [--save FILE]\n"
     "  SPEC, data and --loss as for `linnx grad` (linnx grad --help).\n"
     "  --optimizer: an optax expression: 'adam(1e-3)', 'sgd(0.1, momentum=0.9)',\n"
     "    'adamw(3e-4, weight_decay=0.1)', 'adam(warmup_cosine_decay_schedule(0.0, 1e-3, 10, 100))',\n"
@@ -34,7 +36,13 @@ static const char TRAIN_USAGE[] =
     "  Under `mpirun -np N` (a linnx built with MPI): data parallelism over N ranks. Each step's\n"
     "  batch (the whole data without --batch-size) is split into N equal shards, one per rank, the\n"
     "  gradients are averaged, and rank 0 prints the mean loss; the lines equal one process's up\n"
-    "  to float32 summation order. The batch must divide by N; --reduction mean only.\n";
+    "  to float32 summation order. The batch must divide by N; --reduction mean only.\n"
+    "  --save FILE: after the last step, write the training state in Flax's msgpack (atomically;\n"
+    "    not .safetensors, which holds arrays only): Linen {step, params, opt_state} (+ batch_stats),\n"
+    "    NNX {model: nnx.state(model), optimizer: {step, opt_state}}.\n"
+    "  --restore FILE: continue from such a file (same SPEC, --optimizer, data and seeds): steps\n"
+    "    K..K+N-1 follow its K steps, printing what an uninterrupted run prints for them. A\n"
+    "    checkpoint of another model or optimizer is an error.\n";
 
 /* A loss as Python prints a float32 at %.9g: nan, inf, -inf (not glibc's -nan). */
 static void print_step(int64_t k, float v) {
@@ -44,12 +52,12 @@ static void print_step(int64_t k, float v) {
 
 int cmd_train(int argc, char **argv) {
     enum { O_SEED, O_KEY, O_X64, O_X, O_XS, O_Y, O_YS, O_DATA, O_LOSS, O_RED, O_OPT, O_STEPS, O_BS, O_SHUF,
-           O_PROG, O_PLAIN, O_NANS, O_N };
+           O_PROG, O_PLAIN, O_NANS, O_SAVE, O_RESTORE, O_N };
     cli_opt o[O_N] = {CLI_OPT("seed"),    CLI_OPT("key"),        CLI_FLAG("x64"),   CLI_OPT("x"),
                       CLI_OPT("x-shape"), CLI_OPT("y"),          CLI_OPT("y-shape"), CLI_OPT("data"),
                       CLI_OPT("loss"),    CLI_OPT("reduction"),  CLI_OPT("optimizer"), CLI_OPT("steps"),
                       CLI_OPT("batch-size"), CLI_OPT("shuffle-seed"), CLI_FLAG("progress"), CLI_FLAG("plain"),
-                      CLI_FLAG("debug-nans")};
+                      CLI_FLAG("debug-nans"), CLI_OPT("save"), CLI_OPT("restore")};
     const char *pos[1];
     int npos;
     bool help;
@@ -78,6 +86,10 @@ int cmd_train(int argc, char **argv) {
         if (bs < 1) return cli_error("--batch-size: %lld is not a positive integer", (long long)bs);
     }
     if (tc_loss_parse(o[O_LOSS].value, o[O_RED].value, &loss)) return CLI_EXIT_USAGE;
+    /* the step count and optax's empty states are not arrays: checked before any training */
+    if (o[O_SAVE].seen && lx_ckpt_format_of(o[O_SAVE].value) == LX_CKPT_SAFETENSORS)
+        return cli_error("--save %s: a training state needs msgpack (FILE.msgpack); safetensors holds arrays only",
+                         o[O_SAVE].value);
     optax_tx *tx = optax_from_string(o[O_OPT].value);
     if (!tx) {
         fprintf(stderr, "linnx: --optimizer: %s\n", lx_last_error());
@@ -117,11 +129,20 @@ int cmd_train(int argc, char **argv) {
     if (rc) optax_tx_release(tx);
     else if (tc_model_train_begin(m, tx) != LX_OK) rc = cli_lib_error();
     if (!rc && (batched || dp) && lx_batcher_init(&batcher, n, batched ? bs : n, false) != LX_OK) rc = cli_lib_error();
+    int64_t start = 0; /* the steps a restored checkpoint had done */
+    if (!rc && o[O_RESTORE].seen) rc = tc_model_restore(m, o[O_RESTORE].value, &start);
+    if (!rc && start > 100000000) rc = cli_error("--restore: step %lld is outside 0..100000000", (long long)start);
+    /* resuming mid-epoch: that epoch's order, its first batches already taken */
+    if (!rc && batched && start % batcher.nbatches != 0) {
+        if (lx_batcher_shuffle(&batcher, lx_key_fold_in(shuffle_key, (uint32_t)(start / batcher.nbatches))) != LX_OK)
+            rc = cli_lib_error();
+        batcher.next = start % batcher.nbatches;
+    }
     bool bar = rank == 0 && (o[O_PROG].seen || (!o[O_PLAIN].seen && isatty(STDOUT_FILENO)));
     tc_progress prog;
     tc_progress_begin(&prog, steps, bar);
     float last = 0;
-    for (int64_t k = 0; !rc && k < steps; k++) {
+    for (int64_t k = start; !rc && k < start + steps; k++) {
         size_t mark = lx_pool_open();
         lx_array *xb = d.x, *yb = d.y;
         if (batched) {
@@ -144,13 +165,14 @@ int cmd_train(int argc, char **argv) {
         if (!rc && tc_model_train_step(m, xb, yb, &loss, &last) != LX_OK) rc = cli_lib_error();
         if (!rc && dp && lx_dist_allreduce_f32(&last, 1, true) != LX_OK) rc = cli_lib_error();
         if (!rc) {
-            if (bar) tc_progress_update(&prog, k + 1, last);
+            if (bar) tc_progress_update(&prog, k - start + 1, last);
             else print_step(k, last);
         }
         lx_pool_close(mark);
     }
     tc_progress_end(&prog);
-    if (!rc && bar && steps > 0) print_step(steps - 1, last);
+    if (!rc && bar && steps > 0) print_step(start + steps - 1, last);
+    if (!rc && o[O_SAVE].seen && rank == 0) rc = tc_model_save(m, o[O_SAVE].value); /* rank 0 writes */
     lx_batcher_free(&batcher);
     tc_model_free(m);
     tc_data_free(&d);

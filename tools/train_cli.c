@@ -622,6 +622,91 @@ lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_lo
     return st;
 }
 
+/* ------------------------------------------------------------------ save / restore */
+
+/* What --save writes: Linen {step, params, opt_state} (TrainState's state dict) plus batch_stats
+ * when the model has them (the Flax examples' TrainState subclass); NNX {model: nnx.state(model),
+ * optimizer: nnx.state(optimizer)} ({step, opt_state}). Leaves are shared with the model. */
+static lx_status train_tree(tc_model *m, lx_tree **out) {
+    lx_tree *t = NULL;
+    lx_status st;
+    if (m->nnx) {
+        lx_tree *ms = NULL, *os = NULL;
+        t = lx_tree_new();
+        st = t ? nnx_state(m->module, 0, NULL, &ms) : lx_last_status();
+        if (st == LX_OK) st = nnx_optimizer_state(m->opt, &os);
+        if (st == LX_OK) st = lx_tree_set(t, "model", lx_tree_v(ms));
+        if (st == LX_OK) st = lx_tree_set(t, "optimizer", lx_tree_v(os));
+        lx_tree_release(ms);
+        lx_tree_release(os);
+    } else {
+        st = linen_train_state_dict(m->state, &t);
+        const lx_value *bs = m->has_stats ? lx_tree_get(m->vars, "batch_stats") : NULL;
+        if (st == LX_OK && bs) st = lx_tree_set(t, "batch_stats", *bs);
+    }
+    if (st != LX_OK) {
+        lx_tree_release(t);
+        return st;
+    }
+    *out = t;
+    return LX_OK;
+}
+
+static int file_error(const char *opt, const char *path, lx_status st) {
+    fprintf(stderr, "linnx: --%s %s: %s\n", opt, path, lx_last_error());
+    return (st == LX_ERR_NO_MEMORY || st == LX_ERR_IO || st == LX_ERR_INTERNAL) ? CLI_EXIT_FAILURE : CLI_EXIT_USAGE;
+}
+
+int tc_model_save(tc_model *m, const char *path) {
+    lx_tree *t = NULL;
+    lx_status st = train_tree(m, &t);
+    if (st == LX_OK) st = lx_ckpt_save(path, t, LX_CKPT_AUTO);
+    lx_tree_release(t);
+    if (st != LX_OK) {
+        return file_error("save", path, st);
+    }
+    return 0;
+}
+
+int tc_model_restore(tc_model *m, const char *path, int64_t *step) {
+    lx_tree *target = NULL, *loaded = NULL, *r = NULL;
+    lx_restore_opts ro = lx_restore_defaults();
+    ro.allow_extra = false; /* a checkpoint of another model or optimizer is an error */
+    lx_status st = train_tree(m, &target);
+    if (st == LX_OK) st = lx_ckpt_load(path, &loaded);
+    if (st == LX_OK) st = lx_ckpt_restore(target, loaded, &ro, &r);
+    if (st == LX_OK && m->nnx) {
+        lx_tree *ms = lx_tree_get(r, "model")->u.tree;
+        /* both are checked (restore above) before either changes */
+        st = nnx_update(m->module, 1, &ms);
+        if (st == LX_OK) st = nnx_optimizer_load_state(m->opt, lx_tree_get(r, "optimizer")->u.tree);
+        if (st == LX_OK) *step = nnx_optimizer_step(m->opt);
+    } else if (st == LX_OK) {
+        const lx_value *sv = lx_tree_get(r, "step"), *p = lx_tree_get(r, "params"), *o = lx_tree_get(r, "opt_state");
+        const lx_value *bs = lx_tree_get(r, "batch_stats");
+        if (sv->kind != LX_V_INT || sv->u.i < 0 || p->kind != LX_V_TREE || o->kind != LX_V_TREE)
+            st = lx_fail(LX_ERR_FORMAT, "not a TrainState checkpoint (step, params, opt_state)");
+        if (st == LX_OK) st = lx_tree_set(m->vars, "params", *p);
+        if (st == LX_OK && bs) st = lx_tree_set(m->vars, "batch_stats", *bs);
+        if (st == LX_OK) {
+            lx_tree_release(m->state->params);
+            lx_tree_release(m->state->opt_state);
+            m->state->params = lx_tree_retain(p->u.tree);
+            m->state->opt_state = lx_tree_retain(o->u.tree);
+            m->state->step = sv->u.i;
+            *step = sv->u.i;
+        }
+    }
+    if (st == LX_OK) m->step = (uint32_t)*step;
+    lx_tree_release(target);
+    lx_tree_release(loaded);
+    lx_tree_release(r);
+    if (st != LX_OK) {
+        return file_error("restore", path, st);
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ printing */
 
 int tc_print_tree(const char *first_line, const lx_tree *t) {

@@ -75,6 +75,14 @@ lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_lo
 /* Under mpirun (`linnx train`): average the gradients over the ranks before each update. */
 extern bool tc_data_parallel;
 
+/* After train_begin: --save FILE writes the training state (Flax msgpack, atomically: a failed
+ * save leaves the old file), --restore FILE reads one back and
+ * sets *step to the number of steps it had done. Linen: {step, params, opt_state} (+ batch_stats);
+ * NNX: {model, optimizer: {step, opt_state}}. A checkpoint of another model or optimizer changes
+ * nothing and is one `linnx: --restore FILE: ...` line (exit 2). */
+int tc_model_save(tc_model *m, const char *path);
+int tc_model_restore(tc_model *m, const char *path, int64_t *step);
+
 /* ---- printing ---- */
 /* `first_line` (if not NULL), then `path [Type ]dtype[shape]: v0 v1 ...` for every leaf of a tree
  * (the `linnx params` lines); prints nothing when it fails. */
