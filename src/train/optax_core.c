@@ -84,7 +84,7 @@ static int order_cmp(const void *x, const void *y) {
 }
 
 static void leaves_free(lx_leaves *lv) {
-    for (int i = 0; i < lv->n; i++) free(lv->paths[i]);
+    for (int i = 0; lv->paths && i < lv->n; i++) free(lv->paths[i]); /* paths may have failed to allocate */
     free(lv->paths);
     free(lv->ref);
     free(lv->params);
