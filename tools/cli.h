@@ -73,6 +73,10 @@ int cli_f64(const char *opt, const char *s, double *out);
  * is a usage error. Numbers take no leading space either: --seed ' 1' is refused. */
 int cli_i64_list(const char *opt, const char *s, int64_t *out, int max, int *n);
 /* A shape: a list of non-negative dims. */
+/* "1,2.5,-3", also written as a Python tuple or list "(1, 2.5, -3)" / "[...]" (a trailing comma
+ * allowed): *n >= 1 numbers in a new buffer (*out, the caller frees). 0, or an exit status after
+ * printing the error. */
+int cli_f64_list_new(const char *opt, const char *s, double **out, int64_t *n);
 int cli_shape(const char *opt, const char *s, int64_t *shape, int *ndim);
 
 /* The key of `--seed S [--x64]` or `--key K0,K1` (exactly one of the two). */

@@ -32,40 +32,20 @@ static int integral(const char *opt, const char *s, int64_t *out) {
     return 0;
 }
 
-/* "1,2.5,-3", also written as a Python tuple or list: "(1, 2.5, -3)". At least one number. */
+/* --x: the shared number-list form (cli_f64_list_new), as float32. */
 static int float_list(const char *opt, const char *s, example_args *a) {
-    size_t len = strlen(s);
-    const char *start = s, *stop = s + len;
-    while (start < stop && *start == ' ') start++;
-    while (stop > start && stop[-1] == ' ') stop--;
-    if (stop - start >= 2 && ((*start == '(' && stop[-1] == ')') || (*start == '[' && stop[-1] == ']'))) {
-        start++;
-        stop--;
-    }
-    int n = 1;
-    for (const char *p = start; p < stop; p++) n += *p == ',';
+    double *v = NULL;
+    int64_t n = 0;
+    int rc = cli_f64_list_new(opt, s, &v, &n);
+    if (rc) return rc;
     a->x = malloc((size_t)n * sizeof *a->x);
-    if (!a->x) return cli_oom("--x");
-    const char *p = start;
-    int count = 0;
-    for (int i = 0; i < n; i++) {
-        const char *comma = memchr(p, ',', (size_t)(stop - p));
-        const char *end = comma ? comma : stop;
-        while (p < end && *p == ' ') p++;
-        const char *e = end;
-        while (e > p && e[-1] == ' ') e--;
-        char buf[64];
-        size_t tl = (size_t)(e - p);
-        if (tl == 0 && !comma && i == n - 1 && i > 0) break; /* a trailing comma: (1,) */
-        if (tl == 0 || tl >= sizeof buf) return cli_error("--%s: '%s' is not a list of numbers", opt, s);
-        memcpy(buf, p, tl);
-        buf[tl] = '\0';
-        double v;
-        if (cli_f64(opt, buf, &v)) return CLI_EXIT_USAGE;
-        a->x[count++] = (float)v;
-        p = comma ? comma + 1 : stop;
+    if (!a->x) {
+        free(v);
+        return cli_oom("--x");
     }
-    a->n = count;
+    for (int64_t i = 0; i < n; i++) a->x[i] = (float)v[i];
+    a->n = (int)n;
+    free(v);
     return 0;
 }
 

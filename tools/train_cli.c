@@ -80,49 +80,6 @@ void tc_data_free(tc_data *d) {
     d->x = d->y = NULL;
 }
 
-/* "1,2.5,-3", also "(1, 2.5, -3)" or "[...]": *n numbers in a new buffer (*out, caller frees). */
-static int number_list(const char *opt, const char *s, double **out, int64_t *n) {
-    size_t len = strlen(s);
-    const char *start = s, *stop = s + len;
-    while (start < stop && *start == ' ') start++;
-    while (stop > start && stop[-1] == ' ') stop--;
-    if (stop - start >= 2 && ((*start == '(' && stop[-1] == ')') || (*start == '[' && stop[-1] == ']'))) {
-        start++;
-        stop--;
-    }
-    int64_t cap = 1;
-    for (const char *p = start; p < stop; p++) cap += *p == ',';
-    double *v = malloc((size_t)cap * sizeof *v);
-    if (!v) return cli_oom("data");
-    int64_t count = 0;
-    const char *p = start;
-    for (int64_t i = 0; i < cap; i++) {
-        const char *comma = memchr(p, ',', (size_t)(stop - p));
-        const char *end = comma ? comma : stop;
-        while (p < end && *p == ' ') p++;
-        const char *e = end;
-        while (e > p && e[-1] == ' ') e--;
-        char buf[64];
-        size_t tl = (size_t)(e - p);
-        if (tl == 0 && !comma && i == cap - 1 && i > 0) break; /* a trailing comma: (1,) */
-        if (tl == 0 || tl >= sizeof buf) {
-            free(v);
-            return cli_error("--%s: '%s' is not a list of numbers", opt, s);
-        }
-        memcpy(buf, p, tl);
-        buf[tl] = '\0';
-        if (cli_f64(opt, buf, &v[count])) {
-            free(v);
-            return CLI_EXIT_USAGE;
-        }
-        count++;
-        p = comma ? comma + 1 : stop;
-    }
-    *out = v;
-    *n = count;
-    return 0;
-}
-
 /* VALUES reshaped to SHAPE (the element counts must agree); int32 when `ints`. */
 static int array_arg(const char *name, const cli_opt *vals, const cli_opt *shape, bool ints, lx_array **out) {
     char sopt[32];
@@ -130,7 +87,7 @@ static int array_arg(const char *name, const cli_opt *vals, const cli_opt *shape
     if (!vals->seen) return cli_error("--%s is required (or --data)", name);
     double *v = NULL;
     int64_t n = 0;
-    int rc = number_list(name, vals->value, &v, &n);
+    int rc = cli_f64_list_new(name, vals->value, &v, &n);
     if (rc) return rc;
     int64_t dims[LX_MAX_DIMS];
     int ndim = 1;
