@@ -40,6 +40,15 @@ optax_tx *lx_tx_alloc(const lx_tx_ops *ops) {
     return tx;
 }
 
+optax_tx *lx_tx_alloc1(const lx_tx_ops *ops, double v) {
+    optax_tx *tx = lx_tx_alloc(ops);
+    if (tx) {
+        tx->p[0] = v;
+        tx->f[0] = (float)v;
+    }
+    return tx;
+}
+
 optax_tx *optax_tx_retain(optax_tx *tx) {
     if (tx) tx->refcount++;
     return tx;

@@ -58,6 +58,8 @@ struct optax_tx {
 };
 
 optax_tx *lx_tx_alloc(const lx_tx_ops *ops);
+/* The same with one hyperparameter: p[0] = v (double, for schedules and state), f[0] = (float)v. */
+optax_tx *lx_tx_alloc1(const lx_tx_ops *ops, double v);
 
 /* float32(1 - b) the way optax's arithmetic forms it: 1 - b in double, rounded once, for a Python
  * float hyperparameter; 1.0f - f32(b) for a float32 array one (inject_hyperparams). */

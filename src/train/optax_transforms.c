@@ -70,12 +70,7 @@ static lx_status scale_update(const optax_tx *tx, const lx_leaves *lv, lx_array 
 static const lx_tx_ops SCALE_OPS = {"scale", NULL, scale_update};
 
 optax_tx *optax_scale(double step_size) {
-    optax_tx *tx = lx_tx_alloc(&SCALE_OPS);
-    if (tx) {
-        tx->p[0] = step_size;
-        tx->f[0] = (float)step_size;
-    }
-    return tx;
+    return lx_tx_alloc1(&SCALE_OPS, step_size);
 }
 
 /* ------------------------------------------------------------------ scale_by_schedule */
@@ -577,12 +572,7 @@ static lx_status clip_update(const optax_tx *tx, const lx_leaves *lv, lx_array *
 static const lx_tx_ops CLIP_OPS = {"clip", NULL, clip_update};
 
 optax_tx *optax_clip(double max_delta) {
-    optax_tx *tx = lx_tx_alloc(&CLIP_OPS);
-    if (tx) {
-        tx->p[0] = max_delta;
-        tx->f[0] = (float)max_delta;
-    }
-    return tx;
+    return lx_tx_alloc1(&CLIP_OPS, max_delta);
 }
 
 static lx_status block_rms_update(const optax_tx *tx, const lx_leaves *lv, lx_array **u, const lx_tree *state,
@@ -601,12 +591,7 @@ static lx_status block_rms_update(const optax_tx *tx, const lx_leaves *lv, lx_ar
 static const lx_tx_ops BLOCK_RMS_OPS = {"clip_by_block_rms", NULL, block_rms_update};
 
 optax_tx *optax_clip_by_block_rms(double threshold) {
-    optax_tx *tx = lx_tx_alloc(&BLOCK_RMS_OPS);
-    if (tx) {
-        tx->p[0] = threshold;
-        tx->f[0] = (float)threshold;
-    }
-    return tx;
+    return lx_tx_alloc1(&BLOCK_RMS_OPS, threshold);
 }
 
 static lx_status global_norm_update(const optax_tx *tx, const lx_leaves *lv, lx_array **u, const lx_tree *state,
@@ -631,12 +616,7 @@ static lx_status global_norm_update(const optax_tx *tx, const lx_leaves *lv, lx_
 static const lx_tx_ops GLOBAL_NORM_OPS = {"clip_by_global_norm", NULL, global_norm_update};
 
 optax_tx *optax_clip_by_global_norm(double max_norm) {
-    optax_tx *tx = lx_tx_alloc(&GLOBAL_NORM_OPS);
-    if (tx) {
-        tx->p[0] = max_norm;
-        tx->f[0] = (float)max_norm;
-    }
-    return tx;
+    return lx_tx_alloc1(&GLOBAL_NORM_OPS, max_norm);
 }
 
 /* ------------------------------------------------------------------ scale_by_param_block_rms */
@@ -657,12 +637,7 @@ static lx_status param_rms_update(const optax_tx *tx, const lx_leaves *lv, lx_ar
 static const lx_tx_ops PARAM_RMS_OPS = {"scale_by_param_block_rms", NULL, param_rms_update};
 
 optax_tx *optax_scale_by_param_block_rms(double min_scale) {
-    optax_tx *tx = lx_tx_alloc(&PARAM_RMS_OPS);
-    if (tx) {
-        tx->p[0] = min_scale;
-        tx->f[0] = (float)min_scale;
-    }
-    return tx;
+    return lx_tx_alloc1(&PARAM_RMS_OPS, min_scale);
 }
 
 /* ------------------------------------------------------------------ scale_by_factored_rms */
