@@ -35,28 +35,10 @@
 #include "linnx/linen_layers.h"
 #include "linnx/losses.h"
 #include "linnx/train.h"
+#include "linen_loss.h"
 #include "lx_test.h"
 
 enum { NEX = 12, IN = 3, HID = 5, OUT = 2, BATCH = 6, STEPS = 6 };
-
-typedef struct {
-    const linen_module *m;
-    lx_array *x, *y;
-} ctx;
-
-static lx_status loss_fn(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
-    (void)aux;
-    ctx *c = user;
-    lx_tree *vars = lx_tree_new();
-    lx_status st = vars ? lx_tree_set(vars, "params", lx_tree_v((lx_tree *)params)) : lx_last_status();
-    lx_value out = lx_none();
-    if (st == LX_OK) st = linen_apply(c->m, vars, &LX_ARGS(c->x), LINEN_NO_RNGS, NULL, &out, NULL);
-    lx_tree_release(vars);
-    if (st == LX_OK) *loss = lx_mean(optax_squared_error(out.u.array, c->y), LX_ALL_AXES, false);
-    if (st == LX_OK && !*loss) st = lx_last_status();
-    lx_value_free(&out);
-    return st;
-}
 
 static void test_shard_range(void) {
     int64_t s = -1, n = -1;
@@ -184,10 +166,10 @@ static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array 
         lx_array *in[2] = {x, y}, *bt[2] = {NULL, NULL};
         if (st == LX_OK && !(dist ? lx_dist_batcher_next(&b, 2, in, bt) : lx_batcher_next(&b, 2, in, bt)))
             st = lx_last_status() ? lx_last_status() : lx_fail(LX_ERR_INTERNAL, "epoch ended early");
-        ctx c = {m, bt[0], bt[1]};
+        ctx c = {m, bt[0], bt[1], NULL};
         lx_array *loss = NULL;
         lx_tree *grads = NULL, *avg = NULL;
-        if (st == LX_OK) st = linen_value_and_grad(loss_fn, &c, *params, &loss, &grads, NULL);
+        if (st == LX_OK) st = linen_value_and_grad(linen_mean_loss, &c, *params, &loss, &grads, NULL);
         if (dist && lx_dist_rank() == fail_rank && k == fail_step) {
             if (fail_mode == 1) raise(SIGKILL);
             if (fail_mode == 2) sleep(30); /* a rank that hangs: the others' deadline must fire */

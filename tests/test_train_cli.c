@@ -14,30 +14,12 @@
 #include "linnx/linen_layers.h"
 #include "linnx/losses.h"
 #include "linnx/train.h"
+#include "linen_loss.h"
 #include "lx_test.h"
 
 enum { N = 6, IN = 3, OUT = 2, BS = 2, STEPS = 7 };
 static const float XS[N * IN] = {0.5f, -1, 2, 1.5f, 0.25f, -0.5f, -2, 1, 0.75f, 0, -1.25f, 1, 2.5f, 0.5f, -0.25f, 1, 1, -1};
 static const float YS[N * OUT] = {1, 0, 0, 1, 0.5f, 0.5f, 1, 1, 0, 0, -1, 2};
-
-typedef struct {
-    const linen_module *m;
-    lx_array *x, *y;
-} ctx;
-
-static lx_status loss_fn(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
-    (void)aux;
-    ctx *c = user;
-    lx_tree *vars = lx_tree_new();
-    lx_status st = vars ? lx_tree_set(vars, "params", lx_tree_v((lx_tree *)params)) : lx_last_status();
-    lx_value out = lx_none();
-    if (st == LX_OK) st = linen_apply(c->m, vars, &LX_ARGS(c->x), LINEN_NO_RNGS, NULL, &out, NULL);
-    lx_tree_release(vars);
-    if (st == LX_OK) *loss = lx_mean(optax_squared_error(out.u.array, c->y), LX_ALL_AXES, false);
-    if (st == LX_OK && !*loss) st = lx_last_status();
-    lx_value_free(&out);
-    return st;
-}
 
 static void test_linen_adamw_schedule_minibatches(const char *bin) {
     /* the CLI run */
@@ -87,10 +69,10 @@ static void test_linen_adamw_schedule_minibatches(const char *bin) {
         if (s % b.nbatches == 0) CHECK_EQ_INT(lx_batcher_shuffle(&b, lx_key_fold_in(key, (uint32_t)(s / b.nbatches))), LX_OK);
         lx_array *in[2] = {x, y}, *bt[2] = {NULL, NULL};
         CHECK(lx_batcher_next(&b, 2, in, bt));
-        ctx c = {m, bt[0], bt[1]};
+        ctx c = {m, bt[0], bt[1], NULL};
         lx_array *loss = NULL;
         lx_tree *grads = NULL;
-        CHECK_EQ_INT(linen_value_and_grad(loss_fn, &c, params, &loss, &grads, NULL), LX_OK);
+        CHECK_EQ_INT(linen_value_and_grad(linen_mean_loss, &c, params, &loss, &grads, NULL), LX_OK);
         if (loss) {
             LX_TEST_REPORT_(fabs(lx_f32(loss)[0] - cli[s]) <= 1e-6 * fabs(cli[s]) + 1e-9,
                             "step %d: linnx train printed %.9g, the library gives %.9g", s, cli[s], lx_f32(loss)[0]);

@@ -17,6 +17,7 @@
 #include "linnx/losses.h"
 #include "linnx/nnx_layers.h"
 #include "linnx/train.h"
+#include "linen_loss.h"
 #include "lx_test.h"
 
 enum { B = 4, IN = 8, HID = 16, OUT = 4 };
@@ -36,31 +37,12 @@ static lx_array *mlp_call(linen_scope *s, lx_array *x) {
 static const linen_method MLP_M[] = {LINEN_ARRAY_METHOD("__call__", mlp_call)};
 static const linen_type MLP = {.name = "MLP", .methods = MLP_M, .nmethods = 1};
 
-typedef struct {
-    linen_module *m;
-    lx_array *x, *y;
-} ctx;
-
-static lx_status linen_loss(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
-    (void)aux;
-    ctx *c = user;
-    lx_tree *vars = lx_tree_new();
-    lx_status st = vars ? lx_tree_set(vars, "params", lx_tree_v((lx_tree *)params)) : lx_last_status();
-    lx_value out = lx_none();
-    if (st == LX_OK) st = linen_apply(c->m, vars, &LX_ARGS(c->x), LINEN_NO_RNGS, NULL, &out, NULL);
-    lx_tree_release(vars);
-    if (st == LX_OK) *loss = lx_mean(optax_softmax_cross_entropy_with_integer_labels(out.u.array, c->y), LX_ALL_AXES, false);
-    if (st == LX_OK && !*loss) st = lx_last_status();
-    lx_value_free(&out);
-    return st;
-}
-
 static bool linen_step(ctx *c, linen_train_state **s) {
     size_t mark = lx_pool_open();
     lx_array *loss = NULL;
     lx_tree *grads = NULL;
     linen_train_state *next = NULL;
-    bool ok = linen_value_and_grad(linen_loss, c, (*s)->params, &loss, &grads, NULL) == LX_OK &&
+    bool ok = linen_value_and_grad(linen_mean_loss, c, (*s)->params, &loss, &grads, NULL) == LX_OK &&
               linen_train_state_apply_gradients(*s, grads, &next) == LX_OK;
     if (ok) {
         linen_train_state_free(*s);
@@ -111,7 +93,7 @@ static bool linen_step_cb(void *p) {
 }
 
 static void test_linen_train_state(void) {
-    ctx c = {NULL, data_x(), data_y()};
+    ctx c = {NULL, data_x(), data_y(), optax_softmax_cross_entropy_with_integer_labels};
     lx_tree *vars = NULL;
     linen_train_state *s = NULL;
     CHECK_EQ_INT(linen_module_new(&MLP, NULL, &c.m), LX_OK);
