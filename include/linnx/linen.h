@@ -81,7 +81,9 @@ typedef struct linen_type {
     int nmethods;
     /* Optional, parallel to `methods`: each method's Python signature without self ("inputs",
      * "x, use_running_average=None, *, mask=None"; NULL array or entry: unchecked). A call Python
-     * would refuse fails with Python's TypeError text before the method runs. */
+     * would refuse fails with Python's TypeError text before the method runs. Each string is parsed
+     * once per thread and remembered by its address: it must live as long as the program (a
+     * string literal). */
     const char *const *method_sigs;
     /* Optional: setup-style children and variables, run lazily before the first method. */
     lx_status (*setup)(linen_scope *self);

@@ -112,7 +112,9 @@ struct nnx_type {
     /* Optional, parallel to `methods`: each method's Python signature without self, e.g.
      * "inputs, *, deterministic=None, rngs=None" (NULL array or entry: the method checks its own
      * arguments). A call Python would refuse fails with Python's TypeError text before the
-     * method runs: "Linear.__call__() got an unexpected keyword argument 'foo'". */
+     * method runs: "Linear.__call__() got an unexpected keyword argument 'foo'". Each string is parsed
+     * once per thread and remembered by its address: it must live as long as the program (a
+     * string literal). */
     const char *const *method_sigs;
     /* Constructor of a type with a config table: the config is already bound from the call;
      * build Variables and children from it. `rngs` may be NULL (a module that needs none). */

@@ -1,6 +1,7 @@
 /* Python's argument binding check (signature.h). */
 #include "signature.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -60,11 +61,25 @@ static void name_list(const sig_param *ps, const int *idx, int n, char *buf, siz
 
 lx_status lx_call_check_sig(const char *owner, const char *method, const char *sig, const lx_call *c) {
     if (!sig || !c) return LX_OK;
-    sig_param ps[SIG_MAX];
-    int np;
-    bool varkw;
-    if (!parse_sig(sig, ps, &np, &varkw))
-        return lx_fail(LX_ERR_INTERNAL, "%s.%s: malformed signature \"%s\"", owner, method, sig);
+    /* Signatures are static strings checked on every module call: parse each once per thread
+     * (a small cache keyed by the string's address). */
+    enum { CACHE = 16 };
+    static _Thread_local struct {
+        const char *sig;
+        sig_param ps[SIG_MAX];
+        int np;
+        bool varkw;
+    } cache[CACHE];
+    unsigned slot = (unsigned)(((uintptr_t)sig >> 3) % CACHE);
+    if (cache[slot].sig != sig) {
+        cache[slot].sig = NULL;
+        if (!parse_sig(sig, cache[slot].ps, &cache[slot].np, &cache[slot].varkw))
+            return lx_fail(LX_ERR_INTERNAL, "%s.%s: malformed signature \"%s\"", owner, method, sig);
+        cache[slot].sig = sig;
+    }
+    const sig_param *ps = cache[slot].ps;
+    const int np = cache[slot].np;
+    const bool varkw = cache[slot].varkw;
     int npos = 0, nreq = 0;
     for (int i = 0; i < np; i++)
         if (!ps[i].kwonly) {
