@@ -23,6 +23,7 @@
  * With LINNX_DIST_FAIL_RANK / LINNX_DIST_FAIL_STEP / LINNX_DIST_FAIL_MODE (error|kill) one rank
  * fails (an error it reports through lx_dist_check, or SIGKILL) at that step; the other ranks
  * must stop with "rank R failed at step S" (or Open MPI's own report of the death). */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,9 @@
 #include "linnx/linen.h"
 #include "linnx/linen_layers.h"
 #include "linnx/losses.h"
+#include "linnx/nnx.h"
+#include "linnx/nnx_layers.h"
+#include "linnx/ops.h"
 #include "linnx/train.h"
 #include "linen_loss.h"
 #include "lx_test.h"
@@ -111,6 +115,69 @@ static void test_batcher_single(void) {
     lx_release(bad);
 }
 
+/* The tape's "gradient is final" callback (autodiff.h), which the overlapped all-reduce uses:
+ * loss = sum(tanh(x @ W1) @ W2) + 0 * nothing of u; every watched array is reported once, W2
+ * (used last in the forward pass) before W1, with the gradient lx_tape_backward returns, and u,
+ * which the loss does not use, with NULL. */
+typedef struct {
+    int n;
+    const lx_array *who[8];
+    lx_array *g[8];
+} ready_log;
+
+static void on_ready(void *user, const lx_array *x, const lx_array *g) {
+    ready_log *l = user;
+    if (l->n < 8) {
+        l->who[l->n] = x;
+        l->g[l->n] = g ? lx_array_copy(g) : NULL;
+    }
+    l->n++;
+}
+
+static void test_grad_ready(void) {
+    lx_array *x = lx_retain(lx_random_normal(lx_key_from_seed(1), 2, (int64_t[]){4, 3}));
+    lx_array *w1 = lx_retain(lx_random_normal(lx_key_from_seed(2), 2, (int64_t[]){3, 5}));
+    lx_array *w2 = lx_retain(lx_random_normal(lx_key_from_seed(3), 2, (int64_t[]){5, 2}));
+    lx_array *u = lx_array_full_f32(1, (int64_t[]){2}, 1.0f);
+    ready_log log = {0};
+    lx_tape_set_grad_ready(on_ready, &log);
+    lx_tape *t = NULL;
+    CHECK_EQ_INT(lx_tape_new(&t), LX_OK);
+    CHECK_EQ_INT(lx_tape_watch(t, w1), LX_OK);
+    CHECK_EQ_INT(lx_tape_watch(t, u), LX_OK);
+    CHECK_EQ_INT(lx_tape_watch(t, w2), LX_OK);
+    size_t mark = lx_pool_open();
+    lx_array *h = lx_tanh(lx_matmul(x, w1));
+    lx_array *y = lx_sum(lx_matmul(h, w2), LX_ALL_AXES, false);
+    lx_array *xs[3] = {w1, u, w2}, *gs[3] = {0};
+    CHECK(y != NULL);
+    CHECK_EQ_INT(lx_tape_backward(t, y, 3, xs, gs), LX_OK);
+    lx_tape_set_grad_ready(NULL, NULL);
+    CHECK_EQ_INT(log.n, 3);
+    CHECK(log.who[0] == w2 && log.who[1] == w1 && log.who[2] == u);
+    CHECK(log.g[0] && lx_array_equal(log.g[0], gs[2]));
+    CHECK(log.g[1] && lx_array_equal(log.g[1], gs[0]));
+    CHECK(log.g[2] == NULL);
+    /* cleared: a later pass reports nothing */
+    lx_tape_free(t);
+    CHECK_EQ_INT(lx_tape_new(&t), LX_OK);
+    CHECK_EQ_INT(lx_tape_watch(t, w2), LX_OK);
+    lx_array *y2 = lx_sum(lx_matmul(h, w2), LX_ALL_AXES, false), *g2 = NULL;
+    CHECK_EQ_INT(lx_tape_backward(t, y2, 1, &w2, &g2), LX_OK);
+    CHECK_EQ_INT(log.n, 3);
+    lx_pool_close(mark);
+    lx_tape_free(t);
+    for (int i = 0; i < 3; i++) {
+        lx_release(gs[i]);
+        lx_release(log.g[i]);
+    }
+    lx_release(g2);
+    lx_release(x);
+    lx_release(w1);
+    lx_release(w2);
+    lx_release(u);
+}
+
 /* ---------------------------------------------------------------- the multi-rank worker */
 
 static linen_module *mlp(linen_module **parts) {
@@ -148,6 +215,7 @@ static lx_tree *init_params(linen_module *m, lx_key key, lx_array *x) {
 
 /* K steps; dist: sharded + averaged. losses[k]: the global batch's mean loss before step k. */
 static lx_dist_zero1 *g_zero1; /* set: the dist run steps with ZeRO-1 */
+static bool g_overlap;        /* set: the dist run overlaps the all-reduce with the backward pass */
 
 static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array *y, bool dist, float *losses,
                        int fail_rank, int fail_step, int fail_mode) {
@@ -169,6 +237,8 @@ static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array 
         ctx c = {m, bt[0], bt[1], NULL};
         lx_array *loss = NULL;
         lx_tree *grads = NULL, *avg = NULL;
+        bool ov = dist && g_overlap && !z;
+        if (st == LX_OK && ov) st = lx_dist_overlap_begin();
         if (st == LX_OK) st = linen_value_and_grad(linen_mean_loss, &c, *params, &loss, &grads, NULL);
         if (dist && lx_dist_rank() == fail_rank && k == fail_step) {
             if (fail_mode == 1) raise(SIGKILL);
@@ -176,11 +246,13 @@ static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array 
             st = lx_fail(LX_ERR_SHAPE, "injected failure on rank %d", fail_rank);
         }
         if (dist) st = lx_dist_check(st);
+        if (ov && st != LX_OK) lx_dist_overlap_end(NULL, NULL); /* the buckets in flight are abandoned */
         float l = st == LX_OK ? lx_f32(loss)[0] : 0;
         if (st == LX_OK && dist) st = lx_dist_allreduce_f32(&l, 1, true);
         if (st == LX_OK && z) st = lx_dist_zero1_step(z, grads, params);
         else {
-            if (st == LX_OK && dist) st = lx_dist_allreduce_mean(grads, &avg);
+            if (st == LX_OK && ov) st = lx_dist_overlap_end(grads, &avg);
+            else if (st == LX_OK && dist) st = lx_dist_allreduce_mean(grads, &avg);
             if (st == LX_OK) st = optax_step(tx, dist ? avg : grads, params, &state);
         }
         losses[k] = l;
@@ -228,6 +300,125 @@ static void test_sync_stats(int rank, int size) {
     lx_release(var);
 }
 
+/* Sync batch-norm: BatchNorm(axis_name='data') (Linen and NNX) on each rank's shard of a global
+ * batch of 12 rows gives the running statistics and outputs that the one-process BatchNorm
+ * computes on the whole batch (rank 0 runs that reference; every rank checks its own rows);
+ * without axis_name the statistics are the shard's own (different when the shards differ). */
+enum { BN_ROWS = 12, BN_F = 3 };
+
+static lx_status linen_bn_run(lx_array *x, const char *axis_name, lx_tree **stats, lx_array **y) {
+    lx_call c = axis_name ? LX_CALL_KWARGS(LX_KW_FLOAT("momentum", 0.5), LX_KW_STR("axis_name", axis_name))
+                          : LX_CALL_KWARGS(LX_KW_FLOAT("momentum", 0.5));
+    linen_module *bn = NULL;
+    lx_tree *vars = NULL;
+    lx_call train = {1, (lx_value[]){lx_array_v(x)}, 1, (lx_kwarg[]){LX_KW_BOOL("use_running_average", false)}};
+    linen_opts mut = {.mutable = LINEN_MUTABLE("batch_stats"), .mutable_given = true};
+    lx_value out = lx_none();
+    lx_status st = linen_module_new(&linen_BatchNorm, &c, &bn);
+    if (st == LX_OK) st = linen_init(bn, LINEN_KEY(lx_key_from_seed(0)), &train, NULL, &vars);
+    if (st == LX_OK) st = linen_apply(bn, vars, LINEN_NO_RNGS, &train, &mut, &out, stats);
+    if (st == LX_OK) *y = lx_retain(out.u.array);
+    lx_value_free(&out);
+    lx_tree_release(vars);
+    linen_module_release(bn);
+    return st;
+}
+
+static lx_status nnx_bn_run(lx_array *x, const char *axis_name, lx_array **mean, lx_array **var) {
+    lx_call c = axis_name ? LX_CALL(LX_ARGS_LIST(lx_int_v(BN_F)),
+                                    LX_KWARGS_LIST(LX_KW_FLOAT("momentum", 0.5), LX_KW_STR("axis_name", axis_name)))
+                          : LX_CALL(LX_ARGS_LIST(lx_int_v(BN_F)), LX_KWARGS_LIST(LX_KW_FLOAT("momentum", 0.5)));
+    nnx_rngs *r = NULL;
+    nnx_module *bn = NULL;
+    lx_status st = nnx_rngs_from_seed(0, &r);
+    if (st == LX_OK) st = nnx_module_new(&nnx_BatchNorm, &c, r, &bn);
+    size_t mark = lx_pool_open();
+    if (st == LX_OK && !nnx_batch_norm_forward((nnx_batch_norm *)bn, x, 0)) st = lx_last_status();
+    lx_pool_close(mark);
+    if (st == LX_OK) {
+        *mean = lx_retain(lx_variable_get_value(((nnx_batch_norm *)bn)->mean));
+        *var = lx_retain(lx_variable_get_value(((nnx_batch_norm *)bn)->var));
+    }
+    nnx_module_release(bn);
+    nnx_rngs_release(r);
+    return st;
+}
+
+static double max_rel(const lx_array *a, const lx_array *b, int64_t boff) {
+    double m = 0;
+    for (int64_t i = 0; a && b && i < a->size; i++) {
+        double d = fabs((double)lx_f32(a)[i] - lx_f32(b)[boff + i]) / (1 + fabs(lx_f32(b)[boff + i]));
+        if (d > m) m = d;
+    }
+    return a && b ? m : 1e30;
+}
+
+static void test_sync_batch_norm(int rank, int size) {
+    size_t mark = lx_pool_open();
+    /* rows drift with their index: the shards' moments differ */
+    lx_array *xg = lx_random_normal(lx_key_from_seed(21), 2, (int64_t[]){BN_ROWS, BN_F});
+    float rv[BN_ROWS];
+    for (int i = 0; i < BN_ROWS; i++) rv[i] = (float)i;
+    lx_array *ramp = lx_autorelease(lx_array_from_f32(2, (int64_t[]){BN_ROWS, 1}, rv));
+    xg = lx_retain(lx_add(xg, ramp));
+    int64_t start = 0, len = 0;
+    CHECK_EQ_INT(lx_dist_shard_range(BN_ROWS, rank, size, &start, &len), LX_OK);
+    int32_t idx[BN_ROWS];
+    for (int64_t i = 0; i < len; i++) idx[i] = (int32_t)(start + i);
+    lx_array *xl = lx_retain(lx_take(xg, lx_autorelease(lx_array_from_data(LX_I32, 1, &len, idx)), 0));
+    lx_pool_close(mark);
+    /* the one-process reference on the global batch (every rank computes it: no communication) */
+    lx_tree *sref = NULL, *ssync = NULL, *sloc = NULL;
+    lx_array *yref = NULL, *ysync = NULL, *yloc = NULL;
+    CHECK_EQ_INT(linen_bn_run(xg, NULL, &sref, &yref), LX_OK);
+    CHECK_EQ_INT(linen_bn_run(xl, "data", &ssync, &ysync), LX_OK);
+    CHECK_EQ_INT(linen_bn_run(xl, NULL, &sloc, &yloc), LX_OK);
+    double dsync = 0, dloc = 0;
+    for (int k = 0; k < 2; k++) {
+        const char *path = k ? "batch_stats/var" : "batch_stats/mean";
+        const lx_value *r = sref ? lx_tree_find(sref, path) : NULL, *a = ssync ? lx_tree_find(ssync, path) : NULL,
+                       *b = sloc ? lx_tree_find(sloc, path) : NULL;
+        CHECK(r && a && b);
+        if (!r || !a || !b) continue;
+        double d = max_rel(a->u.array, r->u.array, 0), e = max_rel(b->u.array, r->u.array, 0);
+        dsync = d > dsync ? d : dsync;
+        dloc = e > dloc ? e : dloc;
+    }
+    double dy = max_rel(ysync, yref, start * BN_F);
+    LX_TEST_REPORT_(dsync <= 1e-6, "rank %d: sync batch-norm statistics differ from the global batch's by %.3g", rank, dsync);
+    LX_TEST_REPORT_(dy <= 1e-5, "rank %d: sync batch-norm output differs from the global batch's by %.3g", rank, dy);
+    if (size > 1) LX_TEST_REPORT_(dloc > 1e-2, "rank %d: local statistics equal the global ones (%.3g)", rank, dloc);
+    else CHECK(dloc <= 1e-6);
+    /* NNX: the same through nnx.BatchNorm(axis_name='data') */
+    lx_array *mr = NULL, *vr = NULL, *ms = NULL, *vs = NULL;
+    CHECK_EQ_INT(nnx_bn_run(xg, NULL, &mr, &vr), LX_OK);
+    CHECK_EQ_INT(nnx_bn_run(xl, "data", &ms, &vs), LX_OK);
+    double dn = max_rel(ms, mr, 0), dv = max_rel(vs, vr, 0);
+    LX_TEST_REPORT_(dn <= 1e-6 && dv <= 1e-6, "rank %d: nnx sync batch-norm statistics differ by %.3g / %.3g", rank, dn, dv);
+    /* another axis name is unbound */
+    lx_tree *sx = NULL;
+    lx_array *yx = NULL;
+    CHECK_EQ_INT(linen_bn_run(xl, "model", &sx, &yx), LX_ERR_NOT_FOUND);
+    CHECK(strstr(lx_last_error(), "unbound axis name: model") != NULL);
+    if (rank == 0)
+        printf("sync batch-norm: %d ranks: statistics within %.3g of the global batch's (local: %.3g)\n", size, dsync, dloc);
+    lx_tree_release(sref);
+    lx_tree_release(ssync);
+    lx_tree_release(sloc);
+    lx_tree_release(sx);
+    lx_release(yref);
+    lx_release(ysync);
+    lx_release(yloc);
+    lx_release(mr);
+    lx_release(vr);
+    lx_release(ms);
+    lx_release(vs);
+    lx_release(xg);
+    lx_release(xl);
+}
+
+static void test_sync_batch_norm_one(void) { test_sync_batch_norm(0, 1); }
+
 static int worker(void) {
     int rank = 0, size = 1;
     if (lx_dist_init(NULL, NULL, &rank, &size) != LX_OK) {
@@ -238,6 +429,7 @@ static int worker(void) {
     int fail_rank = fr ? atoi(fr) : -1, fail_step = fs ? atoi(fs) : -1;
     int fail_mode = !fm ? 0 : strcmp(fm, "kill") == 0 ? 1 : strcmp(fm, "hang") == 0 ? 2 : 0;
     test_sync_stats(rank, size);
+    test_sync_batch_norm(rank, size);
     linen_module *parts[3] = {0}, *m = mlp(parts);
     /* samplers and ops give pool-owned arrays: keep our own references */
     lx_array *x = lx_retain(lx_random_normal(lx_key_from_seed(3), 2, (int64_t[]){NEX, IN}));
@@ -247,8 +439,10 @@ static int worker(void) {
     lx_tree *p = init_params(m, lx_key_from_seed(100 + rank), x);
     CHECK(p != NULL);
     CHECK_EQ_INT(lx_dist_broadcast_tree(p, 0), LX_OK);
-    float ld[STEPS] = {0}, lr[STEPS] = {0};
+    float ld[STEPS] = {0}, lr[STEPS] = {0}, lo[STEPS] = {0};
+    g_overlap = fail_rank >= 0; /* the fault runs go through the overlapped all-reduce */
     lx_status st = train(m, &p, x, y, true, ld, fail_rank, fail_step, fail_mode);
+    g_overlap = false;
     if (st != LX_OK) {
         fprintf(stderr, "rank %d: %s\n", rank, lx_last_error());
         lx_tree_release(p);
@@ -258,6 +452,39 @@ static int worker(void) {
         if (lx_last_status() != LX_ERR_IO) lx_dist_finalize();
         exit(3);
     }
+    /* the overlapped all-reduce (buckets of 16 floats started during the backward pass): the
+     * same losses and parameters as the all-reduce after it, to float32 order (the buckets cut the
+     * sums differently; with 2 ranks a sum of two terms is exact in either order) */
+    lx_tree *po = init_params(m, lx_key_from_seed(100), x);
+    g_overlap = true;
+    lx_dist_stats ds;
+    lx_dist_take_stats(NULL);
+    CHECK_EQ_INT(train(m, &po, x, y, true, lo, -1, -1, 0), LX_OK);
+    lx_dist_take_stats(&ds);
+    g_overlap = false;
+    {
+        lx_flat a = {0}, b = {0};
+        double maxd = 0;
+        if (po && lx_tree_flatten(p, &a) == LX_OK && lx_tree_flatten(po, &b) == LX_OK && a.len == b.len)
+            for (size_t i = 0; i < a.len; i++)
+                for (int64_t e = 0; e < a.items[i].value.u.array->size; e++) {
+                    double d = fabs((double)lx_f32(a.items[i].value.u.array)[e] - lx_f32(b.items[i].value.u.array)[e]);
+                    if (d > maxd) maxd = d;
+                }
+        else
+            CHECK(!"overlap parameter tree differs in structure");
+        CHECK(maxd <= 2e-5);
+        if (size <= 2) CHECK(maxd == 0);
+        for (int k = 0; k < STEPS; k++) CHECK(fabsf(lo[k] - ld[k]) <= 2e-6f * (1 + fabsf(ld[k])));
+        /* 6 steps x every parameter's gradient, all through the overlapped buckets */
+        if (size > 1) CHECK(ds.bytes == 4.0 * STEPS * (IN * HID + HID + HID * OUT + OUT));
+        if (rank == 0)
+            printf("overlap: %d ranks: max |p_overlap - p_after| = %.3g, %.0f of %.0f gradient bytes reduced before "
+                   "the backward pass ended\n", size, maxd, ds.early_bytes, ds.bytes);
+        lx_flat_free(&a);
+        lx_flat_free(&b);
+    }
+    lx_tree_release(po);
     /* ZeRO-1: the same run with the optimizer state sharded gives the same parameters (Adam is
      * per-leaf: the same float operations on the same averaged gradients, so bit-identical) */
     if (fail_mode == 0 && fail_rank < 0) {
@@ -336,5 +563,7 @@ int main(void) {
     RUN(test_shard_range);
     RUN(test_before_init);
     RUN(test_batcher_single);
+    RUN(test_grad_ready);
+    RUN(test_sync_batch_norm_one); /* one process: the mean over one rank */
     return lx_test_finish();
 }

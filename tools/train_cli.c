@@ -541,7 +541,8 @@ static lx_status dp_grads(lx_status st, lx_tree **grads) {
     if (!tc_data_parallel) return st;
     st = lx_dist_check(st);
     lx_tree *avg = NULL;
-    if (st == LX_OK) st = lx_dist_allreduce_mean(*grads, &avg);
+    if (st == LX_OK) st = lx_dist_overlap_end(*grads, &avg); /* buckets started in the backward pass */
+    else lx_dist_overlap_end(NULL, NULL);
     if (st == LX_OK) {
         lx_tree_release(*grads);
         *grads = avg;
@@ -553,15 +554,15 @@ lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_lo
     loss_ctx c = {m, x, y, l};
     lx_array *value = NULL;
     lx_tree *grads = NULL;
-    lx_status st;
+    lx_status st = tc_data_parallel ? lx_dist_overlap_begin() : LX_OK;
     if (m->nnx) {
-        st = nnx_value_and_grad(m->module, &m->param_filter, nnx_loss, &c, &value, &grads);
+        if (st == LX_OK) st = nnx_value_and_grad(m->module, &m->param_filter, nnx_loss, &c, &value, &grads);
         st = dp_grads(st, &grads);
         if (st == LX_OK) st = nnx_optimizer_update(m->opt, m->module, grads, NULL);
     } else {
         lx_tree *aux = NULL;
         linen_train_state *next = NULL;
-        st = linen_value_and_grad(linen_loss, &c, m->state->params, &value, &grads, &aux);
+        if (st == LX_OK) st = linen_value_and_grad(linen_loss, &c, m->state->params, &value, &grads, &aux);
         st = dp_grads(st, &grads);
         if (st == LX_OK) st = linen_train_state_apply_gradients(m->state, grads, &next);
         if (st == LX_OK) {

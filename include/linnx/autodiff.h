@@ -52,6 +52,19 @@ void lx_tape_stop(lx_tape *t);
  * released as the pass goes, and the tape is empty afterwards (it can record again after a new
  * watch). On failure every grads[i] is NULL. */
 lx_status lx_tape_backward(lx_tape *t, lx_array *y, int n, lx_array *const *xs, lx_array **grads);
+/* "This gradient is final": a callback lx_tape_backward makes (on its thread, with recording off)
+ * for each watched array x as soon as no remaining record can add to its gradient, i.e. right
+ * after its last consumer's VJP, so gradients arrive in backward order (the last layer's first)
+ * while the rest of the pass is still to run. g is x's gradient (borrowed: valid during the call,
+ * the same array lx_tape_backward then returns for x; not to be changed), or NULL when the output
+ * does not depend on x (its gradient is zeros). Every watched array of the pass is reported once
+ * when the pass succeeds (those no record consumes at its end); a failing pass may stop
+ * reporting. Per thread, for every backward pass on it (linen_value_and_grad, nnx_value_and_grad
+ * included) until cleared with fn = NULL. distributed.h uses it to start gradient all-reduces
+ * during the backward pass. */
+typedef void (*lx_grad_ready_fn)(void *user, const lx_array *x, const lx_array *g);
+void lx_tape_set_grad_ready(lx_grad_ready_fn fn, void *user);
+
 /* The number of records held (tests use it to show nothing is retained). */
 size_t lx_tape_size(const lx_tape *t);
 void lx_tape_free(lx_tape *t);

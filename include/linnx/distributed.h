@@ -14,11 +14,13 @@
  * lx_dist_axis_name, rank 0 of size 1) fails with LX_ERR_UNSUPPORTED.
  *
  * Gradients: lx_dist_allreduce_mean packs the float32 leaves, in tree order, into buckets of
- * lx_dist_set_bucket_bytes() bytes (default 4 MiB) and starts a non-blocking MPI_Iallreduce for
+ * lx_dist_set_bucket_bytes() bytes (default 1 MiB) and starts a non-blocking MPI_Iallreduce for
  * each bucket as soon as it is packed; they are all waited for before the call returns (before
- * the optimizer step). The backward pass is NOT overlapped: linnx's tape gives the gradient
- * tree when the whole backward pass is done, so the reductions start after it (documented in
- * docs/distributed.md).
+ * the optimizer step). lx_dist_overlap_begin/end (below) start the buckets DURING the backward
+ * pass instead, as each gradient becomes final.
+ *
+ * Threads: lx_dist_init gives each of the k ranks on a machine cores/k linnx threads (OpenMP and
+ * OpenBLAS, threads.h) unless LINNX_THREADS is set.
  *
  * Faults: MPI_COMM_WORLD's error handler is MPI_ERRORS_RETURN, and every wait polls with a
  * deadline (lx_dist_set_timeout, default 60 s, env LINNX_DIST_TIMEOUT): a collective that does
@@ -67,7 +69,7 @@ bool lx_dist_active(void);
 void lx_dist_set_step(int64_t step);
 /* Seconds a collective may wait before it fails (> 0). */
 lx_status lx_dist_set_timeout(double seconds);
-/* Bucket size of lx_dist_allreduce_mean in bytes (>= 4). */
+/* Bucket size of lx_dist_allreduce_mean and the overlapped all-reduce in bytes (>= 4). */
 lx_status lx_dist_set_bucket_bytes(size_t bytes);
 
 /* The part [*start, *start + *len) of a global batch of `batch` rows that `rank` of `size`
@@ -86,6 +88,16 @@ bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, l
  * docs/distributed.md). Bucketed, non-blocking all-reduces (see above). All ranks must
  * call it with trees of the same structure and shapes. *out is new (also with size 1). */
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out);
+/* jax.lax.pmean(x, axis_name) inside a forward pass: the mean of the float32 array x over the ranks
+ * of the axis (the same value on every rank), what BatchNorm(axis_name='data') (Linen and NNX)
+ * uses for the batch moments (sync batch-norm). axis_name must be "data" (another name is
+ * LX_ERR_NOT_FOUND "unbound axis name: NAME", as JAX says); on one process (size 1, or before
+ * lx_dist_init, or a build without MPI) the mean over the one rank is x itself. Every rank must
+ * call it at the same point (a collective, with the usual deadline). Pool-owned; NULL on failure.
+ * Differentiation: the tape sees x + stop_gradient(pmean(x) - x), so the cotangent reaching x is
+ * the rank's own; JAX's transpose of pmean would average the cotangents over the ranks (an
+ * all-reduce inside the backward pass, not done: docs/distributed.md). */
+lx_array *lx_dist_pmean(lx_array *x, const char *axis_name);
 /* Sum or mean of n floats over the ranks, in place (e.g. a loss to print). */
 lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean);
 /* Overwrite every float32 array (and Variable value) of `t` with rank `root`'s values, in
@@ -115,8 +127,34 @@ int64_t lx_dist_zero1_owned(const lx_dist_zero1 *z, int64_t *total);
 const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z);
 void lx_dist_zero1_free(lx_dist_zero1 *z);
 
+/* Overlapping the gradient all-reduce with the backward pass (PyTorch DDP's scheme, what XLA does
+ * for a pmean of gradients): lx_dist_overlap_begin() registers a "gradient is final" callback on
+ * the tape of this thread (autodiff.h, lx_tape_set_grad_ready); during the next backward pass
+ * (linen_value_and_grad, nnx_value_and_grad, lx_value_and_grad) each float32 gradient is copied
+ * into the open bucket the moment no later op can add to it, and a bucket's MPI_Iallreduce starts
+ * as soon as it holds lx_dist_set_bucket_bytes() bytes (default 1 MiB), on a communicator of its
+ * own; the reductions in flight are progressed at every later gradient. Then
+ * lx_dist_overlap_end(grads, &avg) starts the last bucket (and any gradient the pass did not
+ * report), waits for all of them and gives pmean(grads) exactly as lx_dist_allreduce_mean would
+ * (the same sums: only the packing differs). Every rank must run the same computation (the
+ * buckets follow the order gradients complete in). One backward pass between begin and end.
+ * After a failed step (lx_dist_check), call lx_dist_overlap_end(NULL, NULL): the buckets in flight
+ * are abandoned and the run must end (a later begin fails). Without other ranks (size 1) the
+ * callback is not set and end copies the gradients. */
+lx_status lx_dist_overlap_begin(void);
+lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out);
+
 /* Seconds spent waiting for all-reduces since the last call (and reset), for benchmarks. */
 double lx_dist_take_wait_seconds(void);
+/* Communication statistics since the last call (and reset): wait_s, the seconds blocked waiting
+ * for collectives (not hidden); overlap_s, the seconds gradient buckets were in flight while the
+ * backward pass still ran (from the first bucket's start to the pass's end, summed over steps);
+ * bytes, the gradient bytes all-reduced by overlapped steps; early_bytes, those whose reduction had
+ * completed before the backward pass ended. */
+typedef struct lx_dist_stats {
+    double wait_s, overlap_s, bytes, early_bytes;
+} lx_dist_stats;
+void lx_dist_take_stats(lx_dist_stats *s);
 
 #pragma GCC visibility pop
 #ifdef __cplusplus

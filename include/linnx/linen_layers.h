@@ -109,6 +109,7 @@ typedef struct linen_batch_norm_config {
     bool use_bias, use_scale;
     lx_initializer bias_init, scale_init;
     bool use_fast_variance;  /* True */
+    char *axis_name;         /* None; 'data': statistics over the ranks (distributed.h, sync batch-norm) */
 } linen_batch_norm_config;
 
 typedef struct linen_dropout_config {

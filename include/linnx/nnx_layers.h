@@ -144,6 +144,7 @@ typedef struct nnx_batch_norm_config {
     lx_dtype param_dtype;
     lx_initializer bias_init, scale_init;
     lx_value scale_metadata, bias_metadata;
+    char *axis_name;            /* None; 'data': statistics over the ranks (distributed.h) */
 } nnx_batch_norm_config;
 typedef struct nnx_batch_norm {
     nnx_module base;

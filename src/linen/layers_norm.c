@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "layers_internal.h"
+#include "linnx/distributed.h"
 #include "linnx/nn.h"
 #include "linnx/ops.h"
 
@@ -114,6 +115,7 @@ static const lx_field BN_FIELDS[] = {
     LX_FIELD_BOOL(linen_batch_norm_config, use_scale, true),
     LL_FIELD_INIT(linen_batch_norm_config, bias_init, &ll_zeros),
     LL_FIELD_INIT(linen_batch_norm_config, scale_init, &ll_ones),
+    LX_FIELD_STR(linen_batch_norm_config, axis_name, NULL),
     LX_FIELD_BOOL(linen_batch_norm_config, use_fast_variance, true),
 };
 
@@ -160,6 +162,10 @@ static lx_status bn_call(linen_scope *s, const lx_call *c, lx_value *out) {
             return lx_fail(LX_ERR_UNSUPPORTED, "BatchNorm: use_fast_variance=False is not supported");
         mean = lx_mean(x, nred, red, false);
         lx_array *mean2 = lx_mean(lx_square(x), nred, red, false);
+        if (cfg->axis_name) { /* sync batch-norm: the moments of the batch over the axis' ranks */
+            mean = lx_dist_pmean(mean, cfg->axis_name);
+            mean2 = lx_dist_pmean(mean2, cfg->axis_name);
+        }
         var = lx_maximum(lx_scalar(0.0f), lx_sub(mean2, lx_square(mean)));
         if (!var) return lx_last_status();
         if (!linen_is_initializing(s)) {

@@ -1,6 +1,7 @@
 /* flax.nnx LayerNorm, RMSNorm and BatchNorm (flax/nnx/nn/normalization.py). */
 #include <stdio.h>
 
+#include "linnx/distributed.h"
 #include "linnx/nn.h"
 #include "linnx/nnx_layers.h"
 #include "linnx/ops.h"
@@ -117,6 +118,7 @@ static const lx_field BATCH_NORM_CONFIG[] = {
     LX_FIELD_DTYPE(nnx_batch_norm_config, param_dtype, "float32"),
     INIT_FIELD(nnx_batch_norm_config, bias_init, &NNX_ZEROS),
     INIT_FIELD(nnx_batch_norm_config, scale_init, &NNX_ONES),
+    LX_FIELD_STR(nnx_batch_norm_config, axis_name, NULL),
     LX_FIELD_VALUE(nnx_batch_norm_config, scale_metadata),
     LX_FIELD_VALUE(nnx_batch_norm_config, bias_metadata),
 };
@@ -181,6 +183,10 @@ static lx_array *batch_norm_forward_impl(nnx_batch_norm *m, lx_array *x, int use
             if (i != axis) red[nred++] = i;
         mean = lx_mean(x, nred, red, false);
         lx_array *mean2 = lx_mean(lx_square(x), nred, red, false);
+        if (c->axis_name) { /* sync batch-norm: the moments of the batch over the axis' ranks */
+            mean = lx_dist_pmean(mean, c->axis_name);
+            mean2 = lx_dist_pmean(mean2, c->axis_name);
+        }
         var = lx_maximum(lx_scalar(0.0f), lx_sub(mean2, lx_square(mean)));
         if (!mean || !var) return NULL;
         if (!lx_is_abstract(x)) {

@@ -230,6 +230,64 @@ static lx_status accumulate(rec *r, lx_array *g) {
     return LX_OK;
 }
 
+/* The per-thread "gradient is final" callback (autodiff.h). */
+static _Thread_local lx_grad_ready_fn ready_fn;
+static _Thread_local void *ready_user;
+
+void lx_tape_set_grad_ready(lx_grad_ready_fn fn, void *user) {
+    ready_fn = fn;
+    ready_user = fn ? user : NULL;
+}
+
+/* For the callback: due[k] chains the watched leaves whose last contribution comes from record k
+ * (the lowest-numbered record <= ky consuming them; next[] links the chain), so they are final
+ * once record k has been processed. Leaves nothing consumes are chained at `nodue`. */
+typedef struct {
+    long *due, *next, nodue;
+    size_t n;
+} ready_plan;
+
+static void ready_plan_free(ready_plan *p) {
+    free(p->due);
+    free(p->next);
+    memset(p, 0, sizeof *p);
+    p->nodue = -1;
+}
+
+static lx_status ready_plan_build(const lx_tape *t, long ky, ready_plan *p) {
+    p->n = t->n;
+    p->nodue = -1;
+    p->due = malloc((t->n + 1) * sizeof *p->due);
+    p->next = malloc((t->n + 1) * sizeof *p->next);
+    long *first = malloc((t->n + 1) * sizeof *first); /* per leaf: its lowest consumer <= ky */
+    if (!p->due || !p->next || !first) {
+        free(first);
+        ready_plan_free(p);
+        return lx_fail(LX_ERR_NO_MEMORY, "tape_backward: out of memory");
+    }
+    for (size_t k = 0; k < t->n; k++) p->due[k] = p->next[k] = first[k] = -1;
+    for (long k = ky; k >= 0; k--) {
+        const rec *r = &t->recs[k];
+        if (r->id == LX_PRIM_COUNT) continue;
+        for (int i = 0; i < r->nin; i++)
+            if (r->in_rec[i] >= 0 && t->recs[r->in_rec[i]].id == LX_PRIM_COUNT) first[r->in_rec[i]] = k;
+    }
+    for (size_t l = 0; l < t->n; l++) {
+        if (t->recs[l].id != LX_PRIM_COUNT) continue;
+        long *head = first[l] >= 0 ? &p->due[first[l]] : &p->nodue;
+        p->next[l] = *head;
+        *head = (long)l;
+    }
+    free(first);
+    return LX_OK;
+}
+
+/* Report the leaves chained from *head (then empties the chain). */
+static void ready_fire(const lx_tape *t, ready_plan *p, long *head) {
+    for (long l = *head; l >= 0; l = p->next[l]) ready_fn(ready_user, t->recs[l].out, t->recs[l].ct);
+    *head = -1;
+}
+
 lx_status lx_tape_backward(lx_tape *t, lx_array *y, int n, lx_array *const *xs, lx_array **grads) {
     for (int i = 0; grads && i < n; i++) grads[i] = NULL;
     if (!t || !y || (n > 0 && (!xs || !grads)))
@@ -253,8 +311,11 @@ lx_status lx_tape_backward(lx_tape *t, lx_array *y, int n, lx_array *const *xs, 
         lx_array *one = lx_scalar(1.0f);
         st = one ? accumulate(&t->recs[ky], one) : lx_last_status();
     }
+    ready_plan plan = {.nodue = -1};
+    if (ready_fn && st == LX_OK) st = ready_plan_build(t, ky, &plan);
     /* Watched leaves keep their cotangents until the end; op records are freed as they go. */
     for (long k = ky; st == LX_OK && k >= 0; k--) {
+        if (plan.due && k + 1 <= ky) ready_fire(t, &plan, &plan.due[k + 1]); /* record k+1 was the last to add */
         rec *r = &t->recs[k];
         if (r->id == LX_PRIM_COUNT) continue;
         if (!r->ct) {
@@ -282,6 +343,11 @@ lx_status lx_tape_backward(lx_tape *t, lx_array *y, int n, lx_array *const *xs, 
         lx_pool_close(m);
         rec_clear(r);
     }
+    if (plan.due && st == LX_OK) {
+        ready_fire(t, &plan, &plan.due[0]);
+        ready_fire(t, &plan, &plan.nodue);
+    }
+    ready_plan_free(&plan);
     for (int i = 0; st == LX_OK && i < n; i++) {
         long k = map_get(t, xs[i]);
         rec *r = k >= 0 ? &t->recs[k] : NULL;

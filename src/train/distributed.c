@@ -9,7 +9,9 @@
 #include <time.h>
 
 #include "linnx/array.h"
+#include "linnx/autodiff.h"
 #include "linnx/ops.h"
+#include "linnx/threads.h"
 #include "linnx/value.h"
 #include "linnx/variable.h"
 
@@ -21,7 +23,7 @@ static int g_rank = 0, g_size = 1;
 static bool g_inited = false;
 static int64_t g_step = 0;
 static double g_timeout = 60.0;
-static size_t g_bucket = (size_t)4 << 20;
+static size_t g_bucket = (size_t)1 << 20;
 static double g_wait = 0.0;
 
 bool lx_dist_available(void) {
@@ -50,10 +52,22 @@ lx_status lx_dist_set_bucket_bytes(size_t bytes) {
     return LX_OK;
 }
 
+static double g_overlap = 0.0, g_early_bytes = 0.0, g_comm_bytes = 0.0;
+
 double lx_dist_take_wait_seconds(void) {
     double w = g_wait;
     g_wait = 0;
     return w;
+}
+
+void lx_dist_take_stats(lx_dist_stats *s) {
+    if (s) {
+        s->wait_s = g_wait;
+        s->overlap_s = g_overlap;
+        s->bytes = g_comm_bytes;
+        s->early_bytes = g_early_bytes;
+    }
+    g_wait = g_overlap = g_early_bytes = g_comm_bytes = 0;
 }
 
 lx_status lx_dist_shard_range(int64_t batch, int rank, int size, int64_t *start, int64_t *len) {
@@ -67,6 +81,26 @@ lx_status lx_dist_shard_range(int64_t batch, int rank, int size, int64_t *start,
     *len = batch / size;
     *start = (int64_t)rank * *len;
     return LX_OK;
+}
+
+lx_array *lx_dist_pmean(lx_array *x, const char *axis_name) {
+    if (!x) return NULL; /* a failed input: its error stands */
+    if (!axis_name || strcmp(axis_name, lx_dist_axis_name()) != 0) {
+        lx_fail(LX_ERR_NOT_FOUND, "unbound axis name: %s (the data-parallel mesh axis is '%s')",
+                axis_name ? axis_name : "None", lx_dist_axis_name());
+        return NULL;
+    }
+    if (x->dtype != LX_F32) {
+        lx_fail(LX_ERR_DTYPE, "distributed: pmean of a %s array (float32 only)", lx_dtype_name(x->dtype));
+        return NULL;
+    }
+    if (lx_is_abstract(x) || !lx_dist_active()) return x; /* one rank: its own mean */
+    lx_array *m = lx_autorelease(lx_array_empty(LX_F32, x->ndim, x->shape));
+    if (!m) return NULL;
+    memcpy(lx_f32(m), lx_f32(x), (size_t)x->size * sizeof(float));
+    if (lx_dist_allreduce_f32(lx_f32(m), m->size, true) != LX_OK) return NULL;
+    /* the value is m exactly (m + 0); the tape differentiates through x alone */
+    return lx_add(m, lx_sub(x, lx_stop_gradient(x)));
 }
 
 bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs) {
@@ -113,6 +147,11 @@ lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
     return unsupported("lx_dist_allreduce_mean");
 }
 lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean) { return unsupported("lx_dist_allreduce_f32"); }
+lx_status lx_dist_overlap_begin(void) { return unsupported("lx_dist_overlap_begin"); }
+lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
+    if (out) *out = NULL;
+    return unsupported("lx_dist_overlap_end");
+}
 lx_status lx_dist_broadcast_tree(lx_tree *t, int root) { return unsupported("lx_dist_broadcast_tree"); }
 lx_status lx_dist_check(lx_status local) { return local == LX_OK ? unsupported("lx_dist_check") : local; }
 
@@ -134,6 +173,25 @@ void lx_dist_zero1_free(lx_dist_zero1 *z) {}
 #else
 
 static bool g_we_init = false;
+static void ov_release(void);
+static MPI_Comm g_grad_comm = MPI_COMM_NULL;
+
+/* Ranks sharing this machine share its cores: unless LINNX_THREADS says otherwise, each of k local
+ * ranks uses cores/k threads (2 ranks on 2 cores: 1 thread each), for linnx's OpenMP regions and
+ * OpenBLAS alike (threads.h), so ranks do not oversubscribe the cores. */
+static void pin_threads(void) {
+    const char *env = getenv("LINNX_THREADS");
+    if (env && atoi(env) > 0) return;
+    int local = 1;
+    MPI_Comm node;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+        MPI_Comm_size(node, &local);
+        MPI_Comm_free(&node);
+    }
+    lx_set_num_threads(0); /* the default: every core this process may use */
+    int n = lx_num_threads() / (local > 0 ? local : 1);
+    lx_set_num_threads(n > 0 ? n : 1);
+}
 
 /* The float32 array behind a leaf (an array or a Variable's value), or NULL. */
 static lx_array *leaf_f32(const lx_value *v) {
@@ -168,6 +226,11 @@ lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
         MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
         MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+        /* the overlapped gradient buckets travel on a communicator of their own, so a status
+         * check (on the world) never matches a bucket a failing rank did not start */
+        if (MPI_Comm_dup(MPI_COMM_WORLD, &g_grad_comm) != MPI_SUCCESS) g_grad_comm = MPI_COMM_WORLD;
+        else MPI_Comm_set_errhandler(g_grad_comm, MPI_ERRORS_RETURN);
+        pin_threads();
         const char *t = getenv("LINNX_DIST_TIMEOUT");
         if (t && atof(t) > 0) g_timeout = atof(t);
         g_inited = true;
@@ -178,6 +241,9 @@ lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
 }
 
 lx_status lx_dist_finalize(void) {
+    ov_release();
+    if (g_inited && g_grad_comm != MPI_COMM_NULL && g_grad_comm != MPI_COMM_WORLD) MPI_Comm_free(&g_grad_comm);
+    g_grad_comm = MPI_COMM_NULL;
     if (g_inited && g_we_init) {
         int fin = 0;
         MPI_Finalized(&fin);
@@ -316,6 +382,216 @@ lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
     free(buf);
     free(reqs);
     free(off);
+    return st;
+}
+
+/* ------------------------------------------------ overlapped gradient all-reduce */
+/* A bucket: gradients packed in the order the backward pass finished them; its all-reduce
+ * starts (on g_grad_comm) once it holds g_bucket bytes. Buffers persist across steps. */
+typedef struct {
+    float *data;
+    int64_t n, cap;
+    MPI_Request req;
+    bool started, done;
+    double t0, tdone;
+} ov_bucket;
+typedef struct {
+    const lx_array *g;
+    size_t bucket;
+    int64_t off, n;
+} ov_leaf;
+static struct {
+    bool on, stuck;           /* stuck: requests abandoned after a failure; buffers never reused */
+    lx_status err;
+    ov_bucket *b;
+    size_t nb, capb;          /* buckets used this step / allocated */
+    ov_leaf *leaves;
+    size_t nl, capl;
+} ov;
+
+static void ov_release(void) {
+    if (ov.on) lx_tape_set_grad_ready(NULL, NULL);
+    if (!ov.stuck)
+        for (size_t i = 0; i < ov.capb; i++) free(ov.b[i].data);
+    if (!ov.stuck) free(ov.b);
+    free(ov.leaves);
+    memset(&ov, 0, sizeof ov);
+}
+
+/* Test the started, unfinished buckets once: MPI progresses a non-blocking collective only
+ * inside MPI calls, so every finished gradient also moves the reductions in flight along. */
+static void ov_progress(void) {
+    for (size_t i = 0; i < ov.nb; i++) {
+        ov_bucket *b = &ov.b[i];
+        if (!b->started || b->done) continue;
+        int flag = 0;
+        if (MPI_Test(&b->req, &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag) {
+            b->done = true;
+            b->tdone = now_s();
+        }
+    }
+}
+
+static lx_status ov_start(ov_bucket *b) {
+    if (b->n > 0x7fffffff)
+        return lx_fail(LX_ERR_UNSUPPORTED, "distributed: a bucket of %lld floats is over MPI's int count", (long long)b->n);
+    b->t0 = now_s();
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, b->data, (int)b->n, MPI_FLOAT, MPI_SUM, g_grad_comm, &b->req);
+    if (rc != MPI_SUCCESS) return mpi_fail("gradient all-reduce", rc);
+    b->started = true;
+    return LX_OK;
+}
+
+/* The open (last, unstarted) bucket, making one when there is none. */
+static ov_bucket *ov_open(void) {
+    if (ov.nb > 0 && !ov.b[ov.nb - 1].started) return &ov.b[ov.nb - 1];
+    if (ov.nb == ov.capb) {
+        size_t nc = ov.capb ? 2 * ov.capb : 8;
+        ov_bucket *nb = realloc(ov.b, nc * sizeof *nb);
+        if (!nb) return NULL;
+        memset(nb + ov.capb, 0, (nc - ov.capb) * sizeof *nb);
+        ov.b = nb, ov.capb = nc;
+    }
+    ov_bucket *b = &ov.b[ov.nb++];
+    b->n = 0;
+    b->started = b->done = false;
+    return b;
+}
+
+/* Append a gradient (NULL data: zeros) to the open bucket; records where it went. */
+static lx_status ov_append(const lx_array *g, int64_t n, const float *data) {
+    ov_bucket *b = ov_open();
+    if (!b) return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    if (b->n + n > b->cap) {
+        int64_t nc = b->cap ? b->cap : 1024;
+        while (nc < b->n + n) nc *= 2;
+        float *nd = realloc(b->data, (size_t)nc * sizeof *nd);
+        if (!nd) return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory for %lld gradients", (long long)nc);
+        b->data = nd, b->cap = nc;
+    }
+    if (data) memcpy(b->data + b->n, data, (size_t)n * sizeof(float));
+    else memset(b->data + b->n, 0, (size_t)n * sizeof(float));
+    if (ov.nl == ov.capl) {
+        size_t nc = ov.capl ? 2 * ov.capl : 64;
+        ov_leaf *nl = realloc(ov.leaves, nc * sizeof *nl);
+        if (!nl) return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+        ov.leaves = nl, ov.capl = nc;
+    }
+    ov.leaves[ov.nl++] = (ov_leaf){g, (size_t)(b - ov.b), b->n, n};
+    b->n += n;
+    return LX_OK;
+}
+
+static void ov_ready(void *user, const lx_array *x, const lx_array *g) {
+    (void)user;
+    if (ov.err != LX_OK || !x || x->dtype != LX_F32) return;
+    if (g && (g->dtype != LX_F32 || lx_is_abstract(g) || g->size != x->size)) return; /* left to the end */
+    lx_status st = ov_append(g ? g : x, x->size, g ? lx_f32(g) : NULL);
+    ov_bucket *b = st == LX_OK ? &ov.b[ov.nb - 1] : NULL;
+    if (b && (size_t)b->n * sizeof(float) >= g_bucket) st = ov_start(b);
+    if (st != LX_OK) ov.err = st;
+    ov_progress();
+}
+
+lx_status lx_dist_overlap_begin(void) {
+    LX_TRY(need_init("lx_dist_overlap_begin"));
+    if (ov.stuck) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: overlap after a failed step (the run must end)");
+    ov.nb = ov.nl = 0;
+    ov.err = LX_OK;
+    if (g_size < 2) return LX_OK; /* nothing to reduce: lx_dist_overlap_end copies */
+    ov.on = true;
+    lx_tape_set_grad_ready(ov_ready, NULL);
+    return LX_OK;
+}
+
+lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
+    if (out) *out = NULL;
+    bool was_on = ov.on;
+    if (ov.on) lx_tape_set_grad_ready(NULL, NULL);
+    ov.on = false;
+    if (!grads || !out) { /* a failed step: in-flight buckets are abandoned with their buffers */
+        for (size_t i = 0; i < ov.nb; i++)
+            if (ov.b[i].started && !ov.b[i].done) ov.stuck = true;
+        if (!grads) return LX_OK;
+        return lx_fail(LX_ERR_FAILED_INPUT, "distributed: overlap_end: NULL output");
+    }
+    if (!was_on) return lx_dist_allreduce_mean(grads, out);
+    double tb = now_s(); /* the backward pass is over */
+    lx_flat f = {0};
+    lx_status st = ov.err;
+    if (st == LX_OK) st = lx_tree_flatten(grads, &f);
+    /* each float32 leaf's place; leaves the backward pass did not report go to a last bucket */
+    size_t *where = st == LX_OK ? calloc(f.len + 1, sizeof *where) : NULL;
+    if (st == LX_OK && !where) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    size_t reported = ov.nl;
+    for (size_t i = 0; st == LX_OK && i < f.len; i++) {
+        lx_array *a = leaf_f32(&f.items[i].value);
+        where[i] = (size_t)-1;
+        if (!a) continue;
+        for (size_t j = reported; j-- > 0;)
+            if (ov.leaves[j].g == a && ov.leaves[j].n == a->size) {
+                where[i] = j;
+                break;
+            }
+        if (where[i] == (size_t)-1) {
+            st = ov_append(a, a->size, lx_f32(a));
+            where[i] = ov.nl - 1;
+        }
+    }
+    if (st == LX_OK && ov.nb > 0 && !ov.b[ov.nb - 1].started) st = ov_start(&ov.b[ov.nb - 1]);
+    if (st == LX_OK) ov_progress();
+    /* the statistics: time the reductions were in flight during the backward pass, and the
+     * bytes whose reduction finished before it ended */
+    double first = -1;
+    for (size_t i = 0; i < ov.nb; i++) {
+        ov_bucket *b = &ov.b[i];
+        if (!b->started) continue;
+        g_comm_bytes += 4.0 * (double)b->n;
+        if (b->t0 < tb && (first < 0 || b->t0 < first)) first = b->t0;
+        if (b->done && b->tdone <= tb) g_early_bytes += 4.0 * (double)b->n;
+    }
+    if (first >= 0) g_overlap += tb - first;
+    /* wait for every started bucket (also after a failure: no request left in flight) */
+    MPI_Request *reqs = malloc((ov.nb + 1) * sizeof *reqs);
+    int nr = 0;
+    for (size_t i = 0; reqs && i < ov.nb; i++)
+        if (ov.b[i].started && !ov.b[i].done) reqs[nr++] = ov.b[i].req;
+    if (!reqs) {
+        for (size_t i = 0; i < ov.nb; i++)
+            if (ov.b[i].started && !ov.b[i].done) ov.stuck = true;
+        if (st == LX_OK) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    } else if (nr > 0) {
+        lx_status w = wait_all(nr, reqs, "gradient all-reduce");
+        if (w != LX_OK) ov.stuck = true;
+        if (st == LX_OK) st = w;
+    }
+    free(reqs);
+    /* the mean tree */
+    lx_flat g = {0};
+    float inv = 1.0f / (float)g_size;
+    for (size_t i = 0; st == LX_OK && i < f.len; i++) {
+        lx_array *a = leaf_f32(&f.items[i].value);
+        if (!a) {
+            st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
+            continue;
+        }
+        const ov_leaf *l = &ov.leaves[where[i]];
+        lx_array *r = lx_array_empty(LX_F32, a->ndim, a->shape);
+        if (!r) {
+            st = lx_last_status();
+            break;
+        }
+        float *d = lx_f32(r);
+        const float *s = ov.b[l->bucket].data + l->off;
+        for (int64_t k = 0; k < a->size; k++) d[k] = s[k] * inv;
+        st = lx_flat_append(&g, f.items[i].path, lx_array_v(r));
+        lx_release(r);
+    }
+    if (st == LX_OK) st = lx_tree_unflatten(&g, out);
+    lx_flat_free(&g);
+    lx_flat_free(&f);
+    free(where);
+    ov.nb = ov.nl = 0;
     return st;
 }
 
