@@ -5,7 +5,8 @@
 # rank 0 and every rank's verdict decides the exit status); a rank that fails with an error or
 # dies by SIGKILL at step 3 must make the others stop, exit non-zero, with a message naming the
 # rank (and the step, for an error), in bounded time; and `linnx train` under mpirun -np 2 prints
-# the same loss lines as one process (rank 0 prints, the data sharded, gradients averaged).
+# the same loss lines as one process (rank 0 prints, the data sharded, gradients averaged); a run
+# saved with N ranks resumes with M; a rank killed mid-run leaves the last checkpoint intact.
 # Skipped (with a message) when mpirun is absent or linnx was built without MPI.
 # Usage: cli_distributed.sh PATH/TO/linnx
 set -u
@@ -106,6 +107,56 @@ for extra in "--batch-size 4" ""; do
         else bad "linnx train $extra under mpirun -np $n: exit $rc"; diff "$cli_tmp/one" "$cli_tmp/out"; fi
     done
 done
+# checkpoints under mpirun: rank 0 writes, every rank restores, and a run saved with N ranks
+# resumes with M (2 -> 1 and 1 -> 2): the restored run prints the uninterrupted run's lines for its
+# steps (rtol 1e-6: float32 order). Minibatches of 2 rows, so the resume is mid-epoch.
+cargs=("${targs[@]:0:16}" --plain --batch-size 2) # targs without --steps 5
+ck=$cli_tmp/ck.msgpack
+"$bin" "${cargs[@]}" --steps 5 >"$cli_tmp/full" 2>&1
+for nm in "2 1" "1 2"; do
+    set -- $nm
+    run_n() { if [ "$1" = 1 ]; then "$bin" "${@:2}"; else timeout 60 "${mpi[@]}" "$1" "$bin" "${@:2}"; fi; }
+    rm -f "$ck"
+    run_n "$1" "${cargs[@]}" --steps 2 --save "$ck" >"$cli_tmp/a" 2>&1 && rca=0 || rca=$?
+    run_n "$2" "${cargs[@]}" --steps 3 --restore "$ck" >"$cli_tmp/b" 2>&1 && rcb=0 || rcb=$?
+    cat "$cli_tmp/a" "$cli_tmp/b" >"$cli_tmp/out"
+    if [ $rca -eq 0 ] && [ $rcb -eq 0 ] && head -1 "$cli_tmp/b" | grep -q "^step 2 loss" && same_losses "$cli_tmp/full" "$cli_tmp/out"; then
+        ok
+        echo "checkpoint saved with $1 rank(s) at step 2, resumed with $2: the uninterrupted run's losses"
+    else bad "checkpoint $1 -> $2 ranks: exit $rca/$rcb"; diff "$cli_tmp/full" "$cli_tmp/out"; fi
+done
+
+# a rank killed (SIGKILL) mid-run, while the run would overwrite the checkpoint at its end: the
+# job exits non-zero within seconds, mpirun names the dead rank, rank 0 names the step it was at,
+# and the last checkpoint (step 2) is intact and resumes as the uninterrupted run does
+rm -f "$ck"
+"$bin" "${cargs[@]}" --steps 2 --save "$ck" >/dev/null 2>&1
+cp "$ck" "$cli_tmp/ck0"
+"${mpi[@]}" 2 "$bin" "${cargs[@]}" --steps 100000000 --restore "$ck" --save "$ck" >"$cli_tmp/out" 2>&1 &
+mp=$!
+for _ in $(seq 50); do # until rank 0 has printed a few steps (at most ~10 s)
+    [ "$(grep -c '^step' "$cli_tmp/out")" -ge 5 ] && break
+    sleep 0.2
+done
+victim=
+for p in $(pgrep -P $mp); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$\|^PMI_RANK=1$'; then victim=$p; fi
+done
+t0=$(date +%s)
+[ -n "$victim" ] && kill -9 "$victim"
+( sleep 30; kill -9 $mp 2>/dev/null ) & guard=$!
+wait $mp
+rc=$?
+kill $guard 2>/dev/null
+t1=$(date +%s)
+"$bin" "${cargs[@]}" --steps 1 --restore "$ck" >"$cli_tmp/b" 2>&1
+if [ -n "$victim" ] && [ $rc -ne 0 ] && [ $((t1 - t0)) -lt 20 ] && grep -Eq "rank 1 .*(signal 9|Killed)" "$cli_tmp/out" &&
+   grep -Eq "linnx: rank 0: stopped at step [0-9]+ " "$cli_tmp/out" && cmp -s "$ck" "$cli_tmp/ck0" &&
+   [ "$(cat "$cli_tmp/b")" = "$(sed -n 3p "$cli_tmp/full")" ]; then
+    ok
+    echo "linnx train, rank 1 killed: exit $rc in $((t1 - t0)) s; $(grep -Eom1 'rank 0: stopped at step [0-9]+' "$cli_tmp/out"); the step-2 checkpoint intact and resumable"
+else bad "linnx train, rank 1 killed (pid ${victim:-none}): exit $rc after $((t1 - t0)) s"; cat "$cli_tmp/b"; fi
+
 timeout 60 "${mpi[@]}" 4 "$bin" "${targs[@]}" >"$cli_tmp/out" 2>&1
 rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "a global batch of 6 rows does not divide evenly over 4 ranks of the 'data' axis" "$cli_tmp/out"; then ok

@@ -2,6 +2,7 @@
  * [--restore FILE] [--save FILE]`: one `step K loss V` line per step, V the loss of the
  * parameters step K starts from; a restored run continues at the checkpoint's step. */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,34 @@ static const char TRAIN_USAGE[] =
     "  --restore FILE: continue from such a file (same SPEC, --optimizer, data and seeds): steps\n"
     "    K..K+N-1 follow its K steps, printing what an uninterrupted run prints for them. A\n"
     "    checkpoint of another model or optimizer is an error.\n";
+
+/* Under mpirun: when a rank dies, mpirun ends the others with SIGTERM; each says where it was
+ * (async-signal-safe: write(2) of a message built by hand). */
+static volatile long dp_step = -1;
+static volatile int dp_rank = 0;
+
+static char *put_long(char *p, long v) {
+    char d[24];
+    int n = 0;
+    if (v < 0) *p++ = '-', v = -v;
+    do d[n++] = (char)('0' + v % 10), v /= 10;
+    while (v > 0);
+    while (n > 0) *p++ = d[--n];
+    return p;
+}
+
+static void dp_on_term(int sig) {
+    char buf[192], *p = buf;
+    static const char a[] = "linnx: rank ", b[] = ": stopped at step ",
+                      c[] = " (mpirun ended the job: another rank failed or died)\n";
+    memcpy(p, a, sizeof a - 1), p += sizeof a - 1;
+    p = put_long(p, dp_rank);
+    memcpy(p, b, sizeof b - 1), p += sizeof b - 1;
+    p = put_long(p, dp_step);
+    memcpy(p, c, sizeof c - 1), p += sizeof c - 1;
+    if (write(STDERR_FILENO, buf, (size_t)(p - buf)) < 0) p = buf;
+    _exit(128 + sig);
+}
 
 /* A loss as Python prints a float32 at %.9g: nan, inf, -inf (not glibc's -nan). */
 static void print_step(int64_t k, float v) {
@@ -120,6 +149,13 @@ int cmd_train(int argc, char **argv) {
             return cli_error("train: under mpirun the loss must be a mean (--reduction mean)");
         }
         tc_data_parallel = nranks > 1;
+        if (nranks > 1) {
+            dp_rank = rank;
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = dp_on_term;
+            sigaction(SIGTERM, &sa, NULL);
+        }
         if (rank != 0 && !freopen("/dev/null", "w", stdout)) rc = cli_error("train: rank %d: /dev/null", rank);
     }
     bool dp = tc_data_parallel;
@@ -161,7 +197,7 @@ int cmd_train(int argc, char **argv) {
             xb = outb[0];
             yb = outb[1];
         }
-        if (dp) lx_dist_set_step(k);
+        if (dp) lx_dist_set_step(k), dp_step = (long)k;
         if (!rc && tc_model_train_step(m, xb, yb, &loss, &last) != LX_OK) rc = cli_lib_error();
         if (!rc && dp && lx_dist_allreduce_f32(&last, 1, true) != LX_OK) rc = cli_lib_error();
         if (!rc) {
