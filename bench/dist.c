@@ -1,5 +1,7 @@
 /* Data-parallel communication overhead (docs/distributed.md): mlp_train (784-512-512-10 MLP,
- * relu, global batch 128, softmax cross-entropy with integer labels, adam(1e-3)) timed per step.
+ * relu, global batch 128, softmax cross-entropy with integer labels, adam(1e-3)) and llama_train
+ * (the showcase decoder's training step at a global batch of 16 x 128, bench_llama's workload)
+ * timed per step; the llama lines have the same names with the llama_train prefix.
  *
  * Run plainly it is one process on LINNX_THREADS threads and prints
  *   mlp_train dist_1xT_step_ms <ms>
@@ -23,6 +25,7 @@
 #include "linnx/distributed.h"
 #include "linnx/linen.h"
 #include "linnx/linen_layers.h"
+#include "linnx/llama_train.h"
 #include "linnx/losses.h"
 #include "linnx/ops.h"
 #include "linnx/threads.h"
@@ -54,6 +57,55 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The showcase decoder (llama_config_tiny, Linen composition, batch 16 x 128 as bench_llama's
+ * llama_train): llama_trainer_step on this rank's rows (under MPI it averages the gradients over
+ * the ranks itself, overlapped with the backward pass). */
+enum { LB = 16, LS = 128, LSTEPS = 4, LWARM = 1 };
+
+static int bench_llama_train(bool mpi, int rank, int size) {
+    int64_t start = 0, len = LB;
+    if (lx_dist_shard_range(LB, rank, size, &start, &len) != LX_OK) return 1;
+    llama_config c = llama_config_tiny();
+    c.max_target_length = LS;
+    llama_model *m = NULL;
+    llama_trainer *tr = NULL;
+    llama_train_opts o = LLAMA_TRAIN_DEFAULTS;
+    if (llama_model_new(&c, LLAMA_LINEN_TOP, 0, &m) != LX_OK || llama_trainer_new(m, &o, &tr) != LX_OK) return 1;
+    /* this rank's rows of the global batch (row i: tokens (i * 129 + j) * 37 + 11 mod 256) */
+    lx_array *tok = lx_array_new(LX_I32, 2, (int64_t[]){len, LS + 1});
+    for (int64_t i = 0; i < tok->size; i++) lx_i32(tok)[i] = (int32_t)(((start * (LS + 1) + i) * 37 + 11) % 256);
+    double t0 = 0, t_end;
+    lx_status st = LX_OK;
+    for (int s = 0; st == LX_OK && s < LWARM + LSTEPS; s++) {
+        if (s == LWARM) {
+            t0 = now_s();
+            lx_dist_take_stats(NULL);
+        }
+        size_t mark = lx_pool_open();
+        lx_dist_set_step(s);
+        st = llama_trainer_step(tr, tok, NULL);
+        lx_pool_close(mark);
+    }
+    t_end = now_s();
+    lx_dist_stats ds;
+    lx_dist_take_stats(&ds);
+    double ms = (t_end - t0) * 1e3 / LSTEPS;
+    if (st != LX_OK) fprintf(stderr, "bench_dist: llama: rank %d: %s\n", rank, lx_last_error());
+    else if (rank == 0) {
+        if (mpi) {
+            printf("llama_train dist_%dx%d_step_ms %.3f\n", size, lx_num_threads(), ms);
+            printf("llama_train dist_allreduce_wait_ms %.3f\n", ds.wait_s * 1e3 / LSTEPS);
+            printf("llama_train dist_allreduce_overlap_ms %.3f\nllama_train dist_allreduce_early_frac %.3f\n",
+                   ds.overlap_s * 1e3 / LSTEPS, ds.bytes > 0 ? ds.early_bytes / ds.bytes : 0.0);
+            printf("llama_train dist_allreduce_bytes %.0f\n", ds.bytes / LSTEPS);
+        } else printf("llama_train dist_1x%d_step_ms %.3f\n", lx_num_threads(), ms);
+    }
+    lx_release(tok);
+    llama_trainer_free(tr);
+    llama_model_free(m);
+    return st == LX_OK ? 0 : 1;
 }
 
 int main(void) {
@@ -95,7 +147,7 @@ int main(void) {
     optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
     optax_tx *tx = optax_adam(OPTAX_CONST(1e-3), &o);
     optax_init(tx, params, &state);
-    double t0 = 0;
+    double t0 = 0, t_grad = 0;
     lx_status st = LX_OK;
     for (int s = 0; st == LX_OK && s < WARM + STEPS; s++) {
         if (s == WARM) {
@@ -108,7 +160,9 @@ int main(void) {
         lx_tree *g = NULL, *avg = NULL;
         lx_dist_set_step(s);
         if (mpi && overlap) st = lx_dist_overlap_begin();
+        double tc = now_s();
         if (st == LX_OK) st = linen_value_and_grad(loss_fn, &c, params, &loss, &g, NULL);
+        if (s >= WARM) t_grad += now_s() - tc;
         if (mpi) st = lx_dist_check(st);
         if (st == LX_OK && mpi) st = overlap ? lx_dist_overlap_end(g, &avg) : lx_dist_allreduce_mean(g, &avg);
         if (st == LX_OK) st = optax_step(tx, mpi ? avg : g, &params, &state);
@@ -124,11 +178,13 @@ int main(void) {
     else if (rank == 0) {
         if (mpi) {
             printf("mlp_train dist_%dx%d_step_ms %.3f\n", size, lx_num_threads(), ms);
+            printf("mlp_train dist_grad_ms %.3f\n", t_grad * 1e3 / STEPS);
             printf("mlp_train dist_allreduce_wait_ms %.3f\n", ds.wait_s * 1e3 / STEPS);
             if (overlap)
                 printf("mlp_train dist_allreduce_overlap_ms %.3f\nmlp_train dist_allreduce_early_frac %.3f\n",
                        ds.overlap_s * 1e3 / STEPS, ds.bytes > 0 ? ds.early_bytes / ds.bytes : 0.0);
-        } else printf("mlp_train dist_1x%d_step_ms %.3f\n", lx_num_threads(), ms);
+        } else printf("mlp_train dist_1x%d_step_ms %.3f\nmlp_train dist_1x%d_grad_ms %.3f\n", lx_num_threads(), ms,
+                      lx_num_threads(), t_grad * 1e3 / STEPS);
     }
     optax_tx_release(tx);
     lx_tree_release(state);
@@ -143,6 +199,8 @@ int main(void) {
     lx_release(yg);
     lx_release(ia);
     free(idx);
+    int rc = st == LX_OK ? 0 : 1;
+    if (!rc && !getenv("LINNX_BENCH_DIST_MLP_ONLY")) rc = bench_llama_train(mpi, rank, size);
     if (mpi) lx_dist_finalize();
-    return st == LX_OK ? 0 : 1;
+    return rc;
 }

@@ -157,6 +157,21 @@ if [ -n "$victim" ] && [ $rc -ne 0 ] && [ $((t1 - t0)) -lt 20 ] && grep -Eq "ran
     echo "linnx train, rank 1 killed: exit $rc in $((t1 - t0)) s; $(grep -Eom1 'rank 0: stopped at step [0-9]+' "$cli_tmp/out"); the step-2 checkpoint intact and resumable"
 else bad "linnx train, rank 1 killed (pid ${victim:-none}): exit $rc after $((t1 - t0)) s"; cat "$cli_tmp/b"; fi
 
+# the showcase's `linnx train-lm` (tiny sizes) unchanged under mpirun -np 2: rank 0 alone prints
+# (one header) and writes the loss curve and the checkpoint; the held-out losses are the one-process
+# run's (printed to 4 decimals; float32 order differs)
+largs=(train-lm --steps 6 --batch 4 --seq-len 16 --emb 16 --layers 1 --mlp 32 --eval-every 3 --eval-batches 1 --sample-tokens 0)
+"$bin" "${largs[@]}" --checkpoint-dir "$cli_tmp/lm1" --svg "$cli_tmp/lm1.svg" >"$cli_tmp/one" 2>&1
+timeout 120 "${mpi[@]}" 2 "$bin" "${largs[@]}" --checkpoint-dir "$cli_tmp/lm2" --svg "$cli_tmp/lm2.svg" >"$cli_tmp/out" 2>&1
+rc=$?
+held() { grep -o "held-out loss:\? [0-9.]*" "$1" | awk '{print $NF}'; }
+if [ $rc -eq 0 ] && [ "$(grep -c '^model: ' "$cli_tmp/out")" = 1 ] && [ -s "$cli_tmp/lm2/checkpoint_6.msgpack" ] &&
+   [ -s "$cli_tmp/lm2.svg" ] && [ "$(held "$cli_tmp/one" | wc -l)" -ge 3 ] &&
+   paste <(held "$cli_tmp/one") <(held "$cli_tmp/out") | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4 || NF != 2) bad = 1 } END { exit bad }'; then
+    ok
+    echo "linnx train-lm under mpirun -np 2: held-out losses $(held "$cli_tmp/out" | tr '\n' ' ')(one process: $(held "$cli_tmp/one" | tr '\n' ' '))"
+else bad "linnx train-lm under mpirun -np 2: exit $rc"; diff "$cli_tmp/one" "$cli_tmp/out"; fi
+
 timeout 60 "${mpi[@]}" 4 "$bin" "${targs[@]}" >"$cli_tmp/out" 2>&1
 rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "a global batch of 6 rows does not divide evenly over 4 ranks of the 'data' axis" "$cli_tmp/out"; then ok

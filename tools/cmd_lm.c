@@ -375,6 +375,16 @@ int cmd_train_lm(int argc, char **argv) {
         return cli_error("--eval-every and --eval-batches must be positive, --sample-tokens not negative");
     if (o[T_STOP_AFTER].seen && stop_after < 1) return cli_error("--stop-after: %lld is not a positive count", (long long)stop_after);
     if (!(lr > 0) || !(warmup >= 0 && warmup < 1)) return cli_error("--lr must be positive and --warmup-frac in [0, 1)");
+    /* under mpirun (a linnx built with MPI): data parallelism, each rank trains on its rows of every
+     * batch (the gradients averaged over the ranks); rank 0 alone prints and writes files */
+    int rank = 0, nranks = 1;
+    int64_t row0 = 0, rows = batch;
+    if ((getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE")) && lx_dist_available()) {
+        if (lx_dist_init(NULL, NULL, &rank, &nranks) != LX_OK ||
+            lx_dist_shard_range(batch, rank, nranks, &row0, &rows) != LX_OK)
+            return cli_lib_error();
+        if (rank != 0 && !freopen("/dev/null", "w", stdout)) return cli_error("train-lm: rank %d: /dev/null", rank);
+    }
     const char *ckpt = o[T_CKPT].seen ? o[T_CKPT].value : NULL;
     if (o[T_RESUME].seen && !ckpt) return cli_error("--resume needs --checkpoint-dir DIR (the run to continue)");
     if (o[T_RESUME].seen && steps == 0) return cli_error("--resume needs --steps (the run's total, as when it started)");
@@ -535,6 +545,7 @@ int cmd_train_lm(int argc, char **argv) {
             size_t mark = lx_pool_open();
             float loss = 0;
             lx_array *b = lm_random_batch(d.train, d.ntrain, lx_key_fold_in(data_key, (uint32_t)s), batch, len + 1);
+            if (b && nranks > 1) b = lx_slice(b, 2, (lx_range[]){LX_RANGE(row0, row0 + rows), LX_RANGE(0, len + 1)});
             if (!b || llama_trainer_step(tr, b, &loss) != LX_OK) rc = cli_lib_error();
             else {
                 h.xs[s - 1] = (double)s;
@@ -559,7 +570,7 @@ int cmd_train_lm(int argc, char **argv) {
             printf("trained %lld steps in %.1f s: %.1f steps/s, %.0f tokens/s\n", (long long)(last - start), el,
                    (double)(last - start) / el, (double)((last - start) * batch * len) / el);
     }
-    if (!rc) {
+    if (!rc && rank == 0) {
         lx_plot_series series[2] = {{"train loss", h.xs, h.ys, h.nt, "#1f77b4"}, {"held-out loss", h.ex, h.ey, h.ne, "#d62728"}};
         lx_plot plot = {.title = "linnx train-lm: llama2-style decoder, bytes of /usr/share/common-licenses",
                         .xlabel = "step", .ylabel = "cross-entropy (nats per byte)", .has_hline = true,
@@ -581,7 +592,7 @@ int cmd_train_lm(int argc, char **argv) {
         if (!rc) print_samples(stdout, "after training", after);
     }
     /* the checkpoint, then a fresh model from it gives the same samples */
-    if (!rc && have_mgr && last > start) {
+    if (!rc && have_mgr && last > start && rank == 0) {
         lx_tree *state = NULL, *back = NULL;
         char path[4096];
         snprintf(path, sizeof path, "%s/checkpoint_%lld.msgpack", ckpt, (long long)last);
@@ -624,5 +635,7 @@ int cmd_train_lm(int argc, char **argv) {
     lm_data_free(&d);
     optax_release_buffers();
     lx_pool_drain();
+    /* after a timeout (LX_ERR_IO) a peer may be stuck: exit and let mpirun end the job */
+    if (!rc || lx_last_status() != LX_ERR_IO) lx_dist_finalize();
     return rc;
 }

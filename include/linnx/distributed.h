@@ -81,8 +81,9 @@ lx_status lx_dist_shard_range(int64_t batch, int rank, int size, int64_t *start,
  * false at the end of the epoch or on failure (lx_last_status() tells them apart). */
 bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs);
 
-/* jax.lax.pmean(tree, 'data'): a new tree with every float32 leaf (arrays, and the values of
- * Variables, given as plain arrays) averaged over the ranks; other leaves are kept. Use it for
+/* jax.lax.pmean(tree, 'data'): a new tree with every float32 leaf averaged over the ranks: an
+ * array, a box (Partitioned / LogicallyPartitioned: the same box around the mean) or a Variable (a
+ * Variable of its type holding the mean); other leaves are kept. Use it for
  * gradients, and for BatchNorm running statistics to keep them equal on every rank (not the same
  * as Flax's BatchNorm(axis_name='data'), which pmeans the batch moments inside the forward pass:
  * docs/distributed.md). Bucketed, non-blocking all-reduces (see above). All ranks must

@@ -57,7 +57,10 @@ lx_status llama_trainer_new(llama_model *m, const llama_train_opts *o, llama_tra
 void llama_trainer_free(llama_trainer *t);
 int64_t llama_trainer_step_count(const llama_trainer *t);
 /* One step on tokens (B, S + 1): loss and gradients, optax update, the model's parameters
- * replaced. *loss gets the step's training loss (before the update). Nothing changes on failure. */
+ * replaced. *loss gets the step's training loss (before the update). Nothing changes on failure.
+ * Under MPI (lx_dist_init with several ranks, distributed.h): tokens are this rank's shard of the
+ * global batch (lx_dist_shard_range), the gradients are averaged over the ranks (all-reduce
+ * overlapped with the backward pass) before the optimizer, and *loss is the global batch's. */
 lx_status llama_trainer_step(llama_trainer *t, lx_array *tokens, float *loss);
 /* The checkpoint tree above (leaves shared with the trainer). */
 lx_status llama_trainer_state(const llama_trainer *t, lx_tree **out);

@@ -7,6 +7,7 @@
 #include "linnx/autodiff.h"
 #include "linnx/box.h"
 #include "linnx/checkpoint.h"
+#include "linnx/distributed.h"
 #include "linnx/llama_train.h"
 #include "linnx/variable.h"
 
@@ -139,9 +140,27 @@ lx_status llama_trainer_step(llama_trainer *t, lx_array *tokens, float *loss) {
     if (!t || !tokens) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_trainer_step: NULL argument");
     lx_array *l = NULL;
     lx_tree *g = NULL;
-    LX_TRY(llama_value_and_grad(t->m, tokens, &l, &g));
+    /* under MPI (distributed.h): tokens are this rank's shard; the gradients are averaged over the
+     * ranks by buckets started during the backward pass, and the loss too */
+    bool dp = lx_dist_active();
+    lx_status st = dp ? lx_dist_overlap_begin() : LX_OK;
+    if (st == LX_OK) st = llama_value_and_grad(t->m, tokens, &l, &g);
+    if (dp) {
+        lx_tree *avg = NULL;
+        st = lx_dist_check(st);
+        if (st == LX_OK) st = lx_dist_overlap_end(g, &avg);
+        else lx_dist_overlap_end(NULL, NULL);
+        lx_tree_release(g);
+        g = avg;
+        if (st == LX_OK) st = lx_dist_allreduce_f32(lx_f32(l), 1, true);
+    }
+    if (st != LX_OK) {
+        lx_release(l);
+        lx_tree_release(g);
+        return st;
+    }
     lx_tree *params = lx_tree_retain(t->params), *state = lx_tree_retain(t->state);
-    lx_status st = optax_step(t->tx, g, &params, &state);
+    st = optax_step(t->tx, g, &params, &state);
     if (st == LX_OK) st = llama_model_load_params(t->m, params);
     if (st == LX_OK) {
         lx_tree_release(t->params);

@@ -10,6 +10,7 @@
 
 #include "linnx/array.h"
 #include "linnx/autodiff.h"
+#include "linnx/box.h"
 #include "linnx/ops.h"
 #include "linnx/threads.h"
 #include "linnx/value.h"
@@ -198,7 +199,28 @@ static lx_array *leaf_f32(const lx_value *v) {
     lx_array *a = NULL;
     if (v->kind == LX_V_ARRAY) a = v->u.array;
     else if (v->kind == LX_V_VARIABLE) a = lx_variable_get_value(v->u.var);
+    else if (v->kind == LX_V_BOX) a = lx_box_unbox(v->u.box);
     return a && a->dtype == LX_F32 && !lx_is_abstract(a) ? a : NULL;
+}
+
+/* Append r (a reduced leaf) at `path` in the kind of `orig`: an array, the same box (names,
+ * metadata) or a Variable of the same type around it, as value_and_grad gives gradients. */
+static lx_status append_like(lx_flat *g, const char *path, const lx_value *orig, lx_array *r) {
+    lx_status st;
+    if (orig->kind == LX_V_BOX) {
+        lx_box *b = NULL;
+        st = lx_box_replace_boxed(orig->u.box, r, &b);
+        if (st == LX_OK) st = lx_flat_append(g, path, lx_box_v(b));
+        lx_box_release(b);
+    } else if (orig->kind == LX_V_VARIABLE) {
+        lx_variable *v = NULL;
+        st = lx_variable_copy(orig->u.var, &v);
+        if (st == LX_OK) st = lx_variable_set_value(v, r, false);
+        if (st == LX_OK) st = lx_flat_append(g, path, lx_var_v(v));
+        lx_variable_release(v);
+    } else
+        st = lx_flat_append(g, path, lx_array_v(r));
+    return st;
 }
 
 static double now_s(void) {
@@ -373,7 +395,7 @@ lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
         if (g_size == 1) memcpy(d, s, (size_t)a->size * sizeof *d);
         else
             for (int64_t k = 0; k < a->size; k++) d[k] = s[k] * inv;
-        st = lx_flat_append(&g, f.items[i].path, lx_array_v(r));
+        st = append_like(&g, f.items[i].path, &f.items[i].value, r);
         lx_release(r);
     }
     if (st == LX_OK) st = lx_tree_unflatten(&g, out);
@@ -407,6 +429,7 @@ static struct {
     size_t nb, capb;          /* buckets used this step / allocated */
     ov_leaf *leaves;
     size_t nl, capl;
+    double t_last;            /* when the pass reported its last gradient (its end) */
 } ov;
 
 static void ov_release(void) {
@@ -491,6 +514,7 @@ static void ov_ready(void *user, const lx_array *x, const lx_array *g) {
     if (b && (size_t)b->n * sizeof(float) >= g_bucket) st = ov_start(b);
     if (st != LX_OK) ov.err = st;
     ov_progress();
+    ov.t_last = now_s();
 }
 
 lx_status lx_dist_overlap_begin(void) {
@@ -516,7 +540,7 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
         return lx_fail(LX_ERR_FAILED_INPUT, "distributed: overlap_end: NULL output");
     }
     if (!was_on) return lx_dist_allreduce_mean(grads, out);
-    double tb = now_s(); /* the backward pass is over */
+    double tb = ov.nl > 0 ? ov.t_last : now_s(); /* the end of the backward pass */
     lx_flat f = {0};
     lx_status st = ov.err;
     if (st == LX_OK) st = lx_tree_flatten(grads, &f);
@@ -584,7 +608,7 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
         float *d = lx_f32(r);
         const float *s = ov.b[l->bucket].data + l->off;
         for (int64_t k = 0; k < a->size; k++) d[k] = s[k] * inv;
-        st = lx_flat_append(&g, f.items[i].path, lx_array_v(r));
+        st = append_like(&g, f.items[i].path, &f.items[i].value, r);
         lx_release(r);
     }
     if (st == LX_OK) st = lx_tree_unflatten(&g, out);
