@@ -73,6 +73,19 @@ static void test_before_init(void) {
     CHECK_EQ_INT(lx_dist_allreduce_mean(NULL, &out), LX_ERR_FAILED_INPUT);
     CHECK_EQ_INT(lx_dist_set_timeout(0), LX_ERR_INVALID_ARGUMENT);
     CHECK_EQ_INT(lx_dist_set_bucket_bytes(2), LX_ERR_INVALID_ARGUMENT);
+    /* the overlapped all-reduce needs lx_dist_init; abandoning nothing is fine */
+    CHECK_EQ_INT(lx_dist_overlap_begin(), want);
+    if (lx_dist_available()) CHECK_EQ_INT(lx_dist_overlap_end(NULL, NULL), LX_OK);
+    /* pmean: one process is its own mean; the axis must be 'data'; a failed input stays failed */
+    lx_array *a = lx_array_full_f32(1, (int64_t[]){2}, 3.0f);
+    size_t mark = lx_pool_open();
+    CHECK(lx_dist_pmean(a, "data") == a);
+    CHECK(lx_dist_pmean(a, "batch") == NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_NOT_FOUND);
+    CHECK(strstr(lx_last_error(), "unbound axis name: batch") != NULL);
+    CHECK(lx_dist_pmean(NULL, "data") == NULL);
+    lx_pool_close(mark);
+    lx_release(a);
     /* a failed local status passes through lx_dist_check before init */
     CHECK_EQ_INT(lx_dist_check(LX_ERR_SHAPE), LX_ERR_SHAPE);
     if (!lx_dist_available()) {

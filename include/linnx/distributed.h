@@ -14,9 +14,9 @@
  * lx_dist_axis_name, rank 0 of size 1) fails with LX_ERR_UNSUPPORTED.
  *
  * Gradients: lx_dist_allreduce_mean packs the float32 leaves, in tree order, into buckets of
- * lx_dist_set_bucket_bytes() bytes (default 1 MiB) and starts a non-blocking MPI_Iallreduce for
- * each bucket as soon as it is packed; they are all waited for before the call returns (before
- * the optimizer step). lx_dist_overlap_begin/end (below) start the buckets DURING the backward
+ * lx_dist_set_bucket_bytes() bytes (default 256 KiB, or env LINNX_DIST_BUCKET_BYTES) and starts
+ * a non-blocking MPI_Iallreduce for each bucket as soon as it is packed; they are all waited for
+ * before the call returns (before the optimizer step). lx_dist_overlap_begin/end (below) start the buckets DURING the backward
  * pass instead, as each gradient becomes final.
  *
  * Threads: lx_dist_init gives each of the k ranks on a machine cores/k linnx threads (OpenMP and
@@ -133,7 +133,7 @@ void lx_dist_zero1_free(lx_dist_zero1 *z);
  * the tape of this thread (autodiff.h, lx_tape_set_grad_ready); during the next backward pass
  * (linen_value_and_grad, nnx_value_and_grad, lx_value_and_grad) each float32 gradient is copied
  * into the open bucket the moment no later op can add to it, and a bucket's MPI_Iallreduce starts
- * as soon as it holds lx_dist_set_bucket_bytes() bytes (default 1 MiB), on a communicator of its
+ * as soon as it holds lx_dist_set_bucket_bytes() bytes (default 256 KiB), on a communicator of its
  * own; the reductions in flight are progressed at every later gradient. Then
  * lx_dist_overlap_end(grads, &avg) starts the last bucket (and any gradient the pass did not
  * report), waits for all of them and gives pmean(grads) exactly as lx_dist_allreduce_mean would

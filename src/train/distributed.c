@@ -24,8 +24,10 @@ static int g_rank = 0, g_size = 1;
 static bool g_inited = false;
 static int64_t g_step = 0;
 static double g_timeout = 60.0;
-static size_t g_bucket = (size_t)1 << 20;
+static size_t g_bucket = (size_t)256 << 10;
 static double g_wait = 0.0;
+static double g_spin = 0.05;  /* seconds a wait polls back to back (LINNX_DIST_SPIN_US) */
+static long g_nap_ns = 200000; /* then the pause between polls (LINNX_DIST_NAP_US) */
 
 bool lx_dist_available(void) {
 #ifdef LINNX_HAVE_MPI
@@ -255,6 +257,11 @@ lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
         pin_threads();
         const char *t = getenv("LINNX_DIST_TIMEOUT");
         if (t && atof(t) > 0) g_timeout = atof(t);
+        const char *bb = getenv("LINNX_DIST_BUCKET_BYTES");
+        if (bb && atof(bb) >= 4) g_bucket = (size_t)atof(bb);
+        const char *sp = getenv("LINNX_DIST_SPIN_US"), *np = getenv("LINNX_DIST_NAP_US");
+        if (sp && atof(sp) >= 0) g_spin = atof(sp) * 1e-6;
+        if (np && atof(np) >= 0 && atof(np) < 1e6) g_nap_ns = (long)(atof(np) * 1e3);
         g_inited = true;
     }
     if (rank) *rank = g_rank;
@@ -302,9 +309,9 @@ static lx_status wait_all(int n, MPI_Request *reqs, const char *what) {
         /* MPI progresses a large message only inside MPI calls: poll back to back for the first
          * 50 ms (yielding the core to anyone who needs it), then sleep between polls (a peer is
          * slow or gone; the deadline is what matters then) */
-        if (now_s() - t0 < 0.05) sched_yield();
+        if (now_s() - t0 < g_spin) sched_yield();
         else {
-            struct timespec ts = {0, 200000};
+            struct timespec ts = {0, g_nap_ns};
             nanosleep(&ts, NULL);
         }
     }
