@@ -24,12 +24,13 @@ for b in "$build"/bench_*; do
     # (both with passive OpenMP waiting and 1 OpenBLAS/OpenMP thread per rank; the machine is shared,
     # so the two set-ups alternate 3 times and each keeps its fastest run)
     if command -v mpirun >/dev/null 2>&1; then
-      mo=(); mpirun --version 2>&1 | grep -q "Open MPI" && mo=(--oversubscribe --allow-run-as-root --bind-to none)
+      mo=(); mpirun --version 2>&1 | grep -q "Open MPI" &&
+        mo=(--oversubscribe --allow-run-as-root --bind-to none -x LINNX_THREADS -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x OMP_WAIT_POLICY)
       runs=$(mktemp)
       for _ in 1 2 3; do
         LINNX_THREADS=2 OMP_WAIT_POLICY=$wait "$b" | tee /dev/stderr >>"$runs"
-        LINNX_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=$wait mpirun "${mo[@]}" \
-          -x LINNX_THREADS -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x OMP_WAIT_POLICY -np 2 "$b" | tee /dev/stderr >>"$runs"
+        LINNX_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=$wait mpirun "${mo[@]}" -np 2 "$b" |
+          tee /dev/stderr >>"$runs"
       done
       for w in mlp_train llama_train; do
         awk -v w="$w" '$1 == w && $2 == "dist_1x2_step_ms" && (a == "" || $3 < a) { a = $3 }

@@ -107,6 +107,14 @@ for extra in "--batch-size 4" ""; do
         else bad "linnx train $extra under mpirun -np $n: exit $rc"; diff "$cli_tmp/one" "$cli_tmp/out"; fi
     done
 done
+# an NNX model (gradients are a State of Variables: the all-reduce keeps them Variables)
+nargs=(train 'nnx.Linear(3, 2)' "${targs[@]:2}")
+"$bin" "${nargs[@]}" >"$cli_tmp/one" 2>&1
+timeout 60 "${mpi[@]}" 2 "$bin" "${nargs[@]}" >"$cli_tmp/out" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && same_losses "$cli_tmp/one" "$cli_tmp/out"; then ok
+else bad "linnx train nnx.Linear under mpirun -np 2: exit $rc"; diff "$cli_tmp/one" "$cli_tmp/out"; fi
+
 # checkpoints under mpirun: rank 0 writes, every rank restores, and a run saved with N ranks
 # resumes with M (2 -> 1 and 1 -> 2): the restored run prints the uninterrupted run's lines for its
 # steps (rtol 1e-6: float32 order). Minibatches of 2 rows, so the resume is mid-epoch.
