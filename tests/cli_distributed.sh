@@ -134,13 +134,16 @@ for nm in "2 1" "1 2"; do
     else bad "checkpoint $1 -> $2 ranks: exit $rca/$rcb"; diff "$cli_tmp/full" "$cli_tmp/out"; fi
 done
 
-# a rank killed (SIGKILL) mid-run, while the run would overwrite the checkpoint at its end: the
-# job exits non-zero within seconds, mpirun names the dead rank, rank 0 names the step it was at,
-# and the last checkpoint (step 2) is intact and resumes as the uninterrupted run does
+# a rank killed (SIGKILL) mid-run on 3 ranks, while the run would overwrite the checkpoint at its
+# end: the job exits non-zero within seconds, mpirun names the dead rank, ranks 0 and 2 each name
+# the step they were at, and the last checkpoint (step 2) is intact and resumes as the
+# uninterrupted run does (the whole 6 rows each step: 2 per rank)
+kargs=("${targs[@]:0:16}" --plain)
+"$bin" "${kargs[@]}" --steps 5 >"$cli_tmp/full" 2>&1
 rm -f "$ck"
-"$bin" "${cargs[@]}" --steps 2 --save "$ck" >/dev/null 2>&1
+"$bin" "${kargs[@]}" --steps 2 --save "$ck" >/dev/null 2>&1
 cp "$ck" "$cli_tmp/ck0"
-"${mpi[@]}" 2 "$bin" "${cargs[@]}" --steps 100000000 --restore "$ck" --save "$ck" >"$cli_tmp/out" 2>&1 &
+"${mpi[@]}" 3 "$bin" "${kargs[@]}" --steps 100000000 --restore "$ck" --save "$ck" >"$cli_tmp/out" 2>&1 &
 mp=$!
 for _ in $(seq 50); do # until rank 0 has printed a few steps (at most ~10 s)
     [ "$(grep -c '^step' "$cli_tmp/out")" -ge 5 ] && break
@@ -157,12 +160,12 @@ wait $mp
 rc=$?
 kill $guard 2>/dev/null
 t1=$(date +%s)
-"$bin" "${cargs[@]}" --steps 1 --restore "$ck" >"$cli_tmp/b" 2>&1
+"$bin" "${kargs[@]}" --steps 1 --restore "$ck" >"$cli_tmp/b" 2>&1
 if [ -n "$victim" ] && [ $rc -ne 0 ] && [ $((t1 - t0)) -lt 20 ] && grep -Eq "rank 1 .*(signal 9|Killed)" "$cli_tmp/out" &&
-   grep -Eq "linnx: rank 0: stopped at step [0-9]+ " "$cli_tmp/out" && cmp -s "$ck" "$cli_tmp/ck0" &&
-   [ "$(cat "$cli_tmp/b")" = "$(sed -n 3p "$cli_tmp/full")" ]; then
+   grep -Eq "linnx: rank 0: stopped at step [0-9]+ " "$cli_tmp/out" && grep -Eq "linnx: rank 2: stopped at step [0-9]+ " "$cli_tmp/out" &&
+   cmp -s "$ck" "$cli_tmp/ck0" && [ "$(cat "$cli_tmp/b")" = "$(sed -n 3p "$cli_tmp/full")" ]; then
     ok
-    echo "linnx train, rank 1 killed: exit $rc in $((t1 - t0)) s; $(grep -Eom1 'rank 0: stopped at step [0-9]+' "$cli_tmp/out"); the step-2 checkpoint intact and resumable"
+    echo "linnx train on 3 ranks, rank 1 killed: exit $rc in $((t1 - t0)) s; $(grep -Eo 'rank [02]: stopped at step [0-9]+' "$cli_tmp/out" | tr '\n' ';') the step-2 checkpoint intact and resumable"
 else bad "linnx train, rank 1 killed (pid ${victim:-none}): exit $rc after $((t1 - t0)) s"; cat "$cli_tmp/b"; fi
 
 # the showcase's `linnx train-lm` (tiny sizes) unchanged under mpirun -np 2: rank 0 alone prints
