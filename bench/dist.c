@@ -6,7 +6,7 @@
  * Run plainly it is one process on LINNX_THREADS threads and prints
  *   mlp_train dist_1xT_step_ms <ms>
  * Under `mpirun -np N` (LINNX_THREADS=1 each) every rank takes 128/N rows, the gradients are
- * averaged by lx_dist_allreduce_mean, and rank 0 prints
+ * averaged by buckets started during the backward pass, and rank 0 prints
  *   mlp_train dist_Nx1_step_ms <ms>
  *   mlp_train dist_grad_ms / dist_opt_ms / dist_cpu_ms <ms per step in value_and_grad, in the
  *                                        optimizer step, and CPU time used, rank 0>
