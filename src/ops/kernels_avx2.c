@@ -20,11 +20,13 @@ static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, cons
         const float *A, int64_t ars, int64_t acs, const float *B, int64_t ldb, float alpha,
         float beta, bool first, float *C, int64_t ldc) {
     __m256 c0[A2_MR], c1[A2_MR];
+#pragma GCC unroll 6
     for (int r = 0; r < mr; r++) c0[r] = c1[r] = _mm256_setzero_ps();
     for (int64_t k = 0; k < kc; k++) {
         __m256 b0 = _mm256_loadu_ps(B + k * ldb);
         __m256 b1 = _mm256_loadu_ps(B + k * ldb + 8);
-        for (int r = 0; r < mr; r++) {
+    #pragma GCC unroll 6
+    for (int r = 0; r < mr; r++) {
             __m256 a = _mm256_broadcast_ss(A + r * ars + k * acs);
             c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
             c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
@@ -32,6 +34,7 @@ static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, cons
     }
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     __m256i m0 = mask8(nr), m1 = mask8(nr - 8);
+#pragma GCC unroll 6
     for (int r = 0; r < mr; r++) {
         float *c = C + r * ldc;
         __m256 v0 = _mm256_mul_ps(va, c0[r]), v1 = _mm256_mul_ps(va, c1[r]);
@@ -74,15 +77,18 @@ static void tile_avx2(int mr, int nr, int64_t kc, const float *A, int64_t ars, i
 static inline __attribute__((always_inline)) void row_avx2_t(const int nv, int nr, int64_t kc, const float *A,
         int64_t acs, const float *B, int64_t ldb, float alpha, float beta, bool first, float *C) {
     __m256 acc[8];
+#pragma GCC unroll 8
     for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
     for (int64_t k = 0; k < kc; k++) {
         __m256 a = _mm256_broadcast_ss(A + k * acs);
+#pragma GCC unroll 8
         for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(a, _mm256_loadu_ps(B + k * ldb + 8 * v), acc[v]);
     }
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 8
     for (int v = 0; v < nv; v++) {
         int left = nr - 8 * v;
-        if (left <= 0) break;
+        if (left <= 0) continue;
         __m256 x = _mm256_mul_ps(va, acc[v]);
         float *c = C + 8 * v;
         if (left >= 8) {
@@ -277,17 +283,21 @@ static void avx2_softmax_row_v(const float *x, float *y, int64_t n, bool log) {
 static inline __attribute__((always_inline)) void direct_tile8(const int R, const int nv, const float *a, int64_t ars,
         const int64_t *koff, int64_t taps, const float *w, int64_t ldw, float *y, int64_t ldy, int nr) {
     __m256 c[12][2];
+#pragma GCC unroll 12
     for (int r = 0; r < R; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
     for (int64_t t = 0; t < taps; t++) {
         const float *at = a + koff[t], *wt = w + t * ldw;
         __m256 b0 = _mm256_loadu_ps(wt), b1 = nv > 1 ? _mm256_loadu_ps(wt + 8) : b0;
-        for (int r = 0; r < R; r++) {
+    #pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
             __m256 ar = _mm256_broadcast_ss(at + r * ars);
             c[r][0] = _mm256_fmadd_ps(ar, b0, c[r][0]);
             if (nv > 1) c[r][1] = _mm256_fmadd_ps(ar, b1, c[r][1]);
         }
     }
+#pragma GCC unroll 12
     for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
         for (int v = 0; v < nv; v++) {
             float *dst = y + r * ldy + 8 * v;
             if (nr - 8 * v >= 8) _mm256_storeu_ps(dst, c[r][v]);
