@@ -33,11 +33,12 @@
 #define DEFAULT_SMALL_LIMIT (96LL * 96 * 96)
 #define SMALL_ROWS 16
 /* Above this M*N*K, with more than AVX2_BLAS_ROWS rows and A not transposed, the AVX2 set hands
- * the product to OpenBLAS, whose Haswell kernels measured 15-40% faster here on one thread from
- * 384^3 (its B packing is fused with the compute; ours is a separate pass over all of B when
- * there are several row blocks). Fewer rows (batch-size M, where ours packs B per K block and
- * tied or won) and transposed-A shapes (where ours won by 15-20%) stay ours. */
-#define AVX2_BLAS_ABOVE (256LL * 256 * 256)
+ * the product to OpenBLAS. Same-run measurement on Zen 3 (thread CPU time, best of 18, one
+ * thread) after the assembly micro-kernel: 384^3 ours 0.545 / OpenBLAS 0.495 of the FMA peak,
+ * 512^3 0.560 / 0.531, 1024^3 0.550 / 0.587; so OpenBLAS keeps only the large square-ish
+ * products (its B packing is fused with the compute; ours is a separate pass over all of B when
+ * there are several row blocks). Fewer rows (batch-size M) and transposed-A shapes stay ours. */
+#define AVX2_BLAS_ABOVE (768LL * 768 * 768)
 #define AVX2_BLAS_ROWS 256
 /* Work (M*N*K) from which the packed path uses more than one thread. */
 #define PAR_MIN_WORK (96LL * 96 * 96)

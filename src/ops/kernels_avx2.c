@@ -277,6 +277,29 @@ static void avx2_softmax_row_v(const float *x, float *y, int64_t n, bool log) {
     }
 }
 
+/* max + log(sum(exp(x - max))): the softmax row's first two passes without the store. */
+static float avx2_logsumexp_row_v(const float *x, int64_t n) {
+    int64_t nv = n / 8 * 8;
+    __m256 vmx = _mm256_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < nv; i += 8) vmx = _mm256_max_ps(_mm256_loadu_ps(x + i), vmx);
+    float lanes[8], mx = -INFINITY;
+    _mm256_storeu_ps(lanes, vmx);
+    for (int i = 0; i < 8; i++) mx = lanes[i] > mx ? lanes[i] : mx;
+    for (int64_t i = nv; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (mx == -INFINITY) mx = 0;
+    __m256 m = _mm256_set1_ps(mx), s0 = _mm256_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 16 <= nv; i += 16) { /* two independent exp chains */
+        s0 = _mm256_add_ps(s0, nn_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m)));
+        s1 = _mm256_add_ps(s1, nn_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m)));
+    }
+    for (; i < nv; i += 8) s0 = _mm256_add_ps(s0, nn_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m)));
+    _mm256_storeu_ps(lanes, _mm256_add_ps(s0, s1));
+    float total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (int64_t k = nv; k < n; k++) total += nn_expf(x[k] - mx);
+    return mx + logf(total);
+}
+
 /* ---- direct convolution rows: R positions x nv vectors of 8 channels, R * nv <= 12 ----
  * Taps in order, one FMA each (the im2col path's sums). Weights are zero-padded to 16 channels,
  * so loads are plain; only a ragged last channel vector is stored under a mask. */
@@ -433,6 +456,7 @@ static const lx_kernels table = {
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx2_ukr, .pack_a = avx2_pack_a_fast, .pack_b = avx2_pack_b_fast,
              .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt},
     .softmax_row = avx2_softmax_row_v,
+    .logsumexp_row = avx2_logsumexp_row_v,
     .norm_row = avx2_norm_row,
     .conv_direct_row = avx2_conv_direct_row_v,
 };
