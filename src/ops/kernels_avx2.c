@@ -387,15 +387,23 @@ static inline void transpose8(__m256 r[8]) {
 static void avx2_pack_a_fast(int64_t mc, int64_t kc, const float *restrict A, int64_t ars, int64_t acs,
                              float *restrict Ap) {
     if (ars == 1) { /* A transposed: each k's 6 values are contiguous (4 + 2, never past row 6) */
+        /* Eight slivers (48 contiguous values of each k) at a time, k outermost: a k's cache lines
+         * are read once for all of them instead of once per sliver (strided by lda, they do not
+         * stay in L1 between slivers). */
         int64_t full = mc / TMPL_MR * TMPL_MR;
-        for (int64_t i0 = 0; i0 < full; i0 += TMPL_MR, Ap += TMPL_MR * kc) {
+        for (int64_t i0 = 0; i0 < full; i0 += 8 * TMPL_MR) {
+            int ns = (int)((full - i0) / TMPL_MR < 8 ? (full - i0) / TMPL_MR : 8);
             const float *a = A + i0;
-            for (int64_t k = 0; k < kc; k++) {
-                _mm_storeu_ps(Ap + k * TMPL_MR, _mm_loadu_ps(a + k * acs));
-                _mm_storel_pi((__m64 *)(Ap + k * TMPL_MR + 4), _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)(a + k * acs + 4)));
-            }
+            float *ap = Ap + i0 * kc;
+            for (int64_t k = 0; k < kc; k++)
+                for (int q = 0; q < ns; q++) {
+                    const float *src = a + k * acs + q * TMPL_MR;
+                    float *dst = ap + q * TMPL_MR * kc + k * TMPL_MR;
+                    _mm_storeu_ps(dst, _mm_loadu_ps(src));
+                    _mm_storel_pi((__m64 *)(dst + 4), _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)(src + 4)));
+                }
         }
-        if (full < mc) avx2_pack_a(mc - full, kc, A + full, ars, acs, Ap);
+        if (full < mc) avx2_pack_a(mc - full, kc, A + full, ars, acs, Ap + full * kc);
         return;
     }
     if (acs != 1 || kc < 8) {
