@@ -9,14 +9,16 @@
  *   gemm_<shape>_t<n> vs_openblas_auto  the same against OpenBLAS in a child process with
  *                                  OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (its own detection)
  *   gemm_1x64x64 ns                one batch-1 call, nanoseconds
- *   rows_<op>_128x4096_t<n> frac_bandwidth  softmax / layer_norm over 128 rows of 4096: bytes read
- *                                  and written per second / copy_bandwidth
+ *   rows_<op>_4096x4096_t<n> frac_bandwidth  softmax, log_softmax, cross_entropy, layer_norm,
+ *                                  rms_norm: bytes read and written per second / copy_bandwidth
+ *   conv_fwd_..., conv_fwd_bwd_..., attention_fwd_... frac_peak  FLOPs per second / fma_peak_t<n>
  *   ..._cpu                        the one-thread figures again from the thread's CPU time instead
  *                                  of the wall clock: on a machine shared with other work, time
  *                                  the thread spent descheduled does not count against either side
  * Shapes: squares 64..4096 (2048 and 4096 with fewer repetitions, 4096 on one thread only), the
  * MLP's forward GEMMs and
- * their two backward GEMMs (transposed operands). `bench_gemm --blas-only` is the child. */
+ * their two backward GEMMs (transposed operands). `bench_gemm --blas-only` is the child;
+ * `bench_gemm --no-gemm` stops after the training-step kernels. */
 #include <cblas.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -33,6 +35,8 @@
 #include "linnx/cpu.h"
 #include "linnx/linalg.h"
 #include "linnx/linnx.h"
+#include "linnx/llama.h"
+#include "linnx/losses.h"
 #include "linnx/nn.h"
 #include "linnx/threads.h"
 
@@ -233,37 +237,134 @@ static double time_gemm(const shape *s, int blas) {
 
 static const int thread_counts[] = {1, 2};
 
-/* ---- softmax / layer-norm rows against the copy bandwidth ---- */
+/* ---- the other kernels of a training step, each against its own limit ----
+ * Rows (softmax, log_softmax, integer-label cross-entropy, layer norm, RMS norm) over 1024 x 4096
+ * (16 MiB, past L2; a bigger output would be a fresh mmap per call whose page faults cost as much
+ * as the kernel): bytes read + written per second / the bandwidth of a memcpy of the same 16 MiB
+ * into a reused buffer (rows_copy_1024x4096 gbps), measured just before. conv (the CNN's 3x3, 32 -> 64 channels, 64 x 28 x 28, SAME) forward and
+ * forward + backward (value_and_grad of sum(conv(x, w)): the forward, dW and dX products), and
+ * attention forward (the llama showcase's tiny config, batch 16 x 128 tokens): FLOPs per second /
+ * fma_peak_t<n>. One-thread figures also from thread CPU time (_cpu). */
 typedef struct {
-    lx_array *x, *scale, *bias;
+    lx_array *x, *scale, *bias, *labels, *w, *q, *k, *v;
     int op;
-} rows_job;
-static void rows_call(void *p) {
-    rows_job *j = p;
+    lx_conv_params conv;
+} step_job;
+static lx_status conv_loss(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    step_job *j = user;
+    *loss = lx_sum(lx_conv_general(xs[0], xs[1], &j->conv), 0, NULL, false);
+    return *loss ? LX_OK : lx_last_status();
+}
+static void step_call(void *p) {
+    step_job *j = p;
     size_t mark = lx_pool_open();
-    if (j->op == 0) lx_softmax(j->x, -1);
-    else lx_layer_norm(j->x, j->scale, j->bias, 1e-6f, 0, NULL);
+    switch (j->op) {
+    case 0: lx_softmax(j->x, -1); break;
+    case 1: lx_log_softmax(j->x, -1); break;
+    case 2: optax_softmax_cross_entropy_with_integer_labels(j->x, j->labels); break;
+    case 3: lx_layer_norm(j->x, j->scale, j->bias, 1e-6f, 0, NULL); break;
+    case 4: lx_rms_norm(j->x, j->scale, 1e-6f); break;
+    case 5: lx_conv_general(j->x, j->w, &j->conv); break;
+    case 6: {
+        lx_array *xs[2] = {j->x, j->w}, *val = NULL, *g[2] = {NULL, NULL};
+        if (lx_value_and_grad(conv_loss, j, 2, xs, &val, g) == LX_OK) lx_release(val), lx_release(g[0]), lx_release(g[1]);
+        break;
+    }
+    case 7: lx_dot_product_attention(j->q, j->k, j->v, NULL, NULL, true, 0.0f); break;
+    }
     lx_pool_close(mark);
 }
-static void bench_rows(double copy_gbps) {
-    int64_t shape[2] = {128, 4096};
-    rows_job j = {.x = lx_array_empty(LX_F32, 2, shape), .scale = lx_array_empty(LX_F32, 1, shape + 1),
-                  .bias = lx_array_empty(LX_F32, 1, shape + 1)};
-    if (!j.x || !j.scale || !j.bias) return;
-    for (int64_t i = 0; i < j.x->size; i++) lx_f32(j.x)[i] = (float)(i % 97) * 0.01f;
-    for (int64_t i = 0; i < 4096; i++) lx_f32(j.scale)[i] = 1.0f, lx_f32(j.bias)[i] = 0.0f;
-    const char *names[] = {"softmax", "layer_norm"};
-    for (int ti = 0; ti < 2; ti++) {
-        lx_set_num_threads(thread_counts[ti]);
-        for (int op = 0; op < 2; op++) {
-            j.op = op;
-            double t = median_time(rows_call, &j, 3, 11, 20);
-            double gbps = 2.0 * 4 * 128 * 4096 / t / 1e9;
-            printf("rows_%s_128x4096_t%d gbps %.1f\n", names[op], thread_counts[ti], gbps);
-            printf("rows_%s_128x4096_t%d frac_bandwidth %.3f\n", names[op], thread_counts[ti], gbps / copy_gbps);
+static lx_array *filled(int ndim, const int64_t *shape, uint32_t seed) {
+    lx_array *a = lx_array_empty(LX_F32, ndim, shape);
+    if (!a) return NULL;
+    for (int64_t i = 0; i < a->size; i++) lx_f32(a)[i] = (float)((seed = seed * 1664525u + 1013904223u) >> 9) * 0x1p-23f - 0.5f;
+    return a;
+}
+static void bench_step(const double peak[2], double peak_cpu, double copy_gbps) {
+    const int64_t R = 1024, D = 4096;
+    step_job j = {.x = filled(2, (int64_t[]){R, D}, 1), .scale = filled(1, &D, 2), .bias = filled(1, &D, 3),
+                  .labels = lx_array_empty(LX_I32, 1, &R), .conv = {.padding = {.mode = LX_PAD_SAME}}};
+    if (!j.x || !j.scale || !j.bias || !j.labels) return;
+    for (int64_t i = 0; i < R; i++) lx_i32(j.labels)[i] = (int32_t)((i * 7919) % D);
+    const char *rows[] = {"softmax", "log_softmax", "cross_entropy", "layer_norm", "rms_norm"};
+    const double passes[] = {2, 2, 1, 2, 2}; /* bytes per element / 4: read + write, or read only */
+    (void)copy_gbps;
+    float *dst = malloc(sizeof(float) * (size_t)(R * D));
+    if (!dst) return;
+    double copy_rows[2] = {1e30, 1e30}; /* wall, thread CPU time */
+    for (int c = 0; c < 2; c++) {
+        use_cpu_clock = c;
+        for (int rep = 0; rep < 7; rep++) {
+            double t0 = now();
+            memcpy(dst, lx_f32(j.x), sizeof(float) * (size_t)(R * D));
+            double t = now() - t0;
+            if (t < copy_rows[c]) copy_rows[c] = t;
         }
     }
-    lx_release(j.x), lx_release(j.scale), lx_release(j.bias);
+    use_cpu_clock = 0;
+    peak_sink = dst[R * D / 3];
+    free(dst);
+    copy_rows[0] = 2.0 * 4 * (double)(R * D) / copy_rows[0] / 1e9;
+    copy_rows[1] = 2.0 * 4 * (double)(R * D) / copy_rows[1] / 1e9;
+    printf("rows_copy_%lldx%lld gbps %.1f\nrows_copy_%lldx%lld gbps_cpu %.1f\n", (long long)R, (long long)D, copy_rows[0],
+           (long long)R, (long long)D, copy_rows[1]);
+    for (int ti = 0; ti < 2; ti++) {
+        lx_set_num_threads(thread_counts[ti]);
+        for (int op = 0; op < 5; op++) {
+            j.op = op;
+            double t = median_time(step_call, &j, 1, 7, 1);
+            double gbps = passes[op] * 4 * (double)(R * D) / t / 1e9;
+            printf("rows_%s_%lldx%lld_t%d gbps %.1f\n", rows[op], (long long)R, (long long)D, thread_counts[ti], gbps);
+            printf("rows_%s_%lldx%lld_t%d frac_bandwidth %.3f\n", rows[op], (long long)R, (long long)D,
+                   thread_counts[ti], gbps / copy_rows[0]);
+            if (ti == 0) {
+                use_cpu_clock = 1;
+                double tc = median_time(step_call, &j, 0, 7, 1);
+                use_cpu_clock = 0;
+                printf("rows_%s_%lldx%lld_t1 frac_bandwidth_cpu %.3f\n", rows[op], (long long)R, (long long)D,
+                       passes[op] * 4 * (double)(R * D) / tc / 1e9 / copy_rows[1]);
+            }
+        }
+        fflush(stdout);
+    }
+    lx_release(j.x), lx_release(j.scale), lx_release(j.bias), lx_release(j.labels);
+    /* conv */
+    j = (step_job){.x = filled(4, (int64_t[]){64, 28, 28, 32}, 4), .w = filled(4, (int64_t[]){3, 3, 32, 64}, 5),
+                   .conv = {.padding = {.mode = LX_PAD_SAME}}};
+    /* attention: q (16, 128, H, d), k / v (16, 128, KV, d) */
+    llama_config lc = llama_config_tiny();
+    int64_t B = 16, T = 128, H = lc.num_query_heads, KV = lc.num_kv_heads, Dh = lc.head_dim;
+    j.q = filled(4, (int64_t[]){B, T, H, Dh}, 6), j.k = filled(4, (int64_t[]){B, T, KV, Dh}, 7);
+    j.v = filled(4, (int64_t[]){B, T, KV, Dh}, 8);
+    if (!j.x || !j.w || !j.q || !j.k || !j.v) return;
+    double conv_flops = 2.0 * 64 * 28 * 28 * 9 * 32 * 64;
+    /* causal: about half of the T x T square is needed; count the full square, as bench_llama does */
+    double att_flops = 2.0 * 2.0 * (double)(B * H * T * T * Dh);
+    const char *names[] = {"conv_fwd_64x28x28x32_64", "conv_fwd_bwd_64x28x28x32_64", "attention_fwd_16x128"};
+    const int ops[] = {5, 6, 7};
+    const double flops[] = {conv_flops, 3 * conv_flops, att_flops};
+    char shape_note[64];
+    snprintf(shape_note, sizeof shape_note, "# attention: heads %lld, kv heads %lld, head_dim %lld", (long long)H,
+             (long long)KV, (long long)Dh);
+    puts(shape_note);
+    for (int ti = 0; ti < 2; ti++) {
+        lx_set_num_threads(thread_counts[ti]);
+        for (int k = 0; k < 3; k++) {
+            j.op = ops[k];
+            double t = median_time(step_call, &j, 1, 5, 1);
+            printf("%s_t%d gflops %.1f\n", names[k], thread_counts[ti], flops[k] / t / 1e9);
+            printf("%s_t%d frac_peak %.3f\n", names[k], thread_counts[ti], flops[k] / t / 1e9 / peak[ti]);
+            if (ti == 0) {
+                use_cpu_clock = 1;
+                double tc = median_time(step_call, &j, 0, 5, 1);
+                use_cpu_clock = 0;
+                printf("%s_t1 frac_peak_cpu %.3f\n", names[k], flops[k] / tc / 1e9 / peak_cpu);
+            }
+            fflush(stdout);
+        }
+    }
+    lx_release(j.x), lx_release(j.w), lx_release(j.q), lx_release(j.k), lx_release(j.v);
 }
 
 /* The child: OpenBLAS seconds per shape and thread count. */
@@ -292,6 +393,17 @@ static void small_call(void) {
     }
     peak_sink = C[3];
     printf("gemm_1x64x64 ns %.0f\n", best * 1e9);
+    use_cpu_clock = 1; /* the same from thread CPU time: what the call costs when the thread runs */
+    best = 1e30;
+    for (int rep = 0; rep < 7; rep++) {
+        int n = 20000;
+        double t0 = now();
+        for (int i = 0; i < n; i++) lx_sgemm(false, false, 1, 64, 64, 1.0f, A, 64, B, 64, 0.0f, C, 64);
+        double t = (now() - t0) / n;
+        if (t < best) best = t;
+    }
+    use_cpu_clock = 0;
+    printf("gemm_1x64x64 ns_cpu %.0f\n", best * 1e9);
     /* the same call through OpenBLAS */
     best = 1e30;
     for (int rep = 0; rep < 7; rep++) {
@@ -323,8 +435,9 @@ int main(int argc, char **argv) {
     double copy_gbps = measure_copy();
     printf("copy_bandwidth gbps %.1f\n", copy_gbps);
     fflush(stdout);
-    bench_rows(copy_gbps);
     small_call();
+    bench_step(peak, peak_cpu, copy_gbps);
+    if (argc > 1 && strcmp(argv[1], "--no-gemm") == 0) return 0; /* the kernels above only */
 
     /* OpenBLAS with its own detection, in a child started before our timings */
     double auto_secs[2][NSHAPES] = {{0}};

@@ -119,6 +119,36 @@ static void test_every_set_and_path(void) {
     lx_isa_set(NULL);
 }
 
+/* The packed path's pieces on one thread: A^T packed in groups of eight MR-row slivers (M around
+ * 48 = 8 x 6 and 96), the assembly k loop's 4-step body and 1-3 step tail (K = 4, 7, 263 = 132 +
+ * 131, 515), one row block (each B sliver packed just before use) and several (shared B), ragged
+ * column slivers; every set, all transposes, padded leading dimensions, NaN in C with beta 0. */
+static void test_packed_edges(void) {
+    const int ms[] = {48, 49, 55, 97, 300};
+    const int ns[] = {16, 31, 64};
+    const int ks[] = {4, 7, 263, 515};
+    lx_sgemm_force_path(LX_GEMM_PATH_PACKED);
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        int bad = 0, cases = 0;
+        for (int t = 0; t < 4; t++)
+            for (int mi = 0; mi < 5; mi++)
+                for (int ni = 0; ni < 3; ni++)
+                    for (int ki = 0; ki < 4; ki++) {
+                        int v = (mi + ni + ki + t) % 3;
+                        gcase g = {.ta = t & 1, .tb = t >> 1, .M = ms[mi], .N = ns[ni], .K = ks[ki], .alpha = 1.0f,
+                                   .beta = v == 0 ? 0.0f : v == 1 ? 1.0f : 0.75f, .pad = 1 + (mi + ki) % 2};
+                        bad += run_case(&g);
+                        cases++;
+                    }
+        CHECK_EQ_INT(bad, 0);
+        CHECK_EQ_INT(cases, 240);
+    }
+    lx_isa_set(NULL);
+    lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
+}
+
 /* The packed path on two threads: item grids split by rows, by columns, and both; more items than
  * threads; a K that needs several blocks. Then the automatic choice at default settings. */
 static void test_threads(void) {
@@ -259,8 +289,8 @@ static void test_strided_batched(void) {
 
 /* With beta = 0 and K <= 256 (one K block everywhere) the small and packed paths sum each element
  * in the same FMA chain from zero: the same bits, so results do not depend on the size threshold. */
-static void test_paths_agree(void) {
-    int M = 37, N = 53, K = 256;
+static void paths_agree_k(int K) {
+    int M = 37, N = 53;
     float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(K * N));
     float *C1 = malloc(sizeof(float) * (size_t)(M * N)), *C2 = malloc(sizeof(float) * (size_t)(M * N));
     for (int i = 0; i < M * K; i++) A[i] = frand();
@@ -280,6 +310,11 @@ static void test_paths_agree(void) {
     lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
     lx_isa_set(NULL);
     free(A), free(B), free(C1), free(C2);
+}
+
+static void test_paths_agree(void) {
+    for (int K = 203; K <= 256; K += 53) /* 203: the assembly k loop's 3-step tail */
+        paths_agree_k(K);
 }
 
 static void test_isa_selection(void) {
@@ -322,6 +357,7 @@ static void test_isa_selection(void) {
 int main(void) {
     RUN(test_isa_selection);
     RUN(test_every_set_and_path);
+    RUN(test_packed_edges);
     RUN(test_paths_agree);
     RUN(test_threads);
     RUN(test_concurrent_callers);

@@ -276,6 +276,49 @@ static void test_attention_flax_scaling(void) {
                      lx_dot_product_attention_weights(q, k, NULL, NULL, false, 1.0f / sd)));
 }
 
+/* Equal element by element, NaN where the other is NaN (+0 and -0 equal). */
+static bool same_values(const lx_array *a, const lx_array *b) {
+    if (!a || !b || a->size != b->size) return false;
+    for (int64_t i = 0; i < a->size; i++) {
+        float x = lx_f32(a)[i], y = lx_f32(b)[i];
+        if (!(x == y || (isnan(x) && isnan(y)))) return false;
+    }
+    return true;
+}
+
+/* Causal attention without bias or mask computes each query row over its own keys only
+ * (attention.c); with the same causal triangle given as a mask it runs over every key. The two
+ * must give the same values: several query blocks, lengths that are not a multiple of the
+ * rounding (16), grouped heads, the weights too; an inf value behind the causal front (zero
+ * weight times inf is NaN in the full product, as in JAX); a query row whose kept logits are all
+ * -inf (the full row then spreads its weight over the masked keys). */
+static void test_attention_causal_prefix(void) {
+    const int64_t lens[] = {100, 37};
+    for (int li = 0; li < 2; li++) {
+        int64_t T = lens[li];
+        lx_array *q = RAND(2, T, 4, 16), *k = RAND(2, T, 2, 16), *v = RAND(2, T, 2, 8);
+        lx_array *cm = lx_make_causal_mask(RAND(2, T));
+        CHECK(same_values(lx_dot_product_attention(q, k, v, NULL, NULL, true, 0),
+                          lx_dot_product_attention(q, k, v, NULL, cm, false, 0)));
+        CHECK(same_values(lx_dot_product_attention_weights(q, k, NULL, NULL, true, 0),
+                          lx_dot_product_attention_weights(q, k, NULL, cm, false, 0)));
+        /* inf in the last key's value: every earlier query's output is NaN in both */
+        lx_f32(v)[((0 * T + (T - 1)) * 2 + 0) * 8 + 3] = INFINITY;
+        lx_array *yf = lx_dot_product_attention(q, k, v, NULL, NULL, true, 0);
+        CHECK(same_values(yf, lx_dot_product_attention(q, k, v, NULL, cm, false, 0)));
+        CHECK(yf && isnan(lx_f32(yf)[((0 * T + 0) * 4 + 0) * 8 + 3]));
+        /* keys all positive and query (0, 0, head 0) all -inf: its only kept logit is -inf */
+        for (int64_t i = 0; i < k->size; i++) lx_f32(k)[i] = fabsf(lx_f32(k)[i]) + 0.01f;
+        lx_f32(v)[((0 * T + (T - 1)) * 2 + 0) * 8 + 3] = 1.0f;
+        for (int i = 0; i < 16; i++) lx_f32(q)[i] = -INFINITY;
+        yf = lx_dot_product_attention(q, k, v, NULL, NULL, true, 0);
+        CHECK(same_values(yf, lx_dot_product_attention(q, k, v, NULL, cm, false, 0)));
+        CHECK(yf && !isnan(lx_f32(yf)[0]));
+        CHECK(same_values(lx_dot_product_attention_weights(q, k, NULL, NULL, true, 0),
+                          lx_dot_product_attention_weights(q, k, NULL, cm, false, 0)));
+    }
+}
+
 static void test_attention(void) {
     static double ref[1 << 16], refw[1 << 16];
     /* plain, then grouped-query (4 query heads over 2 kv heads) */
@@ -403,6 +446,7 @@ int main(void) {
     RUN(test_norms);
     RUN(test_cross_entropy);
     RUN(test_attention);
+    RUN(test_attention_causal_prefix);
     RUN(test_attention_flax_scaling);
     RUN(test_dropout);
     RUN(test_pools_flat);

@@ -46,8 +46,8 @@ static int64_t bcast_base(const attn_dims *a, const int64_t *st, int64_t b, int6
 }
 
 /* logits rows [t0, t0 + tq) of (b, h) -> softmax weights in w (tq x S). */
-static void attention_weights_forward(const attn_dims *a, const float *q, const float *k, int64_t b, int64_t h,
-                                      int64_t t0, int64_t tq, float *w) {
+static void attention_weights_full(const attn_dims *a, const float *q, const float *k, int64_t b, int64_t h,
+                                   int64_t t0, int64_t tq, float *w) {
     int64_t g = h / (a->H / a->G), S = a->S;
     const float *qb = q + ((b * a->T + t0) * a->H + h) * a->d;
     const float *kb = k + (b * S * a->G + g) * a->d;
@@ -73,18 +73,71 @@ static void attention_weights_forward(const attn_dims *a, const float *q, const 
     }
 }
 
+/* Causal attention without bias or mask: query row t only needs keys [0, t]. Row t's logits and
+ * softmax run over its first n_t = min(S, t + 1 rounded up to 16) keys, the keys in (t, n_t)
+ * taking float32's lowest value as before; every key past n_t has weight exactly +0 (what the
+ * full row gives: exp underflows to 0). n_t is S or a multiple of 16 below S, so each kept
+ * logit sits in the same vector lane of the softmax kernel (8 or 16 lanes) as in the full row,
+ * the skipped ones would only have added exact zeros, and the weights are the full row's bits.
+ * Returns the columns computed (the block's last row's n_t): weights past it are zero and the PV
+ * product may stop there. A row whose kept logits are all -inf or NaN (the full row would then
+ * spread its weight over the masked keys) makes the block fall back to the full computation
+ * (returns S). `zero_tail`: write the zero weights of columns [returned, S) too (weights output,
+ * or the tape's copy). */
+#define CAUSAL_Q_BLOCK 32
+#define CAUSAL_ROUND 16
+static int64_t attention_weights_causal(const attn_dims *a, const float *q, const float *k, int64_t b, int64_t h,
+                                        int64_t t0, int64_t tq, float *w, bool zero_tail) {
+    int64_t g = h / (a->H / a->G), S = a->S;
+    int64_t ncols = (t0 + tq + CAUSAL_ROUND - 1) / CAUSAL_ROUND * CAUSAL_ROUND;
+    ncols = ncols < S ? ncols : S;
+    const float *qb = q + ((b * a->T + t0) * a->H + h) * a->d;
+    const float *kb = k + (b * S * a->G + g) * a->d;
+    lx_sgemm_serial(false, true, tq, ncols, a->d, a->scale, qb, a->H * a->d, kb, a->G * a->d, 0.0f, w, S);
+    for (int64_t i = 0; i < tq; i++) {
+        int64_t t = t0 + i, keep = t + 1 < S ? t + 1 : S;
+        int64_t n = (keep + CAUSAL_ROUND - 1) / CAUSAL_ROUND * CAUSAL_ROUND;
+        n = n < ncols ? n : ncols;
+        float *row = w + i * S;
+        int any = 0; /* a kept logit that is neither -inf nor NaN (a loop the compiler vectorises) */
+        for (int64_t s = 0; s < keep; s++) any |= row[s] >= -FLT_MAX;
+        if (!any) { /* all -inf / NaN: the full row's answer differs */
+            attention_weights_full(a, q, k, b, h, t0, tq, w);
+            return S;
+        }
+        for (int64_t s = keep; s < n; s++) row[s] = -FLT_MAX;
+        softmax_row_forward(row, row, n, false);
+        for (int64_t s = n; s < (zero_tail ? S : ncols); s++) row[s] = 0.0f;
+    }
+    return ncols;
+}
+
+/* The last of `rows` rows (stride ld) with an inf or NaN among its first dv values, or -1. */
+static int64_t last_nonfinite_row(const float *v, int64_t ld, int64_t rows, int64_t dv) {
+    for (int64_t r = rows - 1; r >= 0; r--) {
+        int bad = 0; /* a loop the compiler vectorises */
+        for (int64_t c = 0; c < dv; c++) bad |= !(fabsf(v[r * ld + c]) <= FLT_MAX);
+        if (bad) return r;
+    }
+    return -1;
+}
+
 /* out (batch..., T, H, dv) or, when v is NULL, the weights (batch..., H, T, S) into out. With
  * `keep` (batch..., H, T, S) the weights of the first case are written there too (the backward's
  * softmax output while a tape records) instead of a scratch block. */
 static lx_status attention_forward(const attn_dims *a, const float *q, const float *k, const float *v, float *out,
                                    float *keep) {
-    int64_t nqb = (a->T + Q_BLOCK - 1) / Q_BLOCK, jobs = a->nbatch * a->H * nqb;
+    bool causal_fast = a->causal && !a->bias && !a->mask;
+    int64_t qblk = causal_fast ? CAUSAL_Q_BLOCK : Q_BLOCK;
+    int64_t nqb = (a->T + qblk - 1) / qblk, jobs = a->nbatch * a->H * nqb;
     double work = (double)a->nbatch * a->H * a->T * a->S * (a->d + a->dv);
     int nt = work > (1 << 18) ? lx_num_threads() : 1;
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
-        float *buf = v && !keep ? malloc(sizeof(float) * (size_t)(Q_BLOCK * a->S)) : NULL;
+        float *buf = v && !keep ? malloc(sizeof(float) * (size_t)(qblk * a->S)) : NULL;
+        const float *vlast = NULL; /* the value block whose last non-finite row is vbad */
+        int64_t vbad = -1;
         if (v && !keep && !buf) {
 #pragma omp atomic write
             failed = 1;
@@ -93,16 +146,30 @@ static lx_status attention_forward(const attn_dims *a, const float *q, const flo
         for (int64_t j = 0; j < jobs; j++) {
             if (v && !keep && !buf) continue;
             int64_t qb = j % nqb, h = (j / nqb) % a->H, b = j / (nqb * a->H);
-            int64_t t0 = qb * Q_BLOCK, tq = a->T - t0 < Q_BLOCK ? a->T - t0 : Q_BLOCK;
+            int64_t t0 = qb * qblk, tq = a->T - t0 < qblk ? a->T - t0 : qblk;
             if (!v) { /* weights straight into the output */
-                attention_weights_forward(a, q, k, b, h, t0, tq, out + ((b * a->H + h) * a->T + t0) * a->S);
+                float *wo = out + ((b * a->H + h) * a->T + t0) * a->S;
+                if (causal_fast) (void)attention_weights_causal(a, q, k, b, h, t0, tq, wo, true);
+                else attention_weights_full(a, q, k, b, h, t0, tq, wo);
                 continue;
             }
             float *w = keep ? keep + ((b * a->H + h) * a->T + t0) * a->S : buf;
-            attention_weights_forward(a, q, k, b, h, t0, tq, w);
-            int64_t g = h / (a->H / a->G);
-            lx_sgemm_serial(false, false, tq, a->dv, a->S, 1.0f, w, a->S, v + (b * a->S * a->G + g) * a->dv,
-                            a->G * a->dv, 0.0f, out + ((b * a->T + t0) * a->H + h) * a->dv, a->H * a->dv);
+            int64_t g = h / (a->H / a->G), kcols = a->S;
+            const float *vb = v + (b * a->S * a->G + g) * a->dv;
+            if (causal_fast) kcols = attention_weights_causal(a, q, k, b, h, t0, tq, w, keep != NULL);
+            else attention_weights_full(a, q, k, b, h, t0, tq, w);
+            /* zero weights times an inf / NaN value are NaN in the full product: keep it then */
+            if (kcols < a->S && vb != vlast) {
+                vbad = last_nonfinite_row(vb, a->G * a->dv, a->S, a->dv);
+                vlast = vb;
+            }
+            if (kcols < a->S && vbad >= kcols) {
+                for (int64_t i = 0; i < tq; i++)
+                    for (int64_t s = kcols; s < a->S; s++) w[i * a->S + s] = 0.0f;
+                kcols = a->S;
+            }
+            lx_sgemm_serial(false, false, tq, a->dv, kcols, 1.0f, w, a->S, vb, a->G * a->dv, 0.0f,
+                            out + ((b * a->T + t0) * a->H + h) * a->dv, a->H * a->dv);
         }
         free(buf);
     }

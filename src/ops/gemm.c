@@ -33,11 +33,12 @@
 #define DEFAULT_SMALL_LIMIT (96LL * 96 * 96)
 #define SMALL_ROWS 16
 /* Above this M*N*K, with more than AVX2_BLAS_ROWS rows and A not transposed, the AVX2 set hands
- * the product to OpenBLAS, whose Haswell kernels measured 15-40% faster here on one thread from
- * 384^3 (its B packing is fused with the compute; ours is a separate pass over all of B when
- * there are several row blocks). Fewer rows (batch-size M, where ours packs B per K block and
- * tied or won) and transposed-A shapes (where ours won by 15-20%) stay ours. */
-#define AVX2_BLAS_ABOVE (256LL * 256 * 256)
+ * the product to OpenBLAS. Same-run measurement on Zen 3 (thread CPU time, best of 18, one
+ * thread) after the assembly micro-kernel: 384^3 ours 0.545 / OpenBLAS 0.495 of the FMA peak,
+ * 512^3 0.560 / 0.531, 1024^3 0.550 / 0.587; so OpenBLAS keeps only the large square-ish
+ * products (its B packing is fused with the compute; ours is a separate pass over all of B when
+ * there are several row blocks). Fewer rows (batch-size M) and transposed-A shapes stay ours. */
+#define AVX2_BLAS_ABOVE (768LL * 768 * 768)
 #define AVX2_BLAS_ROWS 256
 /* Work (M*N*K) from which the packed path uses more than one thread. */
 #define PAR_MIN_WORK (96LL * 96 * 96)
@@ -201,7 +202,9 @@ static void pack_b_item(packed_job *j, int64_t t) {
 }
 
 /* Item t: rows [i0, i1) x columns [c0, c1) of the phase, every K block. Without a shared packed
- * B (j->Bp NULL) the item packs its own columns, K block by K block, into Bpriv. */
+ * B (j->Bp NULL: one row block) the item packs each NR-column sliver of a K block into Bpriv just
+ * before the row tiles that use it, so the sliver is read from L1 (packing all the item's columns
+ * first left them in L2/L3: the MLP's 128x784 -> 512 ran at 0.44 of peak against 0.6 at 128^3). */
 static void run_item(packed_job *j, int64_t t, float *Ap, float *Bpriv) {
     const lx_gemm_kernels *g = j->g;
     const int MR = g->mr, NR = g->nr;
@@ -218,12 +221,12 @@ static void run_item(packed_job *j, int64_t t, float *Ap, float *Bpriv) {
         for (int64_t ic = i0; ic < i1; ic += j->bk.mc) {
             int64_t mc = i1 - ic < j->bk.mc ? i1 - ic : j->bk.mc;
             g->pack_a(mc, kc, j->A + ic * j->ars + k0 * j->acs, j->ars, j->acs, Ap);
-            const float *Bblk = j->Bp ? j->Bp + k0 * j->ncpad : Bpriv - c0 * kc;
-            if (!j->Bp && ic == i0)
-                g->pack_b(kc, c1 - c0, j->B + k0 * j->brs + (j->j0 + c0) * j->bcs, j->brs, j->bcs, Bpriv);
+            const float *Bblk = j->Bp ? j->Bp + k0 * j->ncpad : NULL;
             for (int64_t jr = c0; jr < c1; jr += NR) {
                 int64_t nr = c1 - jr < NR ? c1 - jr : NR;
-                const float *bs = Bblk + jr * kc;
+                const float *bs = Bblk ? Bblk + jr * kc : Bpriv;
+                if (!Bblk) /* one row block: pack this sliver right before its row tiles (it stays in L1) */
+                    g->pack_b(kc, nr, j->B + k0 * j->brs + (j->j0 + jr) * j->bcs, j->brs, j->bcs, Bpriv);
                 for (int64_t ir = 0; ir < mc; ir += MR) {
                     int64_t mr = mc - ir < MR ? mc - ir : MR;
                     float *c = j->C + (ic + ir) * j->ldc + j->j0 + jr;
@@ -256,7 +259,7 @@ static void packed_worker(void *arg) {
     }
     while (atomic_load(&j->packed) < npack) sched_yield();
     float *Ap = thread_scratch(0, (size_t)(j->bk.mc * j->bk.kc + 64)); /* + slack for vector packing stores */
-    float *Bpriv = j->Bp ? NULL : thread_scratch(1, (size_t)(j->kb * j->ncols + 64));
+    float *Bpriv = j->Bp ? NULL : thread_scratch(1, (size_t)(j->kb * j->g->nr + 64));
     if (!Ap || (!j->Bp && !Bpriv)) {
         atomic_store(&j->failed, 1);
         return;

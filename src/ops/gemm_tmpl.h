@@ -6,10 +6,12 @@
  *   VFMA(a, b, c)  a * b + c (one rounding where the set has FMA)
  *   VMUL(a, b)
  *   TMPL_MR, TMPL_NR (a multiple of VL), TMPL_NAME(x) (a per-set prefix)
+ *   TMPL_CUSTOM_UKR (optional): the set writes its own micro-kernel (kernels_avx2.c)
  * Layouts as kernels.h describes. */
 
 #define TMPL_NV (TMPL_NR / VL)
 
+#ifndef TMPL_CUSTOM_UKR
 /* C[0:MR, 0:NR] = alpha * (Ap Bp) + beta * C. Accumulators are summed in k order from zero, one
  * FMA per product (where the set has FMA), as the small-path kernels do. */
 static void TMPL_NAME(ukr)(int64_t kc, const float *restrict Ap, const float *restrict Bp, float *restrict C,
@@ -52,6 +54,8 @@ static void TMPL_NAME(ukr)(int64_t kc, const float *restrict Ap, const float *re
                 VSTOREU(C + i * ldc + j * VL, VFMA(vb, VLOADU(C + i * ldc + j * VL), VMUL(va, c[i][j])));
     }
 }
+
+#endif
 
 /* Ap slivers of TMPL_MR rows from A(i, k) = A[i*ars + k*acs], zero rows past mc. */
 static void TMPL_NAME(pack_a)(int64_t mc, int64_t kc, const float *restrict A, int64_t ars, int64_t acs,

@@ -42,6 +42,8 @@ typedef struct {
     lx_gemm_kernels gemm;
     /* y = softmax(x) or log_softmax(x) over n contiguous values; y may be x. */
     void (*softmax_row)(const float *x, float *y, int64_t n, bool log);
+    /* log(sum(exp(x))) over n contiguous values, as max + log(sum(exp(x - max))) (all -inf: -inf). */
+    float (*logsumexp_row)(const float *x, int64_t n);
     /* One LayerNorm (center true) or RMSNorm row (nn.c's norm_row_forward); stats, if not NULL,
      * receives (mean, rstd). */
     void (*norm_row)(const float *x, float *y, int64_t d, const float *scale, const float *bias, int64_t f, float eps,

@@ -96,11 +96,14 @@ static void panel_avx512(int64_t M, int nr, int64_t kc, const float *A, int64_t 
  * (ps, then pd), then 128-bit lanes regroup. */
 static void transpose16(const float *in, int64_t ld, float *out) {
     __m512 r[16], t[16], u[16];
+    #pragma GCC unroll 16
     for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(in + j * ld);
+    #pragma GCC unroll 16
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
     }
+    #pragma GCC unroll 16
     for (int i = 0; i < 16; i += 4) {
         u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
         u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
@@ -108,6 +111,7 @@ static void transpose16(const float *in, int64_t ld, float *out) {
         u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
     }
     /* u[4g + e], 128-bit lane L, holds rows 4g..4g+3 at column 4L + e */
+    #pragma GCC unroll 16
     for (int e = 0; e < 4; e++) {
         __m512 v = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x44), w = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x44);
         __m512 v2 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xEE), w2 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xEE);
@@ -278,6 +282,7 @@ static const lx_kernels table = {
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx512_ukr, .pack_a = avx512_pack_a, .pack_b = avx512_pack_b,
              .small_panel = panel_avx512, .small_pack_bt = avx512_small_pack_bt},
     .softmax_row = avx512_softmax_row,
+    .logsumexp_row = avx512p_logsumexp_row,
     .norm_row = avx512p_norm_row,
     .conv_direct_row = avx512_conv_direct_row,
 };

@@ -64,6 +64,7 @@ static const lx_kernels table = {
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = generic_ukr, .pack_a = generic_pack_a, .pack_b = generic_pack_b,
              .small_panel = small_panel_portable, .small_pack_bt = generic_small_pack_bt},
     .softmax_row = generic_softmax_row,
+    .logsumexp_row = generic_logsumexp_row,
     .norm_row = generic_norm_row,
     .conv_direct_row = generic_conv_direct_row,
 };

@@ -31,6 +31,17 @@ __attribute__((unused)) static void PORT_NAME(softmax_row)(const float *x, float
     }
 }
 
+/* max + log(sum(exp(x - max))) over n contiguous values (the cross-entropy's log-normaliser). */
+__attribute__((unused)) static float PORT_NAME(logsumexp_row)(const float *x, int64_t n) {
+    float mx = -INFINITY, sum = 0;
+#pragma omp simd reduction(max : mx)
+    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (mx == -INFINITY) mx = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; i++) sum += nn_expf(x[i] - mx);
+    return mx + logf(sum);
+}
+
 /* One LayerNorm (center) or RMSNorm row: statistics in double, Flax's fast variance
  * max(0, E[x^2] - E[x]^2) with NaN kept; y = (x - mean) * (rsqrt(var + eps) * scale) + bias, with
  * scale / bias (either may be NULL) of f values repeating along the row; stats (if not NULL)

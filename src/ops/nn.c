@@ -208,18 +208,12 @@ lx_array *lx_rms_norm(lx_array *x, lx_array *scale, float epsilon) {
 
 /* ---- cross-entropy with integer labels ---- */
 
+/* logsumexp(row) - row[label]: the kernel set's logsumexp_row (kernels.h), rows over the threads. */
 static void cross_entropy_int_forward(const float *logits, const int32_t *labels, float *loss, int64_t rows,
                                       int64_t c) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *x = logits + r * c;
-        float mx = -INFINITY, sum = 0;
-#pragma omp simd reduction(max : mx)
-        for (int64_t i = 0; i < c; i++) mx = x[i] > mx ? x[i] : mx;
-        if (mx == -INFINITY) mx = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < c; i++) sum += nn_expf(x[i] - mx);
-        loss[r] = (mx + logf(sum)) - x[labels[r]];
-    }
+    float (*lse)(const float *, int64_t) = lx_kernels_active()->logsumexp_row;
+    LX_PARALLEL_FOR(r, rows, threads_for(rows * c) > 1,
+                    loss[r] = lse(logits + r * c, c) - logits[r * c + labels[r]];);
 }
 
 lx_array *lx_softmax_cross_entropy_int(lx_array *logits, lx_array *labels) {
