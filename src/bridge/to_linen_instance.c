@@ -30,7 +30,11 @@ static lx_array *leaf_array(const lx_value *v) {
     return NULL;
 }
 
-static bool same_sig(const lx_array *a, const lx_array *b) { return a->dtype == b->dtype && lx_same_shape(a, b); }
+/* An int8 value for a float32 Variable is a PTQ-quantized weight (quant.h): its op runs under a
+ * PTQ session, which knows the scale; anything else must match exactly. */
+static bool same_sig(const lx_array *a, const lx_array *b) {
+    return (a->dtype == b->dtype || (a->dtype == LX_I8 && b->dtype == LX_F32)) && lx_same_shape(a, b);
+}
 
 /* ------------------------------------------------------------------ making an instance */
 
@@ -243,6 +247,19 @@ static lx_status dup_error(const char *path, const char *col_a, const lx_value *
     return st;
 }
 
+/* A PTQ scale next to a quantized weight (quant.h): `<w>_scale` beside an int8 `<w>`, or an op's
+ * static activation scale `<op>_lhs_scale`; the PTQ session reads them, the module need not. */
+static bool ptq_companion(const tl_inst *in, const char *path) {
+    size_t n = strlen(path);
+    if (n > 10 && (strcmp(path + n - 10, "_lhs_scale") == 0 || strcmp(path + n - 10, "_rhs_scale") == 0)) return true;
+    if (n <= 6 || strcmp(path + n - 6, "_scale") != 0) return false;
+    for (size_t i = 0; i < in->nslots; i++)
+        if (in->slots[i].bound && in->slots[i].bound->dtype == LX_I8 && strlen(in->slots[i].path) == n - 6 &&
+            strncmp(in->slots[i].path, path, n - 6) == 0)
+            return true;
+    return false;
+}
+
 /* The full bind: flatten every incoming collection, report duplicates (also across the unknown
  * paths), shape mismatches and missing Variables, warn about unknown paths, insert them, then
  * bind. On failure nothing is bound. *extras (n) get the inserted Variables. */
@@ -327,6 +344,7 @@ lx_status tl_inst_bind_slow(linen_scope *s, const tl_config *cfg, tl_state *stat
         if (msg) off = (size_t)snprintf(msg, len, "Found unknown module paths in incoming state:");
         for (size_t u = 0; msg && u < nunk; u++) {
             if (state && warned_before(state, unk[u].path)) continue;
+            if (ptq_companion(in, unk[u].path)) continue; /* expected: a PTQ scale (quant.h) */
             off += (size_t)snprintf(msg + off, len - off, "\n  - %s", unk[u].path);
             if (state) note_warned(state, unk[u].path);
             nnew++;

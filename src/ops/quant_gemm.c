@@ -204,6 +204,170 @@ lx_status lx_i8_gemm(lx_i8_kernel k, int64_t M, int64_t N, int64_t K, const int8
     }
 }
 
+/* ------------------------------------------------------------------ packed weights */
+
+/* Layout: panels of 16 output channels; in a panel, for each group of 4 contraction indices,
+ * 64 bytes: channels 0..7 then 8..15, each channel's 4 values together (byte 4*c + j of a
+ * 32-byte half is b[4*g + j, 16*p + c]). K is padded to a multiple of 4 and N to 16 with zeros, so
+ * the micro-kernel needs no tail code and the padding adds nothing to any sum. */
+#define LX_I8_NR 16
+#define LX_I8_MR 4
+
+struct lx_i8_packed {
+    int64_t K, N, Kp, Np;
+    int8_t *data; /* Np / 16 panels of Kp * 16 bytes, 64-byte aligned */
+};
+
+int64_t lx_i8_packed_k(const lx_i8_packed *p) { return p ? p->K : 0; }
+int64_t lx_i8_packed_n(const lx_i8_packed *p) { return p ? p->N : 0; }
+
+void lx_i8_packed_free(lx_i8_packed *p) {
+    if (!p) return;
+    free(p->data);
+    free(p);
+}
+
+lx_status lx_i8_pack(int64_t K, int64_t N, const int8_t *b, lx_i8_packed **out) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_pack: NULL output");
+    if (K < 0 || N < 0 || K > (INT64_MAX / 64) / (N + 16))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_pack: sizes must be >= 0 (and fit), got K=%lld N=%lld",
+                       (long long)K, (long long)N);
+    if (K * N > 0 && !b) return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_pack: NULL weights");
+    lx_i8_packed *p = calloc(1, sizeof *p);
+    if (!p) return lx_fail(LX_ERR_NO_MEMORY, "i8_pack: out of memory");
+    p->K = K, p->N = N, p->Kp = (K + 3) & ~(int64_t)3, p->Np = (N + LX_I8_NR - 1) / LX_I8_NR * LX_I8_NR;
+    size_t bytes = (size_t)(p->Kp * p->Np);
+    p->data = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    if (!p->data) {
+        free(p);
+        return lx_fail(LX_ERR_NO_MEMORY, "i8_pack: out of memory (%zu bytes)", bytes);
+    }
+    memset(p->data, 0, (bytes + 63) / 64 * 64 + 64);
+    for (int64_t pn = 0; pn < p->Np / LX_I8_NR; pn++) {
+        int8_t *dst = p->data + pn * p->Kp * LX_I8_NR;
+        for (int64_t k = 0; k < K; k++) {
+            const int8_t *row = b + k * N;
+            int64_t g = k >> 2, j = k & 3;
+            for (int64_t c = 0; c < LX_I8_NR; c++) {
+                int64_t n = pn * LX_I8_NR + c;
+                if (n >= N) break;
+                dst[g * 64 + (c >> 3) * 32 + (c & 7) * 4 + j] = row[n];
+            }
+        }
+    }
+    *out = p;
+    return LX_OK;
+}
+
+/* Portable: the same packed layout read back in plain C. */
+static void packed_portable(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
+#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(M * p->N * p->K > (1 << 20)))
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < p->N; n++) {
+            const int8_t *panel = p->data + (n / LX_I8_NR) * p->Kp * LX_I8_NR;
+            int64_t cc = n % LX_I8_NR, off = (cc >> 3) * 32 + (cc & 7) * 4;
+            int32_t s = 0;
+            for (int64_t k = 0; k < p->K; k++) s += (int32_t)a[m * p->K + k] * panel[(k >> 2) * 64 + off + (k & 3)];
+            c[m * p->N + n] = s;
+        }
+}
+
+#ifdef LX_X86
+/* MR rows of A (K padded to Kp, lda) times one 16-channel panel. Per group of 4 contraction
+ * indices: a row's 4 bytes are broadcast; maddubs(|a|, sign(b, a)) gives a*b summed in pairs in
+ * int16 (|a|, |b| <= 127: at most 2 * 127 * 127 = 32258, never saturating), madd with ones sums
+ * the pairs into the int32 lane of each channel (vpdpbusd's work in three instructions). */
+__attribute__((target("avx2"), always_inline)) static inline void micro_avx2(const int MR, int64_t G,
+                                                                             const int8_t *a, int64_t lda,
+                                                                             const int8_t *bp, int32_t *c,
+                                                                             int64_t ldc, int ncols) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[LX_I8_MR][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int64_t g = 0; g < G; g++) {
+        __m256i b0 = _mm256_load_si256((const __m256i *)(bp + g * 64));
+        __m256i b1 = _mm256_load_si256((const __m256i *)(bp + g * 64 + 32));
+        for (int r = 0; r < MR; r++) {
+            int32_t w;
+            memcpy(&w, a + r * lda + g * 4, 4);
+            __m256i va = _mm256_set1_epi32(w), aa = _mm256_abs_epi8(va);
+            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(b0, va)), ones));
+            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(b1, va)), ones));
+        }
+    }
+    if (ncols == LX_I8_NR) {
+        for (int r = 0; r < MR; r++) {
+            _mm256_storeu_si256((__m256i *)(c + r * ldc), acc[r][0]);
+            _mm256_storeu_si256((__m256i *)(c + r * ldc + 8), acc[r][1]);
+        }
+    } else {
+        int32_t tmp[LX_I8_NR];
+        for (int r = 0; r < MR; r++) {
+            _mm256_storeu_si256((__m256i *)tmp, acc[r][0]);
+            _mm256_storeu_si256((__m256i *)(tmp + 8), acc[r][1]);
+            memcpy(c + r * ldc, tmp, sizeof(int32_t) * (size_t)ncols);
+        }
+    }
+}
+
+__attribute__((target("avx2"))) static void panel_rows_avx2(int64_t m0, int64_t m1, int64_t pn, const int8_t *a,
+                                                            int64_t lda, const lx_i8_packed *p, int32_t *c) {
+    const int8_t *bp = p->data + pn * p->Kp * LX_I8_NR;
+    int64_t G = p->Kp / 4, n0 = pn * LX_I8_NR;
+    int ncols = (int)(p->N - n0 < LX_I8_NR ? p->N - n0 : LX_I8_NR);
+    int64_t m = m0;
+    for (; m + 4 <= m1; m += 4) micro_avx2(4, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols);
+    switch (m1 - m) {
+    case 3: micro_avx2(3, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols); break;
+    case 2: micro_avx2(2, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols); break;
+    case 1: micro_avx2(1, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols); break;
+    default: break;
+    }
+}
+
+/* Rows of A in blocks that stay in L2 while every panel passes over them; the panels of a block
+ * are shared out between the threads. */
+static void packed_avx2(int64_t M, const int8_t *a, int64_t lda, const lx_i8_packed *p, int32_t *c) {
+    const int64_t np = p->Np / LX_I8_NR;
+    int64_t MC = p->Kp > 0 ? (128 * 1024) / p->Kp : M;
+    MC = MC < 4 ? 4 : MC & ~(int64_t)3;
+    const int threads = LX_PAR_THREADS(M * p->N * p->K > (1 << 17));
+    for (int64_t m0 = 0; m0 < M; m0 += MC) {
+        int64_t m1 = m0 + MC < M ? m0 + MC : M;
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t pn = 0; pn < np; pn++) panel_rows_avx2(m0, m1, pn, a, lda, p, c);
+    }
+}
+#endif
+
+lx_status lx_i8_gemm_packed(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
+    if (!p || M < 0) return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_gemm_packed: NULL weights or M < 0");
+    if (M == 0 || p->N == 0) return LX_OK;
+    if (!c || (p->K > 0 && !a)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_gemm_packed: NULL buffer");
+    if (p->K == 0) {
+        memset(c, 0, sizeof(int32_t) * (size_t)(M * p->N));
+        return LX_OK;
+    }
+#ifdef LX_X86
+    if (lx_i8_kernel_supported(LX_I8_AVX2)) {
+        /* rows padded to a multiple of 4 bytes for the 4-byte broadcasts (zeros add nothing) */
+        const int8_t *ap = a;
+        int8_t *pad = NULL;
+        if (p->Kp != p->K) {
+            pad = calloc((size_t)(M * p->Kp), 1);
+            if (!pad) return lx_fail(LX_ERR_NO_MEMORY, "i8_gemm_packed: out of memory");
+            for (int64_t m = 0; m < M; m++) memcpy(pad + m * p->Kp, a + m * p->K, (size_t)p->K);
+            ap = pad;
+        }
+        packed_avx2(M, ap, p->Kp, p, c);
+        free(pad);
+        return LX_OK;
+    }
+#endif
+    packed_portable(M, a, p, c);
+    return LX_OK;
+}
+
 /* ------------------------------------------------------------------ quantizers */
 
 static int8_t q8(float v, float inv) {
