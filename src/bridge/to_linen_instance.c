@@ -186,6 +186,19 @@ static void note_warned(tl_state *st, const char *path) {
     if (d) st->warned[st->nwarned++] = d;
 }
 
+/* A PTQ scale next to a quantized weight (quant.h): `<w>_scale` beside an int8 `<w>`, or an op's
+ * static activation scale `<op>_lhs_scale`; the PTQ session reads them, the module need not. */
+static bool ptq_companion(const tl_inst *in, const char *path) {
+    size_t n = strlen(path);
+    if (n > 10 && (strcmp(path + n - 10, "_lhs_scale") == 0 || strcmp(path + n - 10, "_rhs_scale") == 0)) return true;
+    if (n <= 6 || strcmp(path + n - 6, "_scale") != 0) return false;
+    for (size_t i = 0; i < in->nslots; i++)
+        if (in->slots[i].bound && in->slots[i].bound->dtype == LX_I8 && strlen(in->slots[i].path) == n - 6 &&
+            strncmp(in->slots[i].path, path, n - 6) == 0)
+            return true;
+    return false;
+}
+
 /* The fast bind: every incoming leaf is exactly one slot's, in the slot's own collection, with
  * the slot's shape. Returns false (nothing bound) when anything differs. */
 bool tl_inst_bind_fast(tl_inst *in, const lx_tree *vars) {
@@ -195,19 +208,43 @@ bool tl_inst_bind_fast(tl_inst *in, const lx_tree *vars) {
         if (sub->kind != LX_V_TREE) return false;
         total += lx_tree_count_leaves(sub->u.tree);
     }
-    if (total != in->nslots) return false;
+    if (total < in->nslots) return false;
+    size_t companions = 0; /* PTQ scales next to int8 weights (quant.h): the session reads them */
+    const lx_value *parents[32];
+    size_t nparents = 0;
     for (size_t i = 0; i < in->nslots; i++) {
         tl_slot *sl = &in->slots[i];
-        const lx_value *leaf = lx_tree_get(vars, sl->col);
-        for (int k = 0; leaf && k < sl->nseg; k++)
+        const lx_value *leaf = lx_tree_get(vars, sl->col), *parent = NULL;
+        for (int k = 0; leaf && k < sl->nseg; k++) {
+            parent = leaf;
             leaf = leaf->kind == LX_V_TREE ? lx_tree_get(leaf->u.tree, sl->segs[k]) : NULL;
+        }
         lx_array *a = leaf ? leaf_array(leaf) : NULL;
         if (!a || !same_sig(a, sl->placeholder)) {
             for (size_t j = 0; j < i; j++) in->slots[j].bound = NULL, in->slots[j].leaf = NULL;
             return false;
         }
+        if (a->dtype == LX_I8 && parent && parent->kind == LX_V_TREE) {
+            char name[256];
+            snprintf(name, sizeof name, "%s_scale", sl->segs[sl->nseg - 1]);
+            companions += lx_tree_get(parent->u.tree, name) != NULL;
+            bool seen = false; /* static activation scales: once per map */
+            for (size_t k = 0; k < nparents && !seen; k++) seen = parents[k] == parent;
+            if (!seen && nparents < 32) {
+                parents[nparents++] = parent;
+                for (size_t k = 0; k < lx_tree_len(parent->u.tree); k++) {
+                    const char *key = lx_tree_key(parent->u.tree, k);
+                    size_t n = strlen(key);
+                    companions += n > 10 && (!strcmp(key + n - 10, "_lhs_scale") || !strcmp(key + n - 10, "_rhs_scale"));
+                }
+            }
+        }
         sl->bound = a;
         sl->leaf = leaf;
+    }
+    if (total != in->nslots + companions) {
+        for (size_t j = 0; j < in->nslots; j++) in->slots[j].bound = NULL, in->slots[j].leaf = NULL;
+        return false;
     }
     for (size_t i = 0; i < in->nslots; i++) {
         lx_retain(in->slots[i].bound);
@@ -245,19 +282,6 @@ static lx_status dup_error(const char *path, const char *col_a, const lx_value *
     lx_variable_release(va);
     lx_variable_release(vb);
     return st;
-}
-
-/* A PTQ scale next to a quantized weight (quant.h): `<w>_scale` beside an int8 `<w>`, or an op's
- * static activation scale `<op>_lhs_scale`; the PTQ session reads them, the module need not. */
-static bool ptq_companion(const tl_inst *in, const char *path) {
-    size_t n = strlen(path);
-    if (n > 10 && (strcmp(path + n - 10, "_lhs_scale") == 0 || strcmp(path + n - 10, "_rhs_scale") == 0)) return true;
-    if (n <= 6 || strcmp(path + n - 6, "_scale") != 0) return false;
-    for (size_t i = 0; i < in->nslots; i++)
-        if (in->slots[i].bound && in->slots[i].bound->dtype == LX_I8 && strlen(in->slots[i].path) == n - 6 &&
-            strncmp(in->slots[i].path, path, n - 6) == 0)
-            return true;
-    return false;
 }
 
 /* The full bind: flatten every incoming collection, report duplicates (also across the unknown

@@ -206,16 +206,16 @@ lx_status lx_i8_gemm(lx_i8_kernel k, int64_t M, int64_t N, int64_t K, const int8
 
 /* ------------------------------------------------------------------ packed weights */
 
-/* Layout: panels of 16 output channels; in a panel, for each group of 4 contraction indices,
- * 64 bytes: channels 0..7 then 8..15, each channel's 4 values together (byte 4*c + j of a
- * 32-byte half is b[4*g + j, 16*p + c]). K is padded to a multiple of 4 and N to 16 with zeros, so
- * the micro-kernel needs no tail code and the padding adds nothing to any sum. */
-#define LX_I8_NR 16
-#define LX_I8_MR 4
+/* Layout: panels of 4 output channels; in a panel, for each chunk of 32 contraction indices, 128
+ * bytes: channel 0's 32 values, then channel 1's, 2's, 3's (b[32 g + j, 4 p + c] at byte
+ * 128 g + 32 c + j). K is padded to a multiple of 32 and N to 4 with zeros, so the micro-kernel
+ * streams one pointer, needs no tail code, and the padding adds nothing to any sum. */
+#define LX_I8_NR 4
+#define LX_I8_KC 32
 
 struct lx_i8_packed {
     int64_t K, N, Kp, Np;
-    int8_t *data; /* Np / 16 panels of Kp * 16 bytes, 64-byte aligned */
+    int8_t *data; /* Np / 4 panels of Kp * 4 bytes, 64-byte aligned */
 };
 
 int64_t lx_i8_packed_k(const lx_i8_packed *p) { return p ? p->K : 0; }
@@ -229,31 +229,26 @@ void lx_i8_packed_free(lx_i8_packed *p) {
 
 lx_status lx_i8_pack(int64_t K, int64_t N, const int8_t *b, lx_i8_packed **out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_pack: NULL output");
-    if (K < 0 || N < 0 || K > (INT64_MAX / 64) / (N + 16))
+    if (K < 0 || N < 0 || K > (INT64_MAX / 64) / (N + 64))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_pack: sizes must be >= 0 (and fit), got K=%lld N=%lld",
                        (long long)K, (long long)N);
     if (K * N > 0 && !b) return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_pack: NULL weights");
     lx_i8_packed *p = calloc(1, sizeof *p);
     if (!p) return lx_fail(LX_ERR_NO_MEMORY, "i8_pack: out of memory");
-    p->K = K, p->N = N, p->Kp = (K + 3) & ~(int64_t)3, p->Np = (N + LX_I8_NR - 1) / LX_I8_NR * LX_I8_NR;
-    size_t bytes = (size_t)(p->Kp * p->Np);
-    p->data = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    p->K = K, p->N = N, p->Kp = (K + LX_I8_KC - 1) / LX_I8_KC * LX_I8_KC;
+    p->Np = (N + LX_I8_NR - 1) / LX_I8_NR * LX_I8_NR;
+    size_t bytes = (size_t)(p->Kp * p->Np) + 64;
+    p->data = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!p->data) {
         free(p);
         return lx_fail(LX_ERR_NO_MEMORY, "i8_pack: out of memory (%zu bytes)", bytes);
     }
-    memset(p->data, 0, (bytes + 63) / 64 * 64 + 64);
-    for (int64_t pn = 0; pn < p->Np / LX_I8_NR; pn++) {
-        int8_t *dst = p->data + pn * p->Kp * LX_I8_NR;
-        for (int64_t k = 0; k < K; k++) {
-            const int8_t *row = b + k * N;
-            int64_t g = k >> 2, j = k & 3;
-            for (int64_t c = 0; c < LX_I8_NR; c++) {
-                int64_t n = pn * LX_I8_NR + c;
-                if (n >= N) break;
-                dst[g * 64 + (c >> 3) * 32 + (c & 7) * 4 + j] = row[n];
-            }
-        }
+    memset(p->data, 0, (bytes + 63) / 64 * 64);
+    for (int64_t k = 0; k < K; k++) {
+        const int8_t *row = b + k * N;
+        int64_t g = k / LX_I8_KC, j = k % LX_I8_KC;
+        for (int64_t n = 0; n < N; n++)
+            p->data[(n / LX_I8_NR) * p->Kp * LX_I8_NR + g * (LX_I8_KC * LX_I8_NR) + (n % LX_I8_NR) * LX_I8_KC + j] = row[n];
     }
     *out = p;
     return LX_OK;
@@ -261,82 +256,94 @@ lx_status lx_i8_pack(int64_t K, int64_t N, const int8_t *b, lx_i8_packed **out) 
 
 /* Portable: the same packed layout read back in plain C. */
 static void packed_portable(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(M * p->N * p->K > (1 << 20)))
+#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(M >= 16 && M * p->N * p->K > (1 << 22)))
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < p->N; n++) {
-            const int8_t *panel = p->data + (n / LX_I8_NR) * p->Kp * LX_I8_NR;
-            int64_t cc = n % LX_I8_NR, off = (cc >> 3) * 32 + (cc & 7) * 4;
+            const int8_t *panel = p->data + (n / LX_I8_NR) * p->Kp * LX_I8_NR + (n % LX_I8_NR) * LX_I8_KC;
             int32_t s = 0;
-            for (int64_t k = 0; k < p->K; k++) s += (int32_t)a[m * p->K + k] * panel[(k >> 2) * 64 + off + (k & 3)];
+            for (int64_t k = 0; k < p->K; k++)
+                s += (int32_t)a[m * p->K + k] * panel[(k / LX_I8_KC) * (LX_I8_KC * LX_I8_NR) + k % LX_I8_KC];
             c[m * p->N + n] = s;
         }
 }
 
 #ifdef LX_X86
-/* MR rows of A (K padded to Kp, lda) times one 16-channel panel. Per group of 4 contraction
- * indices: a row's 4 bytes are broadcast; maddubs(|a|, sign(b, a)) gives a*b summed in pairs in
- * int16 (|a|, |b| <= 127: at most 2 * 127 * 127 = 32258, never saturating), madd with ones sums
- * the pairs into the int32 lane of each channel (vpdpbusd's work in three instructions). */
-__attribute__((target("avx2"), always_inline)) static inline void micro_avx2(const int MR, int64_t G,
-                                                                             const int8_t *a, int64_t lda,
-                                                                             const int8_t *bp, int32_t *c,
+/* Four int32 vectors -> their four horizontal sums. */
+__attribute__((target("avx2"), always_inline)) static inline __m128i hsum4(__m256i s0, __m256i s1, __m256i s2,
+                                                                            __m256i s3) {
+    __m256i t = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+    return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+}
+
+/* MR (1 or 2) rows of A (K padded to Kp) against one 4-channel panel, along K 32 values at a time:
+ * |a| is taken once per chunk and row and reused for the 4 channels; maddubs(|a|, sign(b, a))
+ * gives a*b summed in pairs in int16 (|a|, |b| <= 127: at most 2 * 127 * 127 = 32258, never
+ * saturating), madd with ones sums the pairs into int32 lanes; the lanes are summed at the end. */
+__attribute__((target("avx2"), always_inline)) static inline void micro_avx2(const int MR, int64_t G, const int8_t *a,
+                                                                             int64_t lda, const int8_t *bp, int32_t *c,
                                                                              int64_t ldc, int ncols) {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i acc[LX_I8_MR][2];
-    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    __m256i s[2][4];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < 4; j++) s[r][j] = _mm256_setzero_si256();
     for (int64_t g = 0; g < G; g++) {
-        __m256i b0 = _mm256_load_si256((const __m256i *)(bp + g * 64));
-        __m256i b1 = _mm256_load_si256((const __m256i *)(bp + g * 64 + 32));
+        __m256i av[2], aa[2];
         for (int r = 0; r < MR; r++) {
-            int32_t w;
-            memcpy(&w, a + r * lda + g * 4, 4);
-            __m256i va = _mm256_set1_epi32(w), aa = _mm256_abs_epi8(va);
-            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(b0, va)), ones));
-            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(b1, va)), ones));
+            av[r] = _mm256_loadu_si256((const __m256i *)(a + r * lda + g * LX_I8_KC));
+            aa[r] = _mm256_abs_epi8(av[r]);
+        }
+        const int8_t *bg = bp + g * (LX_I8_KC * LX_I8_NR);
+        for (int j = 0; j < 4; j++) {
+            __m256i bv = _mm256_load_si256((const __m256i *)(bg + j * LX_I8_KC));
+            for (int r = 0; r < MR; r++)
+                s[r][j] = _mm256_add_epi32(
+                    s[r][j], _mm256_madd_epi16(_mm256_maddubs_epi16(aa[r], _mm256_sign_epi8(bv, av[r])), ones));
         }
     }
-    if (ncols == LX_I8_NR) {
-        for (int r = 0; r < MR; r++) {
-            _mm256_storeu_si256((__m256i *)(c + r * ldc), acc[r][0]);
-            _mm256_storeu_si256((__m256i *)(c + r * ldc + 8), acc[r][1]);
-        }
-    } else {
-        int32_t tmp[LX_I8_NR];
-        for (int r = 0; r < MR; r++) {
-            _mm256_storeu_si256((__m256i *)tmp, acc[r][0]);
-            _mm256_storeu_si256((__m256i *)(tmp + 8), acc[r][1]);
+    for (int r = 0; r < MR; r++) {
+        __m128i v = hsum4(s[r][0], s[r][1], s[r][2], s[r][3]);
+        if (ncols == 4) {
+            _mm_storeu_si128((__m128i *)(c + r * ldc), v);
+        } else {
+            int32_t tmp[4];
+            _mm_storeu_si128((__m128i *)tmp, v);
             memcpy(c + r * ldc, tmp, sizeof(int32_t) * (size_t)ncols);
         }
     }
 }
 
-__attribute__((target("avx2"))) static void panel_rows_avx2(int64_t m0, int64_t m1, int64_t pn, const int8_t *a,
-                                                            int64_t lda, const lx_i8_packed *p, int32_t *c) {
-    const int8_t *bp = p->data + pn * p->Kp * LX_I8_NR;
-    int64_t G = p->Kp / 4, n0 = pn * LX_I8_NR;
-    int ncols = (int)(p->N - n0 < LX_I8_NR ? p->N - n0 : LX_I8_NR);
-    int64_t m = m0;
-    for (; m + 4 <= m1; m += 4) micro_avx2(4, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols);
-    switch (m1 - m) {
-    case 3: micro_avx2(3, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols); break;
-    case 2: micro_avx2(2, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols); break;
-    case 1: micro_avx2(1, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols); break;
-    default: break;
+/* Rows m0..m1 of A against panels p0..p1. */
+__attribute__((target("avx2"))) static void block_avx2(int64_t m0, int64_t m1, int64_t p0, int64_t p1,
+                                                       const int8_t *a, int64_t lda, const lx_i8_packed *p,
+                                                       int32_t *c) {
+    const int64_t G = p->Kp / LX_I8_KC;
+    for (int64_t pn = p0; pn < p1; pn++) {
+        const int8_t *bp = p->data + pn * p->Kp * LX_I8_NR;
+        int64_t n0 = pn * LX_I8_NR;
+        int ncols = (int)(p->N - n0 < LX_I8_NR ? p->N - n0 : LX_I8_NR);
+        int64_t m = m0;
+        for (; m + 2 <= m1; m += 2) micro_avx2(2, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols);
+        if (m < m1) micro_avx2(1, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols);
     }
 }
 
-/* Rows of A in blocks that stay in L2 while every panel passes over them; the panels of a block
- * are shared out between the threads. */
+/* Row blocks of A that stay in L2 (about 96 KiB) while the panels stream past them, panels in
+ * groups of 16 (64 channels); the (row block, panel group) items are handed out one at a time, so
+ * a thread the OS pre-empts delays one item, not half the product. */
 static void packed_avx2(int64_t M, const int8_t *a, int64_t lda, const lx_i8_packed *p, int32_t *c) {
-    const int64_t np = p->Np / LX_I8_NR;
-    int64_t MC = p->Kp > 0 ? (128 * 1024) / p->Kp : M;
-    MC = MC < 4 ? 4 : MC & ~(int64_t)3;
-    const int threads = LX_PAR_THREADS(M * p->N * p->K > (1 << 17));
-    for (int64_t m0 = 0; m0 < M; m0 += MC) {
-        int64_t m1 = m0 + MC < M ? m0 + MC : M;
-#pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t pn = 0; pn < np; pn++) panel_rows_avx2(m0, m1, pn, a, lda, p, c);
-    }
+    const int64_t np = p->Np / LX_I8_NR, PG = 16;
+    int64_t MC = p->Kp > 0 ? (96 * 1024) / p->Kp : M;
+    MC = MC < 2 ? 2 : MC & ~(int64_t)1;
+    const int64_t nm = (M + MC - 1) / MC, npg = (np + PG - 1) / PG;
+    /* few rows (decode's GEMVs): one thread; the product is memory-bound on the weights and a
+     * parallel region costs more than it saves (as the float GEMM's small path) */
+    const int threads = LX_PAR_THREADS(M >= 16 && M * p->N * p->K > (1 << 22));
+#pragma omp parallel for schedule(dynamic, 1) collapse(2) num_threads(threads)
+    for (int64_t ib = 0; ib < nm; ib++)
+        for (int64_t jb = 0; jb < npg; jb++) {
+            int64_t m0 = ib * MC, m1 = m0 + MC < M ? m0 + MC : M, p0 = jb * PG, p1 = p0 + PG < np ? p0 + PG : np;
+            block_avx2(m0, m1, p0, p1, a, lda, p, c);
+        }
 }
 #endif
 
