@@ -205,6 +205,28 @@ static void test_nnx_ptq(void) {
     lx_qt_end(s);
     CHECK(bit_equal(y1, y_fly));
     CHECK(bit_equal(y2, y_fly));
+    /* the NNX checkpoint round trip (Qwix: nnx.update(abs_ptq_model, ptq_params)): the pure dict
+     * saved, restored against the PTQ state's structure, put into a fresh float Linear by
+     * nnx_update (kernel takes the int8 value, kernel_scale is added): bit-identical outputs */
+    lx_tree *st0 = NULL, *pure = NULL, *back = NULL;
+    CHECK_EQ_INT(nnx_state((nnx_module *)l, 0, NULL, &st0), LX_OK);
+    CHECK_EQ_INT(lx_ckpt_pure_dict(st0, &pure), LX_OK);
+    CHECK_EQ_INT(lx_ckpt_save("quant_ptq_nnx.msgpack", pure, LX_CKPT_AUTO), LX_OK);
+    CHECK_EQ_INT(lx_ckpt_load("quant_ptq_nnx.msgpack", &back), LX_OK);
+    unlink("quant_ptq_nnx.msgpack");
+    nnx_linear *l2 = NULL;
+    CHECK_EQ_INT(nnx_linear_new(4, 3, r, &l2), LX_OK);
+    lx_tree *vars2 = NULL; /* the PTQ state's structure as the template: Variables around the arrays */
+    CHECK_EQ_INT(lx_ckpt_restore(st0, back, NULL, &vars2), LX_OK);
+    CHECK_EQ_INT(nnx_update((nnx_module *)l2, 1, &vars2), LX_OK);
+    lx_tree_release(vars2);
+    CHECK(lx_variable_get_value(l2->kernel)->dtype == LX_I8);
+    CHECK_EQ_INT(lx_qt_begin_ptq_nnx(rs, (nnx_module *)l2, &s), LX_OK);
+    lx_array *y3 = nnx_call_array((nnx_module *)l2, x);
+    lx_qt_end(s);
+    CHECK(bit_equal(y3, y_fly));
+    nnx_module_release((nnx_module *)l2);
+    lx_tree_release(back), lx_tree_release(pure), lx_tree_release(st0);
     nnx_module_release((nnx_module *)l);
 
     /* ToNNX: a Linen Dense held by NNX; its Param becomes int8, Dense's code reads it */
