@@ -48,7 +48,7 @@ static void run_i8(void *p) {
 
 static void run_i8_packed(void *p) {
     ctx_t *c = p;
-    (void)lx_i8_gemm_packed(c->n, c->qa, c->pk, c->c);
+    (void)lx_i8_gemm_packed(LX_I8_AUTO, c->n, c->qa, c->pk, c->c);
 }
 
 int main(void) {

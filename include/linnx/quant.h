@@ -57,9 +57,11 @@ lx_status lx_i8_pack(int64_t K, int64_t N, const int8_t *b, lx_i8_packed **out);
 void lx_i8_packed_free(lx_i8_packed *p);
 int64_t lx_i8_packed_k(const lx_i8_packed *p);
 int64_t lx_i8_packed_n(const lx_i8_packed *p);
-/* c (M, N) int32 = a (M, K) int8 . b, with the best kernel this CPU runs (AVX2 register-blocked
- * micro-kernel, else portable); values in [-127, 127]: exact. */
-lx_status lx_i8_gemm_packed(int64_t M, const int8_t *a, const lx_i8_packed *b, int32_t *c);
+/* c (M, N) int32 = a (M, K) int8 . b with kernel `k`: LX_I8_AVX2 (the register-blocked
+ * micro-kernel), LX_I8_PORTABLE, or LX_I8_AUTO (AVX2 when the CPU has it). The packed layout has
+ * no VNNI kernel yet: LX_I8_VNNI is LX_ERR_UNSUPPORTED, as is AVX2 on a CPU without it (nothing
+ * written). Values in [-127, 127]: exact. */
+lx_status lx_i8_gemm_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx_i8_packed *b, int32_t *c);
 
 /* ---- symmetric quantization ---- */
 /* Per row of x (rows, cols) float32: scale[r] = max|x[r, :]| / 127 (1 when the row is all zeros),

@@ -289,7 +289,7 @@ static lx_array *int8_dense(lx_qt_session *s, lx_prim_id id, const void *params,
     } else {
         lx_quantize_tiles_i8(1, x->size, x->size, lx_f32(x), qa, &sa); /* one scale for the tensor */
     }
-    lx_status st = lx_i8_gemm_packed(M, qa, wc->pk, acc);
+    lx_status st = lx_i8_gemm_packed(LX_I8_AUTO, M, qa, wc->pk, acc);
     float *yd = lx_f32(y);
     for (int64_t m = 0; st == LX_OK && m < M; m++)
         for (int64_t n = 0; n < N; n++) yd[m * N + n] = (float)acc[m * N + n] * sa * wc->sw[n];

@@ -347,8 +347,14 @@ static void packed_avx2(int64_t M, const int8_t *a, int64_t lda, const lx_i8_pac
 }
 #endif
 
-lx_status lx_i8_gemm_packed(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
+lx_status lx_i8_gemm_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
     if (!p || M < 0) return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_gemm_packed: NULL weights or M < 0");
+    if ((int)k < LX_I8_AUTO || (int)k > LX_I8_VNNI)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_gemm_packed: unknown kernel %d", (int)k);
+    if (k == LX_I8_VNNI)
+        return lx_fail(LX_ERR_UNSUPPORTED, "i8_gemm_packed: the packed layout has no avx512_vnni kernel yet");
+    if (!lx_i8_kernel_supported(k))
+        return lx_fail(LX_ERR_UNSUPPORTED, "i8_gemm_packed: this CPU cannot run the %s kernel", lx_i8_kernel_name(k));
     if (M == 0 || p->N == 0) return LX_OK;
     if (!c || (p->K > 0 && !a)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_gemm_packed: NULL buffer");
     if (p->K == 0) {
@@ -356,7 +362,7 @@ lx_status lx_i8_gemm_packed(int64_t M, const int8_t *a, const lx_i8_packed *p, i
         return LX_OK;
     }
 #ifdef LX_X86
-    if (lx_i8_kernel_supported(LX_I8_AVX2)) {
+    if (k == LX_I8_AVX2 || (k == LX_I8_AUTO && lx_i8_kernel_supported(LX_I8_AVX2))) {
         /* rows padded to a multiple of 4 bytes for the 4-byte broadcasts (zeros add nothing) */
         const int8_t *ap = a;
         int8_t *pad = NULL;
