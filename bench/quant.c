@@ -67,6 +67,14 @@ int main(void) {
     printf("# int8 kernel: %s; f32 %.4f s, int8 packed %.4f s (row kernel %.4f s); %.1f vs %.1f GMAC/s\n",
            lx_i8_kernel_name(LX_I8_AUTO), tf, ti, tr, 1e-9 * (double)(n * n * n) / tf, 1e-9 * (double)(n * n * n) / ti);
     printf("matmul_int8_1024 vs_f32 %.3f\n", ti / tf);
+    /* the same on one thread each: on a shared machine a pre-empted thread stalls a parallel
+     * product, so this line is the steadier comparison of the kernels themselves */
+    int nt = lx_num_threads();
+    lx_set_num_threads(1);
+    double tf1 = bench_median(run_f32, &c, 1, 5, 1), ti1 = bench_median(run_i8_packed, &c, 1, 5, 1);
+    lx_set_num_threads(nt);
+    printf("# one thread: f32 %.4f s, int8 packed %.4f s: ratio %.3f (%.1f vs %.1f GMAC/s)\n", tf1, ti1, ti1 / tf1,
+           1e-9 * (double)(n * n * n) / tf1, 1e-9 * (double)(n * n * n) / ti1);
     lx_i8_packed_free(c.pk);
 
     /* batch-1 decode with the KV cache (prefill 16, then 32 steps), every projection and the
