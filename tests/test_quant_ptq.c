@@ -124,6 +124,17 @@ static void test_linen_ptq_and_checkpoint(void) {
         unlink(files[f]);
     }
 
+    /* an int8 weight without its scale: the PTQ session refuses the tree, nothing installed */
+    lx_tree *noscale = lx_tree_copy(q);
+    CHECK_EQ_INT(lx_tree_delete_path(noscale, "params/Dense_0/kernel_scale"), LX_OK);
+    lx_qt_session *bad = NULL;
+    CHECK_FAILS(lx_qt_begin_ptq(rs, noscale, &bad), LX_ERR_NOT_FOUND,
+                "int8 values at 'params/Dense_0/kernel' have no float32 scale 'params/Dense_0/kernel_scale'");
+    CHECK(bad == NULL && !lx_intercepting());
+    lx_tree_release(noscale);
+    CHECK_FAILS(lx_qt_begin(rs, LX_QT_CALIBRATE, &bad), LX_ERR_INVALID_ARGUMENT, "through lx_qt_calibrate_begin");
+    CHECK_FAILS(lx_qt_calibrate_begin(rs, NULL, &bad), LX_ERR_INVALID_ARGUMENT, "NULL statistics tree");
+
     /* quantizing twice */
     lx_tree *twice = NULL;
     CHECK_FAILS(lx_qt_quantize_linen(rs, m, q, &c, &twice), LX_ERR_INVALID_ARGUMENT, "quantizing twice");
