@@ -244,11 +244,14 @@ lx_status lx_i8_pack(int64_t K, int64_t N, const int8_t *b, lx_i8_packed **out) 
         return lx_fail(LX_ERR_NO_MEMORY, "i8_pack: out of memory (%zu bytes)", bytes);
     }
     memset(p->data, 0, (bytes + 63) / 64 * 64);
+    const int64_t pstride = p->Kp * LX_I8_NR; /* bytes per panel */
     for (int64_t k = 0; k < K; k++) {
         const int8_t *row = b + k * N;
-        int64_t g = k / LX_I8_KC, j = k % LX_I8_KC;
-        for (int64_t n = 0; n < N; n++)
-            p->data[(n / LX_I8_NR) * p->Kp * LX_I8_NR + g * (LX_I8_KC * LX_I8_NR) + (n % LX_I8_NR) * LX_I8_KC + j] = row[n];
+        int8_t *dst = p->data + (k / LX_I8_KC) * (LX_I8_KC * LX_I8_NR) + k % LX_I8_KC;
+        int64_t n = 0;
+        for (; n + LX_I8_NR <= N; n += LX_I8_NR, dst += pstride)
+            for (int c = 0; c < LX_I8_NR; c++) dst[c * LX_I8_KC] = row[n + c];
+        for (int c = 0; n + c < N; c++) dst[c * LX_I8_KC] = row[n + c];
     }
     *out = p;
     return LX_OK;
