@@ -476,7 +476,87 @@ static void test_conv_and_einsum(void) {
     lx_qt_rules_free(rs);
 }
 
+/* ---- static scales for an op of two activations (attention's q.k^T), kept under the module ---- */
+static lx_status attn_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    (void)s;
+    lx_array *q, *k;
+    LX_TRY(lx_call_array(c, 0, "q", &q));
+    LX_TRY(lx_call_array(c, 1, "k", &k));
+    return linen_return_array(out, lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0.5f));
+}
+static const linen_method ATTN_METHODS[] = {LINEN_METHOD("__call__", attn_call)};
+static const linen_type LINEN_ATTN = {.name = "Attn", .methods = ATTN_METHODS, .nmethods = 1};
+
+static float fill(float *v, int n, int seed, float amp) { /* values in [-amp, amp]; returns max |v| */
+    float mx = 0;
+    for (int i = 0; i < n; i++) {
+        v[i] = amp * ((float)((i * 7 + seed * 13) % 17) / 8.0f - 1.0f);
+        mx = fmaxf(mx, fabsf(v[i]));
+    }
+    return mx;
+}
+
+static void test_static_scales_two_activations(void) {
+    linen_module *m = NULL;
+    CHECK_EQ_INT(linen_module_new(&LINEN_ATTN, NULL, &m), LX_OK);
+    lx_qt_rule rules[] = {{.op_names = "einsum", .act_qtype = "int8", .act_static_scale = true}};
+    lx_qt_rules *rs = compile(rules, 1);
+    const int64_t shp[4] = {1, 3, 2, 4};
+    float q1[24], k1[24], q2[24], k2[24];
+    float aq = fill(q1, 24, 1, 1.5f) + fill(q2, 24, 2, 3.0f), ak = fill(k1, 24, 3, 0.5f) + fill(k2, 24, 4, 2.0f);
+    lx_tree *stats = lx_tree_new(), *vars = lx_tree_new(), *empty = lx_tree_new();
+    CHECK_EQ_INT(lx_tree_set(vars, "params", lx_tree_v(empty)), LX_OK);
+    lx_qt_session *s = NULL;
+    CHECK_EQ_INT(lx_qt_calibrate_begin(rs, stats, &s), LX_OK);
+    for (int b = 0; b < 2; b++) { /* two calls of the root module: both count as its einsum0 */
+        lx_call c = LX_ARGS(lx_autorelease(lx_array_from_f32(4, shp, b ? q2 : q1)),
+                            lx_autorelease(lx_array_from_f32(4, shp, b ? k2 : k1)));
+        lx_value y;
+        CHECK_EQ_INT(linen_apply(m, vars, &c, LINEN_NO_RNGS, NULL, &y, NULL), LX_OK);
+        lx_value_free(&y);
+    }
+    lx_qt_end(s);
+    CHECK(tree_array(stats, "einsum0_lhs/count") && lx_i32(tree_array(stats, "einsum0_lhs/count"))[0] == 2);
+    CHECK(tree_array(stats, "einsum0_rhs/sum_of_absmax") &&
+          lx_f32(tree_array(stats, "einsum0_rhs/sum_of_absmax"))[0] == ak);
+    CHECK(tree_array(stats, "einsum1_lhs/count") == NULL);
+    CHECK_EQ_INT(lx_tree_set(vars, "quant_stats", lx_tree_v(stats)), LX_OK);
+    float q3[24], k3[24];
+    fill(q3, 24, 5, 4.0f), fill(k3, 24, 6, 1.0f);
+    lx_array *qa = lx_autorelease(lx_array_from_f32(4, shp, q3)), *ka = lx_autorelease(lx_array_from_f32(4, shp, k3));
+    lx_call c3 = LX_ARGS(qa, ka);
+    lx_tree *q = NULL;
+    CHECK_EQ_INT(lx_qt_quantize_linen(rs, m, vars, &c3, &q), LX_OK);
+    const lx_array *sq = q ? tree_array(q, "params/einsum0_lhs_scale") : NULL,
+                   *sk = q ? tree_array(q, "params/einsum0_rhs_scale") : NULL;
+    CHECK(sq && lx_shape_eq(sq, 4, (int64_t[]){1, 1, 1, 1}) && lx_f32(sq)[0] == aq / 2 / 127.0f);
+    CHECK(sk && lx_f32(sk)[0] == ak / 2 / 127.0f);
+    /* the PTQ run uses them: q3 reaches 4 > the calibrated 2.25 and saturates */
+    lx_qt_session *ps = NULL;
+    lx_value yv = lx_none();
+    if (q && lx_qt_begin_ptq(rs, q, &ps) == LX_OK) {
+        CHECK_EQ_INT(linen_apply(m, q, &c3, LINEN_NO_RNGS, NULL, &yv, NULL), LX_OK);
+        lx_qt_end(ps);
+    }
+    float qq[24], kk[24];
+    for (int i = 0; sq && sk && i < 24; i++) {
+        float a = nearbyintf(q3[i] * (1.0f / lx_f32(sq)[0])), b = nearbyintf(k3[i] * (1.0f / lx_f32(sk)[0]));
+        qq[i] = fminf(127.f, fmaxf(-127.f, a)) * lx_f32(sq)[0];
+        kk[i] = fminf(127.f, fmaxf(-127.f, b)) * lx_f32(sk)[0];
+    }
+    lx_array *ref = lx_dot_product_attention_weights(lx_autorelease(lx_array_from_f32(4, shp, qq)),
+                                                     lx_autorelease(lx_array_from_f32(4, shp, kk)), NULL, NULL, false,
+                                                     0.5f);
+    CHECK(yv.kind == LX_V_ARRAY && bit_equal(yv.u.array, ref));
+    lx_value_free(&yv);
+    lx_tree_release(q);
+    lx_tree_release(empty), lx_tree_release(vars), lx_tree_release(stats);
+    lx_qt_rules_free(rs);
+    linen_module_release(m);
+}
+
 int main(void) {
+    RUN(test_static_scales_two_activations);
     RUN(test_linen_ptq_and_checkpoint);
     RUN(test_nnx_ptq);
     RUN(test_to_linen_ptq);

@@ -186,17 +186,32 @@ static void note_warned(tl_state *st, const char *path) {
     if (d) st->warned[st->nwarned++] = d;
 }
 
+static bool static_scale_key(const char *key) {
+    size_t n = strlen(key);
+    return n > 10 && (!strcmp(key + n - 10, "_lhs_scale") || !strcmp(key + n - 10, "_rhs_scale"));
+}
+
 /* A PTQ scale next to a quantized weight (quant.h): `<w>_scale` beside an int8 `<w>`, or an op's
  * static activation scale `<op>_lhs_scale`; the PTQ session reads them, the module need not. */
 static bool ptq_companion(const tl_inst *in, const char *path) {
     size_t n = strlen(path);
-    if (n > 10 && (strcmp(path + n - 10, "_lhs_scale") == 0 || strcmp(path + n - 10, "_rhs_scale") == 0)) return true;
+    if (static_scale_key(path)) return true;
     if (n <= 6 || strcmp(path + n - 6, "_scale") != 0) return false;
     for (size_t i = 0; i < in->nslots; i++)
         if (in->slots[i].bound && in->slots[i].bound->dtype == LX_I8 && strlen(in->slots[i].path) == n - 6 &&
             strncmp(in->slots[i].path, path, n - 6) == 0)
             return true;
     return false;
+}
+
+/* Leaves named like a static activation scale, at any depth. */
+static size_t count_static_scales(const lx_tree *t) {
+    size_t n = 0;
+    for (size_t k = 0; k < lx_tree_len(t); k++) {
+        const lx_value *v = lx_tree_at(t, k);
+        n += v->kind == LX_V_TREE ? count_static_scales(v->u.tree) : static_scale_key(lx_tree_key(t, k));
+    }
+    return n;
 }
 
 /* The fast bind: every incoming leaf is exactly one slot's, in the slot's own collection, with
@@ -209,9 +224,11 @@ bool tl_inst_bind_fast(tl_inst *in, const lx_tree *vars) {
         total += lx_tree_count_leaves(sub->u.tree);
     }
     if (total < in->nslots) return false;
-    size_t companions = 0; /* PTQ scales next to int8 weights (quant.h): the session reads them */
-    const lx_value *parents[32];
-    size_t nparents = 0;
+    /* PTQ scales (quant.h), read by the PTQ session, not by the module: `<w>_scale` beside an
+     * int8 weight, and every static activation scale `<op>_lhs_scale` / `_rhs_scale` */
+    size_t companions = 0;
+    for (size_t c = 0; total > in->nslots && c < lx_tree_len(vars); c++)
+        companions += count_static_scales(lx_tree_at(vars, c)->u.tree);
     for (size_t i = 0; i < in->nslots; i++) {
         tl_slot *sl = &in->slots[i];
         const lx_value *leaf = lx_tree_get(vars, sl->col), *parent = NULL;
@@ -228,16 +245,6 @@ bool tl_inst_bind_fast(tl_inst *in, const lx_tree *vars) {
             char name[256];
             snprintf(name, sizeof name, "%s_scale", sl->segs[sl->nseg - 1]);
             companions += lx_tree_get(parent->u.tree, name) != NULL;
-            bool seen = false; /* static activation scales: once per map */
-            for (size_t k = 0; k < nparents && !seen; k++) seen = parents[k] == parent;
-            if (!seen && nparents < 32) {
-                parents[nparents++] = parent;
-                for (size_t k = 0; k < lx_tree_len(parent->u.tree); k++) {
-                    const char *key = lx_tree_key(parent->u.tree, k);
-                    size_t n = strlen(key);
-                    companions += n > 10 && (!strcmp(key + n - 10, "_lhs_scale") || !strcmp(key + n - 10, "_rhs_scale"));
-                }
-            }
         }
         sl->bound = a;
         sl->leaf = leaf;

@@ -17,6 +17,7 @@ typedef struct {
 typedef struct {
     lx_qt_counter *v;
     int n, cap;
+    uint64_t outer; /* lx_frame_outer_calls_ when last counted */
 } lx_qt_counters;
 
 /* The op's number within its module's current call (see quant_rules.c); -1 out of memory. */

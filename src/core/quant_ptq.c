@@ -114,8 +114,39 @@ lx_status lx_qt_quantize_tree(const lx_qt_rules *rules, const lx_tree *variables
     }
     lx_tree *res = st == LX_OK ? lx_tree_copy(variables) : NULL;
     if (st == LX_OK && !res) st = lx_fail(LX_ERR_NO_MEMORY, "quantize: out of memory");
+    /* Linen variables have collections at the top; an NNX state has attributes (Variables) */
+    const lx_value *pc = lx_tree_get(variables, "params");
+    bool linen = pc && pc->kind == LX_V_TREE;
+    bool vars_are_variables = false;
+    for (size_t k = 0; k < f.len && !vars_are_variables; k++) vars_are_variables = f.items[k].value.kind == LX_V_VARIABLE;
     for (int i = 0; st == LX_OK && i < plan.n; i++) {
         const lx_qt_record *r = &plan.v[i];
+        if (!r->w) { /* an activation-only op: its static scale under the module's path */
+            float am = 0;
+            st = calibrated(stats, r, &am);
+            if (st != LX_OK) break;
+            int64_t ones[LX_MAX_DIMS];
+            for (int d = 0; d < r->act_ndim; d++) ones[d] = 1;
+            lx_array *a = lx_array_new(LX_F32, r->act_ndim, ones);
+            if (!a) {
+                st = lx_fail(LX_ERR_NO_MEMORY, "quantize: out of memory");
+                break;
+            }
+            lx_f32(a)[0] = am > 0 ? am / 127.0f : 1.0f;
+            char dir[520], sp[600];
+            snprintf(dir, sizeof dir, "%s%s%s", linen ? "params" : "", linen && r->path[0] ? "/" : "", r->path);
+            snprintf(sp, sizeof sp, "%s%s%s_%s_scale", dir, dir[0] ? "/" : "", r->op, r->act_side == 0 ? "lhs" : "rhs");
+            lx_value v = lx_array_v(a);
+            lx_variable *var = NULL;
+            if (vars_are_variables && !linen) {
+                st = lx_variable_new(&lx_Param, a, &var);
+                v = lx_var_v(var);
+            }
+            if (st == LX_OK) st = lx_tree_set_path(res, sp, v);
+            lx_variable_release(var);
+            lx_release(a);
+            continue;
+        }
         const lx_flat_item *it = NULL;
         for (size_t k = 0; k < f.len && !it; k++)
             if (leaf_array(&f.items[k].value) == r->w) it = &f.items[k];

@@ -320,6 +320,18 @@ static float static_scale(const lx_qt_session *s, const qentry *qe, const char *
     return 0;
 }
 
+/* The static scale of an activation-only op, stored under its module path ("params/<path>/..."
+ * in a Linen tree, "<path>/..." in an NNX state); 0 when none. */
+static float static_scale_at(const lx_qt_session *s, const char *path, const char *op, int side) {
+    char a[600], b[600];
+    const char *sd = side == 0 ? "lhs" : "rhs", *sep = path[0] ? "/" : "";
+    snprintf(a, sizeof a, "params/%s%s%s_%s_scale", path, sep, op, sd);
+    snprintf(b, sizeof b, "%s%s%s_%s_scale", path, sep, op, sd);
+    for (int i = 0; i < s->nst; i++)
+        if (strcmp(s->st[i].path, a) == 0 || strcmp(s->st[i].path, b) == 0) return s->st[i].scale;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ calibration and planning */
 
 static float absmax(const lx_array *x) {
@@ -380,8 +392,11 @@ static void plan_seen(lx_qt_plan *p, const char *path, const char *op) {
 
 static void plan_record(lx_qt_plan *p, lx_array *w, const bool *reduce, int64_t tile, int tax, const char *path,
                         const char *op, int act_side, int act_ndim) {
-    for (int i = 0; i < p->n; i++)
-        if (p->v[i].w == w) return; /* a weight used twice keeps its first op's quantization */
+    for (int i = 0; i < p->n; i++) {
+        if (w && p->v[i].w == w) return; /* a weight used twice keeps its first op's quantization */
+        if (!w && !p->v[i].w && p->v[i].act_side == act_side && !strcmp(p->v[i].path, path) && !strcmp(p->v[i].op, op))
+            return; /* an activation-only op seen again (a later call of the module) */
+    }
     if (p->n == p->cap) {
         int cap = p->cap ? 2 * p->cap : 16;
         lx_qt_record *v = realloc(p->v, (size_t)cap * sizeof *v);
@@ -392,7 +407,7 @@ static void plan_record(lx_qt_plan *p, lx_array *w, const bool *reduce, int64_t 
         p->v = v, p->cap = cap;
     }
     lx_qt_record r = {lx_retain(w), {false}, tile, tax, dupstr(path), dupstr(op), act_side, act_ndim};
-    memcpy(r.reduce, reduce, sizeof r.reduce);
+    if (reduce) memcpy(r.reduce, reduce, sizeof r.reduce);
     if (!r.path || !r.op) {
         free(r.path), free(r.op), lx_release(w);
         p->oom = true;
@@ -454,6 +469,9 @@ static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array
             plan_record(s->plan, in[i], reduce, tile, tax, path, counted, act_side,
                         act_side >= 0 ? in[act_side]->ndim : 0);
         }
+        /* two activations (attention's products): static scales kept under the module's path */
+        if (!wt[0] && !wt[1] && act_q && rule->act_static_scale)
+            for (int i = 0; i < 2; i++) plan_record(s->plan, NULL, NULL, 0, 0, path, counted, i, in[i]->ndim);
         return NULL;
     }
     if (s->mode == LX_QT_CALIBRATE) {
@@ -466,7 +484,8 @@ static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array
     /* a static activation scale stored next to the weight (PTQ with calibration) */
     float sa[2] = {0, 0};
     for (int i = 0; i < 2; i++)
-        if (!wt[i] && act_q && rule->act_static_scale) sa[i] = static_scale(s, qe[1 - i], counted, i);
+        if (!wt[i] && act_q && rule->act_static_scale)
+            sa[i] = wt[1 - i] ? static_scale(s, qe[1 - i], counted, i) : static_scale_at(s, path, counted, i);
 
     if (s->mode == LX_QT_INT8 && !wt[0] && wt[1] && act_q && (w_q || qe[1]) && !lx_tape_active() &&
         (qe[1] || rule->tile_size == 0)) {
