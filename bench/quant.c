@@ -1,13 +1,16 @@
 /* int8 GEMM against the float32 GEMM at n = 1024, both measured in this run (issue 13):
  *   matmul_int8_1024 vs_f32 <int8 time / f32 time>   (want <= 0.33)
- * The int8 time is the kernel alone (C int32 = A int8 . B^T int8, weights pre-quantized and
- * stored output-channel major, as PTQ stores them); the f32 time is lx_matmul. */
+ * The int8 time is the packed kernel (C int32 = A int8 . B int8, the weights quantized and packed
+ * once, as a PTQ session does on its first call); the f32 time is lx_matmul.
+ *   llama_decode_int8 vs_f32 <PTQ decode time per token / float32>   (want <= 0.5)
+ * The PTQ model (llama_model_quantize) in one session begun before the timed runs. */
 #include <math.h>
 #include <stdio.h>
 
 #include "common.h"
 #include "linnx/linnx.h"
 #include "linnx/llama.h"
+#include "linnx/llama_quant.h"
 #include "linnx/quant.h"
 
 typedef struct {
@@ -15,6 +18,7 @@ typedef struct {
     int8_t *qa, *qb;
     int32_t *c;
     int64_t n;
+    lx_i8_packed *pk;
 } ctx_t;
 
 static void run_f32(void *p) {
@@ -26,24 +30,25 @@ static void run_f32(void *p) {
 typedef struct {
     llama_model *m;
     lx_array *prompt;
-    const lx_qt_rules *rules; /* NULL: float32 */
 } dec_t;
 
 static void run_decode(void *p) {
     dec_t *d = p;
     size_t mark = lx_pool_open();
-    lx_qt_session *s = NULL;
-    if (d->rules && lx_qt_begin(d->rules, LX_QT_INT8, &s) != LX_OK) fprintf(stderr, "bench quant: %s\n", lx_last_error());
     lx_sampling greedy = {0, 0};
     if (!llama_generate(d->m, d->prompt, 33, &greedy, lx_key_from_seed(0)))
         fprintf(stderr, "bench quant: %s\n", lx_last_error());
-    lx_qt_end(s);
     lx_pool_close(mark);
 }
 
 static void run_i8(void *p) {
     ctx_t *c = p;
     (void)lx_i8_gemm(LX_I8_AUTO, c->n, c->n, c->n, c->qa, c->qb, c->c);
+}
+
+static void run_i8_packed(void *p) {
+    ctx_t *c = p;
+    (void)lx_i8_gemm_packed(LX_I8_AUTO, c->n, c->qa, c->pk, c->c);
 }
 
 int main(void) {
@@ -55,11 +60,22 @@ int main(void) {
     c.qb = malloc((size_t)(n * n));
     c.c = malloc(sizeof(int32_t) * (size_t)(n * n));
     for (int64_t i = 0; i < n * n; i++) c.qa[i] = (int8_t)(i % 255 - 127), c.qb[i] = (int8_t)((i * 7) % 255 - 127);
+    if (lx_i8_pack(n, n, c.qb, &c.pk) != LX_OK) return 1;
     double tf = bench_median(run_f32, &c, 1, 5, 1);
-    double ti = bench_median(run_i8, &c, 1, 5, 1);
-    printf("# int8 kernel: %s; f32 %.4f s, int8 %.4f s; %.1f vs %.1f GMAC/s\n", lx_i8_kernel_name(LX_I8_AUTO), tf, ti,
-           1e-9 * (double)(n * n * n) / tf, 1e-9 * (double)(n * n * n) / ti);
+    double tr = bench_median(run_i8, &c, 1, 5, 1);
+    double ti = bench_median(run_i8_packed, &c, 1, 5, 1);
+    printf("# int8 kernel: %s; f32 %.4f s, int8 packed %.4f s (row kernel %.4f s); %.1f vs %.1f GMAC/s\n",
+           lx_i8_kernel_name(LX_I8_AUTO), tf, ti, tr, 1e-9 * (double)(n * n * n) / tf, 1e-9 * (double)(n * n * n) / ti);
     printf("matmul_int8_1024 vs_f32 %.3f\n", ti / tf);
+    /* the same on one thread each: on a shared machine a pre-empted thread stalls a parallel
+     * product, so this line is the steadier comparison of the kernels themselves */
+    int nt = lx_num_threads();
+    lx_set_num_threads(1);
+    double tf1 = bench_median(run_f32, &c, 1, 5, 1), ti1 = bench_median(run_i8_packed, &c, 1, 5, 1);
+    lx_set_num_threads(nt);
+    printf("# one thread: f32 %.4f s, int8 packed %.4f s: ratio %.3f (%.1f vs %.1f GMAC/s)\n", tf1, ti1, ti1 / tf1,
+           1e-9 * (double)(n * n * n) / tf1, 1e-9 * (double)(n * n * n) / ti1);
+    lx_i8_packed_free(c.pk);
 
     /* batch-1 decode with the KV cache (prefill 16, then 32 steps), every projection and the
      * logits in int8 (weights per channel, activations per tensor); the attention products stay
@@ -78,19 +94,26 @@ int main(void) {
     };
     lx_qt_rules *rs = NULL;
     if (lx_qt_rules_compile(rules, 2, &rs) != LX_OK) return 1;
-    dec_t d = {m, lx_array_new(LX_I32, 2, (int64_t[]){1, 16}), NULL};
+    dec_t d = {m, lx_array_new(LX_I32, 2, (int64_t[]){1, 16})};
     for (int64_t i = 0; i < 16; i++) lx_i32(d.prompt)[i] = (int32_t)((i * 53 + 7) % 256);
     double df = bench_median(run_decode, &d, 1, 5, 1) / 32;
     lx_qt_rule nothing[] = {{.module_path = "nothing", .weight_qtype = "int8"}};
     lx_qt_rules *rn = NULL;
-    if (lx_qt_rules_compile(nothing, 1, &rn) != LX_OK) return 1;
-    d.rules = rn; /* the session's own cost: module frames and rule matching, nothing quantized */
+    lx_qt_session *s = NULL;
+    if (lx_qt_rules_compile(nothing, 1, &rn) != LX_OK || lx_qt_begin(rn, LX_QT_INT8, &s) != LX_OK) return 1;
+    /* the session's own cost: module frames and rule matching, nothing quantized */
     double dn = bench_median(run_decode, &d, 1, 5, 1) / 32;
-    d.rules = rs;
-    double di = bench_median(run_decode, &d, 1, 5, 1) / 32;
+    lx_qt_end(s);
     lx_qt_rules_free(rn);
-    printf("# decode (emb 512, mlp 2048, 2 layers): f32 %.3g s/token, f32 inside a session matching nothing %.3g, "
-           "int8 %.3g s/token\n", df, dn, di);
+    /* PTQ: the weights stored int8 in the model, one session for all the timed runs */
+    if (llama_model_quantize(m, rs, d.prompt, NULL) != LX_OK || llama_model_ptq_begin(m, rs, &s) != LX_OK) {
+        fprintf(stderr, "bench quant: %s\n", lx_last_error());
+        return 1;
+    }
+    double di = bench_median(run_decode, &d, 1, 5, 1) / 32;
+    lx_qt_end(s);
+    printf("# decode (emb 512, mlp 2048, 2 layers, batch 1): f32 %.3g s/token, f32 inside a session matching "
+           "nothing %.3g, PTQ int8 %.3g s/token\n", df, dn, di);
     printf("llama_decode_int8 vs_f32 %.3f\n", di / df);
 
     /* accuracy (random-init weights: no trained checkpoint here): the logits' error when one

@@ -360,7 +360,7 @@ static lx_tree *fixture_tree(void) {
     };
     lx_raw *r[4];
     lx_raw_new(LX_RAW_NDARRAY, "float64", 1, (int64_t[]){3}, f64, 24, &r[0]);
-    lx_raw_new(LX_RAW_NDARRAY, "int8", 1, (int64_t[]){2}, i8, 2, &r[1]);
+    r[1] = NULL; /* int8 is an lx dtype (LX_I8, quantized weights): an array, not a raw leaf */
     lx_raw_new(LX_RAW_NPSCALAR, "int64", 0, NULL, &m5, 8, &r[2]);
     lx_raw_new(LX_RAW_COMPLEX, "complex128", 0, NULL, c, 16, &r[3]);
     lx_tree *empty = lx_tree_new();
@@ -375,7 +375,9 @@ static lx_tree *fixture_tree(void) {
     lx_tree_set(t, "rng", lx_array_v(a[5]));
     lx_tree_set(t, "mask", lx_array_v(a[6]));
     lx_tree_set(t, "f64", lx_raw_v(r[0]));
-    lx_tree_set(t, "i8", lx_raw_v(r[1]));
+    lx_array *a8 = lx_array_from_data(LX_I8, 1, (int64_t[]){2}, i8);
+    lx_tree_set(t, "i8", lx_array_v(a8));
+    lx_release(a8);
     lx_tree_set(t, "np_i64_scalar", lx_raw_v(r[2]));
     lx_tree_set(t, "step", lx_int_v(300));
     lx_tree_set(t, "neg", lx_int_v(-200));

@@ -76,8 +76,67 @@ static void test_quantizers(void) {
     CHECK_EQ_INT(q[3], 127);
 }
 
+/* The packed kernel: B given (K, N) as a Dense kernel is stored, packed once; every shape around
+ * the panel (16), row block (4) and group-of-4 edges, against the exact int64 sum. */
+static void check_packed_with(int kk, int64_t M, int64_t N, int64_t K, int extremes) {
+    int8_t *a = malloc((size_t)(M * K + 1)), *b = malloc((size_t)(K * N + 1));
+    int32_t *c = malloc(sizeof(int32_t) * (size_t)(M * N + 1));
+    for (int64_t i = 0; i < M * K; i++) a[i] = extremes == 1 ? (i % 3 ? -127 : 127) : extremes == 2 ? 127 : r8();
+    for (int64_t i = 0; i < K * N; i++) b[i] = extremes == 1 ? (i % 5 ? -127 : 127) : extremes == 2 ? -127 : r8();
+    lx_i8_packed *p = NULL;
+    CHECK_EQ_INT(lx_i8_pack(K, N, b, &p), LX_OK);
+    CHECK_EQ_INT(lx_i8_packed_k(p), K);
+    CHECK_EQ_INT(lx_i8_packed_n(p), N);
+    CHECK_EQ_INT(lx_i8_gemm_packed((lx_i8_kernel)kk, M, a, p, c), LX_OK);
+    int64_t bad = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            int64_t s = 0;
+            for (int64_t j = 0; j < K; j++) s += (int64_t)a[m * K + j] * b[j * N + n];
+            bad += s != c[m * N + n];
+        }
+    if (bad) fprintf(stderr, "  packed %s M=%lld N=%lld K=%lld: %lld wrong\n", lx_i8_kernel_name((lx_i8_kernel)kk),
+                     (long long)M, (long long)N, (long long)K, (long long)bad);
+    CHECK_EQ_INT((int)bad, 0);
+    lx_i8_packed_free(p);
+    free(a), free(b), free(c);
+}
+
+/* AUTO, PORTABLE and (where the CPU has it) AVX2: the same exact sums. */
+static void check_packed(int64_t M, int64_t N, int64_t K, int extremes) {
+    for (int kk = LX_I8_AUTO; kk <= LX_I8_AVX2; kk++)
+        if (lx_i8_kernel_supported((lx_i8_kernel)kk)) check_packed_with(kk, M, N, K, extremes);
+}
+
+static void test_packed_exact(void) {
+    const int64_t shapes[][3] = {{1, 1, 1},    {1, 16, 4},   {1, 17, 5},  {2, 15, 3},   {3, 33, 7},   {4, 16, 8},
+                                 {5, 31, 9},   {7, 48, 63},  {8, 1, 130}, {9, 50, 257}, {1, 512, 512}, {13, 7, 1},
+                                 {130, 40, 36}, {6, 129, 1030}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) check_packed(shapes[s][0], shapes[s][1], shapes[s][2], 0);
+    /* the saturation bound of vpmaddubsw: every pair 127 * -127 twice = -32258, never past int16;
+     * and mixed signs at full magnitude over a long contraction (sums near 2^31 / 2^10) */
+    check_packed(5, 19, 4096, 2);
+    check_packed(3, 21, 2051, 1);
+    CHECK_EQ_INT(lx_i8_gemm_packed(LX_I8_AUTO, 0, NULL, NULL, NULL) == LX_OK, 0);
+    lx_i8_packed *p = NULL;
+    CHECK_FAILS(lx_i8_pack(-1, 4, NULL, &p), LX_ERR_INVALID_ARGUMENT, "sizes must be >= 0");
+    CHECK_FAILS(lx_i8_pack(4, 4, NULL, &p), LX_ERR_INVALID_ARGUMENT, "NULL weights");
+    CHECK(p == NULL);
+    /* K = 0: all sums are 0 */
+    CHECK_EQ_INT(lx_i8_pack(0, 3, NULL, &p), LX_OK);
+    int32_t c[6] = {1, 2, 3, 4, 5, 6};
+    CHECK_EQ_INT(lx_i8_gemm_packed(LX_I8_AUTO, 2, NULL, p, c), LX_OK);
+    for (int i = 0; i < 6; i++) CHECK_EQ_INT(c[i], 0);
+    c[0] = 42;
+    CHECK_FAILS(lx_i8_gemm_packed(LX_I8_VNNI, 2, NULL, p, c), LX_ERR_UNSUPPORTED, "no avx512_vnni kernel yet");
+    CHECK_FAILS(lx_i8_gemm_packed((lx_i8_kernel)9, 2, NULL, p, c), LX_ERR_INVALID_ARGUMENT, "unknown kernel 9");
+    CHECK_EQ_INT(c[0], 42);
+    lx_i8_packed_free(p);
+}
+
 int main(void) {
     RUN(test_variants_exact);
+    RUN(test_packed_exact);
     RUN(test_quantizers);
     return lx_test_finish();
 }

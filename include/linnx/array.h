@@ -57,6 +57,7 @@ typedef enum lx_dtype {
     LX_U32,
     LX_BOOL, /* one byte per element, 0 or 1 */
     LX_BF16, /* storage only for now: 16 bits, the top half of an f32 */
+    LX_I8,   /* storage and the int8 kernels (quant.h): quantized weights, numpy "int8" */
     LX_DTYPE_COUNT
 } lx_dtype;
 
@@ -76,10 +77,10 @@ typedef struct lx_array {
 } lx_array;
 
 /* Element size in bytes and the numpy-style name ("float32", "int32", "uint32", "bool",
- * "bfloat16"). */
+ * "bfloat16", "int8"). */
 size_t lx_dtype_size(lx_dtype dtype);
 const char *lx_dtype_name(lx_dtype dtype);
-/* Parse a numpy-style dtype name ("float32", "int32", "uint32", "bool", "bfloat16"). */
+/* Parse a numpy-style dtype name ("float32", "int32", "uint32", "bool", "bfloat16", "int8"). */
 lx_status lx_dtype_from_name(const char *name, lx_dtype *out);
 
 /* ---- construction (caller owns the result; NULL with a message on failure) ---- */
@@ -128,6 +129,7 @@ static inline float *lx_f32(const lx_array *a) { return (float *)a->data; }
 static inline int32_t *lx_i32(const lx_array *a) { return (int32_t *)a->data; }
 static inline uint32_t *lx_u32(const lx_array *a) { return (uint32_t *)a->data; }
 static inline uint8_t *lx_bool(const lx_array *a) { return (uint8_t *)a->data; }
+static inline int8_t *lx_i8(const lx_array *a) { return (int8_t *)a->data; }
 static inline bool lx_is_abstract(const lx_array *a) { return a->data == NULL; }
 size_t lx_array_nbytes(const lx_array *a);
 bool lx_same_shape(const lx_array *a, const lx_array *b);

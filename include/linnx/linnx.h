@@ -84,6 +84,7 @@
 #include "linnx/plot.h"
 #include "linnx/llama.h"
 #include "linnx/llama_train.h"
+#include "linnx/llama_quant.h"
 #include "linnx/compat.h"
 
 #endif

@@ -182,7 +182,8 @@ bool lx_prim_observed(void);
 void lx_prim_emit(const lx_prim_event *ev);
 
 /* ---- substituters (before compute) ----
- * A substituter sees matmul, dot_general and conv_general before they compute. It may replace
+ * A substituter sees matmul, dot_general, conv_general and dot_product_attention_weights (q, k:
+ * attention's q.k^T, params NULL) before they compute. It may replace
  * inputs in place (inputs[i] = another array of the same shape and dtype, pool-owned or borrowed
  * for the call) and/or return a result (pool-owned, the op's shape and dtype), which the op then
  * returns without computing; NULL lets the op compute. Ops a substituter runs do not re-enter

@@ -26,7 +26,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "linnx/array.h"
 #include "linnx/status.h"
+#include "linnx/tree.h"
+#include "linnx/value.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -45,6 +48,21 @@ const char *lx_i8_kernel_name(lx_i8_kernel k);
 lx_status lx_i8_gemm(lx_i8_kernel k, int64_t M, int64_t N, int64_t K, const int8_t *a, const int8_t *bt,
                      int32_t *c);
 
+/* Packed weights: B given as (K, N) row-major int8 (a Dense kernel's own layout, what PTQ stores)
+ * packed once into the layout the AVX2 micro-kernel streams (panels of 8 output channels, the
+ * contraction in groups of 4, zero padded), so a GEMM or a batch-1 GEMV reads each weight byte
+ * once per call and nothing is re-packed per call. Owned by the caller (lx_i8_packed_free). */
+typedef struct lx_i8_packed lx_i8_packed;
+lx_status lx_i8_pack(int64_t K, int64_t N, const int8_t *b, lx_i8_packed **out);
+void lx_i8_packed_free(lx_i8_packed *p);
+int64_t lx_i8_packed_k(const lx_i8_packed *p);
+int64_t lx_i8_packed_n(const lx_i8_packed *p);
+/* c (M, N) int32 = a (M, K) int8 . b with kernel `k`: LX_I8_AVX2 (the register-blocked
+ * micro-kernel), LX_I8_PORTABLE, or LX_I8_AUTO (AVX2 when the CPU has it). The packed layout has
+ * no VNNI kernel yet: LX_I8_VNNI is LX_ERR_UNSUPPORTED, as is AVX2 on a CPU without it (nothing
+ * written). Values in [-127, 127]: exact. */
+lx_status lx_i8_gemm_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx_i8_packed *b, int32_t *c);
+
 /* ---- symmetric quantization ---- */
 /* Per row of x (rows, cols) float32: scale[r] = max|x[r, :]| / 127 (1 when the row is all zeros),
  * q = clamp(round_half_even(x / scale), -127, 127). */
@@ -60,8 +78,8 @@ typedef struct lx_qt_rule {
     const char *weight_qtype; /* "int8" or NULL (weights stay float) */
     const char *act_qtype;    /* "int8" or NULL (activations stay float) */
     int64_t tile_size;        /* 0: one scale per output channel; > 0: per tile of the contraction */
-    bool act_static_scale;    /* activations use a calibrated scale (quant_stats) instead of the
-                               * per-call max */
+    bool act_static_scale;    /* activations use a calibrated scale (quant_stats, then the PTQ
+                               * tree's `<op>_lhs_scale`) instead of the per-call max */
 } lx_qt_rule;
 
 typedef struct lx_qt_rules lx_qt_rules;
@@ -113,7 +131,7 @@ void lx_qt_trace_free(lx_qt_trace *t);
  *               for the session. Other matched ops, and every op while a tape records, fall back
  *               to LX_QT_FAKE, whose outputs equal LX_QT_INT8's up to float summation order.
  * Ops a rule matches but whose operands are not float32 are left alone. */
-typedef enum lx_qt_mode { LX_QT_FAKE = 1, LX_QT_INT8 = 2 } lx_qt_mode;
+typedef enum lx_qt_mode { LX_QT_FAKE = 1, LX_QT_INT8 = 2, LX_QT_CALIBRATE = 3 } lx_qt_mode;
 typedef struct lx_qt_session lx_qt_session;
 /* `rules` is borrowed and must outlive the session. LX_ERR_INVALID_ARGUMENT for another mode, and
  * while another session is active on this thread (quantizing twice): nothing is installed. */
@@ -122,6 +140,65 @@ lx_status lx_qt_begin(const lx_qt_rules *rules, lx_qt_mode mode, lx_qt_session *
 int64_t lx_qt_session_quantized(const lx_qt_session *s);
 int64_t lx_qt_session_int8(const lx_qt_session *s);
 void lx_qt_end(lx_qt_session *s);
+
+/* ---- calibration (static activation scales, Qwix's SRQ) ----
+ * lx_qt_calibrate_begin: a session that runs the model in float32 and, for every op a rule with
+ * act_static_scale (and act_qtype) selects, adds the activation operand's max |x| to the
+ * statistics tree `stats` (borrowed, changed in place; start from an empty tree):
+ *   <module path>/<op><n>_lhs/{count: int32 (), sum_of_absmax: float32 (1, .., 1)}
+ * (`_rhs` for an activation in the second operand), Qwix's quant_stats names and its
+ * SimpleMovingAverage: the calibrated absmax is sum_of_absmax / count. For a Linen model put the
+ * tree in the variables as the `quant_stats` collection; lx_qt_quantize_linen reads it there. */
+lx_status lx_qt_calibrate_begin(const lx_qt_rules *rules, lx_tree *stats, lx_qt_session **out);
+
+/* ---- PTQ: int8 weights stored in the variables ----
+ * quantize(model, rules): the model runs once on a sample call; every Param that a matched op
+ * uses as a weight becomes, in a new tree (the input is not changed):
+ *   <dir>/<name>        int8, the original shape (q = clamp(round_half_even(w / scale), +-127))
+ *   <dir>/<name>_scale  float32, the shape with each contraction axis reduced to 1 (per output
+ *                       channel; one per tile of tile_size on that axis when the rule has one)
+ * e.g. params/Dense_0/kernel int8[4,3] + params/Dense_0/kernel_scale float32[1,3]. Qwix keeps
+ * the pair in a WithAux at the name itself (its pure dict: kernel/array/qvalue,
+ * kernel/array/scale); linnx keeps the layer's own name for the int8 values, so layer code,
+ * checkpoints and `linnx params` find `kernel` where they always did, and names the scale with
+ * Qwix's `<name>_scale` convention. With calibration statistics, each statically scaled op gets
+ * <dir>/<op><n>_lhs_scale float32 (1, .., 1) = (sum_of_absmax / count) / 127, Qwix's PTQ name.
+ * A Variable or box leaf stays one, around the int8 value; the scale is a Param like it.
+ * Errors: a tree that already holds int8 values (quantizing twice), a rule matching nothing in
+ * the run (the message lists the paths seen), statistics with count 0: nothing is returned.
+ *
+ * Running the quantized model: lx_qt_begin_ptq(rules, tree, &s), then apply as usual with that
+ * tree. The int8 weights are used as stored: a Dense-like op with act_qtype runs the int8 GEMM on
+ * them (packed once per session, never re-quantized), other ops dequantize them for the call.
+ * Without such a session an int8 weight fails the op (a float32 op given int8). */
+typedef lx_status (*lx_qt_run_fn)(const lx_tree *variables, void *user);
+/* The general form: `run` runs the model on `variables` (which must be the arrays the model
+ * uses); `stats` (may be NULL) the calibration statistics. */
+lx_status lx_qt_quantize_tree(const lx_qt_rules *rules, const lx_tree *variables, lx_qt_run_fn run, void *user,
+                              const lx_tree *stats, lx_tree **out);
+lx_status lx_qt_begin_ptq(const lx_qt_rules *rules, const lx_tree *quantized, lx_qt_session **out);
+/* How many int8 weights a PTQ session found in its tree. */
+int64_t lx_qt_session_weights(const lx_qt_session *s);
+/* The warnings of the last quantize on this thread ("" when none): each rule that matched no op
+ * in the run, with the "path:op" list seen, e.g.
+ * "rule 1 (module_path 'decoder/layers_9/.*') matched nothing; paths seen: decoder/layers_0/mlp/wi_0:dot_general0 ...".
+ * Borrowed, valid until the next quantize. */
+const char *lx_qt_warnings(void);
+
+typedef struct linen_module linen_module;
+typedef struct nnx_module nnx_module;
+/* Linen: run m.apply(variables, call) once and return the quantized variables (a new tree; the
+ * `quant_stats` collection, when present, is read for the static scales and left out). Works for
+ * any Linen module, also one holding NNX layers through to_linen / to_linen_class: their state
+ * is in the same tree. */
+lx_status lx_qt_quantize_linen(const lx_qt_rules *rules, const linen_module *m, const lx_tree *variables,
+                               const lx_call *call, lx_tree **out);
+/* NNX, in place: run m(call) once, then nnx_update the module with the quantized state (each
+ * quantized Param takes its int8 value, `<name>_scale` Params are added as attributes). Also a
+ * ToNNX-wrapped Linen module. `stats` (may be NULL): calibration statistics. All or nothing. */
+lx_status lx_qt_quantize_nnx(const lx_qt_rules *rules, nnx_module *m, const lx_call *call, const lx_tree *stats);
+/* lx_qt_begin_ptq over nnx_state(m). */
+lx_status lx_qt_begin_ptq_nnx(const lx_qt_rules *rules, nnx_module *m, lx_qt_session **out);
 
 #pragma GCC visibility pop
 #ifdef __cplusplus

@@ -30,7 +30,11 @@ static lx_array *leaf_array(const lx_value *v) {
     return NULL;
 }
 
-static bool same_sig(const lx_array *a, const lx_array *b) { return a->dtype == b->dtype && lx_same_shape(a, b); }
+/* An int8 value for a float32 Variable is a PTQ-quantized weight (quant.h): its op runs under a
+ * PTQ session, which knows the scale; anything else must match exactly. */
+static bool same_sig(const lx_array *a, const lx_array *b) {
+    return (a->dtype == b->dtype || (a->dtype == LX_I8 && b->dtype == LX_F32)) && lx_same_shape(a, b);
+}
 
 /* ------------------------------------------------------------------ making an instance */
 
@@ -182,6 +186,34 @@ static void note_warned(tl_state *st, const char *path) {
     if (d) st->warned[st->nwarned++] = d;
 }
 
+static bool static_scale_key(const char *key) {
+    size_t n = strlen(key);
+    return n > 10 && (!strcmp(key + n - 10, "_lhs_scale") || !strcmp(key + n - 10, "_rhs_scale"));
+}
+
+/* A PTQ scale next to a quantized weight (quant.h): `<w>_scale` beside an int8 `<w>`, or an op's
+ * static activation scale `<op>_lhs_scale`; the PTQ session reads them, the module need not. */
+static bool ptq_companion(const tl_inst *in, const char *path) {
+    size_t n = strlen(path);
+    if (static_scale_key(path)) return true;
+    if (n <= 6 || strcmp(path + n - 6, "_scale") != 0) return false;
+    for (size_t i = 0; i < in->nslots; i++)
+        if (in->slots[i].bound && in->slots[i].bound->dtype == LX_I8 && strlen(in->slots[i].path) == n - 6 &&
+            strncmp(in->slots[i].path, path, n - 6) == 0)
+            return true;
+    return false;
+}
+
+/* Leaves named like a static activation scale, at any depth. */
+static size_t count_static_scales(const lx_tree *t) {
+    size_t n = 0;
+    for (size_t k = 0; k < lx_tree_len(t); k++) {
+        const lx_value *v = lx_tree_at(t, k);
+        n += v->kind == LX_V_TREE ? count_static_scales(v->u.tree) : static_scale_key(lx_tree_key(t, k));
+    }
+    return n;
+}
+
 /* The fast bind: every incoming leaf is exactly one slot's, in the slot's own collection, with
  * the slot's shape. Returns false (nothing bound) when anything differs. */
 bool tl_inst_bind_fast(tl_inst *in, const lx_tree *vars) {
@@ -191,19 +223,35 @@ bool tl_inst_bind_fast(tl_inst *in, const lx_tree *vars) {
         if (sub->kind != LX_V_TREE) return false;
         total += lx_tree_count_leaves(sub->u.tree);
     }
-    if (total != in->nslots) return false;
+    if (total < in->nslots) return false;
+    /* PTQ scales (quant.h), read by the PTQ session, not by the module: `<w>_scale` beside an
+     * int8 weight, and every static activation scale `<op>_lhs_scale` / `_rhs_scale` */
+    size_t companions = 0;
+    for (size_t c = 0; total > in->nslots && c < lx_tree_len(vars); c++)
+        companions += count_static_scales(lx_tree_at(vars, c)->u.tree);
     for (size_t i = 0; i < in->nslots; i++) {
         tl_slot *sl = &in->slots[i];
-        const lx_value *leaf = lx_tree_get(vars, sl->col);
-        for (int k = 0; leaf && k < sl->nseg; k++)
+        const lx_value *leaf = lx_tree_get(vars, sl->col), *parent = NULL;
+        for (int k = 0; leaf && k < sl->nseg; k++) {
+            parent = leaf;
             leaf = leaf->kind == LX_V_TREE ? lx_tree_get(leaf->u.tree, sl->segs[k]) : NULL;
+        }
         lx_array *a = leaf ? leaf_array(leaf) : NULL;
         if (!a || !same_sig(a, sl->placeholder)) {
             for (size_t j = 0; j < i; j++) in->slots[j].bound = NULL, in->slots[j].leaf = NULL;
             return false;
         }
+        if (a->dtype == LX_I8 && parent && parent->kind == LX_V_TREE) {
+            char name[256];
+            snprintf(name, sizeof name, "%s_scale", sl->segs[sl->nseg - 1]);
+            companions += lx_tree_get(parent->u.tree, name) != NULL;
+        }
         sl->bound = a;
         sl->leaf = leaf;
+    }
+    if (total != in->nslots + companions) {
+        for (size_t j = 0; j < in->nslots; j++) in->slots[j].bound = NULL, in->slots[j].leaf = NULL;
+        return false;
     }
     for (size_t i = 0; i < in->nslots; i++) {
         lx_retain(in->slots[i].bound);
@@ -327,6 +375,7 @@ lx_status tl_inst_bind_slow(linen_scope *s, const tl_config *cfg, tl_state *stat
         if (msg) off = (size_t)snprintf(msg, len, "Found unknown module paths in incoming state:");
         for (size_t u = 0; msg && u < nunk; u++) {
             if (state && warned_before(state, unk[u].path)) continue;
+            if (ptq_companion(in, unk[u].path)) continue; /* expected: a PTQ scale (quant.h) */
             off += (size_t)snprintf(msg + off, len - off, "\n  - %s", unk[u].path);
             if (state) note_warned(state, unk[u].path);
             nnew++;

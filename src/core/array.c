@@ -14,7 +14,7 @@ static atomic_llong lx_live_arrays;
 size_t lx_dtype_size(lx_dtype dtype) {
     switch (dtype) {
     case LX_F32: case LX_I32: case LX_U32: return 4;
-    case LX_BOOL: return 1;
+    case LX_BOOL: case LX_I8: return 1;
     case LX_BF16: return 2;
     default: return 0;
     }
@@ -27,6 +27,7 @@ const char *lx_dtype_name(lx_dtype dtype) {
     case LX_U32: return "uint32";
     case LX_BOOL: return "bool";
     case LX_BF16: return "bfloat16";
+    case LX_I8: return "int8";
     default: return "invalid";
     }
 }
@@ -37,7 +38,7 @@ lx_status lx_dtype_from_name(const char *name, lx_dtype *out) {
             *out = (lx_dtype)d;
             return LX_OK;
         }
-    return lx_fail(LX_ERR_DTYPE, "unknown dtype '%s' (expected float32, int32, uint32, bool or bfloat16)",
+    return lx_fail(LX_ERR_DTYPE, "unknown dtype '%s' (expected float32, int32, uint32, bool, bfloat16 or int8)",
                    name ? name : "(null)");
 }
 
@@ -341,6 +342,7 @@ double lx_array_get(const lx_array *a, int64_t i) {
     case LX_I32: return lx_i32(a)[i];
     case LX_U32: return lx_u32(a)[i];
     case LX_BOOL: return lx_bool(a)[i];
+    case LX_I8: return lx_i8(a)[i];
     case LX_BF16: {
         uint32_t bits = (uint32_t)((const uint16_t *)a->data)[i] << 16;
         float f;
@@ -407,6 +409,7 @@ static void print_elem(FILE *f, const lx_array *a, int64_t i) {
     switch (a->dtype) {
     case LX_F32: case LX_BF16: fprintf(f, "%.9g", lx_array_get(a, i)); break;
     case LX_I32: fprintf(f, "%d", lx_i32(a)[i]); break;
+    case LX_I8: fprintf(f, "%d", lx_i8(a)[i]); break;
     case LX_U32: fprintf(f, "%u", lx_u32(a)[i]); break;
     case LX_BOOL: fputs(lx_bool(a)[i] ? "True" : "False", f); break;
     default: fputs("?", f);

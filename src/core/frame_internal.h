@@ -24,6 +24,9 @@ lx_status lx_frame_enter_(lx_frame_kind kind, const char *name, lx_frame_name_fn
 void lx_frame_leave_(lx_status st);
 /* Number of frames on this thread's stack. */
 int lx_frame_depth_(void);
+/* How many outermost module calls have ended on this thread (quantization restarts its per-module
+ * op counts with each: the root module's second call counts from dot_general0 again). */
+uint64_t lx_frame_outer_calls_(void);
 
 /* status.c: the "handled" mark that lx_frame_leave_ sets. */
 void lx_error_settle_(void);

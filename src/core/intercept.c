@@ -141,11 +141,16 @@ lx_status lx_frame_push(lx_frame_kind kind, const char *name, const void *obj, l
 
 int lx_frame_depth_(void) { return nframes; }
 
+static _Thread_local uint64_t outer_calls;
+
+uint64_t lx_frame_outer_calls_(void) { return outer_calls; }
+
 void lx_frame_pop(void) {
     if (nframes == 0) return;
     arena_len = frames[--nframes].arena_mark;
     path_valid = false;
     if (nframes == 0) { /* the outermost frame: give the buffers back */
+        outer_calls++;
         free(frames_heap);
         frames_heap = NULL;
         frames_heap_cap = 0;

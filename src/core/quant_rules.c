@@ -6,6 +6,7 @@
 
 #include "linnx/intercept.h"
 #include "linnx/quant.h"
+#include "frame_internal.h"
 #include "quant_internal.h"
 
 typedef struct {
@@ -149,8 +150,11 @@ static bool within(const char *anc, const char *path) {
  * from outside it (the module returned; the next call counts from 0 again). */
 int lx_qt_next_count(lx_qt_counters *t, const char *path, const char *op) {
     int k = 0;
+    uint64_t outer = lx_frame_outer_calls_();
+    bool fresh = outer != t->outer; /* a new outermost call: every count restarts */
+    t->outer = outer;
     for (int i = 0; i < t->n; i++) {
-        if (within(t->v[i].path, path)) {
+        if (!fresh && within(t->v[i].path, path)) {
             t->v[k++] = t->v[i];
         } else {
             free(t->v[i].path);

@@ -1,30 +1,52 @@
 /* Running a model quantized by rules: fake quantization with the straight-through estimator
- * (QAT) and the int8 kernel path (quant.h). */
+ * (QAT), the int8 kernel path, calibration of static activation scales, a PTQ session over
+ * stored int8 weights, and the plan recorder PTQ builds its tree from (quant.h). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "linnx/autodiff.h"
+#include "linnx/box.h"
 #include "linnx/intercept.h"
+#include "linnx/nn.h"
 #include "linnx/ops.h"
 #include "linnx/primitive.h"
 #include "linnx/quant.h"
+#include "linnx/variable.h"
 #include "quant_internal.h"
 
+enum { MODE_PLAN = 100 };
+
 typedef struct {
-    lx_array *w; /* retained: its address stays this weight's for the session */
-    int8_t *bt;  /* (N, K) */
-    float *sw;   /* (N) */
-    int64_t K, N;
+    lx_array *key;     /* the weight as the op sees it (float or int8), retained */
+    lx_i8_packed *pk;  /* (K, N) packed */
+    float *sw;         /* (N) */
 } wcache;
+
+typedef struct {
+    lx_array *q, *scale; /* retained */
+    char *dir;           /* the tree path of q's parent map ("params/Dense_0") */
+} qentry;
+
+typedef struct {
+    char *path;          /* full tree path of a static activation scale */
+    float scale;
+} sentry;
 
 struct lx_qt_session {
     const lx_qt_rules *rules;
-    lx_qt_mode mode;
+    int mode;
     int sub_handle, icpt_handle;
     lx_qt_counters ctr;
     wcache *cache;
     int ncache, capcache;
+    qentry *q;
+    int nq, capq;
+    sentry *st;
+    int nst, capst;
+    lx_tree *stats;      /* calibration: borrowed */
+    lx_qt_plan *plan;    /* plan: borrowed */
     int64_t quantized, int8_ops;
 };
 
@@ -35,46 +57,104 @@ static void no_op(const lx_intercept_event *ev, void *user) {
     (void)user;
 }
 
-/* x's quantize-dequantize round trip: one scale per channel, a channel being a coordinate of the
- * axes not in `reduce` (all axes reduced: one scale per tensor), and with tile > 0 on a single
- * reduced axis `tax`, also the tile of that axis. Same rounding as lx_quantize_tiles_i8. */
-static lx_array *fake_quant(lx_array *x, const bool *reduce, int64_t tile, int tax) {
-    int nd = x->ndim;
-    int64_t nch = 1, ntiles = 1;
-    for (int d = 0; d < nd; d++)
-        if (!reduce[d]) nch *= x->shape[d];
-    if (tile > 0) ntiles = (x->shape[tax] + tile - 1) / tile;
-    int64_t nsc = nch * ntiles;
-    float *mx = calloc((size_t)(nsc > 0 ? nsc : 1), sizeof(float));
-    int64_t *chan = malloc(sizeof(int64_t) * (size_t)(x->size > 0 ? x->size : 1));
-    lx_array *out = lx_array_new(LX_F32, nd, x->shape);
-    if (!mx || !chan || !out) {
-        free(mx), free(chan), lx_release(out);
-        lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+static char *dupstr(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* ------------------------------------------------------------------ quantize / dequantize */
+
+static inline float q8f(float v, float inv) {
+    float r = nearbyintf(v * inv); /* round half to even in the default rounding mode */
+    return r > 127.f ? 127.f : r < -127.f ? -127.f : r;
+}
+
+/* For element coordinates of x, the flat index of its scale (scale shape `ss`, each scale axis
+ * covering `cover[d]` entries of x's axis). */
+static void scale_geometry(const lx_array *x, const int64_t *ss, int64_t *cover) {
+    for (int d = 0; d < x->ndim; d++) cover[d] = ss[d] > 0 ? (x->shape[d] + ss[d] - 1) / ss[d] : 1;
+}
+
+/* Walk x in row-major order calling the body with i (flat) and c (flat scale index). */
+#define FOR_SCALED(x, ss, cover, BODY)                                                                       \
+    do {                                                                                                     \
+        int64_t coord_[LX_MAX_DIMS] = {0};                                                                   \
+        for (int64_t i = 0; i < (x)->size; i++) {                                                            \
+            int64_t c = 0;                                                                                   \
+            for (int d_ = 0; d_ < (x)->ndim; d_++) c = c * (ss)[d_] + coord_[d_] / (cover)[d_];              \
+            BODY;                                                                                            \
+            for (int d_ = (x)->ndim - 1; d_ >= 0; d_--) {                                                    \
+                if (++coord_[d_] < (x)->shape[d_]) break;                                                    \
+                coord_[d_] = 0;                                                                              \
+            }                                                                                                \
+        }                                                                                                    \
+    } while (0)
+
+lx_status lx_qt_quantize_axes(const lx_array *x, const bool *reduce, int64_t tile, int tax, lx_array **q,
+                              lx_array **scale) {
+    if (!x || x->dtype != LX_F32 || lx_is_abstract(x))
+        return lx_fail(LX_ERR_DTYPE, "quantize: expected a concrete float32 array");
+    int64_t ss[LX_MAX_DIMS], cover[LX_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++)
+        ss[d] = !reduce[d] ? x->shape[d] : (tile > 0 && d == tax) ? (x->shape[d] + tile - 1) / tile : 1;
+    scale_geometry(x, ss, cover);
+    lx_array *qa = lx_array_new(LX_I8, x->ndim, x->shape), *sa = lx_array_new(LX_F32, x->ndim, ss);
+    if (!qa || !sa) {
+        lx_release(qa), lx_release(sa);
+        return lx_fail(LX_ERR_NO_MEMORY, "quantize: out of memory");
+    }
+    float *mx = lx_f32(sa); /* zero-filled: the max first, the scale after */
+    const float *xd = lx_f32(x);
+    FOR_SCALED(x, ss, cover, mx[c] = fmaxf(mx[c], fabsf(xd[i])));
+    for (int64_t c = 0; c < sa->size; c++) mx[c] = mx[c] > 0 ? mx[c] / 127.0f : 1.0f;
+    int8_t *qd = lx_i8(qa);
+    FOR_SCALED(x, ss, cover, qd[i] = (int8_t)q8f(xd[i], 1.0f / mx[c]));
+    *q = qa, *scale = sa;
+    return LX_OK;
+}
+
+lx_array *lx_qt_dequantize(const lx_array *q, const lx_array *scale) {
+    if (!q || !scale || q->dtype != LX_I8 || scale->dtype != LX_F32 || scale->ndim != q->ndim) {
+        lx_fail(LX_ERR_SHAPE, "dequantize: expected int8 values and a float32 scale of the same rank");
         return NULL;
     }
-    int64_t coord[LX_MAX_DIMS] = {0};
-    const float *xd = lx_f32(x);
-    for (int64_t i = 0; i < x->size; i++) {
-        int64_t c = 0;
-        for (int d = 0; d < nd; d++)
-            if (!reduce[d]) c = c * x->shape[d] + coord[d];
-        if (tile > 0) c = c * ntiles + coord[tax] / tile;
-        chan[i] = c;
-        mx[c] = fmaxf(mx[c], fabsf(xd[i]));
-        for (int d = nd - 1; d >= 0; d--) {
-            if (++coord[d] < x->shape[d]) break;
-            coord[d] = 0;
+    for (int d = 0; d < q->ndim; d++)
+        if (scale->shape[d] < 1 || scale->shape[d] > (q->shape[d] > 0 ? q->shape[d] : 1)) {
+            lx_fail(LX_ERR_SHAPE, "dequantize: a scale of shape axis %d = %lld does not divide values axis %lld", d,
+                    (long long)scale->shape[d], (long long)q->shape[d]);
+            return NULL;
         }
+    lx_array *out = lx_array_new(LX_F32, q->ndim, q->shape);
+    if (!out) return NULL;
+    if (!lx_is_abstract(q)) {
+        int64_t cover[LX_MAX_DIMS];
+        scale_geometry(q, scale->shape, cover);
+        const int8_t *qd = lx_i8(q);
+        const float *sd = lx_f32(scale);
+        float *o = lx_f32(out);
+        FOR_SCALED(q, scale->shape, cover, o[i] = (float)qd[i] * sd[c]);
     }
-    float *o = lx_f32(out);
-    for (int64_t i = 0; i < x->size; i++) {
-        float s = mx[chan[i]] > 0 ? mx[chan[i]] / 127.0f : 1.0f, inv = 1.0f / s;
-        float r = nearbyintf(xd[i] * inv);
-        r = r > 127.f ? 127.f : r < -127.f ? -127.f : r;
-        o[i] = r * s;
-    }
-    free(mx), free(chan);
+    return lx_autorelease(out);
+}
+
+/* x's quantize-dequantize round trip (the values lx_qt_quantize_axes then lx_qt_dequantize give). */
+static lx_array *fake_quant(lx_array *x, const bool *reduce, int64_t tile, int tax) {
+    lx_array *q = NULL, *s = NULL;
+    if (lx_qt_quantize_axes(x, reduce, tile, tax, &q, &s) != LX_OK) return NULL;
+    lx_array *r = lx_qt_dequantize(q, s);
+    lx_release(q), lx_release(s);
+    return r;
+}
+
+/* The round trip with a given (static) scale. */
+static lx_array *fake_quant_static(lx_array *x, float s) {
+    lx_array *out = lx_array_new(LX_F32, x->ndim, x->shape);
+    if (!out) return NULL;
+    const float *xd = lx_f32(x);
+    float *o = lx_f32(out), inv = 1.0f / s;
+    for (int64_t i = 0; i < x->size; i++) o[i] = q8f(xd[i], inv) * s;
     return lx_autorelease(out);
 }
 
@@ -84,70 +164,132 @@ static lx_array *ste(lx_array *x, lx_array *fq) {
     return lx_add(x, lx_stop_gradient(lx_sub(fq, x)));
 }
 
-/* The contraction axes of input i of a matmul (params NULL) or dot_general. */
+/* ------------------------------------------------------------------ op geometry */
+
+/* The contraction axes of input i (for conv: the kernel's all but the output-feature axis). */
 static void contract_axes(lx_prim_id id, const void *params, int i, const lx_array *x, bool *mask) {
     for (int d = 0; d < LX_MAX_DIMS; d++) mask[d] = false;
     if (id == LX_PRIM_DOT_GENERAL) {
         const lx_dot_general_params *p = params;
         for (int k = 0; k < p->ncontract; k++) mask[i == 0 ? p->lhs_contract[k] : p->rhs_contract[k]] = true;
-    } else { /* matmul: a's last axis, b's second to last (its only one when 1-D) */
+    } else if (id == LX_PRIM_CONV_GENERAL) {
+        for (int d = 0; d < x->ndim; d++) mask[d] = i == 0 || d != x->ndim - 1;
+    } else if (id == LX_PRIM_MATMUL) { /* a's last axis, b's second to last (its only one when 1-D) */
         mask[i == 0 ? x->ndim - 1 : (x->ndim >= 2 ? x->ndim - 2 : 0)] = true;
+    } else { /* attention's q.k^T: both activations, one scale per tensor */
+        for (int d = 0; d < x->ndim; d++) mask[d] = true;
     }
 }
 
-static wcache *weight_int8(lx_qt_session *s, lx_array *w, int64_t K, int64_t N) {
+static const char *op_name(lx_prim_id id) {
+    switch (id) {
+    case LX_PRIM_MATMUL: return "matmul";
+    case LX_PRIM_DOT_GENERAL: return "dot_general";
+    case LX_PRIM_CONV_GENERAL: return "conv_general";
+    case LX_PRIM_DOT_PRODUCT_ATTENTION_WEIGHTS: return "einsum";
+    default: return NULL;
+    }
+}
+
+/* A Dense-like contraction: x (..., K-axes) . w (K-axes, N-axes), no batch axes. */
+static bool dense_like(lx_prim_id id, const void *params, const lx_array *x, const lx_array *w, int64_t *K,
+                       int64_t *N, int *ncontract) {
+    int nc;
+    int64_t k = 1;
+    if (id == LX_PRIM_MATMUL) {
+        if (w->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[0]) return false;
+        nc = 1;
+    } else if (id == LX_PRIM_DOT_GENERAL) {
+        const lx_dot_general_params *p = params;
+        nc = p->ncontract;
+        if (p->nbatch != 0 || nc < 1 || nc > x->ndim || nc > w->ndim) return false;
+        for (int i = 0; i < nc; i++)
+            if (p->rhs_contract[i] != i || p->lhs_contract[i] != x->ndim - nc + i) return false;
+    } else {
+        return false;
+    }
+    for (int i = 0; i < nc; i++) k *= w->shape[i];
+    if (k == 0 || x->size == 0 || w->size == 0) return false;
+    *K = k, *N = w->size / k, *ncontract = nc;
+    return true;
+}
+
+/* ------------------------------------------------------------------ int8 kernel path */
+
+static wcache *cache_find(lx_qt_session *s, const lx_array *key) {
     for (int i = 0; i < s->ncache; i++)
-        if (s->cache[i].w == w) return &s->cache[i];
+        if (s->cache[i].key == key) return &s->cache[i];
+    return NULL;
+}
+
+/* The packed int8 copy of a weight: from its stored int8 values and scale (PTQ) or quantized
+ * per output channel from float (once per session). */
+static wcache *weight_packed(lx_qt_session *s, lx_array *w, const qentry *qe, int64_t K, int64_t N, int nc) {
+    wcache *hit = cache_find(s, w);
+    if (hit) return hit;
     if (s->ncache == s->capcache) {
         int cap = s->capcache ? 2 * s->capcache : 16;
         wcache *c = realloc(s->cache, (size_t)cap * sizeof *c);
         if (!c) return NULL;
         s->cache = c, s->capcache = cap;
     }
-    wcache e = {w, malloc((size_t)(K * N > 0 ? K * N : 1)), malloc(sizeof(float) * (size_t)(N > 0 ? N : 1)), K, N};
-    float *wt = malloc(sizeof(float) * (size_t)(K * N > 0 ? K * N : 1));
-    if (!e.bt || !e.sw || !wt) {
-        free(e.bt), free(e.sw), free(wt);
+    wcache e = {w, NULL, malloc(sizeof(float) * (size_t)N)};
+    if (!e.sw) return NULL;
+    lx_status st;
+    if (qe) {
+        memcpy(e.sw, lx_f32(qe->scale), sizeof(float) * (size_t)N);
+        st = lx_i8_pack(K, N, lx_i8(qe->q), &e.pk);
+    } else {
+        bool reduce[LX_MAX_DIMS] = {false};
+        for (int d = 0; d < nc; d++) reduce[d] = true;
+        lx_array *q = NULL, *sc = NULL;
+        st = lx_qt_quantize_axes(w, reduce, 0, 0, &q, &sc);
+        if (st == LX_OK) {
+            memcpy(e.sw, lx_f32(sc), sizeof(float) * (size_t)N);
+            st = lx_i8_pack(K, N, lx_i8(q), &e.pk);
+        }
+        lx_release(q), lx_release(sc);
+    }
+    if (st != LX_OK) {
+        free(e.sw);
         return NULL;
     }
-    const float *wd = lx_f32(w);
-    for (int64_t k = 0; k < K; k++)
-        for (int64_t n = 0; n < N; n++) wt[n * K + k] = wd[k * N + n];
-    lx_quantize_rows_i8(N, K, wt, e.bt, e.sw);
-    free(wt);
     lx_retain(w);
     s->cache[s->ncache++] = e;
     return &s->cache[s->ncache - 1];
 }
 
-/* x (..., K-axes) . w (K-axes, N-axes) with int8 operands; NULL when the op is not of that form. */
-static lx_array *int8_dense(lx_qt_session *s, const lx_dot_general_params *p, lx_array *x, lx_array *w) {
-    int nc = p->ncontract;
-    if (p->nbatch != 0 || nc < 1 || nc > x->ndim || nc > w->ndim) return NULL;
-    int64_t K = 1;
-    for (int k = 0; k < nc; k++) {
-        if (p->rhs_contract[k] != k || p->lhs_contract[k] != x->ndim - nc + k) return NULL;
-        K *= w->shape[k];
-    }
-    if (K == 0 || x->size == 0 || w->size == 0) return NULL;
-    int64_t N = w->size / K, M = x->size / K;
-    int64_t shape[LX_MAX_DIMS];
+/* x . w through the int8 GEMM: x quantized per tensor (its max, or the static scale `sa` > 0). */
+static lx_array *int8_dense(lx_qt_session *s, lx_prim_id id, const void *params, lx_array *x, lx_array *w,
+                            const qentry *qe, float sa) {
+    int64_t K, N;
+    int nc;
+    if (!dense_like(id, params, x, w, &K, &N, &nc)) return NULL;
+    if (qe && qe->scale->size != N) return NULL; /* per-tile scales: the dequantizing path */
+    int64_t M = x->size / K, shape[LX_MAX_DIMS];
     int nd = 0;
     for (int d = 0; d < x->ndim - nc; d++) shape[nd++] = x->shape[d];
-    for (int d = nc; d < w->ndim; d++) shape[nd++] = w->shape[d];
-    if (nd > LX_MAX_DIMS) return NULL;
-    wcache *wc = weight_int8(s, w, K, N);
+    for (int d = nc; d < w->ndim; d++) {
+        if (nd == LX_MAX_DIMS) return NULL;
+        shape[nd++] = w->shape[d];
+    }
+    wcache *wc = weight_packed(s, w, qe, K, N, nc);
     int8_t *qa = malloc((size_t)x->size);
     int32_t *acc = malloc(sizeof(int32_t) * (size_t)(M * N));
-    lx_array *y = lx_array_new(LX_F32, nd, shape);
-    float sa;
+    lx_array *y = lx_array_empty(LX_F32, nd, shape);
     if (!wc || !qa || !acc || !y) {
         free(qa), free(acc), lx_release(y);
         lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
         return NULL;
     }
-    lx_quantize_tiles_i8(1, x->size, x->size, lx_f32(x), qa, &sa); /* one scale for the tensor */
-    lx_status st = lx_i8_gemm(LX_I8_AUTO, M, N, K, qa, wc->bt, acc);
+    if (sa > 0) {
+        const float *xd = lx_f32(x);
+        float inv = 1.0f / sa;
+        for (int64_t i = 0; i < x->size; i++) qa[i] = (int8_t)q8f(xd[i], inv);
+    } else {
+        lx_quantize_tiles_i8(1, x->size, x->size, lx_f32(x), qa, &sa); /* one scale for the tensor */
+    }
+    lx_status st = lx_i8_gemm_packed(LX_I8_AUTO, M, qa, wc->pk, acc);
     float *yd = lx_f32(y);
     for (int64_t m = 0; st == LX_OK && m < M; m++)
         for (int64_t n = 0; n < N; n++) yd[m * N + n] = (float)acc[m * N + n] * sa * wc->sw[n];
@@ -160,21 +302,194 @@ static lx_array *int8_dense(lx_qt_session *s, const lx_dot_general_params *p, lx
     return lx_autorelease(y);
 }
 
+/* ------------------------------------------------------------------ PTQ lookups */
+
+static const qentry *qentry_find(const lx_qt_session *s, const lx_array *q) {
+    for (int i = 0; i < s->nq; i++)
+        if (s->q[i].q == q) return &s->q[i];
+    return NULL;
+}
+
+/* The static scale of the activation of `op` (counted) next to weight `qe`; 0 when none. */
+static float static_scale(const lx_qt_session *s, const qentry *qe, const char *op, int side) {
+    if (!qe) return 0;
+    char path[512];
+    snprintf(path, sizeof path, "%s%s%s_%s_scale", qe->dir, qe->dir[0] ? "/" : "", op, side == 0 ? "lhs" : "rhs");
+    for (int i = 0; i < s->nst; i++)
+        if (strcmp(s->st[i].path, path) == 0) return s->st[i].scale;
+    return 0;
+}
+
+/* The static scale of an activation-only op, stored under its module path ("params/<path>/..."
+ * in a Linen tree, "<path>/..." in an NNX state); 0 when none. */
+static float static_scale_at(const lx_qt_session *s, const char *path, const char *op, int side) {
+    char a[600], b[600];
+    const char *sd = side == 0 ? "lhs" : "rhs", *sep = path[0] ? "/" : "";
+    snprintf(a, sizeof a, "params/%s%s%s_%s_scale", path, sep, op, sd);
+    snprintf(b, sizeof b, "%s%s%s_%s_scale", path, sep, op, sd);
+    for (int i = 0; i < s->nst; i++)
+        if (strcmp(s->st[i].path, a) == 0 || strcmp(s->st[i].path, b) == 0) return s->st[i].scale;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ calibration and planning */
+
+static float absmax(const lx_array *x) {
+    float m = 0;
+    const float *d = lx_f32(x);
+    for (int64_t i = 0; i < x->size; i++) m = fmaxf(m, fabsf(d[i]));
+    return m;
+}
+
+/* stats[<path>/<op>_<side>] += {count 1, sum_of_absmax absmax}. */
+static lx_status calib_add(lx_tree *stats, const char *path, const char *op, int side, const lx_array *x) {
+    char key[512];
+    snprintf(key, sizeof key, "%s%s%s_%s", path, path[0] ? "/" : "", op, side == 0 ? "lhs" : "rhs");
+    char kc[600], ks[600];
+    snprintf(kc, sizeof kc, "%s/count", key);
+    snprintf(ks, sizeof ks, "%s/sum_of_absmax", key);
+    const lx_value *vc = lx_tree_find(stats, kc), *vs = lx_tree_find(stats, ks);
+    int32_t count = 0;
+    float sum = 0;
+    if (vc && vs && vc->kind == LX_V_ARRAY && vs->kind == LX_V_ARRAY && vc->u.array->dtype == LX_I32 &&
+        vs->u.array->dtype == LX_F32 && vc->u.array->size == 1 && vs->u.array->size == 1) {
+        count = lx_i32(vc->u.array)[0];
+        sum = lx_f32(vs->u.array)[0];
+    }
+    int64_t ones[LX_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) ones[d] = 1;
+    lx_array *c = lx_array_new(LX_I32, 0, NULL), *sm = lx_array_new(LX_F32, x->ndim, ones);
+    if (!c || !sm) {
+        lx_release(c), lx_release(sm);
+        return lx_fail(LX_ERR_NO_MEMORY, "calibration: out of memory");
+    }
+    lx_i32(c)[0] = count + 1;
+    lx_f32(sm)[0] = sum + absmax(x);
+    lx_status st = lx_tree_set_path(stats, kc, lx_array_v(c));
+    if (st == LX_OK) st = lx_tree_set_path(stats, ks, lx_array_v(sm));
+    lx_release(c), lx_release(sm);
+    return st;
+}
+
+static void plan_seen(lx_qt_plan *p, const char *path, const char *op) {
+    size_t n = strlen(path) + strlen(op) + 10;
+    char item[600];
+    snprintf(item, sizeof item, " %s:%s", path[0] ? path : "(root)", op);
+    if (p->seen && strstr(p->seen, item)) return;
+    n = strlen(item);
+    if (p->seen_len + n + 1 > p->seen_cap) {
+        size_t cap = (p->seen_len + n + 1) * 2;
+        char *b = realloc(p->seen, cap);
+        if (!b) {
+            p->oom = true;
+            return;
+        }
+        p->seen = b, p->seen_cap = cap;
+    }
+    memcpy(p->seen + p->seen_len, item, n + 1);
+    p->seen_len += n;
+}
+
+static void plan_record(lx_qt_plan *p, lx_array *w, const bool *reduce, int64_t tile, int tax, const char *path,
+                        const char *op, int act_side, int act_ndim) {
+    for (int i = 0; i < p->n; i++) {
+        if (w && p->v[i].w == w) return; /* a weight used twice keeps its first op's quantization */
+        if (!w && !p->v[i].w && p->v[i].act_side == act_side && !strcmp(p->v[i].path, path) && !strcmp(p->v[i].op, op))
+            return; /* an activation-only op seen again (a later call of the module) */
+    }
+    if (p->n == p->cap) {
+        int cap = p->cap ? 2 * p->cap : 16;
+        lx_qt_record *v = realloc(p->v, (size_t)cap * sizeof *v);
+        if (!v) {
+            p->oom = true;
+            return;
+        }
+        p->v = v, p->cap = cap;
+    }
+    lx_qt_record r = {lx_retain(w), {false}, tile, tax, dupstr(path), dupstr(op), act_side, act_ndim};
+    if (reduce) memcpy(r.reduce, reduce, sizeof r.reduce);
+    if (!r.path || !r.op) {
+        free(r.path), free(r.op), lx_release(w);
+        p->oom = true;
+        return;
+    }
+    p->v[p->n++] = r;
+}
+
+void lx_qt_plan_free(lx_qt_plan *p) {
+    if (!p) return;
+    for (int i = 0; i < p->n; i++) lx_release(p->v[i].w), free(p->v[i].path), free(p->v[i].op);
+    free(p->v), free(p->rule_hit), free(p->seen);
+    memset(p, 0, sizeof *p);
+}
+
+/* ------------------------------------------------------------------ the substituter */
+
 static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array **in, void *user) {
     lx_qt_session *s = user;
-    if ((id != LX_PRIM_MATMUL && id != LX_PRIM_DOT_GENERAL) || nin != 2 || !in[0] || !in[1]) return NULL;
-    const char *op = id == LX_PRIM_MATMUL ? "matmul" : "dot_general";
+    const char *op = op_name(id);
+    if (!op || nin < 2 || !in[0] || !in[1]) return NULL;
     const char *path = lx_frame_current_path();
     int count = lx_qt_next_count(&s->ctr, path, op);
     int r = count < 0 ? -1 : lx_qt_rules_match(s->rules, path, op, count);
-    if (r < 0) return NULL;
-    const lx_qt_rule *rule = lx_qt_rules_get(s->rules, r);
-    if (in[0]->dtype != LX_F32 || in[1]->dtype != LX_F32 || lx_is_abstract(in[0]) || lx_is_abstract(in[1]))
+    char counted[80];
+    snprintf(counted, sizeof counted, "%s%d", op, count);
+    if (s->mode == MODE_PLAN) plan_seen(s->plan, path, counted);
+
+    /* stored int8 weights (PTQ): every one must be known, or the op fails on its dtype */
+    const qentry *qe[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++)
+        if (in[i]->dtype == LX_I8 && !(qe[i] = qentry_find(s, in[i]))) return NULL;
+    if (r < 0 && !qe[0] && !qe[1]) return NULL;
+    const lx_qt_rule *rule = r >= 0 ? lx_qt_rules_get(s->rules, r) : NULL;
+    for (int i = 0; i < 2; i++) {
+        if (lx_is_abstract(in[i])) {
+            if (qe[i]) in[i] = lx_autorelease(lx_array_abstract(LX_F32, in[i]->ndim, in[i]->shape));
+            return NULL;
+        }
+        if (in[i]->dtype != LX_F32 && !qe[i]) return NULL;
+    }
+    bool wt[2];
+    for (int i = 0; i < 2; i++) wt[i] = qe[i] || (id != LX_PRIM_DOT_PRODUCT_ATTENTION_WEIGHTS && lx_frame_is_param(in[i]));
+    bool act_q = rule && rule->act_qtype, w_q = rule && rule->weight_qtype;
+
+    if (s->mode == MODE_PLAN) {
+        if (rule) s->plan->rule_hit[r] = true;
+        int act_side = -1;
+        for (int i = 0; i < 2; i++)
+            if (!wt[i] && act_q && rule->act_static_scale) act_side = i;
+        for (int i = 0; i < 2; i++) {
+            if (!wt[i] || !w_q || qe[i]) continue;
+            bool reduce[LX_MAX_DIMS];
+            contract_axes(id, params, i, in[i], reduce);
+            int tax = -1, nred = 0;
+            for (int d = 0; d < in[i]->ndim; d++)
+                if (reduce[d]) tax = d, nred++;
+            int64_t tile = rule->tile_size > 0 && nred == 1 ? rule->tile_size : 0;
+            plan_record(s->plan, in[i], reduce, tile, tax, path, counted, act_side,
+                        act_side >= 0 ? in[act_side]->ndim : 0);
+        }
+        /* two activations (attention's products): static scales kept under the module's path */
+        if (!wt[0] && !wt[1] && act_q && rule->act_static_scale)
+            for (int i = 0; i < 2; i++) plan_record(s->plan, NULL, NULL, 0, 0, path, counted, i, in[i]->ndim);
         return NULL;
-    bool wt[2] = {lx_frame_is_param(in[0]), lx_frame_is_param(in[1])};
-    if (s->mode == LX_QT_INT8 && id == LX_PRIM_DOT_GENERAL && !wt[0] && wt[1] && rule->weight_qtype &&
-        rule->act_qtype && rule->tile_size == 0 && !lx_tape_active()) {
-        lx_array *y = int8_dense(s, params, in[0], in[1]);
+    }
+    if (s->mode == LX_QT_CALIBRATE) {
+        if (act_q && rule->act_static_scale)
+            for (int i = 0; i < 2; i++)
+                if (!wt[i] && calib_add(s->stats, path, counted, i, in[i]) != LX_OK) return NULL;
+        return NULL;
+    }
+
+    /* a static activation scale stored next to the weight (PTQ with calibration) */
+    float sa[2] = {0, 0};
+    for (int i = 0; i < 2; i++)
+        if (!wt[i] && act_q && rule->act_static_scale)
+            sa[i] = wt[1 - i] ? static_scale(s, qe[1 - i], counted, i) : static_scale_at(s, path, counted, i);
+
+    if (s->mode == LX_QT_INT8 && !wt[0] && wt[1] && act_q && (w_q || qe[1]) && !lx_tape_active() &&
+        (qe[1] || rule->tile_size == 0)) {
+        lx_array *y = int8_dense(s, id, params, in[0], in[1], qe[1], sa[0]);
         if (y) {
             s->quantized++;
             return y;
@@ -184,28 +499,33 @@ static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array
     bool any = false;
     for (int i = 0; i < 2; i++) {
         bool reduce[LX_MAX_DIMS];
-        if (wt[i] && rule->weight_qtype) {
+        lx_array *nq = NULL;
+        if (qe[i]) {
+            nq = lx_qt_dequantize(qe[i]->q, qe[i]->scale); /* the stored values, nothing re-quantized */
+        } else if (wt[i] && w_q) {
             contract_axes(id, params, i, in[i], reduce);
             int tax = -1, nred = 0;
             for (int d = 0; d < in[i]->ndim; d++)
                 if (reduce[d]) tax = d, nred++;
             int64_t tile = rule->tile_size > 0 && nred == 1 ? rule->tile_size : 0;
-            lx_array *q = ste(in[i], fake_quant(in[i], reduce, tile, tax));
-            if (q) in[i] = q, any = true;
-        } else if (!wt[i] && rule->act_qtype) {
+            nq = ste(in[i], fake_quant(in[i], reduce, tile, tax));
+        } else if (!wt[i] && act_q) {
             for (int d = 0; d < LX_MAX_DIMS; d++) reduce[d] = true;
-            lx_array *q = ste(in[i], fake_quant(in[i], reduce, 0, 0));
-            if (q) in[i] = q, any = true;
+            nq = ste(in[i], sa[i] > 0 ? fake_quant_static(in[i], sa[i]) : fake_quant(in[i], reduce, 0, 0));
+        } else {
+            continue;
         }
+        if (!nq) return NULL;
+        in[i] = nq, any = true;
     }
     if (any) s->quantized++;
     return NULL;
 }
 
-lx_status lx_qt_begin(const lx_qt_rules *rules, lx_qt_mode mode, lx_qt_session **out) {
+/* ------------------------------------------------------------------ sessions */
+
+static lx_status begin(const lx_qt_rules *rules, int mode, lx_qt_session **out) {
     if (!rules || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin: NULL argument");
-    if (mode != LX_QT_FAKE && mode != LX_QT_INT8)
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin: unknown mode %d (LX_QT_FAKE or LX_QT_INT8)", (int)mode);
     if (active)
         return lx_fail(LX_ERR_INVALID_ARGUMENT,
                        "qt_begin: a quantization session is already active on this thread (quantizing twice); "
@@ -214,35 +534,176 @@ lx_status lx_qt_begin(const lx_qt_rules *rules, lx_qt_mode mode, lx_qt_session *
     if (!s) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin: out of memory");
     s->rules = rules;
     s->mode = mode;
+    *out = s;
+    return LX_OK;
+}
+
+static lx_status install(lx_qt_session *s) {
     lx_status st = lx_interceptor_add(no_op, NULL, &s->icpt_handle); /* keeps module frames */
-    if (st != LX_OK) {
-        free(s);
-        return st;
-    }
+    if (st != LX_OK) return st;
     st = lx_prim_substitute_add(substitute, s, &s->sub_handle);
     if (st != LX_OK) {
         lx_interceptor_remove(s->icpt_handle);
-        free(s);
         return st;
     }
     active = s;
+    return LX_OK;
+}
+
+static void session_free(lx_qt_session *s) {
+    lx_qt_counters_free(&s->ctr);
+    for (int i = 0; i < s->ncache; i++) {
+        lx_release(s->cache[i].key);
+        lx_i8_packed_free(s->cache[i].pk);
+        free(s->cache[i].sw);
+    }
+    free(s->cache);
+    for (int i = 0; i < s->nq; i++) lx_release(s->q[i].q), lx_release(s->q[i].scale), free(s->q[i].dir);
+    free(s->q);
+    for (int i = 0; i < s->nst; i++) free(s->st[i].path);
+    free(s->st);
+    free(s);
+}
+
+static lx_status begin_installed(const lx_qt_rules *rules, int mode, lx_qt_session **out) {
+    lx_qt_session *s = NULL;
+    LX_TRY(begin(rules, mode, &s));
+    lx_status st = install(s);
+    if (st != LX_OK) {
+        session_free(s);
+        return st;
+    }
+    *out = s;
+    return LX_OK;
+}
+
+lx_status lx_qt_begin(const lx_qt_rules *rules, lx_qt_mode mode, lx_qt_session **out) {
+    if (mode != LX_QT_FAKE && mode != LX_QT_INT8)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "qt_begin: unknown mode %d (LX_QT_FAKE or LX_QT_INT8; LX_QT_CALIBRATE through "
+                       "lx_qt_calibrate_begin)",
+                       (int)mode);
+    return begin_installed(rules, mode, out);
+}
+
+lx_status lx_qt_calibrate_begin(const lx_qt_rules *rules, lx_tree *stats, lx_qt_session **out) {
+    if (!stats) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_calibrate_begin: NULL statistics tree");
+    lx_qt_session *s = NULL;
+    LX_TRY(begin(rules, LX_QT_CALIBRATE, &s));
+    s->stats = stats;
+    lx_status st = install(s);
+    if (st != LX_OK) {
+        session_free(s);
+        return st;
+    }
+    *out = s;
+    return LX_OK;
+}
+
+lx_status lx_qt_plan_begin(const lx_qt_rules *rules, lx_qt_plan *plan, lx_qt_session **out) {
+    memset(plan, 0, sizeof *plan);
+    plan->rule_hit = calloc((size_t)(lx_qt_rules_count(rules) + 1), sizeof(bool));
+    if (!plan->rule_hit) return lx_fail(LX_ERR_NO_MEMORY, "quantize: out of memory");
+    lx_qt_session *s = NULL;
+    lx_status st = begin(rules, MODE_PLAN, &s);
+    if (st == LX_OK) {
+        s->plan = plan;
+        st = install(s);
+        if (st != LX_OK) session_free(s);
+    }
+    if (st != LX_OK) {
+        lx_qt_plan_free(plan);
+        return st;
+    }
+    *out = s;
+    return LX_OK;
+}
+
+/* The leaf's array: a plain array, a Variable's value or a box's value. */
+static lx_array *leaf_value(const lx_value *v) {
+    if (!v) return NULL;
+    if (v->kind == LX_V_ARRAY) return v->u.array;
+    if (v->kind == LX_V_VARIABLE) return lx_variable_get_value(v->u.var);
+    if (v->kind == LX_V_BOX) return lx_box_unbox(v->u.box);
+    return NULL;
+}
+
+static lx_status add_q(lx_qt_session *s, lx_array *q, lx_array *scale, const char *path) {
+    if (s->nq == s->capq) {
+        int cap = s->capq ? 2 * s->capq : 16;
+        qentry *v = realloc(s->q, (size_t)cap * sizeof *v);
+        if (!v) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin_ptq: out of memory");
+        s->q = v, s->capq = cap;
+    }
+    char *dir = dupstr(path);
+    if (!dir) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin_ptq: out of memory");
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else dir[0] = '\0';
+    s->q[s->nq++] = (qentry){lx_retain(q), lx_retain(scale), dir};
+    return LX_OK;
+}
+
+static lx_status add_static(lx_qt_session *s, const char *path, float v) {
+    if (s->nst == s->capst) {
+        int cap = s->capst ? 2 * s->capst : 16;
+        sentry *e = realloc(s->st, (size_t)cap * sizeof *e);
+        if (!e) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin_ptq: out of memory");
+        s->st = e, s->capst = cap;
+    }
+    char *p = dupstr(path);
+    if (!p) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin_ptq: out of memory");
+    s->st[s->nst++] = (sentry){p, v};
+    return LX_OK;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+lx_status lx_qt_begin_ptq(const lx_qt_rules *rules, const lx_tree *quantized, lx_qt_session **out) {
+    if (!quantized) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin_ptq: NULL tree");
+    lx_qt_session *s = NULL;
+    LX_TRY(begin(rules, LX_QT_INT8, &s));
+    lx_flat f = {0};
+    lx_status st = lx_tree_flatten(quantized, &f);
+    for (size_t i = 0; st == LX_OK && i < f.len; i++) {
+        lx_array *a = leaf_value(&f.items[i].value);
+        const char *p = f.items[i].path;
+        if (!a) continue;
+        if (a->dtype == LX_I8) {
+            char sp[600];
+            snprintf(sp, sizeof sp, "%s_scale", p);
+            lx_array *sc = leaf_value(lx_tree_find(quantized, sp));
+            if (!sc || sc->dtype != LX_F32 || sc->ndim != a->ndim) {
+                st = lx_fail(LX_ERR_NOT_FOUND,
+                             "qt_begin_ptq: int8 values at '%s' have no float32 scale '%s' of the same rank", p, sp);
+                break;
+            }
+            st = add_q(s, a, sc, p);
+        } else if (a->dtype == LX_F32 && a->size == 1 && (ends_with(p, "_lhs_scale") || ends_with(p, "_rhs_scale"))) {
+            st = lx_is_abstract(a) ? LX_OK : add_static(s, p, lx_f32(a)[0]);
+        }
+    }
+    lx_flat_free(&f);
+    if (st == LX_OK) st = install(s);
+    if (st != LX_OK) {
+        session_free(s);
+        return st;
+    }
     *out = s;
     return LX_OK;
 }
 
 int64_t lx_qt_session_quantized(const lx_qt_session *s) { return s ? s->quantized : 0; }
 int64_t lx_qt_session_int8(const lx_qt_session *s) { return s ? s->int8_ops : 0; }
+int64_t lx_qt_session_weights(const lx_qt_session *s) { return s ? s->nq : 0; }
 
 void lx_qt_end(lx_qt_session *s) {
     if (!s) return;
     if (active == s) active = NULL;
     lx_prim_substitute_remove(s->sub_handle);
     lx_interceptor_remove(s->icpt_handle);
-    lx_qt_counters_free(&s->ctr);
-    for (int i = 0; i < s->ncache; i++) {
-        lx_release(s->cache[i].w);
-        free(s->cache[i].bt), free(s->cache[i].sw);
-    }
-    free(s->cache);
-    free(s);
+    session_free(s);
 }

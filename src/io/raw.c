@@ -14,7 +14,7 @@ static const io_dtype DTYPES[] = {
     {"float6_e2m3fn", "F6_E2M3", 6, -1, 2},
     {"float6_e3m2fn", "F6_E3M2", 6, -1, 3},
     {"uint8", "U8", 8, -1, 4},
-    {"int8", "I8", 8, -1, 5},
+    {"int8", "I8", 8, LX_I8, 5},
     {"float8_e5m2", "F8_E5M2", 8, -1, 6},
     {"float8_e4m3fn", "F8_E4M3", 8, -1, 7},
     {"float8_e8m0fnu", "F8_E8M0", 8, -1, 8},

@@ -36,4 +36,7 @@ lx_array *llama_layer_forward(nnx_module *m, lx_array *x, lx_array *positions, l
 lx_status llama_read_call(const lx_call *c, const char *input_name, lx_array **inputs, lx_array **positions,
                           lx_array **segment_ids, bool *use_cache, const char **mode);
 
+/* llama_model.c: replace the Linen top's variables (quantization, llama_quant.c); takes `v`. */
+void llama_model_set_variables_(llama_model *m, lx_tree *v);
+
 #endif

@@ -639,3 +639,10 @@ lx_array *llama_generate(llama_model *m, lx_array *prompt, int64_t n, const lx_s
     lx_release(cur);
     return out;
 }
+
+/* Quantization (llama_quant.c) replaces the Linen top's variables with their PTQ form; takes a
+ * reference to `v`. */
+void llama_model_set_variables_(llama_model *m, lx_tree *v) {
+    lx_tree_release(m->variables);
+    m->variables = v;
+}

@@ -317,6 +317,11 @@ lx_array *lx_dot_product_attention(lx_array *q, lx_array *k, lx_array *v, lx_arr
 lx_array *lx_dot_product_attention_weights(lx_array *q, lx_array *k, lx_array *bias, lx_array *mask, bool causal,
                                            float scale) {
     LX_OP_INPUTS("dot_product_attention_weights", q, k);
+    if (lx_prim_substituting()) { /* quantization (quant.h) sees q.k^T, Qwix's einsum */
+        lx_array *in[2] = {q, k}, *r = lx_prim_substitute_run(LX_PRIM_DOT_PRODUCT_ATTENTION_WEIGHTS, NULL, 2, in);
+        if (r) return r;
+        q = in[0], k = in[1];
+    }
     return attention_op("dot_product_attention_weights", q, k, NULL, bias, mask, causal, scale);
 }
 

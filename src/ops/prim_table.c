@@ -244,7 +244,8 @@ lx_array *lx_bind(lx_prim_id id, const void *params, int nin, lx_array *const *i
         return NULL;
     }
     /* The contractions run the substituters inside their builders (also when called directly). */
-    if (lx_prim_substituting() && id != LX_PRIM_MATMUL && id != LX_PRIM_DOT_GENERAL && id != LX_PRIM_CONV_GENERAL) {
+    if (lx_prim_substituting() && id != LX_PRIM_MATMUL && id != LX_PRIM_DOT_GENERAL && id != LX_PRIM_CONV_GENERAL &&
+        id != LX_PRIM_DOT_PRODUCT_ATTENTION_WEIGHTS) {
         lx_array *in[64];
         for (int i = 0; i < nin; i++) in[i] = inputs[i];
         lx_array *r = lx_prim_substitute_run(id, params, nin, in);
