@@ -26,6 +26,16 @@ RULES(DECLARE_)
 #undef DECLARE_
 
 
+/* ---- the bound primitives: shape/dtype rule, forward, attributes (in each op's file) ---- */
+#define BOUND(X)                                                                                    \
+    X(unary) X(stop_gradient) X(clip) X(cast) X(binary) X(where)
+#define DECLARE_BOUND_(name) LX_RULE(name); LX_FWD(name);
+BOUND(DECLARE_BOUND_)
+#undef DECLARE_BOUND_
+LX_ATTRS(gelu);
+LX_ATTRS(clip);
+LX_ATTRS(cast);
+
 /* ---- apply: each primitive run again from its typed params (the builder, as one entry point) ---- */
 #define A1(name, call)                                                                  \
     static lx_array *apply_##name(const void *params, int nin, lx_array *const *in) {   \
@@ -39,37 +49,6 @@ RULES(DECLARE_)
         return call;                                                                    \
     }
 
-A1(neg, lx_neg(in[0]))
-A1(abs, lx_abs(in[0]))
-A1(square, lx_square(in[0]))
-A1(exp, lx_exp(in[0]))
-A1(log, lx_log(in[0]))
-A1(log1p, lx_log1p(in[0]))
-A1(sqrt, lx_sqrt(in[0]))
-A1(rsqrt, lx_rsqrt(in[0]))
-A1(tanh, lx_tanh(in[0]))
-A1(sigmoid, lx_sigmoid(in[0]))
-A1(relu, lx_relu(in[0]))
-AP(gelu, lx_gelu_params, lx_gelu(in[0], p->approximate))
-A1(silu, lx_silu(in[0]))
-A1(softplus, lx_softplus(in[0]))
-AP(clip, lx_clip_params, lx_clip(in[0], p->lo, p->hi))
-AP(cast, lx_cast_params, lx_cast(in[0], p->dtype))
-A1(stop_gradient, lx_stop_gradient(in[0]))
-A1(add, lx_add(in[0], in[1]))
-A1(sub, lx_sub(in[0], in[1]))
-A1(mul, lx_mul(in[0], in[1]))
-A1(div, lx_div(in[0], in[1]))
-A1(pow, lx_pow(in[0], in[1]))
-A1(maximum, lx_maximum(in[0], in[1]))
-A1(minimum, lx_minimum(in[0], in[1]))
-A1(eq, lx_eq(in[0], in[1]))
-A1(ne, lx_ne(in[0], in[1]))
-A1(lt, lx_lt(in[0], in[1]))
-A1(le, lx_le(in[0], in[1]))
-A1(gt, lx_gt(in[0], in[1]))
-A1(ge, lx_ge(in[0], in[1]))
-A1(where, lx_where(in[0], in[1], in[2]))
 AP(sum, lx_reduce_params, lx_sum(in[0], p->naxes, p->axes, p->keepdims))
 AP(mean, lx_reduce_params, lx_mean(in[0], p->naxes, p->axes, p->keepdims))
 AP(max, lx_reduce_params, lx_max(in[0], p->naxes, p->axes, p->keepdims))
@@ -144,40 +123,47 @@ static lx_array *apply_max_pool(const void *params, int nin, lx_array *const *in
 
 #define P(ID, NAME, TYPE, RULE, APPLY) \
     [LX_PRIM_##ID] = {.id = LX_PRIM_##ID, .name = NAME, .params_size = TYPE, .apply = APPLY, .vjp = RULE}
+/* A primitive bound through its rule: RULE/FWD name lx_rule_* / lx_fwd_*, ATTRS lx_attrs_* or NULL,
+ * ARITY its input count (-1: variadic), OPT the mask of optional inputs, FLAGS LX_PRIM_VIEW. */
+#define B(ID, NAME, TYPE, VJP, RULE, FWD, ATTRS, ARITY, OPT, FLAGS)                                     \
+    [LX_PRIM_##ID] = {.id = LX_PRIM_##ID, .name = NAME, .params_size = TYPE, .vjp = VJP, .rule = lx_rule_##RULE, \
+                      .forward = lx_fwd_##FWD, .attrs = ATTRS, .arity = ARITY, .optional = OPT, .flags = FLAGS}
+#define U(ID, NAME, VJP) B(ID, NAME, NOPARAMS, VJP, unary, unary, NULL, 1, 0, 0)
+#define BIN(ID, NAME, VJP) B(ID, NAME, NOPARAMS, VJP, binary, binary, NULL, 2, 0, 0)
 #define NOPARAMS 0
 
 static const lx_prim_def table[LX_PRIM_COUNT] = {
-    P(NEG, "neg", NOPARAMS, lx_vjp_neg, apply_neg),
-    P(ABS, "abs", NOPARAMS, lx_vjp_abs, apply_abs),
-    P(SQUARE, "square", NOPARAMS, lx_vjp_square, apply_square),
-    P(EXP, "exp", NOPARAMS, lx_vjp_exp, apply_exp),
-    P(LOG, "log", NOPARAMS, lx_vjp_log, apply_log),
-    P(LOG1P, "log1p", NOPARAMS, lx_vjp_log1p, apply_log1p),
-    P(SQRT, "sqrt", NOPARAMS, lx_vjp_sqrt, apply_sqrt),
-    P(RSQRT, "rsqrt", NOPARAMS, lx_vjp_rsqrt, apply_rsqrt),
-    P(TANH, "tanh", NOPARAMS, lx_vjp_tanh, apply_tanh),
-    P(SIGMOID, "sigmoid", NOPARAMS, lx_vjp_sigmoid, apply_sigmoid),
-    P(RELU, "relu", NOPARAMS, lx_vjp_relu, apply_relu),
-    P(GELU, "gelu", sizeof(lx_gelu_params), lx_vjp_gelu, apply_gelu),
-    P(SILU, "silu", NOPARAMS, lx_vjp_silu, apply_silu),
-    P(SOFTPLUS, "softplus", NOPARAMS, lx_vjp_softplus, apply_softplus),
-    P(CLIP, "clip", sizeof(lx_clip_params), lx_vjp_clip, apply_clip),
-    P(CAST, "cast", sizeof(lx_cast_params), lx_vjp_cast, apply_cast),
-    P(STOP_GRADIENT, "stop_gradient", NOPARAMS, NULL, apply_stop_gradient),
-    P(ADD, "add", NOPARAMS, lx_vjp_add, apply_add),
-    P(SUB, "sub", NOPARAMS, lx_vjp_sub, apply_sub),
-    P(MUL, "mul", NOPARAMS, lx_vjp_mul, apply_mul),
-    P(DIV, "div", NOPARAMS, lx_vjp_div, apply_div),
-    P(POW, "pow", NOPARAMS, lx_vjp_pow, apply_pow),
-    P(MAXIMUM, "maximum", NOPARAMS, lx_vjp_maximum, apply_maximum),
-    P(MINIMUM, "minimum", NOPARAMS, lx_vjp_minimum, apply_minimum),
-    P(EQ, "eq", NOPARAMS, NULL, apply_eq),
-    P(NE, "ne", NOPARAMS, NULL, apply_ne),
-    P(LT, "lt", NOPARAMS, NULL, apply_lt),
-    P(LE, "le", NOPARAMS, NULL, apply_le),
-    P(GT, "gt", NOPARAMS, NULL, apply_gt),
-    P(GE, "ge", NOPARAMS, NULL, apply_ge),
-    P(WHERE, "where", NOPARAMS, lx_vjp_where, apply_where),
+    U(NEG, "neg", lx_vjp_neg),
+    U(ABS, "abs", lx_vjp_abs),
+    U(SQUARE, "square", lx_vjp_square),
+    U(EXP, "exp", lx_vjp_exp),
+    U(LOG, "log", lx_vjp_log),
+    U(LOG1P, "log1p", lx_vjp_log1p),
+    U(SQRT, "sqrt", lx_vjp_sqrt),
+    U(RSQRT, "rsqrt", lx_vjp_rsqrt),
+    U(TANH, "tanh", lx_vjp_tanh),
+    U(SIGMOID, "sigmoid", lx_vjp_sigmoid),
+    U(RELU, "relu", lx_vjp_relu),
+    B(GELU, "gelu", sizeof(lx_gelu_params), lx_vjp_gelu, unary, unary, lx_attrs_gelu, 1, 0, 0),
+    U(SILU, "silu", lx_vjp_silu),
+    U(SOFTPLUS, "softplus", lx_vjp_softplus),
+    B(CLIP, "clip", sizeof(lx_clip_params), lx_vjp_clip, clip, clip, lx_attrs_clip, 1, 0, 0),
+    B(CAST, "cast", sizeof(lx_cast_params), lx_vjp_cast, cast, cast, lx_attrs_cast, 1, 0, 0),
+    B(STOP_GRADIENT, "stop_gradient", NOPARAMS, NULL, stop_gradient, stop_gradient, NULL, 1, 0, LX_PRIM_VIEW),
+    BIN(ADD, "add", lx_vjp_add),
+    BIN(SUB, "sub", lx_vjp_sub),
+    BIN(MUL, "mul", lx_vjp_mul),
+    BIN(DIV, "div", lx_vjp_div),
+    BIN(POW, "pow", lx_vjp_pow),
+    BIN(MAXIMUM, "maximum", lx_vjp_maximum),
+    BIN(MINIMUM, "minimum", lx_vjp_minimum),
+    BIN(EQ, "eq", NULL),
+    BIN(NE, "ne", NULL),
+    BIN(LT, "lt", NULL),
+    BIN(LE, "le", NULL),
+    BIN(GT, "gt", NULL),
+    BIN(GE, "ge", NULL),
+    B(WHERE, "where", NOPARAMS, lx_vjp_where, where, where, NULL, 3, 0, 0),
     P(SUM, "sum", sizeof(lx_reduce_params), lx_vjp_sum, apply_sum),
     P(MEAN, "mean", sizeof(lx_reduce_params), lx_vjp_mean, apply_mean),
     P(MAX, "max", sizeof(lx_reduce_params), lx_vjp_max, apply_max),
@@ -227,29 +213,4 @@ lx_status lx_prim_find(const char *name, const lx_prim_def **out) {
             return LX_OK;
         }
     return lx_fail(LX_ERR_NOT_FOUND, "prim_find: no primitive named '%s'", name ? name : "(null)");
-}
-
-lx_array *lx_bind(lx_prim_id id, const void *params, int nin, lx_array *const *inputs) {
-    const lx_prim_def *d = lx_prim_get(id);
-    if (!d || !d->apply) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "bind: no primitive with id %d", (int)id);
-        return NULL;
-    }
-    if (nin < 0 || nin > 64 || (nin > 0 && !inputs)) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "bind: %s: bad input list (%d inputs)", d->name, nin);
-        return NULL;
-    }
-    if (d->params_size && !params) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "bind: %s needs its parameters", d->name);
-        return NULL;
-    }
-    /* The contractions run the substituters inside their builders (also when called directly). */
-    if (lx_prim_substituting() && id != LX_PRIM_MATMUL && id != LX_PRIM_DOT_GENERAL && id != LX_PRIM_CONV_GENERAL) {
-        lx_array *in[64];
-        for (int i = 0; i < nin; i++) in[i] = inputs[i];
-        lx_array *r = lx_prim_substitute_run(id, params, nin, in);
-        if (r) return r;
-        return d->apply(params, nin, in);
-    }
-    return d->apply(params, nin, inputs);
 }
