@@ -28,13 +28,15 @@ RULES(DECLARE_)
 
 /* ---- the bound primitives: shape/dtype rule, forward, attributes (in each op's file) ---- */
 #define BOUND(X)                                                                                    \
-    X(unary) X(stop_gradient) X(clip) X(cast) X(binary) X(where)
+    X(unary) X(stop_gradient) X(clip) X(cast) X(binary) X(where) X(reduce)
 #define DECLARE_BOUND_(name) LX_RULE(name); LX_FWD(name);
 BOUND(DECLARE_BOUND_)
 #undef DECLARE_BOUND_
 LX_ATTRS(gelu);
 LX_ATTRS(clip);
 LX_ATTRS(cast);
+LX_ATTRS(reduce);
+LX_RULE(argmax);
 
 /* ---- apply: each primitive run again from its typed params (the builder, as one entry point) ---- */
 #define A1(name, call)                                                                  \
@@ -49,13 +51,6 @@ LX_ATTRS(cast);
         return call;                                                                    \
     }
 
-AP(sum, lx_reduce_params, lx_sum(in[0], p->naxes, p->axes, p->keepdims))
-AP(mean, lx_reduce_params, lx_mean(in[0], p->naxes, p->axes, p->keepdims))
-AP(max, lx_reduce_params, lx_max(in[0], p->naxes, p->axes, p->keepdims))
-AP(min, lx_reduce_params, lx_min(in[0], p->naxes, p->axes, p->keepdims))
-AP(var, lx_reduce_params, lx_var(in[0], p->naxes, p->axes, p->keepdims))
-AP(logsumexp, lx_reduce_params, lx_logsumexp(in[0], p->naxes, p->axes, p->keepdims))
-AP(argmax, lx_reduce_params, lx_argmax(in[0], p->axes[0], p->keepdims))
 AP(reshape, lx_shape_params, lx_reshape(in[0], p->ndim, p->dims))
 AP(transpose, lx_shape_params, lx_transpose(in[0], p->ndim, p->dims))
 AP(expand_dims, lx_shape_params, lx_expand_dims(in[0], p->axis))
@@ -164,13 +159,13 @@ static const lx_prim_def table[LX_PRIM_COUNT] = {
     BIN(GT, "gt", NULL),
     BIN(GE, "ge", NULL),
     B(WHERE, "where", NOPARAMS, lx_vjp_where, where, where, NULL, 3, 0, 0),
-    P(SUM, "sum", sizeof(lx_reduce_params), lx_vjp_sum, apply_sum),
-    P(MEAN, "mean", sizeof(lx_reduce_params), lx_vjp_mean, apply_mean),
-    P(MAX, "max", sizeof(lx_reduce_params), lx_vjp_max, apply_max),
-    P(MIN, "min", sizeof(lx_reduce_params), lx_vjp_min, apply_min),
-    P(VAR, "var", sizeof(lx_reduce_params), lx_vjp_var, apply_var),
-    P(LOGSUMEXP, "logsumexp", sizeof(lx_reduce_params), lx_vjp_logsumexp, apply_logsumexp),
-    P(ARGMAX, "argmax", sizeof(lx_reduce_params), NULL, apply_argmax),
+    B(SUM, "sum", sizeof(lx_reduce_params), lx_vjp_sum, reduce, reduce, lx_attrs_reduce, 1, 0, 0),
+    B(MEAN, "mean", sizeof(lx_reduce_params), lx_vjp_mean, reduce, reduce, lx_attrs_reduce, 1, 0, 0),
+    B(MAX, "max", sizeof(lx_reduce_params), lx_vjp_max, reduce, reduce, lx_attrs_reduce, 1, 0, 0),
+    B(MIN, "min", sizeof(lx_reduce_params), lx_vjp_min, reduce, reduce, lx_attrs_reduce, 1, 0, 0),
+    B(VAR, "var", sizeof(lx_reduce_params), lx_vjp_var, reduce, reduce, lx_attrs_reduce, 1, 0, 0),
+    B(LOGSUMEXP, "logsumexp", sizeof(lx_reduce_params), lx_vjp_logsumexp, reduce, reduce, lx_attrs_reduce, 1, 0, 0),
+    B(ARGMAX, "argmax", sizeof(lx_reduce_params), NULL, argmax, reduce, lx_attrs_reduce, 1, 0, 0),
     P(RESHAPE, "reshape", sizeof(lx_shape_params), lx_vjp_reshape_like, apply_reshape),
     P(TRANSPOSE, "transpose", sizeof(lx_shape_params), lx_vjp_transpose, apply_transpose),
     P(EXPAND_DIMS, "expand_dims", sizeof(lx_shape_params), lx_vjp_reshape_like, apply_expand_dims),
