@@ -28,7 +28,7 @@ RULES(DECLARE_)
 
 /* ---- the bound primitives: shape/dtype rule, forward, attributes (in each op's file) ---- */
 #define BOUND(X)                                                                                    \
-    X(unary) X(stop_gradient) X(clip) X(cast) X(binary) X(where) X(reduce)
+    X(unary) X(stop_gradient) X(clip) X(cast) X(binary) X(where) X(reduce) X(matmul) X(dot_general)
 #define DECLARE_BOUND_(name) LX_RULE(name); LX_FWD(name);
 BOUND(DECLARE_BOUND_)
 #undef DECLARE_BOUND_
@@ -37,6 +37,7 @@ LX_ATTRS(clip);
 LX_ATTRS(cast);
 LX_ATTRS(reduce);
 LX_RULE(argmax);
+LX_ATTRS(dot_general);
 
 /* ---- apply: each primitive run again from its typed params (the builder, as one entry point) ---- */
 #define A1(name, call)                                                                  \
@@ -61,10 +62,6 @@ AP(stack, lx_shape_params, lx_stack(nin, in, p->axis))
 AP(pad, lx_pad_params, lx_pad(in[0], p->before, p->after, p->value))
 AP(take, lx_shape_params, lx_take(in[0], in[1], p->axis))
 AP(one_hot, lx_one_hot_params, lx_one_hot(in[0], p->num_classes))
-A1(matmul, lx_matmul(in[0], in[1]))
-AP(dot_general, lx_dot_general_params,
-   lx_dot_general(in[0], in[1], p->ncontract, p->lhs_contract, p->rhs_contract, p->nbatch, p->lhs_batch,
-                  p->rhs_batch))
 AP(softmax, lx_shape_params, lx_softmax(in[0], (int)p->axis))
 AP(log_softmax, lx_shape_params, lx_log_softmax(in[0], (int)p->axis))
 AP(layer_norm, lx_norm_params, lx_layer_norm(in[0], in[1], in[2], p->epsilon, p->naxes, p->axes))
@@ -178,8 +175,8 @@ static const lx_prim_def table[LX_PRIM_COUNT] = {
     P(PAD, "pad", sizeof(lx_pad_params), lx_vjp_pad, apply_pad),
     P(TAKE, "take", sizeof(lx_shape_params), lx_vjp_take, apply_take),
     P(ONE_HOT, "one_hot", sizeof(lx_one_hot_params), NULL, apply_one_hot),
-    P(MATMUL, "matmul", NOPARAMS, lx_vjp_matmul, apply_matmul),
-    P(DOT_GENERAL, "dot_general", sizeof(lx_dot_general_params), lx_vjp_dot_general, apply_dot_general),
+    B(MATMUL, "matmul", NOPARAMS, lx_vjp_matmul, matmul, matmul, NULL, 2, 0, 0),
+    B(DOT_GENERAL, "dot_general", sizeof(lx_dot_general_params), lx_vjp_dot_general, dot_general, dot_general, lx_attrs_dot_general, 2, 0, 0),
     P(SOFTMAX, "softmax", sizeof(lx_shape_params), lx_vjp_softmax, apply_softmax),
     P(LOG_SOFTMAX, "log_softmax", sizeof(lx_shape_params), lx_vjp_log_softmax, apply_log_softmax),
     P(LAYER_NORM, "layer_norm", sizeof(lx_norm_params), lx_vjp_layer_norm, apply_layer_norm),
