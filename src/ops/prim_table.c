@@ -28,7 +28,8 @@ RULES(DECLARE_)
 
 /* ---- the bound primitives: shape/dtype rule, forward, attributes (in each op's file) ---- */
 #define BOUND(X)                                                                                    \
-    X(unary) X(stop_gradient) X(clip) X(cast) X(binary) X(where) X(reduce) X(matmul) X(dot_general)
+    X(unary) X(stop_gradient) X(clip) X(cast) X(binary) X(where) X(reduce) X(matmul) X(dot_general) \
+    X(softmax) X(layer_norm) X(rms_norm) X(softmax_cross_entropy_int) X(dropout_apply)
 #define DECLARE_BOUND_(name) LX_RULE(name); LX_FWD(name);
 BOUND(DECLARE_BOUND_)
 #undef DECLARE_BOUND_
@@ -38,6 +39,9 @@ LX_ATTRS(cast);
 LX_ATTRS(reduce);
 LX_RULE(argmax);
 LX_ATTRS(dot_general);
+LX_ATTRS(softmax);
+LX_ATTRS(norm);
+LX_ATTRS(dropout);
 
 /* ---- apply: each primitive run again from its typed params (the builder, as one entry point) ---- */
 #define A1(name, call)                                                                  \
@@ -62,12 +66,7 @@ AP(stack, lx_shape_params, lx_stack(nin, in, p->axis))
 AP(pad, lx_pad_params, lx_pad(in[0], p->before, p->after, p->value))
 AP(take, lx_shape_params, lx_take(in[0], in[1], p->axis))
 AP(one_hot, lx_one_hot_params, lx_one_hot(in[0], p->num_classes))
-AP(softmax, lx_shape_params, lx_softmax(in[0], (int)p->axis))
-AP(log_softmax, lx_shape_params, lx_log_softmax(in[0], (int)p->axis))
-AP(layer_norm, lx_norm_params, lx_layer_norm(in[0], in[1], in[2], p->epsilon, p->naxes, p->axes))
-AP(rms_norm, lx_norm_params, lx_rms_norm(in[0], in[1], p->epsilon))
 AP(conv_general, lx_conv_params, lx_conv_general(in[0], in[1], p))
-A1(softmax_cross_entropy_int, lx_softmax_cross_entropy_int(in[0], in[1]))
 AP(attention, lx_attention_params,
    lx_dot_product_attention(in[0], in[1], in[2], in[3], in[4], p->causal, p->flax_scaling ? 0.0f : p->scale))
 AP(attention_weights, lx_attention_params,
@@ -177,19 +176,19 @@ static const lx_prim_def table[LX_PRIM_COUNT] = {
     P(ONE_HOT, "one_hot", sizeof(lx_one_hot_params), NULL, apply_one_hot),
     B(MATMUL, "matmul", NOPARAMS, lx_vjp_matmul, matmul, matmul, NULL, 2, 0, 0),
     B(DOT_GENERAL, "dot_general", sizeof(lx_dot_general_params), lx_vjp_dot_general, dot_general, dot_general, lx_attrs_dot_general, 2, 0, 0),
-    P(SOFTMAX, "softmax", sizeof(lx_shape_params), lx_vjp_softmax, apply_softmax),
-    P(LOG_SOFTMAX, "log_softmax", sizeof(lx_shape_params), lx_vjp_log_softmax, apply_log_softmax),
-    P(LAYER_NORM, "layer_norm", sizeof(lx_norm_params), lx_vjp_layer_norm, apply_layer_norm),
-    P(RMS_NORM, "rms_norm", sizeof(lx_norm_params), lx_vjp_rms_norm, apply_rms_norm),
+    B(SOFTMAX, "softmax", sizeof(lx_shape_params), lx_vjp_softmax, softmax, softmax, lx_attrs_softmax, 1, 0, 0),
+    B(LOG_SOFTMAX, "log_softmax", sizeof(lx_shape_params), lx_vjp_log_softmax, softmax, softmax, lx_attrs_softmax, 1, 0, 0),
+    B(LAYER_NORM, "layer_norm", sizeof(lx_norm_params), lx_vjp_layer_norm, layer_norm, layer_norm, lx_attrs_norm, 3, 6u, 0),
+    B(RMS_NORM, "rms_norm", sizeof(lx_norm_params), lx_vjp_rms_norm, rms_norm, rms_norm, lx_attrs_norm, 2, 2u, 0),
     P(CONV_GENERAL, "conv_general", sizeof(lx_conv_params), lx_vjp_conv_general, apply_conv_general),
     P(AVG_POOL, "avg_pool", sizeof(lx_pool_params), lx_vjp_avg_pool, apply_avg_pool),
     P(MAX_POOL, "max_pool", sizeof(lx_pool_params), lx_vjp_max_pool, apply_max_pool),
-    P(SOFTMAX_CROSS_ENTROPY_INT, "softmax_cross_entropy_int", NOPARAMS, lx_vjp_softmax_cross_entropy_int, apply_softmax_cross_entropy_int),
+    B(SOFTMAX_CROSS_ENTROPY_INT, "softmax_cross_entropy_int", NOPARAMS, lx_vjp_softmax_cross_entropy_int, softmax_cross_entropy_int, softmax_cross_entropy_int, NULL, 2, 0, 0),
     P(DOT_PRODUCT_ATTENTION, "dot_product_attention", sizeof(lx_attention_params), lx_vjp_attention, apply_attention),
     P(DOT_PRODUCT_ATTENTION_WEIGHTS, "dot_product_attention_weights", sizeof(lx_attention_params), lx_vjp_attention_weights, apply_attention_weights),
     P(MAKE_CAUSAL_MASK, "make_causal_mask", NOPARAMS, NULL, apply_make_causal_mask),
     P(DROPOUT, "dropout", sizeof(lx_dropout_params), lx_vjp_dropout, apply_dropout),
-    P(DROPOUT_APPLY, "dropout_apply", sizeof(lx_dropout_params), lx_vjp_dropout, apply_dropout),
+    B(DROPOUT_APPLY, "dropout_apply", sizeof(lx_dropout_params), lx_vjp_dropout, dropout_apply, dropout_apply, lx_attrs_dropout, 2, 0, 0),
 };
 
 const lx_prim_def *lx_prim_get(lx_prim_id id) {
