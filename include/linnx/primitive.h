@@ -121,6 +121,11 @@ typedef struct lx_pool_params {
     int nwin;
     int64_t window[LX_MAX_DIMS], strides[LX_MAX_DIMS], lo[LX_MAX_DIMS], hi[LX_MAX_DIMS];
     bool count_include_pad;
+    /* Builders only: true while `mode` (VALID, SAME, ...) is still to be resolved against x's
+     * shape into lo/hi (lo/hi read only for EXPLICIT); the rule resolves it and clears the flag,
+     * so recorded params are always explicit. */
+    bool resolve;
+    lx_pad_mode mode;
 } lx_pool_params;
 /* dot_product_attention(_weights): scale as applied (1/sqrt(d) for Flax's default). flax_scaling
  * is true when q was divided by sqrt(d) before the product (scale 0 given). */

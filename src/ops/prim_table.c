@@ -29,7 +29,8 @@ RULES(DECLARE_)
 /* ---- the bound primitives: shape/dtype rule, forward, attributes (in each op's file) ---- */
 #define BOUND(X)                                                                                    \
     X(unary) X(stop_gradient) X(clip) X(cast) X(binary) X(where) X(reduce) X(matmul) X(dot_general) \
-    X(softmax) X(layer_norm) X(rms_norm) X(softmax_cross_entropy_int) X(dropout_apply)
+    X(softmax) X(layer_norm) X(rms_norm) X(softmax_cross_entropy_int) X(dropout_apply) X(pool) \
+    X(conv_general)
 #define DECLARE_BOUND_(name) LX_RULE(name); LX_FWD(name);
 BOUND(DECLARE_BOUND_)
 #undef DECLARE_BOUND_
@@ -42,6 +43,8 @@ LX_ATTRS(dot_general);
 LX_ATTRS(softmax);
 LX_ATTRS(norm);
 LX_ATTRS(dropout);
+LX_ATTRS(pool);
+LX_ATTRS(conv_general);
 
 /* ---- apply: each primitive run again from its typed params (the builder, as one entry point) ---- */
 #define A1(name, call)                                                                  \
@@ -66,7 +69,6 @@ AP(stack, lx_shape_params, lx_stack(nin, in, p->axis))
 AP(pad, lx_pad_params, lx_pad(in[0], p->before, p->after, p->value))
 AP(take, lx_shape_params, lx_take(in[0], in[1], p->axis))
 AP(one_hot, lx_one_hot_params, lx_one_hot(in[0], p->num_classes))
-AP(conv_general, lx_conv_params, lx_conv_general(in[0], in[1], p))
 AP(attention, lx_attention_params,
    lx_dot_product_attention(in[0], in[1], in[2], in[3], in[4], p->causal, p->flax_scaling ? 0.0f : p->scale))
 AP(attention_weights, lx_attention_params,
@@ -94,22 +96,6 @@ static lx_array *apply_split(const void *params, int nin, lx_array *const *in) {
     for (int i = 0; i < in[0]->ndim; i++) r[i] = LX_RANGE_ALL;
     if (p->axis >= 0 && p->axis < in[0]->ndim) r[p->axis] = LX_RANGE(p->start, p->stop);
     return lx_slice(in[0], in[0]->ndim, r);
-}
-
-static lx_array *pool_apply(const void *params, lx_array *x, bool is_max) {
-    const lx_pool_params *p = params;
-    lx_padding pad = {.mode = LX_PAD_EXPLICIT};
-    for (int i = 0; i < p->nwin; i++) pad.lo[i] = p->lo[i], pad.hi[i] = p->hi[i];
-    return is_max ? lx_max_pool(x, p->nwin, p->window, p->strides, &pad)
-                  : lx_avg_pool(x, p->nwin, p->window, p->strides, &pad, p->count_include_pad);
-}
-static lx_array *apply_avg_pool(const void *params, int nin, lx_array *const *in) {
-    (void)nin;
-    return pool_apply(params, in[0], false);
-}
-static lx_array *apply_max_pool(const void *params, int nin, lx_array *const *in) {
-    (void)nin;
-    return pool_apply(params, in[0], true);
 }
 
 #define P(ID, NAME, TYPE, RULE, APPLY) \
@@ -180,9 +166,9 @@ static const lx_prim_def table[LX_PRIM_COUNT] = {
     B(LOG_SOFTMAX, "log_softmax", sizeof(lx_shape_params), lx_vjp_log_softmax, softmax, softmax, lx_attrs_softmax, 1, 0, 0),
     B(LAYER_NORM, "layer_norm", sizeof(lx_norm_params), lx_vjp_layer_norm, layer_norm, layer_norm, lx_attrs_norm, 3, 6u, 0),
     B(RMS_NORM, "rms_norm", sizeof(lx_norm_params), lx_vjp_rms_norm, rms_norm, rms_norm, lx_attrs_norm, 2, 2u, 0),
-    P(CONV_GENERAL, "conv_general", sizeof(lx_conv_params), lx_vjp_conv_general, apply_conv_general),
-    P(AVG_POOL, "avg_pool", sizeof(lx_pool_params), lx_vjp_avg_pool, apply_avg_pool),
-    P(MAX_POOL, "max_pool", sizeof(lx_pool_params), lx_vjp_max_pool, apply_max_pool),
+    B(CONV_GENERAL, "conv_general", sizeof(lx_conv_params), lx_vjp_conv_general, conv_general, conv_general, lx_attrs_conv_general, 2, 0, 0),
+    B(AVG_POOL, "avg_pool", sizeof(lx_pool_params), lx_vjp_avg_pool, pool, pool, lx_attrs_pool, 1, 0, 0),
+    B(MAX_POOL, "max_pool", sizeof(lx_pool_params), lx_vjp_max_pool, pool, pool, lx_attrs_pool, 1, 0, 0),
     B(SOFTMAX_CROSS_ENTROPY_INT, "softmax_cross_entropy_int", NOPARAMS, lx_vjp_softmax_cross_entropy_int, softmax_cross_entropy_int, softmax_cross_entropy_int, NULL, 2, 0, 0),
     P(DOT_PRODUCT_ATTENTION, "dot_product_attention", sizeof(lx_attention_params), lx_vjp_attention, apply_attention),
     P(DOT_PRODUCT_ATTENTION_WEIGHTS, "dot_product_attention_weights", sizeof(lx_attention_params), lx_vjp_attention_weights, apply_attention_weights),
