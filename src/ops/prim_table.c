@@ -30,7 +30,7 @@ RULES(DECLARE_)
 #define BOUND(X)                                                                                    \
     X(unary) X(stop_gradient) X(clip) X(cast) X(binary) X(where) X(reduce) X(matmul) X(dot_general) \
     X(softmax) X(layer_norm) X(rms_norm) X(softmax_cross_entropy_int) X(dropout_apply) X(pool) \
-    X(conv_general)
+    X(conv_general) X(attention) X(make_causal_mask) X(dropout)
 #define DECLARE_BOUND_(name) LX_RULE(name); LX_FWD(name);
 BOUND(DECLARE_BOUND_)
 #undef DECLARE_BOUND_
@@ -45,6 +45,7 @@ LX_ATTRS(norm);
 LX_ATTRS(dropout);
 LX_ATTRS(pool);
 LX_ATTRS(conv_general);
+LX_ATTRS(attention);
 
 /* ---- apply: each primitive run again from its typed params (the builder, as one entry point) ---- */
 #define A1(name, call)                                                                  \
@@ -69,12 +70,6 @@ AP(stack, lx_shape_params, lx_stack(nin, in, p->axis))
 AP(pad, lx_pad_params, lx_pad(in[0], p->before, p->after, p->value))
 AP(take, lx_shape_params, lx_take(in[0], in[1], p->axis))
 AP(one_hot, lx_one_hot_params, lx_one_hot(in[0], p->num_classes))
-AP(attention, lx_attention_params,
-   lx_dot_product_attention(in[0], in[1], in[2], in[3], in[4], p->causal, p->flax_scaling ? 0.0f : p->scale))
-AP(attention_weights, lx_attention_params,
-   lx_dot_product_attention_weights(in[0], in[1], in[2], in[3], p->causal, p->flax_scaling ? 0.0f : p->scale))
-A1(make_causal_mask, lx_make_causal_mask(in[0]))
-AP(dropout, lx_dropout_params, lx_dropout_apply(in[0], in[1], p->rate))
 
 static lx_array *apply_slice(const void *params, int nin, lx_array *const *in) {
     const lx_slice_params *p = params;
@@ -170,10 +165,10 @@ static const lx_prim_def table[LX_PRIM_COUNT] = {
     B(AVG_POOL, "avg_pool", sizeof(lx_pool_params), lx_vjp_avg_pool, pool, pool, lx_attrs_pool, 1, 0, 0),
     B(MAX_POOL, "max_pool", sizeof(lx_pool_params), lx_vjp_max_pool, pool, pool, lx_attrs_pool, 1, 0, 0),
     B(SOFTMAX_CROSS_ENTROPY_INT, "softmax_cross_entropy_int", NOPARAMS, lx_vjp_softmax_cross_entropy_int, softmax_cross_entropy_int, softmax_cross_entropy_int, NULL, 2, 0, 0),
-    P(DOT_PRODUCT_ATTENTION, "dot_product_attention", sizeof(lx_attention_params), lx_vjp_attention, apply_attention),
-    P(DOT_PRODUCT_ATTENTION_WEIGHTS, "dot_product_attention_weights", sizeof(lx_attention_params), lx_vjp_attention_weights, apply_attention_weights),
-    P(MAKE_CAUSAL_MASK, "make_causal_mask", NOPARAMS, NULL, apply_make_causal_mask),
-    P(DROPOUT, "dropout", sizeof(lx_dropout_params), lx_vjp_dropout, apply_dropout),
+    B(DOT_PRODUCT_ATTENTION, "dot_product_attention", sizeof(lx_attention_params), lx_vjp_attention, attention, attention, lx_attrs_attention, 5, 0x18u, 0),
+    B(DOT_PRODUCT_ATTENTION_WEIGHTS, "dot_product_attention_weights", sizeof(lx_attention_params), lx_vjp_attention_weights, attention, attention, lx_attrs_attention, 4, 0xCu, 0),
+    B(MAKE_CAUSAL_MASK, "make_causal_mask", NOPARAMS, NULL, make_causal_mask, make_causal_mask, NULL, 1, 0, 0),
+    B(DROPOUT, "dropout", sizeof(lx_dropout_params), lx_vjp_dropout, dropout, dropout, lx_attrs_dropout, 2, 0, 0),
     B(DROPOUT_APPLY, "dropout_apply", sizeof(lx_dropout_params), lx_vjp_dropout, dropout_apply, dropout_apply, lx_attrs_dropout, 2, 0, 0),
 };
 
