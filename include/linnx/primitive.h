@@ -95,6 +95,7 @@ typedef struct lx_shape_params {
 typedef struct lx_slice_params {
     int ndim;
     int64_t start[LX_MAX_DIMS], step[LX_MAX_DIMS], len[LX_MAX_DIMS];
+    int64_t stop[LX_MAX_DIMS]; /* the clamped stop of Python's slice.indices (observers' "stop") */
 } lx_slice_params;
 /* One piece of split: x[..., start:stop, ...] along axis; index is the piece number. */
 typedef struct lx_split_params { int64_t axis, start, stop, index; } lx_split_params;

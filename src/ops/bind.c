@@ -3,15 +3,16 @@
  * Every public op builder reduces to lx_bind; everything an op used to repeat by hand lives here
  * once: failed-input propagation, the shape/dtype rule, substituters before compute, abstract
  * evaluation (nothing computed, nothing taped), result ownership, tape + observers, and the
- * stale-message rule. Entries of the table without a rule still run their builder (`apply`). */
+ * stale-message rule. */
 #include <stdalign.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/checked.h"
 #include "op_internal.h"
 
-#define BIND_MAX_IN 64
+#define BIND_MAX_IN 16
 #define BIND_PARAMS_MAX 1024
 
 _Static_assert(sizeof(lx_conv_params) <= BIND_PARAMS_MAX, "bind's params buffer holds lx_conv_params");
@@ -27,7 +28,7 @@ _Static_assert(sizeof(lx_shape_params) <= BIND_PARAMS_MAX, "bind's params buffer
 static void record(const lx_prim_def *d, const void *p, int nin, lx_array *const *in, lx_array *saved,
                    lx_array *out) {
     if (lx_tape_recording_ && !lx_is_abstract(out)) {
-        if (saved) {
+        if (saved && nin < BIND_MAX_IN) { /* only the fused ops (a few inputs) keep a saved value */
             lx_array *all[BIND_MAX_IN + 1];
             for (int i = 0; i < nin; i++) all[i] = in[i];
             all[nin] = saved;
@@ -75,9 +76,9 @@ static lx_status check_aval(const lx_prim_def *d, const lx_prim_aval *av) {
     return LX_OK;
 }
 
-static lx_array *bind_rule(const lx_prim_def *d, const void *params, int nin, lx_array *const *inputs) {
+static lx_array *bind_rule(const lx_prim_def *d, const void *params, int nin, lx_array *const *inputs,
+                           lx_array **in) {
     /* 1. failed inputs */
-    lx_array *in[BIND_MAX_IN];
     bool abstract = false;
     for (int i = 0; i < nin; i++) {
         in[i] = inputs[i];
@@ -111,7 +112,6 @@ static lx_array *bind_rule(const lx_prim_def *d, const void *params, int nin, lx
             settle();
             return r;
         }
-        /* a substituted input may be abstract only where the original was */
     }
     /* 4./5. the result: abstract (shape only) or computed */
     lx_array *out = NULL, *saved = NULL;
@@ -128,11 +128,11 @@ static lx_array *bind_rule(const lx_prim_def *d, const void *params, int nin, lx
 
 lx_array *lx_bind(lx_prim_id id, const void *params, int nin, lx_array *const *inputs) {
     const lx_prim_def *d = lx_prim_get(id);
-    if (!d || (!d->apply && !d->rule)) {
+    if (!d || !d->rule) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "bind: no primitive with id %d", (int)id);
         return NULL;
     }
-    if (nin < 0 || nin > BIND_MAX_IN || (nin > 0 && !inputs)) {
+    if (nin < 0 || (nin > 0 && !inputs)) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "bind: %s: bad input list (%d inputs)", d->name, nin);
         return NULL;
     }
@@ -140,22 +140,22 @@ lx_array *lx_bind(lx_prim_id id, const void *params, int nin, lx_array *const *i
         lx_fail(LX_ERR_INVALID_ARGUMENT, "bind: %s needs its parameters", d->name);
         return NULL;
     }
-    if (d->rule) {
-        if (d->arity >= 0 ? nin != d->arity : nin < 1) {
-            lx_fail(LX_ERR_INVALID_ARGUMENT, "bind: %s takes %s%d inputs, got %d", d->name,
-                    d->arity >= 0 ? "" : "at least ", d->arity >= 0 ? d->arity : 1, nin);
+    if (d->arity >= 0 ? nin != d->arity : nin < 1) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "bind: %s takes %s%d inputs, got %d", d->name, d->arity >= 0 ? "" : "at least ",
+                d->arity >= 0 ? d->arity : 1, nin);
+        return NULL;
+    }
+    /* The working input list (substituters may replace entries): on the stack unless a long
+     * concatenate/stack needs more. The tape copies what it keeps. */
+    lx_array *local[BIND_MAX_IN], **in = local;
+    if (nin > BIND_MAX_IN) {
+        size_t bytes;
+        if (!lx_bytes_ok(nin, sizeof *in, &bytes) || !(in = malloc(bytes))) {
+            lx_fail(LX_ERR_NO_MEMORY, "%s: out of memory for %d inputs", d->name, nin);
             return NULL;
         }
-        return bind_rule(d, params, nin, inputs);
     }
-    /* Not yet on the rule path: the builder does its own checks and recording; the contractions
-     * run the substituters inside their builders (also when called directly). */
-    if (lx_prim_substituting() && id != LX_PRIM_MATMUL && id != LX_PRIM_DOT_GENERAL && id != LX_PRIM_CONV_GENERAL) {
-        lx_array *in[BIND_MAX_IN];
-        for (int i = 0; i < nin; i++) in[i] = inputs[i];
-        lx_array *r = lx_prim_substitute_run(id, params, nin, in);
-        if (r) return r;
-        return d->apply(params, nin, in);
-    }
-    return d->apply(params, nin, inputs);
+    lx_array *out = bind_rule(d, params, nin, inputs, in);
+    if (in != local) free(in);
+    return out;
 }

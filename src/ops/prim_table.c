@@ -30,7 +30,8 @@ RULES(DECLARE_)
 #define BOUND(X)                                                                                    \
     X(unary) X(stop_gradient) X(clip) X(cast) X(binary) X(where) X(reduce) X(matmul) X(dot_general) \
     X(softmax) X(layer_norm) X(rms_norm) X(softmax_cross_entropy_int) X(dropout_apply) X(pool) \
-    X(conv_general) X(attention) X(make_causal_mask) X(dropout)
+    X(conv_general) X(attention) X(make_causal_mask) X(dropout) X(reshape) X(expand_dims) X(squeeze)        \
+    X(transpose) X(broadcast_to) X(slice) X(concatenate) X(stack) X(split) X(pad) X(take) X(one_hot)
 #define DECLARE_BOUND_(name) LX_RULE(name); LX_FWD(name);
 BOUND(DECLARE_BOUND_)
 #undef DECLARE_BOUND_
@@ -46,55 +47,12 @@ LX_ATTRS(dropout);
 LX_ATTRS(pool);
 LX_ATTRS(conv_general);
 LX_ATTRS(attention);
+LX_ATTRS(reshape);
+LX_ATTRS(axis);
+LX_ATTRS(slice);
+LX_ATTRS(split);
+LX_ATTRS(pad);
 
-/* ---- apply: each primitive run again from its typed params (the builder, as one entry point) ---- */
-#define A1(name, call)                                                                  \
-    static lx_array *apply_##name(const void *params, int nin, lx_array *const *in) {   \
-        (void)params, (void)nin;                                                        \
-        return call;                                                                    \
-    }
-#define AP(name, T, call)                                                               \
-    static lx_array *apply_##name(const void *params_, int nin, lx_array *const *in) {  \
-        const T *p = params_;                                                           \
-        (void)nin;                                                                      \
-        return call;                                                                    \
-    }
-
-AP(reshape, lx_shape_params, lx_reshape(in[0], p->ndim, p->dims))
-AP(transpose, lx_shape_params, lx_transpose(in[0], p->ndim, p->dims))
-AP(expand_dims, lx_shape_params, lx_expand_dims(in[0], p->axis))
-AP(squeeze, lx_shape_params, lx_squeeze(in[0], p->ndim, p->dims))
-AP(broadcast_to, lx_shape_params, lx_broadcast_to(in[0], p->ndim, p->dims))
-AP(concatenate, lx_shape_params, lx_concatenate(nin, in, p->axis))
-AP(stack, lx_shape_params, lx_stack(nin, in, p->axis))
-AP(pad, lx_pad_params, lx_pad(in[0], p->before, p->after, p->value))
-AP(take, lx_shape_params, lx_take(in[0], in[1], p->axis))
-AP(one_hot, lx_one_hot_params, lx_one_hot(in[0], p->num_classes))
-
-static lx_array *apply_slice(const void *params, int nin, lx_array *const *in) {
-    const lx_slice_params *p = params;
-    (void)nin;
-    lx_range r[LX_MAX_DIMS];
-    for (int i = 0; i < p->ndim; i++) {
-        int64_t stop = p->start[i] + p->len[i] * p->step[i];
-        r[i] = LX_RANGE_STEP(p->start[i], p->len[i] == 0 ? p->start[i] : stop < 0 ? LX_NIL : stop, p->step[i]);
-    }
-    return lx_slice(in[0], p->ndim, r);
-}
-
-/* One piece of split is a slice along the axis (observers see "slice"). */
-static lx_array *apply_split(const void *params, int nin, lx_array *const *in) {
-    const lx_split_params *p = params;
-    (void)nin;
-    if (!in[0]) return lx_slice(NULL, 0, NULL);
-    lx_range r[LX_MAX_DIMS];
-    for (int i = 0; i < in[0]->ndim; i++) r[i] = LX_RANGE_ALL;
-    if (p->axis >= 0 && p->axis < in[0]->ndim) r[p->axis] = LX_RANGE(p->start, p->stop);
-    return lx_slice(in[0], in[0]->ndim, r);
-}
-
-#define P(ID, NAME, TYPE, RULE, APPLY) \
-    [LX_PRIM_##ID] = {.id = LX_PRIM_##ID, .name = NAME, .params_size = TYPE, .apply = APPLY, .vjp = RULE}
 /* A primitive bound through its rule: RULE/FWD name lx_rule_* / lx_fwd_*, ATTRS lx_attrs_* or NULL,
  * ARITY its input count (-1: variadic), OPT the mask of optional inputs, FLAGS LX_PRIM_VIEW. */
 #define B(ID, NAME, TYPE, VJP, RULE, FWD, ATTRS, ARITY, OPT, FLAGS)                                     \
@@ -143,18 +101,18 @@ static const lx_prim_def table[LX_PRIM_COUNT] = {
     B(VAR, "var", sizeof(lx_reduce_params), lx_vjp_var, reduce, reduce, lx_attrs_reduce, 1, 0, 0),
     B(LOGSUMEXP, "logsumexp", sizeof(lx_reduce_params), lx_vjp_logsumexp, reduce, reduce, lx_attrs_reduce, 1, 0, 0),
     B(ARGMAX, "argmax", sizeof(lx_reduce_params), NULL, argmax, reduce, lx_attrs_reduce, 1, 0, 0),
-    P(RESHAPE, "reshape", sizeof(lx_shape_params), lx_vjp_reshape_like, apply_reshape),
-    P(TRANSPOSE, "transpose", sizeof(lx_shape_params), lx_vjp_transpose, apply_transpose),
-    P(EXPAND_DIMS, "expand_dims", sizeof(lx_shape_params), lx_vjp_reshape_like, apply_expand_dims),
-    P(SQUEEZE, "squeeze", sizeof(lx_shape_params), lx_vjp_reshape_like, apply_squeeze),
-    P(BROADCAST_TO, "broadcast_to", sizeof(lx_shape_params), lx_vjp_broadcast_to, apply_broadcast_to),
-    P(SLICE, "slice", sizeof(lx_slice_params), lx_vjp_slice, apply_slice),
-    P(CONCATENATE, "concatenate", sizeof(lx_shape_params), lx_vjp_concatenate, apply_concatenate),
-    P(STACK, "stack", sizeof(lx_shape_params), lx_vjp_stack, apply_stack),
-    P(SPLIT, "split", sizeof(lx_split_params), lx_vjp_split, apply_split),
-    P(PAD, "pad", sizeof(lx_pad_params), lx_vjp_pad, apply_pad),
-    P(TAKE, "take", sizeof(lx_shape_params), lx_vjp_take, apply_take),
-    P(ONE_HOT, "one_hot", sizeof(lx_one_hot_params), NULL, apply_one_hot),
+    B(RESHAPE, "reshape", sizeof(lx_shape_params), lx_vjp_reshape_like, reshape, reshape, lx_attrs_reshape, 1, 0, LX_PRIM_VIEW),
+    B(TRANSPOSE, "transpose", sizeof(lx_shape_params), lx_vjp_transpose, transpose, transpose, lx_attrs_reshape, 1, 0, 0),
+    B(EXPAND_DIMS, "expand_dims", sizeof(lx_shape_params), lx_vjp_reshape_like, expand_dims, expand_dims, lx_attrs_axis, 1, 0, LX_PRIM_VIEW),
+    B(SQUEEZE, "squeeze", sizeof(lx_shape_params), lx_vjp_reshape_like, squeeze, squeeze, lx_attrs_reshape, 1, 0, LX_PRIM_VIEW),
+    B(BROADCAST_TO, "broadcast_to", sizeof(lx_shape_params), lx_vjp_broadcast_to, broadcast_to, broadcast_to, lx_attrs_reshape, 1, 0, 0),
+    B(SLICE, "slice", sizeof(lx_slice_params), lx_vjp_slice, slice, slice, lx_attrs_slice, 1, 0, 0),
+    B(CONCATENATE, "concatenate", sizeof(lx_shape_params), lx_vjp_concatenate, concatenate, concatenate, lx_attrs_axis, -1, 0, 0),
+    B(STACK, "stack", sizeof(lx_shape_params), lx_vjp_stack, stack, stack, lx_attrs_axis, -1, 0, 0),
+    B(SPLIT, "split", sizeof(lx_split_params), lx_vjp_split, split, split, lx_attrs_split, 1, 0, 0),
+    B(PAD, "pad", sizeof(lx_pad_params), lx_vjp_pad, pad, pad, lx_attrs_pad, 1, 0, 0),
+    B(TAKE, "take", sizeof(lx_shape_params), lx_vjp_take, take, take, lx_attrs_axis, 2, 0, 0),
+    B(ONE_HOT, "one_hot", sizeof(lx_one_hot_params), NULL, one_hot, one_hot, lx_attrs_axis, 1, 0, 0),
     B(MATMUL, "matmul", NOPARAMS, lx_vjp_matmul, matmul, matmul, NULL, 2, 0, 0),
     B(DOT_GENERAL, "dot_general", sizeof(lx_dot_general_params), lx_vjp_dot_general, dot_general, dot_general, lx_attrs_dot_general, 2, 0, 0),
     B(SOFTMAX, "softmax", sizeof(lx_shape_params), lx_vjp_softmax, softmax, softmax, lx_attrs_softmax, 1, 0, 0),
