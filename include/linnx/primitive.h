@@ -161,8 +161,8 @@ typedef lx_status (*lx_prim_forward_fn)(lx_prim_id id, const void *params, int n
 #define LX_PRIM_MAX_ATTRS 8
 typedef int (*lx_prim_attrs_fn)(lx_prim_id id, const void *params, int nin, lx_array *const *inputs,
                                 lx_kwarg *attrs, int64_t *scratch);
-/* Run the primitive again on `inputs` with `params`: for entries bound through `rule`/`forward`
- * this is lx_bind itself; an entry without a rule keeps a builder here. */
+/* Kept for layout: every entry is bound through `rule`/`forward`, so `apply` is NULL (lx_bind
+ * is what runs a primitive again from its params). */
 typedef lx_array *(*lx_prim_apply_fn)(const void *params, int nin, lx_array *const *inputs);
 /* The reverse-mode rule: given the inputs, the output and the output's cotangent `ct` (shape and
  * dtype of `out`), write each input's cotangent (the input's shape; pool-owned) to in_ct[i], or
@@ -182,7 +182,7 @@ typedef struct lx_prim_def {
     lx_prim_id id;
     const char *name;          /* what observers see: "dot_general" */
     size_t params_size;        /* sizeof the typed params (0: none) */
-    lx_prim_apply_fn apply;    /* a builder run from params (NULL when bound through rule/forward) */
+    lx_prim_apply_fn apply;    /* NULL: lx_bind runs every primitive from rule/forward */
     lx_prim_vjp_fn vjp;        /* NULL: not differentiable (comparisons, argmax, one_hot, masks) */
     lx_prim_batch_fn batch;    /* NULL until the layer-stacking work */
     lx_prim_rule_fn rule;      /* the shape/dtype rule (bind's step 2) */
@@ -203,8 +203,8 @@ lx_status lx_prim_find(const char *name, const lx_prim_def **out);
  * quantization, replaying a recorded op). `params` are the op's typed struct (copied; NULL for
  * ops without); optional operands (layer_norm's scale/bias, attention's bias/mask) may be NULL.
  * Returns the pool-owned result, or NULL with the failure recorded (a wrong id, input count or
- * missing params is LX_ERR_INVALID_ARGUMENT "bind: ..."). A split piece is bound as the
- * equivalent slice. */
+ * missing params is LX_ERR_INVALID_ARGUMENT "bind: ..."). Any number of inputs for the variadic
+ * ones (concatenate, stack). */
 lx_array *lx_bind(lx_prim_id id, const void *params, int nin, lx_array *const *inputs);
 
 /* ---- observers (after compute) ---- */

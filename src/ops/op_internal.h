@@ -11,8 +11,8 @@
  *  - optionally `lx_attrs_<op>`: the observer attributes from the normalised params;
  *  - its VJP rule in vjp.c.
  * bind does the rest: NULL inputs, abstract evaluation, substituters, ownership, tape, observers.
- * Builders not yet converted still follow the old protocol: LX_OP_INPUTS, checks,
- * lx_op_result, compute, lx_prim_record.
+ * Every primitive is bound that way; LX_OP_INPUTS, lx_op_result and lx_prim_record remain for
+ * code outside the table that reports a composite itself.
  */
 #ifndef LINNX_OP_INTERNAL_H
 #define LINNX_OP_INTERNAL_H

@@ -1,5 +1,6 @@
 /* The primitive table: one entry per lx_prim_id (order of LX_PRIM_LIST): name, parameter size,
- * backward rule (vjp.c), apply (the builder run from the typed params). `batch` is for the
+ * shape/dtype rule, forward and observer attributes (each op family's file), backward rule
+ * (vjp.c), arity and optional inputs. lx_bind (bind.c) runs them. `batch` is for the
  * layer-stacking work. */
 #include <string.h>
 
