@@ -45,9 +45,10 @@ static void record(const lx_prim_def *d, const void *p, int nin, lx_array *const
     lx_prim_emit(&ev);
 }
 
-/* Step 7's second half: a failure that was handled leaves no message behind a success. */
+/* Step 7's second half: a failure that was handled leaves no message behind a success. (The
+ * message test first: with no message at all, the common case, that is the only call.) */
 static inline void settle(void) {
-    if (!lx_error_pending() && lx_last_error()[0]) lx_clear_error();
+    if (lx_last_error()[0] && !lx_error_pending()) lx_clear_error();
 }
 
 static bool same_aval(const lx_array *r, const lx_prim_aval *av) {
