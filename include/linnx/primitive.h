@@ -1,21 +1,30 @@
-/* linnx/primitive.h - ops as primitives: one table, one recording point, observers and substituters.
+/* linnx/primitive.h - ops as primitives: one table, one bind, observers and substituters.
  *
  * Every op in ops.h / linalg.h / nn.h / dropout.h is a *primitive*: an entry of a table indexed by
  * `lx_prim_id` (ggml's `enum ggml_op`), with a name ("matmul", "add", "conv_general"), a typed
- * plain-data parameter struct (below: one per family, no kwargs), a rule that runs it again on
- * other inputs (`apply`, reached through lx_bind; on abstract inputs it is the shape/dtype rule,
- * nnx.eval_shape), a
- * backward rule (`vjp`, the reverse-mode tape's rule, autodiff.h) and a batching-rule slot for
- * vmap/scan (NULL today: the layer-stacking work fills it).
+ * plain-data parameter struct (below: one per family, no kwargs), a shape/dtype rule (`rule`), the
+ * forward kernel (`forward`), a backward rule (`vjp`, the reverse-mode tape's rule, autodiff.h)
+ * and a batching-rule slot for vmap/scan (`batch`, the layer-stacking work).
  *
- * The public builders (lx_add, lx_conv_general, ...) keep their signatures. Each one checks its
- * inputs (a NULL input propagates the first failure), computes shape and dtype, allocates its
- * result in the innermost pool (abstract inputs give an abstract result and compute nothing), runs
- * its `_forward` kernel and then reports itself through ONE function, lx_prim_record (op_internal),
- * which alone delivers the event to observers and records the op on the active tape. Substituters
- * (quantization) run before the contractions compute and may replace the inputs or the result.
+ * The public builders (lx_add, lx_conv_general, ...) keep their signatures and are thin: each
+ * turns its arguments into the typed params and calls ONE function, lx_bind(prim, params, inputs),
+ * which does in one place, in this order:
+ *  1. failed-input propagation: a NULL required input returns NULL and keeps the first failure's
+ *     message ("<op>: input is NULL" only when no failure is pending, status.h);
+ *  2. the shape/dtype rule: checks dtypes and shapes, normalises the params (negative axes,
+ *     SAME padding, ...) and computes the result's shape and dtype with checked arithmetic
+ *     (an overflowing size is LX_ERR_SHAPE naming the op, never a wrapped shape);
+ *  3. substituters (below), before anything computes: they may replace inputs or the result;
+ *  4. abstract inputs (lx_array_abstract, nnx.eval_shape): an abstract result of the rule's shape
+ *     and dtype, nothing computed and nothing recorded on a tape (observers still see it);
+ *  5. the result, owned by the innermost pool, filled by the `forward` kernel;
+ *  6. tape recording (autodiff.h) and the observer event, from the normalised params;
+ *  7. errors: every failure goes through lx_fail, which puts the running module path in front
+ *     ("ToLinen_0/l1: dot_general: ..."); and after a failure that was handled (status.h: no
+ *     longer pending) a successful bind clears the stale message, so lx_last_error() is "".
  *
- * Cost when nothing listens: one thread-local load per op (no tape, no observer, no substituter).
+ * Cost when nothing listens: a params copy, the rule, and one thread-local load per listener
+ * kind (no tape, no observer, no substituter).
  *
  * Ownership: events and everything they point to are borrowed for the duration of the callback;
  * an observer that keeps an array retains it. `params` point at the op's typed struct.
@@ -86,6 +95,7 @@ typedef struct lx_shape_params {
 typedef struct lx_slice_params {
     int ndim;
     int64_t start[LX_MAX_DIMS], step[LX_MAX_DIMS], len[LX_MAX_DIMS];
+    int64_t stop[LX_MAX_DIMS]; /* the clamped stop of Python's slice.indices (observers' "stop") */
 } lx_slice_params;
 /* One piece of split: x[..., start:stop, ...] along axis; index is the piece number. */
 typedef struct lx_split_params { int64_t axis, start, stop, index; } lx_split_params;
@@ -112,6 +122,11 @@ typedef struct lx_pool_params {
     int nwin;
     int64_t window[LX_MAX_DIMS], strides[LX_MAX_DIMS], lo[LX_MAX_DIMS], hi[LX_MAX_DIMS];
     bool count_include_pad;
+    /* Builders only: true while `mode` (VALID, SAME, ...) is still to be resolved against x's
+     * shape into lo/hi (lo/hi read only for EXPLICIT); the rule resolves it and clears the flag,
+     * so recorded params are always explicit. */
+    bool resolve;
+    lx_pad_mode mode;
 } lx_pool_params;
 /* dot_product_attention(_weights): scale as applied (1/sqrt(d) for Flax's default). flax_scaling
  * is true when q was divided by sqrt(d) before the product (scale 0 given). */
@@ -122,8 +137,32 @@ typedef struct lx_attention_params {
 typedef struct lx_dropout_params { double rate; } lx_dropout_params;
 
 /* ---- descriptors ---- */
-/* Run the primitive again on `inputs` with `params` (the builder, as one entry point): what vmap,
- * quantization and shape evaluation (abstract inputs) call. Result pool-owned, NULL on failure. */
+/* What a shape rule computes: the result's dtype and shape (jax's ShapedArray). */
+typedef struct lx_prim_aval {
+    lx_dtype dtype;
+    int ndim;
+    int64_t shape[LX_MAX_DIMS];
+} lx_prim_aval;
+/* The shape/dtype rule: checks the (non-NULL, possibly abstract) inputs, normalises `params` in
+ * place (bind's own copy: axes made non-negative, defaults filled in) and writes the result's
+ * aval. Every size product or sum goes through the checked helpers (core/checked.h). Errors are
+ * lx_fail(LX_ERR_SHAPE / LX_ERR_DTYPE, "<op>: ...") with the texts the builders always had. */
+typedef lx_status (*lx_prim_rule_fn)(lx_prim_id id, void *params, int nin, lx_array *const *inputs,
+                                     lx_prim_aval *out);
+/* The forward kernel on concrete inputs, given the normalised params: fills *out (allocated by
+ * bind from the aval, pool-owned; a LX_PRIM_VIEW primitive sets *out itself, to a pool-owned
+ * array of the aval's shape). A fused op may set *saved (pool-owned) to what its backward needs
+ * (layer_norm's mean/rstd): the tape keeps it as an extra input. */
+typedef lx_status (*lx_prim_forward_fn)(lx_prim_id id, const void *params, int nin, lx_array *const *inputs,
+                                        lx_array **out, lx_array **saved);
+/* The observer attributes of an op (names and values as Flax/lax spell them) from its normalised
+ * params: writes at most LX_PRIM_MAX_ATTRS entries to attrs, may point into params or into
+ * `scratch` (64 int64), returns the count. */
+#define LX_PRIM_MAX_ATTRS 8
+typedef int (*lx_prim_attrs_fn)(lx_prim_id id, const void *params, int nin, lx_array *const *inputs,
+                                lx_kwarg *attrs, int64_t *scratch);
+/* Kept for layout: every entry is bound through `rule`/`forward`, so `apply` is NULL (lx_bind
+ * is what runs a primitive again from its params). */
 typedef lx_array *(*lx_prim_apply_fn)(const void *params, int nin, lx_array *const *inputs);
 /* The reverse-mode rule: given the inputs, the output and the output's cotangent `ct` (shape and
  * dtype of `out`), write each input's cotangent (the input's shape; pool-owned) to in_ct[i], or
@@ -136,13 +175,22 @@ typedef lx_status (*lx_prim_vjp_fn)(const void *params, int nin, lx_array *const
 typedef lx_status (*lx_prim_batch_fn)(const void *params, int nin, lx_array *const *inputs, const int *in_axes,
                                       lx_array **out, int *out_axis);
 
+/* lx_prim_def.flags */
+#define LX_PRIM_VIEW 1u /* forward makes its own result (a view or a retained input) */
+
 typedef struct lx_prim_def {
     lx_prim_id id;
     const char *name;          /* what observers see: "dot_general" */
     size_t params_size;        /* sizeof the typed params (0: none) */
-    lx_prim_apply_fn apply;    /* the builder run from params (every entry has one) */
+    lx_prim_apply_fn apply;    /* NULL: lx_bind runs every primitive from rule/forward */
     lx_prim_vjp_fn vjp;        /* NULL: not differentiable (comparisons, argmax, one_hot, masks) */
     lx_prim_batch_fn batch;    /* NULL until the layer-stacking work */
+    lx_prim_rule_fn rule;      /* the shape/dtype rule (bind's step 2) */
+    lx_prim_forward_fn forward; /* the kernel (bind's step 5) */
+    lx_prim_attrs_fn attrs;    /* observer attributes (NULL: none) */
+    int arity;                 /* number of inputs (-1: any number >= 1, concatenate/stack) */
+    unsigned optional;         /* bit i set: input i may be NULL (an absent optional operand) */
+    unsigned flags;            /* LX_PRIM_VIEW */
 } lx_prim_def;
 
 /* The table entry of a primitive (NULL for an id out of range). */
@@ -150,12 +198,13 @@ const lx_prim_def *lx_prim_get(lx_prim_id id);
 /* Look a primitive up by name: LX_ERR_NOT_FOUND naming it when unknown. */
 lx_status lx_prim_find(const char *name, const lx_prim_def **out);
 
-/* bind(prim, inputs, params): run a primitive by id, the generic entry point for code that
- * handles every op alike (vmap, quantization, replaying a recorded op). Substituters see every
- * primitive bound here; then the table's `apply` runs the builder, which propagates failed (NULL)
- * required inputs, evaluates shapes only for abstract inputs, owns the result in the innermost
- * pool, records on the tape and notifies observers. Optional operands (layer_norm's scale/bias,
- * attention's bias/mask) may be NULL. A split piece is bound as the equivalent slice. */
+/* bind(prim, inputs, params): the one entry point every builder goes through (steps 1-7 at the
+ * top of this header), and the generic one for code that handles every op alike (vmap,
+ * quantization, replaying a recorded op). `params` are the op's typed struct (copied; NULL for
+ * ops without); optional operands (layer_norm's scale/bias, attention's bias/mask) may be NULL.
+ * Returns the pool-owned result, or NULL with the failure recorded (a wrong id, input count or
+ * missing params is LX_ERR_INVALID_ARGUMENT "bind: ..."). Any number of inputs for the variadic
+ * ones (concatenate, stack). */
 lx_array *lx_bind(lx_prim_id id, const void *params, int nin, lx_array *const *inputs);
 
 /* ---- observers (after compute) ---- */
@@ -182,12 +231,13 @@ bool lx_prim_observed(void);
 void lx_prim_emit(const lx_prim_event *ev);
 
 /* ---- substituters (before compute) ----
- * A substituter sees matmul, dot_general, conv_general and dot_product_attention_weights (q, k:
- * attention's q.k^T, params NULL) before they compute. It may replace
- * inputs in place (inputs[i] = another array of the same shape and dtype, pool-owned or borrowed
- * for the call) and/or return a result (pool-owned, the op's shape and dtype), which the op then
- * returns without computing; NULL lets the op compute. Ops a substituter runs do not re-enter
- * substituters. Per thread, like observers. */
+ * A substituter sees every primitive bound, after its shape rule and before it computes (the
+ * params it gets are normalised; dot_product_attention_weights passes (q, k, bias, mask): attention's
+ * q.k^T, the einsum quantization rules match). It may replace inputs in place (inputs[i] = another array of
+ * the same shape and dtype, pool-owned or borrowed for the call) and/or return a result
+ * (pool-owned, the op's shape and dtype: bind checks it, LX_ERR_SHAPE otherwise), which bind
+ * returns without computing or recording the primitive; NULL lets the op compute. Ops a
+ * substituter runs do not re-enter substituters. Per thread, like observers. */
 typedef lx_array *(*lx_prim_substitute_fn)(lx_prim_id id, const void *params, int nin, lx_array **inputs,
                                            void *user);
 lx_status lx_prim_substitute_add(lx_prim_substitute_fn fn, void *user, int *handle);

@@ -14,8 +14,11 @@
  * called from user code) mark it handled. A NULL input met when no failure is pending is reported
  * as itself ("matmul: input is NULL ..."), never with the message of a failure already handled.
  *
+ * A handled failure leaves no stale text: once it is no longer pending, the next successful op
+ * (lx_bind, primitive.h) clears it, so lx_last_error() is "" and lx_last_status() LX_OK.
+ *
  * Ownership: lx_last_error() returns a thread-local buffer owned by linnx; it stays valid until
- * the next failing call on the same thread.
+ * the next failing call, or the next op that clears a handled failure, on the same thread.
  */
 #ifndef LINNX_STATUS_H
 #define LINNX_STATUS_H
@@ -63,7 +66,8 @@ lx_status lx_fail_context(lx_status status, const char *fmt, ...)
 #endif
     ;
 
-/* The message of the last failure on this thread ("" if none). */
+/* The message of the last failure on this thread ("" if none, or if it was handled and an op
+ * succeeded since). */
 const char *lx_last_error(void);
 /* The status of the last failure on this thread (LX_OK if none since the last clear). */
 lx_status lx_last_status(void);

@@ -30,5 +30,15 @@ uint64_t lx_frame_outer_calls_(void);
 
 /* status.c: the "handled" mark that lx_frame_leave_ sets. */
 void lx_error_settle_(void);
+/* A try that may fail without a trace (bind's int8 stand-in rule): save the failure state, and put
+ * it back exactly. The saved text is a copy (4096 bytes). */
+typedef struct {
+    char msg[4096];
+    size_t prefix;
+    int status;
+    bool pending;
+} lx_error_saved_;
+void lx_error_save_(lx_error_saved_ *s);
+void lx_error_restore_(const lx_error_saved_ *s);
 
 #endif

@@ -79,6 +79,22 @@ bool lx_error_pending(void) { return lx_msg_pending; }
 
 void lx_error_settle_(void) { lx_msg_pending = false; }
 
+_Static_assert(sizeof(((lx_error_saved_ *)0)->msg) == LX_MSG_CAP, "lx_error_saved_ holds a whole message");
+
+void lx_error_save_(lx_error_saved_ *s) {
+    memcpy(s->msg, lx_msg, strlen(lx_msg) + 1);
+    s->prefix = lx_msg_prefix;
+    s->status = (int)lx_msg_status;
+    s->pending = lx_msg_pending;
+}
+
+void lx_error_restore_(const lx_error_saved_ *s) {
+    memcpy(lx_msg, s->msg, strlen(s->msg) + 1);
+    lx_msg_prefix = s->prefix;
+    lx_msg_status = (lx_status)s->status;
+    lx_msg_pending = s->pending;
+}
+
 void lx_clear_error(void) {
     lx_msg[0] = '\0';
     lx_msg_status = LX_OK;

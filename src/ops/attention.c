@@ -176,75 +176,104 @@ static lx_status attention_forward(const attn_dims *a, const float *q, const flo
     return failed ? lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention: out of memory") : LX_OK;
 }
 
-static lx_array *attention_op(const char *op, lx_array *q, lx_array *k, lx_array *v, lx_array *bias, lx_array *mask,
-                              bool causal, float scale) {
+/* The geometry of attention over (q, k, v or NULL, bias, mask) with the raw scale (0: Flax's
+ * 1/sqrt(depth) on q): every check of the shape rule; full gets the logits' shape. */
+static lx_status attention_plan(const char *op, const lx_array *q, const lx_array *k, const lx_array *v,
+                                const lx_array *bias, const lx_array *mask, bool causal, float scale, attn_dims *ap,
+                                int64_t *full) {
     char bq[96], bk[96], bv[96], bo[96];
     const char *qs = lx_shape_str(q->ndim, q->shape, bq, sizeof bq), *ks = lx_shape_str(k->ndim, k->shape, bk, sizeof bk);
     const char *vs = v ? lx_shape_str(v->ndim, v->shape, bv, sizeof bv) : "None";
-    if (q->dtype != LX_F32 || k->dtype != LX_F32 || (v && v->dtype != LX_F32)) {
-        lx_fail(LX_ERR_DTYPE, "%s: expected float32 query, key and value, got %s, %s and %s", op,
-                lx_dtype_name(q->dtype), lx_dtype_name(k->dtype), v ? lx_dtype_name(v->dtype) : "None");
-        return NULL;
-    }
+    if (q->dtype != LX_F32 || k->dtype != LX_F32 || (v && v->dtype != LX_F32))
+        return lx_fail(LX_ERR_DTYPE, "%s: expected float32 query, key and value, got %s, %s and %s", op,
+                       lx_dtype_name(q->dtype), lx_dtype_name(k->dtype), v ? lx_dtype_name(v->dtype) : "None");
     int n = q->ndim;
     bool ok = n >= 3 && k->ndim == n && (!v || v->ndim == n);
     for (int i = 0; ok && i < n - 3; i++) ok = q->shape[i] == k->shape[i] && (!v || v->shape[i] == q->shape[i]);
-    if (!ok) {
-        lx_fail(LX_ERR_SHAPE, "%s: query %s, key %s and value %s must be (batch..., length, heads, depth) with equal batch axes",
-                op, qs, ks, vs);
-        return NULL;
-    }
+    if (!ok)
+        return lx_fail(LX_ERR_SHAPE, "%s: query %s, key %s and value %s must be (batch..., length, heads, depth) with equal batch axes",
+                       op, qs, ks, vs);
     attn_dims a = {.T = q->shape[n - 3], .H = q->shape[n - 2], .d = q->shape[n - 1], .S = k->shape[n - 3],
                    .G = k->shape[n - 2], .causal = causal, .nbd = n - 3, .nbatch = 1};
     a.dv = v ? v->shape[n - 1] : 0;
     for (int i = 0; i < n - 3; i++) a.bshape[i] = q->shape[i], a.nbatch *= q->shape[i];
-    if (k->shape[n - 1] != a.d || (v && (v->shape[n - 3] != a.S || v->shape[n - 2] != a.G))) {
-        lx_fail(LX_ERR_SHAPE, "%s: query %s, key %s and value %s disagree: query and key depth, key and value length and heads must match",
-                op, qs, ks, vs);
-        return NULL;
-    }
-    if (a.G == 0 || a.H % a.G != 0) {
-        lx_fail(LX_ERR_SHAPE, "%s: %lld query heads are not a multiple of %lld key/value heads (query %s, key %s)", op,
-                (long long)a.H, (long long)a.G, qs, ks);
-        return NULL;
-    }
-    int64_t full[LX_MAX_DIMS];
+    if (k->shape[n - 1] != a.d || (v && (v->shape[n - 3] != a.S || v->shape[n - 2] != a.G)))
+        return lx_fail(LX_ERR_SHAPE, "%s: query %s, key %s and value %s disagree: query and key depth, key and value length and heads must match",
+                       op, qs, ks, vs);
+    if (a.G == 0 || a.H % a.G != 0)
+        return lx_fail(LX_ERR_SHAPE, "%s: %lld query heads are not a multiple of %lld key/value heads (query %s, key %s)", op,
+                       (long long)a.H, (long long)a.G, qs, ks);
     for (int i = 0; i < n - 3; i++) full[i] = q->shape[i];
     full[n - 3] = a.H, full[n - 2] = a.T, full[n - 1] = a.S;
     const char *fs = lx_shape_str(n, full, bo, sizeof bo);
     if (bias && (bias->dtype != LX_F32 || !nn_bcast_strides(bias, n, full, a.bias_st))) {
         char bb[96];
-        lx_fail(bias->dtype != LX_F32 ? LX_ERR_DTYPE : LX_ERR_SHAPE, "%s: bias %s%s does not broadcast to float32 logits of shape %s",
-                op, lx_dtype_name(bias->dtype), lx_shape_str(bias->ndim, bias->shape, bb, sizeof bb), fs);
-        return NULL;
+        return lx_fail(bias->dtype != LX_F32 ? LX_ERR_DTYPE : LX_ERR_SHAPE, "%s: bias %s%s does not broadcast to float32 logits of shape %s",
+                       op, lx_dtype_name(bias->dtype), lx_shape_str(bias->ndim, bias->shape, bb, sizeof bb), fs);
     }
     if (mask && (mask->dtype != LX_BOOL || !nn_bcast_strides(mask, n, full, a.mask_st))) {
         char bb[96];
-        lx_fail(mask->dtype != LX_BOOL ? LX_ERR_DTYPE : LX_ERR_SHAPE, "%s: mask %s%s does not broadcast to a bool mask of shape %s",
-                op, lx_dtype_name(mask->dtype), lx_shape_str(mask->ndim, mask->shape, bb, sizeof bb), fs);
-        return NULL;
+        return lx_fail(mask->dtype != LX_BOOL ? LX_ERR_DTYPE : LX_ERR_SHAPE, "%s: mask %s%s does not broadcast to a bool mask of shape %s",
+                       op, lx_dtype_name(mask->dtype), lx_shape_str(mask->ndim, mask->shape, bb, sizeof bb), fs);
     }
-    if (!(scale >= 0.0f) || isinf(scale)) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: scale must be finite and >= 0 (0: 1/sqrt(depth)), got %g", op, (double)scale);
-        return NULL;
-    }
+    if (!(scale >= 0.0f) || isinf(scale))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: scale must be finite and >= 0 (0: 1/sqrt(depth)), got %g", op, (double)scale);
+    a.scale = scale == 0.0f ? 1.0f : scale;
+    *ap = a;
+    return LX_OK;
+}
+
+static const char *attention_name(lx_prim_id id) {
+    return id == LX_PRIM_DOT_PRODUCT_ATTENTION ? "dot_product_attention" : "dot_product_attention_weights";
+}
+
+/* Inputs by role: dot_product_attention binds (q, k, v, bias, mask), the weights (q, k, bias, mask). */
+#define ATT_V(id, in) ((id) == LX_PRIM_DOT_PRODUCT_ATTENTION ? (in)[2] : NULL)
+#define ATT_BIAS(id, in) ((id) == LX_PRIM_DOT_PRODUCT_ATTENTION ? (in)[3] : (in)[2])
+#define ATT_MASK(id, in) ((id) == LX_PRIM_DOT_PRODUCT_ATTENTION ? (in)[4] : (in)[3])
+
+/* The raw scale of params (0: Flax's scaling): builders' and normalised params alike. */
+static float raw_scale(const lx_attention_params *p) { return p->flax_scaling ? 0.0f : p->scale; }
+
+LX_RULE(attention) {
+    (void)nin;
+    lx_attention_params *p = params_;
+    const lx_array *q = in[0], *k = in[1], *v = ATT_V(id, in);
+    attn_dims a;
+    int64_t full[LX_MAX_DIMS];
+    LX_TRY(attention_plan(attention_name(id), q, k, v, ATT_BIAS(id, in), ATT_MASK(id, in), p->causal, raw_scale(p), &a,
+                          full));
     /* scale 0 is Flax's dot_product_attention: query / sqrt(depth) in float32, element by element,
      * before the q k^T einsum (then GEMM alpha 1). An explicit scale multiplies the logits after
      * the product, as jax.nn.dot_product_attention's `scale` does (GEMM alpha). */
-    const bool flax_scaling = scale == 0.0f;
+    const bool flax_scaling = raw_scale(p) == 0.0f;
     const float sqrt_depth = sqrtf((float)(a.d > 0 ? a.d : 1));
-    a.scale = flax_scaling ? 1.0f : scale;
-    const float attr_scale = flax_scaling ? 1.0f / sqrt_depth : scale;
-    bool abs_ = lx_is_abstract(q) || lx_is_abstract(k) || (v && lx_is_abstract(v)) || (bias && lx_is_abstract(bias)) ||
-                (mask && lx_is_abstract(mask));
-    int64_t oshape[LX_MAX_DIMS];
-    for (int i = 0; i < n; i++) oshape[i] = v ? q->shape[i] : full[i];
-    if (v) oshape[n - 1] = a.dv;
-    lx_array *out = lx_op_result(LX_F32, n, oshape, abs_);
-    if (!out) return NULL;
+    p->scale = flax_scaling ? 1.0f / sqrt_depth : p->scale;
+    p->flax_scaling = flax_scaling;
+    const int n = q->ndim;
+    for (int i = 0; i < n; i++) av->shape[i] = v ? q->shape[i] : full[i];
+    if (v) av->shape[n - 1] = a.dv;
+    av->ndim = n;
+    av->dtype = LX_F32;
+    return LX_OK;
+}
+
+LX_FWD(attention) {
+    (void)nin;
+    const lx_attention_params *p = params_;
+    const char *op = attention_name(id);
+    const lx_array *q = in[0], *k = in[1], *v = ATT_V(id, in), *bias = ATT_BIAS(id, in), *mask = ATT_MASK(id, in);
+    lx_array *out = *outp;
+    attn_dims a;
+    int64_t full[LX_MAX_DIMS];
+    LX_TRY(attention_plan(op, q, k, v, bias, mask, p->causal, raw_scale(p), &a, full));
+    const bool flax_scaling = p->flax_scaling;
+    const float sqrt_depth = sqrtf((float)(a.d > 0 ? a.d : 1));
+    const int n = q->ndim;
     /* under a tape, keep the softmax weights for the backward (llm.c keeps its att buffer) */
-    lx_array *kept = v && !abs_ && out->size > 0 && a.S > 0 && lx_tape_active() ? lx_op_result(LX_F32, n, full, false) : NULL;
-    if (!abs_ && out->size > 0) {
+    lx_array *kept = v && out->size > 0 && a.S > 0 && lx_tape_active() ? lx_op_result(LX_F32, n, full, false) : NULL;
+    *saved = kept;
+    if (out->size > 0) {
         a.bias = bias ? lx_f32(bias) : NULL;
         a.mask = mask ? lx_bool(mask) : NULL;
         if (a.S == 0) { /* no keys: softmax over nothing is empty; Flax would give NaN, we give 0 */
@@ -255,8 +284,9 @@ static lx_array *attention_op(const char *op, lx_array *q, lx_array *k, lx_array
             if (flax_scaling) { /* one pass over q: O(q) against the O(q * kv_len) product */
                 qscaled = malloc(sizeof(float) * (size_t)(q->size > 0 ? q->size : 1));
                 if (!qscaled) {
-                    lx_fail(LX_ERR_NO_MEMORY, "%s: cannot allocate the scaled query %s", op, qs);
-                    return NULL;
+                    char bq[96];
+                    return lx_fail(LX_ERR_NO_MEMORY, "%s: cannot allocate the scaled query %s", op,
+                                   lx_shape_str(q->ndim, q->shape, bq, sizeof bq));
                 }
                 const int64_t nq = q->size;
 #pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(nq > (1 << 15)))
@@ -266,19 +296,26 @@ static lx_array *attention_op(const char *op, lx_array *q, lx_array *k, lx_array
             lx_status st = attention_forward(&a, qd, lx_f32(k), v ? lx_f32(v) : NULL, lx_f32(out),
                                              kept ? lx_f32(kept) : NULL);
             free(qscaled);
-            if (st != LX_OK) return NULL;
+            if (st != LX_OK) return st;
         }
     }
-    lx_kwarg attrs[] = {LX_KW_BOOL("causal", causal), LX_KW_FLOAT("scale", attr_scale)};
-    const lx_attention_params prm = {causal, flax_scaling, attr_scale};
-    if (v) {
-        lx_array *ins[] = {q, k, v, bias, mask};
-        lx_prim_record_saved(LX_PRIM_DOT_PRODUCT_ATTENTION, &prm, 5, ins, kept, out, 2, attrs);
-    } else {
-        lx_array *ins[] = {q, k, bias, mask};
-        lx_prim_record(LX_PRIM_DOT_PRODUCT_ATTENTION_WEIGHTS, &prm, 4, ins, out, 2, attrs);
-    }
-    return out;
+    return LX_OK;
+}
+
+LX_ATTRS(attention) {
+    (void)id, (void)nin, (void)in, (void)scratch;
+    const lx_attention_params *p = params_;
+    attrs[0] = LX_KW_BOOL("causal", p->causal);
+    attrs[1] = LX_KW_FLOAT("scale", p->scale);
+    return 2;
+}
+
+static lx_array *attention_op(const char *op, lx_array *q, lx_array *k, lx_array *v, lx_array *bias, lx_array *mask,
+                              bool causal, float scale) {
+    (void)op;
+    const lx_attention_params prm = {.causal = causal, .flax_scaling = scale == 0.0f, .scale = scale};
+    if (v) return lx_bind(LX_PRIM_DOT_PRODUCT_ATTENTION, &prm, 5, (lx_array *const[]){q, k, v, bias, mask});
+    return lx_bind(LX_PRIM_DOT_PRODUCT_ATTENTION_WEIGHTS, &prm, 4, (lx_array *const[]){q, k, bias, mask});
 }
 
 /* While an op interceptor listens (intercept.h), attention runs as its two products so each is an
@@ -308,40 +345,47 @@ static lx_array *attention_decomposed(lx_array *q, lx_array *k, lx_array *v, lx_
 
 lx_array *lx_dot_product_attention(lx_array *q, lx_array *k, lx_array *v, lx_array *bias, lx_array *mask,
                                    bool causal, float scale) {
-    LX_OP_INPUTS("dot_product_attention", q, k, v);
-    if (lx_intercepting() && q->dtype == LX_F32 && !lx_is_abstract(q) && !lx_is_abstract(k) && !lx_is_abstract(v))
+    if (!v) { /* v is required here: bind reports the earlier failure (or this NULL) */
+        const lx_attention_params prm = {.causal = causal, .flax_scaling = scale == 0.0f, .scale = scale};
+        return lx_bind(LX_PRIM_DOT_PRODUCT_ATTENTION, &prm, 5, (lx_array *const[]){q, k, v, bias, mask});
+    }
+    if (q && k && lx_intercepting() && q->dtype == LX_F32 && !lx_is_abstract(q) && !lx_is_abstract(k) &&
+        !lx_is_abstract(v))
         return attention_decomposed(q, k, v, bias, mask, causal, scale);
     return attention_op("dot_product_attention", q, k, v, bias, mask, causal, scale);
 }
 
 lx_array *lx_dot_product_attention_weights(lx_array *q, lx_array *k, lx_array *bias, lx_array *mask, bool causal,
                                            float scale) {
-    LX_OP_INPUTS("dot_product_attention_weights", q, k);
-    if (lx_prim_substituting()) { /* quantization (quant.h) sees q.k^T, Qwix's einsum */
-        lx_array *in[2] = {q, k}, *r = lx_prim_substitute_run(LX_PRIM_DOT_PRODUCT_ATTENTION_WEIGHTS, NULL, 2, in);
-        if (r) return r;
-        q = in[0], k = in[1];
-    }
     return attention_op("dot_product_attention_weights", q, k, NULL, bias, mask, causal, scale);
 }
 
-lx_array *lx_make_causal_mask(lx_array *x) {
-    LX_OP_INPUTS("make_causal_mask", x);
+LX_RULE(make_causal_mask) {
+    LX_UNUSED_RULE;
+    const lx_array *x = in[0];
     if (x->ndim < 1 || x->ndim + 2 > LX_MAX_DIMS) {
         char b[96];
-        lx_fail(LX_ERR_SHAPE, "make_causal_mask: input of shape %s must have 1 to %d axes (batch..., length)",
-                lx_shape_str(x->ndim, x->shape, b, sizeof b), LX_MAX_DIMS - 2);
-        return NULL;
+        return lx_fail(LX_ERR_SHAPE, "make_causal_mask: input of shape %s must have 1 to %d axes (batch..., length)",
+                       lx_shape_str(x->ndim, x->shape, b, sizeof b), LX_MAX_DIMS - 2);
     }
-    int64_t shape[LX_MAX_DIMS], L = x->shape[x->ndim - 1], nb = 1;
-    for (int i = 0; i < x->ndim - 1; i++) shape[i] = x->shape[i], nb *= x->shape[i];
-    shape[x->ndim - 1] = 1, shape[x->ndim] = L, shape[x->ndim + 1] = L;
-    lx_array *out = lx_op_result(LX_BOOL, x->ndim + 2, shape, lx_is_abstract(x));
-    if (!out) return NULL;
-    if (!lx_is_abstract(x))
-        for (int64_t b = 0; b < nb; b++)
-            for (int64_t i = 0; i < L; i++)
-                for (int64_t j = 0; j < L; j++) lx_bool(out)[(b * L + i) * L + j] = j <= i;
-    lx_prim_record(LX_PRIM_MAKE_CAUSAL_MASK, NULL, 1, &x, out, 0, NULL);
-    return out;
+    int64_t L = x->shape[x->ndim - 1];
+    for (int i = 0; i < x->ndim - 1; i++) av->shape[i] = x->shape[i];
+    av->shape[x->ndim - 1] = 1, av->shape[x->ndim] = L, av->shape[x->ndim + 1] = L;
+    av->ndim = x->ndim + 2;
+    av->dtype = LX_BOOL;
+    return LX_OK;
 }
+
+LX_FWD(make_causal_mask) {
+    LX_UNUSED_FWD;
+    const lx_array *x = in[0];
+    lx_array *out = *outp;
+    int64_t L = x->shape[x->ndim - 1], nb = 1;
+    for (int i = 0; i < x->ndim - 1; i++) nb *= x->shape[i];
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t i = 0; i < L; i++)
+            for (int64_t j = 0; j < L; j++) lx_bool(out)[(b * L + i) * L + j] = j <= i;
+    return LX_OK;
+}
+
+lx_array *lx_make_causal_mask(lx_array *x) { return lx_bind(LX_PRIM_MAKE_CAUSAL_MASK, NULL, 1, &x); }

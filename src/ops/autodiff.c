@@ -379,13 +379,7 @@ int64_t lx_first_nonfinite_(const lx_array *a) {
     return -1;
 }
 
-lx_array *lx_stop_gradient(lx_array *x) {
-    LX_OP_INPUTS("stop_gradient", x);
-    lx_array *out = lx_autorelease(lx_array_reshape_view(x, x->ndim, x->shape));
-    if (!out) return NULL;
-    lx_prim_record(LX_PRIM_STOP_GRADIENT, NULL, 1, &x, out, 0, NULL);
-    return out;
-}
+lx_array *lx_stop_gradient(lx_array *x) { return lx_bind(LX_PRIM_STOP_GRADIENT, NULL, 1, &x); }
 
 lx_status lx_value_and_grad(lx_loss_fn fn, void *user, int n, lx_array *const *xs, lx_array **value,
                             lx_array **grads) {

@@ -134,46 +134,37 @@ static bool read_positive(const char *what, const int64_t *v, int n, int64_t *ou
     return true;
 }
 
-lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *params) {
-    LX_OP_INPUTS("conv_general", x, kernel);
-    if (lx_prim_substituting()) {
-        lx_array *in[2] = {x, kernel}, *r = lx_prim_substitute_run(LX_PRIM_CONV_GENERAL, params, 2, in);
-        if (r) return r;
-        x = in[0], kernel = in[1];
-    }
-    static const lx_conv_params defaults;
-    const lx_conv_params *p = params ? params : &defaults;
+/* The geometry of a convolution from its (possibly unnormalised) params: every check of the shape
+ * rule, with checked arithmetic for each dilated, padded length. */
+static lx_status conv_plan(const lx_array *x, const lx_array *kernel, const lx_conv_params *p, conv_dims *cp,
+                           int64_t *oshape) {
     char b1[96], b2[96];
     const char *xs = lx_shape_str(x->ndim, x->shape, b1, sizeof b1);
     const char *ks = lx_shape_str(kernel->ndim, kernel->shape, b2, sizeof b2);
     if (x->dtype != LX_F32 || kernel->dtype != LX_F32) {
-        lx_fail(LX_ERR_DTYPE, "conv_general: expected float32 lhs and rhs, got %s%s and %s%s", lx_dtype_name(x->dtype), xs,
+        return lx_fail(LX_ERR_DTYPE, "conv_general: expected float32 lhs and rhs, got %s%s and %s%s", lx_dtype_name(x->dtype), xs,
                 lx_dtype_name(kernel->dtype), ks);
-        return NULL;
     }
     if (x->ndim < 3 || kernel->ndim != x->ndim) {
-        lx_fail(LX_ERR_SHAPE, "conv_general: lhs %s (N, spatial..., C) and rhs %s (spatial..., I, O) need the same rank, at least 3",
+        return lx_fail(LX_ERR_SHAPE, "conv_general: lhs %s (N, spatial..., C) and rhs %s (spatial..., I, O) need the same rank, at least 3",
                 xs, ks);
-        return NULL;
     }
     conv_dims c = {.nsp = x->ndim - 2, .n = x->shape[0], .cin = x->shape[x->ndim - 1],
                    .cout = kernel->shape[kernel->ndim - 1], .groups = p->feature_group_count ? p->feature_group_count : 1};
     int nsp = c.nsp;
     int64_t kin = kernel->shape[kernel->ndim - 2];
-    if (c.groups < 1 || c.cin != kin * c.groups || c.cout % c.groups != 0) {
-        lx_fail(LX_ERR_SHAPE, "conv_general: lhs feature dimension %lld must equal rhs input feature dimension %lld times feature_group_count %lld, and rhs output features %lld must be a multiple of it (lhs %s, rhs %s)",
+    int64_t kin_groups = 0; /* checked-arithmetic: feature_group_count is the caller's number */
+    if (c.groups < 1 || !lx_mul_ok(kin, c.groups, &kin_groups) || c.cin != kin_groups || c.cout % c.groups != 0) {
+        return lx_fail(LX_ERR_SHAPE, "conv_general: lhs feature dimension %lld must equal rhs input feature dimension %lld times feature_group_count %lld, and rhs output features %lld must be a multiple of it (lhs %s, rhs %s)",
                 (long long)c.cin, (long long)kin, (long long)p->feature_group_count, (long long)c.cout, xs, ks);
-        return NULL;
     }
     if (!read_positive("window_strides", p->strides, nsp, c.stride, xs, ks) ||
         !read_positive("lhs_dilation", p->lhs_dilation, nsp, c.ldil, xs, ks) ||
         !read_positive("rhs_dilation", p->rhs_dilation, nsp, c.rdil, xs, ks))
-        return NULL;
+        return lx_last_status();
     if (p->padding.mode < LX_PAD_VALID || p->padding.mode > LX_PAD_EXPLICIT) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "conv_general: unknown padding mode %d", (int)p->padding.mode);
-        return NULL;
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "conv_general: unknown padding mode %d", (int)p->padding.mode);
     }
-    int64_t oshape[LX_MAX_DIMS];
     oshape[0] = c.n, oshape[x->ndim - 1] = c.cout;
     c.ks = 1, c.outsp = 1, c.insp = 1;
     for (int i = nsp - 1; i >= 0; i--) {
@@ -182,24 +173,48 @@ lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *p
         c.insp *= c.in[i]; /* checked-arithmetic: a factor of x's size, which fits */
         int64_t eff = 0;
         if (c.k[i] > 0 && (!lx_mul_ok(c.k[i] - 1, c.rdil[i], &eff) || !lx_add_ok(eff, 1, &eff))) {
-            lx_fail(LX_ERR_SHAPE, "conv_general: window %lld dilated by rhs_dilation %lld at spatial axis %d overflows int64 (lhs %s, rhs %s)",
+            return lx_fail(LX_ERR_SHAPE, "conv_general: window %lld dilated by rhs_dilation %lld at spatial axis %d overflows int64 (lhs %s, rhs %s)",
                     (long long)c.k[i], (long long)c.rdil[i], i, xs, ks);
-            return NULL;
         }
         if (conv_pads("conv_general", &p->padding, i, c.in[i], eff, c.stride[i], &c.lo[i], &c.hi[i]) != LX_OK ||
             conv_out_len("conv_general", i, c.in[i], c.ldil[i], c.lo[i], c.hi[i], eff, c.stride[i], &c.out[i]) != LX_OK)
-            return NULL;
+            return lx_last_status();
         oshape[1 + i] = c.out[i];
         c.ks *= c.k[i]; /* checked-arithmetic: a factor of the kernel's size */
         if (!lx_mul_ok(c.outsp, c.out[i], &c.outsp)) {
-            lx_fail(LX_ERR_SHAPE, "conv_general: output spatial size overflows int64 at spatial axis %d (lhs %s, rhs %s)", i, xs, ks);
-            return NULL;
+            return lx_fail(LX_ERR_SHAPE, "conv_general: output spatial size overflows int64 at spatial axis %d (lhs %s, rhs %s)", i, xs, ks);
         }
     }
-    bool abs_ = lx_is_abstract(x) || lx_is_abstract(kernel);
-    lx_array *out = lx_op_result(LX_F32, x->ndim, oshape, abs_);
-    if (!out) return NULL;
-    if (!abs_ && out->size > 0) {
+    *cp = c;
+    return LX_OK;
+}
+
+/* conv_general's rule: normalises the params (every field set, padding EXPLICIT). */
+LX_RULE(conv_general) {
+    (void)id, (void)nin;
+    lx_conv_params *p = params_;
+    conv_dims c;
+    LX_TRY(conv_plan(in[0], in[1], p, &c, av->shape));
+    av->ndim = in[0]->ndim;
+    av->dtype = LX_F32;
+    lx_conv_params prm = {.padding = {.mode = LX_PAD_EXPLICIT}, .feature_group_count = c.groups};
+    for (int i = 0; i < c.nsp; i++) {
+        prm.strides[i] = c.stride[i], prm.lhs_dilation[i] = c.ldil[i], prm.rhs_dilation[i] = c.rdil[i];
+        prm.padding.lo[i] = c.lo[i], prm.padding.hi[i] = c.hi[i];
+    }
+    *p = prm;
+    return LX_OK;
+}
+
+LX_FWD(conv_general) {
+    (void)id, (void)nin, (void)saved;
+    const lx_array *x = in[0], *kernel = in[1];
+    lx_array *out = *outp;
+    conv_dims c;
+    int64_t oshape[LX_MAX_DIMS];
+    LX_TRY(conv_plan(x, kernel, params_, &c, oshape));
+    const int nsp = c.nsp;
+    if (out->size > 0) {
         bool pointwise = c.groups == 1 && c.cin > 0;
         for (int i = 0; i < nsp; i++)
             pointwise = pointwise && c.k[i] == 1 && c.stride[i] == 1 && c.ldil[i] == 1 && c.lo[i] == 0 && c.hi[i] == 0;
@@ -225,19 +240,25 @@ lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *p
                                        lx_f32(x), lx_f32(kernel), lx_f32(out));
         else
             st = conv_forward(&c, lx_f32(x), lx_f32(kernel), lx_f32(out));
-        if (st != LX_OK) return NULL;
+        if (st != LX_OK) return st;
     }
-    int64_t pads[2 * LX_MAX_DIMS];
-    for (int i = 0; i < nsp; i++) pads[2 * i] = c.lo[i], pads[2 * i + 1] = c.hi[i];
-    lx_kwarg attrs[] = {LX_KW("window_strides", lx_ints_v(nsp, c.stride)), LX_KW("padding", lx_ints_v(2 * nsp, pads)),
-                        LX_KW("lhs_dilation", lx_ints_v(nsp, c.ldil)), LX_KW("rhs_dilation", lx_ints_v(nsp, c.rdil)),
-                        LX_KW_INT("feature_group_count", c.groups)};
-    lx_array *ins[] = {x, kernel};
-    lx_conv_params prm = {.padding = {.mode = LX_PAD_EXPLICIT}, .feature_group_count = c.groups};
-    for (int i = 0; i < nsp; i++) {
-        prm.strides[i] = c.stride[i], prm.lhs_dilation[i] = c.ldil[i], prm.rhs_dilation[i] = c.rdil[i];
-        prm.padding.lo[i] = c.lo[i], prm.padding.hi[i] = c.hi[i];
-    }
-    lx_prim_record(LX_PRIM_CONV_GENERAL, &prm, 2, ins, out, 5, attrs);
-    return out;
+    return LX_OK;
+}
+
+LX_ATTRS(conv_general) {
+    (void)id, (void)nin;
+    const lx_conv_params *p = params_;
+    const int nsp = in[0]->ndim - 2;
+    for (int i = 0; i < nsp; i++) scratch[2 * i] = p->padding.lo[i], scratch[2 * i + 1] = p->padding.hi[i];
+    attrs[0] = LX_KW("window_strides", lx_ints_v(nsp, p->strides));
+    attrs[1] = LX_KW("padding", lx_ints_v(2 * nsp, scratch));
+    attrs[2] = LX_KW("lhs_dilation", lx_ints_v(nsp, p->lhs_dilation));
+    attrs[3] = LX_KW("rhs_dilation", lx_ints_v(nsp, p->rhs_dilation));
+    attrs[4] = LX_KW_INT("feature_group_count", p->feature_group_count);
+    return 5;
+}
+
+lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *params) {
+    static const lx_conv_params defaults;
+    return lx_bind(LX_PRIM_CONV_GENERAL, params ? params : &defaults, 2, (lx_array *const[]){x, kernel});
 }

@@ -65,9 +65,39 @@ static void dropout_forward(const float *x, const uint8_t *mask, float keep, int
     }
 }
 
+/* dropout's primitive: (x, keep mask of the broadcast mask shape) -> x / keep_prob where kept. */
+LX_RULE(dropout) {
+    LX_UNUSED_RULE;
+    const lx_array *x = in[0], *mask = in[1];
+    const double rate = ((const lx_dropout_params *)params_)->rate;
+    if (x->dtype != LX_F32) return lx_fail(LX_ERR_DTYPE, "dropout: expected float32, got %s", lx_dtype_name(x->dtype));
+    if (!rate_ok(rate)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "dropout: rate must be in [0, 1], got %g", rate);
+    bool ok = mask->dtype == LX_BOOL && mask->ndim == x->ndim;
+    for (int i = 0; ok && i < x->ndim; i++) ok = mask->shape[i] == x->shape[i] || mask->shape[i] == 1;
+    if (!ok) {
+        char b1[96], b2[96];
+        return lx_fail(LX_ERR_SHAPE, "dropout: keep mask %s%s does not broadcast to input shape %s",
+                       lx_dtype_name(mask->dtype), lx_shape_str(mask->ndim, mask->shape, b1, sizeof b1),
+                       lx_shape_str(x->ndim, x->shape, b2, sizeof b2));
+    }
+    lx_aval_like(av, LX_F32, x);
+    return LX_OK;
+}
+
+LX_FWD(dropout) {
+    LX_UNUSED_FWD;
+    const lx_array *x = in[0], *mask = in[1];
+    const double rate = ((const lx_dropout_params *)params_)->rate;
+    dropout_forward(lx_f32(x), lx_bool(mask), (float)(1.0 - rate), x->ndim, x->shape, mask->shape, x->size,
+                    lx_f32(*outp));
+    return LX_OK;
+}
+
+/* The builder draws the keep mask (the random part) and binds dropout on (x, mask). */
 lx_array *lx_dropout(lx_array *x, double rate, lx_key key, int nbroadcast,
                      const int64_t *broadcast_dims, bool deterministic) {
-    LX_OP_INPUTS("dropout", x);
+    const lx_dropout_params prm = {rate};
+    if (!x) return lx_bind(LX_PRIM_DROPOUT, &prm, 2, (lx_array *const[]){x, NULL});
     if (x->dtype != LX_F32) {
         lx_fail(LX_ERR_DTYPE, "dropout: expected float32, got %s", lx_dtype_name(x->dtype));
         return NULL;
@@ -80,21 +110,13 @@ lx_array *lx_dropout(lx_array *x, double rate, lx_key key, int nbroadcast,
     if (!mask_shape("dropout", x->ndim, x->shape, nbroadcast, broadcast_dims, ms)) return NULL;
     if (rate == 0.0 || deterministic) return lx_autorelease(lx_retain(x));
     bool abstract = lx_is_abstract(x);
-    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abstract);
-    if (!out) return NULL;
     if (rate == 1.0) {
-        if (!abstract) memset(out->data, 0, lx_array_nbytes(out));
+        lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abstract);
+        if (out && !abstract) memset(out->data, 0, lx_array_nbytes(out));
         return out;
     }
     lx_array *mask = abstract ? lx_op_result(LX_BOOL, x->ndim, ms, true)
                               : lx_random_bernoulli(key, (float)(1.0 - rate), x->ndim, ms);
     if (!mask) return NULL;
-    if (!abstract)
-        dropout_forward(lx_f32(x), lx_bool(mask), (float)(1.0 - rate), x->ndim, x->shape, ms, x->size,
-                        lx_f32(out));
-    lx_kwarg attrs[] = {LX_KW_FLOAT("rate", rate)};
-    lx_array *ins[] = {x, mask};
-    const lx_dropout_params prm = {rate};
-    lx_prim_record(LX_PRIM_DROPOUT, &prm, 2, ins, out, 1, attrs);
-    return out;
+    return lx_bind(LX_PRIM_DROPOUT, &prm, 2, (lx_array *const[]){x, mask});
 }

@@ -218,54 +218,84 @@ typedef struct unary_op {
     lx_prim_id id;
 } unary_op;
 
-static lx_array *unary(const unary_op *op, lx_array *x, const void *params, int nattrs,
-                       const lx_kwarg *attrs) {
-    LX_OP_INPUTS(op->name, x);
+#define F32_ONLY(name, ID) [LX_PRIM_##ID] = {#name, {[LX_F32] = name##_f32_forward}, LX_PRIM_##ID}
+
+static const unary_op unary_ops[LX_PRIM_COUNT] = {
+    [LX_PRIM_NEG] = {"neg", {[LX_F32] = neg_f32_forward, [LX_I32] = neg_i32_forward}, LX_PRIM_NEG},
+    [LX_PRIM_ABS] = {"abs", {[LX_F32] = abs_f32_forward, [LX_I32] = abs_i32_forward}, LX_PRIM_ABS},
+    [LX_PRIM_SQUARE] = {"square",
+                        {[LX_F32] = square_f32_forward, [LX_I32] = square_i32_forward, [LX_U32] = square_u32_forward},
+                        LX_PRIM_SQUARE},
+    F32_ONLY(exp, EXP), F32_ONLY(log, LOG), F32_ONLY(log1p, LOG1P), F32_ONLY(sqrt, SQRT), F32_ONLY(rsqrt, RSQRT),
+    F32_ONLY(tanh, TANH), F32_ONLY(sigmoid, SIGMOID), F32_ONLY(relu, RELU), F32_ONLY(silu, SILU),
+    F32_ONLY(softplus, SOFTPLUS),
+    [LX_PRIM_GELU] = {"gelu", {[LX_F32] = gelu_erf_f32_forward}, LX_PRIM_GELU},
+};
+static const unary_op gelu_approx = {"gelu", {[LX_F32] = gelu_tanh_f32_forward}, LX_PRIM_GELU};
+
+static const unary_op *unary_of(lx_prim_id id, const void *params) {
+    if (id == LX_PRIM_GELU && ((const lx_gelu_params *)params)->approximate) return &gelu_approx;
+    return &unary_ops[id];
+}
+
+LX_RULE(unary) {
+    (void)nin;
+    const unary_op *op = unary_of(id, params_);
+    lx_array *x = in[0];
     if (!op->fn[x->dtype]) {
         bool ok[LX_DTYPE_COUNT];
         for (int d = 0; d < LX_DTYPE_COUNT; d++) ok[d] = op->fn[d] != NULL;
-        dtype_error(op->name, x, ok);
-        return NULL;
+        return dtype_error(op->name, x, ok);
     }
-    lx_array *out = lx_op_result(x->dtype, x->ndim, x->shape, lx_is_abstract(x));
-    if (!out) return NULL;
-    if (!lx_is_abstract(x)) op->fn[x->dtype](out->data, x->data, x->size);
-    lx_prim_record(op->id, params, 1, (lx_array *const[]){x}, out, nattrs, attrs);
-    return out;
+    lx_aval_like(av, x->dtype, x);
+    return LX_OK;
 }
 
-#define F32_ONLY(name, ID) {#name, {[LX_F32] = name##_f32_forward}, LX_PRIM_##ID}
+LX_FWD(unary) {
+    (void)nin, (void)saved;
+    const lx_array *x = in[0];
+    unary_of(id, params_)->fn[x->dtype]((*outp)->data, x->data, x->size);
+    return LX_OK;
+}
 
-lx_array *lx_neg(lx_array *x) {
-    static const unary_op op = {"neg", {[LX_F32] = neg_f32_forward, [LX_I32] = neg_i32_forward}, LX_PRIM_NEG};
-    return unary(&op, x, NULL, 0, NULL);
+LX_ATTRS(gelu) {
+    (void)id, (void)nin, (void)in, (void)scratch;
+    attrs[0] = LX_KW_BOOL("approximate", ((const lx_gelu_params *)params_)->approximate);
+    return 1;
 }
-lx_array *lx_abs(lx_array *x) {
-    static const unary_op op = {"abs", {[LX_F32] = abs_f32_forward, [LX_I32] = abs_i32_forward}, LX_PRIM_ABS};
-    return unary(&op, x, NULL, 0, NULL);
-}
-lx_array *lx_square(lx_array *x) {
-    static const unary_op op = {
-        "square", {[LX_F32] = square_f32_forward, [LX_I32] = square_i32_forward, [LX_U32] = square_u32_forward}, LX_PRIM_SQUARE};
-    return unary(&op, x, NULL, 0, NULL);
-}
-lx_array *lx_exp(lx_array *x) { static const unary_op op = F32_ONLY(exp, EXP); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_log(lx_array *x) { static const unary_op op = F32_ONLY(log, LOG); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_log1p(lx_array *x) { static const unary_op op = F32_ONLY(log1p, LOG1P); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_sqrt(lx_array *x) { static const unary_op op = F32_ONLY(sqrt, SQRT); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_rsqrt(lx_array *x) { static const unary_op op = F32_ONLY(rsqrt, RSQRT); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_tanh(lx_array *x) { static const unary_op op = F32_ONLY(tanh, TANH); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_sigmoid(lx_array *x) { static const unary_op op = F32_ONLY(sigmoid, SIGMOID); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_relu(lx_array *x) { static const unary_op op = F32_ONLY(relu, RELU); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_silu(lx_array *x) { static const unary_op op = F32_ONLY(silu, SILU); return unary(&op, x, NULL, 0, NULL); }
-lx_array *lx_softplus(lx_array *x) { static const unary_op op = F32_ONLY(softplus, SOFTPLUS); return unary(&op, x, NULL, 0, NULL); }
+
+#define UNARY_BUILDER(name, ID) \
+    lx_array *lx_##name(lx_array *x) { return lx_bind(LX_PRIM_##ID, NULL, 1, &x); }
+
+UNARY_BUILDER(neg, NEG)
+UNARY_BUILDER(abs, ABS)
+UNARY_BUILDER(square, SQUARE)
+UNARY_BUILDER(exp, EXP)
+UNARY_BUILDER(log, LOG)
+UNARY_BUILDER(log1p, LOG1P)
+UNARY_BUILDER(sqrt, SQRT)
+UNARY_BUILDER(rsqrt, RSQRT)
+UNARY_BUILDER(tanh, TANH)
+UNARY_BUILDER(sigmoid, SIGMOID)
+UNARY_BUILDER(relu, RELU)
+UNARY_BUILDER(silu, SILU)
+UNARY_BUILDER(softplus, SOFTPLUS)
 
 lx_array *lx_gelu(lx_array *x, bool approximate) {
-    static const unary_op approx = {"gelu", {[LX_F32] = gelu_tanh_f32_forward}, LX_PRIM_GELU};
-    static const unary_op exact = {"gelu", {[LX_F32] = gelu_erf_f32_forward}, LX_PRIM_GELU};
-    const lx_kwarg attrs[] = {LX_KW_BOOL("approximate", approximate)};
     const lx_gelu_params prm = {approximate};
-    return unary(approximate ? &approx : &exact, x, &prm, 1, attrs);
+    return lx_bind(LX_PRIM_GELU, &prm, 1, &x);
+}
+
+/* stop_gradient: the value itself (a view), no gradient through it (autodiff.h). */
+LX_RULE(stop_gradient) {
+    LX_UNUSED_RULE;
+    lx_aval_like(av, in[0]->dtype, in[0]);
+    return LX_OK;
+}
+LX_FWD(stop_gradient) {
+    LX_UNUSED_FWD;
+    *outp = lx_autorelease(lx_array_reshape_view(in[0], in[0]->ndim, in[0]->shape));
+    return *outp ? LX_OK : lx_last_status();
 }
 
 static void clip_f32_forward(float *restrict out, const float *restrict in, float lo, float hi, int64_t n) {
@@ -276,19 +306,29 @@ static void clip_f32_forward(float *restrict out, const float *restrict in, floa
     }
 }
 
+LX_RULE(clip) {
+    LX_UNUSED_RULE;
+    if (in[0]->dtype != LX_F32) return dtype_error("clip", in[0], (const bool[LX_DTYPE_COUNT]){[LX_F32] = true});
+    lx_aval_like(av, LX_F32, in[0]);
+    return LX_OK;
+}
+LX_FWD(clip) {
+    LX_UNUSED_FWD;
+    const lx_clip_params *p = params_;
+    clip_f32_forward(lx_f32(*outp), lx_f32(in[0]), p->lo, p->hi, in[0]->size);
+    return LX_OK;
+}
+LX_ATTRS(clip) {
+    LX_UNUSED_ATTRS;
+    const lx_clip_params *p = params_;
+    attrs[0] = LX_KW_FLOAT("min", p->lo);
+    attrs[1] = LX_KW_FLOAT("max", p->hi);
+    return 2;
+}
+
 lx_array *lx_clip(lx_array *x, float lo, float hi) {
-    LX_OP_INPUTS("clip", x);
-    if (x->dtype != LX_F32) {
-        dtype_error("clip", x, (const bool[LX_DTYPE_COUNT]){[LX_F32] = true});
-        return NULL;
-    }
-    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, lx_is_abstract(x));
-    if (!out) return NULL;
-    if (!lx_is_abstract(x)) clip_f32_forward(lx_f32(out), lx_f32(x), lo, hi, x->size);
-    const lx_kwarg attrs[] = {LX_KW_FLOAT("min", lo), LX_KW_FLOAT("max", hi)};
     const lx_clip_params prm = {lo, hi};
-    lx_prim_record(LX_PRIM_CLIP, &prm, 1, (lx_array *const[]){x}, out, 2, attrs);
-    return out;
+    return lx_bind(LX_PRIM_CLIP, &prm, 1, &x);
 }
 
 /* ---- cast ---- */
@@ -360,19 +400,29 @@ static void cast_forward(void *out, lx_dtype to, const void *in, lx_dtype from, 
     }
 }
 
+LX_RULE(cast) {
+    LX_UNUSED_RULE;
+    lx_dtype dtype = ((const lx_cast_params *)params_)->dtype;
+    if ((int)dtype < 0 || dtype >= LX_DTYPE_COUNT)
+        return lx_fail(LX_ERR_DTYPE, "cast: invalid dtype %d for array of shape %s", (int)dtype, lx_ashp(in[0]));
+    lx_aval_like(av, dtype, in[0]);
+    return LX_OK;
+}
+LX_FWD(cast) {
+    LX_UNUSED_FWD;
+    const lx_array *x = in[0];
+    if (x->size) cast_forward((*outp)->data, (*outp)->dtype, x->data, x->dtype, x->size);
+    return LX_OK;
+}
+LX_ATTRS(cast) {
+    LX_UNUSED_ATTRS;
+    attrs[0] = LX_KW_STR("dtype", lx_dtype_name(((const lx_cast_params *)params_)->dtype));
+    return 1;
+}
+
 lx_array *lx_cast(lx_array *x, lx_dtype dtype) {
-    LX_OP_INPUTS("cast", x);
-    if ((int)dtype < 0 || dtype >= LX_DTYPE_COUNT) {
-        lx_fail(LX_ERR_DTYPE, "cast: invalid dtype %d for array of shape %s", (int)dtype, lx_ashp(x));
-        return NULL;
-    }
-    lx_array *out = lx_op_result(dtype, x->ndim, x->shape, lx_is_abstract(x));
-    if (!out) return NULL;
-    if (!lx_is_abstract(x) && x->size) cast_forward(out->data, dtype, x->data, x->dtype, x->size);
-    const lx_kwarg attrs[] = {LX_KW_STR("dtype", lx_dtype_name(dtype))};
     const lx_cast_params prm = {dtype};
-    lx_prim_record(LX_PRIM_CAST, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
-    return out;
+    return lx_bind(LX_PRIM_CAST, &prm, 1, &x);
 }
 
 /* ---- binary kernels ---- */
@@ -446,76 +496,76 @@ typedef struct binary_op {
     lx_prim_id id;
 } binary_op;
 
-static lx_array *binary(const binary_op *op, lx_array *a, lx_array *b) {
-    LX_OP_INPUTS(op->name, a, b);
-    if (a->dtype != b->dtype) {
-        lx_fail(LX_ERR_DTYPE, "%s: operands have different dtypes %s %s and %s %s (lx_cast one first)",
-                op->name, lx_dtype_name(a->dtype), lx_ashp(a), lx_dtype_name(b->dtype), lx_ashp(b));
-        return NULL;
-    }
+#define ARITH_ENTRY(name, ID)                                                                        \
+    [LX_PRIM_##ID] = {#name,                                                                         \
+                      {[LX_F32] = name##_f32_forward, [LX_I32] = name##_i32_forward,                 \
+                       [LX_U32] = name##_u32_forward},                                               \
+                      false, LX_PRIM_##ID}
+#define COMPARE_ENTRY(name, ID)                                                                      \
+    [LX_PRIM_##ID] = {#name,                                                                         \
+                      {[LX_F32] = name##_f32_forward, [LX_I32] = name##_i32_forward,                 \
+                       [LX_U32] = name##_u32_forward, [LX_BOOL] = name##_bool_forward},              \
+                      true, LX_PRIM_##ID}
+
+static const binary_op binary_ops[LX_PRIM_COUNT] = {
+    ARITH_ENTRY(add, ADD), ARITH_ENTRY(sub, SUB), ARITH_ENTRY(mul, MUL), ARITH_ENTRY(maximum, MAXIMUM),
+    ARITH_ENTRY(minimum, MINIMUM),
+    [LX_PRIM_DIV] = {"div", {[LX_F32] = div_f32_forward}, false, LX_PRIM_DIV},
+    [LX_PRIM_POW] = {"pow", {[LX_F32] = pow_f32_forward}, false, LX_PRIM_POW},
+    COMPARE_ENTRY(eq, EQ), COMPARE_ENTRY(ne, NE), COMPARE_ENTRY(lt, LT), COMPARE_ENTRY(le, LE),
+    COMPARE_ENTRY(gt, GT), COMPARE_ENTRY(ge, GE),
+};
+
+LX_RULE(binary) {
+    (void)params_, (void)nin;
+    const binary_op *op = &binary_ops[id];
+    const lx_array *a = in[0], *b = in[1];
+    if (a->dtype != b->dtype)
+        return lx_fail(LX_ERR_DTYPE, "%s: operands have different dtypes %s %s and %s %s (lx_cast one first)",
+                       op->name, lx_dtype_name(a->dtype), lx_ashp(a), lx_dtype_name(b->dtype), lx_ashp(b));
     if (!op->fn[a->dtype]) {
         bool ok[LX_DTYPE_COUNT];
         for (int d = 0; d < LX_DTYPE_COUNT; d++) ok[d] = op->fn[d] != NULL;
-        dtype_error(op->name, a, ok);
-        return NULL;
+        return dtype_error(op->name, a, ok);
     }
     const int ndims[] = {a->ndim, b->ndim};
     const int64_t *shapes[] = {a->shape, b->shape};
-    int nd;
-    int64_t shape[LX_MAX_DIMS];
-    if (lx_bcast_shape(op->name, 2, ndims, shapes, &nd, shape) != LX_OK) return NULL;
-    const bool abstract = lx_is_abstract(a) || lx_is_abstract(b);
-    lx_array *out = lx_op_result(op->to_bool ? LX_BOOL : a->dtype, nd, shape, abstract);
-    if (!out) return NULL;
-    if (!abstract) {
-        lx_bcast bc;
-        lx_bcast_plan(&bc, 2, ndims, shapes, nd, shape);
-        const size_t es = lx_dtype_size(a->dtype);
-        lx_bcast_run(&bc, out->data, lx_dtype_size(out->dtype), (const void *const[]){a->data, b->data},
-                     (const size_t[]){es, es}, op->fn[a->dtype], NULL);
-    }
-    lx_prim_record(op->id, NULL, 2, (lx_array *const[]){a, b}, out, 0, NULL);
-    return out;
+    LX_TRY(lx_bcast_shape(op->name, 2, ndims, shapes, &av->ndim, av->shape));
+    av->dtype = op->to_bool ? LX_BOOL : a->dtype;
+    return LX_OK;
 }
 
-#define ARITH_OP(name, ID)                                                                 \
-    lx_array *lx_##name(lx_array *a, lx_array *b) {                                      \
-        static const binary_op op = {#name,                                              \
-                                     {[LX_F32] = name##_f32_forward, [LX_I32] = name##_i32_forward, \
-                                      [LX_U32] = name##_u32_forward},                    \
-                                     false, LX_PRIM_##ID};                               \
-        return binary(&op, a, b);                                                        \
-    }
-#define COMPARE_OP(name, ID)                                                               \
-    lx_array *lx_##name(lx_array *a, lx_array *b) {                                      \
-        static const binary_op op = {#name,                                              \
-                                     {[LX_F32] = name##_f32_forward, [LX_I32] = name##_i32_forward, \
-                                      [LX_U32] = name##_u32_forward, [LX_BOOL] = name##_bool_forward}, \
-                                     true, LX_PRIM_##ID};                                \
-        return binary(&op, a, b);                                                        \
-    }
-
-ARITH_OP(add, ADD)
-ARITH_OP(sub, SUB)
-ARITH_OP(mul, MUL)
-ARITH_OP(maximum, MAXIMUM)
-ARITH_OP(minimum, MINIMUM)
-COMPARE_OP(eq, EQ)
-COMPARE_OP(ne, NE)
-COMPARE_OP(lt, LT)
-COMPARE_OP(le, LE)
-COMPARE_OP(gt, GT)
-COMPARE_OP(ge, GE)
-
-lx_array *lx_div(lx_array *a, lx_array *b) {
-    static const binary_op op = {"div", {[LX_F32] = div_f32_forward}, false, LX_PRIM_DIV};
-    return binary(&op, a, b);
+LX_FWD(binary) {
+    (void)params_, (void)nin, (void)saved;
+    const binary_op *op = &binary_ops[id];
+    const lx_array *a = in[0], *b = in[1];
+    lx_array *out = *outp;
+    const int ndims[] = {a->ndim, b->ndim};
+    const int64_t *shapes[] = {a->shape, b->shape};
+    lx_bcast bc;
+    lx_bcast_plan(&bc, 2, ndims, shapes, out->ndim, out->shape);
+    const size_t es = lx_dtype_size(a->dtype);
+    lx_bcast_run(&bc, out->data, lx_dtype_size(out->dtype), (const void *const[]){a->data, b->data},
+                 (const size_t[]){es, es}, op->fn[a->dtype], NULL);
+    return LX_OK;
 }
 
-lx_array *lx_pow(lx_array *a, lx_array *b) {
-    static const binary_op op = {"pow", {[LX_F32] = pow_f32_forward}, false, LX_PRIM_POW};
-    return binary(&op, a, b);
-}
+#define BINARY_BUILDER(name, ID)                                                                     \
+    lx_array *lx_##name(lx_array *a, lx_array *b) { return lx_bind(LX_PRIM_##ID, NULL, 2, (lx_array *const[]){a, b}); }
+
+BINARY_BUILDER(add, ADD)
+BINARY_BUILDER(sub, SUB)
+BINARY_BUILDER(mul, MUL)
+BINARY_BUILDER(maximum, MAXIMUM)
+BINARY_BUILDER(minimum, MINIMUM)
+BINARY_BUILDER(div, DIV)
+BINARY_BUILDER(pow, POW)
+BINARY_BUILDER(eq, EQ)
+BINARY_BUILDER(ne, NE)
+BINARY_BUILDER(lt, LT)
+BINARY_BUILDER(le, LE)
+BINARY_BUILDER(gt, GT)
+BINARY_BUILDER(ge, GE)
 
 /* ---- scalars ---- */
 
@@ -555,34 +605,37 @@ WHERE_KERNEL(where_4_forward, uint32_t)
 WHERE_KERNEL(where_2_forward, uint16_t)
 WHERE_KERNEL(where_1_forward, uint8_t)
 
-lx_array *lx_where(lx_array *cond, lx_array *a, lx_array *b) {
-    LX_OP_INPUTS("where", cond, a, b);
-    if (cond->dtype != LX_BOOL) {
-        lx_fail(LX_ERR_DTYPE, "where: condition must be bool, got %s with shape %s", lx_dtype_name(cond->dtype),
-                lx_ashp(cond));
-        return NULL;
-    }
-    if (a->dtype != b->dtype) {
-        lx_fail(LX_ERR_DTYPE, "where: operands have different dtypes %s %s and %s %s (lx_cast one first)",
-                lx_dtype_name(a->dtype), lx_ashp(a), lx_dtype_name(b->dtype), lx_ashp(b));
-        return NULL;
-    }
+LX_RULE(where) {
+    LX_UNUSED_RULE;
+    const lx_array *cond = in[0], *a = in[1], *b = in[2];
+    if (cond->dtype != LX_BOOL)
+        return lx_fail(LX_ERR_DTYPE, "where: condition must be bool, got %s with shape %s", lx_dtype_name(cond->dtype),
+                       lx_ashp(cond));
+    if (a->dtype != b->dtype)
+        return lx_fail(LX_ERR_DTYPE, "where: operands have different dtypes %s %s and %s %s (lx_cast one first)",
+                       lx_dtype_name(a->dtype), lx_ashp(a), lx_dtype_name(b->dtype), lx_ashp(b));
     const int ndims[] = {cond->ndim, a->ndim, b->ndim};
     const int64_t *shapes[] = {cond->shape, a->shape, b->shape};
-    int nd;
-    int64_t shape[LX_MAX_DIMS];
-    if (lx_bcast_shape("where", 3, ndims, shapes, &nd, shape) != LX_OK) return NULL;
-    const bool abstract = lx_is_abstract(cond) || lx_is_abstract(a) || lx_is_abstract(b);
-    lx_array *out = lx_op_result(a->dtype, nd, shape, abstract);
-    if (!out) return NULL;
-    if (!abstract) {
-        lx_bcast bc;
-        lx_bcast_plan(&bc, 3, ndims, shapes, nd, shape);
-        const size_t es = lx_dtype_size(a->dtype);
-        lx_bcast_row_fn fn = es == 4 ? where_4_forward : es == 2 ? where_2_forward : where_1_forward;
-        lx_bcast_run(&bc, out->data, es, (const void *const[]){cond->data, a->data, b->data},
-                     (const size_t[]){1, es, es}, fn, NULL);
-    }
-    lx_prim_record(LX_PRIM_WHERE, NULL, 3, (lx_array *const[]){cond, a, b}, out, 0, NULL);
-    return out;
+    LX_TRY(lx_bcast_shape("where", 3, ndims, shapes, &av->ndim, av->shape));
+    av->dtype = a->dtype;
+    return LX_OK;
+}
+
+LX_FWD(where) {
+    LX_UNUSED_FWD;
+    const lx_array *cond = in[0], *a = in[1], *b = in[2];
+    lx_array *out = *outp;
+    const int ndims[] = {cond->ndim, a->ndim, b->ndim};
+    const int64_t *shapes[] = {cond->shape, a->shape, b->shape};
+    lx_bcast bc;
+    lx_bcast_plan(&bc, 3, ndims, shapes, out->ndim, out->shape);
+    const size_t es = lx_dtype_size(a->dtype);
+    lx_bcast_row_fn fn = es == 4 ? where_4_forward : es == 2 ? where_2_forward : where_1_forward;
+    lx_bcast_run(&bc, out->data, es, (const void *const[]){cond->data, a->data, b->data},
+                 (const size_t[]){1, es, es}, fn, NULL);
+    return LX_OK;
+}
+
+lx_array *lx_where(lx_array *cond, lx_array *a, lx_array *b) {
+    return lx_bind(LX_PRIM_WHERE, NULL, 3, (lx_array *const[]){cond, a, b});
 }

@@ -94,13 +94,8 @@ static void row_major_strides(const lx_array *a, int64_t *st) {
 
 /* ---- matmul ---- */
 
-lx_array *lx_matmul(lx_array *a, lx_array *b) {
-    LX_OP_INPUTS("matmul", a, b);
-    if (lx_prim_substituting()) {
-        lx_array *in[2] = {a, b}, *r = lx_prim_substitute_run(LX_PRIM_MATMUL, NULL, 2, in);
-        if (r) return r;
-        a = in[0], b = in[1];
-    }
+/* The GEMM plan of a @ b (numpy matmul); false with the failure recorded when they do not fit. */
+static bool matmul_plan(const lx_array *a, const lx_array *b, bgemm_plan *p, int *ond, int64_t *oshape) {
     /* shapes are formatted only on failure: a small matmul must not pay for snprintf */
     char sa_[96], sb_[96];
 #define ss lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_)
@@ -108,12 +103,12 @@ lx_array *lx_matmul(lx_array *a, lx_array *b) {
     if (a->dtype != LX_F32 || b->dtype != LX_F32) {
         lx_fail(LX_ERR_DTYPE, "matmul: expected float32 operands, got %s%s and %s%s",
                 lx_dtype_name(a->dtype), ss, lx_dtype_name(b->dtype), ts);
-        return NULL;
+        return false;
     }
     if (a->ndim == 0 || b->ndim == 0) {
         lx_fail(LX_ERR_SHAPE, "matmul: operand %d of shape () has no axis to contract (needs at least 1)",
                 a->ndim == 0 ? 0 : 1);
-        return NULL;
+        return false;
     }
     int an = a->ndim, bn = b->ndim;
     int64_t K = a->shape[an - 1], M = an >= 2 ? a->shape[an - 2] : 1;
@@ -121,47 +116,63 @@ lx_array *lx_matmul(lx_array *a, lx_array *b) {
     if (K != Kb) {
         lx_fail(LX_ERR_SHAPE, "matmul: shapes %s and %s not aligned: %lld (dim %d) != %lld (dim %d)",
                 ss, ts, (long long)K, an - 1, (long long)Kb, bn >= 2 ? bn - 2 : 0);
-        return NULL;
+        return false;
     }
     int abat = an > 2 ? an - 2 : 0, bbat = bn > 2 ? bn - 2 : 0;
     int nb = abat > bbat ? abat : bbat;
     int64_t ast[LX_MAX_DIMS], bst[LX_MAX_DIMS];
     row_major_strides(a, ast);
     row_major_strides(b, bst);
-    bgemm_plan p = {.nb = nb, .M = M, .N = N, .K = K, .lda = K > 1 ? K : 1, .ldb = N > 1 ? N : 1};
-    int64_t oshape[LX_MAX_DIMS];
+    *p = (bgemm_plan){.nb = nb, .M = M, .N = N, .K = K, .lda = K > 1 ? K : 1, .ldb = N > 1 ? N : 1};
     for (int i = 0; i < nb; i++) { /* right-aligned numpy broadcasting */
         int ia = i - (nb - abat), ib = i - (nb - bbat);
         int64_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
         if (da != db && da != 1 && db != 1) {
             lx_fail(LX_ERR_SHAPE, "matmul: batch dimensions of shapes %s and %s do not broadcast: %lld vs %lld",
                     ss, ts, (long long)da, (long long)db);
-            return NULL;
+            return false;
         }
-        p.bshape[i] = oshape[i] = da > db ? da : db;
-        if (da == 0 || db == 0) p.bshape[i] = oshape[i] = 0;
-        p.sa[i] = da == 1 ? 0 : ast[ia];
-        p.sb[i] = db == 1 ? 0 : bst[ib];
+        p->bshape[i] = oshape[i] = da > db ? da : db;
+        if (da == 0 || db == 0) p->bshape[i] = oshape[i] = 0;
+        p->sa[i] = da == 1 ? 0 : ast[ia];
+        p->sb[i] = db == 1 ? 0 : bst[ib];
     }
-    int ond = nb;
-    if (an >= 2) oshape[ond++] = M;
-    if (bn >= 2) oshape[ond++] = N;
-    lx_array *out = lx_op_result(LX_F32, ond, oshape, lx_is_abstract(a) || lx_is_abstract(b));
-    if (!out) return NULL;
-    if (!lx_is_abstract(out) && out->size > 0) {
-        bgemm_simplify(&p);
-        lx_status st = bgemm_forward(&p, lx_f32(a), lx_f32(b), lx_f32(out));
-        if (st != LX_OK) { /* name the op and the operands, not just the GEMM underneath */
-            lx_fail_context(st, "matmul of shapes %s and %s: ", ss, ts);
-            return NULL;
-        }
-    }
-    lx_array *ins[] = {a, b};
-    lx_prim_record(LX_PRIM_MATMUL, NULL, 2, ins, out, 0, NULL);
-    return out;
+    *ond = nb;
+    if (an >= 2) oshape[(*ond)++] = M;
+    if (bn >= 2) oshape[(*ond)++] = N;
+    return true;
 #undef ss
 #undef ts
 }
+
+LX_RULE(matmul) {
+    (void)id, (void)params_, (void)nin;
+    bgemm_plan p;
+    if (!matmul_plan(in[0], in[1], &p, &av->ndim, av->shape)) return lx_last_status();
+    av->dtype = LX_F32;
+    return LX_OK;
+}
+
+LX_FWD(matmul) {
+    (void)id, (void)params_, (void)nin, (void)saved;
+    const lx_array *a = in[0], *b = in[1];
+    lx_array *out = *outp;
+    bgemm_plan p;
+    int ond;
+    int64_t oshape[LX_MAX_DIMS];
+    if (out->size == 0) return LX_OK;
+    if (!matmul_plan(a, b, &p, &ond, oshape)) return lx_last_status();
+    bgemm_simplify(&p);
+    lx_status st = bgemm_forward(&p, lx_f32(a), lx_f32(b), lx_f32(out));
+    if (st != LX_OK) { /* name the op and the operands, not just the GEMM underneath */
+        char sa_[96], sb_[96];
+        return lx_fail_context(st, "matmul of shapes %s and %s: ", lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_),
+                               lx_shape_str(b->ndim, b->shape, sb_, sizeof sb_));
+    }
+    return LX_OK;
+}
+
+lx_array *lx_matmul(lx_array *a, lx_array *b) { return lx_bind(LX_PRIM_MATMUL, NULL, 2, (lx_array *const[]){a, b}); }
 
 /* ---- dot_general ---- */
 
@@ -263,67 +274,81 @@ static void sort_pairs_by(int n, int *key, int *other) { /* insertion sort of pa
         }
 }
 
-lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int64_t *lhs_contract,
-                         const int64_t *rhs_contract, int nbatch, const int64_t *lhs_batch,
-                         const int64_t *rhs_batch) {
-    LX_OP_INPUTS("dot_general", a, b);
-    if (lx_prim_substituting() && ncontract >= 0 && ncontract <= LX_MAX_DIMS && nbatch >= 0 && nbatch <= LX_MAX_DIMS) {
-        /* the dimension numbers as given (not yet normalised or checked) */
-        lx_dot_general_params raw = {.ncontract = ncontract, .nbatch = nbatch};
-        for (int i = 0; i < ncontract; i++) raw.lhs_contract[i] = lhs_contract[i], raw.rhs_contract[i] = rhs_contract[i];
-        for (int i = 0; i < nbatch; i++) raw.lhs_batch[i] = lhs_batch[i], raw.rhs_batch[i] = rhs_batch[i];
-        lx_array *in[2] = {a, b}, *r = lx_prim_substitute_run(LX_PRIM_DOT_GENERAL, &raw, 2, in);
-        if (r) return r;
-        a = in[0], b = in[1];
-    }
-    /* shapes are formatted only on failure: a small matmul must not pay for snprintf */
+/* dot_general's rule: checks the dimension numbers and normalises them in place. */
+LX_RULE(dot_general) {
+    (void)id, (void)nin;
+    lx_dot_general_params *p = params_;
+    const lx_array *a = in[0], *b = in[1];
+    const int ncontract = p->ncontract, nbatch = p->nbatch;
     char sa_[96], sb_[96];
 #define ss lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_)
 #define ts lx_shape_str(b->ndim, b->shape, sb_, sizeof sb_)
-    if (a->dtype != LX_F32 || b->dtype != LX_F32) {
-        lx_fail(LX_ERR_DTYPE, "dot_general: expected float32 operands, got %s%s and %s%s",
-                lx_dtype_name(a->dtype), ss, lx_dtype_name(b->dtype), ts);
-        return NULL;
-    }
-    if (ncontract < 0 || nbatch < 0 || ncontract + nbatch > a->ndim || ncontract + nbatch > b->ndim ||
-        (ncontract && (!lhs_contract || !rhs_contract)) || (nbatch && (!lhs_batch || !rhs_batch))) {
-        lx_fail(LX_ERR_SHAPE, "dot_general: %d contracting and %d batch dimensions do not fit shapes %s and %s",
-                ncontract, nbatch, ss, ts);
-        return NULL;
-    }
+    if (a->dtype != LX_F32 || b->dtype != LX_F32)
+        return lx_fail(LX_ERR_DTYPE, "dot_general: expected float32 operands, got %s%s and %s%s",
+                       lx_dtype_name(a->dtype), ss, lx_dtype_name(b->dtype), ts);
+    if (ncontract < 0 || nbatch < 0 || ncontract + nbatch > a->ndim || ncontract + nbatch > b->ndim)
+        return lx_fail(LX_ERR_SHAPE, "dot_general: %d contracting and %d batch dimensions do not fit shapes %s and %s",
+                       ncontract, nbatch, ss, ts);
     int lc[LX_MAX_DIMS], rc[LX_MAX_DIMS], lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
     bool lused[LX_MAX_DIMS] = {0}, rused[LX_MAX_DIMS] = {0};
-    if (!normalise_axes("batch", a, 0, nbatch, lhs_batch, lb, lused) ||
-        !normalise_axes("batch", b, 1, nbatch, rhs_batch, rb, rused) ||
-        !normalise_axes("contracting", a, 0, ncontract, lhs_contract, lc, lused) ||
-        !normalise_axes("contracting", b, 1, ncontract, rhs_contract, rc, rused))
-        return NULL;
+    if (!normalise_axes("batch", a, 0, nbatch, p->lhs_batch, lb, lused) ||
+        !normalise_axes("batch", b, 1, nbatch, p->rhs_batch, rb, rused) ||
+        !normalise_axes("contracting", a, 0, ncontract, p->lhs_contract, lc, lused) ||
+        !normalise_axes("contracting", b, 1, ncontract, p->rhs_contract, rc, rused))
+        return lx_last_status();
     for (int i = 0; i < nbatch + ncontract; i++) {
         bool bat = i < nbatch;
         int la = bat ? lb[i] : lc[i - nbatch], ra = bat ? rb[i] : rc[i - nbatch];
-        if (a->shape[la] != b->shape[ra]) {
-            lx_fail(LX_ERR_SHAPE, "dot_general: %s dimensions must have equal sizes: lhs axis %d of %s has size %lld, rhs axis %d of %s has size %lld",
-                    bat ? "batch" : "contracting", la, ss, (long long)a->shape[la], ra, ts, (long long)b->shape[ra]);
-            return NULL;
-        }
+        if (a->shape[la] != b->shape[ra])
+            return lx_fail(LX_ERR_SHAPE, "dot_general: %s dimensions must have equal sizes: lhs axis %d of %s has size %lld, rhs axis %d of %s has size %lld",
+                           bat ? "batch" : "contracting", la, ss, (long long)a->shape[la], ra, ts, (long long)b->shape[ra]);
     }
+    int nlf = 0, nrf = 0;
+    int64_t lf[LX_MAX_DIMS], rf[LX_MAX_DIMS];
+    for (int i = 0; i < a->ndim; i++) if (!lused[i]) lf[nlf++] = a->shape[i];
+    for (int i = 0; i < b->ndim; i++) if (!rused[i]) rf[nrf++] = b->shape[i];
+    int ond = nbatch + nlf + nrf;
+    if (ond > LX_MAX_DIMS)
+        return lx_fail(LX_ERR_SHAPE, "dot_general: result of %s and %s would have %d dimensions (at most %d)", ss, ts, ond,
+                       LX_MAX_DIMS);
+#undef ss
+#undef ts
+    for (int i = 0; i < ncontract; i++) p->lhs_contract[i] = lc[i], p->rhs_contract[i] = rc[i];
+    for (int i = 0; i < nbatch; i++) p->lhs_batch[i] = lb[i], p->rhs_batch[i] = rb[i];
+    for (int i = 0; i < nbatch; i++) av->shape[i] = a->shape[lb[i]];
+    for (int i = 0; i < nlf; i++) av->shape[nbatch + i] = lf[i];
+    for (int i = 0; i < nrf; i++) av->shape[nbatch + nlf + i] = rf[i];
+    av->ndim = ond;
+    av->dtype = LX_F32;
+    return LX_OK;
+}
+
+/* dot_general's forward, from normalised dimension numbers. */
+LX_FWD(dot_general) {
+    (void)id, (void)nin, (void)saved;
+    const lx_dot_general_params *prm = params_;
+    const lx_array *a = in[0], *b = in[1];
+    lx_array *out = *outp;
+    if (out->size == 0) return LX_OK;
+    const int ncontract = prm->ncontract, nbatch = prm->nbatch;
+    int lc[LX_MAX_DIMS], rc[LX_MAX_DIMS], lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
+    bool lused[LX_MAX_DIMS] = {0}, rused[LX_MAX_DIMS] = {0};
+    for (int i = 0; i < ncontract; i++) lc[i] = (int)prm->lhs_contract[i], rc[i] = (int)prm->rhs_contract[i];
+    for (int i = 0; i < nbatch; i++) lb[i] = (int)prm->lhs_batch[i], rb[i] = (int)prm->rhs_batch[i];
+    for (int i = 0; i < ncontract; i++) lused[lc[i]] = true, rused[rc[i]] = true;
+    for (int i = 0; i < nbatch; i++) lused[lb[i]] = true, rused[rb[i]] = true;
     int lf[LX_MAX_DIMS], rf[LX_MAX_DIMS], nlf = 0, nrf = 0;
     for (int i = 0; i < a->ndim; i++) if (!lused[i]) lf[nlf++] = i;
     for (int i = 0; i < b->ndim; i++) if (!rused[i]) rf[nrf++] = i;
-    int ond = nbatch + nlf + nrf;
-    if (ond > LX_MAX_DIMS) {
-        lx_fail(LX_ERR_SHAPE, "dot_general: result of %s and %s would have %d dimensions (at most %d)", ss, ts, ond, LX_MAX_DIMS);
-        return NULL;
-    }
-    int64_t oshape[LX_MAX_DIMS], M = 1, N = 1, K = 1;
-    for (int i = 0; i < nbatch; i++) oshape[i] = a->shape[lb[i]];
-    for (int i = 0; i < nlf; i++) oshape[nbatch + i] = a->shape[lf[i]], M *= a->shape[lf[i]];
-    for (int i = 0; i < nrf; i++) oshape[nbatch + nlf + i] = b->shape[rf[i]], N *= b->shape[rf[i]];
+    const int64_t *oshape = out->shape;
+    int64_t M = 1, N = 1, K = 1;
+    for (int i = 0; i < nlf; i++) M *= a->shape[lf[i]];
+    for (int i = 0; i < nrf; i++) N *= b->shape[rf[i]];
     for (int i = 0; i < ncontract; i++) K *= a->shape[lc[i]];
-    lx_array *out = lx_op_result(LX_F32, ond, oshape, lx_is_abstract(a) || lx_is_abstract(b));
-    if (!out) return NULL;
-
-    if (!lx_is_abstract(out) && out->size > 0) {
+    char sa_[96], sb_[96];
+#define ss lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_)
+#define ts lx_shape_str(b->ndim, b->shape, sb_, sizeof sb_)
+    {
         /* Pick the pairing order of contracted axes that lets both operands be read in place:
          * as given, sorted by lhs axis, or sorted by rhs axis. */
         int orders[3][2][LX_MAX_DIMS];
@@ -381,29 +406,45 @@ lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int64_t 
         free(tmpa);
         free(tmpb);
         if (st != LX_OK) {
-            lx_fail_context(st, "dot_general of shapes %s and %s: ", ss, ts);
-            return NULL;
+            return lx_fail_context(st, "dot_general of shapes %s and %s: ", ss, ts);
         }
-        goto done;
+        return LX_OK;
     nomem:
         free(tmpa);
-        lx_fail(LX_ERR_NO_MEMORY, "dot_general: cannot allocate a transposed copy of %s or %s", ss, ts);
-        return NULL;
+        return lx_fail(LX_ERR_NO_MEMORY, "dot_general: cannot allocate a transposed copy of %s or %s", ss, ts);
     }
-done:;
-    int64_t alc[LX_MAX_DIMS], arc[LX_MAX_DIMS], alb[LX_MAX_DIMS], arb[LX_MAX_DIMS];
-    for (int i = 0; i < ncontract; i++) alc[i] = lc[i], arc[i] = rc[i];
-    for (int i = 0; i < nbatch; i++) alb[i] = lb[i], arb[i] = rb[i];
-    lx_kwarg attrs[] = {LX_KW("lhs_contracting_dims", lx_ints_v(ncontract, alc)),
-                        LX_KW("rhs_contracting_dims", lx_ints_v(ncontract, arc)),
-                        LX_KW("lhs_batch_dims", lx_ints_v(nbatch, alb)),
-                        LX_KW("rhs_batch_dims", lx_ints_v(nbatch, arb))};
-    lx_array *ins[] = {a, b};
-    lx_dot_general_params prm = {.ncontract = ncontract, .nbatch = nbatch};
-    for (int i = 0; i < ncontract; i++) prm.lhs_contract[i] = alc[i], prm.rhs_contract[i] = arc[i];
-    for (int i = 0; i < nbatch; i++) prm.lhs_batch[i] = alb[i], prm.rhs_batch[i] = arb[i];
-    lx_prim_record(LX_PRIM_DOT_GENERAL, &prm, 2, ins, out, 4, attrs);
-    return out;
 #undef ss
 #undef ts
+}
+
+LX_ATTRS(dot_general) {
+    (void)id, (void)nin, (void)in, (void)scratch;
+    const lx_dot_general_params *p = params_;
+    attrs[0] = LX_KW("lhs_contracting_dims", lx_ints_v(p->ncontract, p->lhs_contract));
+    attrs[1] = LX_KW("rhs_contracting_dims", lx_ints_v(p->ncontract, p->rhs_contract));
+    attrs[2] = LX_KW("lhs_batch_dims", lx_ints_v(p->nbatch, p->lhs_batch));
+    attrs[3] = LX_KW("rhs_batch_dims", lx_ints_v(p->nbatch, p->rhs_batch));
+    return 4;
+}
+
+lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int64_t *lhs_contract,
+                         const int64_t *rhs_contract, int nbatch, const int64_t *lhs_batch,
+                         const int64_t *rhs_batch) {
+    lx_array *ins[] = {a, b};
+    /* The dimension numbers as given; counts the params cannot hold are left for the rule to
+     * report (they never fit an array's rank). */
+    lx_dot_general_params prm = {.ncontract = ncontract, .nbatch = nbatch};
+    if ((ncontract > 0 && (!lhs_contract || !rhs_contract)) || (nbatch > 0 && (!lhs_batch || !rhs_batch))) {
+        if (!a || !b) return lx_bind(LX_PRIM_DOT_GENERAL, &prm, 2, ins); /* the earlier failure */
+        char sa_[96], sb_[96];
+        lx_fail(LX_ERR_SHAPE, "dot_general: %d contracting and %d batch dimensions do not fit shapes %s and %s",
+                ncontract, nbatch, lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_),
+                lx_shape_str(b->ndim, b->shape, sb_, sizeof sb_));
+        return NULL;
+    }
+    if (ncontract > 0 && ncontract <= LX_MAX_DIMS)
+        for (int i = 0; i < ncontract; i++) prm.lhs_contract[i] = lhs_contract[i], prm.rhs_contract[i] = rhs_contract[i];
+    if (nbatch > 0 && nbatch <= LX_MAX_DIMS)
+        for (int i = 0; i < nbatch; i++) prm.lhs_batch[i] = lhs_batch[i], prm.rhs_batch[i] = rhs_batch[i];
+    return lx_bind(LX_PRIM_DOT_GENERAL, &prm, 2, ins);
 }

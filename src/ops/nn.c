@@ -59,13 +59,25 @@ static void softmax_strided_forward(const float *x, float *y, int64_t n, int64_t
             y[i * inner + j] = log ? (x[i * inner + j] - mx[j]) - sum[j] : y[i * inner + j] / sum[j];
 }
 
-static lx_array *softmax_op(const char *op, lx_array *x, int axis, bool log) {
-    LX_OP_INPUTS(op, x);
+LX_RULE(softmax) {
+    (void)nin;
+    const char *op = id == LX_PRIM_LOG_SOFTMAX ? "log_softmax" : "softmax";
+    lx_shape_params *p = params_;
     int ax;
-    if (!check_f32(op, x) || !norm_axis(op, x, axis, &ax)) return NULL;
-    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, lx_is_abstract(x));
-    if (!out) return NULL;
-    if (!lx_is_abstract(x) && x->size > 0) {
+    if (!check_f32(op, in[0]) || !norm_axis(op, in[0], (int)p->axis, &ax)) return lx_last_status();
+    p->axis = ax;
+    lx_aval_like(av, LX_F32, in[0]);
+    return LX_OK;
+}
+
+LX_FWD(softmax) {
+    (void)nin, (void)saved;
+    const bool log = id == LX_PRIM_LOG_SOFTMAX;
+    const char *op = log ? "log_softmax" : "softmax";
+    const lx_array *x = in[0];
+    lx_array *out = *outp;
+    const int ax = (int)((const lx_shape_params *)params_)->axis;
+    if (x->size > 0) {
         int64_t n = x->shape[ax], inner = 1, outer;
         for (int i = ax + 1; i < x->ndim; i++) inner *= x->shape[i];
         outer = x->size / (n * inner);
@@ -76,23 +88,30 @@ static lx_array *softmax_op(const char *op, lx_array *x, int axis, bool log) {
                             softmax_row_forward(xs + r * n, ys + r * n, n, log););
         } else {
             float *tmp = malloc(sizeof(float) * (size_t)inner * 2);
-            if (!tmp) {
-                lx_fail(LX_ERR_NO_MEMORY, "%s: out of memory", op);
-                return NULL;
-            }
+            if (!tmp) return lx_fail(LX_ERR_NO_MEMORY, "%s: out of memory", op);
             for (int64_t r = 0; r < outer; r++)
                 softmax_strided_forward(xs + r * n * inner, ys + r * n * inner, n, inner, log, tmp, tmp + inner);
             free(tmp);
         }
     }
-    lx_kwarg attrs[] = {LX_KW_INT("axis", ax)};
-    const lx_shape_params prm = {.axis = ax};
-    lx_prim_record(log ? LX_PRIM_LOG_SOFTMAX : LX_PRIM_SOFTMAX, &prm, 1, &x, out, 1, attrs);
-    return out;
+    return LX_OK;
 }
 
-lx_array *lx_softmax(lx_array *x, int axis) { return softmax_op("softmax", x, axis, false); }
-lx_array *lx_log_softmax(lx_array *x, int axis) { return softmax_op("log_softmax", x, axis, true); }
+/* softmax/log_softmax: the axis; also dropout's rate and the norms' epsilon/axes below. */
+LX_ATTRS(softmax) {
+    (void)id, (void)nin, (void)in, (void)scratch;
+    attrs[0] = LX_KW_INT("axis", ((const lx_shape_params *)params_)->axis);
+    return 1;
+}
+
+lx_array *lx_softmax(lx_array *x, int axis) {
+    const lx_shape_params prm = {.axis = axis};
+    return lx_bind(LX_PRIM_SOFTMAX, &prm, 1, &x);
+}
+lx_array *lx_log_softmax(lx_array *x, int axis) {
+    const lx_shape_params prm = {.axis = axis};
+    return lx_bind(LX_PRIM_LOG_SOFTMAX, &prm, 1, &x);
+}
 
 /* ---- LayerNorm / RMSNorm ---- */
 
@@ -130,80 +149,109 @@ static bool check_feature(const char *op, const char *what, const lx_array *p, c
     return ok;
 }
 
-lx_array *lx_layer_norm(lx_array *x, lx_array *scale, lx_array *bias, float epsilon, int naxes,
-                        const int64_t *axes) {
-    LX_OP_INPUTS("layer_norm", x);
-    if (!check_f32("layer_norm", x)) return NULL;
+/* layer_norm's rule: the axes (default: the last) must be x's trailing axes; normalised in place. */
+LX_RULE(layer_norm) {
+    (void)id, (void)nin;
+    lx_norm_params *p = params_;
+    lx_array *x = in[0], *scale = in[1], *bias = in[2];
+    if (!check_f32("layer_norm", x)) return lx_last_status();
     char b[96];
     const char *xs = lx_shape_str(x->ndim, x->shape, b, sizeof b);
-    int k = naxes > 0 && axes ? naxes : 1;
+    int k = p->naxes;
     bool seen[LX_MAX_DIMS] = {0};
     int64_t nax[LX_MAX_DIMS];
     for (int i = 0; i < k; i++) {
-        int64_t a = naxes > 0 && axes ? axes[i] : -1, ax = a < 0 ? a + x->ndim : a;
-        if (ax < 0 || ax >= x->ndim || seen[ax]) {
-            lx_fail(LX_ERR_SHAPE, "layer_norm: reduction axis %lld is out of range or repeated for shape %s",
-                    (long long)a, xs);
-            return NULL;
-        }
+        int64_t a = p->axes[i < LX_MAX_DIMS ? i : LX_MAX_DIMS - 1], ax = a < 0 ? a + x->ndim : a;
+        if (i >= LX_MAX_DIMS || ax < 0 || ax >= x->ndim || seen[ax])
+            return lx_fail(LX_ERR_SHAPE, "layer_norm: reduction axis %lld is out of range or repeated for shape %s",
+                           (long long)a, xs);
         seen[ax] = true;
         nax[i] = ax;
     }
     for (int i = x->ndim - k; i < x->ndim; i++)
-        if (i < 0 || !seen[i]) {
-            lx_fail(LX_ERR_UNSUPPORTED, "layer_norm: reduction axes must be the trailing %d axes of shape %s", k, xs);
-            return NULL;
-        }
+        if (i < 0 || !seen[i])
+            return lx_fail(LX_ERR_UNSUPPORTED, "layer_norm: reduction axes must be the trailing %d axes of shape %s", k,
+                           xs);
     if ((scale && !check_feature("layer_norm", "scale", scale, x, k)) ||
         (bias && !check_feature("layer_norm", "bias", bias, x, k)))
-        return NULL;
+        return lx_last_status();
     if (scale && bias && !lx_same_shape(scale, bias)) {
         char b1[96], b2[96];
-        lx_fail(LX_ERR_SHAPE, "layer_norm: scale %s and bias %s differ in shape", lx_shape_str(scale->ndim, scale->shape, b1, sizeof b1),
-                lx_shape_str(bias->ndim, bias->shape, b2, sizeof b2));
-        return NULL;
+        return lx_fail(LX_ERR_SHAPE, "layer_norm: scale %s and bias %s differ in shape",
+                       lx_shape_str(scale->ndim, scale->shape, b1, sizeof b1),
+                       lx_shape_str(bias->ndim, bias->shape, b2, sizeof b2));
     }
-    bool abs_ = lx_is_abstract(x) || (scale && lx_is_abstract(scale)) || (bias && lx_is_abstract(bias));
-    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abs_), *stats = NULL;
-    if (!out) return NULL;
-    if (!abs_ && x->size > 0) {
+    for (int i = 0; i < k; i++) p->axes[i] = nax[i];
+    lx_aval_like(av, LX_F32, x);
+    return LX_OK;
+}
+
+LX_FWD(layer_norm) {
+    (void)id, (void)nin;
+    const lx_norm_params *p = params_;
+    const lx_array *x = in[0], *scale = in[1], *bias = in[2];
+    lx_array *out = *outp;
+    const int k = p->naxes;
+    if (x->size > 0) {
         int64_t d = 1;
         for (int i = x->ndim - k; i < x->ndim; i++) d *= x->shape[i];
         int64_t f = scale ? scale->size : bias ? bias->size : d;
-        stats = norm_stats(x->size / d);
+        lx_array *stats = *saved = norm_stats(x->size / d);
         norm_forward(lx_f32(x), lx_f32(out), x->size / d, d, scale ? lx_f32(scale) : NULL,
-                     bias ? lx_f32(bias) : NULL, f, epsilon, true, threads_for(x->size), stats ? lx_f32(stats) : NULL);
+                     bias ? lx_f32(bias) : NULL, f, p->epsilon, true, threads_for(x->size), stats ? lx_f32(stats) : NULL);
     }
-    lx_kwarg attrs[] = {LX_KW_FLOAT("epsilon", epsilon), LX_KW("axes", lx_ints_v(k, nax))};
-    lx_array *ins[] = {x, scale, bias};
-    lx_norm_params prm = {.epsilon = epsilon, .naxes = k};
-    for (int i = 0; i < k; i++) prm.axes[i] = nax[i];
-    lx_prim_record_saved(LX_PRIM_LAYER_NORM, &prm, 3, ins, stats, out, 2, attrs);
-    return out;
+    return LX_OK;
+}
+
+LX_ATTRS(norm) {
+    (void)nin, (void)in, (void)scratch;
+    const lx_norm_params *p = params_;
+    attrs[0] = LX_KW_FLOAT("epsilon", p->epsilon);
+    if (id == LX_PRIM_RMS_NORM) return 1;
+    attrs[1] = LX_KW("axes", lx_ints_v(p->naxes, p->axes));
+    return 2;
+}
+
+lx_array *lx_layer_norm(lx_array *x, lx_array *scale, lx_array *bias, float epsilon, int naxes,
+                        const int64_t *axes) {
+    lx_norm_params prm = {.epsilon = epsilon, .naxes = 1, .axes = {-1}};
+    if (naxes > 0 && axes) {
+        prm.naxes = naxes;
+        for (int i = 0; i < naxes && i < LX_MAX_DIMS; i++) prm.axes[i] = axes[i];
+    }
+    return lx_bind(LX_PRIM_LAYER_NORM, &prm, 3, (lx_array *const[]){x, scale, bias});
+}
+
+LX_RULE(rms_norm) {
+    (void)id, (void)nin;
+    lx_norm_params *p = params_;
+    lx_array *x = in[0], *scale = in[1];
+    if (!check_f32("rms_norm", x)) return lx_last_status();
+    if (x->ndim == 0) return lx_fail(LX_ERR_SHAPE, "rms_norm: input of shape () has no feature axis");
+    if (scale && (!check_feature("rms_norm", "scale", scale, x, 1))) return lx_last_status();
+    p->naxes = 1;
+    p->axes[0] = x->ndim - 1;
+    lx_aval_like(av, LX_F32, x);
+    return LX_OK;
+}
+
+LX_FWD(rms_norm) {
+    (void)id, (void)nin;
+    const lx_norm_params *p = params_;
+    const lx_array *x = in[0], *scale = in[1];
+    lx_array *out = *outp;
+    if (x->size > 0) {
+        int64_t d = x->shape[x->ndim - 1];
+        lx_array *stats = *saved = norm_stats(x->size / d);
+        norm_forward(lx_f32(x), lx_f32(out), x->size / d, d, scale ? lx_f32(scale) : NULL, NULL, d, p->epsilon,
+                     false, threads_for(x->size), stats ? lx_f32(stats) : NULL);
+    }
+    return LX_OK;
 }
 
 lx_array *lx_rms_norm(lx_array *x, lx_array *scale, float epsilon) {
-    LX_OP_INPUTS("rms_norm", x);
-    if (!check_f32("rms_norm", x)) return NULL;
-    if (x->ndim == 0) {
-        lx_fail(LX_ERR_SHAPE, "rms_norm: input of shape () has no feature axis");
-        return NULL;
-    }
-    if (scale && (!check_feature("rms_norm", "scale", scale, x, 1))) return NULL;
-    bool abs_ = lx_is_abstract(x) || (scale && lx_is_abstract(scale));
-    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abs_), *stats = NULL;
-    if (!out) return NULL;
-    if (!abs_ && x->size > 0) {
-        int64_t d = x->shape[x->ndim - 1];
-        stats = norm_stats(x->size / d);
-        norm_forward(lx_f32(x), lx_f32(out), x->size / d, d, scale ? lx_f32(scale) : NULL, NULL, d, epsilon,
-                     false, threads_for(x->size), stats ? lx_f32(stats) : NULL);
-    }
-    lx_kwarg attrs[] = {LX_KW_FLOAT("epsilon", epsilon)};
-    lx_array *ins[] = {x, scale};
-    const lx_norm_params prm = {.epsilon = epsilon, .naxes = 1, .axes = {x->ndim - 1}};
-    lx_prim_record_saved(LX_PRIM_RMS_NORM, &prm, 2, ins, stats, out, 1, attrs);
-    return out;
+    const lx_norm_params prm = {.epsilon = epsilon, .naxes = 1, .axes = {-1}};
+    return lx_bind(LX_PRIM_RMS_NORM, &prm, 2, (lx_array *const[]){x, scale});
 }
 
 /* ---- cross-entropy with integer labels ---- */
@@ -216,63 +264,72 @@ static void cross_entropy_int_forward(const float *logits, const int32_t *labels
                     loss[r] = lse(logits + r * c, c) - logits[r * c + labels[r]];);
 }
 
-lx_array *lx_softmax_cross_entropy_int(lx_array *logits, lx_array *labels) {
-    LX_OP_INPUTS("softmax_cross_entropy_int", logits, labels);
+LX_RULE(softmax_cross_entropy_int) {
+    LX_UNUSED_RULE;
+    const lx_array *logits = in[0], *labels = in[1];
     char b1[96], b2[96];
     const char *ls = lx_shape_str(logits->ndim, logits->shape, b1, sizeof b1);
     const char *ts = lx_shape_str(labels->ndim, labels->shape, b2, sizeof b2);
-    if (logits->dtype != LX_F32 || labels->dtype != LX_I32) {
-        lx_fail(LX_ERR_DTYPE, "softmax_cross_entropy_int: expected float32 logits and int32 labels, got %s%s and %s%s",
-                lx_dtype_name(logits->dtype), ls, lx_dtype_name(labels->dtype), ts);
-        return NULL;
-    }
-    if (logits->ndim == 0 || labels->ndim != logits->ndim - 1 || !lx_shape_eq(labels, labels->ndim, logits->shape)) {
-        lx_fail(LX_ERR_SHAPE, "softmax_cross_entropy_int: labels of shape %s do not match logits of shape %s (want logits.shape[:-1])",
-                ts, ls);
-        return NULL;
-    }
+    if (logits->dtype != LX_F32 || labels->dtype != LX_I32)
+        return lx_fail(LX_ERR_DTYPE, "softmax_cross_entropy_int: expected float32 logits and int32 labels, got %s%s and %s%s",
+                       lx_dtype_name(logits->dtype), ls, lx_dtype_name(labels->dtype), ts);
+    if (logits->ndim == 0 || labels->ndim != logits->ndim - 1 || !lx_shape_eq(labels, labels->ndim, logits->shape))
+        return lx_fail(LX_ERR_SHAPE, "softmax_cross_entropy_int: labels of shape %s do not match logits of shape %s (want logits.shape[:-1])",
+                       ts, ls);
+    lx_aval_like(av, LX_F32, labels);
+    return LX_OK;
+}
+
+/* The labels' range is a property of their values: checked here, on concrete inputs only. */
+LX_FWD(softmax_cross_entropy_int) {
+    LX_UNUSED_FWD;
+    const lx_array *logits = in[0], *labels = in[1];
+    lx_array *out = *outp;
     int64_t c = logits->shape[logits->ndim - 1];
-    bool abs_ = lx_is_abstract(logits) || lx_is_abstract(labels);
-    if (!abs_)
-        for (int64_t i = 0; i < labels->size; i++)
-            if (lx_i32(labels)[i] < 0 || lx_i32(labels)[i] >= c) {
-                lx_fail(LX_ERR_INVALID_ARGUMENT, "softmax_cross_entropy_int: label %d at flat index %lld is outside [0, %lld) for logits of shape %s",
-                        lx_i32(labels)[i], (long long)i, (long long)c, ls);
-                return NULL;
-            }
-    lx_array *out = lx_op_result(LX_F32, labels->ndim, labels->shape, abs_);
-    if (!out) return NULL;
-    if (!abs_ && out->size > 0) cross_entropy_int_forward(lx_f32(logits), lx_i32(labels), lx_f32(out), out->size, c);
-    lx_array *ins[] = {logits, labels};
-    lx_prim_record(LX_PRIM_SOFTMAX_CROSS_ENTROPY_INT, NULL, 2, ins, out, 0, NULL);
-    return out;
+    for (int64_t i = 0; i < labels->size; i++)
+        if (lx_i32(labels)[i] < 0 || lx_i32(labels)[i] >= c) {
+            char b1[96];
+            return lx_fail(LX_ERR_INVALID_ARGUMENT, "softmax_cross_entropy_int: label %d at flat index %lld is outside [0, %lld) for logits of shape %s",
+                           lx_i32(labels)[i], (long long)i, (long long)c,
+                           lx_shape_str(logits->ndim, logits->shape, b1, sizeof b1));
+        }
+    if (out->size > 0) cross_entropy_int_forward(lx_f32(logits), lx_i32(labels), lx_f32(out), out->size, c);
+    return LX_OK;
+}
+
+lx_array *lx_softmax_cross_entropy_int(lx_array *logits, lx_array *labels) {
+    return lx_bind(LX_PRIM_SOFTMAX_CROSS_ENTROPY_INT, NULL, 2, (lx_array *const[]){logits, labels});
 }
 
 /* ---- dropout's scaling ---- */
 
-lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate) {
-    LX_OP_INPUTS("dropout_apply", x, keep_mask);
+LX_RULE(dropout_apply) {
+    (void)id, (void)nin;
+    const lx_array *x = in[0], *keep_mask = in[1];
+    const double rate = ((const lx_dropout_params *)params_)->rate;
     char b1[96], b2[96];
     const char *xs = lx_shape_str(x->ndim, x->shape, b1, sizeof b1);
     const char *ms = lx_shape_str(keep_mask->ndim, keep_mask->shape, b2, sizeof b2);
-    if (!check_f32("dropout_apply", x)) return NULL;
-    if (keep_mask->dtype != LX_BOOL) {
-        lx_fail(LX_ERR_DTYPE, "dropout_apply: keep_mask must be bool, got %s%s", lx_dtype_name(keep_mask->dtype), ms);
-        return NULL;
-    }
-    if (!(rate >= 0.0 && rate <= 1.0)) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "dropout_apply: rate must be in [0, 1], got %g", rate);
-        return NULL;
-    }
+    if (!check_f32("dropout_apply", x)) return lx_last_status();
+    if (keep_mask->dtype != LX_BOOL)
+        return lx_fail(LX_ERR_DTYPE, "dropout_apply: keep_mask must be bool, got %s%s", lx_dtype_name(keep_mask->dtype), ms);
+    if (!(rate >= 0.0 && rate <= 1.0))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "dropout_apply: rate must be in [0, 1], got %g", rate);
     int64_t st[LX_MAX_DIMS];
-    if (!nn_bcast_strides(keep_mask, x->ndim, x->shape, st)) {
-        lx_fail(LX_ERR_SHAPE, "dropout_apply: keep_mask of shape %s does not broadcast to input shape %s", ms, xs);
-        return NULL;
-    }
-    bool abs_ = lx_is_abstract(x) || lx_is_abstract(keep_mask);
-    lx_array *out = lx_op_result(LX_F32, x->ndim, x->shape, abs_);
-    if (!out) return NULL;
-    if (!abs_ && x->size > 0) {
+    if (!nn_bcast_strides(keep_mask, x->ndim, x->shape, st))
+        return lx_fail(LX_ERR_SHAPE, "dropout_apply: keep_mask of shape %s does not broadcast to input shape %s", ms, xs);
+    lx_aval_like(av, LX_F32, x);
+    return LX_OK;
+}
+
+LX_FWD(dropout_apply) {
+    LX_UNUSED_FWD;
+    const lx_array *x = in[0], *keep_mask = in[1];
+    const double rate = ((const lx_dropout_params *)params_)->rate;
+    lx_array *out = *outp;
+    int64_t st[LX_MAX_DIMS];
+    nn_bcast_strides(keep_mask, x->ndim, x->shape, st);
+    if (x->size > 0) {
         const float *xv = lx_f32(x);
         const uint8_t *m = lx_bool(keep_mask);
         /* Flax: keep_prob = 1.0 - rate in Python (double), then x / keep_prob in x's dtype */
@@ -289,9 +346,17 @@ lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate) {
             }
         }
     }
-    lx_kwarg attrs[] = {LX_KW_FLOAT("rate", rate)};
-    lx_array *ins[] = {x, keep_mask};
+    return LX_OK;
+}
+
+/* dropout and dropout_apply: the rate. */
+LX_ATTRS(dropout) {
+    (void)id, (void)nin, (void)in, (void)scratch;
+    attrs[0] = LX_KW_FLOAT("rate", ((const lx_dropout_params *)params_)->rate);
+    return 1;
+}
+
+lx_array *lx_dropout_apply(lx_array *x, lx_array *keep_mask, double rate) {
     const lx_dropout_params prm = {rate};
-    lx_prim_record(LX_PRIM_DROPOUT_APPLY, &prm, 2, ins, out, 1, attrs);
-    return out;
+    return lx_bind(LX_PRIM_DROPOUT_APPLY, &prm, 2, (lx_array *const[]){x, keep_mask});
 }

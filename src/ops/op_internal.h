@@ -1,16 +1,18 @@
 /* Internal helpers shared by every op (not installed).
  *
- * The op protocol:
- *  1. Inputs that are NULL mean an earlier call failed: return NULL without touching the message
- *     (LX_OP_INPUTS). The first failure's message is what the user sees.
- *  2. Check dtypes and shapes; on a mismatch lx_fail with a message naming the op and the shapes,
- *     and return NULL.
- *  3. Allocate the output with lx_op_result (owned by the innermost pool). If any input is
- *     abstract, the output is abstract and nothing is computed (shape inference, eval_shape).
- *  4. Compute with a `_forward` kernel over raw buffers and sizes (llm.c style); its VJP rule
- *     sits in vjp.c and is listed in the table (prim_table.c).
- *  5. Report the primitive with lx_prim_record (tape + observers; a thread-local check when
- *     nothing listens).
+ * The op protocol (primitive.h): a public builder turns its arguments into the op's typed params
+ * and returns lx_bind(LX_PRIM_<OP>, &params, nin, inputs). The op file supplies, for the table
+ * (prim_table.c):
+ *  - a shape/dtype rule `lx_rule_<op>`: checks dtypes and shapes (messages name the op and the
+ *    shapes), normalises the params in place, writes the result's aval; sizes with the checked
+ *    helpers of core/checked.h (bind also checks the aval's element count);
+ *  - a forward `lx_fwd_<op>`: a `_forward` kernel over raw buffers and sizes (llm.c style) into
+ *    the result bind allocated (in the innermost pool); never called on abstract inputs;
+ *  - optionally `lx_attrs_<op>`: the observer attributes from the normalised params;
+ *  - its VJP rule in vjp.c.
+ * bind does the rest: NULL inputs, abstract evaluation, substituters, ownership, tape, observers.
+ * Every primitive is bound that way; LX_OP_INPUTS, lx_op_result and lx_prim_record remain for
+ * code outside the table that reports a composite itself.
  */
 #ifndef LINNX_OP_INTERNAL_H
 #define LINNX_OP_INTERNAL_H
@@ -68,6 +70,31 @@ void lx_prim_record(lx_prim_id id, const void *params, int nin, lx_array *const 
  * observers see the nin inputs. */
 void lx_prim_record_saved(lx_prim_id id, const void *params, int nin, lx_array *const *inputs, lx_array *saved,
                           lx_array *out, int nattrs, const lx_kwarg *attrs);
+
+/* An aval of `dtype` with x's shape / with the given shape. */
+static inline void lx_aval_like(lx_prim_aval *av, lx_dtype dtype, const lx_array *x) {
+    av->dtype = dtype;
+    av->ndim = x->ndim;
+    for (int i = 0; i < x->ndim; i++) av->shape[i] = x->shape[i];
+}
+static inline void lx_aval_set(lx_prim_aval *av, lx_dtype dtype, int ndim, const int64_t *shape) {
+    av->dtype = dtype;
+    av->ndim = ndim;
+    for (int i = 0; i < ndim; i++) av->shape[i] = shape[i];
+}
+
+/* Rule, forward and attrs signatures of the bound primitives (primitive.h). */
+#define LX_RULE(name) lx_status lx_rule_##name(lx_prim_id id, void *params_, int nin, lx_array *const *in, lx_prim_aval *av)
+#define LX_FWD(name)                                                                                   \
+    lx_status lx_fwd_##name(lx_prim_id id, const void *params_, int nin, lx_array *const *in, lx_array **outp, \
+                            lx_array **saved)
+#define LX_ATTRS(name)                                                                                 \
+    int lx_attrs_##name(lx_prim_id id, const void *params_, int nin, lx_array *const *in, lx_kwarg *attrs, \
+                        int64_t *scratch)
+/* Silence the parameters a given rule does not read. */
+#define LX_UNUSED_RULE (void)id, (void)params_, (void)nin, (void)in, (void)av
+#define LX_UNUSED_FWD (void)id, (void)params_, (void)nin, (void)in, (void)outp, (void)saved
+#define LX_UNUSED_ATTRS (void)id, (void)params_, (void)nin, (void)in, (void)attrs, (void)scratch
 
 /* Substituters (primitive.h): whether one would run now, and running them. */
 bool lx_prim_substituting(void);

@@ -58,72 +58,109 @@ static void pool_forward(const pool_dims *p, const float *x, float *y, bool is_m
     }
 }
 
-static lx_array *pool_op(const char *op, lx_array *x, int nwin, const int64_t *window, const int64_t *strides,
-                         const lx_padding *padding, bool is_max, bool include_pad) {
-    LX_OP_INPUTS(op, x);
+/* The window geometry of (possibly unresolved) params over x; every check of the shape rule.
+ * Resolves the padding into prm->lo/hi. */
+static lx_status pool_plan(const char *op, const lx_array *x, lx_pool_params *prm, pool_dims *pp, int64_t *oshape) {
     char b[96];
     const char *xs = lx_shape_str(x->ndim, x->shape, b, sizeof b);
-    if (x->dtype != LX_F32) {
-        lx_fail(LX_ERR_DTYPE, "%s: expected a float32 input, got %s%s", op, lx_dtype_name(x->dtype), xs);
-        return NULL;
-    }
-    if (nwin < 1 || !window || (x->ndim != nwin + 2 && x->ndim != nwin + 1)) {
-        lx_fail(LX_ERR_SHAPE, "%s: a window over %d spatial axes needs input (batch, spatial..., features) or (spatial..., features), got shape %s",
-                op, nwin, xs);
-        return NULL;
-    }
-    if (padding && (padding->mode < LX_PAD_VALID || padding->mode > LX_PAD_EXPLICIT)) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: unknown padding mode %d", op, (int)padding->mode);
-        return NULL;
-    }
+    const int nwin = prm->nwin;
+    if (x->dtype != LX_F32)
+        return lx_fail(LX_ERR_DTYPE, "%s: expected a float32 input, got %s%s", op, lx_dtype_name(x->dtype), xs);
+    if (nwin < 1 || (x->ndim != nwin + 2 && x->ndim != nwin + 1))
+        return lx_fail(LX_ERR_SHAPE, "%s: a window over %d spatial axes needs input (batch, spatial..., features) or (spatial..., features), got shape %s",
+                       op, nwin, xs);
+    lx_padding padding = {.mode = prm->resolve ? prm->mode : LX_PAD_EXPLICIT};
+    if (padding.mode < LX_PAD_VALID || padding.mode > LX_PAD_EXPLICIT)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: unknown padding mode %d", op, (int)padding.mode);
+    for (int i = 0; i < nwin; i++) padding.lo[i] = prm->lo[i], padding.hi[i] = prm->hi[i];
     int lead = x->ndim - nwin - 1; /* 1 with a batch axis, 0 without */
     pool_dims p = {.nsp = nwin, .n = lead ? x->shape[0] : 1, .c = x->shape[x->ndim - 1], .ws = 1, .outsp = 1};
-    int64_t oshape[LX_MAX_DIMS], pads[2 * LX_MAX_DIMS], pitch = 1;
+    int64_t pitch = 1;
     for (int i = 0; i < x->ndim; i++) oshape[i] = x->shape[i];
     for (int i = nwin - 1; i >= 0; i--) {
-        p.in[i] = x->shape[lead + i], p.win[i] = window[i], p.stride[i] = strides ? strides[i] : 1;
-        if (p.win[i] < 1 || p.stride[i] < 1) {
-            lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: window %lld and stride %lld at spatial axis %d must be positive (input %s)", op,
-                    (long long)p.win[i], (long long)p.stride[i], i, xs);
-            return NULL;
-        }
-        if (conv_pads(op, padding, i, p.in[i], p.win[i], p.stride[i], &p.lo[i], &p.hi[i]) != LX_OK) return NULL;
-        if (p.lo[i] < 0 || p.hi[i] < 0) {
-            lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: negative padding (%lld, %lld) at spatial axis %d is not supported", op,
-                    (long long)p.lo[i], (long long)p.hi[i], i);
-            return NULL;
-        }
-        if (conv_out_len(op, i, p.in[i], 1, p.lo[i], p.hi[i], p.win[i], p.stride[i], &p.out[i]) != LX_OK) return NULL;
+        p.in[i] = x->shape[lead + i], p.win[i] = prm->window[i], p.stride[i] = prm->strides[i];
+        if (p.win[i] < 1 || p.stride[i] < 1)
+            return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: window %lld and stride %lld at spatial axis %d must be positive (input %s)", op,
+                           (long long)p.win[i], (long long)p.stride[i], i, xs);
+        LX_TRY(conv_pads(op, &padding, i, p.in[i], p.win[i], p.stride[i], &p.lo[i], &p.hi[i]));
+        if (p.lo[i] < 0 || p.hi[i] < 0)
+            return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: negative padding (%lld, %lld) at spatial axis %d is not supported", op,
+                           (long long)p.lo[i], (long long)p.hi[i], i);
+        LX_TRY(conv_out_len(op, i, p.in[i], 1, p.lo[i], p.hi[i], p.win[i], p.stride[i], &p.out[i]));
         p.pitch[i] = pitch;
         pitch *= p.in[i]; /* checked-arithmetic: a factor of x's size */
         oshape[lead + i] = p.out[i];
-        if (!lx_mul_ok(p.ws, p.win[i], &p.ws) || !lx_mul_ok(p.outsp, p.out[i], &p.outsp)) {
-            lx_fail(LX_ERR_SHAPE, "%s: window %s or output size overflows int64 at spatial axis %d (input %s)", op,
-                    lx_shape_str(nwin, window, (char[96]){0}, 96), i, xs);
-            return NULL;
-        }
-        pads[2 * i] = p.lo[i], pads[2 * i + 1] = p.hi[i];
+        if (!lx_mul_ok(p.ws, p.win[i], &p.ws) || !lx_mul_ok(p.outsp, p.out[i], &p.outsp))
+            return lx_fail(LX_ERR_SHAPE, "%s: window %s or output size overflows int64 at spatial axis %d (input %s)", op,
+                           lx_shape_str(nwin, prm->window, (char[96]){0}, 96), i, xs);
     }
-    lx_array *out = lx_op_result(LX_F32, x->ndim, oshape, lx_is_abstract(x));
-    if (!out) return NULL;
-    if (!lx_is_abstract(x) && out->size > 0)
-        pool_forward(&p, lx_f32(x), lx_f32(out), is_max, include_pad, (double)out->size * (double)p.ws >= (1 << 15) ? lx_num_threads() : 1);
-    int64_t strd[LX_MAX_DIMS];
-    for (int i = 0; i < nwin; i++) strd[i] = p.stride[i];
-    lx_kwarg attrs[] = {LX_KW("window_shape", lx_ints_v(nwin, window)), LX_KW("strides", lx_ints_v(nwin, strd)),
-                        LX_KW("padding", lx_ints_v(2 * nwin, pads)), LX_KW_BOOL("count_include_pad", include_pad)};
-    lx_pool_params prm = {.nwin = nwin, .count_include_pad = include_pad};
-    for (int i = 0; i < nwin; i++)
-        prm.window[i] = p.win[i], prm.strides[i] = p.stride[i], prm.lo[i] = p.lo[i], prm.hi[i] = p.hi[i];
-    lx_prim_record(is_max ? LX_PRIM_MAX_POOL : LX_PRIM_AVG_POOL, &prm, 1, &x, out, is_max ? 3 : 4, attrs);
-    return out;
+    for (int i = 0; i < nwin; i++) prm->lo[i] = p.lo[i], prm->hi[i] = p.hi[i];
+    prm->resolve = false;
+    prm->mode = LX_PAD_EXPLICIT;
+    *pp = p;
+    return LX_OK;
+}
+
+static const char *pool_name(lx_prim_id id) { return id == LX_PRIM_MAX_POOL ? "max_pool" : "avg_pool"; }
+
+LX_RULE(pool) {
+    (void)nin;
+    pool_dims p;
+    LX_TRY(pool_plan(pool_name(id), in[0], params_, &p, av->shape));
+    av->ndim = in[0]->ndim;
+    av->dtype = LX_F32;
+    return LX_OK;
+}
+
+LX_FWD(pool) {
+    (void)nin, (void)saved;
+    lx_pool_params prm = *(const lx_pool_params *)params_;
+    const lx_array *x = in[0];
+    lx_array *out = *outp;
+    pool_dims p;
+    int64_t oshape[LX_MAX_DIMS];
+    LX_TRY(pool_plan(pool_name(id), x, &prm, &p, oshape));
+    if (out->size > 0)
+        pool_forward(&p, lx_f32(x), lx_f32(out), id == LX_PRIM_MAX_POOL, prm.count_include_pad,
+                     (double)out->size * (double)p.ws >= (1 << 15) ? lx_num_threads() : 1);
+    return LX_OK;
+}
+
+LX_ATTRS(pool) {
+    (void)nin, (void)in;
+    const lx_pool_params *p = params_;
+    for (int i = 0; i < p->nwin; i++) scratch[2 * i] = p->lo[i], scratch[2 * i + 1] = p->hi[i];
+    attrs[0] = LX_KW("window_shape", lx_ints_v(p->nwin, p->window));
+    attrs[1] = LX_KW("strides", lx_ints_v(p->nwin, p->strides));
+    attrs[2] = LX_KW("padding", lx_ints_v(2 * p->nwin, scratch));
+    if (id == LX_PRIM_MAX_POOL) return 3;
+    attrs[3] = LX_KW_BOOL("count_include_pad", p->count_include_pad);
+    return 4;
+}
+
+static lx_array *pool_op(lx_prim_id id, lx_array *x, int nwin, const int64_t *window, const int64_t *strides,
+                         const lx_padding *padding, bool include_pad) {
+    lx_pool_params prm = {.nwin = nwin, .count_include_pad = include_pad, .resolve = true,
+                          .mode = padding ? padding->mode : LX_PAD_VALID};
+    if (!window && x) { /* a missing window is the builder's own argument error */
+        char b[96];
+        lx_fail(LX_ERR_SHAPE, "%s: a window over %d spatial axes needs input (batch, spatial..., features) or (spatial..., features), got shape %s",
+                pool_name(id), nwin, lx_shape_str(x->ndim, x->shape, b, sizeof b));
+        return NULL;
+    }
+    for (int i = 0; window && i < nwin && i < LX_MAX_DIMS; i++) {
+        prm.window[i] = window[i];
+        prm.strides[i] = strides ? strides[i] : 1;
+        if (padding) prm.lo[i] = padding->lo[i], prm.hi[i] = padding->hi[i];
+    }
+    return lx_bind(id, &prm, 1, &x);
 }
 
 lx_array *lx_avg_pool(lx_array *x, int nwin, const int64_t *window, const int64_t *strides, const lx_padding *padding,
                       bool count_include_pad) {
-    return pool_op("avg_pool", x, nwin, window, strides, padding, false, count_include_pad);
+    return pool_op(LX_PRIM_AVG_POOL, x, nwin, window, strides, padding, count_include_pad);
 }
 
 lx_array *lx_max_pool(lx_array *x, int nwin, const int64_t *window, const int64_t *strides, const lx_padding *padding) {
-    return pool_op("max_pool", x, nwin, window, strides, padding, true, true);
+    return pool_op(LX_PRIM_MAX_POOL, x, nwin, window, strides, padding, true);
 }

@@ -319,96 +319,130 @@ static lx_status check_dtype(const red_op *op, const lx_array *x) {
                    lx_dtype_name(x->dtype), lx_ashp(x));
 }
 
-static lx_array *reduce(const red_op *op, lx_array *x, int naxes, const int64_t *axes, bool keepdims,
-                        lx_dtype out_dtype) {
-    LX_OP_INPUTS(op->name, x);
-    if (check_dtype(op, x) != LX_OK) return NULL;
+static const red_op red_ops[LX_PRIM_COUNT] = {
+    [LX_PRIM_SUM] = {"sum", {[LX_F32] = sum_f32_forward, [LX_I32] = sum_i32_forward, [LX_U32] = sum_u32_forward},
+                     false, LX_PRIM_SUM},
+    [LX_PRIM_MEAN] = {"mean", {[LX_F32] = mean_f32_forward}, false, LX_PRIM_MEAN},
+    [LX_PRIM_MAX] = {"max", {[LX_F32] = max_f32_forward, [LX_I32] = max_i32_forward, [LX_U32] = max_u32_forward},
+                     true, LX_PRIM_MAX},
+    [LX_PRIM_MIN] = {"min", {[LX_F32] = min_f32_forward, [LX_I32] = min_i32_forward, [LX_U32] = min_u32_forward},
+                     true, LX_PRIM_MIN},
+    [LX_PRIM_VAR] = {"var", {[LX_F32] = var_f32_forward}, false, LX_PRIM_VAR},
+    [LX_PRIM_LOGSUMEXP] = {"logsumexp", {[LX_F32] = logsumexp_f32_forward}, false, LX_PRIM_LOGSUMEXP},
+    [LX_PRIM_ARGMAX] = {"argmax",
+                        {[LX_F32] = argmax_f32_forward, [LX_I32] = argmax_i32_forward, [LX_U32] = argmax_u32_forward},
+                        true, LX_PRIM_ARGMAX},
+};
+
+/* lx_reduce_params as a builder fills it: naxes REDUCE_ALL for axis=None; otherwise the axes as
+ * given (copied only when naxes is in range: the rule reports the rest). */
+#define REDUCE_ALL (-0x7fff)
+
+static lx_reduce_params reduce_params(int naxes, const int64_t *axes, bool keepdims) {
+    lx_reduce_params p = {.naxes = axes ? naxes : REDUCE_ALL, .keepdims = keepdims};
+    if (axes && naxes > 0 && naxes <= LX_MAX_DIMS)
+        for (int i = 0; i < naxes; i++) p.axes[i] = axes[i];
+    return p;
+}
+
+/* The reduced-axes mask of normalised params. */
+static void params_mask(const lx_reduce_params *p, bool *mask) {
+    for (int i = 0; i < LX_MAX_DIMS; i++) mask[i] = false;
+    for (int i = 0; i < p->naxes; i++) mask[p->axes[i]] = true;
+}
+
+/* sum/mean/max/min/var/logsumexp: normalises the axes into the sorted list of reduced axes. */
+LX_RULE(reduce) {
+    (void)nin;
+    const red_op *op = &red_ops[id];
+    lx_reduce_params *p = params_;
+    lx_array *x = in[0];
+    LX_TRY(check_dtype(op, x));
     bool mask[LX_MAX_DIMS];
-    if (axes_mask(op->name, x, naxes, axes, mask) != LX_OK) return NULL;
-    int nd = 0;
-    int64_t shape[LX_MAX_DIMS], red = 1, used[LX_MAX_DIMS];
-    int nused = 0;
+    if (p->naxes == REDUCE_ALL) {
+        LX_TRY(axes_mask(op->name, x, 0, NULL, mask));
+    } else {
+        if (p->naxes < 0 || p->naxes > LX_MAX_DIMS)
+            return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: %d axes given for array of shape %s", op->name, p->naxes,
+                           lx_ashp(x));
+        LX_TRY(axes_mask(op->name, x, p->naxes, p->axes, mask));
+    }
+    int nd = 0, nused = 0;
+    int64_t red = 1;
     for (int i = 0; i < x->ndim; i++) {
         if (mask[i]) {
-            red *= x->shape[i];
-            used[nused++] = i;
-            if (keepdims) shape[nd++] = 1;
+            red *= x->shape[i]; /* a sub-product of x's dims: fits (checked-arithmetic, array.c) */
+            p->axes[nused++] = i;
+            if (p->keepdims) av->shape[nd++] = 1;
         } else {
-            shape[nd++] = x->shape[i];
+            av->shape[nd++] = x->shape[i];
         }
     }
-    if (op->needs_nonempty && red == 0) {
-        lx_fail(LX_ERR_SHAPE, "%s: zero-size array to reduction operation %s which has no identity (shape %s)",
-                op->name, op->name, lx_ashp(x));
-        return NULL;
+    p->naxes = nused;
+    if (op->needs_nonempty && red == 0)
+        return lx_fail(LX_ERR_SHAPE, "%s: zero-size array to reduction operation %s which has no identity (shape %s)",
+                       op->name, op->name, lx_ashp(x));
+    av->ndim = nd;
+    av->dtype = (id == LX_PRIM_SUM || id == LX_PRIM_MAX || id == LX_PRIM_MIN) ? x->dtype : LX_F32;
+    return LX_OK;
+}
+
+/* argmax: one axis (axes[0]). */
+LX_RULE(argmax) {
+    (void)nin;
+    const red_op *op = &red_ops[id];
+    lx_reduce_params *p = params_;
+    lx_array *x = in[0];
+    LX_TRY(check_dtype(op, x));
+    const int64_t axis = p->axes[0];
+    int64_t a;
+    LX_TRY(lx_norm_axis("argmax", axis, x->ndim, &a));
+    if (x->shape[a] == 0)
+        return lx_fail(LX_ERR_SHAPE, "argmax: attempt to get argmax of an empty sequence (axis %lld of shape %s)",
+                       (long long)axis, lx_ashp(x));
+    p->naxes = 1;
+    p->axes[0] = a;
+    int nd = 0;
+    for (int i = 0; i < x->ndim; i++)
+        if (i != a || p->keepdims) av->shape[nd++] = i == a ? 1 : x->shape[i];
+    av->ndim = nd;
+    av->dtype = LX_I32;
+    return LX_OK;
+}
+
+LX_FWD(reduce) {
+    (void)nin, (void)saved;
+    bool mask[LX_MAX_DIMS];
+    params_mask(params_, mask);
+    return reduce_into(&red_ops[id], in[0], mask, *outp);
+}
+
+LX_ATTRS(reduce) {
+    (void)nin, (void)in, (void)scratch;
+    const lx_reduce_params *p = params_;
+    if (id == LX_PRIM_ARGMAX) {
+        attrs[0] = LX_KW_INT("axis", p->axes[0]);
+    } else {
+        attrs[0] = LX_KW("axes", lx_ints_v(p->naxes, p->axes));
     }
-    lx_array *out = lx_op_result(out_dtype, nd, shape, lx_is_abstract(x));
-    if (!out) return NULL;
-    if (!lx_is_abstract(x) && reduce_into(op, x, mask, out) != LX_OK) return NULL;
-    const lx_kwarg attrs[] = {LX_KW("axes", lx_ints_v(nused, used)), LX_KW_BOOL("keepdims", keepdims)};
-    lx_reduce_params prm = {.naxes = nused, .keepdims = keepdims};
-    for (int i = 0; i < nused; i++) prm.axes[i] = used[i];
-    lx_prim_record(op->id, &prm, 1, (lx_array *const[]){x}, out, 2, attrs);
-    return out;
+    attrs[1] = LX_KW_BOOL("keepdims", p->keepdims);
+    return 2;
 }
 
-lx_array *lx_sum(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
-    static const red_op op = {
-        "sum", {[LX_F32] = sum_f32_forward, [LX_I32] = sum_i32_forward, [LX_U32] = sum_u32_forward}, false, LX_PRIM_SUM};
-    return reduce(&op, x, naxes, axes, keepdims, x ? x->dtype : LX_F32);
-}
+#define REDUCE_BUILDER(name, ID)                                                                      \
+    lx_array *lx_##name(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {                  \
+        const lx_reduce_params prm = reduce_params(naxes, axes, keepdims);                             \
+        return lx_bind(LX_PRIM_##ID, &prm, 1, &x);                                                     \
+    }
 
-lx_array *lx_mean(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
-    static const red_op op = {"mean", {[LX_F32] = mean_f32_forward}, false, LX_PRIM_MEAN};
-    return reduce(&op, x, naxes, axes, keepdims, LX_F32);
-}
-
-lx_array *lx_max(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
-    static const red_op op = {
-        "max", {[LX_F32] = max_f32_forward, [LX_I32] = max_i32_forward, [LX_U32] = max_u32_forward}, true, LX_PRIM_MAX};
-    return reduce(&op, x, naxes, axes, keepdims, x ? x->dtype : LX_F32);
-}
-
-lx_array *lx_min(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
-    static const red_op op = {
-        "min", {[LX_F32] = min_f32_forward, [LX_I32] = min_i32_forward, [LX_U32] = min_u32_forward}, true, LX_PRIM_MIN};
-    return reduce(&op, x, naxes, axes, keepdims, x ? x->dtype : LX_F32);
-}
-
-lx_array *lx_var(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
-    static const red_op op = {"var", {[LX_F32] = var_f32_forward}, false, LX_PRIM_VAR};
-    return reduce(&op, x, naxes, axes, keepdims, LX_F32);
-}
-
-lx_array *lx_logsumexp(lx_array *x, int naxes, const int64_t *axes, bool keepdims) {
-    static const red_op op = {"logsumexp", {[LX_F32] = logsumexp_f32_forward}, false, LX_PRIM_LOGSUMEXP};
-    return reduce(&op, x, naxes, axes, keepdims, LX_F32);
-}
+REDUCE_BUILDER(sum, SUM)
+REDUCE_BUILDER(mean, MEAN)
+REDUCE_BUILDER(max, MAX)
+REDUCE_BUILDER(min, MIN)
+REDUCE_BUILDER(var, VAR)
+REDUCE_BUILDER(logsumexp, LOGSUMEXP)
 
 lx_array *lx_argmax(lx_array *x, int64_t axis, bool keepdims) {
-    static const red_op op = {
-        "argmax", {[LX_F32] = argmax_f32_forward, [LX_I32] = argmax_i32_forward, [LX_U32] = argmax_u32_forward},
-        true, LX_PRIM_ARGMAX};
-    LX_OP_INPUTS("argmax", x);
-    if (check_dtype(&op, x) != LX_OK) return NULL;
-    int64_t a;
-    if (lx_norm_axis("argmax", axis, x->ndim, &a) != LX_OK) return NULL;
-    if (x->shape[a] == 0) {
-        lx_fail(LX_ERR_SHAPE, "argmax: attempt to get argmax of an empty sequence (axis %lld of shape %s)",
-                (long long)axis, lx_ashp(x));
-        return NULL;
-    }
-    bool mask[LX_MAX_DIMS] = {false};
-    mask[a] = true;
-    int nd = 0;
-    int64_t shape[LX_MAX_DIMS];
-    for (int i = 0; i < x->ndim; i++)
-        if (i != a || keepdims) shape[nd++] = i == a ? 1 : x->shape[i];
-    lx_array *out = lx_op_result(LX_I32, nd, shape, lx_is_abstract(x));
-    if (!out) return NULL;
-    if (!lx_is_abstract(x) && reduce_into(&op, x, mask, out) != LX_OK) return NULL;
-    const lx_kwarg attrs[] = {LX_KW_INT("axis", a), LX_KW_BOOL("keepdims", keepdims)};
-    lx_reduce_params prm = {.naxes = 1, .axes = {a}, .keepdims = keepdims};
-    lx_prim_record(LX_PRIM_ARGMAX, &prm, 1, (lx_array *const[]){x}, out, 2, attrs);
-    return out;
+    const lx_reduce_params prm = {.naxes = 1, .axes = {axis}, .keepdims = keepdims};
+    return lx_bind(LX_PRIM_ARGMAX, &prm, 1, &x);
 }

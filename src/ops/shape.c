@@ -120,13 +120,16 @@ static lx_array *view_as(const char *op, lx_array *x, int ndim, const int64_t *s
     return v;
 }
 
-lx_array *lx_reshape(lx_array *x, int ndim, const int64_t *shape) {
-    LX_OP_INPUTS("reshape", x);
-    if (ndim < 0 || ndim > LX_MAX_DIMS || (ndim > 0 && !shape)) {
-        lx_fail(LX_ERR_SHAPE, "reshape: %d dims requested for array of shape %s (at most %d)", ndim, lx_ashp(x),
-                LX_MAX_DIMS);
-        return NULL;
-    }
+/* reshape: dims as given (one -1 inferred); the rule writes them explicit. */
+LX_RULE(reshape) {
+    LX_UNUSED_RULE;
+    lx_shape_params *p = params_;
+    lx_array *x = in[0];
+    const int ndim = p->ndim;
+    const int64_t *shape = p->dims;
+    if (ndim < 0 || ndim > LX_MAX_DIMS)
+        return lx_fail(LX_ERR_SHAPE, "reshape: %d dims requested for array of shape %s (at most %d)", ndim, lx_ashp(x),
+                       LX_MAX_DIMS);
     int64_t dims[LX_MAX_DIMS], known = 1;
     int infer = -1;
     for (int i = 0; i < ndim; i++) {
@@ -135,139 +138,203 @@ lx_array *lx_reshape(lx_array *x, int ndim, const int64_t *shape) {
             infer = i;
             continue;
         }
-        if (shape[i] < 0) {
-            lx_fail(LX_ERR_SHAPE, "reshape: %s in shape %s for array of shape %s",
-                    shape[i] == -1 ? "can only specify one unknown dimension" : "negative dimension",
-                    lx_shp(ndim, shape), lx_ashp(x));
-            return NULL;
-        }
-        if (!lx_mul_ok(known, shape[i], &known)) { /* checked-arithmetic */
-            lx_fail(LX_ERR_SHAPE, "reshape: the element count of shape %s overflows int64 (array of shape %s)",
-                    lx_shp(ndim, shape), lx_ashp(x));
-            return NULL;
-        }
+        if (shape[i] < 0)
+            return lx_fail(LX_ERR_SHAPE, "reshape: %s in shape %s for array of shape %s",
+                           shape[i] == -1 ? "can only specify one unknown dimension" : "negative dimension",
+                           lx_shp(ndim, shape), lx_ashp(x));
+        if (!lx_mul_ok(known, shape[i], &known)) /* checked-arithmetic */
+            return lx_fail(LX_ERR_SHAPE, "reshape: the element count of shape %s overflows int64 (array of shape %s)",
+                           lx_shp(ndim, shape), lx_ashp(x));
     }
     if (infer >= 0) {
-        if (known == 0 || x->size % known != 0) {
-            lx_fail(LX_ERR_SHAPE, "reshape: cannot reshape array of shape %s (size %lld) into shape %s", lx_ashp(x),
-                    (long long)x->size, lx_shp(ndim, shape));
-            return NULL;
-        }
+        if (known == 0 || x->size % known != 0)
+            return lx_fail(LX_ERR_SHAPE, "reshape: cannot reshape array of shape %s (size %lld) into shape %s", lx_ashp(x),
+                           (long long)x->size, lx_shp(ndim, shape));
         dims[infer] = x->size / known;
     } else if (known != x->size) {
-        lx_fail(LX_ERR_SHAPE, "reshape: cannot reshape array of shape %s (size %lld) into shape %s", lx_ashp(x),
-                (long long)x->size, lx_shp(ndim, shape));
+        return lx_fail(LX_ERR_SHAPE, "reshape: cannot reshape array of shape %s (size %lld) into shape %s", lx_ashp(x),
+                       (long long)x->size, lx_shp(ndim, shape));
+    }
+    memcpy(p->dims, dims, sizeof(int64_t) * (size_t)ndim);
+    lx_aval_set(av, x->dtype, ndim, dims);
+    return LX_OK;
+}
+LX_FWD(reshape) {
+    LX_UNUSED_FWD;
+    const lx_shape_params *p = params_;
+    *outp = view_as("reshape", in[0], p->ndim, p->dims);
+    return *outp ? LX_OK : lx_last_status();
+}
+LX_ATTRS(reshape) {
+    LX_UNUSED_ATTRS;
+    const lx_shape_params *p = params_;
+    attrs[0] = LX_KW(id == LX_PRIM_RESHAPE ? "shape" : id == LX_PRIM_BROADCAST_TO ? "shape"
+                     : id == LX_PRIM_TRANSPOSE ? "permutation" : "axes",
+                     lx_ints_v(p->ndim, p->dims));
+    return 1;
+}
+
+lx_array *lx_reshape(lx_array *x, int ndim, const int64_t *shape) {
+    lx_shape_params prm = {.ndim = ndim};
+    if (x && (ndim < 0 || ndim > LX_MAX_DIMS || (ndim > 0 && !shape))) {
+        lx_fail(LX_ERR_SHAPE, "reshape: %d dims requested for array of shape %s (at most %d)", ndim, lx_ashp(x),
+                LX_MAX_DIMS);
         return NULL;
     }
-    lx_array *out = view_as("reshape", x, ndim, dims);
-    if (!out) return NULL;
-    const lx_kwarg attrs[] = {LX_KW("shape", lx_ints_v(ndim, dims))};
-    lx_shape_params prm = {.ndim = ndim};
-    memcpy(prm.dims, dims, sizeof(int64_t) * (size_t)ndim);
-    lx_prim_record(LX_PRIM_RESHAPE, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
-    return out;
+    if (x && ndim > 0) memcpy(prm.dims, shape, sizeof(int64_t) * (size_t)ndim);
+    return lx_bind(LX_PRIM_RESHAPE, &prm, 1, &x);
+}
+
+LX_RULE(expand_dims) {
+    LX_UNUSED_RULE;
+    lx_shape_params *p = params_;
+    lx_array *x = in[0];
+    if (x->ndim == LX_MAX_DIMS)
+        return lx_fail(LX_ERR_SHAPE, "expand_dims: array of shape %s already has the most dims linnx allows (%d)",
+                       lx_ashp(x), LX_MAX_DIMS);
+    int64_t a;
+    LX_TRY(lx_norm_axis("expand_dims", p->axis, x->ndim + 1, &a));
+    p->axis = a;
+    av->dtype = x->dtype, av->ndim = x->ndim + 1;
+    for (int i = 0, k = 0; i <= x->ndim; i++) av->shape[i] = i == a ? 1 : x->shape[k++];
+    return LX_OK;
+}
+LX_FWD(expand_dims) {
+    LX_UNUSED_FWD;
+    const lx_array *x = in[0];
+    const int64_t a = ((const lx_shape_params *)params_)->axis;
+    int64_t dims[LX_MAX_DIMS];
+    for (int i = 0, k = 0; i <= x->ndim; i++) dims[i] = i == a ? 1 : x->shape[k++];
+    *outp = view_as("expand_dims", in[0], x->ndim + 1, dims);
+    return *outp ? LX_OK : lx_last_status();
+}
+/* expand_dims, concatenate, stack, take, one_hot: one integer attribute. */
+LX_ATTRS(axis) {
+    LX_UNUSED_ATTRS;
+    if (id == LX_PRIM_ONE_HOT) {
+        attrs[0] = LX_KW_INT("num_classes", ((const lx_one_hot_params *)params_)->num_classes);
+    } else {
+        attrs[0] = LX_KW_INT("axis", ((const lx_shape_params *)params_)->axis);
+    }
+    return 1;
 }
 
 lx_array *lx_expand_dims(lx_array *x, int64_t axis) {
-    LX_OP_INPUTS("expand_dims", x);
-    if (x->ndim == LX_MAX_DIMS) {
-        lx_fail(LX_ERR_SHAPE, "expand_dims: array of shape %s already has the most dims linnx allows (%d)",
-                lx_ashp(x), LX_MAX_DIMS);
-        return NULL;
-    }
-    int64_t a;
-    if (lx_norm_axis("expand_dims", axis, x->ndim + 1, &a) != LX_OK) return NULL;
-    int64_t dims[LX_MAX_DIMS];
-    for (int i = 0, k = 0; i <= x->ndim; i++) dims[i] = i == a ? 1 : x->shape[k++];
-    lx_array *out = view_as("expand_dims", x, x->ndim + 1, dims);
-    if (!out) return NULL;
-    const lx_kwarg attrs[] = {LX_KW_INT("axis", a)};
-    const lx_shape_params prm = {.axis = a};
-    lx_prim_record(LX_PRIM_EXPAND_DIMS, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
-    return out;
+    const lx_shape_params prm = {.axis = axis};
+    return lx_bind(LX_PRIM_EXPAND_DIMS, &prm, 1, &x);
 }
 
-lx_array *lx_squeeze(lx_array *x, int naxes, const int64_t *axes) {
-    LX_OP_INPUTS("squeeze", x);
+/* squeeze: the axes as given (SQUEEZE_ALL: every size-1 axis); the rule writes the dropped axes. */
+#define SQUEEZE_ALL (-0x7fff)
+LX_RULE(squeeze) {
+    LX_UNUSED_RULE;
+    lx_shape_params *p = params_;
+    lx_array *x = in[0];
     bool drop[LX_MAX_DIMS] = {false};
-    if (!axes) {
+    if (p->ndim == SQUEEZE_ALL) {
         for (int i = 0; i < x->ndim; i++) drop[i] = x->shape[i] == 1;
     } else {
-        if (naxes < 0 || naxes > LX_MAX_DIMS) {
-            lx_fail(LX_ERR_SHAPE, "squeeze: %d axes given for array of shape %s", naxes, lx_ashp(x));
-            return NULL;
-        }
+        const int naxes = p->ndim;
+        const int64_t *axes = p->dims;
+        if (naxes < 0 || naxes > LX_MAX_DIMS)
+            return lx_fail(LX_ERR_SHAPE, "squeeze: %d axes given for array of shape %s", naxes, lx_ashp(x));
         for (int i = 0; i < naxes; i++) {
             int64_t a;
-            if (lx_norm_axis("squeeze", axes[i], x->ndim, &a) != LX_OK) return NULL;
-            if (drop[a]) {
-                lx_fail(LX_ERR_SHAPE, "squeeze: duplicate value in 'axis' %s for array of shape %s",
-                        lx_shp(naxes, axes), lx_ashp(x));
-                return NULL;
-            }
-            if (x->shape[a] != 1) {
-                lx_fail(LX_ERR_SHAPE,
-                        "squeeze: cannot select an axis to squeeze out which has size not equal to one "
-                        "(axis %lld of shape %s)",
-                        (long long)axes[i], lx_ashp(x));
-                return NULL;
-            }
+            LX_TRY(lx_norm_axis("squeeze", axes[i], x->ndim, &a));
+            if (drop[a])
+                return lx_fail(LX_ERR_SHAPE, "squeeze: duplicate value in 'axis' %s for array of shape %s",
+                               lx_shp(naxes, axes), lx_ashp(x));
+            if (x->shape[a] != 1)
+                return lx_fail(LX_ERR_SHAPE,
+                               "squeeze: cannot select an axis to squeeze out which has size not equal to one "
+                               "(axis %lld of shape %s)",
+                               (long long)axes[i], lx_ashp(x));
             drop[a] = true;
         }
     }
-    int64_t dims[LX_MAX_DIMS], dropped[LX_MAX_DIMS];
     int nd = 0, nk = 0;
     for (int i = 0; i < x->ndim; i++) {
-        if (drop[i]) dropped[nk++] = i;
-        else dims[nd++] = x->shape[i];
+        if (drop[i]) p->dims[nk++] = i;
+        else av->shape[nd++] = x->shape[i];
     }
-    lx_array *out = view_as("squeeze", x, nd, dims);
-    if (!out) return NULL;
-    const lx_kwarg attrs[] = {LX_KW("axes", lx_ints_v(nk, dropped))};
-    lx_shape_params prm = {.ndim = nk};
-    memcpy(prm.dims, dropped, sizeof(int64_t) * (size_t)nk);
-    lx_prim_record(LX_PRIM_SQUEEZE, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
-    return out;
+    p->ndim = nk;
+    av->ndim = nd;
+    av->dtype = x->dtype;
+    return LX_OK;
+}
+LX_FWD(squeeze) {
+    LX_UNUSED_FWD;
+    const lx_shape_params *p = params_;
+    const lx_array *x = in[0];
+    bool drop[LX_MAX_DIMS] = {false};
+    for (int i = 0; i < p->ndim; i++) drop[p->dims[i]] = true;
+    int64_t dims[LX_MAX_DIMS];
+    int nd = 0;
+    for (int i = 0; i < x->ndim; i++)
+        if (!drop[i]) dims[nd++] = x->shape[i];
+    *outp = view_as("squeeze", in[0], nd, dims);
+    return *outp ? LX_OK : lx_last_status();
+}
+
+lx_array *lx_squeeze(lx_array *x, int naxes, const int64_t *axes) {
+    lx_shape_params prm = {.ndim = axes ? naxes : SQUEEZE_ALL};
+    if (axes && naxes > 0 && naxes <= LX_MAX_DIMS) memcpy(prm.dims, axes, sizeof(int64_t) * (size_t)naxes);
+    return lx_bind(LX_PRIM_SQUEEZE, &prm, 1, &x);
 }
 
 /* ---- transpose ---- */
 
-lx_array *lx_transpose(lx_array *x, int nperm, const int64_t *perm) {
-    LX_OP_INPUTS("transpose", x);
-    int64_t p[LX_MAX_DIMS];
-    if (!perm) {
-        for (int i = 0; i < x->ndim; i++) p[i] = x->ndim - 1 - i;
+/* transpose: perm as given (TRANSPOSE_REVERSE: axes reversed); the rule normalises it. */
+#define TRANSPOSE_REVERSE (-0x7fff)
+LX_RULE(transpose) {
+    LX_UNUSED_RULE;
+    lx_shape_params *p = params_;
+    lx_array *x = in[0];
+    int64_t pm[LX_MAX_DIMS];
+    if (p->ndim == TRANSPOSE_REVERSE) {
+        for (int i = 0; i < x->ndim; i++) pm[i] = x->ndim - 1 - i;
     } else {
-        if (nperm != x->ndim) {
-            lx_fail(LX_ERR_SHAPE, "transpose: axes %s don't match array of shape %s", lx_shp(nperm, perm),
-                    lx_ashp(x));
-            return NULL;
-        }
+        const int nperm = p->ndim;
+        const int64_t *perm = p->dims;
+        if (nperm != x->ndim)
+            return lx_fail(LX_ERR_SHAPE, "transpose: axes %s don't match array of shape %s",
+                           nperm >= 0 && nperm <= LX_MAX_DIMS ? lx_shp(nperm, perm) : "(...)", lx_ashp(x));
         bool seen[LX_MAX_DIMS] = {false};
         for (int i = 0; i < nperm; i++) {
-            if (lx_norm_axis("transpose", perm[i], x->ndim, &p[i]) != LX_OK) return NULL;
-            if (seen[p[i]]) {
-                lx_fail(LX_ERR_SHAPE, "transpose: repeated axis in axes %s for array of shape %s",
-                        lx_shp(nperm, perm), lx_ashp(x));
-                return NULL;
-            }
-            seen[p[i]] = true;
+            LX_TRY(lx_norm_axis("transpose", perm[i], x->ndim, &pm[i]));
+            if (seen[pm[i]])
+                return lx_fail(LX_ERR_SHAPE, "transpose: repeated axis in axes %s for array of shape %s",
+                               lx_shp(nperm, perm), lx_ashp(x));
+            seen[pm[i]] = true;
         }
     }
-    int64_t shape[LX_MAX_DIMS], xs[LX_MAX_DIMS], is[LX_MAX_DIMS];
+    p->ndim = x->ndim;
+    memcpy(p->dims, pm, sizeof(int64_t) * (size_t)x->ndim);
+    av->dtype = x->dtype, av->ndim = x->ndim;
+    for (int i = 0; i < x->ndim; i++) av->shape[i] = x->shape[pm[i]];
+    return LX_OK;
+}
+LX_FWD(transpose) {
+    LX_UNUSED_FWD;
+    const lx_shape_params *p = params_;
+    const lx_array *x = in[0];
+    lx_array *out = *outp;
+    int64_t xs[LX_MAX_DIMS], is[LX_MAX_DIMS];
     lx_contiguous_strides(x->ndim, x->shape, xs);
-    for (int i = 0; i < x->ndim; i++) {
-        shape[i] = x->shape[p[i]];
-        is[i] = xs[p[i]];
+    for (int i = 0; i < x->ndim; i++) is[i] = xs[p->dims[i]];
+    lx_strided_copy(out->data, NULL, x->data, is, lx_dtype_size(x->dtype), x->ndim, out->shape);
+    return LX_OK;
+}
+
+lx_array *lx_transpose(lx_array *x, int nperm, const int64_t *perm) {
+    lx_shape_params prm = {.ndim = perm ? nperm : TRANSPOSE_REVERSE};
+    if (perm && x && (nperm < 0 || nperm > LX_MAX_DIMS)) { /* more axes than the params hold */
+        lx_fail(LX_ERR_SHAPE, "transpose: axes %s don't match array of shape %s", nperm >= 0 ? lx_shp(nperm, perm) : "()",
+                lx_ashp(x));
+        return NULL;
     }
-    lx_array *out = lx_op_result(x->dtype, x->ndim, shape, lx_is_abstract(x));
-    if (!out) return NULL;
-    if (!lx_is_abstract(x)) lx_strided_copy(out->data, NULL, x->data, is, lx_dtype_size(x->dtype), x->ndim, shape);
-    const lx_kwarg attrs[] = {LX_KW("permutation", lx_ints_v(x->ndim, p))};
-    lx_shape_params prm = {.ndim = x->ndim};
-    memcpy(prm.dims, p, sizeof(int64_t) * (size_t)x->ndim);
-    lx_prim_record(LX_PRIM_TRANSPOSE, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
-    return out;
+    if (perm && nperm > 0 && nperm <= LX_MAX_DIMS) memcpy(prm.dims, perm, sizeof(int64_t) * (size_t)nperm);
+    return lx_bind(LX_PRIM_TRANSPOSE, &prm, 1, &x);
 }
 
 /* ---- broadcast_to ---- */
@@ -277,32 +344,44 @@ static void copy_row_forward(void *out, const void *const *in, const int64_t *st
     copy_run(out, 1, in[0], step[0], es, n);
 }
 
-lx_array *lx_broadcast_to(lx_array *x, int ndim, const int64_t *shape) {
-    LX_OP_INPUTS("broadcast_to", x);
-    bool ok = ndim >= x->ndim && ndim <= LX_MAX_DIMS && (ndim == 0 || shape);
+LX_RULE(broadcast_to) {
+    LX_UNUSED_RULE;
+    const lx_shape_params *p = params_;
+    lx_array *x = in[0];
+    const int ndim = p->ndim;
+    const int64_t *shape = p->dims;
+    bool ok = ndim >= x->ndim && ndim <= LX_MAX_DIMS;
     for (int i = 0; ok && i < ndim; i++) {
         int j = i - (ndim - x->ndim);
         if (shape[i] < 0 || (j >= 0 && x->shape[j] != 1 && x->shape[j] != shape[i])) ok = false;
     }
-    if (!ok) {
+    if (!ok)
+        return lx_fail(LX_ERR_SHAPE, "broadcast_to: incompatible shapes for broadcasting: %s and requested shape %s",
+                       lx_ashp(x), ndim >= 0 && ndim <= LX_MAX_DIMS ? lx_shp(ndim, shape) : "None");
+    lx_aval_set(av, x->dtype, ndim, shape);
+    return LX_OK;
+}
+LX_FWD(broadcast_to) {
+    LX_UNUSED_FWD;
+    const lx_array *x = in[0];
+    lx_array *out = *outp;
+    lx_bcast bc;
+    const int64_t *shapes[] = {x->shape};
+    lx_bcast_plan(&bc, 1, &x->ndim, shapes, out->ndim, out->shape);
+    const size_t es = lx_dtype_size(x->dtype);
+    lx_bcast_run(&bc, out->data, es, (const void *const[]){x->data}, &es, copy_row_forward, &es);
+    return LX_OK;
+}
+
+lx_array *lx_broadcast_to(lx_array *x, int ndim, const int64_t *shape) {
+    lx_shape_params prm = {.ndim = ndim};
+    if (x && !(ndim >= x->ndim && ndim <= LX_MAX_DIMS && (ndim == 0 || shape))) {
         lx_fail(LX_ERR_SHAPE, "broadcast_to: incompatible shapes for broadcasting: %s and requested shape %s",
                 lx_ashp(x), shape ? lx_shp(ndim, shape) : "None");
         return NULL;
     }
-    lx_array *out = lx_op_result(x->dtype, ndim, shape, lx_is_abstract(x));
-    if (!out) return NULL;
-    if (!lx_is_abstract(x)) {
-        lx_bcast bc;
-        const int64_t *shapes[] = {x->shape};
-        lx_bcast_plan(&bc, 1, &x->ndim, shapes, ndim, shape);
-        const size_t es = lx_dtype_size(x->dtype);
-        lx_bcast_run(&bc, out->data, es, (const void *const[]){x->data}, &es, copy_row_forward, &es);
-    }
-    const lx_kwarg attrs[] = {LX_KW("shape", lx_ints_v(ndim, out->shape))};
-    lx_shape_params prm = {.ndim = ndim};
-    memcpy(prm.dims, out->shape, sizeof(int64_t) * (size_t)ndim);
-    lx_prim_record(LX_PRIM_BROADCAST_TO, &prm, 1, (lx_array *const[]){x}, out, 1, attrs);
-    return out;
+    if (x && ndim > 0) memcpy(prm.dims, shape, sizeof(int64_t) * (size_t)ndim);
+    return lx_bind(LX_PRIM_BROADCAST_TO, &prm, 1, &x);
 }
 
 /* ---- slice ---- */
@@ -332,10 +411,9 @@ static void range_indices(lx_range r, int64_t n, int64_t *start, int64_t *stop, 
     else *len = b > e ? (e - b + 1) / st + 1 : 0;
 }
 
-/* The strided view of x given per-axis start/step/len, copied into a new pool-owned array. */
-static lx_array *gather_strided(const lx_array *x, const int64_t *start, const int64_t *step, const int64_t *len) {
-    lx_array *out = lx_op_result(x->dtype, x->ndim, len, lx_is_abstract(x));
-    if (!out || lx_is_abstract(x) || out->size == 0) return out;
+/* The strided view of x given per-axis start/step/len (the shape of out), copied into out. */
+static void gather_into(lx_array *out, const lx_array *x, const int64_t *start, const int64_t *step, const int64_t *len) {
+    if (out->size == 0) return;
     int64_t xs[LX_MAX_DIMS], is[LX_MAX_DIMS], off = 0;
     lx_contiguous_strides(x->ndim, x->shape, xs);
     for (int i = 0; i < x->ndim; i++) {
@@ -346,182 +424,241 @@ static lx_array *gather_strided(const lx_array *x, const int64_t *start, const i
     }
     const size_t es = lx_dtype_size(x->dtype);
     lx_strided_copy(out->data, NULL, (const char *)x->data + off * (int64_t)es, is, es, x->ndim, len);
-    return out;
+}
+
+/* slice's params are resolved against x by the builder (Python's slice.indices); the rule checks
+ * that they fit x (checked arithmetic for the last index). */
+LX_RULE(slice) {
+    LX_UNUSED_RULE;
+    const lx_slice_params *p = params_;
+    lx_array *x = in[0];
+    if (p->ndim != x->ndim)
+        return lx_fail(LX_ERR_SHAPE, "slice: too many indices for array: array of shape %s is %d-dimensional, but %d were indexed",
+                       lx_ashp(x), x->ndim, p->ndim);
+    for (int i = 0; i < x->ndim; i++) {
+        int64_t last = 0;
+        bool ok = p->step[i] != 0 && p->len[i] >= 0;
+        if (ok && p->len[i] > 0)
+            ok = p->start[i] >= 0 && p->start[i] < x->shape[i] && lx_mul_ok(p->len[i] - 1, p->step[i], &last) &&
+                 lx_add_ok(p->start[i], last, &last) && last >= 0 && last < x->shape[i];
+        if (!ok)
+            return lx_fail(LX_ERR_SHAPE, "slice: start %lld, step %lld and length %lld do not fit axis %d of shape %s",
+                           (long long)p->start[i], (long long)p->step[i], (long long)p->len[i], i, lx_ashp(x));
+    }
+    lx_aval_set(av, x->dtype, x->ndim, p->len);
+    return LX_OK;
+}
+LX_FWD(slice) {
+    LX_UNUSED_FWD;
+    const lx_slice_params *p = params_;
+    gather_into(*outp, in[0], p->start, p->step, p->len);
+    return LX_OK;
+}
+LX_ATTRS(slice) {
+    LX_UNUSED_ATTRS;
+    const lx_slice_params *p = params_;
+    attrs[0] = LX_KW("start", lx_ints_v(p->ndim, p->start));
+    attrs[1] = LX_KW("stop", lx_ints_v(p->ndim, p->stop));
+    attrs[2] = LX_KW("step", lx_ints_v(p->ndim, p->step));
+    return 3;
 }
 
 lx_array *lx_slice(lx_array *x, int nranges, const lx_range *ranges) {
-    LX_OP_INPUTS("slice", x);
+    lx_slice_params prm = {0};
+    if (!x) return lx_bind(LX_PRIM_SLICE, &prm, 1, &x);
     if (nranges < 0 || nranges > x->ndim || (nranges > 0 && !ranges)) {
         lx_fail(LX_ERR_SHAPE, "slice: too many indices for array: array of shape %s is %d-dimensional, but %d were indexed",
                 lx_ashp(x), x->ndim, nranges);
         return NULL;
     }
-    int64_t start[LX_MAX_DIMS], stop[LX_MAX_DIMS], step[LX_MAX_DIMS], len[LX_MAX_DIMS];
+    prm.ndim = x->ndim;
     for (int i = 0; i < x->ndim; i++) {
         lx_range r = i < nranges ? ranges[i] : LX_RANGE_ALL;
         if (r.step == 0) {
             lx_fail(LX_ERR_INVALID_ARGUMENT, "slice: slice step cannot be zero (axis %d of shape %s)", i, lx_ashp(x));
             return NULL;
         }
-        range_indices(r, x->shape[i], &start[i], &stop[i], &step[i], &len[i]);
+        range_indices(r, x->shape[i], &prm.start[i], &prm.stop[i], &prm.step[i], &prm.len[i]);
     }
-    lx_array *out = gather_strided(x, start, step, len);
-    if (!out) return NULL;
-    const lx_kwarg attrs[] = {LX_KW("start", lx_ints_v(x->ndim, start)), LX_KW("stop", lx_ints_v(x->ndim, stop)),
-                              LX_KW("step", lx_ints_v(x->ndim, step))};
-    lx_slice_params prm = {.ndim = x->ndim};
-    for (int i = 0; i < x->ndim; i++) prm.start[i] = start[i], prm.step[i] = step[i], prm.len[i] = len[i];
-    lx_prim_record(LX_PRIM_SLICE, &prm, 1, (lx_array *const[]){x}, out, 3, attrs);
-    return out;
+    return lx_bind(LX_PRIM_SLICE, &prm, 1, &x);
 }
 
 /* ---- concatenate, stack ---- */
 
-/* Common checks of a list of arrays: non-empty, no NULL (a failed input), one dtype. */
-static bool check_list(const char *op, int n, lx_array *const *xs, bool *abstract) {
+/* Common checks of a list of arrays (all present: bind checked): one dtype. */
+static lx_status check_list(const char *op, int n, lx_array *const *xs) {
+    for (int k = 0; k < n; k++)
+        if (xs[k]->dtype != xs[0]->dtype)
+            return lx_fail(LX_ERR_DTYPE, "%s: arrays have different dtypes: %s %s at index 0 and %s %s at index %d", op,
+                           lx_dtype_name(xs[0]->dtype), lx_ashp(xs[0]), lx_dtype_name(xs[k]->dtype), lx_ashp(xs[k]), k);
+    return LX_OK;
+}
+
+/* The builders' side of a list: a NULL list or an empty one is the builder's own argument error. */
+static lx_array *bind_list(lx_prim_id id, const char *op, int n, lx_array *const *xs, int64_t axis) {
     if (n > 0 && !xs) {
         lx_op_null_input(op);
-        return false;
+        return NULL;
     }
     for (int k = 0; k < n; k++)
         if (!xs[k]) {
             lx_op_null_input(op);
-            return false;
-        }
-    if (n <= 0) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: need at least one array to %s", op,
-                strcmp(op, "stack") == 0 ? "stack" : "concatenate");
-        return false;
-    }
-    *abstract = false;
-    for (int k = 0; k < n; k++) {
-        if (xs[k]->dtype != xs[0]->dtype) {
-            lx_fail(LX_ERR_DTYPE, "%s: arrays have different dtypes: %s %s at index 0 and %s %s at index %d", op,
-                    lx_dtype_name(xs[0]->dtype), lx_ashp(xs[0]), lx_dtype_name(xs[k]->dtype), lx_ashp(xs[k]), k);
-            return false;
-        }
-        *abstract |= lx_is_abstract(xs[k]);
-    }
-    return true;
-}
-
-lx_array *lx_concatenate(int n, lx_array *const *xs, int64_t axis) {
-    bool abstract;
-    if (!check_list("concatenate", n, xs, &abstract)) return NULL;
-    const lx_array *x0 = xs[0];
-    if (x0->ndim == 0) {
-        lx_fail(LX_ERR_SHAPE, "concatenate: zero-dimensional arrays cannot be concatenated");
-        return NULL;
-    }
-    int64_t a;
-    if (lx_norm_axis("concatenate", axis, x0->ndim, &a) != LX_OK) return NULL;
-    int64_t shape[LX_MAX_DIMS];
-    memcpy(shape, x0->shape, sizeof shape);
-    shape[a] = 0;
-    for (int k = 0; k < n; k++) {
-        const lx_array *x = xs[k];
-        if (x->ndim != x0->ndim) {
-            lx_fail(LX_ERR_SHAPE,
-                    "concatenate: all the input arrays must have same number of dimensions, but the array at "
-                    "index 0 has shape %s and the array at index %d has shape %s",
-                    lx_ashp(x0), k, lx_ashp(x));
             return NULL;
         }
-        for (int i = 0; i < x->ndim; i++)
-            if (i != a && x->shape[i] != x0->shape[i]) {
-                lx_fail(LX_ERR_SHAPE,
-                        "concatenate: all the input array dimensions except for the concatenation axis must "
-                        "match exactly, but along dimension %d, the array at index 0 has shape %s and the "
-                        "array at index %d has shape %s",
-                        i, lx_ashp(x0), k, lx_ashp(x));
-                return NULL;
-            }
-        shape[a] += x->shape[a];
+    if (n <= 0) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: need at least one array to %s", op, op);
+        return NULL;
     }
-    lx_array *out = lx_op_result(x0->dtype, x0->ndim, shape, abstract);
-    if (!out) return NULL;
-    if (!abstract && out->size) {
+    const lx_shape_params prm = {.axis = axis};
+    return lx_bind(id, &prm, n, xs);
+}
+
+LX_RULE(concatenate) {
+    (void)id;
+    lx_shape_params *p = params_;
+    LX_TRY(check_list("concatenate", nin, in));
+    const lx_array *x0 = in[0];
+    if (x0->ndim == 0) return lx_fail(LX_ERR_SHAPE, "concatenate: zero-dimensional arrays cannot be concatenated");
+    int64_t a;
+    LX_TRY(lx_norm_axis("concatenate", p->axis, x0->ndim, &a));
+    int64_t *shape = av->shape;
+    memcpy(shape, x0->shape, sizeof(int64_t) * (size_t)x0->ndim);
+    shape[a] = 0;
+    for (int k = 0; k < nin; k++) {
+        const lx_array *x = in[k];
+        if (x->ndim != x0->ndim)
+            return lx_fail(LX_ERR_SHAPE,
+                           "concatenate: all the input arrays must have same number of dimensions, but the array at "
+                           "index 0 has shape %s and the array at index %d has shape %s",
+                           lx_ashp(x0), k, lx_ashp(x));
+        for (int i = 0; i < x->ndim; i++)
+            if (i != a && x->shape[i] != x0->shape[i])
+                return lx_fail(LX_ERR_SHAPE,
+                               "concatenate: all the input array dimensions except for the concatenation axis must "
+                               "match exactly, but along dimension %d, the array at index 0 has shape %s and the "
+                               "array at index %d has shape %s",
+                               i, lx_ashp(x0), k, lx_ashp(x));
+        if (!lx_add_ok(shape[a], x->shape[a], &shape[a])) /* checked-arithmetic */
+            return lx_fail(LX_ERR_SHAPE, "concatenate: the total size along axis %lld overflows int64 (%d arrays)",
+                           (long long)a, nin);
+    }
+    p->axis = a;
+    av->ndim = x0->ndim;
+    av->dtype = x0->dtype;
+    return LX_OK;
+}
+LX_FWD(concatenate) {
+    (void)id, (void)saved;
+    const int64_t a = ((const lx_shape_params *)params_)->axis;
+    lx_array *out = *outp;
+    const lx_array *x0 = in[0];
+    const int64_t *shape = out->shape;
+    if (out->size) {
         const size_t es = lx_dtype_size(x0->dtype);
         int64_t outer = 1, inner = 1;
         for (int i = 0; i < a; i++) outer *= shape[i];
         for (int i = (int)a + 1; i < x0->ndim; i++) inner *= shape[i];
         char *dst = out->data;
         for (int64_t o = 0; o < outer; o++)
-            for (int k = 0; k < n; k++) {
-                const size_t chunk = (size_t)(xs[k]->shape[a] * inner) * es;
-                memcpy(dst, (const char *)xs[k]->data + (size_t)o * chunk, chunk);
+            for (int k = 0; k < nin; k++) {
+                const size_t chunk = (size_t)(in[k]->shape[a] * inner) * es;
+                memcpy(dst, (const char *)in[k]->data + (size_t)o * chunk, chunk);
                 dst += chunk;
             }
     }
-    const lx_kwarg attrs[] = {LX_KW_INT("axis", a)};
-    const lx_shape_params prm = {.axis = a};
-    lx_prim_record(LX_PRIM_CONCATENATE, &prm, n, xs, out, 1, attrs);
-    return out;
+    return LX_OK;
 }
 
-lx_array *lx_stack(int n, lx_array *const *xs, int64_t axis) {
-    bool abstract;
-    if (!check_list("stack", n, xs, &abstract)) return NULL;
-    const lx_array *x0 = xs[0];
-    for (int k = 1; k < n; k++)
-        if (!lx_same_shape(xs[k], x0)) {
-            lx_fail(LX_ERR_SHAPE, "stack: all input arrays must have the same shape, but the array at index 0 has "
-                    "shape %s and the array at index %d has shape %s",
-                    lx_ashp(x0), k, lx_ashp(xs[k]));
-            return NULL;
-        }
-    if (x0->ndim == LX_MAX_DIMS) {
-        lx_fail(LX_ERR_SHAPE, "stack: arrays of shape %s already have the most dims linnx allows (%d)", lx_ashp(x0),
-                LX_MAX_DIMS);
-        return NULL;
-    }
+lx_array *lx_concatenate(int n, lx_array *const *xs, int64_t axis) {
+    return bind_list(LX_PRIM_CONCATENATE, "concatenate", n, xs, axis);
+}
+
+LX_RULE(stack) {
+    (void)id;
+    lx_shape_params *p = params_;
+    LX_TRY(check_list("stack", nin, in));
+    const lx_array *x0 = in[0];
+    for (int k = 1; k < nin; k++)
+        if (!lx_same_shape(in[k], x0))
+            return lx_fail(LX_ERR_SHAPE, "stack: all input arrays must have the same shape, but the array at index 0 has "
+                           "shape %s and the array at index %d has shape %s",
+                           lx_ashp(x0), k, lx_ashp(in[k]));
+    if (x0->ndim == LX_MAX_DIMS)
+        return lx_fail(LX_ERR_SHAPE, "stack: arrays of shape %s already have the most dims linnx allows (%d)", lx_ashp(x0),
+                       LX_MAX_DIMS);
     int64_t a;
-    if (lx_norm_axis("stack", axis, x0->ndim + 1, &a) != LX_OK) return NULL;
-    int64_t shape[LX_MAX_DIMS];
-    for (int i = 0, j = 0; i <= x0->ndim; i++) shape[i] = i == a ? n : x0->shape[j++];
-    lx_array *out = lx_op_result(x0->dtype, x0->ndim + 1, shape, abstract);
-    if (!out) return NULL;
-    if (!abstract && out->size) {
+    LX_TRY(lx_norm_axis("stack", p->axis, x0->ndim + 1, &a));
+    for (int i = 0, j = 0; i <= x0->ndim; i++) av->shape[i] = i == a ? nin : x0->shape[j++];
+    p->axis = a;
+    av->ndim = x0->ndim + 1;
+    av->dtype = x0->dtype;
+    return LX_OK;
+}
+LX_FWD(stack) {
+    (void)id, (void)saved;
+    const int64_t a = ((const lx_shape_params *)params_)->axis;
+    lx_array *out = *outp;
+    const lx_array *x0 = in[0];
+    if (out->size) {
         const size_t es = lx_dtype_size(x0->dtype);
         int64_t outer = 1;
         for (int i = 0; i < a; i++) outer *= x0->shape[i];
         const size_t chunk = (size_t)(x0->size / outer) * es;
         char *dst = out->data;
         for (int64_t o = 0; o < outer; o++)
-            for (int k = 0; k < n; k++) {
-                memcpy(dst, (const char *)xs[k]->data + (size_t)o * chunk, chunk);
+            for (int k = 0; k < nin; k++) {
+                memcpy(dst, (const char *)in[k]->data + (size_t)o * chunk, chunk);
                 dst += chunk;
             }
     }
-    const lx_kwarg attrs[] = {LX_KW_INT("axis", a)};
-    const lx_shape_params prm = {.axis = a};
-    lx_prim_record(LX_PRIM_STACK, &prm, n, xs, out, 1, attrs);
-    return out;
+    return LX_OK;
 }
+
+lx_array *lx_stack(int n, lx_array *const *xs, int64_t axis) { return bind_list(LX_PRIM_STACK, "stack", n, xs, axis); }
 
 /* ---- split ---- */
 
+/* One piece of split, x[start:stop] along axis (Python slice bounds; the rule resolves them). */
+LX_RULE(split) {
+    LX_UNUSED_RULE;
+    lx_split_params *p = params_;
+    lx_array *x = in[0];
+    int64_t a, b, e, st, n;
+    LX_TRY(lx_norm_axis("split", p->axis, x->ndim, &a));
+    range_indices(LX_RANGE(p->start, p->stop), x->shape[a], &b, &e, &st, &n);
+    p->axis = a, p->start = b, p->stop = b + n;
+    lx_aval_like(av, x->dtype, x);
+    av->shape[a] = n;
+    return LX_OK;
+}
+LX_FWD(split) {
+    LX_UNUSED_FWD;
+    const lx_split_params *p = params_;
+    const lx_array *x = in[0];
+    int64_t start[LX_MAX_DIMS] = {0}, step[LX_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) step[i] = 1;
+    start[p->axis] = p->start;
+    gather_into(*outp, x, start, step, (*outp)->shape);
+    return LX_OK;
+}
+LX_ATTRS(split) {
+    LX_UNUSED_ATTRS;
+    const lx_split_params *p = params_;
+    attrs[0] = LX_KW_INT("axis", p->axis);
+    attrs[1] = LX_KW_INT("start", p->start);
+    attrs[2] = LX_KW_INT("stop", p->stop);
+    attrs[3] = LX_KW_INT("index", p->index);
+    return 4;
+}
+
 static lx_status split_pieces(lx_array *x, int64_t axis, int npieces, const int64_t *bounds, lx_array **outs) {
-    int64_t start[LX_MAX_DIMS] = {0}, step[LX_MAX_DIMS], len[LX_MAX_DIMS];
-    for (int i = 0; i < x->ndim; i++) {
-        step[i] = 1;
-        len[i] = x->shape[i];
-    }
     for (int k = 0; k < npieces; k++) {
-        /* Python slice semantics for each piece x[bounds[k]:bounds[k+1]] along axis. */
-        int64_t b, e, st, n;
-        range_indices(LX_RANGE(bounds[k], bounds[k + 1]), x->shape[axis], &b, &e, &st, &n);
-        start[axis] = b;
-        len[axis] = n;
-        outs[k] = gather_strided(x, start, step, len);
+        const lx_split_params prm = {axis, bounds[k], bounds[k + 1], k};
+        outs[k] = lx_bind(LX_PRIM_SPLIT, &prm, 1, &x);
         if (!outs[k]) {
             for (int q = 0; q < npieces; q++) outs[q] = NULL;
             return lx_last_status();
         }
-        const lx_kwarg attrs[] = {LX_KW_INT("axis", axis), LX_KW_INT("start", b), LX_KW_INT("stop", b + n),
-                                  LX_KW_INT("index", k)};
-        const lx_split_params prm = {axis, b, b + n, k};
-        lx_prim_record(LX_PRIM_SPLIT, &prm, 1, (lx_array *const[]){x}, outs[k], 4, attrs);
     }
     return LX_OK;
 }
@@ -588,44 +725,57 @@ static void fill_forward(void *out, const void *value, size_t es, int64_t n) {
     for (int64_t i = 0; i < n; i++) memcpy(o + (size_t)i * es, value, es);
 }
 
+LX_RULE(pad) {
+    LX_UNUSED_RULE;
+    const lx_pad_params *p = params_;
+    lx_array *x = in[0];
+    if (p->ndim != x->ndim)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "pad: %d before/after widths for array of shape %s", p->ndim, lx_ashp(x));
+    for (int i = 0; i < x->ndim; i++) {
+        if (p->before[i] < 0 || p->after[i] < 0)
+            return lx_fail(LX_ERR_INVALID_ARGUMENT, "pad: negative pad width (%lld, %lld) at axis %d of shape %s",
+                           (long long)p->before[i], (long long)p->after[i], i, lx_ashp(x));
+        if (!lx_add_ok(x->shape[i], p->before[i], &av->shape[i]) || !lx_add_ok(av->shape[i], p->after[i], &av->shape[i]))
+            return lx_fail(LX_ERR_SHAPE, "pad: pad widths (%lld, %lld) at axis %d of shape %s overflow int64",
+                           (long long)p->before[i], (long long)p->after[i], i, lx_ashp(x));
+    }
+    av->ndim = x->ndim;
+    av->dtype = x->dtype;
+    return LX_OK;
+}
+LX_FWD(pad) {
+    LX_UNUSED_FWD;
+    const lx_pad_params *p = params_;
+    const lx_array *x = in[0];
+    lx_array *out = *outp;
+    unsigned char v[8];
+    lx_scalar_to_dtype(p->value, x->dtype, v); /* by the rules of lx_cast */
+    const size_t es = lx_dtype_size(x->dtype);
+    fill_forward(out->data, v, es, out->size);
+    int64_t os[LX_MAX_DIMS], xs[LX_MAX_DIMS], off = 0;
+    lx_contiguous_strides(x->ndim, out->shape, os);
+    lx_contiguous_strides(x->ndim, x->shape, xs);
+    for (int i = 0; i < x->ndim; i++) off += p->before[i] * os[i];
+    lx_strided_copy((char *)out->data + off * (int64_t)es, os, x->data, xs, es, x->ndim, x->shape);
+    return LX_OK;
+}
+LX_ATTRS(pad) {
+    LX_UNUSED_ATTRS;
+    const lx_pad_params *p = params_;
+    attrs[0] = LX_KW("before", lx_ints_v(p->ndim, p->before));
+    attrs[1] = LX_KW("after", lx_ints_v(p->ndim, p->after));
+    attrs[2] = LX_KW_FLOAT("value", p->value);
+    return 3;
+}
+
 lx_array *lx_pad(lx_array *x, const int64_t *before, const int64_t *after, float value) {
-    LX_OP_INPUTS("pad", x);
-    if (x->ndim > 0 && (!before || !after)) {
+    lx_pad_params prm = {.ndim = x ? x->ndim : 0, .value = value};
+    if (x && x->ndim > 0 && (!before || !after)) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "pad: before/after widths are NULL for array of shape %s", lx_ashp(x));
         return NULL;
     }
-    int64_t shape[LX_MAX_DIMS];
-    for (int i = 0; i < x->ndim; i++) {
-        if (before[i] < 0 || after[i] < 0) {
-            lx_fail(LX_ERR_INVALID_ARGUMENT, "pad: negative pad width (%lld, %lld) at axis %d of shape %s",
-                    (long long)before[i], (long long)after[i], i, lx_ashp(x));
-            return NULL;
-        }
-        if (!lx_add_ok(x->shape[i], before[i], &shape[i]) || !lx_add_ok(shape[i], after[i], &shape[i])) {
-            lx_fail(LX_ERR_SHAPE, "pad: pad widths (%lld, %lld) at axis %d of shape %s overflow int64",
-                    (long long)before[i], (long long)after[i], i, lx_ashp(x));
-            return NULL;
-        }
-    }
-    lx_array *out = lx_op_result(x->dtype, x->ndim, shape, lx_is_abstract(x));
-    if (!out) return NULL;
-    if (!lx_is_abstract(x)) {
-        unsigned char v[8];
-        lx_scalar_to_dtype(value, x->dtype, v); /* by the rules of lx_cast */
-        const size_t es = lx_dtype_size(x->dtype);
-        fill_forward(out->data, v, es, out->size);
-        int64_t os[LX_MAX_DIMS], xs[LX_MAX_DIMS], off = 0;
-        lx_contiguous_strides(x->ndim, shape, os);
-        lx_contiguous_strides(x->ndim, x->shape, xs);
-        for (int i = 0; i < x->ndim; i++) off += before[i] * os[i];
-        lx_strided_copy((char *)out->data + off * (int64_t)es, os, x->data, xs, es, x->ndim, x->shape);
-    }
-    const lx_kwarg attrs[] = {LX_KW("before", lx_ints_v(x->ndim, before)),
-                              LX_KW("after", lx_ints_v(x->ndim, after)), LX_KW_FLOAT("value", value)};
-    lx_pad_params prm = {.ndim = x->ndim, .value = value};
-    for (int i = 0; i < x->ndim; i++) prm.before[i] = before[i], prm.after[i] = after[i];
-    lx_prim_record(LX_PRIM_PAD, &prm, 1, (lx_array *const[]){x}, out, 3, attrs);
-    return out;
+    for (int i = 0; i < prm.ndim; i++) prm.before[i] = before[i], prm.after[i] = after[i];
+    return lx_bind(LX_PRIM_PAD, &prm, 1, &x);
 }
 
 /* ---- take, one_hot ---- */
@@ -641,46 +791,53 @@ static void take_forward(char *out, const char *a, const int32_t *idx, int64_t o
     }
 }
 
-lx_array *lx_take(lx_array *a, lx_array *indices, int64_t axis) {
-    LX_OP_INPUTS("take", a, indices);
-    if (indices->dtype != LX_I32) {
-        lx_fail(LX_ERR_DTYPE, "take: indices must be int32, got %s with shape %s", lx_dtype_name(indices->dtype),
-                lx_ashp(indices));
-        return NULL;
-    }
+LX_RULE(take) {
+    LX_UNUSED_RULE;
+    lx_shape_params *p = params_;
+    const lx_array *a = in[0], *indices = in[1];
+    if (indices->dtype != LX_I32)
+        return lx_fail(LX_ERR_DTYPE, "take: indices must be int32, got %s with shape %s", lx_dtype_name(indices->dtype),
+                       lx_ashp(indices));
     int64_t ax;
-    if (lx_norm_axis("take", axis, a->ndim, &ax) != LX_OK) return NULL;
+    LX_TRY(lx_norm_axis("take", p->axis, a->ndim, &ax));
     const int nd = a->ndim - 1 + indices->ndim;
-    if (nd > LX_MAX_DIMS) {
-        lx_fail(LX_ERR_SHAPE, "take: result of array %s and indices %s would have %d dims (at most %d)", lx_ashp(a),
-                lx_ashp(indices), nd, LX_MAX_DIMS);
-        return NULL;
-    }
-    const int64_t n = a->shape[ax];
-    if (!lx_is_abstract(indices))
-        for (int64_t j = 0; j < indices->size; j++) {
-            const int32_t i = lx_i32(indices)[j];
-            if (i < -n || i >= n) {
-                lx_fail(LX_ERR_SHAPE, "take: index %d is out of bounds for axis %lld with size %lld (array of shape %s)",
-                        (int)i, (long long)ax, (long long)n, lx_ashp(a));
-                return NULL;
-            }
-        }
-    int64_t shape[LX_MAX_DIMS], outer = 1, inner = 1;
+    if (nd > LX_MAX_DIMS)
+        return lx_fail(LX_ERR_SHAPE, "take: result of array %s and indices %s would have %d dims (at most %d)", lx_ashp(a),
+                       lx_ashp(indices), nd, LX_MAX_DIMS);
     int k = 0;
-    for (int i = 0; i < ax; i++) shape[k++] = a->shape[i], outer *= a->shape[i];
-    for (int i = 0; i < indices->ndim; i++) shape[k++] = indices->shape[i];
-    for (int i = (int)ax + 1; i < a->ndim; i++) shape[k++] = a->shape[i], inner *= a->shape[i];
-    const bool abstract = lx_is_abstract(a) || lx_is_abstract(indices);
-    lx_array *out = lx_op_result(a->dtype, nd, shape, abstract);
-    if (!out) return NULL;
-    if (!abstract && out->size)
+    for (int i = 0; i < ax; i++) av->shape[k++] = a->shape[i];
+    for (int i = 0; i < indices->ndim; i++) av->shape[k++] = indices->shape[i];
+    for (int i = (int)ax + 1; i < a->ndim; i++) av->shape[k++] = a->shape[i];
+    p->axis = ax;
+    av->ndim = nd;
+    av->dtype = a->dtype;
+    return LX_OK;
+}
+/* The indices' range is a property of their values: checked here, on concrete inputs only. */
+LX_FWD(take) {
+    LX_UNUSED_FWD;
+    const int64_t ax = ((const lx_shape_params *)params_)->axis;
+    const lx_array *a = in[0], *indices = in[1];
+    lx_array *out = *outp;
+    const int64_t n = a->shape[ax];
+    for (int64_t j = 0; j < indices->size; j++) {
+        const int32_t i = lx_i32(indices)[j];
+        if (i < -n || i >= n)
+            return lx_fail(LX_ERR_SHAPE, "take: index %d is out of bounds for axis %lld with size %lld (array of shape %s)",
+                           (int)i, (long long)ax, (long long)n, lx_ashp(a));
+    }
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < ax; i++) outer *= a->shape[i];
+    for (int i = (int)ax + 1; i < a->ndim; i++) inner *= a->shape[i];
+    if (out->size)
         take_forward(out->data, a->data, lx_i32(indices), outer, n, indices->size,
                      (size_t)inner * lx_dtype_size(a->dtype));
-    const lx_kwarg attrs[] = {LX_KW_INT("axis", ax)};
-    const lx_shape_params prm = {.axis = ax};
-    lx_prim_record(LX_PRIM_TAKE, &prm, 2, (lx_array *const[]){a, indices}, out, 1, attrs);
-    return out;
+    return LX_OK;
+}
+
+lx_array *lx_take(lx_array *a, lx_array *indices, int64_t axis) {
+    const lx_shape_params prm = {.axis = axis};
+    return lx_bind(LX_PRIM_TAKE, &prm, 2, (lx_array *const[]){a, indices});
 }
 
 static void one_hot_forward(float *out, const int32_t *labels, int64_t n, int64_t classes) {
@@ -689,31 +846,32 @@ static void one_hot_forward(float *out, const int32_t *labels, int64_t n, int64_
         if (labels[i] >= 0 && labels[i] < classes) out[i * classes + labels[i]] = 1.0f;
 }
 
+LX_RULE(one_hot) {
+    LX_UNUSED_RULE;
+    const int64_t num_classes = ((const lx_one_hot_params *)params_)->num_classes;
+    const lx_array *labels = in[0];
+    if (labels->dtype != LX_I32)
+        return lx_fail(LX_ERR_DTYPE, "one_hot: labels must be int32, got %s with shape %s", lx_dtype_name(labels->dtype),
+                       lx_ashp(labels));
+    if (num_classes < 0)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "one_hot: num_classes must be non-negative, got %lld",
+                       (long long)num_classes);
+    if (labels->ndim == LX_MAX_DIMS)
+        return lx_fail(LX_ERR_SHAPE, "one_hot: labels of shape %s already have the most dims linnx allows (%d)",
+                       lx_ashp(labels), LX_MAX_DIMS);
+    lx_aval_like(av, LX_F32, labels);
+    av->shape[labels->ndim] = num_classes;
+    av->ndim = labels->ndim + 1;
+    return LX_OK;
+}
+LX_FWD(one_hot) {
+    LX_UNUSED_FWD;
+    const lx_array *labels = in[0];
+    one_hot_forward(lx_f32(*outp), lx_i32(labels), labels->size, ((const lx_one_hot_params *)params_)->num_classes);
+    return LX_OK;
+}
+
 lx_array *lx_one_hot(lx_array *labels, int64_t num_classes) {
-    LX_OP_INPUTS("one_hot", labels);
-    if (labels->dtype != LX_I32) {
-        lx_fail(LX_ERR_DTYPE, "one_hot: labels must be int32, got %s with shape %s", lx_dtype_name(labels->dtype),
-                lx_ashp(labels));
-        return NULL;
-    }
-    if (num_classes < 0) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "one_hot: num_classes must be non-negative, got %lld",
-                (long long)num_classes);
-        return NULL;
-    }
-    if (labels->ndim == LX_MAX_DIMS) {
-        lx_fail(LX_ERR_SHAPE, "one_hot: labels of shape %s already have the most dims linnx allows (%d)",
-                lx_ashp(labels), LX_MAX_DIMS);
-        return NULL;
-    }
-    int64_t shape[LX_MAX_DIMS];
-    memcpy(shape, labels->shape, sizeof shape);
-    shape[labels->ndim] = num_classes;
-    lx_array *out = lx_op_result(LX_F32, labels->ndim + 1, shape, lx_is_abstract(labels));
-    if (!out) return NULL;
-    if (!lx_is_abstract(labels)) one_hot_forward(lx_f32(out), lx_i32(labels), labels->size, num_classes);
-    const lx_kwarg attrs[] = {LX_KW_INT("num_classes", num_classes)};
     const lx_one_hot_params prm = {num_classes};
-    lx_prim_record(LX_PRIM_ONE_HOT, &prm, 1, (lx_array *const[]){labels}, out, 1, attrs);
-    return out;
+    return lx_bind(LX_PRIM_ONE_HOT, &prm, 1, &labels);
 }
