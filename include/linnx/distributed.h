@@ -114,10 +114,10 @@ lx_status lx_dist_check(lx_status local);
  * the first T % N ranks take one more), and keeps the optimizer state of that shard only: tx
  * runs on a tree holding, at each param's path, the 1-D slice of the param inside the rank's
  * range (params outside it absent), so a rank's state is about 1/N of the unsharded one. A step
- * packs the local gradients, reduce-scatters them (MPI_Reduce_scatter: each rank receives the
- * sum of its own shard only) and divides by N, updates the rank's shard of the params with tx,
- * and all-gathers the updated shards (MPI_Allgatherv), so every rank ends with the same new
- * params. Same results as the unsharded step (to float32 summation order) for elementwise
+ * packs the local gradients, reduce-scatters them (MPI_Ireduce_scatter with the N counts: each
+ * rank receives the sum of its own shard only) and divides by N, updates the rank's shard of the
+ * params with tx, and all-gathers the updated shards (MPI_Iallgatherv), so every rank ends with
+ * the same new params; both waits have lx_dist_set_timeout's deadline. Same results as the unsharded step (to float32 summation order) for elementwise
  * transformations (sgd, momentum, adam, adamw, rmsprop, ...); NOT for ones that look at all
  * elements at once (clip_by_global_norm) or at a param's shape (factored or per-matrix
  * optimizers): those would see only the rank's 1-D slices. Every params leaf must be a float32
