@@ -16,7 +16,11 @@
  *   mlp_train dist_allreduce_early_frac <share of the gradient bytes reduced before the backward
  *                                        pass ended>
  * (the all-reduce overlapped with the backward pass, lx_dist_overlap_begin/end;
- * LINNX_DIST_NO_OVERLAP=1 reduces after it instead). scripts/bench.sh runs both and prints
+ * LINNX_DIST_NO_OVERLAP=1 reduces after it instead; LINNX_DIST_ZERO1=1 steps mlp_train with the
+ * optimizer state sharded, lx_dist_zero1_step: dist_opt_ms is then the reduce-scatter, the
+ * shard's Adam step and the all-gather, and rank 0 adds
+ *   mlp_train dist_zero1_state_bytes <its optimizer state> / dist_zero1_state_frac <of unsharded>).
+ * scripts/bench.sh runs both and prints
  * `mlp_train dp2x1_vs_1x2 <1x2 ms / 2x1 ms>` (throughput ratio, higher is better). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +125,7 @@ static int bench_llama_train(bool mpi, int rank, int size) {
 int main(void) {
     int rank = 0, size = 1;
     bool overlap = !getenv("LINNX_DIST_NO_OVERLAP");
+    bool zero1 = getenv("LINNX_DIST_ZERO1") != NULL;
     bool mpi = (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE")) && lx_dist_available();
     if (mpi && lx_dist_init(NULL, NULL, &rank, &size) != LX_OK) {
         fprintf(stderr, "bench_dist: %s\n", lx_last_error());
@@ -157,6 +162,11 @@ int main(void) {
     optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
     optax_tx *tx = optax_adam(OPTAX_CONST(1e-3), &o);
     optax_init(tx, params, &state);
+    lx_dist_zero1 *z = NULL;
+    if (mpi && zero1 && lx_dist_zero1_new(optax_adam(OPTAX_CONST(1e-3), &o), params, &z) != LX_OK) {
+        fprintf(stderr, "bench_dist: %s\n", lx_last_error());
+        return 1;
+    }
     double t0 = 0, c0 = 0, t_grad = 0, t_opt = 0;
     lx_status st = LX_OK;
     for (int s = 0; st == LX_OK && s < WARM + STEPS; s++) {
@@ -170,14 +180,15 @@ int main(void) {
         lx_array *loss = NULL;
         lx_tree *g = NULL, *avg = NULL;
         lx_dist_set_step(s);
-        if (mpi && overlap) st = lx_dist_overlap_begin();
+        if (mpi && overlap && !z) st = lx_dist_overlap_begin();
         double tc = now_s();
         if (st == LX_OK) st = linen_value_and_grad(loss_fn, &c, params, &loss, &g, NULL);
         if (s >= WARM) t_grad += now_s() - tc;
         if (mpi) st = lx_dist_check(st);
-        if (st == LX_OK && mpi) st = overlap ? lx_dist_overlap_end(g, &avg) : lx_dist_allreduce_mean(g, &avg);
+        if (st == LX_OK && mpi && !z) st = overlap ? lx_dist_overlap_end(g, &avg) : lx_dist_allreduce_mean(g, &avg);
         double to = now_s();
-        if (st == LX_OK) st = optax_step(tx, mpi ? avg : g, &params, &state);
+        if (st == LX_OK && z) st = lx_dist_zero1_step(z, g, &params);
+        else if (st == LX_OK) st = optax_step(tx, mpi ? avg : g, &params, &state);
         if (s >= WARM) t_opt += now_s() - to;
         lx_release(loss);
         lx_tree_release(g);
@@ -194,7 +205,16 @@ int main(void) {
             printf("mlp_train dist_grad_ms %.3f\nmlp_train dist_opt_ms %.3f\nmlp_train dist_cpu_ms %.3f\n",
                    t_grad * 1e3 / STEPS, t_opt * 1e3 / STEPS, cpu_ms);
             printf("mlp_train dist_allreduce_wait_ms %.3f\n", ds.wait_s * 1e3 / STEPS);
-            if (overlap)
+            if (z) {
+                int64_t full = 0, zb = lx_dist_zero1_state_bytes(z);
+                lx_flat f = {0};
+                if (lx_tree_flatten(state, &f) == LX_OK)
+                    for (size_t i = 0; i < f.len; i++)
+                        if (f.items[i].value.kind == LX_V_ARRAY) full += (int64_t)lx_array_nbytes(f.items[i].value.u.array);
+                lx_flat_free(&f);
+                printf("mlp_train dist_zero1_state_bytes %lld\nmlp_train dist_zero1_state_frac %.4f\n", (long long)zb,
+                       full > 0 ? (double)zb / (double)full : 0.0);
+            } else if (overlap)
                 printf("mlp_train dist_allreduce_overlap_ms %.3f\nmlp_train dist_allreduce_early_frac %.3f\n",
                        ds.overlap_s * 1e3 / STEPS, ds.bytes > 0 ? ds.early_bytes / ds.bytes : 0.0);
         } else {
@@ -203,6 +223,7 @@ int main(void) {
             printf("mlp_train dist_1x%d_opt_ms %.3f\nmlp_train dist_1x%d_cpu_ms %.3f\n", nt, t_opt * 1e3 / STEPS, nt, cpu_ms);
         }
     }
+    lx_dist_zero1_free(z);
     optax_tx_release(tx);
     lx_tree_release(state);
     lx_tree_release(params);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel training under mpirun (linnx/distributed.h): tests/test_distributed.c's worker on
 # N = 1, 2, 3 ranks must give the single-process parameters and losses, and ZeRO-1 sharding the
-# optimizer state the same parameters as the unsharded run (it checks them itself on
+# optimizer state the same parameters as the unsharded run, its gathered state checkpointed and
+# resumed unsharded and sharded the same losses (it checks them itself on
 # rank 0 and every rank's verdict decides the exit status); a rank that fails with an error or
 # dies by SIGKILL at step 3 must make the others stop, exit non-zero, with a message naming the
 # rank (and the step, for an error), in bounded time; and `linnx train` under mpirun -np 2 prints
@@ -32,6 +33,8 @@ fi
 # Open MPI's own allocations are not linnx's leaks (the sanitizer build runs this too)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0
 export OMP_NUM_THREADS=1 LINNX_DIST_WORKER=1
+# where the ZeRO-1 checkpoint round trip writes (rank 0) and every rank reads
+export LINNX_DIST_CKPT="$cli_tmp/zero1_ckpt.msgpack"
 
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*"; sed -n 1,20p "$cli_tmp/out"; }
@@ -45,7 +48,8 @@ fi
 for n in 1 2 3; do
     timeout 60 "${mpi[@]}" "$n" "$prog" >"$cli_tmp/out" 2>&1
     rc=$?
-    if [ $rc -eq 0 ] && grep -q "distributed: $n ranks" "$cli_tmp/out" && [ "$(grep -c "^zero1: rank .* of $n holds" "$cli_tmp/out")" = "$n" ]; then
+    if [ $rc -eq 0 ] && grep -q "distributed: $n ranks" "$cli_tmp/out" && [ "$(grep -c "^zero1: rank .* of $n holds" "$cli_tmp/out")" = "$n" ] \
+        && [ "$(grep -c "^zero1 checkpoint: $n ranks" "$cli_tmp/out")" = 2 ]; then
         ok
         grep -E "distributed: $n ranks|^zero1" "$cli_tmp/out"
     else bad "$n ranks: exit $rc"; fi

@@ -16,8 +16,10 @@
  *    |p_dist - p_ref| <= 2e-5 * (1 + |p_ref|) — float32 summation order (a gradient is a sum
  *    of B/N local terms, then a sum over N ranks) after K Adam steps, whose normalisation
  *    can magnify a tiny gradient's relative error; measured differences are ~1e-7;
- *  - ZeRO-1 (lx_dist_zero1_*): the same run with the optimizer state sharded by leaf gives
- *    bit-identical parameters, and the ranks' state covers every parameter exactly once;
+ *  - ZeRO-1 (lx_dist_zero1_*): the same run with the optimizer state sharded (gradients
+ *    reduce-scattered, params all-gathered) gives the same parameters (bit-identical on 1 and 2
+ *    ranks), each rank holds a contiguous T/N (+1) elements and 8 bytes of Adam state for each,
+ *    and a checkpoint of the gathered state resumes unsharded and sharded to the same losses;
  *  - batch-norm running statistics: a tree of rank-dependent float32 arrays and a Variable
  *    averages to the hand-computed mean; an int leaf passes unchanged.
  * With LINNX_DIST_FAIL_RANK / LINNX_DIST_FAIL_STEP / LINNX_DIST_FAIL_MODE (error|kill) one rank
@@ -31,6 +33,7 @@
 #include <unistd.h>
 
 #include "linnx/autodiff.h"
+#include "linnx/checkpoint.h"
 #include "linnx/distributed.h"
 #include "linnx/linen.h"
 #include "linnx/linen_layers.h"
@@ -229,21 +232,28 @@ static lx_tree *init_params(linen_module *m, lx_key key, lx_array *x) {
 /* K steps; dist: sharded + averaged. losses[k]: the global batch's mean loss before step k. */
 static lx_dist_zero1 *g_zero1; /* set: the dist run steps with ZeRO-1 */
 static bool g_overlap;        /* set: the dist run overlaps the all-reduce with the backward pass */
+static int g_k0 = 0, g_k1 = STEPS; /* the steps train() runs: [g_k0, g_k1) */
+static lx_tree *g_state_in;   /* set: the unsharded optimizer state to start from (taken) */
+static lx_tree **g_state_out; /* set: receives the unsharded optimizer state at the end */
 
 static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array *y, bool dist, float *losses,
                        int fail_rank, int fail_step, int fail_mode) {
     optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
     optax_tx *tx = optax_adam(OPTAX_CONST(0.05), &o);
-    lx_tree *state = NULL;
-    lx_status st = optax_init(tx, *params, &state);
+    lx_tree *state = g_state_in;
+    g_state_in = NULL;
+    lx_status st = state ? LX_OK : optax_init(tx, *params, &state);
     lx_dist_zero1 *z = dist ? g_zero1 : NULL;
     lx_batcher b = {0};
     lx_key skey = lx_key_from_seed(11);
     if (st == LX_OK) st = lx_batcher_init(&b, NEX, BATCH, false);
-    for (int k = 0; st == LX_OK && k < STEPS; k++) {
+    for (int k = g_k0; st == LX_OK && k < g_k1; k++) {
         size_t mark = lx_pool_open();
         lx_dist_set_step(k);
-        if (k % b.nbatches == 0) st = lx_batcher_shuffle(&b, lx_key_fold_in(skey, (uint32_t)(k / b.nbatches)));
+        if (k % b.nbatches == 0 || k == g_k0) { /* a resumed run replays the epoch's order */
+            st = lx_batcher_shuffle(&b, lx_key_fold_in(skey, (uint32_t)(k / b.nbatches)));
+            b.next = k % b.nbatches;
+        }
         lx_array *in[2] = {x, y}, *bt[2] = {NULL, NULL};
         if (st == LX_OK && !(dist ? lx_dist_batcher_next(&b, 2, in, bt) : lx_batcher_next(&b, 2, in, bt)))
             st = lx_last_status() ? lx_last_status() : lx_fail(LX_ERR_INTERNAL, "epoch ended early");
@@ -275,6 +285,7 @@ static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array 
         lx_pool_close(mark);
     }
     lx_batcher_free(&b);
+    if (g_state_out && st == LX_OK) *g_state_out = state, state = NULL;
     lx_tree_release(state);
     optax_tx_release(tx);
     return st;
@@ -433,6 +444,138 @@ static void test_sync_batch_norm(int rank, int size) {
 
 static void test_sync_batch_norm_one(void) { test_sync_batch_norm(0, 1); }
 
+/* max |a - b| over two params-like trees, each element checked to 2e-5 (1 + |a|); non-float
+ * leaves must be equal. 1e30 when the structures differ. */
+static double tree_maxdiff(const lx_tree *ta, const lx_tree *tb, const char *what) {
+    lx_flat a = {0}, b = {0};
+    double maxd = 0;
+    if (ta && tb && lx_tree_flatten(ta, &a) == LX_OK && lx_tree_flatten(tb, &b) == LX_OK && a.len == b.len) {
+        for (size_t i = 0; i < a.len; i++) {
+            const lx_array *u = a.items[i].value.kind == LX_V_ARRAY ? a.items[i].value.u.array : NULL;
+            const lx_array *v = b.items[i].value.kind == LX_V_ARRAY ? b.items[i].value.u.array : NULL;
+            LX_TEST_REPORT_(strcmp(a.items[i].path, b.items[i].path) == 0, "%s: path %s vs %s", what, a.items[i].path,
+                            b.items[i].path);
+            if (!u || !v || u->dtype != LX_F32 || v->dtype != LX_F32 || u->size != v->size) {
+                LX_TEST_REPORT_(u && v && lx_array_equal(u, v), "%s: %s differs", what, a.items[i].path);
+                continue;
+            }
+            for (int64_t e = 0; e < u->size; e++) {
+                double d = fabs((double)lx_f32(u)[e] - lx_f32(v)[e]);
+                if (d > maxd) maxd = d;
+                LX_TEST_REPORT_(d <= 2e-5 * (1 + fabs(lx_f32(u)[e])), "%s: %s[%lld] %.9g vs %.9g", what, a.items[i].path,
+                                (long long)e, lx_f32(u)[e], lx_f32(v)[e]);
+            }
+        }
+    } else {
+        LX_TEST_REPORT_(0, "%s: the trees differ in structure", what);
+        maxd = 1e30;
+    }
+    lx_flat_free(&a);
+    lx_flat_free(&b);
+    return maxd;
+}
+
+static int64_t tree_array_bytes(const lx_tree *t) {
+    lx_flat f = {0};
+    int64_t n = 0;
+    if (t && lx_tree_flatten(t, &f) == LX_OK)
+        for (size_t i = 0; i < f.len; i++)
+            if (f.items[i].value.kind == LX_V_ARRAY) n += (int64_t)lx_array_nbytes(f.items[i].value.u.array);
+    lx_flat_free(&f);
+    return n;
+}
+
+/* A checkpoint of a ZeRO-1 run: 3 sharded steps, the state gathered (unsharded: compared with the
+ * all-reduce run's state after 3 steps) and saved with the params by rank 0; every rank loads it
+ * and resumes (a) unsharded and (b) sharded again: both must give the uninterrupted run's losses
+ * for steps 3..5 and its final params (p, ld), to the same tolerance. */
+static void test_zero1_checkpoint(linen_module *m, lx_array *x, lx_array *y, const lx_tree *p, const float *ld, int rank,
+                                  int size) {
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    const char *env = getenv("LINNX_DIST_CKPT");
+    char path[512];
+    snprintf(path, sizeof path, "%s", env ? env : "linnx_zero1_ckpt.msgpack");
+    float lc[STEPS] = {0}, lu[STEPS] = {0}, ls[STEPS] = {0}, la[STEPS] = {0};
+    lx_tree *c = init_params(m, lx_key_from_seed(100), x), *full = NULL, *ref_state = NULL;
+    CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), c, &g_zero1), LX_OK);
+    g_k1 = 3;
+    CHECK_EQ_INT(train(m, &c, x, y, true, lc, -1, -1, 0), LX_OK);
+    CHECK_EQ_INT(lx_dist_zero1_gather_state(g_zero1, c, &full), LX_OK);
+    lx_dist_zero1_free(g_zero1);
+    g_zero1 = NULL;
+    /* the all-reduce run's state after the same 3 steps */
+    lx_tree *a = init_params(m, lx_key_from_seed(100), x);
+    g_state_out = &ref_state;
+    CHECK_EQ_INT(train(m, &a, x, y, true, la, -1, -1, 0), LX_OK);
+    g_state_out = NULL;
+    double sd = tree_maxdiff(ref_state, full, "zero1 gathered state");
+    if (size <= 2) CHECK(sd == 0);
+    lx_status st = LX_OK;
+    if (rank == 0) {
+        lx_tree *t = lx_tree_new();
+        st = t ? LX_OK : lx_last_status();
+        if (st == LX_OK) st = lx_tree_set(t, "params", lx_tree_v(c));
+        if (st == LX_OK) st = lx_tree_set(t, "opt_state", lx_tree_v(full));
+        if (st == LX_OK) st = lx_ckpt_save(path, t, LX_CKPT_MSGPACK);
+        if (st != LX_OK) fprintf(stderr, "rank 0: %s\n", lx_last_error());
+        lx_tree_release(t);
+    }
+    CHECK_EQ_INT(lx_dist_check(st), LX_OK); /* every rank waits for the file */
+    /* resume from the file: unsharded, then sharded */
+    g_k0 = 3;
+    g_k1 = STEPS;
+    for (int sharded = 0; sharded < 2; sharded++) {
+        lx_tree *t = NULL;
+        CHECK_EQ_INT(lx_ckpt_load(path, &t), LX_OK);
+        const lx_value *pv = t ? lx_tree_find(t, "params") : NULL, *sv = t ? lx_tree_find(t, "opt_state") : NULL;
+        CHECK(pv && pv->kind == LX_V_TREE && sv && sv->kind == LX_V_TREE);
+        if (!pv || pv->kind != LX_V_TREE || !sv || sv->kind != LX_V_TREE) {
+            lx_tree_release(t);
+            continue;
+        }
+        lx_tree *q = lx_tree_copy(pv->u.tree);
+        float *l = sharded ? ls : lu;
+        if (sharded) {
+            CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), q, &g_zero1), LX_OK);
+            CHECK_EQ_INT(lx_dist_zero1_load_state(g_zero1, sv->u.tree), LX_OK);
+        } else
+            g_state_in = lx_tree_retain(sv->u.tree);
+        lx_status rs = train(m, &q, x, y, true, l, -1, -1, 0);
+        LX_TEST_REPORT_(rs == LX_OK, "resumed (%s): %s", sharded ? "sharded" : "unsharded", lx_last_error());
+        for (int k = 3; k < STEPS; k++)
+            LX_TEST_REPORT_(fabsf(l[k] - ld[k]) <= 2e-6f * (1 + fabsf(ld[k])), "resumed (%s) step %d loss %.9g vs %.9g",
+                            sharded ? "sharded" : "unsharded", k, l[k], ld[k]);
+        double d = tree_maxdiff(p, q, sharded ? "zero1 resumed sharded" : "zero1 resumed unsharded");
+        if (rank == 0)
+            printf("zero1 checkpoint: %d ranks, saved after 3 sharded steps, resumed %s: max |p - p_uninterrupted| = %.3g\n",
+                   size, sharded ? "sharded" : "unsharded", d);
+        lx_dist_zero1_free(g_zero1);
+        g_zero1 = NULL;
+        lx_tree_release(g_state_in);
+        g_state_in = NULL;
+        lx_tree_release(q);
+        lx_tree_release(t);
+    }
+    g_k0 = 0;
+    g_k1 = STEPS;
+    CHECK_EQ_INT(lx_dist_check(LX_OK), LX_OK); /* everyone has read the file */
+    if (rank == 0) remove(path);
+    /* a state that does not fit: a missing leaf is NOT_FOUND and leaves the state as it was */
+    lx_tree *q = init_params(m, lx_key_from_seed(100), x), *empty = lx_tree_new();
+    CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), q, &g_zero1), LX_OK);
+    int64_t before = lx_dist_zero1_state_bytes(g_zero1);
+    CHECK_EQ_INT(lx_dist_zero1_load_state(g_zero1, empty), LX_ERR_NOT_FOUND);
+    CHECK_EQ_INT(lx_dist_zero1_state_bytes(g_zero1), before);
+    lx_dist_zero1_free(g_zero1);
+    g_zero1 = NULL;
+    lx_tree_release(empty);
+    lx_tree_release(q);
+    lx_tree_release(a);
+    lx_tree_release(c);
+    lx_tree_release(full);
+    lx_tree_release(ref_state);
+}
+
 static int worker(void) {
     int rank = 0, size = 1;
     if (lx_dist_init(NULL, NULL, &rank, &size) != LX_OK) {
@@ -499,37 +642,49 @@ static int worker(void) {
         lx_flat_free(&b);
     }
     lx_tree_release(po);
-    /* ZeRO-1: the same run with the optimizer state sharded gives the same parameters (Adam is
-     * per-leaf: the same float operations on the same averaged gradients, so bit-identical) */
+    /* ZeRO-1: the same run with the optimizer state sharded (gradients reduce-scattered, params
+     * all-gathered) gives the same parameters and losses as the all-reduce run, to float32
+     * summation order (bit-identical on 1 and 2 ranks: a sum of two terms is exact in any order,
+     * and Adam is elementwise, so a 1-D slice takes the same float operations) */
     if (fail_mode == 0 && fail_rank < 0) {
+        const int64_t T = IN * HID + HID + HID * OUT + OUT;
         lx_tree *z0 = init_params(m, lx_key_from_seed(100), x);
         optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
         CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), z0, &g_zero1), LX_OK);
         float lz[STEPS];
+        lx_dist_stats zs_stats;
+        lx_dist_take_stats(NULL);
         CHECK_EQ_INT(train(m, &z0, x, y, true, lz, -1, -1, 0), LX_OK);
-        lx_flat a = {0}, b = {0};
-        int64_t ndiff = 0;
-        if (z0 && lx_tree_flatten(p, &a) == LX_OK && lx_tree_flatten(z0, &b) == LX_OK && a.len == b.len)
-            for (size_t i = 0; i < a.len; i++) CHECK(lx_array_equal(a.items[i].value.u.array, b.items[i].value.u.array) || ++ndiff == 0);
-        else
-            CHECK(!"zero1 parameter tree differs in structure");
-        lx_flat_free(&a);
-        lx_flat_free(&b);
-        /* the state: this rank's leaves only; over all ranks every param exactly once */
+        lx_dist_take_stats(&zs_stats);
+        double maxd = tree_maxdiff(p, z0, "zero1 params");
+        if (size <= 2) CHECK(maxd == 0);
+        for (int k = 0; k < STEPS; k++) CHECK(fabsf(lz[k] - ld[k]) <= 2e-6f * (1 + fabsf(ld[k])));
+        CHECK(zs_stats.bytes == 4.0 * STEPS * T); /* the reduce-scatter's input, every step */
+        /* the shards: contiguous, T/N or T/N + 1 elements, every param exactly once */
         int64_t total = 0, owned = lx_dist_zero1_owned(g_zero1, &total);
-        const lx_tree *zs = lx_dist_zero1_state(g_zero1);
+        CHECK_EQ_INT(total, T);
+        CHECK_EQ_INT(owned, T / size + (rank < T % size));
         float sum = (float)owned;
         CHECK_EQ_INT(lx_dist_allreduce_f32(&sum, 1, false), LX_OK);
         CHECK_EQ_INT((int64_t)sum, total);
-        CHECK_EQ_INT(total, IN * HID + HID + HID * OUT + OUT);
-        /* adam: mu and nu of the owned leaves + the count */
-        CHECK(zs && lx_tree_count_params(zs) == 2 * owned + 1);
-        if (size > 1) CHECK(owned < total);
-        printf("zero1: rank %d of %d holds optimizer state for %lld of %lld params\n", rank, size, (long long)owned,
-               (long long)total);
+        /* memory: the unsharded Adam state's bytes, and this rank's: mu and nu of its shard only
+         * (8 bytes an element) plus what is not per parameter (the count), so <= 8 ceil(T/N) + that */
+        lx_tree *fs = NULL;
+        optax_tx *ftx = optax_adam(OPTAX_CONST(0.05), &o);
+        CHECK_EQ_INT(optax_init(ftx, z0, &fs), LX_OK);
+        int64_t full_b = tree_array_bytes(fs), mine_b = lx_dist_zero1_state_bytes(g_zero1), fixed = full_b - 8 * T;
+        CHECK(fixed >= 0 && fixed <= 16);
+        CHECK_EQ_INT(mine_b, 8 * owned + fixed);
+        CHECK(mine_b <= 8 * ((T + size - 1) / size) + fixed);
+        printf("zero1: rank %d of %d holds optimizer state for %lld of %lld params: %lld of %lld bytes (%.3f; 1/N = %.3f), "
+               "max |p_zero1 - p_allreduce| = %.3g\n", rank, size, (long long)owned, (long long)total, (long long)mine_b,
+               (long long)full_b, (double)mine_b / (double)full_b, 1.0 / size, maxd);
+        lx_tree_release(fs);
+        optax_tx_release(ftx);
         lx_dist_zero1_free(g_zero1);
         g_zero1 = NULL;
         lx_tree_release(z0);
+        test_zero1_checkpoint(m, x, y, p, ld, rank, size);
     }
     if (rank == 0) {
         lx_tree *q = init_params(m, lx_key_from_seed(100), x);

@@ -109,23 +109,38 @@ lx_status lx_dist_broadcast_tree(lx_tree *t, int root);
  * naming the lowest failing rank (a failing rank keeps its own message). */
 lx_status lx_dist_check(lx_status local);
 
-/* ZeRO-1 style optimizer-state sharding. The float32 array leaves of params are given to ranks
- * whole (largest first, each to the rank holding the fewest elements so far: the same plan on
- * every rank); each rank keeps the optimizer state of its own leaves only (about 1/N of it). A
- * step averages the gradients (an all-reduce, not yet a reduce-scatter), updates the rank's own
- * leaves with tx, and broadcasts every leaf from its owner, so all ranks end with the same new
- * params. Same results as the unsharded step for transformations that treat leaves separately
- * (sgd, momentum, adam, adamw, ...); NOT for ones that look at all leaves at once
- * (clip_by_global_norm): those would see only the rank's leaves. tx is TAKEN (as optax
- * constructors take theirs). */
+/* ZeRO-1 style optimizer-state sharding. The float32 params, flattened in tree order, form one
+ * vector of T elements; rank r owns the contiguous elements [r*T/N ...) (counts T/N or T/N + 1:
+ * the first T % N ranks take one more), and keeps the optimizer state of that shard only: tx
+ * runs on a tree holding, at each param's path, the 1-D slice of the param inside the rank's
+ * range (params outside it absent), so a rank's state is about 1/N of the unsharded one. A step
+ * packs the local gradients, reduce-scatters them (MPI_Ireduce_scatter with the N counts: each
+ * rank receives the sum of its own shard only) and divides by N, updates the rank's shard of the
+ * params with tx, and all-gathers the updated shards (MPI_Iallgatherv), so every rank ends with
+ * the same new params; both waits have lx_dist_set_timeout's deadline. Same results as the unsharded step (to float32 summation order) for elementwise
+ * transformations (sgd, momentum, adam, adamw, rmsprop, ...); NOT for ones that look at all
+ * elements at once (clip_by_global_norm) or at a param's shape (factored or per-matrix
+ * optimizers): those would see only the rank's 1-D slices. Every params leaf must be a float32
+ * array, T < 2^31. tx is TAKEN (as optax constructors take theirs). */
 typedef struct lx_dist_zero1 lx_dist_zero1;
 lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out);
-/* grads: this rank's local gradients; *params is replaced by the new params tree (new arrays). */
+/* grads: this rank's local gradients; *params is replaced by the new params tree (new arrays).
+ * Collective: every rank calls it each step; an error on any rank fails the step on all. */
 lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **params);
 /* Elements of the params whose optimizer state this rank holds, and of all params. */
 int64_t lx_dist_zero1_owned(const lx_dist_zero1 *z, int64_t *total);
-/* The rank's optimizer state (borrowed): the state of its own leaves. */
+/* The rank's optimizer state (borrowed): the state of its shard (1-D slices). */
 const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z);
+/* Bytes of the array leaves of the rank's optimizer state (its memory for the optimizer). */
+int64_t lx_dist_zero1_state_bytes(const lx_dist_zero1 *z);
+/* Checkpoints. gather_state (collective) gives every rank the UNSHARDED state: the tree
+ * optax_init(tx, params) would build, per-param leaves all-gathered from their owners, the
+ * rest (Adam's count) the rank's own; save it with the params and it restores into a plain
+ * (unsharded) run, or into lx_dist_zero1_load_state. It allocates the whole state for the
+ * duration. load_state cuts an unsharded state to this rank's shard (no communication); z's
+ * state is replaced only on success. */
+lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *params, lx_tree **out);
+lx_status lx_dist_zero1_load_state(lx_dist_zero1 *z, const lx_tree *full);
 void lx_dist_zero1_free(lx_dist_zero1 *z);
 
 /* Overlapping the gradient all-reduce with the backward pass (PyTorch DDP's scheme, what XLA does

@@ -171,6 +171,12 @@ int64_t lx_dist_zero1_owned(const lx_dist_zero1 *z, int64_t *total) {
     return 0;
 }
 const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z) { return NULL; }
+int64_t lx_dist_zero1_state_bytes(const lx_dist_zero1 *z) { return 0; }
+lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *params, lx_tree **out) {
+    if (out) *out = NULL;
+    return unsupported("lx_dist_zero1_gather_state");
+}
+lx_status lx_dist_zero1_load_state(lx_dist_zero1 *z, const lx_tree *full) { return unsupported("lx_dist_zero1_load_state"); }
 void lx_dist_zero1_free(lx_dist_zero1 *z) {}
 
 #else
@@ -666,20 +672,31 @@ lx_status lx_dist_check(lx_status local) {
 
 
 /* ---------------------------------------------------------------- ZeRO-1 */
+/* The float32 params, flattened in tree order, are one vector of `total` elements; rank r owns
+ * the contiguous elements [displs[r], displs[r] + counts[r]) (counts differ by at most one). Its
+ * "shard tree" holds, at each param's path, the 1-D slice of that param inside its range (params
+ * outside it are absent); the optimizer state is optax_init of that tree. */
 struct lx_dist_zero1 {
     optax_tx *tx;
     size_t n;        /* float32 leaves */
     char **paths;    /* their paths, in tree order */
-    int *owner;      /* the rank updating each */
-    int64_t owned, total;
-    lx_tree *state;  /* the optimizer state of this rank's leaves */
+    int64_t *off;    /* each leaf's first element in the flat vector; off[n] = total */
+    int *counts, *displs;
+    int64_t owned, total, lo; /* this rank: [lo, lo + owned) */
+    float *flat;     /* total floats: the packed gradients, then the gathered params */
+    float *mine;     /* owned floats: the averaged gradient shard */
+    lx_tree *state;  /* the optimizer state of this rank's shard */
 };
 
 void lx_dist_zero1_free(lx_dist_zero1 *z) {
     if (!z) return;
-    for (size_t i = 0; i < z->n; i++) free(z->paths[i]);
+    for (size_t i = 0; z->paths && i < z->n; i++) free(z->paths[i]);
     free(z->paths);
-    free(z->owner);
+    free(z->off);
+    free(z->counts);
+    free(z->displs);
+    free(z->flat);
+    free(z->mine);
     lx_tree_release(z->state);
     optax_tx_release(z->tx);
     free(z);
@@ -692,15 +709,50 @@ int64_t lx_dist_zero1_owned(const lx_dist_zero1 *z, int64_t *total) {
 
 const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z) { return z ? z->state : NULL; }
 
-/* The sub-tree of `t` made of the leaves this rank owns (leaves shared). */
-static lx_status own_subtree(const lx_dist_zero1 *z, const lx_tree *t, lx_tree **out) {
+int64_t lx_dist_zero1_state_bytes(const lx_dist_zero1 *z) {
+    if (!z || !z->state) return 0;
+    lx_flat f = {0};
+    if (lx_tree_flatten(z->state, &f) != LX_OK) return -1;
+    int64_t bytes = 0;
+    for (size_t i = 0; i < f.len; i++)
+        if (f.items[i].value.kind == LX_V_ARRAY) bytes += (int64_t)lx_array_nbytes(f.items[i].value.u.array);
+    lx_flat_free(&f);
+    return bytes;
+}
+
+/* The part of leaf i inside rank r's range: [*a, *b) in flat elements (empty: *a == *b). */
+static void zero1_cut(const lx_dist_zero1 *z, size_t i, int r, int64_t *a, int64_t *b) {
+    int64_t lo = z->displs[r], hi = lo + z->counts[r];
+    *a = z->off[i] > lo ? z->off[i] : lo;
+    *b = z->off[i + 1] < hi ? z->off[i + 1] : hi;
+    if (*b < *a) *b = *a;
+}
+
+/* This rank's shard tree of `src` (the floats of flat elements [base, ...), or NULL: the params
+ * tree `t`). */
+static lx_status zero1_shard_tree(const lx_dist_zero1 *z, const float *src, int64_t base, const lx_tree *t,
+                                  lx_tree **out) {
     lx_flat f = {0};
     lx_status st = LX_OK;
     for (size_t i = 0; st == LX_OK && i < z->n; i++) {
-        if (z->owner[i] != g_rank) continue;
-        const lx_value *v = NULL;
-        st = lx_tree_get_path(t, z->paths[i], &v);
-        if (st == LX_OK) st = lx_flat_append(&f, z->paths[i], *v);
+        int64_t a, b;
+        zero1_cut(z, i, g_rank, &a, &b);
+        if (a == b) continue;
+        const float *from = src ? src + (a - base) : NULL;
+        if (!from) {
+            const lx_value *v = NULL;
+            st = lx_tree_get_path(t, z->paths[i], &v);
+            lx_array *p = st == LX_OK ? leaf_f32(v) : NULL;
+            if (st == LX_OK && (!p || p->size != z->off[i + 1] - z->off[i]))
+                st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s changed shape or dtype", z->paths[i]);
+            if (st != LX_OK) break;
+            from = lx_f32(p) + (a - z->off[i]);
+        }
+        int64_t len = b - a;
+        lx_array *s = lx_array_from_f32(1, &len, from);
+        if (!s) st = lx_last_status();
+        else st = lx_flat_append(&f, z->paths[i], lx_array_v(s));
+        lx_release(s);
     }
     if (st == LX_OK && f.len == 0) *out = lx_tree_new(), st = *out ? LX_OK : lx_last_status();
     else if (st == LX_OK) st = lx_tree_unflatten(&f, out);
@@ -722,44 +774,47 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
     }
     z->tx = tx;
     lx_flat f = {0};
-    int64_t *load = calloc((size_t)g_size, sizeof *load);
-    st = load ? lx_tree_flatten(params, &f) : lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    st = lx_tree_flatten(params, &f);
     if (st == LX_OK) {
         z->paths = calloc(f.len + 1, sizeof *z->paths);
-        z->owner = calloc(f.len + 1, sizeof *z->owner);
-        if (!z->paths || !z->owner) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+        z->off = calloc(f.len + 1, sizeof *z->off);
+        z->counts = calloc((size_t)g_size, sizeof *z->counts);
+        z->displs = calloc((size_t)g_size, sizeof *z->displs);
+        if (!z->paths || !z->off || !z->counts || !z->displs) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
     }
     for (size_t i = 0; st == LX_OK && i < f.len; i++) {
-        if (f.items[i].value.kind != LX_V_ARRAY || !leaf_f32(&f.items[i].value)) {
+        lx_array *a = leaf_f32(&f.items[i].value);
+        if (f.items[i].value.kind != LX_V_ARRAY || !a) {
             st = lx_fail(LX_ERR_TYPE, "distributed: zero1: %s is not a float32 array", f.items[i].path);
             break;
         }
         if (!(z->paths[z->n] = strdup(f.items[i].path))) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
-        else z->n++;
+        else {
+            z->off[z->n] = z->total;
+            z->total += a->size;
+            z->n++;
+        }
     }
-    /* largest leaf first, to the least loaded rank (ties: the lower rank, then tree order) */
-    bool *done = st == LX_OK ? calloc(z->n + 1, sizeof *done) : NULL;
-    if (st == LX_OK && !done) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
-    for (size_t k = 0; st == LX_OK && k < z->n; k++) {
-        size_t best = z->n;
-        for (size_t i = 0; i < z->n; i++)
-            if (!done[i] && (best == z->n || f.items[i].value.u.array->size > f.items[best].value.u.array->size)) best = i;
-        int r = 0;
-        for (int q = 1; q < g_size; q++)
-            if (load[q] < load[r]) r = q;
-        done[best] = true;
-        z->owner[best] = r;
-        int64_t sz = f.items[best].value.u.array->size;
-        load[r] += sz;
-        z->total += sz;
-        if (r == g_rank) z->owned += sz;
+    if (st == LX_OK) z->off[z->n] = z->total;
+    if (st == LX_OK && z->total > 0x7fffffff)
+        st = lx_fail(LX_ERR_UNSUPPORTED, "distributed: zero1: %lld parameters are over MPI's int count", (long long)z->total);
+    /* contiguous shards: the first total % size ranks get one element more */
+    for (int r = 0, d = 0; st == LX_OK && r < g_size; r++) {
+        z->counts[r] = (int)(z->total / g_size + (r < z->total % g_size));
+        z->displs[r] = d;
+        d += z->counts[r];
+    }
+    if (st == LX_OK) {
+        z->owned = z->counts[g_rank];
+        z->lo = z->displs[g_rank];
+        z->flat = malloc((size_t)(z->total + 1) * sizeof *z->flat);
+        z->mine = malloc((size_t)(z->owned + 1) * sizeof *z->mine);
+        if (!z->flat || !z->mine) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory for %lld parameters", (long long)z->total);
     }
     lx_tree *mine = NULL;
-    if (st == LX_OK) st = own_subtree(z, params, &mine);
+    if (st == LX_OK) st = zero1_shard_tree(z, NULL, 0, params, &mine);
     if (st == LX_OK) st = optax_init(z->tx, mine, &z->state);
     lx_tree_release(mine);
-    free(done);
-    free(load);
     lx_flat_free(&f);
     if (st != LX_OK) {
         lx_dist_zero1_free(z);
@@ -771,41 +826,69 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
 
 lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **params) {
     if (!z || !grads || !params || !*params) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
-    lx_tree *avg = NULL, *g_own = NULL, *p_own = NULL, *state = lx_tree_retain(z->state), *out = NULL;
-    MPI_Request *reqs = calloc(z->n + 1, sizeof *reqs);
-    lx_array **arr = calloc(z->n + 1, sizeof *arr);
-    lx_status st = reqs && arr ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
-    if (st == LX_OK) st = lx_dist_allreduce_mean(grads, &avg);
-    if (st == LX_OK) st = own_subtree(z, avg, &g_own);
-    if (st == LX_OK) st = own_subtree(z, *params, &p_own);
-    if (st == LX_OK) st = optax_step(z->tx, g_own, &p_own, &state);
-    /* every leaf from its owner */
-    size_t nreq = 0;
+    lx_tree *g_own = NULL, *p_own = NULL, *state = lx_tree_retain(z->state), *out = NULL;
+    lx_status st = LX_OK;
+    /* pack the local gradients in flat order */
     for (size_t i = 0; st == LX_OK && i < z->n; i++) {
         const lx_value *v = NULL;
-        if (z->owner[i] == g_rank) {
-            st = lx_tree_get_path(p_own, z->paths[i], &v);
-            if (st == LX_OK) arr[i] = lx_retain(v->u.array);
-        } else {
-            st = lx_tree_get_path(*params, z->paths[i], &v);
-            if (st == LX_OK && !(arr[i] = lx_array_empty(LX_F32, v->u.array->ndim, v->u.array->shape))) st = lx_last_status();
-        }
-        if (st == LX_OK && arr[i]->size > 0x7fffffff) st = lx_fail(LX_ERR_UNSUPPORTED, "distributed: %s is too large", z->paths[i]);
-        if (st != LX_OK) break;
-        int rc = MPI_Ibcast(lx_f32(arr[i]), (int)arr[i]->size, MPI_FLOAT, z->owner[i], MPI_COMM_WORLD, &reqs[nreq]);
-        if (rc != MPI_SUCCESS) st = mpi_fail("zero1 broadcast", rc);
-        else nreq++;
+        st = lx_tree_get_path(grads, z->paths[i], &v);
+        lx_array *g = st == LX_OK ? leaf_f32(v) : NULL;
+        if (st == LX_OK && (!g || g->size != z->off[i + 1] - z->off[i]))
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: gradient %s is not a float32 array of %lld elements", z->paths[i],
+                         (long long)(z->off[i + 1] - z->off[i]));
+        if (st == LX_OK) memcpy(z->flat + z->off[i], lx_f32(g), (size_t)g->size * sizeof(float));
     }
-    if (nreq > 0) {
-        lx_status w = wait_all((int)nreq, reqs, "zero1 broadcast");
-        if (st == LX_OK) st = w;
+    /* an error on one rank stops all of them before the collectives (none is left half-done) */
+    st = lx_dist_check(st);
+    /* reduce-scatter: this rank gets the sum over ranks of its own shard only */
+    if (st == LX_OK) {
+        MPI_Request req;
+        int rc = MPI_Ireduce_scatter(z->flat, z->mine, z->counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
+        if (rc != MPI_SUCCESS) st = mpi_fail("zero1 gradient reduce-scatter", rc);
+        else st = wait_all(1, &req, "zero1 gradient reduce-scatter");
+        g_comm_bytes += 4.0 * (double)z->total;
     }
-    /* the new params: the old tree's structure, the broadcast arrays */
+    if (st == LX_OK && g_size > 1) {
+        float inv = 1.0f / (float)g_size;
+        for (int64_t k = 0; k < z->owned; k++) z->mine[k] *= inv;
+    }
+    /* the optimizer on this rank's shard of params, gradients and state */
+    if (st == LX_OK) st = zero1_shard_tree(z, z->mine, z->lo, NULL, &g_own);
+    if (st == LX_OK) st = zero1_shard_tree(z, NULL, 0, *params, &p_own);
+    if (st == LX_OK) st = optax_step(z->tx, g_own, &p_own, &state);
+    for (size_t i = 0; st == LX_OK && i < z->n; i++) {
+        int64_t a, b;
+        zero1_cut(z, i, g_rank, &a, &b);
+        if (a == b) continue;
+        const lx_value *v = NULL;
+        st = lx_tree_get_path(p_own, z->paths[i], &v);
+        lx_array *p = st == LX_OK ? leaf_f32(v) : NULL;
+        if (st == LX_OK && (!p || p->size != b - a))
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: the optimizer changed %s's shard", z->paths[i]);
+        if (st == LX_OK) memcpy(z->flat + a, lx_f32(p), (size_t)(b - a) * sizeof(float));
+    }
+    /* every rank's status again (the optimizer may fail on one), then all-gather the params */
+    st = lx_dist_check(st);
+    if (st == LX_OK) {
+        MPI_Request req;
+        int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, z->flat, z->counts, z->displs, MPI_FLOAT,
+                                 MPI_COMM_WORLD, &req);
+        if (rc != MPI_SUCCESS) st = mpi_fail("zero1 parameter all-gather", rc);
+        else st = wait_all(1, &req, "zero1 parameter all-gather");
+    }
+    /* the new params: the old tree's structure, new arrays from the gathered vector */
     lx_flat f = {0}, g = {0};
     if (st == LX_OK) st = lx_tree_flatten(*params, &f);
     for (size_t i = 0, j = 0; st == LX_OK && i < f.len; i++) {
-        if (j < z->n && strcmp(f.items[i].path, z->paths[j]) == 0) st = lx_flat_append(&g, f.items[i].path, lx_array_v(arr[j++]));
-        else st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
+        if (j < z->n && strcmp(f.items[i].path, z->paths[j]) == 0) {
+            const lx_array *old = f.items[i].value.u.array;
+            lx_array *r = lx_array_from_f32(old->ndim, old->shape, z->flat + z->off[j]);
+            if (!r) st = lx_last_status();
+            else st = lx_flat_append(&g, f.items[i].path, lx_array_v(r));
+            lx_release(r);
+            j++;
+        } else
+            st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
     }
     if (st == LX_OK) st = lx_tree_unflatten(&g, &out);
     if (st == LX_OK) {
@@ -817,13 +900,121 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
     }
     lx_flat_free(&f);
     lx_flat_free(&g);
-    for (size_t i = 0; arr && i < z->n; i++) lx_release(arr[i]);
-    free(arr);
-    free(reqs);
     lx_tree_release(state);
-    lx_tree_release(avg);
     lx_tree_release(g_own);
     lx_tree_release(p_own);
+    return st;
+}
+
+/* The param leaf a state leaf at `path` stands for: the longest param path p with path == p or
+ * path ending in "/" p (optax state trees nest the params' tree: mu/<param path>). n: none. */
+static size_t zero1_param_of(const lx_dist_zero1 *z, const char *path) {
+    size_t best = z->n, bestlen = 0, pl = strlen(path);
+    for (size_t i = 0; i < z->n; i++) {
+        size_t ql = strlen(z->paths[i]);
+        if (ql > pl || ql <= bestlen || strcmp(path + pl - ql, z->paths[i]) != 0) continue;
+        if (ql < pl && path[pl - ql - 1] != '/') continue;
+        best = i, bestlen = ql;
+    }
+    return best;
+}
+
+lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *params, lx_tree **out) {
+    if (out) *out = NULL;
+    if (!z || !params || !out) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    lx_tree *tmpl = NULL, *res = NULL;
+    lx_flat f = {0};
+    int *cnt = malloc((size_t)g_size * sizeof *cnt), *dsp = malloc((size_t)g_size * sizeof *dsp);
+    lx_status st = cnt && dsp ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    /* the unsharded layout: the state optax_init gives for the whole params */
+    if (st == LX_OK) st = optax_init(z->tx, params, &tmpl);
+    if (st == LX_OK) st = lx_tree_flatten(tmpl, &f);
+    /* the result: a copy of the template's maps (empty states such as optax's EmptyState kept),
+     * its leaves replaced */
+    if (st == LX_OK && !(res = lx_tree_copy(tmpl))) st = lx_last_status();
+    st = lx_dist_check(st);
+    for (size_t i = 0; st == LX_OK && i < f.len; i++) {
+        const lx_value *tv = &f.items[i].value;
+        size_t q = tv->kind == LX_V_ARRAY ? zero1_param_of(z, f.items[i].path) : z->n;
+        lx_array *ta = q < z->n ? leaf_f32(tv) : NULL;
+        const lx_value *mv = lx_tree_find(z->state, f.items[i].path);
+        if (!ta || ta->size != z->off[q + 1] - z->off[q]) { /* not per-parameter (a count): this rank's own */
+            if (mv) st = lx_tree_set_path(res, f.items[i].path, *mv);
+            continue;
+        }
+        for (int r = 0; r < g_size; r++) {
+            int64_t a, b;
+            zero1_cut(z, q, r, &a, &b);
+            cnt[r] = (int)(b - a);
+            dsp[r] = (int)(a - z->off[q]);
+        }
+        lx_array *mine = mv ? leaf_f32(mv) : NULL;
+        if (cnt[g_rank] > 0 && (!mine || mine->size != cnt[g_rank])) {
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: the state has no %lld-element shard at %s", (long long)cnt[g_rank],
+                         f.items[i].path);
+            break;
+        }
+        lx_array *r = lx_array_empty(LX_F32, ta->ndim, ta->shape);
+        if (!r) {
+            st = lx_last_status();
+            break;
+        }
+        if (cnt[g_rank] > 0) memcpy(lx_f32(r) + dsp[g_rank], lx_f32(mine), (size_t)cnt[g_rank] * sizeof(float));
+        MPI_Request req;
+        int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, lx_f32(r), cnt, dsp, MPI_FLOAT, MPI_COMM_WORLD, &req);
+        if (rc != MPI_SUCCESS) st = mpi_fail("zero1 state all-gather", rc);
+        else st = wait_all(1, &req, "zero1 state all-gather");
+        if (st == LX_OK) st = lx_tree_set_path(res, f.items[i].path, lx_array_v(r));
+        lx_release(r);
+    }
+    if (st == LX_OK) *out = res, res = NULL;
+    lx_tree_release(res);
+    lx_flat_free(&f);
+    lx_tree_release(tmpl);
+    free(cnt);
+    free(dsp);
+    return st;
+}
+
+lx_status lx_dist_zero1_load_state(lx_dist_zero1 *z, const lx_tree *full) {
+    if (!z || !full) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    lx_flat f = {0};
+    lx_tree *ns = lx_tree_copy(z->state); /* the maps kept (empty states too), leaves replaced */
+    lx_status st = ns ? lx_tree_flatten(z->state, &f) : lx_last_status();
+    for (size_t i = 0; st == LX_OK && i < f.len; i++) {
+        const char *path = f.items[i].path;
+        const lx_value *fv = lx_tree_find(full, path);
+        if (!fv) {
+            st = lx_fail(LX_ERR_NOT_FOUND, "distributed: zero1: the optimizer state has no %s", path);
+            break;
+        }
+        size_t q = f.items[i].value.kind == LX_V_ARRAY ? zero1_param_of(z, path) : z->n;
+        lx_array *sa = q < z->n ? leaf_f32(&f.items[i].value) : NULL;
+        int64_t a = 0, b = 0;
+        if (sa) zero1_cut(z, q, g_rank, &a, &b);
+        if (!sa || sa->ndim != 1 || sa->size != b - a) { /* not per-parameter: taken whole */
+            st = lx_tree_set_path(ns, path, *fv);
+            continue;
+        }
+        lx_array *fa = leaf_f32(fv);
+        if (!fa || fa->size != z->off[q + 1] - z->off[q]) {
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s must be a float32 array of %lld elements", path,
+                         (long long)(z->off[q + 1] - z->off[q]));
+            break;
+        }
+        int64_t len = b - a;
+        lx_array *s = lx_array_from_f32(1, &len, lx_f32(fa) + (a - z->off[q]));
+        if (!s) st = lx_last_status();
+        else st = lx_tree_set_path(ns, path, lx_array_v(s));
+        lx_release(s);
+    }
+    if (st == LX_OK) { /* replaced only when every leaf was found */
+        lx_tree_release(z->state);
+        z->state = ns;
+        ns = NULL;
+    }
+    lx_tree_release(ns);
+    lx_flat_free(&f);
     return st;
 }
 
