@@ -157,11 +157,11 @@ lx_status optax_step(const optax_tx *tx, const lx_tree *grads, lx_tree **params,
  * This counts the steps of this thread that took the fused pass (a diagnostic for tests). */
 uint64_t optax_fused_steps(void);
 
-/* Buffers: a step's outputs come from a per-thread cache of float32 buffers that earlier steps
- * gave back (old state and params that nobody else held, once optax_step, TrainState_free or
- * nnx.Optimizer's update replaced them), so a steady-state training step allocates no array data.
- * optax_release_buffers frees this thread's cache (call it when training is over; it also runs
- * at no other time). */
+/* Buffers: a step's outputs take their data from the array storage cache (linnx/array.h), which
+ * holds the blocks of the old state and params a finished step released (once optax_step,
+ * TrainState_free or nnx.Optimizer's update replaced them and nobody else held them), so a
+ * steady-state training step allocates no array data. optax_release_buffers frees what that cache
+ * holds (lx_array_cache_release; call it when training is over if the memory matters). */
 void optax_release_buffers(void);
 
 /* debug_nans-style checking of gradients and updates (thread-local; off by default). */

@@ -99,12 +99,11 @@ lx_status lx_state_put_full(lx_tree *state, const char *field, const lx_leaves *
 /* ---- leaf arithmetic helpers ---- */
 /* The array a leaf stands for: an array, a Variable's value, a box's value; NULL otherwise. */
 lx_array *lx_optax_leaf_array(const lx_value *v);
-/* A new float32 array shaped like a (from the thread's buffer cache when one fits). */
+/* A new float32 array shaped like a (its data from the array storage cache when a block fits). */
 lx_array *lx_optax_new_f32(const lx_array *a);
-/* Give back a reference: cached for reuse when it is the last one and owns float32 data,
- * released otherwise. */
+/* Give back a reference (lx_release: the last one's data block goes to the storage cache). */
 void lx_optax_recycle(lx_array *a);
-/* Release a tree, recycling its arrays (Variable values included) that nobody else holds. */
+/* Release a tree (its arrays' data blocks that nobody else holds go to the storage cache). */
 void lx_optax_recycle_tree(lx_tree *t);
 /* Element i of a float32 or bfloat16 array, as float (inline: the optimizer loops call it per
  * element). */
