@@ -20,7 +20,9 @@
  * forward: the forward pass is apply + loss without a tape) and the array data allocations of a
  * steady-state step (`allocs_per_step`, `alloc_mb_per_step`, counted with lx_set_alloc_hook);
  * `backward_over_forward_1thread_cpu` is the same ratio on one thread in process CPU time, which a
- * loaded machine disturbs less than wall time.
+ * loaded machine disturbs less than wall time. `adam_fused_1thread_cpu_ms` / `adam_unfused_...`
+ * time the optimizer alone on fixed gradients: optax_step's fused pass (src/train/optax_fused.c)
+ * against optax_update + optax_apply_updates, in the same run.
  * The peer script: $LINNX_TORCH_PEER, else ../shared/peers/torch_peer.py from the working
  * directory (scripts/bench.sh sets it).
  */
@@ -209,6 +211,36 @@ static double cpu_median(void (*fn)(void *), void *ctx, int reps) {
     return t[reps / 2];
 }
 
+/* The optimizer alone on fixed gradients: optax_step (the fused pass for adam) against
+ * optax_update + optax_apply_updates (three passes), same params, state and gradients. */
+typedef struct {
+    const optax_tx *tx;
+    const lx_tree *grads;
+    lx_tree *params, *state;
+    bool fused, failed;
+} opt_job;
+
+static void opt_step(void *ctx) {
+    opt_job *o = ctx;
+    if (o->failed) return;
+    if (o->fused) {
+        o->failed = optax_step(o->tx, o->grads, &o->params, &o->state) != LX_OK;
+        return;
+    }
+    lx_tree *upd = NULL, *ns = NULL, *np = NULL;
+    o->failed = optax_update(o->tx, o->grads, o->state, o->params, &upd, &ns) != LX_OK ||
+                optax_apply_updates(o->params, upd, &np) != LX_OK;
+    lx_tree_release(upd);
+    if (o->failed) {
+        lx_tree_release(ns);
+        return;
+    }
+    lx_tree_release(o->params);
+    lx_tree_release(o->state);
+    o->params = np;
+    o->state = ns;
+}
+
 /* ------------------------------------------------------------------ torch */
 
 typedef struct {
@@ -335,6 +367,31 @@ int main(int argc, char **argv) {
             lx_set_num_threads(1);
             double fwd1 = cpu_median(forward_only, &j, 10), vag1 = cpu_median(value_and_grad_only, &j, 10);
             double step1 = cpu_median(train_step, &j, 10);
+            /* the fused optimizer pass against the unfused one, same gradients */
+            double opt_f = -1, opt_u = -1;
+            {
+                size_t mark = lx_pool_open();
+                lx_array *loss = NULL;
+                lx_tree *grads = NULL;
+                if (linen_value_and_grad(loss_fn, &j, j.state->params, &loss, &grads, NULL) == LX_OK) {
+                    opt_job o[2];
+                    for (int f = 0; f < 2; f++) {
+                        o[f] = (opt_job){j.state->tx, grads, lx_tree_retain(j.state->params), NULL, f == 1, false};
+                        o[f].failed = optax_init(j.state->tx, o[f].params, &o[f].state) != LX_OK;
+                    }
+                    opt_u = cpu_median(opt_step, &o[0], 10);
+                    opt_f = cpu_median(opt_step, &o[1], 10);
+                    for (int f = 0; f < 2; f++) {
+                        if (o[f].failed && f) opt_f = -1;
+                        if (o[f].failed && !f) opt_u = -1;
+                        lx_tree_release(o[f].params);
+                        lx_tree_release(o[f].state);
+                    }
+                }
+                lx_release(loss);
+                lx_tree_release(grads);
+                lx_pool_close(mark);
+            }
             lx_set_num_threads(threads);
             if (!j.failed) {
                 report("mlp_train", step, torch, ntorch);
@@ -343,6 +400,10 @@ int main(int argc, char **argv) {
                        fwd1 * 1e3, vag1 * 1e3, (vag1 - fwd1) / fwd1);
                 printf("mlp_train step_1thread_cpu_ms %.4f\nmlp_train optimizer_1thread_cpu_ms %.4f\n", step1 * 1e3,
                        (step1 - vag1) * 1e3);
+                if (opt_f > 0 && opt_u > 0)
+                    printf("mlp_train adam_fused_1thread_cpu_ms %.4f\nmlp_train adam_unfused_1thread_cpu_ms %.4f\n"
+                           "mlp_train adam_fused_over_unfused %.3f\n",
+                           opt_f * 1e3, opt_u * 1e3, opt_f / opt_u);
                 printf("mlp_train forward_ms %.4f\nmlp_train value_and_grad_ms %.4f\nmlp_train backward_over_forward %.3f\n",
                        fwd * 1e3, vag * 1e3, (vag - fwd) / fwd);
                 train_step(&j); /* steady state: count one more step's allocations */
