@@ -18,7 +18,8 @@
  * `vs_torch skipped` when python3-torch or the peer script is missing), `<workload> ms <ours>`,
  * and for mlp_train `backward_over_forward` (value_and_grad time minus forward time, over the
  * forward: the forward pass is apply + loss without a tape) and the array data allocations of a
- * steady-state step (`allocs_per_step`, `alloc_mb_per_step`, counted with lx_set_alloc_hook);
+ * steady-state step (`allocs_per_step`, `alloc_mb_per_step`, counted with lx_set_alloc_hook; and
+ * `mallocs_per_step`, every heap allocation of the step: tree nodes, path strings, tape records);
  * `backward_over_forward_1thread_cpu` is the same ratio on one thread in process CPU time, which a
  * loaded machine disturbs less than wall time. `adam_fused_1thread_cpu_ms` / `adam_unfused_...`
  * time the optimizer alone on fixed gradients: optax_step's fused pass (src/train/optax_fused.c)
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -183,6 +185,30 @@ static void job_free(job *j) {
     lx_release(j->x);
     lx_release(j->y);
 }
+
+/* Every heap allocation of the process while `g_count_mallocs` is set (tree nodes, strings, tape
+ * records, headers: what the array hook does not see), by interposing glibc's malloc family in
+ * this program. glibc only, and not under the sanitizers (which interpose it themselves). */
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
+#define HAVE_MALLOC_COUNT 1
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t s);
+extern void *__libc_realloc(void *p, size_t n);
+static _Atomic size_t g_mallocs;
+static _Atomic int g_count_mallocs;
+void *malloc(size_t n) {
+    if (g_count_mallocs) g_mallocs++;
+    return __libc_malloc(n);
+}
+void *calloc(size_t n, size_t s) {
+    if (g_count_mallocs) g_mallocs++;
+    return __libc_calloc(n, s);
+}
+void *realloc(void *p, size_t n) {
+    if (g_count_mallocs) g_mallocs++;
+    return __libc_realloc(p, n);
+}
+#endif
 
 static size_t g_allocs, g_bytes;
 static void count_alloc(size_t n, void *user) {
@@ -412,6 +438,13 @@ int main(int argc, char **argv) {
                 train_step(&j);
                 lx_set_alloc_hook(NULL, NULL);
                 printf("mlp_train allocs_per_step %zu\nmlp_train alloc_mb_per_step %.2f\n", g_allocs, g_bytes / 1048576.0);
+#ifdef HAVE_MALLOC_COUNT
+                g_mallocs = 0;
+                g_count_mallocs = 1;
+                train_step(&j);
+                g_count_mallocs = 0;
+                printf("mlp_train mallocs_per_step %zu\n", (size_t)g_mallocs);
+#endif
             }
             job_free(&j);
         }
