@@ -12,6 +12,45 @@
 
 static atomic_llong lx_live_arrays;
 
+/* The storage cache and the header free list below are off under the sanitizers, so ASan sees
+ * every use after free and LSan every leak. */
+#if defined(__SANITIZE_ADDRESS__) || defined(LINNX_SANITIZE)
+#define LX_CACHE_ON 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define LX_CACHE_ON 0
+#endif
+#endif
+#ifndef LX_CACHE_ON
+#define LX_CACHE_ON 1
+#endif
+
+/* Array headers: a per-thread free list (at most HDR_CACHE), linked through `base`, so the
+ * headers of a step's op results come back without malloc. */
+enum { HDR_CACHE = 1024 };
+static _Thread_local lx_array *hdr_free;
+static _Thread_local int hdr_n;
+
+static lx_array *header_alloc(void) {
+    lx_array *a = hdr_free;
+    if (LX_CACHE_ON && a) {
+        hdr_free = a->base;
+        hdr_n--;
+        return a;
+    }
+    return malloc(sizeof *a);
+}
+
+static void header_free(lx_array *a) {
+    if (LX_CACHE_ON && hdr_n < HDR_CACHE) {
+        a->base = hdr_free;
+        hdr_free = a;
+        hdr_n++;
+        return;
+    }
+    free(a);
+}
+
 size_t lx_dtype_size(lx_dtype dtype) {
     switch (dtype) {
     case LX_F32: case LX_I32: case LX_U32: return 4;
@@ -74,7 +113,7 @@ static lx_array *array_header(lx_dtype dtype, int ndim, const int64_t *shape) {
     /* malloc, not calloc: glibc's calloc bypasses the per-thread cache while free fills it, so
      * headers freed by a pool pile up in fastbins and every large malloc after them (an op's
      * result) runs malloc_consolidate: ~2% of a 64^3 matmul. */
-    lx_array *a = malloc(sizeof *a);
+    lx_array *a = header_alloc();
     if (!a) {
         lx_fail(LX_ERR_NO_MEMORY, "array: out of memory");
         return NULL;
@@ -110,16 +149,6 @@ size_t lx_max_array_bytes(void) { return atomic_load(&max_array_bytes); }
  * array may be released on another thread than the one that made it). Bounded by
  * lx_array_cache_set_limit (bytes held; a block that does not fit is freed). Sanitizer builds
  * bypass it entirely so ASan still sees every use after free and LSan every leak. */
-#if defined(__SANITIZE_ADDRESS__) || defined(LINNX_SANITIZE)
-#define LX_CACHE_ON 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define LX_CACHE_ON 0
-#endif
-#endif
-#ifndef LX_CACHE_ON
-#define LX_CACHE_ON 1
-#endif
 
 enum { CACHE_CLASSES = 256 };
 typedef struct cache_class {
@@ -229,7 +258,7 @@ lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape) {
         char b[128];
         lx_fail(LX_ERR_NO_MEMORY, "array: %s array of shape %s needs %zu bytes, over the limit of %zu bytes per array",
                 lx_dtype_name(dtype), lx_shape_str(ndim, shape, b, sizeof b), bytes, limit);
-        free(a);
+        header_free(a);
         atomic_fetch_sub(&lx_live_arrays, 1);
         return NULL;
     }
@@ -246,7 +275,7 @@ lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape) {
     a->alloc = malloc(rounded + LX_ALIGN);
     if (!a->alloc) {
         lx_fail(LX_ERR_NO_MEMORY, "array: cannot allocate %zu bytes", rounded);
-        free(a);
+        header_free(a);
         atomic_fetch_sub(&lx_live_arrays, 1);
         return NULL;
     }
@@ -363,7 +392,7 @@ lx_array *lx_array_wrap(lx_dtype dtype, int ndim, const int64_t *shape, void *da
     if (!a) return NULL;
     if (!data && a->size > 0) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "array_wrap: data is NULL");
-        free(a);
+        header_free(a);
         atomic_fetch_sub(&lx_live_arrays, 1);
         return NULL;
     }
@@ -389,7 +418,7 @@ void lx_release(lx_array *a) {
         size_t rounded = (bytes + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN;
         if (!cache_put(a->alloc, rounded ? rounded : LX_ALIGN)) free(a->alloc);
     }
-    free(a);
+    header_free(a);
     atomic_fetch_sub(&lx_live_arrays, 1);
 }
 
