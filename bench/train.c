@@ -23,7 +23,8 @@
  * `backward_over_forward_1thread_cpu` is the same ratio on one thread in process CPU time, which a
  * loaded machine disturbs less than wall time. `adam_fused_1thread_cpu_ms` / `adam_unfused_...`
  * time the optimizer alone on fixed gradients: optax_step's fused pass (src/train/optax_fused.c)
- * against optax_update + optax_apply_updates, in the same run.
+ * against optax_update + optax_apply_updates, in the same run. With LX_THREADS=1, mlp_infer_small
+ * also prints `cpu_us`, process CPU microseconds per call (Linen apply, NNX call).
  * The peer script: $LINNX_TORCH_PEER, else ../shared/peers/torch_peer.py from the working
  * directory (scripts/bench.sh sets it).
  */
@@ -267,6 +268,20 @@ static void opt_step(void *ctx) {
     o->state = ns;
 }
 
+/* Median process CPU seconds per call of fn, over reps samples of `inner` calls each. */
+static double cpu_median_per_call(void (*fn)(void *), void *ctx, int reps, int inner) {
+    double t[64];
+    if (reps > 64) reps = 64;
+    for (int i = 0; i < inner; i++) fn(ctx);
+    for (int r = 0; r < reps; r++) {
+        double t0 = cpu_now();
+        for (int i = 0; i < inner; i++) fn(ctx);
+        t[r] = (cpu_now() - t0) / inner;
+    }
+    qsort(t, (size_t)reps, sizeof *t, bench_cmp_double);
+    return t[reps / 2];
+}
+
 /* ------------------------------------------------------------------ torch */
 
 typedef struct {
@@ -491,6 +506,11 @@ int main(int argc, char **argv) {
                 if (!strcmp(torch[i].name, "mlp_infer_small")) theirs = torch[i].secs;
             printf("mlp_infer_small_nnx ms %.4f\n", per_nnx * 1e3);
             if (theirs > 0) printf("mlp_infer_small_nnx vs_torch %.3f\n", per_nnx / theirs);
+            /* process CPU time per call on this thread: what a loaded machine disturbs least */
+            if (threads == 1)
+                printf("mlp_infer_small cpu_us %.3f\nmlp_infer_small_nnx cpu_us %.3f\n",
+                       cpu_median_per_call(infer_linen, &c, 9, 2000) * 1e6,
+                       cpu_median_per_call(infer_nnx_call, &cn, 9, 2000) * 1e6);
         } else {
             fprintf(stderr, "# mlp_infer_small: %s\n", lx_last_error());
         }
