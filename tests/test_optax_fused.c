@@ -12,7 +12,8 @@
 #include "linnx/train.h"
 #include "lx_test.h"
 
-static const int64_t SIZES[][2] = {{1, 1}, {1, 7}, {1, 8}, {1, 33}, {64, 37}, {3, 1000}};
+/* lane remainders, and one leaf over the threading threshold (65536) split unevenly */
+static const int64_t SIZES[][2] = {{1, 1}, {1, 7}, {1, 8}, {1, 33}, {64, 37}, {3, 1000}, {301, 401}};
 enum { NLEAF = sizeof SIZES / sizeof SIZES[0] };
 
 /* params {"a": {"l0": ..., "l1": ...}, "b": {...}} with values from a key */
@@ -138,6 +139,17 @@ static void test_every_isa(void) {
         compare_step("sgd(0.05, momentum=0.9, nesterov=True)");
     }
     lx_isa_set(NULL);
+}
+
+/* The big leaf split over 1, 2 and 3 threads: the same bits as the unfused path each time. */
+static void test_threads(void) {
+    int nt0 = lx_num_threads();
+    for (int nt = 1; nt <= 3; nt++) {
+        lx_set_num_threads(nt);
+        compare_step("adamw(3e-4, weight_decay=0.1)");
+        compare_step("sgd(0.05, momentum=0.9, nesterov=True)");
+    }
+    lx_set_num_threads(nt0);
 }
 
 /* Adam's first fused step in float32 moves params by -lr*sign(g) up to the rounding test_optax.c
@@ -299,6 +311,7 @@ static void test_train_state_and_optimizer(void) {
 int main(void) {
     RUN(test_fused_equals_unfused);
     RUN(test_every_isa);
+    RUN(test_threads);
     RUN(test_first_step_vector);
     RUN(test_errors_unchanged);
     RUN(test_train_state_and_optimizer);

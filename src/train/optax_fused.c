@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "linnx/cpu.h"
+#include "linnx/threads.h"
 #include "optax_internal.h"
 
 typedef struct fuse_plan {
@@ -168,6 +169,52 @@ static void sgd_leaf(bool avx2, const sgd_k *k, int64_t n, const float *g, const
     sgd_base(n, k, g, t0, t, p, po);
 }
 
+/* A leaf of n elements in chunks for the threads (lx_num_threads): elementwise, so any split gives
+ * the same bits. Leaves under PAR_MIN elements run on the calling thread. */
+enum { PAR_MIN = 1 << 16, CHUNK_ALIGN = 64 };
+
+static int leaf_chunks(int64_t n, int64_t *len) {
+    int nt = lx_num_threads();
+    if (nt <= 1 || n < PAR_MIN) {
+        *len = n;
+        return 1;
+    }
+    int64_t c = (n + nt - 1) / nt;
+    c = (c + CHUNK_ALIGN - 1) / CHUNK_ALIGN * CHUNK_ALIGN;
+    *len = c;
+    return (int)((n + c - 1) / c);
+}
+
+static void adam_leaf_par(bool avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
+                          float *m, float *v, const float *p, float *po) {
+    int64_t len;
+    int nc = leaf_chunks(n, &len);
+    if (nc == 1) {
+        adam_leaf(avx2, k, n, g, m0, v0, m, v, p, po);
+        return;
+    }
+#pragma omp parallel for num_threads(nc) schedule(static)
+    for (int c = 0; c < nc; c++) {
+        int64_t a = (int64_t)c * len, l = a + len > n ? n - a : len;
+        adam_leaf(avx2, k, l, g + a, m0 + a, v0 + a, m + a, v + a, p + a, po + a);
+    }
+}
+
+static void sgd_leaf_par(bool avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t,
+                         const float *p, float *po) {
+    int64_t len;
+    int nc = leaf_chunks(n, &len);
+    if (nc == 1) {
+        sgd_leaf(avx2, k, n, g, t0, t, p, po);
+        return;
+    }
+#pragma omp parallel for num_threads(nc) schedule(static)
+    for (int c = 0; c < nc; c++) {
+        int64_t a = (int64_t)c * len, l = a + len > n ? n - a : len;
+        sgd_leaf(avx2, k, l, g + a, t0 ? t0 + a : NULL, t ? t + a : NULL, p + a, po + a);
+    }
+}
+
 /* ------------------------------------------------------------------ the step */
 
 static const lx_tree *sub_state(const lx_tree *state, int k) {
@@ -253,7 +300,7 @@ lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx
                         .bc2 = 1.0f - powf(a->f[3], (float)t), .wd = pl.decay ? pl.decay->f[0] : 0.0f, .lr = lr,
                         .decay = pl.decay != NULL};
             for (int i = 0; i < n; i++)
-                adam_leaf(avx2, &k, np[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(n1[i]),
+                adam_leaf_par(avx2, &k, np[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(n1[i]),
                           lx_f32(n2[i]), lx_f32(lv.params[i]), lx_f32(np[i]));
             /* ScaleByAdamState(count, mu, nu), as adam_update builds it */
             s0 = lx_tree_new();
@@ -263,7 +310,7 @@ lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx
             sgd_k k = {.decay = pl.trace ? pl.first->f[0] : 0.0f, .lr = lr, .trace = pl.trace,
                        .nesterov = pl.trace && pl.first->flag[0]};
             for (int i = 0; i < n; i++)
-                sgd_leaf(avx2, &k, np[i]->size, lx_f32(g[i]), pl.trace ? lx_f32(o1[i]) : NULL,
+                sgd_leaf_par(avx2, &k, np[i]->size, lx_f32(g[i]), pl.trace ? lx_f32(o1[i]) : NULL,
                          pl.trace ? lx_f32(n1[i]) : NULL, lx_f32(lv.params[i]), lx_f32(np[i]));
             s0 = lx_tree_new();
             ok = s0 && (!pl.trace || lx_state_put_moment(s0, "trace", &lv, n1) == LX_OK);
