@@ -163,18 +163,24 @@ static size_t cache_limit = (size_t)512 << 20; /* lx_array_cache_set_limit */
 
 static void *align_data(void *alloc) { return (void *)(((uintptr_t)alloc + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN); }
 
+/* Open addressing over the size classes. A class whose stack is empty may be taken over by a new
+ * size (its old size has nothing to find), so a process that meets more than 256 sizes over its
+ * life keeps caching the recent ones. */
 static cache_class *cache_find(size_t rounded, bool insert) {
     size_t h = (rounded / LX_ALIGN * 0x9E3779B97F4A7C15ull) >> 56; /* 8 bits: 256 classes */
+    cache_class *spare = NULL;
     for (size_t k = 0; k < CACHE_CLASSES; k++) {
         cache_class *c = &cache_tab[(h + k) % CACHE_CLASSES];
         if (c->bytes == rounded) return c;
         if (c->bytes == 0) {
             if (!insert) return NULL;
-            c->bytes = rounded;
-            return c;
+            if (!spare) spare = c;
+            break;
         }
+        if (!c->head && !spare) spare = c;
     }
-    return NULL;
+    if (spare) spare->bytes = rounded;
+    return spare;
 }
 
 static void *cache_take(size_t rounded) {
