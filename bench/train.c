@@ -18,15 +18,20 @@
  * `vs_torch skipped` when python3-torch or the peer script is missing), `<workload> ms <ours>`,
  * and for mlp_train `backward_over_forward` (value_and_grad time minus forward time, over the
  * forward: the forward pass is apply + loss without a tape) and the array data allocations of a
- * steady-state step (`allocs_per_step`, `alloc_mb_per_step`, counted with lx_set_alloc_hook);
+ * steady-state step (`allocs_per_step`, `alloc_mb_per_step`, counted with lx_set_alloc_hook; and
+ * `mallocs_per_step`, every heap allocation of the step: tree nodes, path strings, tape records);
  * `backward_over_forward_1thread_cpu` is the same ratio on one thread in process CPU time, which a
- * loaded machine disturbs less than wall time.
+ * loaded machine disturbs less than wall time. `adam_fused_1thread_cpu_ms` / `adam_unfused_...`
+ * time the optimizer alone on fixed gradients: optax_step's fused pass (src/train/optax_fused.c)
+ * against optax_update + optax_apply_updates, in the same run. With LX_THREADS=1, mlp_infer_small
+ * also prints `cpu_us`, process CPU microseconds per call (Linen apply, NNX call).
  * The peer script: $LINNX_TORCH_PEER, else ../shared/peers/torch_peer.py from the working
  * directory (scripts/bench.sh sets it).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -182,6 +187,30 @@ static void job_free(job *j) {
     lx_release(j->y);
 }
 
+/* Every heap allocation of the process while `g_count_mallocs` is set (tree nodes, strings, tape
+ * records, headers: what the array hook does not see), by interposing glibc's malloc family in
+ * this program. glibc only, and not under the sanitizers (which interpose it themselves). */
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
+#define HAVE_MALLOC_COUNT 1
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t s);
+extern void *__libc_realloc(void *p, size_t n);
+static _Atomic size_t g_mallocs;
+static _Atomic int g_count_mallocs;
+void *malloc(size_t n) {
+    if (g_count_mallocs) g_mallocs++;
+    return __libc_malloc(n);
+}
+void *calloc(size_t n, size_t s) {
+    if (g_count_mallocs) g_mallocs++;
+    return __libc_calloc(n, s);
+}
+void *realloc(void *p, size_t n) {
+    if (g_count_mallocs) g_mallocs++;
+    return __libc_realloc(p, n);
+}
+#endif
+
 static size_t g_allocs, g_bytes;
 static void count_alloc(size_t n, void *user) {
     (void)user;
@@ -204,6 +233,50 @@ static double cpu_median(void (*fn)(void *), void *ctx, int reps) {
         double t0 = cpu_now();
         fn(ctx);
         t[r] = cpu_now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, bench_cmp_double);
+    return t[reps / 2];
+}
+
+/* The optimizer alone on fixed gradients: optax_step (the fused pass for adam) against
+ * optax_update + optax_apply_updates (three passes), same params, state and gradients. */
+typedef struct {
+    const optax_tx *tx;
+    const lx_tree *grads;
+    lx_tree *params, *state;
+    bool fused, failed;
+} opt_job;
+
+static void opt_step(void *ctx) {
+    opt_job *o = ctx;
+    if (o->failed) return;
+    if (o->fused) {
+        o->failed = optax_step(o->tx, o->grads, &o->params, &o->state) != LX_OK;
+        return;
+    }
+    lx_tree *upd = NULL, *ns = NULL, *np = NULL;
+    o->failed = optax_update(o->tx, o->grads, o->state, o->params, &upd, &ns) != LX_OK ||
+                optax_apply_updates(o->params, upd, &np) != LX_OK;
+    lx_tree_release(upd);
+    if (o->failed) {
+        lx_tree_release(ns);
+        return;
+    }
+    lx_tree_release(o->params);
+    lx_tree_release(o->state);
+    o->params = np;
+    o->state = ns;
+}
+
+/* Median process CPU seconds per call of fn, over reps samples of `inner` calls each. */
+static double cpu_median_per_call(void (*fn)(void *), void *ctx, int reps, int inner) {
+    double t[64];
+    if (reps > 64) reps = 64;
+    for (int i = 0; i < inner; i++) fn(ctx);
+    for (int r = 0; r < reps; r++) {
+        double t0 = cpu_now();
+        for (int i = 0; i < inner; i++) fn(ctx);
+        t[r] = (cpu_now() - t0) / inner;
     }
     qsort(t, (size_t)reps, sizeof *t, bench_cmp_double);
     return t[reps / 2];
@@ -335,6 +408,31 @@ int main(int argc, char **argv) {
             lx_set_num_threads(1);
             double fwd1 = cpu_median(forward_only, &j, 10), vag1 = cpu_median(value_and_grad_only, &j, 10);
             double step1 = cpu_median(train_step, &j, 10);
+            /* the fused optimizer pass against the unfused one, same gradients */
+            double opt_f = -1, opt_u = -1;
+            {
+                size_t mark = lx_pool_open();
+                lx_array *loss = NULL;
+                lx_tree *grads = NULL;
+                if (linen_value_and_grad(loss_fn, &j, j.state->params, &loss, &grads, NULL) == LX_OK) {
+                    opt_job o[2];
+                    for (int f = 0; f < 2; f++) {
+                        o[f] = (opt_job){j.state->tx, grads, lx_tree_retain(j.state->params), NULL, f == 1, false};
+                        o[f].failed = optax_init(j.state->tx, o[f].params, &o[f].state) != LX_OK;
+                    }
+                    opt_u = cpu_median(opt_step, &o[0], 10);
+                    opt_f = cpu_median(opt_step, &o[1], 10);
+                    for (int f = 0; f < 2; f++) {
+                        if (o[f].failed && f) opt_f = -1;
+                        if (o[f].failed && !f) opt_u = -1;
+                        lx_tree_release(o[f].params);
+                        lx_tree_release(o[f].state);
+                    }
+                }
+                lx_release(loss);
+                lx_tree_release(grads);
+                lx_pool_close(mark);
+            }
             lx_set_num_threads(threads);
             if (!j.failed) {
                 report("mlp_train", step, torch, ntorch);
@@ -343,6 +441,10 @@ int main(int argc, char **argv) {
                        fwd1 * 1e3, vag1 * 1e3, (vag1 - fwd1) / fwd1);
                 printf("mlp_train step_1thread_cpu_ms %.4f\nmlp_train optimizer_1thread_cpu_ms %.4f\n", step1 * 1e3,
                        (step1 - vag1) * 1e3);
+                if (opt_f > 0 && opt_u > 0)
+                    printf("mlp_train adam_fused_1thread_cpu_ms %.4f\nmlp_train adam_unfused_1thread_cpu_ms %.4f\n"
+                           "mlp_train adam_fused_over_unfused %.3f\n",
+                           opt_f * 1e3, opt_u * 1e3, opt_f / opt_u);
                 printf("mlp_train forward_ms %.4f\nmlp_train value_and_grad_ms %.4f\nmlp_train backward_over_forward %.3f\n",
                        fwd * 1e3, vag * 1e3, (vag - fwd) / fwd);
                 train_step(&j); /* steady state: count one more step's allocations */
@@ -351,6 +453,13 @@ int main(int argc, char **argv) {
                 train_step(&j);
                 lx_set_alloc_hook(NULL, NULL);
                 printf("mlp_train allocs_per_step %zu\nmlp_train alloc_mb_per_step %.2f\n", g_allocs, g_bytes / 1048576.0);
+#ifdef HAVE_MALLOC_COUNT
+                g_mallocs = 0;
+                g_count_mallocs = 1;
+                train_step(&j);
+                g_count_mallocs = 0;
+                printf("mlp_train mallocs_per_step %zu\n", (size_t)g_mallocs);
+#endif
             }
             job_free(&j);
         }
@@ -397,6 +506,11 @@ int main(int argc, char **argv) {
                 if (!strcmp(torch[i].name, "mlp_infer_small")) theirs = torch[i].secs;
             printf("mlp_infer_small_nnx ms %.4f\n", per_nnx * 1e3);
             if (theirs > 0) printf("mlp_infer_small_nnx vs_torch %.3f\n", per_nnx / theirs);
+            /* process CPU time per call on this thread: what a loaded machine disturbs least */
+            if (threads == 1)
+                printf("mlp_infer_small cpu_us %.3f\nmlp_infer_small_nnx cpu_us %.3f\n",
+                       cpu_median_per_call(infer_linen, &c, 9, 2000) * 1e6,
+                       cpu_median_per_call(infer_nnx_call, &cn, 9, 2000) * 1e6);
         } else {
             fprintf(stderr, "# mlp_infer_small: %s\n", lx_last_error());
         }

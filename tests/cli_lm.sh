@@ -111,10 +111,11 @@ if [ $rc -eq 0 ] && [[ $res == *"step 5: held-out loss"* ]] && [[ $res == *"step
 # the resumed run's chart holds the whole history (6 training points)
 if grep -q "held-out loss" "$cli_tmp/ckB/loss.svg"; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: --resume: no chart"; fi
-# a terminal gets one bar redrawn in place: carriage return, clear, [####....] step/total, loss, tok/s, ETA
+# a terminal gets one bar redrawn in place: carriage return, clear, [####....] step/total, loss, steps/s,
+# tok/s, ETA (the same display as linnx train's, tools/progress.c)
 out=$(LINNX_PROGRESS=tty "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 3 \
       --svg "$cli_tmp/loss3.svg" 2>&1)
-if [[ $out == *$'\r\033[K['*'    3/3  loss '*' tok/s  ETA 0s'* ]] && [[ $out != *"step 1/3 loss"* ]]; then
+if [[ $out == *$'\r\033[K['*'    3/3  loss '*' steps/s  '*'k tok/s  ETA 0s'* ]] && [[ $out != *"step 1/3 loss"* ]]; then
     pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: train-lm tty progress: $(printf '%q' "$out")"; fi
 expect_usage_error "$cli_tmp/empty: the file is empty" train-lm --data "$cli_tmp/empty" --heldout "$cli_tmp/empty"
 # an unreadable path is an I/O failure: exit 1, the path and the reason on stderr

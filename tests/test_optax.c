@@ -857,8 +857,11 @@ static void test_step_buffers(void) {
         lx_set_alloc_hook(NULL, NULL);
         per[i] = n_allocs;
     }
-    LX_TEST_REPORT_(per[1] == 0 && per[2] == 0 && per[3] == 0, "optax_step allocates %zu, %zu, %zu, %zu arrays",
-                    per[0], per[1], per[2], per[3]);
+    if (lx_array_cache_enabled())
+        LX_TEST_REPORT_(per[1] == 0 && per[2] == 0 && per[3] == 0, "optax_step allocates %zu, %zu, %zu, %zu arrays",
+                        per[0], per[1], per[2], per[3]);
+    else
+        printf("test_step_buffers: zero-allocation check skipped (this build bypasses the array storage cache)\n");
     /* a recycled buffer never aliases a live leaf: every leaf of params and state is distinct */
     lx_flat f = {0};
     lx_tree *both = lx_tree_new();
@@ -869,7 +872,8 @@ static void test_step_buffers(void) {
     for (size_t i = 0; i < f.len; i++)
         for (size_t j = i + 1; j < f.len; j++)
             dup += f.items[i].value.kind == LX_V_ARRAY && f.items[j].value.kind == LX_V_ARRAY &&
-                   f.items[i].value.u.array == f.items[j].value.u.array;
+                   (f.items[i].value.u.array == f.items[j].value.u.array ||
+                    f.items[i].value.u.array->data == f.items[j].value.u.array->data);
     CHECK_EQ_INT(dup, 0);
     lx_flat_free(&f);
     lx_tree_release(both);
@@ -877,9 +881,10 @@ static void test_step_buffers(void) {
     lx_tree_release(grads);
     lx_tree_release(state);
     optax_tx_release(tx);
-    CHECK(lx_array_live_count() > live0); /* the cache holds the last step's buffers */
+    CHECK_EQ_INT(lx_array_live_count(), live0); /* the cache holds data blocks, not arrays */
+    CHECK(!lx_array_cache_enabled() || lx_array_cache_bytes() > 0); /* the last step's blocks */
     optax_release_buffers();
-    CHECK_EQ_INT(lx_array_live_count(), live0);
+    CHECK_EQ_INT(lx_array_cache_bytes(), 0);
 }
 
 /* ------------------------------------------------------------------ float32 emulation fixtures */

@@ -1,13 +1,14 @@
-/* A steady-state training step's memory: after the first step, every step of a Linen TrainState
- * (adam) and of an nnx.Optimizer (adam) on the same MLP allocates exactly what the step before
- * did (array data allocations counted through lx_set_alloc_hook: same count, same bytes), and
- * leaves the live array count and the autorelease pools where they were: nothing accumulates.
+/* A steady-state training step's memory (issue 14 §5): after the first step, steps 2..5 of a Linen
+ * TrainState (adam) loop and of an nnx.Optimizer (adam) loop on the same MLP make ZERO array data
+ * allocations from the heap (counted through lx_set_alloc_hook), and leave the live array count
+ * and the autorelease pools where they were: nothing accumulates.
  *
- * Zero allocations per step (the issue's target) is NOT reached: each op result, each gradient
- * and each new optimizer-state / parameter leaf is a fresh array allocation (lx_array_new in
- * src/core/array.c; there is no buffer cache), freed when the step's pool closes or the old state
- * is released. The test prints the per-step breakdown by size; the counts here are the numbers
- * reported for issue 14 §5. */
+ * What makes it zero: the array storage cache (src/core/array.c) hands every op result, gradient
+ * and new optimizer-state / parameter leaf the block of an array of the same size that an earlier
+ * step released, and the fused optimizer step (src/train/optax_fused.c) writes the new params and
+ * moments straight into such blocks. Sanitizer builds bypass the cache (so ASan/LSan see every
+ * block): there the test checks that every step allocates the same as the one before instead, and
+ * says so. LX_STEADY_TRACE=1 prints each allocation's size. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -59,32 +60,42 @@ static lx_array *data_y(void) {
     return lx_array_from_data(LX_I32, 1, (int64_t[]){B}, (const int32_t[]){0, 3, 1, 2});
 }
 
-/* Steps 2..5 allocate the same as step 1 did after it, and leave nothing behind. */
+/* Steps 2..5 allocate nothing (with the storage cache) and leave nothing behind. */
 typedef bool (*step_fn)(void *);
 static void check_steady(const char *name, step_fn step, void *arg) {
     lx_test_current = name;
-    CHECK(step(arg)); /* the first step (may set up caches) */
-    CHECK(step(arg));
+    CHECK(step(arg)); /* the first step (fills the caches) */
     size_t counts[4], bytes[4];
     int64_t live0 = lx_array_live_count();
     size_t pool0 = lx_pool_size();
     for (int i = 0; i < 4; i++) {
         n_allocs = n_bytes = 0;
+        if (trace) printf("%s step %d:", name, i + 2);
         lx_set_alloc_hook(hook, NULL);
         bool ok = step(arg);
         lx_set_alloc_hook(NULL, NULL);
+        if (trace) printf("\n");
         CHECK(ok);
         counts[i] = n_allocs;
         bytes[i] = n_bytes;
         CHECK_EQ_INT(lx_array_live_count(), live0);
         CHECK_EQ_INT(lx_pool_size(), pool0);
     }
-    for (int i = 1; i < 4; i++) {
-        CHECK_EQ_INT(counts[i], counts[0]);
-        CHECK_EQ_INT(bytes[i], bytes[0]);
+    if (lx_array_cache_enabled()) {
+        for (int i = 0; i < 4; i++)
+            LX_TEST_REPORT_(counts[i] == 0, "step %d makes %zu array data allocations (%zu bytes); want 0", i + 2,
+                            counts[i], bytes[i]);
+        printf("%s: steps 2..5 make %zu, %zu, %zu, %zu array data allocations\n", name, counts[0], counts[1],
+               counts[2], counts[3]);
+    } else {
+        for (int i = 2; i < 4; i++) {
+            CHECK_EQ_INT(counts[i], counts[1]);
+            CHECK_EQ_INT(bytes[i], bytes[1]);
+        }
+        printf("%s: zero-allocation check skipped: this build bypasses the array storage cache (sanitizers); "
+               "a step makes %zu array data allocations, %zu bytes, the same every step\n",
+               name, counts[3], bytes[3]);
     }
-    CHECK(counts[0] > 0); /* not zero yet: see the header; a buffer cache would make this 0 */
-    printf("%s: a steady-state step makes %zu array data allocations, %zu bytes\n", name, counts[0], bytes[0]);
 }
 
 static bool linen_step_cb(void *p) {
@@ -100,10 +111,13 @@ static void test_linen_train_state(void) {
     CHECK_EQ_INT(linen_init(c.m, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(c.x), NULL, &vars), LX_OK);
     CHECK_EQ_INT(linen_train_state_create(c.m, lx_tree_get(vars, "params")->u.tree, optax_adam(OPTAX_CONST(1e-3), NULL), &s),
                  LX_OK);
+    /* the state holds the params from here on, as in `state = TrainState.create(...)` followed by
+     * `del variables`. (A caller that keeps the initial variables pins one params-sized set of
+     * blocks, and step 2 then allocates that set once.) */
+    lx_tree_release(vars);
     void *args[2] = {&c, s};
     if (s) check_steady("linen TrainState + adam", linen_step_cb, args);
     linen_train_state_free(args[1]);
-    lx_tree_release(vars);
     linen_module_release(c.m);
     lx_release(c.x);
     lx_release(c.y);

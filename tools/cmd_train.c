@@ -12,6 +12,7 @@
 #include "linnx/distributed.h"
 #include "linnx/optax.h"
 #include "linnx/train.h"
+#include "progress.h"
 #include "train_cli.h"
 
 static const char TRAIN_USAGE[] =
@@ -175,8 +176,10 @@ int cmd_train(int argc, char **argv) {
         batcher.next = start % batcher.nbatches;
     }
     bool bar = rank == 0 && (o[O_PROG].seen || (!o[O_PLAIN].seen && isatty(STDOUT_FILENO)));
-    tc_progress prog;
-    tc_progress_begin(&prog, steps, bar);
+    progress prog; /* the bar on a terminal (or --progress); `step K loss V` lines otherwise */
+    progress_begin(&prog, stdout, steps, 0);
+    prog.tty = bar;
+    prog.quiet = true;
     float last = 0;
     for (int64_t k = start; !rc && k < start + steps; k++) {
         size_t mark = lx_pool_open();
@@ -201,12 +204,12 @@ int cmd_train(int argc, char **argv) {
         if (!rc && tc_model_train_step(m, xb, yb, &loss, &last) != LX_OK) rc = cli_lib_error();
         if (!rc && dp && lx_dist_allreduce_f32(&last, 1, true) != LX_OK) rc = cli_lib_error();
         if (!rc) {
-            if (bar) tc_progress_update(&prog, k - start + 1, last);
+            if (bar) progress_update(&prog, k - start + 1, last, 0);
             else print_step(k, last);
         }
         lx_pool_close(mark);
     }
-    tc_progress_end(&prog);
+    progress_end(&prog);
     if (!rc && bar && steps > 0) print_step(start + steps - 1, last);
     if (!rc && o[O_SAVE].seen && rank == 0) rc = tc_model_save(m, o[O_SAVE].value); /* rank 0 writes */
     lx_batcher_free(&batcher);

@@ -1,4 +1,4 @@
-/* A training progress display (progress.h). */
+/* The training progress display of `linnx train` and `linnx train-lm` (progress.h). */
 #include "progress.h"
 
 #include <math.h>
@@ -46,25 +46,29 @@ static void clear_line(progress *p) {
 void progress_update(progress *p, int64_t step, double loss, int64_t tokens) {
     p->tokens += tokens;
     double now = progress_now(), el = now - p->t0;
-    double rate = el > 0 ? (double)p->tokens / el : 0;
+    double steps_rate = el > 0 ? (double)(step - p->start) / el : 0;
+    double tok_rate = el > 0 ? (double)p->tokens / el : 0;
     double eta = step > p->start ? el / (double)(step - p->start) * (double)(p->total - step) : -1;
     char e[32];
     progress_fmt_duration(eta, e, sizeof e);
     bool last = step >= p->total;
     if (p->tty) {
-        if (!last && now - p->last_draw < 0.1) return;
+        if (!last && p->drawn && now - p->last_draw < 0.1) return;
         p->last_draw = now;
         enum { W = 24 };
         int fill = (int)((double)W * (double)step / (double)p->total);
-        char bar[W + 1];
+        char bar[W + 1], tok[48] = "";
         for (int i = 0; i < W; i++) bar[i] = i < fill ? '#' : '.';
         bar[W] = 0;
-        fprintf(p->out, "\r\033[K[%s] %5lld/%lld  loss %.4f  %.1fk tok/s  ETA %s", bar, (long long)step,
-                (long long)p->total, loss, rate / 1000, last ? "0s" : e);
+        if (p->tokens > 0) snprintf(tok, sizeof tok, "  %.1fk tok/s", tok_rate / 1000);
+        fprintf(p->out, "\r\033[K[%s] %5lld/%lld  loss %.6g  %.1f steps/s%s  ETA %s", bar, (long long)step,
+                (long long)p->total, loss, steps_rate, tok, last ? "0s" : e);
         p->drawn = true;
-    } else if (step % p->every == 0 || last || step == 1) {
-        fprintf(p->out, "step %lld/%lld loss %.4f tok/s %.0f eta %s\n", (long long)step, (long long)p->total, loss, rate,
-                last ? "0s" : e);
+    } else if (!p->quiet && (step % p->every == 0 || last || step == 1)) {
+        /* the rates after the loss, tok/s first: scripts cut lines at " tok/s" to compare losses */
+        fprintf(p->out, "step %lld/%lld loss %.4f", (long long)step, (long long)p->total, loss);
+        if (p->tokens > 0) fprintf(p->out, " tok/s %.0f", tok_rate);
+        fprintf(p->out, " steps/s %.2f eta %s\n", steps_rate, last ? "0s" : e);
     }
     fflush(p->out);
 }

@@ -88,14 +88,5 @@ int tc_model_restore(tc_model *m, const char *path, int64_t *step);
  * (the `linnx params` lines); prints nothing when it fails. */
 int tc_print_tree(const char *first_line, const lx_tree *t);
 
-/* ---- a progress bar (steps/s, loss, ETA) for terminals ---- */
-typedef struct tc_progress {
-    int64_t total;
-    double start, last_draw;
-    bool active;
-} tc_progress;
-void tc_progress_begin(tc_progress *p, int64_t total, bool active);
-void tc_progress_update(tc_progress *p, int64_t done, double loss);
-void tc_progress_end(tc_progress *p);
 
 #endif

@@ -118,11 +118,24 @@ void lx_pool_drain(void);
 size_t lx_pool_size(void);
 /* Live array count in this process (a debugging aid and a leak check for tests). */
 int64_t lx_array_live_count(void);
-/* Called with the byte count of every array data allocation (not headers, not abstract arrays):
- * tests use it to show a code path allocates nothing parameter-sized. Process-wide; set it while
- * no other thread allocates. NULL removes it. */
+/* Called with the byte count of every array data allocation from the heap (not headers, not
+ * abstract arrays, not a block the storage cache below handed back): tests use it to show a code
+ * path allocates nothing parameter-sized, and that a steady-state training step allocates
+ * nothing. Process-wide; set it while no other thread allocates. NULL removes it. */
 typedef void (*lx_alloc_hook)(size_t nbytes, void *user);
 void lx_set_alloc_hook(lx_alloc_hook fn, void *user);
+/* The storage cache: the data block of a released array is kept (by its exact size, rounded to
+ * 64 bytes) and serves the next array of that size, so a loop that repeats its shapes (a training
+ * step) stops calling malloc after the first iterations. Process-wide and thread-safe; at most
+ * `limit` bytes are held (default 512 MiB; 0 turns caching off and frees what is held). Builds
+ * with AddressSanitizer bypass it (lx_array_cache_enabled() is false there) so every use after
+ * free and every leak is still reported. lx_array_cache_release frees what the cache holds (it
+ * does not disable it). A reused block's contents are unspecified, as malloc's are. */
+void lx_array_cache_set_limit(size_t limit);
+size_t lx_array_cache_limit(void);
+void lx_array_cache_release(void);
+size_t lx_array_cache_bytes(void);
+bool lx_array_cache_enabled(void);
 
 /* ---- access ---- */
 static inline float *lx_f32(const lx_array *a) { return (float *)a->data; }

@@ -146,11 +146,22 @@ lx_status optax_apply_updates(const lx_tree *params, const lx_tree *updates, lx_
  * *state are replaced by the new trees (the old references are released). */
 lx_status optax_step(const optax_tx *tx, const lx_tree *grads, lx_tree **params, lx_tree **state);
 
-/* Buffers: a step's outputs come from a per-thread cache of float32 buffers that earlier steps
- * gave back (old state and params that nobody else held, once optax_step, TrainState_free or
- * nnx.Optimizer's update replaced them), so a steady-state training step allocates no array data.
- * optax_release_buffers frees this thread's cache (call it when training is over; it also runs
- * at no other time). */
+/* The fused step. optax_step, TrainState.apply_gradients and nnx.Optimizer.update (when the
+ * caller does not ask for the updates) run the chains of adam, adamw (constant, unmasked weight
+ * decay) and sgd (with or without momentum / Nesterov), with a constant or scheduled learning
+ * rate, over float32 params, gradients and moments, as ONE pass per leaf: the gradient, the old
+ * moments and the param are read once, the new moments and the new param written once (no
+ * `updates` temporaries). Each element goes through the same float32 operations in the same order
+ * as update followed by apply_updates, so results are bit-identical; the state keeps optax's
+ * layout. Anything else (other chains, masks, Nesterov Adam, bfloat16, debug_nans) runs unfused.
+ * This counts the steps of this thread that took the fused pass (a diagnostic for tests). */
+uint64_t optax_fused_steps(void);
+
+/* Buffers: a step's outputs take their data from the array storage cache (linnx/array.h), which
+ * holds the blocks of the old state and params a finished step released (once optax_step,
+ * TrainState_free or nnx.Optimizer's update replaced them and nobody else held them), so a
+ * steady-state training step allocates no array data. optax_release_buffers frees what that cache
+ * holds (lx_array_cache_release; call it when training is over if the memory matters). */
 void optax_release_buffers(void);
 
 /* debug_nans-style checking of gradients and updates (thread-local; off by default). */

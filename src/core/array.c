@@ -5,11 +5,51 @@
 #include "linnx/fault.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 static atomic_llong lx_live_arrays;
+
+/* The storage cache and the header free list below are off under the sanitizers, so ASan sees
+ * every use after free and LSan every leak. */
+#if defined(__SANITIZE_ADDRESS__) || defined(LINNX_SANITIZE)
+#define LX_CACHE_ON 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define LX_CACHE_ON 0
+#endif
+#endif
+#ifndef LX_CACHE_ON
+#define LX_CACHE_ON 1
+#endif
+
+/* Array headers: a per-thread free list (at most HDR_CACHE), linked through `base`, so the
+ * headers of a step's op results come back without malloc. */
+enum { HDR_CACHE = 1024 };
+static _Thread_local lx_array *hdr_free;
+static _Thread_local int hdr_n;
+
+static lx_array *header_alloc(void) {
+    lx_array *a = hdr_free;
+    if (LX_CACHE_ON && a) {
+        hdr_free = a->base;
+        hdr_n--;
+        return a;
+    }
+    return malloc(sizeof *a);
+}
+
+static void header_free(lx_array *a) {
+    if (LX_CACHE_ON && hdr_n < HDR_CACHE) {
+        a->base = hdr_free;
+        hdr_free = a;
+        hdr_n++;
+        return;
+    }
+    free(a);
+}
 
 size_t lx_dtype_size(lx_dtype dtype) {
     switch (dtype) {
@@ -74,7 +114,7 @@ static lx_array *array_header(lx_dtype dtype, int ndim, const int64_t *shape) {
     /* malloc, not calloc: glibc's calloc bypasses the per-thread cache while free fills it, so
      * headers freed by a pool pile up in fastbins and every large malloc after them (an op's
      * result) runs malloc_consolidate: ~2% of a 64^3 matmul. */
-    lx_array *a = malloc(sizeof *a);
+    lx_array *a = header_alloc();
     if (!a) {
         lx_fail(LX_ERR_NO_MEMORY, "array: out of memory");
         return NULL;
@@ -102,6 +142,121 @@ static _Atomic size_t max_array_bytes; /* 0: no limit (linnx/fault.h) */
 void lx_set_max_array_bytes(size_t bytes) { atomic_store(&max_array_bytes, bytes); }
 size_t lx_max_array_bytes(void) { return atomic_load(&max_array_bytes); }
 
+/* ---- the storage cache ----
+ * Data blocks of released arrays are kept by their exact (64-byte rounded) size and handed to the
+ * next array of that size, so a training loop whose steps repeat the same shapes stops calling
+ * malloc after its first steps (issue 14 §5; tests/test_train_steady.c). One process-wide table of
+ * size classes, each a stack of blocks linked through their first bytes, under one mutex (an
+ * array may be released on another thread than the one that made it). Bounded by
+ * lx_array_cache_set_limit (bytes held; a block that does not fit is freed). Sanitizer builds
+ * bypass it entirely so ASan still sees every use after free and LSan every leak. */
+
+enum { CACHE_CLASSES = 256 };
+typedef struct cache_class {
+    size_t bytes; /* rounded data size; 0: empty slot */
+    void *head;   /* raw allocation; its aligned data area holds the next pointer */
+} cache_class;
+
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static cache_class cache_tab[CACHE_CLASSES];
+static size_t cache_held;                        /* bytes in the cache */
+static size_t cache_limit = (size_t)512 << 20; /* lx_array_cache_set_limit */
+
+static void *align_data(void *alloc) { return (void *)(((uintptr_t)alloc + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN); }
+
+/* Open addressing over the size classes. A class whose stack is empty may be taken over by a new
+ * size (its old size has nothing to find), so a process that meets more than 256 sizes over its
+ * life keeps caching the recent ones. */
+static cache_class *cache_find(size_t rounded, bool insert) {
+    size_t h = (rounded / LX_ALIGN * 0x9E3779B97F4A7C15ull) >> 56; /* 8 bits: 256 classes */
+    cache_class *spare = NULL;
+    for (size_t k = 0; k < CACHE_CLASSES; k++) {
+        cache_class *c = &cache_tab[(h + k) % CACHE_CLASSES];
+        if (c->bytes == rounded) return c;
+        if (c->bytes == 0) {
+            if (!insert) return NULL;
+            if (!spare) spare = c;
+            break;
+        }
+        if (!c->head && !spare) spare = c;
+    }
+    if (spare) spare->bytes = rounded;
+    return spare;
+}
+
+static void *cache_take(size_t rounded) {
+    if (!LX_CACHE_ON) return NULL;
+    void *blk = NULL;
+    pthread_mutex_lock(&cache_mu);
+    cache_class *c = cache_held ? cache_find(rounded, false) : NULL;
+    if (c && c->head) {
+        blk = c->head;
+        memcpy(&c->head, align_data(blk), sizeof c->head);
+        cache_held -= rounded;
+    }
+    pthread_mutex_unlock(&cache_mu);
+    return blk;
+}
+
+/* Keep the block (true) or let the caller free it (false). */
+static bool cache_put(void *blk, size_t rounded) {
+    if (!LX_CACHE_ON || !blk || rounded == 0) return false;
+    bool kept = false;
+    pthread_mutex_lock(&cache_mu);
+    if (cache_held + rounded <= cache_limit) {
+        cache_class *c = cache_find(rounded, true);
+        if (c) {
+            memcpy(align_data(blk), &c->head, sizeof c->head);
+            c->head = blk;
+            cache_held += rounded;
+            kept = true;
+        }
+    }
+    pthread_mutex_unlock(&cache_mu);
+    return kept;
+}
+
+void lx_array_cache_release(void) {
+    pthread_mutex_lock(&cache_mu);
+    for (int k = 0; k < CACHE_CLASSES; k++) {
+        void *b = cache_tab[k].head;
+        while (b) {
+            void *next;
+            memcpy(&next, align_data(b), sizeof next);
+            free(b);
+            b = next;
+        }
+        cache_tab[k].head = NULL;
+        cache_tab[k].bytes = 0;
+    }
+    cache_held = 0;
+    pthread_mutex_unlock(&cache_mu);
+}
+
+void lx_array_cache_set_limit(size_t bytes) {
+    pthread_mutex_lock(&cache_mu);
+    cache_limit = bytes;
+    bool over = cache_held > bytes;
+    pthread_mutex_unlock(&cache_mu);
+    if (over) lx_array_cache_release();
+}
+
+size_t lx_array_cache_limit(void) {
+    pthread_mutex_lock(&cache_mu);
+    size_t n = cache_limit;
+    pthread_mutex_unlock(&cache_mu);
+    return n;
+}
+
+size_t lx_array_cache_bytes(void) {
+    pthread_mutex_lock(&cache_mu);
+    size_t n = cache_held;
+    pthread_mutex_unlock(&cache_mu);
+    return n;
+}
+
+bool lx_array_cache_enabled(void) { return LX_CACHE_ON; }
+
 lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape) {
     lx_array *a = array_header(dtype, ndim, shape);
     if (!a) return NULL;
@@ -110,23 +265,28 @@ lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape) {
         char b[128];
         lx_fail(LX_ERR_NO_MEMORY, "array: %s array of shape %s needs %zu bytes, over the limit of %zu bytes per array",
                 lx_dtype_name(dtype), lx_shape_str(ndim, shape, b, sizeof b), bytes, limit);
-        free(a);
+        header_free(a);
         atomic_fetch_sub(&lx_live_arrays, 1);
         return NULL;
     }
-    if (alloc_hook) alloc_hook(bytes, alloc_hook_user);
     size_t rounded = (bytes + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN;
     if (rounded == 0) rounded = LX_ALIGN;
+    a->alloc = cache_take(rounded);
+    if (a->alloc) {
+        a->data = align_data(a->alloc);
+        return a;
+    }
+    if (alloc_hook) alloc_hook(bytes, alloc_hook_user);
     /* malloc + align by hand: glibc's aligned_alloc costs ~60 ns against malloc's ~11 ns for a
      * 16 KiB block (it over-allocates and splits), a few percent of a 64^3 matmul. */
     a->alloc = malloc(rounded + LX_ALIGN);
     if (!a->alloc) {
         lx_fail(LX_ERR_NO_MEMORY, "array: cannot allocate %zu bytes", rounded);
-        free(a);
+        header_free(a);
         atomic_fetch_sub(&lx_live_arrays, 1);
         return NULL;
     }
-    a->data = (void *)(((uintptr_t)a->alloc + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN);
+    a->data = align_data(a->alloc);
     return a;
 }
 
@@ -239,7 +399,7 @@ lx_array *lx_array_wrap(lx_dtype dtype, int ndim, const int64_t *shape, void *da
     if (!a) return NULL;
     if (!data && a->size > 0) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "array_wrap: data is NULL");
-        free(a);
+        header_free(a);
         atomic_fetch_sub(&lx_live_arrays, 1);
         return NULL;
     }
@@ -259,8 +419,13 @@ void lx_release(lx_array *a) {
     if (--a->refcount > 0) return;
     lx_release(a->base);
     if (a->release_fn) a->release_fn(a->release_ctx);
-    free(a->alloc);
-    free(a);
+    if (a->alloc) {
+        /* lx_array_empty made it: its data size (dtype and size never change after) */
+        size_t bytes = (size_t)a->size * lx_dtype_size(a->dtype);
+        size_t rounded = (bytes + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN;
+        if (!cache_put(a->alloc, rounded ? rounded : LX_ALIGN)) free(a->alloc);
+    }
+    header_free(a);
     atomic_fetch_sub(&lx_live_arrays, 1);
 }
 

@@ -164,11 +164,15 @@ typedef struct {
     char **seg;
     size_t n;
     const char *path;
+    /* paths of up to 256 bytes and 16 segments (every path of a model's variables) split here,
+     * without a heap allocation: a training step looks paths up by the hundred */
+    char ibuf[256];
+    char *iseg[16];
 } split_path;
 
 static void split_free(split_path *s) {
-    free(s->buf);
-    free(s->seg);
+    if (s->buf != s->ibuf) free(s->buf);
+    if (s->seg != s->iseg) free(s->seg);
 }
 
 static lx_status split(const char *path, split_path *s, bool report) {
@@ -177,8 +181,9 @@ static lx_status split(const char *path, split_path *s, bool report) {
     s->path = path;
     size_t n = 1;
     for (const char *p = path; *p; p++) n += *p == '/';
-    s->buf = lx_strdup_(path);
-    s->seg = malloc(n * sizeof *s->seg);
+    size_t len = strlen(path);
+    s->buf = len < sizeof s->ibuf ? memcpy(s->ibuf, path, len + 1) : lx_strdup_(path);
+    s->seg = n <= sizeof s->iseg / sizeof s->iseg[0] ? s->iseg : malloc(n * sizeof *s->seg);
     if (!s->buf || !s->seg) {
         split_free(s);
         return lx_fail(LX_ERR_NO_MEMORY, "tree: out of memory");

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "layers_internal.h"
+#include "linen_internal.h"
 
 /* Designated, so fields added to lx_initializer later (partitioning) start out zero. */
 #define LL_VS(name_, scale_, mode_, dist_, out_axis_)                                               \
@@ -44,9 +45,84 @@ lx_status ll_axis(const char *layer, int64_t a, int ndim, int64_t *out) {
     return LX_OK;
 }
 
+/* The layer helpers (linen_dense(s, NULL, 8, x), ...) describe the same child module on every call
+ * of a model. Building one allocates and binds a config of a few KiB (an initializer carries its
+ * partitioning names), a third of a small Dense's apply. So ll_new keeps, per thread, the modules
+ * it built for calls of scalar positional arguments, and hands one back for an equal (type, call)
+ * when nobody else holds it (refcount 1: only the cache). Held modules are never shared: a method
+ * that makes two equal Dense layers gets two instances, so the scope's identity rule (the same
+ * instance called twice shares its name and params) cannot merge them. Modules are immutable
+ * descriptions, so a reused one is indistinguishable from a new one. Sanitizer builds keep no
+ * cache (LeakSanitizer would report the per-thread entries of finished threads). */
+#if defined(__SANITIZE_ADDRESS__)
+#define LL_CACHE_ON 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LL_CACHE_ON 0
+#endif
+#endif
+#ifndef LL_CACHE_ON
+#define LL_CACHE_ON 1
+#endif
+
+enum { LL_CACHE = 32, LL_CACHE_ARGS = 4 };
+typedef struct ll_cached {
+    const linen_type *type;
+    int nargs;
+    lx_value args[LL_CACHE_ARGS];
+    linen_module *m;
+} ll_cached;
+static _Thread_local ll_cached ll_cache[LL_CACHE];
+static _Thread_local int ll_cache_next;
+
+static bool cacheable(const lx_call *c) {
+    if (!c) return true;
+    if (c->nkwargs || c->nargs > LL_CACHE_ARGS) return false;
+    for (int i = 0; i < c->nargs; i++) {
+        lx_kind k = c->args[i].kind;
+        if (k != LX_V_INT && k != LX_V_BOOL && k != LX_V_FLOAT && k != LX_V_NONE) return false;
+    }
+    return true;
+}
+
+static bool same_args(const ll_cached *e, const linen_type *type, const lx_call *c) {
+    int n = c ? c->nargs : 0;
+    if (e->type != type || e->nargs != n) return false;
+    for (int i = 0; i < n; i++) {
+        const lx_value *a = &e->args[i], *b = &c->args[i];
+        if (a->kind != b->kind) return false;
+        if (a->kind == LX_V_INT && a->u.i != b->u.i) return false;
+        if (a->kind == LX_V_BOOL && a->u.b != b->u.b) return false;
+        if (a->kind == LX_V_FLOAT && memcmp(&a->u.f, &b->u.f, sizeof a->u.f)) return false;
+    }
+    return true;
+}
+
 linen_module *ll_new(const linen_type *type, const lx_call *c) {
+    bool cache = LL_CACHE_ON && cacheable(c);
+    for (int k = 0; cache && k < LL_CACHE; k++) {
+        ll_cached *e = &ll_cache[k];
+        if (e->m && e->m->refcount == 1 && same_args(e, type, c)) return linen_module_retain(e->m);
+    }
     linen_module *m = NULL;
-    return linen_module_new(type, c, &m) == LX_OK ? m : NULL;
+    if (linen_module_new(type, c, &m) != LX_OK) return NULL;
+    if (cache) {
+        /* a free slot, else the next one round robin whose module nobody holds */
+        ll_cached *slot = NULL;
+        for (int k = 0; k < LL_CACHE && !slot; k++) {
+            ll_cached *e = &ll_cache[(ll_cache_next + k) % LL_CACHE];
+            if (!e->m || e->m->refcount == 1) slot = e;
+        }
+        if (slot) {
+            ll_cache_next = (int)(slot - ll_cache + 1) % LL_CACHE;
+            linen_module_release(slot->m);
+            slot->type = type;
+            slot->nargs = c ? c->nargs : 0;
+            for (int i = 0; i < slot->nargs; i++) slot->args[i] = c->args[i];
+            slot->m = linen_module_retain(m);
+        }
+    }
+    return m;
 }
 
 lx_array *ll_run_release(linen_scope *s, linen_module *child, const char *name, lx_array *x) {

@@ -196,8 +196,11 @@ lx_status nnx_optimizer_update(nnx_optimizer *o, nnx_module *model, const lx_tre
     if (st == LX_OK) st = pure(params, &pparams);
     if (st == LX_OK) st = filter_grads(grads, &o->wrt, &g);
     if (st == LX_OK) st = pure(o->opt_state, &pstate);
-    if (st == LX_OK) st = optax_update(o->tx, g, pstate, pparams, &upd, &ns);
-    if (st == LX_OK) st = optax_apply_updates(pparams, upd, &np);
+    /* one fused pass per leaf when the caller does not want the updates (optax_fused.c) */
+    bool fused = false;
+    if (st == LX_OK && !updates) st = lx_optax_fused_step(o->tx, g, pstate, pparams, &np, &ns, &fused);
+    if (st == LX_OK && !fused) st = optax_update(o->tx, g, pstate, pparams, &upd, &ns);
+    if (st == LX_OK && !fused) st = optax_apply_updates(pparams, upd, &np);
     if (st == LX_OK) st = pure(np, &pnp);
     /* all checks before the first write */
     if (st == LX_OK) st = copy_into(o->opt_state, ns, "Optimizer.update: optimizer state", false);

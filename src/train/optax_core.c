@@ -92,7 +92,7 @@ static int order_cmp(const void *x, const void *y) {
     return path_cmp(sort_ctx->paths[*(const int *)x], sort_ctx->paths[*(const int *)y]);
 }
 
-static void leaves_free(lx_leaves *lv) {
+void lx_optax_leaves_free(lx_leaves *lv) {
     for (int i = 0; lv->paths && i < lv->n; i++) free(lv->paths[i]); /* paths may have failed to allocate */
     free(lv->paths);
     free(lv->ref);
@@ -103,8 +103,8 @@ static void leaves_free(lx_leaves *lv) {
 }
 
 /* Flatten `t` (params, or grads when there are no params) into lv. */
-static lx_status leaves_from_tree(const char *who, const char *what, const lx_tree *t, bool are_params,
-                                  lx_leaves *lv) {
+lx_status lx_optax_leaves_from_tree(const char *who, const char *what, const lx_tree *t, bool are_params,
+                                     lx_leaves *lv) {
     memset(lv, 0, sizeof *lv);
     if (!t) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: %s is NULL", who, what);
     lx_flat f = {0};
@@ -149,7 +149,7 @@ static lx_status leaves_from_tree(const char *who, const char *what, const lx_tr
     }
     lx_flat_free(&f);
     if (st != LX_OK) {
-        leaves_free(lv);
+        lx_optax_leaves_free(lv);
         return st;
     }
     sort_ctx = lv;
@@ -159,8 +159,8 @@ static lx_status leaves_from_tree(const char *who, const char *what, const lx_tr
 }
 
 /* The arrays of `t` (grads or updates) at lv's paths, checked leaf for leaf: *out[i] borrowed. */
-static lx_status match_tree(const char *who, const char *what, const char *against, const lx_tree *t,
-                            const lx_leaves *lv, lx_array **out) {
+lx_status lx_optax_match_tree(const char *who, const char *what, const char *against, const lx_tree *t,
+                              const lx_leaves *lv, lx_array **out) {
     if (!t) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: %s is NULL", who, what);
     char b1[64], b2[64];
     for (int k = 0; k < lv->n; k++) {
@@ -250,9 +250,9 @@ lx_status optax_init(const optax_tx *tx, const lx_tree *params, lx_tree **state)
     *state = NULL;
     if (!tx) return lx_fail(LX_ERR_FAILED_INPUT, "init: the transformation is NULL");
     lx_leaves lv;
-    LX_TRY(leaves_from_tree("init", "params", params, true, &lv));
+    LX_TRY(lx_optax_leaves_from_tree("init", "params", params, true, &lv));
     lx_status st = lx_tx_run_init(tx, &lv, state);
-    leaves_free(&lv);
+    lx_optax_leaves_free(&lv);
     return st;
 }
 
@@ -279,13 +279,13 @@ lx_status optax_update(const optax_tx *tx, const lx_tree *grads, const lx_tree *
     if (!tx) return lx_fail(LX_ERR_FAILED_INPUT, "update: the transformation is NULL");
     lx_leaves lv;
     if (params) {
-        LX_TRY(leaves_from_tree("update", "params", params, true, &lv));
+        LX_TRY(lx_optax_leaves_from_tree("update", "params", params, true, &lv));
     } else {
-        LX_TRY(leaves_from_tree("update", "gradients", grads, false, &lv));
+        LX_TRY(lx_optax_leaves_from_tree("update", "gradients", grads, false, &lv));
     }
     lx_array **g = calloc((size_t)lv.n + 1, sizeof *g), **u = calloc((size_t)lv.n + 1, sizeof *u);
     lx_status st = (g && u) ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "update: out of memory");
-    if (st == LX_OK) st = match_tree("update", "gradients", params ? "params" : "gradients", grads, &lv, g);
+    if (st == LX_OK) st = lx_optax_match_tree("update", "gradients", params ? "params" : "gradients", grads, &lv, g);
     if (st == LX_OK && tl_debug_nans) st = check_finite("gradients", &lv, g);
     /* The updates start as float32 copies of the gradients (shared when already float32). */
     for (int i = 0; st == LX_OK && i < lv.n; i++) {
@@ -310,7 +310,7 @@ lx_status optax_update(const optax_tx *tx, const lx_tree *grads, const lx_tree *
     for (int i = 0; u && i < lv.n; i++) lx_release(u[i]);
     free(u);
     free(g);
-    leaves_free(&lv);
+    lx_optax_leaves_free(&lv);
     return st;
 }
 
@@ -340,51 +340,57 @@ static lx_array *add_cast(const lx_array *p, const lx_array *u) {
     return r;
 }
 
+/* The params' tree (their empty maps too) with np[i] at leaf i, keeping each leaf's kind: a
+ * Variable becomes a new Variable (same type and metadata), a box a new box. */
+lx_status lx_optax_params_like(const lx_tree *params, const lx_leaves *lv, lx_array **np, lx_tree **out) {
+    *out = NULL;
+    lx_tree *t = lx_tree_copy(params);
+    lx_status st = t ? LX_OK : lx_last_status();
+    for (int i = 0; st == LX_OK && i < lv->n; i++) {
+        const lx_value *old = lx_tree_find(params, lv->paths[i]);
+        if (old->kind == LX_V_VARIABLE) {
+            lx_variable *v = NULL;
+            st = lx_variable_copy(old->u.var, &v);
+            if (st == LX_OK) st = lx_variable_set_value(v, np[i], false);
+            if (st == LX_OK) st = lx_tree_set_path(t, lv->paths[i], lx_var_v(v));
+            lx_variable_release(v);
+        } else if (old->kind == LX_V_BOX) {
+            lx_box *b = NULL;
+            st = lx_box_replace_boxed(old->u.box, np[i], &b);
+            if (st == LX_OK) st = lx_tree_set_path(t, lv->paths[i], lx_box_v(b));
+            lx_box_release(b);
+        } else {
+            st = lx_tree_set_path(t, lv->paths[i], lx_array_v(np[i]));
+        }
+    }
+    if (st != LX_OK) {
+        lx_tree_release(t);
+        return st;
+    }
+    *out = t;
+    return LX_OK;
+}
+
 lx_status optax_apply_updates(const lx_tree *params, const lx_tree *updates, lx_tree **out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "apply_updates: output is NULL");
     *out = NULL;
     lx_leaves lv;
-    LX_TRY(leaves_from_tree("apply_updates", "params", params, true, &lv));
+    LX_TRY(lx_optax_leaves_from_tree("apply_updates", "params", params, true, &lv));
     lx_array **uu = calloc((size_t)lv.n + 1, sizeof *uu), **np = calloc((size_t)lv.n + 1, sizeof *np);
     lx_status st = (uu && np) ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "apply_updates: out of memory");
-    if (st == LX_OK) st = match_tree("apply_updates", "updates", "params", updates, &lv, uu);
+    if (st == LX_OK) st = lx_optax_match_tree("apply_updates", "updates", "params", updates, &lv, uu);
     for (int i = 0; st == LX_OK && i < lv.n; i++) {
         np[i] = add_cast(lv.params[i], uu[i]);
         if (!np[i]) st = lx_last_status();
     }
     if (st == LX_OK && tl_debug_nans) st = check_finite("updated params", &lv, np);
-    /* The result has the params' structure (their empty maps too) and leaf kinds. */
     lx_tree *t = NULL;
-    if (st == LX_OK) {
-        t = lx_tree_copy(params);
-        if (!t) st = lx_last_status();
-    }
-    for (int i = 0; st == LX_OK && i < lv.n; i++) {
-        const lx_value *old = lx_tree_find(params, lv.paths[i]);
-        if (old->kind == LX_V_VARIABLE) {
-            lx_variable *v = NULL;
-            st = lx_variable_copy(old->u.var, &v);
-            if (st == LX_OK) st = lx_variable_set_value(v, np[i], false);
-            if (st == LX_OK) st = lx_tree_set_path(t, lv.paths[i], lx_var_v(v));
-            lx_variable_release(v);
-        } else if (old->kind == LX_V_BOX) {
-            lx_box *b = NULL;
-            st = lx_box_replace_boxed(old->u.box, np[i], &b);
-            if (st == LX_OK) st = lx_tree_set_path(t, lv.paths[i], lx_box_v(b));
-            lx_box_release(b);
-        } else {
-            st = lx_tree_set_path(t, lv.paths[i], lx_array_v(np[i]));
-        }
-    }
-    if (st == LX_OK) {
-        *out = t;
-    } else {
-        lx_tree_release(t);
-    }
+    if (st == LX_OK) st = lx_optax_params_like(params, &lv, np, &t);
+    if (st == LX_OK) *out = t;
     for (int i = 0; np && i < lv.n; i++) lx_release(np[i]);
     free(np);
     free(uu);
-    leaves_free(&lv);
+    lx_optax_leaves_free(&lv);
     return st;
 }
 
@@ -392,12 +398,16 @@ lx_status optax_step(const optax_tx *tx, const lx_tree *grads, lx_tree **params,
     if (!params || !state || !*params || !*state)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "step: params and state must be given");
     lx_tree *upd = NULL, *ns = NULL, *np = NULL;
-    LX_TRY(optax_update(tx, grads, *state, *params, &upd, &ns));
-    lx_status st = optax_apply_updates(*params, upd, &np);
-    lx_optax_recycle_tree(upd);
-    if (st != LX_OK) {
-        lx_tree_release(ns);
-        return st;
+    bool fused = false;
+    LX_TRY(lx_optax_fused_step(tx, grads, *state, *params, &np, &ns, &fused));
+    if (!fused) {
+        LX_TRY(optax_update(tx, grads, *state, *params, &upd, &ns));
+        lx_status st = optax_apply_updates(*params, upd, &np);
+        lx_optax_recycle_tree(upd);
+        if (st != LX_OK) {
+            lx_tree_release(ns);
+            return st;
+        }
     }
     /* the old trees' buffers serve the next step when nobody else holds them */
     lx_optax_recycle_tree(*params);

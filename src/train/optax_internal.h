@@ -99,12 +99,11 @@ lx_status lx_state_put_full(lx_tree *state, const char *field, const lx_leaves *
 /* ---- leaf arithmetic helpers ---- */
 /* The array a leaf stands for: an array, a Variable's value, a box's value; NULL otherwise. */
 lx_array *lx_optax_leaf_array(const lx_value *v);
-/* A new float32 array shaped like a (from the thread's buffer cache when one fits). */
+/* A new float32 array shaped like a (its data from the array storage cache when a block fits). */
 lx_array *lx_optax_new_f32(const lx_array *a);
-/* Give back a reference: cached for reuse when it is the last one and owns float32 data,
- * released otherwise. */
+/* Give back a reference (lx_release: the last one's data block goes to the storage cache). */
 void lx_optax_recycle(lx_array *a);
-/* Release a tree, recycling its arrays (Variable values included) that nobody else holds. */
+/* Release a tree (its arrays' data blocks that nobody else holds go to the storage cache). */
 void lx_optax_recycle_tree(lx_tree *t);
 /* Element i of a float32 or bfloat16 array, as float (inline: the optimizer loops call it per
  * element). */
@@ -131,5 +130,25 @@ lx_array *lx_optax_store(lx_array *a, lx_dtype dtype);
 float lx_optax_sumsq(const lx_array *a);
 
 extern const char LX_NO_PARAMS_MSG[];
+
+/* ---- flat views (optax_core.c) ---- */
+/* Flatten `t` (params, or grads when !are_params) into lv (freed with lx_optax_leaves_free);
+ * `who`/`what` name the call and the tree in messages. */
+lx_status lx_optax_leaves_from_tree(const char *who, const char *what, const lx_tree *t, bool are_params,
+                                    lx_leaves *lv);
+void lx_optax_leaves_free(lx_leaves *lv);
+/* The arrays of `t` (grads or updates) at lv's paths, checked leaf for leaf: out[i] borrowed. */
+lx_status lx_optax_match_tree(const char *who, const char *what, const char *against, const lx_tree *t,
+                              const lx_leaves *lv, lx_array **out);
+/* The params' tree with np[i] (retained) at leaf i, each leaf keeping its kind (Variable, box). */
+lx_status lx_optax_params_like(const lx_tree *params, const lx_leaves *lv, lx_array **np, lx_tree **out);
+
+/* ---- the fused step (optax_fused.c) ---- */
+/* update + apply_updates in one pass per leaf for adam / adamw / sgd chains over float32 leaves,
+ * bit-identical to the two calls. *fused = false (nothing recorded, nothing changed) when the
+ * chain or the leaves are not of that kind or any check fails: run the unfused path then. On
+ * success *new_params and *new_state are new trees (buffers from the optax cache). */
+lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx_tree *state, const lx_tree *params,
+                              lx_tree **new_params, lx_tree **new_state, bool *fused);
 
 #endif

@@ -1,6 +1,6 @@
-/* optax's state trees and buffers: the arithmetic helpers, the per-thread buffer cache, and the
- * helpers that read a state against the params (naming the first path that differs) and build
- * the next one. */
+/* optax's state trees and buffers: the arithmetic helpers, the buffers (from the array storage
+ * cache), and the helpers that read a state against the params (naming the first path that
+ * differs) and build the next one. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,72 +20,17 @@ lx_array *lx_optax_leaf_array(const lx_value *v) {
 
 /* ------------------------------------------------------------------ arithmetic helpers */
 
-/* A per-thread cache of float32 buffers that a finished step gave back: the next step takes its
- * outputs from it, so a steady-state optimizer step allocates no array data and touches no fresh
- * pages. Only arrays nobody else holds (refcount 1, owning their data) enter it. */
-enum { CACHE_MAX = 4096 };
-static _Thread_local lx_array **tl_cache;
-static _Thread_local int tl_ncache;
+/* A step's outputs come from the array storage cache (src/core/array.c): the buffers of the old
+ * state and params a finished step released serve the next step, so a steady-state optimizer step
+ * calls no malloc for array data and touches no fresh pages. */
+lx_array *lx_optax_new_f32(const lx_array *a) { return lx_array_empty(LX_F32, a->ndim, a->shape); }
 
-static lx_array *cache_take(lx_dtype dtype, int ndim, const int64_t *shape, int64_t size) {
-    for (int k = tl_ncache - 1; k >= 0; k--) {
-        lx_array *c = tl_cache[k];
-        if (c->size != size || c->dtype != dtype) continue;
-        tl_cache[k] = tl_cache[--tl_ncache];
-        c->ndim = ndim;
-        memset(c->shape, 0, sizeof c->shape);
-        if (ndim) memcpy(c->shape, shape, (size_t)ndim * sizeof *shape);
-        return c;
-    }
-    return lx_array_empty(dtype, ndim, shape);
-}
+void lx_optax_recycle(lx_array *a) { lx_release(a); }
 
-lx_array *lx_optax_new_f32(const lx_array *a) { return cache_take(LX_F32, a->ndim, a->shape, a->size); }
+/* Releasing is enough: the data blocks of arrays nobody else holds go to the storage cache. */
+void lx_optax_recycle_tree(lx_tree *t) { lx_tree_release(t); }
 
-void lx_optax_recycle(lx_array *a) {
-    if (!a) return;
-    if (a->refcount == 1 && !a->base && a->alloc && a->data && (a->dtype == LX_F32 || a->dtype == LX_I32) &&
-        a->size > 0) {
-        if (!tl_cache) tl_cache = malloc(CACHE_MAX * sizeof *tl_cache);
-        if (tl_cache && tl_ncache < CACHE_MAX) {
-            tl_cache[tl_ncache++] = a;
-            return;
-        }
-    }
-    lx_release(a);
-}
-
-static lx_status collect_arrays(const char *path, const lx_value *leaf, void *user, lx_value *out) {
-    lx_flat *f = user;
-    lx_array *a = leaf->kind == LX_V_ARRAY ? leaf->u.array
-                  : leaf->kind == LX_V_VARIABLE ? lx_variable_get_value(leaf->u.var)
-                                                : NULL;
-    if (a) lx_flat_append(f, path, lx_array_v(a));
-    *out = lx_none();
-    return LX_OK;
-}
-
-void lx_optax_recycle_tree(lx_tree *t) {
-    if (!t) return;
-    lx_flat f = {0};
-    lx_tree *dummy = NULL;
-    lx_tree_map(t, collect_arrays, &f, &dummy); /* retains every array leaf once */
-    lx_tree_release(dummy);
-    lx_tree_release(t);
-    for (size_t i = 0; i < f.len; i++) {
-        lx_array *a = f.items[i].value.u.array;
-        f.items[i].value = lx_none();
-        lx_optax_recycle(a);
-    }
-    lx_flat_free(&f);
-}
-
-void optax_release_buffers(void) {
-    for (int k = 0; k < tl_ncache; k++) lx_release(tl_cache[k]);
-    free(tl_cache);
-    tl_cache = NULL;
-    tl_ncache = 0;
-}
+void optax_release_buffers(void) { lx_array_cache_release(); }
 
 lx_array *lx_optax_store(lx_array *a, lx_dtype dtype) {
     if (dtype == LX_F32 || dtype == OPTAX_DTYPE_DEFAULT) return lx_retain(a);
@@ -132,7 +77,7 @@ lx_status lx_state_get_count(const lx_tree *state, const char *field, const char
 }
 
 lx_status lx_state_put_count(lx_tree *state, const char *field, int32_t count) {
-    lx_array *a = cache_take(LX_I32, 0, NULL, 1);
+    lx_array *a = lx_array_empty(LX_I32, 0, NULL);
     if (!a) return lx_last_status();
     lx_i32(a)[0] = count;
     lx_status st = lx_tree_set(state, field, lx_array_v(a));

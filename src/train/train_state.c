@@ -62,9 +62,14 @@ lx_status linen_train_state_apply_gradients(const linen_train_state *s, const lx
                            "apply_gradients: with '" OWG "' in the grads, grads and params need a 'params' collection");
     }
     lx_tree *upd = NULL, *ns = NULL, *np = NULL;
-    LX_TRY(optax_update(s->tx, g, s->opt_state, p, &upd, &ns));
-    lx_status st = optax_apply_updates(p, upd, &np);
-    lx_optax_recycle_tree(upd);
+    bool fused = false;
+    lx_status st = lx_optax_fused_step(s->tx, g, s->opt_state, p, &np, &ns, &fused);
+    if (st == LX_OK && !fused) {
+        /* not an adam/adamw/sgd chain over float32 leaves: update, then apply_updates */
+        LX_TRY(optax_update(s->tx, g, s->opt_state, p, &upd, &ns));
+        st = optax_apply_updates(p, upd, &np);
+        lx_optax_recycle_tree(upd);
+    }
     if (st == LX_OK && owg) {
         /* {'params': new params, OWG: grads[OWG]}: the OWG gradients become the params */
         lx_tree *full = lx_tree_new();

@@ -1,0 +1,355 @@
+/* The fused optimizer step: for the chains of optax.adam, optax.adamw and optax.sgd (with or
+ * without momentum), update + apply_updates run as ONE pass per leaf that reads the gradient, the
+ * old moments and the param once and writes the new moments and the new param, instead of three
+ * passes (the transformation, the learning-rate scale, apply_updates) over three temporaries.
+ *
+ * Every element goes through exactly the float32 operations of the unfused path, in its order
+ * (optax's: mu = (1-b1) g + b1 mu, nu = (1-b2) g^2 + b2 nu, bias correction by 1 - b^t, eps
+ * outside the sqrt, adamw's decay added before the learning rate, then p + u), with no
+ * contraction into FMAs (-ffp-contract=off), so the results are bit-identical to optax_update +
+ * optax_apply_updates; tests/test_optax_fused.c checks that leaf for leaf. The state trees come
+ * out with optax's layout, built by the same helpers.
+ *
+ * Anything else declines (*fused = false, nothing recorded) and the caller runs the unfused path:
+ * other chains, inject_hyperparams, masks, Nesterov Adam, bfloat16 leaves or moments, debug_nans,
+ * and every error (the unfused path then reports it with its own message). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "linnx/cpu.h"
+#include "linnx/threads.h"
+#include "optax_internal.h"
+
+typedef struct fuse_plan {
+    const optax_tx *first; /* scale_by_adam, trace or identity: state "0" */
+    const optax_tx *decay; /* adamw's add_decayed_weights (constant, unmasked, non-zero) or NULL */
+    const optax_tx *lr;    /* scale or scale_by_schedule: the last state */
+    bool adam, trace, decay_slot;
+} fuse_plan;
+
+static _Thread_local uint64_t tl_fused_steps;
+uint64_t optax_fused_steps(void) { return tl_fused_steps; }
+
+static bool is(const optax_tx *tx, const char *name) { return tx && !strcmp(tx->ops->name, name); }
+
+static bool f32_or_default(lx_dtype d) { return d == OPTAX_DTYPE_DEFAULT || d == LX_F32; }
+
+static bool make_plan(const optax_tx *tx, fuse_plan *p) {
+    memset(p, 0, sizeof *p);
+    if (!is(tx, "chain") || (tx->n != 2 && tx->n != 3)) return false;
+    const optax_tx *a = tx->subs[0], *last = tx->subs[tx->n - 1];
+    if (!is(last, "scale") && !is(last, "scale_by_schedule")) return false;
+    p->first = a;
+    p->lr = last;
+    if (is(a, "scale_by_adam")) {
+        if (a->flag[0] || !f32_or_default(a->dtype)) return false; /* nesterov, bfloat16 mu */
+        p->adam = true;
+        if (tx->n == 3) {
+            const optax_tx *d = tx->subs[1];
+            if (!is(d, "add_decayed_weights") || d->sched) return false;
+            p->decay_slot = true;
+            if (d->p[0] != 0.0) p->decay = d; /* a Python 0.0 leaves the updates untouched */
+        }
+        return true;
+    }
+    if (tx->n != 2) return false;
+    if (is(a, "trace")) {
+        p->trace = true;
+        return f32_or_default(a->dtype);
+    }
+    return is(a, "identity");
+}
+
+/* ------------------------------------------------------------------ kernels
+ * One body per optimizer, compiled twice: for the baseline x86-64 (SSE2) and, where the CPU has
+ * it, 256-bit AVX2. Division and square root are correctly rounded in both, so the two agree bit
+ * for bit with each other and with the scalar loops of optax_transforms.c. */
+
+typedef struct adam_k {
+    float omb1, omb2, b1, b2, eps, eps_root, bc1, bc2, wd, lr;
+    bool decay;
+} adam_k;
+
+#define ADAM_BODY                                                                                     \
+    for (int64_t j = 0; j < n; j++) {                                                                 \
+        float gj = g[j];                                                                              \
+        float mj = k->omb1 * gj + k->b1 * m0[j];                                                      \
+        float vj = k->omb2 * (gj * gj) + k->b2 * v0[j];                                               \
+        m[j] = mj;                                                                                    \
+        v[j] = vj;                                                                                    \
+        float u = (mj / k->bc1) / (sqrtf(vj / k->bc2 + k->eps_root) + k->eps);                        \
+        if (k->decay) {                                                                               \
+            float sp = k->wd * p[j];                                                                  \
+            u = u + sp;                                                                               \
+        }                                                                                             \
+        po[j] = p[j] + k->lr * u;                                                                     \
+    }
+
+typedef struct sgd_k {
+    float decay, lr;
+    bool trace, nesterov;
+} sgd_k;
+
+#define SGD_BODY                                                                                      \
+    if (!k->trace) {                                                                                  \
+        for (int64_t j = 0; j < n; j++) po[j] = p[j] + k->lr * g[j];                                 \
+    } else if (!k->nesterov) {                                                                        \
+        for (int64_t j = 0; j < n; j++) {                                                             \
+            float tr = g[j] + k->decay * t0[j];                                                       \
+            t[j] = tr;                                                                                \
+            po[j] = p[j] + k->lr * tr;                                                                \
+        }                                                                                             \
+    } else {                                                                                          \
+        for (int64_t j = 0; j < n; j++) {                                                             \
+            float tr = g[j] + k->decay * t0[j];                                                       \
+            t[j] = tr;                                                                                \
+            float u = g[j] + k->decay * tr;                                                           \
+            po[j] = p[j] + k->lr * u;                                                                 \
+        }                                                                                             \
+    }
+
+/* g, the old moments (m0, v0 / t0) and the param p are read, the new moments and the new param
+ * po written: separate buffers, so one pass touches each array once. */
+static void adam_base(int64_t n, const adam_k *k, const float *restrict g, const float *restrict m0,
+                      const float *restrict v0, float *restrict m, float *restrict v, const float *restrict p,
+                      float *restrict po) {
+    ADAM_BODY
+}
+static void sgd_base(int64_t n, const sgd_k *k, const float *restrict g, const float *restrict t0,
+                     float *restrict t, const float *restrict p, float *restrict po) {
+    SGD_BODY
+}
+
+#if defined(LINNX_X86_KERNELS) && (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define HAVE_AVX2_PATH 1
+__attribute__((target("avx2"))) static void adam_avx2(int64_t n, const adam_k *k, const float *restrict g,
+                                                      const float *restrict m0, const float *restrict v0,
+                                                      float *restrict m, float *restrict v, const float *restrict p,
+                                                      float *restrict po) {
+    ADAM_BODY
+}
+__attribute__((target("avx2"))) static void sgd_avx2(int64_t n, const sgd_k *k, const float *restrict g,
+                                                     const float *restrict t0, float *restrict t,
+                                                     const float *restrict p, float *restrict po) {
+    SGD_BODY
+}
+#endif
+
+static bool use_avx2(void) {
+#ifdef HAVE_AVX2_PATH
+    return lx_isa_current() >= LX_ISA_AVX2;
+#else
+    return false;
+#endif
+}
+
+static void adam_leaf(bool avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
+                      float *m, float *v, const float *p, float *po) {
+#ifdef HAVE_AVX2_PATH
+    if (avx2) {
+        adam_avx2(n, k, g, m0, v0, m, v, p, po);
+        return;
+    }
+#endif
+    (void)avx2;
+    adam_base(n, k, g, m0, v0, m, v, p, po);
+}
+
+static void sgd_leaf(bool avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t, const float *p,
+                     float *po) {
+#ifdef HAVE_AVX2_PATH
+    if (avx2) {
+        sgd_avx2(n, k, g, t0, t, p, po);
+        return;
+    }
+#endif
+    (void)avx2;
+    sgd_base(n, k, g, t0, t, p, po);
+}
+
+/* A leaf of n elements in chunks for the threads (lx_num_threads): elementwise, so any split gives
+ * the same bits. Leaves under PAR_MIN elements run on the calling thread. */
+enum { PAR_MIN = 1 << 16, CHUNK_ALIGN = 64 };
+
+static int leaf_chunks(int64_t n, int64_t *len) {
+    int nt = lx_num_threads();
+    if (nt <= 1 || n < PAR_MIN) {
+        *len = n;
+        return 1;
+    }
+    int64_t c = (n + nt - 1) / nt;
+    c = (c + CHUNK_ALIGN - 1) / CHUNK_ALIGN * CHUNK_ALIGN;
+    *len = c;
+    return (int)((n + c - 1) / c);
+}
+
+static void adam_leaf_par(bool avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
+                          float *m, float *v, const float *p, float *po) {
+    int64_t len;
+    int nc = leaf_chunks(n, &len);
+    if (nc == 1) {
+        adam_leaf(avx2, k, n, g, m0, v0, m, v, p, po);
+        return;
+    }
+#pragma omp parallel for num_threads(nc) schedule(static)
+    for (int c = 0; c < nc; c++) {
+        int64_t a = (int64_t)c * len, l = a + len > n ? n - a : len;
+        adam_leaf(avx2, k, l, g + a, m0 + a, v0 + a, m + a, v + a, p + a, po + a);
+    }
+}
+
+static void sgd_leaf_par(bool avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t,
+                         const float *p, float *po) {
+    int64_t len;
+    int nc = leaf_chunks(n, &len);
+    if (nc == 1) {
+        sgd_leaf(avx2, k, n, g, t0, t, p, po);
+        return;
+    }
+#pragma omp parallel for num_threads(nc) schedule(static)
+    for (int c = 0; c < nc; c++) {
+        int64_t a = (int64_t)c * len, l = a + len > n ? n - a : len;
+        sgd_leaf(avx2, k, l, g + a, t0 ? t0 + a : NULL, t ? t + a : NULL, p + a, po + a);
+    }
+}
+
+/* ------------------------------------------------------------------ the step */
+
+static const lx_tree *sub_state(const lx_tree *state, int k) {
+    char key[16];
+    snprintf(key, sizeof key, "%d", k);
+    const lx_value *v = lx_tree_get(state, key);
+    return v && v->kind == LX_V_TREE ? v->u.tree : NULL;
+}
+
+static bool all_f32(const lx_leaves *lv, lx_array *const *arrs) {
+    for (int i = 0; i < lv->n; i++)
+        if (!arrs[i] || arrs[i]->dtype != LX_F32) return false;
+    return true;
+}
+
+/* ns[str(k)] = sub; always takes (releases) sub, which may be NULL after a failed allocation. */
+static lx_status put_sub(lx_tree *ns, int k, lx_tree *sub) {
+    if (!sub) return LX_ERR_NO_MEMORY;
+    char key[16];
+    snprintf(key, sizeof key, "%d", k);
+    lx_status st = lx_tree_set(ns, key, lx_tree_v(sub));
+    lx_tree_release(sub);
+    return st;
+}
+
+lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx_tree *state, const lx_tree *params,
+                              lx_tree **new_params, lx_tree **new_state, bool *fused) {
+    *fused = false;
+    *new_params = NULL;
+    *new_state = NULL;
+    fuse_plan pl;
+    if (!tx || !grads || !state || !params || optax_debug_nans() || !make_plan(tx, &pl)) return LX_OK;
+    uint64_t gen = lx_error_generation();
+    lx_leaves lv;
+    if (lx_optax_leaves_from_tree("update", "params", params, true, &lv) != LX_OK) return LX_OK;
+    int n = lv.n;
+    /* g, old moments 1 and 2, new moments 1 and 2, new params */
+    lx_array **buf = calloc(6 * ((size_t)n + 1), sizeof *buf);
+    lx_array **g = buf, **o1 = buf + (n + 1), **o2 = buf + 2 * (n + 1), **n1 = buf + 3 * (n + 1),
+             **n2 = buf + 4 * (n + 1), **np = buf + 5 * (n + 1);
+    lx_tree *ns = NULL, *s0 = NULL, *out = NULL;
+    bool ok = buf && lx_optax_match_tree("update", "gradients", "params", grads, &lv, g) == LX_OK && all_f32(&lv, g) &&
+              all_f32(&lv, lv.params) && lx_tree_len(state) == (size_t)tx->n;
+    const lx_tree *st0 = ok ? sub_state(state, 0) : NULL, *stl = ok ? sub_state(state, tx->n - 1) : NULL;
+    ok = ok && st0 && stl && (!pl.decay_slot || sub_state(state, 1));
+    if (ok && pl.decay_slot) ok = lx_tree_len(sub_state(state, 1)) == 0;
+    /* the learning rate: constant, or the schedule at its own count */
+    int32_t lr_count = 0, count = 0;
+    float lr = 0.0f;
+    if (ok && is(pl.lr, "scale")) {
+        ok = lx_tree_len(stl) == 0;
+        lr = pl.lr->f[0];
+    } else if (ok) {
+        ok = lx_state_get_count(stl, "count", "", &lr_count) == LX_OK && lx_tree_len(stl) == 1;
+        if (ok) {
+            lr = optax_schedule_eval(pl.lr->sched, lr_count);
+            if (pl.lr->flag[0]) lr = -lr;
+        }
+    }
+    if (ok && pl.adam) {
+        ok = lx_state_get_count(st0, "count", "0", &count) == LX_OK && lx_tree_len(st0) == 3 &&
+             lx_state_get_moment(st0, "mu", "0", &lv, o1) == LX_OK &&
+             lx_state_get_moment(st0, "nu", "0", &lv, o2) == LX_OK && all_f32(&lv, o1) && all_f32(&lv, o2);
+    } else if (ok && pl.trace) {
+        ok = lx_tree_len(st0) == 1 && lx_state_get_moment(st0, "trace", "0", &lv, o1) == LX_OK && all_f32(&lv, o1);
+    } else if (ok) {
+        ok = lx_tree_len(st0) == 0;
+    }
+    /* buffers for everything written: none of them is an input */
+    for (int i = 0; ok && i < n; i++) {
+        np[i] = lx_optax_new_f32(lv.params[i]);
+        if (pl.adam || pl.trace) n1[i] = lx_optax_new_f32(lv.params[i]);
+        if (pl.adam) n2[i] = lx_optax_new_f32(lv.params[i]);
+        ok = np[i] && (!(pl.adam || pl.trace) || n1[i]) && (!pl.adam || n2[i]);
+    }
+    if (ok) {
+        bool avx2 = use_avx2();
+        if (pl.adam) {
+            const optax_tx *a = pl.first;
+            int32_t t = lx_safe_increment(count);
+            adam_k k = {.omb1 = a->f[0], .omb2 = a->f[1], .b1 = a->f[2], .b2 = a->f[3], .eps = a->f[4],
+                        .eps_root = a->f[5], .bc1 = 1.0f - powf(a->f[2], (float)t),
+                        .bc2 = 1.0f - powf(a->f[3], (float)t), .wd = pl.decay ? pl.decay->f[0] : 0.0f, .lr = lr,
+                        .decay = pl.decay != NULL};
+            for (int i = 0; i < n; i++)
+                adam_leaf_par(avx2, &k, np[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(n1[i]),
+                          lx_f32(n2[i]), lx_f32(lv.params[i]), lx_f32(np[i]));
+            /* ScaleByAdamState(count, mu, nu), as adam_update builds it */
+            s0 = lx_tree_new();
+            ok = s0 && lx_state_put_count(s0, "count", t) == LX_OK && lx_state_put_moment(s0, "mu", &lv, n1) == LX_OK &&
+                 lx_state_put_moment(s0, "nu", &lv, n2) == LX_OK;
+        } else {
+            sgd_k k = {.decay = pl.trace ? pl.first->f[0] : 0.0f, .lr = lr, .trace = pl.trace,
+                       .nesterov = pl.trace && pl.first->flag[0]};
+            for (int i = 0; i < n; i++)
+                sgd_leaf_par(avx2, &k, np[i]->size, lx_f32(g[i]), pl.trace ? lx_f32(o1[i]) : NULL,
+                         pl.trace ? lx_f32(n1[i]) : NULL, lx_f32(lv.params[i]), lx_f32(np[i]));
+            s0 = lx_tree_new();
+            ok = s0 && (!pl.trace || lx_state_put_moment(s0, "trace", &lv, n1) == LX_OK);
+        }
+    }
+    /* the chain's state: {"0": s0, ["1": {},] "<last>": {} or {"count"}} */
+    if (ok) {
+        ns = lx_tree_new();
+        ok = ns != NULL;
+        if (ok) {
+            ok = put_sub(ns, 0, s0) == LX_OK;
+            s0 = NULL; /* put_sub took it */
+        }
+    }
+    if (ok && pl.decay_slot) ok = put_sub(ns, 1, lx_tree_new()) == LX_OK;
+    if (ok) {
+        lx_tree *l = lx_tree_new();
+        ok = l && (is(pl.lr, "scale") || lx_state_put_count(l, "count", lx_safe_increment(lr_count)) == LX_OK);
+        ok = put_sub(ns, tx->n - 1, l) == LX_OK && ok;
+    }
+    if (ok) ok = lx_optax_params_like(params, &lv, np, &out) == LX_OK;
+    for (int i = 0; buf && i < n; i++) {
+        lx_optax_recycle(np[i]);
+        lx_optax_recycle(n1[i]); /* NULL after put_moment stole them */
+        lx_optax_recycle(n2[i]);
+    }
+    lx_tree_release(s0);
+    free(buf);
+    lx_optax_leaves_free(&lv);
+    if (!ok) {
+        lx_tree_release(ns);
+        lx_tree_release(out);
+        /* the unfused path runs next and reports any real error itself */
+        if (lx_error_generation() != gen) lx_clear_error();
+        return LX_OK;
+    }
+    *new_params = out;
+    *new_state = ns;
+    *fused = true;
+    tl_fused_steps++;
+    return LX_OK;
+}
