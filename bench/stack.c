@@ -3,7 +3,11 @@
  * backward (a tape over every parameter), as a ratio measured in the same run.
  *
  *   bench_stack [layers=8] [emb=256] [seq=64]
- * prints `stack <metric> <value>` lines. Remat is not implemented yet (see docs/stacking.md). */
+ * prints `stack <metric> <value>` lines (docs/stacking.md lists them): the scanned and unrolled
+ * times and their ratio, then the scanned stack with every layer rematerialised
+ * (nnx_scan_call_remat, policies nothing_saveable and dots_saveable): time over the plain scanned
+ * stack, and the peak of live array bytes over one forward + backward (from the allocation and
+ * free hooks, above what was live before the step) over the plain scanned stack's. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -16,6 +20,7 @@ typedef struct ctx {
     nnx_module **layers;
     int nlayers;
     bool scanned;
+    int remat; /* -1: none; else the lx_remat_policy of every layer (scanned only) */
     lx_array *x, *pos;
     lx_array **params;
     int nparams;
@@ -46,7 +51,9 @@ static void step(void *p) {
     if (c->scanned) {
         lx_value out = lx_none();
         lx_call call = {1, (lx_value[]){lx_array_v(c->x)}, 1, kw};
-        if (nnx_scan_call(c->stack, NULL, NULL, NULL, &call, &out) != LX_OK) {
+        lx_status st = c->remat < 0 ? nnx_scan_call(c->stack, NULL, NULL, NULL, &call, &out)
+                                    : nnx_scan_call_remat(c->stack, NULL, NULL, NULL, (lx_remat_policy)c->remat, &call, &out);
+        if (st != LX_OK) {
             fprintf(stderr, "bench_stack: %s\n", lx_last_error());
             abort();
         }
@@ -75,6 +82,28 @@ static void step(void *p) {
     lx_pool_close(mark);
 }
 
+static int64_t live_bytes, peak_bytes;
+static void on_alloc(size_t n, void *u) {
+    (void)u;
+    live_bytes += (int64_t)n;
+    if (live_bytes > peak_bytes) peak_bytes = live_bytes;
+}
+static void on_free(size_t n, void *u) {
+    (void)u;
+    live_bytes -= (int64_t)n;
+}
+
+/* The peak live bytes of one step above the bytes live before it. */
+static int64_t step_peak(ctx *c) {
+    live_bytes = peak_bytes = 0;
+    lx_set_alloc_hook(on_alloc, NULL);
+    lx_set_free_hook(on_free, NULL);
+    step(c);
+    lx_set_alloc_hook(NULL, NULL);
+    lx_set_free_hook(NULL, NULL);
+    return peak_bytes;
+}
+
 int main(int argc, char **argv) {
     int L = argc > 1 ? atoi(argv[1]) : 8;
     int64_t E = argc > 2 ? atoll(argv[2]) : 256, S = argc > 3 ? atoll(argv[3]) : 64, B = 4;
@@ -92,6 +121,7 @@ int main(int argc, char **argv) {
     nnx_stream_spec s[] = {{"params", false, 0, {{0, 0}}}};
     ctx c = {0};
     c.nlayers = L;
+    c.remat = -1;
     if (nnx_rngs_new(1, s, &r) != LX_OK || nnx_vmap_create(&LLAMA_DECODER_LAYER_TYPE, &ctor, r, L, NULL, NULL, &c.stack) != LX_OK) {
         fprintf(stderr, "bench_stack: %s\n", lx_last_error());
         return 1;
@@ -124,7 +154,29 @@ int main(int argc, char **argv) {
     printf("stack scanned_fwd_bwd_ms %.3f\n", 1e3 * ts);
     printf("stack unrolled_fwd_bwd_ms %.3f\n", 1e3 * tu);
     printf("stack scanned_over_unrolled %.3f\n", ts / tu);
-    printf("# remat: not implemented (docs/stacking.md)\n");
+    /* remat: every scanned layer recomputed in the backward pass */
+    double tr[2];
+    int64_t pk[3];
+    c.remat = -1;
+    pk[0] = step_peak(&c);
+    for (int pol = 0; pol < 2; pol++) {
+        c.remat = pol;
+        tr[pol] = bench_median(step, &c, 1, 5, 1);
+        pk[pol + 1] = step_peak(&c);
+    }
+    c.remat = -1;
+    double ts3 = bench_median(step, &c, 0, 5, 1); /* the plain scan once more, next to the remat runs */
+    ts = ts3 < ts ? ts3 : ts;
+    static const char *const pol_name[2] = {"nothing", "dots"};
+    for (int pol = 0; pol < 2; pol++) {
+        printf("stack remat_%s_fwd_bwd_ms %.3f\n", pol_name[pol], 1e3 * tr[pol]);
+        printf("stack remat_%s_over_scanned %.3f\n", pol_name[pol], tr[pol] / ts);
+    }
+    printf("stack peak_bytes_scanned %lld\n", (long long)pk[0]);
+    for (int pol = 0; pol < 2; pol++) {
+        printf("stack peak_bytes_remat_%s %lld\n", pol_name[pol], (long long)pk[pol + 1]);
+        printf("stack peak_remat_%s_over_scanned %.3f\n", pol_name[pol], (double)pk[pol + 1] / (double)pk[0]);
+    }
     for (int l = 0; l < L; l++) nnx_module_release(c.layers[l]);
     free(c.layers);
     nnx_module_release(c.stack);

@@ -122,6 +122,9 @@ int64_t lx_array_live_count(void);
  * no other thread allocates. NULL removes it. */
 typedef void (*lx_alloc_hook)(size_t nbytes, void *user);
 void lx_set_alloc_hook(lx_alloc_hook fn, void *user);
+/* The matching release: called with the same byte count when such an allocation is freed, so
+ * the two together give the live and peak bytes of a code path (bench/stack.c's remat lines). */
+void lx_set_free_hook(lx_alloc_hook fn, void *user);
 
 /* ---- access ---- */
 static inline float *lx_f32(const lx_array *a) { return (float *)a->data; }

@@ -96,6 +96,14 @@ void lx_set_alloc_hook(lx_alloc_hook fn, void *user) {
     alloc_hook_user = user;
 }
 
+static lx_alloc_hook free_hook;
+static void *free_hook_user;
+
+void lx_set_free_hook(lx_alloc_hook fn, void *user) {
+    free_hook = fn;
+    free_hook_user = user;
+}
+
 static _Atomic size_t max_array_bytes; /* 0: no limit (linnx/fault.h) */
 
 void lx_set_max_array_bytes(size_t bytes) { atomic_store(&max_array_bytes, bytes); }
@@ -258,6 +266,7 @@ void lx_release(lx_array *a) {
     if (--a->refcount > 0) return;
     lx_release(a->base);
     if (a->release_fn) a->release_fn(a->release_ctx);
+    if (free_hook && a->alloc) free_hook((size_t)a->size * lx_dtype_size(a->dtype), free_hook_user);
     free(a->alloc);
     free(a);
     atomic_fetch_sub(&lx_live_arrays, 1);
