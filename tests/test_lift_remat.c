@@ -481,7 +481,57 @@ static void test_nnx_remat(void) {
     nnx_rngs_release(rngs);
 }
 
+/* The recomputation's ops carry the forward's module paths (what quantization rules match on):
+ * layers/Dense_0 in the forward and again in the backward, never Dense_0 alone or doubled. */
+typedef struct path_log {
+    int dense0, bad;
+    char first_bad[128];
+} path_log;
+static void log_path(const lx_intercept_event *ev, void *user) {
+    path_log *l = user;
+    if (strcmp(ev->path, "layers/Dense_0") == 0) l->dense0++;
+    else if (*ev->path && strcmp(ev->path, "layers/Dense_1") != 0 && !l->bad++)
+        snprintf(l->first_bad, sizeof l->first_bad, "%s", ev->path);
+}
+
+static void test_remat_paths(void) {
+    linen_module *blk = plain(&BLOCK), *rm = NULL, *sc = NULL;
+    CHECK_EQ_INT(linen_remat(blk, LX_REMAT_NOTHING_SAVEABLE, &rm), LX_OK);
+    linen_lift_opts o = {.variable_axes = LINEN_VAR_AXES({"params", 0}), .split_rngs = LINEN_NAMES("params", "dropout"),
+                         .length = 2};
+    CHECK_EQ_INT(linen_scan(rm, &o, &sc), LX_OK);
+    lx_array *x = iota(LX_SHAPE(3, 4), 0.2f);
+    linen_module *kids[] = {rm, sc};
+    int expect[] = {2, 4}; /* forward + recomputation, per layer */
+    for (int k = 0; k < 2; k++) {
+        g_child = kids[k];
+        linen_module *p = plain(&PARENT);
+        lx_tree *vars = NULL;
+        linen_rngs rngs = LINEN_RNGS({"params", lx_key_from_seed(3)}, {"dropout", lx_key_from_seed(4)});
+        CHECK_EQ_INT(linen_init(p, rngs, &LX_ARGS(x), NULL, &vars), LX_OK);
+        path_log log = {0};
+        int h = 0;
+        CHECK_EQ_INT(lx_interceptor_add(log_path, &log, &h), LX_OK);
+        lx_array *v = NULL;
+        lx_tree *g = vars ? grads_of(kids[k], lx_tree_get(vars, "params")->u.tree, x, &v) : NULL;
+        lx_interceptor_remove(h);
+        CHECK(g != NULL);
+        CHECK_EQ_INT(log.dense0, expect[k]);
+        if (log.bad) fprintf(stderr, "  path seen: %s\n", log.first_bad);
+        CHECK_EQ_INT(log.bad, 0);
+        lx_release(v);
+        lx_tree_release(g);
+        lx_tree_release(vars);
+        linen_module_release(p);
+    }
+    lx_release(x);
+    linen_module_release(sc);
+    linen_module_release(rm);
+    linen_module_release(blk);
+}
+
 int main(void) {
+    test_remat_paths();
     test_remat_call();
     test_linen_remat();
     test_linen_scan_of_remat();

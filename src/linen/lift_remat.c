@@ -13,6 +13,7 @@
 
 #include "linen_internal.h"
 #include "linnx/autodiff.h"
+#include "linnx/intercept.h"
 #include "linnx/lift.h"
 
 typedef struct remat_holder {
@@ -61,6 +62,7 @@ typedef struct remat_closure {
     int depth;
     char **names;      /* the scope's path components */
     char *parent_path; /* the parent scope's path ("/" at depth 1) */
+    char *frame_path;  /* the module-frame path at the call (intercept.h), for the recomputation */
     linen_scope *s;    /* the lifted scope, during the forward only */
 } remat_closure;
 
@@ -78,6 +80,7 @@ static void closure_free(void *p) {
     for (int i = 0; c->names && i < c->depth; i++) free(c->names[i]);
     free(c->names);
     free(c->parent_path);
+    free(c->frame_path);
     free(c);
 }
 
@@ -130,6 +133,7 @@ static lx_status closure_new(linen_scope *s, const remat_holder *h, const char *
         }
     }
     if (st == LX_OK) st = lx_call_dup(call, &c->call);
+    if (st == LX_OK && !(c->frame_path = lx_strdup(lx_frame_current_path()))) st = oom();
     for (size_t k = 0; st == LX_OK && k < lx_tree_len(F->vars); k++) {
         const char *col = lx_tree_key(F->vars, k);
         const lx_value *sub = sub_at(F->vars, col, s->depth, s->names);
@@ -183,8 +187,13 @@ static lx_status remat_run(void *user, bool recompute, lx_value *out) {
         st = linen_scope_new(f, c->depth > 0 ? &parent : NULL, c->depth > 0 ? c->names[c->depth - 1] : NULL, c->target,
                              &f->root);
     if (st == LX_OK) {
+        f->root->lifted_body = true;
         memcpy(f->root->rng_counters, c->counters, sizeof(uint32_t) * (size_t)c->nrngs);
-        st = linen_scope_run(f->root, c->method, NULL, &c->call, out);
+        /* the recomputation runs after the apply: its ops get the path the forward's had */
+        bool pushed = recompute && lx_frame_push(LX_FRAME_LINEN, c->frame_path, NULL, NULL) == LX_OK;
+        if (recompute && !pushed) st = lx_last_status();
+        if (st == LX_OK) st = linen_scope_run(f->root, c->method, NULL, &c->call, out);
+        if (pushed) lx_frame_pop();
     }
     /* forward: what the mutable collections and the counters became goes to the enclosing frame */
     for (size_t k = 0; st == LX_OK && s && k < lx_tree_len(f->vars); k++) {
