@@ -36,4 +36,9 @@ lx_array *llama_layer_forward(nnx_module *m, lx_array *x, lx_array *positions, l
 lx_status llama_read_call(const lx_call *c, const char *input_name, lx_array **inputs, lx_array **positions,
                           lx_array **segment_ids, bool *use_cache, const char **mode);
 
+/* `params` (arrays, boxes or Variables) in cfg's layer layout: a scanned tree (decoder/layers,
+ * layer axis 1) unstacked for an unrolled config, an unrolled one stacked for a scanned config,
+ * as plain arrays; *out stays NULL when the layout already fits (llama_model.c). */
+lx_status llama_params_layout_(const llama_config *cfg, const lx_tree *params, lx_tree **out);
+
 #endif
