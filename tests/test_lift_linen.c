@@ -372,6 +372,11 @@ static void test_errors(void) {
     g_child = sc;
     CHECK_FAILS(linen_init(p, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars), LX_ERR_RNG,
                 "split_rngs names the stream 'dropout', which init was not given (streams: 'params')");
+    CHECK(strstr(lx_last_error(), "\"/layers\"") != NULL); /* the module path */
+    CHECK_EQ_INT(linen_init(catcher, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars), LX_OK);
+    CHECK(vars && !lx_tree_find(vars, "params/layers"));
+    lx_tree_release(vars);
+    vars = NULL;
     linen_module_release(sc);
     /* variable_axes naming an axis a variable lacks (the bias is 1-D) */
     linen_lift_opts o3 = o;
@@ -380,7 +385,31 @@ static void test_errors(void) {
     g_child = sc;
     CHECK_FAILS(linen_init(p, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars), LX_ERR_SHAPE,
                 "variable_axes puts collection 'params' on axis 2, but variable params/bias has shape (4,) in each copy");
+    CHECK(strstr(lx_last_error(), "\"/layers\"") != NULL);
+    CHECK_EQ_INT(linen_init(catcher, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars), LX_OK);
+    CHECK(vars && !lx_tree_find(vars, "params/layers"));
+    lx_tree_release(vars);
+    vars = NULL;
     linen_module_release(sc);
+    /* scan: scanned inputs (positionals 1..) of different lengths */
+    linen_module *blk = plain(&BLOCK);
+    CHECK_EQ_INT(linen_scan(blk, &(linen_lift_opts){.variable_axes = LINEN_VAR_AXES({"params", 0}),
+                                                    .split_rngs = LINEN_NAMES("params")},
+                            &sc),
+                 LX_OK);
+    lx_array *xs3 = iota(LX_SHAPE(3, 2), 1.0f), *xs4 = iota(LX_SHAPE(4, 2), 1.0f);
+    g_child = sc;
+    CHECK_FAILS(linen_init(p, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x, xs3, xs4), NULL, &vars), LX_ERR_SHAPE,
+                "vmap/scan in \"/layers\": mapped inputs have different sizes: argument 1 has shape (3, 2) (size 3 on the "
+                "mapped axis) and argument 2 has shape (4, 2) (size 4)");
+    CHECK_EQ_INT(linen_init(catcher, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x, xs3, xs4), NULL, &vars), LX_OK);
+    CHECK(vars && !lx_tree_find(vars, "params/layers"));
+    lx_tree_release(vars);
+    vars = NULL;
+    lx_release(xs3);
+    lx_release(xs4);
+    linen_module_release(sc);
+    linen_module_release(blk);
     /* vmap: mapped inputs of different sizes */
     linen_module *v = NULL;
     linen_lift_opts o4 = {.variable_axes = LINEN_VAR_AXES({"params", 0}), .split_rngs = LINEN_NAMES("params")};
