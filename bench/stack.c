@@ -2,12 +2,13 @@
  * nnx_vmap_create and run with nnx_scan_call) against the same 8 layers unrolled, forward +
  * backward (a tape over every parameter), as a ratio measured in the same run.
  *
- *   bench_stack [layers=8] [emb=256] [seq=64] [rounds=7]
+ *   bench_stack [layers=8] [emb=256] [seq=64] [rounds=7] [only]
  * prints `stack <metric> <value>` lines (docs/stacking.md lists them): the scanned and unrolled
  * times and their ratio, then the scanned stack with every layer rematerialised
  * (nnx_scan_call_remat, policies nothing_saveable and dots_saveable): time over the plain scanned
  * stack, and the peak of live array bytes over one forward + backward (from the allocation and
  * free hooks, above what was live before the step) over the plain scanned stack's. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -111,6 +112,10 @@ static int64_t step_peak(ctx *c) {
 }
 
 int main(int argc, char **argv) {
+    /* as linnx train-lm does (tools/cmd_lm.c): large results from the heap, not fresh mmaps whose
+     * page faults would be charged to whichever configuration allocates most */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     int L = argc > 1 ? atoi(argv[1]) : 8;
     int64_t E = argc > 2 ? atoll(argv[2]) : 256, S = argc > 3 ? atoll(argv[3]) : 64, B = 4;
     llama_config cfg = llama_config_tiny();
@@ -148,6 +153,20 @@ int main(int argc, char **argv) {
      * changes from second to second, and the minimum is what the code costs when it runs. */
     static const char *const pol_name[2] = {"nothing", "dots"};
     const int rounds = argc > 4 ? atoi(argv[4]) : 7;
+    /* `only` (0 scanned, 1 unrolled, 2 remat nothing, 3 remat dots) runs that configuration alone
+     * for `rounds` steps and prints nothing else: for an outside counter, such as
+     * `perf stat -e instructions:u`, which a loaded machine does not disturb */
+    const int only = argc > 5 ? atoi(argv[5]) : -1;
+    if (only >= 0 && only < 4) {
+        c.scanned = only != 1;
+        c.params = only == 1 ? up : sp;
+        c.nparams = only == 1 ? nu : ns;
+        c.remat = only < 2 ? -1 : only - 2;
+        double t0 = bench_now();
+        for (int r = 0; r < rounds; r++) step(&c);
+        printf("stack only_%d_fwd_bwd_ms %.3f\n", only, 1e3 * (bench_now() - t0) / rounds);
+        return 0;
+    }
     double best[4] = {1e30, 1e30, 1e30, 1e30}, cpu[4] = {1e30, 1e30, 1e30, 1e30};
     for (int r = -1; r < rounds; r++) /* round -1 warms up */
         for (int k = 0; k < 4; k++) {
