@@ -247,7 +247,9 @@ static lx_status accumulate(rec *r, lx_array *g) {
  * the ones the generic rule makes (0 + g, then the other windows' adds touch other elements). */
 static void add_window(float *dst, const int64_t *ds, const float *src, const int64_t *ss, const int64_t *len, int nd) {
     if (nd == 1) {
-        if (ds[0] == 1)
+        if (ds[0] == 1 && ss[0] == 1) /* the usual case: a contiguous row, vectorised */
+            for (int64_t i = 0; i < len[0]; i++) dst[i] += src[i];
+        else if (ds[0] == 1)
             for (int64_t i = 0; i < len[0]; i++) dst[i] += src[i * ss[0]];
         else
             for (int64_t i = 0; i < len[0]; i++) dst[i * ds[0]] += src[i * ss[0]];
