@@ -245,7 +245,8 @@ static lx_status accumulate(rec *r, lx_array *g) {
  * zero arrays and L full-size adds per parameter (quadratic in L). Here the first slice makes
  * one private zero buffer and every slice adds into its own window of it (linear). The sums are
  * the ones the generic rule makes (0 + g, then the other windows' adds touch other elements). */
-static void add_window(float *dst, const int64_t *ds, const float *src, const int64_t *ss, const int64_t *len, int nd) {
+static void add_window(float *restrict dst, const int64_t *ds, const float *restrict src, const int64_t *ss,
+                       const int64_t *len, int nd) {
     if (nd == 1) {
         if (ds[0] == 1 && ss[0] == 1) /* the usual case: a contiguous row, vectorised */
             for (int64_t i = 0; i < len[0]; i++) dst[i] += src[i];
@@ -288,7 +289,21 @@ static lx_status slice_accumulate(rec *target, const rec *r) {
         off += p->start[i] * xs[i];
         ds[i] = xs[i] * p->step[i];
     }
-    add_window(lx_f32(target->ct) + off, ds, lx_f32(r->ct), ss, p->len, x->ndim);
+    /* merge axes that are contiguous in both (a layer's slice is usually one block) and drop
+     * axes of length 1, so the inner loop runs over whole rows, not the last axis alone */
+    int64_t md[LX_MAX_DIMS], ms[LX_MAX_DIMS], ml[LX_MAX_DIMS];
+    int nd = 0;
+    for (int i = 0; i < x->ndim; i++) {
+        if (p->len[i] == 1) continue;
+        if (nd > 0 && md[nd - 1] == ds[i] * p->len[i] && ms[nd - 1] == ss[i] * p->len[i]) {
+            md[nd - 1] = ds[i], ms[nd - 1] = ss[i], ml[nd - 1] *= p->len[i];
+            continue;
+        }
+        md[nd] = ds[i], ms[nd] = ss[i], ml[nd] = p->len[i];
+        nd++;
+    }
+    if (nd == 0) md[0] = ms[0] = ml[0] = 1, nd = 1;
+    add_window(lx_f32(target->ct) + off, md, lx_f32(r->ct), ms, ml, nd);
     return LX_OK;
 }
 
