@@ -78,7 +78,18 @@ if [ $rc -eq 0 ] && [ -n "$greedy" ] && [[ $s3 == "$greedy"* ]] && [ "$s3" != "$
 err=$("$bin" sample "$cli_tmp/nothing" 2>&1 >/dev/null); rc=$?
 if [ $rc -eq 1 ] && [[ $err == *"$cli_tmp/nothing: cannot read: No such file or directory"* ]]; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: sample missing checkpoint: exit $rc, '$err'"; fi
-# nothing is written over a checkpoint: a fresh run into a used directory, a resume of another size
+# --scan-layers (MaxText's scan_layers): the scanned decoder trains, its checkpoint reloads into a
+# fresh scanned model, and `linnx sample` decodes it with the layers unstacked (same greedy text)
+scan_flags="--emb 16 --layers 2 --heads 2 --kv-heads 1 --head-dim 8 --mlp 32 --seq-len 16 --batch 2 --eval-batches 2 --sample-tokens 4"
+out_s=$(LINNX_PROGRESS=plain "$bin" train-lm --data "$d" --heldout "$d/text3" $scan_flags --scan-layers --steps 6 --eval-every 3 \
+      --lr 1e-2 --checkpoint-dir "$cli_tmp/ckS" 2>&1); rc=$?
+greedy_s=$(printf '%s\n' "$out_s" | sed -n '/^sample after training (greedy):/{n;s/^  //;p;}')
+s1=$("$bin" sample "$cli_tmp/ckS" --prompt "This License " --tokens 4 --temperature 0 2>&1)
+s2=$("$bin" sample "$cli_tmp/ckS" --prompt "This License " --tokens 4 --temperature 0 --scan-layers --style nnx 2>&1)
+if [ $rc -eq 0 ] && [[ $out_s == *"reloaded $cli_tmp/ckS/checkpoint_6.msgpack into a fresh model: samples identical"* ]] &&
+   [ -n "$greedy_s" ] && [ "$s1" == "$greedy_s" ] && [ "$s2" == "$greedy_s" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: train-lm --scan-layers: exit $rc, sample '$s1' / '$s2', greedy '$greedy_s': $out_s"; fi
+
 sum=$(cat "$cli_tmp/ckA"/* | cksum)
 expect_usage_error "already holds checkpoints (latest step 6); pass --resume" \
     train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --checkpoint-dir "$cli_tmp/ckA"

@@ -372,6 +372,11 @@ static void test_errors(void) {
     g_child = sc;
     CHECK_FAILS(linen_init(p, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars), LX_ERR_RNG,
                 "split_rngs names the stream 'dropout', which init was not given (streams: 'params')");
+    CHECK(strstr(lx_last_error(), "\"/layers\"") != NULL); /* the module path */
+    CHECK_EQ_INT(linen_init(catcher, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars), LX_OK);
+    CHECK(vars && !lx_tree_find(vars, "params/layers"));
+    lx_tree_release(vars);
+    vars = NULL;
     linen_module_release(sc);
     /* variable_axes naming an axis a variable lacks (the bias is 1-D) */
     linen_lift_opts o3 = o;
@@ -380,7 +385,31 @@ static void test_errors(void) {
     g_child = sc;
     CHECK_FAILS(linen_init(p, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars), LX_ERR_SHAPE,
                 "variable_axes puts collection 'params' on axis 2, but variable params/bias has shape (4,) in each copy");
+    CHECK(strstr(lx_last_error(), "\"/layers\"") != NULL);
+    CHECK_EQ_INT(linen_init(catcher, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars), LX_OK);
+    CHECK(vars && !lx_tree_find(vars, "params/layers"));
+    lx_tree_release(vars);
+    vars = NULL;
     linen_module_release(sc);
+    /* scan: scanned inputs (positionals 1..) of different lengths */
+    linen_module *blk = plain(&BLOCK);
+    CHECK_EQ_INT(linen_scan(blk, &(linen_lift_opts){.variable_axes = LINEN_VAR_AXES({"params", 0}),
+                                                    .split_rngs = LINEN_NAMES("params")},
+                            &sc),
+                 LX_OK);
+    lx_array *xs3 = iota(LX_SHAPE(3, 2), 1.0f), *xs4 = iota(LX_SHAPE(4, 2), 1.0f);
+    g_child = sc;
+    CHECK_FAILS(linen_init(p, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x, xs3, xs4), NULL, &vars), LX_ERR_SHAPE,
+                "vmap/scan in \"/layers\": mapped inputs have different sizes: argument 1 has shape (3, 2) (size 3 on the "
+                "mapped axis) and argument 2 has shape (4, 2) (size 4)");
+    CHECK_EQ_INT(linen_init(catcher, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x, xs3, xs4), NULL, &vars), LX_OK);
+    CHECK(vars && !lx_tree_find(vars, "params/layers"));
+    lx_tree_release(vars);
+    vars = NULL;
+    lx_release(xs3);
+    lx_release(xs4);
+    linen_module_release(sc);
+    linen_module_release(blk);
     /* vmap: mapped inputs of different sizes */
     linen_module *v = NULL;
     linen_lift_opts o4 = {.variable_axes = LINEN_VAR_AXES({"params", 0}), .split_rngs = LINEN_NAMES("params")};
@@ -404,7 +433,66 @@ static void test_errors(void) {
     lx_release(x);
 }
 
+/* Interceptors see the paths Flax's modules have: the lifted scope names the path component once
+ * (layers/Dense_0, not layers/layers/Dense_0), in every iteration, and a failure inside the body
+ * names it the same way. */
+typedef struct path_log {
+    int n, bad;
+    char first_bad[128];
+} path_log;
+static void log_path(const lx_intercept_event *ev, void *user) {
+    path_log *l = user;
+    l->n++;
+    if (strcmp(ev->path, "layers/Dense_0") != 0 && !l->bad++) snprintf(l->first_bad, sizeof l->first_bad, "%s", ev->path);
+}
+
+static void test_intercept_paths(void) {
+    linen_module *blk = plain(&BLOCK), *sc = NULL, *vm = NULL;
+    linen_lift_opts o = {.variable_axes = LINEN_VAR_AXES({"params", 0}), .split_rngs = LINEN_NAMES("params"),
+                         .length = 3};
+    CHECK_EQ_INT(linen_scan(blk, &o, &sc), LX_OK);
+    CHECK_EQ_INT(linen_vmap(blk, &o, &vm), LX_OK);
+    linen_module *p = plain(&PARENT);
+    lx_array *x = iota(LX_SHAPE(2, 4), 0.2f), *xs = iota(LX_SHAPE(3, 2, 4), 0.2f);
+    linen_module *lifted[] = {sc, vm};
+    lx_array *inputs[] = {x, xs};
+    for (int k = 0; k < 2; k++) {
+        g_child = lifted[k];
+        lx_tree *vars = NULL;
+        CHECK_EQ_INT(linen_init(p, LINEN_KEY(lx_key_from_seed(1)), &LX_ARGS(inputs[k]), NULL, &vars), LX_OK);
+        path_log log = {0};
+        int h = 0;
+        CHECK_EQ_INT(lx_interceptor_add(log_path, &log, &h), LX_OK);
+        lx_value out = lx_none();
+        CHECK_EQ_INT(linen_apply(p, vars, LINEN_NO_RNGS, &LX_ARGS(inputs[k]), NULL, &out, NULL), LX_OK);
+        lx_interceptor_remove(h);
+        lx_value_free(&out);
+        CHECK_EQ_INT(log.n, 3); /* one Dense per copy */
+        if (log.bad) fprintf(stderr, "  path seen: %s\n", log.first_bad);
+        CHECK_EQ_INT(log.bad, 0);
+        lx_tree_release(vars);
+    }
+    /* a failure inside the scanned body: the message starts with the path once */
+    g_child = sc;
+    lx_tree *vars = NULL;
+    CHECK_EQ_INT(linen_init(p, LINEN_KEY(lx_key_from_seed(1)), &LX_ARGS(x), NULL, &vars), LX_OK);
+    lx_array *bad = iota(LX_SHAPE(2, 5), 0.2f); /* Dense_0's kernel is (4, 4) */
+    lx_value out = lx_none();
+    CHECK(linen_apply(p, vars, LINEN_NO_RNGS, &LX_ARGS(bad), NULL, &out, NULL) != LX_OK);
+    CHECK(strstr(lx_last_error(), "layers/Dense_0") != NULL);
+    CHECK(strstr(lx_last_error(), "layers/layers") == NULL);
+    lx_tree_release(vars);
+    lx_release(bad);
+    lx_release(x);
+    lx_release(xs);
+    linen_module_release(p);
+    linen_module_release(sc);
+    linen_module_release(vm);
+    linen_module_release(blk);
+}
+
 int main(void) {
+    RUN(test_intercept_paths);
     RUN(test_vmap_dense);
     RUN(test_scan_dense_axis1);
     RUN(test_scan_block_keys);

@@ -138,6 +138,21 @@ static void test_errors(void) {
     nnx_state_axes sa = {1, f, axes};
     CHECK_FAILS(nnx_scan_call(stack, NULL, &sa, NULL, &LX_ARGS(x), &out), LX_ERR_SHAPE,
                 "StateAxes puts Variable bias on axis 2, but it has shape (2, 4)");
+    /* nothing half-built: a failed call leaves every Variable of the stack as it was */
+    lx_tree *before = NULL, *after = NULL;
+    nnx_state(stack, 0, NULL, &before);
+    CHECK(nnx_scan_call(stack, NULL, NULL, NULL, &LX_ARGS(x), &out) != LX_OK); /* fails after layer 0 ran */
+    nnx_state(stack, 0, NULL, &after);
+    lx_flat fb = {0}, fa = {0};
+    bool same = before && after && lx_tree_flatten(before, &fb) == LX_OK && lx_tree_flatten(after, &fa) == LX_OK &&
+                fb.len == fa.len && fb.len == 2;
+    for (size_t i = 0; same && i < fb.len; i++)
+        same = lx_variable_get_value(fb.items[i].value.u.var) == lx_variable_get_value(fa.items[i].value.u.var);
+    CHECK(same);
+    lx_flat_free(&fb);
+    lx_flat_free(&fa);
+    lx_tree_release(before);
+    lx_tree_release(after);
     nnx_module *bad = NULL;
     CHECK_FAILS(nnx_vmap_create(&NNX_LINEAR_TYPE, &c, r, 0, NULL, NULL, &bad), LX_ERR_INVALID_ARGUMENT,
                 "splits must be positive");

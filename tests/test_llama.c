@@ -562,7 +562,58 @@ static void test_layer_direct(void) {
     llama_model_free(m);
 }
 
+/* scan_layers (MaxText's default): the layers run as one nn.scan named `layers`, every layer
+ * param stacked at decoder/layers/... with the layer axis at 1 and 'layers' at index 1 of its
+ * names; given the same parameters (unstacked), the unrolled model's loss and logits are the
+ * scanned one's, bit for bit, in both compositions and in both directions of the conversion. */
+static void test_scan_layers(void) {
+    llama_config c = llama_config_tiny();
+    c.scan_layers = true;
+    for (int style = 0; style < 2; style++) {
+        llama_model *sm = NULL, *um = NULL;
+        CHECK_EQ_INT(llama_model_new(&c, (llama_style)style, 3, &sm), LX_OK);
+        um = model((llama_style)style, 0);
+        if (!sm || !um) return;
+        lx_tree *ps = NULL;
+        CHECK_EQ_INT(llama_model_params(sm, &ps), LX_OK);
+        const lx_value *q = ps ? find(ps, "decoder/layers/self_attention/query/kernel") : NULL;
+        lx_array *qa = leaf_array(q);
+        /* (E, L, H, D): embed, then the layer axis */
+        CHECK(qa && qa->ndim == 4 && qa->shape[0] == c.emb_dim && qa->shape[1] == c.num_decoder_layers &&
+              qa->shape[2] == c.num_query_heads && qa->shape[3] == c.head_dim);
+        if (style == LLAMA_LINEN_TOP)
+            CHECK(q && q->kind == LX_V_BOX &&
+                  strs_are(lx_box_names(q->u.box), 4, (const char *[]){"embed", "layers", "q_heads", "kv"}));
+        CHECK(ps && !find(ps, "decoder/layers_0"));
+        CHECK_EQ_INT((int)(ps ? lx_tree_count_leaves(ps) : 0), 9 + 3);
+        /* the unrolled twin on the unstacked parameters */
+        CHECK_EQ_INT(llama_model_load_params(um, ps), LX_OK);
+        lx_array *ls = llama_model_loss(sm, tokens_2x(9)), *lu = llama_model_loss(um, tokens_2x(9));
+        CHECK(ls && lu && lx_array_equal(ls, lu));
+        lx_array *gs = llama_model_logits(sm, tokens_2x(8), NULL), *gu = llama_model_logits(um, tokens_2x(8), NULL);
+        CHECK(gs && gu && lx_array_equal(gs, gu));
+        /* and the other way: an unrolled model's parameters stacked into the scanned one */
+        llama_model *u2 = model((llama_style)style, 0);
+        lx_tree *pu = NULL;
+        CHECK_EQ_INT(llama_model_params(u2, &pu), LX_OK);
+        CHECK_EQ_INT(llama_model_load_params(sm, pu), LX_OK);
+        ls = llama_model_loss(sm, tokens_2x(9));
+        lu = llama_model_loss(u2, tokens_2x(9));
+        CHECK(ls && lu && lx_array_equal(ls, lu));
+        lx_tree_release(pu);
+        lx_tree_release(ps);
+        llama_model_free(u2);
+        llama_model_free(sm);
+        llama_model_free(um);
+    }
+    /* decode mode needs the unrolled layers */
+    c.cache_batch = 1;
+    llama_model *bad = NULL;
+    CHECK_FAILS(llama_model_new(&c, LLAMA_LINEN_TOP, 0, &bad), LX_ERR_UNSUPPORTED, "scan_layers is for training");
+}
+
 int main(void) {
+    RUN(test_scan_layers);
     RUN(test_params_linen_top);
     RUN(test_params_nnx_top);
     RUN(test_small_config);

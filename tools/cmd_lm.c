@@ -34,14 +34,17 @@ static void keep_heap(void) {
 
 /* ------------------------------------------------------------------ shared: model flags */
 
-enum { M_VOCAB, M_EMB, M_LAYERS, M_HEADS, M_KV, M_HEAD_DIM, M_MLP, M_SEQ, M_STYLE, M_N };
+enum { M_VOCAB, M_EMB, M_LAYERS, M_HEADS, M_KV, M_HEAD_DIM, M_MLP, M_SEQ, M_STYLE, M_SCAN, M_N };
 #define MODEL_OPTS                                                                                        \
     CLI_OPT("vocab"), CLI_OPT("emb"), CLI_OPT("layers"), CLI_OPT("heads"), CLI_OPT("kv-heads"),           \
-        CLI_OPT("head-dim"), CLI_OPT("mlp"), CLI_OPT("seq-len"), CLI_OPT("style")
+        CLI_OPT("head-dim"), CLI_OPT("mlp"), CLI_OPT("seq-len"), CLI_OPT("style"), CLI_FLAG("scan-layers")
 #define MODEL_USAGE                                                                                       \
     "model: [--vocab 256] [--emb 64] [--layers 2] [--heads 4] [--kv-heads 2] [--head-dim 16] [--mlp 128]\n" \
     "       [--style linen|nnx]   (linen: Linen Transformer over NNX layers via to_linen_class;\n"       \
-    "                              nnx: NNX Transformer over ToNNX(Linen Decoder))\n"
+    "                              nnx: NNX Transformer over ToNNX(Linen Decoder))\n"       \
+    "       [--scan-layers]       (MaxText's scan_layers: the layers as one nn.scan, params stacked\n" \
+    "                              at decoder/layers with the layer axis at 1; sampling decodes\n"  \
+    "                              with the layers unstacked)\n"
 
 /* The model flags over `base` (the tiny config with the command's default length, or a checkpoint's). */
 static int model_flags(const cli_opt *o, const llama_config *base, llama_config *c, llama_style *style) {
@@ -52,6 +55,7 @@ static int model_flags(const cli_opt *o, const llama_config *base, llama_config 
                                               {M_MLP, &c->mlp_dim}, {M_SEQ, &c->max_target_length}};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (o[ints[i].i].seen && cli_i64(o[ints[i].i].name, o[ints[i].i].value, ints[i].dst)) return CLI_EXIT_USAGE;
+    if (o[M_SCAN].seen) c->scan_layers = true;
     *style = LLAMA_LINEN_TOP;
     if (o[M_STYLE].seen) {
         if (!strcmp(o[M_STYLE].value, "nnx")) *style = LLAMA_NNX_TOP;
@@ -76,6 +80,7 @@ static int sample_text(FILE *f, llama_model *m, const char *prompt, int64_t ntok
     size_t mark = lx_pool_open();
     llama_config c = *llama_model_config(m);
     c.cache_batch = 1;
+    c.scan_layers = false; /* the KV cache runs per layer: load_params unstacks scanned params */
     llama_model *dec = NULL;
     lx_tree *p = NULL;
     int rc = 0;

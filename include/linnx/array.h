@@ -136,6 +136,11 @@ size_t lx_array_cache_limit(void);
 void lx_array_cache_release(void);
 size_t lx_array_cache_bytes(void);
 bool lx_array_cache_enabled(void);
+/* The matching release: called with the same byte count when such an allocation goes back to
+ * the heap, so the two together give the live and peak bytes of a code path (bench/stack.c's
+ * remat lines). A block the storage cache keeps is not reported (nor is its reuse): measure with
+ * the cache off (lx_array_cache_set_limit(0)). */
+void lx_set_free_hook(lx_alloc_hook fn, void *user);
 
 /* ---- access ---- */
 static inline float *lx_f32(const lx_array *a) { return (float *)a->data; }

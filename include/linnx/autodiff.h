@@ -75,6 +75,32 @@ bool lx_tape_active(void);
  * dependence through it. Pool-owned; primitive "stop_gradient". */
 lx_array *lx_stop_gradient(lx_array *x);
 
+/* ---- remat (jax.checkpoint / nn.remat / nnx.remat) ----
+ * lx_remat_call(fn, user, ...) runs fn(user, false, out) now. While a tape records, the call
+ * becomes ONE tape entry instead of a record per op: it keeps the arrays the function read that
+ * the tape differentiates through (parameters, incoming activations) and its outputs, and drops
+ * everything computed inside (the activations are freed when the call returns). The backward
+ * pass runs fn(user, true, out) again under an inner tape, differentiates it, and feeds the
+ * inputs' cotangents back: the gradients equal the unrematerialised ones bit for bit when the
+ * function is deterministic. With no tape recording, fn runs once and that is all.
+ *
+ * The recomputation (recompute == true) must read the same arrays and compute the same values
+ * (same rng keys and counts), and change nothing outside (no variable writes): it is the
+ * closure's job to have captured what it needs. Outputs: an array or a tuple tree of arrays
+ * (the float arrays in it are the entry's outputs; others are constants).
+ *
+ * Policies (jax.checkpoint_policies): LX_REMAT_NOTHING_SAVEABLE keeps nothing inside;
+ * LX_REMAT_DOTS_SAVEABLE keeps the outputs of the contractions (matmul, dot_general,
+ * conv_general), which the recomputation takes back instead of recomputing them.
+ *
+ * Ownership: `user` belongs to linnx from the call on: user_free(user) (may be NULL) runs when the
+ * tape entry is released (after the backward pass, or with the tape), or before the call
+ * returns when no entry was made (no tape, no dependence on a watched array, or a failure).
+ * *out is an owned value (lx_value_free). */
+typedef enum lx_remat_policy { LX_REMAT_NOTHING_SAVEABLE = 0, LX_REMAT_DOTS_SAVEABLE = 1 } lx_remat_policy;
+typedef lx_status (*lx_remat_fn)(void *user, bool recompute, lx_value *out);
+lx_status lx_remat_call(lx_remat_fn fn, void *user, void (*user_free)(void *), lx_remat_policy policy, lx_value *out);
+
 /* jax_debug_nans-style checking (per thread, off by default): when on, a loss or gradient holding
  * NaN or Inf makes lx_value_and_grad / linen_value_and_grad / nnx_value_and_grad fail with
  * LX_ERR_INVALID_ARGUMENT naming the first bad leaf's path (or input index) and element; nothing is

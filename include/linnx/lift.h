@@ -56,6 +56,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "linnx/autodiff.h"
 #include "linnx/linen.h"
 #include "linnx/tree.h"
 
@@ -114,6 +115,20 @@ lx_status linen_vmap_named(const linen_module *target, const linen_lift_opts *op
                            linen_module **out);
 lx_status linen_scan_named(const linen_module *target, const linen_lift_opts *opts, const char *name,
                            linen_module **out);
+
+/* nn.remat(target, policy=...) / nn.checkpoint: a module "Checkpoint<T>" (auto-name
+ * CheckpointBlock_0) whose calls are recomputed in the backward pass instead of kept
+ * (lx_remat_call in autodiff.h: one tape entry holding the call's inputs, or with
+ * LX_REMAT_DOTS_SAVEABLE also its contraction outputs). Its scope is transparent:
+ * nn.remat(Block) bound as `block` keeps params/block/Dense_0/kernel, and the keys, counts and
+ * variables are those of the plain module, so init gives the same parameters and apply the same
+ * values and gradients. Mutable collections (batch_stats, intermediates) are written by the
+ * forward only. Compose with scan as Flax does: linen_scan(remat_of_block, ...). The module
+ * holds a reference to the target; the caller owns *out. */
+lx_status linen_remat(const linen_module *target, lx_remat_policy policy, linen_module **out);
+lx_status linen_remat_named(const linen_module *target, lx_remat_policy policy, const char *name,
+                            linen_module **out);
+#define linen_checkpoint linen_remat
 
 /* ---- stacked <-> unrolled layouts (MaxText #4369) ----
  * Unstack: in every collection, every leaf under `prefix` (a path inside the collection, such

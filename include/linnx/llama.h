@@ -83,6 +83,10 @@ typedef struct llama_config {
     double rope_min_timescale;   /* 1 */
     double rope_max_timescale;   /* 10000 */
     int64_t cache_batch;         /* 0: train mode (no KV cache); > 0: decode with this batch */
+    bool scan_layers;            /* false: MaxText's scan_layers: the decoder layers run as one
+                                  * nn.scan named `layers`, params stacked at decoder/layers/...
+                                  * with the layer axis at 1 and 'layers' in their names
+                                  * (maxtext-decoder.md §D.9); train mode (cache_batch 0) only */
 } llama_config;
 
 /* spec/maxtext-wrappers.md §5.1: V 256, E 64, H 4, K 2, D 16, M 128, L 2, max length 256. */
@@ -94,7 +98,7 @@ lx_status llama_config_check(const llama_config *c);
 int64_t llama_param_count(const llama_config *c);
 /* The config as constructor keyword arguments (the field names above), for the NNX types and
  * the Linen types below: fills out[0..LLAMA_CONFIG_NKW). */
-#define LLAMA_CONFIG_NKW 12
+#define LLAMA_CONFIG_NKW 13
 void llama_config_kwargs(const llama_config *c, lx_kwarg out[LLAMA_CONFIG_NKW]);
 
 /* ---- the NNX layers (MaxText's class names); constructors take the kwargs noted above ---- */
@@ -158,7 +162,9 @@ nnx_module *llama_model_nnx_module(const llama_model *m);
  * (Variables). Both have the same paths. */
 lx_status llama_model_params(llama_model *m, lx_tree **out);
 /* Overwrite the parameters from `params` (either form above: boxes, Variables or arrays at the
- * same paths; shapes must match; nothing changes on failure). The arrays are shared. */
+ * same paths; shapes must match; nothing changes on failure). The arrays are shared, except that
+ * a scanned layout (decoder/layers, layer axis 1) given to an unrolled model is unstacked into
+ * decoder/layers_<i> and an unrolled one given to a scanned model is stacked (new arrays). */
 lx_status llama_model_load_params(llama_model *m, const lx_tree *params);
 /* Logits (B, S, V) for tokens (B, S) int32 at positions (B, S) int32 (NULL = 0..S-1). In a decode
  * model this runs the cache path (prefill / autoregressive) and advances the cache. Tokens

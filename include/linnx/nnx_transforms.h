@@ -29,6 +29,7 @@
 
 #include <limits.h>
 
+#include "linnx/autodiff.h"
 #include "linnx/nnx.h"
 
 #ifdef __cplusplus
@@ -61,6 +62,16 @@ lx_status nnx_vmap_create_fn(nnx_ctor_fn ctor, void *user, nnx_rngs *rngs, int64
  * carry alone (the result is the final carry). */
 lx_status nnx_scan_call(nnx_module *stacked, const char *method, const nnx_state_axes *state_axes,
                         const char *partition_name, const lx_call *call, lx_value *out);
+
+/* nnx.remat(f, policy=...)(module, *args): call `method` (NULL: __call__) of m so that, while a
+ * tape records, the call is one tape entry and its activations are recomputed in the backward
+ * pass (lx_remat_call). The forward runs on m itself (Variables it changes stay changed); the
+ * recomputation runs on a module merged from a snapshot of m's state at the call (the same
+ * arrays, keys and counts), so gradients equal the plain call's. With no tape it is nnx_call. */
+lx_status nnx_remat_call(nnx_module *m, const char *method, lx_remat_policy policy, const lx_call *call, lx_value *out);
+/* nnx.scan(nnx.remat(layer)): nnx_scan_call with every layer's call rematerialised. */
+lx_status nnx_scan_call_remat(nnx_module *stacked, const char *method, const nnx_state_axes *state_axes,
+                              const char *partition_name, lx_remat_policy policy, const lx_call *call, lx_value *out);
 
 /* One layer of a stacked module as its own module (Variables hold slices; gradients flow to
  * the stacked arrays). */

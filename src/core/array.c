@@ -137,6 +137,14 @@ void lx_set_alloc_hook(lx_alloc_hook fn, void *user) {
     alloc_hook_user = user;
 }
 
+static lx_alloc_hook free_hook;
+static void *free_hook_user;
+
+void lx_set_free_hook(lx_alloc_hook fn, void *user) {
+    free_hook = fn;
+    free_hook_user = user;
+}
+
 static _Atomic size_t max_array_bytes; /* 0: no limit (linnx/fault.h) */
 
 void lx_set_max_array_bytes(size_t bytes) { atomic_store(&max_array_bytes, bytes); }
@@ -423,7 +431,10 @@ void lx_release(lx_array *a) {
         /* lx_array_empty made it: its data size (dtype and size never change after) */
         size_t bytes = (size_t)a->size * lx_dtype_size(a->dtype);
         size_t rounded = (bytes + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN;
-        if (!cache_put(a->alloc, rounded ? rounded : LX_ALIGN)) free(a->alloc);
+        if (!cache_put(a->alloc, rounded ? rounded : LX_ALIGN)) {
+            if (free_hook) free_hook(bytes, free_hook_user);
+            free(a->alloc);
+        }
     }
     header_free(a);
     atomic_fetch_sub(&lx_live_arrays, 1);

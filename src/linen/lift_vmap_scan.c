@@ -398,6 +398,7 @@ static lx_status run_copy(lift_run *r, const lx_call *call, int64_t i, const uin
     if (st == LX_OK) {
         linen_module *inner = r->h->target;
         st = linen_scope_new(f, s->parent, s->name, inner, &f->root);
+        if (st == LX_OK) f->root->lifted_body = true;
     }
     if (st == LX_OK) {
         memcpy(f->root->rng_counters, counters, sizeof(uint32_t) * (size_t)outer->nrngs);

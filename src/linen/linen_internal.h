@@ -84,6 +84,8 @@ struct linen_scope {
     const char **names;   /* the components, borrowed from each scope's name */
     uint32_t *rng_counters; /* one per frame stream */
     bool is_function;     /* a LINEN_TYPE_FUNCTION call: no variables, no children */
+    bool lifted_body;     /* the body of a lifted transform (scan, vmap, remat): the lifted scope
+                           * already named this path component, so the body's frame adds none */
 
     /* each array starts as the inline storage below and moves to the heap when it outgrows it */
     linen_child *children;

@@ -600,7 +600,7 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
     *out = lx_none();
     /* Every method runs in a module frame: a scope adds its name to the path that failures and
      * op interceptors see (the name is lent: the scope outlives the call). */
-    LX_TRY(lx_frame_enter_(LX_FRAME_LINEN, s->name, NULL, s, scope_holds_param));
+    LX_TRY(lx_frame_enter_(LX_FRAME_LINEN, s->lifted_body ? "" : s->name, NULL, s, scope_holds_param));
     stack_[nstack_++] = s;
     s->method_depth++;
     lx_status st = run_setup(s);

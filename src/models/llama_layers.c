@@ -29,6 +29,7 @@ const lx_field LLAMA_CONFIG_FIELDS[] = {
     LX_FIELD_FLOAT(llama_config, rope_min_timescale, 1.0),
     LX_FIELD_FLOAT(llama_config, rope_max_timescale, 10000.0),
     LX_FIELD_INT(llama_config, cache_batch, 0),
+    LX_FIELD_BOOL(llama_config, scan_layers, false),
 };
 const int LLAMA_CONFIG_NFIELDS = (int)(sizeof LLAMA_CONFIG_FIELDS / sizeof LLAMA_CONFIG_FIELDS[0]);
 
@@ -51,6 +52,7 @@ void llama_config_kwargs(const llama_config *c, lx_kwarg out[LLAMA_CONFIG_NKW]) 
     out[9] = LX_KW_FLOAT("rope_min_timescale", c->rope_min_timescale);
     out[10] = LX_KW_FLOAT("rope_max_timescale", c->rope_max_timescale);
     out[11] = LX_KW_INT("cache_batch", c->cache_batch);
+    out[12] = LX_KW("scan_layers", lx_bool_v(c->scan_layers));
 }
 
 lx_status llama_config_check(const llama_config *c) {
@@ -82,6 +84,10 @@ lx_status llama_config_check(const llama_config *c) {
     if (c->cache_batch < 0 || c->cache_batch > (1 << 16))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama config: cache_batch must be in 0..65536, got %lld",
                        (long long)c->cache_batch);
+    if (c->scan_layers && c->cache_batch > 0)
+        return lx_fail(LX_ERR_UNSUPPORTED,
+                       "llama config: scan_layers is for training (cache_batch 0); decode with the unrolled layers "
+                       "(llama_model_load_params unstacks scanned parameters)");
     return LX_OK;
 }
 

@@ -10,6 +10,7 @@
 #include "linnx/box.h"
 #include "linnx/bridge.h"
 #include "linnx/init.h"
+#include "linnx/lift.h"
 #include "linnx/llama.h"
 #include "linnx/ops.h"
 #include "linnx/to_linen.h"
@@ -68,7 +69,23 @@ static lx_status decoder_call(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_kwarg kw[LLAMA_CONFIG_NKW];
     llama_config_kwargs(cfg, kw);
     lx_call ctor = {0, NULL, LLAMA_CONFIG_NKW, kw};
-    for (int64_t i = 0; i < cfg->num_decoder_layers && y; i++) {
+    if (cfg->scan_layers) { /* MaxText's scan_decoder_layers (maxtext-decoder.md §D.9) */
+        linen_module *layer = NULL, *scan = NULL;
+        LX_TRY(linen_module_new(layer_cls, &ctor, &layer));
+        linen_lift_opts o = {.variable_axes = LINEN_VAR_AXES({"params", 1}, {"cache", 0}, {"intermediates", 0}),
+                             .split_rngs = LINEN_NAMES("params"),
+                             .in_axes = LINEN_AXES(LINEN_AXIS_BROADCAST, LINEN_AXIS_BROADCAST),
+                             .length = cfg->num_decoder_layers,
+                             .partition_name = "layers"};
+        lx_status st = linen_scan(layer, &o, &scan);
+        linen_module_release(layer);
+        LX_TRY(st);
+        lx_value args[5] = {lx_array_v(y), seg_value(seg), lx_array_v(pos), lx_bool_v(true), lx_str_v(mode)};
+        lx_call lc = {5, args, 0, NULL};
+        y = call_child_array(s, scan, "layers", &lc);
+        linen_module_release(scan);
+    }
+    for (int64_t i = 0; !cfg->scan_layers && i < cfg->num_decoder_layers && y; i++) {
         char name[32];
         snprintf(name, sizeof name, "layers_%lld", (long long)i);
         linen_module *layer = NULL;
@@ -368,14 +385,47 @@ static lx_status match_params(const lx_tree *current, const lx_tree *given, lx_f
     return st;
 }
 
+static lx_status plain_leaf(const char *path, const lx_value *leaf, void *user, lx_value *out) {
+    (void)user;
+    lx_array *a = leaf_array(leaf);
+    if (!a) return lx_fail(LX_ERR_TYPE, "llama params: %s is a %s, not an array", path, lx_kind_name(leaf->kind));
+    *out = lx_array_v(lx_retain(a));
+    return LX_OK;
+}
+
+/* `params` in the model's layer layout: a scanned tree (decoder/layers) for an unrolled model is
+ * unstacked, an unrolled one (decoder/layers_0...) for a scanned model stacked, on axis 1
+ * (MaxText's param_scan_axis). *out stays NULL when nothing needs converting. */
+lx_status llama_params_layout_(const llama_config *cfg, const lx_tree *params, lx_tree **out) {
+    *out = NULL;
+    bool has_scanned = lx_tree_find(params, "decoder/layers") != NULL;
+    bool has_unrolled = lx_tree_find(params, "decoder/layers_0") != NULL;
+    if (cfg->scan_layers ? !has_unrolled : !has_scanned) return LX_OK;
+    lx_tree *plain = NULL;
+    LX_TRY(lx_tree_map(params, plain_leaf, NULL, &plain));
+    linen_var_axes axes = LINEN_VAR_AXES({"decoder", 1});
+    lx_status st = cfg->scan_layers ? linen_stack_layers(plain, "layers", axes, NULL, out)
+                                      : linen_unstack_layers(plain, "layers", axes, NULL, out);
+    lx_tree_release(plain);
+    return st;
+}
+
 lx_status llama_model_load_params(llama_model *m, const lx_tree *params) {
     if (!m || !params) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_model_load_params: NULL argument");
+    lx_tree *converted = NULL;
+    LX_TRY(llama_params_layout_(&m->cfg, params, &converted));
+    if (converted) params = converted;
     lx_tree *cur = NULL;
-    LX_TRY(llama_model_params(m, &cur));
+    lx_status st = llama_model_params(m, &cur);
+    if (st != LX_OK) {
+        lx_tree_release(converted);
+        return st;
+    }
     lx_flat arrays;
-    lx_status st = match_params(cur, params, &arrays);
+    st = match_params(cur, params, &arrays);
     if (st != LX_OK) {
         lx_tree_release(cur);
+        lx_tree_release(converted);
         return st;
     }
     if (m->style == LLAMA_LINEN_TOP) {
@@ -415,6 +465,7 @@ lx_status llama_model_load_params(llama_model *m, const lx_tree *params) {
     }
     lx_flat_free(&arrays);
     lx_tree_release(cur);
+    lx_tree_release(converted);
     return st;
 }
 

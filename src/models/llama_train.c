@@ -9,6 +9,7 @@
 #include "linnx/checkpoint.h"
 #include "linnx/distributed.h"
 #include "linnx/llama_train.h"
+#include "llama_internal.h"
 #include "linnx/variable.h"
 
 /* ------------------------------------------------------------------ schedule and optimizer */
@@ -310,15 +311,24 @@ lx_status llama_model_load_checkpoint(llama_model *m, const lx_tree *ckpt) {
     LX_TRY(check_config(llama_model_config(m), ckpt, false));
     const lx_tree *p = ckpt_params(ckpt);
     if (!p) return lx_fail(LX_ERR_NOT_FOUND, "llama checkpoint: no params/params map");
+    /* a scanned checkpoint for an unrolled model (sampling decodes unrolled) or the reverse */
+    lx_tree *conv = NULL;
+    LX_TRY(llama_params_layout_(llama_model_config(m), p, &conv));
+    if (conv) p = conv;
     /* restore into the model's own structure: boxes / Variables with the stored arrays */
     lx_tree *target = NULL, *restored = NULL;
-    LX_TRY(llama_model_params(m, &target));
+    lx_status st0 = llama_model_params(m, &target);
+    if (st0 != LX_OK) {
+        lx_tree_release(conv);
+        return st0;
+    }
     lx_restore_opts ro = lx_restore_defaults();
     ro.allow_extra = false;
     lx_status st = lx_ckpt_restore(target, p, &ro, &restored);
     if (st == LX_OK) st = llama_model_load_params(m, restored);
     lx_tree_release(target);
     lx_tree_release(restored);
+    lx_tree_release(conv);
     return st;
 }
 

@@ -241,8 +241,9 @@ lx_status nnx_stack_slice(nnx_module *stacked, int64_t index, const nnx_state_ax
     return st;
 }
 
-lx_status nnx_scan_call(nnx_module *stacked, const char *method, const nnx_state_axes *sa, const char *pname,
-                        const lx_call *call, lx_value *out) {
+/* remat < 0: a plain call per layer; else nnx.remat of each layer's call with that policy. */
+static lx_status scan_impl(nnx_module *stacked, const char *method, const nnx_state_axes *sa, const char *pname,
+                           int remat, const lx_call *call, lx_value *out) {
     if (!stacked || !call || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.scan: NULL argument");
     *out = lx_none();
     const char *tname = stacked->type->name;
@@ -312,7 +313,8 @@ lx_status nnx_scan_call(nnx_module *stacked, const char *method, const nnx_state
         }
         lx_value o = lx_none();
         lx_call ci = {call->nargs, args, call->nkwargs, call->kwargs};
-        if (st == LX_OK) st = nnx_call(m, method, &ci, &o);
+        if (st == LX_OK)
+            st = remat < 0 ? nnx_call(m, method, &ci, &o) : nnx_remat_call(m, method, (lx_remat_policy)remat, &ci, &o);
         for (size_t p = 0; st == LX_OK && p < np; p++)
             if (tvar[p]) after[(size_t)i * np + p] = lx_autorelease(lx_retain(lx_variable_get_value(tvar[p])));
         if (st != LX_OK) break;
@@ -410,4 +412,16 @@ lx_status nnx_scan_call(nnx_module *stacked, const char *method, const nnx_state
     }
     *out = result;
     return LX_OK;
+}
+
+lx_status nnx_scan_call(nnx_module *stacked, const char *method, const nnx_state_axes *sa, const char *pname,
+                        const lx_call *call, lx_value *out) {
+    return scan_impl(stacked, method, sa, pname, -1, call, out);
+}
+
+lx_status nnx_scan_call_remat(nnx_module *stacked, const char *method, const nnx_state_axes *sa, const char *pname,
+                              lx_remat_policy policy, const lx_call *call, lx_value *out) {
+    if (policy != LX_REMAT_NOTHING_SAVEABLE && policy != LX_REMAT_DOTS_SAVEABLE)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.remat: unknown policy %d", (int)policy);
+    return scan_impl(stacked, method, sa, pname, (int)policy, call, out);
 }

@@ -13,6 +13,7 @@
 
 #include "linnx/autodiff.h"
 #include "linnx/ops.h"
+#include "broadcast.h"
 #include "op_internal.h"
 
 typedef struct rec {
@@ -23,6 +24,9 @@ typedef struct rec {
     int *in_rec; /* the record producing each input, -1 for constants */
     lx_array *out;
     lx_array *ct; /* the accumulated cotangent of out (owned) */
+    bool ct_private; /* ct is a buffer of this record's alone: slices may add into it in place */
+    struct remat_entry *comp; /* a checkpointed call's entry (remat below), else NULL */
+    int comp_out;             /* which output of it this record is; -1 for the entry itself */
 } rec;
 
 struct lx_tape {
@@ -80,7 +84,10 @@ static bool map_put(lx_tape *t, const lx_array *a, size_t idx) {
     return true;
 }
 
+static void remat_entry_release(struct remat_entry *e);
+
 static void rec_clear(rec *r) {
+    remat_entry_release(r->comp);
     for (int i = 0; r->in && i < r->nin; i++) lx_release(r->in[i]); /* in is NULL when its calloc failed */
     free(r->in);
     free(r->in_rec);
@@ -216,9 +223,11 @@ static lx_status accumulate(rec *r, lx_array *g) {
     if (!lx_same_shape(g, r->out) || g->dtype != r->out->dtype) {
         char b1[64], b2[64];
         return lx_fail(LX_ERR_INTERNAL, "tape_backward: the cotangent %s of a %s does not match its value %s",
-                       lx_array_sig(g, b1, sizeof b1), r->id < LX_PRIM_COUNT ? lx_prim_get(r->id)->name : "leaf",
+                       lx_array_sig(g, b1, sizeof b1),
+                       r->comp ? "checkpointed call" : r->id < LX_PRIM_COUNT ? lx_prim_get(r->id)->name : "leaf",
                        lx_array_sig(r->out, b2, sizeof b2));
     }
+    r->ct_private = false;
     if (!r->ct) {
         r->ct = lx_retain(g);
         return LX_OK;
@@ -288,6 +297,76 @@ static void ready_fire(const lx_tape *t, ready_plan *p, long *head) {
     *head = -1;
 }
 
+/* A slice's cotangent added straight into its input's cotangent at the slice's place. The
+ * generic rule pads the slice's cotangent to the input's full shape and accumulate() adds that:
+ * for a scan, where each of L layers reads slice i of a stacked parameter, that is L full-size
+ * zero arrays and L full-size adds per parameter (quadratic in L). Here the first slice makes
+ * one private zero buffer and every slice adds into its own window of it (linear). The sums are
+ * the ones the generic rule makes (0 + g, then the other windows' adds touch other elements). */
+static void add_window(float *restrict dst, const int64_t *ds, const float *restrict src, const int64_t *ss,
+                       const int64_t *len, int nd) {
+    if (nd == 1) {
+        if (ds[0] == 1 && ss[0] == 1) /* the usual case: a contiguous row, vectorised */
+            for (int64_t i = 0; i < len[0]; i++) dst[i] += src[i];
+        else if (ds[0] == 1)
+            for (int64_t i = 0; i < len[0]; i++) dst[i] += src[i * ss[0]];
+        else
+            for (int64_t i = 0; i < len[0]; i++) dst[i * ds[0]] += src[i * ss[0]];
+        return;
+    }
+    for (int64_t i = 0; i < len[0]; i++) add_window(dst + i * ds[0], ds + 1, src + i * ss[0], ss + 1, len + 1, nd - 1);
+}
+
+/* The record a slice record adds into directly, or NULL when the generic rule applies. */
+static rec *slice_target(lx_tape *t, const rec *r) {
+    if (r->id != LX_PRIM_SLICE || r->nin != 1 || !r->params || r->in_rec[0] < 0 || !r->ct || r->ct->dtype != LX_F32 ||
+        !lx_same_shape(r->ct, r->out))
+        return NULL;
+    rec *target = &t->recs[r->in_rec[0]];
+    const lx_array *x = target->out;
+    if (!x || x->dtype != LX_F32 || x->ndim == 0 || x->ndim != r->ct->ndim || (target->ct && !lx_same_shape(target->ct, x)))
+        return NULL;
+    return target;
+}
+
+static lx_status slice_accumulate(rec *target, const rec *r) {
+    const lx_slice_params *p = r->params;
+    lx_array *x = target->out;
+    if (!target->ct || !target->ct_private) {
+        lx_array *buf = target->ct ? lx_array_copy(target->ct) : lx_array_new(LX_F32, x->ndim, x->shape);
+        if (!buf) return lx_last_status();
+        lx_release(target->ct);
+        target->ct = buf;
+        target->ct_private = true;
+    }
+    if (!r->ct->size) return LX_OK;
+    int64_t xs[LX_MAX_DIMS], ds[LX_MAX_DIMS], ss[LX_MAX_DIMS], off = 0;
+    lx_contiguous_strides(x->ndim, x->shape, xs);
+    lx_contiguous_strides(r->ct->ndim, r->ct->shape, ss);
+    for (int i = 0; i < x->ndim; i++) {
+        off += p->start[i] * xs[i];
+        ds[i] = xs[i] * p->step[i];
+    }
+    /* merge axes that are contiguous in both (a layer's slice is usually one block) and drop
+     * axes of length 1, so the inner loop runs over whole rows, not the last axis alone */
+    int64_t md[LX_MAX_DIMS], ms[LX_MAX_DIMS], ml[LX_MAX_DIMS];
+    int nd = 0;
+    for (int i = 0; i < x->ndim; i++) {
+        if (p->len[i] == 1) continue;
+        if (nd > 0 && md[nd - 1] == ds[i] * p->len[i] && ms[nd - 1] == ss[i] * p->len[i]) {
+            md[nd - 1] = ds[i], ms[nd - 1] = ss[i], ml[nd - 1] *= p->len[i];
+            continue;
+        }
+        md[nd] = ds[i], ms[nd] = ss[i], ml[nd] = p->len[i];
+        nd++;
+    }
+    if (nd == 0) md[0] = ms[0] = ml[0] = 1, nd = 1;
+    add_window(lx_f32(target->ct) + off, md, lx_f32(r->ct), ms, ml, nd);
+    return LX_OK;
+}
+
+static lx_status remat_backward_step(lx_tape *t, rec *r);
+
 lx_status lx_tape_backward(lx_tape *t, lx_array *y, int n, lx_array *const *xs, lx_array **grads) {
     for (int i = 0; grads && i < n; i++) grads[i] = NULL;
     if (!t || !y || (n > 0 && (!xs || !grads)))
@@ -318,7 +397,18 @@ lx_status lx_tape_backward(lx_tape *t, lx_array *y, int n, lx_array *const *xs, 
         if (plan.due && k + 1 <= ky) ready_fire(t, &plan, &plan.due[k + 1]); /* record k+1 was the last to add */
         rec *r = &t->recs[k];
         if (r->id == LX_PRIM_COUNT) continue;
+        if (r->comp) { /* a checkpointed call (remat): its own step */
+            st = remat_backward_step(t, r);
+            rec_clear(r);
+            continue;
+        }
         if (!r->ct) {
+            rec_clear(r);
+            continue;
+        }
+        rec *window_of = slice_target(t, r);
+        if (window_of) {
+            st = slice_accumulate(window_of, r);
             rec_clear(r);
             continue;
         }
@@ -423,5 +513,323 @@ lx_status lx_value_and_grad(lx_loss_fn fn, void *user, int n, lx_array *const *x
     if (st == LX_OK && value) *value = lx_retain(loss);
     lx_pool_close(mark);
     lx_tape_free(t);
+    return st;
+}
+
+/* ---- remat (jax.checkpoint): one tape entry for a whole call ----
+ *
+ * Forward: the outer tape pauses while the function runs; an observer notes every array the
+ * function's ops read that the outer tape knows (the entry's inputs: parameters, the incoming
+ * activation) and, for dots_saveable, keeps each contraction's output. Nothing the function
+ * computes inside is retained, so its activations are freed when its pool closes. The tape then
+ * gets the entry (the inputs, retained) and one record per float output array (what later ops
+ * read; their cotangents accumulate there as usual).
+ *
+ * Backward (remat_backward_step, reached from the tape loop at the entry): the function runs
+ * again under a fresh inner tape that watches the inputs (dots_saveable: a substituter hands the
+ * kept contraction outputs back in order instead of recomputing them, recorded as the same
+ * primitive so their VJPs still run), sum(out_j * ct_j) is differentiated (its gradient is ct_j
+ * exactly, so the result equals the unrematerialised pass bit for bit), and the inputs'
+ * cotangents are added to the outer records. */
+/* The id of a remat record: past the table and past the leaf marker (LX_PRIM_COUNT). */
+#define REC_REMAT ((lx_prim_id)(LX_PRIM_COUNT + 1))
+
+typedef struct saved_dot {
+    lx_prim_id id;
+    void *params;
+    int64_t ashape[LX_MAX_DIMS], bshape[LX_MAX_DIMS];
+    int andim, bndim;
+    lx_array *out;
+} saved_dot;
+
+typedef struct remat_entry {
+    int refs;
+    lx_remat_fn fn;
+    void *user;
+    void (*user_free)(void *);
+    lx_remat_policy policy;
+    int nout;
+    lx_array **out_ct; /* per output: its cotangent, gathered from the output records */
+    int64_t (*out_shape)[LX_MAX_DIMS + 1]; /* ndim, then the shape: the recompute must match */
+    saved_dot *dots;
+    int ndots, capdots;
+} remat_entry;
+
+static void remat_entry_release(remat_entry *e) {
+    if (!e || --e->refs > 0) return;
+    for (int j = 0; j < e->nout; j++) lx_release(e->out_ct[j]);
+    free(e->out_ct);
+    free(e->out_shape);
+    for (int i = 0; i < e->ndots; i++) {
+        lx_release(e->dots[i].out);
+        free(e->dots[i].params);
+    }
+    free(e->dots);
+    if (e->user_free) e->user_free(e->user);
+    free(e);
+}
+
+typedef struct remat_watch {
+    lx_tape *outer;
+    remat_entry *e;
+    lx_array **in;
+    int nin, capin;
+    bool failed;
+} remat_watch;
+
+static bool is_dot(lx_prim_id id) { return id == LX_PRIM_MATMUL || id == LX_PRIM_DOT_GENERAL || id == LX_PRIM_CONV_GENERAL; }
+
+static void remat_observe(const lx_prim_event *ev, void *user) {
+    remat_watch *w = user;
+    for (int i = 0; i < ev->ninputs; i++) {
+        lx_array *a = ev->inputs[i];
+        if (!a || map_get(w->outer, a) < 0) continue;
+        bool seen = false;
+        for (int k = 0; k < w->nin && !seen; k++) seen = w->in[k] == a;
+        if (seen) continue;
+        if (w->nin == w->capin) {
+            int nc = w->capin ? 2 * w->capin : 16;
+            lx_array **n = realloc(w->in, sizeof *n * (size_t)nc);
+            if (!n) {
+                w->failed = true;
+                return;
+            }
+            w->in = n, w->capin = nc;
+        }
+        w->in[w->nin++] = a;
+    }
+    remat_entry *e = w->e;
+    if (e->policy != LX_REMAT_DOTS_SAVEABLE || !is_dot(ev->id) || ev->ninputs != 2 || !ev->output ||
+        !ev->inputs[0] || !ev->inputs[1])
+        return;
+    if (e->ndots == e->capdots) {
+        int nc = e->capdots ? 2 * e->capdots : 8;
+        saved_dot *n = realloc(e->dots, sizeof *n * (size_t)nc);
+        if (!n) {
+            w->failed = true;
+            return;
+        }
+        e->dots = n, e->capdots = nc;
+    }
+    saved_dot *d = &e->dots[e->ndots];
+    memset(d, 0, sizeof *d);
+    size_t ps = lx_prim_get(ev->id)->params_size;
+    if (ps && ev->params) {
+        d->params = malloc(ps);
+        if (!d->params) {
+            w->failed = true;
+            return;
+        }
+        memcpy(d->params, ev->params, ps);
+    }
+    d->id = ev->id;
+    d->andim = ev->inputs[0]->ndim, d->bndim = ev->inputs[1]->ndim;
+    memcpy(d->ashape, ev->inputs[0]->shape, sizeof(int64_t) * (size_t)d->andim);
+    memcpy(d->bshape, ev->inputs[1]->shape, sizeof(int64_t) * (size_t)d->bndim);
+    d->out = lx_retain(ev->output);
+    e->ndots++;
+}
+
+/* The float arrays of a result (an array, or the array leaves of a tuple tree), in order. */
+static int value_arrays(const lx_value *v, lx_array **out, int cap, int n) {
+    if (v->kind == LX_V_ARRAY) {
+        if (!v->u.array || !float_dtype(v->u.array->dtype)) return n;
+        if (out && n < cap) out[n] = v->u.array;
+        return n + 1;
+    }
+    if (v->kind == LX_V_TREE)
+        for (size_t i = 0; i < lx_tree_len(v->u.tree); i++) n = value_arrays(lx_tree_at(v->u.tree, i), out, cap, n);
+    return n;
+}
+
+/* Add the entry and its output records to the outer tape. */
+static lx_status remat_record(lx_tape *t, remat_entry *e, const remat_watch *w, const lx_value *out) {
+    int nout = value_arrays(out, NULL, 0, 0);
+    lx_array **outs = calloc((size_t)nout + 1, sizeof *outs);
+    e->out_ct = calloc((size_t)nout + 1, sizeof *e->out_ct);
+    e->out_shape = calloc((size_t)nout + 1, sizeof *e->out_shape);
+    if (!outs || !e->out_ct || !e->out_shape) {
+        free(outs);
+        return lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
+    }
+    value_arrays(out, outs, nout, 0);
+    e->nout = nout;
+    for (int j = 0; j < nout; j++) {
+        e->out_shape[j][0] = outs[j]->ndim;
+        memcpy(&e->out_shape[j][1], outs[j]->shape, sizeof(int64_t) * (size_t)outs[j]->ndim);
+    }
+    long k = tape_push(t);
+    if (k < 0) {
+        free(outs);
+        return lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
+    }
+    rec *r = &t->recs[k];
+    r->id = REC_REMAT; /* comp routes the record */
+    r->comp = e;
+    r->comp_out = -1;
+    e->refs++;
+    r->nin = w->nin;
+    r->in = calloc((size_t)w->nin + 1, sizeof *r->in);
+    r->in_rec = calloc((size_t)w->nin + 1, sizeof *r->in_rec);
+    lx_status st = r->in && r->in_rec ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
+    for (int i = 0; st == LX_OK && i < w->nin; i++) {
+        r->in[i] = lx_retain(w->in[i]);
+        r->in_rec[i] = (int)map_get(t, w->in[i]);
+    }
+    for (int j = 0; st == LX_OK && j < nout; j++) {
+        if (map_get(t, outs[j]) >= 0) continue; /* an input handed back: already on the tape */
+        long q = tape_push(t);
+        if (q < 0) {
+            st = lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
+            break;
+        }
+        rec *o = &t->recs[q];
+        o->id = REC_REMAT;
+        o->comp = e;
+        o->comp_out = j;
+        e->refs++;
+        o->out = lx_retain(outs[j]);
+        if (!map_put(t, outs[j], (size_t)q)) st = lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
+    }
+    free(outs);
+    if (st != LX_OK) record_failed = true;
+    return st;
+}
+
+lx_status lx_remat_call(lx_remat_fn fn, void *user, void (*user_free)(void *), lx_remat_policy policy, lx_value *out) {
+    if (out) *out = lx_none();
+    if (!fn || !out) {
+        if (user_free) user_free(user);
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "remat: NULL function or output");
+    }
+    if (policy != LX_REMAT_NOTHING_SAVEABLE && policy != LX_REMAT_DOTS_SAVEABLE) {
+        if (user_free) user_free(user);
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "remat: unknown policy %d", (int)policy);
+    }
+    lx_tape *t = lx_tape_recording_;
+    if (!t) { /* nothing to differentiate: an ordinary call */
+        lx_status st = fn(user, false, out);
+        if (user_free) user_free(user);
+        return st;
+    }
+    remat_entry *e = calloc(1, sizeof *e);
+    if (!e) {
+        if (user_free) user_free(user);
+        return lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
+    }
+    e->refs = 1;
+    e->fn = fn, e->user = user, e->user_free = user_free, e->policy = policy;
+    remat_watch w = {t, e, NULL, 0, 0, false};
+    int handle = 0;
+    lx_status st = lx_prim_observe(remat_observe, &w, &handle);
+    if (st == LX_OK) {
+        lx_tape_recording_ = NULL; /* paused: the function's ops are not recorded */
+        size_t mark = lx_pool_open();
+        st = fn(user, false, out);
+        lx_pool_close(mark); /* the function's intermediates go now; *out holds its results */
+        lx_tape_recording_ = t;
+        lx_prim_unobserve(handle);
+    }
+    if (st == LX_OK && w.failed) st = lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
+    if (st == LX_OK && w.nin > 0) st = remat_record(t, e, &w, out);
+    if (st != LX_OK) lx_value_free(out);
+    free(w.in);
+    remat_entry_release(e);
+    return st;
+}
+
+/* dots_saveable in the recompute: the kept contraction outputs, in the forward's order. */
+typedef struct replay {
+    remat_entry *e;
+    int next;
+    bool off;
+} replay;
+
+static lx_array *remat_replay(lx_prim_id id, const void *params, int nin, lx_array **inputs, void *user) {
+    (void)params;
+    replay *rp = user;
+    if (rp->off || !is_dot(id) || nin != 2) return NULL;
+    if (rp->next >= rp->e->ndots) {
+        rp->off = true;
+        return NULL;
+    }
+    saved_dot *d = &rp->e->dots[rp->next];
+    if (d->id != id || !inputs[0] || !inputs[1] || !lx_shape_eq(inputs[0], d->andim, d->ashape) ||
+        !lx_shape_eq(inputs[1], d->bndim, d->bshape)) {
+        rp->off = true; /* the recompute took another path: compute from here on */
+        return NULL;
+    }
+    rp->next++;
+    lx_array *o = lx_autorelease(lx_retain(d->out));
+    lx_prim_record(id, d->params, 2, inputs, o, 0, NULL);
+    return o;
+}
+
+static lx_status remat_backward_step(lx_tape *t, rec *r) {
+    remat_entry *e = r->comp;
+    if (r->comp_out >= 0) { /* an output: hand its cotangent to the entry */
+        if (r->ct) {
+            lx_release(e->out_ct[r->comp_out]);
+            e->out_ct[r->comp_out] = lx_retain(r->ct);
+        }
+        return LX_OK;
+    }
+    bool any_ct = false, any_in = false;
+    for (int j = 0; j < e->nout; j++) any_ct |= e->out_ct[j] != NULL;
+    for (int i = 0; i < r->nin; i++) any_in |= r->in_rec[i] >= 0;
+    if (!any_ct || !any_in) return LX_OK;
+    /* a fresh inner tape, this thread's tape while the function runs again */
+    lx_tape *outer_active = active, *outer_recording = lx_tape_recording_;
+    bool outer_failed = record_failed;
+    lx_tape *in = calloc(1, sizeof *in);
+    lx_array **grads = calloc((size_t)r->nin + 1, sizeof *grads);
+    lx_array **outs = calloc((size_t)e->nout + 1, sizeof *outs);
+    if (!in || !grads || !outs) {
+        free(in);
+        free(grads);
+        free(outs);
+        return lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
+    }
+    active = in;
+    lx_tape_recording_ = in;
+    record_failed = false;
+    lx_status st = LX_OK;
+    for (int i = 0; st == LX_OK && i < r->nin; i++)
+        if (r->in_rec[i] >= 0) st = lx_tape_watch(in, r->in[i]);
+    replay rp = {e, 0, false};
+    int handle = 0;
+    if (st == LX_OK && e->policy == LX_REMAT_DOTS_SAVEABLE && e->ndots > 0)
+        st = lx_prim_substitute_add(remat_replay, &rp, &handle);
+    size_t mark = lx_pool_open();
+    lx_value o = lx_none();
+    if (st == LX_OK) st = e->fn(e->user, true, &o);
+    if (handle) lx_prim_substitute_remove(handle);
+    int n = st == LX_OK ? value_arrays(&o, outs, e->nout, 0) : 0;
+    if (st == LX_OK && n != e->nout)
+        st = lx_fail(LX_ERR_INTERNAL, "remat: the recomputation returned %d arrays, the forward %d", n, e->nout);
+    for (int j = 0; st == LX_OK && j < n; j++)
+        if (!lx_shape_eq(outs[j], (int)e->out_shape[j][0], &e->out_shape[j][1]))
+            st = lx_fail(LX_ERR_INTERNAL, "remat: the recomputation's output %d has another shape than the forward's", j);
+    /* y = sum_j sum(out_j * ct_j): dy/dout_j = ct_j exactly */
+    lx_array *y = NULL;
+    for (int j = 0; st == LX_OK && j < n; j++) {
+        if (!e->out_ct[j]) continue;
+        lx_array *term = lx_sum(lx_mul(outs[j], lx_stop_gradient(e->out_ct[j])), 0, NULL, false);
+        y = y ? lx_add(y, term) : term;
+        if (!y) st = lx_last_status();
+    }
+    lx_tape_stop(in);
+    if (st == LX_OK && y) st = lx_tape_backward(in, y, r->nin, r->in, grads);
+    lx_value_free(&o);
+    lx_tape_free(in); /* clears `active` */
+    active = outer_active;
+    lx_tape_recording_ = outer_recording;
+    record_failed = outer_failed;
+    for (int i = 0; st == LX_OK && i < r->nin; i++)
+        if (grads[i] && r->in_rec[i] >= 0) st = accumulate(&t->recs[r->in_rec[i]], grads[i]);
+    for (int i = 0; i < r->nin; i++) lx_release(grads[i]);
+    lx_pool_close(mark);
+    free(grads);
+    free(outs);
     return st;
 }
