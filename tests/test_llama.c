@@ -24,14 +24,6 @@ static void check_logits(lx_array *lg, const float *want, const char *what);
 
 static const lx_value *find(const lx_tree *t, const char *path) { return lx_tree_find(t, path); }
 
-static lx_array *leaf_array(const lx_value *v) {
-    if (!v) return NULL;
-    if (v->kind == LX_V_ARRAY) return v->u.array;
-    if (v->kind == LX_V_VARIABLE) return lx_variable_get_value(v->u.var);
-    if (v->kind == LX_V_BOX) return lx_box_unbox(v->u.box);
-    return NULL;
-}
-
 /* Neumaier-compensated sum in double (the fixture holds math.fsum of the same floats). */
 static double fsum(const lx_array *a) {
     double s = 0, c = 0;
@@ -66,7 +58,7 @@ static void check_params(llama_model *m, const lf_param *want, int n, bool boxed
     CHECK_EQ_INT(lx_tree_count_params(p), llama_param_count(llama_model_config(m)));
     for (int i = 0; i < n; i++) {
         const lx_value *v = find(p, want[i].path);
-        lx_array *a = leaf_array(v);
+        lx_array *a = lx_value_leaf_array(v);
         LX_TEST_REPORT_(a != NULL, "missing %s", want[i].path);
         if (!a) continue;
         CHECK_EQ_INT(v->kind, boxed ? LX_V_BOX : LX_V_VARIABLE);
@@ -177,7 +169,7 @@ static void test_compositions_agree(void) {
     CHECK_EQ_INT(lx_tree_flatten(pa, &fa), LX_OK);
     CHECK_EQ_INT(fa.len, lx_tree_count_leaves(pb));
     for (size_t i = 0; i < fa.len; i++) {
-        lx_array *x = leaf_array(&fa.items[i].value), *y = leaf_array(find(pb, fa.items[i].path));
+        lx_array *x = lx_value_leaf_array(&fa.items[i].value), *y = lx_value_leaf_array(find(pb, fa.items[i].path));
         LX_TEST_REPORT_(x && y && lx_same_shape(x, y), "%s: not in both", fa.items[i].path);
     }
     lx_flat_free(&fa);
@@ -577,7 +569,7 @@ static void test_scan_layers(void) {
         lx_tree *ps = NULL;
         CHECK_EQ_INT(llama_model_params(sm, &ps), LX_OK);
         const lx_value *q = ps ? find(ps, "decoder/layers/self_attention/query/kernel") : NULL;
-        lx_array *qa = leaf_array(q);
+        lx_array *qa = lx_value_leaf_array(q);
         /* (E, L, H, D): embed, then the layer axis */
         CHECK(qa && qa->ndim == 4 && qa->shape[0] == c.emb_dim && qa->shape[1] == c.num_decoder_layers &&
               qa->shape[2] == c.num_query_heads && qa->shape[3] == c.head_dim);

@@ -34,14 +34,6 @@ static llama_model *model(llama_style s, int64_t seed, const llama_config *c) {
     return m;
 }
 
-static lx_array *leaf_array(const lx_value *v) {
-    if (!v) return NULL;
-    if (v->kind == LX_V_ARRAY) return v->u.array;
-    if (v->kind == LX_V_VARIABLE) return lx_variable_get_value(v->u.var);
-    if (v->kind == LX_V_BOX) return lx_box_unbox(v->u.box);
-    return NULL;
-}
-
 /* A fixed (2, 9) batch of text bytes. */
 static lx_array *batch(void) {
     static const char *txt = "the cat sat on the mat and then the dog ran";
@@ -57,7 +49,7 @@ static double tree_diff(const lx_tree *a, const lx_tree *b, size_t *n) {
     CHECK_EQ_INT(lx_tree_flatten(a, &fa), LX_OK);
     *n = fa.len;
     for (size_t i = 0; i < fa.len; i++) {
-        lx_array *x = leaf_array(&fa.items[i].value), *y = leaf_array(lx_tree_find(b, fa.items[i].path));
+        lx_array *x = lx_value_leaf_array(&fa.items[i].value), *y = lx_value_leaf_array(lx_tree_find(b, fa.items[i].path));
         if (!x || !y || x->size != y->size) {
             LX_TEST_REPORT_(0, "%s: not in both trees", fa.items[i].path);
             continue;
@@ -109,8 +101,8 @@ static void test_compositions_same_logits_loss_grads(void) {
         static const char *paths[] = {"decoder/logits_dense/kernel", "decoder/layers_1/mlp/wi_0/kernel",
                                       "token_embedder/embedding"};
         for (int p = 0; p < 3; p++) {
-            lx_array *g = leaf_array(lx_tree_find(ga, paths[p]));
-            lx_array *x = leaf_array(lx_tree_find(pa, paths[p]));
+            lx_array *g = lx_value_leaf_array(lx_tree_find(ga, paths[p]));
+            lx_array *x = lx_value_leaf_array(lx_tree_find(pa, paths[p]));
             if (!g || !x) {
                 LX_TEST_REPORT_(0, "%s missing", paths[p]);
                 continue;

@@ -189,6 +189,9 @@ bool lx_ptr_counted(const char *tag);
 /* Structural equality: scalars by value, strings and tuples by content, arrays by bytes,
  * trees by lx_tree_equal, variables and boxes by identity. */
 bool lx_value_equal(const lx_value *a, const lx_value *b);
+/* The array a tree leaf holds: the array itself, a Variable's value or a box's (Partitioned,
+ * NNXMeta, ...) value; NULL for anything else or a NULL `v`. Borrowed. */
+lx_array *lx_value_leaf_array(const lx_value *v);
 /* Python-like rendering: None, True, 3, 0.5, 'name', (1, 2), ('data', None), float32[2,3]. */
 const char *lx_value_str(const lx_value *v, char *buf, size_t cap);
 const char *lx_kind_name(lx_kind kind);

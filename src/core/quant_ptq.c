@@ -17,14 +17,6 @@ static _Thread_local char warnings[4096];
 
 const char *lx_qt_warnings(void) { return warnings; }
 
-static lx_array *leaf_array(const lx_value *v) {
-    if (!v) return NULL;
-    if (v->kind == LX_V_ARRAY) return v->u.array;
-    if (v->kind == LX_V_VARIABLE) return lx_variable_get_value(v->u.var);
-    if (v->kind == LX_V_BOX) return lx_box_unbox(v->u.box);
-    return NULL;
-}
-
 /* A leaf of the same kind as `like` around `a` (a Variable keeps its type and metadata, a box its
  * metadata); `plain_param`: a new Param Variable / plain array / plain array instead. */
 static lx_status leaf_like(const lx_value *like, lx_array *a, bool keep_meta, lx_value *out) {
@@ -61,7 +53,7 @@ static lx_status calibrated(const lx_tree *stats, const lx_qt_record *r, float *
     const char *side = r->act_side == 0 ? "lhs" : "rhs";
     snprintf(kc, sizeof kc, "%s%s%s_%s/count", r->path, r->path[0] ? "/" : "", r->op, side);
     snprintf(ks, sizeof ks, "%s%s%s_%s/sum_of_absmax", r->path, r->path[0] ? "/" : "", r->op, side);
-    lx_array *c = leaf_array(stats ? lx_tree_find(stats, kc) : NULL), *s = leaf_array(stats ? lx_tree_find(stats, ks) : NULL);
+    lx_array *c = lx_value_leaf_array(stats ? lx_tree_find(stats, kc) : NULL), *s = lx_value_leaf_array(stats ? lx_tree_find(stats, ks) : NULL);
     if (!c || !s)
         return lx_fail(LX_ERR_NOT_FOUND,
                        "quantize: op %s of '%s' has act_static_scale but no calibration statistics at %.*s "
@@ -82,7 +74,7 @@ lx_status lx_qt_quantize_tree(const lx_qt_rules *rules, const lx_tree *variables
     lx_flat f = {0};
     LX_TRY(lx_tree_flatten(variables, &f));
     for (size_t i = 0; i < f.len; i++) {
-        lx_array *a = leaf_array(&f.items[i].value);
+        lx_array *a = lx_value_leaf_array(&f.items[i].value);
         if (a && a->dtype == LX_I8) {
             lx_status st = lx_fail(LX_ERR_INVALID_ARGUMENT,
                                    "quantize: '%s' already holds int8 values: the model is quantized already "
@@ -149,7 +141,7 @@ lx_status lx_qt_quantize_tree(const lx_qt_rules *rules, const lx_tree *variables
         }
         const lx_flat_item *it = NULL;
         for (size_t k = 0; k < f.len && !it; k++)
-            if (leaf_array(&f.items[k].value) == r->w) it = &f.items[k];
+            if (lx_value_leaf_array(&f.items[k].value) == r->w) it = &f.items[k];
         if (!it) continue; /* a weight the tree does not hold (made by the model itself): left alone */
         lx_array *q = NULL, *sc = NULL;
         st = lx_qt_quantize_axes(r->w, r->reduce, r->tile, r->tax, &q, &sc);

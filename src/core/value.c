@@ -261,6 +261,14 @@ static bool str_eq(const char *a, const char *b) {
     return strcmp(a, b) == 0;
 }
 
+lx_array *lx_value_leaf_array(const lx_value *v) {
+    if (!v) return NULL;
+    if (v->kind == LX_V_ARRAY) return v->u.array;
+    if (v->kind == LX_V_VARIABLE) return lx_variable_get_value(v->u.var);
+    if (v->kind == LX_V_BOX) return lx_box_unbox(v->u.box);
+    return NULL;
+}
+
 bool lx_value_equal(const lx_value *a, const lx_value *b) {
     if (a->kind != b->kind) return false;
     switch (a->kind) {

@@ -348,14 +348,6 @@ lx_status llama_model_params(llama_model *m, lx_tree **out) {
     return nnx_state(m->nnx, 1, &f, out);
 }
 
-static lx_array *leaf_array(const lx_value *v) {
-    if (!v) return NULL;
-    if (v->kind == LX_V_ARRAY) return v->u.array;
-    if (v->kind == LX_V_VARIABLE) return lx_variable_get_value(v->u.var);
-    if (v->kind == LX_V_BOX) return lx_box_unbox(v->u.box);
-    return NULL;
-}
-
 /* For every leaf of `current` (flattened), the array at the same path of `given`; same shapes and
  * dtypes, and no extra paths in `given`. On success *arrays holds `current`'s paths with the new
  * arrays as values (caller frees with lx_flat_free). */
@@ -365,7 +357,7 @@ static lx_status match_params(const lx_tree *current, const lx_tree *given, lx_f
     lx_status st = lx_tree_flatten(current, &cur);
     if (st == LX_OK) st = lx_tree_flatten(given, &giv);
     for (size_t i = 0; st == LX_OK && i < cur.len; i++) {
-        lx_array *a = leaf_array(&cur.items[i].value), *b = leaf_array(lx_tree_find(given, cur.items[i].path));
+        lx_array *a = lx_value_leaf_array(&cur.items[i].value), *b = lx_value_leaf_array(lx_tree_find(given, cur.items[i].path));
         char sa[64], sb[64];
         if (!b)
             st = lx_fail(LX_ERR_NOT_FOUND, "llama params: missing %s (expected %s)", cur.items[i].path,
@@ -387,7 +379,7 @@ static lx_status match_params(const lx_tree *current, const lx_tree *given, lx_f
 
 static lx_status plain_leaf(const char *path, const lx_value *leaf, void *user, lx_value *out) {
     (void)user;
-    lx_array *a = leaf_array(leaf);
+    lx_array *a = lx_value_leaf_array(leaf);
     if (!a) return lx_fail(LX_ERR_TYPE, "llama params: %s is a %s, not an array", path, lx_kind_name(leaf->kind));
     *out = lx_array_v(lx_retain(a));
     return LX_OK;
@@ -576,7 +568,7 @@ lx_array *llama_model_loss(llama_model *m, lx_array *tokens) {
 static lx_status zero_leaf(const char *path, const lx_value *leaf, void *user, lx_value *out) {
     (void)path;
     (void)user;
-    lx_array *a = leaf_array(leaf);
+    lx_array *a = lx_value_leaf_array(leaf);
     if (!a) return lx_fail(LX_ERR_TYPE, "llama cache: %s is not an array", path);
     lx_array *z = lx_array_new(a->dtype, a->ndim, a->shape);
     if (!z) return lx_last_status();
@@ -626,7 +618,7 @@ int64_t llama_model_cache_index(llama_model *m) {
         if (nnx_state(m->nnx, 1, &f, &state) != LX_OK) return -1;
         v = lx_tree_find(state, path);
     }
-    lx_array *a = leaf_array(v);
+    lx_array *a = lx_value_leaf_array(v);
     int64_t idx = a && a->dtype == LX_I32 && !lx_is_abstract(a) ? lx_i32(a)[0] : -1;
     lx_tree_release(state);
     return idx;

@@ -181,17 +181,9 @@ lx_status llama_trainer_step(llama_trainer *t, lx_array *tokens, float *loss) {
 
 /* ------------------------------------------------------------------ checkpoint trees */
 
-static lx_array *leaf_array(const lx_value *v) {
-    if (!v) return NULL;
-    if (v->kind == LX_V_ARRAY) return v->u.array;
-    if (v->kind == LX_V_VARIABLE) return lx_variable_get_value(v->u.var);
-    if (v->kind == LX_V_BOX) return lx_box_unbox(v->u.box);
-    return NULL;
-}
-
 static lx_status unbox_leaf(const char *path, const lx_value *leaf, void *user, lx_value *out) {
     (void)user;
-    lx_array *a = leaf_array(leaf);
+    lx_array *a = lx_value_leaf_array(leaf);
     (void)path;
     if (!a) return lx_value_dup(leaf, out);
     *out = lx_array_v(lx_retain(a));
