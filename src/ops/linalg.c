@@ -352,20 +352,26 @@ LX_FWD(dot_general) {
         /* Pick the pairing order of contracted axes that lets both operands be read in place:
          * as given, sorted by lhs axis, or sorted by rhs axis. */
         int orders[3][2][LX_MAX_DIMS];
-        for (int o = 0; o < 3; o++) {
-            memcpy(orders[o][0], lc, sizeof lc);
-            memcpy(orders[o][1], rc, sizeof rc);
+        /* With at most one contracted axis the three orders are the same: only the first is
+         * looked at (x @ W of a dense layer). Views are built lazily: the first order that
+         * reads both operands in place wins, so later ones need not be built. */
+        const int norders = ncontract > 1 ? 3 : 1;
+        for (int o = 0; o < norders; o++) {
+            memcpy(orders[o][0], lc, sizeof(int) * (size_t)ncontract);
+            memcpy(orders[o][1], rc, sizeof(int) * (size_t)ncontract);
         }
-        sort_pairs_by(ncontract, orders[1][0], orders[1][1]);
-        sort_pairs_by(ncontract, orders[2][1], orders[2][0]);
+        if (norders > 1) {
+            sort_pairs_by(ncontract, orders[1][0], orders[1][1]);
+            sort_pairs_by(ncontract, orders[2][1], orders[2][0]);
+        }
         operand_view lv[3], rv[3];
-        int pick = -1;
-        for (int o = 0; o < 3; o++) {
+        int pick = -1, built = 0;
+        for (int o = 0; o < norders && pick < 0; o++, built++) {
             lv[o] = view_of(a, lf, nlf, orders[o][0], ncontract);
             rv[o] = view_of(b, orders[o][1], ncontract, rf, nrf);
+            if (lv[o].ok && rv[o].ok) pick = o;
         }
-        for (int o = 0; o < 3 && pick < 0; o++) if (lv[o].ok && rv[o].ok) pick = o;
-        for (int o = 0; o < 3 && pick < 0; o++) if (lv[o].ok || rv[o].ok) pick = o;
+        for (int o = 0; o < built && pick < 0; o++) if (lv[o].ok || rv[o].ok) pick = o;
         if (pick < 0) pick = 0;
         const int *lco = orders[pick][0], *rco = orders[pick][1];
         int64_t ast[LX_MAX_DIMS], bst[LX_MAX_DIMS];
