@@ -3,7 +3,11 @@
  * combinations, sizes around every register-tile edge, padded leading dimensions, beta 0 / 1 /
  * other with NaN in C when beta is 0, K beyond one K block, 1 and 2 threads, fused epilogues,
  * strided batches; plus the kernel-set selection (linnx/cpu.h). */
+#define _DEFAULT_SOURCE /* mmap MAP_ANONYMOUS, sysconf */
+#include <math.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../src/ops/linalg_internal.h"
 #include "linnx/cpu.h"
@@ -317,6 +321,44 @@ static void test_paths_agree(void) {
         paths_agree_k(K);
 }
 
+/* One row (batch 1) reads a ragged B panel in place (AVX2: masked loads): B ends right before an
+ * unreadable page, so a read past its last column faults; the row must equal row 0 of the same
+ * product on two equal rows (the tile kernels over a zero-padded copy): the same bits. */
+static void test_one_row_ragged_in_place(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    const int ks[] = {1, 9, 300};
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        int bad = 0, cases = 0;
+        for (int ki = 0; ki < 3; ki++)
+            for (int N = 1; N <= 70; N++) {
+                int K = ks[ki];
+                size_t bytes = sizeof(float) * (size_t)(K * N), span = (bytes + (size_t)page - 1) / (size_t)page * (size_t)page;
+                char *map = mmap(NULL, span + (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                CHECK(map != MAP_FAILED);
+                if (map == MAP_FAILED) return;
+                CHECK_EQ_INT(mprotect(map + span, (size_t)page, PROT_NONE), 0);
+                float *B = (float *)(map + span - bytes);
+                float *A = malloc(sizeof(float) * 2 * (size_t)K), C1[70], C2[140];
+                for (int i = 0; i < K * N; i++) B[i] = frand();
+                for (int i = 0; i < K; i++) A[i] = A[K + i] = frand();
+                CHECK_EQ_INT(lx_sgemm(false, false, 1, N, K, 1.0f, A, K, B, N, 0.0f, C1, N), LX_OK);
+                CHECK_EQ_INT(lx_sgemm(false, false, 2, N, K, 1.0f, A, K, B, N, 0.0f, C2, N), LX_OK);
+                bad += memcmp(C1, C2, sizeof(float) * (size_t)N) != 0 || memcmp(C1, C2 + N, sizeof(float) * (size_t)N) != 0;
+                double ref = 0; /* column N - 1 against a double reference: the masked lane is used */
+                for (int k = 0; k < K; k++) ref += (double)A[k] * B[k * N + N - 1];
+                bad += fabs(C1[N - 1] - ref) > 1e-4 * (1 + fabs(ref));
+                cases++;
+                free(A);
+                munmap(map, span + (size_t)page);
+            }
+        CHECK_EQ_INT(bad, 0);
+        CHECK_EQ_INT(cases, 210);
+    }
+    lx_isa_set(NULL);
+}
+
 static void test_isa_selection(void) {
     const lx_cpu_info *cpu = lx_cpu_info_get();
     CHECK(cpu != NULL);
@@ -359,6 +401,7 @@ int main(void) {
     RUN(test_every_set_and_path);
     RUN(test_packed_edges);
     RUN(test_paths_agree);
+    RUN(test_one_row_ragged_in_place);
     RUN(test_threads);
     RUN(test_concurrent_callers);
     RUN(test_epilogues);

@@ -335,6 +335,20 @@ static void test_dot_general(void) {
     check_dg(RAND(3, 1, 0), RAND(3, 0, 4), 1, AX(2), AX(1), 1, AX(0), AX(0), 3, SHAPE(3, 1, 4));
     check_dg(RAND(3, 1, 0), RAND(0, 4), 1, AX(2), AX(0), 0, NULL, NULL, 3, SHAPE(3, 1, 4));
 
+    /* the direct dense-layer GEMM, x (M, K) . w (K, N): values against the reference, and the bits
+     * of the general planner on the same data (x viewed as (1, M, K)); edges K = 0, 1 and N, M = 1 */
+    const int64_t dense[][3] = {{1, 64, 10}, {1, 64, 64}, {5, 1, 7}, {3, 9, 1}, {2, 0, 4}, {1, 1, 1}, {37, 300, 53}};
+    for (int i = 0; i < 7; i++) {
+        const int64_t M = dense[i][0], K = dense[i][1], N = dense[i][2];
+        lx_array *x = RAND(M, K), *w = RAND(K, N);
+        check_dg(x, w, 1, AX(1), AX(0), 0, NULL, NULL, 2, SHAPE(M, N));
+        lx_array *y2 = lx_dot_general(x, w, 1, AX(-1), AX(0), 0, NULL, NULL);
+        lx_array *x3 = lx_autorelease(lx_array_reshape_view(x, 3, SHAPE(1, M, K)));
+        lx_array *y3 = lx_dot_general(x3, w, 1, AX(2), AX(0), 0, NULL, NULL);
+        CHECK(y2 && y3 && lx_shape_eq(y3, 3, SHAPE(1, M, N)));
+        if (y2 && y3) CHECK(memcmp(lx_f32(y2), lx_f32(y3), sizeof(float) * (size_t)(M * N)) == 0);
+    }
+
     /* the primitive and its attributes */
     int h = 0;
     lx_prim_observe(record, NULL, &h);

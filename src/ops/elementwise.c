@@ -176,11 +176,7 @@ static lx_status dtype_error(const char *op, const lx_array *x, const bool ok[LX
     static void name##_##dt##_forward(void *out_, const void *in_, int64_t n) {          \
         T *restrict out = out_;                                                          \
         const T *restrict in = in_;                                                      \
-        _Pragma("omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n > LX_PAR_MIN))") \
-        for (int64_t i = 0; i < n; i++) {                                                \
-            const T x = in[i];                                                           \
-            out[i] = (EXPR);                                                             \
-        }                                                                                \
+        LX_PARALLEL_FOR(i, n, n > LX_PAR_MIN, const T x = in[i]; out[i] = (EXPR););       \
     }
 
 /* Integer negation and abs wrap at INT32_MIN like XLA's instead of overflowing. */
@@ -299,11 +295,8 @@ LX_FWD(stop_gradient) {
 }
 
 static void clip_f32_forward(float *restrict out, const float *restrict in, float lo, float hi, int64_t n) {
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n > LX_PAR_MIN))
-    for (int64_t i = 0; i < n; i++) {
-        float v = in[i] < lo ? lo : in[i]; /* comparisons are false for NaN: NaN passes through */
-        out[i] = v > hi ? hi : v;
-    }
+    /* comparisons are false for NaN: NaN passes through */
+    LX_PARALLEL_FOR(i, n, n > LX_PAR_MIN, float v = in[i] < lo ? lo : in[i]; out[i] = v > hi ? hi : v;);
 }
 
 LX_RULE(clip) {
@@ -380,8 +373,7 @@ void lx_scalar_to_dtype(double v, lx_dtype dtype, void *out) {
     do {                                                                                 \
         const TI *restrict s = in;                                                       \
         TO *restrict o = out;                                                            \
-        _Pragma("omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n > LX_PAR_MIN))") \
-        for (int64_t i = 0; i < n; i++) o[i] = WR(RD(s[i]));                             \
+        LX_PARALLEL_FOR(i, n, n > LX_PAR_MIN, o[i] = WR(RD(s[i]));); /* no region when small */ \
     } while (0)
 
 static void cast_forward(void *out, lx_dtype to, const void *in, lx_dtype from, int64_t n) {
@@ -540,6 +532,11 @@ LX_FWD(binary) {
     const binary_op *op = &binary_ops[id];
     const lx_array *a = in[0], *b = in[1];
     lx_array *out = *outp;
+    if (a->size == out->size && b->size == out->size && out->size <= LX_PAR_MIN) {
+        /* nothing broadcasts (a bias add at batch 1): one row, no plan; the same kernel per element */
+        op->fn[a->dtype](out->data, (const void *const[]){a->data, b->data}, (const int64_t[]){1, 1}, out->size, NULL);
+        return LX_OK;
+    }
     const int ndims[] = {a->ndim, b->ndim};
     const int64_t *shapes[] = {a->shape, b->shape};
     lx_bcast bc;

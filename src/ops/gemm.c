@@ -100,7 +100,8 @@ static void gemm_small(const lx_gemm_kernels *g, bool transA, bool transB, int64
                 g->small_pack_bt(B + j0 * ldb + k0, ldb, nr, kc, panel);
                 bp = panel;
                 bld = GEMM_SMALL_NR;
-            } else if (nr % 16 != 0) { /* a ragged last panel: copy it, zero-padded to 16 lanes */
+            } else if (nr % 16 != 0 && !(M == 1 && g->small_row_exact)) {
+                /* a ragged last panel: copy it, zero-padded to 16 lanes */
                 int padded = (nr + 15) / 16 * 16;
                 for (int64_t k = 0; k < kc; k++) {
                     memcpy(panel + k * GEMM_SMALL_NR, B + (k0 + k) * ldb + j0, sizeof(float) * (size_t)nr);

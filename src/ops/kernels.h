@@ -31,6 +31,9 @@ typedef struct {
                         int64_t ldb, float alpha, float beta, bool first, float *C, int64_t ldc);
     /* panel[k*GEMM_SMALL_NR + j] = Bt[j*ld + k] for j < nr, k < kc; zeros in columns [nr, 16 * ceil(nr/16)). */
     void (*small_pack_bt)(const float *Bt, int64_t ld, int nr, int64_t kc, float *panel);
+    /* true: with M == 1, small_panel reads B only in columns [0, nr) (masked loads), so the driver
+     * passes a ragged panel in place instead of a zero-padded copy */
+    bool small_row_exact;
 } lx_gemm_kernels;
 
 #define GEMM_SMALL_NR 64 /* widest small-path panel */

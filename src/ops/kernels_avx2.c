@@ -79,10 +79,25 @@ static inline __attribute__((always_inline)) void row_avx2_t(const int nv, int n
     __m256 acc[8];
 #pragma GCC unroll 8
     for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < kc; k++) {
-        __m256 a = _mm256_broadcast_ss(A + k * acs);
+    if (nr % 8 == 0 && nr >= 8 * nv) {
+        for (int64_t k = 0; k < kc; k++) {
+            __m256 a = _mm256_broadcast_ss(A + k * acs);
 #pragma GCC unroll 8
-        for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(a, _mm256_loadu_ps(B + k * ldb + 8 * v), acc[v]);
+            for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(a, _mm256_loadu_ps(B + k * ldb + 8 * v), acc[v]);
+        }
+    } else { /* ragged: B is read only in columns [0, nr) (a masked load never touches the lanes
+              * it leaves out); vectors past nr stay zero and are never stored */
+        const int nfull = nr / 8;
+        const __m256i mt = mask8(nr - 8 * nfull);
+        for (int64_t k = 0; k < kc; k++) {
+            __m256 a = _mm256_broadcast_ss(A + k * acs);
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++) {
+                if (v < nfull) acc[v] = _mm256_fmadd_ps(a, _mm256_loadu_ps(B + k * ldb + 8 * v), acc[v]);
+                else if (v == nfull && nr > 8 * nfull)
+                    acc[v] = _mm256_fmadd_ps(a, _mm256_maskload_ps(B + k * ldb + 8 * v, mt), acc[v]);
+            }
+        }
     }
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
 #pragma GCC unroll 8
@@ -107,7 +122,7 @@ static inline __attribute__((always_inline)) void row_avx2_t(const int nv, int n
 static void panel_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
                        const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
                        int64_t ldc) {
-    if (M == 1) { /* B is readable up to the next multiple of 16 columns */
+    if (M == 1) { /* B is read only in columns [0, nr) (small_row_exact) */
         switch ((nr + 15) / 16) {
         case 1: row_avx2_t(2, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
         case 2: row_avx2_t(4, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
@@ -462,7 +477,7 @@ static const lx_kernels table = {
     .isa = LX_ISA_AVX2,
     .gemm_name = "avx2",
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx2_ukr, .pack_a = avx2_pack_a_fast, .pack_b = avx2_pack_b_fast,
-             .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt},
+             .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt, .small_row_exact = true},
     .softmax_row = avx2_softmax_row_v,
     .logsumexp_row = avx2_logsumexp_row_v,
     .norm_row = avx2_norm_row,

@@ -331,6 +331,18 @@ LX_FWD(dot_general) {
     lx_array *out = *outp;
     if (out->size == 0) return LX_OK;
     const int ncontract = prm->ncontract, nbatch = prm->nbatch;
+    char sa_[96], sb_[96];
+#define ss lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_)
+#define ts lx_shape_str(b->ndim, b->shape, sb_, sizeof sb_)
+    if (nbatch == 0 && ncontract == 1 && a->ndim == 2 && b->ndim == 2 && prm->lhs_contract[0] == 1 &&
+        prm->rhs_contract[0] == 0) {
+        /* x (M, K) . w (K, N), a dense layer: both row-major in place, the GEMM that the general
+         * path below plans for this case (same arguments, so the same bits), without its views. */
+        const int64_t M = a->shape[0], K = a->shape[1], N = b->shape[1];
+        lx_status st = lx_sgemm(false, false, M, N, K, 1.0f, lx_f32(a), K > 1 ? K : 1, lx_f32(b), N > 1 ? N : 1, 0.0f,
+                                lx_f32(out), N);
+        return st == LX_OK ? LX_OK : lx_fail_context(st, "dot_general of shapes %s and %s: ", ss, ts);
+    }
     int lc[LX_MAX_DIMS], rc[LX_MAX_DIMS], lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
     bool lused[LX_MAX_DIMS] = {0}, rused[LX_MAX_DIMS] = {0};
     for (int i = 0; i < ncontract; i++) lc[i] = (int)prm->lhs_contract[i], rc[i] = (int)prm->rhs_contract[i];
@@ -345,27 +357,30 @@ LX_FWD(dot_general) {
     for (int i = 0; i < nlf; i++) M *= a->shape[lf[i]];
     for (int i = 0; i < nrf; i++) N *= b->shape[rf[i]];
     for (int i = 0; i < ncontract; i++) K *= a->shape[lc[i]];
-    char sa_[96], sb_[96];
-#define ss lx_shape_str(a->ndim, a->shape, sa_, sizeof sa_)
-#define ts lx_shape_str(b->ndim, b->shape, sb_, sizeof sb_)
     {
         /* Pick the pairing order of contracted axes that lets both operands be read in place:
          * as given, sorted by lhs axis, or sorted by rhs axis. */
         int orders[3][2][LX_MAX_DIMS];
-        for (int o = 0; o < 3; o++) {
-            memcpy(orders[o][0], lc, sizeof lc);
-            memcpy(orders[o][1], rc, sizeof rc);
+        /* With at most one contracted axis the three orders are the same: only the first is
+         * looked at (x @ W of a dense layer). Views are built lazily: the first order that
+         * reads both operands in place wins, so later ones need not be built. */
+        const int norders = ncontract > 1 ? 3 : 1;
+        for (int o = 0; o < norders; o++) {
+            memcpy(orders[o][0], lc, sizeof(int) * (size_t)ncontract);
+            memcpy(orders[o][1], rc, sizeof(int) * (size_t)ncontract);
         }
-        sort_pairs_by(ncontract, orders[1][0], orders[1][1]);
-        sort_pairs_by(ncontract, orders[2][1], orders[2][0]);
+        if (norders > 1) {
+            sort_pairs_by(ncontract, orders[1][0], orders[1][1]);
+            sort_pairs_by(ncontract, orders[2][1], orders[2][0]);
+        }
         operand_view lv[3], rv[3];
-        int pick = -1;
-        for (int o = 0; o < 3; o++) {
+        int pick = -1, built = 0;
+        for (int o = 0; o < norders && pick < 0; o++, built++) {
             lv[o] = view_of(a, lf, nlf, orders[o][0], ncontract);
             rv[o] = view_of(b, orders[o][1], ncontract, rf, nrf);
+            if (lv[o].ok && rv[o].ok) pick = o;
         }
-        for (int o = 0; o < 3 && pick < 0; o++) if (lv[o].ok && rv[o].ok) pick = o;
-        for (int o = 0; o < 3 && pick < 0; o++) if (lv[o].ok || rv[o].ok) pick = o;
+        for (int o = 0; o < built && pick < 0; o++) if (lv[o].ok || rv[o].ok) pick = o;
         if (pick < 0) pick = 0;
         const int *lco = orders[pick][0], *rco = orders[pick][1];
         int64_t ast[LX_MAX_DIMS], bst[LX_MAX_DIMS];
