@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel training under mpirun (linnx/distributed.h): tests/test_distributed.c's worker on
-# N = 1, 2, 3 ranks must give the single-process parameters and losses, and ZeRO-1 sharding the
+# N = 1, 2, 3 ranks must give the single-process parameters and losses (and sync batch-norm the
+# global batch's statistics and gradients), and ZeRO-1 sharding the
 # optimizer state the same parameters as the unsharded run, its gathered state checkpointed and
 # resumed unsharded and sharded the same losses (it checks them itself on
 # rank 0 and every rank's verdict decides the exit status); a rank that fails with an error or
@@ -51,7 +52,7 @@ for n in 1 2 3; do
     if [ $rc -eq 0 ] && grep -q "distributed: $n ranks" "$cli_tmp/out" && [ "$(grep -c "^zero1: rank .* of $n holds" "$cli_tmp/out")" = "$n" ] \
         && [ "$(grep -c "^zero1 checkpoint: $n ranks" "$cli_tmp/out")" = 2 ]; then
         ok
-        grep -E "distributed: $n ranks|^zero1" "$cli_tmp/out"
+        grep -E "distributed: $n ranks|^zero1|^sync batch-norm" "$cli_tmp/out"
     else bad "$n ranks: exit $rc"; fi
 done
 

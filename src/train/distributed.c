@@ -97,13 +97,10 @@ lx_array *lx_dist_pmean(lx_array *x, const char *axis_name) {
         lx_fail(LX_ERR_DTYPE, "distributed: pmean of a %s array (float32 only)", lx_dtype_name(x->dtype));
         return NULL;
     }
-    if (lx_is_abstract(x) || !lx_dist_active()) return x; /* one rank: its own mean */
-    lx_array *m = lx_autorelease(lx_array_empty(LX_F32, x->ndim, x->shape));
-    if (!m) return NULL;
-    memcpy(lx_f32(m), lx_f32(x), (size_t)x->size * sizeof(float));
-    if (lx_dist_allreduce_f32(lx_f32(m), m->size, true) != LX_OK) return NULL;
-    /* the value is m exactly (m + 0); the tape differentiates through x alone */
-    return lx_add(m, lx_sub(x, lx_stop_gradient(x)));
+    if (!lx_dist_active()) return x; /* one rank: its own mean (and the identity's gradient) */
+    /* the pmean primitive: the all-reduce through pmean_hook below, and its VJP the same
+     * all-reduce of the cotangent (ops.h) */
+    return lx_pmean(x, axis_name);
 }
 
 bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs) {
@@ -244,6 +241,14 @@ static lx_status mpi_fail(const char *what, int rc) {
     return lx_fail(LX_ERR_IO, "distributed: %s failed on rank %d at step %lld: %s", what, g_rank, (long long)g_step, msg);
 }
 
+/* The pmean primitive's all-reduce (ops.h lx_set_pmean_hook): the mean over the 'data' axis. */
+static lx_status pmean_hook(const char *axis_name, float *buf, int64_t n) {
+    if (strcmp(axis_name, lx_dist_axis_name()) != 0)
+        return lx_fail(LX_ERR_NOT_FOUND, "unbound axis name: %s (the data-parallel mesh axis is '%s')", axis_name,
+                       lx_dist_axis_name());
+    return lx_dist_allreduce_f32(buf, n, true);
+}
+
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
     if (!g_inited) {
         int flag = 0;
@@ -269,6 +274,7 @@ lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
         if (sp && atof(sp) >= 0) g_spin = atof(sp) * 1e-6;
         if (np && atof(np) >= 0 && atof(np) < 1e6) g_nap_ns = (long)(atof(np) * 1e3);
         g_inited = true;
+        if (g_size > 1) lx_set_pmean_hook(pmean_hook);
     }
     if (rank) *rank = g_rank;
     if (size) *size = g_size;
@@ -284,6 +290,7 @@ lx_status lx_dist_finalize(void) {
         MPI_Finalized(&fin);
         if (!fin) MPI_Finalize();
     }
+    if (lx_get_pmean_hook() == pmean_hook) lx_set_pmean_hook(NULL);
     g_inited = g_we_init = false;
     g_rank = 0;
     g_size = 1;
