@@ -56,6 +56,16 @@ for n in 1 2 3; do
     else bad "$n ranks: exit $rc"; fi
 done
 
+# a rank that fails before its sync BatchNorm while the others wait in the moments' pmean: they
+# time out (2 s deadline) naming their rank and step 5, the failing rank keeps its own message
+LINNX_DIST_PMEAN_FAULT=1 timeout 60 "${mpi[@]}" 2 "$prog" >"$cli_tmp/out" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q "^pmean fault: rank 0 .*pmean all-reduce on rank 0 at step 5 timed out" "$cli_tmp/out" &&
+   grep -q "^pmean fault: rank 1 .*injected failure before batch-norm on rank 1" "$cli_tmp/out"; then
+    ok
+    grep "^pmean fault: rank 0" "$cli_tmp/out"
+else bad "pmean fault: exit $rc"; fi
+
 # a rank that reports an error at step 3: every rank stops with the rank and step named
 t0=$(date +%s)
 LINNX_DIST_FAIL_RANK=1 LINNX_DIST_FAIL_STEP=3 timeout 60 "${mpi[@]}" 3 "$prog" >"$cli_tmp/out" 2>&1

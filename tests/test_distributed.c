@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "linnx/autodiff.h"
@@ -816,6 +817,46 @@ static void test_zero1_checkpoint(linen_module *m, lx_array *x, lx_array *y, con
     lx_tree_release(ref_state);
 }
 
+/* LINNX_DIST_PMEAN_FAULT: the last rank fails before its sync BatchNorm while the others wait in
+ * the batch moments' pmean: they must leave it within the deadline (2 s here) with a timeout, and
+ * the status check that follows must not be matched with that pmean (pmean all-reduces travel on
+ * a communicator of their own: the waiting ranks time out instead of summing a status into a
+ * moment); every rank leaves with an error in bounded time, the failing rank with its own
+ * message, the others with the timed-out pmean naming their rank and the step. The run stops
+ * there (as a real run would: the abandoned pmean leaves its communicator unusable). */
+static int pmean_fault(int rank, int size) {
+    CHECK_EQ_INT(lx_dist_set_timeout(2.0), LX_OK);
+    lx_dist_set_step(5);
+    lx_array *x = lx_retain(lx_random_normal(lx_key_from_seed(37 + rank), 2, (int64_t[]){4, BN_F}));
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    lx_status st;
+    lx_tree *stats = NULL;
+    lx_array *y = NULL;
+    if (rank == size - 1) st = lx_fail(LX_ERR_SHAPE, "injected failure before batch-norm on rank %d", rank);
+    else {
+        st = linen_bn_run(x, "data", &stats, &y);
+        LX_TEST_REPORT_(st == LX_ERR_IO && strstr(lx_last_error(), "pmean all-reduce on rank") &&
+                            strstr(lx_last_error(), "timed out"),
+                        "rank %d: the pmean with a missing rank: %s \"%s\"", rank, lx_status_name(st), lx_last_error());
+    }
+    lx_status all = lx_dist_check(st);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double dt = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    char want[96];
+    if (rank == size - 1) snprintf(want, sizeof want, "injected failure before batch-norm on rank %d", rank);
+    else snprintf(want, sizeof want, "pmean all-reduce on rank %d at step 5 timed out", rank);
+    LX_TEST_REPORT_(all != LX_OK && strstr(lx_last_error(), want), "rank %d: after the status check: %s \"%s\"", rank,
+                    lx_status_name(all), lx_last_error());
+    LX_TEST_REPORT_(dt < 15, "rank %d: the failure took %.1f s to reach every rank", rank, dt);
+    printf("pmean fault: rank %d stopped after %.1f s: %s\n", rank, dt, lx_last_error());
+    lx_tree_release(stats);
+    lx_release(y);
+    lx_release(x);
+    lx_dist_finalize();
+    return lx_test_finish();
+}
+
 static int worker(void) {
     int rank = 0, size = 1;
     if (lx_dist_init(NULL, NULL, &rank, &size) != LX_OK) {
@@ -825,6 +866,7 @@ static int worker(void) {
     const char *fr = getenv("LINNX_DIST_FAIL_RANK"), *fs = getenv("LINNX_DIST_FAIL_STEP"), *fm = getenv("LINNX_DIST_FAIL_MODE");
     int fail_rank = fr ? atoi(fr) : -1, fail_step = fs ? atoi(fs) : -1;
     int fail_mode = !fm ? 0 : strcmp(fm, "kill") == 0 ? 1 : strcmp(fm, "hang") == 0 ? 2 : 0;
+    if (getenv("LINNX_DIST_PMEAN_FAULT")) return pmean_fault(rank, size);
     test_sync_stats(rank, size);
     test_sync_batch_norm(rank, size);
     test_sync_batch_norm_grads(rank, size);
