@@ -247,6 +247,10 @@ static lx_status mpi_fail(const char *what, int rc) {
 
 static lx_status wait_all(int n, MPI_Request *reqs, const char *what);
 
+/* pmean buffers whose all-reduce was abandoned at the deadline (still reachable: not a leak) */
+static float *abandoned[8];
+static int nab;
+
 /* The pmean primitive's all-reduce (ops.h lx_set_pmean_hook): the mean over the 'data' axis. */
 static lx_status pmean_hook(const char *axis_name, float *buf, int64_t n) {
     if (strcmp(axis_name, lx_dist_axis_name()) != 0)
@@ -254,11 +258,27 @@ static lx_status pmean_hook(const char *axis_name, float *buf, int64_t n) {
                        lx_dist_axis_name());
     if (!g_inited) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: pmean before lx_dist_init");
     if (n < 0 || (n > 0 && !buf) || n > 0x7fffffff) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: bad buffer");
+    /* through a buffer of our own: an all-reduce abandoned at the deadline may still complete
+     * later (inside MPI_Finalize), and must not write into the caller's freed array; such a
+     * buffer is never reused nor freed (the run is stopping) */
+    static float *scratch;
+    static int64_t cap;
+    if (n > cap) {
+        float *nb = malloc((size_t)n * sizeof(float));
+        if (!nb) return lx_fail(LX_ERR_NO_MEMORY, "distributed: pmean: out of memory (%lld floats)", (long long)n);
+        free(scratch);
+        scratch = nb, cap = n;
+    }
+    if (n) memcpy(scratch, buf, (size_t)n * sizeof(float));
     MPI_Request req;
-    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, g_pmean_comm, &req);
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, scratch, (int)n, MPI_FLOAT, MPI_SUM, g_pmean_comm, &req);
     if (rc != MPI_SUCCESS) return mpi_fail("pmean all-reduce", rc);
-    LX_TRY(wait_all(1, &req, "pmean all-reduce"));
-    for (int64_t i = 0; i < n; i++) buf[i] /= (float)g_size;
+    lx_status w = wait_all(1, &req, "pmean all-reduce");
+    if (w != LX_OK) {
+        if (nab < 8) abandoned[nab++] = scratch, scratch = NULL, cap = 0;
+        return w;
+    }
+    for (int64_t i = 0; i < n; i++) buf[i] = scratch[i] / (float)g_size;
     return LX_OK;
 }
 
@@ -682,7 +702,10 @@ lx_status lx_dist_broadcast_tree(lx_tree *t, int root) {
 lx_status lx_dist_check(lx_status local) {
     if (!g_inited) return local;
     /* the lowest failing rank, or g_size when every rank is fine */
-    int mine = local == LX_OK ? g_size : g_rank, low = g_size;
+    /* static: a check abandoned at the deadline may complete later (inside MPI_Finalize) and must
+     * not write into a returned stack frame */
+    static int mine, low;
+    mine = local == LX_OK ? g_size : g_rank, low = g_size;
     char keep[512] = "";
     if (local != LX_OK) snprintf(keep, sizeof keep, "%s", lx_last_error());
     MPI_Request req;
