@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel training under mpirun (linnx/distributed.h): tests/test_distributed.c's worker on
-# N = 1, 2, 3 ranks must give the single-process parameters and losses, and ZeRO-1 sharding the
+# N = 1, 2, 3 ranks must give the single-process parameters and losses (and sync batch-norm the
+# global batch's statistics and gradients), and ZeRO-1 sharding the
 # optimizer state the same parameters as the unsharded run, its gathered state checkpointed and
 # resumed unsharded and sharded the same losses (it checks them itself on
 # rank 0 and every rank's verdict decides the exit status); a rank that fails with an error or
@@ -51,9 +52,19 @@ for n in 1 2 3; do
     if [ $rc -eq 0 ] && grep -q "distributed: $n ranks" "$cli_tmp/out" && [ "$(grep -c "^zero1: rank .* of $n holds" "$cli_tmp/out")" = "$n" ] \
         && [ "$(grep -c "^zero1 checkpoint: $n ranks" "$cli_tmp/out")" = 2 ]; then
         ok
-        grep -E "distributed: $n ranks|^zero1" "$cli_tmp/out"
+        grep -E "distributed: $n ranks|^zero1|^sync batch-norm" "$cli_tmp/out"
     else bad "$n ranks: exit $rc"; fi
 done
+
+# a rank that fails before its sync BatchNorm while the others wait in the moments' pmean: they
+# time out (2 s deadline) naming their rank and step 5, the failing rank keeps its own message
+LINNX_DIST_PMEAN_FAULT=1 timeout 60 "${mpi[@]}" 2 "$prog" >"$cli_tmp/out" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q "^pmean fault: rank 0 .*pmean all-reduce on rank 0 at step 5 timed out" "$cli_tmp/out" &&
+   grep -q "^pmean fault: rank 1 .*injected failure before batch-norm on rank 1" "$cli_tmp/out"; then
+    ok
+    grep "^pmean fault: rank 0" "$cli_tmp/out"
+else bad "pmean fault: exit $rc"; fi
 
 # a rank that reports an error at step 3: every rank stops with the rank and step named
 t0=$(date +%s)

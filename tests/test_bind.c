@@ -58,6 +58,7 @@ static void bad_params(sample *s, const void *p) { s->has_bad = true, s->bad_par
 static const lx_gelu_params gelu_p = {true};
 static const lx_clip_params clip_p = {-0.5f, 1.0f};
 static const lx_cast_params cast_p = {LX_I32}, cast_bad = {(lx_dtype)99};
+static const lx_pmean_params pmean_p = {"data"};
 static const lx_reduce_params red_p = {.naxes = 1, .axes = {1}, .keepdims = false};
 static const lx_reduce_params argmax_p = {.naxes = 1, .axes = {-1}, .keepdims = true};
 static const lx_shape_params reshape_p = {.ndim = 2, .dims = {3, 2}}, reshape_bad = {.ndim = 2, .dims = {4, 2}};
@@ -245,6 +246,11 @@ static bool make_sample(lx_prim_id id, sample *s) {
         s->nin = 2, s->in[0] = x23, s->in[1] = BOOLS(2, 2, 3), s->params = &drop_p;
         set_out(s, LX_F32, 2, SHP(2, 3));
         bad_dtype(s, 1, LX_F32);
+        return true;
+    case LX_PRIM_PMEAN: /* no hook installed: the mean over the one process */
+        s->nin = 1, s->in[0] = x23, s->params = &pmean_p;
+        set_out(s, LX_F32, 2, SHP(2, 3));
+        bad_dtype(s, 0, LX_I32);
         return true;
     default:
         return false;

@@ -22,6 +22,9 @@
  *    and a checkpoint of the gathered state resumes unsharded and sharded to the same losses;
  *  - batch-norm running statistics: a tree of rank-dependent float32 arrays and a Variable
  *    averages to the hand-computed mean; an int leaf passes unchanged.
+ *  - sync batch-norm gradients (Linen and NNX, the pmean primitive's VJP): the pmean of the
+ *    ranks' gradients through BatchNorm(axis_name='data') equals the one-process gradient on the
+ *    global batch to 1e-5 (1 + |g|); local statistics give a different one.
  * With LINNX_DIST_FAIL_RANK / LINNX_DIST_FAIL_STEP / LINNX_DIST_FAIL_MODE (error|kill) one rank
  * fails (an error it reports through lx_dist_check, or SIGKILL) at that step; the other ranks
  * must stop with "rank R failed at step S" (or Open MPI's own report of the death). */
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "linnx/autodiff.h"
@@ -443,6 +447,243 @@ static void test_sync_batch_norm(int rank, int size) {
 }
 
 static void test_sync_batch_norm_one(void) { test_sync_batch_norm(0, 1); }
+static double tree_maxdiff(const lx_tree *ta, const lx_tree *tb, const char *what);
+
+/* Sync batch-norm GRADIENTS (the pmean primitive's VJP, ops.h): Dense(5) -> BatchNorm(training,
+ * axis_name='data') -> tanh -> Dense(2), squared error. Each rank differentiates its shard's mean
+ * loss; the pmean of those gradients must be the gradient of the global batch's mean loss on one
+ * process (BatchNorm without axis_name, every rank computes it, no communication). The first
+ * Dense's gradient goes through the batch moments, so it needs each moment's cotangent averaged
+ * over the ranks in the backward pass (JAX's transpose of pmean). Tolerance: 1e-5 * (1 + |g|)
+ * (float32 summation order); with local statistics (no axis_name) they differ (size > 1). */
+typedef struct {
+    linen_module *m;
+    const lx_tree *stats;
+    lx_array *x, *y;
+} bn_ctx;
+
+static lx_status bn_loss(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
+    (void)aux;
+    bn_ctx *c = user;
+    lx_tree *vars = lx_tree_new(), *upd = NULL;
+    lx_status st = vars ? lx_tree_set(vars, "params", lx_tree_v((lx_tree *)params)) : lx_last_status();
+    if (st == LX_OK) st = lx_tree_set(vars, "batch_stats", lx_tree_v((lx_tree *)c->stats));
+    linen_opts mut = {.mutable = LINEN_MUTABLE("batch_stats"), .mutable_given = true};
+    lx_value out = lx_none();
+    if (st == LX_OK) st = linen_apply(c->m, vars, LINEN_NO_RNGS, &LX_ARGS(c->x), &mut, &out, &upd);
+    if (st == LX_OK) *loss = lx_mean(optax_squared_error(out.u.array, c->y), LX_ALL_AXES, false);
+    if (st == LX_OK && !*loss) st = lx_last_status();
+    lx_value_free(&out);
+    lx_tree_release(upd);
+    lx_tree_release(vars);
+    return st;
+}
+
+static linen_module *bn_mlp(const char *axis_name) {
+    linen_module *p[4] = {0}, *m = NULL;
+    lx_call c1 = LX_CALL_KWARGS(LX_KW_INT("features", HID)), c2 = LX_CALL_KWARGS(LX_KW_INT("features", OUT));
+    lx_call cb = axis_name ? LX_CALL_KWARGS(LX_KW_BOOL("use_running_average", false), LX_KW_STR("axis_name", axis_name))
+                           : LX_CALL_KWARGS(LX_KW_BOOL("use_running_average", false));
+    if (linen_module_new(&linen_Dense, &c1, &p[0]) == LX_OK && linen_module_new(&linen_BatchNorm, &cb, &p[1]) == LX_OK &&
+        linen_module_new(&linen_tanh, NULL, &p[2]) == LX_OK && linen_module_new(&linen_Dense, &c2, &p[3]) == LX_OK) {
+        lx_call cs = LX_CALL_ARGS(linen_module_v(p[0]), linen_module_v(p[1]), linen_module_v(p[2]), linen_module_v(p[3]));
+        if (linen_module_new(&linen_Sequential, &cs, &m) != LX_OK) m = NULL;
+    }
+    for (int i = 0; i < 4; i++) linen_module_release(p[i]);
+    return m;
+}
+
+/* the gradient of bn_mlp(axis_name) on x, y, averaged over the ranks when dist */
+static lx_tree *bn_grads(const char *axis_name, const lx_tree *params, const lx_tree *stats, lx_array *x, lx_array *y,
+                         bool dist) {
+    linen_module *m = bn_mlp(axis_name);
+    bn_ctx c = {m, stats, x, y};
+    lx_array *loss = NULL;
+    lx_tree *g = NULL, *avg = NULL;
+    lx_status st = m ? linen_value_and_grad(bn_loss, &c, params, &loss, &g, NULL) : lx_last_status();
+    if (dist) st = lx_dist_check(st);
+    if (st == LX_OK && dist) st = lx_dist_allreduce_mean(g, &avg);
+    CHECK_EQ_INT(st, LX_OK);
+    lx_release(loss);
+    linen_module_release(m);
+    if (dist) {
+        lx_tree_release(g);
+        return avg;
+    }
+    return g;
+}
+
+static void test_sync_batch_norm_grads(int rank, int size) {
+    size_t mark = lx_pool_open();
+    lx_array *xg = lx_random_normal(lx_key_from_seed(31), 2, (int64_t[]){BN_ROWS, IN});
+    float rv[BN_ROWS];
+    for (int i = 0; i < BN_ROWS; i++) rv[i] = 0.3f * (float)i; /* the shards' moments differ */
+    xg = lx_retain(lx_add(xg, lx_autorelease(lx_array_from_f32(2, (int64_t[]){BN_ROWS, 1}, rv))));
+    lx_array *yg = lx_retain(lx_random_normal(lx_key_from_seed(32), 2, (int64_t[]){BN_ROWS, OUT}));
+    int64_t start = 0, len = 0;
+    CHECK_EQ_INT(lx_dist_shard_range(BN_ROWS, rank, size, &start, &len), LX_OK);
+    int32_t idx[BN_ROWS];
+    for (int64_t i = 0; i < len; i++) idx[i] = (int32_t)(start + i);
+    lx_array *ia = lx_autorelease(lx_array_from_data(LX_I32, 1, &len, idx));
+    lx_array *xl = lx_retain(lx_take(xg, ia, 0)), *yl = lx_retain(lx_take(yg, ia, 0));
+    lx_pool_close(mark);
+    /* the same parameters on every rank (a fixed key), and the initial statistics */
+    linen_module *m0 = bn_mlp(NULL);
+    lx_tree *vars = NULL;
+    CHECK(m0 && linen_init(m0, LINEN_KEY(lx_key_from_seed(33)), &LX_ARGS(xg), NULL, &vars) == LX_OK);
+    const lx_value *pv = vars ? lx_tree_find(vars, "params") : NULL, *sv = vars ? lx_tree_find(vars, "batch_stats") : NULL;
+    CHECK(pv && sv && pv->kind == LX_V_TREE && sv->kind == LX_V_TREE);
+    if (pv && sv) {
+        lx_tree *gref = bn_grads(NULL, pv->u.tree, sv->u.tree, xg, yg, false);
+        lx_tree *gsync = bn_grads("data", pv->u.tree, sv->u.tree, xl, yl, size > 1);
+        lx_tree *gloc = size > 1 ? bn_grads(NULL, pv->u.tree, sv->u.tree, xl, yl, true) : NULL;
+        /* tree_maxdiff checks 2e-5 (1 + |g|); the claim here is 1e-5 (1 + |g|) */
+        double d = tree_maxdiff(gsync, gref, "sync batch-norm gradients"), dl = 0, worst = 0;
+        lx_flat a = {0}, b = {0};
+        if (gsync && gref && lx_tree_flatten(gsync, &a) == LX_OK && lx_tree_flatten(gref, &b) == LX_OK && a.len == b.len)
+            for (size_t i = 0; i < a.len; i++)
+                for (int64_t e = 0; e < a.items[i].value.u.array->size; e++) {
+                    double u = lx_f32(a.items[i].value.u.array)[e], v = lx_f32(b.items[i].value.u.array)[e];
+                    double r = fabs(u - v) / (1 + fabs(v));
+                    worst = r > worst ? r : worst;
+                }
+        lx_flat_free(&a);
+        lx_flat_free(&b);
+        LX_TEST_REPORT_(worst <= 1e-5, "rank %d: sync batch-norm gradients differ from the global batch's by %.3g", rank,
+                        worst);
+        if (gloc) { /* local statistics: a different gradient (the control) */
+            lx_flat c = {0}, r = {0};
+            if (lx_tree_flatten(gloc, &c) == LX_OK && lx_tree_flatten(gref, &r) == LX_OK && c.len == r.len)
+                for (size_t i = 0; i < c.len; i++)
+                    for (int64_t e = 0; e < c.items[i].value.u.array->size; e++) {
+                        double q = fabs((double)lx_f32(c.items[i].value.u.array)[e] - lx_f32(r.items[i].value.u.array)[e]);
+                        dl = q > dl ? q : dl;
+                    }
+            lx_flat_free(&c);
+            lx_flat_free(&r);
+            LX_TEST_REPORT_(dl > 1e-3, "rank %d: local-statistics gradients equal the global ones (%.3g)", rank, dl);
+        }
+        if (rank == 0)
+            printf("sync batch-norm gradients (linen): %d ranks: max |g - g_1| %.3g, relative %.3g (local statistics: "
+                   "%.3g)\n", size, d, worst, dl);
+        lx_tree_release(gref);
+        lx_tree_release(gsync);
+        lx_tree_release(gloc);
+    }
+    lx_tree_release(vars);
+    linen_module_release(m0);
+    lx_release(xg);
+    lx_release(yg);
+    lx_release(xl);
+    lx_release(yl);
+}
+
+
+/* NNX: the same model as nnx.Sequential(Linear(3, 5), BatchNorm(5, axis_name=...), tanh,
+ * Linear(5, 2)) from a fixed seed (the same parameters on every rank and in both models),
+ * differentiated with nnx_value_and_grad; the same 1e-5 (1 + |g|) claim. */
+typedef struct { lx_array *x, *y; } nnx_bn_ctx;
+static lx_status nnx_bn_loss(nnx_module *model, void *user, lx_array **loss) {
+    nnx_bn_ctx *c = user;
+    *loss = lx_mean(optax_squared_error(nnx_call_array(model, c->x), c->y), LX_ALL_AXES, false);
+    return *loss ? LX_OK : lx_last_status();
+}
+
+static lx_tree *nnx_bn_grads(const char *axis_name, lx_array *x, lx_array *y, bool dist) {
+    nnx_rngs *r = NULL;
+    nnx_linear *l1 = NULL, *l2 = NULL;
+    nnx_module *bn = NULL, *seq = NULL;
+    lx_call cb = axis_name ? LX_CALL(LX_ARGS_LIST(lx_int_v(HID)), LX_KWARGS_LIST(LX_KW_STR("axis_name", axis_name)))
+                           : LX_CALL(LX_ARGS_LIST(lx_int_v(HID)), LX_KWARGS_LIST(LX_KW_FLOAT("momentum", 0.99)));
+    lx_status st = nnx_rngs_from_seed(34, &r);
+    if (st == LX_OK) st = nnx_linear_new(IN, HID, r, &l1);
+    if (st == LX_OK) st = nnx_module_new(&nnx_BatchNorm, &cb, r, &bn);
+    if (st == LX_OK) st = nnx_linear_new(HID, OUT, r, &l2);
+    if (st == LX_OK) {
+        lx_call cs = LX_CALL_ARGS(nnx_module_v((nnx_module *)l1), nnx_module_v(bn), nnx_fn_v(&NNX_TANH),
+                                  nnx_module_v((nnx_module *)l2));
+        st = nnx_module_new(&nnx_Sequential, &cs, NULL, &seq);
+    }
+    nnx_bn_ctx c = {x, y};
+    lx_array *loss = NULL;
+    lx_tree *g = NULL, *avg = NULL;
+    if (st == LX_OK) st = nnx_value_and_grad(seq, NULL, nnx_bn_loss, &c, &loss, &g);
+    if (dist) st = lx_dist_check(st);
+    if (st == LX_OK && dist) st = lx_dist_allreduce_mean(g, &avg);
+    CHECK_EQ_INT(st, LX_OK);
+    lx_release(loss);
+    nnx_module_release(seq);
+    nnx_module_release(bn);
+    nnx_module_release((nnx_module *)l1);
+    nnx_module_release((nnx_module *)l2);
+    nnx_rngs_release(r);
+    if (dist) {
+        lx_tree_release(g);
+        return avg;
+    }
+    return g;
+}
+
+/* max |a - b| / (1 + |b|) over two State trees of Variables (1e30: different structures) */
+static double state_maxrel(const lx_tree *ta, const lx_tree *tb) {
+    lx_flat a = {0}, b = {0};
+    double worst = 1e30;
+    if (ta && tb && lx_tree_flatten(ta, &a) == LX_OK && lx_tree_flatten(tb, &b) == LX_OK && a.len == b.len && a.len > 0) {
+        worst = 0;
+        for (size_t i = 0; i < a.len; i++) {
+            const lx_value *u = &a.items[i].value, *v = &b.items[i].value;
+            const lx_array *ua = u->kind == LX_V_VARIABLE ? lx_variable_get_value(u->u.var) : NULL;
+            const lx_array *va = v->kind == LX_V_VARIABLE ? lx_variable_get_value(v->u.var) : NULL;
+            if (!ua || !va || ua->size != va->size || strcmp(a.items[i].path, b.items[i].path) != 0) {
+                worst = 1e30;
+                break;
+            }
+            for (int64_t e = 0; e < ua->size; e++) {
+                double q = fabs((double)lx_f32(ua)[e] - lx_f32(va)[e]) / (1 + fabs(lx_f32(va)[e]));
+                worst = q > worst ? q : worst;
+            }
+        }
+    }
+    lx_flat_free(&a);
+    lx_flat_free(&b);
+    return worst;
+}
+
+static void test_sync_batch_norm_grads_nnx(int rank, int size) {
+    size_t mark = lx_pool_open();
+    lx_array *xg = lx_random_normal(lx_key_from_seed(35), 2, (int64_t[]){BN_ROWS, IN});
+    float rv[BN_ROWS];
+    for (int i = 0; i < BN_ROWS; i++) rv[i] = 0.3f * (float)i;
+    xg = lx_retain(lx_add(xg, lx_autorelease(lx_array_from_f32(2, (int64_t[]){BN_ROWS, 1}, rv))));
+    lx_array *yg = lx_retain(lx_random_normal(lx_key_from_seed(36), 2, (int64_t[]){BN_ROWS, OUT}));
+    int64_t start = 0, len = 0;
+    CHECK_EQ_INT(lx_dist_shard_range(BN_ROWS, rank, size, &start, &len), LX_OK);
+    int32_t idx[BN_ROWS];
+    for (int64_t i = 0; i < len; i++) idx[i] = (int32_t)(start + i);
+    lx_array *ia = lx_autorelease(lx_array_from_data(LX_I32, 1, &len, idx));
+    lx_array *xl = lx_retain(lx_take(xg, ia, 0)), *yl = lx_retain(lx_take(yg, ia, 0));
+    lx_pool_close(mark);
+    lx_tree *gref = nnx_bn_grads(NULL, xg, yg, false);
+    lx_tree *gsync = nnx_bn_grads("data", xl, yl, size > 1);
+    lx_tree *gloc = size > 1 ? nnx_bn_grads(NULL, xl, yl, true) : NULL;
+    double d = state_maxrel(gsync, gref), dl = gloc ? state_maxrel(gloc, gref) : 0;
+    LX_TEST_REPORT_(d <= 1e-5, "rank %d: nnx sync batch-norm gradients differ from the global batch's by %.3g", rank, d);
+    if (gloc) LX_TEST_REPORT_(dl > 1e-3 && dl < 1e30, "rank %d: nnx local-statistics gradients equal the global ones (%.3g)", rank, dl);
+    if (rank == 0)
+        printf("sync batch-norm gradients (nnx): %d ranks: relative %.3g (local statistics: %.3g)\n", size, d, dl);
+    lx_tree_release(gref);
+    lx_tree_release(gsync);
+    lx_tree_release(gloc);
+    lx_release(xg);
+    lx_release(yg);
+    lx_release(xl);
+    lx_release(yl);
+}
+
+static void test_sync_batch_norm_grads_one(void) {
+    test_sync_batch_norm_grads(0, 1);
+    test_sync_batch_norm_grads_nnx(0, 1);
+}
 
 /* max |a - b| over two params-like trees, each element checked to 2e-5 (1 + |a|); non-float
  * leaves must be equal. 1e30 when the structures differ. */
@@ -576,6 +817,46 @@ static void test_zero1_checkpoint(linen_module *m, lx_array *x, lx_array *y, con
     lx_tree_release(ref_state);
 }
 
+/* LINNX_DIST_PMEAN_FAULT: the last rank fails before its sync BatchNorm while the others wait in
+ * the batch moments' pmean: they must leave it within the deadline (2 s here) with a timeout, and
+ * the status check that follows must not be matched with that pmean (pmean all-reduces travel on
+ * a communicator of their own: the waiting ranks time out instead of summing a status into a
+ * moment); every rank leaves with an error in bounded time, the failing rank with its own
+ * message, the others with the timed-out pmean naming their rank and the step. The run stops
+ * there (as a real run would: the abandoned pmean leaves its communicator unusable). */
+static int pmean_fault(int rank, int size) {
+    CHECK_EQ_INT(lx_dist_set_timeout(2.0), LX_OK);
+    lx_dist_set_step(5);
+    lx_array *x = lx_retain(lx_random_normal(lx_key_from_seed(37 + rank), 2, (int64_t[]){4, BN_F}));
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    lx_status st;
+    lx_tree *stats = NULL;
+    lx_array *y = NULL;
+    if (rank == size - 1) st = lx_fail(LX_ERR_SHAPE, "injected failure before batch-norm on rank %d", rank);
+    else {
+        st = linen_bn_run(x, "data", &stats, &y);
+        LX_TEST_REPORT_(st == LX_ERR_IO && strstr(lx_last_error(), "pmean all-reduce on rank") &&
+                            strstr(lx_last_error(), "timed out"),
+                        "rank %d: the pmean with a missing rank: %s \"%s\"", rank, lx_status_name(st), lx_last_error());
+    }
+    lx_status all = lx_dist_check(st);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double dt = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    char want[96];
+    if (rank == size - 1) snprintf(want, sizeof want, "injected failure before batch-norm on rank %d", rank);
+    else snprintf(want, sizeof want, "pmean all-reduce on rank %d at step 5 timed out", rank);
+    LX_TEST_REPORT_(all != LX_OK && strstr(lx_last_error(), want), "rank %d: after the status check: %s \"%s\"", rank,
+                    lx_status_name(all), lx_last_error());
+    LX_TEST_REPORT_(dt < 15, "rank %d: the failure took %.1f s to reach every rank", rank, dt);
+    printf("pmean fault: rank %d stopped after %.1f s: %s\n", rank, dt, lx_last_error());
+    lx_tree_release(stats);
+    lx_release(y);
+    lx_release(x);
+    lx_dist_finalize();
+    return lx_test_finish();
+}
+
 static int worker(void) {
     int rank = 0, size = 1;
     if (lx_dist_init(NULL, NULL, &rank, &size) != LX_OK) {
@@ -585,8 +866,11 @@ static int worker(void) {
     const char *fr = getenv("LINNX_DIST_FAIL_RANK"), *fs = getenv("LINNX_DIST_FAIL_STEP"), *fm = getenv("LINNX_DIST_FAIL_MODE");
     int fail_rank = fr ? atoi(fr) : -1, fail_step = fs ? atoi(fs) : -1;
     int fail_mode = !fm ? 0 : strcmp(fm, "kill") == 0 ? 1 : strcmp(fm, "hang") == 0 ? 2 : 0;
+    if (getenv("LINNX_DIST_PMEAN_FAULT")) return pmean_fault(rank, size);
     test_sync_stats(rank, size);
     test_sync_batch_norm(rank, size);
+    test_sync_batch_norm_grads(rank, size);
+    test_sync_batch_norm_grads_nnx(rank, size);
     linen_module *parts[3] = {0}, *m = mlp(parts);
     /* samplers and ops give pool-owned arrays: keep our own references */
     lx_array *x = lx_retain(lx_random_normal(lx_key_from_seed(3), 2, (int64_t[]){NEX, IN}));
@@ -734,5 +1018,6 @@ int main(void) {
     RUN(test_batcher_single);
     RUN(test_grad_ready);
     RUN(test_sync_batch_norm_one); /* one process: the mean over one rank */
+    RUN(test_sync_batch_norm_grads_one);
     return lx_test_finish();
 }

@@ -95,9 +95,10 @@ lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out);
  * LX_ERR_NOT_FOUND "unbound axis name: NAME", as JAX says); on one process (size 1, or before
  * lx_dist_init, or a build without MPI) the mean over the one rank is x itself. Every rank must
  * call it at the same point (a collective, with the usual deadline). Pool-owned; NULL on failure.
- * Differentiation: the tape sees x + stop_gradient(pmean(x) - x), so the cotangent reaching x is
- * the rank's own; JAX's transpose of pmean would average the cotangents over the ranks (an
- * all-reduce inside the backward pass, not done: docs/distributed.md). */
+ * Differentiation: it binds the "pmean" primitive (ops.h lx_pmean; lx_dist_init installs its
+ * all-reduce hook), whose VJP is the pmean of the cotangent, JAX's transpose of pmean: the
+ * backward pass all-reduces each moment's cotangent, so the pmean of the ranks' gradients is the
+ * global batch's gradient (docs/distributed.md). Every rank must run its backward pass too. */
 lx_array *lx_dist_pmean(lx_array *x, const char *axis_name);
 /* Sum or mean of n floats over the ranks, in place (e.g. a loss to print). */
 lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean);

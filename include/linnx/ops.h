@@ -153,6 +153,23 @@ lx_array *lx_take(lx_array *a, lx_array *indices, int64_t axis);
  * a label outside 0..num_classes-1 gives an all-zero row, as in JAX. */
 lx_array *lx_one_hot(lx_array *labels, int64_t num_classes);
 
+
+/* ---- collectives ---- */
+/* jax.lax.pmean(x, axis_name): the mean of the float32 array x over the processes of the named
+ * mesh axis, as a differentiable primitive ("pmean"): its VJP is the pmean of the cotangent (JAX's
+ * transpose of pmean), an all-reduce inside the backward pass. The communication is a hook that
+ * the distributed engine installs (lx_dist_init, distributed.h: over MPI, axis 'data'); with no
+ * hook (one process, no lx_dist_init, a build without MPI) the mean over the one process is x
+ * itself (a copy) and the VJP passes the cotangent through. Every process must bind it at the same
+ * point (a collective). axis_name: non-empty, under LX_AXIS_NAME_MAX (primitive.h) bytes.
+ * Pool-owned; NULL on failure (a failing hook's error). lx_dist_pmean checks the axis name first. */
+lx_array *lx_pmean(lx_array *x, const char *axis_name);
+/* The hook: average n floats in place over the processes of axis_name (the same call on every
+ * process); LX_OK or a failure recorded with lx_fail. Process-wide; NULL removes it. */
+typedef lx_status (*lx_pmean_hook_fn)(const char *axis_name, float *buf, int64_t n);
+void lx_set_pmean_hook(lx_pmean_hook_fn fn);
+lx_pmean_hook_fn lx_get_pmean_hook(void);
+
 #pragma GCC visibility pop
 #ifdef __cplusplus
 }

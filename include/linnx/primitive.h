@@ -64,7 +64,8 @@ extern "C" {
     X(MAX_POOL, "max_pool") X(SOFTMAX_CROSS_ENTROPY_INT, "softmax_cross_entropy_int")              \
     X(DOT_PRODUCT_ATTENTION, "dot_product_attention")                                              \
     X(DOT_PRODUCT_ATTENTION_WEIGHTS, "dot_product_attention_weights")                              \
-    X(MAKE_CAUSAL_MASK, "make_causal_mask") X(DROPOUT, "dropout") X(DROPOUT_APPLY, "dropout_apply")
+    X(MAKE_CAUSAL_MASK, "make_causal_mask") X(DROPOUT, "dropout") X(DROPOUT_APPLY, "dropout_apply")   \
+    X(PMEAN, "pmean")
 
 typedef enum lx_prim_id {
 #define LX_PRIM_ENUM_(id, name) LX_PRIM_##id,
@@ -135,6 +136,9 @@ typedef struct lx_attention_params {
     float scale;
 } lx_attention_params;
 typedef struct lx_dropout_params { double rate; } lx_dropout_params;
+/* pmean (ops.h lx_pmean): the named mesh axis the mean runs over ("data"); non-empty. */
+#define LX_AXIS_NAME_MAX 32
+typedef struct lx_pmean_params { char axis_name[LX_AXIS_NAME_MAX]; } lx_pmean_params;
 
 /* ---- descriptors ---- */
 /* What a shape rule computes: the result's dtype and shape (jax's ShapedArray). */

@@ -97,13 +97,10 @@ lx_array *lx_dist_pmean(lx_array *x, const char *axis_name) {
         lx_fail(LX_ERR_DTYPE, "distributed: pmean of a %s array (float32 only)", lx_dtype_name(x->dtype));
         return NULL;
     }
-    if (lx_is_abstract(x) || !lx_dist_active()) return x; /* one rank: its own mean */
-    lx_array *m = lx_autorelease(lx_array_empty(LX_F32, x->ndim, x->shape));
-    if (!m) return NULL;
-    memcpy(lx_f32(m), lx_f32(x), (size_t)x->size * sizeof(float));
-    if (lx_dist_allreduce_f32(lx_f32(m), m->size, true) != LX_OK) return NULL;
-    /* the value is m exactly (m + 0); the tape differentiates through x alone */
-    return lx_add(m, lx_sub(x, lx_stop_gradient(x)));
+    if (!lx_dist_active()) return x; /* one rank: its own mean (and the identity's gradient) */
+    /* the pmean primitive: the all-reduce through pmean_hook below, and its VJP the same
+     * all-reduce of the cotangent (ops.h) */
+    return lx_pmean(x, axis_name);
 }
 
 bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs) {
@@ -184,6 +181,10 @@ void lx_dist_zero1_free(lx_dist_zero1 *z) {}
 static bool g_we_init = false;
 static void ov_release(void);
 static MPI_Comm g_grad_comm = MPI_COMM_NULL;
+/* the pmean primitive's all-reduces (sync batch-norm, forward and backward) on a communicator of
+ * their own: a rank that failed before reaching one joins the status check instead, and a check
+ * on the world must never be matched with (and summed into) a batch-norm moment */
+static MPI_Comm g_pmean_comm = MPI_COMM_NULL;
 
 /* Ranks sharing this machine share its cores: unless LINNX_THREADS says otherwise, each of k local
  * ranks uses cores/k threads (2 ranks on 2 cores: 1 thread each), for linnx's OpenMP regions and
@@ -244,6 +245,43 @@ static lx_status mpi_fail(const char *what, int rc) {
     return lx_fail(LX_ERR_IO, "distributed: %s failed on rank %d at step %lld: %s", what, g_rank, (long long)g_step, msg);
 }
 
+static lx_status wait_all(int n, MPI_Request *reqs, const char *what);
+
+/* pmean buffers whose all-reduce was abandoned at the deadline (still reachable: not a leak) */
+static float *abandoned[8];
+static int nab;
+
+/* The pmean primitive's all-reduce (ops.h lx_set_pmean_hook): the mean over the 'data' axis. */
+static lx_status pmean_hook(const char *axis_name, float *buf, int64_t n) {
+    if (strcmp(axis_name, lx_dist_axis_name()) != 0)
+        return lx_fail(LX_ERR_NOT_FOUND, "unbound axis name: %s (the data-parallel mesh axis is '%s')", axis_name,
+                       lx_dist_axis_name());
+    if (!g_inited) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: pmean before lx_dist_init");
+    if (n < 0 || (n > 0 && !buf) || n > 0x7fffffff) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: bad buffer");
+    /* through a buffer of our own: an all-reduce abandoned at the deadline may still complete
+     * later (inside MPI_Finalize), and must not write into the caller's freed array; such a
+     * buffer is never reused nor freed (the run is stopping) */
+    static float *scratch;
+    static int64_t cap;
+    if (n > cap) {
+        float *nb = malloc((size_t)n * sizeof(float));
+        if (!nb) return lx_fail(LX_ERR_NO_MEMORY, "distributed: pmean: out of memory (%lld floats)", (long long)n);
+        free(scratch);
+        scratch = nb, cap = n;
+    }
+    if (n) memcpy(scratch, buf, (size_t)n * sizeof(float));
+    MPI_Request req;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, scratch, (int)n, MPI_FLOAT, MPI_SUM, g_pmean_comm, &req);
+    if (rc != MPI_SUCCESS) return mpi_fail("pmean all-reduce", rc);
+    lx_status w = wait_all(1, &req, "pmean all-reduce");
+    if (w != LX_OK) {
+        if (nab < 8) abandoned[nab++] = scratch, scratch = NULL, cap = 0;
+        return w;
+    }
+    for (int64_t i = 0; i < n; i++) buf[i] = scratch[i] / (float)g_size;
+    return LX_OK;
+}
+
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
     if (!g_inited) {
         int flag = 0;
@@ -260,6 +298,8 @@ lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
          * check (on the world) never matches a bucket a failing rank did not start */
         if (MPI_Comm_dup(MPI_COMM_WORLD, &g_grad_comm) != MPI_SUCCESS) g_grad_comm = MPI_COMM_WORLD;
         else MPI_Comm_set_errhandler(g_grad_comm, MPI_ERRORS_RETURN);
+        if (MPI_Comm_dup(MPI_COMM_WORLD, &g_pmean_comm) != MPI_SUCCESS) g_pmean_comm = MPI_COMM_WORLD;
+        else MPI_Comm_set_errhandler(g_pmean_comm, MPI_ERRORS_RETURN);
         pin_threads();
         const char *t = getenv("LINNX_DIST_TIMEOUT");
         if (t && atof(t) > 0) g_timeout = atof(t);
@@ -269,6 +309,7 @@ lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
         if (sp && atof(sp) >= 0) g_spin = atof(sp) * 1e-6;
         if (np && atof(np) >= 0 && atof(np) < 1e6) g_nap_ns = (long)(atof(np) * 1e3);
         g_inited = true;
+        if (g_size > 1) lx_set_pmean_hook(pmean_hook);
     }
     if (rank) *rank = g_rank;
     if (size) *size = g_size;
@@ -279,11 +320,14 @@ lx_status lx_dist_finalize(void) {
     ov_release();
     if (g_inited && g_grad_comm != MPI_COMM_NULL && g_grad_comm != MPI_COMM_WORLD) MPI_Comm_free(&g_grad_comm);
     g_grad_comm = MPI_COMM_NULL;
+    if (g_inited && g_pmean_comm != MPI_COMM_NULL && g_pmean_comm != MPI_COMM_WORLD) MPI_Comm_free(&g_pmean_comm);
+    g_pmean_comm = MPI_COMM_NULL;
     if (g_inited && g_we_init) {
         int fin = 0;
         MPI_Finalized(&fin);
         if (!fin) MPI_Finalize();
     }
+    if (lx_get_pmean_hook() == pmean_hook) lx_set_pmean_hook(NULL);
     g_inited = g_we_init = false;
     g_rank = 0;
     g_size = 1;
@@ -658,12 +702,20 @@ lx_status lx_dist_broadcast_tree(lx_tree *t, int root) {
 lx_status lx_dist_check(lx_status local) {
     if (!g_inited) return local;
     /* the lowest failing rank, or g_size when every rank is fine */
-    int mine = local == LX_OK ? g_size : g_rank, low = g_size;
+    /* static: a check abandoned at the deadline may complete later (inside MPI_Finalize) and must
+     * not write into a returned stack frame */
+    static int mine, low;
+    mine = local == LX_OK ? g_size : g_rank, low = g_size;
+    char keep[512] = "";
+    if (local != LX_OK) snprintf(keep, sizeof keep, "%s", lx_last_error());
     MPI_Request req;
     int rc = MPI_Iallreduce(&mine, &low, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req);
     if (rc != MPI_SUCCESS) return local != LX_OK ? local : mpi_fail("status check", rc);
     lx_status w = wait_all(1, &req, "status check");
-    if (local != LX_OK) return local; /* keep this rank's own message */
+    if (local != LX_OK) { /* keep this rank's own message (a timed-out check must not replace it) */
+        if (w != LX_OK) lx_fail(local, "%s", keep);
+        return local;
+    }
     if (w != LX_OK) return w;
     if (low < g_size)
         return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed at step %lld", low, (long long)g_step);
