@@ -67,6 +67,20 @@ static lx_status calibrated(const lx_tree *stats, const lx_qt_record *r, float *
     return LX_OK;
 }
 
+/* A static activation scale as stored: shape (1, ..., 1) of the activation's rank, am / 127 (1
+ * when calibration saw only zeros). */
+static lx_array *static_scale_array(int ndim, float am) {
+    int64_t ones[LX_MAX_DIMS];
+    for (int d = 0; d < ndim; d++) ones[d] = 1;
+    lx_array *a = lx_array_new(LX_F32, ndim, ones);
+    if (!a) {
+        lx_fail(LX_ERR_NO_MEMORY, "quantize: out of memory");
+        return NULL;
+    }
+    lx_f32(a)[0] = am > 0 ? am / 127.0f : 1.0f;
+    return a;
+}
+
 lx_status lx_qt_quantize_tree(const lx_qt_rules *rules, const lx_tree *variables, lx_qt_run_fn run, void *user,
                               const lx_tree *stats, lx_tree **out) {
     if (!rules || !variables || !run || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "quantize: NULL argument");
@@ -117,14 +131,11 @@ lx_status lx_qt_quantize_tree(const lx_qt_rules *rules, const lx_tree *variables
             float am = 0;
             st = calibrated(stats, r, &am);
             if (st != LX_OK) break;
-            int64_t ones[LX_MAX_DIMS];
-            for (int d = 0; d < r->act_ndim; d++) ones[d] = 1;
-            lx_array *a = lx_array_new(LX_F32, r->act_ndim, ones);
+            lx_array *a = static_scale_array(r->act_ndim, am);
             if (!a) {
-                st = lx_fail(LX_ERR_NO_MEMORY, "quantize: out of memory");
+                st = lx_last_status();
                 break;
             }
-            lx_f32(a)[0] = am > 0 ? am / 127.0f : 1.0f;
             char dir[520], sp[600];
             snprintf(dir, sizeof dir, "%s%s%s", linen ? "params" : "", linen && r->path[0] ? "/" : "", r->path);
             snprintf(sp, sizeof sp, "%s%s%s_%s_scale", dir, dir[0] ? "/" : "", r->op, r->act_side == 0 ? "lhs" : "rhs");
@@ -155,14 +166,11 @@ lx_status lx_qt_quantize_tree(const lx_qt_rules *rules, const lx_tree *variables
         float am = 0;
         st = calibrated(stats, r, &am);
         if (st != LX_OK) break;
-        int64_t ones[LX_MAX_DIMS];
-        for (int d = 0; d < r->act_ndim; d++) ones[d] = 1;
-        lx_array *a = lx_array_new(LX_F32, r->act_ndim, ones);
+        lx_array *a = static_scale_array(r->act_ndim, am);
         if (!a) {
-            st = lx_fail(LX_ERR_NO_MEMORY, "quantize: out of memory");
+            st = lx_last_status();
             break;
         }
-        lx_f32(a)[0] = am > 0 ? am / 127.0f : 1.0f;
         const char *slash = strrchr(it->path, '/');
         int dl = slash ? (int)(slash - it->path) : 0;
         snprintf(sp, sizeof sp, "%.*s%s%s_%s_scale", dl, it->path, dl ? "/" : "", r->op, r->act_side == 0 ? "lhs" : "rhs");
