@@ -342,13 +342,11 @@ static int ctor_value(void *ctx, spec_node *v, lx_value *out) {
     return 0;
 }
 
-/* x as the model reads it: int32 token ids when it starts with an Embed. */
+/* x as the model reads it: int32 token ids when it starts with an Embed (lx_cast: truncation
+ * toward zero that saturates, where a C cast of an out-of-range float is undefined). */
 static lx_array *model_input(lx_array *x, bool ids) {
     if (!ids || x->dtype == LX_I32) return x;
-    lx_array *b = lx_array_new(LX_I32, x->ndim, x->shape);
-    if (!b) return NULL;
-    for (int64_t i = 0; i < b->size; i++) lx_i32(b)[i] = (int32_t)lx_f32(x)[i];
-    return lx_autorelease(b);
+    return lx_cast(x, LX_I32);
 }
 
 static bool g_ids; /* the current model reads token ids (set by tc_model_new) */
