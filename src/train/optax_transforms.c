@@ -56,9 +56,8 @@ static void scale_kernel(int64_t n, float s, const float *restrict g, float *res
     for (int64_t j = 0; j < n; j++) o[j] = s * g[j];
 }
 
-static lx_status scale_update(const optax_tx *tx, const lx_leaves *lv, lx_array **u, const lx_tree *state,
-                              const char *spath, lx_tree *ns) {
-    float s = tx->f[0];
+/* Every active update times s (scale, and scale_by_schedule at the count's value). */
+static lx_status scale_all(const lx_leaves *lv, lx_array **u, float s) {
     FOR_ACTIVE(i) {
         lx_array *r = lx_optax_new_f32(u[i]);
         if (!r) return lx_last_status();
@@ -66,6 +65,11 @@ static lx_status scale_update(const optax_tx *tx, const lx_leaves *lv, lx_array 
         set_u(u, i, r);
     }
     return LX_OK;
+}
+
+static lx_status scale_update(const optax_tx *tx, const lx_leaves *lv, lx_array **u, const lx_tree *state,
+                              const char *spath, lx_tree *ns) {
+    return scale_all(lv, u, tx->f[0]);
 }
 static const lx_tx_ops SCALE_OPS = {"scale", NULL, scale_update};
 
@@ -85,12 +89,7 @@ static lx_status sched_update(const optax_tx *tx, const lx_leaves *lv, lx_array 
     LX_TRY(lx_state_get_count(state, "count", spath, &count));
     float s = optax_schedule_eval(tx->sched, count);
     if (tx->flag[0]) s = -s;
-    FOR_ACTIVE(i) {
-        lx_array *r = lx_optax_new_f32(u[i]);
-        if (!r) return lx_last_status();
-        for (int64_t j = 0; j < r->size; j++) lx_f32(r)[j] = s * lx_f32(u[i])[j];
-        set_u(u, i, r);
-    }
+    LX_TRY(scale_all(lv, u, s));
     return lx_state_put_count(ns, "count", lx_safe_increment(count));
 }
 static const lx_tx_ops SCHED_OPS = {"scale_by_schedule", count_init, sched_update};
