@@ -255,7 +255,14 @@ static void test_train_state_and_optimizer(void) {
         CHECK(optax_fused_steps() == f0 + 1);
         linen_train_state_free(s);
         s = n;
-        CHECK(optax_step(tx, g, &pu, &su) == LX_OK); /* also fused: checked against unfused above */
+        lx_tree *upd = NULL, *ns = NULL, *np = NULL; /* the unfused reference: update + apply_updates */
+        CHECK(optax_update(tx, g, su, pu, &upd, &ns) == LX_OK);
+        CHECK(optax_apply_updates(pu, upd, &np) == LX_OK);
+        lx_tree_release(upd);
+        lx_tree_release(pu);
+        lx_tree_release(su);
+        pu = np;
+        su = ns;
     }
     if (s) {
         CHECK(s->step == 3);
