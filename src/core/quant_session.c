@@ -57,13 +57,6 @@ static void no_op(const lx_intercept_event *ev, void *user) {
     (void)user;
 }
 
-static char *dupstr(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 /* ------------------------------------------------------------------ quantize / dequantize */
 
 static inline float q8f(float v, float inv) {
@@ -406,7 +399,7 @@ static void plan_record(lx_qt_plan *p, lx_array *w, const bool *reduce, int64_t 
         }
         p->v = v, p->cap = cap;
     }
-    lx_qt_record r = {lx_retain(w), {false}, tile, tax, dupstr(path), dupstr(op), act_side, act_ndim};
+    lx_qt_record r = {lx_retain(w), {false}, tile, tax, lx_strdup(path), lx_strdup(op), act_side, act_ndim};
     if (reduce) memcpy(r.reduce, reduce, sizeof r.reduce);
     if (!r.path || !r.op) {
         free(r.path), free(r.op), lx_release(w);
@@ -635,7 +628,7 @@ static lx_status add_q(lx_qt_session *s, lx_array *q, lx_array *scale, const cha
         if (!v) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin_ptq: out of memory");
         s->q = v, s->capq = cap;
     }
-    char *dir = dupstr(path);
+    char *dir = lx_strdup(path);
     if (!dir) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin_ptq: out of memory");
     char *slash = strrchr(dir, '/');
     if (slash) *slash = '\0';
@@ -651,7 +644,7 @@ static lx_status add_static(lx_qt_session *s, const char *path, float v) {
         if (!e) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin_ptq: out of memory");
         s->st = e, s->capst = cap;
     }
-    char *p = dupstr(path);
+    char *p = lx_strdup(path);
     if (!p) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin_ptq: out of memory");
     s->st[s->nst++] = (sentry){p, v};
     return LX_OK;
