@@ -83,6 +83,12 @@ static lx_status check_aval(const lx_prim_def *d, const lx_prim_aval *av) {
  * the rule is asked with an abstract float32 stand-in for each int8 input, on the params in p;
  * true when it passes. A failing try leaves the failure state as it found it (the real rule then
  * gives its own message). */
+static bool has_int8(int nin, lx_array *const *in) {
+    for (int i = 0; i < nin; i++)
+        if (in[i] && in[i]->dtype == LX_I8) return true;
+    return false;
+}
+
 static bool rule_with_stand_ins(const lx_prim_def *d, void *p, int nin, lx_array **in, lx_prim_aval *av) {
     lx_array *shadow[BIND_MAX_IN];
     bool any = false, ok = true;
@@ -126,11 +132,12 @@ static lx_array *bind_rule(const lx_prim_def *d, const void *params, int nin, lx
         p = pbuf;
     }
     lx_prim_aval av = {0};
-    bool stand_in = lx_prim_substituting() && rule_with_stand_ins(d, p, nin, in, &av);
-    if (!stand_in) {
-        if (d->params_size) memcpy(pbuf, params, d->params_size);
-        if (d->rule(d->id, p, nin, in, &av) != LX_OK) return NULL;
+    bool stand_in = false;
+    if (lx_prim_substituting() && has_int8(nin, in)) {
+        stand_in = rule_with_stand_ins(d, p, nin, in, &av);
+        if (!stand_in && d->params_size) memcpy(pbuf, params, d->params_size); /* the try normalised p */
     }
+    if (!stand_in && d->rule(d->id, p, nin, in, &av) != LX_OK) return NULL;
     if (check_aval(d, &av) != LX_OK) return NULL;
     /* 3. substituters see the checked inputs and the normalised params */
     if (lx_prim_substituting()) {

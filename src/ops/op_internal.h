@@ -65,12 +65,6 @@ lx_array *lx_op_result(lx_dtype dtype, int ndim, const int64_t *shape, bool abst
 void lx_prim_record(lx_prim_id id, const void *params, int nin, lx_array *const *inputs, lx_array *out, int nattrs,
                     const lx_kwarg *attrs);
 
-/* The same for a fused op that keeps what its backward needs (layer_norm's mean/rstd): `saved`
- * (may be NULL) goes to the tape only, as an extra input after the nin real ones (no gradient);
- * observers see the nin inputs. */
-void lx_prim_record_saved(lx_prim_id id, const void *params, int nin, lx_array *const *inputs, lx_array *saved,
-                          lx_array *out, int nattrs, const lx_kwarg *attrs);
-
 /* An aval of `dtype` with x's shape / with the given shape. */
 static inline void lx_aval_like(lx_prim_aval *av, lx_dtype dtype, const lx_array *x) {
     av->dtype = dtype;

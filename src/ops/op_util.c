@@ -18,17 +18,3 @@ void lx_prim_record(lx_prim_id id, const void *params, int nin, lx_array *const 
     lx_prim_event ev = {lx_prim_get(id)->name, nin, inputs, out, nattrs, attrs, id, params};
     lx_prim_emit(&ev);
 }
-
-void lx_prim_record_saved(lx_prim_id id, const void *params, int nin, lx_array *const *inputs, lx_array *saved,
-                          lx_array *out, int nattrs, const lx_kwarg *attrs) {
-    if (lx_tape_recording_) {
-        lx_array *all[8];
-        int n = nin < 7 ? nin : 7;
-        for (int i = 0; i < n; i++) all[i] = inputs[i];
-        all[n] = saved;
-        lx_tape_record_(id, params, saved ? n + 1 : n, all, out);
-    }
-    if (!lx_prim_observed()) return;
-    lx_prim_event ev = {lx_prim_get(id)->name, nin, inputs, out, nattrs, attrs, id, params};
-    lx_prim_emit(&ev);
-}
