@@ -30,6 +30,10 @@ int cli_lib_error(void) {
     /* the library's array limit is the CLI's --max-array-bytes: name the option */
     bool limit = s == LX_ERR_NO_MEMORY && strstr(e, "bytes per array");
     fprintf(stderr, "linnx: %s%s\n", e[0] ? e : "failed", limit ? " (--max-array-bytes)" : "");
+    return cli_status_exit(s);
+}
+
+int cli_status_exit(lx_status s) {
     return (s == LX_ERR_NO_MEMORY || s == LX_ERR_IO || s == LX_ERR_INTERNAL) ? CLI_EXIT_FAILURE : CLI_EXIT_USAGE;
 }
 

@@ -44,6 +44,9 @@ int cli_error(const char *fmt, ...)
     ;
 /* Report the library's last error: exit 2 for bad input, 1 for resource/internal failures. */
 int cli_lib_error(void);
+/* The exit status for a library status, cli_lib_error's rule (for a command that prints its own
+ * line): CLI_EXIT_FAILURE for out of memory, I/O and internal errors, else CLI_EXIT_USAGE. */
+int cli_status_exit(lx_status s);
 /* Print `linnx: <what>: out of memory`; returns CLI_EXIT_FAILURE. */
 int cli_oom(const char *what);
 
