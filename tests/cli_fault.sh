@@ -32,6 +32,9 @@ sweep() { # the linnx arguments as words
            [ "$lines" -eq 1 ] && [[ $err == "linnx: "* ]] &&
            [[ $err == *"out of memory"* || $err == *"cannot allocate"* ]]; then continue; fi
         bad=$((bad + 1))
+        # under the sanitizers (make test-sanitize) a leak is LeakSanitizer's report on stderr
+        [[ $err == *"LeakSanitizer"* ]] && [ $bad -le ${FAULT_SHOW:-3} ] &&
+            echo "FAIL: LINNX_FAIL_ALLOC=$n linnx $* leaked: $(grep -m1 'leak of' "$cli_tmp/err")"
         [ $bad -le ${FAULT_SHOW:-3} ] && echo "FAIL: LINNX_FAIL_ALLOC=$n linnx $* -> exit $rc, stdout '${out:0:120}', stderr '${err:0:300}'"
     done
     if [ $bad -eq 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "  ($bad of $t allocations failed badly)"; fi
