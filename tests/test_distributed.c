@@ -329,6 +329,55 @@ static void test_sync_stats(int rank, int size) {
     lx_release(var);
 }
 
+/* bfloat16 leaves are averaged too (summed in float32, the mean rounded to nearest even), by
+ * lx_dist_allreduce_mean and by the overlapped path (a bfloat16 gradient is never reported during
+ * the backward pass: overlap_end reduces it in its last bucket). Rank r holds
+ * [1 + r, 3, 1 + r/128, -2r] (all exact in bfloat16); the means: [1 + (N-1)/2, 3, m, -(N-1)] with
+ * m = 1 (N = 1), 1 + 1/256 rounded to even = 1 (N = 2), 1 + 1/128 (N = 3). */
+static uint16_t bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (uint16_t)(u >> 16); /* the values here are exact in bfloat16 */
+}
+
+static float bf16_value(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static void test_bf16_mean(int rank, int size) {
+    lx_array *b = lx_array_new(LX_BF16, 1, (int64_t[]){4});
+    float v[4] = {1.0f + (float)rank, 3.0f, 1.0f + (float)rank / 128.0f, -2.0f * (float)rank};
+    for (int k = 0; k < 4; k++) ((uint16_t *)b->data)[k] = bf16_bits(v[k]);
+    lx_array *f = lx_array_full_f32(1, (int64_t[]){2}, (float)rank);
+    lx_tree *t = lx_tree_new();
+    lx_tree_set_path(t, "a/bf", lx_array_v(b));
+    lx_tree_set_path(t, "a/f", lx_array_v(f));
+    float want[4] = {1.0f + (float)(size - 1) / 2.0f, 3.0f, size == 3 ? 1.0f + 1.0f / 128.0f : 1.0f, -(float)(size - 1)};
+    for (int path = 0; path < 2; path++) { /* 0: allreduce_mean, 1: overlap_begin/end */
+        lx_tree *out = NULL;
+        if (path == 0) CHECK_EQ_INT(lx_dist_allreduce_mean(t, &out), LX_OK);
+        else {
+            CHECK_EQ_INT(lx_dist_overlap_begin(), LX_OK);
+            CHECK_EQ_INT(lx_dist_overlap_end(t, &out), LX_OK);
+        }
+        const lx_value *o = out ? lx_tree_find(out, "a/bf") : NULL, *of = out ? lx_tree_find(out, "a/f") : NULL;
+        CHECK(o && o->kind == LX_V_ARRAY && o->u.array->dtype == LX_BF16 && o->u.array->size == 4);
+        if (o && o->kind == LX_V_ARRAY && o->u.array->dtype == LX_BF16)
+            for (int k = 0; k < 4; k++)
+                LX_TEST_REPORT_(bf16_value(((const uint16_t *)o->u.array->data)[k]) == want[k],
+                                "bf16 mean (path %d) [%d]: %.9g, want %.9g", path, k,
+                                bf16_value(((const uint16_t *)o->u.array->data)[k]), want[k]);
+        CHECK(of && of->kind == LX_V_ARRAY && lx_f32(of->u.array)[1] == (float)(size - 1) / 2.0f);
+        lx_tree_release(out);
+    }
+    lx_tree_release(t);
+    lx_release(b);
+    lx_release(f);
+}
+
 /* Sync batch-norm: BatchNorm(axis_name='data') (Linen and NNX) on each rank's shard of a global
  * batch of 12 rows gives the running statistics and outputs that the one-process BatchNorm
  * computes on the whole batch (rank 0 runs that reference; every rank checks its own rows);
@@ -868,6 +917,7 @@ static int worker(void) {
     int fail_mode = !fm ? 0 : strcmp(fm, "kill") == 0 ? 1 : strcmp(fm, "hang") == 0 ? 2 : 0;
     if (getenv("LINNX_DIST_PMEAN_FAULT")) return pmean_fault(rank, size);
     test_sync_stats(rank, size);
+    test_bf16_mean(rank, size);
     test_sync_batch_norm(rank, size);
     test_sync_batch_norm_grads(rank, size);
     test_sync_batch_norm_grads_nnx(rank, size);

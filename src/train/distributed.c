@@ -186,6 +186,17 @@ static MPI_Comm g_grad_comm = MPI_COMM_NULL;
  * on the world must never be matched with (and summed into) a batch-norm moment */
 static MPI_Comm g_pmean_comm = MPI_COMM_NULL;
 
+/* lx_dist_allreduce_mean's scratch, kept between calls: the packed sums, each leaf's place and
+ * the requests (a buffer whose reduction was abandoned at a deadline is set aside, never reused) */
+static struct {
+    float *buf;
+    size_t cap;
+    float **sums;
+    size_t caps;
+    MPI_Request *reqs;
+    size_t capr;
+} ar;
+
 /* Ranks sharing this machine share its cores: unless LINNX_THREADS says otherwise, each of k local
  * ranks uses cores/k threads (2 ranks on 2 cores: 1 thread each), for linnx's OpenMP regions and
  * OpenBLAS alike (threads.h), so ranks do not oversubscribe the cores. */
@@ -212,6 +223,40 @@ static lx_array *leaf_f32(const lx_value *v) {
     return a && a->dtype == LX_F32 && !lx_is_abstract(a) ? a : NULL;
 }
 
+/* A leaf whose mean is taken: a float32 or bfloat16 array (or Variable value, box); NULL for the
+ * others (integer leaves, abstract arrays), which are kept as they are. bfloat16 travels as float32:
+ * packed widened (exact), summed in float32, the mean rounded back to bfloat16 (nearest even). */
+static lx_array *leaf_float(const lx_value *v) {
+    lx_array *a = NULL;
+    if (v->kind == LX_V_ARRAY) a = v->u.array;
+    else if (v->kind == LX_V_VARIABLE) a = lx_variable_get_value(v->u.var);
+    else if (v->kind == LX_V_BOX) a = lx_box_unbox(v->u.box);
+    return a && (a->dtype == LX_F32 || a->dtype == LX_BF16) && !lx_is_abstract(a) ? a : NULL;
+}
+
+static float bf16_widen(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static uint16_t bf16_round(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if (f != f) return (uint16_t)((bits >> 16) | 0x0040u); /* a quiet NaN stays NaN */
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+/* n floats of a float leaf (float32 copied, bfloat16 widened) into dst; NULL a: zeros. */
+static void pack_leaf(float *dst, const lx_array *a, int64_t n) {
+    if (!a) memset(dst, 0, (size_t)n * sizeof *dst);
+    else if (a->dtype == LX_F32) memcpy(dst, a->data, (size_t)n * sizeof *dst);
+    else
+        for (int64_t k = 0; k < n; k++) dst[k] = bf16_widen(((const uint16_t *)a->data)[k]);
+}
+
 /* Append r (a reduced leaf) at `path` in the kind of `orig`: an array, the same box (names,
  * metadata) or a Variable of the same type around it, as value_and_grad gives gradients. */
 static lx_status append_like(lx_flat *g, const char *path, const lx_value *orig, lx_array *r) {
@@ -230,6 +275,53 @@ static lx_status append_like(lx_flat *g, const char *path, const lx_value *orig,
     } else
         st = lx_flat_append(g, path, lx_array_v(r));
     return st;
+}
+
+/* The mean tree of a flattened tree whose float leaves' sums over the ranks are at sums[i] (NULL for
+ * the leaves leaf_float skips, kept as they are): each float leaf a new array of its dtype holding
+ * sum / size, in the leaf's kind (append_like). */
+static lx_status mean_tree(const lx_flat *f, float *const *sums, lx_tree **out) {
+    lx_flat g = {0};
+    lx_status st = LX_OK;
+    float inv = 1.0f / (float)g_size;
+    for (size_t i = 0; st == LX_OK && i < f->len; i++) {
+        lx_array *a = leaf_float(&f->items[i].value);
+        if (!a || !sums[i]) {
+            st = lx_flat_append(&g, f->items[i].path, f->items[i].value);
+            continue;
+        }
+        lx_array *r = lx_array_empty(a->dtype, a->ndim, a->shape);
+        if (!r) {
+            st = lx_last_status();
+            break;
+        }
+        const float *s = sums[i];
+        if (a->dtype == LX_F32) {
+            float *d = lx_f32(r);
+            for (int64_t k = 0; k < a->size; k++) d[k] = s[k] * inv; /* exact copy for one rank */
+        } else {
+            uint16_t *d = r->data;
+            for (int64_t k = 0; k < a->size; k++) d[k] = bf16_round(s[k] * inv);
+        }
+        st = append_like(&g, f->items[i].path, &f->items[i].value, r);
+        lx_release(r);
+    }
+    if (st == LX_OK) st = lx_tree_unflatten(&g, out);
+    lx_flat_free(&g);
+    return st;
+}
+
+/* Grow a scratch array to hold n elements of `elt` bytes (kept between calls: a step in steady
+ * state allocates nothing here). */
+static bool grow(void *pp, size_t *cap, size_t n, size_t elt) {
+    void **p = pp;
+    if (n <= *cap) return true;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < n) nc *= 2;
+    void *np = realloc(*p, nc * elt);
+    if (!np) return false;
+    *p = np, *cap = nc;
+    return true;
 }
 
 static double now_s(void) {
@@ -318,6 +410,10 @@ lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
 
 lx_status lx_dist_finalize(void) {
     ov_release();
+    free(ar.buf);
+    free(ar.sums);
+    free(ar.reqs);
+    memset(&ar, 0, sizeof ar);
     if (g_inited && g_grad_comm != MPI_COMM_NULL && g_grad_comm != MPI_COMM_WORLD) MPI_Comm_free(&g_grad_comm);
     g_grad_comm = MPI_COMM_NULL;
     if (g_inited && g_pmean_comm != MPI_COMM_NULL && g_pmean_comm != MPI_COMM_WORLD) MPI_Comm_free(&g_pmean_comm);
@@ -381,45 +477,40 @@ lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean) {
     return LX_OK;
 }
 
+
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
     if (!t || !out) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: all-reduce of a NULL tree");
     *out = NULL;
     LX_TRY(need_init("lx_dist_allreduce_mean"));
     lx_flat f = {0};
     LX_TRY(lx_tree_flatten(t, &f));
-    /* buckets: consecutive float32 leaves, cut at g_bucket bytes (a larger leaf is its own bucket) */
+    /* buckets: consecutive float leaves, cut at g_bucket bytes (a larger leaf is its own bucket) */
     size_t nleaf = f.len, nb = 0;
-    int64_t *off = calloc(nleaf + 1, sizeof *off);       /* element offset of each leaf in `buf` */
-    MPI_Request *reqs = NULL;
-    float *buf = NULL;
     lx_status st = LX_OK;
-    if (!off) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
     int64_t total = 0;
-    for (size_t i = 0; st == LX_OK && i < nleaf; i++) {
-        lx_array *a = leaf_f32(&f.items[i].value);
-        off[i] = total;
+    for (size_t i = 0; i < nleaf; i++) {
+        lx_array *a = leaf_float(&f.items[i].value);
         if (a) total += a->size;
     }
-    if (st == LX_OK) off[nleaf] = total;
-    if (st == LX_OK && total > 0 && !(buf = malloc((size_t)total * sizeof *buf)))
+    if (!grow(&ar.buf, &ar.cap, (size_t)total + 1, sizeof *ar.buf) || !grow(&ar.sums, &ar.caps, nleaf + 1, sizeof *ar.sums) ||
+        !grow(&ar.reqs, &ar.capr, nleaf + 1, sizeof *ar.reqs))
         st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory for %lld gradients", (long long)total);
-    if (st == LX_OK && !(reqs = malloc((nleaf + 1) * sizeof *reqs))) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
     /* pack leaf by leaf; start a bucket's all-reduce as soon as it is full */
-    int64_t per = (int64_t)(g_bucket / sizeof(float)), bfirst = 0;
+    int64_t per = (int64_t)(g_bucket / sizeof(float)), bfirst = 0, end = 0;
     for (size_t i = 0; st == LX_OK && i < nleaf; i++) {
-        lx_array *a = leaf_f32(&f.items[i].value);
+        lx_array *a = leaf_float(&f.items[i].value);
+        ar.sums[i] = a ? ar.buf + end : NULL;
         if (!a) continue;
-        memcpy(buf + off[i], lx_f32(a), (size_t)a->size * sizeof(float));
-        int64_t end = off[i] + a->size;
-        bool last = end == total;
-        if (end - bfirst >= per || last) {
+        pack_leaf(ar.buf + end, a, a->size);
+        end += a->size;
+        if (end - bfirst >= per || end == total) {
             if (end - bfirst > 0x7fffffff) {
                 st = lx_fail(LX_ERR_UNSUPPORTED, "distributed: a bucket of %lld floats is over MPI's int count",
                              (long long)(end - bfirst));
                 break;
             }
-            int rc = MPI_Iallreduce(MPI_IN_PLACE, buf + bfirst, (int)(end - bfirst), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
-                                    &reqs[nb]);
+            int rc = MPI_Iallreduce(MPI_IN_PLACE, ar.buf + bfirst, (int)(end - bfirst), MPI_FLOAT, MPI_SUM,
+                                    MPI_COMM_WORLD, &ar.reqs[nb]);
             if (rc != MPI_SUCCESS) {
                 st = mpi_fail("gradient all-reduce", rc);
                 break;
@@ -430,37 +521,16 @@ lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
     }
     /* wait for every started bucket, also after a failure (no request is left in flight) */
     if (nb > 0) {
-        lx_status w = wait_all((int)nb, reqs, "gradient all-reduce");
+        lx_status w = wait_all((int)nb, ar.reqs, "gradient all-reduce");
+        if (w != LX_OK) { /* MPI may still write there: the buffer is set aside, never reused */
+            if (nab < 8) abandoned[nab++] = ar.buf;
+            ar.buf = NULL, ar.cap = 0;
+        }
         if (st == LX_OK) st = w;
     }
-    /* unpack: mean = sum / size; non-float leaves are kept */
-    lx_flat g = {0};
-    float inv = 1.0f / (float)g_size;
-    for (size_t i = 0; st == LX_OK && i < nleaf; i++) {
-        lx_array *a = leaf_f32(&f.items[i].value);
-        if (!a) {
-            st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
-            continue;
-        }
-        lx_array *r = lx_array_empty(LX_F32, a->ndim, a->shape);
-        if (!r) {
-            st = lx_last_status();
-            break;
-        }
-        float *d = lx_f32(r);
-        const float *s = buf + off[i];
-        if (g_size == 1) memcpy(d, s, (size_t)a->size * sizeof *d);
-        else
-            for (int64_t k = 0; k < a->size; k++) d[k] = s[k] * inv;
-        st = append_like(&g, f.items[i].path, &f.items[i].value, r);
-        lx_release(r);
-    }
-    if (st == LX_OK) st = lx_tree_unflatten(&g, out);
-    lx_flat_free(&g);
+    /* mean = sum / size; non-float leaves are kept */
+    if (st == LX_OK) st = mean_tree(&f, ar.sums, out);
     lx_flat_free(&f);
-    free(buf);
-    free(reqs);
-    free(off);
     return st;
 }
 
@@ -487,6 +557,16 @@ static struct {
     ov_leaf *leaves;
     size_t nl, capl;
     double t_last;            /* when the pass reported its last gradient (its end) */
+    /* lx_dist_overlap_end's scratch, kept between steps: the requests to wait for, the leaf
+     * records sorted by gradient, and each tree leaf's sums */
+    MPI_Request *reqs;
+    size_t capr;
+    size_t *order;
+    size_t capo;
+    size_t *rec;
+    size_t capq;
+    float **sums;
+    size_t caps;
 } ov;
 
 static void ov_release(void) {
@@ -495,6 +575,10 @@ static void ov_release(void) {
         for (size_t i = 0; i < ov.capb; i++) free(ov.b[i].data);
     if (!ov.stuck) free(ov.b);
     free(ov.leaves);
+    free(ov.reqs);
+    free(ov.order);
+    free(ov.rec);
+    free(ov.sums);
     memset(&ov, 0, sizeof ov);
 }
 
@@ -538,8 +622,9 @@ static ov_bucket *ov_open(void) {
     return b;
 }
 
-/* Append a gradient (NULL data: zeros) to the open bucket; records where it went. */
-static lx_status ov_append(const lx_array *g, int64_t n, const float *data) {
+/* Append a float leaf's n values (src NULL: zeros) to the open bucket; records where it went under
+ * `key` (the gradient array, or the param's when the gradient is zeros). */
+static lx_status ov_append(const lx_array *key, int64_t n, const lx_array *src) {
     ov_bucket *b = ov_open();
     if (!b) return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
     if (b->n + n > b->cap) {
@@ -549,15 +634,9 @@ static lx_status ov_append(const lx_array *g, int64_t n, const float *data) {
         if (!nd) return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory for %lld gradients", (long long)nc);
         b->data = nd, b->cap = nc;
     }
-    if (data) memcpy(b->data + b->n, data, (size_t)n * sizeof(float));
-    else memset(b->data + b->n, 0, (size_t)n * sizeof(float));
-    if (ov.nl == ov.capl) {
-        size_t nc = ov.capl ? 2 * ov.capl : 64;
-        ov_leaf *nl = realloc(ov.leaves, nc * sizeof *nl);
-        if (!nl) return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
-        ov.leaves = nl, ov.capl = nc;
-    }
-    ov.leaves[ov.nl++] = (ov_leaf){g, (size_t)(b - ov.b), b->n, n};
+    pack_leaf(b->data + b->n, src, n);
+    if (!grow(&ov.leaves, &ov.capl, ov.nl + 1, sizeof *ov.leaves)) return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    ov.leaves[ov.nl++] = (ov_leaf){key, (size_t)(b - ov.b), b->n, n};
     b->n += n;
     return LX_OK;
 }
@@ -566,12 +645,31 @@ static void ov_ready(void *user, const lx_array *x, const lx_array *g) {
     (void)user;
     if (ov.err != LX_OK || !x || x->dtype != LX_F32) return;
     if (g && (g->dtype != LX_F32 || lx_is_abstract(g) || g->size != x->size)) return; /* left to the end */
-    lx_status st = ov_append(g ? g : x, x->size, g ? lx_f32(g) : NULL);
+    lx_status st = ov_append(g ? g : x, x->size, g);
     ov_bucket *b = st == LX_OK ? &ov.b[ov.nb - 1] : NULL;
     if (b && (size_t)b->n * sizeof(float) >= g_bucket) st = ov_start(b);
     if (st != LX_OK) ov.err = st;
     ov_progress();
     ov.t_last = now_s();
+}
+
+static int by_key(const void *pa, const void *pb) {
+    uintptr_t a = (uintptr_t)ov.leaves[*(const size_t *)pa].g, b = (uintptr_t)ov.leaves[*(const size_t *)pb].g;
+    return a < b ? -1 : a > b;
+}
+
+/* The record (of the first `reported`) of gradient array a, by identity and size, or -1: a binary
+ * search of ov.order, the records sorted by key. */
+static size_t ov_find(const lx_array *a, size_t reported) {
+    size_t lo = 0, hi = reported;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)ov.leaves[ov.order[mid]].g < (uintptr_t)a) lo = mid + 1;
+        else hi = mid;
+    }
+    for (; lo < reported && ov.leaves[ov.order[lo]].g == a; lo++)
+        if (ov.leaves[ov.order[lo]].n == a->size) return ov.order[lo];
+    return (size_t)-1;
 }
 
 lx_status lx_dist_overlap_begin(void) {
@@ -601,23 +699,26 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
     lx_flat f = {0};
     lx_status st = ov.err;
     if (st == LX_OK) st = lx_tree_flatten(grads, &f);
-    /* each float32 leaf's place; leaves the backward pass did not report go to a last bucket */
-    size_t *where = st == LX_OK ? calloc(f.len + 1, sizeof *where) : NULL;
-    if (st == LX_OK && !where) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
     size_t reported = ov.nl;
+    if (st == LX_OK && (!grow(&ov.order, &ov.capo, reported + 1, sizeof *ov.order) ||
+                        !grow(&ov.rec, &ov.capq, f.len + 1, sizeof *ov.rec) ||
+                        !grow(&ov.sums, &ov.caps, f.len + 1, sizeof *ov.sums)))
+        st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    /* each float leaf's record: a reported one found through the records sorted by gradient
+     * (n log n in all); a leaf the backward pass did not report (bfloat16, or a gradient made
+     * after the pass) goes to a last bucket */
+    for (size_t j = 0; st == LX_OK && j < reported; j++) ov.order[j] = j;
+    if (st == LX_OK) qsort(ov.order, reported, sizeof *ov.order, by_key);
     for (size_t i = 0; st == LX_OK && i < f.len; i++) {
-        lx_array *a = leaf_f32(&f.items[i].value);
-        where[i] = (size_t)-1;
+        lx_array *a = leaf_float(&f.items[i].value);
+        ov.rec[i] = (size_t)-1;
         if (!a) continue;
-        for (size_t j = reported; j-- > 0;)
-            if (ov.leaves[j].g == a && ov.leaves[j].n == a->size) {
-                where[i] = j;
-                break;
-            }
-        if (where[i] == (size_t)-1) {
-            st = ov_append(a, a->size, lx_f32(a));
-            where[i] = ov.nl - 1;
+        size_t j = a->dtype == LX_F32 ? ov_find(a, reported) : (size_t)-1;
+        if (j == (size_t)-1) {
+            st = ov_append(a, a->size, a);
+            j = ov.nl - 1;
         }
+        ov.rec[i] = j; /* its floats once no append can move a bucket's memory (below) */
     }
     if (st == LX_OK && ov.nb > 0 && !ov.b[ov.nb - 1].started) st = ov_start(&ov.b[ov.nb - 1]);
     if (st == LX_OK) ov_progress();
@@ -633,45 +734,26 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
     }
     if (first >= 0) g_overlap += tb - first;
     /* wait for every started bucket (also after a failure: no request left in flight) */
-    MPI_Request *reqs = malloc((ov.nb + 1) * sizeof *reqs);
     int nr = 0;
-    for (size_t i = 0; reqs && i < ov.nb; i++)
-        if (ov.b[i].started && !ov.b[i].done) reqs[nr++] = ov.b[i].req;
-    if (!reqs) {
+    if (!grow(&ov.reqs, &ov.capr, ov.nb + 1, sizeof *ov.reqs)) {
         for (size_t i = 0; i < ov.nb; i++)
             if (ov.b[i].started && !ov.b[i].done) ov.stuck = true;
         if (st == LX_OK) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
-    } else if (nr > 0) {
-        lx_status w = wait_all(nr, reqs, "gradient all-reduce");
+    } else
+        for (size_t i = 0; i < ov.nb; i++)
+            if (ov.b[i].started && !ov.b[i].done) ov.reqs[nr++] = ov.b[i].req;
+    if (nr > 0) {
+        lx_status w = wait_all(nr, ov.reqs, "gradient all-reduce");
         if (w != LX_OK) ov.stuck = true;
         if (st == LX_OK) st = w;
     }
-    free(reqs);
     /* the mean tree */
-    lx_flat g = {0};
-    float inv = 1.0f / (float)g_size;
     for (size_t i = 0; st == LX_OK && i < f.len; i++) {
-        lx_array *a = leaf_f32(&f.items[i].value);
-        if (!a) {
-            st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
-            continue;
-        }
-        const ov_leaf *l = &ov.leaves[where[i]];
-        lx_array *r = lx_array_empty(LX_F32, a->ndim, a->shape);
-        if (!r) {
-            st = lx_last_status();
-            break;
-        }
-        float *d = lx_f32(r);
-        const float *s = ov.b[l->bucket].data + l->off;
-        for (int64_t k = 0; k < a->size; k++) d[k] = s[k] * inv;
-        st = append_like(&g, f.items[i].path, &f.items[i].value, r);
-        lx_release(r);
+        const ov_leaf *l = ov.rec[i] == (size_t)-1 ? NULL : &ov.leaves[ov.rec[i]];
+        ov.sums[i] = l ? ov.b[l->bucket].data + l->off : NULL;
     }
-    if (st == LX_OK) st = lx_tree_unflatten(&g, out);
-    lx_flat_free(&g);
+    if (st == LX_OK) st = mean_tree(&f, ov.sums, out);
     lx_flat_free(&f);
-    free(where);
     ov.nb = ov.nl = 0;
     return st;
 }
