@@ -266,6 +266,7 @@ static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array 
         lx_tree *grads = NULL, *avg = NULL;
         bool ov = dist && g_overlap && !z;
         if (st == LX_OK && ov) st = lx_dist_overlap_begin();
+        if (st == LX_OK && z && g_overlap) st = lx_dist_zero1_begin(z, *params);
         if (st == LX_OK) st = linen_value_and_grad(linen_mean_loss, &c, *params, &loss, &grads, NULL);
         if (dist && lx_dist_rank() == fail_rank && k == fail_step) {
             if (fail_mode == 1) raise(SIGKILL);
@@ -274,6 +275,7 @@ static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array 
         }
         if (dist) st = lx_dist_check(st);
         if (ov && st != LX_OK) lx_dist_overlap_end(NULL, NULL); /* the buckets in flight are abandoned */
+        if (z && st != LX_OK) lx_dist_zero1_step(z, NULL, NULL);
         float l = st == LX_OK ? lx_f32(loss)[0] : 0;
         if (st == LX_OK && dist) st = lx_dist_allreduce_f32(&l, 1, true);
         if (st == LX_OK && z) st = lx_dist_zero1_step(z, grads, params);
@@ -994,6 +996,62 @@ static int worker(void) {
         if (size <= 2) CHECK(maxd == 0);
         for (int k = 0; k < STEPS; k++) CHECK(fabsf(lz[k] - ld[k]) <= 2e-6f * (1 + fabsf(ld[k])));
         CHECK(zs_stats.bytes == 4.0 * STEPS * T); /* the reduce-scatter's input, every step */
+        /* the reduce-scatter overlapped with the backward pass (lx_dist_zero1_begin; buckets of 10
+         * floats, so the kernels (15 and 10 floats) are buckets of their own, sent from the
+         * gradient arrays, and the biases are packed; the run above had buckets of 16 floats:
+         * [bias 5], [kernel 15], [bias 2 + kernel 10] packed): the same parameters and losses */
+        {
+            lx_tree *zo = init_params(m, lx_key_from_seed(100), x);
+            lx_dist_zero1 *zz = NULL;
+            CHECK_EQ_INT(lx_dist_set_bucket_bytes(40), LX_OK);
+            CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), zo, &zz), LX_OK);
+            CHECK_EQ_INT(lx_dist_set_bucket_bytes(64), LX_OK);
+            lx_dist_zero1 *keep = g_zero1;
+            float lzo[STEPS];
+            g_zero1 = zz, g_overlap = true;
+            lx_dist_take_stats(NULL);
+            CHECK_EQ_INT(train(m, &zo, x, y, true, lzo, -1, -1, 0), LX_OK);
+            lx_dist_stats os;
+            lx_dist_take_stats(&os);
+            g_zero1 = keep, g_overlap = false;
+            double d2 = tree_maxdiff(p, zo, "zero1 overlapped params");
+            if (size <= 2) CHECK(d2 == 0);
+            CHECK(d2 <= 2e-5);
+            for (int k = 0; k < STEPS; k++) CHECK(fabsf(lzo[k] - ld[k]) <= 2e-6f * (1 + fabsf(ld[k])));
+            CHECK(os.bytes == 4.0 * STEPS * T);
+            if (size > 1) CHECK(os.overlap_s > 0); /* buckets started before the pass ended */
+            if (rank == 0)
+                printf("zero1 overlapped: %d ranks: max |p - p_allreduce| = %.3g, %.0f of %.0f bytes reduced before the "
+                       "backward pass ended\n", size, d2, os.early_bytes, os.bytes);
+            /* grads that are not the ones the pass reported: refused on every rank, and the run
+             * must end (the reductions have started) */
+            if (size > 1) {
+                ctx c = {m, x, y, NULL};
+                lx_array *loss = NULL;
+                lx_tree *g = NULL, *g2 = NULL;
+                CHECK_EQ_INT(lx_dist_zero1_begin(zz, zo), LX_OK);
+                CHECK_EQ_INT(linen_value_and_grad(linen_mean_loss, &c, zo, &loss, &g, NULL), LX_OK);
+                lx_flat gf = {0}, cf = {0};
+                CHECK_EQ_INT(lx_tree_flatten(g, &gf), LX_OK);
+                for (size_t i = 0; i < gf.len; i++) { /* the same values in other arrays */
+                    lx_array *cp = lx_array_copy(gf.items[i].value.u.array);
+                    CHECK_EQ_INT(lx_flat_append(&cf, gf.items[i].path, lx_array_v(cp)), LX_OK);
+                    lx_release(cp);
+                }
+                CHECK_EQ_INT(lx_tree_unflatten(&cf, &g2), LX_OK);
+                lx_flat_free(&gf);
+                lx_flat_free(&cf);
+                lx_status bad = lx_dist_zero1_step(zz, g2, &zo);
+                CHECK_EQ_INT(bad, LX_ERR_INVALID_ARGUMENT);
+                CHECK(strstr(lx_last_error(), "is not the one the backward pass") != NULL);
+                CHECK_EQ_INT(lx_dist_zero1_step(zz, g, &zo), LX_ERR_INVALID_ARGUMENT); /* the run must end */
+                lx_release(loss);
+                lx_tree_release(g);
+                lx_tree_release(g2);
+            }
+            lx_dist_zero1_free(zz);
+            lx_tree_release(zo);
+        }
         /* the shards: contiguous, T/N or T/N + 1 elements, every param exactly once */
         int64_t total = 0, owned = lx_dist_zero1_owned(g_zero1, &total);
         CHECK_EQ_INT(total, T);
