@@ -133,11 +133,14 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
  * gradient array, no copy), and each bucket's MPI_Ireduce_scatter starts the moment its last
  * gradient is final, on the gradient communicator. The step then starts the rest. One backward
  * pass between begin and step; the grads given to the step must be the ones that pass returned
- * (a different array at a reported leaf is LX_ERR_INVALID_ARGUMENT on that rank, and through the
- * status check on all). Without begin the step reduce-scatters everything after the pass. */
+ * (a different array at a reported leaf is LX_ERR_INVALID_ARGUMENT on that rank, and
+ * LX_ERR_INTERNAL "rank R failed" on the others: the step is not taken). Without begin the step
+ * reduce-scatters everything after the pass. */
 lx_status lx_dist_zero1_begin(lx_dist_zero1 *z, const lx_tree *params);
 /* grads: this rank's local gradients; *params is replaced by the new params tree (new arrays).
- * Collective: every rank calls it each step; an error on any rank fails the step on all. The
+ * Collective: every rank calls it each step; an error on any rank fails the step on all (params
+ * and state left as they were), its status travelling with the reduce-scatter and with the
+ * all-gather instead of in rounds of their own, so every rank always starts the same collectives. The
  * shard's update runs on 1-D views of the averaged gradients and of the params (no copies), and
  * the new params are all-gathered leaf by leaf straight into the new arrays. After a failed step
  * (lx_dist_check), call lx_dist_zero1_step(z, NULL, NULL): the reductions in flight are abandoned

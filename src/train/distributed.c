@@ -1166,6 +1166,26 @@ lx_status lx_dist_zero1_begin(lx_dist_zero1 *z, const lx_tree *params) {
     return LX_OK;
 }
 
+/* A status check that travels with a step's collectives instead of a round of its own: started
+ * after them on the same communicator, waited for with them; status_end then gives LX_OK when
+ * every rank passed LX_OK, otherwise what lx_dist_check gives. (Static buffers: an abandoned one
+ * may complete later.) */
+static int g_st_mine[2], g_st_low[2];
+
+static lx_status status_start(lx_status local, int slot, MPI_Request *req) {
+    g_st_mine[slot] = local == LX_OK ? g_size : g_rank;
+    g_st_low[slot] = g_size;
+    int rc = MPI_Iallreduce(&g_st_mine[slot], &g_st_low[slot], 1, MPI_INT, MPI_MIN, g_grad_comm, req);
+    return rc == MPI_SUCCESS ? LX_OK : mpi_fail("status check", rc);
+}
+
+static lx_status status_end(lx_status local, int slot) {
+    if (local != LX_OK) return local; /* this rank's own message */
+    if (g_st_low[slot] < g_size)
+        return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed at step %lld", g_st_low[slot], (long long)g_step);
+    return LX_OK;
+}
+
 /* A new params tree: `params`' structure, the float32 leaves replaced by arr[i] (borrowed). */
 static lx_status zero1_params_tree(const lx_dist_zero1 *z, const lx_tree *params, lx_array **arr, lx_tree **out) {
     lx_flat f = {0}, g = {0};
@@ -1216,16 +1236,14 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
                          "distributed: zero1: the gradient at %s is not the one the backward pass after "
                          "lx_dist_zero1_begin made (its reduction has started)", z->paths[i]);
     }
-    /* an error on one rank stops all of them before more collectives start; the buckets the
-     * backward pass started are abandoned then (a failed rank may not have started them) */
-    st = lx_dist_check(st);
-    if (st != LX_OK) {
-        for (size_t k = 0; k < z->nb; k++)
-            if (z->bstarted[k] && z->btdone[k] < 0) z->stuck = true;
-        return st;
-    }
+    /* every bucket starts on every rank, also after an error here (its floats are then
+     * whatever they are), and this rank's status travels with them: an error on one rank fails
+     * the step on all once the reductions are in, with no round of its own */
+    lx_status local = st;
+    st = LX_OK;
     for (size_t k = 0; st == LX_OK && k < z->nb; k++)
         if (!z->bstarted[k]) st = zero1_start(z, k);
+    if (st == LX_OK) st = status_start(local, 0, &z->breq[z->nb]);
     /* the statistics: the reductions in flight during the backward pass, and the bytes whose
      * reduction completed before it ended */
     g_comm_bytes += 4.0 * (double)z->total;
@@ -1236,13 +1254,15 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         if (z->btdone[k] >= 0 && z->btdone[k] <= tb) g_early_bytes += 4.0 * (double)(z->off[z->bl[k + 1]] - z->off[z->bl[k]]);
     }
     if (first >= 0) g_overlap += tb - first;
-    /* wait for every started bucket (not started: MPI_REQUEST_NULL), also after a failure */
+    /* wait for every started bucket and the status (not started: MPI_REQUEST_NULL) */
     {
-        lx_status w = wait_all((int)z->nb, z->breq, "zero1 gradient reduce-scatter");
+        lx_status w = wait_all((int)z->nb + 1, z->breq, "zero1 gradient reduce-scatter");
         if (w != LX_OK) z->stuck = true; /* MPI may still read gin and write mine: kept */
         else
             for (size_t i = 0; i < z->n; i++) lx_release(z->gin[i]), z->gin[i] = NULL;
         if (st == LX_OK) st = w;
+        if (st == LX_OK) st = status_end(local, 0);
+        else if (local != LX_OK) st = local;
         if (st != LX_OK) return st;
     }
     if (g_size > 1) {
@@ -1289,6 +1309,8 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         const lx_value *v = NULL;
         st = lx_tree_get_path(*params, z->paths[i], &v);
         const lx_array *old = st == LX_OK ? leaf_f32(v) : NULL;
+        if (st == LX_OK && (!old || old->size != z->off[i + 1] - z->off[i]))
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s changed shape or dtype", z->paths[i]);
         if (st == LX_OK && !(np[i] = lx_array_empty(LX_F32, old->ndim, old->shape))) st = lx_last_status();
         int64_t a, b;
         zero1_cut(z, i, g_rank, &a, &b);
@@ -1300,22 +1322,28 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
             st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: the optimizer changed %s's shard", z->paths[i]);
         if (st == LX_OK) memcpy(lx_f32(np[i]) + (a - z->off[i]), lx_f32(ps), (size_t)(b - a) * sizeof(float));
     }
-    /* every rank's status again (the optimizer may fail on one), then all-gather the params */
-    st = lx_dist_check(st);
+    /* all-gather the params, every rank (after a failure here, into scratch), with this rank's
+     * status (the optimizer may fail on one) */
+    local = st;
+    st = LX_OK;
     size_t started = 0;
     for (size_t i = 0; st == LX_OK && i < z->n; i++, started++) {
         size_t N = (size_t)g_size;
-        int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, lx_f32(np[i]), z->lcounts + i * N, z->ldispls + i * N,
+        float *into = local == LX_OK ? lx_f32(np[i]) : z->flat + z->off[i];
+        int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, into, z->lcounts + i * N, z->ldispls + i * N,
                                  MPI_FLOAT, g_grad_comm, &z->lreq[i]);
         if (rc != MPI_SUCCESS) st = mpi_fail("zero1 parameter all-gather", rc);
     }
-    if (started > 0) {
+    if (st == LX_OK) st = status_start(local, 1, &z->lreq[started++]);
+    {
         lx_status w = wait_all((int)started, z->lreq, "zero1 parameter all-gather");
         if (w != LX_OK) { /* MPI may still write into the new arrays: they are kept */
             z->stuck = true;
             free(np), np = NULL;
         }
         if (st == LX_OK) st = w;
+        if (st == LX_OK) st = status_end(local, 1);
+        else if (local != LX_OK) st = local;
     }
     if (st == LX_OK) st = zero1_params_tree(z, *params, np, &out);
     if (st == LX_OK) {
