@@ -173,7 +173,7 @@ int main(void) {
         fprintf(stderr, "bench_dist: %s\n", lx_last_error());
         return 1;
     }
-    double t0 = 0, c0 = 0, t_grad = 0, t_opt = 0;
+    double t0 = 0, c0 = 0, t_grad = 0, t_opt = 0, c_grad = 0, c_opt = 0;
     lx_status st = LX_OK;
     for (int s = 0; st == LX_OK && s < WARM + STEPS; s++) {
         if (s == WARM) {
@@ -188,16 +188,16 @@ int main(void) {
         lx_dist_set_step(s);
         if (mpi && overlap && !z) st = lx_dist_overlap_begin();
         if (z && overlap) st = lx_dist_zero1_begin(z, params);
-        double tc = now_s();
+        double tc = now_s(), cc = cpu_s();
         if (st == LX_OK) st = linen_value_and_grad(loss_fn, &c, params, &loss, &g, NULL);
-        if (s >= WARM) t_grad += now_s() - tc;
+        if (s >= WARM) t_grad += now_s() - tc, c_grad += cpu_s() - cc;
         if (mpi) st = lx_dist_check(st);
         if (z && st != LX_OK) lx_dist_zero1_step(z, NULL, NULL);
         if (st == LX_OK && mpi && !z) st = overlap ? lx_dist_overlap_end(g, &avg) : lx_dist_allreduce_mean(g, &avg);
-        double to = now_s();
+        double to = now_s(), co = cpu_s();
         if (st == LX_OK && z) st = lx_dist_zero1_step(z, g, &params);
         else if (st == LX_OK) st = optax_step(tx, mpi ? avg : g, &params, &state);
-        if (s >= WARM) t_opt += now_s() - to;
+        if (s >= WARM) t_opt += now_s() - to, c_opt += cpu_s() - co;
         lx_release(loss);
         lx_tree_release(g);
         lx_tree_release(avg);
@@ -212,6 +212,8 @@ int main(void) {
             printf("mlp_train dist_%dx%d_step_ms %.3f\n", size, lx_num_threads(), ms);
             printf("mlp_train dist_grad_ms %.3f\nmlp_train dist_opt_ms %.3f\nmlp_train dist_cpu_ms %.3f\n",
                    t_grad * 1e3 / STEPS, t_opt * 1e3 / STEPS, cpu_ms);
+            printf("mlp_train dist_grad_cpu_ms %.3f\nmlp_train dist_opt_cpu_ms %.3f\n", c_grad * 1e3 / STEPS,
+                   c_opt * 1e3 / STEPS);
             printf("mlp_train dist_allreduce_wait_ms %.3f\n", ds.wait_s * 1e3 / STEPS);
             if (z) {
                 int64_t full = 0, zb = lx_dist_zero1_state_bytes(z);
@@ -230,6 +232,8 @@ int main(void) {
             int nt = lx_num_threads();
             printf("mlp_train dist_1x%d_step_ms %.3f\nmlp_train dist_1x%d_grad_ms %.3f\n", nt, ms, nt, t_grad * 1e3 / STEPS);
             printf("mlp_train dist_1x%d_opt_ms %.3f\nmlp_train dist_1x%d_cpu_ms %.3f\n", nt, t_opt * 1e3 / STEPS, nt, cpu_ms);
+            printf("mlp_train dist_1x%d_grad_cpu_ms %.3f\nmlp_train dist_1x%d_opt_cpu_ms %.3f\n", nt, c_grad * 1e3 / STEPS, nt,
+                   c_opt * 1e3 / STEPS);
         }
     }
     lx_dist_zero1_free(z);
