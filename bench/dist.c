@@ -10,18 +10,21 @@
  *   mlp_train dist_Nx1_step_ms <ms>
  *   mlp_train dist_grad_ms / dist_opt_ms / dist_cpu_ms <ms per step in value_and_grad, in the
  *                                        optimizer step, and CPU time used, rank 0>
- *   mlp_train dist_allreduce_wait_ms <ms per step blocked waiting in all-reduces, rank 0>
+ *   mlp_train dist_allreduce_wait_ms <ms per step blocked waiting in collectives, rank 0>
  *   mlp_train dist_allreduce_overlap_ms <ms per step gradient buckets were in flight during the
  *                                        backward pass>
  *   mlp_train dist_allreduce_early_frac <share of the gradient bytes reduced before the backward
  *                                        pass ended>
- * (the all-reduce overlapped with the backward pass, lx_dist_overlap_begin/end;
- * LINNX_DIST_NO_OVERLAP=1 reduces after it instead; LINNX_DIST_ZERO1=1 steps mlp_train with the
- * optimizer state sharded, lx_dist_zero1_step: dist_opt_ms is then the reduce-scatter, the
- * shard's Adam step and the all-gather, and rank 0 adds
- *   mlp_train dist_zero1_state_bytes <its optimizer state> / dist_zero1_state_frac <of unsharded>).
- * scripts/bench.sh runs both and prints
- * `mlp_train dp2x1_vs_1x2 <1x2 ms / 2x1 ms>` (throughput ratio, higher is better). */
+ *   mlp_train dist_grad_cpu_ms / dist_opt_cpu_ms <CPU time of those two phases, rank 0>
+ *   mlp_train dist_zero1_state_bytes <its optimizer state> / dist_zero1_state_frac <of unsharded>
+ * mlp_train shards the optimizer update (ZeRO-1, lx_dist_zero1_begin/step: the reduce-scatters
+ * start during the backward pass, each rank updates its 1/N of the params, the params are
+ * all-gathered; dist_opt_ms is that step); LINNX_DIST_ALLREDUCE=1 averages the gradients by
+ * all-reduce instead (lx_dist_overlap_begin/end) and runs the whole Adam step on every rank;
+ * LINNX_DIST_NO_OVERLAP=1 starts the reductions after the backward pass. llama_train keeps
+ * llama_trainer_step's overlapped all-reduce.
+ * scripts/bench.sh runs them and prints `<workload> dp2x1_vs_1x2 <1x2 ms / 2x1 ms>` (throughput
+ * ratio, higher is better) and `mlp_train dp2x1_allreduce_vs_1x2` for the all-reduce series. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -179,13 +179,14 @@ void lx_dist_zero1_free(lx_dist_zero1 *z);
 lx_status lx_dist_overlap_begin(void);
 lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out);
 
-/* Seconds spent waiting for all-reduces since the last call (and reset), for benchmarks. */
+/* Seconds spent waiting for collectives since the last call (and reset), for benchmarks. */
 double lx_dist_take_wait_seconds(void);
 /* Communication statistics since the last call (and reset): wait_s, the seconds blocked waiting
  * for collectives (not hidden); overlap_s, the seconds gradient buckets were in flight while the
  * backward pass still ran (from the first bucket's start to the pass's end, summed over steps);
- * bytes, the gradient bytes all-reduced by overlapped steps; early_bytes, those whose reduction had
- * completed before the backward pass ended. */
+ * bytes, the gradient bytes all-reduced by overlapped steps (reduce-scattered, by ZeRO-1 steps);
+ * early_bytes, those whose reduction had completed before the backward pass ended. wait_s counts
+ * every wait of the library's collectives (lx_dist_check's too). */
 typedef struct lx_dist_stats {
     double wait_s, overlap_s, bytes, early_bytes;
 } lx_dist_stats;

@@ -1180,11 +1180,15 @@ static lx_status status_start(lx_status local, int slot, MPI_Request *req) {
 }
 
 static lx_status status_end(lx_status local, int slot) {
-    if (local != LX_OK) return local; /* this rank's own message */
+    if (local != LX_OK) return local; /* this rank's own message (status_keep) */
     if (g_st_low[slot] < g_size)
         return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed at step %lld", g_st_low[slot], (long long)g_step);
     return LX_OK;
 }
+
+/* This rank's own failure again, with the message kept before the waits (a wait that timed out
+ * has replaced it). */
+static lx_status status_local(lx_status local, const char *keep) { return lx_fail(local, "%s", keep); }
 
 /* A new params tree: `params`' structure, the float32 leaves replaced by arr[i] (borrowed). */
 static lx_status zero1_params_tree(const lx_dist_zero1 *z, const lx_tree *params, lx_array **arr, lx_tree **out) {
@@ -1240,6 +1244,8 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
      * whatever they are), and this rank's status travels with them: an error on one rank fails
      * the step on all once the reductions are in, with no round of its own */
     lx_status local = st;
+    char keep[512] = "";
+    if (local != LX_OK) snprintf(keep, sizeof keep, "%s", lx_last_error());
     st = LX_OK;
     for (size_t k = 0; st == LX_OK && k < z->nb; k++)
         if (!z->bstarted[k]) st = zero1_start(z, k);
@@ -1262,7 +1268,7 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
             for (size_t i = 0; i < z->n; i++) lx_release(z->gin[i]), z->gin[i] = NULL;
         if (st == LX_OK) st = w;
         if (st == LX_OK) st = status_end(local, 0);
-        else if (local != LX_OK) st = local;
+        else if (local != LX_OK) st = status_local(local, keep);
         if (st != LX_OK) return st;
     }
     if (g_size > 1) {
@@ -1325,6 +1331,7 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
     /* all-gather the params, every rank (after a failure here, into scratch), with this rank's
      * status (the optimizer may fail on one) */
     local = st;
+    if (local != LX_OK) snprintf(keep, sizeof keep, "%s", lx_last_error());
     st = LX_OK;
     size_t started = 0;
     for (size_t i = 0; st == LX_OK && i < z->n; i++, started++) {
@@ -1343,7 +1350,7 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         }
         if (st == LX_OK) st = w;
         if (st == LX_OK) st = status_end(local, 1);
-        else if (local != LX_OK) st = local;
+        else if (local != LX_OK) st = status_local(local, keep);
     }
     if (st == LX_OK) st = zero1_params_tree(z, *params, np, &out);
     if (st == LX_OK) {
