@@ -40,12 +40,11 @@ static inline void *lx_fault_calloc_(size_t n, size_t s) { return lx_fault_fail_
 static inline void *lx_fault_realloc_(void *p, size_t n) { return lx_fault_fail_() ? NULL : lx_heap_realloc_(p, n); }
 static inline void *lx_fault_aligned_alloc_(size_t a, size_t n) { return lx_fault_fail_() ? NULL : aligned_alloc(a, n); }
 
-#ifndef LX_HEAP_IMPL
+/* (src/core/heap.c #undefs these to reach the C library's own.) */
 #define malloc(n) lx_fault_malloc_(n)
 #define calloc(n, s) lx_fault_calloc_(n, s)
 #define realloc(p, n) lx_fault_realloc_(p, n)
 #define aligned_alloc(a, n) lx_fault_aligned_alloc_(a, n)
 #define free(p) lx_heap_free_(p)
-#endif
 
 #endif

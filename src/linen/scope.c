@@ -174,7 +174,8 @@ static lx_status reserve(linen_scope *s, const char *name, const char *col, cons
                          const linen_module *module, bool module_level) {
     for (int i = 0; i < s->nres; i++) {
         linen_reservation *r = &s->res[i];
-        if (strcmp(res_name(r), name) != 0) continue;
+        const char *rn = res_name(r);
+        if (rn[0] != name[0] || strcmp(rn, name) != 0) continue;
         const char *rcol = res_col(r);
         if (!col && !rcol && r->module == module) return LX_OK;
         if (module_level || !rcol || !col || strcmp(rcol, col) == 0)
