@@ -1,14 +1,21 @@
 /* A steady-state training step's memory (issue 14 §5): after the first step, steps 2..5 of a Linen
- * TrainState (adam) loop and of an nnx.Optimizer (adam) loop on the same MLP make ZERO array data
- * allocations from the heap (counted through lx_set_alloc_hook), and leave the live array count
- * and the autorelease pools where they were: nothing accumulates.
+ * TrainState (adam) loop and of an nnx.Optimizer (adam) loop on the same MLP make ZERO heap
+ * allocations of any kind - every malloc, calloc, realloc, aligned_alloc, posix_memalign and
+ * memalign of the process, the library's included, counted by the replacements below - and zero
+ * array data allocations (counted through lx_set_alloc_hook), and leave the live array count and
+ * the autorelease pools where they were: nothing accumulates.
  *
  * What makes it zero: the array storage cache (src/core/array.c) hands every op result, gradient
  * and new optimizer-state / parameter leaf the block of an array of the same size that an earlier
  * step released, and the fused optimizer step (src/train/optax_fused.c) writes the new params and
- * moments straight into such blocks. Sanitizer builds bypass the cache (so ASan/LSan see every
- * block): there the test checks that every step allocates the same as the one before instead, and
- * says so. LX_STEADY_TRACE=1 prints each allocation's size. */
+ * moments straight into such blocks; the library's per-thread block cache (src/core/heap.c)
+ * serves tree nodes, keys, paths, frames and scopes from the blocks the step before freed; the
+ * tape keeps its records' arena and one cleared tape per thread (src/ops/autodiff.c).
+ * Sanitizer builds bypass the caches (so ASan/LSan see every block) and replace malloc
+ * themselves: there the test checks that every step makes the same array data allocations as the
+ * one before instead, and says so. LX_STEADY_TRACE=1 prints each array allocation's size;
+ * LX_STEADY_TRACE=2 also prints a backtrace of each heap allocation (stderr; symbolize the
+ * addresses with addr2line -f -e build/test_train_steady). */
 #include <execinfo.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -52,9 +59,9 @@ static void hook(size_t nbytes, void *user) {
 static atomic_bool heap_on;
 static atomic_size_t heap_allocs;
 static int heap_trace; /* LX_STEADY_TRACE=2: a backtrace of each (stderr) */
-static _Thread_local bool in_trace;
 
 #if HEAP_COUNTED
+static _Thread_local bool in_trace;
 void *__libc_malloc(size_t);
 void *__libc_calloc(size_t, size_t);
 void *__libc_realloc(void *, size_t);
