@@ -1,16 +1,26 @@
 /* A steady-state training step's memory (issue 14 §5): after the first step, steps 2..5 of a Linen
- * TrainState (adam) loop and of an nnx.Optimizer (adam) loop on the same MLP make ZERO array data
- * allocations from the heap (counted through lx_set_alloc_hook), and leave the live array count
- * and the autorelease pools where they were: nothing accumulates.
+ * TrainState (adam) loop and of an nnx.Optimizer (adam) loop on the same MLP make ZERO heap
+ * allocations of any kind - every malloc, calloc, realloc, aligned_alloc, posix_memalign and
+ * memalign of the process, the library's included, counted by the replacements below - and zero
+ * array data allocations (counted through lx_set_alloc_hook), and leave the live array count and
+ * the autorelease pools where they were: nothing accumulates.
  *
  * What makes it zero: the array storage cache (src/core/array.c) hands every op result, gradient
  * and new optimizer-state / parameter leaf the block of an array of the same size that an earlier
  * step released, and the fused optimizer step (src/train/optax_fused.c) writes the new params and
- * moments straight into such blocks. Sanitizer builds bypass the cache (so ASan/LSan see every
- * block): there the test checks that every step allocates the same as the one before instead, and
- * says so. LX_STEADY_TRACE=1 prints each allocation's size. */
+ * moments straight into such blocks; the library's per-thread block cache (src/core/heap.c)
+ * serves tree nodes, keys, paths, frames and scopes from the blocks the step before freed; the
+ * tape keeps its records' arena and one cleared tape per thread (src/ops/autodiff.c).
+ * Sanitizer builds bypass the caches (so ASan/LSan see every block) and replace malloc
+ * themselves: there the test checks that every step makes the same array data allocations as the
+ * one before instead, and says so. LX_STEADY_TRACE=1 prints each array allocation's size;
+ * LX_STEADY_TRACE=2 also prints a backtrace of each heap allocation (stderr; symbolize the
+ * addresses with addr2line -f -e build/test_train_steady). */
+#include <execinfo.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "linnx/autodiff.h"
 #include "linnx/linen.h"
@@ -31,6 +41,76 @@ static void hook(size_t nbytes, void *user) {
     n_allocs++;
     n_bytes += nbytes;
 }
+
+/* Every heap allocation of the process, the library's included (the test links liblinnx
+ * statically, and glibc lets a program replace malloc & co; these forward to glibc's own
+ * allocator). Not under the sanitizers, whose runtimes replace malloc themselves. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HEAP_COUNTED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HEAP_COUNTED 0
+#endif
+#endif
+#ifndef HEAP_COUNTED
+#define HEAP_COUNTED 1
+#endif
+
+static atomic_bool heap_on;
+static atomic_size_t heap_allocs;
+static int heap_trace; /* LX_STEADY_TRACE=2: a backtrace of each (stderr) */
+
+#if HEAP_COUNTED
+static _Thread_local bool in_trace;
+void *__libc_malloc(size_t);
+void *__libc_calloc(size_t, size_t);
+void *__libc_realloc(void *, size_t);
+void *__libc_memalign(size_t, size_t);
+void __libc_free(void *);
+
+static void heap_count(size_t n) {
+    if (!atomic_load_explicit(&heap_on, memory_order_relaxed) || in_trace) return;
+    atomic_fetch_add(&heap_allocs, 1);
+    if (heap_trace) {
+        in_trace = true;
+        void *bt[24];
+        int k = backtrace(bt, 24);
+        char head[64];
+        int m = snprintf(head, sizeof head, "heap allocation of %zu bytes:\n", n);
+        if (write(2, head, (size_t)m) < 0) {}
+        backtrace_symbols_fd(bt + 1, k - 1, 2);
+        in_trace = false;
+    }
+}
+void *malloc(size_t n) {
+    heap_count(n);
+    return __libc_malloc(n);
+}
+void *calloc(size_t n, size_t s) {
+    heap_count(n * s);
+    return __libc_calloc(n, s);
+}
+void *realloc(void *p, size_t n) {
+    heap_count(n);
+    return __libc_realloc(p, n);
+}
+void free(void *p) { __libc_free(p); }
+void *aligned_alloc(size_t a, size_t n) {
+    heap_count(n);
+    return __libc_memalign(a, n);
+}
+void *memalign(size_t a, size_t n) {
+    heap_count(n);
+    return __libc_memalign(a, n);
+}
+int posix_memalign(void **out, size_t a, size_t n) {
+    heap_count(n);
+    void *p = __libc_memalign(a, n);
+    if (!p) return 12; /* ENOMEM */
+    *out = p;
+    return 0;
+}
+#endif
 
 static lx_array *mlp_call(linen_scope *s, lx_array *x) {
     return linen_dense(s, NULL, OUT, lx_relu(linen_dense(s, NULL, HID, x)));
@@ -65,14 +145,18 @@ typedef bool (*step_fn)(void *);
 static void check_steady(const char *name, step_fn step, void *arg) {
     lx_test_current = name;
     CHECK(step(arg)); /* the first step (fills the caches) */
-    size_t counts[4], bytes[4];
+    size_t counts[4], bytes[4], heap[4];
     int64_t live0 = lx_array_live_count();
     size_t pool0 = lx_pool_size();
     for (int i = 0; i < 4; i++) {
         n_allocs = n_bytes = 0;
         if (trace) printf("%s step %d:", name, i + 2);
         lx_set_alloc_hook(hook, NULL);
+        atomic_store(&heap_allocs, 0);
+        atomic_store(&heap_on, true);
         bool ok = step(arg);
+        atomic_store(&heap_on, false);
+        heap[i] = atomic_load(&heap_allocs);
         lx_set_alloc_hook(NULL, NULL);
         if (trace) printf("\n");
         CHECK(ok);
@@ -87,6 +171,12 @@ static void check_steady(const char *name, step_fn step, void *arg) {
                             counts[i], bytes[i]);
         printf("%s: steps 2..5 make %zu, %zu, %zu, %zu array data allocations\n", name, counts[0], counts[1],
                counts[2], counts[3]);
+        if (HEAP_COUNTED) {
+            for (int i = 0; i < 4; i++)
+                LX_TEST_REPORT_(heap[i] == 0, "step %d makes %zu heap allocations; want 0", i + 2, heap[i]);
+            printf("%s: steps 2..5 make %zu, %zu, %zu, %zu heap allocations (malloc, calloc, realloc, "
+                   "aligned)\n", name, heap[0], heap[1], heap[2], heap[3]);
+        }
     } else {
         for (int i = 2; i < 4; i++) {
             CHECK_EQ_INT(counts[i], counts[1]);
@@ -172,7 +262,13 @@ static void test_nnx_optimizer(void) {
 }
 
 int main(void) {
-    trace = getenv("LX_STEADY_TRACE") != NULL;
+    const char *tr = getenv("LX_STEADY_TRACE");
+    trace = tr != NULL;
+    heap_trace = tr && atoi(tr) >= 2;
+    if (heap_trace) { /* load libgcc's unwinder now, not inside a counted step */
+        void *bt[4];
+        backtrace(bt, 4);
+    }
     RUN(test_linen_train_state);
     RUN(test_nnx_optimizer);
     return lx_test_finish();

@@ -57,7 +57,14 @@ static long find_n(const lx_tree *t, const char *key, size_t n) {
     return -1;
 }
 
-static long find(const lx_tree *t, const char *key) { return find_n(t, key, strlen(key)); }
+/* One strcmp per key whose first byte matches: lookups run for every param of every layer on
+ * every apply (no strlen of the key, no strncmp call for the keys that differ at once). */
+static long find(const lx_tree *t, const char *key) {
+    char c0 = key[0];
+    for (size_t i = 0; i < t->len; i++)
+        if (t->keys[i][0] == c0 && strcmp(t->keys[i], key) == 0) return (long)i;
+    return -1;
+}
 
 static lx_status check_key(const char *key) {
     if (!key) return lx_fail(LX_ERR_INVALID_ARGUMENT, "tree: key is NULL");

@@ -18,6 +18,20 @@ static inline char *lx_strdup_(const char *s) {
     return d;
 }
 
+/* v in decimal into buf (at least 12 bytes), as snprintf("%d") writes it, without stdio: tuple and
+ * list keys ("0", "1", ...) are formatted on every training step. Returns buf. */
+static inline char *lx_dec_(char *buf, int v) {
+    char tmp[12];
+    int n = 0;
+    unsigned u = v < 0 ? 0u - (unsigned)v : (unsigned)v;
+    do tmp[n++] = (char)('0' + u % 10); while (u /= 10);
+    char *p = buf;
+    if (v < 0) *p++ = '-';
+    while (n) *p++ = tmp[--n];
+    *p = '\0';
+    return buf;
+}
+
 /* A reference-kind value whose pointer is NULL stands for the result of a call that failed
  * (the op protocol). Refuse it with LX_ERR_FAILED_INPUT, keeping the earlier message, which
  * explains the failure better than we can. */

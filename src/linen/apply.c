@@ -147,6 +147,7 @@ static lx_status run(const linen_module *m, const lx_tree *variables, linen_rngs
     linen_frame *f = NULL;
     lx_status st = frame_new(rngs, &mut, init, &f);
     if (st == LX_OK) st = working_tree(variables, &f->mutable, &f->vars);
+    if (st == LX_OK) f->frozen = variables && nothing_mutable(&f->mutable); /* see linen_frame.frozen */
     if (st == LX_OK) st = linen_scope_new(f, NULL, NULL, m, &f->root);
     lx_value value = lx_none();
     if (st == LX_OK) st = linen_scope_run(f->root, opts->method, opts->method_fn, call, &value);

@@ -28,6 +28,9 @@ typedef struct linen_frame {
     lx_tree *vars;
     linen_mutable mutable;  /* names borrowed from the init/apply call (it outlives the frame) */
     bool initializing;
+    /* Nothing in `vars` can change during the call (apply with no mutable collection): scopes
+     * may then remember where their maps are (linen_scope.own_params). */
+    bool frozen;
     int nrngs;
     const char **rng_names; /* borrowed from the call, like the mutable names */
     lx_key *rng_keys;
@@ -86,6 +89,11 @@ struct linen_scope {
     bool is_function;     /* a LINEN_TYPE_FUNCTION call: no variables, no children */
     bool lifted_body;     /* the body of a lifted transform (scan, vmap, remat): the lifted scope
                            * already named this path component, so the body's frame adds none */
+    /* In a frozen frame: the scope's own map in "params" (NULL: none), looked up by the first
+     * param the scope reads, so every later one is one lookup in it instead of a walk from the
+     * root (params/A/B/name) - Dense reads two params per call on every apply. */
+    const lx_tree *own_params;
+    bool own_params_known;
 
     /* each array starts as the inline storage below and moves to the heap when it outgrows it */
     linen_child *children;
@@ -94,14 +102,15 @@ struct linen_scope {
     int ncursors, capcursors;
     linen_reservation *res;
     int nres, capres;
-    linen_child children_inline[LINEN_SCOPE_INLINE_CHILDREN];
-    linen_cursor cursors_inline[LINEN_SCOPE_INLINE_CURSORS];
-    linen_reservation res_inline[LINEN_SCOPE_INLINE_RES];
-
     bool setup_done, in_setup;
     linen_attr *attrs;
     int nattrs, capattrs;
     int method_depth;
+
+    /* last: linen_scope_new zeroes the fields above only (these are read below their counts) */
+    linen_child children_inline[LINEN_SCOPE_INLINE_CHILDREN];
+    linen_cursor cursors_inline[LINEN_SCOPE_INLINE_CURSORS];
+    linen_reservation res_inline[LINEN_SCOPE_INLINE_RES];
 };
 
 /* scope.c */

@@ -7,6 +7,7 @@
  */
 #include "../core/signature.h"
 #include <assert.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,8 +79,11 @@ lx_status linen_scope_new(linen_frame *f, linen_scope *parent, const char *name,
     size_t counters_off = names_off + ((size_t)depth + 1) * sizeof(const char *);
     size_t path_off = counters_off + ((size_t)f->nrngs + 1) * sizeof(uint32_t);
     size_t name_off = path_off + plen + 1;
-    linen_scope *s = calloc(1, name_off + (name ? nlen + 1 : 0));
+    linen_scope *s = malloc(name_off + (name ? nlen + 1 : 0));
     if (!s) return oom();
+    memset(s, 0, offsetof(linen_scope, children_inline)); /* the inline arrays need no zeroing */
+    memset((char *)s + names_off, 0, counters_off - names_off); /* names (NULL-ended) */
+    memset((char *)s + counters_off, 0, ((size_t)f->nrngs + 1) * sizeof(uint32_t));
     char *base = (char *)s;
     s->frame = f;
     s->parent = parent;
@@ -170,7 +174,8 @@ static lx_status reserve(linen_scope *s, const char *name, const char *col, cons
                          const linen_module *module, bool module_level) {
     for (int i = 0; i < s->nres; i++) {
         linen_reservation *r = &s->res[i];
-        if (strcmp(res_name(r), name) != 0) continue;
+        const char *rn = res_name(r);
+        if (rn[0] != name[0] || strcmp(rn, name) != 0) continue;
         const char *rcol = res_col(r);
         if (!col && !rcol && r->module == module) return LX_OK;
         if (module_level || !rcol || !col || strcmp(rcol, col) == 0)
@@ -220,15 +225,28 @@ static char *var_path(const linen_scope *s, const char *col, const char *name) {
     return p;
 }
 
-/* The entry at col/A/B.../name (name NULL: the scope's own map in `col`), or NULL. Walks the
- * maps one component at a time: this runs for every param of every layer on every apply, so it
- * builds no path string (and keys cannot hold '/', so this is exactly lx_tree_find). */
-static const lx_value *find_var(const linen_scope *s, const char *col, const char *name) {
+static const lx_value *find_var_walk(const linen_scope *s, const char *col, const char *name) {
     const lx_value *v = lx_tree_get(s->frame->vars, col);
     for (int i = 0; v && i < s->depth; i++)
         v = v->kind == LX_V_TREE ? lx_tree_get(v->u.tree, s->names[i]) : NULL;
     if (v && name) v = v->kind == LX_V_TREE ? lx_tree_get(v->u.tree, name) : NULL;
     return v;
+}
+
+/* The entry at col/A/B.../name (name NULL: the scope's own map in `col`), or NULL. Walks the
+ * maps one component at a time: this runs for every param of every layer on every apply, so it
+ * builds no path string (and keys cannot hold '/', so this is exactly lx_tree_find). */
+static const lx_value *find_var(const linen_scope *s, const char *col, const char *name) {
+    if (s->frame->frozen && name && strcmp(col, "params") == 0) {
+        linen_scope *m = (linen_scope *)s; /* the cache only: what the scope sees is unchanged */
+        if (!m->own_params_known) {
+            const lx_value *own = find_var_walk(s, col, NULL);
+            m->own_params = own && own->kind == LX_V_TREE ? own->u.tree : NULL;
+            m->own_params_known = true;
+        }
+        return m->own_params ? lx_tree_get(m->own_params, name) : NULL;
+    }
+    return find_var_walk(s, col, name);
 }
 
 static bool collection_empty(const linen_scope *s, const char *col) {

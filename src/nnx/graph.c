@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "nnx_internal.h"
+#include "../core/tree_internal.h"
 
 /* ------------------------------------------------------------------ children */
 
@@ -67,8 +68,7 @@ lx_status nnx_children_of(const lx_value *node, nnx_children *out) {
     } else if (l) {
         char buf[32];
         for (int i = 0; i < l->n && s == LX_OK; i++) {
-            snprintf(buf, sizeof buf, "%d", i);
-            s = add_child(out, &cap, buf, l->items[i], NNX_SLOT_LIST, i);
+            s = add_child(out, &cap, lx_dec_(buf, i), l->items[i], NNX_SLOT_LIST, i);
         }
     } else if (node->kind == LX_V_TREE && node->u.tree) {
         const lx_tree *t = node->u.tree;

@@ -6,8 +6,17 @@
  * lives). Arrays are found by address in an open-addressing map. The backward pass walks the
  * records newest first, so every consumer of a value is processed before its producer and the
  * value's cotangent is complete when its producer's VJP runs; each record's arrays are released
- * right after its VJP. */
+ * right after its VJP.
+ *
+ * Allocation-free when warm (issue 14 §5): a record's input list, producer list and params copy
+ * come from the tape's arena (chunks kept across passes, reset when the tape is cleared), and
+ * lx_tape_free keeps one cleared tape per thread - its record array, address map and arena at the
+ * sizes the last pass needed - for the next lx_tape_new. So a training step that records the
+ * same ops as the step before allocates nothing for its tape. (Sanitizer builds keep no spare
+ * tape, so LeakSanitizer sees every block.) */
 #include <math.h>
+#include <stdalign.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,7 +36,15 @@ typedef struct rec {
     bool ct_private; /* ct is a buffer of this record's alone: slices may add into it in place */
     struct remat_entry *comp; /* a checkpointed call's entry (remat below), else NULL */
     int comp_out;             /* which output of it this record is; -1 for the entry itself */
+    bool in_arena;            /* in, in_rec and params live in the tape's arena (else malloc'd) */
 } rec;
+
+/* The arena: a list of chunks, bump-allocated; reset keeps them all for the next pass. */
+typedef struct arena_chunk {
+    struct arena_chunk *next;
+    size_t cap, used;
+    alignas(max_align_t) unsigned char data[];
+} arena_chunk;
 
 struct lx_tape {
     rec *recs;
@@ -37,7 +54,60 @@ struct lx_tape {
     size_t *vals;
     size_t mcap, mlen;
     bool stopped;
+    arena_chunk *chunks, *cur; /* the arena (see the top comment); cur: the chunk in use */
 };
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SPARE_TAPE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPARE_TAPE 0
+#endif
+#endif
+#ifndef SPARE_TAPE
+#define SPARE_TAPE 1
+#endif
+static _Thread_local struct lx_tape *spare; /* a cleared tape kept by lx_tape_free */
+
+static void *arena_alloc(struct lx_tape *t, size_t n) {
+    n = (n + alignof(max_align_t) - 1) / alignof(max_align_t) * alignof(max_align_t);
+    for (;;) {
+        arena_chunk *c = t->cur;
+        if (c && c->used + n <= c->cap) {
+            void *p = c->data + c->used;
+            c->used += n;
+            return p;
+        }
+        if (c && c->next) { /* a chunk an earlier pass made: reused from its start */
+            t->cur = c->next;
+            t->cur->used = 0;
+            continue;
+        }
+        size_t cap = n > 8192 ? n : 8192;
+        arena_chunk *nc = malloc(sizeof *nc + cap);
+        if (!nc) return NULL;
+        nc->next = NULL;
+        nc->cap = cap;
+        nc->used = 0;
+        if (c) c->next = nc;
+        else t->chunks = nc;
+        t->cur = nc;
+    }
+}
+
+static void arena_reset(struct lx_tape *t) {
+    t->cur = t->chunks;
+    if (t->cur) t->cur->used = 0;
+}
+
+static void arena_free(struct lx_tape *t) {
+    while (t->chunks) {
+        arena_chunk *c = t->chunks;
+        t->chunks = c->next;
+        free(c);
+    }
+    t->cur = NULL;
+}
 
 _Thread_local struct lx_tape *lx_tape_recording_;
 static _Thread_local lx_tape *active; /* the tape of this thread, recording or paused */
@@ -89,20 +159,23 @@ static void remat_entry_release(struct remat_entry *e);
 static void rec_clear(rec *r) {
     remat_entry_release(r->comp);
     for (int i = 0; r->in && i < r->nin; i++) lx_release(r->in[i]); /* in is NULL when its calloc failed */
-    free(r->in);
-    free(r->in_rec);
-    free(r->params);
+    if (!r->in_arena) {
+        free(r->in);
+        free(r->in_rec);
+        free(r->params);
+    }
     lx_release(r->out);
     lx_release(r->ct);
     memset(r, 0, sizeof *r);
 }
 
+/* Empty the tape, keeping its record array, map and arena for the next pass. */
 static void tape_clear(lx_tape *t) {
     for (size_t i = 0; i < t->n; i++) rec_clear(&t->recs[i]);
     t->n = 0;
-    free(t->keys);
-    free(t->vals);
-    t->keys = NULL, t->vals = NULL, t->mcap = t->mlen = 0;
+    if (t->mlen) memset(t->keys, 0, t->mcap * sizeof *t->keys);
+    t->mlen = 0;
+    arena_reset(t);
 }
 
 static bool float_dtype(lx_dtype d) { return d == LX_F32 || d == LX_BF16; }
@@ -138,10 +211,13 @@ void lx_tape_record_(lx_prim_id id, const void *params, int nin, lx_array *const
     rec *r = &t->recs[k];
     r->id = id;
     r->nin = nin;
-    r->in = calloc((size_t)(nin > 0 ? nin : 1), sizeof *r->in);
-    r->in_rec = malloc(sizeof(int) * (size_t)(nin > 0 ? nin : 1));
+    size_t nn = (size_t)(nin > 0 ? nin : 1);
+    r->in_arena = true;
+    r->in = arena_alloc(t, nn * sizeof *r->in);
+    r->in_rec = arena_alloc(t, nn * sizeof *r->in_rec);
+    if (r->in) memset(r->in, 0, nn * sizeof *r->in);
     if (def->params_size && params) {
-        r->params = malloc(def->params_size);
+        r->params = arena_alloc(t, def->params_size);
         if (r->params) memcpy(r->params, params, def->params_size);
     }
     if (!r->in || !r->in_rec || (def->params_size && params && !r->params)) {
@@ -166,8 +242,10 @@ lx_status lx_tape_new(lx_tape **out) {
     if (active)
         return lx_fail(LX_ERR_INVALID_ARGUMENT,
                        "tape_new: a tape is already active on this thread (higher-order gradients are not supported)");
-    lx_tape *t = calloc(1, sizeof *t);
-    if (!t) return lx_fail(LX_ERR_NO_MEMORY, "tape_new: out of memory");
+    lx_tape *t = spare;
+    spare = NULL;
+    if (!t && !(t = calloc(1, sizeof *t))) return lx_fail(LX_ERR_NO_MEMORY, "tape_new: out of memory");
+    t->stopped = false;
     active = t;
     lx_tape_recording_ = t;
     record_failed = false;
@@ -212,7 +290,14 @@ void lx_tape_free(lx_tape *t) {
     if (active == t) active = NULL;
     if (lx_tape_recording_ == t) lx_tape_recording_ = NULL;
     tape_clear(t);
+    if (SPARE_TAPE && !spare) {
+        spare = t;
+        return;
+    }
     free(t->recs);
+    free(t->keys);
+    free(t->vals);
+    arena_free(t);
     free(t);
 }
 

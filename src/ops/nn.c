@@ -267,15 +267,15 @@ static void cross_entropy_int_forward(const float *logits, const int32_t *labels
 LX_RULE(softmax_cross_entropy_int) {
     LX_UNUSED_RULE;
     const lx_array *logits = in[0], *labels = in[1];
-    char b1[96], b2[96];
-    const char *ls = lx_shape_str(logits->ndim, logits->shape, b1, sizeof b1);
-    const char *ts = lx_shape_str(labels->ndim, labels->shape, b2, sizeof b2);
+    char b1[96], b2[96]; /* the shapes are formatted only for a message (the rule runs every step) */
     if (logits->dtype != LX_F32 || labels->dtype != LX_I32)
         return lx_fail(LX_ERR_DTYPE, "softmax_cross_entropy_int: expected float32 logits and int32 labels, got %s%s and %s%s",
-                       lx_dtype_name(logits->dtype), ls, lx_dtype_name(labels->dtype), ts);
+                       lx_dtype_name(logits->dtype), lx_shape_str(logits->ndim, logits->shape, b1, sizeof b1),
+                       lx_dtype_name(labels->dtype), lx_shape_str(labels->ndim, labels->shape, b2, sizeof b2));
     if (logits->ndim == 0 || labels->ndim != logits->ndim - 1 || !lx_shape_eq(labels, labels->ndim, logits->shape))
         return lx_fail(LX_ERR_SHAPE, "softmax_cross_entropy_int: labels of shape %s do not match logits of shape %s (want logits.shape[:-1])",
-                       ts, ls);
+                       lx_shape_str(labels->ndim, labels->shape, b2, sizeof b2),
+                       lx_shape_str(logits->ndim, logits->shape, b1, sizeof b1));
     lx_aval_like(av, LX_F32, labels);
     return LX_OK;
 }

@@ -21,6 +21,7 @@
 #include "linnx/cpu.h"
 #include "linnx/threads.h"
 #include "optax_internal.h"
+#include "../core/tree_internal.h"
 
 typedef struct fuse_plan {
     const optax_tx *first; /* scale_by_adam, trace or identity: state "0" */
@@ -219,8 +220,7 @@ static void sgd_leaf_par(bool avx2, const sgd_k *k, int64_t n, const float *g, c
 
 static const lx_tree *sub_state(const lx_tree *state, int k) {
     char key[16];
-    snprintf(key, sizeof key, "%d", k);
-    const lx_value *v = lx_tree_get(state, key);
+    const lx_value *v = lx_tree_get(state, lx_dec_(key, k));
     return v && v->kind == LX_V_TREE ? v->u.tree : NULL;
 }
 
@@ -234,8 +234,7 @@ static bool all_f32(const lx_leaves *lv, lx_array *const *arrs) {
 static lx_status put_sub(lx_tree *ns, int k, lx_tree *sub) {
     if (!sub) return LX_ERR_NO_MEMORY;
     char key[16];
-    snprintf(key, sizeof key, "%d", k);
-    lx_status st = lx_tree_set(ns, key, lx_tree_v(sub));
+    lx_status st = lx_tree_set(ns, lx_dec_(key, k), lx_tree_v(sub));
     lx_tree_release(sub);
     return st;
 }
