@@ -141,6 +141,24 @@ int64_t lx_qt_session_quantized(const lx_qt_session *s);
 int64_t lx_qt_session_int8(const lx_qt_session *s);
 void lx_qt_end(lx_qt_session *s);
 
+/* ---- per-layer output error ----
+ * lx_qt_compare_begin: a session that runs the model in float32 (every op gets and passes on
+ * float values, so each layer's error is its own, not what the layers before it added) and, for
+ * every op the rules quantize, also computes the quantized result as LX_QT_INT8 would (the int8
+ * GEMM for a Dense-like op, else the quantize-dequantize operands: the PTQ session's values for
+ * the same rules) and accumulates ||y_q - y||^2 and ||y||^2 over the calls. */
+lx_status lx_qt_compare_begin(const lx_qt_rules *rules, lx_qt_session **out);
+typedef struct lx_qt_layer_error {
+    const char *path;   /* "decoder/layers_0/mlp/wi_0" */
+    const char *op;     /* counted: "dot_general0" */
+    int64_t calls;
+    double err_sq, ref_sq;
+    double rel_err;     /* sqrt(err_sq / ref_sq) (sqrt(err_sq) when the reference is all zeros) */
+} lx_qt_layer_error;
+/* The ops measured so far, in order of first call; *out is borrowed from the session (valid until
+ * the next call or lx_qt_end). Returns the count (0 for any other kind of session). */
+int lx_qt_session_layers(lx_qt_session *s, const lx_qt_layer_error **out);
+
 /* ---- calibration (static activation scales, Qwix's SRQ) ----
  * lx_qt_calibrate_begin: a session that runs the model in float32 and, for every op a rule with
  * act_static_scale (and act_qtype) selects, adds the activation operand's max |x| to the
