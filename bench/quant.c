@@ -82,7 +82,7 @@ static int ptq_accuracy(void) {
     llama_config cfg = llama_config_tiny(); /* the showcase decoder (make demo's config) */
     cfg.max_target_length = 64;
     const int64_t len = cfg.max_target_length + 1, batch = 8;
-    const int steps = 300;
+    const int steps = 200;
     llama_model *m = NULL;
     llama_trainer *t = NULL;
     llama_train_opts o = LLAMA_TRAIN_DEFAULTS;
@@ -97,7 +97,7 @@ static int ptq_accuracy(void) {
         if (st != LX_OK) return 1;
     }
     llama_trainer_free(t);
-    const int nb = 8;
+    const int nb = (int)(lm_window_count(d.nheldout, len) / batch); /* every whole batch of the held-out text */
     double hf = heldout(m, &d, batch, len, nb);
     lx_qt_rule rules[] = {
         {.module_path = "decoder/layers_[0-9]+/(mlp|self_attention)/.*", .weight_qtype = "int8", .act_qtype = "int8"},

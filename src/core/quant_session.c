@@ -10,6 +10,7 @@
 #include "linnx/box.h"
 #include "linnx/intercept.h"
 #include "linnx/nn.h"
+#include "linnx/nnx.h"
 #include "linnx/ops.h"
 #include "linnx/primitive.h"
 #include "linnx/quant.h"
@@ -56,7 +57,9 @@ struct lx_qt_session {
     int nq, capq;
     sentry *st;
     int nst, capst;
-    lx_tree *stats;      /* calibration: borrowed */
+    lx_tree *stats;      /* calibration and QAT with static scales: borrowed (owned with `nnx`) */
+    nnx_module *nnx;     /* the module whose QuantStat Variables `stats` came from (retained) */
+    bool update;         /* QAT: add each call's absmax to the statistics before using them */
     lx_qt_plan *plan;    /* plan: borrowed */
     int64_t quantized, int8_ops;
     int8_t *qa;          /* int8_dense's scratch: the quantized activation, the int32 product */
@@ -395,6 +398,19 @@ static lx_status calib_add(lx_tree *stats, const char *path, const char *op, int
     return st;
 }
 
+/* The static scale the statistics give <path>/<op>_<side>: (sum_of_absmax / count) / 127 (1 for
+ * an absmax of 0); 0 (use this call's own max) when there are none yet (count 0), as Qwix's
+ * SimpleMovingAverage falls back to the call's calibration. */
+static float stats_scale(const lx_tree *stats, const char *path, const char *op, int side) {
+    char kc[600], ks[600];
+    snprintf(kc, sizeof kc, "%s%s%s_%s/count", path, path[0] ? "/" : "", op, side == 0 ? "lhs" : "rhs");
+    snprintf(ks, sizeof ks, "%s%s%s_%s/sum_of_absmax", path, path[0] ? "/" : "", op, side == 0 ? "lhs" : "rhs");
+    lx_array *c = lx_value_leaf_array(lx_tree_find(stats, kc)), *sm = lx_value_leaf_array(lx_tree_find(stats, ks));
+    if (!c || !sm || c->size != 1 || sm->size != 1 || lx_is_abstract(c) || lx_is_abstract(sm)) return 0;
+    double count = lx_array_get(c, 0), am = count > 0 ? lx_array_get(sm, 0) / count : 0;
+    return count > 0 ? (am > 0 ? (float)am / 127.0f : 1.0f) : 0;
+}
+
 static void plan_seen(lx_qt_plan *p, const char *path, const char *op) {
     size_t n = strlen(path) + strlen(op) + 10;
     char item[600];
@@ -584,11 +600,18 @@ static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array
         return NULL;
     }
 
-    /* a static activation scale stored next to the weight (PTQ with calibration) */
+    /* a static activation scale: QAT's moving statistics (this call's absmax added first when
+     * updating, as Qwix's QT does), or stored next to the weight (PTQ with calibration) */
     float sa[2] = {0, 0};
-    for (int i = 0; i < 2; i++)
-        if (!wt[i] && act_q && rule->act_static_scale)
+    for (int i = 0; i < 2; i++) {
+        if (wt[i] || !act_q || !rule->act_static_scale) continue;
+        if (s->stats) {
+            if (s->update && calib_add(s->stats, path, counted, i, in[i]) != LX_OK) return fail_op(lx_last_status());
+            sa[i] = stats_scale(s->stats, path, counted, i);
+        } else {
             sa[i] = wt[1 - i] ? static_scale(s, qe[1 - i], counted, i) : static_scale_at(s, path, counted, i);
+        }
+    }
 
     bool int8_ok = (s->mode == LX_QT_INT8 || s->mode == MODE_COMPARE) && !wt[0] && wt[1] && act_q && (w_q || qe[1]) &&
                    !lx_tape_active() && (qe[1] || rule->tile_size == 0);
@@ -675,6 +698,10 @@ static void session_free(lx_qt_session *s) {
     free(s->qa), free(s->acc);
     for (int i = 0; i < s->nlerr; i++) free(s->lerrs[i].path), free(s->lerrs[i].op);
     free(s->lerrs), free(s->report);
+    if (s->nnx) {
+        lx_tree_release(s->stats);
+        nnx_module_release(s->nnx);
+    }
     free(s);
 }
 
@@ -711,6 +738,61 @@ lx_status lx_qt_calibrate_begin(const lx_qt_rules *rules, lx_tree *stats, lx_qt_
     }
     *out = s;
     return LX_OK;
+}
+
+lx_status lx_qt_begin_qat(const lx_qt_rules *rules, lx_tree *stats, bool update, lx_qt_session **out) {
+    if (!stats) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin_qat: NULL statistics tree");
+    lx_qt_session *s = NULL;
+    LX_TRY(begin(rules, LX_QT_FAKE, &s));
+    s->stats = stats, s->update = update;
+    lx_status st = install(s);
+    if (st != LX_OK) {
+        session_free(s);
+        return st;
+    }
+    *out = s;
+    return LX_OK;
+}
+
+/* A session over the module's QuantStat Variables (a plain copy the session owns; lx_qt_finish
+ * stores it back). */
+static lx_status begin_nnx_stats(const lx_qt_rules *rules, int mode, bool update, nnx_module *m, lx_qt_session **out) {
+    if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin: NULL module");
+    lx_qt_session *s = NULL;
+    LX_TRY(begin(rules, mode, &s));
+    lx_status st = lx_qt_stats_nnx(m, &s->stats);
+    if (st == LX_OK) {
+        s->nnx = nnx_module_retain(m), s->update = update;
+        st = install(s);
+    }
+    if (st != LX_OK) {
+        if (!s->nnx) lx_tree_release(s->stats), s->stats = NULL;
+        session_free(s);
+        return st;
+    }
+    *out = s;
+    return LX_OK;
+}
+
+lx_status lx_qt_calibrate_begin_nnx(const lx_qt_rules *rules, nnx_module *m, lx_qt_session **out) {
+    return begin_nnx_stats(rules, LX_QT_CALIBRATE, true, m, out);
+}
+
+lx_status lx_qt_begin_qat_nnx(const lx_qt_rules *rules, nnx_module *m, bool update, lx_qt_session **out) {
+    return begin_nnx_stats(rules, LX_QT_FAKE, update, m, out);
+}
+
+lx_status lx_qt_finish(lx_qt_session *s) {
+    if (!s) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_finish: NULL session");
+    lx_status st = LX_OK;
+    if (s->nnx) {
+        if (active == s) active = NULL; /* the store runs no quantized op */
+        lx_prim_substitute_remove(s->sub_handle), s->sub_handle = 0;
+        lx_interceptor_remove(s->icpt_handle), s->icpt_handle = 0;
+        st = lx_qt_stats_store_nnx(s->nnx, s->stats);
+    }
+    lx_qt_end(s);
+    return st;
 }
 
 lx_status lx_qt_plan_begin(const lx_qt_rules *rules, lx_qt_plan *plan, lx_qt_session **out) {
