@@ -13,6 +13,8 @@
 #include <stdio.h>
 
 #include "common.h"
+#include "linnx/linen.h"
+#include "linnx/linen_layers.h"
 #include "linnx/linnx.h"
 #include "linnx/llama.h"
 #include "linnx/llama_quant.h"
@@ -134,6 +136,63 @@ static int ptq_accuracy(void) {
     return 0;
 }
 
+/* A conv PTQ call (no int8 conv kernel: the stored weight dequantized, then the float conv) against
+ * the float conv: once per session (kept) and, as before the cache, once per call. */
+typedef struct {
+    const linen_module *m;
+    const lx_tree *vars;
+    lx_array *x;
+    const lx_qt_rules *rs;
+} conv_t;
+
+static void run_conv(void *p) {
+    conv_t *c = p;
+    size_t mark = lx_pool_open();
+    lx_call call = LX_ARGS(c->x);
+    lx_value y;
+    if (linen_apply(c->m, c->vars, &call, LINEN_NO_RNGS, NULL, &y, NULL) == LX_OK) lx_value_free(&y);
+    lx_pool_close(mark);
+}
+
+static void run_conv_session(void *p) { /* a session per call: the weight dequantized every call */
+    conv_t *c = p;
+    lx_qt_session *s = NULL;
+    if (lx_qt_begin_ptq(c->rs, c->vars, &s) != LX_OK) return;
+    run_conv(p);
+    lx_qt_end(s);
+}
+
+static int conv_ptq(void) {
+    linen_module *conv = NULL;
+    lx_call cc = LX_CALL_ARGS(lx_int_v(128), lx_ints_v(2, (int64_t[]){3, 3}));
+    if (linen_module_new(&linen_Conv, &cc, &conv) != LX_OK) return 1;
+    lx_array *x = lx_array_full_f32(4, (int64_t[]){1, 8, 8, 128}, 0.5f);
+    for (int64_t i = 0; i < x->size; i++) lx_f32(x)[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    lx_call c = LX_ARGS(x);
+    lx_tree *vars = NULL, *q = NULL;
+    lx_qt_rule rules[] = {{.module_path = ".*", .op_names = "conv_general", .weight_qtype = "int8"}};
+    lx_qt_rules *rs = NULL;
+    if (linen_init(conv, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &vars) != LX_OK ||
+        lx_qt_rules_compile(rules, 1, &rs) != LX_OK || lx_qt_quantize_linen(rs, conv, vars, &c, &q) != LX_OK)
+        return 1;
+    conv_t f = {conv, vars, x, rs}, p = {conv, q, x, rs};
+    double tf = bench_median(run_conv, &f, 2, 9, 5);
+    lx_qt_session *s = NULL;
+    if (lx_qt_begin_ptq(rs, q, &s) != LX_OK) return 1;
+    double tq = bench_median(run_conv, &p, 2, 9, 5);
+    lx_qt_end(s);
+    double tn = bench_median(run_conv_session, &p, 2, 9, 5);
+    printf("# conv 3x3 128->128 on 1x8x8 (weight-only int8 PTQ): f32 %.3g s, PTQ %.3g s (dequantized once per "
+           "session), %.3g s (a session per call: dequantized every call)\n", tf, tq, tn);
+    printf("conv_ptq_call vs_f32 %.3f\n", tq / tf);
+    printf("conv_ptq_call_dequant_each vs_f32 %.3f\n", tn / tf);
+    lx_tree_release(vars), lx_tree_release(q);
+    lx_release(x);
+    lx_qt_rules_free(rs);
+    linen_module_release(conv);
+    return 0;
+}
+
 int main(void) {
     const int64_t n = 1024;
     ctx_t c = {.n = n};
@@ -237,6 +296,10 @@ int main(void) {
     lx_release(c.a);
     lx_release(c.b);
     free(c.qa), free(c.qb), free(c.c);
+    if (conv_ptq() != 0) {
+        fprintf(stderr, "bench quant: %s\n", lx_last_error());
+        return 1;
+    }
     if (ptq_accuracy() != 0) {
         fprintf(stderr, "bench quant: %s\n", lx_last_error());
         return 1;
