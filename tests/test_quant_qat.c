@@ -91,6 +91,18 @@ static void test_qat_moving_scale(void) {
     lx_release(ye);
     lx_tree_release(stats);
     CHECK_FAILS(lx_qt_begin_qat(rs, NULL, true, &s), LX_ERR_INVALID_ARGUMENT, "NULL statistics tree");
+    /* one session per thread; lx_qt_finish of a session without a module is lx_qt_end */
+    lx_tree *t2 = lx_tree_new();
+    CHECK_EQ_INT(lx_qt_begin_qat(rs, t2, true, &s), LX_OK);
+    lx_qt_session *again = NULL;
+    CHECK_FAILS(lx_qt_begin_qat(rs, t2, true, &again), LX_ERR_INVALID_ARGUMENT, "quantizing twice");
+    CHECK_FAILS(lx_qt_begin_qat_nnx(rs, (nnx_module *)l, true, &again), LX_ERR_INVALID_ARGUMENT, "quantizing twice");
+    CHECK(again == NULL);
+    const lx_qt_layer_error *le = NULL;
+    CHECK_EQ_INT(lx_qt_session_layers(s, &le), 0);
+    CHECK_EQ_INT(lx_qt_finish(s), LX_OK);
+    CHECK_FAILS(lx_qt_finish(NULL), LX_ERR_INVALID_ARGUMENT, "NULL session");
+    lx_tree_release(t2);
     lx_qt_rules_free(rs);
     nnx_module_release((nnx_module *)l);
     nnx_rngs_release(r);
