@@ -221,7 +221,9 @@ lx_status lx_qt_finish(lx_qt_session *s);
  *
  * Running the quantized model: lx_qt_begin_ptq(rules, tree, &s), then apply as usual with that
  * tree. The int8 weights are used as stored: a Dense-like op with act_qtype runs the int8 GEMM on
- * them (packed once per session, never re-quantized), other ops dequantize them for the call.
+ * them (packed once per session, never re-quantized; per-tile weights one packed slice per tile,
+ * each tile's product rescaled by its scale), other ops compute in float on them dequantized once
+ * per session.
  * Without such a session an int8 weight fails the op (a float32 op given int8). */
 typedef lx_status (*lx_qt_run_fn)(const lx_tree *variables, void *user);
 /* The general form: `run` runs the model on `variables` (which must be the arrays the model

@@ -21,8 +21,10 @@ enum { MODE_PLAN = 100, MODE_COMPARE = 101 };
 
 typedef struct {
     lx_array *key;     /* the weight as the op sees it (float or int8), retained */
-    lx_i8_packed *pk;  /* (K, N) packed */
-    float *sw;         /* (N) */
+    lx_i8_packed **pk; /* one per tile of the contraction ((K, N) packed when ntiles is 1) */
+    int ntiles;
+    int64_t cover;     /* contraction rows per tile (K when ntiles is 1) */
+    float *sw;         /* (ntiles, N) */
 } wcache;
 
 typedef struct {
@@ -235,8 +237,14 @@ static wcache *cache_find(lx_qt_session *s, const lx_array *key) {
     return NULL;
 }
 
-/* The packed int8 copy of a weight: from its stored int8 values and scale (PTQ) or quantized
- * per output channel from float (once per session). */
+static void wcache_free(wcache *e) {
+    for (int t = 0; e->pk && t < e->ntiles; t++) lx_i8_packed_free(e->pk[t]);
+    free(e->pk), free(e->sw);
+}
+
+/* The packed int8 copy of a weight: from its stored int8 values and scale (PTQ; per-tile scales
+ * (ntiles, N) give one packed slice of rows per tile) or quantized per output channel from float
+ * (once per session). */
 static wcache *weight_packed(lx_qt_session *s, lx_array *w, const qentry *qe, int64_t K, int64_t N, int nc) {
     wcache *hit = cache_find(s, w);
     if (hit) return hit;
@@ -246,12 +254,20 @@ static wcache *weight_packed(lx_qt_session *s, lx_array *w, const qentry *qe, in
         if (!c) return NULL;
         s->cache = c, s->capcache = cap;
     }
-    wcache e = {w, NULL, malloc(sizeof(float) * (size_t)N)};
-    if (!e.sw) return NULL;
-    lx_status st;
+    int nt = qe ? (int)(qe->scale->size / N) : 1;
+    wcache e = {w, calloc((size_t)nt, sizeof(lx_i8_packed *)), nt, nt > 1 ? (K + nt - 1) / nt : K,
+                malloc(sizeof(float) * (size_t)(nt * N))};
+    if (!e.pk || !e.sw) {
+        wcache_free(&e);
+        return NULL;
+    }
+    lx_status st = LX_OK;
     if (qe) {
-        memcpy(e.sw, lx_f32(qe->scale), sizeof(float) * (size_t)N);
-        st = lx_i8_pack(K, N, lx_i8(qe->q), &e.pk);
+        memcpy(e.sw, lx_f32(qe->scale), sizeof(float) * (size_t)(nt * N));
+        for (int t = 0; st == LX_OK && t < nt; t++) {
+            int64_t k0 = t * e.cover, k1 = k0 + e.cover < K ? k0 + e.cover : K;
+            st = lx_i8_pack(k1 - k0, N, lx_i8(qe->q) + k0 * N, &e.pk[t]);
+        }
     } else {
         bool reduce[LX_MAX_DIMS] = {false};
         for (int d = 0; d < nc; d++) reduce[d] = true;
@@ -259,12 +275,12 @@ static wcache *weight_packed(lx_qt_session *s, lx_array *w, const qentry *qe, in
         st = lx_qt_quantize_axes(w, reduce, 0, 0, &q, &sc);
         if (st == LX_OK) {
             memcpy(e.sw, lx_f32(sc), sizeof(float) * (size_t)N);
-            st = lx_i8_pack(K, N, lx_i8(q), &e.pk);
+            st = lx_i8_pack(K, N, lx_i8(q), &e.pk[0]);
         }
         lx_release(q), lx_release(sc);
     }
     if (st != LX_OK) {
-        free(e.sw);
+        wcache_free(&e);
         return NULL;
     }
     lx_retain(w);
@@ -290,7 +306,10 @@ static lx_status int8_dense(lx_qt_session *s, lx_prim_id id, const void *params,
     int64_t K, N;
     int nc;
     if (!dense_like(id, params, x, w, &K, &N, &nc)) return LX_OK;
-    if (qe && qe->scale->size != N) return LX_OK; /* per-tile scales: the dequantizing path */
+    if (qe && qe->scale->size != N) { /* per-tile scales: tiles of the one contraction axis */
+        int64_t nt = qe->scale->size / N;
+        if (nc != 1 || qe->scale->size != nt * N || qe->scale->shape[0] != nt) return LX_OK;
+    }
     int64_t M = x->size / K, shape[LX_MAX_DIMS];
     int nd = 0;
     for (int d = 0; d < x->ndim - nc; d++) shape[nd++] = x->shape[d];
@@ -315,14 +334,38 @@ static lx_status int8_dense(lx_qt_session *s, lx_prim_id id, const void *params,
     } else {
         lx_quantize_tiles_i8(1, x->size, x->size, lx_f32(x), qa, &sa); /* one scale for the tensor */
     }
-    lx_status st = lx_i8_gemm_packed(LX_I8_AUTO, M, qa, wc->pk, acc);
+    float *yd = lx_f32(out);
+    lx_status st = LX_OK;
+    if (wc->ntiles == 1) {
+        st = lx_i8_gemm_packed(LX_I8_AUTO, M, qa, wc->pk[0], acc);
+        for (int64_t m = 0; st == LX_OK && m < M; m++)
+            for (int64_t n = 0; n < N; n++) yd[m * N + n] = (float)acc[m * N + n] * sa * wc->sw[n];
+    } else { /* y = sum over tiles of (int32 product of the tile's rows) * s_a * s_w[tile, n] */
+        memset(yd, 0, sizeof(float) * (size_t)(M * N));
+        int8_t *at = NULL;
+        size_t atcap = 0;
+        for (int t = 0; st == LX_OK && t < wc->ntiles; t++) {
+            int64_t k0 = t * wc->cover, kt = lx_i8_packed_k(wc->pk[t]);
+            const int8_t *a = qa + k0;
+            if (M > 1) { /* the tile's columns of each row, contiguous */
+                if (!scratch((void **)&at, &atcap, (size_t)(M * kt))) {
+                    st = lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+                    break;
+                }
+                for (int64_t m = 0; m < M; m++) memcpy(at + m * kt, qa + m * K + k0, (size_t)kt);
+                a = at;
+            }
+            st = lx_i8_gemm_packed(LX_I8_AUTO, M, a, wc->pk[t], acc);
+            const float *sw = wc->sw + (int64_t)t * N;
+            for (int64_t m = 0; st == LX_OK && m < M; m++)
+                for (int64_t n = 0; n < N; n++) yd[m * N + n] += (float)acc[m * N + n] * sa * sw[n];
+        }
+        free(at);
+    }
     if (st != LX_OK) {
         lx_release(out);
         return st;
     }
-    float *yd = lx_f32(out);
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) yd[m * N + n] = (float)acc[m * N + n] * sa * wc->sw[n];
     s->int8_ops++;
     *y = lx_autorelease(out);
     return LX_OK;
@@ -686,8 +729,7 @@ static void session_free(lx_qt_session *s) {
     lx_qt_counters_free(&s->ctr);
     for (int i = 0; i < s->ncache; i++) {
         lx_release(s->cache[i].key);
-        lx_i8_packed_free(s->cache[i].pk);
-        free(s->cache[i].sw);
+        wcache_free(&s->cache[i]);
     }
     free(s->cache);
     for (int i = 0; i < s->nq; i++)
