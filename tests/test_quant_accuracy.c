@@ -139,7 +139,7 @@ static void test_ptq_accuracy(void) {
     CHECK_EQ_INT(llama_model_new(&cfg, LLAMA_LINEN_TOP, 0, &m), LX_OK);
     double h0 = heldout_loss(m, &d, batch, len, 2);
     llama_train_opts o = LLAMA_TRAIN_DEFAULTS;
-    o.steps = 60, o.learning_rate = 1e-2;
+    o.steps = 40, o.learning_rate = 1e-2;
     llama_trainer *t = NULL;
     CHECK_EQ_INT(llama_trainer_new(m, &o, &t), LX_OK);
     lx_key key = lx_key_from_seed(7);
