@@ -34,6 +34,22 @@ static inline double bench_median(void (*fn)(void *), void *ctx, int warmup, int
     return med;
 }
 
+/* The thread count a benchmark runs with: LINNX_THREADS (the library's own setting, threads.h)
+ * or else LX_THREADS (the PyTorch peer's, scripts/bench.sh), whichever is set first in that
+ * order and holds an integer in 1..4096; else `dflt`. Every benchmark that sets a thread count
+ * takes it from here, so either name works for each of them. */
+static inline int bench_threads(int dflt) {
+    const char *names[2] = {"LINNX_THREADS", "LX_THREADS"};
+    for (int i = 0; i < 2; i++) {
+        const char *e = getenv(names[i]);
+        if (!e || !*e) continue;
+        char *end = NULL;
+        long n = strtol(e, &end, 10);
+        if (end && *end == '\0' && n >= 1 && n <= 4096) return (int)n;
+    }
+    return dflt;
+}
+
 /* Repetitions so that one timed run takes about `target` seconds given a rough per-call cost. */
 static inline int bench_inner_for(double per_call, double target) {
     if (per_call <= 0) return 1;

@@ -10,18 +10,21 @@
  *   mlp_train dist_Nx1_step_ms <ms>
  *   mlp_train dist_grad_ms / dist_opt_ms / dist_cpu_ms <ms per step in value_and_grad, in the
  *                                        optimizer step, and CPU time used, rank 0>
- *   mlp_train dist_allreduce_wait_ms <ms per step blocked waiting in all-reduces, rank 0>
+ *   mlp_train dist_allreduce_wait_ms <ms per step blocked waiting in collectives, rank 0>
  *   mlp_train dist_allreduce_overlap_ms <ms per step gradient buckets were in flight during the
  *                                        backward pass>
  *   mlp_train dist_allreduce_early_frac <share of the gradient bytes reduced before the backward
  *                                        pass ended>
- * (the all-reduce overlapped with the backward pass, lx_dist_overlap_begin/end;
- * LINNX_DIST_NO_OVERLAP=1 reduces after it instead; LINNX_DIST_ZERO1=1 steps mlp_train with the
- * optimizer state sharded, lx_dist_zero1_step: dist_opt_ms is then the reduce-scatter, the
- * shard's Adam step and the all-gather, and rank 0 adds
- *   mlp_train dist_zero1_state_bytes <its optimizer state> / dist_zero1_state_frac <of unsharded>).
- * scripts/bench.sh runs both and prints
- * `mlp_train dp2x1_vs_1x2 <1x2 ms / 2x1 ms>` (throughput ratio, higher is better). */
+ *   mlp_train dist_grad_cpu_ms / dist_opt_cpu_ms <CPU time of those two phases, rank 0>
+ *   mlp_train dist_zero1_state_bytes <its optimizer state> / dist_zero1_state_frac <of unsharded>
+ * mlp_train shards the optimizer update (ZeRO-1, lx_dist_zero1_begin/step: the reduce-scatters
+ * start during the backward pass, each rank updates its 1/N of the params, the params are
+ * all-gathered; dist_opt_ms is that step); LINNX_DIST_ALLREDUCE=1 averages the gradients by
+ * all-reduce instead (lx_dist_overlap_begin/end) and runs the whole Adam step on every rank;
+ * LINNX_DIST_NO_OVERLAP=1 starts the reductions after the backward pass. llama_train keeps
+ * llama_trainer_step's overlapped all-reduce.
+ * scripts/bench.sh runs them and prints `<workload> dp2x1_vs_1x2 <1x2 ms / 2x1 ms>` (throughput
+ * ratio, higher is better) and `mlp_train dp2x1_allreduce_vs_1x2` for the all-reduce series. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +60,12 @@ static lx_status loss_fn(const lx_tree *params, void *user, lx_array **loss, lx_
     if (st == LX_OK && !*loss) st = lx_last_status();
     lx_value_free(&out);
     return st;
+}
+
+/* An environment switch: set, non-empty and not "0". */
+static bool env_on(const char *name) {
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
 }
 
 static double now_s(void) {
@@ -124,8 +133,8 @@ static int bench_llama_train(bool mpi, int rank, int size) {
 
 int main(void) {
     int rank = 0, size = 1;
-    bool overlap = !getenv("LINNX_DIST_NO_OVERLAP");
-    bool zero1 = getenv("LINNX_DIST_ZERO1") != NULL;
+    bool overlap = !env_on("LINNX_DIST_NO_OVERLAP");
+    bool zero1 = !env_on("LINNX_DIST_ALLREDUCE"); /* the sharded update unless asked otherwise */
     bool mpi = (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE")) && lx_dist_available();
     if (mpi && lx_dist_init(NULL, NULL, &rank, &size) != LX_OK) {
         fprintf(stderr, "bench_dist: %s\n", lx_last_error());
@@ -167,7 +176,7 @@ int main(void) {
         fprintf(stderr, "bench_dist: %s\n", lx_last_error());
         return 1;
     }
-    double t0 = 0, c0 = 0, t_grad = 0, t_opt = 0;
+    double t0 = 0, c0 = 0, t_grad = 0, t_opt = 0, c_grad = 0, c_opt = 0;
     lx_status st = LX_OK;
     for (int s = 0; st == LX_OK && s < WARM + STEPS; s++) {
         if (s == WARM) {
@@ -181,15 +190,17 @@ int main(void) {
         lx_tree *g = NULL, *avg = NULL;
         lx_dist_set_step(s);
         if (mpi && overlap && !z) st = lx_dist_overlap_begin();
-        double tc = now_s();
+        if (z && overlap) st = lx_dist_zero1_begin(z, params);
+        double tc = now_s(), cc = cpu_s();
         if (st == LX_OK) st = linen_value_and_grad(loss_fn, &c, params, &loss, &g, NULL);
-        if (s >= WARM) t_grad += now_s() - tc;
+        if (s >= WARM) t_grad += now_s() - tc, c_grad += cpu_s() - cc;
         if (mpi) st = lx_dist_check(st);
+        if (z && st != LX_OK) lx_dist_zero1_step(z, NULL, NULL);
         if (st == LX_OK && mpi && !z) st = overlap ? lx_dist_overlap_end(g, &avg) : lx_dist_allreduce_mean(g, &avg);
-        double to = now_s();
+        double to = now_s(), co = cpu_s();
         if (st == LX_OK && z) st = lx_dist_zero1_step(z, g, &params);
         else if (st == LX_OK) st = optax_step(tx, mpi ? avg : g, &params, &state);
-        if (s >= WARM) t_opt += now_s() - to;
+        if (s >= WARM) t_opt += now_s() - to, c_opt += cpu_s() - co;
         lx_release(loss);
         lx_tree_release(g);
         lx_tree_release(avg);
@@ -204,6 +215,8 @@ int main(void) {
             printf("mlp_train dist_%dx%d_step_ms %.3f\n", size, lx_num_threads(), ms);
             printf("mlp_train dist_grad_ms %.3f\nmlp_train dist_opt_ms %.3f\nmlp_train dist_cpu_ms %.3f\n",
                    t_grad * 1e3 / STEPS, t_opt * 1e3 / STEPS, cpu_ms);
+            printf("mlp_train dist_grad_cpu_ms %.3f\nmlp_train dist_opt_cpu_ms %.3f\n", c_grad * 1e3 / STEPS,
+                   c_opt * 1e3 / STEPS);
             printf("mlp_train dist_allreduce_wait_ms %.3f\n", ds.wait_s * 1e3 / STEPS);
             if (z) {
                 int64_t full = 0, zb = lx_dist_zero1_state_bytes(z);
@@ -214,13 +227,16 @@ int main(void) {
                 lx_flat_free(&f);
                 printf("mlp_train dist_zero1_state_bytes %lld\nmlp_train dist_zero1_state_frac %.4f\n", (long long)zb,
                        full > 0 ? (double)zb / (double)full : 0.0);
-            } else if (overlap)
+            }
+            if (overlap)
                 printf("mlp_train dist_allreduce_overlap_ms %.3f\nmlp_train dist_allreduce_early_frac %.3f\n",
                        ds.overlap_s * 1e3 / STEPS, ds.bytes > 0 ? ds.early_bytes / ds.bytes : 0.0);
         } else {
             int nt = lx_num_threads();
             printf("mlp_train dist_1x%d_step_ms %.3f\nmlp_train dist_1x%d_grad_ms %.3f\n", nt, ms, nt, t_grad * 1e3 / STEPS);
             printf("mlp_train dist_1x%d_opt_ms %.3f\nmlp_train dist_1x%d_cpu_ms %.3f\n", nt, t_opt * 1e3 / STEPS, nt, cpu_ms);
+            printf("mlp_train dist_1x%d_grad_cpu_ms %.3f\nmlp_train dist_1x%d_opt_cpu_ms %.3f\n", nt, c_grad * 1e3 / STEPS, nt,
+                   c_opt * 1e3 / STEPS);
         }
     }
     lx_dist_zero1_free(z);

@@ -37,6 +37,9 @@ static void run_fused(void *q) {
 }
 
 int main(void) {
+    int threads = bench_threads(2); /* as bench_train: LINNX_THREADS or LX_THREADS, default 2 */
+    lx_set_num_threads(threads);
+    printf("# %d threads (LINNX_THREADS or LX_THREADS)\n", threads);
     const int64_t shapes[6][2] = {{784, 512}, {512, 0}, {512, 512}, {512, 0}, {512, 10}, {10, 0}};
     const char *paths[6] = {"Dense_0/kernel", "Dense_0/bias", "Dense_1/kernel", "Dense_1/bias", "Dense_2/kernel",
                             "Dense_2/bias"};

@@ -380,10 +380,9 @@ static lx_status small_nnx_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs)
 
 int main(int argc, char **argv) {
     const char *only = argc > 1 ? argv[1] : NULL;
-    int threads = getenv("LX_THREADS") ? atoi(getenv("LX_THREADS")) : 2;
-    if (threads < 1) threads = 2;
+    int threads = bench_threads(2);
     lx_set_num_threads(threads);
-    printf("# training workloads, %d threads (LX_THREADS), median seconds per step; torch from %s\n", threads,
+    printf("# training workloads, %d threads (LINNX_THREADS or LX_THREADS), median seconds per step; torch from %s\n", threads,
            "../shared/peers/torch_peer.py");
     peer_time torch[] = {{"mlp_train", -1}, {"cnn_train", -1}, {"lm_train", -1}, {"mlp_infer_small", -1}};
     int ntorch = 4;

@@ -22,14 +22,21 @@ for b in "$build"/bench_*; do
   if [ "$(basename "$b")" = bench_dist ]; then
     # data parallelism: 2 ranks x 1 thread vs 1 rank x 2 threads, same global batch
     # (both with passive OpenMP waiting and 1 OpenBLAS/OpenMP thread per rank; the machine is shared,
-    # so the two set-ups alternate 3 times and each keeps its fastest run)
+    # so the set-ups alternate 3 times and each keeps its fastest run). mlp_train's 2x1 run shards
+    # the optimizer update (ZeRO-1, reduce-scatters overlapped with the backward pass); a third run
+    # (mlp_train only, its lines named mlp_train_allreduce) averages the gradients by all-reduce
+    # instead and repeats the whole update on each rank: `mlp_train dp2x1_allreduce_vs_1x2`.
     if command -v mpirun >/dev/null 2>&1; then
       mo=(); mpirun --version 2>&1 | grep -q "Open MPI" &&
         mo=(--oversubscribe --allow-run-as-root --bind-to none -x LINNX_THREADS -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x OMP_WAIT_POLICY)
+      ma=(); [ ${#mo[@]} -gt 0 ] && ma=(-x LINNX_DIST_ALLREDUCE -x LINNX_BENCH_DIST_MLP_ONLY)
       runs=$(mktemp)
       for _ in 1 2 3; do
         LINNX_THREADS=2 OMP_WAIT_POLICY=$wait "$b" | tee /dev/stderr >>"$runs"
         LINNX_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=$wait mpirun "${mo[@]}" -np 2 "$b" |
+          tee /dev/stderr >>"$runs"
+        LINNX_DIST_ALLREDUCE=1 LINNX_BENCH_DIST_MLP_ONLY=1 LINNX_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+          OMP_WAIT_POLICY=$wait mpirun "${mo[@]}" "${ma[@]}" -np 2 "$b" | sed 's/^mlp_train /mlp_train_allreduce /' |
           tee /dev/stderr >>"$runs"
       done
       for w in mlp_train llama_train; do
@@ -37,6 +44,9 @@ for b in "$build"/bench_*; do
                        $1 == w && $2 == "dist_2x1_step_ms" && (b == "" || $3 < b) { b = $3 }
                        END { if (a != "" && b != "") printf "%s dp2x1_vs_1x2 %.3f\n", w, a / b }' "$runs"
       done
+      awk '$1 == "mlp_train" && $2 == "dist_1x2_step_ms" && (a == "" || $3 < a) { a = $3 }
+           $1 == "mlp_train_allreduce" && $2 == "dist_2x1_step_ms" && (b == "" || $3 < b) { b = $3 }
+           END { if (a != "" && b != "") printf "mlp_train dp2x1_allreduce_vs_1x2 %.3f\n", a / b }' "$runs"
       rm -f "$runs"
     else
       echo "# bench_dist: mpirun not found, skipped"

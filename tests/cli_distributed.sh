@@ -78,6 +78,23 @@ if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "rank 0: distributed: rank 1 fail
     echo "error on rank 1 at step 3: all ranks stopped in $((t1 - t0)) s (exit $rc)"
 else bad "error on rank 1: exit $rc"; fi
 
+# the same through the overlapped ZeRO-1 step (reduce-scatters started during the backward pass)
+LINNX_DIST_FAIL_ZERO1=1 LINNX_DIST_FAIL_RANK=1 LINNX_DIST_FAIL_STEP=3 timeout 60 "${mpi[@]}" 3 "$prog" >"$cli_tmp/out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "rank 0: distributed: rank 1 failed at step 3" "$cli_tmp/out" &&
+   grep -q "rank 2: distributed: rank 1 failed at step 3" "$cli_tmp/out" &&
+   grep -q "rank 1: injected failure on rank 1" "$cli_tmp/out"; then
+    ok
+    echo "zero1: error on rank 1 at step 3: all ranks stopped (exit $rc)"
+else bad "zero1: error on rank 1: exit $rc"; fi
+LINNX_DIST_FAIL_ZERO1=1 LINNX_DIST_TIMEOUT=10 LINNX_DIST_FAIL_RANK=1 LINNX_DIST_FAIL_STEP=3 LINNX_DIST_FAIL_MODE=kill \
+    timeout 60 "${mpi[@]}" 3 "$prog" >"$cli_tmp/out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -Eq "rank 1 .*(signal 9|Killed)|rank 1 failed at step 3|timed out" "$cli_tmp/out"; then
+    ok
+    echo "zero1: rank 1 killed at step 3: the job ended (exit $rc)"
+else bad "zero1: rank 1 killed: exit $rc"; fi
+
 # a rank that dies (SIGKILL) at step 3: the others must not hang in the all-reduce
 t0=$(date +%s)
 LINNX_DIST_TIMEOUT=10 LINNX_DIST_FAIL_RANK=1 LINNX_DIST_FAIL_STEP=3 LINNX_DIST_FAIL_MODE=kill \

@@ -158,4 +158,22 @@ cmp -s "$d/plain.msgpack" "$d/rescanned.msgpack" && pass=$((pass + 1)) || { fail
 expect_usage_error "unstack: params/Dense_0/bias has shape (4,): 4 layers on axis 0, the others have 3" convert "$here/fixtures/ckpt_flax_tree.msgpack" "$d/x.msgpack" --unscan Dense_0 --params-axis 0
 expect_usage_error "give one of --unscan and --scan" convert "$here/fixtures/ckpt_flax_tree.msgpack" "$d/x.msgpack" --unscan a --scan b
 
+# convert and inspect count parameters by one rule (every array leaf's element count, raw numpy
+# arrays and scalars too; Python scalars 0): meta.safetensors holds an empty bfloat16 tensor and a
+# float64 scalar (1 param), ts.msgpack a Python int step (0) and 4 float32/int32 elements, the
+# fixture tree int32 stacks; the expected counts are the tables above, added by hand.
+same_count() { # file, expected count
+    local conv insp
+    conv=$("$bin" convert "$1" "$d/count.msgpack" | sed -n 's/.*, \([0-9]*\) params$/\1/p')
+    insp=$("$bin" inspect "$1" | awk '$1 == "Total" {print $2}')
+    if [ "$conv" == "$2" ] && [ "$insp" == "$2" ]; then pass=$((pass + 1)); else
+        fail=$((fail + 1)); echo "FAIL: $1: convert counts '$conv' params, inspect '$insp', expected $2"; fi
+}
+same_count "$d/meta.safetensors" 1
+same_count "$d/ts.msgpack" 4
+same_count "$d/mt.msgpack" 10
+same_count "$d/dense.msgpack" 9
+all=$("$bin" inspect "$here/fixtures/ckpt_flax_tree.msgpack" | awk 'NR > 2 && $1 != "Total" {n += $(NF - 1)} END {print n}')
+same_count "$here/fixtures/ckpt_flax_tree.msgpack" "$all"
+
 cli_finish

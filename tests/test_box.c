@@ -379,8 +379,44 @@ static void test_box_from_initializer(void) {
                 "with_logical_partitioning names ('embed',) have 1 entry, more than the rank of a parameter of shape ()");
 }
 
+/* Trees of boxes compare by structure (lx_tree_equal / lx_value_equal): two separately built
+ * stacks of the same layers, each Partitioned box given the stacking axis by add_axis, are equal;
+ * a different value, name, mesh or kind is not. */
+static lx_tree *stacked(float w0, const char *axis, const char *mesh, bool logical) {
+    lx_array *a = lx_array_from_f32(2, (int64_t[]){2, 2}, (const float[]){w0, 2, 3, 4});
+    const char *names[] = {"embed", NULL};
+    lx_box *b = NULL, *s = NULL;
+    lx_status st = logical ? lx_box_logically_partitioned(a, 2, names, mesh, 0, NULL, &b)
+                           : lx_box_partitioned(a, 2, names, mesh, &b);
+    if (st == LX_OK) st = lx_box_add_axis(b, 0, axis, &s);
+    lx_tree *t = lx_tree_new();
+    if (st == LX_OK) st = lx_tree_set_path(t, "params/layers/kernel", lx_box_v(s));
+    if (st == LX_OK) st = lx_tree_set_path(t, "params/layers/n", lx_int_v(2));
+    CHECK_EQ_INT(st, LX_OK);
+    lx_box_release(s);
+    lx_box_release(b);
+    lx_release(a);
+    return t;
+}
+
+static void test_tree_equal_boxes(void) {
+    lx_tree *a = stacked(1, "layers", NULL, false), *b = stacked(1, "layers", NULL, false);
+    CHECK(lx_tree_get(a, "params") != NULL);
+    CHECK(lx_tree_equal(a, b));
+    CHECK(lx_tree_equal(b, a));
+    lx_tree *c[] = {stacked(9, "layers", NULL, false), stacked(1, "stack", NULL, false),
+                    stacked(1, "layers", "mesh", false), stacked(1, "layers", NULL, true)};
+    for (int i = 0; i < 4; i++) {
+        LX_TEST_REPORT_(!lx_tree_equal(a, c[i]), "variant %d compares equal", i);
+        lx_tree_release(c[i]);
+    }
+    lx_tree_release(a);
+    lx_tree_release(b);
+}
+
 int main(void) {
     RUN(test_partitioned);
+    RUN(test_tree_equal_boxes);
     RUN(test_nnx_metadata_round_trip);
     RUN(test_nnx_meta);
     RUN(test_kinds);

@@ -266,6 +266,7 @@ static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array 
         lx_tree *grads = NULL, *avg = NULL;
         bool ov = dist && g_overlap && !z;
         if (st == LX_OK && ov) st = lx_dist_overlap_begin();
+        if (st == LX_OK && z && g_overlap) st = lx_dist_zero1_begin(z, *params);
         if (st == LX_OK) st = linen_value_and_grad(linen_mean_loss, &c, *params, &loss, &grads, NULL);
         if (dist && lx_dist_rank() == fail_rank && k == fail_step) {
             if (fail_mode == 1) raise(SIGKILL);
@@ -274,6 +275,7 @@ static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array 
         }
         if (dist) st = lx_dist_check(st);
         if (ov && st != LX_OK) lx_dist_overlap_end(NULL, NULL); /* the buckets in flight are abandoned */
+        if (z && st != LX_OK) lx_dist_zero1_step(z, NULL, NULL);
         float l = st == LX_OK ? lx_f32(loss)[0] : 0;
         if (st == LX_OK && dist) st = lx_dist_allreduce_f32(&l, 1, true);
         if (st == LX_OK && z) st = lx_dist_zero1_step(z, grads, params);
@@ -327,6 +329,55 @@ static void test_sync_stats(int rank, int size) {
     lx_variable_release(v);
     lx_release(mean);
     lx_release(var);
+}
+
+/* bfloat16 leaves are averaged too (summed in float32, the mean rounded to nearest even), by
+ * lx_dist_allreduce_mean and by the overlapped path (a bfloat16 gradient is never reported during
+ * the backward pass: overlap_end reduces it in its last bucket). Rank r holds
+ * [1 + r, 3, 1 + r/128, -2r] (all exact in bfloat16); the means: [1 + (N-1)/2, 3, m, -(N-1)] with
+ * m = 1 (N = 1), 1 + 1/256 rounded to even = 1 (N = 2), 1 + 1/128 (N = 3). */
+static uint16_t bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (uint16_t)(u >> 16); /* the values here are exact in bfloat16 */
+}
+
+static float bf16_value(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static void test_bf16_mean(int rank, int size) {
+    lx_array *b = lx_array_new(LX_BF16, 1, (int64_t[]){4});
+    float v[4] = {1.0f + (float)rank, 3.0f, 1.0f + (float)rank / 128.0f, -2.0f * (float)rank};
+    for (int k = 0; k < 4; k++) ((uint16_t *)b->data)[k] = bf16_bits(v[k]);
+    lx_array *f = lx_array_full_f32(1, (int64_t[]){2}, (float)rank);
+    lx_tree *t = lx_tree_new();
+    lx_tree_set_path(t, "a/bf", lx_array_v(b));
+    lx_tree_set_path(t, "a/f", lx_array_v(f));
+    float want[4] = {1.0f + (float)(size - 1) / 2.0f, 3.0f, size == 3 ? 1.0f + 1.0f / 128.0f : 1.0f, -(float)(size - 1)};
+    for (int path = 0; path < 2; path++) { /* 0: allreduce_mean, 1: overlap_begin/end */
+        lx_tree *out = NULL;
+        if (path == 0) CHECK_EQ_INT(lx_dist_allreduce_mean(t, &out), LX_OK);
+        else {
+            CHECK_EQ_INT(lx_dist_overlap_begin(), LX_OK);
+            CHECK_EQ_INT(lx_dist_overlap_end(t, &out), LX_OK);
+        }
+        const lx_value *o = out ? lx_tree_find(out, "a/bf") : NULL, *of = out ? lx_tree_find(out, "a/f") : NULL;
+        CHECK(o && o->kind == LX_V_ARRAY && o->u.array->dtype == LX_BF16 && o->u.array->size == 4);
+        if (o && o->kind == LX_V_ARRAY && o->u.array->dtype == LX_BF16)
+            for (int k = 0; k < 4; k++)
+                LX_TEST_REPORT_(bf16_value(((const uint16_t *)o->u.array->data)[k]) == want[k],
+                                "bf16 mean (path %d) [%d]: %.9g, want %.9g", path, k,
+                                bf16_value(((const uint16_t *)o->u.array->data)[k]), want[k]);
+        CHECK(of && of->kind == LX_V_ARRAY && lx_f32(of->u.array)[1] == (float)(size - 1) / 2.0f);
+        lx_tree_release(out);
+    }
+    lx_tree_release(t);
+    lx_release(b);
+    lx_release(f);
 }
 
 /* Sync batch-norm: BatchNorm(axis_name='data') (Linen and NNX) on each rank's shard of a global
@@ -868,6 +919,7 @@ static int worker(void) {
     int fail_mode = !fm ? 0 : strcmp(fm, "kill") == 0 ? 1 : strcmp(fm, "hang") == 0 ? 2 : 0;
     if (getenv("LINNX_DIST_PMEAN_FAULT")) return pmean_fault(rank, size);
     test_sync_stats(rank, size);
+    test_bf16_mean(rank, size);
     test_sync_batch_norm(rank, size);
     test_sync_batch_norm_grads(rank, size);
     test_sync_batch_norm_grads_nnx(rank, size);
@@ -882,8 +934,14 @@ static int worker(void) {
     CHECK_EQ_INT(lx_dist_broadcast_tree(p, 0), LX_OK);
     float ld[STEPS] = {0}, lr[STEPS] = {0}, lo[STEPS] = {0};
     g_overlap = fail_rank >= 0; /* the fault runs go through the overlapped all-reduce */
+    if (fail_rank >= 0 && getenv("LINNX_DIST_FAIL_ZERO1")) { /* or the overlapped ZeRO-1 step */
+        optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+        CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), p, &g_zero1), LX_OK);
+    }
     lx_status st = train(m, &p, x, y, true, ld, fail_rank, fail_step, fail_mode);
     g_overlap = false;
+    lx_dist_zero1_free(g_zero1);
+    g_zero1 = NULL;
     if (st != LX_OK) {
         fprintf(stderr, "rank %d: %s\n", rank, lx_last_error());
         lx_tree_release(p);
@@ -944,6 +1002,69 @@ static int worker(void) {
         if (size <= 2) CHECK(maxd == 0);
         for (int k = 0; k < STEPS; k++) CHECK(fabsf(lz[k] - ld[k]) <= 2e-6f * (1 + fabsf(ld[k])));
         CHECK(zs_stats.bytes == 4.0 * STEPS * T); /* the reduce-scatter's input, every step */
+        /* the reduce-scatter overlapped with the backward pass (lx_dist_zero1_begin; buckets of 10
+         * floats, so the kernels (15 and 10 floats) are buckets of their own, sent from the
+         * gradient arrays, and the biases are packed; the run above had buckets of 16 floats:
+         * [bias 5], [kernel 15], [bias 2 + kernel 10] packed): the same parameters and losses */
+        {
+            lx_tree *zo = init_params(m, lx_key_from_seed(100), x);
+            lx_dist_zero1 *zz = NULL;
+            CHECK_EQ_INT(lx_dist_set_bucket_bytes(40), LX_OK);
+            CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), zo, &zz), LX_OK);
+            CHECK_EQ_INT(lx_dist_set_bucket_bytes(64), LX_OK);
+            lx_dist_zero1 *keep = g_zero1;
+            float lzo[STEPS];
+            g_zero1 = zz, g_overlap = true;
+            lx_dist_take_stats(NULL);
+            CHECK_EQ_INT(train(m, &zo, x, y, true, lzo, -1, -1, 0), LX_OK);
+            lx_dist_stats os;
+            lx_dist_take_stats(&os);
+            g_zero1 = keep, g_overlap = false;
+            double d2 = tree_maxdiff(p, zo, "zero1 overlapped params");
+            if (size <= 2) CHECK(d2 == 0);
+            CHECK(d2 <= 2e-5);
+            for (int k = 0; k < STEPS; k++) CHECK(fabsf(lzo[k] - ld[k]) <= 2e-6f * (1 + fabsf(ld[k])));
+            CHECK(os.bytes == 4.0 * STEPS * T);
+            if (size > 1) CHECK(os.overlap_s > 0); /* buckets started before the pass ended */
+            if (rank == 0)
+                printf("zero1 overlapped: %d ranks: max |p - p_allreduce| = %.3g, %.0f of %.0f bytes reduced before the "
+                       "backward pass ended\n", size, d2, os.early_bytes, os.bytes);
+            /* grads that are not the ones the pass reported: refused on every rank, the step not
+             * taken (params and state as they were); the reductions all completed, so the next
+             * step (here without begin: all reduced after the pass) goes on */
+            if (size > 1) {
+                ctx c = {m, x, y, NULL};
+                lx_array *loss = NULL;
+                lx_tree *g = NULL, *g2 = NULL;
+                CHECK_EQ_INT(lx_dist_zero1_begin(zz, zo), LX_OK);
+                CHECK_EQ_INT(linen_value_and_grad(linen_mean_loss, &c, zo, &loss, &g, NULL), LX_OK);
+                lx_flat gf = {0}, cf = {0};
+                CHECK_EQ_INT(lx_tree_flatten(g, &gf), LX_OK);
+                for (size_t i = 0; i < gf.len; i++) { /* the same values in other arrays */
+                    lx_array *cp = lx_array_copy(gf.items[i].value.u.array);
+                    CHECK_EQ_INT(lx_flat_append(&cf, gf.items[i].path, lx_array_v(cp)), LX_OK);
+                    lx_release(cp);
+                }
+                CHECK_EQ_INT(lx_tree_unflatten(&cf, &g2), LX_OK);
+                lx_flat_free(&gf);
+                lx_flat_free(&cf);
+                lx_status bad = lx_dist_zero1_step(zz, g2, &zo);
+                CHECK_EQ_INT(bad, LX_ERR_INVALID_ARGUMENT);
+                CHECK(strstr(lx_last_error(), "is not the one the backward pass") != NULL);
+                lx_tree *before = zo;
+                lx_tree_retain(before);
+                CHECK(tree_maxdiff(before, zo, "refused step") == 0 && before == zo);
+                CHECK_EQ_INT(lx_dist_zero1_step(zz, g, &zo), LX_OK);
+                const lx_value *k0 = lx_tree_find(before, "layers_0/kernel"), *k1 = lx_tree_find(zo, "layers_0/kernel");
+                CHECK(zo != before && k0 && k1 && memcmp(lx_f32(k0->u.array), lx_f32(k1->u.array), 4 * IN * HID) != 0);
+                lx_tree_release(before);
+                lx_release(loss);
+                lx_tree_release(g);
+                lx_tree_release(g2);
+            }
+            lx_dist_zero1_free(zz);
+            lx_tree_release(zo);
+        }
         /* the shards: contiguous, T/N or T/N + 1 elements, every param exactly once */
         int64_t total = 0, owned = lx_dist_zero1_owned(g_zero1, &total);
         CHECK_EQ_INT(total, T);

@@ -4,10 +4,36 @@
  * bit). After each failure the same objects must still work: a module whose lazy_init or call
  * failed, retried without faults, gives the fault-free output; an apply that failed left the
  * variables it was given unchanged. The sanitizer build runs this under ASan + LSan, so every
- * failure path is also leak- and memory-checked. */
+ * failure path is also memory-checked, and after every fault point LeakSanitizer is asked whether
+ * anything leaked (the first N that leaks is named, not just "leaks at exit"). Building an NNX
+ * optimizer, which takes its optax transformation also when it fails, is swept too: its reference
+ * count says whether a failure released it (in every build, sanitizers or not). */
 #include "lx_test.h"
 #include "linnx/fault.h"
 #include "linnx/to_nnx.h"
+#include "linnx/train.h"
+#include "../src/train/optax_internal.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define LEAK_CHECKS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LEAK_CHECKS 1
+#endif
+#endif
+#ifdef LEAK_CHECKS
+#include <sanitizer/lsan_interface.h>
+/* Whether anything unreachable is left now (LeakSanitizer prints what and where). */
+static bool leaked(void) { return __lsan_do_recoverable_leak_check() != 0; }
+#else
+static bool leaked(void) { return false; }
+#endif
+static int64_t first_leak = 0; /* the first fault point after which something leaked */
+static void leak_check(const char *sweep, int64_t n) {
+    if (first_leak || !leaked()) return;
+    first_leak = n;
+    fprintf(stderr, "%s: n=%lld: memory leaked after this fault point\n", sweep, (long long)n);
+}
 
 #define LINNX_EXAMPLE_NO_MAIN
 #include "../examples/nnx_inside_linen.c"
@@ -48,6 +74,7 @@ static void test_nnx_inside_linen(void) {
         }
         lx_release(y);
         lx_pool_close(mark);
+        leak_check("nnx_inside_linen", n);
         if (!fired) break;
     }
     CHECK_EQ_INT(bad, 0);
@@ -122,6 +149,7 @@ static void test_linen_inside_nnx(void) {
         }
         lx_release(y);
         lx_pool_close(mark);
+        leak_check("linen_inside_nnx", n);
         if (!fired) break;
     }
     CHECK_EQ_INT(bad, 0);
@@ -149,6 +177,7 @@ static void test_apply_keeps_variables(void) {
         lx_fault_set(-1, false);
         lx_value_free(&y);
         if (!lx_tree_equal(vars, copy) && bad++ < 3) fprintf(stderr, "n=%lld: apply changed its variables\n", (long long)n);
+        leak_check("apply_keeps_variables", n);
         if (!fired) break;
     }
     CHECK_EQ_INT(bad, 0);
@@ -156,6 +185,52 @@ static void test_apply_keeps_variables(void) {
     lx_tree_release(vars);
     lx_release(x);
     linen_module_release(model);
+}
+
+/* nnx.Optimizer(model, tx, wrt=nnx.Param) and one update, failing at every allocation: the
+ * optimizer takes tx (train.h) also when it fails, so after a failure the test's own reference is
+ * the only one left (refcount 1); after a success the optimizer's is released with it. */
+static void test_nnx_optimizer(void) {
+    nnx_rngs *rngs = NULL;
+    nnx_linear *lin = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &rngs), LX_OK);
+    CHECK_EQ_INT(nnx_linear_new(4, 3, rngs, &lin), LX_OK);
+    nnx_module *model = (nnx_module *)lin;
+    nnx_filter wrt = NNX_OF_TYPE(&lx_Param);
+    lx_tree *grads = NULL;
+    CHECK_EQ_INT(nnx_state(model, 1, &wrt, &grads), LX_OK);
+    int bad = 0, failures = 0;
+    for (int64_t n = 1; model && grads; n++) {
+        optax_tx *tx = optax_from_string("chain(clip_by_global_norm(1.0), sgd(0.1, momentum=0.9))");
+        CHECK(tx != NULL);
+        if (!tx) break;
+        optax_tx_retain(tx); /* the test's reference: it sees whether the optimizer let go of its own */
+        nnx_optimizer *opt = NULL;
+        lx_clear_error();
+        lx_fault_set(n, false);
+        lx_status s = nnx_optimizer_new(model, tx, &wrt, &opt);
+        lx_status u = s == LX_OK ? nnx_optimizer_update(opt, model, grads, NULL) : LX_OK;
+        bool fired = lx_fault_fired();
+        lx_fault_set(-1, false);
+        if (s != LX_OK || u != LX_OK) {
+            failures++;
+            if (!oom_message(s != LX_OK ? s : u) && bad++ < 3)
+                fprintf(stderr, "n=%lld: %s \"%s\"\n", (long long)n, lx_status_name(s != LX_OK ? s : u), lx_last_error());
+        }
+        if (s != LX_OK && tx->refcount != 1 && bad++ < 3)
+            fprintf(stderr, "n=%lld: a failed nnx_optimizer_new kept its tx (refcount %d)\n", (long long)n, tx->refcount);
+        nnx_optimizer_free(opt);
+        if (tx->refcount != 1 && bad++ < 3)
+            fprintf(stderr, "n=%lld: tx refcount %d after the optimizer is gone\n", (long long)n, tx->refcount);
+        optax_tx_release(tx);
+        leak_check("nnx_optimizer", n);
+        if (!fired) break;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(failures > 5);
+    lx_tree_release(grads);
+    nnx_module_release(model);
+    nnx_rngs_release(rngs);
 }
 
 int main(void) {
@@ -166,5 +241,7 @@ int main(void) {
     RUN(test_nnx_inside_linen);
     RUN(test_linen_inside_nnx);
     RUN(test_apply_keeps_variables);
+    RUN(test_nnx_optimizer);
+    CHECK_EQ_INT(first_leak, 0); /* LeakSanitizer builds: no fault point leaks */
     return lx_test_finish();
 }

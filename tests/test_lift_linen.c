@@ -491,7 +491,36 @@ static void test_intercept_paths(void) {
     linen_module_release(blk);
 }
 
+/* Stacking has no layer limit: 300 unrolled layers (past the 256 a fixed array once held, which
+ * stopped there silently and left layers_256.. unstacked) stack into one (300, 2) leaf in
+ * order, and unstack back. */
+static void test_stack_many_layers(void) {
+    enum { L = 300 };
+    lx_tree *t = lx_tree_new();
+    for (int i = 0; i < L; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "params/layers_%d/w", i);
+        lx_array *a = lx_array_from_f32(1, (int64_t[]){2}, (const float[]){(float)i, -(float)i});
+        CHECK_EQ_INT(lx_tree_set_path(t, path, lx_array_v(a)), LX_OK);
+        lx_release(a);
+    }
+    lx_tree *st = NULL, *un = NULL;
+    CHECK_EQ_INT(linen_stack_layers(t, "layers", (linen_var_axes){0, NULL}, NULL, &st), LX_OK);
+    const lx_value *w = st ? lx_tree_find(st, "params/layers/w") : NULL;
+    CHECK(w && w->kind == LX_V_ARRAY && lx_shape_eq(w->u.array, 2, (int64_t[]){L, 2}));
+    CHECK(st && !lx_tree_find(st, "params/layers_256") && !lx_tree_find(st, "params/layers_0"));
+    bool ok = w && w->kind == LX_V_ARRAY && w->u.array->size == 2 * L;
+    for (int i = 0; ok && i < L; i++) ok = lx_f32(w->u.array)[2 * i] == (float)i && lx_f32(w->u.array)[2 * i + 1] == -(float)i;
+    CHECK(ok);
+    CHECK_EQ_INT(linen_unstack_layers(st, "layers", (linen_var_axes){0, NULL}, NULL, &un), LX_OK);
+    CHECK(un && lx_tree_equal(un, t));
+    lx_tree_release(un);
+    lx_tree_release(st);
+    lx_tree_release(t);
+}
+
 int main(void) {
+    RUN(test_stack_many_layers);
     RUN(test_intercept_paths);
     RUN(test_vmap_dense);
     RUN(test_scan_dense_axis1);

@@ -71,7 +71,8 @@ static bool same_leaves(const lx_tree *a, const lx_tree *b) {
     for (size_t i = 0; ok && i < fa.len; i++) {
         const lx_value *va = &fa.items[i].value, *vb = &fb.items[i].value;
         ok = strcmp(fa.items[i].path, fb.items[i].path) == 0 && va->kind == vb->kind;
-        if (ok && va->kind == LX_V_ARRAY) ok = lx_array_equal(va->u.array, vb->u.array);
+        /* arrays by bytes; every other leaf (ints, floats, strings, tuples, boxes, ...) by value */
+        if (ok) ok = va->kind == LX_V_ARRAY ? lx_array_equal(va->u.array, vb->u.array) : lx_value_equal(va, vb);
     }
     lx_flat_free(&fa);
     lx_flat_free(&fb);
@@ -533,7 +534,26 @@ static void test_remat_paths(void) {
     linen_module_release(blk);
 }
 
+/* same_leaves itself: trees that differ only in a non-array leaf (an int, a string) differ */
+static void test_same_leaves(void) {
+    lx_array *a = iota(LX_SHAPE(2), 1.0f);
+    lx_tree *t1 = lx_tree_new(), *t2 = lx_tree_new();
+    CHECK_EQ_INT(lx_tree_set_path(t1, "p/w", lx_array_v(a)), LX_OK);
+    CHECK_EQ_INT(lx_tree_set_path(t2, "p/w", lx_array_v(a)), LX_OK);
+    CHECK_EQ_INT(lx_tree_set_path(t1, "p/n", lx_int_v(1)), LX_OK);
+    CHECK_EQ_INT(lx_tree_set_path(t2, "p/n", lx_int_v(1)), LX_OK);
+    CHECK(same_leaves(t1, t2));
+    CHECK_EQ_INT(lx_tree_set_path(t2, "p/n", lx_int_v(2)), LX_OK);
+    CHECK(!same_leaves(t1, t2));
+    CHECK_EQ_INT(lx_tree_set_path(t2, "p/n", lx_str_v("1")), LX_OK);
+    CHECK(!same_leaves(t1, t2));
+    lx_tree_release(t1);
+    lx_tree_release(t2);
+    lx_release(a);
+}
+
 int main(void) {
+    test_same_leaves();
     test_remat_paths();
     test_remat_call();
     test_linen_remat();

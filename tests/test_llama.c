@@ -263,6 +263,25 @@ static void test_decode_matches_full(void) {
             CHECK_EQ_INT(llama_model_reset_cache(dec), LX_OK);
             CHECK_EQ_INT(llama_model_cache_index(dec), 0);
         }
+        if (llama_model_style(dec) == LLAMA_LINEN_TOP) {
+            /* a decode step replaces the cache collection only: the params maps are the same
+             * objects afterwards (no per-step copy of the variables), and a caller who kept a
+             * reference to the variables sees them unchanged (a new top map for the model) */
+            lx_tree *vars = (lx_tree *)llama_model_variables(dec);
+            const lx_tree *params0 = lx_tree_get(vars, "params")->u.tree;
+            lx_array *one = lx_slice(tok, 2, (lx_range[]){LX_RANGE_ALL, LX_RANGE(0, 1)});
+            CHECK(llama_model_logits(dec, one, NULL) != NULL);
+            CHECK(llama_model_variables(dec) == vars && lx_tree_get(vars, "params")->u.tree == params0);
+            lx_tree *held = lx_tree_retain(vars);
+            const lx_tree *cache_held = lx_tree_get(held, "cache")->u.tree;
+            CHECK(llama_model_logits(dec, one, NULL) != NULL);
+            CHECK_EQ_INT(llama_model_cache_index(dec), 2);
+            const lx_tree *now = llama_model_variables(dec);
+            CHECK(now != held && lx_tree_get(held, "cache")->u.tree == cache_held);
+            CHECK(lx_tree_get(now, "cache")->u.tree != cache_held && lx_tree_get(now, "params")->u.tree == params0);
+            lx_tree_release(held);
+            CHECK_EQ_INT(llama_model_reset_cache(dec), LX_OK);
+        }
         /* a batch other than the cache's, and running past max_target_length */
         lx_array *one = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 1}));
         CHECK(llama_model_logits(dec, one, NULL) == NULL);

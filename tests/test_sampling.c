@@ -74,6 +74,50 @@ static void test_top_k(void) {
     CHECK_FAILS(lx_top_k(x, 0, &v, &i), LX_ERR_INVALID_ARGUMENT, "k must be in 1..6");
 }
 
+/* lx_top_k against a selection done the slow way: k passes, each taking the first not yet taken
+ * element in lax.top_k's order (NaN above every number, larger first, the lower index first
+ * among equal values; -0 == +0). Rows full of ties, NaNs and signed zeros; k from 1 to C. */
+static bool ref_before(float a, int ia, float b, int ib) {
+    if (isnan(a) != isnan(b)) return isnan(a);
+    if (!isnan(a) && a != b) return a > b;
+    return ia < ib;
+}
+
+static void test_top_k_reference(void) {
+    enum { R = 7, C = 37 };
+    static const float pool[] = {1.0f, -1.0f, 0.0f, -0.0f, 2.5f, 2.5f, NAN, -INFINITY, INFINITY, 1.0f, -3.0f};
+    float x[R * C];
+    uint32_t st = 12345u;
+    for (int i = 0; i < R * C; i++) {
+        st = st * 1664525u + 1013904223u;
+        x[i] = pool[(st >> 16) % (sizeof pool / sizeof pool[0])];
+    }
+    for (int c = 0; c < C; c++) x[c] = 4.0f; /* row 0: all equal */
+    for (int c = 0; c < C; c++) x[C + c] = NAN; /* row 1: all NaN */
+    lx_array *xa = lx_autorelease(lx_array_from_f32(2, (int64_t[]){R, C}, x));
+    const int ks[] = {1, 2, 3, 5, 18, 36, 37};
+    for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
+        int k = ks[t];
+        lx_array *v = NULL, *ix = NULL;
+        CHECK_EQ_INT(lx_top_k(xa, k, &v, &ix), LX_OK);
+        if (!v || !ix) continue;
+        CHECK(v->ndim == 2 && v->shape[0] == R && v->shape[1] == k);
+        int bad = 0;
+        for (int r = 0; r < R; r++) {
+            bool taken[C] = {0};
+            for (int j = 0; j < k; j++) {
+                int best = -1;
+                for (int c = 0; c < C; c++)
+                    if (!taken[c] && (best < 0 || ref_before(x[r * C + c], c, x[r * C + best], best))) best = c;
+                taken[best] = true;
+                float got = lx_f32(v)[r * k + j], want = x[r * C + best];
+                if (lx_i32(ix)[r * k + j] != best || memcmp(&got, &want, sizeof got) != 0) bad++;
+            }
+        }
+        LX_TEST_REPORT_(bad == 0, "top_k k=%d: %d entries differ from the reference", k, bad);
+    }
+}
+
 static void test_bad_input(void) {
     float l[3] = {1, 2, 3};
     lx_array *x = lx_autorelease(lx_array_from_f32(1, (int64_t[]){3}, l));
@@ -98,6 +142,7 @@ int main(void) {
     RUN(test_categorical_cases);
     RUN(test_categorical_batch);
     RUN(test_top_k);
+    RUN(test_top_k_reference);
     RUN(test_bad_input);
     return lx_test_finish();
 }

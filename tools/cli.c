@@ -1,6 +1,8 @@
 /* Shared helpers of the linnx subcommands (see cli.h). */
 #include "cli.h"
 
+#include "linnx/checkpoint.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -30,6 +32,10 @@ int cli_lib_error(void) {
     /* the library's array limit is the CLI's --max-array-bytes: name the option */
     bool limit = s == LX_ERR_NO_MEMORY && strstr(e, "bytes per array");
     fprintf(stderr, "linnx: %s%s\n", e[0] ? e : "failed", limit ? " (--max-array-bytes)" : "");
+    return cli_status_exit(s);
+}
+
+int cli_status_exit(lx_status s) {
     return (s == LX_ERR_NO_MEMORY || s == LX_ERR_IO || s == LX_ERR_INTERNAL) ? CLI_EXIT_FAILURE : CLI_EXIT_USAGE;
 }
 
@@ -249,4 +255,22 @@ int cli_f64_list_new(const char *opt, const char *s, double **out, int64_t *n) {
     *out = v;
     *n = count;
     return 0;
+}
+
+int64_t cli_leaf_params(const lx_value *v) {
+    if (!v) return 0;
+    const lx_array *a = lx_value_leaf_array(v); /* an array, a Variable's or a box's value */
+    if (a) return a->size;
+    const lx_raw *raw = lx_value_raw(v); /* float64, int64, float8, ... kept as numpy wrote them */
+    if (raw) return raw->kind == LX_RAW_BYTES ? 0 : raw->size;
+    return 0; /* Python scalars, strings, None: not arrays */
+}
+
+int64_t cli_tree_params(const lx_tree *t) {
+    int64_t n = 0;
+    for (size_t i = 0; t && i < lx_tree_len(t); i++) {
+        const lx_value *v = lx_tree_at(t, i);
+        n += v->kind == LX_V_TREE ? cli_tree_params(v->u.tree) : cli_leaf_params(v);
+    }
+    return n;
 }

@@ -44,8 +44,19 @@ int cli_error(const char *fmt, ...)
     ;
 /* Report the library's last error: exit 2 for bad input, 1 for resource/internal failures. */
 int cli_lib_error(void);
+/* The exit status for a library status, cli_lib_error's rule (for a command that prints its own
+ * line): CLI_EXIT_FAILURE for out of memory, I/O and internal errors, else CLI_EXIT_USAGE. */
+int cli_status_exit(lx_status s);
 /* Print `linnx: <what>: out of memory`; returns CLI_EXIT_FAILURE. */
 int cli_oom(const char *what);
+
+/* The parameter count of a checkpoint leaf, one rule for `linnx inspect` and `linnx convert`
+ * (jax.tree counting of array leaves): the element count of an array (also a Variable's or a
+ * box's value) and of a raw leaf the library keeps as numpy wrote it (float64, int64, a numpy
+ * scalar, a complex: size 1 for shape ()); 0 for Python scalars, strings, None and raw bytes. */
+int64_t cli_leaf_params(const lx_value *v);
+/* The sum of cli_leaf_params over every leaf of `t` (NULL: 0). */
+int64_t cli_tree_params(const lx_tree *t);
 
 /* Options: `--name value`, `--name=value`, or `--name` for flags. A value may start with '-'
  * (negative numbers): an option that takes a value always consumes the next word. */

@@ -84,7 +84,7 @@ int cmd_convert(int argc, char **argv) {
     if (rc == 0)
         printf("%s (%s) -> %s (%s, %s): %zu leaves, %lld params\n", pos[0], lx_layout_name(from), pos[1],
                lx_layout_name(to), fmt == LX_CKPT_SAFETENSORS ? "safetensors" : "msgpack", lx_tree_count_leaves(out),
-               (long long)lx_tree_count_params(out));
+               (long long)cli_tree_params(out));
     lx_tree_release(in);
     lx_tree_release(out);
     return rc;

@@ -28,12 +28,12 @@ static void leaf_row(const char *path, const lx_value *v, row *r) {
     if (a) {
         snprintf(r->dtype, sizeof r->dtype, "%s", lx_dtype_name(a->dtype));
         lx_shape_str(a->ndim, a->shape, r->shape, sizeof r->shape);
-        r->params = a->size;
+        r->params = cli_leaf_params(v);
         r->bytes = (long long)lx_array_nbytes(a);
     } else if (raw) {
         snprintf(r->dtype, sizeof r->dtype, "%s", raw->dtype);
         lx_shape_str(raw->ndim, raw->shape, r->shape, sizeof r->shape);
-        r->params = raw->kind == LX_RAW_BYTES ? 0 : raw->size;
+        r->params = cli_leaf_params(v);
         r->bytes = (long long)raw->nbytes;
     } else {
         const char *t = lx_value_pytype(v);

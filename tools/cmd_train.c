@@ -123,7 +123,7 @@ int cmd_train(int argc, char **argv) {
     optax_tx *tx = optax_from_string(o[O_OPT].value);
     if (!tx) {
         fprintf(stderr, "linnx: --optimizer: %s\n", lx_last_error());
-        return CLI_EXIT_USAGE;
+        return cli_status_exit(lx_last_status()); /* out of memory is 1, a bad expression 2 */
     }
     bool was_nans = optax_debug_nans();
     optax_set_debug_nans(o[O_NANS].seen);

@@ -106,7 +106,7 @@ static int build(builder *b, spec_node *n, nnx_module **out) {
 
 int params_nnx_module(spec_node *spec, nnx_rngs *rngs, nnx_module **out) {
     builder *b = calloc(1, sizeof *b);
-    if (!b) return cli_error("params: out of memory");
+    if (!b) return cli_oom("params");
     b->rngs = rngs;
     nnx_module *m = NULL;
     int rc = build(b, spec, &m);

@@ -155,7 +155,8 @@ static bool npy_field(const char *hdr, const char *key, char *buf, size_t cap) {
     return true;
 }
 
-lx_array *tc_npy_read(const char *path) {
+lx_array *tc_npy_read(const char *path, int *rc) {
+    *rc = CLI_EXIT_USAGE;
     FILE *f = fopen(path, "rb");
     if (!f) {
         cli_error("--data: cannot open %s: %s", path, strerror(errno));
@@ -177,7 +178,11 @@ lx_array *tc_npy_read(const char *path) {
         }
         hlen |= (size_t)pre[10] << 16 | (size_t)pre[11] << 24;
     }
-    if (hlen > (1u << 20) || !(hdr = calloc(1, hlen + 1)) || fread(hdr, 1, hlen, f) != hlen) {
+    if (hlen <= (1u << 20) && !(hdr = calloc(1, hlen + 1))) {
+        *rc = cli_oom("--data");
+        goto done;
+    }
+    if (hlen > (1u << 20) || fread(hdr, 1, hlen, f) != hlen) {
         cli_error("--data: %s: bad header", path);
         goto done;
     }
@@ -217,11 +222,17 @@ lx_array *tc_npy_read(const char *path) {
     }
     a = lx_array_new(is_float ? LX_F32 : LX_I32, ndim, dims);
     if (!a) {
-        cli_lib_error();
+        *rc = cli_lib_error();
         goto done;
     }
     raw = malloc((size_t)a->size * esize + 1);
-    if (!raw || fread(raw, esize, (size_t)a->size, f) != (size_t)a->size) {
+    if (!raw) {
+        *rc = cli_oom("--data");
+        lx_release(a);
+        a = NULL;
+        goto done;
+    }
+    if (fread(raw, esize, (size_t)a->size, f) != (size_t)a->size) {
         cli_error("--data: %s: fewer values than its shape holds", path);
         lx_release(a);
         a = NULL;
@@ -245,6 +256,7 @@ done:
     free(raw);
     free(hdr);
     fclose(f);
+    if (a) *rc = 0;
     return a;
 }
 
@@ -289,7 +301,8 @@ int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, con
             return cli_error("--data: '%s' is neither a directory holding x.npy and y.npy nor X.npy,Y.npy",
                              data->value);
         }
-        if (!(out->x = tc_npy_read(xp)) || !(out->y = tc_npy_read(yp))) rc = CLI_EXIT_USAGE;
+        out->x = tc_npy_read(xp, &rc); /* rc: 1 when memory ran out, 2 for a bad file */
+        if (!rc) out->y = tc_npy_read(yp, &rc);
         if (!rc) rc = coerce("y", &out->y, int_labels ? LX_I32 : LX_F32);
     } else {
         rc = array_arg("x", x, x_shape, false, &out->x);
@@ -610,7 +623,7 @@ static lx_status train_tree(tc_model *m, lx_tree **out) {
 
 static int file_error(const char *opt, const char *path, lx_status st) {
     fprintf(stderr, "linnx: --%s %s: %s\n", opt, path, lx_last_error());
-    return (st == LX_ERR_NO_MEMORY || st == LX_ERR_IO || st == LX_ERR_INTERNAL) ? CLI_EXIT_FAILURE : CLI_EXIT_USAGE;
+    return cli_status_exit(st);
 }
 
 int tc_model_save(tc_model *m, const char *path) {

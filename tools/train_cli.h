@@ -56,8 +56,9 @@ int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, con
                  const cli_opt *data, const tc_loss *loss, tc_data *out);
 void tc_data_free(tc_data *d);
 /* Read a .npy file (format 1.0-3.0, C order; <f4 <f8 as float32, <i4 <i8 as int32, |b1 |u1 as
- * int32): an owned array, or NULL after printing the error. */
-lx_array *tc_npy_read(const char *path);
+ * int32): an owned array (*rc 0), or NULL after printing the error, *rc the exit status
+ * (CLI_EXIT_FAILURE when memory ran out, CLI_EXIT_USAGE for a bad file). */
+lx_array *tc_npy_read(const char *path, int *rc);
 
 /* ---- the model ---- */
 typedef struct tc_model tc_model;

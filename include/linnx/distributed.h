@@ -125,8 +125,26 @@ lx_status lx_dist_check(lx_status local);
  * array, T < 2^31. tx is TAKEN (as optax constructors take theirs). */
 typedef struct lx_dist_zero1 lx_dist_zero1;
 lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out);
+/* Overlapping the reduce-scatter with the backward pass: lx_dist_zero1_begin(z, params), before the
+ * backward pass that differentiates `params` (the same tree, borrowed until the step), registers a
+ * "gradient is final" callback on this thread's tape (autodiff.h, as lx_dist_overlap_begin does):
+ * the params' flat vector is cut into buckets of consecutive leaves of lx_dist_set_bucket_bytes()
+ * bytes at lx_dist_zero1_new (a larger leaf is a bucket of its own, sent straight from its
+ * gradient array, no copy), and each bucket's MPI_Ireduce_scatter starts the moment its last
+ * gradient is final, on the gradient communicator. The step then starts the rest. One backward
+ * pass between begin and step; the grads given to the step must be the ones that pass returned
+ * (a different array at a reported leaf is LX_ERR_INVALID_ARGUMENT on that rank, and
+ * LX_ERR_INTERNAL "rank R failed" on the others: the step is not taken). Without begin the step
+ * reduce-scatters everything after the pass. */
+lx_status lx_dist_zero1_begin(lx_dist_zero1 *z, const lx_tree *params);
 /* grads: this rank's local gradients; *params is replaced by the new params tree (new arrays).
- * Collective: every rank calls it each step; an error on any rank fails the step on all. */
+ * Collective: every rank calls it each step; an error on any rank fails the step on all (params
+ * and state left as they were), its status travelling with the reduce-scatter and with the
+ * all-gather instead of in rounds of their own, so every rank always starts the same collectives. The
+ * shard's update runs on 1-D views of the averaged gradients and of the params (no copies), and
+ * the new params are all-gathered leaf by leaf straight into the new arrays. After a failed step
+ * (lx_dist_check), call lx_dist_zero1_step(z, NULL, NULL): the reductions in flight are abandoned
+ * and the run must end (a later begin or step fails). */
 lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **params);
 /* Elements of the params whose optimizer state this rank holds, and of all params. */
 int64_t lx_dist_zero1_owned(const lx_dist_zero1 *z, int64_t *total);
@@ -161,13 +179,14 @@ void lx_dist_zero1_free(lx_dist_zero1 *z);
 lx_status lx_dist_overlap_begin(void);
 lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out);
 
-/* Seconds spent waiting for all-reduces since the last call (and reset), for benchmarks. */
+/* Seconds spent waiting for collectives since the last call (and reset), for benchmarks. */
 double lx_dist_take_wait_seconds(void);
 /* Communication statistics since the last call (and reset): wait_s, the seconds blocked waiting
  * for collectives (not hidden); overlap_s, the seconds gradient buckets were in flight while the
  * backward pass still ran (from the first bucket's start to the pass's end, summed over steps);
- * bytes, the gradient bytes all-reduced by overlapped steps; early_bytes, those whose reduction had
- * completed before the backward pass ended. */
+ * bytes, the gradient bytes all-reduced by overlapped steps (reduce-scattered, by ZeRO-1 steps);
+ * early_bytes, those whose reduction had completed before the backward pass ended. wait_s counts
+ * every wait of the library's collectives (lx_dist_check's too). */
 typedef struct lx_dist_stats {
     double wait_s, overlap_s, bytes, early_bytes;
 } lx_dist_stats;

@@ -187,7 +187,8 @@ lx_status lx_ptr_register(const char *tag, void (*retain)(void *), void (*releas
 /* Whether LX_V_PTR values with this tag are counted. */
 bool lx_ptr_counted(const char *tag);
 /* Structural equality: scalars by value, strings and tuples by content, arrays by bytes,
- * trees by lx_tree_equal, variables and boxes by identity. */
+ * trees by lx_tree_equal, boxes by lx_box_equal (kind, value, names, mesh, rules, metadata: as
+ * Flax's boxes compare as pytrees), variables by identity. */
 bool lx_value_equal(const lx_value *a, const lx_value *b);
 /* The array a tree leaf holds: the array itself, a Variable's value or a box's (Partitioned,
  * NNXMeta, ...) value; NULL for anything else or a NULL `v`. Borrowed. */

@@ -290,7 +290,7 @@ bool lx_value_equal(const lx_value *a, const lx_value *b) {
     case LX_V_ARRAY: return a->u.array == b->u.array || lx_array_equal(a->u.array, b->u.array);
     case LX_V_TREE: return lx_tree_equal(a->u.tree, b->u.tree);
     case LX_V_VARIABLE: return a->u.var == b->u.var;
-    case LX_V_BOX: return a->u.box == b->u.box;
+    case LX_V_BOX: return lx_box_equal(a->u.box, b->u.box);
     case LX_V_PTR: return a->u.ptr.p == b->u.ptr.p;
     }
     return false;

@@ -1,6 +1,7 @@
 /* Scanned <-> unrolled variables layouts (lift.h): params/decoder/layers with the layer axis
  * inside every leaf <-> params/decoder/layers_0, layers_1, ... (MaxText #4369: params on axis 1,
  * the other collections on axis 0). */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,25 +132,30 @@ typedef struct stack_ctx {
 
 static lx_status stack_leaf(const char *path, const lx_value *leaf, void *user, lx_value *out) {
     const stack_ctx *c = user;
-    lx_array *xs[256];
     lx_array *a0 = leaf_array(leaf);
     char b1[96], b2[96];
     if (!a0) return lx_fail(LX_ERR_TYPE, "stack: %s_0/%s is a %s, not an array", c->where, path, lx_kind_name(leaf->kind));
-    for (int64_t i = 0; i < c->n; i++) {
+    lx_array **xs = malloc(sizeof *xs * (size_t)c->n); /* any number of layers */
+    if (!xs) return oom();
+    lx_status st = LX_OK;
+    for (int64_t i = 0; st == LX_OK && i < c->n; i++) {
         const lx_value *v = lx_tree_find(c->layers[i], path);
         lx_array *a = v ? leaf_array(v) : NULL;
-        if (!a) return lx_fail(LX_ERR_NOT_FOUND, "stack: %s_%lld has no %s", c->where, (long long)i, path);
-        if (!lx_shape_eq(a, a0->ndim, a0->shape) || a->dtype != a0->dtype)
-            return lx_fail(LX_ERR_SHAPE, "stack: %s_<i>/%s has shape %s in layer 0 and %s in layer %lld", c->where, path,
-                           lx_shape_str(a0->ndim, a0->shape, b1, sizeof b1), lx_shape_str(a->ndim, a->shape, b2, sizeof b2),
-                           (long long)i);
-        xs[i] = a;
+        if (!a) st = lx_fail(LX_ERR_NOT_FOUND, "stack: %s_%lld has no %s", c->where, (long long)i, path);
+        else if (!lx_shape_eq(a, a0->ndim, a0->shape) || a->dtype != a0->dtype)
+            st = lx_fail(LX_ERR_SHAPE, "stack: %s_<i>/%s has shape %s in layer 0 and %s in layer %lld", c->where, path,
+                         lx_shape_str(a0->ndim, a0->shape, b1, sizeof b1), lx_shape_str(a->ndim, a->shape, b2, sizeof b2),
+                         (long long)i);
+        else xs[i] = a;
     }
     int ax = c->axis < 0 ? c->axis + a0->ndim + 1 : c->axis;
-    if (ax < 0 || ax > a0->ndim)
-        return lx_fail(LX_ERR_SHAPE, "stack: collection '%s' is stacked on axis %d, but %s_0/%s has shape %s", c->col, c->axis,
-                       c->where, path, lx_shape_str(a0->ndim, a0->shape, b1, sizeof b1));
-    lx_array *y = lx_stack((int)c->n, xs, ax);
+    if (st == LX_OK && (ax < 0 || ax > a0->ndim))
+        st = lx_fail(LX_ERR_SHAPE, "stack: collection '%s' is stacked on axis %d, but %s_0/%s has shape %s", c->col,
+                     c->axis, c->where, path, lx_shape_str(a0->ndim, a0->shape, b1, sizeof b1));
+    if (st == LX_OK && c->n > INT_MAX) st = lx_fail(LX_ERR_INVALID_ARGUMENT, "stack: %s: %lld layers", c->where, (long long)c->n);
+    lx_array *y = st == LX_OK ? lx_stack((int)c->n, xs, ax) : NULL;
+    free(xs);
+    LX_TRY(st);
     if (!y) return lx_last_status();
     return rebox(leaf, y, ax, c->pname, true, out);
 }
@@ -169,9 +175,10 @@ lx_status linen_stack_layers(const lx_tree *variables, const char *prefix, linen
             st = oom();
             break;
         }
-        const lx_tree *layers[256];
-        int64_t n = 0;
-        while (n < 256) {
+        /* PREFIX_0, PREFIX_1, ... up to the first missing index, however many there are */
+        const lx_tree **layers = NULL;
+        int64_t n = 0, cap = 0;
+        for (;;) {
             char num[32];
             snprintf(num, sizeof num, "_%lld", (long long)n);
             char *q = cat3(p, num, "");
@@ -182,6 +189,15 @@ lx_status linen_stack_layers(const lx_tree *variables, const char *prefix, linen
             const lx_value *v = lx_tree_find(variables, q);
             free(q);
             if (!v || v->kind != LX_V_TREE) break;
+            if (n == cap) {
+                int64_t nc = cap ? 2 * cap : 16;
+                const lx_tree **g = realloc(layers, sizeof *g * (size_t)nc);
+                if (!g) {
+                    st = oom();
+                    break;
+                }
+                layers = g, cap = nc;
+            }
             layers[n++] = v->u.tree;
         }
         if (st == LX_OK && n > 0) {
@@ -199,6 +215,7 @@ lx_status linen_stack_layers(const lx_tree *variables, const char *prefix, linen
             if (st == LX_OK) st = lx_tree_set_path(t, p, lx_tree_v(stacked));
             lx_tree_release(stacked);
         }
+        free(layers);
         free(p);
     }
     lx_pool_close(mark);

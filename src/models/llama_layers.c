@@ -99,7 +99,6 @@ int64_t llama_param_count(const llama_config *c) {
 
 /* ------------------------------------------------------------------ helpers */
 
-static lx_array *var_value(const lx_variable *v) { return v ? lx_variable_get_value(v) : NULL; }
 
 /* {out_sharding: names}: the metadata MaxText's nnx.Param(..., sharding=axes) carries. */
 static lx_status axes_metadata(const lx_strs *axes, lx_tree **out) {
@@ -149,13 +148,6 @@ static lx_status dropout_fork(nnx_rngs *rngs) {
     return LX_OK;
 }
 
-static lx_status return_array(lx_array *y, lx_value *out) {
-    *out = lx_none();
-    if (!y) return lx_last_status() != LX_OK ? lx_last_status() : LX_ERR_FAILED_INPUT;
-    *out = lx_array_v(lx_retain(y));
-    return LX_OK;
-}
-
 /* ------------------------------------------------------------------ RMSNorm */
 
 typedef struct {
@@ -192,10 +184,8 @@ static lx_status rms_norm_init(nnx_module *self, const lx_call *call, nnx_rngs *
 static lx_array *llama_rms_norm_forward_unframed(nnx_module *self, lx_array *x) {
     if (!x) return NULL;
     rms_norm_mod *m = (rms_norm_mod *)self;
-    /* x * rsqrt(mean(x^2, -1) + eps), then * scale (MaxText's order: normalise, then scale) */
-    lx_array *ms = lx_mean(lx_square(x), LX_AXES(-1), true);
-    lx_array *y = lx_mul(x, lx_rsqrt(lx_add_scalar(ms, (float)m->cfg.epsilon)));
-    return lx_mul(y, var_value(m->scale));
+    /* x * rsqrt(mean(x^2, -1) + eps) * scale: the fused op (nn.h), one pass, its own VJP */
+    return lx_rms_norm(x, lx_variable_get_value(m->scale), (float)m->cfg.epsilon);
 }
 
 /* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
@@ -210,7 +200,7 @@ lx_array *llama_rms_norm_forward(nnx_module *self, lx_array *x) {
 static lx_status rms_norm_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "x", &x));
-    return return_array(llama_rms_norm_forward(self, x), out);
+    return nnx_return_array(out, llama_rms_norm_forward(self, x));
 }
 
 static const nnx_field RMS_NORM_NNX_FIELDS[] = {NNX_VAR(rms_norm_mod, scale)};
@@ -288,7 +278,7 @@ static lx_array *llama_dense_general_forward_unframed(nnx_module *self, lx_array
         lhs[i] = a < 0 ? a + x->ndim : a;
         rhs[i] = i;
     }
-    return lx_dot_general(x, var_value(m->kernel), n, lhs, rhs, 0, NULL, NULL);
+    return lx_dot_general(x, lx_variable_get_value(m->kernel), n, lhs, rhs, 0, NULL, NULL);
 }
 
 /* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
@@ -303,7 +293,7 @@ lx_array *llama_dense_general_forward(nnx_module *self, lx_array *x) {
 static lx_status dense_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
-    return return_array(llama_dense_general_forward(self, x), out);
+    return nnx_return_array(out, llama_dense_general_forward(self, x));
 }
 
 static const nnx_field DENSE_NNX_FIELDS[] = {NNX_VAR(dense_mod, kernel)};
@@ -354,7 +344,7 @@ static lx_array *llama_embed_forward_unframed(nnx_module *self, lx_array *tokens
         lx_fail(LX_ERR_DTYPE, "Input type must be an integer or unsigned integer.");
         return NULL;
     }
-    return lx_take(var_value(m->embedding), tokens, 0);
+    return lx_take(lx_variable_get_value(m->embedding), tokens, 0);
 }
 
 /* The public entry: runs inside the module's frame, as nnx_call does (intercept.h). */
@@ -369,7 +359,7 @@ lx_array *llama_embed_forward(nnx_module *self, lx_array *tokens) {
 static lx_status embed_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
-    return return_array(llama_embed_forward(self, x), out);
+    return nnx_return_array(out, llama_embed_forward(self, x));
 }
 
 static const nnx_field EMBED_NNX_FIELDS[] = {NNX_VAR(embed_mod, embedding)};
@@ -643,8 +633,8 @@ static lx_array *llama_attention_forward_unframed(nnx_module *self, lx_array *x,
             lx_fail(LX_ERR_UNSUPPORTED, "Attention: decoder_segment_ids with the KV cache");
             return NULL;
         }
-        lx_array *ck = var_value(kc->cached_key), *cv = var_value(kc->cached_value);
-        lx_array *ci = var_value(kc->cache_index);
+        lx_array *ck = lx_variable_get_value(kc->cached_key), *cv = lx_variable_get_value(kc->cached_value);
+        lx_array *ci = lx_variable_get_value(kc->cache_index);
         if (B != kc->cfg.batch) {
             lx_fail(LX_ERR_SHAPE, "Attention: batch %lld does not match the KV cache batch %lld", (long long)B,
                     (long long)kc->cfg.batch);
@@ -805,20 +795,20 @@ static lx_status layer_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x, *pos, *seg;
     bool use_cache = false;
     LX_TRY(llama_read_call(c, "inputs", &x, &pos, &seg, &use_cache, NULL));
-    return return_array(llama_layer_forward(self, x, pos, seg, use_cache), out);
+    return nnx_return_array(out, llama_layer_forward(self, x, pos, seg, use_cache));
 }
 
 static lx_status attention_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x, *pos, *seg;
     bool use_cache = false;
     LX_TRY(llama_read_call(c, "inputs_q", &x, &pos, &seg, &use_cache, NULL));
-    return return_array(llama_attention_forward(self, x, pos, seg, use_cache), out);
+    return nnx_return_array(out, llama_attention_forward(self, x, pos, seg, use_cache));
 }
 
 static lx_status mlp_call(nnx_module *self, const lx_call *c, lx_value *out) {
     lx_array *x;
     LX_TRY(lx_call_array(c, 0, "inputs", &x));
-    return return_array(llama_mlp_forward(self, x), out);
+    return nnx_return_array(out, llama_mlp_forward(self, x));
 }
 
 static const nnx_field ATTENTION_FIELDS[] = {NNX_CHILD(attention_mod, KVCache_0), NNX_CHILD(attention_mod, query),

@@ -494,6 +494,26 @@ lx_array *llama_model_logits(llama_model *m, lx_array *tokens, lx_array *positio
     return llama_model_forward(m, tokens, positions, NULL);
 }
 
+/* Replace one collection of the Linen top's variables (the decode cache, every step). Only the
+ * top map changes: in place when the model alone holds it, else (a caller kept a reference through
+ * llama_model_variables) a new top map sharing the other collections, so the holder's tree never
+ * changes. Nothing is copied below the top: no per-step copy of the params maps. */
+static lx_status set_collection(llama_model *m, const char *col, lx_value v) {
+    if (!lx_tree_is_shared(m->variables)) return lx_tree_set(m->variables, col, v);
+    lx_tree *nv = lx_tree_new();
+    lx_status st = nv ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "llama: out of memory");
+    for (size_t i = 0; st == LX_OK && i < lx_tree_len(m->variables); i++)
+        st = lx_tree_set(nv, lx_tree_key(m->variables, i), *lx_tree_at(m->variables, i));
+    if (st == LX_OK) st = lx_tree_set(nv, col, v);
+    if (st != LX_OK) {
+        lx_tree_release(nv);
+        return st;
+    }
+    lx_tree_release(m->variables);
+    m->variables = nv;
+    return LX_OK;
+}
+
 lx_array *llama_model_forward(llama_model *m, lx_array *tokens, lx_array *positions, lx_array *segment_ids) {
     if (!m) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_model_logits: model is NULL");
@@ -539,15 +559,8 @@ lx_array *llama_model_forward(llama_model *m, lx_array *tokens, lx_array *positi
     lx_value_free(&out);
     if (decode && y) {
         const lx_value *cache = lx_tree_get(mutated, "cache");
-        lx_tree *nv = lx_tree_copy(m->variables);
-        if (!nv || !cache || lx_tree_set(nv, "cache", *cache) != LX_OK) {
-            if (!cache) lx_fail(LX_ERR_INTERNAL, "llama: the decode apply returned no cache");
-            lx_tree_release(nv);
-            y = NULL;
-        } else {
-            lx_tree_release(m->variables);
-            m->variables = nv;
-        }
+        if (!cache) lx_fail(LX_ERR_INTERNAL, "llama: the decode apply returned no cache");
+        if (!cache || set_collection(m, "cache", *cache) != LX_OK) y = NULL;
     }
     lx_tree_release(mutated);
     return y;
@@ -582,18 +595,11 @@ lx_status llama_model_reset_cache(llama_model *m) {
     if (m->style == LLAMA_LINEN_TOP) {
         const lx_value *c = lx_tree_get(m->variables, "cache");
         if (!c || c->kind != LX_V_TREE) return lx_fail(LX_ERR_NOT_FOUND, "llama: no cache collection");
-        lx_tree *z = NULL, *nv = NULL;
+        lx_tree *z = NULL;
         LX_TRY(lx_tree_map(c->u.tree, zero_leaf, NULL, &z));
-        nv = lx_tree_copy(m->variables);
-        lx_status st = nv ? lx_tree_set(nv, "cache", lx_tree_v(z)) : lx_last_status();
+        lx_status st = set_collection(m, "cache", lx_tree_v(z));
         lx_tree_release(z);
-        if (st != LX_OK) {
-            lx_tree_release(nv);
-            return st;
-        }
-        lx_tree_release(m->variables);
-        m->variables = nv;
-        return LX_OK;
+        return st;
     }
     nnx_filter f = NNX_OF_TYPE(&lx_Cache);
     lx_tree *state = NULL, *z = NULL;

@@ -63,11 +63,49 @@ typedef struct {
     int32_t i;
 } vi;
 
-static int vi_cmp(const void *a, const void *b) {
-    const vi *x = a, *y = b;
-    if (x->v > y->v || (isnan(x->v) && !isnan(y->v))) return -1;
-    if (x->v < y->v || (isnan(y->v) && !isnan(x->v))) return 1;
-    return x->i < y->i ? -1 : x->i > y->i;
+/* lax.top_k's order, a total order on (value, index): NaN above every number, then larger values,
+ * then (equal values, -0 == +0, NaN == NaN) the lower index first. */
+static inline bool vi_before(vi x, vi y) {
+    bool xn = isnan(x.v), yn = isnan(y.v);
+    if (xn != yn) return xn;
+    if (!xn && x.v != y.v) return x.v > y.v;
+    return x.i < y.i;
+}
+
+/* The heap of the k best so far, its root the last of them in top_k order: a candidate enters
+ * when it comes before the root. */
+static void heap_down(vi *h, int64_t n, int64_t at) {
+    for (;;) {
+        int64_t l = 2 * at + 1, r = l + 1, m = at;
+        if (l < n && vi_before(h[m], h[l])) m = l;
+        if (r < n && vi_before(h[m], h[r])) m = r;
+        if (m == at) return;
+        vi t = h[at];
+        h[at] = h[m];
+        h[m] = t;
+        at = m;
+    }
+}
+
+/* The k first of row[0..C) in top_k order into h[0..k): a bounded heap over the row (O(C log k),
+ * not a sort of the whole row), then the heap sorted in place. The order is total (indices are
+ * distinct), so the result is the full sort's first k exactly. */
+static void select_top_k(const float *row, int64_t C, int64_t k, vi *h) {
+    for (int64_t c = 0; c < k; c++) h[c] = (vi){row[c], (int32_t)c};
+    for (int64_t i = k / 2; i-- > 0;) heap_down(h, k, i);
+    for (int64_t c = k; c < C; c++) {
+        vi x = {row[c], (int32_t)c};
+        if (vi_before(x, h[0])) {
+            h[0] = x;
+            heap_down(h, k, 0);
+        }
+    }
+    for (int64_t n = k; n > 1; n--) { /* the root (last in order) to the end */
+        vi t = h[0];
+        h[0] = h[n - 1];
+        h[n - 1] = t;
+        heap_down(h, n - 1, 0);
+    }
 }
 
 lx_status lx_top_k(lx_array *x, int64_t k, lx_array **values, lx_array **indices) {
@@ -82,14 +120,13 @@ lx_status lx_top_k(lx_array *x, int64_t k, lx_array **values, lx_array **indices
     shape[x->ndim - 1] = k;
     lx_array *v = lx_autorelease(lx_array_empty(LX_F32, x->ndim, shape));
     lx_array *ix = lx_autorelease(lx_array_empty(LX_I32, x->ndim, shape));
-    vi *tmp = malloc(sizeof *tmp * (size_t)C);
+    vi *tmp = malloc(sizeof *tmp * (size_t)k);
     if (!v || !ix || !tmp) {
         free(tmp);
         return lx_fail(LX_ERR_NO_MEMORY, "top_k: out of memory");
     }
     for (int64_t r = 0; r < rows; r++) {
-        for (int64_t c = 0; c < C; c++) tmp[c] = (vi){lx_f32(x)[r * C + c], (int32_t)c};
-        qsort(tmp, (size_t)C, sizeof *tmp, vi_cmp);
+        select_top_k(lx_f32(x) + r * C, C, k, tmp);
         for (int64_t j = 0; j < k; j++) {
             lx_f32(v)[r * k + j] = tmp[j].v;
             lx_i32(ix)[r * k + j] = tmp[j].i;

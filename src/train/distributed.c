@@ -160,6 +160,7 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
     if (out) *out = NULL;
     return unsupported("lx_dist_zero1_new");
 }
+lx_status lx_dist_zero1_begin(lx_dist_zero1 *z, const lx_tree *params) { return unsupported("lx_dist_zero1_begin"); }
 lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **params) {
     return unsupported("lx_dist_zero1_step");
 }
@@ -185,6 +186,17 @@ static MPI_Comm g_grad_comm = MPI_COMM_NULL;
  * their own: a rank that failed before reaching one joins the status check instead, and a check
  * on the world must never be matched with (and summed into) a batch-norm moment */
 static MPI_Comm g_pmean_comm = MPI_COMM_NULL;
+
+/* lx_dist_allreduce_mean's scratch, kept between calls: the packed sums, each leaf's place and
+ * the requests (a buffer whose reduction was abandoned at a deadline is set aside, never reused) */
+static struct {
+    float *buf;
+    size_t cap;
+    float **sums;
+    size_t caps;
+    MPI_Request *reqs;
+    size_t capr;
+} ar;
 
 /* Ranks sharing this machine share its cores: unless LINNX_THREADS says otherwise, each of k local
  * ranks uses cores/k threads (2 ranks on 2 cores: 1 thread each), for linnx's OpenMP regions and
@@ -212,6 +224,40 @@ static lx_array *leaf_f32(const lx_value *v) {
     return a && a->dtype == LX_F32 && !lx_is_abstract(a) ? a : NULL;
 }
 
+/* A leaf whose mean is taken: a float32 or bfloat16 array (or Variable value, box); NULL for the
+ * others (integer leaves, abstract arrays), which are kept as they are. bfloat16 travels as float32:
+ * packed widened (exact), summed in float32, the mean rounded back to bfloat16 (nearest even). */
+static lx_array *leaf_float(const lx_value *v) {
+    lx_array *a = NULL;
+    if (v->kind == LX_V_ARRAY) a = v->u.array;
+    else if (v->kind == LX_V_VARIABLE) a = lx_variable_get_value(v->u.var);
+    else if (v->kind == LX_V_BOX) a = lx_box_unbox(v->u.box);
+    return a && (a->dtype == LX_F32 || a->dtype == LX_BF16) && !lx_is_abstract(a) ? a : NULL;
+}
+
+static float bf16_widen(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static uint16_t bf16_round(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if (f != f) return (uint16_t)((bits >> 16) | 0x0040u); /* a quiet NaN stays NaN */
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+/* n floats of a float leaf (float32 copied, bfloat16 widened) into dst; NULL a: zeros. */
+static void pack_leaf(float *dst, const lx_array *a, int64_t n) {
+    if (!a) memset(dst, 0, (size_t)n * sizeof *dst);
+    else if (a->dtype == LX_F32) memcpy(dst, a->data, (size_t)n * sizeof *dst);
+    else
+        for (int64_t k = 0; k < n; k++) dst[k] = bf16_widen(((const uint16_t *)a->data)[k]);
+}
+
 /* Append r (a reduced leaf) at `path` in the kind of `orig`: an array, the same box (names,
  * metadata) or a Variable of the same type around it, as value_and_grad gives gradients. */
 static lx_status append_like(lx_flat *g, const char *path, const lx_value *orig, lx_array *r) {
@@ -230,6 +276,53 @@ static lx_status append_like(lx_flat *g, const char *path, const lx_value *orig,
     } else
         st = lx_flat_append(g, path, lx_array_v(r));
     return st;
+}
+
+/* The mean tree of a flattened tree whose float leaves' sums over the ranks are at sums[i] (NULL for
+ * the leaves leaf_float skips, kept as they are): each float leaf a new array of its dtype holding
+ * sum / size, in the leaf's kind (append_like). */
+static lx_status mean_tree(const lx_flat *f, float *const *sums, lx_tree **out) {
+    lx_flat g = {0};
+    lx_status st = LX_OK;
+    float inv = 1.0f / (float)g_size;
+    for (size_t i = 0; st == LX_OK && i < f->len; i++) {
+        lx_array *a = leaf_float(&f->items[i].value);
+        if (!a || !sums[i]) {
+            st = lx_flat_append(&g, f->items[i].path, f->items[i].value);
+            continue;
+        }
+        lx_array *r = lx_array_empty(a->dtype, a->ndim, a->shape);
+        if (!r) {
+            st = lx_last_status();
+            break;
+        }
+        const float *s = sums[i];
+        if (a->dtype == LX_F32) {
+            float *d = lx_f32(r);
+            for (int64_t k = 0; k < a->size; k++) d[k] = s[k] * inv; /* exact copy for one rank */
+        } else {
+            uint16_t *d = r->data;
+            for (int64_t k = 0; k < a->size; k++) d[k] = bf16_round(s[k] * inv);
+        }
+        st = append_like(&g, f->items[i].path, &f->items[i].value, r);
+        lx_release(r);
+    }
+    if (st == LX_OK) st = lx_tree_unflatten(&g, out);
+    lx_flat_free(&g);
+    return st;
+}
+
+/* Grow a scratch array to hold n elements of `elt` bytes (kept between calls: a step in steady
+ * state allocates nothing here). */
+static bool grow(void *pp, size_t *cap, size_t n, size_t elt) {
+    void **p = pp;
+    if (n <= *cap) return true;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < n) nc *= 2;
+    void *np = realloc(*p, nc * elt);
+    if (!np) return false;
+    *p = np, *cap = nc;
+    return true;
 }
 
 static double now_s(void) {
@@ -318,6 +411,10 @@ lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
 
 lx_status lx_dist_finalize(void) {
     ov_release();
+    free(ar.buf);
+    free(ar.sums);
+    free(ar.reqs);
+    memset(&ar, 0, sizeof ar);
     if (g_inited && g_grad_comm != MPI_COMM_NULL && g_grad_comm != MPI_COMM_WORLD) MPI_Comm_free(&g_grad_comm);
     g_grad_comm = MPI_COMM_NULL;
     if (g_inited && g_pmean_comm != MPI_COMM_NULL && g_pmean_comm != MPI_COMM_WORLD) MPI_Comm_free(&g_pmean_comm);
@@ -381,45 +478,40 @@ lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean) {
     return LX_OK;
 }
 
+
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
     if (!t || !out) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: all-reduce of a NULL tree");
     *out = NULL;
     LX_TRY(need_init("lx_dist_allreduce_mean"));
     lx_flat f = {0};
     LX_TRY(lx_tree_flatten(t, &f));
-    /* buckets: consecutive float32 leaves, cut at g_bucket bytes (a larger leaf is its own bucket) */
+    /* buckets: consecutive float leaves, cut at g_bucket bytes (a larger leaf is its own bucket) */
     size_t nleaf = f.len, nb = 0;
-    int64_t *off = calloc(nleaf + 1, sizeof *off);       /* element offset of each leaf in `buf` */
-    MPI_Request *reqs = NULL;
-    float *buf = NULL;
     lx_status st = LX_OK;
-    if (!off) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
     int64_t total = 0;
-    for (size_t i = 0; st == LX_OK && i < nleaf; i++) {
-        lx_array *a = leaf_f32(&f.items[i].value);
-        off[i] = total;
+    for (size_t i = 0; i < nleaf; i++) {
+        lx_array *a = leaf_float(&f.items[i].value);
         if (a) total += a->size;
     }
-    if (st == LX_OK) off[nleaf] = total;
-    if (st == LX_OK && total > 0 && !(buf = malloc((size_t)total * sizeof *buf)))
+    if (!grow(&ar.buf, &ar.cap, (size_t)total + 1, sizeof *ar.buf) || !grow(&ar.sums, &ar.caps, nleaf + 1, sizeof *ar.sums) ||
+        !grow(&ar.reqs, &ar.capr, nleaf + 1, sizeof *ar.reqs))
         st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory for %lld gradients", (long long)total);
-    if (st == LX_OK && !(reqs = malloc((nleaf + 1) * sizeof *reqs))) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
     /* pack leaf by leaf; start a bucket's all-reduce as soon as it is full */
-    int64_t per = (int64_t)(g_bucket / sizeof(float)), bfirst = 0;
+    int64_t per = (int64_t)(g_bucket / sizeof(float)), bfirst = 0, end = 0;
     for (size_t i = 0; st == LX_OK && i < nleaf; i++) {
-        lx_array *a = leaf_f32(&f.items[i].value);
+        lx_array *a = leaf_float(&f.items[i].value);
+        ar.sums[i] = a ? ar.buf + end : NULL;
         if (!a) continue;
-        memcpy(buf + off[i], lx_f32(a), (size_t)a->size * sizeof(float));
-        int64_t end = off[i] + a->size;
-        bool last = end == total;
-        if (end - bfirst >= per || last) {
+        pack_leaf(ar.buf + end, a, a->size);
+        end += a->size;
+        if (end - bfirst >= per || end == total) {
             if (end - bfirst > 0x7fffffff) {
                 st = lx_fail(LX_ERR_UNSUPPORTED, "distributed: a bucket of %lld floats is over MPI's int count",
                              (long long)(end - bfirst));
                 break;
             }
-            int rc = MPI_Iallreduce(MPI_IN_PLACE, buf + bfirst, (int)(end - bfirst), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
-                                    &reqs[nb]);
+            int rc = MPI_Iallreduce(MPI_IN_PLACE, ar.buf + bfirst, (int)(end - bfirst), MPI_FLOAT, MPI_SUM,
+                                    MPI_COMM_WORLD, &ar.reqs[nb]);
             if (rc != MPI_SUCCESS) {
                 st = mpi_fail("gradient all-reduce", rc);
                 break;
@@ -430,37 +522,16 @@ lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
     }
     /* wait for every started bucket, also after a failure (no request is left in flight) */
     if (nb > 0) {
-        lx_status w = wait_all((int)nb, reqs, "gradient all-reduce");
+        lx_status w = wait_all((int)nb, ar.reqs, "gradient all-reduce");
+        if (w != LX_OK) { /* MPI may still write there: the buffer is set aside, never reused */
+            if (nab < 8) abandoned[nab++] = ar.buf;
+            ar.buf = NULL, ar.cap = 0;
+        }
         if (st == LX_OK) st = w;
     }
-    /* unpack: mean = sum / size; non-float leaves are kept */
-    lx_flat g = {0};
-    float inv = 1.0f / (float)g_size;
-    for (size_t i = 0; st == LX_OK && i < nleaf; i++) {
-        lx_array *a = leaf_f32(&f.items[i].value);
-        if (!a) {
-            st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
-            continue;
-        }
-        lx_array *r = lx_array_empty(LX_F32, a->ndim, a->shape);
-        if (!r) {
-            st = lx_last_status();
-            break;
-        }
-        float *d = lx_f32(r);
-        const float *s = buf + off[i];
-        if (g_size == 1) memcpy(d, s, (size_t)a->size * sizeof *d);
-        else
-            for (int64_t k = 0; k < a->size; k++) d[k] = s[k] * inv;
-        st = append_like(&g, f.items[i].path, &f.items[i].value, r);
-        lx_release(r);
-    }
-    if (st == LX_OK) st = lx_tree_unflatten(&g, out);
-    lx_flat_free(&g);
+    /* mean = sum / size; non-float leaves are kept */
+    if (st == LX_OK) st = mean_tree(&f, ar.sums, out);
     lx_flat_free(&f);
-    free(buf);
-    free(reqs);
-    free(off);
     return st;
 }
 
@@ -487,6 +558,16 @@ static struct {
     ov_leaf *leaves;
     size_t nl, capl;
     double t_last;            /* when the pass reported its last gradient (its end) */
+    /* lx_dist_overlap_end's scratch, kept between steps: the requests to wait for, the leaf
+     * records sorted by gradient, and each tree leaf's sums */
+    MPI_Request *reqs;
+    size_t capr;
+    size_t *order;
+    size_t capo;
+    size_t *rec;
+    size_t capq;
+    float **sums;
+    size_t caps;
 } ov;
 
 static void ov_release(void) {
@@ -495,6 +576,10 @@ static void ov_release(void) {
         for (size_t i = 0; i < ov.capb; i++) free(ov.b[i].data);
     if (!ov.stuck) free(ov.b);
     free(ov.leaves);
+    free(ov.reqs);
+    free(ov.order);
+    free(ov.rec);
+    free(ov.sums);
     memset(&ov, 0, sizeof ov);
 }
 
@@ -538,8 +623,9 @@ static ov_bucket *ov_open(void) {
     return b;
 }
 
-/* Append a gradient (NULL data: zeros) to the open bucket; records where it went. */
-static lx_status ov_append(const lx_array *g, int64_t n, const float *data) {
+/* Append a float leaf's n values (src NULL: zeros) to the open bucket; records where it went under
+ * `key` (the gradient array, or the param's when the gradient is zeros). */
+static lx_status ov_append(const lx_array *key, int64_t n, const lx_array *src) {
     ov_bucket *b = ov_open();
     if (!b) return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
     if (b->n + n > b->cap) {
@@ -549,15 +635,9 @@ static lx_status ov_append(const lx_array *g, int64_t n, const float *data) {
         if (!nd) return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory for %lld gradients", (long long)nc);
         b->data = nd, b->cap = nc;
     }
-    if (data) memcpy(b->data + b->n, data, (size_t)n * sizeof(float));
-    else memset(b->data + b->n, 0, (size_t)n * sizeof(float));
-    if (ov.nl == ov.capl) {
-        size_t nc = ov.capl ? 2 * ov.capl : 64;
-        ov_leaf *nl = realloc(ov.leaves, nc * sizeof *nl);
-        if (!nl) return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
-        ov.leaves = nl, ov.capl = nc;
-    }
-    ov.leaves[ov.nl++] = (ov_leaf){g, (size_t)(b - ov.b), b->n, n};
+    pack_leaf(b->data + b->n, src, n);
+    if (!grow(&ov.leaves, &ov.capl, ov.nl + 1, sizeof *ov.leaves)) return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    ov.leaves[ov.nl++] = (ov_leaf){key, (size_t)(b - ov.b), b->n, n};
     b->n += n;
     return LX_OK;
 }
@@ -566,12 +646,31 @@ static void ov_ready(void *user, const lx_array *x, const lx_array *g) {
     (void)user;
     if (ov.err != LX_OK || !x || x->dtype != LX_F32) return;
     if (g && (g->dtype != LX_F32 || lx_is_abstract(g) || g->size != x->size)) return; /* left to the end */
-    lx_status st = ov_append(g ? g : x, x->size, g ? lx_f32(g) : NULL);
+    lx_status st = ov_append(g ? g : x, x->size, g);
     ov_bucket *b = st == LX_OK ? &ov.b[ov.nb - 1] : NULL;
     if (b && (size_t)b->n * sizeof(float) >= g_bucket) st = ov_start(b);
     if (st != LX_OK) ov.err = st;
     ov_progress();
     ov.t_last = now_s();
+}
+
+static int by_key(const void *pa, const void *pb) {
+    uintptr_t a = (uintptr_t)ov.leaves[*(const size_t *)pa].g, b = (uintptr_t)ov.leaves[*(const size_t *)pb].g;
+    return a < b ? -1 : a > b;
+}
+
+/* The record (of the first `reported`) of gradient array a, by identity and size, or -1: a binary
+ * search of ov.order, the records sorted by key. */
+static size_t ov_find(const lx_array *a, size_t reported) {
+    size_t lo = 0, hi = reported;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)ov.leaves[ov.order[mid]].g < (uintptr_t)a) lo = mid + 1;
+        else hi = mid;
+    }
+    for (; lo < reported && ov.leaves[ov.order[lo]].g == a; lo++)
+        if (ov.leaves[ov.order[lo]].n == a->size) return ov.order[lo];
+    return (size_t)-1;
 }
 
 lx_status lx_dist_overlap_begin(void) {
@@ -601,23 +700,26 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
     lx_flat f = {0};
     lx_status st = ov.err;
     if (st == LX_OK) st = lx_tree_flatten(grads, &f);
-    /* each float32 leaf's place; leaves the backward pass did not report go to a last bucket */
-    size_t *where = st == LX_OK ? calloc(f.len + 1, sizeof *where) : NULL;
-    if (st == LX_OK && !where) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
     size_t reported = ov.nl;
+    if (st == LX_OK && (!grow(&ov.order, &ov.capo, reported + 1, sizeof *ov.order) ||
+                        !grow(&ov.rec, &ov.capq, f.len + 1, sizeof *ov.rec) ||
+                        !grow(&ov.sums, &ov.caps, f.len + 1, sizeof *ov.sums)))
+        st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    /* each float leaf's record: a reported one found through the records sorted by gradient
+     * (n log n in all); a leaf the backward pass did not report (bfloat16, or a gradient made
+     * after the pass) goes to a last bucket */
+    for (size_t j = 0; st == LX_OK && j < reported; j++) ov.order[j] = j;
+    if (st == LX_OK) qsort(ov.order, reported, sizeof *ov.order, by_key);
     for (size_t i = 0; st == LX_OK && i < f.len; i++) {
-        lx_array *a = leaf_f32(&f.items[i].value);
-        where[i] = (size_t)-1;
+        lx_array *a = leaf_float(&f.items[i].value);
+        ov.rec[i] = (size_t)-1;
         if (!a) continue;
-        for (size_t j = reported; j-- > 0;)
-            if (ov.leaves[j].g == a && ov.leaves[j].n == a->size) {
-                where[i] = j;
-                break;
-            }
-        if (where[i] == (size_t)-1) {
-            st = ov_append(a, a->size, lx_f32(a));
-            where[i] = ov.nl - 1;
+        size_t j = a->dtype == LX_F32 ? ov_find(a, reported) : (size_t)-1;
+        if (j == (size_t)-1) {
+            st = ov_append(a, a->size, a);
+            j = ov.nl - 1;
         }
+        ov.rec[i] = j; /* its floats once no append can move a bucket's memory (below) */
     }
     if (st == LX_OK && ov.nb > 0 && !ov.b[ov.nb - 1].started) st = ov_start(&ov.b[ov.nb - 1]);
     if (st == LX_OK) ov_progress();
@@ -633,45 +735,26 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
     }
     if (first >= 0) g_overlap += tb - first;
     /* wait for every started bucket (also after a failure: no request left in flight) */
-    MPI_Request *reqs = malloc((ov.nb + 1) * sizeof *reqs);
     int nr = 0;
-    for (size_t i = 0; reqs && i < ov.nb; i++)
-        if (ov.b[i].started && !ov.b[i].done) reqs[nr++] = ov.b[i].req;
-    if (!reqs) {
+    if (!grow(&ov.reqs, &ov.capr, ov.nb + 1, sizeof *ov.reqs)) {
         for (size_t i = 0; i < ov.nb; i++)
             if (ov.b[i].started && !ov.b[i].done) ov.stuck = true;
         if (st == LX_OK) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
-    } else if (nr > 0) {
-        lx_status w = wait_all(nr, reqs, "gradient all-reduce");
+    } else
+        for (size_t i = 0; i < ov.nb; i++)
+            if (ov.b[i].started && !ov.b[i].done) ov.reqs[nr++] = ov.b[i].req;
+    if (nr > 0) {
+        lx_status w = wait_all(nr, ov.reqs, "gradient all-reduce");
         if (w != LX_OK) ov.stuck = true;
         if (st == LX_OK) st = w;
     }
-    free(reqs);
     /* the mean tree */
-    lx_flat g = {0};
-    float inv = 1.0f / (float)g_size;
     for (size_t i = 0; st == LX_OK && i < f.len; i++) {
-        lx_array *a = leaf_f32(&f.items[i].value);
-        if (!a) {
-            st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
-            continue;
-        }
-        const ov_leaf *l = &ov.leaves[where[i]];
-        lx_array *r = lx_array_empty(LX_F32, a->ndim, a->shape);
-        if (!r) {
-            st = lx_last_status();
-            break;
-        }
-        float *d = lx_f32(r);
-        const float *s = ov.b[l->bucket].data + l->off;
-        for (int64_t k = 0; k < a->size; k++) d[k] = s[k] * inv;
-        st = append_like(&g, f.items[i].path, &f.items[i].value, r);
-        lx_release(r);
+        const ov_leaf *l = ov.rec[i] == (size_t)-1 ? NULL : &ov.leaves[ov.rec[i]];
+        ov.sums[i] = l ? ov.b[l->bucket].data + l->off : NULL;
     }
-    if (st == LX_OK) st = lx_tree_unflatten(&g, out);
-    lx_flat_free(&g);
+    if (st == LX_OK) st = mean_tree(&f, ov.sums, out);
     lx_flat_free(&f);
-    free(where);
     ov.nb = ov.nl = 0;
     return st;
 }
@@ -735,20 +818,59 @@ struct lx_dist_zero1 {
     int64_t *off;    /* each leaf's first element in the flat vector; off[n] = total */
     int *counts, *displs;
     int64_t owned, total, lo; /* this rank: [lo, lo + owned) */
-    float *flat;     /* total floats: the packed gradients, then the gathered params */
-    float *mine;     /* owned floats: the averaged gradient shard */
+    float *flat;     /* total floats: where buckets of several leaves (or a zero gradient) are packed */
+    float *mine;     /* owned floats: the summed, then averaged, gradient shard */
     lx_tree *state;  /* the optimizer state of this rank's shard */
+    /* Buckets: the leaves [bl[k], bl[k + 1]) in flat order, reduce-scattered by one collective
+     * (rank r receives the part inside its range: bcounts[k * size + r] floats) as soon as all of
+     * them are in; a leaf of g_bucket bytes or more is a bucket of its own and is sent straight
+     * from its gradient array (held, gin[i], until the collective completes). */
+    size_t nb;
+    size_t *bl, *bof;         /* nb + 1 / the bucket of each leaf */
+    int *bcounts, *pending;   /* nb * size / leaves still to come this step */
+    MPI_Request *breq;        /* nb: MPI_REQUEST_NULL until started */
+    double *bt0, *btdone;     /* start and completion (-1: not seen done) times */
+    bool *bstarted;
+    /* per leaf: */
+    const lx_array **px;      /* the params arrays lx_dist_zero1_begin registered */
+    size_t *pidx;             /* the leaves sorted by px (the callback's look-up) */
+    lx_array **gin;           /* the gradient a leaf's bucket sends (held), NULL: packed in flat */
+    bool *in;                 /* the leaf is in its bucket this step */
+    int *lcounts, *ldispls;   /* n * size: each rank's part of leaf i (the all-gather) */
+    MPI_Request *lreq;        /* n */
+    bool on, begun, stuck;    /* stuck: collectives abandoned after a failure; buffers never freed */
+    lx_status err;
+    double t_last;
 };
 
 void lx_dist_zero1_free(lx_dist_zero1 *z) {
     if (!z) return;
+    if (z->on) lx_tape_set_grad_ready(NULL, NULL);
     for (size_t i = 0; z->paths && i < z->n; i++) free(z->paths[i]);
+    if (!z->stuck) { /* abandoned collectives may still read or write these: kept */
+        for (size_t i = 0; z->gin && i < z->n; i++) lx_release(z->gin[i]);
+        free(z->flat);
+        free(z->mine);
+    }
     free(z->paths);
     free(z->off);
     free(z->counts);
     free(z->displs);
-    free(z->flat);
-    free(z->mine);
+    free(z->bl);
+    free(z->bof);
+    free(z->bcounts);
+    free(z->pending);
+    free(z->breq);
+    free(z->bt0);
+    free(z->btdone);
+    free(z->bstarted);
+    free(z->px);
+    free(z->pidx);
+    free(z->gin);
+    free(z->in);
+    free(z->lcounts);
+    free(z->ldispls);
+    free(z->lreq);
     lx_tree_release(z->state);
     optax_tx_release(z->tx);
     free(z);
@@ -812,6 +934,8 @@ static lx_status zero1_shard_tree(const lx_dist_zero1 *z, const float *src, int6
     return st;
 }
 
+static lx_status zero1_plan(lx_dist_zero1 *z);
+
 lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out) {
     if (out) *out = NULL;
     if (!tx || !params || !out) {
@@ -863,6 +987,7 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
         z->mine = malloc((size_t)(z->owned + 1) * sizeof *z->mine);
         if (!z->flat || !z->mine) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory for %lld parameters", (long long)z->total);
     }
+    if (st == LX_OK) st = zero1_plan(z);
     lx_tree *mine = NULL;
     if (st == LX_OK) st = zero1_shard_tree(z, NULL, 0, params, &mine);
     if (st == LX_OK) st = optax_init(z->tx, mine, &z->state);
@@ -876,11 +1001,231 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
     return LX_OK;
 }
 
+/* The buckets and the per-leaf tables (after the shards are known). */
+static lx_status zero1_plan(lx_dist_zero1 *z) {
+    size_t n = z->n, N = (size_t)g_size;
+    z->bl = calloc(n + 1, sizeof *z->bl);
+    z->bof = calloc(n + 1, sizeof *z->bof);
+    z->bcounts = calloc((n + 1) * N, sizeof *z->bcounts);
+    z->pending = calloc(n + 1, sizeof *z->pending);
+    z->breq = calloc(n + 1, sizeof *z->breq);
+    z->bt0 = calloc(n + 1, sizeof *z->bt0);
+    z->btdone = calloc(n + 1, sizeof *z->btdone);
+    z->bstarted = calloc(n + 1, sizeof *z->bstarted);
+    z->px = calloc(n + 1, sizeof *z->px);
+    z->pidx = calloc(n + 1, sizeof *z->pidx);
+    z->gin = calloc(n + 1, sizeof *z->gin);
+    z->in = calloc(n + 1, sizeof *z->in);
+    z->lcounts = calloc((n + 1) * N, sizeof *z->lcounts);
+    z->ldispls = calloc((n + 1) * N, sizeof *z->ldispls);
+    z->lreq = calloc(n + 1, sizeof *z->lreq);
+    if (!z->bl || !z->bof || !z->bcounts || !z->pending || !z->breq || !z->bt0 || !z->btdone || !z->bstarted || !z->px ||
+        !z->pidx || !z->gin || !z->in || !z->lcounts || !z->ldispls || !z->lreq)
+        return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    /* buckets: consecutive leaves up to g_bucket bytes; a leaf that size or larger alone */
+    size_t per = g_bucket / sizeof(float);
+    z->nb = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        int64_t len = 0;
+        if ((size_t)(z->off[i + 1] - z->off[i]) >= per) j = i + 1;
+        else
+            while (j < n && (size_t)(z->off[j + 1] - z->off[j]) < per && (size_t)(len + z->off[j + 1] - z->off[j]) <= per)
+                len += z->off[j + 1] - z->off[j], j++;
+        if (j == i) j = i + 1;
+        z->bl[z->nb++] = i;
+        i = j;
+    }
+    z->bl[z->nb] = n;
+    for (size_t k = 0; k < z->nb; k++) {
+        for (size_t i = z->bl[k]; i < z->bl[k + 1]; i++) z->bof[i] = k;
+        int64_t s = z->off[z->bl[k]], e = z->off[z->bl[k + 1]];
+        for (int r = 0; r < g_size; r++) {
+            int64_t lo = z->displs[r], hi = lo + z->counts[r];
+            int64_t a = s > lo ? s : lo, b = e < hi ? e : hi;
+            z->bcounts[k * N + (size_t)r] = b > a ? (int)(b - a) : 0;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        for (int r = 0; r < g_size; r++) {
+            int64_t a, b;
+            zero1_cut(z, i, r, &a, &b);
+            z->lcounts[i * N + (size_t)r] = (int)(b - a);
+            z->ldispls[i * N + (size_t)r] = (int)(a - z->off[i]);
+        }
+    for (size_t k = 0; k < z->nb; k++) z->breq[k] = MPI_REQUEST_NULL;
+    for (size_t i = 0; i < n; i++) z->lreq[i] = MPI_REQUEST_NULL;
+    return LX_OK;
+}
+
+/* A new step: no leaf in, no bucket started. */
+static void zero1_reset(lx_dist_zero1 *z) {
+    for (size_t k = 0; k < z->nb; k++) {
+        z->pending[k] = (int)(z->bl[k + 1] - z->bl[k]);
+        z->breq[k] = MPI_REQUEST_NULL;
+        z->bstarted[k] = false;
+        z->btdone[k] = -1;
+    }
+    for (size_t i = 0; i < z->n; i++) {
+        lx_release(z->gin[i]);
+        z->gin[i] = NULL;
+        z->in[i] = false;
+    }
+    z->err = LX_OK;
+    z->t_last = 0;
+}
+
+static lx_status zero1_start(lx_dist_zero1 *z, size_t k) {
+    size_t i0 = z->bl[k];
+    int64_t s = z->off[i0], e = z->off[z->bl[k + 1]];
+    const float *send = z->bl[k + 1] == i0 + 1 && z->gin[i0] ? lx_f32(z->gin[i0]) : z->flat + s;
+    int64_t a = s > z->lo ? s : z->lo;
+    float *recv = a < z->lo + z->owned && a < e ? z->mine + (a - z->lo) : z->mine;
+    z->bt0[k] = now_s();
+    int rc = MPI_Ireduce_scatter(send, recv, z->bcounts + k * (size_t)g_size, MPI_FLOAT, MPI_SUM, g_grad_comm, &z->breq[k]);
+    if (rc != MPI_SUCCESS) return mpi_fail("zero1 gradient reduce-scatter", rc);
+    z->bstarted[k] = true;
+    return LX_OK;
+}
+
+/* Leaf i's gradient g (NULL: zeros) into its bucket; the bucket starts when it is complete
+ * (start = false: left to the caller, which starts the rest in order). */
+static lx_status zero1_take(lx_dist_zero1 *z, size_t i, const lx_array *g, bool start) {
+    size_t k = z->bof[i];
+    bool alone = z->bl[k + 1] == z->bl[k] + 1;
+    if (g) z->gin[i] = lx_retain((lx_array *)g); /* held: a bucket of its own sends from it */
+    if (!alone || !g) pack_leaf(z->flat + z->off[i], g, z->off[i + 1] - z->off[i]);
+    z->in[i] = true;
+    if (--z->pending[k] == 0 && start) return zero1_start(z, k);
+    return LX_OK;
+}
+
+static void zero1_progress(lx_dist_zero1 *z) {
+    for (size_t k = 0; k < z->nb; k++) {
+        if (!z->bstarted[k] || z->btdone[k] >= 0) continue;
+        int flag = 0;
+        if (MPI_Test(&z->breq[k], &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag) z->btdone[k] = now_s();
+    }
+}
+
+static lx_dist_zero1 *g_z_sort; /* qsort's context */
+static int by_param(const void *pa, const void *pb) {
+    uintptr_t a = (uintptr_t)g_z_sort->px[*(const size_t *)pa], b = (uintptr_t)g_z_sort->px[*(const size_t *)pb];
+    return a < b ? -1 : a > b;
+}
+
+static size_t zero1_leaf_of(const lx_dist_zero1 *z, const lx_array *x) {
+    size_t lo = 0, hi = z->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)z->px[z->pidx[mid]] < (uintptr_t)x) lo = mid + 1;
+        else hi = mid;
+    }
+    for (; lo < z->n && z->px[z->pidx[lo]] == x; lo++)
+        if (!z->in[z->pidx[lo]]) return z->pidx[lo];
+    return z->n;
+}
+
+/* The tape's "gradient is final" callback during a ZeRO-1 step's backward pass. */
+static void zero1_ready(void *user, const lx_array *x, const lx_array *g) {
+    lx_dist_zero1 *z = user;
+    if (z->err != LX_OK || !x) return;
+    size_t i = zero1_leaf_of(z, x);
+    if (i == z->n) return;
+    if (g && (g->dtype != LX_F32 || lx_is_abstract(g) || g->size != x->size)) return; /* left to the step */
+    z->err = zero1_take(z, i, g, true);
+    zero1_progress(z);
+    z->t_last = now_s();
+}
+
+lx_status lx_dist_zero1_begin(lx_dist_zero1 *z, const lx_tree *params) {
+    if (!z || !params) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    LX_TRY(need_init("lx_dist_zero1_begin"));
+    if (z->stuck) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
+    if (z->on) lx_tape_set_grad_ready(NULL, NULL);
+    z->on = false;
+    zero1_reset(z);
+    for (size_t i = 0; i < z->n; i++) {
+        const lx_value *v = NULL;
+        lx_status st = lx_tree_get_path(params, z->paths[i], &v);
+        lx_array *p = st == LX_OK ? leaf_f32(v) : NULL;
+        if (st == LX_OK && (!p || p->size != z->off[i + 1] - z->off[i]))
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s changed shape or dtype", z->paths[i]);
+        if (st != LX_OK) return st;
+        z->px[i] = p;
+        z->pidx[i] = i;
+    }
+    g_z_sort = z;
+    qsort(z->pidx, z->n, sizeof *z->pidx, by_param);
+    g_z_sort = NULL;
+    z->begun = true;
+    if (g_size > 1) { /* one rank: the step packs everything itself */
+        z->on = true;
+        lx_tape_set_grad_ready(zero1_ready, z);
+    }
+    return LX_OK;
+}
+
+/* A status check that travels with a step's collectives instead of a round of its own: started
+ * after them on the same communicator, waited for with them; status_end then gives LX_OK when
+ * every rank passed LX_OK, otherwise what lx_dist_check gives. (Static buffers: an abandoned one
+ * may complete later.) */
+static int g_st_mine[2], g_st_low[2];
+
+static lx_status status_start(lx_status local, int slot, MPI_Request *req) {
+    g_st_mine[slot] = local == LX_OK ? g_size : g_rank;
+    g_st_low[slot] = g_size;
+    int rc = MPI_Iallreduce(&g_st_mine[slot], &g_st_low[slot], 1, MPI_INT, MPI_MIN, g_grad_comm, req);
+    return rc == MPI_SUCCESS ? LX_OK : mpi_fail("status check", rc);
+}
+
+static lx_status status_end(lx_status local, int slot) {
+    if (local != LX_OK) return local; /* this rank's own message (status_keep) */
+    if (g_st_low[slot] < g_size)
+        return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed at step %lld", g_st_low[slot], (long long)g_step);
+    return LX_OK;
+}
+
+/* This rank's own failure again, with the message kept before the waits (a wait that timed out
+ * has replaced it). */
+static lx_status status_local(lx_status local, const char *keep) { return lx_fail(local, "%s", keep); }
+
+/* A new params tree: `params`' structure, the float32 leaves replaced by arr[i] (borrowed). */
+static lx_status zero1_params_tree(const lx_dist_zero1 *z, const lx_tree *params, lx_array **arr, lx_tree **out) {
+    lx_flat f = {0}, g = {0};
+    lx_status st = lx_tree_flatten(params, &f);
+    for (size_t i = 0, j = 0; st == LX_OK && i < f.len; i++) {
+        if (j < z->n && strcmp(f.items[i].path, z->paths[j]) == 0) {
+            st = lx_flat_append(&g, f.items[i].path, lx_array_v(arr[j]));
+            j++;
+        } else
+            st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
+    }
+    if (st == LX_OK) st = lx_tree_unflatten(&g, out);
+    lx_flat_free(&f);
+    lx_flat_free(&g);
+    return st;
+}
+
 lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **params) {
+    if (z && z->on) lx_tape_set_grad_ready(NULL, NULL);
+    if (z) z->on = false;
+    if (z && !grads && !params) { /* after a failed step: the collectives in flight are abandoned */
+        for (size_t k = 0; k < z->nb; k++)
+            if (z->bstarted[k] && z->btdone[k] < 0) z->stuck = true;
+        z->begun = false;
+        return LX_OK;
+    }
     if (!z || !grads || !params || !*params) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
-    lx_tree *g_own = NULL, *p_own = NULL, *state = lx_tree_retain(z->state), *out = NULL;
-    lx_status st = LX_OK;
-    /* pack the local gradients in flat order */
+    if (z->stuck) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
+    if (!z->begun) zero1_reset(z);
+    z->begun = false;
+    double tb = z->t_last > 0 ? z->t_last : now_s(); /* the end of the backward pass */
+    lx_tree *p_own = NULL, *g_own = NULL, *state = NULL, *out = NULL;
+    lx_array **np = NULL;
+    lx_status st = z->err;
+    /* the gradients the backward pass did not report (all of them without lx_dist_zero1_begin);
+     * a reported one must be the tree's (its bucket may be on its way already) */
     for (size_t i = 0; st == LX_OK && i < z->n; i++) {
         const lx_value *v = NULL;
         st = lx_tree_get_path(grads, z->paths[i], &v);
@@ -888,61 +1233,126 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         if (st == LX_OK && (!g || g->size != z->off[i + 1] - z->off[i]))
             st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: gradient %s is not a float32 array of %lld elements", z->paths[i],
                          (long long)(z->off[i + 1] - z->off[i]));
-        if (st == LX_OK) memcpy(z->flat + z->off[i], lx_f32(g), (size_t)g->size * sizeof(float));
+        if (st != LX_OK) break;
+        if (!z->in[i]) st = zero1_take(z, i, g, false);
+        else if (z->gin[i] && z->gin[i] != g)
+            st = lx_fail(LX_ERR_INVALID_ARGUMENT,
+                         "distributed: zero1: the gradient at %s is not the one the backward pass after "
+                         "lx_dist_zero1_begin made (its reduction has started)", z->paths[i]);
     }
-    /* an error on one rank stops all of them before the collectives (none is left half-done) */
-    st = lx_dist_check(st);
-    /* reduce-scatter: this rank gets the sum over ranks of its own shard only */
-    if (st == LX_OK) {
-        MPI_Request req;
-        int rc = MPI_Ireduce_scatter(z->flat, z->mine, z->counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
-        if (rc != MPI_SUCCESS) st = mpi_fail("zero1 gradient reduce-scatter", rc);
-        else st = wait_all(1, &req, "zero1 gradient reduce-scatter");
-        g_comm_bytes += 4.0 * (double)z->total;
+    /* every bucket starts on every rank, also after an error here (its floats are then
+     * whatever they are), and this rank's status travels with them: an error on one rank fails
+     * the step on all once the reductions are in, with no round of its own */
+    lx_status local = st;
+    char keep[512] = "";
+    if (local != LX_OK) snprintf(keep, sizeof keep, "%s", lx_last_error());
+    st = LX_OK;
+    for (size_t k = 0; st == LX_OK && k < z->nb; k++)
+        if (!z->bstarted[k]) st = zero1_start(z, k);
+    if (st == LX_OK) st = status_start(local, 0, &z->breq[z->nb]);
+    /* the statistics: the reductions in flight during the backward pass, and the bytes whose
+     * reduction completed before it ended */
+    g_comm_bytes += 4.0 * (double)z->total;
+    double first = -1;
+    for (size_t k = 0; k < z->nb; k++) {
+        if (!z->bstarted[k]) continue;
+        if (z->bt0[k] < tb && (first < 0 || z->bt0[k] < first)) first = z->bt0[k];
+        if (z->btdone[k] >= 0 && z->btdone[k] <= tb) g_early_bytes += 4.0 * (double)(z->off[z->bl[k + 1]] - z->off[z->bl[k]]);
     }
-    if (st == LX_OK && g_size > 1) {
+    if (first >= 0) g_overlap += tb - first;
+    /* wait for every started bucket and the status (not started: MPI_REQUEST_NULL) */
+    {
+        lx_status w = wait_all((int)z->nb + 1, z->breq, "zero1 gradient reduce-scatter");
+        if (w != LX_OK) z->stuck = true; /* MPI may still read gin and write mine: kept */
+        else
+            for (size_t i = 0; i < z->n; i++) lx_release(z->gin[i]), z->gin[i] = NULL;
+        if (st == LX_OK) st = w;
+        if (st == LX_OK) st = status_end(local, 0);
+        else if (local != LX_OK) st = status_local(local, keep);
+        if (st != LX_OK) return st;
+    }
+    if (g_size > 1) {
         float inv = 1.0f / (float)g_size;
         for (int64_t k = 0; k < z->owned; k++) z->mine[k] *= inv;
     }
-    /* the optimizer on this rank's shard of params, gradients and state */
-    if (st == LX_OK) st = zero1_shard_tree(z, z->mine, z->lo, NULL, &g_own);
-    if (st == LX_OK) st = zero1_shard_tree(z, NULL, 0, *params, &p_own);
-    if (st == LX_OK) st = optax_step(z->tx, g_own, &p_own, &state);
+    /* the optimizer on this rank's shard: 1-D views of the averaged gradients and of the params
+     * (no copies), the state of the shard */
+    lx_flat sg = {0}, sp = {0};
     for (size_t i = 0; st == LX_OK && i < z->n; i++) {
         int64_t a, b;
         zero1_cut(z, i, g_rank, &a, &b);
         if (a == b) continue;
         const lx_value *v = NULL;
-        st = lx_tree_get_path(p_own, z->paths[i], &v);
+        st = lx_tree_get_path(*params, z->paths[i], &v);
         lx_array *p = st == LX_OK ? leaf_f32(v) : NULL;
-        if (st == LX_OK && (!p || p->size != b - a))
+        if (st == LX_OK && (!p || p->size != z->off[i + 1] - z->off[i]))
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s changed shape or dtype", z->paths[i]);
+        if (st != LX_OK) break;
+        int64_t len = b - a;
+        lx_array *gv = lx_array_wrap(LX_F32, 1, &len, z->mine + (a - z->lo), NULL, NULL);
+        lx_array *pv = gv ? lx_array_wrap(LX_F32, 1, &len, lx_f32(p) + (a - z->off[i]), NULL, NULL) : NULL;
+        if (!gv || !pv) st = lx_last_status();
+        if (st == LX_OK) st = lx_flat_append(&sg, z->paths[i], lx_array_v(gv));
+        if (st == LX_OK) st = lx_flat_append(&sp, z->paths[i], lx_array_v(pv));
+        lx_release(gv);
+        lx_release(pv);
+    }
+    if (st == LX_OK && sg.len == 0) {
+        g_own = lx_tree_new(), p_own = lx_tree_new();
+        if (!g_own || !p_own) st = lx_last_status();
+    } else if (st == LX_OK) {
+        st = lx_tree_unflatten(&sg, &g_own);
+        if (st == LX_OK) st = lx_tree_unflatten(&sp, &p_own);
+    }
+    lx_flat_free(&sg);
+    lx_flat_free(&sp);
+    state = lx_tree_retain(z->state);
+    if (st == LX_OK) st = optax_step(z->tx, g_own, &p_own, &state);
+    /* the new params: fresh arrays, this rank's shard written in, the rest all-gathered */
+    np = calloc(z->n + 1, sizeof *np);
+    if (st == LX_OK && !np) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    for (size_t i = 0; st == LX_OK && i < z->n; i++) {
+        const lx_value *v = NULL;
+        st = lx_tree_get_path(*params, z->paths[i], &v);
+        const lx_array *old = st == LX_OK ? leaf_f32(v) : NULL;
+        if (st == LX_OK && (!old || old->size != z->off[i + 1] - z->off[i]))
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s changed shape or dtype", z->paths[i]);
+        if (st == LX_OK && !(np[i] = lx_array_empty(LX_F32, old->ndim, old->shape))) st = lx_last_status();
+        int64_t a, b;
+        zero1_cut(z, i, g_rank, &a, &b);
+        if (st != LX_OK || a == b) continue;
+        const lx_value *nv = NULL;
+        st = lx_tree_get_path(p_own, z->paths[i], &nv);
+        lx_array *ps = st == LX_OK ? leaf_f32(nv) : NULL;
+        if (st == LX_OK && (!ps || ps->size != b - a))
             st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: the optimizer changed %s's shard", z->paths[i]);
-        if (st == LX_OK) memcpy(z->flat + a, lx_f32(p), (size_t)(b - a) * sizeof(float));
+        if (st == LX_OK) memcpy(lx_f32(np[i]) + (a - z->off[i]), lx_f32(ps), (size_t)(b - a) * sizeof(float));
     }
-    /* every rank's status again (the optimizer may fail on one), then all-gather the params */
-    st = lx_dist_check(st);
-    if (st == LX_OK) {
-        MPI_Request req;
-        int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, z->flat, z->counts, z->displs, MPI_FLOAT,
-                                 MPI_COMM_WORLD, &req);
+    /* all-gather the params, every rank (after a failure here, into scratch), with this rank's
+     * status (the optimizer may fail on one) */
+    local = st;
+    if (local != LX_OK) snprintf(keep, sizeof keep, "%s", lx_last_error());
+    st = LX_OK;
+    size_t started = 0;
+    for (size_t i = 0; st == LX_OK && i < z->n; i++, started++) {
+        size_t N = (size_t)g_size;
+        float *into = local == LX_OK ? lx_f32(np[i]) : z->flat + z->off[i];
+        int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, into, z->lcounts + i * N, z->ldispls + i * N,
+                                 MPI_FLOAT, g_grad_comm, &z->lreq[i]);
         if (rc != MPI_SUCCESS) st = mpi_fail("zero1 parameter all-gather", rc);
-        else st = wait_all(1, &req, "zero1 parameter all-gather");
     }
-    /* the new params: the old tree's structure, new arrays from the gathered vector */
-    lx_flat f = {0}, g = {0};
-    if (st == LX_OK) st = lx_tree_flatten(*params, &f);
-    for (size_t i = 0, j = 0; st == LX_OK && i < f.len; i++) {
-        if (j < z->n && strcmp(f.items[i].path, z->paths[j]) == 0) {
-            const lx_array *old = f.items[i].value.u.array;
-            lx_array *r = lx_array_from_f32(old->ndim, old->shape, z->flat + z->off[j]);
-            if (!r) st = lx_last_status();
-            else st = lx_flat_append(&g, f.items[i].path, lx_array_v(r));
-            lx_release(r);
-            j++;
-        } else
-            st = lx_flat_append(&g, f.items[i].path, f.items[i].value);
+    if (st == LX_OK) st = status_start(local, 1, &z->lreq[started++]);
+    {
+        lx_status w = wait_all((int)started, z->lreq, "zero1 parameter all-gather");
+        if (w != LX_OK) { /* MPI may still write into the new arrays: they are kept */
+            z->stuck = true;
+            free(np), np = NULL;
+        }
+        if (st == LX_OK) st = w;
+        if (st == LX_OK) st = status_end(local, 1);
+        else if (local != LX_OK) st = status_local(local, keep);
     }
-    if (st == LX_OK) st = lx_tree_unflatten(&g, &out);
+    if (st == LX_OK) st = zero1_params_tree(z, *params, np, &out);
     if (st == LX_OK) {
         lx_tree_release(*params);
         *params = out;
@@ -950,8 +1360,8 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         z->state = state;
         state = NULL;
     }
-    lx_flat_free(&f);
-    lx_flat_free(&g);
+    for (size_t i = 0; np && i < z->n; i++) lx_release(np[i]);
+    free(np);
     lx_tree_release(state);
     lx_tree_release(g_own);
     lx_tree_release(p_own);

@@ -77,8 +77,8 @@ lx_status nnx_optimizer_new(nnx_module *model, optax_tx *tx, const nnx_filter *w
     if (!model) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Optimizer: model is required");
     lx_tree *params = NULL, *st = NULL, *wrapped = NULL;
     lx_flat flat = {0};
-    LX_TRY(nnx_state(model, 1, wrt, &params));
-    lx_status s = optax_init(tx, params, &st);
+    lx_status s = nnx_state(model, 1, wrt, &params); /* on failure too, tx is released below */
+    if (s == LX_OK) s = optax_init(tx, params, &st);
     if (s == LX_OK) s = lx_tree_flatten(params, &flat);
     wrap_ctx c = {&flat};
     if (s == LX_OK) s = lx_tree_map(st, wrap_leaf, &c, &wrapped);

@@ -56,6 +56,23 @@ static node *perr(parser *ps, const char *what) {
     return NULL;
 }
 
+/* Running out of memory is LX_ERR_NO_MEMORY (a resource failure, not a malformed expression). */
+static node *poom(parser *ps) {
+    if (!ps->failed) lx_fail(LX_ERR_NO_MEMORY, "optax expression: out of memory");
+    ps->failed = true;
+    return NULL;
+}
+
+/* strndup through the library's allocator (counted by fault injection) */
+static char *dupn(const char *s, size_t n) {
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
 static node *new_node(nkind k) {
     node *n = calloc(1, sizeof *n);
     if (n) n->k = k;
@@ -90,7 +107,10 @@ static bool parse_args(parser *ps, node *call) {
             const char *r = q;
             while (isspace((unsigned char)*r)) r++;
             if (*r == '=' && r[1] != '=') {
-                kw = strndup(ps->p, (size_t)(q - ps->p));
+                if (!(kw = dupn(ps->p, (size_t)(q - ps->p)))) {
+                    poom(ps);
+                    return false;
+                }
                 ps->p = r + 1;
             }
         }
@@ -112,14 +132,14 @@ static bool parse_args(parser *ps, node *call) {
             if (!kn || !kv) {
                 free(kw);
                 node_free(v);
-                perr(ps, "out of memory");
+                poom(ps);
                 return false;
             }
             call->kwn[call->nkw] = kw;
             call->kwv[call->nkw++] = v;
         } else if (!push(&call->args, &call->nargs, v)) {
             node_free(v);
-            perr(ps, "out of memory");
+            poom(ps);
             return false;
         }
         skip(ps);
@@ -149,7 +169,7 @@ static node *parse_value(parser *ps) {
         double v = strtod(c, &end);
         if (end == c) return perr(ps, "expected a number");
         node *n = new_node(N_NUM);
-        if (!n) return perr(ps, "out of memory");
+        if (!n) return poom(ps);
         n->num = v;
         n->is_int = strcspn(c, ".eE") >= (size_t)(end - c);
         ps->p = end;
@@ -159,8 +179,11 @@ static node *parse_value(parser *ps) {
         const char *q = strchr(c + 1, *c);
         if (!q) return perr(ps, "unterminated string");
         node *n = new_node(N_STR);
-        if (!n) return perr(ps, "out of memory");
-        n->s = strndup(c + 1, (size_t)(q - c - 1));
+        if (!n) return poom(ps);
+        if (!(n->s = dupn(c + 1, (size_t)(q - c - 1)))) {
+            node_free(n);
+            return poom(ps);
+        }
         ps->p = q + 1;
         return n;
     }
@@ -168,7 +191,7 @@ static node *parse_value(parser *ps) {
         bool dict = *c == '{';
         char close = *c == '[' ? ']' : *c == '(' ? ')' : '}';
         node *n = new_node(dict ? N_DICT : N_LIST);
-        if (!n) return perr(ps, "out of memory");
+        if (!n) return poom(ps);
         ps->p++;
         skip(ps);
         while (*ps->p != close) {
@@ -176,7 +199,7 @@ static node *parse_value(parser *ps) {
             if (!k || !push(&n->args, &n->nargs, k)) {
                 node_free(k);
                 node_free(n);
-                return perr(ps, "bad list");
+                return k ? poom(ps) : perr(ps, "bad list");
             }
             skip(ps);
             if (dict) {
@@ -189,7 +212,7 @@ static node *parse_value(parser *ps) {
                 if (!v || !push(&n->kwv, &n->nkw, v)) {
                     node_free(v);
                     node_free(n);
-                    return perr(ps, "bad dict");
+                    return v ? poom(ps) : perr(ps, "bad dict");
                 }
                 skip(ps);
             }
@@ -207,8 +230,8 @@ static node *parse_value(parser *ps) {
     if (isalpha((unsigned char)*c) || *c == '_') {
         const char *q = c;
         while (isalnum((unsigned char)*q) || *q == '_' || *q == '.') q++;
-        char *name = strndup(c, (size_t)(q - c));
-        if (!name) return perr(ps, "out of memory");
+        char *name = dupn(c, (size_t)(q - c));
+        if (!name) return poom(ps);
         ps->p = q;
         /* `optax.adam`, `optax.schedules.cosine_decay_schedule`, `jnp.float32`: the last name */
         char *dot = strrchr(name, '.');
@@ -226,7 +249,7 @@ static node *parse_value(parser *ps) {
             if (n) n->s = name;
             else free(name);
         }
-        if (!n) return perr(ps, "out of memory");
+        if (!n) return poom(ps);
         skip(ps);
         while (n->k == N_NAME || n->k == N_CALL) {
             skip(ps);
@@ -234,7 +257,7 @@ static node *parse_value(parser *ps) {
             node *call = new_node(N_CALL);
             if (!call) {
                 node_free(n);
-                return perr(ps, "out of memory");
+                return poom(ps);
             }
             if (n->k == N_NAME) {
                 call->s = n->s;

@@ -42,6 +42,57 @@ static lx_status need_params(const lx_leaves *lv, const char *who) {
 
 static lx_dtype dtype_or(lx_dtype want, const lx_array *like) { return want == OPTAX_DTYPE_DEFAULT ? like->dtype : want; }
 
+/* The arrays of one update of a transform that keeps moments in its state: per field the old
+ * moment (read from the state, a reference taken) and the new one, and the outputs. Begin,
+ * compute nw[k][i] and out[i] for the active leaves, then moments_finish writes the state and
+ * hands the outputs over: the start and the end every such update shares. */
+enum { MOMENTS_MAX = 3 };
+typedef struct moments {
+    int nf;
+    const char *field[MOMENTS_MAX];
+    lx_array **old[MOMENTS_MAX], **nw[MOMENTS_MAX], **out;
+} moments;
+
+/* Allocate the lists and read the fields (shaped: the shapes each field must have, NULL for the
+ * params' shapes). A failure is returned, and the frame must still go to moments_finish. */
+static lx_status moments_begin(moments *m, const lx_leaves *lv, const lx_tree *state, const char *spath, int nf,
+                               const char *const *fields, lx_shape_want *const *shaped) {
+    memset(m, 0, sizeof *m);
+    m->nf = nf;
+    bool ok = (m->out = arr_list(lv)) != NULL;
+    for (int k = 0; k < nf; k++) {
+        m->field[k] = fields[k];
+        ok = (m->old[k] = arr_list(lv)) != NULL && ok;
+        ok = (m->nw[k] = arr_list(lv)) != NULL && ok;
+    }
+    lx_status st = ok ? LX_OK : lx_last_status();
+    for (int k = 0; k < nf && st == LX_OK; k++)
+        st = shaped ? lx_state_get_moment_shaped(state, fields[k], spath, lv, shaped[k], m->old[k])
+                    : lx_state_get_moment(state, fields[k], spath, lv, m->old[k]);
+    /* get_moment's arrays are borrowed: take references before moments_finish releases them. */
+    for (int k = 0; k < nf; k++)
+        for (int i = 0; m->old[k] && i < lv->n; i++) lx_retain(m->old[k][i]);
+    return st;
+}
+
+/* When st is LX_OK: the count (has_count), every new moment into `ns`, and the outputs into `u`.
+ * Then every list is released, whatever st was. */
+static lx_status moments_finish(moments *m, const lx_leaves *lv, lx_status st, lx_array **u, lx_tree *ns,
+                                bool has_count, int32_t count) {
+    if (st == LX_OK && has_count) st = lx_state_put_count(ns, "count", count);
+    for (int k = 0; k < m->nf && st == LX_OK; k++) st = lx_state_put_moment(ns, m->field[k], lv, m->nw[k]);
+    if (st == LX_OK) FOR_ACTIVE(i) {
+        set_u(u, i, m->out[i]);
+        m->out[i] = NULL;
+    }
+    for (int k = 0; k < m->nf; k++) {
+        arr_free(lv, m->old[k]);
+        arr_free(lv, m->nw[k]);
+    }
+    arr_free(lv, m->out);
+    return st;
+}
+
 /* ------------------------------------------------------------------ identity, scale */
 
 static lx_status identity_update(const optax_tx *tx, const lx_leaves *lv, lx_array **u, const lx_tree *state,
@@ -140,16 +191,9 @@ static lx_status adam_update(const optax_tx *tx, const lx_leaves *lv, lx_array *
                              const char *spath, lx_tree *ns) {
     int32_t count;
     LX_TRY(lx_state_get_count(state, "count", spath, &count));
-    lx_array **mu = arr_list(lv), **nu = arr_list(lv), **nmu = arr_list(lv), **nnu = arr_list(lv),
-             **out = arr_list(lv);
-    lx_status st = (mu && nu && nmu && nnu && out) ? LX_OK : lx_last_status();
-    if (st == LX_OK) st = lx_state_get_moment(state, "mu", spath, lv, mu);
-    if (st == LX_OK) st = lx_state_get_moment(state, "nu", spath, lv, nu);
-    /* get_moment's arrays are borrowed: take references before arr_free releases them. */
-    for (int i = 0; mu && nu && i < lv->n; i++) {
-        lx_retain(mu[i]);
-        lx_retain(nu[i]);
-    }
+    moments w;
+    lx_status st = moments_begin(&w, lv, state, spath, 2, (const char *[]){"mu", "nu"}, NULL);
+    lx_array **mu = w.old[0], **nu = w.old[1], **nmu = w.nw[0], **nnu = w.nw[1], **out = w.out;
     const float omb1 = tx->f[0], omb2 = tx->f[1], b1 = tx->f[2], b2 = tx->f[3], eps = tx->f[4], eps_root = tx->f[5];
     int32_t t = lx_safe_increment(count);
     float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
@@ -201,19 +245,7 @@ static lx_status adam_update(const optax_tx *tx, const lx_leaves *lv, lx_array *
             break;
         }
     }
-    if (st == LX_OK) st = lx_state_put_count(ns, "count", t);
-    if (st == LX_OK) st = lx_state_put_moment(ns, "mu", lv, nmu);
-    if (st == LX_OK) st = lx_state_put_moment(ns, "nu", lv, nnu);
-    if (st == LX_OK) FOR_ACTIVE(i) {
-        set_u(u, i, out[i]);
-        out[i] = NULL;
-    }
-    arr_free(lv, mu);
-    arr_free(lv, nu);
-    arr_free(lv, nmu);
-    arr_free(lv, nnu);
-    arr_free(lv, out);
-    return st;
+    return moments_finish(&w, lv, st, u, ns, true, t);
 }
 static const lx_tx_ops ADAM_OPS = {"scale_by_adam", adam_init, adam_update};
 
@@ -254,10 +286,9 @@ static lx_status moment_update(const optax_tx *tx, const lx_leaves *lv, lx_array
     int32_t count = 0;
     if (has_count) LX_TRY(lx_state_get_count(state, "count", spath, &count));
     int32_t t = lx_safe_increment(count);
-    lx_array **old = arr_list(lv), **nm = arr_list(lv), **out = arr_list(lv);
-    lx_status st = (old && nm && out) ? LX_OK : lx_last_status();
-    if (st == LX_OK) st = lx_state_get_moment(state, field, spath, lv, old);
-    for (int i = 0; old && i < lv->n; i++) lx_retain(old[i]);
+    moments w;
+    lx_status st = moments_begin(&w, lv, state, spath, 1, &field, NULL);
+    lx_array **old = w.old[0], **nm = w.nw[0], **out = w.out;
     if (st == LX_OK) FOR_ACTIVE(i) {
         lx_array *m = lx_optax_new_f32(u[i]), *o = lx_optax_new_f32(u[i]);
         nm[i] = m;
@@ -275,16 +306,7 @@ static lx_status moment_update(const optax_tx *tx, const lx_leaves *lv, lx_array
             break;
         }
     }
-    if (st == LX_OK && has_count) st = lx_state_put_count(ns, "count", t);
-    if (st == LX_OK) st = lx_state_put_moment(ns, field, lv, nm);
-    if (st == LX_OK) FOR_ACTIVE(i) {
-        set_u(u, i, out[i]);
-        out[i] = NULL;
-    }
-    arr_free(lv, old);
-    arr_free(lv, nm);
-    arr_free(lv, out);
-    return st;
+    return moments_finish(&w, lv, st, u, ns, has_count, t);
 }
 
 /* scale_by_rms: f = {1-decay, decay, eps}; flag = {eps_in_sqrt, bias_correction} */
@@ -337,14 +359,9 @@ static lx_status stddev_update(const optax_tx *tx, const lx_leaves *lv, lx_array
     int32_t count = 0;
     if (tx->flag[1]) LX_TRY(lx_state_get_count(state, "count", spath, &count));
     int32_t t = lx_safe_increment(count);
-    lx_array **mu = arr_list(lv), **nu = arr_list(lv), **nmu = arr_list(lv), **nnu = arr_list(lv), **out = arr_list(lv);
-    lx_status st = (mu && nu && nmu && nnu && out) ? LX_OK : lx_last_status();
-    if (st == LX_OK) st = lx_state_get_moment(state, "mu", spath, lv, mu);
-    if (st == LX_OK) st = lx_state_get_moment(state, "nu", spath, lv, nu);
-    for (int i = 0; mu && nu && i < lv->n; i++) {
-        lx_retain(mu[i]);
-        lx_retain(nu[i]);
-    }
+    moments w;
+    lx_status st = moments_begin(&w, lv, state, spath, 2, (const char *[]){"mu", "nu"}, NULL);
+    lx_array **mu = w.old[0], **nu = w.old[1], **nmu = w.nw[0], **nnu = w.nw[1], **out = w.out;
     const float omd = tx->f[0], d = tx->f[1], eps = tx->f[2];
     const float bc = 1.0f - powf(d, (float)t);
     if (st == LX_OK) FOR_ACTIVE(i) {
@@ -367,19 +384,7 @@ static lx_status stddev_update(const optax_tx *tx, const lx_leaves *lv, lx_array
             lx_f32(out[i])[j] = sc * g[j];
         }
     }
-    if (st == LX_OK && tx->flag[1]) st = lx_state_put_count(ns, "count", t);
-    if (st == LX_OK) st = lx_state_put_moment(ns, "mu", lv, nmu);
-    if (st == LX_OK) st = lx_state_put_moment(ns, "nu", lv, nnu);
-    if (st == LX_OK) FOR_ACTIVE(i) {
-        set_u(u, i, out[i]);
-        out[i] = NULL;
-    }
-    arr_free(lv, mu);
-    arr_free(lv, nu);
-    arr_free(lv, nmu);
-    arr_free(lv, nnu);
-    arr_free(lv, out);
-    return st;
+    return moments_finish(&w, lv, st, u, ns, tx->flag[1], t);
 }
 static const lx_tx_ops STDDEV_OPS = {"scale_by_stddev", stddev_init, stddev_update};
 
@@ -732,9 +737,26 @@ static int64_t drop_axes(const int64_t *sh, int ndim, int64_t flat, int a, int b
     return r;
 }
 
+/* The row/column sums of one factored leaf, in one buffer that the update's leaves share: it
+ * grows to the largest leaf's need, and is allocated once per update, not once per leaf. */
+typedef struct sums_buf {
+    double *d;
+    size_t cap;
+} sums_buf;
+
+static double *sums_zeroed(sums_buf *b, size_t n) {
+    if (n > b->cap) {
+        double *d = realloc(b->d, n * sizeof *d);
+        if (!d) return NULL;
+        b->d = d, b->cap = n;
+    }
+    memset(b->d, 0, n * sizeof *b->d);
+    return b->d;
+}
+
 static lx_status factored_leaf(const optax_tx *tx, const lx_array *g, const lx_array *p, const lx_array *vr,
-                               const lx_array *vc, const lx_array *vv, float dr, lx_array **out, lx_array **nvr,
-                               lx_array **nvc, lx_array **nv) {
+                               const lx_array *vc, const lx_array *vv, float dr, sums_buf *sb, lx_array **out,
+                               lx_array **nvr, lx_array **nvc, lx_array **nv) {
     float omdr = 1.0f - dr, eps = tx->f[0];
     int d1, d0;
     const float *gd = lx_f32(g);
@@ -757,16 +779,11 @@ static lx_status factored_leaf(const optax_tx *tx, const lx_array *g, const lx_a
     *nvc = lx_array_new(LX_F32, vc->ndim, vc->shape);
     *nv = lx_array_new(LX_F32, 1, (int64_t[]){1});
     if (!*nvr || !*nvc || !*nv) return lx_last_status();
-    double *rs = calloc((size_t)vr->size, sizeof *rs), *cs = calloc((size_t)vc->size, sizeof *cs);
     /* row_col_mean: new_v_row averaged over the (reduced) d1 axis, i.e. indexed by both dropped */
     int64_t nrc = vr->size / p->shape[d1];
-    double *rcs = calloc((size_t)nrc, sizeof *rcs);
-    if (!rs || !cs || !rcs) {
-        free(rs);
-        free(cs);
-        free(rcs);
-        return lx_fail(LX_ERR_NO_MEMORY, "scale_by_factored_rms: out of memory");
-    }
+    double *rs = sums_zeroed(sb, (size_t)vr->size + (size_t)vc->size + (size_t)nrc);
+    if (!rs) return lx_fail(LX_ERR_NO_MEMORY, "scale_by_factored_rms: out of memory");
+    double *cs = rs + vr->size, *rcs = cs + vc->size;
     for (int64_t j = 0; j < g->size; j++) {
         float gs = gd[j] * gd[j] + eps;
         rs[drop_axes(p->shape, p->ndim, j, d0, -1)] += gs;
@@ -791,9 +808,6 @@ static lx_status factored_leaf(const optax_tx *tx, const lx_array *g, const lx_a
         float cf = powf(lx_f32(*nvc)[ci], -0.5f);
         lx_f32(*out)[j] = (gd[j] * rf) * cf;
     }
-    free(rs);
-    free(cs);
-    free(rcs);
     return LX_OK;
 }
 
@@ -802,28 +816,21 @@ static lx_status factored_update(const optax_tx *tx, const lx_leaves *lv, lx_arr
     LX_TRY(need_params(lv, "scale_by_factored_rms"));
     int32_t count;
     LX_TRY(lx_state_get_count(state, "count", spath, &count));
-    lx_shape_want *w = calloc(3 * ((size_t)lv->n + 1), sizeof *w);
-    lx_array **vr = arr_list(lv), **vc = arr_list(lv), **vv = arr_list(lv), **nvr = arr_list(lv),
-             **nvc = arr_list(lv), **nv = arr_list(lv), **out = arr_list(lv);
-    lx_status st = (w && vr && vc && vv && nvr && nvc && nv && out) ? LX_OK
-                                                                     : lx_fail(LX_ERR_NO_MEMORY, "out of memory");
-    if (st == LX_OK) {
-        lx_shape_want *row = w, *col = w + lv->n + 1, *v = w + 2 * (lv->n + 1);
-        factored_wants(tx, lv, row, col, v);
-        st = lx_state_get_moment_shaped(state, "v_row", spath, lv, row, vr);
-        if (st == LX_OK) st = lx_state_get_moment_shaped(state, "v_col", spath, lv, col, vc);
-        if (st == LX_OK) st = lx_state_get_moment_shaped(state, "v", spath, lv, v, vv);
-    }
-    for (int i = 0; vr && vc && vv && i < lv->n; i++) {
-        lx_retain(vr[i]);
-        lx_retain(vc[i]);
-        lx_retain(vv[i]);
-    }
+    lx_shape_want *want = calloc(3 * ((size_t)lv->n + 1), sizeof *want);
+    if (!want) return lx_fail(LX_ERR_NO_MEMORY, "scale_by_factored_rms: out of memory");
+    lx_shape_want *shaped[3] = {want, want + lv->n + 1, want + 2 * (lv->n + 1)};
+    factored_wants(tx, lv, shaped[0], shaped[1], shaped[2]);
+    moments w;
+    lx_status st = moments_begin(&w, lv, state, spath, 3, (const char *[]){"v_row", "v_col", "v"}, shaped);
+    free(want);
+    lx_array **vr = w.old[0], **vc = w.old[1], **vv = w.old[2], **nvr = w.nw[0], **nvc = w.nw[1], **nv = w.nw[2],
+             **out = w.out;
+    sums_buf sb = {NULL, 0};
     /* decay_rate_t = 1 - (step - offset + 1) ** -decay_rate, at the pre-increment count */
     float t = (float)(int32_t)(count - (int32_t)tx->i[0] + 1);
     float dr = 1.0f - powf(t, (float)(-tx->p[0]));
     if (st == LX_OK) FOR_ACTIVE(i) {
-        st = factored_leaf(tx, u[i], lv->params[i], vr[i], vc[i], vv[i], dr, &out[i], &nvr[i], &nvc[i], &nv[i]);
+        st = factored_leaf(tx, u[i], lv->params[i], vr[i], vc[i], vv[i], dr, &sb, &out[i], &nvr[i], &nvc[i], &nv[i]);
         if (st != LX_OK) break;
         lx_array **fields[3] = {&nvr[i], &nvc[i], &nv[i]};
         for (int k = 0; k < 3 && st == LX_OK; k++) {
@@ -834,23 +841,8 @@ static lx_status factored_update(const optax_tx *tx, const lx_leaves *lv, lx_arr
         }
         if (st != LX_OK) break;
     }
-    if (st == LX_OK) st = lx_state_put_count(ns, "count", lx_safe_increment(count));
-    if (st == LX_OK) st = lx_state_put_moment(ns, "v_row", lv, nvr);
-    if (st == LX_OK) st = lx_state_put_moment(ns, "v_col", lv, nvc);
-    if (st == LX_OK) st = lx_state_put_moment(ns, "v", lv, nv);
-    if (st == LX_OK) FOR_ACTIVE(i) {
-        set_u(u, i, out[i]);
-        out[i] = NULL;
-    }
-    free(w);
-    arr_free(lv, vr);
-    arr_free(lv, vc);
-    arr_free(lv, vv);
-    arr_free(lv, nvr);
-    arr_free(lv, nvc);
-    arr_free(lv, nv);
-    arr_free(lv, out);
-    return st;
+    free(sb.d);
+    return moments_finish(&w, lv, st, u, ns, true, lx_safe_increment(count));
 }
 static const lx_tx_ops FACTORED_OPS = {"scale_by_factored_rms", factored_init, factored_update};
 
