@@ -3,14 +3,23 @@
  * The int8 time is the packed kernel (C int32 = A int8 . B int8, the weights quantized and packed
  * once, as a PTQ session does on its first call); the f32 time is lx_matmul.
  *   llama_decode_int8 vs_f32 <PTQ decode time per token / float32>   (want <= 0.5)
- * The PTQ model (llama_model_quantize) in one session begun before the timed runs. */
+ * The PTQ model (llama_model_quantize) in one session begun before the timed runs.
+ *   llama_ptq heldout_loss_rel_diff <|PTQ - f32| / f32>   (want < 0.02)
+ *   llama_ptq layer <path>:<op> rel_err <||y_int8 - y|| / ||y||>
+ * The showcase decoder trained for a short deterministic run on the showcase data (make demo's:
+ * /usr/share/common-licenses, the tail of GPL-3 held out), then PTQ; the per-layer errors are each
+ * layer's own (lx_qt_compare_begin: every layer fed the float model's values). */
 #include <math.h>
 #include <stdio.h>
 
 #include "common.h"
+#include "linnx/linen.h"
+#include "linnx/linen_layers.h"
 #include "linnx/linnx.h"
 #include "linnx/llama.h"
 #include "linnx/llama_quant.h"
+#include "linnx/llama_train.h"
+#include "linnx/lm_data.h"
 #include "linnx/quant.h"
 
 typedef struct {
@@ -49,6 +58,139 @@ static void run_i8(void *p) {
 static void run_i8_packed(void *p) {
     ctx_t *c = p;
     (void)lx_i8_gemm_packed(LX_I8_AUTO, c->n, c->qa, c->pk, c->c);
+}
+
+/* Held-out loss: the mean over `nb` batches of `batch` windows of len bytes. */
+static double heldout(llama_model *m, const lm_data *d, int64_t batch, int64_t len, int nb) {
+    double tot = 0;
+    for (int b = 0; b < nb; b++) {
+        size_t mark = lx_pool_open();
+        lx_array *l = llama_model_loss(m, lm_window_batch(d->heldout, d->nheldout, b * batch, batch, len));
+        tot += l ? lx_f32(l)[0] : NAN;
+        lx_pool_close(mark);
+    }
+    return tot / nb;
+}
+
+/* The accuracy lines: train, PTQ, held-out loss and per-layer output error. */
+static int ptq_accuracy(void) {
+    const char *gpl = "/usr/share/common-licenses/GPL-3", *dir = "/usr/share/common-licenses";
+    lm_data d;
+    if (lm_data_load(1, &dir, gpl, 0.1, &d) != LX_OK) {
+        printf("# llama_ptq: no showcase data (%s)\n", lx_last_error());
+        lx_clear_error();
+        return 0;
+    }
+    llama_config cfg = llama_config_tiny(); /* the showcase decoder (make demo's config) */
+    cfg.max_target_length = 64;
+    const int64_t len = cfg.max_target_length + 1, batch = 8;
+    const int steps = 200;
+    llama_model *m = NULL;
+    llama_trainer *t = NULL;
+    llama_train_opts o = LLAMA_TRAIN_DEFAULTS;
+    o.steps = steps;
+    if (llama_model_new(&cfg, LLAMA_LINEN_TOP, 0, &m) != LX_OK || llama_trainer_new(m, &o, &t) != LX_OK) return 1;
+    lx_key key = lx_key_from_seed(0);
+    float loss = 0;
+    for (int i = 0; i < steps; i++) {
+        size_t mark = lx_pool_open();
+        lx_status st = llama_trainer_step(t, lm_random_batch(d.train, d.ntrain, lx_key_fold_in(key, (uint32_t)i), batch, len), &loss);
+        lx_pool_close(mark);
+        if (st != LX_OK) return 1;
+    }
+    llama_trainer_free(t);
+    const int nb = (int)(lm_window_count(d.nheldout, len) / batch); /* every whole batch of the held-out text */
+    double hf = heldout(m, &d, batch, len, nb);
+    lx_qt_rule rules[] = {
+        {.module_path = "decoder/layers_[0-9]+/(mlp|self_attention)/.*", .weight_qtype = "int8", .act_qtype = "int8"},
+        {.module_path = "decoder/logits_dense", .weight_qtype = "int8", .act_qtype = "int8"},
+    };
+    lx_qt_rules *rs = NULL;
+    lx_qt_session *s = NULL;
+    if (lx_qt_rules_compile(rules, 2, &rs) != LX_OK || lx_qt_compare_begin(rs, &s) != LX_OK) return 1;
+    for (int b = 0; b < nb; b++) {
+        size_t mark = lx_pool_open();
+        (void)llama_model_loss(m, lm_window_batch(d.heldout, d.nheldout, b * batch, batch, len));
+        lx_pool_close(mark);
+    }
+    const lx_qt_layer_error *le = NULL;
+    int nl = lx_qt_session_layers(s, &le);
+    for (int i = 0; i < nl; i++) printf("llama_ptq layer %s:%s rel_err %.5f\n", le[i].path, le[i].op, le[i].rel_err);
+    lx_qt_end(s);
+    lx_array *sample = lx_retain(lm_window_batch(d.train, d.ntrain, 0, 2, cfg.max_target_length));
+    if (llama_model_quantize(m, rs, sample, NULL) != LX_OK || llama_model_ptq_begin(m, rs, &s) != LX_OK) return 1;
+    double hq = heldout(m, &d, batch, len, nb);
+    lx_qt_end(s);
+    lx_release(sample);
+    printf("# showcase decoder (emb %lld, mlp %lld, %lld layers, seq %lld) trained %d steps (batch %lld, last train "
+           "loss %.4f) on %lld bytes; held-out %lld windows of GPL-3's tail\n",
+           (long long)cfg.emb_dim, (long long)cfg.mlp_dim, (long long)cfg.num_decoder_layers,
+           (long long)cfg.max_target_length, steps, (long long)batch, loss, (long long)d.ntrain,
+           (long long)(nb * batch));
+    printf("llama_ptq heldout_loss_f32 %.5f\n", hf);
+    printf("llama_ptq heldout_loss_int8 %.5f\n", hq);
+    printf("llama_ptq heldout_loss_rel_diff %.5f\n", fabs(hq - hf) / hf);
+    lx_qt_rules_free(rs);
+    llama_model_free(m);
+    lm_data_free(&d);
+    return 0;
+}
+
+/* A conv PTQ call (no int8 conv kernel: the stored weight dequantized, then the float conv) against
+ * the float conv: once per session (kept) and, as before the cache, once per call. */
+typedef struct {
+    const linen_module *m;
+    const lx_tree *vars;
+    lx_array *x;
+    const lx_qt_rules *rs;
+} conv_t;
+
+static void run_conv(void *p) {
+    conv_t *c = p;
+    size_t mark = lx_pool_open();
+    lx_call call = LX_ARGS(c->x);
+    lx_value y;
+    if (linen_apply(c->m, c->vars, &call, LINEN_NO_RNGS, NULL, &y, NULL) == LX_OK) lx_value_free(&y);
+    lx_pool_close(mark);
+}
+
+static void run_conv_session(void *p) { /* a session per call: the weight dequantized every call */
+    conv_t *c = p;
+    lx_qt_session *s = NULL;
+    if (lx_qt_begin_ptq(c->rs, c->vars, &s) != LX_OK) return;
+    run_conv(p);
+    lx_qt_end(s);
+}
+
+static int conv_ptq(void) {
+    linen_module *conv = NULL;
+    lx_call cc = LX_CALL_ARGS(lx_int_v(128), lx_ints_v(2, (int64_t[]){3, 3}));
+    if (linen_module_new(&linen_Conv, &cc, &conv) != LX_OK) return 1;
+    lx_array *x = lx_array_full_f32(4, (int64_t[]){1, 8, 8, 128}, 0.5f);
+    for (int64_t i = 0; i < x->size; i++) lx_f32(x)[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    lx_call c = LX_ARGS(x);
+    lx_tree *vars = NULL, *q = NULL;
+    lx_qt_rule rules[] = {{.module_path = ".*", .op_names = "conv_general", .weight_qtype = "int8"}};
+    lx_qt_rules *rs = NULL;
+    if (linen_init(conv, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &vars) != LX_OK ||
+        lx_qt_rules_compile(rules, 1, &rs) != LX_OK || lx_qt_quantize_linen(rs, conv, vars, &c, &q) != LX_OK)
+        return 1;
+    conv_t f = {conv, vars, x, rs}, p = {conv, q, x, rs};
+    double tf = bench_median(run_conv, &f, 2, 9, 5);
+    lx_qt_session *s = NULL;
+    if (lx_qt_begin_ptq(rs, q, &s) != LX_OK) return 1;
+    double tq = bench_median(run_conv, &p, 2, 9, 5);
+    lx_qt_end(s);
+    double tn = bench_median(run_conv_session, &p, 2, 9, 5);
+    printf("# conv 3x3 128->128 on 1x8x8 (weight-only int8 PTQ): f32 %.3g s, PTQ %.3g s (dequantized once per "
+           "session), %.3g s (a session per call: dequantized every call)\n", tf, tq, tn);
+    printf("conv_ptq_call vs_f32 %.3f\n", tq / tf);
+    printf("conv_ptq_call_dequant_each vs_f32 %.3f\n", tn / tf);
+    lx_tree_release(vars), lx_tree_release(q);
+    lx_release(x);
+    lx_qt_rules_free(rs);
+    linen_module_release(conv);
+    return 0;
 }
 
 int main(void) {
@@ -154,5 +296,14 @@ int main(void) {
     lx_release(c.a);
     lx_release(c.b);
     free(c.qa), free(c.qb), free(c.c);
+    if (conv_ptq() != 0) {
+        fprintf(stderr, "bench quant: %s\n", lx_last_error());
+        return 1;
+    }
+    if (ptq_accuracy() != 0) {
+        fprintf(stderr, "bench quant: %s\n", lx_last_error());
+        return 1;
+    }
+    lx_pool_drain();
     return 0;
 }

@@ -179,6 +179,26 @@ static void test_linen_ptq_and_checkpoint(void) {
     lx_tree_release(qt);
     lx_qt_rules_free(rt);
 
+    /* per tile with int8 activations: the int8 kernel per tile (3 tiles of 3, 3, 2 rows), each
+     * tile's int32 product rescaled by s_a * s_w[tile, n]; equal to the fake-quantized model up to
+     * float summation order, for 2 rows and for 1 */
+    lx_qt_rule tiled8[] = {{.module_path = "Dense_1", .weight_qtype = "int8", .act_qtype = "int8", .tile_size = 3}};
+    rt = compile(tiled8, 1);
+    CHECK_EQ_INT(lx_qt_quantize_linen(rt, m, vars, &c, &qt), LX_OK);
+    lx_array *x1 = lx_autorelease(lx_array_from_f32(2, (int64_t[]){1, 4}, xdat + 4));
+    for (int rows = 2; rows >= 1; rows--) {
+        lx_array *xi = rows == 2 ? x : x1;
+        CHECK_EQ_INT(lx_qt_begin(rt, LX_QT_FAKE, &sf), LX_OK);
+        y_fake = apply(m, vars, xi);
+        lx_qt_end(sf);
+        lx_array *y8 = apply_ptq(rt, m, qt, xi, &n8);
+        CHECK_EQ_INT(n8, 1);
+        for (int i = 0; y8 && y_fake && i < 3 * rows; i++)
+            CHECK_NEAR(lx_f32(y8)[i], lx_f32(y_fake)[i], 1e-5 * (1 + fabs(lx_f32(y_fake)[i])));
+    }
+    lx_tree_release(qt);
+    lx_qt_rules_free(rt);
+
     lx_tree_release(q);
     lx_tree_release(vars);
     lx_qt_rules_free(rs);

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "lx_test.h"
+#include "linnx/fault.h"
 #include "linnx/llama.h"
 #include "linnx/quant.h"
 
@@ -155,8 +156,80 @@ static void test_showcase_mlp(void) {
     lx_qt_rules_free(rs);
 }
 
+/* A substituter that cannot quantize fails the op (review finding, issue 13): never the float op
+ * computed in its place. Every allocation of the quantized forward is failed in turn (FAKE and
+ * INT8 sessions): each run either fails with a status or gives exactly the quantized result. */
+static void test_failure_propagates(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(3, &r), LX_OK);
+    nnx_linear *l = NULL;
+    CHECK_EQ_INT(nnx_linear_new(64, 2, r, &l), LX_OK);
+    lx_array *x = lx_array_new(LX_F32, 2, (int64_t[]){1, 64});
+    for (int k = 0; k < 64; k++) lx_f32(x)[k] = 0.37f * (float)((k * 29) % 17) - 2.9f;
+    lx_qt_rule rules[] = {{.module_path = ".*", .weight_qtype = "int8", .act_qtype = "int8"}};
+    lx_qt_rules *rs = NULL;
+    CHECK_EQ_INT(lx_qt_rules_compile(rules, 1, &rs), LX_OK);
+    lx_array *yf = lx_retain(nnx_call_array((nnx_module *)l, x));
+    for (int mode = LX_QT_FAKE; mode <= LX_QT_INT8; mode++) {
+        lx_qt_session *s = NULL;
+        CHECK_EQ_INT(lx_qt_begin(rs, (lx_qt_mode)mode, &s), LX_OK);
+        lx_array *yq = lx_retain(nnx_call_array((nnx_module *)l, x));
+        lx_qt_end(s);
+        CHECK(yq && !lx_array_equal(yq, yf)); /* quantization changes this output */
+
+        /* an array limit the op's own (1, 2) result fits but the quantized operands do not */
+        lx_set_max_array_bytes(100);
+        CHECK_EQ_INT(lx_qt_begin(rs, (lx_qt_mode)mode, &s), LX_OK);
+        size_t mark = lx_pool_open();
+        lx_array *y = nnx_call_array((nnx_module *)l, x);
+        CHECK(y == NULL);
+        CHECK_EQ_INT(lx_last_status(), LX_ERR_NO_MEMORY);
+        lx_pool_close(mark);
+        lx_qt_end(s);
+        lx_set_max_array_bytes(0);
+        lx_clear_error();
+
+        if (!lx_fault_available()) {
+            lx_release(yq);
+            continue;
+        }
+        int failed = 0, ok = 0;
+        for (int64_t n = 1; n < 400; n++) {
+            lx_fault_set(n, false);
+            lx_qt_session *fs = NULL;
+            lx_status st = lx_qt_begin(rs, (lx_qt_mode)mode, &fs);
+            lx_array *y2 = NULL;
+            mark = lx_pool_open();
+            if (st == LX_OK) {
+                y2 = nnx_call_array((nnx_module *)l, x);
+                if (y2) {
+                    LX_TEST_REPORT_(lx_array_equal(y2, yq), "mode %d: allocation %lld failed, the op gave another "
+                                                            "result than the quantized one", mode, (long long)n);
+                    ok++;
+                } else {
+                    CHECK(lx_last_status() != LX_OK);
+                    failed++;
+                }
+                lx_qt_end(fs);
+            }
+            lx_pool_close(mark);
+            bool fired = lx_fault_fired();
+            lx_fault_set(-1, false);
+            lx_clear_error();
+            if (!fired) break; /* past the last allocation */
+        }
+        CHECK(failed > 0 && ok > 0);
+        lx_release(yq);
+    }
+    lx_release(yf), lx_release(x);
+    lx_qt_rules_free(rs);
+    nnx_module_release((nnx_module *)l);
+    nnx_rngs_release(r);
+}
+
 int main(void) {
     RUN(test_fake_and_int8_linear);
     RUN(test_showcase_mlp);
+    RUN(test_failure_propagates);
     return lx_test_finish();
 }

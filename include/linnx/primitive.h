@@ -240,7 +240,9 @@ void lx_prim_emit(const lx_prim_event *ev);
  * q.k^T, the einsum quantization rules match). It may replace inputs in place (inputs[i] = another array of
  * the same shape and dtype, pool-owned or borrowed for the call) and/or return a result
  * (pool-owned, the op's shape and dtype: bind checks it, LX_ERR_SHAPE otherwise), which bind
- * returns without computing or recording the primitive; NULL lets the op compute. Ops a
+ * returns without computing or recording the primitive; NULL lets the op compute. A substituter
+ * that fails records it (lx_fail) and returns NULL: the op then fails with that message instead
+ * of computing unsubstituted (a failure it handled itself, lx_clear_error, does not count). Ops a
  * substituter runs do not re-enter substituters. Per thread, like observers. */
 typedef lx_array *(*lx_prim_substitute_fn)(lx_prim_id id, const void *params, int nin, lx_array **inputs,
                                            void *user);

@@ -30,6 +30,7 @@
 #include "linnx/status.h"
 #include "linnx/tree.h"
 #include "linnx/value.h"
+#include "linnx/variable.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -141,6 +142,24 @@ int64_t lx_qt_session_quantized(const lx_qt_session *s);
 int64_t lx_qt_session_int8(const lx_qt_session *s);
 void lx_qt_end(lx_qt_session *s);
 
+/* ---- per-layer output error ----
+ * lx_qt_compare_begin: a session that runs the model in float32 (every op gets and passes on
+ * float values, so each layer's error is its own, not what the layers before it added) and, for
+ * every op the rules quantize, also computes the quantized result as LX_QT_INT8 would (the int8
+ * GEMM for a Dense-like op, else the quantize-dequantize operands: the PTQ session's values for
+ * the same rules) and accumulates ||y_q - y||^2 and ||y||^2 over the calls. */
+lx_status lx_qt_compare_begin(const lx_qt_rules *rules, lx_qt_session **out);
+typedef struct lx_qt_layer_error {
+    const char *path;   /* "decoder/layers_0/mlp/wi_0" */
+    const char *op;     /* counted: "dot_general0" */
+    int64_t calls;
+    double err_sq, ref_sq;
+    double rel_err;     /* sqrt(err_sq / ref_sq) (sqrt(err_sq) when the reference is all zeros) */
+} lx_qt_layer_error;
+/* The ops measured so far, in order of first call; *out is borrowed from the session (valid until
+ * the next call or lx_qt_end). Returns the count (0 for any other kind of session). */
+int lx_qt_session_layers(lx_qt_session *s, const lx_qt_layer_error **out);
+
 /* ---- calibration (static activation scales, Qwix's SRQ) ----
  * lx_qt_calibrate_begin: a session that runs the model in float32 and, for every op a rule with
  * act_static_scale (and act_qtype) selects, adds the activation operand's max |x| to the
@@ -150,6 +169,39 @@ void lx_qt_end(lx_qt_session *s);
  * SimpleMovingAverage: the calibrated absmax is sum_of_absmax / count. For a Linen model put the
  * tree in the variables as the `quant_stats` collection; lx_qt_quantize_linen reads it there. */
 lx_status lx_qt_calibrate_begin(const lx_qt_rules *rules, lx_tree *stats, lx_qt_session **out);
+
+/* ---- QAT with static activation scales (Qwix's QT with act_static_scale) ----
+ * lx_qt_begin_qat: an LX_QT_FAKE session that keeps the statistics of every op a rule with
+ * act_static_scale selects in `stats` (borrowed, changed in place; the calibration layout above:
+ * for Linen the quant_stats collection). With `update` (training), each call first adds its
+ * activation's max |x| to the moving statistic, then quantizes with the scale the statistic gives,
+ * (sum_of_absmax / count) / 127 (Qwix: the SimpleMovingAverage updated when quant_stats is
+ * mutable, then its calibration); without (evaluation), the statistics are read only. An op with no
+ * statistics yet (count 0) uses its own max, as Qwix falls back to the call's calibration.
+ * lx_qt_quantize_* with the same statistics stores the scale the QAT model ended with as
+ * `<op>_lhs_scale`, so the PTQ model computes what the fake-quantized model does with update off. */
+lx_status lx_qt_begin_qat(const lx_qt_rules *rules, lx_tree *stats, bool update, lx_qt_session **out);
+
+/* ---- statistics as NNX Variables ----
+ * In an NNX model the statistics are Variables of type QuantStat (Qwix's flax_util.QuantStat,
+ * registered under the collection name "quant_stats" on first store), at
+ * <module path>/<op><n>_lhs/{count, sum_of_absmax}: nnx_state(m, NNX_OF_TYPE(&lx_QuantStat))
+ * filters them, and they split, merge and checkpoint with the rest of the state. */
+typedef struct nnx_module nnx_module;
+extern const lx_vartype lx_QuantStat;
+/* The module's QuantStat Variables as a plain tree of arrays (shared with the Variables; empty
+ * when there are none). */
+lx_status lx_qt_stats_nnx(nnx_module *m, lx_tree **out);
+/* Store a statistics tree into the module: existing QuantStat Variables take the new values, new
+ * paths become QuantStat Variables (dynamic attributes of the op's module). All or nothing. */
+lx_status lx_qt_stats_store_nnx(nnx_module *m, const lx_tree *stats);
+/* Calibration / QAT sessions over the module's own statistics: call the module (its paths are
+ * relative to it), then lx_qt_finish, which stores the statistics back as QuantStat Variables. */
+lx_status lx_qt_calibrate_begin_nnx(const lx_qt_rules *rules, nnx_module *m, lx_qt_session **out);
+lx_status lx_qt_begin_qat_nnx(const lx_qt_rules *rules, nnx_module *m, bool update, lx_qt_session **out);
+/* End a session; for the two above, store its statistics into the module first (the store's
+ * status is returned; the session is freed either way). Any other session: lx_qt_end. */
+lx_status lx_qt_finish(lx_qt_session *s);
 
 /* ---- PTQ: int8 weights stored in the variables ----
  * quantize(model, rules): the model runs once on a sample call; every Param that a matched op
@@ -169,7 +221,9 @@ lx_status lx_qt_calibrate_begin(const lx_qt_rules *rules, lx_tree *stats, lx_qt_
  *
  * Running the quantized model: lx_qt_begin_ptq(rules, tree, &s), then apply as usual with that
  * tree. The int8 weights are used as stored: a Dense-like op with act_qtype runs the int8 GEMM on
- * them (packed once per session, never re-quantized), other ops dequantize them for the call.
+ * them (packed once per session, never re-quantized; per-tile weights one packed slice per tile,
+ * each tile's product rescaled by its scale), other ops compute in float on them dequantized once
+ * per session.
  * Without such a session an int8 weight fails the op (a float32 op given int8). */
 typedef lx_status (*lx_qt_run_fn)(const lx_tree *variables, void *user);
 /* The general form: `run` runs the model on `variables` (which must be the arrays the model
@@ -185,17 +239,17 @@ int64_t lx_qt_session_weights(const lx_qt_session *s);
  * Borrowed, valid until the next quantize. */
 const char *lx_qt_warnings(void);
 
-typedef struct linen_module linen_module;
-typedef struct nnx_module nnx_module;
 /* Linen: run m.apply(variables, call) once and return the quantized variables (a new tree; the
  * `quant_stats` collection, when present, is read for the static scales and left out). Works for
  * any Linen module, also one holding NNX layers through to_linen / to_linen_class: their state
  * is in the same tree. */
+typedef struct linen_module linen_module;
 lx_status lx_qt_quantize_linen(const lx_qt_rules *rules, const linen_module *m, const lx_tree *variables,
                                const lx_call *call, lx_tree **out);
 /* NNX, in place: run m(call) once, then nnx_update the module with the quantized state (each
  * quantized Param takes its int8 value, `<name>_scale` Params are added as attributes). Also a
- * ToNNX-wrapped Linen module. `stats` (may be NULL): calibration statistics. All or nothing. */
+ * ToNNX-wrapped Linen module. `stats` (may be NULL: the module's own QuantStat Variables, if
+ * any): calibration statistics. All or nothing. */
 lx_status lx_qt_quantize_nnx(const lx_qt_rules *rules, nnx_module *m, const lx_call *call, const lx_tree *stats);
 /* lx_qt_begin_ptq over nnx_state(m). */
 lx_status lx_qt_begin_ptq_nnx(const lx_qt_rules *rules, nnx_module *m, lx_qt_session **out);

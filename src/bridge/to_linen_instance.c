@@ -376,6 +376,7 @@ lx_status tl_inst_bind_slow(linen_scope *s, const tl_config *cfg, tl_state *stat
         for (size_t u = 0; msg && u < nunk; u++) {
             if (state && warned_before(state, unk[u].path)) continue;
             if (ptq_companion(in, unk[u].path)) continue; /* expected: a PTQ scale (quant.h) */
+            if (strcmp(unk[u].col, "quant_stats") == 0) continue; /* expected: quantization statistics */
             off += (size_t)snprintf(msg + off, len - off, "\n  - %s", unk[u].path);
             if (state) note_warned(state, unk[u].path);
             nnew++;

@@ -72,11 +72,17 @@ void lx_prim_substitute_remove(int handle) {
 /* Internal (op_internal.h): run the substituters before a contraction computes. */
 static _Thread_local int substituting;
 
-lx_array *lx_prim_substitute_run(lx_prim_id id, const void *params, int nin, lx_array **inputs) {
+lx_array *lx_prim_substitute_run(lx_prim_id id, const void *params, int nin, lx_array **inputs, bool *failed) {
+    *failed = false;
     if (nsubstituters == 0 || substituting) return NULL;
     substituting = 1;
     lx_array *r = NULL;
-    for (int i = 0; i < nsubstituters && !r; i++) r = substituters[i].fn(id, params, nin, inputs, substituters[i].user);
+    for (int i = 0; i < nsubstituters && !r && !*failed; i++) {
+        uint64_t gen = lx_error_generation();
+        r = substituters[i].fn(id, params, nin, inputs, substituters[i].user);
+        /* NULL after recording a failure it left pending: the substituter failed */
+        *failed = !r && lx_error_generation() != gen && lx_error_pending();
+    }
     substituting = 0;
     return r;
 }

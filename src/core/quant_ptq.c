@@ -231,13 +231,62 @@ static lx_status run_nnx(const lx_tree *variables, void *user) {
     return st;
 }
 
+const lx_vartype lx_QuantStat = {"QuantStat", &lx_Variable};
+
+static lx_status stat_plain(const char *path, const lx_value *leaf, void *user, lx_value *out) {
+    (void)path, (void)user;
+    lx_array *a = lx_value_leaf_array(leaf);
+    if (!a) return lx_fail(LX_ERR_TYPE, "quant_stats: '%s' is not an array", path);
+    *out = lx_array_v(lx_retain(a));
+    return LX_OK;
+}
+
+static lx_status stat_var(const char *path, const lx_value *leaf, void *user, lx_value *out) {
+    (void)user;
+    lx_array *a = lx_value_leaf_array(leaf);
+    if (!a) return lx_fail(LX_ERR_TYPE, "quant_stats: '%s' is not an array", path);
+    lx_variable *v = NULL;
+    LX_TRY(lx_variable_new(&lx_QuantStat, a, &v));
+    *out = lx_var_v(v);
+    return LX_OK;
+}
+
+lx_status lx_qt_stats_nnx(nnx_module *m, lx_tree **out) {
+    if (!m || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_stats_nnx: NULL argument");
+    nnx_filter f = NNX_OF_TYPE(&lx_QuantStat);
+    lx_tree *st = NULL;
+    LX_TRY(nnx_state(m, 1, &f, &st));
+    lx_status s = lx_tree_map(st, stat_plain, NULL, out);
+    lx_tree_release(st);
+    return s;
+}
+
+lx_status lx_qt_stats_store_nnx(nnx_module *m, const lx_tree *stats) {
+    if (!m || !stats) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_stats_store_nnx: NULL argument");
+    const char *name = NULL;
+    if (lx_variable_name_from_type(&lx_QuantStat, false, &name) != LX_OK) { /* Qwix registers it too */
+        lx_clear_error();
+        LX_TRY(lx_variable_register_name("quant_stats", &lx_QuantStat, true));
+    }
+    lx_tree *vars = NULL;
+    LX_TRY(lx_tree_map(stats, stat_var, NULL, &vars));
+    lx_status st = nnx_update(m, 1, &vars); /* checks every path first: all or nothing */
+    lx_tree_release(vars);
+    return st;
+}
+
 lx_status lx_qt_quantize_nnx(const lx_qt_rules *rules, nnx_module *m, const lx_call *call, const lx_tree *stats) {
     if (!m || !call) return lx_fail(LX_ERR_INVALID_ARGUMENT, "quantize_nnx: NULL argument");
-    lx_tree *state = NULL, *q = NULL;
-    LX_TRY(nnx_state(m, 0, NULL, &state));
+    lx_tree *state = NULL, *q = NULL, *own = NULL;
+    if (!stats) { /* the module's own QuantStat Variables */
+        LX_TRY(lx_qt_stats_nnx(m, &own));
+        stats = own;
+    }
+    lx_status st = nnx_state(m, 0, NULL, &state);
     nnx_run r = {m, call};
-    lx_status st = lx_qt_quantize_tree(rules, state, run_nnx, &r, stats, &q);
+    if (st == LX_OK) st = lx_qt_quantize_tree(rules, state, run_nnx, &r, stats, &q);
     lx_tree_release(state);
+    lx_tree_release(own);
     if (st != LX_OK) return st;
     st = nnx_update(m, 1, &q); /* checks every path first: all or nothing */
     lx_tree_release(q);

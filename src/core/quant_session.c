@@ -10,29 +10,43 @@
 #include "linnx/box.h"
 #include "linnx/intercept.h"
 #include "linnx/nn.h"
+#include "linnx/nnx.h"
 #include "linnx/ops.h"
 #include "linnx/primitive.h"
 #include "linnx/quant.h"
 #include "linnx/variable.h"
 #include "quant_internal.h"
 
-enum { MODE_PLAN = 100 };
+enum { MODE_PLAN = 100, MODE_COMPARE = 101 };
 
 typedef struct {
     lx_array *key;     /* the weight as the op sees it (float or int8), retained */
-    lx_i8_packed *pk;  /* (K, N) packed */
-    float *sw;         /* (N) */
+    lx_i8_packed **pk; /* one per tile of the contraction ((K, N) packed when ntiles is 1) */
+    int ntiles;
+    int64_t cover;     /* contraction rows per tile (K when ntiles is 1) */
+    float *sw;         /* (ntiles, N) */
 } wcache;
+
+typedef struct {
+    char *path;          /* full tree path of a static activation scale */
+    char *dir;           /* its parent map ("params/Dense_0") */
+    char *op;            /* the counted op ("dot_general0") */
+    int side;            /* 0 lhs, 1 rhs */
+    float scale;
+} sentry;
 
 typedef struct {
     lx_array *q, *scale; /* retained */
     char *dir;           /* the tree path of q's parent map ("params/Dense_0") */
+    lx_array *deq;       /* q * scale, made on first use by an op without an int8 kernel; retained */
+    int st0, nst;        /* its static activation scales: s->st[st0 .. st0 + nst) share its dir */
 } qentry;
 
 typedef struct {
-    char *path;          /* full tree path of a static activation scale */
-    float scale;
-} sentry;
+    char *path, *op;     /* module path, counted op */
+    int64_t calls;
+    double err_sq, ref_sq;
+} lerr;
 
 struct lx_qt_session {
     const lx_qt_rules *rules;
@@ -45,9 +59,17 @@ struct lx_qt_session {
     int nq, capq;
     sentry *st;
     int nst, capst;
-    lx_tree *stats;      /* calibration: borrowed */
+    lx_tree *stats;      /* calibration and QAT with static scales: borrowed (owned with `nnx`) */
+    nnx_module *nnx;     /* the module whose QuantStat Variables `stats` came from (retained) */
+    bool update;         /* QAT: add each call's absmax to the statistics before using them */
     lx_qt_plan *plan;    /* plan: borrowed */
     int64_t quantized, int8_ops;
+    int8_t *qa;          /* int8_dense's scratch: the quantized activation, the int32 product */
+    int32_t *acc;
+    size_t qa_cap, acc_cap;
+    lerr *lerrs;         /* compare: per (path, op) output error */
+    int nlerr, caplerr;
+    lx_qt_layer_error *report;
 };
 
 static _Thread_local lx_qt_session *active; /* one session per thread: quantizing twice is refused */
@@ -215,8 +237,14 @@ static wcache *cache_find(lx_qt_session *s, const lx_array *key) {
     return NULL;
 }
 
-/* The packed int8 copy of a weight: from its stored int8 values and scale (PTQ) or quantized
- * per output channel from float (once per session). */
+static void wcache_free(wcache *e) {
+    for (int t = 0; e->pk && t < e->ntiles; t++) lx_i8_packed_free(e->pk[t]);
+    free(e->pk), free(e->sw);
+}
+
+/* The packed int8 copy of a weight: from its stored int8 values and scale (PTQ; per-tile scales
+ * (ntiles, N) give one packed slice of rows per tile) or quantized per output channel from float
+ * (once per session). */
 static wcache *weight_packed(lx_qt_session *s, lx_array *w, const qentry *qe, int64_t K, int64_t N, int nc) {
     wcache *hit = cache_find(s, w);
     if (hit) return hit;
@@ -226,12 +254,20 @@ static wcache *weight_packed(lx_qt_session *s, lx_array *w, const qentry *qe, in
         if (!c) return NULL;
         s->cache = c, s->capcache = cap;
     }
-    wcache e = {w, NULL, malloc(sizeof(float) * (size_t)N)};
-    if (!e.sw) return NULL;
-    lx_status st;
+    int nt = qe ? (int)(qe->scale->size / N) : 1;
+    wcache e = {w, calloc((size_t)nt, sizeof(lx_i8_packed *)), nt, nt > 1 ? (K + nt - 1) / nt : K,
+                malloc(sizeof(float) * (size_t)(nt * N))};
+    if (!e.pk || !e.sw) {
+        wcache_free(&e);
+        return NULL;
+    }
+    lx_status st = LX_OK;
     if (qe) {
-        memcpy(e.sw, lx_f32(qe->scale), sizeof(float) * (size_t)N);
-        st = lx_i8_pack(K, N, lx_i8(qe->q), &e.pk);
+        memcpy(e.sw, lx_f32(qe->scale), sizeof(float) * (size_t)(nt * N));
+        for (int t = 0; st == LX_OK && t < nt; t++) {
+            int64_t k0 = t * e.cover, k1 = k0 + e.cover < K ? k0 + e.cover : K;
+            st = lx_i8_pack(k1 - k0, N, lx_i8(qe->q) + k0 * N, &e.pk[t]);
+        }
     } else {
         bool reduce[LX_MAX_DIMS] = {false};
         for (int d = 0; d < nc; d++) reduce[d] = true;
@@ -239,12 +275,12 @@ static wcache *weight_packed(lx_qt_session *s, lx_array *w, const qentry *qe, in
         st = lx_qt_quantize_axes(w, reduce, 0, 0, &q, &sc);
         if (st == LX_OK) {
             memcpy(e.sw, lx_f32(sc), sizeof(float) * (size_t)N);
-            st = lx_i8_pack(K, N, lx_i8(q), &e.pk);
+            st = lx_i8_pack(K, N, lx_i8(q), &e.pk[0]);
         }
         lx_release(q), lx_release(sc);
     }
     if (st != LX_OK) {
-        free(e.sw);
+        wcache_free(&e);
         return NULL;
     }
     lx_retain(w);
@@ -252,29 +288,45 @@ static wcache *weight_packed(lx_qt_session *s, lx_array *w, const qentry *qe, in
     return &s->cache[s->ncache - 1];
 }
 
-/* x . w through the int8 GEMM: x quantized per tensor (its max, or the static scale `sa` > 0). */
-static lx_array *int8_dense(lx_qt_session *s, lx_prim_id id, const void *params, lx_array *x, lx_array *w,
-                            const qentry *qe, float sa) {
+/* Grow-only session scratch (int8_dense runs on every decode step: no malloc per call). */
+static bool scratch(void **p, size_t *cap, size_t need) {
+    if (need <= *cap) return true;
+    size_t c = need > 2 * *cap ? need : 2 * *cap;
+    void *b = realloc(*p, c);
+    if (!b) return false;
+    *p = b, *cap = c;
+    return true;
+}
+
+/* x . w through the int8 GEMM: x quantized per tensor (its max, or the static scale `sa` > 0).
+ * *y NULL with LX_OK: not a Dense-like op (the caller takes the dequantizing path). */
+static lx_status int8_dense(lx_qt_session *s, lx_prim_id id, const void *params, lx_array *x, lx_array *w,
+                            const qentry *qe, float sa, lx_array **y) {
+    *y = NULL;
     int64_t K, N;
     int nc;
-    if (!dense_like(id, params, x, w, &K, &N, &nc)) return NULL;
-    if (qe && qe->scale->size != N) return NULL; /* per-tile scales: the dequantizing path */
+    if (!dense_like(id, params, x, w, &K, &N, &nc)) return LX_OK;
+    if (qe && qe->scale->size != N) { /* per-tile scales: tiles of the one contraction axis */
+        int64_t nt = qe->scale->size / N;
+        if (nc != 1 || qe->scale->size != nt * N || qe->scale->shape[0] != nt) return LX_OK;
+    }
     int64_t M = x->size / K, shape[LX_MAX_DIMS];
     int nd = 0;
     for (int d = 0; d < x->ndim - nc; d++) shape[nd++] = x->shape[d];
     for (int d = nc; d < w->ndim; d++) {
-        if (nd == LX_MAX_DIMS) return NULL;
+        if (nd == LX_MAX_DIMS) return LX_OK;
         shape[nd++] = w->shape[d];
     }
     wcache *wc = weight_packed(s, w, qe, K, N, nc);
-    int8_t *qa = malloc((size_t)x->size);
-    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(M * N));
-    lx_array *y = lx_array_empty(LX_F32, nd, shape);
-    if (!wc || !qa || !acc || !y) {
-        free(qa), free(acc), lx_release(y);
-        lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
-        return NULL;
-    }
+    if (!wc) return lx_last_status() != LX_OK && lx_error_pending() ? lx_last_status()
+                                                                    : lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+    if (!scratch((void **)&s->qa, &s->qa_cap, (size_t)x->size) ||
+        !scratch((void **)&s->acc, &s->acc_cap, sizeof(int32_t) * (size_t)(M * N)))
+        return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+    lx_array *out = lx_array_empty(LX_F32, nd, shape);
+    if (!out) return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+    int8_t *qa = s->qa;
+    int32_t *acc = s->acc;
     if (sa > 0) {
         const float *xd = lx_f32(x);
         float inv = 1.0f / sa;
@@ -282,46 +334,71 @@ static lx_array *int8_dense(lx_qt_session *s, lx_prim_id id, const void *params,
     } else {
         lx_quantize_tiles_i8(1, x->size, x->size, lx_f32(x), qa, &sa); /* one scale for the tensor */
     }
-    lx_status st = lx_i8_gemm_packed(LX_I8_AUTO, M, qa, wc->pk, acc);
-    float *yd = lx_f32(y);
-    for (int64_t m = 0; st == LX_OK && m < M; m++)
-        for (int64_t n = 0; n < N; n++) yd[m * N + n] = (float)acc[m * N + n] * sa * wc->sw[n];
-    free(qa), free(acc);
+    float *yd = lx_f32(out);
+    lx_status st = LX_OK;
+    if (wc->ntiles == 1) {
+        st = lx_i8_gemm_packed(LX_I8_AUTO, M, qa, wc->pk[0], acc);
+        for (int64_t m = 0; st == LX_OK && m < M; m++)
+            for (int64_t n = 0; n < N; n++) yd[m * N + n] = (float)acc[m * N + n] * sa * wc->sw[n];
+    } else { /* y = sum over tiles of (int32 product of the tile's rows) * s_a * s_w[tile, n] */
+        memset(yd, 0, sizeof(float) * (size_t)(M * N));
+        int8_t *at = NULL;
+        size_t atcap = 0;
+        for (int t = 0; st == LX_OK && t < wc->ntiles; t++) {
+            int64_t k0 = t * wc->cover, kt = lx_i8_packed_k(wc->pk[t]);
+            const int8_t *a = qa + k0;
+            if (M > 1) { /* the tile's columns of each row, contiguous */
+                if (!scratch((void **)&at, &atcap, (size_t)(M * kt))) {
+                    st = lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+                    break;
+                }
+                for (int64_t m = 0; m < M; m++) memcpy(at + m * kt, qa + m * K + k0, (size_t)kt);
+                a = at;
+            }
+            st = lx_i8_gemm_packed(LX_I8_AUTO, M, a, wc->pk[t], acc);
+            const float *sw = wc->sw + (int64_t)t * N;
+            for (int64_t m = 0; st == LX_OK && m < M; m++)
+                for (int64_t n = 0; n < N; n++) yd[m * N + n] += (float)acc[m * N + n] * sa * sw[n];
+        }
+        free(at);
+    }
     if (st != LX_OK) {
-        lx_release(y);
-        return NULL;
+        lx_release(out);
+        return st;
     }
     s->int8_ops++;
-    return lx_autorelease(y);
+    *y = lx_autorelease(out);
+    return LX_OK;
 }
 
 /* ------------------------------------------------------------------ PTQ lookups */
 
-static const qentry *qentry_find(const lx_qt_session *s, const lx_array *q) {
+static qentry *qentry_find(lx_qt_session *s, const lx_array *q) {
     for (int i = 0; i < s->nq; i++)
         if (s->q[i].q == q) return &s->q[i];
     return NULL;
 }
 
-/* The static scale of the activation of `op` (counted) next to weight `qe`; 0 when none. */
+/* The static scale of the activation of `op` (counted) next to weight `qe`; 0 when none. The
+ * weight's own scales were found once when the session began (no string building per op). */
 static float static_scale(const lx_qt_session *s, const qentry *qe, const char *op, int side) {
     if (!qe) return 0;
-    char path[512];
-    snprintf(path, sizeof path, "%s%s%s_%s_scale", qe->dir, qe->dir[0] ? "/" : "", op, side == 0 ? "lhs" : "rhs");
-    for (int i = 0; i < s->nst; i++)
-        if (strcmp(s->st[i].path, path) == 0) return s->st[i].scale;
+    for (int i = qe->st0; i < qe->st0 + qe->nst; i++)
+        if (s->st[i].side == side && strcmp(s->st[i].op, op) == 0) return s->st[i].scale;
     return 0;
 }
 
 /* The static scale of an activation-only op, stored under its module path ("params/<path>/..."
  * in a Linen tree, "<path>/..." in an NNX state); 0 when none. */
 static float static_scale_at(const lx_qt_session *s, const char *path, const char *op, int side) {
-    char a[600], b[600];
-    const char *sd = side == 0 ? "lhs" : "rhs", *sep = path[0] ? "/" : "";
-    snprintf(a, sizeof a, "params/%s%s%s_%s_scale", path, sep, op, sd);
-    snprintf(b, sizeof b, "%s%s%s_%s_scale", path, sep, op, sd);
-    for (int i = 0; i < s->nst; i++)
-        if (strcmp(s->st[i].path, a) == 0 || strcmp(s->st[i].path, b) == 0) return s->st[i].scale;
+    for (int i = 0; i < s->nst; i++) {
+        const sentry *e = &s->st[i];
+        if (e->side != side || strcmp(e->op, op) != 0) continue;
+        const char *d = e->dir;
+        if (strcmp(d, path) == 0) return e->scale;
+        if (strncmp(d, "params", 6) == 0 && ((d[6] == '/' && strcmp(d + 7, path) == 0) || (!d[6] && !path[0])))
+            return e->scale;
+    }
     return 0;
 }
 
@@ -362,6 +439,19 @@ static lx_status calib_add(lx_tree *stats, const char *path, const char *op, int
     if (st == LX_OK) st = lx_tree_set_path(stats, ks, lx_array_v(sm));
     lx_release(c), lx_release(sm);
     return st;
+}
+
+/* The static scale the statistics give <path>/<op>_<side>: (sum_of_absmax / count) / 127 (1 for
+ * an absmax of 0); 0 (use this call's own max) when there are none yet (count 0), as Qwix's
+ * SimpleMovingAverage falls back to the call's calibration. */
+static float stats_scale(const lx_tree *stats, const char *path, const char *op, int side) {
+    char kc[600], ks[600];
+    snprintf(kc, sizeof kc, "%s%s%s_%s/count", path, path[0] ? "/" : "", op, side == 0 ? "lhs" : "rhs");
+    snprintf(ks, sizeof ks, "%s%s%s_%s/sum_of_absmax", path, path[0] ? "/" : "", op, side == 0 ? "lhs" : "rhs");
+    lx_array *c = lx_value_leaf_array(lx_tree_find(stats, kc)), *sm = lx_value_leaf_array(lx_tree_find(stats, ks));
+    if (!c || !sm || c->size != 1 || sm->size != 1 || lx_is_abstract(c) || lx_is_abstract(sm)) return 0;
+    double count = lx_array_get(c, 0), am = count > 0 ? lx_array_get(sm, 0) / count : 0;
+    return count > 0 ? (am > 0 ? (float)am / 127.0f : 1.0f) : 0;
 }
 
 static void plan_seen(lx_qt_plan *p, const char *path, const char *op) {
@@ -416,7 +506,85 @@ void lx_qt_plan_free(lx_qt_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
+/* ------------------------------------------------------------------ per-layer output error */
+
+static lerr *lerr_get(lx_qt_session *s, const char *path, const char *op) {
+    for (int i = 0; i < s->nlerr; i++)
+        if (!strcmp(s->lerrs[i].path, path) && !strcmp(s->lerrs[i].op, op)) return &s->lerrs[i];
+    if (s->nlerr == s->caplerr) {
+        int cap = s->caplerr ? 2 * s->caplerr : 16;
+        lerr *v = realloc(s->lerrs, (size_t)cap * sizeof *v);
+        if (!v) return NULL;
+        s->lerrs = v, s->caplerr = cap;
+    }
+    lerr e = {lx_strdup(path), lx_strdup(op), 0, 0, 0};
+    if (!e.path || !e.op) {
+        free(e.path), free(e.op);
+        return NULL;
+    }
+    s->lerrs[s->nlerr++] = e;
+    return &s->lerrs[s->nlerr - 1];
+}
+
 /* ------------------------------------------------------------------ the substituter */
+
+/* The quantized operands of a matched op, in place: stored int8 weights dequantized (once per
+ * session), float weights and activations through the quantize-dequantize round trip (with the
+ * straight-through estimator when `st_est`). *any: some operand changed. */
+static lx_status quantize_operands(lx_qt_session *s, lx_prim_id id, const void *params, lx_array **in,
+                                   const bool *wt, const lx_qt_rule *rule, qentry **qe, const float *sa, bool st_est,
+                                   bool *any) {
+    bool act_q = rule && rule->act_qtype, w_q = rule && rule->weight_qtype;
+    *any = false;
+    for (int i = 0; i < 2; i++) {
+        bool reduce[LX_MAX_DIMS];
+        lx_array *nq = NULL, *fq = NULL;
+        if (qe[i]) {
+            /* the stored values, nothing re-quantized; made once, kept for the session */
+            if (!qe[i]->deq) {
+                size_t mark = lx_pool_open();
+                lx_array *d = lx_qt_dequantize(qe[i]->q, qe[i]->scale);
+                qe[i]->deq = lx_retain(d);
+                lx_pool_close(mark);
+                if (!qe[i]->deq) return lx_error_pending() ? lx_last_status() : lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+            }
+            nq = qe[i]->deq;
+        } else if (wt[i] && w_q) {
+            contract_axes(id, params, i, in[i], reduce);
+            int tax = -1, nred = 0;
+            for (int d = 0; d < in[i]->ndim; d++)
+                if (reduce[d]) tax = d, nred++;
+            int64_t tile = rule->tile_size > 0 && nred == 1 ? rule->tile_size : 0;
+            fq = fake_quant(in[i], reduce, tile, tax);
+        } else if (!wt[i] && act_q) {
+            for (int d = 0; d < LX_MAX_DIMS; d++) reduce[d] = true;
+            fq = sa[i] > 0 ? fake_quant_static(in[i], sa[i]) : fake_quant(in[i], reduce, 0, 0);
+        } else {
+            continue;
+        }
+        if (!nq) {
+            if (!fq) return lx_error_pending() ? lx_last_status() : lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+            nq = st_est ? ste(in[i], fq) : fq;
+            if (!nq) return lx_error_pending() ? lx_last_status() : lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+        }
+        in[i] = nq, *any = true;
+    }
+    return LX_OK;
+}
+
+/* Fail the op: the substituter's NULL after a pending failure (primitive.h) stops bind from
+ * computing the op unquantized. */
+static lx_array *fail_op(lx_status st) {
+    if (!lx_error_pending()) lx_fail(st != LX_OK ? st : LX_ERR_INTERNAL, "quantization: the op could not be quantized");
+    return NULL;
+}
+
+static double sq_sum(const lx_array *a) {
+    double t = 0;
+    const float *d = lx_f32(a);
+    for (int64_t i = 0; i < a->size; i++) t += (double)d[i] * d[i];
+    return t;
+}
 
 static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array **in, void *user) {
     lx_qt_session *s = user;
@@ -424,13 +592,14 @@ static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array
     if (!op || nin < 2 || !in[0] || !in[1]) return NULL;
     const char *path = lx_frame_current_path();
     int count = lx_qt_next_count(&s->ctr, path, op);
-    int r = count < 0 ? -1 : lx_qt_rules_match(s->rules, path, op, count);
+    if (count < 0) return fail_op(lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory"));
+    int r = lx_qt_rules_match(s->rules, path, op, count);
     char counted[80];
     snprintf(counted, sizeof counted, "%s%d", op, count);
     if (s->mode == MODE_PLAN) plan_seen(s->plan, path, counted);
 
     /* stored int8 weights (PTQ): every one must be known, or the op fails on its dtype */
-    const qentry *qe[2] = {NULL, NULL};
+    qentry *qe[2] = {NULL, NULL};
     for (int i = 0; i < 2; i++)
         if (in[i]->dtype == LX_I8 && !(qe[i] = qentry_find(s, in[i]))) return NULL;
     if (r < 0 && !qe[0] && !qe[1]) return NULL;
@@ -470,47 +639,60 @@ static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array
     if (s->mode == LX_QT_CALIBRATE) {
         if (act_q && rule->act_static_scale)
             for (int i = 0; i < 2; i++)
-                if (!wt[i] && calib_add(s->stats, path, counted, i, in[i]) != LX_OK) return NULL;
+                if (!wt[i] && calib_add(s->stats, path, counted, i, in[i]) != LX_OK) return fail_op(lx_last_status());
         return NULL;
     }
 
-    /* a static activation scale stored next to the weight (PTQ with calibration) */
+    /* a static activation scale: QAT's moving statistics (this call's absmax added first when
+     * updating, as Qwix's QT does), or stored next to the weight (PTQ with calibration) */
     float sa[2] = {0, 0};
-    for (int i = 0; i < 2; i++)
-        if (!wt[i] && act_q && rule->act_static_scale)
+    for (int i = 0; i < 2; i++) {
+        if (wt[i] || !act_q || !rule->act_static_scale) continue;
+        if (s->stats) {
+            if (s->update && calib_add(s->stats, path, counted, i, in[i]) != LX_OK) return fail_op(lx_last_status());
+            sa[i] = stats_scale(s->stats, path, counted, i);
+        } else {
             sa[i] = wt[1 - i] ? static_scale(s, qe[1 - i], counted, i) : static_scale_at(s, path, counted, i);
+        }
+    }
 
-    if (s->mode == LX_QT_INT8 && !wt[0] && wt[1] && act_q && (w_q || qe[1]) && !lx_tape_active() &&
-        (qe[1] || rule->tile_size == 0)) {
-        lx_array *y = int8_dense(s, id, params, in[0], in[1], qe[1], sa[0]);
+    bool int8_ok = (s->mode == LX_QT_INT8 || s->mode == MODE_COMPARE) && !wt[0] && wt[1] && act_q && (w_q || qe[1]) &&
+                   !lx_tape_active() && (qe[1] || rule->tile_size == 0);
+    if (s->mode == MODE_COMPARE) {
+        /* the float result goes on (every layer sees float inputs); the quantized one is measured */
+        lx_array *orig[2] = {in[0], in[1]}, *yq = NULL;
+        lx_status st = int8_ok ? int8_dense(s, id, params, in[0], in[1], qe[1], sa[0], &yq) : LX_OK;
+        bool any = yq != NULL;
+        if (st == LX_OK && !yq) {
+            st = quantize_operands(s, id, params, in, wt, rule, qe, sa, false, &any);
+            if (st == LX_OK && any && !(yq = lx_bind(id, params, nin, in))) st = lx_last_status();
+            in[0] = orig[0], in[1] = orig[1];
+        }
+        if (st != LX_OK) return fail_op(st);
+        if (!any) return NULL;
+        lx_array *yf = lx_bind(id, params, nin, in);
+        if (!yf) return fail_op(lx_last_status());
+        lerr *e = lerr_get(s, path, counted);
+        if (!e) return fail_op(lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory"));
+        double err = 0;
+        const float *a = lx_f32(yq), *b = lx_f32(yf);
+        for (int64_t i = 0; i < yf->size; i++) err += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        e->calls++, e->err_sq += err, e->ref_sq += sq_sum(yf);
+        s->quantized++;
+        return yf;
+    }
+    if (int8_ok) {
+        lx_array *y = NULL;
+        lx_status st = int8_dense(s, id, params, in[0], in[1], qe[1], sa[0], &y);
+        if (st != LX_OK) return fail_op(st);
         if (y) {
             s->quantized++;
             return y;
         }
-        lx_clear_error();
     }
     bool any = false;
-    for (int i = 0; i < 2; i++) {
-        bool reduce[LX_MAX_DIMS];
-        lx_array *nq = NULL;
-        if (qe[i]) {
-            nq = lx_qt_dequantize(qe[i]->q, qe[i]->scale); /* the stored values, nothing re-quantized */
-        } else if (wt[i] && w_q) {
-            contract_axes(id, params, i, in[i], reduce);
-            int tax = -1, nred = 0;
-            for (int d = 0; d < in[i]->ndim; d++)
-                if (reduce[d]) tax = d, nred++;
-            int64_t tile = rule->tile_size > 0 && nred == 1 ? rule->tile_size : 0;
-            nq = ste(in[i], fake_quant(in[i], reduce, tile, tax));
-        } else if (!wt[i] && act_q) {
-            for (int d = 0; d < LX_MAX_DIMS; d++) reduce[d] = true;
-            nq = ste(in[i], sa[i] > 0 ? fake_quant_static(in[i], sa[i]) : fake_quant(in[i], reduce, 0, 0));
-        } else {
-            continue;
-        }
-        if (!nq) return NULL;
-        in[i] = nq, any = true;
-    }
+    lx_status st = quantize_operands(s, id, params, in, wt, rule, qe, sa, true, &any);
+    if (st != LX_OK) return fail_op(st);
     if (any) s->quantized++;
     return NULL;
 }
@@ -547,14 +729,21 @@ static void session_free(lx_qt_session *s) {
     lx_qt_counters_free(&s->ctr);
     for (int i = 0; i < s->ncache; i++) {
         lx_release(s->cache[i].key);
-        lx_i8_packed_free(s->cache[i].pk);
-        free(s->cache[i].sw);
+        wcache_free(&s->cache[i]);
     }
     free(s->cache);
-    for (int i = 0; i < s->nq; i++) lx_release(s->q[i].q), lx_release(s->q[i].scale), free(s->q[i].dir);
+    for (int i = 0; i < s->nq; i++)
+        lx_release(s->q[i].q), lx_release(s->q[i].scale), lx_release(s->q[i].deq), free(s->q[i].dir);
     free(s->q);
-    for (int i = 0; i < s->nst; i++) free(s->st[i].path);
+    for (int i = 0; i < s->nst; i++) free(s->st[i].path), free(s->st[i].dir), free(s->st[i].op);
     free(s->st);
+    free(s->qa), free(s->acc);
+    for (int i = 0; i < s->nlerr; i++) free(s->lerrs[i].path), free(s->lerrs[i].op);
+    free(s->lerrs), free(s->report);
+    if (s->nnx) {
+        lx_tree_release(s->stats);
+        nnx_module_release(s->nnx);
+    }
     free(s);
 }
 
@@ -591,6 +780,61 @@ lx_status lx_qt_calibrate_begin(const lx_qt_rules *rules, lx_tree *stats, lx_qt_
     }
     *out = s;
     return LX_OK;
+}
+
+lx_status lx_qt_begin_qat(const lx_qt_rules *rules, lx_tree *stats, bool update, lx_qt_session **out) {
+    if (!stats) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin_qat: NULL statistics tree");
+    lx_qt_session *s = NULL;
+    LX_TRY(begin(rules, LX_QT_FAKE, &s));
+    s->stats = stats, s->update = update;
+    lx_status st = install(s);
+    if (st != LX_OK) {
+        session_free(s);
+        return st;
+    }
+    *out = s;
+    return LX_OK;
+}
+
+/* A session over the module's QuantStat Variables (a plain copy the session owns; lx_qt_finish
+ * stores it back). */
+static lx_status begin_nnx_stats(const lx_qt_rules *rules, int mode, bool update, nnx_module *m, lx_qt_session **out) {
+    if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin: NULL module");
+    lx_qt_session *s = NULL;
+    LX_TRY(begin(rules, mode, &s));
+    lx_status st = lx_qt_stats_nnx(m, &s->stats);
+    if (st == LX_OK) {
+        s->nnx = nnx_module_retain(m), s->update = update;
+        st = install(s);
+    }
+    if (st != LX_OK) {
+        if (!s->nnx) lx_tree_release(s->stats), s->stats = NULL;
+        session_free(s);
+        return st;
+    }
+    *out = s;
+    return LX_OK;
+}
+
+lx_status lx_qt_calibrate_begin_nnx(const lx_qt_rules *rules, nnx_module *m, lx_qt_session **out) {
+    return begin_nnx_stats(rules, LX_QT_CALIBRATE, true, m, out);
+}
+
+lx_status lx_qt_begin_qat_nnx(const lx_qt_rules *rules, nnx_module *m, bool update, lx_qt_session **out) {
+    return begin_nnx_stats(rules, LX_QT_FAKE, update, m, out);
+}
+
+lx_status lx_qt_finish(lx_qt_session *s) {
+    if (!s) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_finish: NULL session");
+    lx_status st = LX_OK;
+    if (s->nnx) {
+        if (active == s) active = NULL; /* the store runs no quantized op */
+        lx_prim_substitute_remove(s->sub_handle), s->sub_handle = 0;
+        lx_interceptor_remove(s->icpt_handle), s->icpt_handle = 0;
+        st = lx_qt_stats_store_nnx(s->nnx, s->stats);
+    }
+    lx_qt_end(s);
+    return st;
 }
 
 lx_status lx_qt_plan_begin(const lx_qt_rules *rules, lx_qt_plan *plan, lx_qt_session **out) {
@@ -633,7 +877,7 @@ static lx_status add_q(lx_qt_session *s, lx_array *q, lx_array *scale, const cha
     char *slash = strrchr(dir, '/');
     if (slash) *slash = '\0';
     else dir[0] = '\0';
-    s->q[s->nq++] = (qentry){lx_retain(q), lx_retain(scale), dir};
+    s->q[s->nq++] = (qentry){lx_retain(q), lx_retain(scale), dir, NULL, 0, 0};
     return LX_OK;
 }
 
@@ -644,10 +888,38 @@ static lx_status add_static(lx_qt_session *s, const char *path, float v) {
         if (!e) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin_ptq: out of memory");
         s->st = e, s->capst = cap;
     }
-    char *p = lx_strdup(path);
-    if (!p) return lx_fail(LX_ERR_NO_MEMORY, "qt_begin_ptq: out of memory");
-    s->st[s->nst++] = (sentry){p, v};
+    /* "<dir>/<op>_<lhs|rhs>_scale": the parts kept apart, so an op finds its scale by comparing
+     * names, never by building one */
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    size_t bl = strlen(base) - strlen("_lhs_scale");
+    sentry e = {lx_strdup(path), lx_strdup(path), malloc(bl + 1), base[bl + 1] == 'l' ? 0 : 1, v};
+    if (!e.path || !e.dir || !e.op) {
+        free(e.path), free(e.dir), free(e.op);
+        return lx_fail(LX_ERR_NO_MEMORY, "qt_begin_ptq: out of memory");
+    }
+    e.dir[slash ? (size_t)(slash - path) : 0] = '\0';
+    memcpy(e.op, base, bl);
+    e.op[bl] = '\0';
+    s->st[s->nst++] = e;
     return LX_OK;
+}
+
+static int sentry_cmp(const void *a, const void *b) {
+    return strcmp(((const sentry *)a)->dir, ((const sentry *)b)->dir);
+}
+
+/* Static scales grouped by directory; each int8 weight gets the range of those next to it. */
+static void link_static(lx_qt_session *s) {
+    if (s->nst > 1) qsort(s->st, (size_t)s->nst, sizeof *s->st, sentry_cmp);
+    for (int k = 0; k < s->nq; k++) {
+        qentry *q = &s->q[k];
+        q->st0 = q->nst = 0;
+        for (int i = 0; i < s->nst; i++) {
+            if (strcmp(s->st[i].dir, q->dir) != 0) continue;
+            if (!q->nst) q->st0 = i;
+            q->nst++;
+        }
+    }
 }
 
 static bool ends_with(const char *s, const char *suffix) {
@@ -680,6 +952,7 @@ lx_status lx_qt_begin_ptq(const lx_qt_rules *rules, const lx_tree *quantized, lx
         }
     }
     lx_flat_free(&f);
+    if (st == LX_OK) link_static(s);
     if (st == LX_OK) st = install(s);
     if (st != LX_OK) {
         session_free(s);
@@ -687,6 +960,24 @@ lx_status lx_qt_begin_ptq(const lx_qt_rules *rules, const lx_tree *quantized, lx
     }
     *out = s;
     return LX_OK;
+}
+
+lx_status lx_qt_compare_begin(const lx_qt_rules *rules, lx_qt_session **out) {
+    return begin_installed(rules, MODE_COMPARE, out);
+}
+
+int lx_qt_session_layers(lx_qt_session *s, const lx_qt_layer_error **out) {
+    if (!s || !out) return 0;
+    free(s->report);
+    s->report = s->nlerr ? calloc((size_t)s->nlerr, sizeof *s->report) : NULL;
+    *out = s->report;
+    if (!s->report) return 0;
+    for (int i = 0; i < s->nlerr; i++) {
+        const lerr *e = &s->lerrs[i];
+        s->report[i] = (lx_qt_layer_error){e->path, e->op, e->calls, e->err_sq, e->ref_sq,
+                                           e->ref_sq > 0 ? sqrt(e->err_sq / e->ref_sq) : sqrt(e->err_sq)};
+    }
+    return s->nlerr;
 }
 
 int64_t lx_qt_session_quantized(const lx_qt_session *s) { return s ? s->quantized : 0; }

@@ -26,10 +26,15 @@ lx_status llama_model_quantize(llama_model *m, const lx_qt_rules *rules, lx_arra
     lx_status st;
     if (llama_model_style(m) == LLAMA_NNX_TOP) {
         nnx_module *top = llama_model_nnx_module(m);
-        lx_tree *state = NULL;
-        LX_TRY(nnx_state(top, 0, NULL, &state));
-        st = lx_qt_quantize_tree(rules, state, run_sample, &r, stats, &q);
+        lx_tree *state = NULL, *own = NULL;
+        if (!stats) { /* the module's own QuantStat Variables (calibration / QAT into the model) */
+            LX_TRY(lx_qt_stats_nnx(top, &own));
+            stats = own;
+        }
+        st = nnx_state(top, 0, NULL, &state);
+        if (st == LX_OK) st = lx_qt_quantize_tree(rules, state, run_sample, &r, stats, &q);
         lx_tree_release(state);
+        lx_tree_release(own);
         if (st == LX_OK) st = nnx_update(top, 1, &q);
         lx_tree_release(q);
     } else {

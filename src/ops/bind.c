@@ -141,7 +141,9 @@ static lx_array *bind_rule(const lx_prim_def *d, const void *params, int nin, lx
     if (check_aval(d, &av) != LX_OK) return NULL;
     /* 3. substituters see the checked inputs and the normalised params */
     if (lx_prim_substituting()) {
-        lx_array *r = lx_prim_substitute_run(d->id, p, nin, in);
+        bool failed = false;
+        lx_array *r = lx_prim_substitute_run(d->id, p, nin, in, &failed);
+        if (failed) return NULL; /* never the unsubstituted op in its place */
         if (r) {
             if (!same_aval(r, &av)) {
                 char want[160], got[160];

@@ -92,7 +92,7 @@ static inline void lx_aval_set(lx_prim_aval *av, lx_dtype dtype, int ndim, const
 
 /* Substituters (primitive.h): whether one would run now, and running them. */
 bool lx_prim_substituting(void);
-lx_array *lx_prim_substitute_run(lx_prim_id id, const void *params, int nin, lx_array **inputs);
+lx_array *lx_prim_substitute_run(lx_prim_id id, const void *params, int nin, lx_array **inputs, bool *failed);
 
 /* The tape's side of lx_prim_record (src/core/autodiff.c). */
 extern _Thread_local struct lx_tape *lx_tape_recording_;
