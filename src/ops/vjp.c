@@ -22,6 +22,7 @@
 #include "broadcast.h"
 #include "conv_internal.h"
 #include "op_internal.h"
+#include "vmath.h"
 
 #define VJP(name)                                                                                          \
     lx_status lx_vjp_##name(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct, \
@@ -93,16 +94,20 @@ VJP(gelu) {
     const float *X = lx_f32(in[0]), *G = lx_f32(ct);
     float *D = lx_f32(dx);
     (void)out;
-    for (int64_t i = 0; i < ct->size; i++) {
-        double x = X[i], d;
-        if (p->approximate) {
-            const double c = 0.7978845608028654, a = 0.044715;
-            double u = c * (x + a * x * x * x), t = tanh(u);
-            d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * a * x * x);
-        } else {
-            d = 0.5 * (1.0 + erf(x / 1.4142135623730951)) + x * exp(-0.5 * x * x) / 2.5066282746310002;
+    if (p->approximate) { /* vmath.h: s + x sqrt(2/pi) (1 + 3a x^2) 2 s (1 - s), s = sigmoid(2u) */
+        const lx_vmath *vm = lx_vmath_active();
+        const int64_t n = ct->size, chunk = 8192, nch = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n > (1 << 15)))
+        for (int64_t c = 0; c < nch; c++) {
+            int64_t i0 = c * chunk;
+            vm->gelu_tanh_vjp(X + i0, G + i0, D + i0, n - i0 < chunk ? n - i0 : chunk);
         }
-        D[i] = (float)(G[i] * d);
+    } else {
+        for (int64_t i = 0; i < ct->size; i++) {
+            double x = X[i];
+            double d = 0.5 * (1.0 + erf(x / 1.4142135623730951)) + x * exp(-0.5 * x * x) / 2.5066282746310002;
+            D[i] = (float)(G[i] * d);
+        }
     }
     in_ct[0] = dx;
     return LX_OK;
