@@ -21,6 +21,7 @@
 #include "linnx/ops.h"
 #include "broadcast.h"
 #include "conv_internal.h"
+#include "linalg_internal.h"
 #include "op_internal.h"
 #include "vmath.h"
 
@@ -772,8 +773,29 @@ VJP(dropout) {
 
 /* ---- attention ----
  * P = softmax(masked(scale q k^T + bias)), kept by the forward under a tape (else recomputed); then
- * dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(P dP)) where not masked, dQ = scale dS K,
- * dK = scale dS^T Q, dbias = dS summed to bias's shape. Heads h read kv head h / (H / G). */
+ * per (batch, head), on linnx's GEMM: dP = dO V^T, dS = P (dP - rowsum(P dP)) where not masked,
+ * dQ = scale dS K, and per kv head dV += P^T dO, dK += scale dS^T Q (the heads of a GQA group
+ * accumulate), dbias = dS summed to bias's shape. A job is one (batch, kv head): it owns its rows
+ * of dK, dV and of the heads' dQ, so jobs run on the thread team without sharing.
+ * Causal attention skips what is exactly zero, in blocks of ATT_BLK rows: dS (and, when the
+ * weights' upper triangle is zero, P) vanish for key s > query t, so a query block reads keys
+ * [0, block end) and a key block [s0, s1) reads queries [s0, T). The row sums would see more than
+ * zeros only when a value row past the block holds inf / NaN (then dO V^T there is not finite) or
+ * the weights past it are not zero (a row whose kept logits were all -inf): such a block runs over
+ * every key. Entries of dS or P that are zero (masked, causal) multiply the other operand in the
+ * products, so an inf there gives NaN, as JAX's dense products do. */
+#define ATT_BLK 32
+
+/* The last of `rows` rows (stride ld) with an inf or NaN among its first n values, or -1. */
+static int64_t att_last_nonfinite_row(const float *v, int64_t ld, int64_t rows, int64_t n) {
+    for (int64_t r = rows - 1; r >= 0; r--) {
+        int bad = 0;
+        for (int64_t c = 0; c < n; c++) bad |= !(fabsf(v[r * ld + c]) <= FLT_MAX);
+        if (bad) return r;
+    }
+    return -1;
+}
+
 static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_array *k, lx_array *v, lx_array *bias,
                                lx_array *mask, lx_array *kept, lx_array *out, lx_array *ct, lx_array **dq_,
                                lx_array **dk_, lx_array **dv_, lx_array **dbias_) {
@@ -787,75 +809,82 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
     if (!P) return lx_last_status();
     lx_array *M = NULL;
     if (mask && !(M = lx_broadcast_to(mask, P->ndim, P->shape))) return lx_last_status();
-    lx_array *dq = f32_like(q), *dk = f32_like(k), *dv = v ? f32_like(v) : NULL, *dS = f32_like(P);
-    float *dP = malloc(sizeof(float) * (size_t)(S > 0 ? S : 1));
-    if (!dq || !dk || (v && !dv) || !dS || !dP) {
-        free(dP);
-        return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
-    }
+    lx_array *dq = f32_like(q), *dk = f32_like(k), *dv = v ? f32_like(v) : NULL, *dS = bias ? f32_like(P) : NULL;
+    if (!dq || !dk || (v && !dv) || (bias && !dS)) return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
     const float *Q = lx_f32(q), *K = lx_f32(k), *V = v ? lx_f32(v) : NULL, *PP = lx_f32(P), *GO = lx_f32(ct);
     const uint8_t *MM = M ? lx_bool(M) : NULL;
-    float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = dv ? lx_f32(dv) : NULL, *DS = lx_f32(dS);
+    float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = dv ? lx_f32(dv) : NULL, *DS = dS ? lx_f32(dS) : NULL;
     const float sc = p->scale;
-    /* batch elements are independent (each owns its rows of dq, dk, dv and dS): one per thread */
-    const int nt = (double)B * H * T * S * (D + Dv) > (1 << 18) && B > 1 ? lx_num_threads() : 1;
+    const int64_t ldq = H * D, ldk = G * D, ldo = H * Dv, ldv = G * Dv, jobs = B * G, TS = T * S;
+    const int nt = (double)B * H * T * S * (D + Dv) > (1 << 18) && jobs > 1 ? lx_num_threads() : 1;
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
-        float *dPt = malloc(sizeof(float) * (size_t)(S > 0 ? S : 1));
-        if (!dPt) {
+        /* dP and (without bias) dS of one head */
+        float *scratch = malloc(sizeof(float) * (size_t)(TS > 0 ? 2 * TS : 1));
+        if (!scratch) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < B; b++) {
-            if (!dPt) continue;
-            float *dP = dPt;
-            for (int64_t h = 0; h < H; h++) {
-                int64_t g = h / R;
-                for (int64_t t = 0; t < T; t++) {
-                    const int64_t prow = ((b * H + h) * T + t) * S;
-                    const float *pr = PP + prow;
-                    if (v) {
-                        const float *go = GO + ((b * T + t) * H + h) * Dv;
-                        for (int64_t s = 0; s < S; s++) {
-                            const float *vr = V + ((b * S + s) * G + g) * Dv;
-                            float *dvr = DV + ((b * S + s) * G + g) * Dv, acc = 0;
-                            for (int64_t e = 0; e < Dv; e++) {
-                                acc += go[e] * vr[e];
-                                dvr[e] += pr[s] * go[e];
-                            }
-                            dP[s] = acc;
+        for (int64_t j = 0; j < jobs; j++) {
+            if (!scratch) continue;
+            const int64_t b = j / G, g = j % G;
+            const float *Vb = V ? V + (b * S * G + g) * Dv : NULL, *Kb = K + (b * S * G + g) * D;
+            float *dKb = DK + (b * S * G + g) * D, *dVb = DV ? DV + (b * S * G + g) * Dv : NULL;
+            /* a non-finite value row at or past vbad makes the row sums see it */
+            const int64_t vbad = p->causal && v ? att_last_nonfinite_row(Vb, ldv, S, Dv) : -1;
+            for (int64_t h = g * R; h < (g + 1) * R; h++) {
+                const int64_t prow0 = (b * H + h) * TS;
+                const float *Pb = PP + prow0, *Qb = Q + (b * T * H + h) * D;
+                const float *dOb = v ? GO + (b * T * H + h) * Dv : NULL;
+                float *dQb = DQ + (b * T * H + h) * D, *dP = scratch, *dSb = DS ? DS + prow0 : scratch + TS;
+                /* the weights vanish above the diagonal (the causal forward's zeros) */
+                bool upper_zero = p->causal;
+                for (int64_t t = 0; upper_zero && t < T; t++) {
+                    int nz = 0;
+                    for (int64_t s = t + 1; s < S; s++) nz |= Pb[t * S + s] != 0.0f;
+                    upper_zero = !nz;
+                }
+                for (int64_t t0 = 0; t0 < T; t0 += ATT_BLK) {
+                    const int64_t tq = T - t0 < ATT_BLK ? T - t0 : ATT_BLK;
+                    int64_t ncols = S;
+                    if (upper_zero && v && t0 + tq < S && vbad < t0 + tq) ncols = t0 + tq;
+                    const float *dPr = v ? dP : GO + prow0; /* the weights' cotangent is dP itself */
+                    if (v) lx_sgemm_serial(false, true, tq, ncols, Dv, 1.0f, dOb + t0 * ldo, ldo, Vb, ldv, 0.0f, dP + t0 * S, S);
+                    for (int64_t t = t0; t < t0 + tq; t++) {
+                        const float *pr = Pb + t * S, *dpr = dPr + t * S;
+                        const uint8_t *mr = MM ? MM + prow0 + t * S : NULL;
+                        float *dsr = dSb + t * S;
+                        double dot = 0;
+#pragma omp simd reduction(+ : dot)
+                        for (int64_t s = 0; s < ncols; s++) dot += (double)pr[s] * dpr[s];
+                        const float fdot = (float)dot;
+                        const int64_t lim = p->causal && t + 1 < ncols ? t + 1 : ncols; /* causal: s > t masked */
+                        for (int64_t s = 0; s < lim; s++) {
+                            float ds = pr[s] * (dpr[s] - fdot);
+                            dsr[s] = mr && !mr[s] ? 0.0f : ds;
                         }
-                    } else {
-                        for (int64_t s = 0; s < S; s++) dP[s] = GO[prow + s];
+                        for (int64_t s = lim; s < S; s++) dsr[s] = 0.0f;
                     }
-                    double dot = 0;
-                    for (int64_t s = 0; s < S; s++) dot += (double)pr[s] * dP[s];
-                    const float *qr = Q + ((b * T + t) * H + h) * D;
-                    float *dqr = DQ + ((b * T + t) * H + h) * D;
-                    for (int64_t s = 0; s < S; s++) {
-                        bool masked = (MM && !MM[prow + s]) || (p->causal && s > t);
-                        float ds = masked ? 0.0f : (float)(pr[s] * (dP[s] - dot));
-                        DS[prow + s] = ds;
-                        if (ds == 0.0f) continue;
-                        const float *kr = K + ((b * S + s) * G + g) * D;
-                        float *dkr = DK + ((b * S + s) * G + g) * D;
-                        for (int64_t e = 0; e < D; e++) {
-                            dqr[e] += sc * ds * kr[e];
-                            dkr[e] += sc * ds * qr[e];
-                        }
-                    }
+                    lx_sgemm_serial(false, false, tq, D, ncols, sc, dSb + t0 * S, S, Kb, ldk, 0.0f, dQb + t0 * ldq, ldq);
+                }
+                /* key blocks: queries t < s0 contribute zeros when causal (dS always, P if its upper triangle is 0) */
+                for (int64_t s0 = 0; s0 < S; s0 += ATT_BLK) {
+                    const int64_t sk = S - s0 < ATT_BLK ? S - s0 : ATT_BLK;
+                    int64_t tk = p->causal ? (s0 < T ? s0 : T) : 0, tv = upper_zero ? tk : 0;
+                    if (v && tv < T)
+                        lx_sgemm_serial(true, false, sk, Dv, T - tv, 1.0f, Pb + tv * S + s0, S, dOb + tv * ldo, ldo, 1.0f,
+                                        dVb + s0 * ldv, ldv);
+                    if (tk < T)
+                        lx_sgemm_serial(true, false, sk, D, T - tk, sc, dSb + tk * S + s0, S, Qb + tk * ldq, ldq, 1.0f,
+                                        dKb + s0 * ldk, ldk);
                 }
             }
         }
-        free(dPt);
+        free(scratch);
     }
-    if (failed) {
-        free(dP);
-        return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
-    }
-    free(dP);
+    if (failed) return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
     *dq_ = dq, *dk_ = dk;
     if (dv_) *dv_ = dv;
     if (bias && !(*dbias_ = unbroadcast(dS, bias))) return lx_last_status();
