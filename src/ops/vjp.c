@@ -11,6 +11,7 @@
  * ties, clip passes the gradient where lo <= x <= hi, pow's exponent gradient uses log(x) with
  * log(1) at x == 0. */
 #include <float.h>
+#include <omp.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "broadcast.h"
 #include "conv_internal.h"
 #include "linalg_internal.h"
+#include "nn_internal.h"
 #include "op_internal.h"
 #include "vmath.h"
 
@@ -510,14 +512,39 @@ VJP(log_softmax) {
     return st_of(in_ct[0]);
 }
 
+/* One pass per row: dx = (softmax(x) - one_hot(label)) * g, the values of the composite
+ * lx_mul(lx_sub(softmax, one_hot), g) (the forward checked every label is in [0, C)). */
+static void xent_int_rows(const float *X, const int32_t *L, const float *G, float *DX, int64_t r0, int64_t r1, int64_t C) {
+    for (int64_t r = r0; r < r1; r++) {
+        float *d = DX + r * C;
+        softmax_row_forward(X + r * C, d, C, false);
+        d[L[r]] -= 1.0f;
+        const float g = G[r];
+        for (int64_t c = 0; c < C; c++) d[c] *= g;
+    }
+}
+
 VJP(softmax_cross_entropy_int) {
     UNUSED_VJP_ARGS;
     lx_array *logits = in[0], *labels = in[1];
-    int64_t C = logits->shape[logits->ndim - 1];
-    lx_array *p = lx_softmax(logits, -1);
-    lx_array *g = lx_expand_dims(ct, -1);
-    in_ct[0] = lx_mul(lx_sub(p, lx_one_hot(labels, C)), g);
-    return st_of(in_ct[0]);
+    const int64_t C = logits->shape[logits->ndim - 1], rows = labels->size;
+    lx_array *dx = lx_op_result(LX_F32, logits->ndim, logits->shape, false);
+    if (!dx) return lx_last_status();
+    const float *X = lx_f32(logits), *G = lx_f32(ct);
+    const int32_t *L = lx_i32(labels);
+    float *DX = lx_f32(dx);
+    const int nt = LX_PAR_THREADS(rows * C > (1 << 15) && rows > 1);
+    if (nt <= 1) {
+        xent_int_rows(X, L, G, DX, 0, rows, C);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t ti = omp_get_thread_num(), n = omp_get_num_threads();
+            xent_int_rows(X, L, G, DX, rows * ti / n, rows * (ti + 1) / n, C);
+        }
+    }
+    in_ct[0] = dx;
+    return LX_OK;
 }
 
 /* ---- normalisation: the forward's (mean, rstd) per row (recomputed in double when absent), then
