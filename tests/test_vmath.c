@@ -16,6 +16,7 @@
 #define EXP_MAX_ULP 2.0
 #define TANH_MAX_ULP 2.0
 #define SIGMOID_MAX_ULP 3.0
+#define ERF_MAX_ULP 2.0
 
 static float from_bits(uint32_t b) {
     float f;
@@ -45,6 +46,7 @@ static double ulp_err(float y, double ref) {
 typedef double (*ref_fn)(double);
 static double ref_exp(double x) { return exp(x); }
 static double ref_tanh(double x) { return tanh(x); }
+static double ref_erf(double x) { return erf(x); }
 static double ref_sigmoid(double x) { return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)); }
 
 #define BATCH 4099 /* not a multiple of 8: every batch ends in a ragged tail */
@@ -158,6 +160,54 @@ static void test_gelu_tanh(void) {
     }
 }
 
+static void test_erf_accuracy(void) {
+    for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
+        if (!lx_isa_supported(SETS[s])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[s]);
+        const char *nm = lx_isa_name(SETS[s]);
+        float wx = 0;
+        double e1 = sweep(v->erf, ref_erf, FLT_TRUE_MIN, 12.0f, 193, &wx);
+        LX_TEST_REPORT_(e1 <= ERF_MAX_ULP, "%s erf (0, 12]: %.3f ulp at %.9g", nm, e1, (double)wx);
+        double e2 = sweep(v->erf, ref_erf, -FLT_TRUE_MIN, -12.0f, 193, &wx);
+        LX_TEST_REPORT_(e2 <= ERF_MAX_ULP, "%s erf [-12, 0): %.3f ulp at %.9g", nm, e2, (double)wx);
+        double e3 = sweep(v->erf, ref_erf, 0.8f, 0.9f, 1, &wx); /* every float around the 0.84 switch */
+        LX_TEST_REPORT_(e3 <= ERF_MAX_ULP, "%s erf [0.8, 0.9]: %.3f ulp at %.9g", nm, e3, (double)wx);
+        double e4 = sweep(v->erf, ref_erf, 12.0f, FLT_MAX, 4099, &wx);
+        LX_TEST_REPORT_(e4 == 0, "%s erf [12, max]: %.3f ulp", nm, e4);
+        printf("# %s erf max ulp %.3f\n", nm, fmax(fmax(e1, e2), e3));
+    }
+}
+
+/* Exact GELU x Phi(x) and its derivative Phi(x) + x phi(x), against double with Phi from erfc (so
+ * the left tail is exact); rounding x / sqrt 2 in float gives Phi a relative error of about
+ * x^2 eps in the tail, which the bound allows for. */
+static void test_gelu_erf(void) {
+    enum { N = 20001 };
+    static float xs[N], ys[N], gs[N], ds[N];
+    for (int i = 0; i < N; i++) xs[i] = -14.0f + 28.0f * (float)i / (N - 1), gs[i] = 1.0f - 0.5f * (float)(i % 3);
+    for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
+        if (!lx_isa_supported(SETS[s])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[s]);
+        v->gelu_erf(xs, ys, N);
+        v->gelu_erf_vjp(xs, gs, ds, N);
+        int bad = 0, badd = 0;
+        double worst = 0, worstd = 0;
+        for (int i = 0; i < N; i++) {
+            double x = xs[i], phi = 0.5 * erfc(-x / sqrt(2.0)), t = x * exp(-0.5 * x * x) / 2.5066282746310002;
+            double y = x * phi, d = phi + t;
+            double tol = 4e-7 * (1 + x * x);
+            double ey = fabs(ys[i] - y) / (fabs(y) + 1e-38), ed = fabs(ds[i] - gs[i] * d) / (fabs(gs[i]) * (phi + fabs(t)) + 1e-38);
+            bad += !(ey <= tol);
+            badd += !(ed <= tol);
+            worst = fmax(worst, ey / (1 + x * x));
+            worstd = fmax(worstd, ed / (1 + x * x));
+        }
+        LX_TEST_REPORT_(bad == 0 && badd == 0, "%s gelu_erf: %d / %d values out of bound (worst %.3g / %.3g)",
+                        lx_isa_name(SETS[s]), bad, badd, worst, worstd);
+        printf("# %s gelu_erf rel err / (1 + x^2): value %.3g, derivative %.3g\n", lx_isa_name(SETS[s]), worst, worstd);
+    }
+}
+
 static void test_special_values(void) {
     const float inf = INFINITY, nan = NAN;
     for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
@@ -194,6 +244,12 @@ static void test_special_values(void) {
         CHECK(isnan(gy[2]) && gy[3] == 0.0f && gy[4] == 40.0f);
         v->gelu_tanh_vjp(gx, gg, gd, 5);
         CHECK(gd[0] == 1.0f && gd[1] == 0.0f && isnan(gd[2]) && gd[3] == 0.5f && gd[4] == 2.0f);
+        v->gelu_erf(gx, gy, 5);
+        CHECK(isinf(gy[0]) && gy[0] > 0 && isnan(gy[1]) && isnan(gy[2]) && gy[3] == 0.0f && gy[4] == 40.0f);
+        v->gelu_erf_vjp(gx, gg, gd, 5);
+        CHECK(gd[0] == 1.0f && gd[1] == 0.0f && isnan(gd[2]) && gd[3] == 0.5f && gd[4] == 2.0f);
+        v->erf(x, y, 5);
+        CHECK(y[0] == 1.0f && y[1] == -1.0f && isnan(y[2]) && y[3] == 0.0f && !signbit(y[3]) && signbit(y[4]));
     }
 }
 
@@ -205,7 +261,8 @@ static void test_rows_and_aliasing(void) {
     for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
         if (!lx_isa_supported(SETS[s])) continue;
         const lx_vmath *v = lx_vmath_for(SETS[s]);
-        void (*fs[])(const float *, float *, int64_t) = {v->exp, v->tanh, v->sigmoid, v->silu, v->gelu_tanh};
+        void (*fs[])(const float *, float *, int64_t) = {v->exp, v->tanh, v->sigmoid, v->silu, v->gelu_tanh, v->erf,
+                                                         v->gelu_erf};
         for (size_t f = 0; f < sizeof fs / sizeof fs[0]; f++) {
             fs[f](x, ref, 40);
             int bad = 0;
@@ -220,8 +277,13 @@ static void test_rows_and_aliasing(void) {
             for (int i = 0; i < 40; i++) bad += to_bits(y[i]) != to_bits(ref[i]);
             LX_TEST_REPORT_(bad == 0, "%s function %zu: %d mismatches across row lengths", lx_isa_name(SETS[s]), f, bad);
         }
-        v->gelu_tanh_vjp(x, g, ref, 40);
+        v->gelu_erf_vjp(x, g, ref, 40);
         int bad = 0;
+        for (int n = 0; n <= 40; n++) {
+            v->gelu_erf_vjp(x + (40 - n), g + (40 - n), y, n);
+            for (int i = 0; i < n; i++) bad += to_bits(y[i]) != to_bits(ref[40 - n + i]);
+        }
+        v->gelu_tanh_vjp(x, g, ref, 40);
         for (int n = 0; n <= 40; n++) {
             v->gelu_tanh_vjp(x + (40 - n), g + (40 - n), y, n);
             for (int i = 0; i < n; i++) bad += to_bits(y[i]) != to_bits(ref[40 - n + i]);
@@ -253,6 +315,8 @@ int main(void) {
     RUN(test_exp_accuracy);
     RUN(test_tanh_sigmoid_accuracy);
     RUN(test_gelu_tanh);
+    RUN(test_erf_accuracy);
+    RUN(test_gelu_erf);
     RUN(test_special_values);
     RUN(test_rows_and_aliasing);
     RUN(test_map);

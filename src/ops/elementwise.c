@@ -209,8 +209,9 @@ UNARY_KERNEL(relu, f32, float, x < 0.0f ? 0.0f : x)
 /* jax.nn.gelu(approximate=True): x * 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), computed
  * as x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), the same value without the cancellation. */
 VMATH_KERNEL(gelu_tanh)
-/* jax.nn.gelu(approximate=False): x * (erf(x / sqrt(2)) + 1) / 2. */
-UNARY_KERNEL(gelu_erf, f32, float, x * (erff(x / 1.4142135623730951f) + 1.0f) / 2.0f)
+/* jax.nn.gelu(approximate=False): x * (erf(x / sqrt(2)) + 1) / 2, computed as x Phi(x) with the
+ * normal CDF from erfc in the left tail (vmath.h), so it has no cancellation there. */
+VMATH_KERNEL(gelu_erf)
 VMATH_KERNEL(silu)
 /* jnp.logaddexp(x, 0): max(x, 0) + log1p(exp(-|x|)); NaN stays NaN through the log1p term. */
 UNARY_KERNEL(softplus, f32, float, fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))))

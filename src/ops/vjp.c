@@ -97,20 +97,15 @@ VJP(gelu) {
     const float *X = lx_f32(in[0]), *G = lx_f32(ct);
     float *D = lx_f32(dx);
     (void)out;
-    if (p->approximate) { /* vmath.h: s + x sqrt(2/pi) (1 + 3a x^2) 2 s (1 - s), s = sigmoid(2u) */
-        const lx_vmath *vm = lx_vmath_active();
-        const int64_t n = ct->size, chunk = 8192, nch = (n + chunk - 1) / chunk;
+    /* vmath.h: tanh form s + x sqrt(2/pi) (1 + 3a x^2) 2 s (1 - s), s = sigmoid(2u); exact form
+     * Phi(x) + x phi(x) */
+    const lx_vmath *vm = lx_vmath_active();
+    void (*rows)(const float *, const float *, float *, int64_t) = p->approximate ? vm->gelu_tanh_vjp : vm->gelu_erf_vjp;
+    const int64_t n = ct->size, chunk = 8192, nch = (n + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n > (1 << 15)))
-        for (int64_t c = 0; c < nch; c++) {
-            int64_t i0 = c * chunk;
-            vm->gelu_tanh_vjp(X + i0, G + i0, D + i0, n - i0 < chunk ? n - i0 : chunk);
-        }
-    } else {
-        for (int64_t i = 0; i < ct->size; i++) {
-            double x = X[i];
-            double d = 0.5 * (1.0 + erf(x / 1.4142135623730951)) + x * exp(-0.5 * x * x) / 2.5066282746310002;
-            D[i] = (float)(G[i] * d);
-        }
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t i0 = c * chunk;
+        rows(X + i0, G + i0, D + i0, n - i0 < chunk ? n - i0 : chunk);
     }
     in_ct[0] = dx;
     return LX_OK;

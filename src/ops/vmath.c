@@ -93,6 +93,52 @@ static inline float scalar_gelu_tanh_grad(float x) {
     return fabsf(x) < 30.0f ? s + t : s;
 }
 
+/* erf: |z| < 0.84: z P(z^2), P the degree-9 Taylor polynomial of erf(z)/z (truncation < 1e-9);
+ * else 1 - erfc(|z|) with the sign of z, erfc(z) = t exp(-z^2 + C(y)), t = 2 / (2 + z),
+ * y = t 2/0.705 - 1 in [-1, 1], C the degree-9 Chebyshev interpolant (as monomials in y) of
+ * log(erfc(z)) + z^2 - log(t) over t in [0, 0.705] (Numerical Recipes' erfc form; coefficients
+ * computed here from double erfc). The normal CDF Phi(x) = erfc(-x / sqrt 2) / 2 uses erfc
+ * directly below -0.84 sqrt 2, so its left tail keeps its relative accuracy. */
+static const float ERF_S[10] = {1.128379167e+00f,  -3.761263890e-01f, 1.128379167e-01f, -2.686617065e-02f,
+                                5.223977625e-03f,  -8.548327023e-04f, 1.205533298e-04f, -1.492565036e-05f,
+                                1.646211437e-06f,  -1.636584469e-07f};
+static const float ERFC_C[10] = {-8.649927343e-01f, 4.468160099e-01f,  4.061980645e-02f,  -1.017390671e-02f,
+                                 -4.625118241e-03f, 3.952261729e-04f,  5.737780142e-04f,  -9.201372413e-06f,
+                                 -6.026582472e-05f, -5.217399308e-07f};
+#define ERFC_YS (2.0f / 0.705f)
+#define ERF_S0_M1 0.1283791671f /* ERF_S[0] - 1 = 2/sqrt(pi) - 1 */
+#define ERF_SPLIT 0.84f
+#define RSQRT2 0.70710678118654752f
+#define RSQRT2PI 0.39894228040143268f
+
+static inline float scalar_erf_small(float z) { /* |z| < ERF_SPLIT: z + z (P(z^2) - 1), the 1 exact */
+    float z2 = z * z, p = ERF_S[9];
+    for (int i = 8; i >= 1; i--) p = p * z2 + ERF_S[i];
+    p = p * z2 + ERF_S0_M1;
+    return z + z * p;
+}
+static inline float scalar_erfc_big(float z) { /* z >= ERF_SPLIT, +inf or NaN */
+    float t = 2.0f / (2.0f + z), y = t * ERFC_YS - 1.0f, p = ERFC_C[9];
+    for (int i = 8; i >= 0; i--) p = p * y + ERFC_C[i];
+    return t * scalar_exp(p - z * z);
+}
+static inline float scalar_erf(float x) {
+    float z = fabsf(x);
+    if (z < ERF_SPLIT) return scalar_erf_small(x);
+    return copysignf(1.0f - scalar_erfc_big(z), x);
+}
+static inline float scalar_phi(float x) {
+    float z = x * RSQRT2, az = fabsf(z);
+    if (az < ERF_SPLIT) return 0.5f + 0.5f * scalar_erf_small(z);
+    float c = scalar_erfc_big(az);
+    return z >= 0.0f ? 1.0f - 0.5f * c : 0.5f * c;
+}
+/* gelu' = Phi(x) + x phi(x); past |x| = 30 the second term is 0 in float (and x^2 may overflow) */
+static inline float scalar_gelu_erf_grad(float x) {
+    float t = x * (scalar_exp(-0.5f * (x * x)) * RSQRT2PI);
+    return fabsf(x) < 30.0f ? scalar_phi(x) + t : scalar_phi(x);
+}
+
 static void generic_exp(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = scalar_exp(x[i]);
 }
@@ -112,6 +158,16 @@ static void generic_gelu_tanh_vjp(const float *x, const float *g, float *dx, int
     for (int64_t i = 0; i < n; i++) dx[i] = g[i] * scalar_gelu_tanh_grad(x[i]);
 }
 
+static void generic_erf(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = scalar_erf(x[i]);
+}
+static void generic_gelu_erf(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * scalar_phi(x[i]);
+}
+static void generic_gelu_erf_vjp(const float *x, const float *g, float *dx, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dx[i] = g[i] * scalar_gelu_erf_grad(x[i]);
+}
+
 static const lx_vmath generic_table = {
     .isa = LX_ISA_GENERIC,
     .exp = generic_exp,
@@ -120,6 +176,9 @@ static const lx_vmath generic_table = {
     .silu = generic_silu,
     .gelu_tanh = generic_gelu_tanh,
     .gelu_tanh_vjp = generic_gelu_tanh_vjp,
+    .erf = generic_erf,
+    .gelu_erf = generic_gelu_erf,
+    .gelu_erf_vjp = generic_gelu_erf_vjp,
 };
 
 const lx_vmath *lx_vmath_generic(void) { return &generic_table; }

@@ -33,6 +33,11 @@ typedef struct {
     void (*gelu_tanh)(const float *x, float *y, int64_t n);
     /* dx = g * gelu_tanh'(x); at x = +-inf the derivative's limits 1 and 0 */
     void (*gelu_tanh_vjp)(const float *x, const float *g, float *dx, int64_t n);
+    void (*erf)(const float *x, float *y, int64_t n);
+    /* jax.nn.gelu(approximate=False): x Phi(x), Phi the normal CDF */
+    void (*gelu_erf)(const float *x, float *y, int64_t n);
+    /* dx = g * (Phi(x) + x phi(x)); at x = +-inf the limits 1 and 0 */
+    void (*gelu_erf_vjp)(const float *x, const float *g, float *dx, int64_t n);
 } lx_vmath;
 
 const lx_vmath *lx_vmath_generic(void);

@@ -85,6 +85,49 @@ static inline __m256 v_gelu_tanh_grad(__m256 x) {
     return _mm256_add_ps(s, _mm256_and_ps(t, keep));
 }
 
+/* erf and the normal CDF (vmath.c has the algorithm and the coefficients' origin) */
+static const float ERF_S[10] = {1.128379167e+00f,  -3.761263890e-01f, 1.128379167e-01f, -2.686617065e-02f,
+                                5.223977625e-03f,  -8.548327023e-04f, 1.205533298e-04f, -1.492565036e-05f,
+                                1.646211437e-06f,  -1.636584469e-07f};
+static const float ERFC_C[10] = {-8.649927343e-01f, 4.468160099e-01f,  4.061980645e-02f,  -1.017390671e-02f,
+                                 -4.625118241e-03f, 3.952261729e-04f,  5.737780142e-04f,  -9.201372413e-06f,
+                                 -6.026582472e-05f, -5.217399308e-07f};
+#define ERF_SPLIT 0.84f
+
+static inline __m256 v_erf_small(__m256 z) {
+    __m256 z2 = _mm256_mul_ps(z, z), p = _mm256_set1_ps(ERF_S[9]);
+    for (int i = 8; i >= 1; i--) p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(ERF_S[i]));
+    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(0.1283791671f)); /* 2/sqrt(pi) - 1: z + z (P - 1) */
+    return _mm256_fmadd_ps(z, p, z);
+}
+static inline __m256 v_erfc_big(__m256 z) {
+    __m256 t = _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(_mm256_set1_ps(2.0f), z));
+    __m256 y = _mm256_fmsub_ps(t, _mm256_set1_ps(2.0f / 0.705f), _mm256_set1_ps(1.0f));
+    __m256 p = _mm256_set1_ps(ERFC_C[9]);
+    for (int i = 8; i >= 0; i--) p = _mm256_fmadd_ps(p, y, _mm256_set1_ps(ERFC_C[i]));
+    return _mm256_mul_ps(t, v_exp(_mm256_fnmadd_ps(z, z, p)));
+}
+static inline __m256 v_erf(__m256 x) {
+    __m256 z = v_abs(x), sign = _mm256_and_ps(x, _mm256_set1_ps(-0.0f));
+    __m256 big = _mm256_or_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), v_erfc_big(z)), sign);
+    return _mm256_blendv_ps(big, v_erf_small(x), _mm256_cmp_ps(z, _mm256_set1_ps(ERF_SPLIT), _CMP_LT_OQ));
+}
+static inline __m256 v_phi(__m256 x) {
+    const __m256 half = _mm256_set1_ps(0.5f);
+    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)), az = v_abs(z);
+    __m256 small = _mm256_fmadd_ps(half, v_erf_small(z), half);
+    __m256 hc = _mm256_mul_ps(half, v_erfc_big(az));
+    __m256 big = _mm256_blendv_ps(hc, _mm256_sub_ps(_mm256_set1_ps(1.0f), hc), _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GE_OQ));
+    return _mm256_blendv_ps(big, small, _mm256_cmp_ps(az, _mm256_set1_ps(ERF_SPLIT), _CMP_LT_OQ));
+}
+static inline __m256 v_gelu_erf(__m256 x) { return _mm256_mul_ps(x, v_phi(x)); }
+static inline __m256 v_gelu_erf_grad(__m256 x) {
+    __m256 e = v_exp(_mm256_mul_ps(_mm256_set1_ps(-0.5f), _mm256_mul_ps(x, x)));
+    __m256 t = _mm256_mul_ps(x, _mm256_mul_ps(e, _mm256_set1_ps(0.39894228040143268f)));
+    __m256 keep = _mm256_cmp_ps(v_abs(x), _mm256_set1_ps(30.0f), _CMP_LT_OQ);
+    return _mm256_add_ps(v_phi(x), _mm256_and_ps(t, keep));
+}
+
 /* y[0:n] = F(x[0:n]) in whole vectors, the tail on a padded copy. */
 #define MAP1(name, F)                                                     \
     static void avx2_##name(const float *x, float *y, int64_t n) {        \
@@ -103,19 +146,25 @@ MAP1(tanh, v_tanh)
 MAP1(sigmoid, v_sigmoid)
 MAP1(silu, v_silu)
 MAP1(gelu_tanh, v_gelu_tanh)
+MAP1(erf, v_erf)
+MAP1(gelu_erf, v_gelu_erf)
 
-static void avx2_gelu_tanh_vjp(const float *x, const float *g, float *dx, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(g + i), v_gelu_tanh_grad(_mm256_loadu_ps(x + i))));
-    if (i < n) {
-        float bx[8] = {0}, bg[8] = {0};
-        memcpy(bx, x + i, sizeof(float) * (size_t)(n - i));
-        memcpy(bg, g + i, sizeof(float) * (size_t)(n - i));
-        _mm256_storeu_ps(bx, _mm256_mul_ps(_mm256_loadu_ps(bg), v_gelu_tanh_grad(_mm256_loadu_ps(bx))));
-        memcpy(dx + i, bx, sizeof(float) * (size_t)(n - i));
-    }
+#define MAP_VJP(name, GRAD)                                        \
+static void avx2_##name(const float *x, const float *g, float *dx, int64_t n) {    \
+    int64_t i = 0;    \
+    for (; i + 8 <= n; i += 8)    \
+        _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(g + i), GRAD(_mm256_loadu_ps(x + i))));    \
+    if (i < n) {    \
+        float bx[8] = {0}, bg[8] = {0};    \
+        memcpy(bx, x + i, sizeof(float) * (size_t)(n - i));    \
+        memcpy(bg, g + i, sizeof(float) * (size_t)(n - i));    \
+        _mm256_storeu_ps(bx, _mm256_mul_ps(_mm256_loadu_ps(bg), GRAD(_mm256_loadu_ps(bx))));    \
+        memcpy(dx + i, bx, sizeof(float) * (size_t)(n - i));    \
+    }    \
 }
+
+MAP_VJP(gelu_tanh_vjp, v_gelu_tanh_grad)
+MAP_VJP(gelu_erf_vjp, v_gelu_erf_grad)
 
 static const lx_vmath table = {
     .isa = LX_ISA_AVX2,
@@ -125,6 +174,9 @@ static const lx_vmath table = {
     .silu = avx2_silu,
     .gelu_tanh = avx2_gelu_tanh,
     .gelu_tanh_vjp = avx2_gelu_tanh_vjp,
+    .erf = avx2_erf,
+    .gelu_erf = avx2_gelu_erf,
+    .gelu_erf_vjp = avx2_gelu_erf_vjp,
 };
 
 const lx_vmath *lx_vmath_avx2(void) { return &table; }
