@@ -573,17 +573,26 @@ static lx_status norm_vjp(const lx_norm_params *p, lx_array *x, lx_array *scale,
             if (!center) m = 0;
             rstd = 1.0 / sqrt(var + (double)p->epsilon);
         }
-        for (int64_t j = 0; j < d; j++) {
-            xh[j] = (xr[j] - m) * rstd;
-            double sc = S ? S[j % f] : 1.0;
-            dxh[j] = gr[j] * sc;
-            ds[j % f] += gr[j] * xh[j];
-            db[j % f] += gr[j];
-            a += dxh[j];
-            b += dxh[j] * xh[j];
+        /* scale / bias repeat every f values along the row: blocks of f, no j % f per element */
+        for (int64_t j0 = 0; j0 < d; j0 += f) {
+            const float *xb = xr + j0, *gb = gr + j0;
+            double *xhb = xh + j0, *dxhb = dxh + j0;
+            const int64_t fn = d - j0 < f ? d - j0 : f;
+#pragma omp simd reduction(+ : a, b)
+            for (int64_t j = 0; j < fn; j++) {
+                double xv = (xb[j] - m) * rstd, gv = gb[j], dv = S ? gv * S[j] : gv;
+                xhb[j] = xv, dxhb[j] = dv;
+                ds[j] += gv * xv;
+                db[j] += gv;
+                a += dv;
+                b += dv * xv;
+            }
         }
         a /= (double)d, b /= (double)d;
-        for (int64_t j = 0; j < d; j++) DX[r * d + j] = (float)(rstd * (dxh[j] - (center ? a : 0.0) - xh[j] * b));
+        const double ca = center ? a : 0.0;
+        float *dxr = DX + r * d;
+#pragma omp simd
+        for (int64_t j = 0; j < d; j++) dxr[j] = (float)(rstd * (dxh[j] - ca - xh[j] * b));
     }
     in_ct[0] = dx;
     if (scale) {
