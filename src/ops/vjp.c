@@ -84,8 +84,27 @@ UNARY_VJP(rsqrt, g * -0.5f * y / x)
 UNARY_VJP(tanh, g * (1.0f - y * y))
 UNARY_VJP(sigmoid, g * y * (1.0f - y))
 UNARY_VJP(relu, x > 0 ? g : 0.0f)
-UNARY_VJP(silu, g * (sigmoidf_(x) * (1.0f + x * (1.0f - sigmoidf_(x)))))
-UNARY_VJP(softplus, g * sigmoidf_(x))
+
+/* silu' = s (1 + x (1 - s)) and softplus' = s, s = sigmoid(x) from the vector math (vmath.h) into
+ * dx first, then one vectorisable pass. */
+static lx_status sigmoid_based_vjp(lx_array *const *in, lx_array *ct, lx_array **in_ct, bool silu) {
+    if (!is_float(in[0])) return LX_OK;
+    lx_array *dx = lx_op_result(LX_F32, ct->ndim, ct->shape, false);
+    if (!dx) return lx_last_status();
+    const float *X = lx_f32(in[0]), *G = lx_f32(ct);
+    float *D = lx_f32(dx);
+    const int64_t n = ct->size;
+    lx_vmath_map(lx_vmath_active()->sigmoid, X, D, n);
+    if (silu) {
+        for (int64_t i = 0; i < n; i++) D[i] = G[i] * (D[i] * (1.0f + X[i] * (1.0f - D[i])));
+    } else {
+        for (int64_t i = 0; i < n; i++) D[i] = G[i] * D[i];
+    }
+    in_ct[0] = dx;
+    return LX_OK;
+}
+VJP(silu) { UNUSED_VJP_ARGS; return sigmoid_based_vjp(in, ct, in_ct, true); }
+VJP(softplus) { UNUSED_VJP_ARGS; return sigmoid_based_vjp(in, ct, in_ct, false); }
 
 VJP(gelu) {
     (void)wants;
