@@ -11,7 +11,9 @@
  *   gemm_1x64x64 ns                one batch-1 call, nanoseconds
  *   rows_<op>_4096x4096_t<n> frac_bandwidth  softmax, log_softmax, cross_entropy, layer_norm,
  *                                  rms_norm: bytes read and written per second / copy_bandwidth
- *   conv_fwd_..., conv_fwd_bwd_..., attention_fwd_... frac_peak  FLOPs per second / fma_peak_t<n>
+ *   conv_fwd_..., conv_fwd_bwd_..., attention_fwd_..., attention_lm_fwd_bwd_... frac_peak
+ *                                  FLOPs per second / fma_peak_t<n> (attention: the full T x T
+ *                                  square counted, though causal skips about half)
  *   ..._cpu                        the one-thread figures again from the thread's CPU time instead
  *                                  of the wall clock: on a machine shared with other work, time
  *                                  the thread spent descheduled does not count against either side
@@ -247,6 +249,7 @@ static const int thread_counts[] = {1, 2};
  * fma_peak_t<n>. One-thread figures also from thread CPU time (_cpu). */
 typedef struct {
     lx_array *x, *scale, *bias, *labels, *w, *q, *k, *v;
+    lx_array *lq, *lk, *lv; /* lm_train's attention: (16, 64, 4, 32) */
     int op;
     lx_conv_params conv;
 } step_job;
@@ -254,6 +257,11 @@ static lx_status conv_loss(int n, lx_array *const *xs, void *user, lx_array **lo
     (void)n;
     step_job *j = user;
     *loss = lx_sum(lx_conv_general(xs[0], xs[1], &j->conv), 0, NULL, false);
+    return *loss ? LX_OK : lx_last_status();
+}
+static lx_status attention_loss(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n, (void)user;
+    *loss = lx_sum(lx_dot_product_attention(xs[0], xs[1], xs[2], NULL, NULL, true, 0.0f), 0, NULL, false);
     return *loss ? LX_OK : lx_last_status();
 }
 static void step_call(void *p) {
@@ -272,6 +280,13 @@ static void step_call(void *p) {
         break;
     }
     case 7: lx_dot_product_attention(j->q, j->k, j->v, NULL, NULL, true, 0.0f); break;
+    case 8: lx_dot_product_attention(j->lq, j->lk, j->lv, NULL, NULL, true, 0.0f); break;
+    case 9: {
+        lx_array *xs[3] = {j->lq, j->lk, j->lv}, *val = NULL, *g[3] = {NULL, NULL, NULL};
+        if (lx_value_and_grad(attention_loss, j, 3, xs, &val, g) == LX_OK)
+            lx_release(val), lx_release(g[0]), lx_release(g[1]), lx_release(g[2]);
+        break;
+    }
     }
     lx_pool_close(mark);
 }
@@ -337,20 +352,27 @@ static void bench_step(const double peak[2], double peak_cpu, double copy_gbps) 
     int64_t B = 16, T = 128, H = lc.num_query_heads, KV = lc.num_kv_heads, Dh = lc.head_dim;
     j.q = filled(4, (int64_t[]){B, T, H, Dh}, 6), j.k = filled(4, (int64_t[]){B, T, KV, Dh}, 7);
     j.v = filled(4, (int64_t[]){B, T, KV, Dh}, 8);
-    if (!j.x || !j.w || !j.q || !j.k || !j.v) return;
+    /* lm_train's attention (bench/train.c): 16 x 64 tokens, 4 heads, depth 32 */
+    const int64_t LB = 16, LT = 64, LH = 4, LD = 32;
+    j.lq = filled(4, (int64_t[]){LB, LT, LH, LD}, 9), j.lk = filled(4, (int64_t[]){LB, LT, LH, LD}, 10);
+    j.lv = filled(4, (int64_t[]){LB, LT, LH, LD}, 11);
+    if (!j.x || !j.w || !j.q || !j.k || !j.v || !j.lq || !j.lk || !j.lv) return;
     double conv_flops = 2.0 * 64 * 28 * 28 * 9 * 32 * 64;
     /* causal: about half of the T x T square is needed; count the full square, as bench_llama does */
     double att_flops = 2.0 * 2.0 * (double)(B * H * T * T * Dh);
-    const char *names[] = {"conv_fwd_64x28x28x32_64", "conv_fwd_bwd_64x28x28x32_64", "attention_fwd_16x128"};
-    const int ops[] = {5, 6, 7};
-    const double flops[] = {conv_flops, 3 * conv_flops, att_flops};
+    /* forward + backward: the two forward products and dP, dQ, dV, dK (the weights are kept) */
+    double lm_att_flops = 2.0 * 2.0 * (double)(LB * LH * LT * LT * LD);
+    const char *names[] = {"conv_fwd_64x28x28x32_64", "conv_fwd_bwd_64x28x28x32_64", "attention_fwd_16x128",
+                           "attention_lm_fwd_16x64", "attention_lm_fwd_bwd_16x64"};
+    const int ops[] = {5, 6, 7, 8, 9};
+    const double flops[] = {conv_flops, 3 * conv_flops, att_flops, lm_att_flops, 3 * lm_att_flops};
     char shape_note[64];
     snprintf(shape_note, sizeof shape_note, "# attention: heads %lld, kv heads %lld, head_dim %lld", (long long)H,
              (long long)KV, (long long)Dh);
     puts(shape_note);
     for (int ti = 0; ti < 2; ti++) {
         lx_set_num_threads(thread_counts[ti]);
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 5; k++) {
             j.op = ops[k];
             double t = median_time(step_call, &j, 1, 5, 1);
             printf("%s_t%d gflops %.1f\n", names[k], thread_counts[ti], flops[k] / t / 1e9);
@@ -365,6 +387,7 @@ static void bench_step(const double peak[2], double peak_cpu, double copy_gbps) 
         }
     }
     lx_release(j.x), lx_release(j.w), lx_release(j.q), lx_release(j.k), lx_release(j.v);
+    lx_release(j.lq), lx_release(j.lk), lx_release(j.lv);
 }
 
 /* The child: OpenBLAS seconds per shape and thread count. */

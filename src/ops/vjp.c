@@ -11,6 +11,7 @@
  * ties, clip passes the gradient where lo <= x <= hi, pow's exponent gradient uses log(x) with
  * log(1) at x == 0. */
 #include <float.h>
+#include <omp.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,10 @@
 #include "linnx/ops.h"
 #include "broadcast.h"
 #include "conv_internal.h"
+#include "linalg_internal.h"
+#include "nn_internal.h"
 #include "op_internal.h"
+#include "vmath.h"
 
 #define VJP(name)                                                                                          \
     lx_status lx_vjp_##name(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct, \
@@ -80,8 +84,27 @@ UNARY_VJP(rsqrt, g * -0.5f * y / x)
 UNARY_VJP(tanh, g * (1.0f - y * y))
 UNARY_VJP(sigmoid, g * y * (1.0f - y))
 UNARY_VJP(relu, x > 0 ? g : 0.0f)
-UNARY_VJP(silu, g * (sigmoidf_(x) * (1.0f + x * (1.0f - sigmoidf_(x)))))
-UNARY_VJP(softplus, g * sigmoidf_(x))
+
+/* silu' = s (1 + x (1 - s)) and softplus' = s, s = sigmoid(x) from the vector math (vmath.h) into
+ * dx first, then one vectorisable pass. */
+static lx_status sigmoid_based_vjp(lx_array *const *in, lx_array *ct, lx_array **in_ct, bool silu) {
+    if (!is_float(in[0])) return LX_OK;
+    lx_array *dx = lx_op_result(LX_F32, ct->ndim, ct->shape, false);
+    if (!dx) return lx_last_status();
+    const float *X = lx_f32(in[0]), *G = lx_f32(ct);
+    float *D = lx_f32(dx);
+    const int64_t n = ct->size;
+    lx_vmath_map(lx_vmath_active()->sigmoid, X, D, n);
+    if (silu) {
+        for (int64_t i = 0; i < n; i++) D[i] = G[i] * (D[i] * (1.0f + X[i] * (1.0f - D[i])));
+    } else {
+        for (int64_t i = 0; i < n; i++) D[i] = G[i] * D[i];
+    }
+    in_ct[0] = dx;
+    return LX_OK;
+}
+VJP(silu) { UNUSED_VJP_ARGS; return sigmoid_based_vjp(in, ct, in_ct, true); }
+VJP(softplus) { UNUSED_VJP_ARGS; return sigmoid_based_vjp(in, ct, in_ct, false); }
 
 VJP(gelu) {
     (void)wants;
@@ -93,16 +116,15 @@ VJP(gelu) {
     const float *X = lx_f32(in[0]), *G = lx_f32(ct);
     float *D = lx_f32(dx);
     (void)out;
-    for (int64_t i = 0; i < ct->size; i++) {
-        double x = X[i], d;
-        if (p->approximate) {
-            const double c = 0.7978845608028654, a = 0.044715;
-            double u = c * (x + a * x * x * x), t = tanh(u);
-            d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * a * x * x);
-        } else {
-            d = 0.5 * (1.0 + erf(x / 1.4142135623730951)) + x * exp(-0.5 * x * x) / 2.5066282746310002;
-        }
-        D[i] = (float)(G[i] * d);
+    /* vmath.h: tanh form s + x sqrt(2/pi) (1 + 3a x^2) 2 s (1 - s), s = sigmoid(2u); exact form
+     * Phi(x) + x phi(x) */
+    const lx_vmath *vm = lx_vmath_active();
+    void (*rows)(const float *, const float *, float *, int64_t) = p->approximate ? vm->gelu_tanh_vjp : vm->gelu_erf_vjp;
+    const int64_t n = ct->size, chunk = 8192, nch = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n > (1 << 15)))
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t i0 = c * chunk;
+        rows(X + i0, G + i0, D + i0, n - i0 < chunk ? n - i0 : chunk);
     }
     in_ct[0] = dx;
     return LX_OK;
@@ -504,14 +526,39 @@ VJP(log_softmax) {
     return st_of(in_ct[0]);
 }
 
+/* One pass per row: dx = (softmax(x) - one_hot(label)) * g, the values of the composite
+ * lx_mul(lx_sub(softmax, one_hot), g) (the forward checked every label is in [0, C)). */
+static void xent_int_rows(const float *X, const int32_t *L, const float *G, float *DX, int64_t r0, int64_t r1, int64_t C) {
+    for (int64_t r = r0; r < r1; r++) {
+        float *d = DX + r * C;
+        softmax_row_forward(X + r * C, d, C, false);
+        d[L[r]] -= 1.0f;
+        const float g = G[r];
+        for (int64_t c = 0; c < C; c++) d[c] *= g;
+    }
+}
+
 VJP(softmax_cross_entropy_int) {
     UNUSED_VJP_ARGS;
     lx_array *logits = in[0], *labels = in[1];
-    int64_t C = logits->shape[logits->ndim - 1];
-    lx_array *p = lx_softmax(logits, -1);
-    lx_array *g = lx_expand_dims(ct, -1);
-    in_ct[0] = lx_mul(lx_sub(p, lx_one_hot(labels, C)), g);
-    return st_of(in_ct[0]);
+    const int64_t C = logits->shape[logits->ndim - 1], rows = labels->size;
+    lx_array *dx = lx_op_result(LX_F32, logits->ndim, logits->shape, false);
+    if (!dx) return lx_last_status();
+    const float *X = lx_f32(logits), *G = lx_f32(ct);
+    const int32_t *L = lx_i32(labels);
+    float *DX = lx_f32(dx);
+    const int nt = LX_PAR_THREADS(rows * C > (1 << 15) && rows > 1);
+    if (nt <= 1) {
+        xent_int_rows(X, L, G, DX, 0, rows, C);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t ti = omp_get_thread_num(), n = omp_get_num_threads();
+            xent_int_rows(X, L, G, DX, rows * ti / n, rows * (ti + 1) / n, C);
+        }
+    }
+    in_ct[0] = dx;
+    return LX_OK;
 }
 
 /* ---- normalisation: the forward's (mean, rstd) per row (recomputed in double when absent), then
@@ -545,17 +592,26 @@ static lx_status norm_vjp(const lx_norm_params *p, lx_array *x, lx_array *scale,
             if (!center) m = 0;
             rstd = 1.0 / sqrt(var + (double)p->epsilon);
         }
-        for (int64_t j = 0; j < d; j++) {
-            xh[j] = (xr[j] - m) * rstd;
-            double sc = S ? S[j % f] : 1.0;
-            dxh[j] = gr[j] * sc;
-            ds[j % f] += gr[j] * xh[j];
-            db[j % f] += gr[j];
-            a += dxh[j];
-            b += dxh[j] * xh[j];
+        /* scale / bias repeat every f values along the row: blocks of f, no j % f per element */
+        for (int64_t j0 = 0; j0 < d; j0 += f) {
+            const float *xb = xr + j0, *gb = gr + j0;
+            double *xhb = xh + j0, *dxhb = dxh + j0;
+            const int64_t fn = d - j0 < f ? d - j0 : f;
+#pragma omp simd reduction(+ : a, b)
+            for (int64_t j = 0; j < fn; j++) {
+                double xv = (xb[j] - m) * rstd, gv = gb[j], dv = S ? gv * S[j] : gv;
+                xhb[j] = xv, dxhb[j] = dv;
+                ds[j] += gv * xv;
+                db[j] += gv;
+                a += dv;
+                b += dv * xv;
+            }
         }
         a /= (double)d, b /= (double)d;
-        for (int64_t j = 0; j < d; j++) DX[r * d + j] = (float)(rstd * (dxh[j] - (center ? a : 0.0) - xh[j] * b));
+        const double ca = center ? a : 0.0;
+        float *dxr = DX + r * d;
+#pragma omp simd
+        for (int64_t j = 0; j < d; j++) dxr[j] = (float)(rstd * (dxh[j] - ca - xh[j] * b));
     }
     in_ct[0] = dx;
     if (scale) {
@@ -767,8 +823,29 @@ VJP(dropout) {
 
 /* ---- attention ----
  * P = softmax(masked(scale q k^T + bias)), kept by the forward under a tape (else recomputed); then
- * dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(P dP)) where not masked, dQ = scale dS K,
- * dK = scale dS^T Q, dbias = dS summed to bias's shape. Heads h read kv head h / (H / G). */
+ * per (batch, head), on linnx's GEMM: dP = dO V^T, dS = P (dP - rowsum(P dP)) where not masked,
+ * dQ = scale dS K, and per kv head dV += P^T dO, dK += scale dS^T Q (the heads of a GQA group
+ * accumulate), dbias = dS summed to bias's shape. A job is one (batch, kv head): it owns its rows
+ * of dK, dV and of the heads' dQ, so jobs run on the thread team without sharing.
+ * Causal attention skips what is exactly zero, in blocks of ATT_BLK rows: dS (and, when the
+ * weights' upper triangle is zero, P) vanish for key s > query t, so a query block reads keys
+ * [0, block end) and a key block [s0, s1) reads queries [s0, T). The row sums would see more than
+ * zeros only when a value row past the block holds inf / NaN (then dO V^T there is not finite) or
+ * the weights past it are not zero (a row whose kept logits were all -inf): such a block runs over
+ * every key. Entries of dS or P that are zero (masked, causal) multiply the other operand in the
+ * products, so an inf there gives NaN, as JAX's dense products do. */
+#define ATT_BLK 32
+
+/* The last of `rows` rows (stride ld) with an inf or NaN among its first n values, or -1. */
+static int64_t att_last_nonfinite_row(const float *v, int64_t ld, int64_t rows, int64_t n) {
+    for (int64_t r = rows - 1; r >= 0; r--) {
+        int bad = 0;
+        for (int64_t c = 0; c < n; c++) bad |= !(fabsf(v[r * ld + c]) <= FLT_MAX);
+        if (bad) return r;
+    }
+    return -1;
+}
+
 static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_array *k, lx_array *v, lx_array *bias,
                                lx_array *mask, lx_array *kept, lx_array *out, lx_array *ct, lx_array **dq_,
                                lx_array **dk_, lx_array **dv_, lx_array **dbias_) {
@@ -782,75 +859,82 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
     if (!P) return lx_last_status();
     lx_array *M = NULL;
     if (mask && !(M = lx_broadcast_to(mask, P->ndim, P->shape))) return lx_last_status();
-    lx_array *dq = f32_like(q), *dk = f32_like(k), *dv = v ? f32_like(v) : NULL, *dS = f32_like(P);
-    float *dP = malloc(sizeof(float) * (size_t)(S > 0 ? S : 1));
-    if (!dq || !dk || (v && !dv) || !dS || !dP) {
-        free(dP);
-        return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
-    }
+    lx_array *dq = f32_like(q), *dk = f32_like(k), *dv = v ? f32_like(v) : NULL, *dS = bias ? f32_like(P) : NULL;
+    if (!dq || !dk || (v && !dv) || (bias && !dS)) return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
     const float *Q = lx_f32(q), *K = lx_f32(k), *V = v ? lx_f32(v) : NULL, *PP = lx_f32(P), *GO = lx_f32(ct);
     const uint8_t *MM = M ? lx_bool(M) : NULL;
-    float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = dv ? lx_f32(dv) : NULL, *DS = lx_f32(dS);
+    float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = dv ? lx_f32(dv) : NULL, *DS = dS ? lx_f32(dS) : NULL;
     const float sc = p->scale;
-    /* batch elements are independent (each owns its rows of dq, dk, dv and dS): one per thread */
-    const int nt = (double)B * H * T * S * (D + Dv) > (1 << 18) && B > 1 ? lx_num_threads() : 1;
+    const int64_t ldq = H * D, ldk = G * D, ldo = H * Dv, ldv = G * Dv, jobs = B * G, TS = T * S;
+    const int nt = (double)B * H * T * S * (D + Dv) > (1 << 18) && jobs > 1 ? lx_num_threads() : 1;
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
-        float *dPt = malloc(sizeof(float) * (size_t)(S > 0 ? S : 1));
-        if (!dPt) {
+        /* dP and (without bias) dS of one head */
+        float *scratch = malloc(sizeof(float) * (size_t)(TS > 0 ? 2 * TS : 1));
+        if (!scratch) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < B; b++) {
-            if (!dPt) continue;
-            float *dP = dPt;
-            for (int64_t h = 0; h < H; h++) {
-                int64_t g = h / R;
-                for (int64_t t = 0; t < T; t++) {
-                    const int64_t prow = ((b * H + h) * T + t) * S;
-                    const float *pr = PP + prow;
-                    if (v) {
-                        const float *go = GO + ((b * T + t) * H + h) * Dv;
-                        for (int64_t s = 0; s < S; s++) {
-                            const float *vr = V + ((b * S + s) * G + g) * Dv;
-                            float *dvr = DV + ((b * S + s) * G + g) * Dv, acc = 0;
-                            for (int64_t e = 0; e < Dv; e++) {
-                                acc += go[e] * vr[e];
-                                dvr[e] += pr[s] * go[e];
-                            }
-                            dP[s] = acc;
+        for (int64_t j = 0; j < jobs; j++) {
+            if (!scratch) continue;
+            const int64_t b = j / G, g = j % G;
+            const float *Vb = V ? V + (b * S * G + g) * Dv : NULL, *Kb = K + (b * S * G + g) * D;
+            float *dKb = DK + (b * S * G + g) * D, *dVb = DV ? DV + (b * S * G + g) * Dv : NULL;
+            /* a non-finite value row at or past vbad makes the row sums see it */
+            const int64_t vbad = p->causal && v ? att_last_nonfinite_row(Vb, ldv, S, Dv) : -1;
+            for (int64_t h = g * R; h < (g + 1) * R; h++) {
+                const int64_t prow0 = (b * H + h) * TS;
+                const float *Pb = PP + prow0, *Qb = Q + (b * T * H + h) * D;
+                const float *dOb = v ? GO + (b * T * H + h) * Dv : NULL;
+                float *dQb = DQ + (b * T * H + h) * D, *dP = scratch, *dSb = DS ? DS + prow0 : scratch + TS;
+                /* the weights vanish above the diagonal (the causal forward's zeros) */
+                bool upper_zero = p->causal;
+                for (int64_t t = 0; upper_zero && t < T; t++) {
+                    int nz = 0;
+                    for (int64_t s = t + 1; s < S; s++) nz |= Pb[t * S + s] != 0.0f;
+                    upper_zero = !nz;
+                }
+                for (int64_t t0 = 0; t0 < T; t0 += ATT_BLK) {
+                    const int64_t tq = T - t0 < ATT_BLK ? T - t0 : ATT_BLK;
+                    int64_t ncols = S;
+                    if (upper_zero && v && t0 + tq < S && vbad < t0 + tq) ncols = t0 + tq;
+                    const float *dPr = v ? dP : GO + prow0; /* the weights' cotangent is dP itself */
+                    if (v) lx_sgemm_serial(false, true, tq, ncols, Dv, 1.0f, dOb + t0 * ldo, ldo, Vb, ldv, 0.0f, dP + t0 * S, S);
+                    for (int64_t t = t0; t < t0 + tq; t++) {
+                        const float *pr = Pb + t * S, *dpr = dPr + t * S;
+                        const uint8_t *mr = MM ? MM + prow0 + t * S : NULL;
+                        float *dsr = dSb + t * S;
+                        double dot = 0;
+#pragma omp simd reduction(+ : dot)
+                        for (int64_t s = 0; s < ncols; s++) dot += (double)pr[s] * dpr[s];
+                        const float fdot = (float)dot;
+                        const int64_t lim = p->causal && t + 1 < ncols ? t + 1 : ncols; /* causal: s > t masked */
+                        for (int64_t s = 0; s < lim; s++) {
+                            float ds = pr[s] * (dpr[s] - fdot);
+                            dsr[s] = mr && !mr[s] ? 0.0f : ds;
                         }
-                    } else {
-                        for (int64_t s = 0; s < S; s++) dP[s] = GO[prow + s];
+                        for (int64_t s = lim; s < S; s++) dsr[s] = 0.0f;
                     }
-                    double dot = 0;
-                    for (int64_t s = 0; s < S; s++) dot += (double)pr[s] * dP[s];
-                    const float *qr = Q + ((b * T + t) * H + h) * D;
-                    float *dqr = DQ + ((b * T + t) * H + h) * D;
-                    for (int64_t s = 0; s < S; s++) {
-                        bool masked = (MM && !MM[prow + s]) || (p->causal && s > t);
-                        float ds = masked ? 0.0f : (float)(pr[s] * (dP[s] - dot));
-                        DS[prow + s] = ds;
-                        if (ds == 0.0f) continue;
-                        const float *kr = K + ((b * S + s) * G + g) * D;
-                        float *dkr = DK + ((b * S + s) * G + g) * D;
-                        for (int64_t e = 0; e < D; e++) {
-                            dqr[e] += sc * ds * kr[e];
-                            dkr[e] += sc * ds * qr[e];
-                        }
-                    }
+                    lx_sgemm_serial(false, false, tq, D, ncols, sc, dSb + t0 * S, S, Kb, ldk, 0.0f, dQb + t0 * ldq, ldq);
+                }
+                /* key blocks: queries t < s0 contribute zeros when causal (dS always, P if its upper triangle is 0) */
+                for (int64_t s0 = 0; s0 < S; s0 += ATT_BLK) {
+                    const int64_t sk = S - s0 < ATT_BLK ? S - s0 : ATT_BLK;
+                    int64_t tk = p->causal ? (s0 < T ? s0 : T) : 0, tv = upper_zero ? tk : 0;
+                    if (v && tv < T)
+                        lx_sgemm_serial(true, false, sk, Dv, T - tv, 1.0f, Pb + tv * S + s0, S, dOb + tv * ldo, ldo, 1.0f,
+                                        dVb + s0 * ldv, ldv);
+                    if (tk < T)
+                        lx_sgemm_serial(true, false, sk, D, T - tk, sc, dSb + tk * S + s0, S, Qb + tk * ldq, ldq, 1.0f,
+                                        dKb + s0 * ldk, ldk);
                 }
             }
         }
-        free(dPt);
+        free(scratch);
     }
-    if (failed) {
-        free(dP);
-        return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
-    }
-    free(dP);
+    if (failed) return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
     *dq_ = dq, *dk_ = dk;
     if (dv_) *dv_ = dv;
     if (bias && !(*dbias_ = unbroadcast(dS, bias))) return lx_last_status();

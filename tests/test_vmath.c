@@ -1,0 +1,324 @@
+/* Vector math (src/ops/vmath.h) in every kernel set this machine runs, against double-precision
+ * references computed here (libm's exp / tanh in double): exp, tanh and sigmoid to a stated
+ * maximum error in ulps over sweeps of float bit patterns across their whole ranges (both signs,
+ * subnormal results, the overflow and underflow thresholds), the tanh-form GELU and its
+ * derivative to a relative bound that allows for the rounding of u, and the special values
+ * (+-inf, NaN, +-0). Rows of every length 0..40 check the vector tails against the scalar walk;
+ * aliased in/out rows are checked too. */
+#include <float.h>
+#include <math.h>
+
+#include "../src/ops/vmath.h"
+#include "linnx/cpu.h"
+#include "lx_test.h"
+
+/* The maximum errors documented in vmath.h and docs/kernels.md. */
+#define EXP_MAX_ULP 2.0
+#define TANH_MAX_ULP 2.0
+#define SIGMOID_MAX_ULP 3.0
+#define ERF_MAX_ULP 2.0
+
+static float from_bits(uint32_t b) {
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+static uint32_t to_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    return b;
+}
+
+/* |y - ref| in units of the last place of ref as a float (2^-149 in the subnormal range); a
+ * result of the right infinity where ref rounds to one counts 0. */
+static double ulp_err(float y, double ref) {
+    if (isnan(ref)) return isnan(y) ? 0 : INFINITY;
+    if (isnan(y)) return INFINITY;
+    float rf = (float)ref;
+    if (isinf(rf)) return isinf(y) && signbit(y) == signbit(rf) ? 0 : INFINITY;
+    if (isinf(y)) return INFINITY;
+    int e = 0;
+    if (ref != 0) frexp(ref, &e);
+    int ue = e - 24 < -149 ? -149 : e - 24;
+    return fabs((double)y - ref) / ldexp(1.0, ue);
+}
+
+typedef double (*ref_fn)(double);
+static double ref_exp(double x) { return exp(x); }
+static double ref_tanh(double x) { return tanh(x); }
+static double ref_erf(double x) { return erf(x); }
+static double ref_sigmoid(double x) { return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)); }
+
+#define BATCH 4099 /* not a multiple of 8: every batch ends in a ragged tail */
+
+/* Max ulp error of f over the floats in [lo, hi] (same sign), every `stride`-th bit pattern. */
+static double sweep(void (*f)(const float *, float *, int64_t), ref_fn ref, float lo, float hi, uint32_t stride,
+                    float *worst_x) {
+    static float xs[BATCH], ys[BATCH];
+    double worst = 0;
+    uint32_t a = to_bits(lo), b = to_bits(hi);
+    if (a > b) { uint32_t t = a; a = b; b = t; }
+    uint64_t u = a;
+    while (u <= b) {
+        int n = 0;
+        for (; n < BATCH && u <= b; n++, u += stride) xs[n] = from_bits((uint32_t)u);
+        f(xs, ys, n);
+        for (int i = 0; i < n; i++) {
+            double e = ulp_err(ys[i], ref((double)xs[i]));
+            if (e > worst) worst = e, *worst_x = xs[i];
+        }
+    }
+    return worst;
+}
+
+static const lx_isa SETS[] = {LX_ISA_GENERIC, LX_ISA_AVX2, LX_ISA_AVX512};
+
+static void test_dispatch(void) {
+    CHECK(lx_vmath_for(LX_ISA_GENERIC) == lx_vmath_generic());
+    CHECK_EQ_INT(lx_vmath_generic()->isa, LX_ISA_GENERIC);
+    if (lx_isa_supported(LX_ISA_AVX2)) {
+        CHECK(lx_vmath_avx2() != NULL);
+        CHECK(lx_vmath_for(LX_ISA_AVX2) == lx_vmath_avx2());
+    }
+    CHECK(lx_vmath_active() == lx_vmath_for(lx_isa_current()));
+    CHECK_EQ_INT(lx_isa_set("generic"), LX_OK);
+    CHECK(lx_vmath_active() == lx_vmath_generic());
+    lx_isa_set(NULL);
+}
+
+static void test_exp_accuracy(void) {
+    for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
+        if (!lx_isa_supported(SETS[s])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[s]);
+        float wx = 0;
+        double e1 = sweep(v->exp, ref_exp, 0.0f, 89.0f, 421, &wx);
+        LX_TEST_REPORT_(e1 <= EXP_MAX_ULP, "%s exp [0, 89]: %.3f ulp at %.9g", lx_isa_name(SETS[s]), e1, (double)wx);
+        double e2 = sweep(v->exp, ref_exp, -0.0f, -104.0f, 421, &wx);
+        LX_TEST_REPORT_(e2 <= EXP_MAX_ULP, "%s exp [-104, 0]: %.3f ulp at %.9g", lx_isa_name(SETS[s]), e2, (double)wx);
+        /* every float near the thresholds */
+        double e3 = sweep(v->exp, ref_exp, 88.6f, 89.0f, 1, &wx);
+        double e4 = sweep(v->exp, ref_exp, -87.0f, -104.0f, 7, &wx);
+        LX_TEST_REPORT_(e3 <= EXP_MAX_ULP && e4 <= EXP_MAX_ULP, "%s exp thresholds: %.3f / %.3f ulp",
+                        lx_isa_name(SETS[s]), e3, e4);
+        printf("# %s exp max ulp %.3f\n", lx_isa_name(SETS[s]), fmax(fmax(e1, e2), fmax(e3, e4)));
+    }
+}
+
+static void test_tanh_sigmoid_accuracy(void) {
+    for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
+        if (!lx_isa_supported(SETS[s])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[s]);
+        const char *nm = lx_isa_name(SETS[s]);
+        float wx = 0;
+        /* from the smallest subnormal to past saturation, both signs */
+        double t1 = sweep(v->tanh, ref_tanh, FLT_TRUE_MIN, 20.0f, 193, &wx);
+        LX_TEST_REPORT_(t1 <= TANH_MAX_ULP, "%s tanh (0, 20]: %.3f ulp at %.9g", nm, t1, (double)wx);
+        double t2 = sweep(v->tanh, ref_tanh, -FLT_TRUE_MIN, -20.0f, 193, &wx);
+        LX_TEST_REPORT_(t2 <= TANH_MAX_ULP, "%s tanh [-20, 0): %.3f ulp at %.9g", nm, t2, (double)wx);
+        double t3 = sweep(v->tanh, ref_tanh, 0.5f, 0.75f, 1, &wx); /* every float around the 0.625 switch */
+        LX_TEST_REPORT_(t3 <= TANH_MAX_ULP, "%s tanh [0.5, 0.75]: %.3f ulp at %.9g", nm, t3, (double)wx);
+        double t4 = sweep(v->tanh, ref_tanh, 20.0f, FLT_MAX, 4099, &wx);
+        LX_TEST_REPORT_(t4 == 0, "%s tanh [20, max]: %.3f ulp at %.9g", nm, t4, (double)wx);
+        printf("# %s tanh max ulp %.3f\n", nm, fmax(fmax(t1, t2), t3));
+        double s1 = sweep(v->sigmoid, ref_sigmoid, 0.0f, 120.0f, 421, &wx);
+        LX_TEST_REPORT_(s1 <= SIGMOID_MAX_ULP, "%s sigmoid [0, 120]: %.3f ulp at %.9g", nm, s1, (double)wx);
+        double s2 = sweep(v->sigmoid, ref_sigmoid, -0.0f, -104.0f, 421, &wx); /* down to subnormal results */
+        LX_TEST_REPORT_(s2 <= SIGMOID_MAX_ULP, "%s sigmoid [-104, 0]: %.3f ulp at %.9g", nm, s2, (double)wx);
+        printf("# %s sigmoid max ulp %.3f\n", nm, fmax(s1, s2));
+    }
+}
+
+/* GELU (tanh form) and its derivative against double formulas. u = sqrt(2/pi)(x + 0.044715 x^3) is
+ * rounded in float (as Flax's float32 computation rounds it); e^(-2u) turns that into a relative
+ * error of about 2|u| eps, which the bound allows for. */
+static void test_gelu_tanh(void) {
+    const double c = 0.7978845608028654, a = 0.044715;
+    enum { N = 20001 };
+    static float xs[N], ys[N], gs[N], ds[N];
+    for (int i = 0; i < N; i++) xs[i] = -12.0f + 24.0f * (float)i / (N - 1), gs[i] = 1.0f - 0.5f * (float)(i % 3);
+    for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
+        if (!lx_isa_supported(SETS[s])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[s]);
+        v->gelu_tanh(xs, ys, N);
+        v->gelu_tanh_vjp(xs, gs, ds, N);
+        int bad = 0, badd = 0;
+        double worst = 0, worstd = 0;
+        for (int i = 0; i < N; i++) {
+            double x = xs[i], u = c * (x + a * x * x * x), sg = 1 / (1 + exp(-2 * u));
+            double y = x * sg;
+            double t = 2 * x * c * (1 + 3 * a * x * x) * sg * (1 - sg), d = sg + t;
+            double tol = 4e-7 * (1 + 2 * fabs(u));
+            double ey = fabs(ys[i] - y) / (fabs(y) + 1e-38), ed = fabs(ds[i] - gs[i] * d) / (fabs(gs[i]) * (sg + fabs(t)) + 1e-38);
+            bad += !(ey <= tol);
+            badd += !(ed <= tol);
+            worst = fmax(worst, ey / (1 + 2 * fabs(u)));
+            worstd = fmax(worstd, ed / (1 + 2 * fabs(u)));
+        }
+        LX_TEST_REPORT_(bad == 0 && badd == 0, "%s gelu_tanh: %d / %d values out of bound (worst %.3g / %.3g)",
+                        lx_isa_name(SETS[s]), bad, badd, worst, worstd);
+        printf("# %s gelu_tanh rel err / (1 + 2|u|): value %.3g, derivative %.3g\n", lx_isa_name(SETS[s]), worst, worstd);
+    }
+}
+
+static void test_erf_accuracy(void) {
+    for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
+        if (!lx_isa_supported(SETS[s])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[s]);
+        const char *nm = lx_isa_name(SETS[s]);
+        float wx = 0;
+        double e1 = sweep(v->erf, ref_erf, FLT_TRUE_MIN, 12.0f, 193, &wx);
+        LX_TEST_REPORT_(e1 <= ERF_MAX_ULP, "%s erf (0, 12]: %.3f ulp at %.9g", nm, e1, (double)wx);
+        double e2 = sweep(v->erf, ref_erf, -FLT_TRUE_MIN, -12.0f, 193, &wx);
+        LX_TEST_REPORT_(e2 <= ERF_MAX_ULP, "%s erf [-12, 0): %.3f ulp at %.9g", nm, e2, (double)wx);
+        double e3 = sweep(v->erf, ref_erf, 0.8f, 0.9f, 1, &wx); /* every float around the 0.84 switch */
+        LX_TEST_REPORT_(e3 <= ERF_MAX_ULP, "%s erf [0.8, 0.9]: %.3f ulp at %.9g", nm, e3, (double)wx);
+        double e4 = sweep(v->erf, ref_erf, 12.0f, FLT_MAX, 4099, &wx);
+        LX_TEST_REPORT_(e4 == 0, "%s erf [12, max]: %.3f ulp", nm, e4);
+        printf("# %s erf max ulp %.3f\n", nm, fmax(fmax(e1, e2), e3));
+    }
+}
+
+/* Exact GELU x Phi(x) and its derivative Phi(x) + x phi(x), against double with Phi from erfc (so
+ * the left tail is exact); rounding x / sqrt 2 in float gives Phi a relative error of about
+ * x^2 eps in the tail, which the bound allows for. */
+static void test_gelu_erf(void) {
+    enum { N = 20001 };
+    static float xs[N], ys[N], gs[N], ds[N];
+    for (int i = 0; i < N; i++) xs[i] = -14.0f + 28.0f * (float)i / (N - 1), gs[i] = 1.0f - 0.5f * (float)(i % 3);
+    for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
+        if (!lx_isa_supported(SETS[s])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[s]);
+        v->gelu_erf(xs, ys, N);
+        v->gelu_erf_vjp(xs, gs, ds, N);
+        int bad = 0, badd = 0;
+        double worst = 0, worstd = 0;
+        for (int i = 0; i < N; i++) {
+            double x = xs[i], phi = 0.5 * erfc(-x / sqrt(2.0)), t = x * exp(-0.5 * x * x) / 2.5066282746310002;
+            double y = x * phi, d = phi + t;
+            double tol = 4e-7 * (1 + x * x);
+            double ey = fabs(ys[i] - y) / (fabs(y) + 1e-38), ed = fabs(ds[i] - gs[i] * d) / (fabs(gs[i]) * (phi + fabs(t)) + 1e-38);
+            bad += !(ey <= tol);
+            badd += !(ed <= tol);
+            worst = fmax(worst, ey / (1 + x * x));
+            worstd = fmax(worstd, ed / (1 + x * x));
+        }
+        LX_TEST_REPORT_(bad == 0 && badd == 0, "%s gelu_erf: %d / %d values out of bound (worst %.3g / %.3g)",
+                        lx_isa_name(SETS[s]), bad, badd, worst, worstd);
+        printf("# %s gelu_erf rel err / (1 + x^2): value %.3g, derivative %.3g\n", lx_isa_name(SETS[s]), worst, worstd);
+    }
+}
+
+static void test_special_values(void) {
+    const float inf = INFINITY, nan = NAN;
+    for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
+        if (!lx_isa_supported(SETS[s])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[s]);
+        float x[10] = {inf, -inf, nan, 0.0f, -0.0f, 88.72283f, 88.72284f, -103.97f, -103.98f, 1e30f}, y[10];
+        v->exp(x, y, 10);
+        CHECK(isinf(y[0]) && y[0] > 0);
+        CHECK(y[1] == 0 && !signbit(y[1]));
+        CHECK(isnan(y[2]));
+        CHECK(y[3] == 1.0f && y[4] == 1.0f);
+        CHECK(isfinite(y[5]) && y[5] > 3.40e38f); /* just below the overflow threshold 88.7228391 */
+        CHECK(isinf(y[6]));
+        CHECK(y[7] == FLT_TRUE_MIN); /* e^-103.97 = 1.43e-45: the smallest subnormal */
+        CHECK(y[8] == 0.0f);
+        CHECK(isinf(y[9]));
+        v->tanh(x, y, 10);
+        CHECK(y[0] == 1.0f && y[1] == -1.0f && isnan(y[2]));
+        CHECK(y[3] == 0.0f && !signbit(y[3]) && y[4] == 0.0f && signbit(y[4])); /* tanh(-0) = -0 */
+        CHECK(y[5] == 1.0f && y[8] == -1.0f);
+        v->sigmoid(x, y, 10);
+        CHECK(y[0] == 1.0f && y[1] == 0.0f && isnan(y[2]) && y[3] == 0.5f && y[4] == 0.5f);
+        float xs2[3] = {-100.0f, 100.0f, -30.0f}, ys2[3];
+        v->sigmoid(xs2, ys2, 3);
+        CHECK(ys2[0] > 0 && ulp_err(ys2[0], ref_sigmoid(-100.0)) <= SIGMOID_MAX_ULP); /* 3.7e-44, subnormal */
+        CHECK(ys2[1] == 1.0f);
+        CHECK(ulp_err(ys2[2], ref_sigmoid(-30.0)) <= SIGMOID_MAX_ULP);
+        v->silu(xs2, ys2, 3);
+        CHECK(ys2[1] == 100.0f && ys2[0] < 0 && ys2[0] > -1e-40f);
+        float gx[5] = {inf, -inf, nan, 0.0f, 40.0f}, gy[5], gg[5] = {1, 1, 1, 1, 2}, gd[5];
+        v->gelu_tanh(gx, gy, 5);
+        CHECK(isinf(gy[0]) && gy[0] > 0);
+        CHECK(isnan(gy[1])); /* -inf * 0, as x * 0.5 * (1 + tanh(u)) gives */
+        CHECK(isnan(gy[2]) && gy[3] == 0.0f && gy[4] == 40.0f);
+        v->gelu_tanh_vjp(gx, gg, gd, 5);
+        CHECK(gd[0] == 1.0f && gd[1] == 0.0f && isnan(gd[2]) && gd[3] == 0.5f && gd[4] == 2.0f);
+        v->gelu_erf(gx, gy, 5);
+        CHECK(isinf(gy[0]) && gy[0] > 0 && isnan(gy[1]) && isnan(gy[2]) && gy[3] == 0.0f && gy[4] == 40.0f);
+        v->gelu_erf_vjp(gx, gg, gd, 5);
+        CHECK(gd[0] == 1.0f && gd[1] == 0.0f && isnan(gd[2]) && gd[3] == 0.5f && gd[4] == 2.0f);
+        v->erf(x, y, 5);
+        CHECK(y[0] == 1.0f && y[1] == -1.0f && isnan(y[2]) && y[3] == 0.0f && !signbit(y[3]) && signbit(y[4]));
+    }
+}
+
+/* Rows of every length up to 40 give each element the value a whole-vector pass gives it (the
+ * tails run the same code), and in-place rows equal out-of-place ones. */
+static void test_rows_and_aliasing(void) {
+    float x[40], ref[40], y[40], g[40];
+    for (int i = 0; i < 40; i++) x[i] = -6.0f + 0.37f * (float)i, g[i] = 0.25f * (float)(i % 5) - 0.5f;
+    for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
+        if (!lx_isa_supported(SETS[s])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[s]);
+        void (*fs[])(const float *, float *, int64_t) = {v->exp, v->tanh, v->sigmoid, v->silu, v->gelu_tanh, v->erf,
+                                                         v->gelu_erf};
+        for (size_t f = 0; f < sizeof fs / sizeof fs[0]; f++) {
+            fs[f](x, ref, 40);
+            int bad = 0;
+            for (int n = 0; n <= 40; n++) {
+                for (int i = 0; i < 40; i++) y[i] = -777.0f;
+                fs[f](x + (40 - n), y, n); /* the row's last n values */
+                for (int i = 0; i < n; i++) bad += to_bits(y[i]) != to_bits(ref[40 - n + i]);
+                for (int i = n; i < 40; i++) bad += y[i] != -777.0f; /* nothing written past n */
+            }
+            memcpy(y, x, sizeof y);
+            fs[f](y, y, 40);
+            for (int i = 0; i < 40; i++) bad += to_bits(y[i]) != to_bits(ref[i]);
+            LX_TEST_REPORT_(bad == 0, "%s function %zu: %d mismatches across row lengths", lx_isa_name(SETS[s]), f, bad);
+        }
+        v->gelu_erf_vjp(x, g, ref, 40);
+        int bad = 0;
+        for (int n = 0; n <= 40; n++) {
+            v->gelu_erf_vjp(x + (40 - n), g + (40 - n), y, n);
+            for (int i = 0; i < n; i++) bad += to_bits(y[i]) != to_bits(ref[40 - n + i]);
+        }
+        v->gelu_tanh_vjp(x, g, ref, 40);
+        for (int n = 0; n <= 40; n++) {
+            v->gelu_tanh_vjp(x + (40 - n), g + (40 - n), y, n);
+            for (int i = 0; i < n; i++) bad += to_bits(y[i]) != to_bits(ref[40 - n + i]);
+        }
+        memcpy(y, g, sizeof y);
+        v->gelu_tanh_vjp(x, y, y, 40);
+        for (int i = 0; i < 40; i++) bad += to_bits(y[i]) != to_bits(ref[i]);
+        LX_TEST_REPORT_(bad == 0, "%s gelu_tanh_vjp: %d mismatches", lx_isa_name(SETS[s]), bad);
+    }
+}
+
+/* lx_vmath_map: chunked on the thread team, the same values as one serial call. */
+static void test_map(void) {
+    enum { N = 100003 };
+    float *x = malloc(sizeof(float) * N), *a = malloc(sizeof(float) * N), *b = malloc(sizeof(float) * N);
+    CHECK(x && a && b);
+    if (!x || !a || !b) goto done;
+    for (int i = 0; i < N; i++) x[i] = (float)((i * 7919) % 2001 - 1000) / 97.0f;
+    const lx_vmath *v = lx_vmath_active();
+    v->tanh(x, a, N);
+    lx_vmath_map(v->tanh, x, b, N);
+    CHECK(memcmp(a, b, sizeof(float) * N) == 0);
+done:
+    free(x), free(a), free(b);
+}
+
+int main(void) {
+    RUN(test_dispatch);
+    RUN(test_exp_accuracy);
+    RUN(test_tanh_sigmoid_accuracy);
+    RUN(test_gelu_tanh);
+    RUN(test_erf_accuracy);
+    RUN(test_gelu_erf);
+    RUN(test_special_values);
+    RUN(test_rows_and_aliasing);
+    RUN(test_map);
+    return lx_test_finish();
+}
