@@ -636,22 +636,42 @@ VJP(conv_general) {
         in_ct[0] = dx, in_ct[1] = dw;
         return LX_OK;
     }
+    const float *X = lx_f32(x), *W = lx_f32(w), *G = lx_f32(ct);
+    float *DX = dx ? lx_f32(dx) : NULL, *DW = dw ? lx_f32(dw) : NULL;
+    lx_status st = LX_OK;
+    /* The indirect convolution (conv_igemm.c) where the kernel set has its tiles: dx for any
+     * geometry, dw when the group's input channels are a multiple of 8; im2col below does the rest. */
+    if (conv_igemm_available() && (DX || DW)) {
+        conv_dims cd;
+        int64_t oshape[LX_MAX_DIMS];
+        st = conv_plan(x, w, p, &cd, oshape);
+        if (st == LX_OK && DX) {
+            st = conv_igemm_dx(&cd, G, W, DX);
+            DX = NULL;
+        }
+        if (st == LX_OK && DW && conv_igemm_dw_ok(&cd)) {
+            st = conv_igemm_dw(&cd, X, G, DW);
+            DW = NULL;
+        }
+        if (st != LX_OK || (!DX && !DW)) {
+            if (st != LX_OK) return st;
+            in_ct[0] = dx, in_ct[1] = dw;
+            return LX_OK;
+        }
+    }
     int64_t chunk = (int64_t)(1 << 20) / (c.outsp * width);
     if (chunk < 1) chunk = 1;
     if (chunk > c.n) chunk = c.n;
     const int64_t rows_max = chunk * c.outsp;
     int64_t *src = malloc(sizeof(int64_t) * (size_t)(c.outsp * c.ks));
-    float *cols = malloc(sizeof(float) * (size_t)(rows_max * width));
-    float *dcols = dx ? malloc(sizeof(float) * (size_t)(rows_max * width)) : NULL;
-    if (!src || !cols || (dx && !dcols)) {
+    float *cols = DW ? malloc(sizeof(float) * (size_t)(rows_max * width)) : NULL;
+    float *dcols = DX ? malloc(sizeof(float) * (size_t)(rows_max * width)) : NULL;
+    if (!src || (DW && !cols) || (DX && !dcols)) {
         free(src), free(cols), free(dcols);
         return lx_fail(LX_ERR_NO_MEMORY, "conv_general backward: out of memory");
     }
     for (int64_t o = 0; o < c.outsp; o++)
         for (int64_t kk = 0; kk < c.ks; kk++) src[o * c.ks + kk] = conv_src(&c, p, o, kk);
-    const float *X = lx_f32(x), *W = lx_f32(w), *G = lx_f32(ct);
-    float *DX = dx ? lx_f32(dx) : NULL, *DW = dw ? lx_f32(dw) : NULL;
-    lx_status st = LX_OK;
     for (int64_t n0 = 0; n0 < c.n && st == LX_OK; n0 += chunk) {
         const int64_t nn = c.n - n0 < chunk ? c.n - n0 : chunk, rows = nn * c.outsp;
         const float *Gc = G + n0 * c.outsp * c.cout;
