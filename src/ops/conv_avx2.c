@@ -12,6 +12,7 @@
  * conv_dw_ukr_avx2: a tile of the kernel gradient, transposed: C[co, m] += sum over positions r of
  * dY[r, co] * patch(r, m), six output channels (broadcasts from dY's row) by sixteen patch columns
  * (two runs of eight channels, each through the position's tap pointer). */
+#include <math.h>
 #include <stdint.h>
 
 #include "conv_internal.h"
@@ -194,4 +195,46 @@ void conv_dw_ukr_avx2(int mr, int nr, int64_t rows, const float *a, int64_t lda,
 #undef DW_CASE
 }
 
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* The kernel gradient for few patch columns (input channels per group not a multiple of 8, such
+ * as a first layer's one to three): acc[m * cog + co] += patch(r, m) * dy[r * ldy + co] over rows
+ * r, m = t * cig + ci. Per patch column and block of 32 output channels, four accumulators run
+ * down the rows (dy's rows of the block stay in L1); the last channels below 8 are scalar. */
+void conv_dw_rows_avx2(int64_t rows, const float *const *ind, int64_t ks, int64_t cig, const float *dy, int64_t ldy,
+                       int64_t cog, float *acc) {
+    const int64_t nv = cog / 8;
+    for (int64_t t = 0; t < ks; t++)
+        for (int64_t ci = 0; ci < cig; ci++) {
+            float *a = acc + (t * cig + ci) * cog;
+            const float *const *p = ind + t;
+            int64_t v = 0;
+            for (; v + 4 <= nv; v += 4) {
+                __m256 a0 = _mm256_loadu_ps(a + v * 8), a1 = _mm256_loadu_ps(a + v * 8 + 8),
+                       a2 = _mm256_loadu_ps(a + v * 8 + 16), a3 = _mm256_loadu_ps(a + v * 8 + 24);
+                const float *d = dy + v * 8;
+                for (int64_t r = 0; r < rows; r++, d += ldy) {
+                    __m256 s = _mm256_broadcast_ss(p[r * ks] + ci);
+                    a0 = _mm256_fmadd_ps(s, _mm256_loadu_ps(d), a0);
+                    a1 = _mm256_fmadd_ps(s, _mm256_loadu_ps(d + 8), a1);
+                    a2 = _mm256_fmadd_ps(s, _mm256_loadu_ps(d + 16), a2);
+                    a3 = _mm256_fmadd_ps(s, _mm256_loadu_ps(d + 24), a3);
+                }
+                _mm256_storeu_ps(a + v * 8, a0), _mm256_storeu_ps(a + v * 8 + 8, a1);
+                _mm256_storeu_ps(a + v * 8 + 16, a2), _mm256_storeu_ps(a + v * 8 + 24, a3);
+            }
+            for (; v < nv; v++) {
+                __m256 a0 = _mm256_loadu_ps(a + v * 8);
+                const float *d = dy + v * 8;
+                for (int64_t r = 0; r < rows; r++, d += ldy) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p[r * ks] + ci), _mm256_loadu_ps(d), a0);
+                _mm256_storeu_ps(a + v * 8, a0);
+            }
+            for (int64_t co = nv * 8; co < cog; co++) {
+                float s = a[co];
+                for (int64_t r = 0; r < rows; r++) s = fmaf(p[r * ks][ci], dy[r * ldy + co], s);
+                a[co] = s;
+            }
+        }
+}
 #endif

@@ -44,42 +44,23 @@ bool conv_igemm_available(void) {
 }
 
 /* Pointers from rows of one index space (output positions for the forward and the kernel
- * gradient, input positions for the input gradient) into an NHWC source through per-axis tables:
- * tab[i][p * k[i] + t] = the source index along axis i read by row index p through tap t, or -1. */
+ * gradient, input positions for the input gradient) into an NHWC source: off[p * ks + t] = the
+ * offset in floats, within one image, of what row position p reads through tap t, or -1 (a zero
+ * row). Built once per call from per-axis tables (axis_tables), so a row's pointers cost a load and
+ * an add each. */
 typedef struct {
-    int nsp;
-    int64_t ks, row_img;             /* taps; rows per image */
-    int64_t sz[LX_MAX_DIMS], k[LX_MAX_DIMS];
-    int64_t *tab[LX_MAX_DIMS];
-    int64_t spitch[LX_MAX_DIMS];     /* source positions per step along axis i */
-    int64_t src_img, cstride;        /* floats per source image, per source position */
-    const float *src, *zero;         /* src already offset to the group's first channel */
+    int64_t ks, row_img;      /* taps; rows per image */
+    const int64_t *off;       /* row_img x ks */
+    int64_t src_img;          /* floats per source image */
+    const float *src, *zero;  /* src already offset to the group's first channel */
 } ind_geo;
 
 /* out[t * step] = the row r's pointer for tap t, for every tap. */
-static void row_ptrs(const ind_geo *g, int64_t r, const float **out, int64_t step) {
-    int64_t n = r / g->row_img, rest = r % g->row_img;
-    const int64_t *ax[LX_MAX_DIMS];
-    for (int i = g->nsp - 1; i >= 0; i--) {
-        ax[i] = g->tab[i] + (rest % g->sz[i]) * g->k[i];
-        rest /= g->sz[i];
-    }
+static inline void row_ptrs(const ind_geo *g, int64_t r, const float **out, int64_t step) {
+    int64_t n = r / g->row_img;
+    const int64_t *o = g->off + (r - n * g->row_img) * g->ks;
     const float *img = g->src + n * g->src_img;
-    int64_t t[LX_MAX_DIMS] = {0};
-    for (int64_t kk = 0; kk < g->ks; kk++) {
-        int64_t sp = 0;
-        bool inside = true;
-        for (int i = 0; i < g->nsp; i++) {
-            int64_t p = ax[i][t[i]];
-            inside = inside && p >= 0;
-            sp += p * g->spitch[i];
-        }
-        out[kk * step] = inside ? img + sp * g->cstride : g->zero;
-        for (int i = g->nsp - 1; i >= 0; i--) { /* next tap, HWI order */
-            if (++t[i] < g->k[i]) break;
-            t[i] = 0;
-        }
-    }
+    for (int64_t t = 0; t < g->ks; t++) out[t * step] = o[t] < 0 ? g->zero : img + o[t];
 }
 
 /* Per-axis tables. forward: source = input, rows = output positions; else source = output
@@ -107,18 +88,48 @@ static int64_t *axis_tables(const conv_dims *c, bool forward, int64_t **tab) {
     return mem;
 }
 
-static void fill_geo(const conv_dims *c, bool forward, int64_t **tab, ind_geo *g) {
-    g->nsp = c->nsp, g->ks = c->ks;
-    int64_t pitch = 1;
+/* The offsets table of ind_geo (NULL when out of memory); forward as in axis_tables. */
+static int64_t *make_offsets(const conv_dims *c, bool forward, ind_geo *g) {
+    int64_t *tab[LX_MAX_DIMS], sz[LX_MAX_DIMS], spitch[LX_MAX_DIMS], pitch = 1;
+    int64_t *tabmem = axis_tables(c, forward, tab);
+    if (!tabmem) return NULL;
     for (int i = c->nsp - 1; i >= 0; i--) {
-        g->sz[i] = forward ? c->out[i] : c->in[i];
-        g->k[i] = c->k[i], g->tab[i] = tab[i];
-        g->spitch[i] = forward ? c->pitch[i] : pitch;
+        sz[i] = forward ? c->out[i] : c->in[i];
+        spitch[i] = forward ? c->pitch[i] : pitch;
         pitch *= c->out[i];
     }
-    g->row_img = forward ? c->outsp : c->insp;
-    g->cstride = forward ? c->cin : c->cout;
-    g->src_img = (forward ? c->insp : c->outsp) * g->cstride;
+    const int64_t rows = forward ? c->outsp : c->insp, ks = c->ks, cstride = forward ? c->cin : c->cout;
+    int64_t *off = malloc(sizeof(int64_t) * (size_t)(rows * ks + 1));
+    if (!off) {
+        free(tabmem);
+        return NULL;
+    }
+    for (int64_t p = 0; p < rows; p++) {
+        const int64_t *ax[LX_MAX_DIMS];
+        int64_t rest = p, t[LX_MAX_DIMS] = {0};
+        for (int i = c->nsp - 1; i >= 0; i--) {
+            ax[i] = tab[i] + (rest % sz[i]) * c->k[i];
+            rest /= sz[i];
+        }
+        for (int64_t kk = 0; kk < ks; kk++) {
+            int64_t sp = 0;
+            bool inside = true;
+            for (int i = 0; i < c->nsp; i++) {
+                int64_t q = ax[i][t[i]];
+                inside = inside && q >= 0;
+                sp += q * spitch[i];
+            }
+            off[p * ks + kk] = inside ? sp * cstride : -1;
+            for (int i = c->nsp - 1; i >= 0; i--) { /* next tap, HWI order */
+                if (++t[i] < c->k[i]) break;
+                t[i] = 0;
+            }
+        }
+    }
+    free(tabmem);
+    g->ks = ks, g->row_img = rows, g->off = off;
+    g->src_img = (forward ? c->insp : c->outsp) * cstride;
+    return off;
 }
 
 /* One indirect product: C (rows x groups * ncols at ldc) from a source of kc channels per group. */
@@ -214,8 +225,9 @@ static float *pack_kernel(const conv_dims *c, const float *w, bool transposed, i
 static lx_status igemm_product(const conv_dims *c, bool forward, const float *src, const float *w, float *C) {
 #if defined(LINNX_X86_KERNELS)
     const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups;
-    int64_t *tab[LX_MAX_DIMS], nsl = 0;
-    int64_t *tabmem = axis_tables(c, forward, tab);
+    int64_t nsl = 0;
+    ind_geo geo;
+    int64_t *tabmem = make_offsets(c, forward, &geo);
     float *bp = tabmem ? pack_kernel(c, w, !forward, &nsl) : NULL;
     const int64_t kc = forward ? cig : cog;
     float *zero = bp ? calloc((size_t)(kc + 16), sizeof(float)) : NULL;
@@ -226,7 +238,7 @@ static lx_status igemm_product(const conv_dims *c, bool forward, const float *sr
     igemm_job j = {.src = src, .src_goff = kc, .rows = c->n * (forward ? c->outsp : c->insp), .groups = c->groups,
                    .kc = kc, .ncols = forward ? cog : cig, .nsl = nsl, .bp = bp, .C = C,
                    .ldc = forward ? c->cout : c->cin, .c_goff = forward ? cog : cig};
-    fill_geo(c, forward, tab, &j.geo);
+    j.geo = geo;
     j.geo.zero = zero;
     lx_status st = igemm_run(&j);
     free(tabmem), free(bp), free(zero);
@@ -245,17 +257,15 @@ lx_status conv_igemm_dx(const conv_dims *c, const float *dy, const float *w, flo
     return igemm_product(c, false, dy, w, dx);
 }
 
-bool conv_igemm_dw_ok(const conv_dims *c) {
-    return conv_igemm_available() && c->groups > 0 && (c->cin / c->groups) % 8 == 0 && c->cin > 0 && c->ks > 0;
-}
-
 lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, float *dw) {
 #if defined(LINNX_X86_KERNELS)
     const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups, ks = c->ks, km = ks * cig;
     const int64_t rows = c->n * c->outsp, nchunks = (rows + DW_ROWS - 1) / DW_ROWS, items = nchunks * c->groups;
     const size_t wfloats = (size_t)(c->cout * km);
-    int64_t *tab[LX_MAX_DIMS];
-    int64_t *tabmem = axis_tables(c, true, tab);
+    ind_geo geo0;
+    int64_t *tabmem = make_offsets(c, true, &geo0);
+    /* patch columns in tiles of 16 when the group's channels come in runs of 8; else whole rows */
+    const bool tiled = cig % 8 == 0;
     float *zero = tabmem ? calloc((size_t)(cig + 16), sizeof(float)) : NULL;
     double work = (double)rows * (double)km * (double)c->cout;
     int nt = work > (1 << 18) ? lx_num_threads() : 1, failed = 0;
@@ -265,8 +275,6 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
         free(tabmem), free(zero);
         return lx_fail(LX_ERR_NO_MEMORY, "conv_general backward: out of memory");
     }
-    ind_geo geo0;
-    fill_geo(c, true, tab, &geo0);
     geo0.zero = zero;
 #pragma omp parallel num_threads(nt)
     {
@@ -288,6 +296,10 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
             geo.src = x + g * cig;
             for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r * ks, 1);
             const float *a = dy + r0 * c->cout + g * cog;
+            if (!tiled) { /* acc[g][t * cig + ci][co] */
+                conv_dw_rows_avx2(nr_rows, (const float *const *)ind, ks, cig, a, c->cout, cog, acc + g * km * cog);
+                continue;
+            }
             for (int64_t co = 0; co < cog; co += CONV_MR) {
                 int mr = (int)(cog - co < CONV_MR ? cog - co : CONV_MR);
                 /* a ragged last tile of channels: the full tile ending at cog into `edge`, of which
@@ -321,7 +333,8 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
             for (int64_t m = 0; m < km; m++)
                 for (int64_t co = 0; co < cog; co++) {
                     float s = 0.0f;
-                    for (int i = 0; i < nt; i++) s += part[i] ? part[i][(g * cog + co) * km + m] : 0.0f;
+                    int64_t at = tiled ? (g * cog + co) * km + m : (g * km + m) * cog + co;
+                    for (int i = 0; i < nt; i++) s += part[i] ? part[i][at] : 0.0f;
                     dw[m * c->cout + g * cog + co] = s;
                 }
     for (int i = 0; i < nt; i++) free(part[i]);

@@ -92,8 +92,7 @@ bool conv_igemm_available(void);
 lx_status conv_igemm_forward(const conv_dims *c, const float *x, const float *w, float *y);
 /* dx = the input gradient (any geometry); NULL skips it. */
 lx_status conv_igemm_dx(const conv_dims *c, const float *dy, const float *w, float *dx);
-/* dw = the kernel gradient; needs (cin / groups) % 8 == 0 (conv_igemm_dw_ok). */
-bool conv_igemm_dw_ok(const conv_dims *c);
+/* dw = the kernel gradient (any geometry). */
 lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, float *dw);
 
 /* C[0:mr, 0:nr] (+= when acc, else =) sum over taps t < ntaps and k < kc of
@@ -105,5 +104,9 @@ void conv_igemm_ukr_avx2(int mr, int nr, int64_t ntaps, int64_t kc, const float 
  * b_j(r) = ind[r * ks + t0][o0 + j] for j < 8 and ind[r * ks + t1][o1 + j - 8] above. */
 void conv_dw_ukr_avx2(int mr, int nr, int64_t rows, const float *a, int64_t lda, const float *const *ind, int64_t ks,
                       int64_t t0, int64_t o0, int64_t t1, int64_t o1, float *C, int64_t ldc);
+/* acc[(t * cig + ci) * cog + co] += ind[r * ks + t][ci] * dy[r * ldy + co] over r < rows: the
+ * kernel gradient when the patch has few columns. */
+void conv_dw_rows_avx2(int64_t rows, const float *const *ind, int64_t ks, int64_t cig, const float *dy, int64_t ldy,
+                       int64_t cog, float *acc);
 
 #endif

@@ -640,16 +640,16 @@ VJP(conv_general) {
     float *DX = dx ? lx_f32(dx) : NULL, *DW = dw ? lx_f32(dw) : NULL;
     lx_status st = LX_OK;
     /* The indirect convolution (conv_igemm.c) where the kernel set has its tiles: dx for any
-     * geometry, dw when the group's input channels are a multiple of 8; im2col below does the rest. */
+     * geometry (dx from 8 input channels per group); im2col below for the rest. */
     if (conv_igemm_available() && (DX || DW)) {
         conv_dims cd;
         int64_t oshape[LX_MAX_DIMS];
         st = conv_plan(x, w, p, &cd, oshape);
-        if (st == LX_OK && DX) {
+        if (st == LX_OK && DX && cig >= 8) { /* fewer channels: most of a 16-wide tile would be waste */
             st = conv_igemm_dx(&cd, G, W, DX);
             DX = NULL;
         }
-        if (st == LX_OK && DW && conv_igemm_dw_ok(&cd)) {
+        if (st == LX_OK && DW) {
             st = conv_igemm_dw(&cd, X, G, DW);
             DW = NULL;
         }
