@@ -317,6 +317,58 @@ static void test_pool(void) {
     lx_prim_unobserve(h);
 }
 
+/* Pool gradients on a batch big enough for the image-parallel backward: avg 2x2 / 2 (cnn_train's)
+ * gives every cell R / 4 of its window's output; max 3x3 / 2 SAME gives each output's R to the
+ * first maximal cell of its window (row-major window order), summed where windows overlap. */
+typedef struct {
+    bool is_max;
+    lx_array *r;
+} pool_job;
+static lx_status pool_dot(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    pool_job *j = user;
+    lx_padding same = {.mode = LX_PAD_SAME};
+    lx_array *y = j->is_max ? lx_max_pool(xs[0], 2, SHAPE(3, 3), SHAPE(2, 2), &same)
+                            : lx_avg_pool(xs[0], 2, SHAPE(2, 2), SHAPE(2, 2), NULL, true);
+    *loss = lx_sum(lx_mul(y, j->r), 0, NULL, false);
+    return *loss ? LX_OK : lx_last_status();
+}
+static void test_pool_grad(void) {
+    const int64_t N = 8, H = 28, C = 16, O = 14;
+    lx_array *x = RAND(8, 28, 28, 16);
+    for (int is_max = 0; is_max < 2; is_max++) {
+        pool_job j = {.is_max = is_max, .r = RAND(8, 14, 14, 16)};
+        lx_array *val = NULL, *g = NULL;
+        CHECK_EQ_INT(lx_value_and_grad(pool_dot, &j, 1, &x, &val, &g), LX_OK);
+        if (!g) return;
+        lx_autorelease(val), lx_autorelease(g);
+        double *ref = calloc((size_t)x->size, sizeof(double));
+        const float *X = lx_f32(x), *R = lx_f32(j.r);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t oi = 0; oi < O; oi++)
+                for (int64_t oj = 0; oj < O; oj++)
+                    for (int64_t c = 0; c < C; c++) {
+                        double r = R[((n * O + oi) * O + oj) * C + c];
+                        if (!is_max) {
+                            for (int64_t a = 0; a < 2; a++)
+                                for (int64_t b = 0; b < 2; b++) ref[((n * H + 2 * oi + a) * H + 2 * oj + b) * C + c] += r / 4;
+                            continue;
+                        }
+                        int64_t at = -1; /* SAME, 28 -> 14 with window 3 stride 2: pads (0, 1) */
+                        for (int64_t a = 0; a < 3; a++)
+                            for (int64_t b = 0; b < 3; b++) {
+                                int64_t i = 2 * oi + a, jj = 2 * oj + b, k = ((n * H + i) * H + jj) * C + c;
+                                if (i < H && jj < H && (at < 0 || X[k] > X[at])) at = k;
+                            }
+                        ref[at] += r;
+                    }
+        double worst = 0;
+        for (int64_t i = 0; i < x->size; i++) worst = fmax(worst, fabs(lx_f32(g)[i] - ref[i]));
+        CHECK(worst < 1e-6);
+        free(ref);
+    }
+}
+
 static void test_pools_flat(void) {
     lx_array *x = RAND(2, 6, 6, 3), *w = RAND(3, 3, 3, 4);
     int64_t before = lx_array_live_count();
@@ -333,6 +385,7 @@ int main(void) {
     RUN(test_conv_direct);
     RUN(test_conv_grad);
     RUN(test_pool);
+    RUN(test_pool_grad);
     RUN(test_pools_flat);
     return lx_test_finish();
 }
