@@ -308,8 +308,8 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
                 int64_t cb = shifted ? cog - CONV_MR : co, am = shifted ? CONV_MR : mr;
                 /* this tile's channels of dy, packed: apk[r * 6 + i] (a strided read of dy's rows
                  * for every patch column ran ~25% slower: they filled L1) */
-                for (int64_t r = 0; r < nr_rows; r++)
-                    for (int64_t i = 0; i < am; i++) apk[r * CONV_MR + i] = a[r * c->cout + cb + i];
+                for (int64_t r = 0; r < nr_rows; r++) /* (a fixed 6: GCC made a variable count a memcpy call) */
+                    for (int i = 0; i < CONV_MR; i++) apk[r * CONV_MR + i] = i < am ? a[r * c->cout + cb + i] : 0.0f;
                 for (int64_t m0 = 0; m0 < km; m0 += CONV_NR) {
                     int nr = (int)(km - m0 < CONV_NR ? km - m0 : CONV_NR);
                     int64_t m1 = m0 + 8 < km ? m0 + 8 : m0;
