@@ -66,9 +66,11 @@ static inline void row_ptrs(const ind_geo *g, int64_t r, const float **out, int6
 /* Per-axis tables. forward: source = input, rows = output positions; else source = output
  * (the gradient), rows = input positions. */
 static int64_t *axis_tables(const conv_dims *c, bool forward, int64_t **tab) {
-    int64_t total = 0;
-    for (int i = 0; i < c->nsp; i++) total += (forward ? c->out[i] : c->in[i]) * c->k[i];
-    int64_t *mem = malloc(sizeof(int64_t) * (size_t)(total + 1));
+    int64_t total = 0, n;
+    size_t bytes;
+    for (int i = 0; i < c->nsp; i++)
+        if (!lx_mul_ok(forward ? c->out[i] : c->in[i], c->k[i], &n) || !lx_add_ok(total, n, &total)) return NULL;
+    int64_t *mem = lx_bytes_ok(total + 1, sizeof(int64_t), &bytes) ? malloc(bytes) : NULL;
     if (!mem) return NULL;
     int64_t *t = mem;
     for (int i = 0; i < c->nsp; i++) {
@@ -99,7 +101,9 @@ static int64_t *make_offsets(const conv_dims *c, bool forward, ind_geo *g) {
         pitch *= c->out[i];
     }
     const int64_t rows = forward ? c->outsp : c->insp, ks = c->ks, cstride = forward ? c->cin : c->cout;
-    int64_t *off = malloc(sizeof(int64_t) * (size_t)(rows * ks + 1));
+    int64_t entries = 0;
+    size_t bytes = 0;
+    int64_t *off = lx_mul_ok(rows, ks, &entries) && lx_bytes_ok(entries + 1, sizeof(int64_t), &bytes) ? malloc(bytes) : NULL;
     if (!off) {
         free(tabmem);
         return NULL;
