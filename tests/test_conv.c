@@ -1,6 +1,8 @@
 /* conv_general against a direct (non-im2col) convolution written here, and pooling by hand. */
+#include "linnx/autodiff.h"
 #include "linnx/linalg.h"
 #include "linnx/nn.h"
+#include "linnx/ops.h"
 #include "test_common.h"
 
 /* Direct convolution in double from the definition: out[n, o, co] = sum over kernel positions and
@@ -154,6 +156,99 @@ static void test_conv_direct(void) {
     lx_sgemm_use_kernel(NULL);
 }
 
+/* Both gradients of sum(conv(x, w) * R) for a random cotangent R against double loops from the
+ * definition: dx[n, src(o, t), g*ig + c] += R[n, o, co] w[t, c, co] and dw[t, c, co] +=
+ * R[n, o, co] x[n, src(o, t), g*ig + c]. Pads are the ones the op reports (check_conv runs first). */
+typedef struct {
+    lx_conv_params p;
+    lx_array *r;
+} grad_job;
+static lx_status conv_dot(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    grad_job *j = user;
+    *loss = lx_sum(lx_mul(lx_conv_general(xs[0], xs[1], &j->p), j->r), 0, NULL, false);
+    return *loss ? LX_OK : lx_last_status();
+}
+static void check_conv_grad(lx_array *x, lx_array *w, lx_conv_params p, int ndim, const int64_t *shape) {
+    check_conv(x, w, p, ndim, shape);
+    int nsp = x->ndim - 2;
+    int64_t st[8], lo[8], ld[8], rd[8], groups = p.feature_group_count ? p.feature_group_count : 1;
+    for (int i = 0; i < nsp; i++) {
+        st[i] = p.strides[i] ? p.strides[i] : 1, ld[i] = p.lhs_dilation[i] ? p.lhs_dilation[i] : 1;
+        rd[i] = p.rhs_dilation[i] ? p.rhs_dilation[i] : 1, lo[i] = last_pads[2 * i];
+    }
+    grad_job j = {.p = p, .r = tc_rand(ndim, shape)};
+    lx_array *xs[2] = {x, w}, *val = NULL, *g[2] = {NULL, NULL};
+    CHECK_EQ_INT(lx_value_and_grad(conv_dot, &j, 2, xs, &val, g), LX_OK);
+    if (!g[0] || !g[1]) return;
+    lx_autorelease(val), lx_autorelease(g[0]), lx_autorelease(g[1]);
+    int64_t N = x->shape[0], C = x->shape[x->ndim - 1], O = w->shape[w->ndim - 1], ig = C / groups, og = O / groups;
+    int64_t outsp = 1, ks = 1;
+    for (int i = 0; i < nsp; i++) outsp *= shape[1 + i], ks *= w->shape[i];
+    /* dxa, dwa: the sums of |term|, the scale a float32 sum's rounding error is measured against */
+    double *dx = calloc((size_t)x->size, sizeof(double)), *dw = calloc((size_t)w->size, sizeof(double));
+    double *dxa = calloc((size_t)x->size, sizeof(double)), *dwa = calloc((size_t)w->size, sizeof(double));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t q = 0; q < outsp; q++)
+            for (int64_t co = 0; co < O; co++) {
+                int64_t gi = co / og, o[8], rest = q;
+                for (int i = nsp - 1; i >= 0; i--) o[i] = rest % shape[1 + i], rest /= shape[1 + i];
+                double r = lx_f32(j.r)[(n * outsp + q) * O + co];
+                for (int64_t kk = 0; kk < ks; kk++) {
+                    int64_t kr = kk, kidx[8], xi = n;
+                    bool inside = true;
+                    for (int i = nsp - 1; i >= 0; i--) kidx[i] = kr % w->shape[i], kr /= w->shape[i];
+                    for (int i = 0; i < nsp; i++) {
+                        int64_t pos = o[i] * st[i] + kidx[i] * rd[i] - lo[i];
+                        if (pos < 0 || pos % ld[i] || pos / ld[i] >= x->shape[1 + i]) inside = false;
+                        xi = xi * x->shape[1 + i] + (inside ? pos / ld[i] : 0);
+                    }
+                    if (!inside) continue;
+                    for (int64_t c = 0; c < ig; c++) {
+                        int64_t xa = xi * C + gi * ig + c, wa = (kk * ig + c) * O + co;
+                        dx[xa] += r * lx_f32(w)[wa], dxa[xa] += fabs(r * lx_f32(w)[wa]);
+                        dw[wa] += r * lx_f32(x)[xa], dwa[wa] += fabs(r * lx_f32(x)[xa]);
+                    }
+                }
+            }
+    double worst = 0;
+    for (int64_t i = 0; i < x->size; i++) {
+        double e = fabs(lx_f32(g[0])[i] - dx[i]) / (1e-6 + dxa[i]);
+        worst = e > worst ? e : worst;
+    }
+    for (int64_t i = 0; i < w->size; i++) {
+        double e = fabs(lx_f32(g[1])[i] - dw[i]) / (1e-6 + dwa[i]);
+        worst = e > worst ? e : worst;
+    }
+    CHECK(worst < 2e-6);
+    if (worst >= 2e-6) fprintf(stderr, "  conv gradient of %s x %s off by %g of its sum of |terms|\n", "x", "w", worst);
+    free(dx), free(dw), free(dxa), free(dwa);
+}
+
+/* The gradients under every kernel set (the indirect tiles of conv_igemm.c on AVX2 / AVX-512,
+ * im2col + GEMM on the portable set): output channels that fill no tile (13, 5 per group, 20, 7),
+ * patch widths ending in half a tile (72), input channels not a multiple of 8 (im2col for dw),
+ * positions that end mid-chunk, both dilations, strides, groups, SAME / SAME_LOWER / VALID /
+ * explicit (negative) pads, 1-D and 3-D, and kernels too big for one pass (the tap blocks). */
+static void test_conv_grad(void) {
+    lx_conv_params same = {.padding = {.mode = LX_PAD_SAME}};
+    check_conv_grad(RAND(3, 9, 11, 16), RAND(3, 3, 16, 13), same, 4, SHAPE(3, 9, 11, 13));
+    check_conv_grad(RAND(2, 7, 6, 8), RAND(3, 3, 8, 20), (lx_conv_params){.strides = {2, 2}, .padding = {.mode = LX_PAD_SAME_LOWER}},
+                    4, SHAPE(2, 4, 3, 20));
+    check_conv_grad(RAND(2, 8, 9, 16), RAND(3, 2, 8, 10),
+                    (lx_conv_params){.feature_group_count = 2, .rhs_dilation = {2, 1}, .padding = {LX_PAD_EXPLICIT, {1, 0}, {2, -1}}},
+                    4, SHAPE(2, 7, 7, 10));
+    check_conv_grad(RAND(2, 5, 7, 8), RAND(2, 3, 8, 7), (lx_conv_params){.lhs_dilation = {2, 1}, .strides = {1, 2}}, 4,
+                    SHAPE(2, 8, 3, 7));
+    check_conv_grad(RAND(3, 13, 24), RAND(5, 24, 9), (lx_conv_params){.strides = {3}}, 3, SHAPE(3, 3, 9));
+    check_conv_grad(RAND(2, 4, 5, 6, 8), RAND(2, 3, 2, 8, 6), (lx_conv_params){.padding = {.mode = LX_PAD_SAME}, .strides = {1, 2, 1}},
+                    5, SHAPE(2, 4, 3, 6, 6));
+    check_conv_grad(RAND(2, 7, 6, 3), RAND(3, 3, 3, 4), same, 4, SHAPE(2, 7, 6, 4));
+    check_conv_grad(RAND(2, 6, 7, 16), RAND(3, 3, 16, 48), same, 4, SHAPE(2, 6, 7, 48));
+    check_conv_grad(RAND(2, 6, 5, 40), RAND(3, 3, 40, 8), same, 4, SHAPE(2, 6, 5, 8));
+    check_conv_grad(RAND(4, 28, 28, 32), RAND(3, 3, 32, 64), same, 4, SHAPE(4, 28, 28, 64)); /* cnn_train's conv2 */
+}
+
 static void test_pool(void) {
     /* 1 x 4 x 4 x 1 holding 0..15 */
     lx_array *x = lx_autorelease(lx_array_empty(LX_F32, 4, SHAPE(1, 4, 4, 1)));
@@ -222,6 +317,58 @@ static void test_pool(void) {
     lx_prim_unobserve(h);
 }
 
+/* Pool gradients on a batch big enough for the image-parallel backward: avg 2x2 / 2 (cnn_train's)
+ * gives every cell R / 4 of its window's output; max 3x3 / 2 SAME gives each output's R to the
+ * first maximal cell of its window (row-major window order), summed where windows overlap. */
+typedef struct {
+    bool is_max;
+    lx_array *r;
+} pool_job;
+static lx_status pool_dot(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    pool_job *j = user;
+    lx_padding same = {.mode = LX_PAD_SAME};
+    lx_array *y = j->is_max ? lx_max_pool(xs[0], 2, SHAPE(3, 3), SHAPE(2, 2), &same)
+                            : lx_avg_pool(xs[0], 2, SHAPE(2, 2), SHAPE(2, 2), NULL, true);
+    *loss = lx_sum(lx_mul(y, j->r), 0, NULL, false);
+    return *loss ? LX_OK : lx_last_status();
+}
+static void test_pool_grad(void) {
+    const int64_t N = 8, H = 28, C = 16, O = 14;
+    lx_array *x = RAND(8, 28, 28, 16);
+    for (int is_max = 0; is_max < 2; is_max++) {
+        pool_job j = {.is_max = is_max, .r = RAND(8, 14, 14, 16)};
+        lx_array *val = NULL, *g = NULL;
+        CHECK_EQ_INT(lx_value_and_grad(pool_dot, &j, 1, &x, &val, &g), LX_OK);
+        if (!g) return;
+        lx_autorelease(val), lx_autorelease(g);
+        double *ref = calloc((size_t)x->size, sizeof(double));
+        const float *X = lx_f32(x), *R = lx_f32(j.r);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t oi = 0; oi < O; oi++)
+                for (int64_t oj = 0; oj < O; oj++)
+                    for (int64_t c = 0; c < C; c++) {
+                        double r = R[((n * O + oi) * O + oj) * C + c];
+                        if (!is_max) {
+                            for (int64_t a = 0; a < 2; a++)
+                                for (int64_t b = 0; b < 2; b++) ref[((n * H + 2 * oi + a) * H + 2 * oj + b) * C + c] += r / 4;
+                            continue;
+                        }
+                        int64_t at = -1; /* SAME, 28 -> 14 with window 3 stride 2: pads (0, 1) */
+                        for (int64_t a = 0; a < 3; a++)
+                            for (int64_t b = 0; b < 3; b++) {
+                                int64_t i = 2 * oi + a, jj = 2 * oj + b, k = ((n * H + i) * H + jj) * C + c;
+                                if (i < H && jj < H && (at < 0 || X[k] > X[at])) at = k;
+                            }
+                        ref[at] += r;
+                    }
+        double worst = 0;
+        for (int64_t i = 0; i < x->size; i++) worst = fmax(worst, fabs(lx_f32(g)[i] - ref[i]));
+        CHECK(worst < 1e-6);
+        free(ref);
+    }
+}
+
 static void test_pools_flat(void) {
     lx_array *x = RAND(2, 6, 6, 3), *w = RAND(3, 3, 3, 4);
     int64_t before = lx_array_live_count();
@@ -236,7 +383,9 @@ static void test_pools_flat(void) {
 int main(void) {
     RUN(test_conv);
     RUN(test_conv_direct);
+    RUN(test_conv_grad);
     RUN(test_pool);
+    RUN(test_pool_grad);
     RUN(test_pools_flat);
     return lx_test_finish();
 }

@@ -19,13 +19,6 @@
 
 #define CHUNK_FLOATS (1 << 17) /* 512 KiB of patches per worker: inside L2 */
 
-typedef struct {
-    int nsp;
-    int64_t n, cin, cout, groups, ks, outsp, insp;
-    int64_t in[LX_MAX_DIMS], out[LX_MAX_DIMS], k[LX_MAX_DIMS], pitch[LX_MAX_DIMS];
-    int64_t stride[LX_MAX_DIMS], lo[LX_MAX_DIMS], hi[LX_MAX_DIMS], ldil[LX_MAX_DIMS], rdil[LX_MAX_DIMS];
-} conv_dims;
-
 /* Input index along axis i for output position o and kernel tap t, or -1 where the window reads
  * padding or a hole of the dilated input: tab[i][o * k[i] + t]. Built once per call so the
  * unfolding loop does no division. */
@@ -136,8 +129,8 @@ static bool read_positive(const char *what, const int64_t *v, int n, int64_t *ou
 
 /* The geometry of a convolution from its (possibly unnormalised) params: every check of the shape
  * rule, with checked arithmetic for each dilated, padded length. */
-static lx_status conv_plan(const lx_array *x, const lx_array *kernel, const lx_conv_params *p, conv_dims *cp,
-                           int64_t *oshape) {
+lx_status conv_plan(const lx_array *x, const lx_array *kernel, const lx_conv_params *p, conv_dims *cp,
+                    int64_t *oshape) {
     char b1[96], b2[96];
     const char *xs = lx_shape_str(x->ndim, x->shape, b1, sizeof b1);
     const char *ks = lx_shape_str(kernel->ndim, kernel->shape, b2, sizeof b2);
@@ -238,6 +231,8 @@ LX_FWD(conv_general) {
                                                         .sh = c.out[0] > 1 ? c.stride[0] : 1, .sw = c.out[1] > 1 ? c.stride[1] : 1,
                                                         .dh = c.rdil[0], .dw = c.rdil[1], .lo_h = c.lo[0], .lo_w = c.lo[1]},
                                        lx_f32(x), lx_f32(kernel), lx_f32(out));
+        else if (conv_igemm_available() && c.ks > 0 && c.cin > 0)
+            st = conv_igemm_forward(&c, lx_f32(x), lx_f32(kernel), lx_f32(out));
         else
             st = conv_forward(&c, lx_f32(x), lx_f32(kernel), lx_f32(out));
         if (st != LX_OK) return st;

@@ -68,4 +68,45 @@ typedef struct conv_direct_plan {
 
 lx_status conv2d_direct_forward(const conv2d_direct *c, const float *x, const float *w, float *y);
 
+/* The geometry of one conv_general call (conv.c's conv_plan): channels-last x (n, in..., cin), HWIO
+ * kernel (k..., cin / groups, cout), pads in the dilated input, pitch[i] = elements of x's spatial
+ * axes after axis i (one input position = cin floats). */
+typedef struct {
+    int nsp;
+    int64_t n, cin, cout, groups, ks, outsp, insp;
+    int64_t in[LX_MAX_DIMS], out[LX_MAX_DIMS], k[LX_MAX_DIMS], pitch[LX_MAX_DIMS];
+    int64_t stride[LX_MAX_DIMS], lo[LX_MAX_DIMS], hi[LX_MAX_DIMS], ldil[LX_MAX_DIMS], rdil[LX_MAX_DIMS];
+} conv_dims;
+
+/* conv_general's shape rule (conv.c): every check, the geometry in *c, the output shape in oshape. */
+lx_status conv_plan(const lx_array *x, const lx_array *kernel, const lx_conv_params *p, conv_dims *c, int64_t *oshape);
+
+/* ---- the indirect convolution (conv_igemm.c; register tiles in conv_avx2.c) ----
+ * Forward, input gradient and kernel gradient without a patch matrix: the tiles read the image in
+ * place through a table of row pointers (XNNPACK's indirection buffer). Available when the kernel
+ * set in force is AVX2 or AVX-512 on an x86 build; the callers keep im2col + GEMM otherwise. */
+#define CONV_MR 6
+#define CONV_NR 16
+bool conv_igemm_available(void);
+/* y = conv(x, w): any geometry (strides, both dilations, pads, groups). */
+lx_status conv_igemm_forward(const conv_dims *c, const float *x, const float *w, float *y);
+/* dx = the input gradient (any geometry); NULL skips it. */
+lx_status conv_igemm_dx(const conv_dims *c, const float *dy, const float *w, float *dx);
+/* dw = the kernel gradient (any geometry). */
+lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, float *dw);
+
+/* C[0:mr, 0:nr] (+= when acc, else =) sum over taps t < ntaps and k < kc of
+ * ind[t * CONV_MR + i][k] * bp[(t * kc + k) * CONV_NR + j]; all CONV_MR pointers of a tap readable
+ * for kc floats; bp 32-byte aligned. */
+void conv_igemm_ukr_avx2(int mr, int nr, int64_t ntaps, int64_t kc, const float *const *ind, const float *bp,
+                         float *C, int64_t ldc, bool acc);
+/* C[i, j] += sum over r < rows of a[r * lda + i] * b_j(r), i < mr, j < nr (8 or 16), where
+ * b_j(r) = ind[r * ks + t0][o0 + j] for j < 8 and ind[r * ks + t1][o1 + j - 8] above. */
+void conv_dw_ukr_avx2(int mr, int nr, int64_t rows, const float *a, int64_t lda, const float *const *ind, int64_t ks,
+                      int64_t t0, int64_t o0, int64_t t1, int64_t o1, float *C, int64_t ldc);
+/* acc[(t * cig + ci) * cog + co] += ind[r * ks + t][ci] * dy[r * ldy + co] over r < rows: the
+ * kernel gradient when the patch has few columns. */
+void conv_dw_rows_avx2(int64_t rows, const float *const *ind, int64_t ks, int64_t cig, const float *dy, int64_t ldy,
+                       int64_t cog, float *acc);
+
 #endif

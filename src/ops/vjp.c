@@ -692,22 +692,42 @@ VJP(conv_general) {
         in_ct[0] = dx, in_ct[1] = dw;
         return LX_OK;
     }
+    const float *X = lx_f32(x), *W = lx_f32(w), *G = lx_f32(ct);
+    float *DX = dx ? lx_f32(dx) : NULL, *DW = dw ? lx_f32(dw) : NULL;
+    lx_status st = LX_OK;
+    /* The indirect convolution (conv_igemm.c) where the kernel set has its tiles: dx for any
+     * geometry (dx from 8 input channels per group); im2col below for the rest. */
+    if (conv_igemm_available() && (DX || DW)) {
+        conv_dims cd;
+        int64_t oshape[LX_MAX_DIMS];
+        st = conv_plan(x, w, p, &cd, oshape);
+        if (st == LX_OK && DX && cig >= 8) { /* fewer channels: most of a 16-wide tile would be waste */
+            st = conv_igemm_dx(&cd, G, W, DX);
+            DX = NULL;
+        }
+        if (st == LX_OK && DW) {
+            st = conv_igemm_dw(&cd, X, G, DW);
+            DW = NULL;
+        }
+        if (st != LX_OK || (!DX && !DW)) {
+            if (st != LX_OK) return st;
+            in_ct[0] = dx, in_ct[1] = dw;
+            return LX_OK;
+        }
+    }
     int64_t chunk = (int64_t)(1 << 20) / (c.outsp * width);
     if (chunk < 1) chunk = 1;
     if (chunk > c.n) chunk = c.n;
     const int64_t rows_max = chunk * c.outsp;
     int64_t *src = malloc(sizeof(int64_t) * (size_t)(c.outsp * c.ks));
-    float *cols = malloc(sizeof(float) * (size_t)(rows_max * width));
-    float *dcols = dx ? malloc(sizeof(float) * (size_t)(rows_max * width)) : NULL;
-    if (!src || !cols || (dx && !dcols)) {
+    float *cols = DW ? malloc(sizeof(float) * (size_t)(rows_max * width)) : NULL;
+    float *dcols = DX ? malloc(sizeof(float) * (size_t)(rows_max * width)) : NULL;
+    if (!src || (DW && !cols) || (DX && !dcols)) {
         free(src), free(cols), free(dcols);
         return lx_fail(LX_ERR_NO_MEMORY, "conv_general backward: out of memory");
     }
     for (int64_t o = 0; o < c.outsp; o++)
         for (int64_t kk = 0; kk < c.ks; kk++) src[o * c.ks + kk] = conv_src(&c, p, o, kk);
-    const float *X = lx_f32(x), *W = lx_f32(w), *G = lx_f32(ct);
-    float *DX = dx ? lx_f32(dx) : NULL, *DW = dw ? lx_f32(dw) : NULL;
-    lx_status st = LX_OK;
     for (int64_t n0 = 0; n0 < c.n && st == LX_OK; n0 += chunk) {
         const int64_t nn = c.n - n0 < chunk ? c.n - n0 : chunk, rows = nn * c.outsp;
         const float *Gc = G + n0 * c.outsp * c.cout;
@@ -751,60 +771,86 @@ VJP(conv_general) {
 
 /* ---- pooling ---- */
 
+/* One image n of the pooling gradient: dx of that image only (images run in parallel). avg: each
+ * output's g / divisor (computed once per output, as lax divides before the window-sum transpose)
+ * added to every in-bounds cell of its window; max: g to the first maximal (or NaN) cell. */
+static void pool_vjp_image(const lx_pool_params *p, const lx_array *x, const lx_array *out, const float *G, float *DX,
+                           int64_t n, bool is_max, int64_t *best, float *bv) {
+    const int nsp = p->nwin, lead = x->ndim - nsp - 1;
+    int64_t C = x->shape[x->ndim - 1], insp = 1, outsp = 1, ws = 1;
+    for (int i = 0; i < nsp; i++) insp *= x->shape[lead + i], outsp *= out->shape[lead + i], ws *= p->window[i];
+    const float *X = lx_f32(x);
+    float *tmp = bv; /* avg: the scaled gradient row */
+    for (int64_t o = 0; o < outsp; o++) {
+        int64_t oi[LX_MAX_DIMS], rest = o;
+        for (int i = nsp - 1; i >= 0; i--) oi[i] = rest % out->shape[lead + i], rest /= out->shape[lead + i];
+        const float *gr = G + (n * outsp + o) * C;
+        if (is_max)
+            for (int64_t ch = 0; ch < C; ch++) best[ch] = -1, bv[ch] = -INFINITY;
+        int64_t count = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1) {
+                if (is_max) break;
+                float div = (float)(p->count_include_pad ? ws : count);
+                for (int64_t ch = 0; ch < C; ch++) tmp[ch] = gr[ch] / div;
+            }
+            for (int64_t w = 0; w < ws; w++) {
+                int64_t wr = w, sp = 0, pitch = 1;
+                bool inside = true;
+                for (int i = nsp - 1; i >= 0; i--) {
+                    int64_t pos = oi[i] * p->strides[i] + wr % p->window[i] - p->lo[i];
+                    wr /= p->window[i];
+                    if (pos < 0 || pos >= x->shape[lead + i]) {
+                        inside = false;
+                        break;
+                    }
+                    sp += pos * pitch;
+                    pitch *= x->shape[lead + i];
+                }
+                if (!inside) continue;
+                const int64_t base = (n * insp + sp) * C;
+                if (is_max) {
+                    for (int64_t ch = 0; ch < C; ch++)
+                        if (X[base + ch] > bv[ch] || isnan(X[base + ch]) || best[ch] < 0)
+                            bv[ch] = X[base + ch], best[ch] = base + ch;
+                } else if (pass == 0) {
+                    count++;
+                } else {
+                    float *d = DX + base;
+#pragma omp simd
+                    for (int64_t ch = 0; ch < C; ch++) d[ch] += tmp[ch];
+                }
+            }
+        }
+        if (is_max)
+            for (int64_t ch = 0; ch < C; ch++)
+                if (best[ch] >= 0) DX[best[ch]] += gr[ch];
+    }
+}
+
 static lx_status pool_vjp(const lx_pool_params *p, lx_array *x, lx_array *out, lx_array *ct, lx_array **in_ct,
                           bool is_max) {
     lx_array *dx = f32_like(x);
     if (!dx) return lx_last_status();
-    int nsp = p->nwin, lead = x->ndim - nsp - 1;
-    int64_t N = lead ? x->shape[0] : 1, C = x->shape[x->ndim - 1], insp = 1, outsp = 1, ws = 1;
-    for (int i = 0; i < nsp; i++) insp *= x->shape[lead + i], outsp *= out->shape[lead + i], ws *= p->window[i];
-    const float *X = lx_f32(x), *G = lx_f32(ct);
+    int lead = x->ndim - p->nwin - 1;
+    int64_t N = lead ? x->shape[0] : 1, C = x->shape[x->ndim - 1];
+    const float *G = lx_f32(ct);
     float *DX = lx_f32(dx);
-    int64_t *best = malloc(sizeof(int64_t) * (size_t)(C > 0 ? C : 1));
-    float *bv = malloc(sizeof(float) * (size_t)(C > 0 ? C : 1));
-    if (!best || !bv) {
-        free(best), free(bv);
-        return lx_fail(LX_ERR_NO_MEMORY, "pool backward: out of memory");
-    }
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t o = 0; o < outsp; o++) {
-            int64_t oi[LX_MAX_DIMS], rest = o;
-            for (int i = nsp - 1; i >= 0; i--) oi[i] = rest % out->shape[lead + i], rest /= out->shape[lead + i];
-            const float *gr = G + (n * outsp + o) * C;
-            for (int64_t ch = 0; ch < C; ch++) best[ch] = -1, bv[ch] = -INFINITY;
-            int64_t count = 0;
-            for (int pass = 0; pass < (is_max ? 1 : 2); pass++)
-                for (int64_t w = 0; w < ws; w++) {
-                    int64_t wr = w, sp = 0, pitch = 1;
-                    bool inside = true;
-                    for (int i = nsp - 1; i >= 0; i--) {
-                        int64_t pos = oi[i] * p->strides[i] + wr % p->window[i] - p->lo[i];
-                        wr /= p->window[i];
-                        if (pos < 0 || pos >= x->shape[lead + i]) {
-                            inside = false;
-                            break;
-                        }
-                        sp += pos * pitch;
-                        pitch *= x->shape[lead + i];
-                    }
-                    if (!inside) continue;
-                    const int64_t base = (n * insp + sp) * C;
-                    if (is_max) {
-                        for (int64_t ch = 0; ch < C; ch++)
-                            if (X[base + ch] > bv[ch] || isnan(X[base + ch]) || best[ch] < 0)
-                                bv[ch] = X[base + ch], best[ch] = base + ch;
-                    } else if (pass == 0) {
-                        count++;
-                    } else {
-                        float div = (float)(p->count_include_pad ? ws : count);
-                        for (int64_t ch = 0; ch < C; ch++) DX[base + ch] += gr[ch] / div;
-                    }
-                }
-            if (is_max)
-                for (int64_t ch = 0; ch < C; ch++)
-                    if (best[ch] >= 0) DX[best[ch]] += gr[ch];
+    int nt = N > 1 && (double)x->size * 2 > (1 << 16) ? lx_num_threads() : 1, failed = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t *best = malloc(sizeof(int64_t) * (size_t)(C > 0 ? C : 1));
+        float *bv = malloc(sizeof(float) * (size_t)(C > 0 ? C : 1));
+        if (!best || !bv) {
+#pragma omp atomic write
+            failed = 1;
         }
-    free(best), free(bv);
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++)
+            if (best && bv) pool_vjp_image(p, x, out, G, DX, n, is_max, best, bv);
+        free(best), free(bv);
+    }
+    if (failed) return lx_fail(LX_ERR_NO_MEMORY, "pool backward: out of memory");
     in_ct[0] = dx;
     return LX_OK;
 }

@@ -1,0 +1,351 @@
+/* The indirect convolution: forward, input gradient and kernel gradient of conv_general without a
+ * patch matrix (XNNPACK's indirect GEMM; the register tiles are in conv_avx2.c).
+ *
+ * Forward: rows of C are output positions, C = y (rows x cout). For a tile of six rows the driver
+ * writes a table of pointers, one per (tap, row), to the cin / groups contiguous channels that tap
+ * reads in the NHWC input, or to a zero row where it reads padding or a hole of the input
+ * dilation; the tile multiplies those rows in place by the kernel, packed once per call as
+ * 16-column slivers: bp[sliver][tap][ci][16] = w[tap, ci, sliver * 16 + j] (zero past the group's
+ * channels). So the input is read where it lies (once per 16 output channels, from L1/L2) and
+ * nothing of the size of the patch matrix is ever written: im2col + GEMM wrote and re-read it.
+ *
+ * Input gradient: the same tiles over input positions with the output gradient as the image:
+ * dx[i, ci] = sum over taps t and output channels co of dy[o(i, t), co] * w[t, ci, co], where
+ * o(i, t) is the output position whose window reads i through tap t (o * stride + t * rhs_dil - lo
+ * = i * lhs_dil), if any: a transposed convolution, the kernel packed transposed
+ * (bp[sliver][tap][co][16] = w[tap, sliver * 16 + j, co]). Every input position is written (zero
+ * where no window reads it), so dx needs no clearing and no scatter-add.
+ *
+ * Kernel gradient, transposed: dwT[co, (t, ci)] += sum over output positions r of dy[r, co] *
+ * x[src(r, t), ci]; six output channels (broadcast from dy's row) by sixteen patch columns (two
+ * runs of eight channels, each through the row's tap pointer); positions in chunks of 128, each
+ * thread summing into its own dwT, the threads' sums added (and transposed to HWIO) at the end.
+ *
+ * Work is split over chunks of rows (and groups) with OpenMP, each chunk on one thread. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv_internal.h"
+#include "kernels.h"
+#include "linnx/threads.h"
+
+#define TILES_PER_CHUNK 16 /* 96 output rows per work item */
+#define DW_ROWS 128        /* positions per kernel-gradient work item */
+#define B_BLOCK_FLOATS 5120 /* 20 KiB of packed kernel per pass: a sliver's taps stay in L1 */
+
+bool conv_igemm_available(void) {
+#if defined(LINNX_X86_KERNELS)
+    lx_isa isa = lx_kernels_active()->isa;
+    return isa == LX_ISA_AVX2 || isa == LX_ISA_AVX512;
+#else
+    return false;
+#endif
+}
+
+/* Pointers from rows of one index space (output positions for the forward and the kernel
+ * gradient, input positions for the input gradient) into an NHWC source: off[p * ks + t] = the
+ * offset in floats, within one image, of what row position p reads through tap t, or -1 (a zero
+ * row). Built once per call from per-axis tables (axis_tables), so a row's pointers cost a load and
+ * an add each. */
+typedef struct {
+    int64_t ks, row_img;      /* taps; rows per image */
+    const int64_t *off;       /* row_img x ks */
+    int64_t src_img;          /* floats per source image */
+    const float *src, *zero;  /* src already offset to the group's first channel */
+} ind_geo;
+
+/* out[t * step] = the row r's pointer for tap t, for every tap. */
+static inline void row_ptrs(const ind_geo *g, int64_t r, const float **out, int64_t step) {
+    int64_t n = r / g->row_img;
+    const int64_t *o = g->off + (r - n * g->row_img) * g->ks;
+    const float *img = g->src + n * g->src_img;
+    for (int64_t t = 0; t < g->ks; t++) out[t * step] = o[t] < 0 ? g->zero : img + o[t];
+}
+
+/* Per-axis tables. forward: source = input, rows = output positions; else source = output
+ * (the gradient), rows = input positions. */
+static int64_t *axis_tables(const conv_dims *c, bool forward, int64_t **tab) {
+    int64_t total = 0, n;
+    size_t bytes;
+    for (int i = 0; i < c->nsp; i++)
+        if (!lx_mul_ok(forward ? c->out[i] : c->in[i], c->k[i], &n) || !lx_add_ok(total, n, &total)) return NULL;
+    int64_t *mem = lx_bytes_ok(total + 1, sizeof(int64_t), &bytes) ? malloc(bytes) : NULL;
+    if (!mem) return NULL;
+    int64_t *t = mem;
+    for (int i = 0; i < c->nsp; i++) {
+        tab[i] = t;
+        int64_t rows = forward ? c->out[i] : c->in[i];
+        for (int64_t o = 0; o < rows; o++)
+            for (int64_t k = 0; k < c->k[i]; k++) {
+                if (forward) { /* the input index read by output o through tap k */
+                    int64_t p = o * c->stride[i] + k * c->rdil[i] - c->lo[i];
+                    *t++ = p < 0 || p % c->ldil[i] != 0 || p / c->ldil[i] >= c->in[i] ? -1 : p / c->ldil[i];
+                } else { /* the output whose window reads input o through tap k */
+                    int64_t q = o * c->ldil[i] + c->lo[i] - k * c->rdil[i];
+                    *t++ = q < 0 || q % c->stride[i] != 0 || q / c->stride[i] >= c->out[i] ? -1 : q / c->stride[i];
+                }
+            }
+    }
+    return mem;
+}
+
+/* The offsets table of ind_geo (NULL when out of memory); forward as in axis_tables. */
+static int64_t *make_offsets(const conv_dims *c, bool forward, ind_geo *g) {
+    int64_t *tab[LX_MAX_DIMS], sz[LX_MAX_DIMS], spitch[LX_MAX_DIMS], pitch = 1;
+    int64_t *tabmem = axis_tables(c, forward, tab);
+    if (!tabmem) return NULL;
+    for (int i = c->nsp - 1; i >= 0; i--) {
+        sz[i] = forward ? c->out[i] : c->in[i];
+        spitch[i] = forward ? c->pitch[i] : pitch;
+        pitch *= c->out[i];
+    }
+    const int64_t rows = forward ? c->outsp : c->insp, ks = c->ks, cstride = forward ? c->cin : c->cout;
+    int64_t entries = 0;
+    size_t bytes = 0;
+    int64_t *off = lx_mul_ok(rows, ks, &entries) && lx_bytes_ok(entries + 1, sizeof(int64_t), &bytes) ? malloc(bytes) : NULL;
+    if (!off) {
+        free(tabmem);
+        return NULL;
+    }
+    for (int64_t p = 0; p < rows; p++) {
+        const int64_t *ax[LX_MAX_DIMS];
+        int64_t rest = p, t[LX_MAX_DIMS] = {0};
+        for (int i = c->nsp - 1; i >= 0; i--) {
+            ax[i] = tab[i] + (rest % sz[i]) * c->k[i];
+            rest /= sz[i];
+        }
+        for (int64_t kk = 0; kk < ks; kk++) {
+            int64_t sp = 0;
+            bool inside = true;
+            for (int i = 0; i < c->nsp; i++) {
+                int64_t q = ax[i][t[i]];
+                inside = inside && q >= 0;
+                sp += q * spitch[i];
+            }
+            off[p * ks + kk] = inside ? sp * cstride : -1;
+            for (int i = c->nsp - 1; i >= 0; i--) { /* next tap, HWI order */
+                if (++t[i] < c->k[i]) break;
+                t[i] = 0;
+            }
+        }
+    }
+    free(tabmem);
+    g->ks = ks, g->row_img = rows, g->off = off;
+    g->src_img = (forward ? c->insp : c->outsp) * cstride;
+    return off;
+}
+
+/* One indirect product: C (rows x groups * ncols at ldc) from a source of kc channels per group. */
+typedef struct {
+    ind_geo geo;
+    const float *src;  /* group 0's channels */
+    int64_t src_goff;  /* channels between groups in the source */
+    int64_t rows, groups, kc, ncols, nsl;
+    const float *bp;   /* [group][sliver][tap][kc][16] */
+    float *C;
+    int64_t ldc, c_goff;
+} igemm_job;
+
+#if defined(LINNX_X86_KERNELS)
+static lx_status igemm_run(const igemm_job *j) {
+    const int64_t ks = j->geo.ks, tile_rows = CONV_MR * TILES_PER_CHUNK;
+    const int64_t nchunks = (j->rows + tile_rows - 1) / tile_rows, items = nchunks * j->groups;
+    /* taps per pass: a sliver's share of the packed kernel stays in L1 */
+    int64_t per_tap = j->kc * CONV_NR, nblk = (ks * per_tap + B_BLOCK_FLOATS - 1) / B_BLOCK_FLOATS;
+    if (nblk < 1) nblk = 1;
+    if (nblk > ks) nblk = ks;
+    const int64_t tb = (ks + nblk - 1) / nblk;
+    double work = (double)j->rows * (double)ks * (double)j->kc * (double)(j->ncols * j->groups);
+    int nt = work > (1 << 18) ? lx_num_threads() : 1, failed = 0;
+    if (nt > items) nt = (int)items;
+#pragma omp parallel num_threads(nt > 0 ? nt : 1)
+    {
+        const float **ind = malloc(sizeof(float *) * (size_t)(TILES_PER_CHUNK * CONV_MR * ks));
+        if (!ind) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            if (!ind) continue;
+            int64_t g = it % j->groups, r0 = (it / j->groups) * tile_rows;
+            int64_t nr_rows = j->rows - r0 < tile_rows ? j->rows - r0 : tile_rows;
+            int64_t ntiles = (nr_rows + CONV_MR - 1) / CONV_MR;
+            ind_geo geo = j->geo;
+            geo.src = j->src + g * j->src_goff;
+            for (int64_t r = 0; r < ntiles * CONV_MR; r++) {
+                const float **dst = ind + (r / CONV_MR) * ks * CONV_MR + r % CONV_MR;
+                if (r < nr_rows) row_ptrs(&geo, r0 + r, dst, CONV_MR);
+                else
+                    for (int64_t t = 0; t < ks; t++) dst[t * CONV_MR] = geo.zero;
+            }
+            for (int64_t s = 0; s < j->nsl; s++) {
+                int nc = (int)(j->ncols - s * CONV_NR < CONV_NR ? j->ncols - s * CONV_NR : CONV_NR);
+                const float *bs = j->bp + (g * j->nsl + s) * ks * per_tap;
+                for (int64_t t0 = 0; t0 < ks; t0 += tb) {
+                    int64_t nb = ks - t0 < tb ? ks - t0 : tb;
+                    for (int64_t tl = 0; tl < ntiles; tl++) {
+                        int64_t rr = r0 + tl * CONV_MR;
+                        int mr = (int)(j->rows - rr < CONV_MR ? j->rows - rr : CONV_MR);
+                        conv_igemm_ukr_avx2(mr, nc, nb, j->kc, (const float *const *)ind + (tl * ks + t0) * CONV_MR,
+                                            bs + t0 * per_tap, j->C + rr * j->ldc + g * j->c_goff + s * CONV_NR, j->ldc,
+                                            t0 > 0);
+                    }
+                }
+            }
+        }
+        free(ind);
+    }
+    return failed ? lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory for the indirection table") : LX_OK;
+}
+#endif
+
+/* forward (transposed false): bp[g][s][t][ci][16] = w[t, ci, g * cog + s * 16 + j];
+ * input gradient (true): bp[g][s][t][co][16] = w[t, s * 16 + j, g * cog + co]. */
+static float *pack_kernel(const conv_dims *c, const float *w, bool transposed, int64_t *nsl_out) {
+    const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups, ks = c->ks;
+    const int64_t kc = transposed ? cog : cig, ncols = transposed ? cig : cog;
+    const int64_t nsl = (ncols + CONV_NR - 1) / CONV_NR;
+    size_t floats = (size_t)(c->groups * nsl * ks * kc * CONV_NR);
+    float *bp = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64 + 64);
+    if (!bp) return NULL;
+    for (int64_t g = 0; g < c->groups; g++)
+        for (int64_t s = 0; s < nsl; s++)
+            for (int64_t t = 0; t < ks; t++)
+                for (int64_t k = 0; k < kc; k++) {
+                    float *d = bp + (((g * nsl + s) * ks + t) * kc + k) * CONV_NR;
+                    for (int64_t jj = 0; jj < CONV_NR; jj++) {
+                        int64_t col = s * CONV_NR + jj;
+                        d[jj] = col >= ncols ? 0.0f
+                                : transposed ? w[(t * cig + col) * c->cout + g * cog + k]
+                                             : w[(t * cig + k) * c->cout + g * cog + col];
+                    }
+                }
+    *nsl_out = nsl;
+    return bp;
+}
+
+static lx_status igemm_product(const conv_dims *c, bool forward, const float *src, const float *w, float *C) {
+#if defined(LINNX_X86_KERNELS)
+    const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups;
+    int64_t nsl = 0;
+    ind_geo geo;
+    int64_t *tabmem = make_offsets(c, forward, &geo);
+    float *bp = tabmem ? pack_kernel(c, w, !forward, &nsl) : NULL;
+    const int64_t kc = forward ? cig : cog;
+    float *zero = bp ? calloc((size_t)(kc + 16), sizeof(float)) : NULL;
+    if (!zero) {
+        free(tabmem), free(bp);
+        return lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory");
+    }
+    igemm_job j = {.src = src, .src_goff = kc, .rows = c->n * (forward ? c->outsp : c->insp), .groups = c->groups,
+                   .kc = kc, .ncols = forward ? cog : cig, .nsl = nsl, .bp = bp, .C = C,
+                   .ldc = forward ? c->cout : c->cin, .c_goff = forward ? cog : cig};
+    j.geo = geo;
+    j.geo.zero = zero;
+    lx_status st = igemm_run(&j);
+    free(tabmem), free(bp), free(zero);
+    return st;
+#else
+    (void)c, (void)forward, (void)src, (void)w, (void)C;
+    return lx_fail(LX_ERR_UNSUPPORTED, "conv_general: the indirect convolution needs the AVX2 kernels");
+#endif
+}
+
+lx_status conv_igemm_forward(const conv_dims *c, const float *x, const float *w, float *y) {
+    return igemm_product(c, true, x, w, y);
+}
+
+lx_status conv_igemm_dx(const conv_dims *c, const float *dy, const float *w, float *dx) {
+    return igemm_product(c, false, dy, w, dx);
+}
+
+lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, float *dw) {
+#if defined(LINNX_X86_KERNELS)
+    const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups, ks = c->ks, km = ks * cig;
+    const int64_t rows = c->n * c->outsp, nchunks = (rows + DW_ROWS - 1) / DW_ROWS, items = nchunks * c->groups;
+    const size_t wfloats = (size_t)(c->cout * km);
+    ind_geo geo0;
+    int64_t *tabmem = make_offsets(c, true, &geo0);
+    /* patch columns in tiles of 16 when the group's channels come in runs of 8; else whole rows */
+    const bool tiled = cig % 8 == 0;
+    float *zero = tabmem ? calloc((size_t)(cig + 16), sizeof(float)) : NULL;
+    double work = (double)rows * (double)km * (double)c->cout;
+    int nt = work > (1 << 18) ? lx_num_threads() : 1, failed = 0;
+    if (nt > items) nt = (int)(items > 0 ? items : 1);
+    float **part = zero ? calloc((size_t)nt, sizeof(float *)) : NULL;
+    if (!part) {
+        free(tabmem), free(zero);
+        return lx_fail(LX_ERR_NO_MEMORY, "conv_general backward: out of memory");
+    }
+    geo0.zero = zero;
+#pragma omp parallel num_threads(nt)
+    {
+        int me = omp_get_thread_num();
+        const float **ind = malloc(sizeof(float *) * (size_t)(DW_ROWS * ks));
+        float apk[DW_ROWS * CONV_MR];
+        float *acc = me < nt ? calloc(wfloats + 1, sizeof(float)) : NULL; /* dwT[g * cog + co][t * cig + ci] */
+        if (me < nt) part[me] = acc;
+        if (!ind || !acc) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            if (!ind || !acc) continue;
+            int64_t g = it % c->groups, r0 = (it / c->groups) * DW_ROWS;
+            int64_t nr_rows = rows - r0 < DW_ROWS ? rows - r0 : DW_ROWS;
+            ind_geo geo = geo0;
+            geo.src = x + g * cig;
+            for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r * ks, 1);
+            const float *a = dy + r0 * c->cout + g * cog;
+            if (!tiled) { /* acc[g][t * cig + ci][co] */
+                conv_dw_rows_avx2(nr_rows, (const float *const *)ind, ks, cig, a, c->cout, cog, acc + g * km * cog);
+                continue;
+            }
+            for (int64_t co = 0; co < cog; co += CONV_MR) {
+                int mr = (int)(cog - co < CONV_MR ? cog - co : CONV_MR);
+                /* a ragged last tile of channels: the full tile ending at cog into `edge`, of which
+                 * the rows from co are added (the others were summed by the previous tile) */
+                bool shifted = mr < CONV_MR && cog >= CONV_MR;
+                int64_t cb = shifted ? cog - CONV_MR : co, am = shifted ? CONV_MR : mr;
+                /* this tile's channels of dy, packed: apk[r * 6 + i] (a strided read of dy's rows
+                 * for every patch column ran ~25% slower: they filled L1) */
+                for (int64_t r = 0; r < nr_rows; r++) /* (a fixed 6: GCC made a variable count a memcpy call) */
+                    for (int i = 0; i < CONV_MR; i++) apk[r * CONV_MR + i] = i < am ? a[r * c->cout + cb + i] : 0.0f;
+                for (int64_t m0 = 0; m0 < km; m0 += CONV_NR) {
+                    int nr = (int)(km - m0 < CONV_NR ? km - m0 : CONV_NR);
+                    int64_t m1 = m0 + 8 < km ? m0 + 8 : m0;
+                    if (!shifted) {
+                        conv_dw_ukr_avx2(mr, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
+                                         m0 % cig, m1 / cig, m1 % cig, acc + (g * cog + co) * km + m0, km);
+                        continue;
+                    }
+                    float edge[CONV_MR * CONV_NR] = {0};
+                    conv_dw_ukr_avx2(CONV_MR, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
+                                     m0 % cig, m1 / cig, m1 % cig, edge, CONV_NR);
+                    for (int64_t i = co - cb; i < CONV_MR; i++)
+                        for (int jj = 0; jj < nr; jj++) acc[(g * cog + cb + i) * km + m0 + jj] += edge[i * CONV_NR + jj];
+                }
+            }
+        }
+        free(ind);
+    }
+    if (!failed) /* dw[t, ci, g * cog + co] = sum over threads of dwT[g * cog + co][t * cig + ci] */
+        for (int64_t g = 0; g < c->groups; g++)
+            for (int64_t m = 0; m < km; m++)
+                for (int64_t co = 0; co < cog; co++) {
+                    float s = 0.0f;
+                    int64_t at = tiled ? (g * cog + co) * km + m : (g * km + m) * cog + co;
+                    for (int i = 0; i < nt; i++) s += part[i] ? part[i][at] : 0.0f;
+                    dw[m * c->cout + g * cog + co] = s;
+                }
+    for (int i = 0; i < nt; i++) free(part[i]);
+    free(part), free(tabmem), free(zero);
+    return failed ? lx_fail(LX_ERR_NO_MEMORY, "conv_general backward: out of memory") : LX_OK;
+#else
+    (void)c, (void)x, (void)dy, (void)dw;
+    return lx_fail(LX_ERR_UNSUPPORTED, "conv_general: the indirect convolution needs the AVX2 kernels");
+#endif
+}
