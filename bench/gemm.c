@@ -69,13 +69,20 @@ static volatile float peak_sink;
 
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma"))) static double peak_avx2(void) {
-    __m256 a0 = _mm256_set1_ps(1e-7f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
-           a9 = a0, a10 = a0, a11 = a0, x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-9f);
+    /* Twelve chains with distinct starting values, all twelve opaque to the compiler after each
+     * step: with equal starts and only six in the asm, GCC merged the other six into one chain
+     * (7 FMAs per iteration counted as 12: the "peak" came out 1.5x the hardware's). */
+    __m256 a0 = _mm256_set1_ps(1e-7f), a1 = _mm256_set1_ps(2e-7f), a2 = _mm256_set1_ps(3e-7f),
+           a3 = _mm256_set1_ps(4e-7f), a4 = _mm256_set1_ps(5e-7f), a5 = _mm256_set1_ps(6e-7f),
+           a6 = _mm256_set1_ps(7e-7f), a7 = _mm256_set1_ps(8e-7f), a8 = _mm256_set1_ps(9e-7f),
+           a9 = _mm256_set1_ps(1e-6f), a10 = _mm256_set1_ps(1.1e-6f), a11 = _mm256_set1_ps(1.2e-6f),
+           x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-9f);
     for (long i = 0; i < PEAK_ITERS; i++) {
 #define F(a) a = _mm256_fmadd_ps(a, x, y);
         F(a0) F(a1) F(a2) F(a3) F(a4) F(a5) F(a6) F(a7) F(a8) F(a9) F(a10) F(a11)
 #undef F
-        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5));
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), "+x"(a6), "+x"(a7),
+                         "+x"(a8), "+x"(a9), "+x"(a10), "+x"(a11));
     }
     __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
                              _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
@@ -87,13 +94,17 @@ __attribute__((target("avx2,fma"))) static double peak_avx2(void) {
 }
 
 __attribute__((target("avx512f,fma"))) static double peak_avx512(void) {
-    __m512 a0 = _mm512_set1_ps(1e-7f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
-           a9 = a0, a10 = a0, a11 = a0, x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-9f);
+    __m512 a0 = _mm512_set1_ps(1e-7f), a1 = _mm512_set1_ps(2e-7f), a2 = _mm512_set1_ps(3e-7f),
+           a3 = _mm512_set1_ps(4e-7f), a4 = _mm512_set1_ps(5e-7f), a5 = _mm512_set1_ps(6e-7f),
+           a6 = _mm512_set1_ps(7e-7f), a7 = _mm512_set1_ps(8e-7f), a8 = _mm512_set1_ps(9e-7f),
+           a9 = _mm512_set1_ps(1e-6f), a10 = _mm512_set1_ps(1.1e-6f), a11 = _mm512_set1_ps(1.2e-6f),
+           x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-9f);
     for (long i = 0; i < PEAK_ITERS; i++) {
 #define F(a) a = _mm512_fmadd_ps(a, x, y);
         F(a0) F(a1) F(a2) F(a3) F(a4) F(a5) F(a6) F(a7) F(a8) F(a9) F(a10) F(a11)
 #undef F
-        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));
+        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5), "+v"(a6), "+v"(a7),
+                         "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11));
     }
     __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
                              _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
@@ -107,14 +118,16 @@ __attribute__((target("avx512f,fma"))) static double peak_avx512(void) {
 typedef float v4 __attribute__((vector_size(16)));
 static double peak_generic(void) {
     v4 a[12], x = {0.999999f, 0.999999f, 0.999999f, 0.999999f}, y = {1e-9f, 1e-9f, 1e-9f, 1e-9f};
-    for (int i = 0; i < 12; i++) a[i] = y;
+    for (int i = 0; i < 12; i++) a[i] = y * (float)(i + 1); /* distinct: equal chains would be merged */
     for (long i = 0; i < PEAK_ITERS / 4; i++) {
 #pragma GCC unroll 12
         for (int j = 0; j < 12; j++) a[j] = a[j] * x + y;
 #if defined(__x86_64__)
-        __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]));
+        __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]), "+x"(a[4]), "+x"(a[5]), "+x"(a[6]),
+                         "+x"(a[7]), "+x"(a[8]), "+x"(a[9]), "+x"(a[10]), "+x"(a[11]));
 #elif defined(__aarch64__)
-        __asm__ volatile("" : "+w"(a[0]), "+w"(a[1]), "+w"(a[2]), "+w"(a[3]));
+        __asm__ volatile("" : "+w"(a[0]), "+w"(a[1]), "+w"(a[2]), "+w"(a[3]), "+w"(a[4]), "+w"(a[5]), "+w"(a[6]),
+                         "+w"(a[7]), "+w"(a[8]), "+w"(a[9]), "+w"(a[10]), "+w"(a[11]));
 #endif
     }
     float s = 0;
