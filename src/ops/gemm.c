@@ -4,7 +4,9 @@
  *  - small (M*N*K at or below the small limit, 96^3, or fewer than 16 rows): register tiles computed
  *    straight from the caller's buffers, no packing, on the calling thread: what a batch-1 layer
  *    is made of.
- *  - packed: B is packed once into NR-column slivers per K block (shared by every thread), then
+ *  - packed: B is packed once into NR-column slivers per K block (shared by every thread; with
+ *    one row block, just before use, four slivers at a time), A packed once and shared (one row
+ *    block, several threads) or read in place (one row block, one thread, <= 256 columns), then
  *    work items of (MC rows x a column range) each pack their A block into MR-row slivers
  *    (L2-resident) and run the MR x NR micro-kernel of the kernel set in force (kernels.h) with
  *    one B sliver in L1. Items are claimed from an atomic counter, several per thread, so a
@@ -228,6 +230,8 @@ static void pack_b_item(packed_job *j, int64_t t) {
     j->g->pack_b(kc, cols, j->B + k0 * j->brs + (j->j0 + c0) * j->bcs, j->brs, j->bcs, dst);
 }
 
+/* Columns up to which a one-row-block product reads A in place instead of packing it. */
+#define UA_MAX_COLS 256
 /* Slivers of B packed together when rows of B are contiguous: 4 x NR x kc floats (64 KiB with the
  * AVX2 set's 16 x 256) stay in L2 beside the A block. */
 #define B_GROUP 4
@@ -276,7 +280,17 @@ static void run_item(packed_job *j, int64_t t, float *Ap, float *Bpriv) {
         bool last = p == j->nkb - 1;
         for (int64_t ic = i0; ic < i1; ic += j->bk.mc) {
             int64_t mc = i1 - ic < j->bk.mc ? i1 - ic : j->bk.mc;
-            if (!j->Ash) g->pack_a(mc, kc, j->A + ic * j->ars + k0 * j->acs, j->ars, j->acs, Ap);
+            /* rows of A contiguous, one row block, few columns (each A value then carries few FMAs,
+             * so packing it is a large share: 128^3 ran at 0.71-0.75 of the peak packed, 0.87-0.88
+             * in place; at 512 columns in place measured the same or ~3% slower): full tiles read
+             * A in place (ukr_ua), only a ragged last sliver is packed (at Ap) */
+            bool ua = g->ukr_ua && !j->Ash && !j->Bp && j->acs == 1 && j->nc <= UA_MAX_COLS;
+            int64_t mfull = mc / MR * MR;
+            if (ua) {
+                if (mfull < mc) g->pack_a(mc - mfull, kc, j->A + (ic + mfull) * j->ars + k0, j->ars, 1, Ap);
+            } else if (!j->Ash) {
+                g->pack_a(mc, kc, j->A + ic * j->ars + k0 * j->acs, j->ars, j->acs, Ap);
+            }
             const float *Bblk = j->Bp ? j->Bp + k0 * j->ncpad : NULL;
             for (int64_t jr = c0; jr < c1; jr += NR) {
                 int64_t nr = c1 - jr < NR ? c1 - jr : NR;
@@ -299,11 +313,14 @@ static void run_item(packed_job *j, int64_t t, float *Ap, float *Bpriv) {
                 for (int64_t ir = 0; ir < mc; ir += MR) {
                     int64_t mr = mc - ir < MR ? mc - ir : MR;
                     float *c = j->C + (ic + ir) * j->ldc + j->j0 + jr;
-                    const float *as = j->Ash ? ash_sliver(j, p, kc, (ic + ir) / MR) : Ap + ir * kc;
+                    const float *as = j->Ash ? ash_sliver(j, p, kc, (ic + ir) / MR) : ua ? Ap : Ap + ir * kc;
                     bool full = mr == MR && nr == NR; /* else an edge tile: into the buffer, then the rows and columns that exist */
                     float *cd = full ? c : tile;
                     int64_t cld = full ? j->ldc : NR;
-                    g->ukr(kc, as, bs, cd, cld, j->alpha, full ? beta : 0.0f);
+                    if (ua && mr == MR)
+                        g->ukr_ua(kc, j->A + (ic + ir) * j->ars + k0, j->ars, bs, cd, cld, j->alpha, full ? beta : 0.0f);
+                    else
+                        g->ukr(kc, as, bs, cd, cld, j->alpha, full ? beta : 0.0f);
                     if (!full) {
                         for (int64_t r = 0; r < mr; r++)
                             for (int64_t q = 0; q < nr; q++) {
