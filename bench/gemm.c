@@ -17,6 +17,8 @@
  *   ..._cpu                        the one-thread figures again from the thread's CPU time instead
  *                                  of the wall clock: on a machine shared with other work, time
  *                                  the thread spent descheduled does not count against either side
+ *   gemm_<shape>_t1 frac_peak_best one thread, thread CPU time, short peak loops interleaved with
+ *                                  the GEMM, the best of 15 of each (shapes up to 1024^3)
  * Shapes: squares 64..4096 (2048 and 4096 with fewer repetitions, 4096 on one thread only), the
  * MLP's forward GEMMs and
  * their two backward GEMMs (transposed operands). `bench_gemm --blas-only` is the child;
@@ -70,14 +72,21 @@ static double median_time(void (*fn)(void *), void *ctx, int warmup, int reps, i
 static volatile float peak_sink;
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) static double peak_avx2(void) {
-    __m256 a0 = _mm256_set1_ps(1e-7f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
-           a9 = a0, a10 = a0, a11 = a0, x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-9f);
-    for (long i = 0; i < PEAK_ITERS; i++) {
+__attribute__((target("avx2,fma"))) static double peak_avx2_n(long iters) {
+    /* Twelve chains with distinct starting values, all twelve opaque to the compiler after each
+     * step: with equal starts and only six in the asm, GCC merged the other six into one chain
+     * (7 FMAs per iteration counted as 12: the "peak" came out 1.5x the hardware's). */
+    __m256 a0 = _mm256_set1_ps(1e-7f), a1 = _mm256_set1_ps(2e-7f), a2 = _mm256_set1_ps(3e-7f),
+           a3 = _mm256_set1_ps(4e-7f), a4 = _mm256_set1_ps(5e-7f), a5 = _mm256_set1_ps(6e-7f),
+           a6 = _mm256_set1_ps(7e-7f), a7 = _mm256_set1_ps(8e-7f), a8 = _mm256_set1_ps(9e-7f),
+           a9 = _mm256_set1_ps(1e-6f), a10 = _mm256_set1_ps(1.1e-6f), a11 = _mm256_set1_ps(1.2e-6f),
+           x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-9f);
+    for (long i = 0; i < iters; i++) {
 #define F(a) a = _mm256_fmadd_ps(a, x, y);
         F(a0) F(a1) F(a2) F(a3) F(a4) F(a5) F(a6) F(a7) F(a8) F(a9) F(a10) F(a11)
 #undef F
-        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5));
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), "+x"(a6), "+x"(a7),
+                         "+x"(a8), "+x"(a9), "+x"(a10), "+x"(a11));
     }
     __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
                              _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
@@ -85,53 +94,69 @@ __attribute__((target("avx2,fma"))) static double peak_avx2(void) {
     float out[8];
     _mm256_storeu_ps(out, s);
     peak_sink = out[0];
-    return (double)PEAK_ITERS * 12 * 8 * 2;
+    return (double)iters * 12 * 8 * 2;
 }
 
-__attribute__((target("avx512f,fma"))) static double peak_avx512(void) {
-    __m512 a0 = _mm512_set1_ps(1e-7f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
-           a9 = a0, a10 = a0, a11 = a0, x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-9f);
-    for (long i = 0; i < PEAK_ITERS; i++) {
+__attribute__((target("avx512f,fma"))) static double peak_avx512_n(long iters) {
+    __m512 a0 = _mm512_set1_ps(1e-7f), a1 = _mm512_set1_ps(2e-7f), a2 = _mm512_set1_ps(3e-7f),
+           a3 = _mm512_set1_ps(4e-7f), a4 = _mm512_set1_ps(5e-7f), a5 = _mm512_set1_ps(6e-7f),
+           a6 = _mm512_set1_ps(7e-7f), a7 = _mm512_set1_ps(8e-7f), a8 = _mm512_set1_ps(9e-7f),
+           a9 = _mm512_set1_ps(1e-6f), a10 = _mm512_set1_ps(1.1e-6f), a11 = _mm512_set1_ps(1.2e-6f),
+           x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-9f);
+    for (long i = 0; i < iters; i++) {
 #define F(a) a = _mm512_fmadd_ps(a, x, y);
         F(a0) F(a1) F(a2) F(a3) F(a4) F(a5) F(a6) F(a7) F(a8) F(a9) F(a10) F(a11)
 #undef F
-        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));
+        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5), "+v"(a6), "+v"(a7),
+                         "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11));
     }
     __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
                              _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
     s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
     peak_sink = _mm512_reduce_add_ps(s);
-    return (double)PEAK_ITERS * 12 * 16 * 2;
+    return (double)iters * 12 * 16 * 2;
 }
 #endif
 
 /* The generic set: 4-lane vectors, multiply then add (what its kernels do). */
 typedef float v4 __attribute__((vector_size(16)));
-static double peak_generic(void) {
+static double peak_generic_n(long iters) {
     v4 a[12], x = {0.999999f, 0.999999f, 0.999999f, 0.999999f}, y = {1e-9f, 1e-9f, 1e-9f, 1e-9f};
-    for (int i = 0; i < 12; i++) a[i] = y;
-    for (long i = 0; i < PEAK_ITERS / 4; i++) {
+    for (int i = 0; i < 12; i++) a[i] = y * (float)(i + 1); /* distinct: equal chains would be merged */
+    for (long i = 0; i < iters / 4; i++) {
 #pragma GCC unroll 12
         for (int j = 0; j < 12; j++) a[j] = a[j] * x + y;
 #if defined(__x86_64__)
-        __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]));
+        __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]), "+x"(a[4]), "+x"(a[5]), "+x"(a[6]),
+                         "+x"(a[7]), "+x"(a[8]), "+x"(a[9]), "+x"(a[10]), "+x"(a[11]));
 #elif defined(__aarch64__)
-        __asm__ volatile("" : "+w"(a[0]), "+w"(a[1]), "+w"(a[2]), "+w"(a[3]));
+        __asm__ volatile("" : "+w"(a[0]), "+w"(a[1]), "+w"(a[2]), "+w"(a[3]), "+w"(a[4]), "+w"(a[5]), "+w"(a[6]),
+                         "+w"(a[7]), "+w"(a[8]), "+w"(a[9]), "+w"(a[10]), "+w"(a[11]));
 #endif
     }
     float s = 0;
     for (int i = 0; i < 12; i++) s += a[i][0];
     peak_sink = s;
-    return (double)(PEAK_ITERS / 4) * 12 * 4 * 2;
+    return (double)(iters / 4) * 12 * 4 * 2;
 }
 
 static double peak_flops(void) {
 #if defined(__x86_64__)
     lx_isa isa = lx_isa_current();
-    if (isa == LX_ISA_AVX512) return peak_avx512();
-    if (isa == LX_ISA_AVX2) return peak_avx2();
+    if (isa == LX_ISA_AVX512) return peak_avx512_n(PEAK_ITERS);
+    if (isa == LX_ISA_AVX2) return peak_avx2_n(PEAK_ITERS);
 #endif
-    return peak_generic();
+    return peak_generic_n(PEAK_ITERS);
+}
+
+/* The same loop, about a fiftieth of it (~1-2 ms): flops done. */
+static double peak_short(void) {
+#if defined(__x86_64__)
+    lx_isa isa = lx_isa_current();
+    if (isa == LX_ISA_AVX512) return peak_avx512_n(PEAK_ITERS / 50);
+    if (isa == LX_ISA_AVX2) return peak_avx2_n(PEAK_ITERS / 50);
+#endif
+    return peak_generic_n(PEAK_ITERS / 50);
 }
 
 typedef struct {
@@ -238,6 +263,38 @@ static double time_gemm(const shape *s, int blas) {
 }
 
 static const int thread_counts[] = {1, 2};
+
+/* One thread, thread CPU time, interleaved: REPS rounds of (a short FMA peak loop, one timed batch
+ * of the GEMM), the best of each over its best. On a machine shared with other work both sides
+ * run at the clock and the sibling-thread contention of the moment; the best rounds of both are
+ * the quiet ones, which a median of each taken minutes apart is not. */
+#define BEST_REPS 15
+static double frac_peak_best(const shape *s) {
+    size_t na = (size_t)(s->M * s->K), nb = (size_t)(s->K * s->N), nc = (size_t)(s->M * s->N);
+    gemm_job j = {.s = s, .A = malloc(na * 4), .B = malloc(nb * 4), .C = malloc(nc * 4), .blas = 0};
+    if (!j.A || !j.B || !j.C) return -1;
+    for (size_t i = 0; i < na; i++) j.A[i] = (float)(i % 17) / 17 - 0.5f;
+    for (size_t i = 0; i < nb; i++) j.B[i] = (float)(i % 13) / 13 - 0.5f;
+    double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
+    int inner = bench_inner_for(flops / 50e9, 4e-3);
+    int saved = use_cpu_clock;
+    use_cpu_clock = 1;
+    gemm_call(&j);
+    double best_peak = 0, best_gemm = 1e30;
+    for (int r = 0; r < BEST_REPS; r++) {
+        double t0 = now();
+        double f = peak_short();
+        double tp = now() - t0;
+        if (f / tp > best_peak) best_peak = f / tp;
+        t0 = now();
+        for (int i = 0; i < inner; i++) gemm_call(&j);
+        double t = (now() - t0) / inner;
+        if (t < best_gemm) best_gemm = t;
+    }
+    use_cpu_clock = saved;
+    free(j.A), free(j.B), free(j.C);
+    return flops / best_gemm / best_peak;
+}
 
 /* ---- the other kernels of a training step, each against its own limit ----
  * Rows (softmax, log_softmax, integer-label cross-entropy, layer norm, RMS norm) over 1024 x 4096
@@ -498,6 +555,8 @@ int main(int argc, char **argv) {
                 double gfc = 2.0 * (double)s->M * (double)s->N * (double)s->K / ours_c / 1e9;
                 printf("gemm_%s_t1 frac_peak_cpu %.3f\n", s->name, gfc / peak_cpu);
                 printf("gemm_%s_t1 vs_openblas_cpu %.3f\n", s->name, ours_c / blas_c);
+                if (s->M * s->N * s->K <= 1024LL * 1024 * 1024)
+                    printf("gemm_%s_t1 frac_peak_best %.3f\n", s->name, frac_peak_best(s));
             }
             fflush(stdout);
         }

@@ -125,11 +125,13 @@ static void test_every_set_and_path(void) {
 
 /* The packed path's pieces on one thread: A^T packed in groups of eight MR-row slivers (M around
  * 48 = 8 x 6 and 96), the assembly k loop's 4-step body and 1-3 step tail (K = 4, 7, 263 = 132 +
- * 131, 515), one row block (each B sliver packed just before use) and several (shared B), ragged
- * column slivers; every set, all transposes, padded leading dimensions, NaN in C with beta 0. */
+ * 131, 515), one row block (B packed just before use: a sliver at a time, or groups of four
+ * slivers row by row, N = 100 being a full group then two slivers and a ragged one) and several
+ * (shared B), ragged column slivers; every set, all transposes, padded leading dimensions, NaN in
+ * C with beta 0. */
 static void test_packed_edges(void) {
     const int ms[] = {48, 49, 55, 97, 300};
-    const int ns[] = {16, 31, 64};
+    const int ns[] = {16, 31, 64, 100};
     const int ks[] = {4, 7, 263, 515};
     lx_sgemm_force_path(LX_GEMM_PATH_PACKED);
     for (int s = 0; s < 3; s++) {
@@ -138,7 +140,7 @@ static void test_packed_edges(void) {
         int bad = 0, cases = 0;
         for (int t = 0; t < 4; t++)
             for (int mi = 0; mi < 5; mi++)
-                for (int ni = 0; ni < 3; ni++)
+                for (int ni = 0; ni < 4; ni++)
                     for (int ki = 0; ki < 4; ki++) {
                         int v = (mi + ni + ki + t) % 3;
                         gcase g = {.ta = t & 1, .tb = t >> 1, .M = ms[mi], .N = ns[ni], .K = ks[ki], .alpha = 1.0f,
@@ -147,22 +149,27 @@ static void test_packed_edges(void) {
                         cases++;
                     }
         CHECK_EQ_INT(bad, 0);
-        CHECK_EQ_INT(cases, 240);
+        CHECK_EQ_INT(cases, 320);
     }
     lx_isa_set(NULL);
     lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
 }
 
 /* The packed path on two threads: item grids split by rows, by columns, and both; more items than
- * threads; a K that needs several blocks. Then the automatic choice at default settings. */
+ * threads; a K that needs several blocks. One row block (M <= the row block) shares one packed A
+ * between the threads, packed in groups of eight slivers by whichever thread takes the item:
+ * 145 rows are three full groups and a ragged one, 600 = 300 + 300 two K blocks (a padding
+ * overrun between neighbouring groups would show as wrong rows 48, 96, 144). Then the automatic
+ * choice at default settings. */
 static void test_threads(void) {
-    const int dims[][3] = {{200, 300, 150}, {30, 700, 64}, {700, 20, 33}, {129, 129, 513}, {64, 64, 64}};
+    const int dims[][3] = {{200, 300, 150}, {30, 700, 64}, {700, 20, 33}, {129, 129, 513}, {64, 64, 64},
+                           {145, 90, 600}, {96, 512, 256}};
     lx_sgemm_force_path(LX_GEMM_PATH_PACKED);
     for (int s = 0; s < 3; s++) {
         if (!lx_isa_supported((lx_isa)s)) continue;
         lx_isa_set(sets[s]);
         int bad = 0;
-        for (int d = 0; d < 5; d++)
+        for (int d = 0; d < 7; d++)
             for (int t = 0; t < 4; t++) {
                 gcase g = {.ta = t & 1, .tb = t >> 1, .M = dims[d][0], .N = dims[d][1], .K = dims[d][2],
                            .alpha = 1.0f, .beta = t == 2 ? 0.5f : 0.0f, .pad = t, .threads = 2};
@@ -173,7 +180,7 @@ static void test_threads(void) {
     lx_isa_set(NULL);
     lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
     int bad = 0;
-    for (int d = 0; d < 5; d++) {
+    for (int d = 0; d < 7; d++) {
         gcase g = {.M = dims[d][0], .N = dims[d][1], .K = dims[d][2], .alpha = 1.0f, .beta = 0.0f};
         bad += run_case(&g);
     }

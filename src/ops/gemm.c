@@ -4,7 +4,9 @@
  *  - small (M*N*K at or below the small limit, 96^3, or fewer than 16 rows): register tiles computed
  *    straight from the caller's buffers, no packing, on the calling thread: what a batch-1 layer
  *    is made of.
- *  - packed: B is packed once into NR-column slivers per K block (shared by every thread), then
+ *  - packed: B is packed once into NR-column slivers per K block (shared by every thread; with
+ *    one row block, just before use, four slivers at a time), A packed once and shared (one row
+ *    block, several threads) or read in place (one row block, one thread, <= 256 columns), then
  *    work items of (MC rows x a column range) each pack their A block into MR-row slivers
  *    (L2-resident) and run the MR x NR micro-kernel of the kernel set in force (kernels.h) with
  *    one B sliver in L1. Items are claimed from an atomic counter, several per thread, so a
@@ -142,15 +144,16 @@ static blocking blocking_for(const lx_gemm_kernels *g) {
     return b;
 }
 
-/* Per-thread scratch kept between calls (slot 0: packed A blocks, slot 1: the caller's packed B),
- * freed when the thread exits. */
-static pthread_key_t scratch_key[2];
+/* Per-thread scratch kept between calls (slot 0: packed A blocks, slot 1: the caller's packed B
+ * or a worker's B sliver, slot 2: the caller's shared packed A), freed when the thread exits. */
+#define SCRATCH_SLOTS 3
+static pthread_key_t scratch_key[SCRATCH_SLOTS];
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-static _Thread_local float *scratch_ptr[2];
-static _Thread_local size_t scratch_cap[2];
+static _Thread_local float *scratch_ptr[SCRATCH_SLOTS];
+static _Thread_local size_t scratch_cap[SCRATCH_SLOTS];
 static void scratch_free(void *p) { free(p); }
 static void scratch_init(void) {
-    for (int i = 0; i < 2; i++) (void)pthread_key_create(&scratch_key[i], scratch_free);
+    for (int i = 0; i < SCRATCH_SLOTS; i++) (void)pthread_key_create(&scratch_key[i], scratch_free);
 }
 
 static float *thread_scratch(int slot, size_t floats) {
@@ -167,6 +170,12 @@ static float *thread_scratch(int slot, size_t floats) {
 }
 
 #define PACKED_B_CAP (16LL << 20)  /* floats of packed B per phase (64 MiB) */
+/* A shared packed A (one row block, several threads) is packed in items of A_GROUP slivers; each
+ * group is followed by A_GROUP_PAD floats, because the AVX2 A packing stores 8 values for a k's
+ * MR = 6 and so writes 2 floats past its last sliver (harmless in one thread, where the next
+ * sliver overwrites them; a race between two threads packing neighbouring groups). */
+#define A_GROUP 8
+#define A_GROUP_PAD 16
 #define PACKED_B_KEEP (4LL << 20)  /* packed B buffers up to this many floats are kept per thread */
 
 typedef struct {
@@ -182,6 +191,8 @@ typedef struct {
     /* the phase: columns [j0, j0 + nc) of C */
     int64_t j0, nc, ncpad;
     float *Bp;            /* K x ncpad packed, K block after K block */
+    float *Ash;           /* one row block on several threads: all of A packed once, shared (else NULL) */
+    int64_t agroups;      /* groups of A_GROUP slivers in Ash per K block */
     int64_t nkb, kb;      /* K blocks: nkb equal blocks of at most kb */
     int64_t mi, nj;       /* item grid: mi row blocks x nj column ranges */
     int64_t mrows, ncols; /* rows per row block (multiple of MR), columns per range (multiple of NR) */
@@ -190,6 +201,23 @@ typedef struct {
 } packed_job;
 
 static int64_t kblock_start(const packed_job *j, int64_t p) { return p * j->kb < j->K ? p * j->kb : j->K; }
+
+/* The shared packed A: K block p holds agroups groups of A_GROUP slivers (each MR x kc), every group
+ * followed by A_GROUP_PAD floats; every block before the last has kb columns. */
+static int64_t ash_group_floats(const packed_job *j, int64_t kc) { return A_GROUP * j->g->mr * kc + A_GROUP_PAD; }
+static const float *ash_sliver(const packed_job *j, int64_t p, int64_t kc, int64_t s) {
+    return j->Ash + p * j->agroups * ash_group_floats(j, j->kb) + (s / A_GROUP) * ash_group_floats(j, kc) +
+           (s % A_GROUP) * j->g->mr * kc;
+}
+
+/* Pack item t of the shared A: one K block x one group of slivers. */
+static void pack_a_item(packed_job *j, int64_t t) {
+    int64_t p = t / j->agroups, grp = t % j->agroups;
+    int64_t k0 = kblock_start(j, p), kc = kblock_start(j, p + 1) - k0;
+    int64_t i0 = grp * A_GROUP * j->g->mr, rows = j->M - i0 < A_GROUP * j->g->mr ? j->M - i0 : A_GROUP * j->g->mr;
+    if (rows <= 0) return;
+    j->g->pack_a(rows, kc, j->A + i0 * j->ars + k0 * j->acs, j->ars, j->acs, (float *)ash_sliver(j, p, kc, i0 / j->g->mr));
+}
 
 /* Pack item t of B: one K block x 8 slivers. */
 static void pack_b_item(packed_job *j, int64_t t) {
@@ -200,6 +228,37 @@ static void pack_b_item(packed_job *j, int64_t t) {
     if (cols <= 0) return;
     float *dst = j->Bp + k0 * j->ncpad + c0 * kc;
     j->g->pack_b(kc, cols, j->B + k0 * j->brs + (j->j0 + c0) * j->bcs, j->brs, j->bcs, dst);
+}
+
+/* Columns up to which a one-row-block product reads A in place instead of packing it. */
+#define UA_MAX_COLS 256
+/* Slivers of B packed together when rows of B are contiguous: 4 x NR x kc floats (64 KiB with the
+ * AVX2 set's 16 x 256) stay in L2 beside the A block. */
+#define B_GROUP 4
+/* Packs cols (<= B_GROUP * NR) columns of a B whose rows are contiguous, row by row: each row's
+ * B_GROUP * NR values are read at once (whole cache lines). Packing a sliver at a time read one
+ * line per row, kc rows ld apart; with a power-of-two ld those lines share a few cache sets and
+ * the neighbouring lines the next sliver needs were evicted before it ran (128 x 512 x 784 ran at
+ * 77 GFLOPS with ldb 512, 94 with ldb 528; row by row, ~0.77 of the peak at ldb 512 against
+ * ~0.62-0.75 before, thread CPU time, same run). */
+static inline __attribute__((always_inline)) void pack_b_rows_nr(const int NR, int64_t kc, int64_t full, const float *B,
+                                                                  int64_t ld, float *Bp) {
+    for (int64_t k = 0; k < kc; k++) {
+        const float *b = B + k * ld;
+        __builtin_prefetch(b + 8 * ld);                  /* the row 8 ahead: its first line */
+        __builtin_prefetch(b + 8 * ld + B_GROUP * NR - 1); /* and its last */
+        for (int64_t s = 0; s < full; s++) memcpy(Bp + s * NR * kc + k * NR, b + s * NR, sizeof(float) * (size_t)NR);
+    }
+}
+static void pack_b_rows(const lx_gemm_kernels *g, int64_t kc, int64_t cols, const float *B, int64_t ld, float *Bp) {
+    const int64_t NR = g->nr;
+    int64_t full = cols / NR;
+    /* a constant NR: the copies are inlined moves, not a memcpy call per NR values */
+    if (NR == 8) pack_b_rows_nr(8, kc, full, B, ld, Bp);
+    else if (NR == 16) pack_b_rows_nr(16, kc, full, B, ld, Bp);
+    else if (NR == 32) pack_b_rows_nr(32, kc, full, B, ld, Bp);
+    else pack_b_rows_nr((int)NR, kc, full, B, ld, Bp);
+    if (full * NR < cols) g->pack_b(kc, cols - full * NR, B + full * NR, ld, 1, Bp + full * NR * kc);
 }
 
 /* Item t: rows [i0, i1) x columns [c0, c1) of the phase, every K block. Without a shared packed
@@ -221,20 +280,48 @@ static void run_item(packed_job *j, int64_t t, float *Ap, float *Bpriv) {
         bool last = p == j->nkb - 1;
         for (int64_t ic = i0; ic < i1; ic += j->bk.mc) {
             int64_t mc = i1 - ic < j->bk.mc ? i1 - ic : j->bk.mc;
-            g->pack_a(mc, kc, j->A + ic * j->ars + k0 * j->acs, j->ars, j->acs, Ap);
+            /* rows of A contiguous, one row block, few columns (each A value then carries few FMAs,
+             * so packing it is a large share: 128^3 ran at 0.71-0.75 of the peak packed, 0.87-0.88
+             * in place; at 512 columns in place measured the same or ~3% slower): full tiles read
+             * A in place (ukr_ua), only a ragged last sliver is packed (at Ap) */
+            bool ua = g->ukr_ua && !j->Ash && !j->Bp && j->acs == 1 && j->nc <= UA_MAX_COLS;
+            int64_t mfull = mc / MR * MR;
+            if (ua) {
+                if (mfull < mc) g->pack_a(mc - mfull, kc, j->A + (ic + mfull) * j->ars + k0, j->ars, 1, Ap);
+            } else if (!j->Ash) {
+                g->pack_a(mc, kc, j->A + ic * j->ars + k0 * j->acs, j->ars, j->acs, Ap);
+            }
             const float *Bblk = j->Bp ? j->Bp + k0 * j->ncpad : NULL;
             for (int64_t jr = c0; jr < c1; jr += NR) {
                 int64_t nr = c1 - jr < NR ? c1 - jr : NR;
                 const float *bs = Bblk ? Bblk + jr * kc : Bpriv;
-                if (!Bblk) /* one row block: pack this sliver right before its row tiles (it stays in L1) */
-                    g->pack_b(kc, nr, j->B + k0 * j->brs + (j->j0 + jr) * j->bcs, j->brs, j->bcs, Bpriv);
+                /* one row block: pack B right before its row tiles, a sliver at a time (it stays in
+                 * L1), or with rows of B contiguous B_GROUP slivers at a time, row by row (L2) */
+                if (!Bblk) {
+                    const float *src = j->B + k0 * j->brs + (j->j0 + jr) * j->bcs;
+                    if (j->bcs == 1) {
+                        int64_t q = (jr - c0) / NR % B_GROUP;
+                        if (q == 0) {
+                            int64_t cols = c1 - jr < B_GROUP * NR ? c1 - jr : B_GROUP * NR;
+                            pack_b_rows(g, kc, cols, src, j->brs, Bpriv);
+                        }
+                        bs = Bpriv + q * NR * kc;
+                    } else {
+                        g->pack_b(kc, nr, src, j->brs, j->bcs, Bpriv);
+                    }
+                }
                 for (int64_t ir = 0; ir < mc; ir += MR) {
                     int64_t mr = mc - ir < MR ? mc - ir : MR;
                     float *c = j->C + (ic + ir) * j->ldc + j->j0 + jr;
-                    if (mr == MR && nr == NR) {
-                        g->ukr(kc, Ap + ir * kc, bs, c, j->ldc, j->alpha, beta);
-                    } else { /* an edge tile: into the buffer, then the rows and columns that exist */
-                        g->ukr(kc, Ap + ir * kc, bs, tile, NR, j->alpha, 0.0f);
+                    const float *as = j->Ash ? ash_sliver(j, p, kc, (ic + ir) / MR) : ua ? Ap : Ap + ir * kc;
+                    bool full = mr == MR && nr == NR; /* else an edge tile: into the buffer, then the rows and columns that exist */
+                    float *cd = full ? c : tile;
+                    int64_t cld = full ? j->ldc : NR;
+                    if (ua && mr == MR)
+                        g->ukr_ua(kc, j->A + (ic + ir) * j->ars + k0, j->ars, bs, cd, cld, j->alpha, full ? beta : 0.0f);
+                    else
+                        g->ukr(kc, as, bs, cd, cld, j->alpha, full ? beta : 0.0f);
+                    if (!full) {
                         for (int64_t r = 0; r < mr; r++)
                             for (int64_t q = 0; q < nr; q++) {
                                 float v = tile[r * NR + q], *cc = c + r * j->ldc + q;
@@ -253,14 +340,16 @@ static void run_item(packed_job *j, int64_t t, float *Ap, float *Bpriv) {
  * still hold (there is no barrier: a thread that joins late finds them done), then compute items. */
 static void packed_worker(void *arg) {
     packed_job *j = arg;
-    int64_t npack = j->Bp ? j->nkb * ((j->ncpad / j->g->nr + 7) / 8) : 0, nitems = j->mi * j->nj;
+    int64_t npack_b = j->Bp ? j->nkb * ((j->ncpad / j->g->nr + 7) / 8) : 0, nitems = j->mi * j->nj;
+    int64_t npack = npack_b + (j->Ash ? j->nkb * j->agroups : 0);
     for (int64_t t; (t = atomic_fetch_add(&j->next_pack, 1)) < npack;) {
-        pack_b_item(j, t);
+        if (t < npack_b) pack_b_item(j, t);
+        else pack_a_item(j, t - npack_b);
         atomic_fetch_add(&j->packed, 1);
     }
     while (atomic_load(&j->packed) < npack) sched_yield();
-    float *Ap = thread_scratch(0, (size_t)(j->bk.mc * j->bk.kc + 64)); /* + slack for vector packing stores */
-    float *Bpriv = j->Bp ? NULL : thread_scratch(1, (size_t)(j->kb * j->g->nr + 64));
+    float *Ap = j->Ash ? j->Ash : thread_scratch(0, (size_t)(j->bk.mc * j->bk.kc + 64)); /* + slack for vector packing stores */
+    float *Bpriv = j->Bp ? NULL : thread_scratch(1, (size_t)(j->kb * j->g->nr * B_GROUP + 64));
     if (!Ap || (!j->Bp && !Bpriv)) {
         atomic_store(&j->failed, 1);
         return;
@@ -319,16 +408,28 @@ static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB,
         mi = (M + mrows - 1) / mrows;
         int64_t ncols = ((ncpad / NR + nj - 1) / nj) * NR;
         nj = (ncpad + ncols - 1) / ncols;
+        /* One row block on several threads: A is packed once, by all of them, and shared (each
+         * column range packing its own copy cost the MLP's 128-row products ~25% on two threads). */
+        float *ash = NULL, *aheap = NULL;
+        int64_t agroups = 0;
+        if (!shared_b && nt > 1) {
+            agroups = ((M + MR - 1) / MR + A_GROUP - 1) / A_GROUP;
+            size_t floats = (size_t)(nkb * agroups * (A_GROUP * MR * kb + A_GROUP_PAD) + 64);
+            if (floats <= (size_t)PACKED_B_KEEP) ash = thread_scratch(2, floats);
+            else ash = aheap = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+            if (!ash) agroups = 0; /* no memory: each range packs its own A, as with one thread */
+        }
         packed_job job = {.g = g, .bk = bk, .M = M, .K = K, .alpha = alpha, .beta = beta, .A = A, .B = B,
                           .ars = transA ? 1 : lda, .acs = transA ? lda : 1, .brs = transB ? 1 : ldb,
                           .bcs = transB ? ldb : 1, .C = C, .ldc = ldc, .ep = ep, .j0 = j0, .nc = nc,
-                          .ncpad = ncpad, .Bp = shared_b ? bbuf : NULL, .nkb = nkb, .kb = kb, .mi = mi, .nj = nj,
+                          .ncpad = ncpad, .Bp = shared_b ? bbuf : NULL, .Ash = ash, .agroups = agroups, .nkb = nkb, .kb = kb, .mi = mi, .nj = nj,
                           .mrows = mrows, .ncols = ncols};
         atomic_init(&job.next_pack, 0);
         atomic_init(&job.packed, 0);
         atomic_init(&job.next_item, 0);
         atomic_init(&job.failed, 0);
         lx_team_run(nt, packed_worker, &job);
+        free(aheap);
         if (atomic_load(&job.failed)) st = lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a packed A block");
     }
     free(heap);

@@ -34,6 +34,10 @@ typedef struct {
     /* true: with M == 1, small_panel reads B only in columns [0, nr) (masked loads), so the driver
      * passes a ragged panel in place instead of a zero-padded copy */
     bool small_row_exact;
+    /* Optional (NULL: none): ukr with A read in place, A(i, k) = A[i*lda + k] for i < MR (every
+     * row exists), so that a batch-sized product need not pack A. Same sums, same bits as ukr. */
+    void (*ukr_ua)(int64_t kc, const float *A, int64_t lda, const float *Bp, float *C, int64_t ldc, float alpha,
+                   float beta);
 } lx_gemm_kernels;
 
 #define GEMM_SMALL_NR 64 /* widest small-path panel */

@@ -180,6 +180,9 @@ static void panel_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ar
     "vfmadd231ps %[b0], %[t], %[c50]\n\t" \
     "vfmadd231ps %[b1], %[t], %[c51]\n\t"
 
+static inline __attribute__((always_inline)) void avx2_ukr_store(__m256 c[6][2], float *restrict C, int64_t ldc,
+                                                                 float alpha, float beta);
+
 static void avx2_ukr(int64_t kc, const float *restrict Ap, const float *restrict Bp, float *restrict C, int64_t ldc,
                      float alpha, float beta) {
     __m256 c[6][2], b0, b1, t;
@@ -218,6 +221,12 @@ static void avx2_ukr(int64_t kc, const float *restrict Ap, const float *restrict
           [c50] "=&x"(c[5][0]), [c51] "=&x"(c[5][1]), [b0] "=&x"(b0), [b1] "=&x"(b1), [t] "=&x"(t)
         :
         : "memory", "cc");
+    avx2_ukr_store(c, C, ldc, alpha, beta);
+}
+
+/* C[0:6, 0:16] = alpha * c + beta * C; beta == 0 never reads C. */
+static inline __attribute__((always_inline)) void avx2_ukr_store(__m256 c[6][2], float *restrict C, int64_t ldc,
+                                                                 float alpha, float beta) {
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     if (beta == 0.0f) {
         for (int i = 0; i < 6; i++) {
@@ -237,7 +246,76 @@ static void avx2_ukr(int64_t kc, const float *restrict Ap, const float *restrict
         }
     }
 }
+/* The same k step with A unpacked: rows 0-2 at a, a + lda, a + 2 lda and rows 3-5 at a3 = a + 3 lda
+ * (x86 scales an index by at most 8), both advancing 4 bytes per step. */
+#define A2_STEP_UA(u) \
+    "vmovaps 64*" #u "(%[b]), %[b0]\n\t" \
+    "vmovaps 64*" #u "+32(%[b]), %[b1]\n\t" \
+    "vbroadcastss 4*" #u "(%[a]), %[t]\n\t" \
+    "vfmadd231ps %[b0], %[t], %[c00]\n\t" \
+    "vfmadd231ps %[b1], %[t], %[c01]\n\t" \
+    "vbroadcastss 4*" #u "(%[a],%[l],1), %[t]\n\t" \
+    "vfmadd231ps %[b0], %[t], %[c10]\n\t" \
+    "vfmadd231ps %[b1], %[t], %[c11]\n\t" \
+    "vbroadcastss 4*" #u "(%[a],%[l],2), %[t]\n\t" \
+    "vfmadd231ps %[b0], %[t], %[c20]\n\t" \
+    "vfmadd231ps %[b1], %[t], %[c21]\n\t" \
+    "vbroadcastss 4*" #u "(%[a3]), %[t]\n\t" \
+    "vfmadd231ps %[b0], %[t], %[c30]\n\t" \
+    "vfmadd231ps %[b1], %[t], %[c31]\n\t" \
+    "vbroadcastss 4*" #u "(%[a3],%[l],1), %[t]\n\t" \
+    "vfmadd231ps %[b0], %[t], %[c40]\n\t" \
+    "vfmadd231ps %[b1], %[t], %[c41]\n\t" \
+    "vbroadcastss 4*" #u "(%[a3],%[l],2), %[t]\n\t" \
+    "vfmadd231ps %[b0], %[t], %[c50]\n\t" \
+    "vfmadd231ps %[b1], %[t], %[c51]\n\t"
+
+/* avx2_ukr with A read in place: A(i, k) = A[i*lda + k] for the 6 rows (all exist). */
+static void avx2_ukr_ua(int64_t kc, const float *restrict A, int64_t lda, const float *restrict Bp, float *restrict C,
+                        int64_t ldc, float alpha, float beta) {
+    __m256 c[6][2], b0, b1, t;
+    int64_t n4 = kc / 4, n1 = kc % 4, l = lda * (int64_t)sizeof(float);
+    const float *a3 = A + 3 * lda;
+    for (int i = 0; i < 6; i++) _mm_prefetch((const char *)(C + i * ldc), _MM_HINT_T0);
+    __asm__ volatile(
+        "vxorps %[c00], %[c00], %[c00]\n\t" "vxorps %[c01], %[c01], %[c01]\n\t"
+        "vxorps %[c10], %[c10], %[c10]\n\t" "vxorps %[c11], %[c11], %[c11]\n\t"
+        "vxorps %[c20], %[c20], %[c20]\n\t" "vxorps %[c21], %[c21], %[c21]\n\t"
+        "vxorps %[c30], %[c30], %[c30]\n\t" "vxorps %[c31], %[c31], %[c31]\n\t"
+        "vxorps %[c40], %[c40], %[c40]\n\t" "vxorps %[c41], %[c41], %[c41]\n\t"
+        "vxorps %[c50], %[c50], %[c50]\n\t" "vxorps %[c51], %[c51], %[c51]\n\t"
+        "test %[n4], %[n4]\n\t"
+        "jz 2f\n\t"
+        ".p2align 5\n"
+        "1:\n\t"
+        A2_STEP_UA(0) A2_STEP_UA(1) A2_STEP_UA(2) A2_STEP_UA(3)
+        "add $16, %[a]\n\t"
+        "add $16, %[a3]\n\t"
+        "add $256, %[b]\n\t"
+        "dec %[n4]\n\t"
+        "jnz 1b\n"
+        "2:\n\t"
+        "test %[n1], %[n1]\n\t"
+        "jz 4f\n"
+        "3:\n\t"
+        A2_STEP_UA(0)
+        "add $4, %[a]\n\t"
+        "add $4, %[a3]\n\t"
+        "add $64, %[b]\n\t"
+        "dec %[n1]\n\t"
+        "jnz 3b\n"
+        "4:\n"
+        : [a] "+r"(A), [a3] "+r"(a3), [b] "+r"(Bp), [n4] "+r"(n4), [n1] "+r"(n1), [c00] "=&x"(c[0][0]),
+          [c01] "=&x"(c[0][1]), [c10] "=&x"(c[1][0]), [c11] "=&x"(c[1][1]), [c20] "=&x"(c[2][0]),
+          [c21] "=&x"(c[2][1]), [c30] "=&x"(c[3][0]), [c31] "=&x"(c[3][1]), [c40] "=&x"(c[4][0]),
+          [c41] "=&x"(c[4][1]), [c50] "=&x"(c[5][0]), [c51] "=&x"(c[5][1]), [b0] "=&x"(b0), [b1] "=&x"(b1),
+          [t] "=&x"(t)
+        : [l] "r"(l)
+        : "memory", "cc");
+    avx2_ukr_store(c, C, ldc, alpha, beta);
+}
 #undef A2_STEP
+#undef A2_STEP_UA
 
 /* ---- softmax rows, 8 lanes ----
  * nn_expf on 8 lanes, step for step (mul then add, no FMA), so every lane is bit-identical to the
@@ -477,7 +555,8 @@ static const lx_kernels table = {
     .isa = LX_ISA_AVX2,
     .gemm_name = "avx2",
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx2_ukr, .pack_a = avx2_pack_a_fast, .pack_b = avx2_pack_b_fast,
-             .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt, .small_row_exact = true},
+             .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt, .small_row_exact = true,
+             .ukr_ua = avx2_ukr_ua},
     .softmax_row = avx2_softmax_row_v,
     .logsumexp_row = avx2_logsumexp_row_v,
     .norm_row = avx2_norm_row,
