@@ -233,13 +233,14 @@ static void test_linen_scan_of_remat(void) {
 /* lx_remat_call directly: the closure contract, no tape, errors. */
 typedef struct fn_ctx {
     lx_array *w, *x;
-    int runs, recomputes, frees;
+    int runs, recomputes, frees, flagged; /* flagged: runs that saw lx_remat_recomputing() */
 } fn_ctx;
 
 static lx_status fn_body(void *user, bool recompute, lx_value *out) {
     fn_ctx *c = user;
     c->runs++;
     c->recomputes += recompute;
+    c->flagged += lx_remat_recomputing();
     lx_array *y = lx_tanh(lx_matmul(c->x, c->w));
     if (!y) return lx_last_status();
     *out = lx_array_v(lx_retain(y));
@@ -248,7 +249,7 @@ static lx_status fn_body(void *user, bool recompute, lx_value *out) {
 static void fn_free(void *user) { ((fn_ctx *)user)->frees++; }
 
 static void test_remat_call(void) {
-    fn_ctx c = {iota(LX_SHAPE(2, 3), 0.3f), iota(LX_SHAPE(3, 2), 0.2f), 0, 0, 0};
+    fn_ctx c = {iota(LX_SHAPE(2, 3), 0.3f), iota(LX_SHAPE(3, 2), 0.2f), 0, 0, 0, 0};
     /* no tape: one run, the closure freed at once */
     lx_value o = lx_none();
     CHECK_EQ_INT(lx_remat_call(fn_body, &c, fn_free, LX_REMAT_NOTHING_SAVEABLE, &o), LX_OK);
@@ -256,7 +257,7 @@ static void test_remat_call(void) {
     lx_value_free(&o);
     /* a tape: one entry + one output record; the backward runs the body once more */
     for (int pol = 0; pol < 2; pol++) {
-        c.runs = c.recomputes = c.frees = 0;
+        c.runs = c.recomputes = c.frees = c.flagged = 0;
         lx_tape *t = NULL;
         CHECK_EQ_INT(lx_tape_new(&t), LX_OK);
         lx_tape_watch(t, c.w);
@@ -268,6 +269,8 @@ static void test_remat_call(void) {
         lx_array *g = NULL;
         CHECK_EQ_INT(lx_tape_backward(t, loss, 1, &c.w, &g), LX_OK);
         CHECK(c.runs == 2 && c.recomputes == 1 && c.frees == 1);
+        /* lx_remat_recomputing() is true exactly inside the recomputation, false after it */
+        CHECK(c.flagged == 1 && !lx_remat_recomputing());
         /* the plain gradient: dL/dW = x^T (2 y (1 - y^2)), a double loop */
         double maxerr = 0;
         for (int i = 0; g && i < 2; i++)

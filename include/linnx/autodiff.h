@@ -100,6 +100,10 @@ lx_array *lx_stop_gradient(lx_array *x);
 typedef enum lx_remat_policy { LX_REMAT_NOTHING_SAVEABLE = 0, LX_REMAT_DOTS_SAVEABLE = 1 } lx_remat_policy;
 typedef lx_status (*lx_remat_fn)(void *user, bool recompute, lx_value *out);
 lx_status lx_remat_call(lx_remat_fn fn, void *user, void (*user_free)(void *), lx_remat_policy policy, lx_value *out);
+/* Whether the backward pass is re-running a remat call's forward on this thread now (fn called
+ * with recompute == true). Interceptors that keep running statistics (QAT's moving activation
+ * scales) read them then without updating them, so the recomputation sees the forward's values. */
+bool lx_remat_recomputing(void);
 
 /* jax_debug_nans-style checking (per thread, off by default): when on, a loss or gradient holding
  * NaN or Inf makes lx_value_and_grad / linen_value_and_grad / nnx_value_and_grad fail with

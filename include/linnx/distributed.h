@@ -135,7 +135,11 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
  * pass between begin and step; the grads given to the step must be the ones that pass returned
  * (a different array at a reported leaf is LX_ERR_INVALID_ARGUMENT on that rank, and
  * LX_ERR_INTERNAL "rank R failed" on the others: the step is not taken). Without begin the step
- * reduce-scatters everything after the pass. */
+ * reduce-scatters everything after the pass. A begin while the previous begin's reductions are
+ * still in flight (no step came between) is LX_ERR_INVALID_ARGUMENT and ends the run's use of z
+ * (they cannot be dropped: MPI still reads the gradients); after a failed step, call
+ * lx_dist_zero1_step(z, NULL, NULL) instead. Tied parameters (one array at two paths) are credited
+ * to the lower-indexed leaf on every rank. */
 lx_status lx_dist_zero1_begin(lx_dist_zero1 *z, const lx_tree *params);
 /* grads: this rank's local gradients; *params is replaced by the new params tree (new arrays).
  * Collective: every rank calls it each step; an error on any rank fails the step on all (params

@@ -649,7 +649,7 @@ static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array
     for (int i = 0; i < 2; i++) {
         if (wt[i] || !act_q || !rule->act_static_scale) continue;
         if (s->stats) {
-            if (s->update && calib_add(s->stats, path, counted, i, in[i]) != LX_OK) return fail_op(lx_last_status());
+            if (s->update && !lx_remat_recomputing() && calib_add(s->stats, path, counted, i, in[i]) != LX_OK) return fail_op(lx_last_status());
             sa[i] = stats_scale(s->stats, path, counted, i);
         } else {
             sa[i] = wt[1 - i] ? static_scale(s, qe[1 - i], counted, i) : static_scale_at(s, path, counted, i);

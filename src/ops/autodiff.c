@@ -303,6 +303,9 @@ void lx_tape_free(lx_tape *t) {
 
 bool lx_tape_active(void) { return lx_tape_recording_ != NULL; }
 
+static _Thread_local int remat_depth; /* > 0 while a remat's forward is recomputed on this thread */
+bool lx_remat_recomputing(void) { return remat_depth > 0; }
+
 /* Add `g` (pool-owned or borrowed) into record k's cotangent. */
 static lx_status accumulate(rec *r, lx_array *g) {
     if (!lx_same_shape(g, r->out) || g->dtype != r->out->dtype) {
@@ -887,7 +890,11 @@ static lx_status remat_backward_step(lx_tape *t, rec *r) {
         st = lx_prim_substitute_add(remat_replay, &rp, &handle);
     size_t mark = lx_pool_open();
     lx_value o = lx_none();
-    if (st == LX_OK) st = e->fn(e->user, true, &o);
+    if (st == LX_OK) {
+        remat_depth++;
+        st = e->fn(e->user, true, &o);
+        remat_depth--;
+    }
     if (handle) lx_prim_substitute_remove(handle);
     int n = st == LX_OK ? value_arrays(&o, outs, e->nout, 0) : 0;
     if (st == LX_OK && n != e->nout)

@@ -843,10 +843,13 @@ struct lx_dist_zero1 {
     double t_last;
 };
 
+static bool zero1_in_flight(lx_dist_zero1 *z);
+
 void lx_dist_zero1_free(lx_dist_zero1 *z) {
     if (!z) return;
     if (z->on) lx_tape_set_grad_ready(NULL, NULL);
     for (size_t i = 0; z->paths && i < z->n; i++) free(z->paths[i]);
+    if (!z->stuck && zero1_in_flight(z)) z->stuck = true;
     if (!z->stuck) { /* abandoned collectives may still read or write these: kept */
         for (size_t i = 0; z->gin && i < z->n; i++) lx_release(z->gin[i]);
         free(z->flat);
@@ -1053,9 +1056,28 @@ static lx_status zero1_plan(lx_dist_zero1 *z) {
             z->lcounts[i * N + (size_t)r] = (int)(b - a);
             z->ldispls[i * N + (size_t)r] = (int)(a - z->off[i]);
         }
-    for (size_t k = 0; k < z->nb; k++) z->breq[k] = MPI_REQUEST_NULL;
-    for (size_t i = 0; i < n; i++) z->lreq[i] = MPI_REQUEST_NULL;
+    /* <= : the slot after the last bucket / leaf holds the step's status check */
+    for (size_t k = 0; k <= z->nb; k++) z->breq[k] = MPI_REQUEST_NULL;
+    for (size_t i = 0; i <= n; i++) z->lreq[i] = MPI_REQUEST_NULL;
     return LX_OK;
+}
+
+/* Whether a collective this object started is still running (a reduce-scatter of a backward pass
+ * whose step never came, or an all-gather abandoned at a deadline): its buffers must then stay. */
+static bool zero1_in_flight(lx_dist_zero1 *z) {
+    int fin = 1;
+    if (!z->breq || !z->lreq || MPI_Finalized(&fin) != MPI_SUCCESS || fin) return false;
+    for (size_t k = 0; k <= z->nb; k++) {
+        int done = 1;
+        if (z->breq[k] != MPI_REQUEST_NULL && (MPI_Test(&z->breq[k], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done))
+            return true;
+    }
+    for (size_t i = 0; i <= z->n; i++) {
+        int done = 1;
+        if (z->lreq[i] != MPI_REQUEST_NULL && (MPI_Test(&z->lreq[i], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done))
+            return true;
+    }
+    return false;
 }
 
 /* A new step: no leaf in, no bucket started. */
@@ -1111,7 +1133,11 @@ static void zero1_progress(lx_dist_zero1 *z) {
 static lx_dist_zero1 *g_z_sort; /* qsort's context */
 static int by_param(const void *pa, const void *pb) {
     uintptr_t a = (uintptr_t)g_z_sort->px[*(const size_t *)pa], b = (uintptr_t)g_z_sort->px[*(const size_t *)pb];
-    return a < b ? -1 : a > b;
+    if (a != b) return a < b ? -1 : 1;
+    /* one array at two paths (tied parameters): by leaf index, so every rank credits the same
+     * leaf first whatever the addresses (qsort is not stable) and starts the same buckets */
+    size_t ia = *(const size_t *)pa, ib = *(const size_t *)pb;
+    return ia < ib ? -1 : ia > ib;
 }
 
 static size_t zero1_leaf_of(const lx_dist_zero1 *z, const lx_array *x) {
@@ -1144,6 +1170,17 @@ lx_status lx_dist_zero1_begin(lx_dist_zero1 *z, const lx_tree *params) {
     if (z->stuck) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
     if (z->on) lx_tape_set_grad_ready(NULL, NULL);
     z->on = false;
+    /* the previous begin's backward pass started reductions and no step (nor the failed-step
+     * call lx_dist_zero1_step(z, NULL, NULL)) came: they cannot be dropped (MPI still reads the
+     * gradients and writes the shard) and the ranks may no longer agree on what runs next */
+    if (z->begun && zero1_in_flight(z)) {
+        z->stuck = true;
+        z->begun = false;
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "distributed: lx_dist_zero1_begin again while the previous backward pass's gradient "
+                       "reductions are in flight (call lx_dist_zero1_step, or lx_dist_zero1_step(z, NULL, NULL) "
+                       "after a failed step; the run must end)");
+    }
     zero1_reset(z);
     for (size_t i = 0; i < z->n; i++) {
         const lx_value *v = NULL;
