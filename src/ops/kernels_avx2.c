@@ -416,7 +416,10 @@ static float sm_expsum(const float *x, float *e, float *d, int64_t n, float mx) 
      * (1024 x 4096 rows: logsumexp ~0.50 -> ~0.40 ns per element). */
     const bool pf = n >= 1024;
     for (; i + 32 <= nv; i += 32) { /* four independent exps, one range test for all four */
-        if (pf) _mm_prefetch((const char *)(x + n + i), _MM_HINT_T0), _mm_prefetch((const char *)(x + n + i + 16), _MM_HINT_T0);
+        if (pf) { /* the address as an integer: x + n + i may lie past the array object */
+            uintptr_t a = (uintptr_t)(x + i) + (uintptr_t)n * sizeof(float);
+            _mm_prefetch((const char *)a, _MM_HINT_T0), _mm_prefetch((const char *)(a + 64), _MM_HINT_T0);
+        }
         __m256 v[4];
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
