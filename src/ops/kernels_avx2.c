@@ -318,79 +318,168 @@ static void avx2_ukr_ua(int64_t kc, const float *restrict A, int64_t lda, const 
 #undef A2_STEP_UA
 
 /* ---- softmax rows, 8 lanes ----
- * nn_expf on 8 lanes, step for step (mul then add, no FMA), so every lane is bit-identical to the
- * scalar; GCC's vectorisation of the portable loop fell back to scalar code at run time (measured
- * ~9 ns per element). min/max operand order keeps the scalar's comparisons (a NaN passes). */
-static inline __m256 nn_exp8(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.33654f), big = _mm256_set1_ps(12582912.0f);
-    __m256 xc = _mm256_max_ps(lo, _mm256_min_ps(_mm256_set1_ps(88.0f), x));
-    __m256 t = _mm256_add_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504f)), big);
+ * exp by vmath's algorithm (vmath_avx2.c, 0.88 ulp at most, docs/kernels.md "Vector math"):
+ * n = round(x log2 e) by the 1.5 * 2^23 shifter inside one FMA (its bits give n as an integer
+ * too), r = x - n ln2 in two FMA steps, the degree-7 Taylor polynomial by Horner in FMA, times 2^n.
+ * A row's x - max is <= 0 (or NaN), so there is no overflow clamp. When every lane is >= -87
+ * (results normal) 2^n is one exponent field; else the slow variant applies 2^n as two halves so
+ * subnormal results keep their digits, and lanes below -104 (-inf, masked logits) are set to 0
+ * without computing an underflow (an underflowing multiply costs a microcode assist per lane).
+ * A NaN passes (the range compare is false for it). */
+/* exp(x) for x < 0, the polynomial part: p(r) and the shifter sum t (its low bits hold n). */
+static inline __attribute__((always_inline)) __m256 sm_exp_poly(__m256 xc, __m256 *tout) {
+    const __m256 big = _mm256_set1_ps(12582912.0f);
+    __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504088896341f), big);
     __m256 n = _mm256_sub_ps(t, big);
-    __m256 r = _mm256_sub_ps(xc, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
-    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
-    const float c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
     __m256 p = _mm256_set1_ps(1.0f / 5040);
-    for (int i = 0; i < 7; i++) p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c[i]));
-    __m256i sb = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127 - 0x4B400000)), 23);
-    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(sb));
-    return _mm256_and_ps(y, _mm256_cmp_ps(x, lo, _CMP_NLT_UQ)); /* x < lo: 0 */
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    *tout = t;
+    return p;
+}
+/* every lane >= -87 (or NaN): the result is normal, so p * 2^n is n added to p's exponent field;
+ * bits(t) << 23 is n << 23 (bits(1.5 * 2^23) << 23 wraps to 0). Two integer ops, no multiply. */
+static inline __attribute__((always_inline)) __m256 sm_exp8_fast(__m256 x) {
+    __m256 t, p = sm_exp_poly(x, &t);
+    __m256i e = _mm256_slli_epi32(_mm256_castps_si256(t), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
+/* any x <= 0: 2^n as two halves (subnormal results keep their digits), below -104 exactly 0 */
+static inline __attribute__((always_inline)) __m256 sm_exp8_slow(__m256 x) {
+    __m256 dead = _mm256_cmp_ps(x, _mm256_set1_ps(-104.0f), _CMP_LT_OQ);
+    __m256 t, p = sm_exp_poly(_mm256_blendv_ps(x, _mm256_setzero_ps(), dead), &t);
+    const __m256i bias = _mm256_set1_epi32(127);
+    __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000)); /* n in [-150, 0] */
+    __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_andnot_ps(dead, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2));
+}
+static inline __m256 sm_low(__m256 x) { return _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ); }
+static inline __m256 sm_exp8(__m256 x) {
+    return __builtin_expect(_mm256_movemask_ps(sm_low(x)) != 0, 0) ? sm_exp8_slow(x) : sm_exp8_fast(x);
 }
 
+static inline float sm_hsum8(__m256 v) {
+    float l[8];
+    _mm256_storeu_ps(l, v);
+    return ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+}
+
+/* The row's maximum (a NaN x is skipped, as the scalar comparison skips it); 0 for an all -inf
+ * row, so x - max stays -inf there, not NaN. Four independent max chains. */
+static float sm_rowmax(const float *x, int64_t n) {
+    int64_t nv = n / 8 * 8, i = 0;
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+    for (; i + 32 <= nv; i += 32) {
+        m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+        m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
+        m2 = _mm256_max_ps(_mm256_loadu_ps(x + i + 16), m2);
+        m3 = _mm256_max_ps(_mm256_loadu_ps(x + i + 24), m3);
+    }
+    for (; i < nv; i += 8) m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+    m0 = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));
+    float l[8], mx = -INFINITY;
+    _mm256_storeu_ps(l, m0);
+    for (int k = 0; k < 8; k++) mx = l[k] > mx ? l[k] : mx;
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx == -INFINITY ? 0.0f : mx;
+}
+
+/* sum(exp(x - mx)) over the row; with e != NULL the exps are stored there, with d != NULL the
+ * differences x - mx (either may be x; log_softmax stores d so that its output lines are fetched
+ * while the exps compute). Vector k of the row always adds into accumulator k % 4 and the sums
+ * combine as (s0 + s1) + (s2 + s3), so a row that only differs by trailing lanes of exp 0 (the
+ * causal-prefix attention against an explicit mask) sums to the same bits. A ragged tail runs the
+ * same vector exp on a copy padded with -inf (exp 0), so every element's exp is the same function
+ * of its value wherever it sits in the row. */
+static inline __attribute__((always_inline)) __m256 sm_one(const float *x, float *e, float *d, __m256 m) {
+    __m256 dv = _mm256_sub_ps(_mm256_loadu_ps(x), m);
+    if (d) _mm256_storeu_ps(d, dv);
+    __m256 ev = sm_exp8(dv);
+    if (e) _mm256_storeu_ps(e, ev);
+    return ev;
+}
+static float sm_expsum(const float *x, float *e, float *d, int64_t n, float mx) {
+    int64_t nv = n / 8 * 8, i = 0;
+    __m256 m = _mm256_set1_ps(mx), s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    /* A long row's successor (at x + n where rows are contiguous, as in nn.c; elsewhere the
+     * prefetch is only wasted, and one past the array cannot fault) is fetched while this row's
+     * exps compute, so the next max pass finds it in cache instead of waiting on memory alone
+     * (1024 x 4096 rows: logsumexp ~0.50 -> ~0.40 ns per element). */
+    const bool pf = n >= 1024;
+    for (; i + 32 <= nv; i += 32) { /* four independent exps, one range test for all four */
+        if (pf) { /* the address as an integer: x + n + i may lie past the array object */
+            uintptr_t a = (uintptr_t)(x + i) + (uintptr_t)n * sizeof(float);
+            _mm_prefetch((const char *)a, _MM_HINT_T0), _mm_prefetch((const char *)(a + 64), _MM_HINT_T0);
+        }
+        __m256 v[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8 * k), m);
+            if (d) _mm256_storeu_ps(d + i + 8 * k, v[k]);
+        }
+        __m256 lo = _mm256_or_ps(_mm256_or_ps(sm_low(v[0]), sm_low(v[1])), _mm256_or_ps(sm_low(v[2]), sm_low(v[3])));
+        if (__builtin_expect(_mm256_movemask_ps(lo) != 0, 0)) {
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) v[k] = sm_exp8_slow(v[k]);
+        } else {
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) v[k] = sm_exp8_fast(v[k]);
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            if (e) _mm256_storeu_ps(e + i + 8 * k, v[k]);
+            s[k] = _mm256_add_ps(s[k], v[k]);
+        }
+    }
+    int k = 0; /* i is a multiple of 32 here: the next vector is number 0 mod 4 */
+    for (; i < nv; i += 8, k++) s[k] = _mm256_add_ps(s[k], sm_one(x + i, e ? e + i : NULL, d ? d + i : NULL, m));
+    if (i < n) {
+        float buf[8], eb[8], db[8];
+        int64_t j = 0;
+        for (; j < n - i; j++) buf[j] = x[i + j];
+        for (; j < 8; j++) buf[j] = -INFINITY;
+        s[k] = _mm256_add_ps(s[k], sm_one(buf, eb, db, m));
+        for (j = 0; j < n - i; j++) {
+            if (e) e[i + j] = eb[j];
+            if (d) d[i + j] = db[j];
+        }
+    }
+    return sm_hsum8(_mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3])));
+}
+
+/* softmax: max, then exp + sum with the exps stored in y (a 4096-float row stays in L1), then one
+ * scale by the sum's reciprocal. log_softmax: max, then exp + sum storing x - max in y, then one
+ * pass y - log(sum) over the L1-resident row. */
 static void avx2_softmax_row_v(const float *x, float *y, int64_t n, bool log) {
-    int64_t nv = n / 8 * 8; /* whole vectors; the rest is scalar (masked stores are slow on AMD) */
-    __m256 vmx = _mm256_set1_ps(-INFINITY);
-    for (int64_t i = 0; i < nv; i += 8) vmx = _mm256_max_ps(_mm256_loadu_ps(x + i), vmx); /* a NaN x is skipped */
-    float lanes[8], mx = -INFINITY;
-    _mm256_storeu_ps(lanes, vmx);
-    for (int i = 0; i < 8; i++) mx = lanes[i] > mx ? lanes[i] : mx;
-    for (int64_t i = nv; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    if (mx == -INFINITY) mx = 0; /* all -inf: keep x - mx at -inf, not NaN */
-    __m256 m = _mm256_set1_ps(mx), sum = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nv; i += 8) {
-        __m256 e = nn_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
-        if (!log) _mm256_storeu_ps(y + i, e);
-        sum = _mm256_add_ps(sum, e);
-    }
-    _mm256_storeu_ps(lanes, sum);
-    float total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-    for (int64_t i = nv; i < n; i++) {
-        float e = nn_expf(x[i] - mx);
-        if (!log) y[i] = e;
-        total += e;
-    }
+    int64_t nv = n / 8 * 8;
+    float mx = sm_rowmax(x, n);
     if (log) {
-        float lse = logf(total);
+        float lse = logf(sm_expsum(x, NULL, y, n, mx));
         __m256 vl = _mm256_set1_ps(lse);
-        for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), vl));
-        for (int64_t i = nv; i < n; i++) y[i] = (x[i] - mx) - lse;
+        for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_loadu_ps(y + i), vl));
+        for (int64_t i = nv; i < n; i++) y[i] -= lse;
     } else {
-        __m256 s = _mm256_set1_ps(total);
-        for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_div_ps(_mm256_loadu_ps(y + i), s));
-        for (int64_t i = nv; i < n; i++) y[i] = y[i] / total;
+        float inv = 1.0f / sm_expsum(x, y, NULL, n, mx);
+        __m256 sc = _mm256_set1_ps(inv);
+        for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), sc));
+        for (int64_t i = nv; i < n; i++) y[i] *= inv;
     }
 }
 
-/* max + log(sum(exp(x - max))): the softmax row's first two passes without the store. */
+/* max + log(sum(exp(x - max))): the softmax row's first two passes without the store (the row is
+ * read twice, the second time from L1). */
 static float avx2_logsumexp_row_v(const float *x, int64_t n) {
-    int64_t nv = n / 8 * 8;
-    __m256 vmx = _mm256_set1_ps(-INFINITY);
-    for (int64_t i = 0; i < nv; i += 8) vmx = _mm256_max_ps(_mm256_loadu_ps(x + i), vmx);
-    float lanes[8], mx = -INFINITY;
-    _mm256_storeu_ps(lanes, vmx);
-    for (int i = 0; i < 8; i++) mx = lanes[i] > mx ? lanes[i] : mx;
-    for (int64_t i = nv; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    if (mx == -INFINITY) mx = 0;
-    __m256 m = _mm256_set1_ps(mx), s0 = _mm256_setzero_ps(), s1 = s0;
-    int64_t i = 0;
-    for (; i + 16 <= nv; i += 16) { /* two independent exp chains */
-        s0 = _mm256_add_ps(s0, nn_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m)));
-        s1 = _mm256_add_ps(s1, nn_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m)));
-    }
-    for (; i < nv; i += 8) s0 = _mm256_add_ps(s0, nn_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m)));
-    _mm256_storeu_ps(lanes, _mm256_add_ps(s0, s1));
-    float total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-    for (int64_t k = nv; k < n; k++) total += nn_expf(x[k] - mx);
-    return mx + logf(total);
+    float mx = sm_rowmax(x, n);
+    return mx + logf(sm_expsum(x, NULL, NULL, n, mx));
 }
 
 /* ---- direct convolution rows: R positions x nv vectors of 8 channels, R * nv <= 12 ----
