@@ -198,7 +198,12 @@ if [ -n "$victim" ] && [ $rc -ne 0 ] && [ $((t1 - t0)) -lt 20 ] && grep -Eq "ran
    cmp -s "$ck" "$cli_tmp/ck0" && [ "$(cat "$cli_tmp/b")" = "$(sed -n 3p "$cli_tmp/full")" ]; then
     ok
     echo "linnx train on 3 ranks, rank 1 killed: exit $rc in $((t1 - t0)) s; $(grep -Eo 'rank [02]: stopped at step [0-9]+' "$cli_tmp/out" | tr '\n' ';') the step-2 checkpoint intact and resumable"
-else bad "linnx train, rank 1 killed (pid ${victim:-none}): exit $rc after $((t1 - t0)) s"; cat "$cli_tmp/b"; fi
+else
+    bad "linnx train, rank 1 killed (pid ${victim:-none}): exit $rc after $((t1 - t0)) s"
+    echo "--- the job's output (tail):"; tail -8 "$cli_tmp/out"
+    cmp -s "$ck" "$cli_tmp/ck0" && echo "--- checkpoint intact" || echo "--- checkpoint changed"
+    echo "--- resumed: $(cat "$cli_tmp/b") (want: $(sed -n 3p "$cli_tmp/full"))"
+fi
 
 # the showcase's `linnx train-lm` (tiny sizes) unchanged under mpirun -np 2: rank 0 alone prints
 # (one header) and writes the loss curve and the checkpoint; the held-out losses are the one-process
