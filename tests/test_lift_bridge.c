@@ -2,7 +2,7 @@
  * to_linen-wrapped NNX layer whose kernel is partitioned (the stacked axis lands in the NNXMeta's
  * out_sharding and leaves it again for the layer: the Flax #5590 fix), and W6 (ToNNX(Dense)
  * lazily initialised under nnx.split_rngs + nnx.vmap). */
-#include "lx_test.h"
+#include "lift_util.h"
 #include "linnx/llama.h"
 
 static linen_module *g_child;
@@ -12,12 +12,6 @@ static lx_status parent_call(linen_scope *s, const lx_call *c, lx_value *out) {
 }
 static const linen_method PARENT_METHODS[] = {LINEN_METHOD("__call__", parent_call)};
 static const linen_type PARENT = {.name = "Parent", .methods = PARENT_METHODS, .nmethods = 1};
-
-static const lx_array *leaf(const lx_tree *t, const char *path) {
-    const lx_value *v = lx_tree_find(t, path);
-    if (!v) return NULL;
-    return v->kind == LX_V_ARRAY ? v->u.array : v->kind == LX_V_BOX ? lx_box_unbox(v->u.box) : NULL;
-}
 
 /* W17: nn.vmap(ToLinen, variable_axes={'params': 0}, split_rngs={'params': True})(nnx.Linear, 4, 3)
  * on x (2, 4): params/VmapToLinen_0/kernel (2, 4, 3) and y = einsum('ab,abc->ac', x, k). */

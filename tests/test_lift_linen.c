@@ -2,7 +2,7 @@
  * derivation, scan's double trace), stacked axes anywhere with the partition name in the box
  * names, outputs against per-slice reference loops, gradients against finite differences and
  * the unrolled twin (via linen_unstack_layers), the stack/unstack round trip, and the errors. */
-#include "lx_test.h"
+#include "lift_util.h"
 #include "fixtures/lift_fixtures.h"
 
 static linen_module *g_child; /* what Parent calls, bound as "layers" */
@@ -62,24 +62,6 @@ static linen_module *dense(int64_t f) {
     linen_module_new(&linen_Dense, &LX_CALL_KWARGS(LX_KW_INT("features", f)), &m);
     return m;
 }
-static linen_module *plain(const linen_type *t) {
-    linen_module *m = NULL;
-    linen_module_new(t, NULL, &m);
-    return m;
-}
-
-static lx_array *iota(int ndim, const int64_t *shape, float scale) {
-    lx_array *a = lx_array_new(LX_F32, ndim, shape);
-    for (int64_t i = 0; i < a->size; i++) lx_f32(a)[i] = scale * (float)((i * 7) % 11 - 5);
-    return a;
-}
-
-static const lx_array *leaf(const lx_tree *t, const char *path) {
-    const lx_value *v = lx_tree_find(t, path);
-    if (!v) return NULL;
-    return v->kind == LX_V_ARRAY ? v->u.array : v->kind == LX_V_BOX ? lx_box_unbox(v->u.box) : NULL;
-}
-
 /* Same paths, equal values, equal box descriptions (kind, names, mesh). */
 static bool same_leaves(const lx_tree *a, const lx_tree *b) {
     lx_flat fa = {0}, fb = {0};

@@ -9,7 +9,7 @@
  * with the allocation and free hooks). */
 #include <math.h>
 
-#include "lx_test.h"
+#include "lift_util.h"
 #include "linnx/llama.h"
 
 static linen_module *g_child; /* what Parent calls, bound as "layers" */
@@ -44,24 +44,6 @@ static lx_status block_call(linen_scope *s, const lx_call *c, lx_value *out) {
 }
 static const linen_method BLOCK_METHODS[] = {LINEN_METHOD("__call__", block_call)};
 static const linen_type BLOCK = {.name = "Block", .methods = BLOCK_METHODS, .nmethods = 1};
-
-static linen_module *plain(const linen_type *t) {
-    linen_module *m = NULL;
-    linen_module_new(t, NULL, &m);
-    return m;
-}
-
-static lx_array *iota(int ndim, const int64_t *shape, float scale) {
-    lx_array *a = lx_array_new(LX_F32, ndim, shape);
-    for (int64_t i = 0; i < a->size; i++) lx_f32(a)[i] = scale * (float)((i * 7) % 11 - 5);
-    return a;
-}
-
-static const lx_array *leaf(const lx_tree *t, const char *path) {
-    const lx_value *v = lx_tree_find(t, path);
-    if (!v) return NULL;
-    return v->kind == LX_V_ARRAY ? v->u.array : v->kind == LX_V_BOX ? lx_box_unbox(v->u.box) : NULL;
-}
 
 /* Same paths and bit-equal arrays. */
 static bool same_leaves(const lx_tree *a, const lx_tree *b) {
