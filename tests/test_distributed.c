@@ -564,20 +564,28 @@ static lx_tree *bn_grads(const char *axis_name, const lx_tree *params, const lx_
     return g;
 }
 
-static void test_sync_batch_norm_grads(int rank, int size) {
+/* The sync-BN tests' data: global x (rows shifted by 0.3 * row, so the shards' moments differ) and
+ * y from two seeds, and this rank's shard of each (retained). */
+static void bn_data(int rank, int size, uint64_t seed, lx_array **xg, lx_array **yg, lx_array **xl, lx_array **yl) {
     size_t mark = lx_pool_open();
-    lx_array *xg = lx_random_normal(lx_key_from_seed(31), 2, (int64_t[]){BN_ROWS, IN});
+    lx_array *x = lx_random_normal(lx_key_from_seed(seed), 2, (int64_t[]){BN_ROWS, IN});
     float rv[BN_ROWS];
-    for (int i = 0; i < BN_ROWS; i++) rv[i] = 0.3f * (float)i; /* the shards' moments differ */
-    xg = lx_retain(lx_add(xg, lx_autorelease(lx_array_from_f32(2, (int64_t[]){BN_ROWS, 1}, rv))));
-    lx_array *yg = lx_retain(lx_random_normal(lx_key_from_seed(32), 2, (int64_t[]){BN_ROWS, OUT}));
+    for (int i = 0; i < BN_ROWS; i++) rv[i] = 0.3f * (float)i;
+    *xg = lx_retain(lx_add(x, lx_autorelease(lx_array_from_f32(2, (int64_t[]){BN_ROWS, 1}, rv))));
+    *yg = lx_retain(lx_random_normal(lx_key_from_seed(seed + 1), 2, (int64_t[]){BN_ROWS, OUT}));
     int64_t start = 0, len = 0;
     CHECK_EQ_INT(lx_dist_shard_range(BN_ROWS, rank, size, &start, &len), LX_OK);
     int32_t idx[BN_ROWS];
     for (int64_t i = 0; i < len; i++) idx[i] = (int32_t)(start + i);
     lx_array *ia = lx_autorelease(lx_array_from_data(LX_I32, 1, &len, idx));
-    lx_array *xl = lx_retain(lx_take(xg, ia, 0)), *yl = lx_retain(lx_take(yg, ia, 0));
+    *xl = lx_retain(lx_take(*xg, ia, 0));
+    *yl = lx_retain(lx_take(*yg, ia, 0));
     lx_pool_close(mark);
+}
+
+static void test_sync_batch_norm_grads(int rank, int size) {
+    lx_array *xg, *yg, *xl, *yl;
+    bn_data(rank, size, 31, &xg, &yg, &xl, &yl);
     /* the same parameters on every rank (a fixed key), and the initial statistics */
     linen_module *m0 = bn_mlp(NULL);
     lx_tree *vars = NULL;
@@ -701,19 +709,8 @@ static double state_maxrel(const lx_tree *ta, const lx_tree *tb) {
 }
 
 static void test_sync_batch_norm_grads_nnx(int rank, int size) {
-    size_t mark = lx_pool_open();
-    lx_array *xg = lx_random_normal(lx_key_from_seed(35), 2, (int64_t[]){BN_ROWS, IN});
-    float rv[BN_ROWS];
-    for (int i = 0; i < BN_ROWS; i++) rv[i] = 0.3f * (float)i;
-    xg = lx_retain(lx_add(xg, lx_autorelease(lx_array_from_f32(2, (int64_t[]){BN_ROWS, 1}, rv))));
-    lx_array *yg = lx_retain(lx_random_normal(lx_key_from_seed(36), 2, (int64_t[]){BN_ROWS, OUT}));
-    int64_t start = 0, len = 0;
-    CHECK_EQ_INT(lx_dist_shard_range(BN_ROWS, rank, size, &start, &len), LX_OK);
-    int32_t idx[BN_ROWS];
-    for (int64_t i = 0; i < len; i++) idx[i] = (int32_t)(start + i);
-    lx_array *ia = lx_autorelease(lx_array_from_data(LX_I32, 1, &len, idx));
-    lx_array *xl = lx_retain(lx_take(xg, ia, 0)), *yl = lx_retain(lx_take(yg, ia, 0));
-    lx_pool_close(mark);
+    lx_array *xg, *yg, *xl, *yl;
+    bn_data(rank, size, 35, &xg, &yg, &xl, &yl);
     lx_tree *gref = nnx_bn_grads(NULL, xg, yg, false);
     lx_tree *gsync = nnx_bn_grads("data", xl, yl, size > 1);
     lx_tree *gloc = size > 1 ? nnx_bn_grads(NULL, xl, yl, true) : NULL;
