@@ -181,6 +181,15 @@ static void panel_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ar
     "vfmadd231ps %[b0], %[t], %[c50]\n\t" \
     "vfmadd231ps %[b1], %[t], %[c51]\n\t"
 
+/* the 12 accumulators cleared (both micro-kernels' asm starts with it) */
+#define A2_ZERO \
+    "vxorps %[c00], %[c00], %[c00]\n\t" "vxorps %[c01], %[c01], %[c01]\n\t" \
+    "vxorps %[c10], %[c10], %[c10]\n\t" "vxorps %[c11], %[c11], %[c11]\n\t" \
+    "vxorps %[c20], %[c20], %[c20]\n\t" "vxorps %[c21], %[c21], %[c21]\n\t" \
+    "vxorps %[c30], %[c30], %[c30]\n\t" "vxorps %[c31], %[c31], %[c31]\n\t" \
+    "vxorps %[c40], %[c40], %[c40]\n\t" "vxorps %[c41], %[c41], %[c41]\n\t" \
+    "vxorps %[c50], %[c50], %[c50]\n\t" "vxorps %[c51], %[c51], %[c51]\n\t"
+
 static inline __attribute__((always_inline)) void avx2_ukr_store(__m256 c[6][2], float *restrict C, int64_t ldc,
                                                                  float alpha, float beta);
 
@@ -190,12 +199,7 @@ static void avx2_ukr(int64_t kc, const float *restrict Ap, const float *restrict
     int64_t n4 = kc / 4, n1 = kc % 4;
     for (int i = 0; i < 6; i++) _mm_prefetch((const char *)(C + i * ldc), _MM_HINT_T0);
     __asm__ volatile(
-        "vxorps %[c00], %[c00], %[c00]\n\t" "vxorps %[c01], %[c01], %[c01]\n\t"
-        "vxorps %[c10], %[c10], %[c10]\n\t" "vxorps %[c11], %[c11], %[c11]\n\t"
-        "vxorps %[c20], %[c20], %[c20]\n\t" "vxorps %[c21], %[c21], %[c21]\n\t"
-        "vxorps %[c30], %[c30], %[c30]\n\t" "vxorps %[c31], %[c31], %[c31]\n\t"
-        "vxorps %[c40], %[c40], %[c40]\n\t" "vxorps %[c41], %[c41], %[c41]\n\t"
-        "vxorps %[c50], %[c50], %[c50]\n\t" "vxorps %[c51], %[c51], %[c51]\n\t"
+        A2_ZERO
         "test %[n4], %[n4]\n\t"
         "jz 2f\n\t"
         ".p2align 5\n"
@@ -279,12 +283,7 @@ static void avx2_ukr_ua(int64_t kc, const float *restrict A, int64_t lda, const 
     const float *a3 = A + 3 * lda;
     for (int i = 0; i < 6; i++) _mm_prefetch((const char *)(C + i * ldc), _MM_HINT_T0);
     __asm__ volatile(
-        "vxorps %[c00], %[c00], %[c00]\n\t" "vxorps %[c01], %[c01], %[c01]\n\t"
-        "vxorps %[c10], %[c10], %[c10]\n\t" "vxorps %[c11], %[c11], %[c11]\n\t"
-        "vxorps %[c20], %[c20], %[c20]\n\t" "vxorps %[c21], %[c21], %[c21]\n\t"
-        "vxorps %[c30], %[c30], %[c30]\n\t" "vxorps %[c31], %[c31], %[c31]\n\t"
-        "vxorps %[c40], %[c40], %[c40]\n\t" "vxorps %[c41], %[c41], %[c41]\n\t"
-        "vxorps %[c50], %[c50], %[c50]\n\t" "vxorps %[c51], %[c51], %[c51]\n\t"
+        A2_ZERO
         "test %[n4], %[n4]\n\t"
         "jz 2f\n\t"
         ".p2align 5\n"
@@ -317,6 +316,7 @@ static void avx2_ukr_ua(int64_t kc, const float *restrict A, int64_t lda, const 
 }
 #undef A2_STEP
 #undef A2_STEP_UA
+#undef A2_ZERO
 
 /* ---- softmax rows, 8 lanes ----
  * exp by vmath's algorithm (vmath_avx2.c, 0.88 ulp at most, docs/kernels.md "Vector math"):
