@@ -911,7 +911,15 @@ static lx_status remat_backward_step(lx_tape *t, rec *r) {
         if (!y) st = lx_last_status();
     }
     lx_tape_stop(in);
-    if (st == LX_OK && y) st = lx_tape_backward(in, y, r->nin, r->in, grads);
+    if (st == LX_OK && y) {
+        /* the inner pass's cotangents are only this call's share of the outer ones: the thread's
+         * "gradient is final" callback must not see them (the outer pass reports the sums) */
+        lx_grad_ready_fn rf = ready_fn;
+        void *ru = ready_user;
+        ready_fn = NULL, ready_user = NULL;
+        st = lx_tape_backward(in, y, r->nin, r->in, grads);
+        ready_fn = rf, ready_user = ru;
+    }
     lx_value_free(&o);
     lx_tape_free(in); /* clears `active` */
     active = outer_active;
