@@ -455,11 +455,10 @@ static float stats_scale(const lx_tree *stats, const char *path, const char *op,
 }
 
 static void plan_seen(lx_qt_plan *p, const char *path, const char *op) {
-    size_t n = strlen(path) + strlen(op) + 10;
     char item[600];
     snprintf(item, sizeof item, " %s:%s", path[0] ? path : "(root)", op);
     if (p->seen && strstr(p->seen, item)) return;
-    n = strlen(item);
+    size_t n = strlen(item);
     if (p->seen_len + n + 1 > p->seen_cap) {
         size_t cap = (p->seen_len + n + 1) * 2;
         char *b = realloc(p->seen, cap);
@@ -856,15 +855,6 @@ lx_status lx_qt_plan_begin(const lx_qt_rules *rules, lx_qt_plan *plan, lx_qt_ses
     return LX_OK;
 }
 
-/* The leaf's array: a plain array, a Variable's value or a box's value. */
-static lx_array *leaf_value(const lx_value *v) {
-    if (!v) return NULL;
-    if (v->kind == LX_V_ARRAY) return v->u.array;
-    if (v->kind == LX_V_VARIABLE) return lx_variable_get_value(v->u.var);
-    if (v->kind == LX_V_BOX) return lx_box_unbox(v->u.box);
-    return NULL;
-}
-
 static lx_status add_q(lx_qt_session *s, lx_array *q, lx_array *scale, const char *path) {
     if (s->nq == s->capq) {
         int cap = s->capq ? 2 * s->capq : 16;
@@ -934,13 +924,13 @@ lx_status lx_qt_begin_ptq(const lx_qt_rules *rules, const lx_tree *quantized, lx
     lx_flat f = {0};
     lx_status st = lx_tree_flatten(quantized, &f);
     for (size_t i = 0; st == LX_OK && i < f.len; i++) {
-        lx_array *a = leaf_value(&f.items[i].value);
+        lx_array *a = lx_value_leaf_array(&f.items[i].value);
         const char *p = f.items[i].path;
         if (!a) continue;
         if (a->dtype == LX_I8) {
             char sp[600];
             snprintf(sp, sizeof sp, "%s_scale", p);
-            lx_array *sc = leaf_value(lx_tree_find(quantized, sp));
+            lx_array *sc = lx_value_leaf_array(lx_tree_find(quantized, sp));
             if (!sc || sc->dtype != LX_F32 || sc->ndim != a->ndim) {
                 st = lx_fail(LX_ERR_NOT_FOUND,
                              "qt_begin_ptq: int8 values at '%s' have no float32 scale '%s' of the same rank", p, sp);

@@ -112,16 +112,6 @@ static int64_t attention_weights_causal(const attn_dims *a, const float *q, cons
     return ncols;
 }
 
-/* The last of `rows` rows (stride ld) with an inf or NaN among its first dv values, or -1. */
-static int64_t last_nonfinite_row(const float *v, int64_t ld, int64_t rows, int64_t dv) {
-    for (int64_t r = rows - 1; r >= 0; r--) {
-        int bad = 0; /* a loop the compiler vectorises */
-        for (int64_t c = 0; c < dv; c++) bad |= !(fabsf(v[r * ld + c]) <= FLT_MAX);
-        if (bad) return r;
-    }
-    return -1;
-}
-
 /* out (batch..., T, H, dv) or, when v is NULL, the weights (batch..., H, T, S) into out. With
  * `keep` (batch..., H, T, S) the weights of the first case are written there too (the backward's
  * softmax output while a tape records) instead of a scratch block. */
@@ -160,7 +150,7 @@ static lx_status attention_forward(const attn_dims *a, const float *q, const flo
             else attention_weights_full(a, q, k, b, h, t0, tq, w);
             /* zero weights times an inf / NaN value are NaN in the full product: keep it then */
             if (kcols < a->S && vb != vlast) {
-                vbad = last_nonfinite_row(vb, a->G * a->dv, a->S, a->dv);
+                vbad = nn_last_nonfinite_row(vb, a->G * a->dv, a->S, a->dv);
                 vlast = vb;
             }
             if (kcols < a->S && vbad >= kcols) {

@@ -2,6 +2,7 @@
 #ifndef LINNX_NN_INTERNAL_H
 #define LINNX_NN_INTERNAL_H
 
+#include <float.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <math.h>
@@ -70,5 +71,15 @@ static inline void softmax_row_forward(const float *x, float *y, int64_t n, bool
     lx_kernels_active()->softmax_row(x, y, n, log);
 }
 
+/* The last of `rows` rows (stride ld) with an inf or NaN among its first n values, or -1
+ * (attention's causal skipping, forward and backward, falls back to full rows past it). */
+static inline int64_t nn_last_nonfinite_row(const float *v, int64_t ld, int64_t rows, int64_t n) {
+    for (int64_t r = rows - 1; r >= 0; r--) {
+        int bad = 0; /* a loop the compiler vectorises */
+        for (int64_t c = 0; c < n; c++) bad |= !(fabsf(v[r * ld + c]) <= FLT_MAX);
+        if (bad) return r;
+    }
+    return -1;
+}
 
 #endif

@@ -71,7 +71,6 @@ static lx_array *f32_like(const lx_array *a) { return lx_autorelease(lx_array_ne
         return LX_OK;                                                                \
     }
 
-static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 UNARY_VJP(neg, -g)
 UNARY_VJP(abs, x > 0 ? g : x < 0 ? -g : 0.0f)
@@ -882,16 +881,6 @@ VJP(dropout) {
  * products, so an inf there gives NaN, as JAX's dense products do. */
 #define ATT_BLK 32
 
-/* The last of `rows` rows (stride ld) with an inf or NaN among its first n values, or -1. */
-static int64_t att_last_nonfinite_row(const float *v, int64_t ld, int64_t rows, int64_t n) {
-    for (int64_t r = rows - 1; r >= 0; r--) {
-        int bad = 0;
-        for (int64_t c = 0; c < n; c++) bad |= !(fabsf(v[r * ld + c]) <= FLT_MAX);
-        if (bad) return r;
-    }
-    return -1;
-}
-
 static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_array *k, lx_array *v, lx_array *bias,
                                lx_array *mask, lx_array *kept, lx_array *out, lx_array *ct, lx_array **dq_,
                                lx_array **dk_, lx_array **dv_, lx_array **dbias_) {
@@ -929,7 +918,7 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
             const float *Vb = V ? V + (b * S * G + g) * Dv : NULL, *Kb = K + (b * S * G + g) * D;
             float *dKb = DK + (b * S * G + g) * D, *dVb = DV ? DV + (b * S * G + g) * Dv : NULL;
             /* a non-finite value row at or past vbad makes the row sums see it */
-            const int64_t vbad = p->causal && v ? att_last_nonfinite_row(Vb, ldv, S, Dv) : -1;
+            const int64_t vbad = p->causal && v ? nn_last_nonfinite_row(Vb, ldv, S, Dv) : -1;
             for (int64_t h = g * R; h < (g + 1) * R; h++) {
                 const int64_t prow0 = (b * H + h) * TS;
                 const float *Pb = PP + prow0, *Qb = Q + (b * T * H + h) * D;
