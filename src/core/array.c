@@ -26,10 +26,25 @@ static atomic_llong lx_live_arrays;
 #endif
 
 /* Array headers: a per-thread free list (at most HDR_CACHE), linked through `base`, so the
- * headers of a step's op results come back without malloc. */
+ * headers of a step's op results come back without malloc; freed when the thread exits. */
 enum { HDR_CACHE = 1024 };
 static _Thread_local lx_array *hdr_free;
 static _Thread_local int hdr_n;
+static _Thread_local bool hdr_registered;
+static pthread_key_t hdr_key;
+static pthread_once_t hdr_once = PTHREAD_ONCE_INIT;
+
+static void hdr_exit(void *p) {
+    (void)p;
+    while (hdr_free) {
+        lx_array *a = hdr_free;
+        hdr_free = a->base;
+        free(a);
+    }
+    hdr_n = 0;
+    hdr_registered = false; /* a header freed by a later destructor registers again */
+}
+static void hdr_key_new(void) { (void)pthread_key_create(&hdr_key, hdr_exit); }
 
 static lx_array *header_alloc(void) {
     lx_array *a = hdr_free;
@@ -42,7 +57,11 @@ static lx_array *header_alloc(void) {
 }
 
 static void header_free(lx_array *a) {
-    if (LX_CACHE_ON && hdr_n < HDR_CACHE) {
+    if (LX_CACHE_ON && !hdr_registered) {
+        pthread_once(&hdr_once, hdr_key_new);
+        hdr_registered = pthread_setspecific(hdr_key, &hdr_key) == 0; /* non-NULL: the destructor runs */
+    }
+    if (LX_CACHE_ON && hdr_n < HDR_CACHE && hdr_registered) {
         a->base = hdr_free;
         hdr_free = a;
         hdr_n++;

@@ -34,6 +34,7 @@ void *lx_heap_malloc_(size_t n);
 void *lx_heap_calloc_(size_t n, size_t s);
 void *lx_heap_realloc_(void *p, size_t n);
 void lx_heap_free_(void *p);
+size_t lx_heap_held_(void); /* bytes this thread's cache holds (tests/test_heap.c) */
 
 static inline void *lx_fault_malloc_(size_t n) { return lx_fault_fail_() ? NULL : lx_heap_malloc_(n); }
 static inline void *lx_fault_calloc_(size_t n, size_t s) { return lx_fault_fail_() ? NULL : lx_heap_calloc_(n, s); }

@@ -16,7 +16,11 @@
  * goes to the list of the largest class it can serve, unless the list is full. Bounded: at most
  * LIST_MAX blocks per class and HELD_MAX bytes per thread; a thread's lists are freed when it
  * exits. Off under the sanitizers (so ASan sees every use after free and LSan every leak) and
- * where malloc_usable_size is missing (not glibc). */
+ * where malloc_usable_size is missing (not glibc).
+ *
+ * realloc(p, 0) releases p and returns a minimal block, in every build (glibc's own would free p
+ * and return NULL, which each caller here reads as "out of memory, p is still yours": a double
+ * free); NULL always means out of memory with p untouched. */
 #include "fault_inject.h"
 /* The forced include defined these as macros for every library source, this one included: here
  * they must name the C library's functions. */
@@ -56,14 +60,15 @@ enum {
 };
 #define HELD_MAX ((size_t)8 << 20) /* bytes cached per thread */
 
-typedef struct block {
+typedef struct block { /* a cached block's first bytes (every block has 24 usable at least) */
     struct block *next;
+    size_t usable; /* its malloc_usable_size, what `held` counts for it */
 } block;
 
 typedef struct {
     block *head[NCLASS];
     uint16_t n[NCLASS];
-    size_t held;
+    size_t held; /* the usable bytes of the cached blocks (what HELD_MAX bounds) */
     bool registered, dead;
 } heap_cache;
 
@@ -149,7 +154,7 @@ void *lx_heap_malloc_(size_t n) {
     if (b) {
         h->head[c] = b->next;
         h->n[c]--;
-        h->held -= class_bytes(c);
+        h->held -= b->usable;
         return b;
     }
     /* a miss: a block of the whole class, so it comes back to this list when freed */
@@ -168,9 +173,10 @@ void lx_heap_free_(void *p) {
     register_exit(h);
     block *b = p;
     b->next = h->head[c];
+    b->usable = u;
     h->head[c] = b;
     h->n[c]++;
-    h->held += class_bytes(c);
+    h->held += u; /* u, not class_bytes(c): a block may be up to twice its class (realloc'd ones) */
 }
 
 void *lx_heap_calloc_(size_t n, size_t s) {
@@ -185,7 +191,8 @@ void *lx_heap_calloc_(size_t n, size_t s) {
 void *lx_heap_realloc_(void *p, size_t n) {
     if (!p) return lx_heap_malloc_(n);
     size_t u = malloc_usable_size(p);
-    if (n <= u && n + 4096 > u) return p; /* fits, and not much smaller */
+    /* fits, and not much smaller; n == 0 only keeps a block of the smallest class */
+    if (n <= u && n + 4096 > u && (n || u <= class_bytes(2))) return p;
     if (n > LARGE_MAX && u > LARGE_MAX) return realloc(p, n);
     void *q = lx_heap_malloc_(n ? n : 1);
     if (!q) return NULL;
@@ -194,11 +201,14 @@ void *lx_heap_realloc_(void *p, size_t n) {
     return q;
 }
 
+size_t lx_heap_held_(void) { return cache.held; }
+
 #else /* no cache */
 
 void *lx_heap_malloc_(size_t n) { return malloc(n); }
 void *lx_heap_calloc_(size_t n, size_t s) { return calloc(n, s); }
-void *lx_heap_realloc_(void *p, size_t n) { return realloc(p, n); }
+void *lx_heap_realloc_(void *p, size_t n) { return realloc(p, n ? n : 1); } /* see the top comment */
 void lx_heap_free_(void *p) { free(p); }
+size_t lx_heap_held_(void) { return 0; }
 
 #endif

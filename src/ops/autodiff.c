@@ -12,9 +12,10 @@
  * come from the tape's arena (chunks kept across passes, reset when the tape is cleared), and
  * lx_tape_free keeps one cleared tape per thread - its record array, address map and arena at the
  * sizes the last pass needed - for the next lx_tape_new. So a training step that records the
- * same ops as the step before allocates nothing for its tape. (Sanitizer builds keep no spare
- * tape, so LeakSanitizer sees every block.) */
+ * same ops as the step before allocates nothing for its tape; a thread's spare tape is freed when
+ * the thread exits. (Sanitizer builds keep no spare tape, so LeakSanitizer sees every block.) */
 #include <math.h>
+#include <pthread.h>
 #include <stdalign.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -68,6 +69,8 @@ struct lx_tape {
 #define SPARE_TAPE 1
 #endif
 static _Thread_local struct lx_tape *spare; /* a cleared tape kept by lx_tape_free */
+static pthread_key_t spare_key; /* its destructor frees the spare tape of an exiting thread */
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 
 static void *arena_alloc(struct lx_tape *t, size_t n) {
     n = (n + alignof(max_align_t) - 1) / alignof(max_align_t) * alignof(max_align_t);
@@ -243,7 +246,10 @@ lx_status lx_tape_new(lx_tape **out) {
         return lx_fail(LX_ERR_INVALID_ARGUMENT,
                        "tape_new: a tape is already active on this thread (higher-order gradients are not supported)");
     lx_tape *t = spare;
-    spare = NULL;
+    if (t) { /* the thread's exit no longer frees it: its user does */
+        spare = NULL;
+        (void)pthread_setspecific(spare_key, NULL);
+    }
     if (!t && !(t = calloc(1, sizeof *t))) return lx_fail(LX_ERR_NO_MEMORY, "tape_new: out of memory");
     t->stopped = false;
     active = t;
@@ -285,20 +291,33 @@ void lx_tape_stop(lx_tape *t) {
 
 size_t lx_tape_size(const lx_tape *t) { return t ? t->n : 0; }
 
+static void tape_destroy(lx_tape *t) { /* t is cleared */
+    free(t->recs);
+    free(t->keys);
+    free(t->vals);
+    arena_free(t);
+    free(t);
+}
+
+static void spare_exit(void *t) {
+    spare = NULL;
+    tape_destroy(t);
+}
+static void spare_key_new(void) { (void)pthread_key_create(&spare_key, spare_exit); }
+
 void lx_tape_free(lx_tape *t) {
     if (!t) return;
     if (active == t) active = NULL;
     if (lx_tape_recording_ == t) lx_tape_recording_ = NULL;
     tape_clear(t);
     if (SPARE_TAPE && !spare) {
-        spare = t;
-        return;
+        pthread_once(&spare_once, spare_key_new);
+        if (pthread_setspecific(spare_key, t) == 0) { /* (else no spare: nothing would free it) */
+            spare = t;
+            return;
+        }
     }
-    free(t->recs);
-    free(t->keys);
-    free(t->vals);
-    arena_free(t);
-    free(t);
+    tape_destroy(t);
 }
 
 bool lx_tape_active(void) { return lx_tape_recording_ != NULL; }
