@@ -556,6 +556,51 @@ static void test_remat_paths(void) {
     linen_module_release(blk);
 }
 
+/* lx_remat_call keeps the module path current at the call: the recomputation's matmul reports
+ * it although the backward pass runs outside every frame (before: "" in the backward). */
+typedef struct mm_paths {
+    int n;
+    char path[3][64];
+} mm_paths;
+static void log_mm(const lx_intercept_event *ev, void *user) {
+    mm_paths *l = user;
+    if (strcmp(ev->op, "matmul") == 0 && l->n < 3) snprintf(l->path[l->n], sizeof l->path[0], "%s", ev->path);
+    if (strcmp(ev->op, "matmul") == 0) l->n++;
+}
+
+static void test_remat_call_path(void) {
+    fn_ctx c = {iota(LX_SHAPE(2, 3), 0.3f), iota(LX_SHAPE(3, 2), 0.2f), 0, 0, 0, 0};
+    mm_paths log = {0};
+    int h = 0;
+    CHECK_EQ_INT(lx_interceptor_add(log_mm, &log, &h), LX_OK);
+    lx_tape *t = NULL;
+    CHECK_EQ_INT(lx_tape_new(&t), LX_OK);
+    lx_tape_watch(t, c.w);
+    size_t mark = lx_pool_open();
+    lx_value o = lx_none();
+    CHECK_EQ_INT(lx_frame_push(LX_FRAME_LINEN, "outer/blk", NULL, NULL), LX_OK);
+    CHECK_EQ_INT(lx_remat_call(fn_body, &c, fn_free, LX_REMAT_NOTHING_SAVEABLE, &o), LX_OK);
+    lx_frame_pop();
+    CHECK_STR(lx_frame_current_path(), "");
+    lx_array *loss = lx_sum(lx_mul(o.u.array, o.u.array), 0, NULL, false);
+    lx_array *g = NULL;
+    CHECK_EQ_INT(lx_tape_backward(t, loss, 1, &c.w, &g), LX_OK);
+    lx_interceptor_remove(h);
+    CHECK(c.runs == 2 && c.recomputes == 1 && c.frees == 1);
+    /* the forward's matmul, the recomputation's, and the inner backward's x^T.g (after the frame) */
+    CHECK_EQ_INT(log.n, 3);
+    CHECK_STR(log.path[0], "outer/blk");
+    CHECK_STR(log.path[1], "outer/blk");
+    CHECK_STR(log.path[2], "");
+    CHECK_STR(lx_frame_current_path(), ""); /* the backward popped its frame */
+    lx_release(g);
+    lx_value_free(&o);
+    lx_pool_close(mark);
+    lx_tape_free(t);
+    lx_release(c.w);
+    lx_release(c.x);
+}
+
 /* same_leaves itself: trees that differ only in a non-array leaf (an int, a string) differ */
 static void test_same_leaves(void) {
     lx_array *a = iota(LX_SHAPE(2), 1.0f);
@@ -578,6 +623,7 @@ int main(void) {
     test_same_leaves();
     test_remat_paths();
     test_remat_call();
+    test_remat_call_path();
     test_linen_remat();
     test_linen_scan_of_remat();
     test_nnx_remat();

@@ -86,7 +86,9 @@ lx_array *lx_stop_gradient(lx_array *x);
  *
  * The recomputation (recompute == true) must read the same arrays and compute the same values
  * (same rng keys and counts), and change nothing outside (no variable writes): it is the
- * closure's job to have captured what it needs. Outputs: an array or a tuple tree of arrays
+ * closure's job to have captured what it needs. It runs inside a module frame holding the path
+ * that was current at the call (intercept.h), so its ops report the forward's paths although the
+ * backward pass runs outside the module. Outputs: an array or a tuple tree of arrays
  * (the float arrays in it are the entry's outputs; others are constants).
  *
  * Policies (jax.checkpoint_policies): LX_REMAT_NOTHING_SAVEABLE keeps nothing inside;

@@ -31,32 +31,16 @@ static lx_status frame_new(linen_rngs rngs, const linen_mutable *mut, bool initi
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen: invalid mutable list");
     for (int i = 0; i < mut->n; i++)
         if (!mut->names[i]) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen: mutable collection %d is NULL", i);
-    linen_frame *f = calloc(1, sizeof *f);
-    if (!f) return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
+    linen_frame *f = NULL;
+    LX_TRY(linen_frame_new(rngs.n, &f));
     f->initializing = initializing;
     /* The stream and collection names are the caller's, borrowed: they outlive the frame, which
      * ends before init/apply returns. */
     f->mutable = *mut;
-    f->nrngs = rngs.n;
-    bool ok = true;
-    if (rngs.n > LINEN_FRAME_INLINE_RNGS) {
-        f->rng_names = calloc((size_t)rngs.n, sizeof *f->rng_names);
-        f->rng_keys = calloc((size_t)rngs.n, sizeof *f->rng_keys);
-        ok = f->rng_names && f->rng_keys;
-    } else {
-        f->rng_names = f->rng_names_inline;
-        f->rng_keys = f->rng_keys_inline;
-    }
-    for (int i = 0; ok && i < rngs.n; i++) {
+    for (int i = 0; i < rngs.n; i++) {
         f->rng_names[i] = rngs.v[i].name;
         f->rng_keys[i] = rngs.v[i].key;
     }
-    if (!ok) {
-        linen_frame_free(f);
-        return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory");
-    }
-    f->keep = f->keep_inline;
-    f->capkeep = LINEN_FRAME_INLINE_KEEP;
     *out = f;
     return LX_OK;
 }

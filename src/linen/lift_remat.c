@@ -13,7 +13,6 @@
 
 #include "linen_internal.h"
 #include "linnx/autodiff.h"
-#include "linnx/intercept.h"
 #include "linnx/lift.h"
 
 typedef struct remat_holder {
@@ -62,7 +61,6 @@ typedef struct remat_closure {
     int depth;
     char **names;      /* the scope's path components */
     char *parent_path; /* the parent scope's path ("/" at depth 1) */
-    char *frame_path;  /* the module-frame path at the call (intercept.h), for the recomputation */
     linen_scope *s;    /* the lifted scope, during the forward only */
 } remat_closure;
 
@@ -80,24 +78,13 @@ static void closure_free(void *p) {
     for (int i = 0; c->names && i < c->depth; i++) free(c->names[i]);
     free(c->names);
     free(c->parent_path);
-    free(c->frame_path);
     free(c);
 }
 
+/* The scope's map in collection `col` of vars, or NULL. */
 static const lx_value *sub_at(const lx_tree *vars, const char *col, int depth, const char *const *names) {
-    const lx_value *v = lx_tree_get(vars, col);
-    for (int i = 0; v && i < depth; i++) v = v->kind == LX_V_TREE ? lx_tree_get(v->u.tree, names[i]) : NULL;
+    const lx_value *v = linen_vars_walk(vars, col, depth, names);
     return v && v->kind == LX_V_TREE ? v : NULL;
-}
-
-static char *col_path(const char *col, int depth, const char *const *names) {
-    size_t n = strlen(col) + 1;
-    for (int i = 0; i < depth; i++) n += strlen(names[i]) + 1;
-    char *p = malloc(n);
-    if (!p) return NULL;
-    size_t off = (size_t)snprintf(p, n, "%s", col);
-    for (int i = 0; i < depth; i++) off += (size_t)snprintf(p + off, n - off, "/%s", names[i]);
-    return p;
 }
 
 static lx_status closure_new(linen_scope *s, const remat_holder *h, const char *method, const lx_call *call,
@@ -124,7 +111,7 @@ static lx_status closure_new(linen_scope *s, const remat_holder *h, const char *
     for (int i = 0; st == LX_OK && i < s->depth; i++)
         if (!(c->names[i] = lx_strdup(s->names[i]))) st = oom();
     if (st == LX_OK && s->depth > 0) {
-        c->parent_path = col_path("", s->depth - 1, (const char *const *)c->names);
+        c->parent_path = linen_var_path("", s->depth - 1, (const char *const *)c->names, NULL);
         if (!c->parent_path) st = oom();
         else if (!c->parent_path[0]) {
             free(c->parent_path);
@@ -133,13 +120,12 @@ static lx_status closure_new(linen_scope *s, const remat_holder *h, const char *
         }
     }
     if (st == LX_OK) st = lx_call_dup(call, &c->call);
-    if (st == LX_OK && !(c->frame_path = lx_strdup(lx_frame_current_path()))) st = oom();
     for (size_t k = 0; st == LX_OK && k < lx_tree_len(F->vars); k++) {
         const char *col = lx_tree_key(F->vars, k);
         const lx_value *sub = sub_at(F->vars, col, s->depth, s->names);
         if (!sub) continue;
         lx_tree *t = lx_tree_copy(sub->u.tree);
-        char *p = t ? col_path(col, s->depth, s->names) : NULL;
+        char *p = t ? linen_var_path(col, s->depth, s->names, NULL) : NULL;
         st = p ? lx_tree_set_path(c->vars, p, lx_tree_v(t)) : oom();
         free(p);
         lx_tree_release(t);
@@ -156,23 +142,13 @@ static lx_status closure_new(linen_scope *s, const remat_holder *h, const char *
 static lx_status remat_run(void *user, bool recompute, lx_value *out) {
     remat_closure *c = user;
     linen_scope *s = recompute ? NULL : c->s;
-    linen_frame *f = calloc(1, sizeof *f);
-    if (!f) return oom();
+    linen_frame *f = NULL;
+    LX_TRY(linen_frame_new(c->nrngs, &f));
     f->initializing = s ? s->frame->initializing : false;
     f->mutable = s ? s->frame->mutable : LINEN_IMMUTABLE;
-    f->nrngs = c->nrngs;
-    if (c->nrngs > LINEN_FRAME_INLINE_RNGS) {
-        f->rng_names = calloc((size_t)c->nrngs, sizeof *f->rng_names);
-        f->rng_keys = calloc((size_t)c->nrngs, sizeof *f->rng_keys);
-    } else {
-        f->rng_names = f->rng_names_inline;
-        f->rng_keys = f->rng_keys_inline;
-    }
-    f->keep = f->keep_inline;
-    f->capkeep = LINEN_FRAME_INLINE_KEEP;
     /* the forward may write its mutable collections: a copy; the recompute writes nothing */
     f->vars = s ? lx_tree_copy(c->vars) : lx_tree_retain(c->vars);
-    lx_status st = f->rng_names && f->rng_keys && f->vars ? LX_OK : oom();
+    lx_status st = f->vars ? LX_OK : oom();
     for (int i = 0; st == LX_OK && i < c->nrngs; i++) {
         f->rng_names[i] = c->rng_names[i];
         f->rng_keys[i] = c->rng_keys[i];
@@ -189,11 +165,8 @@ static lx_status remat_run(void *user, bool recompute, lx_value *out) {
     if (st == LX_OK) {
         f->root->lifted_body = true;
         memcpy(f->root->rng_counters, c->counters, sizeof(uint32_t) * (size_t)c->nrngs);
-        /* the recomputation runs after the apply: its ops get the path the forward's had */
-        bool pushed = recompute && lx_frame_push(LX_FRAME_LINEN, c->frame_path, NULL, NULL) == LX_OK;
-        if (recompute && !pushed) st = lx_last_status();
-        if (st == LX_OK) st = linen_scope_run(f->root, c->method, NULL, &c->call, out);
-        if (pushed) lx_frame_pop();
+        /* (the recomputation runs in a frame of the forward's module path: lx_remat_call's) */
+        st = linen_scope_run(f->root, c->method, NULL, &c->call, out);
     }
     /* forward: what the mutable collections and the counters became goes to the enclosing frame */
     for (size_t k = 0; st == LX_OK && s && k < lx_tree_len(f->vars); k++) {
@@ -201,7 +174,7 @@ static lx_status remat_run(void *user, bool recompute, lx_value *out) {
         if (!linen_mutable_allows(&s->frame->mutable, col)) continue;
         const lx_value *sub = sub_at(f->vars, col, s->depth, s->names);
         if (!sub) continue;
-        char *p = col_path(col, s->depth, s->names);
+        char *p = linen_var_path(col, s->depth, s->names, NULL);
         st = p ? lx_tree_set_path(s->frame->vars, p, lx_tree_v(sub->u.tree)) : oom();
         free(p);
     }

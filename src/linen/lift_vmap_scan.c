@@ -178,30 +178,14 @@ static lx_status slice_leaf(const char *path, const lx_value *leaf, void *user, 
 
 /* ---- one copy's frame ---- */
 static lx_status frame_for_slice(const linen_frame *outer, linen_frame **out) {
-    linen_frame *f = calloc(1, sizeof *f);
-    if (!f) return oom();
+    linen_frame *f = NULL;
+    LX_TRY(linen_frame_new(outer->nrngs, &f));
     f->initializing = outer->initializing;
     f->mutable = outer->mutable;
-    f->nrngs = outer->nrngs;
-    if (outer->nrngs > LINEN_FRAME_INLINE_RNGS) {
-        f->rng_names = calloc((size_t)outer->nrngs, sizeof *f->rng_names);
-        f->rng_keys = calloc((size_t)outer->nrngs, sizeof *f->rng_keys);
-        if (!f->rng_names || !f->rng_keys) {
-            free(f->rng_names);
-            free(f->rng_keys);
-            free(f);
-            return oom();
-        }
-    } else {
-        f->rng_names = f->rng_names_inline;
-        f->rng_keys = f->rng_keys_inline;
-    }
     for (int i = 0; i < outer->nrngs; i++) {
         f->rng_names[i] = outer->rng_names[i];
         f->rng_keys[i] = outer->rng_keys[i];
     }
-    f->keep = f->keep_inline;
-    f->capkeep = LINEN_FRAME_INLINE_KEEP;
     *out = f;
     return LX_OK;
 }

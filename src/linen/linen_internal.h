@@ -120,7 +120,19 @@ void linen_scope_free(linen_scope *s);
 /* Run `method` (by name, or `fn` when given) of the scope's module with the scope bound. */
 lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn,
                           const lx_call *call, lx_value *out);
+/* A frame with room for nrngs streams (rng_names/rng_keys for the caller to fill), nothing
+ * mutable, no variables; LX_ERR_NO_MEMORY. */
+lx_status linen_frame_new(int nrngs, linen_frame **out);
 void linen_frame_free(linen_frame *f);
+/* "col/names[0]/.../names[depth-1]/name" (name NULL: stops at the names). Caller frees. */
+char *linen_var_path(const char *col, int depth, const char *const *names, const char *name);
+/* The entry at col/names[0]/.../names[depth-1] in a {collection: {...}} tree, or NULL. */
+static inline const lx_value *linen_vars_walk(const lx_tree *vars, const char *col, int depth,
+                                              const char *const *names) {
+    const lx_value *v = lx_tree_get(vars, col);
+    for (int i = 0; v && i < depth; i++) v = v->kind == LX_V_TREE ? lx_tree_get(v->u.tree, names[i]) : NULL;
+    return v;
+}
 /* The Python rendering of a value's class: <class 'int'>. */
 
 #endif

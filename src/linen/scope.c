@@ -56,6 +56,28 @@ static lx_status frame_keep(linen_frame *f, lx_array *a) {
     return LX_OK;
 }
 
+lx_status linen_frame_new(int nrngs, linen_frame **out) {
+    *out = NULL;
+    linen_frame *f = calloc(1, sizeof *f);
+    if (!f) return oom();
+    f->nrngs = nrngs;
+    if (nrngs > LINEN_FRAME_INLINE_RNGS) {
+        f->rng_names = calloc((size_t)nrngs, sizeof *f->rng_names);
+        f->rng_keys = calloc((size_t)nrngs, sizeof *f->rng_keys);
+    } else {
+        f->rng_names = f->rng_names_inline;
+        f->rng_keys = f->rng_keys_inline;
+    }
+    f->keep = f->keep_inline;
+    f->capkeep = LINEN_FRAME_INLINE_KEEP;
+    if (!f->rng_names || !f->rng_keys) {
+        linen_frame_free(f);
+        return oom();
+    }
+    *out = f;
+    return LX_OK;
+}
+
 void linen_frame_free(linen_frame *f) {
     if (!f) return;
     linen_scope_free(f->root);
@@ -213,22 +235,24 @@ static lx_status no_scope(const linen_scope *s, const char *what) {
                    type_name(s));
 }
 
-/* "col/A/B/name" (name may be NULL: the scope's own map in `col`). Caller frees. */
-static char *var_path(const linen_scope *s, const char *col, const char *name) {
+char *linen_var_path(const char *col, int depth, const char *const *names, const char *name) {
     size_t n = strlen(col) + 2 + (name ? strlen(name) + 1 : 0);
-    for (int i = 0; i < s->depth; i++) n += strlen(s->names[i]) + 1;
+    for (int i = 0; i < depth; i++) n += strlen(names[i]) + 1;
     char *p = malloc(n);
     if (!p) return NULL;
     size_t off = (size_t)snprintf(p, n, "%s", col);
-    for (int i = 0; i < s->depth; i++) off += (size_t)snprintf(p + off, n - off, "/%s", s->names[i]);
+    for (int i = 0; i < depth; i++) off += (size_t)snprintf(p + off, n - off, "/%s", names[i]);
     if (name) snprintf(p + off, n - off, "/%s", name);
     return p;
 }
 
+/* "col/A/B/name" (name may be NULL: the scope's own map in `col`). Caller frees. */
+static char *var_path(const linen_scope *s, const char *col, const char *name) {
+    return linen_var_path(col, s->depth, s->names, name);
+}
+
 static const lx_value *find_var_walk(const linen_scope *s, const char *col, const char *name) {
-    const lx_value *v = lx_tree_get(s->frame->vars, col);
-    for (int i = 0; v && i < s->depth; i++)
-        v = v->kind == LX_V_TREE ? lx_tree_get(v->u.tree, s->names[i]) : NULL;
+    const lx_value *v = linen_vars_walk(s->frame->vars, col, s->depth, s->names);
     if (v && name) v = v->kind == LX_V_TREE ? lx_tree_get(v->u.tree, name) : NULL;
     return v;
 }

@@ -20,7 +20,6 @@ typedef struct nnx_remat_closure {
     lx_tree *snap;
     char *method;
     lx_call call;
-    char *frame_path; /* m's module-frame path at the call (intercept.h), for the recomputation */
 } nnx_remat_closure;
 
 static void closure_free(void *p) {
@@ -30,7 +29,6 @@ static void closure_free(void *p) {
     lx_tree_release(c->snap);
     free(c->method);
     lx_call_free(&c->call);
-    free(c->frame_path);
     free(c);
 }
 
@@ -53,13 +51,9 @@ static lx_status remat_run(void *user, bool recompute, lx_value *out) {
     }
     nnx_module *m = NULL;
     LX_TRY(nnx_merge(c->gd, 1, &c->snap, &m));
-    /* the recomputation runs after the caller returned: its ops get the path the forward's had
-     * (the merged module then adds no component of its own) */
-    lx_status st = lx_frame_push(LX_FRAME_LINEN, c->frame_path, NULL, NULL);
-    if (st == LX_OK) {
-        st = nnx_call(m, c->method, &c->call, out);
-        lx_frame_pop();
-    }
+    /* (lx_remat_call runs this in a frame of m's path at the call: the merged module then adds
+     * no component of its own) */
+    lx_status st = nnx_call(m, c->method, &c->call, out);
     nnx_module_release(m);
     return st;
 }
@@ -79,17 +73,19 @@ lx_status nnx_remat_call(nnx_module *m, const char *method, lx_remat_policy poli
     if (st == LX_OK && method && !(c->method = lx_strdup(method)))
         st = lx_fail(LX_ERR_NO_MEMORY, "nnx.remat: out of memory");
     if (st == LX_OK) st = lx_call_dup(call, &c->call);
-    if (st == LX_OK) { /* m's own frame for a moment, to read its full path */
-        int entered = nnx_frame_enter(m);
-        if (entered < 0) st = lx_last_status();
-        else if (!(c->frame_path = lx_strdup(lx_frame_current_path())))
-            st = lx_fail(LX_ERR_NO_MEMORY, "nnx.remat: out of memory");
-        if (entered > 0) nnx_frame_leave(entered);
-    }
     if (st != LX_OK) {
         closure_free(c);
         return st;
     }
     c->live = m;
-    return lx_remat_call(remat_run, c, closure_free, policy, out);
+    /* in m's own frame, so lx_remat_call keeps m's full path for the recomputation (the forward's
+     * nnx_call finds the frame entered and enters none) */
+    int entered = nnx_frame_enter(m);
+    if (entered < 0) {
+        closure_free(c);
+        return lx_last_status();
+    }
+    st = lx_remat_call(remat_run, c, closure_free, policy, out);
+    nnx_frame_leave(entered);
+    return st;
 }

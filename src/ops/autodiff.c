@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "linnx/autodiff.h"
+#include "linnx/intercept.h"
 #include "linnx/ops.h"
 #include "broadcast.h"
 #include "op_internal.h"
@@ -239,19 +240,27 @@ oom:
     record_failed = true;
 }
 
+/* An empty tape: the thread's spare one, else a new one; NULL when out of memory. */
+static lx_tape *tape_acquire(void) {
+    lx_tape *t = spare;
+    if (t) { /* the thread's exit no longer frees it: its user does */
+        spare = NULL;
+        (void)pthread_setspecific(spare_key, NULL);
+    } else if (!(t = calloc(1, sizeof *t))) {
+        return NULL;
+    }
+    t->stopped = false;
+    return t;
+}
+
 lx_status lx_tape_new(lx_tape **out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "tape_new: out is NULL");
     *out = NULL;
     if (active)
         return lx_fail(LX_ERR_INVALID_ARGUMENT,
                        "tape_new: a tape is already active on this thread (higher-order gradients are not supported)");
-    lx_tape *t = spare;
-    if (t) { /* the thread's exit no longer frees it: its user does */
-        spare = NULL;
-        (void)pthread_setspecific(spare_key, NULL);
-    }
-    if (!t && !(t = calloc(1, sizeof *t))) return lx_fail(LX_ERR_NO_MEMORY, "tape_new: out of memory");
-    t->stopped = false;
+    lx_tape *t = tape_acquire();
+    if (!t) return lx_fail(LX_ERR_NO_MEMORY, "tape_new: out of memory");
     active = t;
     lx_tape_recording_ = t;
     record_failed = false;
@@ -660,6 +669,7 @@ typedef struct remat_entry {
     int64_t (*out_shape)[LX_MAX_DIMS + 1]; /* ndim, then the shape: the recompute must match */
     saved_dot *dots;
     int ndots, capdots;
+    char *frame_path; /* the module-frame path at the call (intercept.h), NULL for none */
 } remat_entry;
 
 static void remat_entry_release(remat_entry *e) {
@@ -672,6 +682,7 @@ static void remat_entry_release(remat_entry *e) {
         free(e->dots[i].params);
     }
     free(e->dots);
+    free(e->frame_path);
     if (e->user_free) e->user_free(e->user);
     free(e);
 }
@@ -752,11 +763,12 @@ static int value_arrays(const lx_value *v, lx_array **out, int cap, int n) {
 /* Add the entry and its output records to the outer tape. */
 static lx_status remat_record(lx_tape *t, remat_entry *e, const remat_watch *w, const lx_value *out) {
     int nout = value_arrays(out, NULL, 0, 0);
-    lx_array **outs = calloc((size_t)nout + 1, sizeof *outs);
+    lx_array *outs_stack[8];
+    lx_array **outs = nout <= 8 ? outs_stack : malloc(sizeof *outs * (size_t)nout);
     e->out_ct = calloc((size_t)nout + 1, sizeof *e->out_ct);
     e->out_shape = calloc((size_t)nout + 1, sizeof *e->out_shape);
     if (!outs || !e->out_ct || !e->out_shape) {
-        free(outs);
+        if (outs != outs_stack) free(outs);
         return lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
     }
     value_arrays(out, outs, nout, 0);
@@ -767,7 +779,7 @@ static lx_status remat_record(lx_tape *t, remat_entry *e, const remat_watch *w, 
     }
     long k = tape_push(t);
     if (k < 0) {
-        free(outs);
+        if (outs != outs_stack) free(outs);
         return lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
     }
     rec *r = &t->recs[k];
@@ -776,8 +788,10 @@ static lx_status remat_record(lx_tape *t, remat_entry *e, const remat_watch *w, 
     r->comp_out = -1;
     e->refs++;
     r->nin = w->nin;
-    r->in = calloc((size_t)w->nin + 1, sizeof *r->in);
-    r->in_rec = calloc((size_t)w->nin + 1, sizeof *r->in_rec);
+    r->in_arena = true; /* like every other record's */
+    r->in = arena_alloc(t, sizeof *r->in * (size_t)w->nin);
+    r->in_rec = arena_alloc(t, sizeof *r->in_rec * (size_t)w->nin);
+    if (r->in) memset(r->in, 0, sizeof *r->in * (size_t)w->nin);
     lx_status st = r->in && r->in_rec ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
     for (int i = 0; st == LX_OK && i < w->nin; i++) {
         r->in[i] = lx_retain(w->in[i]);
@@ -798,7 +812,7 @@ static lx_status remat_record(lx_tape *t, remat_entry *e, const remat_watch *w, 
         o->out = lx_retain(outs[j]);
         if (!map_put(t, outs[j], (size_t)q)) st = lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
     }
-    free(outs);
+    if (outs != outs_stack) free(outs);
     if (st != LX_OK) record_failed = true;
     return st;
 }
@@ -828,7 +842,9 @@ lx_status lx_remat_call(lx_remat_fn fn, void *user, void (*user_free)(void *), l
     e->fn = fn, e->user = user, e->user_free = user_free, e->policy = policy;
     remat_watch w = {t, e, NULL, 0, 0, false};
     int handle = 0;
-    lx_status st = lx_prim_observe(remat_observe, &w, &handle);
+    const char *fp = lx_frame_current_path();
+    lx_status st = !*fp || (e->frame_path = lx_strdup(fp)) ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
+    if (st == LX_OK) st = lx_prim_observe(remat_observe, &w, &handle);
     if (st == LX_OK) {
         lx_tape_recording_ = NULL; /* paused: the function's ops are not recorded */
         size_t mark = lx_pool_open();
@@ -888,11 +904,10 @@ static lx_status remat_backward_step(lx_tape *t, rec *r) {
     /* a fresh inner tape, this thread's tape while the function runs again */
     lx_tape *outer_active = active, *outer_recording = lx_tape_recording_;
     bool outer_failed = record_failed;
-    lx_tape *in = calloc(1, sizeof *in);
     lx_array **grads = calloc((size_t)r->nin + 1, sizeof *grads);
     lx_array **outs = calloc((size_t)e->nout + 1, sizeof *outs);
-    if (!in || !grads || !outs) {
-        free(in);
+    lx_tape *in = grads && outs ? tape_acquire() : NULL; /* (the spare: the outer tape is not it) */
+    if (!in) {
         free(grads);
         free(outs);
         return lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
@@ -909,11 +924,17 @@ static lx_status remat_backward_step(lx_tape *t, rec *r) {
         st = lx_prim_substitute_add(remat_replay, &rp, &handle);
     size_t mark = lx_pool_open();
     lx_value o = lx_none();
+    /* the recomputation runs after the call returned: its ops get the module path the forward's
+     * had (one frame holding the whole path) */
+    bool framed = st == LX_OK && e->frame_path;
+    if (framed) st = lx_frame_push(LX_FRAME_LINEN, e->frame_path, NULL, NULL);
+    framed = framed && st == LX_OK;
     if (st == LX_OK) {
         remat_depth++;
         st = e->fn(e->user, true, &o);
         remat_depth--;
     }
+    if (framed) lx_frame_pop();
     if (handle) lx_prim_substitute_remove(handle);
     int n = st == LX_OK ? value_arrays(&o, outs, e->nout, 0) : 0;
     if (st == LX_OK && n != e->nout)
