@@ -982,6 +982,51 @@ static void test_mask_helpers(void) {
     lx_tree_release(grads);
 }
 
+static float bf16_round(float x) { /* round to nearest even, as the library stores bfloat16 */
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &b, 4);
+    return x;
+}
+
+/* bfloat16 params: scale_by_rms and scale_by_stddev keep their moments in the params' dtype step
+ * after step (optax: the state is tree_zeros_like / tree_full_like(params), and each update
+ * moment is `(1 - decay) * g + decay * t` in that dtype), as adam does for nu. */
+static void test_moments_keep_bf16(void) {
+    lx_tree *params = lx_tree_new(), *g = lx_tree_new();
+    lx_array *p = lx_array_from_f32(1, (const int64_t[]){3}, (const float[]){1, 2, 3});
+    lx_array *pb = lx_cast(p, LX_BF16);
+    lx_array *gr = lx_array_from_f32(1, (const int64_t[]){3}, (const float[]){0.3f, -1.7f, 2.9f});
+    lx_array *gb = lx_cast(gr, LX_BF16);
+    lx_tree_set(params, "x", lx_array_v(pb));
+    lx_tree_set(g, "x", lx_array_v(gb));
+    optax_tx *txs[2] = {optax_scale_by_rms(0.9, 1e-8, 0.0, true, false), optax_scale_by_stddev(0.9, 1e-8, 0.0, true, false)};
+    for (int k = 0; k < 2; k++) {
+        lx_test_current = k ? "stddev keeps bf16" : "rms keeps bf16";
+        lx_tree *s = NULL, *u = NULL, *ns = NULL;
+        CHECK(optax_init(txs[k], params, &s) == LX_OK);
+        CHECK(optax_update(txs[k], g, s, params, &u, &ns) == LX_OK);
+        const lx_array *nu = ns ? leaf(ns, "nu/x") : NULL, *mu = k && ns ? leaf(ns, "mu/x") : NULL;
+        CHECK(leaf(s, "nu/x") && leaf(s, "nu/x")->dtype == LX_BF16);
+        CHECK(nu && nu->dtype == LX_BF16);
+        if (k) CHECK(mu && mu->dtype == LX_BF16);
+        for (int i = 0; nu && i < 3; i++) {
+            double gi = (double)bf16_round(lx_f32(gr)[i]);
+            CHECK(lx_array_get(nu, i) == bf16_round((float)(0.1 * gi * gi)));
+            if (mu) CHECK(lx_array_get(mu, i) == bf16_round((float)(0.1 * gi)));
+        }
+        lx_tree_release(s);
+        lx_tree_release(u);
+        lx_tree_release(ns);
+        optax_tx_release(txs[k]);
+    }
+    lx_release(p);
+    lx_release(gr);
+    lx_tree_release(params);
+    lx_tree_release(g);
+}
+
 /* mu_dtype=bfloat16: mu is stored rounded to bfloat16 (the update uses the float32 mu, as optax
  * casts only what it stores); nu stays float32. */
 static void test_mu_dtype_bf16(void) {
@@ -1062,6 +1107,7 @@ int main(void) {
     RUN(test_emulation_schedules);
     RUN(test_mask_helpers);
     RUN(test_mu_dtype_bf16);
+    RUN(test_moments_keep_bf16);
     RUN(test_boxed_params);
     return lx_test_finish();
 }

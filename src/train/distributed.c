@@ -829,8 +829,7 @@ struct lx_dist_zero1 {
     size_t *bl, *bof;         /* nb + 1 / the bucket of each leaf */
     int *bcounts, *pending;   /* nb * size / leaves still to come this step */
     MPI_Request *breq;        /* nb: MPI_REQUEST_NULL until started */
-    double *bt0, *btdone;     /* start and completion (-1: not seen done) times */
-    bool *bstarted;
+    double *bt0, *btdone;     /* start (-1: not started) and completion (-1: not seen done) times */
     /* per leaf: */
     const lx_array **px;      /* the params arrays lx_dist_zero1_begin registered */
     size_t *pidx;             /* the leaves sorted by px (the callback's look-up) */
@@ -838,6 +837,8 @@ struct lx_dist_zero1 {
     bool *in;                 /* the leaf is in its bucket this step */
     int *lcounts, *ldispls;   /* n * size: each rank's part of leaf i (the all-gather) */
     MPI_Request *lreq;        /* n */
+    const lx_array **pcur;    /* the step's params arrays (borrowed from its tree) */
+    lx_array **np;            /* the step's new params arrays */
     bool on, begun, stuck;    /* stuck: collectives abandoned after a failure; buffers never freed */
     lx_status err;
     double t_last;
@@ -866,7 +867,8 @@ void lx_dist_zero1_free(lx_dist_zero1 *z) {
     free(z->breq);
     free(z->bt0);
     free(z->btdone);
-    free(z->bstarted);
+    free(z->pcur);
+    free(z->np);
     free(z->px);
     free(z->pidx);
     free(z->gin);
@@ -1014,7 +1016,8 @@ static lx_status zero1_plan(lx_dist_zero1 *z) {
     z->breq = calloc(n + 1, sizeof *z->breq);
     z->bt0 = calloc(n + 1, sizeof *z->bt0);
     z->btdone = calloc(n + 1, sizeof *z->btdone);
-    z->bstarted = calloc(n + 1, sizeof *z->bstarted);
+    z->pcur = calloc(n + 1, sizeof *z->pcur);
+    z->np = calloc(n + 1, sizeof *z->np);
     z->px = calloc(n + 1, sizeof *z->px);
     z->pidx = calloc(n + 1, sizeof *z->pidx);
     z->gin = calloc(n + 1, sizeof *z->gin);
@@ -1022,7 +1025,7 @@ static lx_status zero1_plan(lx_dist_zero1 *z) {
     z->lcounts = calloc((n + 1) * N, sizeof *z->lcounts);
     z->ldispls = calloc((n + 1) * N, sizeof *z->ldispls);
     z->lreq = calloc(n + 1, sizeof *z->lreq);
-    if (!z->bl || !z->bof || !z->bcounts || !z->pending || !z->breq || !z->bt0 || !z->btdone || !z->bstarted || !z->px ||
+    if (!z->bl || !z->bof || !z->bcounts || !z->pending || !z->breq || !z->bt0 || !z->btdone || !z->pcur || !z->np || !z->px ||
         !z->pidx || !z->gin || !z->in || !z->lcounts || !z->ldispls || !z->lreq)
         return lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
     /* buckets: consecutive leaves up to g_bucket bytes; a leaf that size or larger alone */
@@ -1057,7 +1060,7 @@ static lx_status zero1_plan(lx_dist_zero1 *z) {
             z->ldispls[i * N + (size_t)r] = (int)(a - z->off[i]);
         }
     /* <= : the slot after the last bucket / leaf holds the step's status check */
-    for (size_t k = 0; k <= z->nb; k++) z->breq[k] = MPI_REQUEST_NULL;
+    for (size_t k = 0; k <= z->nb; k++) z->breq[k] = MPI_REQUEST_NULL, z->bt0[k] = -1;
     for (size_t i = 0; i <= n; i++) z->lreq[i] = MPI_REQUEST_NULL;
     return LX_OK;
 }
@@ -1085,7 +1088,7 @@ static void zero1_reset(lx_dist_zero1 *z) {
     for (size_t k = 0; k < z->nb; k++) {
         z->pending[k] = (int)(z->bl[k + 1] - z->bl[k]);
         z->breq[k] = MPI_REQUEST_NULL;
-        z->bstarted[k] = false;
+        z->bt0[k] = -1;
         z->btdone[k] = -1;
     }
     for (size_t i = 0; i < z->n; i++) {
@@ -1103,10 +1106,10 @@ static lx_status zero1_start(lx_dist_zero1 *z, size_t k) {
     const float *send = z->bl[k + 1] == i0 + 1 && z->gin[i0] ? lx_f32(z->gin[i0]) : z->flat + s;
     int64_t a = s > z->lo ? s : z->lo;
     float *recv = a < z->lo + z->owned && a < e ? z->mine + (a - z->lo) : z->mine;
-    z->bt0[k] = now_s();
+    double t0 = now_s();
     int rc = MPI_Ireduce_scatter(send, recv, z->bcounts + k * (size_t)g_size, MPI_FLOAT, MPI_SUM, g_grad_comm, &z->breq[k]);
     if (rc != MPI_SUCCESS) return mpi_fail("zero1 gradient reduce-scatter", rc);
-    z->bstarted[k] = true;
+    z->bt0[k] = t0; /* started */
     return LX_OK;
 }
 
@@ -1124,7 +1127,7 @@ static lx_status zero1_take(lx_dist_zero1 *z, size_t i, const lx_array *g, bool 
 
 static void zero1_progress(lx_dist_zero1 *z) {
     for (size_t k = 0; k < z->nb; k++) {
-        if (!z->bstarted[k] || z->btdone[k] >= 0) continue;
+        if (z->bt0[k] < 0 || z->btdone[k] >= 0) continue;
         int flag = 0;
         if (MPI_Test(&z->breq[k], &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag) z->btdone[k] = now_s();
     }
@@ -1249,7 +1252,7 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
     if (z) z->on = false;
     if (z && !grads && !params) { /* after a failed step: the collectives in flight are abandoned */
         for (size_t k = 0; k < z->nb; k++)
-            if (z->bstarted[k] && z->btdone[k] < 0) z->stuck = true;
+            if (z->bt0[k] >= 0 && z->btdone[k] < 0) z->stuck = true;
         z->begun = false;
         return LX_OK;
     }
@@ -1259,7 +1262,7 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
     z->begun = false;
     double tb = z->t_last > 0 ? z->t_last : now_s(); /* the end of the backward pass */
     lx_tree *p_own = NULL, *g_own = NULL, *state = NULL, *out = NULL;
-    lx_array **np = NULL;
+    lx_array **np = z->np;
     lx_status st = z->err;
     /* the gradients the backward pass did not report (all of them without lx_dist_zero1_begin);
      * a reported one must be the tree's (its bucket may be on its way already) */
@@ -1285,14 +1288,14 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
     if (local != LX_OK) snprintf(keep, sizeof keep, "%s", lx_last_error());
     st = LX_OK;
     for (size_t k = 0; st == LX_OK && k < z->nb; k++)
-        if (!z->bstarted[k]) st = zero1_start(z, k);
+        if (z->bt0[k] < 0) st = zero1_start(z, k);
     if (st == LX_OK) st = status_start(local, 0, &z->breq[z->nb]);
     /* the statistics: the reductions in flight during the backward pass, and the bytes whose
      * reduction completed before it ended */
     g_comm_bytes += 4.0 * (double)z->total;
     double first = -1;
     for (size_t k = 0; k < z->nb; k++) {
-        if (!z->bstarted[k]) continue;
+        if (z->bt0[k] < 0) continue;
         if (z->bt0[k] < tb && (first < 0 || z->bt0[k] < first)) first = z->bt0[k];
         if (z->btdone[k] >= 0 && z->btdone[k] <= tb) g_early_bytes += 4.0 * (double)(z->off[z->bl[k + 1]] - z->off[z->bl[k]]);
     }
@@ -1313,18 +1316,20 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         for (int64_t k = 0; k < z->owned; k++) z->mine[k] *= inv;
     }
     /* the optimizer on this rank's shard: 1-D views of the averaged gradients and of the params
-     * (no copies), the state of the shard */
+     * (no copies), the state of the shard; every param looked up once (pcur) */
     lx_flat sg = {0}, sp = {0};
+    for (size_t i = 0; i < z->n; i++) z->pcur[i] = NULL, np[i] = NULL;
     for (size_t i = 0; st == LX_OK && i < z->n; i++) {
-        int64_t a, b;
-        zero1_cut(z, i, g_rank, &a, &b);
-        if (a == b) continue;
         const lx_value *v = NULL;
         st = lx_tree_get_path(*params, z->paths[i], &v);
         lx_array *p = st == LX_OK ? leaf_f32(v) : NULL;
         if (st == LX_OK && (!p || p->size != z->off[i + 1] - z->off[i]))
             st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s changed shape or dtype", z->paths[i]);
         if (st != LX_OK) break;
+        z->pcur[i] = p;
+        int64_t a, b;
+        zero1_cut(z, i, g_rank, &a, &b);
+        if (a == b) continue;
         int64_t len = b - a;
         lx_array *gv = lx_array_wrap(LX_F32, 1, &len, z->mine + (a - z->lo), NULL, NULL);
         lx_array *pv = gv ? lx_array_wrap(LX_F32, 1, &len, lx_f32(p) + (a - z->off[i]), NULL, NULL) : NULL;
@@ -1346,15 +1351,9 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
     state = lx_tree_retain(z->state);
     if (st == LX_OK) st = optax_step(z->tx, g_own, &p_own, &state);
     /* the new params: fresh arrays, this rank's shard written in, the rest all-gathered */
-    np = calloc(z->n + 1, sizeof *np);
-    if (st == LX_OK && !np) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
     for (size_t i = 0; st == LX_OK && i < z->n; i++) {
-        const lx_value *v = NULL;
-        st = lx_tree_get_path(*params, z->paths[i], &v);
-        const lx_array *old = st == LX_OK ? leaf_f32(v) : NULL;
-        if (st == LX_OK && (!old || old->size != z->off[i + 1] - z->off[i]))
-            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s changed shape or dtype", z->paths[i]);
-        if (st == LX_OK && !(np[i] = lx_array_empty(LX_F32, old->ndim, old->shape))) st = lx_last_status();
+        const lx_array *old = z->pcur[i];
+        if (!(np[i] = lx_array_empty(LX_F32, old->ndim, old->shape))) st = lx_last_status();
         int64_t a, b;
         zero1_cut(z, i, g_rank, &a, &b);
         if (st != LX_OK || a == b) continue;
@@ -1383,7 +1382,7 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         lx_status w = wait_all((int)started, z->lreq, "zero1 parameter all-gather");
         if (w != LX_OK) { /* MPI may still write into the new arrays: they are kept */
             z->stuck = true;
-            free(np), np = NULL;
+            for (size_t i = 0; i < z->n; i++) np[i] = NULL;
         }
         if (st == LX_OK) st = w;
         if (st == LX_OK) st = status_end(local, 1);
@@ -1397,8 +1396,11 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         z->state = state;
         state = NULL;
     }
-    for (size_t i = 0; np && i < z->n; i++) lx_release(np[i]);
-    free(np);
+    for (size_t i = 0; i < z->n; i++) {
+        lx_release(np[i]);
+        np[i] = NULL;
+        z->pcur[i] = NULL;
+    }
     lx_tree_release(state);
     lx_tree_release(g_own);
     lx_tree_release(p_own);

@@ -186,33 +186,36 @@ static int leaf_chunks(int64_t n, int64_t *len) {
     return (int)((n + c - 1) / c);
 }
 
-static void adam_leaf_par(bool avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
-                          float *m, float *v, const float *p, float *po) {
-    int64_t len;
-    int nc = leaf_chunks(n, &len);
-    if (nc == 1) {
-        adam_leaf(avx2, k, n, g, m0, v0, m, v, p, po);
-        return;
-    }
-#pragma omp parallel for num_threads(nc) schedule(static)
-    for (int c = 0; c < nc; c++) {
-        int64_t a = (int64_t)c * len, l = a + len > n ? n - a : len;
-        adam_leaf(avx2, k, l, g + a, m0 + a, v0 + a, m + a, v + a, p + a, po + a);
-    }
+/* One leaf's update: adam (ak) or sgd (sk; its trace t0/t NULL without momentum). */
+typedef struct leaf_job {
+    bool avx2;
+    const adam_k *ak;
+    const sgd_k *sk;
+    const float *g, *m0, *v0; /* sgd: m0 is the old trace */
+    float *m, *v;             /* sgd: m is the new trace */
+    const float *p;
+    float *po;
+} leaf_job;
+
+/* Elements [a, a + l) of the leaf. */
+static void leaf_run(const leaf_job *j, int64_t a, int64_t l) {
+    if (j->ak)
+        adam_leaf(j->avx2, j->ak, l, j->g + a, j->m0 + a, j->v0 + a, j->m + a, j->v + a, j->p + a, j->po + a);
+    else
+        sgd_leaf(j->avx2, j->sk, l, j->g + a, j->m0 ? j->m0 + a : NULL, j->m ? j->m + a : NULL, j->p + a, j->po + a);
 }
 
-static void sgd_leaf_par(bool avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t,
-                         const float *p, float *po) {
+static void leaf_par(const leaf_job *j, int64_t n) {
     int64_t len;
     int nc = leaf_chunks(n, &len);
     if (nc == 1) {
-        sgd_leaf(avx2, k, n, g, t0, t, p, po);
+        leaf_run(j, 0, n);
         return;
     }
 #pragma omp parallel for num_threads(nc) schedule(static)
     for (int c = 0; c < nc; c++) {
-        int64_t a = (int64_t)c * len, l = a + len > n ? n - a : len;
-        sgd_leaf(avx2, k, l, g + a, t0 ? t0 + a : NULL, t ? t + a : NULL, p + a, po + a);
+        int64_t a = (int64_t)c * len;
+        leaf_run(j, a, a + len > n ? n - a : len);
     }
 }
 
@@ -299,8 +302,9 @@ lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx
                         .bc2 = 1.0f - powf(a->f[3], (float)t), .wd = pl.decay ? pl.decay->f[0] : 0.0f, .lr = lr,
                         .decay = pl.decay != NULL};
             for (int i = 0; i < n; i++)
-                adam_leaf_par(avx2, &k, np[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(n1[i]),
-                          lx_f32(n2[i]), lx_f32(lv.params[i]), lx_f32(np[i]));
+                leaf_par(&(leaf_job){avx2, &k, NULL, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(n1[i]),
+                                     lx_f32(n2[i]), lx_f32(lv.params[i]), lx_f32(np[i])},
+                         np[i]->size);
             /* ScaleByAdamState(count, mu, nu), as adam_update builds it */
             s0 = lx_tree_new();
             ok = s0 && lx_state_put_count(s0, "count", t) == LX_OK && lx_state_put_moment(s0, "mu", &lv, n1) == LX_OK &&
@@ -309,8 +313,9 @@ lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx
             sgd_k k = {.decay = pl.trace ? pl.first->f[0] : 0.0f, .lr = lr, .trace = pl.trace,
                        .nesterov = pl.trace && pl.first->flag[0]};
             for (int i = 0; i < n; i++)
-                sgd_leaf_par(avx2, &k, np[i]->size, lx_f32(g[i]), pl.trace ? lx_f32(o1[i]) : NULL,
-                         pl.trace ? lx_f32(n1[i]) : NULL, lx_f32(lv.params[i]), lx_f32(np[i]));
+                leaf_par(&(leaf_job){avx2, NULL, &k, lx_f32(g[i]), pl.trace ? lx_f32(o1[i]) : NULL, NULL,
+                                     pl.trace ? lx_f32(n1[i]) : NULL, NULL, lx_f32(lv.params[i]), lx_f32(np[i])},
+                         np[i]->size);
             s0 = lx_tree_new();
             ok = s0 && (!pl.trace || lx_state_put_moment(s0, "trace", &lv, n1) == LX_OK);
         }

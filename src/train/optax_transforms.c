@@ -384,6 +384,18 @@ static lx_status stddev_update(const optax_tx *tx, const lx_leaves *lv, lx_array
             lx_f32(out[i])[j] = sc * g[j];
         }
     }
+    /* the moments are stored as they were (bfloat16 params: bfloat16 moments), like rms's and adam's */
+    if (st == LX_OK) FOR_ACTIVE(i) {
+        lx_array *a = lx_optax_store(nmu[i], mu[i]->dtype), *b = lx_optax_store(nnu[i], nu[i]->dtype);
+        lx_release(nmu[i]);
+        lx_release(nnu[i]);
+        nmu[i] = a;
+        nnu[i] = b;
+        if (!a || !b) {
+            st = lx_last_status();
+            break;
+        }
+    }
     return moments_finish(&w, lv, st, u, ns, tx->flag[1], t);
 }
 static const lx_tx_ops STDDEV_OPS = {"scale_by_stddev", stddev_init, stddev_update};
