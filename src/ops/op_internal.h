@@ -87,6 +87,9 @@ static inline void lx_aval_set(lx_prim_aval *av, lx_dtype dtype, int ndim, const
                         int64_t *scratch)
 /* Silence the parameters a given rule does not read. */
 #define LX_UNUSED_RULE (void)id, (void)params_, (void)nin, (void)in, (void)av
+/* An axes count in a primitive's params that stands for Python's None (sum's axis=None, squeeze's
+ * every size-1 axis, transpose's reversed order): outside every real count's range. */
+#define LX_NAXES_NONE (-0x7fff)
 #define LX_UNUSED_FWD (void)id, (void)params_, (void)nin, (void)in, (void)outp, (void)saved
 #define LX_UNUSED_ATTRS (void)id, (void)params_, (void)nin, (void)in, (void)attrs, (void)scratch
 

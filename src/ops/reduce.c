@@ -227,7 +227,6 @@ typedef struct red_op {
     const char *name;
     tile_fn fn[LX_DTYPE_COUNT];
     bool needs_nonempty; /* max/min/argmax have no identity */
-    lx_prim_id id;
 } red_op;
 
 static const char *axes_str(int n, const int64_t *axes, char *buf, size_t cap) {
@@ -321,22 +320,22 @@ static lx_status check_dtype(const red_op *op, const lx_array *x) {
 
 static const red_op red_ops[LX_PRIM_COUNT] = {
     [LX_PRIM_SUM] = {"sum", {[LX_F32] = sum_f32_forward, [LX_I32] = sum_i32_forward, [LX_U32] = sum_u32_forward},
-                     false, LX_PRIM_SUM},
-    [LX_PRIM_MEAN] = {"mean", {[LX_F32] = mean_f32_forward}, false, LX_PRIM_MEAN},
+                     false},
+    [LX_PRIM_MEAN] = {"mean", {[LX_F32] = mean_f32_forward}, false},
     [LX_PRIM_MAX] = {"max", {[LX_F32] = max_f32_forward, [LX_I32] = max_i32_forward, [LX_U32] = max_u32_forward},
-                     true, LX_PRIM_MAX},
+                     true},
     [LX_PRIM_MIN] = {"min", {[LX_F32] = min_f32_forward, [LX_I32] = min_i32_forward, [LX_U32] = min_u32_forward},
-                     true, LX_PRIM_MIN},
-    [LX_PRIM_VAR] = {"var", {[LX_F32] = var_f32_forward}, false, LX_PRIM_VAR},
-    [LX_PRIM_LOGSUMEXP] = {"logsumexp", {[LX_F32] = logsumexp_f32_forward}, false, LX_PRIM_LOGSUMEXP},
+                     true},
+    [LX_PRIM_VAR] = {"var", {[LX_F32] = var_f32_forward}, false},
+    [LX_PRIM_LOGSUMEXP] = {"logsumexp", {[LX_F32] = logsumexp_f32_forward}, false},
     [LX_PRIM_ARGMAX] = {"argmax",
                         {[LX_F32] = argmax_f32_forward, [LX_I32] = argmax_i32_forward, [LX_U32] = argmax_u32_forward},
-                        true, LX_PRIM_ARGMAX},
+                        true},
 };
 
 /* lx_reduce_params as a builder fills it: naxes REDUCE_ALL for axis=None; otherwise the axes as
  * given (copied only when naxes is in range: the rule reports the rest). */
-#define REDUCE_ALL (-0x7fff)
+#define REDUCE_ALL LX_NAXES_NONE
 
 static lx_reduce_params reduce_params(int naxes, const int64_t *axes, bool keepdims) {
     lx_reduce_params p = {.naxes = axes ? naxes : REDUCE_ALL, .keepdims = keepdims};

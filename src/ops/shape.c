@@ -225,7 +225,7 @@ lx_array *lx_expand_dims(lx_array *x, int64_t axis) {
 }
 
 /* squeeze: the axes as given (SQUEEZE_ALL: every size-1 axis); the rule writes the dropped axes. */
-#define SQUEEZE_ALL (-0x7fff)
+#define SQUEEZE_ALL LX_NAXES_NONE
 LX_RULE(squeeze) {
     LX_UNUSED_RULE;
     lx_shape_params *p = params_;
@@ -285,7 +285,7 @@ lx_array *lx_squeeze(lx_array *x, int naxes, const int64_t *axes) {
 /* ---- transpose ---- */
 
 /* transpose: perm as given (TRANSPOSE_REVERSE: axes reversed); the rule normalises it. */
-#define TRANSPOSE_REVERSE (-0x7fff)
+#define TRANSPOSE_REVERSE LX_NAXES_NONE
 LX_RULE(transpose) {
     LX_UNUSED_RULE;
     lx_shape_params *p = params_;
