@@ -38,13 +38,39 @@ static lx_array *apply(const linen_module *m, const lx_tree *vars, lx_array *x) 
     return y.kind == LX_V_ARRAY ? lx_autorelease(y.u.array) : NULL;
 }
 
+/* The session's counters after a call (either pointer may be NULL), then the session ends. */
+static void end_session(lx_qt_session *s, int64_t *int8_ops, int64_t *quantized) {
+    if (int8_ops) *int8_ops = lx_qt_session_int8(s);
+    if (quantized) *quantized = lx_qt_session_quantized(s);
+    lx_qt_end(s);
+}
+
+/* apply() inside a session of `mode` (begin, apply, end); NULL when the session does not start. */
+static lx_array *apply_in(const lx_qt_rules *rs, lx_qt_mode mode, const linen_module *m, const lx_tree *vars,
+                          lx_array *x, int64_t *int8_ops, int64_t *quantized) {
+    lx_qt_session *s = NULL;
+    if (lx_qt_begin(rs, mode, &s) != LX_OK) return NULL;
+    lx_array *y = apply(m, vars, x);
+    end_session(s, int8_ops, quantized);
+    return y;
+}
+
+/* apply() inside the PTQ session of the quantized variables. */
 static lx_array *apply_ptq(const lx_qt_rules *rs, const linen_module *m, const lx_tree *vars, lx_array *x,
                            int64_t *int8_ops) {
     lx_qt_session *s = NULL;
     if (lx_qt_begin_ptq(rs, vars, &s) != LX_OK) return NULL;
     lx_array *y = apply(m, vars, x);
-    if (int8_ops) *int8_ops = lx_qt_session_int8(s);
-    lx_qt_end(s);
+    end_session(s, int8_ops, NULL);
+    return y;
+}
+
+/* An NNX module's call inside a session of `mode`. */
+static lx_array *call_in(const lx_qt_rules *rs, lx_qt_mode mode, nnx_module *m, lx_array *x, int64_t *int8_ops) {
+    lx_qt_session *s = NULL;
+    if (lx_qt_begin(rs, mode, &s) != LX_OK) return NULL;
+    lx_array *y = nnx_call_array(m, x);
+    end_session(s, int8_ops, NULL);
     return y;
 }
 
@@ -68,10 +94,8 @@ static void test_linen_ptq_and_checkpoint(void) {
     lx_qt_rules *rs = compile(rules, 1);
 
     /* the on-the-fly int8 session on the float model: what the stored weights must reproduce */
-    lx_qt_session *s = NULL;
-    CHECK_EQ_INT(lx_qt_begin(rs, LX_QT_INT8, &s), LX_OK);
-    lx_array *y_fly = apply(m, vars, x);
-    lx_qt_end(s);
+    lx_array *y_fly = apply_in(rs, LX_QT_INT8, m, vars, x, NULL, NULL);
+    CHECK(y_fly != NULL);
 
     lx_tree *q = NULL;
     CHECK_EQ_INT(lx_qt_quantize_linen(rs, m, vars, &c, &q), LX_OK);
@@ -150,10 +174,7 @@ static void test_linen_ptq_and_checkpoint(void) {
     /* weight-only: the stored int8 weight is dequantized for the op (no int8 kernel) */
     lx_array *y_wo = apply_ptq(rm, m, q2, x, &n8);
     CHECK_EQ_INT(n8, 0);
-    lx_qt_session *sf = NULL;
-    CHECK_EQ_INT(lx_qt_begin(rm, LX_QT_FAKE, &sf), LX_OK);
-    lx_array *y_fake = apply(m, vars, x);
-    lx_qt_end(sf);
+    lx_array *y_fake = apply_in(rm, LX_QT_FAKE, m, vars, x, NULL, NULL);
     CHECK(bit_equal(y_wo, y_fake));
     lx_tree_release(q2);
     lx_qt_rules_free(rm);
@@ -172,9 +193,7 @@ static void test_linen_ptq_and_checkpoint(void) {
             for (int k = 3 * t; k < 3 * t + 3 && k < 8; k++) mx = fmax(mx, fabs(lx_f32(w1)[k * 3 + n]));
             CHECK_EQ_INT(lx_f32(ts)[t * 3 + n] == (float)mx / 127.0f, 1);
         }
-    CHECK_EQ_INT(lx_qt_begin(rt, LX_QT_FAKE, &sf), LX_OK);
-    y_fake = apply(m, vars, x);
-    lx_qt_end(sf);
+    y_fake = apply_in(rt, LX_QT_FAKE, m, vars, x, NULL, NULL);
     CHECK(bit_equal(apply_ptq(rt, m, qt, x, NULL), y_fake));
     lx_tree_release(qt);
     lx_qt_rules_free(rt);
@@ -188,9 +207,7 @@ static void test_linen_ptq_and_checkpoint(void) {
     lx_array *x1 = lx_autorelease(lx_array_from_f32(2, (int64_t[]){1, 4}, xdat + 4));
     for (int rows = 2; rows >= 1; rows--) {
         lx_array *xi = rows == 2 ? x : x1;
-        CHECK_EQ_INT(lx_qt_begin(rt, LX_QT_FAKE, &sf), LX_OK);
-        y_fake = apply(m, vars, xi);
-        lx_qt_end(sf);
+        y_fake = apply_in(rt, LX_QT_FAKE, m, vars, xi, NULL, NULL);
         lx_array *y8 = apply_ptq(rt, m, qt, xi, &n8);
         CHECK_EQ_INT(n8, 1);
         for (int i = 0; y8 && y_fake && i < 3 * rows; i++)
@@ -215,9 +232,8 @@ static void test_nnx_ptq(void) {
     lx_qt_rule rules[] = {{.module_path = ".*", .weight_qtype = "int8", .act_qtype = "int8"}};
     lx_qt_rules *rs = compile(rules, 1);
     lx_qt_session *s = NULL;
-    CHECK_EQ_INT(lx_qt_begin(rs, LX_QT_INT8, &s), LX_OK);
-    lx_array *y_fly = nnx_call_array((nnx_module *)l, x);
-    lx_qt_end(s);
+    lx_array *y_fly = call_in(rs, LX_QT_INT8, (nnx_module *)l, x, NULL);
+    CHECK(y_fly != NULL);
 
     lx_call c = LX_ARGS(x);
     CHECK_EQ_INT(lx_qt_quantize_nnx(rs, (nnx_module *)l, &c, NULL), LX_OK);
@@ -267,9 +283,8 @@ static void test_nnx_ptq(void) {
     nnx_module *tn = NULL;
     CHECK_EQ_INT(bridge_to_nnx_new(dense, r, NULL, &tn), LX_OK);
     CHECK_EQ_INT(bridge_lazy_init(tn, NULL, &c), LX_OK);
-    CHECK_EQ_INT(lx_qt_begin(rs, LX_QT_INT8, &s), LX_OK);
-    y_fly = nnx_call_array(tn, x);
-    lx_qt_end(s);
+    y_fly = call_in(rs, LX_QT_INT8, tn, x, NULL);
+    CHECK(y_fly != NULL);
     CHECK_EQ_INT(lx_qt_quantize_nnx(rs, tn, &c, NULL), LX_OK);
     lx_tree *st = NULL;
     CHECK_EQ_INT(nnx_state(tn, 0, NULL, &st), LX_OK);
@@ -310,17 +325,15 @@ static void test_to_linen_ptq(void) {
     CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(7)), &c, NULL, &vars), LX_OK);
     lx_qt_rule rules[] = {{.module_path = "ToLinen_0", .weight_qtype = "int8", .act_qtype = "int8"}};
     lx_qt_rules *rs = compile(rules, 1);
-    lx_qt_session *s = NULL;
-    CHECK_EQ_INT(lx_qt_begin(rs, LX_QT_INT8, &s), LX_OK);
-    lx_array *y_fly = apply(m, vars, x);
-    CHECK_EQ_INT((int)lx_qt_session_int8(s), 1);
-    lx_qt_end(s);
+    int64_t n8 = 0;
+    lx_array *y_fly = apply_in(rs, LX_QT_INT8, m, vars, x, &n8, NULL);
+    CHECK_EQ_INT(n8, 1);
     lx_tree *q = NULL;
     CHECK_EQ_INT(lx_qt_quantize_linen(rs, m, vars, &c, &q), LX_OK);
     CHECK(q && tree_array(q, "params/ToLinen_0/kernel")->dtype == LX_I8);
     CHECK(q && tree_array(q, "params/ToLinen_0/kernel_scale") != NULL);
     CHECK(q && tree_array(q, "params/Dense_0/kernel")->dtype == LX_F32);
-    int64_t n8 = 0;
+    n8 = 0;
     lx_array *y = q ? apply_ptq(rs, m, q, x, &n8) : NULL;
     CHECK(bit_equal(y, y_fly));
     CHECK_EQ_INT(n8, 1);
@@ -459,11 +472,9 @@ static void test_conv_and_einsum(void) {
     CHECK_EQ_INT(linen_init(conv, LINEN_KEY(lx_key_from_seed(2)), &c, NULL, &vars), LX_OK);
     lx_qt_rule rules[] = {{.module_path = ".*", .op_names = "conv_general", .weight_qtype = "int8", .act_qtype = "int8"}};
     lx_qt_rules *rs = compile(rules, 1);
-    lx_qt_session *s = NULL;
-    CHECK_EQ_INT(lx_qt_begin(rs, LX_QT_FAKE, &s), LX_OK);
-    lx_array *y_fake = apply(conv, vars, x);
-    CHECK_EQ_INT((int)lx_qt_session_quantized(s), 1);
-    lx_qt_end(s);
+    int64_t nq = 0;
+    lx_array *y_fake = apply_in(rs, LX_QT_FAKE, conv, vars, x, NULL, &nq);
+    CHECK_EQ_INT(nq, 1);
     /* reference: the op on the round-tripped operands */
     const lx_array *k = tree_array(vars, "params/kernel");
     float kq[72], xq[50];
@@ -495,6 +506,7 @@ static void test_conv_and_einsum(void) {
     lx_array *ka = lx_autorelease(lx_array_from_f32(4, (int64_t[]){2, 3, 2, 4}, kd));
     lx_qt_rule er[] = {{.op_names = "einsum", .act_qtype = "int8"}};
     rs = compile(er, 1);
+    lx_qt_session *s = NULL;
     CHECK_EQ_INT(lx_qt_begin(rs, LX_QT_INT8, &s), LX_OK);
     lx_array *w = lx_dot_product_attention_weights(qa, ka, NULL, NULL, false, 0.5f);
     CHECK_EQ_INT((int)lx_qt_session_quantized(s), 1);
