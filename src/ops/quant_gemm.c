@@ -298,19 +298,19 @@ LX_AMX_TARGET static void amx_items(const lx_i8_packed *p, const int8_t *a, int6
     const int64_t Kp = p->Kp, KB = Kp / Q4_KC, N = p->N;
     for (int64_t it = i0; it < i1; it++) {
         const int64_t m0 = (it % nmb) * 32, n0 = (it / nmb) * Q4_NB;
-        const int8_t *a0 = a + m0 * Kp, *a1 = a0 + 16 * Kp;
+        const int8_t *a0 = a + m0 * Kp, *a1 = a0 + 16 * Kp; /* tile-major: 1 KiB per tile */
         const int8_t *b0 = p->data + (n0 / Q4_NR) * Kp * Q4_NR, *b1 = b0 + Kp * Q4_NR;
         _tile_zero(0);
         _tile_zero(1);
         _tile_zero(2);
         _tile_zero(3);
         for (int64_t kb = 0; kb < KB; kb++) {
-            _tile_loadd(4, a0 + kb * 64, Kp);
+            _tile_loadd(4, a0 + kb * 1024, 64);
             _tile_loadd(6, b0 + kb * 1024, 64);
             _tile_dpbssd(0, 4, 6);
             _tile_loadd(7, b1 + kb * 1024, 64);
             _tile_dpbssd(1, 4, 7);
-            _tile_loadd(5, a1 + kb * 64, Kp);
+            _tile_loadd(5, a1 + kb * 1024, 64);
             _tile_dpbssd(2, 5, 6);
             _tile_dpbssd(3, 5, 7);
         }
@@ -636,15 +636,22 @@ static lx_status run_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx
         free(au);
         return LX_OK;
     }
-    if (k == LX_I8_AMX) { /* A zero padded: rows to a multiple of 32, K to Kp */
-        const int64_t Mp = (M + 31) / 32 * 32;
+    if (k == LX_I8_AMX) {
+        /* A zero padded (rows to a multiple of 32, K to Kp) and tile-major: the 16 x 64 tile of
+         * rows 16 t.. and columns 64 kb.. is 1 KiB at (t * Kp / 64 + kb) * 1024, so each tile
+         * load reads one contiguous KiB */
+        const int64_t Mp = (M + 31) / 32 * 32, KB = p->Kp / Q4_KC;
         int8_t *ap = aligned_alloc(64, (size_t)(Mp * p->Kp));
         if (!ap) return lx_fail(LX_ERR_NO_MEMORY, "i8_gemm_packed: out of memory");
+        memset(ap, 0, (size_t)(Mp * p->Kp));
         for (int64_t m = 0; m < M; m++) {
-            memcpy(ap + m * p->Kp, a + m * p->K, (size_t)p->K);
-            memset(ap + m * p->Kp + p->K, 0, (size_t)(p->Kp - p->K));
+            int8_t *row = ap + (m / 16) * KB * 1024 + (m % 16) * 64;
+            const int8_t *src = a + m * p->K;
+            for (int64_t kb = 0; kb < KB; kb++) {
+                int64_t k0 = kb * Q4_KC, nk = p->K - k0 < Q4_KC ? p->K - k0 : Q4_KC;
+                if (nk > 0) memcpy(row + kb * 1024, src + k0, (size_t)nk);
+            }
         }
-        memset(ap + M * p->Kp, 0, (size_t)((Mp - M) * p->Kp));
         packed_amx(M, ap, p, c);
         free(ap);
         return LX_OK;
