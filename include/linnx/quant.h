@@ -20,7 +20,7 @@
  * LX_I8_AUTO picks, in order: the environment variable LINNX_INT8 (amx, vnni, avx2, generic;
  * read once; one not supported is ignored with a warning on stderr), else the best the CPU runs
  * within the kernel set in force (linnx/cpu.h: LINNX_ISA=avx2 gives avx2, generic portable).
- * On packed weights AUTO runs VNNI rather than AMX for fewer than 16 rows (decode's GEMVs),
+ * On packed weights AUTO runs VNNI rather than AMX for fewer than 8 rows (decode's GEMVs),
  * unless LINNX_INT8=amx.
  *
  * Errors are values (status.h); nothing here prints.

@@ -270,32 +270,36 @@ typedef struct {
     uint8_t rows[16];
 } amx_config;
 
-/* One C tile out: straight into C when whole, else through a 16 x 16 buffer. */
+/* Where C's tiles go: straight into C when whole; a tile of the last, partial block of rows into
+ * `redge` (32 rows x Np, the block's rows from mlast), one of the last, partial block of
+ * channels into `cedge` (Mp rows x 32, channels from nlast); both are copied into C after every
+ * tile is stored (reading a tile store back at once stalls, about a microsecond a tile here). */
+typedef struct {
+    int32_t *c, *redge, *cedge;
+    int64_t M, N, Np, mlast, nlast;
+} amx_out;
+
 #define LX_AMX_STORE(t, i, j)                                                                          \
     do {                                                                                               \
         const int64_t r0 = m0 + 16 * (i), c0 = n0 + 16 * (j);                                          \
-        if (r0 < M && c0 < N) {                                                                        \
-            if (r0 + 16 <= M && c0 + 16 <= N) {                                                        \
-                _tile_stored(t, c + r0 * N + c0, N * 4);                                               \
-            } else {                                                                                   \
-                _tile_stored(t, tmp, 64);                                                              \
-                const int64_t nr = M - r0 < 16 ? M - r0 : 16, nc = N - c0 < 16 ? N - c0 : 16;          \
-                for (int64_t r = 0; r < nr; r++) memcpy(c + (r0 + r) * N + c0, tmp + 16 * r, 4 * (size_t)nc); \
-            }                                                                                          \
-        }                                                                                              \
+        if (m0 >= o->mlast)                                                                            \
+            _tile_stored(t, o->redge + (r0 - o->mlast) * o->Np + c0, o->Np * 4);                       \
+        else if (n0 >= o->nlast)                                                                       \
+            _tile_stored(t, o->cedge + r0 * Q4_NB + (c0 - o->nlast), Q4_NB * 4);                       \
+        else                                                                                           \
+            _tile_stored(t, o->c + r0 * o->N + c0, o->N * 4);                                          \
     } while (0)
 
 /* Items i0..i1 of the (32-channel block, 32-row block) grid, channel block major (consecutive
  * items reuse one 2-panel slice of B). */
-LX_AMX_TARGET static void amx_items(const lx_i8_packed *p, const int8_t *a, int64_t M, int32_t *c, int64_t nmb,
-                                    int64_t i0, int64_t i1) {
+LX_AMX_TARGET static void amx_items(const lx_i8_packed *p, const int8_t *a, const amx_out *o, int64_t nmb, int64_t i0,
+                                    int64_t i1) {
     amx_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int t = 0; t < 8; t++) cfg.colsb[t] = 64, cfg.rows[t] = 16;
     _tile_loadconfig(&cfg);
-    int32_t tmp[256] __attribute__((aligned(64)));
-    const int64_t Kp = p->Kp, KB = Kp / Q4_KC, N = p->N;
+    const int64_t Kp = p->Kp, KB = Kp / Q4_KC;
     for (int64_t it = i0; it < i1; it++) {
         const int64_t m0 = (it % nmb) * 32, n0 = (it / nmb) * Q4_NB;
         const int8_t *a0 = a + m0 * Kp, *a1 = a0 + 16 * Kp; /* tile-major: 1 KiB per tile */
@@ -323,18 +327,31 @@ LX_AMX_TARGET static void amx_items(const lx_i8_packed *p, const int8_t *a, int6
 }
 #undef LX_AMX_STORE
 
-static void packed_amx(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
-    const int64_t nmb = (M + 31) / 32, items = nmb * (p->Np / Q4_NB);
+static lx_status packed_amx(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
+    const int64_t nmb = (M + 31) / 32, items = nmb * (p->Np / Q4_NB), Mp = nmb * 32;
+    amx_out o = {c, NULL, NULL, M, p->N, p->Np, M % 32 ? Mp - 32 : Mp, p->N % Q4_NB ? p->Np - Q4_NB : p->Np};
+    if (o.mlast < Mp) o.redge = aligned_alloc(64, sizeof(int32_t) * (size_t)(32 * p->Np));
+    if (o.nlast < p->Np && o.mlast > 0) o.cedge = aligned_alloc(64, sizeof(int32_t) * (size_t)(o.mlast * Q4_NB));
+    if ((o.mlast < Mp && !o.redge) || (o.nlast < p->Np && o.mlast > 0 && !o.cedge)) {
+        free(o.redge), free(o.cedge);
+        return lx_fail(LX_ERR_NO_MEMORY, "i8_gemm_packed: out of memory");
+    }
     const int threads = LX_PAR_THREADS(M >= 64 && M * p->N * p->K > (1 << 22));
     if (threads <= 1) {
-        amx_items(p, a, M, c, nmb, 0, items);
-        return;
-    }
+        amx_items(p, a, &o, nmb, 0, items);
+    } else {
 #pragma omp parallel num_threads(threads)
-    {
-        const int64_t me = omp_get_thread_num(), nt = omp_get_num_threads();
-        amx_items(p, a, M, c, nmb, items * me / nt, items * (me + 1) / nt);
+        {
+            const int64_t me = omp_get_thread_num(), nt = omp_get_num_threads();
+            amx_items(p, a, &o, nmb, items * me / nt, items * (me + 1) / nt);
+        }
     }
+    for (int64_t m = o.mlast; m < M; m++)
+        memcpy(c + m * p->N, o.redge + (m - o.mlast) * p->Np, sizeof(int32_t) * (size_t)p->N);
+    for (int64_t m = 0; o.cedge && m < o.mlast; m++)
+        memcpy(c + m * p->N + o.nlast, o.cedge + m * Q4_NB, sizeof(int32_t) * (size_t)(p->N - o.nlast));
+    free(o.redge), free(o.cedge);
+    return LX_OK;
 }
 
 /* cpuid says AMX-TILE and AMX-INT8, XCR0 has the tile state enabled, and the OS grants this
@@ -598,9 +615,10 @@ static void packed_portable(int64_t M, const int8_t *a, const lx_i8_packed *p, i
         }
 }
 
-/* Rows below this run VNNI rather than AMX under AUTO (a tile holds 16 rows: fewer waste its
- * multiplies, and a GEMV is bound by reading the weights, which VNNI streams as well). */
-#define LX_AMX_MIN_ROWS 16
+/* Rows below this run VNNI rather than AMX under AUTO: with few rows both are bound by reading
+ * the weights, which VNNI's loads do faster than AMX's tile loads (measured here, 512 x 2048
+ * weights, one thread: M = 1 VNNI 10 us, AMX 19; M = 4 14 / 18; M = 8 24 / 19; M = 16 44 / 22). */
+#define LX_AMX_MIN_ROWS 8
 
 /* The product on a packed B with a resolved kernel whose layout matches. */
 static lx_status run_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
@@ -652,9 +670,9 @@ static lx_status run_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx
                 if (nk > 0) memcpy(row + kb * 1024, src + k0, (size_t)nk);
             }
         }
-        packed_amx(M, ap, p, c);
+        lx_status st = packed_amx(M, ap, p, c);
         free(ap);
-        return LX_OK;
+        return st;
     }
 #endif
     packed_portable(M, a, p, c);
