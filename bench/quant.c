@@ -335,6 +335,22 @@ static int conv_ptq(void) {
            "session), %.3g s (a session per call: dequantized every call)\n", tf, tq, tn);
     printf("conv_ptq_call vs_f32 %.3f\n", tq / tf);
     printf("conv_ptq_call_dequant_each vs_f32 %.3f\n", tn / tf);
+    /* weights and activations int8: im2col in int8 and the int8 GEMM (the kernel AUTO picks) */
+    lx_qt_rule r8[] = {{.module_path = ".*", .op_names = "conv_general", .weight_qtype = "int8", .act_qtype = "int8"}};
+    lx_qt_rules *rs8 = NULL;
+    lx_tree *q8 = NULL;
+    if (lx_qt_rules_compile(r8, 1, &rs8) != LX_OK || lx_qt_quantize_linen(rs8, conv, vars, &c, &q8) != LX_OK ||
+        lx_qt_begin_ptq(rs8, q8, &s) != LX_OK)
+        return 1;
+    conv_t p8 = {conv, q8, x, rs8};
+    double t8 = bench_median(run_conv, &p8, 2, 9, 5);
+    int64_t n8 = lx_qt_session_int8(s);
+    lx_qt_end(s);
+    printf("# conv 3x3 128->128 on 1x8x8, weights and activations int8 (PTQ): %.3g s, %s (%lld calls on the int8 "
+           "kernel)\n", t8, lx_i8_kernel_name(LX_I8_AUTO), (long long)n8);
+    printf("conv_int8_call vs_f32 %.3f\n", t8 / tf);
+    lx_tree_release(q8);
+    lx_qt_rules_free(rs8);
     lx_tree_release(vars), lx_tree_release(q);
     lx_release(x);
     lx_qt_rules_free(rs);

@@ -16,6 +16,7 @@
 #include "linnx/quant.h"
 #include "linnx/variable.h"
 #include "quant_internal.h"
+#include "../ops/conv_internal.h"
 
 enum { MODE_PLAN = 100, MODE_COMPARE = 101 };
 
@@ -67,6 +68,8 @@ struct lx_qt_session {
     int8_t *qa;          /* int8_dense's scratch: the quantized activation, the int32 product */
     int32_t *acc;
     size_t qa_cap, acc_cap;
+    int8_t *col; /* int8_conv's im2col rows */
+    size_t col_cap;
     lerr *lerrs;         /* compare: per (path, op) output error */
     int nlerr, caplerr;
     lx_qt_layer_error *report;
@@ -298,11 +301,103 @@ static bool scratch(void **p, size_t *cap, size_t need) {
     return true;
 }
 
+/* x quantized per tensor into the session's scratch: with the static scale *sa > 0, else its max
+ * (then *sa is set). */
+static lx_status quantize_act(lx_qt_session *s, const lx_array *x, float *sa) {
+    if (!scratch((void **)&s->qa, &s->qa_cap, (size_t)x->size)) return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+    if (*sa > 0) {
+        const float *xd = lx_f32(x);
+        float inv = 1.0f / *sa;
+        for (int64_t i = 0; i < x->size; i++) s->qa[i] = (int8_t)q8f(xd[i], inv);
+    } else {
+        lx_quantize_tiles_i8(1, x->size, x->size, lx_f32(x), s->qa, sa); /* one scale for the tensor */
+    }
+    return LX_OK;
+}
+
+/* conv_general through the int8 GEMM: x (batch, spatial..., Cin) quantized per tensor, gathered
+ * im2col-style in int8 (a padding tap is 0: symmetric quantization maps 0.0 to 0, so it is the
+ * float conv's zero padding exactly), times the kernel (spatial..., Cin, Cout) read as the (K =
+ * taps * Cin, N = Cout) matrix it already is in memory, packed once per session like a Dense
+ * weight; y = acc * s_a * s_w[cout]. 1 to 3 spatial axes, any strides, padding and kernel
+ * dilation; grouped convolutions, input dilation and per-tile scales: *y NULL with LX_OK (the
+ * caller takes the dequantizing path). */
+static lx_status int8_conv(lx_qt_session *s, const lx_conv_params *cp, lx_array *x, lx_array *w, const qentry *qe,
+                           float sa, lx_array **y) {
+    const int ns = x->ndim - 2;
+    if (ns < 1 || ns > 3 || w->ndim != ns + 2 || x->size == 0 || w->size == 0) return LX_OK;
+    const int64_t B = x->shape[0], Cin = x->shape[ns + 1], Cout = w->shape[ns + 1];
+    if (w->shape[ns] != Cin || (cp && cp->feature_group_count > 1)) return LX_OK;
+    int64_t in[3] = {1, 1, 1}, win[3] = {1, 1, 1}, st[3] = {1, 1, 1}, dl[3] = {1, 1, 1}, lo[3] = {0, 0, 0},
+            out[3] = {1, 1, 1}, taps = 1, M = B;
+    for (int d = 0; d < ns; d++) {
+        if (cp && cp->lhs_dilation[d] > 1) return LX_OK;
+        in[d] = x->shape[1 + d], win[d] = w->shape[d];
+        st[d] = cp && cp->strides[d] > 0 ? cp->strides[d] : 1;
+        dl[d] = cp && cp->rhs_dilation[d] > 0 ? cp->rhs_dilation[d] : 1;
+        int64_t eff = (win[d] - 1) * dl[d] + 1, hi = 0;
+        lx_status e = conv_pads("conv_general", cp ? &cp->padding : NULL, d, in[d], eff, st[d], &lo[d], &hi);
+        if (e == LX_OK) e = conv_out_len("conv_general", d, in[d], 1, lo[d], hi, eff, st[d], &out[d]);
+        if (e != LX_OK) {
+            lx_clear_error();
+            return LX_OK; /* the float op reports it */
+        }
+        taps *= win[d], M *= out[d];
+    }
+    const int64_t K = taps * Cin, N = Cout;
+    if (M == 0 || (qe && qe->scale->size != N)) return LX_OK;
+    wcache *wc = weight_packed(s, w, qe, K, N, ns + 1);
+    if (!wc) return lx_last_status() != LX_OK && lx_error_pending() ? lx_last_status()
+                                                                    : lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+    lx_status e = quantize_act(s, x, &sa);
+    if (e != LX_OK) return e;
+    if (!scratch((void **)&s->col, &s->col_cap, (size_t)(M * K)) ||
+        !scratch((void **)&s->acc, &s->acc_cap, sizeof(int32_t) * (size_t)(M * N)))
+        return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+    int64_t shape[LX_MAX_DIMS] = {B};
+    for (int d = 0; d < ns; d++) shape[1 + d] = out[d];
+    shape[ns + 1] = N;
+    lx_array *yo = lx_array_empty(LX_F32, ns + 2, shape);
+    if (!yo) return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+    /* im2col: row (b, o0, o1, o2), then per tap (t0, t1, t2) the Cin values at
+     * i_d = o_d * stride_d + t_d * dilation_d - lo_d (zeros outside the input) */
+    int8_t *row = s->col;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t o0 = 0; o0 < out[0]; o0++)
+            for (int64_t o1 = 0; o1 < out[1]; o1++)
+                for (int64_t o2 = 0; o2 < out[2]; o2++)
+                    for (int64_t t0 = 0; t0 < win[0]; t0++) {
+                        const int64_t i0 = o0 * st[0] + t0 * dl[0] - lo[0];
+                        for (int64_t t1 = 0; t1 < win[1]; t1++) {
+                            const int64_t i1 = o1 * st[1] + t1 * dl[1] - lo[1];
+                            for (int64_t t2 = 0; t2 < win[2]; t2++, row += Cin) {
+                                const int64_t i2 = o2 * st[2] + t2 * dl[2] - lo[2];
+                                if (i0 < 0 || i0 >= in[0] || i1 < 0 || i1 >= in[1] || i2 < 0 || i2 >= in[2])
+                                    memset(row, 0, (size_t)Cin);
+                                else
+                                    memcpy(row, s->qa + (((b * in[0] + i0) * in[1] + i1) * in[2] + i2) * Cin, (size_t)Cin);
+                            }
+                        }
+                    }
+    e = lx_i8_gemm_packed(LX_I8_AUTO, M, s->col, wc->pk[0], s->acc);
+    if (e != LX_OK) {
+        lx_release(yo);
+        return e;
+    }
+    float *yd = lx_f32(yo);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) yd[m * N + n] = (float)s->acc[m * N + n] * sa * wc->sw[n];
+    s->int8_ops++;
+    *y = lx_autorelease(yo);
+    return LX_OK;
+}
+
 /* x . w through the int8 GEMM: x quantized per tensor (its max, or the static scale `sa` > 0).
  * *y NULL with LX_OK: not a Dense-like op (the caller takes the dequantizing path). */
 static lx_status int8_dense(lx_qt_session *s, lx_prim_id id, const void *params, lx_array *x, lx_array *w,
                             const qentry *qe, float sa, lx_array **y) {
     *y = NULL;
+    if (id == LX_PRIM_CONV_GENERAL) return int8_conv(s, params, x, w, qe, sa, y);
     int64_t K, N;
     int nc;
     if (!dense_like(id, params, x, w, &K, &N, &nc)) return LX_OK;
@@ -320,20 +415,14 @@ static lx_status int8_dense(lx_qt_session *s, lx_prim_id id, const void *params,
     wcache *wc = weight_packed(s, w, qe, K, N, nc);
     if (!wc) return lx_last_status() != LX_OK && lx_error_pending() ? lx_last_status()
                                                                     : lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
-    if (!scratch((void **)&s->qa, &s->qa_cap, (size_t)x->size) ||
-        !scratch((void **)&s->acc, &s->acc_cap, sizeof(int32_t) * (size_t)(M * N)))
+    lx_status qst = quantize_act(s, x, &sa);
+    if (qst != LX_OK) return qst;
+    if (!scratch((void **)&s->acc, &s->acc_cap, sizeof(int32_t) * (size_t)(M * N)))
         return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
     lx_array *out = lx_array_empty(LX_F32, nd, shape);
     if (!out) return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
     int8_t *qa = s->qa;
     int32_t *acc = s->acc;
-    if (sa > 0) {
-        const float *xd = lx_f32(x);
-        float inv = 1.0f / sa;
-        for (int64_t i = 0; i < x->size; i++) qa[i] = (int8_t)q8f(xd[i], inv);
-    } else {
-        lx_quantize_tiles_i8(1, x->size, x->size, lx_f32(x), qa, &sa); /* one scale for the tensor */
-    }
     float *yd = lx_f32(out);
     lx_status st = LX_OK;
     if (wc->ntiles == 1) {
@@ -736,7 +825,7 @@ static void session_free(lx_qt_session *s) {
     free(s->q);
     for (int i = 0; i < s->nst; i++) free(s->st[i].path), free(s->st[i].dir), free(s->st[i].op);
     free(s->st);
-    free(s->qa), free(s->acc);
+    free(s->qa), free(s->acc), free(s->col);
     for (int i = 0; i < s->nlerr; i++) free(s->lerrs[i].path), free(s->lerrs[i].op);
     free(s->lerrs), free(s->report);
     if (s->nnx) {
