@@ -3,6 +3,7 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,17 +291,20 @@ typedef struct {
             _tile_stored(t, o->c + r0 * o->N + c0, o->N * 4);                                          \
     } while (0)
 
-/* Items i0..i1 of the (32-channel block, 32-row block) grid, channel block major (consecutive
- * items reuse one 2-panel slice of B). */
-LX_AMX_TARGET static void amx_items(const lx_i8_packed *p, const int8_t *a, const amx_out *o, int64_t nmb, int64_t i0,
-                                    int64_t i1) {
+/* Items of the (32-channel block, 32-row block) grid, channel block major (consecutive items
+ * reuse one 2-panel slice of B), taken `chunk` at a time from the shared counter `next` until
+ * `items`: a thread the OS pre-empts (the machine is shared) delays one chunk, not a fixed half
+ * of the product. */
+LX_AMX_TARGET static void amx_items(const lx_i8_packed *p, const int8_t *a, const amx_out *o, int64_t nmb,
+                                    int64_t items, int64_t chunk, _Atomic int64_t *next) {
     amx_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int t = 0; t < 8; t++) cfg.colsb[t] = 64, cfg.rows[t] = 16;
     _tile_loadconfig(&cfg);
     const int64_t Kp = p->Kp, KB = Kp / Q4_KC;
-    for (int64_t it = i0; it < i1; it++) {
+    for (int64_t i0; (i0 = atomic_fetch_add_explicit(next, chunk, memory_order_relaxed)) < items;)
+    for (int64_t it = i0, i1 = i0 + chunk < items ? i0 + chunk : items; it < i1; it++) {
         const int64_t m0 = (it % nmb) * 32, n0 = (it / nmb) * Q4_NB;
         const int8_t *a0 = a + m0 * Kp, *a1 = a0 + 16 * Kp; /* tile-major: 1 KiB per tile */
         const int8_t *b0 = p->data + (n0 / Q4_NR) * Kp * Q4_NR, *b1 = b0 + Kp * Q4_NR;
@@ -337,14 +341,13 @@ static lx_status packed_amx(int64_t M, const int8_t *a, const lx_i8_packed *p, i
         return lx_fail(LX_ERR_NO_MEMORY, "i8_gemm_packed: out of memory");
     }
     const int threads = LX_PAR_THREADS(M >= 64 && M * p->N * p->K > (1 << 22));
+    _Atomic int64_t next = 0;
+    const int64_t chunk = nmb < 4 ? nmb : 4;
     if (threads <= 1) {
-        amx_items(p, a, &o, nmb, 0, items);
+        amx_items(p, a, &o, nmb, items, items, &next);
     } else {
 #pragma omp parallel num_threads(threads)
-        {
-            const int64_t me = omp_get_thread_num(), nt = omp_get_num_threads();
-            amx_items(p, a, &o, nmb, items * me / nt, items * (me + 1) / nt);
-        }
+        amx_items(p, a, &o, nmb, items, chunk, &next);
     }
     for (int64_t m = o.mlast; m < M; m++)
         memcpy(c + m * p->N, o.redge + (m - o.mlast) * p->Np, sizeof(int32_t) * (size_t)p->N);
