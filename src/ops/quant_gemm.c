@@ -302,10 +302,13 @@ LX_AMX_TARGET static void amx_items(const lx_i8_packed *p, const int8_t *a, cons
     cfg.palette = 1;
     for (int t = 0; t < 8; t++) cfg.colsb[t] = 64, cfg.rows[t] = 16;
     _tile_loadconfig(&cfg);
-    const int64_t Kp = p->Kp, KB = Kp / Q4_KC;
+    const int64_t Kp = p->Kp, KB = Kp / Q4_KC, nnb = p->Np / Q4_NB;
     for (int64_t i0; (i0 = atomic_fetch_add_explicit(next, chunk, memory_order_relaxed)) < items;)
     for (int64_t it = i0, i1 = i0 + chunk < items ? i0 + chunk : items; it < i1; it++) {
-        const int64_t m0 = (it % nmb) * 32, n0 = (it / nmb) * Q4_NB;
+        /* superblocks of 8 row blocks (256 rows of A: 256 KiB at K = 1024, kept in L2), inside
+         * one channel block (32 KiB of B, kept in L1) against its 8 row blocks, then the next */
+        const int64_t ms = it / (8 * nnb), msz = nmb - ms * 8 < 8 ? nmb - ms * 8 : 8, rem = it - ms * 8 * nnb;
+        const int64_t m0 = (ms * 8 + rem % msz) * 32, n0 = (rem / msz) * Q4_NB;
         const int8_t *a0 = a + m0 * Kp, *a1 = a0 + 16 * Kp; /* tile-major: 1 KiB per tile */
         const int8_t *b0 = p->data + (n0 / Q4_NR) * Kp * Q4_NR, *b1 = b0 + Kp * Q4_NR;
         _tile_zero(0);
