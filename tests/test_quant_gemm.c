@@ -225,10 +225,49 @@ static void test_forced_kernel(void) {
     fprintf(stderr, "  LINNX_INT8=%s: AUTO runs %s\n", env ? env : "(unset)", lx_i8_kernel_name(LX_I8_AUTO));
 }
 
+/* int8 im2col against hand-written rows, and its refusals. */
+static void test_conv_im2col(void) {
+    const int8_t x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}; /* (1, 3, 3, 1) */
+    const int64_t xs[4] = {1, 3, 3, 1}, ks[4] = {2, 2, 1, 5};
+    int64_t os[4];
+    int8_t col[16];
+    CHECK_EQ_INT(lx_i8_conv_im2col(4, xs, x, ks, NULL, os, col), LX_OK); /* VALID, stride 1 */
+    const int8_t valid[16] = {1, 2, 4, 5, 2, 3, 5, 6, 4, 5, 7, 8, 5, 6, 8, 9};
+    CHECK(os[0] == 1 && os[1] == 2 && os[2] == 2 && os[3] == 5);
+    CHECK(memcmp(col, valid, 16) == 0);
+    /* SAME, stride 2: out ceil(3 / 2) = 2, padding (0, 1) on each axis */
+    lx_conv_params p = {0};
+    p.padding.mode = LX_PAD_SAME;
+    p.strides[0] = p.strides[1] = 2;
+    CHECK_EQ_INT(lx_i8_conv_im2col(4, xs, x, ks, &p, os, NULL), LX_OK); /* shape only */
+    CHECK(os[1] == 2 && os[2] == 2);
+    CHECK_EQ_INT(lx_i8_conv_im2col(4, xs, x, ks, &p, os, col), LX_OK);
+    const int8_t same[16] = {1, 2, 4, 5, 3, 0, 6, 0, 7, 8, 0, 0, 9, 0, 0, 0};
+    CHECK(memcmp(col, same, 16) == 0);
+    /* kernel dilation 2 on a 1-D input of 5: taps at i and i + 2, out 3 */
+    const int64_t x1[3] = {1, 5, 1}, k1[3] = {2, 1, 1};
+    lx_conv_params d = {0};
+    d.rhs_dilation[0] = 2;
+    CHECK_EQ_INT(lx_i8_conv_im2col(3, x1, x, k1, &d, os, col), LX_OK);
+    const int8_t dil[6] = {1, 3, 2, 4, 3, 5};
+    CHECK(os[1] == 3 && memcmp(col, dil, 6) == 0);
+    /* refusals */
+    const int64_t kg[4] = {2, 2, 2, 5};
+    CHECK_FAILS(lx_i8_conv_im2col(4, xs, x, kg, NULL, os, col), LX_ERR_UNSUPPORTED, "grouped");
+    lx_conv_params ld = {0};
+    ld.lhs_dilation[0] = 2;
+    CHECK_FAILS(lx_i8_conv_im2col(4, xs, x, ks, &ld, os, col), LX_ERR_UNSUPPORTED, "lhs_dilation");
+    CHECK_FAILS(lx_i8_conv_im2col(2, xs, x, ks, NULL, os, col), LX_ERR_INVALID_ARGUMENT, "spatial axes");
+    const int64_t kbig[4] = {4, 4, 1, 5};
+    CHECK_EQ_INT(lx_i8_conv_im2col(4, xs, x, kbig, NULL, os, NULL), LX_OK); /* the window does not fit: out 0 */
+    CHECK(os[1] == 0 && os[2] == 0);
+}
+
 int main(void) {
     RUN(test_variants_exact);
     RUN(test_packed_exact);
     RUN(test_quantizers);
     RUN(test_forced_kernel);
+    RUN(test_conv_im2col);
     return lx_test_finish();
 }

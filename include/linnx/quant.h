@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "linnx/array.h"
+#include "linnx/nn.h"
 #include "linnx/status.h"
 #include "linnx/tree.h"
 #include "linnx/value.h"
@@ -82,6 +83,17 @@ lx_i8_kernel lx_i8_packed_kernel(const lx_i8_packed *p);
  * LX_ERR_INVALID_ARGUMENT); a kernel the CPU lacks is LX_ERR_UNSUPPORTED (nothing written).
  * AUTO runs the best kernel for the layout (see above). Exact within each kernel's range. */
 lx_status lx_i8_gemm_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx_i8_packed *b, int32_t *c);
+
+/* int8 im2col for a convolution with lx_conv_general's geometry: x (batch, spatial..., Cin) int8
+ * (nd = 3 to 5), kernel_shape (spatial..., Cin, Cout), params' strides, padding and kernel
+ * dilation (NULL: defaults). Writes out_shape (nd entries: batch, output spatial..., Cout) and,
+ * when col is not NULL, the M = batch * prod(output spatial) rows of taps * Cin values each
+ * (taps in row-major window order, a padding tap 0), so that col (M, K) . kernel read as (K =
+ * taps * Cin, Cout) is the convolution; col NULL computes only the shape, to size col.
+ * Grouped convolutions and input dilation are LX_ERR_UNSUPPORTED; bad geometry as
+ * lx_conv_general reports it. */
+lx_status lx_i8_conv_im2col(int nd, const int64_t *x_shape, const int8_t *x, const int64_t *kernel_shape,
+                            const lx_conv_params *params, int64_t *out_shape, int8_t *col);
 
 /* ---- symmetric quantization ---- */
 /* Per row of x (rows, cols) float32: scale[r] = max|x[r, :]| / 127 (1 when the row is all zeros),

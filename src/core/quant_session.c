@@ -15,8 +15,8 @@
 #include "linnx/primitive.h"
 #include "linnx/quant.h"
 #include "linnx/variable.h"
+#include "checked.h"
 #include "quant_internal.h"
-#include "../ops/conv_internal.h"
 
 enum { MODE_PLAN = 100, MODE_COMPARE = 101 };
 
@@ -324,28 +324,20 @@ static lx_status quantize_act(lx_qt_session *s, const lx_array *x, float *sa) {
  * caller takes the dequantizing path). */
 static lx_status int8_conv(lx_qt_session *s, const lx_conv_params *cp, lx_array *x, lx_array *w, const qentry *qe,
                            float sa, lx_array **y) {
-    const int ns = x->ndim - 2;
-    if (ns < 1 || ns > 3 || w->ndim != ns + 2 || x->size == 0 || w->size == 0) return LX_OK;
-    const int64_t B = x->shape[0], Cin = x->shape[ns + 1], Cout = w->shape[ns + 1];
-    if (w->shape[ns] != Cin || (cp && cp->feature_group_count > 1)) return LX_OK;
-    int64_t in[3] = {1, 1, 1}, win[3] = {1, 1, 1}, st[3] = {1, 1, 1}, dl[3] = {1, 1, 1}, lo[3] = {0, 0, 0},
-            out[3] = {1, 1, 1}, taps = 1, M = B;
-    for (int d = 0; d < ns; d++) {
-        if (cp && cp->lhs_dilation[d] > 1) return LX_OK;
-        in[d] = x->shape[1 + d], win[d] = w->shape[d];
-        st[d] = cp && cp->strides[d] > 0 ? cp->strides[d] : 1;
-        dl[d] = cp && cp->rhs_dilation[d] > 0 ? cp->rhs_dilation[d] : 1;
-        int64_t eff = (win[d] - 1) * dl[d] + 1, hi = 0;
-        lx_status e = conv_pads("conv_general", cp ? &cp->padding : NULL, d, in[d], eff, st[d], &lo[d], &hi);
-        if (e == LX_OK) e = conv_out_len("conv_general", d, in[d], 1, lo[d], hi, eff, st[d], &out[d]);
-        if (e != LX_OK) {
-            lx_clear_error();
-            return LX_OK; /* the float op reports it */
-        }
-        taps *= win[d], M *= out[d];
+    const int nd = x->ndim, ns = nd - 2;
+    if (ns < 1 || ns > 3 || w->ndim != nd || x->size == 0 || w->size == 0) return LX_OK;
+    int64_t shape[LX_MAX_DIMS];
+    if (lx_i8_conv_im2col(nd, x->shape, NULL, w->shape, cp, shape, NULL) != LX_OK) {
+        lx_clear_error(); /* grouped, input-dilated, or a shape the float op reports */
+        return LX_OK;
     }
-    const int64_t K = taps * Cin, N = Cout;
-    if (M == 0 || (qe && qe->scale->size != N)) return LX_OK;
+    const int64_t N = w->shape[ns + 1], K = w->size / N;
+    int64_t M = 1, MK, MN;
+    for (int d = 0; d < nd - 1; d++)
+        if (!lx_mul_ok(M, shape[d], &M)) return LX_OK; /* the float op reports the size */
+    if (M == 0 || (qe && qe->scale->size != N) || !lx_mul_ok(M, K, &MK) || !lx_mul_ok(MK, 4, &MK) ||
+        !lx_mul_ok(M, N, &MN))
+        return LX_OK;
     wcache *wc = weight_packed(s, w, qe, K, N, ns + 1);
     if (!wc) return lx_last_status() != LX_OK && lx_error_pending() ? lx_last_status()
                                                                     : lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
@@ -354,32 +346,10 @@ static lx_status int8_conv(lx_qt_session *s, const lx_conv_params *cp, lx_array 
     if (!scratch((void **)&s->col, &s->col_cap, (size_t)(M * K)) ||
         !scratch((void **)&s->acc, &s->acc_cap, sizeof(int32_t) * (size_t)(M * N)))
         return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
-    int64_t shape[LX_MAX_DIMS] = {B};
-    for (int d = 0; d < ns; d++) shape[1 + d] = out[d];
-    shape[ns + 1] = N;
-    lx_array *yo = lx_array_empty(LX_F32, ns + 2, shape);
+    lx_array *yo = lx_array_empty(LX_F32, nd, shape);
     if (!yo) return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
-    /* im2col: row (b, o0, o1, o2), then per tap (t0, t1, t2) the Cin values at
-     * i_d = o_d * stride_d + t_d * dilation_d - lo_d (zeros outside the input) */
-    int8_t *row = s->col;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t o0 = 0; o0 < out[0]; o0++)
-            for (int64_t o1 = 0; o1 < out[1]; o1++)
-                for (int64_t o2 = 0; o2 < out[2]; o2++)
-                    for (int64_t t0 = 0; t0 < win[0]; t0++) {
-                        const int64_t i0 = o0 * st[0] + t0 * dl[0] - lo[0];
-                        for (int64_t t1 = 0; t1 < win[1]; t1++) {
-                            const int64_t i1 = o1 * st[1] + t1 * dl[1] - lo[1];
-                            for (int64_t t2 = 0; t2 < win[2]; t2++, row += Cin) {
-                                const int64_t i2 = o2 * st[2] + t2 * dl[2] - lo[2];
-                                if (i0 < 0 || i0 >= in[0] || i1 < 0 || i1 >= in[1] || i2 < 0 || i2 >= in[2])
-                                    memset(row, 0, (size_t)Cin);
-                                else
-                                    memcpy(row, s->qa + (((b * in[0] + i0) * in[1] + i1) * in[2] + i2) * Cin, (size_t)Cin);
-                            }
-                        }
-                    }
-    e = lx_i8_gemm_packed(LX_I8_AUTO, M, s->col, wc->pk[0], s->acc);
+    e = lx_i8_conv_im2col(nd, x->shape, s->qa, w->shape, cp, shape, s->col);
+    if (e == LX_OK) e = lx_i8_gemm_packed(LX_I8_AUTO, M, s->col, wc->pk[0], s->acc);
     if (e != LX_OK) {
         lx_release(yo);
         return e;
