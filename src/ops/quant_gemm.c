@@ -291,10 +291,10 @@ typedef struct {
             _tile_stored(t, o->c + r0 * o->N + c0, o->N * 4);                                          \
     } while (0)
 
-/* Items of the (32-channel block, 32-row block) grid, channel block major (consecutive items
- * reuse one 2-panel slice of B), taken `chunk` at a time from the shared counter `next` until
- * `items`: a thread the OS pre-empts (the machine is shared) delays one chunk, not a fixed half
- * of the product. */
+/* Items of the (32-row block, 32-channel block) grid, ordered as below (consecutive items reuse
+ * one 2-panel slice of B), taken `chunk` at a time from the shared counter `next` until `items`:
+ * a thread the OS pre-empts (the machine is shared) delays one chunk, not a fixed half of the
+ * product. */
 LX_AMX_TARGET static void amx_items(const lx_i8_packed *p, const int8_t *a, const amx_out *o, int64_t nmb,
                                     int64_t items, int64_t chunk, _Atomic int64_t *next) {
     amx_config cfg;
