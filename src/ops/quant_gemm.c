@@ -20,6 +20,11 @@
 #include <unistd.h>
 #define LX_X86 1
 #endif
+/* AMX intrinsics and target attributes: gcc 11+, clang 12+, 64-bit only */
+#if defined(LX_X86) && defined(__x86_64__) &&                                                         \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
+#define LX_AMX 1
+#endif
 
 /* ------------------------------------------------------------------ portable */
 
@@ -254,6 +259,7 @@ static void packed_vnni(int64_t M, const uint8_t *a, const lx_i8_packed *p, int3
         }
 }
 
+#ifdef LX_AMX
 /* ------------------------------------------------------------------ AMX-INT8 (packed, Q4)
  *
  * tdpbssd: C tile (16 x 16 int32) += A tile (16 rows x 64 int8) . B tile (16 rows of 4-groups x
@@ -381,6 +387,13 @@ static bool amx_usable(void) {
     pthread_once(&once, amx_probe);
     return amx_ok;
 }
+#else /* a compiler without AMX: never selected */
+static bool amx_usable(void) { return false; }
+static lx_status packed_amx(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
+    (void)M, (void)a, (void)p, (void)c;
+    return lx_fail(LX_ERR_UNSUPPORTED, "i8_gemm_packed: built without AMX support");
+}
+#endif /* LX_AMX */
 #endif /* LX_X86 */
 
 #ifdef LX_X86
