@@ -22,6 +22,118 @@
 #include "linnx/lm_data.h"
 #include "linnx/quant.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+#include <string.h>
+
+/* ---- peaks: register-only loops, so the kernels' GMAC/s read against what the units do here ----
+ * Ten independent accumulators each (more than latency x ports), no memory traffic. */
+#if defined(__x86_64__)
+/* ten named accumulators (an array would live in memory); the empty asm keeps each chain */
+#define PEAK_BODY(OP)                                                                             \
+    for (long i = 0; i < n; i++) {                                                                \
+        s0 = OP(s0), s1 = OP(s1), s2 = OP(s2), s3 = OP(s3), s4 = OP(s4);                            \
+        s5 = OP(s5), s6 = OP(s6), s7 = OP(s7), s8 = OP(s8), s9 = OP(s9);                            \
+        __asm__ volatile("" : "+v"(s0), "+v"(s1), "+v"(s2), "+v"(s3), "+v"(s4), "+v"(s5), "+v"(s6), \
+                         "+v"(s7), "+v"(s8), "+v"(s9));                                            \
+    }
+__attribute__((target("avx512f"), noinline)) static float peak_fma(long n) {
+    const __m512 a = _mm512_set1_ps(1e-9f), b = _mm512_set1_ps(1.0f);
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0, s8 = s0, s9 = s0;
+#define FMA_OP(x) _mm512_fmadd_ps(a, b, x)
+    PEAK_BODY(FMA_OP)
+#undef FMA_OP
+    s0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)),
+                       _mm512_add_ps(_mm512_add_ps(s4, s5), _mm512_add_ps(_mm512_add_ps(s6, s7), _mm512_add_ps(s8, s9))));
+    return _mm512_reduce_add_ps(s0);
+}
+__attribute__((target("avx512f,avx512vnni"), noinline)) static int peak_vnni(long n) {
+    const __m512i a = _mm512_set1_epi32(0x01010101), b = _mm512_set1_epi32(0x01010101);
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0, s8 = s0, s9 = s0;
+#define VNNI_OP(x) _mm512_dpbusd_epi32(x, a, b)
+    PEAK_BODY(VNNI_OP)
+#undef VNNI_OP
+    s0 = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(s0, s1), _mm512_add_epi32(s2, s3)),
+                          _mm512_add_epi32(_mm512_add_epi32(s4, s5),
+                                           _mm512_add_epi32(_mm512_add_epi32(s6, s7), _mm512_add_epi32(s8, s9))));
+    return _mm512_reduce_add_epi32(s0);
+}
+#undef PEAK_BODY
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_cfg;
+__attribute__((target("amx-tile,amx-int8"), noinline)) static int peak_amx(long n) {
+    static int8_t buf[1024] __attribute__((aligned(64)));
+    static int32_t out[256] __attribute__((aligned(64)));
+    tile_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+    _tile_loadconfig(&cfg);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, buf, 64);
+    _tile_loadd(5, buf, 64);
+    _tile_loadd(6, buf, 64);
+    _tile_loadd(7, buf, 64);
+    for (long i = 0; i < n; i++) {
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+    }
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return out[0];
+}
+#endif
+
+/* Best of `reps` timings of fn (after one warm-up): the least disturbed run on a shared machine. */
+static double best_of(void (*fn)(void *), void *ctx, int reps) {
+    fn(ctx);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t = bench_now();
+        fn(ctx);
+        t = bench_now() - t;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+typedef struct {
+    int which; /* 0 FMA, 1 vpdpbusd, 2 tdpbssd */
+    long n;
+    volatile int sink;
+} peak_t;
+static void run_peak(void *p) {
+    peak_t *k = p;
+#if defined(__x86_64__)
+    k->sink = k->which == 0 ? (int)peak_fma(k->n) : k->which == 1 ? peak_vnni(k->n) : peak_amx(k->n);
+#else
+    (void)k;
+#endif
+}
+/* MACs per second of peak loop `which` (0 when this CPU lacks it). */
+static double peak_rate(int which) {
+#if defined(__x86_64__)
+    if ((which == 0 && !__builtin_cpu_supports("avx512f")) || (which == 1 && !lx_i8_kernel_supported(LX_I8_VNNI)) ||
+        (which == 2 && !lx_i8_kernel_supported(LX_I8_AMX)))
+        return 0;
+    peak_t k = {which, which == 2 ? 200000 : 2000000, 0};
+    double t = best_of(run_peak, &k, 5);
+    return (double)k.n * (which == 0 ? 10.0 * 16 : which == 1 ? 10.0 * 64 : 4.0 * 16 * 16 * 64) / t;
+#else
+    (void)which;
+    return 0;
+#endif
+}
+
 typedef struct {
     lx_array *a, *b;
     int8_t *qa, *qb;
@@ -58,6 +170,43 @@ static void run_i8(void *p) {
 static void run_i8_packed(void *p) {
     ctx_t *c = p;
     (void)lx_i8_gemm_packed(LX_I8_AUTO, c->n, c->qa, c->pk, c->c);
+}
+
+/* One kernel on weights packed for it: M rows of A against a (K, N) weight. */
+typedef struct {
+    lx_i8_kernel k;
+    int64_t M;
+    const int8_t *a;
+    lx_i8_packed *p;
+    int32_t *c;
+} kern_t;
+static void run_kernel(void *p) {
+    kern_t *t = p;
+    (void)lx_i8_gemm_packed(t->k, t->M, t->a, t->p, t->c);
+}
+
+/* Each int8 kernel the CPU runs, on one thread: the n = 1024 GEMM (GMAC/s and its share of the
+ * kernel's own peak) and a decode GEMV (1 x 512 . 512 x 2048, the bench decoder's MLP in). */
+static void per_kernel(const int8_t *qa, const int8_t *qb, int64_t n, double fma, double vnni, double amx) {
+    int nt = lx_num_threads();
+    lx_set_num_threads(1);
+    printf("# per kernel, one thread:");
+    for (int k = LX_I8_AVX2; k <= LX_I8_AMX; k++) {
+        if (!lx_i8_kernel_supported((lx_i8_kernel)k)) continue;
+        kern_t t = {(lx_i8_kernel)k, n, qa, NULL, malloc(sizeof(int32_t) * (size_t)(n * n))};
+        double pk = k == LX_I8_AMX ? amx : k == LX_I8_VNNI ? vnni : 0, g = 0, v = 0;
+        if (lx_i8_pack_for(t.k, n, n, qb, &t.p) == LX_OK) g = (double)(n * n * n) / best_of(run_kernel, &t, 5);
+        lx_i8_packed_free(t.p);
+        t.M = 1, t.p = NULL;
+        if (lx_i8_pack_for(t.k, 512, 2048, qb, &t.p) == LX_OK) v = best_of(run_kernel, &t, 50);
+        lx_i8_packed_free(t.p);
+        free(t.c);
+        printf(" %s GEMM %.0f GMAC/s", lx_i8_kernel_name(t.k), 1e-9 * g);
+        if (pk > 0) printf(" (%.2f of its peak)", g / pk);
+        printf(", GEMV 1x512x2048 %.1f us;", 1e6 * v);
+    }
+    printf(" f32 FMA peak %.0f GMAC/s\n", 1e-9 * fma);
+    lx_set_num_threads(nt);
 }
 
 /* Held-out loss: the mean over `nb` batches of `batch` windows of len bytes. */
@@ -186,6 +335,22 @@ static int conv_ptq(void) {
            "session), %.3g s (a session per call: dequantized every call)\n", tf, tq, tn);
     printf("conv_ptq_call vs_f32 %.3f\n", tq / tf);
     printf("conv_ptq_call_dequant_each vs_f32 %.3f\n", tn / tf);
+    /* weights and activations int8: im2col in int8 and the int8 GEMM (the kernel AUTO picks) */
+    lx_qt_rule r8[] = {{.module_path = ".*", .op_names = "conv_general", .weight_qtype = "int8", .act_qtype = "int8"}};
+    lx_qt_rules *rs8 = NULL;
+    lx_tree *q8 = NULL;
+    if (lx_qt_rules_compile(r8, 1, &rs8) != LX_OK || lx_qt_quantize_linen(rs8, conv, vars, &c, &q8) != LX_OK ||
+        lx_qt_begin_ptq(rs8, q8, &s) != LX_OK)
+        return 1;
+    conv_t p8 = {conv, q8, x, rs8};
+    double t8 = bench_median(run_conv, &p8, 2, 9, 5);
+    int64_t n8 = lx_qt_session_int8(s);
+    lx_qt_end(s);
+    printf("# conv 3x3 128->128 on 1x8x8, weights and activations int8 (PTQ): %.3g s, %s (%lld calls on the int8 "
+           "kernel)\n", t8, lx_i8_kernel_name(LX_I8_AUTO), (long long)n8);
+    printf("conv_int8_call vs_f32 %.3f\n", t8 / tf);
+    lx_tree_release(q8);
+    lx_qt_rules_free(rs8);
     lx_tree_release(vars), lx_tree_release(q);
     lx_release(x);
     lx_qt_rules_free(rs);
@@ -203,6 +368,13 @@ int main(void) {
     c.c = malloc(sizeof(int32_t) * (size_t)(n * n));
     for (int64_t i = 0; i < n * n; i++) c.qa[i] = (int8_t)(i % 255 - 127), c.qb[i] = (int8_t)((i * 7) % 255 - 127);
     if (lx_i8_pack(n, n, c.qb, &c.pk) != LX_OK) return 1;
+    /* the units' peaks here, then each kernel against its own (vpdpbusd at the FMA's instruction
+     * rate would be 4x the float MACs; on one port, 2x) */
+    double pf = peak_rate(0), pv = peak_rate(1), pa = peak_rate(2);
+    printf("# peaks (register-only loops, one thread): f32 FMA zmm %.0f GMAC/s, vpdpbusd zmm %.0f GMAC/s (%.2fx the "
+           "FMA's instruction rate), tdpbssd %.0f GMAC/s\n",
+           1e-9 * pf, 1e-9 * pv, pf > 0 ? (pv / 64) / (pf / 16) : 0.0, 1e-9 * pa);
+    per_kernel(c.qa, c.qb, n, pf, pv, pa);
     double tf = bench_median(run_f32, &c, 1, 5, 1);
     double tr = bench_median(run_i8, &c, 1, 5, 1);
     double ti = bench_median(run_i8_packed, &c, 1, 5, 1);

@@ -7,15 +7,21 @@
  * rule, no quantization. POSIX extended regular expressions, anchored at both ends.
  *
  * int8 kernels: C (M, N) int32 = A (M, K) int8 . B^T where B is (N, K) int8 (a weight stored
- * output channel major, as quantized per output channel). Every variant computes the exact int32
- * sum for inputs in [-127, 127] (what symmetric quantization produces); -128 is outside the
- * contract of the fast paths (the portable one is exact for it too). Variants:
- *   LX_I8_PORTABLE  plain C, any CPU;
+ * output channel major, as quantized per output channel). Variants:
+ *   LX_I8_PORTABLE  plain C, any CPU; exact for every int8 value;
  *   LX_I8_AVX2      vpmaddubsw on (|a|, sign(b, a)) then vpmaddwd into int32 (pairs stay below
- *                   2*127*127 = 32258, so the int16 saturation never triggers);
- *   LX_I8_VNNI      AVX-512 VNNI vpdpbusd on (a + 128 as u8, b), minus 128 * sum_k b[n, k]
- *                   precomputed per output channel (the u8/s8 offset trick).
- * LX_I8_AUTO picks the best the running CPU supports (__builtin_cpu_supports).
+ *                   2*127*127 = 32258, so the int16 saturation never triggers): exact for values
+ *                   in [-127, 127] (what symmetric quantization produces), not for -128;
+ *   LX_I8_VNNI      AVX-512 VNNI vpdpbusd on (a + 128 as u8, b), minus 128 * sum_k b[k, n]
+ *                   precomputed per output channel (the u8/s8 offset trick); every int8 value;
+ *   LX_I8_AMX       AMX-INT8 tdpbssd on 16 x 64 tiles (signed x signed); every int8 value. Needs
+ *                   cpuid's AMX-TILE and AMX-INT8 and the OS's permission for the tile state
+ *                   (asked once, arch_prctl(ARCH_REQ_XCOMP_PERM)); lx_i8_kernel_supported says.
+ * LX_I8_AUTO picks, in order: the environment variable LINNX_INT8 (amx, vnni, avx2, generic;
+ * read once; one not supported is ignored with a warning on stderr), else the best the CPU runs
+ * within the kernel set in force (linnx/cpu.h: LINNX_ISA=avx2 gives avx2, generic portable).
+ * On packed weights AUTO runs VNNI rather than AMX for fewer than 8 rows (decode's GEMVs),
+ * unless LINNX_INT8=amx.
  *
  * Errors are values (status.h); nothing here prints.
  */
@@ -27,6 +33,7 @@
 #include <stdint.h>
 
 #include "linnx/array.h"
+#include "linnx/nn.h"
 #include "linnx/status.h"
 #include "linnx/tree.h"
 #include "linnx/value.h"
@@ -38,11 +45,17 @@ extern "C" {
 #pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
 /* ---- int8 GEMM ---- */
-typedef enum lx_i8_kernel { LX_I8_AUTO = 0, LX_I8_PORTABLE = 1, LX_I8_AVX2 = 2, LX_I8_VNNI = 3 } lx_i8_kernel;
+typedef enum lx_i8_kernel {
+    LX_I8_AUTO = 0,
+    LX_I8_PORTABLE = 1,
+    LX_I8_AVX2 = 2,
+    LX_I8_VNNI = 3,
+    LX_I8_AMX = 4
+} lx_i8_kernel;
 
 /* Can this CPU run `k` (AUTO and PORTABLE: always)? */
 bool lx_i8_kernel_supported(lx_i8_kernel k);
-/* "portable", "avx2", "avx512_vnni"; AUTO resolves to the one it picks. */
+/* "portable", "avx2", "avx512_vnni", "amx_int8"; AUTO resolves to the one it picks. */
 const char *lx_i8_kernel_name(lx_i8_kernel k);
 /* c[m*N + n] = sum_k a[m*K + k] * bt[n*K + k] in int32, with kernel `k` (LX_ERR_UNSUPPORTED when
  * the CPU lacks it; nothing written). Sizes may be 0; M, N, K >= 0. */
@@ -50,19 +63,37 @@ lx_status lx_i8_gemm(lx_i8_kernel k, int64_t M, int64_t N, int64_t K, const int8
                      int32_t *c);
 
 /* Packed weights: B given as (K, N) row-major int8 (a Dense kernel's own layout, what PTQ stores)
- * packed once into the layout the AVX2 micro-kernel streams (panels of 8 output channels, the
- * contraction in groups of 4, zero padded), so a GEMM or a batch-1 GEMV reads each weight byte
- * once per call and nothing is re-packed per call. Owned by the caller (lx_i8_packed_free). */
+ * packed once into the layout a kernel streams, zero padded, so a GEMM or a batch-1 GEMV reads
+ * each weight byte once per call and nothing is re-packed per call: for AVX2 (and portable)
+ * panels of 4 output channels x 32 contraction values; for VNNI and AMX (one layout for both)
+ * panels of 16 channels, the contraction in groups of 4 (the "VNNI-4" layout; 16 groups are
+ * one AMX B tile), with the per-channel sums VNNI's offset needs. Owned by the caller
+ * (lx_i8_packed_free). lx_i8_pack packs for AUTO's kernel; lx_i8_pack_for(k, ...) for kernel k
+ * (packing runs on any CPU). */
 typedef struct lx_i8_packed lx_i8_packed;
 lx_status lx_i8_pack(int64_t K, int64_t N, const int8_t *b, lx_i8_packed **out);
+lx_status lx_i8_pack_for(lx_i8_kernel k, int64_t K, int64_t N, const int8_t *b, lx_i8_packed **out);
 void lx_i8_packed_free(lx_i8_packed *p);
 int64_t lx_i8_packed_k(const lx_i8_packed *p);
 int64_t lx_i8_packed_n(const lx_i8_packed *p);
-/* c (M, N) int32 = a (M, K) int8 . b with kernel `k`: LX_I8_AVX2 (the register-blocked
- * micro-kernel), LX_I8_PORTABLE, or LX_I8_AUTO (AVX2 when the CPU has it). The packed layout has
- * no VNNI kernel yet: LX_I8_VNNI is LX_ERR_UNSUPPORTED, as is AVX2 on a CPU without it (nothing
- * written). Values in [-127, 127]: exact. */
+/* The kernel it was packed for (AUTO resolved when packed). */
+lx_i8_kernel lx_i8_packed_kernel(const lx_i8_packed *p);
+/* c (M, N) int32 = a (M, K) int8 . b with kernel `k`: PORTABLE reads either layout; AVX2 needs
+ * weights packed for AVX2, VNNI and AMX weights packed for VNNI or AMX (else
+ * LX_ERR_INVALID_ARGUMENT); a kernel the CPU lacks is LX_ERR_UNSUPPORTED (nothing written).
+ * AUTO runs the best kernel for the layout (see above). Exact within each kernel's range. */
 lx_status lx_i8_gemm_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx_i8_packed *b, int32_t *c);
+
+/* int8 im2col for a convolution with lx_conv_general's geometry: x (batch, spatial..., Cin) int8
+ * (nd = 3 to 5), kernel_shape (spatial..., Cin, Cout), params' strides, padding and kernel
+ * dilation (NULL: defaults). Writes out_shape (nd entries: batch, output spatial..., Cout) and,
+ * when col is not NULL, the M = batch * prod(output spatial) rows of taps * Cin values each
+ * (taps in row-major window order, a padding tap 0), so that col (M, K) . kernel read as (K =
+ * taps * Cin, Cout) is the convolution; col NULL computes only the shape, to size col.
+ * Grouped convolutions and input dilation are LX_ERR_UNSUPPORTED; bad geometry as
+ * lx_conv_general reports it. */
+lx_status lx_i8_conv_im2col(int nd, const int64_t *x_shape, const int8_t *x, const int64_t *kernel_shape,
+                            const lx_conv_params *params, int64_t *out_shape, int8_t *col);
 
 /* ---- symmetric quantization ---- */
 /* Per row of x (rows, cols) float32: scale[r] = max|x[r, :]| / 127 (1 when the row is all zeros),

@@ -15,6 +15,7 @@
 #include "linnx/primitive.h"
 #include "linnx/quant.h"
 #include "linnx/variable.h"
+#include "checked.h"
 #include "quant_internal.h"
 
 enum { MODE_PLAN = 100, MODE_COMPARE = 101 };
@@ -67,6 +68,8 @@ struct lx_qt_session {
     int8_t *qa;          /* int8_dense's scratch: the quantized activation, the int32 product */
     int32_t *acc;
     size_t qa_cap, acc_cap;
+    int8_t *col; /* int8_conv's im2col rows */
+    size_t col_cap;
     lerr *lerrs;         /* compare: per (path, op) output error */
     int nlerr, caplerr;
     lx_qt_layer_error *report;
@@ -298,11 +301,73 @@ static bool scratch(void **p, size_t *cap, size_t need) {
     return true;
 }
 
+/* x quantized per tensor into the session's scratch: with the static scale *sa > 0, else its max
+ * (then *sa is set). */
+static lx_status quantize_act(lx_qt_session *s, const lx_array *x, float *sa) {
+    if (!scratch((void **)&s->qa, &s->qa_cap, (size_t)x->size)) return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+    if (*sa > 0) {
+        const float *xd = lx_f32(x);
+        float inv = 1.0f / *sa;
+        for (int64_t i = 0; i < x->size; i++) s->qa[i] = (int8_t)q8f(xd[i], inv);
+    } else {
+        lx_quantize_tiles_i8(1, x->size, x->size, lx_f32(x), s->qa, sa); /* one scale for the tensor */
+    }
+    return LX_OK;
+}
+
+/* conv_general through the int8 GEMM: x (batch, spatial..., Cin) quantized per tensor, gathered
+ * im2col-style in int8 (a padding tap is 0: symmetric quantization maps 0.0 to 0, so it is the
+ * float conv's zero padding exactly), times the kernel (spatial..., Cin, Cout) read as the (K =
+ * taps * Cin, N = Cout) matrix it already is in memory, packed once per session like a Dense
+ * weight; y = acc * s_a * s_w[cout]. 1 to 3 spatial axes, any strides, padding and kernel
+ * dilation; grouped convolutions, input dilation and per-tile scales: *y NULL with LX_OK (the
+ * caller takes the dequantizing path). */
+static lx_status int8_conv(lx_qt_session *s, const lx_conv_params *cp, lx_array *x, lx_array *w, const qentry *qe,
+                           float sa, lx_array **y) {
+    const int nd = x->ndim, ns = nd - 2;
+    if (ns < 1 || ns > 3 || w->ndim != nd || x->size == 0 || w->size == 0) return LX_OK;
+    int64_t shape[LX_MAX_DIMS];
+    if (lx_i8_conv_im2col(nd, x->shape, NULL, w->shape, cp, shape, NULL) != LX_OK) {
+        lx_clear_error(); /* grouped, input-dilated, or a shape the float op reports */
+        return LX_OK;
+    }
+    const int64_t N = w->shape[ns + 1], K = w->size / N;
+    int64_t M = 1, MK, MN;
+    for (int d = 0; d < nd - 1; d++)
+        if (!lx_mul_ok(M, shape[d], &M)) return LX_OK; /* the float op reports the size */
+    if (M == 0 || (qe && qe->scale->size != N) || !lx_mul_ok(M, K, &MK) || !lx_mul_ok(MK, 4, &MK) ||
+        !lx_mul_ok(M, N, &MN))
+        return LX_OK;
+    wcache *wc = weight_packed(s, w, qe, K, N, ns + 1);
+    if (!wc) return lx_last_status() != LX_OK && lx_error_pending() ? lx_last_status()
+                                                                    : lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+    lx_status e = quantize_act(s, x, &sa);
+    if (e != LX_OK) return e;
+    if (!scratch((void **)&s->col, &s->col_cap, (size_t)(M * K)) ||
+        !scratch((void **)&s->acc, &s->acc_cap, sizeof(int32_t) * (size_t)(M * N)))
+        return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+    lx_array *yo = lx_array_empty(LX_F32, nd, shape);
+    if (!yo) return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
+    e = lx_i8_conv_im2col(nd, x->shape, s->qa, w->shape, cp, shape, s->col);
+    if (e == LX_OK) e = lx_i8_gemm_packed(LX_I8_AUTO, M, s->col, wc->pk[0], s->acc);
+    if (e != LX_OK) {
+        lx_release(yo);
+        return e;
+    }
+    float *yd = lx_f32(yo);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) yd[m * N + n] = (float)s->acc[m * N + n] * sa * wc->sw[n];
+    s->int8_ops++;
+    *y = lx_autorelease(yo);
+    return LX_OK;
+}
+
 /* x . w through the int8 GEMM: x quantized per tensor (its max, or the static scale `sa` > 0).
  * *y NULL with LX_OK: not a Dense-like op (the caller takes the dequantizing path). */
 static lx_status int8_dense(lx_qt_session *s, lx_prim_id id, const void *params, lx_array *x, lx_array *w,
                             const qentry *qe, float sa, lx_array **y) {
     *y = NULL;
+    if (id == LX_PRIM_CONV_GENERAL) return int8_conv(s, params, x, w, qe, sa, y);
     int64_t K, N;
     int nc;
     if (!dense_like(id, params, x, w, &K, &N, &nc)) return LX_OK;
@@ -320,20 +385,14 @@ static lx_status int8_dense(lx_qt_session *s, lx_prim_id id, const void *params,
     wcache *wc = weight_packed(s, w, qe, K, N, nc);
     if (!wc) return lx_last_status() != LX_OK && lx_error_pending() ? lx_last_status()
                                                                     : lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
-    if (!scratch((void **)&s->qa, &s->qa_cap, (size_t)x->size) ||
-        !scratch((void **)&s->acc, &s->acc_cap, sizeof(int32_t) * (size_t)(M * N)))
+    lx_status qst = quantize_act(s, x, &sa);
+    if (qst != LX_OK) return qst;
+    if (!scratch((void **)&s->acc, &s->acc_cap, sizeof(int32_t) * (size_t)(M * N)))
         return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
     lx_array *out = lx_array_empty(LX_F32, nd, shape);
     if (!out) return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
     int8_t *qa = s->qa;
     int32_t *acc = s->acc;
-    if (sa > 0) {
-        const float *xd = lx_f32(x);
-        float inv = 1.0f / sa;
-        for (int64_t i = 0; i < x->size; i++) qa[i] = (int8_t)q8f(xd[i], inv);
-    } else {
-        lx_quantize_tiles_i8(1, x->size, x->size, lx_f32(x), qa, &sa); /* one scale for the tensor */
-    }
     float *yd = lx_f32(out);
     lx_status st = LX_OK;
     if (wc->ntiles == 1) {
@@ -736,7 +795,7 @@ static void session_free(lx_qt_session *s) {
     free(s->q);
     for (int i = 0; i < s->nst; i++) free(s->st[i].path), free(s->st[i].dir), free(s->st[i].op);
     free(s->st);
-    free(s->qa), free(s->acc);
+    free(s->qa), free(s->acc), free(s->col);
     for (int i = 0; i < s->nlerr; i++) free(s->lerrs[i].path), free(s->lerrs[i].op);
     free(s->lerrs), free(s->report);
     if (s->nnx) {
