@@ -30,6 +30,9 @@ if mpirun --version 2>&1 | grep -q "Open MPI"; then
     mpi=(mpirun --oversubscribe --allow-run-as-root -np)
     # containers often forbid cross-memory attach; shared memory without it still works
     export OMPI_MCA_btl_vader_single_copy_mechanism=none
+    # mpirun follows its SIGTERM with SIGKILL after odls_base_sigkill_timeout (1 s by default); on a
+    # loaded machine a rank may not run its SIGTERM handler ("rank N: stopped at step K") within 1 s
+    export OMPI_MCA_odls_base_sigkill_timeout=10
 fi
 # Open MPI's own allocations are not linnx's leaks (the sanitizer build runs this too)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0
