@@ -3,6 +3,7 @@
  * the polynomials. A ragged tail runs through the same vector code on a padded copy, so every
  * element's result is independent of its position in the row. */
 #include "vmath.h"
+#include "kernels.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -124,7 +125,7 @@ static inline __m256 v_gelu_erf_grad(__m256 x) {
 
 /* y[0:n] = F(x[0:n]) in whole vectors, the tail on a padded copy. */
 #define MAP1(name, F)                                                     \
-    static void avx2_##name(const float *x, float *y, int64_t n) {        \
+    void lx_avx2_##name(const float *x, float *y, int64_t n) {            \
         int64_t i = 0;                                                    \
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, F(_mm256_loadu_ps(x + i))); \
         if (i < n) {                                                      \
@@ -144,7 +145,7 @@ MAP1(erf, v_erf)
 MAP1(gelu_erf, v_gelu_erf)
 
 #define MAP_VJP(name, GRAD)                                        \
-static void avx2_##name(const float *x, const float *g, float *dx, int64_t n) {    \
+void lx_avx2_##name(const float *x, const float *g, float *dx, int64_t n) {    \
     int64_t i = 0;    \
     for (; i + 8 <= n; i += 8)    \
         _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(g + i), GRAD(_mm256_loadu_ps(x + i))));    \
@@ -160,17 +161,69 @@ static void avx2_##name(const float *x, const float *g, float *dx, int64_t n) { 
 MAP_VJP(gelu_tanh_vjp, v_gelu_tanh_grad)
 MAP_VJP(gelu_erf_vjp, v_gelu_erf_grad)
 
+/* ---- backward rows (vmath.h); the generic versions' loops in 8 lanes ---- */
+
+static float dot8(const float *a, const float *b, int64_t n) { /* sum(a b), b NULL: sum(a) */
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 a0 = _mm256_loadu_ps(a + i), a1 = _mm256_loadu_ps(a + i + 8);
+        s0 = b ? _mm256_fmadd_ps(a0, _mm256_loadu_ps(b + i), s0) : _mm256_add_ps(a0, s0);
+        s1 = b ? _mm256_fmadd_ps(a1, _mm256_loadu_ps(b + i + 8), s1) : _mm256_add_ps(a1, s1);
+    }
+    float l[8], s = 0;
+    _mm256_storeu_ps(l, _mm256_add_ps(s0, s1));
+    for (int k = 0; k < 8; k++) s += l[k];
+    for (; i < n; i++) s += b ? a[i] * b[i] : a[i];
+    return s;
+}
+
+static void avx2_softmax_vjp_row(const float *y, const float *g, float *dx, int64_t n) {
+    const float s = dot8(g, y, n);
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_sub_ps(_mm256_loadu_ps(g + i), vs)));
+    for (; i < n; i++) dx[i] = y[i] * (g[i] - s);
+}
+
+static void avx2_log_softmax_vjp_row(const float *y, const float *g, float *dx, int64_t n) {
+    const __m256 vs = _mm256_set1_ps(dot8(g, NULL, n));
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dx + i, _mm256_fnmadd_ps(v_exp(_mm256_loadu_ps(y + i)), vs, _mm256_loadu_ps(g + i)));
+    if (i < n) {
+        float by[8] = {0}, bg[8] = {0};
+        memcpy(by, y + i, sizeof(float) * (size_t)(n - i));
+        memcpy(bg, g + i, sizeof(float) * (size_t)(n - i));
+        _mm256_storeu_ps(by, _mm256_fnmadd_ps(v_exp(_mm256_loadu_ps(by)), vs, _mm256_loadu_ps(bg)));
+        memcpy(dx + i, by, sizeof(float) * (size_t)(n - i));
+    }
+}
+
+static void avx2_xent_vjp_row(const float *x, int32_t label, float g, float *dx, int64_t n) {
+    lx_kernels_avx2()->softmax_row(x, dx, n, false);
+    dx[label] -= 1.0f;
+    const __m256 vg = _mm256_set1_ps(g);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(dx + i), vg));
+    for (; i < n; i++) dx[i] *= g;
+}
+
 static const lx_vmath table = {
     .isa = LX_ISA_AVX2,
-    .exp = avx2_exp,
-    .tanh = avx2_tanh,
-    .sigmoid = avx2_sigmoid,
-    .silu = avx2_silu,
-    .gelu_tanh = avx2_gelu_tanh,
-    .gelu_tanh_vjp = avx2_gelu_tanh_vjp,
-    .erf = avx2_erf,
-    .gelu_erf = avx2_gelu_erf,
-    .gelu_erf_vjp = avx2_gelu_erf_vjp,
+    .exp = lx_avx2_exp,
+    .tanh = lx_avx2_tanh,
+    .sigmoid = lx_avx2_sigmoid,
+    .silu = lx_avx2_silu,
+    .gelu_tanh = lx_avx2_gelu_tanh,
+    .gelu_tanh_vjp = lx_avx2_gelu_tanh_vjp,
+    .erf = lx_avx2_erf,
+    .gelu_erf = lx_avx2_gelu_erf,
+    .gelu_erf_vjp = lx_avx2_gelu_erf_vjp,
+    .softmax_vjp_row = avx2_softmax_vjp_row,
+    .log_softmax_vjp_row = avx2_log_softmax_vjp_row,
+    .xent_vjp_row = avx2_xent_vjp_row,
 };
 
 const lx_vmath *lx_vmath_avx2(void) { return &table; }
