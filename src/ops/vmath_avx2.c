@@ -178,20 +178,37 @@ static float dot8(const float *a, const float *b, int64_t n) { /* sum(a b), b NU
     return s;
 }
 
+/* The second passes prefetch the next row of y and g (dx's for writing) a line per 16 floats, so
+ * its memory reads overlap this row's arithmetic (vmath_avx512.c has the reasoning); the address
+ * as an integer, since it may lie past the array (a prefetch never faults). */
+#define PF_ROW_MIN 1024
+static inline void pf_rows(const float *y, const float *g, float *dx, int64_t n, int64_t i) {
+    const uintptr_t off = (uintptr_t)n * sizeof(float);
+    _mm_prefetch((const char *)((uintptr_t)(y + i) + off), _MM_HINT_T0);
+    _mm_prefetch((const char *)((uintptr_t)(g + i) + off), _MM_HINT_T0);
+    __builtin_prefetch((const void *)((uintptr_t)(dx + i) + off), 1, 3);
+}
+
 static void avx2_softmax_vjp_row(const float *y, const float *g, float *dx, int64_t n) {
     const float s = dot8(g, y, n);
     const __m256 vs = _mm256_set1_ps(s);
+    const bool pf = n >= PF_ROW_MIN;
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
+    for (; i + 8 <= n; i += 8) {
+        if (pf && i % 16 == 0) pf_rows(y, g, dx, n, i);
         _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_sub_ps(_mm256_loadu_ps(g + i), vs)));
+    }
     for (; i < n; i++) dx[i] = y[i] * (g[i] - s);
 }
 
 static void avx2_log_softmax_vjp_row(const float *y, const float *g, float *dx, int64_t n) {
     const __m256 vs = _mm256_set1_ps(dot8(g, NULL, n));
+    const bool pf = n >= PF_ROW_MIN;
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
+    for (; i + 8 <= n; i += 8) {
+        if (pf && i % 16 == 0) pf_rows(y, g, dx, n, i);
         _mm256_storeu_ps(dx + i, _mm256_fnmadd_ps(v_exp(_mm256_loadu_ps(y + i)), vs, _mm256_loadu_ps(g + i)));
+    }
     if (i < n) {
         float by[8] = {0}, bg[8] = {0};
         memcpy(by, y + i, sizeof(float) * (size_t)(n - i));
