@@ -28,6 +28,7 @@
  * `bench_gemm --no-gemm` stops after the training-step kernels; `bench_gemm --rows` runs the rows alone. */
 #include <cblas.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,8 +374,8 @@ static lx_array *filled(int ndim, const int64_t *shape, uint32_t seed) {
  *   copy: the better of memcpy and a vector load/store loop into a reused buffer; bytes read +
  *         written per second (the rows that read and write: softmax, norms, the VJPs)
  *   read: a vector sum over the array; bytes read per second (cross_entropy reads only)
- * Two threads: each streams its half, timed from a barrier both pass to one both reach. */
-#define ROWS_REPS 11
+ * Two threads: each streams its half, timed from the start signal to the later one's end. */
+#define ROWS_REPS 15
 typedef struct {
     const float *src;
     float *dst;
@@ -453,22 +454,31 @@ static void stream_run(stream_part *s) {
     }
     s->sink = t;
 }
+/* Two threads start and stop by spinning on flags, not a blocking barrier: a thread woken from a
+ * futex waits for a CPU (milliseconds when the other vCPU is busy), where OpenMP's team, which
+ * the kernels run on, spins between regions; a blocking start made the reference, not the
+ * kernel, pay for a busy machine (t2 copy 31 GB/s against kernels at 45). */
 typedef struct {
     stream_part part;
-    pthread_barrier_t *bar;
-    double t0, t1;
-} stream_thread;
-static void *stream_worker(void *p) {
-    stream_thread *st = p;
-    pthread_barrier_wait(st->bar);
-    st->t0 = bench_now();
-    stream_run(&st->part);
-    pthread_barrier_wait(st->bar);
-    st->t1 = bench_now();
+    atomic_int ready, go, done;
+} stream_helper;
+static void spin_until(atomic_int *flag) {
+    while (!atomic_load_explicit(flag, memory_order_acquire)) {
+#if defined(__x86_64__)
+        _mm_pause();
+#endif
+    }
+}
+static void *stream_helper_main(void *p) {
+    stream_helper *h = p;
+    atomic_store_explicit(&h->ready, 1, memory_order_release);
+    spin_until(&h->go);
+    stream_run(&h->part);
+    atomic_store_explicit(&h->done, 1, memory_order_release);
     return NULL;
 }
 /* One sample: seconds for a stream of kind over n floats on nt threads (1: the calling thread, also
- * its CPU time in *cpu). */
+ * its CPU time in *cpu; 2: the calling thread streams the first half). */
 static double stream_once(int kind, const float *src, float *dst, size_t n, int nt, double *cpu) {
     if (nt <= 1) {
         stream_part s = {src, dst, n, kind, 0};
@@ -481,21 +491,22 @@ static double stream_once(int kind, const float *src, float *dst, size_t n, int 
         peak_sink = s.sink;
         return t;
     }
-    pthread_t th[2];
-    stream_thread st[2];
-    pthread_barrier_t bar;
-    pthread_barrier_init(&bar, NULL, 2);
-    for (int i = 0; i < 2; i++) {
-        size_t a = n * (size_t)i / 2, b = n * (size_t)(i + 1) / 2;
-        st[i] = (stream_thread){{src + a, dst + a, b - a, kind, 0}, &bar, 0, 0};
-        pthread_create(&th[i], NULL, stream_worker, &st[i]);
-    }
-    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&bar);
-    peak_sink = st[0].part.sink + st[1].part.sink;
-    double t0 = st[0].t0 < st[1].t0 ? st[0].t0 : st[1].t0, t1 = st[0].t1 > st[1].t1 ? st[0].t1 : st[1].t1;
-    *cpu = t1 - t0;
-    return t1 - t0;
+    const size_t h0 = n / 2;
+    stream_helper h = {.part = {src + h0, dst + h0, n - h0, kind, 0}};
+    atomic_init(&h.ready, 0), atomic_init(&h.go, 0), atomic_init(&h.done, 0);
+    stream_part mine = {src, dst, h0, kind, 0};
+    pthread_t th;
+    if (pthread_create(&th, NULL, stream_helper_main, &h) != 0) return *cpu = 1e30;
+    spin_until(&h.ready);
+    double t0 = bench_now();
+    atomic_store_explicit(&h.go, 1, memory_order_release);
+    stream_run(&mine);
+    spin_until(&h.done);
+    double t = bench_now() - t0;
+    pthread_join(th, NULL);
+    peak_sink = mine.sink + h.part.sink;
+    *cpu = t;
+    return t;
 }
 
 static void bench_rows(void) {
@@ -522,23 +533,25 @@ static void bench_rows(void) {
     const double passes[NOPS] = {2, 2, 1, 2, 2, 3, 3, 2};
     puts("# rows: gbps = bytes that must cross memory per second (x read, y written); frac_bandwidth = gbps / "
          "rows_copy_1024x4096_t<n> (a copy of the same 16 MiB, the better of memcpy and a vector loop, on n threads), "
-         "cross_entropy (reads only) against rows_read_1024x4096_t<n> (a vector sum); all best of 11, interleaved");
+         "cross_entropy (reads only) against rows_read_1024x4096_t<n> (a vector sum); all best of 15, interleaved");
     for (int ti = 0; ti < 2; ti++) {
         const int nt = thread_counts[ti];
         lx_set_num_threads(nt);
         double best[NOPS][2], ref[3][2]; /* [..][0] wall, [1] the thread's CPU time (t1 only) */
         for (int k = 0; k < 3; k++) ref[k][0] = ref[k][1] = 1e30;
-        for (int op = 0; op < NOPS; op++) {
-            best[op][0] = best[op][1] = 1e30;
-            j.op = opcode[op];
-            step_call(&j); /* warm: the output's pages */
-            for (int rep = 0; rep < ROWS_REPS; rep++) {
+        for (int op = 0; op < NOPS; op++) best[op][0] = best[op][1] = 1e30;
+        for (int rep = 0; rep < ROWS_REPS; rep++) /* each op's samples spread over the whole run */
+            for (int op = 0; op < NOPS; op++) {
+                j.op = opcode[op];
                 for (int k = 0; k < 3; k++) {
                     double c, t = stream_once(k, lx_f32(j.x), dst, N, nt, &c);
                     int r = k == 2 ? 2 : 0;
                     if (t < ref[r][0]) ref[r][0] = t;
                     if (c < ref[r][1]) ref[r][1] = c;
                 }
+                step_call(&j); /* untimed: wakes the OpenMP team, which then spins into the timed call, as
+                                * between the back-to-back ops of a step (the streams above outlast
+                                * its spin, and a team thread woken from sleep waits for a busy CPU) */
                 use_cpu_clock = 1;
                 double c0 = now(), t0 = bench_now();
                 step_call(&j);
@@ -547,7 +560,6 @@ static void bench_rows(void) {
                 if (t < best[op][0]) best[op][0] = t;
                 if (c < best[op][1]) best[op][1] = c;
             }
-        }
         const double bytes = 4.0 * (double)N;
         double copy_bw = 2 * bytes / ref[0][0] / 1e9, copy_cpu = 2 * bytes / ref[0][1] / 1e9;
         double read_bw = bytes / ref[2][0] / 1e9, read_cpu = bytes / ref[2][1] / 1e9;
@@ -574,6 +586,7 @@ static void bench_rows(void) {
         step_call(&jc);
         double best_c = 1e30;
         for (int rep = 0; rep < 41; rep++) { /* best single call: a call the machine preempted is dropped */
+            step_call(&jc);
             double t0 = bench_now();
             step_call(&jc);
             double t = bench_now() - t0;
