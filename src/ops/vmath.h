@@ -1,8 +1,8 @@
 /* Vector math over float32 rows (not installed): exp, tanh, the logistic sigmoid and the tanh-form
  * GELU with its derivative, run by the kernel set in force (linnx/cpu.h) as the other kernels are.
  *
- * vmath_avx2.c holds 8-lane AVX2+FMA versions, vmath_avx512.c 16-lane AVX-512 exp and rows (its
- * table takes tanh, the sigmoid and the GELUs from the AVX2 set); vmath.c holds the generic C
+ * vmath_avx2.c holds 8-lane AVX2+FMA versions, vmath_avx512.c 16-lane AVX-512 ones (the same
+ * values) and the AVX-512 rows; vmath.c holds the generic C
  * versions of the same algorithms (multiply and add where the vector code fuses them) and the
  * dispatch. docs/kernels.md ("Vector math") has the algorithms and the accuracy that
  * tests/test_vmath.c measures against double-precision references:
@@ -59,17 +59,8 @@ const lx_vmath *lx_vmath_for(lx_isa isa);
 const lx_vmath *lx_vmath_active(void);
 
 #if defined(LINNX_X86_KERNELS)
-/* The AVX2 functions the AVX-512 table shares (vmath_avx2.c), and the AVX-512 forward rows the
- * AVX-512 kernel table uses (vmath_avx512.c). Call only where cpuid allows. */
-void lx_avx2_exp(const float *x, float *y, int64_t n);
-void lx_avx2_tanh(const float *x, float *y, int64_t n);
-void lx_avx2_sigmoid(const float *x, float *y, int64_t n);
-void lx_avx2_silu(const float *x, float *y, int64_t n);
-void lx_avx2_gelu_tanh(const float *x, float *y, int64_t n);
-void lx_avx2_erf(const float *x, float *y, int64_t n);
-void lx_avx2_gelu_erf(const float *x, float *y, int64_t n);
-void lx_avx2_gelu_tanh_vjp(const float *x, const float *g, float *dx, int64_t n);
-void lx_avx2_gelu_erf_vjp(const float *x, const float *g, float *dx, int64_t n);
+/* The AVX-512 forward rows the AVX-512 kernel table uses (vmath_avx512.c). Call only where cpuid
+ * allows. */
 void lx_avx512_softmax_row(const float *x, float *y, int64_t n, bool log);
 float lx_avx512_logsumexp_row(const float *x, int64_t n);
 #endif

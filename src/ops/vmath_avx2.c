@@ -125,7 +125,7 @@ static inline __m256 v_gelu_erf_grad(__m256 x) {
 
 /* y[0:n] = F(x[0:n]) in whole vectors, the tail on a padded copy. */
 #define MAP1(name, F)                                                     \
-    void lx_avx2_##name(const float *x, float *y, int64_t n) {            \
+    static void avx2_##name(const float *x, float *y, int64_t n) {        \
         int64_t i = 0;                                                    \
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, F(_mm256_loadu_ps(x + i))); \
         if (i < n) {                                                      \
@@ -145,7 +145,7 @@ MAP1(erf, v_erf)
 MAP1(gelu_erf, v_gelu_erf)
 
 #define MAP_VJP(name, GRAD)                                        \
-void lx_avx2_##name(const float *x, const float *g, float *dx, int64_t n) {    \
+static void avx2_##name(const float *x, const float *g, float *dx, int64_t n) {    \
     int64_t i = 0;    \
     for (; i + 8 <= n; i += 8)    \
         _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(g + i), GRAD(_mm256_loadu_ps(x + i))));    \
@@ -229,15 +229,15 @@ static void avx2_xent_vjp_row(const float *x, int32_t label, float g, float *dx,
 
 static const lx_vmath table = {
     .isa = LX_ISA_AVX2,
-    .exp = lx_avx2_exp,
-    .tanh = lx_avx2_tanh,
-    .sigmoid = lx_avx2_sigmoid,
-    .silu = lx_avx2_silu,
-    .gelu_tanh = lx_avx2_gelu_tanh,
-    .gelu_tanh_vjp = lx_avx2_gelu_tanh_vjp,
-    .erf = lx_avx2_erf,
-    .gelu_erf = lx_avx2_gelu_erf,
-    .gelu_erf_vjp = lx_avx2_gelu_erf_vjp,
+    .exp = avx2_exp,
+    .tanh = avx2_tanh,
+    .sigmoid = avx2_sigmoid,
+    .silu = avx2_silu,
+    .gelu_tanh = avx2_gelu_tanh,
+    .gelu_tanh_vjp = avx2_gelu_tanh_vjp,
+    .erf = avx2_erf,
+    .gelu_erf = avx2_gelu_erf,
+    .gelu_erf_vjp = avx2_gelu_erf_vjp,
     .softmax_vjp_row = avx2_softmax_vjp_row,
     .log_softmax_vjp_row = avx2_log_softmax_vjp_row,
     .xent_vjp_row = avx2_xent_vjp_row,

@@ -1,6 +1,7 @@
 /* Vector math, 16 lanes of AVX-512 (compiled with -mavx512f/bw/vl/dq and FMA; run only after cpuid
- * says so): exp, and the softmax / log-softmax / cross-entropy rows forward and backward, which
- * are bound by exp and by memory. tanh, the sigmoid and the GELUs are the AVX2 set's (vmath.h).
+ * says so): exp, tanh, the sigmoid, SiLU, erf and the GELUs (vmath_avx2.c's algorithms op for op,
+ * masks for its blends: the same values), and the softmax / log-softmax / cross-entropy rows
+ * forward and backward, which are bound by exp and by memory.
  *
  * exp: vmath.c's algorithm (x = n ln2 + r, the two-part ln2, the degree-7 Taylor polynomial of e^r
  * by Horner in FMA, as vmath_avx2.c), with 2^n applied by vscalefps: one instruction that rounds
@@ -60,6 +61,127 @@ static void avx512_exp(const float *x, float *y, int64_t n) {
         _mm512_mask_storeu_ps(y + i, k, exp16(_mm512_maskz_loadu_ps(k, x + i)));
     }
 }
+
+/* ---- tanh, sigmoid, SiLU, the GELUs, erf: vmath_avx2.c's functions op for op on 16 lanes (masks
+ * where it blends), so every value is the AVX2 one ---- */
+
+static inline __m512 sign16(__m512 x) { return _mm512_and_ps(x, _mm512_set1_ps(-0.0f)); }
+
+static inline __m512 tanh16(__m512 x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 ax = _mm512_abs_ps(x), sign = sign16(x);
+    __m512 z = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_set1_ps(-5.70498872745e-3f);
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.06390887954e-2f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.37397155531e-2f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.33314422036e-1f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33332819422e-1f));
+    __m512 small = _mm512_or_ps(_mm512_fmadd_ps(_mm512_mul_ps(x, z), p, x), sign); /* tanh(-0) = -0 */
+    __m512 e = exp16(_mm512_mul_ps(ax, _mm512_set1_ps(-2.0f)));
+    __m512 large = _mm512_or_ps(_mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e)), sign);
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ), large, small);
+}
+
+static inline __m512 sigmoid16(__m512 x) {
+    __m512 e = exp16(_mm512_xor_ps(_mm512_abs_ps(x), _mm512_set1_ps(-0.0f))); /* exp(-|x|) */
+    __m512 q = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    /* x >= 0: q, else e q (NaN: not >= 0, e q is NaN) */
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), _mm512_mul_ps(e, q), q);
+}
+
+#define GELU_C 0.7978845608028654f
+#define GELU_A 0.044715f
+
+static inline __m512 gelu_u16(__m512 x, __m512 x2) {
+    return _mm512_mul_ps(_mm512_set1_ps(GELU_C), _mm512_fmadd_ps(_mm512_set1_ps(GELU_A), _mm512_mul_ps(x2, x), x));
+}
+static inline __m512 silu16(__m512 x) { return _mm512_mul_ps(x, sigmoid16(x)); }
+static inline __m512 gelu_tanh16(__m512 x) {
+    __m512 u = gelu_u16(x, _mm512_mul_ps(x, x));
+    return _mm512_mul_ps(x, sigmoid16(_mm512_add_ps(u, u)));
+}
+static inline __m512 gelu_tanh_grad16(__m512 x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 x2 = _mm512_mul_ps(x, x), u = gelu_u16(x, x2);
+    __m512 e = exp16(_mm512_mul_ps(_mm512_abs_ps(u), _mm512_set1_ps(-2.0f)));
+    __m512 q = _mm512_div_ps(one, _mm512_add_ps(one, e));
+    __m512 s = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_GE_OQ), _mm512_mul_ps(e, q), q);
+    __m512 k = _mm512_mul_ps(_mm512_set1_ps(2.0f * GELU_C), _mm512_fmadd_ps(_mm512_set1_ps(3.0f * GELU_A), x2, one));
+    __m512 t = _mm512_mul_ps(_mm512_mul_ps(x, k), _mm512_mul_ps(e, _mm512_mul_ps(q, q)));
+    /* |x| >= 30 (or NaN): the second term is 0 and x^2 may have overflowed: s alone */
+    __mmask16 keep = _mm512_cmp_ps_mask(_mm512_abs_ps(x), _mm512_set1_ps(30.0f), _CMP_LT_OQ);
+    return _mm512_add_ps(s, _mm512_maskz_mov_ps(keep, t));
+}
+
+static const float ERF_S[10] = {1.128379167e+00f,  -3.761263890e-01f, 1.128379167e-01f, -2.686617065e-02f,
+                                5.223977625e-03f,  -8.548327023e-04f, 1.205533298e-04f, -1.492565036e-05f,
+                                1.646211437e-06f,  -1.636584469e-07f};
+static const float ERFC_C[10] = {-8.649927343e-01f, 4.468160099e-01f,  4.061980645e-02f,  -1.017390671e-02f,
+                                 -4.625118241e-03f, 3.952261729e-04f,  5.737780142e-04f,  -9.201372413e-06f,
+                                 -6.026582472e-05f, -5.217399308e-07f};
+#define ERF_SPLIT 0.84f
+
+static inline __m512 erf_small16(__m512 z) {
+    __m512 z2 = _mm512_mul_ps(z, z), p = _mm512_set1_ps(ERF_S[9]);
+    for (int i = 8; i >= 1; i--) p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(ERF_S[i]));
+    p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(0.1283791671f)); /* 2/sqrt(pi) - 1: z + z (P - 1) */
+    return _mm512_fmadd_ps(z, p, z);
+}
+static inline __m512 erfc_big16(__m512 z) {
+    __m512 t = _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(_mm512_set1_ps(2.0f), z));
+    __m512 y = _mm512_fmsub_ps(t, _mm512_set1_ps(2.0f / 0.705f), _mm512_set1_ps(1.0f));
+    __m512 p = _mm512_set1_ps(ERFC_C[9]);
+    for (int i = 8; i >= 0; i--) p = _mm512_fmadd_ps(p, y, _mm512_set1_ps(ERFC_C[i]));
+    return _mm512_mul_ps(t, exp16(_mm512_fnmadd_ps(z, z, p)));
+}
+static inline __m512 erf16(__m512 x) {
+    __m512 z = _mm512_abs_ps(x), sign = sign16(x);
+    __m512 big = _mm512_or_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), erfc_big16(z)), sign);
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(z, _mm512_set1_ps(ERF_SPLIT), _CMP_LT_OQ), big, erf_small16(x));
+}
+static inline __m512 phi16(__m512 x) {
+    const __m512 half = _mm512_set1_ps(0.5f);
+    __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f)), az = _mm512_abs_ps(z);
+    __m512 small = _mm512_fmadd_ps(half, erf_small16(z), half);
+    __m512 hc = _mm512_mul_ps(half, erfc_big16(az));
+    __m512 big = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_GE_OQ), hc,
+                                      _mm512_sub_ps(_mm512_set1_ps(1.0f), hc));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(az, _mm512_set1_ps(ERF_SPLIT), _CMP_LT_OQ), big, small);
+}
+static inline __m512 gelu_erf16(__m512 x) { return _mm512_mul_ps(x, phi16(x)); }
+static inline __m512 gelu_erf_grad16(__m512 x) {
+    __m512 e = exp16(_mm512_mul_ps(_mm512_set1_ps(-0.5f), _mm512_mul_ps(x, x)));
+    __m512 t = _mm512_mul_ps(x, _mm512_mul_ps(e, _mm512_set1_ps(0.39894228040143268f)));
+    __mmask16 keep = _mm512_cmp_ps_mask(_mm512_abs_ps(x), _mm512_set1_ps(30.0f), _CMP_LT_OQ);
+    return _mm512_add_ps(phi16(x), _mm512_maskz_mov_ps(keep, t));
+}
+
+/* y[0:n] = F(x[0:n]): whole vectors, then the tail under a mask (zeros in the missing lanes) */
+#define MAP16(name, F)                                                                \
+    static void avx512_##name(const float *x, float *y, int64_t n) {                  \
+        int64_t i = 0;                                                                \
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, F(_mm512_loadu_ps(x + i))); \
+        if (i < n) {                                                                  \
+            __mmask16 k = tail16(n - i);                                              \
+            _mm512_mask_storeu_ps(y + i, k, F(_mm512_maskz_loadu_ps(k, x + i)));      \
+        }                                                                             \
+    }
+#define MAP16_VJP(name, GRAD)                                                                           \
+    static void avx512_##name(const float *x, const float *g, float *dx, int64_t n) {                   \
+        for (int64_t i = 0; i < n; i += 16) {                                                           \
+            __mmask16 k = tail16(n - i);                                                                \
+            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, g + i), GRAD(_mm512_maskz_loadu_ps(k, x + i))); \
+            _mm512_mask_storeu_ps(dx + i, k, v);                                                        \
+        }                                                                                               \
+    }
+MAP16(tanh, tanh16)
+MAP16(sigmoid, sigmoid16)
+MAP16(silu, silu16)
+MAP16(gelu_tanh, gelu_tanh16)
+MAP16(erf, erf16)
+MAP16(gelu_erf, gelu_erf16)
+MAP16_VJP(gelu_tanh_vjp, gelu_tanh_grad16)
+MAP16_VJP(gelu_erf_vjp, gelu_erf_grad16)
 
 /* ---- rows ---- */
 
@@ -237,14 +359,14 @@ float lx_avx512_logsumexp_row(const float *x, int64_t n) { return avx512_logsume
 static const lx_vmath table = {
     .isa = LX_ISA_AVX512,
     .exp = avx512_exp,
-    .tanh = lx_avx2_tanh,
-    .sigmoid = lx_avx2_sigmoid,
-    .silu = lx_avx2_silu,
-    .gelu_tanh = lx_avx2_gelu_tanh,
-    .gelu_tanh_vjp = lx_avx2_gelu_tanh_vjp,
-    .erf = lx_avx2_erf,
-    .gelu_erf = lx_avx2_gelu_erf,
-    .gelu_erf_vjp = lx_avx2_gelu_erf_vjp,
+    .tanh = avx512_tanh,
+    .sigmoid = avx512_sigmoid,
+    .silu = avx512_silu,
+    .gelu_tanh = avx512_gelu_tanh,
+    .gelu_tanh_vjp = avx512_gelu_tanh_vjp,
+    .erf = avx512_erf,
+    .gelu_erf = avx512_gelu_erf,
+    .gelu_erf_vjp = avx512_gelu_erf_vjp,
     .softmax_vjp_row = avx512_softmax_vjp_row,
     .log_softmax_vjp_row = avx512_log_softmax_vjp_row,
     .xent_vjp_row = avx512_xent_vjp_row,
