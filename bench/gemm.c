@@ -303,8 +303,8 @@ static double frac_peak_best(const shape *s) {
 /* ---- the other kernels of a training step, each against its own limit ----
  * Rows (softmax, log_softmax, integer-label cross-entropy, layer norm, RMS norm) over 1024 x 4096
  * (16 MiB, past L2; a bigger output would be a fresh mmap per call whose page faults cost as much
- * as the kernel): bytes read + written per second / the bandwidth of a memcpy of the same 16 MiB
- * into a reused buffer (rows_copy_1024x4096 gbps), measured just before. conv (the CNN's 3x3, 32 -> 64 channels, 64 x 28 x 28, SAME) forward and
+ * as the kernel), and the softmax family's VJPs: bytes per second against streams over the same
+ * 16 MiB on as many threads (bench_rows below). conv (the CNN's 3x3, 32 -> 64 channels, 64 x 28 x 28, SAME) forward and
  * forward + backward (value_and_grad of sum(conv(x, w)): the forward, dW and dX products), and
  * attention forward (the llama showcase's tiny config, batch 16 x 128 tokens): FLOPs per second /
  * fma_peak_t<n>. One-thread figures also from thread CPU time (_cpu). */
