@@ -67,15 +67,16 @@ static void test_softmax(void) {
     CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 2, SHAPE(2, 9)));
 }
 
-/* Contiguous rows (the kernel set's row kernel: a vector exp with FMA on AVX2, not the scalar
- * nn_expf) against a double-precision reference of the same float differences d = x - max:
+/* Contiguous rows (the kernel set's row kernel: a vector exp with FMA on AVX2 and AVX-512, not
+ * the scalar nn_expf) against a double-precision reference of the same float differences d = x - max:
  * softmax within SOFTMAX_ULP ulp of exp(d) / sum(exp(d)) (a subnormal result counted in units of
  * the smallest subnormal), log_softmax within LOGSM_ULP units of 2^-23 max(1, |ref|) of
  * d - log(sum) (the log of a sum near 1 is an absolute error, as in JAX's formula). Short rows
  * (2 to 17: the sum's own rounding stays below ~1 ulp) over exp's whole range: d down to -200
- * (flush to 0 below ~-104, subnormal results; the generic and AVX-512 sets' scalar-style exp may
- * flush those to 0 instead, as XLA on CPU does), -inf (exactly 0 / -inf), NaN (the whole row NaN),
- * ragged tails. Measured: softmax 3.17 ulp (AVX2) / 3.32 (generic), log_softmax 1.19 / 1.57 units. */
+ * (flush to 0 below ~-104, subnormal results; the generic set's scalar-style exp may flush those
+ * to 0 instead, as XLA on CPU does), -inf (exactly 0 / -inf), NaN (the whole row NaN), ragged
+ * tails. Measured: softmax 3.17 ulp (AVX2) / 3.31 (AVX-512) / 3.68 (generic), log_softmax 1.19 /
+ * 1.20 / 1.69 units. */
 #define SOFTMAX_ULP 4.0
 #define LOGSM_ULP 2.5
 static double ulp_of(double v) {
@@ -146,6 +147,68 @@ static void test_softmax_rows(void) {
         CHECK(close_to(lx_log_softmax(w, -1), ref, rtol, 2e-6));
     }
     free(ref);
+}
+
+/* Gradients of softmax, log_softmax and the integer cross-entropy through lx_value_and_grad: the
+ * last axis runs the kernel set's backward rows (test_nn runs under every LINNX_ISA), another axis
+ * the composite formula; against d/dx of sum(w * f(x)) written out in double. Rows of 37 (ragged
+ * tails) and 1030 (the long-row path with prefetching). */
+typedef struct { int op, axis; lx_array *w, *labels; } sm_loss_ctx;
+static lx_status sm_loss(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    sm_loss_ctx *c = user;
+    lx_array *f = c->op == 0 ? lx_softmax(xs[0], c->axis) : c->op == 1 ? lx_log_softmax(xs[0], c->axis)
+                                                                      : lx_softmax_cross_entropy_int(xs[0], c->labels);
+    *loss = lx_sum(lx_mul(f, c->w), 0, NULL, false);
+    return *loss ? LX_OK : lx_last_status();
+}
+static void test_softmax_grads(void) {
+    const int64_t shapes[][3] = {{3, 5, 37}, {2, 3, 1030}};
+    for (int si = 0; si < 2; si++) {
+        const int64_t *sh = shapes[si];
+        lx_array *x = RAND(sh[0], sh[1], sh[2]);
+        for (int64_t i = 0; i < x->size; i++) lx_f32(x)[i] *= 6;
+        lx_array *w = RAND(sh[0], sh[1], sh[2]), *wr = RAND(sh[0], sh[1]);
+        lx_array *labels = lx_autorelease(lx_array_empty(LX_I32, 2, sh));
+        for (int64_t r = 0; r < labels->size; r++) lx_i32(labels)[r] = (int32_t)((r * 13) % sh[2]);
+        double *p = malloc(sizeof(double) * (size_t)x->size * 2), *ref = p + x->size;
+        for (int op = 0; op < 3; op++)
+            for (int axis = op == 2 ? 2 : 1; axis <= 2; axis++) {
+                sm_loss_ctx c = {op, axis, op == 2 ? wr : w, labels};
+                lx_array *val = NULL, *g = NULL;
+                CHECK_EQ_INT(lx_value_and_grad(sm_loss, &c, 1, &x, &val, &g), LX_OK);
+                ref_softmax(x, axis, false, p);
+                /* along the axis: stride `inner`, rows (outer, inner) */
+                int64_t n = sh[axis], inner = axis == 2 ? 1 : sh[2], outer = x->size / (n * inner);
+                double scale = 0;
+                for (int64_t o = 0; o < outer; o++)
+                    for (int64_t j = 0; j < inner; j++) {
+                        int64_t b = o * n * inner + j;
+                        double s = 0;
+                        for (int64_t i = 0; i < n; i++) {
+                            double wi = op == 2 ? 0 : lx_f32(w)[b + i * inner];
+                            s += op == 0 ? wi * p[b + i * inner] : wi;
+                        }
+                        for (int64_t i = 0; i < n; i++) {
+                            int64_t k = b + i * inner;
+                            double pk = p[k], r;
+                            if (op == 0) r = pk * (lx_f32(w)[k] - s);
+                            else if (op == 1) r = lx_f32(w)[k] - pk * s;
+                            else r = (pk - (i == lx_i32(labels)[o])) * lx_f32(wr)[o];
+                            ref[k] = r;
+                            scale = fmax(scale, fabs(r));
+                        }
+                    }
+                bool ok = g && lx_same_shape(g, x);
+                double worst = 0;
+                for (int64_t k = 0; ok && k < x->size; k++) worst = fmax(worst, fabs(lx_f32(g)[k] - ref[k]));
+                LX_TEST_REPORT_(ok && worst <= 2e-6 * fmax(scale, 1.0), "%s grad, shape (%lld, %lld, %lld) axis %d: max error %.3g",
+                                op == 0 ? "softmax" : op == 1 ? "log_softmax" : "cross_entropy", (long long)sh[0],
+                                (long long)sh[1], (long long)sh[2], axis, worst);
+                lx_release(val), lx_release(g);
+            }
+        free(p);
+    }
 }
 
 /* Flax's LayerNorm/RMSNorm math in double: rows of d, params repeating every f. */
@@ -485,6 +548,7 @@ static void test_pools_flat(void) {
 int main(void) {
     RUN(test_softmax);
     RUN(test_softmax_rows);
+    RUN(test_softmax_grads);
     RUN(test_norms);
     RUN(test_cross_entropy);
     RUN(test_attention);

@@ -81,6 +81,11 @@ static void test_dispatch(void) {
         CHECK(lx_vmath_avx2() != NULL);
         CHECK(lx_vmath_for(LX_ISA_AVX2) == lx_vmath_avx2());
     }
+    if (lx_isa_supported(LX_ISA_AVX512)) {
+        CHECK(lx_vmath_avx512() != NULL);
+        CHECK(lx_vmath_for(LX_ISA_AVX512) == lx_vmath_avx512());
+        CHECK_EQ_INT(lx_vmath_avx512()->isa, LX_ISA_AVX512);
+    }
     CHECK(lx_vmath_active() == lx_vmath_for(lx_isa_current()));
     CHECK_EQ_INT(lx_isa_set("generic"), LX_OK);
     CHECK(lx_vmath_active() == lx_vmath_generic());
@@ -296,6 +301,115 @@ static void test_rows_and_aliasing(void) {
     }
 }
 
+/* The AVX-512 functions (exp's 2^n by vscalefps, masks for the AVX2 code's blends) give the AVX2
+ * functions' bits for every 997th float of the whole range (subnormal results, the thresholds
+ * and the specials included), the derivatives with a cotangent of 1.5. */
+static void test_avx512_bits(void) {
+    if (!lx_isa_supported(LX_ISA_AVX512)) return;
+    const lx_vmath *a = lx_vmath_for(LX_ISA_AVX2), *b = lx_vmath_for(LX_ISA_AVX512);
+    void (*fa[])(const float *, float *, int64_t) = {a->exp, a->tanh, a->sigmoid, a->silu, a->gelu_tanh, a->erf, a->gelu_erf};
+    void (*fb[])(const float *, float *, int64_t) = {b->exp, b->tanh, b->sigmoid, b->silu, b->gelu_tanh, b->erf, b->gelu_erf};
+    const char *names[] = {"exp", "tanh", "sigmoid", "silu", "gelu_tanh", "erf", "gelu_erf", "gelu_tanh_vjp", "gelu_erf_vjp"};
+    static float xs[BATCH], g[BATCH], ya[BATCH], yb[BATCH];
+    for (int i = 0; i < BATCH; i++) g[i] = 1.5f;
+    long bad[9] = {0};
+    for (uint64_t u = 0; u <= 0xFFFFFFFFu;) {
+        int n = 0;
+        for (; n < BATCH && u <= 0xFFFFFFFFu; n++, u += 997) xs[n] = from_bits((uint32_t)u);
+        for (int f = 0; f < 9; f++) {
+            if (f < 7) fa[f](xs, ya, n), fb[f](xs, yb, n);
+            else if (f == 7) a->gelu_tanh_vjp(xs, g, ya, n), b->gelu_tanh_vjp(xs, g, yb, n);
+            else a->gelu_erf_vjp(xs, g, ya, n), b->gelu_erf_vjp(xs, g, yb, n);
+            for (int i = 0; i < n; i++) bad[f] += to_bits(ya[i]) != to_bits(yb[i]) && !(isnan(ya[i]) && isnan(yb[i]));
+        }
+    }
+    for (int f = 0; f < 9; f++)
+        LX_TEST_REPORT_(bad[f] == 0, "avx512 %s differs from avx2 in %ld of the sampled floats", names[f], bad[f]);
+}
+
+/* The backward rows (vmath.h) of every set against double-precision references, rows of length
+ * 0..40 (ragged tails), 1000 and 4101 (the prefetching long-row path), dx aliasing g, and the
+ * specials: a -inf logit has softmax 0 (its gradient is -g at the label, else 0), a NaN logit makes
+ * the row NaN. The bounds allow the float sum over the row (n 2^-24 relative to sum |terms|). */
+static void test_vjp_rows(void) {
+    enum { NMAX = 4101 };
+    float *y = malloc(sizeof(float) * NMAX * 4), *g = y + NMAX, *dx = y + 2 * NMAX, *x = y + 3 * NMAX;
+    if (!y) return;
+    const int lens[] = {0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 40, 63, 64, 65, 1000, NMAX};
+    for (size_t s = 0; s < sizeof SETS / sizeof SETS[0]; s++) {
+        if (!lx_isa_supported(SETS[s])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[s]);
+        const char *nm = lx_isa_name(SETS[s]);
+        int bad[3] = {0, 0, 0};
+        double worst[3] = {0, 0, 0}; /* error / bound */
+#define VJP_CHECK(k, err, tol) (worst[k] = fmax(worst[k], (err) / ((tol) + 1e-38)), bad[k] += !((err) <= (tol) + 1e-38))
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            const int n = lens[li];
+            uint32_t seed = 12345u + (uint32_t)n;
+            for (int i = 0; i < n; i++) {
+                seed = seed * 1664525u + 1013904223u;
+                x[i] = (float)(seed >> 8) * 0x1p-24f * 24.0f - 12.0f;
+                seed = seed * 1664525u + 1013904223u;
+                g[i] = (float)(seed >> 8) * 0x1p-24f * 2.0f - 1.0f;
+            }
+            /* y = softmax(x) in float (the VJPs' input), the reference sums in double */
+            double mx = -INFINITY, se = 0;
+            for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+            for (int i = 0; i < n; i++) se += exp((double)x[i] - mx);
+            for (int i = 0; i < n; i++) y[i] = (float)(exp((double)x[i] - mx) / se);
+            double sgy = 0, sagy = 0, sg = 0, sag = 0;
+            for (int i = 0; i < n; i++) sgy += (double)g[i] * y[i], sagy += fabs((double)g[i] * y[i]);
+            for (int i = 0; i < n; i++) sg += g[i], sag += fabs(g[i]);
+            const double nu = (n + 8) * 0x1p-24;
+            for (int alias = 0; alias < 2; alias++) {
+                float *out = dx; /* alias: dx starts as a copy of g and is passed as g */
+                if (alias) memcpy(dx, g, sizeof(float) * (size_t)n);
+                v->softmax_vjp_row(y, alias ? dx : g, out, n);
+                for (int i = 0; i < n; i++) {
+                    double ref = (double)y[i] * (g[i] - sgy), tol = fabs(y[i]) * (0x1p-23 * fabs(g[i] - sgy) + nu * sagy);
+                    VJP_CHECK(0, fabs(out[i] - ref), tol);
+                }
+                if (alias) memcpy(dx, g, sizeof(float) * (size_t)n);
+                /* log_softmax's output: log(y) */
+                static float ly[NMAX];
+                for (int i = 0; i < n; i++) ly[i] = logf(y[i]);
+                v->log_softmax_vjp_row(ly, alias ? dx : g, out, n);
+                for (int i = 0; i < n; i++) {
+                    double e = exp((double)ly[i]), ref = g[i] - e * sg;
+                    double tol = 0x1p-23 * fabs(ref) + e * (3e-7 * fabs(sg) + nu * sag);
+                    VJP_CHECK(1, fabs(out[i] - ref), tol);
+                }
+            }
+            if (n == 0) continue;
+            const int32_t label = (int32_t)((n * 7) / 11);
+            const float gr = -1.75f;
+            v->xent_vjp_row(x, label, gr, dx, n);
+            for (int i = 0; i < n; i++) {
+                double p = exp((double)x[i] - mx) / se, ref = (p - (i == label)) * gr;
+                double tol = fabs(gr) * (1e-5 * p + (i == label ? 3e-7 : 0.0));
+                VJP_CHECK(2, fabs(dx[i] - ref), tol);
+            }
+        }
+        /* specials: a -inf logit, then a NaN logit */
+        float xs[20], d2[20];
+        for (int i = 0; i < 20; i++) xs[i] = 0.1f * (float)i;
+        xs[5] = -INFINITY;
+        v->xent_vjp_row(xs, 5, 2.0f, d2, 20);
+        bad[2] += !(d2[5] == -2.0f);
+        v->xent_vjp_row(xs, 3, 2.0f, d2, 20);
+        bad[2] += !(d2[5] == 0.0f && d2[3] < 0);
+        xs[7] = NAN;
+        v->xent_vjp_row(xs, 3, 2.0f, d2, 20);
+        for (int i = 0; i < 20; i++) bad[2] += !isnan(d2[i]);
+        LX_TEST_REPORT_(bad[0] + bad[1] + bad[2] == 0, "%s vjp rows: softmax %d, log_softmax %d, xent %d mismatches",
+                        nm, bad[0], bad[1], bad[2]);
+        printf("# %s vjp rows: error / bound at most %.3f (softmax), %.3f (log_softmax), %.3f (xent)\n", nm, worst[0],
+               worst[1], worst[2]);
+#undef VJP_CHECK
+    }
+    free(y);
+}
+
 /* lx_vmath_map: chunked on the thread team, the same values as one serial call. */
 static void test_map(void) {
     enum { N = 100003 };
@@ -323,6 +437,8 @@ int main(void) {
     RUN(test_gelu_erf);
     RUN(test_special_values);
     RUN(test_rows_and_aliasing);
+    RUN(test_avx512_bits);
+    RUN(test_vjp_rows);
     RUN(test_map);
     return lx_test_finish();
 }

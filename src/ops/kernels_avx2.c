@@ -393,7 +393,8 @@ static float sm_rowmax(const float *x, int64_t n) {
  * combine as (s0 + s1) + (s2 + s3), so a row that only differs by trailing lanes of exp 0 (the
  * causal-prefix attention against an explicit mask) sums to the same bits. A ragged tail runs the
  * same vector exp on a copy padded with -inf (exp 0), so every element's exp is the same function
- * of its value wherever it sits in the row. */
+ * of its value wherever it sits in the row. w (may be NULL): the output row, whose successor is
+ * prefetched for writing along with x's. */
 static inline __attribute__((always_inline)) __m256 sm_one(const float *x, float *e, float *d, __m256 m) {
     __m256 dv = _mm256_sub_ps(_mm256_loadu_ps(x), m);
     if (d) _mm256_storeu_ps(d, dv);
@@ -401,7 +402,7 @@ static inline __attribute__((always_inline)) __m256 sm_one(const float *x, float
     if (e) _mm256_storeu_ps(e, ev);
     return ev;
 }
-static float sm_expsum(const float *x, float *e, float *d, int64_t n, float mx) {
+static float sm_expsum(const float *x, float *e, float *d, int64_t n, float mx, float *w) {
     int64_t nv = n / 8 * 8, i = 0;
     __m256 m = _mm256_set1_ps(mx), s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     /* A long row's successor (at x + n where rows are contiguous, as in nn.c; elsewhere the
@@ -413,6 +414,10 @@ static float sm_expsum(const float *x, float *e, float *d, int64_t n, float mx) 
         if (pf) { /* the address as an integer: x + n + i may lie past the array object */
             uintptr_t a = (uintptr_t)(x + i) + (uintptr_t)n * sizeof(float);
             _mm_prefetch((const char *)a, _MM_HINT_T0), _mm_prefetch((const char *)(a + 64), _MM_HINT_T0);
+            if (w) { /* the output's next row, for writing: its stores then find their lines */
+                uintptr_t b = (uintptr_t)(w + i) + (uintptr_t)n * sizeof(float);
+                __builtin_prefetch((const void *)b, 1, 3), __builtin_prefetch((const void *)(b + 64), 1, 3);
+            }
         }
         __m256 v[4];
 #pragma GCC unroll 4
@@ -457,12 +462,12 @@ static void avx2_softmax_row_v(const float *x, float *y, int64_t n, bool log) {
     int64_t nv = n / 8 * 8;
     float mx = sm_rowmax(x, n);
     if (log) {
-        float lse = logf(sm_expsum(x, NULL, y, n, mx));
+        float lse = logf(sm_expsum(x, NULL, y, n, mx, y));
         __m256 vl = _mm256_set1_ps(lse);
         for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_loadu_ps(y + i), vl));
         for (int64_t i = nv; i < n; i++) y[i] -= lse;
     } else {
-        float inv = 1.0f / sm_expsum(x, y, NULL, n, mx);
+        float inv = 1.0f / sm_expsum(x, y, NULL, n, mx, y);
         __m256 sc = _mm256_set1_ps(inv);
         for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), sc));
         for (int64_t i = nv; i < n; i++) y[i] *= inv;
@@ -473,7 +478,7 @@ static void avx2_softmax_row_v(const float *x, float *y, int64_t n, bool log) {
  * read twice, the second time from L1). */
 static float avx2_logsumexp_row_v(const float *x, int64_t n) {
     float mx = sm_rowmax(x, n);
-    return mx + logf(sm_expsum(x, NULL, NULL, n, mx));
+    return mx + logf(sm_expsum(x, NULL, NULL, n, mx, NULL));
 }
 
 /* ---- direct convolution rows: R positions x nv vectors of 8 channels, R * nv <= 12 ----

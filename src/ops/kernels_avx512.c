@@ -7,8 +7,10 @@
 #include <math.h>
 
 #include "nn_internal.h"
+#include "vmath.h"
 
-/* The plain-C rows (norms) compiled for AVX-512; softmax and direct conv are hand-written below. */
+/* The plain-C rows (norms) compiled for AVX-512; direct conv is hand-written below, softmax in
+ * vmath_avx512.c. */
 #define PORT_NAME(x) avx512p_##x
 #include "kernels_portable.h"
 
@@ -153,61 +155,7 @@ static void avx512_small_pack_bt(const float *Bt, int64_t ld, int nr, int64_t kc
 #define TMPL_NAME(x) avx512_##x
 #include "gemm_tmpl.h"
 
-/* ---- softmax rows ---- */
-/* nn_expf on 16 lanes, step for step (mul then add, no FMA), so every lane is bit-identical to
- * the scalar. GCC vectorises the scalar loops below only 8 wide (-march=native prefers 256-bit)
- * and, to keep FP traps exact, runs the polynomial under masks: this is ~30% faster per row.
- * min/max operand order keeps the scalar's comparisons (a NaN passes through). */
-static inline __m512 nn_exp16(__m512 x) {
-    const __m512 lo = _mm512_set1_ps(-87.33654f), big = _mm512_set1_ps(12582912.0f);
-    __m512 xc = _mm512_max_ps(lo, _mm512_min_ps(_mm512_set1_ps(88.0f), x));
-    __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504f)), big);
-    __m512 n = _mm512_sub_ps(t, big);
-    __m512 r = _mm512_sub_ps(xc, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
-    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
-    const float c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    for (int i = 0; i < 7; i++) p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c[i]));
-    __m512i sb = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127 - 0x4B400000)), 23);
-    __m512 y = _mm512_mul_ps(p, _mm512_castsi512_ps(sb));
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ), y); /* x < lo: 0 */
-}
-
-static inline __mmask16 nn_tail16(int64_t left) { return left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1); }
-
-/* One row of n contiguous values: y = softmax(x) or log_softmax(x); y may be x. Same math as
- * the portable version below; the sum is reassociated 16 ways, as `omp simd` may do. */
-static void avx512_softmax_row(const float *x, float *y, int64_t n, bool log) {
-    __m512 vmx = _mm512_set1_ps(-INFINITY);
-    for (int64_t i = 0; i < n; i += 16) { /* x > mx ? x : mx, as the scalar max */
-        __mmask16 k = nn_tail16(n - i);
-        vmx = _mm512_mask_max_ps(vmx, k, _mm512_maskz_loadu_ps(k, x + i), vmx);
-    }
-    float mx = _mm512_reduce_max_ps(vmx);
-    if (mx == -INFINITY) mx = 0; /* all -inf: keep x - mx at -inf, not NaN */
-    __m512 m = _mm512_set1_ps(mx), sum = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 k = nn_tail16(n - i);
-        __m512 e = _mm512_maskz_mov_ps(k, nn_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m)));
-        if (!log) _mm512_mask_storeu_ps(y + i, k, e);
-        sum = _mm512_add_ps(sum, e);
-    }
-    float total = _mm512_reduce_add_ps(sum);
-    if (log) {
-        __m512 lse = _mm512_set1_ps(logf(total));
-        for (int64_t i = 0; i < n; i += 16) {
-            __mmask16 k = nn_tail16(n - i);
-            __m512 v = _mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m), lse);
-            _mm512_mask_storeu_ps(y + i, k, v);
-        }
-    } else {
-        __m512 s = _mm512_set1_ps(total);
-        for (int64_t i = 0; i < n; i += 16) {
-            __mmask16 k = nn_tail16(n - i);
-            _mm512_mask_storeu_ps(y + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, y + i), s));
-        }
-    }
-}
+/* ---- softmax rows: vmath_avx512.c (with the AVX-512 exp) ---- */
 
 /* ---- direct convolution rows ---- */
 /* R positions x nv vectors of channels, R * nv <= 24 accumulators; `nr` channels are stored. */
@@ -281,8 +229,8 @@ static const lx_kernels table = {
     .gemm_name = "avx512",
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx512_ukr, .pack_a = avx512_pack_a, .pack_b = avx512_pack_b,
              .small_panel = panel_avx512, .small_pack_bt = avx512_small_pack_bt},
-    .softmax_row = avx512_softmax_row,
-    .logsumexp_row = avx512p_logsumexp_row,
+    .softmax_row = lx_avx512_softmax_row,
+    .logsumexp_row = lx_avx512_logsumexp_row,
     .norm_row = avx512p_norm_row,
     .conv_direct_row = avx512_conv_direct_row,
 };

@@ -509,9 +509,31 @@ VJP(dot_general) {
 
 /* ---- softmax family ---- */
 
+/* Rows over the last axis of contiguous float32 arrays run the kernel set's backward row
+ * (vmath.h), rows split over the threads; another axis runs the composite formula. */
+static bool last_axis_rows(const lx_array *out, const lx_array *ct, int64_t axis) {
+    return out->dtype == LX_F32 && ct->dtype == LX_F32 && lx_same_shape(out, ct) && out->ndim > 0 &&
+           axis == out->ndim - 1 && out->size > 0;
+}
+static lx_array *vjp_rows(lx_array *out, lx_array *ct, bool log) {
+    lx_array *dx = lx_op_result(LX_F32, ct->ndim, ct->shape, false);
+    if (!dx) return NULL;
+    const int64_t n = out->shape[out->ndim - 1], rows = out->size / n;
+    const lx_vmath *v = lx_vmath_active();
+    void (*row)(const float *, const float *, float *, int64_t) = log ? v->log_softmax_vjp_row : v->softmax_vjp_row;
+    const float *Y = lx_f32(out), *G = lx_f32(ct);
+    float *D = lx_f32(dx);
+    LX_PARALLEL_FOR(r, rows, LX_PAR_THREADS(out->size > (1 << 15) && rows > 1) > 1, row(Y + r * n, G + r * n, D + r * n, n););
+    return dx;
+}
+
 VJP(softmax) {
     UNUSED_VJP_ARGS;
     const lx_shape_params *p = params;
+    if (last_axis_rows(out, ct, p->axis)) {
+        in_ct[0] = vjp_rows(out, ct, false);
+        return st_of(in_ct[0]);
+    }
     lx_array *s = lx_sum(lx_mul(ct, out), 1, &p->axis, true);
     in_ct[0] = lx_mul(out, lx_sub(ct, s));
     return st_of(in_ct[0]);
@@ -520,23 +542,17 @@ VJP(softmax) {
 VJP(log_softmax) {
     UNUSED_VJP_ARGS;
     const lx_shape_params *p = params;
+    if (last_axis_rows(out, ct, p->axis)) {
+        in_ct[0] = vjp_rows(out, ct, true);
+        return st_of(in_ct[0]);
+    }
     lx_array *s = lx_sum(ct, 1, &p->axis, true);
     in_ct[0] = lx_sub(ct, lx_mul(lx_exp(out), s));
     return st_of(in_ct[0]);
 }
 
-/* One pass per row: dx = (softmax(x) - one_hot(label)) * g, the values of the composite
+/* One row kernel per row: dx = (softmax(x) - one_hot(label)) * g, the values of the composite
  * lx_mul(lx_sub(softmax, one_hot), g) (the forward checked every label is in [0, C)). */
-static void xent_int_rows(const float *X, const int32_t *L, const float *G, float *DX, int64_t r0, int64_t r1, int64_t C) {
-    for (int64_t r = r0; r < r1; r++) {
-        float *d = DX + r * C;
-        softmax_row_forward(X + r * C, d, C, false);
-        d[L[r]] -= 1.0f;
-        const float g = G[r];
-        for (int64_t c = 0; c < C; c++) d[c] *= g;
-    }
-}
-
 VJP(softmax_cross_entropy_int) {
     UNUSED_VJP_ARGS;
     lx_array *logits = in[0], *labels = in[1];
@@ -546,16 +562,9 @@ VJP(softmax_cross_entropy_int) {
     const float *X = lx_f32(logits), *G = lx_f32(ct);
     const int32_t *L = lx_i32(labels);
     float *DX = lx_f32(dx);
-    const int nt = LX_PAR_THREADS(rows * C > (1 << 15) && rows > 1);
-    if (nt <= 1) {
-        xent_int_rows(X, L, G, DX, 0, rows, C);
-    } else {
-#pragma omp parallel num_threads(nt)
-        {
-            const int64_t ti = omp_get_thread_num(), n = omp_get_num_threads();
-            xent_int_rows(X, L, G, DX, rows * ti / n, rows * (ti + 1) / n, C);
-        }
-    }
+    void (*row)(const float *, int32_t, float, float *, int64_t) = lx_vmath_active()->xent_vjp_row;
+    LX_PARALLEL_FOR(r, rows, LX_PAR_THREADS(rows * C > (1 << 15) && rows > 1) > 1,
+                    row(X + r * C, L[r], G[r], DX + r * C, C););
     in_ct[0] = dx;
     return LX_OK;
 }

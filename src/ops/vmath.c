@@ -10,6 +10,7 @@
  * tanh: |x| < 0.625: x + x^3 P(x^2) with Cephes' degree-4 minimax P for tanhf; else
  * (1 - e) / (1 + e) with e = exp(-2|x|) <= 0.287, sign of x. */
 #include "vmath.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <string.h>
@@ -168,6 +169,24 @@ static void generic_gelu_erf_vjp(const float *x, const float *g, float *dx, int6
     for (int64_t i = 0; i < n; i++) dx[i] = g[i] * scalar_gelu_erf_grad(x[i]);
 }
 
+/* ---- backward rows (vmath.h) ---- */
+
+static void generic_softmax_vjp_row(const float *y, const float *g, float *dx, int64_t n) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += g[i] * y[i];
+    for (int64_t i = 0; i < n; i++) dx[i] = y[i] * (g[i] - s);
+}
+static void generic_log_softmax_vjp_row(const float *y, const float *g, float *dx, int64_t n) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += g[i];
+    for (int64_t i = 0; i < n; i++) dx[i] = g[i] - scalar_exp(y[i]) * s;
+}
+static void generic_xent_vjp_row(const float *x, int32_t label, float g, float *dx, int64_t n) {
+    lx_kernels_generic()->softmax_row(x, dx, n, false);
+    dx[label] -= 1.0f;
+    for (int64_t i = 0; i < n; i++) dx[i] *= g;
+}
+
 static const lx_vmath generic_table = {
     .isa = LX_ISA_GENERIC,
     .exp = generic_exp,
@@ -179,12 +198,16 @@ static const lx_vmath generic_table = {
     .erf = generic_erf,
     .gelu_erf = generic_gelu_erf,
     .gelu_erf_vjp = generic_gelu_erf_vjp,
+    .softmax_vjp_row = generic_softmax_vjp_row,
+    .log_softmax_vjp_row = generic_log_softmax_vjp_row,
+    .xent_vjp_row = generic_xent_vjp_row,
 };
 
 const lx_vmath *lx_vmath_generic(void) { return &generic_table; }
 
 const lx_vmath *lx_vmath_for(lx_isa isa) {
-    const lx_vmath *v = isa == LX_ISA_AVX2 || isa == LX_ISA_AVX512 ? lx_vmath_avx2() : NULL;
+    const lx_vmath *v = isa == LX_ISA_AVX512 ? lx_vmath_avx512() : NULL;
+    if (!v && (isa == LX_ISA_AVX2 || isa == LX_ISA_AVX512)) v = lx_vmath_avx2();
     return v ? v : &generic_table;
 }
 

@@ -1,12 +1,13 @@
 /* Vector math over float32 rows (not installed): exp, tanh, the logistic sigmoid and the tanh-form
  * GELU with its derivative, run by the kernel set in force (linnx/cpu.h) as the other kernels are.
  *
- * vmath_avx2.c holds 8-lane AVX2+FMA versions (the AVX-512 set uses them too); vmath.c holds the
- * generic C versions of the same algorithms (multiply and add where the vector code fuses them)
- * and the dispatch. docs/kernels.md ("Vector math") has the algorithms and the accuracy that
+ * vmath_avx2.c holds 8-lane AVX2+FMA versions, vmath_avx512.c 16-lane AVX-512 ones (the same
+ * values) and the AVX-512 rows; vmath.c holds the generic C
+ * versions of the same algorithms (multiply and add where the vector code fuses them) and the
+ * dispatch. docs/kernels.md ("Vector math") has the algorithms and the accuracy that
  * tests/test_vmath.c measures against double-precision references:
  *
- *   exp      0.88 ulp (AVX2) / 1.16 ulp (generic) at most over [-104, 89], subnormal results
+ *   exp      0.88 ulp (AVX2, AVX-512) / 1.16 ulp (generic) at most over [-104, 89], subnormal results
  *            included (counted in units of the smallest subnormal); +inf from 88.7229, +0 below
  *            -103.98 (test bound 2 ulp)
  *   tanh     1.49 ulp at most (bound 2); +-1 from |x| ~ 9.01; tanh(-0) = -0
@@ -18,6 +19,7 @@
 #ifndef LINNX_VMATH_H
 #define LINNX_VMATH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "linnx/cpu.h"
@@ -38,13 +40,30 @@ typedef struct {
     void (*gelu_erf)(const float *x, float *y, int64_t n);
     /* dx = g * (Phi(x) + x phi(x)); at x = +-inf the limits 1 and 0 */
     void (*gelu_erf_vjp)(const float *x, const float *g, float *dx, int64_t n);
+    /* Backward rows of n contiguous values (vjp.c; the forward rows are lx_kernels' softmax_row
+     * and logsumexp_row). dx may alias g.
+     * softmax from its output y: dx = y (g - sum(g y)) */
+    void (*softmax_vjp_row)(const float *y, const float *g, float *dx, int64_t n);
+    /* log_softmax from its output y: dx = g - exp(y) sum(g) */
+    void (*log_softmax_vjp_row)(const float *y, const float *g, float *dx, int64_t n);
+    /* integer-label cross-entropy: dx = (softmax(x) - one_hot(label)) g, with the values of the
+     * kernel set's softmax_row, then - 1 at the label, then * g */
+    void (*xent_vjp_row)(const float *x, int32_t label, float g, float *dx, int64_t n);
 } lx_vmath;
 
 const lx_vmath *lx_vmath_generic(void);
-const lx_vmath *lx_vmath_avx2(void); /* NULL when not compiled */
+const lx_vmath *lx_vmath_avx2(void);   /* NULL when not compiled */
+const lx_vmath *lx_vmath_avx512(void); /* NULL when not compiled */
 /* The functions of a set (generic where the build has no vector version) and of the set in force. */
 const lx_vmath *lx_vmath_for(lx_isa isa);
 const lx_vmath *lx_vmath_active(void);
+
+#if defined(LINNX_X86_KERNELS)
+/* The AVX-512 forward rows the AVX-512 kernel table uses (vmath_avx512.c). Call only where cpuid
+ * allows. */
+void lx_avx512_softmax_row(const float *x, float *y, int64_t n, bool log);
+float lx_avx512_logsumexp_row(const float *x, int64_t n);
+#endif
 
 /* y[i] = f(x[i]) for n values on the thread team when n is large (chunks of whole vectors), else
  * serially. */

@@ -3,6 +3,7 @@
  * the polynomials. A ragged tail runs through the same vector code on a padded copy, so every
  * element's result is independent of its position in the row. */
 #include "vmath.h"
+#include "kernels.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -160,6 +161,72 @@ static void avx2_##name(const float *x, const float *g, float *dx, int64_t n) { 
 MAP_VJP(gelu_tanh_vjp, v_gelu_tanh_grad)
 MAP_VJP(gelu_erf_vjp, v_gelu_erf_grad)
 
+/* ---- backward rows (vmath.h); the generic versions' loops in 8 lanes ---- */
+
+static float dot8(const float *a, const float *b, int64_t n) { /* sum(a b), b NULL: sum(a) */
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 a0 = _mm256_loadu_ps(a + i), a1 = _mm256_loadu_ps(a + i + 8);
+        s0 = b ? _mm256_fmadd_ps(a0, _mm256_loadu_ps(b + i), s0) : _mm256_add_ps(a0, s0);
+        s1 = b ? _mm256_fmadd_ps(a1, _mm256_loadu_ps(b + i + 8), s1) : _mm256_add_ps(a1, s1);
+    }
+    float l[8], s = 0;
+    _mm256_storeu_ps(l, _mm256_add_ps(s0, s1));
+    for (int k = 0; k < 8; k++) s += l[k];
+    for (; i < n; i++) s += b ? a[i] * b[i] : a[i];
+    return s;
+}
+
+/* The second passes prefetch the next row of y and g (dx's for writing) a line per 16 floats, so
+ * its memory reads overlap this row's arithmetic (vmath_avx512.c has the reasoning); the address
+ * as an integer, since it may lie past the array (a prefetch never faults). */
+#define PF_ROW_MIN 1024
+static inline void pf_rows(const float *y, const float *g, float *dx, int64_t n, int64_t i) {
+    const uintptr_t off = (uintptr_t)n * sizeof(float);
+    _mm_prefetch((const char *)((uintptr_t)(y + i) + off), _MM_HINT_T0);
+    _mm_prefetch((const char *)((uintptr_t)(g + i) + off), _MM_HINT_T0);
+    __builtin_prefetch((const void *)((uintptr_t)(dx + i) + off), 1, 3);
+}
+
+static void avx2_softmax_vjp_row(const float *y, const float *g, float *dx, int64_t n) {
+    const float s = dot8(g, y, n);
+    const __m256 vs = _mm256_set1_ps(s);
+    const bool pf = n >= PF_ROW_MIN;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        if (pf && i % 16 == 0) pf_rows(y, g, dx, n, i);
+        _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_sub_ps(_mm256_loadu_ps(g + i), vs)));
+    }
+    for (; i < n; i++) dx[i] = y[i] * (g[i] - s);
+}
+
+static void avx2_log_softmax_vjp_row(const float *y, const float *g, float *dx, int64_t n) {
+    const __m256 vs = _mm256_set1_ps(dot8(g, NULL, n));
+    const bool pf = n >= PF_ROW_MIN;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        if (pf && i % 16 == 0) pf_rows(y, g, dx, n, i);
+        _mm256_storeu_ps(dx + i, _mm256_fnmadd_ps(v_exp(_mm256_loadu_ps(y + i)), vs, _mm256_loadu_ps(g + i)));
+    }
+    if (i < n) {
+        float by[8] = {0}, bg[8] = {0};
+        memcpy(by, y + i, sizeof(float) * (size_t)(n - i));
+        memcpy(bg, g + i, sizeof(float) * (size_t)(n - i));
+        _mm256_storeu_ps(by, _mm256_fnmadd_ps(v_exp(_mm256_loadu_ps(by)), vs, _mm256_loadu_ps(bg)));
+        memcpy(dx + i, by, sizeof(float) * (size_t)(n - i));
+    }
+}
+
+static void avx2_xent_vjp_row(const float *x, int32_t label, float g, float *dx, int64_t n) {
+    lx_kernels_avx2()->softmax_row(x, dx, n, false);
+    dx[label] -= 1.0f;
+    const __m256 vg = _mm256_set1_ps(g);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(dx + i), vg));
+    for (; i < n; i++) dx[i] *= g;
+}
+
 static const lx_vmath table = {
     .isa = LX_ISA_AVX2,
     .exp = avx2_exp,
@@ -171,6 +238,9 @@ static const lx_vmath table = {
     .erf = avx2_erf,
     .gelu_erf = avx2_gelu_erf,
     .gelu_erf_vjp = avx2_gelu_erf_vjp,
+    .softmax_vjp_row = avx2_softmax_vjp_row,
+    .log_softmax_vjp_row = avx2_log_softmax_vjp_row,
+    .xent_vjp_row = avx2_xent_vjp_row,
 };
 
 const lx_vmath *lx_vmath_avx2(void) { return &table; }
