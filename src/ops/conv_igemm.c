@@ -33,6 +33,7 @@
 #define TILES_PER_CHUNK 16 /* 96 output rows per work item */
 #define DW_ROWS 128        /* positions per kernel-gradient work item */
 #define B_BLOCK_FLOATS 5120 /* 20 KiB of packed kernel per pass: a sliver's taps stay in L1 */
+#define B_BLOCK_FLOATS_512 10240 /* the AVX-512 tile's (L1d 48 KiB where that set runs) */
 
 bool conv_igemm_available(void) {
 #if defined(LINNX_X86_KERNELS)
@@ -142,17 +143,22 @@ typedef struct {
     const float *src;  /* group 0's channels */
     int64_t src_goff;  /* channels between groups in the source */
     int64_t rows, groups, kc, ncols, nsl;
-    const float *bp;   /* [group][sliver][tap][kc][16] */
+    const float *bp;   /* [group][sliver][tap][kc][nr] */
     float *C;
     int64_t ldc, c_goff;
+    int mr, nr;        /* the register tile of the kernel set in force */
+    void (*ukr)(int mr, int nr, int64_t ntaps, int64_t kc, const float *const *ind, const float *bp, float *C,
+                int64_t ldc, bool acc);
+    int64_t b_block;   /* packed-kernel floats per pass over the taps */
 } igemm_job;
 
 #if defined(LINNX_X86_KERNELS)
 static lx_status igemm_run(const igemm_job *j) {
-    const int64_t ks = j->geo.ks, tile_rows = CONV_MR * TILES_PER_CHUNK;
+    const int MR = j->mr, NR = j->nr;
+    const int64_t ks = j->geo.ks, tile_rows = MR * TILES_PER_CHUNK;
     const int64_t nchunks = (j->rows + tile_rows - 1) / tile_rows, items = nchunks * j->groups;
     /* taps per pass: a sliver's share of the packed kernel stays in L1 */
-    int64_t per_tap = j->kc * CONV_NR, nblk = (ks * per_tap + B_BLOCK_FLOATS - 1) / B_BLOCK_FLOATS;
+    int64_t per_tap = j->kc * NR, nblk = (ks * per_tap + j->b_block - 1) / j->b_block;
     if (nblk < 1) nblk = 1;
     if (nblk > ks) nblk = ks;
     const int64_t tb = (ks + nblk - 1) / nblk;
@@ -161,7 +167,7 @@ static lx_status igemm_run(const igemm_job *j) {
     if (nt > items) nt = (int)items;
 #pragma omp parallel num_threads(nt > 0 ? nt : 1)
     {
-        const float **ind = malloc(sizeof(float *) * (size_t)(TILES_PER_CHUNK * CONV_MR * ks));
+        const float **ind = malloc(sizeof(float *) * (size_t)(TILES_PER_CHUNK * MR * ks));
         if (!ind) {
 #pragma omp atomic write
             failed = 1;
@@ -171,26 +177,25 @@ static lx_status igemm_run(const igemm_job *j) {
             if (!ind) continue;
             int64_t g = it % j->groups, r0 = (it / j->groups) * tile_rows;
             int64_t nr_rows = j->rows - r0 < tile_rows ? j->rows - r0 : tile_rows;
-            int64_t ntiles = (nr_rows + CONV_MR - 1) / CONV_MR;
+            int64_t ntiles = (nr_rows + MR - 1) / MR;
             ind_geo geo = j->geo;
             geo.src = j->src + g * j->src_goff;
-            for (int64_t r = 0; r < ntiles * CONV_MR; r++) {
-                const float **dst = ind + (r / CONV_MR) * ks * CONV_MR + r % CONV_MR;
-                if (r < nr_rows) row_ptrs(&geo, r0 + r, dst, CONV_MR);
+            for (int64_t r = 0; r < ntiles * MR; r++) {
+                const float **dst = ind + (r / MR) * ks * MR + r % MR;
+                if (r < nr_rows) row_ptrs(&geo, r0 + r, dst, MR);
                 else
-                    for (int64_t t = 0; t < ks; t++) dst[t * CONV_MR] = geo.zero;
+                    for (int64_t t = 0; t < ks; t++) dst[t * MR] = geo.zero;
             }
             for (int64_t s = 0; s < j->nsl; s++) {
-                int nc = (int)(j->ncols - s * CONV_NR < CONV_NR ? j->ncols - s * CONV_NR : CONV_NR);
+                int nc = (int)(j->ncols - s * NR < NR ? j->ncols - s * NR : NR);
                 const float *bs = j->bp + (g * j->nsl + s) * ks * per_tap;
                 for (int64_t t0 = 0; t0 < ks; t0 += tb) {
                     int64_t nb = ks - t0 < tb ? ks - t0 : tb;
                     for (int64_t tl = 0; tl < ntiles; tl++) {
-                        int64_t rr = r0 + tl * CONV_MR;
-                        int mr = (int)(j->rows - rr < CONV_MR ? j->rows - rr : CONV_MR);
-                        conv_igemm_ukr_avx2(mr, nc, nb, j->kc, (const float *const *)ind + (tl * ks + t0) * CONV_MR,
-                                            bs + t0 * per_tap, j->C + rr * j->ldc + g * j->c_goff + s * CONV_NR, j->ldc,
-                                            t0 > 0);
+                        int64_t rr = r0 + tl * MR;
+                        int mr = (int)(j->rows - rr < MR ? j->rows - rr : MR);
+                        j->ukr(mr, nc, nb, j->kc, (const float *const *)ind + (tl * ks + t0) * MR, bs + t0 * per_tap,
+                               j->C + rr * j->ldc + g * j->c_goff + s * NR, j->ldc, t0 > 0);
                     }
                 }
             }
@@ -201,22 +206,22 @@ static lx_status igemm_run(const igemm_job *j) {
 }
 #endif
 
-/* forward (transposed false): bp[g][s][t][ci][16] = w[t, ci, g * cog + s * 16 + j];
- * input gradient (true): bp[g][s][t][co][16] = w[t, s * 16 + j, g * cog + co]. */
-static float *pack_kernel(const conv_dims *c, const float *w, bool transposed, int64_t *nsl_out) {
+/* forward (transposed false): bp[g][s][t][ci][NR] = w[t, ci, g * cog + s * NR + j];
+ * input gradient (true): bp[g][s][t][co][NR] = w[t, s * NR + j, g * cog + co]. */
+static float *pack_kernel(const conv_dims *c, const float *w, bool transposed, int64_t NR, int64_t *nsl_out) {
     const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups, ks = c->ks;
     const int64_t kc = transposed ? cog : cig, ncols = transposed ? cig : cog;
-    const int64_t nsl = (ncols + CONV_NR - 1) / CONV_NR;
-    size_t floats = (size_t)(c->groups * nsl * ks * kc * CONV_NR);
+    const int64_t nsl = (ncols + NR - 1) / NR;
+    size_t floats = (size_t)(c->groups * nsl * ks * kc * NR);
     float *bp = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64 + 64);
     if (!bp) return NULL;
     for (int64_t g = 0; g < c->groups; g++)
         for (int64_t s = 0; s < nsl; s++)
             for (int64_t t = 0; t < ks; t++)
                 for (int64_t k = 0; k < kc; k++) {
-                    float *d = bp + (((g * nsl + s) * ks + t) * kc + k) * CONV_NR;
-                    for (int64_t jj = 0; jj < CONV_NR; jj++) {
-                        int64_t col = s * CONV_NR + jj;
+                    float *d = bp + (((g * nsl + s) * ks + t) * kc + k) * NR;
+                    for (int64_t jj = 0; jj < NR; jj++) {
+                        int64_t col = s * NR + jj;
                         d[jj] = col >= ncols ? 0.0f
                                 : transposed ? w[(t * cig + col) * c->cout + g * cog + k]
                                              : w[(t * cig + k) * c->cout + g * cog + col];
@@ -231,8 +236,11 @@ static lx_status igemm_product(const conv_dims *c, bool forward, const float *sr
     const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups;
     int64_t nsl = 0;
     ind_geo geo;
+    /* the kernel set's tile: AVX-512's 8 x 32 (zmm) or AVX2's 6 x 16 (ymm) */
+    const bool wide = lx_kernels_active()->isa == LX_ISA_AVX512;
+    const int MR = wide ? CONV512_MR : CONV_MR, NR = wide ? CONV512_NR : CONV_NR;
     int64_t *tabmem = make_offsets(c, forward, &geo);
-    float *bp = tabmem ? pack_kernel(c, w, !forward, &nsl) : NULL;
+    float *bp = tabmem ? pack_kernel(c, w, !forward, NR, &nsl) : NULL;
     const int64_t kc = forward ? cig : cog;
     float *zero = bp ? calloc((size_t)(kc + 16), sizeof(float)) : NULL;
     if (!zero) {
@@ -241,7 +249,9 @@ static lx_status igemm_product(const conv_dims *c, bool forward, const float *sr
     }
     igemm_job j = {.src = src, .src_goff = kc, .rows = c->n * (forward ? c->outsp : c->insp), .groups = c->groups,
                    .kc = kc, .ncols = forward ? cog : cig, .nsl = nsl, .bp = bp, .C = C,
-                   .ldc = forward ? c->cout : c->cin, .c_goff = forward ? cog : cig};
+                   .ldc = forward ? c->cout : c->cin, .c_goff = forward ? cog : cig, .mr = MR, .nr = NR,
+                   .ukr = wide ? conv_igemm_ukr_avx512 : conv_igemm_ukr_avx2,
+                   .b_block = wide ? B_BLOCK_FLOATS_512 : B_BLOCK_FLOATS};
     j.geo = geo;
     j.geo.zero = zero;
     lx_status st = igemm_run(&j);
@@ -268,8 +278,9 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
     const size_t wfloats = (size_t)(c->cout * km);
     ind_geo geo0;
     int64_t *tabmem = make_offsets(c, true, &geo0);
-    /* patch columns in tiles of 16 when the group's channels come in runs of 8; else whole rows */
-    const bool tiled = cig % 8 == 0;
+    /* patch columns in tiles of 16 when the group's channels come in runs of 8; else whole rows.
+     * AVX-512 (hwio): tiles of 8 patch columns x 32 output channels summed straight in HWIO order */
+    const bool tiled = cig % 8 == 0, hwio = tiled && lx_kernels_active()->isa == LX_ISA_AVX512;
     float *zero = tabmem ? calloc((size_t)(cig + 16), sizeof(float)) : NULL;
     double work = (double)rows * (double)km * (double)c->cout;
     int nt = work > (1 << 18) ? lx_num_threads() : 1, failed = 0;
@@ -300,6 +311,16 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
             geo.src = x + g * cig;
             for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r * ks, 1);
             const float *a = dy + r0 * c->cout + g * cog;
+            if (hwio) { /* acc[t * cig + ci][g * cog + co] */
+                for (int64_t co = 0; co < cog; co += CONV512_NR) {
+                    int nc = (int)(cog - co < CONV512_NR ? cog - co : CONV512_NR);
+                    for (int64_t t = 0; t < ks; t++)
+                        for (int64_t ci = 0; ci < cig; ci += 8)
+                            conv_dw_ukr_avx512(nr_rows, (const float *const *)ind, ks, t, ci, a + co, c->cout, nc,
+                                               acc + (t * cig + ci) * c->cout + g * cog + co, c->cout);
+                }
+                continue;
+            }
             if (!tiled) { /* acc[g][t * cig + ci][co] */
                 conv_dw_rows_avx2(nr_rows, (const float *const *)ind, ks, cig, a, c->cout, cog, acc + g * km * cog);
                 continue;
@@ -337,7 +358,7 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
             for (int64_t m = 0; m < km; m++)
                 for (int64_t co = 0; co < cog; co++) {
                     float s = 0.0f;
-                    int64_t at = tiled ? (g * cog + co) * km + m : (g * km + m) * cog + co;
+                    int64_t at = hwio ? m * c->cout + g * cog + co : tiled ? (g * cog + co) * km + m : (g * km + m) * cog + co;
                     for (int i = 0; i < nt; i++) s += part[i] ? part[i][at] : 0.0f;
                     dw[m * c->cout + g * cog + co] = s;
                 }
