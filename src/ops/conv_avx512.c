@@ -134,6 +134,8 @@ void conv_dw_ukr_avx512(int64_t rows, const float *const *ind, int64_t ks, int64
     const __mmask16 m1 = (__mmask16)(nc <= 16 ? 0 : nc >= 32 ? 0xffff : (1u << (nc - 16)) - 1);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, d0 = a0, d1 = a0, e0 = a0, e1 = a0;
     __m512 f0 = a0, f1 = a0, g0 = a0, g1 = a0, h0 = a0, h1 = a0, k0 = a0, k1 = a0;
+    for (int i = 0; i < 8; i++) /* the sums this tile adds to: in L1 by the end of the row loop */
+        _mm_prefetch((const char *)(C + i * ldc), _MM_HINT_T0), _mm_prefetch((const char *)(C + i * ldc + 16), _MM_HINT_T0);
     const float *const *p = ind + t;
     for (int64_t r = 0; r < rows; r++, p += ks, dy += ldy) {
         const float *x = *p + ci0;
@@ -156,3 +158,4 @@ void conv_dw_ukr_avx512(int64_t rows, const float *const *ind, int64_t ks, int64
 }
 
 #endif
+

@@ -31,7 +31,8 @@
 #include "linnx/threads.h"
 
 #define TILES_PER_CHUNK 16 /* 96 output rows per work item */
-#define DW_ROWS 128        /* positions per kernel-gradient work item */
+#define DW_ROWS 128        /* positions per kernel-gradient work item (AVX2 tiles) */
+#define DW_ROWS_512 64     /* the AVX-512 tile's: its dY rows and patches stay in L1 */
 #define B_BLOCK_FLOATS 5120 /* 20 KiB of packed kernel per pass: a sliver's taps stay in L1 */
 #define B_BLOCK_FLOATS_512 10240 /* the AVX-512 tile's (L1d 48 KiB where that set runs) */
 
@@ -206,6 +207,16 @@ static lx_status igemm_run(const igemm_job *j) {
 }
 #endif
 
+/* The row of zeros that padding taps read: n floats and a vector's slack, on cache lines of its
+ * own. (A calloc'd row shared a line with a worker's indirection table: with 32 channels, two
+ * threads ran the forward at a third of one thread's speed, every padding read a coherence miss.) */
+static float *zero_row(int64_t n) {
+    size_t bytes = ((size_t)(n + 16) * sizeof(float) + 63) / 64 * 64;
+    float *z = aligned_alloc(64, bytes);
+    if (z) memset(z, 0, bytes);
+    return z;
+}
+
 /* forward (transposed false): bp[g][s][t][ci][NR] = w[t, ci, g * cog + s * NR + j];
  * input gradient (true): bp[g][s][t][co][NR] = w[t, s * NR + j, g * cog + co]. */
 static float *pack_kernel(const conv_dims *c, const float *w, bool transposed, int64_t NR, int64_t *nsl_out) {
@@ -242,7 +253,7 @@ static lx_status igemm_product(const conv_dims *c, bool forward, const float *sr
     int64_t *tabmem = make_offsets(c, forward, &geo);
     float *bp = tabmem ? pack_kernel(c, w, !forward, NR, &nsl) : NULL;
     const int64_t kc = forward ? cig : cog;
-    float *zero = bp ? calloc((size_t)(kc + 16), sizeof(float)) : NULL;
+    float *zero = bp ? zero_row(kc) : NULL;
     if (!zero) {
         free(tabmem), free(bp);
         return lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory");
@@ -274,14 +285,15 @@ lx_status conv_igemm_dx(const conv_dims *c, const float *dy, const float *w, flo
 lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, float *dw) {
 #if defined(LINNX_X86_KERNELS)
     const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups, ks = c->ks, km = ks * cig;
-    const int64_t rows = c->n * c->outsp, nchunks = (rows + DW_ROWS - 1) / DW_ROWS, items = nchunks * c->groups;
-    const size_t wfloats = (size_t)(c->cout * km);
-    ind_geo geo0;
-    int64_t *tabmem = make_offsets(c, true, &geo0);
     /* patch columns in tiles of 16 when the group's channels come in runs of 8; else whole rows.
      * AVX-512 (hwio): tiles of 8 patch columns x 32 output channels summed straight in HWIO order */
     const bool tiled = cig % 8 == 0, hwio = tiled && lx_kernels_active()->isa == LX_ISA_AVX512;
-    float *zero = tabmem ? calloc((size_t)(cig + 16), sizeof(float)) : NULL;
+    const int64_t chunk_rows = hwio ? DW_ROWS_512 : DW_ROWS;
+    const int64_t rows = c->n * c->outsp, nchunks = (rows + chunk_rows - 1) / chunk_rows, items = nchunks * c->groups;
+    const size_t wfloats = (size_t)(c->cout * km);
+    ind_geo geo0;
+    int64_t *tabmem = make_offsets(c, true, &geo0);
+    float *zero = tabmem ? zero_row(cig) : NULL;
     double work = (double)rows * (double)km * (double)c->cout;
     int nt = work > (1 << 18) ? lx_num_threads() : 1, failed = 0;
     if (nt > items) nt = (int)(items > 0 ? items : 1);
@@ -305,22 +317,23 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
             if (!ind || !acc) continue;
-            int64_t g = it % c->groups, r0 = (it / c->groups) * DW_ROWS;
-            int64_t nr_rows = rows - r0 < DW_ROWS ? rows - r0 : DW_ROWS;
+            int64_t g = it % c->groups, r0 = (it / c->groups) * chunk_rows;
+            int64_t nr_rows = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
             ind_geo geo = geo0;
             geo.src = x + g * cig;
-            for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r * ks, 1);
             const float *a = dy + r0 * c->cout + g * cog;
-            if (hwio) { /* acc[t * cig + ci][g * cog + co] */
-                for (int64_t co = 0; co < cog; co += CONV512_NR) {
-                    int nc = (int)(cog - co < CONV512_NR ? cog - co : CONV512_NR);
-                    for (int64_t t = 0; t < ks; t++)
-                        for (int64_t ci = 0; ci < cig; ci += 8)
-                            conv_dw_ukr_avx512(nr_rows, (const float *const *)ind, ks, t, ci, a + co, c->cout, nc,
-                                               acc + (t * cig + ci) * c->cout + g * cog + co, c->cout);
-                }
+            if (hwio) { /* acc[t * cig + ci][g * cog + co]; the pointers tap-major, ind[t * nr_rows + r] */
+                for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r, nr_rows);
+                for (int64_t t = 0; t < ks; t++)
+                    for (int64_t ci = 0; ci < cig; ci += 8)
+                        for (int64_t co = 0; co < cog; co += CONV512_NR) {
+                            int nc = (int)(cog - co < CONV512_NR ? cog - co : CONV512_NR);
+                            conv_dw_ukr_avx512(nr_rows, (const float *const *)ind + t * nr_rows, 1, 0, ci, a + co,
+                                               c->cout, nc, acc + (t * cig + ci) * c->cout + g * cog + co, c->cout);
+                        }
                 continue;
             }
+            for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r * ks, 1);
             if (!tiled) { /* acc[g][t * cig + ci][co] */
                 conv_dw_rows_avx2(nr_rows, (const float *const *)ind, ks, cig, a, c->cout, cog, acc + g * km * cog);
                 continue;
