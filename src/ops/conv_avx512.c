@@ -128,8 +128,9 @@ void conv_igemm_ukr_avx512(int mr, int nr, int64_t ntaps, int64_t kc, const floa
 #undef IG_STEP
 #undef IG_ROW
 
-void conv_dw_ukr_avx512(int64_t rows, const float *const *ind, int64_t ks, int64_t t, int64_t ci0, const float *dy,
-                        int64_t ldy, int nc, float *C, int64_t ldc) {
+static inline __attribute__((always_inline)) void dw_tile512(const bool full, int64_t rows, const float *const *ind,
+                                                             int64_t ks, int64_t t, int64_t ci0, const float *dy,
+                                                             int64_t ldy, int nc, float *C, int64_t ldc) {
     const __mmask16 m0 = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1);
     const __mmask16 m1 = (__mmask16)(nc <= 16 ? 0 : nc >= 32 ? 0xffff : (1u << (nc - 16)) - 1);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, d0 = a0, d1 = a0, e0 = a0, e1 = a0;
@@ -139,7 +140,9 @@ void conv_dw_ukr_avx512(int64_t rows, const float *const *ind, int64_t ks, int64
     const float *const *p = ind + t;
     for (int64_t r = 0; r < rows; r++, p += ks, dy += ldy) {
         const float *x = *p + ci0;
-        __m512 y0 = _mm512_maskz_loadu_ps(m0, dy), y1 = _mm512_maskz_loadu_ps(m1, dy + 16), s;
+        /* plain loads for a full tile: a masked load costs an FMA port's slot here */
+        __m512 y0 = full ? _mm512_loadu_ps(dy) : _mm512_maskz_loadu_ps(m0, dy);
+        __m512 y1 = full ? _mm512_loadu_ps(dy + 16) : _mm512_maskz_loadu_ps(m1, dy + 16), s;
         s = _mm512_set1_ps(x[0]), a0 = _mm512_fmadd_ps(s, y0, a0), a1 = _mm512_fmadd_ps(s, y1, a1);
         s = _mm512_set1_ps(x[1]), b0 = _mm512_fmadd_ps(s, y0, b0), b1 = _mm512_fmadd_ps(s, y1, b1);
         s = _mm512_set1_ps(x[2]), d0 = _mm512_fmadd_ps(s, y0, d0), d1 = _mm512_fmadd_ps(s, y1, d1);
@@ -155,6 +158,12 @@ void conv_dw_ukr_avx512(int64_t rows, const float *const *ind, int64_t ks, int64
         _mm512_mask_storeu_ps(c, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), r[i][0]));
         _mm512_mask_storeu_ps(c + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), r[i][1]));
     }
+}
+
+void conv_dw_ukr_avx512(int64_t rows, const float *const *ind, int64_t ks, int64_t t, int64_t ci0, const float *dy,
+                        int64_t ldy, int nc, float *C, int64_t ldc) {
+    if (nc == CONV512_NR) dw_tile512(true, rows, ind, ks, t, ci0, dy, ldy, nc, C, ldc);
+    else dw_tile512(false, rows, ind, ks, t, ci0, dy, ldy, nc, C, ldc);
 }
 
 #endif
