@@ -65,6 +65,27 @@ static inline void row_ptrs(const ind_geo *g, int64_t r, const float **out, int6
     for (int64_t t = 0; t < g->ks; t++) out[t * step] = o[t] < 0 ? g->zero : img + o[t];
 }
 
+/* The pointers of rows [r0, r0 + nrows), walking the image and row counters instead of dividing
+ * per row (one division per call; the per-row one was ~2% of cnn_train): row r0 + i, tap t at
+ * out[(i / mr) * ks * mr + i % mr + t * mr] when mr > 0 (the tiles' layout), else out[t * nrows + i]
+ * (tap-major). */
+static void rows_ptrs(const ind_geo *g, int64_t r0, int64_t nrows, int64_t mr, const float **out) {
+    const int64_t ks = g->ks;
+    int64_t n = r0 / g->row_img, p = r0 - n * g->row_img, lane = 0;
+    const float *img = g->src + n * g->src_img;
+    const int64_t *o = g->off + p * ks;
+    const int64_t step = mr > 0 ? mr : nrows;
+    const float **d = out;
+    for (int64_t i = 0; i < nrows; i++) {
+        for (int64_t t = 0; t < ks; t++) d[t * step] = o[t] < 0 ? g->zero : img + o[t];
+        o += ks;
+        if (++p == g->row_img) p = 0, img += g->src_img, o = g->off;
+        if (mr <= 0) d++;
+        else if (++lane < mr) d++;
+        else lane = 0, d += 1 + (ks - 1) * mr;
+    }
+}
+
 /* Per-axis tables. forward: source = input, rows = output positions; else source = output
  * (the gradient), rows = input positions. */
 static int64_t *axis_tables(const conv_dims *c, bool forward, int64_t **tab) {
@@ -181,11 +202,10 @@ static lx_status igemm_run(const igemm_job *j) {
             int64_t ntiles = (nr_rows + MR - 1) / MR;
             ind_geo geo = j->geo;
             geo.src = j->src + g * j->src_goff;
-            for (int64_t r = 0; r < ntiles * MR; r++) {
+            rows_ptrs(&geo, r0, nr_rows, MR, ind);
+            for (int64_t r = nr_rows; r < ntiles * MR; r++) { /* the last tile's missing rows: zeros */
                 const float **dst = ind + (r / MR) * ks * MR + r % MR;
-                if (r < nr_rows) row_ptrs(&geo, r0 + r, dst, MR);
-                else
-                    for (int64_t t = 0; t < ks; t++) dst[t * MR] = geo.zero;
+                for (int64_t t = 0; t < ks; t++) dst[t * MR] = geo.zero;
             }
             for (int64_t s = 0; s < j->nsl; s++) {
                 int nc = (int)(j->ncols - s * NR < NR ? j->ncols - s * NR : NR);
@@ -323,7 +343,7 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
             geo.src = x + g * cig;
             const float *a = dy + r0 * c->cout + g * cog;
             if (hwio) { /* acc[t * cig + ci][g * cog + co]; the pointers tap-major, ind[t * nr_rows + r] */
-                for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r, nr_rows);
+                rows_ptrs(&geo, r0, nr_rows, 0, ind);
                 for (int64_t t = 0; t < ks; t++)
                     for (int64_t ci = 0; ci < cig; ci += 8)
                         for (int64_t co = 0; co < cog; co += CONV512_NR) {
