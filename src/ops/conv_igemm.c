@@ -21,14 +21,16 @@
  * runs of eight channels, each through the row's tap pointer); positions in chunks of 128, each
  * thread summing into its own dwT, the threads' sums added (and transposed to HWIO) at the end.
  *
- * Work is split over chunks of rows (and groups) with OpenMP, each chunk on one thread. */
-#include <omp.h>
+ * Work is split over chunks of rows (and groups) on the thread team (team.h), each chunk on one
+ * thread, taken from a shared counter: a worker whose vCPU is busy is never waited for. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conv_internal.h"
 #include "kernels.h"
 #include "linnx/threads.h"
+#include "team.h"
 
 #define TILES_PER_CHUNK 16 /* 96 output rows per work item */
 #define DW_ROWS 128        /* positions per kernel-gradient work item (AVX2 tiles) */
@@ -175,55 +177,69 @@ typedef struct {
 } igemm_job;
 
 #if defined(LINNX_X86_KERNELS)
-static lx_status igemm_run(const igemm_job *j) {
+/* One call's shared state for the workers (team.h): items taken from a counter, so a worker the
+ * OS does not schedule is never waited for (OpenMP's team waited for both vCPUs at every call). */
+typedef struct {
+    const igemm_job *j;
+    int64_t items, tile_rows, tb, per_tap;
+    atomic_llong next;
+    atomic_int failed;
+} igemm_ctx;
+
+static void igemm_worker(void *arg) {
+    igemm_ctx *x = arg;
+    const igemm_job *j = x->j;
     const int MR = j->mr, NR = j->nr;
-    const int64_t ks = j->geo.ks, tile_rows = MR * TILES_PER_CHUNK;
-    const int64_t nchunks = (j->rows + tile_rows - 1) / tile_rows, items = nchunks * j->groups;
-    /* taps per pass: a sliver's share of the packed kernel stays in L1 */
-    int64_t per_tap = j->kc * NR, nblk = (ks * per_tap + j->b_block - 1) / j->b_block;
-    if (nblk < 1) nblk = 1;
-    if (nblk > ks) nblk = ks;
-    const int64_t tb = (ks + nblk - 1) / nblk;
-    double work = (double)j->rows * (double)ks * (double)j->kc * (double)(j->ncols * j->groups);
-    int nt = work > (1 << 18) ? lx_num_threads() : 1, failed = 0;
-    if (nt > items) nt = (int)items;
-#pragma omp parallel num_threads(nt > 0 ? nt : 1)
-    {
-        const float **ind = malloc(sizeof(float *) * (size_t)(TILES_PER_CHUNK * MR * ks));
-        if (!ind) {
-#pragma omp atomic write
-            failed = 1;
+    const int64_t ks = j->geo.ks, tile_rows = x->tile_rows, tb = x->tb, per_tap = x->per_tap;
+    const float **ind = malloc(sizeof(float *) * (size_t)(TILES_PER_CHUNK * MR * ks));
+    if (!ind) {
+        atomic_store(&x->failed, 1);
+        return;
+    }
+    for (int64_t it; (it = atomic_fetch_add(&x->next, 1)) < x->items;) {
+        int64_t g = it % j->groups, r0 = (it / j->groups) * tile_rows;
+        int64_t nr_rows = j->rows - r0 < tile_rows ? j->rows - r0 : tile_rows;
+        int64_t ntiles = (nr_rows + MR - 1) / MR;
+        ind_geo geo = j->geo;
+        geo.src = j->src + g * j->src_goff;
+        rows_ptrs(&geo, r0, nr_rows, MR, ind);
+        for (int64_t r = nr_rows; r < ntiles * MR; r++) { /* the last tile's missing rows: zeros */
+            const float **dst = ind + (r / MR) * ks * MR + r % MR;
+            for (int64_t t = 0; t < ks; t++) dst[t * MR] = geo.zero;
         }
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) {
-            if (!ind) continue;
-            int64_t g = it % j->groups, r0 = (it / j->groups) * tile_rows;
-            int64_t nr_rows = j->rows - r0 < tile_rows ? j->rows - r0 : tile_rows;
-            int64_t ntiles = (nr_rows + MR - 1) / MR;
-            ind_geo geo = j->geo;
-            geo.src = j->src + g * j->src_goff;
-            rows_ptrs(&geo, r0, nr_rows, MR, ind);
-            for (int64_t r = nr_rows; r < ntiles * MR; r++) { /* the last tile's missing rows: zeros */
-                const float **dst = ind + (r / MR) * ks * MR + r % MR;
-                for (int64_t t = 0; t < ks; t++) dst[t * MR] = geo.zero;
-            }
-            for (int64_t s = 0; s < j->nsl; s++) {
-                int nc = (int)(j->ncols - s * NR < NR ? j->ncols - s * NR : NR);
-                const float *bs = j->bp + (g * j->nsl + s) * ks * per_tap;
-                for (int64_t t0 = 0; t0 < ks; t0 += tb) {
-                    int64_t nb = ks - t0 < tb ? ks - t0 : tb;
-                    for (int64_t tl = 0; tl < ntiles; tl++) {
-                        int64_t rr = r0 + tl * MR;
-                        int mr = (int)(j->rows - rr < MR ? j->rows - rr : MR);
-                        j->ukr(mr, nc, nb, j->kc, (const float *const *)ind + (tl * ks + t0) * MR, bs + t0 * per_tap,
-                               j->C + rr * j->ldc + g * j->c_goff + s * NR, j->ldc, t0 > 0);
-                    }
+        for (int64_t s = 0; s < j->nsl; s++) {
+            int nc = (int)(j->ncols - s * NR < NR ? j->ncols - s * NR : NR);
+            const float *bs = j->bp + (g * j->nsl + s) * ks * per_tap;
+            for (int64_t t0 = 0; t0 < ks; t0 += tb) {
+                int64_t nb = ks - t0 < tb ? ks - t0 : tb;
+                for (int64_t tl = 0; tl < ntiles; tl++) {
+                    int64_t rr = r0 + tl * MR;
+                    int mr = (int)(j->rows - rr < MR ? j->rows - rr : MR);
+                    j->ukr(mr, nc, nb, j->kc, (const float *const *)ind + (tl * ks + t0) * MR, bs + t0 * per_tap,
+                           j->C + rr * j->ldc + g * j->c_goff + s * NR, j->ldc, t0 > 0);
                 }
             }
         }
-        free(ind);
     }
-    return failed ? lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory for the indirection table") : LX_OK;
+    free(ind);
+}
+
+static lx_status igemm_run(const igemm_job *j) {
+    const int64_t ks = j->geo.ks, tile_rows = j->mr * TILES_PER_CHUNK;
+    const int64_t nchunks = (j->rows + tile_rows - 1) / tile_rows, items = nchunks * j->groups;
+    /* taps per pass: a sliver's share of the packed kernel stays in L1 */
+    int64_t per_tap = j->kc * j->nr, nblk = (ks * per_tap + j->b_block - 1) / j->b_block;
+    if (nblk < 1) nblk = 1;
+    if (nblk > ks) nblk = ks;
+    double work = (double)j->rows * (double)ks * (double)j->kc * (double)(j->ncols * j->groups);
+    int nt = work > (1 << 18) ? lx_num_threads() : 1;
+    if (nt > items) nt = (int)items;
+    igemm_ctx x = {.j = j, .items = items, .tile_rows = tile_rows, .tb = (ks + nblk - 1) / nblk, .per_tap = per_tap};
+    atomic_init(&x.next, 0);
+    atomic_init(&x.failed, 0);
+    lx_team_run(nt, igemm_worker, &x);
+    return atomic_load(&x.failed) ? lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory for the indirection table")
+                                  : LX_OK;
 }
 #endif
 
@@ -302,6 +318,91 @@ lx_status conv_igemm_dx(const conv_dims *c, const float *dy, const float *w, flo
     return igemm_product(c, false, dy, w, dx);
 }
 
+#if defined(LINNX_X86_KERNELS)
+/* One kernel-gradient call's shared state for the workers (team.h). Each worker that joins takes
+ * a slot and sums into its own partial dW (part[slot]); the caller adds the slots up. */
+typedef struct {
+    const conv_dims *c;
+    const float *x, *dy;
+    ind_geo geo0;
+    int64_t cig, cog, ks, km, rows, items, chunk_rows;
+    bool tiled, hwio;
+    size_t wfloats;
+    float **part;
+    int nslots;
+    atomic_int slot, failed;
+    atomic_llong next;
+} dw_ctx;
+
+static void dw_worker(void *arg) {
+    dw_ctx *d = arg;
+    const conv_dims *c = d->c;
+    const float *x = d->x, *dy = d->dy;
+    const int64_t cig = d->cig, cog = d->cog, ks = d->ks, km = d->km, rows = d->rows, chunk_rows = d->chunk_rows;
+    const bool tiled = d->tiled, hwio = d->hwio;
+    int me = atomic_fetch_add(&d->slot, 1);
+    if (me >= d->nslots) return; /* cannot happen: the team runs at most nslots */
+    const float **ind = malloc(sizeof(float *) * (size_t)(DW_ROWS * ks));
+    float apk[DW_ROWS * CONV_MR];
+    float *acc = calloc(d->wfloats + 1, sizeof(float)); /* dwT[g * cog + co][t * cig + ci] (hwio: dw's order) */
+    d->part[me] = acc;
+    if (!ind || !acc) {
+        atomic_store(&d->failed, 1);
+        free(ind);
+        return;
+    }
+    for (int64_t it; (it = atomic_fetch_add(&d->next, 1)) < d->items;) {
+        int64_t g = it % c->groups, r0 = (it / c->groups) * chunk_rows;
+        int64_t nr_rows = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
+        ind_geo geo = d->geo0;
+        geo.src = x + g * cig;
+        const float *a = dy + r0 * c->cout + g * cog;
+        if (hwio) { /* acc[t * cig + ci][g * cog + co]; the pointers tap-major, ind[t * nr_rows + r] */
+            rows_ptrs(&geo, r0, nr_rows, 0, ind);
+            for (int64_t t = 0; t < ks; t++)
+                for (int64_t ci = 0; ci < cig; ci += 8)
+                    for (int64_t co = 0; co < cog; co += CONV512_NR) {
+                        int nc = (int)(cog - co < CONV512_NR ? cog - co : CONV512_NR);
+                        conv_dw_ukr_avx512(nr_rows, (const float *const *)ind + t * nr_rows, 1, 0, ci, a + co,
+                                           c->cout, nc, acc + (t * cig + ci) * c->cout + g * cog + co, c->cout);
+                    }
+            continue;
+        }
+        for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r * ks, 1);
+        if (!tiled) { /* acc[g][t * cig + ci][co] */
+            conv_dw_rows_avx2(nr_rows, (const float *const *)ind, ks, cig, a, c->cout, cog, acc + g * km * cog);
+            continue;
+        }
+        for (int64_t co = 0; co < cog; co += CONV_MR) {
+            int mr = (int)(cog - co < CONV_MR ? cog - co : CONV_MR);
+            /* a ragged last tile of channels: the full tile ending at cog into `edge`, of which
+             * the rows from co are added (the others were summed by the previous tile) */
+            bool shifted = mr < CONV_MR && cog >= CONV_MR;
+            int64_t cb = shifted ? cog - CONV_MR : co, am = shifted ? CONV_MR : mr;
+            /* this tile's channels of dy, packed: apk[r * 6 + i] (a strided read of dy's rows
+             * for every patch column ran ~25% slower: they filled L1) */
+            for (int64_t r = 0; r < nr_rows; r++) /* (a fixed 6: GCC made a variable count a memcpy call) */
+                for (int i = 0; i < CONV_MR; i++) apk[r * CONV_MR + i] = i < am ? a[r * c->cout + cb + i] : 0.0f;
+            for (int64_t m0 = 0; m0 < km; m0 += CONV_NR) {
+                int nr = (int)(km - m0 < CONV_NR ? km - m0 : CONV_NR);
+                int64_t m1 = m0 + 8 < km ? m0 + 8 : m0;
+                if (!shifted) {
+                    conv_dw_ukr_avx2(mr, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
+                                     m0 % cig, m1 / cig, m1 % cig, acc + (g * cog + co) * km + m0, km);
+                    continue;
+                }
+                float edge[CONV_MR * CONV_NR] = {0};
+                conv_dw_ukr_avx2(CONV_MR, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
+                                 m0 % cig, m1 / cig, m1 % cig, edge, CONV_NR);
+                for (int64_t i = co - cb; i < CONV_MR; i++)
+                    for (int jj = 0; jj < nr; jj++) acc[(g * cog + cb + i) * km + m0 + jj] += edge[i * CONV_NR + jj];
+            }
+        }
+    }
+    free(ind);
+}
+#endif
+
 lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, float *dw) {
 #if defined(LINNX_X86_KERNELS)
     const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups, ks = c->ks, km = ks * cig;
@@ -315,7 +416,7 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
     int64_t *tabmem = make_offsets(c, true, &geo0);
     float *zero = tabmem ? zero_row(cig) : NULL;
     double work = (double)rows * (double)km * (double)c->cout;
-    int nt = work > (1 << 18) ? lx_num_threads() : 1, failed = 0;
+    int nt = work > (1 << 18) ? lx_num_threads() : 1;
     if (nt > items) nt = (int)(items > 0 ? items : 1);
     float **part = zero ? calloc((size_t)nt, sizeof(float *)) : NULL;
     if (!part) {
@@ -323,70 +424,15 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
         return lx_fail(LX_ERR_NO_MEMORY, "conv_general backward: out of memory");
     }
     geo0.zero = zero;
-#pragma omp parallel num_threads(nt)
-    {
-        int me = omp_get_thread_num();
-        const float **ind = malloc(sizeof(float *) * (size_t)(DW_ROWS * ks));
-        float apk[DW_ROWS * CONV_MR];
-        float *acc = me < nt ? calloc(wfloats + 1, sizeof(float)) : NULL; /* dwT[g * cog + co][t * cig + ci] */
-        if (me < nt) part[me] = acc;
-        if (!ind || !acc) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) {
-            if (!ind || !acc) continue;
-            int64_t g = it % c->groups, r0 = (it / c->groups) * chunk_rows;
-            int64_t nr_rows = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
-            ind_geo geo = geo0;
-            geo.src = x + g * cig;
-            const float *a = dy + r0 * c->cout + g * cog;
-            if (hwio) { /* acc[t * cig + ci][g * cog + co]; the pointers tap-major, ind[t * nr_rows + r] */
-                rows_ptrs(&geo, r0, nr_rows, 0, ind);
-                for (int64_t t = 0; t < ks; t++)
-                    for (int64_t ci = 0; ci < cig; ci += 8)
-                        for (int64_t co = 0; co < cog; co += CONV512_NR) {
-                            int nc = (int)(cog - co < CONV512_NR ? cog - co : CONV512_NR);
-                            conv_dw_ukr_avx512(nr_rows, (const float *const *)ind + t * nr_rows, 1, 0, ci, a + co,
-                                               c->cout, nc, acc + (t * cig + ci) * c->cout + g * cog + co, c->cout);
-                        }
-                continue;
-            }
-            for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r * ks, 1);
-            if (!tiled) { /* acc[g][t * cig + ci][co] */
-                conv_dw_rows_avx2(nr_rows, (const float *const *)ind, ks, cig, a, c->cout, cog, acc + g * km * cog);
-                continue;
-            }
-            for (int64_t co = 0; co < cog; co += CONV_MR) {
-                int mr = (int)(cog - co < CONV_MR ? cog - co : CONV_MR);
-                /* a ragged last tile of channels: the full tile ending at cog into `edge`, of which
-                 * the rows from co are added (the others were summed by the previous tile) */
-                bool shifted = mr < CONV_MR && cog >= CONV_MR;
-                int64_t cb = shifted ? cog - CONV_MR : co, am = shifted ? CONV_MR : mr;
-                /* this tile's channels of dy, packed: apk[r * 6 + i] (a strided read of dy's rows
-                 * for every patch column ran ~25% slower: they filled L1) */
-                for (int64_t r = 0; r < nr_rows; r++) /* (a fixed 6: GCC made a variable count a memcpy call) */
-                    for (int i = 0; i < CONV_MR; i++) apk[r * CONV_MR + i] = i < am ? a[r * c->cout + cb + i] : 0.0f;
-                for (int64_t m0 = 0; m0 < km; m0 += CONV_NR) {
-                    int nr = (int)(km - m0 < CONV_NR ? km - m0 : CONV_NR);
-                    int64_t m1 = m0 + 8 < km ? m0 + 8 : m0;
-                    if (!shifted) {
-                        conv_dw_ukr_avx2(mr, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
-                                         m0 % cig, m1 / cig, m1 % cig, acc + (g * cog + co) * km + m0, km);
-                        continue;
-                    }
-                    float edge[CONV_MR * CONV_NR] = {0};
-                    conv_dw_ukr_avx2(CONV_MR, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
-                                     m0 % cig, m1 / cig, m1 % cig, edge, CONV_NR);
-                    for (int64_t i = co - cb; i < CONV_MR; i++)
-                        for (int jj = 0; jj < nr; jj++) acc[(g * cog + cb + i) * km + m0 + jj] += edge[i * CONV_NR + jj];
-                }
-            }
-        }
-        free(ind);
-    }
-    if (!failed) /* dw[t, ci, g * cog + co] = sum over threads of dwT[g * cog + co][t * cig + ci] */
+    dw_ctx d = {.c = c, .x = x, .dy = dy, .geo0 = geo0, .cig = cig, .cog = cog, .ks = ks, .km = km, .rows = rows,
+                .items = items, .chunk_rows = chunk_rows, .tiled = tiled, .hwio = hwio, .wfloats = wfloats,
+                .part = part, .nslots = nt};
+    atomic_init(&d.slot, 0);
+    atomic_init(&d.failed, 0);
+    atomic_init(&d.next, 0);
+    lx_team_run(nt, dw_worker, &d);
+    const bool failed = atomic_load(&d.failed);
+    if (!failed) /* dw[t, ci, g * cog + co] = sum over the slots of dwT[g * cog + co][t * cig + ci] */
         for (int64_t g = 0; g < c->groups; g++)
             for (int64_t m = 0; m < km; m++)
                 for (int64_t co = 0; co < cog; co++) {
