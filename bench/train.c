@@ -24,8 +24,9 @@
  * loaded machine disturbs less than wall time. `adam_fused_1thread_cpu_ms` / `adam_unfused_...`
  * time the optimizer alone on fixed gradients: optax_step's fused pass (src/train/optax_fused.c)
  * against optax_update + optax_apply_updates, in the same run. With LX_THREADS=1, mlp_infer_small
- * also prints `cpu_us`, process CPU microseconds per call (Linen apply, NNX call), and lm_train
- * `cpu_ms`, the median process CPU milliseconds of a step (no torch counterpart: compare builds).
+ * also prints `cpu_us`, process CPU microseconds per call (Linen apply, NNX call), and lm_train and
+ * cnn_train `cpu_ms`, the median process CPU milliseconds of a step (no torch counterpart: compare
+ * builds).
  * The peer script: $LINNX_TORCH_PEER, else ../shared/peers/torch_peer.py from the working
  * directory (scripts/bench.sh sets it).
  */
@@ -472,6 +473,7 @@ int main(int argc, char **argv) {
                      optax_sgd(OPTAX_CONST(0.1), true, 0.9, false))) {
             double step = bench_median(train_step, &j, 3, 10, 1);
             if (!j.failed) report("cnn_train", step, torch, ntorch);
+            if (!j.failed && threads == 1) printf("cnn_train cpu_ms %.4f\n", 1e3 * cpu_median(train_step, &j, 7));
             job_free(&j);
         }
     }

@@ -21,18 +21,22 @@
  * runs of eight channels, each through the row's tap pointer); positions in chunks of 128, each
  * thread summing into its own dwT, the threads' sums added (and transposed to HWIO) at the end.
  *
- * Work is split over chunks of rows (and groups) with OpenMP, each chunk on one thread. */
-#include <omp.h>
+ * Work is split over chunks of rows (and groups) on the thread team (team.h), each chunk on one
+ * thread, taken from a shared counter: a worker whose vCPU is busy is never waited for. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conv_internal.h"
 #include "kernels.h"
 #include "linnx/threads.h"
+#include "team.h"
 
 #define TILES_PER_CHUNK 16 /* 96 output rows per work item */
-#define DW_ROWS 128        /* positions per kernel-gradient work item */
+#define DW_ROWS 128        /* positions per kernel-gradient work item (AVX2 tiles) */
+#define DW_ROWS_512 96     /* the AVX-512 tile's: its dY rows and patches stay in L1 (64: -2%, 128: -8%) */
 #define B_BLOCK_FLOATS 5120 /* 20 KiB of packed kernel per pass: a sliver's taps stay in L1 */
+#define B_BLOCK_FLOATS_512 10240 /* the AVX-512 tile's (L1d 48 KiB where that set runs) */
 
 bool conv_igemm_available(void) {
 #if defined(LINNX_X86_KERNELS)
@@ -61,6 +65,27 @@ static inline void row_ptrs(const ind_geo *g, int64_t r, const float **out, int6
     const int64_t *o = g->off + (r - n * g->row_img) * g->ks;
     const float *img = g->src + n * g->src_img;
     for (int64_t t = 0; t < g->ks; t++) out[t * step] = o[t] < 0 ? g->zero : img + o[t];
+}
+
+/* The pointers of rows [r0, r0 + nrows), walking the image and row counters instead of dividing
+ * per row (one division per call; the per-row one was ~2% of cnn_train): row r0 + i, tap t at
+ * out[(i / mr) * ks * mr + i % mr + t * mr] when mr > 0 (the tiles' layout), else out[t * nrows + i]
+ * (tap-major). */
+static void rows_ptrs(const ind_geo *g, int64_t r0, int64_t nrows, int64_t mr, const float **out) {
+    const int64_t ks = g->ks;
+    int64_t n = r0 / g->row_img, p = r0 - n * g->row_img, lane = 0;
+    const float *img = g->src + n * g->src_img;
+    const int64_t *o = g->off + p * ks;
+    const int64_t step = mr > 0 ? mr : nrows;
+    const float **d = out;
+    for (int64_t i = 0; i < nrows; i++) {
+        for (int64_t t = 0; t < ks; t++) d[t * step] = o[t] < 0 ? g->zero : img + o[t];
+        o += ks;
+        if (++p == g->row_img) p = 0, img += g->src_img, o = g->off;
+        if (mr <= 0) d++;
+        else if (++lane < mr) d++;
+        else lane = 0, d += 1 + (ks - 1) * mr;
+    }
 }
 
 /* Per-axis tables. forward: source = input, rows = output positions; else source = output
@@ -142,81 +167,108 @@ typedef struct {
     const float *src;  /* group 0's channels */
     int64_t src_goff;  /* channels between groups in the source */
     int64_t rows, groups, kc, ncols, nsl;
-    const float *bp;   /* [group][sliver][tap][kc][16] */
+    const float *bp;   /* [group][sliver][tap][kc][nr] */
     float *C;
     int64_t ldc, c_goff;
+    int mr, nr;        /* the register tile of the kernel set in force */
+    void (*ukr)(int mr, int nr, int64_t ntaps, int64_t kc, const float *const *ind, const float *bp, float *C,
+                int64_t ldc, bool acc);
+    int64_t b_block;   /* packed-kernel floats per pass over the taps */
 } igemm_job;
 
 #if defined(LINNX_X86_KERNELS)
-static lx_status igemm_run(const igemm_job *j) {
-    const int64_t ks = j->geo.ks, tile_rows = CONV_MR * TILES_PER_CHUNK;
-    const int64_t nchunks = (j->rows + tile_rows - 1) / tile_rows, items = nchunks * j->groups;
-    /* taps per pass: a sliver's share of the packed kernel stays in L1 */
-    int64_t per_tap = j->kc * CONV_NR, nblk = (ks * per_tap + B_BLOCK_FLOATS - 1) / B_BLOCK_FLOATS;
-    if (nblk < 1) nblk = 1;
-    if (nblk > ks) nblk = ks;
-    const int64_t tb = (ks + nblk - 1) / nblk;
-    double work = (double)j->rows * (double)ks * (double)j->kc * (double)(j->ncols * j->groups);
-    int nt = work > (1 << 18) ? lx_num_threads() : 1, failed = 0;
-    if (nt > items) nt = (int)items;
-#pragma omp parallel num_threads(nt > 0 ? nt : 1)
-    {
-        const float **ind = malloc(sizeof(float *) * (size_t)(TILES_PER_CHUNK * CONV_MR * ks));
-        if (!ind) {
-#pragma omp atomic write
-            failed = 1;
+/* One call's shared state for the workers (team.h): items taken from a counter, so a worker the
+ * OS does not schedule is never waited for (OpenMP's team waited for both vCPUs at every call). */
+typedef struct {
+    const igemm_job *j;
+    int64_t items, tile_rows, tb, per_tap;
+    atomic_llong next;
+    atomic_int failed;
+} igemm_ctx;
+
+static void igemm_worker(void *arg) {
+    igemm_ctx *x = arg;
+    const igemm_job *j = x->j;
+    const int MR = j->mr, NR = j->nr;
+    const int64_t ks = j->geo.ks, tile_rows = x->tile_rows, tb = x->tb, per_tap = x->per_tap;
+    const float **ind = malloc(sizeof(float *) * (size_t)(TILES_PER_CHUNK * MR * ks));
+    if (!ind) {
+        atomic_store(&x->failed, 1);
+        return;
+    }
+    for (int64_t it; (it = atomic_fetch_add(&x->next, 1)) < x->items;) {
+        int64_t g = it % j->groups, r0 = (it / j->groups) * tile_rows;
+        int64_t nr_rows = j->rows - r0 < tile_rows ? j->rows - r0 : tile_rows;
+        int64_t ntiles = (nr_rows + MR - 1) / MR;
+        ind_geo geo = j->geo;
+        geo.src = j->src + g * j->src_goff;
+        rows_ptrs(&geo, r0, nr_rows, MR, ind);
+        for (int64_t r = nr_rows; r < ntiles * MR; r++) { /* the last tile's missing rows: zeros */
+            const float **dst = ind + (r / MR) * ks * MR + r % MR;
+            for (int64_t t = 0; t < ks; t++) dst[t * MR] = geo.zero;
         }
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) {
-            if (!ind) continue;
-            int64_t g = it % j->groups, r0 = (it / j->groups) * tile_rows;
-            int64_t nr_rows = j->rows - r0 < tile_rows ? j->rows - r0 : tile_rows;
-            int64_t ntiles = (nr_rows + CONV_MR - 1) / CONV_MR;
-            ind_geo geo = j->geo;
-            geo.src = j->src + g * j->src_goff;
-            for (int64_t r = 0; r < ntiles * CONV_MR; r++) {
-                const float **dst = ind + (r / CONV_MR) * ks * CONV_MR + r % CONV_MR;
-                if (r < nr_rows) row_ptrs(&geo, r0 + r, dst, CONV_MR);
-                else
-                    for (int64_t t = 0; t < ks; t++) dst[t * CONV_MR] = geo.zero;
-            }
-            for (int64_t s = 0; s < j->nsl; s++) {
-                int nc = (int)(j->ncols - s * CONV_NR < CONV_NR ? j->ncols - s * CONV_NR : CONV_NR);
-                const float *bs = j->bp + (g * j->nsl + s) * ks * per_tap;
-                for (int64_t t0 = 0; t0 < ks; t0 += tb) {
-                    int64_t nb = ks - t0 < tb ? ks - t0 : tb;
-                    for (int64_t tl = 0; tl < ntiles; tl++) {
-                        int64_t rr = r0 + tl * CONV_MR;
-                        int mr = (int)(j->rows - rr < CONV_MR ? j->rows - rr : CONV_MR);
-                        conv_igemm_ukr_avx2(mr, nc, nb, j->kc, (const float *const *)ind + (tl * ks + t0) * CONV_MR,
-                                            bs + t0 * per_tap, j->C + rr * j->ldc + g * j->c_goff + s * CONV_NR, j->ldc,
-                                            t0 > 0);
-                    }
+        for (int64_t s = 0; s < j->nsl; s++) {
+            int nc = (int)(j->ncols - s * NR < NR ? j->ncols - s * NR : NR);
+            const float *bs = j->bp + (g * j->nsl + s) * ks * per_tap;
+            for (int64_t t0 = 0; t0 < ks; t0 += tb) {
+                int64_t nb = ks - t0 < tb ? ks - t0 : tb;
+                for (int64_t tl = 0; tl < ntiles; tl++) {
+                    int64_t rr = r0 + tl * MR;
+                    int mr = (int)(j->rows - rr < MR ? j->rows - rr : MR);
+                    j->ukr(mr, nc, nb, j->kc, (const float *const *)ind + (tl * ks + t0) * MR, bs + t0 * per_tap,
+                           j->C + rr * j->ldc + g * j->c_goff + s * NR, j->ldc, t0 > 0);
                 }
             }
         }
-        free(ind);
     }
-    return failed ? lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory for the indirection table") : LX_OK;
+    free(ind);
+}
+
+static lx_status igemm_run(const igemm_job *j) {
+    const int64_t ks = j->geo.ks, tile_rows = j->mr * TILES_PER_CHUNK;
+    const int64_t nchunks = (j->rows + tile_rows - 1) / tile_rows, items = nchunks * j->groups;
+    /* taps per pass: a sliver's share of the packed kernel stays in L1 */
+    int64_t per_tap = j->kc * j->nr, nblk = (ks * per_tap + j->b_block - 1) / j->b_block;
+    if (nblk < 1) nblk = 1;
+    if (nblk > ks) nblk = ks;
+    double work = (double)j->rows * (double)ks * (double)j->kc * (double)(j->ncols * j->groups);
+    int nt = work > (1 << 18) ? lx_num_threads() : 1;
+    if (nt > items) nt = (int)items;
+    igemm_ctx x = {.j = j, .items = items, .tile_rows = tile_rows, .tb = (ks + nblk - 1) / nblk, .per_tap = per_tap};
+    atomic_init(&x.next, 0);
+    atomic_init(&x.failed, 0);
+    lx_team_run(nt, igemm_worker, &x);
+    return atomic_load(&x.failed) ? lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory for the indirection table")
+                                  : LX_OK;
 }
 #endif
 
-/* forward (transposed false): bp[g][s][t][ci][16] = w[t, ci, g * cog + s * 16 + j];
- * input gradient (true): bp[g][s][t][co][16] = w[t, s * 16 + j, g * cog + co]. */
-static float *pack_kernel(const conv_dims *c, const float *w, bool transposed, int64_t *nsl_out) {
+/* The row of zeros that padding taps read: n floats and a vector's slack, on cache lines of its
+ * own. (A calloc'd row shared a line with a worker's indirection table: with 32 channels, two
+ * threads ran the forward at a third of one thread's speed, every padding read a coherence miss.) */
+static float *zero_row(int64_t n) {
+    size_t bytes = ((size_t)(n + 16) * sizeof(float) + 63) / 64 * 64;
+    float *z = aligned_alloc(64, bytes);
+    if (z) memset(z, 0, bytes);
+    return z;
+}
+
+/* forward (transposed false): bp[g][s][t][ci][NR] = w[t, ci, g * cog + s * NR + j];
+ * input gradient (true): bp[g][s][t][co][NR] = w[t, s * NR + j, g * cog + co]. */
+static float *pack_kernel(const conv_dims *c, const float *w, bool transposed, int64_t NR, int64_t *nsl_out) {
     const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups, ks = c->ks;
     const int64_t kc = transposed ? cog : cig, ncols = transposed ? cig : cog;
-    const int64_t nsl = (ncols + CONV_NR - 1) / CONV_NR;
-    size_t floats = (size_t)(c->groups * nsl * ks * kc * CONV_NR);
+    const int64_t nsl = (ncols + NR - 1) / NR;
+    size_t floats = (size_t)(c->groups * nsl * ks * kc * NR);
     float *bp = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64 + 64);
     if (!bp) return NULL;
     for (int64_t g = 0; g < c->groups; g++)
         for (int64_t s = 0; s < nsl; s++)
             for (int64_t t = 0; t < ks; t++)
                 for (int64_t k = 0; k < kc; k++) {
-                    float *d = bp + (((g * nsl + s) * ks + t) * kc + k) * CONV_NR;
-                    for (int64_t jj = 0; jj < CONV_NR; jj++) {
-                        int64_t col = s * CONV_NR + jj;
+                    float *d = bp + (((g * nsl + s) * ks + t) * kc + k) * NR;
+                    for (int64_t jj = 0; jj < NR; jj++) {
+                        int64_t col = s * NR + jj;
                         d[jj] = col >= ncols ? 0.0f
                                 : transposed ? w[(t * cig + col) * c->cout + g * cog + k]
                                              : w[(t * cig + k) * c->cout + g * cog + col];
@@ -231,17 +283,22 @@ static lx_status igemm_product(const conv_dims *c, bool forward, const float *sr
     const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups;
     int64_t nsl = 0;
     ind_geo geo;
+    /* the kernel set's tile: AVX-512's 8 x 32 (zmm) or AVX2's 6 x 16 (ymm) */
+    const bool wide = lx_kernels_active()->isa == LX_ISA_AVX512;
+    const int MR = wide ? CONV512_MR : CONV_MR, NR = wide ? CONV512_NR : CONV_NR;
     int64_t *tabmem = make_offsets(c, forward, &geo);
-    float *bp = tabmem ? pack_kernel(c, w, !forward, &nsl) : NULL;
+    float *bp = tabmem ? pack_kernel(c, w, !forward, NR, &nsl) : NULL;
     const int64_t kc = forward ? cig : cog;
-    float *zero = bp ? calloc((size_t)(kc + 16), sizeof(float)) : NULL;
+    float *zero = bp ? zero_row(kc) : NULL;
     if (!zero) {
         free(tabmem), free(bp);
         return lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory");
     }
     igemm_job j = {.src = src, .src_goff = kc, .rows = c->n * (forward ? c->outsp : c->insp), .groups = c->groups,
                    .kc = kc, .ncols = forward ? cog : cig, .nsl = nsl, .bp = bp, .C = C,
-                   .ldc = forward ? c->cout : c->cin, .c_goff = forward ? cog : cig};
+                   .ldc = forward ? c->cout : c->cin, .c_goff = forward ? cog : cig, .mr = MR, .nr = NR,
+                   .ukr = wide ? conv_igemm_ukr_avx512 : conv_igemm_ukr_avx2,
+                   .b_block = wide ? B_BLOCK_FLOATS_512 : B_BLOCK_FLOATS};
     j.geo = geo;
     j.geo.zero = zero;
     lx_status st = igemm_run(&j);
@@ -261,18 +318,105 @@ lx_status conv_igemm_dx(const conv_dims *c, const float *dy, const float *w, flo
     return igemm_product(c, false, dy, w, dx);
 }
 
+#if defined(LINNX_X86_KERNELS)
+/* One kernel-gradient call's shared state for the workers (team.h). Each worker that joins takes
+ * a slot and sums into its own partial dW (part[slot]); the caller adds the slots up. */
+typedef struct {
+    const conv_dims *c;
+    const float *x, *dy;
+    ind_geo geo0;
+    int64_t cig, cog, ks, km, rows, items, chunk_rows;
+    bool tiled, hwio;
+    size_t wfloats;
+    float **part;
+    int nslots;
+    atomic_int slot, failed;
+    atomic_llong next;
+} dw_ctx;
+
+static void dw_worker(void *arg) {
+    dw_ctx *d = arg;
+    const conv_dims *c = d->c;
+    const float *x = d->x, *dy = d->dy;
+    const int64_t cig = d->cig, cog = d->cog, ks = d->ks, km = d->km, rows = d->rows, chunk_rows = d->chunk_rows;
+    const bool tiled = d->tiled, hwio = d->hwio;
+    int me = atomic_fetch_add(&d->slot, 1);
+    if (me >= d->nslots) return; /* cannot happen: the team runs at most nslots */
+    const float **ind = malloc(sizeof(float *) * (size_t)(DW_ROWS * ks));
+    float apk[DW_ROWS * CONV_MR];
+    float *acc = calloc(d->wfloats + 1, sizeof(float)); /* dwT[g * cog + co][t * cig + ci] (hwio: dw's order) */
+    d->part[me] = acc;
+    if (!ind || !acc) {
+        atomic_store(&d->failed, 1);
+        free(ind);
+        return;
+    }
+    for (int64_t it; (it = atomic_fetch_add(&d->next, 1)) < d->items;) {
+        int64_t g = it % c->groups, r0 = (it / c->groups) * chunk_rows;
+        int64_t nr_rows = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
+        ind_geo geo = d->geo0;
+        geo.src = x + g * cig;
+        const float *a = dy + r0 * c->cout + g * cog;
+        if (hwio) { /* acc[t * cig + ci][g * cog + co]; the pointers tap-major, ind[t * nr_rows + r] */
+            rows_ptrs(&geo, r0, nr_rows, 0, ind);
+            for (int64_t t = 0; t < ks; t++)
+                for (int64_t ci = 0; ci < cig; ci += 8)
+                    for (int64_t co = 0; co < cog; co += CONV512_NR) {
+                        int nc = (int)(cog - co < CONV512_NR ? cog - co : CONV512_NR);
+                        conv_dw_ukr_avx512(nr_rows, (const float *const *)ind + t * nr_rows, 1, 0, ci, a + co,
+                                           c->cout, nc, acc + (t * cig + ci) * c->cout + g * cog + co, c->cout);
+                    }
+            continue;
+        }
+        for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r * ks, 1);
+        if (!tiled) { /* acc[g][t * cig + ci][co] */
+            conv_dw_rows_avx2(nr_rows, (const float *const *)ind, ks, cig, a, c->cout, cog, acc + g * km * cog);
+            continue;
+        }
+        for (int64_t co = 0; co < cog; co += CONV_MR) {
+            int mr = (int)(cog - co < CONV_MR ? cog - co : CONV_MR);
+            /* a ragged last tile of channels: the full tile ending at cog into `edge`, of which
+             * the rows from co are added (the others were summed by the previous tile) */
+            bool shifted = mr < CONV_MR && cog >= CONV_MR;
+            int64_t cb = shifted ? cog - CONV_MR : co, am = shifted ? CONV_MR : mr;
+            /* this tile's channels of dy, packed: apk[r * 6 + i] (a strided read of dy's rows
+             * for every patch column ran ~25% slower: they filled L1) */
+            for (int64_t r = 0; r < nr_rows; r++) /* (a fixed 6: GCC made a variable count a memcpy call) */
+                for (int i = 0; i < CONV_MR; i++) apk[r * CONV_MR + i] = i < am ? a[r * c->cout + cb + i] : 0.0f;
+            for (int64_t m0 = 0; m0 < km; m0 += CONV_NR) {
+                int nr = (int)(km - m0 < CONV_NR ? km - m0 : CONV_NR);
+                int64_t m1 = m0 + 8 < km ? m0 + 8 : m0;
+                if (!shifted) {
+                    conv_dw_ukr_avx2(mr, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
+                                     m0 % cig, m1 / cig, m1 % cig, acc + (g * cog + co) * km + m0, km);
+                    continue;
+                }
+                float edge[CONV_MR * CONV_NR] = {0};
+                conv_dw_ukr_avx2(CONV_MR, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
+                                 m0 % cig, m1 / cig, m1 % cig, edge, CONV_NR);
+                for (int64_t i = co - cb; i < CONV_MR; i++)
+                    for (int jj = 0; jj < nr; jj++) acc[(g * cog + cb + i) * km + m0 + jj] += edge[i * CONV_NR + jj];
+            }
+        }
+    }
+    free(ind);
+}
+#endif
+
 lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, float *dw) {
 #if defined(LINNX_X86_KERNELS)
     const int64_t cig = c->cin / c->groups, cog = c->cout / c->groups, ks = c->ks, km = ks * cig;
-    const int64_t rows = c->n * c->outsp, nchunks = (rows + DW_ROWS - 1) / DW_ROWS, items = nchunks * c->groups;
+    /* patch columns in tiles of 16 when the group's channels come in runs of 8; else whole rows.
+     * AVX-512 (hwio): tiles of 8 patch columns x 32 output channels summed straight in HWIO order */
+    const bool tiled = cig % 8 == 0, hwio = tiled && lx_kernels_active()->isa == LX_ISA_AVX512;
+    const int64_t chunk_rows = hwio ? DW_ROWS_512 : DW_ROWS;
+    const int64_t rows = c->n * c->outsp, nchunks = (rows + chunk_rows - 1) / chunk_rows, items = nchunks * c->groups;
     const size_t wfloats = (size_t)(c->cout * km);
     ind_geo geo0;
     int64_t *tabmem = make_offsets(c, true, &geo0);
-    /* patch columns in tiles of 16 when the group's channels come in runs of 8; else whole rows */
-    const bool tiled = cig % 8 == 0;
-    float *zero = tabmem ? calloc((size_t)(cig + 16), sizeof(float)) : NULL;
+    float *zero = tabmem ? zero_row(cig) : NULL;
     double work = (double)rows * (double)km * (double)c->cout;
-    int nt = work > (1 << 18) ? lx_num_threads() : 1, failed = 0;
+    int nt = work > (1 << 18) ? lx_num_threads() : 1;
     if (nt > items) nt = (int)(items > 0 ? items : 1);
     float **part = zero ? calloc((size_t)nt, sizeof(float *)) : NULL;
     if (!part) {
@@ -280,64 +424,20 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
         return lx_fail(LX_ERR_NO_MEMORY, "conv_general backward: out of memory");
     }
     geo0.zero = zero;
-#pragma omp parallel num_threads(nt)
-    {
-        int me = omp_get_thread_num();
-        const float **ind = malloc(sizeof(float *) * (size_t)(DW_ROWS * ks));
-        float apk[DW_ROWS * CONV_MR];
-        float *acc = me < nt ? calloc(wfloats + 1, sizeof(float)) : NULL; /* dwT[g * cog + co][t * cig + ci] */
-        if (me < nt) part[me] = acc;
-        if (!ind || !acc) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) {
-            if (!ind || !acc) continue;
-            int64_t g = it % c->groups, r0 = (it / c->groups) * DW_ROWS;
-            int64_t nr_rows = rows - r0 < DW_ROWS ? rows - r0 : DW_ROWS;
-            ind_geo geo = geo0;
-            geo.src = x + g * cig;
-            for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r * ks, 1);
-            const float *a = dy + r0 * c->cout + g * cog;
-            if (!tiled) { /* acc[g][t * cig + ci][co] */
-                conv_dw_rows_avx2(nr_rows, (const float *const *)ind, ks, cig, a, c->cout, cog, acc + g * km * cog);
-                continue;
-            }
-            for (int64_t co = 0; co < cog; co += CONV_MR) {
-                int mr = (int)(cog - co < CONV_MR ? cog - co : CONV_MR);
-                /* a ragged last tile of channels: the full tile ending at cog into `edge`, of which
-                 * the rows from co are added (the others were summed by the previous tile) */
-                bool shifted = mr < CONV_MR && cog >= CONV_MR;
-                int64_t cb = shifted ? cog - CONV_MR : co, am = shifted ? CONV_MR : mr;
-                /* this tile's channels of dy, packed: apk[r * 6 + i] (a strided read of dy's rows
-                 * for every patch column ran ~25% slower: they filled L1) */
-                for (int64_t r = 0; r < nr_rows; r++) /* (a fixed 6: GCC made a variable count a memcpy call) */
-                    for (int i = 0; i < CONV_MR; i++) apk[r * CONV_MR + i] = i < am ? a[r * c->cout + cb + i] : 0.0f;
-                for (int64_t m0 = 0; m0 < km; m0 += CONV_NR) {
-                    int nr = (int)(km - m0 < CONV_NR ? km - m0 : CONV_NR);
-                    int64_t m1 = m0 + 8 < km ? m0 + 8 : m0;
-                    if (!shifted) {
-                        conv_dw_ukr_avx2(mr, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
-                                         m0 % cig, m1 / cig, m1 % cig, acc + (g * cog + co) * km + m0, km);
-                        continue;
-                    }
-                    float edge[CONV_MR * CONV_NR] = {0};
-                    conv_dw_ukr_avx2(CONV_MR, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
-                                     m0 % cig, m1 / cig, m1 % cig, edge, CONV_NR);
-                    for (int64_t i = co - cb; i < CONV_MR; i++)
-                        for (int jj = 0; jj < nr; jj++) acc[(g * cog + cb + i) * km + m0 + jj] += edge[i * CONV_NR + jj];
-                }
-            }
-        }
-        free(ind);
-    }
-    if (!failed) /* dw[t, ci, g * cog + co] = sum over threads of dwT[g * cog + co][t * cig + ci] */
+    dw_ctx d = {.c = c, .x = x, .dy = dy, .geo0 = geo0, .cig = cig, .cog = cog, .ks = ks, .km = km, .rows = rows,
+                .items = items, .chunk_rows = chunk_rows, .tiled = tiled, .hwio = hwio, .wfloats = wfloats,
+                .part = part, .nslots = nt};
+    atomic_init(&d.slot, 0);
+    atomic_init(&d.failed, 0);
+    atomic_init(&d.next, 0);
+    lx_team_run(nt, dw_worker, &d);
+    const bool failed = atomic_load(&d.failed);
+    if (!failed) /* dw[t, ci, g * cog + co] = sum over the slots of dwT[g * cog + co][t * cig + ci] */
         for (int64_t g = 0; g < c->groups; g++)
             for (int64_t m = 0; m < km; m++)
                 for (int64_t co = 0; co < cog; co++) {
                     float s = 0.0f;
-                    int64_t at = tiled ? (g * cog + co) * km + m : (g * km + m) * cog + co;
+                    int64_t at = hwio ? m * c->cout + g * cog + co : tiled ? (g * cog + co) * km + m : (g * km + m) * cog + co;
                     for (int i = 0; i < nt; i++) s += part[i] ? part[i][at] : 0.0f;
                     dw[m * c->cout + g * cog + co] = s;
                 }

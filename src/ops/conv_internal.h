@@ -100,6 +100,16 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
  * for kc floats; bp 32-byte aligned. */
 void conv_igemm_ukr_avx2(int mr, int nr, int64_t ntaps, int64_t kc, const float *const *ind, const float *bp,
                          float *C, int64_t ldc, bool acc);
+/* The AVX-512 tiles (conv_avx512.c): conv_igemm_ukr_avx2's contract with 8-row tables
+ * (ind[t * CONV512_MR + i]) and 32-column slivers (bp 64-byte aligned); nr < 32 stores masked. */
+#define CONV512_MR 8
+#define CONV512_NR 32
+void conv_igemm_ukr_avx512(int mr, int nr, int64_t ntaps, int64_t kc, const float *const *ind, const float *bp,
+                           float *C, int64_t ldc, bool acc);
+/* The kernel gradient in HWIO order: C[i * ldc + j] += sum over r < rows of
+ * ind[r * ks + t][ci0 + i] * dy[r * ldy + j], i < 8, j < nc <= 32. */
+void conv_dw_ukr_avx512(int64_t rows, const float *const *ind, int64_t ks, int64_t t, int64_t ci0, const float *dy,
+                        int64_t ldy, int nc, float *C, int64_t ldc);
 /* C[i, j] += sum over r < rows of a[r * lda + i] * b_j(r), i < mr, j < nr (8 or 16), where
  * b_j(r) = ind[r * ks + t0][o0 + j] for j < 8 and ind[r * ks + t1][o1 + j - 8] above. */
 void conv_dw_ukr_avx2(int mr, int nr, int64_t rows, const float *a, int64_t lda, const float *const *ind, int64_t ks,

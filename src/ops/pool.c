@@ -21,26 +21,44 @@ typedef struct {
 static void pool_forward(const pool_dims *p, const float *x, float *y, bool is_max, bool include_pad, int nt) {
     int64_t rows = p->n * p->outsp, C = p->c, insp = 1;
     for (int i = 0; i < p->nsp; i++) insp *= p->in[i];
+    /* woff[w]: window cell w's offset in pixels from the window's first cell, so a window that lies
+     * inside the input costs no division per cell (they were most of a 2x2 pool's time) */
+    int64_t wbuf[64], *woff = p->ws <= 64 ? wbuf : malloc(sizeof(int64_t) * (size_t)p->ws);
+    for (int64_t w = 0; woff && w < p->ws; w++) {
+        int64_t wr = w, sp = 0;
+        for (int i = p->nsp - 1; i >= 0; i--) sp += (wr % p->win[i]) * p->pitch[i], wr /= p->win[i];
+        woff[w] = sp;
+    }
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t row = 0; row < rows; row++) {
-        int64_t n = row / p->outsp, rest = row % p->outsp, o[LX_MAX_DIMS];
-        for (int i = p->nsp - 1; i >= 0; i--) o[i] = rest % p->out[i], rest /= p->out[i];
+        int64_t n = row / p->outsp, rest = row % p->outsp, o[LX_MAX_DIMS], base = 0;
+        bool whole = woff != NULL; /* the window lies inside the input */
+        for (int i = p->nsp - 1; i >= 0; i--) {
+            o[i] = rest % p->out[i], rest /= p->out[i];
+            int64_t first = o[i] * p->stride[i] - p->lo[i];
+            whole = whole && first >= 0 && first + p->win[i] <= p->in[i];
+            base += first * p->pitch[i];
+        }
         float *yr = y + row * C;
         for (int64_t ch = 0; ch < C; ch++) yr[ch] = is_max ? -INFINITY : 0.0f;
         int64_t count = 0;
         for (int64_t w = 0; w < p->ws; w++) {
-            int64_t wr = w, sp = 0;
-            bool inside = true;
-            for (int i = p->nsp - 1; i >= 0; i--) {
-                int64_t pos = o[i] * p->stride[i] + wr % p->win[i] - p->lo[i];
-                wr /= p->win[i];
-                if (pos < 0 || pos >= p->in[i]) {
-                    inside = false;
-                    break;
+            int64_t sp = base + (whole ? woff[w] : 0);
+            if (!whole) {
+                int64_t wr = w;
+                bool inside = true;
+                sp = 0;
+                for (int i = p->nsp - 1; i >= 0; i--) {
+                    int64_t pos = o[i] * p->stride[i] + wr % p->win[i] - p->lo[i];
+                    wr /= p->win[i];
+                    if (pos < 0 || pos >= p->in[i]) {
+                        inside = false;
+                        break;
+                    }
+                    sp += pos * p->pitch[i];
                 }
-                sp += pos * p->pitch[i];
+                if (!inside) continue;
             }
-            if (!inside) continue;
             count++;
             const float *xr = x + (n * insp + sp) * C;
             if (is_max) {
@@ -56,6 +74,7 @@ static void pool_forward(const pool_dims *p, const float *x, float *y, bool is_m
             for (int64_t ch = 0; ch < C; ch++) yr[ch] = yr[ch] / div;
         }
     }
+    if (woff != wbuf) free(woff);
 }
 
 /* The window geometry of (possibly unresolved) params over x; every check of the shape rule.

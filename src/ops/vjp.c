@@ -694,9 +694,13 @@ VJP(conv_general) {
         c.insp *= c.in[i], c.outsp *= c.out[i], c.ks *= c.k[i];
     }
     const int64_t cig = c.cin / c.groups, cog = c.cout / c.groups, width = c.ks * cig;
-    lx_array *dx = wants[0] ? f32_like(x) : NULL, *dw = wants[1] ? f32_like(w) : NULL;
+    /* uncleared: the indirect products write every element; the paths that add clear first */
+    lx_array *dx = wants[0] ? lx_autorelease(lx_array_empty(LX_F32, x->ndim, x->shape)) : NULL;
+    lx_array *dw = wants[1] ? lx_autorelease(lx_array_empty(LX_F32, w->ndim, w->shape)) : NULL;
     if ((wants[0] && !dx) || (wants[1] && !dw)) return lx_last_status();
     if (c.n == 0 || c.outsp == 0 || width == 0 || cog == 0) {
+        if (dx) memset(lx_f32(dx), 0, lx_array_nbytes(dx));
+        if (dw) memset(lx_f32(dw), 0, lx_array_nbytes(dw));
         in_ct[0] = dx, in_ct[1] = dw;
         return LX_OK;
     }
@@ -723,6 +727,7 @@ VJP(conv_general) {
             return LX_OK;
         }
     }
+    if (DX) memset(DX, 0, sizeof(float) * (size_t)x->size); /* col2im adds into it */
     int64_t chunk = (int64_t)(1 << 20) / (c.outsp * width);
     if (chunk < 1) chunk = 1;
     if (chunk > c.n) chunk = c.n;
