@@ -64,12 +64,21 @@ static bool make_plan(const optax_tx *tx, fuse_plan *p) {
 }
 
 /* ------------------------------------------------------------------ kernels
- * One body per optimizer, compiled twice: for the baseline x86-64 (SSE2) and, where the CPU has
- * it, 256-bit AVX2. Division and square root are correctly rounded in both, so the two agree bit
- * for bit with each other and with the scalar loops of optax_transforms.c. */
+ * One body per optimizer, compiled for the baseline x86-64 (SSE2) and, where the CPU has them,
+ * 256-bit AVX2 and (adam) 512-bit AVX-512. Division and square root are correctly rounded in all,
+ * so they agree bit for bit with each other and with the scalar loops of optax_transforms.c. */
 
+/* The two bias corrections divide by a constant of the step (bc = 1 - b**t): the kernels multiply
+ * by its reciprocal in double instead, (float)((double)x * (1.0 / bc)), which is x / bc correctly
+ * rounded for every float x. Why: 1.0 / bc and the product are each within 2^-53 relative, so the
+ * double is within ~2^-52 of x / bc; a quotient of two 24-bit significands is never a midpoint of
+ * two floats and lies at least 2^-50 (relative) from every midpoint (|A 2^s - (2M+1) B| >= 1 with
+ * A 2^s < 2^50), so rounding the double to float gives the float quotient's rounding. Division
+ * and square root share one unit, which bounds this loop: two divisions of three move to the
+ * multipliers (tests/test_optax_fused.c checks the bits against the unfused path). */
 typedef struct adam_k {
-    float omb1, omb2, b1, b2, eps, eps_root, bc1, bc2, wd, lr;
+    float omb1, omb2, b1, b2, eps, eps_root, wd, lr;
+    double rbc1, rbc2; /* 1 / bc1, 1 / bc2 in double */
     bool decay;
 } adam_k;
 
@@ -80,7 +89,8 @@ typedef struct adam_k {
         float vj = k->omb2 * (gj * gj) + k->b2 * v0[j];                                               \
         m[j] = mj;                                                                                    \
         v[j] = vj;                                                                                    \
-        float u = (mj / k->bc1) / (sqrtf(vj / k->bc2 + k->eps_root) + k->eps);                        \
+        float mh = (float)((double)mj * k->rbc1), vh = (float)((double)vj * k->rbc2);                 \
+        float u = mh / (sqrtf(vh + k->eps_root) + k->eps);                                            \
         if (k->decay) {                                                                               \
             float sp = k->wd * p[j];                                                                  \
             u = u + sp;                                                                               \
@@ -131,6 +141,12 @@ __attribute__((target("avx2"))) static void adam_avx2(int64_t n, const adam_k *k
                                                       float *restrict po) {
     ADAM_BODY
 }
+/* AVX-512 (F/VL/DQ: 16 floats a vector, the double products 8 a vector): the same body. */
+__attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq,prefer-vector-width=512"))) static void adam_avx512(
+    int64_t n, const adam_k *k, const float *restrict g, const float *restrict m0, const float *restrict v0,
+    float *restrict m, float *restrict v, const float *restrict p, float *restrict po) {
+    ADAM_BODY
+}
 __attribute__((target("avx2"))) static void sgd_avx2(int64_t n, const sgd_k *k, const float *restrict g,
                                                      const float *restrict t0, float *restrict t,
                                                      const float *restrict p, float *restrict po) {
@@ -138,17 +154,23 @@ __attribute__((target("avx2"))) static void sgd_avx2(int64_t n, const sgd_k *k, 
 }
 #endif
 
-static bool use_avx2(void) {
+/* The kernel set: 0 baseline, 1 AVX2, 2 AVX-512 (lx_isa_current: cpuid, or LINNX_ISA). */
+static int kernel_level(void) {
 #ifdef HAVE_AVX2_PATH
-    return lx_isa_current() >= LX_ISA_AVX2;
+    lx_isa isa = lx_isa_current();
+    return isa >= LX_ISA_AVX512 ? 2 : isa >= LX_ISA_AVX2 ? 1 : 0;
 #else
-    return false;
+    return 0;
 #endif
 }
 
-static void adam_leaf(bool avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
+static void adam_leaf(int avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
                       float *m, float *v, const float *p, float *po) {
 #ifdef HAVE_AVX2_PATH
+    if (avx2 == 2) {
+        adam_avx512(n, k, g, m0, v0, m, v, p, po);
+        return;
+    }
     if (avx2) {
         adam_avx2(n, k, g, m0, v0, m, v, p, po);
         return;
@@ -158,7 +180,7 @@ static void adam_leaf(bool avx2, const adam_k *k, int64_t n, const float *g, con
     adam_base(n, k, g, m0, v0, m, v, p, po);
 }
 
-static void sgd_leaf(bool avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t, const float *p,
+static void sgd_leaf(int avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t, const float *p,
                      float *po) {
 #ifdef HAVE_AVX2_PATH
     if (avx2) {
@@ -186,7 +208,7 @@ static int leaf_chunks(int64_t n, int64_t *len) {
     return (int)((n + c - 1) / c);
 }
 
-static void adam_leaf_par(bool avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
+static void adam_leaf_par(int avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
                           float *m, float *v, const float *p, float *po) {
     int64_t len;
     int nc = leaf_chunks(n, &len);
@@ -201,7 +223,7 @@ static void adam_leaf_par(bool avx2, const adam_k *k, int64_t n, const float *g,
     }
 }
 
-static void sgd_leaf_par(bool avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t,
+static void sgd_leaf_par(int avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t,
                          const float *p, float *po) {
     int64_t len;
     int nc = leaf_chunks(n, &len);
@@ -290,13 +312,13 @@ lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx
         ok = np[i] && (!(pl.adam || pl.trace) || n1[i]) && (!pl.adam || n2[i]);
     }
     if (ok) {
-        bool avx2 = use_avx2();
+        int avx2 = kernel_level();
         if (pl.adam) {
             const optax_tx *a = pl.first;
             int32_t t = lx_safe_increment(count);
             adam_k k = {.omb1 = a->f[0], .omb2 = a->f[1], .b1 = a->f[2], .b2 = a->f[3], .eps = a->f[4],
-                        .eps_root = a->f[5], .bc1 = 1.0f - powf(a->f[2], (float)t),
-                        .bc2 = 1.0f - powf(a->f[3], (float)t), .wd = pl.decay ? pl.decay->f[0] : 0.0f, .lr = lr,
+                        .eps_root = a->f[5], .rbc1 = 1.0 / (double)(1.0f - powf(a->f[2], (float)t)),
+                        .rbc2 = 1.0 / (double)(1.0f - powf(a->f[3], (float)t)), .wd = pl.decay ? pl.decay->f[0] : 0.0f, .lr = lr,
                         .decay = pl.decay != NULL};
             for (int i = 0; i < n; i++)
                 adam_leaf_par(avx2, &k, np[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(n1[i]),
