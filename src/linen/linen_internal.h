@@ -87,6 +87,7 @@ struct linen_scope {
     const char **names;   /* the components, borrowed from each scope's name */
     uint32_t *rng_counters; /* one per frame stream */
     bool is_function;     /* a LINEN_TYPE_FUNCTION call: no variables, no children */
+    bool pooled;          /* the block is a per-thread cached one (scope.c's scope_alloc) */
     bool lifted_body;     /* the body of a lifted transform (scan, vmap, remat): the lifted scope
                            * already named this path component, so the body's frame adds none */
     /* In a frozen frame: the scope's own map in "params" (NULL: none), looked up by the first

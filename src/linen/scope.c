@@ -67,7 +67,53 @@ void linen_frame_free(linen_frame *f) {
     free(f);
 }
 
-/* ---- scopes ---- */
+/* ---- scopes ----
+ * A frame builds its scopes afresh on every apply, so their blocks come from a per-thread free
+ * list of fixed-size blocks (a scope with a very long path takes malloc's): two heap calls per
+ * scope per apply were a tenth of a batch-1 Dense's apply. Off under the sanitizers, like ll_new's
+ * module cache (LeakSanitizer would report the blocks of finished threads). */
+#if defined(__SANITIZE_ADDRESS__)
+#define SCOPE_CACHE_ON 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SCOPE_CACHE_ON 0
+#endif
+#endif
+#ifndef SCOPE_CACHE_ON
+#define SCOPE_CACHE_ON 1
+#endif
+enum { SCOPE_BLOCK = 768, SCOPE_FREE_MAX = 64 };
+_Static_assert(sizeof(linen_scope) + 128 <= SCOPE_BLOCK, "a usual scope fits a cached block");
+typedef union scope_block {
+    union scope_block *next;
+    max_align_t align_;
+} scope_block;
+static _Thread_local scope_block *scope_free_;
+static _Thread_local int scope_nfree_;
+
+static void *scope_alloc(size_t n, bool *pooled) {
+    *pooled = SCOPE_CACHE_ON && n <= SCOPE_BLOCK;
+    if (!*pooled) return malloc(n);
+    scope_block *b = scope_free_;
+    if (b) {
+        scope_free_ = b->next;
+        scope_nfree_--;
+        return b;
+    }
+    return malloc(SCOPE_BLOCK);
+}
+
+static void scope_block_free(linen_scope *s) {
+    if (s->pooled && scope_nfree_ < SCOPE_FREE_MAX) {
+        scope_block *b = (scope_block *)(void *)s;
+        b->next = scope_free_;
+        scope_free_ = b;
+        scope_nfree_++;
+        return;
+    }
+    free(s);
+}
+
 lx_status linen_scope_new(linen_frame *f, linen_scope *parent, const char *name,
                           const linen_module *m, linen_scope **out) {
     int depth = parent ? parent->depth + (name ? 1 : 0) : 0;
@@ -79,9 +125,11 @@ lx_status linen_scope_new(linen_frame *f, linen_scope *parent, const char *name,
     size_t counters_off = names_off + ((size_t)depth + 1) * sizeof(const char *);
     size_t path_off = counters_off + ((size_t)f->nrngs + 1) * sizeof(uint32_t);
     size_t name_off = path_off + plen + 1;
-    linen_scope *s = malloc(name_off + (name ? nlen + 1 : 0));
+    bool pooled;
+    linen_scope *s = scope_alloc(name_off + (name ? nlen + 1 : 0), &pooled);
     if (!s) return oom();
     memset(s, 0, offsetof(linen_scope, children_inline)); /* the inline arrays need no zeroing */
+    s->pooled = pooled;
     memset((char *)s + names_off, 0, counters_off - names_off); /* names (NULL-ended) */
     memset((char *)s + counters_off, 0, ((size_t)f->nrngs + 1) * sizeof(uint32_t));
     char *base = (char *)s;
@@ -155,7 +203,7 @@ void linen_scope_free(linen_scope *s) {
     free(s->attrs);
     if (s->cursors != s->cursors_inline) free(s->cursors);
     linen_module_release(s->module);
-    free(s); /* name, path, names and rng_counters live in the same block */
+    scope_block_free(s); /* name, path, names and rng_counters live in the same block */
 }
 
 static void rewind_scope(linen_scope *s) {
@@ -237,7 +285,7 @@ static const lx_value *find_var_walk(const linen_scope *s, const char *col, cons
  * maps one component at a time: this runs for every param of every layer on every apply, so it
  * builds no path string (and keys cannot hold '/', so this is exactly lx_tree_find). */
 static const lx_value *find_var(const linen_scope *s, const char *col, const char *name) {
-    if (s->frame->frozen && name && strcmp(col, "params") == 0) {
+    if (s->frame->frozen && name && col[0] == 'p' && strcmp(col, "params") == 0) {
         linen_scope *m = (linen_scope *)s; /* the cache only: what the scope sees is unchanged */
         if (!m->own_params_known) {
             const lx_value *own = find_var_walk(s, col, NULL);
@@ -366,7 +414,9 @@ lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_ini
                            name, self->path, lx_shape_str(a->ndim, a->shape, have, sizeof have),
                            lx_shape_str(ndim, shape, want, sizeof want));
         }
-        LX_TRY(frame_keep(self->frame, a));
+        /* A frozen frame's tree is the caller's, unchanged until apply returns: its arrays need
+         * no keeping (a mutable frame may replace the leaf while the method still holds it). */
+        if (!self->frame->frozen) LX_TRY(frame_keep(self->frame, a));
         *out = a;
         return LX_OK;
     }
