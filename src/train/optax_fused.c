@@ -141,6 +141,20 @@ __attribute__((target("avx2"))) static void adam_avx2(int64_t n, const adam_k *k
                                                       float *restrict po) {
     ADAM_BODY
 }
+/* In place (a donated step, see lx_optax_fused_step_ex): the new moments and param overwrite the
+ * old ones, each element read before it is written. */
+#define ADAM_INPLACE_ARGS                                                                             \
+    int64_t n, const adam_k *k, const float *restrict g, float *restrict m, float *restrict v, float *restrict p
+#define ADAM_INPLACE_BODY                                                                             \
+    const float *m0 = m, *v0 = v;                                                                     \
+    float *po = p;                                                                                    \
+    ADAM_BODY
+__attribute__((target("avx2"))) static void adam_avx2_ip(ADAM_INPLACE_ARGS) { ADAM_INPLACE_BODY }
+__attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq,prefer-vector-width=512"))) static void adam_avx512_ip(
+    ADAM_INPLACE_ARGS) {
+    ADAM_INPLACE_BODY
+}
+
 /* AVX-512 (F/VL/DQ: 16 floats a vector, the double products 8 a vector): the same body. */
 __attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq,prefer-vector-width=512"))) static void adam_avx512(
     int64_t n, const adam_k *k, const float *restrict g, const float *restrict m0, const float *restrict v0,
@@ -164,8 +178,20 @@ static int kernel_level(void) {
 #endif
 }
 
+static void adam_base_ip(ADAM_INPLACE_ARGS) { ADAM_INPLACE_BODY }
+
 static void adam_leaf(int avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
                       float *m, float *v, const float *p, float *po) {
+    if (m == m0) { /* in place: m == m0, v == v0, po == p */
+#ifdef HAVE_AVX2_PATH
+        if (avx2 == 2) adam_avx512_ip(n, k, g, m, v, po);
+        else if (avx2) adam_avx2_ip(n, k, g, m, v, po);
+        else adam_base_ip(n, k, g, m, v, po);
+#else
+        adam_base_ip(n, k, g, m, v, po);
+#endif
+        return;
+    }
 #ifdef HAVE_AVX2_PATH
     if (avx2 == 2) {
         adam_avx512(n, k, g, m0, v0, m, v, p, po);
@@ -261,13 +287,39 @@ static lx_status put_sub(lx_tree *ns, int k, lx_tree *sub) {
     return st;
 }
 
+/* Does this tree alone hold everything in it: itself and every subtree unshared, every leaf a
+ * array held once (by this tree), owning its own block (not a view, not wrapped)? Then
+ * writing into its arrays is seen by no one but the tree's holder. */
+static bool held_alone(const lx_tree *t) {
+    if (lx_tree_is_shared(t)) return false;
+    for (size_t i = 0; i < lx_tree_len(t); i++) {
+        const lx_value *v = lx_tree_at(t, i);
+        if (v->kind == LX_V_TREE) {
+            if (!held_alone(v->u.tree)) return false;
+        } else if (v->kind == LX_V_ARRAY) {
+            const lx_array *a = v->u.array;
+            if (!a || a->refcount != 1 || a->base || !a->alloc || a->release_fn) return false;
+        } else if (v->kind != LX_V_INT && v->kind != LX_V_FLOAT && v->kind != LX_V_BOOL && v->kind != LX_V_NONE) {
+            return false;
+        }
+    }
+    return true;
+}
+
 lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx_tree *state, const lx_tree *params,
                               lx_tree **new_params, lx_tree **new_state, bool *fused) {
+    return lx_optax_fused_step_ex(tx, grads, state, params, false, new_params, new_state, fused);
+}
+
+lx_status lx_optax_fused_step_ex(const optax_tx *tx, const lx_tree *grads, const lx_tree *state, const lx_tree *params,
+                                 bool donated, lx_tree **new_params, lx_tree **new_state, bool *fused) {
     *fused = false;
     *new_params = NULL;
     *new_state = NULL;
     fuse_plan pl;
     if (!tx || !grads || !state || !params || optax_debug_nans() || !make_plan(tx, &pl)) return LX_OK;
+    /* adam over donated trees that nothing else holds: update the moments and params in place */
+    bool in_place = donated && pl.adam && held_alone(params) && held_alone(state);
     uint64_t gen = lx_error_generation();
     lx_leaves lv;
     if (lx_optax_leaves_from_tree("update", "params", params, true, &lv) != LX_OK) return LX_OK;
@@ -305,23 +357,30 @@ lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx
         ok = lx_tree_len(st0) == 0;
     }
     /* buffers for everything written: none of them is an input */
-    for (int i = 0; ok && i < n; i++) {
+    for (int i = 0; ok && in_place && i < n; i++) {
+        np[i] = lx_retain(lv.params[i]);
+        n1[i] = lx_retain(o1[i]);
+        n2[i] = lx_retain(o2[i]);
+    }
+    for (int i = 0; ok && !in_place && i < n; i++) {
         np[i] = lx_optax_new_f32(lv.params[i]);
         if (pl.adam || pl.trace) n1[i] = lx_optax_new_f32(lv.params[i]);
         if (pl.adam) n2[i] = lx_optax_new_f32(lv.params[i]);
         ok = np[i] && (!(pl.adam || pl.trace) || n1[i]) && (!pl.adam || n2[i]);
     }
+    adam_k ak;
+    int avx2 = kernel_level();
     if (ok) {
-        int avx2 = kernel_level();
         if (pl.adam) {
             const optax_tx *a = pl.first;
             int32_t t = lx_safe_increment(count);
-            adam_k k = {.omb1 = a->f[0], .omb2 = a->f[1], .b1 = a->f[2], .b2 = a->f[3], .eps = a->f[4],
+            ak = (adam_k){.omb1 = a->f[0], .omb2 = a->f[1], .b1 = a->f[2], .b2 = a->f[3], .eps = a->f[4],
                         .eps_root = a->f[5], .rbc1 = 1.0 / (double)(1.0f - powf(a->f[2], (float)t)),
                         .rbc2 = 1.0 / (double)(1.0f - powf(a->f[3], (float)t)), .wd = pl.decay ? pl.decay->f[0] : 0.0f, .lr = lr,
                         .decay = pl.decay != NULL};
-            for (int i = 0; i < n; i++)
-                adam_leaf_par(avx2, &k, np[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(n1[i]),
+            /* in place: only once nothing can fail any more (below), so a failed step changes nothing */
+            for (int i = 0; !in_place && i < n; i++)
+                adam_leaf_par(avx2, &ak, np[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(n1[i]),
                           lx_f32(n2[i]), lx_f32(lv.params[i]), lx_f32(np[i]));
             /* ScaleByAdamState(count, mu, nu), as adam_update builds it */
             s0 = lx_tree_new();
@@ -353,6 +412,9 @@ lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx
         ok = put_sub(ns, tx->n - 1, l) == LX_OK && ok;
     }
     if (ok) ok = lx_optax_params_like(params, &lv, np, &out) == LX_OK;
+    for (int i = 0; ok && in_place && i < n; i++)
+        adam_leaf_par(avx2, &ak, lv.params[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(o1[i]),
+                      lx_f32(o2[i]), lx_f32(lv.params[i]), lx_f32(lv.params[i]));
     for (int i = 0; buf && i < n; i++) {
         lx_optax_recycle(np[i]);
         lx_optax_recycle(n1[i]); /* NULL after put_moment stole them */
