@@ -44,7 +44,7 @@ typedef struct thread_arrays {
     uint64_t gen;        /* cache_gen when the front was last valid */
     size_t front_bytes;  /* bytes in front[] */
     int nfront;
-    front_ent front[FRONT_SLOTS]; /* oldest first */
+    front_ent front[FRONT_SLOTS]; /* roughly oldest first (a take moves the newest into its slot) */
 } thread_arrays;
 
 static pthread_mutex_t threads_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -163,9 +163,17 @@ static lx_status check_shape(lx_dtype dtype, int ndim, const int64_t *shape, int
     return LX_OK;
 }
 
-static lx_array *array_header(lx_dtype dtype, int ndim, const int64_t *shape) {
-    int64_t size = 0;
-    if (check_shape(dtype, ndim, shape, &size) != LX_OK) return NULL;
+static inline size_t dtype_size_(lx_dtype dtype) {
+    switch (dtype) {
+    case LX_F32: case LX_I32: case LX_U32: return 4;
+    case LX_BOOL: case LX_I8: return 1;
+    case LX_BF16: return 2;
+    default: return 0;
+    }
+}
+
+/* A header for a shape already checked; `size` is its element count. */
+static lx_array *array_header_sized(lx_dtype dtype, int ndim, const int64_t *shape, int64_t size) {
     /* malloc, not calloc: glibc's calloc bypasses the per-thread cache while free fills it, so
      * headers freed by a pool pile up in fastbins and every large malloc after them (an op's
      * result) runs malloc_consolidate: ~2% of a 64^3 matmul. */
@@ -182,6 +190,12 @@ static lx_array *array_header(lx_dtype dtype, int ndim, const int64_t *shape) {
     a->refcount = 1;
     live_add(1);
     return a;
+}
+
+static lx_array *array_header(lx_dtype dtype, int ndim, const int64_t *shape) {
+    int64_t size = 0;
+    if (check_shape(dtype, ndim, shape, &size) != LX_OK) return NULL;
+    return array_header_sized(dtype, ndim, shape, size);
 }
 
 static lx_alloc_hook alloc_hook;
@@ -285,8 +299,7 @@ static void *cache_take(size_t rounded) {
         for (int i = t->nfront - 1; i >= 0; i--)
             if (t->front[i].bytes == rounded) {
                 blk = t->front[i].blk;
-                for (int j = i + 1; j < t->nfront; j++) t->front[j - 1] = t->front[j];
-                t->nfront--;
+                t->front[i] = t->front[--t->nfront]; /* the last fills the hole */
                 t->front_bytes -= rounded;
                 return blk;
             }
@@ -403,10 +416,26 @@ static void thread_exit(void *p) {
 
 bool lx_array_cache_enabled(void) { return LX_CACHE_ON; }
 
+static lx_array *array_storage(lx_array *a);
+
 lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape) {
     lx_array *a = array_header(dtype, ndim, shape);
-    if (!a) return NULL;
-    size_t bytes = (size_t)a->size * lx_dtype_size(dtype), limit = atomic_load(&max_array_bytes);
+    return a ? array_storage(a) : NULL;
+}
+
+lx_array *lx_array_empty_valid_(lx_dtype dtype, int ndim, const int64_t *shape) {
+    int64_t size = 1;
+    for (int i = 0; i < ndim; i++) size *= shape[i];
+    lx_array *a = array_header_sized(dtype, ndim, shape, size);
+    return a ? array_storage(a) : NULL;
+}
+
+/* The data block of a new header (freed with the header on failure). */
+static lx_array *array_storage(lx_array *a) {
+    lx_dtype dtype = a->dtype;
+    int ndim = a->ndim;
+    const int64_t *shape = a->shape;
+    size_t bytes = (size_t)a->size * dtype_size_(dtype), limit = atomic_load_explicit(&max_array_bytes, memory_order_relaxed);
     if (limit && bytes > limit) {
         char b[128];
         lx_fail(LX_ERR_NO_MEMORY, "array: %s array of shape %s needs %zu bytes, over the limit of %zu bytes per array",
@@ -567,7 +596,7 @@ void lx_release(lx_array *a) {
     if (a->release_fn) a->release_fn(a->release_ctx);
     if (a->alloc) {
         /* lx_array_empty made it: its data size (dtype and size never change after) */
-        size_t bytes = (size_t)a->size * lx_dtype_size(a->dtype);
+        size_t bytes = (size_t)a->size * dtype_size_(a->dtype);
         size_t rounded = (bytes + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN;
         if (!cache_put(a->alloc, rounded ? rounded : LX_ALIGN)) {
             if (free_hook) free_hook(bytes, free_hook_user);

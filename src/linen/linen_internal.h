@@ -65,7 +65,8 @@ typedef struct linen_attr {
 typedef struct linen_reservation {
     const linen_module *module; /* the submodule bound under the name (shared instances) */
     char *heap;                 /* the text when it does not fit `text`, else NULL */
-    int col_off;                /* where the collection starts in the text; -1 for a submodule */
+    int col_off;                /* where the collection starts in the text; -1 for a submodule,
+                                 * -2 for "params" (not copied) */
     char text[36];
 } linen_reservation;
 

@@ -171,8 +171,13 @@ lx_status linen_scope_new(linen_frame *f, linen_scope *parent, const char *name,
     return LX_OK;
 }
 
+/* The collection name of every param reservation: kept as this pointer, not copied. */
+static const char PARAMS[] = "params";
+enum { RES_SUBMODULE = -1, RES_PARAMS = -2 }; /* linen_reservation.col_off when not an offset */
+
 static const char *res_name(const linen_reservation *r) { return r->heap ? r->heap : r->text; }
 static const char *res_col(const linen_reservation *r) {
+    if (r->col_off == RES_PARAMS) return PARAMS;
     return r->col_off < 0 ? NULL : res_name(r) + r->col_off;
 }
 
@@ -232,7 +237,7 @@ static lx_status reserve(linen_scope *s, const char *name, const char *col, cons
     }
     LX_TRY(grow((void **)&s->res, &s->capres, s->nres, sizeof *s->res, s->res_inline));
     linen_reservation *r = &s->res[s->nres];
-    size_t nlen = strlen(name) + 1, clen = col ? strlen(col) + 1 : 0;
+    size_t nlen = strlen(name) + 1, clen = col && col != PARAMS ? strlen(col) + 1 : 0;
     char *text = r->text;
     r->heap = NULL;
     if (nlen + clen > sizeof r->text) {
@@ -240,8 +245,8 @@ static lx_status reserve(linen_scope *s, const char *name, const char *col, cons
         text = r->heap;
     }
     memcpy(text, name, nlen);
-    if (col) memcpy(text + nlen, col, clen);
-    r->col_off = col ? (int)nlen : -1;
+    if (clen) memcpy(text + nlen, col, clen);
+    r->col_off = col == PARAMS ? RES_PARAMS : col ? (int)nlen : RES_SUBMODULE;
     /* Retained: a submodule is recognised by identity for the rest of the method call (the same
      * instance called twice keeps its name), so its address must not be reused meanwhile. */
     r->module = linen_module_retain((linen_module *)module);
@@ -285,7 +290,7 @@ static const lx_value *find_var_walk(const linen_scope *s, const char *col, cons
  * maps one component at a time: this runs for every param of every layer on every apply, so it
  * builds no path string (and keys cannot hold '/', so this is exactly lx_tree_find). */
 static const lx_value *find_var(const linen_scope *s, const char *col, const char *name) {
-    if (s->frame->frozen && name && col[0] == 'p' && strcmp(col, "params") == 0) {
+    if (s->frame->frozen && name && (col == PARAMS || strcmp(col, PARAMS) == 0)) {
         linen_scope *m = (linen_scope *)s; /* the cache only: what the scope sees is unchanged */
         if (!m->own_params_known) {
             const lx_value *own = find_var_walk(s, col, NULL);
@@ -399,8 +404,8 @@ lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_ini
     LX_TRY(check_var_name("parameter", name));
     if (ndim < 0 || ndim > LX_MAX_DIMS)
         return lx_fail(LX_ERR_SHAPE, "param \"%s\": %d dimensions (at most %d)", name, ndim, LX_MAX_DIMS);
-    LX_TRY(reserve(self, name, "params", "param", NULL, true));
-    const lx_value *v = find_var(self, "params", name);
+    LX_TRY(reserve(self, name, PARAMS, "param", NULL, true));
+    const lx_value *v = find_var(self, PARAMS, name);
     if (v) {
         lx_array *a = leaf_array(v);
         if (!a)
@@ -453,8 +458,8 @@ lx_status linen_param_custom(linen_scope *self, const char *name, linen_init_fn 
     *out = lx_none();
     if (self->is_function) return no_scope(self, "param");
     LX_TRY(check_var_name("parameter", name));
-    LX_TRY(reserve(self, name, "params", "param", NULL, true));
-    const lx_value *v = find_var(self, "params", name);
+    LX_TRY(reserve(self, name, PARAMS, "param", NULL, true));
+    const lx_value *v = find_var(self, PARAMS, name);
     if (v) return expose(self, v, out);
     if (!linen_is_mutable_collection(self, "params")) return param_not_found(self, name);
     lx_key key;
@@ -644,7 +649,7 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
     bool use_dispatch = false;
     if (!fn) {
         for (int i = 0; i < t->nmethods; i++) {
-            if (t->methods[i].name && strcmp(t->methods[i].name, mname) == 0) {
+            if (t->methods[i].name && (t->methods[i].name == mname || strcmp(t->methods[i].name, mname) == 0)) {
                 fn = t->methods[i].fn;
                 afn = t->methods[i].array_fn;
                 if (t->method_sigs) LX_TRY(lx_call_check_sig(type_name(s), mname, t->method_sigs[i], call));
@@ -780,7 +785,7 @@ lx_status linen_call_child(linen_scope *self, const linen_module *child, const c
     /* Flax names a compact child once, when it is created: calling the same instance again in
      * this method call (d = nn.Dense(3); d(d(x))) binds the same scope and shares its params. */
     for (int i = 0; !name && i < self->nres; i++)
-        if (self->res[i].module == child && self->res[i].col_off < 0) name = res_name(&self->res[i]);
+        if (self->res[i].module == child && self->res[i].col_off == RES_SUBMODULE) name = res_name(&self->res[i]);
     if (!name) {
         LX_TRY(autoname(self, child->type->name ? child->type->name : "Module", buf, sizeof buf));
         name = buf;
