@@ -363,7 +363,9 @@ static void test_donated(void) {
     /* a failed donated step (gradients of another structure): the state is the same object, same values */
     if (sd) {
         lx_tree *bad = lx_tree_new();
-        lx_tree_set_path(bad, "a/zz", lx_array_v(lx_array_scalar_f32(1.0f)));
+        lx_array *one = lx_array_scalar_f32(1.0f);
+        lx_tree_set_path(bad, "a/zz", lx_array_v(one));
+        lx_release(one);
         linen_train_state *before = sd;
         lx_tree *pc = scaled(sd->params, 1.0f), *sc = scaled(sd->opt_state, 1.0f);
         CHECK(linen_train_state_apply_gradients_donated(&sd, bad) != LX_OK);
