@@ -1,7 +1,8 @@
 /* Training workloads against PyTorch, measured in the same run: the workloads of
  * ../shared/peers/torch_peer.py with the same shapes, optimizers and thread count (LX_THREADS,
  * default 2, for both sides). linnx runs them as a Flax user writes them: a Linen model, a loss
- * from optax.losses, jax.value_and_grad of the params, TrainState.apply_gradients.
+ * from optax.losses, jax.value_and_grad of the params, TrainState.apply_gradients (with the old
+ * state donated, as a step jitted with donate_argnums=0 does: linen_train_state_apply_gradients_donated).
  *
  *   mlp_train        784-512-512-10 MLP, relu, batch 128, softmax CE (integer labels), adam(1e-3)
  *   cnn_train        Conv(32, 3x3) relu Conv(64, 3x3) relu avg_pool 2 Dense(10) on 64 28x28x1
@@ -130,14 +131,11 @@ static void train_step(void *ctx) {
     size_t mark = lx_pool_open();
     lx_array *loss = NULL;
     lx_tree *grads = NULL;
-    linen_train_state *next = NULL;
+    /* state = state.apply_gradients(grads=grads) in a step jitted with donate_argnums=0 */
     if (linen_value_and_grad(loss_fn, j, j->state->params, &loss, &grads, NULL) != LX_OK ||
-        linen_train_state_apply_gradients(j->state, grads, &next) != LX_OK) {
+        linen_train_state_apply_gradients_donated(&j->state, grads) != LX_OK) {
         fprintf(stderr, "# %s: %s\n", j->name, lx_last_error());
         j->failed = true;
-    } else {
-        linen_train_state_free(j->state);
-        j->state = next;
     }
     lx_release(loss);
     lx_tree_release(grads);

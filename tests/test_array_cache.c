@@ -1,7 +1,8 @@
 /* The array storage cache (src/core/array.c, lx_array_cache_* in array.h): a released array's
  * data block serves the next array of the same (64-byte rounded) size without a heap allocation
  * (the allocation hook does not fire), lx_array_new still zeroes a reused block, the limit and
- * release calls bound and empty it, a block released on another thread is reused, and a process
+ * release calls bound and empty it, a block released on another thread is reused (and a release
+ * empties other threads' per-thread fronts), the live count sums all threads, and a process
  * that meets more sizes than the table has classes keeps caching. Sanitizer builds bypass the
  * cache: there every allocation reaches the heap, which is checked instead. */
 #include <pthread.h>
@@ -121,11 +122,48 @@ static void test_many_sizes(void) {
     lx_array_cache_release();
 }
 
+/* Another thread's front (its last small released blocks, kept without the mutex): a release on
+ * this thread empties it before that thread's next array, and the live-array count sums every
+ * thread's arrays. The hook counter is the worker's own while main waits at a barrier. */
+static pthread_barrier_t bar;
+static lx_array *worker_held;
+static size_t worker_fresh;
+static void *front_worker(void *p) {
+    (void)p;
+    lx_release(lx_array_new(LX_F32, 1, (const int64_t[]){300})); /* into this thread's front */
+    worker_held = lx_array_new(LX_F32, 1, (const int64_t[]){7});  /* alive while main counts */
+    pthread_barrier_wait(&bar); /* main: counts, then lx_array_cache_release() */
+    pthread_barrier_wait(&bar);
+    worker_fresh = count_new(300, NULL); /* the front was emptied: a heap block */
+    pthread_barrier_wait(&bar);
+    return NULL;
+}
+
+static void test_front_other_thread(void) {
+    lx_array_cache_release();
+    int64_t live0 = lx_array_live_count();
+    pthread_t t;
+    CHECK(pthread_barrier_init(&bar, NULL, 2) == 0);
+    CHECK(pthread_create(&t, NULL, front_worker, NULL) == 0);
+    pthread_barrier_wait(&bar);
+    CHECK_EQ_INT(lx_array_live_count(), live0 + 1); /* the worker's array */
+    lx_array_cache_release();
+    pthread_barrier_wait(&bar);
+    pthread_barrier_wait(&bar);
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(worker_fresh, 1);
+    lx_release(worker_held); /* made there, released here: the sum is back where it was */
+    CHECK_EQ_INT(lx_array_live_count(), live0);
+    pthread_barrier_destroy(&bar);
+    lx_array_cache_release();
+}
+
 int main(void) {
     RUN(test_reuse_by_size);
     RUN(test_limit);
     RUN(test_other_thread);
     RUN(test_many_sizes);
+    RUN(test_front_other_thread);
     lx_pool_drain();
     return lx_test_finish();
 }

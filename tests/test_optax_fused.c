@@ -315,6 +315,74 @@ static void test_train_state_and_optimizer(void) {
     optax_tx_release(tx);
 }
 
+/* The first leaf's data pointer (to see whether a step wrote in place). */
+static const void *first_data(const lx_tree *params) {
+    const lx_value *v = lx_tree_find(params, "a/l0");
+    return v && v->kind == LX_V_ARRAY ? v->u.array->data : NULL;
+}
+
+/* apply_gradients with the old state donated: the same bits as apply_gradients, in place once
+ * nothing else holds the state (optax_step too), never in place while something does (a tree or
+ * an array the caller kept is unchanged), and a failed donated step leaves the state as it was. */
+static void test_donated(void) {
+    optax_tx *tx = optax_from_string("adamw(1e-2, weight_decay=0.1)");
+    lx_tree *p = make_tree(7, 1.0f), *g = make_tree(8, 1.0f);
+    linen_train_state *sd = NULL, *sr = NULL;
+    CHECK(linen_train_state_create(NULL, p, optax_tx_retain(tx), &sd) == LX_OK);
+    CHECK(linen_train_state_create(NULL, p, optax_tx_retain(tx), &sr) == LX_OK);
+    lx_tree_release(p); /* the states hold the only references now */
+    lx_pool_drain();    /* and no pool holds the arrays make_tree drew */
+    int in_place = 0;
+    for (int i = 0; i < 4 && sd && sr; i++) {
+        const void *before = first_data(sd->params);
+        linen_train_state *d = sd, *n = NULL;
+        CHECK(linen_train_state_apply_gradients_donated(&sd, g) == LX_OK);
+        CHECK(sd != d && sd->step == i + 1);
+        in_place += first_data(sd->params) == before;
+        CHECK(linen_train_state_apply_gradients(sr, g, &n) == LX_OK);
+        linen_train_state_free(sr);
+        sr = n;
+        CHECK(tree_diff(sd->params, sr->params) == 0 && tree_diff(sd->opt_state, sr->opt_state) == 0);
+    }
+    /* create's params came from a pool-free tree: every step could write in place */
+    CHECK(!lx_array_cache_enabled() || in_place >= 3);
+    /* a caller holding the params tree: the donated step must not write into it */
+    lx_tree *held = sd ? lx_tree_retain(sd->params) : NULL;
+    lx_tree *copy = held ? scaled(held, 1.0f) : NULL;
+    if (sd && sr) {
+        linen_train_state *n = NULL;
+        CHECK(linen_train_state_apply_gradients_donated(&sd, g) == LX_OK);
+        CHECK(linen_train_state_apply_gradients(sr, g, &n) == LX_OK);
+        linen_train_state_free(sr);
+        sr = n;
+        CHECK(tree_diff(held, copy) == 0); /* unchanged */
+        CHECK(tree_diff(sd->params, sr->params) == 0 && tree_diff(sd->opt_state, sr->opt_state) == 0);
+    }
+    lx_tree_release(held);
+    lx_tree_release(copy);
+    /* a failed donated step (gradients of another structure): the state is the same object, same values */
+    if (sd) {
+        lx_tree *bad = lx_tree_new();
+        lx_array *one = lx_array_scalar_f32(1.0f);
+        lx_tree_set_path(bad, "a/zz", lx_array_v(one));
+        lx_release(one);
+        linen_train_state *before = sd;
+        lx_tree *pc = scaled(sd->params, 1.0f), *sc = scaled(sd->opt_state, 1.0f);
+        CHECK(linen_train_state_apply_gradients_donated(&sd, bad) != LX_OK);
+        CHECK(sd == before && tree_diff(sd->params, pc) == 0 && tree_diff(sd->opt_state, sc) == 0);
+        lx_clear_error();
+        lx_tree_release(pc);
+        lx_tree_release(sc);
+        lx_tree_release(bad);
+    }
+    CHECK(linen_train_state_apply_gradients_donated(NULL, g) == LX_ERR_INVALID_ARGUMENT);
+    lx_clear_error();
+    linen_train_state_free(sd);
+    linen_train_state_free(sr);
+    lx_tree_release(g);
+    optax_tx_release(tx);
+}
+
 int main(void) {
     RUN(test_fused_equals_unfused);
     RUN(test_every_isa);
@@ -322,6 +390,7 @@ int main(void) {
     RUN(test_first_step_vector);
     RUN(test_errors_unchanged);
     RUN(test_train_state_and_optimizer);
+    RUN(test_donated);
     optax_release_buffers();
     lx_pool_drain();
     return lx_test_finish();

@@ -63,6 +63,13 @@ lx_status linen_train_state_create(const void *apply_fn, lx_tree *params, optax_
  * params['params'], '_overwrite_with_gradient': grads['_overwrite_with_gradient']}, as in Flax. */
 lx_status linen_train_state_apply_gradients(const linen_train_state *s, const lx_tree *grads,
                                             linen_train_state **out);
+/* state = state.apply_gradients(grads=grads) with the old state donated, as in a train step
+ * under jax.jit(..., donate_argnums=0): on success *state is freed and replaced by the new state;
+ * on failure it is left as it was. For adam / adamw over float32 params, when nothing else holds
+ * the old params and optimizer state (no other reference to their trees or arrays), the new
+ * moments and params are written over the old ones: one pass that reads and writes each array in
+ * place instead of writing fresh ones (the same bits as apply_gradients). */
+lx_status linen_train_state_apply_gradients_donated(linen_train_state **state, const lx_tree *grads);
 void linen_train_state_free(linen_train_state *s);
 /* flax.serialization.to_state_dict(state): {"step": int, "params": ..., "opt_state": ...}; the
  * trees are shared with the state, the map is new (caller releases it). */

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static atomic_llong lx_live_arrays;
 
 /* The storage cache and the header free list below are off under the sanitizers, so ASan sees
  * every use after free and LSan every leak. */
@@ -24,6 +23,62 @@ static atomic_llong lx_live_arrays;
 #ifndef LX_CACHE_ON
 #define LX_CACHE_ON 1
 #endif
+
+/* ---- per-thread state ----
+ * Every array's creation and release passes here, on the thread that does it; an atomic
+ * read-modify-write (a locked instruction, ~20 cycles) per event was a measurable part of a small
+ * op (issue 14's mlp_infer_small). So each thread keeps its own count of the arrays it made minus
+ * those it released, and the cache's front (below), in one record that joins a process-wide list
+ * on the thread's first array; lx_array_live_count sums the list. A thread that exits hands its
+ * count and its front to the process (a pthread key's destructor). Plain loads and stores of the
+ * counter by its owner, relaxed loads by the summing thread: no locked instruction per array. */
+enum { FRONT_SLOTS = 8, FRONT_MAX = 64 << 10 };
+typedef struct front_ent {
+    size_t bytes; /* rounded data size */
+    void *blk;    /* raw allocation */
+} front_ent;
+typedef struct thread_arrays {
+    _Atomic int64_t live; /* arrays made here minus arrays released here */
+    struct thread_arrays *next, *prev;
+    bool listed;
+    uint64_t gen;        /* cache_gen when the front was last valid */
+    size_t front_bytes;  /* bytes in front[] */
+    int nfront;
+    front_ent front[FRONT_SLOTS]; /* roughly oldest first (a take moves the newest into its slot) */
+} thread_arrays;
+
+static pthread_mutex_t threads_mu = PTHREAD_MUTEX_INITIALIZER;
+static thread_arrays *threads_head;
+static atomic_llong live_retired; /* the counts of threads that exited */
+static pthread_key_t threads_key;
+static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
+static _Thread_local thread_arrays tl_arrays;
+
+static void thread_exit(void *p);
+static void threads_key_make(void) { (void)pthread_key_create(&threads_key, thread_exit); }
+
+static __attribute__((noinline)) void thread_list(thread_arrays *t) {
+    pthread_once(&threads_once, threads_key_make);
+    pthread_mutex_lock(&threads_mu);
+    t->next = threads_head;
+    t->prev = NULL;
+    if (threads_head) threads_head->prev = t;
+    threads_head = t;
+    t->listed = true;
+    pthread_mutex_unlock(&threads_mu);
+    (void)pthread_setspecific(threads_key, t); /* non-NULL: the destructor runs at exit */
+}
+
+static inline thread_arrays *this_thread(void) {
+    thread_arrays *t = &tl_arrays;
+    if (__builtin_expect(!t->listed, 0)) thread_list(t);
+    return t;
+}
+
+static inline void live_add(int64_t d) {
+    thread_arrays *t = this_thread();
+    atomic_store_explicit(&t->live, atomic_load_explicit(&t->live, memory_order_relaxed) + d, memory_order_relaxed);
+}
 
 /* Array headers: a per-thread free list (at most HDR_CACHE), linked through `base`, so the
  * headers of a step's op results come back without malloc; freed when the thread exits. */
@@ -127,9 +182,17 @@ static lx_status check_shape(lx_dtype dtype, int ndim, const int64_t *shape, int
     return LX_OK;
 }
 
-static lx_array *array_header(lx_dtype dtype, int ndim, const int64_t *shape) {
-    int64_t size = 0;
-    if (check_shape(dtype, ndim, shape, &size) != LX_OK) return NULL;
+static inline size_t dtype_size_(lx_dtype dtype) {
+    switch (dtype) {
+    case LX_F32: case LX_I32: case LX_U32: return 4;
+    case LX_BOOL: case LX_I8: return 1;
+    case LX_BF16: return 2;
+    default: return 0;
+    }
+}
+
+/* A header for a shape already checked; `size` is its element count. */
+static lx_array *array_header_sized(lx_dtype dtype, int ndim, const int64_t *shape, int64_t size) {
     /* malloc, not calloc: glibc's calloc bypasses the per-thread cache while free fills it, so
      * headers freed by a pool pile up in fastbins and every large malloc after them (an op's
      * result) runs malloc_consolidate: ~2% of a 64^3 matmul. */
@@ -144,8 +207,14 @@ static lx_array *array_header(lx_dtype dtype, int ndim, const int64_t *shape) {
     for (int i = 0; i < ndim; i++) a->shape[i] = shape[i];
     a->size = size;
     a->refcount = 1;
-    atomic_fetch_add(&lx_live_arrays, 1);
+    live_add(1);
     return a;
+}
+
+static lx_array *array_header(lx_dtype dtype, int ndim, const int64_t *shape) {
+    int64_t size = 0;
+    if (check_shape(dtype, ndim, shape, &size) != LX_OK) return NULL;
+    return array_header_sized(dtype, ndim, shape, size);
 }
 
 static lx_alloc_hook alloc_hook;
@@ -186,8 +255,11 @@ typedef struct cache_class {
 
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static cache_class cache_tab[CACHE_CLASSES];
-static size_t cache_held;                        /* bytes in the cache */
-static size_t cache_limit = (size_t)512 << 20; /* lx_array_cache_set_limit */
+/* Written under cache_mu; atomic (relaxed) so cache_put's front check may read them without it. */
+static _Atomic size_t cache_held;                        /* bytes in the table */
+static _Atomic size_t cache_limit = (size_t)512 << 20; /* lx_array_cache_set_limit */
+#define LOAD_(v) atomic_load_explicit(&(v), memory_order_relaxed)
+#define STORE_(v, x) atomic_store_explicit(&(v), (x), memory_order_relaxed)
 
 static void *align_data(void *alloc) { return (void *)(((uintptr_t)alloc + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN); }
 
@@ -211,31 +283,89 @@ static cache_class *cache_find(size_t rounded, bool insert) {
     return spare;
 }
 
+/* The front: each thread's last few released blocks up to FRONT_MAX bytes, handed back to its
+ * next arrays of those sizes without the mutex (a small model's op results are all this size; a
+ * lock and unlock per array were ~10% of a batch-1 Dense). Blocks in a front count as the cache's
+ * for the limit and for lx_array_cache_bytes (the calling thread's front). lx_array_cache_release
+ * empties the global table and the calling thread's front, and bumps cache_gen, so every other
+ * thread frees its front when it next touches it (or when it exits). */
+static _Atomic uint64_t cache_gen;
+
+static void front_free_all(thread_arrays *t) {
+    for (int i = 0; i < t->nfront; i++) free(t->front[i].blk);
+    t->nfront = 0;
+    t->front_bytes = 0;
+}
+
+static __attribute__((noinline)) void front_renew(thread_arrays *t, uint64_t g) {
+    front_free_all(t);
+    t->gen = g;
+}
+
+/* The front, emptied first when a release since its last use asked for that. */
+static inline thread_arrays *front_of_thread(void) {
+    thread_arrays *t = this_thread();
+    uint64_t g = atomic_load_explicit(&cache_gen, memory_order_relaxed);
+    if (__builtin_expect(t->gen != g, 0)) front_renew(t, g);
+    return t;
+}
+
 static void *cache_take(size_t rounded) {
     if (!LX_CACHE_ON) return NULL;
     void *blk = NULL;
+    if (rounded <= FRONT_MAX) {
+        thread_arrays *t = front_of_thread();
+        for (int i = t->nfront - 1; i >= 0; i--)
+            if (t->front[i].bytes == rounded) {
+                blk = t->front[i].blk;
+                t->front[i] = t->front[--t->nfront]; /* the last fills the hole */
+                t->front_bytes -= rounded;
+                return blk;
+            }
+    }
     pthread_mutex_lock(&cache_mu);
-    cache_class *c = cache_held ? cache_find(rounded, false) : NULL;
+    cache_class *c = LOAD_(cache_held) ? cache_find(rounded, false) : NULL;
     if (c && c->head) {
         blk = c->head;
         memcpy(&c->head, align_data(blk), sizeof c->head);
-        cache_held -= rounded;
+        STORE_(cache_held, LOAD_(cache_held) - rounded);
     }
     pthread_mutex_unlock(&cache_mu);
     return blk;
 }
 
+static bool cache_put_global(void *blk, size_t rounded);
+
 /* Keep the block (true) or let the caller free it (false). */
 static bool cache_put(void *blk, size_t rounded) {
     if (!LX_CACHE_ON || !blk || rounded == 0) return false;
+    if (rounded <= FRONT_MAX) {
+        thread_arrays *t = front_of_thread();
+        if (t->front_bytes + rounded + LOAD_(cache_held) > LOAD_(cache_limit))
+            return cache_put_global(blk, rounded); /* decides under the mutex */
+        if (t->nfront == FRONT_SLOTS) { /* the oldest goes to the table (or is freed) */
+            front_ent old = t->front[0];
+            memmove(&t->front[0], &t->front[1], (FRONT_SLOTS - 1) * sizeof t->front[0]);
+            t->nfront--;
+            t->front_bytes -= old.bytes;
+            if (!cache_put_global(old.blk, old.bytes)) free(old.blk);
+        }
+        t->front[t->nfront++] = (front_ent){rounded, blk};
+        t->front_bytes += rounded;
+        return true;
+    }
+    return cache_put_global(blk, rounded);
+}
+
+static bool cache_put_global(void *blk, size_t rounded) {
     bool kept = false;
     pthread_mutex_lock(&cache_mu);
-    if (cache_held + rounded <= cache_limit) {
+    if (LOAD_(cache_held) + rounded <= LOAD_(cache_limit)) {
         cache_class *c = cache_find(rounded, true);
         if (c) {
             memcpy(align_data(blk), &c->head, sizeof c->head);
             c->head = blk;
-            cache_held += rounded;
+            STORE_(cache_held, LOAD_(cache_held) + rounded);
             kept = true;
         }
     }
@@ -244,6 +374,12 @@ static bool cache_put(void *blk, size_t rounded) {
 }
 
 void lx_array_cache_release(void) {
+    if (LX_CACHE_ON) {
+        atomic_fetch_add(&cache_gen, 1); /* the other threads' fronts: freed at their next use */
+        thread_arrays *t = this_thread();
+        front_free_all(t);
+        t->gen = atomic_load(&cache_gen);
+    }
     pthread_mutex_lock(&cache_mu);
     for (int k = 0; k < CACHE_CLASSES; k++) {
         void *b = cache_tab[k].head;
@@ -256,44 +392,75 @@ void lx_array_cache_release(void) {
         cache_tab[k].head = NULL;
         cache_tab[k].bytes = 0;
     }
-    cache_held = 0;
+    STORE_(cache_held, 0);
     pthread_mutex_unlock(&cache_mu);
 }
 
 void lx_array_cache_set_limit(size_t bytes) {
     pthread_mutex_lock(&cache_mu);
-    cache_limit = bytes;
-    bool over = cache_held > bytes;
+    STORE_(cache_limit, bytes);
+    bool over = LOAD_(cache_held) > bytes;
     pthread_mutex_unlock(&cache_mu);
-    if (over) lx_array_cache_release();
+    if (over || (LX_CACHE_ON && front_of_thread()->front_bytes > bytes)) lx_array_cache_release();
 }
 
-size_t lx_array_cache_limit(void) {
-    pthread_mutex_lock(&cache_mu);
-    size_t n = cache_limit;
-    pthread_mutex_unlock(&cache_mu);
-    return n;
-}
+size_t lx_array_cache_limit(void) { return LOAD_(cache_limit); }
 
+/* The table's bytes and the calling thread's front. */
 size_t lx_array_cache_bytes(void) {
+    size_t front = LX_CACHE_ON ? front_of_thread()->front_bytes : 0;
     pthread_mutex_lock(&cache_mu);
-    size_t n = cache_held;
+    size_t n = LOAD_(cache_held);
     pthread_mutex_unlock(&cache_mu);
-    return n;
+    return n + front;
+}
+
+/* A thread that exits: its front to the table, its count to the retired total, off the list. */
+static void thread_exit(void *p) {
+    thread_arrays *t = p;
+    uint64_t g = atomic_load(&cache_gen);
+    for (int i = 0; i < t->nfront; i++)
+        if (t->gen != g || !cache_put_global(t->front[i].blk, t->front[i].bytes)) free(t->front[i].blk);
+    t->nfront = 0;
+    t->front_bytes = 0;
+    pthread_mutex_lock(&threads_mu);
+    atomic_fetch_add(&live_retired, atomic_load_explicit(&t->live, memory_order_relaxed));
+    atomic_store_explicit(&t->live, 0, memory_order_relaxed);
+    if (t->prev) t->prev->next = t->next;
+    else threads_head = t->next;
+    if (t->next) t->next->prev = t->prev;
+    t->listed = false;
+    pthread_mutex_unlock(&threads_mu);
 }
 
 bool lx_array_cache_enabled(void) { return LX_CACHE_ON; }
 
+static lx_array *array_storage(lx_array *a);
+
 lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape) {
     lx_array *a = array_header(dtype, ndim, shape);
-    if (!a) return NULL;
-    size_t bytes = (size_t)a->size * lx_dtype_size(dtype), limit = atomic_load(&max_array_bytes);
+    return a ? array_storage(a) : NULL;
+}
+
+lx_array *lx_array_empty_valid_(lx_dtype dtype, int ndim, const int64_t *shape) {
+    int64_t size = 1;
+    for (int i = 0; i < ndim; i++) size *= shape[i];
+    lx_array *a = array_header_sized(dtype, ndim, shape, size);
+    return a ? array_storage(a) : NULL;
+}
+
+/* The data block of a new header (freed with the header on failure). */
+static lx_array *array_storage(lx_array *a) {
+    lx_dtype dtype = a->dtype;
+    int ndim = a->ndim;
+    const int64_t *shape = a->shape;
+    size_t bytes = (size_t)a->size * dtype_size_(dtype), limit = atomic_load_explicit(&max_array_bytes, memory_order_relaxed);
     if (limit && bytes > limit) {
         char b[128];
         lx_fail(LX_ERR_NO_MEMORY, "array: %s array of shape %s needs %zu bytes, over the limit of %zu bytes per array",
                 lx_dtype_name(dtype), lx_shape_str(ndim, shape, b, sizeof b), bytes, limit);
         header_free(a);
-        atomic_fetch_sub(&lx_live_arrays, 1);
+        live_add(-1);
         return NULL;
     }
     size_t rounded = (bytes + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN;
@@ -310,7 +477,7 @@ lx_array *lx_array_empty(lx_dtype dtype, int ndim, const int64_t *shape) {
     if (!a->alloc) {
         lx_fail(LX_ERR_NO_MEMORY, "array: cannot allocate %zu bytes", rounded);
         header_free(a);
-        atomic_fetch_sub(&lx_live_arrays, 1);
+        live_add(-1);
         return NULL;
     }
     a->data = align_data(a->alloc);
@@ -427,7 +594,7 @@ lx_array *lx_array_wrap(lx_dtype dtype, int ndim, const int64_t *shape, void *da
     if (!data && a->size > 0) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "array_wrap: data is NULL");
         header_free(a);
-        atomic_fetch_sub(&lx_live_arrays, 1);
+        live_add(-1);
         return NULL;
     }
     a->data = data;
@@ -448,7 +615,7 @@ void lx_release(lx_array *a) {
     if (a->release_fn) a->release_fn(a->release_ctx);
     if (a->alloc) {
         /* lx_array_empty made it: its data size (dtype and size never change after) */
-        size_t bytes = (size_t)a->size * lx_dtype_size(a->dtype);
+        size_t bytes = (size_t)a->size * dtype_size_(a->dtype);
         size_t rounded = (bytes + LX_ALIGN - 1) / LX_ALIGN * LX_ALIGN;
         if (!cache_put(a->alloc, rounded ? rounded : LX_ALIGN)) {
             if (free_hook) free_hook(bytes, free_hook_user);
@@ -456,10 +623,16 @@ void lx_release(lx_array *a) {
         }
     }
     header_free(a);
-    atomic_fetch_sub(&lx_live_arrays, 1);
+    live_add(-1);
 }
 
-int64_t lx_array_live_count(void) { return (int64_t)atomic_load(&lx_live_arrays); }
+int64_t lx_array_live_count(void) {
+    pthread_mutex_lock(&threads_mu);
+    int64_t n = (int64_t)atomic_load(&live_retired);
+    for (thread_arrays *t = threads_head; t; t = t->next) n += atomic_load_explicit(&t->live, memory_order_relaxed);
+    pthread_mutex_unlock(&threads_mu);
+    return n;
+}
 
 /* ---- pools: one growable stack of autoreleased references per thread ---- */
 

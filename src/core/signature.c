@@ -79,6 +79,12 @@ lx_status lx_call_check_sig(const char *owner, const char *method, const char *s
     }
     const sig_param *ps = cache[slot].ps;
     const int np = cache[slot].np;
+    /* the usual call: every parameter given by position, no keywords */
+    if (c->nkwargs == 0 && c->nargs == np) {
+        bool all_pos = true;
+        for (int i = 0; i < np; i++) all_pos = all_pos && !ps[i].kwonly;
+        if (all_pos) return LX_OK;
+    }
     const bool varkw = cache[slot].varkw;
     int npos = 0, nreq = 0;
     for (int i = 0; i < np; i++)

@@ -65,7 +65,8 @@ typedef struct linen_attr {
 typedef struct linen_reservation {
     const linen_module *module; /* the submodule bound under the name (shared instances) */
     char *heap;                 /* the text when it does not fit `text`, else NULL */
-    int col_off;                /* where the collection starts in the text; -1 for a submodule */
+    int col_off;                /* where the collection starts in the text; -1 for a submodule,
+                                 * -2 for "params" (not copied) */
     char text[36];
 } linen_reservation;
 
@@ -87,6 +88,7 @@ struct linen_scope {
     const char **names;   /* the components, borrowed from each scope's name */
     uint32_t *rng_counters; /* one per frame stream */
     bool is_function;     /* a LINEN_TYPE_FUNCTION call: no variables, no children */
+    bool pooled;          /* the block is a per-thread cached one (scope.c's scope_alloc) */
     bool lifted_body;     /* the body of a lifted transform (scan, vmap, remat): the lifted scope
                            * already named this path component, so the body's frame adds none */
     /* In a frozen frame: the scope's own map in "params" (NULL: none), looked up by the first

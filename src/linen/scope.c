@@ -89,7 +89,53 @@ void linen_frame_free(linen_frame *f) {
     free(f);
 }
 
-/* ---- scopes ---- */
+/* ---- scopes ----
+ * A frame builds its scopes afresh on every apply, so their blocks come from a per-thread free
+ * list of fixed-size blocks (a scope with a very long path takes malloc's): two heap calls per
+ * scope per apply were a tenth of a batch-1 Dense's apply. Off under the sanitizers, like ll_new's
+ * module cache (LeakSanitizer would report the blocks of finished threads). */
+#if defined(__SANITIZE_ADDRESS__)
+#define SCOPE_CACHE_ON 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SCOPE_CACHE_ON 0
+#endif
+#endif
+#ifndef SCOPE_CACHE_ON
+#define SCOPE_CACHE_ON 1
+#endif
+enum { SCOPE_BLOCK = 768, SCOPE_FREE_MAX = 64 };
+_Static_assert(sizeof(linen_scope) + 128 <= SCOPE_BLOCK, "a usual scope fits a cached block");
+typedef union scope_block {
+    union scope_block *next;
+    max_align_t align_;
+} scope_block;
+static _Thread_local scope_block *scope_free_;
+static _Thread_local int scope_nfree_;
+
+static void *scope_alloc(size_t n, bool *pooled) {
+    *pooled = SCOPE_CACHE_ON && n <= SCOPE_BLOCK;
+    if (!*pooled) return malloc(n);
+    scope_block *b = scope_free_;
+    if (b) {
+        scope_free_ = b->next;
+        scope_nfree_--;
+        return b;
+    }
+    return malloc(SCOPE_BLOCK);
+}
+
+static void scope_block_free(linen_scope *s) {
+    if (s->pooled && scope_nfree_ < SCOPE_FREE_MAX) {
+        scope_block *b = (scope_block *)(void *)s;
+        b->next = scope_free_;
+        scope_free_ = b;
+        scope_nfree_++;
+        return;
+    }
+    free(s);
+}
+
 lx_status linen_scope_new(linen_frame *f, linen_scope *parent, const char *name,
                           const linen_module *m, linen_scope **out) {
     int depth = parent ? parent->depth + (name ? 1 : 0) : 0;
@@ -101,9 +147,11 @@ lx_status linen_scope_new(linen_frame *f, linen_scope *parent, const char *name,
     size_t counters_off = names_off + ((size_t)depth + 1) * sizeof(const char *);
     size_t path_off = counters_off + ((size_t)f->nrngs + 1) * sizeof(uint32_t);
     size_t name_off = path_off + plen + 1;
-    linen_scope *s = malloc(name_off + (name ? nlen + 1 : 0));
+    bool pooled;
+    linen_scope *s = scope_alloc(name_off + (name ? nlen + 1 : 0), &pooled);
     if (!s) return oom();
     memset(s, 0, offsetof(linen_scope, children_inline)); /* the inline arrays need no zeroing */
+    s->pooled = pooled;
     memset((char *)s + names_off, 0, counters_off - names_off); /* names (NULL-ended) */
     memset((char *)s + counters_off, 0, ((size_t)f->nrngs + 1) * sizeof(uint32_t));
     char *base = (char *)s;
@@ -145,8 +193,13 @@ lx_status linen_scope_new(linen_frame *f, linen_scope *parent, const char *name,
     return LX_OK;
 }
 
+/* The collection name of every param reservation: kept as this pointer, not copied. */
+static const char PARAMS[] = "params";
+enum { RES_SUBMODULE = -1, RES_PARAMS = -2 }; /* linen_reservation.col_off when not an offset */
+
 static const char *res_name(const linen_reservation *r) { return r->heap ? r->heap : r->text; }
 static const char *res_col(const linen_reservation *r) {
+    if (r->col_off == RES_PARAMS) return PARAMS;
     return r->col_off < 0 ? NULL : res_name(r) + r->col_off;
 }
 
@@ -177,7 +230,7 @@ void linen_scope_free(linen_scope *s) {
     free(s->attrs);
     if (s->cursors != s->cursors_inline) free(s->cursors);
     linen_module_release(s->module);
-    free(s); /* name, path, names and rng_counters live in the same block */
+    scope_block_free(s); /* name, path, names and rng_counters live in the same block */
 }
 
 static void rewind_scope(linen_scope *s) {
@@ -206,7 +259,7 @@ static lx_status reserve(linen_scope *s, const char *name, const char *col, cons
     }
     LX_TRY(grow((void **)&s->res, &s->capres, s->nres, sizeof *s->res, s->res_inline));
     linen_reservation *r = &s->res[s->nres];
-    size_t nlen = strlen(name) + 1, clen = col ? strlen(col) + 1 : 0;
+    size_t nlen = strlen(name) + 1, clen = col && col != PARAMS ? strlen(col) + 1 : 0;
     char *text = r->text;
     r->heap = NULL;
     if (nlen + clen > sizeof r->text) {
@@ -214,8 +267,8 @@ static lx_status reserve(linen_scope *s, const char *name, const char *col, cons
         text = r->heap;
     }
     memcpy(text, name, nlen);
-    if (col) memcpy(text + nlen, col, clen);
-    r->col_off = col ? (int)nlen : -1;
+    if (clen) memcpy(text + nlen, col, clen);
+    r->col_off = col == PARAMS ? RES_PARAMS : col ? (int)nlen : RES_SUBMODULE;
     /* Retained: a submodule is recognised by identity for the rest of the method call (the same
      * instance called twice keeps its name), so its address must not be reused meanwhile. */
     r->module = linen_module_retain((linen_module *)module);
@@ -261,7 +314,7 @@ static const lx_value *find_var_walk(const linen_scope *s, const char *col, cons
  * maps one component at a time: this runs for every param of every layer on every apply, so it
  * builds no path string (and keys cannot hold '/', so this is exactly lx_tree_find). */
 static const lx_value *find_var(const linen_scope *s, const char *col, const char *name) {
-    if (s->frame->frozen && name && strcmp(col, "params") == 0) {
+    if (s->frame->frozen && name && (col == PARAMS || strcmp(col, PARAMS) == 0)) {
         linen_scope *m = (linen_scope *)s; /* the cache only: what the scope sees is unchanged */
         if (!m->own_params_known) {
             const lx_value *own = find_var_walk(s, col, NULL);
@@ -375,8 +428,8 @@ lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_ini
     LX_TRY(check_var_name("parameter", name));
     if (ndim < 0 || ndim > LX_MAX_DIMS)
         return lx_fail(LX_ERR_SHAPE, "param \"%s\": %d dimensions (at most %d)", name, ndim, LX_MAX_DIMS);
-    LX_TRY(reserve(self, name, "params", "param", NULL, true));
-    const lx_value *v = find_var(self, "params", name);
+    LX_TRY(reserve(self, name, PARAMS, "param", NULL, true));
+    const lx_value *v = find_var(self, PARAMS, name);
     if (v) {
         lx_array *a = leaf_array(v);
         if (!a)
@@ -390,7 +443,9 @@ lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_ini
                            name, self->path, lx_shape_str(a->ndim, a->shape, have, sizeof have),
                            lx_shape_str(ndim, shape, want, sizeof want));
         }
-        LX_TRY(frame_keep(self->frame, a));
+        /* A frozen frame's tree is the caller's, unchanged until apply returns: its arrays need
+         * no keeping (a mutable frame may replace the leaf while the method still holds it). */
+        if (!self->frame->frozen) LX_TRY(frame_keep(self->frame, a));
         *out = a;
         return LX_OK;
     }
@@ -427,8 +482,8 @@ lx_status linen_param_custom(linen_scope *self, const char *name, linen_init_fn 
     *out = lx_none();
     if (self->is_function) return no_scope(self, "param");
     LX_TRY(check_var_name("parameter", name));
-    LX_TRY(reserve(self, name, "params", "param", NULL, true));
-    const lx_value *v = find_var(self, "params", name);
+    LX_TRY(reserve(self, name, PARAMS, "param", NULL, true));
+    const lx_value *v = find_var(self, PARAMS, name);
     if (v) return expose(self, v, out);
     if (!linen_is_mutable_collection(self, "params")) return param_not_found(self, name);
     lx_key key;
@@ -618,7 +673,7 @@ lx_status linen_scope_run(linen_scope *s, const char *method, linen_method_fn fn
     bool use_dispatch = false;
     if (!fn) {
         for (int i = 0; i < t->nmethods; i++) {
-            if (t->methods[i].name && strcmp(t->methods[i].name, mname) == 0) {
+            if (t->methods[i].name && (t->methods[i].name == mname || strcmp(t->methods[i].name, mname) == 0)) {
                 fn = t->methods[i].fn;
                 afn = t->methods[i].array_fn;
                 if (t->method_sigs) LX_TRY(lx_call_check_sig(type_name(s), mname, t->method_sigs[i], call));
@@ -754,7 +809,7 @@ lx_status linen_call_child(linen_scope *self, const linen_module *child, const c
     /* Flax names a compact child once, when it is created: calling the same instance again in
      * this method call (d = nn.Dense(3); d(d(x))) binds the same scope and shares its params. */
     for (int i = 0; !name && i < self->nres; i++)
-        if (self->res[i].module == child && self->res[i].col_off < 0) name = res_name(&self->res[i]);
+        if (self->res[i].module == child && self->res[i].col_off == RES_SUBMODULE) name = res_name(&self->res[i]);
     if (!name) {
         LX_TRY(autoname(self, child->type->name ? child->type->name : "Module", buf, sizeof buf));
         name = buf;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/array_internal.h"
 #include "../core/checked.h"
 #include "../core/frame_internal.h"
 #include "op_internal.h"
@@ -163,7 +164,10 @@ static lx_array *bind_rule(const lx_prim_def *d, const void *params, int nin, lx
     /* 4./5. the result: abstract (shape only) or computed */
     lx_array *out = NULL, *saved = NULL;
     if (abstract || !(d->flags & LX_PRIM_VIEW)) {
-        out = lx_op_result(av.dtype, av.ndim, av.shape, abstract);
+        /* check_aval passed the shape: with a valid dtype the array needs no second check */
+        bool checked = !abstract && av.dtype >= 0 && av.dtype < LX_DTYPE_COUNT;
+        out = checked ? lx_autorelease(lx_array_empty_valid_(av.dtype, av.ndim, av.shape))
+                      : lx_op_result(av.dtype, av.ndim, av.shape, abstract);
         if (!out) return NULL;
     }
     if (!abstract && d->forward(d->id, p, nin, in, &out, &saved) != LX_OK) return NULL;

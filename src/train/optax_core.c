@@ -396,7 +396,8 @@ lx_status optax_step(const optax_tx *tx, const lx_tree *grads, lx_tree **params,
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "step: params and state must be given");
     lx_tree *upd = NULL, *ns = NULL, *np = NULL;
     bool fused = false;
-    LX_TRY(lx_optax_fused_step(tx, grads, *state, *params, &np, &ns, &fused));
+    /* the old trees are released below: donated (written in place when nothing else holds them) */
+    LX_TRY(lx_optax_fused_step_ex(tx, grads, *state, *params, true, &np, &ns, &fused));
     if (!fused) {
         LX_TRY(optax_update(tx, grads, *state, *params, &upd, &ns));
         lx_status st = optax_apply_updates(*params, upd, &np);

@@ -64,12 +64,21 @@ static bool make_plan(const optax_tx *tx, fuse_plan *p) {
 }
 
 /* ------------------------------------------------------------------ kernels
- * One body per optimizer, compiled twice: for the baseline x86-64 (SSE2) and, where the CPU has
- * it, 256-bit AVX2. Division and square root are correctly rounded in both, so the two agree bit
- * for bit with each other and with the scalar loops of optax_transforms.c. */
+ * One body per optimizer, compiled for the baseline x86-64 (SSE2) and, where the CPU has them,
+ * 256-bit AVX2 and (adam) 512-bit AVX-512. Division and square root are correctly rounded in all,
+ * so they agree bit for bit with each other and with the scalar loops of optax_transforms.c. */
 
+/* The two bias corrections divide by a constant of the step (bc = 1 - b**t): the kernels multiply
+ * by its reciprocal in double instead, (float)((double)x * (1.0 / bc)), which is x / bc correctly
+ * rounded for every float x. Why: 1.0 / bc and the product are each within 2^-53 relative, so the
+ * double is within ~2^-52 of x / bc; a quotient of two 24-bit significands is never a midpoint of
+ * two floats and lies at least 2^-50 (relative) from every midpoint (|A 2^s - (2M+1) B| >= 1 with
+ * A 2^s < 2^50), so rounding the double to float gives the float quotient's rounding. Division
+ * and square root share one unit, which bounds this loop: two divisions of three move to the
+ * multipliers (tests/test_optax_fused.c checks the bits against the unfused path). */
 typedef struct adam_k {
-    float omb1, omb2, b1, b2, eps, eps_root, bc1, bc2, wd, lr;
+    float omb1, omb2, b1, b2, eps, eps_root, wd, lr;
+    double rbc1, rbc2; /* 1 / bc1, 1 / bc2 in double */
     bool decay;
 } adam_k;
 
@@ -80,7 +89,8 @@ typedef struct adam_k {
         float vj = k->omb2 * (gj * gj) + k->b2 * v0[j];                                               \
         m[j] = mj;                                                                                    \
         v[j] = vj;                                                                                    \
-        float u = (mj / k->bc1) / (sqrtf(vj / k->bc2 + k->eps_root) + k->eps);                        \
+        float mh = (float)((double)mj * k->rbc1), vh = (float)((double)vj * k->rbc2);                 \
+        float u = mh / (sqrtf(vh + k->eps_root) + k->eps);                                            \
         if (k->decay) {                                                                               \
             float sp = k->wd * p[j];                                                                  \
             u = u + sp;                                                                               \
@@ -131,6 +141,26 @@ __attribute__((target("avx2"))) static void adam_avx2(int64_t n, const adam_k *k
                                                       float *restrict po) {
     ADAM_BODY
 }
+/* In place (a donated step, see lx_optax_fused_step_ex): the new moments and param overwrite the
+ * old ones, each element read before it is written. */
+#define ADAM_INPLACE_ARGS                                                                             \
+    int64_t n, const adam_k *k, const float *restrict g, float *restrict m, float *restrict v, float *restrict p
+#define ADAM_INPLACE_BODY                                                                             \
+    const float *m0 = m, *v0 = v;                                                                     \
+    float *po = p;                                                                                    \
+    ADAM_BODY
+__attribute__((target("avx2"))) static void adam_avx2_ip(ADAM_INPLACE_ARGS) { ADAM_INPLACE_BODY }
+__attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq,prefer-vector-width=512"))) static void adam_avx512_ip(
+    ADAM_INPLACE_ARGS) {
+    ADAM_INPLACE_BODY
+}
+
+/* AVX-512 (F/VL/DQ: 16 floats a vector, the double products 8 a vector): the same body. */
+__attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq,prefer-vector-width=512"))) static void adam_avx512(
+    int64_t n, const adam_k *k, const float *restrict g, const float *restrict m0, const float *restrict v0,
+    float *restrict m, float *restrict v, const float *restrict p, float *restrict po) {
+    ADAM_BODY
+}
 __attribute__((target("avx2"))) static void sgd_avx2(int64_t n, const sgd_k *k, const float *restrict g,
                                                      const float *restrict t0, float *restrict t,
                                                      const float *restrict p, float *restrict po) {
@@ -138,17 +168,35 @@ __attribute__((target("avx2"))) static void sgd_avx2(int64_t n, const sgd_k *k, 
 }
 #endif
 
-static bool use_avx2(void) {
+/* The kernel set: 0 baseline, 1 AVX2, 2 AVX-512 (lx_isa_current: cpuid, or LINNX_ISA). */
+static int kernel_level(void) {
 #ifdef HAVE_AVX2_PATH
-    return lx_isa_current() >= LX_ISA_AVX2;
+    lx_isa isa = lx_isa_current();
+    return isa >= LX_ISA_AVX512 ? 2 : isa >= LX_ISA_AVX2 ? 1 : 0;
 #else
-    return false;
+    return 0;
 #endif
 }
 
-static void adam_leaf(bool avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
+static void adam_base_ip(ADAM_INPLACE_ARGS) { ADAM_INPLACE_BODY }
+
+static void adam_leaf(int avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
                       float *m, float *v, const float *p, float *po) {
+    if (m == m0) { /* in place: m == m0, v == v0, po == p */
 #ifdef HAVE_AVX2_PATH
+        if (avx2 == 2) adam_avx512_ip(n, k, g, m, v, po);
+        else if (avx2) adam_avx2_ip(n, k, g, m, v, po);
+        else adam_base_ip(n, k, g, m, v, po);
+#else
+        adam_base_ip(n, k, g, m, v, po);
+#endif
+        return;
+    }
+#ifdef HAVE_AVX2_PATH
+    if (avx2 == 2) {
+        adam_avx512(n, k, g, m0, v0, m, v, p, po);
+        return;
+    }
     if (avx2) {
         adam_avx2(n, k, g, m0, v0, m, v, p, po);
         return;
@@ -158,7 +206,7 @@ static void adam_leaf(bool avx2, const adam_k *k, int64_t n, const float *g, con
     adam_base(n, k, g, m0, v0, m, v, p, po);
 }
 
-static void sgd_leaf(bool avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t, const float *p,
+static void sgd_leaf(int avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t, const float *p,
                      float *po) {
 #ifdef HAVE_AVX2_PATH
     if (avx2) {
@@ -186,36 +234,33 @@ static int leaf_chunks(int64_t n, int64_t *len) {
     return (int)((n + c - 1) / c);
 }
 
-/* One leaf's update: adam (ak) or sgd (sk; its trace t0/t NULL without momentum). */
-typedef struct leaf_job {
-    bool avx2;
-    const adam_k *ak;
-    const sgd_k *sk;
-    const float *g, *m0, *v0; /* sgd: m0 is the old trace */
-    float *m, *v;             /* sgd: m is the new trace */
-    const float *p;
-    float *po;
-} leaf_job;
-
-/* Elements [a, a + l) of the leaf. */
-static void leaf_run(const leaf_job *j, int64_t a, int64_t l) {
-    if (j->ak)
-        adam_leaf(j->avx2, j->ak, l, j->g + a, j->m0 + a, j->v0 + a, j->m + a, j->v + a, j->p + a, j->po + a);
-    else
-        sgd_leaf(j->avx2, j->sk, l, j->g + a, j->m0 ? j->m0 + a : NULL, j->m ? j->m + a : NULL, j->p + a, j->po + a);
-}
-
-static void leaf_par(const leaf_job *j, int64_t n) {
+static void adam_leaf_par(int avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
+                          float *m, float *v, const float *p, float *po) {
     int64_t len;
     int nc = leaf_chunks(n, &len);
     if (nc == 1) {
-        leaf_run(j, 0, n);
+        adam_leaf(avx2, k, n, g, m0, v0, m, v, p, po);
         return;
     }
 #pragma omp parallel for num_threads(nc) schedule(static)
     for (int c = 0; c < nc; c++) {
-        int64_t a = (int64_t)c * len;
-        leaf_run(j, a, a + len > n ? n - a : len);
+        int64_t a = (int64_t)c * len, l = a + len > n ? n - a : len;
+        adam_leaf(avx2, k, l, g + a, m0 + a, v0 + a, m + a, v + a, p + a, po + a);
+    }
+}
+
+static void sgd_leaf_par(int avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t,
+                         const float *p, float *po) {
+    int64_t len;
+    int nc = leaf_chunks(n, &len);
+    if (nc == 1) {
+        sgd_leaf(avx2, k, n, g, t0, t, p, po);
+        return;
+    }
+#pragma omp parallel for num_threads(nc) schedule(static)
+    for (int c = 0; c < nc; c++) {
+        int64_t a = (int64_t)c * len, l = a + len > n ? n - a : len;
+        sgd_leaf(avx2, k, l, g + a, t0 ? t0 + a : NULL, t ? t + a : NULL, p + a, po + a);
     }
 }
 
@@ -242,13 +287,39 @@ static lx_status put_sub(lx_tree *ns, int k, lx_tree *sub) {
     return st;
 }
 
+/* Does this tree alone hold everything in it: itself and every subtree unshared, every leaf a
+ * array held once (by this tree), owning its own block (not a view, not wrapped)? Then
+ * writing into its arrays is seen by no one but the tree's holder. */
+static bool held_alone(const lx_tree *t) {
+    if (lx_tree_is_shared(t)) return false;
+    for (size_t i = 0; i < lx_tree_len(t); i++) {
+        const lx_value *v = lx_tree_at(t, i);
+        if (v->kind == LX_V_TREE) {
+            if (!held_alone(v->u.tree)) return false;
+        } else if (v->kind == LX_V_ARRAY) {
+            const lx_array *a = v->u.array;
+            if (!a || a->refcount != 1 || a->base || !a->alloc || a->release_fn) return false;
+        } else if (v->kind != LX_V_INT && v->kind != LX_V_FLOAT && v->kind != LX_V_BOOL && v->kind != LX_V_NONE) {
+            return false;
+        }
+    }
+    return true;
+}
+
 lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx_tree *state, const lx_tree *params,
                               lx_tree **new_params, lx_tree **new_state, bool *fused) {
+    return lx_optax_fused_step_ex(tx, grads, state, params, false, new_params, new_state, fused);
+}
+
+lx_status lx_optax_fused_step_ex(const optax_tx *tx, const lx_tree *grads, const lx_tree *state, const lx_tree *params,
+                                 bool donated, lx_tree **new_params, lx_tree **new_state, bool *fused) {
     *fused = false;
     *new_params = NULL;
     *new_state = NULL;
     fuse_plan pl;
     if (!tx || !grads || !state || !params || optax_debug_nans() || !make_plan(tx, &pl)) return LX_OK;
+    /* adam over donated trees that nothing else holds: update the moments and params in place */
+    bool in_place = donated && pl.adam && held_alone(params) && held_alone(state);
     uint64_t gen = lx_error_generation();
     lx_leaves lv;
     if (lx_optax_leaves_from_tree("update", "params", params, true, &lv) != LX_OK) return LX_OK;
@@ -286,25 +357,31 @@ lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx
         ok = lx_tree_len(st0) == 0;
     }
     /* buffers for everything written: none of them is an input */
-    for (int i = 0; ok && i < n; i++) {
+    for (int i = 0; ok && in_place && i < n; i++) {
+        np[i] = lx_retain(lv.params[i]);
+        n1[i] = lx_retain(o1[i]);
+        n2[i] = lx_retain(o2[i]);
+    }
+    for (int i = 0; ok && !in_place && i < n; i++) {
         np[i] = lx_optax_new_f32(lv.params[i]);
         if (pl.adam || pl.trace) n1[i] = lx_optax_new_f32(lv.params[i]);
         if (pl.adam) n2[i] = lx_optax_new_f32(lv.params[i]);
         ok = np[i] && (!(pl.adam || pl.trace) || n1[i]) && (!pl.adam || n2[i]);
     }
+    adam_k ak;
+    int avx2 = kernel_level();
     if (ok) {
-        bool avx2 = use_avx2();
         if (pl.adam) {
             const optax_tx *a = pl.first;
             int32_t t = lx_safe_increment(count);
-            adam_k k = {.omb1 = a->f[0], .omb2 = a->f[1], .b1 = a->f[2], .b2 = a->f[3], .eps = a->f[4],
-                        .eps_root = a->f[5], .bc1 = 1.0f - powf(a->f[2], (float)t),
-                        .bc2 = 1.0f - powf(a->f[3], (float)t), .wd = pl.decay ? pl.decay->f[0] : 0.0f, .lr = lr,
+            ak = (adam_k){.omb1 = a->f[0], .omb2 = a->f[1], .b1 = a->f[2], .b2 = a->f[3], .eps = a->f[4],
+                        .eps_root = a->f[5], .rbc1 = 1.0 / (double)(1.0f - powf(a->f[2], (float)t)),
+                        .rbc2 = 1.0 / (double)(1.0f - powf(a->f[3], (float)t)), .wd = pl.decay ? pl.decay->f[0] : 0.0f, .lr = lr,
                         .decay = pl.decay != NULL};
-            for (int i = 0; i < n; i++)
-                leaf_par(&(leaf_job){avx2, &k, NULL, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(n1[i]),
-                                     lx_f32(n2[i]), lx_f32(lv.params[i]), lx_f32(np[i])},
-                         np[i]->size);
+            /* in place: only once nothing can fail any more (below), so a failed step changes nothing */
+            for (int i = 0; !in_place && i < n; i++)
+                adam_leaf_par(avx2, &ak, np[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(n1[i]),
+                          lx_f32(n2[i]), lx_f32(lv.params[i]), lx_f32(np[i]));
             /* ScaleByAdamState(count, mu, nu), as adam_update builds it */
             s0 = lx_tree_new();
             ok = s0 && lx_state_put_count(s0, "count", t) == LX_OK && lx_state_put_moment(s0, "mu", &lv, n1) == LX_OK &&
@@ -313,9 +390,8 @@ lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx
             sgd_k k = {.decay = pl.trace ? pl.first->f[0] : 0.0f, .lr = lr, .trace = pl.trace,
                        .nesterov = pl.trace && pl.first->flag[0]};
             for (int i = 0; i < n; i++)
-                leaf_par(&(leaf_job){avx2, NULL, &k, lx_f32(g[i]), pl.trace ? lx_f32(o1[i]) : NULL, NULL,
-                                     pl.trace ? lx_f32(n1[i]) : NULL, NULL, lx_f32(lv.params[i]), lx_f32(np[i])},
-                         np[i]->size);
+                sgd_leaf_par(avx2, &k, np[i]->size, lx_f32(g[i]), pl.trace ? lx_f32(o1[i]) : NULL,
+                         pl.trace ? lx_f32(n1[i]) : NULL, lx_f32(lv.params[i]), lx_f32(np[i]));
             s0 = lx_tree_new();
             ok = s0 && (!pl.trace || lx_state_put_moment(s0, "trace", &lv, n1) == LX_OK);
         }
@@ -336,6 +412,9 @@ lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx
         ok = put_sub(ns, tx->n - 1, l) == LX_OK && ok;
     }
     if (ok) ok = lx_optax_params_like(params, &lv, np, &out) == LX_OK;
+    for (int i = 0; ok && in_place && i < n; i++)
+        adam_leaf_par(avx2, &ak, lv.params[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(o1[i]),
+                      lx_f32(o2[i]), lx_f32(lv.params[i]), lx_f32(lv.params[i]));
     for (int i = 0; buf && i < n; i++) {
         lx_optax_recycle(np[i]);
         lx_optax_recycle(n1[i]); /* NULL after put_moment stole them */

@@ -150,5 +150,12 @@ lx_status lx_optax_params_like(const lx_tree *params, const lx_leaves *lv, lx_ar
  * success *new_params and *new_state are new trees (buffers from the optax cache). */
 lx_status lx_optax_fused_step(const optax_tx *tx, const lx_tree *grads, const lx_tree *state, const lx_tree *params,
                               lx_tree **new_params, lx_tree **new_state, bool *fused);
+/* The same with `donated`: the caller gives up `state` and `params` (it releases them right after
+ * a successful step, as optax_step does, like jax.jit's donate_argnums). For adam, when nothing
+ * else holds those trees or their arrays, the pass then writes the new moments and params over
+ * the old ones (one read and one write of each array instead of a read and a fresh write), and
+ * the new trees hold those arrays. */
+lx_status lx_optax_fused_step_ex(const optax_tx *tx, const lx_tree *grads, const lx_tree *state, const lx_tree *params,
+                                 bool donated, lx_tree **new_params, lx_tree **new_state, bool *fused);
 
 #endif

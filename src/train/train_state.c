@@ -45,7 +45,8 @@ lx_status linen_train_state_create(const void *apply_fn, lx_tree *params, optax_
     return LX_OK;
 }
 
-lx_status linen_train_state_apply_gradients(const linen_train_state *s, const lx_tree *grads, linen_train_state **out) {
+static lx_status apply_gradients(const linen_train_state *s, const lx_tree *grads, bool donated,
+                                 linen_train_state **out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "apply_gradients: output is NULL");
     *out = NULL;
     if (!s) return lx_fail(LX_ERR_INVALID_ARGUMENT, "apply_gradients: state is NULL");
@@ -63,7 +64,9 @@ lx_status linen_train_state_apply_gradients(const linen_train_state *s, const lx
     }
     lx_tree *upd = NULL, *ns = NULL, *np = NULL;
     bool fused = false;
-    lx_status st = lx_optax_fused_step(s->tx, g, s->opt_state, p, &np, &ns, &fused);
+    /* donated: the caller frees s on success; not with an OWG collection (p is then a subtree,
+     * which the whole params tree may share with someone) */
+    lx_status st = lx_optax_fused_step_ex(s->tx, g, s->opt_state, p, donated && !owg, &np, &ns, &fused);
     if (st == LX_OK && !fused) {
         /* not an adam/adamw/sgd chain over float32 leaves: update, then apply_updates */
         LX_TRY(optax_update(s->tx, g, s->opt_state, p, &upd, &ns));
@@ -91,6 +94,19 @@ lx_status linen_train_state_apply_gradients(const linen_train_state *s, const lx
     r->tx = optax_tx_retain(s->tx);
     r->opt_state = ns;
     *out = r;
+    return LX_OK;
+}
+
+lx_status linen_train_state_apply_gradients(const linen_train_state *s, const lx_tree *grads, linen_train_state **out) {
+    return apply_gradients(s, grads, false, out);
+}
+
+lx_status linen_train_state_apply_gradients_donated(linen_train_state **state, const lx_tree *grads) {
+    if (!state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "apply_gradients: state is NULL");
+    linen_train_state *next = NULL;
+    LX_TRY(apply_gradients(*state, grads, true, &next));
+    linen_train_state_free(*state);
+    *state = next;
     return LX_OK;
 }
 
