@@ -353,6 +353,7 @@ static lx_array *filled(int ndim, const int64_t *shape, uint32_t seed) {
     for (int64_t i = 0; i < a->size; i++) lx_f32(a)[i] = (float)((seed = seed * 1664525u + 1013904223u) >> 9) * 0x1p-23f - 0.5f;
     return a;
 }
+static int attention_only; /* `bench_gemm --attention`: the peaks and the attention lines only */
 static void bench_step(const double peak[2], double peak_cpu, double copy_gbps) {
     const int64_t R = 1024, D = 4096;
     step_job j = {.x = filled(2, (int64_t[]){R, D}, 1), .scale = filled(1, &D, 2), .bias = filled(1, &D, 3),
@@ -381,7 +382,7 @@ static void bench_step(const double peak[2], double peak_cpu, double copy_gbps) 
     copy_rows[1] = 2.0 * 4 * (double)(R * D) / copy_rows[1] / 1e9;
     printf("rows_copy_%lldx%lld gbps %.1f\nrows_copy_%lldx%lld gbps_cpu %.1f\n", (long long)R, (long long)D, copy_rows[0],
            (long long)R, (long long)D, copy_rows[1]);
-    for (int ti = 0; ti < 2; ti++) {
+    for (int ti = 0; ti < 2 && !attention_only; ti++) {
         lx_set_num_threads(thread_counts[ti]);
         for (int op = 0; op < 5; op++) {
             j.op = op;
@@ -429,7 +430,7 @@ static void bench_step(const double peak[2], double peak_cpu, double copy_gbps) 
     puts(shape_note);
     for (int ti = 0; ti < 2; ti++) {
         lx_set_num_threads(thread_counts[ti]);
-        for (int k = 0; k < 5; k++) {
+        for (int k = attention_only ? 2 : 0; k < 5; k++) {
             j.op = ops[k];
             double t = median_time(step_call, &j, 1, 5, 1);
             printf("%s_t%d gflops %.1f\n", names[k], thread_counts[ti], flops[k] / t / 1e9);
@@ -499,6 +500,7 @@ static void small_call(void) {
 
 int main(int argc, char **argv) {
     if (argc > 2 && strcmp(argv[1], "--blas-only") == 0) return blas_only(atoi(argv[2]));
+    attention_only = argc > 1 && strcmp(argv[1], "--attention") == 0;
     int maxdim = argc > 1 ? atoi(argv[1]) : 4096; /* `bench_gemm 1024` skips the bigger squares */
     if (maxdim <= 0) maxdim = 4096;
     const lx_cpu_info *cpu = lx_cpu_info_get();
@@ -517,7 +519,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
     small_call();
     bench_step(peak, peak_cpu, copy_gbps);
-    if (argc > 1 && strcmp(argv[1], "--no-gemm") == 0) return 0; /* the kernels above only */
+    if (argc > 1 && (strcmp(argv[1], "--no-gemm") == 0 || attention_only)) return 0; /* the kernels above only */
 
     /* OpenBLAS with its own detection, in a child started before our timings */
     double auto_secs[2][NSHAPES] = {{0}};

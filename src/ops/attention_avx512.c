@@ -1,0 +1,189 @@
+/* Fused attention forward on AVX-512 (attention_internal.h; compiled with -mavx512f/bw/vl/dq and
+ * FMA, run only after cpuid says so).
+ *
+ * A tile is 16 query rows, one per vector lane. Per block of 16 keys:
+ *   logits  s_j = sum_c Qt[c] * k[j][c]      16 x d FMAs, Qt (d x 16) the tile's scaled queries
+ *                                            transposed, k[j][c] a broadcast memory operand
+ *   max     m' = max(m, s_0 .. s_15)         vertical (one max per key), no shuffles
+ *   weights p_j = 2^(s_j - m'), alpha = 2^(m - m'), l = l alpha + sum_j p_j
+ *   output  Ot[c] = Ot[c] alpha + sum_j p_j * v[j][c]   16 x dv FMAs, Ot (dv x 16) in L1
+ * and at the end out = Ot / l, transposed back with gathers. The base-2 exponent is
+ * range-reduced to f in [-0.5, 0.5] and 2^f is a degree-7 Taylor polynomial in FMA, scaled by
+ * 2^n with vscalefps; an exponent below -125 gives +0 (masked logits, causal or keys past the end of
+ * a partial block, are -inf). */
+#include "attention_internal.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__)
+#include <immintrin.h>
+#include <math.h>
+
+static inline __attribute__((always_inline)) __m512 exp2_16(__m512 x) {
+    /* below -125 (masked logits: -inf) the weight is +0: never a subnormal result, whose
+     * microcode assist costs ~100 cycles a vector on Intel cores */
+    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-125.0f), _CMP_GE_OQ);
+    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.525273380e-05f); /* ln2^k / k!, k = 7 .. 0 */
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.540353039e-04f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.333355815e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618129108e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402265070e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471806e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+/* x / b correctly rounded, as vdivps gives it (Flax's query / sqrt(depth) must keep its bits) at a
+ * third of its cost: q0 = x * RN(1/b), then one correction with the exact residual x - q0 b
+ * (Markstein's theorem: RN(q0 + r RN(1/b)) = RN(x / b) when nothing underflows). Tiny x (and
+ * inf / NaN, whose residual is NaN) take the division. */
+static inline __attribute__((always_inline)) __m512 div_q(__m512 x, float b) {
+    const __m512 vb = _mm512_set1_ps(b), y = _mm512_set1_ps(1.0f / b);
+    __m512 q0 = _mm512_mul_ps(x, y);
+    __m512 r = _mm512_fnmadd_ps(q0, vb, x);
+    __m512 q1 = _mm512_fmadd_ps(r, y, q0);
+    const __m512 ax = _mm512_abs_ps(x);
+    /* normal range with margin (not below 2^-100, not above 2^100); NaN fails both */
+    __mmask16 ok = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0x1p-100f), _CMP_GE_OQ) &
+                   _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0x1p100f), _CMP_LE_OQ);
+    const __mmask16 nz = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NEQ_UQ); /* zeros are exact */
+    if ((ok | (__mmask16)~nz) != 0xFFFF) q1 = _mm512_div_ps(x, vb);
+    return q1;
+}
+
+/* dst[0 .. ks) = src[0 .. n), zeros after */
+static inline void pack_row(float *dst, const float *src, int64_t n, int64_t ks) {
+    for (int64_t c = 0; c < ks; c += 16) {
+        const __mmask16 m = n - c >= 16 ? 0xFFFF : n > c ? (__mmask16)((1u << (n - c)) - 1) : 0;
+        _mm512_storeu_ps(dst + c, _mm512_maskz_loadu_ps(m, src + c));
+    }
+}
+
+/* The 16 vectors combined pairwise (a tree: 4 dependent steps instead of 15). */
+static inline __attribute__((always_inline)) __m512 tree16(const __m512 *x, __m512 (*op)(__m512, __m512)) {
+    __m512 a[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) a[i] = op(x[i], x[i + 8]);
+    a[0] = op(a[0], a[4]), a[1] = op(a[1], a[5]), a[2] = op(a[2], a[6]), a[3] = op(a[3], a[7]);
+    return op(op(a[0], a[2]), op(a[1], a[3]));
+}
+
+/* Ot[c .. c + nc) = Ot * alpha + sum_u p[u] v[u][c ..]: nc independent chains of 16 FMAs, the
+ * weights in registers, the value entries broadcast memory operands. */
+static inline __attribute__((always_inline)) void pv_cols(const int nc, const int KS, const __m512 *p, const float *Vb,
+                                                          int64_t c, __m512 alpha, float *Ot) {
+    __m512 o[8];
+#pragma GCC unroll 8
+    for (int cc = 0; cc < nc; cc++) o[cc] = _mm512_mul_ps(_mm512_load_ps(Ot + (c + cc) * 16), alpha);
+#pragma GCC unroll 16
+    for (int u = 0; u < 16; u++)
+#pragma GCC unroll 8
+        for (int cc = 0; cc < nc; cc++) o[cc] = _mm512_fmadd_ps(p[u], _mm512_set1_ps(Vb[u * KS + c + cc]), o[cc]);
+#pragma GCC unroll 8
+    for (int cc = 0; cc < nc; cc++) _mm512_store_ps(Ot + (c + cc) * 16, o[cc]);
+}
+
+/* KS: the packed rows' stride (>= d, dv), a constant so that one pointer and fixed offsets
+ * address a block's 16 rows. */
+static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, const lx_flash_args *a, const float *q,
+                                                               const float *Kp, const float *Vp, int64_t t0, int64_t tq,
+                                                               float *out, float *lse) {
+    const int64_t d = a->d, dv = a->dv;
+    float Qt[LX_FLASH_MAX_D * 16] __attribute__((aligned(64)));
+    float Ot[LX_FLASH_MAX_D * 16] __attribute__((aligned(64)));
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    bool ok = true;
+    for (int64_t i0 = t0; i0 < t0 + tq; i0 += 16) {
+        const int64_t n = t0 + tq - i0 < 16 ? t0 + tq - i0 : 16;
+        const __mmask16 rows = (__mmask16)((1u << n) - 1);
+        /* the tile's queries, transposed and scaled (padding lanes 0) */
+        const __m512i qidx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)a->ldq));
+        const float *qr = q + i0 * a->ldq;
+        for (int64_t c = 0; c < d; c++) {
+            __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), rows, qidx, qr + c, 4);
+            if (a->qdiv != 0.0f) x = div_q(x, a->qdiv);
+            _mm512_store_ps(Qt + c * 16, _mm512_mul_ps(x, _mm512_set1_ps(a->qmul)));
+        }
+        for (int64_t c = 0; c < dv; c++) _mm512_store_ps(Ot + c * 16, _mm512_setzero_ps());
+        const int64_t kend = a->causal ? (a->S < i0 + n ? a->S : i0 + n) : a->S;
+        __m512 m = ninf, l = _mm512_setzero_ps(), chk = _mm512_setzero_ps();
+        for (int64_t j0 = 0; j0 < kend; j0 += 16) {
+            const int kb = kend - j0 < 16 ? (int)(kend - j0) : 16;
+            __m512 s[16];
+            const float *const Kb = Kp + j0 * KS, *const Vb = Vp + j0 * KS;
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; u++) s[u] = _mm512_setzero_ps();
+            for (int64_t c = 0; c < d; c++) { /* 16 independent chains */
+                const __m512 qc = _mm512_load_ps(Qt + c * 16);
+#pragma GCC unroll 16
+                for (int u = 0; u < 16; u++) s[u] = _mm512_fmadd_ps(qc, _mm512_set1_ps(Kb[u * KS + c]), s[u]);
+            }
+            /* an inf or NaN logit (or an overflowing sum) sends the tile to the general path */
+            chk = _mm512_add_ps(chk, tree16(s, _mm512_add_ps));
+            /* keys past the block's end masked in every lane; causal: key j in lanes i < j - i0 */
+            if (kb < 16 || (a->causal && j0 + 15 > i0)) {
+#pragma GCC unroll 16
+                for (int u = 0; u < 16; u++) {
+                    const int64_t thr = u >= kb ? 16 : a->causal ? j0 + u - i0 : 0;
+                    s[u] = _mm512_mask_mov_ps(s[u], _mm512_cmplt_epi32_mask(lane, _mm512_set1_epi32((int)thr)), ninf);
+                }
+            }
+            const __m512 mx = _mm512_max_ps(m, tree16(s, _mm512_max_ps));
+            const __m512 alpha = exp2_16(_mm512_sub_ps(m, mx));
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; u++) s[u] = exp2_16(_mm512_sub_ps(s[u], mx));
+            l = _mm512_fmadd_ps(l, alpha, tree16(s, _mm512_add_ps));
+            m = mx;
+            int64_t c = 0;
+            for (; c + 8 <= dv; c += 8) pv_cols(8, KS, s, Vb, c, alpha, Ot);
+            for (; c < dv; c++) pv_cols(1, KS, s, Vb, c, alpha, Ot);
+        }
+        /* QNaN, +inf, -inf, SNaN */
+        if (_mm512_mask_fpclass_ps_mask(rows, chk, 0x01 | 0x08 | 0x10 | 0x80)) {
+            ok = false;
+            continue;
+        }
+        const __m512 rl = _mm512_div_ps(_mm512_set1_ps(1.0f), l);
+        for (int64_t c = 0; c < dv; c++) _mm512_store_ps(Ot + c * 16, _mm512_mul_ps(_mm512_load_ps(Ot + c * 16), rl));
+        /* out row i, columns c..c+15 = Ot[c..c+15][i] */
+        for (int64_t i = 0; i < n; i++) {
+            float *orow = out + (i0 + i) * a->ldo;
+            for (int64_t c = 0; c < dv; c += 16) {
+                const __mmask16 cols = dv - c >= 16 ? 0xFFFF : (__mmask16)((1u << (dv - c)) - 1);
+                __m512i idx = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32((int)c)), 4),
+                                               _mm512_set1_epi32((int)i));
+                _mm512_mask_storeu_ps(orow + c, cols, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), cols, idx, Ot, 4));
+            }
+        }
+        if (lse) {
+            float mv[16], lv[16];
+            _mm512_storeu_ps(mv, m), _mm512_storeu_ps(lv, l);
+            for (int64_t i = 0; i < n; i++) lse[i0 + i] = (mv[i] + log2f(lv[i])) * 0.693147180559945309f;
+        }
+    }
+    return ok;
+}
+
+/* The keys and values the rows [t0, t0 + tq) read, packed at stride KS (zero rows up to a multiple
+ * of 16: a partial block's padding keys are masked, their zero values add nothing), then the tiles. */
+static bool flash_fwd(const lx_flash_args *a, const float *q, const float *k, const float *v, int64_t t0, int64_t tq,
+                      float *out, float *lse, float *scratch) {
+    const int64_t ks = lx_flash_stride(a), kend = a->causal ? (a->S < t0 + tq ? a->S : t0 + tq) : a->S;
+    const int64_t kpad = (kend + 15) / 16 * 16;
+    float *Kp = scratch, *Vp = scratch + kpad * ks + 16; /* one line apart: no 4 KiB aliasing */
+    for (int64_t j = 0; j < kpad; j++) {
+        pack_row(Kp + j * ks, k + j * a->ldk, j < kend ? a->d : 0, ks);
+        pack_row(Vp + j * ks, v + j * a->ldv, j < kend ? a->dv : 0, ks);
+    }
+    if (ks == 16) return flash_fwd_ks(16, a, q, Kp, Vp, t0, tq, out, lse);
+    if (ks == 32) return flash_fwd_ks(32, a, q, Kp, Vp, t0, tq, out, lse);
+    if (ks == 64) return flash_fwd_ks(64, a, q, Kp, Vp, t0, tq, out, lse);
+    return flash_fwd_ks(LX_FLASH_MAX_D, a, q, Kp, Vp, t0, tq, out, lse);
+}
+
+lx_flash_fwd_fn lx_flash_fwd_avx512(void) { return flash_fwd; }
+#else
+lx_flash_fwd_fn lx_flash_fwd_avx512(void) { return 0; }
+#endif
