@@ -7,14 +7,15 @@
  *   max     m' = max(m, s_0 .. s_15)         vertical (one max per key), no shuffles
  *   weights p_j = 2^(s_j - m'), alpha = 2^(m - m'), l = l alpha + sum_j p_j
  *   output  Ot[c] = Ot[c] alpha + sum_j p_j * v[j][c]   16 x dv FMAs, Ot (dv x 16) in L1
- * and at the end out = Ot / l, transposed back with gathers. The base-2 exponent is
- * range-reduced to f in [-0.5, 0.5] and 2^f is a degree-7 Taylor polynomial in FMA, scaled by
+ * and at the end out = Ot / l, transposed back (16 x 16 in-register transposes, as for Qt). The base-2 exponent is
+ * range-reduced to f in [-0.5, 0.5] and 2^f is a degree-6 Taylor polynomial (relative error below 1.2e-7) in FMA, scaled by
  * 2^n with vscalefps; an exponent below -125 gives +0 (masked logits, causal or keys past the end of
  * a partial block, are -inf). */
 #include "attention_internal.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__FMA__)
 #include <immintrin.h>
+#include <float.h>
 #include <math.h>
 
 static inline __attribute__((always_inline)) __m512 exp2_16(__m512 x) {
@@ -23,8 +24,7 @@ static inline __attribute__((always_inline)) __m512 exp2_16(__m512 x) {
     const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-125.0f), _CMP_GE_OQ);
     __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(1.525273380e-05f); /* ln2^k / k!, k = 7 .. 0 */
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.540353039e-04f));
+    __m512 p = _mm512_set1_ps(1.540353039e-04f); /* ln2^k / k!, k = 6 .. 0 */
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.333355815e-03f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618129108e-03f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866e-02f));
@@ -52,12 +52,49 @@ static inline __attribute__((always_inline)) __m512 div_q(__m512 x, float b) {
     return q1;
 }
 
-/* dst[0 .. ks) = src[0 .. n), zeros after */
-static inline void pack_row(float *dst, const float *src, int64_t n, int64_t ks) {
+/* r[j][i] <- r[i][j] (16 x 16): 32-bit and 64-bit unpacks, then two rounds of 128-bit lane shuffles. */
+static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
+    __m512 t[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* r[4i + j], lane L: rows 4i .. 4i + 3 of column 4L + j */
+        const __m512d a0 = _mm512_castps_pd(t[4 * i]), a1 = _mm512_castps_pd(t[4 * i + 1]);
+        const __m512d b0 = _mm512_castps_pd(t[4 * i + 2]), b1 = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, b0));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, b0));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, b1));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, b1));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
+        t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+        r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd);
+    }
+}
+
+/* dst[0 .. ks) = src[0 .. n), zeros after; returns a mask of lanes that held inf / NaN */
+static inline __mmask16 pack_row(float *dst, const float *src, int64_t n, int64_t ks) {
+    __mmask16 bad = 0;
     for (int64_t c = 0; c < ks; c += 16) {
         const __mmask16 m = n - c >= 16 ? 0xFFFF : n > c ? (__mmask16)((1u << (n - c)) - 1) : 0;
-        _mm512_storeu_ps(dst + c, _mm512_maskz_loadu_ps(m, src + c));
+        const __m512 x = _mm512_maskz_loadu_ps(m, src + c);
+        bad |= _mm512_fpclass_ps_mask(x, 0x01 | 0x08 | 0x10 | 0x80); /* QNaN, +inf, -inf, SNaN */
+        _mm512_storeu_ps(dst + c, x);
     }
+    return bad;
 }
 
 /* The 16 vectors combined pairwise (a tree: 4 dependent steps instead of 15). */
@@ -69,17 +106,20 @@ static inline __attribute__((always_inline)) __m512 tree16(const __m512 *x, __m5
     return op(op(a[0], a[2]), op(a[1], a[3]));
 }
 
-/* Ot[c .. c + nc) = Ot * alpha + sum_u p[u] v[u][c ..]: nc independent chains of 16 FMAs, the
- * weights in registers, the value entries broadcast memory operands. */
-static inline __attribute__((always_inline)) void pv_cols(const int nc, const int KS, const __m512 *p, const float *Vb,
+/* Ot[c .. c + nc) = Ot * alpha + sum_u P[u] v[u][c ..]: nc independent chains, the value entries
+ * broadcast memory operands. A loop over the keys (not unrolled: GCC then keeps every operand in
+ * place instead of staging the value entries through the stack). */
+static inline __attribute__((always_inline)) void pv_cols(const int nc, const int KS, const float *P, const float *Vb,
                                                           int64_t c, __m512 alpha, float *Ot) {
     __m512 o[8];
 #pragma GCC unroll 8
     for (int cc = 0; cc < nc; cc++) o[cc] = _mm512_mul_ps(_mm512_load_ps(Ot + (c + cc) * 16), alpha);
-#pragma GCC unroll 16
-    for (int u = 0; u < 16; u++)
+#pragma GCC unroll 1
+    for (int u = 0; u < 16; u++) {
+        const __m512 pu = _mm512_load_ps(P + u * 16);
 #pragma GCC unroll 8
-        for (int cc = 0; cc < nc; cc++) o[cc] = _mm512_fmadd_ps(p[u], _mm512_set1_ps(Vb[u * KS + c + cc]), o[cc]);
+        for (int cc = 0; cc < nc; cc++) o[cc] = _mm512_fmadd_ps(pu, _mm512_set1_ps(Vb[u * KS + c + cc]), o[cc]);
+    }
 #pragma GCC unroll 8
     for (int cc = 0; cc < nc; cc++) _mm512_store_ps(Ot + (c + cc) * 16, o[cc]);
 }
@@ -92,23 +132,34 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
     const int64_t d = a->d, dv = a->dv;
     float Qt[LX_FLASH_MAX_D * 16] __attribute__((aligned(64)));
     float Ot[LX_FLASH_MAX_D * 16] __attribute__((aligned(64)));
+    float P[16 * 16] __attribute__((aligned(64))); /* a block's weights, key-major */
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     bool ok = true;
     for (int64_t i0 = t0; i0 < t0 + tq; i0 += 16) {
         const int64_t n = t0 + tq - i0 < 16 ? t0 + tq - i0 : 16;
         const __mmask16 rows = (__mmask16)((1u << n) - 1);
+        __mmask16 qbad = 0;
         /* the tile's queries, transposed and scaled (padding lanes 0) */
-        const __m512i qidx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)a->ldq));
         const float *qr = q + i0 * a->ldq;
-        for (int64_t c = 0; c < d; c++) {
-            __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), rows, qidx, qr + c, 4);
-            if (a->qdiv != 0.0f) x = div_q(x, a->qdiv);
-            _mm512_store_ps(Qt + c * 16, _mm512_mul_ps(x, _mm512_set1_ps(a->qmul)));
+        for (int64_t c0 = 0; c0 < d; c0 += 16) {
+            const int64_t nc = d - c0 < 16 ? d - c0 : 16;
+            const __mmask16 cols = (__mmask16)((1u << nc) - 1);
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                r[i] = i < n ? _mm512_maskz_loadu_ps(cols, qr + i * a->ldq + c0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int64_t cc = 0; cc < nc; cc++) {
+                __m512 x = r[cc];
+                qbad |= _mm512_fpclass_ps_mask(x, 0x01 | 0x08 | 0x10 | 0x80);
+                if (a->qdiv != 0.0f) x = div_q(x, a->qdiv);
+                _mm512_store_ps(Qt + (c0 + cc) * 16, _mm512_mul_ps(x, _mm512_set1_ps(a->qmul)));
+            }
         }
         for (int64_t c = 0; c < dv; c++) _mm512_store_ps(Ot + c * 16, _mm512_setzero_ps());
         const int64_t kend = a->causal ? (a->S < i0 + n ? a->S : i0 + n) : a->S;
-        __m512 m = ninf, l = _mm512_setzero_ps(), chk = _mm512_setzero_ps();
+        __m512 m = ninf, l = _mm512_setzero_ps();
         for (int64_t j0 = 0; j0 < kend; j0 += 16) {
             const int kb = kend - j0 < 16 ? (int)(kend - j0) : 16;
             __m512 s[16];
@@ -120,8 +171,6 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
 #pragma GCC unroll 16
                 for (int u = 0; u < 16; u++) s[u] = _mm512_fmadd_ps(qc, _mm512_set1_ps(Kb[u * KS + c]), s[u]);
             }
-            /* an inf or NaN logit (or an overflowing sum) sends the tile to the general path */
-            chk = _mm512_add_ps(chk, tree16(s, _mm512_add_ps));
             /* keys past the block's end masked in every lane; causal: key j in lanes i < j - i0 */
             if (kb < 16 || (a->causal && j0 + 15 > i0)) {
 #pragma GCC unroll 16
@@ -136,26 +185,33 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
             for (int u = 0; u < 16; u++) s[u] = exp2_16(_mm512_sub_ps(s[u], mx));
             l = _mm512_fmadd_ps(l, alpha, tree16(s, _mm512_add_ps));
             m = mx;
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; u++) _mm512_store_ps(P + u * 16, s[u]);
             int64_t c = 0;
-            for (; c + 8 <= dv; c += 8) pv_cols(8, KS, s, Vb, c, alpha, Ot);
-            for (; c < dv; c++) pv_cols(1, KS, s, Vb, c, alpha, Ot);
+#pragma GCC unroll 1
+            for (; c + 8 <= dv; c += 8) pv_cols(8, KS, P, Vb, c, alpha, Ot);
+            for (; c < dv; c++) pv_cols(1, KS, P, Vb, c, alpha, Ot);
         }
         /* QNaN, +inf, -inf, SNaN */
-        if (_mm512_mask_fpclass_ps_mask(rows, chk, 0x01 | 0x08 | 0x10 | 0x80)) {
+        /* an inf / NaN query entry, or a logit that overflowed (l is then 0 or NaN): the general path */
+        if (qbad || _mm512_mask_cmp_ps_mask(rows, l, _mm512_set1_ps(FLT_MAX), _CMP_GT_OQ) |
+                        _mm512_mask_cmp_ps_mask(rows, l, _mm512_setzero_ps(), _CMP_NGT_UQ)) {
             ok = false;
             continue;
         }
         const __m512 rl = _mm512_div_ps(_mm512_set1_ps(1.0f), l);
-        for (int64_t c = 0; c < dv; c++) _mm512_store_ps(Ot + c * 16, _mm512_mul_ps(_mm512_load_ps(Ot + c * 16), rl));
-        /* out row i, columns c..c+15 = Ot[c..c+15][i] */
-        for (int64_t i = 0; i < n; i++) {
-            float *orow = out + (i0 + i) * a->ldo;
-            for (int64_t c = 0; c < dv; c += 16) {
-                const __mmask16 cols = dv - c >= 16 ? 0xFFFF : (__mmask16)((1u << (dv - c)) - 1);
-                __m512i idx = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32((int)c)), 4),
-                                               _mm512_set1_epi32((int)i));
-                _mm512_mask_storeu_ps(orow + c, cols, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), cols, idx, Ot, 4));
-            }
+        /* out row i, columns c0 .. c0 + 15 = Ot[c0 ..][i] / l[i] */
+        for (int64_t c0 = 0; c0 < dv; c0 += 16) {
+            const int64_t nc = dv - c0 < 16 ? dv - c0 : 16;
+            const __mmask16 cols = (__mmask16)((1u << nc) - 1);
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int cc = 0; cc < 16; cc++)
+                r[cc] = cc < nc ? _mm512_mul_ps(_mm512_load_ps(Ot + (c0 + cc) * 16), rl) : _mm512_setzero_ps();
+            transpose16(r);
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                if (i < n) _mm512_mask_storeu_ps(out + (i0 + i) * a->ldo + c0, cols, r[i]);
         }
         if (lse) {
             float mv[16], lv[16];
@@ -173,10 +229,12 @@ static bool flash_fwd(const lx_flash_args *a, const float *q, const float *k, co
     const int64_t ks = lx_flash_stride(a), kend = a->causal ? (a->S < t0 + tq ? a->S : t0 + tq) : a->S;
     const int64_t kpad = (kend + 15) / 16 * 16;
     float *Kp = scratch, *Vp = scratch + kpad * ks + 16; /* one line apart: no 4 KiB aliasing */
+    __mmask16 bad = 0; /* an inf / NaN key: the general path (inf / NaN values: the caller's check) */
     for (int64_t j = 0; j < kpad; j++) {
-        pack_row(Kp + j * ks, k + j * a->ldk, j < kend ? a->d : 0, ks);
-        pack_row(Vp + j * ks, v + j * a->ldv, j < kend ? a->dv : 0, ks);
+        bad |= pack_row(Kp + j * ks, k + j * a->ldk, j < kend ? a->d : 0, ks);
+        (void)pack_row(Vp + j * ks, v + j * a->ldv, j < kend ? a->dv : 0, ks);
     }
+    if (bad) return false;
     if (ks == 16) return flash_fwd_ks(16, a, q, Kp, Vp, t0, tq, out, lse);
     if (ks == 32) return flash_fwd_ks(32, a, q, Kp, Vp, t0, tq, out, lse);
     if (ks == 64) return flash_fwd_ks(64, a, q, Kp, Vp, t0, tq, out, lse);
