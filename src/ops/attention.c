@@ -174,15 +174,11 @@ static lx_status attention_forward(const attn_dims *a, const float *q, const flo
             int64_t qb = j % nqb, h = (j / nqb) % a->H, b = j / (nqb * a->H);
             int64_t t0 = qb * qblk, tq = a->T - t0 < qblk ? a->T - t0 : qblk;
             if (flash) {
-                /* an inf / NaN value row: zero weights times it are NaN in the full product, and a
-                 * non-finite logit: the general path has the exact answers */
+                /* inf / NaN in q, k or v (zero weights times an inf value are NaN in the full
+                 * product) or an overflowing logit: the general path has the exact answers */
                 int64_t g = h / (a->H / a->G);
                 const float *vb = v + (b * a->S * a->G + g) * a->dv;
-                if (vb != vlast) {
-                    vbad = nn_last_nonfinite_row(vb, a->G * a->dv, a->S, a->dv);
-                    vlast = vb;
-                }
-                if (vbad < 0 && flash(&fa, q + (b * a->T * a->H + h) * a->d, k + (b * a->S * a->G + g) * a->d, vb,
+                if (flash(&fa, q + (b * a->T * a->H + h) * a->d, k + (b * a->S * a->G + g) * a->d, vb,
                                       t0, tq, out + (b * a->T * a->H + h) * a->dv, NULL, fscratch))
                     continue;
                 if (!buf && !(buf = malloc(sizeof(float) * (size_t)(qblk * a->S)))) {

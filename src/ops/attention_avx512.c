@@ -85,18 +85,6 @@ static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
     }
 }
 
-/* dst[0 .. ks) = src[0 .. n), zeros after; returns a mask of lanes that held inf / NaN */
-static inline __mmask16 pack_row(float *dst, const float *src, int64_t n, int64_t ks) {
-    __mmask16 bad = 0;
-    for (int64_t c = 0; c < ks; c += 16) {
-        const __mmask16 m = n - c >= 16 ? 0xFFFF : n > c ? (__mmask16)((1u << (n - c)) - 1) : 0;
-        const __m512 x = _mm512_maskz_loadu_ps(m, src + c);
-        bad |= _mm512_fpclass_ps_mask(x, 0x01 | 0x08 | 0x10 | 0x80); /* QNaN, +inf, -inf, SNaN */
-        _mm512_storeu_ps(dst + c, x);
-    }
-    return bad;
-}
-
 /* The 16 vectors combined pairwise (a tree: 4 dependent steps instead of 15). */
 static inline __attribute__((always_inline)) __m512 tree16(const __m512 *x, __m512 (*op)(__m512, __m512)) {
     __m512 a[8];
@@ -224,21 +212,47 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
 
 /* The keys and values the rows [t0, t0 + tq) read, packed at stride KS (zero rows up to a multiple
  * of 16: a partial block's padding keys are masked, their zero values add nothing), then the tiles. */
+static inline __attribute__((always_inline)) bool flash_fwd_pack(const int KS, const lx_flash_args *a, const float *q,
+                                                                 const float *k, const float *v, int64_t t0, int64_t tq,
+                                                                 float *out, float *lse, float *scratch) {
+    const int64_t kend = a->causal ? (a->S < t0 + tq ? a->S : t0 + tq) : a->S, kpad = (kend + 15) / 16 * 16;
+    float *Kp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    float *Vp = Kp + kpad * KS + 16; /* one line apart: no 4 KiB aliasing */
+    const __mmask16 mk = a->d >= 16 ? 0xFFFF : (__mmask16)((1u << a->d) - 1);
+    const __mmask16 mv = a->dv >= 16 ? 0xFFFF : (__mmask16)((1u << a->dv) - 1);
+    /* an inf / NaN key, or value anywhere (zero weights times it are NaN in the full product): the
+     * general path. x * 0 is NaN exactly for those. */
+    __m512 acc = _mm512_setzero_ps();
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t j = 0; j < kpad; j++) {
+        const bool live = j < kend;
+#pragma GCC unroll 8
+        for (int c = 0; c < KS; c += 16) {
+            const __mmask16 m1 = !live || c >= a->d ? 0 : a->d - c >= 16 ? 0xFFFF : mk;
+            const __mmask16 m2 = !live || c >= a->dv ? 0 : a->dv - c >= 16 ? 0xFFFF : mv;
+            const __m512 x = _mm512_maskz_loadu_ps(m1, k + j * a->ldk + c), y = _mm512_maskz_loadu_ps(m2, v + j * a->ldv + c);
+            acc = _mm512_fmadd_ps(x, zero, _mm512_fmadd_ps(y, zero, acc));
+            _mm512_store_ps(Kp + j * KS + c, x);
+            _mm512_store_ps(Vp + j * KS + c, y);
+        }
+    }
+    for (int64_t j = kend; j < a->S; j++)
+        for (int64_t c = 0; c < a->dv; c += 16)
+            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(a->dv - c >= 16 ? 0xFFFF : mv, v + j * a->ldv + c), zero, acc);
+    if (_mm512_cmp_ps_mask(acc, acc, _CMP_UNORD_Q)) return false;
+    return flash_fwd_ks(KS, a, q, Kp, Vp, t0, tq, out, lse);
+}
+
+/* The keys and values the rows [t0, t0 + tq) read, packed at stride KS (zero rows up to a multiple
+ * of 16: a partial block's padding keys are masked, their zero values add nothing), then the tiles. */
 static bool flash_fwd(const lx_flash_args *a, const float *q, const float *k, const float *v, int64_t t0, int64_t tq,
                       float *out, float *lse, float *scratch) {
-    const int64_t ks = lx_flash_stride(a), kend = a->causal ? (a->S < t0 + tq ? a->S : t0 + tq) : a->S;
-    const int64_t kpad = (kend + 15) / 16 * 16;
-    float *Kp = scratch, *Vp = scratch + kpad * ks + 16; /* one line apart: no 4 KiB aliasing */
-    __mmask16 bad = 0; /* an inf / NaN key: the general path (inf / NaN values: the caller's check) */
-    for (int64_t j = 0; j < kpad; j++) {
-        bad |= pack_row(Kp + j * ks, k + j * a->ldk, j < kend ? a->d : 0, ks);
-        (void)pack_row(Vp + j * ks, v + j * a->ldv, j < kend ? a->dv : 0, ks);
+    switch (lx_flash_stride(a)) {
+    case 16: return flash_fwd_pack(16, a, q, k, v, t0, tq, out, lse, scratch);
+    case 32: return flash_fwd_pack(32, a, q, k, v, t0, tq, out, lse, scratch);
+    case 64: return flash_fwd_pack(64, a, q, k, v, t0, tq, out, lse, scratch);
+    default: return flash_fwd_pack(LX_FLASH_MAX_D, a, q, k, v, t0, tq, out, lse, scratch);
     }
-    if (bad) return false;
-    if (ks == 16) return flash_fwd_ks(16, a, q, Kp, Vp, t0, tq, out, lse);
-    if (ks == 32) return flash_fwd_ks(32, a, q, Kp, Vp, t0, tq, out, lse);
-    if (ks == 64) return flash_fwd_ks(64, a, q, Kp, Vp, t0, tq, out, lse);
-    return flash_fwd_ks(LX_FLASH_MAX_D, a, q, Kp, Vp, t0, tq, out, lse);
 }
 
 lx_flash_fwd_fn lx_flash_fwd_avx512(void) { return flash_fwd; }

@@ -24,8 +24,8 @@ typedef struct {
 
 /* q, out: row 0 of the (batch, head); k, v: row 0 of its kv head. t0 a multiple of 16. lse, when
  * not NULL, gets each row's natural-log log-sum-exp of the scaled logits (indexed by query row).
- * Returns false, with out's rows undefined, when a logit of a tile was inf or NaN (or the logits'
- * sum overflowed): the caller computes those rows the general way. */
+ * Returns false, with out's rows undefined, when q's rows, k or v hold an inf or NaN or a logit
+ * overflowed: the caller computes those rows the general way. */
 /* scratch: lx_flash_scratch(a) floats (the keys and values the rows read, packed). */
 typedef bool (*lx_flash_fwd_fn)(const lx_flash_args *a, const float *q, const float *k, const float *v,
                                 int64_t t0, int64_t tq, float *out, float *lse, float *scratch);
@@ -36,7 +36,7 @@ static inline int64_t lx_flash_stride(const lx_flash_args *a) {
     return w <= 16 ? 16 : w <= 32 ? 32 : w <= 64 ? 64 : LX_FLASH_MAX_D;
 }
 static inline int64_t lx_flash_scratch(const lx_flash_args *a) {
-    return 2 * ((a->S + 15) / 16 * 16) * lx_flash_stride(a) + 16;
+    return 2 * ((a->S + 15) / 16 * 16) * lx_flash_stride(a) + 32; /* + a line of padding + alignment */
 }
 
 /* The AVX-512 kernel, or NULL when the build has none (run it only when the set in force is AVX-512). */
