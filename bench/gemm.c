@@ -22,7 +22,8 @@
  * Shapes: squares 64..4096 (2048 and 4096 with fewer repetitions, 4096 on one thread only), the
  * MLP's forward GEMMs and
  * their two backward GEMMs (transposed operands). `bench_gemm --blas-only` is the child;
- * `bench_gemm --no-gemm` stops after the training-step kernels. */
+ * `bench_gemm --no-gemm` stops after the training-step kernels; `bench_gemm --attention` prints
+ * the peaks and the attention lines only. */
 #include <cblas.h>
 #include <pthread.h>
 #include <stdio.h>
