@@ -148,9 +148,11 @@ static lx_flash_fwd_fn flash_kernel(const attn_dims *a, bool has_v, bool keep) {
 /* out (batch..., T, H, dv) or, when v is NULL, the weights (batch..., H, T, S) into out. With
  * `keep` (batch..., H, T, S) the weights of the first case are written there too (the backward's
  * softmax output while a tape records) instead of a scratch block. `qdiv`: q still needs Flax's
- * division by sqrt(depth) (only with a fused kernel, which does it on the fly). */
+ * division by sqrt(depth) (only with a fused kernel, which does it on the fly). With `lse`
+ * (batch..., H, T; fused kernel only) the rows' log-sum-exp goes there, and a job the kernel
+ * declines sets *incomplete instead of running the general path. */
 static lx_status attention_forward(const attn_dims *a, const float *q, const float *k, const float *v, float *out,
-                                   float *keep, float qdiv) {
+                                   float *keep, float qdiv, float *lse, int *incomplete) {
     bool causal_fast = a->causal && !a->bias && !a->mask;
     const lx_flash_fwd_fn flash = flash_kernel(a, v != NULL, keep != NULL);
     const lx_flash_args fa = {.S = a->S, .d = a->d, .dv = a->dv, .ldq = a->H * a->d, .ldk = a->G * a->d,
@@ -178,9 +180,14 @@ static lx_status attention_forward(const attn_dims *a, const float *q, const flo
                  * product) or an overflowing logit: the general path has the exact answers */
                 int64_t g = h / (a->H / a->G);
                 const float *vb = v + (b * a->S * a->G + g) * a->dv;
-                if (flash(&fa, q + (b * a->T * a->H + h) * a->d, k + (b * a->S * a->G + g) * a->d, vb,
-                                      t0, tq, out + (b * a->T * a->H + h) * a->dv, NULL, fscratch))
+                if (flash(&fa, q + (b * a->T * a->H + h) * a->d, k + (b * a->S * a->G + g) * a->d, vb, t0, tq,
+                          out + (b * a->T * a->H + h) * a->dv, lse ? lse + (b * a->H + h) * a->T : NULL, fscratch))
                     continue;
+                if (lse) { /* the caller runs everything again the general way, keeping the weights */
+#pragma omp atomic write
+                    *incomplete = 1;
+                    continue;
+                }
                 if (!buf && !(buf = malloc(sizeof(float) * (size_t)(qblk * a->S)))) {
                     nomem = true;
                     continue;
@@ -317,8 +324,9 @@ LX_FWD(attention) {
     const float sqrt_depth = sqrtf((float)(a.d > 0 ? a.d : 1));
     const int n = q->ndim;
     /* under a tape, keep the softmax weights for the backward (llm.c keeps its att buffer) */
-    lx_array *kept = v && out->size > 0 && a.S > 0 && lx_tape_active() ? lx_op_result(LX_F32, n, full, false) : NULL;
-    *saved = kept;
+    const bool tape = v && out->size > 0 && a.S > 0 && lx_tape_active();
+    lx_array *kept = NULL;
+    *saved = NULL;
     if (out->size > 0) {
         a.bias = bias ? lx_f32(bias) : NULL;
         a.mask = mask ? lx_bool(mask) : NULL;
@@ -327,9 +335,22 @@ LX_FWD(attention) {
         } else {
             const float *qd = lx_f32(q);
             float *qscaled = NULL;
-            /* the fused kernel divides its query tiles itself */
-            const bool fused = flash_kernel(&a, v != NULL, kept != NULL) != NULL;
-            if (flax_scaling && !fused) { /* one pass over q: O(q) against the O(q * kv_len) product */
+            /* the fused kernel divides its query tiles itself; under a tape it keeps each row's
+             * log-sum-exp (batch..., H, T) and the backward recomputes the weights from it */
+            if (flash_kernel(&a, v != NULL, false)) {
+                lx_array *lse = tape ? lx_op_result(LX_F32, n - 1, full, false) : NULL;
+                int incomplete = 0;
+                LX_TRY(attention_forward(&a, qd, lx_f32(k), lx_f32(v), lx_f32(out), NULL, flax_scaling ? sqrt_depth : 0.0f,
+                                         lse ? lx_f32(lse) : NULL, &incomplete));
+                if (!incomplete) {
+                    *saved = lse;
+                    return LX_OK;
+                }
+                /* inf / NaN inputs under a tape: the weights, the general way */
+            }
+            kept = tape ? lx_op_result(LX_F32, n, full, false) : NULL;
+            *saved = kept;
+            if (flax_scaling) { /* one pass over q: O(q) against the O(q * kv_len) product */
                 qscaled = malloc(sizeof(float) * (size_t)(q->size > 0 ? q->size : 1));
                 if (!qscaled) {
                     char bq[96];
@@ -342,7 +363,7 @@ LX_FWD(attention) {
                 qd = qscaled;
             }
             lx_status st = attention_forward(&a, qd, lx_f32(k), v ? lx_f32(v) : NULL, lx_f32(out),
-                                             kept ? lx_f32(kept) : NULL, flax_scaling && fused ? sqrt_depth : 0.0f);
+                                             kept ? lx_f32(kept) : NULL, 0.0f, NULL, NULL);
             free(qscaled);
             if (st != LX_OK) return st;
         }

@@ -255,7 +255,19 @@ static bool flash_fwd(const lx_flash_args *a, const float *q, const float *k, co
     }
 }
 
+/* row[s] = e^(row[s] - sub), by the forward's exp2 (a weight below 2^-125 is +0 there too) */
+static void flash_exp_row(float *row, int64_t n, float sub) {
+    const __m512 l2e = _mm512_set1_ps(1.44269504088896341f), off = _mm512_set1_ps(-sub * 1.44269504088896341f);
+    for (int64_t s = 0; s < n; s += 16) {
+        const __mmask16 m = n - s >= 16 ? 0xFFFF : (__mmask16)((1u << (n - s)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(m, row + s);
+        _mm512_mask_storeu_ps(row + s, m, exp2_16(_mm512_fmadd_ps(x, l2e, off)));
+    }
+}
+
 lx_flash_fwd_fn lx_flash_fwd_avx512(void) { return flash_fwd; }
+lx_flash_exp_fn lx_flash_exp_avx512(void) { return flash_exp_row; }
 #else
 lx_flash_fwd_fn lx_flash_fwd_avx512(void) { return 0; }
+lx_flash_exp_fn lx_flash_exp_avx512(void) { return 0; }
 #endif

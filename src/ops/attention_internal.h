@@ -42,4 +42,9 @@ static inline int64_t lx_flash_scratch(const lx_flash_args *a) {
 /* The AVX-512 kernel, or NULL when the build has none (run it only when the set in force is AVX-512). */
 lx_flash_fwd_fn lx_flash_fwd_avx512(void);
 
+/* row[s] = e^(row[s] - sub), s < n: the backward rebuilds the weights from the forward's
+ * log-sum-exp with the forward's exponential. AVX-512 (or NULL), as above. */
+typedef void (*lx_flash_exp_fn)(float *row, int64_t n, float sub);
+lx_flash_exp_fn lx_flash_exp_avx512(void);
+
 #endif
