@@ -85,13 +85,23 @@ static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
     }
 }
 
-/* The 16 vectors combined pairwise (a tree: 4 dependent steps instead of 15). */
-static inline __attribute__((always_inline)) __m512 tree16(const __m512 *x, __m512 (*op)(__m512, __m512)) {
+/* The 16 vectors combined pairwise (a tree: 4 dependent steps instead of 15). Two copies, not a
+ * function pointer: the intrinsics have no out-of-line definition to point at (-O0 builds). */
+static inline __attribute__((always_inline)) __m512 tree16_add(const __m512 *x) {
     __m512 a[8];
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) a[i] = op(x[i], x[i + 8]);
-    a[0] = op(a[0], a[4]), a[1] = op(a[1], a[5]), a[2] = op(a[2], a[6]), a[3] = op(a[3], a[7]);
-    return op(op(a[0], a[2]), op(a[1], a[3]));
+    for (int i = 0; i < 8; i++) a[i] = _mm512_add_ps(x[i], x[i + 8]);
+    a[0] = _mm512_add_ps(a[0], a[4]), a[1] = _mm512_add_ps(a[1], a[5]);
+    a[2] = _mm512_add_ps(a[2], a[6]), a[3] = _mm512_add_ps(a[3], a[7]);
+    return _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+}
+static inline __attribute__((always_inline)) __m512 tree16_max(const __m512 *x) {
+    __m512 a[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) a[i] = _mm512_max_ps(x[i], x[i + 8]);
+    a[0] = _mm512_max_ps(a[0], a[4]), a[1] = _mm512_max_ps(a[1], a[5]);
+    a[2] = _mm512_max_ps(a[2], a[6]), a[3] = _mm512_max_ps(a[3], a[7]);
+    return _mm512_max_ps(_mm512_max_ps(a[0], a[2]), _mm512_max_ps(a[1], a[3]));
 }
 
 /* Ot[c .. c + nc) = Ot * alpha + sum_u P[u] v[u][c ..]: nc independent chains, the value entries
@@ -167,11 +177,11 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
                     s[u] = _mm512_mask_mov_ps(s[u], _mm512_cmplt_epi32_mask(lane, _mm512_set1_epi32((int)thr)), ninf);
                 }
             }
-            const __m512 mx = _mm512_max_ps(m, tree16(s, _mm512_max_ps));
+            const __m512 mx = _mm512_max_ps(m, tree16_max(s));
             const __m512 alpha = exp2_16(_mm512_sub_ps(m, mx));
 #pragma GCC unroll 16
             for (int u = 0; u < 16; u++) s[u] = exp2_16(_mm512_sub_ps(s[u], mx));
-            l = _mm512_fmadd_ps(l, alpha, tree16(s, _mm512_add_ps));
+            l = _mm512_fmadd_ps(l, alpha, tree16_add(s));
             m = mx;
 #pragma GCC unroll 16
             for (int u = 0; u < 16; u++) _mm512_store_ps(P + u * 16, s[u]);
