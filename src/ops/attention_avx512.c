@@ -275,9 +275,31 @@ static void flash_exp_row(float *row, int64_t n, float sub) {
     }
 }
 
+static void attn_ds_row(const float *p, const float *dp, float *ds, int64_t ncols, int64_t lim, int64_t S) {
+    __m512d d0 = _mm512_setzero_pd(), d1 = _mm512_setzero_pd();
+    int64_t s = 0;
+    for (; s + 16 <= ncols; s += 16) {
+        const __m512 x = _mm512_loadu_ps(p + s), y = _mm512_loadu_ps(dp + s);
+        d0 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)), _mm512_cvtps_pd(_mm512_castps512_ps256(y)), d0);
+        d1 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1))),
+                             _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1))), d1);
+    }
+    double dot = _mm512_reduce_add_pd(_mm512_add_pd(d0, d1));
+    for (; s < ncols; s++) dot += (double)p[s] * dp[s];
+    const __m512 fd = _mm512_set1_ps((float)dot);
+    for (s = 0; s < S; s += 16) {
+        const int64_t n = (lim - s < 16 ? lim - s : 16), w = S - s < 16 ? S - s : 16;
+        const __mmask16 live = n <= 0 ? 0 : (__mmask16)((1u << n) - 1), all = (__mmask16)((1u << w) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(live, p + s), y = _mm512_maskz_loadu_ps(live, dp + s);
+        _mm512_mask_storeu_ps(ds + s, all, _mm512_maskz_mul_ps(live, x, _mm512_sub_ps(y, fd)));
+    }
+}
+
 lx_flash_fwd_fn lx_flash_fwd_avx512(void) { return flash_fwd; }
+lx_attn_ds_fn lx_attn_ds_avx512(void) { return attn_ds_row; }
 lx_flash_exp_fn lx_flash_exp_avx512(void) { return flash_exp_row; }
 #else
 lx_flash_fwd_fn lx_flash_fwd_avx512(void) { return 0; }
 lx_flash_exp_fn lx_flash_exp_avx512(void) { return 0; }
+lx_attn_ds_fn lx_attn_ds_avx512(void) { return 0; }
 #endif

@@ -47,4 +47,9 @@ lx_flash_fwd_fn lx_flash_fwd_avx512(void);
 typedef void (*lx_flash_exp_fn)(float *row, int64_t n, float sub);
 lx_flash_exp_fn lx_flash_exp_avx512(void);
 
+/* One row of the attention backward without a mask: dot = sum_{s < ncols} p[s] dp[s] (in
+ * double), ds[s] = p[s] (dp[s] - (float)dot) for s < lim, 0 for lim <= s < S. AVX-512 (or NULL). */
+typedef void (*lx_attn_ds_fn)(const float *p, const float *dp, float *ds, int64_t ncols, int64_t lim, int64_t S);
+lx_attn_ds_fn lx_attn_ds_avx512(void);
+
 #endif

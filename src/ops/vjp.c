@@ -906,6 +906,7 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
     const float *LSE = from_lse ? lx_f32(kept) : NULL;
     void (*vexp)(const float *, float *, int64_t) = lx_vmath_active()->exp;
     const lx_flash_exp_fn fexp = lx_isa_current() == LX_ISA_AVX512 ? lx_flash_exp_avx512() : NULL;
+    const lx_attn_ds_fn dsrow = lx_isa_current() == LX_ISA_AVX512 ? lx_attn_ds_avx512() : NULL;
     const uint8_t *MM = M ? lx_bool(M) : NULL;
     float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = dv ? lx_f32(dv) : NULL, *DS = dS ? lx_f32(dS) : NULL;
     const float sc = p->scale;
@@ -970,6 +971,11 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
                         const float *pr = Pb + t * S, *dpr = dPr + t * S;
                         const uint8_t *mr = MM ? MM + prow0 + t * S : NULL;
                         float *dsr = dSb + t * S;
+                        const int64_t lim0 = p->causal && t + 1 < ncols ? t + 1 : ncols;
+                        if (!mr && dsrow) { /* the same row on AVX-512 */
+                            dsrow(pr, dpr, dsr, ncols, lim0, S);
+                            continue;
+                        }
                         double dot = 0;
 #pragma omp simd reduction(+ : dot)
                         for (int64_t s = 0; s < ncols; s++) dot += (double)pr[s] * dpr[s];
