@@ -228,28 +228,38 @@ static inline __attribute__((always_inline)) bool flash_fwd_pack(const int KS, c
     const int64_t kend = a->causal ? (a->S < t0 + tq ? a->S : t0 + tq) : a->S, kpad = (kend + 15) / 16 * 16;
     float *Kp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     float *Vp = Kp + kpad * KS + 16; /* one line apart: no 4 KiB aliasing */
-    const __mmask16 mk = a->d >= 16 ? 0xFFFF : (__mmask16)((1u << a->d) - 1);
-    const __mmask16 mv = a->dv >= 16 ? 0xFFFF : (__mmask16)((1u << a->dv) - 1);
+    /* lane masks per 16 columns (locals: the stores below could alias *a as far as GCC knows) */
+    const int64_t d = a->d, dv = a->dv, ldk = a->ldk, ldv = a->ldv;
+    __mmask16 mk[KS / 16], mv[KS / 16];
+    for (int c = 0; c < KS; c += 16) {
+        mk[c / 16] = c >= d ? 0 : d - c >= 16 ? 0xFFFF : (__mmask16)((1u << (d - c)) - 1);
+        mv[c / 16] = c >= dv ? 0 : dv - c >= 16 ? 0xFFFF : (__mmask16)((1u << (dv - c)) - 1);
+    }
     /* an inf / NaN key, or value anywhere (zero weights times it are NaN in the full product): the
      * general path. x * 0 is NaN exactly for those. */
-    __m512 acc = _mm512_setzero_ps();
     const __m512 zero = _mm512_setzero_ps();
-    for (int64_t j = 0; j < kpad; j++) {
-        const bool live = j < kend;
+    __m512 acc[2 * KS / 16]; /* independent chains: one per column block of k and of v */
+#pragma GCC unroll 16
+    for (int c = 0; c < 2 * KS / 16; c++) acc[c] = zero;
+    for (int64_t j = 0; j < kend; j++) {
+        const float *kr = k + j * ldk, *vr = v + j * ldv;
+        float *kp = Kp + j * KS, *vp = Vp + j * KS;
 #pragma GCC unroll 8
         for (int c = 0; c < KS; c += 16) {
-            const __mmask16 m1 = !live || c >= a->d ? 0 : a->d - c >= 16 ? 0xFFFF : mk;
-            const __mmask16 m2 = !live || c >= a->dv ? 0 : a->dv - c >= 16 ? 0xFFFF : mv;
-            const __m512 x = _mm512_maskz_loadu_ps(m1, k + j * a->ldk + c), y = _mm512_maskz_loadu_ps(m2, v + j * a->ldv + c);
-            acc = _mm512_fmadd_ps(x, zero, _mm512_fmadd_ps(y, zero, acc));
-            _mm512_store_ps(Kp + j * KS + c, x);
-            _mm512_store_ps(Vp + j * KS + c, y);
+            const __m512 x = _mm512_maskz_loadu_ps(mk[c / 16], kr + c), y = _mm512_maskz_loadu_ps(mv[c / 16], vr + c);
+            acc[c / 8] = _mm512_fmadd_ps(x, zero, acc[c / 8]);
+            acc[c / 8 + 1] = _mm512_fmadd_ps(y, zero, acc[c / 8 + 1]);
+            _mm512_store_ps(kp + c, x);
+            _mm512_store_ps(vp + c, y);
         }
     }
+#pragma GCC unroll 16
+    for (int c = 1; c < 2 * KS / 16; c++) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+    for (int64_t j = kend * KS; j < kpad * KS; j += 16) /* padding keys: zeros */
+        _mm512_store_ps(Kp + j, zero), _mm512_store_ps(Vp + j, zero);
     for (int64_t j = kend; j < a->S; j++)
-        for (int64_t c = 0; c < a->dv; c += 16)
-            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(a->dv - c >= 16 ? 0xFFFF : mv, v + j * a->ldv + c), zero, acc);
-    if (_mm512_cmp_ps_mask(acc, acc, _CMP_UNORD_Q)) return false;
+        for (int c = 0; c < dv; c += 16) acc[0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mv[c / 16], v + j * ldv + c), zero, acc[0]);
+    if (_mm512_cmp_ps_mask(acc[0], acc[0], _CMP_UNORD_Q)) return false;
     return flash_fwd_ks(KS, a, q, Kp, Vp, t0, tq, out, lse);
 }
 
