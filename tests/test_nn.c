@@ -316,6 +316,17 @@ static void test_attention_flax_scaling(void) {
     /* an explicit scale multiplies the product (jax.nn.dot_product_attention): not the same bits */
     CHECK(!same_array_bits(lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0.0f),
                      lx_dot_product_attention_weights(q, k, NULL, NULL, false, 1.0f / sd)));
+    /* the fused kernel's tiles (16 queries and up) at depths 16 (sqrt a power of two) and 32 */
+    for (int64_t dd = 16; dd <= 32; dd += 16) {
+        lx_array *q2 = RAND(2, 40, 2, dd), *k2 = RAND(2, 40, 1, dd), *v2 = RAND(2, 40, 1, 8);
+        lx_array *q2d = lx_autorelease(lx_array_copy(q2));
+        const float sd2 = sqrtf((float)dd);
+        for (int64_t i = 0; i < q2d->size; i++) lx_f32(q2d)[i] = lx_f32(q2)[i] / sd2;
+        CHECK(same_array_bits(lx_dot_product_attention(q2, k2, v2, NULL, NULL, true, 0.0f),
+                              lx_dot_product_attention(q2d, k2, v2, NULL, NULL, true, 1.0f)));
+        CHECK(same_array_bits(lx_dot_product_attention(q2, k2, v2, NULL, NULL, false, 0.0f),
+                              lx_dot_product_attention(q2d, k2, v2, NULL, NULL, false, 1.0f)));
+    }
 }
 
 /* Equal element by element, NaN where the other is NaN (+0 and -0 equal). */

@@ -133,6 +133,9 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
     float P[16 * 16] __attribute__((aligned(64))); /* a block's weights, key-major */
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    int qexp;
+    /* a power of two (depth 4, 16, 64): x * (1 / qdiv) is the same real number as x / qdiv */
+    const bool qpow2 = a->qdiv != 0.0f && frexpf(a->qdiv, &qexp) == 0.5f;
     bool ok = true;
     for (int64_t i0 = t0; i0 < t0 + tq; i0 += 16) {
         const int64_t n = t0 + tq - i0 < 16 ? t0 + tq - i0 : 16;
@@ -151,7 +154,8 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
             for (int64_t cc = 0; cc < nc; cc++) {
                 __m512 x = r[cc];
                 qbad |= _mm512_fpclass_ps_mask(x, 0x01 | 0x08 | 0x10 | 0x80);
-                if (a->qdiv != 0.0f) x = div_q(x, a->qdiv);
+                if (qpow2) x = _mm512_mul_ps(x, _mm512_set1_ps(1.0f / a->qdiv)); /* exact: same bits */
+                else if (a->qdiv != 0.0f) x = div_q(x, a->qdiv);
                 _mm512_store_ps(Qt + (c0 + cc) * 16, _mm512_mul_ps(x, _mm512_set1_ps(a->qmul)));
             }
         }
