@@ -25,7 +25,8 @@
  * Shapes: squares 64..4096 (2048 and 4096 with fewer repetitions, 4096 on one thread only), the
  * MLP's forward GEMMs and
  * their two backward GEMMs (transposed operands). `bench_gemm --blas-only` is the child;
- * `bench_gemm --no-gemm` stops after the training-step kernels; `bench_gemm --rows` runs the rows alone. */
+ * `bench_gemm --no-gemm` stops after the training-step kernels; `bench_gemm --rows` runs the rows alone;
+ * `bench_gemm --attention` prints the peaks and the attention lines only. */
 #include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -604,9 +605,10 @@ static void bench_rows(void) {
     lx_release(jc.x), lx_release(jc.labels);
 }
 
+static int attention_only; /* `bench_gemm --attention`: the peaks and the attention lines only */
 static void bench_step(const double peak[2], double peak_cpu) {
     step_job j;
-    bench_rows();
+    if (!attention_only) bench_rows();
     /* conv */
     j = (step_job){.x = filled(4, (int64_t[]){64, 28, 28, 32}, 4), .w = filled(4, (int64_t[]){3, 3, 32, 64}, 5),
                    .conv = {.padding = {.mode = LX_PAD_SAME}}};
@@ -635,7 +637,7 @@ static void bench_step(const double peak[2], double peak_cpu) {
     puts(shape_note);
     for (int ti = 0; ti < 2; ti++) {
         lx_set_num_threads(thread_counts[ti]);
-        for (int k = 0; k < 5; k++) {
+        for (int k = attention_only ? 2 : 0; k < 5; k++) {
             j.op = ops[k];
             double t = median_time(step_call, &j, 1, 5, 1);
             printf("%s_t%d gflops %.1f\n", names[k], thread_counts[ti], flops[k] / t / 1e9);
@@ -709,6 +711,7 @@ int main(int argc, char **argv) {
         bench_rows();
         return 0;
     }
+    attention_only = argc > 1 && strcmp(argv[1], "--attention") == 0;
     int maxdim = argc > 1 ? atoi(argv[1]) : 4096; /* `bench_gemm 1024` skips the bigger squares */
     if (maxdim <= 0) maxdim = 4096;
     const lx_cpu_info *cpu = lx_cpu_info_get();
@@ -727,7 +730,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
     small_call();
     bench_step(peak, peak_cpu);
-    if (argc > 1 && strcmp(argv[1], "--no-gemm") == 0) return 0; /* the kernels above only */
+    if (argc > 1 && (strcmp(argv[1], "--no-gemm") == 0 || attention_only)) return 0; /* the kernels above only */
 
     /* OpenBLAS with its own detection, in a child started before our timings */
     double auto_secs[2][NSHAPES] = {{0}};

@@ -2,7 +2,8 @@
  * edges, against a double-precision reference written here: P = softmax(masked(scale q k^T +
  * bias)) with Flax's masking (float32's lowest value), dV = P^T dO, dP = dO V^T,
  * dS = P (dP - rowsum(P dP)) where not masked, dQ = scale dS K, dK = scale dS^T Q, dbias = dS.
- * Cases: causal with GQA (the causal block skipping), causal with more keys than queries, causal
+ * Cases: causal with GQA (the causal block skipping; with AVX-512 the fused forward and weights
+ * rebuilt from its log-sum-exp), causal with more keys than queries, causal
  * with a value row of inf past the diagonal (dO V^T then has inf / NaN there and the row sums must
  * see it: the gradients of q and k are NaN, as JAX's are), a row whose logits are all -inf
  * (weights spread over the masked keys, so nothing may be skipped), and a boolean mask with bias
@@ -148,6 +149,12 @@ static void test_attention_grad(void) {
     att_case c5 = {.B = 2, .T = 40, .S = 36, .H = 3, .G = 3, .D = 8, .Dv = 5, .scale = 0.3f, .has_bias = true,
                    .has_mask = true};
     run_case("mask_bias_scale", &c5, NULL);
+    /* no bias or mask (the fused forward where the kernel set has one, keeping the log-sum-exp):
+     * not causal, more keys than queries; lm_train's depth 32 with an explicit scale */
+    att_case c6 = {.B = 1, .T = 33, .S = 50, .H = 4, .G = 2, .D = 32, .Dv = 20};
+    run_case("plain_gqa_depth32", &c6, NULL);
+    att_case c7 = {.B = 2, .T = 64, .S = 64, .H = 4, .G = 4, .D = 32, .Dv = 32, .causal = true, .scale = 0.2f};
+    run_case("causal_depth32_scale", &c7, NULL);
 }
 
 int main(void) {

@@ -379,6 +379,17 @@ static void test_attention_flax_scaling(void) {
     /* an explicit scale multiplies the product (jax.nn.dot_product_attention): not the same bits */
     CHECK(!same_array_bits(lx_dot_product_attention_weights(q, k, NULL, NULL, false, 0.0f),
                      lx_dot_product_attention_weights(q, k, NULL, NULL, false, 1.0f / sd)));
+    /* the fused kernel's tiles (16 queries and up) at depths 16 (sqrt a power of two) and 32 */
+    for (int64_t dd = 16; dd <= 32; dd += 16) {
+        lx_array *q2 = RAND(2, 40, 2, dd), *k2 = RAND(2, 40, 1, dd), *v2 = RAND(2, 40, 1, 8);
+        lx_array *q2d = lx_autorelease(lx_array_copy(q2));
+        const float sd2 = sqrtf((float)dd);
+        for (int64_t i = 0; i < q2d->size; i++) lx_f32(q2d)[i] = lx_f32(q2)[i] / sd2;
+        CHECK(same_array_bits(lx_dot_product_attention(q2, k2, v2, NULL, NULL, true, 0.0f),
+                              lx_dot_product_attention(q2d, k2, v2, NULL, NULL, true, 1.0f)));
+        CHECK(same_array_bits(lx_dot_product_attention(q2, k2, v2, NULL, NULL, false, 0.0f),
+                              lx_dot_product_attention(q2d, k2, v2, NULL, NULL, false, 1.0f)));
+    }
 }
 
 /* Equal element by element, NaN where the other is NaN (+0 and -0 equal). */
@@ -391,34 +402,67 @@ static bool same_values(const lx_array *a, const lx_array *b) {
     return true;
 }
 
-/* Causal attention without bias or mask computes each query row over its own keys only
- * (attention.c); with the same causal triangle given as a mask it runs over every key. The two
- * must give the same values: several query blocks, lengths that are not a multiple of the
- * rounding (16), grouped heads, the weights too; an inf value behind the causal front (zero
- * weight times inf is NaN in the full product, as in JAX); a query row whose kept logits are all
- * -inf (the full row then spreads its weight over the masked keys). */
+/* Close to a double reference element by element, NaN exactly where the reference is NaN. */
+static bool close_or_nan(const lx_array *y, const double *ref, double rtol, double atol) {
+    if (!y || lx_is_abstract(y)) return false;
+    for (int64_t i = 0; i < y->size; i++) {
+        double a = lx_f32(y)[i], b = ref[i];
+        if (isnan(b) ? !isnan(a) : !(a == b || fabs(a - b) <= atol + rtol * fabs(b))) {
+            fprintf(stderr, "  element %lld: %.9g vs %.9g\n", (long long)i, a, b);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Causal attention without bias or mask runs the fused kernel where the kernel set has one and
+ * otherwise computes each query row over its own keys only (attention.c); with the same causal
+ * triangle given as a mask it runs over every key. Both against the double reference: several
+ * query tiles and blocks, lengths that are not a multiple of 16, grouped heads, depths 16 and 32
+ * (and 3: not a multiple of the vector width), more keys than queries and more queries than keys;
+ * an inf value behind the causal front (zero weight times inf is NaN in the full product, as in
+ * JAX); a query row whose kept logits are all -inf (the full row then spreads its weight over the
+ * masked keys); a NaN query. The weights primitive keeps its exact agreement with the mask. */
 static void test_attention_causal_prefix(void) {
-    const int64_t lens[] = {100, 37};
-    for (int li = 0; li < 2; li++) {
-        int64_t T = lens[li];
-        lx_array *q = RAND(2, T, 4, 16), *k = RAND(2, T, 2, 16), *v = RAND(2, T, 2, 8);
-        lx_array *cm = lx_make_causal_mask(RAND(2, T));
-        CHECK(same_values(lx_dot_product_attention(q, k, v, NULL, NULL, true, 0),
-                          lx_dot_product_attention(q, k, v, NULL, cm, false, 0)));
+    static double ref[1 << 17], ref2[1 << 17];
+    const int64_t lens[][5] = {{100, 100, 16, 8, 2}, {37, 37, 16, 8, 2}, {64, 64, 32, 32, 4}, {40, 75, 16, 16, 2},
+                               {75, 40, 16, 16, 2}, {33, 33, 3, 5, 1}};
+    for (int li = 0; li < 6; li++) {
+        int64_t T = lens[li][0], S = lens[li][1], D = lens[li][2], E = lens[li][3], G = lens[li][4];
+        lx_array *q = RAND(2, T, 4, D), *k = RAND(2, S, G, D), *v = RAND(2, S, G, E);
+        for (int64_t i = 0; i < q->size; i++) lx_f32(q)[i] *= 4; /* sharper weights */
+        lx_array *cm = lx_autorelease(lx_array_new(LX_BOOL, 4, SHAPE(1, 1, T, S)));
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t s2 = 0; s2 < S; s2++) lx_bool(cm)[t * S + s2] = s2 <= t;
+        ref_attention(q, k, v, NULL, NULL, true, ref, NULL);
+        CHECK(close_or_nan(lx_dot_product_attention(q, k, v, NULL, NULL, true, 0), ref, 1e-5, 1e-6));
+        CHECK(close_or_nan(lx_dot_product_attention(q, k, v, NULL, cm, false, 0), ref, 1e-5, 1e-6));
+        /* an explicit scale multiplies the logits */
+        lx_array *ys = lx_dot_product_attention(q, k, v, NULL, NULL, true, 0.3f);
+        for (int64_t i = 0; i < q->size; i++) lx_f32(q)[i] *= 0.3f * sqrtf((float)D);
+        ref_attention(q, k, v, NULL, NULL, true, ref2, NULL);
+        for (int64_t i = 0; i < q->size; i++) lx_f32(q)[i] /= 0.3f * sqrtf((float)D);
+        CHECK(close_or_nan(ys, ref2, 1e-5, 1e-6));
         CHECK(same_values(lx_dot_product_attention_weights(q, k, NULL, NULL, true, 0),
                           lx_dot_product_attention_weights(q, k, NULL, cm, false, 0)));
         /* inf in the last key's value: every earlier query's output is NaN in both */
-        lx_f32(v)[((0 * T + (T - 1)) * 2 + 0) * 8 + 3] = INFINITY;
+        lx_f32(v)[((0 * S + (S - 1)) * G + 0) * E + E - 1] = INFINITY;
+        ref_attention(q, k, v, NULL, NULL, true, ref, NULL);
         lx_array *yf = lx_dot_product_attention(q, k, v, NULL, NULL, true, 0);
-        CHECK(same_values(yf, lx_dot_product_attention(q, k, v, NULL, cm, false, 0)));
-        CHECK(yf && isnan(lx_f32(yf)[((0 * T + 0) * 4 + 0) * 8 + 3]));
-        /* keys all positive and query (0, 0, head 0) all -inf: its only kept logit is -inf */
+        CHECK(close_or_nan(yf, ref, 1e-5, 1e-6));
+        CHECK(close_or_nan(lx_dot_product_attention(q, k, v, NULL, cm, false, 0), ref, 1e-5, 1e-6));
+        CHECK(yf && isnan(lx_f32(yf)[((0 * T + 0) * 4 + 0) * E + E - 1]));
+        /* keys all positive and query (0, 0, head 0) all -inf: its only kept logit is -inf; query
+         * (1, T - 1, head 3) has a NaN */
         for (int64_t i = 0; i < k->size; i++) lx_f32(k)[i] = fabsf(lx_f32(k)[i]) + 0.01f;
-        lx_f32(v)[((0 * T + (T - 1)) * 2 + 0) * 8 + 3] = 1.0f;
-        for (int i = 0; i < 16; i++) lx_f32(q)[i] = -INFINITY;
+        lx_f32(v)[((0 * S + (S - 1)) * G + 0) * E + E - 1] = 1.0f;
+        for (int64_t i = 0; i < D; i++) lx_f32(q)[i] = -INFINITY;
+        lx_f32(q)[((1 * T + T - 1) * 4 + 3) * D] = NAN;
+        ref_attention(q, k, v, NULL, NULL, true, ref, NULL);
         yf = lx_dot_product_attention(q, k, v, NULL, NULL, true, 0);
-        CHECK(same_values(yf, lx_dot_product_attention(q, k, v, NULL, cm, false, 0)));
-        CHECK(yf && !isnan(lx_f32(yf)[0]));
+        CHECK(close_or_nan(yf, ref, 1e-5, 1e-6));
+        CHECK(close_or_nan(lx_dot_product_attention(q, k, v, NULL, cm, false, 0), ref, 1e-5, 1e-6));
+        CHECK(yf && !isnan(lx_f32(yf)[0]) && isnan(lx_f32(yf)[yf->size - 1]));
         CHECK(same_values(lx_dot_product_attention_weights(q, k, NULL, NULL, true, 0),
                           lx_dot_product_attention_weights(q, k, NULL, cm, false, 0)));
     }
@@ -471,7 +515,7 @@ static void test_attention(void) {
     /* a causal mask given as a mask equals the causal flag */
     lx_array *cm6 = lx_make_causal_mask(RAND(2, 6));
     CHECK(lx_array_allclose(lx_dot_product_attention(qc, k, v, NULL, cm6, false, 0),
-                            lx_dot_product_attention(qc, k, v, NULL, NULL, true, 0), 0, 0));
+                            lx_dot_product_attention(qc, k, v, NULL, NULL, true, 0), 1e-6, 1e-7));
 
     int h;
     lx_prim_observe(tc_record, NULL, &h);

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "attention_internal.h"
 #include "linalg_internal.h"
 #include "linnx/nn.h"
 #include "linnx/threads.h"
@@ -46,12 +47,11 @@ static int64_t bcast_base(const attn_dims *a, const int64_t *st, int64_t b, int6
 }
 
 /* logits rows [t0, t0 + tq) of (b, h) -> softmax weights in w (tq x S). */
-static void attention_weights_full(const attn_dims *a, const float *q, const float *k, int64_t b, int64_t h,
-                                   int64_t t0, int64_t tq, float *w) {
+static void attention_weights_full(const attn_dims *a, const float *qb, int64_t ldq, const float *k, int64_t b,
+                                   int64_t h, int64_t t0, int64_t tq, float *w) {
     int64_t g = h / (a->H / a->G), S = a->S;
-    const float *qb = q + ((b * a->T + t0) * a->H + h) * a->d;
     const float *kb = k + (b * S * a->G + g) * a->d;
-    lx_sgemm_serial(false, true, tq, S, a->d, a->scale, qb, a->H * a->d, kb, a->G * a->d, 0.0f, w, S);
+    lx_sgemm_serial(false, true, tq, S, a->d, a->scale, qb, ldq, kb, a->G * a->d, 0.0f, w, S);
     int nb = a->nbd;
     int64_t boff = a->bias ? bcast_base(a, a->bias_st, b, h) : 0, moff = a->mask ? bcast_base(a, a->mask_st, b, h) : 0;
     for (int64_t i = 0; i < tq; i++) {
@@ -86,14 +86,13 @@ static void attention_weights_full(const attn_dims *a, const float *q, const flo
  * or the tape's copy). */
 #define CAUSAL_Q_BLOCK 32
 #define CAUSAL_ROUND 16
-static int64_t attention_weights_causal(const attn_dims *a, const float *q, const float *k, int64_t b, int64_t h,
-                                        int64_t t0, int64_t tq, float *w, bool zero_tail) {
+static int64_t attention_weights_causal(const attn_dims *a, const float *qb, int64_t ldq, const float *k, int64_t b,
+                                        int64_t h, int64_t t0, int64_t tq, float *w, bool zero_tail) {
     int64_t g = h / (a->H / a->G), S = a->S;
     int64_t ncols = (t0 + tq + CAUSAL_ROUND - 1) / CAUSAL_ROUND * CAUSAL_ROUND;
     ncols = ncols < S ? ncols : S;
-    const float *qb = q + ((b * a->T + t0) * a->H + h) * a->d;
     const float *kb = k + (b * S * a->G + g) * a->d;
-    lx_sgemm_serial(false, true, tq, ncols, a->d, a->scale, qb, a->H * a->d, kb, a->G * a->d, 0.0f, w, S);
+    lx_sgemm_serial(false, true, tq, ncols, a->d, a->scale, qb, ldq, kb, a->G * a->d, 0.0f, w, S);
     for (int64_t i = 0; i < tq; i++) {
         int64_t t = t0 + i, keep = t + 1 < S ? t + 1 : S;
         int64_t n = (keep + CAUSAL_ROUND - 1) / CAUSAL_ROUND * CAUSAL_ROUND;
@@ -102,7 +101,7 @@ static int64_t attention_weights_causal(const attn_dims *a, const float *q, cons
         int any = 0; /* a kept logit that is neither -inf nor NaN (a loop the compiler vectorises) */
         for (int64_t s = 0; s < keep; s++) any |= row[s] >= -FLT_MAX;
         if (!any) { /* all -inf / NaN: the full row's answer differs */
-            attention_weights_full(a, q, k, b, h, t0, tq, w);
+            attention_weights_full(a, qb, ldq, k, b, h, t0, tq, w);
             return S;
         }
         for (int64_t s = keep; s < n; s++) row[s] = -FLT_MAX;
@@ -112,56 +111,122 @@ static int64_t attention_weights_causal(const attn_dims *a, const float *q, cons
     return ncols;
 }
 
+/* Output rows [t0, t0 + tq) of (b, h) through the weights in w (tq x S; the tape's copy when
+ * `kept`): the product with v stops where the causal weights are exactly zero, unless a value row
+ * past that holds inf / NaN (vbad, cached per value block in vlast). qb: the query's row t0 (ldq). */
+static void attention_rows_general(const attn_dims *a, const float *qb, int64_t ldq, const float *k, const float *v,
+                                   int64_t b, int64_t h, int64_t t0, int64_t tq, float *out, float *w, bool kept,
+                                   bool causal_fast, const float **vlast, int64_t *vbad) {
+    int64_t g = h / (a->H / a->G), kcols = a->S;
+    const float *vb = v + (b * a->S * a->G + g) * a->dv;
+    if (causal_fast) kcols = attention_weights_causal(a, qb, ldq, k, b, h, t0, tq, w, kept);
+    else attention_weights_full(a, qb, ldq, k, b, h, t0, tq, w);
+    /* zero weights times an inf / NaN value are NaN in the full product: keep it then */
+    if (kcols < a->S && vb != *vlast) {
+        *vbad = nn_last_nonfinite_row(vb, a->G * a->dv, a->S, a->dv);
+        *vlast = vb;
+    }
+    if (kcols < a->S && *vbad >= kcols) {
+        for (int64_t i = 0; i < tq; i++)
+            for (int64_t s = kcols; s < a->S; s++) w[i * a->S + s] = 0.0f;
+        kcols = a->S;
+    }
+    lx_sgemm_serial(false, false, tq, a->dv, kcols, 1.0f, w, a->S, vb, a->G * a->dv, 0.0f,
+                    out + ((b * a->T + t0) * a->H + h) * a->dv, a->H * a->dv);
+}
+
+/* The fused kernel for this attention (attention_internal.h), or NULL: attention with v, no bias
+ * or mask, depths the kernel takes, no weights to keep, at least one full tile of 16 queries (a
+ * decode step's single query would leave 15 of 16 lanes idle: the GEMM path is better there), and
+ * a kernel set that has one. */
+#define FLASH_Q_BLOCK 128
+static lx_flash_fwd_fn flash_kernel(const attn_dims *a, bool has_v, bool keep) {
+    if (!has_v || keep || a->bias || a->mask || a->T < 16 || a->d < 1 || a->dv < 1 || a->d > LX_FLASH_MAX_D ||
+        a->dv > LX_FLASH_MAX_D || a->T > INT32_MAX / 16 || a->H * a->d > INT32_MAX / 16)
+        return NULL;
+    return lx_isa_current() == LX_ISA_AVX512 ? lx_flash_fwd_avx512() : NULL;
+}
+
 /* out (batch..., T, H, dv) or, when v is NULL, the weights (batch..., H, T, S) into out. With
  * `keep` (batch..., H, T, S) the weights of the first case are written there too (the backward's
- * softmax output while a tape records) instead of a scratch block. */
+ * softmax output while a tape records) instead of a scratch block. `qdiv`: q still needs Flax's
+ * division by sqrt(depth) (only with a fused kernel, which does it on the fly). With `lse`
+ * (batch..., H, T; fused kernel only) the rows' log-sum-exp goes there, and a job the kernel
+ * declines sets *incomplete instead of running the general path. */
 static lx_status attention_forward(const attn_dims *a, const float *q, const float *k, const float *v, float *out,
-                                   float *keep) {
+                                   float *keep, float qdiv, float *lse, int *incomplete) {
     bool causal_fast = a->causal && !a->bias && !a->mask;
-    int64_t qblk = causal_fast ? CAUSAL_Q_BLOCK : Q_BLOCK;
+    const lx_flash_fwd_fn flash = flash_kernel(a, v != NULL, keep != NULL);
+    const lx_flash_args fa = {.S = a->S, .d = a->d, .dv = a->dv, .ldq = a->H * a->d, .ldk = a->G * a->d,
+                              .ldv = a->G * a->dv, .ldo = a->H * a->dv, .qdiv = qdiv,
+                              .qmul = a->scale * 1.44269504088896341f, .causal = a->causal};
+    int64_t qblk = flash ? FLASH_Q_BLOCK : causal_fast ? CAUSAL_Q_BLOCK : Q_BLOCK;
     int64_t nqb = (a->T + qblk - 1) / qblk, jobs = a->nbatch * a->H * nqb;
     double work = (double)a->nbatch * a->H * a->T * a->S * (a->d + a->dv);
     int nt = work > (1 << 18) ? lx_num_threads() : 1;
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
-        float *buf = v && !keep ? malloc(sizeof(float) * (size_t)(qblk * a->S)) : NULL;
+        float *buf = v && !keep && !flash ? malloc(sizeof(float) * (size_t)(qblk * a->S)) : NULL;
+        float *fscratch = flash ? malloc(sizeof(float) * (size_t)lx_flash_scratch(&fa)) : NULL;
         const float *vlast = NULL; /* the value block whose last non-finite row is vbad */
         int64_t vbad = -1;
-        if (v && !keep && !buf) {
+        bool nomem = (v && !keep && !flash && !buf) || (flash && !fscratch);
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < jobs; j++) {
+            if (nomem) continue;
+            int64_t qb = j % nqb, h = (j / nqb) % a->H, b = j / (nqb * a->H);
+            int64_t t0 = qb * qblk, tq = a->T - t0 < qblk ? a->T - t0 : qblk;
+            if (flash) {
+                /* inf / NaN in q, k or v (zero weights times an inf value are NaN in the full
+                 * product) or an overflowing logit: the general path has the exact answers */
+                int64_t g = h / (a->H / a->G);
+                const float *vb = v + (b * a->S * a->G + g) * a->dv;
+                if (flash(&fa, q + (b * a->T * a->H + h) * a->d, k + (b * a->S * a->G + g) * a->d, vb, t0, tq,
+                          out + (b * a->T * a->H + h) * a->dv, lse ? lse + (b * a->H + h) * a->T : NULL, fscratch))
+                    continue;
+                if (lse) { /* the caller runs everything again the general way, keeping the weights */
+#pragma omp atomic write
+                    *incomplete = 1;
+                    continue;
+                }
+                if (!buf && !(buf = malloc(sizeof(float) * (size_t)(qblk * a->S)))) {
+                    nomem = true;
+                    continue;
+                }
+                if (qdiv != 0.0f) { /* the general path takes the divided query */
+                    float *qs = malloc(sizeof(float) * (size_t)(tq * a->d));
+                    if (!qs) {
+                        nomem = true;
+                        continue;
+                    }
+                    for (int64_t t = 0; t < tq; t++)
+                        for (int64_t c = 0; c < a->d; c++) qs[t * a->d + c] = q[((b * a->T + t0 + t) * a->H + h) * a->d + c] / qdiv;
+                    attention_rows_general(a, qs, a->d, k, v, b, h, t0, tq, out, buf, false, causal_fast, &vlast, &vbad);
+                    free(qs);
+                } else {
+                    attention_rows_general(a, q + ((b * a->T + t0) * a->H + h) * a->d, a->H * a->d, k, v, b, h, t0, tq,
+                                           out, buf, false, causal_fast, &vlast, &vbad);
+                }
+                continue;
+            }
+            const float *qrow = q + ((b * a->T + t0) * a->H + h) * a->d;
+            if (!v) { /* weights straight into the output */
+                float *wo = out + ((b * a->H + h) * a->T + t0) * a->S;
+                if (causal_fast) (void)attention_weights_causal(a, qrow, a->H * a->d, k, b, h, t0, tq, wo, true);
+                else attention_weights_full(a, qrow, a->H * a->d, k, b, h, t0, tq, wo);
+                continue;
+            }
+            attention_rows_general(a, qrow, a->H * a->d, k, v, b, h, t0, tq, out,
+                                   keep ? keep + ((b * a->H + h) * a->T + t0) * a->S : buf, keep != NULL, causal_fast,
+                                   &vlast, &vbad);
+        }
+        free(buf);
+        free(fscratch);
+        if (nomem) {
 #pragma omp atomic write
             failed = 1;
         }
-#pragma omp for schedule(static)
-        for (int64_t j = 0; j < jobs; j++) {
-            if (v && !keep && !buf) continue;
-            int64_t qb = j % nqb, h = (j / nqb) % a->H, b = j / (nqb * a->H);
-            int64_t t0 = qb * qblk, tq = a->T - t0 < qblk ? a->T - t0 : qblk;
-            if (!v) { /* weights straight into the output */
-                float *wo = out + ((b * a->H + h) * a->T + t0) * a->S;
-                if (causal_fast) (void)attention_weights_causal(a, q, k, b, h, t0, tq, wo, true);
-                else attention_weights_full(a, q, k, b, h, t0, tq, wo);
-                continue;
-            }
-            float *w = keep ? keep + ((b * a->H + h) * a->T + t0) * a->S : buf;
-            int64_t g = h / (a->H / a->G), kcols = a->S;
-            const float *vb = v + (b * a->S * a->G + g) * a->dv;
-            if (causal_fast) kcols = attention_weights_causal(a, q, k, b, h, t0, tq, w, keep != NULL);
-            else attention_weights_full(a, q, k, b, h, t0, tq, w);
-            /* zero weights times an inf / NaN value are NaN in the full product: keep it then */
-            if (kcols < a->S && vb != vlast) {
-                vbad = nn_last_nonfinite_row(vb, a->G * a->dv, a->S, a->dv);
-                vlast = vb;
-            }
-            if (kcols < a->S && vbad >= kcols) {
-                for (int64_t i = 0; i < tq; i++)
-                    for (int64_t s = kcols; s < a->S; s++) w[i * a->S + s] = 0.0f;
-                kcols = a->S;
-            }
-            lx_sgemm_serial(false, false, tq, a->dv, kcols, 1.0f, w, a->S, vb, a->G * a->dv, 0.0f,
-                            out + ((b * a->T + t0) * a->H + h) * a->dv, a->H * a->dv);
-        }
-        free(buf);
     }
     return failed ? lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention: out of memory") : LX_OK;
 }
@@ -261,8 +326,9 @@ LX_FWD(attention) {
     const float sqrt_depth = sqrtf((float)(a.d > 0 ? a.d : 1));
     const int n = q->ndim;
     /* under a tape, keep the softmax weights for the backward (llm.c keeps its att buffer) */
-    lx_array *kept = v && out->size > 0 && a.S > 0 && lx_tape_active() ? lx_op_result(LX_F32, n, full, false) : NULL;
-    *saved = kept;
+    const bool tape = v && out->size > 0 && a.S > 0 && lx_tape_active();
+    lx_array *kept = NULL;
+    *saved = NULL;
     if (out->size > 0) {
         a.bias = bias ? lx_f32(bias) : NULL;
         a.mask = mask ? lx_bool(mask) : NULL;
@@ -271,6 +337,21 @@ LX_FWD(attention) {
         } else {
             const float *qd = lx_f32(q);
             float *qscaled = NULL;
+            /* the fused kernel divides its query tiles itself; under a tape it keeps each row's
+             * log-sum-exp (batch..., H, T) and the backward recomputes the weights from it */
+            if (flash_kernel(&a, v != NULL, false)) {
+                lx_array *lse = tape ? lx_op_result(LX_F32, n - 1, full, false) : NULL;
+                int incomplete = 0;
+                LX_TRY(attention_forward(&a, qd, lx_f32(k), lx_f32(v), lx_f32(out), NULL, flax_scaling ? sqrt_depth : 0.0f,
+                                         lse ? lx_f32(lse) : NULL, &incomplete));
+                if (!incomplete) {
+                    *saved = lse;
+                    return LX_OK;
+                }
+                /* inf / NaN inputs under a tape: the weights, the general way */
+            }
+            kept = tape ? lx_op_result(LX_F32, n, full, false) : NULL;
+            *saved = kept;
             if (flax_scaling) { /* one pass over q: O(q) against the O(q * kv_len) product */
                 qscaled = malloc(sizeof(float) * (size_t)(q->size > 0 ? q->size : 1));
                 if (!qscaled) {
@@ -284,7 +365,7 @@ LX_FWD(attention) {
                 qd = qscaled;
             }
             lx_status st = attention_forward(&a, qd, lx_f32(k), v ? lx_f32(v) : NULL, lx_f32(out),
-                                             kept ? lx_f32(kept) : NULL);
+                                             kept ? lx_f32(kept) : NULL, 0.0f, NULL, NULL);
             free(qscaled);
             if (st != LX_OK) return st;
         }

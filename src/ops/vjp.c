@@ -21,6 +21,7 @@
 #include "linnx/nn.h"
 #include "linnx/ops.h"
 #include "broadcast.h"
+#include "attention_internal.h"
 #include "conv_internal.h"
 #include "linalg_internal.h"
 #include "nn_internal.h"
@@ -881,7 +882,9 @@ VJP(dropout) {
 }
 
 /* ---- attention ----
- * P = softmax(masked(scale q k^T + bias)), kept by the forward under a tape (else recomputed); then
+ * P = softmax(masked(scale q k^T + bias)), kept by the forward under a tape (else recomputed; the
+ * fused forward keeps the rows' log-sum-exp instead and P = exp(scale q k^T - lse) is rebuilt per
+ * head, one GEMM and one exp pass); then
  * per (batch, head), on linnx's GEMM: dP = dO V^T, dS = P (dP - rowsum(P dP)) where not masked,
  * dQ = scale dS K, and per kv head dV += P^T dO, dK += scale dS^T Q (the heads of a GQA group
  * accumulate), dbias = dS summed to bias's shape. A job is one (batch, kv head): it owns its rows
@@ -902,15 +905,22 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
     int64_t T = q->shape[n - 3], H = q->shape[n - 2], D = q->shape[n - 1], S = k->shape[n - 3], G = k->shape[n - 2];
     int64_t Dv = v ? v->shape[n - 1] : 0, B = 1, R = H / G;
     for (int i = 0; i < n - 3; i++) B *= q->shape[i];
+    /* the fused forward keeps each row's log-sum-exp (batch..., H, T) instead of the weights */
+    const bool from_lse = v && kept && kept->ndim == n - 1;
     lx_array *P = !v ? out
+                : from_lse ? NULL
                 : kept ? kept /* the forward's weights */
                        : lx_dot_product_attention_weights(q, k, bias, mask, p->causal, p->flax_scaling ? 0.0f : p->scale);
-    if (!P) return lx_last_status();
+    if (!P && !from_lse) return lx_last_status();
     lx_array *M = NULL;
     if (mask && !(M = lx_broadcast_to(mask, P->ndim, P->shape))) return lx_last_status();
-    lx_array *dq = f32_like(q), *dk = f32_like(k), *dv = v ? f32_like(v) : NULL, *dS = bias ? f32_like(P) : NULL;
+    lx_array *dq = f32_like(q), *dk = f32_like(k), *dv = v ? f32_like(v) : NULL, *dS = bias && P ? f32_like(P) : NULL;
     if (!dq || !dk || (v && !dv) || (bias && !dS)) return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
-    const float *Q = lx_f32(q), *K = lx_f32(k), *V = v ? lx_f32(v) : NULL, *PP = lx_f32(P), *GO = lx_f32(ct);
+    const float *Q = lx_f32(q), *K = lx_f32(k), *V = v ? lx_f32(v) : NULL, *PP = P ? lx_f32(P) : NULL, *GO = lx_f32(ct);
+    const float *LSE = from_lse ? lx_f32(kept) : NULL;
+    void (*vexp)(const float *, float *, int64_t) = lx_vmath_active()->exp;
+    const lx_flash_exp_fn fexp = lx_isa_current() == LX_ISA_AVX512 ? lx_flash_exp_avx512() : NULL;
+    const lx_attn_ds_fn dsrow = lx_isa_current() == LX_ISA_AVX512 ? lx_attn_ds_avx512() : NULL;
     const uint8_t *MM = M ? lx_bool(M) : NULL;
     float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = dv ? lx_f32(dv) : NULL, *DS = dS ? lx_f32(dS) : NULL;
     const float sc = p->scale;
@@ -919,8 +929,8 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
-        /* dP and (without bias) dS of one head */
-        float *scratch = malloc(sizeof(float) * (size_t)(TS > 0 ? 2 * TS : 1));
+        /* dP and (without bias) dS of one head, and its weights when recomputed */
+        float *scratch = malloc(sizeof(float) * (size_t)(TS > 0 ? (from_lse ? 3 : 2) * TS : 1));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
@@ -935,12 +945,32 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
             const int64_t vbad = p->causal && v ? nn_last_nonfinite_row(Vb, ldv, S, Dv) : -1;
             for (int64_t h = g * R; h < (g + 1) * R; h++) {
                 const int64_t prow0 = (b * H + h) * TS;
-                const float *Pb = PP + prow0, *Qb = Q + (b * T * H + h) * D;
+                const float *Pb = PP ? PP + prow0 : scratch + 2 * TS, *Qb = Q + (b * T * H + h) * D;
+                if (from_lse) { /* P = exp(scale q k^T - lse), exact zeros above the causal diagonal */
+                    float *pw = scratch + 2 * TS;
+                    const float *lb = LSE + (b * H + h) * T;
+                    for (int64_t t0 = 0; t0 < T; t0 += ATT_BLK) {
+                        const int64_t tq = T - t0 < ATT_BLK ? T - t0 : ATT_BLK;
+                        const int64_t nc = p->causal && t0 + tq < S ? t0 + tq : S;
+                        lx_sgemm_serial(false, true, tq, nc, D, sc, Qb + t0 * ldq, ldq, Kb, ldk, 0.0f, pw + t0 * S, S);
+                        for (int64_t t = t0; t < t0 + tq; t++) {
+                            float *row = pw + t * S;
+                            const int64_t lim = p->causal && t + 1 < S ? t + 1 : S;
+                            if (fexp) {
+                                fexp(row, lim, lb[t]);
+                            } else {
+                                for (int64_t s2 = 0; s2 < lim; s2++) row[s2] -= lb[t];
+                                vexp(row, row, lim);
+                            }
+                            for (int64_t s2 = lim; s2 < S; s2++) row[s2] = 0.0f;
+                        }
+                    }
+                }
                 const float *dOb = v ? GO + (b * T * H + h) * Dv : NULL;
                 float *dQb = DQ + (b * T * H + h) * D, *dP = scratch, *dSb = DS ? DS + prow0 : scratch + TS;
                 /* the weights vanish above the diagonal (the causal forward's zeros) */
                 bool upper_zero = p->causal;
-                for (int64_t t = 0; upper_zero && t < T; t++) {
+                for (int64_t t = 0; upper_zero && !from_lse && t < T; t++) {
                     int nz = 0;
                     for (int64_t s = t + 1; s < S; s++) nz |= Pb[t * S + s] != 0.0f;
                     upper_zero = !nz;
@@ -955,6 +985,11 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
                         const float *pr = Pb + t * S, *dpr = dPr + t * S;
                         const uint8_t *mr = MM ? MM + prow0 + t * S : NULL;
                         float *dsr = dSb + t * S;
+                        const int64_t lim0 = p->causal && t + 1 < ncols ? t + 1 : ncols;
+                        if (!mr && dsrow) { /* the same row on AVX-512 */
+                            dsrow(pr, dpr, dsr, ncols, lim0, S);
+                            continue;
+                        }
                         double dot = 0;
 #pragma omp simd reduction(+ : dot)
                         for (int64_t s = 0; s < ncols; s++) dot += (double)pr[s] * dpr[s];
