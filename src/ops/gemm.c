@@ -436,6 +436,167 @@ static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB,
     return st;
 }
 
+/* ---- panel path (the AVX-512 set) ----
+ * The small path's register tiles (6 x 64, 8 x 48, 12 x 32: B vectors, A broadcast straight from
+ * the caller's rows) with the blocking the small path lacks. B is packed once per call into
+ * contiguous K-block x 64-column panels (kc x 64 floats, 64 KiB: L2, every line used, no cache-set
+ * aliasing from a power-of-two ldb; with B transposed, the 16 x 16 register transposes), shared by
+ * every thread; A is never packed: a row block of A (mc x kc, <= 256 KiB) stays in L2 while the
+ * panels stream past it. The micro-kernel in isolation runs at ~0.97 of the FMA peak; what the
+ * packed 12 x 32 path lost (~0.80 at 512^3) was its scalar A packing (~0.25 ns a value), the
+ * tile buffer at every ragged edge and C written once per K block through L3. Work items are
+ * (row block x column range) pairs claimed from an atomic counter, several per thread, each over
+ * every K block (its C block stays in L2 between them), so a pre-empted thread holds back one
+ * item; the epilogue runs on an item's C block right after its last K block. */
+#define PANEL_W GEMM_SMALL_NR /* columns per B panel */
+/* Most rows per row block: the A block mc x kc (240 KiB at kc 256) in L2 beside a panel; row
+ * blocks are rounded to multiples of 24 (whole 6-, 8- and 12-row tiles). 1024^3 on one thread
+ * measured the same within noise at mc 96 and 240 (0.82-0.83 of the peak); 240 keeps 128- to
+ * 240-row products (the MLP's batch) in one block, so each panel is read once. */
+#define PANEL_MC 240
+/* B is read in place (not packed) below this many rows when its rows are contiguous: a panel is
+ * then reused by too few row tiles to pay for the copy (128^3: in place ~0.94 of the peak). */
+#define PANEL_PACK_ROWS 256
+
+typedef struct {
+    const lx_gemm_kernels *g;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    int64_t ars, acs, ldb;
+    bool transB;
+    float *C;
+    int64_t ldc;
+    const lx_gemm_epilogue *ep;
+    float *Bp;            /* NULL: B read in place; else nkb x npan panels of kb x PANEL_W */
+    int64_t npan, nkb, kb;
+    int64_t mi, nj, mrows, ncols; /* item grid: row blocks of mrows, column ranges of ncols (multiple of PANEL_W) */
+    atomic_llong next_pack, packed, next_item;
+} panel_job;
+
+static float *panel_at(const panel_job *j, int64_t p, int64_t q) { return j->Bp + (p * j->npan + q) * j->kb * PANEL_W; }
+
+/* Pack item t: panel t % npan of K block t / npan (zero columns up to the next multiple of 16). */
+static void panel_pack(panel_job *j, int64_t t) {
+    int64_t p = t / j->npan, q = t % j->npan;
+    int64_t k0 = p * j->kb, kc = j->K - k0 < j->kb ? j->K - k0 : j->kb, c0 = q * PANEL_W;
+    int nr = (int)(j->N - c0 < PANEL_W ? j->N - c0 : PANEL_W);
+    float *dst = panel_at(j, p, q);
+    if (j->transB) {
+        j->g->small_pack_bt(j->B + c0 * j->ldb + k0, j->ldb, nr, kc, dst);
+        return;
+    }
+    int padded = (nr + 15) / 16 * 16;
+    for (int64_t k = 0; k < kc; k++) {
+        memcpy(dst + k * PANEL_W, j->B + (k0 + k) * j->ldb + c0, sizeof(float) * (size_t)nr);
+        if (padded > nr) memset(dst + k * PANEL_W + nr, 0, sizeof(float) * (size_t)(padded - nr));
+    }
+}
+
+static void panel_item(const panel_job *j, int64_t t) {
+    int64_t i0 = t / j->nj * j->mrows, c0 = t % j->nj * j->ncols;
+    int64_t m = j->M - i0 < j->mrows ? j->M - i0 : j->mrows, c1 = c0 + j->ncols < j->N ? c0 + j->ncols : j->N;
+    if (m <= 0 || c0 >= c1) return;
+    _Alignas(64) float edge[GEMM_SMALL_KC * PANEL_W]; /* a panel packed just before use */
+    for (int64_t p = 0; p < j->nkb; p++) {
+        int64_t k0 = p * j->kb, kc = j->K - k0 < j->kb ? j->K - k0 : j->kb;
+        for (int64_t c = c0; c < c1; c += PANEL_W) {
+            int nr = (int)(c1 - c < PANEL_W ? c1 - c : PANEL_W);
+            const float *bp;
+            int64_t bld = PANEL_W;
+            if (j->Bp) {
+                bp = panel_at(j, p, c / PANEL_W);
+            } else if (j->transB) { /* B^T: transposed just before use, into L1/L2 */
+                j->g->small_pack_bt(j->B + c * j->ldb + k0, j->ldb, nr, kc, edge);
+                bp = edge;
+            } else if (nr % 16 != 0) {
+                int padded = (nr + 15) / 16 * 16;
+                for (int64_t k = 0; k < kc; k++) {
+                    memcpy(edge + k * PANEL_W, j->B + (k0 + k) * j->ldb + c, sizeof(float) * (size_t)nr);
+                    memset(edge + k * PANEL_W + nr, 0, sizeof(float) * (size_t)(padded - nr));
+                }
+                bp = edge;
+            } else {
+                bp = j->B + k0 * j->ldb + c;
+                bld = j->ldb;
+            }
+            float *cc = j->C + i0 * j->ldc + c;
+            j->g->small_panel(m, nr, kc, j->A + i0 * j->ars + k0 * j->acs, j->ars, j->acs, bp, bld, j->alpha, j->beta,
+                              p == 0, cc, j->ldc);
+            if (p == j->nkb - 1 && epilogue_active(j->ep))
+                epilogue_rows(cc, j->ldc, m, nr, j->ep->bias ? j->ep->bias + c : NULL, j->ep->act);
+        }
+    }
+}
+
+static void panel_worker(void *arg) {
+    panel_job *j = arg;
+    int64_t npack = j->Bp ? j->nkb * j->npan : 0, nitems = j->mi * j->nj;
+    for (int64_t t; (t = atomic_fetch_add(&j->next_pack, 1)) < npack;) {
+        panel_pack(j, t);
+        atomic_fetch_add(&j->packed, 1);
+    }
+    while (atomic_load(&j->packed) < npack) sched_yield();
+    for (int64_t t; (t = atomic_fetch_add(&j->next_item, 1)) < nitems;) panel_item(j, t);
+}
+
+static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
+                             float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                             float *C, int64_t ldc, const lx_gemm_epilogue *ep, int nthreads) {
+    /* K blocks as the small path cuts them: with beta = 0 and K <= 256 both give the same bits */
+    int64_t nkb = (K + GEMM_SMALL_KC - 1) / GEMM_SMALL_KC, kb = (K + nkb - 1) / nkb;
+    /* column phases: the packed B of a phase within the cap */
+    int64_t phase = PACKED_B_CAP / (nkb * kb) / PANEL_W * PANEL_W;
+    if (phase < PANEL_W) phase = PANEL_W;
+    lx_status st = LX_OK;
+    for (int64_t j0 = 0; j0 < N && st == LX_OK; j0 += phase) {
+        int64_t nc = N - j0 < phase ? N - j0 : phase, npan = (nc + PANEL_W - 1) / PANEL_W;
+        /* the item grid: one thread, row blocks of at most PANEL_MC over all columns; several,
+         * about 4 items per thread, rows split first (each column range re-reads its A block),
+         * then columns, every block at least 24 rows and 2 panels */
+        int nt = nthreads;
+        int64_t rb = (M + PANEL_MC - 1) / PANEL_MC, nj = 1;
+        if (nt > 1) {
+            int64_t want = 4 * (int64_t)nt, maxrb = M / 24 > 0 ? M / 24 : 1;
+            if (rb < want) rb = want < maxrb ? want : maxrb;
+            int64_t njmax = npan / 2 > 0 ? npan / 2 : 1;
+            nj = rb >= want ? 1 : (want + rb - 1) / rb;
+            if (nj > njmax) nj = njmax;
+        }
+        int64_t mrows = ((M + rb - 1) / rb + 23) / 24 * 24, ncols = (npan + nj - 1) / nj * PANEL_W;
+        rb = (M + mrows - 1) / mrows;
+        nj = (nc + ncols - 1) / ncols;
+        if (rb * nj < nt) nt = (int)(rb * nj);
+        /* B packed once, shared, when several row blocks read each panel and it pays: B
+         * transposed, or enough rows; else each item reads it in place or packs a panel just
+         * before use */
+        bool pack = rb > 1 && (transB || M >= PANEL_PACK_ROWS);
+        float *Bp = NULL, *heap = NULL;
+        if (pack) {
+            size_t floats = (size_t)(nkb * npan * kb * PANEL_W);
+            Bp = floats <= (size_t)PACKED_B_KEEP ? thread_scratch(1, floats) : NULL;
+            if (!Bp) Bp = heap = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+            if (!Bp) return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for %lld packed B panels", (long long)(nkb * npan));
+        }
+        panel_job job = {.g = g, .M = M, .N = nc, .K = K, .alpha = alpha, .beta = beta, .A = A, .B = transB ? B + j0 * ldb : B + j0,
+                         .ars = transA ? 1 : lda, .acs = transA ? lda : 1, .ldb = ldb, .transB = transB, .C = C + j0, .ldc = ldc,
+                         .ep = NULL, .Bp = Bp, .npan = npan, .nkb = nkb, .kb = kb, .mrows = mrows, .ncols = ncols};
+        lx_gemm_epilogue ep_phase;
+        if (epilogue_active(ep)) {
+            ep_phase = (lx_gemm_epilogue){.bias = ep->bias ? ep->bias + j0 : NULL, .act = ep->act};
+            job.ep = &ep_phase;
+        }
+        job.mi = rb;
+        job.nj = nj;
+        atomic_init(&job.next_pack, 0);
+        atomic_init(&job.packed, 0);
+        atomic_init(&job.next_item, 0);
+        lx_team_run(nt, panel_worker, &job);
+        free(heap);
+    }
+    return st;
+}
+
 /* ---- entry points ---- */
 
 static lx_gemm_path choose_path(const lx_kernels *k, bool transA, int64_t M, int64_t N, int64_t K) {
@@ -474,6 +635,8 @@ static lx_status gemm_run(bool transA, bool transB, int64_t M, int64_t N, int64_
         break;
     default: {
         int nt = M * N * K >= PAR_MIN_WORK ? nthreads : 1; /* sizes fit: M, N, K were validated */
+        if (k->isa == LX_ISA_AVX512)
+            return gemm_panels(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, nt);
         return gemm_packed(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, nt);
     }
     }
