@@ -145,8 +145,9 @@ static blocking blocking_for(const lx_gemm_kernels *g) {
 }
 
 /* Per-thread scratch kept between calls (slot 0: packed A blocks, slot 1: the caller's packed B
- * or a worker's B sliver, slot 2: the caller's shared packed A), freed when the thread exits. */
-#define SCRATCH_SLOTS 3
+ * or a worker's B sliver, slot 2: the caller's shared packed A, slot 3: the panel path's
+ * just-in-time B panel), freed when the thread exits. */
+#define SCRATCH_SLOTS 4
 static pthread_key_t scratch_key[SCRATCH_SLOTS];
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 static _Thread_local float *scratch_ptr[SCRATCH_SLOTS];
@@ -449,6 +450,10 @@ static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB,
  * every K block (its C block stays in L2 between them), so a pre-empted thread holds back one
  * item; the epilogue runs on an item's C block right after its last K block. */
 #define PANEL_W GEMM_SMALL_NR /* columns per B panel */
+/* Deepest K block: C is read and written once per K block, and at 2048^3 that traffic (C far
+ * beyond L2) cost more than a 128 KiB panel streaming from L2 (same runs, best of 3: 2048^3
+ * 0.75 of the peak with 256, 0.81-0.83 with 512; 512^3 and 1024^3 the same or better). */
+#define PANEL_KC 512
 /* Most rows per row block: the A block mc x kc (240 KiB at kc 256) in L2 beside a panel; row
  * blocks are rounded to multiples of 24 (whole 6-, 8- and 12-row tiles). 1024^3 on one thread
  * measured the same within noise at mc 96 and 240 (0.82-0.83 of the peak); 240 keeps 128- to
@@ -464,7 +469,7 @@ typedef struct {
     float alpha, beta;
     const float *A, *B;
     int64_t ars, acs, ldb;
-    bool transB;
+    bool transB, copy_a;
     float *C;
     int64_t ldc;
     const lx_gemm_epilogue *ep;
@@ -472,6 +477,7 @@ typedef struct {
     int64_t npan, nkb, kb;
     int64_t mi, nj, mrows, ncols; /* item grid: row blocks of mrows, column ranges of ncols (multiple of PANEL_W) */
     atomic_llong next_pack, packed, next_item;
+    atomic_int failed;
 } panel_job;
 
 static float *panel_at(const panel_job *j, int64_t p, int64_t q) { return j->Bp + (p * j->npan + q) * j->kb * PANEL_W; }
@@ -493,13 +499,25 @@ static void panel_pack(panel_job *j, int64_t t) {
     }
 }
 
-static void panel_item(const panel_job *j, int64_t t) {
+static void panel_item(const panel_job *j, int64_t t, float *Ablk, float *edge) {
     int64_t i0 = t / j->nj * j->mrows, c0 = t % j->nj * j->ncols;
     int64_t m = j->M - i0 < j->mrows ? j->M - i0 : j->mrows, c1 = c0 + j->ncols < j->N ? c0 + j->ncols : j->N;
     if (m <= 0 || c0 >= c1) return;
-    _Alignas(64) float edge[GEMM_SMALL_KC * PANEL_W]; /* a panel packed just before use */
     for (int64_t p = 0; p < j->nkb; p++) {
         int64_t k0 = p * j->kb, kc = j->K - k0 < j->kb ? j->K - k0 : j->kb;
+        const float *a = j->A + i0 * j->ars + k0 * j->acs;
+        int64_t ars = j->ars, acs = j->acs;
+        if (Ablk) { /* the A block copied to contiguous rows (or k rows, A transposed) */
+            if (acs == 1) {
+                for (int64_t i = 0; i < m; i++) memcpy(Ablk + i * kc, a + i * ars, sizeof(float) * (size_t)kc);
+                ars = kc;
+            } else {
+                int64_t ld = (m + 15) / 16 * 16;
+                for (int64_t k = 0; k < kc; k++) memcpy(Ablk + k * ld, a + k * acs, sizeof(float) * (size_t)m);
+                acs = ld;
+            }
+            a = Ablk;
+        }
         for (int64_t c = c0; c < c1; c += PANEL_W) {
             int nr = (int)(c1 - c < PANEL_W ? c1 - c : PANEL_W);
             const float *bp;
@@ -521,8 +539,7 @@ static void panel_item(const panel_job *j, int64_t t) {
                 bld = j->ldb;
             }
             float *cc = j->C + i0 * j->ldc + c;
-            j->g->small_panel(m, nr, kc, j->A + i0 * j->ars + k0 * j->acs, j->ars, j->acs, bp, bld, j->alpha, j->beta,
-                              p == 0, cc, j->ldc);
+            j->g->small_panel(m, nr, kc, a, ars, acs, bp, bld, j->alpha, j->beta, p == 0, cc, j->ldc);
             if (p == j->nkb - 1 && epilogue_active(j->ep))
                 epilogue_rows(cc, j->ldc, m, nr, j->ep->bias ? j->ep->bias + c : NULL, j->ep->act);
         }
@@ -537,14 +554,22 @@ static void panel_worker(void *arg) {
         atomic_fetch_add(&j->packed, 1);
     }
     while (atomic_load(&j->packed) < npack) sched_yield();
-    for (int64_t t; (t = atomic_fetch_add(&j->next_item, 1)) < nitems;) panel_item(j, t);
+
+    float *Ablk = j->copy_a ? thread_scratch(0, (size_t)((j->mrows + 16) * j->kb + 64)) : NULL;
+    float *edge = thread_scratch(3, (size_t)(j->kb * PANEL_W)); /* a panel packed just before use */
+    if ((j->copy_a && !Ablk) || !edge) {
+        atomic_store(&j->failed, 1);
+        return;
+    }
+    for (int64_t t; (t = atomic_fetch_add(&j->next_item, 1)) < nitems;) panel_item(j, t, Ablk, edge);
 }
 
 static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
                              float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                              float *C, int64_t ldc, const lx_gemm_epilogue *ep, int nthreads) {
-    /* K blocks as the small path cuts them: with beta = 0 and K <= 256 both give the same bits */
-    int64_t nkb = (K + GEMM_SMALL_KC - 1) / GEMM_SMALL_KC, kb = (K + nkb - 1) / nkb;
+    /* equal K blocks of at most PANEL_KC: K <= 256 is one block here as on the small path, so
+     * with beta = 0 both give the same bits */
+    int64_t nkb = (K + PANEL_KC - 1) / PANEL_KC, kb = (K + nkb - 1) / nkb;
     /* column phases: the packed B of a phase within the cap */
     int64_t phase = PACKED_B_CAP / (nkb * kb) / PANEL_W * PANEL_W;
     if (phase < PANEL_W) phase = PANEL_W;
@@ -586,13 +611,19 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
             ep_phase = (lx_gemm_epilogue){.bias = ep->bias ? ep->bias + j0 : NULL, .act = ep->act};
             job.ep = &ep_phase;
         }
+        /* A transposed, K blocks over 256: its block is copied to contiguous k rows. In place,
+         * its k rows lda apart share L2 sets (1024^3 with A^T ran at 0.49 of the peak with
+         * 512-deep K blocks, 0.81 copied); with rows of A contiguous, copying measured slower */
+        job.copy_a = transA && kb > 256;
         job.mi = rb;
         job.nj = nj;
         atomic_init(&job.next_pack, 0);
         atomic_init(&job.packed, 0);
         atomic_init(&job.next_item, 0);
+        atomic_init(&job.failed, 0);
         lx_team_run(nt, panel_worker, &job);
         free(heap);
+        if (atomic_load(&job.failed)) st = lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a panel buffer");
     }
     return st;
 }
