@@ -475,7 +475,7 @@ typedef struct {
     const lx_gemm_epilogue *ep;
     float *Bp;            /* NULL: B read in place; else nkb x npan panels of kb x PANEL_W */
     int64_t npan, nkb, kb;
-    int64_t mi, nj, mrows, ncols; /* item grid: row blocks of mrows, column ranges of ncols (multiple of PANEL_W) */
+    int64_t mi, nj, mrows;        /* item grid: mi row blocks of at most mrows rows x nj column ranges */
     atomic_llong next_pack, packed, next_item;
     atomic_int failed;
 } panel_job;
@@ -499,9 +499,15 @@ static void panel_pack(panel_job *j, int64_t t) {
     }
 }
 
+/* Row block b starts at b M / mi rounded down to whole 6-row tiles: equal blocks within a tile, so
+ * that no thread is left with one short block and the other with a long one. */
+static int64_t panel_row_start(const panel_job *j, int64_t b) { return b >= j->mi ? j->M : b * j->M / j->mi / 6 * 6; }
+
 static void panel_item(const panel_job *j, int64_t t, float *Ablk, float *edge) {
-    int64_t i0 = t / j->nj * j->mrows, c0 = t % j->nj * j->ncols;
-    int64_t m = j->M - i0 < j->mrows ? j->M - i0 : j->mrows, c1 = c0 + j->ncols < j->N ? c0 + j->ncols : j->N;
+    int64_t ib = t / j->nj, jb = t % j->nj;
+    int64_t i0 = panel_row_start(j, ib), m = panel_row_start(j, ib + 1) - i0;
+    int64_t c0 = jb * j->npan / j->nj * PANEL_W, c1 = (jb + 1) * j->npan / j->nj * PANEL_W;
+    if (c1 > j->N) c1 = j->N;
     if (m <= 0 || c0 >= c1) return;
     for (int64_t p = 0; p < j->nkb; p++) {
         int64_t k0 = p * j->kb, kc = j->K - k0 < j->kb ? j->K - k0 : j->kb;
@@ -576,22 +582,21 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
     lx_status st = LX_OK;
     for (int64_t j0 = 0; j0 < N && st == LX_OK; j0 += phase) {
         int64_t nc = N - j0 < phase ? N - j0 : phase, npan = (nc + PANEL_W - 1) / PANEL_W;
-        /* the item grid: one thread, row blocks of at most PANEL_MC over all columns; several,
-         * about 4 items per thread, rows split first (each column range re-reads its A block),
-         * then columns, every block at least 24 rows and 2 panels */
+        /* The item grid: one thread, row blocks of at most PANEL_MC over all columns. Several:
+         * at least 4 items per thread and a multiple of the thread count, rows split first
+         * (each column range re-reads its A block), blocks of at least 48 rows (8 whole tiles),
+         * then columns, ranges of at least 2 panels. */
         int nt = nthreads;
         int64_t rb = (M + PANEL_MC - 1) / PANEL_MC, nj = 1;
         if (nt > 1) {
-            int64_t want = 4 * (int64_t)nt, maxrb = M / 24 > 0 ? M / 24 : 1;
+            int64_t want = 4 * (int64_t)nt, maxrb = M / 48 > 0 ? M / 48 : 1, njmax = npan / 2 > 0 ? npan / 2 : 1;
             if (rb < want) rb = want < maxrb ? want : maxrb;
-            int64_t njmax = npan / 2 > 0 ? npan / 2 : 1;
             nj = rb >= want ? 1 : (want + rb - 1) / rb;
             if (nj > njmax) nj = njmax;
+            if ((rb * nj) % nt != 0 && nj < njmax) nj++;
+            if (rb * nj < nt) nt = (int)(rb * nj);
         }
-        int64_t mrows = ((M + rb - 1) / rb + 23) / 24 * 24, ncols = (npan + nj - 1) / nj * PANEL_W;
-        rb = (M + mrows - 1) / mrows;
-        nj = (nc + ncols - 1) / ncols;
-        if (rb * nj < nt) nt = (int)(rb * nj);
+        int64_t mrows = (M + rb - 1) / rb + 6;
         /* B packed once, shared, when several row blocks read each panel and it pays: B
          * transposed, or enough rows; else each item reads it in place or packs a panel just
          * before use */
@@ -605,7 +610,7 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
         }
         panel_job job = {.g = g, .M = M, .N = nc, .K = K, .alpha = alpha, .beta = beta, .A = A, .B = transB ? B + j0 * ldb : B + j0,
                          .ars = transA ? 1 : lda, .acs = transA ? lda : 1, .ldb = ldb, .transB = transB, .C = C + j0, .ldc = ldc,
-                         .ep = NULL, .Bp = Bp, .npan = npan, .nkb = nkb, .kb = kb, .mrows = mrows, .ncols = ncols};
+                         .ep = NULL, .Bp = Bp, .npan = npan, .nkb = nkb, .kb = kb, .mrows = mrows};
         lx_gemm_epilogue ep_phase;
         if (epilogue_active(ep)) {
             ep_phase = (lx_gemm_epilogue){.bias = ep->bias ? ep->bias + j0 : NULL, .act = ep->act};
