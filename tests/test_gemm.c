@@ -242,6 +242,22 @@ static void test_epilogues(void) {
         }
         CHECK_EQ_INT(bad, 0);
     }
+    /* Products big enough for several row blocks and K blocks on the packed path (AVX-512:
+     * the panel path, whose epilogue runs per item after its last K block, over a shared packed
+     * B or panels packed just before use), with beta accumulation, on 1 and 2 threads. */
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        lx_sgemm_force_path(LX_GEMM_PATH_PACKED);
+        int bad = 0;
+        for (int a = 0; a <= LX_GEMM_ACT_SILU; a++) {
+            gcase g = {.ta = a == 1 || a == 4, .tb = a >= 3, .M = a % 2 ? 300 : 530, .N = 80, .K = 600, .alpha = 0.5f,
+                       .beta = a == 2 ? 0.0f : 0.25f, .pad = a % 3, .bias = a == 3 ? NULL : bias, .act = (lx_gemm_act)a,
+                       .threads = 1 + a % 2};
+            bad += run_case(&g);
+        }
+        CHECK_EQ_INT(bad, 0);
+    }
     lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
     lx_isa_set(NULL);
     /* K == 0: the epilogue still runs on beta C */
