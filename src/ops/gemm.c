@@ -4,8 +4,9 @@
  *  - small (M*N*K at or below the small limit, 96^3, or fewer than 16 rows): register tiles computed
  *    straight from the caller's buffers, no packing, on the calling thread: what a batch-1 layer
  *    is made of.
- *  - packed: B is packed once into NR-column slivers per K block (shared by every thread; with
- *    one row block, just before use, four slivers at a time), A packed once and shared (one row
+ *  - packed (the AVX-512 set runs the panel path instead, gemm_panels below): B is packed once
+ *    into NR-column slivers per K block (shared by every thread; with one row block, just before
+ *    use, four slivers at a time), A packed once and shared (one row
  *    block, several threads) or read in place (one row block, one thread, <= 256 columns), then
  *    work items of (MC rows x a column range) each pack their A block into MR-row slivers
  *    (L2-resident) and run the MR x NR micro-kernel of the kernel set in force (kernels.h) with
@@ -437,27 +438,27 @@ static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB,
     return st;
 }
 
-/* ---- panel path (the AVX-512 set) ----
+/* ---- panel path (the AVX-512 set's packed path) ----
  * The small path's register tiles (6 x 64, 8 x 48, 12 x 32: B vectors, A broadcast straight from
- * the caller's rows) with the blocking the small path lacks. B is packed once per call into
- * contiguous K-block x 64-column panels (kc x 64 floats, 64 KiB: L2, every line used, no cache-set
- * aliasing from a power-of-two ldb; with B transposed, the 16 x 16 register transposes), shared by
- * every thread; A is never packed: a row block of A (mc x kc, <= 256 KiB) stays in L2 while the
- * panels stream past it. The micro-kernel in isolation runs at ~0.97 of the FMA peak; what the
- * packed 12 x 32 path lost (~0.80 at 512^3) was its scalar A packing (~0.25 ns a value), the
- * tile buffer at every ragged edge and C written once per K block through L3. Work items are
- * (row block x column range) pairs claimed from an atomic counter, several per thread, each over
- * every K block (its C block stays in L2 between them), so a pre-empted thread holds back one
- * item; the epilogue runs on an item's C block right after its last K block. */
+ * the caller's rows) with the blocking the small path lacks. B goes into contiguous K-block x
+ * 64-column panels (kc x 64 floats, <= 128 KiB, streaming from L2): packed once per call and
+ * shared by every thread when several row blocks read each panel (B transposed: the 16 x 16
+ * register transposes), else read in place, or copied just before use when it is transposed,
+ * ragged or off its cache lines. A is not packed: a row block (<= 240 x 512 floats) stays in L2
+ * while the panels stream past it (only a deep A^T block is copied, see copy_a). The tile kernel
+ * alone runs at ~0.97 of the FMA peak with its panel in L2; what the packed 12 x 32 path lost
+ * (0.68 of the peak at 128^3, ~0.80 at 512^3) was its scalar A packing (~0.25 ns a value) and
+ * the tile buffer at every ragged edge. Work items are (row block x column range) pairs over
+ * every K block, claimed from an atomic counter, several per thread, so a pre-empted thread
+ * holds back one item; the epilogue runs on an item's C block right after its last K block. */
 #define PANEL_W GEMM_SMALL_NR /* columns per B panel */
 /* Deepest K block: C is read and written once per K block, and at 2048^3 that traffic (C far
  * beyond L2) cost more than a 128 KiB panel streaming from L2 (same runs, best of 3: 2048^3
  * 0.75 of the peak with 256, 0.81-0.83 with 512; 512^3 and 1024^3 the same or better). */
 #define PANEL_KC 512
-/* Most rows per row block: the A block mc x kc (240 KiB at kc 256) in L2 beside a panel; row
- * blocks are rounded to multiples of 24 (whole 6-, 8- and 12-row tiles). 1024^3 on one thread
- * measured the same within noise at mc 96 and 240 (0.82-0.83 of the peak); 240 keeps 128- to
- * 240-row products (the MLP's batch) in one block, so each panel is read once. */
+/* Most rows per row block on one thread: the A block (<= 480 KiB at kc 512) in L2 beside a panel.
+ * 1024^3 and 2048^3 on one thread measured the same within noise at 96, 120, 240, 480 and 720;
+ * 240 keeps 128- to 240-row products (the MLP's batch) in one block, so each panel is read once. */
 #define PANEL_MC 240
 /* B is read in place (not packed) below this many rows when its rows are contiguous: a panel is
  * then reused by too few row tiles to pay for the copy (128^3: in place ~0.94 of the peak). */
@@ -607,11 +608,14 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
             size_t floats = (size_t)(nkb * npan * kb * PANEL_W);
             Bp = floats <= (size_t)PACKED_B_KEEP ? thread_scratch(1, floats) : NULL;
             if (!Bp) Bp = heap = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
-            if (!Bp) return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for %lld packed B panels", (long long)(nkb * npan));
+            if (!Bp)
+                return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for %lld packed B panels",
+                               (long long)(nkb * npan));
         }
-        panel_job job = {.g = g, .M = M, .N = nc, .K = K, .alpha = alpha, .beta = beta, .A = A, .B = transB ? B + j0 * ldb : B + j0,
-                         .ars = transA ? 1 : lda, .acs = transA ? lda : 1, .ldb = ldb, .transB = transB, .C = C + j0, .ldc = ldc,
-                         .ep = NULL, .Bp = Bp, .npan = npan, .nkb = nkb, .kb = kb, .mrows = mrows};
+        panel_job job = {.g = g, .M = M, .N = nc, .K = K, .alpha = alpha, .beta = beta, .A = A,
+                         .B = transB ? B + j0 * ldb : B + j0, .ars = transA ? 1 : lda, .acs = transA ? lda : 1,
+                         .ldb = ldb, .transB = transB, .C = C + j0, .ldc = ldc, .ep = NULL, .Bp = Bp, .npan = npan,
+                         .nkb = nkb, .kb = kb, .mrows = mrows};
         lx_gemm_epilogue ep_phase;
         if (epilogue_active(ep)) {
             ep_phase = (lx_gemm_epilogue){.bias = ep->bias ? ep->bias + j0 : NULL, .act = ep->act};
