@@ -478,14 +478,15 @@ typedef struct {
     float *Bp;            /* NULL: B read in place; else nkb x npan panels of kb x PANEL_W */
     int64_t npan, nkb, kb;
     int64_t mi, nj, mrows;        /* item grid: mi row blocks of at most mrows rows x nj column ranges */
-    atomic_llong next_pack, packed, next_item;
+    atomic_int *pstate;   /* per shared panel (K block p, panel q at p * npan + q): see panel_ready */
+    atomic_llong next_item;
     atomic_int failed;
 } panel_job;
 
 static float *panel_at(const panel_job *j, int64_t p, int64_t q) { return j->Bp + (p * j->npan + q) * j->kb * PANEL_W; }
 
 /* Pack item t: panel t % npan of K block t / npan (zero columns up to the next multiple of 16). */
-static void panel_pack(panel_job *j, int64_t t) {
+static void panel_pack(const panel_job *j, int64_t t) {
     int64_t p = t / j->npan, q = t % j->npan;
     int64_t k0 = p * j->kb, kc = j->K - k0 < j->kb ? j->K - k0 : j->kb, c0 = q * PANEL_W;
     int nr = (int)(j->N - c0 < PANEL_W ? j->N - c0 : PANEL_W);
@@ -504,6 +505,23 @@ static void panel_pack(panel_job *j, int64_t t) {
 /* Row block b starts at b M / mi rounded down to whole 6-row tiles: equal blocks within a tile, so
  * that no thread is left with one short block and the other with a long one. */
 static int64_t panel_row_start(const panel_job *j, int64_t b) { return b >= j->mi ? j->M : b * j->M / j->mi / 6 * 6; }
+
+/* Shared panel q of K block p, packed by the first item that needs it (0: not packed, 1: being
+ * packed, 2: ready): packing overlaps the other thread's work instead of a pack phase that every
+ * thread waits out, and the panel is in the packer's L2 when its first row block reads it. */
+static const float *panel_ready(const panel_job *j, int64_t p, int64_t q) {
+    atomic_int *st = &j->pstate[p * j->npan + q];
+    int expect = 0;
+    if (atomic_load_explicit(st, memory_order_acquire) != 2) {
+        if (atomic_compare_exchange_strong(st, &expect, 1)) {
+            panel_pack(j, p * j->npan + q);
+            atomic_store_explicit(st, 2, memory_order_release);
+        } else {
+            while (atomic_load_explicit(st, memory_order_acquire) != 2) sched_yield();
+        }
+    }
+    return panel_at(j, p, q);
+}
 
 static void panel_item(const panel_job *j, int64_t t, float *Ablk, float *edge) {
     int64_t ib = t / j->nj, jb = t % j->nj;
@@ -531,7 +549,7 @@ static void panel_item(const panel_job *j, int64_t t, float *Ablk, float *edge) 
             const float *bp;
             int64_t bld = PANEL_W;
             if (j->Bp) {
-                bp = panel_at(j, p, c / PANEL_W);
+                bp = panel_ready(j, p, c / PANEL_W);
             } else if (j->transB) { /* B^T: transposed just before use, into L1/L2 */
                 j->g->small_pack_bt(j->B + c * j->ldb + k0, j->ldb, nr, kc, edge);
                 bp = edge;
@@ -556,12 +574,7 @@ static void panel_item(const panel_job *j, int64_t t, float *Ablk, float *edge) 
 
 static void panel_worker(void *arg) {
     panel_job *j = arg;
-    int64_t npack = j->Bp ? j->nkb * j->npan : 0, nitems = j->mi * j->nj;
-    for (int64_t t; (t = atomic_fetch_add(&j->next_pack, 1)) < npack;) {
-        panel_pack(j, t);
-        atomic_fetch_add(&j->packed, 1);
-    }
-    while (atomic_load(&j->packed) < npack) sched_yield();
+    int64_t nitems = j->mi * j->nj;
 
     float *Ablk = j->copy_a ? thread_scratch(0, (size_t)((j->mrows + 16) * j->kb + 64)) : NULL;
     float *edge = thread_scratch(3, (size_t)(j->kb * PANEL_W)); /* a panel packed just before use */
@@ -636,11 +649,18 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
         job.b_unaligned = ((uintptr_t)job.B % 64 != 0 || ldb % 16 != 0);
         job.mi = rb;
         job.nj = nj;
-        atomic_init(&job.next_pack, 0);
-        atomic_init(&job.packed, 0);
         atomic_init(&job.next_item, 0);
         atomic_init(&job.failed, 0);
+        if (Bp) {
+            job.pstate = malloc(sizeof(atomic_int) * (size_t)(nkb * npan));
+            if (!job.pstate) {
+                free(heap);
+                return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for %lld panel states", (long long)(nkb * npan));
+            }
+            for (int64_t i = 0; i < nkb * npan; i++) atomic_init(&job.pstate[i], 0);
+        }
         lx_team_run(nt, panel_worker, &job);
+        free(job.pstate);
         free(heap);
         if (atomic_load(&job.failed)) st = lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a panel buffer");
     }
