@@ -3,7 +3,8 @@
  * Prints `<workload> <metric> <value>`:
  *   fma_peak_t<n> gflops       a register-only FMA loop of the kernel set in force, n = 1, 2 threads
  *   copy_bandwidth gbps        a streaming copy (bytes read + written per second), 1 thread
- *   gemm_<shape>_t<n> frac_peak    linnx's lx_sgemm GFLOPS / fma_peak_t<n>
+ *   gemm_<shape>_t<n> frac_peak    linnx's lx_sgemm GFLOPS / fma_peak_t<n> (t1: the median of
+ *                                  the repetitions; t2, and OpenBLAS on 2 threads: the best)
  *   gemm_<shape>_t<n> vs_openblas  linnx time / OpenBLAS time, OpenBLAS as the environment sets it
  *                                  (below 1: linnx is faster)
  *   gemm_<shape>_t<n> vs_openblas_auto  the same against OpenBLAS in a child process with
@@ -57,7 +58,8 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* bench_median with the clock above. */
+/* bench_median with the clock above; best_of set: the fastest repetition instead of the median. */
+static int best_of;
 static double median_time(void (*fn)(void *), void *ctx, int warmup, int reps, int inner) {
     for (int i = 0; i < warmup; i++) fn(ctx);
     double t[32];
@@ -68,7 +70,7 @@ static double median_time(void (*fn)(void *), void *ctx, int warmup, int reps, i
         t[r] = (now() - t0) / inner;
     }
     qsort(t, (size_t)reps, sizeof t[0], bench_cmp_double);
-    return t[reps / 2];
+    return best_of ? t[0] : t[reps / 2];
 }
 
 /* ---- FMA peak ---- */
@@ -262,7 +264,13 @@ static double time_gemm(const shape *s, int blas) {
     double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
     double est = flops / 50e9;
     int reps = est > 0.5 ? 3 : est > 0.02 ? 5 : 11;
+    /* several threads: the best of more repetitions. Two threads on two vCPUs shared with other
+     * work are rarely both running for a whole repetition; the median measured that share, not
+     * the code (the fastest repetition is one where both ran) */
+    best_of = lx_num_threads() > 1;
+    if (best_of) reps = est > 0.5 ? 5 : est > 0.02 ? 9 : 15;
     double t = median_time(gemm_call, &j, est > 0.5 ? 1 : 2, reps, bench_inner_for(est, 5e-3));
+    best_of = 0;
     free(j.A), free(j.B), free(j.C);
     return t;
 }

@@ -39,6 +39,7 @@ typedef struct {
     const float *bias;  /* epilogue: NULL or N values */
     lx_gemm_act act;
     int threads;        /* 0: lx_sgemm; else lx_sgemm_ex on this many threads */
+    bool aligned;       /* A, B and C on 64-byte boundaries (else malloc's) */
 } gcase;
 
 /* Runs one case; returns 1 (and says why on stderr) on a mismatch. */
@@ -47,8 +48,13 @@ static int run_case(const gcase *g) {
     int lda = (g->ta ? M : K) + g->pad, ldb = (g->tb ? K : N) + g->pad, ldc = N + g->pad;
     int arows = g->ta ? K : M, brows = g->tb ? N : K;
     size_t na = (size_t)arows * lda + 1, nb = (size_t)brows * ldb + 1, nc = (size_t)M * ldc + 1;
-    float *A = malloc(sizeof(float) * na), *B = malloc(sizeof(float) * nb);
-    float *C = malloc(sizeof(float) * nc), *C0 = malloc(sizeof(float) * nc);
+    float *A, *B, *C, *C0 = malloc(sizeof(float) * nc);
+    if (g->aligned) {
+        A = aligned_alloc(64, (sizeof(float) * na + 63) / 64 * 64), B = aligned_alloc(64, (sizeof(float) * nb + 63) / 64 * 64);
+        C = aligned_alloc(64, (sizeof(float) * nc + 63) / 64 * 64);
+    } else {
+        A = malloc(sizeof(float) * na), B = malloc(sizeof(float) * nb), C = malloc(sizeof(float) * nc);
+    }
     for (size_t i = 0; i < na; i++) A[i] = frand();
     for (size_t i = 0; i < nb; i++) B[i] = frand();
     for (size_t i = 0; i < nc; i++) C0[i] = C[i] = g->beta == 0 ? NAN : frand(); /* beta 0: C never read */
@@ -150,6 +156,17 @@ static void test_packed_edges(void) {
                     }
         CHECK_EQ_INT(bad, 0);
         CHECK_EQ_INT(cases, 320);
+        /* B on 64-byte boundaries with ldb a multiple of 16: the AVX-512 panel path reads
+         * whole panels of it in place (else it copies them); a ragged last panel is copied */
+        bad = 0;
+        const int dims[][3] = {{97, 128, 515}, {200, 100, 263}, {37, 64, 9}};
+        for (int d = 0; d < 3; d++)
+            for (int t = 0; t < 4; t++) {
+                gcase g = {.ta = t & 1, .tb = t >> 1, .M = dims[d][0], .N = dims[d][1], .K = dims[d][2], .alpha = 1.0f,
+                           .beta = t == 1 ? 0.5f : 0.0f, .pad = t == 2 ? 0 : 16, .aligned = true};
+                bad += run_case(&g);
+            }
+        CHECK_EQ_INT(bad, 0);
     }
     lx_isa_set(NULL);
     lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
@@ -239,6 +256,22 @@ static void test_epilogues(void) {
                                .pad = 1, .bias = b ? bias : NULL, .act = (lx_gemm_act)a, .threads = 1 + a % 2};
                     bad += run_case(&g);
                 }
+        }
+        CHECK_EQ_INT(bad, 0);
+    }
+    /* Products big enough for several row blocks and K blocks on the packed path (AVX-512:
+     * the panel path, whose epilogue runs per item after its last K block, over a shared packed
+     * B or panels packed just before use), with beta accumulation, on 1 and 2 threads. */
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        lx_sgemm_force_path(LX_GEMM_PATH_PACKED);
+        int bad = 0;
+        for (int a = 0; a <= LX_GEMM_ACT_SILU; a++) {
+            gcase g = {.ta = a == 1 || a == 4, .tb = a >= 3, .M = a % 2 ? 300 : 530, .N = 80, .K = 600, .alpha = 0.5f,
+                       .beta = a == 2 ? 0.0f : 0.25f, .pad = a % 3, .bias = a == 3 ? NULL : bias, .act = (lx_gemm_act)a,
+                       .threads = 1 + a % 2};
+            bad += run_case(&g);
         }
         CHECK_EQ_INT(bad, 0);
     }

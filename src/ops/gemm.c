@@ -4,8 +4,9 @@
  *  - small (M*N*K at or below the small limit, 96^3, or fewer than 16 rows): register tiles computed
  *    straight from the caller's buffers, no packing, on the calling thread: what a batch-1 layer
  *    is made of.
- *  - packed: B is packed once into NR-column slivers per K block (shared by every thread; with
- *    one row block, just before use, four slivers at a time), A packed once and shared (one row
+ *  - packed (the AVX-512 set runs the panel path instead, gemm_panels below): B is packed once
+ *    into NR-column slivers per K block (shared by every thread; with one row block, just before
+ *    use, four slivers at a time), A packed once and shared (one row
  *    block, several threads) or read in place (one row block, one thread, <= 256 columns), then
  *    work items of (MC rows x a column range) each pack their A block into MR-row slivers
  *    (L2-resident) and run the MR x NR micro-kernel of the kernel set in force (kernels.h) with
@@ -145,8 +146,9 @@ static blocking blocking_for(const lx_gemm_kernels *g) {
 }
 
 /* Per-thread scratch kept between calls (slot 0: packed A blocks, slot 1: the caller's packed B
- * or a worker's B sliver, slot 2: the caller's shared packed A), freed when the thread exits. */
-#define SCRATCH_SLOTS 3
+ * or a worker's B sliver, slot 2: the caller's shared packed A, slot 3: the panel path's
+ * just-in-time B panel), freed when the thread exits. */
+#define SCRATCH_SLOTS 4
 static pthread_key_t scratch_key[SCRATCH_SLOTS];
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 static _Thread_local float *scratch_ptr[SCRATCH_SLOTS];
@@ -436,6 +438,235 @@ static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB,
     return st;
 }
 
+/* ---- panel path (the AVX-512 set's packed path) ----
+ * The small path's register tiles (6 x 64, 8 x 48, 12 x 32: B vectors, A broadcast straight from
+ * the caller's rows) with the blocking the small path lacks. B goes into contiguous K-block x
+ * 64-column panels (kc x 64 floats, <= 128 KiB, streaming from L2): packed once per call and
+ * shared by every thread when several row blocks read each panel (B transposed: the 16 x 16
+ * register transposes), else read in place, or copied just before use when it is transposed,
+ * ragged or off its cache lines. A is not packed: a row block (<= 240 x 512 floats) stays in L2
+ * while the panels stream past it (only a deep A^T block is copied, see copy_a). The tile kernel
+ * alone runs at ~0.97 of the FMA peak with its panel in L2; what the packed 12 x 32 path lost
+ * (0.68 of the peak at 128^3, ~0.80 at 512^3) was its scalar A packing (~0.25 ns a value) and
+ * the tile buffer at every ragged edge. Work items are (row block x column range) pairs over
+ * every K block, claimed from an atomic counter, several per thread, so a pre-empted thread
+ * holds back one item; the epilogue runs on an item's C block right after its last K block. */
+#define PANEL_W GEMM_SMALL_NR /* columns per B panel */
+/* Deepest K block: C is read and written once per K block, and at 2048^3 that traffic (C far
+ * beyond L2) cost more than a 128 KiB panel streaming from L2 (same runs, best of 3: 2048^3
+ * 0.75 of the peak with 256, 0.81-0.83 with 512; 512^3 and 1024^3 the same or better). */
+#define PANEL_KC 512
+/* Most rows per row block on one thread: the A block (<= 480 KiB at kc 512) in L2 beside a panel.
+ * 1024^3 and 2048^3 on one thread measured the same within noise at 96, 120, 240, 480 and 720;
+ * 240 keeps 128- to 240-row products (the MLP's batch) in one block, so each panel is read once. */
+#define PANEL_MC 240
+/* B is read in place (not packed) below this many rows when its rows are contiguous: a panel is
+ * then reused by too few row tiles to pay for the copy (128^3: in place ~0.94 of the peak). */
+#define PANEL_PACK_ROWS 256
+
+typedef struct {
+    const lx_gemm_kernels *g;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    int64_t ars, acs, ldb;
+    bool transB, copy_a;
+    bool b_unaligned; /* rows of B not all on 64-byte boundaries: panels read in place would split loads */
+    float *C;
+    int64_t ldc;
+    const lx_gemm_epilogue *ep;
+    float *Bp;            /* NULL: B read in place; else nkb x npan panels of kb x PANEL_W */
+    int64_t npan, nkb, kb;
+    int64_t mi, nj, mrows;        /* item grid: mi row blocks of at most mrows rows x nj column ranges */
+    atomic_int *pstate;   /* per shared panel (K block p, panel q at p * npan + q): see panel_ready */
+    atomic_llong next_item;
+    atomic_int failed;
+} panel_job;
+
+static float *panel_at(const panel_job *j, int64_t p, int64_t q) { return j->Bp + (p * j->npan + q) * j->kb * PANEL_W; }
+
+/* Pack item t: panel t % npan of K block t / npan (zero columns up to the next multiple of 16). */
+static void panel_pack(const panel_job *j, int64_t t) {
+    int64_t p = t / j->npan, q = t % j->npan;
+    int64_t k0 = p * j->kb, kc = j->K - k0 < j->kb ? j->K - k0 : j->kb, c0 = q * PANEL_W;
+    int nr = (int)(j->N - c0 < PANEL_W ? j->N - c0 : PANEL_W);
+    float *dst = panel_at(j, p, q);
+    if (j->transB) {
+        j->g->small_pack_bt(j->B + c0 * j->ldb + k0, j->ldb, nr, kc, dst);
+        return;
+    }
+    int padded = (nr + 15) / 16 * 16;
+    for (int64_t k = 0; k < kc; k++) {
+        memcpy(dst + k * PANEL_W, j->B + (k0 + k) * j->ldb + c0, sizeof(float) * (size_t)nr);
+        if (padded > nr) memset(dst + k * PANEL_W + nr, 0, sizeof(float) * (size_t)(padded - nr));
+    }
+}
+
+/* Row block b starts at b M / mi rounded down to whole 6-row tiles: equal blocks within a tile, so
+ * that no thread is left with one short block and the other with a long one. */
+static int64_t panel_row_start(const panel_job *j, int64_t b) { return b >= j->mi ? j->M : b * j->M / j->mi / 6 * 6; }
+
+/* Shared panel q of K block p, packed by the first item that needs it (0: not packed, 1: being
+ * packed, 2: ready): packing overlaps the other thread's work instead of a pack phase that every
+ * thread waits out, and the panel is in the packer's L2 when its first row block reads it. */
+static const float *panel_ready(const panel_job *j, int64_t p, int64_t q) {
+    atomic_int *st = &j->pstate[p * j->npan + q];
+    int expect = 0;
+    if (atomic_load_explicit(st, memory_order_acquire) != 2) {
+        if (atomic_compare_exchange_strong(st, &expect, 1)) {
+            panel_pack(j, p * j->npan + q);
+            atomic_store_explicit(st, 2, memory_order_release);
+        } else {
+            while (atomic_load_explicit(st, memory_order_acquire) != 2) sched_yield();
+        }
+    }
+    return panel_at(j, p, q);
+}
+
+static void panel_item(const panel_job *j, int64_t t, float *Ablk, float *edge) {
+    int64_t ib = t / j->nj, jb = t % j->nj;
+    int64_t i0 = panel_row_start(j, ib), m = panel_row_start(j, ib + 1) - i0;
+    int64_t c0 = jb * j->npan / j->nj * PANEL_W, c1 = (jb + 1) * j->npan / j->nj * PANEL_W;
+    if (c1 > j->N) c1 = j->N;
+    if (m <= 0 || c0 >= c1) return;
+    for (int64_t p = 0; p < j->nkb; p++) {
+        int64_t k0 = p * j->kb, kc = j->K - k0 < j->kb ? j->K - k0 : j->kb;
+        const float *a = j->A + i0 * j->ars + k0 * j->acs;
+        int64_t ars = j->ars, acs = j->acs;
+        if (Ablk) { /* the A block copied to contiguous rows (or k rows, A transposed) */
+            if (acs == 1) {
+                for (int64_t i = 0; i < m; i++) memcpy(Ablk + i * kc, a + i * ars, sizeof(float) * (size_t)kc);
+                ars = kc;
+            } else {
+                int64_t ld = (m + 15) / 16 * 16;
+                for (int64_t k = 0; k < kc; k++) memcpy(Ablk + k * ld, a + k * acs, sizeof(float) * (size_t)m);
+                acs = ld;
+            }
+            a = Ablk;
+        }
+        for (int64_t c = c0; c < c1; c += PANEL_W) {
+            int nr = (int)(c1 - c < PANEL_W ? c1 - c : PANEL_W);
+            const float *bp;
+            int64_t bld = PANEL_W;
+            if (j->Bp) {
+                bp = panel_ready(j, p, c / PANEL_W);
+            } else if (j->transB) { /* B^T: transposed just before use, into L1/L2 */
+                j->g->small_pack_bt(j->B + c * j->ldb + k0, j->ldb, nr, kc, edge);
+                bp = edge;
+            } else if (nr % 16 != 0 || j->b_unaligned) { /* a ragged or unaligned panel: copied */
+                int padded = (nr + 15) / 16 * 16;
+                for (int64_t k = 0; k < kc; k++) {
+                    memcpy(edge + k * PANEL_W, j->B + (k0 + k) * j->ldb + c, sizeof(float) * (size_t)nr);
+                    if (padded > nr) memset(edge + k * PANEL_W + nr, 0, sizeof(float) * (size_t)(padded - nr));
+                }
+                bp = edge;
+            } else {
+                bp = j->B + k0 * j->ldb + c;
+                bld = j->ldb;
+            }
+            float *cc = j->C + i0 * j->ldc + c;
+            j->g->small_panel(m, nr, kc, a, ars, acs, bp, bld, j->alpha, j->beta, p == 0, cc, j->ldc);
+            if (p == j->nkb - 1 && epilogue_active(j->ep))
+                epilogue_rows(cc, j->ldc, m, nr, j->ep->bias ? j->ep->bias + c : NULL, j->ep->act);
+        }
+    }
+}
+
+static void panel_worker(void *arg) {
+    panel_job *j = arg;
+    int64_t nitems = j->mi * j->nj;
+
+    float *Ablk = j->copy_a ? thread_scratch(0, (size_t)((j->mrows + 16) * j->kb + 64)) : NULL;
+    float *edge = thread_scratch(3, (size_t)(j->kb * PANEL_W)); /* a panel packed just before use */
+    if ((j->copy_a && !Ablk) || !edge) {
+        atomic_store(&j->failed, 1);
+        return;
+    }
+    for (int64_t t; (t = atomic_fetch_add(&j->next_item, 1)) < nitems;) panel_item(j, t, Ablk, edge);
+}
+
+static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
+                             float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                             float *C, int64_t ldc, const lx_gemm_epilogue *ep, int nthreads) {
+    /* equal K blocks of at most PANEL_KC: K <= 256 is one block here as on the small path, so
+     * with beta = 0 both give the same bits */
+    int64_t nkb = (K + PANEL_KC - 1) / PANEL_KC, kb = (K + nkb - 1) / nkb;
+    /* column phases: the packed B of a phase within the cap */
+    int64_t phase = PACKED_B_CAP / (nkb * kb) / PANEL_W * PANEL_W;
+    if (phase < PANEL_W) phase = PANEL_W;
+    lx_status st = LX_OK;
+    for (int64_t j0 = 0; j0 < N && st == LX_OK; j0 += phase) {
+        int64_t nc = N - j0 < phase ? N - j0 : phase, npan = (nc + PANEL_W - 1) / PANEL_W;
+        /* The item grid: one thread, row blocks of at most PANEL_MC over all columns. Several:
+         * at least 4 items per thread and a multiple of the thread count, rows split first
+         * (each column range re-reads its A block), blocks of at least 48 rows (8 whole tiles),
+         * then columns, ranges of at least 2 panels (1 when there is one row block). */
+        int nt = nthreads;
+        int64_t rb = (M + PANEL_MC - 1) / PANEL_MC, nj = 1;
+        if (nt > 1) {
+            int64_t want = 4 * (int64_t)nt, maxrb = M / 48 > 0 ? M / 48 : 1, njmax = npan / 2 > 0 ? npan / 2 : 1;
+            /* one row block's worth of rows: columns only, each panel read (B^T: transposed,
+             * B off its lines: copied) by one item, in its own L2; 128 x 784 x 512 with B^T
+             * ran at 0.71-0.73 of the two-thread peak split 2 x 4, 0.82-0.84 split 1 x 8 (quiet
+             * moments, same run); 128^3 0.80 against 0.85 */
+            if (M <= PANEL_MC) maxrb = 1, njmax = npan;
+            if (rb < want) rb = want < maxrb ? want : maxrb;
+            nj = rb >= want ? 1 : (want + rb - 1) / rb;
+            if (nj > njmax) nj = njmax;
+            if ((rb * nj) % nt != 0 && nj < njmax) nj++;
+            if (rb * nj < nt) nt = (int)(rb * nj);
+        }
+        int64_t mrows = (M + rb - 1) / rb + 6;
+        /* B packed once, shared, when several row blocks read each panel and it pays: B
+         * transposed, or enough rows; else each item reads it in place or packs a panel just
+         * before use */
+        bool pack = rb > 1 && (transB || M >= PANEL_PACK_ROWS);
+        float *Bp = NULL, *heap = NULL;
+        if (pack) {
+            size_t floats = (size_t)(nkb * npan * kb * PANEL_W);
+            Bp = floats <= (size_t)PACKED_B_KEEP ? thread_scratch(1, floats) : NULL;
+            if (!Bp) Bp = heap = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+            if (!Bp)
+                return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for %lld packed B panels",
+                               (long long)(nkb * npan));
+        }
+        panel_job job = {.g = g, .M = M, .N = nc, .K = K, .alpha = alpha, .beta = beta, .A = A,
+                         .B = transB ? B + j0 * ldb : B + j0, .ars = transA ? 1 : lda, .acs = transA ? lda : 1,
+                         .ldb = ldb, .transB = transB, .C = C + j0, .ldc = ldc, .ep = NULL, .Bp = Bp, .npan = npan,
+                         .nkb = nkb, .kb = kb, .mrows = mrows};
+        lx_gemm_epilogue ep_phase;
+        if (epilogue_active(ep)) {
+            ep_phase = (lx_gemm_epilogue){.bias = ep->bias ? ep->bias + j0 : NULL, .act = ep->act};
+            job.ep = &ep_phase;
+        }
+        /* A transposed, K blocks over 256: its block is copied to contiguous k rows. In place,
+         * its k rows lda apart share L2 sets (1024^3 with A^T ran at 0.49 of the peak with
+         * 512-deep K blocks, 0.81 copied); with rows of A contiguous, copying measured slower */
+        job.copy_a = transA && kb > 256;
+        /* In place, a B row that does not start a cache line makes every 64-byte load of the
+         * tiles two (128x512x512 with B 16 bytes off: 0.79 of the peak in place, against 0.95
+         * aligned); such panels are copied just before use instead */
+        job.b_unaligned = ((uintptr_t)job.B % 64 != 0 || ldb % 16 != 0);
+        job.mi = rb;
+        job.nj = nj;
+        atomic_init(&job.next_item, 0);
+        atomic_init(&job.failed, 0);
+        if (Bp) {
+            job.pstate = malloc(sizeof(atomic_int) * (size_t)(nkb * npan));
+            if (!job.pstate) {
+                free(heap);
+                return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for %lld panel states", (long long)(nkb * npan));
+            }
+            for (int64_t i = 0; i < nkb * npan; i++) atomic_init(&job.pstate[i], 0);
+        }
+        lx_team_run(nt, panel_worker, &job);
+        free(job.pstate);
+        free(heap);
+        if (atomic_load(&job.failed)) st = lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a panel buffer");
+    }
+    return st;
+}
+
 /* ---- entry points ---- */
 
 static lx_gemm_path choose_path(const lx_kernels *k, bool transA, int64_t M, int64_t N, int64_t K) {
@@ -474,6 +705,8 @@ static lx_status gemm_run(bool transA, bool transB, int64_t M, int64_t N, int64_
         break;
     default: {
         int nt = M * N * K >= PAR_MIN_WORK ? nthreads : 1; /* sizes fit: M, N, K were validated */
+        if (k->isa == LX_ISA_AVX512)
+            return gemm_panels(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, nt);
         return gemm_packed(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, nt);
     }
     }
