@@ -6,6 +6,7 @@
  * the vector lanes and their remainders, under every kernel set this CPU runs. The §A.7 docstring
  * runs and the float32 emulation fixtures in test_optax.c go through optax_step too, so the fused
  * pass also meets the published vectors there. */
+#include "linnx/fault.h"
 #include "linnx/nnx.h"
 #include "linnx/nnx_layers.h"
 #include "linnx/optax.h"
@@ -374,6 +375,27 @@ static void test_donated(void) {
         lx_tree_release(pc);
         lx_tree_release(sc);
         lx_tree_release(bad);
+    }
+    /* an allocation failing anywhere in a donated step (fault injection: the n-th allocation fails,
+     * for every n the step makes): the state is the same object with the same values, nothing was
+     * written in place before the failure */
+    for (int64_t n = 1; sd && lx_fault_available() && n < 10000; n++) {
+        linen_train_state *before = sd;
+        int64_t step = sd->step;
+        lx_tree *pc = scaled(sd->params, 1.0f), *sc = scaled(sd->opt_state, 1.0f);
+        lx_fault_set(n, false);
+        lx_status st = linen_train_state_apply_gradients_donated(&sd, g);
+        bool fired = lx_fault_fired();
+        lx_fault_set(-1, false);
+        if (st != LX_OK) {
+            CHECK(fired && st == LX_ERR_NO_MEMORY);
+            CHECK(sd == before && sd->step == step && tree_diff(sd->params, pc) == 0 &&
+                  tree_diff(sd->opt_state, sc) == 0);
+            lx_clear_error();
+        }
+        lx_tree_release(pc);
+        lx_tree_release(sc);
+        if (!fired) break; /* past the step's last allocation */
     }
     CHECK(linen_train_state_apply_gradients_donated(NULL, g) == LX_ERR_INVALID_ARGUMENT);
     lx_clear_error();

@@ -62,6 +62,10 @@ static lx_status apply_gradients(const linen_train_state *s, const lx_tree *grad
             return lx_fail(LX_ERR_NOT_FOUND,
                            "apply_gradients: with '" OWG "' in the grads, grads and params need a 'params' collection");
     }
+    /* the new state's record first: a donated fused step writes the old arrays in place, so nothing
+     * may fail after it (train.h: on failure the state is left as it was) */
+    linen_train_state *r = calloc(1, sizeof *r);
+    if (!r) return lx_fail(LX_ERR_NO_MEMORY, "apply_gradients: out of memory");
     lx_tree *upd = NULL, *ns = NULL, *np = NULL;
     bool fused = false;
     /* donated: the caller frees s on success; not with an OWG collection (p is then a subtree,
@@ -69,8 +73,8 @@ static lx_status apply_gradients(const linen_train_state *s, const lx_tree *grad
     lx_status st = lx_optax_fused_step_ex(s->tx, g, s->opt_state, p, donated && !owg, &np, &ns, &fused);
     if (st == LX_OK && !fused) {
         /* not an adam/adamw/sgd chain over float32 leaves: update, then apply_updates */
-        LX_TRY(optax_update(s->tx, g, s->opt_state, p, &upd, &ns));
-        st = optax_apply_updates(p, upd, &np);
+        st = optax_update(s->tx, g, s->opt_state, p, &upd, &ns);
+        if (st == LX_OK) st = optax_apply_updates(p, upd, &np);
         lx_optax_recycle_tree(upd);
     }
     if (st == LX_OK && owg) {
@@ -81,9 +85,8 @@ static lx_status apply_gradients(const linen_train_state *s, const lx_tree *grad
         lx_tree_release(np);
         np = full;
     }
-    linen_train_state *r = st == LX_OK ? calloc(1, sizeof *r) : NULL;
-    if (st == LX_OK && !r) st = lx_fail(LX_ERR_NO_MEMORY, "apply_gradients: out of memory");
     if (st != LX_OK) {
+        free(r);
         lx_tree_release(np);
         lx_tree_release(ns);
         return st;
