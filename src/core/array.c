@@ -125,11 +125,17 @@ static void header_free(lx_array *a) {
     free(a);
 }
 
+/* the one table of element sizes: lx_dtype_size and the inlined copy on the allocation path use it
+ * (a dtype added to the enum without a size here fails to compile) */
+#define DTYPE_SIZE_CASES \
+    case LX_F32: case LX_I32: case LX_U32: return 4; \
+    case LX_BOOL: case LX_I8: return 1; \
+    case LX_BF16: return 2;
+_Static_assert(LX_DTYPE_COUNT == 6, "a new dtype needs its size in DTYPE_SIZE_CASES");
+
 size_t lx_dtype_size(lx_dtype dtype) {
     switch (dtype) {
-    case LX_F32: case LX_I32: case LX_U32: return 4;
-    case LX_BOOL: case LX_I8: return 1;
-    case LX_BF16: return 2;
+    DTYPE_SIZE_CASES
     default: return 0;
     }
 }
@@ -184,9 +190,7 @@ static lx_status check_shape(lx_dtype dtype, int ndim, const int64_t *shape, int
 
 static inline size_t dtype_size_(lx_dtype dtype) {
     switch (dtype) {
-    case LX_F32: case LX_I32: case LX_U32: return 4;
-    case LX_BOOL: case LX_I8: return 1;
-    case LX_BF16: return 2;
+    DTYPE_SIZE_CASES
     default: return 0;
     }
 }

@@ -6,6 +6,7 @@
  * rng counters kept.
  */
 #include "../core/signature.h"
+#include <pthread.h>
 #include <assert.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -112,6 +113,21 @@ typedef union scope_block {
 } scope_block;
 static _Thread_local scope_block *scope_free_;
 static _Thread_local int scope_nfree_;
+static _Thread_local bool scope_registered_; /* this thread's exit frees its list */
+static pthread_key_t scope_key;
+static pthread_once_t scope_once = PTHREAD_ONCE_INIT;
+
+static void scope_thread_exit(void *p) {
+    (void)p;
+    while (scope_free_) {
+        scope_block *b = scope_free_;
+        scope_free_ = b->next;
+        free(b);
+    }
+    scope_nfree_ = 0;
+    scope_registered_ = false; /* a scope freed by a later destructor registers again */
+}
+static void scope_key_new(void) { (void)pthread_key_create(&scope_key, scope_thread_exit); }
 
 static void *scope_alloc(size_t n, bool *pooled) {
     *pooled = SCOPE_CACHE_ON && n <= SCOPE_BLOCK;
@@ -126,7 +142,11 @@ static void *scope_alloc(size_t n, bool *pooled) {
 }
 
 static void scope_block_free(linen_scope *s) {
-    if (s->pooled && scope_nfree_ < SCOPE_FREE_MAX) {
+    if (s->pooled && !scope_registered_) {
+        pthread_once(&scope_once, scope_key_new);
+        scope_registered_ = pthread_setspecific(scope_key, &scope_key) == 0; /* non-NULL: the destructor runs */
+    }
+    if (s->pooled && scope_registered_ && scope_nfree_ < SCOPE_FREE_MAX) {
         scope_block *b = (scope_block *)(void *)s;
         b->next = scope_free_;
         scope_free_ = b;

@@ -242,11 +242,12 @@ static inline __attribute__((always_inline)) float expsum16(const float *x, floa
         s2 = _mm512_add_ps(s2, one16(x + i + 32, e ? e + i + 32 : NULL, d ? d + i + 32 : NULL, m, 0xFFFF));
         s3 = _mm512_add_ps(s3, one16(x + i + 48, e ? e + i + 48 : NULL, d ? d + i + 48 : NULL, m, 0xFFFF));
     }
-    for (int k = 0; i < n; i += 16, k++) { /* i is a multiple of 64 here: the next vector is 0 mod 4 */
+    for (int k = 0; i < n; i += 16, k++) { /* i is a multiple of 64 here: vector k (< 4) goes to s_k */
         __m512 v = one16(x + i, e ? e + i : NULL, d ? d + i : NULL, m, tail16(n - i));
         if (k == 0) s0 = _mm512_add_ps(s0, v);
         else if (k == 1) s1 = _mm512_add_ps(s1, v);
-        else s2 = _mm512_add_ps(s2, v);
+        else if (k == 2) s2 = _mm512_add_ps(s2, v);
+        else s3 = _mm512_add_ps(s3, v);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
