@@ -1,6 +1,8 @@
 /* The library's allocator front (src/core/heap.c) and what it keeps per thread: realloc to 0
  * bytes, the cache's byte accounting, and a thread that runs a backward pass and exits leaves no
- * block behind (its spare tape and cached blocks are freed at its exit).
+ * block behind (its spare tape and cached blocks are freed at its exit); nor does one that runs a
+ * Linen init through a layer helper (linen_dense: the per-thread module cache of
+ * src/linen/layers_common.c is released at its exit).
  *
  * The leak check counts the live heap blocks of the whole process through replacements of
  * malloc & co (the test links liblinnx statically; glibc lets a program replace them), so it runs
@@ -12,6 +14,8 @@
 #include <stdatomic.h>
 
 #include "lx_test.h"
+#include "linnx/linen.h"
+#include "linnx/linen_layers.h"
 
 void *lx_heap_malloc_(size_t n);
 void *lx_heap_realloc_(void *p, size_t n);
@@ -140,12 +144,44 @@ static void *backward_once(void *arg) {
     return NULL;
 }
 
-static bool run_thread(void) {
+static bool run_thread_fn(void *(*fn)(void *)) {
     pthread_t th;
     bool ok = false;
-    if (pthread_create(&th, NULL, backward_once, &ok) != 0) return false;
+    if (pthread_create(&th, NULL, fn, &ok) != 0) return false;
     pthread_join(th, NULL);
     return ok;
+}
+static bool run_thread(void) { return run_thread_fn(backward_once); }
+
+/* A module whose __call__ is linen_dense(s, NULL, 3, x): the helper's module comes from ll_new,
+ * which keeps it in the thread's module cache. */
+static lx_status mlp_call(linen_scope *s, const lx_call *c, lx_value *out) {
+    lx_array *y = linen_dense(s, NULL, 3, c->args[0].u.array);
+    if (!y) return lx_last_status();
+    *out = lx_array_v(lx_retain(y)); /* y is pool-owned */
+    return LX_OK;
+}
+static const linen_method MLP_METHODS[] = {LINEN_METHOD("__call__", mlp_call)};
+static const linen_type MLP = {.name = "Mlp", .methods = MLP_METHODS, .nmethods = 1};
+
+/* One Linen init on the calling thread: params/Dense_0/kernel is (2, 3). */
+static void *dense_init_once(void *arg) {
+    bool *ok = arg;
+    size_t mark = lx_pool_open();
+    linen_module *m = NULL;
+    lx_array *x = lx_array_from_data(LX_F32, 2, (int64_t[]){1, 2}, (const float[]){1, 2});
+    lx_tree *vars = NULL;
+    *ok = x && linen_module_new(&MLP, NULL, &m) == LX_OK &&
+          linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars) == LX_OK;
+    const lx_value *k = NULL;
+    if (*ok && lx_tree_get_path(vars, "params/Dense_0/kernel", &k) != LX_OK) k = NULL;
+    *ok = *ok && k && k->kind == LX_V_ARRAY && k->u.array->ndim == 2 && k->u.array->shape[0] == 2 &&
+          k->u.array->shape[1] == 3;
+    lx_tree_release(vars);
+    lx_release(x);
+    linen_module_release(m);
+    lx_pool_close(mark);
+    return NULL;
 }
 
 /* Threads that each run a backward pass and exit leave no heap block behind: the live block
@@ -166,9 +202,24 @@ static void test_thread_exit_frees(void) {
     }
 }
 
+/* The same for threads that each run one Linen init through linen_dense and exit: the module
+ * cache ll_new keeps per thread goes with the thread (a pthread key's destructor), as the heap
+ * cache and the spare tape do; without it every thread left its cached Dense behind. */
+static void test_thread_exit_frees_module_cache(void) {
+    for (int i = 0; i < 4; i++) CHECK(run_thread_fn(dense_init_once));
+    long after4 = atomic_load(&live_blocks);
+    for (int i = 4; i < 20; i++) CHECK(run_thread_fn(dense_init_once));
+    long after20 = atomic_load(&live_blocks);
+    if (HEAP_COUNTED)
+        LX_TEST_REPORT_(after20 == after4, "16 more Linen-init threads left %ld heap blocks behind", after20 - after4);
+    else
+        printf("thread exit (linen): block count skipped under the sanitizers (no module cache there)\n");
+}
+
 int main(void) {
     RUN(test_realloc_zero);
     RUN(test_held_bytes);
     RUN(test_thread_exit_frees);
+    RUN(test_thread_exit_frees_module_cache);
     return lx_test_finish();
 }

@@ -172,6 +172,55 @@ static void test_linen_remat(void) {
     linen_module_release(blk);
 }
 
+/* nn.remat(nn.vmap(Dense)) bound as "layers": the vmap's body root is built from the remat body
+ * root's parent (lift_vmap_scan.c reads root->parent), so its variables land at params/layers/...
+ * only if that parent is the real one; the gradient runs the recomputation, which builds the
+ * frames again from the closure. Under the sanitizer build a parent on a finished stack frame
+ * would be a use after return. */
+static void test_remat_of_vmap_parent(void) {
+    linen_module *d = NULL, *v = NULL, *rm = NULL;
+    CHECK_EQ_INT(linen_module_new(&linen_Dense, &LX_CALL_KWARGS(LX_KW_INT("features", 4)), &d), LX_OK);
+    linen_lift_opts o = {.variable_axes = LINEN_VAR_AXES({"params", 0}), .split_rngs = LINEN_NAMES("params"),
+                         .in_axes = LINEN_AXES(0), .length = 3};
+    CHECK_EQ_INT(linen_vmap(d, &o, &v), LX_OK);
+    CHECK_EQ_INT(linen_remat(v, LX_REMAT_NOTHING_SAVEABLE, &rm), LX_OK);
+    g_child = rm;
+    linen_module *p = plain(&PARENT);
+    lx_array *x = iota(LX_SHAPE(3, 2, 5), 0.25f);
+    lx_tree *vars = NULL;
+    CHECK_EQ_INT(linen_init(p, LINEN_KEY(lx_key_from_seed(1)), &LX_ARGS(x), NULL, &vars), LX_OK);
+    const lx_array *k = vars ? leaf(vars, "params/layers/kernel") : NULL;
+    CHECK(k && k->ndim == 3 && k->shape[0] == 3 && k->shape[1] == 5 && k->shape[2] == 4);
+    CHECK(vars && !leaf(vars, "params/kernel"));
+    /* forward + backward through the recomputation: y[i] = x[i] @ k[i] + b[i], summed */
+    lx_array *val = NULL;
+    lx_tree *g = vars ? grads_of(rm, lx_tree_get(vars, "params")->u.tree, x, &val) : NULL;
+    CHECK(g && val);
+    /* loss = sum y^2: d loss / d b[i, f] = 2 sum_n y[i, n, f] */
+    const lx_array *b = vars ? leaf(vars, "params/layers/bias") : NULL, *gb = g ? leaf(g, "layers/bias") : NULL;
+    CHECK(b && gb && k);
+    double loss = 0;
+    for (int i = 0; b && gb && k && i < 3; i++)
+        for (int f = 0; f < 4; f++) {
+            double gsum = 0;
+            for (int n = 0; n < 2; n++) {
+                double y = lx_f32(b)[i * 4 + f];
+                for (int j = 0; j < 5; j++) y += (double)lx_f32(x)[(i * 2 + n) * 5 + j] * lx_f32(k)[(i * 5 + j) * 4 + f];
+                gsum += 2 * y, loss += y * y;
+            }
+            CHECK_NEAR(lx_f32(gb)[i * 4 + f], gsum, 1e-4 + 1e-4 * fabs(gsum));
+        }
+    if (val) CHECK_NEAR(lx_f32(val)[0], loss, 1e-3 + 1e-5 * loss);
+    lx_tree_release(g);
+    lx_release(val);
+    lx_tree_release(vars);
+    lx_release(x);
+    linen_module_release(p);
+    linen_module_release(rm);
+    linen_module_release(v);
+    linen_module_release(d);
+}
+
 /* nn.scan(nn.remat(Block)): parameters and gradients of the scanned plain block. */
 static void test_linen_scan_of_remat(void) {
     linen_module *blk = plain(&BLOCK), *rm = NULL, *s0 = NULL, *s1 = NULL;
@@ -626,6 +675,7 @@ int main(void) {
     test_remat_call_path();
     test_linen_remat();
     test_linen_scan_of_remat();
+    test_remat_of_vmap_parent();
     test_nnx_remat();
     test_nnx_scan_remat_llama();
     return lx_test_finish();

@@ -10,8 +10,9 @@
  * output channel major, as quantized per output channel). Variants:
  *   LX_I8_PORTABLE  plain C, any CPU; exact for every int8 value;
  *   LX_I8_AVX2      vpmaddubsw on (|a|, sign(b, a)) then vpmaddwd into int32 (pairs stay below
- *                   2*127*127 = 32258, so the int16 saturation never triggers): exact for values
- *                   in [-127, 127] (what symmetric quantization produces), not for -128;
+ *                   2*128*127 = 32512, so the int16 saturation never triggers) while no weight
+ *                   is -128; weights holding -128 (recorded when packed, scanned per call when
+ *                   not) run a widened step (vpmovsxbw + vpmaddwd) instead: every int8 value;
  *   LX_I8_VNNI      AVX-512 VNNI vpdpbusd on (a + 128 as u8, b), minus 128 * sum_k b[k, n]
  *                   precomputed per output channel (the u8/s8 offset trick); every int8 value;
  *   LX_I8_AMX       AMX-INT8 tdpbssd on 16 x 64 tiles (signed x signed); every int8 value. Needs
@@ -81,7 +82,7 @@ lx_i8_kernel lx_i8_packed_kernel(const lx_i8_packed *p);
 /* c (M, N) int32 = a (M, K) int8 . b with kernel `k`: PORTABLE reads either layout; AVX2 needs
  * weights packed for AVX2, VNNI and AMX weights packed for VNNI or AMX (else
  * LX_ERR_INVALID_ARGUMENT); a kernel the CPU lacks is LX_ERR_UNSUPPORTED (nothing written).
- * AUTO runs the best kernel for the layout (see above). Exact within each kernel's range. */
+ * AUTO runs the best kernel for the layout (see above). Every kernel is exact for every int8 value. */
 lx_status lx_i8_gemm_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx_i8_packed *b, int32_t *c);
 
 /* int8 im2col for a convolution with lx_conv_general's geometry: x (batch, spatial..., Cin) int8

@@ -1,4 +1,5 @@
 /* Shared helpers of the Linen layers and the default initializer objects. */
+#include <pthread.h>
 #include <string.h>
 
 #include "layers_internal.h"
@@ -52,8 +53,9 @@ lx_status ll_axis(const char *layer, int64_t a, int ndim, int64_t *out) {
  * when nobody else holds it (refcount 1: only the cache). Held modules are never shared: a method
  * that makes two equal Dense layers gets two instances, so the scope's identity rule (the same
  * instance called twice shares its name and params) cannot merge them. Modules are immutable
- * descriptions, so a reused one is indistinguishable from a new one. Sanitizer builds keep no
- * cache (LeakSanitizer would report the per-thread entries of finished threads). */
+ * descriptions, so a reused one is indistinguishable from a new one. A thread's entries are
+ * released at its exit (a pthread key's destructor, as src/core/heap.c frees its block cache), so
+ * a thread that ran a model leaves nothing behind. Sanitizer builds keep no cache. */
 #if defined(__SANITIZE_ADDRESS__)
 #define LL_CACHE_ON 0
 #elif defined(__has_feature)
@@ -74,6 +76,26 @@ typedef struct ll_cached {
 } ll_cached;
 static _Thread_local ll_cached ll_cache[LL_CACHE];
 static _Thread_local int ll_cache_next;
+static _Thread_local bool ll_cache_registered;
+static pthread_key_t ll_exit_key;
+static pthread_once_t ll_exit_once = PTHREAD_ONCE_INIT;
+
+/* At the thread's exit: drop the cache's reference of every entry (a module somebody still holds
+ * lives on with their reference). Scalar arguments only, so the entries own nothing else. */
+static void ll_on_thread_exit(void *p) {
+    (void)p;
+    for (int k = 0; k < LL_CACHE; k++) {
+        linen_module_release(ll_cache[k].m);
+        ll_cache[k].m = NULL;
+    }
+}
+static void ll_make_key(void) { pthread_key_create(&ll_exit_key, ll_on_thread_exit); }
+static void ll_register_exit(void) {
+    if (ll_cache_registered) return;
+    pthread_once(&ll_exit_once, ll_make_key);
+    pthread_setspecific(ll_exit_key, ll_cache); /* non-NULL, so the destructor runs */
+    ll_cache_registered = true;
+}
 
 static bool cacheable(const lx_call *c) {
     if (!c) return true;
@@ -114,6 +136,7 @@ linen_module *ll_new(const linen_type *type, const lx_call *c) {
             if (!e->m || e->m->refcount == 1) slot = e;
         }
         if (slot) {
+            ll_register_exit();
             ll_cache_next = (int)(slot - ll_cache + 1) % LL_CACHE;
             linen_module_release(slot->m);
             slot->type = type;

@@ -61,6 +61,13 @@ typedef struct remat_closure {
     int depth;
     char **names;      /* the scope's path components */
     char *parent_path; /* the parent scope's path ("/" at depth 1) */
+    /* What a body frame's root scope has as its parent (depth > 0): a view lending only depth,
+     * names and path (frame, module and parent NULL). It lives here, not on remat_run's stack, so
+     * it outlives every frame built from the closure (each is freed inside remat_run, the closure
+     * only after the backward): a lift nested in the body reads root->parent (nn.vmap and nn.scan
+     * build their own body's root from it, lift_vmap_scan.c), and no root ever points at a
+     * finished stack frame, pooled scope blocks included. */
+    linen_scope parent;
     linen_scope *s;    /* the lifted scope, during the forward only */
 } remat_closure;
 
@@ -119,6 +126,11 @@ static lx_status closure_new(linen_scope *s, const remat_holder *h, const char *
             if (!c->parent_path) st = oom();
         }
     }
+    if (st == LX_OK && s->depth > 0) {
+        c->parent.depth = c->depth - 1;
+        c->parent.names = (const char **)c->names;
+        c->parent.path = c->parent_path;
+    }
     if (st == LX_OK) st = lx_call_dup(call, &c->call);
     for (size_t k = 0; st == LX_OK && k < lx_tree_len(F->vars); k++) {
         const char *col = lx_tree_key(F->vars, k);
@@ -153,15 +165,10 @@ static lx_status remat_run(void *user, bool recompute, lx_value *out) {
         f->rng_names[i] = c->rng_names[i];
         f->rng_keys[i] = c->rng_keys[i];
     }
-    /* the parent only lends its path to the new scope */
-    linen_scope parent;
-    memset(&parent, 0, sizeof parent);
-    parent.depth = c->depth - 1;
-    parent.names = (const char **)c->names;
-    parent.path = c->parent_path;
+    /* the parent (the closure's view: it outlives this frame) only lends its path */
     if (st == LX_OK)
-        st = linen_scope_new(f, c->depth > 0 ? &parent : NULL, c->depth > 0 ? c->names[c->depth - 1] : NULL, c->target,
-                             &f->root);
+        st = linen_scope_new(f, c->depth > 0 ? &c->parent : NULL, c->depth > 0 ? c->names[c->depth - 1] : NULL,
+                             c->target, &f->root);
     if (st == LX_OK) {
         f->root->lifted_body = true;
         memcpy(f->root->rng_counters, c->counters, sizeof(uint32_t) * (size_t)c->nrngs);

@@ -6,8 +6,8 @@
  * rng counters kept.
  */
 #include "../core/signature.h"
-#include <pthread.h>
 #include <assert.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,8 +93,8 @@ void linen_frame_free(linen_frame *f) {
 /* ---- scopes ----
  * A frame builds its scopes afresh on every apply, so their blocks come from a per-thread free
  * list of fixed-size blocks (a scope with a very long path takes malloc's): two heap calls per
- * scope per apply were a tenth of a batch-1 Dense's apply. Off under the sanitizers, like ll_new's
- * module cache (LeakSanitizer would report the blocks of finished threads). */
+ * scope per apply were a tenth of a batch-1 Dense's apply. Freed at the thread's exit (a pthread
+ * key's destructor). Off under the sanitizers, like ll_new's module cache. */
 #if defined(__SANITIZE_ADDRESS__)
 #define SCOPE_CACHE_ON 0
 #elif defined(__has_feature)
@@ -113,11 +113,13 @@ typedef union scope_block {
 } scope_block;
 static _Thread_local scope_block *scope_free_;
 static _Thread_local int scope_nfree_;
-static _Thread_local bool scope_registered_; /* this thread's exit frees its list */
-static pthread_key_t scope_key;
-static pthread_once_t scope_once = PTHREAD_ONCE_INIT;
+static _Thread_local bool scope_registered_, scope_dead_;
+static pthread_key_t scope_exit_key;
+static pthread_once_t scope_exit_once = PTHREAD_ONCE_INIT;
 
-static void scope_thread_exit(void *p) {
+/* At the thread's exit the free list goes back to malloc (as heap.c's block cache does); a scope
+ * freed after that (another key's destructor) goes straight to free. */
+static void scope_on_thread_exit(void *p) {
     (void)p;
     while (scope_free_) {
         scope_block *b = scope_free_;
@@ -125,13 +127,18 @@ static void scope_thread_exit(void *p) {
         free(b);
     }
     scope_nfree_ = 0;
-    scope_registered_ = false; /* a scope freed by a later destructor registers again */
+    scope_dead_ = true;
 }
-static void scope_key_new(void) { (void)pthread_key_create(&scope_key, scope_thread_exit); }
+static void scope_make_key(void) { pthread_key_create(&scope_exit_key, scope_on_thread_exit); }
 
 static void *scope_alloc(size_t n, bool *pooled) {
-    *pooled = SCOPE_CACHE_ON && n <= SCOPE_BLOCK;
+    *pooled = SCOPE_CACHE_ON && n <= SCOPE_BLOCK && !scope_dead_;
     if (!*pooled) return malloc(n);
+    if (!scope_registered_) {
+        pthread_once(&scope_exit_once, scope_make_key);
+        pthread_setspecific(scope_exit_key, &scope_registered_); /* non-NULL, so the destructor runs */
+        scope_registered_ = true;
+    }
     scope_block *b = scope_free_;
     if (b) {
         scope_free_ = b->next;
@@ -142,11 +149,7 @@ static void *scope_alloc(size_t n, bool *pooled) {
 }
 
 static void scope_block_free(linen_scope *s) {
-    if (s->pooled && !scope_registered_) {
-        pthread_once(&scope_once, scope_key_new);
-        scope_registered_ = pthread_setspecific(scope_key, &scope_key) == 0; /* non-NULL: the destructor runs */
-    }
-    if (s->pooled && scope_registered_ && scope_nfree_ < SCOPE_FREE_MAX) {
+    if (s->pooled && !scope_dead_ && scope_nfree_ < SCOPE_FREE_MAX) {
         scope_block *b = (scope_block *)(void *)s;
         b->next = scope_free_;
         scope_free_ = b;

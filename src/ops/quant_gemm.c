@@ -49,13 +49,43 @@ __attribute__((target("avx2"))) static inline int32_t hsum_avx2(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-/* One row of A against four rows of Bt: |a| is computed once per 32 bytes and reused four times;
- * maddubs(|a|, sign(b, a)) = a*b pairwise in int16 (|a|, |b| <= 127: no saturation), madd with
- * ones widens to int32. The tail (K % 32) is done in scalar code. */
-__attribute__((target("avx2"))) static void avx2_row(int64_t N0, int64_t N1, int64_t K, const int8_t *ar,
-                                                     const int8_t *bt, int32_t *cr) {
+/* acc += the 32 products av[j] * bv[j] summed into 8 int32 lanes. Fast (exact = 0):
+ * maddubs(|a|, sign(b, a)) = a*b pairwise in int16, madd with ones widens to int32; exact when b
+ * is never -128 (a = -128 is fine: |a| = 128 read as u8, and 2 * 128 * 127 = 32512 does not
+ * saturate), wrong for b = -128 (sign(-128, a < 0) wraps to -128, and -128 * -128 pairs saturate).
+ * Widened (exact = 1): both sign-extended to int16 and madd'ed, exact for every value, about
+ * twice the instructions. */
+__attribute__((target("avx2"), always_inline)) static inline __m256i dot32_avx2(const int exact, __m256i acc,
+                                                                                __m256i av, __m256i aa,
+                                                                                __m256i bv) {
+    if (exact) {
+        __m256i lo = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(av)),
+                                       _mm256_cvtepi8_epi16(_mm256_castsi256_si128(bv)));
+        __m256i hi = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(av, 1)),
+                                       _mm256_cvtepi8_epi16(_mm256_extracti128_si256(bv, 1)));
+        return _mm256_add_epi32(acc, _mm256_add_epi32(lo, hi));
+    }
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(bv, av)),
+                                                   _mm256_set1_epi16(1)));
+}
+
+/* Does any of the n bytes equal -128 (the value the fast AVX2 step cannot take in b)? */
+__attribute__((target("avx2"))) static bool has_m128_avx2(const int8_t *x, int64_t n) {
+    const __m256i m = _mm256_set1_epi8(-128);
+    __m256i any = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) any = _mm256_or_si256(any, _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(x + i)), m));
+    bool r = !_mm256_testz_si256(any, any);
+    for (; i < n && !r; i++) r = x[i] == -128;
+    return r;
+}
+
+/* One row of A against four rows of Bt: |a| is computed once per 32 bytes and reused four times
+ * (dot32_avx2; `exact` when some b is -128). The tail (K % 32) is done in scalar code. */
+__attribute__((target("avx2"), always_inline)) static inline void avx2_row_t(const int exact, int64_t N0, int64_t N1,
+                                                                             int64_t K, const int8_t *ar,
+                                                                             const int8_t *bt, int32_t *cr) {
     const int64_t K32 = K & ~(int64_t)31;
-    const __m256i ones = _mm256_set1_epi16(1);
     int64_t n = N0;
     for (; n + 4 <= N1; n += 4) {
         const int8_t *b0 = bt + n * K, *b1 = b0 + K, *b2 = b1 + K, *b3 = b2 + K;
@@ -63,10 +93,7 @@ __attribute__((target("avx2"))) static void avx2_row(int64_t N0, int64_t N1, int
         for (int64_t k = 0; k < K32; k += 32) {
             __m256i av = _mm256_loadu_si256((const __m256i *)(ar + k));
             __m256i aa = _mm256_abs_epi8(av);
-#define LX_STEP(s, b)                                                                              \
-    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(            \
-                                                  _mm256_loadu_si256((const __m256i *)((b) + k)), av)), \
-                                              ones))
+#define LX_STEP(s, b) s = dot32_avx2(exact, s, av, aa, _mm256_loadu_si256((const __m256i *)((b) + k)))
             LX_STEP(s0, b0);
             LX_STEP(s1, b1);
             LX_STEP(s2, b2);
@@ -86,13 +113,21 @@ __attribute__((target("avx2"))) static void avx2_row(int64_t N0, int64_t N1, int
         for (int64_t k = 0; k < K32; k += 32) {
             __m256i av = _mm256_loadu_si256((const __m256i *)(ar + k));
             __m256i bv = _mm256_loadu_si256((const __m256i *)(b0 + k));
-            s0 = _mm256_add_epi32(
-                s0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(av), _mm256_sign_epi8(bv, av)), ones));
+            s0 = dot32_avx2(exact, s0, av, _mm256_abs_epi8(av), bv);
         }
         int32_t r0 = hsum_avx2(s0);
         for (int64_t k = K32; k < K; k++) r0 += (int32_t)ar[k] * b0[k];
         cr[n] = r0;
     }
+}
+
+__attribute__((target("avx2"))) static void avx2_row(int64_t N0, int64_t N1, int64_t K, const int8_t *ar,
+                                                     const int8_t *bt, int32_t *cr) {
+    avx2_row_t(0, N0, N1, K, ar, bt, cr);
+}
+__attribute__((target("avx2"))) static void avx2_row_exact(int64_t N0, int64_t N1, int64_t K, const int8_t *ar,
+                                                           const int8_t *bt, int32_t *cr) {
+    avx2_row_t(1, N0, N1, K, ar, bt, cr);
 }
 
 /* Blocked so a panel of Bt (about 64 KiB) stays in L2 while every row of A passes over it. */
@@ -102,13 +137,17 @@ static int64_t panel_rows(int64_t K) {
     return r & ~(int64_t)3;
 }
 
+/* Exact for every int8 value: Bt is scanned for -128 once per call (N * K bytes, small next to the
+ * M * N * K multiply-adds) and, when it holds one, the widened step runs instead. */
 static void gemm_avx2(int64_t M, int64_t N, int64_t K, const int8_t *a, const int8_t *bt, int32_t *c) {
     const int64_t P = panel_rows(K), np = (N + P - 1) / P;
+    void (*row)(int64_t, int64_t, int64_t, const int8_t *, const int8_t *, int32_t *) =
+        has_m128_avx2(bt, N * K) ? avx2_row_exact : avx2_row;
 #pragma omp parallel for schedule(static) collapse(2) num_threads(LX_PAR_THREADS(M * N * K > (1 << 20)))
     for (int64_t p = 0; p < np; p++)
         for (int64_t m0 = 0; m0 < M; m0 += 64) {
             int64_t n0 = p * P, n1 = n0 + P < N ? n0 + P : N, m1 = m0 + 64 < M ? m0 + 64 : M;
-            for (int64_t m = m0; m < m1; m++) avx2_row(n0, n1, K, a + m * K, bt, c + m * N);
+            for (int64_t m = m0; m < m1; m++) row(n0, n1, K, a + m * K, bt, c + m * N);
         }
 }
 #endif
@@ -138,6 +177,7 @@ struct lx_i8_packed {
     int64_t K, N, Kp, Np;
     int layout;
     lx_i8_kernel kernel; /* the kernel it was packed for (resolved) */
+    bool has_m128;       /* some weight is -128: the AVX2 kernel runs its widened, exact step */
     int8_t *data;        /* 64-byte aligned */
     int32_t *colsum;     /* Q4 only: Np values */
 };
@@ -405,13 +445,13 @@ __attribute__((target("avx2"), always_inline)) static inline __m128i hsum4(__m25
 }
 
 /* MR (1 or 2) rows of A (K padded to Kp) against one 4-channel panel, along K 32 values at a time:
- * |a| is taken once per chunk and row and reused for the 4 channels; maddubs(|a|, sign(b, a))
- * gives a*b summed in pairs in int16 (|a|, |b| <= 127: at most 2 * 127 * 127 = 32258, never
- * saturating), madd with ones sums the pairs into int32 lanes; the lanes are summed at the end. */
-__attribute__((target("avx2"), always_inline)) static inline void micro_avx2(const int MR, int64_t G, const int8_t *a,
-                                                                             int64_t lda, const int8_t *bp, int32_t *c,
+ * |a| is taken once per chunk and row and reused for the 4 channels; dot32_avx2 sums a*b into
+ * int32 lanes (its fast step, or the widened one when `exact`: weights holding -128); the lanes
+ * are summed at the end. */
+__attribute__((target("avx2"), always_inline)) static inline void micro_avx2(const int exact, const int MR, int64_t G,
+                                                                             const int8_t *a, int64_t lda,
+                                                                             const int8_t *bp, int32_t *c,
                                                                              int64_t ldc, int ncols) {
-    const __m256i ones = _mm256_set1_epi16(1);
     __m256i s[2][4];
     for (int r = 0; r < MR; r++)
         for (int j = 0; j < 4; j++) s[r][j] = _mm256_setzero_si256();
@@ -425,8 +465,7 @@ __attribute__((target("avx2"), always_inline)) static inline void micro_avx2(con
         for (int j = 0; j < 4; j++) {
             __m256i bv = _mm256_load_si256((const __m256i *)(bg + j * LX_I8_KC));
             for (int r = 0; r < MR; r++)
-                s[r][j] = _mm256_add_epi32(
-                    s[r][j], _mm256_madd_epi16(_mm256_maddubs_epi16(aa[r], _mm256_sign_epi8(bv, av[r])), ones));
+                s[r][j] = dot32_avx2(exact, s[r][j], av[r], aa[r], bv);
         }
     }
     for (int r = 0; r < MR; r++) {
@@ -451,8 +490,13 @@ __attribute__((target("avx2"))) static void block_avx2(int64_t m0, int64_t m1, i
         int64_t n0 = pn * LX_I8_NR;
         int ncols = (int)(p->N - n0 < LX_I8_NR ? p->N - n0 : LX_I8_NR);
         int64_t m = m0;
-        for (; m + 2 <= m1; m += 2) micro_avx2(2, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols);
-        if (m < m1) micro_avx2(1, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols);
+        if (p->has_m128) {
+            for (; m + 2 <= m1; m += 2) micro_avx2(1, 2, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols);
+            if (m < m1) micro_avx2(1, 1, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols);
+            continue;
+        }
+        for (; m + 2 <= m1; m += 2) micro_avx2(0, 2, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols);
+        if (m < m1) micro_avx2(0, 1, G, a + m * lda, lda, bp, c + m * p->N + n0, p->N, ncols);
     }
 }
 
@@ -582,7 +626,11 @@ static lx_status pack_strided(lx_i8_kernel kern, int64_t K, int64_t N, const int
     memset(p->data, 0, bytes);
     if (p->layout == LAYOUT_K32) {
         for (int64_t n = 0; n < N; n++)
-            for (int64_t k = 0; k < K; k++) p->data[packed_at(p, k, n)] = b[k * sk + n * sn];
+            for (int64_t k = 0; k < K; k++) {
+                int8_t v = b[k * sk + n * sn];
+                p->data[packed_at(p, k, n)] = v;
+                p->has_m128 |= v == -128;
+            }
     } else {
         for (int64_t n = 0; n < N; n++) {
             int8_t *dst = p->data + (n / Q4_NR) * p->Kp * Q4_NR + (n % Q4_NR) * 4;
