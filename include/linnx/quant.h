@@ -16,8 +16,9 @@
  *   LX_I8_VNNI      AVX-512 VNNI vpdpbusd on (a + 128 as u8, b), minus 128 * sum_k b[k, n]
  *                   precomputed per output channel (the u8/s8 offset trick); every int8 value;
  *   LX_I8_AMX       AMX-INT8 tdpbssd on 16 x 64 tiles (signed x signed); every int8 value. Needs
- *                   cpuid's AMX-TILE and AMX-INT8 and the OS's permission for the tile state
- *                   (asked once, arch_prctl(ARCH_REQ_XCOMP_PERM)); lx_i8_kernel_supported says.
+ *                   cpuid's AMX-TILE and AMX-INT8 (XCR0's tile state enabled) and the OS's
+ *                   permission for the tile data, asked when an AMX product first runs
+ *                   (arch_prctl(ARCH_REQ_XCOMP_PERM)); lx_i8_kernel_supported says.
  * LX_I8_AUTO picks, in order: the environment variable LINNX_INT8 (amx, vnni, avx2, generic;
  * read once; one not supported is ignored with a warning on stderr), else the best the CPU runs
  * within the kernel set in force (linnx/cpu.h: LINNX_ISA=avx2 gives avx2, generic portable).
@@ -79,10 +80,15 @@ int64_t lx_i8_packed_k(const lx_i8_packed *p);
 int64_t lx_i8_packed_n(const lx_i8_packed *p);
 /* The kernel it was packed for (AUTO resolved when packed). */
 lx_i8_kernel lx_i8_packed_kernel(const lx_i8_packed *p);
-/* c (M, N) int32 = a (M, K) int8 . b with kernel `k`: PORTABLE reads either layout; AVX2 needs
- * weights packed for AVX2, VNNI and AMX weights packed for VNNI or AMX (else
- * LX_ERR_INVALID_ARGUMENT); a kernel the CPU lacks is LX_ERR_UNSUPPORTED (nothing written).
- * AUTO runs the best kernel for the layout (see above). Every kernel is exact for every int8 value. */
+/* c (M, N) int32 = a (M, K) int8 . b with kernel `k`: PORTABLE reads either layout; AVX2 streams
+ * weights packed for AVX2, VNNI and AMX weights packed for VNNI or AMX; given weights packed for
+ * the other layout (lx_i8_pack packs for the best kernel of the CPU it runs on) the portable
+ * reader runs instead: the same sums, slower. A kernel the CPU lacks is LX_ERR_UNSUPPORTED
+ * (nothing written). AUTO runs the best kernel for the layout (see above). AMX: the OS's
+ * permission for the tile state is asked the first time an AMX product runs (it is process-wide
+ * and permanent: Linux then refuses sigaltstack() stacks smaller than the AMX signal frame);
+ * refused, the product runs on VNNI and lx_i8_kernel_supported(LX_I8_AMX) turns false.
+ * Every kernel is exact for every int8 value. */
 lx_status lx_i8_gemm_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx_i8_packed *b, int32_t *c);
 
 /* int8 im2col for a convolution with lx_conv_general's geometry: x (batch, spatial..., Cin) int8

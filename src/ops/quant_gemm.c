@@ -20,8 +20,9 @@
 #include <unistd.h>
 #define LX_X86 1
 #endif
-/* AMX intrinsics and target attributes: gcc 11+, clang 12+, 64-bit only */
-#if defined(LX_X86) && defined(__x86_64__) &&                                                         \
+/* AMX intrinsics and target attributes: gcc 11+, clang 12+, 64-bit only, and an assembler that
+ * knows the tile instructions (CMake's probe defines LINNX_NO_AMX when it does not) */
+#if defined(LX_X86) && defined(__x86_64__) && !defined(LINNX_NO_AMX) &&                              \
     ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
 #define LX_AMX 1
 #endif
@@ -308,7 +309,7 @@ static void packed_vnni(int64_t M, const uint8_t *a, const lx_i8_packed *p, int3
  * (rows padded to 32, K to 64) so every tile load is whole; B's tiles are 1 KiB contiguous in
  * the Q4 layout. The tile configuration is per thread: each thread loads it before its share
  * and releases the tiles after. Runs only after the OS granted the process the tile data state
- * (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), in amx_usable). */
+ * (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), in amx_permitted). */
 #define LX_AMX_TARGET __attribute__((target("amx-tile,amx-int8")))
 
 typedef struct {
@@ -406,10 +407,15 @@ static lx_status packed_amx(int64_t M, const int8_t *a, const lx_i8_packed *p, i
     return LX_OK;
 }
 
-/* cpuid says AMX-TILE and AMX-INT8, XCR0 has the tile state enabled, and the OS grants this
- * process the tile data (Linux >= 5.16: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)),
- * checked once. */
+/* cpuid says AMX-TILE and AMX-INT8 and XCR0 has the tile state enabled (checked once). The OS's
+ * permission for the tile data (Linux >= 5.16: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA))
+ * is asked for only when an AMX product first runs (amx_permitted): the permission is for the
+ * whole process and for good (the kernel then refuses sigaltstack() stacks smaller than the AMX
+ * signal frame, in every thread), so merely asking which kernels the CPU has must not request it.
+ * When the OS refuses, the product runs on VNNI (the packed layout is the same) and AMX is no
+ * longer reported as supported. */
 static bool amx_ok;
+static atomic_bool amx_refused;
 static void amx_probe(void) {
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return;
@@ -419,16 +425,32 @@ static void amx_probe(void) {
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     if ((lo & (3u << 17)) != (3u << 17)) return; /* XTILECFG, XTILEDATA */
 #if defined(__linux__) && defined(SYS_arch_prctl)
-    amx_ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+    amx_ok = true;
 #endif
 }
 static bool amx_usable(void) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, amx_probe);
-    return amx_ok;
+    return amx_ok && !atomic_load(&amx_refused);
+}
+static void amx_request(void) {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) != 0)
+        atomic_store(&amx_refused, true);
+#else
+    atomic_store(&amx_refused, true);
+#endif
+}
+/* Asked once, the first time an AMX product runs. */
+static bool amx_permitted(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    if (!amx_usable()) return false;
+    pthread_once(&once, amx_request);
+    return !atomic_load(&amx_refused);
 }
 #else /* a compiler without AMX: never selected */
 static bool amx_usable(void) { return false; }
+static bool amx_permitted(void) { return false; }
 static lx_status packed_amx(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
     (void)M, (void)a, (void)p, (void)c;
     return lx_fail(LX_ERR_UNSUPPORTED, "i8_gemm_packed: built without AMX support");
@@ -694,6 +716,9 @@ static lx_status run_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx
         return LX_OK;
     }
 #ifdef LX_X86
+    /* the OS's permission for AMX's tile data, asked the first time (amx_permitted); refused: the
+     * same packed layout on VNNI */
+    if (k == LX_I8_AMX && !amx_permitted()) k = lx_i8_kernel_supported(LX_I8_VNNI) ? LX_I8_VNNI : LX_I8_PORTABLE;
     if (k == LX_I8_AVX2) {
         /* rows padded to the 32-chunk (zeros add nothing) */
         const int8_t *ap = a;
@@ -764,9 +789,10 @@ lx_status lx_i8_gemm_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx
             k = best != LX_I8_PORTABLE && lx_i8_kernel_supported(LX_I8_AVX2) ? LX_I8_AVX2 : LX_I8_PORTABLE;
         }
     } else if (k != LX_I8_PORTABLE && (k == LX_I8_AVX2 ? 0 : 1) != want) {
-        return lx_fail(LX_ERR_INVALID_ARGUMENT,
-                       "i8_gemm_packed: the weights were packed for the %s kernel, whose layout %s cannot read "
-                       "(lx_i8_pack_for)", kernel_name(p->kernel), kernel_name(k));
+        /* weights packed for the other layout (lx_i8_pack packs for the best kernel of the CPU it
+         * runs on): the portable kernel reads either, so the result is the same on every machine,
+         * only slower (lx_i8_pack_for packs for a chosen kernel) */
+        k = LX_I8_PORTABLE;
     }
     if (M == 0 || p->N == 0) return LX_OK;
     if (!c || (p->K > 0 && !a)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_gemm_packed: NULL buffer");
