@@ -26,7 +26,7 @@ static lx_array *rand_array(int ndim, const int64_t *shape) {
 typedef struct {
     lx_array *a, *b, *c;
     int op; /* 0 matmul, 1 cblas, 2 conv, 3 softmax, 4 layer_norm, 5 sum over leading axes, 6 full sum,
-             * 7 memcpy of a (the read+write peak the reductions are held against) */
+             * 7 memcpy of a (the read+write peak the reductions are held against), 8 b broadcast to a's shape */
     lx_conv_params conv;
 } job;
 
@@ -45,6 +45,7 @@ static void run(void *p) {
     case 4: lx_layer_norm(j->a, j->b, j->c, 1e-6f, 0, NULL); break;
     case 5: lx_sum(j->a, 3, (const int64_t[]){0, 1, 2}, false); break;
     case 6: lx_sum(j->a, LX_ALL_AXES, false); break;
+    case 8: lx_broadcast_to(j->b, j->a->ndim, j->a->shape); break;
     case 7: memcpy(lx_f32(j->c), lx_f32(j->a), (size_t)j->a->size * 4); break;
     }
     lx_pool_close(mark);
@@ -175,6 +176,15 @@ static void bench_reduce_shape(const int64_t *shp) {
     printf("sum_lead_%s vs_copy %.3f\n", name, tc / ts);
     printf("sum_all_%s gbps %.2f\n", name, bytes / tf / 1e9);
     printf("sum_all_%s vs_copy %.3f\n", name, tc / tf);
+    /* the sum VJPs' broadcasts back: one channel row to every pixel, one value to every element */
+    job br = {.a = c.a, .b = rand_array(4, (const int64_t[]){1, 1, 1, shp[3]}), .op = 8};
+    job bs = {.a = c.a, .b = rand_array(0, NULL), .op = 8};
+    const double tbr = timed(&br, 1e-4), tbs = timed(&bs, 1e-4);
+    printf("bcast_row_%s gbps %.2f\n", name, bytes / tbr / 1e9);
+    printf("bcast_row_%s vs_copy %.3f\n", name, tc / tbr);
+    printf("bcast_all_%s gbps %.2f\n", name, bytes / tbs / 1e9);
+    printf("bcast_all_%s vs_copy %.3f\n", name, tc / tbs);
+    lx_release(br.b), lx_release(bs.b);
     lx_release(c.a), lx_release(c.c);
 }
 
