@@ -25,7 +25,8 @@ static lx_array *rand_array(int ndim, const int64_t *shape) {
 
 typedef struct {
     lx_array *a, *b, *c;
-    int op; /* 0 matmul, 1 cblas, 2 conv, 3 softmax, 4 layer_norm */
+    int op; /* 0 matmul, 1 cblas, 2 conv, 3 softmax, 4 layer_norm, 5 sum over leading axes, 6 full sum,
+             * 7 memcpy of a (the read+write peak the reductions are held against), 8 b broadcast to a's shape */
     lx_conv_params conv;
 } job;
 
@@ -42,6 +43,10 @@ static void run(void *p) {
     case 2: lx_conv_general(j->a, j->b, &j->conv); break;
     case 3: lx_softmax(j->a, -1); break;
     case 4: lx_layer_norm(j->a, j->b, j->c, 1e-6f, 0, NULL); break;
+    case 5: lx_sum(j->a, 3, (const int64_t[]){0, 1, 2}, false); break;
+    case 6: lx_sum(j->a, LX_ALL_AXES, false); break;
+    case 8: lx_broadcast_to(j->b, j->a->ndim, j->a->shape); break;
+    case 7: memcpy(lx_f32(j->c), lx_f32(j->a), (size_t)j->a->size * 4); break;
     }
     lx_pool_close(mark);
 }
@@ -154,7 +159,48 @@ static void bench_rows(const char *name, int op) {
     lx_release(j.a), lx_release(j.b), lx_release(j.c);
 }
 
-int main(void) {
+/* Reductions on a training step's path: cnn_train's bias gradients (sums of a conv activation over
+ * all but the channel axis) and full sums, read bandwidth against a memcpy of the same array in
+ * the same run (`vs_copy`: memcpy reads and writes, so a reduction at the read bandwidth shows
+ * near 2). 64x28x28x32 (6.4 MB) streams from memory, 8x24x24x64 (1.2 MB) stays in L2. */
+static void bench_reduce_shape(const int64_t *shp) {
+    char name[48];
+    snprintf(name, sizeof name, "%lldx%lldx%lldx%lld", (long long)shp[0], (long long)shp[1], (long long)shp[2],
+             (long long)shp[3]);
+    job c = {.a = rand_array(4, shp), .c = rand_array(4, shp), .op = 7};
+    const double bytes = 4.0 * (double)c.a->size, tc = timed(&c, 1e-4);
+    printf("copy_%s gbps %.2f\n", name, 2 * bytes / tc / 1e9);
+    job s = {.a = c.a, .op = 5}, f = {.a = c.a, .op = 6};
+    const double ts = timed(&s, 1e-4), tf = timed(&f, 1e-4);
+    printf("sum_lead_%s gbps %.2f\n", name, bytes / ts / 1e9);
+    printf("sum_lead_%s vs_copy %.3f\n", name, tc / ts);
+    printf("sum_all_%s gbps %.2f\n", name, bytes / tf / 1e9);
+    printf("sum_all_%s vs_copy %.3f\n", name, tc / tf);
+    /* the sum VJPs' broadcasts back: one channel row to every pixel, one value to every element */
+    job br = {.a = c.a, .b = rand_array(4, (const int64_t[]){1, 1, 1, shp[3]}), .op = 8};
+    job bs = {.a = c.a, .b = rand_array(0, NULL), .op = 8};
+    const double tbr = timed(&br, 1e-4), tbs = timed(&bs, 1e-4);
+    printf("bcast_row_%s gbps %.2f\n", name, bytes / tbr / 1e9);
+    printf("bcast_row_%s vs_copy %.3f\n", name, tc / tbr);
+    printf("bcast_all_%s gbps %.2f\n", name, bytes / tbs / 1e9);
+    printf("bcast_all_%s vs_copy %.3f\n", name, tc / tbs);
+    lx_release(br.b), lx_release(bs.b);
+    lx_release(c.a), lx_release(c.c);
+}
+
+static void bench_reduce(void) {
+    bench_reduce_shape((const int64_t[]){64, 28, 28, 32});
+    bench_reduce_shape((const int64_t[]){8, 24, 24, 64});
+}
+
+/* `bench_ops reduce` runs only the reduction lines. */
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "reduce") == 0) {
+        printf("# linnx ops bench: %d threads, kernel set %s\n", lx_num_threads(), lx_isa_name(lx_isa_current()));
+        bench_reduce();
+        lx_pool_drain();
+        return 0;
+    }
     int threads = lx_num_threads();
     printf("# linnx ops bench: %d threads, small-GEMM kernel %s, small limit %lld\n", threads, lx_sgemm_kernel(),
            (long long)lx_sgemm_small_limit());
@@ -171,6 +217,7 @@ int main(void) {
     bench_conv("conv2_64x28x28x32_64", 32, 64);
     bench_rows("softmax_128x4096", 3);
     bench_rows("layer_norm_128x4096", 4);
+    bench_reduce();
     lx_pool_drain();
     return 0;
 }

@@ -15,7 +15,7 @@ enum {
     RESHAPE, TRANSPOSE, EXPAND, SQUEEZE, BROADCAST, SLICE, SLICE_NEG, CONCAT, STACK, SPLIT, PAD, TAKE, MATMUL,
     MATMUL_BATCH, MATMUL_VEC_L, MATMUL_VEC_R, DOT_DENSE, DOT_BATCH, DOT_TRANSPOSED, SOFTMAX0, LOG_SOFTMAX,
     LAYER_NORM, LAYER_NORM2, RMS_NORM, CONV_STRIDE, CONV_DILATE, CONV_GROUPS, CONV_LHS_DIL, CONV_1D, AVG_POOL,
-    AVG_POOL_EXCL, MAX_POOL, XENT, ATTN_MASK, ATTN_CAUSAL_GQA, ATTN_BIAS_SCALE, ATTN_WEIGHTS, DROPOUT_APPLY,
+    AVG_POOL_EXCL, MAX_POOL, AVG_POOL_3D, MAX_POOL_1D, XENT, ATTN_MASK, ATTN_CAUSAL_GQA, ATTN_BIAS_SCALE, ATTN_WEIGHTS, DROPOUT_APPLY,
     DROPOUT, TWICE, NCASES
 };
 
@@ -114,6 +114,14 @@ static lx_array *forward(void *ctx) {
     case MAX_POOL: {
         lx_padding pd = {.mode = LX_PAD_SAME};
         return lx_max_pool(x[0], 2, (const int64_t[]){2, 2}, (const int64_t[]){2, 2}, &pd);
+    }
+    case AVG_POOL_3D: { /* no batch axis, three spatial axes, uneven explicit padding: border windows */
+        lx_padding pd = {.mode = LX_PAD_EXPLICIT, .lo = {1, 0, 2}, .hi = {0, 1, 1}};
+        return lx_avg_pool(x[0], 3, (const int64_t[]){2, 2, 3}, (const int64_t[]){1, 2, 2}, &pd, false);
+    }
+    case MAX_POOL_1D: {
+        lx_padding pd = {.mode = LX_PAD_EXPLICIT, .lo = {1}, .hi = {2}};
+        return lx_max_pool(x[0], 1, (const int64_t[]){3}, (const int64_t[]){2}, &pd);
     }
     case XENT: return lx_softmax_cross_entropy_int(x[0], k[0]);
     case ATTN_MASK: return lx_dot_product_attention(x[0], x[1], x[2], NULL, k[0], false, 0.0f);
@@ -263,6 +271,8 @@ static void test_nn(void) {
     CASE(AVG_POOL, 1, 1e-2, 1e-3, 1e-3, RS(-1, 1, 2, 5, 4, 3));
     CASE(AVG_POOL_EXCL, 1, 1e-2, 1e-3, 1e-3, RS(-1, 1, 1, 5, 5, 2));
     CASE(MAX_POOL, 1, 1e-3, 1e-3, 1e-3, RS(-1, 1, 2, 5, 4, 3));
+    CASE(AVG_POOL_3D, 1, 1e-2, 1e-3, 1e-3, RS(-1, 1, 4, 3, 5, 2));
+    CASE(MAX_POOL_1D, 1, 1e-3, 1e-3, 1e-3, RS(-1, 1, 2, 9, 3));
     int32_t lab[] = {2, 0, 4, 1, 3, 3};
     CASE_AUX(XENT, 1, ((lx_array *[]){lx_array_from_data(LX_I32, 2, (int64_t[]){2, 3}, lab), 0, 0, 0}), 1e-3, 1e-3,
              1e-3, RS(-2, 2, 2, 3, 5));

@@ -291,6 +291,82 @@ static void test_observer_and_memory(void) {
     CHECK_EQ_INT(lx_array_live_count(), before);
 }
 
+/* The float sum kernels of every kernel set this machine runs (reduce_kernels.h): full sums
+ * (the 32-lane row kernel, its masked tail) and leading-axis sums (the column kernel, its 64 / 32
+ * column blocks and partial last vector) at odd sizes, against double references; every set must
+ * give the same bits (they add in one order), and NaN / inf propagate per column. */
+static void test_sum_kernels_every_set(void) {
+    static const char *sets[] = {"generic", "avx2", "avx512"};
+    const int64_t ns[] = {1, 7, 31, 32, 33, 100, 1001, 4099};
+    const int64_t cs[] = {1, 3, 8, 9, 16, 17, 33, 63, 64, 65, 130, 300};
+    const int64_t rs[] = {1, 5, 37};
+    enum { NN = 8, NC = 12, NR = 3 };
+    float first_row[2][NN], first_col[NR][NC][4];
+    int ran = 0;
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        CHECK_EQ_INT(lx_isa_set(sets[s]), LX_OK);
+        for (int a = 0; a < NN; a++) {
+            lx_array *x = T_rand(1, S(ns[a]), -2.0f, 3.0f, 11u + (uint32_t)a);
+            double ref = 0, mag = 0;
+            for (int64_t i = 0; i < ns[a]; i++) ref += lx_f32(x)[i], mag += fabs(lx_f32(x)[i]);
+            const float sum = lx_f32(lx_sum(x, LX_ALL_AXES, false))[0];
+            const float mean = lx_f32(lx_mean(x, LX_ALL_AXES, false))[0];
+            CHECK_NEAR(sum, ref, 1e-6 * mag + 1e-7);
+            CHECK_NEAR(mean, ref / (double)ns[a], (1e-6 * mag + 1e-7) / (double)ns[a]);
+            if (!ran) first_row[0][a] = sum, first_row[1][a] = mean;
+            CHECK(memcmp(&first_row[0][a], &sum, 4) == 0 && memcmp(&first_row[1][a], &mean, 4) == 0);
+        }
+        /* A NaN in the tail lanes, +inf and -inf in other lanes. */
+        lx_array *t = T_rand(1, S(1001), -1.0f, 1.0f, 5u);
+        lx_f32(t)[1000] = NAN;
+        CHECK(isnan(lx_f32(lx_sum(t, LX_ALL_AXES, false))[0]));
+        lx_f32(t)[1000] = INFINITY;
+        CHECK(lx_f32(lx_sum(t, LX_ALL_AXES, false))[0] == INFINITY);
+        lx_f32(t)[3] = -INFINITY;
+        CHECK(isnan(lx_f32(lx_mean(t, LX_ALL_AXES, false))[0]));
+        for (int r = 0; r < NR; r++)
+            for (int c = 0; c < NC; c++) {
+                const int64_t R = rs[r], C = cs[c];
+                lx_array *x = T_rand(3, S(R, 2, C), -2.0f, 3.0f, 100u + (uint32_t)(r * NC + c));
+                float *xd = lx_f32(x);
+                if (C >= 3) { /* column 1: NaN, column C-1: +inf, column C-2 +inf and -inf (NaN) */
+                    xd[(R * 2 - 1) * C + 1] = NAN;
+                    xd[C - 1] = INFINITY;
+                    xd[C - 2] = INFINITY;
+                    xd[(R * 2 - 1) * C + C - 2] = -INFINITY;
+                }
+                lx_array *sum = lx_sum(x, LX_AXES(0, 1), false), *mean = lx_mean(x, LX_AXES(0, 1), true);
+                CHECK(sum && mean && sum->size == C && mean->size == C);
+                int bad = 0;
+                for (int64_t j = 0; j < C; j++) {
+                    double ref = 0, mag = 0;
+                    for (int64_t i = 0; i < 2 * R; i++) ref += xd[i * C + j], mag += fabs(xd[i * C + j]);
+                    const float got = lx_f32(sum)[j], gm = lx_f32(mean)[j];
+                    if (isnan(ref) || isinf(ref)) {
+                        bad += !(isnan(ref) ? isnan(got) && isnan(gm) : got == (float)ref && gm == (float)ref);
+                    } else {
+                        bad += fabs(got - ref) > 1e-6 * mag + 1e-7;
+                        bad += fabs(gm - ref / (double)(2 * R)) > (1e-6 * mag + 1e-7) / (double)(2 * R);
+                    }
+                }
+                if (bad) fprintf(stderr, "  set %s: sum over (%lld, 2) of %lld columns: %d wrong\n", sets[s],
+                                 (long long)R, (long long)C, bad);
+                CHECK_EQ_INT(bad, 0);
+                /* bits of a few columns against the first set */
+                const int64_t probe[4] = {0, C / 2, C - 1, C > 2 ? 2 : 0};
+                for (int k = 0; k < 4; k++) {
+                    const float v = lx_f32(sum)[probe[k]];
+                    if (!ran) first_col[r][c][k] = v;
+                    CHECK(memcmp(&first_col[r][c][k], &v, 4) == 0);
+                }
+            }
+        ran++;
+    }
+    lx_isa_set(NULL);
+    CHECK(ran >= 1);
+}
+
 int main(void) {
     RUN(test_axis_subsets);
     RUN(test_hand_worked);
@@ -300,5 +376,6 @@ int main(void) {
     RUN(test_axis_errors);
     RUN(test_failed_and_abstract);
     RUN(test_observer_and_memory);
+    RUN(test_sum_kernels_every_set);
     return lx_test_finish();
 }

@@ -453,11 +453,48 @@ static void test_observer_and_memory(void) {
     CHECK_EQ_INT(lx_array_live_count(), before);
 }
 
+/* broadcast_to's fast paths (a value to every element, a row repeated: the sum / mean VJPs'
+ * broadcasts) against an index reference, at odd sizes, above the threading threshold, and with
+ * every bit pattern kept (a NaN payload, -0); other broadcasts and dtypes take the general plan. */
+static void test_broadcast_fast_paths(void) {
+    const int64_t big[3] = {67, 41, 33}; /* 90651 elements: threaded; rows of 33 */
+    lx_array *row = T_rand(3, S(1, 1, 33), -1.0f, 1.0f, 9u);
+    lx_f32(row)[5] = -0.0f;
+    uint32_t payload = 0x7fc00123u;
+    memcpy(&lx_f32(row)[32], &payload, 4);
+    lx_array *br = lx_broadcast_to(row, 3, big);
+    CHECK(br && br->size == 67 * 41 * 33);
+    int bad = 0;
+    for (int64_t i = 0; br && i < br->size; i++) bad += memcmp(&lx_f32(br)[i], &lx_f32(row)[i % 33], 4) != 0;
+    CHECK_EQ_INT(bad, 0);
+    lx_array *one = T_f32(0, NULL, (const float[]){0});
+    memcpy(lx_f32(one), &payload, 4);
+    for (int k = 0; k < 2; k++) { /* big (threaded) and odd small */
+        lx_array *fill = k ? lx_broadcast_to(one, LX_SHAPE(3, 7)) : lx_broadcast_to(one, 3, big);
+        bad = 0;
+        for (int64_t i = 0; fill && i < fill->size; i++) bad += memcmp(&lx_f32(fill)[i], &payload, 4) != 0;
+        CHECK(fill != NULL);
+        CHECK_EQ_INT(bad, 0);
+    }
+    /* a (1, 1) int32 to (5, 3): the fill, 4-byte integers */
+    lx_array *fi = lx_broadcast_to(T_typed(LX_I32, 2, S(1, 1), (const int32_t[]){-7}), LX_SHAPE(5, 3));
+    CHECK(fi && lx_i32(fi)[0] == -7 && lx_i32(fi)[14] == -7);
+    /* bool row repeat (1-byte rows) and a bool fill (not the 4-byte fill) */
+    lx_array *bb = lx_broadcast_to(T_typed(LX_BOOL, 2, S(1, 3), (const uint8_t[]){1, 0, 1}), LX_SHAPE(4, 3));
+    CHECK(bb && lx_bool(bb)[9] == 1 && lx_bool(bb)[10] == 0 && lx_bool(bb)[11] == 1);
+    lx_array *b1 = lx_broadcast_to(T_typed(LX_BOOL, 1, S(1), (const uint8_t[]){1}), LX_SHAPE(2, 5));
+    CHECK(b1 && lx_bool(b1)[0] == 1 && lx_bool(b1)[9] == 1);
+    /* a column (3, 1) to (3, 4): the general plan */
+    lx_array *col = lx_broadcast_to(T_f32(2, S(3, 1), (const float[]){1, 2, 3}), LX_SHAPE(3, 4));
+    CHECK(col && lx_f32(col)[3] == 1 && lx_f32(col)[4] == 2 && lx_f32(col)[11] == 3);
+}
+
 int main(void) {
     RUN(test_reshape);
     RUN(test_transpose);
     RUN(test_expand_squeeze);
     RUN(test_broadcast_to);
+    RUN(test_broadcast_fast_paths);
     RUN(test_slice);
     RUN(test_concatenate_stack);
     RUN(test_split);

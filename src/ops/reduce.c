@@ -6,7 +6,8 @@
  * with the reduced dims last. Kernels then work on tiles: one outer index and up to TILE_W
  * columns of the inner extent, so a reduction over trailing axes is a contiguous row loop and a
  * reduction over leading axes accumulates whole rows, both vectorisable, and tiles spread over
- * threads. Float sums accumulate in double.
+ * threads. Float sums accumulate in double, in the run-time kernel set's sum kernels
+ * (reduce_kernels.h: every set adds in the same order, so sums are the same bits in every set).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "linnx/ops.h"
 #include "broadcast.h"
 #include "op_internal.h"
+#include "reduce_kernels.h"
 
 #define TILE_W 256
 #define LANES 8
@@ -40,24 +42,40 @@ static void run_tiles(const red_plan *p, const void *x, size_t xes, void *out, s
 
 /* ---- kernels ---- */
 
-static double sum_row_f32(const float *x, int64_t n) {
-    double acc[LANES] = {0};
+/* The generic float sum kernels (reduce_kernels.h gives the order all sets share). */
+static double generic_sum_row(const float *x, int64_t n) {
+    double acc[RED_ROW_LANES] = {0};
     int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) acc[j] += x[i + j];
-    double s = 0;
-    for (; i < n; i++) s += x[i];
-    for (int j = 0; j < LANES; j++) s += acc[j];
-    return s;
+    for (; i + RED_ROW_LANES <= n; i += RED_ROW_LANES)
+        for (int j = 0; j < RED_ROW_LANES; j++) acc[j] += x[i + j];
+    for (int j = 0; i + j < n; j++) acc[j] += x[i + j];
+    for (int h = RED_ROW_LANES / 2; h >= 1; h /= 2)
+        for (int j = 0; j < h; j++) acc[j] += acc[j + h];
+    return acc[0];
 }
 
 /* Column sums of a tile into acc[0..w). */
-static void sum_cols_f32(const float *x, int64_t red, int64_t inner, int64_t w, double *acc) {
+static void generic_sum_cols(const float *x, int64_t red, int64_t inner, int64_t w, double *acc) {
     for (int64_t j = 0; j < w; j++) acc[j] = 0;
     for (int64_t r = 0; r < red; r++) {
         const float *row = x + r * inner;
         for (int64_t j = 0; j < w; j++) acc[j] += row[j];
     }
+}
+
+static const lx_reduce_kernels reduce_generic = {.sum_cols = generic_sum_cols, .sum_row = generic_sum_row};
+
+const lx_reduce_kernels *lx_reduce_kernels_active(void) {
+    const lx_reduce_kernels *k = NULL;
+    const lx_isa isa = lx_isa_current();
+    if (isa == LX_ISA_AVX512) k = lx_reduce_kernels_avx512();
+    else if (isa == LX_ISA_AVX2) k = lx_reduce_kernels_avx2();
+    return k ? k : &reduce_generic;
+}
+
+static double sum_row_f32(const float *x, int64_t n) { return lx_reduce_kernels_active()->sum_row(x, n); }
+static void sum_cols_f32(const float *x, int64_t red, int64_t inner, int64_t w, double *acc) {
+    lx_reduce_kernels_active()->sum_cols(x, red, inner, w, acc);
 }
 
 static void sum_f32_forward(const void *x_, void *out_, int64_t red, int64_t inner, int64_t w) {

@@ -341,7 +341,38 @@ lx_array *lx_transpose(lx_array *x, int nperm, const int64_t *perm) {
 
 static void copy_row_forward(void *out, const void *const *in, const int64_t *step, int64_t n, const void *ctx) {
     const size_t es = *(const size_t *)ctx;
+    if (step[0] == 0 && es == 4) { /* a fill: a vector store loop, not a strided copy with stride 0 */
+        uint32_t v, *o = out;
+        memcpy(&v, in[0], 4);
+        for (int64_t i = 0; i < n; i++) o[i] = v;
+        return;
+    }
     copy_run(out, 1, in[0], step[0], es, n);
+}
+
+/* The two broadcasts of the sum / mean VJPs without the general plan's per-row index arithmetic:
+ * one value to every element (a full sum's cotangent) and one row repeated (a sum over leading
+ * axes, a bias gradient's transpose). Returns false for any other broadcast. */
+static bool broadcast_fast(const lx_bcast *bc, const lx_array *x, lx_array *out, size_t es) {
+    const int64_t total = out->size;
+    if (x->size == 1 && es == 4) {
+        const int64_t chunk = 16384, nch = (total + chunk - 1) / chunk;
+        uint32_t v, *o = out->data;
+        memcpy(&v, x->data, 4);
+        LX_PARALLEL_FOR(c, nch, total > LX_PAR_MIN && nch > 1,
+            const int64_t e = (c + 1) * chunk < total ? (c + 1) * chunk : total;
+            for (int64_t i = c * chunk; i < e; i++) o[i] = v;
+        );
+        return true;
+    }
+    if (bc->ndim == 2 && bc->stride[0][0] == 0 && bc->stride[0][1] == 1) {
+        const int64_t rows = bc->shape[0], w = bc->shape[1];
+        const size_t bytes = (size_t)w * es;
+        char *o = out->data;
+        LX_PARALLEL_FOR(r, rows, total > LX_PAR_MIN && rows > 1, memcpy(o + (size_t)r * bytes, x->data, bytes););
+        return true;
+    }
+    return false;
 }
 
 LX_RULE(broadcast_to) {
@@ -369,6 +400,7 @@ LX_FWD(broadcast_to) {
     const int64_t *shapes[] = {x->shape};
     lx_bcast_plan(&bc, 1, &x->ndim, shapes, out->ndim, out->shape);
     const size_t es = lx_dtype_size(x->dtype);
+    if (out->size == 0 || broadcast_fast(&bc, x, out, es)) return LX_OK;
     lx_bcast_run(&bc, out->data, es, (const void *const[]){x->data}, &es, copy_row_forward, &es);
     return LX_OK;
 }

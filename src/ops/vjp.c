@@ -785,55 +785,68 @@ VJP(conv_general) {
 
 /* ---- pooling ---- */
 
+/* Window geometry shared by the images: per spatial axis i the input extent, output extent,
+ * window, stride, low pad and pitch (in pixels); per window cell w its offset in pixels from the
+ * window's first cell (woff[w]) and its coordinate along each axis (wc[w * nsp + i]), so no window
+ * cell costs a division (they were most of a small pool's backward time). */
+typedef struct {
+    int nsp;
+    int64_t C, insp, outsp, ws, in[LX_MAX_DIMS], out[LX_MAX_DIMS], win[LX_MAX_DIMS], stride[LX_MAX_DIMS],
+        lo[LX_MAX_DIMS], pitch[LX_MAX_DIMS];
+    int64_t *woff, *wc;
+} pool_geom;
+
 /* One image n of the pooling gradient: dx of that image only (images run in parallel). avg: each
  * output's g / divisor (computed once per output, as lax divides before the window-sum transpose)
- * added to every in-bounds cell of its window; max: g to the first maximal (or NaN) cell. */
-static void pool_vjp_image(const lx_pool_params *p, const lx_array *x, const lx_array *out, const float *G, float *DX,
-                           int64_t n, bool is_max, int64_t *best, float *bv) {
-    const int nsp = p->nwin, lead = x->ndim - nsp - 1;
-    int64_t C = x->shape[x->ndim - 1], insp = 1, outsp = 1, ws = 1;
-    for (int i = 0; i < nsp; i++) insp *= x->shape[lead + i], outsp *= out->shape[lead + i], ws *= p->window[i];
-    const float *X = lx_f32(x);
+ * added to every in-bounds cell of its window; max: g to the first maximal (or NaN) cell. The
+ * output position advances as an odometer; a window inside the input adds woff[w] to its first
+ * pixel, a border window checks each cell's coordinates. */
+static void pool_vjp_image(const pool_geom *g, const float *X, const float *G, float *DX, int64_t n, bool is_max,
+                           bool include_pad, int64_t *best, float *bv) {
+    const int nsp = g->nsp;
+    const int64_t C = g->C;
     float *tmp = bv; /* avg: the scaled gradient row */
-    for (int64_t o = 0; o < outsp; o++) {
-        int64_t oi[LX_MAX_DIMS], rest = o;
-        for (int i = nsp - 1; i >= 0; i--) oi[i] = rest % out->shape[lead + i], rest /= out->shape[lead + i];
-        const float *gr = G + (n * outsp + o) * C;
-        if (is_max)
+    int64_t oi[LX_MAX_DIMS] = {0};
+    for (int64_t o = 0; o < g->outsp; o++) {
+        if (o > 0)
+            for (int i = nsp - 1; i >= 0 && ++oi[i] == g->out[i]; i--) oi[i] = 0;
+        int64_t first[LX_MAX_DIMS], base = 0, count = 1;
+        bool whole = true;
+        for (int i = 0; i < nsp; i++) {
+            first[i] = oi[i] * g->stride[i] - g->lo[i];
+            const int64_t a = first[i] < 0 ? 0 : first[i];
+            const int64_t e = first[i] + g->win[i] > g->in[i] ? g->in[i] : first[i] + g->win[i];
+            count *= e > a ? e - a : 0;
+            whole = whole && first[i] >= 0 && first[i] + g->win[i] <= g->in[i];
+            base += first[i] * g->pitch[i];
+        }
+        const float *gr = G + (n * g->outsp + o) * C;
+        if (is_max) {
             for (int64_t ch = 0; ch < C; ch++) best[ch] = -1, bv[ch] = -INFINITY;
-        int64_t count = 0;
-        for (int pass = 0; pass < 2; pass++) {
-            if (pass == 1) {
-                if (is_max) break;
-                float div = (float)(p->count_include_pad ? ws : count);
-                for (int64_t ch = 0; ch < C; ch++) tmp[ch] = gr[ch] / div;
-            }
-            for (int64_t w = 0; w < ws; w++) {
-                int64_t wr = w, sp = 0, pitch = 1;
+        } else {
+            const float div = (float)(include_pad ? g->ws : count);
+            for (int64_t ch = 0; ch < C; ch++) tmp[ch] = gr[ch] / div;
+        }
+        for (int64_t w = 0; w < g->ws; w++) {
+            int64_t sp = base + g->woff[w];
+            if (!whole) {
+                const int64_t *c = g->wc + w * nsp;
                 bool inside = true;
-                for (int i = nsp - 1; i >= 0; i--) {
-                    int64_t pos = oi[i] * p->strides[i] + wr % p->window[i] - p->lo[i];
-                    wr /= p->window[i];
-                    if (pos < 0 || pos >= x->shape[lead + i]) {
-                        inside = false;
-                        break;
-                    }
-                    sp += pos * pitch;
-                    pitch *= x->shape[lead + i];
+                for (int i = 0; i < nsp && inside; i++) {
+                    const int64_t pos = first[i] + c[i];
+                    inside = pos >= 0 && pos < g->in[i];
                 }
                 if (!inside) continue;
-                const int64_t base = (n * insp + sp) * C;
-                if (is_max) {
-                    for (int64_t ch = 0; ch < C; ch++)
-                        if (X[base + ch] > bv[ch] || isnan(X[base + ch]) || best[ch] < 0)
-                            bv[ch] = X[base + ch], best[ch] = base + ch;
-                } else if (pass == 0) {
-                    count++;
-                } else {
-                    float *d = DX + base;
+            }
+            const int64_t bix = (n * g->insp + sp) * C;
+            if (is_max) {
+                const float *xr = X + bix;
+                for (int64_t ch = 0; ch < C; ch++)
+                    if (xr[ch] > bv[ch] || isnan(xr[ch]) || best[ch] < 0) bv[ch] = xr[ch], best[ch] = bix + ch;
+            } else {
+                float *d = DX + bix;
 #pragma omp simd
-                    for (int64_t ch = 0; ch < C; ch++) d[ch] += tmp[ch];
-                }
+                for (int64_t ch = 0; ch < C; ch++) d[ch] += tmp[ch];
             }
         }
         if (is_max)
@@ -846,9 +859,31 @@ static lx_status pool_vjp(const lx_pool_params *p, lx_array *x, lx_array *out, l
                           bool is_max) {
     lx_array *dx = f32_like(x);
     if (!dx) return lx_last_status();
-    int lead = x->ndim - p->nwin - 1;
-    int64_t N = lead ? x->shape[0] : 1, C = x->shape[x->ndim - 1];
-    const float *G = lx_f32(ct);
+    const int nsp = p->nwin, lead = x->ndim - nsp - 1;
+    pool_geom g = {.nsp = nsp, .C = x->shape[x->ndim - 1], .insp = 1, .outsp = 1, .ws = 1};
+    for (int i = nsp - 1; i >= 0; i--) {
+        g.in[i] = x->shape[lead + i], g.out[i] = out->shape[lead + i], g.win[i] = p->window[i];
+        g.stride[i] = p->strides[i], g.lo[i] = p->lo[i], g.pitch[i] = g.insp;
+        g.insp *= g.in[i], g.outsp *= g.out[i], g.ws *= g.win[i];
+    }
+    const int64_t N = lead ? x->shape[0] : 1, C = g.C;
+    g.woff = malloc(sizeof(int64_t) * (size_t)(g.ws > 0 ? g.ws : 1));
+    g.wc = malloc(sizeof(int64_t) * (size_t)(g.ws > 0 ? g.ws * nsp : 1));
+    if (!g.woff || !g.wc) {
+        free(g.woff), free(g.wc); /* dx is autoreleased */
+        return lx_fail(LX_ERR_NO_MEMORY, "pool backward: out of memory");
+    }
+    { /* the cells in row-major window order, counted as an odometer */
+        int64_t c[LX_MAX_DIMS] = {0};
+        for (int64_t w = 0; w < g.ws; w++) {
+            if (w > 0)
+                for (int i = nsp - 1; i >= 0 && ++c[i] == g.win[i]; i--) c[i] = 0;
+            int64_t off = 0;
+            for (int i = 0; i < nsp; i++) g.wc[w * nsp + i] = c[i], off += c[i] * g.pitch[i];
+            g.woff[w] = off;
+        }
+    }
+    const float *G = lx_f32(ct), *X = lx_f32(x);
     float *DX = lx_f32(dx);
     int nt = N > 1 && (double)x->size * 2 > (1 << 16) ? lx_num_threads() : 1, failed = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -861,9 +896,10 @@ static lx_status pool_vjp(const lx_pool_params *p, lx_array *x, lx_array *out, l
         }
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++)
-            if (best && bv) pool_vjp_image(p, x, out, G, DX, n, is_max, best, bv);
+            if (best && bv) pool_vjp_image(&g, X, G, DX, n, is_max, p->count_include_pad, best, bv);
         free(best), free(bv);
     }
+    free(g.woff), free(g.wc);
     if (failed) return lx_fail(LX_ERR_NO_MEMORY, "pool backward: out of memory");
     in_ct[0] = dx;
     return LX_OK;
