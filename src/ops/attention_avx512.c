@@ -316,7 +316,7 @@ static void attn_ds_row(const float *p, const float *dp, float *ds, int64_t ncol
  *   s_u  = sum_c Qt[c] k[u][c]                     16 d FMAs (key entries broadcast)
  *   P_u  = 2^(s_u - lse log2 e), 0 where masked   (causal, keys past S, rows past T)
  *   dP_u = sum_c dOt[c] v[u][c]                    16 dv FMAs
- *   dS_u = sc P_u (dP_u - D), D = rowsum(dO o)     (D in double per row)
+ *   dS_u = sc P_u (dP_u - D), D = rowsum(dO o)
  * P and dS are stored key-major (16 x 16, lane = query) and then
  *   dV[u] += sum_i P[u][i] dOn[i],  dK[u] += sum_i dS[u][i] Qn[i]   (16 accumulators per 16 columns)
  *   dQ[i] += sum_u dS[u][i] k[u]                                    (the same shape)
@@ -410,19 +410,18 @@ static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, con
             const __mmask16 rows = (__mmask16)((1u << n) - 1);
             bwd_pack_tile(KS, qh + i0 * a->ldq, a->ldq, n, d, qmul, Qn, Qt);
             bwd_pack_tile(KS, gh + i0 * a->ldo, a->ldo, n, dvv, 1.0f, dOn, dOt);
-            float Dv[16] __attribute__((aligned(64)));
-            for (int i = 0; i < 16; i++) {
-                __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-                for (int64_t c = 0; i < n && c < dvv; c += 16) {
-                    const __mmask16 m = dvv - c >= 16 ? 0xFFFF : (__mmask16)((1u << (dvv - c)) - 1);
-                    const __m512 x = _mm512_load_ps(dOn + i * KS + c), y = _mm512_maskz_loadu_ps(m, oh + (i0 + i) * a->ldo + c);
-                    s0 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)), _mm512_cvtps_pd(_mm512_castps512_ps256(y)), s0);
-                    s1 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1))),
-                                         _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1))), s1);
-                }
-                Dv[i] = (float)_mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+            /* D = rowsum(dO o): per row a vector of partial sums, then one transpose and a tree */
+            __m512 t[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) t[i] = zero;
+            for (int64_t c = 0; c < dvv; c += 16) {
+                const __mmask16 m = dvv - c >= 16 ? 0xFFFF : (__mmask16)((1u << (dvv - c)) - 1);
+#pragma GCC unroll 16
+                for (int i = 0; i < 16; i++)
+                    if (i < n) t[i] = _mm512_fmadd_ps(_mm512_load_ps(dOn + i * KS + c), _mm512_maskz_loadu_ps(m, oh + (i0 + i) * a->ldo + c), t[i]);
             }
-            const __m512 Dd = _mm512_load_ps(Dv);
+            transpose16(t);
+            const __m512 Dd = tree16_add(t);
             const __m512 L2 = _mm512_mul_ps(_mm512_maskz_loadu_ps(rows, lh + i0), _mm512_set1_ps(l2e));
             for (int64_t c = 0; c < 16 * KS; c += 16) _mm512_store_ps(dQa + c, zero);
             const int64_t kend = a->causal ? (S < i0 + n ? S : i0 + n) : S;
@@ -430,10 +429,15 @@ static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, con
                 const int kb = kend - j0 < 16 ? (int)(kend - j0) : 16;
                 const float *const Kb = Kp + j0 * KS, *const Vb = Vp + j0 * KS;
                 __mmask16 live[16];
+                if (kb < 16 || (a->causal && j0 + 15 > i0)) { /* a partial or diagonal block */
 #pragma GCC unroll 16
-                for (int u = 0; u < 16; u++) {
-                    const int64_t thr = u >= kb ? 16 : a->causal ? j0 + u - i0 : 0;
-                    live[u] = rows & (__mmask16)~_mm512_cmplt_epi32_mask(lane, _mm512_set1_epi32((int)(thr < 0 ? 0 : thr)));
+                    for (int u = 0; u < 16; u++) {
+                        const int64_t thr = u >= kb ? 16 : a->causal ? j0 + u - i0 : 0;
+                        live[u] = rows & (__mmask16)~_mm512_cmplt_epi32_mask(lane, _mm512_set1_epi32((int)(thr < 0 ? 0 : thr)));
+                    }
+                } else {
+#pragma GCC unroll 16
+                    for (int u = 0; u < 16; u++) live[u] = rows;
                 }
                 __m512 s[16];
 #pragma GCC unroll 16
