@@ -7,7 +7,9 @@
  * with a value row of inf past the diagonal (dO V^T then has inf / NaN there and the row sums must
  * see it: the gradients of q and k are NaN, as JAX's are), a row whose logits are all -inf
  * (weights spread over the masked keys, so nothing may be skipped), and a boolean mask with bias
- * and an explicit scale. The loss is sum(out * W) for a fixed W, so dO = W. */
+ * and an explicit scale; then the fused backward's cases (odd depths, GQA, ragged tiles, more and
+ * fewer keys than queries) and its fallbacks. Registered again under each LINNX_ISA. The loss is
+ * sum(out * W) for a fixed W, so dO = W. */
 #include <float.h>
 #include <math.h>
 
@@ -155,6 +157,25 @@ static void test_attention_grad(void) {
     run_case("plain_gqa_depth32", &c6, NULL);
     att_case c7 = {.B = 2, .T = 64, .S = 64, .H = 4, .G = 4, .D = 32, .Dv = 32, .causal = true, .scale = 0.2f};
     run_case("causal_depth32_scale", &c7, NULL);
+    /* the fused backward (AVX-512 after the fused forward): odd depths across a 16-column edge with
+     * three query heads per kv head, Flax's scaling at a depth that is not a power of two, the
+     * widest packing stride (depth 80) with more keys than queries, fewer keys than causal queries
+     * (keys past the last query get zero gradients), and a single ragged tile */
+    att_case c8 = {.B = 2, .T = 37, .S = 37, .H = 6, .G = 2, .D = 19, .Dv = 23, .causal = true};
+    run_case("causal_gqa3_odd_depth", &c8, NULL);
+    att_case c9 = {.B = 1, .T = 45, .S = 45, .H = 2, .G = 1, .D = 24, .Dv = 24, .causal = true};
+    run_case("causal_flax_depth24", &c9, NULL);
+    att_case c10 = {.B = 1, .T = 20, .S = 61, .H = 2, .G = 1, .D = 80, .Dv = 48, .scale = 0.1f};
+    run_case("plain_depth80_more_keys", &c10, NULL);
+    att_case c11 = {.B = 1, .T = 50, .S = 21, .H = 2, .G = 2, .D = 16, .Dv = 16, .causal = true};
+    run_case("causal_fewer_keys", &c11, NULL);
+    att_case c12 = {.B = 3, .T = 17, .S = 17, .H = 1, .G = 1, .D = 1, .Dv = 3, .causal = true};
+    run_case("causal_depth1_one_tile", &c12, NULL);
+    /* fallbacks to the GEMM backward: fewer than 16 queries (no fused forward), depth past 128 */
+    att_case c13 = {.B = 1, .T = 9, .S = 30, .H = 2, .G = 1, .D = 16, .Dv = 16, .causal = true};
+    run_case("causal_short_general", &c13, NULL);
+    att_case c14 = {.B = 1, .T = 20, .S = 20, .H = 1, .G = 1, .D = 130, .Dv = 8, .causal = true};
+    run_case("causal_depth130_general", &c14, NULL);
 }
 
 int main(void) {

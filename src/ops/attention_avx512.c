@@ -309,6 +309,194 @@ static void attn_ds_row(const float *p, const float *dp, float *ds, int64_t ncol
     }
 }
 
+/* ---- backward (attention_internal.h) ----
+ * Per query tile (16 queries, one per lane) the tile is packed four ways in L1: Qt (d x 16, scaled
+ * by qmul = sc log2 e) and dOt (dv x 16) for the products with a key block's rows, Qn and dOn
+ * (16 rows at stride KS) for dK and dV; then per key block of 16:
+ *   s_u  = sum_c Qt[c] k[u][c]                     16 d FMAs (key entries broadcast)
+ *   P_u  = 2^(s_u - lse log2 e), 0 where masked   (causal, keys past S, rows past T)
+ *   dP_u = sum_c dOt[c] v[u][c]                    16 dv FMAs
+ *   dS_u = sc P_u (dP_u - D), D = rowsum(dO o)
+ * P and dS are stored key-major (16 x 16, lane = query) and then
+ *   dV[u] += sum_i P[u][i] dOn[i],  dK[u] += sum_i dS[u][i] Qn[i]   (16 accumulators per 16 columns)
+ *   dQ[i] += sum_u dS[u][i] k[u]                                    (the same shape)
+ * with the weights broadcast from memory. dK, dV live in job-wide buffers (keys x KS) written out
+ * at the end; dQ in an L1 buffer written out per tile. */
+static inline __attribute__((always_inline)) void bwd_rank16(const int nchunk, const int KS, const float *W,
+                                                              const float *X, int nx, float *acc) {
+    /* acc[u][c] += sum_{i < nx} W[u * 16 + i] X[i][c], u < 16, c < 16 nchunk (rows at stride KS) */
+    for (int c = 0; c < nchunk; c++) {
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int u = 0; u < 16; u++) r[u] = _mm512_load_ps(acc + u * KS + 16 * c);
+#pragma GCC unroll 1
+        for (int i = 0; i < nx; i++) {
+            const __m512 x = _mm512_load_ps(X + i * KS + 16 * c);
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; u++) r[u] = _mm512_fmadd_ps(_mm512_set1_ps(W[u * 16 + i]), x, r[u]);
+        }
+#pragma GCC unroll 16
+        for (int u = 0; u < 16; u++) _mm512_store_ps(acc + u * KS + 16 * c, r[u]);
+    }
+}
+
+/* acc[i][c] += sum_{u < nu} W[u * 16 + i] X[u][c]: the transposed use of W (dQ from dS and k) */
+static inline __attribute__((always_inline)) void bwd_rank16t(const int nchunk, const int KS, const float *W,
+                                                               const float *X, int nu, float *acc) {
+    for (int c = 0; c < nchunk; c++) {
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) r[i] = _mm512_load_ps(acc + i * KS + 16 * c);
+#pragma GCC unroll 1
+        for (int u = 0; u < nu; u++) {
+            const __m512 x = _mm512_load_ps(X + u * KS + 16 * c);
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) r[i] = _mm512_fmadd_ps(_mm512_set1_ps(W[u * 16 + i]), x, r[i]);
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) _mm512_store_ps(acc + i * KS + 16 * c, r[i]);
+    }
+}
+
+/* 16 rows (n of them live, the rest zeros) of width w from src (stride ld) into dst (stride KS, zero
+ * padded), and their transpose times mul into dt (w x 16) */
+static inline __attribute__((always_inline)) void bwd_pack_tile(const int KS, const float *src, int64_t ld, int64_t n,
+                                                                 int64_t w, float mul, float *dst, float *dt) {
+    for (int64_t c0 = 0; c0 < KS; c0 += 16) {
+        const __mmask16 cols = c0 >= w ? 0 : w - c0 >= 16 ? 0xFFFF : (__mmask16)((1u << (w - c0)) - 1);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) {
+            r[i] = i < n ? _mm512_maskz_loadu_ps(cols, src + i * ld + c0) : _mm512_setzero_ps();
+            _mm512_store_ps(dst + i * KS + c0, r[i]);
+        }
+        if (c0 >= w) continue;
+        transpose16(r);
+        const int64_t nc = w - c0 < 16 ? w - c0 : 16;
+        for (int64_t cc = 0; cc < nc; cc++) _mm512_store_ps(dt + (c0 + cc) * 16, _mm512_mul_ps(r[cc], _mm512_set1_ps(mul)));
+    }
+}
+
+static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, const lx_flash_bwd_args *a, const float *q,
+                                                               const float *k, const float *v, const float *o,
+                                                               const float *go, const float *lse, float *dq, float *dk,
+                                                               float *dv, float *scratch) {
+    const int64_t T = a->T, S = a->S, d = a->d, dvv = a->dv, Spad = (S + 15) / 16 * 16;
+    const int nd = (int)((d + 15) / 16), nv = (int)((dvv + 15) / 16);
+    float *Kp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    float *Vp = Kp + Spad * KS + 16, *dKp = Vp + Spad * KS + 16, *dVp = dKp + Spad * KS + 16;
+    float *Qt = dVp + Spad * KS + 16, *Qn = Qt + 16 * KS, *dOt = Qn + 16 * KS, *dOn = dOt + 16 * KS;
+    float *dQa = dOn + 16 * KS, *P = dQa + 16 * KS, *dS = P + 256;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t j = 0; j < Spad; j++) {
+#pragma GCC unroll 8
+        for (int c = 0; c < KS; c += 16) {
+            const __mmask16 mk = c >= d ? 0 : d - c >= 16 ? 0xFFFF : (__mmask16)((1u << (d - c)) - 1);
+            const __mmask16 mv = c >= dvv ? 0 : dvv - c >= 16 ? 0xFFFF : (__mmask16)((1u << (dvv - c)) - 1);
+            _mm512_store_ps(Kp + j * KS + c, j < S ? _mm512_maskz_loadu_ps(mk, k + j * a->ldk + c) : zero);
+            _mm512_store_ps(Vp + j * KS + c, j < S ? _mm512_maskz_loadu_ps(mv, v + j * a->ldv + c) : zero);
+            _mm512_store_ps(dKp + j * KS + c, zero);
+            _mm512_store_ps(dVp + j * KS + c, zero);
+        }
+    }
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const float l2e = 1.44269504088896341f, qmul = a->sc * l2e;
+    const __m512 vsc = _mm512_set1_ps(a->sc);
+    for (int64_t r = 0; r < a->R; r++) {
+        const float *qh = q + r * d, *oh = o + r * dvv, *gh = go + r * dvv, *lh = lse + r * T;
+        float *dqh = dq + r * d;
+        for (int64_t i0 = 0; i0 < T; i0 += 16) {
+            const int64_t n = T - i0 < 16 ? T - i0 : 16;
+            const __mmask16 rows = (__mmask16)((1u << n) - 1);
+            bwd_pack_tile(KS, qh + i0 * a->ldq, a->ldq, n, d, qmul, Qn, Qt);
+            bwd_pack_tile(KS, gh + i0 * a->ldo, a->ldo, n, dvv, 1.0f, dOn, dOt);
+            /* D = rowsum(dO o): per row a vector of partial sums, then one transpose and a tree */
+            __m512 t[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) t[i] = zero;
+            for (int64_t c = 0; c < dvv; c += 16) {
+                const __mmask16 m = dvv - c >= 16 ? 0xFFFF : (__mmask16)((1u << (dvv - c)) - 1);
+#pragma GCC unroll 16
+                for (int i = 0; i < 16; i++)
+                    if (i < n) t[i] = _mm512_fmadd_ps(_mm512_load_ps(dOn + i * KS + c), _mm512_maskz_loadu_ps(m, oh + (i0 + i) * a->ldo + c), t[i]);
+            }
+            transpose16(t);
+            const __m512 Dd = tree16_add(t);
+            const __m512 L2 = _mm512_mul_ps(_mm512_maskz_loadu_ps(rows, lh + i0), _mm512_set1_ps(l2e));
+            for (int64_t c = 0; c < 16 * KS; c += 16) _mm512_store_ps(dQa + c, zero);
+            const int64_t kend = a->causal ? (S < i0 + n ? S : i0 + n) : S;
+            for (int64_t j0 = 0; j0 < kend; j0 += 16) {
+                const int kb = kend - j0 < 16 ? (int)(kend - j0) : 16;
+                const float *const Kb = Kp + j0 * KS, *const Vb = Vp + j0 * KS;
+                __mmask16 live[16];
+                if (kb < 16 || (a->causal && j0 + 15 > i0)) { /* a partial or diagonal block */
+#pragma GCC unroll 16
+                    for (int u = 0; u < 16; u++) {
+                        const int64_t thr = u >= kb ? 16 : a->causal ? j0 + u - i0 : 0;
+                        live[u] = rows & (__mmask16)~_mm512_cmplt_epi32_mask(lane, _mm512_set1_epi32((int)(thr < 0 ? 0 : thr)));
+                    }
+                } else {
+#pragma GCC unroll 16
+                    for (int u = 0; u < 16; u++) live[u] = rows;
+                }
+                __m512 s[16];
+#pragma GCC unroll 16
+                for (int u = 0; u < 16; u++) s[u] = zero;
+                for (int64_t c = 0; c < d; c++) {
+                    const __m512 qc = _mm512_load_ps(Qt + c * 16);
+#pragma GCC unroll 16
+                    for (int u = 0; u < 16; u++) s[u] = _mm512_fmadd_ps(qc, _mm512_set1_ps(Kb[u * KS + c]), s[u]);
+                }
+#pragma GCC unroll 16
+                for (int u = 0; u < 16; u++) {
+                    s[u] = _mm512_maskz_mov_ps(live[u], exp2_16(_mm512_sub_ps(s[u], L2)));
+                    _mm512_store_ps(P + u * 16, s[u]);
+                }
+#pragma GCC unroll 16
+                for (int u = 0; u < 16; u++) s[u] = zero;
+                for (int64_t c = 0; c < dvv; c++) {
+                    const __m512 gc = _mm512_load_ps(dOt + c * 16);
+#pragma GCC unroll 16
+                    for (int u = 0; u < 16; u++) s[u] = _mm512_fmadd_ps(gc, _mm512_set1_ps(Vb[u * KS + c]), s[u]);
+                }
+#pragma GCC unroll 16
+                for (int u = 0; u < 16; u++) {
+                    const __m512 pu = _mm512_mul_ps(_mm512_load_ps(P + u * 16), vsc);
+                    _mm512_store_ps(dS + u * 16, _mm512_maskz_mul_ps(live[u], pu, _mm512_sub_ps(s[u], Dd)));
+                }
+                bwd_rank16(nv, KS, P, dOn, (int)n, dVp + j0 * KS);
+                bwd_rank16(nd, KS, dS, Qn, (int)n, dKp + j0 * KS);
+                bwd_rank16t(nd, KS, dS, Kb, kb, dQa);
+            }
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t c = 0; c < d; c += 16) {
+                    const __mmask16 m = d - c >= 16 ? 0xFFFF : (__mmask16)((1u << (d - c)) - 1);
+                    _mm512_mask_storeu_ps(dqh + (i0 + i) * a->ldq + c, m, _mm512_load_ps(dQa + i * KS + c));
+                }
+        }
+    }
+    for (int64_t j = 0; j < S; j++) {
+        for (int64_t c = 0; c < d; c += 16) {
+            const __mmask16 m = d - c >= 16 ? 0xFFFF : (__mmask16)((1u << (d - c)) - 1);
+            _mm512_mask_storeu_ps(dk + j * a->ldk + c, m, _mm512_load_ps(dKp + j * KS + c));
+        }
+        for (int64_t c = 0; c < dvv; c += 16) {
+            const __mmask16 m = dvv - c >= 16 ? 0xFFFF : (__mmask16)((1u << (dvv - c)) - 1);
+            _mm512_mask_storeu_ps(dv + j * a->ldv + c, m, _mm512_load_ps(dVp + j * KS + c));
+        }
+    }
+}
+
+static void flash_bwd(const lx_flash_bwd_args *a, const float *q, const float *k, const float *v, const float *o,
+                      const float *go, const float *lse, float *dq, float *dk, float *dv, float *scratch) {
+    const int64_t w = a->d > a->dv ? a->d : a->dv;
+    if (w <= 16) flash_bwd_ks(16, a, q, k, v, o, go, lse, dq, dk, dv, scratch);
+    else if (w <= 32) flash_bwd_ks(32, a, q, k, v, o, go, lse, dq, dk, dv, scratch);
+    else if (w <= 64) flash_bwd_ks(64, a, q, k, v, o, go, lse, dq, dk, dv, scratch);
+    else flash_bwd_ks(LX_FLASH_MAX_D, a, q, k, v, o, go, lse, dq, dk, dv, scratch);
+}
+
+lx_flash_bwd_fn lx_flash_bwd_avx512(void) { return flash_bwd; }
 lx_flash_fwd_fn lx_flash_fwd_avx512(void) { return flash_fwd; }
 lx_attn_ds_fn lx_attn_ds_avx512(void) { return attn_ds_row; }
 lx_flash_exp_fn lx_flash_exp_avx512(void) { return flash_exp_row; }
@@ -316,4 +504,5 @@ lx_flash_exp_fn lx_flash_exp_avx512(void) { return flash_exp_row; }
 lx_flash_fwd_fn lx_flash_fwd_avx512(void) { return 0; }
 lx_flash_exp_fn lx_flash_exp_avx512(void) { return 0; }
 lx_attn_ds_fn lx_attn_ds_avx512(void) { return 0; }
+lx_flash_bwd_fn lx_flash_bwd_avx512(void) { return 0; }
 #endif

@@ -52,4 +52,27 @@ lx_flash_exp_fn lx_flash_exp_avx512(void);
 typedef void (*lx_attn_ds_fn)(const float *p, const float *dp, float *ds, int64_t ncols, int64_t lim, int64_t S);
 lx_attn_ds_fn lx_attn_ds_avx512(void);
 
+/* The fused backward (flash-attention 2's) of one (batch, kv head) without bias or mask, from the
+ * fused forward's log-sum-exp: per query tile of 16 (one per lane) and block of 16 keys it
+ * rebuilds P = 2^(qmul q k - lse log2 e) in registers, dP = dO v^T, dS = sc P (dP - rowsum(dO o)),
+ * accumulates dV += P^T dO and dK += dS^T q over the tiles (a job-wide buffer) and dQ += dS k per
+ * tile (an L1 buffer); causal blocks past a tile are skipped. Every row of dq (the R query heads
+ * of the group), dk and dv is written, nothing is accumulated into them. q, o, go, dq: row 0 of
+ * the group's first query head (the next heads d or dv floats on); lse: its (T) row, the next
+ * heads T on; k, v, dk, dv: row 0 of the kv head. */
+typedef struct {
+    int64_t T, S, d, dv, R;     /* queries, keys, depths, query heads per kv head */
+    int64_t ldq, ldk, ldv, ldo; /* row strides of q / dq, k / dk, v / dv, o / go */
+    float sc;                   /* the logits' scale */
+    bool causal;
+} lx_flash_bwd_args;
+typedef void (*lx_flash_bwd_fn)(const lx_flash_bwd_args *a, const float *q, const float *k, const float *v,
+                                const float *o, const float *go, const float *lse, float *dq, float *dk, float *dv,
+                                float *scratch);
+static inline int64_t lx_flash_bwd_scratch(const lx_flash_bwd_args *a) {
+    const int64_t w = a->d > a->dv ? a->d : a->dv, ks = w <= 16 ? 16 : w <= 32 ? 32 : w <= 64 ? 64 : LX_FLASH_MAX_D;
+    return 4 * ((a->S + 15) / 16 * 16 * ks + 16) + 5 * 16 * ks + 2 * 256 + 2 * 16 + 32;
+}
+lx_flash_bwd_fn lx_flash_bwd_avx512(void);
+
 #endif

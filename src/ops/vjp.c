@@ -948,6 +948,41 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
                 : kept ? kept /* the forward's weights */
                        : lx_dot_product_attention_weights(q, k, bias, mask, p->causal, p->flax_scaling ? 0.0f : p->scale);
     if (!P && !from_lse) return lx_last_status();
+    /* the fused backward (attention_internal.h) where the fused forward ran: it writes every entry
+     * of dq, dk and dv, so they are not zeroed first */
+    const lx_flash_bwd_fn fbwd = from_lse && lx_isa_current() == LX_ISA_AVX512 ? lx_flash_bwd_avx512() : NULL;
+    if (fbwd && T > 0 && S > 0) {
+        lx_array *dq = lx_op_result(LX_F32, n, q->shape, false), *dk = lx_op_result(LX_F32, n, k->shape, false);
+        lx_array *dv = lx_op_result(LX_F32, n, v->shape, false);
+        if (!dq || !dk || !dv) return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
+        const lx_flash_bwd_args fa = {.T = T, .S = S, .d = D, .dv = Dv, .R = R, .ldq = H * D, .ldk = G * D,
+                                      .ldv = G * Dv, .ldo = H * Dv, .sc = p->scale, .causal = p->causal};
+        const float *Q = lx_f32(q), *K = lx_f32(k), *V = lx_f32(v), *O = lx_f32(out), *GO = lx_f32(ct), *LSE = lx_f32(kept);
+        float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = lx_f32(dv);
+        const int64_t jobs = B * G;
+        const int nt = (double)B * H * T * S * (D + Dv) > (1 << 18) && jobs > 1 ? lx_num_threads() : 1;
+        int failed = 0;
+#pragma omp parallel num_threads(nt)
+        {
+            float *scratch = malloc(sizeof(float) * (size_t)lx_flash_bwd_scratch(&fa));
+            if (!scratch) {
+#pragma omp atomic write
+                failed = 1;
+            }
+#pragma omp for schedule(static)
+            for (int64_t j = 0; j < jobs; j++) {
+                if (!scratch) continue;
+                const int64_t b = j / G, g = j % G, h = g * R;
+                fbwd(&fa, Q + (b * T * H + h) * D, K + (b * S * G + g) * D, V + (b * S * G + g) * Dv,
+                     O + (b * T * H + h) * Dv, GO + (b * T * H + h) * Dv, LSE + (b * H + h) * T,
+                     DQ + (b * T * H + h) * D, DK + (b * S * G + g) * D, DV + (b * S * G + g) * Dv, scratch);
+            }
+            free(scratch);
+        }
+        if (failed) return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
+        *dq_ = dq, *dk_ = dk, *dv_ = dv;
+        return LX_OK;
+    }
     lx_array *M = NULL;
     if (mask && !(M = lx_broadcast_to(mask, P->ndim, P->shape))) return lx_last_status();
     lx_array *dq = f32_like(q), *dk = f32_like(k), *dv = v ? f32_like(v) : NULL, *dS = bias && P ? f32_like(P) : NULL;
