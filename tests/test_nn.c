@@ -392,6 +392,33 @@ static void test_attention_flax_scaling(void) {
     }
 }
 
+/* A logit that overflows to NaN from finite q and k (1e20 * 1e20 + 1e20 * -1e20 = inf - inf),
+ * in any key slot of a 16-key block: the query's whole output row is NaN, as softmax over a NaN
+ * logit gives (jax.nn.dot_product_attention); the other rows stay finite. The fused AVX-512
+ * kernel's max could drop the NaN depending on the slot and give a finite row. */
+static void test_attention_nan_logit(void) {
+    const int64_t T = 32, D = 2, Q = 3;
+    for (int64_t slot = 0; slot < 16; slot++) {
+        lx_array *q = RAND(1, T, 1, D), *k = RAND(1, T, 1, D), *v = RAND(1, T, 1, 4);
+        lx_f32(q)[Q * D] = 1e20f, lx_f32(q)[Q * D + 1] = 1e20f;
+        lx_f32(k)[slot * D] = 1e20f, lx_f32(k)[slot * D + 1] = -1e20f;
+        for (int causal = 0; causal < 2; causal++) {
+            lx_array *o = lx_dot_product_attention(q, k, v, NULL, NULL, causal && slot <= Q, 0.0f);
+            CHECK(o != NULL);
+            if (!o) continue;
+            int nan_q = 0, nan_other = 0;
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t c = 0; c < 4; c++) {
+                    bool n = isnan(lx_f32(o)[t * 4 + c]);
+                    if (t == Q) nan_q += n;
+                    else nan_other += n;
+                }
+            LX_TEST_REPORT_(nan_q == 4 && nan_other == 0, "key slot %lld, causal %d: %d of 4 NaN in row %d, %d elsewhere",
+                            (long long)slot, causal, nan_q, (int)Q, nan_other);
+        }
+    }
+}
+
 /* Equal element by element, NaN where the other is NaN (+0 and -0 equal). */
 static bool same_values(const lx_array *a, const lx_array *b) {
     if (!a || !b || a->size != b->size) return false;
@@ -598,6 +625,7 @@ int main(void) {
     RUN(test_attention);
     RUN(test_attention_causal_prefix);
     RUN(test_attention_flax_scaling);
+    RUN(test_attention_nan_logit);
     RUN(test_dropout);
     RUN(test_pools_flat);
     return lx_test_finish();
