@@ -88,6 +88,7 @@ static void ll_on_thread_exit(void *p) {
         linen_module_release(ll_cache[k].m);
         ll_cache[k].m = NULL;
     }
+    ll_cache_registered = false; /* a module cached by a later destructor registers again (glibc reruns) */
 }
 static void ll_make_key(void) { pthread_key_create(&ll_exit_key, ll_on_thread_exit); }
 static void ll_register_exit(void) {
