@@ -639,10 +639,14 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
             ep_phase = (lx_gemm_epilogue){.bias = ep->bias ? ep->bias + j0 : NULL, .act = ep->act};
             job.ep = &ep_phase;
         }
-        /* A transposed, K blocks over 256: its block is copied to contiguous k rows. In place,
-         * its k rows lda apart share L2 sets (1024^3 with A^T ran at 0.49 of the peak with
-         * 512-deep K blocks, 0.81 copied); with rows of A contiguous, copying measured slower */
-        job.copy_a = transA && kb > 256;
+        /* A transposed, K blocks over 256, lda a multiple of 1024: its block is copied to
+         * contiguous k rows. In place, k rows 4 KiB (or a multiple) apart start in 1/64 of the L2
+         * sets or fewer (1024^3 with A^T ran at 0.49 of the peak with 512-deep K blocks, 0.81
+         * copied). Other strides spread over the sets and the copy is pure cost: the LM's dW
+         * products (128 x 128 x 1024, 512 x 128 x 1024, 128 x 256 x 1024 with A^T, lda 128/512)
+         * ran 3-15% faster in place (thread CPU time, best of 9, alternating runs). With rows
+         * of A contiguous, copying measured slower or the same (2048^3 too) */
+        job.copy_a = transA && kb > 256 && lda % 1024 == 0;
         /* In place, a B row that does not start a cache line makes every 64-byte load of the
          * tiles two (128x512x512 with B 16 bytes off: 0.79 of the peak in place, against 0.95
          * aligned); such panels are copied just before use instead */
