@@ -573,6 +573,10 @@ static void panel_item(const panel_job *j, int64_t t, float *Ablk, float *edge) 
                 int64_t np = c + PANEL_W < c1 ? p : p + 1, nq = c + PANEL_W < c1 ? c / PANEL_W + 1 : c0 / PANEL_W;
                 const float *pf = np < j->nkb ? panel_at(j, np, nq) : NULL;
                 j->g->panel_pf(m, nr, kc, a, ars, acs, bp, bld, j->alpha, j->beta, p == 0, cc, j->ldc, pf);
+            } else if (j->transB && j->ldb == kc && c + PANEL_W < c1 && j->g->panel_pf) {
+                /* B^T whose K block is its whole rows: the next panel's source is one contiguous
+                 * range, prefetched for the next transposition (128 x 784 x 512: +1%, same runs) */
+                j->g->panel_pf(m, nr, kc, a, ars, acs, bp, bld, j->alpha, j->beta, p == 0, cc, j->ldc, j->B + (c + PANEL_W) * j->ldb + k0);
             } else {
                 j->g->small_panel(m, nr, kc, a, ars, acs, bp, bld, j->alpha, j->beta, p == 0, cc, j->ldc);
             }
