@@ -144,20 +144,20 @@ static void transpose16(const float *in, int64_t ld, float *out) {
     }
 }
 
-/* panel[k*GEMM_SMALL_NR + j] = Bt[j*ld + k], 16 x 16 blocks through registers. */
+/* panel[k*GEMM_SMALL_NR + j] = Bt[j*ld + k], 16 x 16 blocks through registers, 16 k at a time
+ * across the panel's width: each block of 16 panel rows is written whole, while it is in L1 (16
+ * columns at a time over all k: 128 x 784 x 512 with B^T ~1.3% slower, same runs). */
 static void avx512_small_pack_bt(const float *Bt, int64_t ld, int nr, int64_t kc, float *panel) {
-    int padded = (nr + 15) / 16 * 16;
+    int padded = (nr + 15) / 16 * 16, full = nr / 16 * 16;
     for (int64_t k = 0; nr < padded && k < kc; k++)
         for (int j = nr; j < padded; j++) panel[k * GEMM_SMALL_NR + j] = 0.0f;
-    int j = 0;
-    for (; j + 16 <= nr; j += 16) {
-        int64_t k = 0;
-        for (; k + 16 <= kc; k += 16) transpose16(Bt + j * ld + k, ld, panel + k * GEMM_SMALL_NR + j);
-        for (int jj = j; jj < j + 16; jj++)
-            for (int64_t kk = k; kk < kc; kk++) panel[kk * GEMM_SMALL_NR + jj] = Bt[jj * ld + kk];
-    }
-    for (; j < nr; j++)
-        for (int64_t k = 0; k < kc; k++) panel[k * GEMM_SMALL_NR + j] = Bt[j * ld + k];
+    int64_t k = 0;
+    for (; k + 16 <= kc; k += 16)
+        for (int j = 0; j < full; j += 16) transpose16(Bt + j * ld + k, ld, panel + k * GEMM_SMALL_NR + j);
+    for (int j = 0; j < full; j++)
+        for (int64_t kk = k; kk < kc; kk++) panel[kk * GEMM_SMALL_NR + j] = Bt[j * ld + kk];
+    for (int j = full; j < nr; j++)
+        for (int64_t kk = 0; kk < kc; kk++) panel[kk * GEMM_SMALL_NR + j] = Bt[j * ld + kk];
 }
 
 /* ---- packed GEMM: 12 x 32 tiles, 24 accumulators + 2 B vectors + 1 broadcast of 32 registers ---- */
