@@ -176,6 +176,16 @@ static void test_packed_edges(void) {
             bad += run_case(&g);
         }
         CHECK_EQ_INT(bad, 0);
+        /* B of 1 MiB or more: the AVX-512 tiles prefetch C and the next panel (shared packed
+         * panels across two K blocks; B^T one K block of whole rows, ldb == K) */
+        bad = 0;
+        const int big[][5] = {{300, 520, 515, 0, 0}, {300, 520, 515, 1, 1}, {100, 600, 512, 0, 1}, {260, 530, 600, 1, 0}};
+        for (int d = 0; d < 4; d++) {
+            gcase g = {.ta = big[d][3], .tb = big[d][4], .M = big[d][0], .N = big[d][1], .K = big[d][2], .alpha = 1.0f,
+                       .beta = d % 2 ? 0.5f : 0.0f, .pad = d == 2 ? 0 : 16, .aligned = true};
+            bad += run_case(&g);
+        }
+        CHECK_EQ_INT(bad, 0);
     }
     lx_isa_set(NULL);
     lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
