@@ -38,11 +38,13 @@ static inline __attribute__((always_inline)) void tile_avx512_t(const int mr, co
      * later K block) or written only after it, and a large C is in L3 or memory by then (2048^3:
      * 0.77-0.80 of the peak -> 0.80-0.81, 1024^3 +2-4%, same runs); and pf, see panel_avx512_pf.
      * Products whose B and C stay in L2 (the LM's) ran ~1% slower with them. */
+    if (use_pf) {
 #pragma GCC unroll 12
-    for (int r = 0; use_pf && r < mr; r++) {
+        for (int r = 0; r < mr; r++) {
 #pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) _mm_prefetch((const char *)(C + r * ldc + 16 * v), _MM_HINT_T1);
-        _mm_prefetch((const char *)(C + r * ldc + nr - 1), _MM_HINT_T1);
+            for (int v = 0; v < nv; v++) _mm_prefetch((const char *)(C + r * ldc + 16 * v), _MM_HINT_T1);
+            _mm_prefetch((const char *)(C + r * ldc + nr - 1), _MM_HINT_T1);
+        }
     }
 #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; k++) {
