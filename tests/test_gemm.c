@@ -167,8 +167,8 @@ static void test_packed_edges(void) {
                 bad += run_case(&g);
             }
         CHECK_EQ_INT(bad, 0);
-        /* A^T with lda a multiple of 1024 and K blocks over 256: the AVX-512 panel path copies
-         * its A block to contiguous k rows (other strides read it in place, as above) */
+        /* A^T with lda far beyond M and K blocks over 256: the AVX-512 panel path copies its A
+         * block to contiguous k rows (M near lda: read in place, as above with 48 rows) */
         bad = 0;
         for (int t = 0; t < 4; t++) {
             gcase g = {.ta = true, .tb = t & 1, .M = 97, .N = t < 2 ? 70 : 128, .K = t < 2 ? 515 : 300, .alpha = 1.0f,

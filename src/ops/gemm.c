@@ -657,14 +657,14 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
             ep_phase = (lx_gemm_epilogue){.bias = ep->bias ? ep->bias + j0 : NULL, .act = ep->act};
             job.ep = &ep_phase;
         }
-        /* A transposed, K blocks over 256, lda a multiple of 1024: its block is copied to
-         * contiguous k rows. In place, k rows 4 KiB (or a multiple) apart start in 1/64 of the L2
-         * sets or fewer (1024^3 with A^T ran at 0.49 of the peak with 512-deep K blocks, 0.81
-         * copied). Other strides spread over the sets and the copy is pure cost: the LM's dW
-         * products (128 x 128 x 1024, 512 x 128 x 1024, 128 x 256 x 1024 with A^T, lda 128/512)
-         * ran 3-15% faster in place (thread CPU time, best of 9, alternating runs). With rows
-         * of A contiguous, copying measured slower or the same (2048^3 too) */
-        job.copy_a = transA && kb > 256 && lda % 1024 == 0;
+        /* A transposed, K blocks over 256, its k rows longer than a row block: the block is
+         * copied to contiguous k rows (in place, k rows lda apart: 1024^3 with A^T ran at 0.49 of
+         * the peak, 0.81 copied; 512^3 0.80-0.82 against 0.86-0.87). When a row block spans
+         * (nearly) all of lda, the block is already dense and the copy pure cost: the LM's dW
+         * products (128 x 128-512 x 1024, lda 128) ran 3-8% faster in place (thread CPU time,
+         * best of 9, alternating runs). With rows of A contiguous, copying measured slower or the
+         * same (2048^3 too) */
+        job.copy_a = transA && kb > 256 && lda > mrows + 16;
         /* In place, a B row that does not start a cache line makes every 64-byte load of the
          * tiles two (128x512x512 with B 16 bytes off: 0.79 of the peak in place, against 0.95
          * aligned); such panels are copied just before use instead */
