@@ -167,6 +167,25 @@ static void test_packed_edges(void) {
                 bad += run_case(&g);
             }
         CHECK_EQ_INT(bad, 0);
+        /* A^T with lda far beyond M and K blocks over 256: the AVX-512 panel path copies its A
+         * block to contiguous k rows (M near lda: read in place, as above with 48 rows) */
+        bad = 0;
+        for (int t = 0; t < 4; t++) {
+            gcase g = {.ta = true, .tb = t & 1, .M = 97, .N = t < 2 ? 70 : 128, .K = t < 2 ? 515 : 300, .alpha = 1.0f,
+                       .beta = t == 1 ? 0.5f : 0.0f, .pad = 1024 - 97};
+            bad += run_case(&g);
+        }
+        CHECK_EQ_INT(bad, 0);
+        /* B of 1 MiB or more: the AVX-512 tiles prefetch C and the next panel (shared packed
+         * panels across two K blocks; B^T one K block of whole rows, ldb == K) */
+        bad = 0;
+        const int big[][5] = {{300, 520, 515, 0, 0}, {300, 520, 515, 1, 1}, {100, 600, 512, 0, 1}, {260, 530, 600, 1, 0}};
+        for (int d = 0; d < 4; d++) {
+            gcase g = {.ta = big[d][3], .tb = big[d][4], .M = big[d][0], .N = big[d][1], .K = big[d][2], .alpha = 1.0f,
+                       .beta = d % 2 ? 0.5f : 0.0f, .pad = d == 2 ? 0 : 16, .aligned = true};
+            bad += run_case(&g);
+        }
+        CHECK_EQ_INT(bad, 0);
     }
     lx_isa_set(NULL);
     lx_sgemm_force_path(LX_GEMM_PATH_AUTO);

@@ -463,6 +463,9 @@ static lx_status gemm_packed(const lx_gemm_kernels *g, bool transA, bool transB,
 /* B is read in place (not packed) below this many rows when its rows are contiguous: a panel is
  * then reused by too few row tiles to pay for the copy (128^3: in place ~0.94 of the peak). */
 #define PANEL_PACK_ROWS 256
+/* Floats of B (K x N) from which the tiles prefetch C and the next panel into L2 (panel_pf):
+ * below, B and C stay in L2 and the prefetches cost ~1% (the LM's 1024 x 128-512 products) */
+#define PANEL_PF_FLOATS (256LL * 1024)
 
 typedef struct {
     const lx_gemm_kernels *g;
@@ -472,6 +475,7 @@ typedef struct {
     int64_t ars, acs, ldb;
     bool transB, copy_a;
     bool b_unaligned; /* rows of B not all on 64-byte boundaries: panels read in place would split loads */
+    bool pf;          /* B of 1 MiB or more: prefetch C tiles and the next panel (panel_pf) */
     float *C;
     int64_t ldc;
     const lx_gemm_epilogue *ep;
@@ -565,7 +569,21 @@ static void panel_item(const panel_job *j, int64_t t, float *Ablk, float *edge) 
                 bld = j->ldb;
             }
             float *cc = j->C + i0 * j->ldc + c;
-            j->g->small_panel(m, nr, kc, a, ars, acs, bp, bld, j->alpha, j->beta, p == 0, cc, j->ldc);
+            /* Shared packed panels: the next one this item reads (the next column, or the first
+             * of the next K block) is prefetched into L2 during this one; else the first row
+             * tile of every panel streamed it from L3 (2048^3: 0.76-0.79 of the peak -> 0.88-0.89,
+             * 1024^3 0.81 -> 0.82-0.88, 512^3 +1-8%; thread CPU time, best of 5, alternating runs) */
+            if (j->Bp && j->g->panel_pf && j->pf) {
+                int64_t np = c + PANEL_W < c1 ? p : p + 1, nq = c + PANEL_W < c1 ? c / PANEL_W + 1 : c0 / PANEL_W;
+                const float *pf = np < j->nkb ? panel_at(j, np, nq) : NULL;
+                j->g->panel_pf(m, nr, kc, a, ars, acs, bp, bld, j->alpha, j->beta, p == 0, cc, j->ldc, pf);
+            } else if (j->transB && j->ldb == kc && c + PANEL_W < c1 && j->g->panel_pf && j->pf) {
+                /* B^T whose K block is its whole rows: the next panel's source is one contiguous
+                 * range, prefetched for the next transposition (128 x 784 x 512: +1%, same runs) */
+                j->g->panel_pf(m, nr, kc, a, ars, acs, bp, bld, j->alpha, j->beta, p == 0, cc, j->ldc, j->B + (c + PANEL_W) * j->ldb + k0);
+            } else {
+                j->g->small_panel(m, nr, kc, a, ars, acs, bp, bld, j->alpha, j->beta, p == 0, cc, j->ldc);
+            }
             if (p == j->nkb - 1 && epilogue_active(j->ep))
                 epilogue_rows(cc, j->ldc, m, nr, j->ep->bias ? j->ep->bias + c : NULL, j->ep->act);
         }
@@ -639,14 +657,20 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
             ep_phase = (lx_gemm_epilogue){.bias = ep->bias ? ep->bias + j0 : NULL, .act = ep->act};
             job.ep = &ep_phase;
         }
-        /* A transposed, K blocks over 256: its block is copied to contiguous k rows. In place,
-         * its k rows lda apart share L2 sets (1024^3 with A^T ran at 0.49 of the peak with
-         * 512-deep K blocks, 0.81 copied); with rows of A contiguous, copying measured slower */
-        job.copy_a = transA && kb > 256;
+        /* A transposed, K blocks over 256, its k rows longer than a row block: the block is
+         * copied to contiguous k rows (in place, k rows lda apart: 1024^3 with A^T ran at 0.49 of
+         * the peak, 0.81 copied; 512^3 0.80-0.82 against 0.86-0.87). When a row block spans
+         * (nearly) all of lda, the block is already dense and the copy pure cost: the LM's dW
+         * products (128 x 128-512 x 1024, lda 128) ran 3-8% faster in place (thread CPU time,
+         * best of 9, alternating runs). With rows of A contiguous, copying measured slower or the
+         * same (2048^3 too) */
+        job.copy_a = transA && kb > 256 && lda > mrows + 16;
         /* In place, a B row that does not start a cache line makes every 64-byte load of the
          * tiles two (128x512x512 with B 16 bytes off: 0.79 of the peak in place, against 0.95
          * aligned); such panels are copied just before use instead */
         job.b_unaligned = ((uintptr_t)job.B % 64 != 0 || ldb % 16 != 0);
+        /* B of 1 MiB or more (it and C then leave L2): the tiles prefetch C and the next panel */
+        job.pf = K * nc >= PANEL_PF_FLOATS;
         job.mi = rb;
         job.nj = nj;
         atomic_init(&job.next_item, 0);

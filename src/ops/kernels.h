@@ -31,6 +31,10 @@ typedef struct {
                         int64_t ldb, float alpha, float beta, bool first, float *C, int64_t ldc);
     /* panel[k*GEMM_SMALL_NR + j] = Bt[j*ld + k] for j < nr, k < kc; zeros in columns [nr, 16 * ceil(nr/16)). */
     void (*small_pack_bt)(const float *Bt, int64_t ld, int nr, int64_t kc, float *panel);
+    /* Optional (NULL: small_panel): small_panel that also prefetches into L2, spread over its k
+     * loops, the lines from pf on (the panel path's next packed panel; any address is harmless). */
+    void (*panel_pf)(int64_t M, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs, const float *B,
+                     int64_t ldb, float alpha, float beta, bool first, float *C, int64_t ldc, const float *pf);
     /* true: with M == 1, small_panel reads B only in columns [0, nr) (masked loads), so the driver
      * passes a ragged panel in place instead of a zero-padded copy */
     bool small_row_exact;
