@@ -612,8 +612,11 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
     /* column phases: the packed B of a phase within the cap */
     int64_t phase = PACKED_B_CAP / (nkb * kb) / PANEL_W * PANEL_W;
     if (phase < PANEL_W) phase = PANEL_W;
-    lx_status st = LX_OK;
-    for (int64_t j0 = 0; j0 < N && st == LX_OK; j0 += phase) {
+    /* Never fails once C is touched: the column phases write disjoint columns, and a phase that
+     * cannot get its memory (packed B, panel states, every worker's scratch) has written nothing,
+     * so it and the phases after it run on the small path, which needs none. (Returning an error
+     * there made lx_sgemm_serial's fallback redo earlier phases' columns with beta applied twice.) */
+    for (int64_t j0 = 0; j0 < N; j0 += phase) {
         int64_t nc = N - j0 < phase ? N - j0 : phase, npan = (nc + PANEL_W - 1) / PANEL_W;
         /* The item grid: one thread, row blocks of at most PANEL_MC over all columns. Several:
          * at least 4 items per thread and a multiple of the thread count, rows split first
@@ -644,9 +647,7 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
             size_t floats = (size_t)(nkb * npan * kb * PANEL_W);
             Bp = floats <= (size_t)PACKED_B_KEEP ? thread_scratch(1, floats) : NULL;
             if (!Bp) Bp = heap = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
-            if (!Bp)
-                return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for %lld packed B panels",
-                               (long long)(nkb * npan));
+            /* no memory: B read in place or packed a panel at a time, as without sharing */
         }
         panel_job job = {.g = g, .M = M, .N = nc, .K = K, .alpha = alpha, .beta = beta, .A = A,
                          .B = transB ? B + j0 * ldb : B + j0, .ars = transA ? 1 : lda, .acs = transA ? lda : 1,
@@ -677,18 +678,22 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
         atomic_init(&job.failed, 0);
         if (Bp) {
             job.pstate = malloc(sizeof(atomic_int) * (size_t)(nkb * npan));
-            if (!job.pstate) {
-                free(heap);
-                return lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for %lld panel states", (long long)(nkb * npan));
-            }
-            for (int64_t i = 0; i < nkb * npan; i++) atomic_init(&job.pstate[i], 0);
+            if (!job.pstate) free(heap), heap = NULL, job.Bp = NULL; /* unshared instead */
+            for (int64_t i = 0; job.pstate && i < nkb * npan; i++) atomic_init(&job.pstate[i], 0);
         }
         lx_team_run(nt, panel_worker, &job);
         free(job.pstate);
         free(heap);
-        if (atomic_load(&job.failed)) st = lx_fail(LX_ERR_NO_MEMORY, "sgemm: out of memory for a panel buffer");
+        /* a worker that claims an item runs until none is left: unless every worker failed to get
+         * its scratch before claiming one, the phase is complete */
+        if (atomic_load(&job.next_item) < job.mi * job.nj) {
+            gemm_small(g, transA, transB, M, N - j0, K, alpha, A, lda, transB ? B + j0 * ldb : B + j0, ldb, beta,
+                       C + j0, ldc);
+            if (epilogue_active(ep)) epilogue_rows(C + j0, ldc, M, N - j0, ep->bias ? ep->bias + j0 : NULL, ep->act);
+            break;
+        }
     }
-    return st;
+    return LX_OK;
 }
 
 /* ---- entry points ---- */
