@@ -122,6 +122,13 @@ static void run_peak(void *p) {
 /* MACs per second of peak loop `which` (0 when this CPU lacks it). */
 static double peak_rate(int which) {
 #if defined(__x86_64__)
+    if (which == 2 && lx_i8_kernel_supported(LX_I8_AMX)) {
+        /* the OS's permission for the tile data is asked when the library first runs an AMX
+         * product (quant.h): run a small one before the raw tile loop (refused: AMX unsupported) */
+        int8_t a[64] = {0}, b[16 * 64] = {0};
+        int32_t c[16];
+        (void)lx_i8_gemm(LX_I8_AMX, 1, 16, 64, a, b, c);
+    }
     if ((which == 0 && !__builtin_cpu_supports("avx512f")) || (which == 1 && !lx_i8_kernel_supported(LX_I8_VNNI)) ||
         (which == 2 && !lx_i8_kernel_supported(LX_I8_AMX)))
         return 0;
