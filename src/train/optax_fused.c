@@ -133,14 +133,6 @@ static void sgd_base(int64_t n, const sgd_k *k, const float *restrict g, const f
     SGD_BODY
 }
 
-#if defined(LINNX_X86_KERNELS) && (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-#define HAVE_AVX2_PATH 1
-__attribute__((target("avx2"))) static void adam_avx2(int64_t n, const adam_k *k, const float *restrict g,
-                                                      const float *restrict m0, const float *restrict v0,
-                                                      float *restrict m, float *restrict v, const float *restrict p,
-                                                      float *restrict po) {
-    ADAM_BODY
-}
 /* In place (a donated step, see lx_optax_fused_step_ex): the new moments and param overwrite the
  * old ones, each element read before it is written. */
 #define ADAM_INPLACE_ARGS                                                                             \
@@ -149,6 +141,15 @@ __attribute__((target("avx2"))) static void adam_avx2(int64_t n, const adam_k *k
     const float *m0 = m, *v0 = v;                                                                     \
     float *po = p;                                                                                    \
     ADAM_BODY
+
+#if defined(LINNX_X86_KERNELS) && (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define HAVE_AVX2_PATH 1
+__attribute__((target("avx2"))) static void adam_avx2(int64_t n, const adam_k *k, const float *restrict g,
+                                                      const float *restrict m0, const float *restrict v0,
+                                                      float *restrict m, float *restrict v, const float *restrict p,
+                                                      float *restrict po) {
+    ADAM_BODY
+}
 __attribute__((target("avx2"))) static void adam_avx2_ip(ADAM_INPLACE_ARGS) { ADAM_INPLACE_BODY }
 __attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq,prefer-vector-width=512"))) static void adam_avx512_ip(
     ADAM_INPLACE_ARGS) {
