@@ -54,7 +54,7 @@ lx_status ll_axis(const char *layer, int64_t a, int ndim, int64_t *out) {
  * that makes two equal Dense layers gets two instances, so the scope's identity rule (the same
  * instance called twice shares its name and params) cannot merge them. Modules are immutable
  * descriptions, so a reused one is indistinguishable from a new one. A thread's entries are
- * released at its exit (a pthread key's destructor, as src/core/heap.c frees its block cache), so
+ * released when the thread ends (a pthread key's destructor, as src/core/heap.c frees its block cache), so
  * a thread that ran a model leaves nothing behind. Sanitizer builds keep no cache. */
 #if defined(__SANITIZE_ADDRESS__)
 #define LL_CACHE_ON 0

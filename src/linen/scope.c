@@ -93,7 +93,7 @@ void linen_frame_free(linen_frame *f) {
 /* ---- scopes ----
  * A frame builds its scopes afresh on every apply, so their blocks come from a per-thread free
  * list of fixed-size blocks (a scope with a very long path takes malloc's): two heap calls per
- * scope per apply were a tenth of a batch-1 Dense's apply. Freed at the thread's exit (a pthread
+ * scope per apply were a tenth of a batch-1 Dense's apply. Freed when the thread ends (a pthread
  * key's destructor). Off under the sanitizers, like ll_new's module cache. */
 #if defined(__SANITIZE_ADDRESS__)
 #define SCOPE_CACHE_ON 0
