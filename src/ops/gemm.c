@@ -484,7 +484,6 @@ typedef struct {
     int64_t mi, nj, mrows;        /* item grid: mi row blocks of at most mrows rows x nj column ranges */
     atomic_int *pstate;   /* per shared panel (K block p, panel q at p * npan + q): see panel_ready */
     atomic_llong next_item;
-    atomic_int failed;
 } panel_job;
 
 static float *panel_at(const panel_job *j, int64_t p, int64_t q) { return j->Bp + (p * j->npan + q) * j->kb * PANEL_W; }
@@ -596,10 +595,7 @@ static void panel_worker(void *arg) {
 
     float *Ablk = j->copy_a ? thread_scratch(0, (size_t)((j->mrows + 16) * j->kb + 64)) : NULL;
     float *edge = thread_scratch(3, (size_t)(j->kb * PANEL_W)); /* a panel packed just before use */
-    if ((j->copy_a && !Ablk) || !edge) {
-        atomic_store(&j->failed, 1);
-        return;
-    }
+    if ((j->copy_a && !Ablk) || !edge) return; /* claims nothing: gemm_panels sees the items left */
     for (int64_t t; (t = atomic_fetch_add(&j->next_item, 1)) < nitems;) panel_item(j, t, Ablk, edge);
 }
 
@@ -675,7 +671,6 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
         job.mi = rb;
         job.nj = nj;
         atomic_init(&job.next_item, 0);
-        atomic_init(&job.failed, 0);
         if (Bp) {
             job.pstate = malloc(sizeof(atomic_int) * (size_t)(nkb * npan));
             if (!job.pstate) free(heap), heap = NULL, job.Bp = NULL; /* unshared instead */
