@@ -16,6 +16,19 @@
 
 #include "linnx/linnx.h"
 
+/* LX_TEST_ASAN: 1 in an AddressSanitizer build (gcc's macro or clang's feature test), else 0.
+ * Such builds bypass the library's per-thread caches and replace malloc themselves. */
+#if defined(__SANITIZE_ADDRESS__)
+#define LX_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LX_TEST_ASAN 1
+#endif
+#endif
+#ifndef LX_TEST_ASAN
+#define LX_TEST_ASAN 0
+#endif
+
 static int lx_test_passed, lx_test_failed;
 static const char *lx_test_current = "";
 

@@ -14,14 +14,7 @@
 #include "linnx/train.h"
 #include "../src/train/optax_internal.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define LEAK_CHECKS 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LEAK_CHECKS 1
-#endif
-#endif
-#ifdef LEAK_CHECKS
+#if LX_TEST_ASAN
 #include <sanitizer/lsan_interface.h>
 /* Whether anything unreachable is left now (LeakSanitizer prints what and where). */
 static bool leaked(void) { return __lsan_do_recoverable_leak_check() != 0; }

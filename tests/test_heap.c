@@ -22,16 +22,7 @@ void *lx_heap_realloc_(void *p, size_t n);
 void lx_heap_free_(void *p);
 size_t lx_heap_held_(void);
 
-#if defined(__SANITIZE_ADDRESS__)
-#define HEAP_COUNTED 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HEAP_COUNTED 0
-#endif
-#endif
-#ifndef HEAP_COUNTED
-#define HEAP_COUNTED 1
-#endif
+#define HEAP_COUNTED (!LX_TEST_ASAN)
 
 static atomic_long live_blocks; /* allocations minus frees, every thread */
 

@@ -65,16 +65,7 @@ static void note_module(const lx_prim_event *ev, void *user) {
     ran.n++;
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CACHE_ON 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CACHE_ON 0
-#endif
-#endif
-#ifndef CACHE_ON
-#define CACHE_ON 1
-#endif
+#define CACHE_ON (!LX_TEST_ASAN)
 
 static void test_equal_layers_stay_separate(void) {
     linen_module *m = NULL;

@@ -45,16 +45,7 @@ static void hook(size_t nbytes, void *user) {
 /* Every heap allocation of the process, the library's included (the test links liblinnx
  * statically, and glibc lets a program replace malloc & co; these forward to glibc's own
  * allocator). Not under the sanitizers, whose runtimes replace malloc themselves. */
-#if defined(__SANITIZE_ADDRESS__)
-#define HEAP_COUNTED 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HEAP_COUNTED 0
-#endif
-#endif
-#ifndef HEAP_COUNTED
-#define HEAP_COUNTED 1
-#endif
+#define HEAP_COUNTED (!LX_TEST_ASAN)
 
 void *lx_heap_malloc_(size_t n); /* the library's allocator front (src/core/heap.c) */
 void lx_heap_free_(void *p);
