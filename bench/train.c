@@ -15,8 +15,18 @@
  *   mlp_infer_small  64-64-10 MLP forward at batch 1 (no gradient): linen apply; also the NNX
  *                    module call (mlp_infer_small_nnx) for comparison
  *
- * Prints `<workload> vs_torch <ratio>` (our median seconds per step / torch's; lower is better;
- * `vs_torch skipped` when python3-torch or the peer script is missing), `<workload> ms <ours>`,
+ * Both sides are timed in rounds (LINNX_BENCH_ROUNDS, default 5): one python process
+ * (bench/torch_rounds.py, which imports the peer script and calls its functions) stays alive, and
+ * each round times torch's step and ours back to back, each as the median of its reps (the
+ * peer's warm-up and reps on both sides). Each side's figure is the fastest of its rounds'
+ * medians: on a shared machine a slow stretch lengthens one round, never shortens one.
+ * Prints `<workload> ms <ours>`, `<workload> torch_ms <theirs>`, `<workload> vs_torch <ratio>`
+ * (ours / theirs, those two figures; lower is better; `vs_torch skipped` when python3-torch, the
+ * peer script or the driver is missing), `vs_torch_rounds` (the round count) and
+ * `vs_torch_median` (the ratio of the two sides' median rounds), `gflop_per_step` (FLOPs of one
+ * step, counted below from the shapes), `frac_peak` and `torch_frac_peak` (FLOPs per second of
+ * each side's best step over `fma_peak_t1 gflops`, one thread's FMA loop measured in this run,
+ * times the thread count: how far from the machine's arithmetic limit each side runs),
  * and for mlp_train `backward_over_forward` (value_and_grad time minus forward time, over the
  * forward: the forward pass is apply + loss without a tape) and the array data allocations of a
  * steady-state step (`allocs_per_step`, `alloc_mb_per_step`, counted with lx_set_alloc_hook; and
@@ -34,11 +44,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
 #include "linnx/autodiff.h"
+#include "linnx/cpu.h"
 #include "linnx/linen.h"
 #include "linnx/linen_layers.h"
 #include "linnx/linnx.h"
@@ -282,48 +295,198 @@ static double cpu_median_per_call(void (*fn)(void *), void *ctx, int reps, int i
     return t[reps / 2];
 }
 
-/* ------------------------------------------------------------------ torch */
+/* ------------------------------------------------------------------ torch, in rounds
+ * The PyTorch side is one python process, bench/torch_rounds.py, that imports the peer script by
+ * path and answers each request (a workload name on its stdin) with the peer's own function: the
+ * peer's warm-up and reps, the median of its reps, in seconds. It stays alive for the whole run,
+ * so a workload's rounds alternate torch and linnx back to back and a slow minute of the machine
+ * falls on both sides (a noisy host moves one step by up to 2x between runs). */
 
 typedef struct {
-    const char *name;
-    double secs; /* < 0: not measured */
-} peer_time;
+    pid_t pid;
+    FILE *to, *from;
+} torch_proc;
 
-static void run_torch(int threads, peer_time *t, int n) {
-    for (int i = 0; i < n; i++) t[i].secs = -1;
+static void torch_stop(torch_proc *tp) {
+    if (tp->to) fclose(tp->to);
+    if (tp->from) fclose(tp->from);
+    if (tp->pid > 0) waitpid(tp->pid, NULL, 0);
+    tp->to = tp->from = NULL;
+    tp->pid = -1;
+}
+
+/* Starts the driver with LX_THREADS = threads; false (and a `#` line saying why) when the peer
+ * script, the driver or torch is missing. Call before any thread exists (it sets LX_THREADS in
+ * this process's environment, for the child, before fork). */
+static bool torch_start(int threads, torch_proc *tp) {
+    memset(tp, 0, sizeof *tp);
+    tp->pid = -1;
     const char *peer = getenv("LINNX_TORCH_PEER");
     if (!peer) peer = "../shared/peers/torch_peer.py";
-    if (access(peer, R_OK) != 0) {
-        printf("# torch peer script not found (%s): vs_torch skipped\n", peer);
-        return;
+    char drv[1024];
+    const char *driver = getenv("LINNX_TORCH_ROUNDS");
+    if (!driver || !*driver) { /* beside this source file */
+        const char *f = __FILE__, *slash = strrchr(f, '/');
+        snprintf(drv, sizeof drv, "%.*storch_rounds.py", slash ? (int)(slash - f + 1) : 0, f);
+        driver = drv;
+    }
+    if (access(peer, R_OK) != 0 || access(driver, R_OK) != 0) {
+        printf("# torch peer script (%s) or its driver (%s) not found: vs_torch skipped\n", peer, driver);
+        return false;
     }
     if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
         printf("# python3-torch not importable: vs_torch skipped\n");
-        return;
+        return false;
     }
-    char cmd[2048];
-    int off = snprintf(cmd, sizeof cmd, "LX_THREADS=%d /usr/bin/python3 '%s'", threads, peer);
-    for (int i = 0; i < n; i++) off += snprintf(cmd + off, sizeof cmd - (size_t)off, " %s", t[i].name);
-    FILE *p = popen(cmd, "r");
-    if (!p) return;
-    char line[256], name[64];
-    double s;
-    while (fgets(line, sizeof line, p))
-        if (sscanf(line, "%63s %lf", name, &s) == 2)
-            for (int i = 0; i < n; i++)
-                if (!strcmp(name, t[i].name)) t[i].secs = s;
-    pclose(p);
+    char t[16];
+    snprintf(t, sizeof t, "%d", threads);
+    setenv("LX_THREADS", t, 1);
+    int in[2], out[2];
+    if (pipe(in) != 0) return false;
+    if (pipe(out) != 0) {
+        close(in[0]), close(in[1]);
+        return false;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[0]), close(in[1]), close(out[0]), close(out[1]);
+        execl("/usr/bin/python3", "python3", driver, peer, (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    if (pid < 0) {
+        close(in[1]), close(out[0]);
+        return false;
+    }
+    tp->pid = pid;
+    tp->to = fdopen(in[1], "w");
+    tp->from = fdopen(out[0], "r");
+    char line[256];
+    if (!tp->to || !tp->from || !fgets(line, sizeof line, tp->from) || strncmp(line, "ready", 5) != 0) {
+        printf("# torch driver %s did not start: vs_torch skipped\n", driver);
+        torch_stop(tp);
+        return false;
+    }
+    return true;
 }
 
-static void report(const char *name, double ours, const peer_time *t, int n) {
-    double theirs = -1;
+/* The peer's median seconds per step of one workload, timed now; -1 when not available. */
+static double torch_time(torch_proc *tp, const char *name) {
+    if (!tp->to) return -1;
+    char line[256], got[64];
+    double s;
+    if (fprintf(tp->to, "%s\n", name) < 0 || fflush(tp->to) != 0 || !fgets(line, sizeof line, tp->from)) {
+        torch_stop(tp);
+        return -1;
+    }
+    return sscanf(line, "%63s %lf", got, &s) == 2 && !strcmp(got, name) && s > 0 ? s : -1;
+}
+
+enum { MAX_ROUNDS = 32 };
+static int g_rounds = 5;       /* LINNX_BENCH_ROUNDS */
+static double g_peak_gflops;   /* one thread's FMA peak in this run, times the thread count */
+
+/* One of our timings in the rounds: fn(ctx) with bench_median's warm-up (first round; one call
+ * in the later ones), reps and inner repetitions; t[r] is round r's median. */
+typedef struct {
+    void (*fn)(void *);
+    void *ctx;
+    int warmup, reps, inner;
+    double t[MAX_ROUNDS];
+} side;
+
+/* g_rounds rounds of workload `name`: torch once and each of ours once per round, torch first
+ * in even rounds and last in odd ones (a drift of the machine within a round then favours
+ * neither side); theirs[r] is the peer's median of round r (-1: not measured). */
+static void run_rounds(torch_proc *tp, const char *name, side *s, int ns, double *theirs) {
+    for (int r = 0; r < g_rounds; r++) {
+        if (r % 2 == 0) theirs[r] = torch_time(tp, name);
+        for (int i = 0; i < ns; i++) s[i].t[r] = bench_median(s[i].fn, s[i].ctx, r == 0 ? s[i].warmup : 1, s[i].reps, s[i].inner);
+        if (r % 2 == 1) theirs[r] = torch_time(tp, name);
+    }
+}
+
+/* The fastest of the rounds' medians (best) and the median of them; -1 when no round measured. */
+static double rounds_best(const double *t, int n) {
+    double b = -1;
     for (int i = 0; i < n; i++)
-        if (!strcmp(t[i].name, name)) theirs = t[i].secs;
-    printf("%s ms %.4f\n", name, ours * 1e3);
-    if (theirs > 0) printf("%s torch_ms %.4f\n%s vs_torch %.3f\n", name, theirs * 1e3, name, ours / theirs);
-    else printf("%s vs_torch skipped\n", name);
+        if (t[i] > 0 && (b < 0 || t[i] < b)) b = t[i];
+    return b;
+}
+static double rounds_median(const double *t, int n) {
+    double v[MAX_ROUNDS];
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (t[i] > 0) v[k++] = t[i];
+    if (!k) return -1;
+    qsort(v, (size_t)k, sizeof *v, bench_cmp_double);
+    return k % 2 ? v[k / 2] : 0.5 * (v[k / 2 - 1] + v[k / 2]);
+}
+
+/* `<name> ms` (our best round), `torch_ms` (torch's best round), `vs_torch` (their ratio), then
+ * `vs_torch_rounds`, `vs_torch_median` (the ratio of the rounds' medians) and, where flops > 0,
+ * `gflop_per_step`, `frac_peak` and `torch_frac_peak` (each side's best step against this run's
+ * FMA peak). */
+static void report(const char *name, const double *ours, const double *theirs, double flops) {
+    double ob = rounds_best(ours, g_rounds), tb = rounds_best(theirs, g_rounds);
+    printf("%s ms %.4f\n", name, ob * 1e3);
+    if (tb > 0) {
+        printf("%s torch_ms %.4f\n%s vs_torch %.3f\n", name, tb * 1e3, name, ob / tb);
+        printf("%s vs_torch_rounds %d\n%s vs_torch_median %.3f\n", name, g_rounds, name,
+               rounds_median(ours, g_rounds) / rounds_median(theirs, g_rounds));
+    } else {
+        printf("%s vs_torch skipped\n", name);
+    }
+    if (flops > 0 && g_peak_gflops > 0) {
+        printf("%s gflop_per_step %.6g\n%s frac_peak %.3f\n", name, flops / 1e9, name, flops / ob / (g_peak_gflops * 1e9));
+        if (tb > 0) printf("%s torch_frac_peak %.3f\n", name, flops / tb / (g_peak_gflops * 1e9));
+    }
     fflush(stdout);
 }
+
+/* FLOPs of one step (multiply-adds x 2 of the matmuls, convolutions and attention products;
+ * elementwise work, norms, softmax and the optimizer not counted). A backward pass forms dW of
+ * every layer (as many FLOPs as its forward) and dX of every layer but the first: the input
+ * needs no gradient, and neither linnx (the tape asks only for wanted cotangents) nor torch
+ * computes it.
+ *
+ * mlp_train, B = 128, 784-512-512-10:
+ *   forward 2 B (784*512 + 512*512 + 512*10) = 2*128*668672            = 171.18 M
+ *   dW      the same                                                   = 171.18 M
+ *   dX      2 B (512*512 + 512*10), layers 2 and 3 = 2*128*267264      =  68.42 M
+ *   step                                                               = 410.78 M
+ * cnn_train, B = 64, 28x28 (784 positions), 3x3 taps, same padding:
+ *   conv1   2 B 784 * 32 * (9*1)  = 28.90 M;  conv2 2 B 784 * 64 * (9*32) = 1849.69 M
+ *   dense   2 B (64*14*14) * 10   = 16.06 M;  forward                      = 1894.65 M
+ *   dW      1894.65 M;  dX of conv2 and dense (not conv1): 1849.69 + 16.06 = 1865.75 M
+ *   step                                                               = 5655.06 M
+ * lm_train, N = B T = 16*64 = 1024 tokens, d = 128, 4 heads of 32, MLP 512, 2 blocks, vocab 256:
+ *   per block: q, k, v, o 4 * 2 N d d = 134.22 M; up, down 2 * 2 N d 4d = 268.44 M;
+ *              QK^T and PV 2 * 2 B heads T T 32 = 33.55 M (the full T x T square, causal or not)
+ *   forward 2 * 436.21 + head 2 N d 256 (67.11 M)                      =  939.52 M
+ *   backward: dW and dX of every product (the embedding's input is the gather's, whose dX is the
+ *             embedding's gradient; attention's two products have four) = 2 * 939.52 M
+ *   step                                                               = 2818.57 M
+ * mlp_infer_small, batch 1, 64-64-10, forward only: 2 (64*64 + 64*10)   = 9472 */
+static double mlp_train_flops(void) {
+    double B = 128, fwd = 2 * B * (784.0 * 512 + 512.0 * 512 + 512.0 * 10);
+    return 2 * fwd + 2 * B * (512.0 * 512 + 512.0 * 10);
+}
+static double cnn_train_flops(void) {
+    double B = 64, P = 28 * 28, c1 = 2 * B * P * 32 * 9, c2 = 2 * B * P * 64 * (9 * 32), fc = 2 * B * (64 * 14 * 14) * 10;
+    return 2 * (c1 + c2 + fc) + c2 + fc;
+}
+static double lm_train_flops(void) {
+    double N = (double)LM_B * LM_T, d = LM_D, hd = (double)LM_D / LM_HEADS;
+    double block = 4 * 2 * N * d * d + 2 * 2 * N * d * 4 * d + 2 * 2 * (double)LM_B * LM_HEADS * LM_T * LM_T * hd;
+    return 3 * (LM_LAYERS * block + 2 * N * d * LM_VOCAB);
+}
+static double mlp_infer_small_flops(void) { return 2.0 * (64 * 64 + 64 * 10); }
 
 /* ------------------------------------------------------------------ main */
 
@@ -381,18 +544,22 @@ static lx_status small_nnx_init(nnx_module *m, const lx_call *c, nnx_rngs *rngs)
 int main(int argc, char **argv) {
     const char *only = argc > 1 ? argv[1] : NULL;
     int threads = bench_threads(2);
+    const char *re = getenv("LINNX_BENCH_ROUNDS");
+    if (re && atoi(re) >= 1) g_rounds = atoi(re) > MAX_ROUNDS ? MAX_ROUNDS : atoi(re);
+    signal(SIGPIPE, SIG_IGN); /* a driver that died answers EOF, not a signal */
+    torch_proc tp;
+    bool have_torch = torch_start(threads, &tp); /* before any thread of ours exists */
     lx_set_num_threads(threads);
-    printf("# training workloads, %d threads (LINNX_THREADS or LX_THREADS), median seconds per step; torch from %s\n", threads,
-           "../shared/peers/torch_peer.py");
-    peer_time torch[] = {{"mlp_train", -1}, {"cnn_train", -1}, {"lm_train", -1}, {"mlp_infer_small", -1}};
-    int ntorch = 4;
-    if (only)
-        for (int i = 0; i < ntorch; i++)
-            if (!strcmp(torch[i].name, only)) {
-                torch[0] = torch[i];
-                ntorch = 1;
-            }
-    run_torch(threads, torch, ntorch);
+    int level = lx_isa_current() >= LX_ISA_AVX512 ? 2 : lx_isa_current() >= LX_ISA_AVX2 ? 1 : 0;
+    double peak1 = bench_fma_peak_gflops(level, 20);
+    printf("# training workloads, %d threads (LINNX_THREADS or LX_THREADS); torch from %s (%s)\n"
+           "# %d rounds alternating torch and linnx per workload (LINNX_BENCH_ROUNDS); each side's figure is the best\n"
+           "# of its rounds' medians; frac_peak: FLOPs per step / best step time / (one thread's FMA peak x %d)\n",
+           threads, getenv("LINNX_TORCH_PEER") ? getenv("LINNX_TORCH_PEER") : "../shared/peers/torch_peer.py",
+           have_torch ? "running" : "absent", g_rounds, threads);
+    printf("fma_peak_t1 gflops %.2f\n", peak1);
+    g_peak_gflops = peak1 * threads;
+    double theirs[MAX_ROUNDS];
     lx_key k = lx_key_from_seed(42);
 
     if (!only || !strcmp(only, "mlp_train")) {
@@ -400,7 +567,8 @@ int main(int argc, char **argv) {
         if (job_init(&j, "mlp_train", &MLP, lx_retain(lx_random_normal(lx_key_fold_in(k, 0), 2, (int64_t[]){128, 784})),
                      lx_retain(lx_random_randint(lx_key_fold_in(k, 1), 1, (int64_t[]){128}, 0, 10)),
                      optax_adam(OPTAX_CONST(1e-3), NULL))) {
-            double step = bench_median(train_step, &j, 3, 20, 1);
+            side sd = {train_step, &j, 3, 20, 1, {0}};
+            run_rounds(&tp, "mlp_train", &sd, 1, theirs);
             double fwd = bench_median(forward_only, &j, 3, 20, 1);
             double vag = bench_median(value_and_grad_only, &j, 3, 20, 1);
             /* the same ratio on one thread in process CPU time: robust to a loaded machine */
@@ -434,7 +602,7 @@ int main(int argc, char **argv) {
             }
             lx_set_num_threads(threads);
             if (!j.failed) {
-                report("mlp_train", step, torch, ntorch);
+                report("mlp_train", sd.t, theirs, mlp_train_flops());
                 printf("mlp_train forward_1thread_cpu_ms %.4f\nmlp_train value_and_grad_1thread_cpu_ms %.4f\n"
                        "mlp_train backward_over_forward_1thread_cpu %.3f\n",
                        fwd1 * 1e3, vag1 * 1e3, (vag1 - fwd1) / fwd1);
@@ -469,8 +637,9 @@ int main(int argc, char **argv) {
                      lx_retain(lx_random_normal(lx_key_fold_in(k, 2), 4, (int64_t[]){64, 28, 28, 1})),
                      lx_retain(lx_random_randint(lx_key_fold_in(k, 3), 1, (int64_t[]){64}, 0, 10)),
                      optax_sgd(OPTAX_CONST(0.1), true, 0.9, false))) {
-            double step = bench_median(train_step, &j, 3, 10, 1);
-            if (!j.failed) report("cnn_train", step, torch, ntorch);
+            side sd = {train_step, &j, 3, 10, 1, {0}};
+            run_rounds(&tp, "cnn_train", &sd, 1, theirs);
+            if (!j.failed) report("cnn_train", sd.t, theirs, cnn_train_flops());
             if (!j.failed && threads == 1) printf("cnn_train cpu_ms %.4f\n", 1e3 * cpu_median(train_step, &j, 7));
             job_free(&j);
         }
@@ -483,8 +652,9 @@ int main(int argc, char **argv) {
                      lx_retain(lx_random_randint(lx_key_fold_in(k, 4), 2, (int64_t[]){LM_B, LM_T}, 0, LM_VOCAB)),
                      lx_retain(lx_random_randint(lx_key_fold_in(k, 5), 2, (int64_t[]){LM_B, LM_T}, 0, LM_VOCAB)),
                      optax_adamw(OPTAX_CONST(3e-4), &o))) {
-            double step = bench_median(train_step, &j, 3, 10, 1);
-            if (!j.failed) report("lm_train", step, torch, ntorch);
+            side sd = {train_step, &j, 3, 10, 1, {0}};
+            run_rounds(&tp, "lm_train", &sd, 1, theirs);
+            if (!j.failed) report("lm_train", sd.t, theirs, lm_train_flops());
             /* process CPU time per step: on a shared machine, time spent descheduled does not count */
             if (!j.failed && threads == 1) printf("lm_train cpu_ms %.4f\n", 1e3 * cpu_median(train_step, &j, 7));
             job_free(&j);
@@ -500,14 +670,12 @@ int main(int argc, char **argv) {
         if (x && linen_module_new(&SMALL, NULL, &c.m) == LX_OK &&
             linen_init(c.m, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &c.vars) == LX_OK &&
             nnx_rngs_from_seed(0, &rngs) == LX_OK && nnx_module_new(&SMALL_NNX, NULL, rngs, &cn.m) == LX_OK) {
-            double per = bench_median(infer_linen, &c, 50, 5, 200);
-            double per_nnx = bench_median(infer_nnx_call, &cn, 50, 5, 200);
-            report("mlp_infer_small", per, torch, ntorch);
-            double theirs = -1;
-            for (int i = 0; i < ntorch; i++)
-                if (!strcmp(torch[i].name, "mlp_infer_small")) theirs = torch[i].secs;
+            side sd[2] = {{infer_linen, &c, 50, 5, 200, {0}}, {infer_nnx_call, &cn, 50, 5, 200, {0}}};
+            run_rounds(&tp, "mlp_infer_small", sd, 2, theirs);
+            report("mlp_infer_small", sd[0].t, theirs, mlp_infer_small_flops());
+            double per_nnx = rounds_best(sd[1].t, g_rounds), tb = rounds_best(theirs, g_rounds);
             printf("mlp_infer_small_nnx ms %.4f\n", per_nnx * 1e3);
-            if (theirs > 0) printf("mlp_infer_small_nnx vs_torch %.3f\n", per_nnx / theirs);
+            if (tb > 0) printf("mlp_infer_small_nnx vs_torch %.3f\n", per_nnx / tb);
             /* process CPU time per call on this thread: what a loaded machine disturbs least */
             if (threads == 1)
                 printf("mlp_infer_small cpu_us %.3f\nmlp_infer_small_nnx cpu_us %.3f\n",
@@ -522,6 +690,7 @@ int main(int argc, char **argv) {
         linen_module_release(c.m);
         lx_release(x);
     }
+    torch_stop(&tp);
     lx_pool_drain();
     return 0;
 }
