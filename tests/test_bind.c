@@ -56,6 +56,7 @@ static void bad_params(sample *s, const void *p) { s->has_bad = true, s->bad_par
 
 /* Static params (plain data, valid for the whole run). */
 static const lx_gelu_params gelu_p = {true};
+static const lx_dense_params dense_p = {LX_ACT_RELU};
 static const lx_clip_params clip_p = {-0.5f, 1.0f};
 static const lx_cast_params cast_p = {LX_I32}, cast_bad = {(lx_dtype)99};
 static const lx_pmean_params pmean_p = {"data"};
@@ -251,6 +252,11 @@ static bool make_sample(lx_prim_id id, sample *s) {
         s->nin = 1, s->in[0] = x23, s->params = &pmean_p;
         set_out(s, LX_F32, 2, SHP(2, 3));
         bad_dtype(s, 0, LX_I32);
+        return true;
+    case LX_PRIM_DENSE: /* x (2, 3) . kernel (3, 4) + bias (4,), relu */
+        s->nin = 3, s->in[0] = x23, s->in[1] = F32(2, 3, 4), s->in[2] = F32(1, 4), s->params = &dense_p;
+        set_out(s, LX_F32, 2, SHP(2, 4));
+        bad_dtype(s, 1, LX_I32);
         return true;
     default:
         return false;

@@ -63,6 +63,36 @@ lx_array *lx_dot_general(lx_array *a, lx_array *b, int ncontract, const int64_t 
                          const int64_t *rhs_contract, int nbatch, const int64_t *lhs_batch,
                          const int64_t *rhs_batch);
 
+/* ---- a Dense layer in one pass ---- */
+
+/* The activation lx_dense applies after the bias: none, jax.nn.relu, jax.nn.gelu(approximate=True)
+ * (Flax's default), jax.nn.gelu(approximate=False), jax.nn.silu. */
+typedef enum lx_activation {
+    LX_ACT_NONE,
+    LX_ACT_RELU,
+    LX_ACT_GELU_TANH,
+    LX_ACT_GELU_ERF,
+    LX_ACT_SILU
+} lx_activation;
+
+/* act(x @ kernel + bias): Flax's Dense (dot_general contracting x's last axis with the kernel's
+ * first) plus its bias and an activation, as ONE primitive "dense" (attribute `activation`):
+ * one GEMM whose epilogue adds the bias (and applies ReLU) per output tile; GELU/SiLU follow in a
+ * second pass over the output with the unary ops' vector math. x (..., K) float32 with any
+ * leading axes, kernel (K, N) float32, bias (N,) float32 or NULL (none; a failed bias computation
+ * must be caught by the caller, as for layer_norm's optional operands). Result (..., N). The
+ * result and the gradients (dx, dkernel, dbias) are bit-identical to
+ * act(lx_dot_general(x, kernel, ...) + bias) and its backward pass. Errors name the shapes:
+ * "dense: x (2, 5), kernel (4, 3) and bias (3,) do not fit ...".
+ *
+ * While anything watches primitives (an observer: op interceptors, remat's recorder, tracing
+ * tools; or a substituter: quantization sessions, remat replay), lx_dense binds dot_general, add
+ * and the activation instead, exactly the ops Dense ran before, so every contraction is still a
+ * dot_general for them; lx_dense_fuses() says which it does now. LINNX_DENSE=unfused in the
+ * environment (read once; a benchmark switch) makes it always do that. */
+lx_array *lx_dense(lx_array *x, lx_array *kernel, lx_array *bias, lx_activation act);
+bool lx_dense_fuses(void);
+
 #pragma GCC visibility pop
 #ifdef __cplusplus
 }

@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "linnx/linalg.h"
 #include "linnx/nn.h"
 #include "linnx/value.h"
 
@@ -65,7 +66,7 @@ extern "C" {
     X(DOT_PRODUCT_ATTENTION, "dot_product_attention")                                              \
     X(DOT_PRODUCT_ATTENTION_WEIGHTS, "dot_product_attention_weights")                              \
     X(MAKE_CAUSAL_MASK, "make_causal_mask") X(DROPOUT, "dropout") X(DROPOUT_APPLY, "dropout_apply")   \
-    X(PMEAN, "pmean")
+    X(PMEAN, "pmean") X(DENSE, "dense")
 
 typedef enum lx_prim_id {
 #define LX_PRIM_ENUM_(id, name) LX_PRIM_##id,
@@ -139,6 +140,10 @@ typedef struct lx_dropout_params { double rate; } lx_dropout_params;
 /* pmean (ops.h lx_pmean): the named mesh axis the mean runs over ("data"); non-empty. */
 #define LX_AXIS_NAME_MAX 32
 typedef struct lx_pmean_params { char axis_name[LX_AXIS_NAME_MAX]; } lx_pmean_params;
+
+/* dense (linalg.h lx_dense): inputs x (..., K), kernel (K, N), bias (N,) or NULL; the activation
+ * applied after the bias. */
+typedef struct lx_dense_params { lx_activation act; } lx_dense_params;
 
 /* ---- descriptors ---- */
 /* What a shape rule computes: the result's dtype and shape (jax's ShapedArray). */

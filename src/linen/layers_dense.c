@@ -1,5 +1,6 @@
 /* flax.linen.Dense and DenseGeneral: x @ kernel (+ bias) through lax.dot_general (linalg.h), the
- * same kernel NNX's Linear / LinearGeneral call. */
+ * same kernel NNX's Linear / LinearGeneral call; Dense and Linear bind it with the bias as one
+ * fused "dense" op (lx_dense). */
 #include <string.h>
 
 #include "layers_internal.h"
@@ -25,10 +26,9 @@ static lx_status dense_call(linen_scope *s, const lx_call *c, lx_value *out) {
     int64_t kshape[2] = {x->shape[x->ndim - 1], cfg->features};
     LX_TRY(linen_param(s, "kernel", &cfg->kernel_init, cfg->param_dtype, 2, kshape, &kernel));
     if (cfg->use_bias) LX_TRY(linen_param(s, "bias", &cfg->bias_init, cfg->param_dtype, 1, &cfg->features, &bias));
-    int64_t lc = x->ndim - 1, rc = 0;
-    lx_array *y = lx_dot_general(x, kernel, 1, &lc, &rc, 0, NULL, NULL);
-    if (bias) y = lx_add(y, bias);
-    return linen_return_array(out, y);
+    /* dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias, as one "dense" op (the
+     * separate ops while anything watches primitives: linalg.h lx_dense) */
+    return linen_return_array(out, lx_dense(x, kernel, bias, LX_ACT_NONE));
 }
 
 static const linen_method DENSE_METHODS[] = {LINEN_METHOD("__call__", dense_call)};

@@ -53,11 +53,9 @@ static lx_array *linear_forward_impl(nnx_linear *m, lx_array *x) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "Linear: kernel is None");
         return NULL;
     }
-    /* lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) as Flax writes it. */
-    int64_t lc[] = {x->ndim - 1}, rc[] = {0};
-    lx_array *y = lx_dot_general(x, kernel, 1, lc, rc, 0, NULL, NULL);
-    lx_array *bias = nnx_value_of(m->bias);
-    return bias ? lx_add(y, bias) : y;
+    /* lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias as Flax writes it, as
+     * one "dense" op (the separate ops while anything watches primitives: linalg.h lx_dense). */
+    return lx_dense(x, kernel, nnx_value_of(m->bias), LX_ACT_NONE);
 }
 
 lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {

@@ -18,7 +18,7 @@
     X(transpose) X(broadcast_to) X(slice) X(concatenate) X(stack) X(split) X(pad) X(take)           \
     X(matmul) X(dot_general) X(softmax) X(log_softmax) X(layer_norm) X(rms_norm) X(conv_general)    \
     X(avg_pool) X(max_pool) X(softmax_cross_entropy_int) X(attention) X(attention_weights)          \
-    X(dropout) X(pmean)
+    X(dropout) X(pmean) X(dense)
 
 #define DECLARE_(name)                                                                               \
     lx_status lx_vjp_##name(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct, \
@@ -32,7 +32,7 @@ RULES(DECLARE_)
     X(unary) X(stop_gradient) X(clip) X(cast) X(binary) X(where) X(reduce) X(matmul) X(dot_general) \
     X(softmax) X(layer_norm) X(rms_norm) X(softmax_cross_entropy_int) X(dropout_apply) X(pool) \
     X(conv_general) X(attention) X(make_causal_mask) X(dropout) X(reshape) X(expand_dims) X(squeeze)        \
-    X(transpose) X(broadcast_to) X(slice) X(concatenate) X(stack) X(split) X(pad) X(take) X(one_hot) X(pmean)
+    X(transpose) X(broadcast_to) X(slice) X(concatenate) X(stack) X(split) X(pad) X(take) X(one_hot) X(pmean) X(dense)
 #define DECLARE_BOUND_(name) LX_RULE(name); LX_FWD(name);
 BOUND(DECLARE_BOUND_)
 #undef DECLARE_BOUND_
@@ -54,6 +54,7 @@ LX_ATTRS(slice);
 LX_ATTRS(split);
 LX_ATTRS(pad);
 LX_ATTRS(pmean);
+LX_ATTRS(dense);
 
 /* A primitive bound through its rule: RULE/FWD name lx_rule_* / lx_fwd_*, ATTRS lx_attrs_* or NULL,
  * ARITY its input count (-1: variadic), OPT the mask of optional inputs, FLAGS LX_PRIM_VIEW. */
@@ -131,6 +132,7 @@ static const lx_prim_def table[LX_PRIM_COUNT] = {
     B(DROPOUT, "dropout", sizeof(lx_dropout_params), lx_vjp_dropout, dropout, dropout, lx_attrs_dropout, 2, 0, 0),
     B(DROPOUT_APPLY, "dropout_apply", sizeof(lx_dropout_params), lx_vjp_dropout, dropout_apply, dropout_apply, lx_attrs_dropout, 2, 0, 0),
     B(PMEAN, "pmean", sizeof(lx_pmean_params), lx_vjp_pmean, pmean, pmean, lx_attrs_pmean, 1, 0, 0),
+    B(DENSE, "dense", sizeof(lx_dense_params), lx_vjp_dense, dense, dense, lx_attrs_dense, 3, 4u, 0),
 };
 
 const lx_prim_def *lx_prim_get(lx_prim_id id) {

@@ -1,0 +1,211 @@
+/* dense: x @ kernel + bias, then an activation, in one GEMM (linalg.h lx_dense).
+ *
+ * The forward is one lx_sgemm_ex whose epilogue adds the bias (and applies ReLU) on each C tile
+ * right after its last K block, so a Dense layer writes its output once instead of three times
+ * (dot_general, add, relu). GELU and SiLU run afterwards over the finished output with the
+ * vector math of the unary ops (vmath.h), so every activation gives exactly the bits of
+ * lx_gelu / lx_silu (the GEMM epilogue's own GELU/SiLU formulas are libm's, not those).
+ * The product is the call dot_general makes for x (..., K) . kernel (K, N) (the same sizes and
+ * leading dimensions), and the bias is added to the rounded product, so the result is
+ * bit-identical to dot_general + add + activation.
+ *
+ * Backward: g' = g * act'(z) (relu's mask from the output; gelu/silu from z, which the forward
+ * keeps under a tape: then it writes z and computes y from it in a second pass), then the very
+ * contractions and sum the unfused ops' rules run (dot_general's two, add's unbroadcast), so the
+ * gradients are bit-identical too. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "linalg_internal.h"
+#include "linnx/autodiff.h"
+#include "linnx/linalg.h"
+#include "linnx/ops.h"
+#include "op_internal.h"
+#include "vmath.h"
+
+lx_status lx_vjp_gelu(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct,
+                      const bool *wants, lx_array **in_ct);
+lx_status lx_vjp_silu(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct,
+                      const bool *wants, lx_array **in_ct);
+
+static const char *act_name(lx_activation a) {
+    switch (a) {
+    case LX_ACT_NONE: return "none";
+    case LX_ACT_RELU: return "relu";
+    case LX_ACT_GELU_TANH: return "gelu_tanh";
+    case LX_ACT_GELU_ERF: return "gelu_erf";
+    case LX_ACT_SILU: return "silu";
+    }
+    return "?";
+}
+
+static bool act_valid(lx_activation a) { return (unsigned)a <= (unsigned)LX_ACT_SILU; }
+
+/* The activations computed after the GEMM by the vector math (relu is the epilogue's). */
+static void (*vmath_act(lx_activation a))(const float *, float *, int64_t) {
+    const lx_vmath *vm = lx_vmath_active();
+    switch (a) {
+    case LX_ACT_GELU_TANH: return vm->gelu_tanh;
+    case LX_ACT_GELU_ERF: return vm->gelu_erf;
+    case LX_ACT_SILU: return vm->silu;
+    default: return NULL;
+    }
+}
+
+LX_RULE(dense) {
+    (void)id, (void)nin;
+    const lx_dense_params *p = params_;
+    const lx_array *x = in[0], *k = in[1], *b = in[2];
+    char sx[96], sk[96], sb[96];
+#define XS lx_shape_str(x->ndim, x->shape, sx, sizeof sx)
+#define KS lx_shape_str(k->ndim, k->shape, sk, sizeof sk)
+#define BS (b ? lx_shape_str(b->ndim, b->shape, sb, sizeof sb) : "None")
+    if (!act_valid(p->act)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "dense: unknown activation %d", (int)p->act);
+    if (x->dtype != LX_F32 || k->dtype != LX_F32 || (b && b->dtype != LX_F32))
+        return lx_fail(LX_ERR_DTYPE, "dense: expected float32 operands, got x %s%s, kernel %s%s and bias %s%s",
+                       lx_dtype_name(x->dtype), XS, lx_dtype_name(k->dtype), KS, b ? lx_dtype_name(b->dtype) : "",
+                       BS);
+    if (x->ndim < 1 || k->ndim != 2 || x->shape[x->ndim - 1] != k->shape[0] ||
+        (b && (b->ndim != 1 || b->shape[0] != k->shape[1])))
+        return lx_fail(LX_ERR_SHAPE,
+                       "dense: x %s, kernel %s and bias %s do not fit (x (..., K) times kernel (K, N) plus bias (N,))",
+                       XS, KS, BS);
+#undef XS
+#undef KS
+#undef BS
+    lx_aval_like(av, LX_F32, x);
+    av->shape[x->ndim - 1] = k->shape[1];
+    return LX_OK;
+}
+
+LX_FWD(dense) {
+    (void)id, (void)nin;
+    const lx_dense_params *p = params_;
+    const lx_array *x = in[0], *k = in[1], *b = in[2];
+    lx_array *out = *outp;
+    if (out->size == 0) return LX_OK;
+    const int64_t K = k->shape[0], N = k->shape[1], M = out->size / N;
+    void (*act)(const float *, float *, int64_t) = vmath_act(p->act);
+    /* gelu/silu under a tape: z is what their backward needs; otherwise y overwrites z in place */
+    lx_array *z = out;
+    if (act && lx_tape_active() && !(z = *saved = lx_op_result(LX_F32, out->ndim, out->shape, false)))
+        return lx_last_status();
+    const lx_gemm_epilogue ep = {b ? lx_f32(b) : NULL, p->act == LX_ACT_RELU ? LX_GEMM_ACT_RELU : LX_GEMM_ACT_NONE};
+    /* the arguments dot_general passes for x (..., K) . kernel (K, N): the same bits */
+    lx_status st = lx_sgemm_ex(false, false, M, N, K, 1.0f, lx_f32(x), K > 1 ? K : 1, lx_f32(k), N > 1 ? N : 1, 0.0f,
+                               lx_f32(z), N, &ep, 0);
+    if (st != LX_OK) {
+        char sx[96], sk[96];
+        return lx_fail_context(st, "dense of shapes %s and %s: ", lx_shape_str(x->ndim, x->shape, sx, sizeof sx),
+                               lx_shape_str(k->ndim, k->shape, sk, sizeof sk));
+    }
+    if (act) lx_vmath_map(act, lx_f32(z), lx_f32(out), out->size);
+    return LX_OK;
+}
+
+LX_ATTRS(dense) {
+    (void)id, (void)nin, (void)in, (void)scratch;
+    attrs[0] = LX_KW_STR("activation", act_name(((const lx_dense_params *)params_)->act));
+    return 1;
+}
+
+/* in[3], when the forward ran under a tape with gelu/silu: z = x @ kernel + bias. */
+lx_status lx_vjp_dense(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct,
+                       const bool *wants, lx_array **in_ct) {
+    const lx_dense_params *p = params;
+    lx_array *x = in[0], *k = in[1], *b = in[2], *g = ct;
+    const int nd = x->ndim;
+    if (p->act == LX_ACT_RELU) { /* relu'(z) from y: y > 0 exactly where z > 0 (NaN: neither) */
+        if (!(g = lx_op_result(LX_F32, ct->ndim, ct->shape, false))) return lx_last_status();
+        const float *Y = lx_f32(out), *G = lx_f32(ct);
+        float *D = lx_f32(g);
+        for (int64_t i = 0; i < ct->size; i++) { /* both loads unconditional: a vector blend */
+            const float y = Y[i], gi = G[i];
+            D[i] = y > 0 ? gi : 0.0f;
+        }
+    } else if (p->act != LX_ACT_NONE) { /* the unary ops' own rules on z */
+        lx_array *z = nin > 3 ? in[3] : NULL;
+        if (!z) { /* recorded without its z (not by lx_bind's forward): recompute it */
+            const lx_dense_params none = {LX_ACT_NONE};
+            if (!(z = lx_bind(LX_PRIM_DENSE, &none, 3, (lx_array *const[]){x, k, b}))) return lx_last_status();
+        }
+        const bool w = true;
+        lx_array *gz = NULL;
+        const lx_gelu_params gp = {p->act == LX_ACT_GELU_TANH};
+        lx_status st = p->act == LX_ACT_SILU ? lx_vjp_silu(NULL, 1, &z, out, ct, &w, &gz)
+                                             : lx_vjp_gelu(&gp, 1, &z, out, ct, &w, &gz);
+        if (st != LX_OK) return st;
+        if (!(g = gz)) return lx_last_status() ? lx_last_status() : LX_ERR_INTERNAL;
+    }
+    /* add's rule: g' summed over the leading axes (unbroadcast); first, while g' is in cache (the
+     * contractions stream the kernel and x through it: after them the sum ran at a quarter the speed) */
+    if (b && wants[2]) {
+        if (nd == 1) {
+            in_ct[2] = g;
+        } else {
+            int64_t lead[LX_MAX_DIMS];
+            for (int i = 0; i < nd - 1; i++) lead[i] = i;
+            if (!(in_ct[2] = lx_reshape(lx_sum(g, nd - 1, lead, true), 1, b->shape))) return lx_last_status();
+        }
+    }
+    /* dot_general's rule for contracting x's last axis with the kernel's first: dx = g' . kernel^T,
+     * dkernel = x^T . g' (over every leading axis of x), already in the operands' axis order */
+    if (wants[0]) {
+        const int64_t gc = nd - 1, kc = 1;
+        if (!(in_ct[0] = lx_dot_general(g, k, 1, &gc, &kc, 0, NULL, NULL))) return lx_last_status();
+    }
+    if (wants[1]) {
+        int64_t lead[LX_MAX_DIMS];
+        for (int i = 0; i < nd - 1; i++) lead[i] = i;
+        if (!(in_ct[1] = lx_dot_general(x, g, nd - 1, lead, lead, 0, NULL, NULL))) return lx_last_status();
+    }
+    return LX_OK;
+}
+
+/* dot_general, add, activation: what Dense ran before this primitive, and still runs while anything
+ * watches primitives (an observer sees the dot_general, a substituter can quantize it). */
+static lx_array *dense_unfused(lx_array *x, lx_array *kernel, lx_array *bias, lx_activation act) {
+    const int64_t lc = x->ndim - 1, rc = 0;
+    lx_array *y = lx_dot_general(x, kernel, 1, &lc, &rc, 0, NULL, NULL);
+    if (bias) y = lx_add(y, bias);
+    switch (act) {
+    case LX_ACT_NONE: return y;
+    case LX_ACT_RELU: return lx_relu(y);
+    case LX_ACT_GELU_TANH: return lx_gelu(y, true);
+    case LX_ACT_GELU_ERF: return lx_gelu(y, false);
+    case LX_ACT_SILU: return lx_silu(y);
+    }
+    return y;
+}
+
+/* LINNX_DENSE=unfused: always the separate ops (same-binary A/B measurements). */
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static bool env_unfused;
+static void read_env(void) {
+    const char *e = getenv("LINNX_DENSE");
+    env_unfused = e && strcmp(e, "unfused") == 0;
+}
+
+bool lx_dense_fuses(void) {
+    pthread_once(&env_once, read_env);
+    return !env_unfused && !lx_prim_observed() && !lx_prim_substituting();
+}
+
+lx_array *lx_dense(lx_array *x, lx_array *kernel, lx_array *bias, lx_activation act) {
+    const lx_dense_params prm = {act};
+    lx_array *const ins[] = {x, kernel, bias};
+    if (x && kernel && act_valid(act) && kernel->ndim == 2 && (!bias || bias->ndim == 1)) {
+        /* other dtypes and an x that does not meet the kernel: dot_general's own message (what
+         * Dense always said), or a quantization session's int8 kernel, which it knows */
+        bool f32 = x->dtype == LX_F32 && kernel->dtype == LX_F32 && (!bias || bias->dtype == LX_F32);
+        if (!f32 || x->ndim < 1 || x->shape[x->ndim - 1] != kernel->shape[0]) return dense_unfused(x, kernel, bias, act);
+        if (!lx_dense_fuses()) {
+            lx_dense_params chk = prm; /* dense's own checks first (the bias) */
+            lx_prim_aval av;
+            if (lx_rule_dense(LX_PRIM_DENSE, &chk, 3, ins, &av) != LX_OK) return NULL;
+            return dense_unfused(x, kernel, bias, act);
+        }
+    }
+    return lx_bind(LX_PRIM_DENSE, &prm, 3, ins);
+}
