@@ -502,6 +502,44 @@ static void test_avx2_softmax_row_bits(void) {
     CHECK(bad == 0);
 }
 
+/* Every set's log_softmax backward row bit for bit against its own exp: dx = g - exp(y) sum(g)
+ * with one FMA where the set has FMA (AVX2: the row takes a shortcut for vectors whose lanes are
+ * all within [-87, 88], which must give v_exp's bits). g holds dyadic values whose sum is exact in
+ * any order; y sweeps the shortcut's edges, both signs, -inf, inf and NaN. */
+static void test_log_softmax_vjp_bits(void) {
+    enum { N = 4103 };
+    static float y[N], g[N], e[N], dx[N];
+    uint32_t seed = 99;
+    for (int64_t i = 0; i < N; i++) {
+        float u = (float)((seed = seed * 1664525u + 1013904223u) >> 8) * 0x1p-24f;
+        int kind = (int)(seed >> 29);
+        y[i] = kind < 2 ? -89.0f + 4 * u : kind < 4 ? 86.0f + 4 * u : kind < 6 ? -110.0f + 220 * u : -20 * u;
+        g[i] = (float)((int)(seed >> 20) % 9 - 4) * 0.25f;
+    }
+    y[5] = -INFINITY, y[77] = INFINITY, y[300] = NAN, y[4100] = NAN;
+    float s = 0;
+    for (int64_t i = 0; i < N; i++) s += g[i];
+    for (size_t k = 0; k < sizeof SETS / sizeof SETS[0]; k++) {
+        if (!lx_isa_supported(SETS[k])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[k]);
+        const bool fma = SETS[k] != LX_ISA_GENERIC;
+        v->exp(y, e, N);
+        long bad = 0;
+        for (int64_t n = 1; n <= N; n += n < 80 ? 1 : 1009) { /* ragged tails and a long row */
+            v->log_softmax_vjp_row(y, g, dx, n);
+            float sn = 0;
+            for (int64_t i = 0; i < n; i++) sn += g[i];
+            for (int64_t i = 0; i < n; i++) {
+                float ref = fma ? fmaf(-e[i], sn, g[i]) : g[i] - e[i] * sn;
+                bad += !(to_bits(dx[i]) == to_bits(ref) || (isnan(dx[i]) && isnan(ref)));
+            }
+        }
+        if (bad) fprintf(stderr, "%s log_softmax_vjp_row: %ld values differ from g - exp(y) sum(g)\n", lx_isa_name(SETS[k]), bad);
+        CHECK(bad == 0);
+    }
+    (void)s;
+}
+
 int main(void) {
     RUN(test_dispatch);
     RUN(test_exp_accuracy);
@@ -513,6 +551,7 @@ int main(void) {
     RUN(test_rows_and_aliasing);
     RUN(test_avx512_bits);
     RUN(test_avx2_softmax_row_bits);
+    RUN(test_log_softmax_vjp_bits);
     RUN(test_vjp_rows);
     RUN(test_map);
     return lx_test_finish();
