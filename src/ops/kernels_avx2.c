@@ -3,6 +3,7 @@
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+#include "vmath.h"
 #include "vmath_avx2_poly.h"
 
 #define PORT_NAME(x) avx2_##x
@@ -536,6 +537,20 @@ static void avx2_softmax_row_v(const float *x, float *y, int64_t n, bool log) {
         for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), sc));
         for (int64_t i = nv; i < n; i++) y[i] *= inv;
     }
+}
+
+/* The integer-label cross-entropy's backward row (vmath.h's xent_vjp_row, run by vmath_avx2.c):
+ * softmax_row's values, - 1 at the label, times g, as before, with the times-g pass fused into
+ * the scale pass: (e (1 / sum)) g is the same two roundings. */
+void lx_avx2_xent_vjp_row(const float *x, int32_t label, float g, float *dx, int64_t n) {
+    int64_t nv = n / 8 * 8;
+    float lo, mx = sm_rowmax(x, n, &lo);
+    float inv = 1.0f / sm_expsum(x, dx, NULL, n, mx, lo, dx);
+    const float el = dx[label];
+    const __m256 sc = _mm256_set1_ps(inv), vg = _mm256_set1_ps(g);
+    for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(dx + i), sc), vg));
+    for (int64_t i = nv; i < n; i++) dx[i] = (dx[i] * inv) * g;
+    dx[label] = (el * inv - 1.0f) * g;
 }
 
 /* max + log(sum(exp(x - max))): the softmax row's first two passes without the store (the row is

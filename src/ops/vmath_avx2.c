@@ -261,15 +261,6 @@ static void avx2_log_softmax_vjp_row(const float *y, const float *g, float *dx, 
     }
 }
 
-static void avx2_xent_vjp_row(const float *x, int32_t label, float g, float *dx, int64_t n) {
-    lx_kernels_avx2()->softmax_row(x, dx, n, false);
-    dx[label] -= 1.0f;
-    const __m256 vg = _mm256_set1_ps(g);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(dx + i), vg));
-    for (; i < n; i++) dx[i] *= g;
-}
-
 static const lx_vmath table = {
     .isa = LX_ISA_AVX2,
     .exp = avx2_exp,
@@ -283,7 +274,7 @@ static const lx_vmath table = {
     .gelu_erf_vjp = avx2_gelu_erf_vjp,
     .softmax_vjp_row = avx2_softmax_vjp_row,
     .log_softmax_vjp_row = avx2_log_softmax_vjp_row,
-    .xent_vjp_row = avx2_xent_vjp_row,
+    .xent_vjp_row = lx_avx2_xent_vjp_row, /* kernels_avx2.c */
 };
 
 const lx_vmath *lx_vmath_avx2(void) { return &table; }
