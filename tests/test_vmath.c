@@ -8,6 +8,7 @@
 #include <float.h>
 #include <math.h>
 
+#include "../src/ops/kernels.h"
 #include "../src/ops/vmath.h"
 #include "linnx/cpu.h"
 #include "lx_test.h"
@@ -428,6 +429,117 @@ done:
     free(x), free(a), free(b);
 }
 
+/* The AVX2 softmax rows (kernels_avx2.c) bit for bit against their algorithm written out in scalar
+ * C: exp(d) for d = x - max by the 1.5 * 2^23 shifter in one FMA, r = d - n ln2 in two FMA steps,
+ * the degree-7 Taylor polynomial by Horner in FMA, 2^n as two halves (equal to one exponent
+ * field wherever the result is normal), 0 below -104; vector k of the row (the tail padded with
+ * -inf) adds into accumulator k % 4, combined (s0 + s1) + (s2 + s3), then lanes
+ * ((0 + 4) + (1 + 5)) + ((2 + 6) + (3 + 7)); softmax e / sum as e * (1 / sum), log_softmax
+ * d - log(sum), logsumexp max + log(sum). Rows of many lengths whose minimum passes the range
+ * test (the row's loop without per-vector tests, 8 exps in flight) and rows that do not (-inf,
+ * spans past -87 and -104). */
+static float sm_ref_exp(float d) {
+    if (d < -104.0f) return 0.0f;
+    float t = fmaf(d, 1.44269504088896341f, 12582912.0f), n = t - 12582912.0f;
+    float r = fmaf(-n, 0.693359375f, d);
+    r = fmaf(-n, -2.12194440e-4f, r);
+    static const float c[7] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    float p = 1.0f / 5040;
+    for (int k = 0; k < 7; k++) p = fmaf(p, r, c[k]);
+    int32_t ni = (int32_t)(to_bits(t) - 0x4B400000u);
+    int32_t n1 = ni >= 0 ? ni / 2 : -((1 - ni) / 2), n2 = ni - n1; /* n1 = floor(ni / 2), as srai */
+    return (p * from_bits((uint32_t)(n1 + 127) << 23)) * from_bits((uint32_t)(n2 + 127) << 23);
+}
+static void sm_ref_row(const float *x, int64_t n, float *e, float *dd, float *mxo, float *sumo) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (mx == -INFINITY) mx = 0;
+    float acc[4][8] = {{0}};
+    for (int64_t v = 0; v * 8 < n; v++)
+        for (int l = 0; l < 8; l++) {
+            int64_t i = v * 8 + l;
+            float d = i < n ? x[i] - mx : -INFINITY, ev = sm_ref_exp(d);
+            if (i < n) e[i] = ev, dd[i] = d;
+            acc[v % 4][l] += ev;
+        }
+    float t[8];
+    for (int l = 0; l < 8; l++) t[l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    *mxo = mx;
+    *sumo = ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]));
+}
+static void test_avx2_softmax_row_bits(void) {
+    if (!lx_isa_supported(LX_ISA_AVX2) || !lx_kernels_avx2()) return;
+    const lx_kernels *k = lx_kernels_avx2();
+    enum { NMAX = 4200 };
+    static float x[NMAX], e[NMAX], d[NMAX], y[NMAX];
+    const int64_t lens[] = {1, 2, 7, 8, 9, 31, 32, 33, 63, 64, 65, 95, 96, 97, 127, 128, 129, 200, 1000, 1023, 1024, 4099};
+    uint32_t seed = 12345;
+    long bad = 0, rows = 0;
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+        for (int kind = 0; kind < 6; kind++)
+            for (int rep = 0; rep < 3; rep++) {
+                const int64_t n = lens[li];
+                const float span[6] = {2.0f, 20.0f, 86.0f, 87.5f, 120.0f, 30.0f};
+                for (int64_t i = 0; i < n; i++) {
+                    float u = (float)((seed = seed * 1664525u + 1013904223u) >> 8) * 0x1p-24f;
+                    x[i] = 5.0f - u * span[kind];
+                    if (kind == 5 && (seed >> 28) == 3) x[i] = -INFINITY; /* masked logits */
+                }
+                if (kind == 2 && n > 3) x[n / 2] = 5.0f, x[n / 3] = -81.0f; /* span exactly 86 */
+                float mx, sum;
+                sm_ref_row(x, n, e, d, &mx, &sum);
+                k->softmax_row(x, y, n, false);
+                float inv = 1.0f / sum;
+                for (int64_t i = 0; i < n; i++) bad += to_bits(y[i]) != to_bits(e[i] * inv);
+                k->softmax_row(x, y, n, true);
+                float lse = logf(sum);
+                for (int64_t i = 0; i < n; i++) bad += to_bits(y[i]) != to_bits(d[i] - lse);
+                float l = k->logsumexp_row(x, n);
+                bad += to_bits(l) != to_bits(mx + lse);
+                rows++;
+            }
+    if (bad) fprintf(stderr, "avx2 softmax rows: %ld values differ from the scalar algorithm (%ld rows)\n", bad, rows);
+    CHECK(bad == 0);
+}
+
+/* Every set's log_softmax backward row bit for bit against its own exp: dx = g - exp(y) sum(g)
+ * with one FMA where the set has FMA (AVX2: the row takes a shortcut for vectors whose lanes are
+ * all within [-87, 88], which must give v_exp's bits). g holds dyadic values whose sum is exact in
+ * any order; y sweeps the shortcut's edges, both signs, -inf, inf and NaN. */
+static void test_log_softmax_vjp_bits(void) {
+    enum { N = 4103 };
+    static float y[N], g[N], e[N], dx[N];
+    uint32_t seed = 99;
+    for (int64_t i = 0; i < N; i++) {
+        float u = (float)((seed = seed * 1664525u + 1013904223u) >> 8) * 0x1p-24f;
+        int kind = (int)(seed >> 29);
+        y[i] = kind < 2 ? -89.0f + 4 * u : kind < 4 ? 86.0f + 4 * u : kind < 6 ? -110.0f + 220 * u : -20 * u;
+        g[i] = (float)((int)(seed >> 20) % 9 - 4) * 0.25f;
+    }
+    y[5] = -INFINITY, y[77] = INFINITY, y[300] = NAN, y[4100] = NAN;
+    float s = 0;
+    for (int64_t i = 0; i < N; i++) s += g[i];
+    for (size_t k = 0; k < sizeof SETS / sizeof SETS[0]; k++) {
+        if (!lx_isa_supported(SETS[k])) continue;
+        const lx_vmath *v = lx_vmath_for(SETS[k]);
+        const bool fma = SETS[k] != LX_ISA_GENERIC;
+        v->exp(y, e, N);
+        long bad = 0;
+        for (int64_t n = 1; n <= N; n += n < 80 ? 1 : 1009) { /* ragged tails and a long row */
+            v->log_softmax_vjp_row(y, g, dx, n);
+            float sn = 0;
+            for (int64_t i = 0; i < n; i++) sn += g[i];
+            for (int64_t i = 0; i < n; i++) {
+                float ref = fma ? fmaf(-e[i], sn, g[i]) : g[i] - e[i] * sn;
+                bad += !(to_bits(dx[i]) == to_bits(ref) || (isnan(dx[i]) && isnan(ref)));
+            }
+        }
+        if (bad) fprintf(stderr, "%s log_softmax_vjp_row: %ld values differ from g - exp(y) sum(g)\n", lx_isa_name(SETS[k]), bad);
+        CHECK(bad == 0);
+    }
+    (void)s;
+}
+
 int main(void) {
     RUN(test_dispatch);
     RUN(test_exp_accuracy);
@@ -438,6 +550,8 @@ int main(void) {
     RUN(test_special_values);
     RUN(test_rows_and_aliasing);
     RUN(test_avx512_bits);
+    RUN(test_avx2_softmax_row_bits);
+    RUN(test_log_softmax_vjp_bits);
     RUN(test_vjp_rows);
     RUN(test_map);
     return lx_test_finish();

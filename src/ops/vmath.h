@@ -63,6 +63,8 @@ const lx_vmath *lx_vmath_active(void);
  * allows. */
 void lx_avx512_softmax_row(const float *x, float *y, int64_t n, bool log);
 float lx_avx512_logsumexp_row(const float *x, int64_t n);
+/* The AVX2 cross-entropy backward row (kernels_avx2.c, beside the softmax row it fuses with). */
+void lx_avx2_xent_vjp_row(const float *x, int32_t label, float g, float *dx, int64_t n);
 #endif
 
 /* y[i] = f(x[i]) for n values on the thread team when n is large (chunks of whole vectors), else

@@ -201,10 +201,53 @@ static void avx2_softmax_vjp_row(const float *y, const float *g, float *dx, int6
     for (; i < n; i++) dx[i] = y[i] * (g[i] - s);
 }
 
+/* v_exp of four vectors whose lanes are all in [-87, 88] (the test below lets a few lanes just
+ * past either end in, still far from -87.33 and 88.72): the clamps change nothing there and
+ * p 2^n is normal, so it is p with n added to its exponent field, (p s1) s2 exactly. n is
+ * round(x log2e) as v_exp's: the rounded product plus 1.5 * 2^23 rounds it to the nearest
+ * integer (even on ties) as roundps does, and leaves n in the sum's low bits. The four vectors go
+ * step by step (four FMA chains in flight; the loop of single v_exp calls ran them one by one). */
+static inline __attribute__((always_inline)) void v_exp4_normal(__m256 x[4]) {
+    const __m256 big = _mm256_set1_ps(12582912.0f);
+    __m256 t[4], r[4], p[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) t[k] = _mm256_add_ps(_mm256_mul_ps(x[k], _mm256_set1_ps(LOG2E)), big);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) r[k] = _mm256_fnmadd_ps(_mm256_sub_ps(t[k], big), _mm256_set1_ps(LN2_HI), x[k]);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) r[k] = _mm256_fnmadd_ps(_mm256_sub_ps(t[k], big), _mm256_set1_ps(LN2_LO), r[k]);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) x[k] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t[k]), 23));
+    LX_V_EXP_TAYLOR7_K(4, p, r);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) x[k] = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p[k]), _mm256_castps_si256(x[k])));
+}
+/* all lanes: |x + 0.5| <= 87.5 (false for NaN, which takes v_exp) */
+static inline __m256 v_exp_normal_lanes(__m256 x) {
+    return _mm256_cmp_ps(v_abs(_mm256_add_ps(x, _mm256_set1_ps(0.5f))), _mm256_set1_ps(87.5f), _CMP_LE_OQ);
+}
+
 static void avx2_log_softmax_vjp_row(const float *y, const float *g, float *dx, int64_t n) {
     const __m256 vs = _mm256_set1_ps(dot8(g, NULL, n));
     const bool pf = n >= PF_ROW_MIN;
     int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        if (pf) pf_rows(y, g, dx, n, i), pf_rows(y, g, dx, n, i + 16);
+        __m256 v[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(y + i + 8 * k);
+        __m256 ok = _mm256_and_ps(_mm256_and_ps(v_exp_normal_lanes(v[0]), v_exp_normal_lanes(v[1])),
+                                  _mm256_and_ps(v_exp_normal_lanes(v[2]), v_exp_normal_lanes(v[3])));
+        if (__builtin_expect(_mm256_movemask_ps(ok) == 0xFF, 1)) {
+            v_exp4_normal(v);
+        } else {
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) v[k] = v_exp(v[k]);
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_ps(dx + i + 8 * k, _mm256_fnmadd_ps(v[k], vs, _mm256_loadu_ps(g + i + 8 * k)));
+    }
     for (; i + 8 <= n; i += 8) {
         if (pf && i % 16 == 0) pf_rows(y, g, dx, n, i);
         _mm256_storeu_ps(dx + i, _mm256_fnmadd_ps(v_exp(_mm256_loadu_ps(y + i)), vs, _mm256_loadu_ps(g + i)));
@@ -216,15 +259,6 @@ static void avx2_log_softmax_vjp_row(const float *y, const float *g, float *dx, 
         _mm256_storeu_ps(by, _mm256_fnmadd_ps(v_exp(_mm256_loadu_ps(by)), vs, _mm256_loadu_ps(bg)));
         memcpy(dx + i, by, sizeof(float) * (size_t)(n - i));
     }
-}
-
-static void avx2_xent_vjp_row(const float *x, int32_t label, float g, float *dx, int64_t n) {
-    lx_kernels_avx2()->softmax_row(x, dx, n, false);
-    dx[label] -= 1.0f;
-    const __m256 vg = _mm256_set1_ps(g);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(dx + i), vg));
-    for (; i < n; i++) dx[i] *= g;
 }
 
 static const lx_vmath table = {
@@ -240,7 +274,7 @@ static const lx_vmath table = {
     .gelu_erf_vjp = avx2_gelu_erf_vjp,
     .softmax_vjp_row = avx2_softmax_vjp_row,
     .log_softmax_vjp_row = avx2_log_softmax_vjp_row,
-    .xent_vjp_row = avx2_xent_vjp_row,
+    .xent_vjp_row = lx_avx2_xent_vjp_row, /* kernels_avx2.c */
 };
 
 const lx_vmath *lx_vmath_avx2(void) { return &table; }

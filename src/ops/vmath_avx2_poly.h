@@ -16,4 +16,16 @@ static inline __attribute__((always_inline)) __m256 lx_v_exp_taylor7(__m256 r) {
     return _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
 }
 
+/* The same polynomial of K vectors r[0..K) into p[0..K), one Horner step for all K before the next
+ * (K independent FMA chains in flight instead of one: the same operations, the same bits). */
+#define LX_V_EXP_TAYLOR7_K(K, p, r)                                                                  \
+    do {                                                                                             \
+        static const float lx_tc_[7] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}; \
+        _Pragma("GCC unroll 8") for (int k_ = 0; k_ < (K); k_++)                                   \
+            (p)[k_] = _mm256_fmadd_ps(_mm256_set1_ps(1.0f / 5040), (r)[k_], _mm256_set1_ps(lx_tc_[0])); \
+        _Pragma("GCC unroll 8") for (int s_ = 1; s_ < 7; s_++)                                      \
+            _Pragma("GCC unroll 8") for (int k_ = 0; k_ < (K); k_++)                                \
+                (p)[k_] = _mm256_fmadd_ps((p)[k_], (r)[k_], _mm256_set1_ps(lx_tc_[s_]));           \
+    } while (0)
+
 #endif
