@@ -247,6 +247,10 @@ static void test_conv_grad(void) {
     check_conv_grad(RAND(2, 6, 7, 16), RAND(3, 3, 16, 48), same, 4, SHAPE(2, 6, 7, 48));
     check_conv_grad(RAND(2, 6, 5, 40), RAND(3, 3, 40, 8), same, 4, SHAPE(2, 6, 5, 8));
     check_conv_grad(RAND(4, 28, 28, 32), RAND(3, 3, 32, 64), same, 4, SHAPE(4, 28, 28, 64)); /* cnn_train's conv2 */
+    /* the AVX2 kernel gradient's 128-position chunks ending on image boundaries (8 x 16 per image),
+     * two groups of 6 output channels (whole 6-channel tiles of dy, none shifted) */
+    check_conv_grad(RAND(3, 8, 16, 16), RAND(3, 3, 8, 12), (lx_conv_params){.feature_group_count = 2, .padding = {.mode = LX_PAD_SAME}},
+                    4, SHAPE(3, 8, 16, 12));
     /* the AVX-512 tiles' edges: 37 output channels (a 32-column sliver and 5 masked), 24 input
      * channels (three 8-channel dw tiles; dx: a 24-of-32 masked sliver; k = 37: the k loop's
      * remainder), 60 positions (a ragged 8-row tile), 3 groups of them */

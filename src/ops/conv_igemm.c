@@ -59,18 +59,10 @@ typedef struct {
     const float *src, *zero;  /* src already offset to the group's first channel */
 } ind_geo;
 
-/* out[t * step] = the row r's pointer for tap t, for every tap. */
-static inline void row_ptrs(const ind_geo *g, int64_t r, const float **out, int64_t step) {
-    int64_t n = r / g->row_img;
-    const int64_t *o = g->off + (r - n * g->row_img) * g->ks;
-    const float *img = g->src + n * g->src_img;
-    for (int64_t t = 0; t < g->ks; t++) out[t * step] = o[t] < 0 ? g->zero : img + o[t];
-}
-
 /* The pointers of rows [r0, r0 + nrows), walking the image and row counters instead of dividing
  * per row (one division per call; the per-row one was ~2% of cnn_train): row r0 + i, tap t at
- * out[(i / mr) * ks * mr + i % mr + t * mr] when mr > 0 (the tiles' layout), else out[t * nrows + i]
- * (tap-major). */
+ * out[(i / mr) * ks * mr + i % mr + t * mr] when mr > 0 (the tiles' layout; mr = 1: row-major,
+ * out[i * ks + t]), else out[t * nrows + i] (tap-major). */
 static void rows_ptrs(const ind_geo *g, int64_t r0, int64_t nrows, int64_t mr, const float **out) {
     const int64_t ks = g->ks;
     int64_t n = r0 / g->row_img, p = r0 - n * g->row_img, lane = 0;
@@ -368,7 +360,7 @@ static void dw_worker(void *arg) {
                     }
             continue;
         }
-        for (int64_t r = 0; r < nr_rows; r++) row_ptrs(&geo, r0 + r, ind + r * ks, 1);
+        rows_ptrs(&geo, r0, nr_rows, 1, ind); /* ind[r * ks + t] */
         if (!tiled) { /* acc[g][t * cig + ci][co] */
             conv_dw_rows_avx2(nr_rows, (const float *const *)ind, ks, cig, a, c->cout, cog, acc + g * km * cog);
             continue;
@@ -381,8 +373,12 @@ static void dw_worker(void *arg) {
             int64_t cb = shifted ? cog - CONV_MR : co, am = shifted ? CONV_MR : mr;
             /* this tile's channels of dy, packed: apk[r * 6 + i] (a strided read of dy's rows
              * for every patch column ran ~25% slower: they filled L1) */
-            for (int64_t r = 0; r < nr_rows; r++) /* (a fixed 6: GCC made a variable count a memcpy call) */
-                for (int i = 0; i < CONV_MR; i++) apk[r * CONV_MR + i] = i < am ? a[r * c->cout + cb + i] : 0.0f;
+            if (am == CONV_MR) /* a fixed 24 bytes: GCC inlines the copy (a per-float loop with the
+                                * zero fill below was ~8% of the kernel gradient on Zen 1) */
+                for (int64_t r = 0; r < nr_rows; r++) memcpy(apk + r * CONV_MR, a + r * c->cout + cb, CONV_MR * sizeof(float));
+            else
+                for (int64_t r = 0; r < nr_rows; r++)
+                    for (int i = 0; i < CONV_MR; i++) apk[r * CONV_MR + i] = i < am ? a[r * c->cout + cb + i] : 0.0f;
             for (int64_t m0 = 0; m0 < km; m0 += CONV_NR) {
                 int nr = (int)(km - m0 < CONV_NR ? km - m0 : CONV_NR);
                 int64_t m1 = m0 + 8 < km ? m0 + 8 : m0;
