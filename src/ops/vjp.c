@@ -990,7 +990,9 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
     const float *Q = lx_f32(q), *K = lx_f32(k), *V = v ? lx_f32(v) : NULL, *PP = P ? lx_f32(P) : NULL, *GO = lx_f32(ct);
     const float *LSE = from_lse ? lx_f32(kept) : NULL;
     void (*vexp)(const float *, float *, int64_t) = lx_vmath_active()->exp;
-    const lx_flash_exp_fn fexp = lx_isa_current() == LX_ISA_AVX512 ? lx_flash_exp_avx512() : NULL;
+    const lx_flash_exp_fn fexp = lx_isa_current() == LX_ISA_AVX512 ? lx_flash_exp_avx512()
+                                 : lx_isa_current() == LX_ISA_AVX2 ? lx_flash_exp_avx2()
+                                                                   : NULL;
     const lx_attn_ds_fn dsrow = lx_isa_current() == LX_ISA_AVX512 ? lx_attn_ds_avx512() : NULL;
     const uint8_t *MM = M ? lx_bool(M) : NULL;
     float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = dv ? lx_f32(dv) : NULL, *DS = dS ? lx_f32(dS) : NULL;
