@@ -55,6 +55,7 @@ lx_flash_exp_fn lx_flash_exp_avx2(void);
  * double), ds[s] = p[s] (dp[s] - (float)dot) for s < lim, 0 for lim <= s < S. AVX-512 (or NULL). */
 typedef void (*lx_attn_ds_fn)(const float *p, const float *dp, float *ds, int64_t ncols, int64_t lim, int64_t S);
 lx_attn_ds_fn lx_attn_ds_avx512(void);
+lx_attn_ds_fn lx_attn_ds_avx2(void);
 
 /* The fused backward (flash-attention 2's) of one (batch, kv head) without bias or mask, from the
  * fused forward's log-sum-exp: per query tile of 16 (one per lane) and block of 16 keys it
@@ -78,5 +79,7 @@ static inline int64_t lx_flash_bwd_scratch(const lx_flash_bwd_args *a) {
     return 4 * ((a->S + 15) / 16 * 16 * ks + 16) + 5 * 16 * ks + 2 * 256 + 2 * 16 + 32;
 }
 lx_flash_bwd_fn lx_flash_bwd_avx512(void);
+/* AVX2 (attention_avx2.c): tiles of 8 queries, blocks of 8 keys, the same scratch */
+lx_flash_bwd_fn lx_flash_bwd_avx2(void);
 
 #endif
