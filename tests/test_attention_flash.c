@@ -202,6 +202,12 @@ static void test_flash_exp(const kernel_set *ks) {
         }
     }
     LX_TEST_REPORT_(worst < 4e-7 && zero_ok, "%s exp rows: worst relative error %.3g, zeros %d", ks->name, worst, zero_ok);
+    /* past float's range: inf (AVX-512's vscalefps overflow); +inf: NaN; -inf, NaN: +0 */
+    float big[4] = {200.0f, INFINITY, -INFINITY, NAN};
+    ks->exp(big, 4, 0.0f);
+    LX_TEST_REPORT_(big[0] == INFINITY && isnan(big[1]) && big[2] == 0.0f && !signbit(big[2]) && big[3] == 0.0f,
+                    "%s exp of 200, inf, -inf, NaN: %g %g %g %g", ks->name, (double)big[0], (double)big[1], (double)big[2],
+                    (double)big[3]);
 }
 
 /* AVX-512 and AVX2 give the same weights: their exp2 are one algorithm (only where both run) */

@@ -13,8 +13,9 @@
  *
  * 2^x is the AVX-512 kernel's exp2 on 8 lanes, value for value: round to nearest, the same
  * degree-6 polynomial in the same FMA order, 2^n put into the exponent field (the product is
- * normal for every n >= -125, where vscalefps gives the same bits), +0 below -125 and for NaN. So
- * the AVX2 and AVX-512 sets rebuild the backward's weights with the function their forward used. */
+ * normal for every n in [-125, 127], where vscalefps gives the same bits; above, inf as its
+ * overflow), +0 below -125 and for NaN. So the AVX2 and AVX-512 sets rebuild the backward's
+ * weights with the function their forward used. */
 #include "attention_internal.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -25,11 +26,8 @@
 
 static inline __attribute__((always_inline)) __m256 exp2_8(__m256 x) {
     const __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-125.0f), _CMP_GE_OQ);
-    /* above 127 the AVX-512 version overflows to inf; such exponents never reach here (the
-     * arguments are logits minus their running max, or minus the row's log-sum-exp) */
-    const __m256 xc = _mm256_min_ps(x, _mm256_set1_ps(127.0f));
-    const __m256 n = _mm256_round_ps(xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 f = _mm256_sub_ps(xc, n);
+    const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(x, n);
     __m256 p = _mm256_set1_ps(1.540353039e-04f); /* ln2^k / k!, k = 6 .. 0 */
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.333355815e-03f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618129108e-03f));
@@ -37,8 +35,13 @@ static inline __attribute__((always_inline)) __m256 exp2_8(__m256 x) {
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402265070e-01f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471806e-01f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
-    return _mm256_and_ps(_mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e)), live);
+    /* n <= 127: into the exponent field; above (never reached by the kernels' arguments, logits
+     * minus their max or their log-sum-exp) vscalefps overflows to inf, or gives NaN for x = +inf
+     * (p is then NaN): p * inf is both */
+    const __m256 big = _mm256_cmp_ps(n, _mm256_set1_ps(127.0f), _CMP_GT_OQ);
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_min_ps(n, _mm256_set1_ps(127.0f))), 23);
+    const __m256 r = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+    return _mm256_and_ps(_mm256_blendv_ps(r, _mm256_mul_ps(p, _mm256_set1_ps(INFINITY)), big), live);
 }
 
 /* x / b correctly rounded (attention_avx512.c's div_q: a reciprocal product corrected once with
