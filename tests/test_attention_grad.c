@@ -2,8 +2,8 @@
  * edges, against a double-precision reference written here: P = softmax(masked(scale q k^T +
  * bias)) with Flax's masking (float32's lowest value), dV = P^T dO, dP = dO V^T,
  * dS = P (dP - rowsum(P dP)) where not masked, dQ = scale dS K, dK = scale dS^T Q, dbias = dS.
- * Cases: causal with GQA (the causal block skipping; with AVX-512 the fused forward and weights
- * rebuilt from its log-sum-exp), causal with more keys than queries, causal
+ * Cases: causal with GQA (the causal block skipping; with AVX-512 or AVX2 the fused forward and
+ * backward from its log-sum-exp), causal with more keys than queries, causal
  * with a value row of inf past the diagonal (dO V^T then has inf / NaN there and the row sums must
  * see it: the gradients of q and k are NaN, as JAX's are), a row whose logits are all -inf
  * (weights spread over the masked keys, so nothing may be skipped), and a boolean mask with bias
@@ -157,7 +157,7 @@ static void test_attention_grad(void) {
     run_case("plain_gqa_depth32", &c6, NULL);
     att_case c7 = {.B = 2, .T = 64, .S = 64, .H = 4, .G = 4, .D = 32, .Dv = 32, .causal = true, .scale = 0.2f};
     run_case("causal_depth32_scale", &c7, NULL);
-    /* the fused backward (AVX-512 after the fused forward): odd depths across a 16-column edge with
+    /* the fused backward (AVX-512 or AVX2 after the fused forward): odd depths across a 16-column edge with
      * three query heads per kv head, Flax's scaling at a depth that is not a power of two, the
      * widest packing stride (depth 80) with more keys than queries, fewer keys than causal queries
      * (keys past the last query get zero gradients), and a single ragged tile */
@@ -171,6 +171,12 @@ static void test_attention_grad(void) {
     run_case("causal_fewer_keys", &c11, NULL);
     att_case c12 = {.B = 3, .T = 17, .S = 17, .H = 1, .G = 1, .D = 1, .Dv = 3, .causal = true};
     run_case("causal_depth1_one_tile", &c12, NULL);
+    /* the widest depth the fused kernels take (128) with a value depth of 64; depth 8 (one AVX2
+     * column block) with four query heads per kv head, not causal, fewer keys than queries */
+    att_case c15 = {.B = 1, .T = 26, .S = 26, .H = 2, .G = 1, .D = 128, .Dv = 64, .causal = true};
+    run_case("causal_depth128", &c15, NULL);
+    att_case c16 = {.B = 2, .T = 41, .S = 13, .H = 4, .G = 1, .D = 8, .Dv = 8};
+    run_case("plain_gqa4_depth8_fewer_keys", &c16, NULL);
     /* fallbacks to the GEMM backward: fewer than 16 queries (no fused forward), depth past 128 */
     att_case c13 = {.B = 1, .T = 9, .S = 30, .H = 2, .G = 1, .D = 16, .Dv = 16, .causal = true};
     run_case("causal_short_general", &c13, NULL);

@@ -136,15 +136,19 @@ static void attention_rows_general(const attn_dims *a, const float *qb, int64_t 
 }
 
 /* The fused kernel for this attention (attention_internal.h), or NULL: attention with v, no bias
- * or mask, depths the kernel takes, no weights to keep, at least one full tile of 16 queries (a
- * decode step's single query would leave 15 of 16 lanes idle: the GEMM path is better there), and
- * a kernel set that has one. */
+ * or mask, depths the kernel takes, no weights to keep, at least 16 queries (a decode step's
+ * single query would leave most lanes idle: the GEMM path is better there), and a kernel set that
+ * has one (AVX-512, AVX2). */
 #define FLASH_Q_BLOCK 128
 static lx_flash_fwd_fn flash_kernel(const attn_dims *a, bool has_v, bool keep) {
     if (!has_v || keep || a->bias || a->mask || a->T < 16 || a->d < 1 || a->dv < 1 || a->d > LX_FLASH_MAX_D ||
         a->dv > LX_FLASH_MAX_D || a->T > INT32_MAX / 16 || a->H * a->d > INT32_MAX / 16)
         return NULL;
-    return lx_isa_current() == LX_ISA_AVX512 ? lx_flash_fwd_avx512() : NULL;
+    switch (lx_isa_current()) {
+    case LX_ISA_AVX512: return lx_flash_fwd_avx512();
+    case LX_ISA_AVX2: return lx_flash_fwd_avx2();
+    default: return NULL;
+    }
 }
 
 /* out (batch..., T, H, dv) or, when v is NULL, the weights (batch..., H, T, S) into out. With

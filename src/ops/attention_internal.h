@@ -1,8 +1,9 @@
 /* Fused ("flash") attention forward kernels (not installed): attention.c picks them for attention
- * without bias or mask when the kernel set in force has one (AVX-512 today; docs/kernels.md).
+ * without bias or mask when the kernel set in force has one (AVX-512 and AVX2; docs/kernels.md).
  *
- * One call computes query rows [t0, t0 + tq) of one (batch, head) in tiles of 16 queries: per
- * block of 16 keys the 16 x 16 logits (vectors across queries, so a row's max is a vertical max),
+ * One call computes query rows [t0, t0 + tq) of one (batch, head) in tiles of 16 queries (AVX2:
+ * 8): per block of 16 keys (AVX2: 8) the tile x block logits (vectors across queries, so a row's
+ * max is a vertical max),
  * an online softmax in base 2 (the logits' scale times log2(e) is applied to the query tile), and
  * the weights times v accumulated into the tile's output; causal key blocks past the tile are
  * never read. Nothing of size queries x keys is stored. */
@@ -41,16 +42,20 @@ static inline int64_t lx_flash_scratch(const lx_flash_args *a) {
 
 /* The AVX-512 kernel, or NULL when the build has none (run it only when the set in force is AVX-512). */
 lx_flash_fwd_fn lx_flash_fwd_avx512(void);
+/* The AVX2 kernel (attention_avx2.c: 8 queries per tile, 8 keys per block, the same exp2), or NULL. */
+lx_flash_fwd_fn lx_flash_fwd_avx2(void);
 
 /* row[s] = e^(row[s] - sub), s < n: the backward rebuilds the weights from the forward's
  * log-sum-exp with the forward's exponential. AVX-512 (or NULL), as above. */
 typedef void (*lx_flash_exp_fn)(float *row, int64_t n, float sub);
 lx_flash_exp_fn lx_flash_exp_avx512(void);
+lx_flash_exp_fn lx_flash_exp_avx2(void);
 
 /* One row of the attention backward without a mask: dot = sum_{s < ncols} p[s] dp[s] (in
  * double), ds[s] = p[s] (dp[s] - (float)dot) for s < lim, 0 for lim <= s < S. AVX-512 (or NULL). */
 typedef void (*lx_attn_ds_fn)(const float *p, const float *dp, float *ds, int64_t ncols, int64_t lim, int64_t S);
 lx_attn_ds_fn lx_attn_ds_avx512(void);
+lx_attn_ds_fn lx_attn_ds_avx2(void);
 
 /* The fused backward (flash-attention 2's) of one (batch, kv head) without bias or mask, from the
  * fused forward's log-sum-exp: per query tile of 16 (one per lane) and block of 16 keys it
@@ -74,5 +79,7 @@ static inline int64_t lx_flash_bwd_scratch(const lx_flash_bwd_args *a) {
     return 4 * ((a->S + 15) / 16 * 16 * ks + 16) + 5 * 16 * ks + 2 * 256 + 2 * 16 + 32;
 }
 lx_flash_bwd_fn lx_flash_bwd_avx512(void);
+/* AVX2 (attention_avx2.c): tiles of 8 queries, blocks of 8 keys, the same scratch */
+lx_flash_bwd_fn lx_flash_bwd_avx2(void);
 
 #endif

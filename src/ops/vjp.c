@@ -950,7 +950,11 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
     if (!P && !from_lse) return lx_last_status();
     /* the fused backward (attention_internal.h) where the fused forward ran: it writes every entry
      * of dq, dk and dv, so they are not zeroed first */
-    const lx_flash_bwd_fn fbwd = from_lse && lx_isa_current() == LX_ISA_AVX512 ? lx_flash_bwd_avx512() : NULL;
+    const lx_isa isa = lx_isa_current();
+    const lx_flash_bwd_fn fbwd = !from_lse ? NULL
+                                 : isa == LX_ISA_AVX512 ? lx_flash_bwd_avx512()
+                                 : isa == LX_ISA_AVX2 ? lx_flash_bwd_avx2()
+                                                      : NULL;
     if (fbwd && T > 0 && S > 0) {
         lx_array *dq = lx_op_result(LX_F32, n, q->shape, false), *dk = lx_op_result(LX_F32, n, k->shape, false);
         lx_array *dv = lx_op_result(LX_F32, n, v->shape, false);
@@ -990,8 +994,8 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
     const float *Q = lx_f32(q), *K = lx_f32(k), *V = v ? lx_f32(v) : NULL, *PP = P ? lx_f32(P) : NULL, *GO = lx_f32(ct);
     const float *LSE = from_lse ? lx_f32(kept) : NULL;
     void (*vexp)(const float *, float *, int64_t) = lx_vmath_active()->exp;
-    const lx_flash_exp_fn fexp = lx_isa_current() == LX_ISA_AVX512 ? lx_flash_exp_avx512() : NULL;
-    const lx_attn_ds_fn dsrow = lx_isa_current() == LX_ISA_AVX512 ? lx_attn_ds_avx512() : NULL;
+    const lx_flash_exp_fn fexp = isa == LX_ISA_AVX512 ? lx_flash_exp_avx512() : isa == LX_ISA_AVX2 ? lx_flash_exp_avx2() : NULL;
+    const lx_attn_ds_fn dsrow = isa == LX_ISA_AVX512 ? lx_attn_ds_avx512() : isa == LX_ISA_AVX2 ? lx_attn_ds_avx2() : NULL;
     const uint8_t *MM = M ? lx_bool(M) : NULL;
     float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = dv ? lx_f32(dv) : NULL, *DS = dS ? lx_f32(dS) : NULL;
     const float sc = p->scale;
@@ -1057,7 +1061,7 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
                         const uint8_t *mr = MM ? MM + prow0 + t * S : NULL;
                         float *dsr = dSb + t * S;
                         const int64_t lim0 = p->causal && t + 1 < ncols ? t + 1 : ncols;
-                        if (!mr && dsrow) { /* the same row on AVX-512 */
+                        if (!mr && dsrow) { /* the same row on AVX-512 / AVX2 */
                             dsrow(pr, dpr, dsr, ncols, lim0, S);
                             continue;
                         }

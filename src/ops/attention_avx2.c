@@ -1,0 +1,516 @@
+/* Fused attention on AVX2 + FMA (attention_internal.h; compiled with -mavx2 -mfma, run only after
+ * cpuid says so). The design of attention_avx512.c on 8 lanes:
+ *
+ * A tile is 8 query rows, one per vector lane. Per block of 8 keys:
+ *   logits  s_j = sum_c Qt[c] * k[j][c]      8 x d FMAs, Qt (d x 8) the tile's scaled queries
+ *                                            transposed, k[j][c] broadcast from the packed keys
+ *   max     m' = max(m, s_0 .. s_7)          vertical (one max per key), no shuffles
+ *   weights p_j = 2^(s_j - m'), alpha = 2^(m - m'), l = l alpha + sum_j p_j
+ *   output  Ot[c] = Ot[c] alpha + sum_j p_j * v[j][c]   8 x dv FMAs, Ot (dv x 8) in L1
+ * and at the end out = Ot / l, transposed back (8 x 8 in-register transposes, as for Qt). 8 logit
+ * accumulators + the query vector + a broadcast fit the 16 ymm registers; Zen 1 runs one 256-bit
+ * FMA a cycle and two loads, so a broadcast per FMA costs no FMA slot.
+ *
+ * 2^x is the AVX-512 kernel's exp2 on 8 lanes, value for value: round to nearest, the same
+ * degree-6 polynomial in the same FMA order, 2^n put into the exponent field (the product is
+ * normal for every n in [-125, 127], where vscalefps gives the same bits; above, inf as its
+ * overflow), +0 below -125 and for NaN. So the AVX2 and AVX-512 sets rebuild the backward's
+ * weights with the function their forward used. */
+#include "attention_internal.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+static inline __attribute__((always_inline)) __m256 exp2_8(__m256 x) {
+    const __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-125.0f), _CMP_GE_OQ);
+    const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.540353039e-04f); /* ln2^k / k!, k = 6 .. 0 */
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.333355815e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618129108e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550410866e-02f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402265070e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471806e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    /* n <= 127: into the exponent field; above (never reached by the kernels' arguments, logits
+     * minus their max or their log-sum-exp) vscalefps overflows to inf, or gives NaN for x = +inf
+     * (p is then NaN): p * inf is both */
+    const __m256 big = _mm256_cmp_ps(n, _mm256_set1_ps(127.0f), _CMP_GT_OQ);
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_min_ps(n, _mm256_set1_ps(127.0f))), 23);
+    const __m256 r = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+    return _mm256_and_ps(_mm256_blendv_ps(r, _mm256_mul_ps(p, _mm256_set1_ps(INFINITY)), big), live);
+}
+
+/* x / b correctly rounded (attention_avx512.c's div_q: a reciprocal product corrected once with
+ * the exact residual; tiny, huge, inf or NaN entries take the division) */
+static inline __attribute__((always_inline)) __m256 div_q(__m256 x, float b) {
+    const __m256 vb = _mm256_set1_ps(b), y = _mm256_set1_ps(1.0f / b);
+    const __m256 q0 = _mm256_mul_ps(x, y);
+    const __m256 r = _mm256_fnmadd_ps(q0, vb, x);
+    const __m256 q1 = _mm256_fmadd_ps(r, y, q0);
+    const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+    const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(ax, _mm256_set1_ps(0x1p-100f), _CMP_GE_OQ),
+                                    _mm256_cmp_ps(ax, _mm256_set1_ps(0x1p100f), _CMP_LE_OQ));
+    const __m256 zero = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_EQ_OQ); /* zeros are exact */
+    if (_mm256_movemask_ps(_mm256_or_ps(ok, zero)) != 0xFF) return _mm256_div_ps(x, vb);
+    return q1;
+}
+
+/* r[j][i] <- r[i][j] (8 x 8): 32-bit and 64-bit unpacks, then the 128-bit halves. */
+static inline __attribute__((always_inline)) void transpose8(__m256 r[8]) {
+    __m256 t[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) { /* r[4i + j], half H: rows 4i .. 4i + 3 of column 4H + j */
+        r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x20);
+        t[4 + j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x31);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) r[i] = t[i];
+}
+
+static inline __attribute__((always_inline)) __m256 tree8_add(const __m256 *x) {
+    const __m256 a0 = _mm256_add_ps(x[0], x[4]), a1 = _mm256_add_ps(x[1], x[5]);
+    const __m256 a2 = _mm256_add_ps(x[2], x[6]), a3 = _mm256_add_ps(x[3], x[7]);
+    return _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+}
+static inline __attribute__((always_inline)) __m256 tree8_max(const __m256 *x) {
+    const __m256 a0 = _mm256_max_ps(x[0], x[4]), a1 = _mm256_max_ps(x[1], x[5]);
+    const __m256 a2 = _mm256_max_ps(x[2], x[6]), a3 = _mm256_max_ps(x[3], x[7]);
+    return _mm256_max_ps(_mm256_max_ps(a0, a2), _mm256_max_ps(a1, a3));
+}
+
+/* lanes [0, n) all ones (n in 0 .. 8) */
+static inline __attribute__((always_inline)) __m256i lanes_below(int64_t n) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 0 ? 0 : n > 8 ? 8 : n)), lane);
+}
+
+/* The first n floats (zeros past them) and their store: whole vectors by plain loads and stores,
+ * an edge by a masked load and a copy (Zen 1's vmaskmovps is slow, ~10x a store when storing: the
+ * key packing and the output's transposes spent ~15% of the forward in them). */
+static inline __attribute__((always_inline)) __m256 load_n(const float *p, int64_t n) {
+    return n >= 8 ? _mm256_loadu_ps(p) : n <= 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(p, lanes_below(n));
+}
+static inline __attribute__((always_inline)) void store_n(float *p, __m256 x, int64_t n) {
+    if (n >= 8) {
+        _mm256_storeu_ps(p, x);
+    } else if (n > 0) {
+        float t[8];
+        _mm256_storeu_ps(t, x);
+        memcpy(p, t, sizeof(float) * (size_t)n);
+    }
+}
+
+/* Ot[c .. c + nc) = Ot * alpha + sum_u P[u] v[u][c ..] (nc independent chains) */
+static inline __attribute__((always_inline)) void pv_cols(const int nc, const int KS, const float *P, const float *Vb,
+                                                          int64_t c, __m256 alpha, float *Ot) {
+    __m256 o[8];
+#pragma GCC unroll 8
+    for (int cc = 0; cc < nc; cc++) o[cc] = _mm256_mul_ps(_mm256_load_ps(Ot + (c + cc) * 8), alpha);
+#pragma GCC unroll 1
+    for (int u = 0; u < 8; u++) {
+        const __m256 pu = _mm256_load_ps(P + u * 8);
+#pragma GCC unroll 8
+        for (int cc = 0; cc < nc; cc++) o[cc] = _mm256_fmadd_ps(pu, _mm256_broadcast_ss(Vb + u * KS + c + cc), o[cc]);
+    }
+#pragma GCC unroll 8
+    for (int cc = 0; cc < nc; cc++) _mm256_store_ps(Ot + (c + cc) * 8, o[cc]);
+}
+
+/* KS: the packed rows' stride (>= d, dv), a constant so that one pointer and fixed offsets
+ * address a block's 8 rows. */
+static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, const lx_flash_args *a, const float *q,
+                                                               const float *Kp, const float *Vp, int64_t t0, int64_t tq,
+                                                               float *out, float *lse) {
+    const int64_t d = a->d, dv = a->dv;
+    float Qt[LX_FLASH_MAX_D * 8] __attribute__((aligned(32)));
+    float Ot[LX_FLASH_MAX_D * 8] __attribute__((aligned(32)));
+    float P[8 * 8] __attribute__((aligned(32))); /* a block's weights, key-major */
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
+    int qexp;
+    /* a power of two (depth 4, 16, 64): x * (1 / qdiv) is the same real number as x / qdiv */
+    const bool qpow2 = a->qdiv != 0.0f && frexpf(a->qdiv, &qexp) == 0.5f;
+    bool ok = true;
+    for (int64_t i0 = t0; i0 < t0 + tq; i0 += 8) {
+        const int64_t n = t0 + tq - i0 < 8 ? t0 + tq - i0 : 8;
+        __m256 qbad = zero; /* x - x: NaN exactly for inf / NaN entries */
+        /* the tile's queries, transposed and scaled (padding lanes 0) */
+        const float *qr = q + i0 * a->ldq;
+        /* the next tile's rows (strided lines, often from outside L2: perf put ~10% of the depth-32
+         * forward on the first touch of q, k and v; these prefetches took 4-14% off it on Zen 1) */
+        if (i0 + 8 < t0 + tq)
+            for (int64_t i = 0; i < 8; i++)
+                for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(qr + (8 + i) * a->ldq + c), _MM_HINT_T0);
+        for (int64_t c0 = 0; c0 < d; c0 += 8) {
+            const int64_t nc = d - c0 < 8 ? d - c0 : 8;
+            __m256 r[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) r[i] = i < n ? load_n(qr + i * a->ldq + c0, nc) : zero;
+            transpose8(r);
+            for (int64_t cc = 0; cc < nc; cc++) {
+                __m256 x = r[cc];
+                qbad = _mm256_add_ps(qbad, _mm256_sub_ps(x, x));
+                if (qpow2) x = _mm256_mul_ps(x, _mm256_set1_ps(1.0f / a->qdiv)); /* exact: same bits */
+                else if (a->qdiv != 0.0f) x = div_q(x, a->qdiv);
+                _mm256_store_ps(Qt + (c0 + cc) * 8, _mm256_mul_ps(x, _mm256_set1_ps(a->qmul)));
+            }
+        }
+        for (int64_t c = 0; c < dv; c++) _mm256_store_ps(Ot + c * 8, zero);
+        const int64_t kend = a->causal ? (a->S < i0 + n ? a->S : i0 + n) : a->S;
+        __m256 m = ninf, l = zero;
+        for (int64_t j0 = 0; j0 < kend; j0 += 8) {
+            const int kb = kend - j0 < 8 ? (int)(kend - j0) : 8;
+            __m256 s[8];
+            const float *const Kb = Kp + j0 * KS, *const Vb = Vp + j0 * KS;
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++) s[u] = zero;
+            for (int64_t c = 0; c < d; c++) { /* 8 independent chains */
+                const __m256 qc = _mm256_load_ps(Qt + c * 8);
+#pragma GCC unroll 8
+                for (int u = 0; u < 8; u++) s[u] = _mm256_fmadd_ps(qc, _mm256_broadcast_ss(Kb + u * KS + c), s[u]);
+            }
+            /* keys past the block's end masked in every lane; causal: key j in lanes i < j - i0 */
+            if (kb < 8 || (a->causal && j0 + 7 > i0)) {
+#pragma GCC unroll 8
+                for (int u = 0; u < 8; u++) {
+                    const int64_t thr = u >= kb ? 8 : a->causal ? j0 + u - i0 : 0;
+                    s[u] = _mm256_blendv_ps(s[u], ninf, _mm256_castsi256_ps(lanes_below(thr)));
+                }
+            }
+            const __m256 mx = _mm256_max_ps(m, tree8_max(s));
+            const __m256 alpha = exp2_8(_mm256_sub_ps(m, mx));
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++) s[u] = exp2_8(_mm256_sub_ps(s[u], mx));
+            l = _mm256_fmadd_ps(l, alpha, tree8_add(s));
+            m = mx;
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++) _mm256_store_ps(P + u * 8, s[u]);
+            int64_t c = 0;
+#pragma GCC unroll 1
+            for (; c + 8 <= dv; c += 8) pv_cols(8, KS, P, Vb, c, alpha, Ot);
+            if (c + 4 <= dv) pv_cols(4, KS, P, Vb, c, alpha, Ot), c += 4;
+            for (; c < dv; c++) pv_cols(1, KS, P, Vb, c, alpha, Ot);
+        }
+        /* an inf / NaN query entry, or a logit that overflowed (l is then 0, inf or NaN): the
+         * general path */
+        const __m256 rows = _mm256_castsi256_ps(lanes_below(n));
+        const __m256 lbad = _mm256_or_ps(_mm256_cmp_ps(l, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ),
+                                         _mm256_cmp_ps(l, zero, _CMP_NGT_UQ));
+        if (_mm256_movemask_ps(_mm256_cmp_ps(qbad, qbad, _CMP_UNORD_Q)) | _mm256_movemask_ps(_mm256_and_ps(rows, lbad))) {
+            ok = false;
+            continue;
+        }
+        const __m256 rl = _mm256_div_ps(_mm256_set1_ps(1.0f), l);
+        /* out row i, columns c0 .. c0 + 7 = Ot[c0 ..][i] / l[i] */
+        for (int64_t c0 = 0; c0 < dv; c0 += 8) {
+            const int64_t nc = dv - c0 < 8 ? dv - c0 : 8;
+            __m256 r[8];
+#pragma GCC unroll 8
+            for (int cc = 0; cc < 8; cc++) r[cc] = cc < nc ? _mm256_mul_ps(_mm256_load_ps(Ot + (c0 + cc) * 8), rl) : zero;
+            transpose8(r);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                if (i < n) store_n(out + (i0 + i) * a->ldo + c0, r[i], nc);
+        }
+        if (lse) {
+            float mv[8], lv[8];
+            _mm256_storeu_ps(mv, m), _mm256_storeu_ps(lv, l);
+            for (int64_t i = 0; i < n; i++) lse[i0 + i] = (mv[i] + log2f(lv[i])) * 0.693147180559945309f;
+        }
+    }
+    return ok;
+}
+
+/* The keys and values the rows [t0, t0 + tq) read, packed at stride KS (zero rows up to a multiple
+ * of 16: a partial block's padding keys are masked, their zero values add nothing), then the
+ * tiles. An inf / NaN key, or value anywhere (zero weights times it are NaN in the full product):
+ * the general path (x * 0 is NaN exactly for those). */
+static inline __attribute__((always_inline)) bool flash_fwd_pack(const int KS, const lx_flash_args *a, const float *q,
+                                                                 const float *k, const float *v, int64_t t0, int64_t tq,
+                                                                 float *out, float *lse, float *scratch) {
+    const int64_t kend = a->causal ? (a->S < t0 + tq ? a->S : t0 + tq) : a->S, kpad = (kend + 15) / 16 * 16;
+    float *Kp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    float *Vp = Kp + kpad * KS + 16; /* one line apart: no 4 KiB aliasing */
+    const int64_t d = a->d, dv = a->dv, ldk = a->ldk, ldv = a->ldv;
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 acc[2] = {zero, zero};
+    for (int64_t j = 0; j < kend; j++) {
+        const float *kr = k + j * ldk, *vr = v + j * ldv;
+        if (j + 8 < kend)
+            for (int c = 0; c < KS; c += 16) {
+                if (c < d) _mm_prefetch((const char *)(kr + 8 * ldk + c), _MM_HINT_T0);
+                if (c < dv) _mm_prefetch((const char *)(vr + 8 * ldv + c), _MM_HINT_T0);
+            }
+        float *kp = Kp + j * KS, *vp = Vp + j * KS;
+#pragma GCC unroll 4
+        for (int c = 0; c < KS; c += 8) {
+            const __m256 x = load_n(kr + c, d - c);
+            const __m256 y = load_n(vr + c, dv - c);
+            acc[0] = _mm256_fmadd_ps(x, zero, acc[0]);
+            acc[1] = _mm256_fmadd_ps(y, zero, acc[1]);
+            _mm256_store_ps(kp + c, x);
+            _mm256_store_ps(vp + c, y);
+        }
+    }
+    for (int64_t j = kend * KS; j < kpad * KS; j += 8) /* padding keys: zeros */
+        _mm256_store_ps(Kp + j, zero), _mm256_store_ps(Vp + j, zero);
+    for (int64_t j = kend; j < a->S; j++)
+        for (int c = 0; c < dv; c += 8) acc[1] = _mm256_fmadd_ps(load_n(v + j * ldv + c, dv - c), zero, acc[1]);
+    const __m256 t = _mm256_add_ps(acc[0], acc[1]);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(t, t, _CMP_UNORD_Q))) return false;
+    return flash_fwd_ks(KS, a, q, Kp, Vp, t0, tq, out, lse);
+}
+
+static bool flash_fwd(const lx_flash_args *a, const float *q, const float *k, const float *v, int64_t t0, int64_t tq,
+                      float *out, float *lse, float *scratch) {
+    switch (lx_flash_stride(a)) {
+    case 16: return flash_fwd_pack(16, a, q, k, v, t0, tq, out, lse, scratch);
+    case 32: return flash_fwd_pack(32, a, q, k, v, t0, tq, out, lse, scratch);
+    case 64: return flash_fwd_pack(64, a, q, k, v, t0, tq, out, lse, scratch);
+    default: return flash_fwd_pack(LX_FLASH_MAX_D, a, q, k, v, t0, tq, out, lse, scratch);
+    }
+}
+
+/* row[s] = e^(row[s] - sub), by the forward's exp2 (a weight below 2^-125 is +0 there too); a
+ * ragged tail through the same vector code */
+static void flash_exp_row(float *row, int64_t n, float sub) {
+    const __m256 l2e = _mm256_set1_ps(1.44269504088896341f), off = _mm256_set1_ps(-sub * 1.44269504088896341f);
+    for (int64_t s = 0; s < n; s += 8) {
+        store_n(row + s, exp2_8(_mm256_fmadd_ps(load_n(row + s, n - s), l2e, off)), n - s);
+    }
+}
+
+/* One row of the attention backward without a mask (attention_internal.h): the dot in double
+ * (two 4-lane FMA chains, then the tail) */
+static void attn_ds_row(const float *p, const float *dp, float *ds, int64_t ncols, int64_t lim, int64_t S) {
+    __m256d d0 = _mm256_setzero_pd(), d1 = _mm256_setzero_pd();
+    int64_t s = 0;
+    for (; s + 8 <= ncols; s += 8) {
+        const __m256 x = _mm256_loadu_ps(p + s), y = _mm256_loadu_ps(dp + s);
+        d0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), _mm256_cvtps_pd(_mm256_castps256_ps128(y)), d0);
+        d1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1)), d1);
+    }
+    double acc[4];
+    _mm256_storeu_pd(acc, _mm256_add_pd(d0, d1));
+    double dot = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (; s < ncols; s++) dot += (double)p[s] * dp[s];
+    const __m256 fd = _mm256_set1_ps((float)dot);
+    for (s = 0; s < S; s += 8) {
+        const __m256 x = load_n(p + s, lim - s), y = load_n(dp + s, lim - s);
+        store_n(ds + s, _mm256_and_ps(_mm256_mul_ps(x, _mm256_sub_ps(y, fd)), _mm256_castsi256_ps(lanes_below(lim - s))), S - s);
+    }
+}
+
+/* ---- backward (attention_internal.h) ----
+ * attention_avx512.c's flash-attention 2 scheme on 8 lanes. Per query tile (8 queries, one per
+ * lane) the tile is packed four ways in L1: Qt (d x 8, scaled by qmul = sc log2 e) and dOt
+ * (dv x 8) for the products with a key block's rows, Qn and dOn (8 rows at stride KS) for dK and
+ * dV; then per key block of 8:
+ *   s_u  = sum_c Qt[c] k[u][c]                     8 d FMAs (key entries broadcast)
+ *   P_u  = 2^(s_u - lse log2 e), 0 where masked   (causal, keys past S, rows past T)
+ *   dP_u = sum_c dOt[c] v[u][c]                    8 dv FMAs
+ *   dS_u = sc P_u (dP_u - D), D = rowsum(dO o)
+ * P and dS are stored key-major (8 x 8, lane = query) and then
+ *   dV[u] += sum_i P[u][i] dOn[i],  dK[u] += sum_i dS[u][i] Qn[i]   (8 accumulators per 8 columns)
+ *   dQ[i] += sum_u dS[u][i] k[u]                                    (the same shape)
+ * with the weights broadcast from memory. dK, dV live in job-wide buffers (keys x KS) written out
+ * at the end; dQ in an L1 buffer written out per tile. */
+static inline __attribute__((always_inline)) void bwd_rank8(const int nchunk, const int KS, const float *W, const float *X,
+                                                             int nx, float *acc) {
+    /* acc[u][c] += sum_{i < nx} W[u * 8 + i] X[i][c], u < 8, c < 8 nchunk (rows at stride KS) */
+    for (int c = 0; c < nchunk; c++) {
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) r[u] = _mm256_load_ps(acc + u * KS + 8 * c);
+#pragma GCC unroll 1
+        for (int i = 0; i < nx; i++) {
+            const __m256 x = _mm256_load_ps(X + i * KS + 8 * c);
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++) r[u] = _mm256_fmadd_ps(_mm256_broadcast_ss(W + u * 8 + i), x, r[u]);
+        }
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) _mm256_store_ps(acc + u * KS + 8 * c, r[u]);
+    }
+}
+
+/* acc[i][c] += sum_{u < nu} W[u * 8 + i] X[u][c]: the transposed use of W (dQ from dS and k) */
+static inline __attribute__((always_inline)) void bwd_rank8t(const int nchunk, const int KS, const float *W,
+                                                              const float *X, int nu, float *acc) {
+    for (int c = 0; c < nchunk; c++) {
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) r[i] = _mm256_load_ps(acc + i * KS + 8 * c);
+#pragma GCC unroll 1
+        for (int u = 0; u < nu; u++) {
+            const __m256 x = _mm256_load_ps(X + u * KS + 8 * c);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) r[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(W + u * 8 + i), x, r[i]);
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) _mm256_store_ps(acc + i * KS + 8 * c, r[i]);
+    }
+}
+
+/* 8 rows (n of them live, the rest zeros) of width w from src (stride ld) into dst (stride KS, zero
+ * padded), and their transpose times mul into dt (w x 8) */
+static inline __attribute__((always_inline)) void bwd_pack_tile(const int KS, const float *src, int64_t ld, int64_t n,
+                                                                 int64_t w, float mul, float *dst, float *dt) {
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t c0 = 0; c0 < KS; c0 += 8) {
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            r[i] = i < n ? load_n(src + i * ld + c0, w - c0) : zero;
+            _mm256_store_ps(dst + i * KS + c0, r[i]);
+        }
+        if (c0 >= w) continue;
+        transpose8(r);
+        const int64_t nc = w - c0 < 8 ? w - c0 : 8;
+        for (int64_t cc = 0; cc < nc; cc++) _mm256_store_ps(dt + (c0 + cc) * 8, _mm256_mul_ps(r[cc], _mm256_set1_ps(mul)));
+    }
+}
+
+static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, const lx_flash_bwd_args *a, const float *q,
+                                                               const float *k, const float *v, const float *o,
+                                                               const float *go, const float *lse, float *dq, float *dk,
+                                                               float *dv, float *scratch) {
+    const int64_t T = a->T, S = a->S, d = a->d, dvv = a->dv, Spad = (S + 15) / 16 * 16;
+    const int nd = (int)((d + 7) / 8), nv = (int)((dvv + 7) / 8);
+    float *Kp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    float *Vp = Kp + Spad * KS + 16, *dKp = Vp + Spad * KS + 16, *dVp = dKp + Spad * KS + 16;
+    float *Qt = dVp + Spad * KS + 16, *Qn = Qt + 16 * KS, *dOt = Qn + 16 * KS, *dOn = dOt + 16 * KS;
+    float *dQa = dOn + 16 * KS, *P = dQa + 16 * KS, *dS = P + 256;
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t j = 0; j < Spad; j++) {
+        if (j + 8 < S)
+            for (int c = 0; c < KS; c += 16) {
+                if (c < d) _mm_prefetch((const char *)(k + (j + 8) * a->ldk + c), _MM_HINT_T0);
+                if (c < dvv) _mm_prefetch((const char *)(v + (j + 8) * a->ldv + c), _MM_HINT_T0);
+            }
+#pragma GCC unroll 4
+        for (int c = 0; c < KS; c += 8) {
+            _mm256_store_ps(Kp + j * KS + c, j < S ? load_n(k + j * a->ldk + c, d - c) : zero);
+            _mm256_store_ps(Vp + j * KS + c, j < S ? load_n(v + j * a->ldv + c, dvv - c) : zero);
+            _mm256_store_ps(dKp + j * KS + c, zero);
+            _mm256_store_ps(dVp + j * KS + c, zero);
+        }
+    }
+    const float l2e = 1.44269504088896341f, qmul = a->sc * l2e;
+    const __m256 vsc = _mm256_set1_ps(a->sc);
+    for (int64_t r = 0; r < a->R; r++) {
+        const float *qh = q + r * d, *oh = o + r * dvv, *gh = go + r * dvv, *lh = lse + r * T;
+        float *dqh = dq + r * d;
+        for (int64_t i0 = 0; i0 < T; i0 += 8) {
+            const int64_t n = T - i0 < 8 ? T - i0 : 8;
+            const __m256 rows = _mm256_castsi256_ps(lanes_below(n));
+            if (i0 + 8 < T) /* the next tile's rows of q, dO and o (as in the forward) */
+                for (int64_t i = i0 + 8; i < i0 + 16 && i < T; i++) {
+                    for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(qh + i * a->ldq + c), _MM_HINT_T0);
+                    for (int64_t c = 0; c < dvv; c += 16) {
+                        _mm_prefetch((const char *)(gh + i * a->ldo + c), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(oh + i * a->ldo + c), _MM_HINT_T0);
+                    }
+                }
+            bwd_pack_tile(KS, qh + i0 * a->ldq, a->ldq, n, d, qmul, Qn, Qt);
+            bwd_pack_tile(KS, gh + i0 * a->ldo, a->ldo, n, dvv, 1.0f, dOn, dOt);
+            /* D = rowsum(dO o): per row a vector of partial sums, then one transpose and a tree */
+            __m256 t[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) t[i] = zero;
+            for (int64_t c = 0; c < dvv; c += 8) {
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    if (i < n) t[i] = _mm256_fmadd_ps(_mm256_load_ps(dOn + i * KS + c), load_n(oh + (i0 + i) * a->ldo + c, dvv - c), t[i]);
+            }
+            transpose8(t);
+            const __m256 Dd = tree8_add(t);
+            const __m256 L2 = _mm256_mul_ps(load_n(lh + i0, n), _mm256_set1_ps(l2e));
+            for (int64_t c = 0; c < 8 * KS; c += 8) _mm256_store_ps(dQa + c, zero);
+            const int64_t kend = a->causal ? (S < i0 + n ? S : i0 + n) : S;
+            for (int64_t j0 = 0; j0 < kend; j0 += 8) {
+                const int kb = kend - j0 < 8 ? (int)(kend - j0) : 8;
+                const float *const Kb = Kp + j0 * KS, *const Vb = Vp + j0 * KS;
+                __m256 live[8];
+                if (kb < 8 || (a->causal && j0 + 7 > i0)) { /* a partial or diagonal block */
+#pragma GCC unroll 8
+                    for (int u = 0; u < 8; u++) {
+                        const int64_t thr = u >= kb ? 8 : a->causal ? j0 + u - i0 : 0;
+                        live[u] = _mm256_andnot_ps(_mm256_castsi256_ps(lanes_below(thr)), rows);
+                    }
+                } else {
+#pragma GCC unroll 8
+                    for (int u = 0; u < 8; u++) live[u] = rows;
+                }
+                __m256 s[8];
+#pragma GCC unroll 8
+                for (int u = 0; u < 8; u++) s[u] = zero;
+                for (int64_t c = 0; c < d; c++) {
+                    const __m256 qc = _mm256_load_ps(Qt + c * 8);
+#pragma GCC unroll 8
+                    for (int u = 0; u < 8; u++) s[u] = _mm256_fmadd_ps(qc, _mm256_broadcast_ss(Kb + u * KS + c), s[u]);
+                }
+#pragma GCC unroll 8
+                for (int u = 0; u < 8; u++) _mm256_store_ps(P + u * 8, _mm256_and_ps(live[u], exp2_8(_mm256_sub_ps(s[u], L2))));
+#pragma GCC unroll 8
+                for (int u = 0; u < 8; u++) s[u] = zero;
+                for (int64_t c = 0; c < dvv; c++) {
+                    const __m256 gc = _mm256_load_ps(dOt + c * 8);
+#pragma GCC unroll 8
+                    for (int u = 0; u < 8; u++) s[u] = _mm256_fmadd_ps(gc, _mm256_broadcast_ss(Vb + u * KS + c), s[u]);
+                }
+#pragma GCC unroll 8
+                for (int u = 0; u < 8; u++) {
+                    const __m256 pu = _mm256_mul_ps(_mm256_load_ps(P + u * 8), vsc);
+                    _mm256_store_ps(dS + u * 8, _mm256_and_ps(live[u], _mm256_mul_ps(pu, _mm256_sub_ps(s[u], Dd))));
+                }
+                bwd_rank8(nv, KS, P, dOn, (int)n, dVp + j0 * KS);
+                bwd_rank8(nd, KS, dS, Qn, (int)n, dKp + j0 * KS);
+                bwd_rank8t(nd, KS, dS, Kb, kb, dQa);
+            }
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t c = 0; c < d; c += 8)
+                    store_n(dqh + (i0 + i) * a->ldq + c, _mm256_load_ps(dQa + i * KS + c), d - c);
+        }
+    }
+    for (int64_t j = 0; j < S; j++) {
+        for (int64_t c = 0; c < d; c += 8)
+            store_n(dk + j * a->ldk + c, _mm256_load_ps(dKp + j * KS + c), d - c);
+        for (int64_t c = 0; c < dvv; c += 8)
+            store_n(dv + j * a->ldv + c, _mm256_load_ps(dVp + j * KS + c), dvv - c);
+    }
+}
+
+static void flash_bwd(const lx_flash_bwd_args *a, const float *q, const float *k, const float *v, const float *o,
+                      const float *go, const float *lse, float *dq, float *dk, float *dv, float *scratch) {
+    const int64_t w = a->d > a->dv ? a->d : a->dv;
+    if (w <= 16) flash_bwd_ks(16, a, q, k, v, o, go, lse, dq, dk, dv, scratch);
+    else if (w <= 32) flash_bwd_ks(32, a, q, k, v, o, go, lse, dq, dk, dv, scratch);
+    else if (w <= 64) flash_bwd_ks(64, a, q, k, v, o, go, lse, dq, dk, dv, scratch);
+    else flash_bwd_ks(LX_FLASH_MAX_D, a, q, k, v, o, go, lse, dq, dk, dv, scratch);
+}
+
+lx_flash_fwd_fn lx_flash_fwd_avx2(void) { return flash_fwd; }
+lx_flash_exp_fn lx_flash_exp_avx2(void) { return flash_exp_row; }
+lx_attn_ds_fn lx_attn_ds_avx2(void) { return attn_ds_row; }
+lx_flash_bwd_fn lx_flash_bwd_avx2(void) { return flash_bwd; }
+#else
+lx_flash_fwd_fn lx_flash_fwd_avx2(void) { return 0; }
+lx_flash_exp_fn lx_flash_exp_avx2(void) { return 0; }
+lx_attn_ds_fn lx_attn_ds_avx2(void) { return 0; }
+lx_flash_bwd_fn lx_flash_bwd_avx2(void) { return 0; }
+#endif

@@ -1,0 +1,247 @@
+/* The fused ("flash") attention kernels called directly (src/ops/attention_internal.h), each one
+ * the CPU runs (AVX2, AVX-512), against a double-precision reference written here: the output
+ * rows and each row's log-sum-exp, for odd query and key counts, causal and not, grouped heads
+ * (the kernels read one head out of an interleaved (seq, heads, depth) layout and must write only
+ * its columns and its rows [t0, t0 + tq)), depths 1, 3, 8, 16, 24, 32, 64 and 128, value depth
+ * different from depth, Flax's q / sqrt(depth) and an explicit scale; then the cases the kernels
+ * decline (inf / NaN in q, k or v, a value past the causal front included; an overflowing logit),
+ * and the exponential the backward rebuilds the weights with. On an AVX-512 machine also: the
+ * AVX2 and AVX-512 exp2 give the same bits. The public entry points (dispatch, fallbacks) are
+ * test_nn's and test_attention_grad's. */
+#include <float.h>
+#include <math.h>
+
+#include "../src/ops/attention_internal.h"
+#include "linnx/cpu.h"
+#include "lx_test.h"
+
+static uint32_t rng = 11;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng = rng * 1664525u + 1013904223u;
+    return (float)((rng >> 8) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+typedef struct {
+    const char *name;
+    lx_flash_fwd_fn fwd;
+    lx_flash_exp_fn exp;
+} kernel_set;
+
+typedef struct {
+    int64_t T, S, H, G, d, dv;
+    bool causal;
+    float scale; /* 0: Flax's q / sqrt(d) */
+} fcase;
+
+#define SENTINEL 12345.0f
+
+/* One (head h) of q (T, H, d), k (S, G, d), v (S, G, dv): out rows and natural-log lse in double,
+ * the logits from the query as the kernel sees it (divided in float32 first with Flax's scaling). */
+static void ref_head(const fcase *c, const float *q, const float *k, const float *v, int64_t h, double *out,
+                     double *lse) {
+    const int64_t g = h / (c->H / c->G);
+    const float qdiv = sqrtf((float)c->d);
+    double *z = malloc(sizeof(double) * (size_t)c->S);
+    for (int64_t t = 0; t < c->T; t++) {
+        double mx = -INFINITY, sum = 0;
+        const int64_t ns = c->causal && t + 1 < c->S ? t + 1 : c->S;
+        for (int64_t s = 0; s < ns; s++) {
+            double acc = 0;
+            for (int64_t e = 0; e < c->d; e++) {
+                const float qv = q[(t * c->H + h) * c->d + e];
+                acc += (double)(c->scale == 0.0f ? qv / qdiv : qv) * k[(s * c->G + g) * c->d + e];
+            }
+            z[s] = c->scale == 0.0f ? acc : acc * c->scale;
+            mx = z[s] > mx ? z[s] : mx;
+        }
+        for (int64_t s = 0; s < ns; s++) sum += exp(z[s] - mx);
+        lse[t] = mx + log(sum);
+        for (int64_t e = 0; e < c->dv; e++) {
+            double acc = 0;
+            for (int64_t s = 0; s < ns; s++) acc += exp(z[s] - mx) / sum * v[(s * c->G + g) * c->dv + e];
+            out[t * c->dv + e] = acc;
+        }
+    }
+    free(z);
+}
+
+/* Runs the kernel over every head in jobs of `blk` query rows (a multiple of 16); returns false
+ * when a job declined. */
+static bool run_kernel(const kernel_set *ks, const fcase *c, const float *q, const float *k, const float *v, int64_t blk,
+                       float *out, float *lse) {
+    const float qdiv = c->scale == 0.0f ? sqrtf((float)c->d) : 0.0f;
+    const lx_flash_args a = {.S = c->S, .d = c->d, .dv = c->dv, .ldq = c->H * c->d, .ldk = c->G * c->d,
+                             .ldv = c->G * c->dv, .ldo = c->H * c->dv, .qdiv = qdiv,
+                             .qmul = (c->scale == 0.0f ? 1.0f : c->scale) * 1.44269504088896341f, .causal = c->causal};
+    float *scratch = malloc(sizeof(float) * (size_t)lx_flash_scratch(&a));
+    bool ok = true;
+    for (int64_t h = 0; h < c->H; h++) {
+        const int64_t g = h / (c->H / c->G);
+        for (int64_t t0 = 0; t0 < c->T; t0 += blk) {
+            const int64_t tq = c->T - t0 < blk ? c->T - t0 : blk;
+            ok &= ks->fwd(&a, q + h * c->d, k + g * c->d, v + g * c->dv, t0, tq, out + h * c->dv, lse + h * c->T,
+                          scratch);
+        }
+    }
+    free(scratch);
+    return ok;
+}
+
+static void check_case(const kernel_set *ks, const fcase *c, float qamp) {
+    const int64_t nq = c->T * c->H * c->d, nk = c->S * c->G * c->d, nv = c->S * c->G * c->dv, no = c->T * c->H * c->dv;
+    float *q = malloc(sizeof(float) * (size_t)nq), *k = malloc(sizeof(float) * (size_t)nk);
+    float *v = malloc(sizeof(float) * (size_t)nv), *out = malloc(sizeof(float) * (size_t)no);
+    float *lse = malloc(sizeof(float) * (size_t)(c->H * c->T));
+    double *ro = malloc(sizeof(double) * (size_t)(c->T * c->dv)), *rl = malloc(sizeof(double) * (size_t)c->T);
+    for (int64_t i = 0; i < nq; i++) q[i] = qamp * frand();
+    for (int64_t i = 0; i < nk; i++) k[i] = frand();
+    for (int64_t i = 0; i < nv; i++) v[i] = frand();
+    for (int64_t i = 0; i < no; i++) out[i] = SENTINEL;
+    for (int64_t i = 0; i < c->H * c->T; i++) lse[i] = SENTINEL;
+    /* jobs of 48 rows (three tiles of 16, six of 8) and of one block for all rows */
+    for (int pass = 0; pass < 2; pass++) {
+        const int64_t blk = pass == 0 ? 48 : (c->T + 15) / 16 * 16;
+        const bool ok = run_kernel(ks, c, q, k, v, blk, out, lse);
+        double eo = 0, el = 0;
+        for (int64_t h = 0; h < c->H; h++) {
+            ref_head(c, q, k, v, h, ro, rl);
+            for (int64_t t = 0; t < c->T; t++) {
+                const double e = fabs(lse[h * c->T + t] - rl[t]) / (1 + fabs(rl[t]));
+                el = e > el || isnan(e) ? e : el;
+                for (int64_t j = 0; j < c->dv; j++) {
+                    const double r = ro[t * c->dv + j], x = out[(t * c->H + h) * c->dv + j];
+                    const double eoj = fabs(x - r) / (1e-1 + fabs(r));
+                    eo = eoj > eo || isnan(eoj) ? eoj : eo;
+                }
+            }
+        }
+        if (pass == 0)
+            printf("# %s T %lld S %lld d %lld dv %lld causal %d amp %g: out %.3g lse %.3g\n", ks->name, (long long)c->T,
+                   (long long)c->S, (long long)c->d, (long long)c->dv, c->causal, (double)qamp, eo, el);
+        LX_TEST_REPORT_(ok && eo <= (qamp > 1.0f ? 2e-5 : 2e-6) && el <= 1e-6,
+                        "%s T %lld S %lld H %lld G %lld d %lld dv %lld causal %d scale %g jobs of %lld: ok %d, out err %.3g, lse err %.3g",
+                        ks->name, (long long)c->T, (long long)c->S, (long long)c->H, (long long)c->G, (long long)c->d,
+                        (long long)c->dv, c->causal, (double)c->scale, (long long)blk, ok, eo, el);
+    }
+    free(q), free(k), free(v), free(out), free(lse), free(ro), free(rl);
+}
+
+static void test_flash_values(const kernel_set *ks) {
+    const fcase cases[] = {
+        {.T = 37, .S = 37, .H = 4, .G = 2, .d = 16, .dv = 16, .causal = true},
+        {.T = 37, .S = 53, .H = 4, .G = 2, .d = 16, .dv = 8, .causal = false},
+        {.T = 100, .S = 75, .H = 2, .G = 1, .d = 32, .dv = 24, .causal = true},
+        {.T = 29, .S = 67, .H = 3, .G = 3, .d = 8, .dv = 5, .causal = false, .scale = 0.3f},
+        {.T = 50, .S = 21, .H = 2, .G = 2, .d = 24, .dv = 32, .causal = true},
+        {.T = 33, .S = 33, .H = 6, .G = 2, .d = 64, .dv = 64, .causal = true},
+        {.T = 17, .S = 41, .H = 2, .G = 1, .d = 128, .dv = 128, .causal = false},
+        {.T = 19, .S = 19, .H = 1, .G = 1, .d = 128, .dv = 40, .causal = true, .scale = 0.05f},
+        {.T = 23, .S = 23, .H = 2, .G = 1, .d = 3, .dv = 1, .causal = true},
+        {.T = 16, .S = 9, .H = 1, .G = 1, .d = 1, .dv = 7, .causal = false},
+        {.T = 64, .S = 64, .H = 4, .G = 2, .d = 32, .dv = 32, .causal = true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_case(ks, &cases[i], 1.0f);
+        /* sharp weights (most of each row's exponents far below 0): logits up to ~30, whose float32
+         * rounding alone moves a weight by ~30 * 2^-24 relative (measured up to 6.6e-6) */
+        check_case(ks, &cases[i], 8.0f);
+    }
+}
+
+/* inf / NaN in q (a tile's row), k or v (also a value row past the causal front, which the
+ * kernel never reads as a weight), and a logit that overflows from finite inputs: the kernel
+ * returns false (attention.c then computes the job the general way) */
+static void test_flash_declines(const kernel_set *ks) {
+    const fcase c = {.T = 40, .S = 40, .H = 2, .G = 1, .d = 16, .dv = 8, .causal = true};
+    const int64_t nq = c.T * c.H * c.d, nk = c.S * c.G * c.d, nv = c.S * c.G * c.dv;
+    float *q = malloc(sizeof(float) * (size_t)nq), *k = malloc(sizeof(float) * (size_t)nk);
+    float *v = malloc(sizeof(float) * (size_t)nv), *out = malloc(sizeof(float) * (size_t)(c.T * c.H * c.dv));
+    float *lse = malloc(sizeof(float) * (size_t)(c.H * c.T));
+    for (int kind = 0; kind < 6; kind++) {
+        for (int64_t i = 0; i < nq; i++) q[i] = frand();
+        for (int64_t i = 0; i < nk; i++) k[i] = frand();
+        for (int64_t i = 0; i < nv; i++) v[i] = frand();
+        const bool clean = run_kernel(ks, &c, q, k, v, 16, out, lse);
+        switch (kind) {
+        case 0: q[(21 * c.H + 1) * c.d + 3] = NAN; break;
+        case 1: q[(39 * c.H + 0) * c.d + 15] = -INFINITY; break;
+        case 2: k[(5 * c.G) * c.d + 7] = INFINITY; break;
+        case 3: v[(39 * c.G) * c.dv + 7] = INFINITY; break; /* past every tile's front but the last */
+        case 4: v[(2 * c.G) * c.dv] = NAN; break;
+        default: /* 1e20 * 1e20 + 1e20 * -1e20: inf - inf */
+            q[(3 * c.H) * c.d] = q[(3 * c.H) * c.d + 1] = 1e20f;
+            for (int64_t e = 2; e < c.d; e++) q[(3 * c.H) * c.d + e] = 0;
+            k[0] = 1e20f, k[1] = -1e20f;
+            break;
+        }
+        const bool ok = run_kernel(ks, &c, q, k, v, 16, out, lse);
+        LX_TEST_REPORT_(clean && !ok, "%s case %d: clean inputs %d, bad inputs accepted %d", ks->name, kind, clean, ok);
+    }
+    free(q), free(k), free(v), free(out), free(lse);
+}
+
+/* e^(x - sub) by the forward's exp2: close to exp in double (degree-6 polynomial: a few ulp),
+ * +0 where the base-2 exponent is below -125 */
+static void test_flash_exp(const kernel_set *ks) {
+    float row[37], x[37];
+    double worst = 0;
+    int zero_ok = 1;
+    for (int rep = 0; rep < 200; rep++) {
+        const float sub = 3.0f * frand();
+        for (int i = 0; i < 37; i++) x[i] = row[i] = rep < 100 ? 8.0f * frand() - 4.0f : 100.0f * frand() - 60.0f;
+        ks->exp(row, 37, sub);
+        for (int i = 0; i < 37; i++) {
+            const double arg = ((double)x[i] - sub), r = exp(arg);
+            /* the kernel's argument is fma(x, log2 e, -sub log2 e) in float32: relative error
+             * up to ~|arg| * 2^-24 from that rounding */
+            if (arg * 1.4426950408889634 < -125.5) zero_ok &= row[i] == 0.0f;
+            else if (arg * 1.4426950408889634 > -124.5) {
+                const double e = fabs(row[i] - r) / r / (1 + fabs(arg));
+                worst = e > worst ? e : worst;
+            }
+        }
+    }
+    LX_TEST_REPORT_(worst < 4e-7 && zero_ok, "%s exp rows: worst relative error %.3g, zeros %d", ks->name, worst, zero_ok);
+    /* past float's range: inf (AVX-512's vscalefps overflow); +inf: NaN; -inf, NaN: +0 */
+    float big[4] = {200.0f, INFINITY, -INFINITY, NAN};
+    ks->exp(big, 4, 0.0f);
+    LX_TEST_REPORT_(big[0] == INFINITY && isnan(big[1]) && big[2] == 0.0f && !signbit(big[2]) && big[3] == 0.0f,
+                    "%s exp of 200, inf, -inf, NaN: %g %g %g %g", ks->name, (double)big[0], (double)big[1], (double)big[2],
+                    (double)big[3]);
+}
+
+/* AVX-512 and AVX2 give the same weights: their exp2 are one algorithm (only where both run) */
+static void test_exp_bits_agree(const kernel_set *a, const kernel_set *b) {
+    float ra[64], rb[64];
+    int same = 1;
+    for (int rep = 0; rep < 400; rep++) {
+        const float sub = 10.0f * frand();
+        for (int i = 0; i < 64; i++) ra[i] = rb[i] = (rep % 2 ? 100.0f : 10.0f) * frand() - (rep % 4 ? 0.0f : 80.0f);
+        if (rep == 0) ra[5] = rb[5] = -INFINITY, ra[6] = rb[6] = NAN;
+        a->exp(ra, 64, sub), b->exp(rb, 64, sub);
+        same &= memcmp(ra, rb, sizeof ra) == 0;
+    }
+    LX_TEST_REPORT_(same, "%s and %s exp rows differ", a->name, b->name);
+}
+
+static void test_flash(void) {
+    kernel_set sets[2];
+    int n = 0;
+    if (lx_isa_supported(LX_ISA_AVX2) && lx_flash_fwd_avx2())
+        sets[n++] = (kernel_set){"avx2", lx_flash_fwd_avx2(), lx_flash_exp_avx2()};
+    if (lx_isa_supported(LX_ISA_AVX512) && lx_flash_fwd_avx512())
+        sets[n++] = (kernel_set){"avx512", lx_flash_fwd_avx512(), lx_flash_exp_avx512()};
+    printf("# fused attention kernels this CPU runs: %d\n", n);
+    for (int i = 0; i < n; i++) {
+        test_flash_values(&sets[i]);
+        test_flash_declines(&sets[i]);
+        test_flash_exp(&sets[i]);
+    }
+    if (n == 2) test_exp_bits_agree(&sets[0], &sets[1]);
+    CHECK(n >= 0);
+}
+
+int main(void) {
+    RUN(test_flash);
+    return lx_test_finish();
+}
