@@ -222,9 +222,11 @@ static inline __attribute__((always_inline)) void v_exp4_normal(__m256 x[4]) {
 #pragma GCC unroll 4
     for (int k = 0; k < 4; k++) x[k] = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p[k]), _mm256_castps_si256(x[k])));
 }
-/* all lanes: |x + 0.5| <= 87.5 (false for NaN, which takes v_exp) */
+/* all lanes: -87 <= x <= 88, i.e. |x - 0.5| <= 87.5 (false for NaN, which takes v_exp): e^x is a
+ * normal float there (below -126 ln 2 = -87.34 it is subnormal, and adding n to the exponent
+ * field would give a wrong value) */
 static inline __m256 v_exp_normal_lanes(__m256 x) {
-    return _mm256_cmp_ps(v_abs(_mm256_add_ps(x, _mm256_set1_ps(0.5f))), _mm256_set1_ps(87.5f), _CMP_LE_OQ);
+    return _mm256_cmp_ps(v_abs(_mm256_sub_ps(x, _mm256_set1_ps(0.5f))), _mm256_set1_ps(87.5f), _CMP_LE_OQ);
 }
 
 static void avx2_log_softmax_vjp_row(const float *y, const float *g, float *dx, int64_t n) {
