@@ -366,6 +366,8 @@ static bool torch_start(int threads, torch_proc *tp) {
     tp->pid = pid;
     tp->to = fdopen(in[1], "w");
     tp->from = fdopen(out[0], "r");
+    if (!tp->to) close(in[1]); /* else python would never see EOF and torch_stop's wait would hang */
+    if (!tp->from) close(out[0]);
     char line[256];
     if (!tp->to || !tp->from || !fgets(line, sizeof line, tp->from) || strncmp(line, "ready", 5) != 0) {
         printf("# torch driver %s did not start: vs_torch skipped\n", driver);

@@ -165,6 +165,9 @@ static const char *const EXPRS[] = {
     "adam(1e-2, b1=0.5, b2=0.99999, eps=1e-6, eps_root=1e-12)",
     "adam(1e-2, b1=0.0, b2=0.999)",
     "adam(1e-2, b1=0.9, b2=1.0)",
+    /* bc1 = 1 - 2^-24 (the largest float below 1, a full significand) and bc2 = 1 - (1 - 2^-24)^t,
+     * about t 2^-24: the FMA-corrected division where its remainder is not exact */
+    "adam(1e-2, b1=5.9604645e-08, b2=0.99999994)",
     "adamw(warmup_cosine_decay_schedule(0.0, 1e-3, 2, 10), weight_decay=0.01)",
 };
 

@@ -195,11 +195,15 @@ bool lx_dense_fuses(void) {
 lx_array *lx_dense(lx_array *x, lx_array *kernel, lx_array *bias, lx_activation act) {
     const lx_dense_params prm = {act};
     lx_array *const ins[] = {x, kernel, bias};
-    if (x && kernel && act_valid(act) && kernel->ndim == 2 && (!bias || bias->ndim == 1)) {
+    if (x && kernel && act_valid(act) && kernel->ndim == 2) {
         /* other dtypes and an x that does not meet the kernel: dot_general's own message (what
-         * Dense always said), or a quantization session's int8 kernel, which it knows */
+         * Dense always said), or a quantization session's int8 kernel, which it knows; a bias that
+         * is not (N,) (a scalar, (1,), (1, N): Flax's reshape-then-add broadcasts them) goes to
+         * add's broadcasting, as before this primitive */
         bool f32 = x->dtype == LX_F32 && kernel->dtype == LX_F32 && (!bias || bias->dtype == LX_F32);
-        if (!f32 || x->ndim < 1 || x->shape[x->ndim - 1] != kernel->shape[0]) return dense_unfused(x, kernel, bias, act);
+        bool bias_n = !bias || (bias->ndim == 1 && bias->shape[0] == kernel->shape[1]);
+        if (!f32 || !bias_n || x->ndim < 1 || x->shape[x->ndim - 1] != kernel->shape[0])
+            return dense_unfused(x, kernel, bias, act);
         if (!lx_dense_fuses()) {
             lx_dense_params chk = prm; /* dense's own checks first (the bias) */
             lx_prim_aval av;
