@@ -157,7 +157,7 @@ static void test_flash_declines(const kernel_set *ks) {
     float *q = malloc(sizeof(float) * (size_t)nq), *k = malloc(sizeof(float) * (size_t)nk);
     float *v = malloc(sizeof(float) * (size_t)nv), *out = malloc(sizeof(float) * (size_t)(c.T * c.H * c.dv));
     float *lse = malloc(sizeof(float) * (size_t)(c.H * c.T));
-    for (int kind = 0; kind < 6; kind++) {
+    for (int kind = 0; kind < 7; kind++) {
         for (int64_t i = 0; i < nq; i++) q[i] = frand();
         for (int64_t i = 0; i < nk; i++) k[i] = frand();
         for (int64_t i = 0; i < nv; i++) v[i] = frand();
@@ -168,6 +168,12 @@ static void test_flash_declines(const kernel_set *ks) {
         case 2: k[(5 * c.G) * c.d + 7] = INFINITY; break;
         case 3: v[(39 * c.G) * c.dv + 7] = INFINITY; break; /* past every tile's front but the last */
         case 4: v[(2 * c.G) * c.dv] = NAN; break;
+        case 6: /* equal weights, values near FLT_MAX: the undivided sums of weights times values
+                 * overflow although every output (their mean) is finite */
+            for (int64_t i = 0; i < nq; i++) q[i] = 0;
+            for (int64_t i = 0; i < nk; i++) k[i] = 0;
+            for (int64_t i = 0; i < nv; i++) v[i] = 3e38f;
+            break;
         default: /* 1e20 * 1e20 + 1e20 * -1e20: inf - inf */
             q[(3 * c.H) * c.d] = q[(3 * c.H) * c.d + 1] = 1e20f;
             for (int64_t e = 2; e < c.d; e++) q[(3 * c.H) * c.d + e] = 0;
@@ -208,6 +214,13 @@ static void test_flash_exp(const kernel_set *ks) {
     LX_TEST_REPORT_(big[0] == INFINITY && isnan(big[1]) && big[2] == 0.0f && !signbit(big[2]) && big[3] == 0.0f,
                     "%s exp of 200, inf, -inf, NaN: %g %g %g %g", ks->name, (double)big[0], (double)big[1], (double)big[2],
                     (double)big[3]);
+    /* 2^x for x in [127.5, 128) (n = 128, the polynomial below 1) is finite, as vscalefps gives it;
+     * e^88.5 = 2.72e38 */
+    float edge[2] = {88.5f, 88.7f};
+    ks->exp(edge, 2, 0.0f);
+    LX_TEST_REPORT_(isfinite(edge[0]) && fabs(edge[0] / exp(88.5) - 1) < 1e-5 && isfinite(edge[1]) &&
+                        fabs(edge[1] / exp(88.7) - 1) < 1e-5,
+                    "%s exp of 88.5, 88.7: %g %g", ks->name, (double)edge[0], (double)edge[1]);
 }
 
 /* AVX-512 and AVX2 give the same weights: their exp2 are one algorithm (only where both run) */

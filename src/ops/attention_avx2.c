@@ -35,13 +35,16 @@ static inline __attribute__((always_inline)) __m256 exp2_8(__m256 x) {
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402265070e-01f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471806e-01f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-    /* n <= 127: into the exponent field; above (never reached by the kernels' arguments, logits
-     * minus their max or their log-sum-exp) vscalefps overflows to inf, or gives NaN for x = +inf
-     * (p is then NaN): p * inf is both */
+    /* n <= 127: into the exponent field. Above (never reached by the kernels' arguments, logits
+     * minus their max or their log-sum-exp) as vscalefps: r = p 2^127 times 2 for n = 128 (p < 1
+     * there: finite, or inf exactly when the product rounds past FLT_MAX), p times inf for n > 128
+     * (inf; NaN for x = +inf, where p is NaN: r is not, the exponent add wrapped its bits) */
     const __m256 big = _mm256_cmp_ps(n, _mm256_set1_ps(127.0f), _CMP_GT_OQ);
     const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_min_ps(n, _mm256_set1_ps(127.0f))), 23);
     const __m256 r = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
-    return _mm256_and_ps(_mm256_blendv_ps(r, _mm256_mul_ps(p, _mm256_set1_ps(INFINITY)), big), live);
+    const __m256 over = _mm256_blendv_ps(_mm256_mul_ps(p, _mm256_set1_ps(INFINITY)), _mm256_mul_ps(r, _mm256_set1_ps(2.0f)),
+                                         _mm256_cmp_ps(n, _mm256_set1_ps(128.0f), _CMP_EQ_OQ));
+    return _mm256_and_ps(_mm256_blendv_ps(r, over, big), live);
 }
 
 /* x / b correctly rounded (attention_avx512.c's div_q: a reciprocal product corrected once with
@@ -216,16 +219,25 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
             continue;
         }
         const __m256 rl = _mm256_div_ps(_mm256_set1_ps(1.0f), l);
-        /* out row i, columns c0 .. c0 + 7 = Ot[c0 ..][i] / l[i] */
+        /* out row i, columns c0 .. c0 + 7 = Ot[c0 ..][i] / l[i]. The sums in Ot are not yet divided
+         * by l (up to S times a value): one that overflowed makes the job decline (x - x is NaN
+         * for inf; the rows written so far are all rewritten by the general path) */
+        __m256 obad = zero;
         for (int64_t c0 = 0; c0 < dv; c0 += 8) {
             const int64_t nc = dv - c0 < 8 ? dv - c0 : 8;
             __m256 r[8];
 #pragma GCC unroll 8
             for (int cc = 0; cc < 8; cc++) r[cc] = cc < nc ? _mm256_mul_ps(_mm256_load_ps(Ot + (c0 + cc) * 8), rl) : zero;
+#pragma GCC unroll 8
+            for (int cc = 0; cc < 8; cc++) obad = _mm256_add_ps(obad, _mm256_sub_ps(r[cc], r[cc]));
             transpose8(r);
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++)
                 if (i < n) store_n(out + (i0 + i) * a->ldo + c0, r[i], nc);
+        }
+        if (_mm256_movemask_ps(_mm256_cmp_ps(obad, obad, _CMP_UNORD_Q))) {
+            ok = false;
+            continue;
         }
         if (lse) {
             float mv[8], lv[8];

@@ -202,7 +202,10 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
             continue;
         }
         const __m512 rl = _mm512_div_ps(_mm512_set1_ps(1.0f), l);
-        /* out row i, columns c0 .. c0 + 15 = Ot[c0 ..][i] / l[i] */
+        /* out row i, columns c0 .. c0 + 15 = Ot[c0 ..][i] / l[i]. The sums in Ot are not yet divided
+         * by l (up to S times a value): one that overflowed makes the job decline (x - x is NaN
+         * for inf; the rows written so far are all rewritten by the general path) */
+        __m512 obad = _mm512_setzero_ps();
         for (int64_t c0 = 0; c0 < dv; c0 += 16) {
             const int64_t nc = dv - c0 < 16 ? dv - c0 : 16;
             const __mmask16 cols = (__mmask16)((1u << nc) - 1);
@@ -210,10 +213,16 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
 #pragma GCC unroll 16
             for (int cc = 0; cc < 16; cc++)
                 r[cc] = cc < nc ? _mm512_mul_ps(_mm512_load_ps(Ot + (c0 + cc) * 16), rl) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+            for (int cc = 0; cc < 16; cc++) obad = _mm512_add_ps(obad, _mm512_sub_ps(r[cc], r[cc]));
             transpose16(r);
 #pragma GCC unroll 16
             for (int i = 0; i < 16; i++)
                 if (i < n) _mm512_mask_storeu_ps(out + (i0 + i) * a->ldo + c0, cols, r[i]);
+        }
+        if (_mm512_cmp_ps_mask(obad, obad, _CMP_UNORD_Q)) {
+            ok = false;
+            continue;
         }
         if (lse) {
             float mv[16], lv[16];
