@@ -785,10 +785,11 @@ static void small_call(void) {
 }
 
 /* The GEMM lines on nt threads: per shape ours and OpenBLAS on the same buffers, interleaved with
- * peak samples, the rounds spread over all shapes (run_items). Rounds per shape: one thread 25
- * (small products) / 15 (up to ~1 GFLOP) / 9 / 5 (4096^3); two threads 15 / 9 / 5. Before the
- * same-round peaks a one-thread shape took four separate runs of 5-11 (wall and CPU time, ours
- * and OpenBLAS) and 15 more for frac_peak_best; each round now gives both clocks at once. */
+ * peak samples, the rounds spread over all shapes (run_items). Rounds per shape by its GFLOP:
+ * one thread 25 (up to 0.1) / 15 (0.1-1) / 11 (1-5, 1024^3) / 7 / 5 (4096^3); two threads 15 /
+ * 9 / 5. Before the same-round peaks a one-thread shape took four separate runs of 5-11 (wall
+ * and CPU time, ours and OpenBLAS) and 15 more for frac_peak_best; each round now gives both
+ * clocks at once. */
 typedef struct {
     gemm_job ours, blas;
 } gemm_pair;
@@ -810,12 +811,15 @@ static void bench_shapes(int nt, int maxdim, const double auto_secs[NSHAPES]) {
         for (size_t k = 0; k < nb; k++) jo.B[k] = (float)((r = r * 1664525u + 1013904223u) >> 9) * 0x1p-23f - 0.5f;
         jobs[i].ours = jo, jobs[i].blas = jo, jobs[i].blas.blas = 1;
         const double est = 2.0 * (double)s->M * (double)s->N * (double)s->K / 50e9;
-        int n = nt > 1 ? (est > 0.5 ? 5 : est > 0.02 ? 9 : 15) : (est > 0.5 ? 5 : est > 0.1 ? 9 : est > 0.02 ? 15 : 25);
-        /* warm_each: the shapes up to ~1 GFLOP get one untimed call before each timed run, so the
-         * other shapes' rounds in between do not leave their operands out of cache (bigger ones
-         * do not fit it anyway) */
-        items[nitems] = (round_item){.o = {.n = n}, .nwork = 2, .inner = bench_inner_for(est, 5e-3),
-                                     .warm_each = est <= 0.02, .fn = {gemm_call, gemm_call},
+        const int inner = bench_inner_for(est, 5e-3);
+        int n = nt > 1 ? (est > 0.5 ? 5 : est > 0.002 ? 9 : 15)
+                       : (est > 0.5 ? 5 : est > 0.1 ? 7 : est > 0.02 ? 11 : est > 0.002 ? 15 : 25);
+        /* warm_each: a shape timed one call at a time whose operands fit the caches (up to ~1
+         * GFLOP) gets one untimed call before each timed one, so the other shapes' rounds in
+         * between do not leave them out of cache (a batch of several calls warms itself; bigger
+         * operands do not fit anyway) */
+        items[nitems] = (round_item){.o = {.n = n}, .nwork = 2, .inner = inner,
+                                     .warm_each = inner == 1 && est <= 0.02, .fn = {gemm_call, gemm_call},
                                      .ctx = {&jobs[i].ours, &jobs[i].blas}};
         idx[nitems++] = i;
     }
