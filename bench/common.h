@@ -139,4 +139,26 @@ static inline double bench_fma_peak_gflops(int level, int tries) {
     return best / 1e9;
 }
 
+/* One short run of the same loop (one try of bench_fma_peak_gflops) timed by both clocks: returns
+ * GFLOPS of the wall clock and, in *cpu_gflops (if not NULL), GFLOPS of the calling thread's CPU
+ * time. For fractions measured at the same moment as the work they divide: one sample next to
+ * each timed run of the work, the best of them over the same rounds as the work's. */
+static inline double bench_fma_peak_sample(int level, double *cpu_gflops) {
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+    double t0 = bench_now(), flops;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (level >= 2) flops = bench_peak_avx512(200000);
+    else if (level == 1) flops = bench_peak_avx2(400000);
+    else
+#endif
+        flops = bench_peak_generic(400000);
+    double dt = bench_now() - t0;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    double dc = (double)(c1.tv_sec - c0.tv_sec) + 1e-9 * (double)(c1.tv_nsec - c0.tv_nsec);
+    (void)level;
+    if (cpu_gflops) *cpu_gflops = dc > 0 ? flops / dc / 1e9 : 0;
+    return dt > 0 ? flops / dt / 1e9 : 0;
+}
+
 #endif

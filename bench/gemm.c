@@ -1,12 +1,19 @@
 /* GEMM at the hardware's limit, measured in the same run (docs/kernels.md).
  *
  * Prints `<workload> <metric> <value>`:
- *   fma_peak_t<n> gflops       a register-only FMA loop of the kernel set in force, n = 1, 2 threads
+ *   fma_peak_t<n> gflops       a register-only FMA loop of the kernel set in force, n = 1, 2 threads,
+ *                              run once at the start (for reference: the fractions below divide by
+ *                              peak samples taken in their own rounds)
  *   copy_bandwidth gbps        a streaming copy (bytes read + written per second), 1 thread
- *   gemm_<shape>_t<n> frac_peak    linnx's lx_sgemm GFLOPS / fma_peak_t<n> (t1: the median of
- *                                  the repetitions; t2, and OpenBLAS on 2 threads: the best)
- *   gemm_<shape>_t<n> vs_openblas  linnx time / OpenBLAS time, OpenBLAS as the environment sets it
- *                                  (below 1: linnx is faster)
+ *   gemm_<shape>_t<n> gflops       linnx's lx_sgemm (t1: the median of its rounds; t2: the best)
+ *   gemm_<shape>_t<n> frac_peak    linnx's best GFLOPS over its rounds / the best FMA peak sample
+ *                                  of the same rounds on n threads (same-moment rounds, below)
+ *   gemm_<shape>_t<n> peak_gflops_same_rounds  that peak (the best of the rounds' samples)
+ *   gemm_<shape>_t<n> frac_peak_round_median   the median over rounds of (round's GFLOPS /
+ *                                  round's peak sample), for comparison
+ *   gemm_<shape>_t<n> vs_openblas  linnx time / OpenBLAS time, OpenBLAS as the environment sets it,
+ *                                  timed in the same rounds (t1 medians, t2 bests; below 1: linnx
+ *                                  is faster)
  *   gemm_<shape>_t<n> vs_openblas_auto  the same against OpenBLAS in a child process with
  *                                  OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (its own detection)
  *   gemm_1x64x64 ns                one batch-1 call, nanoseconds
@@ -15,19 +22,23 @@
  *                                  cross_entropy_vjp: bytes read and written per second /
  *                                  rows_copy_1024x4096_t<n> (cross_entropy: / rows_read_...), n-thread
  *                                  streams over the same 16 MiB interleaved with the kernel (bench_rows)
- *   conv_fwd_..., conv_fwd_bwd_..., attention_fwd_..., attention_lm_fwd_bwd_... frac_peak
- *                                  FLOPs per second / fma_peak_t<n> (attention: the full T x T
- *                                  square counted, though causal skips about half)
+ *   conv_fwd_..., conv_fwd_bwd_..., attention_fwd_..., attention_lm_fwd_bwd_... gflops (median),
+ *                                  frac_peak, peak_gflops_same_rounds, frac_peak_round_median as
+ *                                  the GEMM's (attention: the full T x T square counted, though
+ *                                  causal skips about half)
  *   ..._cpu                        the one-thread figures again from the thread's CPU time instead
- *                                  of the wall clock: on a machine shared with other work, time
- *                                  the thread spent descheduled does not count against either side
- *   gemm_<shape>_t1 frac_peak_best one thread, thread CPU time, short peak loops interleaved with
- *                                  the GEMM, the best of 15 of each (shapes up to 1024^3)
- * Shapes: squares 64..4096 (2048 and 4096 with fewer repetitions, 4096 on one thread only), the
- * MLP's forward GEMMs and
- * their two backward GEMMs (transposed operands). `bench_gemm --blas-only` is the child;
- * `bench_gemm --no-gemm` stops after the training-step kernels; `bench_gemm --rows` runs the rows alone;
- * `bench_gemm --attention` prints the peaks and the attention lines only. */
+ *                                  of the wall clock (frac_peak_cpu: the median of the rounds over
+ *                                  their best CPU-time peak sample): on a machine shared with other
+ *                                  work, time the thread spent descheduled does not count
+ *   gemm_<shape>_t1 frac_peak_best one thread, thread CPU time: the best round of the GEMM over the
+ *                                  best peak sample of the same rounds
+ * Same-moment rounds: every frac_peak line comes from R rounds of (a ~2 ms peak sample on the
+ * line's threads, a timed run of the work), the rounds of all lines of a group spread over the
+ * group's run (run_items); why best over best, at the "same-moment rounds" comment below.
+ * Shapes: squares 64..4096 (2048 and 4096 with fewer rounds, 4096 on one thread only), the MLP's
+ * forward GEMMs and their two backward GEMMs (transposed operands). Options (`bench_gemm --help`):
+ * [max_dim] skips bigger shapes; --rows, --conv, --attention, --gemm print one group (they
+ * combine); --no-gemm all but the GEMM shapes; `--blas-only N` is the child. */
 #include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -42,6 +53,9 @@
 #endif
 
 #include "common.h"
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 #include "linnx/cpu.h"
 #include "linnx/linalg.h"
 #include "linnx/linnx.h"
@@ -73,97 +87,27 @@ static double median_time(void (*fn)(void *), void *ctx, int warmup, int reps, i
     return best_of ? t[0] : t[reps / 2];
 }
 
-/* ---- FMA peak ---- */
+/* ---- FMA peak ----
+ * The loops are common.h's (bench_peak_avx2 and the others: twelve independent chains, all kept
+ * opaque to the compiler). `fma_peak_t<n>` runs the long loop once at the start; the `frac_peak`
+ * lines divide by short samples of the same loop taken between the work's own timed runs
+ * (peak_sample, below). */
 
 #define PEAK_ITERS 20000000L
 static volatile float peak_sink;
 
-#if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) static double peak_avx2_n(long iters) {
-    /* Twelve chains with distinct starting values, all twelve opaque to the compiler after each
-     * step: with equal starts and only six in the asm, GCC merged the other six into one chain
-     * (7 FMAs per iteration counted as 12: the "peak" came out 1.5x the hardware's). */
-    __m256 a0 = _mm256_set1_ps(1e-7f), a1 = _mm256_set1_ps(2e-7f), a2 = _mm256_set1_ps(3e-7f),
-           a3 = _mm256_set1_ps(4e-7f), a4 = _mm256_set1_ps(5e-7f), a5 = _mm256_set1_ps(6e-7f),
-           a6 = _mm256_set1_ps(7e-7f), a7 = _mm256_set1_ps(8e-7f), a8 = _mm256_set1_ps(9e-7f),
-           a9 = _mm256_set1_ps(1e-6f), a10 = _mm256_set1_ps(1.1e-6f), a11 = _mm256_set1_ps(1.2e-6f),
-           x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-9f);
-    for (long i = 0; i < iters; i++) {
-#define F(a) a = _mm256_fmadd_ps(a, x, y);
-        F(a0) F(a1) F(a2) F(a3) F(a4) F(a5) F(a6) F(a7) F(a8) F(a9) F(a10) F(a11)
-#undef F
-        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), "+x"(a6), "+x"(a7),
-                         "+x"(a8), "+x"(a9), "+x"(a10), "+x"(a11));
-    }
-    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
-                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
-    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
-    float out[8];
-    _mm256_storeu_ps(out, s);
-    peak_sink = out[0];
-    return (double)iters * 12 * 8 * 2;
-}
-
-__attribute__((target("avx512f,fma"))) static double peak_avx512_n(long iters) {
-    __m512 a0 = _mm512_set1_ps(1e-7f), a1 = _mm512_set1_ps(2e-7f), a2 = _mm512_set1_ps(3e-7f),
-           a3 = _mm512_set1_ps(4e-7f), a4 = _mm512_set1_ps(5e-7f), a5 = _mm512_set1_ps(6e-7f),
-           a6 = _mm512_set1_ps(7e-7f), a7 = _mm512_set1_ps(8e-7f), a8 = _mm512_set1_ps(9e-7f),
-           a9 = _mm512_set1_ps(1e-6f), a10 = _mm512_set1_ps(1.1e-6f), a11 = _mm512_set1_ps(1.2e-6f),
-           x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-9f);
-    for (long i = 0; i < iters; i++) {
-#define F(a) a = _mm512_fmadd_ps(a, x, y);
-        F(a0) F(a1) F(a2) F(a3) F(a4) F(a5) F(a6) F(a7) F(a8) F(a9) F(a10) F(a11)
-#undef F
-        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5), "+v"(a6), "+v"(a7),
-                         "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11));
-    }
-    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
-    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
-    peak_sink = _mm512_reduce_add_ps(s);
-    return (double)iters * 12 * 16 * 2;
-}
-#endif
-
-/* The generic set: 4-lane vectors, multiply then add (what its kernels do). */
-typedef float v4 __attribute__((vector_size(16)));
-static double peak_generic_n(long iters) {
-    v4 a[12], x = {0.999999f, 0.999999f, 0.999999f, 0.999999f}, y = {1e-9f, 1e-9f, 1e-9f, 1e-9f};
-    for (int i = 0; i < 12; i++) a[i] = y * (float)(i + 1); /* distinct: equal chains would be merged */
-    for (long i = 0; i < iters / 4; i++) {
-#pragma GCC unroll 12
-        for (int j = 0; j < 12; j++) a[j] = a[j] * x + y;
-#if defined(__x86_64__)
-        __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]), "+x"(a[4]), "+x"(a[5]), "+x"(a[6]),
-                         "+x"(a[7]), "+x"(a[8]), "+x"(a[9]), "+x"(a[10]), "+x"(a[11]));
-#elif defined(__aarch64__)
-        __asm__ volatile("" : "+w"(a[0]), "+w"(a[1]), "+w"(a[2]), "+w"(a[3]), "+w"(a[4]), "+w"(a[5]), "+w"(a[6]),
-                         "+w"(a[7]), "+w"(a[8]), "+w"(a[9]), "+w"(a[10]), "+w"(a[11]));
-#endif
-    }
-    float s = 0;
-    for (int i = 0; i < 12; i++) s += a[i][0];
-    peak_sink = s;
-    return (double)(iters / 4) * 12 * 4 * 2;
+static int peak_level(void) { /* common.h's loop level for the kernel set in force */
+    lx_isa isa = lx_isa_current();
+    return isa == LX_ISA_AVX512 ? 2 : isa == LX_ISA_AVX2 ? 1 : 0;
 }
 
 static double peak_flops(void) {
-#if defined(__x86_64__)
-    lx_isa isa = lx_isa_current();
-    if (isa == LX_ISA_AVX512) return peak_avx512_n(PEAK_ITERS);
-    if (isa == LX_ISA_AVX2) return peak_avx2_n(PEAK_ITERS);
+#if defined(__x86_64__) && defined(__GNUC__)
+    int level = peak_level();
+    if (level == 2) return bench_peak_avx512(PEAK_ITERS);
+    if (level == 1) return bench_peak_avx2(PEAK_ITERS);
 #endif
-    return peak_generic_n(PEAK_ITERS);
-}
-
-/* The same loop, about a fiftieth of it (~1-2 ms): flops done. */
-static double peak_short(void) {
-#if defined(__x86_64__)
-    lx_isa isa = lx_isa_current();
-    if (isa == LX_ISA_AVX512) return peak_avx512_n(PEAK_ITERS / 50);
-    if (isa == LX_ISA_AVX2) return peak_avx2_n(PEAK_ITERS / 50);
-#endif
-    return peak_generic_n(PEAK_ITERS / 50);
+    return bench_peak_generic(PEAK_ITERS / 4);
 }
 
 typedef struct {
@@ -192,6 +136,46 @@ static double measure_peak(int n) {
         if (total > best) best = total;
     }
     return best / 1e9;
+}
+
+/* One same-moment peak sample on nt threads (nt <= 8): each thread runs one short loop of
+ * bench_fma_peak_sample (~2 ms with AVX2); returns the GFLOPS of all of them together and, in
+ * *cpu, the calling thread's GFLOPS in its own CPU time (used on one thread only). Two threads
+ * run on the OpenMP team the kernels themselves run on, started together at a barrier (a thread
+ * of our own would compete with the team's threads still spinning after the kernel's call), and
+ * are timed from the first start to the last end: timing each thread alone and adding their
+ * rates counted two loops that ran one after the other on one free vCPU as two threads' worth
+ * (74 GFLOPS "on two threads" in a run whose two-thread work got one vCPU). */
+static double peak_one_thread; /* fma_peak_t1_cpu, for peak_note */
+static double peak_sample(int nt, double *cpu) {
+    const int level = peak_level();
+    if (nt <= 1) return bench_fma_peak_sample(level, cpu);
+    if (nt > 8) nt = 8;
+#if defined(_OPENMP)
+    double t0[8], t1[8], flops[8], cpu0 = 0;
+    int got = 1;
+#pragma omp parallel num_threads(nt)
+    {
+        int i = omp_get_thread_num();
+        if (i == 0) got = omp_get_num_threads(); /* fewer than nt if the runtime says so */
+        double c = 0;
+#pragma omp barrier
+        t0[i] = bench_now();
+        double g = bench_fma_peak_sample(level, &c);
+        t1[i] = bench_now();
+        flops[i] = g * 1e9 * (t1[i] - t0[i]); /* the loop's fixed count, from its rate */
+        if (i == 0) cpu0 = c;
+    }
+    double start = t0[0], end = t1[0], sum = 0;
+    for (int i = 0; i < got; i++) {
+        start = t0[i] < start ? t0[i] : start, end = t1[i] > end ? t1[i] : end;
+        sum += flops[i];
+    }
+    *cpu = cpu0;
+    return end > start ? sum / (end - start) / 1e9 : 0;
+#else
+    return bench_fma_peak_sample(level, cpu) * nt; /* no team: one thread's figure times nt */
+#endif
 }
 
 static double measure_copy(void) {
@@ -277,36 +261,104 @@ static double time_gemm(const shape *s, int blas) {
 
 static const int thread_counts[] = {1, 2};
 
-/* One thread, thread CPU time, interleaved: REPS rounds of (a short FMA peak loop, one timed batch
- * of the GEMM), the best of each over its best. On a machine shared with other work both sides
- * run at the clock and the sibling-thread contention of the moment; the best rounds of both are
- * the quiet ones, which a median of each taken minutes apart is not. */
-#define BEST_REPS 15
-static double frac_peak_best(const shape *s) {
-    size_t na = (size_t)(s->M * s->K), nb = (size_t)(s->K * s->N), nc = (size_t)(s->M * s->N);
-    gemm_job j = {.s = s, .A = malloc(na * 4), .B = malloc(nb * 4), .C = malloc(nc * 4), .blas = 0};
-    if (!j.A || !j.B || !j.C) return -1;
-    for (size_t i = 0; i < na; i++) j.A[i] = (float)(i % 17) / 17 - 0.5f;
-    for (size_t i = 0; i < nb; i++) j.B[i] = (float)(i % 13) / 13 - 0.5f;
-    double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
-    int inner = bench_inner_for(flops / 50e9, 4e-3);
-    int saved = use_cpu_clock;
-    use_cpu_clock = 1;
-    gemm_call(&j);
-    double best_peak = 0, best_gemm = 1e30;
-    for (int r = 0; r < BEST_REPS; r++) {
-        double t0 = now();
-        double f = peak_short();
-        double tp = now() - t0;
-        if (f / tp > best_peak) best_peak = f / tp;
-        t0 = now();
-        for (int i = 0; i < inner; i++) gemm_call(&j);
-        double t = (now() - t0) / inner;
-        if (t < best_gemm) best_gemm = t;
+/* ---- same-moment rounds ----
+ * On this kind of machine (a VM whose vCPUs share cores with other guests) the peak loop and the
+ * work do not slow down together: a neighbour on the sibling hardware thread takes cache and
+ * memory bandwidth more than FMA issue slots, the load changes within minutes (the loop alone
+ * read 18-38 GFLOPS on one Zen 1 vCPU in one afternoon), and a peak taken once at the start
+ * divided every later line by a figure of another moment. So every fraction is taken over R
+ * rounds of (one ~2 ms peak sample on the same number of threads, one timed run of each work),
+ * and frac_peak = the best rate of the work / the best peak sample of the same rounds.
+ * Why best over best, not a per-round ratio: the peak loop is register-only and its samples
+ * barely move (36-40 GFLOPS on one Zen 1 thread in runs where the start-of-run loop read 30-38),
+ * while the work slows by up to 2x in spells when a neighbour takes the caches and memory; the
+ * best round of the work is a quiet moment and the best peak sample the machine's rate in the
+ * same stretch of the run, so their ratio is the code's fraction, not the spell's. A per-round
+ * ratio divides by one 2 ms sample each time: a sample that lost its CPU for a millisecond
+ * makes that round's ratio too high (the best of such ratios is wrong by the worst hiccup), and
+ * their median moves with how often the work met a slow spell, which is the noise this removes.
+ * The median of per-round ratios is still printed as frac_peak_round_median for comparison. */
+#define MAX_ROUNDS 32
+typedef struct {
+    int n;                                          /* rounds */
+    double wall[2][MAX_ROUNDS], cpu[2][MAX_ROUNDS]; /* seconds per call of work w in round r */
+    double peak[MAX_ROUNDS], peak_cpu[MAX_ROUNDS];  /* GFLOPS of round r's peak sample */
+} rounds;
+
+static double thread_cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A line's works (1 or 2: ours and OpenBLAS) and its rounds. */
+typedef struct {
+    rounds o;
+    int nwork, inner, warm_each; /* warm_each: one untimed call of a work before its timed run */
+    void (*fn[2])(void *);
+    void *ctx[2];
+} round_item;
+
+/* Round r of an item: a peak sample on nt threads, then each work's `inner` timed calls; both
+ * clocks every time (the CPU-time figures mean something on one thread only). */
+static void item_round(round_item *it, int r, int nt) {
+    rounds *o = &it->o;
+    o->peak[r] = peak_sample(nt, &o->peak_cpu[r]);
+    for (int w = 0; w < it->nwork; w++) {
+        if (it->warm_each) it->fn[w](it->ctx[w]);
+        double c0 = thread_cpu_now(), t0 = bench_now();
+        for (int i = 0; i < it->inner; i++) it->fn[w](it->ctx[w]);
+        o->wall[w][r] = (bench_now() - t0) / it->inner;
+        o->cpu[w][r] = (thread_cpu_now() - c0) / it->inner;
     }
-    use_cpu_clock = saved;
-    free(j.A), free(j.B), free(j.C);
-    return flops / best_gemm / best_peak;
+}
+
+/* The rounds of all items on nt threads, spread over the whole run: pass r does round r of every
+ * item that has one (item k has items[k].o.n rounds), as bench_rows spreads its samples. On this
+ * host a slow spell lasts seconds to minutes: one line's rounds back to back (~0.1-0.3 s) fell
+ * inside one spell (a run where every one-thread GEMM ran at ~11 of its ~33 GFLOPS while the
+ * peak samples read 36), rounds spread over the run give every line the quiet moments too. */
+static void run_items(round_item *items, int nitems, int nt, int warmup) {
+    int passes = 0;
+    for (int k = 0; k < nitems; k++) {
+        if (items[k].o.n > MAX_ROUNDS) items[k].o.n = MAX_ROUNDS;
+        passes = items[k].o.n > passes ? items[k].o.n : passes;
+        for (int w = 0; w < items[k].nwork; w++)
+            for (int i = 0; i < warmup; i++) items[k].fn[w](items[k].ctx[w]);
+    }
+    for (int r = 0; r < passes; r++)
+        for (int k = 0; k < nitems; k++)
+            if (r < items[k].o.n) item_round(&items[k], r, nt);
+}
+static double arr_min(const double *x, int n) {
+    double m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] < m ? x[i] : m;
+    return m;
+}
+static double arr_max(const double *x, int n) {
+    double m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+static double arr_median(const double *x, int n) { /* the upper middle for even n, as median_time */
+    double t[MAX_ROUNDS];
+    memcpy(t, x, (size_t)n * sizeof t[0]);
+    qsort(t, (size_t)n, sizeof t[0], bench_cmp_double);
+    return t[n / 2];
+}
+/* A comment line when no two-thread peak sample of the rounds reached 1.5x one thread's peak:
+ * the other vCPU was taken throughout, and the line's t2 figures measure that share. */
+static void peak_note(const char *line, int nt, double pk) {
+    if (nt > 1 && peak_one_thread > 0 && pk < 1.5 * peak_one_thread)
+        printf("# %s_t%d: the same-round %d-thread peak (%.1f GFLOPS) stayed below 1.5x one thread's (%.1f): "
+               "the other vCPU was busy throughout, frac_peak measures a share\n",
+               line, nt, nt, pk, peak_one_thread);
+}
+/* The median over rounds of (the work's GFLOPS in the round / the round's peak sample), wall clock. */
+static double round_median_frac(const rounds *o, int w, double flops) {
+    double f[MAX_ROUNDS];
+    for (int r = 0; r < o->n; r++) f[r] = flops / o->wall[w][r] / 1e9 / o->peak[r];
+    return arr_median(f, o->n);
 }
 
 /* ---- the other kernels of a training step, each against its own limit ----
@@ -613,10 +665,16 @@ static void bench_rows(void) {
     lx_release(jc.x), lx_release(jc.labels);
 }
 
-static int attention_only; /* `bench_gemm --attention`: the peaks and the attention lines only */
-static void bench_step(const double peak[2], double peak_cpu) {
+/* The groups of lines `bench_gemm` prints (main's options select them). */
+enum { G_ROWS = 1, G_CONV = 2, G_ATTENTION = 4, G_SMALL = 8, G_GEMM = 16, G_ALL = 31 };
+static int groups = G_ALL;
+/* Rounds per conv / attention line (one call each; before the same-round peaks: 5 calls for the
+ * wall median, and on one thread 5 more for the CPU-time one). */
+#define STEP_ROUNDS 7
+static void bench_step(void) {
     step_job j;
-    if (!attention_only) bench_rows();
+    if (groups & G_ROWS) bench_rows();
+    if (!(groups & (G_CONV | G_ATTENTION))) return;
     /* conv */
     j = (step_job){.x = filled(4, (int64_t[]){64, 28, 28, 32}, 4), .w = filled(4, (int64_t[]){3, 3, 32, 64}, 5),
                    .conv = {.padding = {.mode = LX_PAD_SAME}}};
@@ -644,20 +702,33 @@ static void bench_step(const double peak[2], double peak_cpu) {
              (long long)KV, (long long)Dh);
     puts(shape_note);
     for (int ti = 0; ti < 2; ti++) {
-        lx_set_num_threads(thread_counts[ti]);
-        for (int k = attention_only ? 2 : 0; k < 5; k++) {
-            j.op = ops[k];
-            double t = median_time(step_call, &j, 1, 5, 1);
-            printf("%s_t%d gflops %.1f\n", names[k], thread_counts[ti], flops[k] / t / 1e9);
-            printf("%s_t%d frac_peak %.3f\n", names[k], thread_counts[ti], flops[k] / t / 1e9 / peak[ti]);
-            if (ti == 0) {
-                use_cpu_clock = 1;
-                double tc = median_time(step_call, &j, 0, 5, 1);
-                use_cpu_clock = 0;
-                printf("%s_t1 frac_peak_cpu %.3f\n", names[k], flops[k] / tc / 1e9 / peak_cpu);
-            }
-            fflush(stdout);
+        const int nt = thread_counts[ti];
+        lx_set_num_threads(nt);
+        /* STEP_ROUNDS rounds of (a peak sample on nt threads, one call) per line, spread over
+         * the lines (run_items), both clocks */
+        step_job jk[5];
+        round_item items[5];
+        int idx[5], nitems = 0;
+        for (int k = 0; k < 5; k++) {
+            if (!(groups & (k < 2 ? G_CONV : G_ATTENTION))) continue;
+            jk[k] = j, jk[k].op = ops[k];
+            items[nitems] = (round_item){.o = {.n = STEP_ROUNDS}, .nwork = 1, .inner = 1, .fn = {step_call}, .ctx = {&jk[k]}};
+            idx[nitems++] = k;
         }
+        run_items(items, nitems, nt, 1);
+        for (int it = 0; it < nitems; it++) {
+            const int k = idx[it];
+            const rounds *o = &items[it].o;
+            const double pk = arr_max(o->peak, o->n), f = flops[k] / 1e9;
+            printf("%s_t%d gflops %.1f\n", names[k], nt, f / arr_median(o->wall[0], o->n));
+            printf("%s_t%d frac_peak %.3f\n", names[k], nt, f / arr_min(o->wall[0], o->n) / pk);
+            printf("%s_t%d peak_gflops_same_rounds %.1f\n", names[k], nt, pk);
+            printf("%s_t%d frac_peak_round_median %.3f\n", names[k], nt, round_median_frac(o, 0, flops[k]));
+            peak_note(names[k], nt, pk);
+            if (nt == 1)
+                printf("%s_t1 frac_peak_cpu %.3f\n", names[k], f / arr_median(o->cpu[0], o->n) / arr_max(o->peak_cpu, o->n));
+        }
+        fflush(stdout);
     }
     lx_release(j.x), lx_release(j.w), lx_release(j.q), lx_release(j.k), lx_release(j.v);
     lx_release(j.lq), lx_release(j.lk), lx_release(j.lv);
@@ -713,32 +784,141 @@ static void small_call(void) {
     printf("gemm_1x64x64_openblas ns %.0f\n", best * 1e9);
 }
 
+/* The GEMM lines on nt threads: per shape ours and OpenBLAS on the same buffers, interleaved with
+ * peak samples, the rounds spread over all shapes (run_items). Rounds per shape by its GFLOP:
+ * one thread 25 (up to 0.1) / 15 (0.1-1) / 11 (1-5, 1024^3) / 7 / 5 (4096^3); two threads 15 /
+ * 9 / 5. Before the same-round peaks a one-thread shape took four separate runs of 5-11 (wall
+ * and CPU time, ours and OpenBLAS) and 15 more for frac_peak_best; each round now gives both
+ * clocks at once. */
+typedef struct {
+    gemm_job ours, blas;
+} gemm_pair;
+static void bench_shapes(int nt, int maxdim, const double auto_secs[NSHAPES]) {
+    gemm_pair jobs[NSHAPES];
+    round_item items[NSHAPES];
+    int idx[NSHAPES], nitems = 0;
+    for (int i = 0; i < NSHAPES; i++) {
+        const shape *s = &shapes[i];
+        if (s->M > maxdim || s->N > maxdim || (nt > 1 && s->M >= 4096)) continue; /* 4096^3: one thread */
+        size_t na = (size_t)(s->M * s->K), nb = (size_t)(s->K * s->N), nc = (size_t)(s->M * s->N);
+        gemm_job jo = {.s = s, .A = malloc(na * 4), .B = malloc(nb * 4), .C = malloc(nc * 4), .blas = 0};
+        if (!jo.A || !jo.B || !jo.C) {
+            free(jo.A), free(jo.B), free(jo.C);
+            continue;
+        }
+        uint32_t r = 99;
+        for (size_t k = 0; k < na; k++) jo.A[k] = (float)((r = r * 1664525u + 1013904223u) >> 9) * 0x1p-23f - 0.5f;
+        for (size_t k = 0; k < nb; k++) jo.B[k] = (float)((r = r * 1664525u + 1013904223u) >> 9) * 0x1p-23f - 0.5f;
+        jobs[i].ours = jo, jobs[i].blas = jo, jobs[i].blas.blas = 1;
+        const double est = 2.0 * (double)s->M * (double)s->N * (double)s->K / 50e9;
+        const int inner = bench_inner_for(est, 5e-3);
+        int n = nt > 1 ? (est > 0.5 ? 5 : est > 0.002 ? 9 : 15)
+                       : (est > 0.5 ? 5 : est > 0.1 ? 7 : est > 0.02 ? 11 : est > 0.002 ? 15 : 25);
+        /* warm_each: a shape timed one call at a time whose operands fit the caches (up to ~1
+         * GFLOP) gets one untimed call before each timed one, so the other shapes' rounds in
+         * between do not leave them out of cache (a batch of several calls warms itself; bigger
+         * operands do not fit anyway) */
+        items[nitems] = (round_item){.o = {.n = n}, .nwork = 2, .inner = inner,
+                                     .warm_each = inner == 1 && est <= 0.02, .fn = {gemm_call, gemm_call},
+                                     .ctx = {&jobs[i].ours, &jobs[i].blas}};
+        idx[nitems++] = i;
+    }
+    run_items(items, nitems, nt, 1);
+    for (int it = 0; it < nitems; it++) {
+        const int si = idx[it];
+        const shape *s = &shapes[si];
+        const rounds *o = &items[it].o;
+        free(jobs[si].ours.A), free(jobs[si].ours.B), free(jobs[si].ours.C);
+        const double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
+        const double pk = arr_max(o->peak, o->n), gf = flops / 1e9;
+        /* one thread: gflops and vs_openblas from the medians (as before); two threads: from the
+         * best rounds (two threads on two shared vCPUs rarely both run for a whole batch; the
+         * median measured that share, not the code) */
+        double ours = nt > 1 ? arr_min(o->wall[0], o->n) : arr_median(o->wall[0], o->n);
+        double blas = nt > 1 ? arr_min(o->wall[1], o->n) : arr_median(o->wall[1], o->n);
+        printf("gemm_%s_t%d gflops %.1f\n", s->name, nt, gf / ours);
+        printf("gemm_%s_t%d frac_peak %.3f\n", s->name, nt, gf / arr_min(o->wall[0], o->n) / pk);
+        printf("gemm_%s_t%d vs_openblas %.3f\n", s->name, nt, ours / blas);
+        if (auto_secs[si] > 0) printf("gemm_%s_t%d vs_openblas_auto %.3f\n", s->name, nt, ours / auto_secs[si]);
+        printf("gemm_%s_t%d peak_gflops_same_rounds %.1f\n", s->name, nt, pk);
+        printf("gemm_%s_t%d frac_peak_round_median %.3f\n", s->name, nt, round_median_frac(o, 0, flops));
+        if (nt > 1) {
+            char line[64];
+            snprintf(line, sizeof line, "gemm_%s", s->name);
+            peak_note(line, nt, pk);
+        }
+        if (nt == 1) {
+            const double pkc = arr_max(o->peak_cpu, o->n), oc = arr_median(o->cpu[0], o->n);
+            printf("gemm_%s_t1 frac_peak_cpu %.3f\n", s->name, gf / oc / pkc);
+            printf("gemm_%s_t1 vs_openblas_cpu %.3f\n", s->name, oc / arr_median(o->cpu[1], o->n));
+            printf("gemm_%s_t1 frac_peak_best %.3f\n", s->name, gf / arr_min(o->cpu[0], o->n) / pkc);
+        }
+    }
+    fflush(stdout);
+}
+
+static const char usage[] =
+    "usage: bench_gemm [options] [max_dim]\n"
+    "  max_dim       skip GEMM shapes with M or N above it (default 4096)\n"
+    "  --rows        the rows (softmax, norms, cross-entropy and the VJPs) and their bandwidth references only\n"
+    "  --conv        the FMA peaks, copy bandwidth and the conv lines only\n"
+    "  --attention   the FMA peaks, copy bandwidth and the attention lines only\n"
+    "  --gemm        the FMA peaks, copy bandwidth, the batch-1 call and the GEMM shapes only\n"
+    "  --no-gemm     everything but the GEMM shapes (rows, conv, attention, the batch-1 call)\n"
+    "  --blas-only N the child process: OpenBLAS seconds per shape up to N (internal)\n"
+    "  --help        this text\n"
+    "--rows, --conv, --attention and --gemm combine (e.g. --conv --attention); with none, all groups.\n"
+    "Output: `<workload> <metric> <value>` lines; see the comment at the top of bench/gemm.c and the\n"
+    "Measurements section of docs/kernels.md.\n";
+
 int main(int argc, char **argv) {
-    if (argc > 2 && strcmp(argv[1], "--blas-only") == 0) return blas_only(atoi(argv[2]));
-    if (argc > 1 && strcmp(argv[1], "--rows") == 0) { /* the rows and their references only */
+    int maxdim = 4096, picked = 0, no_gemm = 0;
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        char *end = NULL;
+        if (!strcmp(arg, "--blas-only")) {
+            if (a + 1 >= argc) break;
+            return blas_only(atoi(argv[a + 1]));
+        } else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (!strcmp(arg, "--rows")) picked |= G_ROWS;
+        else if (!strcmp(arg, "--conv")) picked |= G_CONV;
+        else if (!strcmp(arg, "--attention")) picked |= G_ATTENTION;
+        else if (!strcmp(arg, "--gemm")) picked |= G_SMALL | G_GEMM;
+        else if (!strcmp(arg, "--no-gemm")) no_gemm = 1;
+        else if (strtol(arg, &end, 10) > 0 && end && *end == '\0') maxdim = atoi(arg); /* `bench_gemm 1024` */
+        else {
+            fprintf(stderr, "bench_gemm: unknown argument '%s'\n%s", arg, usage);
+            return 2;
+        }
+    }
+    groups = picked ? picked : G_ALL;
+    if (no_gemm) groups &= ~G_GEMM;
+    if (groups == G_ROWS) { /* the rows and their references only, as before: no peaks */
         bench_rows();
         return 0;
     }
-    attention_only = argc > 1 && strcmp(argv[1], "--attention") == 0;
-    int maxdim = argc > 1 ? atoi(argv[1]) : 4096; /* `bench_gemm 1024` skips the bigger squares */
-    if (maxdim <= 0) maxdim = 4096;
     const lx_cpu_info *cpu = lx_cpu_info_get();
     printf("# bench_gemm: kernel set %s (best %s), L1d %lld KiB, L2 %lld KiB, L3 %lld KiB, OPENBLAS_CORETYPE=%s\n",
            lx_isa_name(lx_isa_current()), lx_isa_name(lx_isa_best()), (long long)cpu->l1d_bytes >> 10,
            (long long)cpu->l2_bytes >> 10, (long long)cpu->l3_bytes >> 10,
            getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)");
+    puts("# frac_peak: the best rate of the work / the best FMA peak sample taken in the same rounds (interleaved "
+         "with its runs; peak_gflops_same_rounds); fma_peak_t<n> is the loop once at the start, for reference");
     double peak[2] = {measure_peak(1), measure_peak(2)};
     printf("fma_peak_t1 gflops %.1f\nfma_peak_t2 gflops %.1f\n", peak[0], peak[1]);
     use_cpu_clock = 1;
     double peak_cpu = measure_peak(1);
     use_cpu_clock = 0;
     printf("fma_peak_t1_cpu gflops %.1f\n", peak_cpu);
+    peak_one_thread = peak_cpu;
     double copy_gbps = measure_copy();
     printf("copy_bandwidth gbps %.1f\n", copy_gbps);
     fflush(stdout);
-    small_call();
-    bench_step(peak, peak_cpu);
-    if (argc > 1 && (strcmp(argv[1], "--no-gemm") == 0 || attention_only)) return 0; /* the kernels above only */
+    if (groups & G_SMALL) small_call();
+    bench_step();
+    if (!(groups & G_GEMM)) return 0; /* the kernels above only */
 
     /* OpenBLAS with its own detection, in a child started before our timings */
     double auto_secs[2][NSHAPES] = {{0}};
@@ -760,27 +940,7 @@ int main(int argc, char **argv) {
     for (int ti = 0; ti < 2; ti++) {
         int nt = thread_counts[ti];
         lx_set_num_threads(nt);
-        for (int i = 0; i < NSHAPES; i++) {
-            const shape *s = &shapes[i];
-            if (s->M > maxdim || s->N > maxdim || (nt > 1 && s->M >= 4096)) continue; /* 4096^3: one thread */
-            double ours = time_gemm(s, 0), blas = time_gemm(s, 1);
-            double gf = 2.0 * (double)s->M * (double)s->N * (double)s->K / ours / 1e9;
-            printf("gemm_%s_t%d gflops %.1f\n", s->name, nt, gf);
-            printf("gemm_%s_t%d frac_peak %.3f\n", s->name, nt, gf / peak[ti]);
-            printf("gemm_%s_t%d vs_openblas %.3f\n", s->name, nt, ours / blas);
-            if (auto_secs[ti][i] > 0) printf("gemm_%s_t%d vs_openblas_auto %.3f\n", s->name, nt, ours / auto_secs[ti][i]);
-            if (nt == 1) {
-                use_cpu_clock = 1;
-                double ours_c = time_gemm(s, 0), blas_c = time_gemm(s, 1);
-                use_cpu_clock = 0;
-                double gfc = 2.0 * (double)s->M * (double)s->N * (double)s->K / ours_c / 1e9;
-                printf("gemm_%s_t1 frac_peak_cpu %.3f\n", s->name, gfc / peak_cpu);
-                printf("gemm_%s_t1 vs_openblas_cpu %.3f\n", s->name, ours_c / blas_c);
-                if (s->M * s->N * s->K <= 1024LL * 1024 * 1024)
-                    printf("gemm_%s_t1 frac_peak_best %.3f\n", s->name, frac_peak_best(s));
-            }
-            fflush(stdout);
-        }
+        bench_shapes(nt, maxdim, auto_secs[ti]);
     }
     return 0;
 }
