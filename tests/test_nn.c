@@ -2,6 +2,10 @@
  * scaling: each against double-precision loops or hand-worked numbers. */
 #include <float.h>
 
+#include <string.h>
+
+#include "../src/ops/kernels.h"
+#include "linnx/cpu.h"
 #include "linnx/nn.h"
 #include "test_common.h"
 
@@ -301,6 +305,85 @@ static void test_norms(void) {
     CHECK(y && lx_is_abstract(y));
     y = lx_rms_norm(x, ABSTRACT(8), 1e-6f);
     CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 2, SHAPE(3, 8)));
+}
+
+/* The streaming norm row (kernels.h's norm_row_stream, where a set has one) against the same set's
+ * norm_row, bit for bit: every row length from 1 to 40 and some long ones, the output (and input)
+ * starting at each float offset of a 32-byte line, scale / bias absent or repeating every f < d
+ * values, both norms, and the same (mean, rstd). */
+static void test_norm_row_stream(void) {
+    const lx_isa sets[3] = {LX_ISA_GENERIC, LX_ISA_AVX2, LX_ISA_AVX512};
+    enum { MAXD = 4096 + 37 };
+    float *x = malloc(sizeof(float) * (MAXD + 16)), *ya = malloc(sizeof(float) * (MAXD + 16));
+    float *yb = malloc(sizeof(float) * (MAXD + 16)), *prm = malloc(sizeof(float) * 2 * MAXD);
+    CHECK(x && ya && yb && prm);
+    if (!x || !ya || !yb || !prm) goto done;
+    for (int i = 0; i < MAXD + 16; i++) x[i] = tc_frand() * 4 + 1.5f;
+    for (int i = 0; i < 2 * MAXD; i++) prm[i] = tc_frand();
+    int64_t lens[48], nl = 0;
+    for (int d = 1; d <= 40; d++) lens[nl++] = d;
+    lens[nl++] = 100, lens[nl++] = 1023, lens[nl++] = 1024, lens[nl++] = 4096, lens[nl++] = MAXD;
+    for (int s = 0; s < 3; s++) {
+        const lx_kernels *k = lx_kernels_for(sets[s]);
+        if (!lx_isa_supported(sets[s]) || !k || !k->norm_row_stream) continue;
+        int bad = 0, runs = 0;
+        for (int64_t li = 0; li < nl; li++)
+            for (int off = 0; off < 8; off++)
+                for (int form = 0; form < 6; form++) {
+                    int64_t d = lens[li], f = form >= 4 && d % 4 == 0 ? 4 : form >= 4 && d % 3 == 0 ? 3 : d;
+                    const float *sc = form & 1 ? prm : NULL, *bi = form & 2 ? prm + MAXD : NULL;
+                    if (form >= 4) sc = prm + 1, bi = form == 5 ? prm + 7 : NULL; /* f < d where d allows */
+                    bool center = off % 2 == 0 || form == 0;
+                    float sa[2] = {0}, sb[2] = {-1, -1};
+                    const float *xr = x + (off * 3) % 8;
+                    memset(ya, 0xff, sizeof(float) * (MAXD + 16)), memset(yb, 0xff, sizeof(float) * (MAXD + 16));
+                    k->norm_row(xr, ya + off, d, sc, bi, f, 1e-5f, center, sa);
+                    k->norm_row_stream(xr, yb + off, d, sc, bi, f, 1e-5f, center, sb);
+                    runs++;
+                    /* the whole buffers: the same values, nothing written outside [off, off + d) */
+                    if (memcmp(ya, yb, sizeof(float) * (MAXD + 16)) != 0 || memcmp(sa, sb, sizeof sa) != 0) {
+                        if (bad++ == 0)
+                            fprintf(stderr, "  set %d: d %lld offset %d form %d differs\n", s, (long long)d, off, form);
+                    }
+                }
+        LX_TEST_REPORT_(bad == 0, "set %d: norm_row_stream == norm_row bit for bit (%d of %d runs differ)", s, bad, runs);
+    }
+done:
+    free(x), free(ya), free(yb), free(prm);
+}
+
+/* layer_norm / rms_norm just over and just under the output size that takes the streaming stores
+ * (nn.c: the L3 size the CPU reports, 32 MiB where unknown), rows of an odd length (1027: row
+ * starts at every 4-byte offset of a line), on the threads in force: every row of the big output
+ * equals, bit for bit, the same row from the smaller call (which takes plain stores), and a few
+ * rows against the double-precision reference. */
+static void test_norm_streaming_sizes(void) {
+    int64_t l3 = lx_cpu_info_get()->l3_bytes, min_bytes = l3 > 0 ? l3 : (int64_t)32 << 20;
+    if (min_bytes > (int64_t)64 << 20) return; /* a cache too large to fill in a test */
+    const int64_t d = 1027, rows = (min_bytes / (int64_t)sizeof(float) + d - 1) / d; /* rows * d * 4 >= min */
+    lx_array *x = RAND(rows, d), *sc = RAND(d), *bi = RAND(d);
+    for (int64_t i = 0; i < x->size; i++) lx_f32(x)[i] = lx_f32(x)[i] * 2 - 0.75f;
+    lx_array *xs = lx_autorelease(lx_array_empty(LX_F32, 2, SHAPE(rows - 1, d)));
+    memcpy(lx_f32(xs), lx_f32(x), sizeof(float) * (size_t)((rows - 1) * d));
+    for (int norm = 0; norm < 2; norm++) {
+        lx_array *big = norm ? lx_rms_norm(x, sc, 1e-6f) : lx_layer_norm(x, sc, bi, 1e-6f, 0, NULL);
+        lx_array *small = norm ? lx_rms_norm(xs, sc, 1e-6f) : lx_layer_norm(xs, sc, bi, 1e-6f, 0, NULL);
+        CHECK(big && small);
+        if (!big || !small) continue;
+        CHECK(memcmp(lx_f32(big), lx_f32(small), sizeof(float) * (size_t)((rows - 1) * d)) == 0);
+        double ref[3 * 1027];
+        const int64_t picks[3] = {0, rows / 2, rows - 1};
+        for (int p = 0; p < 3; p++) {
+            ref_norm(lx_f32(x) + picks[p] * d, 1, d, lx_f32(sc), norm ? NULL : lx_f32(bi), d, 1e-6, !norm, ref + p * d);
+            bool ok = true;
+            for (int64_t i = 0; i < d; i++) {
+                double a = lx_f32(big)[picks[p] * d + i], b = ref[p * d + i];
+                ok = ok && fabs(a - b) <= 1e-5 + 1e-5 * fabs(b);
+            }
+            LX_TEST_REPORT_(ok, "%s of %lld x %lld, row %lld against the double reference", norm ? "rms_norm" : "layer_norm",
+                            (long long)rows, (long long)d, (long long)picks[p]);
+        }
+    }
 }
 
 static void test_cross_entropy(void) {
@@ -621,6 +704,8 @@ int main(void) {
     RUN(test_softmax_rows);
     RUN(test_softmax_grads);
     RUN(test_norms);
+    RUN(test_norm_row_stream);
+    RUN(test_norm_streaming_sizes);
     RUN(test_cross_entropy);
     RUN(test_attention);
     RUN(test_attention_causal_prefix);

@@ -59,6 +59,13 @@ typedef struct {
      * receives (mean, rstd). */
     void (*norm_row)(const float *x, float *y, int64_t d, const float *scale, const float *bias, int64_t f, float eps,
                      bool center, float *stats);
+    /* Optional (NULL: none): norm_row writing y with non-temporal (streaming) stores where y is
+     * 32-byte aligned, plain stores at the ends; the same bits. For outputs much larger than the
+     * last-level cache (nn.c's norm_forward decides): the output's lines are not read for
+     * ownership first. Streaming stores are weakly ordered: each thread that ran it issues a store
+     * fence (sfence) before its results are read elsewhere. */
+    void (*norm_row_stream)(const float *x, float *y, int64_t d, const float *scale, const float *bias, int64_t f,
+                            float eps, bool center, float *stats);
     /* One output row of the direct convolution (conv_direct.c). */
     void (*conv_direct_row)(const struct conv_direct_plan *p, const float *row, float *y);
 } lx_kernels;

@@ -539,6 +539,36 @@ static void avx2_softmax_row_v(const float *x, float *y, int64_t n, bool log) {
     }
 }
 
+/* ---- LayerNorm / RMSNorm with streaming stores (kernels.h's norm_row_stream) ----
+ * One segment of n values sharing scale[0..n) / bias[0..n): plain stores up to y's first 32-byte
+ * boundary and after its last, _mm256_stream_ps between. Every value is the portable norm_row's:
+ * k = mul * scale, (x - m) * k, + bias, each rounded on its own (the build never contracts into
+ * an FMA), in the scalar ends as in the vector body. */
+static inline float nrs_value(float x, float m, float mul, const float *scale, const float *bias, int64_t i) {
+    float k = scale ? mul * scale[i] : mul;
+    float v = (x - m) * k;
+    return bias ? v + bias[i] : v;
+}
+static void nrs_segment(const float *x, float *y, int64_t n, float m, float mul, const float *scale, const float *bias) {
+    int64_t head = (int64_t)(((32 - ((uintptr_t)y & 31)) & 31) / sizeof(float)), i = 0;
+    if ((uintptr_t)y & 3 || head > n) head = n; /* off 4 bytes (no aligned body at all) or too short */
+    for (; i < head; i++) y[i] = nrs_value(x[i], m, mul, scale, bias, i);
+    const __m256 vm = _mm256_set1_ps(m), vk = _mm256_set1_ps(mul);
+    for (; i + 8 <= n; i += 8) {
+        __m256 k = scale ? _mm256_mul_ps(vk, _mm256_loadu_ps(scale + i)) : vk;
+        __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), k);
+        if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
+        _mm256_stream_ps(y + i, v);
+    }
+    for (; i < n; i++) y[i] = nrs_value(x[i], m, mul, scale, bias, i);
+}
+static void avx2_norm_row_stream(const float *xr, float *yr, int64_t d, const float *scale, const float *bias, int64_t f,
+                                 float eps, bool center, float *stats) {
+    float m, mul;
+    avx2_norm_row_stats(xr, d, eps, center, stats, &m, &mul);
+    for (int64_t j0 = 0; j0 < d; j0 += f) nrs_segment(xr + j0, yr + j0, f, m, mul, scale, bias);
+}
+
 /* The integer-label cross-entropy's backward row (vmath.h's xent_vjp_row, run by vmath_avx2.c):
  * softmax_row's values, - 1 at the label, times g, as before, with the times-g pass fused into
  * the scale pass: (e (1 / sum)) g is the same two roundings. */
@@ -727,6 +757,7 @@ static const lx_kernels table = {
     .softmax_row = avx2_softmax_row_v,
     .logsumexp_row = avx2_logsumexp_row_v,
     .norm_row = avx2_norm_row,
+    .norm_row_stream = avx2_norm_row_stream,
     .conv_direct_row = avx2_conv_direct_row_v,
 };
 

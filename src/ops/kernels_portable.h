@@ -42,12 +42,12 @@ __attribute__((unused)) static float PORT_NAME(logsumexp_row)(const float *x, in
     return mx + logf(sum);
 }
 
-/* One LayerNorm (center) or RMSNorm row: statistics in double, Flax's fast variance
- * max(0, E[x^2] - E[x]^2) with NaN kept; y = (x - mean) * (rsqrt(var + eps) * scale) + bias, with
- * scale / bias (either may be NULL) of f values repeating along the row; stats (if not NULL)
- * receives (mean, rstd) for the backward pass. */
-__attribute__((unused)) static void PORT_NAME(norm_row)(const float *xr, float *yr, int64_t d, const float *scale, const float *bias,
-                                int64_t f, float eps, bool center, float *stats) {
+/* One LayerNorm (center) or RMSNorm row's statistics in double, Flax's fast variance
+ * max(0, E[x^2] - E[x]^2) with NaN kept: *m = mean (0 for RMSNorm), *mul = rsqrt(var + eps); stats
+ * (if not NULL) receives (mean, rstd) for the backward pass. Shared by norm_row and the AVX2 set's
+ * streaming row, so both see the same two floats. */
+__attribute__((unused)) static inline void PORT_NAME(norm_row_stats)(const float *xr, int64_t d, float eps, bool center,
+                                                                    float *stats, float *m_out, float *mul_out) {
     double s = 0, s2 = 0;
 #pragma omp simd reduction(+ : s, s2)
     for (int64_t i = 0; i < d; i++) {
@@ -62,6 +62,16 @@ __attribute__((unused)) static void PORT_NAME(norm_row)(const float *xr, float *
     if (var < 0) var = 0;
     float m = (float)mean, mul = 1.0f / sqrtf((float)var + eps);
     if (stats) stats[0] = m, stats[1] = mul; /* what the backward needs (llm.c's mean/rstd) */
+    *m_out = m, *mul_out = mul;
+}
+
+/* One LayerNorm (center) or RMSNorm row: the statistics above, then
+ * y = (x - mean) * (rsqrt(var + eps) * scale) + bias, with scale / bias (either may be NULL) of f
+ * values repeating along the row (three roundings: the multiply, the subtract, the add). */
+__attribute__((unused)) static void PORT_NAME(norm_row)(const float *xr, float *yr, int64_t d, const float *scale, const float *bias,
+                                int64_t f, float eps, bool center, float *stats) {
+    float m, mul;
+    PORT_NAME(norm_row_stats)(xr, d, eps, center, stats, &m, &mul);
     for (int64_t j0 = 0; j0 < d; j0 += f) {
 #pragma omp simd
         for (int64_t j = 0; j < f; j++) {

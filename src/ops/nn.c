@@ -124,10 +124,41 @@ static void norm_row_forward(const float *xr, float *yr, int64_t d, const float 
     lx_kernels_active()->norm_row(xr, yr, d, scale, bias, f, eps, center, stats);
 }
 
+/* Outputs of at least this many bytes are written with streaming stores where the kernel set has
+ * them (kernels.h's norm_row_stream): the last-level cache's size (32 MiB where unknown). Such an
+ * output has left the cache by the op's end anyway, and a plain store first reads each line it
+ * fills (read for ownership): 3 memory passes where the norm needs 2. Measured on a Zen 1 (8 MiB
+ * L3), 1024 x 4096 rows (16 MiB in, 16 out): see docs/kernels.md's rows. */
+static int64_t norm_stream_min_bytes(void) {
+    int64_t l3 = lx_cpu_info_get()->l3_bytes;
+    return l3 > 0 ? l3 : (int64_t)32 << 20;
+}
+
+/* Orders a thread's streaming stores before what follows (its arrival at the loop's join). */
+static void store_fence(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_sfence();
+#else
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
 static void norm_forward(const float *x, float *y, int64_t rows, int64_t d, const float *scale,
                          const float *bias, int64_t f, float eps, bool center, int nt, float *stats) {
-    LX_PARALLEL_FOR(r, rows, nt > 1,
-                    norm_row_forward(x + r * d, y + r * d, d, scale, bias, f, eps, center, stats ? stats + 2 * r : NULL););
+    const lx_kernels *k = lx_kernels_active();
+    if (!k->norm_row_stream || rows * d * (int64_t)sizeof(float) < norm_stream_min_bytes()) {
+        LX_PARALLEL_FOR(r, rows, nt > 1,
+                        norm_row_forward(x + r * d, y + r * d, d, scale, bias, f, eps, center, stats ? stats + 2 * r : NULL););
+        return;
+    }
+    /* the loop's rows split as LX_PARALLEL_FOR splits them; each thread fences its own stores */
+#pragma omp parallel num_threads(lx_num_threads()) if (nt > 1)
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t r = 0; r < rows; r++)
+            k->norm_row_stream(x + r * d, y + r * d, d, scale, bias, f, eps, center, stats ? stats + 2 * r : NULL);
+        store_fence();
+    }
 }
 
 /* While a tape records, the per-row (mean, rstd) pairs the forward computes, kept for the backward. */
