@@ -120,25 +120,6 @@ static inline double bench_peak_generic(long iters) {
     return (double)iters * 12 * 4 * 2;
 }
 
-/* GFLOPS of one thread: the best of `tries` short runs of the loop (~2 ms each on AVX2), so a
- * run descheduled by a busy machine does not lower it. */
-static inline double bench_fma_peak_gflops(int level, int tries) {
-    double best = 0;
-    for (int t = 0; t < tries; t++) {
-        double t0 = bench_now(), flops;
-#if defined(__x86_64__) && defined(__GNUC__)
-        if (level >= 2) flops = bench_peak_avx512(200000);
-        else if (level == 1) flops = bench_peak_avx2(400000);
-        else
-#endif
-            flops = bench_peak_generic(400000);
-        double dt = bench_now() - t0;
-        if (dt > 0 && flops / dt > best) best = flops / dt;
-    }
-    (void)level;
-    return best / 1e9;
-}
-
 /* One short run of the same loop (one try of bench_fma_peak_gflops) timed by both clocks: returns
  * GFLOPS of the wall clock and, in *cpu_gflops (if not NULL), GFLOPS of the calling thread's CPU
  * time. For fractions measured at the same moment as the work they divide: one sample next to
@@ -159,6 +140,17 @@ static inline double bench_fma_peak_sample(int level, double *cpu_gflops) {
     (void)level;
     if (cpu_gflops) *cpu_gflops = dc > 0 ? flops / dc / 1e9 : 0;
     return dt > 0 ? flops / dt / 1e9 : 0;
+}
+
+/* GFLOPS of one thread: the best of `tries` short runs of the loop (~2 ms each on AVX2), so a
+ * run descheduled by a busy machine does not lower it. */
+static inline double bench_fma_peak_gflops(int level, int tries) {
+    double best = 0;
+    for (int t = 0; t < tries; t++) {
+        double g = bench_fma_peak_sample(level, NULL);
+        if (g > best) best = g;
+    }
+    return best;
 }
 
 #endif
