@@ -24,6 +24,8 @@
 #include "op_internal.h"
 #include "vmath.h"
 
+lx_status lx_vjp_relu(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct,
+                      const bool *wants, lx_array **in_ct);
 lx_status lx_vjp_gelu(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct,
                       const bool *wants, lx_array **in_ct);
 lx_status lx_vjp_silu(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct,
@@ -116,16 +118,9 @@ lx_status lx_vjp_dense(const void *params, int nin, lx_array *const *in, lx_arra
     const lx_dense_params *p = params;
     lx_array *x = in[0], *k = in[1], *b = in[2], *g = ct;
     const int nd = x->ndim;
-    if (p->act == LX_ACT_RELU) { /* relu'(z) from y: y > 0 exactly where z > 0 (NaN: neither) */
-        if (!(g = lx_op_result(LX_F32, ct->ndim, ct->shape, false))) return lx_last_status();
-        const float *Y = lx_f32(out), *G = lx_f32(ct);
-        float *D = lx_f32(g);
-        for (int64_t i = 0; i < ct->size; i++) { /* both loads unconditional: a vector blend */
-            const float y = Y[i], gi = G[i];
-            D[i] = y > 0 ? gi : 0.0f;
-        }
-    } else if (p->act != LX_ACT_NONE) { /* the unary ops' own rules on z */
-        lx_array *z = nin > 3 ? in[3] : NULL;
+    if (p->act != LX_ACT_NONE) { /* the unary ops' own rules: relu's on y (y > 0 exactly where z > 0,
+                                  * NaN neither), gelu's and silu's on z */
+        lx_array *z = p->act == LX_ACT_RELU ? out : nin > 3 ? in[3] : NULL;
         if (!z) { /* recorded without its z (not by lx_bind's forward): recompute it */
             const lx_dense_params none = {LX_ACT_NONE};
             if (!(z = lx_bind(LX_PRIM_DENSE, &none, 3, (lx_array *const[]){x, k, b}))) return lx_last_status();
@@ -133,8 +128,9 @@ lx_status lx_vjp_dense(const void *params, int nin, lx_array *const *in, lx_arra
         const bool w = true;
         lx_array *gz = NULL;
         const lx_gelu_params gp = {p->act == LX_ACT_GELU_TANH};
-        lx_status st = p->act == LX_ACT_SILU ? lx_vjp_silu(NULL, 1, &z, out, ct, &w, &gz)
-                                             : lx_vjp_gelu(&gp, 1, &z, out, ct, &w, &gz);
+        lx_status st = p->act == LX_ACT_RELU   ? lx_vjp_relu(NULL, 1, &z, out, ct, &w, &gz)
+                       : p->act == LX_ACT_SILU ? lx_vjp_silu(NULL, 1, &z, out, ct, &w, &gz)
+                                               : lx_vjp_gelu(&gp, 1, &z, out, ct, &w, &gz);
         if (st != LX_OK) return st;
         if (!(g = gz)) return lx_last_status() ? lx_last_status() : LX_ERR_INTERNAL;
     }
