@@ -115,15 +115,6 @@ lx_array *lx_log_softmax(lx_array *x, int axis) {
 
 /* ---- LayerNorm / RMSNorm ---- */
 
-/* rows x d values; scale/bias (may be NULL) of f values, repeating along the row (d % f == 0).
- * Flax's fast variance: var = jnp.maximum(0, E[x^2] - E[x]^2) (NaN kept); y = (x - mean) * (rsqrt(var + eps) * scale)
- * + bias. With center false (RMSNorm) mean is 0 and E[x]^2 is dropped. The kernel set in force
- * runs it (kernels.h, kernels_portable.h). */
-static void norm_row_forward(const float *xr, float *yr, int64_t d, const float *scale, const float *bias,
-                             int64_t f, float eps, bool center, float *stats) {
-    lx_kernels_active()->norm_row(xr, yr, d, scale, bias, f, eps, center, stats);
-}
-
 /* Outputs of at least this many bytes are written with streaming stores where the kernel set has
  * them (kernels.h's norm_row_stream): the last-level cache's size (32 MiB where unknown). Such an
  * output has left the cache by the op's end anyway, and a plain store first reads each line it
@@ -143,12 +134,16 @@ static void store_fence(void) {
 #endif
 }
 
+/* rows x d values; scale/bias (may be NULL) of f values, repeating along the row (d % f == 0).
+ * Flax's fast variance: var = jnp.maximum(0, E[x^2] - E[x]^2) (NaN kept); y = (x - mean) * (rsqrt(var + eps) * scale)
+ * + bias. With center false (RMSNorm) mean is 0 and E[x]^2 is dropped. The kernel set in force
+ * runs each row (kernels.h, kernels_portable.h). */
 static void norm_forward(const float *x, float *y, int64_t rows, int64_t d, const float *scale,
                          const float *bias, int64_t f, float eps, bool center, int nt, float *stats) {
     const lx_kernels *k = lx_kernels_active();
     if (!k->norm_row_stream || rows * d * (int64_t)sizeof(float) < norm_stream_min_bytes()) {
         LX_PARALLEL_FOR(r, rows, nt > 1,
-                        norm_row_forward(x + r * d, y + r * d, d, scale, bias, f, eps, center, stats ? stats + 2 * r : NULL););
+                        k->norm_row(x + r * d, y + r * d, d, scale, bias, f, eps, center, stats ? stats + 2 * r : NULL););
         return;
     }
     /* the loop's rows split as LX_PARALLEL_FOR splits them; each thread fences its own stores */
