@@ -84,6 +84,10 @@ static const char *lx_test_current = "";
 
 /* ---- shared checks (independent of the code under test) ---- */
 
+/* The larger of the worst error so far and a new one d, a NaN counting as infinite: a comparison
+ * with NaN is false, so `if (d > worst) worst = d` (or fmax) would pass a NaN result silently. */
+static inline double lx_worse(double worst, double d) { return d != d ? INFINITY : d > worst ? d : worst; }
+
 static inline uint32_t bits_of(float f) {
     uint32_t b;
     memcpy(&b, &f, sizeof b);
@@ -115,7 +119,7 @@ static inline bool affine_close(const lx_array *y, const lx_array *x, const lx_a
         for (int64_t j = 0; j < f; j++) {
             double acc = b ? lx_f32(b)[j] : 0;
             for (int64_t t = 0; t < d; t++) acc += (double)lx_f32(x)[i * d + t] * lx_f32(k)[t * f + j];
-            if (fabs(acc - lx_f32(y)[i * f + j]) > 1e-5 * (1 + fabs(acc))) return false;
+            if (!(fabs(acc - lx_f32(y)[i * f + j]) <= 1e-5 * (1 + fabs(acc)))) return false; /* NaN fails */
         }
     return true;
 }

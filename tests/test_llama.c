@@ -141,7 +141,7 @@ static void check_logits(lx_array *lg, const float *want, const char *what) {
     double worst = 0;
     for (int64_t i = 0; i < lg->size; i++) {
         double d = fabs(lx_f32(lg)[i] - want[i]) / (1 + fabs(want[i]));
-        if (d > worst) worst = d;
+        worst = lx_worse(worst, d);
     }
     LX_TEST_REPORT_(worst < 2e-5, "%s logits: worst relative difference %g", what, worst);
 }
@@ -255,7 +255,7 @@ static void test_decode_matches_full(void) {
                     for (int v = 0; v < 256; v++) {
                         double x = lx_f32(got)[(b * gs + gt) * 256 + v], y = lx_f32(want)[(b * 9 + t) * 256 + v];
                         double d = fabs(x - y) / (1 + fabs(y));
-                        if (d > worst) worst = d;
+                        worst = lx_worse(worst, d);
                     }
             }
             CHECK(got != NULL);
@@ -406,7 +406,7 @@ static void test_rope(void) {
                 const float *row = xd + (t * 2 + n) * 8;
                 double rot = d < 4 ? -row[d + 4] : row[d - 4];
                 double want = row[d] * cos(ang) + rot * sin(ang);
-                worst = fmax(worst, fabs(want - lx_f32(y)[(t * 2 + n) * 8 + d]));
+                worst = lx_worse(worst, fabs(want - lx_f32(y)[(t * 2 + n) * 8 + d]));
             }
     LX_TEST_REPORT_(worst < 1e-5, "rope: worst %g", worst);
     lx_array *p3 = lx_autorelease(lx_array_new(LX_I32, 1, (int64_t[]){3}));
@@ -483,7 +483,7 @@ static void test_packed_segments(void) {
         for (int t = 0; t < 8 && la && lb && lab; t++)
             for (int v = 0; v < 256; v++) {
                 float want = t < 5 ? lx_f32(la)[t * 256 + v] : lx_f32(lb)[(t - 5) * 256 + v];
-                worst = fmax(worst, fabs(lx_f32(lab)[t * 256 + v] - want));
+                worst = lx_worse(worst, fabs(lx_f32(lab)[t * 256 + v] - want));
             }
         LX_TEST_REPORT_(worst < 1e-5, "style %d: packed logits differ by %g", s, worst);
         /* without the segment ids the second part sees the first */
