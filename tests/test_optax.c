@@ -857,6 +857,7 @@ static void test_step_buffers(void) {
         lx_set_alloc_hook(NULL, NULL);
         per[i] = n_allocs;
     }
+    CHECK_EQ_INT(lx_array_cache_enabled(), !LX_TEST_ASAN); /* only the sanitizer build bypasses it */
     if (lx_array_cache_enabled())
         LX_TEST_REPORT_(per[1] == 0 && per[2] == 0 && per[3] == 0, "optax_step allocates %zu, %zu, %zu, %zu arrays",
                         per[0], per[1], per[2], per[3]);
