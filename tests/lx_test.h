@@ -77,6 +77,18 @@ static const char *lx_test_current = "";
                         "%s: got %s \"%s\", want %s containing \"%s\"", #expr,      \
                         lx_status_name(lx_s_), lx_last_error(), lx_status_name(status), (needle)); \
     } while (0)
+/* Expect a call that returns a pointer to fail: NULL, lx_last_status() == status and a message
+ * containing `needle`. */
+#define CHECK_NULL_FAILS(expr, status, needle)                                      \
+    do {                                                                            \
+        lx_clear_error();                                                           \
+        const void *lx_p_ = (expr);                                                 \
+        lx_status lx_s_ = lx_last_status();                                         \
+        LX_TEST_REPORT_(lx_p_ == NULL && lx_s_ == (status) && strstr(lx_last_error(), (needle)) != NULL, \
+                        "%s: got %s, %s \"%s\", want NULL, %s containing \"%s\"", #expr, \
+                        lx_p_ ? "non-NULL" : "NULL", lx_status_name(lx_s_), lx_last_error(), \
+                        lx_status_name(status), (needle));                          \
+    } while (0)
 /* Expect the last error message to contain `needle` (after a call that returned NULL). */
 #define CHECK_ERROR_HAS(needle)                                                     \
     LX_TEST_REPORT_(strstr(lx_last_error(), (needle)) != NULL,                      \

@@ -302,18 +302,16 @@ static void test_bad_input(void) {
     llama_model *m = model(LLAMA_LINEN_TOP, 0);
     int32_t bad[2] = {65, 256};
     lx_array *t = lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){1, 2}, bad));
-    CHECK(llama_model_logits(m, t, NULL) == NULL);
-    CHECK_ERROR_HAS("token 256 at index 1 is outside the vocabulary [0, 256)");
+    CHECK_NULL_FAILS(llama_model_logits(m, t, NULL), LX_ERR_INVALID_ARGUMENT,
+                     "token 256 at index 1 is outside the vocabulary [0, 256)");
     bad[1] = -1;
     t = lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){1, 2}, bad));
-    CHECK(llama_model_logits(m, t, NULL) == NULL);
-    CHECK_ERROR_HAS("token -1 at index 1");
+    CHECK_NULL_FAILS(llama_model_logits(m, t, NULL), LX_ERR_INVALID_ARGUMENT, "token -1 at index 1");
     lx_array *long_seq = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 257}));
-    CHECK(llama_model_logits(m, long_seq, NULL) == NULL);
-    CHECK_ERROR_HAS("sequence of 257 tokens is longer than max_target_length 256");
+    CHECK_NULL_FAILS(llama_model_logits(m, long_seq, NULL), LX_ERR_INVALID_ARGUMENT,
+                     "sequence of 257 tokens is longer than max_target_length 256");
     lx_array *f = lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 2}));
-    CHECK(llama_model_logits(m, f, NULL) == NULL);
-    CHECK_ERROR_HAS("tokens must be int32 (batch, seq)");
+    CHECK_NULL_FAILS(llama_model_logits(m, f, NULL), LX_ERR_INVALID_ARGUMENT, "tokens must be int32 (batch, seq)");
     /* parameters of another model size: an error naming the path, nothing changed */
     llama_config c = llama_config_tiny();
     c.emb_dim = 32;
