@@ -16,7 +16,7 @@ check_close() {
     local got rc
     got=$(eval "\"$bin\" $1" 2>"$cli_tmp/err"); rc=$?
     printf '%s\n' "$got" >"$cli_tmp/got"
-    if [ $rc -eq 0 ] && awk -v tol=1e-5 '
+    if [ $rc -eq 0 ] && awk -v tol=1e-5 "$awk_finite"'
         function split_line(s, parts) {   # label and numbers
             if (index(s, ":") > 0) { parts[1] = substr(s, 1, index(s, ":")); parts[2] = substr(s, index(s, ":") + 1) }
             else { n = split(s, w, " "); parts[1] = ""; for (i = 1; i < n; i++) parts[1] = parts[1] w[i] " "; parts[2] = w[n] }
@@ -31,9 +31,10 @@ check_close() {
                 n = split(a[2], x, " "); m = split(b[2], y, " ")
                 if (n != m) exit 1
                 for (i = 1; i <= n; i++) {
+                    if (!finite(x[i]) || !finite(y[i])) exit 1
                     d = x[i] - y[i]; if (d < 0) d = -d
                     s = x[i] < 0 ? -x[i] : x[i]
-                    if (d > tol * s + 1e-7) exit 1
+                    if (!(d <= tol * s + 1e-7)) exit 1
                 }
             }
         }' "$cli_tmp/want" "$cli_tmp/got"; then

@@ -66,6 +66,7 @@ static inline bool gc_compare(const char *name, gc_forward f, void *ctx, int n, 
             *p = orig;
             double fd = (lp - lm) / ((double)up - (double)dn), g = lx_f32(grads[k])[i];
             double excess = fabs(g - fd) - (atol + rtol * fabs(fd));
+            if (excess != excess) excess = INFINITY; /* a NaN on either side is the worst error */
             if (worst_i < 0 || excess > worst) worst = excess, worst_i = i, at_fd = fd, at_g = g;
         }
         bool pass = ok && worst <= 0;

@@ -48,18 +48,34 @@ expect_usage_error() { # the expected fragment, then the arguments
     fi
 }
 
-# $1 got, $2 want: the same count of numbers, each within relative tolerance $3.
+# An awk function for the scripts' number checks: is v a finite decimal numeral? awk reads "nan",
+# "-nan" and "inf" as numbers, and mawk (the default awk here) compares NaN equal to everything, so
+# a tolerance test alone (`d > tol`, or `!(d <= tol)`) lets a NaN through.
+awk_finite='function finite(v) { return v ~ /^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$/ }'
+
+# $1 got, $2 want: the same count of numbers, each a finite numeral within relative tolerance $3.
 numbers_close() {
-    awk -v got="$1" -v want="$2" -v tol="$3" 'BEGIN {
+    awk -v got="$1" -v want="$2" -v tol="$3" "$awk_finite"'BEGIN {
         n = split(got, g, " "); m = split(want, w, " ")
         if (n != m || n == 0) exit 1
         for (i = 1; i <= n; i++) {
+            if (!finite(g[i]) || !finite(w[i])) exit 1
             d = g[i] - w[i]; if (d < 0) d = -d
             s = w[i] < 0 ? -w[i] : w[i]; if (s < 1e-30) s = 1e-30
-            if (d > tol * s) exit 1
+            if (!(d <= tol * s)) exit 1
         }
         exit 0 }'
 }
+# Self-check (every script that sources this): numbers_close rejects NaN, infinities, words and a
+# value off by more than the tolerance, and accepts one within it.
+for _nc in "nan|1" "-nan|-1" "1 nan|1 2" "inf|1" "1|inf" "x|1" "1.1|1" "|"; do
+    if numbers_close "${_nc%|*}" "${_nc#*|}" 1e-6; then
+        fail=$((fail + 1)); echo "FAIL: lib_cli.sh: numbers_close accepts '${_nc%|*}' for '${_nc#*|}'"
+    fi
+done
+if ! numbers_close "-1.2751813 1e-3 .5 2E+2" "-1.27518129 0.001 0.5 200" 1e-6; then
+    fail=$((fail + 1)); echo "FAIL: lib_cli.sh: numbers_close rejects equal numbers"
+fi
 
 cli_finish() {
     echo "$pass passed, $fail failed"

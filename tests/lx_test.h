@@ -77,12 +77,28 @@ static const char *lx_test_current = "";
                         "%s: got %s \"%s\", want %s containing \"%s\"", #expr,      \
                         lx_status_name(lx_s_), lx_last_error(), lx_status_name(status), (needle)); \
     } while (0)
+/* Expect a call that returns a pointer to fail: NULL, lx_last_status() == status and a message
+ * containing `needle`. */
+#define CHECK_NULL_FAILS(expr, status, needle)                                      \
+    do {                                                                            \
+        lx_clear_error();                                                           \
+        const void *lx_p_ = (expr);                                                 \
+        lx_status lx_s_ = lx_last_status();                                         \
+        LX_TEST_REPORT_(lx_p_ == NULL && lx_s_ == (status) && strstr(lx_last_error(), (needle)) != NULL, \
+                        "%s: got %s, %s \"%s\", want NULL, %s containing \"%s\"", #expr, \
+                        lx_p_ ? "non-NULL" : "NULL", lx_status_name(lx_s_), lx_last_error(), \
+                        lx_status_name(status), (needle));                          \
+    } while (0)
 /* Expect the last error message to contain `needle` (after a call that returned NULL). */
 #define CHECK_ERROR_HAS(needle)                                                     \
     LX_TEST_REPORT_(strstr(lx_last_error(), (needle)) != NULL,                      \
                     "last error \"%s\" lacks \"%s\"", lx_last_error(), (needle))
 
 /* ---- shared checks (independent of the code under test) ---- */
+
+/* The larger of the worst error so far and a new one d, a NaN counting as infinite: a comparison
+ * with NaN is false, so `if (d > worst) worst = d` (or fmax) would pass a NaN result silently. */
+static inline double lx_worse(double worst, double d) { return d != d ? INFINITY : d > worst ? d : worst; }
 
 static inline uint32_t bits_of(float f) {
     uint32_t b;
@@ -115,7 +131,7 @@ static inline bool affine_close(const lx_array *y, const lx_array *x, const lx_a
         for (int64_t j = 0; j < f; j++) {
             double acc = b ? lx_f32(b)[j] : 0;
             for (int64_t t = 0; t < d; t++) acc += (double)lx_f32(x)[i * d + t] * lx_f32(k)[t * f + j];
-            if (fabs(acc - lx_f32(y)[i * f + j]) > 1e-5 * (1 + fabs(acc))) return false;
+            if (!(fabs(acc - lx_f32(y)[i * f + j]) <= 1e-5 * (1 + fabs(acc)))) return false; /* NaN fails */
         }
     return true;
 }

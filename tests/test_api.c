@@ -153,6 +153,43 @@ static void test_rngs_stream_state(void) {
     nnx_rngs_release(r);
 }
 
+/* A stream whose Variables hold no concrete values (abstract arrays, as nnx.eval_shape leaves
+ * them): count and key are LX_ERR_RNG (nnx.h), one abstract Variable is enough. */
+static void test_rngs_stream_abstract(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    lx_value sv = lx_none(), kv = lx_none(), cv = lx_none();
+    CHECK_EQ_INT(nnx_getattr(nnx_rngs_module(r), "default", &sv), LX_OK);
+    nnx_module *s = nnx_module_from_value(&sv);
+    CHECK(s != NULL);
+    if (!s) {
+        nnx_rngs_release(r);
+        return;
+    }
+    CHECK_EQ_INT(nnx_getattr(s, "key", &kv), LX_OK);
+    CHECK_EQ_INT(nnx_getattr(s, "count", &cv), LX_OK);
+    CHECK(kv.kind == LX_V_VARIABLE && cv.kind == LX_V_VARIABLE);
+    if (kv.kind != LX_V_VARIABLE || cv.kind != LX_V_VARIABLE) {
+        nnx_rngs_release(r);
+        return;
+    }
+    uint32_t n = 99;
+    lx_key k = {{7, 7}};
+    lx_array *ak = lx_array_abstract(LX_U32, 1, (const int64_t[]){2}), *ac = lx_array_abstract(LX_U32, 0, NULL);
+    /* the count abstract, the key concrete */
+    CHECK_EQ_INT(lx_variable_set_value(cv.u.var, ac, true), LX_OK);
+    CHECK_FAILS(nnx_rngs_stream_count(r, "default", &n), LX_ERR_RNG,
+                "RngStream 'default' has no concrete uint32[2] key and uint32 count");
+    CHECK_FAILS(nnx_rngs_stream_key(r, "params", &k), LX_ERR_RNG, "RngStream 'default' has no concrete");
+    CHECK(n == 99 && k.k[0] == 7 && k.k[1] == 7); /* nothing written */
+    /* both abstract */
+    CHECK_EQ_INT(lx_variable_set_value(kv.u.var, ak, true), LX_OK);
+    CHECK_FAILS(nnx_rngs_stream_key(r, "default", &k), LX_ERR_RNG, "RngStream 'default' has no concrete");
+    lx_release(ak);
+    lx_release(ac);
+    nnx_rngs_release(r);
+}
+
 /* ---- one vocabulary: the table macros, and the old spellings still compile and mean the same ---- */
 typedef struct {
     int64_t features;
@@ -306,5 +343,6 @@ int main(void) {
     RUN(test_nnx_setup_and_array_methods);
     RUN(test_bridge_no_kwargs);
     RUN(test_rngs_stream_state);
+    RUN(test_rngs_stream_abstract);
     return lx_test_finish();
 }

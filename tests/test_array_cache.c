@@ -28,6 +28,7 @@ static size_t count_new(int64_t n, void **data) {
 
 static void test_reuse_by_size(void) {
     bool on = lx_array_cache_enabled();
+    CHECK_EQ_INT(lx_array_cache_enabled(), !LX_TEST_ASAN); /* only the sanitizer build bypasses it */
     lx_array_cache_release();
     CHECK_EQ_INT(lx_array_cache_bytes(), 0);
     lx_array *a = lx_array_new(LX_F32, 2, (const int64_t[]){33, 7}); /* 924 bytes -> 960 */

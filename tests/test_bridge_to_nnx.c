@@ -150,6 +150,16 @@ static void test_W2_linen_to_nnx(void) {
     lx_value_free(&direct);
     lx_tree_release(vars);
     if (strcmp(lx_sgemm_kernel(), "portable") != 0) CHECK(bits_equal(y, BT_W2_Y, 64));
+    /* every kernel (the portable one rounds each product): within twice the float summation
+     * bound, 33 u (sum_i |x_i k_ij| + |b_j|) for 32 products and the bias, of Flax's numbers
+     * (both sums are within one bound of the exact one) */
+    lx_array *kk = value_at(model, "kernel"), *kb = value_at(model, "bias");
+    CHECK(kk && kb && kk->size == 32 * 64 && kb->size == 64);
+    for (int j = 0; y && kk && kb && kk->size == 32 * 64 && kb->size == 64 && j < 64; j++) {
+        double s = fabs(lx_f32(kb)[j]);
+        for (int i = 0; i < 32; i++) s += fabs(lx_f32(kk)[i * 64 + j]);
+        CHECK_NEAR(lx_f32(y)[j], f32_of(BT_W2_Y[j]), 2 * 33 * 0x1p-24 * s);
+    }
 
     /* Rngs: the caller's stream advanced once (the fork); the wrapper's twice (init + call). */
     CHECK_EQ_INT(stream_count(r, "default"), 1);

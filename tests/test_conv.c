@@ -214,11 +214,11 @@ static void check_conv_grad(lx_array *x, lx_array *w, lx_conv_params p, int ndim
     double worst = 0;
     for (int64_t i = 0; i < x->size; i++) {
         double e = fabs(lx_f32(g[0])[i] - dx[i]) / (1e-6 + dxa[i]);
-        worst = e > worst ? e : worst;
+        worst = lx_worse(worst, e);
     }
     for (int64_t i = 0; i < w->size; i++) {
         double e = fabs(lx_f32(g[1])[i] - dw[i]) / (1e-6 + dwa[i]);
-        worst = e > worst ? e : worst;
+        worst = lx_worse(worst, e);
     }
     CHECK(worst < 2e-6);
     if (worst >= 2e-6) fprintf(stderr, "  conv gradient of %s x %s off by %g of its sum of |terms|\n", "x", "w", worst);
@@ -373,7 +373,7 @@ static void test_pool_grad(void) {
                         ref[at] += r;
                     }
         double worst = 0;
-        for (int64_t i = 0; i < x->size; i++) worst = fmax(worst, fabs(lx_f32(g)[i] - ref[i]));
+        for (int64_t i = 0; i < x->size; i++) worst = lx_worse(worst, fabs(lx_f32(g)[i] - ref[i]));
         CHECK(worst < 1e-6);
         free(ref);
     }

@@ -428,7 +428,7 @@ static double max_rel(const lx_array *a, const lx_array *b, int64_t boff) {
     double m = 0;
     for (int64_t i = 0; a && b && i < a->size; i++) {
         double d = fabs((double)lx_f32(a)[i] - lx_f32(b)[boff + i]) / (1 + fabs(lx_f32(b)[boff + i]));
-        if (d > m) m = d;
+        m = lx_worse(m, d);
     }
     return a && b ? m : 1e30;
 }
@@ -604,7 +604,7 @@ static void test_sync_batch_norm_grads(int rank, int size) {
                 for (int64_t e = 0; e < a.items[i].value.u.array->size; e++) {
                     double u = lx_f32(a.items[i].value.u.array)[e], v = lx_f32(b.items[i].value.u.array)[e];
                     double r = fabs(u - v) / (1 + fabs(v));
-                    worst = r > worst ? r : worst;
+                    worst = lx_worse(worst, r);
                 }
         lx_flat_free(&a);
         lx_flat_free(&b);
@@ -699,7 +699,7 @@ static double state_maxrel(const lx_tree *ta, const lx_tree *tb) {
             }
             for (int64_t e = 0; e < ua->size; e++) {
                 double q = fabs((double)lx_f32(ua)[e] - lx_f32(va)[e]) / (1 + fabs(lx_f32(va)[e]));
-                worst = q > worst ? q : worst;
+                worst = lx_worse(worst, q);
             }
         }
     }
@@ -965,7 +965,7 @@ static int worker(void) {
             for (size_t i = 0; i < a.len; i++)
                 for (int64_t e = 0; e < a.items[i].value.u.array->size; e++) {
                     double d = fabs((double)lx_f32(a.items[i].value.u.array)[e] - lx_f32(b.items[i].value.u.array)[e]);
-                    if (d > maxd) maxd = d;
+                    maxd = lx_worse(maxd, d);
                 }
         else
             CHECK(!"overlap parameter tree differs in structure");

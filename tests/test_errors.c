@@ -207,12 +207,21 @@ static void test_pending(void) {
     CHECK(nnx_linear_forward(((two_linear *)m)->l1, NULL) == NULL);
     CHECK_EQ_INT(lx_last_status(), LX_ERR_FAILED_INPUT);
     CHECK_ERROR_HAS("nnx_linear_forward: an input is NULL");
-    /* a failing call does not mark the earlier failure handled */
+    /* a failing outermost call does not mark its failure handled (only a successful end does):
+     * the failure stays pending, so an op handed the failed result's NULL keeps its message and
+     * status and records nothing new (handled, it would say "relu: input is NULL") */
     lx_clear_error();
     CHECK(lx_matmul(full(2, 3, 1.0f), full(4, 5, 1.0f)) == NULL);
     CHECK_EQ_INT(nnx_call(m, NULL, &LX_ARGS(full(1, 7, 1.0f)), &out), LX_ERR_SHAPE);
     CHECK(lx_error_pending());
     CHECK_ERROR_STARTS("l1: dot_general");
+    uint64_t g1 = lx_error_generation();
+    CHECK(lx_relu(NULL) == NULL);
+    CHECK(lx_error_pending());
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    CHECK_ERROR_STARTS("l1: dot_general");
+    CHECK(strstr(lx_last_error(), "input is NULL") == NULL);
+    CHECK(lx_error_generation() == g1);
     nnx_module_release(m);
     lx_clear_error();
 }

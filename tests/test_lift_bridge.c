@@ -37,7 +37,7 @@ static void test_w17(void) {
         for (int c = 0; c < 3; c++) {
             double acc = 0;
             for (int b = 0; b < 4; b++) acc += (double)lx_f32(x)[a * 4 + b] * lx_f32(k)[(a * 4 + b) * 3 + c];
-            maxerr = fmax(maxerr, fabs(acc - lx_f32(y.u.array)[a * 3 + c]));
+            maxerr = lx_worse(maxerr, fabs(acc - lx_f32(y.u.array)[a * 3 + c]));
         }
     CHECK(y.kind == LX_V_ARRAY && maxerr < 1e-5);
     lx_value_free(&y);
@@ -95,7 +95,7 @@ static void test_scan_to_linen_metadata(void) {
         memcpy(h, t, sizeof h);
     }
     double maxerr = 0;
-    for (int i = 0; y.kind == LX_V_ARRAY && i < 8; i++) maxerr = fmax(maxerr, fabs(h[i] - lx_f32(y.u.array)[i]));
+    for (int i = 0; y.kind == LX_V_ARRAY && i < 8; i++) maxerr = lx_worse(maxerr, fabs(h[i] - lx_f32(y.u.array)[i]));
     CHECK(y.kind == LX_V_ARRAY && maxerr < 1e-5);
     lx_value_free(&y);
     /* unscanned layout: layers_i with ('embed', 'mlp') */

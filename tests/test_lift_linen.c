@@ -106,7 +106,7 @@ static void test_vmap_dense(void) {
                 double acc = lx_f32(b)[i * 4 + f];
                 for (int j = 0; j < 5; j++) acc += (double)lx_f32(x)[(i * 2 + n) * 5 + j] * lx_f32(k)[(i * 5 + j) * 4 + f];
                 double e = fabs(acc - lx_f32(out.u.array)[(i * 2 + n) * 4 + f]);
-                if (e > maxerr) maxerr = e;
+                maxerr = lx_worse(maxerr, e);
             }
     CHECK(maxerr < 1e-5);
     lx_value_free(&out);
@@ -153,7 +153,7 @@ static void test_scan_dense_axis1(void) {
         memcpy(h, t, sizeof h);
     }
     double maxerr = 0;
-    for (int i = 0; out.kind == LX_V_ARRAY && i < 12; i++) maxerr = fmax(maxerr, fabs(h[i] - lx_f32(out.u.array)[i]));
+    for (int i = 0; out.kind == LX_V_ARRAY && i < 12; i++) maxerr = lx_worse(maxerr, fabs(h[i] - lx_f32(out.u.array)[i]));
     CHECK(out.kind == LX_V_ARRAY && maxerr < 1e-5);
     lx_value_free(&out);
 
@@ -269,7 +269,7 @@ static void test_scan_block_grads(void) {
     const lx_array *gk2 = g2s ? leaf(g2s, "params/layers/Dense_0/kernel") : NULL;
     CHECK(gk && gk2 && gk->size == 48 && gk2->size == 48);
     double maxerr = 0;
-    for (int i = 0; gk && gk2 && i < 48; i++) maxerr = fmax(maxerr, fabs(lx_f32(gk)[i] - lx_f32(gk2)[i]));
+    for (int i = 0; gk && gk2 && i < 48; i++) maxerr = lx_worse(maxerr, fabs(lx_f32(gk)[i] - lx_f32(gk2)[i]));
     CHECK(maxerr < 1e-6);
     /* finite differences on a few entries of the stacked kernel (double-sided, f32) */
     g_child = sc;

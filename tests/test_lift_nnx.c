@@ -84,7 +84,7 @@ static void test_scan(void) {
         memcpy(h, t, sizeof h);
     }
     double maxerr = 0;
-    for (int i = 0; out.kind == LX_V_ARRAY && i < 8; i++) maxerr = fmax(maxerr, fabs(h[i] - lx_f32(out.u.array)[i]));
+    for (int i = 0; out.kind == LX_V_ARRAY && i < 8; i++) maxerr = lx_worse(maxerr, fabs(h[i] - lx_f32(out.u.array)[i]));
     CHECK(out.kind == LX_V_ARRAY && maxerr < 1e-5);
     lx_value_free(&out);
     /* gradients through the scan against central differences */

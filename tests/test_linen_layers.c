@@ -49,7 +49,7 @@ static lx_array *init_apply(const linen_module *m, lx_key key, lx_array *x, lx_t
 static bool close_to(const lx_array *a, const double *want, int64_t n, double tol) {
     if (!a || a->size != n) return false;
     for (int64_t i = 0; i < n; i++)
-        if (fabs(lx_f32(a)[i] - want[i]) > tol * (1.0 + fabs(want[i]))) return false;
+        if (!(fabs(lx_f32(a)[i] - want[i]) <= tol * (1.0 + fabs(want[i])))) return false; /* NaN fails */
     return true;
 }
 

@@ -490,6 +490,17 @@ static void test_mlp_children_match_flax(void) {
     linen_module_release(m);
 }
 
+/* lx_tree_map: each array leaf copied (lx_tree_copy shares the leaves, so only a copy of the
+ * values sees a change made to an array in place). */
+static lx_status deep_leaf(const char *path, const lx_value *leaf, void *user, lx_value *out) {
+    (void)path, (void)user;
+    if (leaf->kind != LX_V_ARRAY) return lx_value_dup(leaf, out);
+    lx_array *a = lx_array_copy(leaf->u.array);
+    if (!a) return lx_last_status();
+    *out = lx_array_v(a);
+    return LX_OK;
+}
+
 static void test_param_errors(void) {
     linen_module *m = lin(8);
     lx_tree *vars = NULL;
@@ -512,9 +523,12 @@ static void test_param_errors(void) {
     CHECK_FAILS(linen_apply(o, other, LINEN_KEY(lx_key_from_seed(0)), A(ones(1, 4)), NULL, &out, NULL),
                 LX_ERR_NOT_FOUND, "Could not find parameter named \"kernel\" in scope \"/Lin_0\".");
     /* a failed apply leaves the given variables untouched */
-    lx_tree *copy = lx_tree_copy(vars);
+    lx_tree *copy = lx_tree_copy(vars), *values = NULL;
+    CHECK_EQ_INT(lx_tree_map(vars, deep_leaf, NULL, &values), LX_OK);
     CHECK_FAILS(linen_apply(m, vars, LINEN_NO_RNGS, A(ones(1, 5)), NULL, &out, NULL), LX_ERR_SHAPE, "For parameter");
-    CHECK(lx_tree_equal(copy, vars));
+    CHECK(lx_tree_equal(copy, vars));   /* the structure */
+    CHECK(values && lx_tree_equal(values, vars)); /* and every array's bytes */
+    lx_tree_release(values);
     /* {'params': {'params': ...}} */
     lx_tree *nested = lx_tree_new();
     lx_tree_set(nested, "params", lx_tree_v(vars));

@@ -57,9 +57,9 @@ static double tree_diff(const lx_tree *a, const lx_tree *b, size_t *n) {
         double mx = 0, d = 0;
         for (int64_t k = 0; k < x->size; k++) {
             mx = fmax(mx, fabs(lx_f32(y)[k]));
-            d = fmax(d, fabs((double)lx_f32(x)[k] - lx_f32(y)[k]));
+            d = lx_worse(d, fabs((double)lx_f32(x)[k] - lx_f32(y)[k]));
         }
-        worst = fmax(worst, d / (1e-3 + mx));
+        worst = lx_worse(worst, d / (1e-3 + mx));
     }
     lx_flat_free(&fa);
     return worst;
@@ -76,7 +76,7 @@ static void test_compositions_same_logits_loss_grads(void) {
     lx_array *la = llama_model_logits(a, in, NULL), *lb = llama_model_logits(b, in, NULL);
     CHECK(la && lb && la->size == 2 * 8 * 256 && lb->size == la->size);
     double w = 0;
-    for (int64_t i = 0; la && lb && i < la->size; i++) w = fmax(w, fabs(lx_f32(la)[i] - lx_f32(lb)[i]));
+    for (int64_t i = 0; la && lb && i < la->size; i++) w = lx_worse(w, fabs(lx_f32(la)[i] - lx_f32(lb)[i]));
     LX_TEST_REPORT_(w < 1e-5, "logits differ by %g", w);
 
     lx_array *va = NULL, *vb = NULL;

@@ -52,8 +52,8 @@ static void test_batches(void) {
     CHECK_EQ_INT(lm_randint(key, 4, 0, 92, off), LX_OK);
     for (int r = 0; r < 4 && b; r++)
         for (int i = 0; i < 9; i++) CHECK_EQ_INT(lx_i32(b)[r * 9 + i], buf[off[r] + i]);
-    CHECK(lm_random_batch(buf, 8, key, 1, 9) == NULL);
-    CHECK_ERROR_HAS("the data has 8 bytes, fewer than the 9 a sequence needs");
+    CHECK_NULL_FAILS(lm_random_batch(buf, 8, key, 1, 9), LX_ERR_INVALID_ARGUMENT,
+                     "the data has 8 bytes, fewer than the 9 a sequence needs");
     CHECK_EQ_INT(lm_window_count(100, 9), 11);
     lx_array *w = lm_window_batch(buf, 100, 2, 3, 9);
     CHECK(w && lx_i32(w)[0] == buf[18] && lx_i32(w)[26] == buf[44]);

@@ -9,7 +9,7 @@ static lx_array *arr(int ndim, const int64_t *shape, const float *v) { return lx
 static bool close_to(const lx_array *a, const double *want, int64_t n, double tol) {
     if (!a || a->dtype != LX_F32 || a->size != n) return false;
     for (int64_t i = 0; i < n; i++)
-        if (fabs(lx_f32(a)[i] - want[i]) > tol * (1 + fabs(want[i]))) {
+        if (!(fabs(lx_f32(a)[i] - want[i]) <= tol * (1 + fabs(want[i])))) { /* NaN fails */
             fprintf(stderr, "  element %lld: %.9g vs %.9g\n", (long long)i, lx_f32(a)[i], want[i]);
             return false;
         }

@@ -267,7 +267,7 @@ static void compare_run(const char *name, optax_tx *tx, ref_fn ref, int steps, d
             for (int i = 0; i < NP; i++) {
                 double den = fabs(ud[i]) > 0.1 * scale ? fabs(ud[i]) : 0.1 * scale;
                 double rel = den > 0 ? fabs(uf[i] - ud[i]) / den : fabs(uf[i] - ud[i]);
-                if (rel > maxrel) maxrel = rel;
+                maxrel = lx_worse(maxrel, rel);
             }
             lx_tree *np = NULL;
             CHECK(optax_apply_updates(params, upd, &np) == LX_OK);
@@ -488,7 +488,7 @@ static void test_factored(void) {
             for (int j = 0; j < C; j++) {
                 double want = g[i * C + j] / sqrt(vr[j] / rcm) / sqrt(vc[i]);
                 double rel = fabs(u[i * C + j] - want) / fabs(want);
-                if (rel > maxrel) maxrel = rel;
+                maxrel = lx_worse(maxrel, rel);
             }
         lx_tree_release(upd);
         lx_tree_release(state);
@@ -857,6 +857,7 @@ static void test_step_buffers(void) {
         lx_set_alloc_hook(NULL, NULL);
         per[i] = n_allocs;
     }
+    CHECK_EQ_INT(lx_array_cache_enabled(), !LX_TEST_ASAN); /* only the sanitizer build bypasses it */
     if (lx_array_cache_enabled())
         LX_TEST_REPORT_(per[1] == 0 && per[2] == 0 && per[3] == 0, "optax_step allocates %zu, %zu, %zu, %zu arrays",
                         per[0], per[1], per[2], per[3]);

@@ -73,7 +73,7 @@ static void test_qat_then_ptq(void) {
         double mx = 0, err = 0;
         for (int64_t i = 0; y_ptq && i < y_fake->size; i++) {
             mx = fmax(mx, fabs(lx_f32(y_fake)[i]));
-            err = fmax(err, fabs(lx_f32(y_ptq)[i] - lx_f32(y_fake)[i]));
+            err = lx_worse(err, fabs(lx_f32(y_ptq)[i] - lx_f32(y_fake)[i]));
         }
         LX_TEST_REPORT_(err <= 1e-4 * (1 + mx), "style %d: PTQ vs fake-quantized logits differ by %g (max %g)", style,
                         err, mx);

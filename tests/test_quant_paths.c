@@ -166,7 +166,7 @@ static void test_mha_products(void) {
         lx_interceptor_remove(h);
         CHECK(y0 && y1 && y0->size == y1->size);
         double err = 0;
-        for (int64_t i = 0; y0 && y1 && i < y0->size; i++) err = fmax(err, fabs(lx_f32(y0)[i] - lx_f32(y1)[i]));
+        for (int64_t i = 0; y0 && y1 && i < y0->size; i++) err = lx_worse(err, fabs(lx_f32(y0)[i] - lx_f32(y1)[i]));
         CHECK(err < 1e-5);
         CHECK_EQ_INT(log.n, 6);
         CHECK_STR(log.lines[3], " einsum aa");

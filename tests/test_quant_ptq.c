@@ -453,7 +453,7 @@ static double max_rel_diff(const lx_array *a, const lx_array *b) {
     if (!a || !b || !lx_same_shape(a, b) || a->dtype != LX_F32 || b->dtype != LX_F32) return 1;
     double num = 0, den = 0;
     for (int64_t i = 0; i < a->size; i++) {
-        num = fmax(num, fabs((double)lx_f32(a)[i] - lx_f32(b)[i]));
+        num = lx_worse(num, fabs((double)lx_f32(a)[i] - lx_f32(b)[i]));
         den = fmax(den, fabs((double)lx_f32(b)[i]));
     }
     return den > 0 ? num / den : num;

@@ -122,13 +122,21 @@ static void test_bad_input(void) {
     float l[3] = {1, 2, 3};
     lx_array *x = lx_autorelease(lx_array_from_f32(1, (int64_t[]){3}, l));
     lx_sampling s = {-1, 0};
-    CHECK(lx_sample_tokens(lx_key_from_seed(0), x, &s) == NULL);
-    CHECK_ERROR_HAS("temperature must be a finite number >= 0");
+    CHECK_NULL_FAILS(lx_sample_tokens(lx_key_from_seed(0), x, &s), LX_ERR_INVALID_ARGUMENT,
+                     "temperature must be a finite number >= 0 (0 = greedy), got -1");
     s = (lx_sampling){NAN, 0};
-    CHECK(lx_sample_tokens(lx_key_from_seed(0), x, &s) == NULL);
+    CHECK_NULL_FAILS(lx_sample_tokens(lx_key_from_seed(0), x, &s), LX_ERR_INVALID_ARGUMENT,
+                     "temperature must be a finite number >= 0 (0 = greedy), got nan");
+    s = (lx_sampling){INFINITY, 0};
+    CHECK_NULL_FAILS(lx_sample_tokens(lx_key_from_seed(0), x, &s), LX_ERR_INVALID_ARGUMENT,
+                     "temperature must be a finite number >= 0 (0 = greedy), got inf");
     s = (lx_sampling){1, 4};
-    CHECK(lx_sample_tokens(lx_key_from_seed(0), x, &s) == NULL);
-    CHECK_ERROR_HAS("top_k must be in 0..3");
+    CHECK_NULL_FAILS(lx_sample_tokens(lx_key_from_seed(0), x, &s), LX_ERR_INVALID_ARGUMENT,
+                     "top_k must be in 0..3 (0 = all), got 4");
+    /* top_k < 0 (sampling.h) */
+    s = (lx_sampling){1, -1};
+    CHECK_NULL_FAILS(lx_sample_tokens(lx_key_from_seed(0), x, &s), LX_ERR_INVALID_ARGUMENT,
+                     "top_k must be in 0..3 (0 = all), got -1");
     lx_array *xi = lx_autorelease(lx_array_new(LX_I32, 1, (int64_t[]){3}));
     CHECK(lx_random_categorical(lx_key_from_seed(0), xi) == NULL);
     CHECK_ERROR_HAS("logits must be float32");

@@ -362,6 +362,7 @@ static void test_no_allocations(void) {
         lx_set_alloc_hook(NULL, NULL);
         per_step[i] = n_allocs;
     }
+    CHECK_EQ_INT(lx_array_cache_enabled(), !LX_TEST_ASAN); /* only the sanitizer build bypasses it */
     if (lx_array_cache_enabled()) /* sanitizer builds bypass the storage cache */
         LX_TEST_REPORT_(per_step[2] == 0 && per_step[3] == 0, "nnx.Optimizer steps allocate %zu, %zu, %zu, %zu arrays",
                         per_step[0], per_step[1], per_step[2], per_step[3]);
@@ -390,6 +391,7 @@ static void test_no_allocations(void) {
         per_step[i] = n_allocs;
         s = n;
     }
+    CHECK_EQ_INT(lx_array_cache_enabled(), !LX_TEST_ASAN); /* only the sanitizer build bypasses it */
     if (lx_array_cache_enabled()) /* sanitizer builds bypass the storage cache */
         LX_TEST_REPORT_(per_step[2] == 0 && per_step[3] == 0, "TrainState steps allocate %zu, %zu, %zu, %zu arrays",
                         per_step[0], per_step[1], per_step[2], per_step[3]);

@@ -159,6 +159,7 @@ static void check_steady(const char *name, step_fn step, void *arg) {
         CHECK_EQ_INT(lx_array_live_count(), live0);
         CHECK_EQ_INT(lx_pool_size(), pool0);
     }
+    CHECK_EQ_INT(lx_array_cache_enabled(), !LX_TEST_ASAN); /* only the sanitizer build bypasses it */
     if (lx_array_cache_enabled()) {
         for (int i = 0; i < 4; i++)
             LX_TEST_REPORT_(counts[i] == 0, "step %d makes %zu array data allocations (%zu bytes); want 0", i + 2,

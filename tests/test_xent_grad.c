@@ -52,7 +52,7 @@ static void test_xent_grad(void) {
             for (int64_t c = 0; c < C; c++) s += exp(xr[c] - mx);
             for (int64_t c = 0; c < C; c++) {
                 double want = lx_f32(j.w)[r] * (exp(xr[c] - mx) / s - (c == lx_i32(j.labels)[r]));
-                worst = fmax(worst, fabs(lx_f32(g)[r * C + c] - want));
+                worst = lx_worse(worst, fabs(lx_f32(g)[r * C + c] - want));
             }
         }
         LX_TEST_REPORT_(worst <= 1e-6, "%d threads: max |error| %.3g", nt, worst);
