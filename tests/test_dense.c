@@ -56,8 +56,11 @@ static lx_status loss_fn(int n, lx_array *const *xs, void *user, lx_array **out)
     return *out ? LX_OK : lx_last_status();
 }
 
-/* Shapes: x's leading axes, K, N. Small path, packed path (M*N*K above 96^3 and >= 16 rows),
- * ragged tiles, a 1-d x, K = 1, N = 1. */
+/* Shapes: x's leading axes, K, N. Small path, packed path (M*N*K above 96^3 and >= 16 rows:
+ * 64 x 300 x 200, one row block with a ragged last row tile and column sliver 130 x 260 x 70,
+ * several row blocks 300 x 100 x 37), ragged tiles, a 1-d x, K = 1, N = 1. The epilogue runs per
+ * tile or panel, so every activation here is computed in pieces of rows and compared with the
+ * separate ops' whole-array pass. */
 typedef struct {
     int nlead;
     int64_t lead[3], K, N;
@@ -65,6 +68,7 @@ typedef struct {
 static const dshape SHAPES[] = {
     {1, {5}, 7, 3},      {2, {2, 3}, 17, 33}, {1, {64}, 300, 200}, {3, {2, 2, 9}, 130, 70},
     {0, {0}, 11, 19},    {1, {4}, 1, 5},      {1, {6}, 8, 1},      {1, {128}, 96, 40},
+    {1, {130}, 260, 70}, {2, {3, 100}, 100, 37},
 };
 #define NSHAPES (int)(sizeof SHAPES / sizeof SHAPES[0])
 

@@ -1,18 +1,17 @@
 /* dense: x @ kernel + bias, then an activation, in one GEMM (linalg.h lx_dense).
  *
- * The forward is one lx_sgemm_ex whose epilogue adds the bias (and applies ReLU) on each C tile
- * right after its last K block, so a Dense layer writes its output once instead of three times
- * (dot_general, add, relu). GELU and SiLU run afterwards over the finished output with the
- * vector math of the unary ops (vmath.h), so every activation gives exactly the bits of
- * lx_gelu / lx_silu (the GEMM epilogue's own GELU/SiLU formulas are libm's, not those).
- * The product is the call dot_general makes for x (..., K) . kernel (K, N) (the same sizes and
- * leading dimensions), and the bias is added to the rounded product, so the result is
- * bit-identical to dot_general + add + activation.
+ * The forward is one lx_sgemm_ex whose epilogue adds the bias and applies the activation on each
+ * C tile right after its last K block (linalg_internal.h), so a Dense layer writes its output once
+ * instead of three times (dot_general, add, activation). The product is the call dot_general
+ * makes for x (..., K) . kernel (K, N) (the same sizes and leading dimensions), the bias is added
+ * to the rounded product, and the activation is lx_relu's compare or the vector math row that
+ * lx_gelu / lx_silu run (vmath.h), so the result is bit-identical to dot_general + add +
+ * activation.
  *
  * Backward: g' = g * act'(z) (relu's mask from the output; gelu/silu from z, which the forward
- * keeps under a tape: then it writes z and computes y from it in a second pass), then the very
- * contractions and sum the unfused ops' rules run (dot_general's two, add's unbroadcast), so the
- * gradients are bit-identical too. */
+ * keeps under a tape: the epilogue then leaves z in the GEMM's output and writes y beside it),
+ * then the very contractions and sum the unfused ops' rules run (dot_general's two, add's
+ * unbroadcast), so the gradients are bit-identical too. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +21,6 @@
 #include "linnx/linalg.h"
 #include "linnx/ops.h"
 #include "op_internal.h"
-#include "vmath.h"
 
 lx_status lx_vjp_relu(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct,
                       const bool *wants, lx_array **in_ct);
@@ -44,14 +42,13 @@ static const char *act_name(lx_activation a) {
 
 static bool act_valid(lx_activation a) { return (unsigned)a <= (unsigned)LX_ACT_SILU; }
 
-/* The activations computed after the GEMM by the vector math (relu is the epilogue's). */
-static void (*vmath_act(lx_activation a))(const float *, float *, int64_t) {
-    const lx_vmath *vm = lx_vmath_active();
+static lx_gemm_act gemm_act(lx_activation a) {
     switch (a) {
-    case LX_ACT_GELU_TANH: return vm->gelu_tanh;
-    case LX_ACT_GELU_ERF: return vm->gelu_erf;
-    case LX_ACT_SILU: return vm->silu;
-    default: return NULL;
+    case LX_ACT_RELU: return LX_GEMM_ACT_RELU;
+    case LX_ACT_GELU_TANH: return LX_GEMM_ACT_GELU_TANH;
+    case LX_ACT_GELU_ERF: return LX_GEMM_ACT_GELU_ERF;
+    case LX_ACT_SILU: return LX_GEMM_ACT_SILU;
+    default: return LX_GEMM_ACT_NONE;
     }
 }
 
@@ -88,12 +85,13 @@ LX_FWD(dense) {
     lx_array *out = *outp;
     if (out->size == 0) return LX_OK;
     const int64_t K = k->shape[0], N = k->shape[1], M = out->size / N;
-    void (*act)(const float *, float *, int64_t) = vmath_act(p->act);
-    /* gelu/silu under a tape: z is what their backward needs; otherwise y overwrites z in place */
+    /* gelu/silu under a tape: z is what their backward needs (the GEMM writes it, the epilogue
+     * writes y = act(z) beside it); otherwise y overwrites z in place */
+    bool keep_z = (p->act == LX_ACT_GELU_TANH || p->act == LX_ACT_GELU_ERF || p->act == LX_ACT_SILU) && lx_tape_active();
     lx_array *z = out;
-    if (act && lx_tape_active() && !(z = *saved = lx_op_result(LX_F32, out->ndim, out->shape, false)))
-        return lx_last_status();
-    const lx_gemm_epilogue ep = {b ? lx_f32(b) : NULL, p->act == LX_ACT_RELU ? LX_GEMM_ACT_RELU : LX_GEMM_ACT_NONE};
+    if (keep_z && !(z = *saved = lx_op_result(LX_F32, out->ndim, out->shape, false))) return lx_last_status();
+    const lx_gemm_epilogue ep = {.bias = b ? lx_f32(b) : NULL, .act = gemm_act(p->act),
+                                 .y = keep_z ? lx_f32(out) : NULL, .ldy = N};
     /* the arguments dot_general passes for x (..., K) . kernel (K, N): the same bits */
     lx_status st = lx_sgemm_ex(false, false, M, N, K, 1.0f, lx_f32(x), K > 1 ? K : 1, lx_f32(k), N > 1 ? N : 1, 0.0f,
                                lx_f32(z), N, &ep, 0);
@@ -102,7 +100,6 @@ LX_FWD(dense) {
         return lx_fail_context(st, "dense of shapes %s and %s: ", lx_shape_str(x->ndim, x->shape, sx, sizeof sx),
                                lx_shape_str(k->ndim, k->shape, sk, sizeof sk));
     }
-    if (act) lx_vmath_map(act, lx_f32(z), lx_f32(out), out->size);
     return LX_OK;
 }
 
