@@ -321,35 +321,47 @@ static void avx2_ukr_ua(int64_t kc, const float *restrict A, int64_t lda, const 
 
 /* The GEMM epilogue's bias and ReLU on a finished C block (kernels.h epi), 8 lanes: what the
  * generic loops compute, element for element. relu is max(0, z) with 0 first: vmaxps returns its
- * second operand for a NaN or when both are zeros, so NaN and -0 pass as in z < 0 ? 0 : z. */
-static inline __attribute__((always_inline)) void avx2_epi_row(const bool hasb, const bool relu, const bool toy,
-                                                               float *c, const float *bias, float *y, int64_t n) {
-    const __m256 zero = _mm256_setzero_ps();
+ * second operand for a NaN or when both are zeros, so NaN and -0 pass as in z < 0 ? 0 : z.
+ * Columns outside, rows inside: a 16-column strip's bias stays in two registers for every row
+ * (a tile of the packed path is one strip: ~11 instructions a row). */
+static inline __attribute__((always_inline)) __m256 avx2_epi_vec(const bool hasb, const bool relu, const bool toy,
+                                                                 float *c, __m256 b, float *y) {
+    __m256 z = _mm256_loadu_ps(c);
+    if (hasb) z = _mm256_add_ps(z, b);
+    if (toy) _mm256_storeu_ps(c, z);
+    if (relu) z = _mm256_max_ps(_mm256_setzero_ps(), z);
+    _mm256_storeu_ps(toy ? y : c, z);
+    return z;
+}
+static inline __attribute__((always_inline)) void avx2_epi_t(const bool hasb, const bool relu, const bool toy,
+                                                             float *C, int64_t ldc, int64_t m, int64_t n,
+                                                             const float *bias, float *Y, int64_t ldy) {
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {
-        __m256 z0 = _mm256_loadu_ps(c + j), z1 = _mm256_loadu_ps(c + j + 8);
-        if (hasb) z0 = _mm256_add_ps(z0, _mm256_loadu_ps(bias + j)), z1 = _mm256_add_ps(z1, _mm256_loadu_ps(bias + j + 8));
-        if (toy) _mm256_storeu_ps(c + j, z0), _mm256_storeu_ps(c + j + 8, z1);
-        if (relu) z0 = _mm256_max_ps(zero, z0), z1 = _mm256_max_ps(zero, z1);
-        _mm256_storeu_ps((toy ? y : c) + j, z0);
-        _mm256_storeu_ps((toy ? y : c) + j + 8, z1);
+        __m256 b0 = hasb ? _mm256_loadu_ps(bias + j) : _mm256_setzero_ps();
+        __m256 b1 = hasb ? _mm256_loadu_ps(bias + j + 8) : _mm256_setzero_ps();
+        for (int64_t i = 0; i < m; i++) {
+            float *c = C + i * ldc + j, *y = toy ? Y + i * ldy + j : NULL;
+            avx2_epi_vec(hasb, relu, toy, c, b0, y);
+            avx2_epi_vec(hasb, relu, toy, c + 8, b1, toy ? y + 8 : NULL);
+        }
     }
-    for (; j + 8 <= n; j += 8) {
-        __m256 z = _mm256_loadu_ps(c + j);
-        if (hasb) z = _mm256_add_ps(z, _mm256_loadu_ps(bias + j));
-        if (toy) _mm256_storeu_ps(c + j, z);
-        if (relu) z = _mm256_max_ps(zero, z);
-        _mm256_storeu_ps((toy ? y : c) + j, z);
+    if (j + 8 <= n) {
+        __m256 b0 = hasb ? _mm256_loadu_ps(bias + j) : _mm256_setzero_ps();
+        for (int64_t i = 0; i < m; i++) avx2_epi_vec(hasb, relu, toy, C + i * ldc + j, b0, toy ? Y + i * ldy + j : NULL);
+        j += 8;
     }
-    for (; j < n; j++) {
-        float z = hasb ? c[j] + bias[j] : c[j];
-        if (toy) c[j] = z;
-        (toy ? y : c)[j] = relu && z < 0.0f ? 0.0f : z;
-    }
+    if (j < n) /* under 8 columns: one scalar pass */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t q = j; q < n; q++) {
+                float *c = C + i * ldc + q, z = hasb ? *c + bias[q] : *c;
+                if (toy) *c = z;
+                *(toy ? Y + i * ldy + q : c) = relu && z < 0.0f ? 0.0f : z;
+            }
 }
 static void avx2_gemm_epi(float *C, int64_t ldc, int64_t m, int64_t n, const float *bias, bool relu, float *Y,
                           int64_t ldy) {
-#define A2_EPI(b, r, t) for (int64_t i = 0; i < m; i++) avx2_epi_row(b, r, t, C + i * ldc, bias, t ? Y + i * ldy : NULL, n)
+#define A2_EPI(b, r, t) avx2_epi_t(b, r, t, C, ldc, m, n, bias, Y, ldy)
     switch ((bias != NULL) + 2 * relu + 4 * (Y != NULL)) {
     case 1: A2_EPI(true, false, false); break;
     case 2: A2_EPI(false, true, false); break;
