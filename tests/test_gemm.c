@@ -416,6 +416,16 @@ static void test_epilogue_relu_specials(void) {
     }
     lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
     lx_isa_set(NULL);
+    /* alpha 0 (no product, C = beta C): the epilogue with y still runs, on all of C */
+    {
+        float c0[6], cz[6], yv[6], bz[3] = {0.25f, -1.5f, 2.0f}, want[6];
+        for (int i = 0; i < 6; i++) c0[i] = cz[i] = 3.0f * frand(), yv[i] = NAN;
+        lx_gemm_epilogue ez = {.bias = bz, .act = LX_GEMM_ACT_SILU, .y = yv, .ldy = 3};
+        CHECK_EQ_INT(lx_sgemm_ex(false, false, 2, 3, 4, 0.0f, NULL, 4, NULL, 3, 0.5f, cz, 3, &ez, 1), LX_OK);
+        for (int i = 0; i < 6; i++) c0[i] = 0.5f * c0[i] + bz[i % 3];
+        lx_vmath_active()->silu(c0, want, 6);
+        CHECK(memcmp(cz, c0, sizeof c0) == 0 && memcmp(yv, want, sizeof want) == 0);
+    }
     /* y with ldy < N; y in a strided batch */
     float c[4] = {0}, yb[4];
     lx_gemm_epilogue ep = {.act = LX_GEMM_ACT_SILU, .y = yb, .ldy = 1};
