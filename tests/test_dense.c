@@ -6,9 +6,13 @@
  *  - the fallback: while an observer, an op interceptor or a substituter listens, lx_dense runs the
  *    separate ops, so the interceptor still sees a dot_general;
  *  - Linen Dense and NNX Linear give the same bits fused and unfused.
+ * The bits and the tape tests run twice: GELU/SiLU as a pass after the GEMM (the default) and in
+ * the GEMM epilogue per tile (lx_dense_act_in_epilogue), where under a tape the GEMM writes z and
+ * the epilogue y beside it.
  * ctest runs it under every kernel set the machine has (LINNX_ISA). */
 #include <string.h>
 
+#include "../src/ops/linalg_internal.h"
 #include "grad_check.h"
 #include "linnx/intercept.h"
 #include "linnx/linen.h"
@@ -329,8 +333,17 @@ static void test_layers(void) {
     nnx_rngs_release(r);
 }
 
+/* GELU/SiLU in the GEMM epilogue: the same bits, forward and gradients (z kept by the epilogue). */
+static void test_act_in_epilogue(void) {
+    lx_dense_act_in_epilogue(1);
+    test_bits();
+    test_tape_and_abstract();
+    lx_dense_act_in_epilogue(-1);
+}
+
 int main(void) {
     RUN(test_bits);
+    RUN(test_act_in_epilogue);
     RUN(test_finite_differences);
     RUN(test_tape_and_abstract);
     RUN(test_errors);

@@ -1,17 +1,20 @@
 /* dense: x @ kernel + bias, then an activation, in one GEMM (linalg.h lx_dense).
  *
- * The forward is one lx_sgemm_ex whose epilogue adds the bias and applies the activation on each
- * C tile right after its last K block (linalg_internal.h), so a Dense layer writes its output once
- * instead of three times (dot_general, add, activation). The product is the call dot_general
- * makes for x (..., K) . kernel (K, N) (the same sizes and leading dimensions), the bias is added
- * to the rounded product, and the activation is lx_relu's compare or the vector math row that
- * lx_gelu / lx_silu run (vmath.h), so the result is bit-identical to dot_general + add +
- * activation.
+ * The forward is one lx_sgemm_ex whose epilogue adds the bias and applies ReLU on each C tile
+ * right after its last K block (linalg_internal.h), so a Dense layer writes its output once
+ * instead of two or three times (dot_general, add, relu). GELU and SiLU run after the GEMM, as one
+ * vector-math pass over the output: the epilogue can run them per tile too (the same rows, the
+ * same bits), but measured 1-1.7% slower on the AVX2 machine here (docs/kernels.md), so that is
+ * opt-in (lx_dense_act_in_epilogue, LINNX_DENSE=act_epilogue). The product is the call
+ * dot_general makes for x (..., K) . kernel (K, N) (the same sizes and leading dimensions), the
+ * bias is added to the rounded product, and the activation is lx_relu's compare or the vector
+ * math row that lx_gelu / lx_silu run (vmath.h), so the result is bit-identical to dot_general +
+ * add + activation either way.
  *
  * Backward: g' = g * act'(z) (relu's mask from the output; gelu/silu from z, which the forward
- * keeps under a tape: the epilogue then leaves z in the GEMM's output and writes y beside it),
- * then the very contractions and sum the unfused ops' rules run (dot_general's two, add's
- * unbroadcast), so the gradients are bit-identical too. */
+ * keeps under a tape: the GEMM's output is then z, and y is written beside it), then the very
+ * contractions and sum the unfused ops' rules run (dot_general's two, add's unbroadcast), so the
+ * gradients are bit-identical too. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,7 @@
 #include "linnx/linalg.h"
 #include "linnx/ops.h"
 #include "op_internal.h"
+#include "vmath.h"
 
 lx_status lx_vjp_relu(const void *params, int nin, lx_array *const *in, lx_array *out, lx_array *ct,
                       const bool *wants, lx_array **in_ct);
@@ -41,6 +45,26 @@ static const char *act_name(lx_activation a) {
 }
 
 static bool act_valid(lx_activation a) { return (unsigned)a <= (unsigned)LX_ACT_SILU; }
+
+/* LINNX_DENSE=unfused: always the separate ops (same-binary A/B measurements); =act_epilogue:
+ * GELU/SiLU in the GEMM epilogue (see the top); lx_dense_act_in_epilogue overrides the latter. */
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static bool env_unfused, env_act_epilogue;
+static _Atomic int act_epilogue_forced = -1;
+static void read_env(void) {
+    const char *e = getenv("LINNX_DENSE");
+    env_unfused = e && strcmp(e, "unfused") == 0;
+    env_act_epilogue = e && strcmp(e, "act_epilogue") == 0;
+}
+
+void lx_dense_act_in_epilogue(int on) { act_epilogue_forced = on < 0 ? -1 : on != 0; }
+
+static bool act_in_epilogue(void) {
+    int f = act_epilogue_forced;
+    if (f >= 0) return f;
+    pthread_once(&env_once, read_env);
+    return env_act_epilogue;
+}
 
 static lx_gemm_act gemm_act(lx_activation a) {
     switch (a) {
@@ -87,11 +111,13 @@ LX_FWD(dense) {
     const int64_t K = k->shape[0], N = k->shape[1], M = out->size / N;
     /* gelu/silu under a tape: z is what their backward needs (the GEMM writes it, the epilogue
      * writes y = act(z) beside it); otherwise y overwrites z in place */
-    bool keep_z = (p->act == LX_ACT_GELU_TANH || p->act == LX_ACT_GELU_ERF || p->act == LX_ACT_SILU) && lx_tape_active();
+    bool smooth = p->act == LX_ACT_GELU_TANH || p->act == LX_ACT_GELU_ERF || p->act == LX_ACT_SILU;
+    bool keep_z = smooth && lx_tape_active(), in_ep = smooth && act_in_epilogue();
     lx_array *z = out;
     if (keep_z && !(z = *saved = lx_op_result(LX_F32, out->ndim, out->shape, false))) return lx_last_status();
-    const lx_gemm_epilogue ep = {.bias = b ? lx_f32(b) : NULL, .act = gemm_act(p->act),
-                                 .y = keep_z ? lx_f32(out) : NULL, .ldy = N};
+    const lx_gemm_epilogue ep = {.bias = b ? lx_f32(b) : NULL,
+                                 .act = smooth && !in_ep ? LX_GEMM_ACT_NONE : gemm_act(p->act),
+                                 .y = keep_z && in_ep ? lx_f32(out) : NULL, .ldy = N};
     /* the arguments dot_general passes for x (..., K) . kernel (K, N): the same bits */
     lx_status st = lx_sgemm_ex(false, false, M, N, K, 1.0f, lx_f32(x), K > 1 ? K : 1, lx_f32(k), N > 1 ? N : 1, 0.0f,
                                lx_f32(z), N, &ep, 0);
@@ -99,6 +125,11 @@ LX_FWD(dense) {
         char sx[96], sk[96];
         return lx_fail_context(st, "dense of shapes %s and %s: ", lx_shape_str(x->ndim, x->shape, sx, sizeof sx),
                                lx_shape_str(k->ndim, k->shape, sk, sizeof sk));
+    }
+    if (smooth && !in_ep) {
+        const lx_vmath *vm = lx_vmath_active();
+        lx_vmath_map(p->act == LX_ACT_SILU ? vm->silu : p->act == LX_ACT_GELU_TANH ? vm->gelu_tanh : vm->gelu_erf,
+                     lx_f32(z), lx_f32(out), out->size);
     }
     return LX_OK;
 }
@@ -170,14 +201,6 @@ static lx_array *dense_unfused(lx_array *x, lx_array *kernel, lx_array *bias, lx
     case LX_ACT_SILU: return lx_silu(y);
     }
     return y;
-}
-
-/* LINNX_DENSE=unfused: always the separate ops (same-binary A/B measurements). */
-static pthread_once_t env_once = PTHREAD_ONCE_INIT;
-static bool env_unfused;
-static void read_env(void) {
-    const char *e = getenv("LINNX_DENSE");
-    env_unfused = e && strcmp(e, "unfused") == 0;
 }
 
 bool lx_dense_fuses(void) {

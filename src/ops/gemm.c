@@ -103,10 +103,17 @@ static void epilogue_block(const epi_plan *pl, float *C, int64_t ldc, int64_t r,
         }
         return;
     }
-    /* gelu/silu: the bias into C, then the activation from C's rows to y's (or in place) */
-    if (b || pl->relu || (y && !pl->act)) pl->epi(C, ldc, m, n, b, pl->relu, pl->act ? NULL : y, pl->ldy);
-    if (pl->act)
-        for (int64_t i = 0; i < m; i++) pl->act(C + i * ldc, y ? y + i * pl->ldy : C + i * ldc, n);
+    if (!pl->act) {
+        pl->epi(C, ldc, m, n, b, pl->relu, y, pl->ldy);
+        return;
+    }
+    /* gelu/silu on long rows: row by row (all of C after OpenBLAS stays in L1 between the two
+     * steps), the bias into C's row, then the activation from it to y's row (or in place) */
+    for (int64_t i = 0; i < m; i++) {
+        float *ci = C + i * ldc;
+        if (b) pl->epi(ci, ldc, 1, n, b, false, NULL, 0);
+        pl->act(ci, y ? y + i * pl->ldy : ci, n);
+    }
 }
 
 /* C = beta C (never reading C when beta is 0): the whole product when K == 0 or alpha == 0. */

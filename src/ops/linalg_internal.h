@@ -36,6 +36,11 @@ typedef struct {
     int64_t ldy;
 } lx_gemm_epilogue;
 
+/* Where lx_dense runs GELU/SiLU: 1 in the GEMM epilogue, 0 as a pass after the GEMM, -1 as
+ * LINNX_DENSE says (act_epilogue: the former; the default is the latter). Same bits either way;
+ * for tests and same-process measurements. */
+void lx_dense_act_in_epilogue(int on);
+
 /* lx_sgemm with an epilogue (NULL: none) on nthreads threads (0: lx_num_threads()). */
 lx_status lx_sgemm_ex(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
