@@ -6,9 +6,13 @@
  *  - the fallback: while an observer, an op interceptor or a substituter listens, lx_dense runs the
  *    separate ops, so the interceptor still sees a dot_general;
  *  - Linen Dense and NNX Linear give the same bits fused and unfused.
+ * The bits and the tape tests run twice: GELU/SiLU as a pass after the GEMM (the default) and in
+ * the GEMM epilogue per tile (lx_dense_act_in_epilogue), where under a tape the GEMM writes z and
+ * the epilogue y beside it.
  * ctest runs it under every kernel set the machine has (LINNX_ISA). */
 #include <string.h>
 
+#include "../src/ops/linalg_internal.h"
 #include "grad_check.h"
 #include "linnx/intercept.h"
 #include "linnx/linen.h"
@@ -56,8 +60,11 @@ static lx_status loss_fn(int n, lx_array *const *xs, void *user, lx_array **out)
     return *out ? LX_OK : lx_last_status();
 }
 
-/* Shapes: x's leading axes, K, N. Small path, packed path (M*N*K above 96^3 and >= 16 rows),
- * ragged tiles, a 1-d x, K = 1, N = 1. */
+/* Shapes: x's leading axes, K, N. Small path, packed path (M*N*K above 96^3 and >= 16 rows:
+ * 64 x 300 x 200, one row block with a ragged last row tile and column sliver 130 x 260 x 70,
+ * several row blocks 300 x 100 x 37), ragged tiles, a 1-d x, K = 1, N = 1. The epilogue runs per
+ * tile or panel, so every activation here is computed in pieces of rows and compared with the
+ * separate ops' whole-array pass. */
 typedef struct {
     int nlead;
     int64_t lead[3], K, N;
@@ -65,6 +72,7 @@ typedef struct {
 static const dshape SHAPES[] = {
     {1, {5}, 7, 3},      {2, {2, 3}, 17, 33}, {1, {64}, 300, 200}, {3, {2, 2, 9}, 130, 70},
     {0, {0}, 11, 19},    {1, {4}, 1, 5},      {1, {6}, 8, 1},      {1, {128}, 96, 40},
+    {1, {130}, 260, 70}, {2, {3, 100}, 100, 37},
 };
 #define NSHAPES (int)(sizeof SHAPES / sizeof SHAPES[0])
 
@@ -325,8 +333,17 @@ static void test_layers(void) {
     nnx_rngs_release(r);
 }
 
+/* GELU/SiLU in the GEMM epilogue: the same bits, forward and gradients (z kept by the epilogue). */
+static void test_act_in_epilogue(void) {
+    lx_dense_act_in_epilogue(1);
+    test_bits();
+    test_tape_and_abstract();
+    lx_dense_act_in_epilogue(-1);
+}
+
 int main(void) {
     RUN(test_bits);
+    RUN(test_act_in_epilogue);
     RUN(test_finite_differences);
     RUN(test_tape_and_abstract);
     RUN(test_errors);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../src/ops/linalg_internal.h"
+#include "../src/ops/vmath.h"
 #include "linnx/cpu.h"
 #include "linnx/linalg.h"
 #include "linnx/threads.h"
@@ -306,6 +307,134 @@ static void test_epilogues(void) {
                 "unknown epilogue activation 99");
 }
 
+/* The fused epilogue against the separate steps, bit for bit: the same product without an
+ * epilogue, then z = C + bias (one float add per element, as lx_add), then relu as lx_relu's
+ * kernel or gelu/silu by the set's vector math row over whole rows of z (what lx_gelu / lx_silu
+ * run; the epilogue calls it per tile, so this also checks that a value does not depend on its
+ * place in the row). Every set and path, sizes that leave ragged tiles at both edges (and several
+ * row blocks, K blocks), beta 0 (C full of NaN, never read) and beta 0.5 with bias, 1 and 2
+ * threads, each activation, in place or with y (C keeps z, y gets act(z), a padded ldy). */
+static int epilogue_bits_case(bool tb, int M, int N, int K, float beta, const float *bias, lx_gemm_act act, bool with_y,
+                              int threads) {
+    int lda = K + 1, ldb = (tb ? K : N) + 2, ldc = N + 3, ldy = N + 1;
+    size_t na = (size_t)M * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc, ny = (size_t)M * ldy;
+    float *A = malloc(sizeof(float) * na), *B = malloc(sizeof(float) * nb), *C0 = malloc(sizeof(float) * nc);
+    float *C1 = malloc(sizeof(float) * nc), *C2 = malloc(sizeof(float) * nc), *Y = malloc(sizeof(float) * ny);
+    for (size_t i = 0; i < na; i++) A[i] = 2.0f * frand();
+    for (size_t i = 0; i < nb; i++) B[i] = frand();
+    for (size_t i = 0; i < nc; i++) C0[i] = beta == 0.0f ? NAN : frand();
+    for (size_t i = 0; i < ny; i++) Y[i] = NAN;
+    memcpy(C1, C0, sizeof(float) * nc);
+    memcpy(C2, C0, sizeof(float) * nc);
+    int bad = 0;
+    lx_gemm_epilogue ep = {.bias = bias, .act = act, .y = with_y ? Y : NULL, .ldy = ldy};
+    bad += lx_sgemm_ex(false, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C1, ldc, NULL, threads) != LX_OK;
+    bad += lx_sgemm_ex(false, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C2, ldc, &ep, threads) != LX_OK;
+    const lx_vmath *vm = lx_vmath_active();
+    void (*f)(const float *, float *, int64_t) = act == LX_GEMM_ACT_GELU_TANH ? vm->gelu_tanh
+                                                 : act == LX_GEMM_ACT_GELU_ERF ? vm->gelu_erf
+                                                 : act == LX_GEMM_ACT_SILU     ? vm->silu
+                                                                               : NULL;
+    float *z = malloc(sizeof(float) * (size_t)N), *y = malloc(sizeof(float) * (size_t)N);
+    for (int i = 0; i < M && !bad; i++) {
+        for (int j = 0; j < N; j++) z[j] = bias ? C1[i * ldc + j] + bias[j] : C1[i * ldc + j];
+        if (f) f(z, y, N);
+        else
+            for (int j = 0; j < N; j++) y[j] = act == LX_GEMM_ACT_RELU && z[j] < 0.0f ? 0.0f : z[j];
+        const float *got_c = C2 + i * ldc, *want_c = with_y ? z : y;
+        if (memcmp(got_c, want_c, sizeof(float) * (size_t)N) != 0) bad = 1;
+        if (with_y && memcmp(Y + i * ldy, y, sizeof(float) * (size_t)N) != 0) bad = 1;
+        for (int j = 0; j < N; j++) bad |= !isfinite(y[j]); /* no NaN from C with beta 0 */
+        if (memcmp(C2 + i * ldc + N, C0 + i * ldc + N, sizeof(float) * (size_t)(ldc - N)) != 0) bad = 1;
+        if (with_y) bad |= !isnan(Y[i * ldy + N]); /* y's padding untouched */
+    }
+    if (bad)
+        fprintf(stderr, "epilogue bits differ: set %s tb %d M %d N %d K %d beta %g bias %d act %d y %d threads %d\n",
+                lx_isa_name(lx_isa_current()), tb, M, N, K, beta, bias != NULL, (int)act, with_y, threads);
+    free(A), free(B), free(C0), free(C1), free(C2), free(Y), free(z), free(y);
+    return bad;
+}
+
+static void test_epilogue_bits(void) {
+    static const int dims[][3] = {{1, 5, 3}, {7, 17, 9}, {13, 33, 300}, {50, 100, 40}, {97, 70, 260}, {300, 37, 20}};
+    float bias[100];
+    for (int j = 0; j < 100; j++) bias[j] = frand();
+    const lx_gemm_path paths[] = {LX_GEMM_PATH_SMALL, LX_GEMM_PATH_PACKED, LX_GEMM_PATH_BLAS};
+    int cases = 0;
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        int bad = 0;
+        for (int p = 0; p < 3; p++) {
+            lx_sgemm_force_path(paths[p]);
+            for (int d = 0; d < 6; d++)
+                for (int a = 0; a <= LX_GEMM_ACT_SILU; a++)
+                    for (int v = 0; v < 4; v++) { /* bias or not, y or not; beta with the bias */
+                        bool hb = v & 1, wy = v >> 1;
+                        bad += epilogue_bits_case((d + a) % 2, dims[d][0], dims[d][1], dims[d][2],
+                                                  hb && (a + d) % 2 ? 0.5f : 0.0f, hb ? bias : NULL, (lx_gemm_act)a, wy,
+                                                  1 + (a + v + d) % 2);
+                        cases++;
+                    }
+        }
+        CHECK_EQ_INT(bad, 0);
+    }
+    CHECK(cases >= 3 * 6 * 5 * 4);
+    lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
+    lx_isa_set(NULL);
+}
+
+/* relu's sign of zero and NaN in the epilogue, as lx_relu: a product of -0 (alpha -1 times a zero
+ * sum) plus a bias of -0 is -0 and stays -0; a NaN row stays NaN; on each set and path. */
+static void test_epilogue_relu_specials(void) {
+    const lx_gemm_path paths[] = {LX_GEMM_PATH_SMALL, LX_GEMM_PATH_PACKED, LX_GEMM_PATH_BLAS};
+    enum { M = 14, N = 21, K = 5 };
+    float A[M * K], B[K * N], C[M * N], C1[M * N], bias[N];
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        for (int p = 0; p < 3; p++) {
+            lx_sgemm_force_path(paths[p]);
+            for (int i = 0; i < M * K; i++) A[i] = i / K == 3 ? NAN : 0.0f; /* row 3: NaN */
+            for (int i = 0; i < K * N; i++) B[i] = frand() + 2.0f; /* positive: every product +0 */
+            for (int j = 0; j < N; j++) bias[j] = -0.0f;
+            for (int i = 0; i < M * N; i++) C[i] = C1[i] = NAN;
+            lx_gemm_epilogue ep = {.bias = bias, .act = LX_GEMM_ACT_RELU};
+            CHECK_EQ_INT(lx_sgemm_ex(false, false, M, N, K, -1.0f, A, K, B, N, 0.0f, C, N, &ep, 1), LX_OK);
+            CHECK_EQ_INT(lx_sgemm_ex(false, false, M, N, K, -1.0f, A, K, B, N, 0.0f, C1, N, NULL, 1), LX_OK);
+            int bad = 0, negzero = 0;
+            for (int i = 0; i < M * N; i++) {
+                float z = C1[i] + bias[i % N], want = z < 0.0f ? 0.0f : z;
+                bad += memcmp(&C[i], &want, sizeof want) != 0;
+                bad += i / N == 3 ? !isnan(C[i]) : C[i] != 0.0f;
+                negzero += C[i] == 0.0f && signbit(C[i]);
+            }
+            CHECK_EQ_INT(bad, 0);
+            /* our kernels sum from +0, so -1 times the sum is -0 (OpenBLAS may start elsewhere) */
+            if (paths[p] != LX_GEMM_PATH_BLAS) CHECK_EQ_INT(negzero, (M - 1) * N);
+        }
+    }
+    lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
+    lx_isa_set(NULL);
+    /* alpha 0 (no product, C = beta C): the epilogue with y still runs, on all of C */
+    {
+        float c0[6], cz[6], yv[6], bz[3] = {0.25f, -1.5f, 2.0f}, want[6];
+        for (int i = 0; i < 6; i++) c0[i] = cz[i] = 3.0f * frand(), yv[i] = NAN;
+        lx_gemm_epilogue ez = {.bias = bz, .act = LX_GEMM_ACT_SILU, .y = yv, .ldy = 3};
+        CHECK_EQ_INT(lx_sgemm_ex(false, false, 2, 3, 4, 0.0f, NULL, 4, NULL, 3, 0.5f, cz, 3, &ez, 1), LX_OK);
+        for (int i = 0; i < 6; i++) c0[i] = 0.5f * c0[i] + bz[i % 3];
+        lx_vmath_active()->silu(c0, want, 6);
+        CHECK(memcmp(cz, c0, sizeof c0) == 0 && memcmp(yv, want, sizeof want) == 0);
+    }
+    /* y with ldy < N; y in a strided batch */
+    float c[4] = {0}, yb[4];
+    lx_gemm_epilogue ep = {.act = LX_GEMM_ACT_SILU, .y = yb, .ldy = 1};
+    CHECK_FAILS(lx_sgemm_ex(false, false, 2, 2, 1, 1, c, 1, c, 2, 0, c, 2, &ep, 1), LX_ERR_INVALID_ARGUMENT, "ldy=1");
+    ep.ldy = 2;
+    CHECK_FAILS(lx_sgemm_strided_batched(false, false, 1, 2, 1, 1, c, 1, 0, c, 2, 0, 0, c, 2, 2, 1, &ep),
+                LX_ERR_INVALID_ARGUMENT, "epilogue with y");
+}
+
 /* batch 3: A with padding between matrices, B shared (stride 0), C with padding; small and big. */
 static void test_strided_batched(void) {
     const int dims[][3] = {{5, 9, 7}, {70, 90, 110}};
@@ -464,6 +593,8 @@ int main(void) {
     RUN(test_threads);
     RUN(test_concurrent_callers);
     RUN(test_epilogues);
+    RUN(test_epilogue_bits);
+    RUN(test_epilogue_relu_specials);
     RUN(test_strided_batched);
     return lx_test_finish();
 }

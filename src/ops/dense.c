@@ -1,16 +1,18 @@
 /* dense: x @ kernel + bias, then an activation, in one GEMM (linalg.h lx_dense).
  *
- * The forward is one lx_sgemm_ex whose epilogue adds the bias (and applies ReLU) on each C tile
- * right after its last K block, so a Dense layer writes its output once instead of three times
- * (dot_general, add, relu). GELU and SiLU run afterwards over the finished output with the
- * vector math of the unary ops (vmath.h), so every activation gives exactly the bits of
- * lx_gelu / lx_silu (the GEMM epilogue's own GELU/SiLU formulas are libm's, not those).
- * The product is the call dot_general makes for x (..., K) . kernel (K, N) (the same sizes and
- * leading dimensions), and the bias is added to the rounded product, so the result is
- * bit-identical to dot_general + add + activation.
+ * The forward is one lx_sgemm_ex whose epilogue adds the bias and applies ReLU on each C tile
+ * right after its last K block (linalg_internal.h), so a Dense layer writes its output once
+ * instead of two or three times (dot_general, add, relu). GELU and SiLU run after the GEMM, as one
+ * vector-math pass over the output: the epilogue can run them per tile too (the same rows, the
+ * same bits), but measured 1-1.7% slower on the AVX2 machine here (docs/kernels.md), so that is
+ * opt-in (lx_dense_act_in_epilogue, LINNX_DENSE=act_epilogue). The product is the call
+ * dot_general makes for x (..., K) . kernel (K, N) (the same sizes and leading dimensions), the
+ * bias is added to the rounded product, and the activation is lx_relu's compare or the vector
+ * math row that lx_gelu / lx_silu run (vmath.h), so the result is bit-identical to dot_general +
+ * add + activation either way.
  *
  * Backward: g' = g * act'(z) (relu's mask from the output; gelu/silu from z, which the forward
- * keeps under a tape: then it writes z and computes y from it in a second pass), then the very
+ * keeps under a tape: the GEMM's output is then z, and y is written beside it), then the very
  * contractions and sum the unfused ops' rules run (dot_general's two, add's unbroadcast), so the
  * gradients are bit-identical too. */
 #include <pthread.h>
@@ -44,14 +46,33 @@ static const char *act_name(lx_activation a) {
 
 static bool act_valid(lx_activation a) { return (unsigned)a <= (unsigned)LX_ACT_SILU; }
 
-/* The activations computed after the GEMM by the vector math (relu is the epilogue's). */
-static void (*vmath_act(lx_activation a))(const float *, float *, int64_t) {
-    const lx_vmath *vm = lx_vmath_active();
+/* LINNX_DENSE=unfused: always the separate ops (same-binary A/B measurements); =act_epilogue:
+ * GELU/SiLU in the GEMM epilogue (see the top); lx_dense_act_in_epilogue overrides the latter. */
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static bool env_unfused, env_act_epilogue;
+static _Atomic int act_epilogue_forced = -1;
+static void read_env(void) {
+    const char *e = getenv("LINNX_DENSE");
+    env_unfused = e && strcmp(e, "unfused") == 0;
+    env_act_epilogue = e && strcmp(e, "act_epilogue") == 0;
+}
+
+void lx_dense_act_in_epilogue(int on) { act_epilogue_forced = on < 0 ? -1 : on != 0; }
+
+static bool act_in_epilogue(void) {
+    int f = act_epilogue_forced;
+    if (f >= 0) return f;
+    pthread_once(&env_once, read_env);
+    return env_act_epilogue;
+}
+
+static lx_gemm_act gemm_act(lx_activation a) {
     switch (a) {
-    case LX_ACT_GELU_TANH: return vm->gelu_tanh;
-    case LX_ACT_GELU_ERF: return vm->gelu_erf;
-    case LX_ACT_SILU: return vm->silu;
-    default: return NULL;
+    case LX_ACT_RELU: return LX_GEMM_ACT_RELU;
+    case LX_ACT_GELU_TANH: return LX_GEMM_ACT_GELU_TANH;
+    case LX_ACT_GELU_ERF: return LX_GEMM_ACT_GELU_ERF;
+    case LX_ACT_SILU: return LX_GEMM_ACT_SILU;
+    default: return LX_GEMM_ACT_NONE;
     }
 }
 
@@ -88,12 +109,15 @@ LX_FWD(dense) {
     lx_array *out = *outp;
     if (out->size == 0) return LX_OK;
     const int64_t K = k->shape[0], N = k->shape[1], M = out->size / N;
-    void (*act)(const float *, float *, int64_t) = vmath_act(p->act);
-    /* gelu/silu under a tape: z is what their backward needs; otherwise y overwrites z in place */
+    /* gelu/silu under a tape: z is what their backward needs (the GEMM writes it, the epilogue
+     * writes y = act(z) beside it); otherwise y overwrites z in place */
+    bool smooth = p->act == LX_ACT_GELU_TANH || p->act == LX_ACT_GELU_ERF || p->act == LX_ACT_SILU;
+    bool keep_z = smooth && lx_tape_active(), in_ep = smooth && act_in_epilogue();
     lx_array *z = out;
-    if (act && lx_tape_active() && !(z = *saved = lx_op_result(LX_F32, out->ndim, out->shape, false)))
-        return lx_last_status();
-    const lx_gemm_epilogue ep = {b ? lx_f32(b) : NULL, p->act == LX_ACT_RELU ? LX_GEMM_ACT_RELU : LX_GEMM_ACT_NONE};
+    if (keep_z && !(z = *saved = lx_op_result(LX_F32, out->ndim, out->shape, false))) return lx_last_status();
+    const lx_gemm_epilogue ep = {.bias = b ? lx_f32(b) : NULL,
+                                 .act = smooth && !in_ep ? LX_GEMM_ACT_NONE : gemm_act(p->act),
+                                 .y = keep_z && in_ep ? lx_f32(out) : NULL, .ldy = N};
     /* the arguments dot_general passes for x (..., K) . kernel (K, N): the same bits */
     lx_status st = lx_sgemm_ex(false, false, M, N, K, 1.0f, lx_f32(x), K > 1 ? K : 1, lx_f32(k), N > 1 ? N : 1, 0.0f,
                                lx_f32(z), N, &ep, 0);
@@ -102,7 +126,11 @@ LX_FWD(dense) {
         return lx_fail_context(st, "dense of shapes %s and %s: ", lx_shape_str(x->ndim, x->shape, sx, sizeof sx),
                                lx_shape_str(k->ndim, k->shape, sk, sizeof sk));
     }
-    if (act) lx_vmath_map(act, lx_f32(z), lx_f32(out), out->size);
+    if (smooth && !in_ep) {
+        const lx_vmath *vm = lx_vmath_active();
+        lx_vmath_map(p->act == LX_ACT_SILU ? vm->silu : p->act == LX_ACT_GELU_TANH ? vm->gelu_tanh : vm->gelu_erf,
+                     lx_f32(z), lx_f32(out), out->size);
+    }
     return LX_OK;
 }
 
@@ -173,14 +201,6 @@ static lx_array *dense_unfused(lx_array *x, lx_array *kernel, lx_array *bias, lx
     case LX_ACT_SILU: return lx_silu(y);
     }
     return y;
-}
-
-/* LINNX_DENSE=unfused: always the separate ops (same-binary A/B measurements). */
-static pthread_once_t env_once = PTHREAD_ONCE_INIT;
-static bool env_unfused;
-static void read_env(void) {
-    const char *e = getenv("LINNX_DENSE");
-    env_unfused = e && strcmp(e, "unfused") == 0;
 }
 
 bool lx_dense_fuses(void) {

@@ -42,6 +42,12 @@ typedef struct {
      * row exists), so that a batch-sized product need not pack A. Same sums, same bits as ukr. */
     void (*ukr_ua)(int64_t kc, const float *A, int64_t lda, const float *Bp, float *C, int64_t ldc, float alpha,
                    float beta);
+    /* The fused epilogue's bias and ReLU on a finished m x n block of C (gemm.c runs it on each
+     * tile right after its last K block): z = C + bias (bias NULL: z = C), one rounding, as
+     * lx_add; then, Y NULL: C = relu ? relu(z) : z; else C = z and Y = relu ? relu(z) : z.
+     * relu(z) is z < 0 ? +0 : z (NaN and -0 kept), as lx_relu. Optional (NULL: the AVX2 set's
+     * where the build has it and the set is AVX-512, else the generic set's). */
+    void (*epi)(float *C, int64_t ldc, int64_t m, int64_t n, const float *bias, bool relu, float *Y, int64_t ldy);
 } lx_gemm_kernels;
 
 #define GEMM_SMALL_NR 64 /* widest small-path panel */

@@ -319,6 +319,62 @@ static void avx2_ukr_ua(int64_t kc, const float *restrict A, int64_t lda, const 
 #undef A2_STEP_UA
 #undef A2_ZERO
 
+/* The GEMM epilogue's bias and ReLU on a finished C block (kernels.h epi), 8 lanes: what the
+ * generic loops compute, element for element. relu is max(0, z) with 0 first: vmaxps returns its
+ * second operand for a NaN or when both are zeros, so NaN and -0 pass as in z < 0 ? 0 : z.
+ * Columns outside, rows inside: a 16-column strip's bias stays in two registers for every row
+ * (a tile of the packed path is one strip: ~11 instructions a row). */
+static inline __attribute__((always_inline)) __m256 avx2_epi_vec(const bool hasb, const bool relu, const bool toy,
+                                                                 float *c, __m256 b, float *y) {
+    __m256 z = _mm256_loadu_ps(c);
+    if (hasb) z = _mm256_add_ps(z, b);
+    if (toy) _mm256_storeu_ps(c, z);
+    if (relu) z = _mm256_max_ps(_mm256_setzero_ps(), z);
+    _mm256_storeu_ps(toy ? y : c, z);
+    return z;
+}
+static inline __attribute__((always_inline)) void avx2_epi_t(const bool hasb, const bool relu, const bool toy,
+                                                             float *C, int64_t ldc, int64_t m, int64_t n,
+                                                             const float *bias, float *Y, int64_t ldy) {
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m256 b0 = hasb ? _mm256_loadu_ps(bias + j) : _mm256_setzero_ps();
+        __m256 b1 = hasb ? _mm256_loadu_ps(bias + j + 8) : _mm256_setzero_ps();
+        for (int64_t i = 0; i < m; i++) {
+            float *c = C + i * ldc + j, *y = toy ? Y + i * ldy + j : NULL;
+            avx2_epi_vec(hasb, relu, toy, c, b0, y);
+            avx2_epi_vec(hasb, relu, toy, c + 8, b1, toy ? y + 8 : NULL);
+        }
+    }
+    if (j + 8 <= n) {
+        __m256 b0 = hasb ? _mm256_loadu_ps(bias + j) : _mm256_setzero_ps();
+        for (int64_t i = 0; i < m; i++) avx2_epi_vec(hasb, relu, toy, C + i * ldc + j, b0, toy ? Y + i * ldy + j : NULL);
+        j += 8;
+    }
+    if (j < n) /* under 8 columns: one scalar pass */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t q = j; q < n; q++) {
+                float *c = C + i * ldc + q, z = hasb ? *c + bias[q] : *c;
+                if (toy) *c = z;
+                *(toy ? Y + i * ldy + q : c) = relu && z < 0.0f ? 0.0f : z;
+            }
+}
+static void avx2_gemm_epi(float *C, int64_t ldc, int64_t m, int64_t n, const float *bias, bool relu, float *Y,
+                          int64_t ldy) {
+#define A2_EPI(b, r, t) avx2_epi_t(b, r, t, C, ldc, m, n, bias, Y, ldy)
+    switch ((bias != NULL) + 2 * relu + 4 * (Y != NULL)) {
+    case 1: A2_EPI(true, false, false); break;
+    case 2: A2_EPI(false, true, false); break;
+    case 3: A2_EPI(true, true, false); break;
+    case 4: A2_EPI(false, false, true); break;
+    case 5: A2_EPI(true, false, true); break;
+    case 6: A2_EPI(false, true, true); break;
+    case 7: A2_EPI(true, true, true); break;
+    default: break;
+    }
+#undef A2_EPI
+}
+
 /* ---- softmax rows, 8 lanes ----
  * exp by vmath's algorithm (vmath_avx2.c, 0.88 ulp at most, docs/kernels.md "Vector math"):
  * n = round(x log2 e) by the 1.5 * 2^23 shifter inside one FMA (its bits give n as an integer
@@ -753,7 +809,7 @@ static const lx_kernels table = {
     .gemm_name = "avx2",
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx2_ukr, .pack_a = avx2_pack_a_fast, .pack_b = avx2_pack_b_fast,
              .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt, .small_row_exact = true,
-             .ukr_ua = avx2_ukr_ua},
+             .ukr_ua = avx2_ukr_ua, .epi = avx2_gemm_epi},
     .softmax_row = avx2_softmax_row_v,
     .logsumexp_row = avx2_logsumexp_row_v,
     .norm_row = avx2_norm_row,

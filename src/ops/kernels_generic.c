@@ -41,6 +41,32 @@ static void small_panel_portable(int64_t M, int nr, int64_t kc, const float *A, 
                       first, C + i0 * ldc, ldc);
 }
 
+/* ---- the GEMM epilogue's bias and ReLU (kernels.h epi), loops the compiler vectorizes ----
+ * One loop per case (bias, relu, Y), so each is a plain vector loop; relu as lx_relu's kernel. */
+static inline float relu1(float z) { return z < 0.0f ? 0.0f : z; }
+static void generic_gemm_epi(float *C, int64_t ldc, int64_t m, int64_t n, const float *bias, bool relu, float *Y,
+                             int64_t ldy) {
+    for (int64_t i = 0; i < m; i++) {
+        float *restrict c = C + i * ldc;
+        const float *restrict b = bias;
+        if (Y) {
+            float *restrict y = Y + i * ldy;
+            if (b)
+                for (int64_t j = 0; j < n; j++) c[j] = c[j] + b[j];
+            if (relu)
+                for (int64_t j = 0; j < n; j++) y[j] = relu1(c[j]);
+            else
+                for (int64_t j = 0; j < n; j++) y[j] = c[j];
+        } else if (b && relu) {
+            for (int64_t j = 0; j < n; j++) c[j] = relu1(c[j] + b[j]);
+        } else if (b) {
+            for (int64_t j = 0; j < n; j++) c[j] = c[j] + b[j];
+        } else if (relu) {
+            for (int64_t j = 0; j < n; j++) c[j] = relu1(c[j]);
+        }
+    }
+}
+
 /* ---- packed GEMM: 4 x 8 tiles of 4-lane vectors (16 registers on SSE2 hold them) ---- */
 typedef float v4f __attribute__((vector_size(16)));
 typedef float v4f_u __attribute__((vector_size(16), aligned(4)));
@@ -62,7 +88,8 @@ static const lx_kernels table = {
     .isa = LX_ISA_GENERIC,
     .gemm_name = "portable",
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = generic_ukr, .pack_a = generic_pack_a, .pack_b = generic_pack_b,
-             .small_panel = small_panel_portable, .small_pack_bt = generic_small_pack_bt},
+             .small_panel = small_panel_portable, .small_pack_bt = generic_small_pack_bt,
+             .epi = generic_gemm_epi},
     .softmax_row = generic_softmax_row,
     .logsumexp_row = generic_logsumexp_row,
     .norm_row = generic_norm_row,

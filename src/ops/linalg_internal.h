@@ -17,8 +17,11 @@ void lx_sgemm_serial(bool transA, bool transB, int64_t M, int64_t N, int64_t K, 
 bool lx_sgemm_is_small(int64_t M, int64_t N, int64_t K);
 
 /* Fused epilogue: after C = alpha op(A) op(B) + beta C, add bias[j] to column j (bias NULL: none)
- * and apply the activation, with the formulas of lx_relu / lx_gelu / lx_silu, on each tile while
- * it is still in cache. */
+ * and apply the activation on each tile while it is still in cache, with the very operations of
+ * the separate ops: z = C + bias rounded once (lx_add), then lx_relu's compare, or the vector math
+ * row of lx_gelu / lx_silu (vmath.h) of the kernel set in force; so the result has their bits.
+ * y NULL: C = act(z). Else C keeps z (what the activation's backward needs) and y (M x N, leading
+ * dimension ldy, not overlapping C) receives act(z). */
 typedef enum {
     LX_GEMM_ACT_NONE,
     LX_GEMM_ACT_RELU,
@@ -29,7 +32,14 @@ typedef enum {
 typedef struct {
     const float *bias;
     lx_gemm_act act;
+    float *y;
+    int64_t ldy;
 } lx_gemm_epilogue;
+
+/* Where lx_dense runs GELU/SiLU: 1 in the GEMM epilogue, 0 as a pass after the GEMM, -1 as
+ * LINNX_DENSE says (act_epilogue: the former; the default is the latter). Same bits either way;
+ * for tests and same-process measurements. */
+void lx_dense_act_in_epilogue(int on);
 
 /* lx_sgemm with an epilogue (NULL: none) on nthreads threads (0: lx_num_threads()). */
 lx_status lx_sgemm_ex(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
@@ -37,7 +47,7 @@ lx_status lx_sgemm_ex(bool transA, bool transB, int64_t M, int64_t N, int64_t K,
                       const lx_gemm_epilogue *ep, int nthreads);
 
 /* batch products C_b = alpha op(A_b) op(B_b) + beta C_b with A_b = A + b * stride_a (likewise B,
- * C); a stride of 0 shares the operand. C matrices may not overlap. */
+ * C); a stride of 0 shares the operand. C matrices may not overlap. An epilogue's y must be NULL. */
 lx_status lx_sgemm_strided_batched(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
                                    const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb,
                                    int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c,
