@@ -4,7 +4,7 @@
  * right after its last K block (linalg_internal.h), so a Dense layer writes its output once
  * instead of two or three times (dot_general, add, relu). GELU and SiLU run after the GEMM, as one
  * vector-math pass over the output: the epilogue can run them per tile too (the same rows, the
- * same bits), but measured 1-1.7% slower on the AVX2 machine here (docs/kernels.md), so that is
+ * same bits), but measured 0-2% slower on the AVX2 machine here (docs/kernels.md), so that is
  * opt-in (lx_dense_act_in_epilogue, LINNX_DENSE=act_epilogue). The product is the call
  * dot_general makes for x (..., K) . kernel (K, N) (the same sizes and leading dimensions), the
  * bias is added to the rounded product, and the activation is lx_relu's compare or the vector
