@@ -35,16 +35,25 @@ static inline __attribute__((always_inline)) __m256 exp2_8(__m256 x) {
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402265070e-01f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471806e-01f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-    /* n <= 127: into the exponent field. Above (never reached by the kernels' arguments, logits
-     * minus their max or their log-sum-exp) as vscalefps: r = p 2^127 times 2 for n = 128 (p < 1
-     * there: finite, or inf exactly when the product rounds past FLT_MAX), p times inf for n > 128
-     * (inf; NaN for x = +inf, where p is NaN: r is not, the exponent add wrapped its bits) */
+    /* n <= 127: into the exponent field (r is normal, as vscalefps's result). Lanes with
+     * n > 127 (never reached by the kernels' arguments, logits minus their max or their
+     * log-sum-exp, unless a NaN logit hid from the max) take the branch, as vscalefps: r = p 2^127
+     * times 2 for n = 128 (p < 1 there: finite, or inf exactly when the product rounds past
+     * FLT_MAX), p times inf for n > 128 (inf; NaN for x = +inf, where p is NaN: r is not, the
+     * exponent add wrapped its bits). The branch saves the two multiplies and blends of that case
+     * in every call (~2 of the ~8 FMA-pipe ops). A NaN x has n NaN: its e is garbage, the lane is
+     * not live. */
     const __m256 big = _mm256_cmp_ps(n, _mm256_set1_ps(127.0f), _CMP_GT_OQ);
-    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_min_ps(n, _mm256_set1_ps(127.0f))), 23);
-    const __m256 r = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
-    const __m256 over = _mm256_blendv_ps(_mm256_mul_ps(p, _mm256_set1_ps(INFINITY)), _mm256_mul_ps(r, _mm256_set1_ps(2.0f)),
-                                         _mm256_cmp_ps(n, _mm256_set1_ps(128.0f), _CMP_EQ_OQ));
-    return _mm256_and_ps(_mm256_blendv_ps(r, over, big), live);
+    if (__builtin_expect(_mm256_movemask_ps(big) != 0, 0)) {
+        const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_min_ps(n, _mm256_set1_ps(127.0f))), 23);
+        const __m256 r = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+        const __m256 over = _mm256_blendv_ps(_mm256_mul_ps(p, _mm256_set1_ps(INFINITY)),
+                                             _mm256_mul_ps(r, _mm256_set1_ps(2.0f)),
+                                             _mm256_cmp_ps(n, _mm256_set1_ps(128.0f), _CMP_EQ_OQ));
+        return _mm256_and_ps(_mm256_blendv_ps(r, over, big), live);
+    }
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+    return _mm256_and_ps(_mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e)), live);
 }
 
 /* x / b correctly rounded (attention_avx512.c's div_q: a reciprocal product corrected once with
@@ -119,20 +128,124 @@ static inline __attribute__((always_inline)) void store_n(float *p, __m256 x, in
     }
 }
 
-/* Ot[c .. c + nc) = Ot * alpha + sum_u P[u] v[u][c ..] (nc independent chains) */
-static inline __attribute__((always_inline)) void pv_cols(const int nc, const int KS, const float *P, const float *Vb,
-                                                          int64_t c, __m256 alpha, float *Ot) {
-    __m256 o[8];
+/* A query tile is 16 rows in two halves of 8 lanes; its arrays hold per row of depth (or per key
+ * for P) 16 floats, half h at offset 8 h, so one half alone (a tile of <= 8 rows, a causal tile's
+ * last block) runs the same code with nh = 1. Every lane sees exactly the sequence of operations
+ * of the 8-row tiles this replaced (same blocks of 8 keys, same FMA chains, same max tree), so
+ * the bits do not change; what changes is that a broadcast key or value entry feeds two FMAs
+ * (one per half): Zen 1 runs one broadcast per FMA at ~0.78 of the FMA peak, one per two at
+ * ~0.94. */
+#define TS 16 /* floats per row of Qt, Ot, P */
+
+/* Ot[c .. c + nc)[half] = Ot alpha[half] + sum_u P[u] v[u][c ..] (nh nc independent chains; the
+ * rescale only when some alpha lane is not 1: x * 1 is x, bit for bit) */
+static inline __attribute__((always_inline)) void pv_cols(const int nh, const int nc, const int KS, const float *P,
+                                                          const float *Vb, int64_t c, const __m256 *alpha,
+                                                          bool rescale, float *Ot) {
+    __m256 o[8][2];
 #pragma GCC unroll 8
-    for (int cc = 0; cc < nc; cc++) o[cc] = _mm256_mul_ps(_mm256_load_ps(Ot + (c + cc) * 8), alpha);
+    for (int cc = 0; cc < nc; cc++)
+#pragma GCC unroll 2
+        for (int h = 0; h < nh; h++) {
+            o[cc][h] = _mm256_load_ps(Ot + (c + cc) * TS + 8 * h);
+            if (rescale) o[cc][h] = _mm256_mul_ps(o[cc][h], alpha[h]);
+        }
 #pragma GCC unroll 1
     for (int u = 0; u < 8; u++) {
-        const __m256 pu = _mm256_load_ps(P + u * 8);
+        __m256 pu[2];
+#pragma GCC unroll 2
+        for (int h = 0; h < nh; h++) pu[h] = _mm256_load_ps(P + u * TS + 8 * h);
 #pragma GCC unroll 8
-        for (int cc = 0; cc < nc; cc++) o[cc] = _mm256_fmadd_ps(pu, _mm256_broadcast_ss(Vb + u * KS + c + cc), o[cc]);
+        for (int cc = 0; cc < nc; cc++) {
+            const __m256 vb = _mm256_broadcast_ss(Vb + u * KS + c + cc);
+#pragma GCC unroll 2
+            for (int h = 0; h < nh; h++) o[cc][h] = _mm256_fmadd_ps(pu[h], vb, o[cc][h]);
+        }
     }
 #pragma GCC unroll 8
-    for (int cc = 0; cc < nc; cc++) _mm256_store_ps(Ot + (c + cc) * 8, o[cc]);
+    for (int cc = 0; cc < nc; cc++)
+#pragma GCC unroll 2
+        for (int h = 0; h < nh; h++) _mm256_store_ps(Ot + (c + cc) * TS + 8 * h, o[cc][h]);
+}
+
+/* One block of 8 keys (kb of them real) for nh halves of a tile: half h's lane i is query
+ * ih + 8 h + i. Logits in two passes of 4 keys, {0, 4, 1, 5} then {2, 6, 3, 7}: 4 nh accumulators,
+ * nh query vectors and a broadcast fit the 16 registers, and each pass ends with two of the max
+ * tree's first-level pairs (max(s0, s4), max(s1, s5); then (s2, s6), (s3, s7)), so the tree is
+ * the 8-row tiles' own. The logits wait in P, then become the weights there. */
+static inline __attribute__((always_inline)) void fwd_block(const int nh, const int KS, int64_t d, int64_t dv,
+                                                            const float *Qt, const float *Kb, const float *Vb,
+                                                            int kb, bool causal, int64_t j0, int64_t ih, __m256 *m,
+                                                            __m256 *l, float *Ot, float *P) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
+    const bool edge = kb < 8 || (causal && j0 + 7 > ih); /* a partial block or one on half 0's diagonal */
+    __m256 a[2][4];
+#pragma GCC unroll 2
+    for (int g = 0; g < 2; g++) {
+        __m256 s[4][2];
+#pragma GCC unroll 4
+        for (int kk = 0; kk < 4; kk++)
+#pragma GCC unroll 2
+            for (int h = 0; h < nh; h++) s[kk][h] = zero;
+        for (int64_t c = 0; c < d; c++) {
+            __m256 qc[2];
+#pragma GCC unroll 2
+            for (int h = 0; h < nh; h++) qc[h] = _mm256_load_ps(Qt + c * TS + 8 * h);
+#pragma GCC unroll 4
+            for (int kk = 0; kk < 4; kk++) {
+                const int u = 2 * g + (kk >> 1) + 4 * (kk & 1);
+                const __m256 kc = _mm256_broadcast_ss(Kb + u * KS + c);
+#pragma GCC unroll 2
+                for (int h = 0; h < nh; h++) s[kk][h] = _mm256_fmadd_ps(qc[h], kc, s[kk][h]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int kk = 0; kk < 4; kk++) {
+            const int u = 2 * g + (kk >> 1) + 4 * (kk & 1);
+#pragma GCC unroll 2
+            for (int h = 0; h < nh; h++) {
+                /* keys past the block's end masked in every lane; causal: key j0 + u in the lanes of
+                 * queries before it */
+                if (edge) {
+                    const int64_t thr = u >= kb ? 8 : causal ? j0 + u - (ih + 8 * h) : 0;
+                    s[kk][h] = _mm256_blendv_ps(s[kk][h], ninf, _mm256_castsi256_ps(lanes_below(thr)));
+                }
+                _mm256_store_ps(P + u * TS + 8 * h, s[kk][h]);
+            }
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < nh; h++) {
+            a[h][2 * g] = _mm256_max_ps(s[0][h], s[1][h]);
+            a[h][2 * g + 1] = _mm256_max_ps(s[2][h], s[3][h]);
+        }
+    }
+    __m256 alpha[2];
+    int moved = 0;
+#pragma GCC unroll 2
+    for (int h = 0; h < nh; h++) {
+        const __m256 mx = _mm256_max_ps(m[h], _mm256_max_ps(_mm256_max_ps(a[h][0], a[h][2]), _mm256_max_ps(a[h][1], a[h][3])));
+        alpha[h] = exp2_8(_mm256_sub_ps(m[h], mx));
+        moved |= _mm256_movemask_ps(_mm256_cmp_ps(alpha[h], _mm256_set1_ps(1.0f), _CMP_NEQ_UQ));
+        __m256 p[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) p[u] = exp2_8(_mm256_sub_ps(_mm256_load_ps(P + u * TS + 8 * h), mx));
+        l[h] = _mm256_fmadd_ps(l[h], alpha[h], tree8_add(p));
+        m[h] = mx;
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) _mm256_store_ps(P + u * TS + 8 * h, p[u]);
+    }
+    /* the row maxima settle as the keys go by: late blocks mostly leave every alpha at 1 */
+    const bool rescale = moved != 0;
+    int64_t c = 0;
+    if (nh == 2) {
+#pragma GCC unroll 1
+        for (; c + 4 <= dv; c += 4) pv_cols(2, 4, KS, P, Vb, c, alpha, rescale, Ot);
+    } else {
+#pragma GCC unroll 1
+        for (; c + 8 <= dv; c += 8) pv_cols(1, 8, KS, P, Vb, c, alpha, rescale, Ot);
+        if (c + 4 <= dv) pv_cols(1, 4, KS, P, Vb, c, alpha, rescale, Ot), c += 4;
+    }
+    for (; c < dv; c++) pv_cols(nh, 1, KS, P, Vb, c, alpha, rescale, Ot);
 }
 
 /* KS: the packed rows' stride (>= d, dv), a constant so that one pointer and fixed offsets
@@ -141,108 +254,104 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
                                                                const float *Kp, const float *Vp, int64_t t0, int64_t tq,
                                                                float *out, float *lse) {
     const int64_t d = a->d, dv = a->dv;
-    float Qt[LX_FLASH_MAX_D * 8] __attribute__((aligned(32)));
-    float Ot[LX_FLASH_MAX_D * 8] __attribute__((aligned(32)));
-    float P[8 * 8] __attribute__((aligned(32))); /* a block's weights, key-major */
+    float Qt[LX_FLASH_MAX_D * TS] __attribute__((aligned(32)));
+    float Ot[LX_FLASH_MAX_D * TS] __attribute__((aligned(32)));
+    float P[8 * TS] __attribute__((aligned(32))); /* a block's logits, then weights, key-major */
     const __m256 ninf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
     int qexp;
     /* a power of two (depth 4, 16, 64): x * (1 / qdiv) is the same real number as x / qdiv */
     const bool qpow2 = a->qdiv != 0.0f && frexpf(a->qdiv, &qexp) == 0.5f;
     bool ok = true;
-    for (int64_t i0 = t0; i0 < t0 + tq; i0 += 8) {
-        const int64_t n = t0 + tq - i0 < 8 ? t0 + tq - i0 : 8;
-        __m256 qbad = zero; /* x - x: NaN exactly for inf / NaN entries */
-        /* the tile's queries, transposed and scaled (padding lanes 0) */
-        const float *qr = q + i0 * a->ldq;
+    for (int64_t i0 = t0; i0 < t0 + tq; i0 += 16) {
+        const int64_t n = t0 + tq - i0 < 16 ? t0 + tq - i0 : 16;
+        const int nh = n > 8 ? 2 : 1;
         /* the next tile's rows (strided lines, often from outside L2: perf put ~10% of the depth-32
          * forward on the first touch of q, k and v; these prefetches took 4-14% off it on Zen 1) */
-        if (i0 + 8 < t0 + tq)
-            for (int64_t i = 0; i < 8; i++)
-                for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(qr + (8 + i) * a->ldq + c), _MM_HINT_T0);
-        for (int64_t c0 = 0; c0 < d; c0 += 8) {
-            const int64_t nc = d - c0 < 8 ? d - c0 : 8;
-            __m256 r[8];
+        if (i0 + 16 < t0 + tq)
+            for (int64_t i = 16; i < 32 && i0 + i < t0 + tq; i++)
+                for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(q + (i0 + i) * a->ldq + c), _MM_HINT_T0);
+        __m256 qbad = zero; /* x - x: NaN exactly for inf / NaN entries */
+        for (int h = 0; h < nh; h++) { /* the half's queries, transposed and scaled (padding lanes 0) */
+            const float *qr = q + (i0 + 8 * h) * a->ldq;
+            const int64_t nr = n - 8 * h < 8 ? n - 8 * h : 8;
+            for (int64_t c0 = 0; c0 < d; c0 += 8) {
+                const int64_t nc = d - c0 < 8 ? d - c0 : 8;
+                __m256 r[8];
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) r[i] = i < n ? load_n(qr + i * a->ldq + c0, nc) : zero;
-            transpose8(r);
-            for (int64_t cc = 0; cc < nc; cc++) {
-                __m256 x = r[cc];
-                qbad = _mm256_add_ps(qbad, _mm256_sub_ps(x, x));
-                if (qpow2) x = _mm256_mul_ps(x, _mm256_set1_ps(1.0f / a->qdiv)); /* exact: same bits */
-                else if (a->qdiv != 0.0f) x = div_q(x, a->qdiv);
-                _mm256_store_ps(Qt + (c0 + cc) * 8, _mm256_mul_ps(x, _mm256_set1_ps(a->qmul)));
-            }
-        }
-        for (int64_t c = 0; c < dv; c++) _mm256_store_ps(Ot + c * 8, zero);
-        const int64_t kend = a->causal ? (a->S < i0 + n ? a->S : i0 + n) : a->S;
-        __m256 m = ninf, l = zero;
-        for (int64_t j0 = 0; j0 < kend; j0 += 8) {
-            const int kb = kend - j0 < 8 ? (int)(kend - j0) : 8;
-            __m256 s[8];
-            const float *const Kb = Kp + j0 * KS, *const Vb = Vp + j0 * KS;
-#pragma GCC unroll 8
-            for (int u = 0; u < 8; u++) s[u] = zero;
-            for (int64_t c = 0; c < d; c++) { /* 8 independent chains */
-                const __m256 qc = _mm256_load_ps(Qt + c * 8);
-#pragma GCC unroll 8
-                for (int u = 0; u < 8; u++) s[u] = _mm256_fmadd_ps(qc, _mm256_broadcast_ss(Kb + u * KS + c), s[u]);
-            }
-            /* keys past the block's end masked in every lane; causal: key j in lanes i < j - i0 */
-            if (kb < 8 || (a->causal && j0 + 7 > i0)) {
-#pragma GCC unroll 8
-                for (int u = 0; u < 8; u++) {
-                    const int64_t thr = u >= kb ? 8 : a->causal ? j0 + u - i0 : 0;
-                    s[u] = _mm256_blendv_ps(s[u], ninf, _mm256_castsi256_ps(lanes_below(thr)));
+                for (int i = 0; i < 8; i++) r[i] = i < nr ? load_n(qr + i * a->ldq + c0, nc) : zero;
+                transpose8(r);
+                for (int64_t cc = 0; cc < nc; cc++) {
+                    __m256 x = r[cc];
+                    qbad = _mm256_add_ps(qbad, _mm256_sub_ps(x, x));
+                    if (qpow2) x = _mm256_mul_ps(x, _mm256_set1_ps(1.0f / a->qdiv)); /* exact: same bits */
+                    else if (a->qdiv != 0.0f) x = div_q(x, a->qdiv);
+                    _mm256_store_ps(Qt + (c0 + cc) * TS + 8 * h, _mm256_mul_ps(x, _mm256_set1_ps(a->qmul)));
                 }
             }
-            const __m256 mx = _mm256_max_ps(m, tree8_max(s));
-            const __m256 alpha = exp2_8(_mm256_sub_ps(m, mx));
-#pragma GCC unroll 8
-            for (int u = 0; u < 8; u++) s[u] = exp2_8(_mm256_sub_ps(s[u], mx));
-            l = _mm256_fmadd_ps(l, alpha, tree8_add(s));
-            m = mx;
-#pragma GCC unroll 8
-            for (int u = 0; u < 8; u++) _mm256_store_ps(P + u * 8, s[u]);
-            int64_t c = 0;
-#pragma GCC unroll 1
-            for (; c + 8 <= dv; c += 8) pv_cols(8, KS, P, Vb, c, alpha, Ot);
-            if (c + 4 <= dv) pv_cols(4, KS, P, Vb, c, alpha, Ot), c += 4;
-            for (; c < dv; c++) pv_cols(1, KS, P, Vb, c, alpha, Ot);
+            for (int64_t c = 0; c < dv; c++) _mm256_store_ps(Ot + c * TS + 8 * h, zero);
         }
+        /* causal: half 0 needs keys up to i0 + 8 (a multiple of 8: t0 is one of 16), half 1 up to
+         * i0 + n; so the blocks both need run with nh = 2 and see the same kb, and half 1's last
+         * block runs alone */
+        const int64_t n0 = n < 8 ? n : 8;
+        const int64_t kend0 = a->causal ? (a->S < i0 + n0 ? a->S : i0 + n0) : a->S;
+        const int64_t kend1 = a->causal ? (a->S < i0 + n ? a->S : i0 + n) : a->S;
+        __m256 m[2] = {ninf, ninf}, l[2] = {zero, zero};
+        int64_t j0 = 0;
+        if (nh == 2)
+            for (; j0 < kend0; j0 += 8)
+                fwd_block(2, KS, d, dv, Qt, Kp + j0 * KS, Vp + j0 * KS, kend0 - j0 < 8 ? (int)(kend0 - j0) : 8,
+                          a->causal, j0, i0, m, l, Ot, P);
+        else
+            for (; j0 < kend0; j0 += 8)
+                fwd_block(1, KS, d, dv, Qt, Kp + j0 * KS, Vp + j0 * KS, kend0 - j0 < 8 ? (int)(kend0 - j0) : 8,
+                          a->causal, j0, i0, m, l, Ot, P);
+        if (nh == 2)
+            for (; j0 < kend1; j0 += 8)
+                fwd_block(1, KS, d, dv, Qt + 8, Kp + j0 * KS, Vp + j0 * KS, kend1 - j0 < 8 ? (int)(kend1 - j0) : 8,
+                          a->causal, j0, i0 + 8, m + 1, l + 1, Ot + 8, P + 8);
         /* an inf / NaN query entry, or a logit that overflowed (l is then 0, inf or NaN): the
          * general path */
-        const __m256 rows = _mm256_castsi256_ps(lanes_below(n));
-        const __m256 lbad = _mm256_or_ps(_mm256_cmp_ps(l, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ),
-                                         _mm256_cmp_ps(l, zero, _CMP_NGT_UQ));
-        if (_mm256_movemask_ps(_mm256_cmp_ps(qbad, qbad, _CMP_UNORD_Q)) | _mm256_movemask_ps(_mm256_and_ps(rows, lbad))) {
+        int bad = _mm256_movemask_ps(_mm256_cmp_ps(qbad, qbad, _CMP_UNORD_Q));
+        for (int h = 0; h < nh; h++) {
+            const __m256 rows = _mm256_castsi256_ps(lanes_below(n - 8 * h));
+            const __m256 lbad = _mm256_or_ps(_mm256_cmp_ps(l[h], _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ),
+                                             _mm256_cmp_ps(l[h], zero, _CMP_NGT_UQ));
+            bad |= _mm256_movemask_ps(_mm256_and_ps(rows, lbad));
+        }
+        if (bad) {
             ok = false;
             continue;
         }
-        const __m256 rl = _mm256_div_ps(_mm256_set1_ps(1.0f), l);
         /* out row i, columns c0 .. c0 + 7 = Ot[c0 ..][i] / l[i]. The sums in Ot are not yet divided
          * by l (up to S times a value): one that overflowed makes the job decline (x - x is NaN
          * for inf; the rows written so far are all rewritten by the general path) */
         __m256 obad = zero;
-        for (int64_t c0 = 0; c0 < dv; c0 += 8) {
-            const int64_t nc = dv - c0 < 8 ? dv - c0 : 8;
-            __m256 r[8];
+        for (int h = 0; h < nh; h++) {
+            const __m256 rl = _mm256_div_ps(_mm256_set1_ps(1.0f), l[h]);
+            const int64_t nr = n - 8 * h < 8 ? n - 8 * h : 8;
+            for (int64_t c0 = 0; c0 < dv; c0 += 8) {
+                const int64_t nc = dv - c0 < 8 ? dv - c0 : 8;
+                __m256 r[8];
 #pragma GCC unroll 8
-            for (int cc = 0; cc < 8; cc++) r[cc] = cc < nc ? _mm256_mul_ps(_mm256_load_ps(Ot + (c0 + cc) * 8), rl) : zero;
+                for (int cc = 0; cc < 8; cc++)
+                    r[cc] = cc < nc ? _mm256_mul_ps(_mm256_load_ps(Ot + (c0 + cc) * TS + 8 * h), rl) : zero;
 #pragma GCC unroll 8
-            for (int cc = 0; cc < 8; cc++) obad = _mm256_add_ps(obad, _mm256_sub_ps(r[cc], r[cc]));
-            transpose8(r);
+                for (int cc = 0; cc < 8; cc++) obad = _mm256_add_ps(obad, _mm256_sub_ps(r[cc], r[cc]));
+                transpose8(r);
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++)
-                if (i < n) store_n(out + (i0 + i) * a->ldo + c0, r[i], nc);
+                for (int i = 0; i < 8; i++)
+                    if (i < nr) store_n(out + (i0 + 8 * h + i) * a->ldo + c0, r[i], nc);
+            }
+            if (lse) {
+                float mv[8], lv[8];
+                _mm256_storeu_ps(mv, m[h]), _mm256_storeu_ps(lv, l[h]);
+                for (int64_t i = 0; i < nr; i++) lse[i0 + 8 * h + i] = (mv[i] + log2f(lv[i])) * 0.693147180559945309f;
+            }
         }
         if (_mm256_movemask_ps(_mm256_cmp_ps(obad, obad, _CMP_UNORD_Q))) {
             ok = false;
             continue;
-        }
-        if (lse) {
-            float mv[8], lv[8];
-            _mm256_storeu_ps(mv, m), _mm256_storeu_ps(lv, l);
-            for (int64_t i = 0; i < n; i++) lse[i0 + i] = (mv[i] + log2f(lv[i])) * 0.693147180559945309f;
         }
     }
     return ok;
