@@ -1,15 +1,16 @@
 /* Fused attention on AVX2 + FMA (attention_internal.h; compiled with -mavx2 -mfma, run only after
  * cpuid says so). The design of attention_avx512.c on 8 lanes:
  *
- * A tile is 8 query rows, one per vector lane. Per block of 8 keys:
- *   logits  s_j = sum_c Qt[c] * k[j][c]      8 x d FMAs, Qt (d x 8) the tile's scaled queries
- *                                            transposed, k[j][c] broadcast from the packed keys
+ * A tile is 16 query rows, two halves of 8 (one query per vector lane). Per block of 8 keys:
+ *   logits  s_j = sum_c Qt[c] * k[j][c]      8 x d FMAs per half, Qt (d x 16) the tile's scaled
+ *                                            queries transposed, k[j][c] broadcast from the packed
+ *                                            keys, one broadcast for both halves
  *   max     m' = max(m, s_0 .. s_7)          vertical (one max per key), no shuffles
  *   weights p_j = 2^(s_j - m'), alpha = 2^(m - m'), l = l alpha + sum_j p_j
- *   output  Ot[c] = Ot[c] alpha + sum_j p_j * v[j][c]   8 x dv FMAs, Ot (dv x 8) in L1
- * and at the end out = Ot / l, transposed back (8 x 8 in-register transposes, as for Qt). 8 logit
- * accumulators + the query vector + a broadcast fit the 16 ymm registers; Zen 1 runs one 256-bit
- * FMA a cycle and two loads, so a broadcast per FMA costs no FMA slot.
+ *   output  Ot[c] = Ot[c] alpha + sum_j p_j * v[j][c]   8 x dv FMAs per half, Ot (dv x 16) in L1
+ * and at the end out = Ot / l, transposed back (8 x 8 in-register transposes, as for Qt). Zen 1
+ * runs one 256-bit FMA a cycle and two loads; a broadcast per FMA ran at ~0.78 of the FMA peak,
+ * one per two FMAs at ~0.94, hence the two halves.
  *
  * 2^x is the AVX-512 kernel's exp2 on 8 lanes, value for value: round to nearest, the same
  * degree-6 polynomial in the same FMA order, 2^n put into the exponent field (the product is
