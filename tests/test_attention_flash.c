@@ -65,43 +65,66 @@ static void ref_head(const fcase *c, const float *q, const float *k, const float
     free(z);
 }
 
-/* Runs the kernel over every head in jobs of `blk` query rows (a multiple of 16); returns false
- * when a job declined. */
-static bool run_kernel(const kernel_set *ks, const fcase *c, const float *q, const float *k, const float *v, int64_t blk,
-                       float *out, float *lse) {
+/* Runs the kernel over head h in jobs of `blk` query rows (a multiple of 16); returns false when a
+ * job declined. After each job, *stray counts the entries it must not have written that no longer
+ * hold SENTINEL: head h's rows past the job (not written yet), every later head's columns and lse
+ * rows, and the GUARD floats on each side of out and lse (stray NULL: no checks). */
+#define GUARD 64
+static bool run_head(const kernel_set *ks, const fcase *c, const float *q, const float *k, const float *v, int64_t blk,
+                     int64_t h, float *out, float *lse, int64_t *stray) {
     const float qdiv = c->scale == 0.0f ? sqrtf((float)c->d) : 0.0f;
     const lx_flash_args a = {.S = c->S, .d = c->d, .dv = c->dv, .ldq = c->H * c->d, .ldk = c->G * c->d,
                              .ldv = c->G * c->dv, .ldo = c->H * c->dv, .qdiv = qdiv,
                              .qmul = (c->scale == 0.0f ? 1.0f : c->scale) * 1.44269504088896341f, .causal = c->causal};
     float *scratch = malloc(sizeof(float) * (size_t)lx_flash_scratch(&a));
+    const int64_t g = h / (c->H / c->G), no = c->T * c->H * c->dv, nl = c->H * c->T;
     bool ok = true;
-    for (int64_t h = 0; h < c->H; h++) {
-        const int64_t g = h / (c->H / c->G);
-        for (int64_t t0 = 0; t0 < c->T; t0 += blk) {
-            const int64_t tq = c->T - t0 < blk ? c->T - t0 : blk;
-            ok &= ks->fwd(&a, q + h * c->d, k + g * c->d, v + g * c->dv, t0, tq, out + h * c->dv, lse + h * c->T,
-                          scratch);
-        }
+    for (int64_t t0 = 0; t0 < c->T; t0 += blk) {
+        const int64_t tq = c->T - t0 < blk ? c->T - t0 : blk;
+        ok &= ks->fwd(&a, q + h * c->d, k + g * c->d, v + g * c->dv, t0, tq, out + h * c->dv, lse + h * c->T, scratch);
+        if (!stray) continue;
+        for (int64_t t = 0; t < c->T; t++)
+            for (int64_t hh = h; hh < c->H; hh++) {
+                if (hh == h && t < t0 + tq) continue;
+                for (int64_t j = 0; j < c->dv; j++) *stray += out[(t * c->H + hh) * c->dv + j] != SENTINEL;
+                *stray += lse[hh * c->T + t] != SENTINEL;
+            }
+        for (int64_t i = 1; i <= GUARD; i++)
+            *stray += (out[-i] != SENTINEL) + (out[no - 1 + i] != SENTINEL) + (lse[-i] != SENTINEL) +
+                      (lse[nl - 1 + i] != SENTINEL);
     }
     free(scratch);
     return ok;
 }
 
+/* every head (the declines test) */
+static bool run_kernel(const kernel_set *ks, const fcase *c, const float *q, const float *k, const float *v, int64_t blk,
+                       float *out, float *lse) {
+    bool ok = true;
+    for (int64_t h = 0; h < c->H; h++) ok &= run_head(ks, c, q, k, v, blk, h, out, lse, NULL);
+    return ok;
+}
+
 static void check_case(const kernel_set *ks, const fcase *c, float qamp) {
     const int64_t nq = c->T * c->H * c->d, nk = c->S * c->G * c->d, nv = c->S * c->G * c->dv, no = c->T * c->H * c->dv;
+    const int64_t nl = c->H * c->T;
     float *q = malloc(sizeof(float) * (size_t)nq), *k = malloc(sizeof(float) * (size_t)nk);
-    float *v = malloc(sizeof(float) * (size_t)nv), *out = malloc(sizeof(float) * (size_t)no);
-    float *lse = malloc(sizeof(float) * (size_t)(c->H * c->T));
+    float *v = malloc(sizeof(float) * (size_t)nv), *outg = malloc(sizeof(float) * (size_t)(no + 2 * GUARD));
+    float *lseg = malloc(sizeof(float) * (size_t)(nl + 2 * GUARD)), *out = outg + GUARD, *lse = lseg + GUARD;
     double *ro = malloc(sizeof(double) * (size_t)(c->T * c->dv)), *rl = malloc(sizeof(double) * (size_t)c->T);
     for (int64_t i = 0; i < nq; i++) q[i] = qamp * frand();
     for (int64_t i = 0; i < nk; i++) k[i] = frand();
     for (int64_t i = 0; i < nv; i++) v[i] = frand();
-    for (int64_t i = 0; i < no; i++) out[i] = SENTINEL;
-    for (int64_t i = 0; i < c->H * c->T; i++) lse[i] = SENTINEL;
-    /* jobs of 48 rows (three tiles of 16, six of 8) and of one block for all rows */
+    /* jobs of 48 rows (three tiles of 16) and of one block for all rows; each pass starts from
+     * SENTINEL everywhere and runs the heads one at a time, so a write outside a job's rows and
+     * head (or past the buffers) is seen before a later job overwrites it */
     for (int pass = 0; pass < 2; pass++) {
         const int64_t blk = pass == 0 ? 48 : (c->T + 15) / 16 * 16;
-        const bool ok = run_kernel(ks, c, q, k, v, blk, out, lse);
+        for (int64_t i = 0; i < no + 2 * GUARD; i++) outg[i] = SENTINEL;
+        for (int64_t i = 0; i < nl + 2 * GUARD; i++) lseg[i] = SENTINEL;
+        int64_t stray = 0;
+        bool ok = true;
+        for (int64_t h = 0; h < c->H; h++) ok &= run_head(ks, c, q, k, v, blk, h, out, lse, &stray);
         double eo = 0, el = 0;
         for (int64_t h = 0; h < c->H; h++) {
             ref_head(c, q, k, v, h, ro, rl);
@@ -118,12 +141,12 @@ static void check_case(const kernel_set *ks, const fcase *c, float qamp) {
         if (pass == 0)
             printf("# %s T %lld S %lld d %lld dv %lld causal %d amp %g: out %.3g lse %.3g\n", ks->name, (long long)c->T,
                    (long long)c->S, (long long)c->d, (long long)c->dv, c->causal, (double)qamp, eo, el);
-        LX_TEST_REPORT_(ok && eo <= (qamp > 1.0f ? 2e-5 : 2e-6) && el <= 1e-6,
-                        "%s T %lld S %lld H %lld G %lld d %lld dv %lld causal %d scale %g jobs of %lld: ok %d, out err %.3g, lse err %.3g",
+        LX_TEST_REPORT_(ok && stray == 0 && eo <= (qamp > 1.0f ? 2e-5 : 2e-6) && el <= 1e-6,
+                        "%s T %lld S %lld H %lld G %lld d %lld dv %lld causal %d scale %g jobs of %lld: ok %d, stray writes %lld, out err %.3g, lse err %.3g",
                         ks->name, (long long)c->T, (long long)c->S, (long long)c->H, (long long)c->G, (long long)c->d,
-                        (long long)c->dv, c->causal, (double)c->scale, (long long)blk, ok, eo, el);
+                        (long long)c->dv, c->causal, (double)c->scale, (long long)blk, ok, (long long)stray, eo, el);
     }
-    free(q), free(k), free(v), free(out), free(lse), free(ro), free(rl);
+    free(q), free(k), free(v), free(outg), free(lseg), free(ro), free(rl);
 }
 
 static void test_flash_values(const kernel_set *ks) {
@@ -139,7 +162,21 @@ static void test_flash_values(const kernel_set *ks) {
         {.T = 23, .S = 23, .H = 2, .G = 1, .d = 3, .dv = 1, .causal = true},
         {.T = 16, .S = 9, .H = 1, .G = 1, .d = 1, .dv = 7, .causal = false},
         {.T = 64, .S = 64, .H = 4, .G = 2, .d = 32, .dv = 32, .causal = true},
+        {.T = 24, .S = 24, .H = 2, .G = 1, .d = 32, .dv = 32, .causal = true}, /* 16 + a full half */
+        {.T = 41, .S = 30, .H = 3, .G = 1, .d = 16, .dv = 16, .causal = true}, /* keys end inside a tile */
+        {.T = 25, .S = 25, .H = 4, .G = 4, .d = 7, .dv = 9, .causal = true},
     };
+    /* the 16-row tiles' edges: 1 .. 17 queries (a lone first half, a second half of 1 .. 8 rows, a
+     * second tile of one row), causal or not (then more keys than queries, partial key blocks),
+     * GQA, depths 16, 32, 64 and odd */
+    static const int64_t depths[4] = {16, 32, 64, 5};
+    for (int64_t T = 1; T <= 17; T++) {
+        const int64_t d = depths[T % 4];
+        const fcase ce = {.T = T, .S = T, .H = 4, .G = 2, .d = d, .dv = d, .causal = true};
+        const fcase cn = {.T = T, .S = T + 5, .H = 2, .G = 1, .d = d, .dv = T % 2 ? 8 : d, .causal = false};
+        check_case(ks, &ce, 1.0f);
+        check_case(ks, &cn, 1.0f);
+    }
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_case(ks, &cases[i], 1.0f);
         /* sharp weights (most of each row's exponents far below 0): logits up to ~30, whose float32

@@ -1,15 +1,16 @@
 /* Fused attention on AVX2 + FMA (attention_internal.h; compiled with -mavx2 -mfma, run only after
  * cpuid says so). The design of attention_avx512.c on 8 lanes:
  *
- * A tile is 8 query rows, one per vector lane. Per block of 8 keys:
- *   logits  s_j = sum_c Qt[c] * k[j][c]      8 x d FMAs, Qt (d x 8) the tile's scaled queries
- *                                            transposed, k[j][c] broadcast from the packed keys
+ * A tile is 16 query rows, two halves of 8 (one query per vector lane). Per block of 8 keys:
+ *   logits  s_j = sum_c Qt[c] * k[j][c]      8 x d FMAs per half, Qt (d x 16) the tile's scaled
+ *                                            queries transposed, k[j][c] broadcast from the packed
+ *                                            keys, one broadcast for both halves
  *   max     m' = max(m, s_0 .. s_7)          vertical (one max per key), no shuffles
  *   weights p_j = 2^(s_j - m'), alpha = 2^(m - m'), l = l alpha + sum_j p_j
- *   output  Ot[c] = Ot[c] alpha + sum_j p_j * v[j][c]   8 x dv FMAs, Ot (dv x 8) in L1
- * and at the end out = Ot / l, transposed back (8 x 8 in-register transposes, as for Qt). 8 logit
- * accumulators + the query vector + a broadcast fit the 16 ymm registers; Zen 1 runs one 256-bit
- * FMA a cycle and two loads, so a broadcast per FMA costs no FMA slot.
+ *   output  Ot[c] = Ot[c] alpha + sum_j p_j * v[j][c]   8 x dv FMAs per half, Ot (dv x 16) in L1
+ * and at the end out = Ot / l, transposed back (8 x 8 in-register transposes, as for Qt). Zen 1
+ * runs one 256-bit FMA a cycle and two loads; a broadcast per FMA ran at ~0.78 of the FMA peak,
+ * one per two FMAs at ~0.94, hence the two halves.
  *
  * 2^x is the AVX-512 kernel's exp2 on 8 lanes, value for value: round to nearest, the same
  * degree-6 polynomial in the same FMA order, 2^n put into the exponent field (the product is
@@ -35,16 +36,25 @@ static inline __attribute__((always_inline)) __m256 exp2_8(__m256 x) {
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402265070e-01f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471806e-01f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-    /* n <= 127: into the exponent field. Above (never reached by the kernels' arguments, logits
-     * minus their max or their log-sum-exp) as vscalefps: r = p 2^127 times 2 for n = 128 (p < 1
-     * there: finite, or inf exactly when the product rounds past FLT_MAX), p times inf for n > 128
-     * (inf; NaN for x = +inf, where p is NaN: r is not, the exponent add wrapped its bits) */
+    /* n <= 127: into the exponent field (r is normal, as vscalefps's result). Lanes with
+     * n > 127 (never reached by the kernels' arguments, logits minus their max or their
+     * log-sum-exp, unless a NaN logit hid from the max) take the branch, as vscalefps: r = p 2^127
+     * times 2 for n = 128 (p < 1 there: finite, or inf exactly when the product rounds past
+     * FLT_MAX), p times inf for n > 128 (inf; NaN for x = +inf, where p is NaN: r is not, the
+     * exponent add wrapped its bits). The branch saves the two multiplies and blends of that case
+     * in every call (~2 of the ~8 FMA-pipe ops). A NaN x has n NaN: its e is garbage, the lane is
+     * not live. */
     const __m256 big = _mm256_cmp_ps(n, _mm256_set1_ps(127.0f), _CMP_GT_OQ);
-    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_min_ps(n, _mm256_set1_ps(127.0f))), 23);
-    const __m256 r = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
-    const __m256 over = _mm256_blendv_ps(_mm256_mul_ps(p, _mm256_set1_ps(INFINITY)), _mm256_mul_ps(r, _mm256_set1_ps(2.0f)),
-                                         _mm256_cmp_ps(n, _mm256_set1_ps(128.0f), _CMP_EQ_OQ));
-    return _mm256_and_ps(_mm256_blendv_ps(r, over, big), live);
+    if (__builtin_expect(_mm256_movemask_ps(big) != 0, 0)) {
+        const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_min_ps(n, _mm256_set1_ps(127.0f))), 23);
+        const __m256 r = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+        const __m256 over = _mm256_blendv_ps(_mm256_mul_ps(p, _mm256_set1_ps(INFINITY)),
+                                             _mm256_mul_ps(r, _mm256_set1_ps(2.0f)),
+                                             _mm256_cmp_ps(n, _mm256_set1_ps(128.0f), _CMP_EQ_OQ));
+        return _mm256_and_ps(_mm256_blendv_ps(r, over, big), live);
+    }
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+    return _mm256_and_ps(_mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e)), live);
 }
 
 /* x / b correctly rounded (attention_avx512.c's div_q: a reciprocal product corrected once with
@@ -119,20 +129,156 @@ static inline __attribute__((always_inline)) void store_n(float *p, __m256 x, in
     }
 }
 
-/* Ot[c .. c + nc) = Ot * alpha + sum_u P[u] v[u][c ..] (nc independent chains) */
-static inline __attribute__((always_inline)) void pv_cols(const int nc, const int KS, const float *P, const float *Vb,
-                                                          int64_t c, __m256 alpha, float *Ot) {
-    __m256 o[8];
+/* A query tile is 16 rows in two halves of 8 lanes; its arrays hold per row of depth (or per key
+ * for P) 16 floats, half h at offset 8 h, so one half alone (a tile of <= 8 rows, a causal tile's
+ * last block) runs the same code with nh = 1. Every lane sees exactly the sequence of operations
+ * of the 8-row tiles this replaced (same blocks of 8 keys, same FMA chains, same max tree), so
+ * the bits do not change; what changes is that a broadcast key or value entry feeds two FMAs
+ * (one per half): Zen 1 runs one broadcast per FMA at ~0.78 of the FMA peak, one per two at
+ * ~0.94. */
+#define TS 16 /* floats per row of Qt, Ot, P */
+
+/* Ot[c .. c + nc)[half] = Ot alpha[half] + sum_u P[u] v[u][c ..] (nh nc independent chains; the
+ * rescale only when some alpha lane is not 1: x * 1 is x, bit for bit) */
+static inline __attribute__((always_inline)) void pv_cols(const int nh, const int nc, const int KS, const float *P,
+                                                          const float *Vb, int64_t c, const __m256 *alpha,
+                                                          bool rescale, float *Ot) {
+    __m256 o[8][2];
 #pragma GCC unroll 8
-    for (int cc = 0; cc < nc; cc++) o[cc] = _mm256_mul_ps(_mm256_load_ps(Ot + (c + cc) * 8), alpha);
+    for (int cc = 0; cc < nc; cc++)
+#pragma GCC unroll 2
+        for (int h = 0; h < nh; h++) {
+            o[cc][h] = _mm256_load_ps(Ot + (c + cc) * TS + 8 * h);
+            if (rescale) o[cc][h] = _mm256_mul_ps(o[cc][h], alpha[h]);
+        }
 #pragma GCC unroll 1
     for (int u = 0; u < 8; u++) {
-        const __m256 pu = _mm256_load_ps(P + u * 8);
+        __m256 pu[2];
+#pragma GCC unroll 2
+        for (int h = 0; h < nh; h++) pu[h] = _mm256_load_ps(P + u * TS + 8 * h);
 #pragma GCC unroll 8
-        for (int cc = 0; cc < nc; cc++) o[cc] = _mm256_fmadd_ps(pu, _mm256_broadcast_ss(Vb + u * KS + c + cc), o[cc]);
+        for (int cc = 0; cc < nc; cc++) {
+            const __m256 vb = _mm256_broadcast_ss(Vb + u * KS + c + cc);
+#pragma GCC unroll 2
+            for (int h = 0; h < nh; h++) o[cc][h] = _mm256_fmadd_ps(pu[h], vb, o[cc][h]);
+        }
     }
 #pragma GCC unroll 8
-    for (int cc = 0; cc < nc; cc++) _mm256_store_ps(Ot + (c + cc) * 8, o[cc]);
+    for (int cc = 0; cc < nc; cc++)
+#pragma GCC unroll 2
+        for (int h = 0; h < nh; h++) _mm256_store_ps(Ot + (c + cc) * TS + 8 * h, o[cc][h]);
+}
+
+/* out[u][half h] = sum_{c < w} Xt[c][h] X[u][c] for a block's 8 keys (rows of X at stride KS): the
+ * logits (forward, backward) and dP. Two passes of 4 keys, 4 nh accumulators, nh vectors of Xt and
+ * a broadcast. Compiled once per (halves, stride) and called: inlined into the block code, GCC
+ * kept 5 of the 8 accumulators on the stack (the epilogues' masks and constants crowded the
+ * registers), the callers read the results back from out. */
+static inline __attribute__((always_inline)) void block_dots(const int nh, const int KS, int64_t w, const float *Xt,
+                                                              const float *X, float *out) {
+    const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 1
+    for (int g = 0; g < 8; g += 4) {
+        __m256 s[4][2];
+#pragma GCC unroll 4
+        for (int kk = 0; kk < 4; kk++)
+#pragma GCC unroll 2
+            for (int h = 0; h < nh; h++) s[kk][h] = zero;
+        for (int64_t c = 0; c < w; c++) {
+            __m256 xc[2];
+#pragma GCC unroll 2
+            for (int h = 0; h < nh; h++) xc[h] = _mm256_load_ps(Xt + c * TS + 8 * h);
+#pragma GCC unroll 4
+            for (int kk = 0; kk < 4; kk++) {
+                const __m256 kc = _mm256_broadcast_ss(X + (g + kk) * KS + c);
+#pragma GCC unroll 2
+                for (int h = 0; h < nh; h++) s[kk][h] = _mm256_fmadd_ps(xc[h], kc, s[kk][h]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int kk = 0; kk < 4; kk++)
+#pragma GCC unroll 2
+            for (int h = 0; h < nh; h++) _mm256_store_ps(out + (g + kk) * TS + 8 * h, s[kk][h]);
+    }
+}
+
+#define DOTS_FN(NH, KS)                                                                                                \
+    static __attribute__((noinline)) void dots_##NH##_##KS(int64_t w, const float *Xt, const float *X, float *out) {  \
+        block_dots(NH, KS, w, Xt, X, out);                                                                             \
+    }
+DOTS_FN(1, 16)
+DOTS_FN(2, 16)
+DOTS_FN(1, 32)
+DOTS_FN(2, 32)
+DOTS_FN(1, 64)
+DOTS_FN(2, 64)
+DOTS_FN(1, 128)
+DOTS_FN(2, 128)
+typedef void (*dots_fn)(int64_t w, const float *Xt, const float *X, float *out);
+static inline dots_fn dots_for(int nh, int KS) {
+    switch (KS) {
+    case 16: return nh == 2 ? dots_2_16 : dots_1_16;
+    case 32: return nh == 2 ? dots_2_32 : dots_1_32;
+    case 64: return nh == 2 ? dots_2_64 : dots_1_64;
+    default: return nh == 2 ? dots_2_128 : dots_1_128;
+    }
+}
+
+/* One block of 8 keys (kb of them real) for nh halves of a tile: half h's lane i is query
+ * ih + 8 h + i. The logits (block_dots) wait in P, then become the weights there; the max is
+ * tree8_max's tree, so the 8-row tiles' own. */
+static inline __attribute__((always_inline)) void fwd_block(const int nh, const int KS, int64_t d, int64_t dv,
+                                                            const float *Qt, const float *Kb, const float *Vb,
+                                                            int kb, bool causal, int64_t j0, int64_t ih, __m256 *m,
+                                                            __m256 *l, float *Ot, float *P) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    const bool edge = kb < 8 || (causal && j0 + 7 > ih); /* a partial block or one on half 0's diagonal */
+    dots_for(nh, KS)(d, Qt, Kb, P);
+    __m256 a[2][4];
+#pragma GCC unroll 2
+    for (int h = 0; h < nh; h++) {
+        __m256 x[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) {
+            x[u] = _mm256_load_ps(P + u * TS + 8 * h);
+            /* keys past the block's end masked in every lane; causal: key j0 + u in the lanes of
+             * queries before it */
+            if (edge) {
+                const int64_t thr = u >= kb ? 8 : causal ? j0 + u - (ih + 8 * h) : 0;
+                x[u] = _mm256_blendv_ps(x[u], ninf, _mm256_castsi256_ps(lanes_below(thr)));
+                _mm256_store_ps(P + u * TS + 8 * h, x[u]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) a[h][u] = _mm256_max_ps(x[u], x[u + 4]); /* tree8_max's first level */
+    }
+    __m256 alpha[2];
+    int moved = 0;
+#pragma GCC unroll 2
+    for (int h = 0; h < nh; h++) {
+        const __m256 mx = _mm256_max_ps(m[h], _mm256_max_ps(_mm256_max_ps(a[h][0], a[h][2]), _mm256_max_ps(a[h][1], a[h][3])));
+        alpha[h] = exp2_8(_mm256_sub_ps(m[h], mx));
+        moved |= _mm256_movemask_ps(_mm256_cmp_ps(alpha[h], _mm256_set1_ps(1.0f), _CMP_NEQ_UQ));
+        __m256 p[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) p[u] = exp2_8(_mm256_sub_ps(_mm256_load_ps(P + u * TS + 8 * h), mx));
+        l[h] = _mm256_fmadd_ps(l[h], alpha[h], tree8_add(p));
+        m[h] = mx;
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) _mm256_store_ps(P + u * TS + 8 * h, p[u]);
+    }
+    /* the row maxima settle as the keys go by: late blocks mostly leave every alpha at 1 */
+    const bool rescale = moved != 0;
+    int64_t c = 0;
+    if (nh == 2) {
+#pragma GCC unroll 1
+        for (; c + 4 <= dv; c += 4) pv_cols(2, 4, KS, P, Vb, c, alpha, rescale, Ot);
+    } else {
+#pragma GCC unroll 1
+        for (; c + 8 <= dv; c += 8) pv_cols(1, 8, KS, P, Vb, c, alpha, rescale, Ot);
+        if (c + 4 <= dv) pv_cols(1, 4, KS, P, Vb, c, alpha, rescale, Ot), c += 4;
+    }
+    for (; c < dv; c++) pv_cols(nh, 1, KS, P, Vb, c, alpha, rescale, Ot);
 }
 
 /* KS: the packed rows' stride (>= d, dv), a constant so that one pointer and fixed offsets
@@ -141,108 +287,104 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
                                                                const float *Kp, const float *Vp, int64_t t0, int64_t tq,
                                                                float *out, float *lse) {
     const int64_t d = a->d, dv = a->dv;
-    float Qt[LX_FLASH_MAX_D * 8] __attribute__((aligned(32)));
-    float Ot[LX_FLASH_MAX_D * 8] __attribute__((aligned(32)));
-    float P[8 * 8] __attribute__((aligned(32))); /* a block's weights, key-major */
+    float Qt[LX_FLASH_MAX_D * TS] __attribute__((aligned(32)));
+    float Ot[LX_FLASH_MAX_D * TS] __attribute__((aligned(32)));
+    float P[8 * TS] __attribute__((aligned(32))); /* a block's logits, then weights, key-major */
     const __m256 ninf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
     int qexp;
     /* a power of two (depth 4, 16, 64): x * (1 / qdiv) is the same real number as x / qdiv */
     const bool qpow2 = a->qdiv != 0.0f && frexpf(a->qdiv, &qexp) == 0.5f;
     bool ok = true;
-    for (int64_t i0 = t0; i0 < t0 + tq; i0 += 8) {
-        const int64_t n = t0 + tq - i0 < 8 ? t0 + tq - i0 : 8;
-        __m256 qbad = zero; /* x - x: NaN exactly for inf / NaN entries */
-        /* the tile's queries, transposed and scaled (padding lanes 0) */
-        const float *qr = q + i0 * a->ldq;
+    for (int64_t i0 = t0; i0 < t0 + tq; i0 += 16) {
+        const int64_t n = t0 + tq - i0 < 16 ? t0 + tq - i0 : 16;
+        const int nh = n > 8 ? 2 : 1;
         /* the next tile's rows (strided lines, often from outside L2: perf put ~10% of the depth-32
          * forward on the first touch of q, k and v; these prefetches took 4-14% off it on Zen 1) */
-        if (i0 + 8 < t0 + tq)
-            for (int64_t i = 0; i < 8; i++)
-                for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(qr + (8 + i) * a->ldq + c), _MM_HINT_T0);
-        for (int64_t c0 = 0; c0 < d; c0 += 8) {
-            const int64_t nc = d - c0 < 8 ? d - c0 : 8;
-            __m256 r[8];
+        if (i0 + 16 < t0 + tq)
+            for (int64_t i = 16; i < 32 && i0 + i < t0 + tq; i++)
+                for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(q + (i0 + i) * a->ldq + c), _MM_HINT_T0);
+        __m256 qbad = zero; /* x - x: NaN exactly for inf / NaN entries */
+        for (int h = 0; h < nh; h++) { /* the half's queries, transposed and scaled (padding lanes 0) */
+            const float *qr = q + (i0 + 8 * h) * a->ldq;
+            const int64_t nr = n - 8 * h < 8 ? n - 8 * h : 8;
+            for (int64_t c0 = 0; c0 < d; c0 += 8) {
+                const int64_t nc = d - c0 < 8 ? d - c0 : 8;
+                __m256 r[8];
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) r[i] = i < n ? load_n(qr + i * a->ldq + c0, nc) : zero;
-            transpose8(r);
-            for (int64_t cc = 0; cc < nc; cc++) {
-                __m256 x = r[cc];
-                qbad = _mm256_add_ps(qbad, _mm256_sub_ps(x, x));
-                if (qpow2) x = _mm256_mul_ps(x, _mm256_set1_ps(1.0f / a->qdiv)); /* exact: same bits */
-                else if (a->qdiv != 0.0f) x = div_q(x, a->qdiv);
-                _mm256_store_ps(Qt + (c0 + cc) * 8, _mm256_mul_ps(x, _mm256_set1_ps(a->qmul)));
-            }
-        }
-        for (int64_t c = 0; c < dv; c++) _mm256_store_ps(Ot + c * 8, zero);
-        const int64_t kend = a->causal ? (a->S < i0 + n ? a->S : i0 + n) : a->S;
-        __m256 m = ninf, l = zero;
-        for (int64_t j0 = 0; j0 < kend; j0 += 8) {
-            const int kb = kend - j0 < 8 ? (int)(kend - j0) : 8;
-            __m256 s[8];
-            const float *const Kb = Kp + j0 * KS, *const Vb = Vp + j0 * KS;
-#pragma GCC unroll 8
-            for (int u = 0; u < 8; u++) s[u] = zero;
-            for (int64_t c = 0; c < d; c++) { /* 8 independent chains */
-                const __m256 qc = _mm256_load_ps(Qt + c * 8);
-#pragma GCC unroll 8
-                for (int u = 0; u < 8; u++) s[u] = _mm256_fmadd_ps(qc, _mm256_broadcast_ss(Kb + u * KS + c), s[u]);
-            }
-            /* keys past the block's end masked in every lane; causal: key j in lanes i < j - i0 */
-            if (kb < 8 || (a->causal && j0 + 7 > i0)) {
-#pragma GCC unroll 8
-                for (int u = 0; u < 8; u++) {
-                    const int64_t thr = u >= kb ? 8 : a->causal ? j0 + u - i0 : 0;
-                    s[u] = _mm256_blendv_ps(s[u], ninf, _mm256_castsi256_ps(lanes_below(thr)));
+                for (int i = 0; i < 8; i++) r[i] = i < nr ? load_n(qr + i * a->ldq + c0, nc) : zero;
+                transpose8(r);
+                for (int64_t cc = 0; cc < nc; cc++) {
+                    __m256 x = r[cc];
+                    qbad = _mm256_add_ps(qbad, _mm256_sub_ps(x, x));
+                    if (qpow2) x = _mm256_mul_ps(x, _mm256_set1_ps(1.0f / a->qdiv)); /* exact: same bits */
+                    else if (a->qdiv != 0.0f) x = div_q(x, a->qdiv);
+                    _mm256_store_ps(Qt + (c0 + cc) * TS + 8 * h, _mm256_mul_ps(x, _mm256_set1_ps(a->qmul)));
                 }
             }
-            const __m256 mx = _mm256_max_ps(m, tree8_max(s));
-            const __m256 alpha = exp2_8(_mm256_sub_ps(m, mx));
-#pragma GCC unroll 8
-            for (int u = 0; u < 8; u++) s[u] = exp2_8(_mm256_sub_ps(s[u], mx));
-            l = _mm256_fmadd_ps(l, alpha, tree8_add(s));
-            m = mx;
-#pragma GCC unroll 8
-            for (int u = 0; u < 8; u++) _mm256_store_ps(P + u * 8, s[u]);
-            int64_t c = 0;
-#pragma GCC unroll 1
-            for (; c + 8 <= dv; c += 8) pv_cols(8, KS, P, Vb, c, alpha, Ot);
-            if (c + 4 <= dv) pv_cols(4, KS, P, Vb, c, alpha, Ot), c += 4;
-            for (; c < dv; c++) pv_cols(1, KS, P, Vb, c, alpha, Ot);
+            for (int64_t c = 0; c < dv; c++) _mm256_store_ps(Ot + c * TS + 8 * h, zero);
         }
+        /* causal: half 0 needs keys up to i0 + 8 (a multiple of 8: t0 is one of 16), half 1 up to
+         * i0 + n; so the blocks both need run with nh = 2 and see the same kb, and half 1's last
+         * block runs alone */
+        const int64_t n0 = n < 8 ? n : 8;
+        const int64_t kend0 = a->causal ? (a->S < i0 + n0 ? a->S : i0 + n0) : a->S;
+        const int64_t kend1 = a->causal ? (a->S < i0 + n ? a->S : i0 + n) : a->S;
+        __m256 m[2] = {ninf, ninf}, l[2] = {zero, zero};
+        int64_t j0 = 0;
+        if (nh == 2)
+            for (; j0 < kend0; j0 += 8)
+                fwd_block(2, KS, d, dv, Qt, Kp + j0 * KS, Vp + j0 * KS, kend0 - j0 < 8 ? (int)(kend0 - j0) : 8,
+                          a->causal, j0, i0, m, l, Ot, P);
+        else
+            for (; j0 < kend0; j0 += 8)
+                fwd_block(1, KS, d, dv, Qt, Kp + j0 * KS, Vp + j0 * KS, kend0 - j0 < 8 ? (int)(kend0 - j0) : 8,
+                          a->causal, j0, i0, m, l, Ot, P);
+        if (nh == 2)
+            for (; j0 < kend1; j0 += 8)
+                fwd_block(1, KS, d, dv, Qt + 8, Kp + j0 * KS, Vp + j0 * KS, kend1 - j0 < 8 ? (int)(kend1 - j0) : 8,
+                          a->causal, j0, i0 + 8, m + 1, l + 1, Ot + 8, P + 8);
         /* an inf / NaN query entry, or a logit that overflowed (l is then 0, inf or NaN): the
          * general path */
-        const __m256 rows = _mm256_castsi256_ps(lanes_below(n));
-        const __m256 lbad = _mm256_or_ps(_mm256_cmp_ps(l, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ),
-                                         _mm256_cmp_ps(l, zero, _CMP_NGT_UQ));
-        if (_mm256_movemask_ps(_mm256_cmp_ps(qbad, qbad, _CMP_UNORD_Q)) | _mm256_movemask_ps(_mm256_and_ps(rows, lbad))) {
+        int bad = _mm256_movemask_ps(_mm256_cmp_ps(qbad, qbad, _CMP_UNORD_Q));
+        for (int h = 0; h < nh; h++) {
+            const __m256 rows = _mm256_castsi256_ps(lanes_below(n - 8 * h));
+            const __m256 lbad = _mm256_or_ps(_mm256_cmp_ps(l[h], _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ),
+                                             _mm256_cmp_ps(l[h], zero, _CMP_NGT_UQ));
+            bad |= _mm256_movemask_ps(_mm256_and_ps(rows, lbad));
+        }
+        if (bad) {
             ok = false;
             continue;
         }
-        const __m256 rl = _mm256_div_ps(_mm256_set1_ps(1.0f), l);
         /* out row i, columns c0 .. c0 + 7 = Ot[c0 ..][i] / l[i]. The sums in Ot are not yet divided
          * by l (up to S times a value): one that overflowed makes the job decline (x - x is NaN
          * for inf; the rows written so far are all rewritten by the general path) */
         __m256 obad = zero;
-        for (int64_t c0 = 0; c0 < dv; c0 += 8) {
-            const int64_t nc = dv - c0 < 8 ? dv - c0 : 8;
-            __m256 r[8];
+        for (int h = 0; h < nh; h++) {
+            const __m256 rl = _mm256_div_ps(_mm256_set1_ps(1.0f), l[h]);
+            const int64_t nr = n - 8 * h < 8 ? n - 8 * h : 8;
+            for (int64_t c0 = 0; c0 < dv; c0 += 8) {
+                const int64_t nc = dv - c0 < 8 ? dv - c0 : 8;
+                __m256 r[8];
 #pragma GCC unroll 8
-            for (int cc = 0; cc < 8; cc++) r[cc] = cc < nc ? _mm256_mul_ps(_mm256_load_ps(Ot + (c0 + cc) * 8), rl) : zero;
+                for (int cc = 0; cc < 8; cc++)
+                    r[cc] = cc < nc ? _mm256_mul_ps(_mm256_load_ps(Ot + (c0 + cc) * TS + 8 * h), rl) : zero;
 #pragma GCC unroll 8
-            for (int cc = 0; cc < 8; cc++) obad = _mm256_add_ps(obad, _mm256_sub_ps(r[cc], r[cc]));
-            transpose8(r);
+                for (int cc = 0; cc < 8; cc++) obad = _mm256_add_ps(obad, _mm256_sub_ps(r[cc], r[cc]));
+                transpose8(r);
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++)
-                if (i < n) store_n(out + (i0 + i) * a->ldo + c0, r[i], nc);
+                for (int i = 0; i < 8; i++)
+                    if (i < nr) store_n(out + (i0 + 8 * h + i) * a->ldo + c0, r[i], nc);
+            }
+            if (lse) {
+                float mv[8], lv[8];
+                _mm256_storeu_ps(mv, m[h]), _mm256_storeu_ps(lv, l[h]);
+                for (int64_t i = 0; i < nr; i++) lse[i0 + 8 * h + i] = (mv[i] + log2f(lv[i])) * 0.693147180559945309f;
+            }
         }
         if (_mm256_movemask_ps(_mm256_cmp_ps(obad, obad, _CMP_UNORD_Q))) {
             ok = false;
             continue;
-        }
-        if (lse) {
-            float mv[8], lv[8];
-            _mm256_storeu_ps(mv, m), _mm256_storeu_ps(lv, l);
-            for (int64_t i = 0; i < n; i++) lse[i0 + i] = (mv[i] + log2f(lv[i])) * 0.693147180559945309f;
         }
     }
     return ok;
@@ -329,57 +471,67 @@ static void attn_ds_row(const float *p, const float *dp, float *ds, int64_t ncol
 }
 
 /* ---- backward (attention_internal.h) ----
- * attention_avx512.c's flash-attention 2 scheme on 8 lanes. Per query tile (8 queries, one per
- * lane) the tile is packed four ways in L1: Qt (d x 8, scaled by qmul = sc log2 e) and dOt
- * (dv x 8) for the products with a key block's rows, Qn and dOn (8 rows at stride KS) for dK and
- * dV; then per key block of 8:
- *   s_u  = sum_c Qt[c] k[u][c]                     8 d FMAs (key entries broadcast)
+ * attention_avx512.c's flash-attention 2 scheme on 8 lanes. Per query tile (16 queries, two halves
+ * of 8 lanes as in the forward) the tile is packed four ways in L1: Qt (d x 16, scaled by
+ * qmul = sc log2 e) and dOt (dv x 16) for the products with a key block's rows, Qn and dOn
+ * (16 rows at stride KS) for dK and dV; then per key block of 8:
+ *   s_u  = sum_c Qt[c] k[u][c]                     8 d FMAs per half (key entries broadcast)
  *   P_u  = 2^(s_u - lse log2 e), 0 where masked   (causal, keys past S, rows past T)
- *   dP_u = sum_c dOt[c] v[u][c]                    8 dv FMAs
+ *   dP_u = sum_c dOt[c] v[u][c]                    8 dv FMAs per half
  *   dS_u = sc P_u (dP_u - D), D = rowsum(dO o)
- * P and dS are stored key-major (8 x 8, lane = query) and then
- *   dV[u] += sum_i P[u][i] dOn[i],  dK[u] += sum_i dS[u][i] Qn[i]   (8 accumulators per 8 columns)
- *   dQ[i] += sum_u dS[u][i] k[u]                                    (the same shape)
- * with the weights broadcast from memory. dK, dV live in job-wide buffers (keys x KS) written out
- * at the end; dQ in an L1 buffer written out per tile. */
-static inline __attribute__((always_inline)) void bwd_rank8(const int nchunk, const int KS, const float *W, const float *X,
-                                                             int nx, float *acc) {
-    /* acc[u][c] += sum_{i < nx} W[u * 8 + i] X[i][c], u < 8, c < 8 nchunk (rows at stride KS) */
-    for (int c = 0; c < nchunk; c++) {
-        __m256 r[8];
+ * P and dS are stored key-major (8 x 16, lane = query) and then
+ *   dV[u] += sum_i P[u][i] dOn[i],  dK[u] += sum_i dS[u][i] Qn[i]
+ *   dQ[i] += sum_u dS[u][i] k[u]
+ * with the weights broadcast from memory, each broadcast feeding two column vectors. dK, dV live
+ * in job-wide buffers (keys x KS) written out at the end; dQ in an L1 buffer written out per
+ * tile. Every accumulator sees the FMAs of the 8-row tiles this replaced in the same order (dK,
+ * dV: rows in order, tile after tile; dQ: blocks in order, keys in order), so the bits are the
+ * same. The 16-row tile halves the reads of the packed k, v, dK, dV per FMA: at T = 64 and depth
+ * 32 those four are 32 KiB, L1's size, and the 8-row tile's products ran at ~0.5-0.7 of the FMA
+ * peak. */
+
+/* acc[r][8 cc ..] += sum_{j < nj} W[r wr + j wj] X[j][8 cc ..], r < nr, cc < nc (acc and X rows at
+ * stride KS): nr nc accumulators, nc loads and nr broadcasts per j. */
+static inline __attribute__((always_inline)) void rank_acc(const int nr, const int nc, const int KS, const float *W,
+                                                            const int wr, const int wj, const float *X, int nj,
+                                                            float *acc) {
+    __m256 o[8][2];
 #pragma GCC unroll 8
-        for (int u = 0; u < 8; u++) r[u] = _mm256_load_ps(acc + u * KS + 8 * c);
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 2
+        for (int cc = 0; cc < nc; cc++) o[r][cc] = _mm256_load_ps(acc + r * KS + 8 * cc);
 #pragma GCC unroll 1
-        for (int i = 0; i < nx; i++) {
-            const __m256 x = _mm256_load_ps(X + i * KS + 8 * c);
+    for (int j = 0; j < nj; j++) {
+        __m256 x[2];
+#pragma GCC unroll 2
+        for (int cc = 0; cc < nc; cc++) x[cc] = _mm256_load_ps(X + j * KS + 8 * cc);
 #pragma GCC unroll 8
-            for (int u = 0; u < 8; u++) r[u] = _mm256_fmadd_ps(_mm256_broadcast_ss(W + u * 8 + i), x, r[u]);
+        for (int r = 0; r < nr; r++) {
+            const __m256 w = _mm256_broadcast_ss(W + r * wr + j * wj);
+#pragma GCC unroll 2
+            for (int cc = 0; cc < nc; cc++) o[r][cc] = _mm256_fmadd_ps(w, x[cc], o[r][cc]);
         }
-#pragma GCC unroll 8
-        for (int u = 0; u < 8; u++) _mm256_store_ps(acc + u * KS + 8 * c, r[u]);
     }
+#pragma GCC unroll 8
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 2
+        for (int cc = 0; cc < nc; cc++) _mm256_store_ps(acc + r * KS + 8 * cc, o[r][cc]);
 }
 
-/* acc[i][c] += sum_{u < nu} W[u * 8 + i] X[u][c]: the transposed use of W (dQ from dS and k) */
-static inline __attribute__((always_inline)) void bwd_rank8t(const int nchunk, const int KS, const float *W,
-                                                              const float *X, int nu, float *acc) {
-    for (int c = 0; c < nchunk; c++) {
-        __m256 r[8];
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) r[i] = _mm256_load_ps(acc + i * KS + 8 * c);
-#pragma GCC unroll 1
-        for (int u = 0; u < nu; u++) {
-            const __m256 x = _mm256_load_ps(X + u * KS + 8 * c);
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) r[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(W + u * 8 + i), x, r[i]);
-        }
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) _mm256_store_ps(acc + i * KS + 8 * c, r[i]);
-    }
+/* acc rows [0, nrows) (a multiple of 8), chunks [0, nchunk): 4 rows x 2 chunks at a time, an odd
+ * last chunk 8 rows at a time */
+static inline __attribute__((always_inline)) void rank_all(const int KS, int nchunk, int nrows, const float *W,
+                                                            const int wr, const int wj, const float *X, int nj,
+                                                            float *acc) {
+    int c = 0;
+    for (; c + 2 <= nchunk; c += 2)
+        for (int r0 = 0; r0 < nrows; r0 += 4) rank_acc(4, 2, KS, W + r0 * wr, wr, wj, X + 8 * c, nj, acc + r0 * KS + 8 * c);
+    if (c < nchunk)
+        for (int r0 = 0; r0 < nrows; r0 += 8) rank_acc(8, 1, KS, W + r0 * wr, wr, wj, X + 8 * c, nj, acc + r0 * KS + 8 * c);
 }
 
 /* 8 rows (n of them live, the rest zeros) of width w from src (stride ld) into dst (stride KS, zero
- * padded), and their transpose times mul into dt (w x 8) */
+ * padded), and their transpose times mul into dt (w rows at stride TS) */
 static inline __attribute__((always_inline)) void bwd_pack_tile(const int KS, const float *src, int64_t ld, int64_t n,
                                                                  int64_t w, float mul, float *dst, float *dt) {
     const __m256 zero = _mm256_setzero_ps();
@@ -393,7 +545,78 @@ static inline __attribute__((always_inline)) void bwd_pack_tile(const int KS, co
         if (c0 >= w) continue;
         transpose8(r);
         const int64_t nc = w - c0 < 8 ? w - c0 : 8;
-        for (int64_t cc = 0; cc < nc; cc++) _mm256_store_ps(dt + (c0 + cc) * 8, _mm256_mul_ps(r[cc], _mm256_set1_ps(mul)));
+        for (int64_t cc = 0; cc < nc; cc++) _mm256_store_ps(dt + (c0 + cc) * TS, _mm256_mul_ps(r[cc], _mm256_set1_ps(mul)));
+    }
+}
+
+/* One key block (kb real keys) for nh halves of a tile whose half 0 starts at query ih: P and dS
+ * into their 8 x TS buffers, then the three rank updates. */
+static inline __attribute__((always_inline)) void bwd_block(const int nh, const int KS, const lx_flash_bwd_args *a,
+                                                             int64_t n, int64_t ih, int64_t j0, int kb, const float *Qt,
+                                                             const float *dOt, const float *Qn, const float *dOn,
+                                                             const __m256 *L2, const __m256 *Dd, const float *Kb,
+                                                             const float *Vb, float *dKb, float *dVb, float *dQa,
+                                                             float *P, float *dS) {
+    const int64_t d = a->d, dvv = a->dv;
+    const int nd = (int)((d + 7) / 8), nv = (int)((dvv + 7) / 8);
+    const __m256 vsc = _mm256_set1_ps(a->sc);
+    const bool edge = kb < 8 || (a->causal && j0 + 7 > ih); /* a partial or diagonal block */
+    /* key u live in half h's lanes: queries past T, keys past the block's end and (causal) keys
+     * after the query masked */
+#define LIVE(u, h)                                                                                                     \
+    (edge ? _mm256_andnot_ps(_mm256_castsi256_ps(lanes_below((u) >= kb ? 8 : a->causal ? j0 + (u) - (ih + 8 * (h)) : 0)), \
+                             _mm256_castsi256_ps(lanes_below(n - 8 * (h))))                                            \
+          : _mm256_castsi256_ps(lanes_below(n - 8 * (h))))
+    dots_for(nh, KS)(d, Qt, Kb, P);
+#pragma GCC unroll 8
+    for (int u = 0; u < 8; u++)
+#pragma GCC unroll 2
+        for (int h = 0; h < nh; h++) {
+            float *pu = P + u * TS + 8 * h;
+            _mm256_store_ps(pu, _mm256_and_ps(LIVE(u, h), exp2_8(_mm256_sub_ps(_mm256_load_ps(pu), L2[h]))));
+        }
+    dots_for(nh, KS)(dvv, dOt, Vb, dS);
+#pragma GCC unroll 8
+    for (int u = 0; u < 8; u++)
+#pragma GCC unroll 2
+        for (int h = 0; h < nh; h++) {
+            float *du = dS + u * TS + 8 * h;
+            const __m256 pu = _mm256_mul_ps(_mm256_load_ps(P + u * TS + 8 * h), vsc);
+            _mm256_store_ps(du, _mm256_and_ps(LIVE(u, h), _mm256_mul_ps(pu, _mm256_sub_ps(_mm256_load_ps(du), Dd[h]))));
+        }
+#undef LIVE
+    const int nx = (int)(n < 8 * nh ? n : 8 * nh); /* the tile's rows the halves hold */
+    rank_all(KS, nv, 8, P, TS, 1, dOn, nx, dVb);
+    rank_all(KS, nd, 8, dS, TS, 1, Qn, nx, dKb);
+    rank_all(KS, nd, 8 * nh, dS, 1, TS, Kb, kb, dQa);
+}
+
+/* bwd_block per (halves, stride), each compiled once: inlined at its three call sites in each of
+ * flash_bwd_ks's four strides the backward was ~160 KB of code, and ran ~15% slower than with
+ * these calls */
+#define BWD_BLOCK_ARGS                                                                                                 \
+    const lx_flash_bwd_args *a, int64_t n, int64_t ih, int64_t j0, int kb, const float *Qt, const float *dOt,        \
+        const float *Qn, const float *dOn, const __m256 *L2, const __m256 *Dd, const float *Kb, const float *Vb,       \
+        float *dKb, float *dVb, float *dQa, float *P, float *dS
+#define BWD_BLOCK_FN(NH, KS)                                                                                           \
+    static __attribute__((noinline)) void bwd_block_##NH##_##KS(BWD_BLOCK_ARGS) {                                     \
+        bwd_block(NH, KS, a, n, ih, j0, kb, Qt, dOt, Qn, dOn, L2, Dd, Kb, Vb, dKb, dVb, dQa, P, dS);                   \
+    }
+BWD_BLOCK_FN(1, 16)
+BWD_BLOCK_FN(2, 16)
+BWD_BLOCK_FN(1, 32)
+BWD_BLOCK_FN(2, 32)
+BWD_BLOCK_FN(1, 64)
+BWD_BLOCK_FN(2, 64)
+BWD_BLOCK_FN(1, 128)
+BWD_BLOCK_FN(2, 128)
+typedef void (*bwd_block_fn)(BWD_BLOCK_ARGS);
+static bwd_block_fn bwd_block_for(int nh, int KS) {
+    switch (KS) {
+    case 16: return nh == 2 ? bwd_block_2_16 : bwd_block_1_16;
+    case 32: return nh == 2 ? bwd_block_2_32 : bwd_block_1_32;
+    case 64: return nh == 2 ? bwd_block_2_64 : bwd_block_1_64;
+    default: return nh == 2 ? bwd_block_2_128 : bwd_block_1_128;
     }
 }
 
@@ -402,7 +625,6 @@ static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, con
                                                                const float *go, const float *lse, float *dq, float *dk,
                                                                float *dv, float *scratch) {
     const int64_t T = a->T, S = a->S, d = a->d, dvv = a->dv, Spad = (S + 15) / 16 * 16;
-    const int nd = (int)((d + 7) / 8), nv = (int)((dvv + 7) / 8);
     float *Kp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     float *Vp = Kp + Spad * KS + 16, *dKp = Vp + Spad * KS + 16, *dVp = dKp + Spad * KS + 16;
     float *Qt = dVp + Spad * KS + 16, *Qn = Qt + 16 * KS, *dOt = Qn + 16 * KS, *dOn = dOt + 16 * KS;
@@ -423,77 +645,56 @@ static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, con
         }
     }
     const float l2e = 1.44269504088896341f, qmul = a->sc * l2e;
-    const __m256 vsc = _mm256_set1_ps(a->sc);
     for (int64_t r = 0; r < a->R; r++) {
         const float *qh = q + r * d, *oh = o + r * dvv, *gh = go + r * dvv, *lh = lse + r * T;
         float *dqh = dq + r * d;
-        for (int64_t i0 = 0; i0 < T; i0 += 8) {
-            const int64_t n = T - i0 < 8 ? T - i0 : 8;
-            const __m256 rows = _mm256_castsi256_ps(lanes_below(n));
-            if (i0 + 8 < T) /* the next tile's rows of q, dO and o (as in the forward) */
-                for (int64_t i = i0 + 8; i < i0 + 16 && i < T; i++) {
+        for (int64_t i0 = 0; i0 < T; i0 += 16) {
+            const int64_t n = T - i0 < 16 ? T - i0 : 16;
+            const int nh = n > 8 ? 2 : 1;
+            if (i0 + 16 < T) /* the next tile's rows of q, dO and o (as in the forward) */
+                for (int64_t i = i0 + 16; i < i0 + 32 && i < T; i++) {
                     for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(qh + i * a->ldq + c), _MM_HINT_T0);
                     for (int64_t c = 0; c < dvv; c += 16) {
                         _mm_prefetch((const char *)(gh + i * a->ldo + c), _MM_HINT_T0);
                         _mm_prefetch((const char *)(oh + i * a->ldo + c), _MM_HINT_T0);
                     }
                 }
-            bwd_pack_tile(KS, qh + i0 * a->ldq, a->ldq, n, d, qmul, Qn, Qt);
-            bwd_pack_tile(KS, gh + i0 * a->ldo, a->ldo, n, dvv, 1.0f, dOn, dOt);
-            /* D = rowsum(dO o): per row a vector of partial sums, then one transpose and a tree */
-            __m256 t[8];
+            __m256 Dd[2], L2[2];
+            for (int h = 0; h < nh; h++) {
+                const int64_t ih = i0 + 8 * h, nr = n - 8 * h < 8 ? n - 8 * h : 8;
+                bwd_pack_tile(KS, qh + ih * a->ldq, a->ldq, nr, d, qmul, Qn + 8 * h * KS, Qt + 8 * h);
+                bwd_pack_tile(KS, gh + ih * a->ldo, a->ldo, nr, dvv, 1.0f, dOn + 8 * h * KS, dOt + 8 * h);
+                /* D = rowsum(dO o): per row a vector of partial sums, then one transpose and a tree */
+                __m256 t[8];
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) t[i] = zero;
-            for (int64_t c = 0; c < dvv; c += 8) {
+                for (int i = 0; i < 8; i++) t[i] = zero;
+                for (int64_t c = 0; c < dvv; c += 8) {
 #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++)
-                    if (i < n) t[i] = _mm256_fmadd_ps(_mm256_load_ps(dOn + i * KS + c), load_n(oh + (i0 + i) * a->ldo + c, dvv - c), t[i]);
+                    for (int i = 0; i < 8; i++)
+                        if (i < nr)
+                            t[i] = _mm256_fmadd_ps(_mm256_load_ps(dOn + (8 * h + i) * KS + c),
+                                                   load_n(oh + (ih + i) * a->ldo + c, dvv - c), t[i]);
+                }
+                transpose8(t);
+                Dd[h] = tree8_add(t);
+                L2[h] = _mm256_mul_ps(load_n(lh + ih, nr), _mm256_set1_ps(l2e));
             }
-            transpose8(t);
-            const __m256 Dd = tree8_add(t);
-            const __m256 L2 = _mm256_mul_ps(load_n(lh + i0, n), _mm256_set1_ps(l2e));
-            for (int64_t c = 0; c < 8 * KS; c += 8) _mm256_store_ps(dQa + c, zero);
-            const int64_t kend = a->causal ? (S < i0 + n ? S : i0 + n) : S;
-            for (int64_t j0 = 0; j0 < kend; j0 += 8) {
-                const int kb = kend - j0 < 8 ? (int)(kend - j0) : 8;
-                const float *const Kb = Kp + j0 * KS, *const Vb = Vp + j0 * KS;
-                __m256 live[8];
-                if (kb < 8 || (a->causal && j0 + 7 > i0)) { /* a partial or diagonal block */
-#pragma GCC unroll 8
-                    for (int u = 0; u < 8; u++) {
-                        const int64_t thr = u >= kb ? 8 : a->causal ? j0 + u - i0 : 0;
-                        live[u] = _mm256_andnot_ps(_mm256_castsi256_ps(lanes_below(thr)), rows);
-                    }
-                } else {
-#pragma GCC unroll 8
-                    for (int u = 0; u < 8; u++) live[u] = rows;
-                }
-                __m256 s[8];
-#pragma GCC unroll 8
-                for (int u = 0; u < 8; u++) s[u] = zero;
-                for (int64_t c = 0; c < d; c++) {
-                    const __m256 qc = _mm256_load_ps(Qt + c * 8);
-#pragma GCC unroll 8
-                    for (int u = 0; u < 8; u++) s[u] = _mm256_fmadd_ps(qc, _mm256_broadcast_ss(Kb + u * KS + c), s[u]);
-                }
-#pragma GCC unroll 8
-                for (int u = 0; u < 8; u++) _mm256_store_ps(P + u * 8, _mm256_and_ps(live[u], exp2_8(_mm256_sub_ps(s[u], L2))));
-#pragma GCC unroll 8
-                for (int u = 0; u < 8; u++) s[u] = zero;
-                for (int64_t c = 0; c < dvv; c++) {
-                    const __m256 gc = _mm256_load_ps(dOt + c * 8);
-#pragma GCC unroll 8
-                    for (int u = 0; u < 8; u++) s[u] = _mm256_fmadd_ps(gc, _mm256_broadcast_ss(Vb + u * KS + c), s[u]);
-                }
-#pragma GCC unroll 8
-                for (int u = 0; u < 8; u++) {
-                    const __m256 pu = _mm256_mul_ps(_mm256_load_ps(P + u * 8), vsc);
-                    _mm256_store_ps(dS + u * 8, _mm256_and_ps(live[u], _mm256_mul_ps(pu, _mm256_sub_ps(s[u], Dd))));
-                }
-                bwd_rank8(nv, KS, P, dOn, (int)n, dVp + j0 * KS);
-                bwd_rank8(nd, KS, dS, Qn, (int)n, dKp + j0 * KS);
-                bwd_rank8t(nd, KS, dS, Kb, kb, dQa);
-            }
+            for (int64_t c = 0; c < 8 * nh * KS; c += 8) _mm256_store_ps(dQa + c, zero);
+            /* causal: the blocks both halves need (kend0, the same kb for both: see the forward),
+             * then half 1's last block alone */
+            const int64_t n0 = n < 8 ? n : 8;
+            const int64_t kend0 = a->causal ? (S < i0 + n0 ? S : i0 + n0) : S;
+            const int64_t kend1 = a->causal ? (S < i0 + n ? S : i0 + n) : S;
+            const bwd_block_fn both = bwd_block_for(nh, KS), one = bwd_block_for(1, KS);
+            int64_t j0 = 0;
+            for (; j0 < kend0; j0 += 8)
+                both(a, n, i0, j0, kend0 - j0 < 8 ? (int)(kend0 - j0) : 8, Qt, dOt, Qn, dOn, L2, Dd, Kp + j0 * KS,
+                     Vp + j0 * KS, dKp + j0 * KS, dVp + j0 * KS, dQa, P, dS);
+            if (nh == 2)
+                for (; j0 < kend1; j0 += 8)
+                    one(a, n - 8, i0 + 8, j0, kend1 - j0 < 8 ? (int)(kend1 - j0) : 8, Qt + 8, dOt + 8, Qn + 8 * KS,
+                        dOn + 8 * KS, L2 + 1, Dd + 1, Kp + j0 * KS, Vp + j0 * KS, dKp + j0 * KS, dVp + j0 * KS,
+                        dQa + 8 * KS, P + 8, dS + 8);
             for (int64_t i = 0; i < n; i++)
                 for (int64_t c = 0; c < d; c += 8)
                     store_n(dqh + (i0 + i) * a->ldq + c, _mm256_load_ps(dQa + i * KS + c), d - c);
