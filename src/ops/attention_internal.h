@@ -42,7 +42,7 @@ static inline int64_t lx_flash_scratch(const lx_flash_args *a) {
 
 /* The AVX-512 kernel, or NULL when the build has none (run it only when the set in force is AVX-512). */
 lx_flash_fwd_fn lx_flash_fwd_avx512(void);
-/* The AVX2 kernel (attention_avx2.c: 8 queries per tile, 8 keys per block, the same exp2), or NULL. */
+/* The AVX2 kernel (attention_avx2.c: 16 queries per tile, 8 keys per block, the same exp2), or NULL. */
 lx_flash_fwd_fn lx_flash_fwd_avx2(void);
 
 /* row[s] = e^(row[s] - sub), s < n: the backward rebuilds the weights from the forward's
@@ -79,7 +79,7 @@ static inline int64_t lx_flash_bwd_scratch(const lx_flash_bwd_args *a) {
     return 4 * ((a->S + 15) / 16 * 16 * ks + 16) + 5 * 16 * ks + 2 * 256 + 2 * 16 + 32;
 }
 lx_flash_bwd_fn lx_flash_bwd_avx512(void);
-/* AVX2 (attention_avx2.c): tiles of 8 queries, blocks of 8 keys, the same scratch */
+/* AVX2 (attention_avx2.c): tiles of 16 queries, blocks of 8 keys, the same scratch */
 lx_flash_bwd_fn lx_flash_bwd_avx2(void);
 
 #endif
