@@ -40,7 +40,11 @@
  * thread) after the assembly micro-kernel: 384^3 ours 0.545 / OpenBLAS 0.495 of the FMA peak,
  * 512^3 0.560 / 0.531, 1024^3 0.550 / 0.587; so OpenBLAS keeps only the large square-ish
  * products (its B packing is fused with the compute; ours is a separate pass over all of B when
- * there are several row blocks). Fewer rows (batch-size M) and transposed-A shapes stay ours. */
+ * there are several row blocks). Fewer rows (batch-size M) and transposed-A shapes stay ours.
+ * Rechecked on Zen 1 with every other parallel loop on linnx's pool (docs/kernels.md, Threads):
+ * one thread, each product right after a pool loop, packed/OpenBLAS 0.97-1.05 over 800^3-1024^3,
+ * 512x1024x1024 and 2048x512x512, and a pool loop right after an OpenBLAS call no slower than
+ * after ours: OpenBLAS does not lose these shapes, so it keeps them. */
 #define AVX2_BLAS_ABOVE (768LL * 768 * 768)
 #define AVX2_BLAS_ROWS 256
 /* Work (M*N*K) from which the packed path uses more than one thread. */
