@@ -53,9 +53,7 @@
 #endif
 
 #include "common.h"
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "../src/core/team.h" /* the thread pool the kernels run on */
 #include "linnx/cpu.h"
 #include "linnx/linalg.h"
 #include "linnx/linnx.h"
@@ -140,42 +138,50 @@ static double measure_peak(int n) {
 
 /* One same-moment peak sample on nt threads (nt <= 8): each thread runs one short loop of
  * bench_fma_peak_sample (~2 ms with AVX2); returns the GFLOPS of all of them together and, in
- * *cpu, the calling thread's GFLOPS in its own CPU time (used on one thread only). Two threads
- * run on the OpenMP team the kernels themselves run on, started together at a barrier (a thread
- * of our own would compete with the team's threads still spinning after the kernel's call), and
- * are timed from the first start to the last end: timing each thread alone and adding their
- * rates counted two loops that ran one after the other on one free vCPU as two threads' worth
- * (74 GFLOPS "on two threads" in a run whose two-thread work got one vCPU). */
+ * *cpu, the calling thread's GFLOPS in its own CPU time (used on one thread only). The loops run
+ * as the items of a parallel loop on linnx's thread pool (src/core/team.h), the one the kernels
+ * run on, each starting once every item has been taken (or after 20 ms: a pool thread that does
+ * not come in time leaves its item to the others), and are timed from the first start to the
+ * last end: timing each thread alone and adding their rates counted two loops that ran one after
+ * the other on one free vCPU as two threads' worth (74 GFLOPS "on two threads" in a run whose
+ * two-thread work got one vCPU). */
+typedef struct peak_job {
+    int level, nt;
+    atomic_int arrived;
+    double t0[8], t1[8], flops[8], cpu0;
+} peak_job;
+
+static int peak_item(void *ctx, int64_t lo, int64_t hi) {
+    peak_job *j = ctx;
+    for (int64_t i = lo; i < hi; i++) {
+        atomic_fetch_add(&j->arrived, 1);
+        for (double w = bench_now(); atomic_load(&j->arrived) < j->nt && bench_now() - w < 0.02;) {
+        }
+        double c = 0;
+        j->t0[i] = bench_now();
+        double g = bench_fma_peak_sample(j->level, &c);
+        j->t1[i] = bench_now();
+        j->flops[i] = g * 1e9 * (j->t1[i] - j->t0[i]); /* the loop's fixed count, from its rate */
+        if (i == 0) j->cpu0 = c;
+    }
+    return 0;
+}
+
 static double peak_one_thread; /* fma_peak_t1_cpu, for peak_note */
 static double peak_sample(int nt, double *cpu) {
     const int level = peak_level();
     if (nt <= 1) return bench_fma_peak_sample(level, cpu);
     if (nt > 8) nt = 8;
-#if defined(_OPENMP)
-    double t0[8], t1[8], flops[8], cpu0 = 0;
-    int got = 1;
-#pragma omp parallel num_threads(nt)
-    {
-        int i = omp_get_thread_num();
-        if (i == 0) got = omp_get_num_threads(); /* fewer than nt if the runtime says so */
-        double c = 0;
-#pragma omp barrier
-        t0[i] = bench_now();
-        double g = bench_fma_peak_sample(level, &c);
-        t1[i] = bench_now();
-        flops[i] = g * 1e9 * (t1[i] - t0[i]); /* the loop's fixed count, from its rate */
-        if (i == 0) cpu0 = c;
+    peak_job j = {.level = level, .nt = nt};
+    atomic_init(&j.arrived, 0);
+    lx_parallel_for(nt, nt, peak_item, &j);
+    double start = j.t0[0], end = j.t1[0], sum = 0;
+    for (int i = 0; i < nt; i++) {
+        start = j.t0[i] < start ? j.t0[i] : start, end = j.t1[i] > end ? j.t1[i] : end;
+        sum += j.flops[i];
     }
-    double start = t0[0], end = t1[0], sum = 0;
-    for (int i = 0; i < got; i++) {
-        start = t0[i] < start ? t0[i] : start, end = t1[i] > end ? t1[i] : end;
-        sum += flops[i];
-    }
-    *cpu = cpu0;
+    *cpu = j.cpu0;
     return end > start ? sum / (end - start) / 1e9 : 0;
-#else
-    return bench_fma_peak_sample(level, cpu) * nt; /* no team: one thread's figure times nt */
-#endif
 }
 
 static double measure_copy(void) {

@@ -13,7 +13,7 @@ seed=()
 [ -n "${FUZZ_SEED:-}" ] && seed=(-seed="$FUZZ_SEED") # CI: the same mutations every run
 mkdir -p "$out/obj" "$out/findings"
 CC=${FUZZ_CC:-clang}
-flags=(-g -O1 -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE=1 -DLINNX_FAULT_INJECTION -fopenmp -ffp-contract=off
+flags=(-g -O1 -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE=1 -DLINNX_FAULT_INJECTION -fopenmp-simd -ffp-contract=off
        -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -Wno-pass-failed
        -Iinclude -Itools $(pkg-config --cflags nettle openblas jansson msgpack))
 libs=($(pkg-config --libs nettle openblas jansson msgpack) -lm)

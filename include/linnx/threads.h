@@ -1,15 +1,17 @@
 /* linnx/threads.h - one thread-count setting for everything linnx runs in parallel.
  *
- * OpenBLAS (GEMM above the small-size threshold) and every one of linnx's own OpenMP regions
- * (elementwise and broadcast ops, casts, reductions, transposes and gathers, random bits and
- * samplers, im2col and direct convolution, pooling, softmax and norm rows, attention heads, small
- * batched GEMMs) obey this one number, whichever thread calls them: each region asks for its team
- * size explicitly, so neither OMP_NUM_THREADS nor an omp_set_num_threads made on some other thread
- * sizes a linnx team. A program pins linnx to n cores with a single call.
+ * linnx runs its parallel work on one pool of its own threads (elementwise and broadcast ops,
+ * casts, reductions, transposes and gathers, random bits and samplers, GEMM, convolution, pooling,
+ * softmax and norm rows, attention heads, optimizer steps), and OpenBLAS (GEMM shapes it still
+ * wins) on its own threads; both obey this one number, whichever thread calls them. linnx does
+ * not use OpenMP: OMP_NUM_THREADS and OMP_WAIT_POLICY do not change it, and a program's own OpenMP
+ * regions keep their own settings. A program pins linnx to n cores with a single call.
  *
- * Default: the environment variable LINNX_THREADS if it holds a positive integer, else every core
- * this process may use. It is read once, by the first linnx call that needs the count (set it
- * before then); lx_set_num_threads(0) reads it again. The setting is process-wide.
+ * Default: the environment variable LINNX_THREADS if it holds a positive integer, else every CPU
+ * this process may run on (its affinity mask). It is read once, by the first linnx call that needs
+ * the count (set it before then); lx_set_num_threads(0) reads it again. The setting is
+ * process-wide. One parallel loop runs on the pool at a time: a loop started while another runs
+ * (from a second user thread) runs on its caller's thread alone.
  *
  * The setting is safe to read and change from any thread. This does not make linnx objects
  * shareable: arrays, trees, Variables, boxes and modules are not shared between threads

@@ -12,9 +12,10 @@
 #include <string.h>
 
 #include "linnx/threads.h"
+#include "team.h"
 
-/* Team size for a parallel region (the one thread setting, threads.h); core does not include
- * the ops' internals, so this mirrors LX_PAR_THREADS there. */
+/* Team size for a parallel loop (the one thread setting, threads.h; the loops run on the pool of
+ * team.h); core does not include the ops' internals, so this mirrors LX_PAR_THREADS there. */
 #define CORE_PAR_THREADS(big) ((big) ? lx_num_threads() : 1)
 
 /* ------------------------------------------------------------------ threefry2x32 */
@@ -102,19 +103,43 @@ static void legacy_pairs(lx_key key, int64_t total, int64_t j0, int64_t j1, uint
     }
 }
 
-/* Sizes above this are spread over OpenMP threads; below, threads cost more than they save. */
+/* Sizes above this are spread over the thread pool; below, threads cost more than they save. */
 #define PAR_MIN 65536
 #define PAR_BLOCK 16384
+
+/* Blocks [lo, hi) of PAR_BLOCK words (pairs in the legacy scheme, h of them) of one request. */
+typedef struct rand_job {
+    lx_key key;
+    int64_t total, h;
+    void *out;
+    const void *xp; /* the samplers' xf_params */
+} rand_job;
+
+static int legacy_blocks(void *ctx, int64_t lo, int64_t hi) {
+    const rand_job *j = ctx;
+    uint32_t *out = j->out;
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t j0 = b * PAR_BLOCK, j1 = j0 + PAR_BLOCK < j->h ? j0 + PAR_BLOCK : j->h;
+        legacy_pairs(j->key, j->total, j0, j1, out + j0, out + j->h + j0);
+    }
+    return 0;
+}
+
+static int bits_blocks(void *ctx, int64_t lo, int64_t hi) {
+    const rand_job *j = ctx;
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t s = b * PAR_BLOCK, m = s + PAR_BLOCK < j->total ? PAR_BLOCK : j->total - s;
+        bits_part_range(j->key, s, m, (uint32_t *)j->out + s);
+    }
+    return 0;
+}
 
 /* All `total` words of threefry_2x32(key, iota(total)) into out. */
 static void legacy_iota(lx_key key, int64_t total, uint32_t *out) {
     const int64_t h = (total + 1) / 2;
     int64_t nblk = (h + PAR_BLOCK - 1) / PAR_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(CORE_PAR_THREADS(total >= PAR_MIN))
-    for (int64_t b = 0; b < nblk; b++) {
-        int64_t j0 = b * PAR_BLOCK, j1 = j0 + PAR_BLOCK < h ? j0 + PAR_BLOCK : h;
-        legacy_pairs(key, total, j0, j1, out + j0, out + h + j0);
-    }
+    rand_job j = {key, total, h, out, NULL};
+    lx_parallel_for(CORE_PAR_THREADS(total >= PAR_MIN), nblk, legacy_blocks, &j);
 }
 
 /* ------------------------------------------------------------------ keys */
@@ -182,11 +207,8 @@ static lx_status bits_fill(lx_key key, bool legacy, int64_t total, uint32_t *out
         return LX_OK;
     }
     int64_t nblk = (total + PAR_BLOCK - 1) / PAR_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(CORE_PAR_THREADS(total >= PAR_MIN))
-    for (int64_t b = 0; b < nblk; b++) {
-        int64_t s = b * PAR_BLOCK, m = s + PAR_BLOCK < total ? PAR_BLOCK : total - s;
-        bits_part_range(key, s, m, out + s);
-    }
+    rand_job j = {key, total, 0, out, NULL};
+    lx_parallel_for(CORE_PAR_THREADS(total >= PAR_MIN), nblk, bits_blocks, &j);
     return LX_OK;
 }
 
@@ -334,6 +356,24 @@ static void sample_legacy_range(lx_key key, const xf_params *xp, int64_t total, 
     }
 }
 
+static int sample_legacy_blocks(void *ctx, int64_t lo, int64_t hi) {
+    const rand_job *j = ctx;
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t j0 = b * PAR_BLOCK, j1 = j0 + PAR_BLOCK < j->h ? j0 + PAR_BLOCK : j->h;
+        sample_legacy_range(j->key, j->xp, j->total, j0, j1, j->out);
+    }
+    return 0;
+}
+
+static int sample_blocks(void *ctx, int64_t lo, int64_t hi) {
+    const rand_job *j = ctx;
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t s = b * PAR_BLOCK, m = s + PAR_BLOCK < j->total ? PAR_BLOCK : j->total - s;
+        sample_part_range(j->key, j->xp, s, m, j->out);
+    }
+    return 0;
+}
+
 static lx_status sample(lx_key key, const xf_params *xp, int64_t n, void *out) {
     if (n == 0) return LX_OK;
     if (lx_random_legacy()) {
@@ -343,19 +383,13 @@ static lx_status sample(lx_key key, const xf_params *xp, int64_t n, void *out) {
                            (long long)n);
         const int64_t h = (n + 1) / 2;
         int64_t nblk = (h + PAR_BLOCK - 1) / PAR_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(CORE_PAR_THREADS(n >= PAR_MIN))
-        for (int64_t b = 0; b < nblk; b++) {
-            int64_t j0 = b * PAR_BLOCK, j1 = j0 + PAR_BLOCK < h ? j0 + PAR_BLOCK : h;
-            sample_legacy_range(key, xp, n, j0, j1, out);
-        }
+        rand_job j = {key, n, h, out, xp};
+        lx_parallel_for(CORE_PAR_THREADS(n >= PAR_MIN), nblk, sample_legacy_blocks, &j);
         return LX_OK;
     }
     int64_t nblk = (n + PAR_BLOCK - 1) / PAR_BLOCK;
-#pragma omp parallel for schedule(static) num_threads(CORE_PAR_THREADS(n >= PAR_MIN))
-    for (int64_t b = 0; b < nblk; b++) {
-        int64_t s = b * PAR_BLOCK, m = s + PAR_BLOCK < n ? PAR_BLOCK : n - s;
-        sample_part_range(key, xp, s, m, out);
-    }
+    rand_job j = {key, n, 0, out, xp};
+    lx_parallel_for(CORE_PAR_THREADS(n >= PAR_MIN), nblk, sample_blocks, &j);
     return LX_OK;
 }
 

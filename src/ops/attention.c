@@ -10,6 +10,7 @@
  * (Q_BLOCK x kv_len per thread). */
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "attention_internal.h"
@@ -151,6 +152,100 @@ static lx_flash_fwd_fn flash_kernel(const attn_dims *a, bool has_v, bool keep) {
     }
 }
 
+/* q / sqrt(depth), Flax's scaling, over the pool */
+typedef struct qscale_ctx {
+    float *out;
+    const float *q;
+    float div;
+} qscale_ctx;
+
+static int qscale_range(void *ctx, int64_t lo, int64_t hi) {
+    const qscale_ctx *c = ctx;
+    for (int64_t i = lo; i < hi; i++) c->out[i] = c->q[i] / c->div;
+    return 0;
+}
+
+/* attention_forward's jobs [lo, hi): one block of query rows of one (batch, head) each. */
+typedef struct attn_fwd_ctx {
+    const attn_dims *a;
+    const float *q, *k, *v;
+    float *out, *keep;
+    float qdiv;
+    float *lse;
+    lx_flash_fwd_fn flash;
+    const lx_flash_args *fa;
+    int64_t qblk, nqb;
+    bool causal_fast;
+    atomic_int incomplete;
+} attn_fwd_ctx;
+
+static int attn_fwd_jobs(void *ctx, int64_t lo, int64_t hi) {
+    attn_fwd_ctx *c = ctx;
+    const attn_dims *a = c->a;
+    const float *q = c->q, *k = c->k, *v = c->v;
+    float *out = c->out, *keep = c->keep, *lse = c->lse;
+    const float qdiv = c->qdiv;
+    const lx_flash_fwd_fn flash = c->flash;
+    const int64_t qblk = c->qblk, nqb = c->nqb;
+    const bool causal_fast = c->causal_fast;
+    const lx_flash_args fa = *c->fa;
+    float *buf = v && !keep && !flash ? malloc(sizeof(float) * (size_t)(qblk * a->S)) : NULL;
+    float *fscratch = flash ? malloc(sizeof(float) * (size_t)lx_flash_scratch(&fa)) : NULL;
+    const float *vlast = NULL; /* the value block whose last non-finite row is vbad */
+    int64_t vbad = -1;
+    bool nomem = (v && !keep && !flash && !buf) || (flash && !fscratch);
+    for (int64_t j = lo; j < hi; j++) {
+        if (nomem) continue;
+        int64_t qb = j % nqb, h = (j / nqb) % a->H, b = j / (nqb * a->H);
+        int64_t t0 = qb * qblk, tq = a->T - t0 < qblk ? a->T - t0 : qblk;
+        if (flash) {
+            /* inf / NaN in q, k or v (zero weights times an inf value are NaN in the full
+             * product) or an overflowing logit: the general path has the exact answers */
+            int64_t g = h / (a->H / a->G);
+            const float *vb = v + (b * a->S * a->G + g) * a->dv;
+            if (flash(&fa, q + (b * a->T * a->H + h) * a->d, k + (b * a->S * a->G + g) * a->d, vb, t0, tq,
+                      out + (b * a->T * a->H + h) * a->dv, lse ? lse + (b * a->H + h) * a->T : NULL, fscratch))
+                continue;
+            if (lse) { /* the caller runs everything again the general way, keeping the weights */
+                atomic_store(&c->incomplete, 1);
+                continue;
+            }
+            if (!buf && !(buf = malloc(sizeof(float) * (size_t)(qblk * a->S)))) {
+                nomem = true;
+                continue;
+            }
+            if (qdiv != 0.0f) { /* the general path takes the divided query */
+                float *qs = malloc(sizeof(float) * (size_t)(tq * a->d));
+                if (!qs) {
+                    nomem = true;
+                    continue;
+                }
+                for (int64_t t = 0; t < tq; t++)
+                    for (int64_t c = 0; c < a->d; c++) qs[t * a->d + c] = q[((b * a->T + t0 + t) * a->H + h) * a->d + c] / qdiv;
+                attention_rows_general(a, qs, a->d, k, v, b, h, t0, tq, out, buf, false, causal_fast, &vlast, &vbad);
+                free(qs);
+            } else {
+                attention_rows_general(a, q + ((b * a->T + t0) * a->H + h) * a->d, a->H * a->d, k, v, b, h, t0, tq,
+                                       out, buf, false, causal_fast, &vlast, &vbad);
+            }
+            continue;
+        }
+        const float *qrow = q + ((b * a->T + t0) * a->H + h) * a->d;
+        if (!v) { /* weights straight into the output */
+            float *wo = out + ((b * a->H + h) * a->T + t0) * a->S;
+            if (causal_fast) (void)attention_weights_causal(a, qrow, a->H * a->d, k, b, h, t0, tq, wo, true);
+            else attention_weights_full(a, qrow, a->H * a->d, k, b, h, t0, tq, wo);
+            continue;
+        }
+        attention_rows_general(a, qrow, a->H * a->d, k, v, b, h, t0, tq, out,
+                               keep ? keep + ((b * a->H + h) * a->T + t0) * a->S : buf, keep != NULL, causal_fast,
+                               &vlast, &vbad);
+    }
+    free(buf);
+    free(fscratch);
+    return nomem;
+}
+
 /* out (batch..., T, H, dv) or, when v is NULL, the weights (batch..., H, T, S) into out. With
  * `keep` (batch..., H, T, S) the weights of the first case are written there too (the backward's
  * softmax output while a tape records) instead of a scratch block. `qdiv`: q still needs Flax's
@@ -168,70 +263,10 @@ static lx_status attention_forward(const attn_dims *a, const float *q, const flo
     int64_t nqb = (a->T + qblk - 1) / qblk, jobs = a->nbatch * a->H * nqb;
     double work = (double)a->nbatch * a->H * a->T * a->S * (a->d + a->dv);
     int nt = work > (1 << 18) ? lx_num_threads() : 1;
-    int failed = 0;
-#pragma omp parallel num_threads(nt)
-    {
-        float *buf = v && !keep && !flash ? malloc(sizeof(float) * (size_t)(qblk * a->S)) : NULL;
-        float *fscratch = flash ? malloc(sizeof(float) * (size_t)lx_flash_scratch(&fa)) : NULL;
-        const float *vlast = NULL; /* the value block whose last non-finite row is vbad */
-        int64_t vbad = -1;
-        bool nomem = (v && !keep && !flash && !buf) || (flash && !fscratch);
-#pragma omp for schedule(static)
-        for (int64_t j = 0; j < jobs; j++) {
-            if (nomem) continue;
-            int64_t qb = j % nqb, h = (j / nqb) % a->H, b = j / (nqb * a->H);
-            int64_t t0 = qb * qblk, tq = a->T - t0 < qblk ? a->T - t0 : qblk;
-            if (flash) {
-                /* inf / NaN in q, k or v (zero weights times an inf value are NaN in the full
-                 * product) or an overflowing logit: the general path has the exact answers */
-                int64_t g = h / (a->H / a->G);
-                const float *vb = v + (b * a->S * a->G + g) * a->dv;
-                if (flash(&fa, q + (b * a->T * a->H + h) * a->d, k + (b * a->S * a->G + g) * a->d, vb, t0, tq,
-                          out + (b * a->T * a->H + h) * a->dv, lse ? lse + (b * a->H + h) * a->T : NULL, fscratch))
-                    continue;
-                if (lse) { /* the caller runs everything again the general way, keeping the weights */
-#pragma omp atomic write
-                    *incomplete = 1;
-                    continue;
-                }
-                if (!buf && !(buf = malloc(sizeof(float) * (size_t)(qblk * a->S)))) {
-                    nomem = true;
-                    continue;
-                }
-                if (qdiv != 0.0f) { /* the general path takes the divided query */
-                    float *qs = malloc(sizeof(float) * (size_t)(tq * a->d));
-                    if (!qs) {
-                        nomem = true;
-                        continue;
-                    }
-                    for (int64_t t = 0; t < tq; t++)
-                        for (int64_t c = 0; c < a->d; c++) qs[t * a->d + c] = q[((b * a->T + t0 + t) * a->H + h) * a->d + c] / qdiv;
-                    attention_rows_general(a, qs, a->d, k, v, b, h, t0, tq, out, buf, false, causal_fast, &vlast, &vbad);
-                    free(qs);
-                } else {
-                    attention_rows_general(a, q + ((b * a->T + t0) * a->H + h) * a->d, a->H * a->d, k, v, b, h, t0, tq,
-                                           out, buf, false, causal_fast, &vlast, &vbad);
-                }
-                continue;
-            }
-            const float *qrow = q + ((b * a->T + t0) * a->H + h) * a->d;
-            if (!v) { /* weights straight into the output */
-                float *wo = out + ((b * a->H + h) * a->T + t0) * a->S;
-                if (causal_fast) (void)attention_weights_causal(a, qrow, a->H * a->d, k, b, h, t0, tq, wo, true);
-                else attention_weights_full(a, qrow, a->H * a->d, k, b, h, t0, tq, wo);
-                continue;
-            }
-            attention_rows_general(a, qrow, a->H * a->d, k, v, b, h, t0, tq, out,
-                                   keep ? keep + ((b * a->H + h) * a->T + t0) * a->S : buf, keep != NULL, causal_fast,
-                                   &vlast, &vbad);
-        }
-        free(buf);
-        free(fscratch);
-        if (nomem) {
-#pragma omp atomic write
-            failed = 1;
-        }
-    }
+    attn_fwd_ctx c = {a, q, k, v, out, keep, qdiv, lse, flash, &fa, qblk, nqb, causal_fast};
+    atomic_init(&c.incomplete, 0);
+    int failed = lx_parallel_for(nt, jobs, attn_fwd_jobs, &c);
+    if (incomplete && atomic_load(&c.incomplete)) *incomplete = 1;
     return failed ? lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention: out of memory") : LX_OK;
 }
 
@@ -364,8 +399,8 @@ LX_FWD(attention) {
                                    lx_shape_str(q->ndim, q->shape, bq, sizeof bq));
                 }
                 const int64_t nq = q->size;
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(nq > (1 << 15)))
-                for (int64_t i = 0; i < nq; i++) qscaled[i] = qd[i] / sqrt_depth;
+                qscale_ctx qc = {qscaled, qd, sqrt_depth};
+                lx_parallel_for(LX_PAR_THREADS(nq > (1 << 15)), nq, qscale_range, &qc);
                 qd = qscaled;
             }
             lx_status st = attention_forward(&a, qd, lx_f32(k), v ? lx_f32(v) : NULL, lx_f32(out),

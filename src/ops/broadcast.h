@@ -40,7 +40,7 @@ lx_status lx_bcast_shape(const char *op, int nin, const int *ndims, const int64_
 /* Plan `nin` contiguous inputs against an output shape they broadcast to. */
 void lx_bcast_plan(lx_bcast *bc, int nin, const int *ndims, const int64_t *const *shapes,
                    int out_ndim, const int64_t *out_shape);
-/* Run `fn` over every row of the plan (OpenMP above LX_PAR_MIN elements). */
+/* Run `fn` over every row of the plan (on the thread pool, team.h, above LX_PAR_MIN elements). */
 void lx_bcast_run(const lx_bcast *bc, void *out, size_t out_elsize, const void *const *in,
                   const size_t *in_elsize, lx_bcast_row_fn fn, const void *ctx);
 

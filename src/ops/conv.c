@@ -1,6 +1,6 @@
 /* lax.conv_general_dilated for channels-last inputs and HWIO kernels, by im2col + GEMM.
  *
- * Output rows (batch x output positions) are cut into chunks; each OpenMP worker unfolds one chunk
+ * Output rows (batch x output positions) are cut into chunks; each pool thread (team.h) unfolds one chunk
  * of input patches (kernel positions x input channels, the HWIO row order) into its own buffer and
  * multiplies it by the kernel with our GEMM kernel, group by group, straight into the output. Keeping
  * both steps on one thread avoids handing cache-warm patches to OpenBLAS's threads. A 1x1,
@@ -80,6 +80,36 @@ static void im2col_forward(const conv_dims *c, int64_t *const *tab, const float 
     }
 }
 
+#define CONV_MAX_THREADS 64 /* team.c's pool never has more */
+typedef struct conv_job {
+    const conv_dims *c;
+    int64_t *const *tab;
+    const float *x, *w;
+    float *y;
+    int64_t rows, chunk, kc, og;
+    float *cols[CONV_MAX_THREADS];
+} conv_job;
+
+static int conv_chunks(void *ctx, int64_t lo, int64_t hi) {
+    conv_job *j = ctx;
+    const conv_dims *c = j->c;
+    const int64_t chunk = j->chunk, kc = j->kc, og = j->og;
+    int tid = lx_parallel_tid();
+    float *cols = tid < CONV_MAX_THREADS ? j->cols[tid] : NULL;
+    if (!cols && !(cols = malloc(sizeof(float) * (size_t)(chunk * kc + 1)))) return 1;
+    if (tid < CONV_MAX_THREADS) j->cols[tid] = cols;
+    for (int64_t ch = lo; ch < hi; ch++) {
+        int64_t r0 = ch * chunk, nr = j->rows - r0 < chunk ? j->rows - r0 : chunk;
+        for (int64_t g = 0; g < c->groups; g++) {
+            im2col_forward(c, j->tab, j->x, r0, nr, g, cols);
+            lx_sgemm_serial(false, false, nr, og, kc, 1.0f, cols, kc, j->w + g * og, c->cout, 0.0f,
+                            j->y + r0 * c->cout + g * og, c->cout);
+        }
+    }
+    if (tid >= CONV_MAX_THREADS) free(cols);
+    return 0;
+}
+
 static lx_status conv_forward(const conv_dims *c, const float *x, const float *w, float *y) {
     int64_t ig = c->cin / c->groups, og = c->cout / c->groups, kc = c->ks * ig, rows = c->n * c->outsp;
     int64_t chunk = CHUNK_FLOATS / (kc > 0 ? kc : 1);
@@ -91,26 +121,10 @@ static lx_status conv_forward(const conv_dims *c, const float *x, const float *w
     int64_t *tab[LX_MAX_DIMS];
     int64_t *tabmem = conv_tables(c, tab);
     if (!tabmem) return lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory");
-    int failed = 0;
-#pragma omp parallel num_threads(nt > 0 ? nt : 1)
-    {
-        float *cols = malloc(sizeof(float) * (size_t)(chunk * kc + 1));
-        if (!cols) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t ch = 0; ch < nchunks; ch++) {
-            if (!cols) continue;
-            int64_t r0 = ch * chunk, nr = rows - r0 < chunk ? rows - r0 : chunk;
-            for (int64_t g = 0; g < c->groups; g++) {
-                im2col_forward(c, tab, x, r0, nr, g, cols);
-                lx_sgemm_serial(false, false, nr, og, kc, 1.0f, cols, kc, w + g * og, c->cout, 0.0f,
-                                y + r0 * c->cout + g * og, c->cout);
-            }
-        }
-        free(cols);
-    }
+    /* a patch buffer per pool thread, allocated by the thread the first time it takes a chunk */
+    conv_job j = {c, tab, x, w, y, rows, chunk, kc, og, {NULL}};
+    int failed = lx_parallel_for_dynamic(nt > 0 ? nt : 1, nchunks, 1, conv_chunks, &j);
+    for (int t = 0; t < CONV_MAX_THREADS; t++) free(j.cols[t]);
     free(tabmem);
     return failed ? lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory for patches") : LX_OK;
 }

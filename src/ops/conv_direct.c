@@ -7,7 +7,7 @@
  *   A(ow, t) = row[ow * s * C_in + koff[t]]   (the im2col matrix, read in place)
  *   y[ow, co] = sum over t of A(ow, t) * w[t, co]   (t in HWIO order, as im2col + GEMM sums it)
  * Taps are summed in that order with one FMA each, as the GEMM kernel does, so the result is
- * what the im2col path gives. OpenMP runs over batch x output rows. */
+ * what the im2col path gives. The thread pool (team.h) runs over batch x output rows. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +15,7 @@
 #include "kernels.h"
 #include "linnx/linalg.h"
 #include "linnx/threads.h"
+#include "team.h"
 
 typedef conv_direct_plan direct_plan; /* conv_internal.h: the row kernels (kernels.h) read it */
 
@@ -41,6 +42,28 @@ static void gather_rows(const direct_plan *p, const float *img, int64_t oh, floa
 
 /* The row kernels (a portable loop, AVX-512 register tiles) live in the kernel sets: kernels.h. */
 
+typedef struct direct_job {
+    const direct_plan *p;
+    const float *x;
+    float *y;
+    void (*row_kernel)(const conv_direct_plan *, const float *, float *);
+} direct_job;
+
+/* output rows [lo, hi), each gathered into a scratch row first */
+static int direct_rows(void *ctx, int64_t lo, int64_t hi) {
+    const direct_job *j = ctx;
+    const conv2d_direct *c = j->p->c;
+    float *row = malloc(sizeof(float) * (size_t)j->p->rowlen);
+    if (!row) return 1;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t n = r / c->oh, oh = r % c->oh;
+        gather_rows(j->p, j->x + n * c->h * c->w * c->cin, oh, row);
+        j->row_kernel(j->p, row, j->y + r * c->ow * c->cout);
+    }
+    free(row);
+    return 0;
+}
+
 lx_status conv2d_direct_forward(const conv2d_direct *c, const float *x, const float *w, float *y) {
     direct_plan p = {.c = c, .wp = (c->ow - 1) * c->sw + (c->kw - 1) * c->dw + 1, .cop = (c->cout + 15) / 16 * 16};
     p.rowlen = c->kh * p.wp * c->cin;
@@ -54,24 +77,9 @@ lx_status conv2d_direct_forward(const conv2d_direct *c, const float *x, const fl
     void (*row_kernel)(const conv_direct_plan *, const float *, float *) = lx_kernels_active()->conv_direct_row;
     int64_t rows = c->n * c->oh;
     double work = (double)rows * (double)c->ow * (double)c->taps * (double)c->cout;
-    int nt = work > (1 << 18) ? lx_num_threads() : 1, failed = 0;
-#pragma omp parallel num_threads(nt)
-    {
-        float *row = malloc(sizeof(float) * (size_t)p.rowlen);
-        if (!row) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; r++) {
-            if (!row) continue;
-            int64_t n = r / c->oh, oh = r % c->oh;
-            gather_rows(&p, x + n * c->h * c->w * c->cin, oh, row);
-            float *yr = y + r * c->ow * c->cout;
-            row_kernel(&p, row, yr);
-        }
-        free(row);
-    }
+    int nt = work > (1 << 18) ? lx_num_threads() : 1;
+    direct_job j = {&p, x, y, row_kernel};
+    int failed = lx_parallel_for(nt, rows, direct_rows, &j);
     free(wpad);
     return failed ? lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory for input rows") : LX_OK;
 }

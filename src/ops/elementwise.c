@@ -125,6 +125,26 @@ static inline void bcast_tile(const lx_bcast *bc, int64_t t, int64_t inner, int6
     fn((char *)out + (size_t)(r * inner + c0) * out_elsize, ip, step, n, ctx);
 }
 
+typedef struct bcast_job {
+    const lx_bcast *bc;
+    int64_t inner, width, nblk;
+    const int64_t *step;
+    void *out;
+    size_t out_elsize;
+    const void *const *in;
+    const size_t *in_elsize;
+    lx_bcast_row_fn fn;
+    const void *ctx;
+} bcast_job;
+
+static int bcast_tiles(void *p, int64_t lo, int64_t hi) {
+    const bcast_job *j = p;
+    for (int64_t t = lo; t < hi; t++)
+        bcast_tile(j->bc, t, j->inner, j->width, j->nblk, j->step, j->out, j->out_elsize, j->in, j->in_elsize, j->fn,
+                   j->ctx);
+    return 0;
+}
+
 void lx_bcast_run(const lx_bcast *bc, void *out, size_t out_elsize, const void *const *in,
                   const size_t *in_elsize, lx_bcast_row_fn fn, const void *ctx) {
     if (bc->size == 0) return;
@@ -136,15 +156,14 @@ void lx_bcast_run(const lx_bcast *bc, void *out, size_t out_elsize, const void *
     int64_t step[LX_BCAST_MAX_IN];
     for (int k = 0; k < nin; k++) step[k] = bc->stride[k][nd - 1];
     if (bc->size <= LX_PAR_MIN) {
-        /* Small ops (a bias add at batch 1) never enter an OpenMP region: even a one-thread
-         * region costs as much as the arithmetic. */
+        /* Small ops (a bias add at batch 1) never wake a thread: that costs as much as the
+         * arithmetic. */
         for (int64_t t = 0; t < ntiles; t++)
             bcast_tile(bc, t, inner, width, nblk, step, out, out_elsize, in, in_elsize, fn, ctx);
         return;
     }
-#pragma omp parallel for schedule(static) num_threads(lx_num_threads())
-    for (int64_t t = 0; t < ntiles; t++)
-        bcast_tile(bc, t, inner, width, nblk, step, out, out_elsize, in, in_elsize, fn, ctx);
+    bcast_job j = {bc, inner, width, nblk, step, out, out_elsize, in, in_elsize, fn, ctx};
+    lx_parallel_for(lx_num_threads(), ntiles, bcast_tiles, &j);
 }
 
 /* ---- dtype lists for messages ---- */
@@ -174,10 +193,19 @@ static lx_status dtype_error(const char *op, const lx_array *x, const bool ok[LX
 /* ---- unary kernels ---- */
 
 #define UNARY_KERNEL(name, dt, T, EXPR)                                                  \
-    static void name##_##dt##_forward(void *out_, const void *in_, int64_t n) {          \
-        T *restrict out = out_;                                                          \
-        const T *restrict in = in_;                                                      \
-        LX_PARALLEL_FOR(i, n, n > LX_PAR_MIN, const T x = in[i]; out[i] = (EXPR););       \
+    static int name##_##dt##_range(void *c_, int64_t lo, int64_t hi) {                  \
+        const lx_map_ctx *c = c_;                                                        \
+        T *restrict out = (T *)c->out;                                                   \
+        const T *restrict in = c->in;                                                    \
+        for (int64_t i = lo; i < hi; i++) {                                              \
+            const T x = in[i];                                                           \
+            out[i] = (EXPR);                                                             \
+        }                                                                                \
+        return 0;                                                                        \
+    }                                                                                    \
+    static void name##_##dt##_forward(void *out, const void *in, int64_t n) {            \
+        lx_map_ctx c = {out, in};                                                        \
+        lx_parallel_for(LX_PAR_THREADS(n > LX_PAR_MIN), n, name##_##dt##_range, &c);     \
     }
 
 /* Integer negation and abs wrap at INT32_MIN like XLA's instead of overflowing. */
@@ -302,9 +330,28 @@ LX_FWD(stop_gradient) {
     return *outp ? LX_OK : lx_last_status();
 }
 
-static void clip_f32_forward(float *restrict out, const float *restrict in, float lo, float hi, int64_t n) {
+typedef struct clip_ctx {
+    float *out;
+    const float *in;
+    float lo, hi;
+} clip_ctx;
+
+static int clip_range(void *p, int64_t i0, int64_t i1) {
+    const clip_ctx *c = p;
+    float *restrict out = c->out;
+    const float *restrict in = c->in;
+    const float lo = c->lo, hi = c->hi;
     /* comparisons are false for NaN: NaN passes through */
-    LX_PARALLEL_FOR(i, n, n > LX_PAR_MIN, float v = in[i] < lo ? lo : in[i]; out[i] = v > hi ? hi : v;);
+    for (int64_t i = i0; i < i1; i++) {
+        float v = in[i] < lo ? lo : in[i];
+        out[i] = v > hi ? hi : v;
+    }
+    return 0;
+}
+
+static void clip_f32_forward(float *out, const float *in, float lo, float hi, int64_t n) {
+    clip_ctx c = {out, in, lo, hi};
+    lx_parallel_for(LX_PAR_THREADS(n > LX_PAR_MIN), n, clip_range, &c);
 }
 
 LX_RULE(clip) {
@@ -379,18 +426,21 @@ void lx_scalar_to_dtype(double v, lx_dtype dtype, void *out) {
         break;
 #define CAST_LOOP(TI, RD, TO, WR)                                                        \
     do {                                                                                 \
-        const TI *restrict s = in;                                                       \
-        TO *restrict o = out;                                                            \
-        LX_PARALLEL_FOR(i, n, n > LX_PAR_MIN, o[i] = WR(RD(s[i]));); /* no region when small */ \
+        const TI *restrict s = c->in;                                                    \
+        TO *restrict o = c->out;                                                         \
+        for (int64_t i = lo; i < hi; i++) o[i] = WR(RD(s[i]));                           \
     } while (0)
 
-static void cast_forward(void *out, lx_dtype to, const void *in, lx_dtype from, int64_t n) {
-    if (from == to || (from == LX_I32 && to == LX_U32) || (from == LX_U32 && to == LX_I32)) {
-        /* Same bits: int32 <-> uint32 wraps modulo 2^32 like numpy and XLA. */
-        memcpy(out, in, (size_t)n * lx_dtype_size(to));
-        return;
-    }
-    switch (from) {
+typedef struct cast_ctx {
+    void *out;
+    const void *in;
+    lx_dtype to, from;
+} cast_ctx;
+
+static int cast_range(void *p, int64_t lo, int64_t hi) {
+    const cast_ctx *c = p;
+    const lx_dtype to = c->to;
+    switch (c->from) {
         CAST_FROM(LX_F32, float, rd_f32)
         CAST_FROM(LX_I32, int32_t, rd_i32)
         CAST_FROM(LX_U32, uint32_t, rd_u32)
@@ -398,6 +448,17 @@ static void cast_forward(void *out, lx_dtype to, const void *in, lx_dtype from, 
         CAST_FROM(LX_BF16, uint16_t, rd_bf16)
     default: break;
     }
+    return 0;
+}
+
+static void cast_forward(void *out, lx_dtype to, const void *in, lx_dtype from, int64_t n) {
+    if (from == to || (from == LX_I32 && to == LX_U32) || (from == LX_U32 && to == LX_I32)) {
+        /* Same bits: int32 <-> uint32 wraps modulo 2^32 like numpy and XLA. */
+        memcpy(out, in, (size_t)n * lx_dtype_size(to));
+        return;
+    }
+    cast_ctx c = {out, in, to, from};
+    lx_parallel_for(LX_PAR_THREADS(n > LX_PAR_MIN), n, cast_range, &c); /* no thread when small */
 }
 
 LX_RULE(cast) {

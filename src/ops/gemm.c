@@ -41,7 +41,11 @@
  * thread) after the assembly micro-kernel: 384^3 ours 0.545 / OpenBLAS 0.495 of the FMA peak,
  * 512^3 0.560 / 0.531, 1024^3 0.550 / 0.587; so OpenBLAS keeps only the large square-ish
  * products (its B packing is fused with the compute; ours is a separate pass over all of B when
- * there are several row blocks). Fewer rows (batch-size M) and transposed-A shapes stay ours. */
+ * there are several row blocks). Fewer rows (batch-size M) and transposed-A shapes stay ours.
+ * Rechecked on Zen 1 with every other parallel loop on linnx's pool (docs/kernels.md, Threads):
+ * one thread, each product right after a pool loop, packed/OpenBLAS 0.97-1.05 over 800^3-1024^3,
+ * 512x1024x1024 and 2048x512x512, and a pool loop right after an OpenBLAS call no slower than
+ * after ours: OpenBLAS does not lose these shapes, so it keeps them. */
 #define AVX2_BLAS_ABOVE (768LL * 768 * 768)
 #define AVX2_BLAS_ROWS 256
 /* Work (M*N*K) from which the packed path uses more than one thread. */
@@ -797,7 +801,7 @@ static lx_status check_args(const char *op, bool transA, bool transB, int64_t M,
 
 void lx_sgemm_serial(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    /* Never OpenBLAS here (callers run inside OpenMP regions); a packed-path allocation failure
+    /* Never OpenBLAS here (callers run inside parallel loops); a packed-path allocation failure
      * falls back to the small path, which needs no memory. */
     if (gemm_run(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, 1, false) != LX_OK)
         gemm_small(&lx_kernels_active()->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL);
@@ -830,6 +834,29 @@ lx_status lx_sgemm_ex(bool transA, bool transB, int64_t M, int64_t N, int64_t K,
                     nthreads > 0 ? nthreads : lx_num_threads(), true);
 }
 
+typedef struct sbatch_job {
+    bool ta, tb;
+    int64_t M, N, K;
+    float alpha;
+    const float *A;
+    int64_t lda, sa;
+    const float *B;
+    int64_t ldb, sb;
+    float beta;
+    float *C;
+    int64_t ldc, sc;
+    const lx_gemm_epilogue *ep;
+} sbatch_job;
+
+/* products [lo, hi) of a strided batch, each on the calling thread */
+static int sbatch_range(void *ctx, int64_t lo, int64_t hi) {
+    const sbatch_job *j = ctx;
+    for (int64_t b = lo; b < hi; b++)
+        (void)gemm_run(j->ta, j->tb, j->M, j->N, j->K, j->alpha, j->A + b * j->sa, j->lda, j->B + b * j->sb, j->ldb,
+                       j->beta, j->C + b * j->sc, j->ldc, j->ep, 1, false);
+    return 0;
+}
+
 lx_status lx_sgemm_strided_batched(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
                                    const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb,
                                    int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c,
@@ -853,10 +880,8 @@ lx_status lx_sgemm_strided_batched(bool transA, bool transB, int64_t M, int64_t 
     /* many small products: spread over the team, each on the calling worker */
     double work = (double)batch * (double)M * (double)N * (double)K;
     nt = work > (1 << 18) ? nt : 1;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t b = 0; b < batch; b++)
-        (void)gemm_run(transA, transB, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
-                       C + b * stride_c, ldc, ep, 1, false);
+    sbatch_job j = {transA, transB, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, ep};
+    lx_parallel_for(nt, batch, sbatch_range, &j);
     return LX_OK;
 }
 

@@ -57,6 +57,25 @@ static void batch_offsets(const bgemm_plan *p, int64_t b, int64_t *oa, int64_t *
     }
 }
 
+typedef struct bgemm_job {
+    const bgemm_plan *p;
+    const float *A, *B;
+    float *C;
+    int64_t cstride;
+} bgemm_job;
+
+static int bgemm_range(void *ctx, int64_t lo, int64_t hi) {
+    const bgemm_job *j = ctx;
+    const bgemm_plan *p = j->p;
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t oa, ob;
+        batch_offsets(p, b, &oa, &ob);
+        lx_sgemm_serial(p->ta, p->tb, p->M, p->N, p->K, 1.0f, j->A + oa, p->lda, j->B + ob, p->ldb, 0.0f,
+                        j->C + b * j->cstride, p->N);
+    }
+    return 0;
+}
+
 static lx_status bgemm_forward(const bgemm_plan *p, const float *A, const float *B, float *C) {
     int64_t nbatch = 1;
     for (int i = 0; i < p->nb; i++) nbatch *= p->bshape[i];
@@ -71,16 +90,11 @@ static lx_status bgemm_forward(const bgemm_plan *p, const float *A, const float 
         }
         return LX_OK;
     }
-    /* Many small GEMMs: spread over OpenMP workers, each on our kernel. */
+    /* Many small GEMMs: spread over the thread pool, each on our kernel. */
     double work = (double)nbatch * (double)p->M * (double)p->N * (double)p->K;
     int nt = work > (1 << 18) ? lx_num_threads() : 1;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t b = 0; b < nbatch; b++) {
-        int64_t oa, ob;
-        batch_offsets(p, b, &oa, &ob);
-        lx_sgemm_serial(p->ta, p->tb, p->M, p->N, p->K, 1.0f, A + oa, p->lda, B + ob, p->ldb, 0.0f,
-                        C + b * cstride, p->N);
-    }
+    bgemm_job j = {p, A, B, C, cstride};
+    lx_parallel_for(nt, nbatch, bgemm_range, &j);
     return LX_OK;
 }
 

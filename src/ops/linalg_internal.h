@@ -8,7 +8,7 @@
 #include "linnx/status.h"
 
 /* linnx's own kernels on the calling thread, whatever the size (never OpenBLAS): what code already
- * running inside an OpenMP region calls. Arguments as lx_sgemm, already validated. */
+ * running inside a parallel loop (team.h) calls. Arguments as lx_sgemm, already validated. */
 void lx_sgemm_serial(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                      int64_t ldc);

@@ -70,6 +70,19 @@ LX_RULE(softmax) {
     return LX_OK;
 }
 
+typedef struct softmax_job {
+    const float *x;
+    float *y;
+    int64_t n;
+    bool log;
+} softmax_job;
+
+static int softmax_rows(void *p, int64_t lo, int64_t hi) {
+    const softmax_job *j = p;
+    for (int64_t r = lo; r < hi; r++) softmax_row_forward(j->x + r * j->n, j->y + r * j->n, j->n, j->log);
+    return 0;
+}
+
 LX_FWD(softmax) {
     (void)nin, (void)saved;
     const bool log = id == LX_PRIM_LOG_SOFTMAX;
@@ -84,8 +97,8 @@ LX_FWD(softmax) {
         const float *xs = lx_f32(x);
         float *ys = lx_f32(out);
         if (inner == 1) {
-            LX_PARALLEL_FOR(r, outer, threads_for(x->size) > 1,
-                            softmax_row_forward(xs + r * n, ys + r * n, n, log););
+            softmax_job j = {xs, ys, n, log};
+            lx_parallel_for(threads_for(x->size), outer, softmax_rows, &j);
         } else {
             float *tmp = malloc(sizeof(float) * (size_t)inner * 2);
             if (!tmp) return lx_fail(LX_ERR_NO_MEMORY, "%s: out of memory", op);
@@ -138,22 +151,43 @@ static void store_fence(void) {
  * Flax's fast variance: var = jnp.maximum(0, E[x^2] - E[x]^2) (NaN kept); y = (x - mean) * (rsqrt(var + eps) * scale)
  * + bias. With center false (RMSNorm) mean is 0 and E[x]^2 is dropped. The kernel set in force
  * runs each row (kernels.h, kernels_portable.h). */
+typedef struct norm_job {
+    const lx_kernels *k;
+    const float *x, *scale, *bias;
+    float *y, *stats;
+    int64_t d, f;
+    float eps;
+    bool center;
+} norm_job;
+
+static int norm_rows(void *p, int64_t lo, int64_t hi) {
+    const norm_job *j = p;
+    const int64_t d = j->d;
+    for (int64_t r = lo; r < hi; r++)
+        j->k->norm_row(j->x + r * d, j->y + r * d, d, j->scale, j->bias, j->f, j->eps, j->center,
+                       j->stats ? j->stats + 2 * r : NULL);
+    return 0;
+}
+
+/* each chunk fences its own streaming stores before the loop's join */
+static int norm_rows_stream(void *p, int64_t lo, int64_t hi) {
+    const norm_job *j = p;
+    const int64_t d = j->d;
+    for (int64_t r = lo; r < hi; r++)
+        j->k->norm_row_stream(j->x + r * d, j->y + r * d, d, j->scale, j->bias, j->f, j->eps, j->center,
+                              j->stats ? j->stats + 2 * r : NULL);
+    store_fence();
+    return 0;
+}
+
 static void norm_forward(const float *x, float *y, int64_t rows, int64_t d, const float *scale,
                          const float *bias, int64_t f, float eps, bool center, int nt, float *stats) {
     const lx_kernels *k = lx_kernels_active();
-    if (!k->norm_row_stream || rows * d * (int64_t)sizeof(float) < norm_stream_min_bytes()) {
-        LX_PARALLEL_FOR(r, rows, nt > 1,
-                        k->norm_row(x + r * d, y + r * d, d, scale, bias, f, eps, center, stats ? stats + 2 * r : NULL););
-        return;
-    }
-    /* the loop's rows split as LX_PARALLEL_FOR splits them; each thread fences its own stores */
-#pragma omp parallel num_threads(lx_num_threads()) if (nt > 1)
-    {
-#pragma omp for schedule(static) nowait
-        for (int64_t r = 0; r < rows; r++)
-            k->norm_row_stream(x + r * d, y + r * d, d, scale, bias, f, eps, center, stats ? stats + 2 * r : NULL);
-        store_fence();
-    }
+    norm_job j = {k, x, scale, bias, y, stats, d, f, eps, center};
+    if (!k->norm_row_stream || rows * d * (int64_t)sizeof(float) < norm_stream_min_bytes())
+        lx_parallel_for(nt, rows, norm_rows, &j);
+    else
+        lx_parallel_for(nt, rows, norm_rows_stream, &j);
 }
 
 /* While a tape records, the per-row (mean, rstd) pairs the forward computes, kept for the backward. */
@@ -283,11 +317,25 @@ lx_array *lx_rms_norm(lx_array *x, lx_array *scale, float epsilon) {
 /* ---- cross-entropy with integer labels ---- */
 
 /* logsumexp(row) - row[label]: the kernel set's logsumexp_row (kernels.h), rows over the threads. */
+typedef struct ce_job {
+    float (*lse)(const float *, int64_t);
+    const float *logits;
+    const int32_t *labels;
+    float *loss;
+    int64_t c;
+} ce_job;
+
+static int ce_rows(void *p, int64_t lo, int64_t hi) {
+    const ce_job *j = p;
+    const int64_t c = j->c;
+    for (int64_t r = lo; r < hi; r++) j->loss[r] = j->lse(j->logits + r * c, c) - j->logits[r * c + j->labels[r]];
+    return 0;
+}
+
 static void cross_entropy_int_forward(const float *logits, const int32_t *labels, float *loss, int64_t rows,
                                       int64_t c) {
-    float (*lse)(const float *, int64_t) = lx_kernels_active()->logsumexp_row;
-    LX_PARALLEL_FOR(r, rows, threads_for(rows * c) > 1,
-                    loss[r] = lse(logits + r * c, c) - logits[r * c + labels[r]];);
+    ce_job j = {lx_kernels_active()->logsumexp_row, logits, labels, loss, c};
+    lx_parallel_for(threads_for(rows * c), rows, ce_rows, &j);
 }
 
 LX_RULE(softmax_cross_entropy_int) {

@@ -20,27 +20,19 @@
 #include "linnx/array.h"
 #include "linnx/primitive.h"
 #include "linnx/threads.h"
+#include "team.h"
 
-/* The team size for a parallel region: the one thread setting (linnx/threads.h) when `big` says
- * the work is worth a team, else 1. Every `omp parallel` in linnx passes num_threads(...) with
- * this (or lx_num_threads() directly): the OpenMP default (OMP_NUM_THREADS, or an ICV that some
- * other thread set) is never what sizes a linnx team. */
+/* The team size for a parallel loop (team.h): the one thread setting (linnx/threads.h) when `big`
+ * says the work is worth a team, else 1, which runs the loop on the caller without touching a
+ * thread (even waking one costs about as much as a 64-element op, which is what a batch-1 layer
+ * is made of). Every parallel loop in linnx is sized by this or lx_num_threads() directly. */
 #define LX_PAR_THREADS(big) ((big) ? lx_num_threads() : 1)
 
-/* for (int64_t VAR = 0; VAR < N; VAR++) { BODY }: on the thread team when BIG, else serially
- * without entering an OpenMP region at all (even a one-thread region costs about as much as a
- * 64-element op, which is what a batch-1 layer is made of). BODY may not hold a #pragma: put
- * such a body in a function. */
-#define LX_PARALLEL_FOR(VAR, N, BIG, ...)                                                    \
-    do {                                                                                     \
-        const int64_t lx_pf_n_ = (N);                                                       \
-        if (BIG) {                                                                           \
-            _Pragma("omp parallel for schedule(static) num_threads(lx_num_threads())")       \
-            for (int64_t VAR = 0; VAR < lx_pf_n_; VAR++) { __VA_ARGS__ }                     \
-        } else {                                                                             \
-            for (int64_t VAR = 0; VAR < lx_pf_n_; VAR++) { __VA_ARGS__ }                     \
-        }                                                                                    \
-    } while (0)
+/* The output and input of a parallel map (a range function's context). */
+typedef struct lx_map_ctx {
+    void *out;
+    const void *in;
+} lx_map_ctx;
 
 /* Record "<op>: input is NULL" only when no earlier failure explains it. */
 void lx_op_null_input(const char *op);

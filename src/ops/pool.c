@@ -16,21 +16,23 @@ typedef struct {
         hi[LX_MAX_DIMS], pitch[LX_MAX_DIMS];
 } pool_dims;
 
-/* is_max: y = max over the window (padding ignored, -inf for a window of only padding);
- * else y = sum / (include_pad ? window size : in-bounds count). */
-static void pool_forward(const pool_dims *p, const float *x, float *y, bool is_max, bool include_pad, int nt) {
-    int64_t rows = p->n * p->outsp, C = p->c, insp = 1;
-    for (int i = 0; i < p->nsp; i++) insp *= p->in[i];
-    /* woff[w]: window cell w's offset in pixels from the window's first cell, so a window that lies
-     * inside the input costs no division per cell (they were most of a 2x2 pool's time) */
-    int64_t wbuf[64], *woff = p->ws <= 64 ? wbuf : malloc(sizeof(int64_t) * (size_t)p->ws);
-    for (int64_t w = 0; woff && w < p->ws; w++) {
-        int64_t wr = w, sp = 0;
-        for (int i = p->nsp - 1; i >= 0; i--) sp += (wr % p->win[i]) * p->pitch[i], wr /= p->win[i];
-        woff[w] = sp;
-    }
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t row = 0; row < rows; row++) {
+typedef struct pool_rows_ctx {
+    const pool_dims *p;
+    const float *x;
+    float *y;
+    const int64_t *woff;
+    int64_t insp;
+    bool is_max, include_pad;
+} pool_rows_ctx;
+
+static int pool_rows(void *ctx, int64_t lo, int64_t hi) {
+    const pool_rows_ctx *c = ctx;
+    const pool_dims *p = c->p;
+    const float *x = c->x;
+    float *y = c->y;
+    const int64_t *woff = c->woff, insp = c->insp, C = p->c;
+    const bool is_max = c->is_max, include_pad = c->include_pad;
+    for (int64_t row = lo; row < hi; row++) {
         int64_t n = row / p->outsp, rest = row % p->outsp, o[LX_MAX_DIMS], base = 0;
         bool whole = woff != NULL; /* the window lies inside the input */
         for (int i = p->nsp - 1; i >= 0; i--) {
@@ -74,6 +76,24 @@ static void pool_forward(const pool_dims *p, const float *x, float *y, bool is_m
             for (int64_t ch = 0; ch < C; ch++) yr[ch] = yr[ch] / div;
         }
     }
+    return 0;
+}
+
+/* is_max: y = max over the window (padding ignored, -inf for a window of only padding);
+ * else y = sum / (include_pad ? window size : in-bounds count). */
+static void pool_forward(const pool_dims *p, const float *x, float *y, bool is_max, bool include_pad, int nt) {
+    int64_t rows = p->n * p->outsp, insp = 1;
+    for (int i = 0; i < p->nsp; i++) insp *= p->in[i];
+    /* woff[w]: window cell w's offset in pixels from the window's first cell, so a window that lies
+     * inside the input costs no division per cell (they were most of a 2x2 pool's time) */
+    int64_t wbuf[64], *woff = p->ws <= 64 ? wbuf : malloc(sizeof(int64_t) * (size_t)p->ws);
+    for (int64_t w = 0; woff && w < p->ws; w++) {
+        int64_t wr = w, sp = 0;
+        for (int i = p->nsp - 1; i >= 0; i--) sp += (wr % p->win[i]) * p->pitch[i], wr /= p->win[i];
+        woff[w] = sp;
+    }
+    pool_rows_ctx c = {p, x, y, woff, insp, is_max, include_pad};
+    lx_parallel_for(nt, rows, pool_rows, &c);
     if (woff != wbuf) free(woff);
 }
 

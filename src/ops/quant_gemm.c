@@ -1,7 +1,6 @@
 /* int8 x int8 -> int32 GEMM: portable, AVX2, AVX-512 VNNI and AMX-INT8 variants chosen at run time, and the
  * symmetric quantizers (quant.h). C[m, n] = sum_k A[m, k] * Bt[n, k]. */
 #include <math.h>
-#include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,15 +28,35 @@
 
 /* ------------------------------------------------------------------ portable */
 
-static void gemm_portable(int64_t M, int64_t N, int64_t K, const int8_t *a, const int8_t *bt, int32_t *c) {
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(M * N * K > (1 << 20)))
-    for (int64_t m = 0; m < M; m++)
+/* The context of every int8 product's parallel loop below: the operands, the sizes, and the
+ * blocking of the loop's items. */
+typedef struct i8_job {
+    int64_t M, N, K;
+    const int8_t *a, *bt;
+    const uint8_t *ua;
+    int64_t lda;
+    const lx_i8_packed *p;
+    int32_t *c;
+    int64_t P, np, MC, nm, npg, PG;
+    void (*row)(int64_t, int64_t, int64_t, const int8_t *, const int8_t *, int32_t *);
+} i8_job;
+
+static int portable_rows(void *ctx, int64_t lo, int64_t hi) {
+    const i8_job *j = ctx;
+    const int64_t N = j->N, K = j->K;
+    for (int64_t m = lo; m < hi; m++)
         for (int64_t n = 0; n < N; n++) {
-            const int8_t *ar = a + m * K, *br = bt + n * K;
+            const int8_t *ar = j->a + m * K, *br = j->bt + n * K;
             int32_t s = 0;
             for (int64_t k = 0; k < K; k++) s += (int32_t)ar[k] * (int32_t)br[k];
-            c[m * N + n] = s;
+            j->c[m * N + n] = s;
         }
+    return 0;
+}
+
+static void gemm_portable(int64_t M, int64_t N, int64_t K, const int8_t *a, const int8_t *bt, int32_t *c) {
+    i8_job j = {.M = M, .N = N, .K = K, .a = a, .bt = bt, .c = c};
+    lx_parallel_for(LX_PAR_THREADS(M * N * K > (1 << 20)), M, portable_rows, &j);
 }
 
 #ifdef LX_X86
@@ -138,18 +157,25 @@ static int64_t panel_rows(int64_t K) {
     return r & ~(int64_t)3;
 }
 
+/* items (panel p, 64-row block) in the order of the former collapse(2) loop: p outer */
+static int avx2_blocks(void *ctx, int64_t lo, int64_t hi) {
+    const i8_job *j = ctx;
+    const int64_t M = j->M, N = j->N, K = j->K, P = j->P;
+    for (int64_t it = lo; it < hi; it++) {
+        const int64_t p = it / j->nm, m0 = it % j->nm * 64;
+        int64_t n0 = p * P, n1 = n0 + P < N ? n0 + P : N, m1 = m0 + 64 < M ? m0 + 64 : M;
+        for (int64_t m = m0; m < m1; m++) j->row(n0, n1, K, j->a + m * K, j->bt, j->c + m * N);
+    }
+    return 0;
+}
+
 /* Exact for every int8 value: Bt is scanned for -128 once per call (N * K bytes, small next to the
  * M * N * K multiply-adds) and, when it holds one, the widened step runs instead. */
 static void gemm_avx2(int64_t M, int64_t N, int64_t K, const int8_t *a, const int8_t *bt, int32_t *c) {
     const int64_t P = panel_rows(K), np = (N + P - 1) / P;
-    void (*row)(int64_t, int64_t, int64_t, const int8_t *, const int8_t *, int32_t *) =
-        has_m128_avx2(bt, N * K) ? avx2_row_exact : avx2_row;
-#pragma omp parallel for schedule(static) collapse(2) num_threads(LX_PAR_THREADS(M * N * K > (1 << 20)))
-    for (int64_t p = 0; p < np; p++)
-        for (int64_t m0 = 0; m0 < M; m0 += 64) {
-            int64_t n0 = p * P, n1 = n0 + P < N ? n0 + P : N, m1 = m0 + 64 < M ? m0 + 64 : M;
-            for (int64_t m = m0; m < m1; m++) row(n0, n1, K, a + m * K, bt, c + m * N);
-        }
+    i8_job j = {.M = M, .N = N, .K = K, .a = a, .bt = bt, .c = c, .P = P, .np = np, .nm = (M + 63) / 64,
+                .row = has_m128_avx2(bt, N * K) ? avx2_row_exact : avx2_row};
+    lx_parallel_for(LX_PAR_THREADS(M * N * K > (1 << 20)), np * j.nm, avx2_blocks, &j);
 }
 #endif
 
@@ -284,6 +310,17 @@ LX_VNNI_TARGET static void vnni_block(const lx_i8_packed *p, int64_t m0, int64_t
 #undef LX_VT
 }
 
+static int vnni_blocks(void *ctx, int64_t lo, int64_t hi) {
+    const i8_job *j = ctx;
+    const int64_t M = j->M, MC = j->MC, PG = j->PG, np = j->np;
+    for (int64_t it = lo; it < hi; it++) {
+        const int64_t ib = it / j->npg, jb = it % j->npg;
+        int64_t m0 = ib * MC, m1 = m0 + MC < M ? m0 + MC : M, p0 = jb * PG, p1 = p0 + PG < np ? p0 + PG : np;
+        vnni_block(j->p, m0, m1, p0, p1, j->ua, j->c);
+    }
+    return 0;
+}
+
 /* Row blocks of A (about 96 KiB: stay in L2) x groups of 8 panels (128 channels), handed out one
  * at a time; few rows run on one thread (a parallel region costs more than a GEMV saves). */
 static void packed_vnni(int64_t M, const uint8_t *a, const lx_i8_packed *p, int32_t *c) {
@@ -292,12 +329,8 @@ static void packed_vnni(int64_t M, const uint8_t *a, const lx_i8_packed *p, int3
     MC = MC < 8 ? 8 : MC & ~(int64_t)7;
     const int64_t nm = (M + MC - 1) / MC, npg = (np + PG - 1) / PG;
     const int threads = LX_PAR_THREADS(M >= 16 && M * p->N * p->K > (1 << 22));
-#pragma omp parallel for schedule(dynamic, 1) collapse(2) num_threads(threads)
-    for (int64_t ib = 0; ib < nm; ib++)
-        for (int64_t jb = 0; jb < npg; jb++) {
-            int64_t m0 = ib * MC, m1 = m0 + MC < M ? m0 + MC : M, p0 = jb * PG, p1 = p0 + PG < np ? p0 + PG : np;
-            vnni_block(p, m0, m1, p0, p1, a, c);
-        }
+    i8_job j = {.M = M, .ua = a, .p = p, .c = c, .np = np, .MC = MC, .nm = nm, .npg = npg, .PG = PG};
+    lx_parallel_for_dynamic(threads, nm * npg, 1, vnni_blocks, &j);
 }
 
 #ifdef LX_AMX
@@ -381,6 +414,19 @@ LX_AMX_TARGET static void amx_items(const lx_i8_packed *p, const int8_t *a, cons
 }
 #undef LX_AMX_STORE
 
+typedef struct amx_team {
+    const lx_i8_packed *p;
+    const int8_t *a;
+    const amx_out *o;
+    int64_t nmb, items, chunk;
+    _Atomic int64_t *next;
+} amx_team;
+
+static void amx_team_fn(void *arg) {
+    const amx_team *t = arg;
+    amx_items(t->p, t->a, t->o, t->nmb, t->items, t->chunk, t->next);
+}
+
 static lx_status packed_amx(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
     const int64_t nmb = (M + 31) / 32, items = nmb * (p->Np / Q4_NB), Mp = nmb * 32;
     amx_out o = {c, NULL, NULL, M, p->N, p->Np, M % 32 ? Mp - 32 : Mp, p->N % Q4_NB ? p->Np - Q4_NB : p->Np};
@@ -395,9 +441,9 @@ static lx_status packed_amx(int64_t M, const int8_t *a, const lx_i8_packed *p, i
     const int64_t chunk = nmb < 4 ? nmb : 4;
     if (threads <= 1) {
         amx_items(p, a, &o, nmb, items, items, &next);
-    } else {
-#pragma omp parallel num_threads(threads)
-        amx_items(p, a, &o, nmb, items, chunk, &next);
+    } else { /* every participant runs amx_items: it takes its items from the shared counter */
+        amx_team t = {p, a, &o, nmb, items, chunk, &next};
+        lx_team_run(threads, amx_team_fn, &t);
     }
     for (int64_t m = o.mlast; m < M; m++)
         memcpy(c + m * p->N, o.redge + (m - o.mlast) * p->Np, sizeof(int32_t) * (size_t)p->N);
@@ -522,6 +568,17 @@ __attribute__((target("avx2"))) static void block_avx2(int64_t m0, int64_t m1, i
     }
 }
 
+static int avx2_packed_blocks(void *ctx, int64_t lo, int64_t hi) {
+    const i8_job *j = ctx;
+    const int64_t M = j->M, MC = j->MC, PG = j->PG, np = j->np;
+    for (int64_t it = lo; it < hi; it++) {
+        const int64_t ib = it / j->npg, jb = it % j->npg;
+        int64_t m0 = ib * MC, m1 = m0 + MC < M ? m0 + MC : M, p0 = jb * PG, p1 = p0 + PG < np ? p0 + PG : np;
+        block_avx2(m0, m1, p0, p1, j->a, j->lda, j->p, j->c);
+    }
+    return 0;
+}
+
 /* Row blocks of A that stay in L2 (about 96 KiB) while the panels stream past them, panels in
  * groups of 16 (64 channels); the (row block, panel group) items are handed out one at a time, so
  * a thread the OS pre-empts delays one item, not half the product. */
@@ -533,12 +590,8 @@ static void packed_avx2(int64_t M, const int8_t *a, int64_t lda, const lx_i8_pac
     /* few rows (decode's GEMVs): one thread; the product is memory-bound on the weights and a
      * parallel region costs more than it saves (as the float GEMM's small path) */
     const int threads = LX_PAR_THREADS(M >= 16 && M * p->N * p->K > (1 << 22));
-#pragma omp parallel for schedule(dynamic, 1) collapse(2) num_threads(threads)
-    for (int64_t ib = 0; ib < nm; ib++)
-        for (int64_t jb = 0; jb < npg; jb++) {
-            int64_t m0 = ib * MC, m1 = m0 + MC < M ? m0 + MC : M, p0 = jb * PG, p1 = p0 + PG < np ? p0 + PG : np;
-            block_avx2(m0, m1, p0, p1, a, lda, p, c);
-        }
+    i8_job j = {.M = M, .a = a, .lda = lda, .p = p, .c = c, .np = np, .MC = MC, .nm = nm, .npg = npg, .PG = PG};
+    lx_parallel_for_dynamic(threads, nm * npg, 1, avx2_packed_blocks, &j);
 }
 #endif
 
@@ -694,14 +747,21 @@ lx_status lx_i8_pack(int64_t K, int64_t N, const int8_t *b, lx_i8_packed **out) 
 }
 
 /* Portable: either layout read back in plain C. */
-static void packed_portable(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(M >= 16 && M * p->N * p->K > (1 << 22)))
-    for (int64_t m = 0; m < M; m++)
+static int packed_portable_rows(void *ctx, int64_t lo, int64_t hi) {
+    const i8_job *j = ctx;
+    const lx_i8_packed *p = j->p;
+    for (int64_t m = lo; m < hi; m++)
         for (int64_t n = 0; n < p->N; n++) {
             int32_t s = 0;
-            for (int64_t k = 0; k < p->K; k++) s += (int32_t)a[m * p->K + k] * p->data[packed_at(p, k, n)];
-            c[m * p->N + n] = s;
+            for (int64_t k = 0; k < p->K; k++) s += (int32_t)j->a[m * p->K + k] * p->data[packed_at(p, k, n)];
+            j->c[m * p->N + n] = s;
         }
+    return 0;
+}
+
+static void packed_portable(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
+    i8_job j = {.M = M, .a = a, .p = p, .c = c};
+    lx_parallel_for(LX_PAR_THREADS(M >= 16 && M * p->N * p->K > (1 << 22)), M, packed_portable_rows, &j);
 }
 
 /* Rows below this run VNNI rather than AMX under AUTO: with few rows both are bound by reading

@@ -28,16 +28,34 @@ typedef struct red_plan {
 /* One tile: x points at element (o, 0, c0), out at (o, c0); w columns, row stride `inner`. */
 typedef void (*tile_fn)(const void *x, void *out, int64_t red, int64_t inner, int64_t w);
 
+typedef struct tiles_job {
+    const red_plan *p;
+    const void *x;
+    size_t xes;
+    void *out;
+    size_t oes;
+    tile_fn fn;
+    int64_t nchunk;
+} tiles_job;
+
+static int tiles_range(void *p_, int64_t lo, int64_t hi) {
+    const tiles_job *j = p_;
+    const red_plan *p = j->p;
+    for (int64_t t = lo; t < hi; t++) {
+        const int64_t o = t / j->nchunk, c0 = (t % j->nchunk) * TILE_W;
+        const int64_t w = p->inner - c0 < TILE_W ? p->inner - c0 : TILE_W;
+        j->fn((const char *)j->x + (size_t)(o * p->red * p->inner + c0) * j->xes,
+              (char *)j->out + (size_t)(o * p->inner + c0) * j->oes, p->red, p->inner, w);
+    }
+    return 0;
+}
+
 static void run_tiles(const red_plan *p, const void *x, size_t xes, void *out, size_t oes, tile_fn fn) {
     if (p->outer == 0 || p->inner == 0) return;
     const int64_t nchunk = (p->inner + TILE_W - 1) / TILE_W, ntiles = p->outer * nchunk;
     const int64_t total = p->outer * p->red * p->inner;
-    LX_PARALLEL_FOR(t, ntiles, total > LX_PAR_MIN && ntiles > 1,
-        const int64_t o = t / nchunk, c0 = (t % nchunk) * TILE_W;
-        const int64_t w = p->inner - c0 < TILE_W ? p->inner - c0 : TILE_W;
-        fn((const char *)x + (size_t)(o * p->red * p->inner + c0) * xes,
-           (char *)out + (size_t)(o * p->inner + c0) * oes, p->red, p->inner, w);
-    );
+    tiles_job j = {p, x, xes, out, oes, fn, nchunk};
+    lx_parallel_for(LX_PAR_THREADS(total > LX_PAR_MIN && ntiles > 1), ntiles, tiles_range, &j);
 }
 
 /* ---- kernels ---- */

@@ -39,6 +39,60 @@ static void copy_run(char *out, int64_t os, const char *in, int64_t is, size_t e
     }
 }
 
+/* lx_strided_copy's loops over square tiles (q >= 0) or rows, after its dims are merged. */
+#define SCOPY_TB 32
+typedef struct scopy_job {
+    const int64_t *sh, *os, *is;
+    int nd, q;
+    int64_t inner;
+    void *out;
+    const void *in;
+    size_t elsize;
+    int64_t tq, tl;
+} scopy_job;
+
+static int scopy_tiles(void *p, int64_t lo, int64_t hi) {
+    const scopy_job *j = p;
+    const int64_t *sh = j->sh, *os = j->os, *is = j->is, tq = j->tq, tl = j->tl, inner = j->inner;
+    const int nd = j->nd, q = j->q;
+    const int64_t nq = sh[q];
+    for (int64_t t = lo; t < hi; t++) {
+        int64_t r = t / (tq * tl), bq = (t / tl) % tq * SCOPY_TB, bl = t % tl * SCOPY_TB;
+        int64_t ooff = 0, ioff = 0;
+        for (int d = nd - 2; d >= 0 && r; d--) {
+            if (d == q) continue;
+            const int64_t k = r % sh[d];
+            r /= sh[d];
+            ooff += k * os[d];
+            ioff += k * is[d];
+        }
+        const int64_t eq = bq + SCOPY_TB < nq ? bq + SCOPY_TB : nq, el = bl + SCOPY_TB < inner ? bl + SCOPY_TB : inner;
+        uint32_t *o = (uint32_t *)j->out + ooff;
+        const uint32_t *src = (const uint32_t *)j->in + ioff;
+        for (int64_t i = bq; i < eq; i++)
+            for (int64_t jj = bl; jj < el; jj++) o[i * os[q] + jj * os[nd - 1]] = src[i + jj * is[nd - 1]];
+    }
+    return 0;
+}
+
+static int scopy_rows(void *p, int64_t lo, int64_t hi) {
+    const scopy_job *j = p;
+    const int64_t *sh = j->sh, *os = j->os, *is = j->is;
+    const int nd = j->nd;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t ooff = 0, ioff = 0, rem = r;
+        for (int d = nd - 2; d >= 0 && rem; d--) {
+            const int64_t q = rem % sh[d];
+            rem /= sh[d];
+            ooff += q * os[d];
+            ioff += q * is[d];
+        }
+        copy_run((char *)j->out + ooff * (int64_t)j->elsize, os[nd - 1], (const char *)j->in + ioff * (int64_t)j->elsize,
+                 is[nd - 1], j->elsize, j->inner);
+    }
+    return 0;
+}
+
 void lx_strided_copy(void *out, const int64_t *out_strides, const void *in, const int64_t *in_strides,
                      size_t elsize, int ndim, const int64_t *shape) {
     int64_t ocs[LX_MAX_DIMS], sh[LX_MAX_DIMS], os[LX_MAX_DIMS], is[LX_MAX_DIMS];
@@ -75,41 +129,14 @@ void lx_strided_copy(void *out, const int64_t *out_strides, const void *in, cons
     if (is[nd - 1] != 1 && elsize == 4)
         for (int d = nd - 2; d >= 0 && q < 0; d--)
             if (is[d] == 1 && sh[d] >= 16 && inner >= 16) q = d;
+    scopy_job j = {sh, os, is, nd, q, inner, out, in, elsize};
     if (q >= 0) {
-        enum { TB = 32 };
         const int64_t nq = sh[q], nouter = rows / nq;
-        const int64_t ntiles = nouter * ((nq + TB - 1) / TB) * ((inner + TB - 1) / TB);
-        const int64_t tq = (nq + TB - 1) / TB, tl = (inner + TB - 1) / TB;
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(size > LX_PAR_MIN))
-        for (int64_t t = 0; t < ntiles; t++) {
-            int64_t r = t / (tq * tl), bq = (t / tl) % tq * TB, bl = t % tl * TB;
-            int64_t ooff = 0, ioff = 0;
-            for (int d = nd - 2; d >= 0 && r; d--) {
-                if (d == q) continue;
-                const int64_t k = r % sh[d];
-                r /= sh[d];
-                ooff += k * os[d];
-                ioff += k * is[d];
-            }
-            const int64_t eq = bq + TB < nq ? bq + TB : nq, el = bl + TB < inner ? bl + TB : inner;
-            uint32_t *o = (uint32_t *)out + ooff;
-            const uint32_t *src = (const uint32_t *)in + ioff;
-            for (int64_t i = bq; i < eq; i++)
-                for (int64_t j = bl; j < el; j++) o[i * os[q] + j * os[nd - 1]] = src[i + j * is[nd - 1]];
-        }
+        j.tq = (nq + SCOPY_TB - 1) / SCOPY_TB, j.tl = (inner + SCOPY_TB - 1) / SCOPY_TB;
+        lx_parallel_for(LX_PAR_THREADS(size > LX_PAR_MIN), nouter * j.tq * j.tl, scopy_tiles, &j);
         return;
     }
-    LX_PARALLEL_FOR(r, rows, size > LX_PAR_MIN && rows > 1,
-        int64_t ooff = 0, ioff = 0, rem = r;
-        for (int d = nd - 2; d >= 0 && rem; d--) {
-            const int64_t q = rem % sh[d];
-            rem /= sh[d];
-            ooff += q * os[d];
-            ioff += q * is[d];
-        }
-        copy_run((char *)out + ooff * (int64_t)elsize, os[nd - 1], (const char *)in + ioff * (int64_t)elsize,
-                 is[nd - 1], elsize, inner);
-    );
+    lx_parallel_for(LX_PAR_THREADS(size > LX_PAR_MIN && rows > 1), rows, scopy_rows, &j);
 }
 
 /* ---- views: reshape, expand_dims, squeeze ---- */
@@ -353,23 +380,42 @@ static void copy_row_forward(void *out, const void *const *in, const int64_t *st
 /* The two broadcasts of the sum / mean VJPs without the general plan's per-row index arithmetic:
  * one value to every element (a full sum's cotangent) and one row repeated (a sum over leading
  * axes, a bias gradient's transpose). Returns false for any other broadcast. */
+typedef struct fill_job {
+    char *out;
+    const void *src;
+    int64_t total, chunk;
+    size_t bytes;
+} fill_job;
+
+static int fill_chunks(void *p, int64_t lo, int64_t hi) {
+    const fill_job *j = p;
+    uint32_t v, *o = (uint32_t *)j->out;
+    memcpy(&v, j->src, 4);
+    for (int64_t c = lo; c < hi; c++) {
+        const int64_t e = (c + 1) * j->chunk < j->total ? (c + 1) * j->chunk : j->total;
+        for (int64_t i = c * j->chunk; i < e; i++) o[i] = v;
+    }
+    return 0;
+}
+
+static int repeat_rows(void *p, int64_t lo, int64_t hi) {
+    const fill_job *j = p;
+    for (int64_t r = lo; r < hi; r++) memcpy(j->out + (size_t)r * j->bytes, j->src, j->bytes);
+    return 0;
+}
+
 static bool broadcast_fast(const lx_bcast *bc, const lx_array *x, lx_array *out, size_t es) {
     const int64_t total = out->size;
     if (x->size == 1 && es == 4) {
         const int64_t chunk = 16384, nch = (total + chunk - 1) / chunk;
-        uint32_t v, *o = out->data;
-        memcpy(&v, x->data, 4);
-        LX_PARALLEL_FOR(c, nch, total > LX_PAR_MIN && nch > 1,
-            const int64_t e = (c + 1) * chunk < total ? (c + 1) * chunk : total;
-            for (int64_t i = c * chunk; i < e; i++) o[i] = v;
-        );
+        fill_job j = {out->data, x->data, total, chunk, 0};
+        lx_parallel_for(LX_PAR_THREADS(total > LX_PAR_MIN && nch > 1), nch, fill_chunks, &j);
         return true;
     }
     if (bc->ndim == 2 && bc->stride[0][0] == 0 && bc->stride[0][1] == 1) {
         const int64_t rows = bc->shape[0], w = bc->shape[1];
-        const size_t bytes = (size_t)w * es;
-        char *o = out->data;
-        LX_PARALLEL_FOR(r, rows, total > LX_PAR_MIN && rows > 1, memcpy(o + (size_t)r * bytes, x->data, bytes););
+        fill_job j = {out->data, x->data, total, 0, (size_t)w * es};
+        lx_parallel_for(LX_PAR_THREADS(total > LX_PAR_MIN && rows > 1), rows, repeat_rows, &j);
         return true;
     }
     return false;
@@ -812,15 +858,29 @@ lx_array *lx_pad(lx_array *x, const int64_t *before, const int64_t *after, float
 
 /* ---- take, one_hot ---- */
 
+typedef struct take_job {
+    char *out;
+    const char *a;
+    const int32_t *idx;
+    int64_t n, m;
+    size_t row_bytes;
+} take_job;
+
+static int take_rows(void *p, int64_t lo, int64_t hi) {
+    const take_job *j = p;
+    for (int64_t t = lo; t < hi; t++) {
+        const int64_t o = t / j->m, jj = t % j->m;
+        const int64_t i = j->idx[jj] < 0 ? j->idx[jj] + j->n : j->idx[jj];
+        memcpy(j->out + (size_t)t * j->row_bytes, j->a + (size_t)(o * j->n + i) * j->row_bytes, j->row_bytes);
+    }
+    return 0;
+}
+
 static void take_forward(char *out, const char *a, const int32_t *idx, int64_t outer, int64_t n, int64_t m,
                          size_t row_bytes) {
     const int64_t total = outer * m;
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(total * (int64_t)row_bytes > 4 * LX_PAR_MIN))
-    for (int64_t t = 0; t < total; t++) {
-        const int64_t o = t / m, j = t % m;
-        const int64_t i = idx[j] < 0 ? idx[j] + n : idx[j];
-        memcpy(out + (size_t)t * row_bytes, a + (size_t)(o * n + i) * row_bytes, row_bytes);
-    }
+    take_job j = {out, a, idx, n, m, row_bytes};
+    lx_parallel_for(LX_PAR_THREADS(total * (int64_t)row_bytes > 4 * LX_PAR_MIN), total, take_rows, &j);
 }
 
 LX_RULE(take) {

@@ -1,14 +1,33 @@
-/* The one thread-count setting that OpenBLAS and linnx's OpenMP loops obey. */
+/* The one thread-count setting that linnx's thread pool (team.h) and OpenBLAS obey. */
 #include "linnx/threads.h"
 
 #include <cblas.h>
-#include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
 
 static atomic_int lx_threads; /* 0 until first use */
 static pthread_once_t lx_threads_once = PTHREAD_ONCE_INIT;
+
+/* The CPUs this process may run on: its affinity mask where the OS has one (taskset, cgroups'
+ * cpusets), else the online processors. */
+static int usable_cpus(void) {
+#if defined(__linux__) && defined(SYS_sched_getaffinity)
+    unsigned long mask[1024 / (8 * sizeof(unsigned long))] = {0};
+    long bytes = syscall(SYS_sched_getaffinity, 0, sizeof mask, mask); /* bytes written, or -1 */
+    if (bytes > 0) {
+        int n = 0;
+        for (size_t i = 0; i < (size_t)bytes / sizeof(unsigned long); i++) n += __builtin_popcountl(mask[i]);
+        if (n >= 1) return n;
+    }
+#endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n >= 1 && n <= 4096 ? (int)n : 1;
+}
 
 static int default_threads(void) {
     const char *env = getenv("LINNX_THREADS");
@@ -18,17 +37,12 @@ static int default_threads(void) {
         /* A malformed value cannot be reported from here (no call to fail); the default wins. */
         if (end && *end == '\0' && n >= 1 && n <= 4096) return (int)n;
     }
-    int n = omp_get_num_procs();
-    return n >= 1 ? n : 1;
+    return usable_cpus();
 }
 
 static void apply(int n) {
     atomic_store(&lx_threads, n);
     openblas_set_num_threads(n);
-    /* Every linnx parallel region passes num_threads(lx_num_threads()) explicitly (op_internal.h,
-     * LX_PAR_THREADS), so this ICV is not what sizes our teams: it only makes a user's own OpenMP
-     * regions on the thread that applied the setting agree with it. */
-    omp_set_num_threads(n);
 }
 
 static void init_once(void) {

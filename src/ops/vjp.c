@@ -11,7 +11,6 @@
  * ties, clip passes the gradient where lo <= x <= hi, pow's exponent gradient uses log(x) with
  * log(1) at x == 0. */
 #include <float.h>
-#include <omp.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +105,30 @@ static lx_status sigmoid_based_vjp(lx_array *const *in, lx_array *ct, lx_array *
 VJP(silu) { UNUSED_VJP_ARGS; return sigmoid_based_vjp(in, ct, in_ct, true); }
 VJP(softplus) { UNUSED_VJP_ARGS; return sigmoid_based_vjp(in, ct, in_ct, false); }
 
+/* A row function over the pool: chunks of VJP_CHUNK elements (vjp_chunks) or rows of n (vjp_row_range). */
+#define VJP_CHUNK 8192
+typedef struct vjp_rows_job {
+    void (*row)(const float *, const float *, float *, int64_t);
+    const float *a, *g;
+    float *d;
+    int64_t n;
+} vjp_rows_job;
+
+static int vjp_chunks(void *p, int64_t lo, int64_t hi) {
+    const vjp_rows_job *j = p;
+    for (int64_t c = lo; c < hi; c++) {
+        int64_t i0 = c * VJP_CHUNK;
+        j->row(j->a + i0, j->g + i0, j->d + i0, j->n - i0 < VJP_CHUNK ? j->n - i0 : VJP_CHUNK);
+    }
+    return 0;
+}
+
+static int vjp_row_range(void *p, int64_t lo, int64_t hi) {
+    const vjp_rows_job *j = p;
+    for (int64_t r = lo; r < hi; r++) j->row(j->a + r * j->n, j->g + r * j->n, j->d + r * j->n, j->n);
+    return 0;
+}
+
 VJP(gelu) {
     (void)wants;
     (void)nin;
@@ -120,12 +143,9 @@ VJP(gelu) {
      * Phi(x) + x phi(x) */
     const lx_vmath *vm = lx_vmath_active();
     void (*rows)(const float *, const float *, float *, int64_t) = p->approximate ? vm->gelu_tanh_vjp : vm->gelu_erf_vjp;
-    const int64_t n = ct->size, chunk = 8192, nch = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) num_threads(LX_PAR_THREADS(n > (1 << 15)))
-    for (int64_t c = 0; c < nch; c++) {
-        int64_t i0 = c * chunk;
-        rows(X + i0, G + i0, D + i0, n - i0 < chunk ? n - i0 : chunk);
-    }
+    const int64_t n = ct->size, nch = (n + VJP_CHUNK - 1) / VJP_CHUNK;
+    vjp_rows_job j = {rows, X, G, D, n};
+    lx_parallel_for(LX_PAR_THREADS(n > (1 << 15)), nch, vjp_chunks, &j);
     in_ct[0] = dx;
     return LX_OK;
 }
@@ -524,7 +544,8 @@ static lx_array *vjp_rows(lx_array *out, lx_array *ct, bool log) {
     void (*row)(const float *, const float *, float *, int64_t) = log ? v->log_softmax_vjp_row : v->softmax_vjp_row;
     const float *Y = lx_f32(out), *G = lx_f32(ct);
     float *D = lx_f32(dx);
-    LX_PARALLEL_FOR(r, rows, LX_PAR_THREADS(out->size > (1 << 15) && rows > 1) > 1, row(Y + r * n, G + r * n, D + r * n, n););
+    vjp_rows_job j = {row, Y, G, D, n};
+    lx_parallel_for(LX_PAR_THREADS(out->size > (1 << 15) && rows > 1), rows, vjp_row_range, &j);
     return dx;
 }
 
@@ -552,6 +573,20 @@ VJP(log_softmax) {
     return st_of(in_ct[0]);
 }
 
+typedef struct xent_vjp_job {
+    void (*row)(const float *, int32_t, float, float *, int64_t);
+    const float *x, *g;
+    const int32_t *labels;
+    float *dx;
+    int64_t c;
+} xent_vjp_job;
+
+static int xent_vjp_rows(void *p, int64_t lo, int64_t hi) {
+    const xent_vjp_job *j = p;
+    for (int64_t r = lo; r < hi; r++) j->row(j->x + r * j->c, j->labels[r], j->g[r], j->dx + r * j->c, j->c);
+    return 0;
+}
+
 /* One row kernel per row: dx = (softmax(x) - one_hot(label)) * g, the values of the composite
  * lx_mul(lx_sub(softmax, one_hot), g) (the forward checked every label is in [0, C)). */
 VJP(softmax_cross_entropy_int) {
@@ -563,9 +598,8 @@ VJP(softmax_cross_entropy_int) {
     const float *X = lx_f32(logits), *G = lx_f32(ct);
     const int32_t *L = lx_i32(labels);
     float *DX = lx_f32(dx);
-    void (*row)(const float *, int32_t, float, float *, int64_t) = lx_vmath_active()->xent_vjp_row;
-    LX_PARALLEL_FOR(r, rows, LX_PAR_THREADS(rows * C > (1 << 15) && rows > 1) > 1,
-                    row(X + r * C, L[r], G[r], DX + r * C, C););
+    xent_vjp_job j = {lx_vmath_active()->xent_vjp_row, X, G, L, DX, C};
+    lx_parallel_for(LX_PAR_THREADS(rows * C > (1 << 15) && rows > 1), rows, xent_vjp_rows, &j);
     in_ct[0] = dx;
     return LX_OK;
 }
@@ -684,6 +718,52 @@ static int64_t conv_src(const conv_geo *c, const lx_conv_params *p, int64_t o, i
  * per group g, cols = the windows of x (rows: output positions, columns: tap * cig + ci),
  * dW_g += cols^T dY_g and dcols = dY_g W_g^T scattered back into dx. Taps that read padding or a
  * hole of the input dilation are zero columns. */
+/* The im2col of one chunk of images into cols (a row per output position) and the col2im of
+ * dcols back into DX (an image per item: images do not overlap), for group g. */
+typedef struct im2col_job {
+    const conv_geo *c;
+    const int64_t *src;
+    const float *X;
+    float *cols, *dcols, *DX;
+    int64_t n0, g, cig, width;
+} im2col_job;
+
+static int im2col_rows(void *p, int64_t lo, int64_t hi) {
+    const im2col_job *j = p;
+    const conv_geo *c = j->c;
+    const int64_t cig = j->cig;
+    for (int64_t r = lo; r < hi; r++) {
+        const int64_t n = j->n0 + r / c->outsp, o = r % c->outsp;
+        float *row = j->cols + r * j->width;
+        for (int64_t kk = 0; kk < c->ks; kk++) {
+            const int64_t s_ = j->src[o * c->ks + kk];
+            if (s_ < 0) memset(row + kk * cig, 0, sizeof(float) * (size_t)cig);
+            else memcpy(row + kk * cig, j->X + (n * c->insp + s_) * c->cin + j->g * cig, sizeof(float) * (size_t)cig);
+        }
+    }
+    return 0;
+}
+
+static int col2im_images(void *p, int64_t lo, int64_t hi) {
+    const im2col_job *j = p;
+    const conv_geo *c = j->c;
+    const int64_t cig = j->cig;
+    for (int64_t i = lo; i < hi; i++) {
+        const int64_t n = j->n0 + i;
+        for (int64_t o = 0; o < c->outsp; o++) {
+            const float *row = j->dcols + (i * c->outsp + o) * j->width;
+            for (int64_t kk = 0; kk < c->ks; kk++) {
+                const int64_t s_ = j->src[o * c->ks + kk];
+                if (s_ < 0) continue;
+                float *d = j->DX + (n * c->insp + s_) * c->cin + j->g * cig;
+                const float *sr = row + kk * cig;
+                for (int64_t ci = 0; ci < cig; ci++) d[ci] += sr[ci];
+            }
+        }
+    }
+    return 0;
+}
+
 VJP(conv_general) {
     UNUSED_VJP_ARGS;
     const lx_conv_params *p = params;
@@ -746,33 +826,16 @@ VJP(conv_general) {
         const int64_t nn = c.n - n0 < chunk ? c.n - n0 : chunk, rows = nn * c.outsp;
         const float *Gc = G + n0 * c.outsp * c.cout;
         for (int64_t g = 0; g < c.groups && st == LX_OK; g++) {
+            im2col_job j = {&c, src, X, cols, dcols, DX, n0, g, cig, width};
             if (DW) {
-                LX_PARALLEL_FOR(r, rows, rows * width > (1 << 16),
-                    const int64_t n = n0 + r / c.outsp, o = r % c.outsp;
-                    float *row = cols + r * width;
-                    for (int64_t kk = 0; kk < c.ks; kk++) {
-                        const int64_t s_ = src[o * c.ks + kk];
-                        if (s_ < 0) memset(row + kk * cig, 0, sizeof(float) * (size_t)cig);
-                        else memcpy(row + kk * cig, X + (n * c.insp + s_) * c.cin + g * cig, sizeof(float) * (size_t)cig);
-                    });
+                lx_parallel_for(LX_PAR_THREADS(rows * width > (1 << 16)), rows, im2col_rows, &j);
                 st = lx_sgemm(true, false, width, cog, rows, 1.0f, cols, width, Gc + g * cog, c.cout, n0 ? 1.0f : 0.0f,
                               DW + g * cog, c.cout);
             }
             if (DX && st == LX_OK) {
                 st = lx_sgemm(false, true, rows, width, cog, 1.0f, Gc + g * cog, c.cout, W + g * cog, c.cout, 0.0f, dcols,
                               width);
-                LX_PARALLEL_FOR(i, nn, nn > 1 && rows * width > (1 << 16),
-                    const int64_t n = n0 + i;
-                    for (int64_t o = 0; o < c.outsp; o++) {
-                        const float *row = dcols + (i * c.outsp + o) * width;
-                        for (int64_t kk = 0; kk < c.ks; kk++) {
-                            const int64_t s_ = src[o * c.ks + kk];
-                            if (s_ < 0) continue;
-                            float *d = DX + (n * c.insp + s_) * c.cin + g * cig;
-                            const float *sr = row + kk * cig;
-                            for (int64_t ci = 0; ci < cig; ci++) d[ci] += sr[ci];
-                        }
-                    });
+                lx_parallel_for(LX_PAR_THREADS(nn > 1 && rows * width > (1 << 16)), nn, col2im_images, &j);
             }
         }
     }
@@ -855,6 +918,24 @@ static void pool_vjp_image(const pool_geom *g, const float *X, const float *G, f
     }
 }
 
+typedef struct pool_vjp_ctx {
+    const pool_geom *g;
+    const float *X, *G;
+    float *DX;
+    int64_t C;
+    bool is_max, include_pad;
+} pool_vjp_ctx;
+
+static int pool_vjp_images(void *ctx, int64_t lo, int64_t hi) {
+    const pool_vjp_ctx *c = ctx;
+    int64_t *best = malloc(sizeof(int64_t) * (size_t)(c->C > 0 ? c->C : 1));
+    float *bv = malloc(sizeof(float) * (size_t)(c->C > 0 ? c->C : 1));
+    for (int64_t n = lo; best && bv && n < hi; n++) pool_vjp_image(c->g, c->X, c->G, c->DX, n, c->is_max, c->include_pad, best, bv);
+    int failed = !best || !bv;
+    free(best), free(bv);
+    return failed;
+}
+
 static lx_status pool_vjp(const lx_pool_params *p, lx_array *x, lx_array *out, lx_array *ct, lx_array **in_ct,
                           bool is_max) {
     lx_array *dx = f32_like(x);
@@ -885,20 +966,9 @@ static lx_status pool_vjp(const lx_pool_params *p, lx_array *x, lx_array *out, l
     }
     const float *G = lx_f32(ct), *X = lx_f32(x);
     float *DX = lx_f32(dx);
-    int nt = N > 1 && (double)x->size * 2 > (1 << 16) ? lx_num_threads() : 1, failed = 0;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int64_t *best = malloc(sizeof(int64_t) * (size_t)(C > 0 ? C : 1));
-        float *bv = malloc(sizeof(float) * (size_t)(C > 0 ? C : 1));
-        if (!best || !bv) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++)
-            if (best && bv) pool_vjp_image(&g, X, G, DX, n, is_max, p->count_include_pad, best, bv);
-        free(best), free(bv);
-    }
+    int nt = N > 1 && (double)x->size * 2 > (1 << 16) ? lx_num_threads() : 1;
+    pool_vjp_ctx pc = {&g, X, G, DX, C, is_max, p->count_include_pad};
+    int failed = lx_parallel_for(nt, N, pool_vjp_images, &pc);
     free(g.woff), free(g.wc);
     if (failed) return lx_fail(LX_ERR_NO_MEMORY, "pool backward: out of memory");
     in_ct[0] = dx;
@@ -934,6 +1004,143 @@ VJP(dropout) {
  * products, so an inf there gives NaN, as JAX's dense products do. */
 #define ATT_BLK 32
 
+/* The fused backward's jobs [lo, hi): one (batch, kv head) each. */
+typedef struct flash_bwd_ctx {
+    lx_flash_bwd_fn fbwd;
+    const lx_flash_bwd_args *fa;
+    const float *Q, *K, *V, *O, *GO, *LSE;
+    float *DQ, *DK, *DV;
+    int64_t T, H, D, S, G, Dv, R;
+} flash_bwd_ctx;
+
+static int flash_bwd_jobs(void *ctx, int64_t lo, int64_t hi) {
+    const flash_bwd_ctx *c = ctx;
+    const int64_t T = c->T, H = c->H, D = c->D, S = c->S, G = c->G, Dv = c->Dv, R = c->R;
+    float *scratch = malloc(sizeof(float) * (size_t)lx_flash_bwd_scratch(c->fa));
+    if (!scratch) return 1;
+    for (int64_t j = lo; j < hi; j++) {
+        const int64_t b = j / G, g = j % G, h = g * R;
+        c->fbwd(c->fa, c->Q + (b * T * H + h) * D, c->K + (b * S * G + g) * D, c->V + (b * S * G + g) * Dv,
+                c->O + (b * T * H + h) * Dv, c->GO + (b * T * H + h) * Dv, c->LSE + (b * H + h) * T,
+                c->DQ + (b * T * H + h) * D, c->DK + (b * S * G + g) * D, c->DV + (b * S * G + g) * Dv, scratch);
+    }
+    free(scratch);
+    return 0;
+}
+
+/* The general backward's jobs [lo, hi): one (batch, kv head) each (attention_vjp below). */
+typedef struct att_bwd_ctx {
+    const lx_attention_params *p;
+    bool has_v, from_lse;
+    const float *Q, *K, *V, *PP, *GO, *LSE;
+    const uint8_t *MM;
+    float *DQ, *DK, *DV, *DS;
+    int64_t T, H, D, S, G, Dv, R, ldq, ldk, ldo, ldv, TS;
+    float sc;
+    void (*vexp)(const float *, float *, int64_t);
+    lx_flash_exp_fn fexp;
+    lx_attn_ds_fn dsrow;
+} att_bwd_ctx;
+
+static int att_bwd_jobs(void *ctx, int64_t lo, int64_t hi) {
+    const att_bwd_ctx *c = ctx;
+    const lx_attention_params *p = c->p;
+    const bool v = c->has_v, from_lse = c->from_lse;
+    const float *Q = c->Q, *K = c->K, *V = c->V, *PP = c->PP, *GO = c->GO, *LSE = c->LSE;
+    const uint8_t *MM = c->MM;
+    float *DQ = c->DQ, *DK = c->DK, *DV = c->DV, *DS = c->DS;
+    const int64_t T = c->T, H = c->H, D = c->D, S = c->S, G = c->G, Dv = c->Dv, R = c->R;
+    const int64_t ldq = c->ldq, ldk = c->ldk, ldo = c->ldo, ldv = c->ldv, TS = c->TS;
+    const float sc = c->sc;
+    void (*vexp)(const float *, float *, int64_t) = c->vexp;
+    const lx_flash_exp_fn fexp = c->fexp;
+    const lx_attn_ds_fn dsrow = c->dsrow;
+    /* dP and (without bias) dS of one head, and its weights when recomputed */
+    float *scratch = malloc(sizeof(float) * (size_t)(TS > 0 ? (from_lse ? 3 : 2) * TS : 1));
+    if (!scratch) return 1;
+    for (int64_t j = lo; j < hi; j++) {
+    const int64_t b = j / G, g = j % G;
+    const float *Vb = V ? V + (b * S * G + g) * Dv : NULL, *Kb = K + (b * S * G + g) * D;
+    float *dKb = DK + (b * S * G + g) * D, *dVb = DV ? DV + (b * S * G + g) * Dv : NULL;
+    /* a non-finite value row at or past vbad makes the row sums see it */
+    const int64_t vbad = p->causal && v ? nn_last_nonfinite_row(Vb, ldv, S, Dv) : -1;
+    for (int64_t h = g * R; h < (g + 1) * R; h++) {
+        const int64_t prow0 = (b * H + h) * TS;
+        const float *Pb = PP ? PP + prow0 : scratch + 2 * TS, *Qb = Q + (b * T * H + h) * D;
+        if (from_lse) { /* P = exp(scale q k^T - lse), exact zeros above the causal diagonal */
+            float *pw = scratch + 2 * TS;
+            const float *lb = LSE + (b * H + h) * T;
+            for (int64_t t0 = 0; t0 < T; t0 += ATT_BLK) {
+                const int64_t tq = T - t0 < ATT_BLK ? T - t0 : ATT_BLK;
+                const int64_t nc = p->causal && t0 + tq < S ? t0 + tq : S;
+                lx_sgemm_serial(false, true, tq, nc, D, sc, Qb + t0 * ldq, ldq, Kb, ldk, 0.0f, pw + t0 * S, S);
+                for (int64_t t = t0; t < t0 + tq; t++) {
+                    float *row = pw + t * S;
+                    const int64_t lim = p->causal && t + 1 < S ? t + 1 : S;
+                    if (fexp) {
+                        fexp(row, lim, lb[t]);
+                    } else {
+                        for (int64_t s2 = 0; s2 < lim; s2++) row[s2] -= lb[t];
+                        vexp(row, row, lim);
+                    }
+                    for (int64_t s2 = lim; s2 < S; s2++) row[s2] = 0.0f;
+                }
+            }
+        }
+        const float *dOb = v ? GO + (b * T * H + h) * Dv : NULL;
+        float *dQb = DQ + (b * T * H + h) * D, *dP = scratch, *dSb = DS ? DS + prow0 : scratch + TS;
+        /* the weights vanish above the diagonal (the causal forward's zeros) */
+        bool upper_zero = p->causal;
+        for (int64_t t = 0; upper_zero && !from_lse && t < T; t++) {
+            int nz = 0;
+            for (int64_t s = t + 1; s < S; s++) nz |= Pb[t * S + s] != 0.0f;
+            upper_zero = !nz;
+        }
+        for (int64_t t0 = 0; t0 < T; t0 += ATT_BLK) {
+            const int64_t tq = T - t0 < ATT_BLK ? T - t0 : ATT_BLK;
+            int64_t ncols = S;
+            if (upper_zero && v && t0 + tq < S && vbad < t0 + tq) ncols = t0 + tq;
+            const float *dPr = v ? dP : GO + prow0; /* the weights' cotangent is dP itself */
+            if (v) lx_sgemm_serial(false, true, tq, ncols, Dv, 1.0f, dOb + t0 * ldo, ldo, Vb, ldv, 0.0f, dP + t0 * S, S);
+            for (int64_t t = t0; t < t0 + tq; t++) {
+                const float *pr = Pb + t * S, *dpr = dPr + t * S;
+                const uint8_t *mr = MM ? MM + prow0 + t * S : NULL;
+                float *dsr = dSb + t * S;
+                const int64_t lim0 = p->causal && t + 1 < ncols ? t + 1 : ncols;
+                if (!mr && dsrow) { /* the same row on AVX-512 / AVX2 */
+                    dsrow(pr, dpr, dsr, ncols, lim0, S);
+                    continue;
+                }
+                double dot = 0;
+#pragma omp simd reduction(+ : dot)
+                for (int64_t s = 0; s < ncols; s++) dot += (double)pr[s] * dpr[s];
+                const float fdot = (float)dot;
+                const int64_t lim = p->causal && t + 1 < ncols ? t + 1 : ncols; /* causal: s > t masked */
+                for (int64_t s = 0; s < lim; s++) {
+                    float ds = pr[s] * (dpr[s] - fdot);
+                    dsr[s] = mr && !mr[s] ? 0.0f : ds;
+                }
+                for (int64_t s = lim; s < S; s++) dsr[s] = 0.0f;
+            }
+            lx_sgemm_serial(false, false, tq, D, ncols, sc, dSb + t0 * S, S, Kb, ldk, 0.0f, dQb + t0 * ldq, ldq);
+        }
+        /* key blocks: queries t < s0 contribute zeros when causal (dS always, P if its upper triangle is 0) */
+        for (int64_t s0 = 0; s0 < S; s0 += ATT_BLK) {
+            const int64_t sk = S - s0 < ATT_BLK ? S - s0 : ATT_BLK;
+            int64_t tk = p->causal ? (s0 < T ? s0 : T) : 0, tv = upper_zero ? tk : 0;
+            if (v && tv < T)
+                lx_sgemm_serial(true, false, sk, Dv, T - tv, 1.0f, Pb + tv * S + s0, S, dOb + tv * ldo, ldo, 1.0f,
+                                dVb + s0 * ldv, ldv);
+            if (tk < T)
+                lx_sgemm_serial(true, false, sk, D, T - tk, sc, dSb + tk * S + s0, S, Qb + tk * ldq, ldq, 1.0f,
+                                dKb + s0 * ldk, ldk);
+        }
+    }
+    }
+    free(scratch);
+    return 0;
+}
+
 static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_array *k, lx_array *v, lx_array *bias,
                                lx_array *mask, lx_array *kept, lx_array *out, lx_array *ct, lx_array **dq_,
                                lx_array **dk_, lx_array **dv_, lx_array **dbias_) {
@@ -965,25 +1172,9 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
         float *DQ = lx_f32(dq), *DK = lx_f32(dk), *DV = lx_f32(dv);
         const int64_t jobs = B * G;
         const int nt = (double)B * H * T * S * (D + Dv) > (1 << 18) && jobs > 1 ? lx_num_threads() : 1;
-        int failed = 0;
-#pragma omp parallel num_threads(nt)
-        {
-            float *scratch = malloc(sizeof(float) * (size_t)lx_flash_bwd_scratch(&fa));
-            if (!scratch) {
-#pragma omp atomic write
-                failed = 1;
-            }
-#pragma omp for schedule(static)
-            for (int64_t j = 0; j < jobs; j++) {
-                if (!scratch) continue;
-                const int64_t b = j / G, g = j % G, h = g * R;
-                fbwd(&fa, Q + (b * T * H + h) * D, K + (b * S * G + g) * D, V + (b * S * G + g) * Dv,
-                     O + (b * T * H + h) * Dv, GO + (b * T * H + h) * Dv, LSE + (b * H + h) * T,
-                     DQ + (b * T * H + h) * D, DK + (b * S * G + g) * D, DV + (b * S * G + g) * Dv, scratch);
-            }
-            free(scratch);
-        }
-        if (failed) return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
+        const flash_bwd_ctx fc = {fbwd, &fa, Q, K, V, O, GO, LSE, DQ, DK, DV, T, H, D, S, G, Dv, R};
+        if (lx_parallel_for(nt, jobs, flash_bwd_jobs, (void *)&fc))
+            return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
         *dq_ = dq, *dk_ = dk, *dv_ = dv;
         return LX_OK;
     }
@@ -1001,99 +1192,10 @@ static lx_status attention_vjp(const lx_attention_params *p, lx_array *q, lx_arr
     const float sc = p->scale;
     const int64_t ldq = H * D, ldk = G * D, ldo = H * Dv, ldv = G * Dv, jobs = B * G, TS = T * S;
     const int nt = (double)B * H * T * S * (D + Dv) > (1 << 18) && jobs > 1 ? lx_num_threads() : 1;
-    int failed = 0;
-#pragma omp parallel num_threads(nt)
-    {
-        /* dP and (without bias) dS of one head, and its weights when recomputed */
-        float *scratch = malloc(sizeof(float) * (size_t)(TS > 0 ? (from_lse ? 3 : 2) * TS : 1));
-        if (!scratch) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t j = 0; j < jobs; j++) {
-            if (!scratch) continue;
-            const int64_t b = j / G, g = j % G;
-            const float *Vb = V ? V + (b * S * G + g) * Dv : NULL, *Kb = K + (b * S * G + g) * D;
-            float *dKb = DK + (b * S * G + g) * D, *dVb = DV ? DV + (b * S * G + g) * Dv : NULL;
-            /* a non-finite value row at or past vbad makes the row sums see it */
-            const int64_t vbad = p->causal && v ? nn_last_nonfinite_row(Vb, ldv, S, Dv) : -1;
-            for (int64_t h = g * R; h < (g + 1) * R; h++) {
-                const int64_t prow0 = (b * H + h) * TS;
-                const float *Pb = PP ? PP + prow0 : scratch + 2 * TS, *Qb = Q + (b * T * H + h) * D;
-                if (from_lse) { /* P = exp(scale q k^T - lse), exact zeros above the causal diagonal */
-                    float *pw = scratch + 2 * TS;
-                    const float *lb = LSE + (b * H + h) * T;
-                    for (int64_t t0 = 0; t0 < T; t0 += ATT_BLK) {
-                        const int64_t tq = T - t0 < ATT_BLK ? T - t0 : ATT_BLK;
-                        const int64_t nc = p->causal && t0 + tq < S ? t0 + tq : S;
-                        lx_sgemm_serial(false, true, tq, nc, D, sc, Qb + t0 * ldq, ldq, Kb, ldk, 0.0f, pw + t0 * S, S);
-                        for (int64_t t = t0; t < t0 + tq; t++) {
-                            float *row = pw + t * S;
-                            const int64_t lim = p->causal && t + 1 < S ? t + 1 : S;
-                            if (fexp) {
-                                fexp(row, lim, lb[t]);
-                            } else {
-                                for (int64_t s2 = 0; s2 < lim; s2++) row[s2] -= lb[t];
-                                vexp(row, row, lim);
-                            }
-                            for (int64_t s2 = lim; s2 < S; s2++) row[s2] = 0.0f;
-                        }
-                    }
-                }
-                const float *dOb = v ? GO + (b * T * H + h) * Dv : NULL;
-                float *dQb = DQ + (b * T * H + h) * D, *dP = scratch, *dSb = DS ? DS + prow0 : scratch + TS;
-                /* the weights vanish above the diagonal (the causal forward's zeros) */
-                bool upper_zero = p->causal;
-                for (int64_t t = 0; upper_zero && !from_lse && t < T; t++) {
-                    int nz = 0;
-                    for (int64_t s = t + 1; s < S; s++) nz |= Pb[t * S + s] != 0.0f;
-                    upper_zero = !nz;
-                }
-                for (int64_t t0 = 0; t0 < T; t0 += ATT_BLK) {
-                    const int64_t tq = T - t0 < ATT_BLK ? T - t0 : ATT_BLK;
-                    int64_t ncols = S;
-                    if (upper_zero && v && t0 + tq < S && vbad < t0 + tq) ncols = t0 + tq;
-                    const float *dPr = v ? dP : GO + prow0; /* the weights' cotangent is dP itself */
-                    if (v) lx_sgemm_serial(false, true, tq, ncols, Dv, 1.0f, dOb + t0 * ldo, ldo, Vb, ldv, 0.0f, dP + t0 * S, S);
-                    for (int64_t t = t0; t < t0 + tq; t++) {
-                        const float *pr = Pb + t * S, *dpr = dPr + t * S;
-                        const uint8_t *mr = MM ? MM + prow0 + t * S : NULL;
-                        float *dsr = dSb + t * S;
-                        const int64_t lim0 = p->causal && t + 1 < ncols ? t + 1 : ncols;
-                        if (!mr && dsrow) { /* the same row on AVX-512 / AVX2 */
-                            dsrow(pr, dpr, dsr, ncols, lim0, S);
-                            continue;
-                        }
-                        double dot = 0;
-#pragma omp simd reduction(+ : dot)
-                        for (int64_t s = 0; s < ncols; s++) dot += (double)pr[s] * dpr[s];
-                        const float fdot = (float)dot;
-                        const int64_t lim = p->causal && t + 1 < ncols ? t + 1 : ncols; /* causal: s > t masked */
-                        for (int64_t s = 0; s < lim; s++) {
-                            float ds = pr[s] * (dpr[s] - fdot);
-                            dsr[s] = mr && !mr[s] ? 0.0f : ds;
-                        }
-                        for (int64_t s = lim; s < S; s++) dsr[s] = 0.0f;
-                    }
-                    lx_sgemm_serial(false, false, tq, D, ncols, sc, dSb + t0 * S, S, Kb, ldk, 0.0f, dQb + t0 * ldq, ldq);
-                }
-                /* key blocks: queries t < s0 contribute zeros when causal (dS always, P if its upper triangle is 0) */
-                for (int64_t s0 = 0; s0 < S; s0 += ATT_BLK) {
-                    const int64_t sk = S - s0 < ATT_BLK ? S - s0 : ATT_BLK;
-                    int64_t tk = p->causal ? (s0 < T ? s0 : T) : 0, tv = upper_zero ? tk : 0;
-                    if (v && tv < T)
-                        lx_sgemm_serial(true, false, sk, Dv, T - tv, 1.0f, Pb + tv * S + s0, S, dOb + tv * ldo, ldo, 1.0f,
-                                        dVb + s0 * ldv, ldv);
-                    if (tk < T)
-                        lx_sgemm_serial(true, false, sk, D, T - tk, sc, dSb + tk * S + s0, S, Qb + tk * ldq, ldq, 1.0f,
-                                        dKb + s0 * ldk, ldk);
-                }
-            }
-        }
-        free(scratch);
-    }
-    if (failed) return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
+    const att_bwd_ctx ac = {p, v != NULL, from_lse, Q, K, V, PP, GO, LSE, MM, DQ, DK, DV, DS, T, H, D, S, G, Dv, R,
+                            ldq, ldk, ldo, ldv, TS, sc, vexp, fexp, dsrow};
+    if (lx_parallel_for(nt, jobs, att_bwd_jobs, (void *)&ac))
+        return lx_fail(LX_ERR_NO_MEMORY, "dot_product_attention backward: out of memory");
     *dq_ = dq, *dk_ = dk;
     if (dv_) *dv_ = dv;
     if (bias && !(*dbias_ = unbroadcast(dS, bias))) return lx_last_status();

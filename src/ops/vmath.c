@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "linnx/threads.h"
+#include "team.h"
 
 #define LN2_HI 0.693359375f
 #define LN2_LO -2.12194440e-4f
@@ -216,15 +217,28 @@ const lx_vmath *lx_vmath_active(void) { return lx_vmath_for(lx_isa_current()); }
 #define VMATH_CHUNK 8192 /* a multiple of every vector width */
 #define VMATH_PAR_MIN 32768
 
+typedef struct vmap_job {
+    void (*f)(const float *, float *, int64_t);
+    const float *x;
+    float *y;
+    int64_t n;
+} vmap_job;
+
+static int vmap_chunks(void *p, int64_t lo, int64_t hi) {
+    const vmap_job *j = p;
+    for (int64_t c = lo; c < hi; c++) {
+        int64_t i0 = c * VMATH_CHUNK, m = j->n - i0 < VMATH_CHUNK ? j->n - i0 : VMATH_CHUNK;
+        j->f(j->x + i0, j->y + i0, m);
+    }
+    return 0;
+}
+
 void lx_vmath_map(void (*f)(const float *, float *, int64_t), const float *x, float *y, int64_t n) {
     if (n <= VMATH_PAR_MIN || lx_num_threads() <= 1) {
         f(x, y, n);
         return;
     }
     const int64_t nch = (n + VMATH_CHUNK - 1) / VMATH_CHUNK;
-#pragma omp parallel for schedule(static) num_threads(lx_num_threads())
-    for (int64_t c = 0; c < nch; c++) {
-        int64_t i0 = c * VMATH_CHUNK, m = n - i0 < VMATH_CHUNK ? n - i0 : VMATH_CHUNK;
-        f(x + i0, y + i0, m);
-    }
+    vmap_job j = {f, x, y, n};
+    lx_parallel_for(lx_num_threads(), nch, vmap_chunks, &j);
 }

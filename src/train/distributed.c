@@ -199,7 +199,7 @@ static struct {
 } ar;
 
 /* Ranks sharing this machine share its cores: unless LINNX_THREADS says otherwise, each of k local
- * ranks uses cores/k threads (2 ranks on 2 cores: 1 thread each), for linnx's OpenMP regions and
+ * ranks uses cores/k threads (2 ranks on 2 cores: 1 thread each), for linnx's thread pool and
  * OpenBLAS alike (threads.h), so ranks do not oversubscribe the cores. */
 static void pin_threads(void) {
     const char *env = getenv("LINNX_THREADS");

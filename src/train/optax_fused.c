@@ -20,6 +20,7 @@
 
 #include "linnx/cpu.h"
 #include "linnx/threads.h"
+#include "../core/team.h"
 #include "optax_internal.h"
 #include "../core/tree_internal.h"
 
@@ -320,6 +321,38 @@ static int leaf_chunks(int64_t n, int64_t *len) {
     return (int)((n + c - 1) / c);
 }
 
+/* chunks [lo, hi) of `len` elements of one leaf (the last one shorter) */
+typedef struct leaf_job {
+    int avx2;
+    int64_t n, len;
+    const float *g, *p;
+    float *po;
+    const float *m0, *v0;
+    float *m, *v;
+    const adam_k *ak;
+    const sgd_k *sk;
+    const float *t0;
+    float *t;
+} leaf_job;
+
+static int adam_chunks(void *ctx, int64_t lo, int64_t hi) {
+    const leaf_job *j = ctx;
+    for (int64_t c = lo; c < hi; c++) {
+        int64_t a = c * j->len, l = a + j->len > j->n ? j->n - a : j->len;
+        adam_leaf(j->avx2, j->ak, l, j->g + a, j->m0 + a, j->v0 + a, j->m + a, j->v + a, j->p + a, j->po + a);
+    }
+    return 0;
+}
+
+static int sgd_chunks(void *ctx, int64_t lo, int64_t hi) {
+    const leaf_job *j = ctx;
+    for (int64_t c = lo; c < hi; c++) {
+        int64_t a = c * j->len, l = a + j->len > j->n ? j->n - a : j->len;
+        sgd_leaf(j->avx2, j->sk, l, j->g + a, j->t0 ? j->t0 + a : NULL, j->t ? j->t + a : NULL, j->p + a, j->po + a);
+    }
+    return 0;
+}
+
 static void adam_leaf_par(int avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
                           float *m, float *v, const float *p, float *po) {
     int64_t len;
@@ -328,11 +361,8 @@ static void adam_leaf_par(int avx2, const adam_k *k, int64_t n, const float *g, 
         adam_leaf(avx2, k, n, g, m0, v0, m, v, p, po);
         return;
     }
-#pragma omp parallel for num_threads(nc) schedule(static)
-    for (int c = 0; c < nc; c++) {
-        int64_t a = (int64_t)c * len, l = a + len > n ? n - a : len;
-        adam_leaf(avx2, k, l, g + a, m0 + a, v0 + a, m + a, v + a, p + a, po + a);
-    }
+    leaf_job j = {avx2, n, len, g, p, po, m0, v0, m, v, k, NULL, NULL, NULL};
+    lx_parallel_for(nc, nc, adam_chunks, &j);
 }
 
 static void sgd_leaf_par(int avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t,
@@ -343,11 +373,8 @@ static void sgd_leaf_par(int avx2, const sgd_k *k, int64_t n, const float *g, co
         sgd_leaf(avx2, k, n, g, t0, t, p, po);
         return;
     }
-#pragma omp parallel for num_threads(nc) schedule(static)
-    for (int c = 0; c < nc; c++) {
-        int64_t a = (int64_t)c * len, l = a + len > n ? n - a : len;
-        sgd_leaf(avx2, k, l, g + a, t0 ? t0 + a : NULL, t ? t + a : NULL, p + a, po + a);
-    }
+    leaf_job j = {avx2, n, len, g, p, po, NULL, NULL, NULL, NULL, NULL, k, t0, t};
+    lx_parallel_for(nc, nc, sgd_chunks, &j);
 }
 
 /* ------------------------------------------------------------------ the step */

@@ -1,5 +1,6 @@
-/* lx_team_run (team.h): persistent workers woken per job; the caller never waits for a worker that
- * has not joined, so a busy vCPU delays a job by at most the item its thread holds. */
+/* lx_team_run and the parallel loops on it (team.h): persistent workers woken per job; the caller
+ * never waits for a worker that has not joined, so a busy vCPU delays a job by at most the item its
+ * thread holds. */
 #include "team.h"
 
 #include <pthread.h>
@@ -19,6 +20,7 @@ static atomic_int active;             /* workers inside fn */
 static atomic_int wanted;             /* workers the current job may use */
 static void (*job_fn)(void *);
 static void *job_arg;
+static _Thread_local int cur_tid;     /* lx_parallel_tid */
 
 static void *worker(void *p) {
     int id = (int)(long)p;
@@ -38,7 +40,11 @@ static void *worker(void *p) {
         if (id >= atomic_load(&wanted)) continue;
         atomic_fetch_add(&active, 1);
         /* Dekker with the caller's close: either the caller sees us active, or we see it closed. */
-        if (atomic_load(&open_) && atomic_load(&generation) == g) job_fn(job_arg);
+        if (atomic_load(&open_) && atomic_load(&generation) == g) {
+            cur_tid = id + 1;
+            job_fn(job_arg);
+            cur_tid = 0;
+        }
         atomic_fetch_sub(&active, 1);
     }
     return NULL;
@@ -46,8 +52,11 @@ static void *worker(void *p) {
 
 void lx_team_run(int nthreads, void (*fn)(void *), void *arg) {
     if (nthreads > TEAM_MAX) nthreads = TEAM_MAX;
+    int tid = cur_tid;
+    cur_tid = 0;
     if (nthreads <= 1 || atomic_flag_test_and_set(&busy)) {
         fn(arg);
+        cur_tid = tid;
         return;
     }
     pthread_mutex_lock(&mu);
@@ -72,4 +81,62 @@ void lx_team_run(int nthreads, void (*fn)(void *), void *arg) {
     atomic_store(&open_, false);
     while (atomic_load(&active) != 0) sched_yield(); /* only workers that joined: each finishes its item */
     atomic_flag_clear(&busy);
+    cur_tid = tid;
+}
+
+int lx_parallel_tid(void) { return cur_tid; }
+
+/* One loop: chunk c is items [c q + min(c, r), + q + (c < r)) for a static loop, [c grain, + grain)
+ * for a dynamic one; whoever runs pf_run claims chunks until none is left. */
+typedef struct pf_job {
+    lx_range_fn fn;
+    void *ctx;
+    int64_t n, nchunks, q, r, grain; /* grain 0: static */
+    atomic_llong next;
+    atomic_int failed;
+} pf_job;
+
+static void pf_run(void *p) {
+    pf_job *j = p;
+    for (;;) {
+        int64_t c = (int64_t)atomic_fetch_add(&j->next, 1);
+        if (c >= j->nchunks) return;
+        int64_t lo, hi;
+        if (j->grain > 0) {
+            lo = c * j->grain;
+            hi = j->n - lo < j->grain ? j->n : lo + j->grain;
+        } else {
+            lo = c * j->q + (c < j->r ? c : j->r);
+            hi = lo + j->q + (c < j->r);
+        }
+        if (j->fn(j->ctx, lo, hi) != 0) atomic_store(&j->failed, 1);
+    }
+}
+
+static int pf_start(int nthreads, pf_job *j) {
+    if (j->nchunks <= 1 || nthreads <= 1) { /* no team: the whole loop in one call */
+        int tid = cur_tid;
+        cur_tid = 0;
+        int rc = j->n > 0 ? j->fn(j->ctx, 0, j->n) : 0;
+        cur_tid = tid;
+        return rc != 0;
+    }
+    atomic_init(&j->next, 0);
+    atomic_init(&j->failed, 0);
+    lx_team_run(nthreads < j->nchunks ? nthreads : (int)j->nchunks, pf_run, j);
+    return atomic_load(&j->failed);
+}
+
+int lx_parallel_for(int nthreads, int64_t n, lx_range_fn fn, void *ctx) {
+    pf_job j = {.fn = fn, .ctx = ctx, .n = n};
+    j.nchunks = n < nthreads ? n : nthreads;
+    if (j.nchunks > 1) j.q = n / j.nchunks, j.r = n % j.nchunks;
+    return pf_start(nthreads, &j);
+}
+
+int lx_parallel_for_dynamic(int nthreads, int64_t n, int64_t grain, lx_range_fn fn, void *ctx) {
+    if (grain < 1) grain = 1;
+    pf_job j = {.fn = fn, .ctx = ctx, .n = n, .grain = grain};
+    j.nchunks = n > 0 ? (n + grain - 1) / grain : 0;
+    return pf_start(nthreads, &j);
 }

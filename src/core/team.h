@@ -1,0 +1,39 @@
+/* linnx's one thread pool (not installed): every parallel loop in linnx runs on it, none on
+ * OpenMP. Persistent workers, woken per job; the caller runs work itself and never waits for a
+ * worker that has not joined, so a pre-empted vCPU delays a job by at most the item its thread
+ * holds, never by a whole share of it. Workers spin briefly (sched_yield) after a job, then sleep.
+ * One job at a time: a call made while the pool is busy (from inside an item, or from another
+ * user thread) runs inline on its caller, alone, and so never deadlocks. */
+#ifndef LINNX_TEAM_H
+#define LINNX_TEAM_H
+
+#include <stdint.h>
+
+/* Run fn(arg) on the calling thread and on up to nthreads - 1 pool workers, each joining only if
+ * it wakes while the job is still open. Returns once the caller's fn has returned and every worker
+ * that joined has left fn. fn must take its work from a shared counter so that whoever runs it,
+ * including the caller alone, finishes the job: a worker that the OS does not schedule in time is
+ * simply never waited for. nthreads <= 1 calls fn directly. */
+void lx_team_run(int nthreads, void (*fn)(void *), void *arg);
+
+/* Items [lo, hi) of a parallel loop; returns 0, or nonzero to report a failure (the loop goes on
+ * with the other items: the caller sees the failure when the loop returns). */
+typedef int (*lx_range_fn)(void *ctx, int64_t lo, int64_t hi);
+
+/* for (i = 0; i < n; i++) over the pool, as OpenMP's schedule(static): the items are cut into
+ * min(nthreads, n) contiguous chunks exactly where OpenMP cuts them (chunk t of k holds n / k
+ * items, one more for t < n % k), and fn gets one whole chunk per call, so a loop whose result
+ * depends on the partition gives the same bits as before. Whoever is free takes the next chunk
+ * (the caller takes the others' chunks when they do not come). nthreads <= 1 or n <= 1 calls
+ * fn(ctx, 0, n) on the caller, no thread touched. Returns nonzero when any call did. */
+int lx_parallel_for(int nthreads, int64_t n, lx_range_fn fn, void *ctx);
+
+/* The same with items handed out `grain` at a time (schedule(dynamic, grain)): for uneven items. */
+int lx_parallel_for_dynamic(int nthreads, int64_t n, int64_t grain, lx_range_fn fn, void *ctx);
+
+/* Inside fn: which participant of the current loop runs it, 0 (the caller) .. nthreads - 1, for
+ * per-thread scratch. Two calls on one thread during one loop return the same id; no two threads
+ * in one loop share an id. 0 outside a loop, and inside a loop run inline. */
+int lx_parallel_tid(void);
+
+#endif
