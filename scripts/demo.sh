@@ -10,8 +10,8 @@ set -euo pipefail
 bin=${1:-build/linnx}
 out=${DEMO_DIR:-$(dirname "$bin")/demo}
 steps=${DEMO_STEPS:-1000}
-# OpenMP threads that spin while they wait steal the other thread's core on a busy machine (ten
-# times slower with other jobs running); sleeping costs nothing measurable when the machine is idle.
+# linnx itself links no OpenMP runtime (its own pool); this only keeps an OpenMP-built OpenBLAS,
+# if one is installed, from spinning on the other thread's core on a busy machine.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 [ -d /usr/share/common-licenses ] || { echo "demo: /usr/share/common-licenses is missing (not a Debian system?)" >&2; exit 1; }
 rm -rf "$out/checkpoint" "$out/loss.svg" # this demo's own outputs from an earlier run
