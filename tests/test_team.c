@@ -5,6 +5,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "../src/core/team.h"
 #include "linnx/threads.h"
@@ -167,11 +170,45 @@ static void test_set_num_threads(void) {
     CHECK(lx_num_threads() >= 1);
 }
 
+/* fork(): the child has none of the parent's workers, so its first two-thread job must start a
+ * worker of its own (a child that believed the parent's workers were there would run every job
+ * alone: the job below would wait for a second participant that never comes). */
+static atomic_int arrived;
+static void wait_for_two(void *p) {
+    (void)p;
+    atomic_fetch_add(&arrived, 1);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do clock_gettime(CLOCK_MONOTONIC, &t);
+    while (atomic_load(&arrived) < 2 && (t.tv_sec - t0.tv_sec) < 5);
+}
+
+static void test_fork_child(void) {
+    atomic_store(&arrived, 0);
+    lx_team_run(2, wait_for_two, NULL); /* the parent's pool has its worker */
+    CHECK(atomic_load(&arrived) >= 2);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        atomic_store(&arrived, 0);
+        lx_team_run(2, wait_for_two, NULL);
+        user_arg *u = &(user_arg){0};
+        for (int i = 0; i < 4099; i++) u->x[i] = (uint32_t)i;
+        int rc = lx_parallel_for(2, 4099, square_range, u);
+        for (int i = 0; i < 4099; i++) u->wrong += u->y[i] != f(u->x[i]);
+        _exit(atomic_load(&arrived) >= 2 && rc == 0 && u->wrong == 0 ? 0 : 3);
+    }
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 int main(void) {
     RUN(test_equals_serial);
     RUN(test_failure_reported);
     RUN(test_nested);
     RUN(test_concurrent_users);
     RUN(test_set_num_threads);
+    RUN(test_fork_child);
     return lx_test_finish();
 }

@@ -11,7 +11,8 @@
  * this process may run on (its affinity mask). It is read once, by the first linnx call that needs
  * the count (set it before then); lx_set_num_threads(0) reads it again. The setting is
  * process-wide. One parallel loop runs on the pool at a time: a loop started while another runs
- * (from a second user thread) runs on its caller's thread alone.
+ * (from a second user thread) runs on its caller's thread alone. linnx's own loops use at most
+ * 64 threads (OpenBLAS takes the number as it is).
  *
  * The setting is safe to read and change from any thread. This does not make linnx objects
  * shareable: arrays, trees, Variables, boxes and modules are not shared between threads

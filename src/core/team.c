@@ -39,8 +39,11 @@ static void *worker(void *p) {
         seen = g;
         if (id >= atomic_load(&wanted)) continue;
         atomic_fetch_add(&active, 1);
-        /* Dekker with the caller's close: either the caller sees us active, or we see it closed. */
-        if (atomic_load(&open_) && atomic_load(&generation) == g) {
+        /* Dekker with the caller's close: either the caller sees us active, or we see it closed.
+         * `wanted` again after it: a worker that read the last job's `wanted`, then slept while
+         * that job closed and the next one opened (its `generation` not bumped yet), must not join
+         * the next job beyond the threads it asked for (its tids are 0 .. nthreads - 1). */
+        if (atomic_load(&open_) && atomic_load(&generation) == g && id < atomic_load(&wanted)) {
             cur_tid = id + 1;
             job_fn(job_arg);
             cur_tid = 0;
@@ -49,6 +52,20 @@ static void *worker(void *p) {
     }
     return NULL;
 }
+
+/* A child of fork() has none of the workers: it starts with an empty team (a lock or job the
+ * parent's threads held at the fork is not the child's). */
+static void team_after_fork_child(void) {
+    pthread_mutex_init(&mu, NULL);
+    pthread_cond_init(&wake, NULL);
+    nworkers = 0;
+    atomic_flag_clear(&busy);
+    atomic_store(&open_, false);
+    atomic_store(&active, 0);
+    cur_tid = 0;
+}
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void team_register_atfork(void) { (void)pthread_atfork(NULL, NULL, team_after_fork_child); }
 
 void lx_team_run(int nthreads, void (*fn)(void *), void *arg) {
     if (nthreads > TEAM_MAX) nthreads = TEAM_MAX;
@@ -59,6 +76,7 @@ void lx_team_run(int nthreads, void (*fn)(void *), void *arg) {
         cur_tid = tid;
         return;
     }
+    pthread_once(&atfork_once, team_register_atfork);
     pthread_mutex_lock(&mu);
     while (nworkers < nthreads - 1) {
         pthread_t t;
