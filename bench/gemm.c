@@ -22,6 +22,9 @@
  *                                  cross_entropy_vjp: bytes read and written per second /
  *                                  rows_copy_1024x4096_t<n> (cross_entropy: / rows_read_...), n-thread
  *                                  streams over the same 16 MiB interleaved with the kernel (bench_rows)
+ *   rows_<op>_1024x4096_t<n> frac_limit  softmax, log_softmax, cross_entropy: the same rate over
+ *                                  min(memory reference, rows_<op>_l2_64x4096_t<n> gbps, the kernel
+ *                                  on a small in-cache block: its compute rate, exp-bound)
  *   conv_fwd_..., conv_fwd_bwd_..., attention_fwd_..., attention_lm_fwd_bwd_... gflops (median),
  *                                  frac_peak, peak_gflops_same_rounds, frac_peak_round_median as
  *                                  the GEMM's (attention: the full T x T square counted, though
@@ -606,18 +609,19 @@ static void bench_rows(void) {
         lx_set_num_threads(nt);
         double best[NOPS][2], ref[3][2]; /* [..][0] wall, [1] the thread's CPU time (t1 only) */
         for (int k = 0; k < 3; k++) ref[k][0] = ref[k][1] = 1e30;
-        double best_l2 = 1e30; /* cross_entropy on the L2-resident block, below */
+        /* softmax, log_softmax and cross_entropy on the small in-cache block (op 0, 1, 2), below */
+        double best_l2[3] = {1e30, 1e30, 1e30};
         for (int op = 0; op < NOPS; op++) best[op][0] = best[op][1] = 1e30;
-        jc.op = 2;
         for (int rep = 0; rep < ROWS_REPS; rep++) /* each op's samples spread over the whole run */
             for (int op = 0; op < NOPS; op++) {
-                if (opcode[op] == 2)
+                if (opcode[op] <= 2)
                     for (int k = 0; k < 4; k++) { /* warm call first, as below */
+                        jc.op = opcode[op];
                         step_call(&jc);
                         double t0 = bench_now();
                         step_call(&jc);
                         double t = bench_now() - t0;
-                        if (t < best_l2) best_l2 = t;
+                        if (t < best_l2[opcode[op]]) best_l2[opcode[op]] = t;
                     }
                 j.op = opcode[op];
                 for (int k = 0; k < 3; k++) {
@@ -626,9 +630,10 @@ static void bench_rows(void) {
                     if (t < ref[r][0]) ref[r][0] = t;
                     if (c < ref[r][1]) ref[r][1] = c;
                 }
-                step_call(&j); /* untimed: wakes the OpenMP team, which then spins into the timed call, as
-                                * between the back-to-back ops of a step (the streams above outlast
-                                * its spin, and a team thread woken from sleep waits for a busy CPU) */
+                step_call(&j); /* untimed: wakes the pool's workers, which then spin (sched_yield) into the
+                                * timed call, as between the back-to-back ops of a step (the streams
+                                * above outlast their spin, and a worker woken from sleep waits for a
+                                * busy CPU) */
                 use_cpu_clock = 1;
                 double c0 = now(), t0 = bench_now();
                 step_call(&j);
@@ -656,13 +661,20 @@ static void bench_rows(void) {
                 printf("rows_%s_%lldx%lld_t1 frac_bandwidth_cpu %.3f\n", rows[op], (long long)R, (long long)D,
                        gcpu / (ro ? read_cpu : copy_cpu));
         }
-        /* cross_entropy's other limit: one exp per element. The same kernel on an L2-resident
-         * 64 x 4096 block (sampled with the rest above) runs at its compute rate; the roofline is
-         * the lower of that and the read stream, and frac_limit is the big run against it. */
-        double incache = 4.0 * (double)(RC * D) / best_l2 / 1e9, ce = bytes / best[2][0] / 1e9;
-        printf("rows_cross_entropy_l2_%lldx%lld_t%d gbps %.1f\n", (long long)RC, (long long)D, nt, incache);
-        printf("rows_cross_entropy_%lldx%lld_t%d frac_limit %.3f\n", (long long)R, (long long)D, nt,
-               ce / (incache < read_bw ? incache : read_bw));
+        /* The exp rows' other limit: one exp per element. The same kernel on the small 64 x 4096
+         * block (1 MiB of x: in L2 or L3, sampled with the rest above) runs at its compute rate;
+         * the roofline is the lower of that and the memory reference (the copy; for
+         * cross_entropy the read stream), and frac_limit is the big run against it. Where
+         * frac_limit is near 1 and frac_bandwidth is not, the kernel is compute-bound: on Zen 1
+         * the exp polynomial, which every kernel set shares bit for bit (docs/kernels.md, rows). */
+        for (int op = 0; op <= 2; op++) {
+            const double mem = op == 2 ? read_bw : copy_bw;
+            double incache = passes[op] * 4.0 * (double)(RC * D) / best_l2[op] / 1e9;
+            double big = passes[op] * bytes / best[op][0] / 1e9;
+            printf("rows_%s_l2_%lldx%lld_t%d gbps %.1f\n", rows[op], (long long)RC, (long long)D, nt, incache);
+            printf("rows_%s_%lldx%lld_t%d frac_limit %.3f\n", rows[op], (long long)R, (long long)D, nt,
+                   big / (incache < mem ? incache : mem));
+        }
         fflush(stdout);
     }
     free(dst);
