@@ -19,10 +19,12 @@ prog="$(dirname "$bin")/test_distributed"
 
 if ! command -v mpirun >/dev/null 2>&1; then
     echo "mpirun not found (scripts/install-deps.sh installs openmpi-bin): skipped"
+    cli_finish || exit 1 # lib_cli.sh's own self-check still counts
     exit 77 # ctest reports it as skipped, not passed
 fi
 if [ ! -x "$prog" ]; then
     echo "$prog not built: skipped"
+    cli_finish || exit 1 # lib_cli.sh's own self-check still counts
     exit 77 # ctest reports it as skipped, not passed
 fi
 mpi=(mpirun -np)
@@ -46,6 +48,7 @@ bad() { fail=$((fail + 1)); echo "FAIL: $*"; sed -n 1,20p "$cli_tmp/out"; }
 # probe: a build without MPI says so and the multi-rank tests are skipped
 if LINNX_DIST_WORKER=1 "$prog" >"$cli_tmp/out" 2>&1; [ $? -eq 2 ] && grep -q "built without it" "$cli_tmp/out"; then
     echo "linnx built without MPI: skipped"
+    cli_finish || exit 1 # lib_cli.sh's own self-check still counts
     exit 77 # ctest reports it as skipped, not passed
 fi
 

@@ -2,7 +2,7 @@
  * without bias or mask when the kernel set in force has one (AVX-512 and AVX2; docs/kernels.md).
  *
  * One call computes query rows [t0, t0 + tq) of one (batch, head) in tiles of 16 queries (AVX2:
- * 8): per block of 16 keys (AVX2: 8) the tile x block logits (vectors across queries, so a row's
+ * two halves of 8): per block of 16 keys (AVX2: 8) the tile x block logits (vectors across queries, so a row's
  * max is a vertical max),
  * an online softmax in base 2 (the logits' scale times log2(e) is applied to the query tile), and
  * the weights times v accumulated into the tile's output; causal key blocks past the tile are
