@@ -72,11 +72,7 @@ typedef struct {
 static const epi_plan *epilogue_plan(const lx_kernels *k, const lx_gemm_epilogue *ep, epi_plan *pl) {
     if (!ep || (!ep->bias && ep->act == LX_GEMM_ACT_NONE && !ep->y)) return NULL;
     const lx_vmath *vm = lx_vmath_for(k->isa);
-    /* a set without its own block kernel (AVX-512) runs the AVX2 one where it can, else the generic */
-    const lx_kernels *k2 = k->isa == LX_ISA_AVX512 ? lx_kernels_avx2() : NULL;
-    void (*blk)(float *, int64_t, int64_t, int64_t, const float *, bool, float *, int64_t) =
-        k->gemm.epi ? k->gemm.epi : k2 && k2->gemm.epi ? k2->gemm.epi : lx_kernels_generic()->gemm.epi;
-    *pl = (epi_plan){.epi = blk, .bias = ep->bias,
+    *pl = (epi_plan){.epi = k->gemm.epi, .bias = ep->bias,
                      .relu = ep->act == LX_GEMM_ACT_RELU, .y = ep->y, .ldy = ep->ldy};
     pl->act = ep->act == LX_GEMM_ACT_GELU_TANH ? vm->gelu_tanh
               : ep->act == LX_GEMM_ACT_GELU_ERF ? vm->gelu_erf

@@ -45,8 +45,8 @@ typedef struct {
     /* The fused epilogue's bias and ReLU on a finished m x n block of C (gemm.c runs it on each
      * tile right after its last K block): z = C + bias (bias NULL: z = C), one rounding, as
      * lx_add; then, Y NULL: C = relu ? relu(z) : z; else C = z and Y = relu ? relu(z) : z.
-     * relu(z) is z < 0 ? +0 : z (NaN and -0 kept), as lx_relu. Optional (NULL: the AVX2 set's
-     * where the build has it and the set is AVX-512, else the generic set's). */
+     * relu(z) is z < 0 ? +0 : z (NaN and -0 kept), as lx_relu. Every set has one (AVX-512's is
+     * the AVX2 set's, lx_gemm_epi_avx2). */
     void (*epi)(float *C, int64_t ldc, int64_t m, int64_t n, const float *bias, bool relu, float *Y, int64_t ldy);
 } lx_gemm_kernels;
 
@@ -78,6 +78,8 @@ typedef struct {
 
 const lx_kernels *lx_kernels_generic(void);
 const lx_kernels *lx_kernels_avx2(void);   /* NULL when not compiled */
+/* The AVX2 set's GEMM epilogue block (lx_gemm_kernels.epi), shared by the AVX-512 set. */
+void lx_gemm_epi_avx2(float *C, int64_t ldc, int64_t m, int64_t n, const float *bias, bool relu, float *Y, int64_t ldy);
 const lx_kernels *lx_kernels_avx512(void); /* NULL when not compiled */
 
 /* The table of the kernel set in force. */

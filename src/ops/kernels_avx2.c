@@ -359,7 +359,7 @@ static inline __attribute__((always_inline)) void avx2_epi_t(const bool hasb, co
                 *(toy ? Y + i * ldy + q : c) = relu && z < 0.0f ? 0.0f : z;
             }
 }
-static void avx2_gemm_epi(float *C, int64_t ldc, int64_t m, int64_t n, const float *bias, bool relu, float *Y,
+void lx_gemm_epi_avx2(float *C, int64_t ldc, int64_t m, int64_t n, const float *bias, bool relu, float *Y,
                           int64_t ldy) {
 #define A2_EPI(b, r, t) avx2_epi_t(b, r, t, C, ldc, m, n, bias, Y, ldy)
     switch ((bias != NULL) + 2 * relu + 4 * (Y != NULL)) {
@@ -809,7 +809,7 @@ static const lx_kernels table = {
     .gemm_name = "avx2",
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx2_ukr, .pack_a = avx2_pack_a_fast, .pack_b = avx2_pack_b_fast,
              .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt, .small_row_exact = true,
-             .ukr_ua = avx2_ukr_ua, .epi = avx2_gemm_epi},
+             .ukr_ua = avx2_ukr_ua, .epi = lx_gemm_epi_avx2},
     .softmax_row = avx2_softmax_row_v,
     .logsumexp_row = avx2_logsumexp_row_v,
     .norm_row = avx2_norm_row,
