@@ -38,7 +38,7 @@
  * Same-moment rounds: every frac_peak line comes from R rounds of (a ~2 ms peak sample on the
  * line's threads, a timed run of the work), the rounds of all lines of a group spread over the
  * group's run (run_items); why best over best, at the "same-moment rounds" comment below.
- * Shapes: squares 64..4096 (2048 and 4096 with fewer rounds, 4096 on one thread only), the MLP's
+ * Shapes: squares 64..4096 (2048 and 4096 with fewer rounds), 1 and 2 threads, the MLP's
  * forward GEMMs and their two backward GEMMs (transposed operands). Options (`bench_gemm --help`):
  * [max_dim] skips bigger shapes; --rows, --conv, --attention, --gemm print one group (they
  * combine); --no-gemm all but the GEMM shapes; `--blas-only N` is the child. */
@@ -757,7 +757,7 @@ static int blas_only(int maxdim) {
     for (int ti = 0; ti < 2; ti++) {
         lx_set_num_threads(thread_counts[ti]);
         for (int i = 0; i < NSHAPES; i++)
-            if (shapes[i].M <= maxdim && shapes[i].N <= maxdim && !(thread_counts[ti] > 1 && shapes[i].M >= 4096)) printf("%d %d %.9g\n", i, thread_counts[ti], time_gemm(&shapes[i], 1));
+            if (shapes[i].M <= maxdim && shapes[i].N <= maxdim) printf("%d %d %.9g\n", i, thread_counts[ti], time_gemm(&shapes[i], 1));
     }
     return 0;
 }
@@ -817,7 +817,7 @@ static void bench_shapes(int nt, int maxdim, const double auto_secs[NSHAPES]) {
     int idx[NSHAPES], nitems = 0;
     for (int i = 0; i < NSHAPES; i++) {
         const shape *s = &shapes[i];
-        if (s->M > maxdim || s->N > maxdim || (nt > 1 && s->M >= 4096)) continue; /* 4096^3: one thread */
+        if (s->M > maxdim || s->N > maxdim) continue;
         size_t na = (size_t)(s->M * s->K), nb = (size_t)(s->K * s->N), nc = (size_t)(s->M * s->N);
         gemm_job jo = {.s = s, .A = malloc(na * 4), .B = malloc(nb * 4), .C = malloc(nc * 4), .blas = 0};
         if (!jo.A || !jo.B || !jo.C) {
