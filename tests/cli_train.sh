@@ -113,6 +113,43 @@ want 'loss float32[]: 5' 'bias Param float32[1]: -3' 'kernel Param float32[1,1]:
 check_close "grad $NZ --seed 0 --data '$cli_tmp/d' --loss l2_loss"
 check_close "grad $NZ --seed 0 --data '$cli_tmp/d/x.npy,$cli_tmp/d/y.npy' --loss l2_loss"
 
+# ---- --data FILE.safetensors: tensors x and y (x float64 (2, 1) = 1, 2; y int64 (2, 1) = 2, 4 read
+# as float32: the same hand-computed case), and the same file converted to Flax msgpack
+safet() { # file header-json data-as-printf-escapes (the header padded to 8 bytes, as the writer does)
+    local hdr=$2
+    while [ $(( ${#hdr} % 8 )) -ne 0 ]; do hdr="$hdr "; done
+    printf "\\x$(printf %02x $((${#hdr} % 256)))\\x$(printf %02x $((${#hdr} / 256)))\\x00\\x00\\x00\\x00\\x00\\x00" >"$1"
+    printf '%s' "$hdr" >>"$1"
+    printf "$3" >>"$1"
+}
+F64_12='\x00\x00\x00\x00\x00\x00\xf0\x3f\x00\x00\x00\x00\x00\x00\x00\x40'
+safet "$cli_tmp/xy.safetensors" '{"x":{"dtype":"F64","shape":[2,1],"data_offsets":[0,16]},"y":{"dtype":"I64","shape":[2,1],"data_offsets":[16,32]}}' \
+    "$F64_12"'\x02\x00\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00'
+want 'loss float32[]: 5' 'bias Param float32[1]: -3' 'kernel Param float32[1,1]: -5'
+check_close "grad $NZ --seed 0 --data '$cli_tmp/xy.safetensors' --loss l2_loss"
+"$bin" convert "$cli_tmp/xy.safetensors" "$cli_tmp/xy.msgpack" >/dev/null
+check_close "grad $NZ --seed 0 --data '$cli_tmp/xy.msgpack' --loss l2_loss"
+want 'loss float32[]: 5' 'params/kernel float32[1,1]: -5' 'params/bias float32[1]: -3'
+check_close "grad $LZ --seed 0 --data '$cli_tmp/xy.safetensors' --loss l2_loss"
+want 'step 0 loss 5' 'step 1 loss 2.1825' 'step 2 loss 0.9649125'
+check_close "train $LZ --seed 0 --data '$cli_tmp/xy.safetensors' --loss l2_loss --optimizer 'sgd(0.1)' --steps 3"
+# integer labels from a safetensors uint8 y
+safet "$cli_tmp/lab.safetensors" '{"x":{"dtype":"F64","shape":[2,1],"data_offsets":[0,16]},"y":{"dtype":"U8","shape":[2],"data_offsets":[16,18]}}' \
+    "$F64_12"'\x01\x00'
+a=$("$bin" grad 'nnx.Linear(1, 2)' --seed 0 --data "$cli_tmp/lab.safetensors" --loss softmax_cross_entropy_with_integer_labels)
+b=$("$bin" grad 'nnx.Linear(1, 2)' --seed 0 --x 1,2 --x-shape 2,1 --y 1,0 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels)
+if [ -n "$a" ] && [ "$a" == "$b" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: uint8 labels: $a / $b"; fi
+safet "$cli_tmp/xonly.safetensors" '{"x":{"dtype":"F64","shape":[2,1],"data_offsets":[0,16]}}' "$F64_12"
+safet "$cli_tmp/X.safetensors" '{"X":{"dtype":"F64","shape":[2,1],"data_offsets":[0,16]},"y":{"dtype":"F64","shape":[2,1],"data_offsets":[16,32]}}' "$F64_12$F64_12"
+safet "$cli_tmp/f16.safetensors" '{"x":{"dtype":"F16","shape":[2,1],"data_offsets":[0,4]},"y":{"dtype":"F64","shape":[2,1],"data_offsets":[4,20]}}' '\x00\x3c\x00\x40'"$F64_12"
+safet "$cli_tmp/scalar.safetensors" '{"x":{"dtype":"F64","shape":[],"data_offsets":[0,8]},"y":{"dtype":"F64","shape":[1],"data_offsets":[8,16]}}' "$F64_12"
+expect_usage_error "--data: $cli_tmp/xonly.safetensors holds no tensor named 'y' (it needs x and y)" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/xonly.safetensors" --loss l2_loss
+expect_usage_error "--data: $cli_tmp/X.safetensors holds no tensor named 'x'" train 'linen.Dense(1)' --seed 0 --data "$cli_tmp/X.safetensors" --loss l2_loss --optimizer 'sgd(0.1)' --steps 1
+expect_usage_error "'x' has dtype float16" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/f16.safetensors" --loss l2_loss
+expect_usage_error "'x' needs an example axis" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/scalar.safetensors" --loss l2_loss
+head -c 20 "$cli_tmp/xy.safetensors" >"$cli_tmp/cut.safetensors"
+expect_usage_error "--data $cli_tmp/cut.safetensors: " grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/cut.safetensors" --loss l2_loss
+
 # ---- the progress bar (forced: stdout is a pipe here): a bar line, then the last step's line
 out=$("$bin" train 'nnx.Linear(1, 1, kernel_init=nnx.initializers.zeros)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 3 --progress)
 if [[ $out == *$'\r\033[K['*"    3/3  loss "*" steps/s  ETA 0s"* ]] && [[ $out != *"tok/s"* ]] && [[ $(printf '%s\n' "$out" | tail -1) == "step 2 loss 0.964912"* ]]; then
@@ -175,7 +212,8 @@ expect_usage_error "l2_loss: sub: operands could not be broadcast together with 
 expect_usage_error "(2, 3)" grad 'nnx.Linear(2, 3)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4 --y-shape 2,1 --loss l2_loss
 expect_usage_error "not an integer label" grad 'nnx.Linear(1, 3)' --seed 0 --x 1,2 --x-shape 2,1 --y 0.5,1 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
 expect_usage_error "unknown module" grad 'torch.Linear(1, 1)' --seed 0 $D
-expect_usage_error "neither a directory" grad 'nnx.Linear(1, 1)' --seed 0 --data /nonexistent --loss l2_loss
+expect_usage_error "--data: cannot open /nonexistent: No such file or directory" grad 'nnx.Linear(1, 1)' --seed 0 --data /nonexistent --loss l2_loss
+expect_usage_error "neither a directory holding x.npy and y.npy, nor X.npy,Y.npy, nor a safetensors (or msgpack) file holding x and y" grad 'nnx.Linear(1, 1)' --seed 0 --data "$here/lib_cli.sh" --loss l2_loss
 expect_usage_error "is not a .npy file" grad 'nnx.Linear(1, 1)' --seed 0 --data "$here/lib_cli.sh,$here/lib_cli.sh" --loss l2_loss
 expect_usage_error "--data replaces --x/--y" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/d" --x 1 --loss l2_loss
 # sgd(1e38): the first update overflows to inf; plain runs go on (as JAX does), --debug-nans stops

@@ -7,8 +7,8 @@
 
 static const char GRAD_USAGE[] =
     "usage: linnx grad SPEC (--seed S | --key K0,K1) [--x64] (--x V0,V1,... [--x-shape D0,D1,...]\n"
-    "                  --y V0,V1,... [--y-shape D0,...] | --data DIR | --data X.npy,Y.npy)\n"
-    "                  --loss NAME [--reduction mean|sum|none]\n"
+    "                  --y V0,V1,... [--y-shape D0,...] | --data DIR | --data X.npy,Y.npy |\n"
+    "                  --data FILE.safetensors) --loss NAME [--reduction mean|sum|none]\n"
     "  SPEC: any `linnx params` spec: 'linen.Dense(1)', 'nnx.Linear(3, 1)',\n"
     "        'bridge.to_linen(nnx.Linear, 3, 1)', 'bridge.ToNNX(linen.Dense(1))', ...\n"
     "  The model is initialised as `linnx params` does (Linen: init(key, x); NNX: Rngs(key)).\n"

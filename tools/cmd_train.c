@@ -17,7 +17,8 @@
 
 static const char TRAIN_USAGE[] =
     "usage: linnx train SPEC (--seed S | --key K0,K1) [--x64] (--x V --x-shape S --y V --y-shape S |\n"
-    "                   --data DIR | --data X.npy,Y.npy) --loss NAME [--reduction mean|sum]\n"
+    "                   --data DIR | --data X.npy,Y.npy | --data FILE.safetensors) --loss NAME\n"
+    "                   [--reduction mean|sum]\n"
     "                   --optimizer EXPR --steps N [--batch-size B] [--shuffle-seed S] [--progress|--plain]\n"
     "                   [--debug-nans] [--restore FILE] [--save FILE]\n"
     "  SPEC, data and --loss as for `linnx grad` (linnx grad --help).\n"

@@ -13,6 +13,7 @@
 
 #include "linnx/autodiff.h"
 #include "linnx/box.h"
+#include "linnx/checkpoint.h"
 #include "linnx/distributed.h"
 #include "linnx/losses.h"
 #include "linnx/nnx_layers.h"
@@ -280,6 +281,66 @@ static int coerce(const char *what, lx_array **a, lx_dtype want) {
     return 0;
 }
 
+/* One leaf of a --data checkpoint as the model and the loss read it: floats (float32, float64,
+ * bfloat16) as float32, integers and booleans (int8..int64, uint8..uint32, bool) as int32, as
+ * tc_npy_read converts a .npy; the array's own first axis is the example axis. */
+static int ckpt_leaf(const char *path, const lx_tree *t, const char *name, lx_array **out) {
+    const lx_value *v = lx_tree_get(t, name);
+    if (!v) return cli_error("--data: %s holds no tensor named '%s' (it needs x and y)", path, name);
+    const lx_array *a = lx_value_leaf_array(v);
+    const lx_raw *raw = a ? NULL : lx_value_raw(v);
+    if (!a && (!raw || raw->kind == LX_RAW_BYTES))
+        return cli_error("--data: %s: '%s' is not an array (%s)", path, name, lx_kind_name(v->kind));
+    int ndim = a ? a->ndim : raw->ndim;
+    const int64_t *shape = a ? a->shape : raw->shape;
+    const char *dt = a ? lx_dtype_name(a->dtype) : raw->dtype;
+    bool is_float;
+    if (a) is_float = a->dtype == LX_F32 || a->dtype == LX_BF16;
+    else if (!strcmp(dt, "float64")) is_float = true;
+    else if (!strcmp(dt, "int64") || !strcmp(dt, "int8") || !strcmp(dt, "int16") || !strcmp(dt, "uint8") ||
+             !strcmp(dt, "uint16")) is_float = false;
+    else return cli_error("--data: %s: '%s' has dtype %s (float32/float64/bfloat16 or an integer/bool type)",
+                          path, name, dt);
+    if (ndim == 0) return cli_error("--data: %s: '%s' needs an example axis (it is a scalar)", path, name);
+    lx_array *b = lx_array_new(is_float ? LX_F32 : LX_I32, ndim, shape);
+    if (!b) return cli_lib_error();
+    for (int64_t i = 0; i < b->size; i++) {
+        double d = 0;
+        if (a) d = lx_array_get(a, i);
+        else {
+            const unsigned char *p = raw->data;
+            if (!strcmp(dt, "float64")) memcpy(&d, p + 8 * i, 8);
+            else if (!strcmp(dt, "int64")) {
+                int64_t w;
+                memcpy(&w, p + 8 * i, 8);
+                d = (double)w;
+            } else if (!strcmp(dt, "int16") || !strcmp(dt, "uint16")) {
+                uint16_t w;
+                memcpy(&w, p + 2 * i, 2);
+                d = dt[0] == 'u' ? (double)w : (double)(int16_t)w;
+            } else d = dt[0] == 'u' ? (double)p[i] : (double)(int8_t)p[i];
+        }
+        if (is_float) lx_f32(b)[i] = (float)d;
+        else lx_i32(b)[i] = (int32_t)d; /* int64 wraps as .npy's int64 does (to int32) */
+    }
+    *out = b;
+    return 0;
+}
+
+/* --data FILE.safetensors (or a Flax .msgpack): its tensors `x` and `y`. */
+static int ckpt_data(const char *path, tc_data *out) {
+    lx_tree *t = NULL;
+    lx_status st = lx_ckpt_load(path, &t);
+    if (st != LX_OK) {
+        fprintf(stderr, "linnx: --data %s: %s\n", path, lx_last_error());
+        return cli_status_exit(st);
+    }
+    int rc = ckpt_leaf(path, t, "x", &out->x);
+    if (!rc) rc = ckpt_leaf(path, t, "y", &out->y);
+    lx_tree_release(t);
+    return rc;
+}
+
 int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, const cli_opt *y_shape,
                  const cli_opt *data, const tc_loss *loss, tc_data *out) {
     memset(out, 0, sizeof *out);
@@ -291,18 +352,29 @@ int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, con
         char xp[4096], yp[4096];
         const char *comma = strchr(data->value, ',');
         struct stat st;
-        if (comma) {
+        lx_ckpt_format fmt;
+        if (!comma && stat(data->value, &st) != 0)
+            return cli_error("--data: cannot open %s: %s", data->value, strerror(errno));
+        bool is_dir = !comma && S_ISDIR(st.st_mode);
+        /* a file of either checkpoint format, by its content or its name (then the loader says
+         * what is wrong with it) */
+        if (!comma && !is_dir && access(data->value, R_OK) == 0 &&
+            (lx_ckpt_sniff(data->value, &fmt) == LX_OK || lx_ckpt_format_of(data->value) != LX_CKPT_AUTO)) {
+            rc = ckpt_data(data->value, out);
+        } else if (comma) {
             snprintf(xp, sizeof xp, "%.*s", (int)(comma - data->value), data->value);
             snprintf(yp, sizeof yp, "%s", comma + 1);
-        } else if (stat(data->value, &st) == 0 && S_ISDIR(st.st_mode)) {
+        } else if (is_dir) {
             snprintf(xp, sizeof xp, "%s/x.npy", data->value);
             snprintf(yp, sizeof yp, "%s/y.npy", data->value);
         } else {
-            return cli_error("--data: '%s' is neither a directory holding x.npy and y.npy nor X.npy,Y.npy",
-                             data->value);
+            return cli_error("--data: '%s' is neither a directory holding x.npy and y.npy, nor X.npy,Y.npy, nor a "
+                             "safetensors (or msgpack) file holding x and y", data->value);
         }
-        out->x = tc_npy_read(xp, &rc); /* rc: 1 when memory ran out, 2 for a bad file */
-        if (!rc) out->y = tc_npy_read(yp, &rc);
+        if (comma || is_dir) {
+            out->x = tc_npy_read(xp, &rc); /* rc: 1 when memory ran out, 2 for a bad file */
+            if (!rc) out->y = tc_npy_read(yp, &rc);
+        }
         if (!rc) rc = coerce("y", &out->y, int_labels ? LX_I32 : LX_F32);
     } else {
         rc = array_arg("x", x, x_shape, false, &out->x);
