@@ -220,5 +220,23 @@ expect_usage_error "--data replaces --x/--y" grad 'nnx.Linear(1, 1)' --seed 0 --
 want 'step 0 loss 5' 'step 1 loss inf' 'step 2 loss nan'
 check_block "train $NZ --seed 0 $D --optimizer 'sgd(1e38)' --steps 3"
 expect_usage_error "debug_nans: Inf in the updates at 'kernel'" train 'nnx.Linear(1, 1, kernel_init=nnx.initializers.zeros)' --seed 0 $D --optimizer 'sgd(1e38)' --steps 3 --debug-nans
+# NaN as a data value (nan, NaN, -nan, as numpy reads them): a plain run goes on with NaN losses
+# printed as Python prints them; --debug-nans stops at the first bad gradient leaf
+XN="--x 1,2,nan,4,5,6 --x-shape 2,3 --y 1,0,0,1 --y-shape 2,2 --loss l2_loss"
+want 'step 0 loss nan' 'step 1 loss nan'
+check_block "train 'linen.Dense(2)' --seed 0 $XN --optimizer 'adam(1e-3)' --steps 2"
+# pred = 0 (zero kernel) on x = ((1, 2), (3, 4)), y = ((1, 0), (0, NaN)): r = -y, dW = x^T r / 4,
+# db = sum r / 4: the first output's column is finite (-0.25, -0.5; -0.25), the second's NaN
+for v in nan NaN -nan; do
+    want 'loss float32[]: nan' 'params/kernel float32[2,2]: -0.25 nan -0.5 nan' 'params/bias float32[2]: -0.25 nan'
+    check_block "grad 'linen.Dense(2, kernel_init=linen.initializers.zeros)' --seed 0 --x 1,2,3,4 --x-shape 2,2 --y 1,0,0,$v --y-shape 2,2 --loss l2_loss"
+done
+want 'loss float32[]: nan' 'kernel Param float32[2,2]: nan nan nan nan' 'bias Param float32[2]: nan nan'
+check_block "grad 'nnx.Linear(2, 2, kernel_init=nnx.initializers.zeros)' --seed 0 --x 1,2,3,-nan --x-shape 2,2 --y 1,0,0,0 --y-shape 2,2 --loss l2_loss | sort -r"
+expect_usage_error "debug_nans: NaN in the gradients at 'layers/0/bias' (flat index 0)" train 'nnx.Sequential(nnx.Linear(3, 4), nnx.Linear(4, 2))' --seed 0 $XN --optimizer 'adam(1e-3)' --steps 2 --debug-nans
+# NaN stays refused where it is no datum: integer labels, and the other float options
+expect_usage_error "nan is not an integer label" grad 'nnx.Linear(1, 3)' --seed 0 --x 1,2 --x-shape 2,1 --y 0,nan --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
+expect_usage_error "--minval: 'nan' is not a number" random uniform --seed 0 --shape 2 --minval nan
+
 expect_usage_error "which model" train --seed 0 $D --optimizer 'sgd(0.1)' --steps 1
 cli_finish

@@ -1,5 +1,6 @@
 /* `linnx grad SPEC --seed S (--x V --x-shape S --y V --y-shape S | --data D) --loss L`:
  * jax.value_and_grad of loss(model(x), y).mean() w.r.t. the parameters, from the shell. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -48,7 +49,9 @@ int cmd_grad(int argc, char **argv) {
     if (!rc && tc_model_grad(m, d.x, d.y, &loss, &value, &grads) != LX_OK) rc = cli_lib_error();
     if (!rc) {
         char line[64];
-        snprintf(line, sizeof line, "loss float32[]: %.9g", lx_f32(value)[0]);
+        float v = lx_f32(value)[0]; /* a NaN as Python prints it, whatever its sign bit */
+        if (isnan(v)) snprintf(line, sizeof line, "loss float32[]: nan");
+        else snprintf(line, sizeof line, "loss float32[]: %.9g", v);
         rc = tc_print_tree(line, grads);
     }
     lx_release(value);

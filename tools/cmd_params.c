@@ -1,5 +1,6 @@
 /* `linnx params SPEC (--seed S | --key K0,K1) [--legacy] [--input-shape D0,D1,...]`: the variables
  * a module gets at init, one line per leaf: `collection/path dtype[shape]: v0 v1 ...`. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -66,7 +67,9 @@ void params_print_leaf(const char *path, const lx_variable *var, const lx_array 
     printf("%s:", lx_array_sig(a, sig, sizeof sig));
     if (!lx_is_abstract(a))
         for (int64_t i = 0; i < a->size; i++) {
-            if (a->dtype == LX_F32 || a->dtype == LX_BF16) printf(" %.9g", lx_array_get(a, i));
+            double v = lx_array_get(a, i);
+            if ((a->dtype == LX_F32 || a->dtype == LX_BF16) && isnan(v)) fputs(" nan", stdout); /* numpy's, either sign */
+            else if (a->dtype == LX_F32 || a->dtype == LX_BF16) printf(" %.9g", v);
             else printf(" %lld", (long long)lx_array_get(a, i));
         }
     if (var && lx_vartype_is(lx_variable_type(var), &lx_RngState)) fputs(" [rng]", stdout);

@@ -88,7 +88,7 @@ static int array_arg(const char *name, const cli_opt *vals, const cli_opt *shape
     if (!vals->seen) return cli_error("--%s is required (or --data)", name);
     double *v = NULL;
     int64_t n = 0;
-    int rc = cli_f64_list_new(name, vals->value, &v, &n);
+    int rc = cli_data_list_new(name, vals->value, &v, &n);
     if (rc) return rc;
     int64_t dims[LX_MAX_DIMS];
     int ndim = 1;
