@@ -467,7 +467,13 @@ static int build_nnx(spec_node *spec, tc_model *m, lx_array *x) {
     nnx_stream_spec stream = {"default", true, 0, m->key};
     if (nnx_rngs_new(1, &stream, &m->rngs) != LX_OK) return cli_lib_error();
     m->nnx = true;
-    if (spec_suffix(spec, "nnx.")) return params_nnx_module(spec, m->rngs, &m->module);
+    if (spec_suffix(spec, "nnx.")) {
+        int rc = params_nnx_module(spec, m->rngs, &m->module);
+        /* a bridge.ToNNX layer inside: bridge.lazy_init(model, x) makes its variables */
+        if (!rc && params_nnx_has_to_nnx(spec) && bridge_lazy_init(m->module, NULL, &LX_ARGS(x)) != LX_OK)
+            rc = cli_lib_error();
+        return rc;
+    }
     char buf[200];
     if (spec->nargs != 1 || spec->args[0].name || !spec_suffix(spec->args[0].value, "linen."))
         return cli_error("bridge.ToNNX takes one Linen module, e.g. bridge.ToNNX(linen.Dense(8)): %s",
