@@ -238,5 +238,14 @@ expect_usage_error "debug_nans: NaN in the gradients at 'layers/0/bias' (flat in
 expect_usage_error "nan is not an integer label" grad 'nnx.Linear(1, 3)' --seed 0 --x 1,2 --x-shape 2,1 --y 0,nan --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
 expect_usage_error "--minval: 'nan' is not a number" random uniform --seed 0 --shape 2 --minval nan
 
+# --debug-nans names a Linen leaf by the path `linnx grad` prints: params/... (optax sees the
+# TrainState's params, which have no collection level)
+expect_usage_error "debug_nans: NaN in the gradients at 'params/bias' (flat index 0)" train 'linen.Dense(2)' --seed 0 $XN --optimizer 'adam(1e-3)' --steps 2 --debug-nans
+expect_usage_error "debug_nans: NaN in the gradients at 'params/layers_0/bias' (flat index 0)" train 'linen.Sequential(linen.Dense(4), linen.Dense(2))' --seed 0 $XN --optimizer 'adam(1e-3)' --steps 2 --debug-nans
+ok_grep() { if grep -q "$1" <<<"$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: no '$1' in: $2"; fi; }
+ok_grep '^params/layers_0/bias ' "$("$bin" grad 'linen.Sequential(linen.Dense(4), linen.Dense(2))' --seed 0 $XN)"
+expect_usage_error "debug_nans: NaN in the gradients at 'params/layers_0/kernel' (flat index 8)" train 'linen.Sequential(linen.Dense(4), linen.relu, bridge.to_linen(nnx.Linear, 4, 2))' --seed 0 $XN --optimizer 'sgd(0.1)' --steps 2 --debug-nans
+expect_usage_error "debug_nans: Inf in the updates at 'params/kernel'" train "$(eval echo "$LZ")" --seed 0 $D --optimizer 'sgd(1e38)' --steps 3 --debug-nans
+
 expect_usage_error "which model" train --seed 0 $D --optimizer 'sgd(0.1)' --steps 1
 cli_finish

@@ -639,6 +639,18 @@ static lx_status dp_grads(lx_status st, lx_tree **grads) {
     return st;
 }
 
+/* optax names a leaf by its path in the tree it updates: a TrainState's params, which for Linen
+ * have no collection level. `linnx grad` prints them as params/Dense_0/kernel (the variables'
+ * path): a debug_nans failure says the same. */
+static lx_status linen_nan_path(lx_status st) {
+    const char *e = lx_last_error(), *at = strstr(e, " at '");
+    if (st != LX_ERR_INVALID_ARGUMENT || strncmp(e, "debug_nans: ", 12) || !at) return st;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", e);
+    int off = (int)(at - e) + 5;
+    return lx_fail(st, "%.*sparams/%s", off, msg, msg + off);
+}
+
 lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, float *loss) {
     loss_ctx c = {m, x, y, l};
     lx_array *value = NULL;
@@ -653,7 +665,7 @@ lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_lo
         linen_train_state *next = NULL;
         if (st == LX_OK) st = linen_value_and_grad(linen_loss, &c, m->state->params, &value, &grads, &aux);
         st = dp_grads(st, &grads);
-        if (st == LX_OK) st = linen_train_state_apply_gradients(m->state, grads, &next);
+        if (st == LX_OK) st = linen_nan_path(linen_train_state_apply_gradients(m->state, grads, &next));
         if (st == LX_OK) {
             linen_train_state_free(m->state);
             m->state = next;
