@@ -113,12 +113,22 @@ expect_usage_error "bridge.ToNNX makes an NNX module, not a layer of a Linen one
 expect_usage_error "bridge.to_linen makes a Linen module, not a layer of an NNX one" grad 'nnx.Sequential(nnx.Linear(3, 4), bridge.to_linen(nnx.Linear, 4, 2))' --seed 0 $D3
 expect_usage_error "bridge.to_linen needs an NNX class first" params 'linen.Sequential(linen.Dense(4), bridge.to_linen(linen.Dense, 2))' --seed 0 --input-shape 3,3
 
+# --- an unbatched example: x (3,) and y (2,) as model(x) reads them in JAX; the same numbers as
+# the (1, 3) batch of that one example (the mean runs over the same two elements)
+for spec in 'nnx.Linear(3, 2)' 'linen.Dense(2)' 'bridge.ToNNX(linen.Dense(2))'; do
+    a=$("$bin" grad "$spec" --seed 0 --x 1,2,3 --y 1,0 --loss l2_loss)
+    b=$("$bin" grad "$spec" --seed 0 --x 1,2,3 --x-shape 1,3 --y 1,0 --y-shape 1,2 --loss l2_loss)
+    ok test -n "$a"
+    ok test "$(cut -d: -f2 <<<"$a")" == "$(cut -d: -f2 <<<"$b")"
+    ok test "$(sed 's/\[[0-9,]*\]//' <<<"$a" | cut -d: -f1)" == "$(sed 's/\[[0-9,]*\]//' <<<"$b" | cut -d: -f1)"
+done
+
 expect_usage_error "unknown loss 'mse'" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss mse
 expect_usage_error "--loss is required" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2
 expect_usage_error "3 values do not fill --x-shape (1, 2)" grad 'linen.Dense(2)' --seed 0 --x 1,2,3 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss l2_loss
 expect_usage_error "--y is required" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --loss l2_loss
 expect_usage_error "is not an integer" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 0.5 --y-shape 1 --loss softmax_cross_entropy_with_integer_labels
-expect_usage_error "x has 1 examples and y has 2" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 0,1 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
+expect_usage_error "labels of shape (2,) do not match logits of shape (1, 2)" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 0,1 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
 expect_usage_error "could not be broadcast together" grad 'nnx.Linear(2, 3)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss squared_error
 expect_usage_error "unknown module" grad 'torch.Linear(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1 --y-shape 1 --loss l2_loss
 if "$bin" grad --help | grep -q "usage: linnx grad"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --help"; fi

@@ -207,7 +207,8 @@ expect_usage_error "--optimizer is required" train 'nnx.Linear(1, 1)' --seed 0 $
 expect_usage_error "--steps is required" train 'nnx.Linear(1, 1)' --seed 0 $D --optimizer 'sgd(0.1)'
 expect_usage_error "--batch-size: 0" train 'nnx.Linear(1, 1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --batch-size 0
 expect_usage_error "3 values do not fill --x-shape (2, 1)" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2,3 --x-shape 2,1 --y 2,4 --y-shape 2,1 --loss l2_loss
-expect_usage_error "the first axes must agree" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4,5 --y-shape 3,1 --loss l2_loss
+expect_usage_error "x has 2 examples and y has 3: the first axes must agree (--batch-size takes rows of both)" train 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4,5 --y-shape 3,1 --loss l2_loss --optimizer 'sgd(0.1)' --steps 1 --batch-size 1
+expect_usage_error "could not be broadcast together with shapes (2, 1) (3, 1)" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4,5 --y-shape 3,1 --loss l2_loss
 expect_usage_error "l2_loss: sub: operands could not be broadcast together with shapes (2, 2) (2, 3)" grad 'nnx.Linear(1, 2)' --seed 0 --x 1,2 --x-shape 2,1 --y 1,2,3,4,5,6 --y-shape 2,3 --loss l2_loss
 expect_usage_error "(2, 3)" grad 'nnx.Linear(2, 3)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4 --y-shape 2,1 --loss l2_loss
 expect_usage_error "not an integer label" grad 'nnx.Linear(1, 3)' --seed 0 --x 1,2 --x-shape 2,1 --y 0.5,1 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
@@ -247,5 +248,9 @@ ok_grep '^params/layers_0/bias ' "$("$bin" grad 'linen.Sequential(linen.Dense(4)
 expect_usage_error "debug_nans: NaN in the gradients at 'params/layers_0/kernel' (flat index 8)" train 'linen.Sequential(linen.Dense(4), linen.relu, bridge.to_linen(nnx.Linear, 4, 2))' --seed 0 $XN --optimizer 'sgd(0.1)' --steps 2 --debug-nans
 expect_usage_error "debug_nans: Inf in the updates at 'params/kernel'" train "$(eval echo "$LZ")" --seed 0 $D --optimizer 'sgd(1e38)' --steps 3 --debug-nans
 
+# an unbatched example, x (3,) and y (2,): the steps of the (1, 3) batch of that one example
+a=$("$bin" train 'nnx.Linear(3, 2)' --seed 0 --x 1,2,3 --y 1,0 --loss l2_loss --optimizer 'sgd(0.1)' --steps 3)
+b=$("$bin" train 'nnx.Linear(3, 2)' --seed 0 --x 1,2,3 --x-shape 1,3 --y 1,0 --y-shape 1,2 --loss l2_loss --optimizer 'sgd(0.1)' --steps 3)
+if [ -n "$a" ] && [ "$a" == "$b" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: unbatched train: $a / $b"; fi
 expect_usage_error "which model" train --seed 0 $D --optimizer 'sgd(0.1)' --steps 1
 cli_finish

@@ -380,9 +380,6 @@ int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, con
         rc = array_arg("x", x, x_shape, false, &out->x);
         if (!rc) rc = array_arg("y", y, y_shape, int_labels, &out->y);
     }
-    if (!rc && out->x->shape[0] != out->y->shape[0])
-        rc = cli_error("x has %lld examples and y has %lld: the first axes must agree",
-                       (long long)out->x->shape[0], (long long)out->y->shape[0]);
     if (rc) tc_data_free(out);
     return rc;
 }
@@ -596,6 +593,12 @@ static lx_status take_stats(tc_model *m, lx_tree *aux) {
     }
     lx_tree_release(aux);
     return st;
+}
+
+int tc_data_check_examples(const tc_data *d, const char *why) {
+    if (d->x->shape[0] == d->y->shape[0]) return 0;
+    return cli_error("x has %lld examples and y has %lld: the first axes must agree (%s)",
+                     (long long)d->x->shape[0], (long long)d->y->shape[0], why);
 }
 
 lx_status tc_model_grad(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, lx_array **value, lx_tree **grads) {
