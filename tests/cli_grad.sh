@@ -65,12 +65,70 @@ for pair in "linen.Dense(2, kernel_init=linen.with_partitioning(linen.initialize
     ok grep -q "$want" <<<"$("$bin" grad "$spec" --seed 0 --x 1,2,3,4 --x-shape 1,4 --y 1,0 --y-shape 1,2 --loss squared_error)"
 done
 
+# --- bridged layers nested in a Sequential: an NNX layer inside a Linen model (to_linen, named
+# layers_2 as nn.Sequential names its children, its variables under params/layers_2) and a Linen
+# layer inside an NNX model (ToNNX, lazy_init on the (3, 3) input, at layers/2). The gradients
+# equal those of the same network written in one style: layers_0 / layers/0 draw the same keys
+# either way, and the last layer starts from the same constants.
+D3="--x 1,-2,3,0.5,5,-6,-1,0.25,2 --x-shape 3,3 --y 1,0,0,1,-1,2 --y-shape 3,2 --loss squared_error"
+sorted_lines() { grep -v '^loss' <<<"$1" | sort; }
+same_grads() { # spec, the one-style spec: every line (the loss first) and its numbers within 1e-6
+    local a b
+    a=$("$bin" grad "$1" --seed 0 $D3) && b=$("$bin" grad "$2" --seed 0 $D3)
+    if [ -n "$a" ] && [ "$(sed -n 1p <<<"$a")" == "$(sed -n 1p <<<"$b")" ] &&
+       [ "$(sorted_lines "$a" | cut -d: -f1)" == "$(sorted_lines "$b" | cut -d: -f1)" ] &&
+       numbers_close "$(sorted_lines "$a" | cut -d: -f2 | tr '\n' ' ')" "$(sorted_lines "$b" | cut -d: -f2 | tr '\n' ' ')" 1e-6; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL: grad $1 vs $2:"; diff <(echo "$a") <(echo "$b") | head -8
+    fi
+}
+C="kernel_init=linen.initializers.constant(0.3), bias_init=linen.initializers.constant(-0.1)"
+NC="kernel_init=nnx.initializers.constant(0.3), bias_init=nnx.initializers.constant(-0.1)"
+same_grads "linen.Sequential(linen.Dense(4), linen.relu, bridge.to_linen(nnx.Linear, 4, 2, $NC))" \
+           "linen.Sequential(linen.Dense(4), linen.relu, linen.Dense(2, $C))"
+same_grads "nnx.Sequential(nnx.Linear(3, 4), nnx.relu, bridge.ToNNX(linen.Dense(2, $C)))" \
+           "nnx.Sequential(nnx.Linear(3, 4), nnx.relu, nnx.Linear(4, 2, $NC))"
+# the paths, with `linnx params` (which needs --input-shape for the nested ToNNX's lazy_init)
+for pair in "linen.Sequential(linen.Dense(4), linen.relu, bridge.to_linen(nnx.Linear, 4, 2))|params/layers_0/bias float32[4] params/layers_0/kernel float32[3,4] params/layers_2/bias float32[2] params/layers_2/kernel float32[4,2]" \
+            "nnx.Sequential(nnx.Linear(3, 4), nnx.relu, bridge.ToNNX(linen.Dense(2)))|layers/0/bias float32[4] layers/0/kernel float32[3,4] layers/2/bias float32[2] layers/2/kernel float32[4,2]"; do
+    spec=${pair%%|*} want=${pair#*|}
+    params=$("$bin" params "$spec" --seed 0 --input-shape 3,3 | grep -v '\[rng\]')
+    grad=$("$bin" grad "$spec" --seed 0 $D3)
+    ok test "$(paths "$grad" | tr '\n' ' ')" == "$want "
+    ok test "$(paths "$params" | tr '\n' ' ')" == "$want "
+done
+# the Linen layers inside to_linen's Sequential keep Linen's keys: layers_0 as in the all-Linen spec
+ok test "$("$bin" params 'linen.Sequential(linen.Dense(4), linen.relu, bridge.to_linen(nnx.Linear, 4, 2))' --seed 5 --input-shape 3,3 | grep layers_0/kernel)" == \
+        "$("$bin" params 'linen.Sequential(linen.Dense(4), linen.relu, linen.Dense(2))' --seed 5 --input-shape 3,3 | grep layers_0/kernel)"
+# training runs through both: the same losses as the one-style networks
+for pair in "linen.Sequential(linen.Dense(4), linen.relu, bridge.to_linen(nnx.Linear, 4, 2, $NC))|linen.Sequential(linen.Dense(4), linen.relu, linen.Dense(2, $C))" \
+            "nnx.Sequential(nnx.Linear(3, 4), nnx.relu, bridge.ToNNX(linen.Dense(2, $C)))|nnx.Sequential(nnx.Linear(3, 4), nnx.relu, nnx.Linear(4, 2, $NC))"; do
+    a=$("$bin" train "${pair%%|*}" --seed 0 $D3 --optimizer 'adam(0.05)' --steps 4 | cut -d' ' -f4 | tr '\n' ' ')
+    b=$("$bin" train "${pair#*|}" --seed 0 $D3 --optimizer 'adam(0.05)' --steps 4 | cut -d' ' -f4 | tr '\n' ' ')
+    ok numbers_close "$a" "$b" 1e-5
+done
+expect_usage_error "a bridge.ToNNX layer needs --input-shape" params 'nnx.Sequential(nnx.Linear(3, 4), bridge.ToNNX(linen.Dense(2)))' --seed 0
+expect_usage_error "bridge.ToNNX makes an NNX module, not a layer of a Linen one" grad 'linen.Sequential(linen.Dense(4), bridge.ToNNX(linen.Dense(2)))' --seed 0 $D3
+expect_usage_error "bridge.to_linen makes a Linen module, not a layer of an NNX one" grad 'nnx.Sequential(nnx.Linear(3, 4), bridge.to_linen(nnx.Linear, 4, 2))' --seed 0 $D3
+expect_usage_error "bridge.to_linen needs an NNX class first" params 'linen.Sequential(linen.Dense(4), bridge.to_linen(linen.Dense, 2))' --seed 0 --input-shape 3,3
+
+# --- an unbatched example: x (3,) and y (2,) as model(x) reads them in JAX; the same numbers as
+# the (1, 3) batch of that one example (the mean runs over the same two elements)
+for spec in 'nnx.Linear(3, 2)' 'linen.Dense(2)' 'bridge.ToNNX(linen.Dense(2))'; do
+    a=$("$bin" grad "$spec" --seed 0 --x 1,2,3 --y 1,0 --loss l2_loss)
+    b=$("$bin" grad "$spec" --seed 0 --x 1,2,3 --x-shape 1,3 --y 1,0 --y-shape 1,2 --loss l2_loss)
+    ok test -n "$a"
+    ok test "$(cut -d: -f2 <<<"$a")" == "$(cut -d: -f2 <<<"$b")"
+    ok test "$(sed 's/\[[0-9,]*\]//' <<<"$a" | cut -d: -f1)" == "$(sed 's/\[[0-9,]*\]//' <<<"$b" | cut -d: -f1)"
+done
+
 expect_usage_error "unknown loss 'mse'" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss mse
 expect_usage_error "--loss is required" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2
 expect_usage_error "3 values do not fill --x-shape (1, 2)" grad 'linen.Dense(2)' --seed 0 --x 1,2,3 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss l2_loss
 expect_usage_error "--y is required" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --loss l2_loss
 expect_usage_error "is not an integer" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 0.5 --y-shape 1 --loss softmax_cross_entropy_with_integer_labels
-expect_usage_error "x has 1 examples and y has 2" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 0,1 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
+expect_usage_error "labels of shape (2,) do not match logits of shape (1, 2)" grad 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 0,1 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
 expect_usage_error "could not be broadcast together" grad 'nnx.Linear(2, 3)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,2 --y-shape 1,2 --loss squared_error
 expect_usage_error "unknown module" grad 'torch.Linear(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1 --y-shape 1 --loss l2_loss
 if "$bin" grad --help | grep -q "usage: linnx grad"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --help"; fi

@@ -113,6 +113,43 @@ want 'loss float32[]: 5' 'bias Param float32[1]: -3' 'kernel Param float32[1,1]:
 check_close "grad $NZ --seed 0 --data '$cli_tmp/d' --loss l2_loss"
 check_close "grad $NZ --seed 0 --data '$cli_tmp/d/x.npy,$cli_tmp/d/y.npy' --loss l2_loss"
 
+# ---- --data FILE.safetensors: tensors x and y (x float64 (2, 1) = 1, 2; y int64 (2, 1) = 2, 4 read
+# as float32: the same hand-computed case), and the same file converted to Flax msgpack
+safet() { # file header-json data-as-printf-escapes (the header padded to 8 bytes, as the writer does)
+    local hdr=$2
+    while [ $(( ${#hdr} % 8 )) -ne 0 ]; do hdr="$hdr "; done
+    printf "\\x$(printf %02x $((${#hdr} % 256)))\\x$(printf %02x $((${#hdr} / 256)))\\x00\\x00\\x00\\x00\\x00\\x00" >"$1"
+    printf '%s' "$hdr" >>"$1"
+    printf "$3" >>"$1"
+}
+F64_12='\x00\x00\x00\x00\x00\x00\xf0\x3f\x00\x00\x00\x00\x00\x00\x00\x40'
+safet "$cli_tmp/xy.safetensors" '{"x":{"dtype":"F64","shape":[2,1],"data_offsets":[0,16]},"y":{"dtype":"I64","shape":[2,1],"data_offsets":[16,32]}}' \
+    "$F64_12"'\x02\x00\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00'
+want 'loss float32[]: 5' 'bias Param float32[1]: -3' 'kernel Param float32[1,1]: -5'
+check_close "grad $NZ --seed 0 --data '$cli_tmp/xy.safetensors' --loss l2_loss"
+"$bin" convert "$cli_tmp/xy.safetensors" "$cli_tmp/xy.msgpack" >/dev/null
+check_close "grad $NZ --seed 0 --data '$cli_tmp/xy.msgpack' --loss l2_loss"
+want 'loss float32[]: 5' 'params/kernel float32[1,1]: -5' 'params/bias float32[1]: -3'
+check_close "grad $LZ --seed 0 --data '$cli_tmp/xy.safetensors' --loss l2_loss"
+want 'step 0 loss 5' 'step 1 loss 2.1825' 'step 2 loss 0.9649125'
+check_close "train $LZ --seed 0 --data '$cli_tmp/xy.safetensors' --loss l2_loss --optimizer 'sgd(0.1)' --steps 3"
+# integer labels from a safetensors uint8 y
+safet "$cli_tmp/lab.safetensors" '{"x":{"dtype":"F64","shape":[2,1],"data_offsets":[0,16]},"y":{"dtype":"U8","shape":[2],"data_offsets":[16,18]}}' \
+    "$F64_12"'\x01\x00'
+a=$("$bin" grad 'nnx.Linear(1, 2)' --seed 0 --data "$cli_tmp/lab.safetensors" --loss softmax_cross_entropy_with_integer_labels)
+b=$("$bin" grad 'nnx.Linear(1, 2)' --seed 0 --x 1,2 --x-shape 2,1 --y 1,0 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels)
+if [ -n "$a" ] && [ "$a" == "$b" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: uint8 labels: $a / $b"; fi
+safet "$cli_tmp/xonly.safetensors" '{"x":{"dtype":"F64","shape":[2,1],"data_offsets":[0,16]}}' "$F64_12"
+safet "$cli_tmp/X.safetensors" '{"X":{"dtype":"F64","shape":[2,1],"data_offsets":[0,16]},"y":{"dtype":"F64","shape":[2,1],"data_offsets":[16,32]}}' "$F64_12$F64_12"
+safet "$cli_tmp/f16.safetensors" '{"x":{"dtype":"F16","shape":[2,1],"data_offsets":[0,4]},"y":{"dtype":"F64","shape":[2,1],"data_offsets":[4,20]}}' '\x00\x3c\x00\x40'"$F64_12"
+safet "$cli_tmp/scalar.safetensors" '{"x":{"dtype":"F64","shape":[],"data_offsets":[0,8]},"y":{"dtype":"F64","shape":[1],"data_offsets":[8,16]}}' "$F64_12"
+expect_usage_error "--data: $cli_tmp/xonly.safetensors holds no tensor named 'y' (it needs x and y)" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/xonly.safetensors" --loss l2_loss
+expect_usage_error "--data: $cli_tmp/X.safetensors holds no tensor named 'x'" train 'linen.Dense(1)' --seed 0 --data "$cli_tmp/X.safetensors" --loss l2_loss --optimizer 'sgd(0.1)' --steps 1
+expect_usage_error "'x' has dtype float16" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/f16.safetensors" --loss l2_loss
+expect_usage_error "'x' needs an example axis" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/scalar.safetensors" --loss l2_loss
+head -c 20 "$cli_tmp/xy.safetensors" >"$cli_tmp/cut.safetensors"
+expect_usage_error "--data $cli_tmp/cut.safetensors: " grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/cut.safetensors" --loss l2_loss
+
 # ---- the progress bar (forced: stdout is a pipe here): a bar line, then the last step's line
 out=$("$bin" train 'nnx.Linear(1, 1, kernel_init=nnx.initializers.zeros)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 3 --progress)
 if [[ $out == *$'\r\033[K['*"    3/3  loss "*" steps/s  ETA 0s"* ]] && [[ $out != *"tok/s"* ]] && [[ $(printf '%s\n' "$out" | tail -1) == "step 2 loss 0.964912"* ]]; then
@@ -170,17 +207,50 @@ expect_usage_error "--optimizer is required" train 'nnx.Linear(1, 1)' --seed 0 $
 expect_usage_error "--steps is required" train 'nnx.Linear(1, 1)' --seed 0 $D --optimizer 'sgd(0.1)'
 expect_usage_error "--batch-size: 0" train 'nnx.Linear(1, 1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --batch-size 0
 expect_usage_error "3 values do not fill --x-shape (2, 1)" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2,3 --x-shape 2,1 --y 2,4 --y-shape 2,1 --loss l2_loss
-expect_usage_error "the first axes must agree" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4,5 --y-shape 3,1 --loss l2_loss
+expect_usage_error "x has 2 examples and y has 3: the first axes must agree (--batch-size takes rows of both)" train 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4,5 --y-shape 3,1 --loss l2_loss --optimizer 'sgd(0.1)' --steps 1 --batch-size 1
+expect_usage_error "could not be broadcast together with shapes (2, 1) (3, 1)" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4,5 --y-shape 3,1 --loss l2_loss
 expect_usage_error "l2_loss: sub: operands could not be broadcast together with shapes (2, 2) (2, 3)" grad 'nnx.Linear(1, 2)' --seed 0 --x 1,2 --x-shape 2,1 --y 1,2,3,4,5,6 --y-shape 2,3 --loss l2_loss
 expect_usage_error "(2, 3)" grad 'nnx.Linear(2, 3)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4 --y-shape 2,1 --loss l2_loss
 expect_usage_error "not an integer label" grad 'nnx.Linear(1, 3)' --seed 0 --x 1,2 --x-shape 2,1 --y 0.5,1 --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
 expect_usage_error "unknown module" grad 'torch.Linear(1, 1)' --seed 0 $D
-expect_usage_error "neither a directory" grad 'nnx.Linear(1, 1)' --seed 0 --data /nonexistent --loss l2_loss
+expect_usage_error "--data: cannot open /nonexistent: No such file or directory" grad 'nnx.Linear(1, 1)' --seed 0 --data /nonexistent --loss l2_loss
+expect_usage_error "neither a directory holding x.npy and y.npy, nor X.npy,Y.npy, nor a safetensors (or msgpack) file holding x and y" grad 'nnx.Linear(1, 1)' --seed 0 --data "$here/lib_cli.sh" --loss l2_loss
 expect_usage_error "is not a .npy file" grad 'nnx.Linear(1, 1)' --seed 0 --data "$here/lib_cli.sh,$here/lib_cli.sh" --loss l2_loss
 expect_usage_error "--data replaces --x/--y" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/d" --x 1 --loss l2_loss
 # sgd(1e38): the first update overflows to inf; plain runs go on (as JAX does), --debug-nans stops
 want 'step 0 loss 5' 'step 1 loss inf' 'step 2 loss nan'
 check_block "train $NZ --seed 0 $D --optimizer 'sgd(1e38)' --steps 3"
 expect_usage_error "debug_nans: Inf in the updates at 'kernel'" train 'nnx.Linear(1, 1, kernel_init=nnx.initializers.zeros)' --seed 0 $D --optimizer 'sgd(1e38)' --steps 3 --debug-nans
+# NaN as a data value (nan, NaN, -nan, as numpy reads them): a plain run goes on with NaN losses
+# printed as Python prints them; --debug-nans stops at the first bad gradient leaf
+XN="--x 1,2,nan,4,5,6 --x-shape 2,3 --y 1,0,0,1 --y-shape 2,2 --loss l2_loss"
+want 'step 0 loss nan' 'step 1 loss nan'
+check_block "train 'linen.Dense(2)' --seed 0 $XN --optimizer 'adam(1e-3)' --steps 2"
+# pred = 0 (zero kernel) on x = ((1, 2), (3, 4)), y = ((1, 0), (0, NaN)): r = -y, dW = x^T r / 4,
+# db = sum r / 4: the first output's column is finite (-0.25, -0.5; -0.25), the second's NaN
+for v in nan NaN -nan; do
+    want 'loss float32[]: nan' 'params/kernel float32[2,2]: -0.25 nan -0.5 nan' 'params/bias float32[2]: -0.25 nan'
+    check_block "grad 'linen.Dense(2, kernel_init=linen.initializers.zeros)' --seed 0 --x 1,2,3,4 --x-shape 2,2 --y 1,0,0,$v --y-shape 2,2 --loss l2_loss"
+done
+want 'loss float32[]: nan' 'kernel Param float32[2,2]: nan nan nan nan' 'bias Param float32[2]: nan nan'
+check_block "grad 'nnx.Linear(2, 2, kernel_init=nnx.initializers.zeros)' --seed 0 --x 1,2,3,-nan --x-shape 2,2 --y 1,0,0,0 --y-shape 2,2 --loss l2_loss | sort -r"
+expect_usage_error "debug_nans: NaN in the gradients at 'layers/0/bias' (flat index 0)" train 'nnx.Sequential(nnx.Linear(3, 4), nnx.Linear(4, 2))' --seed 0 $XN --optimizer 'adam(1e-3)' --steps 2 --debug-nans
+# NaN stays refused where it is no datum: integer labels, and the other float options
+expect_usage_error "nan is not an integer label" grad 'nnx.Linear(1, 3)' --seed 0 --x 1,2 --x-shape 2,1 --y 0,nan --y-shape 2 --loss softmax_cross_entropy_with_integer_labels
+expect_usage_error "--minval: 'nan' is not a number" random uniform --seed 0 --shape 2 --minval nan
+
+# --debug-nans names a Linen leaf by the path `linnx grad` prints: params/... (optax sees the
+# TrainState's params, which have no collection level)
+expect_usage_error "debug_nans: NaN in the gradients at 'params/bias' (flat index 0)" train 'linen.Dense(2)' --seed 0 $XN --optimizer 'adam(1e-3)' --steps 2 --debug-nans
+expect_usage_error "debug_nans: NaN in the gradients at 'params/layers_0/bias' (flat index 0)" train 'linen.Sequential(linen.Dense(4), linen.Dense(2))' --seed 0 $XN --optimizer 'adam(1e-3)' --steps 2 --debug-nans
+ok_grep() { if grep -q "$1" <<<"$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: no '$1' in: $2"; fi; }
+ok_grep '^params/layers_0/bias ' "$("$bin" grad 'linen.Sequential(linen.Dense(4), linen.Dense(2))' --seed 0 $XN)"
+expect_usage_error "debug_nans: NaN in the gradients at 'params/layers_0/kernel' (flat index 8)" train 'linen.Sequential(linen.Dense(4), linen.relu, bridge.to_linen(nnx.Linear, 4, 2))' --seed 0 $XN --optimizer 'sgd(0.1)' --steps 2 --debug-nans
+expect_usage_error "debug_nans: Inf in the updates at 'params/kernel'" train "$(eval echo "$LZ")" --seed 0 $D --optimizer 'sgd(1e38)' --steps 3 --debug-nans
+
+# an unbatched example, x (3,) and y (2,): the steps of the (1, 3) batch of that one example
+a=$("$bin" train 'nnx.Linear(3, 2)' --seed 0 --x 1,2,3 --y 1,0 --loss l2_loss --optimizer 'sgd(0.1)' --steps 3)
+b=$("$bin" train 'nnx.Linear(3, 2)' --seed 0 --x 1,2,3 --x-shape 1,3 --y 1,0 --y-shape 1,2 --loss l2_loss --optimizer 'sgd(0.1)' --steps 3)
+if [ -n "$a" ] && [ "$a" == "$b" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: unbatched train: $a / $b"; fi
 expect_usage_error "which model" train --seed 0 $D --optimizer 'sgd(0.1)' --steps 1
 cli_finish

@@ -96,14 +96,17 @@ int cli_u32(const char *opt, const char *s, uint32_t *out) {
     return 0;
 }
 
-int cli_f64(const char *opt, const char *s, double *out) {
+/* NaN ("nan", "NaN", "-nan") is a value only where the number is data (allow_nan). */
+static int f64_parse(const char *opt, const char *s, bool allow_nan, double *out) {
     char *end;
     double v = !*s || isspace((unsigned char)*s) ? 0 : strtod(s, &end);
-    if (!*s || isspace((unsigned char)*s) || *end || isnan(v))
+    if (!*s || isspace((unsigned char)*s) || *end || (isnan(v) && !allow_nan))
         return cli_error("--%s: '%.60s%s' is not a number", opt, s, strlen(s) > 60 ? "..." : "");
     *out = v;
     return 0;
 }
+
+int cli_f64(const char *opt, const char *s, double *out) { return f64_parse(opt, s, false, out); }
 
 int cli_i64_list(const char *opt, const char *s, int64_t *out, int max, int *n) {
     *n = 0;
@@ -215,7 +218,7 @@ int cli_print_array(const lx_array *a) {
 }
 
 /* "1,2.5,-3", also "(1, 2.5, -3)" or "[...]": *n numbers in a new buffer (*out, caller frees). */
-int cli_f64_list_new(const char *opt, const char *s, double **out, int64_t *n) {
+static int f64_list_new(const char *opt, const char *s, bool allow_nan, double **out, int64_t *n) {
     size_t len = strlen(s);
     const char *start = s, *stop = s + len;
     while (start < stop && *start == ' ') start++;
@@ -245,7 +248,7 @@ int cli_f64_list_new(const char *opt, const char *s, double **out, int64_t *n) {
         }
         memcpy(buf, p, tl);
         buf[tl] = '\0';
-        if (cli_f64(opt, buf, &v[count])) {
+        if (f64_parse(opt, buf, allow_nan, &v[count])) {
             free(v);
             return CLI_EXIT_USAGE;
         }
@@ -255,6 +258,14 @@ int cli_f64_list_new(const char *opt, const char *s, double **out, int64_t *n) {
     *out = v;
     *n = count;
     return 0;
+}
+
+int cli_f64_list_new(const char *opt, const char *s, double **out, int64_t *n) {
+    return f64_list_new(opt, s, false, out, n);
+}
+
+int cli_data_list_new(const char *opt, const char *s, double **out, int64_t *n) {
+    return f64_list_new(opt, s, true, out, n);
 }
 
 int64_t cli_leaf_params(const lx_value *v) {

@@ -88,6 +88,8 @@ int cli_i64_list(const char *opt, const char *s, int64_t *out, int max, int *n);
  * allowed): *n >= 1 numbers in a new buffer (*out, the caller frees). 0, or an exit status after
  * printing the error. */
 int cli_f64_list_new(const char *opt, const char *s, double **out, int64_t *n);
+/* The same for data values (--x, --y): NaN ("nan", "NaN", "-nan") is a value too, as in numpy. */
+int cli_data_list_new(const char *opt, const char *s, double **out, int64_t *n);
 int cli_shape(const char *opt, const char *s, int64_t *shape, int *ndim);
 
 /* The key of `--seed S [--x64]` or `--key K0,K1` (exactly one of the two). */

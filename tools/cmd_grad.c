@@ -1,5 +1,6 @@
 /* `linnx grad SPEC --seed S (--x V --x-shape S --y V --y-shape S | --data D) --loss L`:
  * jax.value_and_grad of loss(model(x), y).mean() w.r.t. the parameters, from the shell. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -7,13 +8,17 @@
 
 static const char GRAD_USAGE[] =
     "usage: linnx grad SPEC (--seed S | --key K0,K1) [--x64] (--x V0,V1,... [--x-shape D0,D1,...]\n"
-    "                  --y V0,V1,... [--y-shape D0,...] | --data DIR | --data X.npy,Y.npy)\n"
-    "                  --loss NAME [--reduction mean|sum|none]\n"
+    "                  --y V0,V1,... [--y-shape D0,...] | --data DIR | --data X.npy,Y.npy |\n"
+    "                  --data FILE.safetensors) --loss NAME [--reduction mean|sum|none]\n"
     "  SPEC: any `linnx params` spec: 'linen.Dense(1)', 'nnx.Linear(3, 1)',\n"
-    "        'bridge.to_linen(nnx.Linear, 3, 1)', 'bridge.ToNNX(linen.Dense(1))', ...\n"
+    "        'bridge.to_linen(nnx.Linear, 3, 1)', 'bridge.ToNNX(linen.Dense(1))', and the bridges\n"
+    "        inside the other style's Sequential: 'linen.Sequential(linen.Dense(4), linen.relu,\n"
+    "        bridge.to_linen(nnx.Linear, 4, 1))' (params/layers_2/...), 'nnx.Sequential(nnx.Linear(3, 4),\n"
+    "        nnx.relu, bridge.ToNNX(linen.Dense(1)))' (layers/2/..., lazy_init on x).\n"
     "  The model is initialised as `linnx params` does (Linen: init(key, x); NNX: Rngs(key)).\n"
-    "  Data: values row-major, the first axis is the example axis; --data reads x.npy and y.npy\n"
-    "  (float32/float64 or int32/int64 arrays, C order).\n"
+    "  Data: values row-major (nan, inf are values); the model reads x as shaped (--x 1,2,3 is one\n"
+    "  unbatched example). --data DIR or X.npy,Y.npy reads x.npy and y.npy (float32/float64 or\n"
+    "  int32/int64 arrays, C order); --data FILE.safetensors (or .msgpack) its tensors x and y.\n"
     "  --loss: l2_loss, squared_error, softmax_cross_entropy,\n"
     "          softmax_cross_entropy_with_integer_labels (y: integer labels), sigmoid_binary_cross_entropy;\n"
     "  reduced as optax's loss(...).mean() (or .sum(); none fails: the gradient needs a scalar).\n"
@@ -48,7 +53,9 @@ int cmd_grad(int argc, char **argv) {
     if (!rc && tc_model_grad(m, d.x, d.y, &loss, &value, &grads) != LX_OK) rc = cli_lib_error();
     if (!rc) {
         char line[64];
-        snprintf(line, sizeof line, "loss float32[]: %.9g", lx_f32(value)[0]);
+        float v = lx_f32(value)[0]; /* a NaN as Python prints it, whatever its sign bit */
+        if (isnan(v)) snprintf(line, sizeof line, "loss float32[]: nan");
+        else snprintf(line, sizeof line, "loss float32[]: %.9g", v);
         rc = tc_print_tree(line, grads);
     }
     lx_release(value);

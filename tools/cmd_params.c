@@ -1,5 +1,6 @@
 /* `linnx params SPEC (--seed S | --key K0,K1) [--legacy] [--input-shape D0,D1,...]`: the variables
  * a module gets at init, one line per leaf: `collection/path dtype[shape]: v0 v1 ...`. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,6 +30,10 @@ static const char PARAMS_USAGE[] =
     "  are built with nnx.Rngs(seed) and print their whole state: path Type dtype[shape]: values,\n"
     "  RNG state marked [rng]. bridge.to_linen(...) prints Linen variables (needs --input-shape);\n"
     "  bridge.ToNNX(linen...) prints the NNX state after lazy_init on --input-shape.\n"
+    "  Either bridge can be a layer of the other style's Sequential:\n"
+    "  'linen.Sequential(linen.Dense(4), linen.relu, bridge.to_linen(nnx.Linear, 4, 2))' (its\n"
+    "  variables at params/layers_2/...), 'nnx.Sequential(nnx.Linear(3, 4), nnx.relu,\n"
+    "  bridge.ToNNX(linen.Dense(2)))' (layers/2/..., lazy_init on --input-shape).\n"
     "  Initializers: linen.initializers.NAME[(numbers)], nnx.initializers.NAME, wrapped as\n"
     "  linen.with_partitioning(INIT, ('in', 'out'), mesh=None),\n"
     "  linen.with_logical_partitioning(INIT, names, mesh=None, rules=(('in', 'data'),)) or\n"
@@ -66,7 +71,9 @@ void params_print_leaf(const char *path, const lx_variable *var, const lx_array 
     printf("%s:", lx_array_sig(a, sig, sizeof sig));
     if (!lx_is_abstract(a))
         for (int64_t i = 0; i < a->size; i++) {
-            if (a->dtype == LX_F32 || a->dtype == LX_BF16) printf(" %.9g", lx_array_get(a, i));
+            double v = lx_array_get(a, i);
+            if ((a->dtype == LX_F32 || a->dtype == LX_BF16) && isnan(v)) fputs(" nan", stdout); /* numpy's, either sign */
+            else if (a->dtype == LX_F32 || a->dtype == LX_BF16) printf(" %.9g", v);
             else printf(" %lld", (long long)lx_array_get(a, i));
         }
     if (var && lx_vartype_is(lx_variable_type(var), &lx_RngState)) fputs(" [rng]", stdout);

@@ -1,4 +1,7 @@
 /* linnx key | random | init: JAX keys, samplers and Flax initializers from the command line. */
+#include <ctype.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,10 +108,27 @@ static const char RANDOM_USAGE[] =
     "Row-major values, %.9g for floats, 0/1 for bernoulli; ndim >= 2 prints one line per row of\n"
     "the last axis. --shape '' is a scalar. --legacy uses the pre-JAX-0.5 bit layout.\n"
     "Defaults: --minval 0 --maxval 1, --lower -2 --upper 2, --p 0.5. randint (int32) needs\n"
-    "integer --minval and --maxval; permutation prints jax.random.permutation(key, N).\n";
+    "integer --minval and --maxval (-3 or -3.0); permutation prints\n"
+    "jax.random.permutation(key, N).\n";
 
+/* randint's bounds: an integer, or a float that is one (-3.0, 5e2): JAX's randint casts a float
+ * bound with astype(int), which truncates 2.5 to 2 silently; a fraction is refused here instead. */
 static int opt_int32(const cli_opt *o, int64_t *out) {
     if (!o->seen) return cli_error("randint: --%s is required", o->name);
+    const char *s = o->value;
+    bool plain = *s != '\0';
+    for (const char *c = s + (*s == '-' || *s == '+'); *c; c++) plain = plain && *c >= '0' && *c <= '9';
+    if (!plain) {
+        char *end;
+        double v = *s && !isspace((unsigned char)*s) ? strtod(s, &end) : NAN;
+        if (isnan(v) || *end) return cli_error("--%s: '%.60s' is not a number", o->name, s);
+        if (v != floor(v))
+            return cli_error("--%s: %.60s is not an integer (JAX's astype(int) would truncate it to %.0f: "
+                             "write that)", o->name, s, trunc(v) + 0.0);
+        if (v < INT32_MIN || v > INT32_MAX) return cli_error("--%s: %.60s is outside the int32 range", o->name, s);
+        *out = (int64_t)v;
+        return 0;
+    }
     if (cli_i64(o->name, o->value, out)) return CLI_EXIT_USAGE;
     if (*out < INT32_MIN || *out > INT32_MAX)
         return cli_error("--%s: %lld is outside the int32 range", o->name, (long long)*out);

@@ -17,7 +17,8 @@
 
 static const char TRAIN_USAGE[] =
     "usage: linnx train SPEC (--seed S | --key K0,K1) [--x64] (--x V --x-shape S --y V --y-shape S |\n"
-    "                   --data DIR | --data X.npy,Y.npy) --loss NAME [--reduction mean|sum]\n"
+    "                   --data DIR | --data X.npy,Y.npy | --data FILE.safetensors) --loss NAME\n"
+    "                   [--reduction mean|sum]\n"
     "                   --optimizer EXPR --steps N [--batch-size B] [--shuffle-seed S] [--progress|--plain]\n"
     "                   [--debug-nans] [--restore FILE] [--save FILE]\n"
     "  SPEC, data and --loss as for `linnx grad` (linnx grad --help).\n"
@@ -29,12 +30,14 @@ static const char TRAIN_USAGE[] =
     "  --batch-size B < the number of examples N: minibatches of B rows, N // B per epoch (the rest\n"
     "    dropped, as the Flax examples do), epoch e in the order\n"
     "    jax.random.permutation(jax.random.fold_in(key(shuffle_seed), e), N); the shuffle seed\n"
-    "    defaults to --seed. Without it every step uses the whole data.\n"
+    "    defaults to --seed; x and y must have the same first axis. Without it every step uses\n"
+    "    the whole data (an unbatched x of shape (3,) included).\n"
     "  Prints `step K loss V` for K = 0..N-1 (V: the loss before step K's update, so step 0 is the\n"
     "  initial loss). On a terminal a progress bar (steps/s, loss, ETA) replaces the lines, then the\n"
     "  last step's line is printed; --plain forces lines, --progress forces the bar.\n"
-    "  --debug-nans: stop at the first NaN/Inf in the gradients or updates, naming the leaf (as\n"
-    "    jax_debug_nans would; the parameters stay those of the last good step).\n"
+    "  --debug-nans: stop at the first NaN/Inf in the gradients or updates, naming the leaf by\n"
+    "    the path `linnx grad` prints (as jax_debug_nans would; the parameters stay those of the\n"
+    "    last good step). Without it NaN losses print as nan and training goes on, as in JAX.\n"
     "  Under `mpirun -np N` (a linnx built with MPI): data parallelism over N ranks. Each step's\n"
     "  batch (the whole data without --batch-size) is split into N equal shards, one per rank, the\n"
     "  gradients are averaged, and rank 0 prints the mean loss; the lines equal one process's up\n"
@@ -160,9 +163,11 @@ int cmd_train(int argc, char **argv) {
         if (rank != 0 && !freopen("/dev/null", "w", stdout)) rc = cli_error("train: rank %d: /dev/null", rank);
     }
     bool dp = tc_data_parallel;
+    if (!rc && o[O_BS].seen) rc = tc_data_check_examples(&d, "--batch-size takes rows of both");
+    else if (!rc && dp) rc = tc_data_check_examples(&d, "mpirun shards the rows of both");
     lx_batcher batcher = {0};
     tc_model *m = NULL;
-    rc = tc_model_new(pos[0], key, d.x, &m);
+    if (!rc) rc = tc_model_new(pos[0], key, d.x, &m);
     if (rc) optax_tx_release(tx);
     else if (tc_model_train_begin(m, tx) != LX_OK) rc = cli_lib_error();
     if (!rc && (batched || dp) && lx_batcher_init(&batcher, n, batched ? bs : n, false) != LX_OK) rc = cli_lib_error();

@@ -65,4 +65,13 @@ const char *params_sharding_note(const lx_value *leaf, char *buf, size_t cap);
  * is lazily initialised on x. 0, or an exit status after printing the error. */
 int params_bridge_module(spec_node *spec, lx_key key, lx_array *x, linen_module **linen, nnx_module **nnx);
 
+/* bridge.to_linen(nnx.Class, args...) as a Linen module (*out owned by the caller), also as a
+ * layer of a linen. spec: linen.Sequential(linen.Dense(4), bridge.to_linen(nnx.Linear, 4, 2))
+ * names it layers_1 as nn.Sequential does, its variables at params/layers_1/... 0, or an exit
+ * status after printing the error. */
+int params_to_linen_module(spec_node *spec, linen_module **out);
+/* Whether an nnx. spec holds a bridge.ToNNX(...) layer: such a model needs lazy_init on an
+ * example input before it has all its variables (bridge.lazy_init(model, x)). */
+bool params_nnx_has_to_nnx(const spec_node *spec);
+
 #endif

@@ -100,24 +100,30 @@ int params_bridge(spec_node *spec, const params_request *req, lx_tree **vars) {
                      spec_str(spec, buf, sizeof buf));
 }
 
+int params_to_linen_module(spec_node *spec, linen_module **out) {
+    char buf[200];
+    const char *cls = spec->kind == SPEC_CALL && spec->nargs > 0 && !spec->args[0].name
+                          ? spec_suffix(spec->args[0].value, "nnx.") : NULL;
+    const nnx_type *t = cls && spec->args[0].value->kind == SPEC_NAME ? nnx_layer_type(cls) : NULL;
+    if (!t)
+        return cli_error("bridge.to_linen needs an NNX class first, e.g. bridge.to_linen(nnx.Linear, 4, 8): %s",
+                         spec_str(spec, buf, sizeof buf));
+    lx_value args[32];
+    lx_kwarg kw[32];
+    lx_call ctor;
+    ctor_ctx *cc = calloc(1, sizeof *cc);
+    if (!cc) return cli_oom("params");
+    int rc = params_call_args(spec, 1, ctor_value, cc, 32, args, kw, &ctor);
+    if (!rc && bridge_to_linen(t, &ctor, NULL, out) != LX_OK) rc = cli_lib_error();
+    free(cc); /* the constructor call is copied by bridge_to_linen */
+    return rc;
+}
+
 int params_bridge_module(spec_node *spec, lx_key key, lx_array *x, linen_module **linen, nnx_module **nnx) {
     *linen = NULL, *nnx = NULL;
     const char *name = spec_suffix(spec, "bridge.");
     char buf[200];
-    if (spec->kind == SPEC_CALL && !strcmp(name, "to_linen")) {
-        const char *cls = spec->nargs > 0 && !spec->args[0].name ? spec_suffix(spec->args[0].value, "nnx.") : NULL;
-        const nnx_type *t = cls && spec->args[0].value->kind == SPEC_NAME ? nnx_layer_type(cls) : NULL;
-        if (!t) return cli_error("bridge.to_linen needs an NNX class first, e.g. bridge.to_linen(nnx.Linear, 4, 8)");
-        lx_value args[32];
-        lx_kwarg kw[32];
-        lx_call ctor;
-        ctor_ctx *cc = calloc(1, sizeof *cc);
-        if (!cc) return cli_oom("params");
-        int rc = params_call_args(spec, 1, ctor_value, cc, 32, args, kw, &ctor);
-        if (!rc && bridge_to_linen(t, &ctor, NULL, linen) != LX_OK) rc = cli_lib_error();
-        free(cc); /* the constructor call is copied by bridge_to_linen */
-        return rc;
-    }
+    if (spec->kind == SPEC_CALL && !strcmp(name, "to_linen")) return params_to_linen_module(spec, linen);
     if (spec->kind == SPEC_CALL && !strcmp(name, "ToNNX")) {
         if (spec->nargs != 1 || spec->args[0].name || !spec_suffix(spec->args[0].value, "linen."))
             return cli_error("bridge.ToNNX takes one Linen module, e.g. bridge.ToNNX(linen.Dense(8))");

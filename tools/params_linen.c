@@ -187,6 +187,19 @@ static int arg_value(builder *b, spec_node *v, lx_value *out) {
         *out = linen_module_v(m);
         return 0;
     }
+    const char *bridge = spec_suffix(v, "bridge.");
+    if (bridge && !strcmp(bridge, "to_linen")) { /* an NNX layer inside the Linen model */
+        if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
+        linen_module *m = NULL;
+        rc = params_to_linen_module(v, &m);
+        if (rc) return rc;
+        b->owned[b->nowned++] = m;
+        *out = linen_module_v(m);
+        return 0;
+    }
+    if (bridge && !strcmp(bridge, "ToNNX"))
+        return cli_error("params: bridge.ToNNX makes an NNX module, not a layer of a Linen one (NNX layers go into "
+                         "Linen models through bridge.to_linen(nnx.Class, ...))");
     char err[200];
     int vr = spec_to_value(v, out, err, sizeof err);
     if (vr) return vr == SPEC_NO_MEMORY ? cli_oom("params") : cli_error("params: %s", err);

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "linnx/nnx.h"
 #include "linnx/nnx_layers.h"
+#include "linnx/to_nnx.h"
 #include "params.h"
 
 #define MAX_OWNED 256
@@ -28,6 +29,37 @@ static const nnx_array_fn *array_fn(const char *name) {
     return NULL;
 }
 
+/* bridge.ToNNX(linen.X(...)) as a layer: built with the model's Rngs (forked, as
+ * bridge.ToNNX(module, rngs=rngs) does); its variables come with the model's lazy_init. */
+static int build_to_nnx(builder *b, spec_node *v, lx_value *out) {
+    char buf[200];
+    if (v->kind != SPEC_CALL || v->nargs != 1 || v->args[0].name || !spec_suffix(v->args[0].value, "linen."))
+        return cli_error("params: bridge.ToNNX takes one Linen module, e.g. bridge.ToNNX(linen.Dense(8)): %s",
+                         spec_str(v, buf, sizeof buf));
+    if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
+    linen_module *inner = NULL;
+    int rc = params_linen_module(v->args[0].value, &inner, NULL);
+    if (rc) return rc;
+    nnx_module *m = NULL;
+    if (bridge_to_nnx_new(inner, b->rngs, NULL, &m) != LX_OK) rc = cli_lib_error();
+    linen_module_release(inner); /* the ToNNX holds it */
+    if (rc) return rc;
+    b->owned[b->nowned++] = m;
+    *out = nnx_module_v(m);
+    return 0;
+}
+
+bool params_nnx_has_to_nnx(const spec_node *n) {
+    if (!n) return false;
+    const char *bridge = spec_suffix(n, "bridge.");
+    if (bridge && !strcmp(bridge, "ToNNX")) return true;
+    for (int i = 0; n->kind == SPEC_CALL && i < n->nargs; i++)
+        if (params_nnx_has_to_nnx(n->args[i].value)) return true;
+    for (int i = 0; n->kind == SPEC_TUPLE && i < n->n; i++)
+        if (params_nnx_has_to_nnx(n->items[i])) return true;
+    return false;
+}
+
 static int arg_value(builder *b, spec_node *v, lx_value *out) {
     if (b->ninits == MAX_OWNED) return cli_error("params: too many initializers");
     int rc = params_init_arg(v, true, &b->inits[b->ninits]);
@@ -35,6 +67,11 @@ static int arg_value(builder *b, spec_node *v, lx_value *out) {
         if (!rc) *out = lx_ptr_v("initializer", &b->inits[b->ninits++]);
         return rc;
     }
+    const char *bridge = spec_suffix(v, "bridge.");
+    if (bridge && !strcmp(bridge, "ToNNX")) return build_to_nnx(b, v, out);
+    if (bridge && !strcmp(bridge, "to_linen"))
+        return cli_error("params: bridge.to_linen makes a Linen module, not a layer of an NNX one (Linen layers go "
+                         "into NNX models through bridge.ToNNX(linen.X(...)))");
     const char *name = spec_suffix(v, "nnx.");
     if (name && v->kind == SPEC_NAME && array_fn(name)) {
         *out = nnx_fn_v(array_fn(name));
@@ -126,6 +163,14 @@ int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars) {
     }
     nnx_module *m = NULL;
     int rc = build(b, spec, &m);
+    if (!rc && params_nnx_has_to_nnx(spec)) { /* bridge.lazy_init(model, zeros(input_shape)) */
+        lx_array *x = NULL;
+        if (!req->has_shape)
+            rc = cli_error("params: a bridge.ToNNX layer needs --input-shape D0,D1,... for lazy_init");
+        else if (!(x = lx_array_new(LX_F32, req->ndim, req->shape)) || bridge_lazy_init(m, NULL, &LX_ARGS(x)) != LX_OK)
+            rc = cli_lib_error();
+        lx_release(x);
+    }
     if (!rc && nnx_state(m, 0, NULL, vars) != LX_OK) rc = cli_lib_error();
     for (int i = 0; i < b->nowned; i++) nnx_module_release(b->owned[i]);
     nnx_rngs_release(b->rngs);

@@ -13,6 +13,7 @@
 
 #include "linnx/autodiff.h"
 #include "linnx/box.h"
+#include "linnx/checkpoint.h"
 #include "linnx/distributed.h"
 #include "linnx/losses.h"
 #include "linnx/nnx_layers.h"
@@ -87,7 +88,7 @@ static int array_arg(const char *name, const cli_opt *vals, const cli_opt *shape
     if (!vals->seen) return cli_error("--%s is required (or --data)", name);
     double *v = NULL;
     int64_t n = 0;
-    int rc = cli_f64_list_new(name, vals->value, &v, &n);
+    int rc = cli_data_list_new(name, vals->value, &v, &n);
     if (rc) return rc;
     int64_t dims[LX_MAX_DIMS];
     int ndim = 1;
@@ -280,6 +281,66 @@ static int coerce(const char *what, lx_array **a, lx_dtype want) {
     return 0;
 }
 
+/* One leaf of a --data checkpoint as the model and the loss read it: floats (float32, float64,
+ * bfloat16) as float32, integers and booleans (int8..int64, uint8..uint32, bool) as int32, as
+ * tc_npy_read converts a .npy; the array's own first axis is the example axis. */
+static int ckpt_leaf(const char *path, const lx_tree *t, const char *name, lx_array **out) {
+    const lx_value *v = lx_tree_get(t, name);
+    if (!v) return cli_error("--data: %s holds no tensor named '%s' (it needs x and y)", path, name);
+    const lx_array *a = lx_value_leaf_array(v);
+    const lx_raw *raw = a ? NULL : lx_value_raw(v);
+    if (!a && (!raw || raw->kind == LX_RAW_BYTES))
+        return cli_error("--data: %s: '%s' is not an array (%s)", path, name, lx_kind_name(v->kind));
+    int ndim = a ? a->ndim : raw->ndim;
+    const int64_t *shape = a ? a->shape : raw->shape;
+    const char *dt = a ? lx_dtype_name(a->dtype) : raw->dtype;
+    bool is_float;
+    if (a) is_float = a->dtype == LX_F32 || a->dtype == LX_BF16;
+    else if (!strcmp(dt, "float64")) is_float = true;
+    else if (!strcmp(dt, "int64") || !strcmp(dt, "int8") || !strcmp(dt, "int16") || !strcmp(dt, "uint8") ||
+             !strcmp(dt, "uint16")) is_float = false;
+    else return cli_error("--data: %s: '%s' has dtype %s (float32/float64/bfloat16 or an integer/bool type)",
+                          path, name, dt);
+    if (ndim == 0) return cli_error("--data: %s: '%s' needs an example axis (it is a scalar)", path, name);
+    lx_array *b = lx_array_new(is_float ? LX_F32 : LX_I32, ndim, shape);
+    if (!b) return cli_lib_error();
+    for (int64_t i = 0; i < b->size; i++) {
+        double d = 0;
+        if (a) d = lx_array_get(a, i);
+        else {
+            const unsigned char *p = raw->data;
+            if (!strcmp(dt, "float64")) memcpy(&d, p + 8 * i, 8);
+            else if (!strcmp(dt, "int64")) {
+                int64_t w;
+                memcpy(&w, p + 8 * i, 8);
+                d = (double)w;
+            } else if (!strcmp(dt, "int16") || !strcmp(dt, "uint16")) {
+                uint16_t w;
+                memcpy(&w, p + 2 * i, 2);
+                d = dt[0] == 'u' ? (double)w : (double)(int16_t)w;
+            } else d = dt[0] == 'u' ? (double)p[i] : (double)(int8_t)p[i];
+        }
+        if (is_float) lx_f32(b)[i] = (float)d;
+        else lx_i32(b)[i] = (int32_t)d; /* int64 wraps as .npy's int64 does (to int32) */
+    }
+    *out = b;
+    return 0;
+}
+
+/* --data FILE.safetensors (or a Flax .msgpack): its tensors `x` and `y`. */
+static int ckpt_data(const char *path, tc_data *out) {
+    lx_tree *t = NULL;
+    lx_status st = lx_ckpt_load(path, &t);
+    if (st != LX_OK) {
+        fprintf(stderr, "linnx: --data %s: %s\n", path, lx_last_error());
+        return cli_status_exit(st);
+    }
+    int rc = ckpt_leaf(path, t, "x", &out->x);
+    if (!rc) rc = ckpt_leaf(path, t, "y", &out->y);
+    lx_tree_release(t);
+    return rc;
+}
+
 int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, const cli_opt *y_shape,
                  const cli_opt *data, const tc_loss *loss, tc_data *out) {
     memset(out, 0, sizeof *out);
@@ -291,26 +352,34 @@ int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, con
         char xp[4096], yp[4096];
         const char *comma = strchr(data->value, ',');
         struct stat st;
-        if (comma) {
+        lx_ckpt_format fmt;
+        if (!comma && stat(data->value, &st) != 0)
+            return cli_error("--data: cannot open %s: %s", data->value, strerror(errno));
+        bool is_dir = !comma && S_ISDIR(st.st_mode);
+        /* a file of either checkpoint format, by its content or its name (then the loader says
+         * what is wrong with it) */
+        if (!comma && !is_dir && access(data->value, R_OK) == 0 &&
+            (lx_ckpt_sniff(data->value, &fmt) == LX_OK || lx_ckpt_format_of(data->value) != LX_CKPT_AUTO)) {
+            rc = ckpt_data(data->value, out);
+        } else if (comma) {
             snprintf(xp, sizeof xp, "%.*s", (int)(comma - data->value), data->value);
             snprintf(yp, sizeof yp, "%s", comma + 1);
-        } else if (stat(data->value, &st) == 0 && S_ISDIR(st.st_mode)) {
+        } else if (is_dir) {
             snprintf(xp, sizeof xp, "%s/x.npy", data->value);
             snprintf(yp, sizeof yp, "%s/y.npy", data->value);
         } else {
-            return cli_error("--data: '%s' is neither a directory holding x.npy and y.npy nor X.npy,Y.npy",
-                             data->value);
+            return cli_error("--data: '%s' is neither a directory holding x.npy and y.npy, nor X.npy,Y.npy, nor a "
+                             "safetensors (or msgpack) file holding x and y", data->value);
         }
-        out->x = tc_npy_read(xp, &rc); /* rc: 1 when memory ran out, 2 for a bad file */
-        if (!rc) out->y = tc_npy_read(yp, &rc);
+        if (comma || is_dir) {
+            out->x = tc_npy_read(xp, &rc); /* rc: 1 when memory ran out, 2 for a bad file */
+            if (!rc) out->y = tc_npy_read(yp, &rc);
+        }
         if (!rc) rc = coerce("y", &out->y, int_labels ? LX_I32 : LX_F32);
     } else {
         rc = array_arg("x", x, x_shape, false, &out->x);
         if (!rc) rc = array_arg("y", y, y_shape, int_labels, &out->y);
     }
-    if (!rc && out->x->shape[0] != out->y->shape[0])
-        rc = cli_error("x has %lld examples and y has %lld: the first axes must agree",
-                       (long long)out->x->shape[0], (long long)out->y->shape[0]);
     if (rc) tc_data_free(out);
     return rc;
 }
@@ -395,7 +464,13 @@ static int build_nnx(spec_node *spec, tc_model *m, lx_array *x) {
     nnx_stream_spec stream = {"default", true, 0, m->key};
     if (nnx_rngs_new(1, &stream, &m->rngs) != LX_OK) return cli_lib_error();
     m->nnx = true;
-    if (spec_suffix(spec, "nnx.")) return params_nnx_module(spec, m->rngs, &m->module);
+    if (spec_suffix(spec, "nnx.")) {
+        int rc = params_nnx_module(spec, m->rngs, &m->module);
+        /* a bridge.ToNNX layer inside: bridge.lazy_init(model, x) makes its variables */
+        if (!rc && params_nnx_has_to_nnx(spec) && bridge_lazy_init(m->module, NULL, &LX_ARGS(x)) != LX_OK)
+            rc = cli_lib_error();
+        return rc;
+    }
     char buf[200];
     if (spec->nargs != 1 || spec->args[0].name || !spec_suffix(spec->args[0].value, "linen."))
         return cli_error("bridge.ToNNX takes one Linen module, e.g. bridge.ToNNX(linen.Dense(8)): %s",
@@ -520,6 +595,12 @@ static lx_status take_stats(tc_model *m, lx_tree *aux) {
     return st;
 }
 
+int tc_data_check_examples(const tc_data *d, const char *why) {
+    if (d->x->shape[0] == d->y->shape[0]) return 0;
+    return cli_error("x has %lld examples and y has %lld: the first axes must agree (%s)",
+                     (long long)d->x->shape[0], (long long)d->y->shape[0], why);
+}
+
 lx_status tc_model_grad(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, lx_array **value, lx_tree **grads) {
     loss_ctx c = {m, x, y, l};
     if (m->nnx) return nnx_value_and_grad(m->module, &m->param_filter, nnx_loss, &c, value, grads);
@@ -561,6 +642,18 @@ static lx_status dp_grads(lx_status st, lx_tree **grads) {
     return st;
 }
 
+/* optax names a leaf by its path in the tree it updates: a TrainState's params, which for Linen
+ * have no collection level. `linnx grad` prints them as params/Dense_0/kernel (the variables'
+ * path): a debug_nans failure says the same. */
+static lx_status linen_nan_path(lx_status st) {
+    const char *e = lx_last_error(), *at = strstr(e, " at '");
+    if (st != LX_ERR_INVALID_ARGUMENT || strncmp(e, "debug_nans: ", 12) || !at) return st;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", e);
+    int off = (int)(at - e) + 5;
+    return lx_fail(st, "%.*sparams/%s", off, msg, msg + off);
+}
+
 lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, float *loss) {
     loss_ctx c = {m, x, y, l};
     lx_array *value = NULL;
@@ -575,7 +668,7 @@ lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_lo
         linen_train_state *next = NULL;
         if (st == LX_OK) st = linen_value_and_grad(linen_loss, &c, m->state->params, &value, &grads, &aux);
         st = dp_grads(st, &grads);
-        if (st == LX_OK) st = linen_train_state_apply_gradients(m->state, grads, &next);
+        if (st == LX_OK) st = linen_nan_path(linen_train_state_apply_gradients(m->state, grads, &next));
         if (st == LX_OK) {
             linen_train_state_free(m->state);
             m->state = next;
