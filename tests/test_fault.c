@@ -226,6 +226,47 @@ static void test_nnx_optimizer(void) {
     nnx_rngs_release(rngs);
 }
 
+/* Loading safetensors bytes: every fault point is LX_ERR_NO_MEMORY saying so (not a format error:
+ * the file is fine), or the tree the file holds. */
+static void test_safetensors_load(void) {
+    lx_fault_set(-1, false);
+    lx_tree *t = lx_tree_new();
+    lx_array *a = lx_array_from_f32(2, (int64_t[]){2, 3}, (float[]){0, 1, 2, 3, 4, 5});
+    lx_array *b = lx_array_from_f32(1, (int64_t[]){2}, (float[]){-1, 7});
+    CHECK(t && a && b);
+    if (!t || !a || !b) return;
+    CHECK(lx_tree_set_path(t, "x", lx_array_v(a)) == LX_OK);
+    CHECK(lx_tree_set_path(t, "params/y", lx_array_v(b)) == LX_OK);
+    unsigned char *bytes = NULL;
+    size_t len = 0;
+    CHECK(lx_safetensors_to_bytes(t, NULL, &bytes, &len) == LX_OK);
+    int bad = 0, failures = 0;
+    for (int64_t n = 1; bytes; n++) {
+        lx_clear_error();
+        lx_tree *back = NULL;
+        lx_fault_set(n, false);
+        lx_status st = lx_safetensors_from_bytes(bytes, len, NULL, &back, NULL);
+        bool fired = lx_fault_fired();
+        lx_fault_set(-1, false);
+        if (st == LX_OK) {
+            if (!(back && lx_tree_equal(back, t)) && bad++ < 3) fprintf(stderr, "n=%lld: wrong tree after a fault\n", (long long)n);
+        } else {
+            failures++;
+            if (!oom_message(st) && bad++ < 3)
+                fprintf(stderr, "n=%lld: %s \"%s\"\n", (long long)n, lx_status_name(st), lx_last_error());
+        }
+        lx_tree_release(back);
+        leak_check("safetensors_load", n);
+        if (!fired) break;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(failures > 3); /* the sweep reached the loader's allocations */
+    free(bytes);
+    lx_release(a);
+    lx_release(b);
+    lx_tree_release(t);
+}
+
 int main(void) {
     if (!lx_fault_available()) {
         printf("fault injection is not built in (LINNX_FAULT_INJECTION=OFF): skipped\n");
@@ -235,6 +276,7 @@ int main(void) {
     RUN(test_linen_inside_nnx);
     RUN(test_apply_keeps_variables);
     RUN(test_nnx_optimizer);
+    RUN(test_safetensors_load);
     CHECK_EQ_INT(first_leak, 0); /* LeakSanitizer builds: no fault point leaks */
     return lx_test_finish();
 }

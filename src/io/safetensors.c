@@ -379,7 +379,8 @@ lx_status io_safetensors_parse(const unsigned char *data, size_t len, const lx_s
         if (s != LX_OK) {
             char why[256];
             snprintf(why, sizeof why, "%s", lx_last_error());
-            s = lx_fail(LX_ERR_FORMAT, "safetensors: tensor '%s': %s", t->name, why);
+            /* a path clash is the file's fault; running out of memory is not */
+            s = lx_fail(s == LX_ERR_NO_MEMORY ? LX_ERR_NO_MEMORY : LX_ERR_FORMAT, "safetensors: tensor '%s': %s", t->name, why);
             goto done;
         }
     }
