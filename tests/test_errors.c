@@ -72,6 +72,7 @@ static void test_nnx_paths(void) {
     /* a typed forward from user code runs at the root: no path, and nothing left on the stack */
     lx_clear_error();
     CHECK(nnx_linear_forward(((two_linear *)m)->l1, full(2, 5, 1.0f)) == NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
     CHECK_ERROR_STARTS("dot_general");
     CHECK_STR(lx_frame_current_path(), "");
     CHECK(lx_frame_top(NULL) == NULL);

@@ -268,8 +268,8 @@ static void test_scalars(void) {
     lx_array *si = lx_scalar_i32(-9);
     CHECK(si && si->dtype == LX_I32 && lx_i32(si)[0] == -9);
     lx_clear_error();
-    CHECK(lx_add_scalar(T_i32(1, S(1), (const int32_t[]){1}), 1.f) == NULL);
-    CHECK_ERROR_HAS("add: operands have different dtypes int32 (1,) and float32 ()");
+    CHECK_NULL_FAILS(lx_add_scalar(T_i32(1, S(1), (const int32_t[]){1}), 1.f), LX_ERR_DTYPE,
+                     "add: operands have different dtypes int32 (1,) and float32 ()");
 }
 
 static void test_comparisons(void) {
