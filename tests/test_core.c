@@ -54,13 +54,11 @@ static void test_threads_own_objects(void) {
 
 static void test_status(void) {
     lx_clear_error();
-    CHECK_EQ_INT(lx_last_status(), LX_OK);
-    CHECK_STR(lx_last_error(), "");
+    CHECK_ERROR_IS(LX_OK, "");
     CHECK_EQ_INT(lx_fail(LX_ERR_SHAPE, "bad %s %d", "shape", 3), LX_ERR_SHAPE);
-    CHECK_STR(lx_last_error(), "bad shape 3");
-    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    CHECK_ERROR_IS(LX_ERR_SHAPE, "bad shape 3");
     lx_fail_context(LX_ERR_SHAPE, "in %s: ", "Dense_0");
-    CHECK_STR(lx_last_error(), "in Dense_0: bad shape 3");
+    CHECK_ERROR_IS(LX_ERR_SHAPE, "in Dense_0: bad shape 3");
     CHECK_STR(lx_status_name(LX_ERR_IMMUTABLE), "LX_ERR_IMMUTABLE");
 }
 
