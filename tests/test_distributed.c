@@ -1047,11 +1047,30 @@ static void test_zero1_errors(linen_module *m, lx_array *x, lx_array *y, int ran
         CHECK_FAILS(lx_dist_zero1_step(z, gnan, &p), LX_ERR_INTERNAL, "distributed: rank 0 failed at step 77");
     optax_set_debug_nans(false);
     Z1_UNCHANGED("a NaN gradient under debug_nans");
+    /* 2+ ranks, after begin: grads that are not the arrays the backward pass reported, on the last
+     * rank only: INVALID_ARGUMENT there, "rank R failed" on the others (one rank: begin watches
+     * nothing, the step reduces whatever it is given) */
+    if (size > 1) {
+        lx_tree *gb = NULL, *gcopy = NULL;
+        CHECK_EQ_INT(lx_dist_zero1_begin(z, p), LX_OK);
+        CHECK_EQ_INT(linen_value_and_grad(linen_mean_loss, &c, p, &loss, &gb, NULL), LX_OK);
+        gcopy = tree_clone(gb);
+        if (rank == size - 1)
+            CHECK_FAILS(lx_dist_zero1_step(z, gcopy, &p), LX_ERR_INVALID_ARGUMENT,
+                        "the gradient at layers_0/kernel is not the one the backward pass after lx_dist_zero1_begin made");
+        else
+            CHECK_FAILS(lx_dist_zero1_step(z, gb, &p), LX_ERR_INTERNAL, want);
+        Z1_UNCHANGED("grads other than the backward pass's on the last rank");
+        lx_release(loss);
+        loss = NULL;
+        lx_tree_release(gb);
+        lx_tree_release(gcopy);
+    }
     /* nothing lost: the next good step is the fresh object's first */
     CHECK_EQ_INT(lx_dist_zero1_step(z, g, &p), LX_OK);
     CHECK(p != p_at && tree_same(p, pref));
     CHECK(tree_same(lx_dist_zero1_state(z), lx_dist_zero1_state(zr)));
-    CHECK(!tree_same(p, p0)); /* and it did move */
+    CHECK(!tree_same(p, p0) && !tree_same(lx_dist_zero1_state(z), s0)); /* and they did move: tree_same sees it */
 #undef Z1_UNCHANGED
 
     /* a failed step's lx_dist_zero1_step(z, NULL, NULL) abandons the reductions the backward pass
