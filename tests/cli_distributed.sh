@@ -3,7 +3,8 @@
 # N = 1, 2, 3 ranks must give the single-process parameters and losses (and sync batch-norm the
 # global batch's statistics and gradients), and ZeRO-1 sharding the
 # optimizer state the same parameters as the unsharded run, its gathered state checkpointed and
-# resumed unsharded and sharded the same losses (it checks them itself on
+# resumed unsharded and sharded the same losses, and every documented ZeRO-1 error path refused
+# with its status and message, params and optimizer state untouched (it checks them itself on
 # rank 0 and every rank's verdict decides the exit status); a rank that fails with an error or
 # dies by SIGKILL at step 3 must make the others stop, exit non-zero, with a message naming the
 # rank (and the step, for an error), in bounded time; and `linnx train` under mpirun -np 2 prints
@@ -56,7 +57,8 @@ for n in 1 2 3; do
     timeout 60 "${mpi[@]}" "$n" "$prog" >"$cli_tmp/out" 2>&1
     rc=$?
     if [ $rc -eq 0 ] && grep -q "distributed: $n ranks" "$cli_tmp/out" && [ "$(grep -c "^zero1: rank .* of $n holds" "$cli_tmp/out")" = "$n" ] \
-        && [ "$(grep -c "^zero1 checkpoint: $n ranks" "$cli_tmp/out")" = 2 ]; then
+        && [ "$(grep -c "^zero1 checkpoint: $n ranks" "$cli_tmp/out")" = 2 ] \
+        && [ "$(grep -c "^zero1 errors: rank .* of $n:" "$cli_tmp/out")" = "$n" ]; then
         ok
         grep -E "distributed: $n ranks|^zero1|^sync batch-norm" "$cli_tmp/out"
     else bad "$n ranks: exit $rc"; fi

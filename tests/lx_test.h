@@ -89,6 +89,16 @@ static const char *lx_test_current = "";
                         lx_p_ ? "non-NULL" : "NULL", lx_status_name(lx_s_), lx_last_error(), \
                         lx_status_name(status), (needle));                          \
     } while (0)
+/* Expect the last failure to be `status` with exactly the message `text` (after a call that
+ * returned NULL or a status). */
+#define CHECK_ERROR_IS(status, text)                                                \
+    do {                                                                            \
+        lx_status lx_s_ = lx_last_status();                                         \
+        const char *lx_t_ = (text);                                                 \
+        LX_TEST_REPORT_(lx_s_ == (status) && strcmp(lx_last_error(), lx_t_) == 0,   \
+                        "last failure %s \"%s\", want %s \"%s\"", lx_status_name(lx_s_), \
+                        lx_last_error(), lx_status_name(status), lx_t_);             \
+    } while (0)
 /* Expect the last error message to contain `needle` (after a call that returned NULL). */
 #define CHECK_ERROR_HAS(needle)                                                     \
     LX_TEST_REPORT_(strstr(lx_last_error(), (needle)) != NULL,                      \

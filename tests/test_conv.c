@@ -109,23 +109,22 @@ static void test_conv(void) {
     CHECK(y && lx_shape_eq(y, 4, SHAPE(2, 5, 4, 4)));
 
     lx_clear_error();
-    CHECK(lx_conv_general(x, RAND(3, 3, 2, 4), NULL) == NULL);
-    CHECK_ERROR_HAS("conv_general: lhs feature dimension 3 must equal rhs input feature dimension 2 times feature_group_count 0");
+    CHECK_NULL_FAILS(lx_conv_general(x, RAND(3, 3, 2, 4), NULL), LX_ERR_SHAPE,
+                     "conv_general: lhs feature dimension 3 must equal rhs input feature dimension 2 times feature_group_count 0");
     CHECK_ERROR_HAS("(lhs (2, 7, 6, 3), rhs (3, 3, 2, 4))");
-    CHECK(lx_conv_general(x4, RAND(3, 3, 2, 5), &(lx_conv_params){.feature_group_count = 2}) == NULL);
-    CHECK_ERROR_HAS("rhs output features 5 must be a multiple of it");
-    CHECK(lx_conv_general(x, RAND(3, 3, 4), NULL) == NULL);
-    CHECK_ERROR_HAS("conv_general: lhs (2, 7, 6, 3) (N, spatial..., C) and rhs (3, 3, 4) (spatial..., I, O) need the same rank");
-    CHECK(lx_conv_general(x, w, &(lx_conv_params){.strides = {1, -2}}) == NULL);
-    CHECK_ERROR_HAS("conv_general: window_strides must be positive, got -2 at spatial axis 1");
-    CHECK(lx_conv_general(x, w, &(lx_conv_params){.padding = {.mode = (lx_pad_mode)9}}) == NULL);
-    CHECK_ERROR_HAS("conv_general: unknown padding mode 9");
+    CHECK_NULL_FAILS(lx_conv_general(x4, RAND(3, 3, 2, 5), &(lx_conv_params){.feature_group_count = 2}), LX_ERR_SHAPE,
+                     "rhs output features 5 must be a multiple of it");
+    CHECK_NULL_FAILS(lx_conv_general(x, RAND(3, 3, 4), NULL), LX_ERR_SHAPE,
+                     "conv_general: lhs (2, 7, 6, 3) (N, spatial..., C) and rhs (3, 3, 4) (spatial..., I, O) need the same rank");
+    CHECK_NULL_FAILS(lx_conv_general(x, w, &(lx_conv_params){.strides = {1, -2}}), LX_ERR_INVALID_ARGUMENT,
+                     "conv_general: window_strides must be positive, got -2 at spatial axis 1");
+    CHECK_NULL_FAILS(lx_conv_general(x, w, &(lx_conv_params){.padding = {.mode = (lx_pad_mode)9}}), LX_ERR_INVALID_ARGUMENT,
+                     "conv_general: unknown padding mode 9");
     lx_array *iw = lx_autorelease(lx_array_new(LX_I32, 4, SHAPE(3, 3, 3, 4)));
-    CHECK(lx_conv_general(x, iw, NULL) == NULL);
-    CHECK_ERROR_HAS("conv_general: expected float32 lhs and rhs, got float32(2, 7, 6, 3) and int32(3, 3, 3, 4)");
+    CHECK_NULL_FAILS(lx_conv_general(x, iw, NULL), LX_ERR_DTYPE,
+                     "conv_general: expected float32 lhs and rhs, got float32(2, 7, 6, 3) and int32(3, 3, 3, 4)");
     lx_clear_error();
-    CHECK(lx_conv_general(NULL, w, NULL) == NULL);
-    CHECK_ERROR_HAS("conv_general: input is NULL");
+    CHECK_NULL_FAILS(lx_conv_general(NULL, w, NULL), LX_ERR_FAILED_INPUT, "conv_general: input is NULL");
     y = lx_conv_general(ABSTRACT(8, 28, 28, 3), w, &(lx_conv_params){.strides = {2, 2}, .padding = {.mode = LX_PAD_SAME}});
     CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 4, SHAPE(8, 14, 14, 4)));
 }
@@ -308,15 +307,15 @@ static void test_pool(void) {
     }
 
     lx_clear_error();
-    CHECK(lx_avg_pool(x, 4, SHAPE(2, 2, 2, 2), NULL, NULL, true) == NULL);
-    CHECK_ERROR_HAS("avg_pool: a window over 4 spatial axes needs input (batch, spatial..., features) or (spatial..., features), got shape (1, 4, 4, 1)");
-    CHECK(lx_max_pool(x, 2, SHAPE(2, 0), NULL, NULL) == NULL);
-    CHECK_ERROR_HAS("max_pool: window 0 and stride 1 at spatial axis 1 must be positive");
-    CHECK(lx_max_pool(x, 2, SHAPE(2, 2), NULL, &(lx_padding){LX_PAD_EXPLICIT, {-1, 0}, {0, 0}}) == NULL);
-    CHECK_ERROR_HAS("max_pool: negative padding (-1, 0) at spatial axis 0 is not supported");
+    CHECK_NULL_FAILS(lx_avg_pool(x, 4, SHAPE(2, 2, 2, 2), NULL, NULL, true), LX_ERR_SHAPE,
+                     "avg_pool: a window over 4 spatial axes needs input (batch, spatial..., features) or (spatial..., features), got shape (1, 4, 4, 1)");
+    CHECK_NULL_FAILS(lx_max_pool(x, 2, SHAPE(2, 0), NULL, NULL), LX_ERR_INVALID_ARGUMENT,
+                     "max_pool: window 0 and stride 1 at spatial axis 1 must be positive");
+    CHECK_NULL_FAILS(lx_max_pool(x, 2, SHAPE(2, 2), NULL, &(lx_padding){LX_PAD_EXPLICIT, {-1, 0}, {0, 0}}), LX_ERR_INVALID_ARGUMENT,
+                     "max_pool: negative padding (-1, 0) at spatial axis 0 is not supported");
     lx_array *ix = lx_autorelease(lx_array_new(LX_I32, 3, SHAPE(1, 2, 1)));
-    CHECK(lx_avg_pool(ix, 1, SHAPE(2), NULL, NULL, true) == NULL);
-    CHECK_ERROR_HAS("avg_pool: expected a float32 input, got int32(1, 2, 1)");
+    CHECK_NULL_FAILS(lx_avg_pool(ix, 1, SHAPE(2), NULL, NULL, true), LX_ERR_DTYPE,
+                     "avg_pool: expected a float32 input, got int32(1, 2, 1)");
     y = lx_max_pool(ABSTRACT(2, 9, 9, 3), 2, SHAPE(3, 3), SHAPE(2, 2), &same);
     CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 4, SHAPE(2, 5, 5, 3)));
     int h;

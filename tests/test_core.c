@@ -54,13 +54,11 @@ static void test_threads_own_objects(void) {
 
 static void test_status(void) {
     lx_clear_error();
-    CHECK_EQ_INT(lx_last_status(), LX_OK);
-    CHECK_STR(lx_last_error(), "");
+    CHECK_ERROR_IS(LX_OK, "");
     CHECK_EQ_INT(lx_fail(LX_ERR_SHAPE, "bad %s %d", "shape", 3), LX_ERR_SHAPE);
-    CHECK_STR(lx_last_error(), "bad shape 3");
-    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    CHECK_ERROR_IS(LX_ERR_SHAPE, "bad shape 3");
     lx_fail_context(LX_ERR_SHAPE, "in %s: ", "Dense_0");
-    CHECK_STR(lx_last_error(), "in Dense_0: bad shape 3");
+    CHECK_ERROR_IS(LX_ERR_SHAPE, "in Dense_0: bad shape 3");
     CHECK_STR(lx_status_name(LX_ERR_IMMUTABLE), "LX_ERR_IMMUTABLE");
 }
 
@@ -84,16 +82,16 @@ static void test_array_basics(void) {
     CHECK(v != NULL && v->ndim == 1 && v->shape[0] == 6 && v->data == a->data);
     int64_t bad[] = {4, 2};
     lx_clear_error();
-    CHECK(lx_array_reshape_view(a, 2, bad) == NULL);
-    CHECK_ERROR_HAS("cannot reshape array of shape (2, 3) into shape (4, 2)");
+    CHECK_NULL_FAILS(lx_array_reshape_view(a, 2, bad), LX_ERR_SHAPE,
+                     "cannot reshape array of shape (2, 3) into shape (4, 2)");
     /* NULL shape or data are errors, not crashes */
     lx_clear_error();
-    CHECK(lx_array_reshape_view(a, 2, NULL) == NULL);
-    CHECK_ERROR_HAS("reshape: shape is NULL for 2 dimensions");
-    CHECK(lx_array_from_data(LX_F32, 2, shape, NULL) == NULL);
-    CHECK_ERROR_HAS("array_from_data: data is NULL for float32(2, 3)");
-    CHECK(lx_array_from_f32(1, one, NULL) == NULL);
-    CHECK_ERROR_HAS("array_from_data: data is NULL for float32(5,)");
+    CHECK_NULL_FAILS(lx_array_reshape_view(a, 2, NULL), LX_ERR_INVALID_ARGUMENT,
+                     "reshape: shape is NULL for 2 dimensions");
+    CHECK_NULL_FAILS(lx_array_from_data(LX_F32, 2, shape, NULL), LX_ERR_INVALID_ARGUMENT,
+                     "array_from_data: data is NULL for float32(2, 3)");
+    CHECK_NULL_FAILS(lx_array_from_f32(1, one, NULL), LX_ERR_INVALID_ARGUMENT,
+                     "array_from_data: data is NULL for float32(5,)");
     int64_t empty[] = {0, 3};
     lx_array *e0 = lx_array_from_data(LX_I32, 2, empty, NULL); /* nothing to read: fine */
     CHECK(e0 && e0->size == 0);
@@ -112,8 +110,7 @@ static void test_array_basics(void) {
 
     int64_t neg[] = {-2};
     lx_clear_error();
-    CHECK(lx_array_new(LX_F32, 1, neg) == NULL);
-    CHECK_ERROR_HAS("negative dimension");
+    CHECK_NULL_FAILS(lx_array_new(LX_F32, 1, neg), LX_ERR_SHAPE, "negative dimension");
 
     lx_array *abs_ = lx_array_abstract(LX_F32, 2, shape);
     CHECK(abs_ && lx_is_abstract(abs_) && abs_->size == 6);

@@ -186,38 +186,38 @@ static void test_errors(void) {
     lx_clear_error();
     lx_fail(LX_ERR_SHAPE, "earlier failure");
     CHECK(lx_dense(NULL, k, NULL, LX_ACT_NONE) == NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
     CHECK_ERROR_HAS("earlier failure");
     lx_clear_error();
-    CHECK(lx_dense(x, NULL, NULL, LX_ACT_RELU) == NULL);
-    CHECK_ERROR_HAS("dense: input is NULL");
+    CHECK_NULL_FAILS(lx_dense(x, NULL, NULL, LX_ACT_RELU), LX_ERR_FAILED_INPUT, "dense: input is NULL");
     /* bad shapes name them */
     lx_clear_error();
-    CHECK(lx_dense(x, k, rnd(-1, 1, 1, (int64_t[]){4}), LX_ACT_NONE) == NULL); /* add's broadcasting, as before */
-    CHECK_ERROR_HAS("add: operands could not be broadcast together with shapes (2, 3) (4,)");
-    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    /* add's broadcasting, as before */
+    CHECK_NULL_FAILS(lx_dense(x, k, rnd(-1, 1, 1, (int64_t[]){4}), LX_ACT_NONE), LX_ERR_SHAPE,
+                     "add: operands could not be broadcast together with shapes (2, 3) (4,)");
     lx_clear_error();
-    CHECK(lx_dense(x, rnd(-1, 1, 3, (int64_t[]){5, 3, 1}), NULL, LX_ACT_NONE) == NULL);
-    CHECK_ERROR_HAS("dense: x (2, 5), kernel (5, 3, 1) and bias None do not fit");
+    CHECK_NULL_FAILS(lx_dense(x, rnd(-1, 1, 3, (int64_t[]){5, 3, 1}), NULL, LX_ACT_NONE), LX_ERR_SHAPE,
+                     "dense: x (2, 5), kernel (5, 3, 1) and bias None do not fit");
     /* an x that does not meet the kernel: dot_general's message, as Dense always gave */
     lx_clear_error();
-    CHECK(lx_dense(x, rnd(-1, 1, 2, (int64_t[]){4, 3}), NULL, LX_ACT_NONE) == NULL);
-    CHECK_ERROR_HAS("contracting dimensions must have equal sizes: lhs axis 1 of (2, 5) has size 5, rhs axis 0 of (4, 3)");
+    CHECK_NULL_FAILS(lx_dense(x, rnd(-1, 1, 2, (int64_t[]){4, 3}), NULL, LX_ACT_NONE), LX_ERR_SHAPE,
+                     "contracting dimensions must have equal sizes: lhs axis 1 of (2, 5) has size 5, rhs axis 0 of (4, 3)");
     /* the primitive's own rule for it */
     lx_clear_error();
     const lx_dense_params p = {LX_ACT_NONE}, bad = {(lx_activation)17};
-    CHECK(lx_bind(LX_PRIM_DENSE, &p, 3, (lx_array *const[]){x, rnd(-1, 1, 2, (int64_t[]){4, 3}), NULL}) == NULL);
-    CHECK_ERROR_HAS("dense: x (2, 5), kernel (4, 3) and bias None do not fit");
+    CHECK_NULL_FAILS(lx_bind(LX_PRIM_DENSE, &p, 3, (lx_array *const[]){x, rnd(-1, 1, 2, (int64_t[]){4, 3}), NULL}), LX_ERR_SHAPE,
+                     "dense: x (2, 5), kernel (4, 3) and bias None do not fit");
     lx_clear_error();
-    CHECK(lx_bind(LX_PRIM_DENSE, &bad, 3, (lx_array *const[]){x, k, NULL}) == NULL);
-    CHECK_ERROR_HAS("dense: unknown activation 17");
+    CHECK_NULL_FAILS(lx_bind(LX_PRIM_DENSE, &bad, 3, (lx_array *const[]){x, k, NULL}), LX_ERR_INVALID_ARGUMENT,
+                     "dense: unknown activation 17");
     lx_clear_error();
     lx_array *xi = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){2, 5}));
-    CHECK(lx_bind(LX_PRIM_DENSE, &p, 3, (lx_array *const[]){xi, k, NULL}) == NULL);
-    CHECK_ERROR_HAS("dense: expected float32 operands, got x int32(2, 5), kernel float32(5, 3)");
+    CHECK_NULL_FAILS(lx_bind(LX_PRIM_DENSE, &p, 3, (lx_array *const[]){xi, k, NULL}), LX_ERR_DTYPE,
+                     "dense: expected float32 operands, got x int32(2, 5), kernel float32(5, 3)");
     CHECK_EQ_INT(lx_last_status(), LX_ERR_DTYPE);
     lx_clear_error();
-    CHECK(lx_dense(xi, k, NULL, LX_ACT_NONE) == NULL); /* the unfused ops' dtype rule */
-    CHECK_ERROR_HAS("dot_general: expected float32 operands");
+    CHECK_NULL_FAILS(lx_dense(xi, k, NULL, LX_ACT_NONE), LX_ERR_DTYPE,
+                     "dot_general: expected float32 operands"); /* the unfused ops' dtype rule */
     lx_clear_error();
 }
 

@@ -172,37 +172,36 @@ static void test_errors(void) {
     lx_initializer ln = lx_init_lecun_normal();
     int64_t s1[] = {5}, s48[] = {4, 8};
     lx_clear_error();
-    CHECK(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 1, s1) == NULL);
-    CHECK_ERROR_HAS("Can't compute input and output sizes of a 1-dimensional weights tensor. Must be at least 2D.");
+    CHECK_NULL_FAILS(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 1, s1), LX_ERR_SHAPE,
+                     "Can't compute input and output sizes of a 1-dimensional weights tensor. Must be at least 2D.");
     CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
     ln.in_axis = lx_axis(2);
     lx_clear_error();
-    CHECK(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 2, s48) == NULL);
-    CHECK_ERROR_HAS("in_axis 2 is out of range for a weights tensor of shape (4, 8)");
+    CHECK_NULL_FAILS(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 2, s48), LX_ERR_INVALID_ARGUMENT,
+                     "in_axis 2 is out of range for a weights tensor of shape (4, 8)");
     ln = lx_init_lecun_normal();
     ln.out_axis = lx_axis(-3);
     lx_clear_error();
-    CHECK(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 2, s48) == NULL);
-    CHECK_ERROR_HAS("out_axis -3 is out of range");
+    CHECK_NULL_FAILS(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 2, s48), LX_ERR_INVALID_ARGUMENT,
+                     "out_axis -3 is out of range");
     ln = lx_init_lecun_normal();
     ln.batch_axis = (lx_axes){2, {0, 5}};
     lx_clear_error();
-    CHECK(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 2, s48) == NULL);
-    CHECK_ERROR_HAS("batch_axis 5 is out of range");
+    CHECK_NULL_FAILS(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 2, s48), LX_ERR_INVALID_ARGUMENT,
+                     "batch_axis 5 is out of range");
     ln = lx_init_lecun_normal();
     lx_clear_error();
-    CHECK(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 2, (int64_t[]){0, 8}) == NULL);
-    CHECK_ERROR_HAS("division by zero");
+    CHECK_NULL_FAILS(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 2, (int64_t[]){0, 8}), LX_ERR_SHAPE,
+                     "division by zero");
     lx_clear_error();
-    CHECK(lx_init_apply(&ln, lx_key_from_seed(0), LX_BF16, 2, s48) == NULL);
-    CHECK_ERROR_HAS("only float32");
+    CHECK_NULL_FAILS(lx_init_apply(&ln, lx_key_from_seed(0), LX_BF16, 2, s48), LX_ERR_DTYPE, "only float32");
     CHECK_EQ_INT(lx_last_status(), LX_ERR_DTYPE);
     lx_clear_error();
-    CHECK(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 2, (int64_t[]){-1, 8}) == NULL);
-    CHECK_ERROR_HAS("negative dimension");
+    CHECK_NULL_FAILS(lx_init_apply(&ln, lx_key_from_seed(0), LX_F32, 2, (int64_t[]){-1, 8}), LX_ERR_SHAPE,
+                     "negative dimension");
     lx_clear_error();
-    CHECK(lx_init_apply(NULL, lx_key_from_seed(0), LX_F32, 2, s48) == NULL);
-    CHECK_ERROR_HAS("initializer is NULL");
+    CHECK_NULL_FAILS(lx_init_apply(NULL, lx_key_from_seed(0), LX_F32, 2, s48), LX_ERR_INVALID_ARGUMENT,
+                     "initializer is NULL");
     CHECK_FAILS(lx_init_apply_into(&ln, lx_key_from_seed(0), LX_F32, 2, s48, NULL), LX_ERR_INVALID_ARGUMENT,
                 "output buffer is NULL");
     lx_initializer big = lx_init_constant(1e12);

@@ -261,9 +261,11 @@ static void test_array_wrap(void) {
     lx_release(v);
     CHECK(released == 1);
     lx_clear_error();
-    CHECK(lx_array_wrap((lx_dtype)99, 0, NULL, buf, count_release, &one) == NULL && released == 1);
-    CHECK(lx_array_wrap(LX_F32, 1, (int64_t[]){4}, NULL, count_release, &one) == NULL && released == 1);
-    CHECK_ERROR_HAS("array_wrap: data is NULL");
+    CHECK_NULL_FAILS(lx_array_wrap((lx_dtype)99, 0, NULL, buf, count_release, &one), LX_ERR_DTYPE, "array: invalid dtype 99");
+    CHECK(released == 1); /* never on failure */
+    CHECK_NULL_FAILS(lx_array_wrap(LX_F32, 1, (int64_t[]){4}, NULL, count_release, &one), LX_ERR_INVALID_ARGUMENT,
+                     "array_wrap: data is NULL");
+    CHECK(released == 1);
 }
 
 int main(void) {

@@ -284,13 +284,12 @@ static void test_decode_matches_full(void) {
         }
         /* a batch other than the cache's, and running past max_target_length */
         lx_array *one = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 1}));
-        CHECK(llama_model_logits(dec, one, NULL) == NULL);
-        CHECK_ERROR_HAS("does not match the KV cache batch 2");
+        CHECK_NULL_FAILS(llama_model_logits(dec, one, NULL), LX_ERR_SHAPE, "does not match the KV cache batch 2");
         CHECK_EQ_INT(llama_model_cache_index(dec), 0);
         lx_array *big = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){2, 200}));
         CHECK(llama_model_logits(dec, big, NULL) != NULL);
-        CHECK(llama_model_logits(dec, big, NULL) == NULL);
-        CHECK_ERROR_HAS("too long for the KV cache: 200 cached + 200 new > max_target_length 256");
+        CHECK_NULL_FAILS(llama_model_logits(dec, big, NULL), LX_ERR_INVALID_ARGUMENT,
+                         "too long for the KV cache: 200 cached + 200 new > max_target_length 256");
         CHECK_EQ_INT(llama_model_cache_index(dec), 200);
         CHECK_FAILS(llama_model_reset_cache(full), LX_ERR_INVALID_ARGUMENT, "not a decode model");
         llama_model_free(full);
@@ -376,11 +375,9 @@ static void test_cross_entropy(void) {
     if (got) CHECK_NEAR(lx_f32(got)[0], want, 1e-6);
     tg[4] = 4;
     t = lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){2, 3}, tg));
-    CHECK(llama_cross_entropy(l, t) == NULL);
-    CHECK_ERROR_HAS("target 4 at index 4 is outside [0, 4)");
+    CHECK_NULL_FAILS(llama_cross_entropy(l, t), LX_ERR_INVALID_ARGUMENT, "target 4 at index 4 is outside [0, 4)");
     lx_array *t2 = lx_autorelease(lx_array_new(LX_I32, 1, (int64_t[]){6}));
-    CHECK(llama_cross_entropy(l, t2) == NULL);
-    CHECK_ERROR_HAS("do not fit");
+    CHECK_NULL_FAILS(llama_cross_entropy(l, t2), LX_ERR_SHAPE, "do not fit");
 }
 
 /* RoPE against the formula, in double */
@@ -448,15 +445,15 @@ static void test_generate(void) {
             CHECK_EQ_INT(llama_model_cache_index(dec), 4 + 5);
         }
         lx_array *prompt = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 250}));
-        CHECK(llama_generate(dec, prompt, 8, &modes[0], lx_key_from_seed(0)) == NULL);
-        CHECK_ERROR_HAS("a prompt of 250 tokens and 8 new ones need 257 positions; max_target_length is 256");
+        CHECK_NULL_FAILS(llama_generate(dec, prompt, 8, &modes[0], lx_key_from_seed(0)), LX_ERR_INVALID_ARGUMENT,
+                         "a prompt of 250 tokens and 8 new ones need 257 positions; max_target_length is 256");
         CHECK(llama_generate(dec, prompt, 7, &modes[0], lx_key_from_seed(0)) != NULL);
         llama_model_free(dec);
     }
     lx_array *prompt = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 2}));
     lx_sampling g = {0, 0};
-    CHECK(llama_generate(full, prompt, 2, &g, lx_key_from_seed(0)) == NULL);
-    CHECK_ERROR_HAS("not a decode model");
+    CHECK_NULL_FAILS(llama_generate(full, prompt, 2, &g, lx_key_from_seed(0)), LX_ERR_INVALID_ARGUMENT,
+                     "not a decode model");
     llama_model_free(full);
 }
 
@@ -488,14 +485,13 @@ static void test_packed_segments(void) {
         lx_array *mixed = llama_model_forward(m, tab, ps, NULL);
         CHECK(mixed && fabs(lx_f32(mixed)[5 * 256] - lx_f32(lb)[0]) > 1e-4);
         lx_array *bad = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 7}));
-        CHECK(llama_model_forward(m, tab, ps, bad) == NULL);
-        CHECK_ERROR_HAS("segment ids must be int32 of the tokens' shape");
+        CHECK_NULL_FAILS(llama_model_forward(m, tab, ps, bad), LX_ERR_INVALID_ARGUMENT,
+                         "segment ids must be int32 of the tokens' shape");
         llama_model_free(m);
     }
     llama_model *d = model(LLAMA_LINEN_TOP, 1);
     lx_array *t = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 2}));
-    CHECK(llama_model_forward(d, t, NULL, t) == NULL);
-    CHECK_ERROR_HAS("segment ids with the KV cache");
+    CHECK_NULL_FAILS(llama_model_forward(d, t, NULL, t), LX_ERR_UNSUPPORTED, "segment ids with the KV cache");
     llama_model_free(d);
 }
 

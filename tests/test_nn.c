@@ -59,14 +59,11 @@ static void test_softmax(void) {
     free(r2);
 
     lx_clear_error();
-    CHECK(lx_softmax(x, 3) == NULL);
-    CHECK_ERROR_HAS("softmax: axis 3 is out of range for shape (3, 5, 7)");
+    CHECK_NULL_FAILS(lx_softmax(x, 3), LX_ERR_SHAPE, "softmax: axis 3 is out of range for shape (3, 5, 7)");
     lx_array *ia = lx_autorelease(lx_array_new(LX_I32, 1, SHAPE(2)));
-    CHECK(lx_log_softmax(ia, 0) == NULL);
-    CHECK_ERROR_HAS("log_softmax: expected a float32 input, got int32(2,)");
+    CHECK_NULL_FAILS(lx_log_softmax(ia, 0), LX_ERR_DTYPE, "log_softmax: expected a float32 input, got int32(2,)");
     lx_clear_error();
-    CHECK(lx_softmax(NULL, 0) == NULL);
-    CHECK_ERROR_HAS("softmax: input is NULL");
+    CHECK_NULL_FAILS(lx_softmax(NULL, 0), LX_ERR_FAILED_INPUT, "softmax: input is NULL");
     y = lx_softmax(ABSTRACT(2, 9), -1);
     CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 2, SHAPE(2, 9)));
 }
@@ -285,22 +282,21 @@ static void test_norms(void) {
     lx_prim_unobserve(h);
 
     lx_clear_error();
-    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 1, (const int64_t[]){1}) == NULL);
-    CHECK_ERROR_HAS("layer_norm: reduction axes must be the trailing 1 axes of shape (2, 3, 4)");
-    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 2, (const int64_t[]){2, -1}) == NULL);
-    CHECK_ERROR_HAS("layer_norm: reduction axis -1 is out of range or repeated for shape (2, 3, 4)");
+    CHECK_NULL_FAILS(lx_layer_norm(x3, NULL, NULL, 1e-6f, 1, (const int64_t[]){1}), LX_ERR_UNSUPPORTED,
+                     "layer_norm: reduction axes must be the trailing 1 axes of shape (2, 3, 4)");
+    CHECK_NULL_FAILS(lx_layer_norm(x3, NULL, NULL, 1e-6f, 2, (const int64_t[]){2, -1}), LX_ERR_SHAPE,
+                     "layer_norm: reduction axis -1 is out of range or repeated for shape (2, 3, 4)");
     /* axes are int64_t end to end: 2^32 + 2 is out of range, not axis 2 after truncation */
-    CHECK(lx_layer_norm(x3, NULL, NULL, 1e-6f, 1, (const int64_t[]){(1LL << 32) + 2}) == NULL);
-    CHECK_ERROR_HAS("layer_norm: reduction axis 4294967298 is out of range or repeated for shape (2, 3, 4)");
-    CHECK(lx_layer_norm(x3, RAND(3), NULL, 1e-6f, 0, NULL) == NULL);
-    CHECK_ERROR_HAS("layer_norm: scale of float32(3,) does not match the trailing normalised axes of input shape (2, 3, 4)");
-    CHECK(lx_layer_norm(x3, s34, s4, 1e-6f, 2, (const int64_t[]){1, 2}) == NULL);
-    CHECK_ERROR_HAS("layer_norm: scale (3, 4) and bias (4,) differ in shape");
-    CHECK(lx_rms_norm(x, RAND(3), 1e-6f) == NULL);
-    CHECK_ERROR_HAS("rms_norm: scale of float32(3,) does not match the trailing normalised axes of input shape (3, 8)");
+    CHECK_NULL_FAILS(lx_layer_norm(x3, NULL, NULL, 1e-6f, 1, (const int64_t[]){(1LL << 32) + 2}), LX_ERR_SHAPE,
+                     "layer_norm: reduction axis 4294967298 is out of range or repeated for shape (2, 3, 4)");
+    CHECK_NULL_FAILS(lx_layer_norm(x3, RAND(3), NULL, 1e-6f, 0, NULL), LX_ERR_SHAPE,
+                     "layer_norm: scale of float32(3,) does not match the trailing normalised axes of input shape (2, 3, 4)");
+    CHECK_NULL_FAILS(lx_layer_norm(x3, s34, s4, 1e-6f, 2, (const int64_t[]){1, 2}), LX_ERR_SHAPE,
+                     "layer_norm: scale (3, 4) and bias (4,) differ in shape");
+    CHECK_NULL_FAILS(lx_rms_norm(x, RAND(3), 1e-6f), LX_ERR_SHAPE,
+                     "rms_norm: scale of float32(3,) does not match the trailing normalised axes of input shape (3, 8)");
     lx_array *sca = lx_autorelease(lx_array_scalar_f32(1));
-    CHECK(lx_rms_norm(sca, NULL, 1e-6f) == NULL);
-    CHECK_ERROR_HAS("rms_norm: input of shape () has no feature axis");
+    CHECK_NULL_FAILS(lx_rms_norm(sca, NULL, 1e-6f), LX_ERR_SHAPE, "rms_norm: input of shape () has no feature axis");
     y = lx_layer_norm(ABSTRACT(4, 8), sc, bi, 1e-6f, 0, NULL);
     CHECK(y && lx_is_abstract(y));
     y = lx_rms_norm(x, ABSTRACT(8), 1e-6f);
@@ -396,12 +392,12 @@ static void test_cross_entropy(void) {
     CHECK_NEAR(lx_f32(l)[1], 1.09861229, 1e-6);
     lx_array *lab3 = lx_autorelease(lx_array_from_data(LX_I32, 1, SHAPE(2), (const int32_t[]){0, 3}));
     lx_clear_error();
-    CHECK(lx_softmax_cross_entropy_int(logits, lab3) == NULL);
-    CHECK_ERROR_HAS("softmax_cross_entropy_int: label 3 at flat index 1 is outside [0, 3) for logits of shape (2, 3)");
-    CHECK(lx_softmax_cross_entropy_int(logits, lx_autorelease(lx_array_new(LX_I32, 1, SHAPE(3)))) == NULL);
-    CHECK_ERROR_HAS("softmax_cross_entropy_int: labels of shape (3,) do not match logits of shape (2, 3)");
-    CHECK(lx_softmax_cross_entropy_int(logits, RAND(2)) == NULL);
-    CHECK_ERROR_HAS("expected float32 logits and int32 labels, got float32(2, 3) and float32(2,)");
+    CHECK_NULL_FAILS(lx_softmax_cross_entropy_int(logits, lab3), LX_ERR_INVALID_ARGUMENT,
+                     "softmax_cross_entropy_int: label 3 at flat index 1 is outside [0, 3) for logits of shape (2, 3)");
+    CHECK_NULL_FAILS(lx_softmax_cross_entropy_int(logits, lx_autorelease(lx_array_new(LX_I32, 1, SHAPE(3)))), LX_ERR_SHAPE,
+                     "softmax_cross_entropy_int: labels of shape (3,) do not match logits of shape (2, 3)");
+    CHECK_NULL_FAILS(lx_softmax_cross_entropy_int(logits, RAND(2)), LX_ERR_DTYPE,
+                     "expected float32 logits and int32 labels, got float32(2, 3) and float32(2,)");
     l = lx_softmax_cross_entropy_int(ABSTRACT(5, 4, 3), lx_autorelease(lx_array_abstract(LX_I32, 2, SHAPE(5, 4))));
     CHECK(l && lx_is_abstract(l) && lx_shape_eq(l, 2, SHAPE(5, 4)));
 }
@@ -636,23 +632,23 @@ static void test_attention(void) {
     lx_prim_unobserve(h);
 
     lx_clear_error();
-    CHECK(lx_dot_product_attention(q, RAND(2, 6, 3, 8), RAND(2, 6, 3, 3), NULL, NULL, false, 0) == NULL);
-    CHECK_ERROR_HAS("dot_product_attention: 4 query heads are not a multiple of 3 key/value heads (query (2, 5, 4, 8), key (2, 6, 3, 8))");
-    CHECK(lx_dot_product_attention(q, RAND(2, 6, 4, 7), v, NULL, NULL, false, 0) == NULL);
-    CHECK_ERROR_HAS("query (2, 5, 4, 8), key (2, 6, 4, 7) and value (2, 6, 4, 3) disagree");
-    CHECK(lx_dot_product_attention(q, RAND(3, 6, 4, 8), v, NULL, NULL, false, 0) == NULL);
-    CHECK_ERROR_HAS("must be (batch..., length, heads, depth) with equal batch axes");
-    CHECK(lx_dot_product_attention(q, k, v, RAND(5, 7), NULL, false, 0) == NULL);
-    CHECK_ERROR_HAS("dot_product_attention: bias float32(5, 7) does not broadcast to float32 logits of shape (2, 4, 5, 6)");
-    CHECK(lx_dot_product_attention(q, k, v, NULL, RAND(5, 6), false, 0) == NULL);
-    CHECK_ERROR_HAS("mask float32(5, 6) does not broadcast to a bool mask of shape (2, 4, 5, 6)");
-    CHECK(lx_dot_product_attention(q, k, v, NULL, NULL, false, -1) == NULL);
-    CHECK_ERROR_HAS("scale must be finite and >= 0");
-    CHECK(lx_make_causal_mask(lx_autorelease(lx_array_scalar_f32(0))) == NULL);
-    CHECK_ERROR_HAS("make_causal_mask: input of shape () must have 1 to 6 axes");
+    CHECK_NULL_FAILS(lx_dot_product_attention(q, RAND(2, 6, 3, 8), RAND(2, 6, 3, 3), NULL, NULL, false, 0), LX_ERR_SHAPE,
+                     "dot_product_attention: 4 query heads are not a multiple of 3 key/value heads (query (2, 5, 4, 8), key (2, 6, 3, 8))");
+    CHECK_NULL_FAILS(lx_dot_product_attention(q, RAND(2, 6, 4, 7), v, NULL, NULL, false, 0), LX_ERR_SHAPE,
+                     "query (2, 5, 4, 8), key (2, 6, 4, 7) and value (2, 6, 4, 3) disagree");
+    CHECK_NULL_FAILS(lx_dot_product_attention(q, RAND(3, 6, 4, 8), v, NULL, NULL, false, 0), LX_ERR_SHAPE,
+                     "must be (batch..., length, heads, depth) with equal batch axes");
+    CHECK_NULL_FAILS(lx_dot_product_attention(q, k, v, RAND(5, 7), NULL, false, 0), LX_ERR_SHAPE,
+                     "dot_product_attention: bias float32(5, 7) does not broadcast to float32 logits of shape (2, 4, 5, 6)");
+    CHECK_NULL_FAILS(lx_dot_product_attention(q, k, v, NULL, RAND(5, 6), false, 0), LX_ERR_DTYPE,
+                     "mask float32(5, 6) does not broadcast to a bool mask of shape (2, 4, 5, 6)");
+    CHECK_NULL_FAILS(lx_dot_product_attention(q, k, v, NULL, NULL, false, -1), LX_ERR_INVALID_ARGUMENT,
+                     "scale must be finite and >= 0");
+    CHECK_NULL_FAILS(lx_make_causal_mask(lx_autorelease(lx_array_scalar_f32(0))), LX_ERR_SHAPE,
+                     "make_causal_mask: input of shape () must have 1 to 6 axes");
     lx_clear_error();
-    CHECK(lx_dot_product_attention(q, NULL, v, NULL, NULL, false, 0) == NULL);
-    CHECK_ERROR_HAS("dot_product_attention: input is NULL");
+    CHECK_NULL_FAILS(lx_dot_product_attention(q, NULL, v, NULL, NULL, false, 0), LX_ERR_FAILED_INPUT,
+                     "dot_product_attention: input is NULL");
     y = lx_dot_product_attention(ABSTRACT(2, 5, 4, 8), k, v, NULL, NULL, false, 0);
     CHECK(y && lx_is_abstract(y) && lx_shape_eq(y, 4, SHAPE(2, 5, 4, 3)));
     y = lx_dot_product_attention_weights(q, ABSTRACT(2, 6, 4, 8), NULL, NULL, false, 0);
@@ -676,13 +672,13 @@ static void test_dropout(void) {
     y = lx_dropout_apply(x, m, 0.067);
     CHECK(y && lx_f32(y)[0] == 1.0f / (float)(1.0 - 0.067) && lx_f32(y)[0] != 1.0f / (1.0f - 0.067f));
     lx_clear_error();
-    CHECK(lx_dropout_apply(x, m, 1.5f) == NULL);
-    CHECK_ERROR_HAS("dropout_apply: rate must be in [0, 1], got 1.5");
-    CHECK(lx_dropout_apply(x, RAND(2, 3), 0.5f) == NULL);
-    CHECK_ERROR_HAS("dropout_apply: keep_mask must be bool, got float32(2, 3)");
+    CHECK_NULL_FAILS(lx_dropout_apply(x, m, 1.5f), LX_ERR_INVALID_ARGUMENT,
+                     "dropout_apply: rate must be in [0, 1], got 1.5");
+    CHECK_NULL_FAILS(lx_dropout_apply(x, RAND(2, 3), 0.5f), LX_ERR_DTYPE,
+                     "dropout_apply: keep_mask must be bool, got float32(2, 3)");
     lx_array *m2 = lx_autorelease(lx_array_new(LX_BOOL, 1, SHAPE(2)));
-    CHECK(lx_dropout_apply(x, m2, 0.5f) == NULL);
-    CHECK_ERROR_HAS("dropout_apply: keep_mask of shape (2,) does not broadcast to input shape (2, 3)");
+    CHECK_NULL_FAILS(lx_dropout_apply(x, m2, 0.5f), LX_ERR_SHAPE,
+                     "dropout_apply: keep_mask of shape (2,) does not broadcast to input shape (2, 3)");
     y = lx_dropout_apply(ABSTRACT(2, 3), m, 0.5f);
     CHECK(y && lx_is_abstract(y));
 }

@@ -233,7 +233,7 @@ static void test_module_basics(void) {
     CHECK_EQ_INT(nnx_setattr(m, "features", &f9), LX_OK); /* config by name */
     CHECK_EQ_INT(((const block_cfg *)nnx_config(m))->features, 9);
     lx_value fs = lx_str_v("x");
-    CHECK(nnx_setattr(m, "features", &fs) != LX_OK);
+    CHECK_FAILS(nnx_setattr(m, "features", &fs), LX_ERR_TYPE, "argument 'features' (position 0) must be an int, got str");
     CHECK_EQ_INT(((const block_cfg *)nnx_config(m))->features, 9);
     lx_tree_release(t);
 

@@ -138,11 +138,25 @@ static void test_bad_input(void) {
     CHECK_NULL_FAILS(lx_sample_tokens(lx_key_from_seed(0), x, &s), LX_ERR_INVALID_ARGUMENT,
                      "top_k must be in 0..3 (0 = all), got -1");
     lx_array *xi = lx_autorelease(lx_array_new(LX_I32, 1, (int64_t[]){3}));
-    CHECK(lx_random_categorical(lx_key_from_seed(0), xi) == NULL);
-    CHECK_ERROR_HAS("logits must be float32");
+    CHECK_NULL_FAILS(lx_random_categorical(lx_key_from_seed(0), xi), LX_ERR_DTYPE,
+                     "categorical: logits must be float32 (..., C) with C >= 1, got int32[3]");
     lx_array *e = lx_autorelease(lx_array_new(LX_F32, 1, (int64_t[]){0}));
-    CHECK(lx_random_categorical(lx_key_from_seed(0), e) == NULL);
+    CHECK_NULL_FAILS(lx_random_categorical(lx_key_from_seed(0), e), LX_ERR_SHAPE,
+                     "categorical: logits must be float32 (..., C) with C >= 1, got float32[0]");
+    s = (lx_sampling){1, 0};
+    CHECK_NULL_FAILS(lx_sample_tokens(lx_key_from_seed(0), lx_autorelease(lx_array_scalar_f32(1)), &s), LX_ERR_SHAPE,
+                     "sampling: logits must be float32");
+    lx_array *va = NULL, *ia = NULL;
+    CHECK_FAILS(lx_top_k(xi, 1, &va, &ia), LX_ERR_DTYPE, "top_k: logits must be float32");
+    CHECK(va == NULL && ia == NULL);
+    /* a NULL with nothing pending names itself; with a failure pending it keeps that one */
+    CHECK_NULL_FAILS(lx_random_categorical(lx_key_from_seed(0), NULL), LX_ERR_FAILED_INPUT, "categorical: input is NULL");
+    CHECK_FAILS(lx_top_k(NULL, 1, &va, &ia), LX_ERR_FAILED_INPUT, "top_k: input is NULL");
+    lx_clear_error();
+    CHECK(lx_matmul(xi, xi) == NULL);
     CHECK(lx_random_categorical(lx_key_from_seed(0), NULL) == NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_DTYPE);
+    CHECK_ERROR_HAS("matmul: ");
 }
 
 int main(void) {

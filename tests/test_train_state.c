@@ -333,6 +333,7 @@ static void test_batcher(void) {
     const int32_t *idx = lx_batcher_indices(&b, 2, &len);
     CHECK(idx && len == 2 && idx[0] == 8 && idx[1] == 9); /* unshuffled order */
     CHECK(!lx_batcher_next(&b, 1, (lx_array *[]){lx_autorelease(lx_array_new(LX_F32, 1, (const int64_t[]){9}))}, outs));
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
     CHECK_ERROR_HAS("must have 10 rows");
     lx_batcher_free(&b);
     CHECK_FAILS(lx_batcher_init(&b, 10, 0, false), LX_ERR_INVALID_ARGUMENT, "batch_size must be positive");

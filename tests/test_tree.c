@@ -75,7 +75,7 @@ static void test_map_basics(void) {
     CHECK_FAILS(lx_tree_delete_path(NULL, "a"), LX_ERR_FAILED_INPUT, "tree is NULL");
     CHECK_FAILS(lx_tree_delete(NULL, "a"), LX_ERR_FAILED_INPUT, "tree is NULL");
     CHECK(lx_tree_get(NULL, "a") == NULL && lx_tree_find(NULL, "a") == NULL && lx_tree_len(NULL) == 0);
-    CHECK(lx_tree_copy(NULL) == NULL);
+    CHECK_NULL_FAILS(lx_tree_copy(NULL), LX_ERR_FAILED_INPUT, "tree_copy: tree is NULL");
     lx_flat fl = {0};
     CHECK_FAILS(lx_flat_append(&fl, NULL, lx_int_v(1)), LX_ERR_INVALID_ARGUMENT, "flat: path is NULL");
     CHECK_FAILS(lx_flat_append(&fl, "p", lx_var_v(NULL)), LX_ERR_FAILED_INPUT, "flat_append: value is NULL");

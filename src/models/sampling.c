@@ -21,10 +21,16 @@ lx_array *lx_random_gumbel(lx_key key, int ndim, const int64_t *shape) {
 }
 
 static bool check_logits(lx_array *logits, const char *what) {
-    if (!logits) return false;
+    if (!logits) { /* a NULL with nothing pending is reported as itself (status.h) */
+        if (!lx_error_pending()) lx_fail(LX_ERR_FAILED_INPUT, "%s: input is NULL", what);
+        return false;
+    }
     char buf[64];
-    if (logits->dtype != LX_F32 || logits->ndim < 1 || logits->shape[logits->ndim - 1] < 1 || lx_is_abstract(logits)) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: logits must be float32 (..., C) with C >= 1, got %s", what,
+    bool bad_shape = logits->ndim < 1 || logits->shape[logits->ndim - 1] < 1;
+    if (logits->dtype != LX_F32 || bad_shape || lx_is_abstract(logits)) {
+        /* status.h's codes: a dtype the op does not take, then shapes, then an abstract array */
+        lx_status st = logits->dtype != LX_F32 ? LX_ERR_DTYPE : bad_shape ? LX_ERR_SHAPE : LX_ERR_INVALID_ARGUMENT;
+        lx_fail(st, "%s: logits must be float32 (..., C) with C >= 1, got %s", what,
                 lx_array_sig(logits, buf, sizeof buf));
         return false;
     }

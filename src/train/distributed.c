@@ -840,6 +840,7 @@ struct lx_dist_zero1 {
     const lx_array **pcur;    /* the step's params arrays (borrowed from its tree) */
     lx_array **np;            /* the step's new params arrays */
     bool on, begun, stuck;    /* stuck: collectives abandoned after a failure; buffers never freed */
+    bool ended;               /* lx_dist_zero1_step(z, NULL, NULL) came: a later begin or step fails */
     lx_status err;
     double t_last;
 };
@@ -1170,7 +1171,8 @@ static void zero1_ready(void *user, const lx_array *x, const lx_array *g) {
 lx_status lx_dist_zero1_begin(lx_dist_zero1 *z, const lx_tree *params) {
     if (!z || !params) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
     LX_TRY(need_init("lx_dist_zero1_begin"));
-    if (z->stuck) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
+    if (z->stuck || z->ended)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
     if (z->on) lx_tape_set_grad_ready(NULL, NULL);
     z->on = false;
     /* the previous begin's backward pass started reductions and no step (nor the failed-step
@@ -1254,10 +1256,12 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         for (size_t k = 0; k < z->nb; k++)
             if (z->bt0[k] >= 0 && z->btdone[k] < 0) z->stuck = true;
         z->begun = false;
+        z->ended = true; /* the run ends whether or not a reduction was still in flight (distributed.h) */
         return LX_OK;
     }
     if (!z || !grads || !params || !*params) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
-    if (z->stuck) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
+    if (z->stuck || z->ended)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
     if (!z->begun) zero1_reset(z);
     z->begun = false;
     double tb = z->t_last > 0 ? z->t_last : now_s(); /* the end of the backward pass */
