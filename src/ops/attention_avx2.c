@@ -432,6 +432,10 @@ static inline __attribute__((always_inline)) bool flash_fwd_pack(const int KS, c
 
 static bool flash_fwd(const lx_flash_args *a, const float *q, const float *k, const float *v, int64_t t0, int64_t tq,
                       float *out, float *lse, float *scratch) {
+    /* causal tiles split their key blocks at half 0's end, t0 + 16 i + 8, which must be a block
+     * edge (flash_fwd_ks): another t0 is declined before anything is read or written (the
+     * caller's general path then has the rows; attention.c's jobs start at multiples of 128) */
+    if (a->causal && t0 % 8 != 0) return false;
     switch (lx_flash_stride(a)) {
     case 16: return flash_fwd_pack(16, a, q, k, v, t0, tq, out, lse, scratch);
     case 32: return flash_fwd_pack(32, a, q, k, v, t0, tq, out, lse, scratch);
