@@ -120,7 +120,7 @@ static lx_status bwd_loss(int n, lx_array *const *xs, void *user, lx_array **los
     return *loss ? LX_OK : lx_last_status();
 }
 
-static void check_case_blk(const kernel_set *ks, const fcase *c, float qamp, int64_t blk0) {
+static void check_case_blk(const kernel_set *ks, const fcase *c, float qamp, int64_t blk0, bool tiny) {
     const int64_t nq = c->T * c->H * c->d, nk = c->S * c->G * c->d, nv = c->S * c->G * c->dv, no = c->T * c->H * c->dv;
     const int64_t nl = c->H * c->T;
     float *q = malloc(sizeof(float) * (size_t)nq), *k = malloc(sizeof(float) * (size_t)nk);
@@ -128,6 +128,9 @@ static void check_case_blk(const kernel_set *ks, const fcase *c, float qamp, int
     float *lseg = malloc(sizeof(float) * (size_t)(nl + 2 * GUARD)), *out = outg + GUARD, *lse = lseg + GUARD;
     double *ro = malloc(sizeof(double) * (size_t)(c->T * c->dv)), *rl = malloc(sizeof(double) * (size_t)c->T);
     for (int64_t i = 0; i < nq; i++) q[i] = qamp * frand();
+    if (tiny) /* entries below 2^-100 (a subnormal among them), zeros of both signs: the AVX2 kernel's
+               * tiles with such entries take the division instead of the corrected reciprocal */
+        for (int64_t i = 0; i < nq; i += 7) q[i] = i % 4 == 0 ? 1e-35f : i % 4 == 1 ? -3e-41f : i % 4 == 2 ? -0.0f : 0.0f;
     for (int64_t i = 0; i < nk; i++) k[i] = frand();
     for (int64_t i = 0; i < nv; i++) v[i] = frand();
     /* jobs of 48 rows (three tiles of 16) and of one block for all rows; each pass starts from
@@ -164,7 +167,7 @@ static void check_case_blk(const kernel_set *ks, const fcase *c, float qamp, int
     free(q), free(k), free(v), free(outg), free(lseg), free(ro), free(rl);
 }
 
-static void check_case(const kernel_set *ks, const fcase *c, float qamp) { check_case_blk(ks, c, qamp, 48); }
+static void check_case(const kernel_set *ks, const fcase *c, float qamp) { check_case_blk(ks, c, qamp, 48, false); }
 
 static void test_flash_values(const kernel_set *ks) {
     const fcase cases[] = {
@@ -199,6 +202,13 @@ static void test_flash_values(const kernel_set *ks) {
         /* sharp weights (most of each row's exponents far below 0): logits up to ~30, whose float32
          * rounding alone moves a weight by ~30 * 2^-24 relative (measured up to 6.6e-6) */
         check_case(ks, &cases[i], 8.0f);
+    }
+    /* tiny, subnormal and signed-zero query entries with Flax's division by sqrt(32) and sqrt(24)
+     * (not powers of two), and by sqrt(16) */
+    static const int64_t tdepth[3] = {32, 24, 16};
+    for (int i = 0; i < 3; i++) {
+        const fcase ct = {.T = 40, .S = 40, .H = 2, .G = 1, .d = tdepth[i], .dv = 16, .causal = i != 1};
+        check_case_blk(ks, &ct, 1.0f, 48, true);
     }
 }
 
@@ -297,9 +307,9 @@ static void test_exp_bits_agree(const kernel_set *a, const kernel_set *b) {
  * give the right rows, any other causal t0 is declined before a write (attention_internal.h) */
 static void test_flash_t0(const kernel_set *ks) {
     const fcase c8 = {.T = 61, .S = 61, .H = 2, .G = 1, .d = 32, .dv = 24, .causal = true};
-    check_case_blk(ks, &c8, 1.0f, 24);
+    check_case_blk(ks, &c8, 1.0f, 24, false);
     const fcase c8b = {.T = 45, .S = 45, .H = 2, .G = 2, .d = 16, .dv = 16, .causal = true};
-    check_case_blk(ks, &c8b, 1.0f, 8);
+    check_case_blk(ks, &c8b, 1.0f, 8, false);
     const fcase c = {.T = 40, .S = 40, .H = 1, .G = 1, .d = 16, .dv = 16, .causal = true};
     const lx_flash_args a = {.S = c.S, .d = c.d, .dv = c.dv, .ldq = c.d, .ldk = c.d, .ldv = c.dv, .ldo = c.dv,
                              .qdiv = 4.0f, .qmul = 1.44269504088896341f, .causal = true};
