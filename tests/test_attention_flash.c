@@ -12,7 +12,9 @@
 #include <math.h>
 
 #include "../src/ops/attention_internal.h"
+#include "linnx/autodiff.h"
 #include "linnx/cpu.h"
+#include "linnx/nn.h"
 #include "lx_test.h"
 
 static uint32_t rng = 11;
@@ -25,6 +27,8 @@ typedef struct {
     const char *name;
     lx_flash_fwd_fn fwd;
     lx_flash_exp_fn exp;
+    lx_flash_bwd_fn bwd;
+    lx_isa isa;
 } kernel_set;
 
 typedef struct {
@@ -105,7 +109,18 @@ static bool run_kernel(const kernel_set *ks, const fcase *c, const float *q, con
     return ok;
 }
 
-static void check_case(const kernel_set *ks, const fcase *c, float qamp) {
+/* jobs of blk0 rows, then one job for all rows */
+/* sum(attention(q, k, v) * bwd_w): its cotangent of the output is bwd_w */
+static lx_array *bwd_w;
+static lx_status bwd_loss(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    const fcase *c = user;
+    *loss = lx_sum(lx_mul(lx_dot_product_attention(xs[0], xs[1], xs[2], NULL, NULL, c->causal, c->scale), bwd_w), 0, NULL,
+                   false);
+    return *loss ? LX_OK : lx_last_status();
+}
+
+static void check_case_blk(const kernel_set *ks, const fcase *c, float qamp, int64_t blk0, bool tiny) {
     const int64_t nq = c->T * c->H * c->d, nk = c->S * c->G * c->d, nv = c->S * c->G * c->dv, no = c->T * c->H * c->dv;
     const int64_t nl = c->H * c->T;
     float *q = malloc(sizeof(float) * (size_t)nq), *k = malloc(sizeof(float) * (size_t)nk);
@@ -113,13 +128,16 @@ static void check_case(const kernel_set *ks, const fcase *c, float qamp) {
     float *lseg = malloc(sizeof(float) * (size_t)(nl + 2 * GUARD)), *out = outg + GUARD, *lse = lseg + GUARD;
     double *ro = malloc(sizeof(double) * (size_t)(c->T * c->dv)), *rl = malloc(sizeof(double) * (size_t)c->T);
     for (int64_t i = 0; i < nq; i++) q[i] = qamp * frand();
+    if (tiny) /* entries below 2^-100 (a subnormal among them), zeros of both signs: the AVX2 kernel's
+               * tiles with such entries take the division instead of the corrected reciprocal */
+        for (int64_t i = 0; i < nq; i += 7) q[i] = i % 4 == 0 ? 1e-35f : i % 4 == 1 ? -3e-41f : i % 4 == 2 ? -0.0f : 0.0f;
     for (int64_t i = 0; i < nk; i++) k[i] = frand();
     for (int64_t i = 0; i < nv; i++) v[i] = frand();
     /* jobs of 48 rows (three tiles of 16) and of one block for all rows; each pass starts from
      * SENTINEL everywhere and runs the heads one at a time, so a write outside a job's rows and
      * head (or past the buffers) is seen before a later job overwrites it */
     for (int pass = 0; pass < 2; pass++) {
-        const int64_t blk = pass == 0 ? 48 : (c->T + 15) / 16 * 16;
+        const int64_t blk = pass == 0 ? blk0 : (c->T + 15) / 16 * 16;
         for (int64_t i = 0; i < no + 2 * GUARD; i++) outg[i] = SENTINEL;
         for (int64_t i = 0; i < nl + 2 * GUARD; i++) lseg[i] = SENTINEL;
         int64_t stray = 0;
@@ -148,6 +166,8 @@ static void check_case(const kernel_set *ks, const fcase *c, float qamp) {
     }
     free(q), free(k), free(v), free(outg), free(lseg), free(ro), free(rl);
 }
+
+static void check_case(const kernel_set *ks, const fcase *c, float qamp) { check_case_blk(ks, c, qamp, 48, false); }
 
 static void test_flash_values(const kernel_set *ks) {
     const fcase cases[] = {
@@ -182,6 +202,13 @@ static void test_flash_values(const kernel_set *ks) {
         /* sharp weights (most of each row's exponents far below 0): logits up to ~30, whose float32
          * rounding alone moves a weight by ~30 * 2^-24 relative (measured up to 6.6e-6) */
         check_case(ks, &cases[i], 8.0f);
+    }
+    /* tiny, subnormal and signed-zero query entries with Flax's division by sqrt(32) and sqrt(24)
+     * (not powers of two), and by sqrt(16) */
+    static const int64_t tdepth[3] = {32, 24, 16};
+    for (int i = 0; i < 3; i++) {
+        const fcase ct = {.T = 40, .S = 40, .H = 2, .G = 1, .d = tdepth[i], .dv = 16, .causal = i != 1};
+        check_case_blk(ks, &ct, 1.0f, 48, true);
     }
 }
 
@@ -274,18 +301,199 @@ static void test_exp_bits_agree(const kernel_set *a, const kernel_set *b) {
     LX_TEST_REPORT_(same, "%s and %s exp rows differ", a->name, b->name);
 }
 
+
+/* The AVX2 kernel's causal tiles split their key blocks at half 0's end (t0 + 16 i + 8), so t0
+ * must be a multiple of 8 there: jobs starting at multiples of 8 that are not multiples of 16
+ * give the right rows, any other causal t0 is declined before a write (attention_internal.h) */
+static void test_flash_t0(const kernel_set *ks) {
+    const fcase c8 = {.T = 61, .S = 61, .H = 2, .G = 1, .d = 32, .dv = 24, .causal = true};
+    check_case_blk(ks, &c8, 1.0f, 24, false);
+    const fcase c8b = {.T = 45, .S = 45, .H = 2, .G = 2, .d = 16, .dv = 16, .causal = true};
+    check_case_blk(ks, &c8b, 1.0f, 8, false);
+    const fcase c = {.T = 40, .S = 40, .H = 1, .G = 1, .d = 16, .dv = 16, .causal = true};
+    const lx_flash_args a = {.S = c.S, .d = c.d, .dv = c.dv, .ldq = c.d, .ldk = c.d, .ldv = c.dv, .ldo = c.dv,
+                             .qdiv = 4.0f, .qmul = 1.44269504088896341f, .causal = true};
+    float q[40 * 16], k[40 * 16], v[40 * 16], out[40 * 16], lse[40];
+    float *scratch = malloc(sizeof(float) * (size_t)lx_flash_scratch(&a));
+    for (int i = 0; i < 40 * 16; i++) q[i] = frand(), k[i] = frand(), v[i] = frand(), out[i] = SENTINEL;
+    for (int i = 0; i < 40; i++) lse[i] = SENTINEL;
+    static const int64_t t0s[3] = {4, 12, 1};
+    for (int i = 0; i < 3; i++) {
+        const bool ok = ks->fwd(&a, q, k, v, t0s[i], 16, out, lse, scratch);
+        int64_t touched = 0;
+        for (int j = 0; j < 40 * 16; j++) touched += out[j] != SENTINEL;
+        for (int j = 0; j < 40; j++) touched += lse[j] != SENTINEL;
+        LX_TEST_REPORT_(!ok && touched == 0, "%s causal t0 %lld: accepted %d, %lld entries written", ks->name,
+                        (long long)t0s[i], ok, (long long)touched);
+    }
+    free(scratch);
+}
+
+/* The fused backward called directly (lx_flash_bwd_fn: one call per kv head), from the fused
+ * forward's output and log-sum-exp, against a double-precision backward written here (P from the
+ * logits in double, dV = P^T dO, dS = P (dP - rowsum(P dP)), dQ = sc dS K, dK = sc dS^T Q): odd
+ * depths across the 8- and 16-column edges, GQA 3 and 1, ragged tiles, fewer and more keys than
+ * queries, depths 1 and 128. Each kv head's call runs into buffers of sentinels with guards and
+ * must write every row of its dq heads, dk and dv and nothing else (checked after each call);
+ * the scratch starts as NaN and, in a second run, as other garbage: the same bits both times.
+ * Where the kernel set is the one in force, the public value_and_grad (which runs this kernel
+ * after the fused forward) gives the same bits. */
+static void test_flash_bwd(const kernel_set *ks) {
+    const fcase cases[] = {
+        {.T = 64, .S = 64, .H = 4, .G = 4, .d = 32, .dv = 32, .causal = true}, /* lm_train's */
+        {.T = 37, .S = 37, .H = 6, .G = 2, .d = 19, .dv = 23, .causal = true},
+        {.T = 20, .S = 61, .H = 2, .G = 1, .d = 80, .dv = 48, .causal = false, .scale = 0.1f},
+        {.T = 50, .S = 21, .H = 2, .G = 2, .d = 16, .dv = 16, .causal = true},
+        {.T = 17, .S = 17, .H = 1, .G = 1, .d = 1, .dv = 3, .causal = true},
+        {.T = 26, .S = 26, .H = 2, .G = 1, .d = 128, .dv = 64, .causal = true},
+        {.T = 41, .S = 13, .H = 4, .G = 1, .d = 8, .dv = 8, .causal = false},
+        {.T = 33, .S = 50, .H = 4, .G = 2, .d = 32, .dv = 20, .causal = false},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const fcase *c = &cases[ci];
+        const int64_t T = c->T, S = c->S, H = c->H, G = c->G, d = c->d, dv = c->dv, R = H / G;
+        const int64_t nq = T * H * d, nk = S * G * d, nv = S * G * dv, no = T * H * dv;
+        float *q = malloc(sizeof(float) * (size_t)nq), *k = malloc(sizeof(float) * (size_t)nk);
+        float *v = malloc(sizeof(float) * (size_t)nv), *o = malloc(sizeof(float) * (size_t)no);
+        float *go = malloc(sizeof(float) * (size_t)no), *lse = malloc(sizeof(float) * (size_t)(H * T));
+        for (int64_t i = 0; i < nq; i++) q[i] = frand();
+        for (int64_t i = 0; i < nk; i++) k[i] = frand();
+        for (int64_t i = 0; i < nv; i++) v[i] = frand();
+        for (int64_t i = 0; i < no; i++) go[i] = frand();
+        bool fok = true;
+        for (int64_t h = 0; h < H; h++) fok &= run_head(ks, c, q, k, v, (T + 15) / 16 * 16, h, o, lse, NULL);
+        const float sc = c->scale == 0.0f ? 1.0f / sqrtf((float)d) : c->scale;
+        const lx_flash_bwd_args a = {.T = T, .S = S, .d = d, .dv = dv, .R = R, .ldq = H * d, .ldk = G * d,
+                                     .ldv = G * dv, .ldo = H * dv, .sc = sc, .causal = c->causal};
+        const int64_t nsc = lx_flash_bwd_scratch(&a);
+        float *scratch = malloc(sizeof(float) * (size_t)nsc);
+        float *g[2][3];
+        const int64_t n3[3] = {nq, nk, nv};
+        int64_t stray = 0;
+        for (int run = 0; run < 2; run++) {
+            for (int64_t i = 0; i < nsc; i++) scratch[i] = run == 0 ? NAN : (i % 3 ? 1e30f : -7.0f);
+            for (int j = 0; j < 3; j++) {
+                g[run][j] = malloc(sizeof(float) * (size_t)(n3[j] + 2 * GUARD));
+                for (int64_t i = 0; i < n3[j] + 2 * GUARD; i++) g[run][j][i] = SENTINEL;
+            }
+            float *dq = g[run][0] + GUARD, *dk = g[run][1] + GUARD, *dvv = g[run][2] + GUARD;
+            for (int64_t gg = 0; gg < G; gg++) {
+                ks->bwd(&a, q + gg * R * d, k + gg * d, v + gg * dv, o + gg * R * dv, go + gg * R * dv,
+                        lse + gg * R * T, dq + gg * R * d, dk + gg * d, dvv + gg * dv, scratch);
+                /* written: the heads of kv heads <= gg; untouched: the later ones and the guards */
+                for (int j = 0; j < 3; j++) {
+                    const int64_t rows = j == 0 ? T * H : S * G, w = j == 0 ? d : j == 1 ? d : dv;
+                    const int64_t per = j == 0 ? R : 1; /* heads per kv head in this array */
+                    for (int64_t r = 0; r < rows; r++) {
+                        const int64_t head = r % (j == 0 ? H : G), grp = head / per;
+                        for (int64_t e = 0; e < w; e++) {
+                            const float x = g[run][j][GUARD + r * w + e];
+                            stray += grp <= gg ? x == SENTINEL : x != SENTINEL;
+                        }
+                    }
+                    for (int64_t i = 0; i < GUARD; i++)
+                        stray += (g[run][j][i] != SENTINEL) + (g[run][j][GUARD + n3[j] + i] != SENTINEL);
+                }
+            }
+        }
+        int same = 1;
+        for (int j = 0; j < 3; j++) same &= memcmp(g[0][j] + GUARD, g[1][j] + GUARD, sizeof(float) * (size_t)n3[j]) == 0;
+        /* the double backward */
+        double *rq = calloc((size_t)nq, sizeof(double)), *rk = calloc((size_t)nk, sizeof(double));
+        double *rv = calloc((size_t)nv, sizeof(double)), *P = malloc(sizeof(double) * (size_t)S);
+        double *dP = malloc(sizeof(double) * (size_t)S);
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t gg = h / R;
+            for (int64_t t = 0; t < T; t++) {
+                const int64_t ns = c->causal && t + 1 < S ? t + 1 : S;
+                const float *qr = q + (t * H + h) * d, *gr = go + (t * H + h) * dv;
+                double mx = -INFINITY, sum = 0, dot = 0;
+                for (int64_t s = 0; s < ns; s++) {
+                    double l = 0;
+                    for (int64_t e = 0; e < d; e++) l += (double)qr[e] * k[(s * G + gg) * d + e];
+                    P[s] = l * sc;
+                    mx = fmax(mx, P[s]);
+                }
+                for (int64_t s = 0; s < ns; s++) sum += P[s] = exp(P[s] - mx);
+                for (int64_t s = 0; s < ns; s++) {
+                    P[s] /= sum;
+                    double x = 0;
+                    for (int64_t e = 0; e < dv; e++) x += (double)gr[e] * v[(s * G + gg) * dv + e];
+                    dP[s] = x;
+                    dot += P[s] * x;
+                }
+                for (int64_t s = 0; s < ns; s++) {
+                    const double ds = P[s] * (dP[s] - dot);
+                    for (int64_t e = 0; e < d; e++) {
+                        rq[(t * H + h) * d + e] += sc * ds * k[(s * G + gg) * d + e];
+                        rk[(s * G + gg) * d + e] += sc * ds * qr[e];
+                    }
+                    for (int64_t e = 0; e < dv; e++) rv[(s * G + gg) * dv + e] += P[s] * gr[e];
+                }
+            }
+        }
+        double err[3];
+        const double *ref[3] = {rq, rk, rv};
+        for (int j = 0; j < 3; j++) {
+            double m = 0, e = 0;
+            for (int64_t i = 0; i < n3[j]; i++) m = fmax(m, fabs(ref[j][i]));
+            for (int64_t i = 0; i < n3[j]; i++) {
+                const double x = fabs(g[0][j][GUARD + i] - ref[j][i]);
+                e = x > e || isnan(x) ? x : e;
+            }
+            err[j] = e / (1 + m);
+        }
+        printf("# %s bwd T %lld S %lld H %lld G %lld d %lld dv %lld causal %d: dq %.3g dk %.3g dv %.3g\n", ks->name,
+               (long long)T, (long long)S, (long long)H, (long long)G, (long long)d, (long long)dv, c->causal, err[0],
+               err[1], err[2]);
+        LX_TEST_REPORT_(fok && stray == 0 && same && err[0] <= 2e-5 && err[1] <= 2e-5 && err[2] <= 2e-5,
+                        "%s bwd T %lld S %lld H %lld G %lld d %lld dv %lld causal %d: forward ok %d, stray %lld, same bits %d, dq %.3g dk %.3g dv %.3g",
+                        ks->name, (long long)T, (long long)S, (long long)H, (long long)G, (long long)d, (long long)dv,
+                        c->causal, fok, (long long)stray, same, err[0], err[1], err[2]);
+        /* the public backward (attention_vjp) where this set is in force: the same bits (jobs of
+         * 128 rows in the forward, as run_head's one job here; dO = W for the loss sum(out W)) */
+        if (lx_isa_current() == ks->isa) {
+            size_t mark = lx_pool_open();
+            lx_array *x[3] = {lx_array_new(LX_F32, 4, (int64_t[]){1, T, H, d}), lx_array_new(LX_F32, 4, (int64_t[]){1, S, G, d}),
+                              lx_array_new(LX_F32, 4, (int64_t[]){1, S, G, dv})};
+            bwd_w = lx_array_new(LX_F32, 4, (int64_t[]){1, T, H, dv});
+            memcpy(lx_f32(x[0]), q, sizeof(float) * (size_t)nq), memcpy(lx_f32(x[1]), k, sizeof(float) * (size_t)nk);
+            memcpy(lx_f32(x[2]), v, sizeof(float) * (size_t)nv), memcpy(lx_f32(bwd_w), go, sizeof(float) * (size_t)no);
+            lx_array *val = NULL, *gr[3] = {0};
+            fcase cc = *c;
+            const lx_status st = lx_value_and_grad(bwd_loss, &cc, 3, x, &val, gr);
+            int api_same = st == LX_OK;
+            for (int j = 0; api_same && j < 3; j++)
+                api_same = memcmp(lx_f32(gr[j]), g[0][j] + GUARD, sizeof(float) * (size_t)n3[j]) == 0;
+            LX_TEST_REPORT_(api_same, "%s bwd T %lld d %lld: value_and_grad's gradients differ from the direct calls (status %d)",
+                            ks->name, (long long)T, (long long)d, (int)st);
+            lx_release(val);
+            for (int j = 0; j < 3; j++) lx_release(gr[j]), lx_release(x[j]);
+            lx_release(bwd_w);
+            lx_pool_close(mark);
+        }
+        for (int run = 0; run < 2; run++)
+            for (int j = 0; j < 3; j++) free(g[run][j]);
+        free(q), free(k), free(v), free(o), free(go), free(lse), free(scratch);
+        free(rq), free(rk), free(rv), free(P), free(dP);
+    }
+}
+
 static void test_flash(void) {
     kernel_set sets[2];
     int n = 0;
     if (lx_isa_supported(LX_ISA_AVX2) && lx_flash_fwd_avx2())
-        sets[n++] = (kernel_set){"avx2", lx_flash_fwd_avx2(), lx_flash_exp_avx2()};
+        sets[n++] = (kernel_set){"avx2", lx_flash_fwd_avx2(), lx_flash_exp_avx2(), lx_flash_bwd_avx2(), LX_ISA_AVX2};
     if (lx_isa_supported(LX_ISA_AVX512) && lx_flash_fwd_avx512())
-        sets[n++] = (kernel_set){"avx512", lx_flash_fwd_avx512(), lx_flash_exp_avx512()};
+        sets[n++] = (kernel_set){"avx512", lx_flash_fwd_avx512(), lx_flash_exp_avx512(), lx_flash_bwd_avx512(),
+                                 LX_ISA_AVX512};
     printf("# fused attention kernels this CPU runs: %d\n", n);
     for (int i = 0; i < n; i++) {
         test_flash_values(&sets[i]);
         test_flash_declines(&sets[i]);
         test_flash_exp(&sets[i]);
+        test_flash_bwd(&sets[i]);
+        if (sets[i].isa == LX_ISA_AVX2) test_flash_t0(&sets[i]); /* the AVX-512 kernel does not check */
     }
     if (n == 2) test_exp_bits_agree(&sets[0], &sets[1]);
     CHECK(n >= 0);

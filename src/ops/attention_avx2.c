@@ -281,6 +281,77 @@ static inline __attribute__((always_inline)) void fwd_block(const int nh, const 
     for (; c < dv; c++) pv_cols(nh, 1, KS, P, Vb, c, alpha, rescale, Ot);
 }
 
+/* How a query tile is divided by qdiv (Flax's sqrt(depth)): not at all, by the reciprocal's product
+ * (a power of two: the same real number), by div_q's corrected reciprocal product without its
+ * range test (the correctly rounded quotient for entries of magnitude in [2^-100, 2^100] and
+ * zeros; q_tile's caller tests the range once per tile), or by div_q itself. */
+enum { Q_NONE, Q_POW2, Q_RECIP, Q_DIV };
+
+/* Qt (d x 16, rows at stride TS) = the tile's n (<= 16) query rows from q (stride ldq), transposed,
+ * divided as `how` says and times qmul (padding lanes 0). Q_RECIP: amax / amin take the unsigned
+ * max of the entries' magnitude bits and the min of those bits minus 1 (zeros wrap to the top: the
+ * min is over the nonzero entries); otherwise qbad += x - x (NaN exactly for inf / NaN entries).
+ * div_q's range test on every vector had been ~5% of the depth-32 forward. */
+static inline __attribute__((always_inline)) void q_tile(const int how, int64_t d, int64_t ldq, const float *q,
+                                                          int64_t n, float qdiv, float qmul, float *Qt, __m256i *amax,
+                                                          __m256i *amin, __m256 *qbad) {
+    const __m256 zero = _mm256_setzero_ps(), vb = _mm256_set1_ps(qdiv), y = _mm256_set1_ps(1.0f / qdiv);
+    const __m256 vm = _mm256_set1_ps(qmul);
+    const __m256i mag = _mm256_set1_epi32(0x7fffffff), one = _mm256_set1_epi32(1);
+    for (int h = 0; h < 2 && 8 * h < n; h++) {
+        const float *qr = q + 8 * h * ldq;
+        const int64_t nr = n - 8 * h < 8 ? n - 8 * h : 8;
+        for (int64_t c0 = 0; c0 < d; c0 += 8) {
+            const int64_t nc = d - c0 < 8 ? d - c0 : 8;
+            __m256 r[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                r[i] = i < nr ? load_n(qr + i * ldq + c0, nc) : zero;
+                if (how == Q_RECIP) {
+                    const __m256i b = _mm256_and_si256(_mm256_castps_si256(r[i]), mag);
+                    *amax = _mm256_max_epu32(*amax, b);
+                    *amin = _mm256_min_epu32(*amin, _mm256_sub_epi32(b, one));
+                } else {
+                    *qbad = _mm256_add_ps(*qbad, _mm256_sub_ps(r[i], r[i]));
+                }
+            }
+            transpose8(r);
+#pragma GCC unroll 8
+            for (int cc = 0; cc < 8; cc++) {
+                if (cc >= nc) break;
+                __m256 x = r[cc];
+                if (how == Q_POW2) {
+                    x = _mm256_mul_ps(x, y); /* exact: the same bits as the quotient */
+                } else if (how == Q_RECIP) {
+                    const __m256 q0 = _mm256_mul_ps(x, y);
+                    x = _mm256_fmadd_ps(_mm256_fnmadd_ps(q0, vb, x), y, q0);
+                } else if (how == Q_DIV) {
+                    x = div_q(x, qdiv);
+                }
+                _mm256_store_ps(Qt + (c0 + cc) * TS + 8 * h, _mm256_mul_ps(x, vm));
+            }
+        }
+    }
+}
+
+/* q_tile per division, each compiled once and called (inlined, its copies in flash_fwd_ks's four
+ * strides changed GCC's code for the blocks: PV's loop ran 3x the instructions at depth 16) */
+#define Q_TILE_ARGS                                                                                                    \
+    int64_t d, int64_t ldq, const float *q, int64_t n, float qdiv, float qmul, float *Qt, __m256i *amax,              \
+        __m256i *amin, __m256 *qbad
+#define Q_TILE_FN(HOW)                                                                                                 \
+    static __attribute__((noinline)) void q_tile_##HOW(Q_TILE_ARGS) {                                                 \
+        q_tile(HOW, d, ldq, q, n, qdiv, qmul, Qt, amax, amin, qbad);                                                   \
+    }
+Q_TILE_FN(Q_NONE)
+Q_TILE_FN(Q_POW2)
+Q_TILE_FN(Q_RECIP)
+Q_TILE_FN(Q_DIV)
+typedef void (*q_tile_fn)(Q_TILE_ARGS);
+static q_tile_fn q_tile_for(int how) {
+    return how == Q_RECIP ? q_tile_Q_RECIP : how == Q_POW2 ? q_tile_Q_POW2 : how == Q_DIV ? q_tile_Q_DIV : q_tile_Q_NONE;
+}
+
 /* KS: the packed rows' stride (>= d, dv), a constant so that one pointer and fixed offsets
  * address a block's 8 rows. */
 static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, const lx_flash_args *a, const float *q,
@@ -293,7 +364,7 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
     const __m256 ninf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
     int qexp;
     /* a power of two (depth 4, 16, 64): x * (1 / qdiv) is the same real number as x / qdiv */
-    const bool qpow2 = a->qdiv != 0.0f && frexpf(a->qdiv, &qexp) == 0.5f;
+    const int fast = a->qdiv == 0.0f ? Q_NONE : frexpf(a->qdiv, &qexp) == 0.5f ? Q_POW2 : Q_RECIP;
     bool ok = true;
     for (int64_t i0 = t0; i0 < t0 + tq; i0 += 16) {
         const int64_t n = t0 + tq - i0 < 16 ? t0 + tq - i0 : 16;
@@ -303,26 +374,23 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
         if (i0 + 16 < t0 + tq)
             for (int64_t i = 16; i < 32 && i0 + i < t0 + tq; i++)
                 for (int64_t c = 0; c < d; c += 16) _mm_prefetch((const char *)(q + (i0 + i) * a->ldq + c), _MM_HINT_T0);
-        __m256 qbad = zero; /* x - x: NaN exactly for inf / NaN entries */
-        for (int h = 0; h < nh; h++) { /* the half's queries, transposed and scaled (padding lanes 0) */
-            const float *qr = q + (i0 + 8 * h) * a->ldq;
-            const int64_t nr = n - 8 * h < 8 ? n - 8 * h : 8;
-            for (int64_t c0 = 0; c0 < d; c0 += 8) {
-                const int64_t nc = d - c0 < 8 ? d - c0 : 8;
-                __m256 r[8];
-#pragma GCC unroll 8
-                for (int i = 0; i < 8; i++) r[i] = i < nr ? load_n(qr + i * a->ldq + c0, nc) : zero;
-                transpose8(r);
-                for (int64_t cc = 0; cc < nc; cc++) {
-                    __m256 x = r[cc];
-                    qbad = _mm256_add_ps(qbad, _mm256_sub_ps(x, x));
-                    if (qpow2) x = _mm256_mul_ps(x, _mm256_set1_ps(1.0f / a->qdiv)); /* exact: same bits */
-                    else if (a->qdiv != 0.0f) x = div_q(x, a->qdiv);
-                    _mm256_store_ps(Qt + (c0 + cc) * TS + 8 * h, _mm256_mul_ps(x, _mm256_set1_ps(a->qmul)));
-                }
-            }
-            for (int64_t c = 0; c < dv; c++) _mm256_store_ps(Ot + c * TS + 8 * h, zero);
+        /* the tile's queries: first the fast quotient (below) and the entries' magnitude bits,
+         * then, if an entry is out of its range, again through div_q vector by vector */
+        __m256i amax = _mm256_setzero_si256(), amin = _mm256_set1_epi32(-1);
+        __m256 qbad = zero;
+        q_tile_for(fast)(d, a->ldq, q + i0 * a->ldq, n, a->qdiv, a->qmul, Qt, &amax, &amin, &qbad);
+        uint32_t mx[8], mn[8], bmax = 0, bmin = UINT32_MAX;
+        _mm256_storeu_si256((__m256i *)mx, amax), _mm256_storeu_si256((__m256i *)mn, amin);
+        for (int i = 0; i < 8; i++) bmax = mx[i] > bmax ? mx[i] : bmax, bmin = mn[i] < bmin ? mn[i] : bmin;
+        if (bmax >= 0x7f800000u || _mm256_movemask_ps(_mm256_cmp_ps(qbad, qbad, _CMP_UNORD_Q))) {
+            /* an inf / NaN query entry: the general path */
+            ok = false;
+            continue;
         }
+        if (fast == Q_RECIP && (bmax > 0x71800000u || bmin < 0x0d800000u - 1)) /* past 2^100 or below 2^-100 */
+            q_tile_for(Q_DIV)(d, a->ldq, q + i0 * a->ldq, n, a->qdiv, a->qmul, Qt, &amax, &amin, &qbad);
+        for (int h = 0; h < nh; h++)
+            for (int64_t c = 0; c < dv; c++) _mm256_store_ps(Ot + c * TS + 8 * h, zero);
         /* causal: half 0 needs keys up to i0 + 8 (a multiple of 8: t0 is one of 16), half 1 up to
          * i0 + n; so the blocks both need run with nh = 2 and see the same kb, and half 1's last
          * block runs alone */
@@ -343,9 +411,8 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
             for (; j0 < kend1; j0 += 8)
                 fwd_block(1, KS, d, dv, Qt + 8, Kp + j0 * KS, Vp + j0 * KS, kend1 - j0 < 8 ? (int)(kend1 - j0) : 8,
                           a->causal, j0, i0 + 8, m + 1, l + 1, Ot + 8, P + 8);
-        /* an inf / NaN query entry, or a logit that overflowed (l is then 0, inf or NaN): the
-         * general path */
-        int bad = _mm256_movemask_ps(_mm256_cmp_ps(qbad, qbad, _CMP_UNORD_Q));
+        /* a logit that overflowed (l is then 0, inf or NaN): the general path */
+        int bad = 0;
         for (int h = 0; h < nh; h++) {
             const __m256 rows = _mm256_castsi256_ps(lanes_below(n - 8 * h));
             const __m256 lbad = _mm256_or_ps(_mm256_cmp_ps(l[h], _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ),
@@ -432,6 +499,10 @@ static inline __attribute__((always_inline)) bool flash_fwd_pack(const int KS, c
 
 static bool flash_fwd(const lx_flash_args *a, const float *q, const float *k, const float *v, int64_t t0, int64_t tq,
                       float *out, float *lse, float *scratch) {
+    /* causal tiles split their key blocks at half 0's end, t0 + 16 i + 8, which must be a block
+     * edge (flash_fwd_ks): another t0 is declined before anything is read or written (the
+     * caller's general path then has the rows; attention.c's jobs start at multiples of 128) */
+    if (a->causal && t0 % 8 != 0) return false;
     switch (lx_flash_stride(a)) {
     case 16: return flash_fwd_pack(16, a, q, k, v, t0, tq, out, lse, scratch);
     case 32: return flash_fwd_pack(32, a, q, k, v, t0, tq, out, lse, scratch);

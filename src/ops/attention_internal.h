@@ -23,8 +23,10 @@ typedef struct {
     bool causal;               /* key s > query t masked */
 } lx_flash_args;
 
-/* q, out: row 0 of the (batch, head); k, v: row 0 of its kv head. t0 a multiple of 16. lse, when
- * not NULL, gets each row's natural-log log-sum-exp of the scaled logits (indexed by query row).
+/* q, out: row 0 of the (batch, head); k, v: row 0 of its kv head. t0 a multiple of 16 (causal
+ * tiles split their key blocks at t0 + 16 i + 8; the AVX2 kernel checks that t0 is a multiple of
+ * 8 when causal and otherwise returns false having written nothing). lse, when not NULL, gets
+ * each row's natural-log log-sum-exp of the scaled logits (indexed by query row).
  * Returns false, with out's rows undefined, when q's rows, k or v hold an inf or NaN or a logit
  * overflowed: the caller computes those rows the general way. */
 /* scratch: lx_flash_scratch(a) floats (the keys and values the rows read, packed). */
