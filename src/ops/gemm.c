@@ -24,6 +24,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels.h"
 #include "linalg_internal.h"
@@ -441,7 +442,7 @@ static void packed_worker(void *arg) {
         else pack_a_item(j, t - npack_b);
         atomic_fetch_add(&j->packed, 1);
     }
-    while (atomic_load(&j->packed) < npack) sched_yield();
+    LX_SPIN_WAIT(atomic_load(&j->packed) < npack); /* items another thread holds (team.h) */
     float *Ap = j->Ash ? j->Ash : thread_scratch(0, (size_t)(j->bk.mc * j->bk.kc + 64)); /* + slack for vector packing stores */
     float *Bpriv = j->Bp ? NULL : thread_scratch(1, (size_t)(j->kb * j->g->nr * B_GROUP + 64));
     if (!Ap || (!j->Bp && !Bpriv)) {
