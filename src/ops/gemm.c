@@ -169,7 +169,7 @@ static void gemm_small(const lx_gemm_kernels *g, bool transA, bool transB, int64
 }
 
 /* The small path on the pool: ranges of rows, claimed one at a time. A range starts at a multiple of
- * SMALL_PAR_ROWS rows (every small-path register tile height, 6, 8 and 12, divides it), so each
+ * SMALL_PAR_ROWS rows (every small-path register tile height, 4, 6, 8 and 12, divides it), so each
  * tile covers the rows it covers in one call and every value keeps its bits. Worth it from
  * SMALL_PAR_WORK multiply-adds: the MLP's 10-wide last layer (128 x 512 x 10, its dX 128 x 10 x 512
  * and dW 512 x 128 x 10) took 76-80 us each on one thread, the other one idle. */
