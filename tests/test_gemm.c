@@ -224,6 +224,53 @@ static void test_threads(void) {
     CHECK_EQ_INT(bad, 0);
 }
 
+/* The small path on two threads (row ranges of 24 rows claimed from the pool) against the same
+ * product on one thread, bit for bit, on every set: the MLP's 10-wide last layer and its two
+ * backward products, ragged row counts (a last range of 1 and of 23 rows), every transpose, beta 0
+ * (C full of NaN) and 0.5, and the bias + ReLU epilogue writing y beside C (the ranges' rows of y). */
+static void test_small_threads(void) {
+    static const int dims[][3] = {{128, 10, 512}, {128, 512, 10}, {512, 10, 128}, {97, 70, 260}, {71, 33, 300}};
+    float bias[512];
+    for (int j = 0; j < 512; j++) bias[j] = frand();
+    lx_sgemm_force_path(LX_GEMM_PATH_SMALL);
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        int bad = 0;
+        for (int d = 0; d < 5; d++)
+            for (int t = 0; t < 8; t++) {
+                bool ta = t & 1, tb = (t >> 1) & 1, ep_on = t >> 2;
+                int M = dims[d][0], N = dims[d][1], K = dims[d][2];
+                int lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 2, ldc = N + 3, ldy = N + 1;
+                float beta = t == 2 || t == 5 ? 0.5f : 0.0f;
+                size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc,
+                       ny = (size_t)M * ldy;
+                float *A = malloc(sizeof(float) * na), *B = malloc(sizeof(float) * nb);
+                float *C1 = malloc(sizeof(float) * nc), *C2 = malloc(sizeof(float) * nc);
+                float *Y1 = malloc(sizeof(float) * ny), *Y2 = malloc(sizeof(float) * ny);
+                for (size_t i = 0; i < na; i++) A[i] = frand();
+                for (size_t i = 0; i < nb; i++) B[i] = frand();
+                for (size_t i = 0; i < nc; i++) C1[i] = C2[i] = beta == 0.0f ? NAN : frand();
+                for (size_t i = 0; i < ny; i++) Y1[i] = Y2[i] = NAN;
+                lx_gemm_epilogue e1 = {.bias = bias, .act = LX_GEMM_ACT_RELU, .y = Y1, .ldy = ldy}, e2 = e1;
+                e2.y = Y2;
+                bad += lx_sgemm_ex(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C1, ldc, ep_on ? &e1 : NULL, 1) != LX_OK;
+                bad += lx_sgemm_ex(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C2, ldc, ep_on ? &e2 : NULL, 2) != LX_OK;
+                int diff = memcmp(C1, C2, sizeof(float) * nc) != 0 || memcmp(Y1, Y2, sizeof(float) * ny) != 0;
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) diff |= !isfinite(C2[(size_t)i * ldc + j]);
+                if (diff)
+                    fprintf(stderr, "small path on 2 threads differs: set %s %dx%dx%d ta %d tb %d epilogue %d\n",
+                            sets[s], M, N, K, ta, tb, ep_on);
+                bad += diff;
+                free(A), free(B), free(C1), free(C2), free(Y1), free(Y2);
+            }
+        CHECK_EQ_INT(bad, 0);
+    }
+    lx_isa_set(NULL);
+    lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
+}
+
 /* Two threads of the program calling GEMM at once: one gets the worker pool, the other runs alone. */
 typedef struct {
     int bad;
@@ -591,6 +638,7 @@ int main(void) {
     RUN(test_paths_agree);
     RUN(test_one_row_ragged_in_place);
     RUN(test_threads);
+    RUN(test_small_threads);
     RUN(test_concurrent_callers);
     RUN(test_epilogues);
     RUN(test_epilogue_bits);

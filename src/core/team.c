@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <time.h>
 
 #define TEAM_MAX 64
 
@@ -97,7 +98,7 @@ void lx_team_run(int nthreads, void (*fn)(void *), void *arg) {
     pthread_mutex_unlock(&mu);
     fn(arg);
     atomic_store(&open_, false);
-    while (atomic_load(&active) != 0) sched_yield(); /* only workers that joined: each finishes its item */
+    LX_SPIN_WAIT(atomic_load(&active) != 0); /* only workers that joined: each finishes its item */
     atomic_flag_clear(&busy);
     cur_tid = tid;
 }

@@ -36,4 +36,35 @@ int lx_parallel_for_dynamic(int nthreads, int64_t n, int64_t grain, lx_range_fn 
  * in one loop share an id. 0 outside a loop, and inside a loop run inline. */
 int lx_parallel_tid(void);
 
+/* Wait while `cond` holds: a CPU pause loop for up to LX_SPIN_WAIT_NS, then sched_yield() until it
+ * no longer holds. For waits on another participant's item (microseconds). Why not sched_yield
+ * from the start: on Linux's EEVDF scheduler (6.6 on) a sched_yield while any other task is
+ * runnable on the CPU, even a nice-19 compile, pushes the caller's deadline out by a slice, and
+ * that task then runs a whole slice (about a millisecond) although the wait would have ended
+ * microseconds later. On a quiet machine sched_yield returns at once and the two are the same;
+ * the pause loop is bounded so that a caller sharing its CPU with the thread it waits for gives
+ * the CPU up after LX_SPIN_WAIT_NS. Needs <sched.h>, <time.h>. */
+#define LX_SPIN_WAIT_NS 50000
+#if defined(__x86_64__) || defined(__i386__)
+#define LX_CPU_PAUSE() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define LX_CPU_PAUSE() __asm__ volatile("yield")
+#else
+#define LX_CPU_PAUSE() ((void)0)
+#endif
+#define LX_SPIN_WAIT(cond)                                                                                 \
+    do {                                                                                                    \
+        struct timespec lx_sw_t0_, lx_sw_t_;                                                                \
+        clock_gettime(CLOCK_MONOTONIC, &lx_sw_t0_);                                                         \
+        for (unsigned lx_sw_i_ = 1; (cond); lx_sw_i_++) {                                                   \
+            LX_CPU_PAUSE();                                                                                 \
+            if (lx_sw_i_ % 64 != 0) continue;                                                               \
+            clock_gettime(CLOCK_MONOTONIC, &lx_sw_t_);                                                      \
+            if ((lx_sw_t_.tv_sec - lx_sw_t0_.tv_sec) * 1000000000LL + (lx_sw_t_.tv_nsec - lx_sw_t0_.tv_nsec) >  \
+                LX_SPIN_WAIT_NS)                                                                            \
+                break;                                                                                      \
+        }                                                                                                   \
+        while (cond) sched_yield();                                                                         \
+    } while (0)
+
 #endif

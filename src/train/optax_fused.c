@@ -14,6 +14,7 @@
  * other chains, inject_hyperparams, masks, Nesterov Adam, bfloat16 leaves or moments, debug_nans,
  * and every error (the unfused path then reports it with its own message). */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -305,76 +306,61 @@ static void sgd_leaf(int avx2, const sgd_k *k, int64_t n, const float *g, const 
     sgd_base(n, k, g, t0, t, p, po);
 }
 
-/* A leaf of n elements in chunks for the threads (lx_num_threads): elementwise, so any split gives
- * the same bits. Leaves under PAR_MIN elements run on the calling thread. */
-enum { PAR_MIN = 1 << 16, CHUNK_ALIGN = 64 };
+/* Every leaf of a step in one job on the pool: the leaves are cut into chunks of at most CHUNK
+ * elements (a multiple of 64; a smaller leaf is one chunk) that the threads claim one at a time
+ * from a counter, in leaf order, so the whole update is one pool round trip and the threads end
+ * within a chunk of each other. Elementwise, so any split gives the same bits. Before, each leaf
+ * of PAR_MIN elements or more was one job of one chunk per thread and every smaller leaf ran on
+ * the caller: mlp_train's adam was two jobs whose halves ended 40-50 us apart (the threads do
+ * not start together: a worker joins a few microseconds after the caller), ~90 us of the caller
+ * waiting per step. A step of fewer than PAR_MIN elements in all runs on the calling thread. */
+enum { PAR_MIN = 1 << 16, CHUNK = 1 << 14 };
 
-static int leaf_chunks(int64_t n, int64_t *len) {
+typedef struct step_job {
+    int avx2, n;            /* kernel set, leaves */
+    const adam_k *ak;       /* adam, or */
+    const sgd_k *sk;        /* sgd (trace when o1 / n1 are given) */
+    lx_array *const *g, *const *p, *const *np; /* gradients, params in, params out */
+    lx_array *const *o1, *const *o2, *const *n1, *const *n2; /* moments in and out (adam: mu, nu; sgd: trace) */
+    int64_t nchunks;
+    atomic_llong next;
+} step_job;
+
+static int64_t leaf_nchunks(const step_job *j, int i) { return (j->np[i]->size + CHUNK - 1) / CHUNK; }
+
+static void step_chunk(const step_job *j, int i, int64_t c) {
+    int64_t a = c * CHUNK, n = j->np[i]->size, l = n - a < CHUNK ? n - a : CHUNK;
+    const float *g = lx_f32(j->g[i]) + a, *p = lx_f32(j->p[i]) + a;
+    float *po = lx_f32(j->np[i]) + a;
+    if (j->ak) {
+        adam_leaf(j->avx2, j->ak, l, g, lx_f32(j->o1[i]) + a, lx_f32(j->o2[i]) + a, lx_f32(j->n1[i]) + a,
+                  lx_f32(j->n2[i]) + a, p, po);
+    } else {
+        bool tr = j->sk->trace;
+        sgd_leaf(j->avx2, j->sk, l, g, tr ? lx_f32(j->o1[i]) + a : NULL, tr ? lx_f32(j->n1[i]) + a : NULL, p, po);
+    }
+}
+
+/* Whoever runs this claims chunks until none is left; claimed indices only grow, so each thread
+ * walks the leaves forward from its last one. */
+static void step_run(void *arg) {
+    step_job *j = arg;
+    int i = 0;
+    int64_t first = 0; /* the first chunk of leaf i */
+    for (int64_t c; (c = (int64_t)atomic_fetch_add(&j->next, 1)) < j->nchunks;) {
+        while (c >= first + leaf_nchunks(j, i)) first += leaf_nchunks(j, i++);
+        step_chunk(j, i, c - first);
+    }
+}
+
+static void step_all(step_job *j) {
+    int64_t total = 0;
+    j->nchunks = 0;
+    for (int i = 0; i < j->n; i++) total += j->np[i]->size, j->nchunks += leaf_nchunks(j, i);
+    atomic_init(&j->next, 0);
     int nt = lx_num_threads();
-    if (nt <= 1 || n < PAR_MIN) {
-        *len = n;
-        return 1;
-    }
-    int64_t c = (n + nt - 1) / nt;
-    c = (c + CHUNK_ALIGN - 1) / CHUNK_ALIGN * CHUNK_ALIGN;
-    *len = c;
-    return (int)((n + c - 1) / c);
-}
-
-/* chunks [lo, hi) of `len` elements of one leaf (the last one shorter) */
-typedef struct leaf_job {
-    int avx2;
-    int64_t n, len;
-    const float *g, *p;
-    float *po;
-    const float *m0, *v0;
-    float *m, *v;
-    const adam_k *ak;
-    const sgd_k *sk;
-    const float *t0;
-    float *t;
-} leaf_job;
-
-static int adam_chunks(void *ctx, int64_t lo, int64_t hi) {
-    const leaf_job *j = ctx;
-    for (int64_t c = lo; c < hi; c++) {
-        int64_t a = c * j->len, l = a + j->len > j->n ? j->n - a : j->len;
-        adam_leaf(j->avx2, j->ak, l, j->g + a, j->m0 + a, j->v0 + a, j->m + a, j->v + a, j->p + a, j->po + a);
-    }
-    return 0;
-}
-
-static int sgd_chunks(void *ctx, int64_t lo, int64_t hi) {
-    const leaf_job *j = ctx;
-    for (int64_t c = lo; c < hi; c++) {
-        int64_t a = c * j->len, l = a + j->len > j->n ? j->n - a : j->len;
-        sgd_leaf(j->avx2, j->sk, l, j->g + a, j->t0 ? j->t0 + a : NULL, j->t ? j->t + a : NULL, j->p + a, j->po + a);
-    }
-    return 0;
-}
-
-static void adam_leaf_par(int avx2, const adam_k *k, int64_t n, const float *g, const float *m0, const float *v0,
-                          float *m, float *v, const float *p, float *po) {
-    int64_t len;
-    int nc = leaf_chunks(n, &len);
-    if (nc == 1) {
-        adam_leaf(avx2, k, n, g, m0, v0, m, v, p, po);
-        return;
-    }
-    leaf_job j = {avx2, n, len, g, p, po, m0, v0, m, v, k, NULL, NULL, NULL};
-    lx_parallel_for(nc, nc, adam_chunks, &j);
-}
-
-static void sgd_leaf_par(int avx2, const sgd_k *k, int64_t n, const float *g, const float *t0, float *t,
-                         const float *p, float *po) {
-    int64_t len;
-    int nc = leaf_chunks(n, &len);
-    if (nc == 1) {
-        sgd_leaf(avx2, k, n, g, t0, t, p, po);
-        return;
-    }
-    leaf_job j = {avx2, n, len, g, p, po, NULL, NULL, NULL, NULL, NULL, k, t0, t};
-    lx_parallel_for(nc, nc, sgd_chunks, &j);
+    if (nt <= 1 || total < PAR_MIN) step_run(j);
+    else lx_team_run(nt < j->nchunks ? nt : (int)j->nchunks, step_run, j);
 }
 
 /* ------------------------------------------------------------------ the step */
@@ -494,9 +480,11 @@ lx_status lx_optax_fused_step_ex(const optax_tx *tx, const lx_tree *grads, const
                         .fma_bc = bc1 >= 0x1p-40f && bc1 <= 1.0f && bc2 >= 0x1p-40f && bc2 <= 1.0f,
                         .wd = pl.decay ? pl.decay->f[0] : 0.0f, .lr = lr, .decay = pl.decay != NULL};
             /* in place: only once nothing can fail any more (below), so a failed step changes nothing */
-            for (int i = 0; !in_place && i < n; i++)
-                adam_leaf_par(avx2, &ak, np[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(n1[i]),
-                          lx_f32(n2[i]), lx_f32(lv.params[i]), lx_f32(np[i]));
+            if (!in_place) {
+                step_job sj = {.avx2 = avx2, .n = n, .ak = &ak, .g = g, .p = lv.params, .np = np, .o1 = o1, .o2 = o2,
+                               .n1 = n1, .n2 = n2};
+                step_all(&sj);
+            }
             /* ScaleByAdamState(count, mu, nu), as adam_update builds it */
             s0 = lx_tree_new();
             ok = s0 && lx_state_put_count(s0, "count", t) == LX_OK && lx_state_put_moment(s0, "mu", &lv, n1) == LX_OK &&
@@ -504,9 +492,8 @@ lx_status lx_optax_fused_step_ex(const optax_tx *tx, const lx_tree *grads, const
         } else {
             sgd_k k = {.decay = pl.trace ? pl.first->f[0] : 0.0f, .lr = lr, .trace = pl.trace,
                        .nesterov = pl.trace && pl.first->flag[0]};
-            for (int i = 0; i < n; i++)
-                sgd_leaf_par(avx2, &k, np[i]->size, lx_f32(g[i]), pl.trace ? lx_f32(o1[i]) : NULL,
-                         pl.trace ? lx_f32(n1[i]) : NULL, lx_f32(lv.params[i]), lx_f32(np[i]));
+            step_job sj = {.avx2 = avx2, .n = n, .sk = &k, .g = g, .p = lv.params, .np = np, .o1 = o1, .n1 = n1};
+            step_all(&sj);
             s0 = lx_tree_new();
             ok = s0 && (!pl.trace || lx_state_put_moment(s0, "trace", &lv, n1) == LX_OK);
         }
@@ -527,9 +514,11 @@ lx_status lx_optax_fused_step_ex(const optax_tx *tx, const lx_tree *grads, const
         ok = put_sub(ns, tx->n - 1, l) == LX_OK && ok;
     }
     if (ok) ok = lx_optax_params_like(params, &lv, np, &out) == LX_OK;
-    for (int i = 0; ok && in_place && i < n; i++)
-        adam_leaf_par(avx2, &ak, lv.params[i]->size, lx_f32(g[i]), lx_f32(o1[i]), lx_f32(o2[i]), lx_f32(o1[i]),
-                      lx_f32(o2[i]), lx_f32(lv.params[i]), lx_f32(lv.params[i]));
+    if (ok && in_place) { /* the moments and params overwritten: out = in */
+        step_job sj = {.avx2 = avx2, .n = n, .ak = &ak, .g = g, .p = lv.params, .np = lv.params, .o1 = o1, .o2 = o2,
+                       .n1 = o1, .n2 = o2};
+        step_all(&sj);
+    }
     for (int i = 0; buf && i < n; i++) {
         lx_optax_recycle(np[i]);
         lx_optax_recycle(n1[i]); /* NULL after put_moment stole them */
