@@ -112,6 +112,11 @@ npy "$cli_tmp/d/y.npy" '<f4' '(2, 1)' '\x00\x00\x00\x40\x00\x00\x80\x40'
 want 'loss float32[]: 5' 'bias Param float32[1]: -3' 'kernel Param float32[1,1]: -5'
 check_close "grad $NZ --seed 0 --data '$cli_tmp/d' --loss l2_loss"
 check_close "grad $NZ --seed 0 --data '$cli_tmp/d/x.npy,$cli_tmp/d/y.npy' --loss l2_loss"
+# integer x (uint8, as images come) reaches a Dense/Linear as float32 (promote_dtype), not as ids
+mkdir -p "$cli_tmp/du"
+npy "$cli_tmp/du/x.npy" '|u1' '(2, 1)' '\x01\x02'
+cp "$cli_tmp/d/y.npy" "$cli_tmp/du/y.npy"
+check_close "grad $NZ --seed 0 --data '$cli_tmp/du' --loss l2_loss"
 
 # ---- --data FILE.safetensors: tensors x and y (x float64 (2, 1) = 1, 2; y int64 (2, 1) = 2, 4 read
 # as float32: the same hand-computed case), and the same file converted to Flax msgpack

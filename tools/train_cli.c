@@ -425,10 +425,11 @@ static int ctor_value(void *ctx, spec_node *v, lx_value *out) {
 }
 
 /* x as the model reads it: int32 token ids when it starts with an Embed (lx_cast: truncation
- * toward zero that saturates, where a C cast of an out-of-range float is undefined). */
+ * toward zero that saturates, where a C cast of an out-of-range float is undefined), else float32
+ * (integer data such as uint8 images, as Dense's promote_dtype makes them). */
 static lx_array *model_input(lx_array *x, bool ids) {
-    if (!ids || x->dtype == LX_I32) return x;
-    return lx_cast(x, LX_I32);
+    if (ids) return x->dtype == LX_I32 ? x : lx_cast(x, LX_I32);
+    return x->dtype == LX_I32 ? lx_cast(x, LX_F32) : x;
 }
 
 static bool g_ids; /* the current model reads token ids (set by tc_model_new) */
