@@ -37,31 +37,14 @@ static int ctor_value(void *ctx, spec_node *v, lx_value *out) {
 }
 
 static int to_linen_spec(spec_node *spec, const params_request *req, lx_tree **vars) {
-    char buf[200];
-    const char *name = spec->nargs > 0 && !spec->args[0].name ? spec_suffix(spec->args[0].value, "nnx.") : NULL;
-    const nnx_type *t = name && spec->args[0].value->kind == SPEC_NAME ? nnx_layer_type(name) : NULL;
-    if (!t)
-        return cli_error("params: bridge.to_linen needs an NNX class first, e.g. bridge.to_linen(nnx.Linear, 4, 8): %s",
-                         spec_str(spec, buf, sizeof buf));
     if (!req->has_shape) return cli_error("params: bridge.to_linen needs --input-shape D0,D1,... for shape inference");
-    lx_value args[32];
-    lx_kwarg kw[32];
-    lx_call ctor;
-    ctor_ctx *cc = calloc(1, sizeof *cc); /* initializers are large: keep them off the stack */
-    if (!cc) return cli_oom("params");
-    int rc = params_call_args(spec, 1, ctor_value, cc, 32, args, kw, &ctor);
-    if (rc) {
-        free(cc);
-        return rc;
-    }
     linen_module *m = NULL;
-    lx_array *x = NULL;
-    if (bridge_to_linen(t, &ctor, NULL, &m) != LX_OK || !(x = lx_array_new(LX_F32, req->ndim, req->shape)) ||
-        linen_init(m, LINEN_KEY(req->key), &LX_ARGS(x), NULL, vars) != LX_OK)
-        rc = cli_lib_error();
+    int rc = params_to_linen_module(spec, &m);
+    if (rc) return rc;
+    lx_array *x = lx_array_new(LX_F32, req->ndim, req->shape);
+    if (!x || linen_init(m, LINEN_KEY(req->key), &LX_ARGS(x), NULL, vars) != LX_OK) rc = cli_lib_error();
     lx_release(x);
     linen_module_release(m);
-    free(cc);
     return rc;
 }
 

@@ -386,11 +386,6 @@ int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, con
 
 /* ------------------------------------------------------------------ models */
 
-typedef struct ctor_ctx {
-    lx_initializer inits[32];
-    int ninits;
-} ctor_ctx;
-
 struct tc_model {
     bool nnx;
     lx_key key;
@@ -406,23 +401,7 @@ struct tc_model {
     linen_module *inner;       /* ToNNX's Linen module */
     nnx_optimizer *opt;
     nnx_filter param_filter;
-    ctor_ctx *ctor;            /* to_linen's constructor arguments */
 };
-
-static int ctor_value(void *ctx, spec_node *v, lx_value *out) {
-    ctor_ctx *c = ctx;
-    if (c->ninits == 32) return cli_error("too many arguments");
-    lx_initializer *slot = &c->inits[c->ninits];
-    int rc = params_init_arg(v, true, slot);
-    if (rc == 0) c->ninits++;
-    if (rc >= 0) {
-        if (!rc) *out = lx_ptr_v("initializer", slot);
-        return rc;
-    }
-    char err[200];
-    if (spec_to_value(v, out, err, sizeof err)) return cli_error("%s", err);
-    return 0;
-}
 
 /* x as the model reads it: int32 token ids when it starts with an Embed (lx_cast: truncation
  * toward zero that saturates, where a C cast of an out-of-range float is undefined), else float32
@@ -443,21 +422,9 @@ static int build_linen(spec_node *spec, tc_model *m, lx_array *x) {
 }
 
 static int build_to_linen(spec_node *spec, tc_model *m, lx_array *x) {
-    char buf[200];
-    const char *name = spec->nargs > 0 && !spec->args[0].name ? spec_suffix(spec->args[0].value, "nnx.") : NULL;
-    const nnx_type *t = name && spec->args[0].value->kind == SPEC_NAME ? nnx_layer_type(name) : NULL;
-    if (!t)
-        return cli_error("bridge.to_linen needs an NNX class first, e.g. bridge.to_linen(nnx.Linear, 4, 8): %s",
-                         spec_str(spec, buf, sizeof buf));
-    lx_value args[32];
-    lx_kwarg kw[32];
-    lx_call ctor;
-    if (!(m->ctor = calloc(1, sizeof *m->ctor))) return cli_oom("model");
-    int rc = params_call_args(spec, 1, ctor_value, m->ctor, 32, args, kw, &ctor);
+    int rc = params_to_linen_module(spec, &m->linen);
     if (rc) return rc;
-    if (bridge_to_linen(t, &ctor, NULL, &m->linen) != LX_OK ||
-        linen_init(m->linen, LINEN_KEY(m->key), &LX_ARGS(x), NULL, &m->vars) != LX_OK)
-        return cli_lib_error();
+    if (linen_init(m->linen, LINEN_KEY(m->key), &LX_ARGS(x), NULL, &m->vars) != LX_OK) return cli_lib_error();
     return 0;
 }
 
@@ -528,7 +495,6 @@ void tc_model_free(tc_model *m) {
     nnx_module_release(m->module);
     linen_module_release(m->inner);
     if (m->rngs) nnx_rngs_release(m->rngs);
-    free(m->ctor);
     free(m);
 }
 
