@@ -258,4 +258,10 @@ a=$("$bin" train 'nnx.Linear(3, 2)' --seed 0 --x 1,2,3 --y 1,0 --loss l2_loss --
 b=$("$bin" train 'nnx.Linear(3, 2)' --seed 0 --x 1,2,3 --x-shape 1,3 --y 1,0 --y-shape 1,2 --loss l2_loss --optimizer 'sgd(0.1)' --steps 3)
 if [ -n "$a" ] && [ "$a" == "$b" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: unbatched train: $a / $b"; fi
 expect_usage_error "which model" train --seed 0 $D --optimizer 'sgd(0.1)' --steps 1
+# a NaN prints as Python prints it (nan, not glibc's -nan) in every printer: inf - inf in an output
+# array (example), a -nan data value through the loss line and the piped progress lines
+want 'nan -inf'
+check_block "example nnx-inside-linen --seed 0 --x inf,-inf --features 2"
+p=$("$bin" train 'linen.Dense(2)' --seed 0 --x 1,2,-nan,4,5,6 --x-shape 2,3 --y 1,0,0,1 --y-shape 2,2 --loss l2_loss --optimizer 'sgd(0.1)' --steps 2 --progress 2>&1)
+if grep -q 'loss nan' <<<"$p" && ! grep -q -- '-nan' <<<"$p"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: NaN printing: $p"; fi
 cli_finish

@@ -206,7 +206,7 @@ int cli_print_array(const lx_array *a) {
     }
     for (int64_t i = 0; i < a->size; i++) {
         switch (a->dtype) {
-        case LX_F32: case LX_BF16: printf("%.9g", lx_array_get(a, i)); break;
+        case LX_F32: case LX_BF16: printf("%.9g", cli_num(lx_array_get(a, i))); break;
         case LX_BOOL: printf("%d", lx_bool(a)[i] ? 1 : 0); break;
         case LX_U32: printf("%u", lx_u32(a)[i]); break;
         case LX_I32: printf("%d", lx_i32(a)[i]); break;

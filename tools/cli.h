@@ -113,5 +113,8 @@ int cli_check_size(const char *opt, int ndim, const int64_t *shape, size_t elsiz
 
 /* Print an array as described above; 0 on success. */
 int cli_print_array(const lx_array *a);
+/* A float for printf as Python prints it: a NaN is "nan" whatever its sign bit (glibc would print
+ * "-nan"); every other value unchanged. */
+static inline double cli_num(double v) { return v != v ? __builtin_fabs(v) : v; }
 
 #endif

@@ -53,9 +53,7 @@ int cmd_grad(int argc, char **argv) {
     if (!rc && tc_model_grad(m, d.x, d.y, &loss, &value, &grads) != LX_OK) rc = cli_lib_error();
     if (!rc) {
         char line[64];
-        float v = lx_f32(value)[0]; /* a NaN as Python prints it, whatever its sign bit */
-        if (isnan(v)) snprintf(line, sizeof line, "loss float32[]: nan");
-        else snprintf(line, sizeof line, "loss float32[]: %.9g", v);
+        snprintf(line, sizeof line, "loss float32[]: %.9g", cli_num(lx_f32(value)[0]));
         rc = tc_print_tree(line, grads);
     }
     lx_release(value);

@@ -72,8 +72,7 @@ void params_print_leaf(const char *path, const lx_variable *var, const lx_array 
     if (!lx_is_abstract(a))
         for (int64_t i = 0; i < a->size; i++) {
             double v = lx_array_get(a, i);
-            if ((a->dtype == LX_F32 || a->dtype == LX_BF16) && isnan(v)) fputs(" nan", stdout); /* numpy's, either sign */
-            else if (a->dtype == LX_F32 || a->dtype == LX_BF16) printf(" %.9g", v);
+            if (a->dtype == LX_F32 || a->dtype == LX_BF16) printf(" %.9g", cli_num(v));
             else printf(" %lld", (long long)lx_array_get(a, i));
         }
     if (var && lx_vartype_is(lx_variable_type(var), &lx_RngState)) fputs(" [rng]", stdout);

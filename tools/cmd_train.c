@@ -78,10 +78,7 @@ static void dp_on_term(int sig) {
 }
 
 /* A loss as Python prints a float32 at %.9g: nan, inf, -inf (not glibc's -nan). */
-static void print_step(int64_t k, float v) {
-    if (isnan(v)) printf("step %lld loss nan\n", (long long)k);
-    else printf("step %lld loss %.9g\n", (long long)k, v);
-}
+static void print_step(int64_t k, float v) { printf("step %lld loss %.9g\n", (long long)k, cli_num(v)); }
 
 int cmd_train(int argc, char **argv) {
     enum { O_SEED, O_KEY, O_X64, O_X, O_XS, O_Y, O_YS, O_DATA, O_LOSS, O_RED, O_OPT, O_STEPS, O_BS, O_SHUF,

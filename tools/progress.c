@@ -62,11 +62,11 @@ void progress_update(progress *p, int64_t step, double loss, int64_t tokens) {
         bar[W] = 0;
         if (p->tokens > 0) snprintf(tok, sizeof tok, "  %.1fk tok/s", tok_rate / 1000);
         fprintf(p->out, "\r\033[K[%s] %5lld/%lld  loss %.6g  %.1f steps/s%s  ETA %s", bar, (long long)step,
-                (long long)p->total, loss, steps_rate, tok, last ? "0s" : e);
+                (long long)p->total, isnan(loss) ? fabs(loss) : loss, steps_rate, tok, last ? "0s" : e);
         p->drawn = true;
     } else if (!p->quiet && (step % p->every == 0 || last || step == 1)) {
         /* the rates after the loss, tok/s first: scripts cut lines at " tok/s" to compare losses */
-        fprintf(p->out, "step %lld/%lld loss %.4f", (long long)step, (long long)p->total, loss);
+        fprintf(p->out, "step %lld/%lld loss %.4f", (long long)step, (long long)p->total, isnan(loss) ? fabs(loss) : loss); /* nan, not -nan */
         if (p->tokens > 0) fprintf(p->out, " tok/s %.0f", tok_rate);
         fprintf(p->out, " steps/s %.2f eta %s\n", steps_rate, last ? "0s" : e);
     }
