@@ -133,7 +133,7 @@ int cmd_train(int argc, char **argv) {
         optax_tx_release(tx);
         return rc;
     }
-    int64_t n = d.x->shape[0];
+    int64_t n = d.x->ndim ? d.x->shape[0] : 1; /* a 0-d x cannot be batched: refused below */
     bool batched = bs > 0 && bs < n;
     /* launched by mpirun (Open MPI or MPICH/PMI): data parallelism; rank 0 alone prints */
     int rank = 0, nranks = 1;
