@@ -91,6 +91,24 @@ safet "$cli_tmp/max.safetensors" '{"x":{"dtype":"F64","shape":[1,1],"data_offset
 expect_usage_error "$cli_tmp/big.safetensors: 'y' holds 3000000000 (flat index 0), outside int32" grad "$NZ1" --seed 0 --data "$cli_tmp/big.safetensors" --loss l2_loss
 expect_usage_error "'y' holds -4294967298 (flat index 0), outside int32" grad 'nnx.Linear(1, 2)' --seed 0 --data "$cli_tmp/neg.safetensors" --loss $CE
 ok test "$("$bin" grad "$NZ1" --seed 0 --data "$cli_tmp/max.safetensors" --loss l2_loss | head -1)" == "loss float32[]: 2.30584301e+18"
+# every numpy integer type: int8 -3, int16 -300, uint16 65535, uint32 4000000 read exactly (the
+# y of l2_loss against a zero prediction: loss = mean(½y²) of the four); uint32 and uint64 beyond
+# int32 refused
+mkdir -p "$cli_tmp/ints" "$cli_tmp/u4big" "$cli_tmp/u8big" "$cli_tmp/i2"
+npy "$cli_tmp/ints/x.npy" '<f4' '(1, 1)' '\x00\x00\x80\x3f'
+for d in u4big u8big i2; do cp "$cli_tmp/ints/x.npy" "$cli_tmp/$d/"; done
+npy "$cli_tmp/i2/y.npy" '<i2' '(1, 1)' '\xd4\xfe' # -300
+npy "$cli_tmp/u4big/y.npy" '<u4' '(1, 1)' '\x00\x00\x00\x80' # 2^31
+npy "$cli_tmp/u8big/y.npy" '<u8' '(1, 1)' '\xff\xff\xff\xff\xff\xff\xff\xff'
+ok test "$("$bin" grad "$NZ1" --seed 0 --data "$cli_tmp/i2" --loss l2_loss | head -1)" == "loss float32[]: 45000"
+expect_usage_error "uint32 value 2147483648 (flat index 0) is outside int32" grad "$NZ1" --seed 0 --data "$cli_tmp/u4big" --loss l2_loss
+expect_usage_error "uint64 value 18446744073709551615 (flat index 0) is outside int32" grad "$NZ1" --seed 0 --data "$cli_tmp/u8big" --loss l2_loss
+for t in "|i1;\xfd;-3" "<u2;\xff\xff;65535" "<u4;\x00\x09\x3d\x00;4000000" "<i8;$(I64 -7);-7"; do
+    IFS=';' read -r descr bytes v <<<"$t"
+    npy "$cli_tmp/ints/y.npy" "$descr" '(1,)' "$bytes"
+    ok test "$("$bin" grad "$NZ1" --seed 0 --data "$cli_tmp/ints" --loss l2_loss | head -1)" == \
+            "$("$bin" grad "$NZ1" --seed 0 --x 1 --x-shape 1,1 --y "$v" --loss l2_loss | head -1)"
+done
 # integer labels on the command line: integers in the int32 range
 expect_usage_error "--y: 3e+09 is outside the int32 range of integer labels" grad 'nnx.Linear(1, 2)' --seed 0 --x 1 --x-shape 1,1 --y 3e9 --loss $CE
 expect_usage_error "--y: inf is outside the int32 range" grad 'nnx.Linear(1, 2)' --seed 0 --x 1 --x-shape 1,1 --y inf --loss $CE

@@ -220,14 +220,26 @@ lx_array *tc_npy_read(const char *path, int *rc) {
     if (nl && shape_l[nl - 1] == ',') nl--;
     shape_l[nl] = 0;
     if (cli_shape(sopt, nl ? shape_l : "()", dims, &ndim)) goto done;
-    size_t esize = 0;
-    bool is_float = false;
-    if (!strcmp(descr, "<f4") || !strcmp(descr, "<f8")) is_float = true;
-    else if (strcmp(descr, "<i4") && strcmp(descr, "<i8") && strcmp(descr, "|b1") && strcmp(descr, "|u1")) {
-        cli_error("--data: %s: dtype '%s' is not supported (float32/float64/int32/int64/bool/uint8)", path, descr);
+    /* numpy's little-endian (or byte-order-free) descrs: float32/64, and the integer and bool
+     * types read as int32 (exactly; a value outside int32 is an error) */
+    static const struct {
+        const char *descr, *name;
+        char kind; /* 'f' float, 'i' signed, 'u' unsigned (bool included) */
+        size_t size;
+    } NPY_TYPES[] = {{"<f4", "float32", 'f', 4}, {"<f8", "float64", 'f', 8}, {"|i1", "int8", 'i', 1},
+                     {"|u1", "uint8", 'u', 1},   {"|b1", "bool", 'u', 1},    {"<i2", "int16", 'i', 2},
+                     {"<u2", "uint16", 'u', 2},  {"<i4", "int32", 'i', 4},   {"<u4", "uint32", 'u', 4},
+                     {"<i8", "int64", 'i', 8},   {"<u8", "uint64", 'u', 8}};
+    int ti = -1;
+    for (int i = 0; i < (int)(sizeof NPY_TYPES / sizeof NPY_TYPES[0]); i++)
+        if (!strcmp(descr, NPY_TYPES[i].descr)) ti = i;
+    if (ti < 0) {
+        cli_error("--data: %s: dtype '%s' is not supported (float32/float64, bool, int8..int64, uint8..uint64; "
+                  "little-endian)", path, descr);
         goto done;
     }
-    esize = descr[2] - '0';
+    bool is_float = NPY_TYPES[ti].kind == 'f';
+    size_t esize = NPY_TYPES[ti].size;
     a = lx_array_new(is_float ? LX_F32 : LX_I32, ndim, dims);
     if (!a) {
         *rc = cli_lib_error();
@@ -253,19 +265,25 @@ lx_array *tc_npy_read(const char *path, int *rc) {
             double d;
             memcpy(&d, p, 8);
             lx_f32(a)[i] = (float)d;
-        } else if (esize == 4) memcpy(&lx_i32(a)[i], p, 4);
-        else if (esize == 8) {
-            int64_t v;
-            memcpy(&v, p, 8);
-            if (v < INT32_MIN || v > INT32_MAX) {
-                cli_error("--data: %s: int64 value %lld (flat index %lld) is outside int32 (" I32_RANGE
-                          "): integer data is read as int32", path, (long long)v, (long long)i);
+        } else {
+            uint64_t u = 0; /* little-endian bytes, sign-extended for the signed types */
+            for (size_t b = 0; b < esize; b++) u |= (uint64_t)p[b] << (8 * b);
+            bool neg = NPY_TYPES[ti].kind == 'i' && (p[esize - 1] & 0x80);
+            if (neg && esize < 8) u |= ~(uint64_t)0 << (8 * esize);
+            bool over = neg ? (int64_t)u < INT32_MIN : u > (uint64_t)INT32_MAX;
+            if (over) {
+                if (neg) cli_error("--data: %s: %s value %lld (flat index %lld) is outside int32 (" I32_RANGE
+                                   "): integer data is read as int32", path, NPY_TYPES[ti].name, (long long)(int64_t)u,
+                                   (long long)i);
+                else cli_error("--data: %s: %s value %llu (flat index %lld) is outside int32 (" I32_RANGE
+                               "): integer data is read as int32", path, NPY_TYPES[ti].name, (unsigned long long)u,
+                               (long long)i);
                 lx_release(a);
                 a = NULL;
                 goto done;
             }
-            lx_i32(a)[i] = (int32_t)v;
-        } else lx_i32(a)[i] = p[0];
+            lx_i32(a)[i] = (int32_t)(int64_t)u;
+        }
     }
 done:
     free(raw);

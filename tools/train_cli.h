@@ -61,8 +61,9 @@ int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, con
 /* x and y both have a first axis and it agrees, or one `linnx:` line saying why it must (`why`). */
 int tc_data_check_examples(const tc_data *d, const char *why);
 void tc_data_free(tc_data *d);
-/* Read a .npy file (format 1.0-3.0, C order; <f4 <f8 as float32, <i4 <i8 as int32, |b1 |u1 as
- * int32): an owned array (*rc 0), or NULL after printing the error, *rc the exit status
+/* Read a .npy file (format 1.0-3.0, C order, any shape; <f4 <f8 as float32; bool and the
+ * little-endian integer types int8..int64, uint8..uint64 as int32, exactly: a value outside int32
+ * is an error): an owned array (*rc 0), or NULL after printing the error, *rc the exit status
  * (CLI_EXIT_FAILURE when memory ran out, CLI_EXIT_USAGE for a bad file). */
 lx_array *tc_npy_read(const char *path, int *rc);
 
