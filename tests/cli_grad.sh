@@ -130,6 +130,18 @@ for pair in "0|4146024105 2718843009|-0.645294905 -0.690725625 -0.285557926 -0.1
         "layers/2/to_nnx__rngs/default/key RngKey uint32[2]: $key [rng]")"
     ok numbers_close "$(values 'layers/2/kernel Param' "$params")" "$kernel" 1e-6
 done
+# and, where the reference model is at hand (../shared/spec beside the repository), computed live
+ref=$here/../../shared/spec/jax_random_ref.py
+if command -v python3 >/dev/null && [ -f "$ref" ]; then
+    want=$(python3 -c "
+import sys; sys.path.insert(0, '$(dirname "$ref")'); import jax_random_ref as r
+c = r.fold_in(r.prng_key(11), 2)
+print(c[0], c[1]); print(' '.join('%.9g' % v for v in r.lecun_normal(r.linen_make_rng(r.fold_in(c, 0), (), 1), (4, 2))))")
+    params=$("$bin" params "$NEST" --seed 11 --input-shape 3,3)
+    ok test -n "$(sed -n 1p <<<"$want")"
+    ok test "$(sed -n 's|^layers/2/to_nnx__rngs/default/key RngKey uint32\[2\]: \(.*\) \[rng\]$|\1|p' <<<"$params")" == "$(sed -n 1p <<<"$want")"
+    ok numbers_close "$(values 'layers/2/kernel Param' "$params")" "$(sed -n 2p <<<"$want")" 1e-6
+fi
 # two ToNNX layers fork in turn: fold_in(key(0), 0) and fold_in(key(0), 1) (jax's stateful_rng doctest values)
 ok test "$("$bin" params 'nnx.Sequential(bridge.ToNNX(linen.Dense(4)), bridge.ToNNX(linen.Dense(2)))' --seed 0 --input-shape 3,3 | grep '/key ')" == \
         "$(printf '%s\n' 'layers/0/to_nnx__rngs/default/key RngKey uint32[2]: 1797259609 2579123966 [rng]' \
