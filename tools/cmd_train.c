@@ -1,6 +1,7 @@
 /* `linnx train SPEC --seed S ... --loss L --optimizer 'adam(1e-3)' --steps N [--batch-size B]
  * [--restore FILE] [--save FILE]`: one `step K loss V` line per step, V the loss of the
  * parameters step K starts from; a restored run continues at the checkpoint's step. */
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -120,6 +121,14 @@ int cmd_train(int argc, char **argv) {
     if (o[O_SAVE].seen && lx_ckpt_format_of(o[O_SAVE].value) == LX_CKPT_SAFETENSORS)
         return cli_error("--save %s: a training state needs msgpack (FILE.msgpack); safetensors holds arrays only",
                          o[O_SAVE].value);
+    if (o[O_SAVE].seen) { /* its folder must take the file: found out before training, not after */
+        char dir[4096];
+        const char *path = o[O_SAVE].value, *slash = strrchr(path, '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".");
+        if (!*path || (slash && !slash[1])) return cli_error("--save: '%s' is not a file name", path);
+        if (access(dir, W_OK | X_OK) != 0)
+            return cli_error("--save %s: cannot write into %s: %s", path, dir, strerror(errno));
+    }
     optax_tx *tx = optax_from_string(o[O_OPT].value);
     if (!tx) {
         fprintf(stderr, "linnx: --optimizer: %s\n", lx_last_error());
