@@ -180,7 +180,8 @@ for pair in "linen.Sequential(bridge.to_linen(nnx.Embed, 10, 4, $NE), linen.Dens
     ok numbers_close "$a" "$b" 1e-5
 done
 for spec in 'bridge.to_linen(nnx.Embed, 10, 4)' 'nnx.Embed(10, 4)' 'nnx.Sequential(bridge.ToNNX(linen.Embed(10, 4)), nnx.Linear(4, 2))' \
-            'linen.Sequential(bridge.to_linen(nnx.Embed, 10, 4), linen.Dense(2))'; do
+            'linen.Sequential(bridge.to_linen(nnx.Embed, 10, 4), linen.Dense(2))' \
+            "linen.vmap(linen.Embed(10, 4), variable_axes=('params', 0), split_rngs=('params',), in_axes=0, axis_size=2)"; do
     ok test -n "$("$bin" params "$spec" --seed 0 --input-shape 2,2 | grep embedding)"
 done
 
