@@ -185,6 +185,7 @@ expect_usage_error "at path ./opt_state/0" train 'linen.Dense(1)' --seed 0 $D --
 expect_usage_error "--restore $cli_tmp/NZ.msgpack: The target dict keys and state dict keys do not match, target dict contains keys" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1, momentum=0.9)' --steps 1 --restore "$cli_tmp/NZ.msgpack"
 expect_usage_error "--restore $cli_tmp/LZ.msgpack: The target dict keys" train 'nnx.Linear(1, 1)' --seed 0 $D --optimizer 'sgd(0.1, momentum=0.9)' --steps 1 --restore "$cli_tmp/LZ.msgpack"
 expect_usage_error "safetensors holds arrays only" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --save "$cli_tmp/t.safetensors"
+expect_usage_error "give --progress or --plain, not both" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --progress --plain
 # a --save path that cannot be written is found out before the first step (nothing on stdout)
 expect_usage_error "--save $cli_tmp/no/such/dir/t.msgpack: cannot write into $cli_tmp/no/such/dir: No such file or directory" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --save "$cli_tmp/no/such/dir/t.msgpack"
 ok_save=$("$bin" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --save "$cli_tmp/no/t.msgpack" 2>/dev/null)

@@ -101,6 +101,7 @@ int cmd_train(int argc, char **argv) {
     if (!o[O_LOSS].seen) return cli_error("train: --loss is required (e.g. --loss l2_loss)");
     if (!o[O_OPT].seen) return cli_error("train: --optimizer is required (e.g. --optimizer 'adam(1e-3)')");
     if (!o[O_STEPS].seen) return cli_error("train: --steps is required");
+    if (o[O_PROG].seen && o[O_PLAIN].seen) return cli_error("train: give --progress or --plain, not both");
     lx_key key, shuffle_key;
     tc_loss loss;
     int64_t steps, bs = 0, sseed = 0;
