@@ -113,6 +113,78 @@ expect_usage_error "bridge.ToNNX makes an NNX module, not a layer of a Linen one
 expect_usage_error "bridge.to_linen makes a Linen module, not a layer of an NNX one" grad 'nnx.Sequential(nnx.Linear(3, 4), bridge.to_linen(nnx.Linear, 4, 2))' --seed 0 $D3
 expect_usage_error "bridge.to_linen needs an NNX class first" params 'linen.Sequential(linen.Dense(4), bridge.to_linen(linen.Dense, 2))' --seed 0 --input-shape 3,3
 
+# the nested ToNNX's own Rngs, literally (spec/jax-random.md 6.3, flax-bridge.md 1.5): Rngs(S) has
+# one stream `default`; nnx.Linear(3, 4) draws counts 0 (kernel) and 1 (bias); ToNNX(..., rngs)
+# stores rngs.fork(), a stream keyed fold_in(key(S), 2) (one draw: the parent's count 2); lazy_init
+# draws its count 0 for the Linen init (count 1 after), `default` renamed `params`; the top-level
+# Dense's kernel key is make_rng('params') at path () count 1: lecun_normal of
+# fold_in(fold_in(child, 0), hash((1,))). Expected values from ../shared/spec/jax_random_ref.py:
+#   c = fold_in(prng_key(S), 2); lecun_normal(linen_make_rng(fold_in(c, 0), (), 1), (4, 2))
+NEST='nnx.Sequential(nnx.Linear(3, 4), nnx.relu, bridge.ToNNX(linen.Dense(2)))'
+for pair in "0|4146024105 2718843009|-0.645294905 -0.690725625 -0.285557926 -0.19699806 0.379178286 -0.108739085 -0.183121517 0.407092929" \
+            "7|966301609 1948237315|-0.486808062 0.767180026 0.0460281968 -0.115717411 0.42202571 0.610271215 -0.426366717 -0.883905768"; do
+    IFS='|' read -r seed key kernel <<<"$pair"
+    params=$("$bin" params "$NEST" --seed "$seed" --input-shape 3,3)
+    ok test "$(grep '^layers/2/to_nnx__rngs' <<<"$params")" == "$(printf '%s\n' \
+        'layers/2/to_nnx__rngs/default/count RngCount uint32[]: 1 [rng]' \
+        "layers/2/to_nnx__rngs/default/key RngKey uint32[2]: $key [rng]")"
+    ok numbers_close "$(values 'layers/2/kernel Param' "$params")" "$kernel" 1e-6
+done
+# and, where the reference model is at hand (../shared/spec beside the repository), computed live
+ref=$here/../../shared/spec/jax_random_ref.py
+if command -v python3 >/dev/null && [ -f "$ref" ]; then
+    want=$(python3 -c "
+import sys; sys.path.insert(0, '$(dirname "$ref")'); import jax_random_ref as r
+c = r.fold_in(r.prng_key(11), 2)
+print(c[0], c[1]); print(' '.join('%.9g' % v for v in r.lecun_normal(r.linen_make_rng(r.fold_in(c, 0), (), 1), (4, 2))))")
+    params=$("$bin" params "$NEST" --seed 11 --input-shape 3,3)
+    ok test -n "$(sed -n 1p <<<"$want")"
+    ok test "$(sed -n 's|^layers/2/to_nnx__rngs/default/key RngKey uint32\[2\]: \(.*\) \[rng\]$|\1|p' <<<"$params")" == "$(sed -n 1p <<<"$want")"
+    ok numbers_close "$(values 'layers/2/kernel Param' "$params")" "$(sed -n 2p <<<"$want")" 1e-6
+fi
+# two ToNNX layers fork in turn: fold_in(key(0), 0) and fold_in(key(0), 1) (jax's stateful_rng doctest values)
+ok test "$("$bin" params 'nnx.Sequential(bridge.ToNNX(linen.Dense(4)), bridge.ToNNX(linen.Dense(2)))' --seed 0 --input-shape 3,3 | grep '/key ')" == \
+        "$(printf '%s\n' 'layers/0/to_nnx__rngs/default/key RngKey uint32[2]: 1797259609 2579123966 [rng]' \
+                         'layers/1/to_nnx__rngs/default/key RngKey uint32[2]: 928981903 3453687069 [rng]')"
+
+# --- an Embed first, through any nesting, reads x as int32 token ids (params, grad, train): the
+# bridged networks' gradients equal the one-style network's (the Embed starts from a constant, the
+# next layer draws the same keys in both spellings: layers_1's path in Linen, counts 1 and 2 after
+# the Embed's (or the ToNNX fork's) one draw in NNX); ids 1, 3, 3, 0: rows 1 and 0 once, row 3 twice
+DE="--x 1,3,3,0 --x-shape 2,2 --y 1,0,0,1,-1,2,0.5,0.5 --y-shape 2,2,2 --loss squared_error"
+LE="embedding_init=linen.initializers.constant(0.3)" NE="embedding_init=nnx.initializers.constant(0.3)"
+D3_SAVED=$D3 D3=$DE
+same_grads "linen.Sequential(bridge.to_linen(nnx.Embed, 10, 4, $NE), linen.Dense(2))" \
+           "linen.Sequential(linen.Embed(10, 4, $LE), linen.Dense(2))"
+same_grads "nnx.Sequential(bridge.ToNNX(linen.Embed(10, 4, $LE)), nnx.Linear(4, 2))" \
+           "nnx.Sequential(nnx.Embed(10, 4, $NE), nnx.Linear(4, 2))"
+same_grads "bridge.to_linen(nnx.Embed, 10, 2, $NE)" "linen.Embed(10, 2, $LE)"
+D3=$D3_SAVED
+# a Sequential inside a Sequential: the same numbers (its paths gain a level: layers/0/layers/0/...)
+a=$("$bin" grad "nnx.Sequential(nnx.Sequential(nnx.Embed(10, 4, $NE)), nnx.Linear(4, 2))" --seed 0 $DE)
+b=$("$bin" grad "nnx.Sequential(nnx.Embed(10, 4, $NE), nnx.Linear(4, 2))" --seed 0 $DE)
+ok test -n "$a"
+ok test "$(cut -d: -f2 <<<"$a")" == "$(cut -d: -f2 <<<"$b")"
+# the embedding's gradient lands on the rows of the ids: row 3 twice row 1's... (rows 2, 4.. are 0)
+g=$("$bin" grad "nnx.Sequential(bridge.ToNNX(linen.Embed(10, 4, $LE)), nnx.Linear(4, 2))" --seed 0 $DE)
+ok test "$(values 'layers/0/embedding Param' "$g" | cut -d' ' -f9-12,17-40)" == "0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0"
+# linnx params inits on int32 zeros of --input-shape, train runs: the same losses either way
+for pair in "linen.Sequential(bridge.to_linen(nnx.Embed, 10, 4, $NE), linen.Dense(2))|linen.Sequential(linen.Embed(10, 4, $LE), linen.Dense(2))" \
+            "nnx.Sequential(bridge.ToNNX(linen.Embed(10, 4, $LE)), nnx.Linear(4, 2))|nnx.Sequential(nnx.Embed(10, 4, $NE), nnx.Linear(4, 2))"; do
+    a=$("$bin" params "${pair%%|*}" --seed 0 --input-shape 2,2 | grep -v '\[rng\]')
+    b=$("$bin" params "${pair#*|}" --seed 0 --input-shape 2,2)
+    ok test -n "$a"
+    ok test "$(sed 's/ Param//' <<<"$a" | sort)" == "$(sed 's/ Param//' <<<"$b" | sort)"
+    a=$("$bin" train "${pair%%|*}" --seed 0 $DE --optimizer 'adam(0.05)' --steps 3 | cut -d' ' -f4 | tr '\n' ' ')
+    b=$("$bin" train "${pair#*|}" --seed 0 $DE --optimizer 'adam(0.05)' --steps 3 | cut -d' ' -f4 | tr '\n' ' ')
+    ok numbers_close "$a" "$b" 1e-5
+done
+for spec in 'bridge.to_linen(nnx.Embed, 10, 4)' 'nnx.Embed(10, 4)' 'nnx.Sequential(bridge.ToNNX(linen.Embed(10, 4)), nnx.Linear(4, 2))' \
+            'linen.Sequential(bridge.to_linen(nnx.Embed, 10, 4), linen.Dense(2))' \
+            "linen.vmap(linen.Embed(10, 4), variable_axes=('params', 0), split_rngs=('params',), in_axes=0, axis_size=2)"; do
+    ok test -n "$("$bin" params "$spec" --seed 0 --input-shape 2,2 | grep embedding)"
+done
+
 # --- an unbatched example: x (3,) and y (2,) as model(x) reads them in JAX; the same numbers as
 # the (1, 3) batch of that one example (the mean runs over the same two elements)
 for spec in 'nnx.Linear(3, 2)' 'linen.Dense(2)' 'bridge.ToNNX(linen.Dense(2))'; do

@@ -50,7 +50,8 @@ expect_usage_error "only float32" init normal --seed 0 --shape 4 --dtype bfloat1
 expect_usage_error "unknown dtype" init zeros --seed 0 --shape 4 --dtype float64
 
 # --help goes to stdout with status 0.
-if "$bin" random --help | grep -q "usage: linnx random" && "$bin" --help | grep -q "commands:"; then
+if "$bin" random --help | grep -q "usage: linnx random" && "$bin" --help | grep -q "commands:" &&
+   "$bin" --help | grep "^  random " | grep -q "randint, permutation"; then
     pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --help"; fi
 
 cli_finish

@@ -97,15 +97,6 @@ done <"$here/fixtures/cli_train.txt"
 check_close "$args"
 
 # ---- .npy data: x float64 (2, 1) = 1, 2; y float32 (2, 1) = 2, 4 (the hand-computed case)
-npy() { # file descr shape data-as-printf-escapes
-    local hdr="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
-    while [ $(( (${#hdr} + 11) % 64 )) -ne 0 ]; do hdr="$hdr "; done
-    local len=$(( ${#hdr} + 1 ))
-    printf '\x93NUMPY\x01\x00' >"$1"
-    printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))" >>"$1"
-    printf '%s\n' "$hdr" >>"$1"
-    printf "$4" >>"$1"
-}
 mkdir -p "$cli_tmp/d"
 npy "$cli_tmp/d/x.npy" '<f8' '(2, 1)' '\x00\x00\x00\x00\x00\x00\xf0\x3f\x00\x00\x00\x00\x00\x00\x00\x40'
 npy "$cli_tmp/d/y.npy" '<f4' '(2, 1)' '\x00\x00\x00\x40\x00\x00\x80\x40'
@@ -120,13 +111,6 @@ check_close "grad $NZ --seed 0 --data '$cli_tmp/du' --loss l2_loss"
 
 # ---- --data FILE.safetensors: tensors x and y (x float64 (2, 1) = 1, 2; y int64 (2, 1) = 2, 4 read
 # as float32: the same hand-computed case), and the same file converted to Flax msgpack
-safet() { # file header-json data-as-printf-escapes (the header padded to 8 bytes, as the writer does)
-    local hdr=$2
-    while [ $(( ${#hdr} % 8 )) -ne 0 ]; do hdr="$hdr "; done
-    printf "\\x$(printf %02x $((${#hdr} % 256)))\\x$(printf %02x $((${#hdr} / 256)))\\x00\\x00\\x00\\x00\\x00\\x00" >"$1"
-    printf '%s' "$hdr" >>"$1"
-    printf "$3" >>"$1"
-}
 F64_12='\x00\x00\x00\x00\x00\x00\xf0\x3f\x00\x00\x00\x00\x00\x00\x00\x40'
 safet "$cli_tmp/xy.safetensors" '{"x":{"dtype":"F64","shape":[2,1],"data_offsets":[0,16]},"y":{"dtype":"I64","shape":[2,1],"data_offsets":[16,32]}}' \
     "$F64_12"'\x02\x00\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00'
@@ -151,7 +135,8 @@ safet "$cli_tmp/scalar.safetensors" '{"x":{"dtype":"F64","shape":[],"data_offset
 expect_usage_error "--data: $cli_tmp/xonly.safetensors holds no tensor named 'y' (it needs x and y)" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/xonly.safetensors" --loss l2_loss
 expect_usage_error "--data: $cli_tmp/X.safetensors holds no tensor named 'x'" train 'linen.Dense(1)' --seed 0 --data "$cli_tmp/X.safetensors" --loss l2_loss --optimizer 'sgd(0.1)' --steps 1
 expect_usage_error "'x' has dtype float16" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/f16.safetensors" --loss l2_loss
-expect_usage_error "'x' needs an example axis" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/scalar.safetensors" --loss l2_loss
+# a 0-d x reaches the model as it is (tests/cli_data.sh): Linear's dot_general cannot take it
+expect_usage_error "dot_general: 1 contracting and 0 batch dimensions do not fit shapes () and (1, 1)" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/scalar.safetensors" --loss l2_loss
 head -c 20 "$cli_tmp/xy.safetensors" >"$cli_tmp/cut.safetensors"
 expect_usage_error "--data $cli_tmp/cut.safetensors: " grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/cut.safetensors" --loss l2_loss
 
@@ -200,6 +185,12 @@ expect_usage_error "at path ./opt_state/0" train 'linen.Dense(1)' --seed 0 $D --
 expect_usage_error "--restore $cli_tmp/NZ.msgpack: The target dict keys and state dict keys do not match, target dict contains keys" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1, momentum=0.9)' --steps 1 --restore "$cli_tmp/NZ.msgpack"
 expect_usage_error "--restore $cli_tmp/LZ.msgpack: The target dict keys" train 'nnx.Linear(1, 1)' --seed 0 $D --optimizer 'sgd(0.1, momentum=0.9)' --steps 1 --restore "$cli_tmp/LZ.msgpack"
 expect_usage_error "safetensors holds arrays only" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --save "$cli_tmp/t.safetensors"
+expect_usage_error "give --progress or --plain, not both" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --progress --plain
+# a --save path that cannot be written is found out before the first step (nothing on stdout)
+expect_usage_error "--save $cli_tmp/no/such/dir/t.msgpack: cannot write into $cli_tmp/no/such/dir: No such file or directory" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --save "$cli_tmp/no/such/dir/t.msgpack"
+ok_save=$("$bin" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --save "$cli_tmp/no/t.msgpack" 2>/dev/null)
+if [ -z "$ok_save" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --save into a missing folder trained first: $ok_save"; fi
+expect_usage_error "--save: '$cli_tmp/' is not a file name" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --save "$cli_tmp/"
 
 # ---- bad input: one `linnx:` line, exit 2
 expect_usage_error "unknown loss 'hinge'" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --y 2,4 --loss hinge

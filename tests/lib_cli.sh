@@ -77,6 +77,24 @@ if ! numbers_close "-1.2751813 1e-3 .5 2E+2" "-1.27518129 0.001 0.5 200" 1e-6; t
     fail=$((fail + 1)); echo "FAIL: lib_cli.sh: numbers_close rejects equal numbers"
 fi
 
+# Data files written byte by byte (no numpy here): a .npy of format 1.0, and a safetensors file.
+npy() { # file descr shape data-as-printf-escapes
+    local hdr="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
+    while [ $(( (${#hdr} + 11) % 64 )) -ne 0 ]; do hdr="$hdr "; done
+    local len=$(( ${#hdr} + 1 ))
+    printf '\x93NUMPY\x01\x00' >"$1"
+    printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))" >>"$1"
+    printf '%s\n' "$hdr" >>"$1"
+    printf "$4" >>"$1"
+}
+safet() { # file header-json data-as-printf-escapes (the header padded to 8 bytes, as the writer does)
+    local hdr=$2
+    while [ $(( ${#hdr} % 8 )) -ne 0 ]; do hdr="$hdr "; done
+    printf "\\x$(printf %02x $((${#hdr} % 256)))\\x$(printf %02x $((${#hdr} / 256)))\\x00\\x00\\x00\\x00\\x00\\x00" >"$1"
+    printf '%s' "$hdr" >>"$1"
+    printf "$3" >>"$1"
+}
+
 cli_finish() {
     echo "$pass passed, $fail failed"
     [ $fail -eq 0 ]

@@ -34,6 +34,8 @@ static const char PARAMS_USAGE[] =
     "  'linen.Sequential(linen.Dense(4), linen.relu, bridge.to_linen(nnx.Linear, 4, 2))' (its\n"
     "  variables at params/layers_2/...), 'nnx.Sequential(nnx.Linear(3, 4), nnx.relu,\n"
     "  bridge.ToNNX(linen.Dense(2)))' (layers/2/..., lazy_init on --input-shape).\n"
+    "  The example input is zeros of --input-shape: int32 token ids when the first layer, through\n"
+    "  any nesting (Sequential, a bridge, linen.vmap/scan), is an Embed; float32 otherwise.\n"
     "  Initializers: linen.initializers.NAME[(numbers)], nnx.initializers.NAME, wrapped as\n"
     "  linen.with_partitioning(INIT, ('in', 'out'), mesh=None),\n"
     "  linen.with_logical_partitioning(INIT, names, mesh=None, rules=(('in', 'data'),)) or\n"

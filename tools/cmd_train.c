@@ -1,6 +1,7 @@
 /* `linnx train SPEC --seed S ... --loss L --optimizer 'adam(1e-3)' --steps N [--batch-size B]
  * [--restore FILE] [--save FILE]`: one `step K loss V` line per step, V the loss of the
  * parameters step K starts from; a restored run continues at the checkpoint's step. */
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,8 +31,8 @@ static const char TRAIN_USAGE[] =
     "  --batch-size B < the number of examples N: minibatches of B rows, N // B per epoch (the rest\n"
     "    dropped, as the Flax examples do), epoch e in the order\n"
     "    jax.random.permutation(jax.random.fold_in(key(shuffle_seed), e), N); the shuffle seed\n"
-    "    defaults to --seed; x and y must have the same first axis. Without it every step uses\n"
-    "    the whole data (an unbatched x of shape (3,) included).\n"
+    "    defaults to --seed; x and y must have the same first axis (not 0-d). Without it every\n"
+    "    step uses the whole data (an unbatched x of shape (3,) and a y of shape () included).\n"
     "  Prints `step K loss V` for K = 0..N-1 (V: the loss before step K's update, so step 0 is the\n"
     "  initial loss). On a terminal a progress bar (steps/s, loss, ETA) replaces the lines, then the\n"
     "  last step's line is printed; --plain forces lines, --progress forces the bar.\n"
@@ -100,6 +101,7 @@ int cmd_train(int argc, char **argv) {
     if (!o[O_LOSS].seen) return cli_error("train: --loss is required (e.g. --loss l2_loss)");
     if (!o[O_OPT].seen) return cli_error("train: --optimizer is required (e.g. --optimizer 'adam(1e-3)')");
     if (!o[O_STEPS].seen) return cli_error("train: --steps is required");
+    if (o[O_PROG].seen && o[O_PLAIN].seen) return cli_error("train: give --progress or --plain, not both");
     lx_key key, shuffle_key;
     tc_loss loss;
     int64_t steps, bs = 0, sseed = 0;
@@ -120,6 +122,14 @@ int cmd_train(int argc, char **argv) {
     if (o[O_SAVE].seen && lx_ckpt_format_of(o[O_SAVE].value) == LX_CKPT_SAFETENSORS)
         return cli_error("--save %s: a training state needs msgpack (FILE.msgpack); safetensors holds arrays only",
                          o[O_SAVE].value);
+    if (o[O_SAVE].seen) { /* its folder must take the file: found out before training, not after */
+        char dir[4096];
+        const char *path = o[O_SAVE].value, *slash = strrchr(path, '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".");
+        if (!*path || (slash && !slash[1])) return cli_error("--save: '%s' is not a file name", path);
+        if (access(dir, W_OK | X_OK) != 0)
+            return cli_error("--save %s: cannot write into %s: %s", path, dir, strerror(errno));
+    }
     optax_tx *tx = optax_from_string(o[O_OPT].value);
     if (!tx) {
         fprintf(stderr, "linnx: --optimizer: %s\n", lx_last_error());
@@ -133,7 +143,7 @@ int cmd_train(int argc, char **argv) {
         optax_tx_release(tx);
         return rc;
     }
-    int64_t n = d.x->shape[0];
+    int64_t n = d.x->ndim ? d.x->shape[0] : 1; /* a 0-d x cannot be batched: refused below */
     bool batched = bs > 0 && bs < n;
     /* launched by mpirun (Open MPI or MPICH/PMI): data parallelism; rank 0 alone prints */
     int rank = 0, nranks = 1;

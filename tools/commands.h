@@ -2,7 +2,7 @@
  *   LINNX_COMMAND(name, function, "one-line summary")
  * The function lives in a tools/cmd_<family>.c file. */
 LINNX_COMMAND(key, cmd_key, "print JAX keys: from a seed, fold_in, split, Linen make_rng paths")
-LINNX_COMMAND(random, cmd_random, "sample bits|uniform|normal|truncated_normal|bernoulli as JAX does")
+LINNX_COMMAND(random, cmd_random, "sample as JAX does: uniform, normal, randint, permutation, categorical, ...")
 LINNX_COMMAND(init, cmd_init, "run a Flax initializer (lecun_normal, variance_scaling, ...)")
 LINNX_COMMAND(params, cmd_params, "print the variables a module (SPEC like 'linen.Dense(8)') gets at init")
 LINNX_COMMAND(example, cmd_example, "run a bridge worked example (nnx-inside-linen, linen-inside-nnx), print its output")

@@ -35,7 +35,8 @@ int params_linen(spec_node *spec, const params_request *req, lx_tree **vars);
 int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars);
 int params_bridge(spec_node *spec, const params_request *req, lx_tree **vars);
 /* Build the Linen module a linen. spec describes (*out owned by the caller); *reads_token_ids
- * tells whether its example input is int32 ids (an Embed first). 0, or an exit status. */
+ * (when not NULL) tells whether its example input is int32 ids (params_reads_ids). 0, or an exit
+ * status. */
 int params_linen_module(spec_node *spec, linen_module **out, bool *reads_token_ids);
 /* Build the NNX module an nnx. spec describes with `rngs` (*out owned by the caller). 0, or an
  * exit status after printing the error. */
@@ -60,10 +61,11 @@ int params_init_arg(spec_node *v, bool nnx, lx_initializer *it);
 void params_print_leaf(const char *path, const lx_variable *var, const lx_array *a, const char *note);
 const char *params_sharding_note(const lx_value *leaf, char *buf, size_t cap);
 
-/* The model a spec describes, for commands that run it (linnx grad): exactly one of *linen /
- * *nnx is set (the caller releases it). nnx. specs are built with Rngs(default=key); bridge.ToNNX
- * is lazily initialised on x. 0, or an exit status after printing the error. */
-int params_bridge_module(spec_node *spec, lx_key key, lx_array *x, linen_module **linen, nnx_module **nnx);
+/* Whether the model a spec of any family describes reads int32 token ids: its first layer,
+ * through any nesting (linen./nnx. Sequential, linen.vmap/scan, nnx.Stack, bridge.to_linen's
+ * NNX class, bridge.ToNNX's Linen module), is an Embed. Every command builds its example input
+ * from this: `linnx params` zeros of --input-shape, `linnx grad`/`train` the x data. */
+bool params_reads_ids(const spec_node *spec);
 
 /* bridge.to_linen(nnx.Class, args...) as a Linen module (*out owned by the caller), also as a
  * layer of a linen. spec: linen.Sequential(linen.Dense(4), bridge.to_linen(nnx.Linear, 4, 2))

@@ -41,7 +41,7 @@ static int to_linen_spec(spec_node *spec, const params_request *req, lx_tree **v
     linen_module *m = NULL;
     int rc = params_to_linen_module(spec, &m);
     if (rc) return rc;
-    lx_array *x = lx_array_new(LX_F32, req->ndim, req->shape);
+    lx_array *x = lx_array_new(params_reads_ids(spec) ? LX_I32 : LX_F32, req->ndim, req->shape);
     if (!x || linen_init(m, LINEN_KEY(req->key), &LX_ARGS(x), NULL, vars) != LX_OK) rc = cli_lib_error();
     lx_release(x);
     linen_module_release(m);
@@ -100,31 +100,4 @@ int params_to_linen_module(spec_node *spec, linen_module **out) {
     if (!rc && bridge_to_linen(t, &ctor, NULL, out) != LX_OK) rc = cli_lib_error();
     free(cc); /* the constructor call is copied by bridge_to_linen */
     return rc;
-}
-
-int params_bridge_module(spec_node *spec, lx_key key, lx_array *x, linen_module **linen, nnx_module **nnx) {
-    *linen = NULL, *nnx = NULL;
-    const char *name = spec_suffix(spec, "bridge.");
-    char buf[200];
-    if (spec->kind == SPEC_CALL && !strcmp(name, "to_linen")) return params_to_linen_module(spec, linen);
-    if (spec->kind == SPEC_CALL && !strcmp(name, "ToNNX")) {
-        if (spec->nargs != 1 || spec->args[0].name || !spec_suffix(spec->args[0].value, "linen."))
-            return cli_error("bridge.ToNNX takes one Linen module, e.g. bridge.ToNNX(linen.Dense(8))");
-        linen_module *inner = NULL;
-        bool ids = false;
-        int rc = params_linen_module(spec->args[0].value, &inner, &ids);
-        if (rc) return rc;
-        nnx_stream_spec stream = {"default", true, 0, key};
-        nnx_rngs *rngs = NULL;
-        if (nnx_rngs_new(1, &stream, &rngs) != LX_OK || bridge_to_nnx_new(inner, rngs, NULL, nnx) != LX_OK ||
-            bridge_lazy_init(*nnx, NULL, &LX_ARGS(x)) != LX_OK) {
-            rc = cli_lib_error();
-            nnx_module_release(*nnx);
-            *nnx = NULL;
-        }
-        nnx_rngs_release(rngs);
-        linen_module_release(inner);
-        return rc;
-    }
-    return cli_error("unknown module '%s' (bridge.to_linen(...) or bridge.ToNNX(...))", spec_str(spec, buf, sizeof buf));
 }

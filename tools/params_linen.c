@@ -314,14 +314,20 @@ static int build(builder *b, spec_node *n, linen_module **out) {
     return 0;
 }
 
-/* The example input: int32 token ids for an Embed (first in a Sequential too), else float32. */
-static bool reads_ids(const linen_module *m) {
-    const linen_type *t = linen_module_type(m);
-    if (t == &linen_Embed) return true;
-    if (t == &linen_Sequential) {
-        const linen_sequential_config *cfg = linen_module_config(m);
-        return cfg->n > 0 && reads_ids(cfg->layers[0]);
-    }
+bool params_reads_ids(const spec_node *n) {
+    if (!n || (n->kind != SPEC_CALL && n->kind != SPEC_NAME)) return false;
+    const char *name = spec_suffix(n, "linen.");
+    if (!name) name = spec_suffix(n, "nnx.");
+    const char *bridge = spec_suffix(n, "bridge.");
+    /* the first positional argument: a Sequential's first layer (a tuple or list of layers: its
+     * first), the module a lift or a bridge wraps, to_linen's NNX class */
+    const spec_node *first = n->kind == SPEC_CALL && n->nargs > 0 && !n->args[0].name ? n->args[0].value : NULL;
+    if (first && first->kind == SPEC_TUPLE) first = first->n > 0 ? first->items[0] : NULL;
+    if (name && !strcmp(name, "Embed")) return true;
+    if (name && (!strcmp(name, "Sequential") || !strcmp(name, "vmap") || !strcmp(name, "scan") ||
+                 !strcmp(name, "Stack")))
+        return params_reads_ids(first);
+    if (bridge && (!strcmp(bridge, "to_linen") || !strcmp(bridge, "ToNNX"))) return params_reads_ids(first);
     return false;
 }
 
@@ -332,7 +338,7 @@ int params_linen_module(spec_node *spec, linen_module **out, bool *reads_token_i
     int rc = build(b, spec, &m);
     if (!rc) {
         *out = linen_module_retain(m);
-        if (reads_token_ids) *reads_token_ids = reads_ids(m);
+        if (reads_token_ids) *reads_token_ids = params_reads_ids(spec);
     }
     for (int i = 0; i < b->nowned; i++) linen_module_release(b->owned[i]);
     free(b);
@@ -346,7 +352,7 @@ int params_linen(spec_node *spec, const params_request *req, lx_tree **vars) {
     int rc = build(b, spec, &m);
     if (!rc && !req->has_shape) rc = cli_error("params: Linen modules need --input-shape D0,D1,... for shape inference");
     if (!rc) {
-        lx_array *x = lx_array_new(reads_ids(m) ? LX_I32 : LX_F32, req->ndim, req->shape);
+        lx_array *x = lx_array_new(params_reads_ids(spec) ? LX_I32 : LX_F32, req->ndim, req->shape);
         lx_value xv = lx_array_v(x);
         lx_call c = {1, &xv, 0, NULL};
         if (!x || linen_init(m, LINEN_KEY(req->key), &c, NULL, vars) != LX_OK) rc = cli_lib_error();

@@ -167,7 +167,7 @@ int params_nnx(spec_node *spec, const params_request *req, lx_tree **vars) {
         lx_array *x = NULL;
         if (!req->has_shape)
             rc = cli_error("params: a bridge.ToNNX layer needs --input-shape D0,D1,... for lazy_init");
-        else if (!(x = lx_array_new(LX_F32, req->ndim, req->shape)) || bridge_lazy_init(m, NULL, &LX_ARGS(x)) != LX_OK)
+        else if (!(x = lx_array_new(params_reads_ids(spec) ? LX_I32 : LX_F32, req->ndim, req->shape)) || bridge_lazy_init(m, NULL, &LX_ARGS(x)) != LX_OK)
             rc = cli_lib_error();
         lx_release(x);
     }

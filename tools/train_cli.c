@@ -81,7 +81,20 @@ void tc_data_free(tc_data *d) {
     d->x = d->y = NULL;
 }
 
-/* VALUES reshaped to SHAPE (the element counts must agree); int32 when `ints`. */
+/* The int32 range every integer label and token id lives in (JAX's default int dtype). */
+#define I32_RANGE "-2147483648..2147483647"
+
+/* v as an int32 label or token id: 0 with *out, 1 when v is not an integer (NaN included), 2 when
+ * it is outside int32 (the infinities included). */
+static int int32_of(double v, int32_t *out) {
+    if (v != floor(v)) return 1;
+    if (v < -2147483648.0 || v > 2147483647.0) return 2;
+    *out = (int32_t)v;
+    return 0;
+}
+
+/* VALUES reshaped to SHAPE (the element counts must agree; `()` is one value, a 0-d array); int32
+ * when `ints`. */
 static int array_arg(const char *name, const cli_opt *vals, const cli_opt *shape, bool ints, lx_array **out) {
     char sopt[32];
     snprintf(sopt, sizeof sopt, "%s-shape", name);
@@ -105,10 +118,6 @@ static int array_arg(const char *name, const cli_opt *vals, const cli_opt *shape
         return cli_error("--%s: %lld values do not fill --%s %s (%lld elements)", name, (long long)n, sopt,
                          lx_shape_str(ndim, dims, sb, sizeof sb), (long long)size);
     }
-    if (ndim == 0) {
-        free(v);
-        return cli_error("--%s-shape: the data needs an example axis (a shape of at least one dimension)", name);
-    }
     lx_array *a = lx_array_new(ints ? LX_I32 : LX_F32, ndim, dims);
     if (!a) {
         free(v);
@@ -116,13 +125,15 @@ static int array_arg(const char *name, const cli_opt *vals, const cli_opt *shape
     }
     for (int64_t i = 0; i < n; i++) {
         if (ints) {
-            if (v[i] != floor(v[i]) || fabs(v[i]) > 2147483647.0) {
-                double bad = v[i];
+            int bad = int32_of(v[i], &lx_i32(a)[i]);
+            if (bad) {
+                double b = v[i];
                 lx_release(a);
                 free(v);
-                return cli_error("--%s: %.9g is not an integer label", name, bad);
+                return bad == 1 ? cli_error("--%s: %.9g is not an integer label", name, cli_num(b))
+                                : cli_error("--%s: %.9g is outside the int32 range of integer labels (" I32_RANGE ")",
+                                            name, cli_num(b));
             }
-            lx_i32(a)[i] = (int32_t)v[i];
         } else {
             lx_f32(a)[i] = (float)v[i];
         }
@@ -209,18 +220,26 @@ lx_array *tc_npy_read(const char *path, int *rc) {
     if (nl && shape_l[nl - 1] == ',') nl--;
     shape_l[nl] = 0;
     if (cli_shape(sopt, nl ? shape_l : "()", dims, &ndim)) goto done;
-    size_t esize = 0;
-    bool is_float = false;
-    if (!strcmp(descr, "<f4") || !strcmp(descr, "<f8")) is_float = true;
-    else if (strcmp(descr, "<i4") && strcmp(descr, "<i8") && strcmp(descr, "|b1") && strcmp(descr, "|u1")) {
-        cli_error("--data: %s: dtype '%s' is not supported (float32/float64/int32/int64/bool/uint8)", path, descr);
+    /* numpy's little-endian (or byte-order-free) descrs: float32/64, and the integer and bool
+     * types read as int32 (exactly; a value outside int32 is an error) */
+    static const struct {
+        const char *descr, *name;
+        char kind; /* 'f' float, 'i' signed, 'u' unsigned (bool included) */
+        size_t size;
+    } NPY_TYPES[] = {{"<f4", "float32", 'f', 4}, {"<f8", "float64", 'f', 8}, {"|i1", "int8", 'i', 1},
+                     {"|u1", "uint8", 'u', 1},   {"|b1", "bool", 'u', 1},    {"<i2", "int16", 'i', 2},
+                     {"<u2", "uint16", 'u', 2},  {"<i4", "int32", 'i', 4},   {"<u4", "uint32", 'u', 4},
+                     {"<i8", "int64", 'i', 8},   {"<u8", "uint64", 'u', 8}};
+    int ti = -1;
+    for (int i = 0; i < (int)(sizeof NPY_TYPES / sizeof NPY_TYPES[0]); i++)
+        if (!strcmp(descr, NPY_TYPES[i].descr)) ti = i;
+    if (ti < 0) {
+        cli_error("--data: %s: dtype '%s' is not supported (float32/float64, bool, int8..int64, uint8..uint64; "
+                  "little-endian)", path, descr);
         goto done;
     }
-    esize = descr[2] - '0';
-    if (ndim == 0) {
-        cli_error("--data: %s: the data needs an example axis (a scalar was saved)", path);
-        goto done;
-    }
+    bool is_float = NPY_TYPES[ti].kind == 'f';
+    size_t esize = NPY_TYPES[ti].size;
     a = lx_array_new(is_float ? LX_F32 : LX_I32, ndim, dims);
     if (!a) {
         *rc = cli_lib_error();
@@ -246,12 +265,25 @@ lx_array *tc_npy_read(const char *path, int *rc) {
             double d;
             memcpy(&d, p, 8);
             lx_f32(a)[i] = (float)d;
-        } else if (esize == 4) memcpy(&lx_i32(a)[i], p, 4);
-        else if (esize == 8) {
-            int64_t v;
-            memcpy(&v, p, 8);
-            lx_i32(a)[i] = (int32_t)v;
-        } else lx_i32(a)[i] = p[0];
+        } else {
+            uint64_t u = 0; /* little-endian bytes, sign-extended for the signed types */
+            for (size_t b = 0; b < esize; b++) u |= (uint64_t)p[b] << (8 * b);
+            bool neg = NPY_TYPES[ti].kind == 'i' && (p[esize - 1] & 0x80);
+            if (neg && esize < 8) u |= ~(uint64_t)0 << (8 * esize);
+            bool over = neg ? (int64_t)u < INT32_MIN : u > (uint64_t)INT32_MAX;
+            if (over) {
+                if (neg) cli_error("--data: %s: %s value %lld (flat index %lld) is outside int32 (" I32_RANGE
+                                   "): integer data is read as int32", path, NPY_TYPES[ti].name, (long long)(int64_t)u,
+                                   (long long)i);
+                else cli_error("--data: %s: %s value %llu (flat index %lld) is outside int32 (" I32_RANGE
+                               "): integer data is read as int32", path, NPY_TYPES[ti].name, (unsigned long long)u,
+                               (long long)i);
+                lx_release(a);
+                a = NULL;
+                goto done;
+            }
+            lx_i32(a)[i] = (int32_t)(int64_t)u;
+        }
     }
 done:
     free(raw);
@@ -269,11 +301,13 @@ static int coerce(const char *what, lx_array **a, lx_dtype want) {
     for (int64_t i = 0; i < b->size; i++) {
         double v = lx_array_get(*a, i);
         if (want == LX_I32) {
-            if (v != floor(v)) {
+            int bad = int32_of(v, &lx_i32(b)[i]);
+            if (bad) {
                 lx_release(b);
-                return cli_error("--data: %s holds %.9g, not an integer label", what, v);
+                return bad == 1 ? cli_error("--data: %s holds %.9g, not an integer label", what, cli_num(v))
+                                : cli_error("--data: %s holds %.9g, outside the int32 range of integer labels ("
+                                            I32_RANGE ")", what, cli_num(v));
             }
-            lx_i32(b)[i] = (int32_t)v;
         } else lx_f32(b)[i] = (float)v;
     }
     lx_release(*a);
@@ -282,8 +316,9 @@ static int coerce(const char *what, lx_array **a, lx_dtype want) {
 }
 
 /* One leaf of a --data checkpoint as the model and the loss read it: floats (float32, float64,
- * bfloat16) as float32, integers and booleans (int8..int64, uint8..uint32, bool) as int32, as
- * tc_npy_read converts a .npy; the array's own first axis is the example axis. */
+ * bfloat16) as float32, integers and booleans (int8..int64, uint8..uint32, bool) as int32, exactly
+ * (a value outside int32 is an error, as tc_npy_read's), as tc_npy_read converts a .npy; any shape,
+ * a 0-d one included. */
 static int ckpt_leaf(const char *path, const lx_tree *t, const char *name, lx_array **out) {
     const lx_value *v = lx_tree_get(t, name);
     if (!v) return cli_error("--data: %s holds no tensor named '%s' (it needs x and y)", path, name);
@@ -301,27 +336,31 @@ static int ckpt_leaf(const char *path, const lx_tree *t, const char *name, lx_ar
              !strcmp(dt, "uint16")) is_float = false;
     else return cli_error("--data: %s: '%s' has dtype %s (float32/float64/bfloat16 or an integer/bool type)",
                           path, name, dt);
-    if (ndim == 0) return cli_error("--data: %s: '%s' needs an example axis (it is a scalar)", path, name);
     lx_array *b = lx_array_new(is_float ? LX_F32 : LX_I32, ndim, shape);
     if (!b) return cli_lib_error();
+    const unsigned char *p = raw ? raw->data : NULL;
     for (int64_t i = 0; i < b->size; i++) {
-        double d = 0;
-        if (a) d = lx_array_get(a, i);
-        else {
-            const unsigned char *p = raw->data;
-            if (!strcmp(dt, "float64")) memcpy(&d, p + 8 * i, 8);
-            else if (!strcmp(dt, "int64")) {
-                int64_t w;
-                memcpy(&w, p + 8 * i, 8);
-                d = (double)w;
-            } else if (!strcmp(dt, "int16") || !strcmp(dt, "uint16")) {
-                uint16_t w;
-                memcpy(&w, p + 2 * i, 2);
-                d = dt[0] == 'u' ? (double)w : (double)(int16_t)w;
-            } else d = dt[0] == 'u' ? (double)p[i] : (double)(int8_t)p[i];
+        if (is_float) {
+            double d = 0;
+            if (a) d = lx_array_get(a, i);
+            else memcpy(&d, p + 8 * i, 8);
+            lx_f32(b)[i] = (float)d;
+            continue;
         }
-        if (is_float) lx_f32(b)[i] = (float)d;
-        else lx_i32(b)[i] = (int32_t)d; /* int64 wraps as .npy's int64 does (to int32) */
+        int64_t w; /* every integer dtype fits int64 exactly (uint32 too) */
+        if (a) w = (int64_t)lx_array_get(a, i);
+        else if (!strcmp(dt, "int64")) memcpy(&w, p + 8 * i, 8);
+        else if (!strcmp(dt, "int16") || !strcmp(dt, "uint16")) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            w = dt[0] == 'u' ? (int64_t)h : (int64_t)(int16_t)h;
+        } else w = dt[0] == 'u' ? (int64_t)p[i] : (int64_t)(int8_t)p[i];
+        if (w < INT32_MIN || w > INT32_MAX) {
+            lx_release(b);
+            return cli_error("--data: %s: '%s' holds %lld (flat index %lld), outside int32 (" I32_RANGE
+                             "): integer data is read as int32", path, name, (long long)w, (long long)i);
+        }
+        lx_i32(b)[i] = (int32_t)w;
     }
     *out = b;
     return 0;
@@ -350,10 +389,22 @@ int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, con
         if (x->seen || y->seen || x_shape->seen || y_shape->seen)
             return cli_error("--data replaces --x/--y: give one or the other");
         char xp[4096], yp[4096];
-        const char *comma = strchr(data->value, ',');
         struct stat st;
         lx_ckpt_format fmt;
-        if (!comma && stat(data->value, &st) != 0)
+        /* an existing path is one file (or directory), commas in its name included; otherwise a
+         * comma splits X.npy,Y.npy */
+        bool exists = stat(data->value, &st) == 0;
+        const char *comma = exists ? NULL : strchr(data->value, ',');
+        /* names with commas of their own: the comma where both halves exist (else the first) */
+        for (const char *c = comma; c; c = strchr(c + 1, ',')) {
+            struct stat sx, sy;
+            snprintf(xp, sizeof xp, "%.*s", (int)(c - data->value), data->value);
+            if (stat(xp, &sx) == 0 && stat(c + 1, &sy) == 0) {
+                comma = c;
+                break;
+            }
+        }
+        if (!comma && !exists)
             return cli_error("--data: cannot open %s: %s", data->value, strerror(errno));
         bool is_dir = !comma && S_ISDIR(st.st_mode);
         /* a file of either checkpoint format, by its content or its name (then the loader says
@@ -403,9 +454,9 @@ struct tc_model {
     nnx_filter param_filter;
 };
 
-/* x as the model reads it: int32 token ids when it starts with an Embed (lx_cast: truncation
- * toward zero that saturates, where a C cast of an out-of-range float is undefined), else float32
- * (integer data such as uint8 images, as Dense's promote_dtype makes them). */
+/* x as the model reads it: int32 token ids when it starts with an Embed (float data was checked
+ * to hold integers in the int32 range by tc_model_new), else float32 (integer data such as uint8
+ * images, as Dense's promote_dtype makes them). */
 static lx_array *model_input(lx_array *x, bool ids) {
     if (ids) return x->dtype == LX_I32 ? x : lx_cast(x, LX_I32);
     return x->dtype == LX_I32 ? lx_cast(x, LX_F32) : x;
@@ -424,7 +475,8 @@ static int build_linen(spec_node *spec, tc_model *m, lx_array *x) {
 static int build_to_linen(spec_node *spec, tc_model *m, lx_array *x) {
     int rc = params_to_linen_module(spec, &m->linen);
     if (rc) return rc;
-    if (linen_init(m->linen, LINEN_KEY(m->key), &LX_ARGS(x), NULL, &m->vars) != LX_OK) return cli_lib_error();
+    lx_array *xi = model_input(x, g_ids);
+    if (!xi || linen_init(m->linen, LINEN_KEY(m->key), &LX_ARGS(xi), NULL, &m->vars) != LX_OK) return cli_lib_error();
     return 0;
 }
 
@@ -435,8 +487,10 @@ static int build_nnx(spec_node *spec, tc_model *m, lx_array *x) {
     if (spec_suffix(spec, "nnx.")) {
         int rc = params_nnx_module(spec, m->rngs, &m->module);
         /* a bridge.ToNNX layer inside: bridge.lazy_init(model, x) makes its variables */
-        if (!rc && params_nnx_has_to_nnx(spec) && bridge_lazy_init(m->module, NULL, &LX_ARGS(x)) != LX_OK)
-            rc = cli_lib_error();
+        if (!rc && params_nnx_has_to_nnx(spec)) {
+            lx_array *xi = model_input(x, g_ids);
+            if (!xi || bridge_lazy_init(m->module, NULL, &LX_ARGS(xi)) != LX_OK) rc = cli_lib_error();
+        }
         return rc;
     }
     char buf[200];
@@ -463,7 +517,17 @@ int tc_model_new(const char *text, lx_key key, lx_array *x, tc_model **out) {
     }
     m->key = key;
     m->param_filter = NNX_OF_TYPE(&lx_Param);
-    g_ids = false;
+    g_ids = params_reads_ids(spec); /* an Embed first, through any nesting */
+    for (int64_t i = 0; g_ids && x->dtype == LX_F32 && i < x->size; i++) {
+        int32_t id;
+        int bad = int32_of(lx_f32(x)[i], &id);
+        if (bad) {
+            spec_free(spec);
+            free(m);
+            return cli_error("x holds %.9g, %s (the model's first layer is an Embed: x are token ids)",
+                             cli_num(lx_f32(x)[i]), bad == 1 ? "not an integer token id" : "outside int32");
+        }
+    }
     const char *bridge = spec_suffix(spec, "bridge.");
     int rc;
     if (spec_suffix(spec, "linen.")) rc = build_linen(spec, m, x);
@@ -563,6 +627,10 @@ static lx_status take_stats(tc_model *m, lx_tree *aux) {
 }
 
 int tc_data_check_examples(const tc_data *d, const char *why) {
+    const char *scalar = d->x->ndim == 0 ? "x" : d->y->ndim == 0 ? "y" : NULL;
+    if (scalar)
+        return cli_error("%s has shape () (one unbatched example): no example axis to take rows from (%s)", scalar,
+                         why);
     if (d->x->shape[0] == d->y->shape[0]) return 0;
     return cli_error("x has %lld examples and y has %lld: the first axes must agree (%s)",
                      (long long)d->x->shape[0], (long long)d->y->shape[0], why);

@@ -44,22 +44,26 @@ int tc_loss_parse(const char *name, const char *reduction, tc_loss *out);
 lx_array *tc_loss_eval(const tc_loss *l, lx_array *pred, lx_array *y);
 
 /* ---- the data ---- */
-/* x and y (owned references). y is int32 for softmax_cross_entropy_with_integer_labels (its
- * values must be integers), float32 otherwise; x is float32 (int32 from an integer .npy). */
+/* x and y (owned references), any shape (0-d included). y is int32 for
+ * softmax_cross_entropy_with_integer_labels (its values must be integers in the int32 range),
+ * float32 otherwise; x is float32 (int32 from integer data). Integer data outside int32 is an
+ * error, never wrapped. */
 typedef struct tc_data {
     lx_array *x, *y;
 } tc_data;
 /* From --x VALUES --x-shape SHAPE --y VALUES --y-shape SHAPE (NaN is a value), or --data DIR
  * (DIR/x.npy and DIR/y.npy), --data X.npy,Y.npy, or --data FILE.safetensors (or a Flax .msgpack)
- * holding tensors `x` and `y`. The model reads x as it is (a (3,) x is one unbatched example, as
- * model(x) in JAX); only minibatching needs a shared example axis (tc_data_check_examples). */
+ * holding tensors `x` and `y`; a --data path that exists is one path, commas in its name included.
+ * The model reads x as it is (a (3,) x is one unbatched example, as model(x) in JAX, a () y its
+ * label); only minibatching needs a shared example axis (tc_data_check_examples). */
 int tc_data_load(const cli_opt *x, const cli_opt *x_shape, const cli_opt *y, const cli_opt *y_shape,
                  const cli_opt *data, const tc_loss *loss, tc_data *out);
-/* x and y have the same first axis, or one `linnx:` line saying why it must (`why`). */
+/* x and y both have a first axis and it agrees, or one `linnx:` line saying why it must (`why`). */
 int tc_data_check_examples(const tc_data *d, const char *why);
 void tc_data_free(tc_data *d);
-/* Read a .npy file (format 1.0-3.0, C order; <f4 <f8 as float32, <i4 <i8 as int32, |b1 |u1 as
- * int32): an owned array (*rc 0), or NULL after printing the error, *rc the exit status
+/* Read a .npy file (format 1.0-3.0, C order, any shape; <f4 <f8 as float32; bool and the
+ * little-endian integer types int8..int64, uint8..uint64 as int32, exactly: a value outside int32
+ * is an error): an owned array (*rc 0), or NULL after printing the error, *rc the exit status
  * (CLI_EXIT_FAILURE when memory ran out, CLI_EXIT_USAGE for a bad file). */
 lx_array *tc_npy_read(const char *path, int *rc);
 
