@@ -10,12 +10,10 @@
 #include <stdbool.h>
 #include <time.h>
 
-#define TEAM_MAX 64
-
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static int nworkers;                  /* started so far (under mu) */
-static pthread_t threads[TEAM_MAX]; /* their handles, for team_shutdown */
+static pthread_t threads[LX_TEAM_MAX]; /* their handles, for team_shutdown */
 static atomic_bool quit;              /* set once by team_shutdown: workers leave, none starts */
 static atomic_flag busy = ATOMIC_FLAG_INIT;
 static atomic_ullong generation;      /* bumped per job */
@@ -91,7 +89,7 @@ __attribute__((destructor)) static void team_shutdown(void) {
 }
 
 void lx_team_run(int nthreads, void (*fn)(void *), void *arg) {
-    if (nthreads > TEAM_MAX) nthreads = TEAM_MAX;
+    if (nthreads > LX_TEAM_MAX) nthreads = LX_TEAM_MAX;
     int tid = cur_tid;
     cur_tid = 0;
     if (nthreads <= 1 || atomic_flag_test_and_set(&busy)) {
