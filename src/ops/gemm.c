@@ -70,15 +70,20 @@ typedef struct {
     int64_t ldy;
 } epi_plan;
 
+lx_act_row_fn lx_gemm_act_row(lx_isa isa, lx_gemm_act act) {
+    const lx_vmath *vm = lx_vmath_for(isa);
+    switch (act) {
+    case LX_GEMM_ACT_GELU_TANH: return vm->gelu_tanh;
+    case LX_GEMM_ACT_GELU_ERF: return vm->gelu_erf;
+    case LX_GEMM_ACT_SILU: return vm->silu;
+    default: return NULL;
+    }
+}
+
 static const epi_plan *epilogue_plan(const lx_kernels *k, const lx_gemm_epilogue *ep, epi_plan *pl) {
     if (!ep || (!ep->bias && ep->act == LX_GEMM_ACT_NONE && !ep->y)) return NULL;
-    const lx_vmath *vm = lx_vmath_for(k->isa);
-    *pl = (epi_plan){.epi = k->gemm.epi, .bias = ep->bias,
+    *pl = (epi_plan){.epi = k->gemm.epi, .act = lx_gemm_act_row(k->isa, ep->act), .bias = ep->bias,
                      .relu = ep->act == LX_GEMM_ACT_RELU, .y = ep->y, .ldy = ep->ldy};
-    pl->act = ep->act == LX_GEMM_ACT_GELU_TANH ? vm->gelu_tanh
-              : ep->act == LX_GEMM_ACT_GELU_ERF ? vm->gelu_erf
-              : ep->act == LX_GEMM_ACT_SILU     ? vm->silu
-                                                : NULL;
     return pl;
 }
 
