@@ -6,12 +6,15 @@
  * calls (src/ops/quant_gemm.c, i8_scratch), as the f32 GEMM keeps its packing buffers. Shapes: a
  * decode row (M = 1) with K off every padding multiple, and a 64-row prefill whose padded A
  * (96 KiB) is past the library's per-thread block cache (64 KiB), so it reached malloc every
- * call before. Every call's sums are checked against a plain int64 reference. Not under the
- * sanitizers, whose runtimes replace malloc themselves. */
+ * call before. Every call's sums are checked against a plain int64 reference. And a quantized
+ * step end to end: an NNX Linear called in an LX_QT_INT8 session allocates nothing from its third
+ * call on (the second still fills a cache; before, the 96 KiB pad reached malloc every call). Not
+ * under the sanitizers, whose runtimes replace malloc themselves. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "linnx/nnx_layers.h"
 #include "linnx/quant.h"
 #include "linnx/threads.h"
 #include "lx_test.h"
@@ -119,6 +122,55 @@ static void test_steady_products(void) {
     if (!ran) fprintf(stderr, "  no padding int8 kernel on this CPU: only the portable one, which copies nothing\n");
 }
 
+/* calls 3..6 of an int8 Linear (K -> N) on M rows in one LX_QT_INT8 session: no heap allocation,
+ * the same output every call */
+static void check_session(int64_t M, int64_t K, int64_t N) {
+    nnx_rngs *r = NULL;
+    nnx_linear *l = NULL;
+    lx_qt_rules *rs = NULL;
+    lx_qt_session *s = NULL;
+    const lx_qt_rule rules[] = {{.module_path = ".*", .weight_qtype = "int8", .act_qtype = "int8"}};
+    CHECK_EQ_INT(nnx_rngs_from_seed(5, &r), LX_OK);
+    CHECK_EQ_INT(nnx_linear_new(K, N, r, &l), LX_OK);
+    CHECK_EQ_INT(lx_qt_rules_compile(rules, 1, &rs), LX_OK);
+    float *xs = malloc(sizeof(float) * (size_t)(M * K)), *y0 = malloc(sizeof(float) * (size_t)(M * N));
+    for (int64_t i = 0; i < M * K; i++) xs[i] = (float)val((uint32_t)i, 77u) / 64.0f;
+    lx_array *x = lx_array_from_f32(2, (int64_t[]){M, K}, xs);
+    size_t counted = 0;
+    int64_t differ = 0;
+    CHECK_EQ_INT(lx_qt_begin(rs, LX_QT_INT8, &s), LX_OK);
+    for (int call = 0; s && l && x && call < 6; call++) {
+        size_t mark = lx_pool_open();
+        atomic_store(&heap_allocs, 0);
+        atomic_store(&heap_on, call >= 2);
+        lx_array *y = nnx_call_array((nnx_module *)l, x);
+        atomic_store(&heap_on, false);
+        counted += atomic_load(&heap_allocs);
+        CHECK(y != NULL && y->size == M * N);
+        if (y && call == 0) memcpy(y0, lx_f32(y), sizeof(float) * (size_t)(M * N));
+        for (int64_t i = 0; y && call > 0 && i < M * N; i++) differ += lx_f32(y)[i] != y0[i];
+        lx_pool_close(mark);
+    }
+    CHECK_EQ_INT(lx_qt_session_int8(s), 6);
+    lx_qt_end(s);
+    CHECK_EQ_INT(differ, 0);
+    if (HEAP_COUNTED)
+        LX_TEST_REPORT_(counted == 0, "int8 Linear %lld -> %lld on %lld rows: calls 3..6 made %zu heap allocations; want 0",
+                        (long long)K, (long long)N, (long long)M, counted);
+    fprintf(stderr, "  int8 Linear %lld -> %lld on %lld rows: calls 3..6 made %zu heap allocations\n", (long long)K,
+            (long long)N, (long long)M, counted);
+    lx_release(x);
+    free(xs), free(y0);
+    lx_qt_rules_free(rs);
+    nnx_module_release((nnx_module *)l);
+    nnx_rngs_release(r);
+}
+
+static void test_session_steps(void) {
+    check_session(1, 1000, 256); /* a decode step */
+    check_session(64, 1500, 100);
+}
+
 /* The counter counts (so a zero above is a real zero): an allocation of the library's. */
 static void test_counter_counts(void) {
     if (!HEAP_COUNTED) {
@@ -139,5 +191,6 @@ static void test_counter_counts(void) {
 int main(void) {
     RUN(test_counter_counts);
     RUN(test_steady_products);
+    RUN(test_session_steps);
     return lx_test_finish();
 }
