@@ -1,6 +1,7 @@
 /* lx_team_run and the parallel loops on it (team.h): persistent workers woken per job; the caller
  * never waits for a worker that has not joined, so a busy vCPU delays a job by at most the item its
- * thread holds. */
+ * thread holds. The workers are joinable: unloading the library (dlclose, or the process's own
+ * end) stops and joins them (team_shutdown), so none is left running code that is unmapped. */
 #include "team.h"
 
 #include <pthread.h>
@@ -9,11 +10,11 @@
 #include <stdbool.h>
 #include <time.h>
 
-#define TEAM_MAX 64
-
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static int nworkers;                  /* started so far (under mu) */
+static pthread_t threads[LX_TEAM_MAX]; /* their handles, for team_shutdown */
+static atomic_bool quit;              /* set once by team_shutdown: workers leave, none starts */
 static atomic_flag busy = ATOMIC_FLAG_INIT;
 static atomic_ullong generation;      /* bumped per job */
 static atomic_bool open_;             /* the current job still takes workers */
@@ -38,6 +39,7 @@ static void *worker(void *p) {
             pthread_mutex_unlock(&mu);
         }
         seen = g;
+        if (atomic_load(&quit)) return NULL; /* team_shutdown bumped the generation */
         if (id >= atomic_load(&wanted)) continue;
         atomic_fetch_add(&active, 1);
         /* Dekker with the caller's close: either the caller sees us active, or we see it closed.
@@ -68,8 +70,26 @@ static void team_after_fork_child(void) {
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void team_register_atfork(void) { (void)pthread_atfork(NULL, NULL, team_after_fork_child); }
 
+/* The library's unloading (dlclose of liblinnx.so, or the end of the process: a destructor runs
+ * in both): every worker is woken, leaves its loop and is joined, so no thread is left parked in
+ * code about to be unmapped (it would crash when woken, or leak). A worker inside a job's item
+ * finishes the item first. Nothing to do when the pool never started, nor in a child of fork()
+ * (nworkers 0 there: the parent's workers are not its threads). A loop started afterwards (by a
+ * destructor of another library at the process's end) runs on its caller alone. */
+__attribute__((destructor)) static void team_shutdown(void) {
+    pthread_mutex_lock(&mu);
+    atomic_store(&quit, true);
+    int n = nworkers;
+    nworkers = 0;
+    atomic_fetch_add(&generation, 1);
+    pthread_cond_broadcast(&wake);
+    pthread_mutex_unlock(&mu);
+    for (int i = 0; i < n; i++)
+        if (!pthread_equal(threads[i], pthread_self())) (void)pthread_join(threads[i], NULL);
+}
+
 void lx_team_run(int nthreads, void (*fn)(void *), void *arg) {
-    if (nthreads > TEAM_MAX) nthreads = TEAM_MAX;
+    if (nthreads > LX_TEAM_MAX) nthreads = LX_TEAM_MAX;
     int tid = cur_tid;
     cur_tid = 0;
     if (nthreads <= 1 || atomic_flag_test_and_set(&busy)) {
@@ -79,14 +99,8 @@ void lx_team_run(int nthreads, void (*fn)(void *), void *arg) {
     }
     pthread_once(&atfork_once, team_register_atfork);
     pthread_mutex_lock(&mu);
-    while (nworkers < nthreads - 1) {
-        pthread_t t;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int rc = pthread_create(&t, &attr, worker, (void *)(long)nworkers);
-        pthread_attr_destroy(&attr);
-        if (rc != 0) break;
+    while (nworkers < nthreads - 1 && !atomic_load(&quit)) {
+        if (pthread_create(&threads[nworkers], NULL, worker, (void *)(long)nworkers) != 0) break;
         nworkers++;
     }
     job_fn = fn;

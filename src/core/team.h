@@ -9,11 +9,16 @@
 
 #include <stdint.h>
 
+/* The most threads one job runs on (the caller and LX_TEAM_MAX - 1 workers): lx_parallel_tid() is
+ * always below it, so per-thread scratch with this many slots covers every participant (conv.c).
+ * include/linnx/threads.h documents the number. */
+#define LX_TEAM_MAX 64
+
 /* Run fn(arg) on the calling thread and on up to nthreads - 1 pool workers, each joining only if
  * it wakes while the job is still open. Returns once the caller's fn has returned and every worker
  * that joined has left fn. fn must take its work from a shared counter so that whoever runs it,
  * including the caller alone, finishes the job: a worker that the OS does not schedule in time is
- * simply never waited for. nthreads <= 1 calls fn directly. */
+ * simply never waited for. nthreads <= 1 calls fn directly; above LX_TEAM_MAX, LX_TEAM_MAX. */
 void lx_team_run(int nthreads, void (*fn)(void *), void *arg);
 
 /* Items [lo, hi) of a parallel loop; returns 0, or nonzero to report a failure (the loop goes on

@@ -280,6 +280,11 @@ static inline __attribute__((always_inline)) bool flash_fwd_pack(const int KS, c
  * of 16: a partial block's padding keys are masked, their zero values add nothing), then the tiles. */
 static bool flash_fwd(const lx_flash_args *a, const float *q, const float *k, const float *v, int64_t t0, int64_t tq,
                       float *out, float *lse, float *scratch) {
+    /* causal tiles are meant to start on a key block's edge, t0 + 16 i with t0 a multiple of 16
+     * (attention_internal.h): another t0 is declined before anything is read or written, as the
+     * AVX2 kernel declines a t0 off its 8-key blocks (the caller's general path then has the rows;
+     * attention.c's jobs start at multiples of 128) */
+    if (a->causal && t0 % 16 != 0) return false;
     switch (lx_flash_stride(a)) {
     case 16: return flash_fwd_pack(16, a, q, k, v, t0, tq, out, lse, scratch);
     case 32: return flash_fwd_pack(32, a, q, k, v, t0, tq, out, lse, scratch);

@@ -16,6 +16,7 @@
 #include "linnx/nn.h"
 #include "linnx/threads.h"
 #include "op_internal.h"
+#include "team.h"
 
 #define CHUNK_FLOATS (1 << 17) /* 512 KiB of patches per worker: inside L2 */
 
@@ -80,14 +81,13 @@ static void im2col_forward(const conv_dims *c, int64_t *const *tab, const float 
     }
 }
 
-#define CONV_MAX_THREADS 64 /* team.c's pool never has more */
 typedef struct conv_job {
     const conv_dims *c;
     int64_t *const *tab;
     const float *x, *w;
     float *y;
     int64_t rows, chunk, kc, og;
-    float *cols[CONV_MAX_THREADS];
+    float *cols[LX_TEAM_MAX]; /* one per participant: lx_parallel_tid() < LX_TEAM_MAX */
 } conv_job;
 
 static int conv_chunks(void *ctx, int64_t lo, int64_t hi) {
@@ -95,9 +95,8 @@ static int conv_chunks(void *ctx, int64_t lo, int64_t hi) {
     const conv_dims *c = j->c;
     const int64_t chunk = j->chunk, kc = j->kc, og = j->og;
     int tid = lx_parallel_tid();
-    float *cols = tid < CONV_MAX_THREADS ? j->cols[tid] : NULL;
-    if (!cols && !(cols = malloc(sizeof(float) * (size_t)(chunk * kc + 1)))) return 1;
-    if (tid < CONV_MAX_THREADS) j->cols[tid] = cols;
+    float *cols = j->cols[tid];
+    if (!cols && !(cols = j->cols[tid] = malloc(sizeof(float) * (size_t)(chunk * kc + 1)))) return 1;
     for (int64_t ch = lo; ch < hi; ch++) {
         int64_t r0 = ch * chunk, nr = j->rows - r0 < chunk ? j->rows - r0 : chunk;
         for (int64_t g = 0; g < c->groups; g++) {
@@ -106,7 +105,6 @@ static int conv_chunks(void *ctx, int64_t lo, int64_t hi) {
                             j->y + r0 * c->cout + g * og, c->cout);
         }
     }
-    if (tid >= CONV_MAX_THREADS) free(cols);
     return 0;
 }
 
@@ -124,7 +122,7 @@ static lx_status conv_forward(const conv_dims *c, const float *x, const float *w
     /* a patch buffer per pool thread, allocated by the thread the first time it takes a chunk */
     conv_job j = {c, tab, x, w, y, rows, chunk, kc, og, {NULL}};
     int failed = lx_parallel_for_dynamic(nt > 0 ? nt : 1, nchunks, 1, conv_chunks, &j);
-    for (int t = 0; t < CONV_MAX_THREADS; t++) free(j.cols[t]);
+    for (int t = 0; t < LX_TEAM_MAX; t++) free(j.cols[t]);
     free(tabmem);
     return failed ? lx_fail(LX_ERR_NO_MEMORY, "conv_general: out of memory for patches") : LX_OK;
 }

@@ -126,11 +126,8 @@ LX_FWD(dense) {
         return lx_fail_context(st, "dense of shapes %s and %s: ", lx_shape_str(x->ndim, x->shape, sx, sizeof sx),
                                lx_shape_str(k->ndim, k->shape, sk, sizeof sk));
     }
-    if (smooth && !in_ep) {
-        const lx_vmath *vm = lx_vmath_active();
-        lx_vmath_map(p->act == LX_ACT_SILU ? vm->silu : p->act == LX_ACT_GELU_TANH ? vm->gelu_tanh : vm->gelu_erf,
-                     lx_f32(z), lx_f32(out), out->size);
-    }
+    if (smooth && !in_ep) /* the epilogue's own row (gemm.c), as one pass over the output */
+        lx_vmath_map(lx_gemm_act_row(lx_isa_current(), gemm_act(p->act)), lx_f32(z), lx_f32(out), out->size);
     return LX_OK;
 }
 

@@ -59,8 +59,8 @@ static atomic_int forced_path = LX_GEMM_PATH_AUTO;
  * Resolved once per call: the kernel set's bias/ReLU block function (kernels.h epi, vector code)
  * and, for gelu/silu, the vector math row that lx_gelu / lx_silu run (vmath.h: every element's
  * value is independent of its place in the row), so the fused result has the separate ops' bits.
- * It runs on each tile (packed path), panel (small and panel paths) or all of C (OpenBLAS, K = 0)
- * right after the block's last K block. */
+ * It runs on each tile (packed path), panel (small and panel paths) or all of C (OpenBLAS, K = 0:
+ * in row ranges on the pool, epilogue_all) right after the block's last K block. */
 typedef struct {
     void (*epi)(float *C, int64_t ldc, int64_t m, int64_t n, const float *bias, bool relu, float *Y, int64_t ldy);
     void (*act)(const float *x, float *y, int64_t n); /* gelu / silu, else NULL */
@@ -70,15 +70,20 @@ typedef struct {
     int64_t ldy;
 } epi_plan;
 
+lx_act_row_fn lx_gemm_act_row(lx_isa isa, lx_gemm_act act) {
+    const lx_vmath *vm = lx_vmath_for(isa);
+    switch (act) {
+    case LX_GEMM_ACT_GELU_TANH: return vm->gelu_tanh;
+    case LX_GEMM_ACT_GELU_ERF: return vm->gelu_erf;
+    case LX_GEMM_ACT_SILU: return vm->silu;
+    default: return NULL;
+    }
+}
+
 static const epi_plan *epilogue_plan(const lx_kernels *k, const lx_gemm_epilogue *ep, epi_plan *pl) {
     if (!ep || (!ep->bias && ep->act == LX_GEMM_ACT_NONE && !ep->y)) return NULL;
-    const lx_vmath *vm = lx_vmath_for(k->isa);
-    *pl = (epi_plan){.epi = k->gemm.epi, .bias = ep->bias,
+    *pl = (epi_plan){.epi = k->gemm.epi, .act = lx_gemm_act_row(k->isa, ep->act), .bias = ep->bias,
                      .relu = ep->act == LX_GEMM_ACT_RELU, .y = ep->y, .ldy = ep->ldy};
-    pl->act = ep->act == LX_GEMM_ACT_GELU_TANH ? vm->gelu_tanh
-              : ep->act == LX_GEMM_ACT_GELU_ERF ? vm->gelu_erf
-              : ep->act == LX_GEMM_ACT_SILU     ? vm->silu
-                                                : NULL;
     return pl;
 }
 
@@ -115,6 +120,28 @@ static void epilogue_block(const epi_plan *pl, float *C, int64_t ldc, int64_t r,
         if (b) pl->epi(ci, ldc, 1, n, b, false, NULL, 0);
         pl->act(ci, y ? y + i * pl->ldy : ci, n);
     }
+}
+
+/* The epilogue on all of C (after OpenBLAS, or K = 0) in row ranges over the pool, from
+ * EPI_PAR_MIN values (vmath_map's threshold): each value is the one epilogue_block gives it
+ * anywhere (element-wise; gelu/silu rows are position-independent), so the bits do not depend on
+ * the thread count. */
+#define EPI_PAR_MIN 32768
+typedef struct {
+    const epi_plan *pl;
+    float *C;
+    int64_t ldc, N;
+} epi_rows_job;
+
+static int epi_rows(void *ctx, int64_t lo, int64_t hi) {
+    const epi_rows_job *j = ctx;
+    epilogue_block(j->pl, j->C + lo * j->ldc, j->ldc, lo, 0, hi - lo, j->N);
+    return 0;
+}
+
+static void epilogue_all(const epi_plan *pl, float *C, int64_t ldc, int64_t M, int64_t N, int nthreads) {
+    epi_rows_job j = {pl, C, ldc, N};
+    (void)lx_parallel_for(M * N >= EPI_PAR_MIN ? nthreads : 1, M, epi_rows, &j);
 }
 
 /* C = beta C (never reading C when beta is 0): the whole product when K == 0 or alpha == 0. */
@@ -842,7 +869,7 @@ static lx_status gemm_run(bool transA, bool transB, int64_t M, int64_t N, int64_
     const epi_plan *pl = epilogue_plan(k, ep, &plan);
     if (K == 0 || alpha == 0.0f) { /* no product: C = beta C, never reading C when beta is 0 */
         scale_c(M, N, beta, C, ldc);
-        if (pl) epilogue_block(pl, C, ldc, 0, 0, M, N);
+        if (pl) epilogue_all(pl, C, ldc, M, N, nthreads);
         return LX_OK;
     }
     lx_gemm_path path = choose_path(k, transA, M, N, K);
@@ -857,7 +884,7 @@ static lx_status gemm_run(bool transA, bool transB, int64_t M, int64_t N, int64_
         (void)lx_num_threads(); /* make sure OpenBLAS got the thread setting */
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, (int)M,
                     (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-        if (pl) epilogue_block(pl, C, ldc, 0, 0, M, N);
+        if (pl) epilogue_all(pl, C, ldc, M, N, nthreads);
         break;
     default: {
         int nt = M * N * K >= PAR_MIN_WORK ? nthreads : 1; /* sizes fit: M, N, K were validated */

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "linnx/cpu.h"
 #include "linnx/status.h"
 
 /* linnx's own kernels on the calling thread, whatever the size (never OpenBLAS): what code already
@@ -35,6 +36,12 @@ typedef struct {
     float *y;
     int64_t ldy;
 } lx_gemm_epilogue;
+
+/* The vector-math row (vmath.h) that GELU tanh / GELU erf / SiLU run in kernel set `isa`: the one
+ * mapping the epilogue (gemm.c) and lx_dense's pass after the GEMM (dense.c) share, so the two
+ * forms give the same bits. NULL for NONE and RELU. */
+typedef void (*lx_act_row_fn)(const float *x, float *y, int64_t n);
+lx_act_row_fn lx_gemm_act_row(lx_isa isa, lx_gemm_act act);
 
 /* Where lx_dense runs GELU/SiLU: 1 in the GEMM epilogue, 0 as a pass after the GEMM, -1 as
  * LINNX_DENSE says (act_epilogue: the former; the default is the latter). Same bits either way;

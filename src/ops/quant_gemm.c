@@ -26,6 +26,38 @@
 #define LX_AMX 1
 #endif
 
+#ifdef LX_X86
+/* Per-thread scratch kept between calls, as the f32 GEMM keeps its packing buffers (gemm.c): the
+ * padded (AVX2, VNNI) or tile-major (AMX) copy of A in slot 0, AMX's edge tiles in slots 1 and 2;
+ * so a steady-state decode step's int8 products allocate nothing. A block above I8_KEEP bytes is
+ * the caller's alone (*own, to free); kept blocks are freed when their thread exits. 64-byte
+ * aligned. */
+#define I8_SLOTS 3
+#define I8_KEEP ((size_t)16 << 20)
+static pthread_key_t i8_key[I8_SLOTS];
+static pthread_once_t i8_once = PTHREAD_ONCE_INIT;
+static _Thread_local void *i8_ptr[I8_SLOTS];
+static _Thread_local size_t i8_cap[I8_SLOTS];
+static void i8_scratch_free(void *p) { free(p); }
+static void i8_keys(void) {
+    for (int i = 0; i < I8_SLOTS; i++) (void)pthread_key_create(&i8_key[i], i8_scratch_free);
+}
+
+static void *i8_scratch(int slot, size_t bytes, void **own) {
+    *own = NULL;
+    if (bytes <= i8_cap[slot]) return i8_ptr[slot];
+    bytes = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, bytes);
+    if (!p || bytes > I8_KEEP) return *own = p;
+    pthread_once(&i8_once, i8_keys);
+    free(i8_ptr[slot]);
+    i8_ptr[slot] = p;
+    i8_cap[slot] = bytes;
+    (void)pthread_setspecific(i8_key[slot], p);
+    return p;
+}
+#endif
+
 /* ------------------------------------------------------------------ portable */
 
 /* The context of every int8 product's parallel loop below: the operands, the sizes, and the
@@ -430,10 +462,11 @@ static void amx_team_fn(void *arg) {
 static lx_status packed_amx(int64_t M, const int8_t *a, const lx_i8_packed *p, int32_t *c) {
     const int64_t nmb = (M + 31) / 32, items = nmb * (p->Np / Q4_NB), Mp = nmb * 32;
     amx_out o = {c, NULL, NULL, M, p->N, p->Np, M % 32 ? Mp - 32 : Mp, p->N % Q4_NB ? p->Np - Q4_NB : p->Np};
-    if (o.mlast < Mp) o.redge = aligned_alloc(64, sizeof(int32_t) * (size_t)(32 * p->Np));
-    if (o.nlast < p->Np && o.mlast > 0) o.cedge = aligned_alloc(64, sizeof(int32_t) * (size_t)(o.mlast * Q4_NB));
+    void *own_r = NULL, *own_c = NULL; /* edge buffers too large to keep (i8_scratch) */
+    if (o.mlast < Mp) o.redge = i8_scratch(1, sizeof(int32_t) * (size_t)(32 * p->Np), &own_r);
+    if (o.nlast < p->Np && o.mlast > 0) o.cedge = i8_scratch(2, sizeof(int32_t) * (size_t)(o.mlast * Q4_NB), &own_c);
     if ((o.mlast < Mp && !o.redge) || (o.nlast < p->Np && o.mlast > 0 && !o.cedge)) {
-        free(o.redge), free(o.cedge);
+        free(own_r), free(own_c);
         return lx_fail(LX_ERR_NO_MEMORY, "i8_gemm_packed: out of memory");
     }
     const int threads = LX_PAR_THREADS(M >= 64 && M * p->N * p->K > (1 << 22));
@@ -449,7 +482,7 @@ static lx_status packed_amx(int64_t M, const int8_t *a, const lx_i8_packed *p, i
         memcpy(c + m * p->N, o.redge + (m - o.mlast) * p->Np, sizeof(int32_t) * (size_t)p->N);
     for (int64_t m = 0; o.cedge && m < o.mlast; m++)
         memcpy(c + m * p->N + o.nlast, o.cedge + m * Q4_NB, sizeof(int32_t) * (size_t)(p->N - o.nlast));
-    free(o.redge), free(o.cedge);
+    free(own_r), free(own_c);
     return LX_OK;
 }
 
@@ -779,22 +812,25 @@ static lx_status run_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx
     /* the OS's permission for AMX's tile data, asked the first time (amx_permitted); refused: the
      * same packed layout on VNNI */
     if (k == LX_I8_AMX && !amx_permitted()) k = lx_i8_kernel_supported(LX_I8_VNNI) ? LX_I8_VNNI : LX_I8_PORTABLE;
+    void *own = NULL; /* an A copy too large to keep (i8_scratch) */
     if (k == LX_I8_AVX2) {
         /* rows padded to the 32-chunk (zeros add nothing) */
         const int8_t *ap = a;
-        int8_t *pad = NULL;
         if (p->Kp != p->K) {
-            pad = calloc((size_t)(M * p->Kp), 1);
+            int8_t *pad = i8_scratch(0, (size_t)(M * p->Kp), &own);
             if (!pad) return lx_fail(LX_ERR_NO_MEMORY, "i8_gemm_packed: out of memory");
-            for (int64_t m = 0; m < M; m++) memcpy(pad + m * p->Kp, a + m * p->K, (size_t)p->K);
+            for (int64_t m = 0; m < M; m++) {
+                memcpy(pad + m * p->Kp, a + m * p->K, (size_t)p->K);
+                memset(pad + m * p->Kp + p->K, 0, (size_t)(p->Kp - p->K));
+            }
             ap = pad;
         }
         packed_avx2(M, ap, p->Kp, p, c);
-        free(pad);
+        free(own);
         return LX_OK;
     }
     if (k == LX_I8_VNNI) { /* A as u8 (a + 128), rows padded to Kp (the padding meets zero weights) */
-        uint8_t *au = aligned_alloc(64, ((size_t)(M * p->Kp) + 63) / 64 * 64);
+        uint8_t *au = i8_scratch(0, (size_t)(M * p->Kp), &own);
         if (!au) return lx_fail(LX_ERR_NO_MEMORY, "i8_gemm_packed: out of memory");
         for (int64_t m = 0; m < M; m++) {
             const int8_t *src = a + m * p->K;
@@ -803,7 +839,7 @@ static lx_status run_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx
             memset(dst + p->K, 0x80, (size_t)(p->Kp - p->K));
         }
         packed_vnni(M, au, p, c);
-        free(au);
+        free(own);
         return LX_OK;
     }
     if (k == LX_I8_AMX) {
@@ -811,7 +847,7 @@ static lx_status run_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx
          * rows 16 t.. and columns 64 kb.. is 1 KiB at (t * Kp / 64 + kb) * 1024, so each tile
          * load reads one contiguous KiB */
         const int64_t Mp = (M + 31) / 32 * 32, KB = p->Kp / Q4_KC;
-        int8_t *ap = aligned_alloc(64, (size_t)(Mp * p->Kp));
+        int8_t *ap = i8_scratch(0, (size_t)(Mp * p->Kp), &own);
         if (!ap) return lx_fail(LX_ERR_NO_MEMORY, "i8_gemm_packed: out of memory");
         memset(ap, 0, (size_t)(Mp * p->Kp));
         for (int64_t m = 0; m < M; m++) {
@@ -823,7 +859,7 @@ static lx_status run_packed(lx_i8_kernel k, int64_t M, const int8_t *a, const lx
             }
         }
         lx_status st = packed_amx(M, ap, p, c);
-        free(ap);
+        free(own);
         return st;
     }
 #endif

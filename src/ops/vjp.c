@@ -82,7 +82,6 @@ UNARY_VJP(sqrt, g * 0.5f / y)
 UNARY_VJP(rsqrt, g * -0.5f * y / x)
 UNARY_VJP(tanh, g * (1.0f - y * y))
 UNARY_VJP(sigmoid, g * y * (1.0f - y))
-UNARY_VJP(relu, x > 0 ? g : 0.0f)
 
 /* silu' = s (1 + x (1 - s)) and softplus' = s, s = sigmoid(x) from the vector math (vmath.h) into
  * dx first, then one vectorisable pass. */
@@ -127,6 +126,28 @@ static int vjp_row_range(void *p, int64_t lo, int64_t hi) {
     const vjp_rows_job *j = p;
     for (int64_t r = lo; r < hi; r++) j->row(j->a + r * j->n, j->g + r * j->n, j->d + r * j->n, j->n);
     return 0;
+}
+
+/* relu: dx = x > 0 ? g : 0 (relu'(0) = 0; a NaN x gives 0), in VJP_CHUNK chunks over the pool
+ * above 2^15 values (a value is the same whoever computes it), each chunk a restrict loop GCC
+ * vectorizes with no alias checks. mlp_train's step runs it twice on 128 x 512 values. */
+static void relu_vjp_row(const float *restrict x, const float *restrict g, float *restrict dx, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float xi = x[i], gi = g[i]; /* both loaded: a select, not a branch */
+        dx[i] = xi > 0.0f ? gi : 0.0f;
+    }
+}
+
+VJP(relu) {
+    (void)params, (void)nin, (void)out, (void)wants;
+    if (!is_float(in[0])) return LX_OK;
+    lx_array *dx = lx_op_result(LX_F32, ct->ndim, ct->shape, false); /* fresh: aliases neither input */
+    if (!dx) return lx_last_status();
+    const int64_t n = ct->size, nch = (n + VJP_CHUNK - 1) / VJP_CHUNK;
+    vjp_rows_job j = {relu_vjp_row, lx_f32(in[0]), lx_f32(ct), lx_f32(dx), n};
+    lx_parallel_for(LX_PAR_THREADS(n > (1 << 15)), nch, vjp_chunks, &j);
+    in_ct[0] = dx;
+    return LX_OK;
 }
 
 VJP(gelu) {
