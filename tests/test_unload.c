@@ -10,6 +10,8 @@
  * LINNX_SHARED_LIB names the library (CMakeLists.txt sets it); without it the test is skipped. */
 #include <dirent.h>
 #include <dlfcn.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -138,6 +140,51 @@ static void test_fork_child_unloads(int base) {
     CHECK(n == base, "%d threads after dlclose, %d before dlopen", n, base);
 }
 
+/* A program thread that used linnx (its per-thread caches registered their exit destructors)
+ * and exits after the library is unloaded: before team_shutdown deleted the library's keys, the
+ * thread's exit ran those destructors in unmapped code and the process died of SIGSEGV. Run in a
+ * child so that a crash is a failed check, not the end of the test. */
+static void *outlive_h;
+static sem_t outlive_used, outlive_closed;
+static void *outliving_thread(void *unused) {
+    (void)unused;
+    lx_array *(*full)(int, const int64_t *, float) =
+        (lx_array * (*)(int, const int64_t *, float)) sym(outlive_h, "lx_array_full_f32");
+    lx_array *(*ex)(lx_array *) = (lx_array * (*)(lx_array *)) sym(outlive_h, "lx_exp");
+    void (*release)(lx_array *) = (void (*)(lx_array *))sym(outlive_h, "lx_release");
+    void (*drain)(void) = (void (*)(void))sym(outlive_h, "lx_pool_drain");
+    if (full && ex && release && drain) {
+        int64_t n = 100;
+        lx_array *a = full(1, &n, 1.0f);
+        if (a) (void)ex(a), release(a);
+        drain();
+    }
+    sem_post(&outlive_used);
+    sem_wait(&outlive_closed);
+    return NULL; /* the thread's exit: its specific-data destructors would run now */
+}
+static void test_thread_outlives_unload(void) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(20);
+        outlive_h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+        if (!outlive_h) _exit(3);
+        sem_init(&outlive_used, 0, 0), sem_init(&outlive_closed, 0, 0);
+        pthread_t t;
+        if (pthread_create(&t, NULL, outliving_thread, NULL) != 0) _exit(4);
+        sem_wait(&outlive_used);
+        if (dlclose(outlive_h) != 0 || !unloaded()) _exit(5);
+        sem_post(&outlive_closed);
+        pthread_join(t, NULL);
+        _exit(0);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid, "fork/waitpid failed");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a thread exiting after dlclose: %s %d",
+          WIFEXITED(status) ? "exit status" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}
+
 int main(void) {
     lib = getenv("LINNX_SHARED_LIB");
     if (!lib || !*lib) {
@@ -151,6 +198,7 @@ int main(void) {
     test_started_then_unloaded(base, 1);
     test_started_then_unloaded(base, 2);
     test_fork_child_unloads(base);
+    test_thread_outlives_unload();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -3,6 +3,7 @@
 
 #include "checked.h"
 #include "linnx/fault.h"
+#include "team.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -55,7 +56,7 @@ static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
 static _Thread_local thread_arrays tl_arrays;
 
 static void thread_exit(void *p);
-static void threads_key_make(void) { (void)pthread_key_create(&threads_key, thread_exit); }
+static void threads_key_make(void) { (void)lx_tls_key_create(&threads_key, thread_exit); }
 
 static __attribute__((noinline)) void thread_list(thread_arrays *t) {
     pthread_once(&threads_once, threads_key_make);
@@ -99,7 +100,7 @@ static void hdr_exit(void *p) {
     hdr_n = 0;
     hdr_registered = false; /* a header freed by a later destructor registers again */
 }
-static void hdr_key_new(void) { (void)pthread_key_create(&hdr_key, hdr_exit); }
+static void hdr_key_new(void) { (void)lx_tls_key_create(&hdr_key, hdr_exit); }
 
 static lx_array *header_alloc(void) {
     lx_array *a = hdr_free;

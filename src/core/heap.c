@@ -22,6 +22,7 @@
  * and return NULL, which each caller here reads as "out of memory, p is still yours": a double
  * free); NULL always means out of memory with p untouched. */
 #include "fault_inject.h"
+#include "team.h"
 /* The forced include defined these as macros for every library source, this one included: here
  * they must name the C library's functions. */
 #undef malloc
@@ -129,7 +130,7 @@ static void on_thread_exit(void *p) {
     cache.dead = true; /* frees after this point (other destructors) go straight to free */
 }
 
-static void make_key(void) { pthread_key_create(&exit_key, on_thread_exit); }
+static void make_key(void) { (void)lx_tls_key_create(&exit_key, on_thread_exit); }
 
 static inline void register_exit(heap_cache *h) {
     if (h->registered) return;

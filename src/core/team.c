@@ -76,6 +76,22 @@ static void team_register_atfork(void) { (void)pthread_atfork(NULL, NULL, team_a
  * finishes the item first. Nothing to do when the pool never started, nor in a child of fork()
  * (nworkers 0 there: the parent's workers are not its threads). A loop started afterwards (by a
  * destructor of another library at the process's end) runs on its caller alone. */
+/* The keys lx_tls_key_create made (team.h): a handful per library (gemm's and int8's scratch
+ * slots, the caches of heap.c, array.c, scope.c, layers_common.c, autodiff.c). */
+#define TLS_KEYS_MAX 64
+static pthread_key_t tls_keys[TLS_KEYS_MAX];
+static int tls_nkeys;
+static pthread_mutex_t tls_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int lx_tls_key_create(pthread_key_t *key, void (*destructor)(void *)) {
+    int rc = pthread_key_create(key, destructor);
+    if (rc != 0) return rc;
+    pthread_mutex_lock(&tls_mu);
+    if (tls_nkeys < TLS_KEYS_MAX) tls_keys[tls_nkeys++] = *key;
+    pthread_mutex_unlock(&tls_mu);
+    return 0;
+}
+
 __attribute__((destructor)) static void team_shutdown(void) {
     pthread_mutex_lock(&mu);
     atomic_store(&quit, true);
@@ -86,6 +102,12 @@ __attribute__((destructor)) static void team_shutdown(void) {
     pthread_mutex_unlock(&mu);
     for (int i = 0; i < n; i++)
         if (!pthread_equal(threads[i], pthread_self())) (void)pthread_join(threads[i], NULL);
+    /* the workers ran their keys' destructors as they left; the keys go now, so that a program
+     * thread exiting after an unload runs none of them (they would be in unmapped code) */
+    pthread_mutex_lock(&tls_mu);
+    for (int i = 0; i < tls_nkeys; i++) (void)pthread_key_delete(tls_keys[i]);
+    tls_nkeys = 0;
+    pthread_mutex_unlock(&tls_mu);
 }
 
 void lx_team_run(int nthreads, void (*fn)(void *), void *arg) {

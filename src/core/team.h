@@ -7,12 +7,21 @@
 #ifndef LINNX_TEAM_H
 #define LINNX_TEAM_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 /* The most threads one job runs on (the caller and LX_TEAM_MAX - 1 workers): lx_parallel_tid() is
  * always below it, so per-thread scratch with this many slots covers every participant (conv.c).
  * include/linnx/threads.h documents the number. */
 #define LX_TEAM_MAX 64
+
+/* pthread_key_create for a key whose destructor is linnx code (per-thread caches and scratch): the
+ * key is also recorded, and the library's unloading deletes every recorded key after the pool's
+ * workers are joined (team_shutdown). Without that, a program thread that used linnx and exits
+ * after dlclose would run a destructor in unmapped code. Such a thread's cached memory is then
+ * not freed (a leak on that path only); keys are never deleted otherwise. Returns
+ * pthread_key_create's result. */
+int lx_tls_key_create(pthread_key_t *key, void (*destructor)(void *));
 
 /* Run fn(arg) on the calling thread and on up to nthreads - 1 pool workers, each joining only if
  * it wakes while the job is still open. Returns once the caller's fn has returned and every worker

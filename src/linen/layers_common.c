@@ -4,6 +4,7 @@
 
 #include "layers_internal.h"
 #include "linen_internal.h"
+#include "../core/team.h"
 
 /* Designated, so fields added to lx_initializer later (partitioning) start out zero. */
 #define LL_VS(name_, scale_, mode_, dist_, out_axis_)                                               \
@@ -90,7 +91,7 @@ static void ll_on_thread_exit(void *p) {
     }
     ll_cache_registered = false; /* a module cached by a later destructor registers again (glibc reruns) */
 }
-static void ll_make_key(void) { pthread_key_create(&ll_exit_key, ll_on_thread_exit); }
+static void ll_make_key(void) { (void)lx_tls_key_create(&ll_exit_key, ll_on_thread_exit); }
 static void ll_register_exit(void) {
     if (ll_cache_registered) return;
     pthread_once(&ll_exit_once, ll_make_key);

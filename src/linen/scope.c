@@ -17,6 +17,7 @@
 #include "linnx/intercept.h"
 #include "../core/frame_internal.h"
 #include "linnx/box.h"
+#include "../core/team.h"
 
 static lx_status oom(void) { return lx_fail(LX_ERR_NO_MEMORY, "linen: out of memory"); }
 
@@ -129,7 +130,7 @@ static void scope_on_thread_exit(void *p) {
     scope_nfree_ = 0;
     scope_dead_ = true;
 }
-static void scope_make_key(void) { pthread_key_create(&scope_exit_key, scope_on_thread_exit); }
+static void scope_make_key(void) { (void)lx_tls_key_create(&scope_exit_key, scope_on_thread_exit); }
 
 static void *scope_alloc(size_t n, bool *pooled) {
     *pooled = SCOPE_CACHE_ON && n <= SCOPE_BLOCK && !scope_dead_;

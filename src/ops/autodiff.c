@@ -26,6 +26,7 @@
 #include "linnx/ops.h"
 #include "broadcast.h"
 #include "op_internal.h"
+#include "team.h"
 
 typedef struct rec {
     lx_prim_id id; /* LX_PRIM_COUNT for a watched leaf */
@@ -312,7 +313,7 @@ static void spare_exit(void *t) {
     spare = NULL;
     tape_destroy(t);
 }
-static void spare_key_new(void) { (void)pthread_key_create(&spare_key, spare_exit); }
+static void spare_key_new(void) { (void)lx_tls_key_create(&spare_key, spare_exit); }
 
 void lx_tape_free(lx_tape *t) {
     if (!t) return;

@@ -270,7 +270,7 @@ static _Thread_local float *scratch_ptr[SCRATCH_SLOTS];
 static _Thread_local size_t scratch_cap[SCRATCH_SLOTS];
 static void scratch_free(void *p) { free(p); }
 static void scratch_init(void) {
-    for (int i = 0; i < SCRATCH_SLOTS; i++) (void)pthread_key_create(&scratch_key[i], scratch_free);
+    for (int i = 0; i < SCRATCH_SLOTS; i++) (void)lx_tls_key_create(&scratch_key[i], scratch_free);
 }
 
 static float *thread_scratch(int slot, size_t floats) {

@@ -11,6 +11,7 @@
 #include "linnx/quant.h"
 #include "linnx/threads.h"
 #include "op_internal.h"
+#include "team.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -40,7 +41,7 @@ static _Thread_local void *i8_ptr[I8_SLOTS];
 static _Thread_local size_t i8_cap[I8_SLOTS];
 static void i8_scratch_free(void *p) { free(p); }
 static void i8_keys(void) {
-    for (int i = 0; i < I8_SLOTS; i++) (void)pthread_key_create(&i8_key[i], i8_scratch_free);
+    for (int i = 0; i < I8_SLOTS; i++) (void)lx_tls_key_create(&i8_key[i], i8_scratch_free);
 }
 
 static void *i8_scratch(int slot, size_t bytes, void **own) {
