@@ -3,7 +3,9 @@
  * allocations of any kind - every malloc, calloc, realloc, aligned_alloc, posix_memalign and
  * memalign of the process, the library's included, counted by the replacements below - and zero
  * array data allocations (counted through lx_set_alloc_hook), and leave the live array count and
- * the autorelease pools where they were: nothing accumulates.
+ * the autorelease pools where they were: nothing accumulates. Also the audit's configurations (a
+ * Sequential MLP with adam by apply_gradients, donated sgd momentum, adamw and adam + BatchNorm,
+ * init variables released after create) and a second NNX model in the same process.
  *
  * What makes it zero: the array storage cache (src/core/array.c) hands every op result, gradient
  * and new optimizer-state / parameter leaf the block of an array of the same size that an earlier
@@ -20,6 +22,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "linnx/autodiff.h"
@@ -208,6 +212,121 @@ static void test_linen_train_state(void) {
     lx_release(c.y);
 }
 
+/* The audit's configurations (issue 14 §5): a Sequential MLP (Dense, [BatchNorm,] relu, Dense),
+ * squared error, a TrainState from an optax expression, the init variables released after
+ * create; steps by apply_gradients (a new state each step) or apply_gradients_donated, BatchNorm's
+ * batch_stats carried from step to step as the Flax examples do. Each builds its model in the same
+ * process after the ones before, so the caches it starts from are what those left. */
+typedef struct {
+    linen_module *m;
+    lx_array *x, *y;
+    lx_tree *stats; /* batch_stats, or NULL */
+    linen_train_state *s;
+    bool donated;
+} seq_ctx;
+
+static lx_status seq_loss(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
+    seq_ctx *c = user;
+    lx_tree *vars = lx_tree_new();
+    lx_status st = vars ? lx_tree_set(vars, "params", lx_tree_v((lx_tree *)params)) : lx_last_status();
+    if (st == LX_OK && c->stats) st = lx_tree_set(vars, "batch_stats", lx_tree_v(c->stats));
+    lx_value out = lx_none();
+    lx_tree *mut = NULL;
+    linen_opts o = {.mutable = LINEN_MUTABLE("batch_stats"), .mutable_given = true};
+    if (st == LX_OK)
+        st = linen_apply(c->m, vars, LINEN_NO_RNGS, &LX_ARGS(c->x), c->stats ? &o : NULL, &out, c->stats ? &mut : NULL);
+    lx_tree_release(vars);
+    if (st == LX_OK) *loss = lx_mean(optax_squared_error(out.u.array, c->y), LX_ALL_AXES, false);
+    if (st == LX_OK && !*loss) st = lx_last_status();
+    lx_value_free(&out);
+    if (aux) *aux = mut;
+    else lx_tree_release(mut);
+    return st;
+}
+
+static bool seq_step(void *p) {
+    seq_ctx *c = p;
+    size_t mark = lx_pool_open();
+    lx_array *loss = NULL;
+    lx_tree *grads = NULL, *aux = NULL;
+    bool ok = linen_value_and_grad(seq_loss, c, c->s->params, &loss, &grads, c->stats ? &aux : NULL) == LX_OK;
+    if (ok && c->donated) {
+        ok = linen_train_state_apply_gradients_donated(&c->s, grads) == LX_OK;
+    } else if (ok) {
+        linen_train_state *next = NULL;
+        ok = linen_train_state_apply_gradients(c->s, grads, &next) == LX_OK;
+        if (ok) {
+            linen_train_state_free(c->s);
+            c->s = next;
+        }
+    }
+    if (ok && aux) {
+        const lx_value *bs = lx_tree_get(aux, "batch_stats");
+        ok = bs && bs->kind == LX_V_TREE;
+        if (ok) {
+            lx_tree_release(c->stats);
+            c->stats = lx_tree_retain(bs->u.tree);
+        }
+    }
+    lx_release(loss);
+    lx_tree_release(grads);
+    lx_tree_release(aux);
+    lx_pool_close(mark);
+    return ok;
+}
+
+static void seq_case(const char *name, const char *opt, bool bn, bool donated) {
+    seq_ctx c = {.donated = donated};
+    float xv[B * IN], yv[B * OUT];
+    for (int i = 0; i < B * IN; i++) xv[i] = sinf(0.7f * (float)i);
+    for (int i = 0; i < B * OUT; i++) yv[i] = cosf(0.3f * (float)i);
+    c.x = lx_array_from_f32(2, (int64_t[]){B, IN}, xv);
+    c.y = lx_array_from_f32(2, (int64_t[]){B, OUT}, yv);
+    linen_module *d1 = NULL, *d2 = NULL, *r = NULL, *b = NULL;
+    CHECK_EQ_INT(linen_module_new(&linen_Dense, &LX_CALL_KWARGS(LX_KW_INT("features", HID)), &d1), LX_OK);
+    CHECK_EQ_INT(linen_module_new(&linen_relu, &LX_NO_CALL, &r), LX_OK);
+    CHECK_EQ_INT(linen_module_new(&linen_Dense, &LX_CALL_KWARGS(LX_KW_INT("features", OUT)), &d2), LX_OK);
+    if (bn) {
+        CHECK_EQ_INT(linen_module_new(&linen_BatchNorm, &LX_CALL_KWARGS(LX_KW_BOOL("use_running_average", false)), &b),
+                     LX_OK);
+        CHECK_EQ_INT(linen_sequential_new(4, (linen_module *[]){d1, b, r, d2}, &c.m), LX_OK);
+    } else {
+        CHECK_EQ_INT(linen_sequential_new(3, (linen_module *[]){d1, r, d2}, &c.m), LX_OK);
+    }
+    lx_tree *vars = NULL;
+    CHECK_EQ_INT(linen_init(c.m, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(c.x), NULL, &vars), LX_OK);
+    if (vars && bn) c.stats = lx_tree_retain((lx_tree *)lx_tree_get(vars, "batch_stats")->u.tree);
+    optax_tx *tx = optax_from_string(opt);
+    if (vars) CHECK_EQ_INT(linen_train_state_create(c.m, (lx_tree *)lx_tree_get(vars, "params")->u.tree, tx, &c.s), LX_OK);
+    lx_tree_release(vars); /* `del variables` after TrainState.create */
+    if (c.s) check_steady(name, seq_step, &c);
+    linen_train_state_free(c.s);
+    lx_tree_release(c.stats);
+    linen_module_release(c.m);
+    linen_module_release(d1);
+    linen_module_release(d2);
+    linen_module_release(r);
+    linen_module_release(b);
+    lx_release(c.x);
+    lx_release(c.y);
+}
+
+static const struct {
+    const char *name, *opt;
+    bool bn, donated;
+} SEQ_CASES[] = {
+    {"Sequential adam apply_gradients", "adam(1e-2)", false, false},
+    {"Sequential sgd momentum donated", "sgd(0.1, momentum=0.9)", false, true},
+    {"Sequential adamw donated", "adamw(1e-2, weight_decay=0.1)", false, true},
+    {"Sequential adam + BatchNorm donated", "adam(1e-2)", true, true},
+    {"Sequential adam donated", "adam(1e-2)", false, true},
+};
+enum { NSEQ = sizeof SEQ_CASES / sizeof SEQ_CASES[0] };
+
+static void test_linen_audit_cases(void) {
+    for (int i = 0; i < NSEQ; i++) seq_case(SEQ_CASES[i].name, SEQ_CASES[i].opt, SEQ_CASES[i].bn, SEQ_CASES[i].donated);
+}
+
 typedef struct {
     nnx_module *m;
     nnx_optimizer *opt;
@@ -234,7 +353,7 @@ static bool nnx_step(void *p) {
     return ok;
 }
 
-static void test_nnx_optimizer(void) {
+static void nnx_case(const char *name) {
     nctx c = {NULL, NULL, data_x(), data_y()};
     nnx_rngs *r = NULL;
     nnx_module *l1 = NULL, *l2 = NULL;
@@ -246,7 +365,7 @@ static void test_nnx_optimizer(void) {
     lx_call cs = LX_CALL_ARGS(nnx_module_v(l1), nnx_fn_v(&NNX_RELU), nnx_module_v(l2));
     CHECK_EQ_INT(nnx_module_new(&NNX_SEQUENTIAL_TYPE, &cs, NULL, &c.m), LX_OK);
     CHECK_EQ_INT(nnx_optimizer_new(c.m, optax_adam(OPTAX_CONST(1e-3), NULL), &param, &c.opt), LX_OK);
-    if (c.opt) check_steady("nnx.Optimizer + adam", nnx_step, &c);
+    if (c.opt) check_steady(name, nnx_step, &c);
     nnx_optimizer_free(c.opt);
     nnx_module_release(c.m);
     nnx_module_release(l1);
@@ -254,6 +373,12 @@ static void test_nnx_optimizer(void) {
     nnx_rngs_release(r);
     lx_release(c.x);
     lx_release(c.y);
+}
+
+/* A second model trained in the same process starts from the caches the first one left. */
+static void test_nnx_optimizer(void) {
+    nnx_case("nnx.Optimizer + adam");
+    nnx_case("nnx.Optimizer + adam, a second model");
 }
 
 /* The counter counts: a malloc of the test's own and one the library makes (a block too large for
@@ -278,7 +403,26 @@ static void test_counter_counts(void) {
     lx_heap_free_(lib);
 }
 
-int main(void) {
+/* Case k alone in a fresh process (this program again with --case k): the caches start empty, as
+ * in a training program that runs only it. The audit's step-2 mallocs showed only so. */
+static void test_fresh_processes(void) {
+    for (int k = 0; k <= NSEQ; k++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char arg[16];
+            snprintf(arg, sizeof arg, "%d", k);
+            execl("/proc/self/exe", "test_train_steady", "--case", arg, (char *)NULL);
+            _exit(127);
+        }
+        int status = 0;
+        bool ok = pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        LX_TEST_REPORT_(ok, "case %d (%s) in a fresh process failed (status %d)", k,
+                        k < NSEQ ? SEQ_CASES[k].name : "two NNX models", status);
+    }
+}
+
+int main(int argc, char **argv) {
     const char *tr = getenv("LX_STEADY_TRACE");
     trace = tr != NULL;
     heap_trace = tr && atoi(tr) >= 2;
@@ -286,8 +430,16 @@ int main(void) {
         void *bt[4];
         backtrace(bt, 4);
     }
+    if (argc == 3 && !strcmp(argv[1], "--case")) {
+        int k = atoi(argv[2]);
+        if (k >= 0 && k < NSEQ) seq_case(SEQ_CASES[k].name, SEQ_CASES[k].opt, SEQ_CASES[k].bn, SEQ_CASES[k].donated);
+        else RUN(test_nnx_optimizer);
+        return lx_test_finish();
+    }
     RUN(test_counter_counts);
     RUN(test_linen_train_state);
     RUN(test_nnx_optimizer);
+    RUN(test_linen_audit_cases);
+    RUN(test_fresh_processes);
     return lx_test_finish();
 }

@@ -185,7 +185,7 @@ lx_array *linen_self_attention(linen_scope *s, const char *name, int64_t num_hea
                                lx_array *mask, bool deterministic);
 
 /* ---- activation functions not in ops.h (jax.nn names) ---- */
-lx_array *linen_relu6_fn(lx_array *x);                       /* min(max(x, 0), 6) */
+lx_array *linen_relu6_fn(lx_array *x);                       /* min(max(x, 0), 6); gradient 0 at 0 and 6 */
 lx_array *linen_leaky_relu_fn(lx_array *x, float negative_slope); /* where(x >= 0, x, slope * x) */
 
 /* flax.linen.make_causal_mask is lx_make_causal_mask (nn.h), shared with NNX code.

@@ -88,6 +88,9 @@ optax_schedule *optax_cosine_decay_schedule(double init_value, int64_t decay_ste
 optax_schedule *optax_warmup_cosine_decay_schedule(double init_value, double peak_value,
                                              int64_t warmup_steps, int64_t decay_steps,
                                              double end_value, double exponent);
+/* warmup_constant_schedule(init, peak, warmup_steps): linear_schedule(init, peak, warmup_steps),
+ * so peak from warmup_steps on; warmup_steps <= 0 is the constant init (linear_schedule's rule). */
+optax_schedule *optax_warmup_constant_schedule(double init_value, double peak_value, int64_t warmup_steps);
 /* join_schedules(schedules, boundaries): n schedules (owned) and n - 1 boundaries; schedule i
  * sees the step relative to boundary i - 1. */
 optax_schedule *optax_join_schedules(int n, optax_schedule *const *schedules, const int64_t *boundaries);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "layers_internal.h"
+#include "linnx/autodiff.h"
 #include "linnx/nn.h"
 #include "linnx/ops.h"
 
@@ -106,7 +107,15 @@ lx_status linen_sequential_new(int n, linen_module *const *layers, linen_module 
 }
 
 /* ---------------------------------------------------------------- activations */
-lx_array *linen_relu6_fn(lx_array *x) { return lx_clip(x, 0.0f, 6.0f); }
+/* jax.nn.relu6: the value of clip(x, 0, 6), the gradient of its custom_jvp, select((x > 0) &
+ * (x < 6), g, 0): 0 at both kinks (clip's own chain would give 1/2 there). Under a tape the
+ * clipped value is a constant taken where x is outside (0, 6); without one, the clip alone. */
+lx_array *linen_relu6_fn(lx_array *x) {
+    lx_array *c = lx_clip(x, 0.0f, 6.0f);
+    if (!c || !lx_tape_active()) return c;
+    lx_array *k = lx_stop_gradient(c);
+    return lx_where(lx_gt(x, lx_scalar(0.0f)), lx_where(lx_lt(x, lx_scalar(6.0f)), x, k), k);
+}
 
 lx_array *linen_leaky_relu_fn(lx_array *x, float negative_slope) {
     if (!x) return NULL;

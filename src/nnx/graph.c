@@ -226,7 +226,12 @@ static lx_status flatten_node(const lx_value *v, gd_node *g, flat_ctx *cx) {
 static lx_status flatten_graph(nnx_module *m, nnx_graphdef **gd, lx_flat *vars) {
     flat_ctx cx;
     memset(&cx, 0, sizeof cx);
-    nnx_graphdef *g = calloc(1, sizeof *g);
+    /* without gd (nnx.state, value_and_grad's split every step) the graphdef lives on the stack:
+     * no heap block for it, so a training step's allocations do not depend on which model ran
+     * before (tests/test_train_steady.c) */
+    nnx_graphdef local;
+    memset(&local, 0, sizeof local);
+    nnx_graphdef *g = gd ? calloc(1, sizeof *g) : &local;
     if (!g) return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory");
     lx_value root = nnx_module_v(m);
     lx_status s = flatten_node(&root, &g->root, &cx);
@@ -234,12 +239,13 @@ static lx_status flatten_graph(nnx_module *m, nnx_graphdef **gd, lx_flat *vars) 
     nnx_ptrmap_free(&cx.seen);
     free(cx.path.buf);
     if (s != LX_OK) {
-        nnx_graphdef_free(g);
+        if (gd) nnx_graphdef_free(g);
+        else gd_free_node(&local.root);
         lx_flat_free(&cx.vars);
         return s;
     }
     if (gd) *gd = g;
-    else nnx_graphdef_free(g);
+    else gd_free_node(&local.root);
     *vars = cx.vars;
     return LX_OK;
 }

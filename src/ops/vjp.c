@@ -7,9 +7,11 @@
  * fused ops (norms, convolution, pooling, attention) have loops of their own that recompute what
  * the forward derived (mean/rstd, softmax weights) from the retained inputs.
  *
- * Conventions follow JAX: relu'(0) = 0, abs'(0) = 0, max/min split the gradient evenly between
- * ties, clip passes the gradient where lo <= x <= hi, pow's exponent gradient uses log(x) with
- * log(1) at x == 0. */
+ * Conventions follow JAX at the kinks: relu'(0) = 0 (select(x > 0, g, 0)), abs'(0) = 1 (lax's
+ * select(x >= 0, g, -g)), max/min split the gradient evenly between ties, clip is jnp.clip's
+ * minimum(maximum(x, lo), hi) and so passes half the gradient at x == lo and at x == hi, max/min
+ * reductions share it evenly between the tied maxima, max_pool gives it to the window's first
+ * maximum, pow's exponent gradient uses log(x) with log(1) at x == 0. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -73,7 +75,7 @@ static lx_array *f32_like(const lx_array *a) { return lx_autorelease(lx_array_ne
 
 
 UNARY_VJP(neg, -g)
-UNARY_VJP(abs, x > 0 ? g : x < 0 ? -g : 0.0f)
+UNARY_VJP(abs, x >= 0.0f ? g : -g) /* a NaN x gives -g, as select does */
 UNARY_VJP(square, 2.0f * x * g)
 UNARY_VJP(exp, g * y)
 UNARY_VJP(log, g / x)
@@ -180,7 +182,14 @@ VJP(clip) {
     if (!dx) return lx_last_status();
     const float *X = lx_f32(in[0]), *G = lx_f32(ct);
     float *D = lx_f32(dx);
-    for (int64_t i = 0; i < ct->size; i++) D[i] = X[i] >= p->lo && X[i] <= p->hi ? G[i] : 0.0f;
+    /* d maximum(x, lo)/dx = 1 above lo, 1/2 at it; d minimum(m, hi)/dm = 1 below hi, 1/2 at it
+     * (where the first factor is not 0, m = x): 1/4 at lo == hi == x, as jnp.clip's chain gives */
+    for (int64_t i = 0; i < ct->size; i++) {
+        const float x = X[i];
+        const float a = x > p->lo ? 1.0f : x == p->lo ? 0.5f : 0.0f;
+        const float b = x < p->hi ? 1.0f : x == p->hi ? 0.5f : 0.0f;
+        D[i] = G[i] * a * b;
+    }
     in_ct[0] = dx;
     return LX_OK;
 }

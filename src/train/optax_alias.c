@@ -124,19 +124,27 @@ static optax_tx *build_inner(const optax_tx *tx, const float *vals) {
     if (!strcmp(a, "sgd")) {
         bool has_m;
         double m = hp(tx, vals, "momentum", 0, &has_m);
-        r = optax_sgd(lr, has_m, m, tx->flag[0]);
+        const lx_inject_statics *st = &tx->hp_static;
+        r = has_m && st->dtype != OPTAX_DTYPE_DEFAULT
+                ? CHAIN(optax_trace(m, st->nesterov, st->dtype), optax_scale_by_learning_rate(lr, true))
+                : optax_sgd(lr, has_m, m, st->nesterov);
     } else if (!strcmp(a, "rmsprop")) {
         optax_rmsprop_opts o = OPTAX_RMSPROP_DEFAULTS;
         o.decay = hp(tx, vals, "decay", 0.9, NULL);
         o.eps = hp(tx, vals, "eps", 1e-8, NULL);
         o.initial_scale = hp(tx, vals, "initial_scale", 0.0, NULL);
         o.momentum = hp(tx, vals, "momentum", 0, &o.has_momentum);
+        o.eps_in_sqrt = tx->hp_static.eps_in_sqrt;
+        o.centered = tx->hp_static.centered;
+        o.bias_correction = tx->hp_static.bias_correction;
+        o.nesterov = tx->hp_static.nesterov;
         r = optax_rmsprop(lr, &o);
     } else if (!strcmp(a, "lion")) {
         optax_lion_opts o = OPTAX_LION_DEFAULTS;
         o.b1 = hp(tx, vals, "b1", 0.9, NULL);
         o.b2 = hp(tx, vals, "b2", 0.99, NULL);
         o.weight_decay = hp(tx, vals, "weight_decay", 1e-3, NULL);
+        o.mu_dtype = tx->hp_static.dtype;
         r = optax_lion(lr, &o);
     } else {
         optax_adam_opts o = OPTAX_ADAMW_DEFAULTS;
@@ -145,6 +153,8 @@ static optax_tx *build_inner(const optax_tx *tx, const float *vals) {
         o.eps = hp(tx, vals, "eps", 1e-8, NULL);
         o.eps_root = hp(tx, vals, "eps_root", 0.0, NULL);
         o.weight_decay = hp(tx, vals, "weight_decay", 1e-4, NULL);
+        o.mu_dtype = tx->hp_static.dtype;
+        o.nesterov = tx->hp_static.nesterov;
         if (!strcmp(a, "adam")) r = optax_adam(lr, &o);
         else if (!strcmp(a, "nadam")) r = optax_nadam(lr, &o);
         else if (!strcmp(a, "adamw")) r = optax_adamw(lr, &o);
@@ -265,6 +275,7 @@ optax_tx *optax_inject_hyperparams(const char *alias, int n, const optax_hparam 
     if (st == LX_OK && !has_lr)
         st = lx_fail(LX_ERR_TYPE, "%s() missing 1 required positional argument: 'learning_rate'", alias);
     optax_tx *tx = st == LX_OK ? lx_tx_alloc(&INJECT_OPS) : NULL;
+    if (tx) tx->hp_static = (lx_inject_statics)LX_INJECT_STATICS_DEFAULT;
     if (tx) tx->alias = strdup(alias);
     if (tx && !tx->alias) {
         lx_fail(LX_ERR_NO_MEMORY, "inject_hyperparams: out of memory");
@@ -295,6 +306,10 @@ optax_tx *optax_inject_hyperparams(const char *alias, int n, const optax_hparam 
     for (int k = 0; hparams && k < n; k++) optax_schedule_release(hparams[k].value.schedule);
     if (tx && (!strcmp(alias, "nadam") || !strcmp(alias, "nadamw"))) tx->flag[1] = true;
     return tx;
+}
+
+void lx_optax_inject_set_statics(optax_tx *tx, const lx_inject_statics *s) {
+    if (tx && s && tx->ops == &INJECT_OPS) tx->hp_static = *s;
 }
 
 lx_status optax_inject_set_hyperparam(lx_tree **state, const char *name, float value) {

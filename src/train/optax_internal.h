@@ -36,6 +36,16 @@ typedef struct lx_tx_ops {
 
 enum { LX_TX_MAX_HP = 8 };
 
+/* inject_hyperparams' static arguments: optax keeps bools, dtypes and None out of `hyperparams`
+ * and hands them unchanged to every rebuild of the inner optimizer. */
+typedef struct lx_inject_statics {
+    bool nesterov, centered, eps_in_sqrt, bias_correction;
+    lx_dtype dtype; /* mu_dtype (adam family, lion) or accumulator_dtype (sgd) */
+} lx_inject_statics;
+#define LX_INJECT_STATICS_DEFAULT {false, false, true, false, OPTAX_DTYPE_DEFAULT}
+/* Sets them on a transformation optax_inject_hyperparams made (the expression parser's use). */
+void lx_optax_inject_set_statics(optax_tx *tx, const lx_inject_statics *s);
+
 struct optax_tx {
     const lx_tx_ops *ops;
     int refcount;
@@ -55,6 +65,7 @@ struct optax_tx {
     double hp_values[LX_TX_MAX_HP];
     optax_schedule *hp_scheds[LX_TX_MAX_HP];
     bool hp_given[LX_TX_MAX_HP];
+    lx_inject_statics hp_static;
 };
 
 optax_tx *lx_tx_alloc(const lx_tx_ops *ops);

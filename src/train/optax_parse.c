@@ -3,10 +3,12 @@
  * 1000)))"): a small recursive-descent parser, then binding of positional and keyword arguments
  * to each function's optax signature with Python's TypeError texts. */
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "linnx/optax.h"
+#include "optax_internal.h"
 
 typedef enum { N_NUM, N_BOOL, N_NONE, N_STR, N_NAME, N_CALL, N_LIST, N_DICT } nkind;
 
@@ -325,6 +327,7 @@ static const sig SIGS[] = {
     {"cosine_decay_schedule", 4, {"init_value", "decay_steps", "alpha", "exponent"}, 2},
     {"warmup_cosine_decay_schedule", 6, {"init_value", "peak_value", "warmup_steps", "decay_steps", "end_value",
                                          "exponent"}, 4},
+    {"warmup_constant_schedule", 3, {"init_value", "peak_value", "warmup_steps"}, 3},
     {"join_schedules", 2, {"schedules", "boundaries"}, 2},
     {"piecewise_constant_schedule", 2, {"init_value", "boundaries_and_scales"}, 1},
 };
@@ -341,14 +344,39 @@ static int sig_len(const sig *s) {
     return n;
 }
 
-/* Python's binding of call arguments to parameters; out[i] = the node for parameter i or NULL. */
+/* A keyword given twice is a SyntaxError in Python, before any call. */
+static lx_status repeated_keyword(const node *call) {
+    for (int k = 0; k < call->nkw; k++)
+        for (int j = 0; j < k; j++)
+            if (!strcmp(call->kwn[j], call->kwn[k]))
+                return lx_fail(LX_ERR_FORMAT, "optax expression: keyword argument repeated: %s", call->kwn[k]);
+    return LX_OK;
+}
+
+/* CPython's list of missing names: 'a' / 'a' and 'b' / 'a', 'b', and 'c'. */
+static void py_name_list(char *buf, size_t cap, const char *const *names, int n) {
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && len < cap; i++) {
+        const char *sep = i == 0 ? "" : n == 2 ? " and " : i == n - 1 ? ", and " : ", ";
+        int w = snprintf(buf + len, cap - len, "%s'%s'", sep, names[i]);
+        if (w < 0) break;
+        len += (size_t)w;
+    }
+}
+
+/* Python's binding of call arguments to a function's parameters, with CPython's TypeError texts
+ * in CPython's order (Python/ceval.c): positionals fill the first npos slots; then each keyword in
+ * the order written (unexpected keyword, multiple values); then too many positionals ("takes from
+ * 1 to 4 positional arguments but 5 were given", with the keyword-only ones given counted); then
+ * the required parameters still empty ("missing 2 required positional arguments: 'a' and 'b'").
+ * Keyword-only parameters (index >= npos) all have defaults. out[i] = the node for parameter i
+ * or NULL. */
 static lx_status bind(const node *call, const sig *s, const node **out) {
+    LX_TRY(repeated_keyword(call));
     int np = sig_len(s);
     for (int i = 0; i < np; i++) out[i] = NULL;
-    if (call->nargs > s->npos)
-        return lx_fail(LX_ERR_TYPE, "%s() takes %d positional argument%s but %d were given", s->name, s->npos,
-                       s->npos == 1 ? "" : "s", call->nargs);
-    for (int i = 0; i < call->nargs; i++) out[i] = call->args[i];
+    for (int i = 0; i < call->nargs && i < s->npos; i++) out[i] = call->args[i];
     for (int k = 0; k < call->nkw; k++) {
         int i = 0;
         while (i < np && strcmp(s->params[i], call->kwn[k])) i++;
@@ -356,8 +384,62 @@ static lx_status bind(const node *call, const sig *s, const node **out) {
         if (out[i]) return lx_fail(LX_ERR_TYPE, "%s() got multiple values for argument '%s'", s->name, call->kwn[k]);
         out[i] = call->kwv[k];
     }
-    for (int i = 0; i < s->nreq; i++)
-        if (!out[i]) return lx_fail(LX_ERR_TYPE, "%s() missing 1 required positional argument: '%s'", s->name, s->params[i]);
+    if (call->nargs > s->npos) {
+        int kwonly = 0, defaults = s->npos - s->nreq, given = call->nargs;
+        for (int i = s->npos; i < np; i++) kwonly += out[i] != NULL;
+        char takes[96], extra[128] = "";
+        if (defaults > 0) snprintf(takes, sizeof takes, "from %d to %d positional arguments", s->nreq, s->npos);
+        else snprintf(takes, sizeof takes, "%d positional argument%s", s->npos, s->npos == 1 ? "" : "s");
+        if (kwonly)
+            snprintf(extra, sizeof extra, " positional argument%s (and %d keyword-only argument%s)", given != 1 ? "s" : "",
+                     kwonly, kwonly != 1 ? "s" : "");
+        return lx_fail(LX_ERR_TYPE, "%s() takes %s but %d%s %s given", s->name, takes, given, extra,
+                       given == 1 && !kwonly ? "was" : "were");
+    }
+    const char *missing[14];
+    int nm = 0;
+    for (int i = call->nargs; i < s->nreq; i++)
+        if (!out[i]) missing[nm++] = s->params[i];
+    if (nm) {
+        char names[400];
+        py_name_list(names, sizeof names, missing, nm);
+        return lx_fail(LX_ERR_TYPE, "%s() missing %d required positional argument%s: %s", s->name, nm, nm == 1 ? "" : "s",
+                       names);
+    }
+    return LX_OK;
+}
+
+/* inspect.Signature.bind, which optax's inject_hyperparams wrapper calls with the inner
+ * optimizer's signature: its TypeError texts ("too many positional arguments", "multiple values
+ * for argument 'x'", "missing a required argument: 'x'", "got an unexpected keyword argument
+ * 'x'") in its order: positionals in turn, then the parameters left in order, then the keywords
+ * that matched none. */
+static int kw_index(const node *call, const char *name) {
+    for (int k = 0; k < call->nkw; k++)
+        if (!strcmp(call->kwn[k], name)) return k;
+    return -1;
+}
+
+static lx_status bind_signature(const node *call, const sig *s, const node **out) {
+    LX_TRY(repeated_keyword(call));
+    int np = sig_len(s);
+    for (int i = 0; i < np; i++) out[i] = NULL;
+    for (int i = 0; i < call->nargs; i++) {
+        if (i >= s->npos) return lx_fail(LX_ERR_TYPE, "too many positional arguments");
+        if (kw_index(call, s->params[i]) >= 0)
+            return lx_fail(LX_ERR_TYPE, "multiple values for argument '%s'", s->params[i]);
+        out[i] = call->args[i];
+    }
+    for (int i = call->nargs; i < np; i++) {
+        int k = kw_index(call, s->params[i]);
+        if (k >= 0) out[i] = call->kwv[k];
+        else if (i < s->nreq) return lx_fail(LX_ERR_TYPE, "missing a required argument: '%s'", s->params[i]);
+    }
+    for (int k = 0; k < call->nkw; k++) {
+        int i = 0;
+        while (i < np && strcmp(s->params[i], call->kwn[k])) i++;
+        if (i == np) return lx_fail(LX_ERR_TYPE, "got an unexpected keyword argument '%s'", call->kwn[k]);
+    }
     return LX_OK;
 }
 
@@ -480,6 +562,10 @@ static optax_schedule *build_schedule(const node *n) {
                ex = num(&a, "exponent", 1);
         int64_t w = int_arg(&a, "warmup_steps", 0), d = int_arg(&a, "decay_steps", 0);
         if (a.st == LX_OK) r = optax_warmup_cosine_decay_schedule(i, p, w, d, e, ex);
+    } else if (!strcmp(f, "warmup_constant_schedule")) {
+        double i = num(&a, "init_value", 0), p = num(&a, "peak_value", 0);
+        int64_t w = int_arg(&a, "warmup_steps", 0);
+        if (a.st == LX_OK) r = optax_warmup_constant_schedule(i, p, w);
     } else if (!strcmp(f, "join_schedules")) {
         const node *sl = arg(&a, "schedules"), *bl = arg(&a, "boundaries");
         if (sl->k != N_LIST || bl->k != N_LIST || bl->nargs != sl->nargs - 1 || sl->nargs < 1 || sl->nargs > 32) {
@@ -535,38 +621,73 @@ static optax_adam_opts adam_opts(args *a, bool adamw) {
     return o;
 }
 
+/* inject_hyperparams(alias)(...): the arguments bound to the alias's own signature as optax's
+ * wrapper binds them (inspect.Signature.bind, positionals included); then, as optax sorts them,
+ * numbers become hyperparameters, schedule calls scheduled ones, and bools, dtypes and None stay
+ * static arguments of the inner optimizer. */
+static bool static_bool_param(const char *p) {
+    return !strcmp(p, "nesterov") || !strcmp(p, "centered") || !strcmp(p, "eps_in_sqrt") || !strcmp(p, "bias_correction");
+}
+static bool dtype_param(const char *p) { return !strcmp(p, "mu_dtype") || !strcmp(p, "accumulator_dtype"); }
+
 static optax_tx *build_inject(const node *n) {
     const node *inner = n->callee;
     if (inner->nargs != 1 || inner->nkw != 0 || inner->args[0]->k != N_NAME) {
         lx_fail(LX_ERR_FORMAT, "inject_hyperparams(...) takes one optimizer name");
         return NULL;
     }
-    if (n->nargs > 1) {
-        lx_fail(LX_ERR_TYPE, "inject_hyperparams(%s)(): give hyperparameters by keyword after learning_rate",
-                inner->args[0]->s);
-        return NULL;
-    }
-    optax_hparam hp[8];
+    const char *alias = inner->args[0]->s;
+    const sig *s = find_sig(alias);
+    if (!s) return optax_inject_hyperparams(alias, 0, NULL); /* its error names the optimizers it knows */
+    const node *v[14];
+    if (bind_signature(n, s, v) != LX_OK) return NULL;
+    optax_hparam hp[14];
+    lx_inject_statics stat = LX_INJECT_STATICS_DEFAULT;
     int m = 0;
     lx_status st = LX_OK;
-    if (n->nargs == 1) hp[m++] = (optax_hparam){"learning_rate", OPTAX_CONST(0)};
-    for (int k = 0; k < n->nkw && m < 8; k++) hp[m++] = (optax_hparam){n->kwn[k], OPTAX_CONST(0)};
-    for (int k = 0; k < m && st == LX_OK; k++) {
-        const node *v = k == 0 && n->nargs == 1 ? n->args[0] : n->kwv[k - (n->nargs == 1)];
-        if (v->k == N_NUM) {
-            hp[k].value = OPTAX_CONST(v->num);
-        } else if (v->k == N_CALL) {
-            hp[k].value = OPTAX_SCHED(build_schedule(v));
-            if (!hp[k].value.schedule) st = lx_last_status();
+    for (int j = 0; j < sig_len(s) && st == LX_OK; j++) {
+        const node *x = v[j];
+        const char *p = s->params[j];
+        if (!x) continue;
+        if (static_bool_param(p)) {
+            if (x->k == N_BOOL) {
+                bool b = x->b;
+                if (!strcmp(p, "nesterov")) stat.nesterov = b;
+                else if (!strcmp(p, "centered")) stat.centered = b;
+                else if (!strcmp(p, "eps_in_sqrt")) stat.eps_in_sqrt = b;
+                else stat.bias_correction = b;
+            } else {
+                st = lx_fail(LX_ERR_TYPE, "inject_hyperparams(%s): '%s' must be True or False", alias, p);
+            }
+        } else if (dtype_param(p)) {
+            if (x->k != N_NONE) {
+                args a = {.s = s};
+                a.v[j] = x;
+                stat.dtype = dtype_arg(&a, p, OPTAX_DTYPE_DEFAULT);
+                st = a.st;
+            }
+        } else if (!strcmp(p, "mask")) {
+            if (x->k != N_NONE)
+                st = lx_fail(LX_ERR_UNSUPPORTED, "%s(): 'mask' other than None cannot be written in an expression (use "
+                             "the C API's optax_mask)", alias);
+        } else if (x->k == N_NONE && !strcmp(p, "momentum")) {
+            /* momentum=None: no momentum, as when it is not given */
+        } else if (x->k == N_NUM) {
+            hp[m++] = (optax_hparam){p, OPTAX_CONST(x->num)};
+        } else if (x->k == N_CALL) {
+            hp[m] = (optax_hparam){p, OPTAX_SCHED(build_schedule(x))};
+            if (!hp[m++].value.schedule) st = lx_last_status();
         } else {
-            st = lx_fail(LX_ERR_TYPE, "inject_hyperparams: '%s' must be a number or a schedule", hp[k].name);
+            st = lx_fail(LX_ERR_TYPE, "inject_hyperparams(%s): '%s' must be a number or a schedule", alias, p);
         }
     }
     if (st != LX_OK) {
         for (int k = 0; k < m; k++) optax_schedule_release(hp[k].value.schedule);
         return NULL;
     }
-    return optax_inject_hyperparams(inner->args[0]->s, m, hp);
+    optax_tx *tx = optax_inject_hyperparams(alias, m, hp);
+    lx_optax_inject_set_statics(tx, &stat);
+    return tx;
 }
 
 static optax_tx *build_tx(const node *n) {

@@ -145,6 +145,11 @@ optax_schedule *optax_warmup_cosine_decay_schedule(double init_value, double pea
     return optax_join_schedules(2, subs, &b);
 }
 
+/* optax builds it as linear_schedule(init_value=init, end_value=peak, transition_steps=warmup). */
+optax_schedule *optax_warmup_constant_schedule(double init_value, double peak_value, int64_t warmup_steps) {
+    return optax_linear_schedule(init_value, peak_value, warmup_steps, 0);
+}
+
 static int cmp_pair(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
