@@ -26,6 +26,7 @@
 #include "linnx/ops.h"
 #include "broadcast.h"
 #include "op_internal.h"
+#include "../core/status_internal.h"
 
 typedef struct rec {
     lx_prim_id id; /* LX_PRIM_COUNT for a watched leaf */
@@ -270,7 +271,7 @@ lx_status lx_tape_new(lx_tape **out) {
 
 lx_status lx_tape_watch(lx_tape *t, lx_array *x) {
     if (!t) return lx_fail(LX_ERR_INVALID_ARGUMENT, "tape_watch: tape is NULL");
-    if (!x) return lx_fail(LX_ERR_FAILED_INPUT, "tape_watch: array is NULL");
+    if (!x) return lx_null_input("tape_watch: array is NULL");
     if (!float_dtype(x->dtype)) {
         char b[64];
         return lx_fail(LX_ERR_DTYPE,
@@ -594,7 +595,7 @@ lx_status lx_value_and_grad(lx_loss_fn fn, void *user, int n, lx_array *const *x
     if (!fn || n < 0 || (n > 0 && (!xs || !grads)))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "value_and_grad: NULL function, inputs or gradient list");
     for (int i = 0; i < n; i++) {
-        if (!xs[i]) return lx_fail(LX_ERR_FAILED_INPUT, "value_and_grad: input %d is NULL", i);
+        if (!xs[i]) return lx_null_input("value_and_grad: input %d is NULL", i);
         if (!float_dtype(xs[i]->dtype)) {
             char b[64];
             return lx_fail(LX_ERR_DTYPE,
