@@ -278,14 +278,16 @@ optax_tx *optax_adafactor(bool has_learning_rate, optax_sos learning_rate, const
  * one between steps (optax_inject_set_hyperparam). A hyperparameter given as a schedule is evaluated
  * at its own count each step ({"count"} in `hyperparams_states`); editing it has no effect, as in
  * optax. As in optax the values are float32 arrays, so a derived constant like 1 - b1 is computed
- * in float32 (1 - f32(0.9)), not in double. Unknown names fail with Python's TypeError text. */
+ * in float32 (1 - f32(0.9)), not in double. Unknown, repeated or missing (learning_rate) arguments
+ * fail with Python's TypeError text (LX_ERR_TYPE); an unknown alias is LX_ERR_NOT_FOUND. */
 typedef struct optax_hparam {
     const char *name;
     optax_sos value; /* a schedule is owned by the call */
 } optax_hparam;
 optax_tx *optax_inject_hyperparams(const char *alias, int n, const optax_hparam *hparams);
 /* state.hyperparams[name] = value in a state tree made by an injected optimizer (copy on write:
- * *state becomes a new tree, the old reference is released). */
+ * *state becomes a new tree, the old reference is released). A state without `hyperparams` or a
+ * name it does not hold is LX_ERR_NOT_FOUND (*state unchanged). */
 lx_status optax_inject_set_hyperparam(lx_tree **state, const char *name, float value);
 
 /* ---- optax expressions as Python writes them (for command lines and config files) ----

@@ -547,6 +547,11 @@ static optax_tx *build_inject(const node *n) {
         return NULL;
     }
     optax_hparam hp[8];
+    if (n->nargs + n->nkw > 8) { /* more than any alias's signature has: report, never drop */
+        lx_fail(LX_ERR_TYPE, "inject_hyperparams(%s)(): %d arguments, more than the optimizer takes",
+                inner->args[0]->s, n->nargs + n->nkw);
+        return NULL;
+    }
     int m = 0;
     lx_status st = LX_OK;
     if (n->nargs == 1) hp[m++] = (optax_hparam){"learning_rate", OPTAX_CONST(0)};
