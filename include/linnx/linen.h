@@ -229,6 +229,12 @@ bool linen_is_mutable_collection(const linen_scope *self, const char *collection
 /* The mutability this scope runs under (self.scope.mutable), borrowed. */
 const linen_mutable *linen_scope_mutable(const linen_scope *self);
 
+/* Errors of the scope calls below, with Flax's wording: a shape other than the stored
+ * parameter's is LX_ERR_SHAPE (ScopeParamShapeError); a parameter or variable that is absent and
+ * cannot be created here LX_ERR_NOT_FOUND; a write to a collection this apply may not change
+ * LX_ERR_IMMUTABLE; a name already in use LX_ERR_EXISTS; make_rng with neither the stream nor
+ * 'params' LX_ERR_RNG; a stored leaf of the wrong kind LX_ERR_TYPE; a NULL scope, name or out
+ * LX_ERR_INVALID_ARGUMENT; a NULL value keeps the pending failure (status.h). */
 /* self.param(name, init, shape, dtype): at init creates it from make_rng('params') (one
  * counter step even for zeros), afterwards reads it and checks the shape (Flax's
  * ScopeParamShapeError wording). *out is borrowed, and always a plain array: a parameter held in

@@ -1,0 +1,242 @@
+/* The error contract of the public headers: every "Errors: LX_ERR_..." a header states, for calls
+ * no other test program pins down, and status.h's rules for failed inputs (a NULL that stands for
+ * an earlier failure keeps that failure; a NULL met with nothing pending is reported as itself)
+ * and for handled failures (no stale text once an op succeeds after lx_clear_error). */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "linnx/checkpoint.h"
+#include "linnx/fault.h"
+#include "linnx/linen_layers.h"
+#include "linnx/llama_train.h"
+#include "linnx/optax.h"
+#include "linnx/train.h"
+#include "lx_test.h"
+
+/* A failing op (reshape of a scalar to 2 elements): leaves a pending LX_ERR_SHAPE. */
+static lx_array *llama_reshape_fails_(lx_array *unused) {
+    (void)unused;
+    return lx_reshape(lx_scalar(1), LX_SHAPE(2));
+}
+
+static lx_tree *tree_w(float v) {
+    lx_tree *t = lx_tree_new();
+    lx_array *a = lx_array_from_f32(1, (const int64_t[]){2}, (const float[]){v, v});
+    lx_tree_set(t, "w", lx_array_v(a));
+    lx_release(a);
+    return t;
+}
+
+/* status.h: a NULL input fails the call (NULL, or LX_ERR_FAILED_INPUT from a call returning a
+ * status); while a failure is pending its text and lx_last_status() are kept, with nothing pending
+ * the message names the NULL. */
+static void test_failed_inputs(void) {
+    lx_array *bad = lx_reshape(lx_scalar(1), LX_SHAPE(2)); /* a pending failure */
+    CHECK(bad == NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    char first[256];
+    snprintf(first, sizeof first, "%s", lx_last_error());
+    CHECK(lx_array_copy(bad) == NULL);
+    CHECK_ERROR_IS(LX_ERR_SHAPE, first);
+    lx_tree *t = lx_tree_new();
+    CHECK_EQ_INT(lx_tree_set(NULL, "a", lx_none()), LX_ERR_FAILED_INPUT);
+    CHECK_ERROR_IS(LX_ERR_SHAPE, first);
+    optax_tx *tx = optax_sgd(OPTAX_CONST(0.1), false, 0, false);
+    lx_tree *state = NULL;
+    CHECK_EQ_INT(optax_init(NULL, t, &state), LX_ERR_FAILED_INPUT);
+    CHECK_ERROR_IS(LX_ERR_SHAPE, first);
+    CHECK(optax_chain(2, (optax_tx *[]){optax_scale(1.0), NULL}) == NULL);
+    CHECK_ERROR_IS(LX_ERR_SHAPE, first);
+
+    /* nothing pending: each NULL is reported as itself */
+    CHECK_NULL_FAILS(lx_array_copy(NULL), LX_ERR_FAILED_INPUT, "array_copy: input is NULL");
+    CHECK_FAILS(lx_tree_set(NULL, "a", lx_none()), LX_ERR_FAILED_INPUT, "tree_set: tree is NULL");
+    CHECK_FAILS(optax_init(NULL, t, &state), LX_ERR_FAILED_INPUT, "init: the transformation is NULL");
+    CHECK_NULL_FAILS(optax_chain(2, (optax_tx *[]){optax_scale(1.0), NULL}), LX_ERR_FAILED_INPUT,
+                     "chain: transformation 1 is NULL");
+    CHECK_NULL_FAILS(optax_masked(NULL, optax_mask_min_ndim(2)), LX_ERR_FAILED_INPUT,
+                     "masked: the inner transformation is NULL");
+    CHECK_NULL_FAILS(optax_scale_by_schedule(NULL), LX_ERR_FAILED_INPUT, "scale_by_schedule: the schedule is NULL");
+    CHECK_NULL_FAILS(optax_join_schedules(2, (optax_schedule *[]){optax_constant_schedule(1), NULL},
+                                          (const int64_t[]){3}),
+                     LX_ERR_FAILED_INPUT, "join_schedules: schedule 1 is NULL");
+
+    /* a handled failure (cleared) is not sticky: the next op that succeeds leaves no text */
+    CHECK(lx_reshape(lx_scalar(1), LX_SHAPE(2)) == NULL);
+    lx_clear_error();
+    CHECK(lx_add(lx_scalar(1), lx_scalar(2)) != NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_OK);
+    CHECK_STR(lx_last_error(), "");
+    lx_tree_release(t);
+    optax_tx_release(tx);
+}
+
+/* optax.h: the caller's trees are untouched after a failed step, and the failure is reported. */
+static void test_optax_failure_keeps_inputs(void) {
+    optax_tx *tx = optax_adam(OPTAX_CONST(0.1), NULL);
+    lx_tree *params = tree_w(1.0f), *state = NULL;
+    CHECK_EQ_INT(optax_init(tx, params, &state), LX_OK);
+    lx_tree *grads = lx_tree_new();
+    lx_array *g3 = lx_array_new(LX_F32, 1, (const int64_t[]){3});
+    lx_tree_set(grads, "w", lx_array_v(g3));
+    lx_release(g3);
+    lx_tree *p0 = params, *s0 = state;
+    lx_tree *pcopy = lx_tree_copy(params), *scopy = lx_tree_copy(state);
+    CHECK_FAILS(optax_step(tx, grads, &params, &state), LX_ERR_SHAPE, "'w' has shape (3,)");
+    CHECK(params == p0 && state == s0);
+    CHECK(lx_tree_equal(params, pcopy) && lx_tree_equal(state, scopy));
+    lx_tree *all[] = {params, state, grads, pcopy, scopy};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lx_tree_release(all[i]);
+    optax_tx_release(tx);
+}
+
+/* train.h: TrainState.create takes tx; a NULL tx is the failure that produced it. */
+static void test_train_state_null_tx(void) {
+    lx_tree *params = tree_w(1.0f);
+    linen_train_state *s = (linen_train_state *)1;
+    CHECK_FAILS(linen_train_state_create(NULL, params, NULL, &s), LX_ERR_FAILED_INPUT,
+                "TrainState.create: tx is NULL");
+    CHECK(s == NULL);
+    s = (linen_train_state *)1;
+    optax_tx *bad = optax_chain(-1, NULL); /* fails: INVALID_ARGUMENT, pending */
+    CHECK(bad == NULL);
+    CHECK_EQ_INT(linen_train_state_create(NULL, params, bad, &s), LX_ERR_FAILED_INPUT);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_INVALID_ARGUMENT);
+    CHECK_ERROR_HAS("chain: bad transformation list");
+    CHECK(s == NULL);
+    lx_tree_release(params);
+}
+
+/* llama_train.h: options, checkpoint configs, and a NULL batch (the failure that produced it). */
+static void test_llama_train_errors(void) {
+    llama_train_opts o = LLAMA_TRAIN_DEFAULTS;
+    o.learning_rate = 0;
+    CHECK_NULL_FAILS(llama_lr_schedule(&o), LX_ERR_INVALID_ARGUMENT, "learning_rate must be positive, got 0");
+    o = (llama_train_opts)LLAMA_TRAIN_DEFAULTS;
+    o.warmup_fraction = 1.0;
+    CHECK_NULL_FAILS(llama_optimizer(&o), LX_ERR_INVALID_ARGUMENT, "warmup_fraction must be in [0, 1), got 1");
+    lx_tree *ck = lx_tree_new();
+    llama_config c;
+    CHECK_FAILS(llama_checkpoint_config(ck, &c), LX_ERR_NOT_FOUND, "no 'config' map");
+    CHECK_EQ_INT(lx_tree_set_path(ck, "config/vocab_size", lx_str_v("many")), LX_OK);
+    CHECK_FAILS(llama_checkpoint_config(ck, &c), LX_ERR_FORMAT, "config/vocab_size: expected an integer");
+    lx_tree_release(ck);
+    llama_config cfg = llama_config_tiny();
+    cfg.vocab_size = 16, cfg.emb_dim = 8, cfg.num_query_heads = 2, cfg.num_kv_heads = 1, cfg.head_dim = 4;
+    cfg.mlp_dim = 8, cfg.num_decoder_layers = 1, cfg.max_target_length = 8;
+    llama_model *m = NULL;
+    CHECK_EQ_INT(llama_model_new(&cfg, LLAMA_NNX_TOP, 0, &m), LX_OK);
+    llama_trainer *t = NULL;
+    o = (llama_train_opts)LLAMA_TRAIN_DEFAULTS;
+    CHECK_EQ_INT(llama_trainer_new(m, &o, &t), LX_OK);
+    float loss = -1;
+    CHECK_FAILS(llama_trainer_step(t, NULL, &loss), LX_ERR_FAILED_INPUT, "llama_trainer_step: tokens is NULL");
+    CHECK(llama_reshape_fails_(NULL) == NULL); /* a pending SHAPE failure */
+    CHECK_EQ_INT(llama_trainer_step(t, NULL, &loss), LX_ERR_FAILED_INPUT);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    CHECK_ERROR_HAS("reshape");
+    lx_array *ft = lx_autorelease(lx_array_new(LX_F32, 2, (const int64_t[]){1, 4}));
+    CHECK_FAILS(llama_trainer_step(t, ft, &loss), LX_ERR_DTYPE, "tokens must be int32");
+    CHECK_EQ_INT(llama_trainer_step_count(t), 0);
+    lx_array *l = NULL;
+    lx_tree *g = NULL;
+    CHECK_FAILS(llama_value_and_grad(m, NULL, &l, &g), LX_ERR_FAILED_INPUT, "llama_value_and_grad: tokens is NULL");
+    llama_trainer_free(t);
+    llama_model_free(m);
+}
+
+/* linen_layers.h: values outside the supported subset fail with LX_ERR_UNSUPPORTED, param_dtype
+ * included (a random initializer in bfloat16, any other param dtype), before anything is made. */
+static void test_linen_layers_subset(void) {
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){2, 4}, 1.0f));
+    lx_value a = lx_array_v(x);
+    lx_call call = {1, &a, 0, NULL};
+    const char *dts[] = {"bfloat16", "int32"};
+    for (int i = 0; i < 2; i++) {
+        lx_kwarg kw[] = {LX_KW("features", lx_int_v(3)), LX_KW("param_dtype", lx_str_v(dts[i]))};
+        lx_call ctor = {0, NULL, 2, kw};
+        linen_module *m = NULL;
+        CHECK_EQ_INT(linen_module_new(&linen_Dense, &ctor, &m), LX_OK);
+        lx_tree *vars = NULL;
+        CHECK_FAILS(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &vars), LX_ERR_UNSUPPORTED,
+                    "Dense: param_dtype=");
+        CHECK(vars == NULL);
+        linen_module_release(m);
+    }
+    lx_kwarg kw[] = {LX_KW("features", lx_int_v(3)), LX_KW("dtype", lx_str_v("bfloat16"))};
+    lx_call ctor = {0, NULL, 2, kw};
+    linen_module *m = NULL;
+    CHECK_EQ_INT(linen_module_new(&linen_Dense, &ctor, &m), LX_OK);
+    lx_tree *vars = NULL;
+    CHECK_FAILS(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &vars), LX_ERR_UNSUPPORTED,
+                "Dense: dtype=bfloat16 is not supported");
+    linen_module_release(m);
+    lx_kwarg ln[] = {LX_KW("param_dtype", lx_str_v("bfloat16"))}; /* ones / zeros: allowed */
+    lx_call lctor = {0, NULL, 1, ln};
+    CHECK_EQ_INT(linen_module_new(&linen_LayerNorm, &lctor, &m), LX_OK);
+    lx_status st = linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &vars);
+    CHECK(st != LX_ERR_UNSUPPORTED);
+    lx_tree_release(vars);
+    linen_module_release(m);
+}
+
+/* fault.h: an array over the per-array byte limit is LX_ERR_NO_MEMORY naming the size and the
+ * limit; abstract arrays are not limited. */
+static void test_max_array_bytes(void) {
+    size_t old = lx_max_array_bytes();
+    lx_set_max_array_bytes(1024);
+    CHECK_EQ_INT(lx_max_array_bytes(), 1024);
+    CHECK_NULL_FAILS(lx_array_new(LX_F32, 2, (const int64_t[]){16, 17}), LX_ERR_NO_MEMORY,
+                     "needs 1088 bytes, over the limit of 1024 bytes per array");
+    lx_array *ok = lx_array_new(LX_F32, 2, (const int64_t[]){16, 16});
+    CHECK(ok != NULL);
+    lx_release(ok);
+    lx_array *ab = lx_array_abstract(LX_F32, 2, (const int64_t[]){1024, 1024});
+    CHECK(ab != NULL);
+    lx_release(ab);
+    lx_set_max_array_bytes(old);
+}
+
+/* array.h: NULL data is LX_ERR_INVALID_ARGUMENT unless the shape is empty; an unknown dtype name
+ * is LX_ERR_DTYPE. */
+static void test_array_errors(void) {
+    CHECK_NULL_FAILS(lx_array_from_data(LX_F32, 1, (const int64_t[]){2}, NULL), LX_ERR_INVALID_ARGUMENT,
+                     "array_from_data: data is NULL for float32(2,)");
+    lx_array *e = lx_array_from_data(LX_F32, 1, (const int64_t[]){0}, NULL);
+    CHECK(e && e->size == 0);
+    lx_release(e);
+    lx_dtype d = LX_I32;
+    CHECK_FAILS(lx_dtype_from_name("float64", &d), LX_ERR_DTYPE, "unknown dtype 'float64'");
+    CHECK_EQ_INT(d, LX_I32);
+}
+
+/* checkpoint.h: lx_ckpt_sniff and lx_ckpt_load are LX_ERR_FORMAT for a file that is neither
+ * format, LX_ERR_NOT_FOUND for one that does not exist. */
+static void test_ckpt_sniff(void) {
+    char path[] = "/tmp/linnx_contract_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    CHECK(write(fd, "hello, world\n", 13) == 13);
+    close(fd);
+    lx_ckpt_format f = LX_CKPT_AUTO;
+    CHECK_FAILS(lx_ckpt_sniff(path, &f), LX_ERR_FORMAT, "is neither a safetensors file nor a Flax msgpack map");
+    lx_tree *t = NULL;
+    CHECK_FAILS(lx_ckpt_load(path, &t), LX_ERR_FORMAT, "");
+    CHECK(t == NULL);
+    unlink(path);
+    CHECK_FAILS(lx_ckpt_sniff(path, &f), LX_ERR_NOT_FOUND, path);
+    CHECK_FAILS(lx_ckpt_load(path, &t), LX_ERR_NOT_FOUND, path);
+}
+
+int main(void) {
+    RUN(test_failed_inputs);
+    RUN(test_optax_failure_keeps_inputs);
+    RUN(test_train_state_null_tx);
+    RUN(test_llama_train_errors);
+    RUN(test_linen_layers_subset);
+    RUN(test_max_array_bytes);
+    RUN(test_array_errors);
+    RUN(test_ckpt_sniff);
+    return lx_test_finish();
+}
