@@ -180,6 +180,38 @@ static void test_linen_layers_subset(void) {
     linen_module_release(m);
 }
 
+/* status.h: a failure the caller handled by a successful outermost module call (retrying with
+ * good input, no lx_clear_error) leaves no text once an op succeeds: not sticky. */
+static void test_not_sticky_after_module_call(void) {
+    lx_clear_error();
+    lx_kwarg kw[] = {LX_KW("features", lx_int_v(3))};
+    lx_call ctor = {0, NULL, 1, kw};
+    linen_module *m = NULL;
+    CHECK_EQ_INT(linen_module_new(&linen_Dense, &ctor, &m), LX_OK);
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){2, 4}, 1.0f));
+    lx_value a = lx_array_v(x);
+    lx_call call = {1, &a, 0, NULL};
+    lx_tree *vars = NULL;
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &vars), LX_OK);
+    lx_array *x5 = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){2, 5}, 1.0f));
+    lx_value a5 = lx_array_v(x5);
+    lx_call bad = {1, &a5, 0, NULL};
+    lx_value out = lx_none();
+    lx_tree *before = lx_tree_copy(vars);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, &bad, NULL, &out, NULL) != LX_OK);
+    CHECK(lx_error_pending());
+    CHECK(lx_tree_equal(vars, before)); /* the failed call changed nothing */
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &call, NULL, &out, NULL), LX_OK);
+    lx_value_free(&out);
+    CHECK(!lx_error_pending());
+    CHECK(lx_mul(x, x) != NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_OK);
+    CHECK_STR(lx_last_error(), "");
+    lx_tree_release(before);
+    lx_tree_release(vars);
+    linen_module_release(m);
+}
+
 /* fault.h: an array over the per-array byte limit is LX_ERR_NO_MEMORY naming the size and the
  * limit; abstract arrays are not limited. */
 static void test_max_array_bytes(void) {
@@ -235,6 +267,7 @@ int main(void) {
     RUN(test_train_state_null_tx);
     RUN(test_llama_train_errors);
     RUN(test_linen_layers_subset);
+    RUN(test_not_sticky_after_module_call);
     RUN(test_max_array_bytes);
     RUN(test_array_errors);
     RUN(test_ckpt_sniff);
