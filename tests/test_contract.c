@@ -8,6 +8,7 @@
 #include "linnx/checkpoint.h"
 #include "linnx/fault.h"
 #include "linnx/linen_layers.h"
+#include "linnx/nnx_layers.h"
 #include "linnx/llama_train.h"
 #include "linnx/optax.h"
 #include "linnx/train.h"
@@ -212,6 +213,26 @@ static void test_not_sticky_after_module_call(void) {
     linen_module_release(m);
 }
 
+/* nnx.h: attribute and method errors (AttributeError: NOT_FOUND; a declared field: TYPE). */
+static void test_nnx_attr_errors(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    nnx_linear *l = NULL;
+    CHECK_EQ_INT(nnx_linear_new(4, 3, r, &l), LX_OK);
+    nnx_module *m = (nnx_module *)l;
+    lx_value v;
+    CHECK_FAILS(nnx_getattr(m, "nope", &v), LX_ERR_NOT_FOUND, "'Linear' object has no attribute 'nope'");
+    CHECK_FAILS(nnx_delattr(m, "nope"), LX_ERR_NOT_FOUND, "'Linear' object has no attribute 'nope'");
+    CHECK_FAILS(nnx_delattr(m, "kernel"), LX_ERR_TYPE, "cannot delete attribute 'kernel' of 'Linear'");
+    lx_value out = lx_none();
+    CHECK_FAILS(nnx_call(m, "encode", NULL, &out), LX_ERR_NOT_FOUND, "'Linear' object has no attribute 'encode'");
+    lx_value self = nnx_module_v(m);
+    CHECK_FAILS(nnx_setattr(m, "me", &self), LX_ERR_INVALID_ARGUMENT, "a module cannot contain itself");
+    CHECK_FAILS(nnx_getattr(m, "me", &v), LX_ERR_NOT_FOUND, "no attribute 'me'"); /* nothing was set */
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+}
+
 /* fault.h: an array over the per-array byte limit is LX_ERR_NO_MEMORY naming the size and the
  * limit; abstract arrays are not limited. */
 static void test_max_array_bytes(void) {
@@ -242,6 +263,27 @@ static void test_array_errors(void) {
     CHECK_EQ_INT(d, LX_I32);
 }
 
+/* checkpoint.h: lx_raw_new's codes. */
+static void test_raw_new(void) {
+    unsigned char bytes[8] = {0};
+    lx_raw *r = NULL;
+    CHECK_FAILS(lx_raw_new(LX_RAW_NDARRAY, "float99", 1, (const int64_t[]){2}, bytes, 8, &r), LX_ERR_DTYPE,
+                "unknown dtype 'float99'");
+    CHECK_FAILS(lx_raw_new(LX_RAW_NDARRAY, "float64", 1, (const int64_t[]){2}, bytes, 8, &r), LX_ERR_INVALID_ARGUMENT,
+                "8 bytes for 2 elements of float64 (want 16)");
+    CHECK_FAILS(lx_raw_new(LX_RAW_NDARRAY, "float64", 1, (const int64_t[]){-1}, bytes, 8, &r), LX_ERR_SHAPE,
+                "negative dimension -1");
+    CHECK_FAILS(lx_raw_new(LX_RAW_NDARRAY, "float64", 1, NULL, bytes, 8, &r), LX_ERR_INVALID_ARGUMENT, "shape is NULL");
+    CHECK_FAILS(lx_raw_new(LX_RAW_NDARRAY, "float64", 1, (const int64_t[]){1}, bytes, 8, NULL), LX_ERR_INVALID_ARGUMENT,
+                "out is NULL");
+    CHECK(r == NULL);
+    CHECK_EQ_INT(lx_raw_new(LX_RAW_NDARRAY, "float64", 1, (const int64_t[]){1}, bytes, 8, &r), LX_OK);
+    lx_array *a = NULL;
+    CHECK_FAILS(lx_raw_to_array(r, &a), LX_ERR_DTYPE, "float64 is not one linnx computes with");
+    CHECK(a == NULL);
+    lx_raw_release(r);
+}
+
 /* checkpoint.h: lx_ckpt_sniff and lx_ckpt_load are LX_ERR_FORMAT for a file that is neither
  * format, LX_ERR_NOT_FOUND for one that does not exist. */
 static void test_ckpt_sniff(void) {
@@ -268,8 +310,10 @@ int main(void) {
     RUN(test_llama_train_errors);
     RUN(test_linen_layers_subset);
     RUN(test_not_sticky_after_module_call);
+    RUN(test_nnx_attr_errors);
     RUN(test_max_array_bytes);
     RUN(test_array_errors);
+    RUN(test_raw_new);
     RUN(test_ckpt_sniff);
     return lx_test_finish();
 }

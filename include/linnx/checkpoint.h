@@ -67,7 +67,9 @@ typedef struct lx_raw {
 } lx_raw;
 
 /* A raw leaf with a copy of `nbytes` bytes of `data`. The dtype must be a known numpy name
- * (lx_ckpt_dtype_bits) and nbytes must fit the shape. */
+ * (lx_ckpt_dtype_bits; LX_ERR_DTYPE otherwise) and nbytes must fit the shape
+ * (LX_ERR_INVALID_ARGUMENT otherwise, as for NULL data or out); a negative dimension or a rank
+ * outside 0..LX_MAX_DIMS is LX_ERR_SHAPE. */
 lx_status lx_raw_new(lx_raw_kind kind, const char *dtype, int ndim, const int64_t *shape,
                      const void *data, size_t nbytes, lx_raw **out);
 lx_raw *lx_raw_retain(lx_raw *r);

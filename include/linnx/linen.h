@@ -139,7 +139,8 @@ const char *linen_module_name(const linen_module *m); /* NULL when unnamed */
 /* A config field by name (m.features); LX_ERR_NOT_FOUND with Flax's AttributeError wording. */
 lx_status linen_module_attr(const linen_module *m, const char *name, lx_value *out);
 /* Flax's module.clone(**overrides): a new module with the same type, name and config, the
- * keyword overrides applied on top (unknown names fail; nothing is created then). */
+ * keyword overrides applied on top (an unknown name is LX_ERR_TYPE, Python's TypeError text;
+ * nothing is created then). */
 lx_status linen_module_clone(const linen_module *m, const lx_call *overrides, linen_module **out);
 /* Carry a module in a call record / config value. */
 static inline lx_value linen_module_v(linen_module *m) { return lx_ptr_v("linen_module", m); }

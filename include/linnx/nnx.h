@@ -171,8 +171,12 @@ const void *nnx_config(const nnx_module *m);
 /* A config field or a dynamic attribute by name (borrowed); LX_ERR_NOT_FOUND with Flax's
  * AttributeError text "'T' object has no attribute 'x'" for another name. */
 lx_status nnx_getattr(const nnx_module *m, const char *name, lx_value *out);
-/* Set a dynamic attribute (a Variable, a tree of Variables, a module, a static value). */
+/* Set a dynamic attribute (a Variable, a tree of Variables, a module, a static value). A value of
+ * the wrong kind for a declared field, or a field fixed at construction, is LX_ERR_TYPE; a module
+ * that would contain itself LX_ERR_INVALID_ARGUMENT. */
 lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value);
+/* Delete a dynamic attribute: an unknown name is LX_ERR_NOT_FOUND (AttributeError), a field the
+ * type declares LX_ERR_TYPE. */
 lx_status nnx_delattr(nnx_module *m, const char *name);
 int nnx_attr_count(const nnx_module *m);
 const char *nnx_attr_name(const nnx_module *m, int i);
