@@ -208,6 +208,15 @@ static void test_not_sticky_after_module_call(void) {
     CHECK(lx_mul(x, x) != NULL);
     CHECK_EQ_INT(lx_last_status(), LX_OK);
     CHECK_STR(lx_last_error(), "");
+    /* status.h: a module call whose input is a failed op's NULL returns that failure's status */
+    lx_array *failed = lx_reshape(x, LX_SHAPE(7));
+    lx_value af = lx_array_v(failed);
+    lx_call fcall = {1, &af, 0, NULL};
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &fcall, NULL, &out, NULL), LX_ERR_SHAPE);
+    CHECK_ERROR_HAS("reshape: cannot reshape array of shape (2, 4)");
+    lx_clear_error(); /* nothing pending: the NULL is reported as itself */
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &fcall, NULL, &out, NULL), LX_ERR_FAILED_INPUT);
+    CHECK_ERROR_HAS("is NULL");
     lx_tree_release(before);
     lx_tree_release(vars);
     linen_module_release(m);
