@@ -20,6 +20,19 @@ static lx_array *llama_reshape_fails_(lx_array *unused) {
     return lx_reshape(lx_scalar(1), LX_SHAPE(2));
 }
 
+/* A tree_map fn: the leaf's array value copied (a Variable's or a box's), so a later comparison
+ * sees the values of that moment, not the shared Variables. */
+static lx_status copy_leaf(const char *path, const lx_value *leaf, void *user, lx_value *out) {
+    (void)path;
+    (void)user;
+    lx_array *a = lx_value_leaf_array(leaf);
+    if (!a) return lx_value_dup(leaf, out);
+    lx_array *c = lx_array_copy(a);
+    if (!c) return lx_last_status();
+    *out = lx_array_v(c);
+    return LX_OK;
+}
+
 static lx_tree *tree_w(float v) {
     lx_tree *t = lx_tree_new();
     lx_array *a = lx_array_from_f32(1, (const int64_t[]){2}, (const float[]){v, v});
@@ -242,6 +255,48 @@ static void test_nnx_attr_errors(void) {
     nnx_rngs_release(r);
 }
 
+/* train.h: a failed nnx.Optimizer update leaves the model and the optimizer as they were. */
+static void test_optimizer_failure_keeps_state(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    nnx_linear *l = NULL;
+    CHECK_EQ_INT(nnx_linear_new(4, 3, r, &l), LX_OK);
+    nnx_module *m = (nnx_module *)l;
+    const nnx_filter param = NNX_OF_TYPE(&lx_Param);
+    nnx_optimizer *o = NULL;
+    CHECK_EQ_INT(nnx_optimizer_new(m, optax_adam(OPTAX_CONST(0.1), NULL), &param, &o), LX_OK);
+    lx_tree *p0 = NULL, *grads = NULL;
+    CHECK_EQ_INT(nnx_state(m, 1, &param, &p0), LX_OK);
+    lx_tree *pcopy = NULL;
+    CHECK_EQ_INT(lx_tree_map(p0, copy_leaf, NULL, &pcopy), LX_OK);
+    lx_tree *s0 = lx_tree_copy(nnx_optimizer_opt_state(o));
+    lx_tree *scopy = NULL;
+    CHECK_EQ_INT(lx_tree_map(s0, copy_leaf, NULL, &scopy), LX_OK);
+    grads = lx_tree_new();
+    lx_array *gk = lx_array_full_f32(2, (const int64_t[]){4, 3}, 1.0f);
+    lx_array *gb = lx_array_full_f32(1, (const int64_t[]){5}, 1.0f); /* bias is (3,) */
+    lx_tree_set(grads, "kernel", lx_array_v(gk));
+    lx_tree_set(grads, "bias", lx_array_v(gb));
+    lx_release(gk);
+    lx_release(gb);
+    CHECK(nnx_optimizer_update(o, m, grads, NULL) == LX_ERR_SHAPE);
+    CHECK_ERROR_HAS("bias");
+    CHECK_EQ_INT(nnx_optimizer_step(o), 0);
+    lx_tree *p1 = NULL, *s1 = NULL;
+    CHECK_EQ_INT(nnx_state(m, 1, &param, &p1), LX_OK);
+    CHECK_EQ_INT(lx_tree_map(p1, copy_leaf, NULL, &s1), LX_OK);
+    CHECK(lx_tree_equal(s1, pcopy)); /* the params' values */
+    lx_tree_release(s1);
+    s1 = NULL;
+    CHECK_EQ_INT(lx_tree_map(nnx_optimizer_opt_state(o), copy_leaf, NULL, &s1), LX_OK);
+    CHECK(lx_tree_equal(s1, scopy)); /* the moments' values */
+    lx_tree *all[] = {p0, p1, s0, s1, pcopy, scopy, grads};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lx_tree_release(all[i]);
+    nnx_optimizer_free(o);
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+}
+
 /* fault.h: an array over the per-array byte limit is LX_ERR_NO_MEMORY naming the size and the
  * limit; abstract arrays are not limited. */
 static void test_max_array_bytes(void) {
@@ -320,6 +375,7 @@ int main(void) {
     RUN(test_linen_layers_subset);
     RUN(test_not_sticky_after_module_call);
     RUN(test_nnx_attr_errors);
+    RUN(test_optimizer_failure_keeps_state);
     RUN(test_max_array_bytes);
     RUN(test_array_errors);
     RUN(test_raw_new);
