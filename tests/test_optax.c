@@ -831,6 +831,9 @@ static void test_from_string(void) {
         {"adam(adam(0.1))", LX_ERR_TYPE, "'adam' is a transformation, not a schedule"},
         {"adam('x')", LX_ERR_TYPE, "'learning_rate' must be a number or a schedule"},
         {"inject_hyperparams(adam)(learning_rate=0.1, gamma=2)", LX_ERR_TYPE, "unexpected keyword argument 'gamma'"},
+        {"inject_hyperparams(adamw)(0.1, b1=0.9, b2=0.9, eps=1e-8, eps_root=0, weight_decay=0.1, x=1, y=2, z=3)",
+         LX_ERR_TYPE, "9 arguments, more than the optimizer takes"},
+        {"optax.nothing(1)", LX_ERR_NOT_FOUND, "optax has no transformation named 'nothing'"},
     };
     int64_t live = lx_array_live_count();
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

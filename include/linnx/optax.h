@@ -60,7 +60,9 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
-/* ---------------------------------------------------------------- schedules (optax.schedules) */
+/* ---------------------------------------------------------------- schedules (optax.schedules)
+ * The arguments optax refuses with ValueError ("is an error" below) are LX_ERR_INVALID_ARGUMENT:
+ * NULL and a message. */
 typedef struct optax_schedule optax_schedule;
 
 /* The value at `count`, in float32 exactly as optax computes it for an int32 count. */
@@ -135,7 +137,8 @@ lx_status optax_init(const optax_tx *tx, const lx_tree *params, lx_tree **state)
 /* tx.update(grads, state, params): *updates (the params' structure, float32 arrays) and
  * *new_state are new trees. params may be NULL for transformations that do not read them
  * (add_decayed_weights, scale_by_param_block_rms, adafactor and masked ones need them:
- * ValueError's NO_PARAMS_MSG otherwise). Nothing the caller holds changes. */
+ * ValueError's NO_PARAMS_MSG otherwise, LX_ERR_INVALID_ARGUMENT). Nothing the caller holds
+ * changes. */
 lx_status optax_update(const optax_tx *tx, const lx_tree *grads, const lx_tree *state,
                        const lx_tree *params, lx_tree **updates, lx_tree **new_state);
 /* optax.apply_updates(params, updates): each leaf p + u in float32, cast back to p's dtype. A
@@ -296,9 +299,10 @@ lx_status optax_inject_set_hyperparam(lx_tree **state, const char *name, float v
  * "chain(clip_by_global_norm(1.0), adamw(1e-3))", "inject_hyperparams(adam)(learning_rate=1e-3)",
  * "piecewise_constant_schedule(1.0, {100: 0.1, 200: 0.01})", "join_schedules([...], [10])".
  * Every function of this header by its optax name (an `optax.` prefix is accepted), arguments
- * positional or by keyword as in optax's signatures; Python's TypeError texts for unknown,
- * repeated or missing arguments, LX_ERR_FORMAT with the offset for syntax errors. Masks cannot be
- * written (None only). The caller owns the result. */
+ * positional or by keyword as in optax's signatures; Python's TypeError texts (LX_ERR_TYPE) for
+ * unknown, repeated or missing arguments and arguments of the wrong kind, LX_ERR_NOT_FOUND for a
+ * function optax does not have, LX_ERR_FORMAT with the offset for syntax errors. Masks cannot be
+ * written (None only: LX_ERR_UNSUPPORTED). The caller owns the result. */
 optax_tx *optax_from_string(const char *src);
 optax_schedule *optax_schedule_from_string(const char *src);
 
