@@ -297,6 +297,15 @@ static void test_optimizer_failure_keeps_state(void) {
     nnx_rngs_release(r);
 }
 
+/* random.h: a legacy split too large for int32 counters is UNSUPPORTED, checked before writing. */
+static void test_random_split_limits(void) {
+    lx_key ks[2] = {{{7, 7}}, {{7, 7}}};
+    CHECK_FAILS(lx_key_split(lx_key_from_seed(0), (int64_t)1 << 31, true, ks), LX_ERR_UNSUPPORTED,
+                "legacy split of 2147483648 keys is not supported");
+    CHECK(ks[0].k[0] == 7 && ks[1].k[1] == 7);
+    CHECK_FAILS(lx_key_split(lx_key_from_seed(0), 2, false, NULL), LX_ERR_INVALID_ARGUMENT, "split: output buffer is NULL");
+}
+
 /* fault.h: an array over the per-array byte limit is LX_ERR_NO_MEMORY naming the size and the
  * limit; abstract arrays are not limited. */
 static void test_max_array_bytes(void) {
@@ -376,6 +385,7 @@ int main(void) {
     RUN(test_not_sticky_after_module_call);
     RUN(test_nnx_attr_errors);
     RUN(test_optimizer_failure_keeps_state);
+    RUN(test_random_split_limits);
     RUN(test_max_array_bytes);
     RUN(test_array_errors);
     RUN(test_raw_new);
