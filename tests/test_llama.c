@@ -589,6 +589,15 @@ static void test_layer_direct(void) {
     args[3] = lx_bool_v(false);
     CHECK_FAILS(nnx_call(layer, NULL, &call, &out), LX_ERR_UNSUPPORTED, "deterministic=False");
     args[3] = lx_bool_v(true);
+    /* segment ids of the wrong dtype / shape (status.h: DTYPE, then SHAPE), and positions */
+    args[1] = lx_array_v(lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 2})));
+    CHECK_FAILS(nnx_call(layer, NULL, &call, &out), LX_ERR_DTYPE, "decoder_segment_ids must be int32 (1, 2)");
+    args[1] = lx_array_v(lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 3})));
+    CHECK_FAILS(nnx_call(layer, NULL, &call, &out), LX_ERR_SHAPE, "decoder_segment_ids must be int32 (1, 2)");
+    args[1] = lx_none();
+    args[2] = lx_array_v(lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 2})));
+    CHECK_FAILS(nnx_call(layer, NULL, &call, &out), LX_ERR_DTYPE, "positions must be int32 (batch, seq), got float32[1,2]");
+    args[2] = lx_array_v(pos);
     CHECK_EQ_INT(nnx_call(layer, NULL, &call, &out), LX_OK);
     CHECK(out.kind == LX_V_ARRAY && lx_shape_eq(out.u.array, 3, (int64_t[]){1, 2, 64}));
     lx_value_free(&out);

@@ -617,7 +617,8 @@ static lx_array *llama_attention_forward_unframed(nnx_module *self, lx_array *x,
         return NULL;
     }
     if (segment_ids && (segment_ids->dtype != LX_I32 || !lx_shape_eq(segment_ids, 2, (int64_t[]){B, S}))) {
-        lx_fail(LX_ERR_SHAPE, "Attention: decoder_segment_ids must be int32 (%lld, %lld)", (long long)B, (long long)S);
+        lx_fail(segment_ids->dtype != LX_I32 ? LX_ERR_DTYPE : LX_ERR_SHAPE, "Attention: decoder_segment_ids must be int32 (%lld, %lld)",
+                (long long)B, (long long)S);
         return NULL;
     }
     lx_array *cs, *sn;
