@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "linnx/autodiff.h"
 #include "linnx/checkpoint.h"
 #include "linnx/fault.h"
 #include "linnx/linen_layers.h"
@@ -306,6 +307,44 @@ static void test_random_split_limits(void) {
     CHECK_FAILS(lx_key_split(lx_key_from_seed(0), 2, false, NULL), LX_ERR_INVALID_ARGUMENT, "split: output buffer is NULL");
 }
 
+/* autodiff.h: the loss must be a float32 scalar: axes are SHAPE, another dtype DTYPE. */
+static lx_status loss_vec(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    (void)user;
+    *loss = lx_mul(xs[0], xs[0]); /* (2,): not a scalar */
+    return *loss ? LX_OK : lx_last_status();
+}
+static lx_status loss_int(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    (void)xs;
+    (void)user;
+    *loss = lx_scalar_i32(3);
+    return *loss ? LX_OK : lx_last_status();
+}
+static lx_status lin_loss_vec(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
+    (void)user;
+    (void)aux;
+    const lx_value *w = lx_tree_get(params, "w");
+    *loss = lx_mul(w->u.array, w->u.array);
+    return *loss ? LX_OK : lx_last_status();
+}
+static void test_grad_loss_kind(void) {
+    lx_array *x = lx_autorelease(lx_array_from_f32(1, (const int64_t[]){2}, (const float[]){1, 2}));
+    lx_array *v = (lx_array *)1, *g = (lx_array *)1;
+    CHECK_FAILS(lx_value_and_grad(loss_vec, NULL, 1, &x, &v, &g), LX_ERR_SHAPE,
+                "Gradient only defined for scalar-output functions. Output had shape: (2,)");
+    CHECK(g == NULL);
+    CHECK_FAILS(lx_value_and_grad(loss_int, NULL, 1, &x, &v, &g), LX_ERR_DTYPE,
+                "grad requires real-valued outputs (float32 here), but got int32");
+    lx_tree *p = tree_w(1.0f), *grads = NULL;
+    lx_array *lv = NULL;
+    CHECK_FAILS(linen_value_and_grad(lin_loss_vec, NULL, p, &lv, &grads, NULL), LX_ERR_SHAPE,
+                "linen_value_and_grad: Gradient only defined for scalar-output functions");
+    CHECK(grads == NULL);
+    CHECK(!lx_tape_active()); /* the failed pass left no tape behind */
+    lx_tree_release(p);
+}
+
 /* fault.h: an array over the per-array byte limit is LX_ERR_NO_MEMORY naming the size and the
  * limit; abstract arrays are not limited. */
 static void test_max_array_bytes(void) {
@@ -386,6 +425,7 @@ int main(void) {
     RUN(test_nnx_attr_errors);
     RUN(test_optimizer_failure_keeps_state);
     RUN(test_random_split_limits);
+    RUN(test_grad_loss_kind);
     RUN(test_max_array_bytes);
     RUN(test_array_errors);
     RUN(test_raw_new);

@@ -494,12 +494,14 @@ lx_status lx_tape_backward(lx_tape *t, lx_array *y, int n, lx_array *const *xs, 
         tape_clear(t);
         return lx_fail(LX_ERR_NO_MEMORY, "tape_backward: the tape ran out of memory while recording");
     }
-    if (y->ndim != 0 || y->dtype != LX_F32) {
+    if (y->ndim != 0 || y->dtype != LX_F32) { /* JAX's TypeErrors; status.h's SHAPE or DTYPE */
         char b[64];
         tape_clear(t);
-        return lx_fail(LX_ERR_SHAPE,
-                       "Gradient only defined for scalar-output functions. Output had shape: %s (%s)",
-                       lx_shape_str(y->ndim, y->shape, b, sizeof b), lx_dtype_name(y->dtype));
+        if (y->ndim != 0)
+            return lx_fail(LX_ERR_SHAPE, "Gradient only defined for scalar-output functions. Output had shape: %s (%s)",
+                           lx_shape_str(y->ndim, y->shape, b, sizeof b), lx_dtype_name(y->dtype));
+        return lx_fail(LX_ERR_DTYPE, "grad requires real-valued outputs (float32 here), but got %s",
+                       lx_dtype_name(y->dtype));
     }
     long ky = map_get(t, y);
     size_t mark = lx_pool_open();
