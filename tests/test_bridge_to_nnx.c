@@ -1337,7 +1337,7 @@ static void test_lazy_init_errors(void) {
     CHECK_FAILS(bridge_lazy_init(nnx_rngs_module(r), NULL, NULL), LX_ERR_INVALID_ARGUMENT,
                 "fn = <Rngs.__call__> needs to be a method of an NNX Module.");
     /* the method's own failure comes back, and the flag is cleared */
-    CHECK_FAILS(bridge_lazy_init(m, "dot", NULL), LX_ERR_INVALID_ARGUMENT, "missing required argument 'x'");
+    CHECK_FAILS(bridge_lazy_init(m, "dot", NULL), LX_ERR_TYPE, "missing required argument 'x'");
     CHECK(!m->initializing && !nnx_rngs_module(bridge_to_nnx_rngs(m))->initializing);
     nnx_module_release(m);
     nnx_rngs_release(r);

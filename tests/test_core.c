@@ -185,7 +185,8 @@ static void test_calls(void) {
     CHECK_FAILS(lx_call_int(&k, 9, "name", 0, &feat), LX_ERR_TYPE,
                 "argument 'name' (position 9) must be an int, got str");
     lx_array *got = NULL;
-    CHECK_FAILS(lx_call_array(&k, 0, "x", &got), LX_ERR_INVALID_ARGUMENT, "missing required argument 'x'");
+    /* a missing argument is Python's TypeError, as in lx_config_bind and the layers */
+    CHECK_FAILS(lx_call_array(&k, 0, "x", &got), LX_ERR_TYPE, "missing required argument 'x'");
 
     lx_call p = LX_CALL_ARGS(lx_int_v(4), lx_float_v(3.0));
     CHECK_EQ_INT(lx_call_int(&p, 1, "n", 0, &feat), LX_OK); /* an integral float binds as int */

@@ -573,8 +573,19 @@ static void test_dropout(void) {
     CHECK(lx_dropout(NULL, 0.5, lx_key_from_seed(0), 0, NULL, false) == NULL);
     CHECK_NULL_FAILS(lx_dropout(x, 1.5, lx_key_from_seed(0), 0, NULL, false), LX_ERR_INVALID_ARGUMENT,
                      "rate must be in [0, 1]");
-    CHECK_NULL_FAILS(lx_dropout(x, 0.5, lx_key_from_seed(0), 1, (int64_t[]){2}, false), LX_ERR_INVALID_ARGUMENT,
+    /* an axis out of range for the shape is LX_ERR_SHAPE, as in every op (softmax, sum, dot_general) */
+    CHECK_NULL_FAILS(lx_dropout(x, 0.5, lx_key_from_seed(0), 1, (int64_t[]){2}, false), LX_ERR_SHAPE,
                      "broadcast dim 2 is out of range");
+    CHECK_NULL_FAILS(lx_dropout_mask(lx_key_from_seed(0), 0.5, 2, (int64_t[]){2, 5}, 1, (int64_t[]){-3}), LX_ERR_SHAPE,
+                     "broadcast dim -3 is out of range for shape (2, 5)");
+    CHECK_NULL_FAILS(lx_dropout_mask(lx_key_from_seed(0), 0.5, 2, (int64_t[]){2, 5}, 1, NULL), LX_ERR_INVALID_ARGUMENT,
+                     "invalid broadcast_dims");
+    CHECK_NULL_FAILS(lx_dropout_mask(lx_key_from_seed(0), -0.1, 2, (int64_t[]){2, 5}, 0, NULL), LX_ERR_INVALID_ARGUMENT,
+                     "rate must be in [0, 1]");
+    lx_array *xi = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){2, 5}));
+    CHECK_NULL_FAILS(lx_dropout(xi, 0.5, lx_key_from_seed(0), 0, NULL, false), LX_ERR_DTYPE, "dropout: expected float32, got int32");
+    /* a NULL x with nothing pending is reported as itself (status.h) */
+    CHECK_NULL_FAILS(lx_dropout(NULL, 0.5, lx_key_from_seed(0), 0, NULL, false), LX_ERR_FAILED_INPUT, "dropout");
     lx_array *ab = lx_autorelease(lx_array_abstract(LX_F32, 2, (int64_t[]){2, 5}));
     lx_array *ay = lx_dropout(ab, 0.5, lx_key_from_seed(0), 0, NULL, false);
     CHECK(ay && lx_is_abstract(ay) && lx_same_shape(ay, ab));

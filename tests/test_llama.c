@@ -310,7 +310,38 @@ static void test_bad_input(void) {
     CHECK_NULL_FAILS(llama_model_logits(m, long_seq, NULL), LX_ERR_INVALID_ARGUMENT,
                      "sequence of 257 tokens is longer than max_target_length 256");
     lx_array *f = lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 2}));
-    CHECK_NULL_FAILS(llama_model_logits(m, f, NULL), LX_ERR_INVALID_ARGUMENT, "tokens must be int32 (batch, seq)");
+    CHECK_NULL_FAILS(llama_model_logits(m, f, NULL), LX_ERR_DTYPE, "tokens must be int32 (batch, seq), got float32[1,2]");
+    /* status.h's codes: a wrong dtype is LX_ERR_DTYPE, a wrong rank or shape LX_ERR_SHAPE */
+    lx_array *t1 = lx_autorelease(lx_array_new(LX_I32, 1, (int64_t[]){2}));
+    CHECK_NULL_FAILS(llama_model_logits(m, t1, NULL), LX_ERR_SHAPE, "tokens must be int32 (batch, seq), got int32[2]");
+    lx_array *t0 = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 0}));
+    CHECK_NULL_FAILS(llama_model_logits(m, t0, NULL), LX_ERR_SHAPE, "empty token batch");
+    lx_array *ok2 = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 2}));
+    lx_array *fpos = lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 2}));
+    CHECK_NULL_FAILS(llama_model_logits(m, ok2, fpos), LX_ERR_DTYPE, "positions must be int32 of the tokens' shape");
+    lx_array *pos3 = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 3}));
+    CHECK_NULL_FAILS(llama_model_logits(m, ok2, pos3), LX_ERR_SHAPE, "positions must be int32 of the tokens' shape");
+    int32_t far[2] = {0, 256};
+    lx_array *farpos = lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){1, 2}, far));
+    CHECK_NULL_FAILS(llama_model_logits(m, ok2, farpos), LX_ERR_INVALID_ARGUMENT,
+                     "position 256 is outside [0, max_target_length 256)");
+    CHECK_NULL_FAILS(llama_model_forward(m, ok2, NULL, fpos), LX_ERR_DTYPE, "segment ids must be int32");
+    CHECK_NULL_FAILS(llama_model_logits(NULL, ok2, NULL), LX_ERR_INVALID_ARGUMENT, "model is NULL");
+    CHECK_NULL_FAILS(llama_model_loss(m, f), LX_ERR_DTYPE, "tokens must be int32 (batch, seq + 1)");
+    lx_array *short_seq = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 1}));
+    CHECK_NULL_FAILS(llama_model_loss(m, short_seq), LX_ERR_SHAPE, "tokens must be int32 (batch, seq + 1)");
+    CHECK_NULL_FAILS(llama_model_loss(NULL, ok2), LX_ERR_INVALID_ARGUMENT, "model is NULL");
+    /* a NULL input with no failure pending is reported as itself; with one pending it keeps it */
+    CHECK_NULL_FAILS(llama_model_logits(m, NULL, NULL), LX_ERR_FAILED_INPUT, "llama: tokens is NULL");
+    CHECK_NULL_FAILS(llama_model_loss(m, NULL), LX_ERR_FAILED_INPUT, "llama_model_loss: tokens is NULL");
+    CHECK(llama_model_logits(m, lx_reshape(ok2, LX_SHAPE(5)), NULL) == NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    CHECK(strstr(lx_last_error(), "reshape") != NULL);
+    /* the failures above are not sticky: a good call after lx_clear_error leaves no text */
+    lx_clear_error();
+    CHECK(llama_model_logits(m, ok2, NULL) != NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_OK);
+    CHECK_STR(lx_last_error(), "");
     /* parameters of another model size: an error naming the path, nothing changed */
     llama_config c = llama_config_tiny();
     c.emb_dim = 32;
@@ -378,6 +409,9 @@ static void test_cross_entropy(void) {
     CHECK_NULL_FAILS(llama_cross_entropy(l, t), LX_ERR_INVALID_ARGUMENT, "target 4 at index 4 is outside [0, 4)");
     lx_array *t2 = lx_autorelease(lx_array_new(LX_I32, 1, (int64_t[]){6}));
     CHECK_NULL_FAILS(llama_cross_entropy(l, t2), LX_ERR_SHAPE, "do not fit");
+    lx_array *tf = lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){2, 3}));
+    CHECK_NULL_FAILS(llama_cross_entropy(l, tf), LX_ERR_DTYPE, "do not fit");
+    CHECK_NULL_FAILS(llama_cross_entropy(NULL, t), LX_ERR_FAILED_INPUT, "cross_entropy: logits is NULL");
 }
 
 /* RoPE against the formula, in double */
@@ -405,7 +439,15 @@ static void test_rope(void) {
             }
     LX_TEST_REPORT_(worst < 1e-5, "rope: worst %g", worst);
     lx_array *p3 = lx_autorelease(lx_array_new(LX_I32, 1, (int64_t[]){3}));
-    CHECK_FAILS(llama_rope_tables(p3, 8, 1, 10000, &c, &s), LX_ERR_INVALID_ARGUMENT, "positions must be int32");
+    CHECK_FAILS(llama_rope_tables(p3, 8, 1, 10000, &c, &s), LX_ERR_SHAPE, "positions must be int32 (batch, seq), got int32[3]");
+    lx_array *pf = lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 3}));
+    CHECK_FAILS(llama_rope_tables(pf, 8, 1, 10000, &c, &s), LX_ERR_DTYPE, "positions must be int32 (batch, seq), got float32[1,3]");
+    CHECK_FAILS(llama_rope_tables(NULL, 8, 1, 10000, &c, &s), LX_ERR_FAILED_INPUT, "positions is NULL");
+    CHECK_FAILS(llama_rope_tables(pos, 8, 1, 10000, NULL, &s), LX_ERR_INVALID_ARGUMENT, "an output is NULL");
+    CHECK_EQ_INT(llama_rope_tables(pos, Dh, 1, 10000, &c, &s), LX_OK);
+    lx_array *si = lx_autorelease(lx_array_new(LX_I32, 4, (int64_t[]){1, 3, 1, 8}));
+    CHECK_NULL_FAILS(llama_apply_rope(x, c, si), LX_ERR_DTYPE, "bad sin table int32[1,3,1,8]");
+    CHECK_NULL_FAILS(llama_apply_rope(x, NULL, si), LX_ERR_FAILED_INPUT, "an input is NULL");
     CHECK_FAILS(llama_rope_tables(pos, 7, 1, 10000, &c, &s), LX_ERR_INVALID_ARGUMENT, "multiple of 2");
     lx_array *pp = llama_positions(2, 3, 4);
     CHECK(pp && lx_i32(pp)[0] == 4 && lx_i32(pp)[5] == 6);
@@ -448,6 +490,18 @@ static void test_generate(void) {
         CHECK_NULL_FAILS(llama_generate(dec, prompt, 8, &modes[0], lx_key_from_seed(0)), LX_ERR_INVALID_ARGUMENT,
                          "a prompt of 250 tokens and 8 new ones need 257 positions; max_target_length is 256");
         CHECK(llama_generate(dec, prompt, 7, &modes[0], lx_key_from_seed(0)) != NULL);
+        CHECK_NULL_FAILS(llama_generate(dec, prompt, 0, &modes[0], lx_key_from_seed(0)), LX_ERR_INVALID_ARGUMENT,
+                         "a prompt of 250 tokens and 0 new ones");
+        lx_array *two = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){2, 3}));
+        CHECK_NULL_FAILS(llama_generate(dec, two, 2, &modes[0], lx_key_from_seed(0)), LX_ERR_SHAPE,
+                         "prompt batch 2 does not match the KV cache batch 1");
+        lx_array *fprompt = lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 3}));
+        CHECK_NULL_FAILS(llama_generate(dec, fprompt, 2, &modes[0], lx_key_from_seed(0)), LX_ERR_DTYPE,
+                         "tokens must be int32");
+        CHECK_NULL_FAILS(llama_generate(dec, NULL, 2, &modes[0], lx_key_from_seed(0)), LX_ERR_FAILED_INPUT,
+                         "llama_generate: prompt is NULL");
+        CHECK_NULL_FAILS(llama_generate(dec, prompt, 2, NULL, lx_key_from_seed(0)), LX_ERR_INVALID_ARGUMENT,
+                         "NULL argument");
         llama_model_free(dec);
     }
     lx_array *prompt = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 2}));
@@ -485,7 +539,7 @@ static void test_packed_segments(void) {
         lx_array *mixed = llama_model_forward(m, tab, ps, NULL);
         CHECK(mixed && fabs(lx_f32(mixed)[5 * 256] - lx_f32(lb)[0]) > 1e-4);
         lx_array *bad = lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 7}));
-        CHECK_NULL_FAILS(llama_model_forward(m, tab, ps, bad), LX_ERR_INVALID_ARGUMENT,
+        CHECK_NULL_FAILS(llama_model_forward(m, tab, ps, bad), LX_ERR_SHAPE,
                          "segment ids must be int32 of the tokens' shape");
         llama_model_free(m);
     }
@@ -535,6 +589,15 @@ static void test_layer_direct(void) {
     args[3] = lx_bool_v(false);
     CHECK_FAILS(nnx_call(layer, NULL, &call, &out), LX_ERR_UNSUPPORTED, "deterministic=False");
     args[3] = lx_bool_v(true);
+    /* segment ids of the wrong dtype / shape (status.h: DTYPE, then SHAPE), and positions */
+    args[1] = lx_array_v(lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 2})));
+    CHECK_FAILS(nnx_call(layer, NULL, &call, &out), LX_ERR_DTYPE, "decoder_segment_ids must be int32 (1, 2)");
+    args[1] = lx_array_v(lx_autorelease(lx_array_new(LX_I32, 2, (int64_t[]){1, 3})));
+    CHECK_FAILS(nnx_call(layer, NULL, &call, &out), LX_ERR_SHAPE, "decoder_segment_ids must be int32 (1, 2)");
+    args[1] = lx_none();
+    args[2] = lx_array_v(lx_autorelease(lx_array_new(LX_F32, 2, (int64_t[]){1, 2})));
+    CHECK_FAILS(nnx_call(layer, NULL, &call, &out), LX_ERR_DTYPE, "positions must be int32 (batch, seq), got float32[1,2]");
+    args[2] = lx_array_v(pos);
     CHECK_EQ_INT(nnx_call(layer, NULL, &call, &out), LX_OK);
     CHECK(out.kind == LX_V_ARRAY && lx_shape_eq(out.u.array, 3, (int64_t[]){1, 2, 64}));
     lx_value_free(&out);

@@ -123,9 +123,18 @@ static void test_metrics(void) {
     CHECK(nnx_accuracy_update(&acc, l, y) == LX_OK);
     CHECK_EQ_INT(acc.avg.count, 8);
     CHECK(nnx_accuracy_compute(&acc) == 0.75f);
-    CHECK_FAILS(nnx_accuracy_update(&acc, l, l), LX_ERR_INVALID_ARGUMENT,
+    /* Flax's one ValueError text, with status.h's code for what is wrong: the dtype, else the rank */
+    CHECK_FAILS(nnx_accuracy_update(&acc, l, l), LX_ERR_DTYPE,
                 "Expected labels.dtype==jnp.int32 and logits.ndim=2==labels.ndim+1=3");
+    lx_array *y2 = lx_autorelease(lx_array_new(LX_I32, 2, (const int64_t[]){4, 1}));
+    CHECK_FAILS(nnx_accuracy_update(&acc, l, y2), LX_ERR_SHAPE,
+                "Expected labels.dtype==jnp.int32 and logits.ndim=2==labels.ndim+1=3");
+    lx_array *li = lx_autorelease(lx_array_new(LX_I32, 2, (const int64_t[]){4, 2}));
+    CHECK_FAILS(nnx_accuracy_update(&acc, li, y), LX_ERR_DTYPE, "logits must be float32, got int32");
+    CHECK_FAILS(nnx_accuracy_update(&acc, NULL, y), LX_ERR_FAILED_INPUT, "an input is NULL");
     CHECK_EQ_INT(acc.avg.count, 8);
+    lx_array *vb = lx_autorelease(lx_array_new(LX_BF16, 1, (const int64_t[]){2}));
+    CHECK_FAILS(nnx_average_update(&avg, vb), LX_ERR_DTYPE, "values of dtype bfloat16");
 }
 
 int main(void) {

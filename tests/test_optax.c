@@ -613,7 +613,14 @@ static void test_inject(void) {
                      "adam() got an unexpected keyword argument 'lr'");
     CHECK_NULL_FAILS(optax_inject_hyperparams("adam", 1, (optax_hparam[]){{"b1", OPTAX_CONST(0.1)}}), LX_ERR_TYPE,
                      "missing 1 required positional argument: 'learning_rate'");
-    CHECK_NULL_FAILS(optax_inject_hyperparams("sgdx", 0, NULL), LX_ERR_INVALID_ARGUMENT, "unknown optimizer 'sgdx'");
+    /* an unknown name is LX_ERR_NOT_FOUND (status.h; lx_initializer_from_name and optax_from_string agree) */
+    CHECK_NULL_FAILS(optax_inject_hyperparams("sgdx", 0, NULL), LX_ERR_NOT_FOUND, "unknown optimizer 'sgdx'");
+    CHECK_NULL_FAILS(optax_from_string("inject_hyperparams(sgdx)(learning_rate=0.1)"), LX_ERR_NOT_FOUND,
+                     "unknown optimizer 'sgdx'");
+    CHECK_NULL_FAILS(optax_inject_hyperparams("sgd", 1, NULL), LX_ERR_INVALID_ARGUMENT, "hparams is NULL");
+    CHECK_NULL_FAILS(optax_inject_hyperparams("adam", 2, (optax_hparam[]){{"learning_rate", OPTAX_CONST(0.1)},
+                                                                      {"learning_rate", OPTAX_CONST(0.2)}}),
+                     LX_ERR_TYPE, "adam() got multiple values for argument 'learning_rate'");
 }
 
 /* With float32 hyperparameters (inject) optax's momentum is (1 - f32(b1)) * g; with Python
@@ -824,6 +831,9 @@ static void test_from_string(void) {
         {"adam(adam(0.1))", LX_ERR_TYPE, "'adam' is a transformation, not a schedule"},
         {"adam('x')", LX_ERR_TYPE, "'learning_rate' must be a number or a schedule"},
         {"inject_hyperparams(adam)(learning_rate=0.1, gamma=2)", LX_ERR_TYPE, "unexpected keyword argument 'gamma'"},
+        {"inject_hyperparams(adamw)(0.1, b1=0.9, b2=0.9, eps=1e-8, eps_root=0, weight_decay=0.1, x=1, y=2, z=3)",
+         LX_ERR_TYPE, "got an unexpected keyword argument 'x'"}, /* Signature.bind's text (train6's binder) */
+        {"optax.nothing(1)", LX_ERR_NOT_FOUND, "optax has no transformation named 'nothing'"},
     };
     int64_t live = lx_array_live_count();
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

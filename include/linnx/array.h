@@ -80,7 +80,8 @@ typedef struct lx_array {
  * "bfloat16", "int8"). */
 size_t lx_dtype_size(lx_dtype dtype);
 const char *lx_dtype_name(lx_dtype dtype);
-/* Parse a numpy-style dtype name ("float32", "int32", "uint32", "bool", "bfloat16", "int8"). */
+/* Parse a numpy-style dtype name ("float32", "int32", "uint32", "bool", "bfloat16", "int8");
+ * LX_ERR_DTYPE for any other name (*out untouched). */
 lx_status lx_dtype_from_name(const char *name, lx_dtype *out);
 
 /* ---- construction (caller owns the result; NULL with a message on failure) ---- */

@@ -47,7 +47,8 @@ lx_status lx_tape_new(lx_tape **out);
 lx_status lx_tape_watch(lx_tape *t, lx_array *x);
 /* Stop recording (the records are kept for lx_tape_backward). */
 void lx_tape_stop(lx_tape *t);
-/* Cotangents of the scalar `y` with respect to xs[0..n): grads[i] is a new array of xs[i]'s shape
+/* Cotangents of the scalar `y` (float32: a y with axes is LX_ERR_SHAPE, another dtype
+ * LX_ERR_DTYPE, JAX's TypeErrors) with respect to xs[0..n): grads[i] is a new array of xs[i]'s shape
  * (zeros when y does not depend on it), owned by the caller. Consumes the records: activations are
  * released as the pass goes, and the tape is empty afterwards (it can record again after a new
  * watch). On failure every grads[i] is NULL. */
@@ -117,7 +118,9 @@ bool lx_debug_nans(void);
 /* ---- value_and_grad over arrays (jax.value_and_grad with argnums = all) ----
  * fn computes the loss from xs and writes it (a float32 scalar, pool-owned or retained: linnx
  * retains it) to *loss; `user` is passed through (has_aux: write the aux into your user struct).
- * *value receives the loss (caller owns), grads[i] the gradient for xs[i] (caller owns). */
+ * *value receives the loss (caller owns), grads[i] the gradient for xs[i] (caller owns). A loss
+ * that is not a float32 scalar fails as lx_tape_backward says (SHAPE / DTYPE); a non-float32
+ * input is LX_ERR_DTYPE; so for linen_value_and_grad and nnx_value_and_grad below. */
 typedef lx_status (*lx_loss_fn)(int n, lx_array *const *xs, void *user, lx_array **loss);
 lx_status lx_value_and_grad(lx_loss_fn fn, void *user, int n, lx_array *const *xs, lx_array **value,
                             lx_array **grads);

@@ -59,8 +59,9 @@ lx_status bridge_get_col_name(const char *path, char *buf, size_t cap);
 lx_status bridge_linen_vars_to_nnx_attrs(const lx_tree *variables, lx_tree **attrs);
 
 /* nnx_attrs_to_linen_vars: a tree of Variables -> {collection: tree of Linen leaves}, the
- * collection from the registry (no auto-registration: an unregistered type is an error). A leaf
- * that is not a Variable is LX_ERR_TYPE "Cannot infer collection name from value: <v>". */
+ * collection from the registry (no auto-registration: an unregistered type is LX_ERR_NOT_FOUND,
+ * variable.h's text). A leaf that is not a Variable is LX_ERR_TYPE "Cannot infer collection name
+ * from value: <v>". */
 lx_status bridge_nnx_attrs_to_linen_vars(const lx_tree *attrs, lx_tree **variables);
 
 /* bridge.with_partitioning(init, names, mesh): the metadata an NNX parameter takes (pass it as a

@@ -67,7 +67,9 @@ typedef struct lx_raw {
 } lx_raw;
 
 /* A raw leaf with a copy of `nbytes` bytes of `data`. The dtype must be a known numpy name
- * (lx_ckpt_dtype_bits) and nbytes must fit the shape. */
+ * (lx_ckpt_dtype_bits; LX_ERR_DTYPE otherwise) and nbytes must fit the shape
+ * (LX_ERR_INVALID_ARGUMENT otherwise, as for NULL data or out); a negative dimension or a rank
+ * outside 0..LX_MAX_DIMS is LX_ERR_SHAPE. */
 lx_status lx_raw_new(lx_raw_kind kind, const char *dtype, int ndim, const int64_t *shape,
                      const void *data, size_t nbytes, lx_raw **out);
 lx_raw *lx_raw_retain(lx_raw *r);
@@ -138,9 +140,12 @@ lx_status lx_ckpt_save(const char *path, const lx_tree *t, lx_ckpt_format fmt);
  * not change the file); the mapping goes when the last such array is released. msgpack array
  * bodies of 64 KiB or more that happen to be aligned for their dtype are used in place the same
  * way; the others are copies (the mapping's pages are dropped as they are consumed, so a load's
- * resident memory stays near the model's size). */
+ * resident memory stays near the model's size). A file that does not exist is LX_ERR_NOT_FOUND,
+ * one that cannot be read LX_ERR_IO, bytes of neither format (or a broken file) LX_ERR_FORMAT
+ * naming the byte offset. */
 lx_status lx_ckpt_load(const char *path, lx_tree **out);
-/* Which format a file is (by content), LX_ERR_FORMAT when neither. */
+/* Which format a file is (by content), LX_ERR_FORMAT when neither; LX_ERR_NOT_FOUND / LX_ERR_IO
+ * as lx_ckpt_load for a file that does not exist or cannot be read. */
 lx_status lx_ckpt_sniff(const char *path, lx_ckpt_format *out);
 
 /* ---- restore into a target structure (flax.serialization.from_state_dict) ---- */
@@ -176,7 +181,8 @@ typedef enum lx_layout {
     LX_LAYOUT_MAXTEXT_NNX     /* {model: ..., optimizer: {opt_state: {0: ..}, step: uint32}} */
 } lx_layout;
 
-/* "linen", "nnx", "maxtext-linen", "maxtext-nnx" (and back). */
+/* "linen", "nnx", "maxtext-linen", "maxtext-nnx" (and back; another name is
+ * LX_ERR_INVALID_ARGUMENT, like another value of a fixed option elsewhere). */
 const char *lx_layout_name(lx_layout l);
 lx_status lx_layout_from_name(const char *name, lx_layout *out);
 /* Guess the layout of a loaded tree from its top-level keys (model/optimizer: maxtext-nnx;

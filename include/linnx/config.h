@@ -93,13 +93,17 @@ lx_status lx_config_defaults(const lx_field *fields, int nfields, void *cfg);
  *   "Dense.__init__() got an unexpected keyword argument 'feature'"
  *   "Dense.__init__() got multiple values for argument 'features'"
  *   "Dense.__init__() takes 3 positional arguments but 4 were given"
+ * These, and a value of the wrong kind for a field, are LX_ERR_TYPE (Python's TypeError); a dtype
+ * name linnx does not know is LX_ERR_DTYPE; more than LX_CONFIG_MAX_FIELDS fields, or a tuple
+ * longer than its field holds, LX_ERR_INVALID_ARGUMENT.
  * On failure the struct holds nothing that needs freeing. */
 lx_status lx_config_bind(const lx_field *fields, int nfields, const lx_call *call, void *cfg,
                          const char *owner);
 /* Apply keyword overrides on top of an already-bound config (unknown names are errors). */
 lx_status lx_config_override(const lx_field *fields, int nfields, const lx_call *call, void *cfg,
                              const char *owner);
-/* Read a field by name as a value that borrows from the struct. */
+/* Read a field by name as a value that borrows from the struct; LX_ERR_NOT_FOUND for a name the
+ * table does not have. */
 lx_status lx_config_get(const lx_field *fields, int nfields, const void *cfg, const char *name,
                         lx_value *out);
 const lx_field *lx_config_find(const lx_field *fields, int nfields, const char *name);

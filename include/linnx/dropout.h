@@ -9,8 +9,11 @@
  * the process-wide bit scheme (random.h).
  *
  * Ownership: like every op, the result is owned by the innermost pool (for the identity cases a
- * new pool reference to x itself); NULL with a message on bad arguments, NULL without touching
- * the message when x is NULL (an earlier call failed). An abstract x gives an abstract result.
+ * new pool reference to x itself); NULL with a message on bad arguments; a NULL x keeps the
+ * pending failure (status.h), or is LX_ERR_FAILED_INPUT when none is pending. An abstract x gives
+ * an abstract result. Errors: x not float32 LX_ERR_DTYPE; rate outside [0, 1] or a NULL
+ * broadcast_dims list with nbroadcast > 0 LX_ERR_INVALID_ARGUMENT; a broadcast axis out of range
+ * for the shape (or a mask that does not broadcast to x) LX_ERR_SHAPE.
  * Observers see the primitive "dropout" with inputs (x, mask) and attribute `rate`.
  */
 #ifndef LINNX_DROPOUT_H

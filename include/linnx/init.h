@@ -119,8 +119,11 @@ lx_initializer lx_init_normal(double stddev);        /* 1e-2 */
 lx_initializer lx_init_uniform(double scale);        /* 1e-2 */
 lx_initializer lx_init_truncated_normal(double stddev, double lower, double upper); /* 1e-2, -2, 2 */
 /* mode: "fan_in" | "fan_out" | "fan_avg" | "fan_geo_avg"; distribution: "truncated_normal" |
- * "normal" | "uniform" (JAX also spells truncated_normal via this constructor only). Axes are
- * checked against the shape when applied. Errors: LX_ERR_INVALID_ARGUMENT with JAX's wording. */
+ * "normal" | "uniform" (JAX also spells truncated_normal via this constructor only). Errors here
+ * (LX_ERR_INVALID_ARGUMENT with JAX's wording, *out untouched): an unknown mode or distribution,
+ * an axes tuple of more than LX_MAX_DIMS entries, a NULL out. Axes are checked against the shape
+ * when applied (lx_init_apply, lx_compute_fans): an axis out of range is LX_ERR_INVALID_ARGUMENT
+ * (JAX's IndexError); a shape of rank < 2 or with a zero fan is LX_ERR_SHAPE. */
 lx_status lx_init_variance_scaling(double scale, const char *mode, const char *distribution,
                                    lx_axes in_axis, lx_axes out_axis, lx_axes batch_axis,
                                    lx_initializer *out);
@@ -174,7 +177,9 @@ lx_status lx_compute_fans(int ndim, const int64_t *shape, lx_axes in_axis, lx_ax
                           lx_axes batch_axis, double *fan_in, double *fan_out);
 
 /* Run the initializer. zeros/ones/constant take any dtype (bfloat16 rounds to nearest even);
- * the random ones take float32 only (LX_ERR_DTYPE otherwise). */
+ * the random ones take float32 only (LX_ERR_DTYPE otherwise). A NULL init is
+ * LX_ERR_INVALID_ARGUMENT, a bad shape (rank outside 0..LX_MAX_DIMS, a negative dim) LX_ERR_SHAPE,
+ * a constant that does not fit an integer dtype LX_ERR_INVALID_ARGUMENT. */
 lx_array *lx_init_apply(const lx_initializer *init, lx_key key, lx_dtype dtype, int ndim,
                         const int64_t *shape);
 /* The same into out, which holds prod(shape) elements of dtype. */

@@ -39,8 +39,8 @@
  *
  * Errors name the module path, the variable and the shapes: mapped inputs of different sizes, a
  * carry that changes shape or dtype, a variable_axes axis a variable lacks, a stacked variable
- * whose size on the axis is not the length, a split stream that does not exist at init. A
- * failing call writes nothing to the variables tree.
+ * whose size on the axis is not the length (each LX_ERR_SHAPE), a split stream that does not
+ * exist at init (LX_ERR_RNG). A failing call writes nothing to the variables tree.
  *
  * split_rngs naming a stream that the apply was not given is ignored outside init, as in Flax
  * (apply usually has no 'params' stream); at init it is an error.

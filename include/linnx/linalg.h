@@ -1,8 +1,10 @@
 /* linnx/linalg.h - GEMM, numpy matmul and lax.dot_general.
  *
  * Every op here takes float32 arrays and returns a float32 result owned by the innermost pool
- * (see array.h); NULL with a message naming the op and the shapes on failure. A NULL input means an
- * earlier call failed: the op returns NULL and keeps that first message. An abstract input gives
+ * (see array.h); NULL with a message naming the op and the shapes on failure (LX_ERR_SHAPE, or
+ * LX_ERR_DTYPE for an operand that is not float32). A NULL input means an earlier call failed:
+ * the op returns NULL and keeps that first message (LX_ERR_FAILED_INPUT when no failure is
+ * pending, status.h). An abstract input gives
  * an abstract output (shape inference only).
  *
  * Layouts are chosen so that GEMM reads operands in place: a contraction whose operand axes can be
@@ -40,7 +42,8 @@ lx_status lx_sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, fl
  * default. The built-in kernel is that of the kernel set in force (linnx/cpu.h): "avx512", "avx2"
  * or "portable" (the generic set). lx_sgemm_use_kernel(name) is lx_isa_set for the same set
  * ("portable" or "generic", NULL: back to LINNX_ISA / the best), failing with
- * LX_ERR_UNSUPPORTED for a set this CPU or build cannot run. Process-wide settings. */
+ * LX_ERR_UNSUPPORTED for a set this CPU or build cannot run and LX_ERR_INVALID_ARGUMENT for an
+ * unknown name (as lx_isa_set). Process-wide settings. */
 int64_t lx_sgemm_small_limit(void);
 void lx_sgemm_set_small_limit(int64_t limit);
 const char *lx_sgemm_kernel(void);

@@ -139,7 +139,8 @@ const char *linen_module_name(const linen_module *m); /* NULL when unnamed */
 /* A config field by name (m.features); LX_ERR_NOT_FOUND with Flax's AttributeError wording. */
 lx_status linen_module_attr(const linen_module *m, const char *name, lx_value *out);
 /* Flax's module.clone(**overrides): a new module with the same type, name and config, the
- * keyword overrides applied on top (unknown names fail; nothing is created then). */
+ * keyword overrides applied on top (an unknown name is LX_ERR_TYPE, Python's TypeError text;
+ * nothing is created then). */
 lx_status linen_module_clone(const linen_module *m, const lx_call *overrides, linen_module **out);
 /* Carry a module in a call record / config value. */
 static inline lx_value linen_module_v(linen_module *m) { return lx_ptr_v("linen_module", m); }
@@ -229,6 +230,12 @@ bool linen_is_mutable_collection(const linen_scope *self, const char *collection
 /* The mutability this scope runs under (self.scope.mutable), borrowed. */
 const linen_mutable *linen_scope_mutable(const linen_scope *self);
 
+/* Errors of the scope calls below, with Flax's wording: a shape other than the stored
+ * parameter's is LX_ERR_SHAPE (ScopeParamShapeError); a parameter or variable that is absent and
+ * cannot be created here LX_ERR_NOT_FOUND; a write to a collection this apply may not change
+ * LX_ERR_IMMUTABLE; a name already in use LX_ERR_EXISTS; make_rng with neither the stream nor
+ * 'params' LX_ERR_RNG; a stored leaf of the wrong kind LX_ERR_TYPE; a NULL scope, name or out
+ * LX_ERR_INVALID_ARGUMENT; a NULL value keeps the pending failure (status.h). */
 /* self.param(name, init, shape, dtype): at init creates it from make_rng('params') (one
  * counter step even for zeros), afterwards reads it and checks the shape (Flax's
  * ScopeParamShapeError wording). *out is borrowed, and always a plain array: a parameter held in

@@ -17,11 +17,12 @@
  *
  * Typed helpers (linen_dense(s, NULL, 8, x), ...) build the layer with defaults and call it as a
  * child of the scope `s` (NULL name: auto-named "<Type>_<i>"). They return a pool-owned array,
- * or NULL on failure; a NULL x fails without a new message, so calls chain:
+ * or NULL on failure; a NULL x keeps the pending failure without a new message (status.h), so
+ * calls chain:
  *   y = linen_dense(s, NULL, 2, lx_relu(linen_dense(s, NULL, 8, x)));
  *
- * Supported subset (other values fail with LX_ERR_UNSUPPORTED): dtype None or float32,
- * param_dtype float32 (bfloat16 for zeros/ones only), Conv padding SAME/VALID/CIRCULAR/CAUSAL/int/
+ * Supported subset (other values fail with LX_ERR_UNSUPPORTED when the layer runs): dtype None or
+ * float32, param_dtype float32 (bfloat16 for zeros/ones/constant initializers only), Conv padding SAME/VALID/CIRCULAR/CAUSAL/int/
  * pairs, MultiHeadDotProductAttention without decode.
  */
 #ifndef LINNX_LINEN_LAYERS_H

@@ -91,8 +91,10 @@ typedef struct llama_config {
 
 /* spec/maxtext-wrappers.md §5.1: V 256, E 64, H 4, K 2, D 16, M 128, L 2, max length 256. */
 llama_config llama_config_tiny(void);
-/* Every size positive, num_query_heads a multiple of num_kv_heads, head_dim even, timescales
- * positive: LX_ERR_INVALID_ARGUMENT naming the field otherwise. */
+/* Every size in 1..2^24 (num_decoder_layers at most 64, cache_batch in 0..65536),
+ * num_query_heads a multiple of num_kv_heads, head_dim even, epsilon and timescales positive:
+ * LX_ERR_INVALID_ARGUMENT naming the field otherwise (also for a NULL config). scan_layers with
+ * cache_batch > 0 is LX_ERR_UNSUPPORTED. */
 lx_status llama_config_check(const llama_config *c);
 /* Parameter count: L * (2E + E*D*(2H + 2K) + 3*E*M) + 2*V*E + E (106,816 for the tiny one). */
 int64_t llama_param_count(const llama_config *c);
@@ -126,13 +128,18 @@ extern const linen_type LLAMA_LINEN_TRANSFORMER;
  * variable_to_logically_partitioned), made once per process (thread-safe) and kept. */
 const linen_type *llama_decoder_layer_to_linen(void);
 
-/* ---- functional pieces (pool-owned results; NULL + message on failure) ---- */
+/* ---- functional pieces (pool-owned results; NULL + message on failure) ----
+ * Errors follow status.h: an input of the wrong dtype (tokens, positions or segment ids not int32,
+ * logits not float32) is LX_ERR_DTYPE, one of the wrong rank or shape LX_ERR_SHAPE, a value out of
+ * range LX_ERR_INVALID_ARGUMENT; a NULL input propagates the pending failure (LX_ERR_FAILED_INPUT
+ * when none is pending), as ops do. */
 /* MaxText's cross_entropy_with_logits averaged over tokens: logits (..., V), targets int32 (...);
  * loss = sum(-onehot * (logits - logsumexp(logits))) / (count + 1e-8), written with ops (so it
  * is differentiable wherever they are). A target outside [0, V) is LX_ERR_INVALID_ARGUMENT. */
 lx_array *llama_cross_entropy(lx_array *logits, lx_array *targets);
 /* RoPE tables for positions (B, S) int32: cos and sin (B, S, 1, D), MaxText's split-halves form
- * (timescale_i = min * (max/min)^(2i/D), angle = position / timescale, halves repeated). */
+ * (timescale_i = min * (max/min)^(2i/D), angle = position / timescale, halves repeated). An odd or
+ * non-positive head_dim is LX_ERR_INVALID_ARGUMENT. */
 lx_status llama_rope_tables(lx_array *positions, int64_t head_dim, double min_ts, double max_ts,
                             lx_array **cos_out, lx_array **sin_out);
 /* x * cos + rotate_half(x) * sin for x (B, S, N, D), with rotate_half (x1, x2) -> (-x2, x1). */
@@ -145,7 +152,9 @@ typedef enum llama_style { LLAMA_LINEN_TOP = 0, LLAMA_NNX_TOP = 1 } llama_style;
 typedef struct llama_model llama_model;
 
 /* Build and initialise with `seed` (jax.random.key(seed) as the Linen init key / the NNX
- * Rngs(params=key(seed))). cfg->cache_batch > 0 builds a decode-mode model (with caches). */
+ * Rngs(params=key(seed))). cfg->cache_batch > 0 builds a decode-mode model (with caches).
+ * Errors: llama_config_check's; a NULL out or an unknown style is LX_ERR_INVALID_ARGUMENT
+ * (*out is NULL after any failure). */
 lx_status llama_model_new(const llama_config *cfg, llama_style style, int64_t seed, llama_model **out);
 void llama_model_free(llama_model *m);
 const llama_config *llama_model_config(const llama_model *m);
@@ -168,24 +177,33 @@ lx_status llama_model_params(llama_model *m, lx_tree **out);
 lx_status llama_model_load_params(llama_model *m, const lx_tree *params);
 /* Logits (B, S, V) for tokens (B, S) int32 at positions (B, S) int32 (NULL = 0..S-1). In a decode
  * model this runs the cache path (prefill / autoregressive) and advances the cache. Tokens
- * outside [0, vocab) and sequences beyond max_target_length are LX_ERR_INVALID_ARGUMENT. */
+ * outside [0, vocab), positions outside [0, max_target_length) and sequences beyond
+ * max_target_length (in a decode model: cached + new) are LX_ERR_INVALID_ARGUMENT; tokens or
+ * positions that are not int32 LX_ERR_DTYPE; not 2-D, empty, positions of another shape, or a
+ * batch other than a decode model's cache_batch LX_ERR_SHAPE. A NULL model is
+ * LX_ERR_INVALID_ARGUMENT. */
 lx_array *llama_model_logits(llama_model *m, lx_array *tokens, lx_array *positions);
 /* The same with MaxText's packed sequences: segment_ids (B, S) int32 (NULL = one segment), a
  * query attending only to keys of its own segment; positions usually restart per segment.
  * Train mode only (a decode model with segment ids is LX_ERR_UNSUPPORTED). */
 lx_array *llama_model_forward(llama_model *m, lx_array *tokens, lx_array *positions, lx_array *segment_ids);
-/* Mean cross-entropy of the logits of tokens[:, :-1] against tokens[:, 1:] (next-token loss). */
+/* Mean cross-entropy of the logits of tokens[:, :-1] against tokens[:, 1:] (next-token loss).
+ * tokens not int32 is LX_ERR_DTYPE, not (batch, seq + 1) with seq >= 1 LX_ERR_SHAPE. */
 lx_array *llama_model_loss(llama_model *m, lx_array *tokens);
-/* Decode models: empty the caches (cache_index 0, zeros). */
+/* Decode models: empty the caches (cache_index 0, zeros). A model without a cache is
+ * LX_ERR_INVALID_ARGUMENT. */
 lx_status llama_model_reset_cache(llama_model *m);
-/* Decode models: the cache index of layer 0 (how many positions are filled). */
+/* Decode models: the cache index of layer 0 (how many positions are filled); -1 for a NULL model
+ * or one without a cache (no failure recorded). */
 int64_t llama_model_cache_index(llama_model *m);
 
 /* Autoregressive generation with the KV cache: empty the cache, prefill `prompt` (B, P) int32
  * (B = cache_batch), then draw `n` tokens, each from the last position's logits with
  * lx_sample_tokens and the key schedule of a JAX decode loop: key, sub = split(key); sample with
- * sub. Returns (B, n) int32. P + n - 1 beyond max_target_length is LX_ERR_INVALID_ARGUMENT
- * before anything runs; a model without a cache is an error. */
+ * sub. Returns (B, n) int32. P + n - 1 beyond max_target_length (or n < 1) is
+ * LX_ERR_INVALID_ARGUMENT before anything runs; so is a model without a cache (or a NULL model or
+ * sampling). B other than cache_batch is LX_ERR_SHAPE; the prompt is checked as llama_model_logits
+ * checks tokens. */
 lx_array *llama_generate(llama_model *m, lx_array *prompt, int64_t n, const lx_sampling *s, lx_key key);
 
 #pragma GCC visibility pop

@@ -40,15 +40,16 @@ typedef struct llama_train_opts {
 } llama_train_opts;
 #define LLAMA_TRAIN_DEFAULTS {1000, 3e-3, 0.1, 0.1, 0.9, 0.95, 1e-8, 0.1, 1.0}
 
-/* The schedule and the optimizer above (caller owns; NULL + message for steps < 2 or a
- * non-positive learning rate). */
+/* The schedule and the optimizer above (caller owns; NULL + LX_ERR_INVALID_ARGUMENT for steps < 2,
+ * a non-positive learning rate or a warmup_fraction outside [0, 1)). */
 optax_schedule *llama_lr_schedule(const llama_train_opts *o);
 optax_tx *llama_optimizer(const llama_train_opts *o);
 
 /* The next-token loss (llama_model_loss) of a (B, S + 1) batch and its gradient w.r.t. the
  * parameters: linen_value_and_grad over the Linen top's params (LogicallyPartitioned boxes in,
  * the same boxes around the gradients out), nnx_value_and_grad over the NNX top's Param state.
- * *loss (a float32 scalar) and *grads are the caller's; the model is unchanged. */
+ * *loss (a float32 scalar) and *grads are the caller's; the model is unchanged. A decode model
+ * (cache_batch > 0) is LX_ERR_INVALID_ARGUMENT; tokens are checked as llama_model_loss does. */
 lx_status llama_value_and_grad(llama_model *m, lx_array *tokens, lx_array **loss, lx_tree **grads);
 
 typedef struct llama_trainer llama_trainer;
@@ -69,7 +70,8 @@ lx_status llama_trainer_state(const llama_trainer *t, lx_tree **out);
  * shapes. Nothing changes on failure. */
 lx_status llama_trainer_load_state(llama_trainer *t, const lx_tree *state);
 
-/* The config stored in a checkpoint tree (LX_ERR_NOT_FOUND / LX_ERR_FORMAT naming what is missing). */
+/* The config stored in a checkpoint tree: no 'config' map is LX_ERR_NOT_FOUND, a field missing or
+ * not a number LX_ERR_FORMAT naming it, values llama_config_check refuses its errors. */
 lx_status llama_checkpoint_config(const lx_tree *ckpt, llama_config *out);
 /* The checkpoint's parameters into a model of the same config (checked first; max_target_length
  * may differ: it sizes no parameter, so a model can sample longer sequences than it trained on). */

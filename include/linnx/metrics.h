@@ -24,7 +24,8 @@ typedef struct nnx_average {
 } nnx_average;
 
 void nnx_average_reset(nnx_average *m);
-/* update(values=...): total += sum(values) (float32, int32 or bool values), count += size. */
+/* update(values=...): total += sum(values) (float32, int32 or bool values; another dtype is
+ * LX_ERR_DTYPE), count += size. A NULL values keeps the pending failure (status.h). */
 lx_status nnx_average_update(nnx_average *m, lx_array *values);
 /* update with a Python number: total += v, count += 1. */
 void nnx_average_update_scalar(nnx_average *m, float v);
@@ -35,8 +36,10 @@ typedef struct nnx_accuracy {
 } nnx_accuracy;
 
 void nnx_accuracy_reset(nnx_accuracy *m);
-/* update(logits=..., labels=...): logits (..., C) float32, labels (...) int32. Anything else is
- * Flax's ValueError "Expected labels.dtype==jnp.int32 and logits.ndim=N==labels.ndim+1=M". */
+/* update(logits=..., labels=...): logits (..., C) float32, labels (...) int32. Anything else fails
+ * with Flax's ValueError text "Expected labels.dtype==jnp.int32 and logits.ndim=N==labels.ndim+1=M",
+ * LX_ERR_DTYPE when the labels are not int32 (or the logits not float32), else LX_ERR_SHAPE.
+ * The metric is unchanged after a failure. */
 lx_status nnx_accuracy_update(nnx_accuracy *m, lx_array *logits, lx_array *labels);
 float nnx_accuracy_compute(const nnx_accuracy *m);
 

@@ -74,7 +74,9 @@ lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *p
  * batch axis. window has nwin entries; strides NULL means 1; padding NULL means VALID. avg_pool
  * divides by the full window size when count_include_pad (Flax's default), else by the number of
  * non-padding elements. Padding never wins a max. Attributes: window_shape, strides, padding
- * (+ count_include_pad). */
+ * (+ count_include_pad). Errors: x not float32 is LX_ERR_DTYPE; a rank that does not fit nwin
+ * LX_ERR_SHAPE; a window or stride < 1, or an unknown padding mode, LX_ERR_INVALID_ARGUMENT;
+ * negative (cropping) explicit padding, which convolution takes, LX_ERR_UNSUPPORTED here. */
 lx_array *lx_avg_pool(lx_array *x, int nwin, const int64_t *window, const int64_t *strides,
                       const lx_padding *padding, bool count_include_pad);
 lx_array *lx_max_pool(lx_array *x, int nwin, const int64_t *window, const int64_t *strides,

@@ -111,7 +111,7 @@ struct nnx_type {
     int nmethods;
     /* Optional, parallel to `methods`: each method's Python signature without self, e.g.
      * "inputs, *, deterministic=None, rngs=None" (NULL array or entry: the method checks its own
-     * arguments). A call Python would refuse fails with Python's TypeError text before the
+     * arguments). A call Python would refuse fails with Python's TypeError text (LX_ERR_TYPE) before the
      * method runs: "Linear.__call__() got an unexpected keyword argument 'foo'". Each string is parsed
      * once per thread and remembered by its address: it must live as long as the program (a
      * string literal). */
@@ -168,15 +168,21 @@ nnx_module *nnx_module_retain(nnx_module *m);
 void nnx_module_release(nnx_module *m);
 static inline lx_value nnx_module_v(nnx_module *m) { return lx_ptr_v("nnx_module", m); }
 const void *nnx_config(const nnx_module *m);
-/* A config field or a dynamic attribute by name (borrowed). */
+/* A config field or a dynamic attribute by name (borrowed); LX_ERR_NOT_FOUND with Flax's
+ * AttributeError text "'T' object has no attribute 'x'" for another name. */
 lx_status nnx_getattr(const nnx_module *m, const char *name, lx_value *out);
-/* Set a dynamic attribute (a Variable, a tree of Variables, a module, a static value). */
+/* Set a dynamic attribute (a Variable, a tree of Variables, a module, a static value). A value of
+ * the wrong kind for a declared field, or a field fixed at construction, is LX_ERR_TYPE; a module
+ * that would contain itself LX_ERR_INVALID_ARGUMENT. */
 lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value);
+/* Delete a dynamic attribute: an unknown name is LX_ERR_NOT_FOUND (AttributeError), a field the
+ * type declares LX_ERR_TYPE. */
 lx_status nnx_delattr(nnx_module *m, const char *name);
 int nnx_attr_count(const nnx_module *m);
 const char *nnx_attr_name(const nnx_module *m, int i);
 
-/* Call a method by name (NULL = "__call__"); unknown names fail with Flax's AttributeError text. */
+/* Call a method by name (NULL = "__call__"); unknown names fail with Flax's AttributeError text
+ * (LX_ERR_NOT_FOUND). */
 lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out);
 /* Call `fn` as a method of m (Flax's fn(module, *args) for an unbound method function, what
  * ToLinen's nnx_method= resolves to). Like nnx_call it runs inside m's module frame (intercept.h:

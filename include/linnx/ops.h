@@ -4,9 +4,13 @@
  *  - takes `lx_array *` inputs it never steals and returns a result owned by the innermost pool
  *    (array.h); lx_retain a result to keep it past lx_pool_close;
  *  - returns NULL with a message naming the op and the shapes ("add: operands could not be
- *    broadcast together with shapes (2, 3) (4,)") when shapes or dtypes do not fit;
- *  - returns NULL without touching the message when an input is NULL, so a chain
- *    `lx_exp(lx_add(a, bad))` fails once and reports the first failure;
+ *    broadcast together with shapes (2, 3) (4,)") when shapes or dtypes do not fit
+ *    (LX_ERR_SHAPE; LX_ERR_DTYPE for a dtype the op does not take or operands of two dtypes; an
+ *    axis out of range is LX_ERR_SHAPE too);
+ *  - returns NULL without touching the message when an input is NULL while a failure is pending,
+ *    so a chain `lx_exp(lx_add(a, bad))` fails once and reports the first failure; a NULL met
+ *    with nothing pending is reported as itself, LX_ERR_FAILED_INPUT "exp: input is NULL"
+ *    (status.h);
  *  - returns an abstract result of the right shape and dtype, computing nothing, when any input
  *    is abstract (shape inference, nnx.eval_shape);
  *  - reports itself to primitive observers (primitive.h) by the name in the table of

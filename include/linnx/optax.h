@@ -60,7 +60,9 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default) /* the library is built with -fvisibility=hidden */
 
-/* ---------------------------------------------------------------- schedules (optax.schedules) */
+/* ---------------------------------------------------------------- schedules (optax.schedules)
+ * The arguments optax refuses with ValueError ("is an error" below) are LX_ERR_INVALID_ARGUMENT:
+ * NULL and a message. */
 typedef struct optax_schedule optax_schedule;
 
 /* The value at `count`, in float32 exactly as optax computes it for an int32 count. */
@@ -138,7 +140,8 @@ lx_status optax_init(const optax_tx *tx, const lx_tree *params, lx_tree **state)
 /* tx.update(grads, state, params): *updates (the params' structure, float32 arrays) and
  * *new_state are new trees. params may be NULL for transformations that do not read them
  * (add_decayed_weights, scale_by_param_block_rms, adafactor and masked ones need them:
- * ValueError's NO_PARAMS_MSG otherwise). Nothing the caller holds changes. */
+ * ValueError's NO_PARAMS_MSG otherwise, LX_ERR_INVALID_ARGUMENT). Nothing the caller holds
+ * changes. */
 lx_status optax_update(const optax_tx *tx, const lx_tree *grads, const lx_tree *state,
                        const lx_tree *params, lx_tree **updates, lx_tree **new_state);
 /* optax.apply_updates(params, updates): each leaf p + u in float32, cast back to p's dtype. A
@@ -281,14 +284,16 @@ optax_tx *optax_adafactor(bool has_learning_rate, optax_sos learning_rate, const
  * one between steps (optax_inject_set_hyperparam). A hyperparameter given as a schedule is evaluated
  * at its own count each step ({"count"} in `hyperparams_states`); editing it has no effect, as in
  * optax. As in optax the values are float32 arrays, so a derived constant like 1 - b1 is computed
- * in float32 (1 - f32(0.9)), not in double. Unknown names fail with Python's TypeError text. */
+ * in float32 (1 - f32(0.9)), not in double. Unknown, repeated or missing (learning_rate) arguments
+ * fail with Python's TypeError text (LX_ERR_TYPE); an unknown alias is LX_ERR_NOT_FOUND. */
 typedef struct optax_hparam {
     const char *name;
     optax_sos value; /* a schedule is owned by the call */
 } optax_hparam;
 optax_tx *optax_inject_hyperparams(const char *alias, int n, const optax_hparam *hparams);
 /* state.hyperparams[name] = value in a state tree made by an injected optimizer (copy on write:
- * *state becomes a new tree, the old reference is released). */
+ * *state becomes a new tree, the old reference is released). A state without `hyperparams` or a
+ * name it does not hold is LX_ERR_NOT_FOUND (*state unchanged). */
 lx_status optax_inject_set_hyperparam(lx_tree **state, const char *name, float value);
 
 /* ---- optax expressions as Python writes them (for command lines and config files) ----
@@ -297,9 +302,10 @@ lx_status optax_inject_set_hyperparam(lx_tree **state, const char *name, float v
  * "chain(clip_by_global_norm(1.0), adamw(1e-3))", "inject_hyperparams(adam)(learning_rate=1e-3)",
  * "piecewise_constant_schedule(1.0, {100: 0.1, 200: 0.01})", "join_schedules([...], [10])".
  * Every function of this header by its optax name (an `optax.` prefix is accepted), arguments
- * positional or by keyword as in optax's signatures; Python's TypeError texts for unknown,
- * repeated or missing arguments, LX_ERR_FORMAT with the offset for syntax errors. Masks cannot be
- * written (None only). The caller owns the result. */
+ * positional or by keyword as in optax's signatures; Python's TypeError texts (LX_ERR_TYPE) for
+ * unknown, repeated or missing arguments and arguments of the wrong kind, LX_ERR_NOT_FOUND for a
+ * function optax does not have, LX_ERR_FORMAT with the offset for syntax errors. Masks cannot be
+ * written (None only: LX_ERR_UNSUPPORTED). The caller owns the result. */
 optax_tx *optax_from_string(const char *src);
 optax_schedule *optax_schedule_from_string(const char *src);
 

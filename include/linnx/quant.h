@@ -254,8 +254,10 @@ lx_status lx_qt_finish(lx_qt_session *s);
  * Qwix's `<name>_scale` convention. With calibration statistics, each statically scaled op gets
  * <dir>/<op><n>_lhs_scale float32 (1, .., 1) = (sum_of_absmax / count) / 127, Qwix's PTQ name.
  * A Variable or box leaf stays one, around the int8 value; the scale is a Param like it.
- * Errors: a tree that already holds int8 values (quantizing twice), a rule matching nothing in
- * the run (the message lists the paths seen), statistics with count 0: nothing is returned.
+ * Errors (nothing is returned): a tree that already holds int8 values (quantizing twice) and
+ * statistics with count 0 are LX_ERR_INVALID_ARGUMENT; an act_static_scale op without
+ * calibration statistics LX_ERR_NOT_FOUND. A rule matching nothing in the run is not an error
+ * (Qwix only warns): lx_qt_warnings() lists it with the paths seen.
  *
  * Running the quantized model: lx_qt_begin_ptq(rules, tree, &s), then apply as usual with that
  * tree. The int8 weights are used as stored: a Dense-like op with act_qtype runs the int8 GEMM on

@@ -46,14 +46,17 @@ lx_key lx_key_from_seed_x64(int64_t seed);
 /* jax.random.fold_in(key, data): threefry2x32(key, 0, data); the same in both schemes. */
 lx_key lx_key_fold_in(lx_key key, uint32_t data);
 /* jax.random.split(key, n) into out[0..n). legacy picks the pre-0.5 layout explicitly (split does
- * not read the process-wide switch, so callers say which one they mean). n >= 0. */
+ * not read the process-wide switch, so callers say which one they mean). n >= 0 and a non-NULL out
+ * (LX_ERR_INVALID_ARGUMENT otherwise); a legacy split of 2^31 keys or more is LX_ERR_UNSUPPORTED. */
 lx_status lx_key_split(lx_key key, int64_t n, bool legacy, lx_key *out);
 
 /* ---- the bit-generation scheme (process-wide; default partitionable) ---- */
 void lx_random_set_legacy(bool legacy);
 bool lx_random_legacy(void);
 
-/* ---- samplers into caller buffers (n elements, row-major flat order of the shape) ---- */
+/* ---- samplers into caller buffers (n elements, row-major flat order of the shape) ----
+ * A negative n or a NULL buffer (n > 0) is LX_ERR_INVALID_ARGUMENT; more than 2^32 - 2 elements
+ * in the legacy scheme LX_ERR_UNSUPPORTED. */
 /* random_bits(key, 32, shape) */
 lx_status lx_random_bits_into(lx_key key, int64_t n, uint32_t *out);
 /* uniform(key, shape, float32, minval, maxval) */
@@ -66,7 +69,8 @@ lx_status lx_random_truncated_normal_into(lx_key key, float lower, float upper, 
 /* bernoulli(key, p, shape): out[i] = uniform(key, shape) < f32(p), as 0/1 bytes */
 lx_status lx_random_bernoulli_into(lx_key key, float p, int64_t n, uint8_t *out);
 
-/* ---- samplers returning pool-owned arrays (NULL + message on a bad shape) ---- */
+/* ---- samplers returning pool-owned arrays (NULL + message on a bad shape: a negative dimension
+ * is LX_ERR_SHAPE, a NULL shape with ndim > 0 LX_ERR_INVALID_ARGUMENT) ---- */
 lx_array *lx_random_bits(lx_key key, int ndim, const int64_t *shape);            /* uint32 */
 lx_array *lx_random_uniform(lx_key key, int ndim, const int64_t *shape, float minval, float maxval);
 lx_array *lx_random_normal(lx_key key, int ndim, const int64_t *shape);           /* float32 */

@@ -12,7 +12,11 @@
  * while the earlier failure is *pending*: every failure makes it pending; lx_clear_error() and the
  * successful end of an outermost module call (linen_init, linen_apply, nnx_call, a constructor
  * called from user code) mark it handled. A NULL input met when no failure is pending is reported
- * as itself ("matmul: input is NULL ..."), never with the message of a failure already handled.
+ * as itself ("matmul: input is NULL ...", LX_ERR_FAILED_INPUT), never with the message of a
+ * failure already handled. What the failing call returns: an op or other pointer-returning call
+ * NULL (lx_last_status() is the earlier failure's status); a call returning a status
+ * LX_ERR_FAILED_INPUT (trees, optax, TrainState, checkpoints); a module call (linen_init,
+ * linen_apply, nnx_call) whose method meets the NULL returns the earlier failure's status.
  *
  * A handled failure leaves no stale text: once it is no longer pending, the next successful op
  * (lx_bind, primitive.h) clears it, so lx_last_error() is "" and lx_last_status() LX_OK.

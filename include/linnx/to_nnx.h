@@ -39,7 +39,7 @@
  *     Variable objects here); a new path becomes a new attribute or a new entry of an
  *     attribute tree (Flax issue 4484). Nothing is written when the Linen call fails.
  *  5. the output is the method's output only (never the updates).
- * A method never initialised fails with Linen's error:
+ * A method never initialised fails with Linen's error (LX_ERR_NOT_FOUND):
  *   Could not find parameter named "b" in scope "/".
  * Bad input (unknown method, a `mutable` or `rngs` of the wrong kind) fails before any stream
  * is drawn, so it changes nothing.

@@ -54,8 +54,10 @@ typedef struct linen_train_state {
 
 /* TrainState.create(apply_fn=, params=, tx=): params are retained (the caller keeps its
  * reference); tx is TAKEN, as optax constructors take theirs, so `optax_adam(...)` can be passed
- * on the spot (a NULL tx is LX_ERR_FAILED_INPUT). With a '_overwrite_with_gradient' collection in params only params['params'] is
- * given to tx, as in Flax. */
+ * on the spot (a NULL tx is LX_ERR_FAILED_INPUT; the message stays that of the pending failure
+ * that produced it, status.h). With a '_overwrite_with_gradient'
+ * collection in params only params['params'] is given to tx, as in Flax (no 'params' collection
+ * beside it is LX_ERR_NOT_FOUND). *out is NULL after a failure. */
 lx_status linen_train_state_create(const void *apply_fn, lx_tree *params, optax_tx *tx,
                                    linen_train_state **out);
 /* state.apply_gradients(grads=grads): a new state; *out is the caller's to free. With a
@@ -81,7 +83,7 @@ extern const lx_vartype lx_OptState, lx_OptArray, lx_OptVariable;
 
 typedef struct nnx_optimizer nnx_optimizer;
 /* nnx.Optimizer(model, tx, wrt=wrt): wrt NULL is Flax's TypeError "Missing required argument
- * `wrt`. ...". The filter (and what it points to) must outlive the optimizer. tx is TAKEN (also
+ * `wrt`. ..." (LX_ERR_TYPE); a NULL tx as TrainState's. The filter (and what it points to) must outlive the optimizer. tx is TAKEN (also
  * when the call fails), like TrainState's. */
 lx_status nnx_optimizer_new(nnx_module *model, optax_tx *tx, const nnx_filter *wrt, nnx_optimizer **out);
 /* optimizer.update(model, grads): grads is a State (Variable or array leaves) with the paths of
@@ -98,7 +100,8 @@ const optax_tx *nnx_optimizer_tx(const nnx_optimizer *o);
 /* nnx.state(optimizer): {"opt_state": ..., "step": OptState} sharing the Variables (owned map). */
 lx_status nnx_optimizer_state(const nnx_optimizer *o, lx_tree **out);
 /* nnx.update(optimizer, state): values (Variable or array leaves) for existing paths only, shapes
- * and dtypes checked for every leaf before any is written (a checkpoint restore). */
+ * and dtypes checked for every leaf before any is written (a checkpoint restore): a path the
+ * optimizer lacks or another shape/dtype is LX_ERR_SHAPE, and nothing is written. */
 lx_status nnx_optimizer_load_state(nnx_optimizer *o, const lx_tree *state);
 
 /* ---------------------------------------------------------------- minibatches */

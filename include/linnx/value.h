@@ -160,7 +160,8 @@ lx_status lx_call_int(const lx_call *c, int i, const char *name, int64_t dflt, i
 lx_status lx_call_float(const lx_call *c, int i, const char *name, double dflt, double *out);
 lx_status lx_call_bool(const lx_call *c, int i, const char *name, bool dflt, bool *out);
 lx_status lx_call_str(const lx_call *c, int i, const char *name, const char *dflt, const char **out);
-/* A required array argument: absent or not an array is an error. */
+/* A required array argument: absent or not an array is LX_ERR_TYPE (Python's TypeError, as for
+ * the readers above); a NULL array keeps the pending failure (status.h). */
 lx_status lx_call_array(const lx_call *c, int i, const char *name, lx_array **out);
 
 /* ---- owning copies (for containers) ---- */

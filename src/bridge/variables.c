@@ -1,6 +1,7 @@
 /* Variable and metadata conversions between Linen leaves and NNX Variables
  * (flax/nnx/bridge/variables.py, spec/flax-bridge.md §1.2). */
 #include "linnx/bridge.h"
+#include "../core/status_internal.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -8,7 +9,7 @@
 bool bridge_is_vanilla_variable(const lx_variable *v) { return lx_variable_is_vanilla(v); }
 
 lx_status bridge_to_linen_var(const lx_variable *v, lx_value *out) {
-    if (!v) return lx_fail(LX_ERR_FAILED_INPUT, "to_linen_var: Variable is NULL");
+    if (!v) return lx_null_input("to_linen_var: Variable is NULL");
     lx_array *value = lx_variable_get_value(v);
     const lx_tree *md = lx_variable_metadata(v);
     const lx_value *meta_type = lx_variable_meta_get(v, "linen_meta_type");
@@ -47,7 +48,7 @@ lx_status bridge_metadata_to_linen_var(const lx_variable *v, void *user, lx_valu
 
 lx_status bridge_metadata_to_logically_partitioned(const lx_variable *v, void *user, lx_value *out) {
     (void)user;
-    if (!v) return lx_fail(LX_ERR_FAILED_INPUT, "variable_to_logically_partitioned: Variable is NULL");
+    if (!v) return lx_null_input("variable_to_logically_partitioned: Variable is NULL");
     lx_array *value = lx_variable_get_value(v);
     const lx_value *names = lx_variable_meta_get(v, "out_sharding");
     if (!names || names->kind != LX_V_STRS) {
@@ -66,11 +67,11 @@ lx_status bridge_metadata_to_logically_partitioned(const lx_variable *v, void *u
 }
 
 lx_status bridge_to_nnx_var(const char *collection, const lx_value *leaf, lx_variable **out) {
-    if (!leaf) return lx_fail(LX_ERR_FAILED_INPUT, "to_nnx_var: leaf is NULL");
+    if (!leaf) return lx_null_input("to_nnx_var: leaf is NULL");
     const lx_vartype *vtype = NULL;
     LX_TRY(lx_variable_type_from_name(collection, NULL, true, &vtype));
     if (leaf->kind == LX_V_ARRAY) {
-        if (!leaf->u.array) return lx_fail(LX_ERR_FAILED_INPUT, "to_nnx_var: array is NULL");
+        if (!leaf->u.array) return lx_null_input("to_nnx_var: array is NULL");
         return lx_variable_new(vtype, leaf->u.array, out);
     }
     if (leaf->kind != LX_V_BOX || !leaf->u.box) {
@@ -130,7 +131,7 @@ static const char *path_tuple(const char *path, char *buf, size_t cap) {
 }
 
 lx_status bridge_linen_vars_to_nnx_attrs(const lx_tree *variables, lx_tree **attrs) {
-    if (!variables) return lx_fail(LX_ERR_FAILED_INPUT, "linen_vars_to_nnx_attrs: variables is NULL");
+    if (!variables) return lx_null_input("linen_vars_to_nnx_attrs: variables is NULL");
     lx_flat flat = {0};
     lx_status s = LX_OK;
     for (size_t c = 0; c < lx_tree_len(variables) && s == LX_OK; c++) {
@@ -173,7 +174,7 @@ lx_status bridge_linen_vars_to_nnx_attrs(const lx_tree *variables, lx_tree **att
 }
 
 lx_status bridge_nnx_attrs_to_linen_vars(const lx_tree *attrs, lx_tree **variables) {
-    if (!attrs) return lx_fail(LX_ERR_FAILED_INPUT, "nnx_attrs_to_linen_vars: attrs is NULL");
+    if (!attrs) return lx_null_input("nnx_attrs_to_linen_vars: attrs is NULL");
     lx_flat flat = {0}, out = {0};
     LX_TRY(lx_tree_flatten(attrs, &flat));
     lx_status s = LX_OK;

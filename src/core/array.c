@@ -4,6 +4,7 @@
 #include "checked.h"
 #include "linnx/fault.h"
 #include "team.h"
+#include "status_internal.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -528,7 +529,7 @@ lx_array *lx_array_full_f32(int ndim, const int64_t *shape, float v) {
 
 lx_array *lx_array_copy(const lx_array *a) {
     if (!a) {
-        lx_fail(LX_ERR_FAILED_INPUT, "array_copy: input is NULL");
+        lx_null_input("array_copy: input is NULL");
         return NULL;
     }
     if (lx_is_abstract(a)) return lx_array_abstract(a->dtype, a->ndim, a->shape);
@@ -811,7 +812,7 @@ static void print_rec(FILE *f, const lx_array *a, int axis, int64_t offset, int6
 }
 
 lx_status lx_array_fprint(FILE *f, const lx_array *a) {
-    if (!a) return lx_fail(LX_ERR_FAILED_INPUT, "array_fprint: input is NULL");
+    if (!a) return lx_null_input("array_fprint: input is NULL");
     if (lx_is_abstract(a)) {
         char buf[128];
         fprintf(f, "ShapeDtypeStruct(shape=%s, dtype=%s)", lx_shape_str(a->ndim, a->shape, buf, sizeof buf),

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tree_internal.h"
+#include "status_internal.h"
 
 struct lx_box {
     int refcount;
@@ -223,7 +224,7 @@ const lx_tree *lx_box_metadata(const lx_box *b) { return b ? b->meta : NULL; }
 
 lx_status lx_box_replace_boxed(const lx_box *b, lx_array *value, lx_box **out) {
     *out = NULL;
-    if (!b) return lx_fail(LX_ERR_FAILED_INPUT, "replace_boxed: box is NULL");
+    if (!b) return lx_null_input("replace_boxed: box is NULL");
     LX_TRY(check_value(lx_box_kind_name(b->kind), value));
     return box_clone(b, value, out);
 }
@@ -261,7 +262,7 @@ static lx_status with_names(const lx_box *b, const lx_value *names, lx_box **out
 
 lx_status lx_box_add_axis(const lx_box *b, int index, const char *partition_name, lx_box **out) {
     *out = NULL;
-    if (!b) return lx_fail(LX_ERR_FAILED_INPUT, "add_axis: box is NULL");
+    if (!b) return lx_null_input("add_axis: box is NULL");
     const lx_value *names = lx_box_names(b);
     if (!names) return box_clone(b, b->value, out); /* an NNXMeta without names: nothing to update */
     if (!partition_name) return unspecified(b);
@@ -289,7 +290,7 @@ lx_status lx_box_add_axis(const lx_box *b, int index, const char *partition_name
 
 lx_status lx_box_remove_axis(const lx_box *b, int index, const char *partition_name, lx_box **out) {
     *out = NULL;
-    if (!b) return lx_fail(LX_ERR_FAILED_INPUT, "remove_axis: box is NULL");
+    if (!b) return lx_null_input("remove_axis: box is NULL");
     const lx_value *names = lx_box_names(b);
     if (!names) return box_clone(b, b->value, out);
     if (!partition_name) return unspecified(b);
@@ -319,7 +320,7 @@ lx_status lx_box_remove_axis(const lx_box *b, int index, const char *partition_n
 
 lx_status lx_box_to_nnx_metadata(const lx_box *b, lx_tree **out) {
     *out = NULL;
-    if (!b) return lx_fail(LX_ERR_FAILED_INPUT, "to_nnx_metadata: box is NULL");
+    if (!b) return lx_null_input("to_nnx_metadata: box is NULL");
     if (b->kind == LX_BOX_NNX_META) {
         *out = lx_tree_copy(b->meta);
         return *out ? LX_OK : LX_ERR_NO_MEMORY;

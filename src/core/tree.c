@@ -11,6 +11,7 @@
 #include "linnx/box.h"
 #include "linnx/variable.h"
 #include "tree_internal.h"
+#include "status_internal.h"
 
 struct lx_tree {
     int refcount;
@@ -127,7 +128,7 @@ static lx_status put(lx_tree *t, const char *key, const lx_value *v, bool check_
 }
 
 lx_status lx_tree_set(lx_tree *t, const char *key, lx_value v) {
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "tree_set: tree is NULL");
+    if (!t) return lx_null_input("tree_set: tree is NULL");
     LX_TRY(check_key(key));
     LX_TRY(lx_check_value_(&v, "tree_set"));
     return put(t, key, &v, true);
@@ -154,7 +155,7 @@ static void remove_at(lx_tree *t, size_t i) {
 }
 
 lx_status lx_tree_delete(lx_tree *t, const char *key) {
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "tree_delete: tree is NULL");
+    if (!t) return lx_null_input("tree_delete: tree is NULL");
     if (!key) return lx_fail(LX_ERR_INVALID_ARGUMENT, "tree: key is NULL");
     long i = find(t, key);
     if (i < 0) return lx_fail(LX_ERR_NOT_FOUND, "tree: no key '%s' at the root", key);
@@ -277,7 +278,7 @@ static lx_status get_path(const lx_tree *t, const char *path, const lx_value **o
 }
 
 lx_status lx_tree_get_path(const lx_tree *t, const char *path, const lx_value **out) {
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "tree_get_path: tree is NULL");
+    if (!t) return lx_null_input("tree_get_path: tree is NULL");
     return get_path(t, path, out, true);
 }
 
@@ -352,13 +353,13 @@ done:
 }
 
 lx_status lx_tree_set_path(lx_tree *t, const char *path, lx_value v) {
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "tree_set_path: tree is NULL");
+    if (!t) return lx_null_input("tree_set_path: tree is NULL");
     LX_TRY(lx_check_value_(&v, "tree_set_path"));
     return set_path(t, path, &v, false);
 }
 
 lx_status lx_tree_delete_path(lx_tree *t, const char *path) {
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "tree_delete_path: tree is NULL");
+    if (!t) return lx_null_input("tree_delete_path: tree is NULL");
     split_path s;
     LX_TRY(split(path, &s, true));
     const lx_tree *cur;
@@ -438,7 +439,7 @@ static lx_status flatten_rec(const lx_tree *t, const char *prefix, lx_flat *out)
 
 lx_status lx_tree_flatten(const lx_tree *t, lx_flat *out) {
     memset(out, 0, sizeof *out);
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "tree_flatten: tree is NULL");
+    if (!t) return lx_null_input("tree_flatten: tree is NULL");
     lx_status st = flatten_rec(t, NULL, out);
     if (st != LX_OK) lx_flat_free(out);
     return st;
@@ -471,7 +472,7 @@ lx_status lx_tree_unflatten(const lx_flat *f, lx_tree **out) {
 
 lx_status lx_tree_merge(const lx_tree *a, const lx_tree *b, lx_tree **out) {
     *out = NULL;
-    if (!a || !b) return lx_fail(LX_ERR_FAILED_INPUT, "tree_merge: tree is NULL");
+    if (!a || !b) return lx_null_input("tree_merge: tree is NULL");
     lx_flat fa, fb;
     LX_TRY(lx_tree_flatten(a, &fa));
     lx_status st = lx_tree_flatten(b, &fb);
@@ -491,7 +492,7 @@ lx_status lx_tree_merge(const lx_tree *a, const lx_tree *b, lx_tree **out) {
 
 lx_tree *lx_tree_copy(const lx_tree *t) {
     if (!t) {
-        lx_fail(LX_ERR_FAILED_INPUT, "tree_copy: tree is NULL");
+        lx_null_input("tree_copy: tree is NULL");
         return NULL;
     }
     lx_tree *c = lx_tree_new();
@@ -547,7 +548,7 @@ static lx_status map_rec(const lx_tree *t, const char *prefix, lx_tree_map_fn fn
 
 lx_status lx_tree_map(const lx_tree *t, lx_tree_map_fn fn, void *user, lx_tree **out) {
     *out = NULL;
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "tree_map: tree is NULL");
+    if (!t) return lx_null_input("tree_map: tree is NULL");
     if (!fn) return lx_fail(LX_ERR_INVALID_ARGUMENT, "tree_map: function is NULL");
     lx_tree *r = lx_tree_new();
     if (!r) return LX_ERR_NO_MEMORY;
@@ -620,7 +621,7 @@ static void fprint_rec(FILE *f, const lx_tree *t, int depth) {
 
 lx_status lx_tree_fprint(FILE *f, const lx_tree *t) {
     if (!f) return lx_fail(LX_ERR_INVALID_ARGUMENT, "tree_fprint: FILE is NULL");
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "tree_fprint: tree is NULL");
+    if (!t) return lx_null_input("tree_fprint: tree is NULL");
     fprint_rec(f, t, 0);
     fputc('\n', f);
     return LX_OK;
@@ -652,7 +653,7 @@ static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
 lx_status lx_tree_fprint_table(FILE *f, const lx_tree *t) {
     if (!f) return lx_fail(LX_ERR_INVALID_ARGUMENT, "tree_fprint_table: FILE is NULL");
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "tree_fprint_table: tree is NULL");
+    if (!t) return lx_null_input("tree_fprint_table: tree is NULL");
     lx_flat flat;
     LX_TRY(lx_tree_flatten(t, &flat));
     table_row *rows = calloc(flat.len ? flat.len : 1, sizeof *rows);

@@ -7,6 +7,7 @@
 
 #include "linnx/status.h"
 #include "linnx/value.h"
+#include "status_internal.h"
 
 /* A copy of s (NULL stays NULL); NULL also when out of memory - callers that pass a non-NULL s
  * check for it. */
@@ -40,9 +41,7 @@ static inline lx_status lx_check_value_(const lx_value *v, const char *what) {
                     (v->kind == LX_V_VARIABLE && !v->u.var) || (v->kind == LX_V_BOX && !v->u.box) ||
                     (v->kind == LX_V_STR && !v->u.s);
     if (!null_ref) return LX_OK;
-    if (!lx_error_pending())
-        return lx_fail(LX_ERR_FAILED_INPUT, "%s: value is NULL", what);
-    return LX_ERR_FAILED_INPUT;
+    return lx_null_input("%s: value is NULL", what);
 }
 
 /* Leaf rendering shared by the tree printers: Variables and boxes by their own printers, the

@@ -101,7 +101,7 @@ lx_status lx_call_str(const lx_call *c, int i, const char *name, const char *dfl
 lx_status lx_call_array(const lx_call *c, int i, const char *name, lx_array **out) {
     const lx_value *v = lx_call_get(c, i, name);
     if (!v || v->kind == LX_V_NONE)
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "missing required argument '%s' (position %d)",
+        return lx_fail(LX_ERR_TYPE, "missing required argument '%s' (position %d)",
                        name ? name : "?", i);
     if (v->kind != LX_V_ARRAY) return wrong_kind(name, i, "an array", v);
     if (!v->u.array) /* a failed call's result: keep its message while it is pending */

@@ -7,6 +7,7 @@
 
 #include "linnx/box.h"
 #include "tree_internal.h"
+#include "status_internal.h"
 
 /* ---- types ---- */
 
@@ -325,7 +326,7 @@ const lx_vartype *lx_variable_type(const lx_variable *v) { return v ? v->type : 
 lx_array *lx_variable_get_value(const lx_variable *v) { return v ? v->value : NULL; }
 
 lx_status lx_variable_set_value(lx_variable *v, lx_array *value, bool check_shape) {
-    if (!v) return lx_fail(LX_ERR_FAILED_INPUT, "variable_set_value: Variable is NULL");
+    if (!v) return lx_null_input("variable_set_value: Variable is NULL");
     lx_value av = lx_array_v(value);
     LX_TRY(lx_check_value_(&av, v->type->name));
     if (check_shape && (value->dtype != v->value->dtype || !lx_same_shape(value, v->value))) {
@@ -346,14 +347,14 @@ const lx_value *lx_variable_meta_get(const lx_variable *v, const char *key) {
 }
 
 lx_status lx_variable_meta_set(lx_variable *v, const char *key, lx_value value) {
-    if (!v) return lx_fail(LX_ERR_FAILED_INPUT, "variable_meta_set: Variable is NULL");
+    if (!v) return lx_null_input("variable_meta_set: Variable is NULL");
     const char *canon = NULL;
     LX_TRY(lx_meta_check_(v->type->name, key, &value, &canon));
     return lx_tree_set(v->meta, canon, value);
 }
 
 lx_status lx_variable_meta_del(lx_variable *v, const char *key) {
-    if (!v) return lx_fail(LX_ERR_FAILED_INPUT, "variable_meta_del: Variable is NULL");
+    if (!v) return lx_null_input("variable_meta_del: Variable is NULL");
     const char *canon = meta_canon(key);
     if (!canon || !lx_tree_get(v->meta, canon))
         return lx_fail(LX_ERR_NOT_FOUND, "%s: no metadata '%s'", v->type->name, key ? key : "(null)");
@@ -362,7 +363,7 @@ lx_status lx_variable_meta_del(lx_variable *v, const char *key) {
 
 lx_status lx_variable_copy(const lx_variable *v, lx_variable **out) {
     *out = NULL;
-    if (!v) return lx_fail(LX_ERR_FAILED_INPUT, "variable_copy: Variable is NULL");
+    if (!v) return lx_null_input("variable_copy: Variable is NULL");
     lx_tree *md = lx_tree_copy(v->meta);
     if (!md) return LX_ERR_NO_MEMORY;
     return make(v->type, v->value, md, out);

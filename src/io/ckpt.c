@@ -12,6 +12,7 @@
 #include "io_internal.h"
 #include "linnx/box.h"
 #include "linnx/variable.h"
+#include "../core/status_internal.h"
 
 lx_status io_msgpack_from_map(io_map *map, lx_value *out);
 typedef int (*st_sink)(void *user, const void *data, size_t n);
@@ -270,7 +271,7 @@ static lx_status pure_rec(const lx_tree *t, lx_tree **out) {
 }
 
 lx_status lx_ckpt_pure_dict(const lx_tree *t, lx_tree **out) {
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "pure_dict: tree is NULL");
+    if (!t) return lx_null_input("pure_dict: tree is NULL");
     return pure_rec(t, out);
 }
 
@@ -454,7 +455,7 @@ static lx_status restore_rec(rst *r, const lx_value *tv, const lx_value *sv, lx_
 }
 
 lx_status lx_ckpt_restore(const lx_tree *target, const lx_tree *state, const lx_restore_opts *opts, lx_tree **out) {
-    if (!target || !state || !out) return lx_fail(LX_ERR_FAILED_INPUT, "restore: target, state or out is NULL");
+    if (!target || !state || !out) return lx_null_input("restore: target, state or out is NULL");
     rst *r = calloc(1, sizeof *r);
     if (!r) return lx_fail(LX_ERR_NO_MEMORY, "out of memory");
     r->o = opts ? *opts : lx_restore_defaults();

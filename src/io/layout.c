@@ -9,6 +9,7 @@
 
 #include "io_internal.h"
 #include "linnx/tree.h"
+#include "../core/status_internal.h"
 
 static const char *const LINEN_COLLECTIONS[] = {"params", "batch_stats", "cache", "intermediates", "perturbations",
                                                "losses", "rngs"};
@@ -312,7 +313,7 @@ typedef struct canon {
 } canon;
 
 lx_status lx_layout_convert(const lx_tree *t, lx_layout from, lx_layout to, const char *wrapper, lx_tree **out) {
-    if (!t || !out) return lx_fail(LX_ERR_FAILED_INPUT, "layout: tree or out is NULL");
+    if (!t || !out) return lx_null_input("layout: tree or out is NULL");
     if (from == LX_LAYOUT_AUTO) from = lx_layout_detect(t);
     if (to == LX_LAYOUT_AUTO) to = from;
     canon c = {0};

@@ -12,6 +12,7 @@
 #include "io_internal.h"
 #include "linnx/box.h"
 #include "linnx/variable.h"
+#include "../core/status_internal.h"
 
 #define FLAX_MAX_CHUNK ((size_t)1 << 30)
 
@@ -198,7 +199,7 @@ static lx_status pack_value(wctx *w, const lx_value *v, bool chunkable) {
 }
 
 static lx_status write_root(msgpack_packer_write cb, void *data, const lx_value *root, const lx_msgpack_opts *opts) {
-    if (!root) return lx_fail(LX_ERR_FAILED_INPUT, "msgpack: root is NULL");
+    if (!root) return lx_null_input("msgpack: root is NULL");
     wctx *w = calloc(1, sizeof *w);
     if (!w) return lx_fail(LX_ERR_NO_MEMORY, "msgpack: out of memory");
     msgpack_packer_init(&w->pk, data, cb);

@@ -86,6 +86,12 @@ static void raw_release_ptr(void *p) { lx_raw_release(p); }
 lx_status lx_raw_new(lx_raw_kind kind, const char *dtype, int ndim, const int64_t *shape, const void *data,
                      size_t nbytes, lx_raw **out) {
     LX_TRY(lx_ptr_register(LX_RAW_TAG, raw_retain_ptr, raw_release_ptr));
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "raw array: out is NULL");
+    if (ndim > 0 && !shape) return lx_fail(LX_ERR_INVALID_ARGUMENT, "raw array: shape is NULL");
+    /* a caller's shape (io_shape_size's FORMAT is for shapes read from a file) */
+    if (ndim < 0 || ndim > LX_MAX_DIMS) return lx_fail(LX_ERR_SHAPE, "raw array: rank %d is outside 0..%d", ndim, LX_MAX_DIMS);
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0) return lx_fail(LX_ERR_SHAPE, "raw array: negative dimension %lld", (long long)shape[i]);
     const io_dtype *d = dtype ? io_dtype_by_numpy(dtype, strlen(dtype)) : NULL;
     if (kind == LX_RAW_BYTES) {
         if (ndim != 1 || (uint64_t)shape[0] != nbytes)

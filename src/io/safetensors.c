@@ -10,6 +10,7 @@
 
 #include "io_internal.h"
 #include "linnx/tree.h"
+#include "../core/status_internal.h"
 
 #define ST_MAX_HEADER 100000000ull
 
@@ -154,7 +155,7 @@ static int buf_sink(void *b, const void *data, size_t n) { return io_buf_put(b, 
 
 lx_status lx_safetensors_to_bytes(const lx_tree *t, const lx_safetensors_opts *opts, unsigned char **out,
                                   size_t *len) {
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "safetensors: tree is NULL");
+    if (!t) return lx_null_input("safetensors: tree is NULL");
     io_buf b = {0};
     lx_status s = io_safetensors_write(t, opts, buf_sink, &b);
     if (s == LX_OK && b.failed) s = lx_fail(LX_ERR_NO_MEMORY, "safetensors: out of memory");
@@ -170,7 +171,7 @@ lx_status lx_safetensors_to_bytes(const lx_tree *t, const lx_safetensors_opts *o
 static int file_sink(void *f, const void *data, size_t n) { return fwrite(data, 1, n, f) == n ? 0 : -1; }
 
 lx_status lx_safetensors_write(FILE *f, const lx_tree *t, const lx_safetensors_opts *opts) {
-    if (!f || !t) return lx_fail(LX_ERR_FAILED_INPUT, "safetensors: stream or tree is NULL");
+    if (!f || !t) return lx_null_input("safetensors: stream or tree is NULL");
     return io_safetensors_write(t, opts, file_sink, f);
 }
 

@@ -26,6 +26,22 @@ lx_status ll_check_dtypes(const char *layer, const char *dtype) {
     return LX_OK;
 }
 
+static lx_status param_dtype_ok(const char *layer, lx_dtype pd, const lx_initializer *it) {
+    if (!it || pd == LX_F32) return LX_OK;
+    bool constant = it->kind == LX_INIT_ZEROS || it->kind == LX_INIT_ONES || it->kind == LX_INIT_CONSTANT;
+    if (pd == LX_BF16 && constant) return LX_OK;
+    return lx_fail(LX_ERR_UNSUPPORTED,
+                   "%s: param_dtype=%s with the %s initializer is not supported (float32, or bfloat16 for "
+                   "zeros/ones)",
+                   layer, lx_dtype_name(pd), it->name ? it->name : "?");
+}
+
+lx_status ll_check_param_dtype(const char *layer, lx_dtype param_dtype, const lx_initializer *a,
+                               const lx_initializer *b) {
+    LX_TRY(param_dtype_ok(layer, param_dtype, a));
+    return param_dtype_ok(layer, param_dtype, b);
+}
+
 lx_status ll_input(const lx_call *c, int pos, const char *name, const char *layer, lx_array **out) {
     const lx_value *v = lx_call_get(c, pos, name);
     if (!v && pos == 0) v = lx_call_kwarg(c, "x");

@@ -72,6 +72,7 @@ static lx_status conv_call(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_array *x, *kernel, *bias = NULL;
     LX_TRY(ll_input(c, 0, "inputs", "Conv", &x));
     LX_TRY(ll_check_dtypes("Conv", cfg->dtype));
+    LX_TRY(ll_check_param_dtype("Conv", cfg->param_dtype, &cfg->kernel_init, cfg->use_bias ? &cfg->bias_init : NULL));
     int nk = cfg->kernel_size.n;
     if (nk < 1) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Conv: kernel_size must not be empty");
     int nbatch = x->ndim - (nk + 1);

@@ -22,6 +22,7 @@ static lx_status dense_call(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_array *x, *kernel, *bias = NULL;
     LX_TRY(ll_input(c, 0, "inputs", "Dense", &x));
     LX_TRY(ll_check_dtypes("Dense", cfg->dtype));
+    LX_TRY(ll_check_param_dtype("Dense", cfg->param_dtype, &cfg->kernel_init, cfg->use_bias ? &cfg->bias_init : NULL));
     if (x->ndim < 1) return lx_fail(LX_ERR_SHAPE, "Dense: inputs must have at least 1 dimension, got a scalar");
     int64_t kshape[2] = {x->shape[x->ndim - 1], cfg->features};
     LX_TRY(linen_param(s, "kernel", &cfg->kernel_init, cfg->param_dtype, 2, kshape, &kernel));
@@ -67,6 +68,8 @@ static lx_status dg_call(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_array *x, *kernel, *bias = NULL;
     LX_TRY(ll_input(c, 0, "inputs", "DenseGeneral", &x));
     LX_TRY(ll_check_dtypes("DenseGeneral", cfg->dtype));
+    LX_TRY(ll_check_param_dtype("DenseGeneral", cfg->param_dtype, &cfg->kernel_init,
+                                cfg->use_bias ? &cfg->bias_init : NULL));
     const lx_ints *f = &cfg->features, *ax = &cfg->axis, *bd = &cfg->batch_dims;
     if (f->n < 1) return lx_fail(LX_ERR_INVALID_ARGUMENT, "DenseGeneral: features must not be empty");
     if (bd->n > 0) {

@@ -30,6 +30,7 @@ static lx_status embed_call(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_array *ids, *e;
     LX_TRY(ll_input(c, 0, "inputs", "Embed", &ids));
     LX_TRY(ll_check_dtypes("Embed", cfg->dtype));
+    LX_TRY(ll_check_param_dtype("Embed", cfg->param_dtype, &cfg->embedding_init, NULL));
     if (ids->dtype != LX_I32 && ids->dtype != LX_U32)
         return lx_fail(LX_ERR_DTYPE, "Input type must be an integer or unsigned integer.");
     LX_TRY(embedding(s, &e));

@@ -20,6 +20,11 @@ extern const lx_initializer ll_lecun_normal, ll_zeros, ll_ones, ll_embed_init;
 
 /* dtype must be None or float32; param_dtype float32 (or bfloat16 for zeros/ones). */
 lx_status ll_check_dtypes(const char *layer, const char *dtype);
+/* param_dtype float32, or bfloat16 for the constant initializers (zeros, ones, constant), for
+ * each initializer given (NULL entries: parameters the config leaves out); else
+ * LX_ERR_UNSUPPORTED (linen_layers.h's supported subset). */
+lx_status ll_check_param_dtype(const char *layer, lx_dtype param_dtype, const lx_initializer *a,
+                               const lx_initializer *b);
 /* The array argument `inputs` (positional 0, or keyword inputs / x). */
 lx_status ll_input(const lx_call *c, int pos, const char *name, const char *layer, lx_array **out);
 /* Normalise axis a of an ndim array (negative counts from the end); fails naming the layer. */

@@ -40,6 +40,8 @@ static lx_status ln_call(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_array *x, *scale = NULL, *bias = NULL;
     LX_TRY(ll_input(c, 0, "x", "LayerNorm", &x));
     LX_TRY(ll_check_dtypes("LayerNorm", cfg->dtype));
+    LX_TRY(ll_check_param_dtype("LayerNorm", cfg->param_dtype, cfg->use_scale ? &cfg->scale_init : NULL,
+                                cfg->use_bias ? &cfg->bias_init : NULL));
     if (!cfg->use_fast_variance)
         return lx_fail(LX_ERR_UNSUPPORTED, "LayerNorm: use_fast_variance=False is not supported");
     int nf, nr, ffirst, rfirst;
@@ -82,6 +84,7 @@ static lx_status rms_call(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_array *x, *scale = NULL;
     LX_TRY(ll_input(c, 0, "x", "RMSNorm", &x));
     LX_TRY(ll_check_dtypes("RMSNorm", cfg->dtype));
+    LX_TRY(ll_check_param_dtype("RMSNorm", cfg->param_dtype, cfg->use_scale ? &cfg->scale_init : NULL, NULL));
     int nf, nr, ffirst, rfirst;
     int64_t fshape[LX_MAX_DIMS], rshape[LX_MAX_DIMS];
     LX_TRY(feature_shape("RMSNorm", x, &cfg->feature_axes, &nf, fshape, &ffirst));
@@ -134,6 +137,8 @@ static lx_status bn_call(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_array *x, *scale = NULL, *bias = NULL;
     LX_TRY(ll_input(c, 0, "x", "BatchNorm", &x));
     LX_TRY(ll_check_dtypes("BatchNorm", cfg->dtype));
+    LX_TRY(ll_check_param_dtype("BatchNorm", cfg->param_dtype, cfg->use_scale ? &cfg->scale_init : NULL,
+                                cfg->use_bias ? &cfg->bias_init : NULL));
     bool use_ra;
     LX_TRY(linen_merge_param("use_running_average", &cfg->use_running_average,
                              lx_call_get(c, 1, "use_running_average"), &use_ra));

@@ -15,6 +15,7 @@
 #include "linnx/box.h"
 #include "linnx/lift.h"
 #include "linnx/ops.h"
+#include "../core/status_internal.h"
 
 typedef enum { LIFT_VMAP, LIFT_SCAN } lift_kind;
 
@@ -224,7 +225,7 @@ static lx_status find_length(const lift_holder *h, const linen_scope *s, const l
         if (axis == LINEN_AXIS_BROADCAST) continue;
         const lx_value *v = &call->args[i];
         if (v->kind != LX_V_ARRAY) continue;
-        if (!v->u.array) return lx_fail(LX_ERR_FAILED_INPUT, "vmap/scan in \"%s\": argument %d is NULL", s->path, i);
+        if (!v->u.array) return lx_null_input("vmap/scan in \"%s\": argument %d is NULL", s->path, i);
         int ax;
         int64_t n;
         if (map_size(v, axis, &ax, &n) != LX_OK)

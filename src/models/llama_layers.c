@@ -13,6 +13,7 @@
 #include "linnx/ops.h"
 #include "linnx/variable.h"
 #include "llama_internal.h"
+#include "../core/status_internal.h"
 
 /* ------------------------------------------------------------------ config */
 
@@ -434,10 +435,12 @@ static lx_array *cache_insert(lx_array *cache, lx_array *update, int64_t idx) {
 
 lx_status llama_rope_tables(lx_array *positions, int64_t head_dim, double min_ts, double max_ts,
                             lx_array **cos_out, lx_array **sin_out) {
+    if (!cos_out || !sin_out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "RotaryEmbedding: an output is NULL");
     *cos_out = *sin_out = NULL;
-    if (!positions) return lx_last_status() != LX_OK ? lx_last_status() : LX_ERR_FAILED_INPUT;
+    if (!positions) return lx_null_input("RotaryEmbedding: positions is NULL");
     if (positions->dtype != LX_I32 || positions->ndim != 2)
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "RotaryEmbedding: positions must be int32 (batch, seq), got %s",
+        return lx_fail(positions->dtype != LX_I32 ? LX_ERR_DTYPE : LX_ERR_SHAPE,
+                       "RotaryEmbedding: positions must be int32 (batch, seq), got %s",
                        lx_array_sig(positions, (char[64]){0}, 64));
     if (head_dim <= 0 || head_dim % 2)
         return lx_fail(LX_ERR_INVALID_ARGUMENT,
@@ -510,9 +513,13 @@ static lx_array *signed_sin(lx_array *sin) {
 }
 
 lx_array *llama_apply_rope(lx_array *x, lx_array *cos, lx_array *sin) {
-    if (!x || !cos || !sin) return NULL;
+    if (!x || !cos || !sin) {
+        if (!lx_error_pending()) lx_fail(LX_ERR_FAILED_INPUT, "RotaryEmbedding: an input is NULL");
+        return NULL;
+    }
     if (sin->dtype != LX_F32 || sin->ndim < 1 || sin->shape[sin->ndim - 1] % 2) {
-        lx_fail(LX_ERR_SHAPE, "RotaryEmbedding: bad sin table %s", lx_array_sig(sin, (char[64]){0}, 64));
+        lx_fail(sin->dtype != LX_F32 ? LX_ERR_DTYPE : LX_ERR_SHAPE, "RotaryEmbedding: bad sin table %s",
+                lx_array_sig(sin, (char[64]){0}, 64));
         return NULL;
     }
     return rope_signed(x, cos, signed_sin(sin));
@@ -610,7 +617,8 @@ static lx_array *llama_attention_forward_unframed(nnx_module *self, lx_array *x,
         return NULL;
     }
     if (segment_ids && (segment_ids->dtype != LX_I32 || !lx_shape_eq(segment_ids, 2, (int64_t[]){B, S}))) {
-        lx_fail(LX_ERR_SHAPE, "Attention: decoder_segment_ids must be int32 (%lld, %lld)", (long long)B, (long long)S);
+        lx_fail(segment_ids->dtype != LX_I32 ? LX_ERR_DTYPE : LX_ERR_SHAPE, "Attention: decoder_segment_ids must be int32 (%lld, %lld)",
+                (long long)B, (long long)S);
         return NULL;
     }
     lx_array *cs, *sn;

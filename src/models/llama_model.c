@@ -17,6 +17,7 @@
 #include "linnx/to_nnx.h"
 #include "linnx/variable.h"
 #include "llama_internal.h"
+#include "../core/status_internal.h"
 
 /* ------------------------------------------------------------------ LlamaDecoderLayerToLinen */
 
@@ -249,11 +250,15 @@ const nnx_type LLAMA_NNX_TRANSFORMER_TYPE = {
 /* ------------------------------------------------------------------ cross-entropy */
 
 lx_array *llama_cross_entropy(lx_array *logits, lx_array *targets) {
-    if (!logits || !targets) return NULL;
-    if (targets->dtype != LX_I32 || logits->ndim != targets->ndim + 1 ||
+    if (!logits || !targets) {
+        if (!lx_error_pending()) lx_fail(LX_ERR_FAILED_INPUT, "cross_entropy: %s is NULL", logits ? "targets" : "logits");
+        return NULL;
+    }
+    if (targets->dtype != LX_I32 || logits->dtype != LX_F32 || logits->ndim != targets->ndim + 1 ||
         memcmp(logits->shape, targets->shape, sizeof(int64_t) * (size_t)targets->ndim)) {
         char a[64], b[64];
-        lx_fail(LX_ERR_SHAPE, "cross_entropy: logits %s and int32 targets %s do not fit",
+        lx_fail(targets->dtype != LX_I32 || logits->dtype != LX_F32 ? LX_ERR_DTYPE : LX_ERR_SHAPE,
+                "cross_entropy: logits %s and int32 targets %s do not fit",
                 lx_array_sig(logits, a, sizeof a), lx_array_sig(targets, b, sizeof b));
         return NULL;
     }
@@ -463,16 +468,16 @@ lx_status llama_model_load_params(llama_model *m, const lx_tree *params) {
 
 static lx_status check_tokens(const llama_model *m, lx_array *tokens, lx_array *positions) {
     char buf[64];
-    if (!tokens) return lx_last_status() != LX_OK ? lx_last_status() : LX_ERR_FAILED_INPUT;
+    if (!tokens) return lx_null_input("llama: tokens is NULL");
     if (tokens->dtype != LX_I32 || tokens->ndim != 2)
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama: tokens must be int32 (batch, seq), got %s",
-                       lx_array_sig(tokens, buf, sizeof buf));
+        return lx_fail(tokens->dtype != LX_I32 ? LX_ERR_DTYPE : LX_ERR_SHAPE,
+                       "llama: tokens must be int32 (batch, seq), got %s", lx_array_sig(tokens, buf, sizeof buf));
     if (tokens->shape[1] < 1 || tokens->shape[0] < 1)
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama: empty token batch %s", lx_array_sig(tokens, buf, sizeof buf));
+        return lx_fail(LX_ERR_SHAPE, "llama: empty token batch %s", lx_array_sig(tokens, buf, sizeof buf));
     if (tokens->shape[1] > m->cfg.max_target_length)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama: sequence of %lld tokens is longer than max_target_length %lld",
                        (long long)tokens->shape[1], (long long)m->cfg.max_target_length);
-    for (int64_t i = 0; i < tokens->size; i++) {
+    for (int64_t i = 0; !lx_is_abstract(tokens) && i < tokens->size; i++) {
         int32_t t = lx_i32(tokens)[i];
         if (t < 0 || t >= m->cfg.vocab_size)
             return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama: token %d at index %lld is outside the vocabulary [0, %lld)",
@@ -480,9 +485,10 @@ static lx_status check_tokens(const llama_model *m, lx_array *tokens, lx_array *
     }
     if (positions) {
         if (positions->dtype != LX_I32 || !lx_same_shape(positions, tokens))
-            return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama: positions must be int32 of the tokens' shape %s",
+            return lx_fail(positions->dtype != LX_I32 ? LX_ERR_DTYPE : LX_ERR_SHAPE,
+                           "llama: positions must be int32 of the tokens' shape %s",
                            lx_array_sig(tokens, buf, sizeof buf));
-        for (int64_t i = 0; i < positions->size; i++)
+        for (int64_t i = 0; !lx_is_abstract(positions) && i < positions->size; i++)
             if (lx_i32(positions)[i] < 0 || lx_i32(positions)[i] >= m->cfg.max_target_length)
                 return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama: position %d is outside [0, max_target_length %lld)",
                                lx_i32(positions)[i], (long long)m->cfg.max_target_length);
@@ -522,7 +528,8 @@ lx_array *llama_model_forward(llama_model *m, lx_array *tokens, lx_array *positi
     if (check_tokens(m, tokens, positions) != LX_OK) return NULL;
     bool decode = m->cfg.cache_batch > 0;
     if (segment_ids && (segment_ids->dtype != LX_I32 || !lx_same_shape(segment_ids, tokens))) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "llama: segment ids must be int32 of the tokens' shape");
+        lx_fail(segment_ids->dtype != LX_I32 ? LX_ERR_DTYPE : LX_ERR_SHAPE,
+                "llama: segment ids must be int32 of the tokens' shape");
         return NULL;
     }
     if (segment_ids && decode) {
@@ -567,9 +574,17 @@ lx_array *llama_model_forward(llama_model *m, lx_array *tokens, lx_array *positi
 }
 
 lx_array *llama_model_loss(llama_model *m, lx_array *tokens) {
-    if (!m || !tokens) return NULL;
+    if (!m) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_model_loss: model is NULL");
+        return NULL;
+    }
+    if (!tokens) {
+        if (!lx_error_pending()) lx_fail(LX_ERR_FAILED_INPUT, "llama_model_loss: tokens is NULL");
+        return NULL;
+    }
     if (tokens->dtype != LX_I32 || tokens->ndim != 2 || tokens->shape[1] < 2) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_model_loss: tokens must be int32 (batch, seq + 1) with seq >= 1");
+        lx_fail(tokens->dtype != LX_I32 ? LX_ERR_DTYPE : LX_ERR_SHAPE,
+                "llama_model_loss: tokens must be int32 (batch, seq + 1) with seq >= 1");
         return NULL;
     }
     int64_t S = tokens->shape[1];
@@ -631,8 +646,12 @@ int64_t llama_model_cache_index(llama_model *m) {
 }
 
 lx_array *llama_generate(llama_model *m, lx_array *prompt, int64_t n, const lx_sampling *s, lx_key key) {
-    if (!m || !prompt || !s) {
-        if (!m || !s) lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_generate: NULL argument");
+    if (!m || !s) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_generate: NULL argument");
+        return NULL;
+    }
+    if (!prompt) {
+        if (!lx_error_pending()) lx_fail(LX_ERR_FAILED_INPUT, "llama_generate: prompt is NULL");
         return NULL;
     }
     if (m->cfg.cache_batch <= 0) {

@@ -11,6 +11,7 @@
 #include "linnx/llama_train.h"
 #include "llama_internal.h"
 #include "linnx/variable.h"
+#include "../core/status_internal.h"
 
 /* ------------------------------------------------------------------ schedule and optimizer */
 
@@ -75,7 +76,8 @@ static lx_status nnx_loss(nnx_module *model, void *user, lx_array **loss) {
 }
 
 lx_status llama_value_and_grad(llama_model *m, lx_array *tokens, lx_array **loss, lx_tree **grads) {
-    if (!m || !tokens || !loss || !grads) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_value_and_grad: NULL argument");
+    if (!m || !loss || !grads) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_value_and_grad: NULL argument");
+    if (!tokens) return lx_null_input("llama_value_and_grad: tokens is NULL");
     *loss = NULL;
     *grads = NULL;
     if (llama_model_config(m)->cache_batch > 0)
@@ -138,7 +140,8 @@ void llama_trainer_free(llama_trainer *t) {
 int64_t llama_trainer_step_count(const llama_trainer *t) { return t ? t->step : -1; }
 
 lx_status llama_trainer_step(llama_trainer *t, lx_array *tokens, float *loss) {
-    if (!t || !tokens) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_trainer_step: NULL argument");
+    if (!t) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_trainer_step: NULL argument");
+    if (!tokens) return lx_null_input("llama_trainer_step: tokens is NULL");
     lx_array *l = NULL;
     lx_tree *g = NULL;
     /* under MPI (distributed.h): tokens are this rank's shard; the gradients are averaged over the

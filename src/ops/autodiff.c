@@ -27,6 +27,7 @@
 #include "broadcast.h"
 #include "op_internal.h"
 #include "team.h"
+#include "../core/status_internal.h"
 
 typedef struct rec {
     lx_prim_id id; /* LX_PRIM_COUNT for a watched leaf */
@@ -271,7 +272,7 @@ lx_status lx_tape_new(lx_tape **out) {
 
 lx_status lx_tape_watch(lx_tape *t, lx_array *x) {
     if (!t) return lx_fail(LX_ERR_INVALID_ARGUMENT, "tape_watch: tape is NULL");
-    if (!x) return lx_fail(LX_ERR_FAILED_INPUT, "tape_watch: array is NULL");
+    if (!x) return lx_null_input("tape_watch: array is NULL");
     if (!float_dtype(x->dtype)) {
         char b[64];
         return lx_fail(LX_ERR_DTYPE,
@@ -494,12 +495,14 @@ lx_status lx_tape_backward(lx_tape *t, lx_array *y, int n, lx_array *const *xs, 
         tape_clear(t);
         return lx_fail(LX_ERR_NO_MEMORY, "tape_backward: the tape ran out of memory while recording");
     }
-    if (y->ndim != 0 || y->dtype != LX_F32) {
+    if (y->ndim != 0 || y->dtype != LX_F32) { /* JAX's TypeErrors; status.h's SHAPE or DTYPE */
         char b[64];
         tape_clear(t);
-        return lx_fail(LX_ERR_SHAPE,
-                       "Gradient only defined for scalar-output functions. Output had shape: %s (%s)",
-                       lx_shape_str(y->ndim, y->shape, b, sizeof b), lx_dtype_name(y->dtype));
+        if (y->ndim != 0)
+            return lx_fail(LX_ERR_SHAPE, "Gradient only defined for scalar-output functions. Output had shape: %s (%s)",
+                           lx_shape_str(y->ndim, y->shape, b, sizeof b), lx_dtype_name(y->dtype));
+        return lx_fail(LX_ERR_DTYPE, "grad requires real-valued outputs (float32 here), but got %s",
+                       lx_dtype_name(y->dtype));
     }
     long ky = map_get(t, y);
     size_t mark = lx_pool_open();
@@ -595,7 +598,7 @@ lx_status lx_value_and_grad(lx_loss_fn fn, void *user, int n, lx_array *const *x
     if (!fn || n < 0 || (n > 0 && (!xs || !grads)))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "value_and_grad: NULL function, inputs or gradient list");
     for (int i = 0; i < n; i++) {
-        if (!xs[i]) return lx_fail(LX_ERR_FAILED_INPUT, "value_and_grad: input %d is NULL", i);
+        if (!xs[i]) return lx_null_input("value_and_grad: input %d is NULL", i);
         if (!float_dtype(xs[i]->dtype)) {
             char b[64];
             return lx_fail(LX_ERR_DTYPE,

@@ -19,7 +19,7 @@ static bool mask_shape(const char *op, int ndim, const int64_t *shape, int nb, c
     for (int i = 0; i < nb; i++) {
         int64_t d = bd[i] < 0 ? bd[i] + ndim : bd[i];
         if (d < 0 || d >= ndim) {
-            lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: broadcast dim %lld is out of range for shape %s", op,
+            lx_fail(LX_ERR_SHAPE, "%s: broadcast dim %lld is out of range for shape %s", op,
                     (long long)bd[i], lx_shape_str(ndim, shape, buf, sizeof buf));
             return false;
         }

@@ -123,7 +123,7 @@ static lx_status pool_plan(const char *op, const lx_array *x, lx_pool_params *pr
                            (long long)p.win[i], (long long)p.stride[i], i, xs);
         LX_TRY(conv_pads(op, &padding, i, p.in[i], p.win[i], p.stride[i], &p.lo[i], &p.hi[i]));
         if (p.lo[i] < 0 || p.hi[i] < 0)
-            return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: negative padding (%lld, %lld) at spatial axis %d is not supported", op,
+            return lx_fail(LX_ERR_UNSUPPORTED, "%s: negative padding (%lld, %lld) at spatial axis %d is not supported", op,
                            (long long)p.lo[i], (long long)p.hi[i], i);
         LX_TRY(conv_out_len(op, i, p.in[i], 1, p.lo[i], p.hi[i], p.win[i], p.stride[i], &p.out[i]));
         p.pitch[i] = pitch;

@@ -104,10 +104,13 @@ static lx_status grad_over_tree(const char *who, const lx_tree *tree, run_fn run
     if (st == LX_OK) st = run(ctx, &loss);
     lx_tape_stop(t);
     if (st == LX_OK && !loss) st = lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: the loss function returned no loss", who);
-    if (st == LX_OK && (loss->ndim != 0 || loss->dtype != LX_F32)) {
+    if (st == LX_OK && loss->ndim != 0) {
         char b[64];
         st = lx_fail(LX_ERR_SHAPE, "%s: Gradient only defined for scalar-output functions. Output had shape: %s (%s)",
                      who, lx_shape_str(loss->ndim, loss->shape, b, sizeof b), lx_dtype_name(loss->dtype));
+    } else if (st == LX_OK && loss->dtype != LX_F32) {
+        st = lx_fail(LX_ERR_DTYPE, "%s: grad requires real-valued outputs (float32 here), but got %s", who,
+                     lx_dtype_name(loss->dtype));
     }
     if (st == LX_OK) st = lx_tape_backward(t, loss, (int)flat.len, xs, gs);
     if (st == LX_OK && lx_debug_nans()) {

@@ -15,6 +15,7 @@
 #include "linnx/threads.h"
 #include "linnx/value.h"
 #include "linnx/variable.h"
+#include "../core/status_internal.h"
 
 #ifdef LINNX_HAVE_MPI
 #include <mpi.h>
@@ -142,7 +143,7 @@ static lx_status unsupported(const char *what) {
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) { return unsupported("lx_dist_init"); }
 lx_status lx_dist_finalize(void) { return LX_OK; }
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
-    if (!t || !out) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: all-reduce of a NULL tree");
+    if (!t || !out) return lx_null_input("distributed: all-reduce of a NULL tree");
     *out = NULL;
     return unsupported("lx_dist_allreduce_mean");
 }
@@ -480,7 +481,7 @@ lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean) {
 
 
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
-    if (!t || !out) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: all-reduce of a NULL tree");
+    if (!t || !out) return lx_null_input("distributed: all-reduce of a NULL tree");
     *out = NULL;
     LX_TRY(need_init("lx_dist_allreduce_mean"));
     lx_flat f = {0};
@@ -693,7 +694,7 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
         for (size_t i = 0; i < ov.nb; i++)
             if (ov.b[i].started && !ov.b[i].done) ov.stuck = true;
         if (!grads) return LX_OK;
-        return lx_fail(LX_ERR_FAILED_INPUT, "distributed: overlap_end: NULL output");
+        return lx_null_input("distributed: overlap_end: NULL output");
     }
     if (!was_on) return lx_dist_allreduce_mean(grads, out);
     double tb = ov.nl > 0 ? ov.t_last : now_s(); /* the end of the backward pass */
@@ -760,7 +761,7 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
 }
 
 lx_status lx_dist_broadcast_tree(lx_tree *t, int root) {
-    if (!t) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: broadcast of a NULL tree");
+    if (!t) return lx_null_input("distributed: broadcast of a NULL tree");
     LX_TRY(need_init("lx_dist_broadcast_tree"));
     if (root < 0 || root >= g_size) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: root %d of %d ranks", root, g_size);
     lx_flat f = {0};
@@ -946,7 +947,7 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
     if (out) *out = NULL;
     if (!tx || !params || !out) {
         optax_tx_release(tx);
-        return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+        return lx_null_input("distributed: zero1: NULL argument");
     }
     lx_status st = need_init("lx_dist_zero1_new");
     lx_dist_zero1 *z = st == LX_OK ? calloc(1, sizeof *z) : NULL;
@@ -1169,7 +1170,7 @@ static void zero1_ready(void *user, const lx_array *x, const lx_array *g) {
 }
 
 lx_status lx_dist_zero1_begin(lx_dist_zero1 *z, const lx_tree *params) {
-    if (!z || !params) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    if (!z || !params) return lx_null_input("distributed: zero1: NULL argument");
     LX_TRY(need_init("lx_dist_zero1_begin"));
     if (z->stuck || z->ended)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
@@ -1259,7 +1260,7 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         z->ended = true; /* the run ends whether or not a reduction was still in flight (distributed.h) */
         return LX_OK;
     }
-    if (!z || !grads || !params || !*params) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    if (!z || !grads || !params || !*params) return lx_null_input("distributed: zero1: NULL argument");
     if (z->stuck || z->ended)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
     if (!z->begun) zero1_reset(z);
@@ -1426,7 +1427,7 @@ static size_t zero1_param_of(const lx_dist_zero1 *z, const char *path) {
 
 lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *params, lx_tree **out) {
     if (out) *out = NULL;
-    if (!z || !params || !out) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    if (!z || !params || !out) return lx_null_input("distributed: zero1: NULL argument");
     lx_tree *tmpl = NULL, *res = NULL;
     lx_flat f = {0};
     int *cnt = malloc((size_t)g_size * sizeof *cnt), *dsp = malloc((size_t)g_size * sizeof *dsp);
@@ -1482,7 +1483,7 @@ lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *para
 }
 
 lx_status lx_dist_zero1_load_state(lx_dist_zero1 *z, const lx_tree *full) {
-    if (!z || !full) return lx_fail(LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    if (!z || !full) return lx_null_input("distributed: zero1: NULL argument");
     lx_flat f = {0};
     lx_tree *ns = lx_tree_copy(z->state); /* the maps kept (empty states too), leaves replaced */
     lx_status st = ns ? lx_tree_flatten(z->state, &f) : lx_last_status();

@@ -3,6 +3,7 @@
 
 #include "linnx/metrics.h"
 #include "linnx/ops.h"
+#include "../core/status_internal.h"
 
 void nnx_average_reset(nnx_average *m) {
     m->total = 0.0f;
@@ -11,7 +12,7 @@ void nnx_average_reset(nnx_average *m) {
 
 lx_status nnx_average_update(nnx_average *m, lx_array *values) {
     if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Average.update: metric is NULL");
-    if (!values) return lx_fail(LX_ERR_FAILED_INPUT, "Average.update: values is NULL (an earlier call failed)");
+    if (!values) return lx_null_input("Average.update: values is NULL (an earlier call failed)");
     if (lx_is_abstract(values)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Average.update: values are abstract");
     float s = 0.0f;
     if (values->dtype == LX_F32) {
@@ -44,11 +45,13 @@ void nnx_accuracy_reset(nnx_accuracy *m) { nnx_average_reset(&m->avg); }
 
 lx_status nnx_accuracy_update(nnx_accuracy *m, lx_array *logits, lx_array *labels) {
     if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Accuracy.update: metric is NULL");
-    if (!logits || !labels) return lx_fail(LX_ERR_FAILED_INPUT, "Accuracy.update: an input is NULL");
+    if (!logits || !labels) return lx_null_input("Accuracy.update: an input is NULL");
     if (logits->ndim != labels->ndim + 1 || labels->dtype != LX_I32)
-        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+        return lx_fail(labels->dtype != LX_I32 ? LX_ERR_DTYPE : LX_ERR_SHAPE,
                        "Expected labels.dtype==jnp.int32 and logits.ndim=%d==labels.ndim+1=%d", logits->ndim,
                        labels->ndim + 1);
+    if (logits->dtype != LX_F32)
+        return lx_fail(LX_ERR_DTYPE, "Accuracy.update: logits must be float32, got %s", lx_dtype_name(logits->dtype));
     size_t mark = lx_pool_open();
     lx_array *eq = lx_eq(lx_argmax(logits, -1, false), labels);
     lx_status st = eq ? nnx_average_update(&m->avg, eq) : lx_last_status();

@@ -256,8 +256,10 @@ static const lx_tx_ops INJECT_OPS = {"inject_hyperparams", inject_init, inject_u
 optax_tx *optax_inject_hyperparams(const char *alias, int n, const optax_hparam *hparams) {
     lx_status st = LX_OK;
     const alias_sig *sig = alias ? find_sig(alias) : NULL;
-    if (!sig)
-        st = lx_fail(LX_ERR_INVALID_ARGUMENT,
+    if (n < 0 || (n > 0 && !hparams))
+        st = lx_fail(LX_ERR_INVALID_ARGUMENT, "inject_hyperparams: %d hyperparameters but hparams is NULL", n);
+    else if (!sig)
+        st = lx_fail(LX_ERR_NOT_FOUND,
                      "inject_hyperparams: unknown optimizer '%s' (sgd, adam, adamw, nadam, nadamw, rmsprop, lion)",
                      alias ? alias : "(null)");
     for (int k = 0; st == LX_OK && k < n; k++) {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "optax_internal.h"
+#include "../core/status_internal.h"
 
 /* ------------------------------------------------------------------ chain */
 
@@ -51,7 +52,13 @@ optax_tx *optax_chain(int n, optax_tx *const *txs) {
     for (int i = 0; ok && i < n; i++) ok = txs[i] != NULL;
     if (!ok) {
         for (int i = 0; txs && i < n; i++) optax_tx_release(txs[i]);
-        if (n < 0 || (n > 0 && !txs)) lx_fail(LX_ERR_INVALID_ARGUMENT, "chain: bad transformation list");
+        if (n < 0 || (n > 0 && !txs)) {
+            lx_fail(LX_ERR_INVALID_ARGUMENT, "chain: bad transformation list");
+        } else {
+            int i = 0;
+            while (txs[i]) i++;
+            lx_null_input("chain: transformation %d is NULL", i);
+        }
         return NULL;
     }
     optax_tx *tx = lx_tx_alloc(&CHAIN_OPS);
@@ -114,7 +121,10 @@ static lx_status masked_update(const optax_tx *tx, const lx_leaves *lv, lx_array
 static const lx_tx_ops MASKED_OPS = {"masked", masked_init, masked_update};
 
 optax_tx *optax_masked(optax_tx *inner, optax_mask mask) {
-    if (!inner) return NULL;
+    if (!inner) {
+        lx_null_input("masked: the inner transformation is NULL");
+        return NULL;
+    }
     if (!mask.fn) {
         optax_tx_release(inner);
         lx_fail(LX_ERR_INVALID_ARGUMENT, "masked: the mask function is NULL");

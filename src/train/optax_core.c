@@ -9,6 +9,7 @@
 #include "linnx/optax.h"
 #include "linnx/variable.h"
 #include "optax_internal.h"
+#include "../core/status_internal.h"
 
 const char LX_NO_PARAMS_MSG[] =
     "You are using a transformation that requires the current value of parameters, but you are "
@@ -245,7 +246,7 @@ lx_status lx_tx_run_update(const optax_tx *tx, const lx_leaves *lv, lx_array **u
 lx_status optax_init(const optax_tx *tx, const lx_tree *params, lx_tree **state) {
     if (!state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "init: state output is NULL");
     *state = NULL;
-    if (!tx) return lx_fail(LX_ERR_FAILED_INPUT, "init: the transformation is NULL");
+    if (!tx) return lx_null_input("init: the transformation is NULL");
     lx_leaves lv;
     LX_TRY(lx_optax_leaves_from_tree("init", "params", params, true, &lv));
     lx_status st = lx_tx_run_init(tx, &lv, state);
@@ -273,7 +274,7 @@ lx_status optax_update(const optax_tx *tx, const lx_tree *grads, const lx_tree *
     if (!updates || !new_state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "update: an output is NULL");
     *updates = NULL;
     *new_state = NULL;
-    if (!tx) return lx_fail(LX_ERR_FAILED_INPUT, "update: the transformation is NULL");
+    if (!tx) return lx_null_input("update: the transformation is NULL");
     lx_leaves lv;
     if (params) {
         LX_TRY(lx_optax_leaves_from_tree("update", "params", params, true, &lv));

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "optax_internal.h"
+#include "../core/status_internal.h"
 
 #define FOR_ACTIVE(i) \
     for (int i = 0; i < lv->n; i++) \
@@ -146,7 +147,10 @@ static lx_status sched_update(const optax_tx *tx, const lx_leaves *lv, lx_array 
 static const lx_tx_ops SCHED_OPS = {"scale_by_schedule", count_init, sched_update};
 
 static optax_tx *schedule_tx(optax_schedule *s, bool negate) {
-    if (!s) return NULL;
+    if (!s) {
+        lx_null_input("scale_by_schedule: the schedule is NULL");
+        return NULL;
+    }
     optax_tx *tx = lx_tx_alloc(&SCHED_OPS);
     if (!tx) {
         optax_schedule_release(s);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "linnx/optax.h"
+#include "../core/status_internal.h"
 
 #define LX_PI 3.14159265358979323846
 
@@ -121,6 +122,10 @@ optax_schedule *optax_join_schedules(int n, optax_schedule *const *schedules, co
         }
     } else if (n < 1 || !schedules || (n > 1 && !boundaries)) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "join_schedules: needs n >= 1 schedules and n - 1 boundaries");
+    } else if (!ok) {
+        int i = 0;
+        while (schedules[i]) i++;
+        lx_null_input("join_schedules: schedule %d is NULL", i);
     }
     if (!s) {
         for (int i = 0; schedules && i < n; i++) optax_schedule_release(schedules[i]);

@@ -1,0 +1,434 @@
+/* The error contract of the public headers: every "Errors: LX_ERR_..." a header states, for calls
+ * no other test program pins down, and status.h's rules for failed inputs (a NULL that stands for
+ * an earlier failure keeps that failure; a NULL met with nothing pending is reported as itself)
+ * and for handled failures (no stale text once an op succeeds after lx_clear_error). */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "linnx/autodiff.h"
+#include "linnx/checkpoint.h"
+#include "linnx/fault.h"
+#include "linnx/linen_layers.h"
+#include "linnx/nnx_layers.h"
+#include "linnx/llama_train.h"
+#include "linnx/optax.h"
+#include "linnx/train.h"
+#include "lx_test.h"
+
+/* A failing op (reshape of a scalar to 2 elements): leaves a pending LX_ERR_SHAPE. */
+static lx_array *llama_reshape_fails_(lx_array *unused) {
+    (void)unused;
+    return lx_reshape(lx_scalar(1), LX_SHAPE(2));
+}
+
+/* A tree_map fn: the leaf's array value copied (a Variable's or a box's), so a later comparison
+ * sees the values of that moment, not the shared Variables. */
+static lx_status copy_leaf(const char *path, const lx_value *leaf, void *user, lx_value *out) {
+    (void)path;
+    (void)user;
+    lx_array *a = lx_value_leaf_array(leaf);
+    if (!a) return lx_value_dup(leaf, out);
+    lx_array *c = lx_array_copy(a);
+    if (!c) return lx_last_status();
+    *out = lx_array_v(c);
+    return LX_OK;
+}
+
+static lx_tree *tree_w(float v) {
+    lx_tree *t = lx_tree_new();
+    lx_array *a = lx_array_from_f32(1, (const int64_t[]){2}, (const float[]){v, v});
+    lx_tree_set(t, "w", lx_array_v(a));
+    lx_release(a);
+    return t;
+}
+
+/* status.h: a NULL input fails the call (NULL, or LX_ERR_FAILED_INPUT from a call returning a
+ * status); while a failure is pending its text and lx_last_status() are kept, with nothing pending
+ * the message names the NULL. */
+static void test_failed_inputs(void) {
+    lx_array *bad = lx_reshape(lx_scalar(1), LX_SHAPE(2)); /* a pending failure */
+    CHECK(bad == NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    char first[256];
+    snprintf(first, sizeof first, "%s", lx_last_error());
+    CHECK(lx_array_copy(bad) == NULL);
+    CHECK_ERROR_IS(LX_ERR_SHAPE, first);
+    lx_tree *t = lx_tree_new();
+    CHECK_EQ_INT(lx_tree_set(NULL, "a", lx_none()), LX_ERR_FAILED_INPUT);
+    CHECK_ERROR_IS(LX_ERR_SHAPE, first);
+    optax_tx *tx = optax_sgd(OPTAX_CONST(0.1), false, 0, false);
+    lx_tree *state = NULL;
+    CHECK_EQ_INT(optax_init(NULL, t, &state), LX_ERR_FAILED_INPUT);
+    CHECK_ERROR_IS(LX_ERR_SHAPE, first);
+    CHECK(optax_chain(2, (optax_tx *[]){optax_scale(1.0), NULL}) == NULL);
+    CHECK_ERROR_IS(LX_ERR_SHAPE, first);
+
+    /* nothing pending: each NULL is reported as itself */
+    CHECK_NULL_FAILS(lx_array_copy(NULL), LX_ERR_FAILED_INPUT, "array_copy: input is NULL");
+    CHECK_FAILS(lx_tree_set(NULL, "a", lx_none()), LX_ERR_FAILED_INPUT, "tree_set: tree is NULL");
+    CHECK_FAILS(optax_init(NULL, t, &state), LX_ERR_FAILED_INPUT, "init: the transformation is NULL");
+    CHECK_NULL_FAILS(optax_chain(2, (optax_tx *[]){optax_scale(1.0), NULL}), LX_ERR_FAILED_INPUT,
+                     "chain: transformation 1 is NULL");
+    CHECK_NULL_FAILS(optax_masked(NULL, optax_mask_min_ndim(2)), LX_ERR_FAILED_INPUT,
+                     "masked: the inner transformation is NULL");
+    CHECK_NULL_FAILS(optax_scale_by_schedule(NULL), LX_ERR_FAILED_INPUT, "scale_by_schedule: the schedule is NULL");
+    CHECK_NULL_FAILS(optax_join_schedules(2, (optax_schedule *[]){optax_constant_schedule(1), NULL},
+                                          (const int64_t[]){3}),
+                     LX_ERR_FAILED_INPUT, "join_schedules: schedule 1 is NULL");
+
+    /* a handled failure (cleared) is not sticky: the next op that succeeds leaves no text */
+    CHECK(lx_reshape(lx_scalar(1), LX_SHAPE(2)) == NULL);
+    lx_clear_error();
+    CHECK(lx_add(lx_scalar(1), lx_scalar(2)) != NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_OK);
+    CHECK_STR(lx_last_error(), "");
+    lx_tree_release(t);
+    optax_tx_release(tx);
+}
+
+/* optax.h: the caller's trees are untouched after a failed step, and the failure is reported. */
+static void test_optax_failure_keeps_inputs(void) {
+    optax_tx *tx = optax_adam(OPTAX_CONST(0.1), NULL);
+    lx_tree *params = tree_w(1.0f), *state = NULL;
+    CHECK_EQ_INT(optax_init(tx, params, &state), LX_OK);
+    lx_tree *grads = lx_tree_new();
+    lx_array *g3 = lx_array_new(LX_F32, 1, (const int64_t[]){3});
+    lx_tree_set(grads, "w", lx_array_v(g3));
+    lx_release(g3);
+    lx_tree *p0 = params, *s0 = state;
+    lx_tree *pcopy = lx_tree_copy(params), *scopy = lx_tree_copy(state);
+    CHECK_FAILS(optax_step(tx, grads, &params, &state), LX_ERR_SHAPE, "'w' has shape (3,)");
+    CHECK(params == p0 && state == s0);
+    CHECK(lx_tree_equal(params, pcopy) && lx_tree_equal(state, scopy));
+    lx_tree *all[] = {params, state, grads, pcopy, scopy};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lx_tree_release(all[i]);
+    optax_tx_release(tx);
+}
+
+/* train.h: TrainState.create takes tx; a NULL tx is the failure that produced it. */
+static void test_train_state_null_tx(void) {
+    lx_tree *params = tree_w(1.0f);
+    linen_train_state *s = (linen_train_state *)1;
+    CHECK_FAILS(linen_train_state_create(NULL, params, NULL, &s), LX_ERR_FAILED_INPUT,
+                "TrainState.create: tx is NULL");
+    CHECK(s == NULL);
+    s = (linen_train_state *)1;
+    optax_tx *bad = optax_chain(-1, NULL); /* fails: INVALID_ARGUMENT, pending */
+    CHECK(bad == NULL);
+    CHECK_EQ_INT(linen_train_state_create(NULL, params, bad, &s), LX_ERR_FAILED_INPUT);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_INVALID_ARGUMENT);
+    CHECK_ERROR_HAS("chain: bad transformation list");
+    CHECK(s == NULL);
+    lx_tree_release(params);
+}
+
+/* llama_train.h: options, checkpoint configs, and a NULL batch (the failure that produced it). */
+static void test_llama_train_errors(void) {
+    llama_train_opts o = LLAMA_TRAIN_DEFAULTS;
+    o.learning_rate = 0;
+    CHECK_NULL_FAILS(llama_lr_schedule(&o), LX_ERR_INVALID_ARGUMENT, "learning_rate must be positive, got 0");
+    o = (llama_train_opts)LLAMA_TRAIN_DEFAULTS;
+    o.warmup_fraction = 1.0;
+    CHECK_NULL_FAILS(llama_optimizer(&o), LX_ERR_INVALID_ARGUMENT, "warmup_fraction must be in [0, 1), got 1");
+    lx_tree *ck = lx_tree_new();
+    llama_config c;
+    CHECK_FAILS(llama_checkpoint_config(ck, &c), LX_ERR_NOT_FOUND, "no 'config' map");
+    CHECK_EQ_INT(lx_tree_set_path(ck, "config/vocab_size", lx_str_v("many")), LX_OK);
+    CHECK_FAILS(llama_checkpoint_config(ck, &c), LX_ERR_FORMAT, "config/vocab_size: expected an integer");
+    lx_tree_release(ck);
+    llama_config cfg = llama_config_tiny();
+    cfg.vocab_size = 16, cfg.emb_dim = 8, cfg.num_query_heads = 2, cfg.num_kv_heads = 1, cfg.head_dim = 4;
+    cfg.mlp_dim = 8, cfg.num_decoder_layers = 1, cfg.max_target_length = 8;
+    llama_model *m = NULL;
+    CHECK_EQ_INT(llama_model_new(&cfg, LLAMA_NNX_TOP, 0, &m), LX_OK);
+    llama_trainer *t = NULL;
+    o = (llama_train_opts)LLAMA_TRAIN_DEFAULTS;
+    CHECK_EQ_INT(llama_trainer_new(m, &o, &t), LX_OK);
+    float loss = -1;
+    CHECK_FAILS(llama_trainer_step(t, NULL, &loss), LX_ERR_FAILED_INPUT, "llama_trainer_step: tokens is NULL");
+    CHECK(llama_reshape_fails_(NULL) == NULL); /* a pending SHAPE failure */
+    CHECK_EQ_INT(llama_trainer_step(t, NULL, &loss), LX_ERR_FAILED_INPUT);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
+    CHECK_ERROR_HAS("reshape");
+    lx_array *ft = lx_autorelease(lx_array_new(LX_F32, 2, (const int64_t[]){1, 4}));
+    CHECK_FAILS(llama_trainer_step(t, ft, &loss), LX_ERR_DTYPE, "tokens must be int32");
+    CHECK_EQ_INT(llama_trainer_step_count(t), 0);
+    lx_array *l = NULL;
+    lx_tree *g = NULL;
+    CHECK_FAILS(llama_value_and_grad(m, NULL, &l, &g), LX_ERR_FAILED_INPUT, "llama_value_and_grad: tokens is NULL");
+    llama_trainer_free(t);
+    llama_model_free(m);
+}
+
+/* linen_layers.h: values outside the supported subset fail with LX_ERR_UNSUPPORTED, param_dtype
+ * included (a random initializer in bfloat16, any other param dtype), before anything is made. */
+static void test_linen_layers_subset(void) {
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){2, 4}, 1.0f));
+    lx_value a = lx_array_v(x);
+    lx_call call = {1, &a, 0, NULL};
+    const char *dts[] = {"bfloat16", "int32"};
+    for (int i = 0; i < 2; i++) {
+        lx_kwarg kw[] = {LX_KW("features", lx_int_v(3)), LX_KW("param_dtype", lx_str_v(dts[i]))};
+        lx_call ctor = {0, NULL, 2, kw};
+        linen_module *m = NULL;
+        CHECK_EQ_INT(linen_module_new(&linen_Dense, &ctor, &m), LX_OK);
+        lx_tree *vars = NULL;
+        CHECK_FAILS(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &vars), LX_ERR_UNSUPPORTED,
+                    "Dense: param_dtype=");
+        CHECK(vars == NULL);
+        linen_module_release(m);
+    }
+    lx_kwarg kw[] = {LX_KW("features", lx_int_v(3)), LX_KW("dtype", lx_str_v("bfloat16"))};
+    lx_call ctor = {0, NULL, 2, kw};
+    linen_module *m = NULL;
+    CHECK_EQ_INT(linen_module_new(&linen_Dense, &ctor, &m), LX_OK);
+    lx_tree *vars = NULL;
+    CHECK_FAILS(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &vars), LX_ERR_UNSUPPORTED,
+                "Dense: dtype=bfloat16 is not supported");
+    linen_module_release(m);
+    lx_kwarg ln[] = {LX_KW("param_dtype", lx_str_v("bfloat16"))}; /* ones / zeros: allowed */
+    lx_call lctor = {0, NULL, 1, ln};
+    CHECK_EQ_INT(linen_module_new(&linen_LayerNorm, &lctor, &m), LX_OK);
+    lx_status st = linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &vars);
+    CHECK(st != LX_ERR_UNSUPPORTED);
+    lx_tree_release(vars);
+    linen_module_release(m);
+}
+
+/* status.h: a failure the caller handled by a successful outermost module call (retrying with
+ * good input, no lx_clear_error) leaves no text once an op succeeds: not sticky. */
+static void test_not_sticky_after_module_call(void) {
+    lx_clear_error();
+    lx_kwarg kw[] = {LX_KW("features", lx_int_v(3))};
+    lx_call ctor = {0, NULL, 1, kw};
+    linen_module *m = NULL;
+    CHECK_EQ_INT(linen_module_new(&linen_Dense, &ctor, &m), LX_OK);
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){2, 4}, 1.0f));
+    lx_value a = lx_array_v(x);
+    lx_call call = {1, &a, 0, NULL};
+    lx_tree *vars = NULL;
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &call, NULL, &vars), LX_OK);
+    lx_array *x5 = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){2, 5}, 1.0f));
+    lx_value a5 = lx_array_v(x5);
+    lx_call bad = {1, &a5, 0, NULL};
+    lx_value out = lx_none();
+    lx_tree *before = lx_tree_copy(vars);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, &bad, NULL, &out, NULL) != LX_OK);
+    CHECK(lx_error_pending());
+    CHECK(lx_tree_equal(vars, before)); /* the failed call changed nothing */
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &call, NULL, &out, NULL), LX_OK);
+    lx_value_free(&out);
+    CHECK(!lx_error_pending());
+    CHECK(lx_mul(x, x) != NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_OK);
+    CHECK_STR(lx_last_error(), "");
+    /* status.h: a module call whose input is a failed op's NULL returns that failure's status */
+    lx_array *failed = lx_reshape(x, LX_SHAPE(7));
+    lx_value af = lx_array_v(failed);
+    lx_call fcall = {1, &af, 0, NULL};
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &fcall, NULL, &out, NULL), LX_ERR_SHAPE);
+    CHECK_ERROR_HAS("reshape: cannot reshape array of shape (2, 4)");
+    lx_clear_error(); /* nothing pending: the NULL is reported as itself */
+    CHECK_EQ_INT(linen_apply(m, vars, LINEN_NO_RNGS, &fcall, NULL, &out, NULL), LX_ERR_FAILED_INPUT);
+    CHECK_ERROR_HAS("is NULL");
+    lx_tree_release(before);
+    lx_tree_release(vars);
+    linen_module_release(m);
+}
+
+/* nnx.h: attribute and method errors (AttributeError: NOT_FOUND; a declared field: TYPE). */
+static void test_nnx_attr_errors(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    nnx_linear *l = NULL;
+    CHECK_EQ_INT(nnx_linear_new(4, 3, r, &l), LX_OK);
+    nnx_module *m = (nnx_module *)l;
+    lx_value v;
+    CHECK_FAILS(nnx_getattr(m, "nope", &v), LX_ERR_NOT_FOUND, "'Linear' object has no attribute 'nope'");
+    CHECK_FAILS(nnx_delattr(m, "nope"), LX_ERR_NOT_FOUND, "'Linear' object has no attribute 'nope'");
+    CHECK_FAILS(nnx_delattr(m, "kernel"), LX_ERR_TYPE, "cannot delete attribute 'kernel' of 'Linear'");
+    lx_value out = lx_none();
+    CHECK_FAILS(nnx_call(m, "encode", NULL, &out), LX_ERR_NOT_FOUND, "'Linear' object has no attribute 'encode'");
+    lx_value self = nnx_module_v(m);
+    CHECK_FAILS(nnx_setattr(m, "me", &self), LX_ERR_INVALID_ARGUMENT, "a module cannot contain itself");
+    CHECK_FAILS(nnx_getattr(m, "me", &v), LX_ERR_NOT_FOUND, "no attribute 'me'"); /* nothing was set */
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+}
+
+/* train.h: a failed nnx.Optimizer update leaves the model and the optimizer as they were. */
+static void test_optimizer_failure_keeps_state(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    nnx_linear *l = NULL;
+    CHECK_EQ_INT(nnx_linear_new(4, 3, r, &l), LX_OK);
+    nnx_module *m = (nnx_module *)l;
+    const nnx_filter param = NNX_OF_TYPE(&lx_Param);
+    nnx_optimizer *o = NULL;
+    CHECK_EQ_INT(nnx_optimizer_new(m, optax_adam(OPTAX_CONST(0.1), NULL), &param, &o), LX_OK);
+    lx_tree *p0 = NULL, *grads = NULL;
+    CHECK_EQ_INT(nnx_state(m, 1, &param, &p0), LX_OK);
+    lx_tree *pcopy = NULL;
+    CHECK_EQ_INT(lx_tree_map(p0, copy_leaf, NULL, &pcopy), LX_OK);
+    lx_tree *s0 = lx_tree_copy(nnx_optimizer_opt_state(o));
+    lx_tree *scopy = NULL;
+    CHECK_EQ_INT(lx_tree_map(s0, copy_leaf, NULL, &scopy), LX_OK);
+    grads = lx_tree_new();
+    lx_array *gk = lx_array_full_f32(2, (const int64_t[]){4, 3}, 1.0f);
+    lx_array *gb = lx_array_full_f32(1, (const int64_t[]){5}, 1.0f); /* bias is (3,) */
+    lx_tree_set(grads, "kernel", lx_array_v(gk));
+    lx_tree_set(grads, "bias", lx_array_v(gb));
+    lx_release(gk);
+    lx_release(gb);
+    CHECK(nnx_optimizer_update(o, m, grads, NULL) == LX_ERR_SHAPE);
+    CHECK_ERROR_HAS("bias");
+    CHECK_EQ_INT(nnx_optimizer_step(o), 0);
+    lx_tree *p1 = NULL, *s1 = NULL;
+    CHECK_EQ_INT(nnx_state(m, 1, &param, &p1), LX_OK);
+    CHECK_EQ_INT(lx_tree_map(p1, copy_leaf, NULL, &s1), LX_OK);
+    CHECK(lx_tree_equal(s1, pcopy)); /* the params' values */
+    lx_tree_release(s1);
+    s1 = NULL;
+    CHECK_EQ_INT(lx_tree_map(nnx_optimizer_opt_state(o), copy_leaf, NULL, &s1), LX_OK);
+    CHECK(lx_tree_equal(s1, scopy)); /* the moments' values */
+    lx_tree *all[] = {p0, p1, s0, s1, pcopy, scopy, grads};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lx_tree_release(all[i]);
+    nnx_optimizer_free(o);
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+}
+
+/* random.h: a legacy split too large for int32 counters is UNSUPPORTED, checked before writing. */
+static void test_random_split_limits(void) {
+    lx_key ks[2] = {{{7, 7}}, {{7, 7}}};
+    CHECK_FAILS(lx_key_split(lx_key_from_seed(0), (int64_t)1 << 31, true, ks), LX_ERR_UNSUPPORTED,
+                "legacy split of 2147483648 keys is not supported");
+    CHECK(ks[0].k[0] == 7 && ks[1].k[1] == 7);
+    CHECK_FAILS(lx_key_split(lx_key_from_seed(0), 2, false, NULL), LX_ERR_INVALID_ARGUMENT, "split: output buffer is NULL");
+}
+
+/* autodiff.h: the loss must be a float32 scalar: axes are SHAPE, another dtype DTYPE. */
+static lx_status loss_vec(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    (void)user;
+    *loss = lx_mul(xs[0], xs[0]); /* (2,): not a scalar */
+    return *loss ? LX_OK : lx_last_status();
+}
+static lx_status loss_int(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    (void)xs;
+    (void)user;
+    *loss = lx_scalar_i32(3);
+    return *loss ? LX_OK : lx_last_status();
+}
+static lx_status lin_loss_vec(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
+    (void)user;
+    (void)aux;
+    const lx_value *w = lx_tree_get(params, "w");
+    *loss = lx_mul(w->u.array, w->u.array);
+    return *loss ? LX_OK : lx_last_status();
+}
+static void test_grad_loss_kind(void) {
+    lx_array *x = lx_autorelease(lx_array_from_f32(1, (const int64_t[]){2}, (const float[]){1, 2}));
+    lx_array *v = (lx_array *)1, *g = (lx_array *)1;
+    CHECK_FAILS(lx_value_and_grad(loss_vec, NULL, 1, &x, &v, &g), LX_ERR_SHAPE,
+                "Gradient only defined for scalar-output functions. Output had shape: (2,)");
+    CHECK(g == NULL);
+    CHECK_FAILS(lx_value_and_grad(loss_int, NULL, 1, &x, &v, &g), LX_ERR_DTYPE,
+                "grad requires real-valued outputs (float32 here), but got int32");
+    lx_tree *p = tree_w(1.0f), *grads = NULL;
+    lx_array *lv = NULL;
+    CHECK_FAILS(linen_value_and_grad(lin_loss_vec, NULL, p, &lv, &grads, NULL), LX_ERR_SHAPE,
+                "linen_value_and_grad: Gradient only defined for scalar-output functions");
+    CHECK(grads == NULL);
+    CHECK(!lx_tape_active()); /* the failed pass left no tape behind */
+    lx_tree_release(p);
+}
+
+/* fault.h: an array over the per-array byte limit is LX_ERR_NO_MEMORY naming the size and the
+ * limit; abstract arrays are not limited. */
+static void test_max_array_bytes(void) {
+    size_t old = lx_max_array_bytes();
+    lx_set_max_array_bytes(1024);
+    CHECK_EQ_INT(lx_max_array_bytes(), 1024);
+    CHECK_NULL_FAILS(lx_array_new(LX_F32, 2, (const int64_t[]){16, 17}), LX_ERR_NO_MEMORY,
+                     "needs 1088 bytes, over the limit of 1024 bytes per array");
+    lx_array *ok = lx_array_new(LX_F32, 2, (const int64_t[]){16, 16});
+    CHECK(ok != NULL);
+    lx_release(ok);
+    lx_array *ab = lx_array_abstract(LX_F32, 2, (const int64_t[]){1024, 1024});
+    CHECK(ab != NULL);
+    lx_release(ab);
+    lx_set_max_array_bytes(old);
+}
+
+/* array.h: NULL data is LX_ERR_INVALID_ARGUMENT unless the shape is empty; an unknown dtype name
+ * is LX_ERR_DTYPE. */
+static void test_array_errors(void) {
+    CHECK_NULL_FAILS(lx_array_from_data(LX_F32, 1, (const int64_t[]){2}, NULL), LX_ERR_INVALID_ARGUMENT,
+                     "array_from_data: data is NULL for float32(2,)");
+    lx_array *e = lx_array_from_data(LX_F32, 1, (const int64_t[]){0}, NULL);
+    CHECK(e && e->size == 0);
+    lx_release(e);
+    lx_dtype d = LX_I32;
+    CHECK_FAILS(lx_dtype_from_name("float64", &d), LX_ERR_DTYPE, "unknown dtype 'float64'");
+    CHECK_EQ_INT(d, LX_I32);
+}
+
+/* checkpoint.h: lx_raw_new's codes. */
+static void test_raw_new(void) {
+    unsigned char bytes[8] = {0};
+    lx_raw *r = NULL;
+    CHECK_FAILS(lx_raw_new(LX_RAW_NDARRAY, "float99", 1, (const int64_t[]){2}, bytes, 8, &r), LX_ERR_DTYPE,
+                "unknown dtype 'float99'");
+    CHECK_FAILS(lx_raw_new(LX_RAW_NDARRAY, "float64", 1, (const int64_t[]){2}, bytes, 8, &r), LX_ERR_INVALID_ARGUMENT,
+                "8 bytes for 2 elements of float64 (want 16)");
+    CHECK_FAILS(lx_raw_new(LX_RAW_NDARRAY, "float64", 1, (const int64_t[]){-1}, bytes, 8, &r), LX_ERR_SHAPE,
+                "negative dimension -1");
+    CHECK_FAILS(lx_raw_new(LX_RAW_NDARRAY, "float64", 1, NULL, bytes, 8, &r), LX_ERR_INVALID_ARGUMENT, "shape is NULL");
+    CHECK_FAILS(lx_raw_new(LX_RAW_NDARRAY, "float64", 1, (const int64_t[]){1}, bytes, 8, NULL), LX_ERR_INVALID_ARGUMENT,
+                "out is NULL");
+    CHECK(r == NULL);
+    CHECK_EQ_INT(lx_raw_new(LX_RAW_NDARRAY, "float64", 1, (const int64_t[]){1}, bytes, 8, &r), LX_OK);
+    lx_array *a = NULL;
+    CHECK_FAILS(lx_raw_to_array(r, &a), LX_ERR_DTYPE, "float64 is not one linnx computes with");
+    CHECK(a == NULL);
+    lx_raw_release(r);
+}
+
+/* checkpoint.h: lx_ckpt_sniff and lx_ckpt_load are LX_ERR_FORMAT for a file that is neither
+ * format, LX_ERR_NOT_FOUND for one that does not exist. */
+static void test_ckpt_sniff(void) {
+    char path[] = "/tmp/linnx_contract_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    CHECK(write(fd, "hello, world\n", 13) == 13);
+    close(fd);
+    lx_ckpt_format f = LX_CKPT_AUTO;
+    CHECK_FAILS(lx_ckpt_sniff(path, &f), LX_ERR_FORMAT, "is neither a safetensors file nor a Flax msgpack map");
+    lx_tree *t = NULL;
+    CHECK_FAILS(lx_ckpt_load(path, &t), LX_ERR_FORMAT, "");
+    CHECK(t == NULL);
+    unlink(path);
+    CHECK_FAILS(lx_ckpt_sniff(path, &f), LX_ERR_NOT_FOUND, path);
+    CHECK_FAILS(lx_ckpt_load(path, &t), LX_ERR_NOT_FOUND, path);
+}
+
+int main(void) {
+    RUN(test_failed_inputs);
+    RUN(test_optax_failure_keeps_inputs);
+    RUN(test_train_state_null_tx);
+    RUN(test_llama_train_errors);
+    RUN(test_linen_layers_subset);
+    RUN(test_not_sticky_after_module_call);
+    RUN(test_nnx_attr_errors);
+    RUN(test_optimizer_failure_keeps_state);
+    RUN(test_random_split_limits);
+    RUN(test_grad_loss_kind);
+    RUN(test_max_array_bytes);
+    RUN(test_array_errors);
+    RUN(test_raw_new);
+    RUN(test_ckpt_sniff);
+    return lx_test_finish();
+}
