@@ -111,6 +111,7 @@ static void test_train_state_null_tx(void) {
     linen_train_state *s = (linen_train_state *)1;
     CHECK_FAILS(linen_train_state_create(NULL, params, NULL, &s), LX_ERR_FAILED_INPUT,
                 "TrainState.create: tx is NULL");
+    CHECK(strstr(lx_last_error(), "earlier") == NULL); /* nothing was pending: the NULL is reported as itself */
     CHECK(s == NULL);
     s = (linen_train_state *)1;
     optax_tx *bad = optax_chain(-1, NULL); /* fails: INVALID_ARGUMENT, pending */

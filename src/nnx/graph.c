@@ -779,7 +779,7 @@ lx_status nnx_update(nnx_module *m, int nstates, lx_tree *const *states) {
      * refuse it, keeping the earlier message when there is one. */
     for (int i = 0; i < nstates; i++)
         if (!states[i])
-            return lx_null_input("update: state %d is NULL (an earlier call failed)", i);
+            return lx_null_input("update: state %d is NULL", i);
     lx_status s = LX_OK;
     /* Check every path first so a bad state changes nothing. */
     for (int pass = 0; pass < 2 && s == LX_OK; pass++)

@@ -12,7 +12,7 @@ void nnx_average_reset(nnx_average *m) {
 
 lx_status nnx_average_update(nnx_average *m, lx_array *values) {
     if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Average.update: metric is NULL");
-    if (!values) return lx_null_input("Average.update: values is NULL (an earlier call failed)");
+    if (!values) return lx_null_input("Average.update: values is NULL");
     if (lx_is_abstract(values)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Average.update: values are abstract");
     float s = 0.0f;
     if (values->dtype == LX_F32) {

@@ -15,7 +15,7 @@ static const lx_tree *subtree(const lx_tree *t, const char *key) {
 lx_status linen_train_state_create(const void *apply_fn, lx_tree *params, optax_tx *tx, linen_train_state **out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "TrainState.create: output is NULL");
     *out = NULL;
-    if (!tx) return lx_null_input("TrainState.create: tx is NULL (an earlier call failed)");
+    if (!tx) return lx_null_input("TrainState.create: tx is NULL");
     if (!params) {
         optax_tx_release(tx);
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "TrainState.create: params are required");
@@ -51,7 +51,7 @@ static lx_status apply_gradients(const linen_train_state *s, const lx_tree *grad
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "apply_gradients: output is NULL");
     *out = NULL;
     if (!s) return lx_fail(LX_ERR_INVALID_ARGUMENT, "apply_gradients: state is NULL");
-    if (!grads) return lx_null_input("apply_gradients: grads is NULL (an earlier call failed)");
+    if (!grads) return lx_null_input("apply_gradients: grads is NULL");
     /* Flax decides by the gradients: with an OWG collection in them, only grads['params'] and
      * params['params'] go through tx */
     bool owg = lx_tree_get(grads, OWG) != NULL;
