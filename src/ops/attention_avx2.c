@@ -89,8 +89,8 @@ static inline __attribute__((always_inline)) void transpose8(__m256 r[8]) {
     }
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
-        t[j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x20);
-        t[4 + j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x31);
+        t[j] = _mm256_insertf128_ps(r[j], _mm256_castps256_ps128(r[4 + j]), 1);
+        t[4 + j] = _mm256_insertf128_ps(r[4 + j], _mm256_extractf128_ps(r[j], 1), 0);
     }
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) r[i] = t[i];
@@ -169,13 +169,22 @@ static inline __attribute__((always_inline)) void pv_cols(const int nh, const in
         for (int h = 0; h < nh; h++) _mm256_store_ps(Ot + (c + cc) * TS + 8 * h, o[cc][h]);
 }
 
+/* What block_dots does with a sum s (key u, half h) before storing it: nothing (the forward's
+ * logits), the backward's weights and_live(2^(s - sub[h])), or its dS and_live(sc P[u][h] (s - sub[h]))
+ * (s = dP, sub = D), live (8 x TS lane masks) NULL when every lane is live. */
+enum { EPI_NONE, EPI_EXP, EPI_DS };
+
 /* out[u][half h] = sum_{c < w} Xt[c][h] X[u][c] for a block's 8 keys (rows of X at stride KS): the
  * logits (forward, backward) and dP. Two passes of 4 keys, 4 nh accumulators, nh vectors of Xt and
- * a broadcast. Compiled once per (halves, stride) and called: inlined into the block code, GCC
- * kept 5 of the 8 accumulators on the stack (the epilogues' masks and constants crowded the
- * registers), the callers read the results back from out. */
-static inline __attribute__((always_inline)) void block_dots(const int nh, const int KS, int64_t w, const float *Xt,
-                                                              const float *X, float *out) {
+ * a broadcast. Compiled once per (halves, stride, epilogue) and called: inlined into the block
+ * code, GCC kept 5 of the 8 accumulators on the stack (the epilogues' masks and constants crowded
+ * the registers), the callers read the results back from out. The backward's epilogues run on
+ * each pass's sums in registers (as separate loops over out they were another store and load of
+ * every entry and a phase boundary per product). */
+static inline __attribute__((always_inline)) void block_dots(const int nh, const int KS, const int epi, int64_t w,
+                                                              const float *Xt, const float *X, float *out,
+                                                              const __m256 *sub, const float *P, float sc,
+                                                              const float *live) {
     const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 1
     for (int g = 0; g < 8; g += 4) {
@@ -198,13 +207,33 @@ static inline __attribute__((always_inline)) void block_dots(const int nh, const
 #pragma GCC unroll 4
         for (int kk = 0; kk < 4; kk++)
 #pragma GCC unroll 2
-            for (int h = 0; h < nh; h++) _mm256_store_ps(out + (g + kk) * TS + 8 * h, s[kk][h]);
+            for (int h = 0; h < nh; h++) {
+                const int u = g + kk;
+                __m256 x = s[kk][h];
+                if (epi == EPI_EXP) {
+                    x = exp2_8(_mm256_sub_ps(x, sub[h]));
+                } else if (epi == EPI_DS) {
+                    const __m256 pu = _mm256_mul_ps(_mm256_load_ps(P + u * TS + 8 * h), _mm256_set1_ps(sc));
+                    x = _mm256_mul_ps(pu, _mm256_sub_ps(x, sub[h]));
+                }
+                if (epi != EPI_NONE && live) x = _mm256_and_ps(x, _mm256_load_ps(live + u * TS + 8 * h));
+                _mm256_store_ps(out + u * TS + 8 * h, x);
+            }
     }
 }
 
 #define DOTS_FN(NH, KS)                                                                                                \
     static __attribute__((noinline)) void dots_##NH##_##KS(int64_t w, const float *Xt, const float *X, float *out) {  \
-        block_dots(NH, KS, w, Xt, X, out);                                                                             \
+        block_dots(NH, KS, EPI_NONE, w, Xt, X, out, NULL, NULL, 0.0f, NULL);                                           \
+    }                                                                                                                  \
+    static __attribute__((noinline)) void dots_p_##NH##_##KS(int64_t w, const float *Xt, const float *X, float *out,   \
+                                                             const __m256 *sub, const float *live) {                  \
+        block_dots(NH, KS, EPI_EXP, w, Xt, X, out, sub, NULL, 0.0f, live);                                            \
+    }                                                                                                                  \
+    static __attribute__((noinline)) void dots_ds_##NH##_##KS(int64_t w, const float *Xt, const float *X, float *out,  \
+                                                              const __m256 *sub, const float *P, float sc,            \
+                                                              const float *live) {                                    \
+        block_dots(NH, KS, EPI_DS, w, Xt, X, out, sub, P, sc, live);                                                  \
     }
 DOTS_FN(1, 16)
 DOTS_FN(2, 16)
@@ -221,6 +250,25 @@ static inline dots_fn dots_for(int nh, int KS) {
     case 32: return nh == 2 ? dots_2_32 : dots_1_32;
     case 64: return nh == 2 ? dots_2_64 : dots_1_64;
     default: return nh == 2 ? dots_2_128 : dots_1_128;
+    }
+}
+typedef void (*dots_p_fn)(int64_t w, const float *Xt, const float *X, float *out, const __m256 *sub, const float *live);
+static inline dots_p_fn dots_p_for(int nh, int KS) {
+    switch (KS) {
+    case 16: return nh == 2 ? dots_p_2_16 : dots_p_1_16;
+    case 32: return nh == 2 ? dots_p_2_32 : dots_p_1_32;
+    case 64: return nh == 2 ? dots_p_2_64 : dots_p_1_64;
+    default: return nh == 2 ? dots_p_2_128 : dots_p_1_128;
+    }
+}
+typedef void (*dots_ds_fn)(int64_t w, const float *Xt, const float *X, float *out, const __m256 *sub, const float *P,
+                           float sc, const float *live);
+static inline dots_ds_fn dots_ds_for(int nh, int KS) {
+    switch (KS) {
+    case 16: return nh == 2 ? dots_ds_2_16 : dots_ds_1_16;
+    case 32: return nh == 2 ? dots_ds_2_32 : dots_ds_1_32;
+    case 64: return nh == 2 ? dots_ds_2_64 : dots_ds_1_64;
+    default: return nh == 2 ? dots_ds_2_128 : dots_ds_1_128;
     }
 }
 
@@ -630,32 +678,25 @@ static inline __attribute__((always_inline)) void bwd_block(const int nh, const 
                                                              float *P, float *dS) {
     const int64_t d = a->d, dvv = a->dv;
     const int nd = (int)((d + 7) / 8), nv = (int)((dvv + 7) / 8);
-    const __m256 vsc = _mm256_set1_ps(a->sc);
     const bool edge = kb < 8 || (a->causal && j0 + 7 > ih); /* a partial or diagonal block */
     /* key u live in half h's lanes: queries past T, keys past the block's end and (causal) keys
-     * after the query masked */
-#define LIVE(u, h)                                                                                                     \
-    (edge ? _mm256_andnot_ps(_mm256_castsi256_ps(lanes_below((u) >= kb ? 8 : a->causal ? j0 + (u) - (ih + 8 * (h)) : 0)), \
-                             _mm256_castsi256_ps(lanes_below(n - 8 * (h))))                                            \
-          : _mm256_castsi256_ps(lanes_below(n - 8 * (h))))
-    dots_for(nh, KS)(d, Qt, Kb, P);
+     * after the query masked; no masks when every lane is live */
+    float lv[8 * TS] __attribute__((aligned(32)));
+    const float *live = NULL;
+    if (edge || n < 8 * nh) {
 #pragma GCC unroll 8
-    for (int u = 0; u < 8; u++)
+        for (int u = 0; u < 8; u++)
 #pragma GCC unroll 2
-        for (int h = 0; h < nh; h++) {
-            float *pu = P + u * TS + 8 * h;
-            _mm256_store_ps(pu, _mm256_and_ps(LIVE(u, h), exp2_8(_mm256_sub_ps(_mm256_load_ps(pu), L2[h]))));
-        }
-    dots_for(nh, KS)(dvv, dOt, Vb, dS);
-#pragma GCC unroll 8
-    for (int u = 0; u < 8; u++)
-#pragma GCC unroll 2
-        for (int h = 0; h < nh; h++) {
-            float *du = dS + u * TS + 8 * h;
-            const __m256 pu = _mm256_mul_ps(_mm256_load_ps(P + u * TS + 8 * h), vsc);
-            _mm256_store_ps(du, _mm256_and_ps(LIVE(u, h), _mm256_mul_ps(pu, _mm256_sub_ps(_mm256_load_ps(du), Dd[h]))));
-        }
-#undef LIVE
+            for (int h = 0; h < nh; h++) {
+                const __m256 rows = _mm256_castsi256_ps(lanes_below(n - 8 * h));
+                const __m256 x = edge ? _mm256_andnot_ps(_mm256_castsi256_ps(lanes_below(u >= kb ? 8 : a->causal ? j0 + u - (ih + 8 * h) : 0)), rows)
+                                      : rows;
+                _mm256_store_ps(lv + u * TS + 8 * h, x);
+            }
+        live = lv;
+    }
+    dots_p_for(nh, KS)(d, Qt, Kb, P, L2, live);
+    dots_ds_for(nh, KS)(dvv, dOt, Vb, dS, Dd, P, a->sc, live);
     const int nx = (int)(n < 8 * nh ? n : 8 * nh); /* the tile's rows the halves hold */
     rank_all(KS, nv, 8, P, TS, 1, dOn, nx, dVb);
     rank_all(KS, nd, 8, dS, TS, 1, Qn, nx, dKb);
