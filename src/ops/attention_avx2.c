@@ -610,15 +610,16 @@ static void attn_ds_row(const float *p, const float *dp, float *ds, int64_t ncol
  * peak. */
 
 /* acc[r][8 cc ..] += sum_{j < nj} W[r wr + j wj] X[j][8 cc ..], r < nr, cc < nc (acc and X rows at
- * stride KS): nr nc accumulators, nc loads and nr broadcasts per j. */
+ * stride KS): nr nc accumulators, nc loads and nr broadcasts per j. `fresh`: acc holds nothing yet,
+ * the sums start from +0 (as from a zeroed buffer: the same bits, without zeroing it first). */
 static inline __attribute__((always_inline)) void rank_acc(const int nr, const int nc, const int KS, const float *W,
                                                             const int wr, const int wj, const float *X, int nj,
-                                                            float *acc) {
+                                                            float *acc, bool fresh) {
     __m256 o[8][2];
 #pragma GCC unroll 8
     for (int r = 0; r < nr; r++)
 #pragma GCC unroll 2
-        for (int cc = 0; cc < nc; cc++) o[r][cc] = _mm256_load_ps(acc + r * KS + 8 * cc);
+        for (int cc = 0; cc < nc; cc++) o[r][cc] = fresh ? _mm256_setzero_ps() : _mm256_load_ps(acc + r * KS + 8 * cc);
 #pragma GCC unroll 1
     for (int j = 0; j < nj; j++) {
         __m256 x[2];
@@ -641,12 +642,12 @@ static inline __attribute__((always_inline)) void rank_acc(const int nr, const i
  * last chunk 8 rows at a time */
 static inline __attribute__((always_inline)) void rank_all(const int KS, int nchunk, int nrows, const float *W,
                                                             const int wr, const int wj, const float *X, int nj,
-                                                            float *acc) {
+                                                            float *acc, bool fresh) {
     int c = 0;
     for (; c + 2 <= nchunk; c += 2)
-        for (int r0 = 0; r0 < nrows; r0 += 4) rank_acc(4, 2, KS, W + r0 * wr, wr, wj, X + 8 * c, nj, acc + r0 * KS + 8 * c);
+        for (int r0 = 0; r0 < nrows; r0 += 4) rank_acc(4, 2, KS, W + r0 * wr, wr, wj, X + 8 * c, nj, acc + r0 * KS + 8 * c, fresh);
     if (c < nchunk)
-        for (int r0 = 0; r0 < nrows; r0 += 8) rank_acc(8, 1, KS, W + r0 * wr, wr, wj, X + 8 * c, nj, acc + r0 * KS + 8 * c);
+        for (int r0 = 0; r0 < nrows; r0 += 8) rank_acc(8, 1, KS, W + r0 * wr, wr, wj, X + 8 * c, nj, acc + r0 * KS + 8 * c, fresh);
 }
 
 /* 8 rows (n of them live, the rest zeros) of width w from src (stride ld) into dst (stride KS, zero
@@ -675,7 +676,7 @@ static inline __attribute__((always_inline)) void bwd_block(const int nh, const 
                                                              const float *dOt, const float *Qn, const float *dOn,
                                                              const __m256 *L2, const __m256 *Dd, const float *Kb,
                                                              const float *Vb, float *dKb, float *dVb, float *dQa,
-                                                             float *P, float *dS) {
+                                                             float *P, float *dS, int fresh) {
     const int64_t d = a->d, dvv = a->dv;
     const int nd = (int)((d + 7) / 8), nv = (int)((dvv + 7) / 8);
     const bool edge = kb < 8 || (a->causal && j0 + 7 > ih); /* a partial or diagonal block */
@@ -698,9 +699,9 @@ static inline __attribute__((always_inline)) void bwd_block(const int nh, const 
     dots_p_for(nh, KS)(d, Qt, Kb, P, L2, live);
     dots_ds_for(nh, KS)(dvv, dOt, Vb, dS, Dd, P, a->sc, live);
     const int nx = (int)(n < 8 * nh ? n : 8 * nh); /* the tile's rows the halves hold */
-    rank_all(KS, nv, 8, P, TS, 1, dOn, nx, dVb);
-    rank_all(KS, nd, 8, dS, TS, 1, Qn, nx, dKb);
-    rank_all(KS, nd, 8 * nh, dS, 1, TS, Kb, kb, dQa);
+    rank_all(KS, nv, 8, P, TS, 1, dOn, nx, dVb, fresh & 1);
+    rank_all(KS, nd, 8, dS, TS, 1, Qn, nx, dKb, fresh & 1);
+    rank_all(KS, nd, 8 * nh, dS, 1, TS, Kb, kb, dQa, fresh & 2);
 }
 
 /* bwd_block per (halves, stride), each compiled once: inlined at its three call sites in each of
@@ -709,10 +710,10 @@ static inline __attribute__((always_inline)) void bwd_block(const int nh, const 
 #define BWD_BLOCK_ARGS                                                                                                 \
     const lx_flash_bwd_args *a, int64_t n, int64_t ih, int64_t j0, int kb, const float *Qt, const float *dOt,        \
         const float *Qn, const float *dOn, const __m256 *L2, const __m256 *Dd, const float *Kb, const float *Vb,       \
-        float *dKb, float *dVb, float *dQa, float *P, float *dS
+        float *dKb, float *dVb, float *dQa, float *P, float *dS, int fresh
 #define BWD_BLOCK_FN(NH, KS)                                                                                           \
     static __attribute__((noinline)) void bwd_block_##NH##_##KS(BWD_BLOCK_ARGS) {                                     \
-        bwd_block(NH, KS, a, n, ih, j0, kb, Qt, dOt, Qn, dOn, L2, Dd, Kb, Vb, dKb, dVb, dQa, P, dS);                   \
+        bwd_block(NH, KS, a, n, ih, j0, kb, Qt, dOt, Qn, dOn, L2, Dd, Kb, Vb, dKb, dVb, dQa, P, dS, fresh);                   \
     }
 BWD_BLOCK_FN(1, 16)
 BWD_BLOCK_FN(2, 16)
@@ -752,11 +753,10 @@ static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, con
         for (int c = 0; c < KS; c += 8) {
             _mm256_store_ps(Kp + j * KS + c, j < S ? load_n(k + j * a->ldk + c, d - c) : zero);
             _mm256_store_ps(Vp + j * KS + c, j < S ? load_n(v + j * a->ldv + c, dvv - c) : zero);
-            _mm256_store_ps(dKp + j * KS + c, zero);
-            _mm256_store_ps(dVp + j * KS + c, zero);
         }
     }
     const float l2e = 1.44269504088896341f, qmul = a->sc * l2e;
+    int64_t kdone = 0; /* dK / dV rows [0, kdone) hold sums (the rest are not zeroed first) */
     for (int64_t r = 0; r < a->R; r++) {
         const float *qh = q + r * d, *oh = o + r * dvv, *gh = go + r * dvv, *lh = lse + r * T;
         float *dqh = dq + r * d;
@@ -791,32 +791,35 @@ static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, con
                 Dd[h] = tree8_add(t);
                 L2[h] = _mm256_mul_ps(load_n(lh + ih, nr), _mm256_set1_ps(l2e));
             }
-            for (int64_t c = 0; c < 8 * nh * KS; c += 8) _mm256_store_ps(dQa + c, zero);
             /* causal: the blocks both halves need (kend0, the same kb for both: see the forward),
              * then half 1's last block alone */
             const int64_t n0 = n < 8 ? n : 8;
             const int64_t kend0 = a->causal ? (S < i0 + n0 ? S : i0 + n0) : S;
             const int64_t kend1 = a->causal ? (S < i0 + n ? S : i0 + n) : S;
             const bwd_block_fn both = bwd_block_for(nh, KS), one = bwd_block_for(1, KS);
+            /* fresh: bit 0 the block's dK / dV rows (key blocks are reached in order, tile after
+             * tile, so the rows past kdone hold nothing yet), bit 1 the tile's dQ (its first block,
+             * j0 = 0 for both halves) */
             int64_t j0 = 0;
-            for (; j0 < kend0; j0 += 8)
+            for (; j0 < kend0; j0 += 8, kdone = j0 > kdone ? j0 : kdone)
                 both(a, n, i0, j0, kend0 - j0 < 8 ? (int)(kend0 - j0) : 8, Qt, dOt, Qn, dOn, L2, Dd, Kp + j0 * KS,
-                     Vp + j0 * KS, dKp + j0 * KS, dVp + j0 * KS, dQa, P, dS);
+                     Vp + j0 * KS, dKp + j0 * KS, dVp + j0 * KS, dQa, P, dS, (j0 >= kdone) | (j0 == 0) << 1);
             if (nh == 2)
-                for (; j0 < kend1; j0 += 8)
+                for (; j0 < kend1; j0 += 8, kdone = j0 > kdone ? j0 : kdone)
                     one(a, n - 8, i0 + 8, j0, kend1 - j0 < 8 ? (int)(kend1 - j0) : 8, Qt + 8, dOt + 8, Qn + 8 * KS,
                         dOn + 8 * KS, L2 + 1, Dd + 1, Kp + j0 * KS, Vp + j0 * KS, dKp + j0 * KS, dVp + j0 * KS,
-                        dQa + 8 * KS, P + 8, dS + 8);
+                        dQa + 8 * KS, P + 8, dS + 8, j0 >= kdone);
             for (int64_t i = 0; i < n; i++)
                 for (int64_t c = 0; c < d; c += 8)
                     store_n(dqh + (i0 + i) * a->ldq + c, _mm256_load_ps(dQa + i * KS + c), d - c);
         }
     }
+    /* keys no query reaches (causal, S > T) get zeros */
     for (int64_t j = 0; j < S; j++) {
         for (int64_t c = 0; c < d; c += 8)
-            store_n(dk + j * a->ldk + c, _mm256_load_ps(dKp + j * KS + c), d - c);
+            store_n(dk + j * a->ldk + c, j < kdone ? _mm256_load_ps(dKp + j * KS + c) : zero, d - c);
         for (int64_t c = 0; c < dvv; c += 8)
-            store_n(dv + j * a->ldv + c, _mm256_load_ps(dVp + j * KS + c), dvv - c);
+            store_n(dv + j * a->ldv + c, j < kdone ? _mm256_load_ps(dVp + j * KS + c) : zero, dvv - c);
     }
 }
 
