@@ -139,15 +139,21 @@ static inline __attribute__((always_inline)) void store_n(float *p, __m256 x, in
 #define TS 16 /* floats per row of Qt, Ot, P */
 
 /* Ot[c .. c + nc)[half] = Ot alpha[half] + sum_u P[u] v[u][c ..] (nh nc independent chains; the
- * rescale only when some alpha lane is not 1: x * 1 is x, bit for bit) */
+ * rescale only when some alpha lane is not 1: x * 1 is x, bit for bit). `fresh` (the tile's first
+ * block): Ot holds nothing yet and the sums start from +0, what a zeroed Ot times that block's
+ * alpha (0, from m = -inf) gave, without zeroing Ot first. */
 static inline __attribute__((always_inline)) void pv_cols(const int nh, const int nc, const int KS, const float *P,
                                                           const float *Vb, int64_t c, const __m256 *alpha,
-                                                          bool rescale, float *Ot) {
+                                                          bool rescale, bool fresh, float *Ot) {
     __m256 o[8][2];
 #pragma GCC unroll 8
     for (int cc = 0; cc < nc; cc++)
 #pragma GCC unroll 2
         for (int h = 0; h < nh; h++) {
+            if (fresh) {
+                o[cc][h] = _mm256_setzero_ps();
+                continue;
+            }
             o[cc][h] = _mm256_load_ps(Ot + (c + cc) * TS + 8 * h);
             if (rescale) o[cc][h] = _mm256_mul_ps(o[cc][h], alpha[h]);
         }
@@ -316,17 +322,17 @@ static inline __attribute__((always_inline)) void fwd_block(const int nh, const 
         for (int u = 0; u < 8; u++) _mm256_store_ps(P + u * TS + 8 * h, p[u]);
     }
     /* the row maxima settle as the keys go by: late blocks mostly leave every alpha at 1 */
-    const bool rescale = moved != 0;
+    const bool rescale = moved != 0, fresh = j0 == 0; /* the halves' first block (see flash_fwd_ks) */
     int64_t c = 0;
     if (nh == 2) {
 #pragma GCC unroll 1
-        for (; c + 4 <= dv; c += 4) pv_cols(2, 4, KS, P, Vb, c, alpha, rescale, Ot);
+        for (; c + 4 <= dv; c += 4) pv_cols(2, 4, KS, P, Vb, c, alpha, rescale, fresh, Ot);
     } else {
 #pragma GCC unroll 1
-        for (; c + 8 <= dv; c += 8) pv_cols(1, 8, KS, P, Vb, c, alpha, rescale, Ot);
-        if (c + 4 <= dv) pv_cols(1, 4, KS, P, Vb, c, alpha, rescale, Ot), c += 4;
+        for (; c + 8 <= dv; c += 8) pv_cols(1, 8, KS, P, Vb, c, alpha, rescale, fresh, Ot);
+        if (c + 4 <= dv) pv_cols(1, 4, KS, P, Vb, c, alpha, rescale, fresh, Ot), c += 4;
     }
-    for (; c < dv; c++) pv_cols(nh, 1, KS, P, Vb, c, alpha, rescale, Ot);
+    for (; c < dv; c++) pv_cols(nh, 1, KS, P, Vb, c, alpha, rescale, fresh, Ot);
 }
 
 /* How a query tile is divided by qdiv (Flax's sqrt(depth)): not at all, by the reciprocal's product
@@ -437,11 +443,10 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
         }
         if (fast == Q_RECIP && (bmax > 0x71800000u || bmin < 0x0d800000u - 1)) /* past 2^100 or below 2^-100 */
             q_tile_for(Q_DIV)(d, a->ldq, q + i0 * a->ldq, n, a->qdiv, a->qmul, Qt, &amax, &amin, &qbad);
-        for (int h = 0; h < nh; h++)
-            for (int64_t c = 0; c < dv; c++) _mm256_store_ps(Ot + c * TS + 8 * h, zero);
         /* causal: half 0 needs keys up to i0 + 8 (a multiple of 8: t0 is one of 16), half 1 up to
          * i0 + n; so the blocks both need run with nh = 2 and see the same kb, and half 1's last
-         * block runs alone */
+         * block runs alone. Ot is not zeroed: the first block (j0 = 0, always one of both halves)
+         * starts its sums from +0 */
         const int64_t n0 = n < 8 ? n : 8;
         const int64_t kend0 = a->causal ? (a->S < i0 + n0 ? a->S : i0 + n0) : a->S;
         const int64_t kend1 = a->causal ? (a->S < i0 + n ? a->S : i0 + n) : a->S;
