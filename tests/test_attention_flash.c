@@ -348,6 +348,8 @@ static void test_flash_bwd(const kernel_set *ks) {
         {.T = 26, .S = 26, .H = 2, .G = 1, .d = 128, .dv = 64, .causal = true},
         {.T = 41, .S = 13, .H = 4, .G = 1, .d = 8, .dv = 8, .causal = false},
         {.T = 33, .S = 50, .H = 4, .G = 2, .d = 32, .dv = 20, .causal = false},
+        /* causal with keys past every query: their dK / dV rows are written as zeros */
+        {.T = 20, .S = 45, .H = 2, .G = 1, .d = 24, .dv = 16, .causal = true},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const fcase *c = &cases[ci];

@@ -89,8 +89,8 @@ static inline __attribute__((always_inline)) void transpose8(__m256 r[8]) {
     }
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
-        t[j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x20);
-        t[4 + j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x31);
+        t[j] = _mm256_insertf128_ps(r[j], _mm256_castps256_ps128(r[4 + j]), 1);
+        t[4 + j] = _mm256_insertf128_ps(r[4 + j], _mm256_extractf128_ps(r[j], 1), 0);
     }
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) r[i] = t[i];
@@ -139,15 +139,21 @@ static inline __attribute__((always_inline)) void store_n(float *p, __m256 x, in
 #define TS 16 /* floats per row of Qt, Ot, P */
 
 /* Ot[c .. c + nc)[half] = Ot alpha[half] + sum_u P[u] v[u][c ..] (nh nc independent chains; the
- * rescale only when some alpha lane is not 1: x * 1 is x, bit for bit) */
+ * rescale only when some alpha lane is not 1: x * 1 is x, bit for bit). `fresh` (the tile's first
+ * block): Ot holds nothing yet and the sums start from +0, what a zeroed Ot times that block's
+ * alpha (0, from m = -inf) gave, without zeroing Ot first. */
 static inline __attribute__((always_inline)) void pv_cols(const int nh, const int nc, const int KS, const float *P,
                                                           const float *Vb, int64_t c, const __m256 *alpha,
-                                                          bool rescale, float *Ot) {
+                                                          bool rescale, bool fresh, float *Ot) {
     __m256 o[8][2];
 #pragma GCC unroll 8
     for (int cc = 0; cc < nc; cc++)
 #pragma GCC unroll 2
         for (int h = 0; h < nh; h++) {
+            if (fresh) {
+                o[cc][h] = _mm256_setzero_ps();
+                continue;
+            }
             o[cc][h] = _mm256_load_ps(Ot + (c + cc) * TS + 8 * h);
             if (rescale) o[cc][h] = _mm256_mul_ps(o[cc][h], alpha[h]);
         }
@@ -169,13 +175,22 @@ static inline __attribute__((always_inline)) void pv_cols(const int nh, const in
         for (int h = 0; h < nh; h++) _mm256_store_ps(Ot + (c + cc) * TS + 8 * h, o[cc][h]);
 }
 
+/* What block_dots does with a sum s (key u, half h) before storing it: nothing (the forward's
+ * logits), the backward's weights and_live(2^(s - sub[h])), or its dS and_live(sc P[u][h] (s - sub[h]))
+ * (s = dP, sub = D), live (8 x TS lane masks) NULL when every lane is live. */
+enum { EPI_NONE, EPI_EXP, EPI_DS };
+
 /* out[u][half h] = sum_{c < w} Xt[c][h] X[u][c] for a block's 8 keys (rows of X at stride KS): the
  * logits (forward, backward) and dP. Two passes of 4 keys, 4 nh accumulators, nh vectors of Xt and
- * a broadcast. Compiled once per (halves, stride) and called: inlined into the block code, GCC
- * kept 5 of the 8 accumulators on the stack (the epilogues' masks and constants crowded the
- * registers), the callers read the results back from out. */
-static inline __attribute__((always_inline)) void block_dots(const int nh, const int KS, int64_t w, const float *Xt,
-                                                              const float *X, float *out) {
+ * a broadcast. Compiled once per (halves, stride, epilogue) and called: inlined into the block
+ * code, GCC kept 5 of the 8 accumulators on the stack (the epilogues' masks and constants crowded
+ * the registers), the callers read the results back from out. The backward's epilogues run on
+ * each pass's sums in registers (as separate loops over out they were another store and load of
+ * every entry and a phase boundary per product). */
+static inline __attribute__((always_inline)) void block_dots(const int nh, const int KS, const int epi, int64_t w,
+                                                              const float *Xt, const float *X, float *out,
+                                                              const __m256 *sub, const float *P, float sc,
+                                                              const float *live) {
     const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 1
     for (int g = 0; g < 8; g += 4) {
@@ -198,13 +213,33 @@ static inline __attribute__((always_inline)) void block_dots(const int nh, const
 #pragma GCC unroll 4
         for (int kk = 0; kk < 4; kk++)
 #pragma GCC unroll 2
-            for (int h = 0; h < nh; h++) _mm256_store_ps(out + (g + kk) * TS + 8 * h, s[kk][h]);
+            for (int h = 0; h < nh; h++) {
+                const int u = g + kk;
+                __m256 x = s[kk][h];
+                if (epi == EPI_EXP) {
+                    x = exp2_8(_mm256_sub_ps(x, sub[h]));
+                } else if (epi == EPI_DS) {
+                    const __m256 pu = _mm256_mul_ps(_mm256_load_ps(P + u * TS + 8 * h), _mm256_set1_ps(sc));
+                    x = _mm256_mul_ps(pu, _mm256_sub_ps(x, sub[h]));
+                }
+                if (epi != EPI_NONE && live) x = _mm256_and_ps(x, _mm256_load_ps(live + u * TS + 8 * h));
+                _mm256_store_ps(out + u * TS + 8 * h, x);
+            }
     }
 }
 
 #define DOTS_FN(NH, KS)                                                                                                \
     static __attribute__((noinline)) void dots_##NH##_##KS(int64_t w, const float *Xt, const float *X, float *out) {  \
-        block_dots(NH, KS, w, Xt, X, out);                                                                             \
+        block_dots(NH, KS, EPI_NONE, w, Xt, X, out, NULL, NULL, 0.0f, NULL);                                           \
+    }                                                                                                                  \
+    static __attribute__((noinline)) void dots_p_##NH##_##KS(int64_t w, const float *Xt, const float *X, float *out,   \
+                                                             const __m256 *sub, const float *live) {                  \
+        block_dots(NH, KS, EPI_EXP, w, Xt, X, out, sub, NULL, 0.0f, live);                                            \
+    }                                                                                                                  \
+    static __attribute__((noinline)) void dots_ds_##NH##_##KS(int64_t w, const float *Xt, const float *X, float *out,  \
+                                                              const __m256 *sub, const float *P, float sc,            \
+                                                              const float *live) {                                    \
+        block_dots(NH, KS, EPI_DS, w, Xt, X, out, sub, P, sc, live);                                                  \
     }
 DOTS_FN(1, 16)
 DOTS_FN(2, 16)
@@ -221,6 +256,25 @@ static inline dots_fn dots_for(int nh, int KS) {
     case 32: return nh == 2 ? dots_2_32 : dots_1_32;
     case 64: return nh == 2 ? dots_2_64 : dots_1_64;
     default: return nh == 2 ? dots_2_128 : dots_1_128;
+    }
+}
+typedef void (*dots_p_fn)(int64_t w, const float *Xt, const float *X, float *out, const __m256 *sub, const float *live);
+static inline dots_p_fn dots_p_for(int nh, int KS) {
+    switch (KS) {
+    case 16: return nh == 2 ? dots_p_2_16 : dots_p_1_16;
+    case 32: return nh == 2 ? dots_p_2_32 : dots_p_1_32;
+    case 64: return nh == 2 ? dots_p_2_64 : dots_p_1_64;
+    default: return nh == 2 ? dots_p_2_128 : dots_p_1_128;
+    }
+}
+typedef void (*dots_ds_fn)(int64_t w, const float *Xt, const float *X, float *out, const __m256 *sub, const float *P,
+                           float sc, const float *live);
+static inline dots_ds_fn dots_ds_for(int nh, int KS) {
+    switch (KS) {
+    case 16: return nh == 2 ? dots_ds_2_16 : dots_ds_1_16;
+    case 32: return nh == 2 ? dots_ds_2_32 : dots_ds_1_32;
+    case 64: return nh == 2 ? dots_ds_2_64 : dots_ds_1_64;
+    default: return nh == 2 ? dots_ds_2_128 : dots_ds_1_128;
     }
 }
 
@@ -268,17 +322,17 @@ static inline __attribute__((always_inline)) void fwd_block(const int nh, const 
         for (int u = 0; u < 8; u++) _mm256_store_ps(P + u * TS + 8 * h, p[u]);
     }
     /* the row maxima settle as the keys go by: late blocks mostly leave every alpha at 1 */
-    const bool rescale = moved != 0;
+    const bool rescale = moved != 0, fresh = j0 == 0; /* the halves' first block (see flash_fwd_ks) */
     int64_t c = 0;
     if (nh == 2) {
 #pragma GCC unroll 1
-        for (; c + 4 <= dv; c += 4) pv_cols(2, 4, KS, P, Vb, c, alpha, rescale, Ot);
+        for (; c + 4 <= dv; c += 4) pv_cols(2, 4, KS, P, Vb, c, alpha, rescale, fresh, Ot);
     } else {
 #pragma GCC unroll 1
-        for (; c + 8 <= dv; c += 8) pv_cols(1, 8, KS, P, Vb, c, alpha, rescale, Ot);
-        if (c + 4 <= dv) pv_cols(1, 4, KS, P, Vb, c, alpha, rescale, Ot), c += 4;
+        for (; c + 8 <= dv; c += 8) pv_cols(1, 8, KS, P, Vb, c, alpha, rescale, fresh, Ot);
+        if (c + 4 <= dv) pv_cols(1, 4, KS, P, Vb, c, alpha, rescale, fresh, Ot), c += 4;
     }
-    for (; c < dv; c++) pv_cols(nh, 1, KS, P, Vb, c, alpha, rescale, Ot);
+    for (; c < dv; c++) pv_cols(nh, 1, KS, P, Vb, c, alpha, rescale, fresh, Ot);
 }
 
 /* How a query tile is divided by qdiv (Flax's sqrt(depth)): not at all, by the reciprocal's product
@@ -389,11 +443,10 @@ static inline __attribute__((always_inline)) bool flash_fwd_ks(const int KS, con
         }
         if (fast == Q_RECIP && (bmax > 0x71800000u || bmin < 0x0d800000u - 1)) /* past 2^100 or below 2^-100 */
             q_tile_for(Q_DIV)(d, a->ldq, q + i0 * a->ldq, n, a->qdiv, a->qmul, Qt, &amax, &amin, &qbad);
-        for (int h = 0; h < nh; h++)
-            for (int64_t c = 0; c < dv; c++) _mm256_store_ps(Ot + c * TS + 8 * h, zero);
         /* causal: half 0 needs keys up to i0 + 8 (a multiple of 8: t0 is one of 16), half 1 up to
          * i0 + n; so the blocks both need run with nh = 2 and see the same kb, and half 1's last
-         * block runs alone */
+         * block runs alone. Ot is not zeroed: the first block (j0 = 0, always one of both halves)
+         * starts its sums from +0 */
         const int64_t n0 = n < 8 ? n : 8;
         const int64_t kend0 = a->causal ? (a->S < i0 + n0 ? a->S : i0 + n0) : a->S;
         const int64_t kend1 = a->causal ? (a->S < i0 + n ? a->S : i0 + n) : a->S;
@@ -562,15 +615,16 @@ static void attn_ds_row(const float *p, const float *dp, float *ds, int64_t ncol
  * peak. */
 
 /* acc[r][8 cc ..] += sum_{j < nj} W[r wr + j wj] X[j][8 cc ..], r < nr, cc < nc (acc and X rows at
- * stride KS): nr nc accumulators, nc loads and nr broadcasts per j. */
+ * stride KS): nr nc accumulators, nc loads and nr broadcasts per j. `fresh`: acc holds nothing yet,
+ * the sums start from +0 (as from a zeroed buffer: the same bits, without zeroing it first). */
 static inline __attribute__((always_inline)) void rank_acc(const int nr, const int nc, const int KS, const float *W,
                                                             const int wr, const int wj, const float *X, int nj,
-                                                            float *acc) {
+                                                            float *acc, bool fresh) {
     __m256 o[8][2];
 #pragma GCC unroll 8
     for (int r = 0; r < nr; r++)
 #pragma GCC unroll 2
-        for (int cc = 0; cc < nc; cc++) o[r][cc] = _mm256_load_ps(acc + r * KS + 8 * cc);
+        for (int cc = 0; cc < nc; cc++) o[r][cc] = fresh ? _mm256_setzero_ps() : _mm256_load_ps(acc + r * KS + 8 * cc);
 #pragma GCC unroll 1
     for (int j = 0; j < nj; j++) {
         __m256 x[2];
@@ -593,12 +647,12 @@ static inline __attribute__((always_inline)) void rank_acc(const int nr, const i
  * last chunk 8 rows at a time */
 static inline __attribute__((always_inline)) void rank_all(const int KS, int nchunk, int nrows, const float *W,
                                                             const int wr, const int wj, const float *X, int nj,
-                                                            float *acc) {
+                                                            float *acc, bool fresh) {
     int c = 0;
     for (; c + 2 <= nchunk; c += 2)
-        for (int r0 = 0; r0 < nrows; r0 += 4) rank_acc(4, 2, KS, W + r0 * wr, wr, wj, X + 8 * c, nj, acc + r0 * KS + 8 * c);
+        for (int r0 = 0; r0 < nrows; r0 += 4) rank_acc(4, 2, KS, W + r0 * wr, wr, wj, X + 8 * c, nj, acc + r0 * KS + 8 * c, fresh);
     if (c < nchunk)
-        for (int r0 = 0; r0 < nrows; r0 += 8) rank_acc(8, 1, KS, W + r0 * wr, wr, wj, X + 8 * c, nj, acc + r0 * KS + 8 * c);
+        for (int r0 = 0; r0 < nrows; r0 += 8) rank_acc(8, 1, KS, W + r0 * wr, wr, wj, X + 8 * c, nj, acc + r0 * KS + 8 * c, fresh);
 }
 
 /* 8 rows (n of them live, the rest zeros) of width w from src (stride ld) into dst (stride KS, zero
@@ -627,39 +681,32 @@ static inline __attribute__((always_inline)) void bwd_block(const int nh, const 
                                                              const float *dOt, const float *Qn, const float *dOn,
                                                              const __m256 *L2, const __m256 *Dd, const float *Kb,
                                                              const float *Vb, float *dKb, float *dVb, float *dQa,
-                                                             float *P, float *dS) {
+                                                             float *P, float *dS, int fresh) {
     const int64_t d = a->d, dvv = a->dv;
     const int nd = (int)((d + 7) / 8), nv = (int)((dvv + 7) / 8);
-    const __m256 vsc = _mm256_set1_ps(a->sc);
     const bool edge = kb < 8 || (a->causal && j0 + 7 > ih); /* a partial or diagonal block */
     /* key u live in half h's lanes: queries past T, keys past the block's end and (causal) keys
-     * after the query masked */
-#define LIVE(u, h)                                                                                                     \
-    (edge ? _mm256_andnot_ps(_mm256_castsi256_ps(lanes_below((u) >= kb ? 8 : a->causal ? j0 + (u) - (ih + 8 * (h)) : 0)), \
-                             _mm256_castsi256_ps(lanes_below(n - 8 * (h))))                                            \
-          : _mm256_castsi256_ps(lanes_below(n - 8 * (h))))
-    dots_for(nh, KS)(d, Qt, Kb, P);
+     * after the query masked; no masks when every lane is live */
+    float lv[8 * TS] __attribute__((aligned(32)));
+    const float *live = NULL;
+    if (edge || n < 8 * nh) {
 #pragma GCC unroll 8
-    for (int u = 0; u < 8; u++)
+        for (int u = 0; u < 8; u++)
 #pragma GCC unroll 2
-        for (int h = 0; h < nh; h++) {
-            float *pu = P + u * TS + 8 * h;
-            _mm256_store_ps(pu, _mm256_and_ps(LIVE(u, h), exp2_8(_mm256_sub_ps(_mm256_load_ps(pu), L2[h]))));
-        }
-    dots_for(nh, KS)(dvv, dOt, Vb, dS);
-#pragma GCC unroll 8
-    for (int u = 0; u < 8; u++)
-#pragma GCC unroll 2
-        for (int h = 0; h < nh; h++) {
-            float *du = dS + u * TS + 8 * h;
-            const __m256 pu = _mm256_mul_ps(_mm256_load_ps(P + u * TS + 8 * h), vsc);
-            _mm256_store_ps(du, _mm256_and_ps(LIVE(u, h), _mm256_mul_ps(pu, _mm256_sub_ps(_mm256_load_ps(du), Dd[h]))));
-        }
-#undef LIVE
+            for (int h = 0; h < nh; h++) {
+                const __m256 rows = _mm256_castsi256_ps(lanes_below(n - 8 * h));
+                const __m256 x = edge ? _mm256_andnot_ps(_mm256_castsi256_ps(lanes_below(u >= kb ? 8 : a->causal ? j0 + u - (ih + 8 * h) : 0)), rows)
+                                      : rows;
+                _mm256_store_ps(lv + u * TS + 8 * h, x);
+            }
+        live = lv;
+    }
+    dots_p_for(nh, KS)(d, Qt, Kb, P, L2, live);
+    dots_ds_for(nh, KS)(dvv, dOt, Vb, dS, Dd, P, a->sc, live);
     const int nx = (int)(n < 8 * nh ? n : 8 * nh); /* the tile's rows the halves hold */
-    rank_all(KS, nv, 8, P, TS, 1, dOn, nx, dVb);
-    rank_all(KS, nd, 8, dS, TS, 1, Qn, nx, dKb);
-    rank_all(KS, nd, 8 * nh, dS, 1, TS, Kb, kb, dQa);
+    rank_all(KS, nv, 8, P, TS, 1, dOn, nx, dVb, fresh & 1);
+    rank_all(KS, nd, 8, dS, TS, 1, Qn, nx, dKb, fresh & 1);
+    rank_all(KS, nd, 8 * nh, dS, 1, TS, Kb, kb, dQa, fresh & 2);
 }
 
 /* bwd_block per (halves, stride), each compiled once: inlined at its three call sites in each of
@@ -668,10 +715,10 @@ static inline __attribute__((always_inline)) void bwd_block(const int nh, const 
 #define BWD_BLOCK_ARGS                                                                                                 \
     const lx_flash_bwd_args *a, int64_t n, int64_t ih, int64_t j0, int kb, const float *Qt, const float *dOt,        \
         const float *Qn, const float *dOn, const __m256 *L2, const __m256 *Dd, const float *Kb, const float *Vb,       \
-        float *dKb, float *dVb, float *dQa, float *P, float *dS
+        float *dKb, float *dVb, float *dQa, float *P, float *dS, int fresh
 #define BWD_BLOCK_FN(NH, KS)                                                                                           \
     static __attribute__((noinline)) void bwd_block_##NH##_##KS(BWD_BLOCK_ARGS) {                                     \
-        bwd_block(NH, KS, a, n, ih, j0, kb, Qt, dOt, Qn, dOn, L2, Dd, Kb, Vb, dKb, dVb, dQa, P, dS);                   \
+        bwd_block(NH, KS, a, n, ih, j0, kb, Qt, dOt, Qn, dOn, L2, Dd, Kb, Vb, dKb, dVb, dQa, P, dS, fresh);                   \
     }
 BWD_BLOCK_FN(1, 16)
 BWD_BLOCK_FN(2, 16)
@@ -711,11 +758,10 @@ static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, con
         for (int c = 0; c < KS; c += 8) {
             _mm256_store_ps(Kp + j * KS + c, j < S ? load_n(k + j * a->ldk + c, d - c) : zero);
             _mm256_store_ps(Vp + j * KS + c, j < S ? load_n(v + j * a->ldv + c, dvv - c) : zero);
-            _mm256_store_ps(dKp + j * KS + c, zero);
-            _mm256_store_ps(dVp + j * KS + c, zero);
         }
     }
     const float l2e = 1.44269504088896341f, qmul = a->sc * l2e;
+    int64_t kdone = 0; /* dK / dV rows [0, kdone) hold sums (the rest are not zeroed first) */
     for (int64_t r = 0; r < a->R; r++) {
         const float *qh = q + r * d, *oh = o + r * dvv, *gh = go + r * dvv, *lh = lse + r * T;
         float *dqh = dq + r * d;
@@ -750,32 +796,35 @@ static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, con
                 Dd[h] = tree8_add(t);
                 L2[h] = _mm256_mul_ps(load_n(lh + ih, nr), _mm256_set1_ps(l2e));
             }
-            for (int64_t c = 0; c < 8 * nh * KS; c += 8) _mm256_store_ps(dQa + c, zero);
             /* causal: the blocks both halves need (kend0, the same kb for both: see the forward),
              * then half 1's last block alone */
             const int64_t n0 = n < 8 ? n : 8;
             const int64_t kend0 = a->causal ? (S < i0 + n0 ? S : i0 + n0) : S;
             const int64_t kend1 = a->causal ? (S < i0 + n ? S : i0 + n) : S;
             const bwd_block_fn both = bwd_block_for(nh, KS), one = bwd_block_for(1, KS);
+            /* fresh: bit 0 the block's dK / dV rows (key blocks are reached in order, tile after
+             * tile, so the rows past kdone hold nothing yet), bit 1 the tile's dQ (its first block,
+             * j0 = 0 for both halves) */
             int64_t j0 = 0;
-            for (; j0 < kend0; j0 += 8)
+            for (; j0 < kend0; j0 += 8, kdone = j0 > kdone ? j0 : kdone)
                 both(a, n, i0, j0, kend0 - j0 < 8 ? (int)(kend0 - j0) : 8, Qt, dOt, Qn, dOn, L2, Dd, Kp + j0 * KS,
-                     Vp + j0 * KS, dKp + j0 * KS, dVp + j0 * KS, dQa, P, dS);
+                     Vp + j0 * KS, dKp + j0 * KS, dVp + j0 * KS, dQa, P, dS, (j0 >= kdone) | (j0 == 0) << 1);
             if (nh == 2)
-                for (; j0 < kend1; j0 += 8)
+                for (; j0 < kend1; j0 += 8, kdone = j0 > kdone ? j0 : kdone)
                     one(a, n - 8, i0 + 8, j0, kend1 - j0 < 8 ? (int)(kend1 - j0) : 8, Qt + 8, dOt + 8, Qn + 8 * KS,
                         dOn + 8 * KS, L2 + 1, Dd + 1, Kp + j0 * KS, Vp + j0 * KS, dKp + j0 * KS, dVp + j0 * KS,
-                        dQa + 8 * KS, P + 8, dS + 8);
+                        dQa + 8 * KS, P + 8, dS + 8, j0 >= kdone);
             for (int64_t i = 0; i < n; i++)
                 for (int64_t c = 0; c < d; c += 8)
                     store_n(dqh + (i0 + i) * a->ldq + c, _mm256_load_ps(dQa + i * KS + c), d - c);
         }
     }
+    /* keys no query reaches (causal, S > T) get zeros */
     for (int64_t j = 0; j < S; j++) {
         for (int64_t c = 0; c < d; c += 8)
-            store_n(dk + j * a->ldk + c, _mm256_load_ps(dKp + j * KS + c), d - c);
+            store_n(dk + j * a->ldk + c, j < kdone ? _mm256_load_ps(dKp + j * KS + c) : zero, d - c);
         for (int64_t c = 0; c < dvv; c += 8)
-            store_n(dv + j * a->ldv + c, _mm256_load_ps(dVp + j * KS + c), dvv - c);
+            store_n(dv + j * a->ldv + c, j < kdone ? _mm256_load_ps(dVp + j * KS + c) : zero, dvv - c);
     }
 }
 
