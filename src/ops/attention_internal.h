@@ -24,8 +24,9 @@ typedef struct {
 } lx_flash_args;
 
 /* q, out: row 0 of the (batch, head); k, v: row 0 of its kv head. t0 a multiple of 16 (causal
- * tiles split their key blocks at t0 + 16 i + 8; the AVX2 kernel checks that t0 is a multiple of
- * 8 when causal and otherwise returns false having written nothing). lse, when not NULL, gets
+ * tiles split their key blocks at t0 + 16 i + 8; when causal, the AVX2 kernel checks that t0 is
+ * a multiple of 8 and the AVX-512 kernel that it is a multiple of 16, and otherwise each returns
+ * false having written nothing). lse, when not NULL, gets
  * each row's natural-log log-sum-exp of the scaled logits (indexed by query row).
  * Returns false, with out's rows undefined, when q's rows, k or v hold an inf or NaN or a logit
  * overflowed: the caller computes those rows the general way. */
