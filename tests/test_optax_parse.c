@@ -189,7 +189,36 @@ static void test_inject_static_and_positional(void) {
                     "inject_hyperparams(adam): 'b1' must be a number or a schedule");
 }
 
+/* nadam / nadamw are functools.partial(adam / adamw, nesterov=True): the keyword-only nesterov may
+ * be given (False is then adam), directly and through inject_hyperparams; an optimizer the parser
+ * knows but inject_hyperparams cannot wrap (adafactor, a schedule) is NOT_FOUND before any binding. */
+static void test_nadam_nesterov_and_inject_names(void) {
+    float a[4][3], b[4][3], n[4][3];
+    CHECK(run4(optax_from_string("nadam(0.05, nesterov=False)"), a, NULL));
+    CHECK(run4(optax_from_string("adam(0.05)"), b, NULL));
+    CHECK(run4(optax_from_string("nadam(0.05)"), n, NULL));
+    CHECK(same_runs(a, b, 0.0f));
+    CHECK(!same_runs(n, b, 1e-4f));
+    /* injected hyperparameters are float32 values: equal to float32 rounding */
+    CHECK(run4(optax_from_string("inject_hyperparams(nadam)(0.05)"), a, NULL));
+    CHECK(same_runs(a, n, 1e-6f) && !same_runs(a, b, 1e-4f));
+    CHECK(run4(optax_from_string("inject_hyperparams(nadam)(0.05, nesterov=False)"), a, NULL));
+    CHECK(same_runs(a, b, 1e-6f) && !same_runs(a, n, 1e-4f));
+    CHECK(run4(optax_from_string("nadamw(0.05, weight_decay=0.1, nesterov=False)"), a, NULL));
+    CHECK(run4(optax_from_string("adamw(0.05, weight_decay=0.1)"), b, NULL));
+    CHECK(same_runs(a, b, 0.0f));
+    CHECK(run4(optax_nadam(OPTAX_CONST(0.05), NULL), a, NULL)); /* the C API's nadam is still Nesterov */
+    CHECK(same_runs(a, n, 0.0f));
+    const char *unknown[] = {"inject_hyperparams(adafactor)(0.1, factored=True)", "inject_hyperparams(linear_schedule)(1.0)"};
+    for (int i = 0; i < 2; i++) {
+        optax_tx *t = NULL;
+        CHECK_NULL_FAILS(t = optax_from_string(unknown[i]), LX_ERR_NOT_FOUND, "unknown optimizer");
+        optax_tx_release(t);
+    }
+}
+
 int main(void) {
+    RUN(test_nadam_nesterov_and_inject_names);
     RUN(test_cpython_texts);
     RUN(test_warmup_constant);
     RUN(test_inject_static_and_positional);

@@ -7,9 +7,13 @@
 
 #define CHAIN(...) optax_chain((int)(sizeof((optax_tx *[]){__VA_ARGS__}) / sizeof(optax_tx *)), (optax_tx *[]){__VA_ARGS__})
 
-optax_tx *optax_sgd(optax_sos lr, bool has_momentum, double momentum, bool nesterov) {
-    return CHAIN(has_momentum ? optax_trace(momentum, nesterov, OPTAX_DTYPE_DEFAULT) : optax_identity(),
+optax_tx *lx_optax_sgd_acc(optax_sos lr, bool has_momentum, double momentum, bool nesterov, lx_dtype accumulator) {
+    return CHAIN(has_momentum ? optax_trace(momentum, nesterov, accumulator) : optax_identity(),
                  optax_scale_by_learning_rate(lr, true));
+}
+
+optax_tx *optax_sgd(optax_sos lr, bool has_momentum, double momentum, bool nesterov) {
+    return lx_optax_sgd_acc(lr, has_momentum, momentum, nesterov, OPTAX_DTYPE_DEFAULT);
 }
 
 optax_tx *optax_adam(optax_sos lr, const optax_adam_opts *opts) {
@@ -105,6 +109,8 @@ static const alias_sig *find_sig(const char *alias) {
     return NULL;
 }
 
+bool lx_optax_inject_knows(const char *alias) { return alias && find_sig(alias) != NULL; }
+
 static double hp(const optax_tx *tx, const float *vals, const char *name, double dflt, bool *given) {
     for (int k = 0; k < tx->nhp; k++)
         if (!strcmp(tx->hp_names[k], name)) {
@@ -125,9 +131,7 @@ static optax_tx *build_inner(const optax_tx *tx, const float *vals) {
         bool has_m;
         double m = hp(tx, vals, "momentum", 0, &has_m);
         const lx_inject_statics *st = &tx->hp_static;
-        r = has_m && st->dtype != OPTAX_DTYPE_DEFAULT
-                ? CHAIN(optax_trace(m, st->nesterov, st->dtype), optax_scale_by_learning_rate(lr, true))
-                : optax_sgd(lr, has_m, m, st->nesterov);
+        r = lx_optax_sgd_acc(lr, has_m, m, st->nesterov, st->dtype);
     } else if (!strcmp(a, "rmsprop")) {
         optax_rmsprop_opts o = OPTAX_RMSPROP_DEFAULTS;
         o.decay = hp(tx, vals, "decay", 0.9, NULL);
@@ -155,10 +159,9 @@ static optax_tx *build_inner(const optax_tx *tx, const float *vals) {
         o.weight_decay = hp(tx, vals, "weight_decay", 1e-4, NULL);
         o.mu_dtype = tx->hp_static.dtype;
         o.nesterov = tx->hp_static.nesterov;
-        if (!strcmp(a, "adam")) r = optax_adam(lr, &o);
-        else if (!strcmp(a, "nadam")) r = optax_nadam(lr, &o);
-        else if (!strcmp(a, "adamw")) r = optax_adamw(lr, &o);
-        else r = optax_nadamw(lr, &o);
+        /* nadam(w) is adam(w) with the static nesterov True by default (a given False is adam) */
+        if (!strcmp(a, "adam") || !strcmp(a, "nadam")) r = optax_adam(lr, &o);
+        else r = optax_adamw(lr, &o);
     }
     lx_optax_set_strong_hparams(false);
     return r;
@@ -277,7 +280,10 @@ optax_tx *optax_inject_hyperparams(const char *alias, int n, const optax_hparam 
     if (st == LX_OK && !has_lr)
         st = lx_fail(LX_ERR_TYPE, "%s() missing 1 required positional argument: 'learning_rate'", alias);
     optax_tx *tx = st == LX_OK ? lx_tx_alloc(&INJECT_OPS) : NULL;
-    if (tx) tx->hp_static = (lx_inject_statics)LX_INJECT_STATICS_DEFAULT;
+    if (tx) {
+        tx->hp_static = (lx_inject_statics)LX_INJECT_STATICS_DEFAULT;
+        tx->hp_static.nesterov = !strncmp(alias, "nadam", 5); /* optax: partial(adam(w), nesterov=True) */
+    }
     if (tx) tx->alias = strdup(alias);
     if (tx && !tx->alias) {
         lx_fail(LX_ERR_NO_MEMORY, "inject_hyperparams: out of memory");

@@ -45,6 +45,11 @@ typedef struct lx_inject_statics {
 #define LX_INJECT_STATICS_DEFAULT {false, false, true, false, OPTAX_DTYPE_DEFAULT}
 /* Sets them on a transformation optax_inject_hyperparams made (the expression parser's use). */
 void lx_optax_inject_set_statics(optax_tx *tx, const lx_inject_statics *s);
+/* Whether optax_inject_hyperparams takes this optimizer name (the expression parser asks before
+ * binding arguments, so an optimizer it cannot inject is NOT_FOUND, not a binding error). */
+bool lx_optax_inject_knows(const char *alias);
+/* optax.sgd with its accumulator_dtype (optax_sgd is this with the default dtype). */
+optax_tx *lx_optax_sgd_acc(optax_sos lr, bool has_momentum, double momentum, bool nesterov, lx_dtype accumulator);
 
 struct optax_tx {
     const lx_tx_ops *ops;

@@ -292,9 +292,9 @@ static const sig SIGS[] = {
     /* optimizers */
     {"sgd", 4, {"learning_rate", "momentum", "nesterov", "accumulator_dtype"}, 1},
     {"adam", 6, {"learning_rate", "b1", "b2", "eps", "eps_root", "mu_dtype", "nesterov"}, 1},
-    {"nadam", 6, {"learning_rate", "b1", "b2", "eps", "eps_root", "mu_dtype"}, 1},
+    {"nadam", 6, {"learning_rate", "b1", "b2", "eps", "eps_root", "mu_dtype", "nesterov"}, 1},
     {"adamw", 8, {"learning_rate", "b1", "b2", "eps", "eps_root", "mu_dtype", "weight_decay", "mask", "nesterov"}, 1},
-    {"nadamw", 8, {"learning_rate", "b1", "b2", "eps", "eps_root", "mu_dtype", "weight_decay", "mask"}, 1},
+    {"nadamw", 8, {"learning_rate", "b1", "b2", "eps", "eps_root", "mu_dtype", "weight_decay", "mask", "nesterov"}, 1},
     {"rmsprop", 9, {"learning_rate", "decay", "eps", "initial_scale", "eps_in_sqrt", "centered", "momentum", "nesterov",
                     "bias_correction"}, 1},
     {"lion", 6, {"learning_rate", "b1", "b2", "mu_dtype", "weight_decay", "mask"}, 1},
@@ -638,11 +638,13 @@ static optax_tx *build_inject(const node *n) {
     }
     const char *alias = inner->args[0]->s;
     const sig *s = find_sig(alias);
-    if (!s) return optax_inject_hyperparams(alias, 0, NULL); /* its error names the optimizers it knows */
+    if (!s || !lx_optax_inject_knows(alias)) /* its error names the optimizers it knows */
+        return optax_inject_hyperparams(alias, 0, NULL);
     const node *v[14];
     if (bind_signature(n, s, v) != LX_OK) return NULL;
     optax_hparam hp[14];
     lx_inject_statics stat = LX_INJECT_STATICS_DEFAULT;
+    stat.nesterov = !strncmp(alias, "nadam", 5); /* optax: partial(adam(w), nesterov=True) */
     int m = 0;
     lx_status st = LX_OK;
     for (int j = 0; j < sig_len(s) && st == LX_OK; j++) {
@@ -723,16 +725,14 @@ static optax_tx *build_tx(const node *n) {
         bool nest = boolean(&a, "nesterov", false);
         lx_dtype acc = dtype_arg(&a, "accumulator_dtype", OPTAX_DTYPE_DEFAULT);
         if (a.st == LX_OK) {
-            r = has(&a, "momentum") ? optax_chain(2, (optax_tx *[]){optax_trace(m, nest, acc),
-                                                                   optax_scale_by_learning_rate(lr, true)})
-                                    : optax_sgd(lr, false, 0, nest);
+            r = lx_optax_sgd_acc(lr, has(&a, "momentum"), m, nest, acc);
             lr.schedule = NULL;
         }
     } else if (!strcmp(f, "adam") || !strcmp(f, "nadam") || !strcmp(f, "adamw") || !strcmp(f, "nadamw")) {
         bool w = f[strlen(f) - 1] == 'w';
         lr = sos(&a, "learning_rate", 0);
         optax_adam_opts o = adam_opts(&a, w);
-        if (f[0] == 'n') o.nesterov = true;
+        if (f[0] == 'n' && !has(&a, "nesterov")) o.nesterov = true; /* partial(adam(w), nesterov=True) */
         if (a.st == LX_OK) {
             r = w ? optax_adamw(lr, &o) : optax_adam(lr, &o);
             lr.schedule = NULL;
