@@ -123,8 +123,8 @@ static void test_zero1_before_init(void) {
     CHECK_FAILS(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), NULL, &z), mpi ? LX_ERR_FAILED_INPUT : want,
                 mpi ? "distributed: zero1: NULL argument" : "lx_dist_zero1_new needs MPI");
     CHECK(z == NULL);
-    CHECK_FAILS(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), p, NULL), mpi ? LX_ERR_FAILED_INPUT : want,
-                mpi ? "distributed: zero1: NULL argument" : "lx_dist_zero1_new needs MPI");
+    CHECK_FAILS(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), p, NULL), mpi ? LX_ERR_INVALID_ARGUMENT : want,
+                mpi ? "distributed: zero1: output is NULL" : "lx_dist_zero1_new needs MPI");
     z = (lx_dist_zero1 *)&p;
     CHECK_FAILS(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), p, &z), want,
                 mpi ? "distributed: lx_dist_zero1_new before lx_dist_init" : "lx_dist_zero1_new needs MPI");
@@ -1000,7 +1000,7 @@ static void test_zero1_errors(linen_module *m, lx_array *x, lx_array *y, int ran
     /* NULL grads or params (local: no collective starts) */
     CHECK_FAILS(lx_dist_zero1_step(z, NULL, &p), LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
     Z1_UNCHANGED("step(z, NULL, &p)");
-    CHECK_FAILS(lx_dist_zero1_step(z, g, NULL), LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    CHECK_FAILS(lx_dist_zero1_step(z, g, NULL), LX_ERR_INVALID_ARGUMENT, "params (the in/out tree pointer) is NULL");
     Z1_UNCHANGED("step(z, g, NULL)");
     CHECK_FAILS(lx_dist_zero1_begin(z, NULL), LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
     Z1_UNCHANGED("begin(z, NULL)");

@@ -538,7 +538,7 @@ lx_array *lx_array_copy(const lx_array *a) {
 
 lx_array *lx_array_reshape_view(lx_array *a, int ndim, const int64_t *shape) {
     if (!a) {
-        if (!lx_error_pending()) lx_fail(LX_ERR_FAILED_INPUT, "reshape: input is NULL");
+        (void)lx_null_input("reshape: input is NULL");
         return NULL;
     }
     if (ndim < 0 || ndim > LX_MAX_DIMS) {

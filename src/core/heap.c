@@ -57,13 +57,6 @@ enum {
     NCLASS = NSMALL + NLARGE,
     LIST_MAX = 512,                    /* blocks per class */
     LIST_MAX_LARGE = 16,
-    /* how many larger classes a request may take a block from when its own list is empty: none.
-     * A borrowed block goes back to the lender's list, so after a first step that borrowed the
-     * smaller class is short by the loan and the second step's peak mallocs there (2 blocks of
-     * 32 bytes in a Linen TrainState step, measured with tests/test_train_steady.c's counter;
-     * with 2 here, steps 2 of the Linen cases there made 1-2 mallocs). Each class then holds
-     * the blocks its own requests took. */
-    SPILL = 0,
 };
 #define HELD_MAX ((size_t)8 << 20) /* bytes cached per thread */
 
@@ -150,14 +143,10 @@ void *lx_heap_malloc_(size_t n) {
     if (c < 0) return malloc(n);
     heap_cache *h = &cache;
     block *b = h->head[c];
-    /* the exact class empty: a block of one of the next SPILL classes serves too (it goes back
-     * to its own list when freed), so blocks a structure built one way (grown by realloc, say)
-     * serve the next build of it that sizes its parts another way */
-    for (int up = 1; !b && up <= SPILL && c + up < NCLASS; up++) {
-        if (!h->head[c + up]) continue;
-        c += up;
-        b = h->head[c];
-    }
+    /* only the exact class serves: a block borrowed from a larger class would go back to that
+     * class's list when freed, so after a first step that borrowed, the smaller class is short
+     * by the loan and the second step's peak mallocs there (tests/test_train_steady.c counted 1-2
+     * in Linen TrainState steps when two larger classes could lend) */
     if (b) {
         h->head[c] = b->next;
         h->n[c]--;

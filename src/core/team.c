@@ -83,7 +83,15 @@ static pthread_key_t tls_keys[TLS_KEYS_MAX];
 static int tls_nkeys;
 static pthread_mutex_t tls_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* fork() while another thread records a key: the child must not inherit tls_mu locked */
+static void tls_prepare(void) { pthread_mutex_lock(&tls_mu); }
+static void tls_parent(void) { pthread_mutex_unlock(&tls_mu); }
+static void tls_child(void) { pthread_mutex_init(&tls_mu, NULL); }
+static pthread_once_t tls_atfork_once = PTHREAD_ONCE_INIT;
+static void tls_register_atfork(void) { (void)pthread_atfork(tls_prepare, tls_parent, tls_child); }
+
 int lx_tls_key_create(pthread_key_t *key, void (*destructor)(void *)) {
+    pthread_once(&tls_atfork_once, tls_register_atfork);
     int rc = pthread_key_create(key, destructor);
     if (rc != 0) return rc;
     pthread_mutex_lock(&tls_mu);

@@ -514,7 +514,7 @@ static lx_array *signed_sin(lx_array *sin) {
 
 lx_array *llama_apply_rope(lx_array *x, lx_array *cos, lx_array *sin) {
     if (!x || !cos || !sin) {
-        if (!lx_error_pending()) lx_fail(LX_ERR_FAILED_INPUT, "RotaryEmbedding: an input is NULL");
+        (void)lx_null_input("RotaryEmbedding: an input is NULL");
         return NULL;
     }
     if (sin->dtype != LX_F32 || sin->ndim < 1 || sin->shape[sin->ndim - 1] % 2) {

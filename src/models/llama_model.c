@@ -251,7 +251,7 @@ const nnx_type LLAMA_NNX_TRANSFORMER_TYPE = {
 
 lx_array *llama_cross_entropy(lx_array *logits, lx_array *targets) {
     if (!logits || !targets) {
-        if (!lx_error_pending()) lx_fail(LX_ERR_FAILED_INPUT, "cross_entropy: %s is NULL", logits ? "targets" : "logits");
+        (void)lx_null_input("cross_entropy: %s is NULL", logits ? "targets" : "logits");
         return NULL;
     }
     if (targets->dtype != LX_I32 || logits->dtype != LX_F32 || logits->ndim != targets->ndim + 1 ||
@@ -579,7 +579,7 @@ lx_array *llama_model_loss(llama_model *m, lx_array *tokens) {
         return NULL;
     }
     if (!tokens) {
-        if (!lx_error_pending()) lx_fail(LX_ERR_FAILED_INPUT, "llama_model_loss: tokens is NULL");
+        (void)lx_null_input("llama_model_loss: tokens is NULL");
         return NULL;
     }
     if (tokens->dtype != LX_I32 || tokens->ndim != 2 || tokens->shape[1] < 2) {
@@ -651,7 +651,7 @@ lx_array *llama_generate(llama_model *m, lx_array *prompt, int64_t n, const lx_s
         return NULL;
     }
     if (!prompt) {
-        if (!lx_error_pending()) lx_fail(LX_ERR_FAILED_INPUT, "llama_generate: prompt is NULL");
+        (void)lx_null_input("llama_generate: prompt is NULL");
         return NULL;
     }
     if (m->cfg.cache_batch <= 0) {

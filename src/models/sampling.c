@@ -6,6 +6,7 @@
 
 #include "linnx/ops.h"
 #include "linnx/sampling.h"
+#include "../core/status_internal.h"
 
 lx_array *lx_random_gumbel(lx_key key, int ndim, const int64_t *shape) {
     /* uniform(key, shape, float32, minval=finfo(float32).tiny, maxval=1.0) */
@@ -22,7 +23,7 @@ lx_array *lx_random_gumbel(lx_key key, int ndim, const int64_t *shape) {
 
 static bool check_logits(lx_array *logits, const char *what) {
     if (!logits) { /* a NULL with nothing pending is reported as itself (status.h) */
-        if (!lx_error_pending()) lx_fail(LX_ERR_FAILED_INPUT, "%s: input is NULL", what);
+        (void)lx_null_input("%s: input is NULL", what);
         return false;
     }
     char buf[64];

@@ -143,7 +143,8 @@ static lx_status unsupported(const char *what) {
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) { return unsupported("lx_dist_init"); }
 lx_status lx_dist_finalize(void) { return LX_OK; }
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
-    if (!t || !out) return lx_null_input("distributed: all-reduce of a NULL tree");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: all-reduce: output is NULL");
+    if (!t) return lx_null_input("distributed: all-reduce of a NULL tree");
     *out = NULL;
     return unsupported("lx_dist_allreduce_mean");
 }
@@ -481,7 +482,8 @@ lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean) {
 
 
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
-    if (!t || !out) return lx_null_input("distributed: all-reduce of a NULL tree");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: all-reduce: output is NULL");
+    if (!t) return lx_null_input("distributed: all-reduce of a NULL tree");
     *out = NULL;
     LX_TRY(need_init("lx_dist_allreduce_mean"));
     lx_flat f = {0};
@@ -694,7 +696,7 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
         for (size_t i = 0; i < ov.nb; i++)
             if (ov.b[i].started && !ov.b[i].done) ov.stuck = true;
         if (!grads) return LX_OK;
-        return lx_null_input("distributed: overlap_end: NULL output");
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: overlap_end: output is NULL");
     }
     if (!was_on) return lx_dist_allreduce_mean(grads, out);
     double tb = ov.nl > 0 ? ov.t_last : now_s(); /* the end of the backward pass */
@@ -947,6 +949,7 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
     if (out) *out = NULL;
     if (!tx || !params || !out) {
         optax_tx_release(tx);
+        if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1: output is NULL");
         return lx_null_input("distributed: zero1: NULL argument");
     }
     lx_status st = need_init("lx_dist_zero1_new");
@@ -1260,7 +1263,9 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         z->ended = true; /* the run ends whether or not a reduction was still in flight (distributed.h) */
         return LX_OK;
     }
-    if (!z || !grads || !params || !*params) return lx_null_input("distributed: zero1: NULL argument");
+    if (!z) return lx_null_input("distributed: zero1: NULL argument");
+    if (!params) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step: params (the in/out tree pointer) is NULL");
+    if (!grads || !*params) return lx_null_input("distributed: zero1: NULL argument");
     if (z->stuck || z->ended)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
     if (!z->begun) zero1_reset(z);
@@ -1427,7 +1432,8 @@ static size_t zero1_param_of(const lx_dist_zero1 *z, const char *path) {
 
 lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *params, lx_tree **out) {
     if (out) *out = NULL;
-    if (!z || !params || !out) return lx_null_input("distributed: zero1: NULL argument");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1: output is NULL");
+    if (!z || !params) return lx_null_input("distributed: zero1: NULL argument");
     lx_tree *tmpl = NULL, *res = NULL;
     lx_flat f = {0};
     int *cnt = malloc((size_t)g_size * sizeof *cnt), *dsp = malloc((size_t)g_size * sizeof *dsp);

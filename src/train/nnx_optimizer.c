@@ -67,7 +67,10 @@ static lx_status pure(const lx_tree *t, lx_tree **out) { return lx_tree_map(t, p
 /* ------------------------------------------------------------------ lifecycle */
 
 lx_status nnx_optimizer_new(nnx_module *model, optax_tx *tx, const nnx_filter *wrt, nnx_optimizer **out) {
-    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Optimizer: output is NULL");
+    if (!out) { /* tx is taken even when the call fails (train.h) */
+        optax_tx_release(tx);
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "Optimizer: output is NULL");
+    }
     *out = NULL;
     if (!tx) return lx_null_input("Optimizer: tx is NULL");
     if (!wrt || !model) optax_tx_release(tx);

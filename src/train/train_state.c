@@ -13,7 +13,10 @@ static const lx_tree *subtree(const lx_tree *t, const char *key) {
 }
 
 lx_status linen_train_state_create(const void *apply_fn, lx_tree *params, optax_tx *tx, linen_train_state **out) {
-    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "TrainState.create: output is NULL");
+    if (!out) { /* tx is taken even when the call fails (train.h) */
+        optax_tx_release(tx);
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "TrainState.create: output is NULL");
+    }
     *out = NULL;
     if (!tx) return lx_null_input("TrainState.create: tx is NULL");
     if (!params) {
