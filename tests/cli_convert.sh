@@ -95,8 +95,13 @@ ok "$bin" convert "$d/btl.msgpack" "$d/via.safetensors"
 cmp -s "$d/direct.safetensors" "$d/via.safetensors" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: params --save .safetensors and convert of its .msgpack differ"; rows "$d/via.safetensors"; }
 # an older NNX state's {value: W} Variables
 ok "$bin" convert "$fx/oldnnx.msgpack" "$d/old.msgpack" --layout maxtext-linen
-same "old NNX value leaves" "$(rows "$d/old.msgpack")" "step ()
-params/params/decoder/w (1,)"
+same "old NNX value leaves (keys sorted as Flax writes them)" "$(rows "$d/old.msgpack")" "params/params/decoder/w (1,)
+step ()"
+
+# converted layouts list keys sorted, as Flax writes them (maxtext-nnx: optimizer/{opt_state, step})
+same "sorted keys" "$(rows "$d/nplain.msgpack" | cut -d' ' -f1 | grep -v /mu/ | grep -v /nu/)" "model/decoder/layers/mlp/kernel
+optimizer/opt_state/0/count
+optimizer/step"
 
 # --- D5: __metadata__ survives a safetensors -> safetensors convert
 ok "$bin" convert "$fx/meta.safetensors" "$d/meta.safetensors"

@@ -96,10 +96,11 @@ diff <("$bin" inspect "$d/back.msgpack" | tail -n +2 | sort) <("$bin" inspect "$
 check_out "convert '$d/dense.msgpack' '$d/mt.msgpack' --layout maxtext-nnx | sed 's|$d/||g'" <<EOT
 dense.msgpack (linen) -> mt.msgpack (maxtext-nnx, msgpack): 3 leaves, 10 params
 EOT
+# keys sorted, as Flax's msgpack_serialize writes them
 check_out "inspect '$d/mt.msgpack' | tail -n +2" <<EOT
 path            dtype    shape         params         bytes
-model/kernel    float32  (2, 3)             6            24
 model/bias      float32  (3,)               3            12
+model/kernel    float32  (2, 3)             6            24
 optimizer/step  uint32   ()                 1             4
 Total                                      10            40
 EOT

@@ -124,7 +124,15 @@ static void test_maxtext_nnx_unscan(void) {
     CHECK(lx_layout_restack(t, LX_LAYOUT_AUTO, "decoder/layers", true, 1, &lun) == LX_OK);
     CHECK(lx_layout_convert(lun, LX_LAYOUT_AUTO, LX_LAYOUT_MAXTEXT_NNX, NULL, &ln) == LX_OK);
     CHECK(lx_layout_convert(ln, LX_LAYOUT_AUTO, LX_LAYOUT_MAXTEXT_LINEN, NULL, &back) == LX_OK);
-    CHECK(same_bytes(lun, back));
+    /* a conversion sorts keys as Flax writes them (params, opt_state, step) */
+    lx_tree *lsorted = NULL;
+    CHECK(lx_layout_convert(lun, LX_LAYOUT_AUTO, LX_LAYOUT_MAXTEXT_LINEN, NULL, &lsorted) == LX_OK);
+    CHECK(same_bytes(lsorted, back));
+    CHECK(lsorted && lx_tree_len(lsorted) == 3 && !strcmp(lx_tree_key(lsorted, 0), "opt_state") &&
+          !strcmp(lx_tree_key(lsorted, 2), "step"));
+    const lx_value *dec = lsorted ? lx_tree_find(lsorted, "params/params/decoder") : NULL;
+    CHECK(dec && lx_tree_len(dec->u.tree) == 4 && !strcmp(lx_tree_key(dec->u.tree, 0), "decoder_norm"));
+    lx_tree_release(lsorted);
     const lx_value *a = lx_tree_find(un, "model/decoder/layers/1/mlp/kernel"),
                    *b = lx_tree_find(ln, "model/decoder/layers/1/mlp/kernel");
     CHECK(a && b && a->kind == LX_V_ARRAY && b->kind == LX_V_ARRAY);
@@ -225,6 +233,31 @@ static void test_rng_state_is_nnx(void) {
     lx_tree_release(t);
 }
 
+/* an nnx.List's int keys sort as numbers (Flax sorts the int keys), names as strings */
+static void test_sorted_keys(void) {
+    lx_tree *lin = lx_tree_new(), *nnx = NULL;
+    char p[64];
+    for (int i = 11; i >= 0; i--) {
+        snprintf(p, sizeof p, "params/layers_%d/w", i);
+        put(lin, p, seq(1, (int64_t[]){1}, (float)i));
+    }
+    put(lin, "params/b", seq(1, (int64_t[]){1}, 0));
+    put(lin, "params/a", seq(1, (int64_t[]){1}, 0));
+    CHECK(lx_layout_convert(lin, LX_LAYOUT_LINEN, LX_LAYOUT_NNX, NULL, &nnx) == LX_OK);
+    CHECK(nnx && lx_tree_len(nnx) == 3);
+    if (nnx && lx_tree_len(nnx) == 3) {
+        CHECK_STR(lx_tree_key(nnx, 0), "a");
+        CHECK_STR(lx_tree_key(nnx, 1), "b");
+        const lx_tree *l = lx_tree_at(nnx, 2)->u.tree;
+        for (size_t i = 0; i < lx_tree_len(l); i++) {
+            snprintf(p, sizeof p, "%zu", i);
+            CHECK_STR(lx_tree_key(l, i), p);
+        }
+    }
+    lx_tree_release(nnx);
+    lx_tree_release(lin);
+}
+
 int main(void) {
     RUN(test_maxtext_linen_unscan);
     RUN(test_maxtext_nnx_unscan);
@@ -232,6 +265,7 @@ int main(void) {
     RUN(test_restack_errors);
     RUN(test_boxes_become_arrays);
     RUN(test_rng_state_is_nnx);
+    RUN(test_sorted_keys);
     lx_pool_drain();
     CHECK_EQ_INT(lx_array_live_count(), 0);
     return lx_test_finish();

@@ -979,6 +979,45 @@ lx_status lx_layout_restack(const lx_tree *t, lx_layout layout, const char *pref
     return LX_OK;
 }
 
+/* Keys in the order Flax writes them: msgpack_serialize rebuilds every dict with sorted keys
+ * (jax.tree_util), so Flax's files list keys sorted; an nnx.List's int keys sort as numbers. */
+static int key_cmp(const void *a, const void *b) {
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    if (all_digits(x) && all_digits(y)) {
+        size_t lx = strlen(x), ly = strlen(y);
+        if (lx != ly) return lx < ly ? -1 : 1;
+    }
+    return strcmp(x, y);
+}
+
+static lx_status sorted_tree(const lx_tree *t, lx_tree **out) {
+    size_t n = lx_tree_len(t);
+    const char **keys = malloc(sizeof *keys * (n ? n : 1));
+    if (!keys) return lx_fail(LX_ERR_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < n; i++) keys[i] = lx_tree_key(t, i);
+    qsort(keys, n, sizeof *keys, key_cmp);
+    lx_tree *o = lx_tree_new();
+    lx_status s = o ? LX_OK : lx_last_status();
+    for (size_t i = 0; i < n && s == LX_OK; i++) {
+        const lx_value *v = lx_tree_get(t, keys[i]);
+        if (v->kind != LX_V_TREE) {
+            s = lx_tree_set(o, keys[i], *v);
+            continue;
+        }
+        lx_tree *sub = NULL;
+        s = sorted_tree(v->u.tree, &sub);
+        if (s == LX_OK) s = lx_tree_set(o, keys[i], lx_tree_v(sub));
+        lx_tree_release(sub);
+    }
+    free(keys);
+    if (s != LX_OK) {
+        lx_tree_release(o);
+        return s;
+    }
+    *out = o;
+    return LX_OK;
+}
+
 lx_status lx_layout_convert(const lx_tree *t, lx_layout from, lx_layout to, const char *wrapper, lx_tree **out) {
     if (!t || !out) return lx_null_input("layout: tree or out is NULL");
     if (from == LX_LAYOUT_AUTO) from = lx_layout_detect(t);
@@ -987,7 +1026,10 @@ lx_status lx_layout_convert(const lx_tree *t, lx_layout from, lx_layout to, cons
      * paths (params/ToLinen_0/linear/kernel/value <-> linear/kernel) */
     lx_tree *plain = NULL;
     LX_TRY(unbox_tree(t, &plain));
-    lx_status s = convert_plain(plain, from, to, wrapper, out);
+    lx_tree *o = NULL;
+    lx_status s = convert_plain(plain, from, to, wrapper, &o);
     lx_tree_release(plain);
+    if (s == LX_OK) s = sorted_tree(o, out);
+    lx_tree_release(o);
     return s;
 }
