@@ -187,11 +187,14 @@ const char *lx_layout_name(lx_layout l);
 lx_status lx_layout_from_name(const char *name, lx_layout *out);
 /* Guess the layout of a loaded tree from its top-level keys (model/optimizer: maxtext-nnx;
  * params with a params child and opt_state or step: maxtext-linen; a collection name (params,
- * batch_stats, cache, ...) at the top: linen; anything else: nnx). */
+ * batch_stats, cache, ...) at the top: linen, unless one is rngs (Linen keeps no RNG state: an
+ * NNX module's Rngs, e.g. nnx.Dropout's {rngs: {key, count}}); anything else: nnx). */
 lx_layout lx_layout_detect(const lx_tree *t);
 /* Convert a pure dict between layouts. Leaves are shared, never copied. The mapping
  * (docs/checkpoints.md has the table):
  *  - boxes written as {"value": array} (lx_layout_unbox) become their arrays, in every layout;
+ *  - every map of the result lists its keys sorted, as Flax's msgpack_serialize writes them
+ *    (all-digit keys, an nnx.List's indices, as numbers);
  *  - Linen -> NNX: the collection level goes (params/x/kernel + batch_stats/x/mean ->
  *    x/kernel + x/mean, the bridge's ToNNX rule); a lone bridge wrapper `ToLinen_<i>` (the
  *    auto-name of to_linen / ToLinen) under every collection is unwrapped, so
