@@ -258,6 +258,30 @@ static void test_sorted_keys(void) {
     lx_tree_release(lin);
 }
 
+/* foreign dtypes (a float64 leaf loads as lx_raw) split and stack by bytes */
+static void test_raw_leaves(void) {
+    double v[6] = {0, 1, 2, 3, 4, 5}; /* (2, 3), layer axis 1 */
+    lx_raw *r = NULL;
+    CHECK(lx_raw_new(LX_RAW_NDARRAY, "float64", 2, (int64_t[]){2, 3}, v, sizeof v, &r) == LX_OK);
+    lx_tree *t = lx_tree_new(), *un = NULL, *re = NULL;
+    CHECK(lx_tree_set_path(t, "params/layers/w", lx_raw_v(r)) == LX_OK);
+    lx_raw_release(r);
+    CHECK(lx_layout_restack(t, LX_LAYOUT_LINEN, "layers", true, 1, &un) == LX_OK);
+    const lx_value *l2 = un ? lx_tree_find(un, "params/layers_2/w") : NULL;
+    lx_raw *r2 = l2 ? lx_value_raw(l2) : NULL;
+    CHECK(r2 && r2->ndim == 1 && r2->shape[0] == 2 && r2->nbytes == 16);
+    if (r2 && r2->nbytes == 16) {
+        double got[2];
+        memcpy(got, r2->data, sizeof got);
+        CHECK(got[0] == 2 && got[1] == 5);
+    }
+    CHECK(lx_layout_restack(un, LX_LAYOUT_LINEN, "layers", false, 1, &re) == LX_OK);
+    CHECK(same_bytes(t, re));
+    lx_tree_release(re);
+    lx_tree_release(un);
+    lx_tree_release(t);
+}
+
 int main(void) {
     RUN(test_maxtext_linen_unscan);
     RUN(test_maxtext_nnx_unscan);
@@ -266,6 +290,7 @@ int main(void) {
     RUN(test_boxes_become_arrays);
     RUN(test_rng_state_is_nnx);
     RUN(test_sorted_keys);
+    RUN(test_raw_leaves);
     lx_pool_drain();
     CHECK_EQ_INT(lx_array_live_count(), 0);
     return lx_test_finish();
