@@ -7,7 +7,6 @@
 
 #include "cli.h"
 #include "linnx/checkpoint.h"
-#include "linnx/lift.h"
 
 static const char CONVERT_USAGE[] =
     "usage: linnx convert IN OUT [--layout linen|nnx|maxtext-linen|maxtext-nnx] [--from LAYOUT]\n"
@@ -17,13 +16,19 @@ static const char CONVERT_USAGE[] =
     "  --format: OUT's format (default: from OUT's extension, .msgpack or .safetensors).\n"
     "  --layout: the layout to write (default: IN's own). --from: IN's layout (default: detected:\n"
     "  {model, optimizer} is maxtext-nnx, {params: {params}, opt_state|step} maxtext-linen,\n"
-    "  collections (params, batch_stats, ...) at the top linen, anything else nnx).\n"
-    "  --wrapper: going to linen, nest every collection under this bridge wrapper name\n"
-    "  (e.g. ToLinen_0, as to_linen names its module). docs/checkpoints.md has the mapping.\n"
-    "  --unscan PREFIX: split every collection's PREFIX (e.g. decoder/layers) along its layer axis\n"
-    "  into PREFIX_0, PREFIX_1, ...; --scan PREFIX: the inverse. The layer axis is --params-axis\n"
-    "  (default 1, MaxText's) for params and 0 for the other collections; --partition-name removes\n"
-    "  (adds) that name in boxes' sharding names. docs/stacking.md.\n";
+    "  collections (params, batch_stats, ...; not rngs) at the top linen, anything else nnx).\n"
+    "  A converted layout holds boxes ({value: W}) as plain arrays and lists keys sorted, as\n"
+    "  Flax writes them. A safetensors OUT always has plain names and keeps a safetensors IN's\n"
+    "  __metadata__.\n"
+    "  --wrapper: going to linen or maxtext-linen, nest every collection under this bridge\n"
+    "  wrapper name (e.g. ToLinen_0, as to_linen names its module). docs/checkpoints.md.\n"
+    "  --unscan PREFIX: split the layer stack PREFIX (a module path, e.g. decoder/layers) wherever\n"
+    "  it sits (parameters and their optimizer moments alike) along its layer axis into PREFIX_0,\n"
+    "  PREFIX_1, ... (Linen layouts) or PREFIX/0, PREFIX/1, ... (NNX layouts), after any --layout\n"
+    "  conversion; --scan PREFIX: the inverse. The layer axis is --params-axis (default 1,\n"
+    "  MaxText's) for parameters and 0 for other state. A PREFIX that matches nothing is an error.\n"
+    "  --partition-name is accepted for compatibility: files hold no sharding names.\n"
+    "  docs/stacking.md.\n";
 
 int cmd_convert(int argc, char **argv) {
     enum { C_LAYOUT, C_FROM, C_FORMAT, C_WRAPPER, C_UNSCAN, C_SCAN, C_PAXIS, C_PNAME, C_N };
@@ -61,25 +66,50 @@ int cmd_convert(int argc, char **argv) {
             return cli_error("convert: --params-axis: expected an integer, got '%s'", o[C_PAXIS].value);
         paxis = (int)v;
     }
-    lx_tree *in = NULL, *out = NULL;
-    if (lx_ckpt_load(pos[0], &in) != LX_OK) return cli_lib_error();
+    lx_tree *in = NULL, *out = NULL, *meta = NULL;
+    lx_ckpt_format infmt = LX_CKPT_AUTO;
+    if (lx_ckpt_sniff(pos[0], &infmt) != LX_OK) return cli_lib_error();
+    /* a safetensors file's __metadata__ goes to a safetensors OUT too */
+    if (infmt == LX_CKPT_SAFETENSORS ? lx_safetensors_load(pos[0], NULL, &in, &meta) != LX_OK
+                                     : lx_ckpt_load(pos[0], &in) != LX_OK)
+        return cli_lib_error();
     if (from == LX_LAYOUT_AUTO) from = lx_layout_detect(in);
     if (to == LX_LAYOUT_AUTO) to = from;
+    if (o[C_WRAPPER].seen && to != LX_LAYOUT_LINEN && to != LX_LAYOUT_MAXTEXT_LINEN) {
+        lx_tree_release(in);
+        lx_tree_release(meta);
+        return cli_error("convert: --wrapper %s: a bridge wrapper exists only in Linen layouts, and the output is %s "
+                         "(give --layout linen or maxtext-linen)", o[C_WRAPPER].value, lx_layout_name(to));
+    }
     lx_status s = to == from && !o[C_WRAPPER].seen ? (out = lx_tree_retain(in), LX_OK)
                                                     : lx_layout_convert(in, from, to, o[C_WRAPPER].value, &out);
     if (s == LX_OK && (o[C_UNSCAN].seen || o[C_SCAN].seen)) {
-        linen_var_axis ax[] = {{"params", paxis}};
-        linen_var_axes axes = {1, ax};
         lx_tree *t = NULL;
-        const char *pname = o[C_PNAME].seen ? o[C_PNAME].value : NULL;
-        s = o[C_UNSCAN].seen ? linen_unstack_layers(out, o[C_UNSCAN].value, axes, pname, &t)
-                             : linen_stack_layers(out, o[C_SCAN].value, axes, pname, &t);
+        s = lx_layout_restack(out, to, o[C_UNSCAN].seen ? o[C_UNSCAN].value : o[C_SCAN].value, o[C_UNSCAN].seen, paxis, &t);
         if (s == LX_OK) {
             lx_tree_release(out);
             out = t;
         }
     }
-    if (s == LX_OK) s = lx_ckpt_save(pos[1], out, fmt);
+    if (s == LX_OK && fmt == LX_CKPT_SAFETENSORS) {
+        /* one tensor name per leaf: params.kernel, as a boxed model saved straight to safetensors
+         * is named, never params.kernel.value */
+        lx_tree *t = NULL;
+        s = lx_layout_unbox(out, &t);
+        if (s == LX_OK) {
+            lx_tree_release(out);
+            out = t;
+        }
+    }
+    if (s == LX_OK && fmt == LX_CKPT_SAFETENSORS && meta && lx_tree_len(meta) > 0) {
+        unsigned char *bytes = NULL;
+        size_t len = 0;
+        s = lx_safetensors_to_bytes(out, &(lx_safetensors_opts){.metadata = meta}, &bytes, &len);
+        if (s == LX_OK) s = lx_atomic_write_file(pos[1], bytes, len);
+        free(bytes);
+    } else if (s == LX_OK) {
+        s = lx_ckpt_save(pos[1], out, fmt);
+    }
     int rc = s == LX_OK ? 0 : cli_lib_error();
     if (rc == 0)
         printf("%s (%s) -> %s (%s, %s): %zu leaves, %lld params\n", pos[0], lx_layout_name(from), pos[1],
@@ -87,5 +117,6 @@ int cmd_convert(int argc, char **argv) {
                (long long)cli_tree_params(out));
     lx_tree_release(in);
     lx_tree_release(out);
+    lx_tree_release(meta);
     return rc;
 }

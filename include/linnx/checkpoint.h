@@ -187,10 +187,14 @@ const char *lx_layout_name(lx_layout l);
 lx_status lx_layout_from_name(const char *name, lx_layout *out);
 /* Guess the layout of a loaded tree from its top-level keys (model/optimizer: maxtext-nnx;
  * params with a params child and opt_state or step: maxtext-linen; a collection name (params,
- * batch_stats, cache, ...) at the top: linen; anything else: nnx). */
+ * batch_stats, cache, ...) at the top: linen, unless one is rngs (Linen keeps no RNG state: an
+ * NNX module's Rngs, e.g. nnx.Dropout's {rngs: {key, count}}); anything else: nnx). */
 lx_layout lx_layout_detect(const lx_tree *t);
 /* Convert a pure dict between layouts. Leaves are shared, never copied. The mapping
  * (docs/checkpoints.md has the table):
+ *  - boxes written as {"value": array} (lx_layout_unbox) become their arrays, in every layout;
+ *  - every map of the result lists its keys sorted, as Flax's msgpack_serialize writes them
+ *    (all-digit keys, an nnx.List's indices, as numbers);
  *  - Linen -> NNX: the collection level goes (params/x/kernel + batch_stats/x/mean ->
  *    x/kernel + x/mean, the bridge's ToNNX rule); a lone bridge wrapper `ToLinen_<i>` (the
  *    auto-name of to_linen / ToLinen) under every collection is unwrapped, so
@@ -208,6 +212,24 @@ lx_layout lx_layout_detect(const lx_tree *t);
  *  - linen / nnx <-> maxtext-*: the model part only (a plain variables tree has no optimizer;
  *    going to maxtext-* adds step 0 and no opt_state). */
 lx_status lx_layout_convert(const lx_tree *t, lx_layout from, lx_layout to, const char *wrapper, lx_tree **out);
+/* Every {"value": array} map (a box such as Partitioned / LogicallyPartitioned / NNXMeta, or an
+ * older NNX Variable, as Flax serializes them) replaced by its array; lx_layout_convert does this
+ * first, so converted layouts hold plain arrays. Leaves are shared. */
+lx_status lx_layout_unbox(const lx_tree *t, lx_tree **out);
+/* Scanned <-> unrolled layer stacks in a checkpoint of `layout` (AUTO: detected), as `linnx
+ * convert --unscan/--scan` does. `prefix` (a module path such as "decoder/layers"; a leading
+ * collection name such as params/ is dropped) is matched wherever it sits, so a train state's
+ * parameters and their optimizer moments (mu, nu, ...) move together. A leaf's layer axis is
+ * `params_axis` for parameters (MaxText's scanned layout: 1) and 0 for other state (batch_stats,
+ * cache, RNG state: MaxText #4369); in Linen layouts the collection decides, in NNX layouts the
+ * leaf's Flax name (as for the collection mapping above). unscan: PREFIX becomes PREFIX_0,
+ * PREFIX_1, ... (Linen layouts) or PREFIX/0, PREFIX/1, ... (NNX layouts, an nnx.List); scan: the
+ * inverse. Keys keep their place, so unscan then scan gives the same tree in the same order.
+ * Errors: a prefix that matches nothing (LX_ERR_NOT_FOUND), leaves whose layer counts differ or
+ * that lack the layer axis (LX_ERR_SHAPE), layers of different structure, a leaf that is not an
+ * array. */
+lx_status lx_layout_restack(const lx_tree *t, lx_layout layout, const char *prefix, bool unscan, int params_axis,
+                            lx_tree **out);
 
 /* ---- atomic files and the checkpoint manager ---- */
 /* Write `len` bytes to `path` atomically: a temporary file in the same directory, fsync, rename
