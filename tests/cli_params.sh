@@ -85,9 +85,9 @@ expect_usage_error "Linear.bias: with_partitioning names ('a', 'b') have 2 entri
 # the equivalent, fixture-checked form prints (cli_params_lift*.txt hold Flax's values).
 same_params() { # $1 = what, $2 = new spec, $3 = equivalent spec, then the other arguments
     local what=$1 a=$2 b=$3; shift 3
-    local ga gb
-    ga=$("$bin" params "$a" "$@" 2>&1); gb=$("$bin" params "$b" "$@" 2>&1)
-    if [ -n "$gb" ] && [ "$ga" == "$gb" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $what:"; diff <(echo "$ga") <(echo "$gb") | head -6; fi
+    local ga gb ra rb
+    ga=$("$bin" params "$a" "$@" 2>&1); ra=$?; gb=$("$bin" params "$b" "$@" 2>&1); rb=$?
+    if [ $ra -eq 0 ] && [ $rb -eq 0 ] && [ -n "$gb" ] && [ "$ga" == "$gb" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $what:"; diff <(echo "$ga") <(echo "$gb") | head -6; fi
 }
 D4='linen.Dense(4)'
 same_params "vmap with dicts (issue16's spelling)" \
