@@ -171,4 +171,5 @@ expect_usage_error "policy must be jax.checkpoint_policies" params "linen.remat(
 expect_usage_error "'nnx.Foo' is not a filter" params "nnx.Stack($N54, 3, out_axes=nnx.StateAxes({nnx.Foo: 0}))" --seed 0
 expect_usage_error "in_axes is the constructor's (0)" params "nnx.Stack($N54, 3, in_axes=1)" --seed 0
 
+"$bin" params --help 2>&1 | grep -qF "variable_axes={'params': 0}, split_rngs={'params': True}" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: params --help shows no dict spelling"; }
 cli_finish
