@@ -151,6 +151,13 @@ out=$("$bin" grad "linen.vmap(linen.Dense(2), variable_axes={'params': 0}, split
 ref=$("$bin" grad "linen.vmap(linen.Dense(2), variable_axes=('params', 0), split_rngs=('params',), axis_size=2)" --seed 0 --x 1,2,3,4 --x-shape 2,1,2 --y 1,0,0,1 --y-shape 2,1,2 --loss l2_loss 2>&1)
 [ -n "$ref" ] && [ "$out" == "$ref" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: grad with dicts: $out / $ref"; }
 
+# train through a remat with dicts: the losses of the plain tuple-spelled model (remat recomputes
+# the forward in the backward; gradients unchanged)
+T="--x 1,2,3,4,5,6,7,8 --x-shape 2,2,2 --y 1,0,0,1,1,1,0,0 --y-shape 2,2,2 --loss squared_error --optimizer adam(0.05) --steps 3"
+a=$("$bin" train "linen.vmap(linen.remat(linen.Dense(2)), variable_axes={'params': 0}, split_rngs={'params': True}, axis_size=2)" --seed 0 $T 2>&1)
+b=$("$bin" train "linen.vmap(linen.Dense(2), variable_axes=('params', 0), split_rngs=('params',), axis_size=2)" --seed 0 $T 2>&1)
+[[ $b == "step 0 loss "* ]] && [ "$a" == "$b" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: train with remat and dicts: $a / $b"; }
+
 V="linen.vmap($D4, variable_axes="
 expect_usage_error "expected ':' after a dict key at column 65" params "$V{'params': 0, axis_size=3)" --seed 0 --input-shape 3,2,5
 expect_usage_error "expected ',' or '}' at column 54" params "$V{'params': 0), axis_size=3)" --seed 0 --input-shape 3,2,5
