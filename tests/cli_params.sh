@@ -136,6 +136,9 @@ same_params "vmap of bridge.to_linen is vmap of its Linen twin's keys" \
     "linen.vmap(bridge.to_linen(nnx.Linear, 5, 4), variable_axes=('params', 0), split_rngs=('params',), axis_size=3)" --seed 0 --input-shape 3,2,5
 out=$("$bin" params "linen.vmap(bridge.to_linen(nnx.Linear, 5, 4), variable_axes={'params': 0}, split_rngs={'params': True}, axis_size=3)" --seed 0 --input-shape 3,2,5 | cut -d: -f1 | sort | tr '\n' ' ')
 [ "$out" == "params/bias float32[3,4] params/kernel float32[3,5,4] " ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: vmap of to_linen: $out"; }
+# nn.scan of a to_linen layer keeps the stacked axis in its NNXMeta names (Flax #5590)
+out=$("$bin" params "linen.scan(bridge.to_linen(nnx.Linear, 4, 4, kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ('embed', 'mlp'))), variable_axes={'params': 1}, split_rngs={'params': True}, length=2, metadata_params={nn.PARTITION_NAME: 'layers'})" --seed 0 --input-shape 2,4 | grep '^params/kernel')
+[[ $out == "params/kernel float32[4,2,4]: "*" [NNXMeta ('embed', 'layers', 'mlp')]" ]] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: scan of to_linen, NNXMeta names: $out"; }
 # NNX: nnx.StateAxes (bare dict or the call; `...` and tuple filters), transform_metadata
 N54='nnx.Linear(5, 4)'
 for sa in "nnx.StateAxes({nnx.Param: 0, ...: None})" "{(nnx.Param, 'default'): 0}" "nnx.StateAxes({nnx.Param: 0})"; do
