@@ -26,7 +26,7 @@ expect_usage_error "which module" params --seed 0
 expect_usage_error "is a class: call it" params 'linen.Dense' --seed 0 --input-shape 1,4
 expect_usage_error "Parameter \"deterministic\" must be passed" params 'linen.Dropout(0.5)' --seed 0 --input-shape 2,3
 expect_usage_error "Memory dimension (4) must be divisible by number of heads (3)." params 'linen.MultiHeadDotProductAttention(num_heads=3)' --seed 0 --input-shape 1,3,4
-expect_usage_error "variable_axes must be ('collection', axis) pairs" params "linen.vmap(linen.Dense(4), variable_axes=0, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "variable_axes must be a dict {'collection': axis or None} or ('collection', axis) pairs" params "linen.vmap(linen.Dense(4), variable_axes=0, axis_size=3)" --seed 0 --input-shape 3,2,5
 expect_usage_error "argument 0 has shape (3, 2, 5), size 3 on axis 0, but length is 2" params "linen.vmap(linen.Dense(4), variable_axes=('params', 0), split_rngs=('params',), axis_size=2)" --seed 0 --input-shape 3,2,5
 expect_usage_error "unknown initializer" params 'linen.Dense(3, kernel_init=linen.initializers.lecun)' --seed 0 --input-shape 1,2
 
@@ -79,4 +79,107 @@ expect_usage_error "linen.with_partitioning is for Linen layers" params "nnx.Lin
 expect_usage_error "nnx.with_partitioning() got an unexpected keyword argument 'names'" params "nnx.Linear(2, 3, kernel_init=nnx.with_partitioning(nnx.initializers.ones, ('a', 'b'), names=1))" --seed 0
 expect_usage_error "Linear.bias: with_partitioning names ('a', 'b') have 2 entries" params "nnx.Linear(2, 3, bias_init=nnx.with_partitioning(nnx.initializers.ones, ('a', 'b')))" --seed 0
 
+# ---- lifted specs written as in Flax (issue16): dicts for variable_axes / split_rngs /
+# metadata_params, scan's unroll / check_constancy_invariants / variable_broadcast / variable_carry,
+# name=, linen.remat, bridge.to_linen as the lifted module, nnx.StateAxes. Each new form prints what
+# the equivalent, fixture-checked form prints (cli_params_lift*.txt hold Flax's values).
+same_params() { # $1 = what, $2 = new spec, $3 = equivalent spec, then the other arguments
+    local what=$1 a=$2 b=$3; shift 3
+    local ga gb ra rb
+    ga=$("$bin" params "$a" "$@" 2>&1); ra=$?; gb=$("$bin" params "$b" "$@" 2>&1); rb=$?
+    if [ $ra -eq 0 ] && [ $rb -eq 0 ] && [ -n "$gb" ] && [ "$ga" == "$gb" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $what:"; diff <(echo "$ga") <(echo "$gb") | head -6; fi
+}
+D4='linen.Dense(4)'
+same_params "vmap with dicts (issue16's spelling)" \
+    "linen.vmap($D4, variable_axes={'params': 0}, split_rngs={'params': True}, in_axes=0, out_axes=0, axis_size=3)" \
+    "linen.vmap($D4, variable_axes=('params', 0), split_rngs=('params',), in_axes=0, out_axes=0, axis_size=3)" --seed 0 --input-shape 3,2,5
+same_params "scan with dicts, a False stream, a trailing comma" \
+    "linen.scan($D4, variable_axes={'params': 1,}, split_rngs={'params': True, 'dropout': False}, length=2)" \
+    "linen.scan($D4, variable_axes=('params', 1), split_rngs=('params',), length=2)" --seed 0 --input-shape 2,4
+same_params "variable_axes with a broadcast (None) collection" \
+    "linen.vmap($D4, variable_axes={'params': 0, 'batch_stats': None}, split_rngs={'params': True}, axis_size=3)" \
+    "linen.vmap($D4, variable_axes=('params', 0), split_rngs=('params',), axis_size=3)" --seed 0 --input-shape 3,2,5
+KP="kernel_init=linen.with_partitioning(linen.initializers.lecun_normal, ('embed', 'mlp'))"
+for key in nn.PARTITION_NAME linen.PARTITION_NAME "'partition_name'"; do
+    same_params "metadata_params={$key: 'layers'}" \
+        "linen.scan(linen.Dense(4, $KP), variable_axes={'params': 1}, split_rngs={'params': True}, length=2, metadata_params={$key: 'layers'})" \
+        "linen.scan(linen.Dense(4, $KP), variable_axes=('params', 1), split_rngs=('params',), length=2, partition_name='layers')" --seed 0 --input-shape 2,4
+done
+out=$("$bin" params "linen.scan(linen.Dense(4, $KP), variable_axes={'params': 1}, split_rngs={'params': True}, length=2, metadata_params={nn.PARTITION_NAME: 'layers'})" --seed 0 --input-shape 2,4 | grep '^params/kernel')
+[[ $out == "params/kernel float32[4,2,4]: "*" [Partitioned ('embed', 'layers', 'mlp')]" ]] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: metadata_params names: $out"; }
+same_params "scan unroll=2 (parity only)" \
+    "linen.scan($D4, variable_axes={'params': 1}, split_rngs={'params': True}, length=2, unroll=2)" \
+    "linen.scan($D4, variable_axes=('params', 1), split_rngs=('params',), length=2)" --seed 0 --input-shape 2,4
+same_params "scan check_constancy_invariants=True (the default)" \
+    "linen.scan($D4, variable_axes={'params': 1}, split_rngs={'params': True}, length=2, check_constancy_invariants=True)" \
+    "linen.scan($D4, variable_axes=('params', 1), split_rngs=('params',), length=2)" --seed 0 --input-shape 2,4
+# without the check the body is traced once, so its draws are vmap's (counts 1, 2: lift.h)
+a=$("$bin" params "linen.scan($D4, variable_axes={'params': 0}, split_rngs={'params': True}, length=3, check_constancy_invariants=False)" --seed 0 --input-shape 2,4)
+b=$("$bin" params "linen.vmap($D4, variable_axes={'params': 0}, split_rngs={'params': True}, axis_size=3)" --seed 0 --input-shape 3,2,4)
+c=$("$bin" params "linen.scan($D4, variable_axes={'params': 0}, split_rngs={'params': True}, length=3)" --seed 0 --input-shape 2,4)
+[ -n "$b" ] && [ "$a" == "$b" ] && [ "$c" != "$b" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: check_constancy_invariants=False:"; diff <(echo "$a") <(echo "$b") | head -4; }
+same_params "scan variable_carry (a collection Dense does not use)" \
+    "linen.scan($D4, variable_axes={'params': 1}, split_rngs={'params': True}, length=2, variable_carry='batch_stats', variable_broadcast=('cache',))" \
+    "linen.scan($D4, variable_axes=('params', 1), split_rngs=('params',), length=2)" --seed 0 --input-shape 2,4
+out=$("$bin" params "linen.scan($D4, variable_broadcast='params', split_rngs={'params': False}, length=2)" --seed 0 --input-shape 2,4 | cut -d: -f1 | tr '\n' ' ')
+[ "$out" == "params/kernel float32[4,4] params/bias float32[4] " ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: variable_broadcast='params': $out"; }
+same_params "name= on the top-level lifted module" \
+    "linen.vmap($D4, variable_axes={'params': 0}, split_rngs={'params': True}, axis_size=3, name='layers')" \
+    "linen.vmap($D4, variable_axes=('params', 0), split_rngs=('params',), axis_size=3)" --seed 0 --input-shape 3,2,5
+same_params "linen.remat keeps the module's parameters" "linen.remat($D4)" "$D4" --seed 0 --input-shape 2,5
+same_params "linen.checkpoint with a policy" "linen.checkpoint($D4, policy=jax.checkpoint_policies.dots_saveable)" "$D4" --seed 0 --input-shape 2,5
+same_params "scan of a remat" \
+    "linen.scan(linen.remat($D4, policy=jax.checkpoint_policies.nothing_saveable), variable_axes={'params': 1}, split_rngs={'params': True}, length=2)" \
+    "linen.scan($D4, variable_axes=('params', 1), split_rngs=('params',), length=2)" --seed 0 --input-shape 2,4
+same_params "vmap of bridge.to_linen is vmap of its Linen twin's keys" \
+    "linen.vmap(bridge.to_linen(nnx.Linear, 5, 4), variable_axes={'params': 0}, split_rngs={'params': True}, axis_size=3)" \
+    "linen.vmap(bridge.to_linen(nnx.Linear, 5, 4), variable_axes=('params', 0), split_rngs=('params',), axis_size=3)" --seed 0 --input-shape 3,2,5
+out=$("$bin" params "linen.vmap(bridge.to_linen(nnx.Linear, 5, 4), variable_axes={'params': 0}, split_rngs={'params': True}, axis_size=3)" --seed 0 --input-shape 3,2,5 | cut -d: -f1 | sort | tr '\n' ' ')
+[ "$out" == "params/bias float32[3,4] params/kernel float32[3,5,4] " ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: vmap of to_linen: $out"; }
+# nn.scan of a to_linen layer keeps the stacked axis in its NNXMeta names (Flax #5590)
+out=$("$bin" params "linen.scan(bridge.to_linen(nnx.Linear, 4, 4, kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ('embed', 'mlp'))), variable_axes={'params': 1}, split_rngs={'params': True}, length=2, metadata_params={nn.PARTITION_NAME: 'layers'})" --seed 0 --input-shape 2,4 | grep '^params/kernel')
+[[ $out == "params/kernel float32[4,2,4]: "*" [NNXMeta ('embed', 'layers', 'mlp')]" ]] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: scan of to_linen, NNXMeta names: $out"; }
+# NNX: nnx.StateAxes (bare dict or the call; `...` and tuple filters), transform_metadata
+N54='nnx.Linear(5, 4)'
+for sa in "nnx.StateAxes({nnx.Param: 0, ...: None})" "{(nnx.Param, 'default'): 0}" "nnx.StateAxes({nnx.Param: 0})"; do
+    same_params "nnx.Stack out_axes=$sa" "nnx.Stack($N54, 3, in_axes=0, out_axes=$sa)" "nnx.Stack($N54, 3)" --seed 0
+done
+NK="kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ('embed', 'mlp'))"
+same_params "nnx.Stack transform_metadata" "nnx.Stack(nnx.Linear(5, 4, $NK), 3, transform_metadata={nnx.PARTITION_NAME: 'layers'})" \
+    "nnx.Stack(nnx.Linear(5, 4, $NK), 3, partition_name='layers')" --seed 0
+out=$("$bin" params "nnx.Stack(nnx.Linear(5, 4, $NK), 3, transform_metadata={nnx.PARTITION_NAME: 'layers'})" --seed 0 | grep '^kernel')
+[[ $out == *"[out_sharding ('layers', 'embed', 'mlp')]" ]] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: transform_metadata names: $out"; }
+# the other commands read the same specs
+out=$("$bin" grad "linen.vmap(linen.Dense(2), variable_axes={'params': 0}, split_rngs={'params': True}, axis_size=2)" --seed 0 --x 1,2,3,4 --x-shape 2,1,2 --y 1,0,0,1 --y-shape 2,1,2 --loss l2_loss 2>&1)
+ref=$("$bin" grad "linen.vmap(linen.Dense(2), variable_axes=('params', 0), split_rngs=('params',), axis_size=2)" --seed 0 --x 1,2,3,4 --x-shape 2,1,2 --y 1,0,0,1 --y-shape 2,1,2 --loss l2_loss 2>&1)
+[ -n "$ref" ] && [ "$out" == "$ref" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: grad with dicts: $out / $ref"; }
+
+# train through a remat with dicts: the losses of the plain tuple-spelled model (remat recomputes
+# the forward in the backward; gradients unchanged)
+T="--x 1,2,3,4,5,6,7,8 --x-shape 2,2,2 --y 1,0,0,1,1,1,0,0 --y-shape 2,2,2 --loss squared_error --optimizer adam(0.05) --steps 3"
+a=$("$bin" train "linen.vmap(linen.remat(linen.Dense(2)), variable_axes={'params': 0}, split_rngs={'params': True}, axis_size=2)" --seed 0 $T 2>&1)
+b=$("$bin" train "linen.vmap(linen.Dense(2), variable_axes=('params', 0), split_rngs=('params',), axis_size=2)" --seed 0 $T 2>&1)
+[[ $b == "step 0 loss "* ]] && [ "$a" == "$b" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: train with remat and dicts: $a / $b"; }
+
+V="linen.vmap($D4, variable_axes="
+expect_usage_error "expected ':' after a dict key at column 65" params "$V{'params': 0, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "expected ',' or '}' at column 54" params "$V{'params': 0), axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "expected '}' (unterminated dict)" params "$V{'params': 0" --seed 0 --input-shape 3,2,5
+expect_usage_error "duplicate dict key 'params'" params "$V{'params': 0, 'params': 1}, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "dict keys must be strings or names, not 0" params "$V{0: 'params'}, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "dict keys must be strings or names, not None" params "$V{None: 0}, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "expected ':' after a dict key" params "$V{'params' 0}, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "variable_axes must be a dict {'collection': axis or None}" params "$V{'params': 'x'}, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "variable_axes must be a dict {'collection': axis or None}" params "$V{nn.Param: 0}, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "split_rngs must map stream names to True or False" params "$V{'params': 0}, split_rngs={'params': 1}, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "metadata_params: unsupported key 'foo'" params "$V{'params': 0}, metadata_params={'foo': 'x'}, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "metadata_params must be a dict" params "$V{'params': 0}, metadata_params='layers', axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "linen.vmap: unsupported argument 'unroll'" params "$V{'params': 0}, unroll=2, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "unroll must be a positive int" params "linen.scan($D4, variable_axes={'params': 1}, length=2, unroll=0)" --seed 0 --input-shape 2,4
+expect_usage_error "keyword argument repeated: axis_size" params "$V{'params': 0}, axis_size=3, axis_size=3)" --seed 0 --input-shape 3,2,5
+expect_usage_error "policy must be jax.checkpoint_policies" params "linen.remat($D4, policy=jax.checkpoint_policies.everything)" --seed 0 --input-shape 2,5
+expect_usage_error "'nnx.Foo' is not a filter" params "nnx.Stack($N54, 3, out_axes=nnx.StateAxes({nnx.Foo: 0}))" --seed 0
+expect_usage_error "in_axes is the constructor's (0)" params "nnx.Stack($N54, 3, in_axes=1)" --seed 0
+
+"$bin" params --help 2>&1 | grep -qF "variable_axes={'params': 0}, split_rngs={'params': True}" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: params --help shows no dict spelling"; }
 cli_finish

@@ -48,6 +48,11 @@ typedef int (*params_arg_fn)(void *ctx, spec_node *node, lx_value *out);
 int params_call_args(spec_node *n, int first, params_arg_fn fn, void *ctx, int cap, lx_value *args,
                      lx_kwarg *kw, lx_call *out);
 
+/* metadata_params / transform_metadata = {nn.PARTITION_NAME: 'layers'} (key nn./linen./nnx./flax.
+ * ...PARTITION_NAME or the string 'partition_name') -> *pname (None: NULL). 0, or an exit status
+ * after printing the error (`what` and `k` name the call and the argument). */
+int params_partition_metadata(const char *what, const char *k, spec_node *v, const char **pname);
+
 /* INITS.NAME[(numbers)] -> *it (0), or an exit status after printing the error. */
 int params_initializer(spec_node *n, const char *name, lx_initializer *it);
 /* An initializer argument of the Linen (nnx false) or NNX family: INITS.NAME[(numbers)], or one

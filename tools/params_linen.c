@@ -225,10 +225,95 @@ int params_call_args(spec_node *n, int first, params_arg_fn fn, void *ctx, int c
 
 static int build(builder *b, spec_node *n, linen_module **out);
 
-/* linen.vmap / linen.scan(linen.X(...), variable_axes=('params', 0) or (('params', 1), ('cache', 0)),
- * split_rngs=('params',), in_axes=0|None|(..), out_axes=0, axis_size=N | length=N,
- * partition_name='layers'): the spec grammar has no dicts, so the dict arguments are written as
- * (collection, axis) pairs and stream tuples (docs/stacking.md). */
+/* Collection or stream names: 'c', ('a', 'b') / ['a', 'b'], or (names_dict) {'a': True, 'b': False}
+ * (split_rngs' mapping: the streams set True). At most 8. */
+static int names_arg(const char *what, const char *k, spec_node *v, bool allow_dict, const char **names, int *n) {
+    if (v->kind == SPEC_BOOL && !v->b) return 0; /* Flax's False: no collection */
+    if (v->kind == SPEC_DICT && allow_dict) {
+        for (int j = 0; j < v->n; j += 2) {
+            spec_node *key = v->items[j], *on = v->items[j + 1];
+            if (key->kind != SPEC_STR || on->kind != SPEC_BOOL)
+                return cli_error("params: %s: %s must map stream names to True or False, e.g. {'params': True}", what, k);
+            if (!on->b) continue;
+            if (*n == 8) return cli_error("params: %s: %s names more than 8 streams", what, k);
+            names[(*n)++] = key->s;
+        }
+        return 0;
+    }
+    int cnt = v->kind == SPEC_STR ? 1 : v->kind == SPEC_TUPLE ? v->n : -1;
+    for (int j = 0; j < cnt; j++) {
+        spec_node *e = v->kind == SPEC_STR ? v : v->items[j];
+        if (e->kind != SPEC_STR) cnt = -1;
+        else if (*n == 8) return cli_error("params: %s: %s names more than 8 collections", what, k);
+        else names[(*n)++] = e->s;
+    }
+    if (cnt < 0)
+        return cli_error(allow_dict ? "params: %s: %s must be stream names or a dict, e.g. {'params': True}"
+                                    : "params: %s: %s must be collection names, e.g. 'batch_stats' or ('a', 'b')",
+                         what, k);
+    return 0;
+}
+
+/* variable_axes: {'params': 0, 'cache': None} (Flax's mapping), or linen's older spellings
+ * ('params', 0) and (('params', 1), ('cache', 0)). An axis None broadcasts the collection. */
+static int variable_axes_arg(const char *what, spec_node *v, linen_var_axis *va, int *nva) {
+    static const char shape[] = "variable_axes must be a dict {'collection': axis or None} or ('collection', axis) pairs";
+    if (v->kind == SPEC_DICT) {
+        for (int j = 0; j < v->n; j += 2) {
+            spec_node *key = v->items[j], *ax = v->items[j + 1];
+            if (key->kind != SPEC_STR || (ax->kind != SPEC_INT && ax->kind != SPEC_NONE))
+                return cli_error("params: %s: %s", what, shape);
+            if (*nva == 8) return cli_error("params: %s: variable_axes names more than 8 collections", what);
+            va[*nva].collection = key->s;
+            va[(*nva)++].axis = ax->kind == SPEC_NONE ? LINEN_AXIS_BROADCAST : (int)ax->i;
+        }
+        return 0;
+    }
+    bool pair = v->kind == SPEC_TUPLE && v->n == 2 && v->items[0]->kind == SPEC_STR;
+    int cnt = v->kind != SPEC_TUPLE ? 0 : pair ? 1 : v->n;
+    for (int j = 0; j < cnt && *nva < 8; j++) {
+        spec_node *p = pair ? v : v->items[j];
+        if (p->kind != SPEC_TUPLE || p->n != 2 || p->items[0]->kind != SPEC_STR ||
+            (p->items[1]->kind != SPEC_INT && p->items[1]->kind != SPEC_NONE))
+            return cli_error("params: %s: %s", what, shape);
+        va[*nva].collection = p->items[0]->s;
+        va[(*nva)++].axis = p->items[1]->kind == SPEC_NONE ? LINEN_AXIS_BROADCAST : (int)p->items[1]->i;
+    }
+    if (!cnt) return cli_error("params: %s: %s", what, shape);
+    return 0;
+}
+
+/* metadata_params={nn.PARTITION_NAME: 'layers'} (flax.core.meta.PARTITION_NAME is the string
+ * 'partition_name'); NNX's transform_metadata takes the same. */
+int params_partition_metadata(const char *what, const char *k, spec_node *v, const char **pname) {
+    if (v->kind != SPEC_DICT)
+        return cli_error("params: %s: %s must be a dict, e.g. {nn.PARTITION_NAME: 'layers'}", what, k);
+    for (int j = 0; j < v->n; j += 2) {
+        spec_node *key = v->items[j], *val = v->items[j + 1];
+        const char *ks = key->s, *dot = key->kind == SPEC_NAME ? strrchr(ks, '.') : NULL;
+        bool is_pn = key->kind == SPEC_STR ? !strcmp(ks, "partition_name")
+                                           : dot && !strcmp(dot + 1, "PARTITION_NAME") &&
+                                                 (!strncmp(ks, "nn.", 3) || !strncmp(ks, "linen.", 6) ||
+                                                  !strncmp(ks, "nnx.", 4) || !strncmp(ks, "flax.", 5) || !strncmp(ks, "meta.", 5));
+        if (!is_pn) {
+            char buf[80];
+            return cli_error("params: %s: %s: unsupported key %s (only PARTITION_NAME)", what, k, spec_str(key, buf, sizeof buf));
+        }
+        if (val->kind != SPEC_STR && val->kind != SPEC_NONE)
+            return cli_error("params: %s: %s: the partition name must be a string or None", what, k);
+        *pname = val->kind == SPEC_STR ? val->s : NULL;
+    }
+    return 0;
+}
+
+static int build(builder *b, spec_node *n, linen_module **out);
+
+/* linen.vmap / linen.scan(MODULE, variable_axes={'params': 0}, split_rngs={'params': True},
+ * in_axes=0|None|(..), out_axes=0, axis_size=N | length=N, metadata_params={nn.PARTITION_NAME:
+ * 'layers'}, name='layers'), and scan's variable_broadcast=, variable_carry=, unroll=,
+ * check_constancy_invariants=. MODULE is a linen. spec, linen.remat(...) or bridge.to_linen(...).
+ * linnx's older spellings stay: variable_axes=('params', 0) or (('params', 1), ('cache', 0)),
+ * split_rngs=('params',), partition_name='layers' (docs/stacking.md). */
 static int build_lift(builder *b, spec_node *n, bool scan, linen_module **out) {
     const char *what = scan ? "linen.scan" : "linen.vmap";
     if (n->kind != SPEC_CALL || n->nargs < 1 || n->args[0].name)
@@ -237,34 +322,24 @@ static int build_lift(builder *b, spec_node *n, bool scan, linen_module **out) {
     int rc = build(b, n->args[0].value, &target);
     if (rc) return rc;
     linen_var_axis va[8];
-    const char *names[8];
+    const char *names[8], *bcast[8], *carry[8], *mname = NULL;
     int axes[8];
     linen_lift_opts o = {0};
-    int nva = 0, nsplit = 0, nin = 0;
+    int nva = 0, nsplit = 0, nin = 0, nbcast = 0, ncarry = 0;
     for (int i = 1; i < n->nargs; i++) {
         const char *k = n->args[i].name;
         spec_node *v = n->args[i].value;
         if (!k) return cli_error("params: %s takes one positional argument (the module)", what);
+        for (int j = 1; j < i; j++)
+            if (!strcmp(n->args[j].name, k)) return cli_error("params: %s: keyword argument repeated: %s", what, k);
         if (!strcmp(k, "variable_axes")) {
-            bool pair = v->kind == SPEC_TUPLE && v->n == 2 && v->items[0]->kind == SPEC_STR;
-            int cnt = v->kind != SPEC_TUPLE ? 0 : pair ? 1 : v->n;
-            for (int j = 0; j < cnt && nva < 8; j++) {
-                spec_node *p = pair ? v : v->items[j];
-                if (p->kind != SPEC_TUPLE || p->n != 2 || p->items[0]->kind != SPEC_STR ||
-                    (p->items[1]->kind != SPEC_INT && p->items[1]->kind != SPEC_NONE))
-                    return cli_error("params: %s: variable_axes must be ('collection', axis) pairs", what);
-                va[nva].collection = p->items[0]->s;
-                va[nva++].axis = p->items[1]->kind == SPEC_NONE ? LINEN_AXIS_BROADCAST : (int)p->items[1]->i;
-            }
-            if (!cnt) return cli_error("params: %s: variable_axes must be ('collection', axis) pairs", what);
+            if ((rc = variable_axes_arg(what, v, va, &nva))) return rc;
         } else if (!strcmp(k, "split_rngs")) {
-            int cnt = v->kind == SPEC_STR ? 1 : v->kind == SPEC_TUPLE ? v->n : -1;
-            for (int j = 0; j < cnt && nsplit < 8; j++) {
-                spec_node *s = v->kind == SPEC_STR ? v : v->items[j];
-                if (s->kind != SPEC_STR) cnt = -1;
-                else names[nsplit++] = s->s;
-            }
-            if (cnt < 0) return cli_error("params: %s: split_rngs must be stream names", what);
+            if ((rc = names_arg(what, k, v, true, names, &nsplit))) return rc;
+        } else if (scan && !strcmp(k, "variable_broadcast")) {
+            if ((rc = names_arg(what, k, v, false, bcast, &nbcast))) return rc;
+        } else if (scan && !strcmp(k, "variable_carry")) {
+            if ((rc = names_arg(what, k, v, false, carry, &ncarry))) return rc;
         } else if (!strcmp(k, "in_axes")) {
             int cnt = v->kind == SPEC_TUPLE ? v->n : 1;
             for (int j = 0; j < cnt && nin < 8; j++) {
@@ -278,16 +353,71 @@ static int build_lift(builder *b, spec_node *n, bool scan, linen_module **out) {
             o.length = v->i;
         } else if (!strcmp(k, "partition_name") && v->kind == SPEC_STR) {
             o.partition_name = v->s;
+        } else if (!strcmp(k, "metadata_params")) {
+            if ((rc = params_partition_metadata(what, k, v, &o.partition_name))) return rc;
+        } else if (scan && !strcmp(k, "unroll")) {
+            if (v->kind == SPEC_BOOL) o.unroll = v->b ? (int)(o.length > 0 ? o.length : 1) : 1;
+            else if (v->kind == SPEC_INT && v->i >= 1 && v->i <= 1 << 30) o.unroll = (int)v->i;
+            else return cli_error("params: %s: unroll must be a positive int or a bool", what);
+        } else if (scan && !strcmp(k, "check_constancy_invariants")) {
+            if (v->kind != SPEC_BOOL) return cli_error("params: %s: check_constancy_invariants must be True or False", what);
+            o.no_constancy_check = !v->b;
+        } else if (!strcmp(k, "name")) {
+            if (v->kind != SPEC_STR && v->kind != SPEC_NONE) return cli_error("params: %s: name must be a string or None", what);
+            mname = v->kind == SPEC_STR ? v->s : NULL;
         } else {
             return cli_error("params: %s: unsupported argument '%s'", what, k);
         }
     }
     o.variable_axes = (linen_var_axes){nva, va};
     o.split_rngs = (linen_names){nsplit, names};
+    o.variable_broadcast = (linen_names){nbcast, bcast};
+    o.variable_carry = (linen_names){ncarry, carry};
     o.in_axes = (linen_axes){nin, axes};
     if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
     linen_module *m = NULL;
-    if ((scan ? linen_scan(target, &o, &m) : linen_vmap(target, &o, &m)) != LX_OK) return cli_lib_error();
+    lx_status s = scan ? (mname ? linen_scan_named(target, &o, mname, &m) : linen_scan(target, &o, &m))
+                       : (mname ? linen_vmap_named(target, &o, mname, &m) : linen_vmap(target, &o, &m));
+    if (s != LX_OK) return cli_lib_error();
+    b->owned[b->nowned++] = m;
+    *out = m;
+    return 0;
+}
+
+/* linen.remat(MODULE, policy=jax.checkpoint_policies.nothing_saveable | dots_saveable, name=None)
+ * (linen.checkpoint is the same): the parameters are the module's own. */
+static int build_remat(builder *b, spec_node *n, const char *what, linen_module **out) {
+    if (n->kind != SPEC_CALL || n->nargs < 1 || n->args[0].name)
+        return cli_error("params: %s needs the module first: %s(linen.Dense(4))", what, what);
+    linen_module *target = NULL;
+    int rc = build(b, n->args[0].value, &target);
+    if (rc) return rc;
+    lx_remat_policy policy = LX_REMAT_NOTHING_SAVEABLE;
+    const char *mname = NULL;
+    for (int i = 1; i < n->nargs; i++) {
+        const char *k = n->args[i].name;
+        spec_node *v = n->args[i].value;
+        if (!k) return cli_error("params: %s takes one positional argument (the module)", what);
+        if (!strcmp(k, "policy")) {
+            const char *pn = v->kind == SPEC_NAME ? strrchr(v->s, '.') : NULL;
+            pn = pn ? pn + 1 : v->kind == SPEC_NAME ? v->s : NULL;
+            if (v->kind == SPEC_NONE || (pn && !strcmp(pn, "nothing_saveable"))) policy = LX_REMAT_NOTHING_SAVEABLE;
+            else if (pn && !strcmp(pn, "dots_saveable")) policy = LX_REMAT_DOTS_SAVEABLE;
+            else
+                return cli_error("params: %s: policy must be jax.checkpoint_policies.nothing_saveable or dots_saveable", what);
+        } else if (!strcmp(k, "name")) {
+            if (v->kind != SPEC_STR && v->kind != SPEC_NONE) return cli_error("params: %s: name must be a string or None", what);
+            mname = v->kind == SPEC_STR ? v->s : NULL;
+        } else if (!strcmp(k, "prevent_cse") || !strcmp(k, "static_argnums")) {
+            continue; /* tracing options: nothing to do for a module run op by op */
+        } else {
+            return cli_error("params: %s: unsupported argument '%s'", what, k);
+        }
+    }
+    if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
+    linen_module *m = NULL;
+    if ((mname ? linen_remat_named(target, policy, mname, &m) : linen_remat(target, policy, &m)) != LX_OK)
+        return cli_lib_error();
     b->owned[b->nowned++] = m;
     *out = m;
     return 0;
@@ -296,6 +426,17 @@ static int build_lift(builder *b, spec_node *n, bool scan, linen_module **out) {
 static int build(builder *b, spec_node *n, linen_module **out) {
     const char *name = spec_suffix(n, "linen.");
     if (name && (!strcmp(name, "vmap") || !strcmp(name, "scan"))) return build_lift(b, n, name[0] == 's', out);
+    if (name && (!strcmp(name, "remat") || !strcmp(name, "checkpoint"))) return build_remat(b, n, n->s, out);
+    const char *bridge = spec_suffix(n, "bridge.");
+    if (bridge && !strcmp(bridge, "to_linen")) { /* an NNX layer as the module a transform lifts */
+        if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
+        linen_module *m = NULL;
+        int rc = params_to_linen_module(n, &m);
+        if (rc) return rc;
+        b->owned[b->nowned++] = m;
+        *out = m;
+        return 0;
+    }
     const linen_type *t = name ? linen_layer_type(name) : NULL;
     char buf[200];
     if (!t) return cli_error("params: unknown module '%s'", spec_str(n, buf, sizeof buf));
@@ -325,7 +466,7 @@ bool params_reads_ids(const spec_node *n) {
     if (first && first->kind == SPEC_TUPLE) first = first->n > 0 ? first->items[0] : NULL;
     if (name && !strcmp(name, "Embed")) return true;
     if (name && (!strcmp(name, "Sequential") || !strcmp(name, "vmap") || !strcmp(name, "scan") ||
-                 !strcmp(name, "Stack")))
+                 !strcmp(name, "remat") || !strcmp(name, "checkpoint") || !strcmp(name, "Stack")))
         return params_reads_ids(first);
     if (bridge && (!strcmp(bridge, "to_linen") || !strcmp(bridge, "ToNNX"))) return params_reads_ids(first);
     return false;

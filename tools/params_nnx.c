@@ -92,17 +92,111 @@ static int arg_value(builder *b, spec_node *v, lx_value *out) {
 
 static int arg_value_cb(void *ctx, spec_node *v, lx_value *out) { return arg_value(ctx, v, out); }
 
-/* nnx.Stack(nnx.X(...), L, partition_name=None): L copies of X stacked on axis 0, built as
- * Flax's @nnx.split_rngs(splits=L) + @nnx.vmap(in_axes=0, out_axes=0) over X's constructor
- * (linnx's spelling: Flax has no Stack class; docs/stacking.md). */
+/* One StateAxes key as a filter: nnx.Param (any Variable type, by class name), a string (a stream
+ * tag, as NNX reads a str filter), `...` (everything), or a tuple of those (any of them). */
+static const lx_vartype *vartype_named(const char *name) {
+    static const lx_vartype *const types[] = {&lx_Variable, &lx_Param, &lx_BatchStat, &lx_Cache, &lx_Intermediate,
+                                              &lx_Perturbation, &lx_LoRAParam, &lx_RngState, &lx_RngKey, &lx_RngCount};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(types[i]->name, name)) return types[i];
+    return NULL;
+}
+
+static int filter_arg(spec_node *k, nnx_filter *f, nnx_filter *subs, int nsubs) {
+    char buf[80];
+    if (k->kind == SPEC_STR) {
+        *f = NNX_TAG(k->s);
+        return 0;
+    }
+    if (k->kind == SPEC_NAME && !strcmp(k->s, "...")) {
+        *f = NNX_EVERYTHING;
+        return 0;
+    }
+    const char *t = spec_suffix(k, "nnx.");
+    const lx_vartype *vt = t && k->kind == SPEC_NAME ? vartype_named(t) : NULL;
+    if (vt) {
+        *f = NNX_OF_TYPE(vt);
+        return 0;
+    }
+    if (k->kind == SPEC_TUPLE && k->n <= nsubs) {
+        for (int i = 0; i < k->n; i++) {
+            int rc = filter_arg(k->items[i], &subs[i], NULL, 0);
+            if (rc) return rc;
+        }
+        *f = (nnx_filter){NNX_FILTER_ANY, NULL, NULL, k->n, subs, NULL, NULL};
+        return 0;
+    }
+    return cli_error("params: nnx.StateAxes: '%s' is not a filter (nnx.Param, nnx.BatchStat, ..., a stream name, "
+                     "`...`, or a tuple of those)", spec_str(k, buf, sizeof buf));
+}
+
+#define MAX_STATE_AXES 8
+#define MAX_FILTER_UNION 8
+typedef struct state_axes_buf {
+    nnx_filter filters[MAX_STATE_AXES];
+    nnx_filter subs[MAX_STATE_AXES][MAX_FILTER_UNION];
+    int axes[MAX_STATE_AXES];
+    nnx_state_axes sa;
+} state_axes_buf;
+
+/* nnx.StateAxes({nnx.Param: 0, ...: None}) or the bare dict: filter -> axis or None (shared). */
+static int state_axes_arg(spec_node *v, state_axes_buf *sb) {
+    const char *sn = spec_suffix(v, "nnx.");
+    if (sn && !strcmp(sn, "StateAxes") && v->kind == SPEC_CALL) {
+        if (v->nargs != 1 || v->args[0].name)
+            return cli_error("params: nnx.StateAxes takes one dict: nnx.StateAxes({nnx.Param: 0, ...: None})");
+        v = v->args[0].value;
+    }
+    if (v->kind != SPEC_DICT)
+        return cli_error("params: nnx.Stack: state_axes must be nnx.StateAxes({filter: axis or None, ...})");
+    if (v->n / 2 > MAX_STATE_AXES) return cli_error("params: nnx.StateAxes: at most %d filters", MAX_STATE_AXES);
+    for (int j = 0; j < v->n; j += 2) {
+        spec_node *ax = v->items[j + 1];
+        int rc = filter_arg(v->items[j], &sb->filters[j / 2], sb->subs[j / 2], MAX_FILTER_UNION);
+        if (rc) return rc;
+        if (ax->kind != SPEC_INT && ax->kind != SPEC_NONE)
+            return cli_error("params: nnx.StateAxes: axes must be ints or None");
+        sb->axes[j / 2] = ax->kind == SPEC_NONE ? NNX_AXIS_BROADCAST : (int)ax->i;
+    }
+    sb->sa = (nnx_state_axes){v->n / 2, sb->filters, sb->axes};
+    return 0;
+}
+
+/* nnx.Stack(nnx.X(...), L, state_axes=None, transform_metadata={nnx.PARTITION_NAME: 'layers'},
+ * partition_name=None): L copies of X stacked as Flax's @nnx.split_rngs(splits=L) +
+ * @nnx.vmap(in_axes=(state_axes,), out_axes=state_axes, transform_metadata=...) over X's
+ * constructor (linnx's spelling: Flax has no Stack class; docs/stacking.md). out_axes (or
+ * state_axes) is 0 or nnx.StateAxes({nnx.Param: 0, ...: None}) (or the bare dict); without it
+ * every Variable is on axis 0; in_axes may only be 0. split_rngs=L (nnx.split_rngs' splits) may be given too; it must equal L. */
 static int build_stack(builder *b, spec_node *n, nnx_module **out) {
     spec_node *inner = n->nargs >= 1 && !n->args[0].name ? n->args[0].value : NULL;
     spec_node *len = n->nargs >= 2 && !n->args[1].name ? n->args[1].value : NULL;
     const char *pname = NULL;
+    state_axes_buf sb;
+    bool has_sa = false;
     for (int i = 2; i < n->nargs; i++) {
+        const char *k = n->args[i].name;
         spec_node *v = n->args[i].value;
-        if (n->args[i].name && !strcmp(n->args[i].name, "partition_name") && v->kind == SPEC_STR) pname = v->s;
-        else return cli_error("params: nnx.Stack takes (module, length, partition_name=None)");
+        int rc = 0;
+        if (k && !strcmp(k, "partition_name") && (v->kind == SPEC_STR || v->kind == SPEC_NONE))
+            pname = v->kind == SPEC_STR ? v->s : NULL;
+        else if (k && !strcmp(k, "transform_metadata"))
+            rc = params_partition_metadata("nnx.Stack", k, v, &pname);
+        else if (k && !strcmp(k, "in_axes")) {
+            if (v->kind != SPEC_INT || v->i != 0) /* the constructor's Rngs, split on axis 0 */
+                return cli_error("params: nnx.Stack: in_axes is the constructor's (0); give the StateAxes as out_axes=");
+        } else if (k && (!strcmp(k, "state_axes") || !strcmp(k, "out_axes"))) {
+            if (v->kind == SPEC_INT && v->i == 0) continue; /* out_axes=0: every Variable on axis 0 */
+            if (has_sa) return cli_error("params: nnx.Stack: give the StateAxes once (state_axes=)");
+            rc = state_axes_arg(v, &sb);
+            has_sa = true;
+        } else if (k && !strcmp(k, "split_rngs") && v->kind == SPEC_INT && len && len->kind == SPEC_INT) {
+            if (v->i != len->i) return cli_error("params: nnx.Stack: split_rngs=%lld differs from the length %lld",
+                                                 (long long)v->i, (long long)len->i);
+        } else
+            return cli_error("params: nnx.Stack takes (module, length, in_axes=0, out_axes=0 or nnx.StateAxes({...}), "
+                             "transform_metadata={nnx.PARTITION_NAME: name}, partition_name=None)");
+        if (rc) return rc;
     }
     const char *iname = inner ? spec_suffix(inner, "nnx.") : NULL;
     const nnx_type *t = iname && inner->kind == SPEC_CALL ? nnx_layer_type(iname) : NULL;
@@ -115,7 +209,7 @@ static int build_stack(builder *b, spec_node *n, nnx_module **out) {
     if (rc) return rc;
     if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
     nnx_module *m = NULL;
-    if (nnx_vmap_create(t, &c, b->rngs, len->i, NULL, pname, &m) != LX_OK) return cli_lib_error();
+    if (nnx_vmap_create(t, &c, b->rngs, len->i, has_sa ? &sb.sa : NULL, pname, &m) != LX_OK) return cli_lib_error();
     b->owned[b->nowned++] = m;
     *out = m;
     return 0;

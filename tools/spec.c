@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SPEC_DICT_MAX 64
+
 typedef struct parser {
     const char *text, *p;
     char *err;
@@ -100,6 +102,69 @@ static spec_node *tuple(parser *ps, char close, bool paren, int depth) {
     return t;
 }
 
+/* '{' already consumed: {key: value, ...} with keys strings, dotted names (nn.PARTITION_NAME,
+ * nnx.Param, ...) or tuples of those (NNX filter unions); stored as items key0, value0, key1, value1, ... Python would keep the last of two
+ * equal keys; here that is a mistake in the spec and an error, as are other key kinds. */
+static spec_node *dict(parser *ps, int depth) {
+    spec_node *d = node(ps, SPEC_DICT);
+    if (!d) return NULL;
+    skip(ps);
+    while (!ps->failed && *ps->p != '}') {
+        if (!*ps->p) break; /* reported below as unterminated */
+        const char *kat = ps->p;
+        spec_node *k = value(ps, depth + 1);
+        if (!k) break;
+        bool key_ok = k->kind == SPEC_STR || k->kind == SPEC_NAME || k->kind == SPEC_TUPLE;
+        for (int i = 0; k->kind == SPEC_TUPLE && i < k->n; i++) /* a filter union: (nnx.Param, 'dropout') */
+            key_ok = key_ok && (k->items[i]->kind == SPEC_STR || k->items[i]->kind == SPEC_NAME);
+        if (!key_ok) {
+            char buf[80];
+            ps->p = kat;
+            fail(ps, "dict keys must be strings or names, not %s", spec_str(k, buf, sizeof buf));
+            spec_free(k);
+            break;
+        }
+        char kbuf[80], other[80];
+        spec_str(k, kbuf, sizeof kbuf);
+        if (d->n / 2 == SPEC_DICT_MAX) { /* the duplicate check stays linear in the input */
+            ps->p = kat;
+            fail(ps, "a dict of more than %d keys", SPEC_DICT_MAX);
+        }
+        for (int i = 0; i < d->n && !ps->failed; i += 2)
+            if (!strcmp(spec_str(d->items[i], other, sizeof other), kbuf)) {
+                ps->p = kat;
+                fail(ps, "duplicate dict key %s", kbuf);
+            }
+        if (ps->failed) {
+            spec_free(k);
+            break;
+        }
+        if (!push_item(ps, d, k)) break; /* it freed k */
+        skip(ps);
+        if (*ps->p != ':') {
+            fail(ps, *ps->p ? "expected ':' after a dict key" : "expected ':' after a dict key (unterminated dict)");
+            break;
+        }
+        ps->p++;
+        spec_node *v = value(ps, depth + 1);
+        if (!v || !push_item(ps, d, v)) break;
+        skip(ps);
+        if (*ps->p == ',') {
+            ps->p++;
+            skip(ps);
+        } else if (*ps->p != '}') {
+            fail(ps, *ps->p ? "expected ',' or '}'" : "expected '}' (unterminated dict)");
+        }
+    }
+    if (!ps->failed && *ps->p == '}') ps->p++;
+    else fail(ps, "expected '}' (unterminated dict)");
+    if (ps->failed) {
+        spec_free(d);
+        return NULL;
+    }
+    return d;
+}
+
 static spec_node *call_args(parser *ps, spec_node *c, int depth) {
     skip(ps);
     bool kw_seen = false;
@@ -171,6 +236,20 @@ static spec_node *value(parser *ps, int depth) {
     if (*p == '(' || *p == '[') {
         ps->p++;
         return tuple(ps, *p == '(' ? ')' : ']', *p == '(', depth);
+    }
+    if (*p == '{') {
+        ps->p++;
+        return dict(ps, depth);
+    }
+    if (p[0] == '.' && p[1] == '.' && p[2] == '.') { /* Ellipsis (StateAxes' "everything else") */
+        ps->p += 3;
+        spec_node *n = node(ps, SPEC_NAME);
+        if (n && !(n->s = dup_range(p, p + 3))) {
+            free(n);
+            fail(ps, "out of memory");
+            return NULL;
+        }
+        return n;
     }
     if (*p == '\'' || *p == '"') {
         char q = *p++;
@@ -390,7 +469,8 @@ int spec_to_value(spec_node *n, lx_value *out, char *err, size_t errcap) {
         }
         break;
     }
-    case SPEC_CALL: break;
+    case SPEC_CALL:
+    case SPEC_DICT: break;
     }
     snprintf(err, errcap, "unsupported value %s", spec_str(n, buf, sizeof buf));
     return SPEC_SYNTAX;
@@ -427,6 +507,15 @@ static size_t render(const spec_node *n, char *buf, size_t cap, size_t off) {
             if (i + 1 < n->n || n->n == 1) off = put(buf, cap, off, n->n == 1 ? "," : ", ");
         }
         return put(buf, cap, off, ")");
+    case SPEC_DICT:
+        off = put(buf, cap, off, "{");
+        for (int i = 0; i + 1 < n->n; i += 2) {
+            off = render(n->items[i], buf, cap, off);
+            off = put(buf, cap, off, ": ");
+            off = render(n->items[i + 1], buf, cap, off);
+            if (i + 2 < n->n) off = put(buf, cap, off, ", ");
+        }
+        return put(buf, cap, off, "}");
     case SPEC_CALL:
         off = put(buf, cap, off, "%s(", n->s);
         for (int i = 0; i < n->nargs; i++) {

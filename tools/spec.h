@@ -2,8 +2,9 @@
  *   linen.Dense(8)   linen.Conv(16, (3, 3), padding='VALID')   nnx.Linear(4, 8)
  *   linen.Sequential(linen.Dense(8), linen.relu, linen.Dense(2))
  * A spec is a dotted name with optional call arguments: positional and keyword values that are
- * ints, floats, bools (True/False), None, strings ('..' or ".."), tuples ((..) or [..]), bare
- * dotted names (linen.relu, jnp.float32) and nested specs. The parser knows no module names:
+ * ints, floats, bools (True/False), None, strings ('..' or ".."), tuples ((..) or [..]), dicts
+ * ({'params': 0, nn.PARTITION_NAME: 'layers'}: keys strings, dotted names or tuples of those,
+ * each once, at most 64 keys), bare dotted names (linen.relu, jnp.float32, and `...`) and nested specs. The parser knows no module names:
  * each family (linen., nnx., bridge.) interprets the tree (tools/cmd_params.c).
  */
 #ifndef LINNX_TOOLS_SPEC_H
@@ -23,7 +24,9 @@ typedef enum spec_kind {
     SPEC_STR,
     SPEC_TUPLE,
     SPEC_NAME, /* a bare dotted name */
-    SPEC_CALL  /* a dotted name with arguments */
+    SPEC_CALL, /* a dotted name with arguments */
+    SPEC_DICT  /* {key: value, ...}: items key0, value0, key1, value1, ... (n = 2 * pairs); keys
+                * are STR, NAME or TUPLE-of-STR/NAME nodes, no two equal */
 } spec_kind;
 
 typedef struct spec_node spec_node;
