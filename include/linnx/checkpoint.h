@@ -227,9 +227,13 @@ typedef struct lx_ckpt_manager {
 lx_status lx_ckpt_manager_open(const char *dir, int keep, int64_t save_every, lx_ckpt_format fmt,
                                lx_ckpt_manager *out);
 void lx_ckpt_manager_close(lx_ckpt_manager *m);
-/* Save step `step` (atomically, metadata after data) and delete the oldest beyond `keep`. */
+/* Save step `step` (atomically, metadata after data) and delete the oldest beyond `keep`.
+ * Steps must increase, as in Orbax's CheckpointManager: a step already present is LX_ERR_EXISTS
+ * (Orbax's StepAlreadyExistsError), a step older than the latest is LX_ERR_INVALID_ARGUMENT;
+ * nothing is written or deleted then. */
 lx_status lx_ckpt_manager_save(lx_ckpt_manager *m, int64_t step, const lx_tree *t);
-/* Save when step is a multiple of save_every; *saved tells (may be NULL). */
+/* Save when step is a multiple of save_every and after the latest step present (Orbax's
+ * should_save: a step <= the latest is skipped with LX_OK); *saved tells (may be NULL). */
 lx_status lx_ckpt_manager_maybe_save(lx_ckpt_manager *m, int64_t step, const lx_tree *t, bool *saved);
 /* The steps present (those whose data and metadata both exist), ascending; *steps is malloc'd. */
 lx_status lx_ckpt_manager_steps(const lx_ckpt_manager *m, int64_t **steps, size_t *n);
