@@ -143,6 +143,41 @@ expect_usage_error "cannot tell OUT's format" convert "$d/ts.msgpack" "$d/x.bin"
 expect_usage_error "need IN and OUT" convert "$d/ts.msgpack"
 expect_usage_error "safetensors holds arrays only: step is 1" convert "$d/ts.msgpack" "$d/x.safetensors"
 expect_usage_error "must end in .msgpack or .safetensors" params 'linen.Dense(3)' --seed 0 --input-shape 1,2 --save "$d/x.npz"
+# valid files the readers used to refuse (audit D4): to_bytes of a bare array (c-anchors §4.2),
+# a root msgpack array, a safetensors header after whitespace, names kept whole with --sep /
+hexfile "$d/bare.msgpack" c7 21 01 93 91 05 a7 "'float32'" c4 14 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+check_out "inspect '$d/bare.msgpack' | tail -n +2" <<EOT
+path   dtype    shape        params         bytes
+.      float32  (5,)              5            20
+Total                             5            20
+EOT
+hexfile "$d/rootarr.msgpack" 92 01 81 a1 "'w'" c3
+check_out "inspect '$d/rootarr.msgpack' | tail -n +2" <<EOT
+path   dtype  shape        params         bytes
+0      int    1                 0             0
+1/w    bool   True              0             0
+Total                           0             0
+EOT
+h='  {"h.0":{"dtype":"F32","shape":[],"data_offsets":[0,4]},"h.0.attn":{"dtype":"U8","shape":[2],"data_offsets":[4,6]}}'
+{ printf "\\x$(printf %02x ${#h})\\x00\\x00\\x00\\x00\\x00\\x00\\x00"; printf '%s' "$h"; printf '\x00\x00\x80\x3f\x01\x02'; } >"$d/leadws.safetensors"
+expect_usage_error "tensor 'h.0.attn': tree: cannot set 'h/0/attn'" inspect "$d/leadws.safetensors"
+check_out "inspect '$d/leadws.safetensors' --sep / | tail -n +2" <<EOT
+path      dtype    shape        params         bytes
+h.0       float32  ()                1             4
+h.0.attn  uint8    (2,)              2             2
+Total                                3             6
+EOT
+hexfile "$d/slashkey.msgpack" 81 a3 "'a/b'" 01
+expect_usage_error "at byte 1: the map key 'a/b' contains '/': a linnx tree key cannot" inspect "$d/slashkey.msgpack"
+# a header length past the end names byte 0 (it used to be 'neither ... nor')
+hexfile "$d/hdrbeyond.safetensors" 40 42 0f 00 00 00 00 00 "'{}'"
+expect_usage_error "safetensors: at byte 0: header length 1000000 runs past the end of the input (10 bytes)" inspect "$d/hdrbeyond.safetensors"
+# an array in a file over --max-array-bytes is bad input: exit 2, like every other reader error (audit D7)
+expect_usage_error "msgpack: at byte 14: the array float32(5,) needs 20 bytes, over the limit of 4 bytes per array (--max-array-bytes)" \
+    inspect "$d/bare.msgpack" --max-array-bytes 4
+hexfile "$d/one.msgpack" 81 a1 "'a'" c7 21 01 93 91 05 a7 "'float32'" c4 14 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+expect_usage_error "msgpack: at byte 17: the array float32(5,) needs 20 bytes, over the limit of 16 bytes per array (--max-array-bytes)" \
+    convert "$d/one.msgpack" "$d/x.safetensors" --max-array-bytes 16
 out=$("$bin" inspect "$d/missing.msgpack" 2>&1); rc=$?
 [ $rc -ne 0 ] && [[ $out == *"cannot open"* ]] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: missing file: $out"; }
 

@@ -169,8 +169,32 @@ static void test_manager(void) {
     CHECK(lx_ckpt_manager_restore(&m, 6, &t, &got) == LX_OK && got == 6);
     lx_tree_release(t);
     CHECK_FAILS(lx_ckpt_manager_restore(&m, 3, &t, NULL), LX_ERR_NOT_FOUND, "no checkpoint for step 3");
-    /* metadata next to each step */
     char p[256];
+    /* steps must increase (Orbax's CheckpointManager): an older or existing step writes nothing */
+    {
+        lx_tree *v = lx_tree_new();
+        lx_array *a = lx_array_full_f32(1, (int64_t[]){4}, 4.0f);
+        lx_tree_set_path(v, "params/w", lx_array_v(a));
+        lx_release(a);
+        CHECK_FAILS(lx_ckpt_manager_save(&m, 4, v), LX_ERR_INVALID_ARGUMENT,
+                    "step 4 is older than the latest step 9");
+        CHECK_FAILS(lx_ckpt_manager_save(&m, 9, v), LX_ERR_EXISTS, "checkpoint for step 9 already exists");
+        bool saved = true;
+        CHECK(lx_ckpt_manager_maybe_save(&m, 6, v, &saved) == LX_OK && !saved); /* should_save: skipped */
+        saved = true;
+        CHECK(lx_ckpt_manager_maybe_save(&m, 9, v, &saved) == LX_OK && !saved);
+        CHECK(lx_ckpt_manager_steps(&m, &steps, &n) == LX_OK);
+        CHECK(n == 2 && steps[0] == 6 && steps[1] == 9);
+        free(steps);
+        CHECK(lx_ckpt_manager_restore(&m, 9, &t, &got) == LX_OK);
+        w = lx_tree_find(t, "params/w");
+        CHECK(w && w->kind == LX_V_ARRAY && lx_f32(w->u.array)[0] == 9.0f); /* step 9 untouched */
+        lx_tree_release(t);
+        snprintf(p, sizeof p, "%s/checkpoint_4.msgpack", dir);
+        CHECK(access(p, F_OK) != 0);
+        lx_tree_release(v);
+    }
+    /* metadata next to each step */
     snprintf(p, sizeof p, "%s/checkpoint_9.json", dir);
     FILE *f = fopen(p, "r");
     char buf[1024] = {0};

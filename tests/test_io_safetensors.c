@@ -198,17 +198,94 @@ static void test_reader_rules(void) {
     expect_st_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                     "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, 0, "duplicate object key");
     expect_st_error("{\"__metadata__\":{\"x\":1}}", 0, 0, "__metadata__['x'] is not a string");
-    expect_st_error("[1]", 0, 0, "expected the header to start with '{'");
+    expect_st_error("[1]", 0, 0, "at byte 8: expected the header (3 bytes from byte 8) to start with '{'");
     expect_st_error("{\"a\":", 0, 0, "at byte 13: header JSON");
     expect_st_error("{\"a\":{}}", 0, 200, "runs past the end of the input");
-    expect_st_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-                    "\"a.b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, 0, "tensor 'a.b'");
     /* a header length above 100 MB, before any allocation */
     unsigned char big[16] = {0x01, 0xe1, 0xf5, 0x05, 0, 0, 0, 0, '{', '}'};
     lx_tree *t2 = NULL;
     CHECK_FAILS(lx_safetensors_from_bytes(big, 10, NULL, &t2, NULL), LX_ERR_FORMAT,
                 "header length 100000001 is above the 100,000,000-byte limit");
     CHECK_FAILS(lx_safetensors_from_bytes(big, 5, NULL, &t2, NULL), LX_ERR_FORMAT, "expected an 8-byte header length");
+}
+
+/* One header + zero bytes of data as a safetensors input in vec. */
+static size_t st_vec(const char *hdr, int nbuf) {
+    char text[600];
+    size_t hl = strlen(hdr);
+    snprintf(text, sizeof text, "%02zx %02zx 00 00 00 00 00 00 '%s' 00*%d", hl & 0xff, hl >> 8, hdr, nbuf);
+    return vec_parse(text, vec, sizeof vec);
+}
+
+/* Valid for the reference reader (audit D4): leading JSON whitespace is read; names a linnx tree
+ * cannot hold when split at '.' ('/' in a name, an empty part, a name extending another) are
+ * LX_ERR_UNSUPPORTED saying why, and load whole with sep "/". */
+static void test_reader_accepts(void) {
+    lx_tree *t = NULL;
+    const char *lead[] = {"  {\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                          "\n\t {\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}  "};
+    for (int i = 0; i < 2; i++) {
+        size_t n = st_vec(lead[i], 8);
+        CHECK(lx_safetensors_from_bytes(vec, n, NULL, &t, NULL) == LX_OK);
+        const lx_value *v = t ? lx_tree_get(t, "t") : NULL;
+        CHECK(v && v->kind == LX_V_ARRAY && v->u.array->size == 2);
+        lx_tree_release(t);
+        t = NULL;
+    }
+    size_t n = st_vec("   ", 0);
+    CHECK_FAILS(lx_safetensors_from_bytes(vec, n, NULL, &t, NULL), LX_ERR_FORMAT,
+                "at byte 11: expected the header (3 bytes from byte 8) to start with '{'");
+    lx_safetensors_opts slash = {.sep = "/"};
+    struct {
+        const char *hdr, *err, *p1, *p2;
+    } cases[] = {
+        {"{\"model/w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+         "tensor name 'model/w' contains '/': a linnx tree key cannot", "model/w", NULL},
+        {"{\"a..b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+         "tensor name 'a..b' has an empty part when split at '.': a linnx tree key cannot be empty", "a..b", NULL},
+        {"{\"h.0\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+         "\"h.0.attn\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+         "tensor 'h.0.attn': tree: cannot set 'h/0/attn'", "h.0", "h.0.attn"},
+        {"{\"h.0.attn\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+         "\"h.0\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+         "one tensor name extends another at '.'", "h.0", "h.0.attn"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        n = st_vec(cases[i].hdr, cases[i].p2 ? 8 : 4);
+        t = NULL;
+        CHECK_FAILS(lx_safetensors_from_bytes(vec, n, NULL, &t, NULL), LX_ERR_UNSUPPORTED, cases[i].err);
+        CHECK(t == NULL);
+        CHECK(lx_safetensors_from_bytes(vec, n, &slash, &t, NULL) == LX_OK);
+        CHECK(t && lx_tree_find(t, cases[i].p1) && (!cases[i].p2 || lx_tree_get(t, cases[i].p2)));
+        lx_tree_release(t);
+    }
+}
+
+/* A header length past the file or over 100 MB still sniffs as safetensors, so the reader names
+ * byte 0 and what it expected (audit D4); an array over lx_set_max_array_bytes is the input's
+ * fault (audit D7), named with its offset. */
+static void test_file_sizes(void) {
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/linnx_stsz_%ld.safetensors", (long)getpid());
+    unsigned char b[16] = {0x40, 0x42, 0x0f, 0, 0, 0, 0, 0, '{', '}'};
+    lx_tree *t = NULL;
+    CHECK(lx_atomic_write_file(path, b, 10) == LX_OK);
+    CHECK_FAILS(lx_ckpt_load(path, &t), LX_ERR_FORMAT,
+                "safetensors: at byte 0: header length 1000000 runs past the end of the input (10 bytes)");
+    b[0] = 0x01, b[1] = 0xe1, b[2] = 0xf5, b[3] = 0x05;
+    CHECK(lx_atomic_write_file(path, b, 10) == LX_OK);
+    CHECK_FAILS(lx_ckpt_load(path, &t), LX_ERR_FORMAT, "at byte 0: header length 100000001 is above the 100,000,000-byte limit");
+    size_t n = st_vec("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                      "\"b\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[8,24]}}", 24);
+    lx_set_max_array_bytes(4);
+    CHECK_FAILS(lx_safetensors_from_bytes(vec, n, NULL, &t, NULL), LX_ERR_INVALID_ARGUMENT,
+                "tensor 'a' (F32(2,)) needs 8 bytes, over the limit of 4 bytes per array");
+    lx_set_max_array_bytes(8);
+    CHECK_FAILS(lx_safetensors_from_bytes(vec, n, NULL, &t, NULL), LX_ERR_INVALID_ARGUMENT, "tensor 'b' (F64(2,)) needs 16 bytes");
+    lx_set_max_array_bytes(0);
+    CHECK(lx_safetensors_from_bytes(vec, n, NULL, &t, NULL) == LX_OK);
+    lx_tree_release(t);
+    unlink(path);
 }
 
 /* Loads from a file: aligned tensors point into the mapping, unaligned ones are copied; changing
@@ -275,6 +352,8 @@ int main(void) {
     RUN(test_name_clash);
     RUN(test_dtypes);
     RUN(test_reader_rules);
+    RUN(test_reader_accepts);
+    RUN(test_file_sizes);
     RUN(test_file_mmap);
     CHECK_EQ_INT(lx_array_live_count(), 0);
     return lx_test_finish();

@@ -30,7 +30,7 @@ int cli_lib_error(void) {
     lx_status s = lx_last_status();
     const char *e = lx_last_error();
     /* the library's array limit is the CLI's --max-array-bytes: name the option */
-    bool limit = s == LX_ERR_NO_MEMORY && strstr(e, "bytes per array");
+    bool limit = strstr(e, "bytes per array") != NULL; /* an allocation (exit 1) or an array in a file (exit 2) */
     fprintf(stderr, "linnx: %s%s\n", e[0] ? e : "failed", limit ? " (--max-array-bytes)" : "");
     return cli_status_exit(s);
 }

@@ -3,17 +3,46 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "linnx/checkpoint.h"
 
 static const char INSPECT_USAGE[] =
-    "usage: linnx inspect FILE\n"
+    "usage: linnx inspect FILE [--sep SEP]\n"
     "  FILE: a Flax msgpack (flax.serialization.to_bytes) or safetensors file, told apart by content.\n"
     "  safetensors __metadata__ entries print first, one line each.\n"
     "  Prints one row per leaf: path, dtype, shape, params (element count), bytes; then the total.\n"
-    "  Scalar leaves (ints, floats, None, strings) show their Python type and count 0.\n";
+    "  Scalar leaves (ints, floats, None, strings) show their Python type and count 0.\n"
+    "  A msgpack file whose root is one array (to_bytes of an array) prints one row with path '.';\n"
+    "  a root msgpack array is a tree keyed 0, 1, ...\n"
+    "  --sep SEP: split safetensors tensor names into paths at SEP (default '.'); '--sep /' keeps\n"
+    "    names such as 'h.0' and 'h.0.attn' (one extending the other) or 'a..b' whole.\n";
+
+/* to_bytes of a single array (c-anchors §4.2's 36-byte vector): the root is an ext, not a map,
+ * so it is read as a value from a private mapping of the file. 1 read, 0 not an ext root,
+ * -1 cannot map, -2 the reader failed. */
+static int ext_root(const char *path, lx_value *out) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return 0; /* lx_ckpt_load reports it */
+    struct stat st;
+    void *p = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && st.st_size > 0) p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return 0;
+    unsigned char c = *(const unsigned char *)p;
+    int r = 0;
+    if (c == 0xc7 || c == 0xc8 || c == 0xc9 || (c >= 0xd4 && c <= 0xd8)) {
+        lx_status s = lx_msgpack_from_bytes(p, (size_t)st.st_size, out);
+        if (s != LX_OK) lx_fail_context(s, "%s: ", path);
+        r = s == LX_OK ? 1 : -2;
+    }
+    munmap(p, (size_t)st.st_size);
+    return r;
+}
 
 typedef struct row {
     char path[512], dtype[32], shape[96];
@@ -48,7 +77,8 @@ int cmd_inspect(int argc, char **argv) {
     const char *pos[1];
     int npos;
     bool help;
-    if (cli_parse(argc, argv, 1, NULL, 0, pos, 1, &npos, &help)) return CLI_EXIT_USAGE;
+    cli_opt opts[] = {CLI_OPT("sep")};
+    if (cli_parse(argc, argv, 1, opts, 1, pos, 1, &npos, &help)) return CLI_EXIT_USAGE;
     if (help) {
         fputs(INSPECT_USAGE, stdout);
         return 0;
@@ -57,7 +87,24 @@ int cmd_inspect(int argc, char **argv) {
     lx_ckpt_format fmt;
     lx_tree *t = NULL, *md = NULL;
     if (lx_ckpt_sniff(pos[0], &fmt) != LX_OK) return cli_lib_error();
-    if (fmt == LX_CKPT_SAFETENSORS ? lx_safetensors_load(pos[0], NULL, &t, &md) != LX_OK : lx_ckpt_load(pos[0], &t) != LX_OK)
+    lx_safetensors_opts so = {0};
+    so.sep = opts[0].value;
+    if (fmt == LX_CKPT_MSGPACK) {
+        lx_value root = lx_none();
+        int r = ext_root(pos[0], &root);
+        if (r == -2) return cli_lib_error();
+        if (r == 1) {
+            /* one leaf at the root: path '.' */
+            t = lx_tree_new();
+            lx_status s = t ? lx_tree_set(t, ".", root) : lx_last_status();
+            lx_value_free(&root);
+            if (s != LX_OK) {
+                lx_tree_release(t);
+                return cli_lib_error();
+            }
+        }
+    }
+    if (!t && (fmt == LX_CKPT_SAFETENSORS ? lx_safetensors_load(pos[0], &so, &t, &md) != LX_OK : lx_ckpt_load(pos[0], &t) != LX_OK))
         return cli_lib_error();
     lx_flat flat = {0};
     if (lx_tree_flatten(t, &flat) != LX_OK) {

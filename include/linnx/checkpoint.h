@@ -102,7 +102,10 @@ lx_status lx_msgpack_write(FILE *f, const lx_value *root, const lx_msgpack_opts 
  * strings, as nnx.restore_int_paths reads them), msgpack arrays become trees keyed "0", "1", ...,
  * chunked arrays are joined. *out is owned by the caller (lx_value_free). Errors name the byte
  * offset and what was expected: "msgpack: at byte 12: expected a map key (str or int), got
- * float64". The whole input must be one object (trailing bytes are an error). */
+ * float64". The whole input must be one object (trailing bytes are an error); any root is read
+ * (to_bytes of a bare array gives an array). Valid input a linnx value cannot hold is
+ * LX_ERR_UNSUPPORTED with the offset and why: a map key that is empty or holds '/' or NUL, an
+ * int above 2^63-1. An array to copy over lx_set_max_array_bytes is LX_ERR_INVALID_ARGUMENT. */
 lx_status lx_msgpack_from_bytes(const void *data, size_t len, lx_value *out);
 
 /* ---- safetensors ---- */
@@ -120,7 +123,11 @@ lx_status lx_safetensors_to_bytes(const lx_tree *t, const lx_safetensors_opts *o
 /* Write the same bytes to a stdio stream (array bodies go straight from the arrays). */
 lx_status lx_safetensors_write(FILE *f, const lx_tree *t, const lx_safetensors_opts *opts);
 /* Parse safetensors bytes into a tree (names split at opts->sep; tensors in file order). Arrays
- * are copies. *metadata (if not NULL) gets the __metadata__ map (an empty tree when absent). */
+ * are copies. *metadata (if not NULL) gets the __metadata__ map (an empty tree when absent).
+ * JSON whitespace before the header's '{' is read, as the reference reader does. Names that give
+ * no tree when split at sep ('/' in a name, an empty part, one name extending another: h.0 and
+ * h.0.attn) are LX_ERR_UNSUPPORTED saying so; sep "/" keeps such names whole. An array to copy
+ * over lx_set_max_array_bytes is LX_ERR_INVALID_ARGUMENT naming its byte offset. */
 lx_status lx_safetensors_from_bytes(const void *data, size_t len, const lx_safetensors_opts *opts,
                                     lx_tree **out, lx_tree **metadata);
 
@@ -135,7 +142,9 @@ typedef enum lx_ckpt_format { LX_CKPT_AUTO = 0, LX_CKPT_MSGPACK, LX_CKPT_SAFETEN
 lx_ckpt_format lx_ckpt_format_of(const char *path);
 /* Save `t` atomically. LX_CKPT_AUTO picks by extension; msgpack when unknown. */
 lx_status lx_ckpt_save(const char *path, const lx_tree *t, lx_ckpt_format fmt);
-/* Load a file; the format is sniffed from its bytes (a safetensors header or a msgpack map).
+/* Load a file; the format is sniffed from its bytes (a safetensors header, or a msgpack map,
+ * array or ext; a root that is not a map or an array, e.g. to_bytes of one array, is
+ * LX_ERR_UNSUPPORTED here: read it with lx_msgpack_from_bytes).
  * safetensors arrays point into a private mapping of the file (copy-on-write: changing them does
  * not change the file); the mapping goes when the last such array is released. msgpack array
  * bodies of 64 KiB or more that happen to be aligned for their dtype are used in place the same
@@ -249,9 +258,13 @@ typedef struct lx_ckpt_manager {
 lx_status lx_ckpt_manager_open(const char *dir, int keep, int64_t save_every, lx_ckpt_format fmt,
                                lx_ckpt_manager *out);
 void lx_ckpt_manager_close(lx_ckpt_manager *m);
-/* Save step `step` (atomically, metadata after data) and delete the oldest beyond `keep`. */
+/* Save step `step` (atomically, metadata after data) and delete the oldest beyond `keep`.
+ * Steps must increase, as in Orbax's CheckpointManager: a step already present is LX_ERR_EXISTS
+ * (Orbax's StepAlreadyExistsError), a step older than the latest is LX_ERR_INVALID_ARGUMENT;
+ * nothing is written or deleted then. */
 lx_status lx_ckpt_manager_save(lx_ckpt_manager *m, int64_t step, const lx_tree *t);
-/* Save when step is a multiple of save_every; *saved tells (may be NULL). */
+/* Save when step is a multiple of save_every and after the latest step present (Orbax's
+ * should_save: a step <= the latest is skipped with LX_OK); *saved tells (may be NULL). */
 lx_status lx_ckpt_manager_maybe_save(lx_ckpt_manager *m, int64_t step, const lx_tree *t, bool *saved);
 /* The steps present (those whose data and metadata both exist), ascending; *steps is malloc'd. */
 lx_status lx_ckpt_manager_steps(const lx_ckpt_manager *m, int64_t **steps, size_t *n);

@@ -157,13 +157,34 @@ lx_ckpt_format lx_ckpt_format_of(const char *path) {
     return LX_CKPT_AUTO;
 }
 
-static lx_ckpt_format sniff_bytes(const unsigned char *p, size_t len) {
-    if (len >= 9) {
-        uint64_t n = 0;
-        for (int k = 7; k >= 0; k--) n = n << 8 | p[k];
-        if (n <= len - 8 && p[8] == '{') return LX_CKPT_SAFETENSORS;
+/* Whether the first byte a JSON reader would see at 8.. (after JSON whitespace, which the
+ * reference reader accepts on either side) is '{'. Looks at most `upto` bytes. */
+static bool st_brace(const unsigned char *p, size_t len, size_t upto) {
+    size_t end = len - 8 < upto ? len : 8 + upto;
+    for (size_t i = 8; i < end; i++) {
+        if (p[i] == '{') return true;
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\n' && p[i] != '\r') return false;
     }
-    if (len >= 1 && ((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf)) return LX_CKPT_MSGPACK;
+    return false;
+}
+
+/* A root msgpack_restore reads as a state: a map, an array (a list) or an ext (a bare ndarray,
+ * numpy scalar or complex: to_bytes of a single array). */
+static bool msgpack_root(unsigned char c) {
+    return (c >= 0x80 && c <= 0x9f) || c == 0xdc || c == 0xdd || c == 0xde || c == 0xdf || c == 0xc7 || c == 0xc8 ||
+           c == 0xc9 || (c >= 0xd4 && c <= 0xd8);
+}
+
+static lx_ckpt_format sniff_bytes(const unsigned char *p, size_t len) {
+    uint64_t n = 0;
+    if (len >= 9) {
+        for (int k = 7; k >= 0; k--) n = n << 8 | p[k];
+        if (n <= len - 8 && n <= 100000000u && st_brace(p, len, (size_t)n)) return LX_CKPT_SAFETENSORS;
+    }
+    if (len >= 1 && msgpack_root(p[0])) return LX_CKPT_MSGPACK;
+    /* '{' at byte 8 but a header length that cannot be right: safetensors, whose reader then
+     * names the length and the input's size */
+    if (len >= 9 && st_brace(p, len, 64)) return LX_CKPT_SAFETENSORS;
     return LX_CKPT_AUTO;
 }
 
@@ -173,7 +194,9 @@ lx_status lx_ckpt_sniff(const char *path, lx_ckpt_format *out) {
     lx_ckpt_format f = sniff_bytes(m->addr, m->len);
     io_map_unref(m);
     if (f == LX_CKPT_AUTO)
-        return lx_fail(LX_ERR_FORMAT, "%s is neither a safetensors file nor a Flax msgpack map", path);
+        return lx_fail(LX_ERR_FORMAT,
+                       "%s is neither a safetensors file nor a Flax msgpack map: expected an 8-byte little-endian "
+                       "header length and '{' at byte 8, or a msgpack map, array or ext at byte 0", path);
     *out = f;
     return LX_OK;
 }
@@ -213,8 +236,14 @@ lx_status lx_ckpt_load(const char *path, lx_tree **out) {
         lx_value v = lx_none();
         s = io_msgpack_from_map(m, &v);
         if (s == LX_OK && v.kind != LX_V_TREE) {
+            /* valid for msgpack_restore (to_bytes of a bare array or scalar), but not a tree */
+            lx_raw *raw = lx_value_raw(&v);
+            char b[64];
+            s = lx_fail(LX_ERR_UNSUPPORTED,
+                        "msgpack: at byte 0: the root is %s%s, not a map; a checkpoint load returns a tree "
+                        "(lx_msgpack_from_bytes reads any root)", raw || v.kind == LX_V_ARRAY ? "an array of " : "",
+                        raw ? raw->dtype : v.kind == LX_V_ARRAY ? lx_dtype_name(v.u.array->dtype) : lx_value_str(&v, b, sizeof b));
             lx_value_free(&v);
-            s = lx_fail(LX_ERR_FORMAT, "msgpack: the root is not a map");
         }
         if (s == LX_OK) *out = v.u.tree;
     } else {

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "linnx/checkpoint.h"
+#include "linnx/fault.h"
 
 /* One dtype as the formats name it. */
 typedef struct io_dtype {
@@ -24,6 +25,15 @@ const io_dtype *io_dtype_by_lx(lx_dtype d);
 lx_status io_shape_size(int ndim, const int64_t *shape, int64_t *size);
 /* Bytes for `size` elements of `bits` each (rounded up to whole bytes); false on overflow. */
 int io_nbytes(int64_t size, int bits, uint64_t *out);
+
+/* Whether an array of `nbytes` read from a file and copied into memory is over the process's
+ * per-array limit (lx_set_max_array_bytes). The readers check it before allocating and fail with
+ * LX_ERR_INVALID_ARGUMENT naming the byte offset: the input's fault, not an allocation failure.
+ * Arrays that point into the file's mapping take no new memory and are not limited. */
+static inline int io_over_limit(uint64_t nbytes) {
+    size_t limit = lx_max_array_bytes();
+    return limit && nbytes > limit;
+}
 
 /* The array a leaf saves as (an array, a Variable's value, an unboxed box), or NULL. */
 lx_array *io_leaf_array(const lx_value *v);

@@ -128,9 +128,34 @@ static lx_status write_metadata(const lx_ckpt_manager *m, int64_t step, const lx
     return s;
 }
 
+/* The latest step present (-1 when none) and whether `step` is present. */
+static lx_status latest_step(const lx_ckpt_manager *m, int64_t step, int64_t *latest, bool *exists) {
+    int64_t *steps;
+    size_t n;
+    LX_TRY(lx_ckpt_manager_steps(m, &steps, &n));
+    *latest = n ? steps[n - 1] : -1;
+    *exists = false;
+    for (size_t i = 0; i < n; i++) *exists |= steps[i] == step;
+    free(steps);
+    return LX_OK;
+}
+
 lx_status lx_ckpt_manager_save(lx_ckpt_manager *m, int64_t step, const lx_tree *t) {
     if (!m || !m->dir || !t) return lx_fail(LX_ERR_INVALID_ARGUMENT, "checkpoint manager: not open, or tree is NULL");
     if (step < 0) return lx_fail(LX_ERR_INVALID_ARGUMENT, "checkpoint manager: step %lld is negative", (long long)step);
+    int64_t latest;
+    bool exists;
+    LX_TRY(latest_step(m, step, &latest, &exists));
+    /* Orbax's CheckpointManager.save refuses an existing step even when forced
+     * (StepAlreadyExistsError) and skips any step <= the latest one; a step older than the latest
+     * would also be the first one `keep` deletes. Nothing is written in either case. */
+    if (exists)
+        return lx_fail(LX_ERR_EXISTS, "checkpoint manager: checkpoint for step %lld already exists in %s",
+                       (long long)step, m->dir);
+    if (latest >= 0 && step < latest)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "checkpoint manager: step %lld is older than the latest step %lld in %s (steps must increase; "
+                       "nothing was written)", (long long)step, (long long)latest, m->dir);
     char p[4096];
     step_path(m, step, ext_of(m->format), p, sizeof p);
     LX_TRY(lx_ckpt_save(p, t, m->format));
@@ -157,6 +182,14 @@ lx_status lx_ckpt_manager_maybe_save(lx_ckpt_manager *m, int64_t step, const lx_
     int64_t every = m && m->save_every > 0 ? m->save_every : 1;
     if (saved) *saved = false;
     if (step % every) return LX_OK;
+    if (!m || !m->dir) return lx_fail(LX_ERR_INVALID_ARGUMENT, "checkpoint manager: not open, or tree is NULL");
+    /* Orbax's should_save: a step <= the latest saved one is skipped, not an error */
+    int64_t latest;
+    bool exists;
+    if (step >= 0) {
+        LX_TRY(latest_step(m, step, &latest, &exists));
+        if (step <= latest) return LX_OK;
+    }
     LX_TRY(lx_ckpt_manager_save(m, step, t));
     if (saved) *saved = true;
     return LX_OK;

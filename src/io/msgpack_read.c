@@ -135,7 +135,13 @@ static lx_status rd_int(rctx *r, int64_t *out, const char *what) {
         int64_t v = n == 1 ? (int8_t)u : n == 2 ? (int16_t)u : n == 4 ? (int32_t)u : (int64_t)u;
         *out = v;
     } else {
-        if (u > INT64_MAX) return bad(r, at, "integer above 2^63-1: ", what);
+        if (u > INT64_MAX) {
+            /* msgpack_restore reads it as a Python int; a linnx int is an int64 */
+            char b[160];
+            snprintf(b, sizeof b, "%s %llu is above 2^63-1: a linnx int is int64 and cannot hold it", what,
+                     (unsigned long long)u);
+            return lx_fail(LX_ERR_UNSUPPORTED, "msgpack: at byte %zu: %s", at, b);
+        }
         *out = (int64_t)u;
     }
     return LX_OK;
@@ -246,7 +252,13 @@ static lx_status rd_array_payload(rctx *outer, size_t start, size_t plen, int ex
         snprintf(b, sizeof b, "%zu data bytes do not fit %s of %lld elements", nbytes, d->numpy, (long long)size);
         return bad(&r, data_at, b, NULL);
     }
-    if (ext == 1 && d->lx >= 0 && outer->map && nbytes >= ZERO_COPY_MIN && (uintptr_t)data % (size_t)(d->bits / 8) == 0) {
+    bool in_place = ext == 1 && d->lx >= 0 && outer->map && nbytes >= ZERO_COPY_MIN && (uintptr_t)data % (size_t)(d->bits / 8) == 0;
+    if (!in_place && io_over_limit(nbytes)) {
+        char sh[96];
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "msgpack: at byte %zu: the array %s%s needs %zu bytes, over the limit of %zu bytes per array",
+                       data_at, d->numpy, lx_shape_str(ndim, shape, sh, sizeof sh), nbytes, lx_max_array_bytes());
+    }
+    if (in_place) {
         /* the body is aligned for its dtype: point into the private mapping, as safetensors loads do */
         lx_array *a = lx_array_wrap((lx_dtype)d->lx, ndim, shape, (void *)data, io_map_unref, outer->map);
         if (!a) return lx_last_status();
@@ -379,6 +391,12 @@ static lx_status unchunk(rctx *r, size_t at, lx_tree *t, lx_value *out) {
     bits = d->bits;
     lxd = d->lx;
     size_t item = (size_t)bits / 8;
+    if (io_over_limit((uint64_t)size * item)) {
+        char sh[96];
+        s = lx_fail(LX_ERR_INVALID_ARGUMENT, "msgpack: at byte %zu: the chunked array %s%s needs %llu bytes, over the limit of %zu bytes per array",
+                    at, dtype, lx_shape_str((int)ndim, shape, sh, sizeof sh), (unsigned long long)size * item, lx_max_array_bytes());
+        goto done;
+    }
     unsigned char *buf = NULL;
     lx_array *arr = NULL;
     if (lxd >= 0) {
@@ -437,7 +455,20 @@ static lx_status rd_map(rctx *r, int depth, lx_value *out, char kind) {
                 s = rd_bytes(r, &ks, &kl, true, false, "a map key");
                 if (s != LX_OK) break;
                 if (kl == 0 || memchr(ks, '/', kl) || memchr(ks, 0, kl)) {
-                    s = bad(r, kat, "map key is empty or contains '/' or NUL (linnx paths use '/')", NULL);
+                    /* msgpack_restore takes any str key; a linnx tree key cannot be empty or hold
+                     * '/' (the path separator) or NUL. Say which, with the key. */
+                    char b[200];
+                    int show = kl > 60 ? 60 : (int)kl;
+                    if (kl == 0)
+                        snprintf(b, sizeof b, "the map key is the empty string: a linnx tree key cannot be empty");
+                    else if (memchr(ks, 0, kl))
+                        snprintf(b, sizeof b, "the map key holds a NUL byte: a linnx tree key cannot");
+                    else
+                        snprintf(b, sizeof b,
+                                 "the map key '%.*s%s' contains '/': a linnx tree key cannot, '/' separates its paths "
+                                 "(a flatten_dict(sep='/') state: unflatten it before saving)",
+                                 show, (const char *)ks, kl > 60 ? "..." : "");
+                    s = lx_fail(LX_ERR_UNSUPPORTED, "msgpack: at byte %zu: %s", kat, b);
                     break;
                 }
                 kbuf = malloc(kl + 1);
@@ -447,7 +478,12 @@ static lx_status rd_map(rctx *r, int depth, lx_value *out, char kind) {
                 k = kbuf;
             } else {
                 int64_t ik = 0;
-                if (rd_int(r, &ik, "a map key") != LX_OK) {
+                lx_status ks = rd_int(r, &ik, "the int map key");
+                if (ks == LX_ERR_UNSUPPORTED) {
+                    s = ks;
+                    break;
+                }
+                if (ks != LX_OK) {
                     char b[96];
                     snprintf(b, sizeof b, "expected a map key (str or int), got %s", type_name(c));
                     s = bad(r, kat, b, NULL);

@@ -239,9 +239,14 @@ static lx_status parse_info(const char *name, json_t *info, uint64_t n, st_tenso
 /* The '/' path of a tensor name split at `sep`. */
 static lx_status name_to_path(const char *name, const char *sep, char **out) {
     size_t sl = strlen(sep);
-    if (!*name) return lx_fail(LX_ERR_FORMAT, "safetensors: an empty tensor name");
+    /* The reference reader takes any name; a linnx tree key cannot be empty or hold '/'. These
+     * are valid files linnx cannot represent with this separator: LX_ERR_UNSUPPORTED, and the way
+     * out (sep "/" keeps names without '/' whole, each one key). */
+    if (!*name) return lx_fail(LX_ERR_UNSUPPORTED, "safetensors: an empty tensor name: a linnx tree key cannot be empty");
     if (strcmp(sep, "/") && strchr(name, '/'))
-        return lx_fail(LX_ERR_FORMAT, "safetensors: tensor name '%s' contains '/' (load it with sep \"/\")", name);
+        return lx_fail(LX_ERR_UNSUPPORTED,
+                       "safetensors: tensor name '%s' contains '/': a linnx tree key cannot ('/' separates its paths); "
+                       "load it with sep \"/\" (linnx inspect --sep /)", name);
     char *p = malloc(strlen(name) + 1), *o = p;
     if (!p) return lx_fail(LX_ERR_NO_MEMORY, "safetensors: out of memory");
     for (const char *c = name; *c;) {
@@ -255,10 +260,20 @@ static lx_status name_to_path(const char *name, const char *sep, char **out) {
     *o = 0;
     if (p[0] == '/' || (o > p && o[-1] == '/') || strstr(p, "//")) {
         free(p);
-        return lx_fail(LX_ERR_FORMAT, "safetensors: tensor name '%s' has an empty component when split at '%s'", name, sep);
+        return lx_fail(LX_ERR_UNSUPPORTED,
+                       "safetensors: tensor name '%s' has an empty part when split at '%s': a linnx tree key cannot be "
+                       "empty; load it with another sep (sep \"/\" keeps it whole; linnx inspect --sep /)", name, sep);
     }
     *out = p;
     return LX_OK;
+}
+
+static lx_status over_limit(const st_tensor *t, size_t nb, uint64_t n) {
+    char sh[96];
+    return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                   "safetensors: at byte %llu: tensor '%s' (%s%s) needs %zu bytes, over the limit of %zu bytes per array",
+                   (unsigned long long)(8 + n + t->begin), t->name, t->dt->st, lx_shape_str(t->ndim, t->shape, sh, sizeof sh),
+                   nb, lx_max_array_bytes());
 }
 
 /* Parse `data` (len bytes). With `map`, aligned tensors of linnx dtypes point into it. */
@@ -277,8 +292,14 @@ lx_status io_safetensors_parse(const unsigned char *data, size_t len, const lx_s
     if (n > len - 8)
         return lx_fail(LX_ERR_FORMAT, "safetensors: at byte 0: header length %llu runs past the end of the input (%zu bytes)",
                        (unsigned long long)n, len);
-    if (n == 0 || data[8] != '{')
-        return lx_fail(LX_ERR_FORMAT, "safetensors: at byte 8: expected the header to start with '{'");
+    /* The README says the header starts with '{'; the reference reader (serde_json, its '{'
+     * check left commented out) also takes JSON whitespace before it, and so does this one. */
+    size_t lead = 0;
+    while (lead < n && (data[8 + lead] == ' ' || data[8 + lead] == '\t' || data[8 + lead] == '\n' || data[8 + lead] == '\r'))
+        lead++;
+    if (lead == n || data[8 + lead] != '{')
+        return lx_fail(LX_ERR_FORMAT, "safetensors: at byte %zu: expected the header (%llu bytes from byte 8) to start with '{'",
+                       8 + lead, (unsigned long long)n);
     json_error_t jerr;
     json_t *hdr = json_loadb((const char *)data + 8, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
     if (!hdr)
@@ -349,7 +370,15 @@ lx_status io_safetensors_parse(const unsigned char *data, size_t len, const lx_s
         free(path);
         path = NULL;
         if ((s = name_to_path(t->name, sep, &path)) != LX_OK) goto done;
-        if (lx_tree_find(tree, path)) {
+        const lx_value *there = lx_tree_find(tree, path);
+        if (there && there->kind == LX_V_TREE) {
+            s = lx_fail(LX_ERR_UNSUPPORTED,
+                        "safetensors: tensor '%s': the path %s is already a map of other tensors; one tensor name "
+                        "extends another at '%s', which a linnx tree cannot hold (a node is a leaf or a map); load with "
+                        "sep \"/\" to keep names whole (linnx inspect --sep /)", t->name, path, sep);
+            goto done;
+        }
+        if (there) {
             s = lx_fail(LX_ERR_FORMAT, "safetensors: two tensor names give the path %s", path);
             goto done;
         }
@@ -362,6 +391,9 @@ lx_status io_safetensors_parse(const unsigned char *data, size_t len, const lx_s
             if (map && !(opts && opts->copy) && nb > 0 && (uintptr_t)p % item == 0) {
                 a = lx_array_wrap((lx_dtype)t->dt->lx, t->ndim, t->shape, (void *)p, io_map_unref, map);
                 if (a) map->refs++;
+            } else if (io_over_limit(nb)) {
+                s = over_limit(t, nb, n);
+                goto done;
             } else {
                 a = lx_array_from_data((lx_dtype)t->dt->lx, t->ndim, t->shape, p);
             }
@@ -372,16 +404,28 @@ lx_status io_safetensors_parse(const unsigned char *data, size_t len, const lx_s
             v = lx_array_v(a);
         } else {
             lx_raw *r;
+            if (io_over_limit(nb)) {
+                s = over_limit(t, nb, n);
+                goto done;
+            }
             if ((s = lx_raw_new(LX_RAW_NDARRAY, t->dt->numpy, t->ndim, t->shape, p, nb, &r)) != LX_OK) goto done;
             v = lx_raw_v(r);
         }
         s = lx_tree_set_path(tree, path, v);
         lx_value_free(&v);
+        if (s == LX_ERR_NO_MEMORY) {
+            lx_fail_context(s, "safetensors: tensor '%s': ", t->name);
+            goto done;
+        }
         if (s != LX_OK) {
+            /* valid for the reference reader (h.0 and h.0.attn): a linnx tree node is either a
+             * leaf or a map, so with this separator one name cannot extend another */
             char why[256];
             snprintf(why, sizeof why, "%s", lx_last_error());
-            /* a path clash is the file's fault; running out of memory is not */
-            s = lx_fail(s == LX_ERR_NO_MEMORY ? LX_ERR_NO_MEMORY : LX_ERR_FORMAT, "safetensors: tensor '%s': %s", t->name, why);
+            s = lx_fail(LX_ERR_UNSUPPORTED,
+                        "safetensors: tensor '%s': %s; one tensor name extends another at '%s', which a linnx tree "
+                        "cannot hold (a node is a leaf or a map); load with sep \"/\" to keep names whole "
+                        "(linnx inspect --sep /)", t->name, why, sep);
             goto done;
         }
     }
