@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "linnx/checkpoint.h"
@@ -129,6 +130,8 @@ int cmd_train(int argc, char **argv) {
         if (!*path || (slash && !slash[1])) return cli_error("--save: '%s' is not a file name", path);
         if (access(dir, W_OK | X_OK) != 0)
             return cli_error("--save %s: cannot write into %s: %s", path, dir, strerror(errno));
+        struct stat sb;
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return cli_error("--save %s: is a directory", path);
     }
     optax_tx *tx = optax_from_string(o[O_OPT].value);
     if (!tx) {
