@@ -61,16 +61,7 @@ sweep grad 'bridge.to_linen(nnx.Linear, 4, 2)' --seed 0 --x 1,2,3,4 --x-shape 1,
 # exits 1 like every other out-of-memory failure, not 2 as a bad expression), then steps
 STREAM=1 sweep train 'linen.Dense(2)' --seed 0 --x 1,2,3,4 --x-shape 2,2 --y 1,0,0,1 --y-shape 2,2 --loss l2_loss \
     --optimizer 'chain(clip_by_global_norm(1.0), adamw(learning_rate=linear_schedule(0.1, 0.01, 5), weight_decay=0.1))' --steps 2
-# .npy data (--data): the reader's header and value buffers
-npy() { # file descr shape data-as-printf-escapes
-    local hdr="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
-    while [ $(( (${#hdr} + 11) % 64 )) -ne 0 ]; do hdr="$hdr "; done
-    local len=$(( ${#hdr} + 1 ))
-    printf '\x93NUMPY\x01\x00' >"$1"
-    printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))" >>"$1"
-    printf '%s\n' "$hdr" >>"$1"
-    printf "$4" >>"$1"
-}
+# .npy data (--data): the reader's header and value buffers (npy() from lib_cli.sh)
 mkdir -p "$cli_tmp/d"
 npy "$cli_tmp/d/x.npy" '<f8' '(2, 1)' '\x00\x00\x00\x00\x00\x00\xf0\x3f\x00\x00\x00\x00\x00\x00\x00\x40'
 npy "$cli_tmp/d/y.npy" '<f4' '(2, 1)' '\x00\x00\x00\x40\x00\x00\x80\x40'

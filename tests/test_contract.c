@@ -416,7 +416,29 @@ static void test_ckpt_sniff(void) {
     CHECK_FAILS(lx_ckpt_load(path, &t), LX_ERR_NOT_FOUND, path);
 }
 
+/* A NULL output pointer is the caller's mistake (LX_ERR_INVALID_ARGUMENT, its own message) even
+ * while an earlier failure is pending; a NULL input with one pending stands for that failure. */
+static void test_null_outputs_are_invalid(void) {
+    lx_tree *t = lx_tree_new();
+    lx_array *a = lx_array_scalar_f32(1.0f);
+    lx_tree_set(t, "w", lx_array_v(a));
+    lx_release(a);
+    lx_array *bad = lx_reshape(a = lx_array_scalar_f32(2.0f), 1, (int64_t[]){3}); /* fails: pending */
+    lx_release(a);
+    CHECK(bad == NULL && lx_error_pending());
+    lx_status st = lx_ckpt_restore(t, t, NULL, NULL);
+    CHECK(st == LX_ERR_INVALID_ARGUMENT && strstr(lx_last_error(), "restore: out is NULL"));
+    CHECK_FAILS(lx_layout_convert(t, LX_LAYOUT_AUTO, LX_LAYOUT_NNX, NULL, NULL), LX_ERR_INVALID_ARGUMENT, "layout: out is NULL");
+    CHECK_FAILS(lx_layout_unbox(t, NULL), LX_ERR_INVALID_ARGUMENT, "layout: out is NULL");
+    CHECK_FAILS(lx_safetensors_write(NULL, t, NULL), LX_ERR_INVALID_ARGUMENT, "safetensors: stream is NULL");
+    lx_tree *out = NULL;
+    CHECK_FAILS(lx_layout_convert(NULL, LX_LAYOUT_AUTO, LX_LAYOUT_NNX, NULL, &out), LX_ERR_FAILED_INPUT, "layout: tree is NULL");
+    lx_tree_release(t);
+    lx_clear_error();
+}
+
 int main(void) {
+    RUN(test_null_outputs_are_invalid);
     RUN(test_failed_inputs);
     RUN(test_optax_failure_keeps_inputs);
     RUN(test_train_state_null_tx);

@@ -484,7 +484,8 @@ static lx_status restore_rec(rst *r, const lx_value *tv, const lx_value *sv, lx_
 }
 
 lx_status lx_ckpt_restore(const lx_tree *target, const lx_tree *state, const lx_restore_opts *opts, lx_tree **out) {
-    if (!target || !state || !out) return lx_null_input("restore: target, state or out is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "restore: out is NULL");
+    if (!target || !state) return lx_null_input("restore: target or state is NULL");
     rst *r = calloc(1, sizeof *r);
     if (!r) return lx_fail(LX_ERR_NO_MEMORY, "out of memory");
     r->o = opts ? *opts : lx_restore_defaults();

@@ -344,7 +344,8 @@ static lx_status unbox_tree(const lx_tree *t, lx_tree **out) {
 }
 
 lx_status lx_layout_unbox(const lx_tree *t, lx_tree **out) {
-    if (!t || !out) return lx_null_input("layout: tree or out is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "layout: out is NULL");
+    if (!t) return lx_null_input("layout: tree is NULL");
     return unbox_tree(t, out);
 }
 
@@ -930,7 +931,8 @@ static lx_status stk_walk(stk *c, bool unscan, const lx_tree *t, lx_tree **out) 
 
 lx_status lx_layout_restack(const lx_tree *t, lx_layout layout, const char *prefix, bool unscan, int params_axis,
                             lx_tree **out) {
-    if (!t || !prefix || !out) return lx_null_input("layout: tree, prefix or out is NULL");
+    if (!out || !prefix) return lx_fail(LX_ERR_INVALID_ARGUMENT, "layout: %s is NULL", out ? "prefix" : "out");
+    if (!t) return lx_null_input("layout: tree is NULL");
     if (layout == LX_LAYOUT_AUTO) layout = lx_layout_detect(t);
     const char *opt = unscan ? "--unscan" : "--scan";
     char *buf = malloc(strlen(prefix) + 1);
@@ -1019,7 +1021,8 @@ static lx_status sorted_tree(const lx_tree *t, lx_tree **out) {
 }
 
 lx_status lx_layout_convert(const lx_tree *t, lx_layout from, lx_layout to, const char *wrapper, lx_tree **out) {
-    if (!t || !out) return lx_null_input("layout: tree or out is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "layout: out is NULL");
+    if (!t) return lx_null_input("layout: tree is NULL");
     if (from == LX_LAYOUT_AUTO) from = lx_layout_detect(t);
     if (to == LX_LAYOUT_AUTO) to = from;
     /* boxes are plain arrays in every converted layout: the twins' files then have the same

@@ -171,7 +171,8 @@ lx_status lx_safetensors_to_bytes(const lx_tree *t, const lx_safetensors_opts *o
 static int file_sink(void *f, const void *data, size_t n) { return fwrite(data, 1, n, f) == n ? 0 : -1; }
 
 lx_status lx_safetensors_write(FILE *f, const lx_tree *t, const lx_safetensors_opts *opts) {
-    if (!f || !t) return lx_null_input("safetensors: stream or tree is NULL");
+    if (!f) return lx_fail(LX_ERR_INVALID_ARGUMENT, "safetensors: stream is NULL");
+    if (!t) return lx_null_input("safetensors: tree is NULL");
     return io_safetensors_write(t, opts, file_sink, f);
 }
 
