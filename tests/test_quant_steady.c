@@ -25,44 +25,12 @@ static atomic_bool heap_on;
 static atomic_size_t heap_allocs;
 
 #if HEAP_COUNTED
-void *__libc_malloc(size_t);
-void *__libc_calloc(size_t, size_t);
-void *__libc_realloc(void *, size_t);
-void *__libc_memalign(size_t, size_t);
-void __libc_free(void *);
-
-static void heap_count(void) {
+static void heap_count(size_t bytes) {
+    (void)bytes;
     if (atomic_load_explicit(&heap_on, memory_order_relaxed)) atomic_fetch_add(&heap_allocs, 1);
 }
-void *malloc(size_t n) {
-    heap_count();
-    return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t s) {
-    heap_count();
-    return __libc_calloc(n, s);
-}
-void *realloc(void *p, size_t n) {
-    heap_count();
-    return __libc_realloc(p, n);
-}
-void free(void *p) { __libc_free(p); }
-void *aligned_alloc(size_t a, size_t n) {
-    heap_count();
-    return __libc_memalign(a, n);
-}
-void *memalign(size_t a, size_t n) {
-    heap_count();
-    return __libc_memalign(a, n);
-}
-int posix_memalign(void **out, size_t a, size_t n) {
-    heap_count();
-    void *p = __libc_memalign(a, n);
-    if (!p) return 12; /* ENOMEM */
-    *out = p;
-    return 0;
-}
 #endif
+#include "lx_heap_count.h"
 
 static int8_t val(uint32_t i, uint32_t salt) { return (int8_t)((i * 2654435761u ^ salt) >> 24); }
 

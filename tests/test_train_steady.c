@@ -60,11 +60,6 @@ static int heap_trace; /* LX_STEADY_TRACE=2: a backtrace of each (stderr) */
 
 #if HEAP_COUNTED
 static _Thread_local bool in_trace;
-void *__libc_malloc(size_t);
-void *__libc_calloc(size_t, size_t);
-void *__libc_realloc(void *, size_t);
-void *__libc_memalign(size_t, size_t);
-void __libc_free(void *);
 
 static void heap_count(size_t n) {
     if (!atomic_load_explicit(&heap_on, memory_order_relaxed) || in_trace) return;
@@ -80,35 +75,8 @@ static void heap_count(size_t n) {
         in_trace = false;
     }
 }
-void *malloc(size_t n) {
-    heap_count(n);
-    return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t s) {
-    heap_count(n * s);
-    return __libc_calloc(n, s);
-}
-void *realloc(void *p, size_t n) {
-    heap_count(n);
-    return __libc_realloc(p, n);
-}
-void free(void *p) { __libc_free(p); }
-void *aligned_alloc(size_t a, size_t n) {
-    heap_count(n);
-    return __libc_memalign(a, n);
-}
-void *memalign(size_t a, size_t n) {
-    heap_count(n);
-    return __libc_memalign(a, n);
-}
-int posix_memalign(void **out, size_t a, size_t n) {
-    heap_count(n);
-    void *p = __libc_memalign(a, n);
-    if (!p) return 12; /* ENOMEM */
-    *out = p;
-    return 0;
-}
 #endif
+#include "lx_heap_count.h"
 
 static lx_array *mlp_call(linen_scope *s, lx_array *x) {
     return linen_dense(s, NULL, OUT, lx_relu(linen_dense(s, NULL, HID, x)));
