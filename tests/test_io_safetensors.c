@@ -77,6 +77,17 @@ static void test_writer_layout(void) {
     CHECK(dr && !strcmp(dr->dtype, "float64") && !memcmp(dr->data, &one, 8));
     lx_tree_release(back);
     lx_tree_release(mback);
+    /* lx_safetensors_save (atomic, streamed) writes the same bytes, metadata included */
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/linnx_st_save_%ld.safetensors", (long)getpid());
+    CHECK(lx_safetensors_save(path, t, &(lx_safetensors_opts){.metadata = md}) == LX_OK);
+    FILE *fp = fopen(path, "rb");
+    unsigned char *fb = malloc(len + 1);
+    size_t got = fp && fb ? fread(fb, 1, len + 1, fp) : 0;
+    CHECK(got == len && !memcmp(fb, buf, len));
+    if (fp) fclose(fp);
+    free(fb);
+    unlink(path);
     free(buf);
     /* non-array leaves, tensor-name clashes */
     CHECK(lx_tree_set(t, "step", lx_int_v(3)) == LX_OK);

@@ -101,15 +101,10 @@ int cmd_convert(int argc, char **argv) {
             out = t;
         }
     }
-    if (s == LX_OK && fmt == LX_CKPT_SAFETENSORS && meta && lx_tree_len(meta) > 0) {
-        unsigned char *bytes = NULL;
-        size_t len = 0;
-        s = lx_safetensors_to_bytes(out, &(lx_safetensors_opts){.metadata = meta}, &bytes, &len);
-        if (s == LX_OK) s = lx_atomic_write_file(pos[1], bytes, len);
-        free(bytes);
-    } else if (s == LX_OK) {
+    if (s == LX_OK && fmt == LX_CKPT_SAFETENSORS)
+        s = lx_safetensors_save(pos[1], out, &(lx_safetensors_opts){.metadata = meta});
+    else if (s == LX_OK)
         s = lx_ckpt_save(pos[1], out, fmt);
-    }
     int rc = s == LX_OK ? 0 : cli_lib_error();
     if (rc == 0)
         printf("%s (%s) -> %s (%s, %s): %zu leaves, %lld params\n", pos[0], lx_layout_name(from), pos[1],

@@ -122,6 +122,9 @@ lx_status lx_safetensors_to_bytes(const lx_tree *t, const lx_safetensors_opts *o
                                   size_t *len);
 /* Write the same bytes to a stdio stream (array bodies go straight from the arrays). */
 lx_status lx_safetensors_write(FILE *f, const lx_tree *t, const lx_safetensors_opts *opts);
+/* Write them to `path` atomically, as lx_ckpt_save does (which is this with opts NULL): the
+ * bodies stream from the arrays, so a large tree is never held twice in memory. */
+lx_status lx_safetensors_save(const char *path, const lx_tree *t, const lx_safetensors_opts *opts);
 /* Parse safetensors bytes into a tree (names split at opts->sep; tensors in file order). Arrays
  * are copies. *metadata (if not NULL) gets the __metadata__ map (an empty tree when absent).
  * JSON whitespace before the header's '{' is read, as the reference reader does. Names that give

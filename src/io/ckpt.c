@@ -203,7 +203,8 @@ lx_status lx_ckpt_sniff(const char *path, lx_ckpt_format *out) {
 
 static int file_sink(void *f, const void *data, size_t n) { return fwrite(data, 1, n, f) == n ? 0 : -1; }
 
-lx_status lx_ckpt_save(const char *path, const lx_tree *t, lx_ckpt_format fmt) {
+/* Both formats' atomic save; st_opts for safetensors only. */
+static lx_status ckpt_save(const char *path, const lx_tree *t, lx_ckpt_format fmt, const lx_safetensors_opts *st_opts) {
     if (!path || !t) return lx_fail(LX_ERR_INVALID_ARGUMENT, "checkpoint save: path or tree is NULL");
     if (fmt == LX_CKPT_AUTO) fmt = lx_ckpt_format_of(path);
     if (fmt == LX_CKPT_AUTO) fmt = LX_CKPT_MSGPACK;
@@ -211,7 +212,7 @@ lx_status lx_ckpt_save(const char *path, const lx_tree *t, lx_ckpt_format fmt) {
     LX_TRY(atomic_begin(path, &a));
     lx_status s;
     if (fmt == LX_CKPT_SAFETENSORS) {
-        s = io_safetensors_write(t, NULL, file_sink, a.f);
+        s = io_safetensors_write(t, st_opts, file_sink, a.f);
     } else {
         lx_value root = lx_tree_v((lx_tree *)t);
         s = lx_msgpack_write(a.f, &root, NULL);
@@ -221,6 +222,12 @@ lx_status lx_ckpt_save(const char *path, const lx_tree *t, lx_ckpt_format fmt) {
         return lx_fail_context(s, "saving %s: ", path);
     }
     return atomic_commit(&a);
+}
+
+lx_status lx_ckpt_save(const char *path, const lx_tree *t, lx_ckpt_format fmt) { return ckpt_save(path, t, fmt, NULL); }
+
+lx_status lx_safetensors_save(const char *path, const lx_tree *t, const lx_safetensors_opts *opts) {
+    return ckpt_save(path, t, LX_CKPT_SAFETENSORS, opts);
 }
 
 lx_status lx_ckpt_load(const char *path, lx_tree **out) {

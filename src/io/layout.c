@@ -831,10 +831,8 @@ static lx_status stk_entry(stk *c, bool unscan, const lx_tree *t, size_t i, lx_t
                            "convert: --unscan: %s is already unrolled (an nnx.List: %s/0, %s/1, ...); --scan stacks it", where,
                            where, where);
         const char *coll = c->nnx ? NULL : stk_collection(c);
-        int64_t before = c->n;
         LX_TRY(stk_count(c, coll, v->u.tree, where, ""));
         if (c->n < 0) return lx_fail(LX_ERR_NOT_FOUND, "convert: --unscan: %s holds no arrays", where);
-        (void)before;
         lx_tree *list = c->nnx ? lx_tree_new() : NULL;
         if (c->nnx && !list) return lx_last_status();
         lx_status s = LX_OK;
