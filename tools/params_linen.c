@@ -180,20 +180,11 @@ static int arg_value(builder *b, spec_node *v, lx_value *out) {
         if (!rc) *out = lx_ptr_v("initializer", &b->inits[b->ninits++]);
         return rc;
     }
-    if (spec_suffix(v, "linen.")) {
+    const char *bridge = spec_suffix(v, "bridge.");
+    if (spec_suffix(v, "linen.") || (bridge && !strcmp(bridge, "to_linen"))) { /* to_linen: an NNX layer inside */
         linen_module *m = NULL;
         rc = build(b, v, &m);
         if (rc) return rc;
-        *out = linen_module_v(m);
-        return 0;
-    }
-    const char *bridge = spec_suffix(v, "bridge.");
-    if (bridge && !strcmp(bridge, "to_linen")) { /* an NNX layer inside the Linen model */
-        if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
-        linen_module *m = NULL;
-        rc = params_to_linen_module(v, &m);
-        if (rc) return rc;
-        b->owned[b->nowned++] = m;
         *out = linen_module_v(m);
         return 0;
     }
@@ -428,7 +419,7 @@ static int build(builder *b, spec_node *n, linen_module **out) {
     if (name && (!strcmp(name, "vmap") || !strcmp(name, "scan"))) return build_lift(b, n, name[0] == 's', out);
     if (name && (!strcmp(name, "remat") || !strcmp(name, "checkpoint"))) return build_remat(b, n, n->s, out);
     const char *bridge = spec_suffix(n, "bridge.");
-    if (bridge && !strcmp(bridge, "to_linen")) { /* an NNX layer as the module a transform lifts */
+    if (bridge && !strcmp(bridge, "to_linen")) { /* an NNX layer: in a Sequential, or lifted by a transform */
         if (b->nowned == MAX_OWNED) return cli_error("params: too many modules");
         linen_module *m = NULL;
         int rc = params_to_linen_module(n, &m);
