@@ -78,7 +78,13 @@ typedef enum lx_prim_id {
 /* ---- typed parameters (plain data; axes normalised to non-negative) ----
  * Ops without parameters (neg, add, matmul, where, softmax_cross_entropy_int, ...) pass NULL. */
 typedef struct lx_gelu_params { bool approximate; } lx_gelu_params;
-typedef struct lx_clip_params { float lo, hi; } lx_clip_params;
+/* clip: min(max(x, lo), hi). Its gradient is jnp.clip's (1/2 at x == lo and at x == hi, the
+ * max/min ties) unless zero_grad_at_bounds, which gives 0 there (jax.nn.relu6's custom_jvp,
+ * select((x > lo) & (x < hi), g, 0)). An int, not a bool: the struct has no padding bytes. */
+typedef struct lx_clip_params {
+    float lo, hi;
+    int32_t zero_grad_at_bounds;
+} lx_clip_params;
 typedef struct lx_cast_params { lx_dtype dtype; } lx_cast_params;
 /* sum/mean/max/min/var/logsumexp/argmax: the reduced axes (all of them for axis=None). */
 typedef struct lx_reduce_params {

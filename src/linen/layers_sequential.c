@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "layers_internal.h"
-#include "linnx/autodiff.h"
+#include "linnx/primitive.h"
 #include "linnx/nn.h"
 #include "linnx/ops.h"
 
@@ -107,14 +107,11 @@ lx_status linen_sequential_new(int n, linen_module *const *layers, linen_module 
 }
 
 /* ---------------------------------------------------------------- activations */
-/* jax.nn.relu6: the value of clip(x, 0, 6), the gradient of its custom_jvp, select((x > 0) &
- * (x < 6), g, 0): 0 at both kinks (clip's own chain would give 1/2 there). Under a tape the
- * clipped value is a constant taken where x is outside (0, 6); without one, the clip alone. */
+/* jax.nn.relu6: clip(x, 0, 6) with its custom_jvp's gradient, 0 at both kinks (the clip
+ * primitive's zero_grad_at_bounds; jnp.clip's chain would give 1/2 there). */
 lx_array *linen_relu6_fn(lx_array *x) {
-    lx_array *c = lx_clip(x, 0.0f, 6.0f);
-    if (!c || !lx_tape_active()) return c;
-    lx_array *k = lx_stop_gradient(c);
-    return lx_where(lx_gt(x, lx_scalar(0.0f)), lx_where(lx_lt(x, lx_scalar(6.0f)), x, k), k);
+    const lx_clip_params p = {0.0f, 6.0f, 1};
+    return lx_bind(LX_PRIM_CLIP, &p, 1, &x);
 }
 
 lx_array *linen_leaky_relu_fn(lx_array *x, float negative_slope) {

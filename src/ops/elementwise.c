@@ -371,11 +371,13 @@ LX_ATTRS(clip) {
     const lx_clip_params *p = params_;
     attrs[0] = LX_KW_FLOAT("min", p->lo);
     attrs[1] = LX_KW_FLOAT("max", p->hi);
-    return 2;
+    if (!p->zero_grad_at_bounds) return 2;
+    attrs[2] = LX_KW_BOOL("zero_grad_at_bounds", true);
+    return 3;
 }
 
 lx_array *lx_clip(lx_array *x, float lo, float hi) {
-    const lx_clip_params prm = {lo, hi};
+    const lx_clip_params prm = {lo, hi, 0};
     return lx_bind(LX_PRIM_CLIP, &prm, 1, &x);
 }
 

@@ -184,10 +184,11 @@ VJP(clip) {
     float *D = lx_f32(dx);
     /* d maximum(x, lo)/dx = 1 above lo, 1/2 at it; d minimum(m, hi)/dm = 1 below hi, 1/2 at it
      * (where the first factor is not 0, m = x): 1/4 at lo == hi == x, as jnp.clip's chain gives */
+    const float at = p->zero_grad_at_bounds ? 0.0f : 0.5f; /* relu6: select((x > lo) & (x < hi), g, 0) */
     for (int64_t i = 0; i < ct->size; i++) {
         const float x = X[i];
-        const float a = x > p->lo ? 1.0f : x == p->lo ? 0.5f : 0.0f;
-        const float b = x < p->hi ? 1.0f : x == p->hi ? 0.5f : 0.0f;
+        const float a = x > p->lo ? 1.0f : x == p->lo ? at : 0.0f;
+        const float b = x < p->hi ? 1.0f : x == p->hi ? at : 0.0f;
         D[i] = G[i] * a * b;
     }
     in_ct[0] = dx;
