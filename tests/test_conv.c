@@ -110,7 +110,8 @@ static void test_conv(void) {
 
     lx_clear_error();
     CHECK_NULL_FAILS(lx_conv_general(x, RAND(3, 3, 2, 4), NULL), LX_ERR_SHAPE,
-                     "conv_general: lhs feature dimension 3 must equal rhs input feature dimension 2 times feature_group_count 0");
+                     "conv_general: lhs feature dimension 3 must equal rhs input feature dimension 2 times feature_group_count 1");
+    /* the zero field is the default, one group: the message names the count used (it said 0) */
     CHECK_ERROR_HAS("(lhs (2, 7, 6, 3), rhs (3, 3, 2, 4))");
     CHECK_NULL_FAILS(lx_conv_general(x4, RAND(3, 3, 2, 5), &(lx_conv_params){.feature_group_count = 2}), LX_ERR_SHAPE,
                      "rhs output features 5 must be a multiple of it");

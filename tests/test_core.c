@@ -135,7 +135,24 @@ static void test_print(void) {
     FILE *f = open_memstream(&buf, &len);
     lx_array_fprint(f, a);
     fclose(f);
-    CHECK_STR(buf, "[[1 2.5]\n [-3 4]]");
+    CHECK_STR(buf, "[[1. 2.5]\n [-3. 4.]]"); /* numpy's "1.": a float stays one (it printed "1") */
+    free(buf);
+    lx_release(a);
+    /* an int array keeps integers; large, tiny and special floats */
+    const int32_t di[] = {1, 2, 3, 4};
+    a = lx_array_from_data(LX_I32, 2, shape, di);
+    f = open_memstream(&buf, &len);
+    lx_array_fprint(f, a);
+    fclose(f);
+    CHECK_STR(buf, "[[1 2]\n [3 4]]");
+    free(buf);
+    lx_release(a);
+    const float ds[] = {1e10f, -0.0f, INFINITY, NAN, 1.5e-7f, 3e20f};
+    a = lx_array_from_f32(1, (const int64_t[]){6}, ds);
+    f = open_memstream(&buf, &len);
+    lx_array_fprint(f, a);
+    fclose(f);
+    CHECK_STR(buf, "[1.e+10 -0. inf nan 1.50000005e-07 3.00000006e+20]"); /* %.9g of the float32 values */
     free(buf);
     lx_release(a);
 }

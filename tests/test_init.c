@@ -208,7 +208,58 @@ static void test_errors(void) {
     float buf[32];
     CHECK_FAILS(lx_init_apply_into(&big, lx_key_from_seed(0), LX_I32, 2, s48, buf), LX_ERR_INVALID_ARGUMENT,
                 "does not fit int32");
+    /* jnp.full(2, 3000000000, jnp.int32) and jnp.full(2, -5, jnp.uint32) are OverflowErrors: no
+     * wrap-around (these wrote -1294967296 and 4294967291 before) */
+    const int64_t s2[] = {2};
+    int32_t ib[2] = {7, 7};
+    lx_initializer c = lx_init_constant(3000000000.0);
+    CHECK_FAILS(lx_init_apply_into(&c, lx_key_from_seed(0), LX_I32, 1, s2, ib), LX_ERR_INVALID_ARGUMENT,
+                "constant: 3000000000 does not fit int32");
+    CHECK(ib[0] == 7 && ib[1] == 7);
+    c = lx_init_constant(2147483648.0);
+    CHECK_FAILS(lx_init_apply_into(&c, lx_key_from_seed(0), LX_I32, 1, s2, ib), LX_ERR_INVALID_ARGUMENT, "int32");
+    c = lx_init_constant(-5);
+    CHECK_FAILS(lx_init_apply_into(&c, lx_key_from_seed(0), LX_U32, 1, s2, ib), LX_ERR_INVALID_ARGUMENT,
+                "constant: -5 does not fit uint32");
+    c = lx_init_constant(4294967296.0);
+    CHECK_FAILS(lx_init_apply_into(&c, lx_key_from_seed(0), LX_U32, 1, s2, ib), LX_ERR_INVALID_ARGUMENT, "uint32");
+    c = lx_init_constant(NAN);
+    CHECK_FAILS(lx_init_apply_into(&c, lx_key_from_seed(0), LX_I32, 1, s2, ib), LX_ERR_INVALID_ARGUMENT, "int32");
+    /* the edges fit; a fraction truncates toward zero */
+    lx_clear_error();
+    c = lx_init_constant(-2147483648.0);
+    CHECK_EQ_INT(lx_init_apply_into(&c, lx_key_from_seed(0), LX_I32, 1, s2, ib), LX_OK);
+    CHECK(ib[0] == INT32_MIN && ib[1] == INT32_MIN);
+    c = lx_init_constant(4294967295.0);
+    CHECK_EQ_INT(lx_init_apply_into(&c, lx_key_from_seed(0), LX_U32, 1, s2, ib), LX_OK);
+    CHECK(ib[0] == -1 && ib[1] == -1); /* 0xffffffff */
+    c = lx_init_constant(-0.75);
+    CHECK_EQ_INT(lx_init_apply_into(&c, lx_key_from_seed(0), LX_U32, 1, s2, ib), LX_OK);
+    CHECK(ib[0] == 0 && ib[1] == 0);
+    c = lx_init_constant(-2.5);
+    CHECK_EQ_INT(lx_init_apply_into(&c, lx_key_from_seed(0), LX_I32, 1, s2, ib), LX_OK);
+    CHECK(ib[0] == -2 && ib[1] == -2);
+    /* int8 is a dtype too: -128..127 (this failed with "invalid dtype 5") */
+    int8_t qb[2] = {0, 0};
+    c = lx_init_constant(-128);
+    CHECK_EQ_INT(lx_init_apply_into(&c, lx_key_from_seed(0), LX_I8, 1, s2, qb), LX_OK);
+    CHECK(qb[0] == -128 && qb[1] == -128);
+    c = lx_init_constant(128);
+    CHECK_FAILS(lx_init_apply_into(&c, lx_key_from_seed(0), LX_I8, 1, s2, qb), LX_ERR_INVALID_ARGUMENT,
+                "constant: 128 does not fit int8");
+    lx_initializer ones = lx_init_ones();
+    lx_clear_error();
+    CHECK_EQ_INT(lx_init_apply_into(&ones, lx_key_from_seed(0), LX_I8, 1, s2, qb), LX_OK);
+    CHECK(qb[0] == 1 && qb[1] == 1);
+    /* a zero-filled initializer (kind zeros, no name) names itself "init", not "(null)" */
+    lx_initializer blank = {0};
+    CHECK_FAILS(lx_init_apply_into(&blank, lx_key_from_seed(0), LX_F32, 1, s2, NULL), LX_ERR_INVALID_ARGUMENT,
+                "init: output buffer is NULL");
     double fi, fo;
+    CHECK_FAILS(lx_compute_fans(2, s48, lx_axis(-2), lx_axis(-1), lx_no_axes(), NULL, &fo), LX_ERR_INVALID_ARGUMENT,
+                "compute_fans: fan_in or fan_out is NULL");
+    CHECK_FAILS(lx_compute_fans(2, s48, lx_axis(-2), lx_axis(-1), lx_no_axes(), &fi, NULL), LX_ERR_INVALID_ARGUMENT,
+                "compute_fans");
     CHECK_FAILS(lx_compute_fans(1, s1, lx_axis(-2), lx_axis(-1), lx_no_axes(), &fi, &fo), LX_ERR_SHAPE,
                 "1-dimensional");
 }

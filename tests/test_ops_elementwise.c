@@ -137,6 +137,17 @@ static void test_clip(void) {
     CHECK(lx_f32(d)[0] == 1.f && lx_f32(d)[1] == 1.f);
     /* every element, not just those below lo (max(lo, min(x, hi)), the old comment, would give 2) */
     CHECK(lx_f32(d)[2] == 1.f && lx_f32(d)[4] == 1.f && isnan(lx_f32(d)[3]));
+    /* a NaN bound: jnp.clip is minimum(maximum(x, lo), hi) with NaN-propagating max/min, so NaN
+     * everywhere (a NaN bound was ignored, as if it were infinite) */
+    lx_array *e = lx_clip(x, 0.f, NAN), *g = lx_clip(x, NAN, 1.f), *h = lx_clip(x, NAN, NAN);
+    for (int k = 0; k < 5; k++) CHECK(e && g && h && isnan(lx_f32(e)[k]) && isnan(lx_f32(g)[k]) && isnan(lx_f32(h)[k]));
+    {
+        const int64_t n = 1 << 17; /* the threaded path */
+        lx_array *big = lx_autorelease(lx_array_new(LX_F32, 1, &n)), *bc = lx_clip(big, NAN, 1.f);
+        int nn = 0;
+        for (int64_t k = 0; bc && k < n; k++) nn += isnan(lx_f32(bc)[k]) != 0;
+        CHECK(bc && nn == n);
+    }
 }
 
 static void test_cast(void) {
@@ -172,6 +183,47 @@ static void test_cast(void) {
     CHECK(lx_f32(hf)[2] == 1.0f + 1.0f / 64 && lx_f32(hf)[4] == -2.5f);
     lx_array *hn = lx_cast(T_f32(1, S(2), (const float[]){NAN, INFINITY}), LX_BF16);
     CHECK(isnan(lx_f32(lx_cast(hn, LX_F32))[0]) && isinf(lx_f32(lx_cast(hn, LX_F32))[1]));
+
+    /* int8 (these returned unwritten storage with an OK status): from a float truncate toward zero
+     * and saturate, NaN -> 0 (XLA's convert, as for int32); from an integer wrap modulo 2^8; to
+     * uint32 from int8 sign-extend then wrap (jnp.int8(-1).astype(jnp.uint32) == 4294967295). */
+    lx_array *q = lx_cast(T_f32(1, S(8), (const float[]){-300.f, -128.7f, -1.5f, 0.f, 1.5f, 127.9f, 200.f, NAN}),
+                          LX_I8);
+    CHECK(q && q->dtype == LX_I8 && memcmp(q->data, (const int8_t[]){-128, -128, -1, 0, 1, 127, 127, 0}, 8) == 0);
+    lx_array *qi = lx_cast(T_i32(1, S(5), (const int32_t[]){300, -129, 127, -1, INT32_MIN}), LX_I8);
+    CHECK(qi && memcmp(qi->data, (const int8_t[]){44, 127, 127, -1, 0}, 5) == 0);
+    lx_array *qu = lx_cast(T_typed(LX_U32, 1, S(3), (const uint32_t[]){255u, 128u, 4294967295u}), LX_I8);
+    CHECK(qu && memcmp(qu->data, (const int8_t[]){-1, -128, -1}, 3) == 0);
+    lx_array *qb = lx_cast(T_typed(LX_BOOL, 1, S(2), (const uint8_t[]){1, 0}), LX_I8);
+    CHECK(qb && memcmp(qb->data, (const int8_t[]){1, 0}, 2) == 0);
+    lx_array *qh = lx_cast(lx_cast(T_f32(1, S(3), (const float[]){-2.5f, 1000.f, 126.f}), LX_BF16), LX_I8);
+    CHECK(qh && memcmp(qh->data, (const int8_t[]){-2, 127, 126}, 3) == 0);
+    lx_array *z = T_typed(LX_I8, 1, S(5), (const int8_t[]){-128, -1, 0, 1, 127});
+    lx_array *zf = lx_cast(z, LX_F32), *zi = lx_cast(z, LX_I32), *zu = lx_cast(z, LX_U32), *zb = lx_cast(z, LX_BOOL);
+    lx_array *zh = lx_cast(z, LX_BF16), *zz = lx_cast(z, LX_I8);
+    CHECK(zf && memcmp(zf->data, (const float[]){-128.f, -1.f, 0.f, 1.f, 127.f}, 20) == 0);
+    CHECK(zi && memcmp(zi->data, (const int32_t[]){-128, -1, 0, 1, 127}, 20) == 0);
+    CHECK(zu && memcmp(zu->data, (const uint32_t[]){4294967168u, 4294967295u, 0u, 1u, 127u}, 20) == 0);
+    CHECK(zb && memcmp(zb->data, (const uint8_t[]){1, 1, 0, 1, 1}, 5) == 0);
+    CHECK(zh && memcmp(lx_cast(zh, LX_F32)->data, zf->data, 20) == 0);
+    CHECK(zz && zz->data != z->data && memcmp(zz->data, z->data, 5) == 0);
+    /* a large one (the threaded path), on storage that held other bytes */
+    {
+        const int64_t n = 1 << 18;
+        lx_array *dirty = lx_array_empty(LX_I8, 1, &n);
+        memset(dirty->data, 0x5A, (size_t)n);
+        lx_release(dirty);
+        lx_array *big = lx_autorelease(lx_array_new(LX_I32, 1, &n));
+        for (int64_t k = 0; k < n; k++) lx_i32(big)[k] = (int32_t)(k * 7 - 1000);
+        lx_array *bq = lx_cast(big, LX_I8);
+        int bad = 0;
+        for (int64_t k = 0; bq && k < n; k++) bad += lx_i8(bq)[k] != (int8_t)(uint8_t)((uint32_t)(k * 7 - 1000) & 0xff);
+        CHECK(bq && bad == 0);
+        lx_array *bf = lx_cast(bq, LX_F32);
+        bad = 0;
+        for (int64_t k = 0; bf && k < n; k++) bad += lx_f32(bf)[k] != (float)lx_i8(bq)[k];
+        CHECK(bf && bad == 0);
+    }
 
     lx_array *same = lx_cast(f, LX_F32);
     CHECK(same->data != f->data && memcmp(same->data, f->data, lx_array_nbytes(f)) == 0);

@@ -329,6 +329,12 @@ static void test_pad(void) {
     CHECK(VALUES(p, 7, 7, 7, 7, 7, 0, 1, 2, 7, 7, 3, 4, 5, 7, 7));
     lx_array *pi = lx_pad(T_i32(1, S(2), (const int32_t[]){1, 2}), S(2), S(1), -3.9f);
     CHECK(pi && pi->dtype == LX_I32 && memcmp(pi->data, (const int32_t[]){-3, -3, 1, 2, -3}, 20) == 0);
+    /* int8: the pad value converted by lx_cast's rules (the padded cells were left unwritten) */
+    lx_array *p8 = lx_pad(T_typed(LX_I8, 2, S(2, 3), (const int8_t[]){1, -2, 3, 4, 5, -6}), S(1, 0), S(0, 1), 7.f);
+    CHECK(p8 && p8->dtype == LX_I8 && lx_shape_eq(p8, 2, S(3, 4)) &&
+          memcmp(p8->data, (const int8_t[]){7, 7, 7, 7, 1, -2, 3, 7, 4, 5, -6, 7}, 12) == 0);
+    lx_array *p8s = lx_pad(T_typed(LX_I8, 1, S(1), (const int8_t[]){0}), S(1), S(1), -300.f); /* saturates */
+    CHECK(p8s && memcmp(p8s->data, (const int8_t[]){-128, 0, -128}, 3) == 0);
     lx_array *pb = lx_pad(T_typed(LX_BOOL, 1, S(1), (const uint8_t[]){0}), S(1), S(1), 1.f);
     CHECK(pb && memcmp(pb->data, (const uint8_t[]){1, 0, 1}, 3) == 0);
     lx_array *pe = lx_pad(T_f32(2, S(0, 2), NULL), S(1, 1), S(0, 0), 2.f);

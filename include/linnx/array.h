@@ -170,7 +170,9 @@ uint32_t lx_array_max_ulp(const lx_array *a, const lx_array *b, int64_t *ndiff);
 /* numpy.allclose: |a - b| <= atol + rtol * |b| element-wise, shapes equal. */
 bool lx_array_allclose(const lx_array *a, const lx_array *b, double rtol, double atol);
 
-/* numpy-style printing, e.g. "[[1. 2.]\n [3. 4.]]" with floats as %.9g. */
+/* numpy-style printing, e.g. "[[1. 2.]\n [3. 4.]]": floats as %.9g with numpy's "." on a whole
+ * number ("1.", "1.e+10"; inf and nan as is), ints as integers ("[[1 2]\n [3 4]]"), bools as
+ * True/False; no column padding. */
 lx_status lx_array_fprint(FILE *f, const lx_array *a);
 
 #pragma GCC visibility pop

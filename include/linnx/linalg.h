@@ -85,8 +85,11 @@ typedef enum lx_activation {
  * leading axes, kernel (K, N) float32, bias (N,) float32 or NULL (none; a failed bias computation
  * must be caught by the caller, as for layer_norm's optional operands). Result (..., N). The
  * result and the gradients (dx, dkernel, dbias) are bit-identical to
- * act(lx_dot_general(x, kernel, ...) + bias) and its backward pass. Errors name the shapes:
- * "dense: x (2, 5), kernel (4, 3) and bias (3,) do not fit ...".
+ * act(lx_dot_general(x, kernel, ...) + bias) and its backward pass. Shape errors name the shapes:
+ * "dense: x (2, 5), kernel (4, 3) and bias (3,) do not fit", then why (for a kernel of rank 2,
+ * the message of the unfused op that refused them: ": dot_general: contracting dimensions must
+ * have equal sizes: ...", ": add: operands could not be broadcast ..."); other dtypes are
+ * dot_general's LX_ERR_DTYPE.
  *
  * While anything watches primitives (an observer: op interceptors, remat's recorder, tracing
  * tools; or a substituter: quantization sessions, remat replay), lx_dense binds dot_general, add

@@ -65,10 +65,12 @@ lx_array *lx_gelu(lx_array *x, bool approximate);
 lx_array *lx_silu(lx_array *x);
 lx_array *lx_softplus(lx_array *x); /* log(1 + exp(x)), stable for large |x| */
 /* jnp.clip(x, lo, hi): min(max(x, lo), hi), the minimum last, so lo > hi gives hi everywhere;
- * NaN stays NaN. */
+ * NaN stays NaN, and a NaN bound gives NaN everywhere (max/min propagate NaN). */
 lx_array *lx_clip(lx_array *x, float lo, float hi);
-/* x.astype(dtype) between f32, i32, u32, bool and bf16. Float to int truncates toward zero and
- * saturates (NaN -> 0), as XLA converts; bf16 rounds to nearest even; to bool is x != 0. */
+/* x.astype(dtype) between f32, i32, u32, bool, bf16 and int8. Float to int truncates toward zero
+ * and saturates (NaN -> 0), as XLA converts (300.0 -> int8 127); int to int wraps modulo 2^bits
+ * like numpy and XLA (int32 300 -> int8 44, int8 -1 -> uint32 4294967295); bf16 rounds to
+ * nearest even; to bool is x != 0. A dtype outside the enum is LX_ERR_DTYPE. */
 lx_array *lx_cast(lx_array *x, lx_dtype dtype);
 
 /* ---- elementwise binary, numpy broadcasting ---- */
@@ -147,7 +149,7 @@ lx_status lx_split(lx_array *x, int64_t nsections, int64_t axis, lx_array **outs
 lx_status lx_split_at(lx_array *x, int nindices, const int64_t *indices, int64_t axis,
                       lx_array **outs);
 /* jnp.pad(x, [(before_i, after_i)...], constant_values=value): before/after have x->ndim
- * non-negative entries; value is converted to x's dtype. */
+ * non-negative entries; value is converted to x's dtype by lx_cast's rules (any dtype). */
 lx_array *lx_pad(lx_array *x, const int64_t *before, const int64_t *after, float value);
 /* jnp.take(a, indices, axis): i32 indices; result shape a.shape[:axis] + indices.shape +
  * a.shape[axis+1:]. Negative indices count from the end; an index out of range is an error

@@ -155,6 +155,7 @@ const char *lx_dtype_name(lx_dtype dtype) {
 }
 
 lx_status lx_dtype_from_name(const char *name, lx_dtype *out) {
+    if (!out) return lx_null_out("dtype_from_name");
     for (int d = 0; d < LX_DTYPE_COUNT; d++)
         if (name && strcmp(name, lx_dtype_name((lx_dtype)d)) == 0) {
             *out = (lx_dtype)d;
@@ -779,14 +780,27 @@ bool lx_array_allclose(const lx_array *a, const lx_array *b, double rtol, double
 
 /* ---- printing ---- */
 
+/* A float as %.9g with numpy's mark of a float: "1." for 1, "1.e+10" for 1e10 (inf, nan as is). */
+static void print_float(FILE *f, double v) {
+    char buf[48];
+    snprintf(buf, sizeof buf, "%.9g", v);
+    if (!isfinite(v) || strchr(buf, '.')) {
+        fputs(buf, f);
+        return;
+    }
+    char *e = strchr(buf, 'e');
+    if (e) fprintf(f, "%.*s.%s", (int)(e - buf), buf, e);
+    else fprintf(f, "%s.", buf);
+}
+
 static void print_elem(FILE *f, const lx_array *a, int64_t i) {
     switch (a->dtype) {
-    case LX_F32: case LX_BF16: fprintf(f, "%.9g", lx_array_get(a, i)); break;
+    case LX_F32: case LX_BF16: print_float(f, lx_array_get(a, i)); break;
     case LX_I32: fprintf(f, "%d", lx_i32(a)[i]); break;
     case LX_I8: fprintf(f, "%d", lx_i8(a)[i]); break;
     case LX_U32: fprintf(f, "%u", lx_u32(a)[i]); break;
     case LX_BOOL: fputs(lx_bool(a)[i] ? "True" : "False", f); break;
-    default: fputs("?", f);
+    case LX_DTYPE_COUNT: fputs("?", f); break; /* no default: -Wswitch names a dtype added without a case */
     }
 }
 
@@ -812,6 +826,7 @@ static void print_rec(FILE *f, const lx_array *a, int axis, int64_t offset, int6
 }
 
 lx_status lx_array_fprint(FILE *f, const lx_array *a) {
+    if (!f) return lx_fail(LX_ERR_INVALID_ARGUMENT, "array_fprint: FILE is NULL");
     if (!a) return lx_null_input("array_fprint: input is NULL");
     if (lx_is_abstract(a)) {
         char buf[128];

@@ -35,6 +35,7 @@ const char *lx_box_kind_name(lx_box_kind kind) {
 }
 
 lx_status lx_box_kind_from_value(const lx_value *v, lx_box_kind *out) {
+    if (!out) return lx_null_out("box_kind_from_value");
     if (v && v->kind == LX_V_INT && v->u.i >= LX_BOX_PARTITIONED && v->u.i <= LX_BOX_NNX_META) {
         *out = (lx_box_kind)v->u.i;
         return LX_OK;
@@ -146,6 +147,7 @@ static lx_status make_partitioned(lx_box_kind kind, lx_array *value, const lx_va
 }
 
 lx_status lx_box_partitioned(lx_array *value, int nnames, const char *const *names, const char *mesh, lx_box **out) {
+    if (!out) return lx_null_out("Partitioned");
     *out = NULL;
     LX_TRY(check_strs("Partitioned", "names", nnames, names));
     lx_value n = lx_strs_v(nnames, names), none = lx_none();
@@ -154,6 +156,7 @@ lx_status lx_box_partitioned(lx_array *value, int nnames, const char *const *nam
 
 lx_status lx_box_logically_partitioned(lx_array *value, int nnames, const char *const *names, const char *mesh,
                                        int nrules, const char *const *rules, lx_box **out) {
+    if (!out) return lx_null_out("LogicallyPartitioned");
     *out = NULL;
     LX_TRY(check_strs("LogicallyPartitioned", "names", nnames, names));
     if (rules) LX_TRY(check_strs("LogicallyPartitioned", "rules", nrules, rules));
@@ -162,6 +165,7 @@ lx_status lx_box_logically_partitioned(lx_array *value, int nnames, const char *
 }
 
 lx_status lx_box_from_initializer(const lx_initializer *init, lx_array *value, lx_box **out) {
+    if (!out) return lx_null_out("box_from_initializer");
     *out = NULL;
     if (!init || init->partitioning.kind == LX_PARTITION_NONE)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "box_from_initializer: the initializer has no partitioning");
@@ -176,6 +180,7 @@ lx_status lx_box_from_initializer(const lx_initializer *init, lx_array *value, l
 }
 
 lx_status lx_box_nnx_meta(const lx_vartype *var_type, lx_array *value, const lx_tree *metadata, lx_box **out) {
+    if (!out) return lx_null_out("NNXMeta");
     *out = NULL;
     if (!var_type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "NNXMeta: var_type is NULL");
     LX_TRY(check_value("NNXMeta", value));
@@ -223,6 +228,7 @@ const lx_tree *lx_box_metadata(const lx_box *b) { return b ? b->meta : NULL; }
 /* ---- operations ---- */
 
 lx_status lx_box_replace_boxed(const lx_box *b, lx_array *value, lx_box **out) {
+    if (!out) return lx_null_out("replace_boxed");
     *out = NULL;
     if (!b) return lx_null_input("replace_boxed: box is NULL");
     LX_TRY(check_value(lx_box_kind_name(b->kind), value));
@@ -261,6 +267,7 @@ static lx_status with_names(const lx_box *b, const lx_value *names, lx_box **out
 }
 
 lx_status lx_box_add_axis(const lx_box *b, int index, const char *partition_name, lx_box **out) {
+    if (!out) return lx_null_out("add_axis");
     *out = NULL;
     if (!b) return lx_null_input("add_axis: box is NULL");
     const lx_value *names = lx_box_names(b);
@@ -289,6 +296,7 @@ lx_status lx_box_add_axis(const lx_box *b, int index, const char *partition_name
 }
 
 lx_status lx_box_remove_axis(const lx_box *b, int index, const char *partition_name, lx_box **out) {
+    if (!out) return lx_null_out("remove_axis");
     *out = NULL;
     if (!b) return lx_null_input("remove_axis: box is NULL");
     const lx_value *names = lx_box_names(b);
@@ -319,6 +327,7 @@ lx_status lx_box_remove_axis(const lx_box *b, int index, const char *partition_n
 /* ---- NNX metadata conversions ---- */
 
 lx_status lx_box_to_nnx_metadata(const lx_box *b, lx_tree **out) {
+    if (!out) return lx_null_out("to_nnx_metadata");
     *out = NULL;
     if (!b) return lx_null_input("to_nnx_metadata: box is NULL");
     if (b->kind == LX_BOX_NNX_META) {
@@ -339,6 +348,7 @@ lx_status lx_box_to_nnx_metadata(const lx_box *b, lx_tree **out) {
 }
 
 lx_status lx_box_from_nnx_metadata(lx_box_kind kind, lx_array *value, const lx_tree *metadata, lx_box **out) {
+    if (!out) return lx_null_out("from_nnx_metadata");
     *out = NULL;
     if (kind == LX_BOX_NNX_META)
         return lx_fail(LX_ERR_INVALID_ARGUMENT,

@@ -1,5 +1,6 @@
 /* Named config fields: binding call records to plain structs by name and position. */
 #include "linnx/config.h"
+#include "status_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,7 @@ static lx_status store(const lx_field *f, void *cfg, const lx_value *v, const ch
 }
 
 lx_status lx_config_defaults(const lx_field *fields, int nfields, void *cfg) {
+    if (!cfg) return lx_null_out("config_defaults");
     for (int i = 0; i < nfields; i++) {
         memset(FIELD_PTR(cfg, &fields[i]), 0, fields[i].size);
     }
@@ -169,6 +171,7 @@ static lx_status check_nfields(const lx_field *fields, int nfields, const char *
 
 lx_status lx_config_bind(const lx_field *fields, int nfields, const lx_call *call, void *cfg,
                          const char *owner) {
+    if (!cfg) return lx_null_out(owner ? owner : "config");
     lx_call none = LX_NO_CALL;
     if (!call) call = &none;
     /* Before the defaults are bound: a refused table must leave nothing to free (strings). */
@@ -194,6 +197,7 @@ lx_status lx_config_bind(const lx_field *fields, int nfields, const lx_call *cal
 
 lx_status lx_config_override(const lx_field *fields, int nfields, const lx_call *call, void *cfg,
                              const char *owner) {
+    if (!cfg) return lx_null_out(owner ? owner : "config");
     bool set[LX_CONFIG_MAX_FIELDS] = {false};
     LX_TRY(check_nfields(fields, nfields, owner));
     if (!call) return LX_OK;
@@ -219,6 +223,8 @@ lx_status lx_config_override(const lx_field *fields, int nfields, const lx_call 
 
 lx_status lx_config_get(const lx_field *fields, int nfields, const void *cfg, const char *name,
                         lx_value *out) {
+    if (!out) return lx_null_out("config_get");
+    if (!cfg) return lx_fail(LX_ERR_INVALID_ARGUMENT, "config_get: config is NULL");
     const lx_field *f = lx_config_find(fields, nfields, name);
     if (!f) return lx_fail(LX_ERR_NOT_FOUND, "config has no field '%s'", name ? name : "(null)");
     const char *p = (const char *)cfg + f->offset;
@@ -245,6 +251,7 @@ lx_status lx_config_get(const lx_field *fields, int nfields, const void *cfg, co
 }
 
 lx_status lx_config_copy(const lx_field *fields, int nfields, void *dst, const void *src) {
+    if (!dst || !src) return lx_fail(LX_ERR_INVALID_ARGUMENT, "config_copy: %s is NULL", dst ? "src" : "dst");
     for (int i = 0; i < nfields; i++) memset(FIELD_PTR(dst, &fields[i]), 0, fields[i].size);
     for (int i = 0; i < nfields; i++) {
         const lx_field *f = &fields[i];

@@ -302,6 +302,7 @@ static lx_status axes_size(const char *what, lx_axes a, int ndim, const int64_t 
 
 lx_status lx_compute_fans(int ndim, const int64_t *shape, lx_axes in_axis, lx_axes out_axis,
                           lx_axes batch_axis, double *fan_in, double *fan_out) {
+    if (!fan_in || !fan_out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "compute_fans: fan_in or fan_out is NULL");
     if (ndim <= 1)
         return lx_fail(LX_ERR_SHAPE,
                        "Can't compute input and output sizes of a %d-dimensional weights tensor. "
@@ -353,16 +354,23 @@ static lx_status fill_constant(double v, lx_dtype dtype, int64_t n, void *out) {
         for (int64_t i = 0; i < n; i++) o[i] = h;
         return LX_OK;
     }
-    case LX_I32: case LX_U32: {
-        if (!isfinite(v) || v <= -2147483649.0 || v >= 4294967296.0)
-            return lx_fail(LX_ERR_INVALID_ARGUMENT, "constant: %g does not fit %s", v,
-                           lx_dtype_name(dtype));
-        int64_t w = (int64_t)v; /* numpy's cast truncates toward zero */
+    case LX_I32: case LX_U32: case LX_I8: {
+        /* jnp.full(shape, v, dtype): a fraction truncates toward zero; a value outside the
+         * dtype's range is JAX's OverflowError, never a wrap-around */
+        const double t = trunc(v);
+        const double lo = dtype == LX_I32 ? -2147483648.0 : dtype == LX_I8 ? -128.0 : 0.0;
+        const double hi = dtype == LX_I32 ? 2147483647.0 : dtype == LX_I8 ? 127.0 : 4294967295.0;
+        if (!(t >= lo && t <= hi)) /* NaN and the infinities fail here too */
+            return lx_fail(LX_ERR_INVALID_ARGUMENT, "constant: %.17g does not fit %s (range %.0f..%.0f)", v,
+                           lx_dtype_name(dtype), lo, hi);
         if (dtype == LX_I32) {
-            int32_t x = (int32_t)(uint32_t)w, *o = out;
+            int32_t x = (int32_t)t, *o = out;
+            for (int64_t i = 0; i < n; i++) o[i] = x;
+        } else if (dtype == LX_U32) {
+            uint32_t x = (uint32_t)t, *o = out;
             for (int64_t i = 0; i < n; i++) o[i] = x;
         } else {
-            uint32_t x = (uint32_t)w, *o = out;
+            int8_t x = (int8_t)t, *o = out;
             for (int64_t i = 0; i < n; i++) o[i] = x;
         }
         return LX_OK;
@@ -372,9 +380,9 @@ static lx_status fill_constant(double v, lx_dtype dtype, int64_t n, void *out) {
         for (int64_t i = 0; i < n; i++) o[i] = x;
         return LX_OK;
     }
-    default:
-        return lx_fail(LX_ERR_DTYPE, "constant: invalid dtype %d", (int)dtype);
+    case LX_DTYPE_COUNT: break; /* no default: -Wswitch names a dtype added without a case */
     }
+    return lx_fail(LX_ERR_DTYPE, "constant: invalid dtype %d", (int)dtype);
 }
 
 static void scale_f32(float *o, int64_t n, float s) {
@@ -425,8 +433,14 @@ static lx_status variance_scaling_into(const lx_initializer *it, lx_key key, int
 lx_status lx_init_apply_into(const lx_initializer *it, lx_key key, lx_dtype dtype, int ndim,
                              const int64_t *shape, void *out) {
     if (!it) return lx_fail(LX_ERR_INVALID_ARGUMENT, "init: initializer is NULL");
+    lx_initializer named;
+    if (!it->name) { /* a zero-filled struct: its messages say "init", never "(null)" */
+        named = *it;
+        named.name = "init";
+        it = &named;
+    }
     if (ndim < 0 || ndim > LX_MAX_DIMS || (ndim > 0 && !shape))
-        return lx_fail(LX_ERR_SHAPE, "%s: bad shape (ndim %d)", it->name ? it->name : "init", ndim);
+        return lx_fail(LX_ERR_SHAPE, "%s: bad shape (ndim %d)", it->name, ndim);
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0) {

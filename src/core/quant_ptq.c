@@ -294,6 +294,7 @@ lx_status lx_qt_quantize_nnx(const lx_qt_rules *rules, nnx_module *m, const lx_c
 }
 
 lx_status lx_qt_begin_ptq_nnx(const lx_qt_rules *rules, nnx_module *m, lx_qt_session **out) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin_ptq_nnx: output is NULL");
     if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin_ptq_nnx: NULL module");
     lx_tree *state = NULL;
     LX_TRY(nnx_state(m, 0, NULL, &state));

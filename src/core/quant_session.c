@@ -17,6 +17,7 @@
 #include "linnx/variable.h"
 #include "checked.h"
 #include "quant_internal.h"
+#include "status_internal.h"
 
 enum { MODE_PLAN = 100, MODE_COMPARE = 101 };
 
@@ -806,6 +807,7 @@ static void session_free(lx_qt_session *s) {
 }
 
 static lx_status begin_installed(const lx_qt_rules *rules, int mode, lx_qt_session **out) {
+    if (!out) return lx_null_out("qt_begin");
     lx_qt_session *s = NULL;
     LX_TRY(begin(rules, mode, &s));
     lx_status st = install(s);
@@ -827,6 +829,7 @@ lx_status lx_qt_begin(const lx_qt_rules *rules, lx_qt_mode mode, lx_qt_session *
 }
 
 lx_status lx_qt_calibrate_begin(const lx_qt_rules *rules, lx_tree *stats, lx_qt_session **out) {
+    if (!out) return lx_null_out("qt_calibrate_begin");
     if (!stats) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_calibrate_begin: NULL statistics tree");
     lx_qt_session *s = NULL;
     LX_TRY(begin(rules, LX_QT_CALIBRATE, &s));
@@ -841,6 +844,7 @@ lx_status lx_qt_calibrate_begin(const lx_qt_rules *rules, lx_tree *stats, lx_qt_
 }
 
 lx_status lx_qt_begin_qat(const lx_qt_rules *rules, lx_tree *stats, bool update, lx_qt_session **out) {
+    if (!out) return lx_null_out("qt_begin_qat");
     if (!stats) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin_qat: NULL statistics tree");
     lx_qt_session *s = NULL;
     LX_TRY(begin(rules, LX_QT_FAKE, &s));
@@ -857,6 +861,7 @@ lx_status lx_qt_begin_qat(const lx_qt_rules *rules, lx_tree *stats, bool update,
 /* A session over the module's QuantStat Variables (a plain copy the session owns; lx_qt_finish
  * stores it back). */
 static lx_status begin_nnx_stats(const lx_qt_rules *rules, int mode, bool update, nnx_module *m, lx_qt_session **out) {
+    if (!out) return lx_null_out("qt_begin");
     if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin: NULL module");
     lx_qt_session *s = NULL;
     LX_TRY(begin(rules, mode, &s));
@@ -977,6 +982,7 @@ static bool ends_with(const char *s, const char *suffix) {
 }
 
 lx_status lx_qt_begin_ptq(const lx_qt_rules *rules, const lx_tree *quantized, lx_qt_session **out) {
+    if (!out) return lx_null_out("qt_begin_ptq");
     if (!quantized) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_begin_ptq: NULL tree");
     lx_qt_session *s = NULL;
     LX_TRY(begin(rules, LX_QT_INT8, &s));

@@ -20,4 +20,10 @@ static inline lx_status lx_null_input(const char *fmt, ...) {
     return LX_ERR_FAILED_INPUT;
 }
 
+/* A NULL out pointer handed to a public call: LX_ERR_INVALID_ARGUMENT "who: output is NULL" (a
+ * caller's mistake, not a failed input). */
+static inline lx_status lx_null_out(const char *who) {
+    return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: output is NULL", who);
+}
+
 #endif

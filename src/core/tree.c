@@ -278,6 +278,7 @@ static lx_status get_path(const lx_tree *t, const char *path, const lx_value **o
 }
 
 lx_status lx_tree_get_path(const lx_tree *t, const char *path, const lx_value **out) {
+    if (!out) return lx_null_out("tree_get_path");
     if (!t) return lx_null_input("tree_get_path: tree is NULL");
     return get_path(t, path, out, true);
 }
@@ -381,6 +382,7 @@ lx_status lx_tree_delete_path(lx_tree *t, const char *path) {
 /* ---- flat views ---- */
 
 lx_status lx_flat_append(lx_flat *f, const char *path, lx_value v) {
+    if (!f) return lx_null_out("flat_append");
     if (!path) return lx_fail(LX_ERR_INVALID_ARGUMENT, "flat: path is NULL");
     LX_TRY(lx_check_value_(&v, "flat_append"));
     if (f->len == f->cap) {
@@ -438,6 +440,7 @@ static lx_status flatten_rec(const lx_tree *t, const char *prefix, lx_flat *out)
 }
 
 lx_status lx_tree_flatten(const lx_tree *t, lx_flat *out) {
+    if (!out) return lx_null_out("tree_flatten");
     memset(out, 0, sizeof *out);
     if (!t) return lx_null_input("tree_flatten: tree is NULL");
     lx_status st = flatten_rec(t, NULL, out);
@@ -446,6 +449,7 @@ lx_status lx_tree_flatten(const lx_tree *t, lx_flat *out) {
 }
 
 lx_status lx_tree_unflatten(const lx_flat *f, lx_tree **out) {
+    if (!out) return lx_null_out("tree_unflatten");
     *out = NULL;
     lx_tree *t = lx_tree_new();
     if (!t) return LX_ERR_NO_MEMORY;
@@ -471,6 +475,7 @@ lx_status lx_tree_unflatten(const lx_flat *f, lx_tree **out) {
 }
 
 lx_status lx_tree_merge(const lx_tree *a, const lx_tree *b, lx_tree **out) {
+    if (!out) return lx_null_out("tree_merge");
     *out = NULL;
     if (!a || !b) return lx_null_input("tree_merge: tree is NULL");
     lx_flat fa, fb;
@@ -547,6 +552,7 @@ static lx_status map_rec(const lx_tree *t, const char *prefix, lx_tree_map_fn fn
 }
 
 lx_status lx_tree_map(const lx_tree *t, lx_tree_map_fn fn, void *user, lx_tree **out) {
+    if (!out) return lx_null_out("tree_map");
     *out = NULL;
     if (!t) return lx_null_input("tree_map: tree is NULL");
     if (!fn) return lx_fail(LX_ERR_INVALID_ARGUMENT, "tree_map: function is NULL");

@@ -4,6 +4,7 @@
 #include "linnx/box.h"
 #include "linnx/init.h"
 #include "linnx/variable.h"
+#include "status_internal.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -64,6 +65,7 @@ static lx_status wrong_kind(const char *name, int i, const char *want, const lx_
 }
 
 lx_status lx_call_int(const lx_call *c, int i, const char *name, int64_t dflt, int64_t *out) {
+    if (!out) return lx_null_out("call_int");
     const lx_value *v = lx_call_get(c, i, name);
     if (!v || v->kind == LX_V_NONE) { *out = dflt; return LX_OK; }
     if (v->kind == LX_V_INT) { *out = v->u.i; return LX_OK; }
@@ -76,6 +78,7 @@ lx_status lx_call_int(const lx_call *c, int i, const char *name, int64_t dflt, i
 }
 
 lx_status lx_call_float(const lx_call *c, int i, const char *name, double dflt, double *out) {
+    if (!out) return lx_null_out("call_float");
     const lx_value *v = lx_call_get(c, i, name);
     if (!v || v->kind == LX_V_NONE) { *out = dflt; return LX_OK; }
     if (v->kind == LX_V_FLOAT) { *out = v->u.f; return LX_OK; }
@@ -84,6 +87,7 @@ lx_status lx_call_float(const lx_call *c, int i, const char *name, double dflt, 
 }
 
 lx_status lx_call_bool(const lx_call *c, int i, const char *name, bool dflt, bool *out) {
+    if (!out) return lx_null_out("call_bool");
     const lx_value *v = lx_call_get(c, i, name);
     if (!v || v->kind == LX_V_NONE) { *out = dflt; return LX_OK; }
     if (v->kind == LX_V_BOOL) { *out = v->u.b; return LX_OK; }
@@ -92,6 +96,7 @@ lx_status lx_call_bool(const lx_call *c, int i, const char *name, bool dflt, boo
 }
 
 lx_status lx_call_str(const lx_call *c, int i, const char *name, const char *dflt, const char **out) {
+    if (!out) return lx_null_out("call_str");
     const lx_value *v = lx_call_get(c, i, name);
     if (!v || v->kind == LX_V_NONE) { *out = dflt; return LX_OK; }
     if (v->kind == LX_V_STR) { *out = v->u.s; return LX_OK; }
@@ -99,6 +104,7 @@ lx_status lx_call_str(const lx_call *c, int i, const char *name, const char *dfl
 }
 
 lx_status lx_call_array(const lx_call *c, int i, const char *name, lx_array **out) {
+    if (!out) return lx_null_out("call_array");
     const lx_value *v = lx_call_get(c, i, name);
     if (!v || v->kind == LX_V_NONE)
         return lx_fail(LX_ERR_TYPE, "missing required argument '%s' (position %d)",
@@ -170,6 +176,11 @@ static size_t value_tag_size(const char *tag) {
 }
 
 lx_status lx_value_dup(const lx_value *v, lx_value *out) {
+    if (!out) return lx_null_out("value_dup");
+    if (!v) {
+        *out = lx_none();
+        return lx_null_input("value_dup: value is NULL");
+    }
     *out = *v;
     switch (v->kind) {
     case LX_V_STR:
@@ -369,6 +380,7 @@ void lx_call_free(lx_call *c) {
 static lx_status call_build(const lx_call *base, int nskip, const char *const *skip, int nextra,
                             const lx_kwarg *extra, lx_call *out) {
     lx_call none = LX_NO_CALL;
+    if (!out) return lx_null_out("call");
     if (!base) base = &none;
     *out = (lx_call){0, NULL, 0, NULL};
     lx_value *args = base->nargs ? calloc((size_t)base->nargs, sizeof *args) : NULL;

@@ -33,6 +33,7 @@ typedef struct user_type {
 static user_type *user_types;
 
 lx_status lx_vartype_new(const char *name, const lx_vartype *base, const lx_vartype **out) {
+    if (!out) return lx_null_out("vartype_new");
     *out = NULL;
     if (!name || !name[0]) return lx_fail(LX_ERR_INVALID_ARGUMENT, "vartype_new: the type needs a name");
     size_t n = strlen(name) + 1;
@@ -137,6 +138,7 @@ lx_status lx_variable_register_name(const char *name, const lx_vartype *type, bo
 
 lx_status lx_variable_type_from_name(const char *name, const lx_vartype *base, bool allow_register,
                                      const lx_vartype **out) {
+    if (!out) return lx_null_out("variable_type_from_name");
     *out = NULL;
     LX_TRY(check_name("variable_type_from_name", name));
     reg_entry *e = reg_find(name);
@@ -157,6 +159,7 @@ lx_status lx_variable_type_from_name(const char *name, const lx_vartype *base, b
 }
 
 lx_status lx_variable_name_from_type(const lx_vartype *type, bool allow_register, const char **out) {
+    if (!out) return lx_null_out("variable_name_from_type");
     *out = NULL;
     if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "variable_name_from_type: type is NULL");
     for (size_t i = 0; i < reg_len; i++)
@@ -293,6 +296,7 @@ static lx_status make(const lx_vartype *type, lx_array *value, lx_tree *meta, lx
 
 lx_status lx_variable_new_kw(const lx_vartype *type, lx_array *value, int nmeta, const lx_kwarg *meta,
                              lx_variable **out) {
+    if (!out) return lx_null_out("Variable");
     *out = NULL;
     LX_TRY(check_new(type, value));
     if (nmeta < 0 || (nmeta > 0 && !meta))
@@ -314,6 +318,7 @@ lx_status lx_variable_new(const lx_vartype *type, lx_array *value, lx_variable *
 }
 
 lx_status lx_variable_new_md(const lx_vartype *type, lx_array *value, const lx_tree *metadata, lx_variable **out) {
+    if (!out) return lx_null_out("Variable");
     *out = NULL;
     LX_TRY(check_new(type, value));
     lx_tree *md;
@@ -362,6 +367,7 @@ lx_status lx_variable_meta_del(lx_variable *v, const char *key) {
 }
 
 lx_status lx_variable_copy(const lx_variable *v, lx_variable **out) {
+    if (!out) return lx_null_out("variable_copy");
     *out = NULL;
     if (!v) return lx_null_input("variable_copy: Variable is NULL");
     lx_tree *md = lx_tree_copy(v->meta);

@@ -116,6 +116,7 @@ static void select_top_k(const float *row, int64_t C, int64_t k, vi *h) {
 }
 
 lx_status lx_top_k(lx_array *x, int64_t k, lx_array **values, lx_array **indices) {
+    if (!values || !indices) return lx_fail(LX_ERR_INVALID_ARGUMENT, "top_k: values or indices is NULL");
     *values = *indices = NULL;
     if (!check_logits(x, "top_k")) return lx_last_status() != LX_OK ? lx_last_status() : LX_ERR_FAILED_INPUT;
     int64_t C = x->shape[x->ndim - 1], rows = x->size / C;

@@ -61,8 +61,9 @@ lx_status lx_norm_axis(const char *op, int64_t axis, int ndim, int64_t *out);
 const char *lx_shp(int ndim, const int64_t *shape);
 static inline const char *lx_ashp(const lx_array *a) { return lx_shp(a->ndim, a->shape); }
 
-/* A float converted to one element of `dtype` at out (by lx_cast's rules). */
-void lx_scalar_to_dtype(double v, lx_dtype dtype, void *out);
+/* A float converted to one element of `dtype` at out (by lx_cast's rules); LX_ERR_DTYPE, out
+ * untouched, for a value outside the enum. */
+lx_status lx_scalar_to_dtype(double v, lx_dtype dtype, void *out);
 
 /* bfloat16 <-> float32: bf16 is the top half of an f32; rounding is to nearest, ties to even. */
 static inline float lx_bf16_to_f32(uint16_t h) {

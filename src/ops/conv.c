@@ -161,7 +161,7 @@ lx_status conv_plan(const lx_array *x, const lx_array *kernel, const lx_conv_par
     int64_t kin_groups = 0; /* checked-arithmetic: feature_group_count is the caller's number */
     if (c.groups < 1 || !lx_mul_ok(kin, c.groups, &kin_groups) || c.cin != kin_groups || c.cout % c.groups != 0) {
         return lx_fail(LX_ERR_SHAPE, "conv_general: lhs feature dimension %lld must equal rhs input feature dimension %lld times feature_group_count %lld, and rhs output features %lld must be a multiple of it (lhs %s, rhs %s)",
-                (long long)c.cin, (long long)kin, (long long)p->feature_group_count, (long long)c.cout, xs, ks);
+                (long long)c.cin, (long long)kin, (long long)c.groups, (long long)c.cout, xs, ks);
     }
     if (!read_positive("window_strides", p->strides, nsp, c.stride, xs, ks) ||
         !read_positive("lhs_dilation", p->lhs_dilation, nsp, c.ldil, xs, ks) ||

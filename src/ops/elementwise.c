@@ -341,6 +341,10 @@ static int clip_range(void *p, int64_t i0, int64_t i1) {
     float *restrict out = c->out;
     const float *restrict in = c->in;
     const float lo = c->lo, hi = c->hi;
+    if (lo != lo || hi != hi) { /* a NaN bound: jnp.maximum/minimum propagate it everywhere */
+        for (int64_t i = i0; i < i1; i++) out[i] = NAN;
+        return 0;
+    }
     /* comparisons are false for NaN: NaN passes through */
     for (int64_t i = i0; i < i1; i++) {
         float v = in[i] < lo ? lo : in[i];
@@ -388,7 +392,9 @@ static inline double rd_i32(int32_t v) { return v; }
 static inline double rd_u32(uint32_t v) { return v; }
 static inline double rd_bool(uint8_t v) { return v != 0; }
 static inline double rd_bf16(uint16_t v) { return lx_bf16_to_f32(v); }
+static inline double rd_i8(int8_t v) { return v; }
 
+/* From a float: truncate toward zero and saturate, NaN -> 0 (XLA's convert). */
 static inline float wr_f32(double d) { return (float)d; }
 static inline int32_t wr_i32(double d) {
     if (isnan(d)) return 0;
@@ -401,29 +407,43 @@ static inline uint32_t wr_u32(double d) {
     if (d >= 4294967295.0) return UINT32_MAX;
     return (uint32_t)d;
 }
+static inline int8_t wr_i8(double d) {
+    if (isnan(d)) return 0;
+    if (d >= 127.0) return INT8_MAX;
+    if (d <= -128.0) return INT8_MIN;
+    return (int8_t)d;
+}
 static inline uint8_t wr_bool(double d) { return d != 0; } /* NaN != 0: true, as numpy */
 static inline uint16_t wr_bf16(double d) { return lx_f32_to_bf16((float)d); }
+/* From an integer (the double holds it exactly): wrap modulo 2^bits, as numpy and XLA do
+ * (int32 300 -> int8 44, int8 -1 -> uint32 4294967295). */
+static inline uint32_t wr_u32_wrap(double d) { return (uint32_t)(int64_t)d; }
+static inline int8_t wr_i8_wrap(double d) { return (int8_t)(uint8_t)((uint64_t)(int64_t)d & 0xffu); }
 
-void lx_scalar_to_dtype(double v, lx_dtype dtype, void *out) {
+lx_status lx_scalar_to_dtype(double v, lx_dtype dtype, void *out) {
     switch (dtype) {
-    case LX_F32: { float f = wr_f32(v); memcpy(out, &f, 4); break; }
-    case LX_I32: { int32_t i = wr_i32(v); memcpy(out, &i, 4); break; }
-    case LX_U32: { uint32_t u = wr_u32(v); memcpy(out, &u, 4); break; }
-    case LX_BOOL: { uint8_t b = wr_bool(v); memcpy(out, &b, 1); break; }
-    case LX_BF16: { uint16_t h = wr_bf16(v); memcpy(out, &h, 2); break; }
-    default: break;
+    case LX_F32: { float f = wr_f32(v); memcpy(out, &f, 4); return LX_OK; }
+    case LX_I32: { int32_t i = wr_i32(v); memcpy(out, &i, 4); return LX_OK; }
+    case LX_U32: { uint32_t u = wr_u32(v); memcpy(out, &u, 4); return LX_OK; }
+    case LX_BOOL: { uint8_t b = wr_bool(v); memcpy(out, &b, 1); return LX_OK; }
+    case LX_BF16: { uint16_t h = wr_bf16(v); memcpy(out, &h, 2); return LX_OK; }
+    case LX_I8: { int8_t q = wr_i8(v); memcpy(out, &q, 1); return LX_OK; }
+    case LX_DTYPE_COUNT: break; /* no default: -Wswitch names a dtype added without a case */
     }
+    return lx_fail(LX_ERR_DTYPE, "invalid dtype %d", (int)dtype);
 }
 
-#define CAST_FROM(FROM, TI, RD)                                                          \
+/* WU, WI: the uint32 and int8 writers for this source (wrapping from an integer). */
+#define CAST_FROM(FROM, TI, RD, WU, WI)                                                  \
     case FROM:                                                                           \
         switch (to) {                                                                    \
         case LX_F32: CAST_LOOP(TI, RD, float, wr_f32); break;                            \
         case LX_I32: CAST_LOOP(TI, RD, int32_t, wr_i32); break;                          \
-        case LX_U32: CAST_LOOP(TI, RD, uint32_t, wr_u32); break;                         \
+        case LX_U32: CAST_LOOP(TI, RD, uint32_t, WU); break;                             \
         case LX_BOOL: CAST_LOOP(TI, RD, uint8_t, wr_bool); break;                        \
         case LX_BF16: CAST_LOOP(TI, RD, uint16_t, wr_bf16); break;                       \
-        default: break;                                                                  \
+        case LX_I8: CAST_LOOP(TI, RD, int8_t, WI); break;                                \
+        case LX_DTYPE_COUNT: break;                                                      \
         }                                                                                \
         break;
 #define CAST_LOOP(TI, RD, TO, WR)                                                        \
@@ -443,12 +463,13 @@ static int cast_range(void *p, int64_t lo, int64_t hi) {
     const cast_ctx *c = p;
     const lx_dtype to = c->to;
     switch (c->from) {
-        CAST_FROM(LX_F32, float, rd_f32)
-        CAST_FROM(LX_I32, int32_t, rd_i32)
-        CAST_FROM(LX_U32, uint32_t, rd_u32)
-        CAST_FROM(LX_BOOL, uint8_t, rd_bool)
-        CAST_FROM(LX_BF16, uint16_t, rd_bf16)
-    default: break;
+        CAST_FROM(LX_F32, float, rd_f32, wr_u32, wr_i8)
+        CAST_FROM(LX_I32, int32_t, rd_i32, wr_u32_wrap, wr_i8_wrap)
+        CAST_FROM(LX_U32, uint32_t, rd_u32, wr_u32_wrap, wr_i8_wrap)
+        CAST_FROM(LX_BOOL, uint8_t, rd_bool, wr_u32, wr_i8)
+        CAST_FROM(LX_BF16, uint16_t, rd_bf16, wr_u32, wr_i8)
+        CAST_FROM(LX_I8, int8_t, rd_i8, wr_u32_wrap, wr_i8)
+    case LX_DTYPE_COUNT: break; /* no default: every dtype has its case (-Wswitch) */
     }
     return 0;
 }

@@ -141,6 +141,7 @@ const lx_prim_def *lx_prim_get(lx_prim_id id) {
 }
 
 lx_status lx_prim_find(const char *name, const lx_prim_def **out) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "prim_find: output is NULL");
     *out = NULL;
     for (int i = 0; name && i < LX_PRIM_COUNT; i++)
         if (table[i].name && strcmp(table[i].name, name) == 0) {

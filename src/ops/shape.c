@@ -827,7 +827,7 @@ LX_FWD(pad) {
     const lx_array *x = in[0];
     lx_array *out = *outp;
     unsigned char v[8];
-    lx_scalar_to_dtype(p->value, x->dtype, v); /* by the rules of lx_cast */
+    LX_TRY(lx_scalar_to_dtype(p->value, x->dtype, v)); /* by the rules of lx_cast */
     const size_t es = lx_dtype_size(x->dtype);
     fill_forward(out->data, v, es, out->size);
     int64_t os[LX_MAX_DIMS], xs[LX_MAX_DIMS], off = 0;
