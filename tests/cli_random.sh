@@ -49,6 +49,42 @@ expect_usage_error "does not apply to lecun_normal" init lecun_normal --seed 0 -
 expect_usage_error "only float32" init normal --seed 0 --shape 4 --dtype bfloat16
 expect_usage_error "unknown dtype" init zeros --seed 0 --shape 4 --dtype float64
 
+# A constant outside an integer dtype is jnp.full's OverflowError (it wrapped to -1294967296 and
+# 4294967291 with exit 0); int8 takes -128..127.
+expect_usage_error "constant: 3000000000 does not fit int32" init constant --seed 0 --shape 2 --value 3000000000 --dtype int32
+expect_usage_error "constant: -5 does not fit uint32" init constant --seed 0 --shape 2 --value -5 --dtype uint32
+expect_usage_error "constant: 128 does not fit int8" init constant --seed 0 --shape 2 --value 128 --dtype int8
+if [ "$("$bin" init constant --seed 0 --shape 3 --value -128.9 --dtype int8)" == "-128 -128 -128" ] &&
+   [ "$("$bin" init ones --seed 0 --shape 2,2 --dtype int8)" == "$(printf '1 1\n1 1')" ]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: init constant/ones --dtype int8"; fi
+
+# Output lost on stdout (> /dev/full): exit status 1 and one `linnx: ...` line for every command
+# (key, --help and categorical exited 0 with nothing written; random/init exited 1 silently).
+expect_write_error() {
+    local out rc lines
+    out=$("$bin" "$@" 2>&1 >/dev/full); rc=$?
+    lines=$(printf '%s\n' "$out" | wc -l)
+    if [ $rc -eq 1 ] && [[ $out == "linnx: error writing to standard output: "* ]] && [ "$lines" -eq 1 ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL: linnx $* > /dev/full -> exit $rc, stderr: $out"
+    fi
+}
+if [ -w /dev/full ]; then
+    expect_write_error key --seed 0
+    expect_write_error key --seed 0 --split 5
+    expect_write_error key --seed 0 --fold-in 3
+    expect_write_error key --help
+    expect_write_error --help
+    expect_write_error random bits --seed 0 --shape 3
+    expect_write_error random normal --seed 0 --shape 3000 # more than stdio's buffer
+    expect_write_error random categorical --seed 0 --logits 1,2
+    expect_write_error random --help
+    expect_write_error init zeros --seed 0 --shape 3
+    expect_write_error init zeros --seed 0 --shape 0 # an empty result prints one newline
+    expect_write_error init --help
+fi
+
 # --help goes to stdout with status 0.
 if "$bin" random --help | grep -q "usage: linnx random" && "$bin" --help | grep -q "commands:" &&
    "$bin" --help | grep "^  random " | grep -q "randint, permutation"; then

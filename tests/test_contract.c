@@ -11,6 +11,8 @@
 #include "linnx/linen_layers.h"
 #include "linnx/nnx_layers.h"
 #include "linnx/llama_train.h"
+#include "linnx/quant.h"
+#include "linnx/sampling.h"
 #include "linnx/optax.h"
 #include "linnx/train.h"
 #include "lx_test.h"
@@ -437,8 +439,134 @@ static void test_null_outputs_are_invalid(void) {
     lx_clear_error();
 }
 
+/* A NULL out pointer of a public call that returns a status is LX_ERR_INVALID_ARGUMENT with the
+ * call's name (status.h: errors are values; these crashed with SIGSEGV, audit23 A23-5), and the
+ * call has no other effect (the tree, the registry and the hooks are as they were). */
+#define NULL_OUT(expr, needle) CHECK_FAILS(expr, LX_ERR_INVALID_ARGUMENT, needle)
+static void test_null_out_pointers_core(void) {
+    lx_array *a = lx_array_new(LX_F32, 2, (const int64_t[]){2, 3});
+    lx_tree *t = lx_tree_new();
+    lx_tree_set(t, "x", lx_int_v(1));
+    const char *names[] = {"a", "b"};
+    lx_box *bx = NULL;
+    CHECK_EQ_INT(lx_box_partitioned(a, 2, names, NULL, &bx), LX_OK);
+    /* box.h */
+    lx_value kind_v = lx_str_v("Partitioned");
+    NULL_OUT(lx_box_kind_from_value(&kind_v, NULL), "box_kind_from_value: output is NULL");
+    NULL_OUT(lx_box_partitioned(a, 2, names, NULL, NULL), "Partitioned: output is NULL");
+    NULL_OUT(lx_box_logically_partitioned(a, 2, names, NULL, 0, NULL, NULL), "LogicallyPartitioned: output is NULL");
+    lx_initializer wrapped, ln = lx_init_lecun_normal();
+    CHECK_EQ_INT(lx_init_with_partitioning(&ln, 2, names, NULL, &wrapped), LX_OK);
+    NULL_OUT(lx_box_from_initializer(&wrapped, a, NULL), "box_from_initializer: output is NULL");
+    NULL_OUT(lx_box_nnx_meta(&lx_Param, a, NULL, NULL), "NNXMeta: output is NULL");
+    NULL_OUT(lx_box_replace_boxed(bx, a, NULL), "replace_boxed: output is NULL");
+    NULL_OUT(lx_box_add_axis(bx, 0, "x", NULL), "add_axis: output is NULL");
+    NULL_OUT(lx_box_remove_axis(bx, 0, "a", NULL), "remove_axis: output is NULL");
+    NULL_OUT(lx_box_to_nnx_metadata(bx, NULL), "to_nnx_metadata: output is NULL");
+    NULL_OUT(lx_box_from_nnx_metadata(LX_BOX_PARTITIONED, a, t, NULL), "from_nnx_metadata: output is NULL");
+    NULL_OUT(lx_tree_unbox(t, NULL), "tree_map: output is NULL");
+    /* variable.h */
+    NULL_OUT(lx_variable_new(&lx_Param, a, NULL), "Variable: output is NULL");
+    NULL_OUT(lx_variable_new_kw(&lx_Param, a, 0, NULL, NULL), "Variable: output is NULL");
+    NULL_OUT(lx_variable_new_md(&lx_Param, a, t, NULL), "Variable: output is NULL");
+    lx_variable *v = NULL;
+    CHECK_EQ_INT(lx_variable_new(&lx_Param, a, &v), LX_OK);
+    NULL_OUT(lx_variable_copy(v, NULL), "variable_copy: output is NULL");
+    NULL_OUT(lx_vartype_new("X", NULL, NULL), "vartype_new: output is NULL");
+    NULL_OUT(lx_variable_type_from_name("params", NULL, false, NULL), "variable_type_from_name: output is NULL");
+    NULL_OUT(lx_variable_type_from_name("never_registered_a23", NULL, true, NULL),
+             "variable_type_from_name: output is NULL");
+    const lx_vartype *vt = NULL;
+    CHECK_FAILS(lx_variable_type_from_name("never_registered_a23", NULL, false, &vt), LX_ERR_NOT_FOUND, "");
+    NULL_OUT(lx_variable_name_from_type(&lx_Param, false, NULL), "variable_name_from_type: output is NULL");
+    /* tree.h */
+    NULL_OUT(lx_tree_flatten(t, NULL), "tree_flatten: output is NULL");
+    lx_flat empty = {0};
+    NULL_OUT(lx_tree_unflatten(&empty, NULL), "tree_unflatten: output is NULL");
+    NULL_OUT(lx_tree_merge(t, t, NULL), "tree_merge: output is NULL");
+    NULL_OUT(lx_tree_map(t, copy_leaf, NULL, NULL), "tree_map: output is NULL");
+    NULL_OUT(lx_tree_get_path(t, "x", NULL), "tree_get_path: output is NULL");
+    NULL_OUT(lx_flat_append(NULL, "x", lx_int_v(1)), "flat_append: output is NULL");
+    CHECK_EQ_INT(lx_tree_len(t), 1);
+    /* value.h, config.h */
+    const lx_call call = LX_NO_CALL;
+    NULL_OUT(lx_call_int(&call, 0, "n", 1, NULL), "call_int: output is NULL");
+    NULL_OUT(lx_call_float(&call, 0, "x", 1, NULL), "call_float: output is NULL");
+    NULL_OUT(lx_call_bool(&call, 0, "b", true, NULL), "call_bool: output is NULL");
+    NULL_OUT(lx_call_str(&call, 0, "s", "d", NULL), "call_str: output is NULL");
+    NULL_OUT(lx_call_array(&call, 0, "a", NULL), "call_array: output is NULL");
+    NULL_OUT(lx_call_dup(&call, NULL), "call: output is NULL");
+    NULL_OUT(lx_call_with_kwargs(&call, 0, NULL, NULL), "call: output is NULL");
+    NULL_OUT(lx_call_without(&call, 0, NULL, NULL), "call: output is NULL");
+    const lx_value one = lx_int_v(1);
+    NULL_OUT(lx_value_dup(&one, NULL), "value_dup: output is NULL");
+    lx_value dup = lx_int_v(5);
+    CHECK_FAILS(lx_value_dup(NULL, &dup), LX_ERR_FAILED_INPUT, "value_dup: value is NULL");
+    CHECK(dup.kind == LX_V_NONE);
+    typedef struct { int64_t n; } cfg_t;
+    static const lx_field fields[] = {LX_FIELD_INT(cfg_t, n, 3)};
+    cfg_t cfg = {0}, cfg2 = {0};
+    CHECK_EQ_INT(lx_config_defaults(fields, 1, &cfg), LX_OK);
+    CHECK_EQ_INT(cfg.n, 3);
+    NULL_OUT(lx_config_defaults(fields, 1, NULL), "config_defaults: output is NULL");
+    NULL_OUT(lx_config_bind(fields, 1, &call, NULL, "Cfg"), "Cfg: output is NULL");
+    NULL_OUT(lx_config_override(fields, 1, &call, NULL, "Cfg"), "Cfg: output is NULL");
+    NULL_OUT(lx_config_get(fields, 1, &cfg, "n", NULL), "config_get: output is NULL");
+    lx_value got;
+    NULL_OUT(lx_config_get(fields, 1, NULL, "n", &got), "config_get: config is NULL");
+    NULL_OUT(lx_config_copy(fields, 1, NULL, &cfg), "config_copy: dst is NULL");
+    NULL_OUT(lx_config_copy(fields, 1, &cfg2, NULL), "config_copy: src is NULL");
+    /* array.h, init.h, random.h, primitive.h */
+    NULL_OUT(lx_dtype_from_name("float32", NULL), "dtype_from_name: output is NULL");
+    NULL_OUT(lx_array_fprint(NULL, a), "array_fprint: FILE is NULL");
+    NULL_OUT(lx_compute_fans(2, (const int64_t[]){2, 3}, lx_axis(-2), lx_axis(-1), lx_no_axes(), NULL, NULL),
+             "compute_fans: fan_in or fan_out is NULL");
+    NULL_OUT(lx_initializer_from_name("zeros", NULL), "initializer_from_name: output is NULL");
+    NULL_OUT(lx_init_variance_scaling(1, "fan_in", "normal", lx_axis(-2), lx_axis(-1), lx_no_axes(), NULL),
+             "variance_scaling: output is NULL");
+    NULL_OUT(lx_init_with_partitioning(&ln, 2, names, NULL, NULL), "with_partitioning");
+    NULL_OUT(lx_init_with_logical_partitioning(&ln, 2, names, NULL, 0, NULL, NULL), "with_logical_partitioning");
+    NULL_OUT(lx_init_apply_into(&ln, lx_key_from_seed(0), LX_F32, 2, (const int64_t[]){2, 3}, NULL),
+             "lecun_normal: output buffer is NULL");
+    NULL_OUT(lx_key_split(lx_key_from_seed(0), 2, false, NULL), "split: output buffer is NULL");
+    NULL_OUT(lx_random_bits_into(lx_key_from_seed(0), 3, NULL), "output buffer is NULL");
+    NULL_OUT(lx_random_uniform_into(lx_key_from_seed(0), 3, 0, 1, NULL), "output buffer is NULL");
+    NULL_OUT(lx_random_normal_into(lx_key_from_seed(0), 3, NULL), "output buffer is NULL");
+    NULL_OUT(lx_random_truncated_normal_into(lx_key_from_seed(0), -2, 2, 3, NULL), "output buffer is NULL");
+    NULL_OUT(lx_random_bernoulli_into(lx_key_from_seed(0), 0.5f, 3, NULL), "output buffer is NULL");
+    NULL_OUT(lx_random_permutation_into(lx_key_from_seed(0), 3, NULL), "output buffer is NULL");
+    NULL_OUT(lx_random_randint_into(lx_key_from_seed(0), 3, 0, 5, NULL), "output buffer is NULL");
+    NULL_OUT(lx_prim_find("add", NULL), "prim_find: output is NULL");
+    /* ops.h, autodiff.h, sampling.h */
+    NULL_OUT(lx_split(a, 2, 0, NULL), "split: outs is NULL");
+    NULL_OUT(lx_tape_new(NULL), "tape_new: out is NULL");
+    lx_array *vals = NULL;
+    NULL_OUT(lx_top_k(a, 1, &vals, NULL), "top_k: values or indices is NULL");
+    NULL_OUT(lx_top_k(a, 1, NULL, &vals), "top_k: values or indices is NULL");
+    /* quant.h: no session is left installed by a refused begin */
+    lx_qt_rules *rules = NULL;
+    NULL_OUT(lx_qt_rules_compile(NULL, 0, NULL), "qt_rules_compile");
+    CHECK_EQ_INT(lx_qt_rules_compile(NULL, 0, &rules), LX_OK);
+    NULL_OUT(lx_qt_begin(rules, LX_QT_FAKE, NULL), "qt_begin: output is NULL");
+    NULL_OUT(lx_qt_compare_begin(rules, NULL), "qt_begin: output is NULL");
+    NULL_OUT(lx_qt_calibrate_begin(rules, t, NULL), "qt_calibrate_begin: output is NULL");
+    NULL_OUT(lx_qt_begin_qat(rules, t, false, NULL), "qt_begin_qat: output is NULL");
+    NULL_OUT(lx_qt_begin_ptq(rules, t, NULL), "qt_begin_ptq: output is NULL");
+    CHECK(!lx_prim_observed());
+    lx_qt_session *qs = NULL;
+    CHECK_EQ_INT(lx_qt_begin(rules, LX_QT_FAKE, &qs), LX_OK); /* and one can still begin */
+    lx_qt_end(qs);
+    lx_qt_rules_free(rules);
+    lx_variable_release(v);
+    lx_box_release(bx);
+    lx_tree_release(t);
+    lx_release(a);
+    lx_clear_error();
+}
+
 int main(void) {
     RUN(test_null_outputs_are_invalid);
+    RUN(test_null_out_pointers_core);
     RUN(test_failed_inputs);
     RUN(test_optax_failure_keeps_inputs);
     RUN(test_train_state_null_tx);

@@ -26,6 +26,16 @@ int cli_oom(const char *what) {
     return CLI_EXIT_FAILURE;
 }
 
+int cli_stdout_done(void) {
+    errno = 0;
+    bool bad = fflush(stdout) != 0;
+    int e = errno;
+    if (!bad && !ferror(stdout)) return 0;
+    clearerr(stdout); /* reported once: a second check (main's) stays quiet */
+    fprintf(stderr, "linnx: error writing to standard output: %s\n", e ? strerror(e) : "output lost");
+    return CLI_EXIT_FAILURE;
+}
+
 int cli_lib_error(void) {
     lx_status s = lx_last_status();
     const char *e = lx_last_error();
@@ -202,7 +212,7 @@ int cli_print_array(const lx_array *a) {
     int64_t row = a->ndim >= 2 ? a->shape[a->ndim - 1] : a->size;
     if (a->size == 0) {
         putchar('\n');
-        return 0;
+        return cli_stdout_done();
     }
     for (int64_t i = 0; i < a->size; i++) {
         switch (a->dtype) {
@@ -210,11 +220,12 @@ int cli_print_array(const lx_array *a) {
         case LX_BOOL: printf("%d", lx_bool(a)[i] ? 1 : 0); break;
         case LX_U32: printf("%u", lx_u32(a)[i]); break;
         case LX_I32: printf("%d", lx_i32(a)[i]); break;
-        default: return cli_error("cannot print dtype %s", lx_dtype_name(a->dtype));
+        case LX_I8: printf("%d", lx_i8(a)[i]); break;
+        case LX_DTYPE_COUNT: return cli_error("cannot print dtype %s", lx_dtype_name(a->dtype));
         }
         putchar((i + 1) % row == 0 ? '\n' : ' ');
     }
-    return fflush(stdout) == 0 ? 0 : 1;
+    return cli_stdout_done();
 }
 
 /* "1,2.5,-3", also "(1, 2.5, -3)" or "[...]": *n numbers in a new buffer (*out, caller frees). */

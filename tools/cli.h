@@ -49,6 +49,10 @@ int cli_lib_error(void);
 int cli_status_exit(lx_status s);
 /* Print `linnx: <what>: out of memory`; returns CLI_EXIT_FAILURE. */
 int cli_oom(const char *what);
+/* Flush stdout after a command's output: 0, or when anything written to it was lost (a full disk,
+ * a closed pipe, > /dev/full) one `linnx: error writing to standard output: ...` line on stderr
+ * and CLI_EXIT_FAILURE. main() runs it after every command that returned 0. */
+int cli_stdout_done(void);
 
 /* The parameter count of a checkpoint leaf, one rule for `linnx inspect` and `linnx convert`
  * (jax.tree counting of array leaves): the element count of an array (also a Variable's or a
@@ -111,7 +115,8 @@ int cli_bytes(const char *opt, const char *s, size_t *out);
  * CLI_EXIT_USAGE. */
 int cli_check_size(const char *opt, int ndim, const int64_t *shape, size_t elsize);
 
-/* Print an array as described above; 0 on success. */
+/* Print an array as described above, then cli_stdout_done(): 0 on success, else the exit status
+ * after its one `linnx: ...` line. */
 int cli_print_array(const lx_array *a);
 /* A float for printf as Python prints it: a NaN is "nan" whatever its sign bit (glibc would print
  * "-nan"); every other value unchanged. */

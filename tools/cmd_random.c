@@ -224,7 +224,7 @@ enum { I_SEED, I_KEY, I_X64, I_SHAPE, I_LEGACY, I_SCALE, I_MODE, I_DIST, I_IN, I
 
 static const char INIT_USAGE[] =
     "usage: linnx init NAME (--seed S [--x64] | --key K0,K1) --shape D0,D1,... [--legacy]\n"
-    "       [--dtype float32|int32|uint32|bool|bfloat16]   (zeros, ones, constant)\n"
+    "       [--dtype float32|int32|uint32|bool|bfloat16|int8] (zeros, ones, constant)\n"
     "NAME and its options:\n"
     "  zeros ones zeros_init ones_init\n"
     "  constant --value V\n"

@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
-        return 0;
+        return cli_stdout_done();
     }
     for (size_t i = 0; i < NCOMMANDS; i++)
         if (!strcmp(argv[1], COMMANDS[i].name)) {
@@ -69,7 +69,9 @@ int main(int argc, char **argv) {
             if (getenv("LINNX_ALLOC_STATS"))
                 fprintf(stderr, "linnx: %lld allocations%s\n", (long long)lx_fault_count(),
                         lx_fault_fired() ? " (an injected failure fired)" : "");
-            return rc;
+            /* output that never reached stdout is a failure of every command ("linnx --help": exit
+             * status 1 with one `linnx: ...` line), not a silent success */
+            return rc == 0 ? cli_stdout_done() : rc;
         }
     return cli_error("unknown command '%s' (try linnx --help)", argv[1]);
 }
