@@ -192,24 +192,16 @@ static void test_errors(void) {
     CHECK_NULL_FAILS(lx_dense(x, NULL, NULL, LX_ACT_RELU), LX_ERR_FAILED_INPUT, "dense: input is NULL");
     /* bad shapes name them */
     lx_clear_error();
-    /* add's broadcasting, as before, after the header's "dense: x ..., kernel ... and bias ..." (the
-     * op's text alone before) */
+    /* add's broadcasting, as before */
     CHECK_NULL_FAILS(lx_dense(x, k, rnd(-1, 1, 1, (int64_t[]){4}), LX_ACT_NONE), LX_ERR_SHAPE,
-                     "dense: x (2, 5), kernel (5, 3) and bias (4,) do not fit: add: operands could not be broadcast "
-                     "together with shapes (2, 3) (4,)");
-    lx_clear_error();
-    CHECK_NULL_FAILS(lx_dense(rnd(-1, 1, 2, (int64_t[]){2, 4}), rnd(-1, 1, 2, (int64_t[]){4, 3}),
-                              rnd(-1, 1, 1, (int64_t[]){2}), LX_ACT_RELU),
-                     LX_ERR_SHAPE, "dense: x (2, 4), kernel (4, 3) and bias (2,) do not fit: add: ");
+                     "add: operands could not be broadcast together with shapes (2, 3) (4,)");
     lx_clear_error();
     CHECK_NULL_FAILS(lx_dense(x, rnd(-1, 1, 3, (int64_t[]){5, 3, 1}), NULL, LX_ACT_NONE), LX_ERR_SHAPE,
                      "dense: x (2, 5), kernel (5, 3, 1) and bias None do not fit");
-    /* an x that does not meet the kernel: dense's text, then dot_general's message (Dense's before) */
+    /* an x that does not meet the kernel: dot_general's message, as Dense always gave */
     lx_clear_error();
-    CHECK_NULL_FAILS(lx_dense(x, rnd(-1, 1, 2, (int64_t[]){4, 3}), rnd(-1, 1, 1, (int64_t[]){3}), LX_ACT_NONE),
-                     LX_ERR_SHAPE,
-                     "dense: x (2, 5), kernel (4, 3) and bias (3,) do not fit: dot_general: contracting dimensions must "
-                     "have equal sizes: lhs axis 1 of (2, 5) has size 5, rhs axis 0 of (4, 3)");
+    CHECK_NULL_FAILS(lx_dense(x, rnd(-1, 1, 2, (int64_t[]){4, 3}), NULL, LX_ACT_NONE), LX_ERR_SHAPE,
+                     "contracting dimensions must have equal sizes: lhs axis 1 of (2, 5) has size 5, rhs axis 0 of (4, 3)");
     /* the primitive's own rule for it */
     lx_clear_error();
     const lx_dense_params p = {LX_ACT_NONE}, bad = {(lx_activation)17};

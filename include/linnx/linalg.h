@@ -85,11 +85,14 @@ typedef enum lx_activation {
  * leading axes, kernel (K, N) float32, bias (N,) float32 or NULL (none; a failed bias computation
  * must be caught by the caller, as for layer_norm's optional operands). Result (..., N). The
  * result and the gradients (dx, dkernel, dbias) are bit-identical to
- * act(lx_dot_general(x, kernel, ...) + bias) and its backward pass. Shape errors name the shapes:
- * "dense: x (2, 5), kernel (4, 3) and bias (3,) do not fit", then why (for a kernel of rank 2,
- * the message of the unfused op that refused them: ": dot_general: contracting dimensions must
- * have equal sizes: ...", ": add: operands could not be broadcast ..."); other dtypes are
- * dot_general's LX_ERR_DTYPE.
+ * act(lx_dot_general(x, kernel, ...) + bias) and its backward pass. Errors are those of the ops
+ * Flax's Dense runs, as Dense always gave them (a Module path prefix reads "l1: dot_general: ..."):
+ * an x that does not meet a 2-D kernel is dot_general's ("dot_general: contracting dimensions
+ * must have equal sizes: lhs axis 1 of (2, 5) has size 5, rhs axis 0 of (4, 3) has size 4"), a
+ * bias that does not broadcast to (..., N) is add's ("add: operands could not be broadcast
+ * together with shapes (2, 3) (4,)"), another dtype dot_general's LX_ERR_DTYPE; a kernel that is
+ * not 2-D, and the primitive's own rule (lx_bind), say "dense: x (2, 5), kernel (5, 3, 1) and
+ * bias None do not fit ...".
  *
  * While anything watches primitives (an observer: op interceptors, remat's recorder, tracing
  * tools; or a substituter: quantization sessions, remat replay), lx_dense binds dot_general, add

@@ -210,23 +210,13 @@ lx_array *lx_dense(lx_array *x, lx_array *kernel, lx_array *bias, lx_activation 
     lx_array *const ins[] = {x, kernel, bias};
     if (x && kernel && act_valid(act) && kernel->ndim == 2) {
         /* other dtypes and an x that does not meet the kernel: dot_general's own message (what
-         * Dense always said) after "dense: x ..., kernel ... and bias ... do not fit: ", or a
-         * quantization session's int8 kernel, which it knows; a bias that
+         * Dense always said), or a quantization session's int8 kernel, which it knows; a bias that
          * is not (N,) (a scalar, (1,), (1, N): Flax's reshape-then-add broadcasts them) goes to
          * add's broadcasting, as before this primitive */
         bool f32 = x->dtype == LX_F32 && kernel->dtype == LX_F32 && (!bias || bias->dtype == LX_F32);
         bool bias_n = !bias || (bias->ndim == 1 && bias->shape[0] == kernel->shape[1]);
-        if (!f32 || !bias_n || x->ndim < 1 || x->shape[x->ndim - 1] != kernel->shape[0]) {
-            lx_array *y = dense_unfused(x, kernel, bias, act);
-            if (!y && lx_last_status() == LX_ERR_SHAPE) { /* the header's text before the op's own */
-                char sx[96], sk[96], sb[96];
-                lx_fail_context(LX_ERR_SHAPE, "dense: x %s, kernel %s and bias %s do not fit: ",
-                                lx_shape_str(x->ndim, x->shape, sx, sizeof sx),
-                                lx_shape_str(kernel->ndim, kernel->shape, sk, sizeof sk),
-                                bias ? lx_shape_str(bias->ndim, bias->shape, sb, sizeof sb) : "None");
-            }
-            return y;
-        }
+        if (!f32 || !bias_n || x->ndim < 1 || x->shape[x->ndim - 1] != kernel->shape[0])
+            return dense_unfused(x, kernel, bias, act);
         if (!lx_dense_fuses()) {
             lx_dense_params chk = prm; /* dense's own checks first (the bias) */
             lx_prim_aval av;
