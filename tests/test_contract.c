@@ -433,6 +433,23 @@ static void test_null_outputs_are_invalid(void) {
     CHECK_FAILS(lx_layout_convert(t, LX_LAYOUT_AUTO, LX_LAYOUT_NNX, NULL, NULL), LX_ERR_INVALID_ARGUMENT, "layout: out is NULL");
     CHECK_FAILS(lx_layout_unbox(t, NULL), LX_ERR_INVALID_ARGUMENT, "layout: out is NULL");
     CHECK_FAILS(lx_safetensors_write(NULL, t, NULL), LX_ERR_INVALID_ARGUMENT, "safetensors: stream is NULL");
+    /* these crashed (audit23 A23-5, the same rule) */
+    size_t len = 0;
+    unsigned char *bytes = NULL;
+    const lx_value root = lx_tree_v(t);
+    CHECK_FAILS(lx_msgpack_to_bytes(&root, NULL, NULL, &len), LX_ERR_INVALID_ARGUMENT, "msgpack: out or len is NULL");
+    CHECK_FAILS(lx_msgpack_to_bytes(&root, NULL, &bytes, NULL), LX_ERR_INVALID_ARGUMENT, "msgpack: out or len is NULL");
+    CHECK_FAILS(lx_msgpack_from_bytes("\x80", 1, NULL), LX_ERR_INVALID_ARGUMENT, "msgpack: out is NULL");
+    CHECK_FAILS(lx_safetensors_to_bytes(t, NULL, NULL, &len), LX_ERR_INVALID_ARGUMENT, "safetensors: out or len is NULL");
+    CHECK_EQ_INT(lx_safetensors_to_bytes(t, NULL, &bytes, &len), LX_OK);
+    CHECK_FAILS(lx_safetensors_from_bytes(bytes, len, NULL, NULL, NULL), LX_ERR_INVALID_ARGUMENT,
+                "safetensors: out is NULL");
+    free(bytes);
+    CHECK_FAILS(lx_ckpt_pure_dict(t, NULL), LX_ERR_INVALID_ARGUMENT, "pure_dict: out is NULL");
+    CHECK_FAILS(lx_layout_from_name("nnx", NULL), LX_ERR_INVALID_ARGUMENT, "layout: out is NULL");
+    CHECK_FAILS(lx_ckpt_sniff("/dev/null", NULL), LX_ERR_INVALID_ARGUMENT, "ckpt_sniff: path or out is NULL");
+    CHECK_FAILS(lx_raw_to_array(NULL, NULL), LX_ERR_INVALID_ARGUMENT, "raw_to_array");
+    CHECK_FAILS(lx_ckpt_manager_steps(NULL, NULL, NULL), LX_ERR_INVALID_ARGUMENT, "checkpoint manager");
     lx_tree *out = NULL;
     CHECK_FAILS(lx_layout_convert(NULL, LX_LAYOUT_AUTO, LX_LAYOUT_NNX, NULL, &out), LX_ERR_FAILED_INPUT, "layout: tree is NULL");
     lx_tree_release(t);

@@ -189,6 +189,7 @@ static lx_ckpt_format sniff_bytes(const unsigned char *p, size_t len) {
 }
 
 lx_status lx_ckpt_sniff(const char *path, lx_ckpt_format *out) {
+    if (!path || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "ckpt_sniff: path or out is NULL");
     io_map *m;
     LX_TRY(io_map_open(path, &m));
     lx_ckpt_format f = sniff_bytes(m->addr, m->len);
@@ -307,6 +308,7 @@ static lx_status pure_rec(const lx_tree *t, lx_tree **out) {
 }
 
 lx_status lx_ckpt_pure_dict(const lx_tree *t, lx_tree **out) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "pure_dict: out is NULL");
     if (!t) return lx_null_input("pure_dict: tree is NULL");
     return pure_rec(t, out);
 }

@@ -29,6 +29,7 @@ const char *lx_layout_name(lx_layout l) {
 }
 
 lx_status lx_layout_from_name(const char *name, lx_layout *out) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "layout: out is NULL");
     for (int l = LX_LAYOUT_AUTO; l <= LX_LAYOUT_MAXTEXT_NNX; l++)
         if (name && !strcmp(name, lx_layout_name((lx_layout)l))) {
             *out = (lx_layout)l;

@@ -66,6 +66,7 @@ static const char *data_ext(const lx_ckpt_manager *m, int64_t step) {
 }
 
 lx_status lx_ckpt_manager_steps(const lx_ckpt_manager *m, int64_t **steps, size_t *n) {
+    if (!m || !steps || !n) return lx_fail(LX_ERR_INVALID_ARGUMENT, "checkpoint manager: NULL manager, steps or n");
     DIR *d = opendir(m->dir);
     if (!d) return lx_fail(LX_ERR_IO, "checkpoint manager: cannot list %s: %s", m->dir, strerror(errno));
     int64_t *v = NULL;

@@ -569,6 +569,8 @@ static lx_status parse(rctx *r, lx_value *out) {
 }
 
 lx_status lx_msgpack_from_bytes(const void *data, size_t len, lx_value *out) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "msgpack: out is NULL");
+    if (!data && len) return lx_fail(LX_ERR_INVALID_ARGUMENT, "msgpack: data is NULL");
     rctx r = {data, len, 0, NULL, 0, NULL};
     return parse(&r, out);
 }

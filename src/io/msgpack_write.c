@@ -210,6 +210,7 @@ static lx_status write_root(msgpack_packer_write cb, void *data, const lx_value 
 }
 
 lx_status lx_msgpack_to_bytes(const lx_value *root, const lx_msgpack_opts *opts, unsigned char **out, size_t *len) {
+    if (!out || !len) return lx_fail(LX_ERR_INVALID_ARGUMENT, "msgpack: out or len is NULL");
     io_buf b = {0};
     lx_status s = write_root(buf_put_cb, &b, root, opts);
     if (s == LX_OK && b.failed) s = lx_fail(LX_ERR_NO_MEMORY, "msgpack: out of memory");

@@ -144,6 +144,7 @@ lx_raw *lx_value_raw(const lx_value *v) {
 }
 
 lx_status lx_raw_to_array(const lx_raw *r, lx_array **out) {
+    if (!r || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "raw_to_array: %s is NULL", r ? "out" : "the raw array");
     const io_dtype *d = r->kind == LX_RAW_BYTES ? NULL : io_dtype_by_numpy(r->dtype, strlen(r->dtype));
     if (!d || d->lx < 0)
         return lx_fail(LX_ERR_DTYPE, "dtype %s is not one linnx computes with (float32, int32, uint32, bool, bfloat16)",

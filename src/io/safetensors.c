@@ -155,6 +155,7 @@ static int buf_sink(void *b, const void *data, size_t n) { return io_buf_put(b, 
 
 lx_status lx_safetensors_to_bytes(const lx_tree *t, const lx_safetensors_opts *opts, unsigned char **out,
                                   size_t *len) {
+    if (!out || !len) return lx_fail(LX_ERR_INVALID_ARGUMENT, "safetensors: out or len is NULL");
     if (!t) return lx_null_input("safetensors: tree is NULL");
     io_buf b = {0};
     lx_status s = io_safetensors_write(t, opts, buf_sink, &b);
@@ -447,6 +448,7 @@ done:
 
 lx_status lx_safetensors_from_bytes(const void *data, size_t len, const lx_safetensors_opts *opts, lx_tree **out,
                                     lx_tree **metadata) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "safetensors: out is NULL");
     if (!data && len) return lx_fail(LX_ERR_INVALID_ARGUMENT, "safetensors: data is NULL");
     return io_safetensors_parse(data, len, opts, NULL, out, metadata);
 }
