@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "linnx/autodiff.h"
+#include "linnx/bridge.h"
 #include "linnx/init.h"
 #include "linnx/linen.h"
 #include "linnx/linen_layers.h"
@@ -176,6 +177,68 @@ static void test_linen_bf16_params(void) {
     lx_tree_release(vars);
     linen_module_release(d32);
     linen_module_release(d);
+}
+
+/* The Linen twin of the bfloat16 gradient check: jax.grad through apply reaches the bfloat16
+ * kernel as a bfloat16 gradient, d sum(x @ k) / d k[i][j] = sum over rows of x[:, i]. */
+static linen_module *grad_m;
+static lx_array *grad_x;
+static lx_status linen_sum_loss(const lx_tree *params, void *user, lx_array **loss, lx_tree **aux) {
+    (void)user, (void)aux;
+    lx_tree *v = lx_tree_new();
+    lx_status st = v ? lx_tree_set(v, "params", lx_tree_v((lx_tree *)params)) : LX_ERR_NO_MEMORY;
+    lx_value out = lx_none();
+    if (st == LX_OK) st = linen_apply(grad_m, v, A(grad_x), LINEN_NO_RNGS, NULL, &out, NULL);
+    lx_tree_release(v);
+    if (st != LX_OK) return st;
+    *loss = out.kind == LX_V_ARRAY ? lx_sum(out.u.array, LX_ALL_AXES, false) : NULL;
+    lx_value_free(&out);
+    return *loss ? LX_OK : lx_last_status();
+}
+
+static void test_linen_bf16_grad(void) {
+    grad_m = make(&linen_Dense, LX_CALL_KWARGS(LX_KW_INT("features", 3), LX_KW("param_dtype", BF16),
+                                               LX_KW("kernel_init", INIT(&c05))));
+    grad_x = lx_autorelease(lx_array_from_f32(2, (int64_t[]){3, 4}, (float[]){1, 2, 3, 4, -1, 0, 5, 2, 2, 2, -3, 1}));
+    lx_tree *vars = NULL, *grads = NULL;
+    lx_array *value = NULL;
+    CHECK(linen_init(grad_m, LINEN_KEY(lx_key_from_seed(0)), A(grad_x), NULL, &vars) == LX_OK);
+    CHECK(vars && linen_value_and_grad(linen_sum_loss, NULL, lx_tree_get(vars, "params")->u.tree, &value, &grads, NULL) == LX_OK);
+    lx_array *gk = leaf(grads, "kernel"), *gb = leaf(grads, "bias");
+    CHECK(gk && gk->dtype == LX_BF16 && gb && gb->dtype == LX_BF16);
+    if (gk && gk->dtype == LX_BF16) {
+        lx_array *f = lx_cast(gk, LX_F32);
+        const float colsum[4] = {2, 4, 5, 7};
+        bool ok = true;
+        for (int i = 0; i < 12; i++) ok &= lx_f32(f)[i] == colsum[i / 3];
+        CHECK(ok);
+    }
+    CHECK(value && fabsf(lx_f32(value)[0] - 27.0f) < 1e-5f);
+    lx_release(value);
+    lx_tree_release(grads);
+    lx_tree_release(vars);
+    linen_module_release(grad_m);
+}
+
+/* Through the bridge: to_linen(nnx.Linear, param_dtype=bfloat16) keeps bfloat16 params and
+ * computes like its float32 twin (ones are exact in bfloat16). */
+static void test_bridge_bf16(void) {
+    lx_array *x = xsin(2, (int64_t[]){2, 4});
+    linen_module *mb = NULL, *mf = NULL;
+    lx_call cb = LX_CALL_KWARGS(LX_KW_INT("in_features", 4), LX_KW_INT("out_features", 3), LX_KW("param_dtype", BF16),
+                                LX_KW("kernel_init", INIT(&ones_i)));
+    lx_call cf = LX_CALL_KWARGS(LX_KW_INT("in_features", 4), LX_KW_INT("out_features", 3), LX_KW("kernel_init", INIT(&ones_i)));
+    CHECK(bridge_to_linen(&nnx_Linear, &cb, NULL, &mb) == LX_OK);
+    CHECK(bridge_to_linen(&nnx_Linear, &cf, NULL, &mf) == LX_OK);
+    lx_tree *vb, *vf;
+    lx_status sb, sf;
+    lx_array *yb = run_init(mb, x, &vb, &sb), *yf = run_init(mf, x, &vf, &sf);
+    CHECK(sb == LX_OK && sf == LX_OK && same_values(yb, yf));
+    CHECK(leaf(vb, "params/kernel") && leaf(vb, "params/kernel")->dtype == LX_BF16);
+    lx_tree_release(vb);
+    lx_tree_release(vf);
+    linen_module_release(mb);
+    linen_module_release(mf);
 }
 
 /* ------------------------------------------------------------ F5: integer inputs */
@@ -405,6 +468,11 @@ static void test_nnx_promotion(void) {
     lx_release(value);
     lx_tree_release(grads);
 
+    /* int32 input with float32 params: promoted to float32 */
+    nnx_module *l32 = NULL;
+    CHECK(nnx_module_new(&nnx_Linear, &LX_CALL_ARGS(lx_int_v(4), lx_int_v(3)), r, &l32) == LX_OK);
+    CHECK(same_values(nnx_call_array(l32, lx_cast(xg, LX_I32)), nnx_call_array(l32, xg)));
+    nnx_module_release(l32);
     /* bfloat16 or int32 inputs with bfloat16 params: jnp.result_type is bfloat16 (an integer
      * promotes to the float it meets), which linnx cannot compute */
     CHECK_NULL_FAILS(nnx_call_array(lin, lx_cast(xg, LX_BF16)), LX_ERR_UNSUPPORTED,
@@ -508,6 +576,8 @@ int main(void) {
     zeros_i = lx_init_zeros();
     ones_i = lx_init_ones();
     RUN(test_linen_bf16_params);
+    RUN(test_linen_bf16_grad);
+    RUN(test_bridge_bf16);
     RUN(test_linen_int_inputs);
     RUN(test_linen_mha_param_dtype);
     RUN(test_linen_conv_int_kernel_size);
