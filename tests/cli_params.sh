@@ -44,6 +44,19 @@ out=$("$bin" params 'linen.Dense(2, kernel_init=linen.initializers.ones, bias_in
 want=$'params/kernel float32[2,2]: 1 1 1 1\nparams/bias float32[2]: 0.5 0.5'
 if [ "$out" == "$want" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: initializers: $out"; fi
 
+# audit456: Flax's TypeError for an int Conv kernel_size (F1); bfloat16 params with the constant
+# initializers run (F4: the layer computes in float32), and MHA hands param_dtype to its
+# projections (F6) or refuses an initializer it cannot make in bfloat16
+expect_usage_error "Expected Conv kernel_size to be a tuple/list of integers (eg.: [3, 3]) but got 3." params 'linen.Conv(2, 3)' --seed 0 --input-shape 1,6,4
+out=$("$bin" params 'linen.Dense(3, param_dtype=jnp.bfloat16, kernel_init=linen.initializers.zeros)' --seed 0 --input-shape 1,2 2>&1)
+expect_same_() { if [ "$2" == "$3" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1: $2"; fi; }
+expect_same_ "Dense bfloat16 params" "$out" $'params/kernel bfloat16[2,3]: 0 0 0 0 0 0\nparams/bias bfloat16[3]: 0 0 0'
+out=$("$bin" params 'linen.LayerNorm(param_dtype=jnp.bfloat16)' --seed 0 --input-shape 1,2 2>&1)
+expect_same_ "LayerNorm bfloat16 params" "$out" $'params/scale bfloat16[2]: 1 1\nparams/bias bfloat16[2]: 0 0'
+out=$("$bin" params 'linen.MultiHeadDotProductAttention(2, param_dtype=jnp.bfloat16, kernel_init=linen.initializers.ones)' --seed 0 --input-shape 1,3,4 2>&1 | cut -d: -f1 | tr '\n' ' ')
+expect_same_ "MHA bfloat16 params" "$out" "params/query/kernel bfloat16[4,2,2] params/query/bias bfloat16[2,2] params/key/kernel bfloat16[4,2,2] params/key/bias bfloat16[2,2] params/value/kernel bfloat16[4,2,2] params/value/bias bfloat16[2,2] params/out/kernel bfloat16[2,2,4] params/out/bias bfloat16[4] "
+expect_usage_error "MultiHeadDotProductAttention: param_dtype=bfloat16 with the lecun_normal initializer is not supported" params 'linen.MultiHeadDotProductAttention(2, param_dtype=jnp.bfloat16)' --seed 0 --input-shape 1,3,4
+
 # partitioning wrappers: the same values as the plain initializer (no extra key drawn), the names
 # at the end of the line
 expect_same() { # $1 = what, $2 = got, $3 = want

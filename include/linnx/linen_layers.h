@@ -22,8 +22,19 @@
  *   y = linen_dense(s, NULL, 2, lx_relu(linen_dense(s, NULL, 8, x)));
  *
  * Supported subset (other values fail with LX_ERR_UNSUPPORTED when the layer runs): dtype None or
- * float32, param_dtype float32 (bfloat16 for zeros/ones/constant initializers only), Conv padding SAME/VALID/CIRCULAR/CAUSAL/int/
- * pairs, MultiHeadDotProductAttention without decode.
+ * float32, param_dtype float32 (bfloat16 for zeros/ones/constant initializers only), Conv padding
+ * SAME/VALID/CIRCULAR/CAUSAL/int/pairs, LayerNorm / RMSNorm over trailing axes (reduction_axes
+ * -1 or (1, 2) of a rank-3 input, feature_axes among them), MultiHeadDotProductAttention without
+ * decode. Conv's kernel_size must be a tuple: an int is Flax's TypeError ("Expected Conv
+ * kernel_size to be a tuple/list of integers ...") when the module is built.
+ *
+ * Dtypes: each layer runs Flax's promote_dtype(inputs, kernel, bias, dtype=self.dtype) (the
+ * norms: x, scale, bias) before its op: with dtype None the result dtype of the operands made
+ * inexact (float32 inputs with bfloat16 params compute and return float32; int32 inputs with
+ * float32 params are promoted to float32), with dtype float32 everything is cast to float32. A
+ * promoted dtype of bfloat16 is LX_ERR_UNSUPPORTED naming it (no bfloat16 arithmetic). The casts
+ * carry gradients (a bfloat16 param gets a bfloat16 gradient); a float32 layer on float32 inputs
+ * runs no extra op. MultiHeadDotProductAttention passes dtype and param_dtype to its projections.
  */
 #ifndef LINNX_LINEN_LAYERS_H
 #define LINNX_LINEN_LAYERS_H

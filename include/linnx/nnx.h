@@ -173,7 +173,9 @@ const void *nnx_config(const nnx_module *m);
 lx_status nnx_getattr(const nnx_module *m, const char *name, lx_value *out);
 /* Set a dynamic attribute (a Variable, a tree of Variables, a module, a static value). A value of
  * the wrong kind for a declared field, or a field fixed at construction, is LX_ERR_TYPE; a module
- * that would contain itself LX_ERR_INVALID_ARGUMENT. */
+ * that would contain itself LX_ERR_INVALID_ARGUMENT: m itself, or a value from which m is
+ * reachable at any depth (lin.parent = Sequential(lin)), since counted references would make the
+ * cycle immortal. nnx_list_append does not check (a list does not know its module). */
 lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value);
 /* Delete a dynamic attribute: an unknown name is LX_ERR_NOT_FOUND (AttributeError), a field the
  * type declares LX_ERR_TYPE. */

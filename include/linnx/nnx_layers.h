@@ -12,6 +12,12 @@
  * nnx_sharding_metadata gives, {out_sharding: (...), mesh: ...}) that ends up in its Variable.
  * Initializers are config fields of kind OBJ "initializer" (pass lx_ptr_v("initializer", &init)).
  *
+ * Dtypes: the layers run Flax's promote_dtype on (inputs, kernel, bias) (the norms: x, scale,
+ * bias): the result dtype of the operands made inexact, so float32 inputs with param_dtype
+ * bfloat16 (zeros/ones/constant initializers) compute and return float32 and int32 inputs with
+ * float32 params are promoted to float32. A promoted dtype of bfloat16 is LX_ERR_UNSUPPORTED (no
+ * bfloat16 arithmetic). A float32 layer on float32 inputs runs no extra op.
+ *
  * Ownership: constructors give the caller a module (nnx_module_release). Typed calls return
  * pool-owned arrays (NULL + message on failure), like ops.
  */
@@ -110,7 +116,8 @@ lx_array *nnx_embed_attend(nnx_embed *m, lx_array *query);
 /* ---- LayerNorm(num_features, *, epsilon=1e-6, use_bias=True, use_scale=True, bias_init=zeros,
  *      scale_init=ones, reduction_axes=-1, feature_axes=-1, ...): scale then bias, each
  *      drawing a key. RMSNorm(num_features, *, epsilon=1e-6, use_scale=True, scale_init=ones,
- *      ...): scale only. ---- */
+ *      ...): scale only. reduction_axes must be the input's trailing axes (-1, or (1, 2) for a
+ *      rank-3 input: others fail at call time with LX_ERR_UNSUPPORTED); feature_axes -1. ---- */
 typedef struct nnx_norm_config {
     int64_t num_features;
     double epsilon;
@@ -133,7 +140,8 @@ lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x);
 
 /* ---- BatchNorm(num_features, *, use_running_average=False, axis=-1, momentum=0.99,
  *      epsilon=1e-5, use_bias=True, use_scale=True, ...): mean/var BatchStat (zeros/ones,
- *      no key), then scale, bias (a key each). Training (use_running_average False) normalises
+ *      no key; float32 whatever param_dtype is, as Flax makes them), then scale, bias (a key
+ *      each). Training (use_running_average False) normalises
  *      with the batch statistics and updates mean/var: ra = momentum*ra + (1-momentum)*stat. ---- */
 typedef struct nnx_batch_norm_config {
     int64_t num_features;

@@ -35,19 +35,26 @@ static lx_status opt_int(const char *name, const lx_value *v, int64_t dflt, int6
     return LX_OK;
 }
 
-static lx_array *project(linen_scope *s, const char *name, const lx_value *features, const lx_value *axis,
-                         const lx_initializer *kinit, const lx_initializer *binit, bool use_bias, lx_array *x) {
+/* The dtype / param_dtype keywords Flax passes down to every child (dtype=self.dtype,
+ * param_dtype=self.param_dtype). */
+#define MHA_DTYPES(cfg)                                                      \
+    LX_KW("dtype", (cfg)->dtype ? lx_str_v((cfg)->dtype) : lx_none()),    \
+        LX_KW("param_dtype", lx_str_v(lx_dtype_name((cfg)->param_dtype)))
+
+static lx_array *project(linen_scope *s, const linen_mha_config *cfg, const char *name, const lx_value *features,
+                         const lx_value *axis, const lx_initializer *kinit, const lx_initializer *binit,
+                         lx_array *x) {
     if (!x) return NULL;
     lx_call c = LX_CALL_KWARGS(LX_KW("features", *features), LX_KW("axis", *axis),
-                               LX_KW_BOOL("use_bias", use_bias),
+                               LX_KW_BOOL("use_bias", cfg->use_bias),
                                LX_KW("kernel_init", lx_ptr_v("initializer", (void *)kinit)),
-                               LX_KW("bias_init", lx_ptr_v("initializer", (void *)binit)));
+                               LX_KW("bias_init", lx_ptr_v("initializer", (void *)binit)), MHA_DTYPES(cfg));
     return ll_run_release(s, ll_new(&linen_DenseGeneral, &c), name, x);
 }
 
-static lx_array *qk_norm(linen_scope *s, const char *name, lx_array *x) {
+static lx_array *qk_norm(linen_scope *s, const linen_mha_config *cfg, const char *name, lx_array *x) {
     if (!x) return NULL;
-    lx_call c = LX_CALL_KWARGS(LX_KW_BOOL("use_bias", false));
+    lx_call c = LX_CALL_KWARGS(LX_KW_BOOL("use_bias", false), MHA_DTYPES(cfg));
     return ll_run_release(s, ll_new(&linen_LayerNorm, &c), name, x);
 }
 
@@ -56,6 +63,12 @@ static lx_status mha_call(linen_scope *s, const lx_call *c, lx_value *out) {
     const char *T = "MultiHeadDotProductAttention";
     lx_array *q, *k = NULL, *v = NULL, *mask = NULL;
     LX_TRY(ll_check_dtypes(T, cfg->dtype));
+    {
+        const lx_initializer *bi = cfg->use_bias ? &cfg->bias_init : NULL;
+        LX_TRY(ll_check_param_dtype(T, cfg->param_dtype, &cfg->kernel_init, bi));
+        LX_TRY(ll_check_param_dtype(T, cfg->param_dtype, cfg->out_kernel_init.name ? &cfg->out_kernel_init : NULL,
+                                    cfg->use_bias && cfg->out_bias_init.name ? &cfg->out_bias_init : NULL));
+    }
     if (cfg->decode) return lx_fail(LX_ERR_UNSUPPORTED, "%s: decode=True is not supported", T);
     LX_TRY(ll_input(c, 0, "inputs_q", T, &q));
     const lx_value *kv = lx_call_kwarg(c, "inputs_kv");
@@ -93,13 +106,13 @@ static lx_status mha_call(linen_scope *s, const lx_call *c, lx_value *out) {
                        (long long)qkv, (long long)cfg->num_heads);
     int64_t hd[2] = {cfg->num_heads, qkv / cfg->num_heads};
     lx_value fv = lx_ints_v(2, hd), axis_last = lx_int_v(-1);
-    lx_array *query = project(s, "query", &fv, &axis_last, &cfg->kernel_init, &cfg->bias_init, cfg->use_bias, q);
-    lx_array *key = project(s, "key", &fv, &axis_last, &cfg->kernel_init, &cfg->bias_init, cfg->use_bias, k);
-    lx_array *value = project(s, "value", &fv, &axis_last, &cfg->kernel_init, &cfg->bias_init, cfg->use_bias, v);
+    lx_array *query = project(s, cfg, "query", &fv, &axis_last, &cfg->kernel_init, &cfg->bias_init, q);
+    lx_array *key = project(s, cfg, "key", &fv, &axis_last, &cfg->kernel_init, &cfg->bias_init, k);
+    lx_array *value = project(s, cfg, "value", &fv, &axis_last, &cfg->kernel_init, &cfg->bias_init, v);
     if (!query || !key || !value) return lx_last_status();
     if (cfg->normalize_qk) {
-        query = qk_norm(s, "query_ln", query);
-        key = qk_norm(s, "key_ln", key);
+        query = qk_norm(s, cfg, "query_ln", query);
+        key = qk_norm(s, cfg, "key_ln", key);
         if (!query || !key) return lx_last_status();
     }
     bool det = true;
@@ -144,7 +157,7 @@ static lx_status mha_call(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_value of = lx_int_v(features), axis2 = lx_ints_v(2, two);
     const lx_initializer *ok = cfg->out_kernel_init.name ? &cfg->out_kernel_init : &cfg->kernel_init;
     const lx_initializer *ob = cfg->out_bias_init.name ? &cfg->out_bias_init : &cfg->bias_init;
-    return linen_return_array(out, project(s, "out", &of, &axis2, ok, ob, cfg->use_bias, x));
+    return linen_return_array(out, project(s, cfg, "out", &of, &axis2, ok, ob, x));
 }
 
 static const linen_method MHA_METHODS[] = {LINEN_METHOD("__call__", mha_call)};

@@ -1,10 +1,13 @@
 /* Shared helpers of the Linen layers and the default initializer objects. */
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "layers_internal.h"
 #include "linen_internal.h"
 #include "../core/team.h"
+#include "linnx/nn.h"
+#include "linnx/ops.h"
 
 /* Designated, so fields added to lx_initializer later (partitioning) start out zero. */
 #define LL_VS(name_, scale_, mode_, dist_, out_axis_)                                               \
@@ -32,7 +35,7 @@ static lx_status param_dtype_ok(const char *layer, lx_dtype pd, const lx_initial
     if (pd == LX_BF16 && constant) return LX_OK;
     return lx_fail(LX_ERR_UNSUPPORTED,
                    "%s: param_dtype=%s with the %s initializer is not supported (float32, or bfloat16 for "
-                   "zeros/ones)",
+                   "zeros/ones/constant)",
                    layer, lx_dtype_name(pd), it->name ? it->name : "?");
 }
 
@@ -171,4 +174,86 @@ lx_array *ll_run_release(linen_scope *s, linen_module *child, const char *name, 
     lx_array *y = linen_call_array(s, child, name, x);
     linen_module_release(child);
     return y;
+}
+
+lx_status lx_layer_dtype(const char *layer, const char *dtype, int n, lx_array *const *ops, lx_dtype *out) {
+    if (!ops[0]) return lx_error_pending() ? lx_last_status() : lx_fail(LX_ERR_FAILED_INPUT, "%s: input is NULL", layer);
+    lx_dtype to = LX_F32;
+    if (!dtype) { /* jnp.result_type, then inexact: only all-bfloat16 floats stay bfloat16 */
+        bool f32 = false, bf16 = false;
+        for (int i = 0; i < n; i++)
+            if (ops[i] && ops[i]->dtype != LX_I8) {
+                f32 |= ops[i]->dtype == LX_F32;
+                bf16 |= ops[i]->dtype == LX_BF16;
+            }
+        if (bf16 && !f32) to = LX_BF16;
+    }
+    if (to != LX_F32) {
+        char what[160];
+        size_t len = 0;
+        what[0] = '\0';
+        for (int i = 0; i < n && len < sizeof what; i++)
+            if (ops[i])
+                len += (size_t)snprintf(what + len, sizeof what - len, "%s%s", len ? ", " : "", lx_dtype_name(ops[i]->dtype));
+        return lx_fail(LX_ERR_UNSUPPORTED,
+                       "%s: the computation dtype %s (promoted from %s) is not supported: linnx computes in "
+                       "float32 only",
+                       layer, lx_dtype_name(to), what);
+    }
+    *out = to;
+    return LX_OK;
+}
+
+lx_status lx_layer_promote(const char *layer, const char *dtype, int n, lx_array **ops) {
+    lx_dtype to;
+    LX_TRY(lx_layer_dtype(layer, dtype, n, ops, &to));
+    for (int i = 0; i < n; i++)
+        if (ops[i] && ops[i]->dtype != to && ops[i]->dtype != LX_I8 && !(ops[i] = lx_cast(ops[i], to)))
+            return lx_last_status();
+    return LX_OK;
+}
+
+lx_array *lx_layer_rms_norm(const char *layer, lx_array *x, lx_array *scale, float epsilon, int naxes,
+                            const int64_t *axes) {
+    if (!x) return NULL;
+    char b1[96], b2[96];
+    const int nd = x->ndim, k = naxes;
+    bool seen[LX_MAX_DIMS] = {0};
+    for (int i = 0; i < k; i++) {
+        int64_t a = axes[i] < 0 ? axes[i] + nd : axes[i];
+        if (i >= LX_MAX_DIMS || a < 0 || a >= nd || seen[a]) {
+            lx_fail(LX_ERR_SHAPE, "%s: reduction axis %lld is out of range or repeated for shape %s", layer,
+                    (long long)axes[i], lx_shape_str(nd, x->shape, b1, sizeof b1));
+            return NULL;
+        }
+        seen[a] = true;
+    }
+    for (int i = nd - k; i < nd; i++)
+        if (!seen[i]) {
+            lx_fail(LX_ERR_UNSUPPORTED, "%s: reduction axes must be the trailing %d axes of shape %s", layer, k,
+                    lx_shape_str(nd, x->shape, b1, sizeof b1));
+            return NULL;
+        }
+    if (k == 1 && (!scale || scale->ndim == 1)) return lx_rms_norm(x, scale, epsilon);
+    const int lead = nd - k;
+    int64_t d = 1, vshape[LX_MAX_DIMS];
+    for (int i = 0; i < lead; i++) vshape[i] = x->shape[i];
+    for (int i = lead; i < nd; i++) d *= x->shape[i];
+    vshape[lead] = d;
+    lx_array *s = scale;
+    if (scale) {
+        bool ok = scale->ndim <= k;
+        for (int i = 0; ok && i < scale->ndim; i++) ok = scale->shape[i] == x->shape[nd - scale->ndim + i];
+        if (!ok) {
+            lx_fail(LX_ERR_SHAPE, "%s: scale of shape %s does not match the trailing normalised axes of input shape %s",
+                    layer, lx_shape_str(scale->ndim, scale->shape, b1, sizeof b1),
+                    lx_shape_str(nd, x->shape, b2, sizeof b2));
+            return NULL;
+        }
+        if (scale->ndim < k) s = lx_broadcast_to(scale, k, x->shape + lead);
+        s = lx_reshape(s, 1, &d);
+        if (!s) return NULL;
+    }
+    lx_array *y = lx_rms_norm(lx_reshape(x, lead + 1, vshape), s, epsilon);
+    return y ? lx_reshape(y, nd, x->shape) : NULL;
 }

@@ -152,7 +152,10 @@ static lx_status conv_call(linen_scope *s, const lx_call *c, lx_value *out) {
     kshape[nk + 1] = cfg->features;
     LX_TRY(linen_param(s, "kernel", &cfg->kernel_init, cfg->param_dtype, nk + 2, kshape, &kernel));
     if (cfg->use_bias) LX_TRY(linen_param(s, "bias", &cfg->bias_init, cfg->param_dtype, 1, &cfg->features, &bias));
-    lx_array *y = lx_conv_general(xin, kernel, &p);
+    lx_array *ops[3] = {xin, kernel, bias}; /* promote_dtype(inputs, kernel, bias, dtype=self.dtype) */
+    LX_TRY(lx_layer_promote("Conv", cfg->dtype, 3, ops));
+    bias = ops[2];
+    lx_array *y = lx_conv_general(ops[0], ops[1], &p);
     if (bias) y = lx_add(y, bias);
     if (y && nbatch != 1) {
         int64_t oshape[LX_MAX_DIMS];
@@ -164,11 +167,24 @@ static lx_status conv_call(linen_scope *s, const lx_call *c, lx_value *out) {
     return linen_return_array(out, y);
 }
 
+/* Flax's _Conv refuses a bare int kernel_size (nn.Conv(16, 3)) with this TypeError, where the
+ * field table would read it as (3,): a 1-D convolution over the wrong axes. Flax raises it at
+ * the first call; linnx at construction, where the int is still visible (the config keeps a
+ * tuple). A clone's kernel_size override is not checked. */
+static lx_status conv_bind(const linen_type *type, void *cfg, const lx_call *c) {
+    const lx_value *ks = lx_call_get(c, 1, "kernel_size");
+    if (ks && ks->kind == LX_V_INT)
+        return lx_fail(LX_ERR_TYPE,
+                       "Expected Conv kernel_size to be a tuple/list of integers (eg.: [3, 3]) but got %lld.",
+                       (long long)ks->u.i);
+    return lx_config_bind(type->config, type->nconfig, c, cfg, "Conv.__init__()");
+}
+
 static const linen_method CONV_METHODS[] = {LINEN_METHOD("__call__", conv_call)};
 const linen_type linen_Conv = {
     .name = "Conv", .config_size = sizeof(linen_conv_config), .config = CONV_FIELDS,
     .nconfig = LX_COUNT(CONV_FIELDS), .methods = CONV_METHODS, .nmethods = LX_COUNT(CONV_METHODS),
-    .method_sigs = (const char *const[]){"inputs"},
+    .method_sigs = (const char *const[]){"inputs"}, .bind = conv_bind,
 };
 
 lx_array *linen_conv(linen_scope *s, const char *name, int64_t features, int nkernel,

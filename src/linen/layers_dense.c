@@ -27,9 +27,12 @@ static lx_status dense_call(linen_scope *s, const lx_call *c, lx_value *out) {
     int64_t kshape[2] = {x->shape[x->ndim - 1], cfg->features};
     LX_TRY(linen_param(s, "kernel", &cfg->kernel_init, cfg->param_dtype, 2, kshape, &kernel));
     if (cfg->use_bias) LX_TRY(linen_param(s, "bias", &cfg->bias_init, cfg->param_dtype, 1, &cfg->features, &bias));
-    /* dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias, as one "dense" op (the
+    /* promote_dtype(inputs, kernel, bias, dtype=self.dtype), then
+     * dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias, as one "dense" op (the
      * separate ops while anything watches primitives: linalg.h lx_dense) */
-    return linen_return_array(out, lx_dense(x, kernel, bias, LX_ACT_NONE));
+    lx_array *ops[3] = {x, kernel, bias};
+    LX_TRY(lx_layer_promote("Dense", cfg->dtype, 3, ops));
+    return linen_return_array(out, lx_dense(ops[0], ops[1], ops[2], LX_ACT_NONE));
 }
 
 static const linen_method DENSE_METHODS[] = {LINEN_METHOD("__call__", dense_call)};
@@ -113,6 +116,10 @@ static lx_status dg_call(linen_scope *s, const lx_call *c, lx_value *out) {
         for (int i = 0; i < nf; i++) bshape[bn++] = f->v[i];
         LX_TRY(linen_param_reshaped(s, "bias", &cfg->bias_init, cfg->param_dtype, bn, bshape, 1, &bflat, &bias));
     }
+    lx_array *ops[3] = {x, kernel, bias}; /* promote_dtype(inputs, kernel, bias, dtype=self.dtype) */
+    LX_TRY(lx_layer_promote("DenseGeneral", cfg->dtype, 3, ops));
+    kernel = ops[1];
+    bias = ops[2];
     int64_t lc[LX_MAX_DIMS], rc[LX_MAX_DIMS], lb[LX_MAX_DIMS], rb[LX_MAX_DIMS];
     for (int i = 0; i < na; i++) {
         lc[i] = axis[i];
@@ -122,7 +129,7 @@ static lx_status dg_call(linen_scope *s, const lx_call *c, lx_value *out) {
         lb[i] = batch[i];
         rb[i] = i;
     }
-    lx_array *y = lx_dot_general(x, kernel, na, lc, rc, nb, lb, rb);
+    lx_array *y = lx_dot_general(ops[0], kernel, na, lc, rc, nb, lb, rb);
     if (bias && y) {
         /* broadcast the bias over the non-contracted input axes (batch dims keep their size) */
         int64_t eshape[LX_MAX_DIMS];

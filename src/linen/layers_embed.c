@@ -49,8 +49,10 @@ static lx_status embed_attend(linen_scope *s, const lx_call *c, lx_value *out) {
     lx_array *q, *e;
     LX_TRY(ll_input(c, 0, "query", "Embed", &q));
     LX_TRY(embedding(s, &e));
+    lx_array *ops[2] = {q, e}; /* promote_dtype(query, self.embedding, dtype=self.dtype) */
+    LX_TRY(lx_layer_promote("Embed", ((const linen_embed_config *)linen_config(s))->dtype, 2, ops));
     int64_t lc = q->ndim - 1, rc = 1;
-    return linen_return_array(out, lx_dot_general(q, e, 1, &lc, &rc, 0, NULL, NULL));
+    return linen_return_array(out, lx_dot_general(ops[0], ops[1], 1, &lc, &rc, 0, NULL, NULL));
 }
 
 static const linen_method EMBED_METHODS[] = {LINEN_METHOD("__call__", embed_call), LINEN_METHOD("attend", embed_attend)};

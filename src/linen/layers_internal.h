@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "layers_promote.h"
 #include "linnx/linen_layers.h"
 
 /* Flax's default initializers as constant objects (field defaults point at them). */

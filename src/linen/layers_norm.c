@@ -53,7 +53,9 @@ static lx_status ln_call(linen_scope *s, const lx_call *c, lx_value *out) {
     if (cfg->use_bias) LX_TRY(linen_param(s, "bias", &cfg->bias_init, cfg->param_dtype, nf, fshape, &bias));
     int64_t axes[LX_MAX_DIMS];
     for (int i = 0; i < nr; i++) axes[i] = rfirst + i;
-    return linen_return_array(out, lx_layer_norm(x, scale, bias, (float)cfg->epsilon, nr, axes));
+    lx_array *ops[3] = {x, scale, bias}; /* _normalize's canonicalize_dtype(x, scale, bias, dtype=self.dtype) */
+    LX_TRY(lx_layer_promote("LayerNorm", cfg->dtype, 3, ops));
+    return linen_return_array(out, lx_layer_norm(ops[0], ops[1], ops[2], (float)cfg->epsilon, nr, axes));
 }
 
 static const linen_method LN_METHODS[] = {LINEN_METHOD("__call__", ln_call)};
@@ -89,9 +91,13 @@ static lx_status rms_call(linen_scope *s, const lx_call *c, lx_value *out) {
     int64_t fshape[LX_MAX_DIMS], rshape[LX_MAX_DIMS];
     LX_TRY(feature_shape("RMSNorm", x, &cfg->feature_axes, &nf, fshape, &ffirst));
     LX_TRY(feature_shape("RMSNorm", x, &cfg->reduction_axes, &nr, rshape, &rfirst));
-    if (nr != 1 || nf != 1) return lx_fail(LX_ERR_UNSUPPORTED, "RMSNorm: only the last axis is supported");
+    if (ffirst < rfirst) return lx_fail(LX_ERR_UNSUPPORTED, "RMSNorm: feature_axes must be among the reduction_axes");
     if (cfg->use_scale) LX_TRY(linen_param(s, "scale", &cfg->scale_init, cfg->param_dtype, nf, fshape, &scale));
-    return linen_return_array(out, lx_rms_norm(x, scale, (float)cfg->epsilon));
+    lx_array *ops[2] = {x, scale}; /* _normalize's canonicalize_dtype(x, scale, dtype=self.dtype) */
+    LX_TRY(lx_layer_promote("RMSNorm", cfg->dtype, 2, ops));
+    int64_t axes[LX_MAX_DIMS];
+    for (int i = 0; i < nr; i++) axes[i] = rfirst + i;
+    return linen_return_array(out, lx_layer_rms_norm("RMSNorm", ops[0], ops[1], (float)cfg->epsilon, nr, axes));
 }
 
 static const linen_method RMS_METHODS[] = {LINEN_METHOD("__call__", rms_call)};
@@ -158,6 +164,9 @@ static lx_status bn_call(linen_scope *s, const lx_call *c, lx_value *out) {
     LX_TRY(linen_variable(s, "batch_stats", "var", stat_fill, &ones, &ra_var));
     if (ra_mean.kind != LX_V_ARRAY || ra_var.kind != LX_V_ARRAY)
         return lx_fail(LX_ERR_TYPE, "BatchNorm: batch_stats mean/var in \"%s\" are not arrays", linen_scope_path(s));
+    /* _compute_stats runs in promote_types(x.dtype, float32) */
+    lx_array *xs = x->dtype == LX_F32 ? x : lx_cast(x, LX_F32);
+    if (!xs) return lx_last_status();
     lx_array *mean, *var;
     if (use_ra) {
         mean = ra_mean.u.array;
@@ -165,8 +174,8 @@ static lx_status bn_call(linen_scope *s, const lx_call *c, lx_value *out) {
     } else {
         if (!cfg->use_fast_variance)
             return lx_fail(LX_ERR_UNSUPPORTED, "BatchNorm: use_fast_variance=False is not supported");
-        mean = lx_mean(x, nred, red, false);
-        lx_array *mean2 = lx_mean(lx_square(x), nred, red, false);
+        mean = lx_mean(xs, nred, red, false);
+        lx_array *mean2 = lx_mean(lx_square(xs), nred, red, false);
         if (cfg->axis_name) { /* sync batch-norm: the moments of the batch over the axis' ranks */
             mean = lx_dist_pmean(mean, cfg->axis_name);
             mean2 = lx_dist_pmean(mean2, cfg->axis_name);
@@ -183,10 +192,18 @@ static lx_status bn_call(linen_scope *s, const lx_call *c, lx_value *out) {
     }
     if (cfg->use_scale) LX_TRY(linen_param(s, "scale", &cfg->scale_init, cfg->param_dtype, 1, &nfeat, &scale));
     if (cfg->use_bias) LX_TRY(linen_param(s, "bias", &cfg->bias_init, cfg->param_dtype, 1, &nfeat, &bias));
+    /* _normalize's canonicalize_dtype(x, scale, bias, dtype=self.dtype) decides the result dtype
+     * (the input in float32, xs, is the promoted x) */
+    lx_dtype to;
+    LX_TRY(lx_layer_dtype("BatchNorm", cfg->dtype, 3, (lx_array *const[]){x, scale, bias}, &to));
+    lx_array *ops[3] = {xs, scale, bias};
+    LX_TRY(lx_layer_promote("BatchNorm", cfg->dtype, 3, ops));
+    scale = ops[1];
+    bias = ops[2];
     /* y = (x - mean) * (rsqrt(var + eps) * scale) + bias, with the stats broadcast over x */
     lx_array *mul = lx_rsqrt(lx_add_scalar(var, (float)cfg->epsilon));
     if (scale) mul = lx_mul(mul, scale);
-    lx_array *y = lx_mul(lx_sub(x, lx_reshape(mean, x->ndim, bshape)), lx_reshape(mul, x->ndim, bshape));
+    lx_array *y = lx_mul(lx_sub(xs, lx_reshape(mean, x->ndim, bshape)), lx_reshape(mul, x->ndim, bshape));
     if (bias) y = lx_add(y, lx_reshape(bias, x->ndim, bshape));
     return linen_return_array(out, y);
 }

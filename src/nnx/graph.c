@@ -794,6 +794,45 @@ lx_status nnx_update(nnx_module *m, int nstates, lx_tree *const *states) {
     return s;
 }
 
+/* ------------------------------------------------------------------ reachability */
+
+static lx_status reach_node(const lx_value *v, const nnx_module *target, nnx_ptrmap *seen, bool *found) {
+    if (*found) return LX_OK;
+    if (nnx_module_from_value(v) == target) {
+        *found = true;
+        return LX_OK;
+    }
+    const void *id = nnx_identity(v);
+    if (!id || !nnx_is_container(v) || nnx_ptrmap_get(seen, id, NULL)) return LX_OK;
+    LX_TRY(nnx_ptrmap_put(seen, id, 0));
+    nnx_children ch;
+    LX_TRY(nnx_children_of(v, &ch));
+    lx_status s = LX_OK;
+    for (int i = 0; i < ch.n && s == LX_OK && !*found; i++) s = reach_node(&ch.items[i].v, target, seen, found);
+    nnx_children_free(&ch);
+    return s;
+}
+
+/* Does v hold a module (v itself, or a tree leaf at any depth)? Without one nothing can reach a
+ * module: a sown tuple of Variables is checked with no allocation. */
+static bool holds_module(const lx_value *v) {
+    if (nnx_module_from_value(v)) return true;
+    if (v->kind != LX_V_TREE || !v->u.tree) return false;
+    for (size_t i = 0; i < lx_tree_len(v->u.tree); i++)
+        if (holds_module(lx_tree_at(v->u.tree, i))) return true;
+    return false;
+}
+
+lx_status nnx_reaches(const lx_value *from, const nnx_module *target, bool *found) {
+    *found = false;
+    if (!from || !target || !holds_module(from)) return LX_OK;
+    nnx_ptrmap seen;
+    memset(&seen, 0, sizeof seen);
+    lx_status s = reach_node(from, target, &seen, found);
+    nnx_ptrmap_free(&seen);
+    return s;
+}
+
 /* ------------------------------------------------------------------ iter_graph */
 
 typedef struct iter_ctx {

@@ -5,6 +5,7 @@
 #include "linnx/nn.h"
 #include "linnx/nnx_layers.h"
 #include "linnx/ops.h"
+#include "../linen/layers_promote.h"
 #include "nnx_internal.h"
 
 #define INIT_FIELD(T, m, dflt) LX_FIELD_OBJ(T, m, "initializer", dflt)
@@ -53,9 +54,12 @@ static lx_array *linear_forward_impl(nnx_linear *m, lx_array *x) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "Linear: kernel is None");
         return NULL;
     }
-    /* lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias as Flax writes it, as
+    /* promote_dtype((inputs, kernel, bias), dtype=self.dtype), then
+     * lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias as Flax writes it, as
      * one "dense" op (the separate ops while anything watches primitives: linalg.h lx_dense). */
-    return lx_dense(x, kernel, nnx_value_of(m->bias), LX_ACT_NONE);
+    lx_array *ops[3] = {x, kernel, nnx_value_of(m->bias)};
+    if (lx_layer_promote("Linear", NULL, 3, ops) != LX_OK) return NULL;
+    return lx_dense(ops[0], ops[1], ops[2], LX_ACT_NONE);
 }
 
 lx_array *nnx_linear_forward(nnx_linear *m, lx_array *x) {
@@ -156,9 +160,14 @@ static lx_array *linear_general_forward_impl(nnx_linear_general *m, lx_array *x)
     }
     /* Flax sorts the normalised axes and pairs them with the kernel's leading axes in order. */
     qsort(axes, (size_t)n, sizeof axes[0], cmp_i64);
-    lx_array *y = lx_dot_general(x, nnx_value_of(m->kernel), n, axes, kdims, 0, NULL, NULL);
-    lx_array *bias = nnx_value_of(m->bias);
-    return bias ? lx_add(y, bias) : y;
+    lx_array *ops[3] = {x, nnx_value_of(m->kernel), nnx_value_of(m->bias)}; /* promote_dtype */
+    if (!ops[1]) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "LinearGeneral: kernel is None");
+        return NULL;
+    }
+    if (lx_layer_promote("LinearGeneral", NULL, 3, ops) != LX_OK) return NULL;
+    lx_array *y = lx_dot_general(ops[0], ops[1], n, axes, kdims, 0, NULL, NULL);
+    return ops[2] ? lx_add(y, ops[2]) : y;
 }
 
 lx_array *nnx_linear_general_forward(nnx_linear_general *m, lx_array *x) {
@@ -315,10 +324,14 @@ static lx_array *conv_forward_impl(nnx_conv *m, lx_array *x) {
     p.feature_group_count = c->feature_group_count;
     /* Flax accepts an unbatched input (spatial..., features) and adds the batch axis. */
     bool unbatched = x->ndim == rank + 1;
-    lx_array *in = unbatched ? lx_expand_dims(x, 0) : x;
-    lx_array *y = lx_conv_general(in, nnx_value_of(m->kernel), &p);
-    lx_array *bias = nnx_value_of(m->bias);
-    if (bias) y = lx_add(y, bias);
+    lx_array *ops[3] = {unbatched ? lx_expand_dims(x, 0) : x, nnx_value_of(m->kernel), nnx_value_of(m->bias)};
+    if (!ops[1]) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "Conv: kernel is None");
+        return NULL;
+    }
+    if (lx_layer_promote("Conv", NULL, 3, ops) != LX_OK) return NULL; /* promote_dtype */
+    lx_array *y = lx_conv_general(ops[0], ops[1], &p);
+    if (ops[2]) y = lx_add(y, ops[2]);
     return unbatched ? lx_squeeze(y, LX_AXES(0)) : y;
 }
 
@@ -384,7 +397,13 @@ static lx_array *embed_attend_impl(nnx_embed *m, lx_array *query) {
         return NULL;
     }
     int64_t lc[] = {query->ndim - 1}, rc[] = {1};
-    return lx_dot_general(query, nnx_value_of(m->embedding), 1, lc, rc, 0, NULL, NULL);
+    lx_array *ops[2] = {query, nnx_value_of(m->embedding)}; /* promote_dtype(query, embedding) */
+    if (!ops[1]) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "Embed: embedding is None");
+        return NULL;
+    }
+    if (lx_layer_promote("Embed", NULL, 2, ops) != LX_OK) return NULL;
+    return lx_dot_general(ops[0], ops[1], 1, lc, rc, 0, NULL, NULL);
 }
 
 lx_array *nnx_embed_attend(nnx_embed *m, lx_array *query) {
@@ -458,7 +477,10 @@ static lx_array *lora_forward_impl(nnx_lora *m, lx_array *x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LoRA: module is NULL");
         return NULL;
     }
-    lx_array *out = lx_matmul(lx_matmul(x, nnx_value_of(m->lora_a)), nnx_value_of(m->lora_b));
+    /* x @ lora_a @ lora_b: jnp.matmul's promotion (float32 with bfloat16 params) */
+    lx_array *ops[3] = {x, nnx_value_of(m->lora_a), nnx_value_of(m->lora_b)};
+    if (lx_layer_promote("LoRA", NULL, 3, ops) != LX_OK) return NULL;
+    lx_array *out = lx_matmul(lx_matmul(ops[0], ops[1]), ops[2]);
     if (m->base_module) out = lx_add(out, nnx_call_array(m->base_module, x));
     return out;
 }

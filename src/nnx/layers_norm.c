@@ -5,6 +5,7 @@
 #include "linnx/nn.h"
 #include "linnx/nnx_layers.h"
 #include "linnx/ops.h"
+#include "../linen/layers_promote.h"
 #include "nnx_internal.h"
 
 #define INIT_FIELD(T, m, dflt) LX_FIELD_OBJ(T, m, "initializer", dflt)
@@ -40,8 +41,6 @@ static lx_status norm_init(nnx_module *self, const lx_call *call, nnx_rngs *rngs
     if (c->feature_axes.n != 1 || c->feature_axes.v[0] != -1)
         return lx_fail(LX_ERR_UNSUPPORTED, "%s: only feature_axes=-1 is supported", self->type->name);
     bool rms = self->type == &nnx_RMSNorm;
-    if (rms && (c->reduction_axes.n != 1 || c->reduction_axes.v[0] != -1))
-        return lx_fail(LX_ERR_UNSUPPORTED, "RMSNorm: only reduction_axes=-1 is supported");
     int64_t fs[] = {c->num_features};
     if (c->use_scale)
         LX_TRY(nnx_make_param(self, rngs, &lx_Param, &c->scale_init, c->param_dtype, 1, fs, 0, NULL,
@@ -57,8 +56,10 @@ static lx_array *layer_norm_forward_impl(nnx_norm *m, lx_array *x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "LayerNorm: module is NULL");
         return NULL;
     }
-    return lx_layer_norm(x, nnx_value_of(m->scale), nnx_value_of(m->bias), (float)m->cfg.epsilon,
-                         m->cfg.reduction_axes.n, m->cfg.reduction_axes.v);
+    lx_array *ops[3] = {x, nnx_value_of(m->scale), nnx_value_of(m->bias)}; /* canonicalize_dtype(x, scale, bias) */
+    if (lx_layer_promote("LayerNorm", NULL, 3, ops) != LX_OK) return NULL;
+    return lx_layer_norm(ops[0], ops[1], ops[2], (float)m->cfg.epsilon, m->cfg.reduction_axes.n,
+                         m->cfg.reduction_axes.v);
 }
 
 lx_array *nnx_layer_norm_forward(nnx_norm *m, lx_array *x) {
@@ -70,7 +71,10 @@ static lx_array *rms_norm_forward_impl(nnx_norm *m, lx_array *x) {
         if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "RMSNorm: module is NULL");
         return NULL;
     }
-    return lx_rms_norm(x, nnx_value_of(m->scale), (float)m->cfg.epsilon);
+    lx_array *ops[2] = {x, nnx_value_of(m->scale)}; /* canonicalize_dtype(x, scale) */
+    if (lx_layer_promote("RMSNorm", NULL, 2, ops) != LX_OK) return NULL;
+    return lx_layer_rms_norm("RMSNorm", ops[0], ops[1], (float)m->cfg.epsilon, m->cfg.reduction_axes.n,
+                             m->cfg.reduction_axes.v);
 }
 
 lx_array *nnx_rms_norm_forward(nnx_norm *m, lx_array *x) {
@@ -137,8 +141,9 @@ static lx_status batch_norm_init(nnx_module *self, const lx_call *call, nnx_rngs
     if (c->num_features <= 0)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "BatchNorm: num_features must be positive, got %lld",
                        (long long)c->num_features);
-    LX_TRY(stat_new(&NNX_ZEROS, c->param_dtype, c->num_features, &m->mean));
-    LX_TRY(stat_new(&NNX_ONES, c->param_dtype, c->num_features, &m->var));
+    /* jnp.zeros / jnp.ones(feature_shape, jnp.float32) whatever param_dtype is */
+    LX_TRY(stat_new(&NNX_ZEROS, LX_F32, c->num_features, &m->mean));
+    LX_TRY(stat_new(&NNX_ONES, LX_F32, c->num_features, &m->var));
     int64_t fs[] = {c->num_features};
     if (c->use_scale)
         LX_TRY(nnx_make_param(self, rngs, &lx_Param, &c->scale_init, c->param_dtype, 1, fs, 0, NULL,
@@ -171,6 +176,11 @@ static lx_array *batch_norm_forward_impl(nnx_batch_norm *m, lx_array *x, int use
                 lx_shape_str(x->ndim, x->shape, b, sizeof b), (long long)c->axis, (long long)c->num_features);
         return NULL;
     }
+    /* _normalize's canonicalize_dtype(x, scale, bias) is the result dtype; the statistics
+     * (_compute_stats: promote_types(x.dtype, float32)) are then of the promoted x too */
+    lx_array *ops[3] = {x, nnx_value_of(m->scale), nnx_value_of(m->bias)};
+    if (lx_layer_promote("BatchNorm", NULL, 3, ops) != LX_OK) return NULL;
+    x = ops[0];
     lx_array *mean, *var;
     if (eval) {
         mean = nnx_value_of(m->mean);
@@ -202,9 +212,9 @@ static lx_array *batch_norm_forward_impl(nnx_batch_norm *m, lx_array *x, int use
     /* Flax's _normalize: y = (x - mean) * (rsqrt(var + eps) * scale) + bias. */
     lx_array *y = lx_sub(x, along(mean, x->ndim, axis));
     lx_array *mul = lx_rsqrt(lx_add_scalar(var, (float)c->epsilon));
-    if (m->scale) mul = lx_mul(mul, nnx_value_of(m->scale));
+    if (ops[1]) mul = lx_mul(mul, ops[1]);
     y = lx_mul(y, along(mul, x->ndim, axis));
-    if (m->bias) y = lx_add(y, along(nnx_value_of(m->bias), x->ndim, axis));
+    if (ops[2]) y = lx_add(y, along(ops[2], x->ndim, axis));
     return y;
 }
 

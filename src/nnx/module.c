@@ -441,14 +441,18 @@ static lx_status check_attr_value(const char *name, const lx_value *v) {
     }
 }
 
-/* Does `v` hold `m` itself, directly or inside a tree? Module values are counted, so storing one
- * in its own attribute, config or a tree it holds would be a reference cycle (never freed). */
-static bool holds_self(const lx_value *v, const nnx_module *m) {
-    if (nnx_module_from_value(v) == m) return true;
-    if (v->kind != LX_V_TREE || !v->u.tree) return false;
-    for (size_t i = 0; i < lx_tree_len(v->u.tree); i++)
-        if (holds_self(lx_tree_at(v->u.tree, i), m)) return true;
-    return false;
+/* Would storing `v` in m make m contain itself: is m reachable from v (v is m, or holds m through
+ * fields, attributes, lists or trees at any depth: lin.parent = Sequential(lin))? Module values
+ * are counted, so such a value would be a reference cycle, never freed (Python's collector frees
+ * Flax's; linnx has none). Only containers are walked: a Variable or static value costs nothing. */
+static lx_status refuse_cycle(const lx_value *v, const nnx_module *m, const char *name) {
+    bool found = false;
+    LX_TRY(nnx_reaches(v, m, &found));
+    if (!found) return LX_OK;
+    if (nnx_module_from_value(v) == m)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s.%s: a module cannot contain itself", m->type->name, name);
+    return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s.%s: a module cannot contain itself (the value holds this %s)",
+                   m->type->name, name, m->type->name);
 }
 
 lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value) {
@@ -456,8 +460,7 @@ lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value) {
     if (!*name || strchr(name, '/'))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_setattr: invalid attribute name '%s'", name);
     LX_TRY(check_attr_value(name, value));
-    if (holds_self(value, m))
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s.%s: a module cannot contain itself", m->type->name, name);
+    LX_TRY(refuse_cycle(value, m, name));
     nnx_graph_changed();
     int fi;
     const nnx_field *f = nnx_find_field(m->type, name, &fi);
@@ -479,8 +482,6 @@ lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value) {
             if (!c && value->kind != LX_V_NONE)
                 return lx_fail(LX_ERR_TYPE, "%s.%s holds a module or None, got %s", m->type->name,
                                name, lx_kind_name(value->kind));
-            if (c == m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s.%s: a module cannot contain itself",
-                                       m->type->name, name);
             nnx_module_retain(c);
             nnx_module_release(*(nnx_module **)p);
             *(nnx_module **)p = c;
@@ -505,8 +506,6 @@ lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value) {
         snprintf(owner, sizeof owner, "setattr %s.%s", m->type->name, name);
         return lx_config_override(m->type->config, m->type->nconfig, &c, nnx_config_ptr(m), owner);
     }
-    if (nnx_module_from_value(value) == m)
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s.%s: a module cannot contain itself", m->type->name, name);
     return nnx_attrs_put(m, name, value);
 }
 

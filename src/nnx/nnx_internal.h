@@ -43,6 +43,11 @@ typedef struct nnx_children {
 lx_status nnx_children_of(const lx_value *node, nnx_children *out);
 void nnx_children_free(nnx_children *c);
 
+/* Is `target` reachable from `from` (from is target, or holds it through fields, attributes,
+ * lists and trees, at any depth)? Shared subgraphs are walked once. Storing such a value in
+ * target would make a reference cycle, which counted references never free. */
+lx_status nnx_reaches(const lx_value *from, const nnx_module *target, bool *found);
+
 /* Value views. */
 static inline lx_value nnx_list_v(nnx_list *l) { return lx_ptr_v(NNX_TAG_LIST, l); }
 nnx_list *nnx_list_from_value(const lx_value *v);

@@ -199,11 +199,15 @@ static lx_array *norm_stats(int64_t rows) {
 /* scale/bias must be float32 with the shape of a suffix of x's trailing `naxes` axes. */
 static bool check_feature(const char *op, const char *what, const lx_array *p, const lx_array *x, int naxes) {
     char b1[96], b2[96];
-    bool ok = p->dtype == LX_F32 && p->ndim <= naxes && p->ndim >= 1;
+    if (p->dtype != LX_F32) {
+        lx_fail(LX_ERR_DTYPE, "%s: %s must have the input's dtype float32, got dtype %s (shape %s)", op, what,
+                lx_dtype_name(p->dtype), lx_shape_str(p->ndim, p->shape, b1, sizeof b1));
+        return false;
+    }
+    bool ok = p->ndim <= naxes && p->ndim >= 1;
     for (int i = 0; ok && i < p->ndim; i++) ok = p->shape[i] == x->shape[x->ndim - p->ndim + i];
     if (!ok)
-        lx_fail(p->dtype == LX_F32 ? LX_ERR_SHAPE : LX_ERR_DTYPE,
-                "%s: %s of %s%s does not match the trailing normalised axes of input shape %s", op, what,
+        lx_fail(LX_ERR_SHAPE, "%s: %s of %s%s does not match the trailing normalised axes of input shape %s", op, what,
                 lx_dtype_name(p->dtype), lx_shape_str(p->ndim, p->shape, b1, sizeof b1),
                 lx_shape_str(x->ndim, x->shape, b2, sizeof b2));
     return ok;
