@@ -219,7 +219,20 @@ static lx_status model_to_linen(const lx_tree *model, const char *wrapper, lx_tr
 
 /* ---- optax chains ---- */
 
-/* One chain element NNX -> Linen (to_linen) or back. */
+static lx_status convert_chain(const lx_value *opt, bool to_linen, lx_tree **out);
+
+/* A chain's state: a non-empty map keyed "0", "1", ... (optax.adamw is itself a chain, so
+ * chain(clip_by_global_norm, adamw)'s state holds one inside another). */
+static bool is_chain(const lx_tree *t) {
+    if (lx_tree_len(t) == 0) return false;
+    for (size_t i = 0; i < lx_tree_len(t); i++)
+        if (!all_digits(lx_tree_key(t, i))) return false;
+    return true;
+}
+
+/* One chain element NNX -> Linen (to_linen) or back: a nested chain (and a MaskedState's
+ * inner_state) converts element by element; in any other state the map-valued fields (mu, nu,
+ * trace) are params-shaped. */
 static lx_status chain_elem(const lx_value *e, bool to_linen, lx_value *out) {
     if (to_linen) {
         if (e->kind == LX_V_TREE && lx_tree_len(e->u.tree) == 0) {
@@ -234,6 +247,12 @@ static lx_status chain_elem(const lx_value *e, bool to_linen, lx_value *out) {
     }
     if (e->kind != LX_V_TREE) return lx_value_dup(e, out);
     const lx_tree *t = e->u.tree;
+    if (is_chain(t)) {
+        lx_tree *c = NULL;
+        LX_TRY(convert_chain(e, to_linen, &c));
+        *out = lx_tree_v(c);
+        return LX_OK;
+    }
     lx_tree *o = lx_tree_new();
     if (!o) return lx_last_status();
     lx_status s = LX_OK;
@@ -245,6 +264,13 @@ static lx_status chain_elem(const lx_value *e, bool to_linen, lx_value *out) {
             continue;
         }
         lx_tree *conv = NULL;
+        if (!strcmp(k, "inner_state")) {
+            lx_value c = lx_none();
+            s = chain_elem(v, to_linen, &c);
+            if (s == LX_OK) s = lx_tree_set(o, k, c);
+            lx_value_free(&c);
+            continue;
+        }
         if (to_linen) {
             lx_tree *named;
             s = rename_layers(v->u.tree, false, &named);
