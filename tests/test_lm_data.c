@@ -87,7 +87,13 @@ static void test_load(void) {
     CHECK_FAILS(lm_data_load(1, e, NULL, 0, &d), LX_ERR_INVALID_ARGUMENT, "empty: the file is empty");
     CHECK(d.train == NULL && d.ntrain == 0);
     const char *missing[] = {path("nope")};
-    CHECK_FAILS(lm_data_load(1, missing, NULL, 0, &d), LX_ERR_IO, "nope: cannot read: No such file or directory");
+    /* a path that does not exist is NOT_FOUND (bad input, as lx_ckpt_load), also under a file */
+    CHECK_FAILS(lm_data_load(1, missing, NULL, 0, &d), LX_ERR_NOT_FOUND, "nope: cannot read: No such file or directory");
+    const char *under_file[] = {path("a.txt/x")};
+    CHECK_FAILS(lm_data_load(1, under_file, NULL, 0, &d), LX_ERR_NOT_FOUND, "a.txt/x: cannot read: Not a directory");
+    const char *a_only[] = {path("a.txt")};
+    CHECK_FAILS(lm_data_load(1, a_only, path("nope"), 0.1, &d), LX_ERR_NOT_FOUND,
+                "nope: cannot read the held-out file: No such file or directory");
     const char *ab[] = {path("a.txt")};
     CHECK_FAILS(lm_data_load(1, ab, path("b.txt"), 0.1, &d), LX_ERR_INVALID_ARGUMENT,
                 "b.txt: the held-out file is not among the data files");
@@ -98,7 +104,7 @@ static void test_load(void) {
     snprintf(sub, sizeof sub, "%s/sub", dir);
     CHECK_EQ_INT(mkdir(sub, 0700), 0);
     const char *sd[] = {sub};
-    CHECK_FAILS(lm_data_load(1, sd, NULL, 0, &d), LX_ERR_IO, "no files in this directory");
+    CHECK_FAILS(lm_data_load(1, sd, NULL, 0, &d), LX_ERR_INVALID_ARGUMENT, "no files in this directory");
     rmdir(sub);
     unlink(path("empty"));
     unlink(path("link_to_a"));

@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "linnx/linnx.h"
@@ -74,22 +77,27 @@ static void print_text(FILE *f, const int32_t *t, int64_t n) {
     }
 }
 
-/* The text generated from `prompt` by a decode copy of `m`'s parameters, printed after the prompt. */
-static int sample_text(FILE *f, llama_model *m, const char *prompt, int64_t ntok, const lx_sampling *s, lx_key key,
-                       const char *indent) {
+/* The text generated from `prompt` by a decode copy of `m`'s parameters, printed after the prompt.
+ * The decode model holds max(m's max_target_length, min_len) positions (the length sizes no
+ * parameter: a model trained on short windows can sample longer). Prints nothing on failure: the
+ * caller reports the library's error once. */
+static lx_status sample_text(FILE *f, llama_model *m, const char *prompt, int64_t ntok, const lx_sampling *s, lx_key key,
+                             int64_t min_len) {
     size_t mark = lx_pool_open();
     llama_config c = *llama_model_config(m);
     c.cache_batch = 1;
     c.scan_layers = false; /* the KV cache runs per layer: load_params unstacks scanned params */
+    if (c.max_target_length < min_len) c.max_target_length = min_len;
     llama_model *dec = NULL;
     lx_tree *p = NULL;
-    int rc = 0;
+    lx_status st = LX_OK;
     lx_array *tok = lm_encode(prompt, c.vocab_size), *gen = NULL;
-    if (!tok || llama_model_new(&c, llama_model_style(m), 0, &dec) != LX_OK || llama_model_params(m, &p) != LX_OK ||
-        llama_model_load_params(dec, p) != LX_OK || !(gen = llama_generate(dec, tok, ntok, s, key))) {
-        rc = cli_lib_error();
-    } else {
-        fputs(indent, f);
+    if (!tok) st = lx_last_status();
+    if (st == LX_OK) st = llama_model_new(&c, llama_model_style(m), 0, &dec);
+    if (st == LX_OK) st = llama_model_params(m, &p);
+    if (st == LX_OK) st = llama_model_load_params(dec, p);
+    if (st == LX_OK && !(gen = llama_generate(dec, tok, ntok, s, key))) st = lx_last_status();
+    if (st == LX_OK) {
         print_text(f, lx_i32(tok), tok->size);
         print_text(f, lx_i32(gen), gen->size);
         fputc('\n', f);
@@ -97,11 +105,12 @@ static int sample_text(FILE *f, llama_model *m, const char *prompt, int64_t ntok
     lx_tree_release(p);
     llama_model_free(dec);
     lx_pool_close(mark);
-    return rc;
+    return st;
 }
 
-/* The text sample_text prints, as a malloc'd string (NULL + message on failure). */
-static char *sample_string(llama_model *m, const char *prompt, int64_t ntok, const lx_sampling *s, lx_key key) {
+/* The text sample_text prints, as a malloc'd string (NULL + the library's error on failure). */
+static char *sample_string(llama_model *m, const char *prompt, int64_t ntok, const lx_sampling *s, lx_key key,
+                           int64_t min_len) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -109,14 +118,57 @@ static char *sample_string(llama_model *m, const char *prompt, int64_t ntok, con
         lx_fail(LX_ERR_NO_MEMORY, "sample: out of memory");
         return NULL;
     }
-    int rc = sample_text(f, m, prompt, ntok, s, key, "");
+    lx_status st = sample_text(f, m, prompt, ntok, s, key, min_len);
     fclose(f);
-    if (rc) {
+    if (st != LX_OK) {
         free(buf);
         return NULL;
     }
     if (len > 0 && buf[len - 1] == '\n') buf[len - 1] = '\0';
     return buf;
+}
+
+/* The length of `prompt` as tokens of a `vocab` model (the library's error, unprinted, when it is
+ * empty or holds a byte outside the vocabulary: -1). */
+static int64_t prompt_tokens(const char *prompt, int64_t vocab) {
+    size_t mark = lx_pool_open();
+    lx_array *t = lm_encode(prompt, vocab);
+    int64_t n = t ? t->size : -1;
+    lx_pool_close(mark);
+    return n;
+}
+
+/* A path the user gave to read (a data file or directory, a checkpoint): one that does not exist
+ * or cannot be opened is bad input (exit 2), found before anything is loaded or trained. */
+static int check_readable(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return cli_error("%s: cannot read: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) return cli_error("%s: cannot read: %s", path, strerror(errno));
+        closedir(d);
+        return 0;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) return cli_error("%s: cannot read: %s", path, strerror(errno));
+    fclose(f);
+    return 0;
+}
+
+/* A file the run will write at its end (the loss curve): checked before training, so a typo costs
+ * no training. Creates and removes the file when it does not exist; an existing one is opened for
+ * writing without truncating it. Exit 2 naming the option, the path and the reason. */
+static int check_writable(const char *opt, const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd >= 0) {
+        close(fd);
+        unlink(path);
+        return 0;
+    }
+    if (errno == EEXIST) fd = open(path, O_WRONLY);
+    if (fd < 0) return cli_error("%s %s: cannot write: %s", opt, path, strerror(errno));
+    close(fd);
+    return 0;
 }
 
 /* Load a checkpoint file, or the latest step of a checkpoint directory; `name` gets the file. */
@@ -152,8 +204,10 @@ static const char SAMPLE_USAGE[] =
     "Generates N bytes after the prompt with the KV cache: greedy for --temperature 0, else\n"
     "jax.random.categorical over logits / T (among the top K with --top-k K), the key split once per\n"
     "token. Defaults: --prompt 'The ' --tokens 64 --temperature 0.8 --top-k 0 --seed 0, --seq-len 256.\n"
+    "--seq-len is the decoding length: the prompt's bytes + N - 1 must fit it.\n"
     "CHECKPOINT is a train-lm checkpoint file or directory (its latest step); the model's size comes\n"
-    "from it (model flags that disagree are an error). Without it the model is randomly initialised\n"
+    "from it (model flags that disagree are an error), not its training length: a model trained on\n"
+    "short windows samples over --seq-len positions. Without it the model is randomly initialised\n"
     "with --init-seed (default 0).\n" MODEL_USAGE;
 
 int cmd_sample(int argc, char **argv) {
@@ -180,11 +234,15 @@ int cmd_sample(int argc, char **argv) {
     char name[4096];
     llama_config base = llama_config_tiny(), c;
     if (npos == 1) {
+        if (check_readable(pos[0])) return CLI_EXIT_USAGE;
         if (load_checkpoint(pos[0], &ck, name, sizeof name) != LX_OK || llama_checkpoint_config(ck, &base) != LX_OK) {
             lx_tree_release(ck);
             return cli_lib_error();
         }
     }
+    /* the checkpoint gives the model's size; the decoding length is this command's --seq-len
+     * (default 256), not the training length: max_target_length sizes no parameter */
+    base.max_target_length = 256;
     llama_style style;
     if (model_flags(o, &base, &c, &style)) {
         lx_tree_release(ck);
@@ -195,6 +253,17 @@ int cmd_sample(int argc, char **argv) {
         lx_tree_release(ck);
         return cli_error("--tokens: %lld is not a positive count", (long long)ntok);
     }
+    int64_t plen = prompt_tokens(prompt, c.vocab_size);
+    if (plen < 0) {
+        lx_tree_release(ck);
+        return cli_lib_error();
+    }
+    /* the prompt fills positions 0..plen-1 and every new token but the last is fed back */
+    if (plen + ntok - 1 > c.max_target_length) {
+        lx_tree_release(ck);
+        return cli_error("sample: a prompt of %lld bytes and --tokens %lld need --seq-len %lld or more (it is %lld)",
+                         (long long)plen, (long long)ntok, (long long)(plen + ntok - 1), (long long)c.max_target_length);
+    }
     llama_model *m = NULL;
     if (llama_model_new(&c, style, init_seed, &m) != LX_OK || (ck && llama_model_load_checkpoint(m, ck) != LX_OK)) {
         if (ck) error_prefix(name);
@@ -204,7 +273,7 @@ int cmd_sample(int argc, char **argv) {
     }
     lx_tree_release(ck);
     lx_sampling s = {temp, topk};
-    int rc = sample_text(stdout, m, prompt, ntok, &s, lx_key_from_seed(seed), "");
+    int rc = sample_text(stdout, m, prompt, ntok, &s, lx_key_from_seed(seed), 0) == LX_OK ? 0 : cli_lib_error();
     llama_model_free(m);
     lx_pool_drain();
     return rc;
@@ -227,8 +296,14 @@ static const char TRAIN_USAGE[] =
     "Prints the byte-unigram entropy of the held-out text and the held-out loss before training and\n"
     "every --eval-every steps, a progress bar (plain lines when piped), samples before and after, and\n"
     "writes the loss curve as SVG (--svg, default DIR/loss.svg or ./loss.svg).\n"
+    "The held-out loss is the mean over the first --eval-batches x --batch windows of seq-len + 1\n"
+    "bytes; when those are not all of the held-out text, the output says so and the entropy it is\n"
+    "compared with is that of the same bytes. The samples decode over prompt + --sample-tokens\n"
+    "positions (more than --seq-len if need be: the length sizes no parameter).\n"
     "With --checkpoint-dir the final state (params, optimizer state, step, config, loss history) is\n"
-    "saved as DIR/checkpoint_<step>.msgpack, reloaded into a fresh model and sampled again.\n"
+    "saved as DIR/checkpoint_<step>.msgpack (MaxText's Linen train-state layout: docs/showcase.md)\n"
+    "before anything else at the end, then reloaded into a fresh model and sampled again.\n"
+    "Output paths (--svg, --checkpoint-dir) and input paths are checked before training.\n"
     "--resume continues from DIR's latest checkpoint with the same losses as an uninterrupted run;\n"
     "--stop-after N stops after N steps of this run (saving), as an interruption would.\n"
     "Defaults: --steps 0 --batch 16 --seq-len 128 --lr 3e-3 --warmup-frac 0.1 --seed 0\n"
@@ -327,11 +402,12 @@ static void print_samples(FILE *f, const char *when, char *const texts[2]) {
     fprintf(f, "sample %s (greedy):\n  %s\nsample %s (temperature 0.8):\n  %s\n", when, texts[0], when, texts[1]);
 }
 
-/* Greedy and temperature-0.8 samples (malloc'd strings in out[0..2)). */
-static int two_samples(llama_model *m, const char *prompt, int64_t ntok, lx_key key, char *out[2]) {
+/* Greedy and temperature-0.8 samples (malloc'd strings in out[0..2)), decoded over at least
+ * `min_len` positions. */
+static int two_samples(llama_model *m, const char *prompt, int64_t ntok, lx_key key, int64_t min_len, char *out[2]) {
     lx_sampling greedy = {0, 0}, warm = {0.8, 0};
-    out[0] = sample_string(m, prompt, ntok, &greedy, key);
-    out[1] = out[0] ? sample_string(m, prompt, ntok, &warm, key) : NULL;
+    out[0] = sample_string(m, prompt, ntok, &greedy, key, min_len);
+    out[1] = out[0] ? sample_string(m, prompt, ntok, &warm, key, min_len) : NULL;
     if (!out[1]) {
         free(out[0]);
         out[0] = NULL;
@@ -393,16 +469,35 @@ int cmd_train_lm(int argc, char **argv) {
     const char *ckpt = o[T_CKPT].seen ? o[T_CKPT].value : NULL;
     if (o[T_RESUME].seen && !ckpt) return cli_error("--resume needs --checkpoint-dir DIR (the run to continue)");
     if (o[T_RESUME].seen && steps == 0) return cli_error("--resume needs --steps (the run's total, as when it started)");
+    int64_t len = c.max_target_length; /* inputs of seq-len tokens, targets shifted by one */
+    /* the samples: the prompt is checked now, and they decode over prompt + tokens positions even
+     * when that is longer than the training length */
+    const char *prompt = o[T_PROMPT].seen ? o[T_PROMPT].value : "This License ";
+    int64_t sample_len = 0;
+    if (sample_tokens > 0) {
+        int64_t plen = prompt_tokens(prompt, c.vocab_size);
+        if (plen < 0) {
+            error_prefix("--prompt");
+            return cli_lib_error();
+        }
+        sample_len = plen + sample_tokens - 1;
+    }
+    /* every output path is checked before any training: a typo costs no work */
     char svg_buf[4096];
     const char *svg = o[T_SVG].seen ? o[T_SVG].value : NULL;
+    if (svg && rank == 0 && check_writable("--svg", svg)) return CLI_EXIT_USAGE;
     if (!svg) {
         snprintf(svg_buf, sizeof svg_buf, "%s/loss.svg", ckpt ? ckpt : ".");
         svg = svg_buf;
     }
+    struct stat sb;
+    if (ckpt && stat(ckpt, &sb) == 0 && !S_ISDIR(sb.st_mode))
+        return cli_error("--checkpoint-dir %s: not a directory", ckpt);
 
-    /* data */
+    /* data: every path the user named must be readable (bad input otherwise, exit 2) */
     char data_buf[8192];
     snprintf(data_buf, sizeof data_buf, "%s", o[T_DATA].seen ? o[T_DATA].value : "/usr/share/common-licenses");
+    const char *data_desc = o[T_DATA].seen ? o[T_DATA].value : "/usr/share/common-licenses";
     const char *paths[64];
     int npaths;
     if (split_paths(data_buf, paths, 64, &npaths)) return CLI_EXIT_USAGE;
@@ -410,18 +505,21 @@ int cmd_train_lm(int argc, char **argv) {
                        : o[T_DATA].seen  ? NULL
                                          : "/usr/share/common-licenses/GPL-3";
     if (!held) return cli_error("train-lm: --heldout FILE is required with --data (one of the data files)");
+    for (int i = 0; i < npaths; i++)
+        if (check_readable(paths[i])) return CLI_EXIT_USAGE;
+    if (check_readable(held)) return CLI_EXIT_USAGE;
     lm_data d;
     if (lm_data_load(npaths, paths, held, frac, &d) != LX_OK) return cli_lib_error();
     if (lm_data_check_vocab(&d, c.vocab_size) != LX_OK) {
         lm_data_free(&d);
         return cli_lib_error();
     }
-    int64_t len = c.max_target_length; /* inputs of seq-len tokens, targets shifted by one */
     if (d.ntrain < len + 1 || lm_window_count(d.nheldout, len + 1) < 1) {
+        int rc0 = cli_error("train-lm: --seq-len %lld needs at least %lld bytes of training and of held-out text "
+                            "(have %lld and %lld)",
+                            (long long)len, (long long)(len + 1), (long long)d.ntrain, (long long)d.nheldout);
         lm_data_free(&d);
-        return cli_error("train-lm: --seq-len %lld needs at least %lld bytes of training and of held-out text "
-                         "(have %lld and %lld)",
-                         (long long)len, (long long)(len + 1), (long long)d.ntrain, (long long)d.nheldout);
+        return rc0;
     }
 
     /* the checkpoint directory: a fresh run never writes over checkpoints; --resume loads the latest */
@@ -434,14 +532,19 @@ int cmd_train_lm(int argc, char **argv) {
         int64_t *have = NULL;
         size_t nhave = 0;
         if (lx_ckpt_manager_open(ckpt, 3, 0, LX_CKPT_MSGPACK, &mgr) != LX_OK) {
+            /* the directory is the user's: one that cannot be made is bad input */
+            lx_status so = lx_last_status();
+            cli_lib_error();
             lm_data_free(&d);
-            return cli_lib_error();
+            return so == LX_ERR_NO_MEMORY ? CLI_EXIT_FAILURE : CLI_EXIT_USAGE;
         }
         have_mgr = true;
         lx_status st = lx_ckpt_manager_steps(&mgr, &have, &nhave);
         int64_t latest = nhave ? have[nhave - 1] : -1;
         free(have);
         int rc0 = 0;
+        char probe[4200];
+        snprintf(probe, sizeof probe, "%s/.train-lm-probe-%ld", ckpt, (long)getpid());
         if (st != LX_OK) rc0 = cli_lib_error();
         else if (!o[T_RESUME].seen && latest >= 0)
             rc0 = cli_error("train-lm: %s already holds checkpoints (latest step %lld); pass --resume to continue "
@@ -449,6 +552,10 @@ int cmd_train_lm(int argc, char **argv) {
                             ckpt, (long long)latest);
         else if (o[T_RESUME].seen && latest < 0)
             rc0 = cli_error("train-lm: --resume: %s holds no checkpoint to continue", ckpt);
+        else if (rank == 0 && steps > 0 && check_writable("--checkpoint-dir", probe))
+            rc0 = CLI_EXIT_USAGE;
+        else if (rank == 0 && !o[T_SVG].seen && check_writable("--svg", svg))
+            rc0 = CLI_EXIT_USAGE;
         else if (o[T_RESUME].seen) {
             snprintf(resume_name, sizeof resume_name, "%s/checkpoint_%lld.msgpack", ckpt, (long long)latest);
             if (lx_ckpt_manager_restore(&mgr, latest, &resume, &start) != LX_OK) rc0 = cli_lib_error();
@@ -462,12 +569,27 @@ int cmd_train_lm(int argc, char **argv) {
             lm_data_free(&d);
             return rc0;
         }
+    } else if (rank == 0 && check_writable("--svg", svg)) {
+        lm_data_free(&d);
+        return CLI_EXIT_USAGE;
     }
 
     double entropy = lm_unigram_entropy(d.heldout, d.nheldout);
     printf("data: %d files, %lld training bytes, %lld held-out bytes (the last %g of %s)\n", d.nfiles,
            (long long)d.ntrain, (long long)d.nheldout, frac, held);
     printf("byte-unigram entropy of the held-out text: %.4f nats (%.3f bits/byte)\n", entropy, entropy / log(2.0));
+    /* the held-out evaluations take the first --eval-batches x --batch windows: when those are not
+     * all of the held-out text, the baseline they are compared with is the entropy of the same bytes */
+    int64_t hwin = lm_window_count(d.nheldout, len + 1);
+    int64_t ewin = eval_batches >= (hwin + batch - 1) / batch ? hwin : eval_batches * batch;
+    double eval_entropy = entropy;
+    if (ewin < hwin) {
+        eval_entropy = lm_unigram_entropy(d.heldout, ewin * (len + 1));
+        printf("held-out evaluations: the first %lld of %lld windows of %lld bytes (--eval-batches %lld x --batch %lld); "
+               "byte-unigram entropy of those bytes: %.4f nats\n",
+               (long long)ewin, (long long)hwin, (long long)(len + 1), (long long)eval_batches, (long long)batch,
+               eval_entropy);
+    }
 
     /* model, optimizer */
     llama_model *m = NULL;
@@ -508,7 +630,6 @@ int cmd_train_lm(int argc, char **argv) {
                (long long)seed);
         if (resume) printf("resumed from %s at step %lld\n", resume_name, (long long)start);
     }
-    const char *prompt = o[T_PROMPT].seen ? o[T_PROMPT].value : "This License ";
     lx_key sample_key = lx_key_fold_in(lx_key_from_seed(seed), 2);
     history h = {0};
     h.cap_t = steps + 1;
@@ -534,7 +655,7 @@ int cmd_train_lm(int argc, char **argv) {
     }
     char *before[2] = {NULL, NULL};
     if (!rc && sample_tokens > 0) {
-        rc = two_samples(m, prompt, sample_tokens, sample_key, before);
+        rc = two_samples(m, prompt, sample_tokens, sample_key, sample_len, before);
         if (!rc) print_samples(stdout, resume ? "at the resumed step" : "before training", before);
     }
 
@@ -565,7 +686,7 @@ int cmd_train_lm(int argc, char **argv) {
                 else if (h.ne < h.cap_e) {
                     h.ex[h.ne] = (double)s;
                     h.ey[h.ne++] = hl;
-                    progress_note(&pg, "step %lld: held-out loss %.4f (unigram entropy %.4f)", (long long)s, hl, entropy);
+                    progress_note(&pg, "step %lld: held-out loss %.4f (unigram entropy %.4f)", (long long)s, hl, eval_entropy);
                 }
             }
         }
@@ -575,48 +696,60 @@ int cmd_train_lm(int argc, char **argv) {
             printf("trained %lld steps in %.1f s: %.1f steps/s, %.0f tokens/s\n", (long long)(last - start), el,
                    (double)(last - start) / el, (double)((last - start) * batch * len) / el);
     }
+    /* the checkpoint first: nothing that can fail at the end (the chart, the samples) loses the
+     * training */
+    char ck_path[4096] = "";
+    long long ck_size = -1;
+    if (!rc && have_mgr && last > start && rank == 0) {
+        lx_tree *state = NULL;
+        snprintf(ck_path, sizeof ck_path, "%s/checkpoint_%lld.msgpack", ckpt, (long long)last);
+        if (llama_trainer_state(tr, &state) != LX_OK || history_put(&h, state, steps, lr, warmup) != LX_OK ||
+            lx_ckpt_manager_save(&mgr, last, state) != LX_OK)
+            rc = cli_lib_error();
+        lx_tree_release(state);
+        if (!rc && stat(ck_path, &sb) == 0) ck_size = (long long)sb.st_size;
+    }
     if (!rc && rank == 0) {
         lx_plot_series series[2] = {{"train loss", h.xs, h.ys, h.nt, "#1f77b4"}, {"held-out loss", h.ex, h.ey, h.ne, "#d62728"}};
-        lx_plot plot = {.title = "linnx train-lm: llama2-style decoder, bytes of /usr/share/common-licenses",
-                        .xlabel = "step", .ylabel = "cross-entropy (nats per byte)", .has_hline = true,
-                        .hline = entropy, .hline_label = "byte-unigram entropy (held-out)"};
+        char title[600];
+        snprintf(title, sizeof title, "linnx train-lm: llama2-style decoder, bytes of %.500s", data_desc);
+        lx_plot plot = {.title = title, .xlabel = "step", .ylabel = "cross-entropy (nats per byte)", .has_hline = true,
+                        .hline = eval_entropy,
+                        .hline_label = ewin < hwin ? "byte-unigram entropy (evaluated held-out bytes)"
+                                                   : "byte-unigram entropy (held-out)"};
         int ns = h.nt > 0 ? 2 : 1;
         if (lx_plot_svg(svg, &plot, ns, h.nt > 0 ? series : series + 1) != LX_OK) rc = cli_lib_error();
         else printf("loss curve: %s\n", svg);
     }
     double final = h.ne > 0 ? h.ey[h.ne - 1] : h0;
     if (!rc) {
+        char part[160] = "";
+        if (ewin < hwin)
+            snprintf(part, sizeof part, "; both of the first %lld of %lld held-out windows", (long long)ewin, (long long)hwin);
         if (last < steps) printf("stopped after step %lld of %lld (--stop-after)\n", (long long)last, (long long)steps);
-        printf("held-out loss: %.4f nats (initial %.4f); byte-unigram entropy %.4f nats: %s by %.4f nats (%.0f%%)\n",
-               final, h0, entropy, final < entropy ? "below" : "above", fabs(entropy - final),
-               100.0 * fabs(entropy - final) / entropy);
+        printf("held-out loss: %.4f nats (initial %.4f); byte-unigram entropy %.4f nats: %s by %.4f nats (%.0f%%)%s\n",
+               final, h0, eval_entropy, final < eval_entropy ? "below" : "above", fabs(eval_entropy - final),
+               100.0 * fabs(eval_entropy - final) / eval_entropy, part);
     }
     char *after[2] = {NULL, NULL};
     if (!rc && last > start && sample_tokens > 0) {
-        rc = two_samples(m, prompt, sample_tokens, sample_key, after);
+        rc = two_samples(m, prompt, sample_tokens, sample_key, sample_len, after);
         if (!rc) print_samples(stdout, "after training", after);
     }
-    /* the checkpoint, then a fresh model from it gives the same samples */
-    if (!rc && have_mgr && last > start && rank == 0) {
-        lx_tree *state = NULL, *back = NULL;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/checkpoint_%lld.msgpack", ckpt, (long long)last);
-        if (llama_trainer_state(tr, &state) != LX_OK || history_put(&h, state, steps, lr, warmup) != LX_OK ||
-            lx_ckpt_manager_save(&mgr, last, state) != LX_OK)
-            rc = cli_lib_error();
-        lx_tree_release(state);
-        struct stat sb;
-        if (!rc) printf("checkpoint: %s (%lld bytes)\n", path, stat(path, &sb) == 0 ? (long long)sb.st_size : -1LL);
+    /* a fresh model from the saved checkpoint gives the same samples */
+    if (!rc && ck_path[0]) {
+        lx_tree *back = NULL;
+        printf("checkpoint: %s (%lld bytes)\n", ck_path, ck_size);
         llama_model *fresh = NULL;
-        if (!rc && (lx_ckpt_load(path, &back) != LX_OK || llama_model_new(&c, style, seed + 1, &fresh) != LX_OK ||
-                    llama_model_load_checkpoint(fresh, back) != LX_OK))
+        if (lx_ckpt_load(ck_path, &back) != LX_OK || llama_model_new(&c, style, seed + 1, &fresh) != LX_OK ||
+            llama_model_load_checkpoint(fresh, back) != LX_OK)
             rc = cli_lib_error();
         if (!rc && sample_tokens > 0) {
             char *again[2] = {NULL, NULL};
-            rc = two_samples(fresh, prompt, sample_tokens, sample_key, again);
+            rc = two_samples(fresh, prompt, sample_tokens, sample_key, sample_len, again);
             if (!rc) {
                 bool same = !strcmp(again[0], after[0]) && !strcmp(again[1], after[1]);
-                printf("reloaded %s into a fresh model: samples %s\n", path, same ? "identical" : "DIFFERENT");
+                printf("reloaded %s into a fresh model: samples %s\n", ck_path, same ? "identical" : "DIFFERENT");
                 if (!same) rc = cli_error("train-lm: the reloaded checkpoint samples differently:\n  %s", again[0]);
             }
             free(again[0]);

@@ -35,9 +35,9 @@ typedef struct lm_data {
 /* Read `paths` (files, or directories: their regular files and links to files, sorted by name,
  * not recursive). Each file is read once, by its resolved path. `heldout` names the file whose
  * last `heldout_fraction` (in (0, 1)) becomes the held-out split; it must be among the files (NULL:
- * no held-out split). Errors (LX_ERR_IO / LX_ERR_INVALID_ARGUMENT, naming the path): a path that
- * does not exist or cannot be read, an empty file, a held-out file not among the paths, a split
- * that leaves either side empty. Nothing is allocated on failure. */
+ * no held-out split). Errors, naming the path: a path that does not exist (LX_ERR_NOT_FOUND, as
+ * lx_ckpt_load) or cannot be read (LX_ERR_IO); an empty file, a held-out file not among the paths,
+ * a split that leaves either side empty (LX_ERR_INVALID_ARGUMENT). Nothing is allocated on failure. */
 lx_status lm_data_load(int npaths, const char *const *paths, const char *heldout, double heldout_fraction,
                        lm_data *out);
 void lm_data_free(lm_data *d);

@@ -36,19 +36,26 @@ static lx_status strlist_add(strlist *l, const char *s) {
     return LX_OK;
 }
 
+/* A path that does not exist is LX_ERR_NOT_FOUND (as lx_ckpt_load), one that cannot be opened
+ * LX_ERR_IO. */
+static lx_status path_error(const char *path, const char *what) {
+    int e = errno;
+    return lx_fail(e == ENOENT || e == ENOTDIR ? LX_ERR_NOT_FOUND : LX_ERR_IO, "%s: %s: %s", path, what, strerror(e));
+}
+
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* The resolved files of one path (a file, or a directory's files sorted by name). */
 static lx_status expand(const char *path, strlist *files) {
     struct stat st;
-    if (stat(path, &st) != 0) return lx_fail(LX_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    if (stat(path, &st) != 0) return path_error(path, "cannot read");
     if (!S_ISDIR(st.st_mode)) {
         char real[PATH_MAX];
-        if (!realpath(path, real)) return lx_fail(LX_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+        if (!realpath(path, real)) return path_error(path, "cannot read");
         return strlist_add(files, real);
     }
     DIR *d = opendir(path);
-    if (!d) return lx_fail(LX_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    if (!d) return path_error(path, "cannot read");
     strlist names = {0};
     lx_status s = LX_OK;
     for (struct dirent *e; s == LX_OK && (e = readdir(d));) {
@@ -59,7 +66,7 @@ static lx_status expand(const char *path, strlist *files) {
         if (stat(full, &fs) == 0 && S_ISREG(fs.st_mode)) s = strlist_add(&names, full);
     }
     closedir(d);
-    if (s == LX_OK && names.n == 0) s = lx_fail(LX_ERR_IO, "%s: no files in this directory", path);
+    if (s == LX_OK && names.n == 0) s = lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: no files in this directory", path);
     if (s == LX_OK) qsort(names.v, (size_t)names.n, sizeof *names.v, cmp_str);
     for (int i = 0; s == LX_OK && i < names.n; i++) s = expand(names.v[i], files);
     strlist_free(&names);
@@ -70,7 +77,7 @@ static lx_status read_file(const char *path, uint8_t **data, int64_t *n) {
     *data = NULL;
     *n = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return lx_fail(LX_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    if (!f) return path_error(path, "cannot read");
     size_t cap = 1 << 16, len = 0;
     uint8_t *buf = malloc(cap);
     lx_status s = buf ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "lm_data: out of memory");
@@ -122,7 +129,7 @@ lx_status lm_data_load(int npaths, const char *const *paths, const char *heldout
     for (int i = 0; s == LX_OK && i < npaths; i++) s = expand(paths[i], &files);
     char held_real[PATH_MAX] = "";
     if (s == LX_OK && heldout && !realpath(heldout, held_real))
-        s = lx_fail(LX_ERR_IO, "%s: cannot read the held-out file: %s", heldout, strerror(errno));
+        s = path_error(heldout, "cannot read the held-out file");
     lm_data d = {0};
     size_t cap = 0;
     bool held_seen = false;
