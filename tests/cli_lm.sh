@@ -131,6 +131,14 @@ if [ "$(cat "$cli_tmp/ckA"/* | cksum)" == "$sum" ]; then pass=$((pass + 1)); els
 # --resume continues exactly: 3 steps, stop, resume to 6 gives the uninterrupted run's losses
 LINNX_PROGRESS=plain "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --eval-every 2 --lr 1e-2 \
     --checkpoint-dir "$cli_tmp/ckB" --stop-after 3 >"$cli_tmp/b1" 2>&1
+# the data stream depends on --batch and --seed: a resume must repeat them (nothing changes)
+sumB=$(cat "$cli_tmp/ckB"/* | cksum)
+expect_usage_error "--resume: the run in $cli_tmp/ckB was started with --batch 2 --seed 0 (its data stream depends on them), not 4 and 0" \
+    train-lm --data "$d" --heldout "$d/text3" $small --seq-len 16 --batch 4 --eval-batches 2 --sample-tokens 4 --steps 6 --eval-every 2 --lr 1e-2 --checkpoint-dir "$cli_tmp/ckB" --resume
+expect_usage_error "--resume: the run in $cli_tmp/ckB was started with --batch 2 --seed 0 (its data stream depends on them), not 2 and 5" \
+    train-lm --data "$d" --heldout "$d/text3" $tiny --seed 5 --steps 6 --eval-every 2 --lr 1e-2 --checkpoint-dir "$cli_tmp/ckB" --resume
+if [ "$(cat "$cli_tmp/ckB"/* | cksum)" == "$sumB" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: a refused --resume changed $cli_tmp/ckB"; fi
 res=$(LINNX_PROGRESS=plain "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 6 --eval-every 2 --lr 1e-2 \
       --checkpoint-dir "$cli_tmp/ckB" --resume 2>&1); rc=$?
 want=$(printf '%s\n' "$out" | grep -E "^step [456](/6 loss|: held-out)" | sed 's/ tok\/s.*//')
@@ -201,8 +209,26 @@ expect_usage_error "--resume needs --checkpoint-dir DIR" train-lm --resume
 expect_usage_error "--steps: 1: use 0 (baselines only) or at least 2" train-lm --steps 1
 expect_usage_error "--resume: $cli_tmp/ckC holds no checkpoint to continue" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 4 --resume --checkpoint-dir "$cli_tmp/ckC"
 expect_usage_error "--seq-len 512 needs at least 513 bytes of training and of held-out text (have 1516 and 53)" train-lm --data "$d" --heldout "$d/text3" --seq-len 512 $small
-expect_usage_error "training data: byte 0 is 84, outside the vocabulary [0, 50)" train-lm --data "$d" --heldout "$d/text3" --vocab 50 $small --sample-tokens 0
+expect_usage_error "training data: $(realpath "$d/text1"), byte 4 is 113, outside the vocabulary [0, 110)" train-lm --data "$d" --heldout "$d/text3" --vocab 110 $small --sample-tokens 0
 lm_fails "--prompt: text: byte 0 is 84, outside the vocabulary [0, 50)" train-lm --data "$d" --heldout "$d/text3" --vocab 50 $small
+
+# a diverging run stops at the first non-finite loss with a message saying so: no checkpoint,
+# the chart of what ran
+out=$(LINNX_PROGRESS=plain "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 20 --lr 1e30 --eval-every 5 \
+      --checkpoint-dir "$cli_tmp/ckN" 2>"$cli_tmp/stderr"); rc=$?
+err=$(cat "$cli_tmp/stderr")
+if [ $rc -eq 2 ] && [[ $err =~ ^"linnx: train-lm: the "(training|held-out)" loss is "(nan|inf)" at step "[0-9]+": training diverged (try a lower --lr); no checkpoint was saved"$ ]] &&
+   [ -s "$cli_tmp/ckN/loss.svg" ] && [ -z "$(ls "$cli_tmp/ckN" | grep checkpoint_)" ] && [[ $out != *"step 20/20"* ]]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: diverging train-lm: exit $rc, '$err': $out"; fi
+# stdout that cannot be written: exit 1 and one line (train-lm finds it before training)
+if [ -w /dev/full ]; then
+    for args in "sample --tokens 3 $small" "train-lm --data $d --heldout $d/text3 $tiny --steps 2"; do
+        # shellcheck disable=SC2086
+        err=$("$bin" $args 2>&1 >/dev/full); rc=$?
+        if [ $rc -eq 1 ] && [ "$err" == "linnx: stdout: cannot write: No space left on device" ]; then pass=$((pass + 1)); else
+            fail=$((fail + 1)); echo "FAIL: linnx $args >/dev/full: exit $rc, '$err'"; fi
+    done
+fi
 
 # ---- examples/llama_showcase.c: both tables, equal logits on equal parameters, equal decoding
 ex=$(dirname "$bin")/example_llama_showcase

@@ -187,6 +187,15 @@ static lx_status load_checkpoint(const char *path, lx_tree **out, char *name, si
     return st;
 }
 
+/* stdout that cannot be written (a full disk, /dev/full) fails the run, not its input: one line,
+ * exit 1. */
+static int stdout_failed(void) {
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+    fprintf(stderr, "linnx: stdout: cannot write: %s\n", errno ? strerror(errno) : "write error");
+    return CLI_EXIT_FAILURE;
+}
+
 /* Prefix the last error's message with `what` ("PATH: ..."). */
 static void error_prefix(const char *what) {
     char msg[1024];
@@ -274,6 +283,7 @@ int cmd_sample(int argc, char **argv) {
     lx_tree_release(ck);
     lx_sampling s = {temp, topk};
     int rc = sample_text(stdout, m, prompt, ntok, &s, lx_key_from_seed(seed), 0) == LX_OK ? 0 : cli_lib_error();
+    if (!rc) rc = stdout_failed();
     llama_model_free(m);
     lx_pool_drain();
     return rc;
@@ -309,10 +319,11 @@ static const char TRAIN_USAGE[] =
     "Defaults: --steps 0 --batch 16 --seq-len 128 --lr 3e-3 --warmup-frac 0.1 --seed 0\n"
     "--eval-every 50 --eval-batches 4 --sample-tokens 80 --prompt 'This License '.\n" MODEL_USAGE;
 
-/* Mean loss over the first `nb` batches of `batch` held-out windows of len + 1 bytes. */
-static double heldout_loss(llama_model *m, const lm_data *d, int64_t batch, int64_t len, int64_t nb) {
+/* Mean loss over the first `nb` batches of `batch` held-out windows of len + 1 bytes, into *out (a
+ * NaN there is a value: a diverged model; a failure is the library's error). */
+static lx_status heldout_loss(llama_model *m, const lm_data *d, int64_t batch, int64_t len, int64_t nb, double *out) {
     int64_t windows = lm_window_count(d->nheldout, len);
-    if (windows < 1) return NAN;
+    if (windows < 1) return lx_fail(LX_ERR_INVALID_ARGUMENT, "train-lm: no whole held-out window of %lld bytes", (long long)len);
     double tot = 0;
     int64_t used = 0;
     for (int64_t b = 0; b < nb && b * batch < windows; b++) {
@@ -324,9 +335,10 @@ static double heldout_loss(llama_model *m, const lm_data *d, int64_t batch, int6
             used += n;
         }
         lx_pool_close(mark);
-        if (!loss) return NAN;
+        if (!loss) return lx_last_status();
     }
-    return used ? tot / (double)used : NAN;
+    *out = tot / (double)used;
+    return LX_OK;
 }
 
 static int split_paths(char *s, const char **out, int cap, int *n) {
@@ -356,11 +368,20 @@ static lx_array *f32_of(const double *v, int64_t n) {
     return a;
 }
 
-static lx_status history_put(const history *h, lx_tree *root, int64_t steps, double lr, double warmup) {
+/* The run's flags that decide its losses beyond the model's config (checked by --resume): the
+ * schedule's (steps, lr, warmup) and the data stream's (batch, seed). */
+typedef struct run_flags {
+    int64_t steps, batch, seed;
+    double lr, warmup;
+} run_flags;
+
+static lx_status history_put(const history *h, lx_tree *root, const run_flags *rf) {
     lx_tree *t = lx_tree_new(), *r = lx_tree_new();
-    lx_status sr = r ? lx_tree_set(r, "steps", lx_int_v(steps)) : lx_last_status();
-    if (sr == LX_OK) sr = lx_tree_set(r, "learning_rate", lx_float_v(lr));
-    if (sr == LX_OK) sr = lx_tree_set(r, "warmup_fraction", lx_float_v(warmup));
+    lx_status sr = r ? lx_tree_set(r, "steps", lx_int_v(rf->steps)) : lx_last_status();
+    if (sr == LX_OK) sr = lx_tree_set(r, "learning_rate", lx_float_v(rf->lr));
+    if (sr == LX_OK) sr = lx_tree_set(r, "warmup_fraction", lx_float_v(rf->warmup));
+    if (sr == LX_OK) sr = lx_tree_set(r, "batch", lx_int_v(rf->batch));
+    if (sr == LX_OK) sr = lx_tree_set(r, "seed", lx_int_v(rf->seed));
     if (sr == LX_OK) sr = lx_tree_set(root, "run", lx_tree_v(r));
     lx_tree_release(r);
     if (sr != LX_OK) {
@@ -611,6 +632,10 @@ int cmd_train_lm(int argc, char **argv) {
         const lx_value *rs = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "steps") : NULL;
         const lx_value *rl = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "learning_rate") : NULL;
         const lx_value *rw = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "warmup_fraction") : NULL;
+        /* so does the data stream on the batch size and the seed (absent in earlier checkpoints) */
+        const lx_value *rb = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "batch") : NULL;
+        const lx_value *rd = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "seed") : NULL;
+        int64_t was_batch = rb && rb->kind == LX_V_INT ? rb->u.i : batch, was_seed = rd && rd->kind == LX_V_INT ? rd->u.i : seed;
         if (rs && rs->kind == LX_V_INT && rs->u.i != steps)
             rc = cli_error("train-lm: --resume: the run in %s was started with --steps %lld (its schedule depends on it), "
                            "not %lld", ckpt, (long long)rs->u.i, (long long)steps);
@@ -618,6 +643,10 @@ int cmd_train_lm(int argc, char **argv) {
             rc = cli_error("train-lm: --resume: the run in %s was started with --lr %g --warmup-frac %g, not %g and %g",
                            ckpt, rl && rl->kind == LX_V_FLOAT ? rl->u.f : lr, rw && rw->kind == LX_V_FLOAT ? rw->u.f : warmup,
                            lr, warmup);
+        else if (was_batch != batch || was_seed != seed)
+            rc = cli_error("train-lm: --resume: the run in %s was started with --batch %lld --seed %lld (its data stream "
+                           "depends on them), not %lld and %lld",
+                           ckpt, (long long)was_batch, (long long)was_seed, (long long)batch, (long long)seed);
     }
     if (!rc) {
         printf("model: %s top, %lld parameters (emb %lld, %lld layers, %lld/%lld heads of %lld, mlp %lld, seq %lld)\n",
@@ -629,6 +658,7 @@ int cmd_train_lm(int argc, char **argv) {
                (long long)steps, (long long)batch, (long long)len, lr, (long long)((double)steps * warmup), lr * 0.1,
                (long long)seed);
         if (resume) printf("resumed from %s at step %lld\n", resume_name, (long long)start);
+        rc = stdout_failed(); /* found before training, not after it */
     }
     lx_key sample_key = lx_key_fold_in(lx_key_from_seed(seed), 2);
     history h = {0};
@@ -641,10 +671,15 @@ int cmd_train_lm(int argc, char **argv) {
     if (!rc && (!h.xs || !h.ys || !h.ex || !h.ey)) rc = cli_oom("train-lm");
     if (!rc && resume) history_get(&h, resume, start);
     double h0 = NAN;
+    /* a loss that is not finite stops the run: the chart is still written (it skips such points),
+     * no checkpoint is, and the error says where */
+    char diverged[160] = "";
     if (!rc) {
-        h0 = heldout_loss(m, &d, batch, len + 1, eval_batches);
-        if (isnan(h0)) rc = cli_lib_error();
-        else if (!resume) {
+        if (heldout_loss(m, &d, batch, len + 1, eval_batches, &h0) != LX_OK) rc = cli_lib_error();
+        else if (!isfinite(h0)) snprintf(diverged, sizeof diverged, "the held-out loss is %g at step %lld", cli_num(h0), (long long)start);
+        if (rc || diverged[0]) {
+            /* nothing to print */
+        } else if (!resume) {
             printf("initial held-out loss: %.4f nats\n", h0);
             h.ex[0] = 0;
             h.ey[h.ne++] = h0;
@@ -654,7 +689,7 @@ int cmd_train_lm(int argc, char **argv) {
         }
     }
     char *before[2] = {NULL, NULL};
-    if (!rc && sample_tokens > 0) {
+    if (!rc && !diverged[0] && sample_tokens > 0) {
         rc = two_samples(m, prompt, sample_tokens, sample_key, sample_len, before);
         if (!rc) print_samples(stdout, resume ? "at the resumed step" : "before training", before);
     }
@@ -664,10 +699,10 @@ int cmd_train_lm(int argc, char **argv) {
     int64_t last = steps;
     if (stop_after > 0 && start + stop_after < steps) last = start + stop_after;
     progress pg;
-    if (!rc && last > start) {
+    if (!rc && !diverged[0] && last > start) {
         progress_begin(&pg, stdout, steps, 0);
         pg.start = start;
-        for (int64_t s = start + 1; s <= last && !rc; s++) {
+        for (int64_t s = start + 1; s <= last && !rc && !diverged[0]; s++) {
             size_t mark = lx_pool_open();
             float loss = 0;
             lx_array *b = lm_random_batch(d.train, d.ntrain, lx_key_fold_in(data_key, (uint32_t)s), batch, len + 1);
@@ -678,21 +713,23 @@ int cmd_train_lm(int argc, char **argv) {
                 h.ys[s - 1] = loss;
                 h.nt = s;
                 progress_update(&pg, s, loss, batch * len);
+                if (!isfinite(loss)) snprintf(diverged, sizeof diverged, "the training loss is %g at step %lld", cli_num(loss), (long long)s);
             }
             lx_pool_close(mark);
-            if (!rc && (s % eval_every == 0 || s == steps)) {
-                double hl = heldout_loss(m, &d, batch, len + 1, eval_batches);
-                if (isnan(hl)) rc = cli_lib_error();
+            if (!rc && !diverged[0] && (s % eval_every == 0 || s == steps)) {
+                double hl = NAN;
+                if (heldout_loss(m, &d, batch, len + 1, eval_batches, &hl) != LX_OK) rc = cli_lib_error();
                 else if (h.ne < h.cap_e) {
                     h.ex[h.ne] = (double)s;
                     h.ey[h.ne++] = hl;
                     progress_note(&pg, "step %lld: held-out loss %.4f (unigram entropy %.4f)", (long long)s, hl, eval_entropy);
                 }
+                if (!rc && !isfinite(hl)) snprintf(diverged, sizeof diverged, "the held-out loss is %g at step %lld", cli_num(hl), (long long)s);
             }
         }
         progress_end(&pg);
         double el = progress_now() - pg.t0;
-        if (!rc && el > 0)
+        if (!rc && !diverged[0] && el > 0)
             printf("trained %lld steps in %.1f s: %.1f steps/s, %.0f tokens/s\n", (long long)(last - start), el,
                    (double)(last - start) / el, (double)((last - start) * batch * len) / el);
     }
@@ -700,10 +737,10 @@ int cmd_train_lm(int argc, char **argv) {
      * training */
     char ck_path[4096] = "";
     long long ck_size = -1;
-    if (!rc && have_mgr && last > start && rank == 0) {
+    if (!rc && !diverged[0] && have_mgr && last > start && rank == 0) {
         lx_tree *state = NULL;
         snprintf(ck_path, sizeof ck_path, "%s/checkpoint_%lld.msgpack", ckpt, (long long)last);
-        if (llama_trainer_state(tr, &state) != LX_OK || history_put(&h, state, steps, lr, warmup) != LX_OK ||
+        if (llama_trainer_state(tr, &state) != LX_OK || history_put(&h, state, &(run_flags){steps, batch, seed, lr, warmup}) != LX_OK ||
             lx_ckpt_manager_save(&mgr, last, state) != LX_OK)
             rc = cli_lib_error();
         lx_tree_release(state);
@@ -722,7 +759,7 @@ int cmd_train_lm(int argc, char **argv) {
         else printf("loss curve: %s\n", svg);
     }
     double final = h.ne > 0 ? h.ey[h.ne - 1] : h0;
-    if (!rc) {
+    if (!rc && !diverged[0]) {
         char part[160] = "";
         if (ewin < hwin)
             snprintf(part, sizeof part, "; both of the first %lld of %lld held-out windows", (long long)ewin, (long long)hwin);
@@ -732,7 +769,7 @@ int cmd_train_lm(int argc, char **argv) {
                100.0 * fabs(eval_entropy - final) / eval_entropy, part);
     }
     char *after[2] = {NULL, NULL};
-    if (!rc && last > start && sample_tokens > 0) {
+    if (!rc && !diverged[0] && last > start && sample_tokens > 0) {
         rc = two_samples(m, prompt, sample_tokens, sample_key, sample_len, after);
         if (!rc) print_samples(stdout, "after training", after);
     }
@@ -758,6 +795,9 @@ int cmd_train_lm(int argc, char **argv) {
         llama_model_free(fresh);
         lx_tree_release(back);
     }
+    if (!rc && diverged[0])
+        rc = cli_error("train-lm: %s: training diverged (try a lower --lr); no checkpoint was saved", diverged);
+    if (!rc) rc = stdout_failed();
     for (int i = 0; i < 2; i++) {
         free(before[i]);
         free(after[i]);

@@ -30,6 +30,11 @@ typedef struct lm_data {
     uint8_t *heldout; /* the last heldout_fraction of the held-out file */
     int64_t nheldout;
     int nfiles;       /* files read (a file reached twice, by a link or twice on the list, once) */
+    /* where the bytes came from, for errors that name a file and an offset in it: */
+    char **files;          /* the nfiles files read, by resolved path, in reading order */
+    int64_t *file_end;     /* file i's training bytes end at train[file_end[i]] (exclusive) */
+    int heldout_file;      /* the held-out file's index in files (-1: no held-out split) */
+    int64_t heldout_start; /* the offset in that file where the held-out split begins */
 } lm_data;
 
 /* Read `paths` (files, or directories: their regular files and links to files, sorted by name,
@@ -41,7 +46,8 @@ typedef struct lm_data {
 lx_status lm_data_load(int npaths, const char *const *paths, const char *heldout, double heldout_fraction,
                        lm_data *out);
 void lm_data_free(lm_data *d);
-/* Every byte < vocab, else LX_ERR_INVALID_ARGUMENT naming the split, the offset and the byte. */
+/* Every byte < vocab, else LX_ERR_INVALID_ARGUMENT naming the split, the file, the byte's offset in
+ * that file and the byte ("training data: /path/f, byte 35 is 112, outside the vocabulary [0, 100)"). */
 lx_status lm_data_check_vocab(const lm_data *d, int64_t vocab);
 
 /* (batch, len) int32: rows buf[o_b : o_b + len], o = randint(key, (batch,), 0, n - len + 1).
