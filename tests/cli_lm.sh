@@ -105,6 +105,17 @@ rows=$("$bin" inspect "$cli_tmp/ckA/checkpoint_6.msgpack" 2>&1)
 if [[ $rows == *"opt_state/1/0/mu/params/decoder/decoder_norm/scale"* ]] &&
    [[ $rows == *"opt_state/1/0/nu/params/token_embedder/embedding"* ]] && [[ $rows != *"opt_state/1/0/mu/decoder"* ]]; then
     pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: train-lm checkpoint layout: $rows"; fi
+# linnx convert's maxtext-linen is that layout: through maxtext-nnx and back the same paths, and
+# both converted files sample as the checkpoint does
+"$bin" convert "$cli_tmp/ckA/checkpoint_6.msgpack" "$cli_tmp/cv_nnx.msgpack" --layout maxtext-nnx >/dev/null &&
+    "$bin" convert "$cli_tmp/cv_nnx.msgpack" "$cli_tmp/cv_back.msgpack" --layout maxtext-linen >/dev/null
+paths() { "$bin" inspect "$1" | tail -n +3 | awk '{print $1}' | sort; }
+s5=$("$bin" sample "$cli_tmp/cv_nnx.msgpack" --prompt "This License " --tokens 4 --temperature 0 2>&1)
+s6=$("$bin" sample "$cli_tmp/cv_back.msgpack" --prompt "This License " --tokens 4 --temperature 0 2>&1)
+if [ "$(paths "$cli_tmp/ckA/checkpoint_6.msgpack")" == "$(paths "$cli_tmp/cv_back.msgpack")" ] &&
+   [ -n "$greedy" ] && [ "$s5" == "$greedy" ] && [ "$s6" == "$greedy" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: convert maxtext-nnx and back: '$s5' '$s6' (want '$greedy')";
+    diff <(paths "$cli_tmp/ckA/checkpoint_6.msgpack") <(paths "$cli_tmp/cv_back.msgpack"); fi
 # --scan-layers (MaxText's scan_layers): the scanned decoder trains, its checkpoint reloads into a
 # fresh scanned model, and `linnx sample` decodes it with the layers unstacked (same greedy text)
 scan_flags="--emb 16 --layers 2 --heads 2 --kv-heads 1 --head-dim 8 --mlp 32 --seq-len 16 --batch 2 --eval-batches 2 --sample-tokens 4"

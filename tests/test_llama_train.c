@@ -320,6 +320,30 @@ static void test_resume_equal(void) {
         llama_model_free(r);
     }
     lx_tree_release(old);
+    /* so does the checkpoint converted to MaxText's NNX layout (config kept), read through its
+     * Linen form */
+    lx_tree *nnx_form = NULL;
+    CHECK_EQ_INT(lx_layout_convert(back, LX_LAYOUT_AUTO, LX_LAYOUT_MAXTEXT_NNX, NULL, &nnx_form), LX_OK);
+    CHECK(nnx_form && lx_tree_find(nnx_form, "model/decoder/decoder_norm/scale") && lx_tree_find(nnx_form, "config/emb_dim"));
+    for (int style = 0; style < 2 && nnx_form; style++) {
+        llama_config got;
+        CHECK_EQ_INT(llama_checkpoint_config(nnx_form, &got), LX_OK);
+        CHECK_EQ_INT(got.emb_dim, c.emb_dim);
+        llama_model *r = model((llama_style)style, 97, &c);
+        llama_trainer *tr = NULL;
+        CHECK_EQ_INT(llama_trainer_new(r, &o, &tr), LX_OK);
+        CHECK_EQ_INT(llama_trainer_load_state(tr, nnx_form), LX_OK);
+        CHECK_EQ_INT(llama_trainer_step_count(tr), 4);
+        float lr_[8] = {0};
+        if (tr) run_steps(tr, text, n, 4, 8, lr_);
+        for (int i = 4; i < 8; i++)
+            LX_TEST_REPORT_(style == 1 ? fabs(lr_[i] - la[i]) < 1e-5 : bits_of(lr_[i]) == bits_of(la[i]),
+                            "maxtext-nnx form, style %d step %d: resumed loss %.9g, uninterrupted %.9g", style, i + 1,
+                            lr_[i], la[i]);
+        llama_trainer_free(tr);
+        llama_model_free(r);
+    }
+    lx_tree_release(nnx_form);
     /* the NNX top continues the Linen top's run: the checkpoint holds plain arrays */
     for (int style = 0; style < 2; style++) {
         llama_model *r = model((llama_style)style, 99, &c);

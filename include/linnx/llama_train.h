@@ -17,7 +17,9 @@
  * optax's state mirrors the TrainState's params {params: ...}, so adam's moments sit at
  * opt_state/1/0/mu/params/decoder/... (the chain clip_by_global_norm, adamw = chain(scale_by_adam,
  * add_decayed_weights, scale_by_schedule)), and each EmptyState is None. A checkpoint of the
- * earlier layout (opt_state/1/0/mu/decoder/..., EmptyState {}) still loads.
+ * earlier layout (opt_state/1/0/mu/decoder/..., EmptyState {}) still loads, and so does one in
+ * MaxText's NNX layout (`linnx convert --layout maxtext-nnx`: model/..., optimizer/...), read
+ * through its Linen form.
  * The parameters are stored as plain arrays, so either composition can load them.
  *
  * Ownership: the trainer borrows the model (it must outlive the trainer) and replaces its

@@ -380,7 +380,17 @@ typedef struct canon {
     const lx_value *opt;  /* borrowed from the input */
     bool opt_linen;       /* opt is in Linen form */
     const lx_value *step; /* borrowed */
+    const lx_tree *top;   /* a MaxText input's top level: keys beyond its layout's are kept */
 } canon;
+
+/* A top-level key of a MaxText layout (the rest, such as linnx train-lm's config / run / history,
+ * travel along from one MaxText layout to the other). */
+static bool maxtext_key(const char *k) {
+    static const char *const keys[] = {"step", "params", "opt_state", "model", "optimizer"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (!strcmp(k, keys[i])) return true;
+    return false;
+}
 
 static lx_status convert_plain(const lx_tree *t, lx_layout from, lx_layout to, const char *wrapper, lx_tree **out) {
     canon c = {0};
@@ -395,6 +405,7 @@ static lx_status convert_plain(const lx_tree *t, lx_layout from, lx_layout to, c
         c.opt = lx_tree_get(t, "opt_state");
         c.opt_linen = true;
         c.step = lx_tree_get(t, "step");
+        c.top = t;
         break;
     }
     case LX_LAYOUT_MAXTEXT_NNX: {
@@ -403,6 +414,7 @@ static lx_status convert_plain(const lx_tree *t, lx_layout from, lx_layout to, c
         s = rename_layers(m, true, &c.model);
         c.opt = o ? lx_tree_get(o, "opt_state") : NULL;
         c.step = o ? lx_tree_get(o, "step") : NULL;
+        c.top = t;
         break;
     }
     default: return lx_fail(LX_ERR_INVALID_ARGUMENT, "layout: unknown source layout %d", (int)from);
@@ -450,6 +462,8 @@ static lx_status convert_plain(const lx_tree *t, lx_layout from, lx_layout to, c
             if (s == LX_OK) s = lx_tree_set(o, "optimizer", lx_tree_v(opt));
             lx_tree_release(opt);
         }
+        for (size_t i = 0; c.top && s == LX_OK && i < lx_tree_len(c.top); i++)
+            if (!maxtext_key(lx_tree_key(c.top, i))) s = lx_tree_set(o, lx_tree_key(c.top, i), *lx_tree_at(c.top, i));
         break;
     }
     default: s = lx_fail(LX_ERR_INVALID_ARGUMENT, "layout: unknown target layout %d", (int)to);

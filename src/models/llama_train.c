@@ -226,8 +226,27 @@ fail:
     return NULL;
 }
 
+/* A checkpoint in MaxText's NNX layout (`linnx convert --layout maxtext-nnx` of a train-lm
+ * checkpoint: model/..., optimizer/{step, opt_state}, config kept) is read through its Linen form:
+ * *conv gets that tree, or NULL when ckpt is read as it is. */
+static lx_status linen_form(const lx_tree *ckpt, lx_tree **conv) {
+    *conv = NULL;
+    if (lx_layout_detect(ckpt) != LX_LAYOUT_MAXTEXT_NNX) return LX_OK;
+    return lx_layout_convert(ckpt, LX_LAYOUT_MAXTEXT_NNX, LX_LAYOUT_MAXTEXT_LINEN, NULL, conv);
+}
+
+static lx_status checkpoint_config(const lx_tree *ckpt, llama_config *out);
+
 lx_status llama_checkpoint_config(const lx_tree *ckpt, llama_config *out) {
     if (!ckpt || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_checkpoint_config: NULL argument");
+    lx_tree *conv = NULL;
+    LX_TRY(linen_form(ckpt, &conv));
+    lx_status st = checkpoint_config(conv ? conv : ckpt, out);
+    lx_tree_release(conv);
+    return st;
+}
+
+static lx_status checkpoint_config(const lx_tree *ckpt, llama_config *out) {
     const lx_value *cv = lx_tree_get(ckpt, "config");
     if (!cv || cv->kind != LX_V_TREE)
         return lx_fail(LX_ERR_NOT_FOUND, "llama checkpoint: no 'config' map (not a linnx train-lm checkpoint?)");
@@ -257,7 +276,7 @@ lx_status llama_checkpoint_config(const lx_tree *ckpt, llama_config *out) {
  * `same_len`: it sizes no parameter, so a model may sample longer than it was trained). */
 static lx_status check_config(const llama_config *model, const lx_tree *ckpt, bool same_len) {
     llama_config c;
-    LX_TRY(llama_checkpoint_config(ckpt, &c));
+    LX_TRY(checkpoint_config(ckpt, &c));
     llama_config a = *model, b = c;
     int64_t *ia[NI], *ib[NI];
     double *fa[NF], *fb[NF];
@@ -395,8 +414,18 @@ static const lx_tree *ckpt_params(const lx_tree *ckpt) {
     return p && p->kind == LX_V_TREE ? p->u.tree : NULL;
 }
 
+static lx_status model_load_checkpoint(llama_model *m, const lx_tree *ckpt);
+
 lx_status llama_model_load_checkpoint(llama_model *m, const lx_tree *ckpt) {
     if (!m || !ckpt) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_model_load_checkpoint: NULL argument");
+    lx_tree *conv = NULL;
+    LX_TRY(linen_form(ckpt, &conv));
+    lx_status st = model_load_checkpoint(m, conv ? conv : ckpt);
+    lx_tree_release(conv);
+    return st;
+}
+
+static lx_status model_load_checkpoint(llama_model *m, const lx_tree *ckpt) {
     LX_TRY(check_config(llama_model_config(m), ckpt, false));
     const lx_tree *p = ckpt_params(ckpt);
     if (!p) return lx_fail(LX_ERR_NOT_FOUND, "llama checkpoint: no params/params map");
@@ -421,8 +450,18 @@ lx_status llama_model_load_checkpoint(llama_model *m, const lx_tree *ckpt) {
     return st;
 }
 
+static lx_status trainer_load_state(llama_trainer *t, const lx_tree *ckpt);
+
 lx_status llama_trainer_load_state(llama_trainer *t, const lx_tree *ckpt) {
     if (!t || !ckpt) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_trainer_load_state: NULL argument");
+    lx_tree *conv = NULL;
+    LX_TRY(linen_form(ckpt, &conv));
+    lx_status st = trainer_load_state(t, conv ? conv : ckpt);
+    lx_tree_release(conv);
+    return st;
+}
+
+static lx_status trainer_load_state(llama_trainer *t, const lx_tree *ckpt) {
     LX_TRY(check_config(llama_model_config(t->m), ckpt, true));
     const lx_value *sv = lx_tree_get(ckpt, "step"), *ov = lx_tree_get(ckpt, "opt_state");
     /* a 0-d int32 array (MaxText's Linen step) or, in earlier checkpoints, an int */
