@@ -233,7 +233,7 @@ if [ $rc -eq 2 ] && [[ $err =~ ^"linnx: train-lm: the "(training|held-out)" loss
     pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: diverging train-lm: exit $rc, '$err': $out"; fi
 # stdout that cannot be written: exit 1 and one line (train-lm finds it before training)
 if [ -w /dev/full ]; then
-    for args in "sample --tokens 3 $small" "train-lm --data $d --heldout $d/text3 $tiny --steps 2"; do
+    for args in "sample --tokens 3 $small" "train-lm --data $d --heldout $d/text3 $tiny --steps 2 --svg $cli_tmp/full.svg"; do
         # shellcheck disable=SC2086
         err=$("$bin" $args 2>&1 >/dev/full); rc=$?
         if [ $rc -eq 1 ] && [ "$err" == "linnx: stdout: cannot write: No space left on device" ]; then pass=$((pass + 1)); else
