@@ -241,6 +241,19 @@ if [ -w /dev/full ]; then
     done
 fi
 
+# flags the run cannot use are refused before any output: an infinite --lr, model sizes and
+# batches whose arrays break --max-array-bytes (named, with the shape and bytes)
+lm_fails "--lr must be a finite positive number and --warmup-frac in [0, 1)" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 2 --lr 1e999
+lm_fails "--heldout-fraction: 2 is not in (0, 1)" train-lm --data "$d" --heldout "$d/text3" $tiny --heldout-fraction 2
+lm_fails "decoder/layers_0/mlp/wi_0/kernel: float32 (65536, 65536) needs 17179869184 bytes, over the limit of 1073741824 bytes per array (--max-array-bytes)" \
+    train-lm --data "$d" --heldout "$d/text3" --steps 2 --emb 65536 --mlp 65536
+lm_fails "logits (--batch, --seq-len, --vocab): float32 (2, 16, 256) needs 32768 bytes, over the limit of 20480 bytes per array (--max-array-bytes)" \
+    --max-array-bytes 20K train-lm --data "$d" --heldout "$d/text3" $tiny --steps 2
+lm_fails "decoder/layers/mlp/wi_0/kernel: float32 (64, 3, 3000000) needs 2304000000 bytes, over the limit of 1073741824 bytes per array (--max-array-bytes)" \
+    sample --scan-layers --layers 3 --mlp 3000000
+lm_fails "--temperature: inf is not a finite number >= 0 (0 = greedy)" sample --temperature inf $small
+lm_fails "--top-k: 300 is outside 0..256 (0 = all)" sample --top-k 300 $small
+
 # ---- examples/llama_showcase.c: both tables, equal logits on equal parameters, equal decoding
 ex=$(dirname "$bin")/example_llama_showcase
 out=$("$ex" 2>&1); rc=$?

@@ -49,6 +49,51 @@ enum { M_VOCAB, M_EMB, M_LAYERS, M_HEADS, M_KV, M_HEAD_DIM, M_MLP, M_SEQ, M_STYL
     "                              at decoder/layers with the layer axis at 1; sampling decodes\n"  \
     "                              with the layers unstacked)\n"
 
+/* An array the run will make, against --max-array-bytes (checked before anything is built, so a
+ * size flag too large is a usage error, not an allocation failure after some output): 0, or
+ * CLI_EXIT_USAGE naming the array, its shape and bytes. */
+static int check_array(const char *what, int nd, const int64_t *shape) {
+    int64_t n = 1;
+    bool over = false;
+    for (int i = 0; i < nd; i++) over = over || __builtin_mul_overflow(n, shape[i], &n);
+    size_t bytes = 0;
+    over = over || __builtin_mul_overflow((size_t)n, sizeof(float), &bytes);
+    if (!cli_max_array_bytes || (!over && bytes <= cli_max_array_bytes)) return 0;
+    char b[160];
+    lx_shape_str(nd, shape, b, sizeof b);
+    if (over)
+        return cli_error("%s: float32 %s is too big, over the limit of %zu bytes per array (--max-array-bytes)", what, b,
+                         cli_max_array_bytes);
+    return cli_error("%s: float32 %s needs %zu bytes, over the limit of %zu bytes per array (--max-array-bytes)", what, b,
+                     bytes, cli_max_array_bytes);
+}
+
+/* The model's largest parameters (scanned layers stack L of each at axis 1) and the largest
+ * arrays of a forward of `batch` x `rows` tokens attending over `len` positions (training: rows =
+ * len; decoding: the prompt's prefill over the cache): logits, attention weights, the MLP's hidden
+ * activations. */
+static int check_model_arrays(const llama_config *c, int64_t batch, int64_t rows, int64_t len) {
+    int64_t E = c->emb_dim, V = c->vocab_size, M = c->mlp_dim, H = c->num_query_heads, D = c->head_dim;
+    int64_t L = c->num_decoder_layers;
+    bool sc = c->scan_layers;
+    const char *mlp = sc ? "decoder/layers/mlp/wi_0/kernel" : "decoder/layers_0/mlp/wi_0/kernel";
+    const char *query = sc ? "decoder/layers/self_attention/query/kernel" : "decoder/layers_0/self_attention/query/kernel";
+    if (check_array("token_embedder/embedding", 2, (int64_t[]){V, E}) ||
+        (sc ? check_array(mlp, 3, (int64_t[]){E, L, M}) : check_array(mlp, 2, (int64_t[]){E, M})) ||
+        (sc ? check_array(query, 4, (int64_t[]){E, L, H, D}) : check_array(query, 3, (int64_t[]){E, H, D})) ||
+        check_array(rows == len ? "logits (--batch, --seq-len, --vocab)" : "logits (1, prompt, --vocab)", 3,
+                    (int64_t[]){batch, rows, V}) ||
+        check_array(rows == len ? "attention weights (--batch, --heads, --seq-len, --seq-len)"
+                                : "attention weights (1, --heads, prompt, --seq-len)",
+                    4, (int64_t[]){batch, H, rows, len}) ||
+        check_array(rows == len ? "MLP activations (--batch, --seq-len, --mlp)" : "MLP activations (1, prompt, --mlp)", 3,
+                    (int64_t[]){batch, rows, M}) ||
+        check_array("the KV cache (1, --seq-len, --kv-heads, --head-dim)", 4,
+                    (int64_t[]){rows == len ? 1 : batch, len, c->num_kv_heads, D}))
+        return CLI_EXIT_USAGE;
+    return 0;
+}
+
 /* The model flags over `base` (the tiny config with the command's default length, or a checkpoint's). */
 static int model_flags(const cli_opt *o, const llama_config *base, llama_config *c, llama_style *style) {
     *c = *base;
@@ -273,6 +318,18 @@ int cmd_sample(int argc, char **argv) {
         return cli_error("sample: a prompt of %lld bytes and --tokens %lld need --seq-len %lld or more (it is %lld)",
                          (long long)plen, (long long)ntok, (long long)(plen + ntok - 1), (long long)c.max_target_length);
     }
+    if (!(temp >= 0) || isinf(temp)) {
+        lx_tree_release(ck);
+        return cli_error("--temperature: %g is not a finite number >= 0 (0 = greedy)", cli_num(temp));
+    }
+    if (topk < 0 || topk > c.vocab_size) {
+        lx_tree_release(ck);
+        return cli_error("--top-k: %lld is outside 0..%lld (0 = all)", (long long)topk, (long long)c.vocab_size);
+    }
+    if (check_model_arrays(&c, 1, plen, c.max_target_length)) {
+        lx_tree_release(ck);
+        return CLI_EXIT_USAGE;
+    }
     llama_model *m = NULL;
     if (llama_model_new(&c, style, init_seed, &m) != LX_OK || (ck && llama_model_load_checkpoint(m, ck) != LX_OK)) {
         if (ck) error_prefix(name);
@@ -313,7 +370,8 @@ static const char TRAIN_USAGE[] =
     "With --checkpoint-dir the final state (params, optimizer state, step, config, loss history) is\n"
     "saved as DIR/checkpoint_<step>.msgpack (MaxText's Linen train-state layout: docs/showcase.md)\n"
     "before anything else at the end, then reloaded into a fresh model and sampled again.\n"
-    "Output paths (--svg, --checkpoint-dir) and input paths are checked before training.\n"
+    "Input and output paths (--data, --heldout, --svg, --checkpoint-dir), the prompt and the sizes\n"
+    "(every large array against --max-array-bytes) are checked before anything runs.\n"
     "--resume continues from DIR's latest checkpoint with the same losses as an uninterrupted run;\n"
     "--stop-after N stops after N steps of this run (saving), as an interruption would.\n"
     "Defaults: --steps 0 --batch 16 --seq-len 128 --lr 3e-3 --warmup-frac 0.1 --seed 0\n"
@@ -476,7 +534,10 @@ int cmd_train_lm(int argc, char **argv) {
     if (eval_every < 1 || eval_batches < 1 || sample_tokens < 0)
         return cli_error("--eval-every and --eval-batches must be positive, --sample-tokens not negative");
     if (o[T_STOP_AFTER].seen && stop_after < 1) return cli_error("--stop-after: %lld is not a positive count", (long long)stop_after);
-    if (!(lr > 0) || !(warmup >= 0 && warmup < 1)) return cli_error("--lr must be positive and --warmup-frac in [0, 1)");
+    if (!(lr > 0) || isinf(lr) || !(warmup >= 0 && warmup < 1))
+        return cli_error("--lr must be a finite positive number and --warmup-frac in [0, 1)");
+    if (!(frac > 0 && frac < 1)) return cli_error("--heldout-fraction: %g is not in (0, 1)", cli_num(frac));
+    if (check_model_arrays(&c, batch, c.max_target_length, c.max_target_length)) return CLI_EXIT_USAGE;
     /* under mpirun (a linnx built with MPI): data parallelism, each rank trains on its rows of every
      * batch (the gradients averaged over the ranks); rank 0 alone prints and writes files */
     int rank = 0, nranks = 1;
