@@ -199,6 +199,11 @@ lm_fails "--svg $d: cannot write: Is a directory" train-lm --data "$d" --heldout
 lm_fails "--checkpoint-dir $cli_tmp/empty: not a directory" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 4 --checkpoint-dir "$cli_tmp/empty"
 lm_fails "checkpoint manager: cannot create $cli_tmp/empty/sub: Not a directory" \
     train-lm --data "$d" --heldout "$d/text3" $tiny --steps 4 --checkpoint-dir "$cli_tmp/empty/sub"
+# a directory that exists but takes no files (procfs: even root cannot create one there)
+if [ -d /proc/self ]; then
+    lm_fails "--checkpoint-dir /proc/self: cannot write: No such file or directory" \
+        train-lm --data "$d" --heldout "$d/text3" $tiny --steps 4 --checkpoint-dir /proc/self --svg "$cli_tmp/p.svg"
+fi
 # a sample longer than the training length: trains on 16 positions, samples 13 + 8 bytes
 out=$(LINNX_PROGRESS=plain "$bin" train-lm --data "$d" --heldout "$d/text3" $small --seq-len 16 --batch 2 --eval-batches 1 \
       --sample-tokens 8 --steps 2 --checkpoint-dir "$cli_tmp/ckL" 2>&1); rc=$?

@@ -216,6 +216,17 @@ static int check_writable(const char *opt, const char *path) {
     return 0;
 }
 
+/* A directory the run will write its checkpoint into: a file is created in it and removed. */
+static int check_dir_writable(const char *opt, const char *dir) {
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.linnx-write-check-%ld", dir, (long)getpid());
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) return cli_error("%s %s: cannot write: %s", opt, dir, strerror(errno));
+    close(fd);
+    unlink(probe);
+    return 0;
+}
+
 /* Load a checkpoint file, or the latest step of a checkpoint directory; `name` gets the file. */
 static lx_status load_checkpoint(const char *path, lx_tree **out, char *name, size_t cap) {
     struct stat sb;
@@ -625,8 +636,6 @@ int cmd_train_lm(int argc, char **argv) {
         int64_t latest = nhave ? have[nhave - 1] : -1;
         free(have);
         int rc0 = 0;
-        char probe[4200];
-        snprintf(probe, sizeof probe, "%s/.train-lm-probe-%ld", ckpt, (long)getpid());
         if (st != LX_OK) rc0 = cli_lib_error();
         else if (!o[T_RESUME].seen && latest >= 0)
             rc0 = cli_error("train-lm: %s already holds checkpoints (latest step %lld); pass --resume to continue "
@@ -634,7 +643,7 @@ int cmd_train_lm(int argc, char **argv) {
                             ckpt, (long long)latest);
         else if (o[T_RESUME].seen && latest < 0)
             rc0 = cli_error("train-lm: --resume: %s holds no checkpoint to continue", ckpt);
-        else if (rank == 0 && steps > 0 && check_writable("--checkpoint-dir", probe))
+        else if (rank == 0 && steps > 0 && check_dir_writable("--checkpoint-dir", ckpt))
             rc0 = CLI_EXIT_USAGE;
         else if (rank == 0 && !o[T_SVG].seen && check_writable("--svg", svg))
             rc0 = CLI_EXIT_USAGE;
