@@ -257,6 +257,9 @@ lm_fails "logits (--batch, --seq-len, --vocab): float32 (2, 16, 256) needs 32768
 lm_fails "decoder/layers/mlp/wi_0/kernel: float32 (64, 3, 3000000) needs 2304000000 bytes, over the limit of 1073741824 bytes per array (--max-array-bytes)" \
     sample --scan-layers --layers 3 --mlp 3000000
 lm_fails "--temperature: inf is not a finite number >= 0 (0 = greedy)" sample --temperature inf $small
+lm_fails "sample: --tokens 9223372036854775807 is more than any --seq-len holds" sample --tokens 9223372036854775807 $small
+lm_fails "--sample-tokens: 9223372036854775807 is more than a model's 16777216 positions" \
+    train-lm --data "$d" --heldout "$d/text3" $small --sample-tokens 9223372036854775807
 lm_fails "--top-k: 300 is outside 0..256 (0 = all)" sample --top-k 300 $small
 
 # ---- examples/llama_showcase.c: both tables, equal logits on equal parameters, equal decoding

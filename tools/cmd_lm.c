@@ -323,8 +323,13 @@ int cmd_sample(int argc, char **argv) {
         lx_tree_release(ck);
         return cli_lib_error();
     }
-    /* the prompt fills positions 0..plen-1 and every new token but the last is fed back */
-    if (plen + ntok - 1 > c.max_target_length) {
+    /* the prompt fills positions 0..plen-1 and every new token but the last is fed back (compared
+     * without overflow: --tokens may be any int64) */
+    if (ntok - 1 > c.max_target_length - plen) {
+        if (ntok > INT64_MAX - plen) {
+            lx_tree_release(ck);
+            return cli_error("sample: --tokens %lld is more than any --seq-len holds", (long long)ntok);
+        }
         lx_tree_release(ck);
         return cli_error("sample: a prompt of %lld bytes and --tokens %lld need --seq-len %lld or more (it is %lld)",
                          (long long)plen, (long long)ntok, (long long)(plen + ntok - 1), (long long)c.max_target_length);
@@ -573,7 +578,19 @@ int cmd_train_lm(int argc, char **argv) {
             error_prefix("--prompt");
             return cli_lib_error();
         }
-        sample_len = plen + sample_tokens - 1;
+        /* the decode model's length: the config's limits and --max-array-bytes apply to it too */
+        llama_config dc = c;
+        dc.scan_layers = false;
+        if (sample_tokens > (1 << 24))
+            return cli_error("--sample-tokens: %lld is more than a model's 16777216 positions", (long long)sample_tokens);
+        dc.max_target_length = plen + sample_tokens - 1;
+        if (dc.max_target_length < len) dc.max_target_length = len;
+        if (llama_config_check(&dc) != LX_OK) {
+            error_prefix("--prompt and --sample-tokens");
+            return cli_lib_error();
+        }
+        if (check_model_arrays(&dc, 1, plen, dc.max_target_length)) return CLI_EXIT_USAGE;
+        sample_len = dc.max_target_length;
     }
     /* every output path is checked before any training: a typo costs no work */
     char svg_buf[4096];
