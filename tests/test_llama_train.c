@@ -208,6 +208,64 @@ static void test_loss_falls(void) {
     free(text);
 }
 
+/* The optimizer state as train-lm wrote it before MaxText's Linen layout: mu/nu without the
+ * `params` level, EmptyState as {}. */
+static lx_tree *old_layout(const lx_tree *t) {
+    lx_tree *o = lx_tree_new();
+    for (size_t i = 0; o && i < lx_tree_len(t); i++) {
+        const char *k = lx_tree_key(t, i);
+        const lx_value *v = lx_tree_at(t, i);
+        if (v->kind == LX_V_NONE) {
+            lx_tree *e = lx_tree_new();
+            lx_tree_set(o, k, lx_tree_v(e));
+            lx_tree_release(e);
+        } else if (v->kind == LX_V_TREE) {
+            const lx_value *inner = lx_tree_get(v->u.tree, "params");
+            bool wrap = (!strcmp(k, "mu") || !strcmp(k, "nu")) && inner && inner->kind == LX_V_TREE;
+            lx_tree *c = old_layout(wrap ? inner->u.tree : v->u.tree);
+            lx_tree_set(o, k, lx_tree_v(c));
+            lx_tree_release(c);
+        } else {
+            lx_tree_set(o, k, *v);
+        }
+    }
+    return o;
+}
+
+/* The checkpoint's layout is MaxText's Linen train state (spec/checkpoints.md C.1): optax's mu/nu
+ * mirror params = {params: ...}, EmptyState is None; `linnx convert`'s maxtext-linen layout is
+ * the same, through maxtext-nnx and back. */
+static void check_linen_layout(const lx_tree *back) {
+    const lx_value *step = lx_tree_get(back, "step");
+    CHECK(step && step->kind == LX_V_ARRAY && step->u.array->dtype == LX_I32 && step->u.array->ndim == 0 &&
+          lx_i32(step->u.array)[0] == 4);
+    CHECK(lx_tree_find(back, "params/params/decoder/decoder_norm/scale") != NULL);
+    CHECK(lx_tree_find(back, "opt_state/1/0/mu/params/decoder/decoder_norm/scale") != NULL);
+    CHECK(lx_tree_find(back, "opt_state/1/0/nu/params/token_embedder/embedding") != NULL);
+    CHECK(lx_tree_find(back, "opt_state/1/0/mu/decoder") == NULL);
+    CHECK(lx_tree_find(back, "opt_state/1/0/count") != NULL && lx_tree_find(back, "opt_state/1/2/count") != NULL);
+    const lx_value *e0 = lx_tree_find(back, "opt_state/0"), *e1 = lx_tree_find(back, "opt_state/1/1");
+    CHECK(e0 && e0->kind == LX_V_NONE && e1 && e1->kind == LX_V_NONE);
+    lx_tree *nnx = NULL, *lin = NULL;
+    CHECK_EQ_INT(lx_layout_convert(back, LX_LAYOUT_AUTO, LX_LAYOUT_MAXTEXT_NNX, NULL, &nnx), LX_OK);
+    CHECK(lx_tree_find(nnx, "optimizer/opt_state/1/0/mu/decoder/decoder_norm/scale") != NULL);
+    const lx_value *n0 = lx_tree_find(nnx, "optimizer/opt_state/0");
+    CHECK(n0 && n0->kind == LX_V_TREE && lx_tree_len(n0->u.tree) == 0);
+    CHECK_EQ_INT(lx_layout_convert(nnx, LX_LAYOUT_AUTO, LX_LAYOUT_MAXTEXT_LINEN, NULL, &lin), LX_OK);
+    const lx_value *oa = lx_tree_get(back, "opt_state"), *ob = lin ? lx_tree_get(lin, "opt_state") : NULL;
+    lx_flat fa = {0}, fb = {0};
+    CHECK(oa && ob && lx_tree_flatten(oa->u.tree, &fa) == LX_OK && lx_tree_flatten(ob->u.tree, &fb) == LX_OK);
+    CHECK_EQ_INT(fa.len, fb.len);
+    for (size_t i = 0; i < fa.len && i < fb.len; i++) {
+        const lx_value *vb = lx_tree_find(ob->u.tree, fa.items[i].path);
+        LX_TEST_REPORT_(vb != NULL, "convert maxtext-nnx -> maxtext-linen lacks opt_state/%s", fa.items[i].path);
+    }
+    lx_flat_free(&fa);
+    lx_flat_free(&fb);
+    lx_tree_release(nnx);
+    lx_tree_release(lin);
+}
+
 static void test_resume_equal(void) {
     llama_config c = small();
     int64_t n;
@@ -238,6 +296,54 @@ static void test_resume_equal(void) {
     llama_model_free(b);
     lx_tree *back = NULL;
     CHECK_EQ_INT(lx_ckpt_load(path, &back), LX_OK);
+    if (back) check_linen_layout(back);
+    /* a checkpoint of the earlier layout resumes the same */
+    lx_tree *old = lx_tree_copy(back);
+    const lx_value *ov = old ? lx_tree_get(old, "opt_state") : NULL;
+    lx_tree *old_opt = ov ? old_layout(ov->u.tree) : NULL;
+    CHECK(old_opt && lx_tree_set(old, "opt_state", lx_tree_v(old_opt)) == LX_OK &&
+          lx_tree_set(old, "step", lx_int_v(4)) == LX_OK &&
+          lx_tree_find(old, "opt_state/1/0/mu/decoder/decoder_norm/scale") != NULL);
+    lx_tree_release(old_opt);
+    {
+        llama_model *r = model(LLAMA_LINEN_TOP, 98, &c);
+        llama_trainer *tr = NULL;
+        CHECK_EQ_INT(llama_trainer_new(r, &o, &tr), LX_OK);
+        CHECK_EQ_INT(llama_trainer_load_state(tr, old), LX_OK);
+        CHECK_EQ_INT(llama_trainer_step_count(tr), 4);
+        float lr_[8] = {0};
+        if (tr) run_steps(tr, text, n, 4, 8, lr_);
+        for (int i = 4; i < 8; i++)
+            LX_TEST_REPORT_(bits_of(lr_[i]) == bits_of(la[i]), "old layout, step %d: resumed loss %.9g, uninterrupted %.9g",
+                            i + 1, lr_[i], la[i]);
+        llama_trainer_free(tr);
+        llama_model_free(r);
+    }
+    lx_tree_release(old);
+    /* so does the checkpoint converted to MaxText's NNX layout (config kept), read through its
+     * Linen form */
+    lx_tree *nnx_form = NULL;
+    CHECK_EQ_INT(lx_layout_convert(back, LX_LAYOUT_AUTO, LX_LAYOUT_MAXTEXT_NNX, NULL, &nnx_form), LX_OK);
+    CHECK(nnx_form && lx_tree_find(nnx_form, "model/decoder/decoder_norm/scale") && lx_tree_find(nnx_form, "config/emb_dim"));
+    for (int style = 0; style < 2 && nnx_form; style++) {
+        llama_config got;
+        CHECK_EQ_INT(llama_checkpoint_config(nnx_form, &got), LX_OK);
+        CHECK_EQ_INT(got.emb_dim, c.emb_dim);
+        llama_model *r = model((llama_style)style, 97, &c);
+        llama_trainer *tr = NULL;
+        CHECK_EQ_INT(llama_trainer_new(r, &o, &tr), LX_OK);
+        CHECK_EQ_INT(llama_trainer_load_state(tr, nnx_form), LX_OK);
+        CHECK_EQ_INT(llama_trainer_step_count(tr), 4);
+        float lr_[8] = {0};
+        if (tr) run_steps(tr, text, n, 4, 8, lr_);
+        for (int i = 4; i < 8; i++)
+            LX_TEST_REPORT_(style == 1 ? fabs(lr_[i] - la[i]) < 1e-5 : bits_of(lr_[i]) == bits_of(la[i]),
+                            "maxtext-nnx form, style %d step %d: resumed loss %.9g, uninterrupted %.9g", style, i + 1,
+                            lr_[i], la[i]);
+        llama_trainer_free(tr);
+        llama_model_free(r);
+    }
+    lx_tree_release(nnx_form);
     /* the NNX top continues the Linen top's run: the checkpoint holds plain arrays */
     for (int style = 0; style < 2; style++) {
         llama_model *r = model((llama_style)style, 99, &c);

@@ -74,8 +74,28 @@ static void test_load(void) {
     CHECK(d.train && memcmp(d.train, "hello world\n0123456789abcde", 27) == 0);
     CHECK(d.heldout && memcmp(d.heldout, "fghij", 5) == 0);
     CHECK_EQ_INT(lm_data_check_vocab(&d, 256), LX_OK);
-    CHECK_FAILS(lm_data_check_vocab(&d, 100), LX_ERR_INVALID_ARGUMENT, "training data: byte 0 is 104, outside the vocabulary [0, 100)");
+    /* an out-of-vocabulary byte is named by its file and its offset in that file */
+    char want[512];
+    snprintf(want, sizeof want, "training data: %s, byte 0 is 104, outside the vocabulary [0, 100)", path("a.txt"));
+    CHECK_FAILS(lm_data_check_vocab(&d, 100), LX_ERR_INVALID_ARGUMENT, want);
+    CHECK(d.nfiles == 2 && d.files && !strcmp(d.files[0], path("a.txt")) && !strcmp(d.files[1], path("b.txt")));
+    CHECK(d.file_end && d.file_end[0] == 12 && d.file_end[1] == 27 && d.heldout_file == 1 && d.heldout_start == 15);
     lm_data_free(&d);
+    const char *bonly[] = {path("b.txt")};
+    CHECK_EQ_INT(lm_data_load(1, bonly, path("b.txt"), 0.25, &d), LX_OK);
+    snprintf(want, sizeof want, "training data: %s, byte 13 is 100, outside the vocabulary [0, 100)", path("b.txt"));
+    CHECK_FAILS(lm_data_check_vocab(&d, 100), LX_ERR_INVALID_ARGUMENT, want);
+    snprintf(want, sizeof want, "held-out data: %s, byte 15 is 102, outside the vocabulary [0, 102)", path("b.txt"));
+    CHECK_FAILS(lm_data_check_vocab(&d, 102), LX_ERR_INVALID_ARGUMENT, want);
+    lm_data_free(&d);
+    write_file("c.txt", "ok~");
+    const char *ac[] = {path("a.txt"), path("c.txt")};
+    CHECK_EQ_INT(lm_data_load(2, ac, NULL, 0, &d), LX_OK);
+    snprintf(want, sizeof want, "training data: %s, byte 2 is 126, outside the vocabulary [0, 120)", path("c.txt"));
+    CHECK_FAILS(lm_data_check_vocab(&d, 120), LX_ERR_INVALID_ARGUMENT, want);
+    CHECK(d.heldout_file == -1);
+    lm_data_free(&d);
+    unlink(path("c.txt"));
     CHECK_EQ_INT(lm_data_load(1, paths, NULL, 0, &d), LX_OK);
     CHECK_EQ_INT(d.ntrain, 32);
     CHECK_EQ_INT(d.nheldout, 0);
@@ -87,7 +107,13 @@ static void test_load(void) {
     CHECK_FAILS(lm_data_load(1, e, NULL, 0, &d), LX_ERR_INVALID_ARGUMENT, "empty: the file is empty");
     CHECK(d.train == NULL && d.ntrain == 0);
     const char *missing[] = {path("nope")};
-    CHECK_FAILS(lm_data_load(1, missing, NULL, 0, &d), LX_ERR_IO, "nope: cannot read: No such file or directory");
+    /* a path that does not exist is NOT_FOUND (bad input, as lx_ckpt_load), also under a file */
+    CHECK_FAILS(lm_data_load(1, missing, NULL, 0, &d), LX_ERR_NOT_FOUND, "nope: cannot read: No such file or directory");
+    const char *under_file[] = {path("a.txt/x")};
+    CHECK_FAILS(lm_data_load(1, under_file, NULL, 0, &d), LX_ERR_NOT_FOUND, "a.txt/x: cannot read: Not a directory");
+    const char *a_only[] = {path("a.txt")};
+    CHECK_FAILS(lm_data_load(1, a_only, path("nope"), 0.1, &d), LX_ERR_NOT_FOUND,
+                "nope: cannot read the held-out file: No such file or directory");
     const char *ab[] = {path("a.txt")};
     CHECK_FAILS(lm_data_load(1, ab, path("b.txt"), 0.1, &d), LX_ERR_INVALID_ARGUMENT,
                 "b.txt: the held-out file is not among the data files");
@@ -98,7 +124,7 @@ static void test_load(void) {
     snprintf(sub, sizeof sub, "%s/sub", dir);
     CHECK_EQ_INT(mkdir(sub, 0700), 0);
     const char *sd[] = {sub};
-    CHECK_FAILS(lm_data_load(1, sd, NULL, 0, &d), LX_ERR_IO, "no files in this directory");
+    CHECK_FAILS(lm_data_load(1, sd, NULL, 0, &d), LX_ERR_INVALID_ARGUMENT, "no files in this directory");
     rmdir(sub);
     unlink(path("empty"));
     unlink(path("link_to_a"));

@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "linnx/linnx.h"
@@ -46,6 +49,51 @@ enum { M_VOCAB, M_EMB, M_LAYERS, M_HEADS, M_KV, M_HEAD_DIM, M_MLP, M_SEQ, M_STYL
     "                              at decoder/layers with the layer axis at 1; sampling decodes\n"  \
     "                              with the layers unstacked)\n"
 
+/* An array the run will make, against --max-array-bytes (checked before anything is built, so a
+ * size flag too large is a usage error, not an allocation failure after some output): 0, or
+ * CLI_EXIT_USAGE naming the array, its shape and bytes. */
+static int check_array(const char *what, int nd, const int64_t *shape) {
+    int64_t n = 1;
+    bool over = false;
+    for (int i = 0; i < nd; i++) over = over || __builtin_mul_overflow(n, shape[i], &n);
+    size_t bytes = 0;
+    over = over || __builtin_mul_overflow((size_t)n, sizeof(float), &bytes);
+    if (!cli_max_array_bytes || (!over && bytes <= cli_max_array_bytes)) return 0;
+    char b[160];
+    lx_shape_str(nd, shape, b, sizeof b);
+    if (over)
+        return cli_error("%s: float32 %s is too big, over the limit of %zu bytes per array (--max-array-bytes)", what, b,
+                         cli_max_array_bytes);
+    return cli_error("%s: float32 %s needs %zu bytes, over the limit of %zu bytes per array (--max-array-bytes)", what, b,
+                     bytes, cli_max_array_bytes);
+}
+
+/* The model's largest parameters (scanned layers stack L of each at axis 1) and the largest
+ * arrays of a forward of `batch` x `rows` tokens attending over `len` positions (training: rows =
+ * len; decoding: the prompt's prefill over the cache): logits, attention weights, the MLP's hidden
+ * activations. */
+static int check_model_arrays(const llama_config *c, int64_t batch, int64_t rows, int64_t len) {
+    int64_t E = c->emb_dim, V = c->vocab_size, M = c->mlp_dim, H = c->num_query_heads, D = c->head_dim;
+    int64_t L = c->num_decoder_layers;
+    bool sc = c->scan_layers;
+    const char *mlp = sc ? "decoder/layers/mlp/wi_0/kernel" : "decoder/layers_0/mlp/wi_0/kernel";
+    const char *query = sc ? "decoder/layers/self_attention/query/kernel" : "decoder/layers_0/self_attention/query/kernel";
+    if (check_array("token_embedder/embedding", 2, (int64_t[]){V, E}) ||
+        (sc ? check_array(mlp, 3, (int64_t[]){E, L, M}) : check_array(mlp, 2, (int64_t[]){E, M})) ||
+        (sc ? check_array(query, 4, (int64_t[]){E, L, H, D}) : check_array(query, 3, (int64_t[]){E, H, D})) ||
+        check_array(rows == len ? "logits (--batch, --seq-len, --vocab)" : "logits (1, prompt, --vocab)", 3,
+                    (int64_t[]){batch, rows, V}) ||
+        check_array(rows == len ? "attention weights (--batch, --heads, --seq-len, --seq-len)"
+                                : "attention weights (1, --heads, prompt, --seq-len)",
+                    4, (int64_t[]){batch, H, rows, len}) ||
+        check_array(rows == len ? "MLP activations (--batch, --seq-len, --mlp)" : "MLP activations (1, prompt, --mlp)", 3,
+                    (int64_t[]){batch, rows, M}) ||
+        check_array("the KV cache (1, --seq-len, --kv-heads, --head-dim)", 4,
+                    (int64_t[]){rows == len ? 1 : batch, len, c->num_kv_heads, D}))
+        return CLI_EXIT_USAGE;
+    return 0;
+}
+
 /* The model flags over `base` (the tiny config with the command's default length, or a checkpoint's). */
 static int model_flags(const cli_opt *o, const llama_config *base, llama_config *c, llama_style *style) {
     *c = *base;
@@ -74,22 +122,27 @@ static void print_text(FILE *f, const int32_t *t, int64_t n) {
     }
 }
 
-/* The text generated from `prompt` by a decode copy of `m`'s parameters, printed after the prompt. */
-static int sample_text(FILE *f, llama_model *m, const char *prompt, int64_t ntok, const lx_sampling *s, lx_key key,
-                       const char *indent) {
+/* The text generated from `prompt` by a decode copy of `m`'s parameters, printed after the prompt.
+ * The decode model holds max(m's max_target_length, min_len) positions (the length sizes no
+ * parameter: a model trained on short windows can sample longer). Prints nothing on failure: the
+ * caller reports the library's error once. */
+static lx_status sample_text(FILE *f, llama_model *m, const char *prompt, int64_t ntok, const lx_sampling *s, lx_key key,
+                             int64_t min_len) {
     size_t mark = lx_pool_open();
     llama_config c = *llama_model_config(m);
     c.cache_batch = 1;
     c.scan_layers = false; /* the KV cache runs per layer: load_params unstacks scanned params */
+    if (c.max_target_length < min_len) c.max_target_length = min_len;
     llama_model *dec = NULL;
     lx_tree *p = NULL;
-    int rc = 0;
+    lx_status st = LX_OK;
     lx_array *tok = lm_encode(prompt, c.vocab_size), *gen = NULL;
-    if (!tok || llama_model_new(&c, llama_model_style(m), 0, &dec) != LX_OK || llama_model_params(m, &p) != LX_OK ||
-        llama_model_load_params(dec, p) != LX_OK || !(gen = llama_generate(dec, tok, ntok, s, key))) {
-        rc = cli_lib_error();
-    } else {
-        fputs(indent, f);
+    if (!tok) st = lx_last_status();
+    if (st == LX_OK) st = llama_model_new(&c, llama_model_style(m), 0, &dec);
+    if (st == LX_OK) st = llama_model_params(m, &p);
+    if (st == LX_OK) st = llama_model_load_params(dec, p);
+    if (st == LX_OK && !(gen = llama_generate(dec, tok, ntok, s, key))) st = lx_last_status();
+    if (st == LX_OK) {
         print_text(f, lx_i32(tok), tok->size);
         print_text(f, lx_i32(gen), gen->size);
         fputc('\n', f);
@@ -97,11 +150,12 @@ static int sample_text(FILE *f, llama_model *m, const char *prompt, int64_t ntok
     lx_tree_release(p);
     llama_model_free(dec);
     lx_pool_close(mark);
-    return rc;
+    return st;
 }
 
-/* The text sample_text prints, as a malloc'd string (NULL + message on failure). */
-static char *sample_string(llama_model *m, const char *prompt, int64_t ntok, const lx_sampling *s, lx_key key) {
+/* The text sample_text prints, as a malloc'd string (NULL + the library's error on failure). */
+static char *sample_string(llama_model *m, const char *prompt, int64_t ntok, const lx_sampling *s, lx_key key,
+                           int64_t min_len) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -109,14 +163,68 @@ static char *sample_string(llama_model *m, const char *prompt, int64_t ntok, con
         lx_fail(LX_ERR_NO_MEMORY, "sample: out of memory");
         return NULL;
     }
-    int rc = sample_text(f, m, prompt, ntok, s, key, "");
+    lx_status st = sample_text(f, m, prompt, ntok, s, key, min_len);
     fclose(f);
-    if (rc) {
+    if (st != LX_OK) {
         free(buf);
         return NULL;
     }
     if (len > 0 && buf[len - 1] == '\n') buf[len - 1] = '\0';
     return buf;
+}
+
+/* The length of `prompt` as tokens of a `vocab` model (the library's error, unprinted, when it is
+ * empty or holds a byte outside the vocabulary: -1). */
+static int64_t prompt_tokens(const char *prompt, int64_t vocab) {
+    size_t mark = lx_pool_open();
+    lx_array *t = lm_encode(prompt, vocab);
+    int64_t n = t ? t->size : -1;
+    lx_pool_close(mark);
+    return n;
+}
+
+/* A path the user gave to read (a data file or directory, a checkpoint): one that does not exist
+ * or cannot be opened is bad input (exit 2), found before anything is loaded or trained. */
+static int check_readable(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return cli_error("%s: cannot read: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) return cli_error("%s: cannot read: %s", path, strerror(errno));
+        closedir(d);
+        return 0;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) return cli_error("%s: cannot read: %s", path, strerror(errno));
+    fclose(f);
+    return 0;
+}
+
+/* A file the run will write at its end (the loss curve): checked before training, so a typo costs
+ * no training. Creates and removes the file when it does not exist; an existing one is opened for
+ * writing without truncating it. Exit 2 naming the option, the path and the reason. */
+static int check_writable(const char *opt, const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd >= 0) {
+        close(fd);
+        unlink(path);
+        return 0;
+    }
+    if (errno == EEXIST) fd = open(path, O_WRONLY);
+    if (fd < 0) return cli_error("%s %s: cannot write: %s", opt, path, strerror(errno));
+    close(fd);
+    return 0;
+}
+
+/* A directory the run will write its checkpoint into: a file is created in it and removed. */
+static int check_dir_writable(const char *opt, const char *dir) {
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.linnx-write-check-%ld", dir, (long)getpid());
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) return cli_error("%s %s: cannot write: %s", opt, dir, strerror(errno));
+    close(fd);
+    unlink(probe);
+    return 0;
 }
 
 /* Load a checkpoint file, or the latest step of a checkpoint directory; `name` gets the file. */
@@ -133,6 +241,15 @@ static lx_status load_checkpoint(const char *path, lx_tree **out, char *name, si
     else if (st == LX_ERR_NOT_FOUND) st = lx_fail(LX_ERR_NOT_FOUND, "%s: no checkpoint in this directory", path);
     lx_ckpt_manager_close(&mgr);
     return st;
+}
+
+/* stdout that cannot be written (a full disk, /dev/full) fails the run, not its input: one line,
+ * exit 1. */
+static int stdout_failed(void) {
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+    fprintf(stderr, "linnx: stdout: cannot write: %s\n", errno ? strerror(errno) : "write error");
+    return CLI_EXIT_FAILURE;
 }
 
 /* Prefix the last error's message with `what` ("PATH: ..."). */
@@ -152,8 +269,10 @@ static const char SAMPLE_USAGE[] =
     "Generates N bytes after the prompt with the KV cache: greedy for --temperature 0, else\n"
     "jax.random.categorical over logits / T (among the top K with --top-k K), the key split once per\n"
     "token. Defaults: --prompt 'The ' --tokens 64 --temperature 0.8 --top-k 0 --seed 0, --seq-len 256.\n"
+    "--seq-len is the decoding length: the prompt's bytes + N - 1 must fit it.\n"
     "CHECKPOINT is a train-lm checkpoint file or directory (its latest step); the model's size comes\n"
-    "from it (model flags that disagree are an error). Without it the model is randomly initialised\n"
+    "from it (model flags that disagree are an error), not its training length: a model trained on\n"
+    "short windows samples over --seq-len positions. Without it the model is randomly initialised\n"
     "with --init-seed (default 0).\n" MODEL_USAGE;
 
 int cmd_sample(int argc, char **argv) {
@@ -180,11 +299,15 @@ int cmd_sample(int argc, char **argv) {
     char name[4096];
     llama_config base = llama_config_tiny(), c;
     if (npos == 1) {
+        if (check_readable(pos[0])) return CLI_EXIT_USAGE;
         if (load_checkpoint(pos[0], &ck, name, sizeof name) != LX_OK || llama_checkpoint_config(ck, &base) != LX_OK) {
             lx_tree_release(ck);
             return cli_lib_error();
         }
     }
+    /* the checkpoint gives the model's size; the decoding length is this command's --seq-len
+     * (default 256), not the training length: max_target_length sizes no parameter */
+    base.max_target_length = 256;
     llama_style style;
     if (model_flags(o, &base, &c, &style)) {
         lx_tree_release(ck);
@@ -195,6 +318,34 @@ int cmd_sample(int argc, char **argv) {
         lx_tree_release(ck);
         return cli_error("--tokens: %lld is not a positive count", (long long)ntok);
     }
+    int64_t plen = prompt_tokens(prompt, c.vocab_size);
+    if (plen < 0) {
+        lx_tree_release(ck);
+        return cli_lib_error();
+    }
+    /* the prompt fills positions 0..plen-1 and every new token but the last is fed back (compared
+     * without overflow: --tokens may be any int64) */
+    if (ntok - 1 > c.max_target_length - plen) {
+        if (ntok > INT64_MAX - plen) {
+            lx_tree_release(ck);
+            return cli_error("sample: --tokens %lld is more than any --seq-len holds", (long long)ntok);
+        }
+        lx_tree_release(ck);
+        return cli_error("sample: a prompt of %lld bytes and --tokens %lld need --seq-len %lld or more (it is %lld)",
+                         (long long)plen, (long long)ntok, (long long)(plen + ntok - 1), (long long)c.max_target_length);
+    }
+    if (!(temp >= 0) || isinf(temp)) {
+        lx_tree_release(ck);
+        return cli_error("--temperature: %g is not a finite number >= 0 (0 = greedy)", cli_num(temp));
+    }
+    if (topk < 0 || topk > c.vocab_size) {
+        lx_tree_release(ck);
+        return cli_error("--top-k: %lld is outside 0..%lld (0 = all)", (long long)topk, (long long)c.vocab_size);
+    }
+    if (check_model_arrays(&c, 1, plen, c.max_target_length)) {
+        lx_tree_release(ck);
+        return CLI_EXIT_USAGE;
+    }
     llama_model *m = NULL;
     if (llama_model_new(&c, style, init_seed, &m) != LX_OK || (ck && llama_model_load_checkpoint(m, ck) != LX_OK)) {
         if (ck) error_prefix(name);
@@ -204,7 +355,8 @@ int cmd_sample(int argc, char **argv) {
     }
     lx_tree_release(ck);
     lx_sampling s = {temp, topk};
-    int rc = sample_text(stdout, m, prompt, ntok, &s, lx_key_from_seed(seed), "");
+    int rc = sample_text(stdout, m, prompt, ntok, &s, lx_key_from_seed(seed), 0) == LX_OK ? 0 : cli_lib_error();
+    if (!rc) rc = stdout_failed();
     llama_model_free(m);
     lx_pool_drain();
     return rc;
@@ -227,17 +379,25 @@ static const char TRAIN_USAGE[] =
     "Prints the byte-unigram entropy of the held-out text and the held-out loss before training and\n"
     "every --eval-every steps, a progress bar (plain lines when piped), samples before and after, and\n"
     "writes the loss curve as SVG (--svg, default DIR/loss.svg or ./loss.svg).\n"
+    "The held-out loss is the mean over the first --eval-batches x --batch windows of seq-len + 1\n"
+    "bytes; when those are not all of the held-out text, the output says so and the entropy it is\n"
+    "compared with is that of the same bytes. The samples decode over prompt + --sample-tokens\n"
+    "positions (more than --seq-len if need be: the length sizes no parameter).\n"
     "With --checkpoint-dir the final state (params, optimizer state, step, config, loss history) is\n"
-    "saved as DIR/checkpoint_<step>.msgpack, reloaded into a fresh model and sampled again.\n"
+    "saved as DIR/checkpoint_<step>.msgpack (MaxText's Linen train-state layout: docs/showcase.md)\n"
+    "before anything else at the end, then reloaded into a fresh model and sampled again.\n"
+    "Input and output paths (--data, --heldout, --svg, --checkpoint-dir), the prompt and the sizes\n"
+    "(every large array against --max-array-bytes) are checked before anything runs.\n"
     "--resume continues from DIR's latest checkpoint with the same losses as an uninterrupted run;\n"
     "--stop-after N stops after N steps of this run (saving), as an interruption would.\n"
     "Defaults: --steps 0 --batch 16 --seq-len 128 --lr 3e-3 --warmup-frac 0.1 --seed 0\n"
     "--eval-every 50 --eval-batches 4 --sample-tokens 80 --prompt 'This License '.\n" MODEL_USAGE;
 
-/* Mean loss over the first `nb` batches of `batch` held-out windows of len + 1 bytes. */
-static double heldout_loss(llama_model *m, const lm_data *d, int64_t batch, int64_t len, int64_t nb) {
+/* Mean loss over the first `nb` batches of `batch` held-out windows of len + 1 bytes, into *out (a
+ * NaN there is a value: a diverged model; a failure is the library's error). */
+static lx_status heldout_loss(llama_model *m, const lm_data *d, int64_t batch, int64_t len, int64_t nb, double *out) {
     int64_t windows = lm_window_count(d->nheldout, len);
-    if (windows < 1) return NAN;
+    if (windows < 1) return lx_fail(LX_ERR_INVALID_ARGUMENT, "train-lm: no whole held-out window of %lld bytes", (long long)len);
     double tot = 0;
     int64_t used = 0;
     for (int64_t b = 0; b < nb && b * batch < windows; b++) {
@@ -249,9 +409,10 @@ static double heldout_loss(llama_model *m, const lm_data *d, int64_t batch, int6
             used += n;
         }
         lx_pool_close(mark);
-        if (!loss) return NAN;
+        if (!loss) return lx_last_status();
     }
-    return used ? tot / (double)used : NAN;
+    *out = tot / (double)used;
+    return LX_OK;
 }
 
 static int split_paths(char *s, const char **out, int cap, int *n) {
@@ -281,11 +442,20 @@ static lx_array *f32_of(const double *v, int64_t n) {
     return a;
 }
 
-static lx_status history_put(const history *h, lx_tree *root, int64_t steps, double lr, double warmup) {
+/* The run's flags that decide its losses beyond the model's config (checked by --resume): the
+ * schedule's (steps, lr, warmup) and the data stream's (batch, seed). */
+typedef struct run_flags {
+    int64_t steps, batch, seed;
+    double lr, warmup;
+} run_flags;
+
+static lx_status history_put(const history *h, lx_tree *root, const run_flags *rf) {
     lx_tree *t = lx_tree_new(), *r = lx_tree_new();
-    lx_status sr = r ? lx_tree_set(r, "steps", lx_int_v(steps)) : lx_last_status();
-    if (sr == LX_OK) sr = lx_tree_set(r, "learning_rate", lx_float_v(lr));
-    if (sr == LX_OK) sr = lx_tree_set(r, "warmup_fraction", lx_float_v(warmup));
+    lx_status sr = r ? lx_tree_set(r, "steps", lx_int_v(rf->steps)) : lx_last_status();
+    if (sr == LX_OK) sr = lx_tree_set(r, "learning_rate", lx_float_v(rf->lr));
+    if (sr == LX_OK) sr = lx_tree_set(r, "warmup_fraction", lx_float_v(rf->warmup));
+    if (sr == LX_OK) sr = lx_tree_set(r, "batch", lx_int_v(rf->batch));
+    if (sr == LX_OK) sr = lx_tree_set(r, "seed", lx_int_v(rf->seed));
     if (sr == LX_OK) sr = lx_tree_set(root, "run", lx_tree_v(r));
     lx_tree_release(r);
     if (sr != LX_OK) {
@@ -327,11 +497,12 @@ static void print_samples(FILE *f, const char *when, char *const texts[2]) {
     fprintf(f, "sample %s (greedy):\n  %s\nsample %s (temperature 0.8):\n  %s\n", when, texts[0], when, texts[1]);
 }
 
-/* Greedy and temperature-0.8 samples (malloc'd strings in out[0..2)). */
-static int two_samples(llama_model *m, const char *prompt, int64_t ntok, lx_key key, char *out[2]) {
+/* Greedy and temperature-0.8 samples (malloc'd strings in out[0..2)), decoded over at least
+ * `min_len` positions. */
+static int two_samples(llama_model *m, const char *prompt, int64_t ntok, lx_key key, int64_t min_len, char *out[2]) {
     lx_sampling greedy = {0, 0}, warm = {0.8, 0};
-    out[0] = sample_string(m, prompt, ntok, &greedy, key);
-    out[1] = out[0] ? sample_string(m, prompt, ntok, &warm, key) : NULL;
+    out[0] = sample_string(m, prompt, ntok, &greedy, key, min_len);
+    out[1] = out[0] ? sample_string(m, prompt, ntok, &warm, key, min_len) : NULL;
     if (!out[1]) {
         free(out[0]);
         out[0] = NULL;
@@ -379,7 +550,10 @@ int cmd_train_lm(int argc, char **argv) {
     if (eval_every < 1 || eval_batches < 1 || sample_tokens < 0)
         return cli_error("--eval-every and --eval-batches must be positive, --sample-tokens not negative");
     if (o[T_STOP_AFTER].seen && stop_after < 1) return cli_error("--stop-after: %lld is not a positive count", (long long)stop_after);
-    if (!(lr > 0) || !(warmup >= 0 && warmup < 1)) return cli_error("--lr must be positive and --warmup-frac in [0, 1)");
+    if (!(lr > 0) || isinf(lr) || !(warmup >= 0 && warmup < 1))
+        return cli_error("--lr must be a finite positive number and --warmup-frac in [0, 1)");
+    if (!(frac > 0 && frac < 1)) return cli_error("--heldout-fraction: %g is not in (0, 1)", cli_num(frac));
+    if (check_model_arrays(&c, batch, c.max_target_length, c.max_target_length)) return CLI_EXIT_USAGE;
     /* under mpirun (a linnx built with MPI): data parallelism, each rank trains on its rows of every
      * batch (the gradients averaged over the ranks); rank 0 alone prints and writes files */
     int rank = 0, nranks = 1;
@@ -393,16 +567,47 @@ int cmd_train_lm(int argc, char **argv) {
     const char *ckpt = o[T_CKPT].seen ? o[T_CKPT].value : NULL;
     if (o[T_RESUME].seen && !ckpt) return cli_error("--resume needs --checkpoint-dir DIR (the run to continue)");
     if (o[T_RESUME].seen && steps == 0) return cli_error("--resume needs --steps (the run's total, as when it started)");
+    int64_t len = c.max_target_length; /* inputs of seq-len tokens, targets shifted by one */
+    /* the samples: the prompt is checked now, and they decode over prompt + tokens positions even
+     * when that is longer than the training length */
+    const char *prompt = o[T_PROMPT].seen ? o[T_PROMPT].value : "This License ";
+    int64_t sample_len = 0;
+    if (sample_tokens > 0) {
+        int64_t plen = prompt_tokens(prompt, c.vocab_size);
+        if (plen < 0) {
+            error_prefix("--prompt");
+            return cli_lib_error();
+        }
+        /* the decode model's length: the config's limits and --max-array-bytes apply to it too */
+        llama_config dc = c;
+        dc.scan_layers = false;
+        if (sample_tokens > (1 << 24))
+            return cli_error("--sample-tokens: %lld is more than a model's 16777216 positions", (long long)sample_tokens);
+        dc.max_target_length = plen + sample_tokens - 1;
+        if (dc.max_target_length < len) dc.max_target_length = len;
+        if (llama_config_check(&dc) != LX_OK) {
+            error_prefix("--prompt and --sample-tokens");
+            return cli_lib_error();
+        }
+        if (check_model_arrays(&dc, 1, plen, dc.max_target_length)) return CLI_EXIT_USAGE;
+        sample_len = dc.max_target_length;
+    }
+    /* every output path is checked before any training: a typo costs no work */
     char svg_buf[4096];
     const char *svg = o[T_SVG].seen ? o[T_SVG].value : NULL;
+    if (svg && rank == 0 && check_writable("--svg", svg)) return CLI_EXIT_USAGE;
     if (!svg) {
         snprintf(svg_buf, sizeof svg_buf, "%s/loss.svg", ckpt ? ckpt : ".");
         svg = svg_buf;
     }
+    struct stat sb;
+    if (ckpt && stat(ckpt, &sb) == 0 && !S_ISDIR(sb.st_mode))
+        return cli_error("--checkpoint-dir %s: not a directory", ckpt);
 
-    /* data */
+    /* data: every path the user named must be readable (bad input otherwise, exit 2) */
     char data_buf[8192];
     snprintf(data_buf, sizeof data_buf, "%s", o[T_DATA].seen ? o[T_DATA].value : "/usr/share/common-licenses");
+    const char *data_desc = o[T_DATA].seen ? o[T_DATA].value : "/usr/share/common-licenses";
     const char *paths[64];
     int npaths;
     if (split_paths(data_buf, paths, 64, &npaths)) return CLI_EXIT_USAGE;
@@ -410,18 +615,21 @@ int cmd_train_lm(int argc, char **argv) {
                        : o[T_DATA].seen  ? NULL
                                          : "/usr/share/common-licenses/GPL-3";
     if (!held) return cli_error("train-lm: --heldout FILE is required with --data (one of the data files)");
+    for (int i = 0; i < npaths; i++)
+        if (check_readable(paths[i])) return CLI_EXIT_USAGE;
+    if (check_readable(held)) return CLI_EXIT_USAGE;
     lm_data d;
     if (lm_data_load(npaths, paths, held, frac, &d) != LX_OK) return cli_lib_error();
     if (lm_data_check_vocab(&d, c.vocab_size) != LX_OK) {
         lm_data_free(&d);
         return cli_lib_error();
     }
-    int64_t len = c.max_target_length; /* inputs of seq-len tokens, targets shifted by one */
     if (d.ntrain < len + 1 || lm_window_count(d.nheldout, len + 1) < 1) {
+        int rc0 = cli_error("train-lm: --seq-len %lld needs at least %lld bytes of training and of held-out text "
+                            "(have %lld and %lld)",
+                            (long long)len, (long long)(len + 1), (long long)d.ntrain, (long long)d.nheldout);
         lm_data_free(&d);
-        return cli_error("train-lm: --seq-len %lld needs at least %lld bytes of training and of held-out text "
-                         "(have %lld and %lld)",
-                         (long long)len, (long long)(len + 1), (long long)d.ntrain, (long long)d.nheldout);
+        return rc0;
     }
 
     /* the checkpoint directory: a fresh run never writes over checkpoints; --resume loads the latest */
@@ -434,8 +642,11 @@ int cmd_train_lm(int argc, char **argv) {
         int64_t *have = NULL;
         size_t nhave = 0;
         if (lx_ckpt_manager_open(ckpt, 3, 0, LX_CKPT_MSGPACK, &mgr) != LX_OK) {
+            /* the directory is the user's: one that cannot be made is bad input */
+            lx_status so = lx_last_status();
+            cli_lib_error();
             lm_data_free(&d);
-            return cli_lib_error();
+            return so == LX_ERR_NO_MEMORY ? CLI_EXIT_FAILURE : CLI_EXIT_USAGE;
         }
         have_mgr = true;
         lx_status st = lx_ckpt_manager_steps(&mgr, &have, &nhave);
@@ -449,6 +660,10 @@ int cmd_train_lm(int argc, char **argv) {
                             ckpt, (long long)latest);
         else if (o[T_RESUME].seen && latest < 0)
             rc0 = cli_error("train-lm: --resume: %s holds no checkpoint to continue", ckpt);
+        else if (rank == 0 && steps > 0 && check_dir_writable("--checkpoint-dir", ckpt))
+            rc0 = CLI_EXIT_USAGE;
+        else if (rank == 0 && !o[T_SVG].seen && check_writable("--svg", svg))
+            rc0 = CLI_EXIT_USAGE;
         else if (o[T_RESUME].seen) {
             snprintf(resume_name, sizeof resume_name, "%s/checkpoint_%lld.msgpack", ckpt, (long long)latest);
             if (lx_ckpt_manager_restore(&mgr, latest, &resume, &start) != LX_OK) rc0 = cli_lib_error();
@@ -462,12 +677,27 @@ int cmd_train_lm(int argc, char **argv) {
             lm_data_free(&d);
             return rc0;
         }
+    } else if (rank == 0 && check_writable("--svg", svg)) {
+        lm_data_free(&d);
+        return CLI_EXIT_USAGE;
     }
 
     double entropy = lm_unigram_entropy(d.heldout, d.nheldout);
     printf("data: %d files, %lld training bytes, %lld held-out bytes (the last %g of %s)\n", d.nfiles,
            (long long)d.ntrain, (long long)d.nheldout, frac, held);
     printf("byte-unigram entropy of the held-out text: %.4f nats (%.3f bits/byte)\n", entropy, entropy / log(2.0));
+    /* the held-out evaluations take the first --eval-batches x --batch windows: when those are not
+     * all of the held-out text, the baseline they are compared with is the entropy of the same bytes */
+    int64_t hwin = lm_window_count(d.nheldout, len + 1);
+    int64_t ewin = eval_batches >= (hwin + batch - 1) / batch ? hwin : eval_batches * batch;
+    double eval_entropy = entropy;
+    if (ewin < hwin) {
+        eval_entropy = lm_unigram_entropy(d.heldout, ewin * (len + 1));
+        printf("held-out evaluations: the first %lld of %lld windows of %lld bytes (--eval-batches %lld x --batch %lld); "
+               "byte-unigram entropy of those bytes: %.4f nats\n",
+               (long long)ewin, (long long)hwin, (long long)(len + 1), (long long)eval_batches, (long long)batch,
+               eval_entropy);
+    }
 
     /* model, optimizer */
     llama_model *m = NULL;
@@ -489,6 +719,10 @@ int cmd_train_lm(int argc, char **argv) {
         const lx_value *rs = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "steps") : NULL;
         const lx_value *rl = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "learning_rate") : NULL;
         const lx_value *rw = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "warmup_fraction") : NULL;
+        /* so does the data stream on the batch size and the seed (absent in earlier checkpoints) */
+        const lx_value *rb = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "batch") : NULL;
+        const lx_value *rd = run && run->kind == LX_V_TREE ? lx_tree_get(run->u.tree, "seed") : NULL;
+        int64_t was_batch = rb && rb->kind == LX_V_INT ? rb->u.i : batch, was_seed = rd && rd->kind == LX_V_INT ? rd->u.i : seed;
         if (rs && rs->kind == LX_V_INT && rs->u.i != steps)
             rc = cli_error("train-lm: --resume: the run in %s was started with --steps %lld (its schedule depends on it), "
                            "not %lld", ckpt, (long long)rs->u.i, (long long)steps);
@@ -496,6 +730,10 @@ int cmd_train_lm(int argc, char **argv) {
             rc = cli_error("train-lm: --resume: the run in %s was started with --lr %g --warmup-frac %g, not %g and %g",
                            ckpt, rl && rl->kind == LX_V_FLOAT ? rl->u.f : lr, rw && rw->kind == LX_V_FLOAT ? rw->u.f : warmup,
                            lr, warmup);
+        else if (was_batch != batch || was_seed != seed)
+            rc = cli_error("train-lm: --resume: the run in %s was started with --batch %lld --seed %lld (its data stream "
+                           "depends on them), not %lld and %lld",
+                           ckpt, (long long)was_batch, (long long)was_seed, (long long)batch, (long long)seed);
     }
     if (!rc) {
         printf("model: %s top, %lld parameters (emb %lld, %lld layers, %lld/%lld heads of %lld, mlp %lld, seq %lld)\n",
@@ -507,8 +745,8 @@ int cmd_train_lm(int argc, char **argv) {
                (long long)steps, (long long)batch, (long long)len, lr, (long long)((double)steps * warmup), lr * 0.1,
                (long long)seed);
         if (resume) printf("resumed from %s at step %lld\n", resume_name, (long long)start);
+        rc = stdout_failed(); /* found before training, not after it */
     }
-    const char *prompt = o[T_PROMPT].seen ? o[T_PROMPT].value : "This License ";
     lx_key sample_key = lx_key_fold_in(lx_key_from_seed(seed), 2);
     history h = {0};
     h.cap_t = steps + 1;
@@ -520,10 +758,15 @@ int cmd_train_lm(int argc, char **argv) {
     if (!rc && (!h.xs || !h.ys || !h.ex || !h.ey)) rc = cli_oom("train-lm");
     if (!rc && resume) history_get(&h, resume, start);
     double h0 = NAN;
+    /* a loss that is not finite stops the run: the chart is still written (it skips such points),
+     * no checkpoint is, and the error says where */
+    char diverged[160] = "";
     if (!rc) {
-        h0 = heldout_loss(m, &d, batch, len + 1, eval_batches);
-        if (isnan(h0)) rc = cli_lib_error();
-        else if (!resume) {
+        if (heldout_loss(m, &d, batch, len + 1, eval_batches, &h0) != LX_OK) rc = cli_lib_error();
+        else if (!isfinite(h0)) snprintf(diverged, sizeof diverged, "the held-out loss is %g at step %lld", cli_num(h0), (long long)start);
+        if (rc || diverged[0]) {
+            /* nothing to print */
+        } else if (!resume) {
             printf("initial held-out loss: %.4f nats\n", h0);
             h.ex[0] = 0;
             h.ey[h.ne++] = h0;
@@ -533,8 +776,8 @@ int cmd_train_lm(int argc, char **argv) {
         }
     }
     char *before[2] = {NULL, NULL};
-    if (!rc && sample_tokens > 0) {
-        rc = two_samples(m, prompt, sample_tokens, sample_key, before);
+    if (!rc && !diverged[0] && sample_tokens > 0) {
+        rc = two_samples(m, prompt, sample_tokens, sample_key, sample_len, before);
         if (!rc) print_samples(stdout, resume ? "at the resumed step" : "before training", before);
     }
 
@@ -543,10 +786,10 @@ int cmd_train_lm(int argc, char **argv) {
     int64_t last = steps;
     if (stop_after > 0 && start + stop_after < steps) last = start + stop_after;
     progress pg;
-    if (!rc && last > start) {
+    if (!rc && !diverged[0] && last > start) {
         progress_begin(&pg, stdout, steps, 0);
         pg.start = start;
-        for (int64_t s = start + 1; s <= last && !rc; s++) {
+        for (int64_t s = start + 1; s <= last && !rc && !diverged[0]; s++) {
             size_t mark = lx_pool_open();
             float loss = 0;
             lx_array *b = lm_random_batch(d.train, d.ntrain, lx_key_fold_in(data_key, (uint32_t)s), batch, len + 1);
@@ -557,66 +800,80 @@ int cmd_train_lm(int argc, char **argv) {
                 h.ys[s - 1] = loss;
                 h.nt = s;
                 progress_update(&pg, s, loss, batch * len);
+                if (!isfinite(loss)) snprintf(diverged, sizeof diverged, "the training loss is %g at step %lld", cli_num(loss), (long long)s);
             }
             lx_pool_close(mark);
-            if (!rc && (s % eval_every == 0 || s == steps)) {
-                double hl = heldout_loss(m, &d, batch, len + 1, eval_batches);
-                if (isnan(hl)) rc = cli_lib_error();
+            if (!rc && !diverged[0] && (s % eval_every == 0 || s == steps)) {
+                double hl = NAN;
+                if (heldout_loss(m, &d, batch, len + 1, eval_batches, &hl) != LX_OK) rc = cli_lib_error();
                 else if (h.ne < h.cap_e) {
                     h.ex[h.ne] = (double)s;
                     h.ey[h.ne++] = hl;
-                    progress_note(&pg, "step %lld: held-out loss %.4f (unigram entropy %.4f)", (long long)s, hl, entropy);
+                    progress_note(&pg, "step %lld: held-out loss %.4f (unigram entropy %.4f)", (long long)s, hl, eval_entropy);
                 }
+                if (!rc && !isfinite(hl)) snprintf(diverged, sizeof diverged, "the held-out loss is %g at step %lld", cli_num(hl), (long long)s);
             }
         }
         progress_end(&pg);
         double el = progress_now() - pg.t0;
-        if (!rc && el > 0)
+        if (!rc && !diverged[0] && el > 0)
             printf("trained %lld steps in %.1f s: %.1f steps/s, %.0f tokens/s\n", (long long)(last - start), el,
                    (double)(last - start) / el, (double)((last - start) * batch * len) / el);
     }
+    /* the checkpoint first: nothing that can fail at the end (the chart, the samples) loses the
+     * training */
+    char ck_path[4096] = "";
+    long long ck_size = -1;
+    if (!rc && !diverged[0] && have_mgr && last > start && rank == 0) {
+        lx_tree *state = NULL;
+        snprintf(ck_path, sizeof ck_path, "%s/checkpoint_%lld.msgpack", ckpt, (long long)last);
+        if (llama_trainer_state(tr, &state) != LX_OK || history_put(&h, state, &(run_flags){steps, batch, seed, lr, warmup}) != LX_OK ||
+            lx_ckpt_manager_save(&mgr, last, state) != LX_OK)
+            rc = cli_lib_error();
+        lx_tree_release(state);
+        if (!rc && stat(ck_path, &sb) == 0) ck_size = (long long)sb.st_size;
+    }
     if (!rc && rank == 0) {
         lx_plot_series series[2] = {{"train loss", h.xs, h.ys, h.nt, "#1f77b4"}, {"held-out loss", h.ex, h.ey, h.ne, "#d62728"}};
-        lx_plot plot = {.title = "linnx train-lm: llama2-style decoder, bytes of /usr/share/common-licenses",
-                        .xlabel = "step", .ylabel = "cross-entropy (nats per byte)", .has_hline = true,
-                        .hline = entropy, .hline_label = "byte-unigram entropy (held-out)"};
+        char title[600];
+        snprintf(title, sizeof title, "linnx train-lm: llama2-style decoder, bytes of %.500s", data_desc);
+        lx_plot plot = {.title = title, .xlabel = "step", .ylabel = "cross-entropy (nats per byte)", .has_hline = true,
+                        .hline = eval_entropy,
+                        .hline_label = ewin < hwin ? "byte-unigram entropy (evaluated held-out bytes)"
+                                                   : "byte-unigram entropy (held-out)"};
         int ns = h.nt > 0 ? 2 : 1;
         if (lx_plot_svg(svg, &plot, ns, h.nt > 0 ? series : series + 1) != LX_OK) rc = cli_lib_error();
         else printf("loss curve: %s\n", svg);
     }
     double final = h.ne > 0 ? h.ey[h.ne - 1] : h0;
-    if (!rc) {
+    if (!rc && !diverged[0]) {
+        char part[160] = "";
+        if (ewin < hwin)
+            snprintf(part, sizeof part, "; both of the first %lld of %lld held-out windows", (long long)ewin, (long long)hwin);
         if (last < steps) printf("stopped after step %lld of %lld (--stop-after)\n", (long long)last, (long long)steps);
-        printf("held-out loss: %.4f nats (initial %.4f); byte-unigram entropy %.4f nats: %s by %.4f nats (%.0f%%)\n",
-               final, h0, entropy, final < entropy ? "below" : "above", fabs(entropy - final),
-               100.0 * fabs(entropy - final) / entropy);
+        printf("held-out loss: %.4f nats (initial %.4f); byte-unigram entropy %.4f nats: %s by %.4f nats (%.0f%%)%s\n",
+               final, h0, eval_entropy, final < eval_entropy ? "below" : "above", fabs(eval_entropy - final),
+               100.0 * fabs(eval_entropy - final) / eval_entropy, part);
     }
     char *after[2] = {NULL, NULL};
-    if (!rc && last > start && sample_tokens > 0) {
-        rc = two_samples(m, prompt, sample_tokens, sample_key, after);
+    if (!rc && !diverged[0] && last > start && sample_tokens > 0) {
+        rc = two_samples(m, prompt, sample_tokens, sample_key, sample_len, after);
         if (!rc) print_samples(stdout, "after training", after);
     }
-    /* the checkpoint, then a fresh model from it gives the same samples */
-    if (!rc && have_mgr && last > start && rank == 0) {
-        lx_tree *state = NULL, *back = NULL;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/checkpoint_%lld.msgpack", ckpt, (long long)last);
-        if (llama_trainer_state(tr, &state) != LX_OK || history_put(&h, state, steps, lr, warmup) != LX_OK ||
-            lx_ckpt_manager_save(&mgr, last, state) != LX_OK)
-            rc = cli_lib_error();
-        lx_tree_release(state);
-        struct stat sb;
-        if (!rc) printf("checkpoint: %s (%lld bytes)\n", path, stat(path, &sb) == 0 ? (long long)sb.st_size : -1LL);
+    /* a fresh model from the saved checkpoint gives the same samples */
+    if (!rc && ck_path[0]) {
+        lx_tree *back = NULL;
+        printf("checkpoint: %s (%lld bytes)\n", ck_path, ck_size);
         llama_model *fresh = NULL;
-        if (!rc && (lx_ckpt_load(path, &back) != LX_OK || llama_model_new(&c, style, seed + 1, &fresh) != LX_OK ||
-                    llama_model_load_checkpoint(fresh, back) != LX_OK))
+        if (lx_ckpt_load(ck_path, &back) != LX_OK || llama_model_new(&c, style, seed + 1, &fresh) != LX_OK ||
+            llama_model_load_checkpoint(fresh, back) != LX_OK)
             rc = cli_lib_error();
         if (!rc && sample_tokens > 0) {
             char *again[2] = {NULL, NULL};
-            rc = two_samples(fresh, prompt, sample_tokens, sample_key, again);
+            rc = two_samples(fresh, prompt, sample_tokens, sample_key, sample_len, again);
             if (!rc) {
                 bool same = !strcmp(again[0], after[0]) && !strcmp(again[1], after[1]);
-                printf("reloaded %s into a fresh model: samples %s\n", path, same ? "identical" : "DIFFERENT");
+                printf("reloaded %s into a fresh model: samples %s\n", ck_path, same ? "identical" : "DIFFERENT");
                 if (!same) rc = cli_error("train-lm: the reloaded checkpoint samples differently:\n  %s", again[0]);
             }
             free(again[0]);
@@ -625,6 +882,9 @@ int cmd_train_lm(int argc, char **argv) {
         llama_model_free(fresh);
         lx_tree_release(back);
     }
+    if (!rc && diverged[0])
+        rc = cli_error("train-lm: %s: training diverged (try a lower --lr); no checkpoint was saved", diverged);
+    if (!rc) rc = stdout_failed();
     for (int i = 0; i < 2; i++) {
         free(before[i]);
         free(after[i]);

@@ -105,6 +105,8 @@ static const char RANDOM_USAGE[] =
     "                    (--seed S [--x64] | --key K0,K1) --shape D0,D1,... [--legacy]\n"
     "                    [--minval A --maxval B] [--lower L --upper U] [--p P]\n"
     "       linnx random permutation (--seed S [--x64] | --key K0,K1) --n N [--legacy]\n"
+    "       linnx random categorical (--seed S [--x64] | --key K0,K1) --logits L0,L1,...\n"
+    "                    [--temperature T] [--top-k K]   (linnx random categorical --help)\n"
     "Row-major values, %.9g for floats, 0/1 for bernoulli; ndim >= 2 prints one line per row of\n"
     "the last axis. --shape '' is a scalar. --legacy uses the pre-JAX-0.5 bit layout.\n"
     "Defaults: --minval 0 --maxval 1, --lower -2 --upper 2, --p 0.5. randint (int32) needs\n"
@@ -158,7 +160,8 @@ int cmd_random(int argc, char **argv) {
         return 0;
     }
     if (npos != 1)
-        return cli_error("random: which sampler? (bits|uniform|normal|truncated_normal|bernoulli|randint|permutation)");
+        return cli_error("random: which sampler? (bits|uniform|normal|truncated_normal|bernoulli|randint|permutation|"
+                         "categorical)");
     const char *kind = pos[0];
     static const char *const common[] = {"seed", "key", "x64", "shape", "legacy", NULL};
     static const char *const with_uniform[] = {"seed", "key", "x64", "shape", "legacy", "minval", "maxval", NULL};
@@ -172,9 +175,11 @@ int cmd_random(int argc, char **argv) {
     else if (!strcmp(kind, "bernoulli")) allowed = with_p;
     else if (!strcmp(kind, "randint")) allowed = with_uniform;
     else if (!strcmp(kind, "permutation")) allowed = with_n;
+    else if (!strcmp(kind, "categorical"))
+        return cli_error("random categorical: name the sampler first: linnx random categorical --seed S --logits ...");
     else
         return cli_error("random: unknown sampler '%s' (bits|uniform|normal|truncated_normal|bernoulli|randint|"
-                         "permutation)", kind);
+                         "permutation|categorical)", kind);
     if (only_options(kind, o, R_N, allowed)) return CLI_EXIT_USAGE;
     lx_key key;
     if (cli_key(&o[R_SEED], &o[R_KEY], &o[R_X64], &key)) return CLI_EXIT_USAGE;

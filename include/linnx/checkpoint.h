@@ -220,7 +220,9 @@ lx_layout lx_layout_detect(const lx_tree *t);
  *    MaxText NNX {model: .., optimizer: {step: uint32, opt_state: {"0": .., "1": {}, ..}}}:
  *    the model as above; an optax chain element's subtrees (mu, nu, trace) are params-shaped:
  *    Linen wraps them in {params: ..} with Linen names, NNX keeps them bare with NNX names;
- *    EmptyState is None (Linen) or {} (NNX); step is cast int32 <-> uint32.
+ *    EmptyState is None (Linen) or {} (NNX); step is cast int32 <-> uint32; a chain inside a
+ *    chain (optax.adamw's) and a MaskedState's inner_state convert element by element; other
+ *    top-level keys (linnx train-lm's config, run, history) are kept.
  *  - linen / nnx <-> maxtext-*: the model part only (a plain variables tree has no optimizer;
  *    going to maxtext-* adds step 0 and no opt_state). */
 lx_status lx_layout_convert(const lx_tree *t, lx_layout from, lx_layout to, const char *wrapper, lx_tree **out);

@@ -13,6 +13,13 @@
  * The checkpoint tree (llama_trainer_state) has MaxText's Linen train-state names:
  *   {step: int, params: {params: <arrays at the model's paths>}, opt_state: <optax state>,
  *    config: {vocab_size: int, emb_dim: int, ..., normalization_layer_epsilon: float, ...}}
+ * and its layout (spec/checkpoints.md C.1; what `linnx convert --layout maxtext-linen` writes):
+ * optax's state mirrors the TrainState's params {params: ...}, so adam's moments sit at
+ * opt_state/1/0/mu/params/decoder/... (the chain clip_by_global_norm, adamw = chain(scale_by_adam,
+ * add_decayed_weights, scale_by_schedule)), and each EmptyState is None. A checkpoint of the
+ * earlier layout (opt_state/1/0/mu/decoder/..., EmptyState {}) still loads, and so does one in
+ * MaxText's NNX layout (`linnx convert --layout maxtext-nnx`: model/..., optimizer/...), read
+ * through its Linen form.
  * The parameters are stored as plain arrays, so either composition can load them.
  *
  * Ownership: the trainer borrows the model (it must outlive the trainer) and replaces its

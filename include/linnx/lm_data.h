@@ -30,18 +30,24 @@ typedef struct lm_data {
     uint8_t *heldout; /* the last heldout_fraction of the held-out file */
     int64_t nheldout;
     int nfiles;       /* files read (a file reached twice, by a link or twice on the list, once) */
+    /* where the bytes came from, for errors that name a file and an offset in it: */
+    char **files;          /* the nfiles files read, by resolved path, in reading order */
+    int64_t *file_end;     /* file i's training bytes end at train[file_end[i]] (exclusive) */
+    int heldout_file;      /* the held-out file's index in files (-1: no held-out split) */
+    int64_t heldout_start; /* the offset in that file where the held-out split begins */
 } lm_data;
 
 /* Read `paths` (files, or directories: their regular files and links to files, sorted by name,
  * not recursive). Each file is read once, by its resolved path. `heldout` names the file whose
  * last `heldout_fraction` (in (0, 1)) becomes the held-out split; it must be among the files (NULL:
- * no held-out split). Errors (LX_ERR_IO / LX_ERR_INVALID_ARGUMENT, naming the path): a path that
- * does not exist or cannot be read, an empty file, a held-out file not among the paths, a split
- * that leaves either side empty. Nothing is allocated on failure. */
+ * no held-out split). Errors, naming the path: a path that does not exist (LX_ERR_NOT_FOUND, as
+ * lx_ckpt_load) or cannot be read (LX_ERR_IO); an empty file, a held-out file not among the paths,
+ * a split that leaves either side empty (LX_ERR_INVALID_ARGUMENT). Nothing is allocated on failure. */
 lx_status lm_data_load(int npaths, const char *const *paths, const char *heldout, double heldout_fraction,
                        lm_data *out);
 void lm_data_free(lm_data *d);
-/* Every byte < vocab, else LX_ERR_INVALID_ARGUMENT naming the split, the offset and the byte. */
+/* Every byte < vocab, else LX_ERR_INVALID_ARGUMENT naming the split, the file, the byte's offset in
+ * that file and the byte ("training data: /path/f, byte 35 is 112, outside the vocabulary [0, 100)"). */
 lx_status lm_data_check_vocab(const lm_data *d, int64_t vocab);
 
 /* (batch, len) int32: rows buf[o_b : o_b + len], o = randint(key, (batch,), 0, n - len + 1).

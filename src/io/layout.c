@@ -220,7 +220,20 @@ static lx_status model_to_linen(const lx_tree *model, const char *wrapper, lx_tr
 
 /* ---- optax chains ---- */
 
-/* One chain element NNX -> Linen (to_linen) or back. */
+static lx_status convert_chain(const lx_value *opt, bool to_linen, lx_tree **out);
+
+/* A chain's state: a non-empty map keyed "0", "1", ... (optax.adamw is itself a chain, so
+ * chain(clip_by_global_norm, adamw)'s state holds one inside another). */
+static bool is_chain(const lx_tree *t) {
+    if (lx_tree_len(t) == 0) return false;
+    for (size_t i = 0; i < lx_tree_len(t); i++)
+        if (!all_digits(lx_tree_key(t, i))) return false;
+    return true;
+}
+
+/* One chain element NNX -> Linen (to_linen) or back: a nested chain (and a MaskedState's
+ * inner_state) converts element by element; in any other state the map-valued fields (mu, nu,
+ * trace) are params-shaped. */
 static lx_status chain_elem(const lx_value *e, bool to_linen, lx_value *out) {
     if (to_linen) {
         if (e->kind == LX_V_TREE && lx_tree_len(e->u.tree) == 0) {
@@ -235,6 +248,12 @@ static lx_status chain_elem(const lx_value *e, bool to_linen, lx_value *out) {
     }
     if (e->kind != LX_V_TREE) return lx_value_dup(e, out);
     const lx_tree *t = e->u.tree;
+    if (is_chain(t)) {
+        lx_tree *c = NULL;
+        LX_TRY(convert_chain(e, to_linen, &c));
+        *out = lx_tree_v(c);
+        return LX_OK;
+    }
     lx_tree *o = lx_tree_new();
     if (!o) return lx_last_status();
     lx_status s = LX_OK;
@@ -246,6 +265,13 @@ static lx_status chain_elem(const lx_value *e, bool to_linen, lx_value *out) {
             continue;
         }
         lx_tree *conv = NULL;
+        if (!strcmp(k, "inner_state")) {
+            lx_value c = lx_none();
+            s = chain_elem(v, to_linen, &c);
+            if (s == LX_OK) s = lx_tree_set(o, k, c);
+            lx_value_free(&c);
+            continue;
+        }
         if (to_linen) {
             lx_tree *named;
             s = rename_layers(v->u.tree, false, &named);
@@ -355,7 +381,17 @@ typedef struct canon {
     const lx_value *opt;  /* borrowed from the input */
     bool opt_linen;       /* opt is in Linen form */
     const lx_value *step; /* borrowed */
+    const lx_tree *top;   /* a MaxText input's top level: keys beyond its layout's are kept */
 } canon;
+
+/* A top-level key of a MaxText layout (the rest, such as linnx train-lm's config / run / history,
+ * travel along from one MaxText layout to the other). */
+static bool maxtext_key(const char *k) {
+    static const char *const keys[] = {"step", "params", "opt_state", "model", "optimizer"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (!strcmp(k, keys[i])) return true;
+    return false;
+}
 
 static lx_status convert_plain(const lx_tree *t, lx_layout from, lx_layout to, const char *wrapper, lx_tree **out) {
     canon c = {0};
@@ -370,6 +406,7 @@ static lx_status convert_plain(const lx_tree *t, lx_layout from, lx_layout to, c
         c.opt = lx_tree_get(t, "opt_state");
         c.opt_linen = true;
         c.step = lx_tree_get(t, "step");
+        c.top = t;
         break;
     }
     case LX_LAYOUT_MAXTEXT_NNX: {
@@ -378,6 +415,7 @@ static lx_status convert_plain(const lx_tree *t, lx_layout from, lx_layout to, c
         s = rename_layers(m, true, &c.model);
         c.opt = o ? lx_tree_get(o, "opt_state") : NULL;
         c.step = o ? lx_tree_get(o, "step") : NULL;
+        c.top = t;
         break;
     }
     default: return lx_fail(LX_ERR_INVALID_ARGUMENT, "layout: unknown source layout %d", (int)from);
@@ -425,6 +463,8 @@ static lx_status convert_plain(const lx_tree *t, lx_layout from, lx_layout to, c
             if (s == LX_OK) s = lx_tree_set(o, "optimizer", lx_tree_v(opt));
             lx_tree_release(opt);
         }
+        for (size_t i = 0; c.top && s == LX_OK && i < lx_tree_len(c.top); i++)
+            if (!maxtext_key(lx_tree_key(c.top, i))) s = lx_tree_set(o, lx_tree_key(c.top, i), *lx_tree_at(c.top, i));
         break;
     }
     default: s = lx_fail(LX_ERR_INVALID_ARGUMENT, "layout: unknown target layout %d", (int)to);

@@ -226,8 +226,27 @@ fail:
     return NULL;
 }
 
+/* A checkpoint in MaxText's NNX layout (`linnx convert --layout maxtext-nnx` of a train-lm
+ * checkpoint: model/..., optimizer/{step, opt_state}, config kept) is read through its Linen form:
+ * *conv gets that tree, or NULL when ckpt is read as it is. */
+static lx_status linen_form(const lx_tree *ckpt, lx_tree **conv) {
+    *conv = NULL;
+    if (lx_layout_detect(ckpt) != LX_LAYOUT_MAXTEXT_NNX) return LX_OK;
+    return lx_layout_convert(ckpt, LX_LAYOUT_MAXTEXT_NNX, LX_LAYOUT_MAXTEXT_LINEN, NULL, conv);
+}
+
+static lx_status checkpoint_config(const lx_tree *ckpt, llama_config *out);
+
 lx_status llama_checkpoint_config(const lx_tree *ckpt, llama_config *out) {
     if (!ckpt || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_checkpoint_config: NULL argument");
+    lx_tree *conv = NULL;
+    LX_TRY(linen_form(ckpt, &conv));
+    lx_status st = checkpoint_config(conv ? conv : ckpt, out);
+    lx_tree_release(conv);
+    return st;
+}
+
+static lx_status checkpoint_config(const lx_tree *ckpt, llama_config *out) {
     const lx_value *cv = lx_tree_get(ckpt, "config");
     if (!cv || cv->kind != LX_V_TREE)
         return lx_fail(LX_ERR_NOT_FOUND, "llama checkpoint: no 'config' map (not a linnx train-lm checkpoint?)");
@@ -257,7 +276,7 @@ lx_status llama_checkpoint_config(const lx_tree *ckpt, llama_config *out) {
  * `same_len`: it sizes no parameter, so a model may sample longer than it was trained). */
 static lx_status check_config(const llama_config *model, const lx_tree *ckpt, bool same_len) {
     llama_config c;
-    LX_TRY(llama_checkpoint_config(ckpt, &c));
+    LX_TRY(checkpoint_config(ckpt, &c));
     llama_config a = *model, b = c;
     int64_t *ia[NI], *ib[NI];
     double *fa[NF], *fb[NF];
@@ -274,17 +293,111 @@ static lx_status check_config(const llama_config *model, const lx_tree *ckpt, bo
     return LX_OK;
 }
 
+/* ---- the optimizer state in MaxText's Linen train-state layout (spec/checkpoints.md C.1) ----
+ * MaxText's Linen TrainState holds params = {params: <model>}, so optax's params-shaped state
+ * (adam's mu and nu) mirrors that tree: opt_state/.../mu/params/decoder/...; a chain serializes as
+ * a list with None for each EmptyState. The trainer's own optax state mirrors the model's tree
+ * (mu/decoder/...) with EmptyState as {}: these two functions convert between them. */
+
+static const lx_tree *sub_tree(const lx_tree *t, const char *k) {
+    const lx_value *v = t ? lx_tree_get(t, k) : NULL;
+    return v && v->kind == LX_V_TREE ? v->u.tree : NULL;
+}
+
+/* Same keys (in any order): a subtree shaped like the parameters. */
+static bool same_keys(const lx_tree *a, const lx_tree *b) {
+    if (lx_tree_len(a) != lx_tree_len(b) || lx_tree_len(a) == 0) return false;
+    for (size_t i = 0; i < lx_tree_len(a); i++)
+        if (!lx_tree_get(b, lx_tree_key(a, i))) return false;
+    return true;
+}
+
+static lx_status opt_to_file(const lx_tree *state, const lx_tree *params, lx_tree **out) {
+    lx_tree *o = lx_tree_new();
+    if (!o) return lx_last_status();
+    lx_status st = LX_OK;
+    for (size_t i = 0; i < lx_tree_len(state) && st == LX_OK; i++) {
+        const char *k = lx_tree_key(state, i);
+        const lx_value *v = lx_tree_at(state, i);
+        if (v->kind != LX_V_TREE) {
+            st = lx_tree_set(o, k, *v);
+        } else if (lx_tree_len(v->u.tree) == 0) {
+            st = lx_tree_set(o, k, lx_none()); /* EmptyState */
+        } else {
+            lx_tree *c = NULL;
+            if (same_keys(v->u.tree, params)) {
+                c = lx_tree_new();
+                st = c ? lx_tree_set(c, "params", *v) : lx_last_status();
+            } else {
+                st = opt_to_file(v->u.tree, params, &c);
+            }
+            if (st == LX_OK) st = lx_tree_set(o, k, lx_tree_v(c));
+            lx_tree_release(c);
+        }
+    }
+    if (st != LX_OK) {
+        lx_tree_release(o);
+        return st;
+    }
+    *out = o;
+    return LX_OK;
+}
+
+/* The stored optimizer state in the trainer's form, guided by the trainer's state `target`: None
+ * for an empty map and {params: X} for a params-shaped X go back. A checkpoint of the earlier
+ * layout (mu/decoder/..., EmptyState {}) passes unchanged, so it still resumes. */
+static lx_status opt_from_file(const lx_tree *stored, const lx_tree *target, lx_tree **out) {
+    lx_tree *o = lx_tree_new();
+    if (!o) return lx_last_status();
+    lx_status st = LX_OK;
+    for (size_t i = 0; i < lx_tree_len(stored) && st == LX_OK; i++) {
+        const char *k = lx_tree_key(stored, i);
+        const lx_value *v = lx_tree_at(stored, i);
+        const lx_tree *tt = sub_tree(target, k);
+        if (v->kind == LX_V_NONE && tt && lx_tree_len(tt) == 0) {
+            lx_tree *e = lx_tree_new();
+            st = e ? lx_tree_set(o, k, lx_tree_v(e)) : lx_last_status();
+            lx_tree_release(e);
+        } else if (v->kind == LX_V_TREE && tt) {
+            const lx_tree *body = v->u.tree, *inner = sub_tree(body, "params");
+            if (lx_tree_len(body) == 1 && inner && !lx_tree_get(tt, "params")) body = inner;
+            lx_tree *c = NULL;
+            st = opt_from_file(body, tt, &c);
+            if (st == LX_OK) st = lx_tree_set(o, k, lx_tree_v(c));
+            lx_tree_release(c);
+        } else {
+            st = lx_tree_set(o, k, *v);
+        }
+    }
+    if (st != LX_OK) {
+        lx_tree_release(o);
+        return st;
+    }
+    *out = o;
+    return LX_OK;
+}
+
 lx_status llama_trainer_state(const llama_trainer *t, lx_tree **out) {
     if (!t || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_trainer_state: NULL argument");
     *out = NULL;
-    lx_tree *p = NULL, *root = lx_tree_new(), *pp = lx_tree_new(), *cfg = config_tree(llama_model_config(t->m));
+    lx_tree *p = NULL, *opt = NULL, *root = lx_tree_new(), *pp = lx_tree_new(), *cfg = config_tree(llama_model_config(t->m));
     lx_status st = root && pp && cfg ? lx_tree_map(t->params, unbox_leaf, NULL, &p) : lx_fail(LX_ERR_NO_MEMORY, "out of memory");
+    if (st == LX_OK) st = opt_to_file(t->state, p, &opt);
     if (st == LX_OK) st = lx_tree_set(pp, "params", lx_tree_v(p));
-    if (st == LX_OK) st = lx_tree_set(root, "step", lx_int_v(t->step));
+    /* step as MaxText's Linen TrainState holds it: a 0-d int32 array */
+    lx_array *step = st == LX_OK ? lx_array_new(LX_I32, 0, NULL) : NULL;
+    if (st == LX_OK && !step) st = lx_last_status();
+    if (st == LX_OK && t->step > INT32_MAX) st = lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_trainer_state: step %lld does not fit int32", (long long)t->step);
+    if (st == LX_OK) {
+        lx_i32(step)[0] = (int32_t)t->step;
+        st = lx_tree_set(root, "step", lx_array_v(step));
+    }
+    lx_release(step);
     if (st == LX_OK) st = lx_tree_set(root, "params", lx_tree_v(pp));
-    if (st == LX_OK) st = lx_tree_set(root, "opt_state", lx_tree_v(t->state));
+    if (st == LX_OK) st = lx_tree_set(root, "opt_state", lx_tree_v(opt));
     if (st == LX_OK) st = lx_tree_set(root, "config", lx_tree_v(cfg));
     lx_tree_release(p);
+    lx_tree_release(opt);
     lx_tree_release(pp);
     lx_tree_release(cfg);
     if (st != LX_OK) {
@@ -301,8 +414,18 @@ static const lx_tree *ckpt_params(const lx_tree *ckpt) {
     return p && p->kind == LX_V_TREE ? p->u.tree : NULL;
 }
 
+static lx_status model_load_checkpoint(llama_model *m, const lx_tree *ckpt);
+
 lx_status llama_model_load_checkpoint(llama_model *m, const lx_tree *ckpt) {
     if (!m || !ckpt) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_model_load_checkpoint: NULL argument");
+    lx_tree *conv = NULL;
+    LX_TRY(linen_form(ckpt, &conv));
+    lx_status st = model_load_checkpoint(m, conv ? conv : ckpt);
+    lx_tree_release(conv);
+    return st;
+}
+
+static lx_status model_load_checkpoint(llama_model *m, const lx_tree *ckpt) {
     LX_TRY(check_config(llama_model_config(m), ckpt, false));
     const lx_tree *p = ckpt_params(ckpt);
     if (!p) return lx_fail(LX_ERR_NOT_FOUND, "llama checkpoint: no params/params map");
@@ -327,20 +450,37 @@ lx_status llama_model_load_checkpoint(llama_model *m, const lx_tree *ckpt) {
     return st;
 }
 
+static lx_status trainer_load_state(llama_trainer *t, const lx_tree *ckpt);
+
 lx_status llama_trainer_load_state(llama_trainer *t, const lx_tree *ckpt) {
     if (!t || !ckpt) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_trainer_load_state: NULL argument");
+    lx_tree *conv = NULL;
+    LX_TRY(linen_form(ckpt, &conv));
+    lx_status st = trainer_load_state(t, conv ? conv : ckpt);
+    lx_tree_release(conv);
+    return st;
+}
+
+static lx_status trainer_load_state(llama_trainer *t, const lx_tree *ckpt) {
     LX_TRY(check_config(llama_model_config(t->m), ckpt, true));
     const lx_value *sv = lx_tree_get(ckpt, "step"), *ov = lx_tree_get(ckpt, "opt_state");
-    if (!sv || sv->kind != LX_V_INT || sv->u.i < 0)
-        return lx_fail(LX_ERR_FORMAT, "llama checkpoint: 'step' is missing or not a non-negative integer");
+    /* a 0-d int32 array (MaxText's Linen step) or, in earlier checkpoints, an int */
+    int64_t step = -1;
+    if (sv && sv->kind == LX_V_INT) step = sv->u.i;
+    else if (sv && sv->kind == LX_V_ARRAY && sv->u.array->ndim == 0 && !lx_is_abstract(sv->u.array) &&
+             (sv->u.array->dtype == LX_I32 || sv->u.array->dtype == LX_U32))
+        step = (int64_t)lx_array_get(sv->u.array, 0);
+    if (step < 0) return lx_fail(LX_ERR_FORMAT, "llama checkpoint: 'step' is missing or not a non-negative integer");
     if (!ov || ov->kind != LX_V_TREE) return lx_fail(LX_ERR_NOT_FOUND, "llama checkpoint: no 'opt_state' map");
     const lx_tree *p = ckpt_params(ckpt);
     if (!p) return lx_fail(LX_ERR_NOT_FOUND, "llama checkpoint: no params/params map");
     lx_restore_opts ro = lx_restore_defaults();
     ro.allow_extra = false;
-    lx_tree *params = NULL, *state = NULL;
+    lx_tree *params = NULL, *state = NULL, *opt = NULL;
     lx_status st = lx_ckpt_restore(t->params, p, &ro, &params);
-    if (st == LX_OK) st = lx_ckpt_restore(t->state, ov->u.tree, &ro, &state);
+    if (st == LX_OK) st = opt_from_file(ov->u.tree, t->state, &opt);
+    if (st == LX_OK) st = lx_ckpt_restore(t->state, opt, &ro, &state);
+    lx_tree_release(opt);
     if (st == LX_OK) st = llama_model_load_params(t->m, params);
     if (st != LX_OK) {
         lx_tree_release(params);
@@ -351,6 +491,6 @@ lx_status llama_trainer_load_state(llama_trainer *t, const lx_tree *ckpt) {
     lx_tree_release(t->state);
     t->params = params;
     t->state = state;
-    t->step = sv->u.i;
+    t->step = step;
     return LX_OK;
 }

@@ -36,19 +36,26 @@ static lx_status strlist_add(strlist *l, const char *s) {
     return LX_OK;
 }
 
+/* A path that does not exist is LX_ERR_NOT_FOUND (as lx_ckpt_load), one that cannot be opened
+ * LX_ERR_IO. */
+static lx_status path_error(const char *path, const char *what) {
+    int e = errno;
+    return lx_fail(e == ENOENT || e == ENOTDIR ? LX_ERR_NOT_FOUND : LX_ERR_IO, "%s: %s: %s", path, what, strerror(e));
+}
+
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* The resolved files of one path (a file, or a directory's files sorted by name). */
 static lx_status expand(const char *path, strlist *files) {
     struct stat st;
-    if (stat(path, &st) != 0) return lx_fail(LX_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    if (stat(path, &st) != 0) return path_error(path, "cannot read");
     if (!S_ISDIR(st.st_mode)) {
         char real[PATH_MAX];
-        if (!realpath(path, real)) return lx_fail(LX_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+        if (!realpath(path, real)) return path_error(path, "cannot read");
         return strlist_add(files, real);
     }
     DIR *d = opendir(path);
-    if (!d) return lx_fail(LX_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    if (!d) return path_error(path, "cannot read");
     strlist names = {0};
     lx_status s = LX_OK;
     for (struct dirent *e; s == LX_OK && (e = readdir(d));) {
@@ -59,7 +66,7 @@ static lx_status expand(const char *path, strlist *files) {
         if (stat(full, &fs) == 0 && S_ISREG(fs.st_mode)) s = strlist_add(&names, full);
     }
     closedir(d);
-    if (s == LX_OK && names.n == 0) s = lx_fail(LX_ERR_IO, "%s: no files in this directory", path);
+    if (s == LX_OK && names.n == 0) s = lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: no files in this directory", path);
     if (s == LX_OK) qsort(names.v, (size_t)names.n, sizeof *names.v, cmp_str);
     for (int i = 0; s == LX_OK && i < names.n; i++) s = expand(names.v[i], files);
     strlist_free(&names);
@@ -70,7 +77,7 @@ static lx_status read_file(const char *path, uint8_t **data, int64_t *n) {
     *data = NULL;
     *n = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return lx_fail(LX_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    if (!f) return path_error(path, "cannot read");
     size_t cap = 1 << 16, len = 0;
     uint8_t *buf = malloc(cap);
     lx_status s = buf ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "lm_data: out of memory");
@@ -106,6 +113,9 @@ void lm_data_free(lm_data *d) {
     if (!d) return;
     free(d->train);
     free(d->heldout);
+    for (int i = 0; d->files && i < d->nfiles; i++) free(d->files[i]);
+    free(d->files);
+    free(d->file_end);
     *d = (lm_data){0};
 }
 
@@ -122,8 +132,12 @@ lx_status lm_data_load(int npaths, const char *const *paths, const char *heldout
     for (int i = 0; s == LX_OK && i < npaths; i++) s = expand(paths[i], &files);
     char held_real[PATH_MAX] = "";
     if (s == LX_OK && heldout && !realpath(heldout, held_real))
-        s = lx_fail(LX_ERR_IO, "%s: cannot read the held-out file: %s", heldout, strerror(errno));
+        s = path_error(heldout, "cannot read the held-out file");
     lm_data d = {0};
+    d.heldout_file = -1;
+    d.files = calloc((size_t)(files.n ? files.n : 1), sizeof *d.files);
+    d.file_end = calloc((size_t)(files.n ? files.n : 1), sizeof *d.file_end);
+    if (s == LX_OK && (!d.files || !d.file_end)) s = lx_fail(LX_ERR_NO_MEMORY, "lm_data: out of memory");
     size_t cap = 0;
     bool held_seen = false;
     for (int i = 0; s == LX_OK && i < files.n; i++) {
@@ -153,6 +167,8 @@ lx_status lm_data_load(int npaths, const char *const *paths, const char *heldout
             }
             memcpy(d.heldout, buf + keep, (size_t)(n - keep));
             d.nheldout = n - keep;
+            d.heldout_file = d.nfiles;
+            d.heldout_start = keep;
         }
         if ((size_t)(d.ntrain + keep) > cap) {
             size_t nc = cap ? cap : 1 << 16;
@@ -167,9 +183,14 @@ lx_status lm_data_load(int npaths, const char *const *paths, const char *heldout
             cap = nc;
         }
         memcpy(d.train + d.ntrain, buf, (size_t)keep);
-        d.ntrain += keep;
-        d.nfiles++;
         free(buf);
+        d.files[d.nfiles] = strdup(files.v[i]);
+        if (!d.files[d.nfiles]) {
+            s = lx_fail(LX_ERR_NO_MEMORY, "lm_data: out of memory");
+            break;
+        }
+        d.ntrain += keep;
+        d.file_end[d.nfiles++] = d.ntrain;
     }
     if (s == LX_OK && heldout && !held_seen)
         s = lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: the held-out file is not among the data files", heldout);
@@ -182,18 +203,29 @@ lx_status lm_data_load(int npaths, const char *const *paths, const char *heldout
     return LX_OK;
 }
 
-static lx_status check_bytes(const char *what, const uint8_t *b, int64_t n, int64_t vocab) {
+static int64_t first_outside(const uint8_t *b, int64_t n, int64_t vocab) {
     for (int64_t i = 0; i < n; i++)
-        if (b[i] >= vocab)
-            return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s byte %lld is %u, outside the vocabulary [0, %lld)", what,
-                           (long long)i, b[i], (long long)vocab);
-    return LX_OK;
+        if (b[i] >= vocab) return i;
+    return -1;
 }
 
 lx_status lm_data_check_vocab(const lm_data *d, int64_t vocab) {
     if (!d) return lx_fail(LX_ERR_INVALID_ARGUMENT, "lm_data_check_vocab: NULL data");
-    LX_TRY(check_bytes("training data:", d->train, d->ntrain, vocab));
-    return check_bytes("held-out data:", d->heldout, d->nheldout, vocab);
+    int64_t i = first_outside(d->train, d->ntrain, vocab);
+    if (i >= 0) {
+        /* the file holding training byte i, and i's offset in it */
+        int f = 0;
+        while (d->file_end && f < d->nfiles - 1 && d->file_end[f] <= i) f++;
+        int64_t at = d->file_end && f > 0 ? i - d->file_end[f - 1] : i;
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "training data: %s, byte %lld is %u, outside the vocabulary [0, %lld)",
+                       d->files ? d->files[f] : "?", (long long)at, d->train[i], (long long)vocab);
+    }
+    i = first_outside(d->heldout, d->nheldout, vocab);
+    if (i >= 0)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "held-out data: %s, byte %lld is %u, outside the vocabulary [0, %lld)",
+                       d->files && d->heldout_file >= 0 ? d->files[d->heldout_file] : "?",
+                       (long long)(d->heldout_start + i), d->heldout[i], (long long)vocab);
+    return LX_OK;
 }
 
 lx_status lm_randint(lx_key key, int64_t count, int32_t minval, int32_t maxval, int32_t *out) {
@@ -281,7 +313,12 @@ lx_array *lm_encode(const char *text, int64_t vocab) {
         return NULL;
     }
     int64_t n = (int64_t)strlen(text);
-    if (check_bytes("text:", (const uint8_t *)text, n, vocab) != LX_OK) return NULL;
+    int64_t bad = first_outside((const uint8_t *)text, n, vocab);
+    if (bad >= 0) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "text: byte %lld is %u, outside the vocabulary [0, %lld)", (long long)bad,
+                (uint8_t)text[bad], (long long)vocab);
+        return NULL;
+    }
     lx_array *t = lx_autorelease(lx_array_empty(LX_I32, 2, (int64_t[]){1, n}));
     if (!t) return NULL;
     for (int64_t i = 0; i < n; i++) lx_i32(t)[i] = (uint8_t)text[i];
