@@ -49,6 +49,10 @@ int cli_lib_error(void);
 int cli_status_exit(lx_status s);
 /* Print `linnx: <what>: out of memory`; returns CLI_EXIT_FAILURE. */
 int cli_oom(const char *what);
+/* An output file's folder must exist and take a new file, and the path must not be a folder:
+ * checked before any work or output, as a bad output path is bad input (exit 2), named as the
+ * user gave it: "linnx: <what> <path>: cannot write into <dir>: <reason>". 0 when fine. */
+int cli_check_output(const char *what, const char *path);
 
 /* The parameter count of a checkpoint leaf, one rule for `linnx inspect` and `linnx convert`
  * (jax.tree counting of array leaves): the element count of an array (also a Variable's or a
