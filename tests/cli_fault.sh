@@ -96,6 +96,12 @@ STREAM=1 SAVE=$cli_tmp/linen.msgpack sweep train 'linen.Dense(2)' --seed 0 --x 1
     --save "$cli_tmp/linen.msgpack"
 "$bin" params 'linen.Dense(3)' --seed 0 --input-shape 1,2 --save "$cli_tmp/p.msgpack" >/dev/null
 SAVE=$cli_tmp/conv.safetensors sweep convert "$cli_tmp/p.msgpack" "$cli_tmp/conv.safetensors"
+# a Linen train state to its NNX twin's layout and back (layout.c's linen-train)
+"$bin" train 'linen.Dense(2)' --seed 0 --x 1,2,3,4 --x-shape 2,2 --y 1,0,0,1 --y-shape 2,2 --loss l2_loss \
+    --optimizer 'adam(0.1)' --steps 1 --plain --save "$cli_tmp/ts.msgpack" >/dev/null
+"$bin" convert "$cli_tmp/ts.msgpack" "$cli_tmp/tn.msgpack" --layout maxtext-nnx >/dev/null
+SAVE=$cli_tmp/tsn.msgpack sweep convert "$cli_tmp/ts.msgpack" "$cli_tmp/tsn.msgpack" --layout maxtext-nnx
+SAVE=$cli_tmp/tnl.msgpack sweep convert "$cli_tmp/tn.msgpack" "$cli_tmp/tnl.msgpack" --layout linen-train
 SAVE=$cli_tmp/p2.msgpack sweep params 'linen.Dense(3)' --seed 0 --input-shape 1,2 --save "$cli_tmp/p2.msgpack"
 
 cli_finish
