@@ -300,7 +300,8 @@ static void test_nnx_update_atomic(void) {
                 fprintf(stderr, "n=%lld: LX_OK with values unlike the fault-free update's\n", (long long)n);
         } else {
             failures++;
-            if (!oom_message(st) && bad++ < 3) fprintf(stderr, "n=%lld: %s \"%s\"\n", (long long)n, lx_status_name(st), lx_last_error());
+            if (!oom_message(st) && bad++ < 3)
+                fprintf(stderr, "n=%lld: %s \"%s\"\n", (long long)n, lx_status_name(st), lx_last_error());
             if (memcmp(got, before, sizeof(double) * (size_t)nw) && bad++ < 3)
                 fprintf(stderr, "n=%lld: a failed update changed the model or the optimizer\n", (long long)n);
         }

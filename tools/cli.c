@@ -31,10 +31,12 @@ int cli_oom(const char *what) {
 int cli_check_output(const char *what, const char *path) {
     char dir[4096];
     const char *slash = strrchr(path, '/');
-    if (!*path || (slash && !slash[1])) return cli_error("%s%s '%s' is not a file name", what, what[strlen(what) - 1] == ':' ? "" : ":", path);
+    if (!*path || (slash && !slash[1]))
+        return cli_error("%s%s '%s' is not a file name", what, what[strlen(what) - 1] == ':' ? "" : ":", path);
     if (slash && slash - path >= (long)sizeof dir) return cli_error("%s %s: the folder's name is too long", what, path);
     snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".");
-    if (access(dir, W_OK | X_OK) != 0) return cli_error("%s %s: cannot write into %s: %s", what, path, dir, strerror(errno));
+    if (access(dir, W_OK | X_OK) != 0)
+        return cli_error("%s %s: cannot write into %s: %s", what, path, dir, strerror(errno));
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return cli_error("%s %s: is a directory", what, path);
     return 0;

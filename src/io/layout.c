@@ -57,7 +57,8 @@ static bool is_linen_train(const lx_tree *t) {
     if (!sub(t, "params") || !lx_tree_get(t, "opt_state")) return false;
     for (size_t i = 0; i < lx_tree_len(t); i++) {
         const char *k = lx_tree_key(t, i);
-        if (strcmp(k, "step") && strcmp(k, "params") && strcmp(k, "opt_state") && strcmp(k, "batch_stats")) return false;
+        if (strcmp(k, "step") && strcmp(k, "params") && strcmp(k, "opt_state") && strcmp(k, "batch_stats"))
+            return false;
     }
     return true;
 }
@@ -421,7 +422,8 @@ static lx_status to_linen_train(const canon *c, lx_tree **out) {
     /* Flax writes a never-jitted TrainState.step as a Python int (what linnx train restores) */
     if (s == LX_OK)
         s = lx_tree_set(o, "step", lx_int_v(step.kind == LX_V_ARRAY ? lx_i32(step.u.array)[0] : 0));
-    const lx_value *p = s == LX_OK ? lx_tree_get(vars, "params") : NULL, *bs = s == LX_OK ? lx_tree_get(vars, "batch_stats") : NULL;
+    const lx_value *p = s == LX_OK ? lx_tree_get(vars, "params") : NULL;
+    const lx_value *bs = s == LX_OK ? lx_tree_get(vars, "batch_stats") : NULL;
     if (s == LX_OK && p) s = lx_tree_set(o, "params", *p);
     if (s == LX_OK && !p) { /* a model without params */
         lx_tree *e = lx_tree_new();
