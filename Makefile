@@ -41,8 +41,11 @@ bench: build
 
 # Regenerate every checked-in fixture from ../shared/spec/jax_random_ref.py (the tests never run
 # Python; this is for when a generator changes).
+# The generators run on Debian's own Python (/usr/bin/python3) with python3-numpy and
+# python3-msgpack, which `install-deps.sh --fixtures` installs.
 fixtures:
-	@for g in scripts/gen_*_fixtures.py; do python3 $$g || exit 1; done
+	@bash scripts/install-deps.sh --fixtures
+	@for g in scripts/gen_*_fixtures.py; do /usr/bin/python3 $$g || exit 1; done
 
 install: build
 	@cmake --install $(BUILD)

@@ -112,4 +112,40 @@ __metadata__ k: v"
 out=$("$bin" convert "$fx/drop.msgpack" "$d/drop_l.msgpack" --layout linen)
 [[ $out == *"(nnx) -> "*"(linen, msgpack): 0 leaves"* ]] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: drop.msgpack: $out"; }
 
+# --- a `linnx train --save` file moves between a Linen model and its NNX twin (audit D18): the
+# Linen TrainState {step, params, opt_state} is detected as linen-train, its NNX twin's file is
+# maxtext-nnx; either restores into the other and continues with the uninterrupted run's losses
+TD="--x 1,2 --x-shape 2,1 --y 2,4 --y-shape 2,1 --loss l2_loss --optimizer adam(0.1) --plain"
+"$bin" train 'linen.Dense(1)' --seed 0 $TD --steps 4 | tail -2 >"$d/want4"
+"$bin" train 'linen.Dense(1)' --seed 0 $TD --steps 2 --save "$d/ta.msgpack" >/dev/null
+out=$("$bin" convert "$d/ta.msgpack" "$d/tn.msgpack" --layout maxtext-nnx)
+same "linen train state detected" "${out%%:*}" "$d/ta.msgpack (linen-train) -> $d/tn.msgpack (maxtext-nnx, msgpack)"
+same "linen train state as NNX" "$(rows "$d/tn.msgpack")" "model/bias (1,)
+model/kernel (1, 1)
+optimizer/opt_state/0/count ()
+optimizer/opt_state/0/mu/bias (1,)
+optimizer/opt_state/0/mu/kernel (1, 1)
+optimizer/opt_state/0/nu/bias (1,)
+optimizer/opt_state/0/nu/kernel (1, 1)
+optimizer/step ()"
+same "NNX twin resumes a Linen run" "$("$bin" train 'nnx.Linear(1, 1)' --seed 0 $TD --steps 2 --restore "$d/tn.msgpack" 2>&1)" "$(cat "$d/want4")"
+ok "$bin" convert "$d/tn.msgpack" "$d/tl.msgpack" --layout linen-train
+same "NNX train state as Linen" "$(rows "$d/tl.msgpack" | sort)" "$(rows "$d/ta.msgpack" | sort)"
+same "Linen resumes the round trip" "$("$bin" train 'linen.Dense(1)' --seed 0 $TD --steps 2 --restore "$d/tl.msgpack" 2>&1)" "$(cat "$d/want4")"
+"$bin" train 'nnx.Linear(1, 1)' --seed 0 $TD --steps 2 --save "$d/tn2.msgpack" >/dev/null
+ok "$bin" convert "$d/tn2.msgpack" "$d/tl2.msgpack" --layout linen-train
+same "Linen resumes an NNX run" "$("$bin" train 'linen.Dense(1)' --seed 0 $TD --steps 2 --restore "$d/tl2.msgpack" 2>&1)" \
+    "$("$bin" train 'nnx.Linear(1, 1)' --seed 0 $TD --steps 4 | tail -2)"
+"$bin" params 'linen.Dense(2)' --seed 0 --input-shape 1,2 --save "$d/pl.msgpack" >/dev/null
+expect_usage_error "linen-train needs a train state" convert "$d/pl.msgpack" "$d/x.msgpack" --layout linen-train
+
+# --- an output folder that does not exist (audit D17): exit 2, the user's path, nothing on stdout
+out=$("$bin" convert "$d/pl.msgpack" "$d/nonexist/o.msgpack" 2>"$d/err"); rc=$?
+if [ $rc -eq 2 ] && [ -z "$out" ] &&
+   [ "$(cat "$d/err")" == "linnx: convert: $d/nonexist/o.msgpack: cannot write into $d/nonexist: No such file or directory" ]; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); echo "FAIL: convert into a missing folder: exit $rc, stdout '$out', stderr '$(cat "$d/err")'"
+fi
+
 cli_finish

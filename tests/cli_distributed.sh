@@ -149,6 +149,14 @@ for extra in "--batch-size 4" ""; do
         else bad "linnx train $extra under mpirun -np $n: exit $rc"; diff "$cli_tmp/one" "$cli_tmp/out"; fi
     done
 done
+# without --plain (audit D13): each rank's stdout is a pty of Open MPI's, mpirun's own a file
+# here, so the lines (not the bar's escapes) must reach it, every one of them
+unset LINNX_DIST_WORKER
+"$bin" "${targs[@]}" >"$cli_tmp/one" 2>&1
+timeout 60 "${mpi[@]}" 2 "$bin" "${targs[@]:0:${#targs[@]}-1}" >"$cli_tmp/out" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && ! grep -q $'\033' "$cli_tmp/out" && same_losses "$cli_tmp/one" "$cli_tmp/out"; then ok
+else bad "linnx train under mpirun -np 2 without --plain, into a file: exit $rc"; od -c "$cli_tmp/out" | head -5; fi
 # an NNX model (gradients are a State of Variables: the all-reduce keeps them Variables)
 nargs=(train 'nnx.Linear(3, 2)' "${targs[@]:2}")
 "$bin" "${nargs[@]}" >"$cli_tmp/one" 2>&1

@@ -23,9 +23,14 @@ fi
 # LINNX_FAULT_STRIDE=K tries every K-th allocation only (the sanitizer build, whose runs are slow).
 stride=${LINNX_FAULT_STRIDE:-1}
 
+# SAVE=FILE: the run writes FILE (--save, convert's output). A run that exits 0 must have written
+# the fault-free run's bytes, a failed one must leave the file as it was (audits A12-3: an NNX
+# optimizer state left a step behind, exit 0; A12-7: a failed save had already replaced the file).
 sweep() { # the linnx arguments as words
-    local want n t rc out err lines bad=0
+    local want n t rc out err lines bad=0 saved
+    [ -n "${SAVE:-}" ] && rm -f "$SAVE"
     want=$("$bin" "$@" 2>"$cli_tmp/err0") || { fail=$((fail + 1)); echo "FAIL: fault-free run of linnx $*"; cat "$cli_tmp/err0"; return; }
+    [ -n "${SAVE:-}" ] && cp "$SAVE" "$cli_tmp/want_save" && echo old >"$cli_tmp/old"
     t=$(LINNX_FAIL_ALLOC=0 LINNX_ALLOC_STATS=1 "$bin" "$@" 2>&1 >/dev/null | sed -n 's/^linnx: \([0-9]*\) allocations.*/\1/p')
     # no count (the stats line missing or changed) or none: nothing would be swept
     if ! [[ $t =~ ^[0-9]+$ ]] || [ "$t" -eq 0 ]; then
@@ -33,13 +38,25 @@ sweep() { # the linnx arguments as words
     fi
     [ -n "${SWEEP_MAX:-}" ] && [ "$SWEEP_MAX" -lt "$t" ] && t=$SWEEP_MAX # only the first allocations
     for ((n = 1; n <= t; n += stride)); do
+        [ -n "${SAVE:-}" ] && echo old >"$SAVE"
         out=$(LINNX_FAIL_ALLOC=$n "$bin" "$@" 2>"$cli_tmp/err"); rc=$?
         err=$(cat "$cli_tmp/err")
+        saved=ok
+        if [ -n "${SAVE:-}" ]; then
+            if [ $rc -eq 0 ]; then cmp -s "$SAVE" "$cli_tmp/want_save" || saved="a file unlike the fault-free run's"
+            else cmp -s "$SAVE" "$cli_tmp/old" || saved="the old file replaced by a failed run"; fi
+            if [ "$saved" != ok ]; then
+                bad=$((bad + 1))
+                [ $bad -le ${FAULT_SHOW:-3} ] && echo "FAIL: LINNX_FAIL_ALLOC=$n linnx $* -> exit $rc, $saved"
+                continue
+            fi
+        fi
         if [ $rc -eq 0 ] && [ "$out" == "$want" ] && [ -z "$err" ]; then continue; fi
         lines=$(printf '%s\n' "$err" | wc -l)
         # a streaming command (STREAM=1: train prints a line per step) may have printed the
-        # fault-free output's first lines before it failed; anything else prints nothing
-        if [ $rc -eq 1 ] && { [ -z "$out" ] || { [ "${STREAM:-0}" = 1 ] && [[ $want == "$out"$'\n'* ]]; }; } &&
+        # fault-free output's first lines (all of them, when its --save failed) before it
+        # failed; anything else prints nothing
+        if [ $rc -eq 1 ] && { [ -z "$out" ] || { [ "${STREAM:-0}" = 1 ] && [[ $want == "$out"$'\n'* || $want == "$out" ]]; }; } &&
            [ "$lines" -eq 1 ] && [[ $err == "linnx: "* ]] &&
            [[ $err == *"out of memory"* || $err == *"cannot allocate"* ]]; then continue; fi
         bad=$((bad + 1))
@@ -68,5 +85,23 @@ npy "$cli_tmp/d/y.npy" '<f4' '(2, 1)' '\x00\x00\x00\x40\x00\x00\x80\x40'
 # (the first 80 allocations: the data is read before the model is built; the sweep above covers
 # the rest of a training run)
 SWEEP_MAX=80 STREAM=1 sweep train 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/d" --loss l2_loss --optimizer 'sgd(0.1, momentum=0.9)' --steps 1
+
+# --save: the NNX optimizer's update (its state and step must be committed with the params or
+# not at all) and the Linen TrainState's, then the atomic save itself; convert's output file
+STREAM=1 SAVE=$cli_tmp/nnx.msgpack sweep train 'nnx.Linear(2, 2)' --seed 0 \
+    --x 1,2,3,4,5,6,7,8 --x-shape 4,2 --y 1,0,0,1,1,0,0,1 --y-shape 4,2 --loss squared_error --optimizer 'adam(1e-2)' \
+    --steps 2 --plain --save "$cli_tmp/nnx.msgpack"
+STREAM=1 SAVE=$cli_tmp/linen.msgpack sweep train 'linen.Dense(2)' --seed 0 --x 1,2,3,4,5,6,7,8 --x-shape 4,2 \
+    --y 1,0,0,1,1,0,0,1 --y-shape 4,2 --loss squared_error --optimizer 'adam(1e-2)' --steps 2 --plain \
+    --save "$cli_tmp/linen.msgpack"
+"$bin" params 'linen.Dense(3)' --seed 0 --input-shape 1,2 --save "$cli_tmp/p.msgpack" >/dev/null
+SAVE=$cli_tmp/conv.safetensors sweep convert "$cli_tmp/p.msgpack" "$cli_tmp/conv.safetensors"
+# a Linen train state to its NNX twin's layout and back (layout.c's linen-train)
+"$bin" train 'linen.Dense(2)' --seed 0 --x 1,2,3,4 --x-shape 2,2 --y 1,0,0,1 --y-shape 2,2 --loss l2_loss \
+    --optimizer 'adam(0.1)' --steps 1 --plain --save "$cli_tmp/ts.msgpack" >/dev/null
+"$bin" convert "$cli_tmp/ts.msgpack" "$cli_tmp/tn.msgpack" --layout maxtext-nnx >/dev/null
+SAVE=$cli_tmp/tsn.msgpack sweep convert "$cli_tmp/ts.msgpack" "$cli_tmp/tsn.msgpack" --layout maxtext-nnx
+SAVE=$cli_tmp/tnl.msgpack sweep convert "$cli_tmp/tn.msgpack" "$cli_tmp/tnl.msgpack" --layout linen-train
+SAVE=$cli_tmp/p2.msgpack sweep params 'linen.Dense(3)' --seed 0 --input-shape 1,2 --save "$cli_tmp/p2.msgpack"
 
 cli_finish

@@ -17,6 +17,8 @@ expect_usage_error "unknown module 'torch.Linear'" params 'torch.Linear(3)' --se
 expect_usage_error "expected ',' or ')' at column 14" params 'linen.Dense(8' --seed 0 --input-shape 1,4
 expect_usage_error "unterminated string" params "linen.Conv(4, (3,), padding='SAME)" --seed 0 --input-shape 1,4,2
 expect_usage_error "positional argument follows keyword argument" params 'linen.Dense(features=8, 3)' --seed 0 --input-shape 1,4
+expect_usage_error "keyword argument repeated: features at column 25" params 'linen.Dense(features=3, features=4)' --seed 0 --input-shape 1,4
+expect_usage_error "keyword argument repeated: use_bias" params 'nnx.Linear(2, 3, use_bias=False, use_bias=True)' --seed 0
 expect_usage_error "Dense.__init__() missing 1 required positional argument: 'features'" params 'linen.Dense()' --seed 0 --input-shape 1,4
 expect_usage_error "Dense.__init__() got an unexpected keyword argument 'feature'" params 'linen.Dense(feature=8)' --seed 0 --input-shape 1,4
 expect_usage_error "Dense.__init__() takes 6 positional arguments but 7 were given" params 'linen.Dense(1, True, None, "float32", None, None, 3)' --seed 0 --input-shape 1,4
@@ -195,4 +197,16 @@ expect_usage_error "'nnx.Foo' is not a filter" params "nnx.Stack($N54, 3, out_ax
 expect_usage_error "in_axes is the constructor's (0)" params "nnx.Stack($N54, 3, in_axes=1)" --seed 0
 
 "$bin" params --help 2>&1 | grep -qF "variable_axes={'params': 0}, split_rngs={'params': True}" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: params --help shows no dict spelling"; }
+# --save into a folder that does not exist (audit D17): bad input, exit 2, the user's path named
+# (not the temporary file's), nothing on stdout
+out=$("$bin" params 'linen.Dense(2)' --seed 0 --input-shape 1,2 --save "$cli_tmp/nonexist/p.msgpack" 2>"$cli_tmp/err"); rc=$?
+if [ $rc -eq 2 ] && [ -z "$out" ] && [ ! -e "$cli_tmp/nonexist" ] &&
+   [ "$(cat "$cli_tmp/err")" == "linnx: params: --save $cli_tmp/nonexist/p.msgpack: cannot write into $cli_tmp/nonexist: No such file or directory" ]; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); echo "FAIL: params --save into a missing folder: exit $rc, stdout '$out', stderr '$(cat "$cli_tmp/err")'"
+fi
+mkdir -p "$cli_tmp/adir.msgpack"
+expect_usage_error "params: --save $cli_tmp/adir.msgpack: is a directory" params 'linen.Dense(2)' --seed 0 --input-shape 1,2 --save "$cli_tmp/adir.msgpack"
+
 cli_finish

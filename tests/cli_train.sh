@@ -148,6 +148,23 @@ else
     fail=$((fail + 1)); echo "FAIL: progress bar: $out"
 fi
 
+# on a terminal (a pty from script(1)) the bar by itself; under an MPI launcher's environment
+# (PMIX_RANK: Open MPI gives every rank a pty even when mpirun writes to a file, audit D13) the
+# plain lines
+if command -v script >/dev/null 2>&1; then
+    printf '#!/bin/sh\nexec "%s" train "nnx.Linear(1, 1, kernel_init=nnx.initializers.zeros)" --seed 0 %s --optimizer "sgd(0.1)" --steps 3\n' \
+        "$bin" "$D" >"$cli_tmp/tty.sh"
+    chmod +x "$cli_tmp/tty.sh"
+    tty_bar=$(script -qec "$cli_tmp/tty.sh" /dev/null </dev/null 2>&1)
+    tty_mpi=$(PMIX_RANK=0 script -qec "$cli_tmp/tty.sh" /dev/null </dev/null 2>&1 | tr -d '\r')
+    if [[ $tty_bar == *$'\033[K['* ]] && [[ $tty_mpi != *$'\033'* ]] &&
+       [ "$(printf '%s\n' "$tty_mpi" | grep -c '^step [0-2] loss ')" -eq 3 ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL: progress on a pty: bar '$tty_bar', under a launcher '$tty_mpi'"
+    fi
+fi
+
 # ---- --save / --restore: N steps saved, then restored for M more, print exactly the lines of an
 # uninterrupted N+M-step run (minibatches of 5 of 12 rows: the resume lands mid-epoch, so the
 # shuffled order and the batch position must carry over; BatchNorm's batch_stats and the dropout

@@ -226,6 +226,92 @@ static void test_nnx_optimizer(void) {
     nnx_rngs_release(rngs);
 }
 
+/* Every value an NNX model and its optimizer hold (params, the optax state, the step), in
+ * flatten order, as doubles; the count. Runs disarmed. */
+static int snapshot(nnx_module *model, const nnx_optimizer *opt, double *buf, int cap) {
+    lx_tree *p = NULL, *o = NULL;
+    lx_flat fp = {0}, fo = {0};
+    nnx_filter wrt = NNX_OF_TYPE(&lx_Param);
+    int n = 0;
+    if (nnx_state(model, 1, &wrt, &p) == LX_OK && nnx_optimizer_state(opt, &o) == LX_OK &&
+        lx_tree_flatten(p, &fp) == LX_OK && lx_tree_flatten(o, &fo) == LX_OK) {
+        lx_flat *fl[2] = {&fp, &fo};
+        for (int k = 0; k < 2; k++)
+            for (size_t i = 0; i < fl[k]->len; i++) {
+                const lx_array *a = lx_value_leaf_array(&fl[k]->items[i].value);
+                for (int64_t j = 0; a && j < a->size && n < cap; j++) buf[n++] = lx_array_get(a, j);
+            }
+    }
+    lx_flat_free(&fp);
+    lx_flat_free(&fo);
+    lx_tree_release(p);
+    lx_tree_release(o);
+    return n;
+}
+
+/* A fresh Linear(4, 3) with adam and one fault-free update behind it (so the moments and the
+ * count are not their initial values), then `steps` more updates with the fault armed at `n`
+ * (n = 0: none). The values after, in `buf`; the last update's status in *st. */
+static int update_run(int64_t n, double *buf, int cap, lx_status *st, bool *fired, double *before, int *nbefore) {
+    nnx_rngs *rngs = NULL;
+    nnx_linear *lin = NULL;
+    nnx_optimizer *opt = NULL;
+    lx_tree *grads = NULL;
+    nnx_filter wrt = NNX_OF_TYPE(&lx_Param);
+    lx_fault_set(-1, false);
+    int count = -1;
+    if (nnx_rngs_from_seed(0, &rngs) == LX_OK && nnx_linear_new(4, 3, rngs, &lin) == LX_OK &&
+        nnx_state((nnx_module *)lin, 1, &wrt, &grads) == LX_OK &&
+        nnx_optimizer_new((nnx_module *)lin, optax_from_string("adam(0.1)"), &wrt, &opt) == LX_OK &&
+        nnx_optimizer_update(opt, (nnx_module *)lin, grads, NULL) == LX_OK) {
+        *nbefore = snapshot((nnx_module *)lin, opt, before, cap);
+        lx_clear_error();
+        lx_fault_set(n > 0 ? n : 0, false);
+        *st = nnx_optimizer_update(opt, (nnx_module *)lin, grads, NULL);
+        *fired = lx_fault_fired();
+        lx_fault_set(-1, false);
+        count = snapshot((nnx_module *)lin, opt, buf, cap);
+    }
+    nnx_optimizer_free(opt);
+    lx_tree_release(grads);
+    nnx_module_release((nnx_module *)lin);
+    nnx_rngs_release(rngs);
+    return count;
+}
+
+/* nnx.Optimizer.update failing at each of its allocations changes nothing: the params, the
+ * optax state and the step are those before the call (audit A12-3: the optimizer state's write
+ * pass allocated after the params and step were written, and its failure was dropped: LX_OK,
+ * the state one step behind). A success gives the fault-free values. */
+static void test_nnx_update_atomic(void) {
+    enum { CAP = 256 };
+    double want[CAP], got[CAP], before[CAP];
+    int nb = 0, bad = 0, failures = 0;
+    lx_status st = LX_OK;
+    bool fired = false;
+    int nw = update_run(0, want, CAP, &st, &fired, before, &nb);
+    CHECK(nw > 30 && st == LX_OK);
+    for (int64_t n = 1; nw > 0; n++) {
+        int ng = update_run(n, got, CAP, &st, &fired, before, &nb);
+        if (ng != nw || nb != nw) {
+            if (bad++ < 3) fprintf(stderr, "n=%lld: %d values, %d before, want %d\n", (long long)n, ng, nb, nw);
+        } else if (st == LX_OK) {
+            if (memcmp(got, want, sizeof(double) * (size_t)nw) && bad++ < 3)
+                fprintf(stderr, "n=%lld: LX_OK with values unlike the fault-free update's\n", (long long)n);
+        } else {
+            failures++;
+            if (!oom_message(st) && bad++ < 3)
+                fprintf(stderr, "n=%lld: %s \"%s\"\n", (long long)n, lx_status_name(st), lx_last_error());
+            if (memcmp(got, before, sizeof(double) * (size_t)nw) && bad++ < 3)
+                fprintf(stderr, "n=%lld: a failed update changed the model or the optimizer\n", (long long)n);
+        }
+        leak_check("nnx_update_atomic", n);
+        if (!fired) break;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(failures > 5);
+}
+
 /* Loading safetensors bytes: every fault point is LX_ERR_NO_MEMORY saying so (not a format error:
  * the file is fine), or the tree the file holds. */
 static void test_safetensors_load(void) {
@@ -276,6 +362,7 @@ int main(void) {
     RUN(test_linen_inside_nnx);
     RUN(test_apply_keeps_variables);
     RUN(test_nnx_optimizer);
+    RUN(test_nnx_update_atomic);
     RUN(test_safetensors_load);
     CHECK_EQ_INT(first_leak, 0); /* LeakSanitizer builds: no fault point leaks */
     return lx_test_finish();

@@ -125,7 +125,61 @@ static void test_atomic_file(void) {
     if (f) fclose(f);
     CHECK(n == 3 && !memcmp(buf, "bye", 3));
     unlink(path);
-    CHECK_FAILS(lx_atomic_write_file("/nonexistent-dir/x", "a", 1), LX_ERR_IO, "cannot create /nonexistent-dir/x.tmp.");
+    /* the message names the caller's path, not the temporary file's */
+    CHECK_FAILS(lx_atomic_write_file("/nonexistent-dir/x", "a", 1), LX_ERR_IO, "cannot create /nonexistent-dir/x: ");
+    CHECK(!strstr(lx_last_error(), ".tmp."));
+}
+
+/* Which version the file at `path` holds: a small tree {params/w: float32[3] of v}, or -1. */
+static lx_tree *small_tree(float v) {
+    lx_tree *t = lx_tree_new();
+    lx_array *a = lx_array_full_f32(1, (int64_t[]){3}, v);
+    lx_tree_set_path(t, "params/w", lx_array_v(a));
+    lx_release(a);
+    return t;
+}
+
+static float small_version(const char *path) {
+    lx_tree *t = NULL;
+    if (lx_ckpt_load(path, &t) != LX_OK) return -1;
+    const lx_value *w = lx_tree_find(t, "params/w");
+    float v = w && w->kind == LX_V_ARRAY && w->u.array->dtype == LX_F32 ? lx_f32(w->u.array)[0] : -1;
+    lx_tree_release(t);
+    return v;
+}
+
+/* A save that fails for want of memory leaves the old file as it was, and one that reports
+ * success has replaced it (audit A12-7: the folder's path was allocated after the rename). Every
+ * allocation of the save is failed in turn, in both formats. */
+static void test_save_fault_sweep(void) {
+    if (!lx_fault_available()) return;
+    for (int fmt = 0; fmt < 2; fmt++) {
+        char path[128];
+        snprintf(path, sizeof path, "/tmp/linnx_atomic_fault_%ld.%s", (long)getpid(), fmt ? "safetensors" : "msgpack");
+        lx_tree *old = small_tree(1.0f), *neu = small_tree(2.0f);
+        lx_fault_set(0, false);
+        CHECK(lx_ckpt_save(path, neu, LX_CKPT_AUTO) == LX_OK);
+        int64_t total = lx_fault_count();
+        lx_fault_set(-1, false);
+        CHECK(total > 0);
+        int bad = 0;
+        for (int64_t n = 1; n <= total + 1; n++) {
+            CHECK(lx_ckpt_save(path, old, LX_CKPT_AUTO) == LX_OK);
+            lx_fault_set(n, false);
+            lx_status st = lx_ckpt_save(path, neu, LX_CKPT_AUTO);
+            bool fired = lx_fault_fired();
+            lx_fault_set(-1, false);
+            float got = small_version(path);
+            bool ok = st == LX_OK ? got == 2.0f : st == LX_ERR_NO_MEMORY && fired && got == 1.0f;
+            if (!ok && bad++ < 3)
+                fprintf(stderr, "  %s: allocation %lld of %lld failed: status %d, file holds version %g\n", path,
+                        (long long)n, (long long)total, (int)st, got);
+        }
+        CHECK_EQ_INT(bad, 0);
+        unlink(path);
+        lx_tree_release(old);
+        lx_tree_release(neu);
+    }
 }
 
 static void rm_rf(const char *dir) {
@@ -214,6 +268,7 @@ static void test_manager(void) {
 
 int main(void) {
     RUN(test_atomic_file);
+    RUN(test_save_fault_sweep);
     RUN(test_kill_writer);
     RUN(test_manager);
     CHECK_EQ_INT(lx_array_live_count(), 0);

@@ -233,6 +233,56 @@ static void test_rng_state_is_nnx(void) {
     lx_tree_release(t);
 }
 
+/* Flax's TrainState of a Linen model with BatchNorm (linnx train --save): linen-train, which
+ * converts to the NNX twin's {model, optimizer} (batch_stats merged into the model, the moments by
+ * NNX names, the step uint32) and back to the same tree (moments without the params level, the
+ * step an int, EmptyState {}); a layers_<i> list becomes layers/<i> and back. */
+static void test_linen_train_state(void) {
+    lx_tree *t = lx_tree_new(), *n = NULL, *back = NULL, *sorted = NULL;
+    int32_t c = 3;
+    CHECK(lx_tree_set(t, "step", lx_int_v(3)) == LX_OK);
+    put(t, "params/layers_0/kernel", seq(2, (int64_t[]){2, 2}, 0));
+    put(t, "batch_stats/bn/mean", seq(1, (int64_t[]){2}, 10));
+    put(t, "opt_state/0/count", lx_array_from_data(LX_I32, 0, NULL, &c));
+    put(t, "opt_state/0/mu/layers_0/kernel", seq(2, (int64_t[]){2, 2}, 20));
+    put(t, "opt_state/0/nu/layers_0/kernel", seq(2, (int64_t[]){2, 2}, 30));
+    lx_tree *empty = lx_tree_new();
+    CHECK(lx_tree_set_path(t, "opt_state/1", lx_tree_v(empty)) == LX_OK);
+    lx_tree_release(empty);
+    CHECK(lx_layout_detect(t) == LX_LAYOUT_LINEN_TRAIN);
+    lx_layout l = LX_LAYOUT_AUTO;
+    CHECK(lx_layout_from_name("linen-train", &l) == LX_OK && l == LX_LAYOUT_LINEN_TRAIN);
+    CHECK(!strcmp(lx_layout_name(LX_LAYOUT_LINEN_TRAIN), "linen-train"));
+    CHECK(lx_layout_convert(t, LX_LAYOUT_AUTO, LX_LAYOUT_MAXTEXT_NNX, NULL, &n) == LX_OK);
+    const lx_value *k = n ? lx_tree_find(n, "model/layers/0/kernel") : NULL;
+    CHECK(k && k->kind == LX_V_ARRAY && lx_array_get(k->u.array, 3) == 3);
+    CHECK(n && lx_tree_find(n, "model/bn/mean"));
+    const lx_value *mu = n ? lx_tree_find(n, "optimizer/opt_state/0/mu/layers/0/kernel") : NULL;
+    CHECK(mu && mu->kind == LX_V_ARRAY && lx_array_get(mu->u.array, 0) == 20);
+    const lx_value *st = n ? lx_tree_find(n, "optimizer/step") : NULL;
+    CHECK(st && st->kind == LX_V_ARRAY && st->u.array->dtype == LX_U32 && lx_array_get(st->u.array, 0) == 3);
+    CHECK(n && lx_layout_detect(n) == LX_LAYOUT_MAXTEXT_NNX);
+    CHECK(n && lx_layout_convert(n, LX_LAYOUT_AUTO, LX_LAYOUT_LINEN_TRAIN, NULL, &back) == LX_OK);
+    /* the same tree, keys sorted as every converted layout's */
+    CHECK(lx_layout_convert(t, LX_LAYOUT_LINEN_TRAIN, LX_LAYOUT_LINEN_TRAIN, NULL, &sorted) == LX_OK);
+    CHECK(back && sorted && same_bytes(back, sorted));
+    const lx_value *bs = back ? lx_tree_get(back, "step") : NULL;
+    CHECK(bs && bs->kind == LX_V_INT && bs->u.i == 3);
+    const lx_value *e1 = back ? lx_tree_find(back, "opt_state/1") : NULL;
+    CHECK(e1 && e1->kind == LX_V_TREE && lx_tree_len(e1->u.tree) == 0);
+    /* no optimizer state: nothing to make a TrainState of */
+    lx_tree *vars = lx_tree_new(), *x = NULL;
+    put(vars, "params/kernel", seq(2, (int64_t[]){2, 2}, 0));
+    CHECK(lx_layout_detect(vars) == LX_LAYOUT_LINEN);
+    CHECK_FAILS(lx_layout_convert(vars, LX_LAYOUT_AUTO, LX_LAYOUT_LINEN_TRAIN, NULL, &x), LX_ERR_NOT_FOUND,
+                "linen-train needs a train state");
+    lx_tree_release(vars);
+    lx_tree_release(sorted);
+    lx_tree_release(back);
+    lx_tree_release(n);
+    lx_tree_release(t);
+}
+
 /* an nnx.List's int keys sort as numbers (Flax sorts the int keys), names as strings */
 static void test_sorted_keys(void) {
     lx_tree *lin = lx_tree_new(), *nnx = NULL;
@@ -289,6 +339,7 @@ int main(void) {
     RUN(test_restack_errors);
     RUN(test_boxes_become_arrays);
     RUN(test_rng_state_is_nnx);
+    RUN(test_linen_train_state);
     RUN(test_sorted_keys);
     RUN(test_raw_leaves);
     lx_pool_drain();

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int cli_error(const char *fmt, ...) {
     va_list ap;
@@ -34,6 +36,20 @@ int cli_stdout_done(void) {
     clearerr(stdout); /* reported once: a second check (main's) stays quiet */
     fprintf(stderr, "linnx: error writing to standard output: %s\n", e ? strerror(e) : "output lost");
     return CLI_EXIT_FAILURE;
+}
+
+int cli_check_output(const char *what, const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!*path || (slash && !slash[1]))
+        return cli_error("%s%s '%s' is not a file name", what, what[strlen(what) - 1] == ':' ? "" : ":", path);
+    if (slash && slash - path >= (long)sizeof dir) return cli_error("%s %s: the folder's name is too long", what, path);
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".");
+    if (access(dir, W_OK | X_OK) != 0)
+        return cli_error("%s %s: cannot write into %s: %s", what, path, dir, strerror(errno));
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return cli_error("%s %s: is a directory", what, path);
+    return 0;
 }
 
 int cli_lib_error(void) {

@@ -53,6 +53,10 @@ int cli_oom(const char *what);
  * a closed pipe, > /dev/full) one `linnx: error writing to standard output: ...` line on stderr
  * and CLI_EXIT_FAILURE. main() runs it after every command that returned 0. */
 int cli_stdout_done(void);
+/* An output file's folder must exist and take a new file, and the path must not be a folder:
+ * checked before any work or output, as a bad output path is bad input (exit 2), named as the
+ * user gave it: "linnx: <what> <path>: cannot write into <dir>: <reason>". 0 when fine. */
+int cli_check_output(const char *what, const char *path);
 
 /* The parameter count of a checkpoint leaf, one rule for `linnx inspect` and `linnx convert`
  * (jax.tree counting of array leaves): the element count of an array (also a Variable's or a

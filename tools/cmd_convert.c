@@ -9,14 +9,17 @@
 #include "linnx/checkpoint.h"
 
 static const char CONVERT_USAGE[] =
-    "usage: linnx convert IN OUT [--layout linen|nnx|maxtext-linen|maxtext-nnx] [--from LAYOUT]\n"
+    "usage: linnx convert IN OUT [--layout linen|nnx|maxtext-linen|maxtext-nnx|linen-train]\n"
+    "                      [--from LAYOUT]\n"
     "                      [--format msgpack|safetensors] [--wrapper NAME]\n"
     "                      [--unscan PREFIX | --scan PREFIX] [--params-axis N] [--partition-name NAME]\n"
     "  Reads IN (Flax msgpack or safetensors, told apart by content) and writes OUT atomically.\n"
     "  --format: OUT's format (default: from OUT's extension, .msgpack or .safetensors).\n"
     "  --layout: the layout to write (default: IN's own). --from: IN's layout (default: detected:\n"
     "  {model, optimizer} is maxtext-nnx, {params: {params}, opt_state|step} maxtext-linen,\n"
-    "  collections (params, batch_stats, ...; not rngs) at the top linen, anything else nnx).\n"
+    "  {step, params, opt_state[, batch_stats]} linen-train (a Linen `linnx train --save` file;\n"
+    "  its NNX twin's is maxtext-nnx), collections (params, batch_stats, ...; not rngs) at the top\n"
+    "  linen, anything else nnx).\n"
     "  A converted layout holds boxes ({value: W}) as plain arrays and lists keys sorted, as\n"
     "  Flax writes them. A safetensors OUT always has plain names and keeps a safetensors IN's\n"
     "  __metadata__.\n"
@@ -66,6 +69,7 @@ int cmd_convert(int argc, char **argv) {
             return cli_error("convert: --params-axis: expected an integer, got '%s'", o[C_PAXIS].value);
         paxis = (int)v;
     }
+    if (cli_check_output("convert:", pos[1])) return CLI_EXIT_USAGE;
     lx_tree *in = NULL, *out = NULL, *meta = NULL;
     lx_ckpt_format infmt = LX_CKPT_AUTO;
     if (lx_ckpt_sniff(pos[0], &infmt) != LX_OK) return cli_lib_error();

@@ -36,7 +36,8 @@ static const char TRAIN_USAGE[] =
     "    step uses the whole data (an unbatched x of shape (3,) and a y of shape () included).\n"
     "  Prints `step K loss V` for K = 0..N-1 (V: the loss before step K's update, so step 0 is the\n"
     "  initial loss). On a terminal a progress bar (steps/s, loss, ETA) replaces the lines, then the\n"
-    "  last step's line is printed; --plain forces lines, --progress forces the bar.\n"
+    "  last step's line is printed (under mpirun the lines, as the launcher gives each rank a\n"
+    "  terminal of its own); --plain forces lines, --progress forces the bar.\n"
     "  --debug-nans: stop at the first NaN/Inf in the gradients or updates, naming the leaf by\n"
     "    the path `linnx grad` prints (as jax_debug_nans would; the parameters stay those of the\n"
     "    last good step). Without it NaN losses print as nan and training goes on, as in JAX.\n"
@@ -123,16 +124,8 @@ int cmd_train(int argc, char **argv) {
     if (o[O_SAVE].seen && lx_ckpt_format_of(o[O_SAVE].value) == LX_CKPT_SAFETENSORS)
         return cli_error("--save %s: a training state needs msgpack (FILE.msgpack); safetensors holds arrays only",
                          o[O_SAVE].value);
-    if (o[O_SAVE].seen) { /* its folder must take the file: found out before training, not after */
-        char dir[4096];
-        const char *path = o[O_SAVE].value, *slash = strrchr(path, '/');
-        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".");
-        if (!*path || (slash && !slash[1])) return cli_error("--save: '%s' is not a file name", path);
-        if (access(dir, W_OK | X_OK) != 0)
-            return cli_error("--save %s: cannot write into %s: %s", path, dir, strerror(errno));
-        struct stat sb;
-        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return cli_error("--save %s: is a directory", path);
-    }
+    /* its folder must take the file: found out before training, not after */
+    if (o[O_SAVE].seen && cli_check_output("--save", o[O_SAVE].value)) return CLI_EXIT_USAGE;
     optax_tx *tx = optax_from_string(o[O_OPT].value);
     if (!tx) {
         fprintf(stderr, "linnx: --optimizer: %s\n", lx_last_error());
@@ -190,7 +183,7 @@ int cmd_train(int argc, char **argv) {
             rc = cli_lib_error();
         batcher.next = start % batcher.nbatches;
     }
-    bool bar = rank == 0 && (o[O_PROG].seen || (!o[O_PLAIN].seen && isatty(STDOUT_FILENO)));
+    bool bar = rank == 0 && (o[O_PROG].seen || (!o[O_PLAIN].seen && progress_is_terminal(STDOUT_FILENO)));
     progress prog; /* the bar on a terminal (or --progress); `step K loss V` lines otherwise */
     progress_begin(&prog, stdout, steps, 0);
     prog.tty = bar;

@@ -26,6 +26,11 @@ const char *progress_fmt_duration(double s, char *buf, size_t cap) {
     return buf;
 }
 
+bool progress_is_terminal(int fd) {
+    if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK")) return false;
+    return isatty(fd);
+}
+
 void progress_begin(progress *p, FILE *out, int64_t total, int64_t every) {
     memset(p, 0, sizeof *p);
     p->out = out;
@@ -34,7 +39,7 @@ void progress_begin(progress *p, FILE *out, int64_t total, int64_t every) {
     const char *mode = getenv("LINNX_PROGRESS");
     if (mode && !strcmp(mode, "plain")) p->tty = false;
     else if (mode && !strcmp(mode, "tty")) p->tty = true;
-    else p->tty = isatty(fileno(out));
+    else p->tty = progress_is_terminal(fileno(out));
     p->t0 = progress_now();
 }
 

@@ -1,10 +1,10 @@
 /* tools/progress.h - the one training progress display of the command-line program (`linnx train`
  * and `linnx train-lm`).
  *
- * On a terminal: one line redrawn in place (at most 10 times a second, and always on the last
+ * On a terminal (progress_is_terminal): one line redrawn in place (at most 10 times a second, and always on the last
  * step): "[#########...........]  120/1000  loss 2.3456  8.1 steps/s  ETA 1m23s", with
  * "  12.3k tok/s" before the ETA when the caller counts tokens (train-lm). Otherwise (piped,
- * logged, or LINNX_PROGRESS=plain): a plain line every `every` steps and on the last one,
+ * logged, under mpirun, or LINNX_PROGRESS=plain): a plain line every `every` steps and on the last one,
  * "step 120/1000 loss 2.3456 tok/s 12345 steps/s 8.10 eta 83s" — unless `quiet` is set: `linnx
  * train` prints its own `step K loss V` line per step when piped and keeps the display for the
  * terminal only. LINNX_PROGRESS=tty forces the bar.
@@ -26,6 +26,10 @@ typedef struct progress {
     bool quiet; /* no plain lines (the caller prints its own when not on a terminal) */
 } progress;
 
+/* Whether `fd` is a terminal the user watches: isatty, except under an MPI launcher (mpirun,
+ * srun: OMPI_COMM_WORLD_SIZE, PMI_SIZE or PMIX_RANK set), which gives each rank a pty even when
+ * its own output goes to a file or a pipe; there the plain lines are the default. */
+bool progress_is_terminal(int fd);
 /* Seconds since an arbitrary start (CLOCK_MONOTONIC). */
 double progress_now(void);
 /* "1h02m", "3m05s", "12s", "?" for a negative or non-finite time. */

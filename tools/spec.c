@@ -189,6 +189,17 @@ static spec_node *call_args(parser *ps, spec_node *c, int depth) {
             fail(ps, "positional argument follows keyword argument");
             break;
         }
+        /* Python refuses a keyword given twice before any call (a SyntaxError); the last must not win */
+        for (int i = 0; kname && i < c->nargs; i++)
+            if (c->args[i].name && !strcmp(c->args[i].name, kname)) {
+                ps->p = start;
+                fail(ps, "keyword argument repeated: %s", kname);
+                break;
+            }
+        if (ps->failed) {
+            free(kname);
+            break;
+        }
         kw_seen = kw_seen || kname;
         spec_node *v = value(ps, depth + 1);
         if (!v) {

@@ -17,8 +17,9 @@
  * Reading gives back a tree of arrays and scalars (the "pure dict"); restore it into a target
  * structure with lx_ckpt_restore to get Variables and boxes back.
  *
- * Foreign arrays: linnx computes with float32, int32, uint32, bool and bfloat16 (array.h). A
- * checkpoint may hold other dtypes (float64, int64, float16, int8, complex, the float8 family);
+ * Foreign arrays: linnx's dtypes are float32, int32, uint32, bool, bfloat16 and int8 (array.h;
+ * int8 loads as an LX_I8 array, quant.h's weights). A checkpoint may hold other dtypes (float64,
+ * int64, float16, uint8, complex, the float8 family);
  * they load as lx_raw leaves (an LX_V_PTR value tagged LX_RAW_TAG, reference-counted): a dtype
  * name, a shape and the bytes, so inspect, convert and a save after a load keep them exactly.
  * numpy scalars (ext 3) and Python complex numbers (ext 2) load as lx_raw too, so they write back
@@ -176,7 +177,8 @@ lx_restore_opts lx_restore_defaults(void);
  *   "The target dict keys and state dict keys do not match, target dict contains keys {'b'}
  *    which are not present in state dict at path ./params"
  *   "The state dict contains keys {'c'} which are not present in the target dict at path ./params"
- *   "Shape mismatch at path ./params/kernel: target float32(2, 3), state float32(3, 2)".
+ *   "Shape mismatch at path ./params/kernel: target float32[2,3], state float32[3,2]"
+ *   "Dtype mismatch at path ./params/kernel: target float32[2,3], state int32[2,3]" (LX_ERR_DTYPE).
  * opts may be NULL (defaults). */
 lx_status lx_ckpt_restore(const lx_tree *target, const lx_tree *state, const lx_restore_opts *opts,
                           lx_tree **out);
@@ -190,15 +192,20 @@ typedef enum lx_layout {
     LX_LAYOUT_LINEN,          /* {params: {...}, batch_stats: ...}; bridge wrappers as ToLinen_0 */
     LX_LAYOUT_NNX,            /* nnx.to_pure_dict(state): no collection level */
     LX_LAYOUT_MAXTEXT_LINEN,  /* {params: {params: ...}, opt_state: [..], step: int32} */
-    LX_LAYOUT_MAXTEXT_NNX     /* {model: ..., optimizer: {opt_state: {0: ..}, step: uint32}} */
+    LX_LAYOUT_MAXTEXT_NNX,    /* {model: ..., optimizer: {opt_state: {0: ..}, step: uint32}} */
+    LX_LAYOUT_LINEN_TRAIN     /* Flax's TrainState of a Linen model, as `linnx train --save` writes
+                                 it: {step: int, params: <the params collection>, opt_state: [..]
+                                 with mu/nu/trace by Linen names, [batch_stats]} */
 } lx_layout;
 
-/* "linen", "nnx", "maxtext-linen", "maxtext-nnx" (and back; another name is
+/* "linen", "nnx", "maxtext-linen", "maxtext-nnx", "linen-train" (and back; another name is
  * LX_ERR_INVALID_ARGUMENT, like another value of a fixed option elsewhere). */
 const char *lx_layout_name(lx_layout l);
 lx_status lx_layout_from_name(const char *name, lx_layout *out);
 /* Guess the layout of a loaded tree from its top-level keys (model/optimizer: maxtext-nnx;
- * params with a params child and opt_state or step: maxtext-linen; a collection name (params,
+ * params with a params child and opt_state or step: maxtext-linen; only step, params,
+ * opt_state and batch_stats with params and opt_state among them: linen-train (the NNX twin's
+ * `linnx train --save` file is maxtext-nnx); a collection name (params,
  * batch_stats, cache, ...) at the top: linen, unless one is rngs (Linen keeps no RNG state: an
  * NNX module's Rngs, e.g. nnx.Dropout's {rngs: {key, count}}); anything else: nnx). */
 lx_layout lx_layout_detect(const lx_tree *t);

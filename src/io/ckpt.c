@@ -63,21 +63,36 @@ void io_map_unref(void *p) {
 
 typedef struct io_atomic {
     FILE *f;
-    char *tmp;
+    char *tmp; /* PATH.tmp.<pid>.<n>, then renamed to PATH */
+    char *dir; /* PATH's folder, synced after the rename */
     const char *path;
 } io_atomic;
 
+/* Everything that can fail for want of memory happens here, before any byte is written, so a
+ * failed save leaves PATH as it was (docs/checkpoints.md). Messages name PATH, the user's name,
+ * not the temporary file's. */
 static lx_status atomic_begin(const char *path, io_atomic *a) {
     static unsigned counter;
+    memset(a, 0, sizeof *a);
     size_t n = strlen(path) + 64;
     a->tmp = malloc(n);
-    if (!a->tmp) return lx_fail(LX_ERR_NO_MEMORY, "out of memory");
+    a->dir = lx_strdup(path);
+    if (!a->tmp || !a->dir) {
+        free(a->tmp);
+        free(a->dir);
+        return lx_fail(LX_ERR_NO_MEMORY, "out of memory");
+    }
+    char *slash = strrchr(a->dir, '/');
+    if (slash == a->dir) slash[1] = 0;
+    else if (slash) *slash = 0;
+    else strcpy(a->dir, ".");
     /* Same directory as the target, so the rename cannot cross file systems. */
     snprintf(a->tmp, n, "%s.tmp.%ld.%u", path, (long)getpid(), __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
     int fd = open(a->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
-        lx_status s = lx_fail(LX_ERR_IO, "cannot create %s: %s", a->tmp, strerror(errno));
+        lx_status s = lx_fail(LX_ERR_IO, "cannot create %s: %s", path, strerror(errno));
         free(a->tmp);
+        free(a->dir);
         return s;
     }
     a->f = fdopen(fd, "wb");
@@ -85,6 +100,7 @@ static lx_status atomic_begin(const char *path, io_atomic *a) {
         close(fd);
         unlink(a->tmp);
         free(a->tmp);
+        free(a->dir);
         return lx_fail(LX_ERR_IO, "cannot open a stream: %s", strerror(errno));
     }
     setvbuf(a->f, NULL, _IOFBF, 1 << 20);
@@ -96,39 +112,29 @@ static void atomic_abort(io_atomic *a) {
     if (a->f) fclose(a->f);
     unlink(a->tmp);
     free(a->tmp);
+    free(a->dir);
     a->f = NULL;
 }
 
-static lx_status fsync_dir_of(const char *path) {
-    char *dir = lx_strdup(path);
-    if (!dir) return lx_fail(LX_ERR_NO_MEMORY, "out of memory");
-    char *slash = strrchr(dir, '/');
-    if (slash == dir) slash[1] = 0;
-    else if (slash) *slash = 0;
-    else strcpy(dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    lx_status s = LX_OK;
-    if (fd < 0 || fsync(fd) != 0) s = lx_fail(LX_ERR_IO, "cannot sync directory %s: %s", dir, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(dir);
-    return s;
-}
-
+/* Every fallible step before the rename; once renamed, the save succeeded: the file is in place
+ * and a caller told otherwise would mis-handle it (a checkpoint manager's keep-N or latest). The
+ * folder's sync after it is best effort (some file systems refuse fsync on a folder). */
 static lx_status atomic_commit(io_atomic *a) {
     lx_status s = LX_OK;
     if (fflush(a->f) != 0 || fsync(fileno(a->f)) != 0)
-        s = lx_fail(LX_ERR_IO, "cannot write %s: %s", a->tmp, strerror(errno));
-    if (fclose(a->f) != 0 && s == LX_OK) s = lx_fail(LX_ERR_IO, "cannot close %s: %s", a->tmp, strerror(errno));
+        s = lx_fail(LX_ERR_IO, "cannot write %s: %s", a->path, strerror(errno));
+    if (fclose(a->f) != 0 && s == LX_OK) s = lx_fail(LX_ERR_IO, "cannot close %s: %s", a->path, strerror(errno));
     a->f = NULL;
+    int dfd = s == LX_OK ? open(a->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (s == LX_OK && dfd < 0) s = lx_fail(LX_ERR_IO, "cannot open directory %s: %s", a->dir, strerror(errno));
     if (s == LX_OK && rename(a->tmp, a->path) != 0)
         s = lx_fail(LX_ERR_IO, "cannot rename %s to %s: %s", a->tmp, a->path, strerror(errno));
-    if (s != LX_OK) {
-        unlink(a->tmp);
-        free(a->tmp);
-        return s;
-    }
+    if (s != LX_OK) unlink(a->tmp);
+    else (void)fsync(dfd);
+    if (dfd >= 0) close(dfd);
     free(a->tmp);
-    return fsync_dir_of(a->path);
+    free(a->dir);
+    return s;
 }
 
 lx_status lx_atomic_write_file(const char *path, const void *data, size_t len) {
@@ -136,7 +142,7 @@ lx_status lx_atomic_write_file(const char *path, const void *data, size_t len) {
     io_atomic a;
     LX_TRY(atomic_begin(path, &a));
     if (len && fwrite(data, 1, len, a.f) != len) {
-        lx_status s = lx_fail(LX_ERR_IO, "cannot write %s: %s", a.tmp, strerror(errno));
+        lx_status s = lx_fail(LX_ERR_IO, "cannot write %s: %s", a.path, strerror(errno));
         atomic_abort(&a);
         return s;
     }

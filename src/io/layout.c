@@ -24,18 +24,20 @@ const char *lx_layout_name(lx_layout l) {
     case LX_LAYOUT_NNX: return "nnx";
     case LX_LAYOUT_MAXTEXT_LINEN: return "maxtext-linen";
     case LX_LAYOUT_MAXTEXT_NNX: return "maxtext-nnx";
+    case LX_LAYOUT_LINEN_TRAIN: return "linen-train";
     default: return "auto";
     }
 }
 
 lx_status lx_layout_from_name(const char *name, lx_layout *out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "layout: out is NULL");
-    for (int l = LX_LAYOUT_AUTO; l <= LX_LAYOUT_MAXTEXT_NNX; l++)
+    for (int l = LX_LAYOUT_AUTO; l <= LX_LAYOUT_LINEN_TRAIN; l++)
         if (name && !strcmp(name, lx_layout_name((lx_layout)l))) {
             *out = (lx_layout)l;
             return LX_OK;
         }
-    return lx_fail(LX_ERR_INVALID_ARGUMENT, "unknown layout '%s' (expected linen, nnx, maxtext-linen or maxtext-nnx)",
+    return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                   "unknown layout '%s' (expected linen, nnx, maxtext-linen, maxtext-nnx or linen-train)",
                    name ? name : "(null)");
 }
 
@@ -50,11 +52,24 @@ static const lx_tree *sub(const lx_tree *t, const char *k) {
     return v && v->kind == LX_V_TREE ? v->u.tree : NULL;
 }
 
+/* Flax's TrainState.state_dict of a Linen model (what `linnx train --save` writes): step,
+ * params (the params collection itself), opt_state, and batch_stats when the model has them. */
+static bool is_linen_train(const lx_tree *t) {
+    if (!sub(t, "params") || !lx_tree_get(t, "opt_state")) return false;
+    for (size_t i = 0; i < lx_tree_len(t); i++) {
+        const char *k = lx_tree_key(t, i);
+        if (strcmp(k, "step") && strcmp(k, "params") && strcmp(k, "opt_state") && strcmp(k, "batch_stats"))
+            return false;
+    }
+    return true;
+}
+
 lx_layout lx_layout_detect(const lx_tree *t) {
     if (!t) return LX_LAYOUT_AUTO;
     if (lx_tree_get(t, "model") && sub(t, "optimizer")) return LX_LAYOUT_MAXTEXT_NNX;
     if (sub(sub(t, "params"), "params") && (lx_tree_get(t, "opt_state") || lx_tree_get(t, "step")))
         return LX_LAYOUT_MAXTEXT_LINEN;
+    if (is_linen_train(t)) return LX_LAYOUT_LINEN_TRAIN;
     if (lx_tree_len(t) == 0) return LX_LAYOUT_NNX;
     for (size_t i = 0; i < lx_tree_len(t); i++)
         if (!is_collection(lx_tree_key(t, i)) || lx_tree_at(t, i)->kind != LX_V_TREE) return LX_LAYOUT_NNX;
@@ -393,6 +408,79 @@ static bool maxtext_key(const char *k) {
     return false;
 }
 
+/* An NNX-form chain as a Linen TrainState holds it: moments by Linen names (layers_<i>) with no
+ * params level (its params are the params collection), EmptyState as {} (Flax's state dict of
+ * an EmptyState; MaxText's Linen layout writes None). */
+static lx_status chain_to_linen_train(const lx_tree *chain, lx_tree **out) {
+    lx_tree *o = lx_tree_new();
+    lx_status s = o ? LX_OK : lx_last_status();
+    for (size_t i = 0; s == LX_OK && i < lx_tree_len(chain); i++) {
+        const lx_value *e = lx_tree_at(chain, i);
+        if (e->kind != LX_V_TREE) {
+            s = lx_tree_set(o, lx_tree_key(chain, i), *e);
+            continue;
+        }
+        lx_tree *ne = lx_tree_new();
+        s = ne ? LX_OK : lx_last_status();
+        for (size_t j = 0; s == LX_OK && j < lx_tree_len(e->u.tree); j++) {
+            const lx_value *v = lx_tree_at(e->u.tree, j);
+            lx_tree *named = NULL;
+            if (v->kind == LX_V_TREE) s = rename_layers(v->u.tree, false, &named);
+            if (s == LX_OK) s = lx_tree_set(ne, lx_tree_key(e->u.tree, j), named ? lx_tree_v(named) : *v);
+            lx_tree_release(named);
+        }
+        if (s == LX_OK) s = lx_tree_set(o, lx_tree_key(chain, i), lx_tree_v(ne));
+        lx_tree_release(ne);
+    }
+    if (s != LX_OK) {
+        lx_tree_release(o);
+        return s;
+    }
+    *out = o;
+    return LX_OK;
+}
+
+/* The canonical form as a Linen TrainState: {step: int, params, opt_state, [batch_stats]}. */
+static lx_status to_linen_train(const canon *c, lx_tree **out) {
+    lx_tree *vars = NULL, *mid = NULL, *chain = NULL, *o = NULL;
+    lx_value step = lx_none();
+    lx_status s = model_to_linen(c->model, NULL, &vars);
+    for (size_t i = 0; s == LX_OK && i < lx_tree_len(vars); i++)
+        if (strcmp(lx_tree_key(vars, i), "params") && strcmp(lx_tree_key(vars, i), "batch_stats"))
+            s = lx_fail(LX_ERR_UNSUPPORTED, "layout: a Linen TrainState holds params and batch_stats, not '%s'",
+                        lx_tree_key(vars, i));
+    if (s == LX_OK && !c->opt)
+        s = lx_fail(LX_ERR_NOT_FOUND, "layout: linen-train needs a train state (an optimizer state) to convert");
+    /* the chain in NNX form first (either source form), then as the TrainState holds it */
+    if (s == LX_OK) s = convert_chain(c->opt, false, &mid);
+    if (s == LX_OK) s = chain_to_linen_train(mid, &chain);
+    if (s == LX_OK) s = c->step ? cast_step(c->step, LX_I32, &step) : LX_OK;
+    if (s == LX_OK && !(o = lx_tree_new())) s = lx_last_status();
+    /* Flax writes a never-jitted TrainState.step as a Python int (what linnx train restores) */
+    if (s == LX_OK)
+        s = lx_tree_set(o, "step", lx_int_v(step.kind == LX_V_ARRAY ? lx_i32(step.u.array)[0] : 0));
+    const lx_value *p = s == LX_OK ? lx_tree_get(vars, "params") : NULL;
+    const lx_value *bs = s == LX_OK ? lx_tree_get(vars, "batch_stats") : NULL;
+    if (s == LX_OK && p) s = lx_tree_set(o, "params", *p);
+    if (s == LX_OK && !p) { /* a model without params */
+        lx_tree *e = lx_tree_new();
+        s = e ? lx_tree_set(o, "params", lx_tree_v(e)) : lx_last_status();
+        lx_tree_release(e);
+    }
+    if (s == LX_OK) s = lx_tree_set(o, "opt_state", lx_tree_v(chain));
+    if (s == LX_OK && bs) s = lx_tree_set(o, "batch_stats", *bs);
+    lx_value_free(&step);
+    lx_tree_release(vars);
+    lx_tree_release(mid);
+    lx_tree_release(chain);
+    if (s != LX_OK) {
+        lx_tree_release(o);
+        return s;
+    }
+    *out = o;
+    return LX_OK;
+}
+
 static lx_status convert_plain(const lx_tree *t, lx_layout from, lx_layout to, const char *wrapper, lx_tree **out) {
     canon c = {0};
     lx_status s = LX_OK;
@@ -407,6 +495,19 @@ static lx_status convert_plain(const lx_tree *t, lx_layout from, lx_layout to, c
         c.opt_linen = true;
         c.step = lx_tree_get(t, "step");
         c.top = t;
+        break;
+    }
+    case LX_LAYOUT_LINEN_TRAIN: { /* the collections it holds as Linen variables, then as above */
+        lx_tree *vars = lx_tree_new();
+        s = vars ? LX_OK : lx_last_status();
+        for (size_t i = 0; s == LX_OK && i < lx_tree_len(t); i++)
+            if (!strcmp(lx_tree_key(t, i), "params") || !strcmp(lx_tree_key(t, i), "batch_stats"))
+                s = lx_tree_set(vars, lx_tree_key(t, i), *lx_tree_at(t, i));
+        if (s == LX_OK) s = linen_to_model(vars, &c.model);
+        lx_tree_release(vars);
+        c.opt = lx_tree_get(t, "opt_state");
+        c.opt_linen = true; /* moments without the params level: chain_elem takes both */
+        c.step = lx_tree_get(t, "step");
         break;
     }
     case LX_LAYOUT_MAXTEXT_NNX: {
@@ -467,6 +568,7 @@ static lx_status convert_plain(const lx_tree *t, lx_layout from, lx_layout to, c
             if (!maxtext_key(lx_tree_key(c.top, i))) s = lx_tree_set(o, lx_tree_key(c.top, i), *lx_tree_at(c.top, i));
         break;
     }
+    case LX_LAYOUT_LINEN_TRAIN: s = to_linen_train(&c, &o); break;
     default: s = lx_fail(LX_ERR_INVALID_ARGUMENT, "layout: unknown target layout %d", (int)to);
     }
     lx_value_free(&step);

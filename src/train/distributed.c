@@ -27,8 +27,10 @@ static int64_t g_step = 0;
 static double g_timeout = 60.0;
 static size_t g_bucket = (size_t)256 << 10;
 static double g_wait = 0.0;
+#ifdef LINNX_HAVE_MPI /* the waits' tuning: only the MPI build waits (unused without it, and -Werror) */
 static double g_spin = 0.05;  /* seconds a wait polls back to back (LINNX_DIST_SPIN_US) */
 static long g_nap_ns = 200000; /* then the pause between polls (LINNX_DIST_NAP_US) */
+#endif
 
 bool lx_dist_available(void) {
 #ifdef LINNX_HAVE_MPI

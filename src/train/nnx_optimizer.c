@@ -158,9 +158,42 @@ static lx_status filter_grads(const lx_tree *grads, const nnx_filter *wrt, lx_tr
     return st;
 }
 
+/* The writes of one update, planned before any is made: every (Variable, new value) pair. Only
+ * the planning can fail (it flattens and allocates); the commit sets values and cannot, so a
+ * failed update changes nothing (train.h). */
+typedef struct write_plan {
+    lx_variable **var;
+    lx_array **val;
+    size_t len, cap;
+} write_plan;
+
+static void plan_free(write_plan *p) {
+    free(p->var);
+    free(p->val);
+    memset(p, 0, sizeof *p);
+}
+
+static lx_status plan_add(write_plan *p, lx_variable *var, lx_array *val) {
+    if (p->len == p->cap) {
+        size_t ncap = p->cap ? 2 * p->cap : 16;
+        lx_variable **nv = realloc(p->var, ncap * sizeof *nv);
+        if (!nv) return lx_fail(LX_ERR_NO_MEMORY, "Optimizer.update: out of memory");
+        p->var = nv;
+        lx_array **na = realloc(p->val, ncap * sizeof *na);
+        if (!na) return lx_fail(LX_ERR_NO_MEMORY, "Optimizer.update: out of memory");
+        p->val = na;
+        p->cap = ncap;
+    }
+    p->var[p->len] = var;
+    p->val[p->len] = val;
+    p->len++;
+    return LX_OK;
+}
+
 /* Every array leaf of `src` must have a Variable at the same path in `dst` with the same shape
- * and dtype; with `write`, the values are set. */
-static lx_status copy_into(const lx_tree *dst, const lx_tree *src, const char *what, bool write) {
+ * and dtype; each pair joins the plan. The arrays stay owned by `src`, the Variables by `dst`:
+ * both must live until plan_commit. */
+static lx_status plan_into(write_plan *p, const lx_tree *dst, const lx_tree *src, const char *what) {
     lx_flat f = {0};
     LX_TRY(lx_tree_flatten(src, &f));
     lx_status st = LX_OK;
@@ -180,10 +213,15 @@ static lx_status copy_into(const lx_tree *dst, const lx_tree *src, const char *w
                          lx_dtype_name(a->dtype), lx_shape_str(a->ndim, a->shape, b2, sizeof b2));
             break;
         }
-        if (write) st = lx_variable_set_value(d->u.var, a, false);
+        st = plan_add(p, d->u.var, a);
     }
     lx_flat_free(&f);
     return st;
+}
+
+/* lx_variable_set_value fails only for a NULL Variable or value, which plan_into ruled out. */
+static void plan_commit(const write_plan *p) {
+    for (size_t i = 0; i < p->len; i++) (void)lx_variable_set_value(p->var[i], p->val[i], false);
 }
 
 lx_status nnx_optimizer_update(nnx_optimizer *o, nnx_module *model, const lx_tree *grads, lx_tree **updates) {
@@ -206,8 +244,11 @@ lx_status nnx_optimizer_update(nnx_optimizer *o, nnx_module *model, const lx_tre
     if (st == LX_OK && !fused) st = optax_update(o->tx, g, pstate, pparams, &upd, &ns);
     if (st == LX_OK && !fused) st = optax_apply_updates(pparams, upd, &np);
     if (st == LX_OK) st = pure(np, &pnp);
-    /* all checks before the first write */
-    if (st == LX_OK) st = copy_into(o->opt_state, ns, "Optimizer.update: optimizer state", false);
+    /* every check and allocation before the first write: the model's params (the Variables
+     * `params` shares with the model, nnx.state) and the optimizer state */
+    write_plan plan = {0};
+    if (st == LX_OK) st = plan_into(&plan, params, pnp, "Optimizer.update: params");
+    if (st == LX_OK) st = plan_into(&plan, o->opt_state, ns, "Optimizer.update: optimizer state");
     /* step[...] += 1: in place when only the step Variable holds its array (nobody can see the
      * difference), else into a new array */
     lx_array *next = NULL, *cur = lx_variable_get_value(o->step);
@@ -217,16 +258,16 @@ lx_status nnx_optimizer_update(nnx_optimizer *o, nnx_module *model, const lx_tre
         if (!next) st = lx_last_status();
         else lx_u32(next)[0] = nnx_optimizer_step(o) + 1u;
     }
-    if (st == LX_OK) st = nnx_update(model, 1, &pnp);
-    if (st == LX_OK) {
-        copy_into(o->opt_state, ns, "Optimizer.update: optimizer state", true);
+    if (st == LX_OK) { /* the commit: nothing below can fail */
+        plan_commit(&plan);
         if (in_place) lx_u32(cur)[0] += 1u;
-        else lx_variable_set_value(o->step, next, false);
+        else (void)lx_variable_set_value(o->step, next, false);
         if (updates) {
             *updates = upd;
             upd = NULL;
         }
     }
+    plan_free(&plan);
     lx_release(next);
     lx_tree *all[] = {params, g, upd, ns, np, pnp};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lx_optax_recycle_tree(all[i]);
@@ -241,8 +282,10 @@ lx_status nnx_optimizer_load_state(nnx_optimizer *o, const lx_tree *state) {
     if (!o || !state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.update(optimizer): NULL argument");
     lx_tree *cur = NULL;
     LX_TRY(nnx_optimizer_state(o, &cur));
-    lx_status st = copy_into(cur, state, "nnx.update(optimizer)", false);
-    if (st == LX_OK) st = copy_into(cur, state, "nnx.update(optimizer)", true);
+    write_plan plan = {0};
+    lx_status st = plan_into(&plan, cur, state, "nnx.update(optimizer)");
+    if (st == LX_OK) plan_commit(&plan);
+    plan_free(&plan);
     lx_tree_release(cur);
     return st;
 }
