@@ -64,7 +64,8 @@ void tc_data_free(tc_data *d);
 /* Read a .npy file (format 1.0-3.0, C order, any shape; <f4 <f8 as float32; bool and the
  * little-endian integer types int8..int64, uint8..uint64 as int32, exactly: a value outside int32
  * is an error): an owned array (*rc 0), or NULL after printing the error, *rc the exit status
- * (CLI_EXIT_FAILURE when memory ran out, CLI_EXIT_USAGE for a bad file). */
+ * (CLI_EXIT_FAILURE when memory ran out, CLI_EXIT_USAGE for a bad file). The header is read as
+ * numpy reads it (docs/hardening.md, Limits): exactly the three keys, a bool, a tuple of ints. */
 lx_array *tc_npy_read(const char *path, int *rc);
 
 /* ---- the model ---- */
@@ -89,6 +90,8 @@ extern bool tc_data_parallel;
  * NNX: {model, optimizer: {step, opt_state}}. A checkpoint of another model or optimizer changes
  * nothing and is one `linnx: --restore FILE: ...` line (exit 2). */
 int tc_model_save(tc_model *m, const char *path);
+/* The training state tc_model_save writes (a new tree; the caller releases it). */
+lx_status tc_model_state_tree(tc_model *m, lx_tree **out);
 int tc_model_restore(tc_model *m, const char *path, int64_t *step);
 
 /* ---- printing ---- */
