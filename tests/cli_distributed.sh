@@ -215,6 +215,46 @@ else
     echo "--- resumed: $(cat "$cli_tmp/b") (want: $(sed -n 3p "$cli_tmp/full"))"
 fi
 
+# a rank that fails before the first step (its --restore file is missing): it joins the start-of-run
+# check, so the other stops there at once naming it ("before the first step", not a 60 s deadline
+# in the first step's collectives, not "step -1"); the data are the 6 rows of targs
+base=("${targs[@]:0:2}" "${targs[@]:4:4}" "${targs[@]:12:2}" --plain --steps 2) # no --seed, --y, --optimizer
+y0=(--y 1,0,0,1,0.5,0.5,1,1,0,0,-1,2 --y-shape 6,2)
+sargs=("${base[@]}" --seed 7 "${y0[@]}" --optimizer 'adam(0.1)')
+rm -f "$ck"
+"$bin" "${sargs[@]}" --save "$ck" >/dev/null 2>&1
+timeout 60 "${mpi[@]}" 1 "$bin" "${sargs[@]}" --restore "$ck" : -np 1 "$bin" "${sargs[@]}" --restore "$cli_tmp/nope.msgpack" \
+    >"$cli_tmp/out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "linnx: --restore $cli_tmp/nope.msgpack: cannot open" "$cli_tmp/out" &&
+   grep -q "linnx: distributed: rank 1 failed before the first step" "$cli_tmp/out" &&
+   ! grep -q "timed out\|step -1" "$cli_tmp/out" && ! grep -q "^step" "$cli_tmp/out"; then
+    ok
+    echo "rank 1 without its --restore file: rank 0 stopped before the first step (exit $rc)"
+else bad "rank 1 without its --restore file: exit $rc"; fi
+# ranks started differently (MPMD launches): one error naming what differs, no step printed
+mism() { # $1: what must be named; then rank 0's extra words, ':', rank 1's
+    local want=$1 a=() b=()
+    shift
+    while [ $# -gt 0 ] && [ "$1" != : ]; do a+=("$1"); shift; done
+    shift
+    b=("$@")
+    timeout 60 "${mpi[@]}" 1 "$bin" "${base[@]}" "${a[@]}" : -np 1 "$bin" "${base[@]}" "${b[@]}" >"$cli_tmp/out" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && ! grep -q "^step" "$cli_tmp/out" &&
+       grep -q "linnx: distributed: rank 1 was not started like rank 0: .*$want" "$cli_tmp/out" &&
+       grep -q "linnx: distributed: the ranks were not started alike: .*$want.* from rank 0's on 1 of 2 ranks" "$cli_tmp/out"; then
+        ok
+        echo "mismatched ranks: $(grep -o 'rank 1 was not started like rank 0: [^(]*' "$cli_tmp/out")"
+    else bad "mismatched ranks ($want): exit $rc"; fi
+}
+s7=(--seed 7 "${y0[@]}")
+mism "--seed/--key/--x64" "${s7[@]}" --optimizer 'adam(0.1)' : --seed 8 "${y0[@]}" --optimizer 'adam(0.1)'
+mism "--optimizer" "${s7[@]}" --optimizer 'adam(0.1)' : "${s7[@]}" --optimizer 'sgd(5.0)'
+mism "the restored step (--restore)" "${s7[@]}" --optimizer 'adam(0.1)' --restore "$ck" : "${s7[@]}" --optimizer 'adam(0.1)'
+mism "the data (x and y" "${s7[@]}" --optimizer 'adam(0.1)' : --seed 7 --y 1,0,0,1,0.5,0.5,1,1,0,0,-1,3 --y-shape 6,2 \
+    --optimizer 'adam(0.1)'
+
 # the showcase's `linnx train-lm` (tiny sizes) unchanged under mpirun -np 2: rank 0 alone prints
 # (one header) and writes the loss curve and the checkpoint; the held-out losses are the one-process
 # run's (printed to 4 decimals; float32 order differs)

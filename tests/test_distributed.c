@@ -820,6 +820,143 @@ static int64_t tree_array_bytes(const lx_tree *t) {
     return n;
 }
 
+/* Synthetic params (which 0) or rank r's gradients at step k (which 1): three leaves, one a
+ * scalar, one 2-D; 23 elements, so 2 and 3 ranks cut leaves in the middle. */
+static lx_tree *synth_tree(int which, int r, int k) {
+    static const char *const paths[3] = {"a/w", "a/b", "c/k"};
+    static const int nd[3] = {1, 0, 2};
+    static const int64_t shp[3][2] = {{7, 0}, {0, 0}, {3, 5}};
+    lx_tree *t = lx_tree_new();
+    int64_t base = 0;
+    for (int l = 0; t && l < 3; l++) {
+        float v[16];
+        int64_t n = nd[l] == 0 ? 1 : nd[l] == 1 ? shp[l][0] : shp[l][0] * shp[l][1];
+        for (int64_t i = 0; i < n; i++) {
+            double j = (double)(base + i);
+            v[i] = which == 0 ? (float)(0.1 * cos(j * 0.7)) : (float)sin(j * 0.37 + r * 1.3 + k * 0.11);
+        }
+        lx_array *a = lx_array_from_f32(nd[l], shp[l], v);
+        CHECK_EQ_INT(lx_tree_set_path(t, paths[l], lx_array_v(a)), LX_OK);
+        lx_release(a);
+        base += n;
+    }
+    return t;
+}
+
+/* The mean over `size` ranks of synth_tree(1, r, k), summed in rank order. */
+static lx_tree *synth_mean_grads(int size, int k) {
+    lx_tree *g = synth_tree(1, 0, k);
+    lx_flat f = {0};
+    CHECK_EQ_INT(lx_tree_flatten(g, &f), LX_OK);
+    for (size_t i = 0; i < f.len; i++) {
+        lx_array *a = f.items[i].value.u.array;
+        for (int r = 1; r < size; r++) {
+            lx_tree *gr = synth_tree(1, r, k);
+            const lx_value *v = lx_tree_find(gr, f.items[i].path);
+            for (int64_t e = 0; e < a->size; e++) lx_f32(a)[e] += lx_f32(v->u.array)[e];
+            lx_tree_release(gr);
+        }
+        for (int64_t e = 0; e < a->size; e++) lx_f32(a)[e] /= (float)size;
+    }
+    lx_flat_free(&f);
+    return g;
+}
+
+/* 0: chain(scale(1), adam) (count at 1/0/count); 1: chain(identity, chain(scale(1), chain(scale_by_adam,
+ * scale(-lr)))) (count at 1/1/0/count) */
+static optax_tx *chain_tx(int which) {
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    if (which == 0) return optax_chain(2, (optax_tx *[]){optax_scale(1.0), optax_adam(OPTAX_CONST(0.05), &o)});
+    optax_tx *in = optax_chain(2, (optax_tx *[]){optax_scale_by_adam(&o), optax_scale(-0.05)});
+    optax_tx *mid = optax_chain(2, (optax_tx *[]){optax_scale(1.0), in});
+    return optax_chain(2, (optax_tx *[]){optax_identity(), mid});
+}
+
+/* ZeRO-1 with chained and nested optimizers (the state's count at 1/0/count, 1/1/0/count): steps
+ * equal to the unsharded run, the gathered state equal to the unsharded state, and that state
+ * loads into a fresh sharded run of the same optimizer and resumes with the uninterrupted params;
+ * a state of ANOTHER optimizer is refused naming the missing path. Transformations that are not
+ * elementwise are refused by lx_dist_zero1_new naming them (they would see only the rank's slices:
+ * clip_by_global_norm clipped each rank's shard by its own norm), an elementwise clip is taken. */
+static void test_zero1_chains(int rank, int size) {
+    enum { K = 3 };
+    for (int which = 0; which < 2; which++) {
+        optax_tx *ref = chain_tx(which);
+        lx_tree *rp = synth_tree(0, 0, 0), *rs = NULL, *p = synth_tree(0, 0, 0), *full = NULL;
+        CHECK_EQ_INT(optax_init(ref, rp, &rs), LX_OK);
+        lx_dist_zero1 *z = NULL, *z2 = NULL;
+        CHECK_EQ_INT(lx_dist_zero1_new(chain_tx(which), p, &z), LX_OK);
+        for (int k = 0; k <= K; k++) {
+            lx_tree *gm = synth_mean_grads(size, k), *g = synth_tree(1, rank, k);
+            CHECK_EQ_INT(optax_step(ref, gm, &rp, &rs), LX_OK);
+            if (k < K) CHECK_EQ_INT(lx_dist_zero1_step(z, g, &p), LX_OK);
+            else { /* the checkpoint of step K, loaded into a fresh sharded run, steps on */
+                CHECK_EQ_INT(lx_dist_zero1_gather_state(z, p, &full), LX_OK);
+                CHECK_EQ_INT(lx_dist_zero1_new(chain_tx(which), p, &z2), LX_OK);
+                CHECK_EQ_INT(lx_dist_zero1_load_state(z2, full), LX_OK);
+                CHECK_EQ_INT(lx_dist_zero1_step(z2, g, &p), LX_OK);
+            }
+            if (k == K - 1) {
+                lx_tree *gs = NULL;
+                CHECK_EQ_INT(lx_dist_zero1_gather_state(z, p, &gs), LX_OK);
+                double sd = tree_maxdiff(rs, gs, which ? "zero1 nested chain: gathered state" : "zero1 chain: gathered state");
+                if (size <= 2) CHECK(sd == 0);
+                lx_tree_release(gs);
+            }
+            lx_tree_release(gm);
+            lx_tree_release(g);
+        }
+        double d = tree_maxdiff(rp, p, which ? "zero1 nested chain: resumed params" : "zero1 chain: resumed params");
+        if (size <= 2) CHECK(d == 0);
+        const lx_value *c = lx_tree_find(full, which ? "1/1/0/count" : "1/0/count");
+        CHECK(c && c->kind == LX_V_ARRAY && lx_array_get(c->u.array, 0) == K);
+        if (which == 0) { /* a chain's state into plain adam: not its layout */
+            optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+            lx_dist_zero1 *z3 = NULL;
+            CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), p, &z3), LX_OK);
+            CHECK_FAILS(lx_dist_zero1_load_state(z3, full), LX_ERR_NOT_FOUND,
+                        "the optimizer state has no 0/count: it is not laid out as this optimizer's state");
+            lx_dist_zero1_free(z3);
+        }
+        if (rank == 0)
+            printf("zero1 %s: %d ranks: %d steps, state gathered, loaded into a fresh run and stepped: max |p - p_1| = %.3g\n",
+                   which ? "nested chain" : "chain", size, K, d);
+        lx_dist_zero1_free(z);
+        lx_dist_zero1_free(z2);
+        lx_tree_release(full);
+        lx_tree_release(rp);
+        lx_tree_release(rs);
+        lx_tree_release(p);
+        optax_tx_release(ref);
+    }
+    /* not elementwise: refused, naming the transformation (and z left NULL) */
+    lx_tree *p = synth_tree(0, 0, 0);
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    lx_dist_zero1 *z = (lx_dist_zero1 *)&p;
+    CHECK_FAILS(lx_dist_zero1_new(optax_chain(2, (optax_tx *[]){optax_clip_by_global_norm(0.5), optax_adam(OPTAX_CONST(0.05), &o)}),
+                                  p, &z),
+                LX_ERR_UNSUPPORTED, "distributed: zero1: clip_by_global_norm is not elementwise");
+    CHECK(z == NULL);
+    CHECK_FAILS(lx_dist_zero1_new(optax_from_string("adafactor(1e-2)"), p, &z), LX_ERR_UNSUPPORTED,
+                "distributed: zero1: scale_by_factored_rms is not elementwise");
+    CHECK_FAILS(lx_dist_zero1_new(optax_clip_by_block_rms(1.0), p, &z), LX_ERR_UNSUPPORTED,
+                "distributed: zero1: clip_by_block_rms is not elementwise");
+    /* a mask by ndim: the 2-D c/k is selected, its 1-D slices would not be */
+    optax_adam_opts ow = OPTAX_ADAM_DEFAULTS;
+    ow.weight_decay = 0.1;
+    ow.mask = optax_mask_min_ndim(2);
+    CHECK_FAILS(lx_dist_zero1_new(optax_adamw(OPTAX_CONST(0.05), &ow), p, &z), LX_ERR_UNSUPPORTED,
+                "the mask of masked selects c/k by its shape");
+    /* elementwise ones are taken: clip, adamw without a mask */
+    CHECK_EQ_INT(lx_dist_zero1_new(optax_chain(2, (optax_tx *[]){optax_clip(0.5), optax_adam(OPTAX_CONST(0.05), &o)}), p, &z),
+                 LX_OK);
+    lx_dist_zero1_free(z);
+    ow.mask = OPTAX_NO_MASK;
+    CHECK_EQ_INT(lx_dist_zero1_new(optax_adamw(OPTAX_CONST(0.05), &ow), p, &z), LX_OK);
+    lx_dist_zero1_free(z);
+    lx_tree_release(p);
+}
+
 /* A checkpoint of a ZeRO-1 run: 3 sharded steps, the state gathered (unsharded: compared with the
  * all-reduce run's state after 3 steps) and saved with the params by rank 0; every rank loads it
  * and resumes (a) unsharded and (b) sharded again: both must give the uninterrupted run's losses
@@ -1363,6 +1500,7 @@ static int worker(void) {
         lx_tree_release(z0);
         test_zero1_checkpoint(m, x, y, p, ld, rank, size);
         test_zero1_errors(m, x, y, rank, size);
+        test_zero1_chains(rank, size);
     }
     if (rank == 0) {
         lx_tree *q = init_params(m, lx_key_from_seed(100), x);

@@ -16,6 +16,7 @@
 #include "linnx/value.h"
 #include "linnx/variable.h"
 #include "../core/status_internal.h"
+#include "optax_internal.h"
 
 #ifdef LINNX_HAVE_MPI
 #include <mpi.h>
@@ -43,6 +44,13 @@ int lx_dist_rank(void) { return g_rank; }
 int lx_dist_size(void) { return g_size; }
 bool lx_dist_active(void) { return g_inited && g_size > 1; }
 void lx_dist_set_step(int64_t step) { g_step = step; }
+
+/* "at step S", or "before the first step" for a negative step (setup: lx_dist_set_step(-1)). */
+static const char *step_words(char *buf, size_t cap) {
+    if (g_step < 0) return "before the first step";
+    snprintf(buf, cap, "at step %lld", (long long)g_step);
+    return buf;
+}
 
 lx_status lx_dist_set_timeout(double seconds) {
     if (!(seconds > 0)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: timeout %g is not > 0 seconds", seconds);
@@ -337,7 +345,8 @@ static lx_status mpi_fail(const char *what, int rc) {
     char msg[MPI_MAX_ERROR_STRING];
     int len = 0;
     if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "MPI error %d", rc);
-    return lx_fail(LX_ERR_IO, "distributed: %s failed on rank %d at step %lld: %s", what, g_rank, (long long)g_step, msg);
+    char sw[40];
+    return lx_fail(LX_ERR_IO, "distributed: %s failed on rank %d %s: %s", what, g_rank, step_words(sw, sizeof sw), msg);
 }
 
 static lx_status wait_all(int n, MPI_Request *reqs, const char *what);
@@ -451,9 +460,10 @@ static lx_status wait_all(int n, MPI_Request *reqs, const char *what) {
         if (done) break;
         if (now_s() - t0 > g_timeout) {
             g_wait += now_s() - t0;
+            char sw[40];
             return lx_fail(LX_ERR_IO,
-                           "distributed: %s on rank %d at step %lld timed out after %g s (another rank stopped or "
-                           "died)", what, g_rank, (long long)g_step, g_timeout);
+                           "distributed: %s on rank %d %s timed out after %g s (another rank stopped or died)", what,
+                           g_rank, step_words(sw, sizeof sw), g_timeout);
         }
         /* MPI progresses a large message only inside MPI calls: poll back to back for the first
          * 50 ms (yielding the core to anyone who needs it), then sleep between polls (a peer is
@@ -803,8 +813,10 @@ lx_status lx_dist_check(lx_status local) {
         return local;
     }
     if (w != LX_OK) return w;
-    if (low < g_size)
-        return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed at step %lld", low, (long long)g_step);
+    if (low < g_size) {
+        char sw[40];
+        return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed %s", low, step_words(sw, sizeof sw));
+    }
     return LX_OK;
 }
 
@@ -945,6 +957,51 @@ static lx_status zero1_shard_tree(const lx_dist_zero1 *z, const float *src, int6
 
 static lx_status zero1_plan(lx_dist_zero1 *z);
 
+/* Whether tx gives the same numbers on the rank's 1-D slices as on the whole params: every
+ * transformation must be elementwise. Refused (LX_ERR_UNSUPPORTED, naming it): those that reduce
+ * over a leaf or over all leaves (clip_by_global_norm, clip_by_block_rms, scale_by_param_block_rms)
+ * or look at a param's shape (scale_by_factored_rms: adafactor), and a mask (optax.masked,
+ * adamw's or add_decayed_weights' mask) whose choice for a param differs between the param and any
+ * rank's slice of it (optax_mask_min_ndim does: a slice is 1-D). Every rank decides the same (all
+ * ranks' slices are tried). `f`: the params, flattened as z->paths. */
+static lx_status zero1_check_tx(const lx_dist_zero1 *z, const optax_tx *tx, const lx_flat *f, int depth) {
+    static const char *const whole[] = {"clip_by_global_norm", "clip_by_block_rms", "scale_by_param_block_rms",
+                                        "scale_by_factored_rms"};
+    if (!tx || !tx->ops) return LX_OK;
+    if (depth > LX_OPTAX_MAX_NEST) /* optax_chain and optax_masked refuse deeper ones */
+        return lx_fail(LX_ERR_UNSUPPORTED, "distributed: zero1: transformations nested more than %d deep", LX_OPTAX_MAX_NEST);
+    for (size_t k = 0; k < sizeof whole / sizeof whole[0]; k++)
+        if (!strcmp(tx->ops->name, whole[k]))
+            return lx_fail(LX_ERR_UNSUPPORTED,
+                           "distributed: zero1: %s is not elementwise (it reduces over %s), and a rank holds only its "
+                           "1-D slices of the params: not supported with ZeRO-1 sharding (use the all-reduce path, "
+                           "lx_dist_overlap_begin/end, which steps the whole gradient)",
+                           tx->ops->name, k == 0 ? "every element of the gradient" : k == 3 ? "a param's rows and columns" : "each leaf");
+    if (tx->mask.fn)
+        for (size_t i = 0; i < z->n; i++) {
+            lx_array *p = leaf_f32(&f->items[i].value);
+            bool want = tx->mask.fn(z->paths[i], p, tx->mask.user);
+            for (int r = 0; r < g_size; r++) {
+                int64_t a, b;
+                zero1_cut(z, i, r, &a, &b);
+                if (a == b) continue;
+                int64_t len = b - a;
+                lx_array *v = lx_array_wrap(LX_F32, 1, &len, lx_f32(p) + (a - z->off[i]), NULL, NULL);
+                if (!v) return lx_last_status();
+                bool got = tx->mask.fn(z->paths[i], v, tx->mask.user);
+                lx_release(v);
+                if (got != want)
+                    return lx_fail(LX_ERR_UNSUPPORTED,
+                                   "distributed: zero1: the mask of %s selects %s by its shape (%s for the param, %s for "
+                                   "rank %d's 1-D slice of it): not supported with ZeRO-1 sharding (give a mask tree of "
+                                   "paths, optax_mask_tree)",
+                                   tx->ops->name, z->paths[i], want ? "true" : "false", got ? "true" : "false", r);
+            }
+        }
+    for (int k = 0; k < tx->n; k++) LX_TRY(zero1_check_tx(z, tx->subs[k], f, depth + 1));
+    return LX_OK;
+}
+
 lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out) {
     if (out) *out = NULL;
     if (!tx || !params || !out) {
@@ -998,6 +1055,7 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
         if (!z->flat || !z->mine) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory for %lld parameters", (long long)z->total);
     }
     if (st == LX_OK) st = zero1_plan(z);
+    if (st == LX_OK) st = zero1_check_tx(z, z->tx, &f, 0);
     lx_tree *mine = NULL;
     if (st == LX_OK) st = zero1_shard_tree(z, NULL, 0, params, &mine);
     if (st == LX_OK) st = optax_init(z->tx, mine, &z->state);
@@ -1227,8 +1285,10 @@ static lx_status status_start(lx_status local, int slot, MPI_Request *req) {
 
 static lx_status status_end(lx_status local, int slot) {
     if (local != LX_OK) return local; /* this rank's own message (status_keep) */
-    if (g_st_low[slot] < g_size)
-        return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed at step %lld", g_st_low[slot], (long long)g_step);
+    if (g_st_low[slot] < g_size) {
+        char sw[40];
+        return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed %s", g_st_low[slot], step_words(sw, sizeof sw));
+    }
     return LX_OK;
 }
 
@@ -1497,7 +1557,10 @@ lx_status lx_dist_zero1_load_state(lx_dist_zero1 *z, const lx_tree *full) {
         const char *path = f.items[i].path;
         const lx_value *fv = lx_tree_find(full, path);
         if (!fv) {
-            st = lx_fail(LX_ERR_NOT_FOUND, "distributed: zero1: the optimizer state has no %s", path);
+            st = lx_fail(LX_ERR_NOT_FOUND,
+                         "distributed: zero1: the optimizer state has no %s: it is not laid out as this optimizer's "
+                         "state (optax_init(tx, params) of the same transformation; saved with another optimizer?)",
+                         path);
             break;
         }
         size_t q = f.items[i].value.kind == LX_V_ARRAY ? zero1_param_of(z, path) : z->n;
