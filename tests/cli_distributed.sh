@@ -255,6 +255,41 @@ mism "the restored step (--restore)" "${s7[@]}" --optimizer 'adam(0.1)' --restor
 mism "the data (x and y" "${s7[@]}" --optimizer 'adam(0.1)' : --seed 7 --y 1,0,0,1,0.5,0.5,1,1,0,0,-1,3 --y-shape 6,2 \
     --optimizer 'adam(0.1)'
 
+# an allocation failing on rank 1 alone anywhere in a run (setup, the backward pass, averaging,
+# the optimizer step, the loss): every rank stops through a status check naming rank 1 ("failed
+# before the first step" / "at step K"), or, inside a collective it cannot finish, without
+# MPI_Finalize so mpirun ends the job at once (it names the rank, the others their step); never the
+# 30 s deadline of a collective the others wait in. Eight positions spread over the run's
+# allocations (a fault-injection build; skipped otherwise)
+fargs=("${targs[@]:0:16}" --plain --steps 3)
+cat >"$cli_tmp/rank1fault.sh" <<'EOS'
+#!/bin/sh
+if [ "${OMPI_COMM_WORLD_RANK:-$PMI_RANK}" = 1 ]; then LINNX_FAIL_ALLOC=$RANK1_FAIL; export LINNX_FAIL_ALLOC; fi
+exec "$@"
+EOS
+chmod +x "$cli_tmp/rank1fault.sh"
+total=$(LINNX_FAIL_ALLOC=0 LINNX_ALLOC_STATS=1 timeout 60 "${mpi[@]}" 2 "$bin" "${fargs[@]}" 2>&1 >/dev/null |
+        sed -n 's/^linnx: \([0-9]*\) allocations.*/\1/p' | sort -n | tail -1)
+if [ -n "$total" ] && [ "$total" -gt 0 ]; then # LINNX_ALLOC_STATS counts only in a fault-injection build
+    timeout 60 "${mpi[@]}" 2 "$bin" "${fargs[@]}" >"$cli_tmp/clean" 2>&1
+    bad_runs=0
+    for k in 1 2 3 4 5 6 7 8; do
+        n=$((total * k / 9))
+        RANK1_FAIL=$n LINNX_DIST_TIMEOUT=30 timeout 90 "${mpi[@]}" 2 -x RANK1_FAIL -x LINNX_DIST_TIMEOUT \
+            "$cli_tmp/rank1fault.sh" "$bin" "${fargs[@]}" >"$cli_tmp/out" 2>&1
+        rc=$?
+        if [ $rc -eq 0 ] && cmp -s "$cli_tmp/out" "$cli_tmp/clean"; then continue; fi # the failure was absorbed
+        if [ $rc -ne 0 ] && [ $rc -ne 124 ] && ! grep -q "timed out" "$cli_tmp/out" &&
+           grep -Eq "distributed: rank 1 failed (before the first step|at step [0-9])|linnx: rank 0: stopped (at step [0-9]|before the first step)" "$cli_tmp/out"; then
+            continue
+        fi
+        bad_runs=$((bad_runs + 1))
+        echo "allocation $n of $total failing on rank 1: exit $rc"; grep -v "^--\|^ *$" "$cli_tmp/out" | head -8
+    done
+    if [ $bad_runs -eq 0 ]; then ok; echo "an allocation failing on rank 1 at 8 points of $total: every rank stopped, naming rank 1"
+    else bad "allocation failures on rank 1: $bad_runs of 8 runs"; fi
+fi
+
 # the showcase's `linnx train-lm` (tiny sizes) unchanged under mpirun -np 2: rank 0 alone prints
 # (one header) and writes the loss curve and the checkpoint; the held-out losses are the one-process
 # run's (printed to 4 decimals; float32 order differs)

@@ -957,6 +957,64 @@ static void test_zero1_chains(int rank, int size) {
     lx_tree_release(p);
 }
 
+/* Trees that differ between ranks are refused, never half-used: lx_dist_broadcast_tree with
+ * another shape or another leaf count on the last rank (MPI's counts would differ: Open MPI
+ * broadcast 4 of 5 floats and reported nothing) fails on every rank with LX_ERR_SHAPE, the
+ * differing rank naming its leaf; a ZeRO-1 step given a gradient at a path the params do not have
+ * fails (on that rank LX_ERR_SHAPE, on the others "rank R failed"). */
+static void test_mismatched_trees(int rank, int size) {
+    if (size < 2) return;
+    int last = size - 1;
+    for (int mode = 0; mode < 2; mode++) {
+        lx_tree *t = synth_tree(0, 0, 0);
+        if (rank == last && mode == 0) { /* c/k of shape (5, 3) instead of (3, 5) */
+            float v[15] = {0};
+            lx_array *k = lx_array_from_f32(2, (int64_t[]){5, 3}, v);
+            CHECK_EQ_INT(lx_tree_set_path(t, "c/k", lx_array_v(k)), LX_OK);
+            lx_release(k);
+        } else if (rank == last) { /* one leaf more */
+            float one = 1;
+            lx_array *e = lx_array_from_f32(0, NULL, &one);
+            CHECK_EQ_INT(lx_tree_set_path(t, "c/z", lx_array_v(e)), LX_OK);
+            lx_release(e);
+        }
+        char want[160];
+        if (rank != last)
+            snprintf(want, sizeof want, "distributed: broadcast: rank %d's float32 leaves differ from root rank 0's", last);
+        else if (mode == 0)
+            snprintf(want, sizeof want, "distributed: broadcast: rank %d's leaf c/k differs from root rank 0's", last);
+        else
+            snprintf(want, sizeof want, "distributed: broadcast: rank %d has 4 float32 leaves, root rank 0 3", last);
+        CHECK_FAILS(lx_dist_broadcast_tree(t, 0), LX_ERR_SHAPE, want);
+        lx_tree_release(t);
+    }
+    /* the same trees broadcast fine afterwards (nothing left in flight) */
+    lx_tree *t = synth_tree(0, rank, 0), *ref = synth_tree(0, 0, 0);
+    CHECK_EQ_INT(lx_dist_broadcast_tree(t, 0), LX_OK);
+    CHECK(tree_maxdiff(ref, t, "broadcast after refusals") == 0);
+    lx_tree_release(ref);
+    /* ZeRO-1: an extra gradient leaf on the last rank */
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    lx_dist_zero1 *z = NULL;
+    CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), t, &z), LX_OK);
+    lx_tree *g = synth_tree(1, rank, 0);
+    if (rank == last) {
+        float one = 1;
+        lx_array *e = lx_array_from_f32(0, NULL, &one);
+        CHECK_EQ_INT(lx_tree_set_path(g, "c/extra", lx_array_v(e)), LX_OK);
+        lx_release(e);
+    }
+    char want[160];
+    if (rank == last) snprintf(want, sizeof want, "distributed: zero1: the gradients have 4 leaves, the params 3");
+    else snprintf(want, sizeof want, "distributed: rank %d failed", last);
+    lx_tree *before = t;
+    CHECK_FAILS(lx_dist_zero1_step(z, g, &t), rank == last ? LX_ERR_SHAPE : LX_ERR_INTERNAL, want);
+    CHECK(t == before);
+    lx_dist_zero1_free(z);
+    lx_tree_release(g);
+    lx_tree_release(t);
+}
+
 /* A checkpoint of a ZeRO-1 run: 3 sharded steps, the state gathered (unsharded: compared with the
  * all-reduce run's state after 3 steps) and saved with the params by rank 0; every rank loads it
  * and resumes (a) unsharded and (b) sharded again: both must give the uninterrupted run's losses
@@ -1501,6 +1559,7 @@ static int worker(void) {
         test_zero1_checkpoint(m, x, y, p, ld, rank, size);
         test_zero1_errors(m, x, y, rank, size);
         test_zero1_chains(rank, size);
+        test_mismatched_trees(rank, size);
     }
     if (rank == 0) {
         lx_tree *q = init_params(m, lx_key_from_seed(100), x);

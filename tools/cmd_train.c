@@ -101,6 +101,8 @@ static const char *const RF_NAMES[RF_N] = {
     "--debug-nans", "the data (x and y: dtypes, shapes, values)", "the restored step (--restore)",
     "the training state it starts from (parameters and optimizer state)"};
 static bool dp_checked; /* this run's rank has joined dp_setup_check */
+static bool dp_agreed;  /* the run ended well, or every rank learnt of its failure in a check */
+static bool dp_midway;  /* dp_setup_check failed inside a collective the others may still wait in */
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
@@ -147,20 +149,28 @@ static int dp_setup_check(int rc, const uint64_t *mine, int rank, int nranks) {
     lx_status st = lx_dist_check(rc ? LX_ERR_INVALID_ARGUMENT : LX_OK);
     if (rc) return rc; /* its own message is printed */
     if (st != LX_OK) return cli_lib_error(); /* "distributed: rank R failed before the first step" */
-    /* rank 0's hashes, as 16-bit pieces (exact in float32), then how many ranks differ in each */
+    /* rank 0's hashes, as 16-bit pieces (exact in float32), then how many ranks differ in each;
+     * a failure to build the tree is agreed on first, so no rank skips a collective the others make */
     float ch[RF_N * 4], diff[RF_N];
     for (int k = 0; k < RF_N * 4; k++) ch[k] = (float)((mine[k / 4] >> (16 * (k % 4))) & 0xffff);
     int64_t n = RF_N * 4;
     lx_array *a = lx_array_from_f32(1, &n, ch);
     lx_tree *t = a ? lx_tree_new() : NULL;
     st = t ? lx_tree_set(t, "h", lx_array_v(a)) : lx_last_status();
-    if (st == LX_OK) st = lx_dist_broadcast_tree(t, 0);
+    st = lx_dist_check(st);
+    if (st == LX_OK) { /* every error of the broadcast is agreed on, except a timed-out wait */
+        st = lx_dist_broadcast_tree(t, 0);
+        dp_midway = st == LX_ERR_IO;
+    }
     for (int k = 0; k < RF_N; k++) diff[k] = 0;
     for (int k = 0; st == LX_OK && k < RF_N * 4; k++)
         if (lx_f32(a)[k] != ch[k]) diff[k / 4] = 1;
     bool me = false;
     for (int k = 0; k < RF_N; k++) me |= diff[k] != 0;
-    if (st == LX_OK) st = lx_dist_allreduce_f32(diff, RF_N, false);
+    if (st == LX_OK) {
+        st = lx_dist_allreduce_f32(diff, RF_N, false);
+        dp_midway = st != LX_OK;
+    }
     lx_tree_release(t);
     lx_release(a);
     if (st != LX_OK) return cli_lib_error();
@@ -287,9 +297,11 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
     prog.tty = bar;
     prog.quiet = true;
     float last = 0;
+    bool agreed = rc != 0 && !dp_midway; /* a failure every rank learnt in a status check: they end together */
     for (int64_t k = start; !rc && k < start + steps; k++) {
         size_t mark = lx_pool_open();
         lx_array *xb = d.x, *yb = d.y;
+        if (dp) lx_dist_set_step(k), dp_step = (long)k;
         if (batched) {
             int64_t epoch = k / batcher.nbatches;
             if (k % batcher.nbatches == 0 &&
@@ -306,8 +318,19 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
             xb = outb[0];
             yb = outb[1];
         }
-        if (dp) lx_dist_set_step(k), dp_step = (long)k;
+        bool stepped = !rc;
         if (!rc && tc_model_train_step(m, xb, yb, &loss, &last) != LX_OK) rc = cli_lib_error();
+        /* under mpirun every rank passes its step's status through one check unless the step's
+         * own check told them all (tc_dist_agreed); a rank that failed before its step meets the
+         * others in that one. A failure while averaging (tc_dist_midway) cannot be checked: the
+         * others may wait for its gradient buckets; the process ends without MPI_Finalize and
+         * mpirun ends the job (naming the rank; the others print the step) */
+        if (dp && stepped && rc && tc_dist_agreed) agreed = true;
+        else if (dp && !(stepped && rc && tc_dist_midway)) {
+            lx_status cs = lx_dist_check(rc ? LX_ERR_INTERNAL : LX_OK);
+            if (!rc && cs != LX_OK) rc = cli_lib_error(); /* "distributed: rank R failed at step K" */
+            if (rc) agreed = cs != LX_ERR_IO; /* not when the check timed out: a peer may be stuck */
+        }
         if (!rc && dp && lx_dist_allreduce_f32(&last, 1, true) != LX_OK) rc = cli_lib_error();
         if (!rc) {
             if (bar) progress_update(&prog, k - start + 1, last, 0);
@@ -317,11 +340,15 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
     }
     progress_end(&prog);
     if (!rc && bar && steps > 0) print_step(start + steps - 1, last);
-    if (!rc && o[O_SAVE].seen && rank == 0) rc = tc_model_save(m, o[O_SAVE].value); /* rank 0 writes */
+    if (!rc && o[O_SAVE].seen && rank == 0) { /* rank 0 writes, after the last collective */
+        rc = tc_model_save(m, o[O_SAVE].value);
+        agreed = true;
+    }
     lx_batcher_free(&batcher);
     tc_model_free(m);
     tc_data_free(&d);
     optax_set_debug_nans(was_nans);
+    dp_agreed = !rc || agreed;
     return rc;
 }
 
@@ -359,12 +386,14 @@ int cmd_train(int argc, char **argv) {
     if (!rc && rank != 0 && !freopen("/dev/null", "w", stdout)) rc = cli_error("train: rank %d: /dev/null", rank);
     if (!rc && npos != 1) rc = cli_error("train: which model? (linnx train --help)");
     tc_data_parallel = nranks > 1;
-    dp_checked = false;
+    dp_checked = dp_midway = false;
+    dp_agreed = true;
     if (!rc) rc = train_run(o, pos[0], rank, nranks);
     /* a rank that failed before it reached the start-of-run check still joins it: the others stop */
-    if (nranks > 1 && !dp_checked) dp_setup_check(rc ? rc : CLI_EXIT_USAGE, NULL, rank, nranks);
+    if (nranks > 1 && !dp_checked) dp_setup_check(rc ? rc : CLI_EXIT_USAGE, NULL, rank, nranks), dp_agreed = true;
     tc_data_parallel = false;
-    /* after a timeout (LX_ERR_IO) a peer may be stuck: exit and let mpirun end the job */
-    if (!rc || lx_last_status() != LX_ERR_IO) lx_dist_finalize();
+    /* after a timeout (LX_ERR_IO), or a failure the others did not learn of in a check, a peer may
+     * be stuck in a collective: end without MPI_Finalize and let mpirun end the job */
+    if (!rc || (dp_agreed && lx_last_status() != LX_ERR_IO)) lx_dist_finalize();
     return rc;
 }

@@ -872,13 +872,18 @@ lx_status tc_model_train_begin(tc_model *m, optax_tx *tx) {
  * its value_and_grad status through lx_dist_check (so one rank's failure stops all at this step)
  * and the gradients are replaced by their mean over the ranks before the optimizer step. */
 bool tc_data_parallel = false;
+bool tc_dist_agreed = false, tc_dist_midway = false;
 
 static lx_status dp_grads(lx_status st, lx_tree **grads) {
+    tc_dist_agreed = tc_dist_midway = false;
     if (!tc_data_parallel) return st;
     st = lx_dist_check(st);
+    tc_dist_agreed = st != LX_OK; /* every rank learnt it in this check */
     lx_tree *avg = NULL;
-    if (st == LX_OK) st = lx_dist_overlap_end(*grads, &avg); /* buckets started in the backward pass */
-    else lx_dist_overlap_end(NULL, NULL);
+    if (st == LX_OK) {
+        st = lx_dist_overlap_end(*grads, &avg); /* buckets started in the backward pass */
+        tc_dist_midway = st != LX_OK;           /* maybe with buckets the others wait for */
+    } else lx_dist_overlap_end(NULL, NULL);
     if (st == LX_OK) {
         lx_tree_release(*grads);
         *grads = avg;
@@ -902,6 +907,7 @@ lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_lo
     loss_ctx c = {m, x, y, l};
     lx_array *value = NULL;
     lx_tree *grads = NULL;
+    tc_dist_agreed = tc_dist_midway = false;
     lx_status st = tc_data_parallel ? lx_dist_overlap_begin() : LX_OK;
     if (m->nnx) {
         if (st == LX_OK) st = nnx_value_and_grad(m->module, &m->param_filter, nnx_loss, &c, &value, &grads);

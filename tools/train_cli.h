@@ -83,6 +83,12 @@ lx_status tc_model_train_begin(tc_model *m, optax_tx *tx);
 lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, float *loss);
 /* Under mpirun (`linnx train`): average the gradients over the ranks before each update. */
 extern bool tc_data_parallel;
+/* After a failed tc_model_train_step under mpirun: tc_dist_agreed, every rank learnt of the failure
+ * in the step's status check (after value_and_grad); tc_dist_midway, averaging the gradients
+ * failed on this rank after that check (the others may wait for its buckets: end the process
+ * without MPI_Finalize, so mpirun ends the job). Neither: a local failure after the averaging (the
+ * optimizer step), for the caller's own status check. */
+extern bool tc_dist_agreed, tc_dist_midway;
 
 /* After train_begin: --save FILE writes the training state (Flax msgpack, atomically: a failed
  * save leaves the old file), --restore FILE reads one back and

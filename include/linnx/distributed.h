@@ -104,7 +104,9 @@ lx_array *lx_dist_pmean(lx_array *x, const char *axis_name);
 /* Sum or mean of n floats over the ranks, in place (e.g. a loss to print). */
 lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean);
 /* Overwrite every float32 array (and Variable value) of `t` with rank `root`'s values, in
- * place: all ranks start from the same parameters. Structure and shapes must agree. */
+ * place: all ranks start from the same parameters. Structure and shapes must agree: root's leaf
+ * count and each leaf's path, dtype and shape are compared first, and a difference on any rank is
+ * LX_ERR_SHAPE on every rank (the differing one names its leaf), nothing overwritten. */
 lx_status lx_dist_broadcast_tree(lx_tree *t, int root);
 /* A collective every rank calls once per step with its own status: LX_OK when all ranks passed
  * LX_OK, otherwise (on every rank) LX_ERR_INTERNAL "distributed: rank R failed at step S"

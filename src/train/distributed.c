@@ -772,13 +772,79 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
     return st;
 }
 
+/* 64-bit FNV-1a of a float32 leaf's path, dtype and shape (what the broadcast's counts rest on). */
+static uint64_t leaf_sig(const char *path, const lx_array *a) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *c = path; *c; c++) h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
+    int64_t meta[2 + LX_MAX_DIMS] = {a->dtype, a->ndim};
+    for (int d = 0; d < a->ndim; d++) meta[2 + d] = a->shape[d];
+    const unsigned char *b = (const unsigned char *)meta;
+    for (size_t k = 0; k < (size_t)(2 + a->ndim) * sizeof meta[0]; k++) h = (h ^ b[k]) * 0x100000001b3ull;
+    return h;
+}
+
+static lx_status check_low(lx_status local, int *low_out);
+
+/* Before a broadcast: every rank's float32 leaves must be root's (paths, dtypes, shapes), or MPI's
+ * counts differ and the broadcast is silently partial. Root's leaf count and signatures are
+ * broadcast; a rank that differs names the first leaf, and all ranks fail with LX_ERR_SHAPE (a
+ * rank's own failure, `local`, travels the same way: every rank returns an error). */
+static lx_status bcast_same_leaves(const lx_flat *f, int root, lx_status local) {
+    int64_t n = 0;
+    for (size_t i = 0; i < f->len; i++) n += leaf_f32(&f->items[i].value) != NULL;
+    uint64_t *mine = malloc((size_t)(n + 1) * sizeof *mine), *theirs = malloc((size_t)(n + 1) * sizeof *theirs);
+    if (local == LX_OK && (!mine || !theirs)) local = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    const char **paths = local == LX_OK ? malloc((size_t)(n + 1) * sizeof *paths) : NULL;
+    if (local == LX_OK && !paths) local = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    for (size_t i = 0, j = 0; local == LX_OK && i < f->len; i++) {
+        lx_array *a = leaf_f32(&f->items[i].value);
+        if (a) paths[j] = f->items[i].path, mine[j++] = leaf_sig(f->items[i].path, a);
+    }
+    /* the count, then (when every rank could take part) the signatures */
+    static int64_t rn; /* static: an abandoned request may complete later */
+    rn = n;
+    MPI_Request req;
+    int rc = MPI_Ibcast(&rn, 1, MPI_INT64_T, root, MPI_COMM_WORLD, &req);
+    lx_status st = rc == MPI_SUCCESS ? wait_all(1, &req, "broadcast") : mpi_fail("broadcast", rc);
+    if (st != LX_OK) {
+        free(mine), free(theirs), free(paths);
+        return st;
+    }
+    if (local == LX_OK && rn != n)
+        local = lx_fail(LX_ERR_SHAPE, "distributed: broadcast: rank %d has %lld float32 leaves, root rank %d %lld",
+                        g_rank, (long long)n, root, (long long)rn);
+    int low = g_size;
+    st = check_low(local, &low); /* all ranks agree before the signatures (their counts) */
+    if (st == LX_OK && low < g_size) st = LX_ERR_SHAPE;
+    if (st == LX_OK && g_rank == root) memcpy(theirs, mine, (size_t)n * sizeof *mine);
+    if (st == LX_OK && n > 0) {
+        rc = MPI_Ibcast(theirs, (int)n, MPI_UINT64_T, root, MPI_COMM_WORLD, &req);
+        st = rc == MPI_SUCCESS ? wait_all(1, &req, "broadcast") : mpi_fail("broadcast", rc);
+        if (st != LX_OK) theirs = NULL; /* MPI may still write it */
+        for (int64_t j = 0; st == LX_OK && j < n; j++)
+            if (theirs[j] != mine[j]) {
+                local = lx_fail(LX_ERR_SHAPE, "distributed: broadcast: rank %d's leaf %s differs from root rank %d's "
+                                "(its path, dtype or shape)", g_rank, paths[j], root);
+                break;
+            }
+        if (st == LX_OK) st = check_low(local, &low);
+        if (st == LX_OK && low < g_size) st = LX_ERR_SHAPE;
+    }
+    if (st == LX_ERR_SHAPE && local != LX_OK) st = local; /* this rank's own message */
+    else if (st == LX_ERR_SHAPE)
+        st = lx_fail(LX_ERR_SHAPE, "distributed: broadcast: rank %d's float32 leaves differ from root rank %d's (paths, "
+                     "dtypes or shapes)", low, root);
+    free(mine), free(theirs), free(paths);
+    return st;
+}
+
 lx_status lx_dist_broadcast_tree(lx_tree *t, int root) {
     if (!t) return lx_null_input("distributed: broadcast of a NULL tree");
     LX_TRY(need_init("lx_dist_broadcast_tree"));
     if (root < 0 || root >= g_size) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: root %d of %d ranks", root, g_size);
     lx_flat f = {0};
-    LX_TRY(lx_tree_flatten(t, &f));
-    lx_status st = LX_OK;
+    /* a failure here still takes part in the checks (the other ranks would wait for this one) */
+    lx_status st = bcast_same_leaves(&f, root, lx_tree_flatten(t, &f));
     for (size_t i = 0; st == LX_OK && i < f.len; i++) {
         lx_array *a = leaf_f32(&f.items[i].value);
         if (!a) continue;
@@ -795,19 +861,25 @@ lx_status lx_dist_broadcast_tree(lx_tree *t, int root) {
     return st;
 }
 
-lx_status lx_dist_check(lx_status local) {
-    if (!g_inited) return local;
-    /* the lowest failing rank, or g_size when every rank is fine */
+/* The lowest failing rank (*low; g_size when every rank passed LX_OK); the wait's status. */
+static lx_status check_low(lx_status local, int *low_out) {
     /* static: a check abandoned at the deadline may complete later (inside MPI_Finalize) and must
      * not write into a returned stack frame */
     static int mine, low;
     mine = local == LX_OK ? g_size : g_rank, low = g_size;
-    char keep[512] = "";
-    if (local != LX_OK) snprintf(keep, sizeof keep, "%s", lx_last_error());
     MPI_Request req;
     int rc = MPI_Iallreduce(&mine, &low, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req);
-    if (rc != MPI_SUCCESS) return local != LX_OK ? local : mpi_fail("status check", rc);
-    lx_status w = wait_all(1, &req, "status check");
+    lx_status w = rc == MPI_SUCCESS ? wait_all(1, &req, "status check") : mpi_fail("status check", rc);
+    *low_out = w == LX_OK ? low : g_size;
+    return w;
+}
+
+lx_status lx_dist_check(lx_status local) {
+    if (!g_inited) return local;
+    char keep[512] = "";
+    if (local != LX_OK) snprintf(keep, sizeof keep, "%s", lx_last_error());
+    int low;
+    lx_status w = check_low(local, &low);
     if (local != LX_OK) { /* keep this rank's own message (a timed-out check must not replace it) */
         if (w != LX_OK) lx_fail(local, "%s", keep);
         return local;
@@ -1350,6 +1422,9 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
                          "distributed: zero1: the gradient at %s is not the one the backward pass after "
                          "lx_dist_zero1_begin made (its reduction has started)", z->paths[i]);
     }
+    if (st == LX_OK && lx_tree_count_leaves(grads) != z->n) /* a leaf the params do not have: not ignored */
+        st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: the gradients have %zu leaves, the params %zu",
+                     lx_tree_count_leaves(grads), z->n);
     /* every bucket starts on every rank, also after an error here (its floats are then
      * whatever they are), and this rank's status travels with them: an error on one rank fails
      * the step on all once the reductions are in, with no round of its own */
