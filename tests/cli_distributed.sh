@@ -255,6 +255,32 @@ mism "the restored step (--restore)" "${s7[@]}" --optimizer 'adam(0.1)' --restor
 mism "the data (x and y" "${s7[@]}" --optimizer 'adam(0.1)' : --seed 7 --y 1,0,0,1,0.5,0.5,1,1,0,0,-1,3 --y-shape 6,2 \
     --optimizer 'adam(0.1)'
 
+# dropout under mpirun: each rank draws its own masks (pmap's fold_in(key, axis_index)). Data whose
+# two halves are the same 3 rows: with one mask for all ranks (as before) the 2-rank run's losses
+# equal one process's on the 3 rows; with per-rank masks they differ. Without dropout they are
+# equal (the control), Linen and NNX
+hx=(--x 0.5,-1,2,1.5,0.25,-0.5,-2,1,0.75 --x-shape 3,3 --y 1,0,0,1,0.5,0.5 --y-shape 3,2)
+dx=(--x 0.5,-1,2,1.5,0.25,-0.5,-2,1,0.75,0.5,-1,2,1.5,0.25,-0.5,-2,1,0.75 --x-shape 6,3
+    --y 1,0,0,1,0.5,0.5,1,0,0,1,0.5,0.5 --y-shape 6,2)
+dargs=(--seed 3 --loss squared_error --optimizer 'adam(0.05)' --plain --steps 3)
+for spec in 'linen.Sequential(linen.Dense(16), linen.Dropout(0.5, deterministic=False), linen.Dense(2))' \
+            'nnx.Sequential(nnx.Linear(3, 16), nnx.Dropout(0.5), nnx.Linear(16, 2))' \
+            'linen.Sequential(linen.Dense(16), linen.Dense(2))' 'nnx.Sequential(nnx.Linear(3, 16), nnx.Linear(16, 2))'; do
+    "$bin" train "$spec" "${dargs[@]}" "${hx[@]}" >"$cli_tmp/one" 2>&1
+    timeout 60 "${mpi[@]}" 2 "$bin" train "$spec" "${dargs[@]}" "${dx[@]}" >"$cli_tmp/out" 2>&1
+    rc=$?
+    if [[ $spec == *Dropout* ]]; then
+        if [ $rc -eq 0 ] && [ "$(grep -c '^step' "$cli_tmp/out")" = 3 ] && ! cmp -s "$cli_tmp/one" "$cli_tmp/out"; then
+            ok; echo "dropout on 2 ranks, per-rank masks: $(head -1 "$cli_tmp/out") (one mask for both: $(head -1 "$cli_tmp/one"))"
+        else bad "dropout on 2 ranks ($spec): exit $rc"; diff "$cli_tmp/one" "$cli_tmp/out"; fi
+    else
+        if [ $rc -eq 0 ] && awk "$awk_finite"'NR == FNR { w[FNR] = $4; next } { d = $4 - w[FNR]; if (d < 0) d = -d
+               if (!finite($4) || !(d <= 1e-6 * (w[FNR] < 0 ? -w[FNR] : w[FNR]) + 1e-9)) bad = 1 } END { exit bad }' \
+               "$cli_tmp/one" "$cli_tmp/out" && [ "$(grep -c '^step' "$cli_tmp/out")" = 3 ]; then ok
+        else bad "no dropout on 2 ranks ($spec): exit $rc"; diff "$cli_tmp/one" "$cli_tmp/out"; fi
+    fi
+done
+
 # an allocation failing on rank 1 alone anywhere in a run (setup, the backward pass, averaging,
 # the optimizer step, the loss): every rank stops through a status check naming rank 1 ("failed
 # before the first step" / "at step K"), or, inside a collective it cannot finish, without

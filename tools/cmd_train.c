@@ -288,6 +288,8 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
             lx_tree *ts = NULL;
             if (tc_model_state_tree(m, &ts) != LX_OK || fnv_tree(ts, &h[RF_STATE]) != LX_OK) rc = cli_lib_error();
             lx_tree_release(ts);
+            /* then each rank its own dropout masks (after the comparison: the streams differ) */
+            if (!rc && tc_model_dist_reseed(m, rank, start) != LX_OK) rc = cli_lib_error();
         }
         rc = dp_setup_check(rc, h, rank, nranks);
     }

@@ -786,6 +786,9 @@ static lx_status linen_loss(const lx_tree *params, void *user, lx_array **loss, 
     lx_value out = lx_none();
     lx_tree *mut = NULL;
     lx_key dropout = lx_key_fold_in(c->m->key, c->m->step);
+    /* under mpirun each rank draws its own masks (pmap's fold_in(key, axis_index('data'))): the
+     * same key on every rank gave every shard the same mask (docs/distributed.md) */
+    if (tc_data_parallel) dropout = lx_key_fold_in(dropout, (uint32_t)lx_dist_rank());
     lx_array *xi = model_input(c->x, g_ids);
     if (st == LX_OK && !xi) st = lx_last_status();
     if (st == LX_OK)
@@ -861,6 +864,15 @@ lx_status tc_model_grad(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l,
     }
     *grads = t;
     return LX_OK;
+}
+
+lx_status tc_model_dist_reseed(tc_model *m, int rank, int64_t step) {
+    if (!m->nnx) return LX_OK; /* Linen folds the rank into its dropout key at every step */
+    uint64_t k = (uint64_t)m->key.k[0] << 32 | m->key.k[1];
+    k ^= 0x9e3779b97f4a7c15ull * (uint64_t)(rank + 1);
+    k ^= 0xc2b2ae3d27d4eb4full * (uint64_t)(step + 1);
+    LX_TRY(nnx_rngs_reseed(m->module, "dropout", (int64_t)(k >> 1)));
+    return nnx_rngs_reseed(m->module, "default", (int64_t)(k >> 1));
 }
 
 lx_status tc_model_train_begin(tc_model *m, optax_tx *tx) {

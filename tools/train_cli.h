@@ -77,6 +77,10 @@ void tc_model_free(tc_model *m);
  * parameters; Linen gradients come as {"params": grads}. */
 lx_status tc_model_grad(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, lx_array **value,
                         lx_tree **grads);
+/* Under mpirun, after the setup (init, --restore): the NNX model's dropout streams (tags
+ * "dropout" and "default") are reseeded from the run's key, the rank and the starting step, so
+ * every rank draws its own masks (Linen folds the rank into its dropout key at each step). */
+lx_status tc_model_dist_reseed(tc_model *m, int rank, int64_t step);
 /* Start training with tx (taken). */
 lx_status tc_model_train_begin(tc_model *m, optax_tx *tx);
 /* One step: *loss = the loss of the parameters the step starts from, then the update. */
