@@ -118,6 +118,21 @@ expect_usage_error "--y: 0.5 is not an integer label" grad 'nnx.Linear(1, 2)' --
 expect_usage_error "x holds 1.5, not an integer token id (the model's first layer is an Embed" grad 'nnx.Embed(10, 4)' --seed 0 --x 1.5,2 --y 0 --y-shape '()' --loss l2_loss
 expect_usage_error "x holds 3e+09, outside int32" train 'linen.Embed(10, 4)' --seed 0 --x 3e9 --y 0 --loss l2_loss --optimizer 'sgd(0.1)' --steps 1
 
+# ---- value lists (--x, --y) as strict as the integer lists: exactly N,N,... or a Python tuple/list
+# (spaces and one trailing comma inside the brackets only); numbers as Python's float() reads them
+for bad in '1,2,3,' '1,2,3 ' ' 1,2,3' '1,,3' '(1, 2, 3' '1, 2, 3'; do
+    expect_usage_error "is not a list of numbers" grad 'linen.Dense(1)' --seed 0 --x "$bad" --x-shape 3 --y 1 --y-shape '()' --loss l2_loss
+done
+for bad in '0x1p3,1,2' 'nan(123),1,2' '1e,2,3' '.,2,3' '1_0,2,3'; do
+    expect_usage_error "is not a number" grad 'linen.Dense(1)' --seed 0 --x "$bad" --x-shape 3 --y 1 --y-shape '()' --loss l2_loss
+done
+vwant=$("$bin" grad 'linen.Dense(1)' --seed 0 --x 1,2,3 --x-shape 3 --y 1 --y-shape '()' --loss l2_loss)
+for good in '(1, 2, 3,)' '[1,2,3]' '( 1 , 2.0 , 3e0 )' '+1,2.,30e-1'; do
+    ok test "$("$bin" grad 'linen.Dense(1)' --seed 0 --x "$good" --x-shape 3 --y 1 --y-shape '()' --loss l2_loss)" == "$vwant"
+done
+ok test "$("$bin" grad 'linen.Dense(1)' --seed 0 --x Infinity,NAN,-inf --x-shape 3 --y 1 --y-shape '()' --loss l2_loss | head -1)" == \
+        "loss float32[]: nan"
+
 # ---- the .npy header, as numpy's reader takes it (ast.literal_eval, exactly the keys descr,
 # fortran_order and shape, a bool, a tuple of ints, versions 1.0/2.0/3.0): the Python forms of the
 # same header read the same array; what numpy refuses is refused (exit 2, one line), and so is a
