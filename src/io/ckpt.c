@@ -99,12 +99,8 @@ static void atomic_abort(io_atomic *a) {
     a->f = NULL;
 }
 
-/* Runs after the rename: no allocation for a path that fits 4 KiB, so an out-of-memory failure
- * is never reported for a file that was written (a longer path needs a copy). */
 static lx_status fsync_dir_of(const char *path) {
-    char buf[4096];
-    size_t len = strlen(path);
-    char *dir = len < sizeof buf ? memcpy(buf, path, len + 1) : lx_strdup(path);
+    char *dir = lx_strdup(path);
     if (!dir) return lx_fail(LX_ERR_NO_MEMORY, "out of memory");
     char *slash = strrchr(dir, '/');
     if (slash == dir) slash[1] = 0;
@@ -114,7 +110,7 @@ static lx_status fsync_dir_of(const char *path) {
     lx_status s = LX_OK;
     if (fd < 0 || fsync(fd) != 0) s = lx_fail(LX_ERR_IO, "cannot sync directory %s: %s", dir, strerror(errno));
     if (fd >= 0) close(fd);
-    if (dir != buf) free(dir);
+    free(dir);
     return s;
 }
 

@@ -159,30 +159,11 @@ static lx_status filter_grads(const lx_tree *grads, const nnx_filter *wrt, lx_tr
 }
 
 /* Every array leaf of `src` must have a Variable at the same path in `dst` with the same shape
- * and dtype. The checks (and every allocation) come first: `plan` receives each Variable and its
- * new value (borrowed), and plan_commit then writes them without anything that can fail, so an
- * update is never half-written (an allocation failing in a second flatten used to leave the
- * optimizer state at the previous step while the params and the step moved on). */
-typedef struct copy_plan {
-    size_t n;
-    lx_variable **var;
-    lx_array **val;
-} copy_plan;
-
-static void plan_free(copy_plan *p) {
-    free(p->var);
-    free(p->val);
-    memset(p, 0, sizeof *p);
-}
-
-static lx_status copy_into(const lx_tree *dst, const lx_tree *src, const char *what, copy_plan *plan) {
-    memset(plan, 0, sizeof *plan);
+ * and dtype; with `write`, the values are set. */
+static lx_status copy_into(const lx_tree *dst, const lx_tree *src, const char *what, bool write) {
     lx_flat f = {0};
     LX_TRY(lx_tree_flatten(src, &f));
     lx_status st = LX_OK;
-    plan->var = malloc((f.len + 1) * sizeof *plan->var);
-    plan->val = malloc((f.len + 1) * sizeof *plan->val);
-    if (!plan->var || !plan->val) st = lx_fail(LX_ERR_NO_MEMORY, "%s: out of memory", what);
     char b1[64], b2[64];
     for (size_t i = 0; st == LX_OK && i < f.len; i++) {
         const lx_value *v = &f.items[i].value;
@@ -199,17 +180,10 @@ static lx_status copy_into(const lx_tree *dst, const lx_tree *src, const char *w
                          lx_dtype_name(a->dtype), lx_shape_str(a->ndim, a->shape, b2, sizeof b2));
             break;
         }
-        plan->var[plan->n] = d->u.var;
-        plan->val[plan->n++] = a;
+        if (write) st = lx_variable_set_value(d->u.var, a, false);
     }
     lx_flat_free(&f);
-    if (st != LX_OK) plan_free(plan);
     return st;
-}
-
-/* The writes of a checked plan: lx_variable_set_value without its checks (done) cannot fail. */
-static void plan_commit(copy_plan *p) {
-    for (size_t i = 0; i < p->n; i++) (void)lx_variable_set_value(p->var[i], p->val[i], false);
 }
 
 lx_status nnx_optimizer_update(nnx_optimizer *o, nnx_module *model, const lx_tree *grads, lx_tree **updates) {
@@ -233,8 +207,7 @@ lx_status nnx_optimizer_update(nnx_optimizer *o, nnx_module *model, const lx_tre
     if (st == LX_OK && !fused) st = optax_apply_updates(pparams, upd, &np);
     if (st == LX_OK) st = pure(np, &pnp);
     /* all checks before the first write */
-    copy_plan plan = {0};
-    if (st == LX_OK) st = copy_into(o->opt_state, ns, "Optimizer.update: optimizer state", &plan);
+    if (st == LX_OK) st = copy_into(o->opt_state, ns, "Optimizer.update: optimizer state", false);
     /* step[...] += 1: in place when only the step Variable holds its array (nobody can see the
      * difference), else into a new array */
     lx_array *next = NULL, *cur = lx_variable_get_value(o->step);
@@ -246,7 +219,7 @@ lx_status nnx_optimizer_update(nnx_optimizer *o, nnx_module *model, const lx_tre
     }
     if (st == LX_OK) st = nnx_update(model, 1, &pnp);
     if (st == LX_OK) {
-        plan_commit(&plan); /* nothing in this block can fail */
+        copy_into(o->opt_state, ns, "Optimizer.update: optimizer state", true);
         if (in_place) lx_u32(cur)[0] += 1u;
         else lx_variable_set_value(o->step, next, false);
         if (updates) {
@@ -255,7 +228,6 @@ lx_status nnx_optimizer_update(nnx_optimizer *o, nnx_module *model, const lx_tre
         }
     }
     lx_release(next);
-    plan_free(&plan);
     lx_tree *all[] = {params, g, upd, ns, np, pnp};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lx_optax_recycle_tree(all[i]);
     /* pparams and pstate hold the old param and state arrays: after a commit nobody else may, and
@@ -269,10 +241,8 @@ lx_status nnx_optimizer_load_state(nnx_optimizer *o, const lx_tree *state) {
     if (!o || !state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.update(optimizer): NULL argument");
     lx_tree *cur = NULL;
     LX_TRY(nnx_optimizer_state(o, &cur));
-    copy_plan plan;
-    lx_status st = copy_into(cur, state, "nnx.update(optimizer)", &plan);
-    if (st == LX_OK) plan_commit(&plan);
-    plan_free(&plan);
+    lx_status st = copy_into(cur, state, "nnx.update(optimizer)", false);
+    if (st == LX_OK) st = copy_into(cur, state, "nnx.update(optimizer)", true);
     lx_tree_release(cur);
     return st;
 }
