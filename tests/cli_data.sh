@@ -165,6 +165,10 @@ hdr_ok 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }"$'\n'
 # asking for 800 MB (or 128 GB, with no array limit) is a bad file (exit 2), not an allocation
 hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (100000000, 2), }" \
     "fewer values than its shape holds (the header's shape needs 800000000 bytes, the file has 8 after the header)"
+# an array over --max-array-bytes is a bad input naming the file (exit 2), as a safetensors tensor is
+npyh "$cli_tmp/h/x.npy" 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }" "$X12"
+expect_usage_error "--data: $cli_tmp/h/x.npy: shape: an array of shape (2, 1) needs 8 bytes, over the limit of 4 bytes" \
+    grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/h/x.npy,$cli_tmp/h/y.npy" --loss l2_loss --max-array-bytes 4
 npyh "$cli_tmp/h/x.npy" 1 "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000, 16000), }" "$X12"
 expect_usage_error "the header's shape needs 128000000000 bytes" grad 'nnx.Linear(1, 1)' --seed 0 \
     --data "$cli_tmp/h/x.npy,$cli_tmp/h/y.npy" --loss l2_loss --max-array-bytes 0

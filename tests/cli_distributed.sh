@@ -48,6 +48,13 @@ bad() { fail=$((fail + 1)); echo "FAIL: $*"; sed -n 1,20p "$cli_tmp/out"; }
 
 # probe: a build without MPI says so and the multi-rank tests are skipped
 if LINNX_DIST_WORKER=1 "$prog" >"$cli_tmp/out" 2>&1; [ $? -eq 2 ] && grep -q "built without it" "$cli_tmp/out"; then
+    # such a linnx started by mpirun (the launcher's size in the environment) refuses, rather than
+    # train N full copies side by side
+    OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 "$bin" train 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,0 \
+        --y-shape 1,2 --loss squared_error --optimizer 'sgd(0.1)' --steps 1 >"$cli_tmp/out" 2>&1
+    if [ $? -eq 2 ] && grep -q "linnx: train: started by mpirun as one of 2 processes, but this linnx was built without MPI" \
+        "$cli_tmp/out" && ! grep -q "^step" "$cli_tmp/out"; then ok; else bad "no-MPI linnx under mpirun"; fi
+    [ $fail -eq 0 ] || { cli_finish; exit 1; }
     echo "linnx built without MPI: skipped"
     cli_finish || exit 1 # lib_cli.sh's own self-check still counts
     exit 77 # ctest reports it as skipped, not passed
@@ -254,6 +261,21 @@ mism "--optimizer" "${s7[@]}" --optimizer 'adam(0.1)' : "${s7[@]}" --optimizer '
 mism "the restored step (--restore)" "${s7[@]}" --optimizer 'adam(0.1)' --restore "$ck" : "${s7[@]}" --optimizer 'adam(0.1)'
 mism "the data (x and y" "${s7[@]}" --optimizer 'adam(0.1)' : --seed 7 --y 1,0,0,1,0.5,0.5,1,1,0,0,-1,3 --y-shape 6,2 \
     --optimizer 'adam(0.1)'
+
+# LINNX_DIST_* settings are read strictly: garbage, inf (a deadline that never comes), nan or a
+# bucket size past 2^40 bytes is one error naming the variable (they were ignored, or an
+# undefined float -> size_t cast), before MPI starts
+for ev in LINNX_DIST_TIMEOUT=abc LINNX_DIST_TIMEOUT=1e999 LINNX_DIST_TIMEOUT=nan LINNX_DIST_TIMEOUT=0 \
+          LINNX_DIST_BUCKET_BYTES=1e30 LINNX_DIST_BUCKET_BYTES=12x LINNX_DIST_NAP_US=-1; do
+    env "$ev" timeout 60 "${mpi[@]}" 2 -x "${ev%%=*}" "$bin" "${sargs[@]}" >"$cli_tmp/out" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "linnx: distributed: ${ev%%=*}='${ev#*=}' is not a number in" "$cli_tmp/out" &&
+       ! grep -q "^step" "$cli_tmp/out"; then ok
+    else bad "$ev: exit $rc"; fi
+done
+LINNX_DIST_TIMEOUT=30 LINNX_DIST_BUCKET_BYTES=64 timeout 60 "${mpi[@]}" 2 -x LINNX_DIST_TIMEOUT -x LINNX_DIST_BUCKET_BYTES \
+    "$bin" "${sargs[@]}" >"$cli_tmp/out" 2>&1
+if [ $? -eq 0 ] && [ "$(grep -c '^step' "$cli_tmp/out")" = 2 ]; then ok; else bad "valid LINNX_DIST_* settings"; fi
 
 # dropout under mpirun: each rank draws its own masks (pmap's fold_in(key, axis_index)). Data whose
 # two halves are the same 3 rows: with one mask for all ranks (as before) the 2-rank run's losses

@@ -79,6 +79,10 @@ static void test_before_init(void) {
     CHECK(out == NULL);
     CHECK_EQ_INT(lx_dist_allreduce_mean(NULL, &out), LX_ERR_FAILED_INPUT);
     CHECK_EQ_INT(lx_dist_set_timeout(0), LX_ERR_INVALID_ARGUMENT);
+    /* a deadline must be finite: an infinite one hangs on a stopped rank */
+    CHECK_FAILS(lx_dist_set_timeout(INFINITY), LX_ERR_INVALID_ARGUMENT, "distributed: timeout inf is not in (0, 1e9] seconds");
+    CHECK_EQ_INT(lx_dist_set_timeout(NAN), LX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lx_dist_set_timeout(60), LX_OK);
     CHECK_EQ_INT(lx_dist_set_bucket_bytes(2), LX_ERR_INVALID_ARGUMENT);
     /* the overlapped all-reduce needs lx_dist_init; abandoning nothing is fine */
     CHECK_EQ_INT(lx_dist_overlap_begin(), want);

@@ -373,7 +373,11 @@ int cmd_train(int argc, char **argv) {
     /* launched by mpirun (Open MPI or MPICH/PMI): data parallelism; rank 0 alone prints. MPI starts
      * before anything else can fail, so that every failure of a rank reaches the others */
     int rank = 0, nranks = 1;
-    if ((getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE")) && lx_dist_available()) {
+    const char *ws = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
+    if (ws && !lx_dist_available() && strcmp(ws, "1") != 0 && strcmp(ws, "0") != 0) /* N full copies otherwise */
+        return cli_error("train: started by mpirun as one of %.20s processes, but this linnx was built without MPI "
+                         "(install libopenmpi-dev and rebuild, or run it without mpirun)", ws);
+    if (ws && lx_dist_available()) {
         if (lx_dist_init(NULL, NULL, &rank, &nranks) != LX_OK) return cli_lib_error();
         if (nranks > 1) {
             dp_rank = rank;

@@ -449,6 +449,8 @@ lx_array *tc_npy_read(const char *path, int *rc) {
             goto done;
         }
     }
+    /* over --max-array-bytes: a bad input (exit 2, the file named), as for the other formats */
+    if (cli_check_size(sopt, ndim, dims, 4)) goto done;
     a = lx_array_new(is_float ? LX_F32 : LX_I32, ndim, dims);
     if (!a) {
         *rc = cli_lib_error();

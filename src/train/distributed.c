@@ -45,15 +45,11 @@ int lx_dist_size(void) { return g_size; }
 bool lx_dist_active(void) { return g_inited && g_size > 1; }
 void lx_dist_set_step(int64_t step) { g_step = step; }
 
-/* "at step S", or "before the first step" for a negative step (setup: lx_dist_set_step(-1)). */
-static const char *step_words(char *buf, size_t cap) {
-    if (g_step < 0) return "before the first step";
-    snprintf(buf, cap, "at step %lld", (long long)g_step);
-    return buf;
-}
 
 lx_status lx_dist_set_timeout(double seconds) {
-    if (!(seconds > 0)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: timeout %g is not > 0 seconds", seconds);
+    /* finite: an infinite deadline is a hang waiting to happen (1e9 s is 31 years) */
+    if (!(seconds > 0 && seconds <= 1e9))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: timeout %g is not in (0, 1e9] seconds", seconds);
     g_timeout = seconds;
     return LX_OK;
 }
@@ -190,6 +186,30 @@ void lx_dist_zero1_free(lx_dist_zero1 *z) {}
 #else
 
 static bool g_we_init = false;
+
+/* "at step S", or "before the first step" for a negative step (setup: lx_dist_set_step(-1)). */
+static const char *step_words(char *buf, size_t cap) {
+    if (g_step < 0) return "before the first step";
+    snprintf(buf, cap, "at step %lld", (long long)g_step);
+    return buf;
+}
+
+/* An environment setting read strictly: unset leaves *out alone; otherwise the whole text must
+ * be a decimal number in [lo, hi] (no trailing text, nothing strtod alone would take: inf, nan,
+ * hex), else LX_ERR_INVALID_ARGUMENT naming the variable. */
+static lx_status env_num(const char *name, double lo, double hi, double *out) {
+    const char *t = getenv(name);
+    if (!t) return LX_OK;
+    const char *c = t + (*t == '+' || *t == '-');
+    bool ok = *c >= '0' && *c <= '9';
+    for (; ok && *c; c++) ok = (*c >= '0' && *c <= '9') || *c == '.' || *c == 'e' || *c == 'E' || *c == '+' || *c == '-';
+    char *end = NULL;
+    double v = ok ? strtod(t, &end) : 0;
+    if (!ok || *end || !(v >= lo && v <= hi))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: %s='%.40s' is not a number in %g..%g", name, t, lo, hi);
+    *out = v;
+    return LX_OK;
+}
 static void ov_release(void);
 static MPI_Comm g_grad_comm = MPI_COMM_NULL;
 /* the pmean primitive's all-reduces (sync batch-norm, forward and backward) on a communicator of
@@ -388,6 +408,12 @@ static lx_status pmean_hook(const char *axis_name, float *buf, int64_t n) {
 
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
     if (!g_inited) {
+        /* the settings first: a bad one fails before MPI starts */
+        double timeout = g_timeout, bucket = (double)g_bucket, spin = g_spin * 1e6, nap = (double)g_nap_ns * 1e-3;
+        LX_TRY(env_num("LINNX_DIST_TIMEOUT", 1e-3, 1e9, &timeout));
+        LX_TRY(env_num("LINNX_DIST_BUCKET_BYTES", 4, 1ull << 40, &bucket));
+        LX_TRY(env_num("LINNX_DIST_SPIN_US", 0, 1e9, &spin));
+        LX_TRY(env_num("LINNX_DIST_NAP_US", 0, 999999, &nap));
         int flag = 0;
         MPI_Initialized(&flag);
         if (!flag) {
@@ -405,13 +431,10 @@ lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
         if (MPI_Comm_dup(MPI_COMM_WORLD, &g_pmean_comm) != MPI_SUCCESS) g_pmean_comm = MPI_COMM_WORLD;
         else MPI_Comm_set_errhandler(g_pmean_comm, MPI_ERRORS_RETURN);
         pin_threads();
-        const char *t = getenv("LINNX_DIST_TIMEOUT");
-        if (t && atof(t) > 0) g_timeout = atof(t);
-        const char *bb = getenv("LINNX_DIST_BUCKET_BYTES");
-        if (bb && atof(bb) >= 4) g_bucket = (size_t)atof(bb);
-        const char *sp = getenv("LINNX_DIST_SPIN_US"), *np = getenv("LINNX_DIST_NAP_US");
-        if (sp && atof(sp) >= 0) g_spin = atof(sp) * 1e-6;
-        if (np && atof(np) >= 0 && atof(np) < 1e6) g_nap_ns = (long)(atof(np) * 1e3);
+        g_timeout = timeout;
+        g_bucket = (size_t)bucket; /* <= 2^40: the cast is defined */
+        g_spin = spin * 1e-6;
+        g_nap_ns = (long)(nap * 1e3);
         g_inited = true;
         if (g_size > 1) lx_set_pmean_hook(pmean_hook);
     }
