@@ -118,6 +118,91 @@ expect_usage_error "--y: 0.5 is not an integer label" grad 'nnx.Linear(1, 2)' --
 expect_usage_error "x holds 1.5, not an integer token id (the model's first layer is an Embed" grad 'nnx.Embed(10, 4)' --seed 0 --x 1.5,2 --y 0 --y-shape '()' --loss l2_loss
 expect_usage_error "x holds 3e+09, outside int32" train 'linen.Embed(10, 4)' --seed 0 --x 3e9 --y 0 --loss l2_loss --optimizer 'sgd(0.1)' --steps 1
 
+# ---- value lists (--x, --y) as strict as the integer lists: exactly N,N,... or a Python tuple/list
+# (spaces and one trailing comma inside the brackets only); numbers as Python's float() reads them
+for bad in '1,2,3,' '1,2,3 ' ' 1,2,3' '1,,3' '(1, 2, 3' '1, 2, 3'; do
+    expect_usage_error "is not a list of numbers" grad 'linen.Dense(1)' --seed 0 --x "$bad" --x-shape 3 --y 1 --y-shape '()' --loss l2_loss
+done
+for bad in '0x1p3,1,2' 'nan(123),1,2' '1e,2,3' '.,2,3' '1_0,2,3'; do
+    expect_usage_error "is not a number" grad 'linen.Dense(1)' --seed 0 --x "$bad" --x-shape 3 --y 1 --y-shape '()' --loss l2_loss
+done
+vwant=$("$bin" grad 'linen.Dense(1)' --seed 0 --x 1,2,3 --x-shape 3 --y 1 --y-shape '()' --loss l2_loss)
+for good in '(1, 2, 3,)' '[1,2,3]' '( 1 , 2.0 , 3e0 )' '+1,2.,30e-1'; do
+    ok test "$("$bin" grad 'linen.Dense(1)' --seed 0 --x "$good" --x-shape 3 --y 1 --y-shape '()' --loss l2_loss)" == "$vwant"
+done
+ok test "$("$bin" grad 'linen.Dense(1)' --seed 0 --x Infinity,NAN,-inf --x-shape 3 --y 1 --y-shape '()' --loss l2_loss | head -1)" == \
+        "loss float32[]: nan"
+
+# ---- the .npy header, as numpy's reader takes it (ast.literal_eval, exactly the keys descr,
+# fortran_order and shape, a bool, a tuple of ints, versions 1.0/2.0/3.0): the Python forms of the
+# same header read the same array; what numpy refuses is refused (exit 2, one line), and so is a
+# key given twice (numpy would keep the last)
+npyh() { # file major header-text data-as-printf-escapes (the header as given, no padding)
+    local len=${#3}
+    printf '\x93NUMPY'"\\x$(printf %02x "$2")"'\x00' >"$1"
+    if [ "$2" = 1 ]; then printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))" >>"$1"
+    else printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))\\x00\\x00" >>"$1"; fi
+    printf '%s' "$3" >>"$1"
+    printf "$4" >>"$1"
+}
+X12='\x00\x00\x80\x3f\x00\x00\x00\x40' # 1, 2
+Y34='\x00\x00\x40\x40\x00\x00\x80\x40' # 3, 4
+mkdir -p "$cli_tmp/h"
+npyh "$cli_tmp/h/y.npy" 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }"$'\n' "$Y34"
+hdr_want=$("$bin" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --x-shape 2,1 --y 3,4 --y-shape 2,1 --loss l2_loss)
+hdr_ok() { # major header: x.npy with this header reads as (2, 1) float32 [1, 2]
+    npyh "$cli_tmp/h/x.npy" "$1" "$2" "$X12"
+    local got
+    got=$("$bin" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/h/x.npy,$cli_tmp/h/y.npy" --loss l2_loss 2>&1)
+    if [ "$got" = "$hdr_want" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: header v$1 $2 -> $got"; fi
+}
+hdr_bad() { # major header needle
+    npyh "$cli_tmp/h/x.npy" "$1" "$2" "$X12"
+    expect_usage_error "$3" grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/h/x.npy,$cli_tmp/h/y.npy" --loss l2_loss
+}
+hdr_ok 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }"$'\n'
+# the data the header announces must be in the file before anything is allocated: a 100-byte file
+# asking for 800 MB (or 128 GB, with no array limit) is a bad file (exit 2), not an allocation
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (100000000, 2), }" \
+    "fewer values than its shape holds (the header's shape needs 800000000 bytes, the file has 8 after the header)"
+# an array over --max-array-bytes is a bad input naming the file (exit 2), as a safetensors tensor is
+npyh "$cli_tmp/h/x.npy" 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }" "$X12"
+expect_usage_error "--data: $cli_tmp/h/x.npy: shape: an array of shape (2, 1) needs 8 bytes, over the limit of 4 bytes" \
+    grad 'nnx.Linear(1, 1)' --seed 0 --data "$cli_tmp/h/x.npy,$cli_tmp/h/y.npy" --loss l2_loss --max-array-bytes 4
+npyh "$cli_tmp/h/x.npy" 1 "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000, 16000), }" "$X12"
+expect_usage_error "the header's shape needs 128000000000 bytes" grad 'nnx.Linear(1, 1)' --seed 0 \
+    --data "$cli_tmp/h/x.npy,$cli_tmp/h/y.npy" --loss l2_loss --max-array-bytes 0
+hdr_ok 2 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }"$'\n'
+hdr_ok 3 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }"$'\n'
+hdr_ok 1 '{"shape":(2,1),"fortran_order":False,"descr":"<f4"}'
+hdr_ok 1 "{'descr' : ('<f4') ,"$'\n\t'"'fortran_order': (False), 'shape': ((2), +1,) }   "$'\n\n'
+hdr_ok 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (0x2, 0b1)}"
+hdr_ok 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 1L), }" # Python 2's longs: numpy drops the L (1.0, 2.0)
+hdr_bad 3 "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 1L), }" "cannot parse the header: bad integer"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), } trailing" "cannot parse the header: characters after the dict"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': '(2, 1)', }" "the header's shape is not valid (a tuple of ints)"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2), }" "the header's shape is not valid (a tuple of ints)"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2.0, 1), }" "the header's shape is not valid (a tuple of ints)"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': [2, 1], }" "a list or dict value in the header"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': 'False', 'shape': (2, 1), }" "the header's fortran_order is not a valid bool"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': 0, 'shape': (2, 1), }" "the header's fortran_order is not a valid bool"
+hdr_bad 9 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }" ".npy format version 9.0: only 1.0, 2.0 and 3.0 exist"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), 'shape': (1, 2), }" "the header gives 'shape' twice"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (0002, 1), }" "an integer with leading zeros"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (0_2, 1), }" "an integer with leading zeros"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (--2, 1), }" "a sign without a number"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (-2, 1), }" "the header's shape has a negative dimension"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), 'x': 1}" "keys must be exactly 'descr', 'fortran_order' and 'shape'"
+hdr_bad 1 "{'descr': '<f4', 'shape': (2, 1)}" "keys must be exactly 'descr', 'fortran_order' and 'shape'"
+hdr_bad 1 "{'descr': '<' 'f4', 'fortran_order': False, 'shape': (2, 1)}" "adjacent strings in the header are not supported"
+hdr_bad 1 "{'descr': '\\x3cf4', 'fortran_order': False, 'shape': (2, 1)}" "cannot parse the header: a bad string"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1)} # c" "cannot parse the header: characters after the dict"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, nan)}" "a name that is not True, False or None"
+hdr_bad 1 "['descr', '<f4']" "the header is not a dictionary"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1)" "cannot parse the header: expected ',' or '}'"
+hdr_bad 1 "$(printf '%*s' 40 '' | tr ' ' '(')" "the header is not a dictionary"
+hdr_bad 1 "{'descr': '<f4', 'fortran_order': False, 'shape': $(printf '%*s' 40 '' | tr ' ' '(')2$(printf '%*s' 40 '' | tr ' ' ')')}" "the header nests too deeply"
+
 # ---- --data names with commas: an existing path is one file (or directory); otherwise the comma
 # where both halves exist splits X.npy,Y.npy
 mkdir -p "$cli_tmp/d,1" "$cli_tmp/e,2"

@@ -48,6 +48,13 @@ bad() { fail=$((fail + 1)); echo "FAIL: $*"; sed -n 1,20p "$cli_tmp/out"; }
 
 # probe: a build without MPI says so and the multi-rank tests are skipped
 if LINNX_DIST_WORKER=1 "$prog" >"$cli_tmp/out" 2>&1; [ $? -eq 2 ] && grep -q "built without it" "$cli_tmp/out"; then
+    # such a linnx started by mpirun (the launcher's size in the environment) refuses, rather than
+    # train N full copies side by side
+    OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 "$bin" train 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 1,2 --y 1,0 \
+        --y-shape 1,2 --loss squared_error --optimizer 'sgd(0.1)' --steps 1 >"$cli_tmp/out" 2>&1
+    if [ $? -eq 2 ] && grep -q "linnx: train: started by mpirun as one of 2 processes, but this linnx was built without MPI" \
+        "$cli_tmp/out" && ! grep -q "^step" "$cli_tmp/out"; then ok; else bad "no-MPI linnx under mpirun"; fi
+    [ $fail -eq 0 ] || { cli_finish; exit 1; }
     echo "linnx built without MPI: skipped"
     cli_finish || exit 1 # lib_cli.sh's own self-check still counts
     exit 77 # ctest reports it as skipped, not passed
@@ -221,6 +228,122 @@ else
     echo "--- the job's output (tail):"; tail -8 "$cli_tmp/out"
     cmp -s "$ck" "$cli_tmp/ck0" && echo "--- checkpoint intact" || echo "--- checkpoint changed"
     echo "--- resumed: $(cat "$cli_tmp/b") (want: $(sed -n 3p "$cli_tmp/full"))"
+fi
+
+# a rank that fails before the first step (its --restore file is missing): it joins the start-of-run
+# check, so the other stops there at once naming it ("before the first step", not a 60 s deadline
+# in the first step's collectives, not "step -1"); the data are the 6 rows of targs
+base=("${targs[@]:0:2}" "${targs[@]:4:4}" "${targs[@]:12:2}" --plain --steps 2) # no --seed, --y, --optimizer
+y0=(--y 1,0,0,1,0.5,0.5,1,1,0,0,-1,2 --y-shape 6,2)
+sargs=("${base[@]}" --seed 7 "${y0[@]}" --optimizer 'adam(0.1)')
+rm -f "$ck"
+"$bin" "${sargs[@]}" --save "$ck" >/dev/null 2>&1
+timeout 60 "${mpi[@]}" 1 "$bin" "${sargs[@]}" --restore "$ck" : -np 1 "$bin" "${sargs[@]}" --restore "$cli_tmp/nope.msgpack" \
+    >"$cli_tmp/out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "linnx: --restore $cli_tmp/nope.msgpack: cannot open" "$cli_tmp/out" &&
+   grep -q "linnx: distributed: rank 1 failed before the first step" "$cli_tmp/out" &&
+   ! grep -q "timed out\|step -1" "$cli_tmp/out" && ! grep -q "^step" "$cli_tmp/out"; then
+    ok
+    echo "rank 1 without its --restore file: rank 0 stopped before the first step (exit $rc)"
+else bad "rank 1 without its --restore file: exit $rc"; fi
+# ranks started differently (MPMD launches): one error naming what differs, no step printed
+mism() { # $1: what must be named; then rank 0's extra words, ':', rank 1's
+    local want=$1 a=() b=()
+    shift
+    while [ $# -gt 0 ] && [ "$1" != : ]; do a+=("$1"); shift; done
+    shift
+    b=("$@")
+    timeout 60 "${mpi[@]}" 1 "$bin" "${base[@]}" "${a[@]}" : -np 1 "$bin" "${base[@]}" "${b[@]}" >"$cli_tmp/out" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && ! grep -q "^step" "$cli_tmp/out" &&
+       grep -q "linnx: distributed: rank 1 was not started like rank 0: .*$want" "$cli_tmp/out" &&
+       grep -q "linnx: distributed: the ranks were not started alike: .*$want.* from rank 0's on 1 of 2 ranks" "$cli_tmp/out"; then
+        ok
+        echo "mismatched ranks: $(grep -o 'rank 1 was not started like rank 0: [^(]*' "$cli_tmp/out")"
+    else bad "mismatched ranks ($want): exit $rc"; fi
+}
+s7=(--seed 7 "${y0[@]}")
+mism "--seed/--key/--x64" "${s7[@]}" --optimizer 'adam(0.1)' : --seed 8 "${y0[@]}" --optimizer 'adam(0.1)'
+mism "--optimizer" "${s7[@]}" --optimizer 'adam(0.1)' : "${s7[@]}" --optimizer 'sgd(5.0)'
+mism "the restored step (--restore)" "${s7[@]}" --optimizer 'adam(0.1)' --restore "$ck" : "${s7[@]}" --optimizer 'adam(0.1)'
+mism "the data (x and y" "${s7[@]}" --optimizer 'adam(0.1)' : --seed 7 --y 1,0,0,1,0.5,0.5,1,1,0,0,-1,3 --y-shape 6,2 \
+    --optimizer 'adam(0.1)'
+
+# LINNX_DIST_* settings are read strictly: garbage, inf (a deadline that never comes), nan or a
+# bucket size past 2^40 bytes is one error naming the variable (they were ignored, or an
+# undefined float -> size_t cast), before MPI starts
+for ev in LINNX_DIST_TIMEOUT=abc LINNX_DIST_TIMEOUT=1e999 LINNX_DIST_TIMEOUT=nan LINNX_DIST_TIMEOUT=0 \
+          LINNX_DIST_BUCKET_BYTES=1e30 LINNX_DIST_BUCKET_BYTES=12x LINNX_DIST_NAP_US=-1; do
+    env "$ev" timeout 60 "${mpi[@]}" 2 -x "${ev%%=*}" "$bin" "${sargs[@]}" >"$cli_tmp/out" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "linnx: distributed: ${ev%%=*}='${ev#*=}' is not a number in" "$cli_tmp/out" &&
+       ! grep -q "^step" "$cli_tmp/out"; then ok
+    else bad "$ev: exit $rc"; fi
+done
+LINNX_DIST_TIMEOUT=30 LINNX_DIST_BUCKET_BYTES=64 timeout 60 "${mpi[@]}" 2 -x LINNX_DIST_TIMEOUT -x LINNX_DIST_BUCKET_BYTES \
+    "$bin" "${sargs[@]}" >"$cli_tmp/out" 2>&1
+if [ $? -eq 0 ] && [ "$(grep -c '^step' "$cli_tmp/out")" = 2 ]; then ok; else bad "valid LINNX_DIST_* settings"; fi
+
+# dropout under mpirun: each rank draws its own masks (pmap's fold_in(key, axis_index)). Data whose
+# two halves are the same 3 rows: with one mask for all ranks (as before) the 2-rank run's losses
+# equal one process's on the 3 rows; with per-rank masks they differ (Linen and NNX). Without
+# dropout they are equal (the control; Linen's is the linnx train runs above)
+hx=(--x 0.5,-1,2,1.5,0.25,-0.5,-2,1,0.75 --x-shape 3,3 --y 1,0,0,1,0.5,0.5 --y-shape 3,2)
+dx=(--x 0.5,-1,2,1.5,0.25,-0.5,-2,1,0.75,0.5,-1,2,1.5,0.25,-0.5,-2,1,0.75 --x-shape 6,3
+    --y 1,0,0,1,0.5,0.5,1,0,0,1,0.5,0.5 --y-shape 6,2)
+dargs=(--seed 3 --loss squared_error --optimizer 'adam(0.05)' --plain --steps 3)
+for spec in 'linen.Sequential(linen.Dense(16), linen.Dropout(0.5, deterministic=False), linen.Dense(2))' \
+            'nnx.Sequential(nnx.Linear(3, 16), nnx.Dropout(0.5), nnx.Linear(16, 2))' \
+            'nnx.Sequential(nnx.Linear(3, 16), nnx.Linear(16, 2))'; do
+    "$bin" train "$spec" "${dargs[@]}" "${hx[@]}" >"$cli_tmp/one" 2>&1
+    timeout 60 "${mpi[@]}" 2 "$bin" train "$spec" "${dargs[@]}" "${dx[@]}" >"$cli_tmp/out" 2>&1
+    rc=$?
+    if [[ $spec == *Dropout* ]]; then
+        if [ $rc -eq 0 ] && [ "$(grep -c '^step' "$cli_tmp/out")" = 3 ] && ! cmp -s "$cli_tmp/one" "$cli_tmp/out"; then
+            ok; echo "dropout on 2 ranks, per-rank masks: $(head -1 "$cli_tmp/out") (one mask for both: $(head -1 "$cli_tmp/one"))"
+        else bad "dropout on 2 ranks ($spec): exit $rc"; diff "$cli_tmp/one" "$cli_tmp/out"; fi
+    else
+        if [ $rc -eq 0 ] && awk "$awk_finite"'NR == FNR { w[FNR] = $4; next } { d = $4 - w[FNR]; if (d < 0) d = -d
+               if (!finite($4) || !(d <= 1e-6 * (w[FNR] < 0 ? -w[FNR] : w[FNR]) + 1e-9)) bad = 1 } END { exit bad }' \
+               "$cli_tmp/one" "$cli_tmp/out" && [ "$(grep -c '^step' "$cli_tmp/out")" = 3 ]; then ok
+        else bad "no dropout on 2 ranks ($spec): exit $rc"; diff "$cli_tmp/one" "$cli_tmp/out"; fi
+    fi
+done
+
+# an allocation failing on rank 1 alone anywhere in a run (setup, the backward pass, averaging,
+# the optimizer step, the loss): every rank stops through a status check naming rank 1 ("failed
+# before the first step" / "at step K"), or, inside a collective it cannot finish, without
+# MPI_Finalize so mpirun ends the job at once (it names the rank, the others their step); never the
+# 30 s deadline of a collective the others wait in. Six positions spread over the run's
+# allocations (a fault-injection build; skipped otherwise)
+fargs=("${targs[@]:0:16}" --plain --steps 3)
+cat >"$cli_tmp/rank1fault.sh" <<'EOS'
+#!/bin/sh
+if [ "${OMPI_COMM_WORLD_RANK:-$PMI_RANK}" = 1 ]; then LINNX_FAIL_ALLOC=$RANK1_FAIL; export LINNX_FAIL_ALLOC; fi
+exec "$@"
+EOS
+chmod +x "$cli_tmp/rank1fault.sh"
+total=$(LINNX_FAIL_ALLOC=0 LINNX_ALLOC_STATS=1 timeout 60 "${mpi[@]}" 2 "$bin" "${fargs[@]}" 2>&1 >/dev/null |
+        sed -n 's/^linnx: \([0-9]*\) allocations.*/\1/p' | sort -n | tail -1)
+if [ -n "$total" ] && [ "$total" -gt 0 ]; then # LINNX_ALLOC_STATS counts only in a fault-injection build
+    timeout 60 "${mpi[@]}" 2 "$bin" "${fargs[@]}" >"$cli_tmp/clean" 2>&1
+    bad_runs=0
+    for k in 1 2 3 4 5 6; do
+        n=$((total * k / 7))
+        RANK1_FAIL=$n LINNX_DIST_TIMEOUT=30 timeout 90 "${mpi[@]}" 2 -x RANK1_FAIL -x LINNX_DIST_TIMEOUT \
+            "$cli_tmp/rank1fault.sh" "$bin" "${fargs[@]}" >"$cli_tmp/out" 2>&1
+        rc=$?
+        if [ $rc -eq 0 ] && cmp -s "$cli_tmp/out" "$cli_tmp/clean"; then continue; fi # the failure was absorbed
+        if [ $rc -ne 0 ] && [ $rc -ne 124 ] && ! grep -q "timed out" "$cli_tmp/out" &&
+           grep -Eq "distributed: rank 1 failed (before the first step|at step [0-9])|linnx: rank 0: stopped (at step [0-9]|before the first step)" "$cli_tmp/out"; then
+            continue
+        fi
+        bad_runs=$((bad_runs + 1))
+        echo "allocation $n of $total failing on rank 1: exit $rc"; grep -v "^--\|^ *$" "$cli_tmp/out" | head -8
+    done
+    if [ $bad_runs -eq 0 ]; then ok; echo "an allocation failing on rank 1 at 6 points of $total: every rank stopped, naming rank 1"
+    else bad "allocation failures on rank 1: $bad_runs of 6 runs"; fi
 fi
 
 # the showcase's `linnx train-lm` (tiny sizes) unchanged under mpirun -np 2: rank 0 alone prints

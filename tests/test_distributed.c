@@ -79,6 +79,10 @@ static void test_before_init(void) {
     CHECK(out == NULL);
     CHECK_EQ_INT(lx_dist_allreduce_mean(NULL, &out), LX_ERR_FAILED_INPUT);
     CHECK_EQ_INT(lx_dist_set_timeout(0), LX_ERR_INVALID_ARGUMENT);
+    /* a deadline must be finite: an infinite one hangs on a stopped rank */
+    CHECK_FAILS(lx_dist_set_timeout(INFINITY), LX_ERR_INVALID_ARGUMENT, "distributed: timeout inf is not in (0, 1e9] seconds");
+    CHECK_EQ_INT(lx_dist_set_timeout(NAN), LX_ERR_INVALID_ARGUMENT);
+    CHECK_EQ_INT(lx_dist_set_timeout(60), LX_OK);
     CHECK_EQ_INT(lx_dist_set_bucket_bytes(2), LX_ERR_INVALID_ARGUMENT);
     /* the overlapped all-reduce needs lx_dist_init; abandoning nothing is fine */
     CHECK_EQ_INT(lx_dist_overlap_begin(), want);
@@ -820,6 +824,201 @@ static int64_t tree_array_bytes(const lx_tree *t) {
     return n;
 }
 
+/* Synthetic params (which 0) or rank r's gradients at step k (which 1): three leaves, one a
+ * scalar, one 2-D; 23 elements, so 2 and 3 ranks cut leaves in the middle. */
+static lx_tree *synth_tree(int which, int r, int k) {
+    static const char *const paths[3] = {"a/w", "a/b", "c/k"};
+    static const int nd[3] = {1, 0, 2};
+    static const int64_t shp[3][2] = {{7, 0}, {0, 0}, {3, 5}};
+    lx_tree *t = lx_tree_new();
+    int64_t base = 0;
+    for (int l = 0; t && l < 3; l++) {
+        float v[16];
+        int64_t n = nd[l] == 0 ? 1 : nd[l] == 1 ? shp[l][0] : shp[l][0] * shp[l][1];
+        for (int64_t i = 0; i < n; i++) {
+            double j = (double)(base + i);
+            v[i] = which == 0 ? (float)(0.1 * cos(j * 0.7)) : (float)sin(j * 0.37 + r * 1.3 + k * 0.11);
+        }
+        lx_array *a = lx_array_from_f32(nd[l], shp[l], v);
+        CHECK_EQ_INT(lx_tree_set_path(t, paths[l], lx_array_v(a)), LX_OK);
+        lx_release(a);
+        base += n;
+    }
+    return t;
+}
+
+/* The mean over `size` ranks of synth_tree(1, r, k), summed in rank order. */
+static lx_tree *synth_mean_grads(int size, int k) {
+    lx_tree *g = synth_tree(1, 0, k);
+    lx_flat f = {0};
+    CHECK_EQ_INT(lx_tree_flatten(g, &f), LX_OK);
+    for (size_t i = 0; i < f.len; i++) {
+        lx_array *a = f.items[i].value.u.array;
+        for (int r = 1; r < size; r++) {
+            lx_tree *gr = synth_tree(1, r, k);
+            const lx_value *v = lx_tree_find(gr, f.items[i].path);
+            for (int64_t e = 0; e < a->size; e++) lx_f32(a)[e] += lx_f32(v->u.array)[e];
+            lx_tree_release(gr);
+        }
+        for (int64_t e = 0; e < a->size; e++) lx_f32(a)[e] /= (float)size;
+    }
+    lx_flat_free(&f);
+    return g;
+}
+
+/* 0: chain(scale(1), adam) (count at 1/0/count); 1: chain(identity, chain(scale(1), chain(scale_by_adam,
+ * scale(-lr)))) (count at 1/1/0/count) */
+static optax_tx *chain_tx(int which) {
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    if (which == 0) return optax_chain(2, (optax_tx *[]){optax_scale(1.0), optax_adam(OPTAX_CONST(0.05), &o)});
+    optax_tx *in = optax_chain(2, (optax_tx *[]){optax_scale_by_adam(&o), optax_scale(-0.05)});
+    optax_tx *mid = optax_chain(2, (optax_tx *[]){optax_scale(1.0), in});
+    return optax_chain(2, (optax_tx *[]){optax_identity(), mid});
+}
+
+/* ZeRO-1 with chained and nested optimizers (the state's count at 1/0/count, 1/1/0/count): steps
+ * equal to the unsharded run, the gathered state equal to the unsharded state, and that state
+ * loads into a fresh sharded run of the same optimizer and resumes with the uninterrupted params;
+ * a state of ANOTHER optimizer is refused naming the missing path. Transformations that are not
+ * elementwise are refused by lx_dist_zero1_new naming them (they would see only the rank's slices:
+ * clip_by_global_norm clipped each rank's shard by its own norm), an elementwise clip is taken. */
+static void test_zero1_chains(int rank, int size) {
+    enum { K = 3 };
+    for (int which = 0; which < 2; which++) {
+        optax_tx *ref = chain_tx(which);
+        lx_tree *rp = synth_tree(0, 0, 0), *rs = NULL, *p = synth_tree(0, 0, 0), *full = NULL;
+        CHECK_EQ_INT(optax_init(ref, rp, &rs), LX_OK);
+        lx_dist_zero1 *z = NULL, *z2 = NULL;
+        CHECK_EQ_INT(lx_dist_zero1_new(chain_tx(which), p, &z), LX_OK);
+        for (int k = 0; k <= K; k++) {
+            lx_tree *gm = synth_mean_grads(size, k), *g = synth_tree(1, rank, k);
+            CHECK_EQ_INT(optax_step(ref, gm, &rp, &rs), LX_OK);
+            if (k < K) CHECK_EQ_INT(lx_dist_zero1_step(z, g, &p), LX_OK);
+            else { /* the checkpoint of step K, loaded into a fresh sharded run, steps on */
+                CHECK_EQ_INT(lx_dist_zero1_gather_state(z, p, &full), LX_OK);
+                CHECK_EQ_INT(lx_dist_zero1_new(chain_tx(which), p, &z2), LX_OK);
+                CHECK_EQ_INT(lx_dist_zero1_load_state(z2, full), LX_OK);
+                CHECK_EQ_INT(lx_dist_zero1_step(z2, g, &p), LX_OK);
+            }
+            if (k == K - 1) {
+                lx_tree *gs = NULL;
+                CHECK_EQ_INT(lx_dist_zero1_gather_state(z, p, &gs), LX_OK);
+                double sd = tree_maxdiff(rs, gs, which ? "zero1 nested chain: gathered state" : "zero1 chain: gathered state");
+                if (size <= 2) CHECK(sd == 0);
+                lx_tree_release(gs);
+            }
+            lx_tree_release(gm);
+            lx_tree_release(g);
+        }
+        double d = tree_maxdiff(rp, p, which ? "zero1 nested chain: resumed params" : "zero1 chain: resumed params");
+        if (size <= 2) CHECK(d == 0);
+        const lx_value *c = lx_tree_find(full, which ? "1/1/0/count" : "1/0/count");
+        CHECK(c && c->kind == LX_V_ARRAY && lx_array_get(c->u.array, 0) == K);
+        if (which == 0) { /* a chain's state into plain adam: not its layout */
+            optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+            lx_dist_zero1 *z3 = NULL;
+            CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), p, &z3), LX_OK);
+            CHECK_FAILS(lx_dist_zero1_load_state(z3, full), LX_ERR_NOT_FOUND,
+                        "the optimizer state has no 0/count: it is not laid out as this optimizer's state");
+            lx_dist_zero1_free(z3);
+        }
+        if (rank == 0)
+            printf("zero1 %s: %d ranks: %d steps, state gathered, loaded into a fresh run and stepped: max |p - p_1| = %.3g\n",
+                   which ? "nested chain" : "chain", size, K, d);
+        lx_dist_zero1_free(z);
+        lx_dist_zero1_free(z2);
+        lx_tree_release(full);
+        lx_tree_release(rp);
+        lx_tree_release(rs);
+        lx_tree_release(p);
+        optax_tx_release(ref);
+    }
+    /* not elementwise: refused, naming the transformation (and z left NULL) */
+    lx_tree *p = synth_tree(0, 0, 0);
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    lx_dist_zero1 *z = (lx_dist_zero1 *)&p;
+    CHECK_FAILS(lx_dist_zero1_new(optax_chain(2, (optax_tx *[]){optax_clip_by_global_norm(0.5), optax_adam(OPTAX_CONST(0.05), &o)}),
+                                  p, &z),
+                LX_ERR_UNSUPPORTED, "distributed: zero1: clip_by_global_norm is not elementwise");
+    CHECK(z == NULL);
+    CHECK_FAILS(lx_dist_zero1_new(optax_from_string("adafactor(1e-2)"), p, &z), LX_ERR_UNSUPPORTED,
+                "distributed: zero1: scale_by_factored_rms is not elementwise");
+    CHECK_FAILS(lx_dist_zero1_new(optax_clip_by_block_rms(1.0), p, &z), LX_ERR_UNSUPPORTED,
+                "distributed: zero1: clip_by_block_rms is not elementwise");
+    /* a mask by ndim: the 2-D c/k is selected, its 1-D slices would not be */
+    optax_adam_opts ow = OPTAX_ADAM_DEFAULTS;
+    ow.weight_decay = 0.1;
+    ow.mask = optax_mask_min_ndim(2);
+    CHECK_FAILS(lx_dist_zero1_new(optax_adamw(OPTAX_CONST(0.05), &ow), p, &z), LX_ERR_UNSUPPORTED,
+                "the mask of masked selects c/k by its shape");
+    /* elementwise ones are taken: clip, adamw without a mask */
+    CHECK_EQ_INT(lx_dist_zero1_new(optax_chain(2, (optax_tx *[]){optax_clip(0.5), optax_adam(OPTAX_CONST(0.05), &o)}), p, &z),
+                 LX_OK);
+    lx_dist_zero1_free(z);
+    ow.mask = OPTAX_NO_MASK;
+    CHECK_EQ_INT(lx_dist_zero1_new(optax_adamw(OPTAX_CONST(0.05), &ow), p, &z), LX_OK);
+    lx_dist_zero1_free(z);
+    lx_tree_release(p);
+}
+
+/* Trees that differ between ranks are refused, never half-used: lx_dist_broadcast_tree with
+ * another shape or another leaf count on the last rank (MPI's counts would differ: Open MPI
+ * broadcast 4 of 5 floats and reported nothing) fails on every rank with LX_ERR_SHAPE, the
+ * differing rank naming its leaf; a ZeRO-1 step given a gradient at a path the params do not have
+ * fails (on that rank LX_ERR_SHAPE, on the others "rank R failed"). */
+static void test_mismatched_trees(int rank, int size) {
+    if (size < 2) return;
+    int last = size - 1;
+    for (int mode = 0; mode < 2; mode++) {
+        lx_tree *t = synth_tree(0, 0, 0);
+        if (rank == last && mode == 0) { /* c/k of shape (5, 3) instead of (3, 5) */
+            float v[15] = {0};
+            lx_array *k = lx_array_from_f32(2, (int64_t[]){5, 3}, v);
+            CHECK_EQ_INT(lx_tree_set_path(t, "c/k", lx_array_v(k)), LX_OK);
+            lx_release(k);
+        } else if (rank == last) { /* one leaf more */
+            float one = 1;
+            lx_array *e = lx_array_from_f32(0, NULL, &one);
+            CHECK_EQ_INT(lx_tree_set_path(t, "c/z", lx_array_v(e)), LX_OK);
+            lx_release(e);
+        }
+        char want[160];
+        if (rank != last)
+            snprintf(want, sizeof want, "distributed: broadcast: rank %d's float32 leaves differ from root rank 0's", last);
+        else if (mode == 0)
+            snprintf(want, sizeof want, "distributed: broadcast: rank %d's leaf c/k differs from root rank 0's", last);
+        else
+            snprintf(want, sizeof want, "distributed: broadcast: rank %d has 4 float32 leaves, root rank 0 3", last);
+        CHECK_FAILS(lx_dist_broadcast_tree(t, 0), LX_ERR_SHAPE, want);
+        lx_tree_release(t);
+    }
+    /* the same trees broadcast fine afterwards (nothing left in flight) */
+    lx_tree *t = synth_tree(0, rank, 0), *ref = synth_tree(0, 0, 0);
+    CHECK_EQ_INT(lx_dist_broadcast_tree(t, 0), LX_OK);
+    CHECK(tree_maxdiff(ref, t, "broadcast after refusals") == 0);
+    lx_tree_release(ref);
+    /* ZeRO-1: an extra gradient leaf on the last rank */
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    lx_dist_zero1 *z = NULL;
+    CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), t, &z), LX_OK);
+    lx_tree *g = synth_tree(1, rank, 0);
+    if (rank == last) {
+        float one = 1;
+        lx_array *e = lx_array_from_f32(0, NULL, &one);
+        CHECK_EQ_INT(lx_tree_set_path(g, "c/extra", lx_array_v(e)), LX_OK);
+        lx_release(e);
+    }
+    char want[160];
+    if (rank == last) snprintf(want, sizeof want, "distributed: zero1: the gradients have 4 leaves, the params 3");
+    else snprintf(want, sizeof want, "distributed: rank %d failed", last);
+    lx_tree *before = t;
+    CHECK_FAILS(lx_dist_zero1_step(z, g, &t), rank == last ? LX_ERR_SHAPE : LX_ERR_INTERNAL, want);
+    CHECK(t == before);
+    lx_dist_zero1_free(z);
+    lx_tree_release(g);
+    lx_tree_release(t);
+}
+
 /* A checkpoint of a ZeRO-1 run: 3 sharded steps, the state gathered (unsharded: compared with the
  * all-reduce run's state after 3 steps) and saved with the params by rank 0; every rank loads it
  * and resumes (a) unsharded and (b) sharded again: both must give the uninterrupted run's losses
@@ -1363,6 +1562,8 @@ static int worker(void) {
         lx_tree_release(z0);
         test_zero1_checkpoint(m, x, y, p, ld, rank, size);
         test_zero1_errors(m, x, y, rank, size);
+        test_zero1_chains(rank, size);
+        test_mismatched_trees(rank, size);
     }
     if (rank == 0) {
         lx_tree *q = init_params(m, lx_key_from_seed(100), x);

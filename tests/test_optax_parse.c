@@ -6,6 +6,8 @@
  *    alias's signature: positionals allowed, inspect's texts), numbers becoming hyperparameters and
  *    bools / dtypes / None staying static arguments of the inner optimizer (spec/training.md §A.5);
  *  - warmup_constant_schedule (§A.6): linear_schedule(init, peak, warmup). */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "linnx/optax.h"
@@ -217,10 +219,91 @@ static void test_nadam_nesterov_and_inject_names(void) {
     }
 }
 
+/* "chain(" x n, inner, ")" x n (malloc'ed). */
+static char *nested(const char *open, int n, const char *inner, const char *close) {
+    size_t lo = strlen(open), li = strlen(inner), lc = strlen(close), len = (lo + lc) * (size_t)n + li;
+    char *s = malloc(len + 1), *p = s;
+    for (int k = 0; s && k < n; k++) memcpy(p, open, lo), p += lo;
+    if (s) memcpy(p, inner, li), p += li;
+    for (int k = 0; s && k < n; k++) memcpy(p, close, lc), p += lc;
+    if (s) *p = '\0';
+    return s;
+}
+
+static void expect_format_error(const char *src, const char *needle) {
+    lx_clear_error();
+    optax_tx *t = optax_from_string(src);
+    LX_TEST_REPORT_(!t && lx_last_status() == LX_ERR_FORMAT && strstr(lx_last_error(), needle) &&
+                        strlen(lx_last_error()) < 200,
+                    "%.40s...: got %s \"%.300s\", want FORMAT with \"%s\" in a short message", src,
+                    lx_status_name(lx_last_status()), lx_last_error(), needle);
+    optax_tx_release(t);
+}
+
+/* Nesting is bounded like the spec parser's (64 levels: the parser, its tree and the built
+ * transformations recurse once a level): 62 chains around sgd(0.1) (64 levels with the call and
+ * its number) build and step, one more is a FORMAT error naming the bound, and so are 12,000
+ * chains (a stack overflow before), 100,000 parentheses and 100,000 calls of a call's result; the
+ * message quotes about 60 characters around the offset, not the whole expression. Built through
+ * the API, chain and masked refuse nesting deeper than 256 (init, update and release recurse). */
+static void test_nesting_bound(void) {
+    char *ok = nested("chain(", 62, "sgd(0.1)", ")"), *deep = nested("chain(", 63, "sgd(0.1)", ")");
+    optax_tx *t = optax_from_string(ok);
+    CHECK(t != NULL);
+    lx_tree *p = lx_tree_new(), *st = NULL, *g = lx_tree_new();
+    float one = 1.0f, half = 0.5f;
+    lx_array *pa = lx_array_from_f32(0, NULL, &one), *ga = lx_array_from_f32(0, NULL, &half);
+    CHECK_EQ_INT(lx_tree_set(p, "w", lx_array_v(pa)), LX_OK);
+    CHECK_EQ_INT(lx_tree_set(g, "w", lx_array_v(ga)), LX_OK);
+    CHECK_EQ_INT(optax_init(t, p, &st), LX_OK);
+    CHECK_EQ_INT(optax_step(t, g, &p, &st), LX_OK);
+    const lx_value *w = lx_tree_get(p, "w");
+    CHECK(w && lx_f32(w->u.array)[0] == 1.0f - 0.1f * 0.5f);
+    optax_tx_release(t);
+    expect_format_error(deep, "nested more than 64 deep at offset 382: ...");
+    free(ok);
+    free(deep);
+    char *huge = nested("chain(", 12000, "sgd(0.1)", ")");
+    expect_format_error(huge, "nested more than 64 deep");
+    free(huge);
+    huge = nested("(", 100000, "2", ")");
+    char *adam = malloc(strlen(huge) + 6);
+    snprintf(adam, strlen(huge) + 6, "adam%s", huge);
+    expect_format_error(adam, "nested more than 64 deep");
+    free(adam);
+    free(huge);
+    huge = nested("", 100000, "identity", "()");
+    expect_format_error(huge, "nested more than 64 deep");
+    free(huge);
+    /* the API: 256 levels of chain build, 257 are refused (every layer released) */
+    optax_tx *c = optax_identity();
+    for (int k = 0; c && k < 256; k++) c = optax_chain(1, &c);
+    CHECK(c != NULL);
+    lx_tree_release(st);
+    st = NULL;
+    CHECK_EQ_INT(optax_init(c, p, &st), LX_OK);
+    CHECK_EQ_INT(optax_step(c, g, &p, &st), LX_OK);
+    lx_clear_error();
+    optax_tx *c2 = optax_chain(1, &c);
+    CHECK(c2 == NULL && lx_last_status() == LX_ERR_INVALID_ARGUMENT &&
+          strstr(lx_last_error(), "chain: transformations nested more than 256 deep"));
+    optax_tx *m = optax_identity();
+    for (int k = 0; m && k < 256; k++) m = optax_masked(m, optax_mask_min_ndim(0));
+    CHECK(m != NULL);
+    lx_clear_error();
+    CHECK(optax_masked(m, optax_mask_min_ndim(0)) == NULL && strstr(lx_last_error(), "masked: transformations nested more than 256 deep"));
+    lx_release(pa);
+    lx_release(ga);
+    lx_tree_release(p);
+    lx_tree_release(g);
+    lx_tree_release(st);
+}
+
 int main(void) {
     RUN(test_nadam_nesterov_and_inject_names);
     RUN(test_cpython_texts);
     RUN(test_warmup_constant);
     RUN(test_inject_static_and_positional);
+    RUN(test_nesting_bound);
     return lx_test_finish();
 }

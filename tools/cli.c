@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -122,11 +123,34 @@ int cli_u32(const char *opt, const char *s, uint32_t *out) {
     return 0;
 }
 
+/* Python's float() literal: [+-] then digits with at most one '.' (a digit on either side), an
+ * optional exponent e[+-]digits, or inf / infinity / nan in any case. strtod's own extras (hex
+ * floats 0x1p3, nan(123), leading space) are not numbers here. */
+static bool py_float_text(const char *s) {
+    if (*s == '+' || *s == '-') s++;
+    if (!strcasecmp(s, "inf") || !strcasecmp(s, "infinity") || !strcasecmp(s, "nan")) return true;
+    int digits = 0;
+    while (isdigit((unsigned char)*s)) s++, digits++;
+    if (*s == '.') {
+        s++;
+        while (isdigit((unsigned char)*s)) s++, digits++;
+    }
+    if (!digits) return false;
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-') s++;
+        if (!isdigit((unsigned char)*s)) return false;
+        while (isdigit((unsigned char)*s)) s++;
+    }
+    return *s == '\0';
+}
+
 /* NaN ("nan", "NaN", "-nan") is a value only where the number is data (allow_nan). */
 static int f64_parse(const char *opt, const char *s, bool allow_nan, double *out) {
     char *end;
-    double v = !*s || isspace((unsigned char)*s) ? 0 : strtod(s, &end);
-    if (!*s || isspace((unsigned char)*s) || *end || (isnan(v) && !allow_nan))
+    bool ok = py_float_text(s);
+    double v = ok ? strtod(s, &end) : 0;
+    if (!ok || *end || (isnan(v) && !allow_nan))
         return cli_error("--%s: '%.60s%s' is not a number", opt, s, strlen(s) > 60 ? "..." : "");
     *out = v;
     return 0;
@@ -245,15 +269,18 @@ int cli_print_array(const lx_array *a) {
 }
 
 /* "1,2.5,-3", also "(1, 2.5, -3)" or "[...]": *n numbers in a new buffer (*out, caller frees). */
+/* Two forms: exactly N,N,... (no spaces, no empty entry), or a Python tuple or list, (N, N, ...)
+ * or [N, N, ...], with spaces around the numbers and one trailing comma allowed. */
 static int f64_list_new(const char *opt, const char *s, bool allow_nan, double **out, int64_t *n) {
     size_t len = strlen(s);
     const char *start = s, *stop = s + len;
-    while (start < stop && *start == ' ') start++;
-    while (stop > start && stop[-1] == ' ') stop--;
-    if (stop - start >= 2 && ((*start == '(' && stop[-1] == ')') || (*start == '[' && stop[-1] == ']'))) {
+    bool python = len >= 2 && ((*start == '(' && stop[-1] == ')') || (*start == '[' && stop[-1] == ']'));
+    if (python) {
         start++;
         stop--;
-    }
+    } else if (strchr(s, ' '))
+        return cli_error("--%s: '%.60s%s' is not a list of numbers N,N,... (spaces only inside (...) or [...])", opt, s,
+                         len > 60 ? "..." : "");
     int64_t cap = 1;
     for (const char *p = start; p < stop; p++) cap += *p == ',';
     double *v = malloc((size_t)cap * sizeof *v);
@@ -268,7 +295,7 @@ static int f64_list_new(const char *opt, const char *s, bool allow_nan, double *
         while (e > p && e[-1] == ' ') e--;
         char buf[64];
         size_t tl = (size_t)(e - p);
-        if (tl == 0 && !comma && i == cap - 1 && i > 0) break; /* a trailing comma: (1,) */
+        if (python && tl == 0 && !comma && i == cap - 1 && i > 0) break; /* a trailing comma: (1,) */
         if (tl == 0 || tl >= sizeof buf) {
             free(v);
             return cli_error("--%s: '%s' is not a list of numbers", opt, s);

@@ -92,9 +92,10 @@ int cli_f64(const char *opt, const char *s, double *out);
  * is a usage error. Numbers take no leading space either: --seed ' 1' is refused. */
 int cli_i64_list(const char *opt, const char *s, int64_t *out, int max, int *n);
 /* A shape: a list of non-negative dims. */
-/* "1,2.5,-3", also written as a Python tuple or list "(1, 2.5, -3)" / "[...]" (a trailing comma
- * allowed): *n >= 1 numbers in a new buffer (*out, the caller frees). 0, or an exit status after
- * printing the error. */
+/* "1,2.5,-3" exactly (no spaces, no empty entry), or a Python tuple or list "(1, 2.5, -3)" /
+ * "[...]" (spaces around the numbers and a trailing comma allowed); each number as Python's
+ * float() reads it (no hex floats, no nan(...)): *n >= 1 numbers in a new buffer (*out, the
+ * caller frees). 0, or an exit status after printing the error. */
 int cli_f64_list_new(const char *opt, const char *s, double **out, int64_t *n);
 /* The same for data values (--x, --y): NaN ("nan", "NaN", "-nan") is a value too, as in numpy. */
 int cli_data_list_new(const char *opt, const char *s, double **out, int64_t *n);

@@ -10,10 +10,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "linnx/box.h"
 #include "linnx/checkpoint.h"
 #include "linnx/distributed.h"
 #include "linnx/optax.h"
 #include "linnx/train.h"
+#include "linnx/variable.h"
 #include "progress.h"
 #include "train_cli.h"
 
@@ -54,7 +56,7 @@ static const char TRAIN_USAGE[] =
 
 /* Under mpirun: when a rank dies, mpirun ends the others with SIGTERM; each says where it was
  * (async-signal-safe: write(2) of a message built by hand). */
-static volatile long dp_step = -1;
+static volatile long dp_step = -1; /* -1: before the first step */
 static volatile int dp_rank = 0;
 
 static char *put_long(char *p, long v) {
@@ -69,12 +71,16 @@ static char *put_long(char *p, long v) {
 
 static void dp_on_term(int sig) {
     char buf[192], *p = buf;
-    static const char a[] = "linnx: rank ", b[] = ": stopped at step ",
+    static const char a[] = "linnx: rank ", b[] = ": stopped at step ", b0[] = ": stopped before the first step",
                       c[] = " (mpirun ended the job: another rank failed or died)\n";
+    long step = dp_step;
     memcpy(p, a, sizeof a - 1), p += sizeof a - 1;
     p = put_long(p, dp_rank);
-    memcpy(p, b, sizeof b - 1), p += sizeof b - 1;
-    p = put_long(p, dp_step);
+    if (step < 0) memcpy(p, b0, sizeof b0 - 1), p += sizeof b0 - 1;
+    else {
+        memcpy(p, b, sizeof b - 1), p += sizeof b - 1;
+        p = put_long(p, step);
+    }
     memcpy(p, c, sizeof c - 1), p += sizeof c - 1;
     if (write(STDERR_FILENO, buf, (size_t)(p - buf)) < 0) p = buf;
     _exit(128 + sig);
@@ -83,23 +89,119 @@ static void dp_on_term(int sig) {
 /* A loss as Python prints a float32 at %.9g: nan, inf, -inf (not glibc's -nan). */
 static void print_step(int64_t k, float v) { printf("step %lld loss %.9g\n", (long long)k, cli_num(v)); }
 
-int cmd_train(int argc, char **argv) {
+/* ---- the start of a run under mpirun ----
+ * Every rank joins one collective before the first step (dp_setup_check): a rank whose setup failed
+ * (data, model, --restore, a usage error) says so there, so the others stop at once with "rank R
+ * failed before the first step" instead of waiting for it in the first step's collectives until
+ * the deadline. When every rank is ready, they compare what they are about to run, field by field
+ * (64-bit FNV-1a hashes, rank 0's broadcast): a rank started with another seed, optimizer, data,
+ * restored step or state would otherwise train silently to different parameters. */
+enum { RF_SPEC, RF_OPT, RF_LOSS, RF_KEY, RF_SHUF, RF_BS, RF_STEPS, RF_NANS, RF_DATA, RF_START, RF_STATE, RF_N };
+static const char *const RF_NAMES[RF_N] = {
+    "SPEC", "--optimizer", "--loss/--reduction", "--seed/--key/--x64", "--shuffle-seed", "--batch-size", "--steps",
+    "--debug-nans", "the data (x and y: dtypes, shapes, values)", "the restored step (--restore)",
+    "the training state it starts from (parameters and optimizer state)"};
+static bool dp_checked; /* this run's rank has joined dp_setup_check */
+static bool dp_agreed;  /* the run ended well, or every rank learnt of its failure in a check */
+static bool dp_midway;  /* dp_setup_check failed inside a collective the others may still wait in */
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+#define FNV0 0xcbf29ce484222325ull
+
+static uint64_t fnv_str(const char *s) { return s ? fnv(FNV0, s, strlen(s) + 1) : fnv(FNV0, "\1", 1); }
+
+static uint64_t fnv_array(uint64_t h, const lx_array *a) {
+    int32_t meta[2] = {(int32_t)a->dtype, a->ndim};
+    h = fnv(h, meta, sizeof meta);
+    h = fnv(h, a->shape, (size_t)a->ndim * sizeof a->shape[0]);
+    return a->data ? fnv(h, a->data, lx_array_nbytes(a)) : h;
+}
+
+/* Paths, kinds and values of every leaf (arrays by their bytes). */
+static lx_status fnv_tree(const lx_tree *t, uint64_t *out) {
+    lx_flat f = {0};
+    LX_TRY(lx_tree_flatten(t, &f));
+    uint64_t h = FNV0;
+    for (size_t i = 0; i < f.len; i++) {
+        const lx_value *v = &f.items[i].value;
+        h = fnv(h, f.items[i].path, strlen(f.items[i].path) + 1);
+        h = fnv(h, &v->kind, sizeof v->kind);
+        const lx_array *a = v->kind == LX_V_ARRAY      ? v->u.array
+                            : v->kind == LX_V_VARIABLE ? lx_variable_get_value(v->u.var)
+                            : v->kind == LX_V_BOX      ? lx_box_unbox(v->u.box)
+                                                       : NULL;
+        if (a && !lx_is_abstract(a)) h = fnv_array(h, a);
+        else if (v->kind == LX_V_INT) h = fnv(h, &v->u.i, sizeof v->u.i);
+        else if (v->kind == LX_V_BOOL) h = fnv(h, &v->u.b, sizeof v->u.b);
+    }
+    lx_flat_free(&f);
+    *out = h;
+    return LX_OK;
+}
+
+/* rc: this rank's setup (0: ready, and `mine` holds its RF_N hashes). */
+static int dp_setup_check(int rc, const uint64_t *mine, int rank, int nranks) {
+    dp_checked = true;
+    lx_dist_set_step(-1);
+    lx_status st = lx_dist_check(rc ? LX_ERR_INVALID_ARGUMENT : LX_OK);
+    if (rc) return rc; /* its own message is printed */
+    if (st != LX_OK) return cli_lib_error(); /* "distributed: rank R failed before the first step" */
+    /* rank 0's hashes, as 16-bit pieces (exact in float32), then how many ranks differ in each;
+     * a failure to build the tree is agreed on first, so no rank skips a collective the others make */
+    float ch[RF_N * 4], diff[RF_N];
+    for (int k = 0; k < RF_N * 4; k++) ch[k] = (float)((mine[k / 4] >> (16 * (k % 4))) & 0xffff);
+    int64_t n = RF_N * 4;
+    lx_array *a = lx_array_from_f32(1, &n, ch);
+    lx_tree *t = a ? lx_tree_new() : NULL;
+    st = t ? lx_tree_set(t, "h", lx_array_v(a)) : lx_last_status();
+    st = lx_dist_check(st);
+    if (st == LX_OK) { /* every error of the broadcast is agreed on, except a timed-out wait */
+        st = lx_dist_broadcast_tree(t, 0);
+        dp_midway = st == LX_ERR_IO;
+    }
+    for (int k = 0; k < RF_N; k++) diff[k] = 0;
+    for (int k = 0; st == LX_OK && k < RF_N * 4; k++)
+        if (lx_f32(a)[k] != ch[k]) diff[k / 4] = 1;
+    bool me = false;
+    for (int k = 0; k < RF_N; k++) me |= diff[k] != 0;
+    if (st == LX_OK) {
+        st = lx_dist_allreduce_f32(diff, RF_N, false);
+        dp_midway = st != LX_OK;
+    }
+    lx_tree_release(t);
+    lx_release(a);
+    if (st != LX_OK) return cli_lib_error();
+    char what[600] = "";
+    int nd = 0, most = 0;
+    for (int k = 0; k < RF_N; k++)
+        if (diff[k] > 0) {
+            size_t l = strlen(what);
+            snprintf(what + l, sizeof what - l, "%s%s", nd++ ? ", " : "", RF_NAMES[k]);
+            most = diff[k] > (float)most ? (int)diff[k] : most;
+        }
+    if (!nd) return 0;
+    /* one write for the whole line (stderr is unbuffered; the ranks' lines must not interleave) */
+    char msg[1024];
+    if (me)
+        snprintf(msg, sizeof msg, "rank %d was not started like rank 0: %s differ%s", rank, what, nd > 1 ? "" : "s");
+    else
+        snprintf(msg, sizeof msg, "the ranks were not started alike: %s differ%s from rank 0's on %d of %d ranks", what,
+                 nd > 1 ? "" : "s", most, nranks);
+    fprintf(stderr, "linnx: distributed: %s (give every rank the same SPEC, options, data and --restore checkpoint)\n",
+            msg);
+    return CLI_EXIT_USAGE;
+}
+
+/* The run after the command line was read; under mpirun (nranks > 1) every rank returns through
+ * dp_setup_check or the steps after it. */
+static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
     enum { O_SEED, O_KEY, O_X64, O_X, O_XS, O_Y, O_YS, O_DATA, O_LOSS, O_RED, O_OPT, O_STEPS, O_BS, O_SHUF,
            O_PROG, O_PLAIN, O_NANS, O_SAVE, O_RESTORE, O_N };
-    cli_opt o[O_N] = {CLI_OPT("seed"),    CLI_OPT("key"),        CLI_FLAG("x64"),   CLI_OPT("x"),
-                      CLI_OPT("x-shape"), CLI_OPT("y"),          CLI_OPT("y-shape"), CLI_OPT("data"),
-                      CLI_OPT("loss"),    CLI_OPT("reduction"),  CLI_OPT("optimizer"), CLI_OPT("steps"),
-                      CLI_OPT("batch-size"), CLI_OPT("shuffle-seed"), CLI_FLAG("progress"), CLI_FLAG("plain"),
-                      CLI_FLAG("debug-nans"), CLI_OPT("save"), CLI_OPT("restore")};
-    const char *pos[1];
-    int npos;
-    bool help;
-    if (cli_parse(argc, argv, 1, o, O_N, pos, 1, &npos, &help)) return CLI_EXIT_USAGE;
-    if (help) {
-        fputs(TRAIN_USAGE, stdout);
-        return 0;
-    }
-    if (npos != 1) return cli_error("train: which model? (linnx train --help)");
+    bool dp = nranks > 1;
     if (!o[O_LOSS].seen) return cli_error("train: --loss is required (e.g. --loss l2_loss)");
     if (!o[O_OPT].seen) return cli_error("train: --optimizer is required (e.g. --optimizer 'adam(1e-3)')");
     if (!o[O_STEPS].seen) return cli_error("train: --steps is required");
@@ -120,12 +222,13 @@ int cmd_train(int argc, char **argv) {
         if (bs < 1) return cli_error("--batch-size: %lld is not a positive integer", (long long)bs);
     }
     if (tc_loss_parse(o[O_LOSS].value, o[O_RED].value, &loss)) return CLI_EXIT_USAGE;
+    if (dp && loss.reduction != TC_MEAN) return cli_error("train: under mpirun the loss must be a mean (--reduction mean)");
     /* the step count and optax's empty states are not arrays: checked before any training */
     if (o[O_SAVE].seen && lx_ckpt_format_of(o[O_SAVE].value) == LX_CKPT_SAFETENSORS)
         return cli_error("--save %s: a training state needs msgpack (FILE.msgpack); safetensors holds arrays only",
                          o[O_SAVE].value);
-    /* its folder must take the file: found out before training, not after */
-    if (o[O_SAVE].seen && cli_check_output("--save", o[O_SAVE].value)) return CLI_EXIT_USAGE;
+    /* its folder must take the file: found out before training, not after (rank 0 writes it) */
+    if (o[O_SAVE].seen && rank == 0 && cli_check_output("--save", o[O_SAVE].value)) return CLI_EXIT_USAGE;
     optax_tx *tx = optax_from_string(o[O_OPT].value);
     if (!tx) {
         fprintf(stderr, "linnx: --optimizer: %s\n", lx_last_error());
@@ -137,40 +240,16 @@ int cmd_train(int argc, char **argv) {
     int rc = tc_data_load(&o[O_X], &o[O_XS], &o[O_Y], &o[O_YS], &o[O_DATA], &loss, &d);
     if (rc) {
         optax_tx_release(tx);
+        optax_set_debug_nans(was_nans);
         return rc;
     }
     int64_t n = d.x->ndim ? d.x->shape[0] : 1; /* a 0-d x cannot be batched: refused below */
     bool batched = bs > 0 && bs < n;
-    /* launched by mpirun (Open MPI or MPICH/PMI): data parallelism; rank 0 alone prints */
-    int rank = 0, nranks = 1;
-    if ((getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE")) && lx_dist_available()) {
-        if (lx_dist_init(NULL, NULL, &rank, &nranks) != LX_OK) {
-            optax_tx_release(tx);
-            tc_data_free(&d);
-            return cli_lib_error();
-        }
-        if (nranks > 1 && loss.reduction != TC_MEAN) {
-            optax_tx_release(tx);
-            tc_data_free(&d);
-            lx_dist_finalize();
-            return cli_error("train: under mpirun the loss must be a mean (--reduction mean)");
-        }
-        tc_data_parallel = nranks > 1;
-        if (nranks > 1) {
-            dp_rank = rank;
-            struct sigaction sa;
-            memset(&sa, 0, sizeof sa);
-            sa.sa_handler = dp_on_term;
-            sigaction(SIGTERM, &sa, NULL);
-        }
-        if (rank != 0 && !freopen("/dev/null", "w", stdout)) rc = cli_error("train: rank %d: /dev/null", rank);
-    }
-    bool dp = tc_data_parallel;
-    if (!rc && o[O_BS].seen) rc = tc_data_check_examples(&d, "--batch-size takes rows of both");
-    else if (!rc && dp) rc = tc_data_check_examples(&d, "mpirun shards the rows of both");
+    if (o[O_BS].seen) rc = tc_data_check_examples(&d, "--batch-size takes rows of both");
+    else if (dp) rc = tc_data_check_examples(&d, "mpirun shards the rows of both");
     lx_batcher batcher = {0};
     tc_model *m = NULL;
-    if (!rc) rc = tc_model_new(pos[0], key, d.x, &m);
+    if (!rc) rc = tc_model_new(spec, key, d.x, &m);
     if (rc) optax_tx_release(tx);
     else if (tc_model_train_begin(m, tx) != LX_OK) rc = cli_lib_error();
     if (!rc && (batched || dp) && lx_batcher_init(&batcher, n, batched ? bs : n, false) != LX_OK) rc = cli_lib_error();
@@ -183,15 +262,41 @@ int cmd_train(int argc, char **argv) {
             rc = cli_lib_error();
         batcher.next = start % batcher.nbatches;
     }
+    if (dp) { /* every rank ready, and all starting the same run */
+        uint64_t h[RF_N] = {0};
+        if (!rc) {
+            char num[64];
+            h[RF_SPEC] = fnv_str(spec);
+            h[RF_OPT] = fnv_str(o[O_OPT].value);
+            h[RF_LOSS] = fnv(fnv_str(o[O_LOSS].value), &loss.reduction, sizeof loss.reduction);
+            h[RF_KEY] = fnv(FNV0, &key, sizeof key);
+            /* given or not (its default, --seed, is in RF_KEY) */
+            h[RF_SHUF] = o[O_SHUF].seen ? fnv(FNV0, &shuffle_key, sizeof shuffle_key) : fnv_str(NULL);
+            snprintf(num, sizeof num, "%lld %d", (long long)bs, batched);
+            h[RF_BS] = fnv_str(num);
+            h[RF_STEPS] = fnv(FNV0, &steps, sizeof steps);
+            h[RF_NANS] = o[O_NANS].seen;
+            h[RF_DATA] = fnv_array(fnv_array(FNV0, d.x), d.y);
+            h[RF_START] = fnv(FNV0, &start, sizeof start);
+            lx_tree *ts = NULL;
+            if (tc_model_state_tree(m, &ts) != LX_OK || fnv_tree(ts, &h[RF_STATE]) != LX_OK) rc = cli_lib_error();
+            lx_tree_release(ts);
+            /* then each rank its own dropout masks (after the comparison: the streams differ) */
+            if (!rc && tc_model_dist_reseed(m, rank, start) != LX_OK) rc = cli_lib_error();
+        }
+        rc = dp_setup_check(rc, h, rank, nranks);
+    }
     bool bar = rank == 0 && (o[O_PROG].seen || (!o[O_PLAIN].seen && progress_is_terminal(STDOUT_FILENO)));
     progress prog; /* the bar on a terminal (or --progress); `step K loss V` lines otherwise */
     progress_begin(&prog, stdout, steps, 0);
     prog.tty = bar;
     prog.quiet = true;
     float last = 0;
+    bool agreed = rc != 0 && !dp_midway; /* a failure every rank learnt in a status check: they end together */
     for (int64_t k = start; !rc && k < start + steps; k++) {
         size_t mark = lx_pool_open();
         lx_array *xb = d.x, *yb = d.y;
+        if (dp) lx_dist_set_step(k), dp_step = (long)k;
         if (batched) {
             int64_t epoch = k / batcher.nbatches;
             if (k % batcher.nbatches == 0 &&
@@ -208,8 +313,19 @@ int cmd_train(int argc, char **argv) {
             xb = outb[0];
             yb = outb[1];
         }
-        if (dp) lx_dist_set_step(k), dp_step = (long)k;
+        bool stepped = !rc;
         if (!rc && tc_model_train_step(m, xb, yb, &loss, &last) != LX_OK) rc = cli_lib_error();
+        /* under mpirun every rank passes its step's status through one check unless the step's
+         * own check told them all (tc_dist_agreed); a rank that failed before its step meets the
+         * others in that one. A failure while averaging (tc_dist_midway) cannot be checked: the
+         * others may wait for its gradient buckets; the process ends without MPI_Finalize and
+         * mpirun ends the job (naming the rank; the others print the step) */
+        if (dp && stepped && rc && tc_dist_agreed) agreed = true;
+        else if (dp && !(stepped && rc && tc_dist_midway)) {
+            lx_status cs = lx_dist_check(rc ? LX_ERR_INTERNAL : LX_OK);
+            if (!rc && cs != LX_OK) rc = cli_lib_error(); /* "distributed: rank R failed at step K" */
+            if (rc) agreed = cs != LX_ERR_IO; /* not when the check timed out: a peer may be stuck */
+        }
         if (!rc && dp && lx_dist_allreduce_f32(&last, 1, true) != LX_OK) rc = cli_lib_error();
         if (!rc) {
             if (bar) progress_update(&prog, k - start + 1, last, 0);
@@ -219,13 +335,64 @@ int cmd_train(int argc, char **argv) {
     }
     progress_end(&prog);
     if (!rc && bar && steps > 0) print_step(start + steps - 1, last);
-    if (!rc && o[O_SAVE].seen && rank == 0) rc = tc_model_save(m, o[O_SAVE].value); /* rank 0 writes */
+    if (!rc && o[O_SAVE].seen && rank == 0) { /* rank 0 writes, after the last collective */
+        rc = tc_model_save(m, o[O_SAVE].value);
+        agreed = true;
+    }
     lx_batcher_free(&batcher);
     tc_model_free(m);
     tc_data_free(&d);
     optax_set_debug_nans(was_nans);
+    dp_agreed = !rc || agreed;
+    return rc;
+}
+
+int cmd_train(int argc, char **argv) {
+    enum { O_SEED, O_KEY, O_X64, O_X, O_XS, O_Y, O_YS, O_DATA, O_LOSS, O_RED, O_OPT, O_STEPS, O_BS, O_SHUF,
+           O_PROG, O_PLAIN, O_NANS, O_SAVE, O_RESTORE, O_N };
+    cli_opt o[O_N] = {CLI_OPT("seed"),    CLI_OPT("key"),        CLI_FLAG("x64"),   CLI_OPT("x"),
+                      CLI_OPT("x-shape"), CLI_OPT("y"),          CLI_OPT("y-shape"), CLI_OPT("data"),
+                      CLI_OPT("loss"),    CLI_OPT("reduction"),  CLI_OPT("optimizer"), CLI_OPT("steps"),
+                      CLI_OPT("batch-size"), CLI_OPT("shuffle-seed"), CLI_FLAG("progress"), CLI_FLAG("plain"),
+                      CLI_FLAG("debug-nans"), CLI_OPT("save"), CLI_OPT("restore")};
+    const char *pos[1];
+    int npos;
+    bool help;
+    int parsed = cli_parse(argc, argv, 1, o, O_N, pos, 1, &npos, &help);
+    if (!parsed && help) {
+        fputs(TRAIN_USAGE, stdout);
+        return 0;
+    }
+    /* launched by mpirun (Open MPI or MPICH/PMI): data parallelism; rank 0 alone prints. MPI starts
+     * before anything else can fail, so that every failure of a rank reaches the others */
+    int rank = 0, nranks = 1;
+    const char *ws = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
+    if (ws && !lx_dist_available() && strcmp(ws, "1") != 0 && strcmp(ws, "0") != 0) /* N full copies otherwise */
+        return cli_error("train: started by mpirun as one of %.20s processes, but this linnx was built without MPI "
+                         "(install libopenmpi-dev and rebuild, or run it without mpirun)", ws);
+    if (ws && lx_dist_available()) {
+        if (lx_dist_init(NULL, NULL, &rank, &nranks) != LX_OK) return cli_lib_error();
+        if (nranks > 1) {
+            dp_rank = rank;
+            dp_step = -1;
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = dp_on_term;
+            sigaction(SIGTERM, &sa, NULL);
+        }
+    }
+    int rc = parsed ? CLI_EXIT_USAGE : 0;
+    if (!rc && rank != 0 && !freopen("/dev/null", "w", stdout)) rc = cli_error("train: rank %d: /dev/null", rank);
+    if (!rc && npos != 1) rc = cli_error("train: which model? (linnx train --help)");
+    tc_data_parallel = nranks > 1;
+    dp_checked = dp_midway = false;
+    dp_agreed = true;
+    if (!rc) rc = train_run(o, pos[0], rank, nranks);
+    /* a rank that failed before it reached the start-of-run check still joins it: the others stop */
+    if (nranks > 1 && !dp_checked) dp_setup_check(rc ? rc : CLI_EXIT_USAGE, NULL, rank, nranks), dp_agreed = true;
     tc_data_parallel = false;
-    /* after a timeout (LX_ERR_IO) a peer may be stuck: exit and let mpirun end the job */
-    if (!rc || lx_last_status() != LX_ERR_IO) lx_dist_finalize();
+    /* after a timeout (LX_ERR_IO), or a failure the others did not learn of in a check, a peer may
+     * be stuck in a collective: end without MPI_Finalize and let mpirun end the job */
+    if (!rc || (dp_agreed && lx_last_status() != LX_ERR_IO)) lx_dist_finalize();
     return rc;
 }

@@ -2,8 +2,10 @@
  * See train_cli.h. */
 #include "train_cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,27 +145,211 @@ static int array_arg(const char *name, const cli_opt *vals, const cli_opt *shape
     return 0;
 }
 
-/* The header dict's value for `key` ('descr': '<f4' -> "<f4"), copied into buf. */
-static bool npy_field(const char *hdr, const char *key, char *buf, size_t cap) {
-    char pat[32];
-    snprintf(pat, sizeof pat, "'%s':", key);
-    const char *p = strstr(hdr, pat);
-    if (!p) return false;
-    p += strlen(pat);
-    while (*p == ' ') p++;
-    size_t n = 0;
-    if (*p == '\'') {
-        p++;
-        while (p[n] && p[n] != '\'') n++;
-    } else if (*p == '(') {
-        while (p[n] && p[n] != ')') n++;
-        if (p[n] == ')') n++;
-    } else {
-        while (p[n] && p[n] != ',' && p[n] != '}') n++;
+/* The .npy header: numpy's reader takes ast.literal_eval of it, which must give a dict whose keys
+ * are exactly 'descr', 'fortran_order' and 'shape', fortran_order a bool and shape a tuple of ints
+ * (numpy.lib.format._read_array_header). This reads that Python literal strictly: whitespace
+ * between tokens, either quote, a value in parentheses, ints with an optional sign, underscores
+ * and 0x/0o/0b forms (and, in versions 1.0 and 2.0, the 'L' suffix numpy's filter drops from
+ * Python 2 headers), a trailing comma. Anything numpy would not parse, a key twice (Python keeps
+ * the last: refused here rather than read either way), another key, or a value of another kind is
+ * an error; so are string escapes, prefixes and concatenation, comments and line continuations
+ * (valid Python, never written by numpy: refused, not read). Nesting is bounded (32). */
+typedef struct npy_hdr {
+    const char *p, *end;
+    bool py2_longs;   /* versions 1.0 and 2.0 */
+    const char *err;  /* the first error */
+} npy_hdr;
+
+typedef struct npy_val {
+    enum { NV_STR, NV_INT, NV_BOOL, NV_NONE, NV_TUPLE, NV_OTHER } kind;
+    const char *s;     /* NV_STR: the characters between the quotes */
+    size_t len;
+    int64_t i;         /* NV_INT (big: outside int64) / NV_BOOL */
+    bool big;
+    int n;             /* NV_TUPLE: items; all ints: ints[] (the first LX_MAX_DIMS + 1) */
+    bool all_ints, any_big, any_neg;
+    int64_t ints[LX_MAX_DIMS + 1];
+} npy_val;
+
+static bool nh_fail(npy_hdr *h, const char *what) {
+    if (!h->err) h->err = what;
+    return false;
+}
+
+static void nh_ws(npy_hdr *h) {
+    while (h->p < h->end && (*h->p == ' ' || *h->p == '\t' || *h->p == '\n' || *h->p == '\r' || *h->p == '\f')) h->p++;
+}
+
+static bool nh_ident(char c) { return isalnum((unsigned char)c) || c == '_'; }
+
+/* A Python int literal (decinteger | 0x.. | 0o.. | 0b.., '_' between digits). */
+static bool nh_int(npy_hdr *h, npy_val *v) {
+    const char *q = h->p;
+    int base = 10;
+    if (q + 1 < h->end && q[0] == '0' && strchr("xXoObB", q[1])) {
+        base = q[1] == 'x' || q[1] == 'X' ? 16 : q[1] == 'o' || q[1] == 'O' ? 8 : 2;
+        q += 2;
+        if (q < h->end && *q == '_') q++; /* 0x_1f is valid Python */
     }
-    if (n >= cap) return false;
-    memcpy(buf, p, n);
-    buf[n] = '\0';
+    const char *digits = q;
+    bool leading_zero = base == 10 && *q == '0', nonzero = false, big = false;
+    uint64_t acc = 0;
+    for (;;) {
+        if (q >= h->end) break;
+        int d = isdigit((unsigned char)*q) ? *q - '0' : isxdigit((unsigned char)*q) ? 10 + (tolower((unsigned char)*q) - 'a') : 99;
+        if (d >= base) break;
+        if (d) nonzero = true;
+        if (acc > (UINT64_MAX - (uint64_t)d) / (uint64_t)base) big = true;
+        else acc = acc * (uint64_t)base + (uint64_t)d;
+        q++;
+        if (q + 1 < h->end && *q == '_' && isxdigit((unsigned char)q[1])) q++; /* one '_' between digits */
+    }
+    if (q == digits) return nh_fail(h, "cannot parse the header: bad integer");
+    /* 0004 is a SyntaxError in Python 3 (leading zeros only for 0, 00, ...) */
+    if (leading_zero && nonzero) return nh_fail(h, "cannot parse the header: an integer with leading zeros");
+    if (q < h->end && (*q == '.' || *q == 'e' || *q == 'E' || *q == 'j' || *q == 'J')) {
+        v->kind = NV_OTHER; /* a float or complex: a valid literal, not an int */
+        q++;
+        while (q < h->end && (nh_ident(*q) || *q == '.' || *q == '+' || *q == '-')) q++;
+        h->p = q;
+        return true;
+    }
+    h->p = q;
+    if (h->py2_longs) { /* numpy's _filter_header: a NAME token 'L' after a number is dropped */
+        const char *r = q;
+        while (r < h->end && (*r == ' ' || *r == '\t')) r++;
+        if (r < h->end && *r == 'L' && (r + 1 >= h->end || !nh_ident(r[1]))) h->p = r + 1;
+    }
+    if (h->p < h->end && nh_ident(*h->p)) return nh_fail(h, "cannot parse the header: bad integer");
+    v->kind = NV_INT;
+    v->big = big || acc > (uint64_t)INT64_MAX;
+    v->i = v->big ? INT64_MAX : (int64_t)acc;
+    return true;
+}
+
+static bool nh_value(npy_hdr *h, npy_val *v, int depth) {
+    memset(v, 0, sizeof *v);
+    nh_ws(h);
+    if (depth > 32) return nh_fail(h, "the header nests too deeply");
+    if (h->p >= h->end) return nh_fail(h, "cannot parse the header: it ends inside the dict");
+    char c = *h->p;
+    if (c == '\'' || c == '"') {
+        const char *q = h->p + 1;
+        if (q + 1 < h->end && q[0] == c && q[1] == c) return nh_fail(h, "a triple-quoted string in the header is not supported");
+        while (q < h->end && *q != c && *q != '\\' && *q != '\n' && *q != '\r' && *q != '\0') q++;
+        if (q >= h->end || *q != c) return nh_fail(h, "cannot parse the header: a bad string");
+        v->kind = NV_STR;
+        v->s = h->p + 1;
+        v->len = (size_t)(q - h->p - 1);
+        h->p = q + 1;
+        nh_ws(h);
+        if (h->p < h->end && (*h->p == '\'' || *h->p == '"'))
+            return nh_fail(h, "adjacent strings in the header are not supported");
+        return true;
+    }
+    if (c == '+' || c == '-') { /* literal_eval takes one unary sign on a number */
+        h->p++;
+        nh_ws(h);
+        if (h->p >= h->end || !isdigit((unsigned char)*h->p)) return nh_fail(h, "cannot parse the header: a sign without a number");
+        if (!nh_int(h, v)) return false;
+        if (v->kind == NV_INT && c == '-' && v->i != 0) v->i = -v->i;
+        return true;
+    }
+    if (isdigit((unsigned char)c)) return nh_int(h, v);
+    if (c == '(') { /* (), (x), (x,), (x, y, ...) */
+        h->p++;
+        nh_ws(h);
+        if (h->p < h->end && *h->p == ')') {
+            h->p++;
+            v->kind = NV_TUPLE, v->all_ints = true;
+            return true;
+        }
+        npy_val item;
+        if (!nh_value(h, &item, depth + 1)) return false;
+        nh_ws(h);
+        if (h->p < h->end && *h->p == ')') { /* parentheses around one value */
+            h->p++;
+            *v = item;
+            return true;
+        }
+        v->kind = NV_TUPLE, v->all_ints = true;
+        for (;;) {
+            if (item.kind != NV_INT) v->all_ints = false;
+            else {
+                if (v->n <= LX_MAX_DIMS) v->ints[v->n] = item.i;
+                v->any_big |= item.big, v->any_neg |= item.i < 0;
+            }
+            v->n++;
+            nh_ws(h);
+            if (h->p >= h->end || (*h->p != ',' && *h->p != ')')) return nh_fail(h, "cannot parse the header: expected ',' or ')'");
+            if (*h->p++ == ')') return true;
+            nh_ws(h);
+            if (h->p < h->end && *h->p == ')') {
+                h->p++;
+                return true;
+            }
+            if (!nh_value(h, &item, depth + 1)) return false;
+        }
+    }
+    if (isalpha((unsigned char)c) || c == '_') {
+        const char *q = h->p;
+        while (q < h->end && nh_ident(*q)) q++;
+        size_t n = (size_t)(q - h->p);
+        if (n == 4 && !memcmp(h->p, "True", 4)) v->kind = NV_BOOL, v->i = 1;
+        else if (n == 5 && !memcmp(h->p, "False", 5)) v->kind = NV_BOOL, v->i = 0;
+        else if (n == 4 && !memcmp(h->p, "None", 4)) v->kind = NV_NONE;
+        else return nh_fail(h, "cannot parse the header: a name that is not True, False or None");
+        h->p = q;
+        return true;
+    }
+    if (c == '[' || c == '{') return nh_fail(h, "a list or dict value in the header (a structured dtype?) is not supported");
+    return nh_fail(h, "cannot parse the header: unexpected character");
+}
+
+/* The three values, or *err. */
+static bool npy_header(npy_hdr *h, npy_val *descr, npy_val *fo, npy_val *shape) {
+    bool seen[3] = {false, false, false};
+    while (h->p < h->end && (*h->p == ' ' || *h->p == '\t')) h->p++;
+    if (h->p >= h->end || *h->p != '{') return nh_fail(h, "the header is not a dictionary");
+    h->p++;
+    for (;;) {
+        nh_ws(h);
+        if (h->p < h->end && *h->p == '}') break;
+        npy_val key, val;
+        if (!nh_value(h, &key, 1)) return false;
+        nh_ws(h);
+        if (h->p >= h->end || *h->p != ':') return nh_fail(h, "cannot parse the header: expected ':'");
+        h->p++;
+        if (!nh_value(h, &val, 1)) return false;
+        static const char *const names[3] = {"descr", "fortran_order", "shape"};
+        int k = -1;
+        for (int j = 0; key.kind == NV_STR && j < 3; j++)
+            if (key.len == strlen(names[j]) && !memcmp(key.s, names[j], key.len)) k = j;
+        if (k < 0) return nh_fail(h, "the header's keys must be exactly 'descr', 'fortran_order' and 'shape'");
+        if (seen[k]) return nh_fail(h, k == 0 ? "the header gives 'descr' twice" : k == 1 ? "the header gives 'fortran_order' twice"
+                                                                                       : "the header gives 'shape' twice");
+        seen[k] = true;
+        *(k == 0 ? descr : k == 1 ? fo : shape) = val;
+        nh_ws(h);
+        if (h->p < h->end && *h->p == ',') {
+            h->p++;
+            continue;
+        }
+        if (h->p < h->end && *h->p == '}') break;
+        return nh_fail(h, "cannot parse the header: expected ',' or '}'");
+    }
+    h->p++; /* '}' */
+    nh_ws(h);
+    if (h->p != h->end) return nh_fail(h, "cannot parse the header: characters after the dict");
+    h->p = NULL; /* the checks below are of the whole dict: no byte offset */
+    if (!seen[0] || !seen[1] || !seen[2])
+        return nh_fail(h, "the header's keys must be exactly 'descr', 'fortran_order' and 'shape'");
+    if (descr->kind != NV_STR) return nh_fail(h, "the header's descr is not a dtype string (a structured dtype?)");
+    if (fo->kind != NV_BOOL) return nh_fail(h, "the header's fortran_order is not a valid bool (True or False)");
+    if (shape->kind != NV_TUPLE || !shape->all_ints) return nh_fail(h, "the header's shape is not valid (a tuple of ints)");
+    if (shape->n > LX_MAX_DIMS) return nh_fail(h, "the header's shape has more dimensions than linnx arrays hold");
+    if (shape->any_neg) return nh_fail(h, "the header's shape has a negative dimension");
+    if (shape->any_big) return nh_fail(h, "the header's shape has a dimension outside int64");
     return true;
 }
 
@@ -182,6 +368,11 @@ lx_array *tc_npy_read(const char *path, int *rc) {
         cli_error("--data: %s is not a .npy file", path);
         goto done;
     }
+    if ((pre[6] != 1 && pre[6] != 2 && pre[6] != 3) || pre[7] != 0) {
+        cli_error("--data: %s: .npy format version %d.%d: only 1.0, 2.0 and 3.0 exist (as numpy reads)", path, pre[6],
+                  pre[7]);
+        goto done;
+    }
     size_t hlen = pre[8] | (size_t)pre[9] << 8;
     if (pre[6] >= 2) {
         if (fread(pre + 10, 1, 2, f) != 2) {
@@ -198,13 +389,17 @@ lx_array *tc_npy_read(const char *path, int *rc) {
         cli_error("--data: %s: bad header", path);
         goto done;
     }
-    char descr[16], fo[16], shape_s[256];
-    if (!npy_field(hdr, "descr", descr, sizeof descr) || !npy_field(hdr, "fortran_order", fo, sizeof fo) ||
-        !npy_field(hdr, "shape", shape_s, sizeof shape_s)) {
-        cli_error("--data: %s: header without descr, fortran_order or shape", path);
+    npy_hdr h = {hdr, hdr + hlen, pre[6] <= 2, NULL};
+    npy_val dv, fv, sv;
+    if (!npy_header(&h, &dv, &fv, &sv)) {
+        if (h.p) cli_error("--data: %s: %s (at header byte %lld)", path, h.err, (long long)(h.p - hdr));
+        else cli_error("--data: %s: %s", path, h.err);
         goto done;
     }
-    if (strcmp(fo, "False")) {
+    char descr[16];
+    snprintf(descr, sizeof descr, "%.*s", dv.len < sizeof descr ? (int)dv.len : (int)sizeof descr - 1, dv.s);
+    if (dv.len >= sizeof descr) descr[sizeof descr - 2] = '.'; /* never equal to a supported one */
+    if (fv.i) {
         cli_error("--data: %s: Fortran-order arrays are not supported (save with np.ascontiguousarray)", path);
         goto done;
     }
@@ -212,13 +407,11 @@ lx_array *tc_npy_read(const char *path, int *rc) {
     int ndim = 0;
     char sopt[300];
     snprintf(sopt, sizeof sopt, "data: %s: shape", path);
-    /* the header writes a Python tuple, "(2, 3)", "(5,)" or "()": as N,N,... for cli_shape */
-    char shape_l[256];
+    /* the size limits of cli_shape (--max-array-bytes), on the dims as N,N,... */
+    char shape_l[LX_MAX_DIMS * 21 + 1];
     size_t nl = 0;
-    for (const char *c = shape_s; *c && nl + 1 < sizeof shape_l; c++)
-        if (*c != '(' && *c != ')' && *c != ' ') shape_l[nl++] = *c;
-    if (nl && shape_l[nl - 1] == ',') nl--;
-    shape_l[nl] = 0;
+    for (int k = 0; k < sv.n; k++)
+        nl += (size_t)snprintf(shape_l + nl, sizeof shape_l - nl, "%s%lld", k ? "," : "", (long long)sv.ints[k]);
     if (cli_shape(sopt, nl ? shape_l : "()", dims, &ndim)) goto done;
     /* numpy's little-endian (or byte-order-free) descrs: float32/64, and the integer and bool
      * types read as int32 (exactly; a value outside int32 is an error) */
@@ -240,6 +433,24 @@ lx_array *tc_npy_read(const char *path, int *rc) {
     }
     bool is_float = NPY_TYPES[ti].kind == 'f';
     size_t esize = NPY_TYPES[ti].size;
+    { /* the file must hold the data its header announces: checked before anything is allocated */
+        uint64_t need = esize, have = 0;
+        bool over = false;
+        for (int k = 0; k < ndim; k++) over |= __builtin_mul_overflow(need, (uint64_t)dims[k], &need);
+        struct stat sb;
+        long pos = ftell(f);
+        if (pos >= 0 && fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size >= (uint64_t)pos)
+            have = (uint64_t)sb.st_size - (uint64_t)pos;
+        else have = UINT64_MAX; /* not a regular file (a pipe): the read below finds out */
+        if (over || need > have) {
+            cli_error("--data: %s: fewer values than its shape holds (the header's shape needs %s%llu bytes, the file "
+                      "has %llu after the header)", path, over ? "more than " : "", (unsigned long long)(over ? UINT64_MAX : need),
+                      (unsigned long long)have);
+            goto done;
+        }
+    }
+    /* over --max-array-bytes: a bad input (exit 2, the file named), as for the other formats */
+    if (cli_check_size(sopt, ndim, dims, 4)) goto done;
     a = lx_array_new(is_float ? LX_F32 : LX_I32, ndim, dims);
     if (!a) {
         *rc = cli_lib_error();
@@ -577,6 +788,9 @@ static lx_status linen_loss(const lx_tree *params, void *user, lx_array **loss, 
     lx_value out = lx_none();
     lx_tree *mut = NULL;
     lx_key dropout = lx_key_fold_in(c->m->key, c->m->step);
+    /* under mpirun each rank draws its own masks (pmap's fold_in(key, axis_index('data'))): the
+     * same key on every rank gave every shard the same mask (docs/distributed.md) */
+    if (tc_data_parallel) dropout = lx_key_fold_in(dropout, (uint32_t)lx_dist_rank());
     lx_array *xi = model_input(c->x, g_ids);
     if (st == LX_OK && !xi) st = lx_last_status();
     if (st == LX_OK)
@@ -654,6 +868,15 @@ lx_status tc_model_grad(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l,
     return LX_OK;
 }
 
+lx_status tc_model_dist_reseed(tc_model *m, int rank, int64_t step) {
+    if (!m->nnx) return LX_OK; /* Linen folds the rank into its dropout key at every step */
+    uint64_t k = (uint64_t)m->key.k[0] << 32 | m->key.k[1];
+    k ^= 0x9e3779b97f4a7c15ull * (uint64_t)(rank + 1);
+    k ^= 0xc2b2ae3d27d4eb4full * (uint64_t)(step + 1);
+    LX_TRY(nnx_rngs_reseed(m->module, "dropout", (int64_t)(k >> 1)));
+    return nnx_rngs_reseed(m->module, "default", (int64_t)(k >> 1));
+}
+
 lx_status tc_model_train_begin(tc_model *m, optax_tx *tx) {
     if (m->nnx) return nnx_optimizer_new(m->module, tx, &m->param_filter, &m->opt);
     return linen_train_state_create(m->linen, lx_tree_get(m->vars, "params")->u.tree, tx, &m->state);
@@ -663,13 +886,18 @@ lx_status tc_model_train_begin(tc_model *m, optax_tx *tx) {
  * its value_and_grad status through lx_dist_check (so one rank's failure stops all at this step)
  * and the gradients are replaced by their mean over the ranks before the optimizer step. */
 bool tc_data_parallel = false;
+bool tc_dist_agreed = false, tc_dist_midway = false;
 
 static lx_status dp_grads(lx_status st, lx_tree **grads) {
+    tc_dist_agreed = tc_dist_midway = false;
     if (!tc_data_parallel) return st;
     st = lx_dist_check(st);
+    tc_dist_agreed = st != LX_OK; /* every rank learnt it in this check */
     lx_tree *avg = NULL;
-    if (st == LX_OK) st = lx_dist_overlap_end(*grads, &avg); /* buckets started in the backward pass */
-    else lx_dist_overlap_end(NULL, NULL);
+    if (st == LX_OK) {
+        st = lx_dist_overlap_end(*grads, &avg); /* buckets started in the backward pass */
+        tc_dist_midway = st != LX_OK;           /* maybe with buckets the others wait for */
+    } else lx_dist_overlap_end(NULL, NULL);
     if (st == LX_OK) {
         lx_tree_release(*grads);
         *grads = avg;
@@ -693,6 +921,7 @@ lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_lo
     loss_ctx c = {m, x, y, l};
     lx_array *value = NULL;
     lx_tree *grads = NULL;
+    tc_dist_agreed = tc_dist_midway = false;
     lx_status st = tc_data_parallel ? lx_dist_overlap_begin() : LX_OK;
     if (m->nnx) {
         if (st == LX_OK) st = nnx_value_and_grad(m->module, &m->param_filter, nnx_loss, &c, &value, &grads);
@@ -748,6 +977,8 @@ static lx_status train_tree(tc_model *m, lx_tree **out) {
     *out = t;
     return LX_OK;
 }
+
+lx_status tc_model_state_tree(tc_model *m, lx_tree **out) { return train_tree(m, out); }
 
 static int file_error(const char *opt, const char *path, lx_status st) {
     fprintf(stderr, "linnx: --%s %s: %s\n", opt, path, lx_last_error());

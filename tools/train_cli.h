@@ -64,7 +64,8 @@ void tc_data_free(tc_data *d);
 /* Read a .npy file (format 1.0-3.0, C order, any shape; <f4 <f8 as float32; bool and the
  * little-endian integer types int8..int64, uint8..uint64 as int32, exactly: a value outside int32
  * is an error): an owned array (*rc 0), or NULL after printing the error, *rc the exit status
- * (CLI_EXIT_FAILURE when memory ran out, CLI_EXIT_USAGE for a bad file). */
+ * (CLI_EXIT_FAILURE when memory ran out, CLI_EXIT_USAGE for a bad file). The header is read as
+ * numpy reads it (docs/hardening.md, Limits): exactly the three keys, a bool, a tuple of ints. */
 lx_array *tc_npy_read(const char *path, int *rc);
 
 /* ---- the model ---- */
@@ -76,12 +77,22 @@ void tc_model_free(tc_model *m);
  * parameters; Linen gradients come as {"params": grads}. */
 lx_status tc_model_grad(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, lx_array **value,
                         lx_tree **grads);
+/* Under mpirun, after the setup (init, --restore): the NNX model's dropout streams (tags
+ * "dropout" and "default") are reseeded from the run's key, the rank and the starting step, so
+ * every rank draws its own masks (Linen folds the rank into its dropout key at each step). */
+lx_status tc_model_dist_reseed(tc_model *m, int rank, int64_t step);
 /* Start training with tx (taken). */
 lx_status tc_model_train_begin(tc_model *m, optax_tx *tx);
 /* One step: *loss = the loss of the parameters the step starts from, then the update. */
 lx_status tc_model_train_step(tc_model *m, lx_array *x, lx_array *y, const tc_loss *l, float *loss);
 /* Under mpirun (`linnx train`): average the gradients over the ranks before each update. */
 extern bool tc_data_parallel;
+/* After a failed tc_model_train_step under mpirun: tc_dist_agreed, every rank learnt of the failure
+ * in the step's status check (after value_and_grad); tc_dist_midway, averaging the gradients
+ * failed on this rank after that check (the others may wait for its buckets: end the process
+ * without MPI_Finalize, so mpirun ends the job). Neither: a local failure after the averaging (the
+ * optimizer step), for the caller's own status check. */
+extern bool tc_dist_agreed, tc_dist_midway;
 
 /* After train_begin: --save FILE writes the training state (Flax msgpack, atomically: a failed
  * save leaves the old file), --restore FILE reads one back and
@@ -89,6 +100,8 @@ extern bool tc_data_parallel;
  * NNX: {model, optimizer: {step, opt_state}}. A checkpoint of another model or optimizer changes
  * nothing and is one `linnx: --restore FILE: ...` line (exit 2). */
 int tc_model_save(tc_model *m, const char *path);
+/* The training state tc_model_save writes (a new tree; the caller releases it). */
+lx_status tc_model_state_tree(tc_model *m, lx_tree **out);
 int tc_model_restore(tc_model *m, const char *path, int64_t *step);
 
 /* ---- printing ---- */

@@ -65,7 +65,8 @@ int lx_dist_size(void);
 /* Whether lx_dist_init has run and size > 1. */
 bool lx_dist_active(void);
 
-/* The step number the messages name (the caller's training step). */
+/* The step number the messages name (the caller's training step); a negative one is the setup
+ * before the first step ("rank R failed before the first step"). */
 void lx_dist_set_step(int64_t step);
 /* Seconds a collective may wait before it fails (> 0). */
 lx_status lx_dist_set_timeout(double seconds);
@@ -103,7 +104,9 @@ lx_array *lx_dist_pmean(lx_array *x, const char *axis_name);
 /* Sum or mean of n floats over the ranks, in place (e.g. a loss to print). */
 lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean);
 /* Overwrite every float32 array (and Variable value) of `t` with rank `root`'s values, in
- * place: all ranks start from the same parameters. Structure and shapes must agree. */
+ * place: all ranks start from the same parameters. Structure and shapes must agree: root's leaf
+ * count and each leaf's path, dtype and shape are compared first, and a difference on any rank is
+ * LX_ERR_SHAPE on every rank (the differing one names its leaf), nothing overwritten. */
 lx_status lx_dist_broadcast_tree(lx_tree *t, int root);
 /* A collective every rank calls once per step with its own status: LX_OK when all ranks passed
  * LX_OK, otherwise (on every rank) LX_ERR_INTERNAL "distributed: rank R failed at step S"
@@ -119,9 +122,11 @@ lx_status lx_dist_check(lx_status local);
  * rank receives the sum of its own shard only) and divides by N, updates the rank's shard of the
  * params with tx, and all-gathers the updated shards (MPI_Iallgatherv), so every rank ends with
  * the same new params; both waits have lx_dist_set_timeout's deadline. Same results as the unsharded step (to float32 summation order) for elementwise
- * transformations (sgd, momentum, adam, adamw, rmsprop, ...); NOT for ones that look at all
- * elements at once (clip_by_global_norm) or at a param's shape (factored or per-matrix
- * optimizers): those would see only the rank's 1-D slices. Every params leaf must be a float32
+ * transformations (sgd, momentum, adam, adamw, rmsprop, clip, ...). Those that look at all
+ * elements at once (clip_by_global_norm), at a whole leaf (clip_by_block_rms,
+ * scale_by_param_block_rms) or at a param's shape (scale_by_factored_rms: adafactor) would see only
+ * the rank's 1-D slices: refused, anywhere in tx, with LX_ERR_UNSUPPORTED naming them; so is a mask
+ * that chooses differently for a param and a rank's slice of it (optax_mask_min_ndim). Every params leaf must be a float32
  * array, T < 2^31. tx is TAKEN (as optax constructors take theirs). */
 typedef struct lx_dist_zero1 lx_dist_zero1;
 lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out);
@@ -160,7 +165,9 @@ int64_t lx_dist_zero1_state_bytes(const lx_dist_zero1 *z);
  * optax_init(tx, params) would build, per-param leaves all-gathered from their owners, the
  * rest (Adam's count) the rank's own; save it with the params and it restores into a plain
  * (unsharded) run, or into lx_dist_zero1_load_state. It allocates the whole state for the
- * duration. load_state cuts an unsharded state to this rank's shard (no communication); z's
+ * duration. load_state cuts an unsharded state of the SAME transformation (its leaves where
+ * optax_init puts them: a chain's count at 1/0/count ...; another layout is LX_ERR_NOT_FOUND naming
+ * the missing path) to this rank's shard (no communication); z's
  * state is replaced only on success. */
 lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *params, lx_tree **out);
 lx_status lx_dist_zero1_load_state(lx_dist_zero1 *z, const lx_tree *full);

@@ -16,6 +16,7 @@
 #include "linnx/value.h"
 #include "linnx/variable.h"
 #include "../core/status_internal.h"
+#include "optax_internal.h"
 
 #ifdef LINNX_HAVE_MPI
 #include <mpi.h>
@@ -46,8 +47,11 @@ int lx_dist_size(void) { return g_size; }
 bool lx_dist_active(void) { return g_inited && g_size > 1; }
 void lx_dist_set_step(int64_t step) { g_step = step; }
 
+
 lx_status lx_dist_set_timeout(double seconds) {
-    if (!(seconds > 0)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: timeout %g is not > 0 seconds", seconds);
+    /* finite: an infinite deadline is a hang waiting to happen (1e9 s is 31 years) */
+    if (!(seconds > 0 && seconds <= 1e9))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: timeout %g is not in (0, 1e9] seconds", seconds);
     g_timeout = seconds;
     return LX_OK;
 }
@@ -184,6 +188,30 @@ void lx_dist_zero1_free(lx_dist_zero1 *z) {}
 #else
 
 static bool g_we_init = false;
+
+/* "at step S", or "before the first step" for a negative step (setup: lx_dist_set_step(-1)). */
+static const char *step_words(char *buf, size_t cap) {
+    if (g_step < 0) return "before the first step";
+    snprintf(buf, cap, "at step %lld", (long long)g_step);
+    return buf;
+}
+
+/* An environment setting read strictly: unset leaves *out alone; otherwise the whole text must
+ * be a decimal number in [lo, hi] (no trailing text, nothing strtod alone would take: inf, nan,
+ * hex), else LX_ERR_INVALID_ARGUMENT naming the variable. */
+static lx_status env_num(const char *name, double lo, double hi, double *out) {
+    const char *t = getenv(name);
+    if (!t) return LX_OK;
+    const char *c = t + (*t == '+' || *t == '-');
+    bool ok = *c >= '0' && *c <= '9';
+    for (; ok && *c; c++) ok = (*c >= '0' && *c <= '9') || *c == '.' || *c == 'e' || *c == 'E' || *c == '+' || *c == '-';
+    char *end = NULL;
+    double v = ok ? strtod(t, &end) : 0;
+    if (!ok || *end || !(v >= lo && v <= hi))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: %s='%.40s' is not a number in %g..%g", name, t, lo, hi);
+    *out = v;
+    return LX_OK;
+}
 static void ov_release(void);
 static MPI_Comm g_grad_comm = MPI_COMM_NULL;
 /* the pmean primitive's all-reduces (sync batch-norm, forward and backward) on a communicator of
@@ -339,7 +367,8 @@ static lx_status mpi_fail(const char *what, int rc) {
     char msg[MPI_MAX_ERROR_STRING];
     int len = 0;
     if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "MPI error %d", rc);
-    return lx_fail(LX_ERR_IO, "distributed: %s failed on rank %d at step %lld: %s", what, g_rank, (long long)g_step, msg);
+    char sw[40];
+    return lx_fail(LX_ERR_IO, "distributed: %s failed on rank %d %s: %s", what, g_rank, step_words(sw, sizeof sw), msg);
 }
 
 static lx_status wait_all(int n, MPI_Request *reqs, const char *what);
@@ -381,6 +410,12 @@ static lx_status pmean_hook(const char *axis_name, float *buf, int64_t n) {
 
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
     if (!g_inited) {
+        /* the settings first: a bad one fails before MPI starts */
+        double timeout = g_timeout, bucket = (double)g_bucket, spin = g_spin * 1e6, nap = (double)g_nap_ns * 1e-3;
+        LX_TRY(env_num("LINNX_DIST_TIMEOUT", 1e-3, 1e9, &timeout));
+        LX_TRY(env_num("LINNX_DIST_BUCKET_BYTES", 4, 1ull << 40, &bucket));
+        LX_TRY(env_num("LINNX_DIST_SPIN_US", 0, 1e9, &spin));
+        LX_TRY(env_num("LINNX_DIST_NAP_US", 0, 999999, &nap));
         int flag = 0;
         MPI_Initialized(&flag);
         if (!flag) {
@@ -398,13 +433,10 @@ lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
         if (MPI_Comm_dup(MPI_COMM_WORLD, &g_pmean_comm) != MPI_SUCCESS) g_pmean_comm = MPI_COMM_WORLD;
         else MPI_Comm_set_errhandler(g_pmean_comm, MPI_ERRORS_RETURN);
         pin_threads();
-        const char *t = getenv("LINNX_DIST_TIMEOUT");
-        if (t && atof(t) > 0) g_timeout = atof(t);
-        const char *bb = getenv("LINNX_DIST_BUCKET_BYTES");
-        if (bb && atof(bb) >= 4) g_bucket = (size_t)atof(bb);
-        const char *sp = getenv("LINNX_DIST_SPIN_US"), *np = getenv("LINNX_DIST_NAP_US");
-        if (sp && atof(sp) >= 0) g_spin = atof(sp) * 1e-6;
-        if (np && atof(np) >= 0 && atof(np) < 1e6) g_nap_ns = (long)(atof(np) * 1e3);
+        g_timeout = timeout;
+        g_bucket = (size_t)bucket; /* <= 2^40: the cast is defined */
+        g_spin = spin * 1e-6;
+        g_nap_ns = (long)(nap * 1e3);
         g_inited = true;
         if (g_size > 1) lx_set_pmean_hook(pmean_hook);
     }
@@ -453,9 +485,10 @@ static lx_status wait_all(int n, MPI_Request *reqs, const char *what) {
         if (done) break;
         if (now_s() - t0 > g_timeout) {
             g_wait += now_s() - t0;
+            char sw[40];
             return lx_fail(LX_ERR_IO,
-                           "distributed: %s on rank %d at step %lld timed out after %g s (another rank stopped or "
-                           "died)", what, g_rank, (long long)g_step, g_timeout);
+                           "distributed: %s on rank %d %s timed out after %g s (another rank stopped or died)", what,
+                           g_rank, step_words(sw, sizeof sw), g_timeout);
         }
         /* MPI progresses a large message only inside MPI calls: poll back to back for the first
          * 50 ms (yielding the core to anyone who needs it), then sleep between polls (a peer is
@@ -764,13 +797,79 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
     return st;
 }
 
+/* 64-bit FNV-1a of a float32 leaf's path, dtype and shape (what the broadcast's counts rest on). */
+static uint64_t leaf_sig(const char *path, const lx_array *a) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *c = path; *c; c++) h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
+    int64_t meta[2 + LX_MAX_DIMS] = {a->dtype, a->ndim};
+    for (int d = 0; d < a->ndim; d++) meta[2 + d] = a->shape[d];
+    const unsigned char *b = (const unsigned char *)meta;
+    for (size_t k = 0; k < (size_t)(2 + a->ndim) * sizeof meta[0]; k++) h = (h ^ b[k]) * 0x100000001b3ull;
+    return h;
+}
+
+static lx_status check_low(lx_status local, int *low_out);
+
+/* Before a broadcast: every rank's float32 leaves must be root's (paths, dtypes, shapes), or MPI's
+ * counts differ and the broadcast is silently partial. Root's leaf count and signatures are
+ * broadcast; a rank that differs names the first leaf, and all ranks fail with LX_ERR_SHAPE (a
+ * rank's own failure, `local`, travels the same way: every rank returns an error). */
+static lx_status bcast_same_leaves(const lx_flat *f, int root, lx_status local) {
+    int64_t n = 0;
+    for (size_t i = 0; i < f->len; i++) n += leaf_f32(&f->items[i].value) != NULL;
+    uint64_t *mine = malloc((size_t)(n + 1) * sizeof *mine), *theirs = malloc((size_t)(n + 1) * sizeof *theirs);
+    if (local == LX_OK && (!mine || !theirs)) local = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    const char **paths = local == LX_OK ? malloc((size_t)(n + 1) * sizeof *paths) : NULL;
+    if (local == LX_OK && !paths) local = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory");
+    for (size_t i = 0, j = 0; local == LX_OK && i < f->len; i++) {
+        lx_array *a = leaf_f32(&f->items[i].value);
+        if (a) paths[j] = f->items[i].path, mine[j++] = leaf_sig(f->items[i].path, a);
+    }
+    /* the count, then (when every rank could take part) the signatures */
+    static int64_t rn; /* static: an abandoned request may complete later */
+    rn = n;
+    MPI_Request req;
+    int rc = MPI_Ibcast(&rn, 1, MPI_INT64_T, root, MPI_COMM_WORLD, &req);
+    lx_status st = rc == MPI_SUCCESS ? wait_all(1, &req, "broadcast") : mpi_fail("broadcast", rc);
+    if (st != LX_OK) {
+        free(mine), free(theirs), free(paths);
+        return st;
+    }
+    if (local == LX_OK && rn != n)
+        local = lx_fail(LX_ERR_SHAPE, "distributed: broadcast: rank %d has %lld float32 leaves, root rank %d %lld",
+                        g_rank, (long long)n, root, (long long)rn);
+    int low = g_size;
+    st = check_low(local, &low); /* all ranks agree before the signatures (their counts) */
+    if (st == LX_OK && low < g_size) st = LX_ERR_SHAPE;
+    if (st == LX_OK && g_rank == root) memcpy(theirs, mine, (size_t)n * sizeof *mine);
+    if (st == LX_OK && n > 0) {
+        rc = MPI_Ibcast(theirs, (int)n, MPI_UINT64_T, root, MPI_COMM_WORLD, &req);
+        st = rc == MPI_SUCCESS ? wait_all(1, &req, "broadcast") : mpi_fail("broadcast", rc);
+        if (st != LX_OK) theirs = NULL; /* MPI may still write it */
+        for (int64_t j = 0; st == LX_OK && j < n; j++)
+            if (theirs[j] != mine[j]) {
+                local = lx_fail(LX_ERR_SHAPE, "distributed: broadcast: rank %d's leaf %s differs from root rank %d's "
+                                "(its path, dtype or shape)", g_rank, paths[j], root);
+                break;
+            }
+        if (st == LX_OK) st = check_low(local, &low);
+        if (st == LX_OK && low < g_size) st = LX_ERR_SHAPE;
+    }
+    if (st == LX_ERR_SHAPE && local != LX_OK) st = local; /* this rank's own message */
+    else if (st == LX_ERR_SHAPE)
+        st = lx_fail(LX_ERR_SHAPE, "distributed: broadcast: rank %d's float32 leaves differ from root rank %d's (paths, "
+                     "dtypes or shapes)", low, root);
+    free(mine), free(theirs), free(paths);
+    return st;
+}
+
 lx_status lx_dist_broadcast_tree(lx_tree *t, int root) {
     if (!t) return lx_null_input("distributed: broadcast of a NULL tree");
     LX_TRY(need_init("lx_dist_broadcast_tree"));
     if (root < 0 || root >= g_size) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: root %d of %d ranks", root, g_size);
     lx_flat f = {0};
-    LX_TRY(lx_tree_flatten(t, &f));
-    lx_status st = LX_OK;
+    /* a failure here still takes part in the checks (the other ranks would wait for this one) */
+    lx_status st = bcast_same_leaves(&f, root, lx_tree_flatten(t, &f));
     for (size_t i = 0; st == LX_OK && i < f.len; i++) {
         lx_array *a = leaf_f32(&f.items[i].value);
         if (!a) continue;
@@ -787,26 +886,34 @@ lx_status lx_dist_broadcast_tree(lx_tree *t, int root) {
     return st;
 }
 
-lx_status lx_dist_check(lx_status local) {
-    if (!g_inited) return local;
-    /* the lowest failing rank, or g_size when every rank is fine */
+/* The lowest failing rank (*low; g_size when every rank passed LX_OK); the wait's status. */
+static lx_status check_low(lx_status local, int *low_out) {
     /* static: a check abandoned at the deadline may complete later (inside MPI_Finalize) and must
      * not write into a returned stack frame */
     static int mine, low;
     mine = local == LX_OK ? g_size : g_rank, low = g_size;
-    char keep[512] = "";
-    if (local != LX_OK) snprintf(keep, sizeof keep, "%s", lx_last_error());
     MPI_Request req;
     int rc = MPI_Iallreduce(&mine, &low, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req);
-    if (rc != MPI_SUCCESS) return local != LX_OK ? local : mpi_fail("status check", rc);
-    lx_status w = wait_all(1, &req, "status check");
+    lx_status w = rc == MPI_SUCCESS ? wait_all(1, &req, "status check") : mpi_fail("status check", rc);
+    *low_out = w == LX_OK ? low : g_size;
+    return w;
+}
+
+lx_status lx_dist_check(lx_status local) {
+    if (!g_inited) return local;
+    char keep[512] = "";
+    if (local != LX_OK) snprintf(keep, sizeof keep, "%s", lx_last_error());
+    int low;
+    lx_status w = check_low(local, &low);
     if (local != LX_OK) { /* keep this rank's own message (a timed-out check must not replace it) */
         if (w != LX_OK) lx_fail(local, "%s", keep);
         return local;
     }
     if (w != LX_OK) return w;
-    if (low < g_size)
-        return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed at step %lld", low, (long long)g_step);
+    if (low < g_size) {
+        char sw[40];
+        return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed %s", low, step_words(sw, sizeof sw));
+    }
     return LX_OK;
 }
 
@@ -947,6 +1054,51 @@ static lx_status zero1_shard_tree(const lx_dist_zero1 *z, const float *src, int6
 
 static lx_status zero1_plan(lx_dist_zero1 *z);
 
+/* Whether tx gives the same numbers on the rank's 1-D slices as on the whole params: every
+ * transformation must be elementwise. Refused (LX_ERR_UNSUPPORTED, naming it): those that reduce
+ * over a leaf or over all leaves (clip_by_global_norm, clip_by_block_rms, scale_by_param_block_rms)
+ * or look at a param's shape (scale_by_factored_rms: adafactor), and a mask (optax.masked,
+ * adamw's or add_decayed_weights' mask) whose choice for a param differs between the param and any
+ * rank's slice of it (optax_mask_min_ndim does: a slice is 1-D). Every rank decides the same (all
+ * ranks' slices are tried). `f`: the params, flattened as z->paths. */
+static lx_status zero1_check_tx(const lx_dist_zero1 *z, const optax_tx *tx, const lx_flat *f, int depth) {
+    static const char *const whole[] = {"clip_by_global_norm", "clip_by_block_rms", "scale_by_param_block_rms",
+                                        "scale_by_factored_rms"};
+    if (!tx || !tx->ops) return LX_OK;
+    if (depth > LX_OPTAX_MAX_NEST) /* optax_chain and optax_masked refuse deeper ones */
+        return lx_fail(LX_ERR_UNSUPPORTED, "distributed: zero1: transformations nested more than %d deep", LX_OPTAX_MAX_NEST);
+    for (size_t k = 0; k < sizeof whole / sizeof whole[0]; k++)
+        if (!strcmp(tx->ops->name, whole[k]))
+            return lx_fail(LX_ERR_UNSUPPORTED,
+                           "distributed: zero1: %s is not elementwise (it reduces over %s), and a rank holds only its "
+                           "1-D slices of the params: not supported with ZeRO-1 sharding (use the all-reduce path, "
+                           "lx_dist_overlap_begin/end, which steps the whole gradient)",
+                           tx->ops->name, k == 0 ? "every element of the gradient" : k == 3 ? "a param's rows and columns" : "each leaf");
+    if (tx->mask.fn)
+        for (size_t i = 0; i < z->n; i++) {
+            lx_array *p = leaf_f32(&f->items[i].value);
+            bool want = tx->mask.fn(z->paths[i], p, tx->mask.user);
+            for (int r = 0; r < g_size; r++) {
+                int64_t a, b;
+                zero1_cut(z, i, r, &a, &b);
+                if (a == b) continue;
+                int64_t len = b - a;
+                lx_array *v = lx_array_wrap(LX_F32, 1, &len, lx_f32(p) + (a - z->off[i]), NULL, NULL);
+                if (!v) return lx_last_status();
+                bool got = tx->mask.fn(z->paths[i], v, tx->mask.user);
+                lx_release(v);
+                if (got != want)
+                    return lx_fail(LX_ERR_UNSUPPORTED,
+                                   "distributed: zero1: the mask of %s selects %s by its shape (%s for the param, %s for "
+                                   "rank %d's 1-D slice of it): not supported with ZeRO-1 sharding (give a mask tree of "
+                                   "paths, optax_mask_tree)",
+                                   tx->ops->name, z->paths[i], want ? "true" : "false", got ? "true" : "false", r);
+            }
+        }
+    for (int k = 0; k < tx->n; k++) LX_TRY(zero1_check_tx(z, tx->subs[k], f, depth + 1));
+    return LX_OK;
+}
+
 lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 **out) {
     if (out) *out = NULL;
     if (!tx || !params || !out) {
@@ -1000,6 +1152,7 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
         if (!z->flat || !z->mine) st = lx_fail(LX_ERR_NO_MEMORY, "distributed: out of memory for %lld parameters", (long long)z->total);
     }
     if (st == LX_OK) st = zero1_plan(z);
+    if (st == LX_OK) st = zero1_check_tx(z, z->tx, &f, 0);
     lx_tree *mine = NULL;
     if (st == LX_OK) st = zero1_shard_tree(z, NULL, 0, params, &mine);
     if (st == LX_OK) st = optax_init(z->tx, mine, &z->state);
@@ -1229,8 +1382,10 @@ static lx_status status_start(lx_status local, int slot, MPI_Request *req) {
 
 static lx_status status_end(lx_status local, int slot) {
     if (local != LX_OK) return local; /* this rank's own message (status_keep) */
-    if (g_st_low[slot] < g_size)
-        return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed at step %lld", g_st_low[slot], (long long)g_step);
+    if (g_st_low[slot] < g_size) {
+        char sw[40];
+        return lx_fail(LX_ERR_INTERNAL, "distributed: rank %d failed %s", g_st_low[slot], step_words(sw, sizeof sw));
+    }
     return LX_OK;
 }
 
@@ -1292,6 +1447,9 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
                          "distributed: zero1: the gradient at %s is not the one the backward pass after "
                          "lx_dist_zero1_begin made (its reduction has started)", z->paths[i]);
     }
+    if (st == LX_OK && lx_tree_count_leaves(grads) != z->n) /* a leaf the params do not have: not ignored */
+        st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: the gradients have %zu leaves, the params %zu",
+                     lx_tree_count_leaves(grads), z->n);
     /* every bucket starts on every rank, also after an error here (its floats are then
      * whatever they are), and this rank's status travels with them: an error on one rank fails
      * the step on all once the reductions are in, with no round of its own */
@@ -1499,7 +1657,10 @@ lx_status lx_dist_zero1_load_state(lx_dist_zero1 *z, const lx_tree *full) {
         const char *path = f.items[i].path;
         const lx_value *fv = lx_tree_find(full, path);
         if (!fv) {
-            st = lx_fail(LX_ERR_NOT_FOUND, "distributed: zero1: the optimizer state has no %s", path);
+            st = lx_fail(LX_ERR_NOT_FOUND,
+                         "distributed: zero1: the optimizer state has no %s: it is not laid out as this optimizer's "
+                         "state (optax_init(tx, params) of the same transformation; saved with another optimizer?)",
+                         path);
             break;
         }
         size_t q = f.items[i].value.kind == LX_V_ARRAY ? zero1_param_of(z, path) : z->n;

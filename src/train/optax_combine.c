@@ -61,6 +61,13 @@ optax_tx *optax_chain(int n, optax_tx *const *txs) {
         }
         return NULL;
     }
+    int depth = 0;
+    for (int i = 0; i < n; i++) depth = txs[i]->depth + 1 > depth ? txs[i]->depth + 1 : depth;
+    if (depth > LX_OPTAX_MAX_NEST) {
+        for (int i = 0; i < n; i++) optax_tx_release(txs[i]);
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "chain: transformations nested more than %d deep", LX_OPTAX_MAX_NEST);
+        return NULL;
+    }
     optax_tx *tx = lx_tx_alloc(&CHAIN_OPS);
     optax_tx **subs = calloc((size_t)n + 1, sizeof *subs);
     if (!tx || !subs) {
@@ -73,6 +80,7 @@ optax_tx *optax_chain(int n, optax_tx *const *txs) {
     for (int i = 0; i < n; i++) subs[i] = txs[i];
     tx->subs = subs;
     tx->n = n;
+    tx->depth = depth;
     return tx;
 }
 
@@ -130,6 +138,11 @@ optax_tx *optax_masked(optax_tx *inner, optax_mask mask) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "masked: the mask function is NULL");
         return NULL;
     }
+    if (inner->depth + 1 > LX_OPTAX_MAX_NEST) {
+        optax_tx_release(inner);
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "masked: transformations nested more than %d deep", LX_OPTAX_MAX_NEST);
+        return NULL;
+    }
     optax_tx *tx = lx_tx_alloc(&MASKED_OPS);
     optax_tx **subs = calloc(1, sizeof *subs);
     if (!tx || !subs) {
@@ -141,6 +154,7 @@ optax_tx *optax_masked(optax_tx *inner, optax_mask mask) {
     subs[0] = inner;
     tx->subs = subs;
     tx->n = 1;
+    tx->depth = inner->depth + 1;
     tx->mask = mask;
     return tx;
 }

@@ -51,9 +51,15 @@ bool lx_optax_inject_knows(const char *alias);
 /* optax.sgd with its accumulator_dtype (optax_sgd is this with the default dtype). */
 optax_tx *lx_optax_sgd_acc(optax_sos lr, bool has_momentum, double momentum, bool nesterov, lx_dtype accumulator);
 
+/* How deep chain and masked may nest transformations: init, update and release recurse once a
+ * level, so a deeper one is refused when it is built (optax_chain, optax_masked) instead of
+ * overflowing the stack when it runs. The expression parser's own bound (64) is below it. */
+enum { LX_OPTAX_MAX_NEST = 256 };
+
 struct optax_tx {
     const lx_tx_ops *ops;
     int refcount;
+    int depth;          /* levels of chain / masked below this one (0: none) */
     double p[6];        /* numeric hyperparameters, per transformation */
     float f[6];         /* their float32 forms as optax's arithmetic sees them */
     int64_t i[3];

@@ -42,18 +42,34 @@ static void node_free(node *n) {
 
 /* ------------------------------------------------------------------ parser */
 
+/* How deep calls, lists and dicts may nest (as the spec parser's 64): the parser, the tree it
+ * builds and the transformations built from it recurse once a level, so an expression cannot
+ * ask for more stack than that (a 108 KB chain(chain(...)) overflowed it). */
+enum { OPTAX_MAX_DEPTH = 64 };
+
 typedef struct parser {
     const char *src, *p;
     bool failed;
+    int depth;
 } parser;
 
 static void skip(parser *ps) {
     while (isspace((unsigned char)*ps->p)) ps->p++;
 }
 
+/* The expression quoted whole when short, else about 60 characters around the offset with a '^'
+ * before the failing character (a long expression is not echoed into one line). */
 static node *perr(parser *ps, const char *what) {
-    if (!ps->failed)
-        lx_fail(LX_ERR_FORMAT, "optax expression: %s at offset %d in '%s'", what, (int)(ps->p - ps->src), ps->src);
+    if (!ps->failed) {
+        size_t off = (size_t)(ps->p - ps->src), len = strlen(ps->src);
+        if (len <= 60)
+            lx_fail(LX_ERR_FORMAT, "optax expression: %s at offset %zu in '%s'", what, off, ps->src);
+        else {
+            size_t a = off > 30 ? off - 30 : 0, b = off + 30 < len ? off + 30 : len;
+            lx_fail(LX_ERR_FORMAT, "optax expression: %s at offset %zu: %s%.*s ^%.*s%s", what, off, a > 0 ? "..." : "",
+                    (int)(off - a), ps->src + a, (int)(b - off), ps->src + off, b < len ? "..." : "");
+        }
+    }
     ps->failed = true;
     return NULL;
 }
@@ -163,7 +179,18 @@ static bool parse_args(parser *ps, node *call) {
     }
 }
 
+static node *parse_value_at(parser *ps);
+
 static node *parse_value(parser *ps) {
+    skip(ps);
+    if (ps->depth >= OPTAX_MAX_DEPTH) return perr(ps, "nested more than 64 deep");
+    ps->depth++;
+    node *n = parse_value_at(ps);
+    ps->depth--;
+    return n;
+}
+
+static node *parse_value_at(parser *ps) {
     skip(ps);
     const char *c = ps->p;
     if (*c == '-' || *c == '+' || *c == '.' || isdigit((unsigned char)*c)) {
@@ -253,9 +280,17 @@ static node *parse_value(parser *ps) {
         }
         if (!n) return poom(ps);
         skip(ps);
+        int extra = 0; /* f(a)(b)...: each call of a call's result nests the tree one level more */
         while (n->k == N_NAME || n->k == N_CALL) {
             skip(ps);
             if (*ps->p != '(') break;
+            if (n->k == N_CALL) {
+                if (ps->depth >= OPTAX_MAX_DEPTH) {
+                    node_free(n);
+                    return perr(ps, "nested more than 64 deep");
+                }
+                ps->depth++, extra++;
+            }
             node *call = new_node(N_CALL);
             if (!call) {
                 node_free(n);
@@ -274,6 +309,7 @@ static node *parse_value(parser *ps) {
                 return NULL;
             }
         }
+        ps->depth -= extra;
         return n;
     }
     return perr(ps, *c ? "unexpected character" : "unexpected end");
@@ -859,7 +895,7 @@ static node *parse_all(const char *src) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "optax expression is NULL");
         return NULL;
     }
-    parser ps = {src, src, false};
+    parser ps = {src, src, false, 0};
     node *n = parse_value(&ps);
     skip(&ps);
     if (n && *ps.p) {
