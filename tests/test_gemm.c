@@ -304,8 +304,8 @@ static int short_rows_bits_case(int M, int N, int K, float beta, bool ep_on, int
 }
 
 /* The same product on 1 and 2 threads, bit for bit (the packed path, any transposes, alpha, beta,
- * bias + ReLU): on two threads a one-row-block product's last single-sliver items are split by
- * rows (gemm.c gsplit), each half packing the sliver again. */
+ * bias + ReLU): one row block (shared packed A, guided column items, the short last row tile) and
+ * several (shared packed B, guided row items). */
 static int threads_bits_case(bool ta, bool tb, int M, int N, int K, float alpha, float beta, bool ep_on) {
     int lda = ta ? M : K, ldb = tb ? K : N;
     float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)K * N);
