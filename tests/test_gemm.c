@@ -271,6 +271,94 @@ static void test_small_threads(void) {
     lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
 }
 
+/* The packed path's short row tiles (the last M % MR rows of a row block, all NR columns; AVX2:
+ * avx2_ukr_rows, straight to C): every remainder 1-5 of the AVX2 set's MR = 6 and of the
+ * others', one row block (the MLP's 128 rows: 21 tiles and 2 rows) and several, K of one, two and
+ * three K blocks, with and without bias + ReLU, on 1 and 2 threads.
+ * (1) against the double reference with alpha 0.5 and beta 0.75 (run_case);
+ * (2) bit for bit: with alpha 1 and beta 0 or 1, the M-row product's rows equal the same rows of
+ * the product with A grown to a whole number of tiles (there those rows are full tiles of the
+ * 6-row kernel: the same FMA chains, and C + 1 * acc is one rounding either way). */
+static int short_rows_bits_case(int M, int N, int K, float beta, bool ep_on, int threads, bool ta) {
+    int Mf = (M + 11) / 12 * 12; /* whole tiles of 4, 6 and 12 rows */
+    int lda = ta ? Mf : K;
+    float *A = malloc(sizeof(float) * (size_t)Mf * K), *B = malloc(sizeof(float) * (size_t)K * N);
+    float *C1 = malloc(sizeof(float) * (size_t)Mf * N), *C2 = malloc(sizeof(float) * (size_t)Mf * N);
+    float *C0 = malloc(sizeof(float) * (size_t)Mf * N), bias[520];
+    for (int i = 0; i < Mf * K; i++) A[i] = frand();
+    for (int i = 0; i < K * N; i++) B[i] = frand();
+    for (int j = 0; j < N; j++) bias[j] = frand();
+    for (int i = 0; i < Mf * N; i++) C0[i] = C1[i] = C2[i] = beta == 0.0f ? NAN : frand();
+    lx_gemm_epilogue ep = {.bias = bias, .act = LX_GEMM_ACT_RELU};
+    /* A^T: the first M columns of the Mf-column A^T, lda the same */
+    int bad = lx_sgemm_ex(ta, false, M, N, K, 1.0f, A, lda, B, N, beta, C1, N, ep_on ? &ep : NULL, threads) != LX_OK;
+    bad += lx_sgemm_ex(ta, false, Mf, N, K, 1.0f, A, lda, B, N, beta, C2, N, ep_on ? &ep : NULL, threads) != LX_OK;
+    int diff = memcmp(C1, C2, sizeof(float) * (size_t)M * N) != 0;
+    for (int i = M * N; i < Mf * N && !diff; i++) /* rows past M untouched by the M-row product */
+        diff = !(beta == 0.0f ? isnan(C1[i]) : C1[i] == C0[i]);
+    if (diff || bad)
+        fprintf(stderr, "short row tiles differ: set %s M %d N %d K %d beta %g epilogue %d threads %d ta %d\n",
+                lx_isa_name(lx_isa_current()), M, N, K, beta, ep_on, threads, ta);
+    free(A), free(B), free(C0), free(C1), free(C2);
+    return bad + diff;
+}
+
+/* The same product on 1 and 2 threads, bit for bit (the packed path, any transposes, alpha, beta,
+ * bias + ReLU): one row block (shared packed A, guided column items, the short last row tile) and
+ * several (shared packed B, guided row items). */
+static int threads_bits_case(bool ta, bool tb, int M, int N, int K, float alpha, float beta, bool ep_on) {
+    int lda = ta ? M : K, ldb = tb ? K : N;
+    float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)K * N);
+    float *C1 = malloc(sizeof(float) * (size_t)M * N), *C2 = malloc(sizeof(float) * (size_t)M * N), bias[600];
+    for (int i = 0; i < M * K; i++) A[i] = frand();
+    for (int i = 0; i < K * N; i++) B[i] = frand();
+    for (int j = 0; j < N; j++) bias[j] = frand();
+    for (int i = 0; i < M * N; i++) C1[i] = C2[i] = beta == 0.0f ? NAN : frand();
+    lx_gemm_epilogue ep = {.bias = bias, .act = LX_GEMM_ACT_RELU};
+    int bad = lx_sgemm_ex(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C1, N, ep_on ? &ep : NULL, 1) != LX_OK;
+    bad += lx_sgemm_ex(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C2, N, ep_on ? &ep : NULL, 2) != LX_OK;
+    int diff = memcmp(C1, C2, sizeof(float) * (size_t)M * N) != 0;
+    if (diff || bad)
+        fprintf(stderr, "1 and 2 threads differ: set %s %dx%dx%d ta %d tb %d alpha %g beta %g epilogue %d\n",
+                lx_isa_name(lx_isa_current()), M, N, K, ta, tb, alpha, beta, ep_on);
+    free(A), free(B), free(C1), free(C2);
+    return bad + diff;
+}
+
+static void test_packed_short_rows(void) {
+    const int ms[] = {121, 122, 123, 124, 125, 127, 128, 487, 490};
+    const int nks[][2] = {{512, 7}, {512, 263}, {96, 515}, {48, 784}};
+    lx_sgemm_force_path(LX_GEMM_PATH_PACKED);
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        int bad = 0, cases = 0;
+        for (int mi = 0; mi < 9; mi++)
+            for (int q = 0; q < 4; q++)
+                for (int th = 1; th <= 2; th++) {
+                    if (mi >= 7 && q < 2) continue; /* several row blocks: the narrower products */
+                    int v = (mi + q + th) % 4;
+                    gcase g = {.ta = v == 3, .M = ms[mi], .N = nks[q][0], .K = nks[q][1], .alpha = 0.5f, .beta = 0.75f,
+                               .pad = v % 2, .threads = th};
+                    bad += run_case(&g);
+                    bad += short_rows_bits_case(ms[mi], nks[q][0], nks[q][1], v % 2 ? 1.0f : 0.0f, v >= 2, th, v == 3);
+                    cases++;
+                }
+        CHECK_EQ_INT(bad, 0);
+        CHECK_EQ_INT(cases, 64);
+        /* one row block on two threads (the MLP's 128 x 784 x 512 and smaller), then several */
+        bad = 0;
+        const int tdims[][3] = {{128, 512, 784}, {128, 512, 512}, {31, 200, 300}, {100, 48, 40}, {487, 112, 129}};
+        for (int d = 0; d < 5; d++)
+            for (int t = 0; t < 4; t++)
+                bad += threads_bits_case(t & 1, t >> 1, tdims[d][0], tdims[d][1], tdims[d][2], t == 1 ? 0.5f : 1.0f,
+                                         t == 0 ? 0.0f : t == 1 ? 0.75f : 1.0f, t >= 2);
+        CHECK_EQ_INT(bad, 0);
+    }
+    lx_isa_set(NULL);
+    lx_sgemm_force_path(LX_GEMM_PATH_AUTO);
+}
+
 /* Two threads of the program calling GEMM at once: one gets the worker pool, the other runs alone. */
 typedef struct {
     int bad;
@@ -636,6 +724,7 @@ int main(void) {
     RUN(test_every_set_and_path);
     RUN(test_packed_edges);
     RUN(test_paths_agree);
+    RUN(test_packed_short_rows);
     RUN(test_one_row_ragged_in_place);
     RUN(test_threads);
     RUN(test_small_threads);

@@ -152,32 +152,52 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
 
 /* ---- small path ---- */
 
+static float *thread_scratch(int slot, size_t floats);
+
+/* Does panel [j0, j0 + nr) of B need a packed copy (B transposed, or a ragged panel that the
+ * kernel cannot read in place)? */
+static bool small_panel_packed(const lx_gemm_kernels *g, bool transB, int64_t M, int nr) {
+    return transB || (nr % 16 != 0 && !(M == 1 && g->small_row_exact));
+}
+
+/* The packed panel of B for K block [k0, k0 + kc) and columns [j0, j0 + nr): B^T transposed, or a
+ * ragged panel copied, zero-padded to 16 lanes; GEMM_SMALL_NR floats a k. */
+static void small_pack_panel(const lx_gemm_kernels *g, bool transB, const float *B, int64_t ldb, int64_t k0, int64_t kc,
+                             int64_t j0, int nr, float *panel) {
+    if (transB) {
+        g->small_pack_bt(B + j0 * ldb + k0, ldb, nr, kc, panel);
+        return;
+    }
+    int padded = (nr + 15) / 16 * 16;
+    for (int64_t k = 0; k < kc; k++) {
+        memcpy(panel + k * GEMM_SMALL_NR, B + (k0 + k) * ldb + j0, sizeof(float) * (size_t)nr);
+        memset(panel + k * GEMM_SMALL_NR + nr, 0, sizeof(float) * (size_t)(padded - nr));
+    }
+}
+
 /* r0: the row of the whole product that C's first row is (the epilogue's y); 0 but for the row
- * ranges of gemm_small_par. */
+ * ranges of gemm_small_par. bpre: NULL, or every packed panel made beforehand (gemm_small_par),
+ * the panel of K block [k0, k0 + kc) and columns from j0 at bpre + (k0 npan + (j0 / NR) kc) NR. */
 static void gemm_small_rows(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
                             float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                            float *C, int64_t ldc, const epi_plan *ep, int64_t r0) {
+                            float *C, int64_t ldc, const epi_plan *ep, int64_t r0, const float *bpre) {
     int64_t ars = transA ? 1 : lda, acs = transA ? lda : 1;
     _Alignas(64) float panel[GEMM_SMALL_KC * GEMM_SMALL_NR]; /* a packed K x NR slice of B */
     int64_t nkb = (K + GEMM_SMALL_KC - 1) / GEMM_SMALL_KC, kb = (K + nkb - 1) / nkb; /* equal K blocks */
+    int64_t npan = (N + GEMM_SMALL_NR - 1) / GEMM_SMALL_NR;
     for (int64_t k0 = 0; k0 < K; k0 += kb) {
         int64_t kc = K - k0 < kb ? K - k0 : kb;
         for (int64_t j0 = 0; j0 < N; j0 += GEMM_SMALL_NR) {
             int nr = (int)(N - j0 < GEMM_SMALL_NR ? N - j0 : GEMM_SMALL_NR);
             const float *bp;
             int64_t bld;
-            if (transB) {
-                g->small_pack_bt(B + j0 * ldb + k0, ldb, nr, kc, panel);
-                bp = panel;
-                bld = GEMM_SMALL_NR;
-            } else if (nr % 16 != 0 && !(M == 1 && g->small_row_exact)) {
-                /* a ragged last panel: copy it, zero-padded to 16 lanes */
-                int padded = (nr + 15) / 16 * 16;
-                for (int64_t k = 0; k < kc; k++) {
-                    memcpy(panel + k * GEMM_SMALL_NR, B + (k0 + k) * ldb + j0, sizeof(float) * (size_t)nr);
-                    memset(panel + k * GEMM_SMALL_NR + nr, 0, sizeof(float) * (size_t)(padded - nr));
+            if (small_panel_packed(g, transB, M, nr)) {
+                if (bpre) {
+                    bp = bpre + (k0 * npan + j0 / GEMM_SMALL_NR * kc) * GEMM_SMALL_NR;
+                } else {
+                    small_pack_panel(g, transB, B, ldb, k0, kc, j0, nr, panel);
+                    bp = panel;
                 }
-                bp = panel;
                 bld = GEMM_SMALL_NR;
             } else {
                 bp = B + k0 * ldb + j0;
@@ -192,7 +212,7 @@ static void gemm_small_rows(const lx_gemm_kernels *g, bool transA, bool transB, 
 static void gemm_small(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
                        float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                        int64_t ldc, const epi_plan *ep) {
-    gemm_small_rows(g, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, 0);
+    gemm_small_rows(g, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, 0, NULL);
 }
 
 /* The small path on the pool: ranges of rows, claimed one at a time. A range starts at a multiple of
@@ -210,6 +230,7 @@ typedef struct {
     const float *A, *B;
     float *C;
     const epi_plan *ep;
+    const float *bpre; /* the packed panels, made once for every range (NULL: each range packs its own) */
 } small_job;
 
 static int small_range(void *p, int64_t lo, int64_t hi) {
@@ -217,7 +238,7 @@ static int small_range(void *p, int64_t lo, int64_t hi) {
     for (int64_t c = lo; c < hi; c++) {
         int64_t i0 = c * s->rows, m = s->M - i0 < s->rows ? s->M - i0 : s->rows;
         gemm_small_rows(s->g, s->transA, s->transB, m, s->N, s->K, s->alpha, s->A + i0 * (s->transA ? 1 : s->lda),
-                        s->lda, s->B, s->ldb, s->beta, s->C + i0 * s->ldc, s->ldc, s->ep, i0);
+                        s->lda, s->B, s->ldb, s->beta, s->C + i0 * s->ldc, s->ldc, s->ep, i0, s->bpre);
     }
     return 0;
 }
@@ -232,7 +253,23 @@ static void gemm_small_par(const lx_gemm_kernels *g, bool transA, bool transB, i
         gemm_small(g, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
         return;
     }
-    small_job s = {g, transA, transB, M, N, K, per, lda, ldb, ldc, alpha, beta, A, B, C, ep};
+    small_job s = {g, transA, transB, M, N, K, per, lda, ldb, ldc, alpha, beta, A, B, C, ep, NULL};
+    /* B^T or a ragged last panel: packed once here instead of once per range (the MLP's last
+     * layer, 128 x 10 x 512: each of its 6 ranges copied all 512 rows of the 10-wide B) */
+    int64_t npan = (N + GEMM_SMALL_NR - 1) / GEMM_SMALL_NR;
+    if (transB || N % 16 != 0) {
+        float *bpre = thread_scratch(4, (size_t)(K * npan * GEMM_SMALL_NR));
+        int64_t nkb = (K + GEMM_SMALL_KC - 1) / GEMM_SMALL_KC, kb = (K + nkb - 1) / nkb;
+        for (int64_t k0 = 0; bpre && k0 < K; k0 += kb) {
+            int64_t kc = K - k0 < kb ? K - k0 : kb;
+            for (int64_t j0 = 0; j0 < N; j0 += GEMM_SMALL_NR) {
+                int nr = (int)(N - j0 < GEMM_SMALL_NR ? N - j0 : GEMM_SMALL_NR);
+                if (small_panel_packed(g, transB, per, nr))
+                    small_pack_panel(g, transB, B, ldb, k0, kc, j0, nr, bpre + (k0 * npan + j0 / GEMM_SMALL_NR * kc) * GEMM_SMALL_NR);
+            }
+        }
+        s.bpre = bpre; /* NULL (no memory): each range packs its own */
+    }
     (void)lx_parallel_for_dynamic(nthreads, n, 1, small_range, &s);
 }
 
@@ -262,8 +299,9 @@ static blocking blocking_for(const lx_gemm_kernels *g) {
 
 /* Per-thread scratch kept between calls (slot 0: packed A blocks, slot 1: the caller's packed B
  * or a worker's B sliver, slot 2: the caller's shared packed A, slot 3: the panel path's
- * just-in-time B panel), freed when the thread exits. */
-#define SCRATCH_SLOTS 4
+ * just-in-time B panel, slot 4: the small path's packed B panels on several threads), freed when
+ * the thread exits. */
+#define SCRATCH_SLOTS 5
 static pthread_key_t scratch_key[SCRATCH_SLOTS];
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 static _Thread_local float *scratch_ptr[SCRATCH_SLOTS];
@@ -437,6 +475,11 @@ static void run_item(packed_job *j, int64_t t, float *Ap, float *Bpriv) {
                     int64_t mr = mc - ir < MR ? mc - ir : MR;
                     float *c = j->C + (ic + ir) * j->ldc + j->j0 + jr;
                     const float *as = j->Ash ? ash_sliver(j, p, kc, (ic + ir) / MR) : ua ? Ap : Ap + ir * kc;
+                    if (mr < MR && nr == NR && g->ukr_rows) { /* a short row tile, straight to C */
+                        g->ukr_rows((int)mr, kc, as, bs, c, j->ldc, j->alpha, beta);
+                        if (last && epi) epilogue_block(j->ep, c, j->ldc, ic + ir, j->j0 + jr, mr, nr);
+                        continue;
+                    }
                     bool full = mr == MR && nr == NR; /* else an edge tile: into the buffer, then the rows and columns that exist */
                     float *cd = full ? c : tile;
                     int64_t cld = full ? j->ldc : NR;

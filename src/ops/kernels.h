@@ -42,6 +42,11 @@ typedef struct {
      * row exists), so that a batch-sized product need not pack A. Same sums, same bits as ukr. */
     void (*ukr_ua)(int64_t kc, const float *A, int64_t lda, const float *Bp, float *C, int64_t ldc, float alpha,
                    float beta);
+    /* Optional (NULL: ukr into a buffer): ukr for an edge tile of mr < MR rows (the sliver's rows past
+     * mr are zeros and are not computed) and all NR columns, written straight to C as the buffer's
+     * copy-out writes it: v = alpha * acc, then C = v (beta 0), C + v (beta 1), else v + beta * C. */
+    void (*ukr_rows)(int mr, int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float alpha,
+                     float beta);
     /* The fused epilogue's bias and ReLU on a finished m x n block of C (gemm.c runs it on each
      * tile right after its last K block): z = C + bias (bias NULL: z = C), one rounding, as
      * lx_add; then, Y NULL: C = relu ? relu(z) : z; else C = z and Y = relu ? relu(z) : z.

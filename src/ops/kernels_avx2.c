@@ -319,6 +319,57 @@ static void avx2_ukr_ua(int64_t kc, const float *restrict A, int64_t lda, const 
 #undef A2_STEP_UA
 #undef A2_ZERO
 
+/* An edge tile of the packed path: the last mr < 6 rows of a row block, all 16 columns (kernels.h
+ * ukr_rows). The same FMA chains as avx2_ukr for the rows that exist (the sliver still holds 6
+ * values per k, zeros past mr), and C written as gemm.c's tile buffer wrote such a tile:
+ * v = alpha * acc, then C = v, C + v or v + beta * C. Before, the edge ran the whole 6-row kernel
+ * into a buffer: a 128-row product (the MLP's batch) is 21 tiles and one of 2 rows, which cost a
+ * full tile (12 FMAs per k for 4 useful); here 2 rows are 4 FMA chains (~5 cycles per k on Zen 1,
+ * the FMA latency). */
+static inline __attribute__((always_inline)) void ukr_rows_t(const int mr, int64_t kc, const float *restrict Ap,
+                                                             const float *restrict Bp, float *restrict C, int64_t ldc,
+                                                             float alpha, float beta) {
+    __m256 c0[5], c1[5];
+#pragma GCC unroll 5
+    for (int i = 0; i < mr; i++) c0[i] = c1[i] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
+#pragma GCC unroll 5
+        for (int i = 0; i < mr; i++) {
+            __m256 a = _mm256_broadcast_ss(Ap + i);
+            c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);
+            c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
+        }
+        Ap += 6;
+        Bp += 16;
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 5
+    for (int i = 0; i < mr; i++) {
+        float *c = C + i * ldc;
+        __m256 v0 = _mm256_mul_ps(va, c0[i]), v1 = _mm256_mul_ps(va, c1[i]);
+        if (beta == 1.0f) {
+            v0 = _mm256_add_ps(_mm256_loadu_ps(c), v0);
+            v1 = _mm256_add_ps(_mm256_loadu_ps(c + 8), v1);
+        } else if (beta != 0.0f) {
+            v0 = _mm256_add_ps(v0, _mm256_mul_ps(vb, _mm256_loadu_ps(c)));
+            v1 = _mm256_add_ps(v1, _mm256_mul_ps(vb, _mm256_loadu_ps(c + 8)));
+        }
+        _mm256_storeu_ps(c, v0);
+        _mm256_storeu_ps(c + 8, v1);
+    }
+}
+static void avx2_ukr_rows(int mr, int64_t kc, const float *restrict Ap, const float *restrict Bp, float *restrict C,
+                          int64_t ldc, float alpha, float beta) {
+    switch (mr) {
+    case 1: ukr_rows_t(1, kc, Ap, Bp, C, ldc, alpha, beta); break;
+    case 2: ukr_rows_t(2, kc, Ap, Bp, C, ldc, alpha, beta); break;
+    case 3: ukr_rows_t(3, kc, Ap, Bp, C, ldc, alpha, beta); break;
+    case 4: ukr_rows_t(4, kc, Ap, Bp, C, ldc, alpha, beta); break;
+    default: ukr_rows_t(5, kc, Ap, Bp, C, ldc, alpha, beta); break;
+    }
+}
+
 /* The GEMM epilogue's bias and ReLU on a finished C block (kernels.h epi), 8 lanes: what the
  * generic loops compute, element for element. relu is max(0, z) with 0 first: vmaxps returns its
  * second operand for a NaN or when both are zeros, so NaN and -0 pass as in z < 0 ? 0 : z.
@@ -809,7 +860,7 @@ static const lx_kernels table = {
     .gemm_name = "avx2",
     .gemm = {.mr = TMPL_MR, .nr = TMPL_NR, .ukr = avx2_ukr, .pack_a = avx2_pack_a_fast, .pack_b = avx2_pack_b_fast,
              .small_panel = panel_avx2, .small_pack_bt = avx2_small_pack_bt, .small_row_exact = true,
-             .ukr_ua = avx2_ukr_ua, .epi = lx_gemm_epi_avx2},
+             .ukr_ua = avx2_ukr_ua, .ukr_rows = avx2_ukr_rows, .epi = lx_gemm_epi_avx2},
     .softmax_row = avx2_softmax_row_v,
     .logsumexp_row = avx2_logsumexp_row_v,
     .norm_row = avx2_norm_row,
