@@ -34,8 +34,11 @@ if mpirun --version 2>&1 | grep -q "Open MPI"; then
     # containers often forbid cross-memory attach; shared memory without it still works
     export OMPI_MCA_btl_vader_single_copy_mechanism=none
     # mpirun follows its SIGTERM with SIGKILL after odls_base_sigkill_timeout (1 s by default); on a
-    # loaded machine a rank may not run its SIGTERM handler ("rank N: stopped at step K") within 1 s
-    export OMPI_MCA_odls_base_sigkill_timeout=10
+    # loaded machine a rank may not run its SIGTERM handler ("rank N: stopped at step K") within 1 s,
+    # so the one launch that checks those lines (rank 1 killed, below) waits 10 s. Not every launch:
+    # mpirun waits about twice the timeout after any rank's non-zero exit, even when every rank has
+    # already exited (20 s a launch at 10; ~20 launches here end that way)
+    export OMPI_MCA_odls_base_sigkill_timeout=1
 fi
 # Open MPI's own allocations are not linnx's leaks (the sanitizer build runs this too)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0
@@ -200,7 +203,7 @@ kargs=("${targs[@]:0:16}" --plain)
 rm -f "$ck"
 "$bin" "${kargs[@]}" --steps 2 --save "$ck" >/dev/null 2>&1
 cp "$ck" "$cli_tmp/ck0"
-"${mpi[@]}" 3 "$bin" "${kargs[@]}" --steps 100000000 --restore "$ck" --save "$ck" >"$cli_tmp/out" 2>&1 &
+OMPI_MCA_odls_base_sigkill_timeout=10 "${mpi[@]}" 3 "$bin" "${kargs[@]}" --steps 100000000 --restore "$ck" --save "$ck" >"$cli_tmp/out" 2>&1 &
 mp=$!
 for _ in $(seq 50); do # until rank 0 has printed a few steps (at most ~10 s)
     [ "$(grep -c '^step' "$cli_tmp/out")" -ge 5 ] && break
