@@ -666,7 +666,7 @@ static void bench_rows(void) {
          * the roofline is the lower of that and the memory reference (the copy; for
          * cross_entropy the read stream), and frac_limit is the big run against it. Where
          * frac_limit is near 1 and frac_bandwidth is not, the kernel is compute-bound: on Zen 1
-         * the exp polynomial, which every kernel set shares bit for bit (docs/kernels.md, rows). */
+         * the exp (the AVX2 rows' table exp, the others' degree-7 polynomial: docs/kernels.md, rows). */
         for (int op = 0; op <= 2; op++) {
             const double mem = op == 2 ? read_bw : copy_bw;
             double incache = passes[op] * 4.0 * (double)(RC * D) / best_l2[op] / 1e9;

@@ -430,25 +430,28 @@ done:
 }
 
 /* The AVX2 softmax rows (kernels_avx2.c) bit for bit against their algorithm written out in scalar
- * C: exp(d) for d = x - max by the 1.5 * 2^23 shifter in one FMA, r = d - n ln2 in two FMA steps,
- * the degree-7 Taylor polynomial by Horner in FMA, 2^n as two halves (equal to one exponent
+ * C: exp(d) for d = x - max by the 1.5 * 2^23 shifter in one FMA with 8 log2 e, r = d - n ln2 / 8
+ * in two FMA steps, q = fma(fma(c3, r, c2), r r, r), T = 2^(j/8) (j = n's low three bits, the
+ * table rounded to float), T + T q in one FMA, 2^(n >> 3) as two halves (equal to one exponent
  * field wherever the result is normal), 0 below -104; vector k of the row (the tail padded with
  * -inf) adds into accumulator k % 4, combined (s0 + s1) + (s2 + s3), then lanes
  * ((0 + 4) + (1 + 5)) + ((2 + 6) + (3 + 7)); softmax e / sum as e * (1 / sum), log_softmax
  * d - log(sum), logsumexp max + log(sum). Rows of many lengths whose minimum passes the range
- * test (the row's loop without per-vector tests, 8 exps in flight) and rows that do not (-inf,
+ * test (the row's loop without per-vector tests, 4 exps in flight) and rows that do not (-inf,
  * spans past -87 and -104). */
 static float sm_ref_exp(float d) {
+    static const uint32_t tab[8] = {0x3f800000, 0x3f8b95c2, 0x3f9837f0, 0x3fa5fed7,
+                                    0x3fb504f3, 0x3fc5672a, 0x3fd744fd, 0x3feac0c7};
     if (d < -104.0f) return 0.0f;
-    float t = fmaf(d, 1.44269504088896341f, 12582912.0f), n = t - 12582912.0f;
-    float r = fmaf(-n, 0.693359375f, d);
-    r = fmaf(-n, -2.12194440e-4f, r);
-    static const float c[7] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
-    float p = 1.0f / 5040;
-    for (int k = 0; k < 7; k++) p = fmaf(p, r, c[k]);
+    float t = fmaf(d, 11.5415603637695312f, 12582912.0f), n = t - 12582912.0f;
+    float r = fmaf(-n, 0.693359375f / 8, d);
+    r = fmaf(-n, -2.12194440e-4f / 8, r);
+    float q = fmaf(fmaf(0.166668579f, r, 0.500064492f), r * r, r);
     int32_t ni = (int32_t)(to_bits(t) - 0x4B400000u);
-    int32_t n1 = ni >= 0 ? ni / 2 : -((1 - ni) / 2), n2 = ni - n1; /* n1 = floor(ni / 2), as srai */
-    return (p * from_bits((uint32_t)(n1 + 127) << 23)) * from_bits((uint32_t)(n2 + 127) << 23);
+    float tv = from_bits(tab[ni & 7]), b = fmaf(tv, q, tv);
+    int32_t m = ni >= 0 ? ni / 8 : -((7 - ni) / 8); /* floor(ni / 8), as srai */
+    int32_t m1 = m >= 0 ? m / 2 : -((1 - m) / 2), m2 = m - m1; /* m1 = floor(m / 2), as srai */
+    return (b * from_bits((uint32_t)(m1 + 127) << 23)) * from_bits((uint32_t)(m2 + 127) << 23);
 }
 static void sm_ref_row(const float *x, int64_t n, float *e, float *dd, float *mxo, float *sumo) {
     float mx = -INFINITY;

@@ -4,7 +4,6 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #include "vmath.h"
-#include "vmath_avx2_poly.h"
 
 #define PORT_NAME(x) avx2_##x
 #include "kernels_portable.h"
@@ -427,42 +426,61 @@ void lx_gemm_epi_avx2(float *C, int64_t ldc, int64_t m, int64_t n, const float *
 }
 
 /* ---- softmax rows, 8 lanes ----
- * exp by vmath's algorithm (vmath_avx2.c, 0.88 ulp at most, docs/kernels.md "Vector math"):
- * n = round(x log2 e) by the 1.5 * 2^23 shifter inside one FMA (its bits give n as an integer
- * too), r = x - n ln2 in two FMA steps, the degree-7 Taylor polynomial by Horner in FMA, times 2^n.
- * A row's x - max is <= 0 (or NaN), so there is no overflow clamp. When every lane is >= -87
- * (results normal) 2^n is one exponent field; else the slow variant applies 2^n as two halves so
- * subnormal results keep their digits, and lanes below -104 (-inf, masked logits) are set to 0
- * without computing an underflow (an underflowing multiply costs a microcode assist per lane).
- * A NaN passes (the range compare is false for it). */
-/* exp(x) for x < 0, the polynomial part: p(r) and the shifter sum t (its low bits hold n). */
-static inline __attribute__((always_inline)) __m256 sm_exp_poly(__m256 xc, __m256 *tout) {
+ * exp(d) for d = x - max <= 0 (or NaN) by a table of 2^(j/8) held in one register: n =
+ * round(d 8 log2 e) by the 1.5 * 2^23 shifter inside one FMA (the sum's low bits hold n as an
+ * integer, its low three bits j), r = d - n ln2 / 8 in two FMA steps (|r| <= ln2 / 16), q = r + r^2
+ * (c2 + c3 r) (minimax for e^r - 1 there: relative error 2.6e-8), and e^d = 2^m 2^(j/8) (1 + q)
+ * with m = n >> 3, the table value T = 2^(j/8) picked by `vpermps` with t's own bits as the index
+ * (a permute of one register, no gather) and T + T q as one FMA. 1.14 ulp at most over [-104, 0]
+ * (every float, against exp in double); seven FMA-pipe operations per vector where the degree-7
+ * polynomial took ten. There is no overflow clamp (d <= 0). When every lane is >= -87 (results
+ * normal) 2^m goes into T's exponent field before the FMA (T 2^m is normal, so the FMA's result
+ * is 2^m times its result for T); else the slow variant applies 2^m as two halves to T + T q so
+ * subnormal results keep their digits (one rounding), and lanes below -104 (-inf, masked logits)
+ * are set to 0 without computing an underflow (an underflowing multiply costs a microcode assist
+ * per lane). A NaN passes (the range compare is false for it, and T + T NaN is NaN). */
+static inline __m256 sm_tab(void) { /* 2^(j/8) rounded to float */
+    return _mm256_castsi256_ps(_mm256_setr_epi32(0x3f800000, 0x3f8b95c2, 0x3f9837f0, 0x3fa5fed7, 0x3fb504f3, 0x3fc5672a,
+                                                 0x3fd744fd, 0x3feac0c7));
+}
+/* the same values with j << 20 taken off their bits: adding t's bits << 20 (= n << 20 = (m << 23)
+ * + (j << 20), the shifter's own bits wrap to 0) then adds exactly m to the exponent */
+static inline __m256i sm_tab_adj(void) {
+    return _mm256_setr_epi32(0x3f800000, 0x3f8b95c2 - (1 << 20), 0x3f9837f0 - (2 << 20), 0x3fa5fed7 - (3 << 20),
+                             0x3fb504f3 - (4 << 20), 0x3fc5672a - (5 << 20), 0x3fd744fd - (6 << 20), 0x3feac0c7 - (7 << 20));
+}
+#define SM_C2 0.500064492f
+#define SM_C3 0.166668579f
+/* the reduction and q(r) of d; *tout: the shifter sum t (its bits hold n) */
+static inline __attribute__((always_inline)) __m256 sm_exp_q(__m256 xc, __m256 *tout) {
     const __m256 big = _mm256_set1_ps(12582912.0f);
-    __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504088896341f), big);
+    __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(11.5415603637695312f), big);
     __m256 n = _mm256_sub_ps(t, big);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = lx_v_exp_taylor7(r);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f / 8), xc);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f / 8), r);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(SM_C3), r, _mm256_set1_ps(SM_C2));
     *tout = t;
-    return p;
+    return _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
 }
-/* every lane >= -87 (or NaN): the result is normal, so p * 2^n is n added to p's exponent field;
- * bits(t) << 23 is n << 23 (bits(1.5 * 2^23) << 23 wraps to 0). Two integer ops, no multiply. */
+/* every lane >= -87 (or NaN): T 2^m by an integer add, then T 2^m + T 2^m q */
 static inline __attribute__((always_inline)) __m256 sm_exp8_fast(__m256 x) {
-    __m256 t, p = sm_exp_poly(x, &t);
-    __m256i e = _mm256_slli_epi32(_mm256_castps_si256(t), 23);
-    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+    __m256 t, q = sm_exp_q(x, &t);
+    __m256i ti = _mm256_castps_si256(t);
+    __m256 s = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_permutevar8x32_epi32(sm_tab_adj(), ti), _mm256_slli_epi32(ti, 20)));
+    return _mm256_fmadd_ps(s, q, s);
 }
-/* any x <= 0: 2^n as two halves (subnormal results keep their digits), below -104 exactly 0 */
+/* any x <= 0: 2^m as two halves (subnormal results keep their digits), below -104 exactly 0 */
 static inline __attribute__((always_inline)) __m256 sm_exp8_slow(__m256 x) {
     __m256 dead = _mm256_cmp_ps(x, _mm256_set1_ps(-104.0f), _CMP_LT_OQ);
-    __m256 t, p = sm_exp_poly(_mm256_blendv_ps(x, _mm256_setzero_ps(), dead), &t);
+    __m256 t, q = sm_exp_q(_mm256_blendv_ps(x, _mm256_setzero_ps(), dead), &t);
+    __m256 tv = _mm256_permutevar8x32_ps(sm_tab(), _mm256_castps_si256(t));
+    __m256 b = _mm256_fmadd_ps(tv, q, tv);
     const __m256i bias = _mm256_set1_epi32(127);
-    __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000)); /* n in [-150, 0] */
-    __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
-    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
-    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    return _mm256_andnot_ps(dead, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2));
+    __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000)); /* n in [-1200, 0] */
+    __m256i m = _mm256_srai_epi32(ni, 3), m1 = _mm256_srai_epi32(m, 1), m2 = _mm256_sub_epi32(m, m1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(m1, bias), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(m2, bias), 23));
+    return _mm256_andnot_ps(dead, _mm256_mul_ps(_mm256_mul_ps(b, s1), s2));
 }
 static inline __m256 sm_low(__m256 x) { return _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ); }
 static inline __m256 sm_exp8(__m256 x) {
@@ -504,24 +522,31 @@ static float sm_rowmax(const float *x, int64_t n, float *mn) {
 }
 
 /* exp of K <= 8 vectors whose lanes are all >= -87 (or NaN): sm_exp8_fast's operations, the K
- * vectors step by step. Each exp is a chain of ten dependent FMAs (5 cycles each on Zen 1):
- * written one vector after the other, a chain's waiting FMAs filled the FP scheduler and the
- * chains hardly overlapped; interleaved, K FMAs are ready at every step. Same operations, same
- * bits. */
+ * vectors step by step (same operations, same bits). Each exp is a chain of dependent FMAs (5
+ * cycles each on Zen 1): written one vector after the other, a chain's waiting FMAs filled the FP
+ * scheduler and the chains hardly overlapped; interleaved, K FMAs are ready at every step. The row
+ * runs K = 4: with this exp (seven FMA-pipe operations) eight in flight spilled more and ran ~6%
+ * slower (same-process A/B on the Zen 1; the degree-7 exp was ~6% faster with eight). */
 static inline __attribute__((always_inline)) void sm_expk_fast(__m256 *v, const int K) {
     const __m256 big = _mm256_set1_ps(12582912.0f);
     __m256 t[8], r[8], p[8];
 #pragma GCC unroll 8
-    for (int k = 0; k < K; k++) t[k] = _mm256_fmadd_ps(v[k], _mm256_set1_ps(1.44269504088896341f), big);
+    for (int k = 0; k < K; k++) t[k] = _mm256_fmadd_ps(v[k], _mm256_set1_ps(11.5415603637695312f), big);
 #pragma GCC unroll 8
-    for (int k = 0; k < K; k++) r[k] = _mm256_fnmadd_ps(_mm256_sub_ps(t[k], big), _mm256_set1_ps(0.693359375f), v[k]);
+    for (int k = 0; k < K; k++) r[k] = _mm256_fnmadd_ps(_mm256_sub_ps(t[k], big), _mm256_set1_ps(0.693359375f / 8), v[k]);
 #pragma GCC unroll 8
-    for (int k = 0; k < K; k++) r[k] = _mm256_fnmadd_ps(_mm256_sub_ps(t[k], big), _mm256_set1_ps(-2.12194440e-4f), r[k]);
+    for (int k = 0; k < K; k++) r[k] = _mm256_fnmadd_ps(_mm256_sub_ps(t[k], big), _mm256_set1_ps(-2.12194440e-4f / 8), r[k]);
 #pragma GCC unroll 8
-    for (int k = 0; k < K; k++) v[k] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t[k]), 23));
-    LX_V_EXP_TAYLOR7_K(K, p, r);
+    for (int k = 0; k < K; k++) {
+        __m256i ti = _mm256_castps_si256(t[k]);
+        v[k] = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_permutevar8x32_epi32(sm_tab_adj(), ti), _mm256_slli_epi32(ti, 20)));
+    }
 #pragma GCC unroll 8
-    for (int k = 0; k < K; k++) v[k] = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p[k]), _mm256_castps_si256(v[k])));
+    for (int k = 0; k < K; k++) p[k] = _mm256_fmadd_ps(_mm256_set1_ps(SM_C3), r[k], _mm256_set1_ps(SM_C2));
+#pragma GCC unroll 8
+    for (int k = 0; k < K; k++) p[k] = _mm256_fmadd_ps(p[k], _mm256_mul_ps(r[k], r[k]), r[k]);
+#pragma GCC unroll 8
+    for (int k = 0; k < K; k++) v[k] = _mm256_fmadd_ps(v[k], p[k], v[k]);
 }
 
 /* sum(exp(x - mx)) over the row; with e != NULL the exps are stored there, with d != NULL the
@@ -548,31 +573,6 @@ static inline __attribute__((always_inline)) float sm_expsum_t(const float *x, f
      * exps compute, so the next max pass finds it in cache instead of waiting on memory alone
      * (1024 x 4096 rows: logsumexp ~0.50 -> ~0.40 ns per element). */
     const bool pf = n >= 1024;
-    if (fast) /* eight exps in flight (~6% over four on Zen 1); vector k still adds into s[k % 4] */
-        for (; i + 64 <= nv; i += 64) {
-            if (pf) {
-                uintptr_t a = (uintptr_t)(x + i) + (uintptr_t)n * sizeof(float);
-#pragma GCC unroll 4
-                for (int k = 0; k < 4; k++) _mm_prefetch((const char *)(a + 64 * k), _MM_HINT_T0);
-                if (w) {
-                    uintptr_t b = (uintptr_t)(w + i) + (uintptr_t)n * sizeof(float);
-#pragma GCC unroll 4
-                    for (int k = 0; k < 4; k++) __builtin_prefetch((const void *)(b + 64 * k), 1, 3);
-                }
-            }
-            __m256 v[8];
-#pragma GCC unroll 8
-            for (int k = 0; k < 8; k++) {
-                v[k] = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8 * k), m);
-                if (d) _mm256_storeu_ps(d + i + 8 * k, v[k]);
-            }
-            sm_expk_fast(v, 8);
-#pragma GCC unroll 8
-            for (int k = 0; k < 8; k++) {
-                if (e) _mm256_storeu_ps(e + i + 8 * k, v[k]);
-                s[k & 3] = _mm256_add_ps(s[k & 3], v[k]);
-            }
-        }
     for (; i + 32 <= nv; i += 32) { /* four independent exps, one range test for all four */
         if (pf) { /* the address as an integer: x + n + i may lie past the array object */
             uintptr_t a = (uintptr_t)(x + i) + (uintptr_t)n * sizeof(float);
