@@ -310,6 +310,52 @@ static void test_scan_tuple_ys(void) {
     nnx_rngs_release(r);
 }
 
+/* The tuple ys carry gradients, rematerialised per layer too: L = sum_l sum_j (h_lj + 1)^2 over
+ * ys[1] = h + 1 of a 2-layer stack (h_0 = x w_0, h_1 = h_0 w_1), against the hand derivative. */
+static lx_status tuple_loss(nnx_module *m, void *user, lx_array **loss) {
+    lx_value out = lx_none();
+    LX_TRY(nnx_scan_call_remat(m, NULL, NULL, NULL, LX_REMAT_NOTHING_SAVEABLE, &LX_ARGS((lx_array *)user), &out));
+    const lx_value *ys = lx_tree_get(out.u.tree, "1");
+    const lx_value *y1 = ys && ys->kind == LX_V_TREE ? lx_tree_get(ys->u.tree, "1") : NULL;
+    lx_status st = y1 && y1->kind == LX_V_ARRAY ? LX_OK : lx_fail(LX_ERR_TYPE, "tuple_loss: no ys[1]");
+    if (st == LX_OK) *loss = lx_sum(lx_mul(y1->u.array, y1->u.array), 0, NULL, false);
+    lx_value_free(&out);
+    if (st == LX_OK && !*loss) st = lx_last_status();
+    return st;
+}
+
+static void test_scan_tuple_ys_grads(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    nnx_module *st = NULL;
+    CHECK_EQ_INT(nnx_vmap_create(&MUL, &LX_CALL_ARGS(lx_int_v(3)), r, 2, NULL, NULL, &st), LX_OK);
+    lx_array *x = lx_array_from_f32(1, (const int64_t[]){3}, (const float[]){1.0f, 2.0f, 3.0f});
+    lx_array *w = st ? lx_array_copy(var_value(st, "w")) : NULL;
+    lx_array *val = NULL;
+    lx_tree *grads = NULL;
+    CHECK_EQ_INT(nnx_value_and_grad(st, NULL, tuple_loss, x, &val, &grads), LX_OK);
+    const lx_value *gv = grads ? lx_tree_find(grads, "w") : NULL;
+    lx_array *g = gv && gv->kind == LX_V_VARIABLE ? lx_variable_get_value(gv->u.var) : NULL;
+    CHECK(w && g && g->size == 6 && val);
+    double loss = 0, err = 0;
+    for (int j = 0; w && g && j < 3; j++) {
+        double xj = lx_f32(x)[j], a = lx_f32(w)[j], b = lx_f32(w)[3 + j];
+        double h0 = xj * a, h1 = h0 * b;
+        loss += (h0 + 1) * (h0 + 1) + (h1 + 1) * (h1 + 1);
+        double ga = 2 * (h0 + 1) * xj + 2 * (h1 + 1) * xj * b, gb = 2 * (h1 + 1) * h0;
+        err = lx_worse(err, fabs(ga - lx_f32(g)[j]) / (1 + fabs(ga)));
+        err = lx_worse(err, fabs(gb - lx_f32(g)[3 + j]) / (1 + fabs(gb)));
+    }
+    CHECK(val && fabs(lx_f32(val)[0] - loss) < 1e-4 * (1 + loss));
+    CHECK(err < 1e-5);
+    lx_release(val);
+    lx_tree_release(grads);
+    lx_release(w);
+    lx_release(x);
+    nnx_module_release(st);
+    nnx_rngs_release(r);
+}
+
 /* S16-6: n shared by the layers (StateAxes({BatchStat: None})); the second layer's call fails:
  * the scan fails and n is 0 again (was left at 1). A scan that succeeds keeps n = L. */
 static void test_scan_failure_restores_shared(void) {
@@ -357,6 +403,7 @@ int main(void) {
     RUN(test_size0_mapped);
     RUN(test_stack_gap);
     RUN(test_scan_tuple_ys);
+    RUN(test_scan_tuple_ys_grads);
     RUN(test_scan_failure_restores_shared);
     return lx_test_finish();
 }
