@@ -137,7 +137,11 @@ lx_status linen_remat_named(const linen_module *target, lx_remat_policy policy, 
  * `axes` gives the axis per collection (params at 1 and the rest at 0 for MaxText), a
  * collection not listed uses axis 0. Boxes keep their metadata; with partition_name their
  * names lose it (remove_axis). Stack is the inverse: prefix_0 .. prefix_{n-1} must exist with
- * equal structure and shapes. Other entries of the tree are kept as they are. */
+ * equal structure and shapes; a prefix_<i> after a gap (layers_0, layers_1, layers_3) is
+ * LX_ERR_INVALID_ARGUMENT naming it. Other entries of the tree are kept as they are.
+ * Errors of every function here: a NULL out is LX_ERR_INVALID_ARGUMENT naming the call (even
+ * with a failure pending); a NULL target / variables is LX_ERR_FAILED_INPUT, keeping a pending
+ * failure's text (status.h). */
 lx_status linen_unstack_layers(const lx_tree *variables, const char *prefix, linen_var_axes axes,
                                const char *partition_name, lx_tree **out);
 lx_status linen_stack_layers(const lx_tree *variables, const char *prefix, linen_var_axes axes,

@@ -58,8 +58,12 @@ lx_status nnx_vmap_create_fn(nnx_ctor_fn ctor, void *user, nnx_rngs *rngs, int64
 
 /* nnx.scan over the layer axis: positional 0 of `call` is the carry, the other array
  * positionals are scanned on axis 0; layer i's method gets (carry, x_i...). The method returns
- * (carry, y) as a tuple tree {"0", "1"} (the result is (carry, ys), ys stacked on axis 0) or the
- * carry alone (the result is the final carry). */
+ * (carry, y) as a tuple tree {"0", "1"} (the result is (carry, ys), ys stacked on axis 0 leaf by
+ * leaf: y may be an array, None or a tuple tree of those, the same structure from every layer) or
+ * the carry alone (the result is the final carry). A failure leaves every Variable of the stack
+ * as it was, the shared (NNX_AXIS_BROADCAST) ones included.
+ * Errors: a NULL out is LX_ERR_INVALID_ARGUMENT naming the call; a NULL stacked module
+ * LX_ERR_FAILED_INPUT (a pending failure keeps its text), as for every function here. */
 lx_status nnx_scan_call(nnx_module *stacked, const char *method, const nnx_state_axes *state_axes,
                         const char *partition_name, const lx_call *call, lx_value *out);
 

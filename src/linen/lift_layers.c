@@ -9,6 +9,7 @@
 #include "linnx/box.h"
 #include "linnx/lift.h"
 #include "linnx/ops.h"
+#include "../core/status_internal.h"
 
 static lx_status oom(void) { return lx_fail(LX_ERR_NO_MEMORY, "linnx: out of memory"); }
 
@@ -78,8 +79,10 @@ static char *cat3(const char *a, const char *b, const char *c) {
 
 lx_status linen_unstack_layers(const lx_tree *variables, const char *prefix, linen_var_axes axes,
                                const char *partition_name, lx_tree **out) {
-    if (!variables || !prefix || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "unstack: NULL argument");
+    if (!out) return lx_null_out("linen_unstack_layers");
     *out = NULL;
+    if (!variables) return lx_null_input("linen_unstack_layers: variables is NULL");
+    if (!prefix) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_unstack_layers: prefix is NULL");
     lx_tree *t = lx_tree_copy(variables);
     if (!t) return oom();
     size_t mark = lx_pool_open();
@@ -160,10 +163,41 @@ static lx_status stack_leaf(const char *path, const lx_value *leaf, void *user, 
     return rebox(leaf, y, ax, c->pname, true, out);
 }
 
+/* A key of the tree holding `p` (col/.../base) named base_<i> with i >= n: a layer after a gap. */
+static const char *stray_layer(const lx_tree *variables, const char *p, int64_t n, int64_t *idx) {
+    const char *slash = strrchr(p, '/');
+    const char *base = slash ? slash + 1 : p;
+    size_t blen = strlen(base);
+    const lx_tree *parent = variables;
+    if (slash) {
+        char *pp = malloc((size_t)(slash - p) + 1);
+        if (!pp) return NULL;
+        memcpy(pp, p, (size_t)(slash - p));
+        pp[slash - p] = 0;
+        const lx_value *v = lx_tree_find(variables, pp);
+        free(pp);
+        parent = v && v->kind == LX_V_TREE ? v->u.tree : NULL;
+    }
+    for (size_t k = 0; parent && k < lx_tree_len(parent); k++) {
+        const char *key = lx_tree_key(parent, k);
+        if (strncmp(key, base, blen) != 0 || key[blen] != '_' || !key[blen + 1]) continue;
+        char *end = NULL;
+        long long i = strtoll(key + blen + 1, &end, 10);
+        if (*end || key[blen + 1] < '0' || key[blen + 1] > '9') continue;
+        if (i >= n) {
+            *idx = i;
+            return key;
+        }
+    }
+    return NULL;
+}
+
 lx_status linen_stack_layers(const lx_tree *variables, const char *prefix, linen_var_axes axes,
                              const char *partition_name, lx_tree **out) {
-    if (!variables || !prefix || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "stack: NULL argument");
+    if (!out) return lx_null_out("linen_stack_layers");
     *out = NULL;
+    if (!variables) return lx_null_input("linen_stack_layers: variables is NULL");
+    if (!prefix) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_stack_layers: prefix is NULL");
     lx_tree *t = lx_tree_copy(variables);
     if (!t) return oom();
     size_t mark = lx_pool_open();
@@ -200,6 +234,11 @@ lx_status linen_stack_layers(const lx_tree *variables, const char *prefix, linen
             }
             layers[n++] = v->u.tree;
         }
+        int64_t stray = 0;
+        if (st == LX_OK && stray_layer(variables, p, n, &stray))
+            st = lx_fail(LX_ERR_INVALID_ARGUMENT,
+                         "stack: %s_%lld exists but %s_%lld does not: the layers must be %s_0 .. %s_<n-1>", p,
+                         (long long)stray, p, (long long)n, p, p);
         if (st == LX_OK && n > 0) {
             if (lx_tree_find(variables, p)) st = lx_fail(LX_ERR_EXISTS, "stack: %s already exists", p);
             stack_ctx c = {col, p, axis_of(axes, col), n, layers, partition_name};

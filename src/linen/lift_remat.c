@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "linen_internal.h"
+#include "../core/status_internal.h"
 #include "linnx/autodiff.h"
 #include "linnx/lift.h"
 
@@ -206,8 +207,10 @@ static lx_status remat_dispatch(linen_scope *s, const char *method, const lx_cal
 }
 
 lx_status linen_remat_named(const linen_module *target, lx_remat_policy policy, const char *name, linen_module **out) {
-    if (!target || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "remat: NULL argument");
+    const char *fn = name ? "linen_remat_named" : "linen_remat";
+    if (!out) return lx_null_out(fn);
     *out = NULL;
+    if (!target) return lx_null_input("%s: target is NULL", fn);
     if (target->type->flags & LINEN_TYPE_FUNCTION)
         return lx_fail(LX_ERR_UNSUPPORTED, "remat: %s is a function, not a Module", target->type->name);
     if (policy != LX_REMAT_NOTHING_SAVEABLE && policy != LX_REMAT_DOTS_SAVEABLE)

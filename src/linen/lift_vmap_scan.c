@@ -246,6 +246,13 @@ static lx_status find_length(const lift_holder *h, const linen_scope *s, const l
                            shp(v->u.array, b2, sizeof b2), (long long)n);
         }
     }
+    if (len <= 0 && from >= 0) {
+        int axis = from - first < h->o.in_axes.n ? h->in_axes[from - first] : 0;
+        return lx_fail(LX_ERR_SHAPE,
+                       "vmap/scan in \"%s\": argument %d has shape %s, size 0 on the mapped axis %d; the body "
+                       "runs once per slice, so there must be at least one",
+                       s->path, from, shp(call->args[from].u.array, b1, sizeof b1), axis);
+    }
     if (len <= 0)
         return lx_fail(LX_ERR_INVALID_ARGUMENT,
                        "vmap/scan in \"%s\": no mapped input and no length/axis_size given", s->path);
@@ -757,8 +764,11 @@ static lx_status check_names(const char *what, linen_names n) {
 
 static lx_status lift_new(lift_kind kind, const linen_module *target, const linen_lift_opts *opts,
                           const char *name, linen_module **out) {
-    if (!target || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "vmap/scan: NULL argument");
+    const char *fn = kind == LIFT_SCAN ? (name ? "linen_scan_named" : "linen_scan")
+                                       : (name ? "linen_vmap_named" : "linen_vmap");
+    if (!out) return lx_null_out(fn);
     *out = NULL;
+    if (!target) return lx_null_input("%s: target is NULL", fn);
     static const linen_lift_opts none = {0};
     if (!opts) opts = &none;
     if (target->type->flags & LINEN_TYPE_FUNCTION)

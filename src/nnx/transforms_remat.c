@@ -13,6 +13,7 @@
 #include "linnx/autodiff.h"
 #include "linnx/intercept.h"
 #include "linnx/nnx_transforms.h"
+#include "../core/status_internal.h"
 
 typedef struct nnx_remat_closure {
     nnx_module *live; /* the forward only (borrowed) */
@@ -59,8 +60,10 @@ static lx_status remat_run(void *user, bool recompute, lx_value *out) {
 }
 
 lx_status nnx_remat_call(nnx_module *m, const char *method, lx_remat_policy policy, const lx_call *call, lx_value *out) {
-    if (!m || !call || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.remat: NULL argument");
+    if (!out) return lx_null_out("nnx_remat_call");
     *out = lx_none();
+    if (!m) return lx_null_input("nnx_remat_call: module is NULL");
+    if (!call) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_remat_call: call is NULL");
     if (policy != LX_REMAT_NOTHING_SAVEABLE && policy != LX_REMAT_DOTS_SAVEABLE)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.remat: unknown policy %d", (int)policy);
     if (!lx_tape_active()) return nnx_call(m, method, call, out); /* nothing to recompute for */

@@ -6,6 +6,7 @@
 
 #include "linnx/nnx_transforms.h"
 #include "linnx/ops.h"
+#include "../core/status_internal.h"
 
 static lx_status oom(void) { return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory"); }
 
@@ -58,15 +59,18 @@ static lx_status type_ctor(nnx_rngs *rngs, void *user, nnx_module **out) {
 
 lx_status nnx_vmap_create(const nnx_type *type, const lx_call *call, nnx_rngs *rngs, int64_t L,
                           const nnx_state_axes *sa, const char *pname, nnx_module **out) {
-    if (!type || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.vmap: NULL argument");
+    if (!out) return lx_null_out("nnx_vmap_create");
+    *out = NULL;
+    if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_vmap_create: type is NULL");
     ctor_ctx c = {type, call};
     return nnx_vmap_create_fn(type_ctor, &c, rngs, L, sa, pname, out);
 }
 
 lx_status nnx_vmap_create_fn(nnx_ctor_fn ctor, void *user, nnx_rngs *rngs, int64_t L, const nnx_state_axes *sa,
                              const char *pname, nnx_module **out) {
-    if (!ctor || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.vmap: NULL argument");
+    if (!out) return lx_null_out("nnx_vmap_create_fn");
     *out = NULL;
+    if (!ctor) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_vmap_create_fn: ctor is NULL");
     if (L <= 0) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.split_rngs: splits must be positive, got %lld", (long long)L);
     int ns = rngs ? nnx_rngs_count(rngs) : 0;
     lx_key *keys = calloc((size_t)ns * (size_t)L + 1, sizeof *keys);
@@ -87,6 +91,10 @@ lx_status nnx_vmap_create_fn(nnx_ctor_fn ctor, void *user, nnx_rngs *rngs, int64
             specs[j] = (nnx_stream_spec){nnx_rngs_stream_name(rngs, j), true, 0, keys[(size_t)j * (size_t)L + (size_t)i]};
         if (rngs) st = nnx_rngs_new(ns, specs, &ri);
         if (st == LX_OK) st = ctor(ri, user, &copies[i]);
+        if (st == LX_OK && !copies[i])
+            st = lx_fail(LX_ERR_INVALID_ARGUMENT,
+                         "nnx_vmap_create_fn: the constructor returned LX_OK but no module for copy %lld",
+                         (long long)i);
         nnx_rngs_release(ri);
         nnx_graphdef *g = NULL;
         if (st == LX_OK) st = nnx_split(copies[i], 0, NULL, i == 0 ? &gd : &g, &states[i]);
@@ -223,8 +231,9 @@ static lx_status slice_module(const nnx_graphdef *gd, const lx_flat *f, const nn
 
 lx_status nnx_stack_slice(nnx_module *stacked, int64_t index, const nnx_state_axes *sa, const char *pname,
                           nnx_module **out) {
-    if (!stacked || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_stack_slice: NULL argument");
+    if (!out) return lx_null_out("nnx_stack_slice");
     *out = NULL;
+    if (!stacked) return lx_null_input("nnx_stack_slice: stacked is NULL");
     nnx_graphdef *gd = NULL;
     lx_tree *state = NULL;
     lx_flat f = {0};
@@ -241,11 +250,76 @@ lx_status nnx_stack_slice(nnx_module *stacked, int64_t index, const nnx_state_ax
     return st;
 }
 
+/* ys: the layers' y values stacked on axis 0, leaf by leaf: an array is stacked, a tuple tree
+ * ({"0": ..., "1": ...}, any nesting) keeps its keys with each entry stacked, None stays None, and
+ * any other (static) value is layer 0's. Every layer must return the same structure. */
+static lx_status stack_ys(const lx_value *const *ys, int64_t L, const char *tname, lx_value *out) {
+    const lx_value *y0 = ys[0];
+    char b1[96], b2[96];
+    for (int64_t i = 1; i < L; i++)
+        if (ys[i]->kind != y0->kind)
+            return lx_fail(LX_ERR_TYPE, "nnx.scan over %s: layer %lld returned a y of kind %s, layer 0 one of kind %s",
+                           tname, (long long)i, lx_kind_name(ys[i]->kind), lx_kind_name(y0->kind));
+    if (y0->kind == LX_V_NONE) {
+        *out = lx_none();
+        return LX_OK;
+    }
+    if (y0->kind == LX_V_ARRAY) {
+        lx_array **xs = malloc(sizeof *xs * (size_t)L);
+        if (!xs) return oom();
+        lx_status st = LX_OK;
+        for (int64_t i = 0; st == LX_OK && i < L; i++) {
+            xs[i] = ys[i]->u.array;
+            const lx_array *a0 = y0->u.array;
+            if (!xs[i] || xs[i]->dtype != a0->dtype || !lx_shape_eq(xs[i], a0->ndim, a0->shape))
+                st = lx_fail(LX_ERR_SHAPE, "nnx.scan over %s: layer %lld returned a y of %s %s, layer 0 one of %s %s",
+                             tname, (long long)i, xs[i] ? lx_dtype_name(xs[i]->dtype) : "NULL",
+                             xs[i] ? shp(xs[i], b1, sizeof b1) : "", lx_dtype_name(y0->u.array->dtype),
+                             shp(y0->u.array, b2, sizeof b2));
+        }
+        lx_array *y = st == LX_OK ? lx_stack((int)L, xs, 0) : NULL;
+        free(xs);
+        LX_TRY(st);
+        if (!y) return lx_last_status();
+        *out = lx_array_v(lx_retain(y));
+        return LX_OK;
+    }
+    if (y0->kind != LX_V_TREE) return lx_value_dup(y0, out);
+    const lx_tree *t0 = y0->u.tree;
+    lx_tree *t = lx_tree_new();
+    const lx_value **sub = malloc(sizeof *sub * (size_t)L);
+    lx_status st = t && sub ? LX_OK : oom();
+    for (size_t k = 0; st == LX_OK && k < lx_tree_len(t0); k++) {
+        const char *key = lx_tree_key(t0, k);
+        for (int64_t i = 0; st == LX_OK && i < L; i++) {
+            sub[i] = lx_tree_get(ys[i]->u.tree, key);
+            if (!sub[i] || lx_tree_len(ys[i]->u.tree) != lx_tree_len(t0))
+                st = lx_fail(LX_ERR_TYPE,
+                             "nnx.scan over %s: layer %lld returned a y of another structure than layer 0's", tname,
+                             (long long)i);
+        }
+        lx_value o = lx_none();
+        if (st == LX_OK) st = stack_ys(sub, L, tname, &o);
+        if (st == LX_OK) st = lx_tree_set(t, key, o);
+        lx_value_free(&o);
+    }
+    free(sub);
+    if (st != LX_OK) {
+        lx_tree_release(t);
+        return st;
+    }
+    *out = lx_tree_v(t);
+    return LX_OK;
+}
+
 /* remat < 0: a plain call per layer; else nnx.remat of each layer's call with that policy. */
 static lx_status scan_impl(nnx_module *stacked, const char *method, const nnx_state_axes *sa, const char *pname,
                            int remat, const lx_call *call, lx_value *out) {
-    if (!stacked || !call || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.scan: NULL argument");
+    const char *fn = remat < 0 ? "nnx_scan_call" : "nnx_scan_call_remat";
+    if (!out) return lx_null_out(fn);
     *out = lx_none();
+    if (!stacked) return lx_null_input("%s: stacked is NULL", fn);
+    if (!call) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: call is NULL", fn);
     const char *tname = stacked->type->name;
     if (call->nargs < 1 || call->args[0].kind != LX_V_ARRAY || !call->args[0].u.array)
         return lx_fail(LX_ERR_TYPE, "nnx.scan over %s: positional 0 must be the carry (an array)", tname);
@@ -273,7 +347,16 @@ static lx_status scan_impl(nnx_module *stacked, const char *method, const nnx_st
     lx_array **given = calloc((size_t)(L > 0 ? L : 1) * (np + 1), sizeof *given);
     lx_array **after = calloc((size_t)(L > 0 ? L : 1) * (np + 1), sizeof *after);
     lx_variable **tvar = calloc(np + 1, sizeof *tvar);
-    if (st == LX_OK && (!ys || !args || !after || !given || !tvar)) st = oom();
+    /* the values of the shared (StateAxes None) Variables at the call: every layer writes them
+     * directly, so a failure puts these back */
+    lx_array **bsave = calloc(np + 1, sizeof *bsave);
+    if (st == LX_OK && (!ys || !args || !after || !given || !tvar || !bsave)) st = oom();
+    for (size_t p = 0; st == LX_OK && p < np; p++) {
+        const lx_value *v = &f.items[p].value;
+        if (v->kind == LX_V_VARIABLE && axis_for(sa, f.items[p].path, v->u.var) == NNX_AXIS_BROADCAST &&
+            lx_variable_get_value(v->u.var))
+            bsave[p] = lx_retain(lx_variable_get_value(v->u.var));
+    }
     size_t mark = lx_pool_open();
     bool bare = false;
     nnx_module *m = NULL;
@@ -343,22 +426,16 @@ static lx_status scan_impl(nnx_module *stacked, const char *method, const nnx_st
         result = lx_array_v(lx_retain(carry));
     } else if (st == LX_OK) {
         lx_value yv = lx_none();
-        if (L > 0 && ys[0].kind == LX_V_ARRAY) {
-            lx_array **xs = malloc(sizeof *xs * (size_t)L);
-            if (!xs) st = oom();
-            for (int64_t i = 0; st == LX_OK && i < L; i++) {
-                xs[i] = ys[i].kind == LX_V_ARRAY ? ys[i].u.array : NULL;
-                if (!xs[i]) st = lx_fail(LX_ERR_TYPE, "nnx.scan over %s: layer %lld returned no y", tname, (long long)i);
-            }
-            lx_array *y = st == LX_OK ? lx_stack((int)L, xs, 0) : NULL;
-            free(xs);
-            if (st == LX_OK && !y) st = lx_last_status();
-            if (st == LX_OK) yv = lx_array_v(y);
-        }
+        const lx_value **yp = malloc(sizeof *yp * (size_t)L);
+        if (!yp) st = oom();
+        for (int64_t i = 0; st == LX_OK && i < L; i++) yp[i] = &ys[i];
+        if (st == LX_OK) st = stack_ys(yp, L, tname, &yv);
+        free(yp);
         lx_tree *t = st == LX_OK ? lx_tree_new() : NULL;
         if (st == LX_OK && !t) st = oom();
         if (st == LX_OK) st = lx_tree_set(t, "0", lx_array_v(carry));
         if (st == LX_OK) st = lx_tree_set(t, "1", yv);
+        lx_value_free(&yv);
         if (st == LX_OK) result = lx_tree_v(t);
         else lx_tree_release(t);
     }
@@ -394,6 +471,13 @@ static lx_status scan_impl(nnx_module *stacked, const char *method, const nnx_st
         st = lx_variable_set_value(v->u.var, changed.items[p].value.u.array, true);
     }
     lx_flat_free(&changed);
+    for (size_t p = 0; bsave && p < np; p++) {
+        if (!bsave[p]) continue;
+        lx_variable *bv = f.items[p].value.u.var;
+        if (st != LX_OK && lx_variable_get_value(bv) != bsave[p]) lx_variable_set_value(bv, bsave[p], false);
+        lx_release(bsave[p]);
+    }
+    free(bsave);
     for (int64_t i = 0; ys && i < L; i++) lx_value_free(&ys[i]);
     free(ys);
     free(args);
@@ -421,6 +505,7 @@ lx_status nnx_scan_call(nnx_module *stacked, const char *method, const nnx_state
 
 lx_status nnx_scan_call_remat(nnx_module *stacked, const char *method, const nnx_state_axes *sa, const char *pname,
                               lx_remat_policy policy, const lx_call *call, lx_value *out) {
+    if (!out) return lx_null_out("nnx_scan_call_remat");
     if (policy != LX_REMAT_NOTHING_SAVEABLE && policy != LX_REMAT_DOTS_SAVEABLE)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.remat: unknown policy %d", (int)policy);
     return scan_impl(stacked, method, sa, pname, (int)policy, call, out);
