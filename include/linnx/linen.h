@@ -205,7 +205,8 @@ lx_status linen_init_with_output(const linen_module *m, linen_rngs rngs, const l
 /* apply(variables, *args, rngs=..., method=..., mutable=...): the same order as init, with the
  * variables first: module, what it is bound to (variables, rngs), the call, options, outputs.
  * *mutated is set (to a tree holding only the mutable collections) when the mutability is not
- * LINEN_MUTABLE_NONE, else to NULL. `mutated` may be NULL when immutable. (The name is in
+ * LINEN_MUTABLE_NONE, else to NULL. `mutated` may be NULL when immutable, and `out` when the
+ * output is not wanted (linen_init_with_output too). (The name is in
  * parentheses because compat.h keeps the old argument order, call before rngs, compiling.) */
 lx_status(linen_apply)(const linen_module *m, const lx_tree *variables, linen_rngs rngs, const lx_call *call,
                        const linen_opts *opts, lx_value *out, lx_tree **mutated);
