@@ -88,3 +88,12 @@ sflags=$(pkg-config --static --libs linnx | sed 's/-llinnx//')
     > "$tmp/static.log" 2>&1 || { echo "FAIL: static link with pkg-config --static"; grep -m5 "undefined" "$tmp/static.log"; exit 1; }
 "$tmp/app/app_pc_static" || { echo "FAIL: the static pkg-config program"; exit 1; }
 echo "pkg-config --static linnx: ok"
+
+# The installed headers also compile as C++ (their extern "C" blocks promise it; linen_opts's
+# `mutable` member is spelled mutable_ there).
+if command -v c++ > /dev/null 2>&1; then
+    printf '#include <linnx/linnx.h>\nint main() { linen_opts o = {}; return o.mutable_given; }\n' > "$tmp/app/cxx.cpp"
+    c++ -std=c++17 -fsyntax-only -I "$prefix/include" $(pkg-config --cflags linnx) "$tmp/app/cxx.cpp" \
+        || { echo "FAIL: linnx.h does not compile as C++"; exit 1; }
+    echo "C++: linnx.h compiles"
+fi

@@ -136,7 +136,8 @@ void linen_module_release(linen_module *m);
 const linen_type *linen_module_type(const linen_module *m);
 const void *linen_module_config(const linen_module *m);
 const char *linen_module_name(const linen_module *m); /* NULL when unnamed */
-/* A config field by name (m.features); LX_ERR_NOT_FOUND with Flax's AttributeError wording. */
+/* A config field by name (m.features); LX_ERR_NOT_FOUND with Flax's AttributeError wording.
+ * *out is borrowed from the module (valid while it lives; lx_value_dup it to keep it longer). */
 lx_status linen_module_attr(const linen_module *m, const char *name, lx_value *out);
 /* Flax's module.clone(**overrides): a new module with the same type, name and config, the
  * keyword overrides applied on top (an unknown name is LX_ERR_TYPE, Python's TypeError text;
@@ -188,7 +189,11 @@ bool linen_mutable_allows(const linen_mutable *m, const char *collection);
 typedef struct linen_opts {
     const char *method;        /* a method by name, or NULL */
     linen_method_fn method_fn; /* or a method by function (Flax's method=Module.fn) */
+#ifdef __cplusplus
+    linen_mutable mutable_; /* `mutable` is a C++ keyword: C++ code spells the member mutable_ */
+#else
     linen_mutable mutable;
+#endif
     bool mutable_given;
 } linen_opts;
 
