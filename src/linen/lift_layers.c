@@ -78,7 +78,9 @@ static char *cat3(const char *a, const char *b, const char *c) {
 
 lx_status linen_unstack_layers(const lx_tree *variables, const char *prefix, linen_var_axes axes,
                                const char *partition_name, lx_tree **out) {
-    if (!variables || !prefix || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "unstack: NULL argument");
+    if (!variables) return lx_fail(LX_ERR_INVALID_ARGUMENT, "unstack: variables is NULL");
+    if (!prefix) return lx_fail(LX_ERR_INVALID_ARGUMENT, "unstack: prefix is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "unstack: out is NULL");
     *out = NULL;
     lx_tree *t = lx_tree_copy(variables);
     if (!t) return oom();
@@ -162,7 +164,9 @@ static lx_status stack_leaf(const char *path, const lx_value *leaf, void *user, 
 
 lx_status linen_stack_layers(const lx_tree *variables, const char *prefix, linen_var_axes axes,
                              const char *partition_name, lx_tree **out) {
-    if (!variables || !prefix || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "stack: NULL argument");
+    if (!variables) return lx_fail(LX_ERR_INVALID_ARGUMENT, "stack: variables is NULL");
+    if (!prefix) return lx_fail(LX_ERR_INVALID_ARGUMENT, "stack: prefix is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "stack: out is NULL");
     *out = NULL;
     lx_tree *t = lx_tree_copy(variables);
     if (!t) return oom();
