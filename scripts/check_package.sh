@@ -21,6 +21,10 @@ cat > "$tmp/app/main.c" <<'C'
 #include <stdio.h>
 /* nnx.Linear(2, 3, rngs=nnx.Rngs(0)) applied to ones: a real call through the installed library. */
 int main(void) {
+    if (lx_version_number() != LINNX_VERSION_NUMBER) { /* headers and library from one install */
+        fprintf(stderr, "headers %s, library %s\n", LINNX_VERSION, lx_version());
+        return 1;
+    }
     nnx_rngs *rngs = NULL;
     nnx_linear *l = NULL;
     if (nnx_rngs_from_seed(0, &rngs) != LX_OK || nnx_linear_new(2, 3, rngs, &l) != LX_OK) {
@@ -74,3 +78,22 @@ flags=$(pkg-config --cflags --libs linnx)
 "$cc" -std=c11 "$tmp/app/main.c" $flags -o "$tmp/app/app_pc" || { echo "FAIL: building with pkg-config ($flags)"; exit 1; }
 LD_LIBRARY_PATH="$libdir" "$tmp/app/app_pc" || { echo "FAIL: the pkg-config program"; exit 1; }
 echo "pkg-config linnx: ok ($flags)"
+[ "$(pkg-config --modversion linnx)" = "$(sed -n 's/^#define LINNX_VERSION "\(.*\)"$/\1/p' "$prefix/include/linnx/version.h")" ] \
+    || { echo "FAIL: pkg-config --modversion differs from linnx/version.h"; exit 1; }
+
+# A static link through pkg-config --static: liblinnx.a and everything it needs (MPI included when
+# the library was built with it), nothing left undefined.
+sflags=$(pkg-config --static --libs linnx | sed 's/-llinnx//')
+"$cc" -std=c11 "$tmp/app/main.c" $(pkg-config --cflags linnx) "$libdir/liblinnx.a" $sflags -o "$tmp/app/app_pc_static" \
+    > "$tmp/static.log" 2>&1 || { echo "FAIL: static link with pkg-config --static"; grep -m5 "undefined" "$tmp/static.log"; exit 1; }
+"$tmp/app/app_pc_static" || { echo "FAIL: the static pkg-config program"; exit 1; }
+echo "pkg-config --static linnx: ok"
+
+# The installed headers also compile as C++ (their extern "C" blocks promise it; linen_opts's
+# `mutable` member is spelled mutable_ there).
+if command -v c++ > /dev/null 2>&1; then
+    printf '#include <linnx/linnx.h>\nint main() { linen_opts o = {}; return o.mutable_given; }\n' > "$tmp/app/cxx.cpp"
+    c++ -std=c++17 -fsyntax-only -I "$prefix/include" $(pkg-config --cflags linnx) "$tmp/app/cxx.cpp" \
+        || { echo "FAIL: linnx.h does not compile as C++"; exit 1; }
+    echo "C++: linnx.h compiles"
+fi

@@ -76,7 +76,7 @@ static void test_nnx_setup_and_array_methods(void) {
     CHECK_EQ_INT(nnx_call_method(m, &SCALE_METHODS[0], &LX_ARGS(x), &out), LX_OK);
     CHECK(out.kind == LX_V_ARRAY && lx_f32(out.u.array)[0] == 2.0f);
     lx_value_free(&out);
-    CHECK_FAILS(nnx_call_method(m, NULL, &LX_ARGS(x), &out), LX_ERR_INVALID_ARGUMENT, "NULL argument");
+    CHECK_FAILS(nnx_call_method(m, NULL, &LX_ARGS(x), &out), LX_ERR_INVALID_ARGUMENT, "nnx_call_method: method is NULL");
     /* nnx_return_array: a NULL result with nothing pending is reported as itself */
     lx_clear_error();
     CHECK_EQ_INT(nnx_return_array(&out, NULL), LX_ERR_FAILED_INPUT);

@@ -691,8 +691,8 @@ static void test_interceptor_paths_method_by_function(void) {
     CHECK_EQ_INT(log.n, 2);
     CHECK_STR(log.lines[0], "wi_0 dot_general activation,param");
     lx_interceptor_remove(h);
-    CHECK_FAILS(nnx_call_fn(mlp, NULL, &c, &y), LX_ERR_INVALID_ARGUMENT, "nnx_call_fn: NULL argument");
-    CHECK_FAILS(nnx_call_fn(NULL, mlp_call, &c, &y), LX_ERR_INVALID_ARGUMENT, "nnx_call_fn: NULL argument");
+    CHECK_FAILS(nnx_call_fn(mlp, NULL, &c, &y), LX_ERR_INVALID_ARGUMENT, "nnx_call_fn: fn is NULL");
+    CHECK_FAILS(nnx_call_fn(NULL, mlp_call, &c, &y), LX_ERR_INVALID_ARGUMENT, "nnx_call_fn: module is NULL");
     nnx_module_release(mlp);
     nnx_rngs_release(r);
     lx_tree_release(vars);

@@ -15,6 +15,9 @@
 #include "linnx/sampling.h"
 #include "linnx/optax.h"
 #include "linnx/train.h"
+#include "linnx/lift.h"
+#include "linnx/to_linen.h"
+#include "linnx/version.h"
 #include "lx_test.h"
 
 /* A failing op (reshape of a scalar to 2 elements): leaves a pending LX_ERR_SHAPE. */
@@ -581,9 +584,249 @@ static void test_null_out_pointers_core(void) {
     lx_clear_error();
 }
 
+/* The same rule for the module systems, the bridge and training (linen.h, nnx.h, bridge.h,
+ * to_linen.h, to_nnx.h, train.h): a NULL out-parameter is LX_ERR_INVALID_ARGUMENT naming it, never
+ * a crash (linen_return_array, bridge_to_linen_var, bridge_get_col_name and the two metadata_fns
+ * crashed; the others said only "NULL argument" or named another function). */
+static void test_null_out_pointers_modules(void) {
+    nnx_rngs *r = NULL;
+    nnx_linear *lin = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    CHECK_EQ_INT(nnx_linear_new(3, 2, r, &lin), LX_OK);
+    nnx_module *m = &lin->base;
+    lx_array *x = lx_array_full_f32(2, (int64_t[]){1, 3}, 1.0f);
+    linen_module *dense = NULL;
+    lx_tree *vars = NULL;
+    CHECK_EQ_INT(linen_module_new(&linen_Dense, &LX_CALL_KWARGS(LX_KW_INT("features", 2)), &dense), LX_OK);
+    CHECK_EQ_INT(linen_init(dense, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &vars), LX_OK);
+    lx_variable *v = NULL;
+    CHECK_EQ_INT(lx_variable_new(&lx_Param, x, &v), LX_OK);
+    /* linen.h, linen_layers.h */
+    const lx_call kw = LX_CALL_KWARGS(LX_KW_INT("features", 2));
+    NULL_OUT(linen_module_new(&linen_Dense, &kw, NULL), "linen_module_new: out is NULL");
+    NULL_OUT(linen_module_new_named(&linen_Dense, &kw, "d", NULL), "linen_module_new: out is NULL");
+    NULL_OUT(linen_module_attr(dense, "features", NULL), "linen_module_attr: out is NULL");
+    NULL_OUT(linen_module_clone(dense, NULL, NULL), "linen_module_clone: out is NULL");
+    NULL_OUT(linen_init(dense, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, NULL), "linen_init: variables is NULL");
+    NULL_OUT(linen_sequential_new(1, &dense, NULL), "linen_sequential_new: out is NULL");
+    NULL_OUT(linen_merge_param("deterministic", NULL, NULL, NULL), "merge_param: out is NULL");
+    NULL_OUT(linen_return_array(NULL, x), "linen_return_array: out is NULL");
+    NULL_OUT(linen_unstack_layers(vars, "layers", (linen_var_axes){0}, NULL, NULL), "linen_unstack_layers: out is NULL");
+    NULL_OUT(linen_stack_layers(vars, "layers", (linen_var_axes){0}, NULL, NULL), "linen_stack_layers: out is NULL");
+    /* nnx.h */
+    NULL_OUT(nnx_getattr(m, "in_features", NULL), "nnx_getattr: out is NULL");
+    NULL_OUT(nnx_call(m, NULL, &LX_ARGS(x), NULL), "nnx_call: out is NULL");
+    nnx_graphdef *g = NULL;
+    NULL_OUT(nnx_split(m, 0, NULL, &g, NULL), "split: states is NULL");
+    CHECK(g == NULL);
+    NULL_OUT(nnx_state(m, 0, NULL, NULL), "state: out is NULL");
+    nnx_module *stream = NULL;
+    CHECK_EQ_INT(nnx_rngs_fork_stream(r, "default", &stream), LX_OK);
+    NULL_OUT(nnx_rngs_stream_draw(stream, NULL), "RngStream: out is NULL");
+    NULL_OUT(nnx_state_flatten(vars, NULL), "state_flatten: out is NULL");
+    NULL_OUT(nnx_state_unflatten(&(lx_flat){0}, NULL), "state_unflatten: out is NULL");
+    NULL_OUT(nnx_state_fprint(NULL, vars, 3), "state_fprint: FILE is NULL");
+    lx_initializer zeros = lx_init_zeros();
+    NULL_OUT(nnx_param_new(&lx_Param, &zeros, lx_key_from_seed(0), LX_F32, 1, (const int64_t[]){2}, NULL, NULL),
+             "nnx_param_new: out is NULL");
+    NULL_OUT(nnx_initializer_metadata(&zeros, NULL), "nnx_initializer_metadata: out is NULL");
+    nnx_functional *fn = NULL;
+    const lx_call ctor = LX_CALL_ARGS(lx_int_v(3), lx_int_v(2));
+    NULL_OUT(nnx_functional_new(&nnx_Linear, &ctor, NULL), "functional: out is NULL");
+    CHECK_EQ_INT(nnx_functional_new(&nnx_Linear, &ctor, &fn), LX_OK);
+    NULL_OUT(nnx_functional_init(fn, r, NULL), "Functional.init: state is NULL");
+    lx_tree *st = NULL;
+    CHECK_EQ_INT(nnx_functional_init(fn, r, &st), LX_OK);
+    NULL_OUT(nnx_functional_apply(fn, 1, &st, NULL, &LX_ARGS(x), NULL, NULL), "Functional.apply: out is NULL");
+    /* bridge.h, to_linen.h */
+    NULL_OUT(bridge_to_linen_var(v, NULL), "to_linen_var: output is NULL");
+    NULL_OUT(bridge_metadata_to_linen_var(v, NULL, NULL), "to_linen_var: output is NULL");
+    NULL_OUT(bridge_metadata_to_logically_partitioned(v, NULL, NULL), "variable_to_logically_partitioned: output is NULL");
+    const lx_value none = lx_none();
+    NULL_OUT(bridge_to_nnx_var("params", &none, NULL), "to_nnx_var: output is NULL");
+    NULL_OUT(bridge_get_col_name("params/x", NULL, 8), "get_col_name: buf is NULL");
+    NULL_OUT(bridge_linen_vars_to_nnx_attrs(vars, NULL), "linen_vars_to_nnx_attrs: output is NULL");
+    NULL_OUT(bridge_nnx_attrs_to_linen_vars(vars, NULL), "nnx_attrs_to_linen_vars: output is NULL");
+    NULL_OUT(bridge_with_partitioning(1, (const char *const[]){"a"}, NULL, NULL), "with_partitioning: output is NULL");
+    /* train.h */
+    linen_train_state *ts = NULL;
+    CHECK_EQ_INT(linen_train_state_create(NULL, vars, optax_sgd(OPTAX_CONST(0.1), false, 0, false), &ts), LX_OK);
+    NULL_OUT(linen_train_state_dict(ts, NULL), "TrainState state dict: out is NULL");
+    nnx_filter wrt = NNX_OF_TYPE(&lx_Param);
+    nnx_optimizer *opt = NULL;
+    CHECK_EQ_INT(nnx_optimizer_new(m, optax_sgd(OPTAX_CONST(0.1), false, 0, false), &wrt, &opt), LX_OK);
+    NULL_OUT(nnx_optimizer_state(opt, NULL), "nnx.state(optimizer): out is NULL");
+    NULL_OUT(lx_batcher_init(NULL, 4, 2, false), "batcher: the batcher is NULL");
+    /* nothing was changed by the refused calls: the model still computes what it did */
+    lx_value y = lx_none();
+    CHECK_EQ_INT(nnx_call(m, NULL, &LX_ARGS(x), &y), LX_OK);
+    CHECK(y.kind == LX_V_ARRAY && y.u.array->shape[1] == 2);
+    lx_value_free(&y);
+    nnx_optimizer_free(opt);
+    linen_train_state_free(ts);
+    lx_tree_release(st);
+    nnx_functional_free(fn);
+    nnx_module_release(stream);
+    lx_variable_release(v);
+    lx_tree_release(vars);
+    linen_module_release(dense);
+    lx_release(x);
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+    lx_clear_error();
+}
+
+/* nnx.h: a list refuses an item from which the list is reachable (seq.layers.append(seq), or a
+ * module holding seq), as nnx_setattr does: counted references would make the cycle immortal. */
+static void test_list_append_refuses_cycle(void) {
+    nnx_rngs *r = NULL;
+    nnx_linear *lin = NULL, *holder = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    CHECK_EQ_INT(nnx_linear_new(3, 3, r, &lin), LX_OK);
+    CHECK_EQ_INT(nnx_linear_new(3, 3, r, &holder), LX_OK);
+    nnx_module *seq = NULL;
+    CHECK_EQ_INT(nnx_module_new(&nnx_Sequential, &LX_CALL_ARGS(nnx_module_v(&lin->base)), NULL, &seq), LX_OK);
+    nnx_sequential *sq = (nnx_sequential *)seq;
+    CHECK_FAILS(nnx_list_append(&sq->layers, nnx_module_v(seq)), LX_ERR_INVALID_ARGUMENT,
+                "nnx_list_append: a module cannot contain itself");
+    const lx_value sv = nnx_module_v(seq);
+    CHECK_EQ_INT(nnx_setattr(&holder->base, "parent", &sv), LX_OK);
+    CHECK_FAILS(nnx_list_append(&sq->layers, nnx_module_v(&holder->base)), LX_ERR_INVALID_ARGUMENT,
+                "a module cannot contain itself");
+    CHECK_EQ_INT(sq->layers.n, 1);
+    /* sharing is no cycle: the same layer twice is fine */
+    CHECK_EQ_INT(nnx_list_append(&sq->layers, nnx_module_v(&lin->base)), LX_OK);
+    CHECK_EQ_INT(sq->layers.n, 2);
+    nnx_module_release(&holder->base); /* frees seq's last outside reference too */
+    nnx_module_release(seq);
+    nnx_module_release(&lin->base);
+    nnx_rngs_release(r);
+}
+
+/* A printable picture of everything nnx_update may change: every Variable (value and metadata)
+ * by path, and the dynamic attribute names. */
+static void model_picture(nnx_module *m, char *buf, size_t cap) {
+    lx_tree *st = NULL;
+    size_t n = 0;
+    buf[0] = '\0';
+    if (nnx_state(m, 0, NULL, &st) != LX_OK) {
+        snprintf(buf, cap, "state failed: %s", lx_last_error());
+        return;
+    }
+    lx_flat f = {0};
+    if (lx_tree_flatten(st, &f) == LX_OK)
+        for (size_t i = 0; i < f.len && n < cap; i++) {
+            const lx_variable *v = f.items[i].value.u.var;
+            const float *d = lx_f32(lx_variable_get_value(v));
+            const lx_tree *md = lx_variable_metadata(v);
+            n += (size_t)snprintf(buf + n, cap - n, "%s %s %g %g md%zu", f.items[i].path, lx_variable_type(v)->name,
+                                  (double)d[0], (double)d[lx_variable_get_value(v)->size - 1], lx_tree_len(md));
+            for (size_t k = 0; k < lx_tree_len(md) && n < cap; k++) n += (size_t)snprintf(buf + n, cap - n, " %s", lx_tree_key(md, k));
+            if (n < cap) n += (size_t)snprintf(buf + n, cap - n, "\n");
+        }
+    for (int i = 0; i < nnx_attr_count(m) && n < cap; i++) n += (size_t)snprintf(buf + n, cap - n, "attr %s\n", nnx_attr_name(m, i));
+    lx_flat_free(&f);
+    lx_tree_release(st);
+}
+
+/* nnx.h nnx_update: "every path is checked before anything changes" holds for allocation failures
+ * too. The update below sets a value from a plain array, a value and metadata from a Variable,
+ * inserts a new attribute, a new nested attribute and entries of an existing tree attribute; every
+ * allocation it makes is failed in turn: each failing run leaves the model exactly as it was, and
+ * the first run without a failure gives the full update. */
+static void test_update_all_or_nothing(void) {
+    if (!lx_fault_available()) return;
+    char before[4096], after[4096], want[4096] = "";
+    int failing = 0, changed = 0;
+    for (int64_t n = 1; n < 1000; n++) {
+        nnx_rngs *r = NULL;
+        nnx_linear *lin = NULL;
+        CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+        CHECK_EQ_INT(nnx_linear_new(3, 2, r, &lin), LX_OK);
+        nnx_module *m = &lin->base;
+        lx_array *k7 = lx_array_full_f32(2, (int64_t[]){3, 2}, 7.0f), *b5 = lx_array_full_f32(1, (int64_t[]){2}, 5.0f);
+        lx_variable *kv = NULL, *ev = NULL, *old = NULL;
+        CHECK_EQ_INT(lx_variable_new_kw(&lx_Param, k7, 1, (const lx_kwarg[]){LX_KW_STR("note", "hi")}, &kv), LX_OK);
+        CHECK_EQ_INT(lx_variable_new(&lx_BatchStat, b5, &ev), LX_OK);
+        CHECK_EQ_INT(lx_variable_new(&lx_BatchStat, b5, &old), LX_OK);
+        lx_tree *stats = lx_tree_new();
+        CHECK_EQ_INT(lx_tree_set(stats, "a", lx_var_v(old)), LX_OK);
+        const lx_value sv = lx_tree_v(stats);
+        CHECK_EQ_INT(nnx_setattr(m, "stats", &sv), LX_OK);
+        lx_tree *up = lx_tree_new();
+        lx_tree_set(up, "kernel", lx_var_v(kv));
+        lx_tree_set(up, "bias", lx_array_v(b5));
+        lx_tree_set_path(up, "extra", lx_var_v(ev));
+        lx_tree_set_path(up, "sub/deep/x", lx_var_v(ev));
+        lx_tree_set_path(up, "stats/b", lx_var_v(ev));
+        lx_tree_set_path(up, "stats/c/d", lx_var_v(ev));
+        model_picture(m, before, sizeof before);
+        lx_fault_set(n, false);
+        lx_status s = nnx_update(m, 1, &up);
+        bool fired = lx_fault_fired();
+        lx_fault_set(-1, false);
+        model_picture(m, after, sizeof after);
+        if (s != LX_OK) {
+            failing++;
+            CHECK_EQ_INT(s, LX_ERR_NO_MEMORY);
+            if (strcmp(before, after) != 0) changed++;
+        } else {
+            snprintf(want, sizeof want, "%s", after);
+        }
+        lx_tree *all[] = {up, stats};
+        for (size_t i = 0; i < 2; i++) lx_tree_release(all[i]);
+        lx_variable_release(kv), lx_variable_release(ev), lx_variable_release(old);
+        lx_release(k7), lx_release(b5);
+        nnx_module_release(m);
+        nnx_rngs_release(r);
+        if (s == LX_OK && !fired) break;
+    }
+    CHECK(failing > 5);
+    CHECK_EQ_INT(changed, 0);
+    CHECK_STR(want, "bias Param 5 5 md0\nextra BatchStat 5 5 md0\nkernel Param 7 7 md1 note\nstats/a BatchStat 5 5 md0\n"
+                    "attr stats\nattr extra\nattr sub\n");
+    lx_clear_error();
+}
+
+/* linen_layers.h Conv: Flax refuses a bare int kernel_size (a TypeError at the call); linnx at
+ * construction, and now on clone(kernel_size=3) too, which used to give a 1-D kernel (3,). */
+static void test_conv_clone_int_kernel_size(void) {
+    linen_module *conv = NULL, *c2 = (linen_module *)1;
+    const lx_call kw = LX_CALL_KWARGS(LX_KW_INT("features", 4), LX_KW("kernel_size", lx_ints_v(2, (const int64_t[]){3, 3})));
+    CHECK_EQ_INT(linen_module_new(&linen_Conv, &kw, &conv), LX_OK);
+    const char *msg = "Expected Conv kernel_size to be a tuple/list of integers (eg.: [3, 3]) but got 3.";
+    CHECK_FAILS(linen_module_new(&linen_Conv, &LX_CALL_KWARGS(LX_KW_INT("features", 4), LX_KW_INT("kernel_size", 3)), &c2),
+                LX_ERR_TYPE, msg);
+    CHECK(c2 == NULL);
+    c2 = (linen_module *)1;
+    CHECK_FAILS(linen_module_clone(conv, &LX_CALL_KWARGS(LX_KW_INT("kernel_size", 3)), &c2), LX_ERR_TYPE, msg);
+    CHECK(c2 == NULL);
+    /* a tuple override and other fields are fine */
+    CHECK_EQ_INT(linen_module_clone(conv, &LX_CALL_KWARGS(LX_KW("kernel_size", lx_ints_v(1, (const int64_t[]){5}))), &c2), LX_OK);
+    const linen_conv_config *cc = linen_module_config(c2);
+    CHECK(cc->kernel_size.n == 1 && cc->kernel_size.v[0] == 5);
+    linen_module_release(c2);
+    linen_module_release(conv);
+}
+
+/* version.h: the headers' version macros agree with each other and with the loaded library. */
+static void test_version(void) {
+    char want[32];
+    snprintf(want, sizeof want, "%d.%d.%d", LINNX_VERSION_MAJOR, LINNX_VERSION_MINOR, LINNX_VERSION_PATCH);
+    CHECK_STR(LINNX_VERSION, want);
+    CHECK_STR(lx_version(), LINNX_VERSION);
+    CHECK_EQ_INT(lx_version_number(), LINNX_VERSION_NUMBER);
+    CHECK_EQ_INT(LINNX_VERSION_NUMBER, LINNX_VERSION_MAJOR * 1000000 + LINNX_VERSION_MINOR * 1000 + LINNX_VERSION_PATCH);
+}
+
 int main(void) {
     RUN(test_null_outputs_are_invalid);
     RUN(test_null_out_pointers_core);
+    RUN(test_null_out_pointers_modules);
+    RUN(test_list_append_refuses_cycle);
+    RUN(test_update_all_or_nothing);
+    RUN(test_conv_clone_int_kernel_size);
+    RUN(test_version);
     RUN(test_failed_inputs);
     RUN(test_optax_failure_keeps_inputs);
     RUN(test_train_state_null_tx);

@@ -672,7 +672,7 @@ static void test_with_partitioning(void) {
     CHECK_EQ_INT(nnx_initializer_metadata(&lnone, &got), LX_OK);
     CHECK(got && lx_tree_len(got) == 3 && lx_tree_get(got, "sharding_rules")->kind == LX_V_NONE);
     lx_tree_release(got);
-    CHECK_FAILS(nnx_initializer_metadata(NULL, &got), LX_ERR_INVALID_ARGUMENT, "NULL argument");
+    CHECK_FAILS(nnx_initializer_metadata(NULL, &got), LX_ERR_INVALID_ARGUMENT, "nnx_initializer_metadata: init is NULL");
     nnx_rngs_release(r);
 }
 

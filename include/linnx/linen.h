@@ -136,7 +136,8 @@ void linen_module_release(linen_module *m);
 const linen_type *linen_module_type(const linen_module *m);
 const void *linen_module_config(const linen_module *m);
 const char *linen_module_name(const linen_module *m); /* NULL when unnamed */
-/* A config field by name (m.features); LX_ERR_NOT_FOUND with Flax's AttributeError wording. */
+/* A config field by name (m.features); LX_ERR_NOT_FOUND with Flax's AttributeError wording.
+ * *out is borrowed from the module (valid while it lives; lx_value_dup it to keep it longer). */
 lx_status linen_module_attr(const linen_module *m, const char *name, lx_value *out);
 /* Flax's module.clone(**overrides): a new module with the same type, name and config, the
  * keyword overrides applied on top (an unknown name is LX_ERR_TYPE, Python's TypeError text;
@@ -188,7 +189,11 @@ bool linen_mutable_allows(const linen_mutable *m, const char *collection);
 typedef struct linen_opts {
     const char *method;        /* a method by name, or NULL */
     linen_method_fn method_fn; /* or a method by function (Flax's method=Module.fn) */
+#ifdef __cplusplus
+    linen_mutable mutable_; /* `mutable` is a C++ keyword: C++ code spells the member mutable_ */
+#else
     linen_mutable mutable;
+#endif
     bool mutable_given;
 } linen_opts;
 
@@ -205,7 +210,8 @@ lx_status linen_init_with_output(const linen_module *m, linen_rngs rngs, const l
 /* apply(variables, *args, rngs=..., method=..., mutable=...): the same order as init, with the
  * variables first: module, what it is bound to (variables, rngs), the call, options, outputs.
  * *mutated is set (to a tree holding only the mutable collections) when the mutability is not
- * LINEN_MUTABLE_NONE, else to NULL. `mutated` may be NULL when immutable. (The name is in
+ * LINEN_MUTABLE_NONE, else to NULL. `mutated` may be NULL when immutable, and `out` when the
+ * output is not wanted (linen_init_with_output too). (The name is in
  * parentheses because compat.h keeps the old argument order, call before rngs, compiling.) */
 lx_status(linen_apply)(const linen_module *m, const lx_tree *variables, linen_rngs rngs, const lx_call *call,
                        const linen_opts *opts, lx_value *out, lx_tree **mutated);

@@ -44,6 +44,7 @@
 #ifndef LINNX_H
 #define LINNX_H
 
+#include "linnx/version.h"
 #include "linnx/status.h"
 #include "linnx/array.h"
 #include "linnx/value.h"

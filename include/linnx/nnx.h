@@ -175,7 +175,7 @@ lx_status nnx_getattr(const nnx_module *m, const char *name, lx_value *out);
  * the wrong kind for a declared field, or a field fixed at construction, is LX_ERR_TYPE; a module
  * that would contain itself LX_ERR_INVALID_ARGUMENT: m itself, or a value from which m is
  * reachable at any depth (lin.parent = Sequential(lin)), since counted references would make the
- * cycle immortal. nnx_list_append does not check (a list does not know its module). */
+ * cycle immortal. nnx_list_append refuses the same (an item from which the list is reachable). */
 lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value);
 /* Delete a dynamic attribute: an unknown name is LX_ERR_NOT_FOUND (AttributeError), a field the
  * type declares LX_ERR_TYPE. */
@@ -249,7 +249,8 @@ bool nnx_filter_match(const nnx_filter *f, const char *path, const lx_variable *
 /* ---- the graph API ---- */
 typedef struct nnx_graphdef nnx_graphdef;
 /* split: states[i] gets the Variables matching filters[i] (first match wins); states[nfilters]
- * gets the rest. With nfilters == 0 there is one state holding everything. */
+ * gets the rest. With nfilters == 0 there is one state holding everything. `graphdef` may be
+ * NULL when only the states are wanted; `states` (nfilters + 1 entries) may not. */
 lx_status nnx_split(nnx_module *m, int nfilters, const nnx_filter *filters, nnx_graphdef **graphdef,
                     lx_tree **states);
 lx_status nnx_merge(const nnx_graphdef *graphdef, int nstates, lx_tree *const *states, nnx_module **out);
@@ -259,7 +260,11 @@ lx_status nnx_state(nnx_module *m, int nfilters, const nnx_filter *filters, lx_t
 /* In place: existing Variables take the new values (the Variable objects and their types stay);
  * a Variable leaf also brings its metadata, replacing the old (Flax's update_from_state), a plain
  * array leaf changes only the value. Unknown paths are inserted as dynamic attributes where the
- * node allows. Every path is checked before anything changes. */
+ * node allows. All or nothing: every path is resolved and everything the writes need is made
+ * before the first change, so a failure (a bad path, a wrong kind, out of memory) leaves the
+ * module exactly as it was. New entries of a tree held in a dynamic attribute go into a copy of
+ * its map structure that then replaces the attribute (a map shared with another holder does not
+ * see them). */
 lx_status nnx_update(nnx_module *m, int nstates, lx_tree *const *states);
 lx_status nnx_graphdef_of(nnx_module *m, nnx_graphdef **out);
 bool nnx_graphdef_equal(const nnx_graphdef *a, const nnx_graphdef *b);
@@ -336,7 +341,10 @@ lx_status nnx_module_fprint_state(FILE *f, nnx_module *m, int max_values);
 
 /* ---- lists (NNX_LIST fields) ---- */
 /* Append a Variable (retained), a module (retained: nnx_module_v(m)) or a static value (copied;
- * Sequential keeps plain functions this way). */
+ * Sequential keeps plain functions this way). A module from which the list is reachable (the
+ * list's own module, or one holding it at any depth: seq.layers.append(seq)) would make a
+ * reference cycle: LX_ERR_INVALID_ARGUMENT, the list unchanged. A list (an nnx_list value) or a
+ * tree is LX_ERR_TYPE. */
 lx_status nnx_list_append(nnx_list *l, lx_value item);
 void nnx_list_clear(nnx_list *l);
 

@@ -53,7 +53,8 @@ static lx_status tl_config_retain(void *p) {
 lx_status bridge_linen_rngs_dict(linen_scope *s, bool add_default, int cap, nnx_stream_spec *out, int *n) {
     if (!s) s = linen_current_scope();
     if (!s) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_rngs_dict() must be called inside a Linen module.");
-    if (!n || (cap > 0 && !out)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_rngs_dict: NULL argument");
+    if (!n) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_rngs_dict: n is NULL");
+    if (cap > 0 && !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_rngs_dict: out is NULL");
     const char *names[TL_MAX_STREAMS];
     int k = linen_rng_names(s, names, TL_MAX_STREAMS);
     if (k > TL_MAX_STREAMS) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_rngs_dict: more than %d rng streams", TL_MAX_STREAMS);

@@ -9,6 +9,8 @@
 bool bridge_is_vanilla_variable(const lx_variable *v) { return lx_variable_is_vanilla(v); }
 
 lx_status bridge_to_linen_var(const lx_variable *v, lx_value *out) {
+    if (!out) return lx_null_out("to_linen_var");
+    *out = lx_none();
     if (!v) return lx_null_input("to_linen_var: Variable is NULL");
     lx_array *value = lx_variable_get_value(v);
     const lx_tree *md = lx_variable_metadata(v);
@@ -32,6 +34,7 @@ lx_status bridge_to_linen_var(const lx_variable *v, lx_value *out) {
 }
 
 lx_status bridge_with_partitioning(int nnames, const char *const *names, const char *mesh, lx_tree **out) {
+    if (!out) return lx_null_out("with_partitioning");
     LX_TRY(nnx_sharding_metadata(nnames, names, mesh, out));
     lx_status s = lx_tree_set(*out, "linen_meta_type", lx_int_v(LX_BOX_PARTITIONED));
     if (s != LX_OK) {
@@ -48,6 +51,8 @@ lx_status bridge_metadata_to_linen_var(const lx_variable *v, void *user, lx_valu
 
 lx_status bridge_metadata_to_logically_partitioned(const lx_variable *v, void *user, lx_value *out) {
     (void)user;
+    if (!out) return lx_null_out("variable_to_logically_partitioned");
+    *out = lx_none();
     if (!v) return lx_null_input("variable_to_logically_partitioned: Variable is NULL");
     lx_array *value = lx_variable_get_value(v);
     const lx_value *names = lx_variable_meta_get(v, "out_sharding");
@@ -67,6 +72,8 @@ lx_status bridge_metadata_to_logically_partitioned(const lx_variable *v, void *u
 }
 
 lx_status bridge_to_nnx_var(const char *collection, const lx_value *leaf, lx_variable **out) {
+    if (!out) return lx_null_out("to_nnx_var");
+    *out = NULL;
     if (!leaf) return lx_null_input("to_nnx_var: leaf is NULL");
     const lx_vartype *vtype = NULL;
     LX_TRY(lx_variable_type_from_name(collection, NULL, true, &vtype));
@@ -104,6 +111,8 @@ lx_status bridge_to_nnx_var(const char *collection, const lx_value *leaf, lx_var
 }
 
 lx_status bridge_get_col_name(const char *path, char *buf, size_t cap) {
+    if (!buf) return lx_fail(LX_ERR_INVALID_ARGUMENT, "get_col_name: buf is NULL");
+    if (cap) buf[0] = '\0';
     if (!path || !*path) return lx_fail(LX_ERR_INVALID_ARGUMENT, "get_col_name: empty path");
     const char *slash = strchr(path, '/');
     size_t n = slash ? (size_t)(slash - path) : strlen(path);
@@ -131,6 +140,8 @@ static const char *path_tuple(const char *path, char *buf, size_t cap) {
 }
 
 lx_status bridge_linen_vars_to_nnx_attrs(const lx_tree *variables, lx_tree **attrs) {
+    if (!attrs) return lx_null_out("linen_vars_to_nnx_attrs");
+    *attrs = NULL;
     if (!variables) return lx_null_input("linen_vars_to_nnx_attrs: variables is NULL");
     lx_flat flat = {0};
     lx_status s = LX_OK;
@@ -174,6 +185,8 @@ lx_status bridge_linen_vars_to_nnx_attrs(const lx_tree *variables, lx_tree **att
 }
 
 lx_status bridge_nnx_attrs_to_linen_vars(const lx_tree *attrs, lx_tree **variables) {
+    if (!variables) return lx_null_out("nnx_attrs_to_linen_vars");
+    *variables = NULL;
     if (!attrs) return lx_null_input("nnx_attrs_to_linen_vars: attrs is NULL");
     lx_flat flat = {0}, out = {0};
     LX_TRY(lx_tree_flatten(attrs, &flat));

@@ -1,5 +1,6 @@
 /* Status codes and the thread-local last-error message. */
 #include "linnx/status.h"
+#include "linnx/version.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -146,3 +147,8 @@ void lx_warn(const char *fmt, ...) {
     va_end(ap);
     warn_fn(text, warn_user);
 }
+
+/* The version of the running library (linnx/version.h): the header's macros as they were when
+ * the library was built. */
+const char *lx_version(void) { return LINNX_VERSION; }
+int lx_version_number(void) { return LINNX_VERSION_NUMBER; }

@@ -53,5 +53,9 @@ const char *lx_leaf_str_(const lx_value *v, char *buf, size_t cap);
 lx_status lx_meta_check_(const char *who, const char *key, const lx_value *v, const char **canon);
 /* A validated, alias-normalised copy of a metadata map (NULL = empty); caller owns it. */
 lx_status lx_meta_copy_(const char *who, const lx_tree *md, lx_tree **out);
+/* Make `meta` (a map from lx_meta_copy_, taken) v's metadata and return the old map (the caller
+ * releases it). Never fails: what can fail (the copy) is done before, so a caller can change
+ * several Variables all or nothing (nnx_update). */
+lx_tree *lx_variable_swap_meta_(lx_variable *v, lx_tree *meta);
 
 #endif

@@ -358,6 +358,12 @@ lx_status lx_variable_meta_set(lx_variable *v, const char *key, lx_value value) 
     return lx_tree_set(v->meta, canon, value);
 }
 
+lx_tree *lx_variable_swap_meta_(lx_variable *v, lx_tree *meta) {
+    lx_tree *old = v->meta;
+    v->meta = meta;
+    return old;
+}
+
 lx_status lx_variable_meta_del(lx_variable *v, const char *key) {
     if (!v) return lx_null_input("variable_meta_del: Variable is NULL");
     const char *canon = meta_canon(key);

@@ -152,9 +152,10 @@ static lx_status run(const linen_module *m, const lx_tree *variables, linen_rngs
 
 lx_status linen_init_with_output(const linen_module *m, linen_rngs rngs, const lx_call *call,
                                  const linen_opts *opts, lx_value *out, lx_tree **variables) {
-    if (!m || !variables) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_init: NULL argument");
+    if (!variables) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_init: variables is NULL");
     *variables = NULL;
     if (out) *out = lx_none();
+    if (!m) return lx_null_input("linen_init: module is NULL");
     return run(m, NULL, rngs, call, opts, true, out, variables);
 }
 
@@ -166,9 +167,10 @@ lx_status linen_init(const linen_module *m, linen_rngs rngs, const lx_call *call
 /* (linen_apply): the parentheses keep compat.h's dispatching macro of the same name out. */
 lx_status(linen_apply)(const linen_module *m, const lx_tree *variables, linen_rngs rngs, const lx_call *call,
                        const linen_opts *opts, lx_value *out, lx_tree **mutated) {
-    if (!m || !variables) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_apply: NULL argument");
     if (out) *out = lx_none();
     if (mutated) *mutated = NULL;
+    if (!m) return lx_null_input("linen_apply: module is NULL");
+    if (!variables) return lx_null_input("linen_apply: variables is NULL");
     bool immutable = !opts || !opts->mutable_given || opts->mutable.kind == LINEN_MUTABLE_NONE;
     if (!immutable && !mutated)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_apply: `mutated` is NULL but collections are mutable");

@@ -170,14 +170,23 @@ static lx_status conv_call(linen_scope *s, const lx_call *c, lx_value *out) {
 /* Flax's _Conv refuses a bare int kernel_size (nn.Conv(16, 3)) with this TypeError, where the
  * field table would read it as (3,): a 1-D convolution over the wrong axes. Flax raises it at
  * the first call; linnx at construction, where the int is still visible (the config keeps a
- * tuple). A clone's kernel_size override is not checked. */
-static lx_status conv_bind(const linen_type *type, void *cfg, const lx_call *c) {
-    const lx_value *ks = lx_call_get(c, 1, "kernel_size");
+ * tuple). A clone's kernel_size override is checked the same way (linen_clone_check_). */
+static lx_status conv_kernel_size_check(const lx_value *ks) {
     if (ks && ks->kind == LX_V_INT)
         return lx_fail(LX_ERR_TYPE,
                        "Expected Conv kernel_size to be a tuple/list of integers (eg.: [3, 3]) but got %lld.",
                        (long long)ks->u.i);
+    return LX_OK;
+}
+
+static lx_status conv_bind(const linen_type *type, void *cfg, const lx_call *c) {
+    LX_TRY(conv_kernel_size_check(lx_call_get(c, 1, "kernel_size")));
     return lx_config_bind(type->config, type->nconfig, c, cfg, "Conv.__init__()");
+}
+
+lx_status linen_clone_check_(const linen_type *t, const lx_call *overrides) {
+    if (t && t->bind == conv_bind && overrides) return conv_kernel_size_check(lx_call_kwarg(overrides, "kernel_size"));
+    return LX_OK;
 }
 
 static const linen_method CONV_METHODS[] = {LINEN_METHOD("__call__", conv_call)};

@@ -98,6 +98,8 @@ const linen_type linen_Sequential = {
 };
 
 lx_status linen_sequential_new(int n, linen_module *const *layers, linen_module **out) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_sequential_new: out is NULL");
+    *out = NULL;
     if (n < 0 || (n > 0 && !layers)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_sequential_new: bad layers");
     if (n > LINEN_SEQUENTIAL_MAX) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Sequential: at most %d layers", LINEN_SEQUENTIAL_MAX);
     lx_value args[LINEN_SEQUENTIAL_MAX];

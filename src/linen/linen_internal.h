@@ -8,6 +8,7 @@
 #ifndef LINNX_LINEN_INTERNAL_H
 #define LINNX_LINEN_INTERNAL_H
 
+#include "../core/status_internal.h"
 #include "linnx/linen.h"
 #include "linnx/tree.h"
 
@@ -136,5 +137,9 @@ static inline const lx_value *linen_vars_walk(const lx_tree *vars, const char *c
     return v;
 }
 /* The Python rendering of a value's class: <class 'int'>. */
+
+/* Checks a layer makes on clone(**overrides) that its `bind` makes at construction (Conv's bare
+ * int kernel_size TypeError), where the field table alone would accept the value. */
+lx_status linen_clone_check_(const linen_type *t, const lx_call *overrides);
 
 #endif

@@ -70,7 +70,9 @@ static const char *owner_name(const linen_type *type, const char *suffix, char *
 
 lx_status linen_module_new_named(const linen_type *type, const lx_call *kwargs, const char *name,
                                  linen_module **out) {
-    if (!type || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_new: NULL argument");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_new: out is NULL");
+    *out = NULL;
+    if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_new: type is NULL");
     *out = NULL;
     /* Flax's implicit `name` field may come as a keyword: pull it out of the call. */
     lx_call call = kwargs ? *kwargs : LX_NO_CALL;
@@ -131,9 +133,12 @@ lx_status linen_module_new(const linen_type *type, const lx_call *kwargs, linen_
 }
 
 lx_status linen_module_clone(const linen_module *m, const lx_call *overrides, linen_module **out) {
-    if (!m || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_clone: NULL argument");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_clone: out is NULL");
+    *out = NULL;
+    if (!m) return lx_null_input("linen_module_clone: module is NULL");
     *out = NULL;
     const linen_type *t = m->type;
+    LX_TRY(linen_clone_check_(t, overrides));
     linen_module *c = NULL;
     LX_TRY(module_alloc(t, m->name, &c));
     /* The other bytes come as they are; the table copies its fields; config_retain takes the
@@ -177,7 +182,9 @@ const void *linen_module_config(const linen_module *m) { return m ? m->config : 
 const char *linen_module_name(const linen_module *m) { return m ? m->name : NULL; }
 
 lx_status linen_module_attr(const linen_module *m, const char *name, lx_value *out) {
-    if (!m || !name || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_attr: NULL argument");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_attr: out is NULL");
+    if (!m) return lx_null_input("linen_module_attr: module is NULL");
+    if (!name) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_attr: name is NULL");
     if (strcmp(name, "name") == 0) {
         *out = m->name ? lx_str_v(m->name) : lx_none();
         return LX_OK;
@@ -209,6 +216,7 @@ bool linen_mutable_allows(const linen_mutable *m, const char *collection) {
 
 lx_status linen_merge_param(const char *name, const lx_value *module_attr, const lx_value *call_arg,
                             bool *out) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "merge_param: out is NULL");
     bool has_attr = module_attr && module_attr->kind != LX_V_NONE;
     bool has_arg = call_arg && call_arg->kind != LX_V_NONE;
     if (has_attr && has_arg)
@@ -227,6 +235,7 @@ lx_status linen_merge_param(const char *name, const lx_value *module_attr, const
 }
 
 lx_status linen_return_array(lx_value *out, lx_array *y) {
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_return_array: out is NULL");
     if (!y) {
         return lx_error_pending() ? lx_last_status()
                                   : lx_fail(LX_ERR_FAILED_INPUT, "linen: a method produced no array");

@@ -402,7 +402,8 @@ const linen_mutable *linen_scope_mutable(const linen_scope *self) {
 
 /* ---- rngs ---- */
 lx_status linen_make_rng(linen_scope *self, const char *stream, lx_key *out) {
-    if (!self || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "make_rng: NULL argument");
+    if (!self) return lx_fail(LX_ERR_INVALID_ARGUMENT, "make_rng: scope is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "make_rng: out is NULL");
     if (self->is_function) return no_scope(self, "make_rng");
     if (!stream) stream = "params";
     linen_frame *f = self->frame;
@@ -443,8 +444,11 @@ lx_status linen_param(linen_scope *self, const char *name, const lx_initializer 
 lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_initializer *init,
                                lx_dtype dtype, int ndim, const int64_t *shape, int init_ndim,
                                const int64_t *init_shape, lx_array **out) {
-    if (!self || !init || !out || (ndim > 0 && !shape) || (init_ndim > 0 && !init_shape))
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "param: NULL argument");
+    if (!self) return lx_fail(LX_ERR_INVALID_ARGUMENT, "param: scope is NULL");
+    if (!init) return lx_fail(LX_ERR_INVALID_ARGUMENT, "param: init is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "param: out is NULL");
+    if ((ndim > 0 && !shape) || (init_ndim > 0 && !init_shape))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "param: shape is NULL");
     if (init_ndim < 0 || init_ndim > LX_MAX_DIMS)
         return lx_fail(LX_ERR_SHAPE, "param \"%s\": %d dimensions (at most %d)", name ? name : "?", init_ndim, LX_MAX_DIMS);
     *out = NULL;
@@ -502,7 +506,9 @@ lx_status linen_param_reshaped(linen_scope *self, const char *name, const lx_ini
 
 lx_status linen_param_custom(linen_scope *self, const char *name, linen_init_fn fn, void *user,
                              lx_value *out) {
-    if (!self || !fn || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "param: NULL argument");
+    if (!self) return lx_fail(LX_ERR_INVALID_ARGUMENT, "param: scope is NULL");
+    if (!fn) return lx_fail(LX_ERR_INVALID_ARGUMENT, "param: fn is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "param: out is NULL");
     *out = lx_none();
     if (self->is_function) return no_scope(self, "param");
     LX_TRY(check_var_name("parameter", name));
@@ -522,7 +528,9 @@ lx_status linen_param_custom(linen_scope *self, const char *name, linen_init_fn 
 
 lx_status linen_variable(linen_scope *self, const char *collection, const char *name,
                          linen_init_fn init_fn, void *user, lx_value *out) {
-    if (!self || !collection || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "variable: NULL argument");
+    if (!self) return lx_fail(LX_ERR_INVALID_ARGUMENT, "variable: scope is NULL");
+    if (!collection) return lx_fail(LX_ERR_INVALID_ARGUMENT, "variable: collection is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "variable: out is NULL");
     *out = lx_none();
     if (self->is_function) return no_scope(self, "variable");
     LX_TRY(check_var_name("variable", name));
@@ -552,8 +560,10 @@ lx_status linen_variable(linen_scope *self, const char *collection, const char *
 
 lx_status linen_get_variable(linen_scope *self, const char *collection, const char *name,
                              lx_value *out) {
-    if (!self || !collection || !name || !out)
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "get_variable: NULL argument");
+    if (!self) return lx_fail(LX_ERR_INVALID_ARGUMENT, "get_variable: scope is NULL");
+    if (!collection) return lx_fail(LX_ERR_INVALID_ARGUMENT, "get_variable: collection is NULL");
+    if (!name) return lx_fail(LX_ERR_INVALID_ARGUMENT, "get_variable: name is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "get_variable: out is NULL");
     *out = lx_none();
     if (self->is_function) return no_scope(self, "get_variable");
     const lx_value *v = find_var(self, collection, name);
@@ -570,7 +580,9 @@ bool linen_has_variable(const linen_scope *self, const char *collection, const c
 
 lx_status linen_put_variable(linen_scope *self, const char *collection, const char *name,
                              const lx_value *value) {
-    if (!self || !collection || !value) return lx_fail(LX_ERR_INVALID_ARGUMENT, "put_variable: NULL argument");
+    if (!self) return lx_fail(LX_ERR_INVALID_ARGUMENT, "put_variable: scope is NULL");
+    if (!collection) return lx_fail(LX_ERR_INVALID_ARGUMENT, "put_variable: collection is NULL");
+    if (!value) return lx_fail(LX_ERR_INVALID_ARGUMENT, "put_variable: value is NULL");
     if (self->is_function) return no_scope(self, "put_variable");
     LX_TRY(check_var_name("variable", name));
     LX_TRY(check_var_name("collection", collection));
@@ -602,7 +614,8 @@ lx_status linen_variable_set(linen_scope *self, const char *collection, const ch
 }
 
 lx_status linen_variables(const linen_scope *self, lx_tree **out) {
-    if (!self || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "variables: NULL argument");
+    if (!self) return lx_fail(LX_ERR_INVALID_ARGUMENT, "variables: scope is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "variables: out is NULL");
     *out = NULL;
     lx_tree *t = lx_tree_new();
     if (!t) return oom();
@@ -629,7 +642,7 @@ lx_status linen_sow(linen_scope *self, const char *collection, const char *name,
         if (!value) {
             return lx_error_pending() ? lx_last_status() : lx_fail(LX_ERR_FAILED_INPUT, "sow: value is NULL");
         }
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "sow: NULL argument");
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "sow: %s is NULL", !self ? "scope" : "name");
     }
     if (!collection) collection = "intermediates";
     if (!linen_is_mutable_collection(self, collection)) return LX_OK;
@@ -824,7 +837,9 @@ static lx_status bind_child(linen_scope *self, const linen_module *child, const 
 
 lx_status linen_call_child(linen_scope *self, const linen_module *child, const char *name,
                            const char *method, const lx_call *call, lx_value *out) {
-    if (!self || !child || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "call_child: NULL argument");
+    if (!self) return lx_fail(LX_ERR_INVALID_ARGUMENT, "call_child: scope is NULL");
+    if (!child) return lx_fail(LX_ERR_INVALID_ARGUMENT, "call_child: child is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "call_child: out is NULL");
     *out = lx_none();
     if (child->type->flags & LINEN_TYPE_FUNCTION) return call_function(self, child, method, call, out);
     if (self->is_function) return no_scope(self, "call_child");
@@ -846,7 +861,8 @@ lx_status linen_call_child(linen_scope *self, const linen_module *child, const c
 }
 
 lx_status linen_setup_child(linen_scope *self, const char *attr, const linen_module *child) {
-    if (!self || !child) return lx_fail(LX_ERR_INVALID_ARGUMENT, "setup_child: NULL argument");
+    if (!self) return lx_fail(LX_ERR_INVALID_ARGUMENT, "setup_child: scope is NULL");
+    if (!child) return lx_fail(LX_ERR_INVALID_ARGUMENT, "setup_child: child is NULL");
     LX_TRY(check_var_name("submodule", attr));
     if (!self->in_setup)
         return lx_fail(LX_ERR_INVALID_ARGUMENT,
@@ -868,7 +884,9 @@ lx_status linen_setup_child(linen_scope *self, const char *attr, const linen_mod
 }
 
 lx_status linen_get_attr_module(linen_scope *self, const char *attr, const linen_module **out) {
-    if (!self || !attr || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "get_attr_module: NULL argument");
+    if (!self) return lx_fail(LX_ERR_INVALID_ARGUMENT, "get_attr_module: scope is NULL");
+    if (!attr) return lx_fail(LX_ERR_INVALID_ARGUMENT, "get_attr_module: attr is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "get_attr_module: out is NULL");
     *out = NULL;
     LX_TRY(run_setup(self));
     for (int i = 0; i < self->nattrs; i++)
@@ -881,7 +899,7 @@ lx_status linen_get_attr_module(linen_scope *self, const char *attr, const linen
 
 lx_status linen_call_attr(linen_scope *self, const char *attr, const char *method,
                           const lx_call *call, lx_value *out) {
-    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "call_attr: NULL argument");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "call_attr: out is NULL");
     *out = lx_none();
     const linen_module *m = NULL;
     LX_TRY(linen_get_attr_module(self, attr, &m));

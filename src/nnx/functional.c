@@ -29,7 +29,8 @@ void nnx_functional_free(nnx_functional *f) {
 }
 
 lx_status nnx_functional_new(const nnx_type *type, const lx_call *call, nnx_functional **out) {
-    if (!out || !type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "functional: NULL argument");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "functional: out is NULL");
+    if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "functional: type is NULL");
     *out = NULL;
     lx_call none = LX_NO_CALL;
     if (!call) call = &none;
@@ -75,7 +76,8 @@ lx_status nnx_functional_new(const nnx_type *type, const lx_call *call, nnx_func
 }
 
 lx_status nnx_functional_init(nnx_functional *f, nnx_rngs *rngs, lx_tree **state) {
-    if (!f || !state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Functional.init: NULL argument");
+    if (!f) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Functional.init: functional is NULL");
+    if (!state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Functional.init: state is NULL");
     *state = NULL;
     nnx_module *m;
     LX_TRY(nnx_module_new(f->type, &f->call, rngs, &m));
@@ -90,7 +92,8 @@ lx_status nnx_functional_init(nnx_functional *f, nnx_rngs *rngs, lx_tree **state
 
 lx_status nnx_functional_apply(nnx_functional *f, int nstates, lx_tree *const *states, const char *method,
                                const lx_call *call, lx_value *out, lx_tree **new_state) {
-    if (!f || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Functional.apply: NULL argument");
+    if (!f) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Functional.apply: functional is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Functional.apply: out is NULL");
     *out = lx_none();
     if (new_state) *new_state = NULL;
     if (!f->graphdef) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Functional.apply: no graphdef; call init first");

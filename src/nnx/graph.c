@@ -285,8 +285,8 @@ static lx_status distribute(const lx_flat *vars, int nfilters, const nnx_filter 
 lx_status nnx_split(nnx_module *m, int nfilters, const nnx_filter *filters, nnx_graphdef **graphdef,
                     lx_tree **states) {
     LX_TRY(check_module(m, "split"));
-    if (!states || nfilters < 0 || (nfilters && !filters))
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "split: bad filter list or NULL states");
+    if (!states) return lx_fail(LX_ERR_INVALID_ARGUMENT, "split: states is NULL");
+    if (nfilters < 0 || (nfilters && !filters)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "split: bad filter list");
     if (graphdef) *graphdef = NULL;
     nnx_graphdef *g = NULL;
     lx_flat vars = {0};
@@ -303,8 +303,8 @@ lx_status nnx_split(nnx_module *m, int nfilters, const nnx_filter *filters, nnx_
 
 lx_status nnx_state(nnx_module *m, int nfilters, const nnx_filter *filters, lx_tree **state) {
     LX_TRY(check_module(m, "state"));
-    if (!state || nfilters < 0 || (nfilters && !filters))
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "state: bad filter list or NULL output");
+    if (!state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "state: out is NULL");
+    if (nfilters < 0 || (nfilters && !filters)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "state: bad filter list");
     *state = NULL;
     lx_flat vars = {0};
     LX_TRY(flatten_graph(m, NULL, &vars));
@@ -615,48 +615,98 @@ lx_status nnx_clone(nnx_module *m, nnx_module **out) {
 
 /* ------------------------------------------------------------------ update */
 
-/* Make v's metadata equal to `md` (same entries, same order). */
-static lx_status set_metadata(lx_variable *v, const lx_tree *md) {
-    while (lx_tree_len(lx_variable_metadata(v)))
-        LX_TRY(lx_variable_meta_del(v, lx_tree_key(lx_variable_metadata(v), 0)));
-    for (size_t i = 0; i < lx_tree_len(md); i++)
-        LX_TRY(lx_variable_meta_set(v, lx_tree_key(md, i), *lx_tree_at(md, i)));
+/* nnx_update is all or nothing. Every path is resolved and everything a write needs is made
+ * first, into a plan: the value to set (retained), a copy of a state Variable's metadata, the
+ * value of a new attribute and room for it in the module, a copy of a tree attribute with the
+ * new entries inserted. Only then is the model changed, by steps that cannot fail (pointer
+ * swaps), so an allocation failure anywhere leaves it exactly as it was. */
+typedef enum { UP_SET_VALUE, UP_FROM_STATE, UP_FILL_SLOT, UP_NEW_ATTR, UP_TREE_ATTR } up_kind;
+typedef struct up_op {
+    up_kind kind;
+    lx_variable *var;   /* SET_VALUE / FROM_STATE: the model's Variable; FILL_SLOT: the state's (retained) */
+    lx_array *value;    /* SET_VALUE / FROM_STATE: the new value (retained) */
+    lx_tree *meta;      /* FROM_STATE: the new metadata (owned); NULL when it is already equal */
+    lx_variable **slot; /* FILL_SLOT: a Variable field holding None */
+    nnx_module *m;      /* NEW_ATTR / TREE_ATTR: the module whose attribute changes */
+    char *name;         /* NEW_ATTR: the new attribute's name (owned) */
+    int ai;             /* TREE_ATTR: the index of the tree attribute */
+    lx_value v;         /* NEW_ATTR / TREE_ATTR: the attribute's new value (owned) */
+} up_op;
+typedef struct up_plan {
+    up_op *ops;
+    size_t n, cap;
+} up_plan;
+
+static lx_status plan_add(up_plan *p, up_op op, up_op **out) {
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 8;
+        up_op *o = realloc(p->ops, cap * sizeof *o);
+        if (!o) return lx_fail(LX_ERR_NO_MEMORY, "update: out of memory");
+        p->ops = o;
+        p->cap = cap;
+    }
+    p->ops[p->n] = op;
+    if (out) *out = &p->ops[p->n];
+    p->n++;
     return LX_OK;
 }
 
-/* Flax's Variable.update_from_state: the value and the metadata of the state's Variable (the
- * object and its type stay). If the metadata cannot be written (out of memory) the old value and
- * metadata are put back. */
-static lx_status update_from_state(lx_variable *dst, const lx_variable *src) {
-    if (lx_tree_equal(lx_variable_metadata(dst), lx_variable_metadata(src)))
-        return lx_variable_set_value(dst, lx_variable_get_value(src), false);
-    lx_tree *old_md = lx_tree_copy(lx_variable_metadata(dst));
-    if (!old_md) return lx_last_status();
-    lx_array *old_val = lx_retain(lx_variable_get_value(dst));
-    lx_status s = set_metadata(dst, lx_variable_metadata(src));
-    if (s == LX_OK) s = lx_variable_set_value(dst, lx_variable_get_value(src), false);
-    if (s != LX_OK) {
-        set_metadata(dst, old_md);
-        lx_variable_set_value(dst, old_val, false);
+static void plan_free(up_plan *p) {
+    for (size_t i = 0; i < p->n; i++) {
+        up_op *o = &p->ops[i];
+        if (o->kind == UP_FILL_SLOT) lx_variable_release(o->var);
+        lx_release(o->value);
+        lx_tree_release(o->meta);
+        free(o->name);
+        lx_value_free(&o->v);
     }
-    lx_release(old_val);
-    lx_tree_release(old_md);
-    return s;
+    free(p->ops);
 }
 
-/* Resolve `path` from the root and write `leaf` there (dry: only check it could be done).
- * Existing Variables take the new value (and, from a Variable, its metadata) in place; unknown
- * names become dynamic attributes. */
-static lx_status update_one(nnx_module *root, const char *path, const lx_value *leaf, bool dry) {
+static up_op *plan_find(up_plan *p, up_kind kind, const nnx_module *m, const char *name, int ai) {
+    for (size_t i = 0; i < p->n; i++) {
+        up_op *o = &p->ops[i];
+        if (o->kind == kind && o->m == m && (kind == UP_NEW_ATTR ? strcmp(o->name, name) == 0 : o->ai == ai)) return o;
+    }
+    return NULL;
+}
+
+/* The value to store for a new path: the leaf itself (last) or a new tree holding it at `rest`. */
+static lx_status new_attr_value(const lx_value *leaf, const char *rest, lx_value *out) {
+    *out = lx_none();
+    if (!rest) return lx_value_dup(leaf, out);
+    lx_tree *t = lx_tree_new();
+    if (!t) return lx_last_status();
+    lx_status s = lx_tree_set_path(t, rest, *leaf);
+    if (s != LX_OK) {
+        lx_tree_release(t);
+        return s;
+    }
+    *out = lx_tree_v(t); /* the reference made above moves to the plan */
+    return LX_OK;
+}
+
+/* Resolve `path` from the root and add what writing `leaf` there takes to the plan. Existing
+ * Variables take the new value (and, from a Variable, its metadata) in place; unknown names
+ * become dynamic attributes (inside a tree attribute: new entries of it). Earlier entries of the
+ * same update are seen: a path under a planned new attribute or tree goes into that plan. */
+static lx_status update_one(nnx_module *root, const char *path, const lx_value *leaf, up_plan *plan) {
     if (leaf->kind != LX_V_VARIABLE && leaf->kind != LX_V_ARRAY)
         return lx_fail(LX_ERR_TYPE, "update: the state value at '%s' is %s, not a Variable or an array",
                        path, lx_kind_name(leaf->kind));
     lx_array *newval = leaf->kind == LX_V_VARIABLE ? lx_variable_get_value(leaf->u.var) : leaf->u.array;
+    if (!newval) return lx_fail(LX_ERR_INVALID_ARGUMENT, "update: the state value at '%s' holds no array", path);
     char *copy = nnx_strdup(path);
     if (!copy) return lx_fail(LX_ERR_NO_MEMORY, "update: out of memory");
     lx_value node = nnx_module_v(root);
     lx_status s = LX_OK;
     char *comp = copy;
+    /* Inside a tree attribute: the module and attribute holding it, the path below it, and
+     * whether the walk is in the plan's own copy of it (where entries may be inserted now). */
+    nnx_module *tree_m = NULL;
+    int tree_ai = -1;
+    const char *tree_rel = NULL;
+    bool in_copy = false;
     for (;;) {
         char *slash = strchr(comp, '/');
         if (slash) *slash = '\0';
@@ -666,14 +716,12 @@ static lx_status update_one(nnx_module *root, const char *path, const lx_value *
         nnx_list *l = nnx_list_from_value(&node);
         lx_value next = lx_none();
         lx_variable **var_slot = NULL; /* a NULL Variable field that may take the leaf */
-        bool found = false;
         if (m) {
-            int fi;
-            const nnx_field *f = nnx_find_field(m->type, comp, &fi);
+            tree_m = NULL, tree_ai = -1, tree_rel = NULL, in_copy = false;
+            const nnx_field *f = nnx_find_field(m->type, comp, NULL);
             int ai = nnx_attrs_find(m, comp);
             if (f) {
                 void *p = nnx_field_ptr(m, f);
-                found = true;
                 if (f->kind == NNX_FIELD_VARIABLE) {
                     if (*(lx_variable **)p) next = lx_var_v(*(lx_variable **)p);
                     else var_slot = (lx_variable **)p;
@@ -688,35 +736,42 @@ static lx_status update_one(nnx_module *root, const char *path, const lx_value *
                     next = nnx_list_v((nnx_list *)p);
                 }
             } else if (ai >= 0) {
-                found = true;
                 next = m->attrs->values[ai];
+                if (next.kind == LX_V_TREE) {
+                    up_op *t = plan_find(plan, UP_TREE_ATTR, m, NULL, ai);
+                    if (t) next = t->v, in_copy = true;
+                    tree_m = m, tree_ai = ai, tree_rel = rest;
+                }
             } else if (m->type->config && lx_config_find(m->type->config, m->type->nconfig, comp)) {
                 s = lx_fail(LX_ERR_TYPE, "update: '%s' is a static attribute of %s, not state (at '%s')", comp,
                             m->type->name, path);
                 break;
-            }
-            if (!found) {
-                /* Insert: a Variable, or a tree of Variables for a longer path. */
+            } else {
+                /* A new attribute: a Variable, or a tree of Variables for a longer path. */
                 if (leaf->kind != LX_V_VARIABLE) {
                     s = lx_fail(LX_ERR_TYPE, "update: cannot insert a plain array at '%s'; wrap it in a Variable", path);
                     break;
                 }
-                if (!dry) {
-                    if (last) {
-                        s = nnx_attrs_put(m, comp, leaf);
-                    } else {
-                        lx_tree *t = lx_tree_new();
-                        s = t ? lx_tree_set_path(t, rest, *leaf) : lx_last_status();
-                        if (s == LX_OK) {
-                            lx_value tv = lx_tree_v(t);
-                            s = nnx_attrs_put(m, comp, &tv);
-                        }
-                        lx_tree_release(t);
-                    }
+                up_op *o = plan_find(plan, UP_NEW_ATTR, m, comp, 0);
+                if (o && !last && o->v.kind == LX_V_TREE) {
+                    s = lx_tree_set_path(o->v.u.tree, rest, *leaf);
+                } else if (o && !last) {
+                    s = lx_fail(LX_ERR_TYPE, "update: '%s' reaches past a leaf at '%s'", path, comp);
+                } else if (o) {
+                    lx_value nv;
+                    s = lx_value_dup(leaf, &nv);
+                    if (s == LX_OK) lx_value_free(&o->v), o->v = nv;
+                } else {
+                    up_op op = {.kind = UP_NEW_ATTR, .m = m, .v = lx_none()};
+                    op.name = nnx_strdup(comp);
+                    s = op.name ? new_attr_value(leaf, rest, &op.v) : lx_fail(LX_ERR_NO_MEMORY, "update: out of memory");
+                    if (s == LX_OK) s = plan_add(plan, op, NULL);
+                    if (s != LX_OK) free(op.name), lx_value_free(&op.v);
                 }
                 break;
             }
         } else if (l) {
+            tree_m = NULL, tree_ai = -1, tree_rel = NULL, in_copy = false;
             char *end;
             long i = strtol(comp, &end, 10);
             if (*comp == '\0' || *end != '\0' || i < 0 || i >= l->n) {
@@ -731,9 +786,19 @@ static lx_status update_one(nnx_module *root, const char *path, const lx_value *
                     s = lx_fail(LX_ERR_TYPE, "update: cannot insert a plain array at '%s'; wrap it in a Variable", path);
                     break;
                 }
-                if (!dry) {
+                if (in_copy) {
                     s = lx_tree_set_path(node.u.tree, last ? comp : path + (comp - copy), *leaf);
-                    nnx_graph_changed();
+                } else if (!tree_m) {
+                    s = lx_fail(LX_ERR_INTERNAL, "update: a tree outside a module attribute (at '%s')", path);
+                } else {
+                    /* The first insertion into this tree attribute: a copy of its map structure
+                     * (leaves shared) takes the entry, and replaces the attribute at the end. */
+                    up_op op = {.kind = UP_TREE_ATTR, .m = tree_m, .ai = tree_ai, .v = lx_none()};
+                    lx_tree *t = lx_tree_copy(tree_m->attrs->values[tree_ai].u.tree);
+                    s = t ? lx_tree_set_path(t, tree_rel, *leaf) : lx_last_status();
+                    if (t) op.v = lx_tree_v(t);
+                    if (s == LX_OK) s = plan_add(plan, op, NULL);
+                    if (s != LX_OK) lx_value_free(&op.v);
                 }
                 break;
             }
@@ -743,15 +808,25 @@ static lx_status update_one(nnx_module *root, const char *path, const lx_value *
             if (var_slot) {
                 if (leaf->kind != LX_V_VARIABLE) {
                     s = lx_fail(LX_ERR_TYPE, "update: '%s' is None; only a Variable can fill it", path);
-                } else if (!dry) {
-                    *var_slot = lx_variable_retain(leaf->u.var);
-                    nnx_graph_changed();
+                } else {
+                    up_op op = {.kind = UP_FILL_SLOT, .slot = var_slot, .var = lx_variable_retain(leaf->u.var), .v = lx_none()};
+                    s = plan_add(plan, op, NULL);
+                    if (s != LX_OK) lx_variable_release(op.var);
                 }
             } else if (next.kind == LX_V_VARIABLE) {
-                if (!dry && leaf->kind == LX_V_VARIABLE && next.u.var != leaf->u.var)
-                    s = update_from_state(next.u.var, leaf->u.var);
-                else if (!dry && leaf->kind != LX_V_VARIABLE)
-                    s = lx_variable_set_value(next.u.var, newval, false);
+                if (leaf->kind != LX_V_VARIABLE || next.u.var != leaf->u.var) {
+                    up_op op = {.kind = leaf->kind == LX_V_VARIABLE ? UP_FROM_STATE : UP_SET_VALUE, .var = next.u.var,
+                                .v = lx_none()};
+                    /* Flax's Variable.update_from_state: the state Variable's value and metadata */
+                    if (op.kind == UP_FROM_STATE &&
+                        !lx_tree_equal(lx_variable_metadata(next.u.var), lx_variable_metadata(leaf->u.var)))
+                        s = lx_meta_copy_(lx_variable_type(next.u.var)->name, lx_variable_metadata(leaf->u.var), &op.meta);
+                    if (s == LX_OK) {
+                        op.value = lx_retain(newval);
+                        s = plan_add(plan, op, NULL);
+                    }
+                    if (s != LX_OK) lx_release(op.value), lx_tree_release(op.meta);
+                }
             } else if (nnx_is_container(&next)) {
                 s = lx_fail(LX_ERR_TYPE, "update: '%s' is a node, not a Variable", path);
             } else {
@@ -772,6 +847,62 @@ static lx_status update_one(nnx_module *root, const char *path, const lx_value *
     return s;
 }
 
+/* Room for the planned new attributes of every module, made before anything changes. */
+static lx_status plan_reserve(up_plan *p) {
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->ops[i].kind != UP_NEW_ATTR) continue;
+        bool first = true;
+        int k = 0;
+        for (size_t j = 0; j < p->n; j++)
+            if (p->ops[j].kind == UP_NEW_ATTR && p->ops[j].m == p->ops[i].m) {
+                if (j < i) first = false;
+                k++;
+            }
+        if (first) LX_TRY(nnx_attrs_reserve(p->ops[i].m, k));
+    }
+    return LX_OK;
+}
+
+/* Carry the plan out: only steps that cannot fail. */
+static void plan_commit(up_plan *p) {
+    for (size_t i = 0; i < p->n; i++) {
+        up_op *o = &p->ops[i];
+        switch (o->kind) {
+        case UP_FROM_STATE:
+            if (o->meta) {
+                lx_tree_release(lx_variable_swap_meta_(o->var, o->meta));
+                o->meta = NULL;
+            }
+            /* fall through */
+        case UP_SET_VALUE:
+            lx_variable_set_value(o->var, o->value, false); /* a non-NULL array: cannot fail */
+            break;
+        case UP_FILL_SLOT:
+            lx_variable_release(*o->slot); /* NULL, or a fill planned earlier in this update */
+            *o->slot = o->var;
+            o->var = NULL;
+            nnx_graph_changed();
+            break;
+        case UP_NEW_ATTR: {
+            nnx_attrs *a = o->m->attrs; /* room reserved by plan_reserve */
+            a->names[a->n] = o->name;
+            a->values[a->n] = o->v;
+            a->n++;
+            o->name = NULL;
+            o->v = lx_none();
+            nnx_graph_changed();
+            break;
+        }
+        case UP_TREE_ATTR:
+            lx_value_free(&o->m->attrs->values[o->ai]);
+            o->m->attrs->values[o->ai] = o->v;
+            o->v = lx_none();
+            nnx_graph_changed();
+            break;
+        }
+    }
+}
+
 lx_status nnx_update(nnx_module *m, int nstates, lx_tree *const *states) {
     LX_TRY(check_module(m, "update"));
     if (nstates < 0 || (nstates && !states)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "update: bad state list");
@@ -780,29 +911,29 @@ lx_status nnx_update(nnx_module *m, int nstates, lx_tree *const *states) {
     for (int i = 0; i < nstates; i++)
         if (!states[i])
             return lx_null_input("update: state %d is NULL", i);
+    up_plan plan = {0};
     lx_status s = LX_OK;
-    /* Check every path first so a bad state changes nothing. */
-    for (int pass = 0; pass < 2 && s == LX_OK; pass++)
-        for (int i = 0; i < nstates && s == LX_OK; i++) {
-            if (!states[i]) continue;
-            lx_flat f = {0};
-            s = lx_tree_flatten(states[i], &f);
-            for (size_t j = 0; j < f.len && s == LX_OK; j++)
-                s = update_one(m, f.items[j].path, &f.items[j].value, pass == 0);
-            lx_flat_free(&f);
-        }
+    for (int i = 0; i < nstates && s == LX_OK; i++) {
+        lx_flat f = {0};
+        s = lx_tree_flatten(states[i], &f);
+        for (size_t j = 0; j < f.len && s == LX_OK; j++) s = update_one(m, f.items[j].path, &f.items[j].value, &plan);
+        lx_flat_free(&f);
+    }
+    if (s == LX_OK) s = plan_reserve(&plan);
+    if (s == LX_OK) plan_commit(&plan);
+    plan_free(&plan);
     return s;
 }
 
 /* ------------------------------------------------------------------ reachability */
 
-static lx_status reach_node(const lx_value *v, const nnx_module *target, nnx_ptrmap *seen, bool *found) {
+static lx_status reach_node(const lx_value *v, const void *target, nnx_ptrmap *seen, bool *found) {
     if (*found) return LX_OK;
-    if (nnx_module_from_value(v) == target) {
+    const void *id = nnx_identity(v);
+    if (id && id == target && nnx_is_container(v)) {
         *found = true;
         return LX_OK;
     }
-    const void *id = nnx_identity(v);
     if (!id || !nnx_is_container(v) || nnx_ptrmap_get(seen, id, NULL)) return LX_OK;
     LX_TRY(nnx_ptrmap_put(seen, id, 0));
     nnx_children ch;
@@ -824,6 +955,10 @@ static bool holds_module(const lx_value *v) {
 }
 
 lx_status nnx_reaches(const lx_value *from, const nnx_module *target, bool *found) {
+    return nnx_reaches_node(from, target, found);
+}
+
+lx_status nnx_reaches_node(const lx_value *from, const void *target, bool *found) {
     *found = false;
     if (!from || !target || !holds_module(from)) return LX_OK;
     nnx_ptrmap seen;
@@ -929,12 +1064,14 @@ lx_status nnx_merge_state(int nstates, lx_tree *const *states, lx_tree **out) {
 }
 
 lx_status nnx_state_flatten(const lx_tree *state, lx_flat *out) {
-    if (!state || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "state_flatten: NULL argument");
+    if (!state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "state_flatten: state is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "state_flatten: out is NULL");
     return lx_tree_flatten(state, out);
 }
 
 lx_status nnx_state_unflatten(const lx_flat *flat, lx_tree **out) {
-    if (!flat || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "state_unflatten: NULL argument");
+    if (!flat) return lx_fail(LX_ERR_INVALID_ARGUMENT, "state_unflatten: flat is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "state_unflatten: out is NULL");
     return lx_tree_unflatten(flat, out);
 }
 
@@ -958,7 +1095,8 @@ static void fprint_values(FILE *f, const lx_array *a, int max_values) {
 }
 
 lx_status nnx_state_fprint(FILE *f, const lx_tree *state, int max_values) {
-    if (!f || !state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "state_fprint: NULL argument");
+    if (!f) return lx_fail(LX_ERR_INVALID_ARGUMENT, "state_fprint: FILE is NULL");
+    if (!state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "state_fprint: state is NULL");
     lx_flat flat = {0};
     LX_TRY(lx_tree_flatten(state, &flat));
     for (size_t i = 0; i < flat.len; i++) {

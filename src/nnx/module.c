@@ -149,6 +149,13 @@ lx_status nnx_list_append(nnx_list *l, lx_value item) {
     if (nnx_list_from_value(&item) || item.kind == LX_V_TREE || (item.kind == LX_V_VARIABLE && !item.u.var))
         return lx_fail(LX_ERR_TYPE, "nnx_list_append: items are Variables, modules or static values, got %s",
                        lx_kind_name(item.kind));
+    /* A module from which this list is reachable holds the list's module: storing it would make a
+     * reference cycle (seq.layers.append(seq)), never freed (nnx_setattr's rule). */
+    bool cycle = false;
+    LX_TRY(nnx_reaches_node(&item, l, &cycle));
+    if (cycle)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "nnx_list_append: a module cannot contain itself (the item holds the module of this list)");
     lx_value *ni = realloc(l->items, (size_t)(l->n + 1) * sizeof *ni);
     if (!ni) return lx_fail(LX_ERR_NO_MEMORY, "nnx_list_append: out of memory");
     l->items = ni;
@@ -352,6 +359,25 @@ int nnx_attrs_find(const nnx_module *m, const char *name) {
     return -1;
 }
 
+lx_status nnx_attrs_reserve(nnx_module *m, int extra) {
+    if (!m->attrs) {
+        m->attrs = calloc(1, sizeof *m->attrs);
+        if (!m->attrs) return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory");
+    }
+    nnx_attrs *a = m->attrs;
+    if (a->n + extra <= a->cap) return LX_OK;
+    int ncap = a->cap ? a->cap : 8;
+    while (ncap < a->n + extra) ncap *= 2;
+    char **nn = realloc(a->names, (size_t)ncap * sizeof *nn);
+    if (!nn) return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory");
+    a->names = nn; /* a larger block for the same entries: nothing visible changes */
+    lx_value *nv = realloc(a->values, (size_t)ncap * sizeof *nv);
+    if (!nv) return lx_fail(LX_ERR_NO_MEMORY, "nnx: out of memory");
+    a->values = nv;
+    a->cap = ncap;
+    return LX_OK;
+}
+
 lx_status nnx_attrs_put(nnx_module *m, const char *name, const lx_value *value) {
     lx_value owned;
     LX_TRY(own_value(value, &owned));
@@ -392,7 +418,9 @@ static lx_status attr_error(const nnx_module *m, const char *name) {
 }
 
 lx_status nnx_getattr(const nnx_module *m, const char *name, lx_value *out) {
-    if (!m || !name || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_getattr: NULL argument");
+    if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_getattr: module is NULL");
+    if (!name) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_getattr: name is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_getattr: out is NULL");
     const nnx_field *f = nnx_find_field(m->type, name, NULL);
     if (f) {
         void *p = nnx_field_ptr(m, f);
@@ -456,7 +484,9 @@ static lx_status refuse_cycle(const lx_value *v, const nnx_module *m, const char
 }
 
 lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value) {
-    if (!m || !name || !value) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_setattr: NULL argument");
+    if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_setattr: module is NULL");
+    if (!name) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_setattr: name is NULL");
+    if (!value) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_setattr: value is NULL");
     if (!*name || strchr(name, '/'))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_setattr: invalid attribute name '%s'", name);
     LX_TRY(check_attr_value(name, value));
@@ -510,7 +540,8 @@ lx_status nnx_setattr(nnx_module *m, const char *name, const lx_value *value) {
 }
 
 lx_status nnx_delattr(nnx_module *m, const char *name) {
-    if (!m || !name) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_delattr: NULL argument");
+    if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_delattr: module is NULL");
+    if (!name) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_delattr: name is NULL");
     int i = nnx_attrs_find(m, name);
     if (i < 0) {
         if (nnx_find_field(m->type, name, NULL) ||
@@ -649,12 +680,15 @@ int nnx_frame_enter(nnx_module *m) { return nnx_frame_enter_(m); }
 void nnx_frame_leave(int entered) { nnx_frame_leave_(entered, !lx_error_pending()); }
 
 lx_status nnx_call(nnx_module *m, const char *method, const lx_call *call, lx_value *out) {
-    if (!m || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call: NULL argument");
+    if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call: module is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call: out is NULL");
     return call_framed(m, method, NULL, call, out);
 }
 
 lx_status nnx_call_fn(nnx_module *m, nnx_method_fn fn, const lx_call *call, lx_value *out) {
-    if (!m || !fn || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_fn: NULL argument");
+    if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_fn: module is NULL");
+    if (!fn) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_fn: fn is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_fn: out is NULL");
     return call_framed(m, NULL, fn, call, out);
 }
 
@@ -680,7 +714,9 @@ lx_status nnx_run_entry_(nnx_module *m, const nnx_method *f, const lx_call *call
 }
 
 lx_status nnx_call_method(nnx_module *m, const nnx_method *f, const lx_call *call, lx_value *out) {
-    if (!m || !f || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_method: NULL argument");
+    if (!m) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_method: module is NULL");
+    if (!f) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_method: method is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_method: out is NULL");
     lx_call none = LX_NO_CALL;
     LX_TRY(lx_frame_enter_(LX_FRAME_NNX, NULL, frame_name, m, holds_param));
     lx_status s = nnx_run_entry_(m, f, call ? call : &none, out);
@@ -729,7 +765,8 @@ lx_array *nnx_call_array(nnx_module *m, lx_array *x) {
 /* ------------------------------------------------------------------ parameters */
 
 lx_status nnx_initializer_metadata(const lx_initializer *init, lx_tree **out) {
-    if (!init || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_initializer_metadata: NULL argument");
+    if (!init) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_initializer_metadata: init is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_initializer_metadata: out is NULL");
     *out = NULL;
     lx_tree *md = lx_tree_new();
     if (!md) return lx_last_status();
@@ -781,7 +818,9 @@ static lx_status merged_metadata(const lx_tree *layer_md, const lx_initializer *
 lx_status nnx_param_new_reshaped(const lx_vartype *type, const lx_initializer *init, lx_key key, lx_dtype dtype,
                                  int ndim, const int64_t *shape, int init_ndim, const int64_t *init_shape,
                                  const lx_value *metadata, lx_variable **out) {
-    if (!out || !type || !init) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_param_new: NULL argument");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_param_new: out is NULL");
+    if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_param_new: type is NULL");
+    if (!init) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_param_new: init is NULL");
     *out = NULL;
     const lx_tree *md = NULL;
     if (metadata && metadata->kind == LX_V_TREE) md = metadata->u.tree;

@@ -47,6 +47,9 @@ void nnx_children_free(nnx_children *c);
  * lists and trees, at any depth)? Shared subgraphs are walked once. Storing such a value in
  * target would make a reference cycle, which counted references never free. */
 lx_status nnx_reaches(const lx_value *from, const nnx_module *target, bool *found);
+/* The same for any container node: a module or a list (a list lives inside its module, so a value
+ * reaching the list reaches the module that holds it). */
+lx_status nnx_reaches_node(const lx_value *from, const void *target, bool *found);
 
 /* Value views. */
 static inline lx_value nnx_list_v(nnx_list *l) { return lx_ptr_v(NNX_TAG_LIST, l); }
@@ -69,6 +72,8 @@ lx_status nnx_module_alloc(const nnx_type *type, nnx_module **out);
 
 /* Attributes. */
 int nnx_attrs_find(const nnx_module *m, const char *name);
+/* Make room for `extra` more dynamic attributes without adding any (LX_ERR_NO_MEMORY). */
+lx_status nnx_attrs_reserve(nnx_module *m, int extra);
 /* Put (dup'ed) a value under name, replacing an existing one in place. No validation. */
 lx_status nnx_attrs_put(nnx_module *m, const char *name, const lx_value *value);
 

@@ -145,7 +145,8 @@ static lx_status lookup(nnx_rngs *r, const char *name, nnx_module **out) {
 }
 
 lx_status nnx_rngs_stream_draw(nnx_module *stream, lx_key *out) {
-    if (!stream || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "RngStream: NULL argument");
+    if (!stream) return lx_fail(LX_ERR_INVALID_ARGUMENT, "RngStream: stream is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "RngStream: out is NULL");
     if (!is_stream(stream)) return lx_fail(LX_ERR_TYPE, "RngStream: a %s is not an RngStream", stream->type->name);
     nnx_rng_stream *s = (nnx_rng_stream *)stream;
     lx_key key;

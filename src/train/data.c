@@ -6,7 +6,7 @@
 #include "linnx/train.h"
 
 lx_status lx_batcher_init(lx_batcher *b, int64_t n, int64_t batch_size, bool keep_remainder) {
-    if (!b) return lx_fail(LX_ERR_INVALID_ARGUMENT, "batcher: NULL");
+    if (!b) return lx_fail(LX_ERR_INVALID_ARGUMENT, "batcher: the batcher is NULL");
     b->perm = NULL;
     if (n < 0 || n >= ((int64_t)1 << 31)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "batcher: %lld examples", (long long)n);
     if (batch_size <= 0)

@@ -123,7 +123,8 @@ const lx_tree *nnx_optimizer_opt_state(const nnx_optimizer *o) { return o ? o->o
 const optax_tx *nnx_optimizer_tx(const nnx_optimizer *o) { return o ? o->tx : NULL; }
 
 lx_status nnx_optimizer_state(const nnx_optimizer *o, lx_tree **out) {
-    if (!o || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.state(optimizer): NULL argument");
+    if (!o) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.state(optimizer): optimizer is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.state(optimizer): out is NULL");
     lx_tree *t = lx_tree_new();
     lx_status st = t ? lx_tree_set(t, "opt_state", lx_tree_v(o->opt_state)) : lx_last_status();
     if (st == LX_OK) st = lx_tree_set(t, "step", lx_var_v(o->step));
@@ -279,7 +280,8 @@ lx_status nnx_optimizer_update(nnx_optimizer *o, nnx_module *model, const lx_tre
 }
 
 lx_status nnx_optimizer_load_state(nnx_optimizer *o, const lx_tree *state) {
-    if (!o || !state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.update(optimizer): NULL argument");
+    if (!o) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.update(optimizer): optimizer is NULL");
+    if (!state) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx.update(optimizer): state is NULL");
     lx_tree *cur = NULL;
     LX_TRY(nnx_optimizer_state(o, &cur));
     write_plan plan = {0};

@@ -127,7 +127,8 @@ void linen_train_state_free(linen_train_state *s) {
 }
 
 lx_status linen_train_state_dict(const linen_train_state *s, lx_tree **out) {
-    if (!s || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "TrainState state dict: NULL argument");
+    if (!s) return lx_fail(LX_ERR_INVALID_ARGUMENT, "TrainState state dict: state is NULL");
+    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "TrainState state dict: out is NULL");
     lx_tree *t = lx_tree_new();
     lx_status st = t ? lx_tree_set(t, "step", lx_int_v(s->step)) : lx_last_status();
     if (st == LX_OK) st = lx_tree_set(t, "params", lx_tree_v(s->params));
