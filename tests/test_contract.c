@@ -611,8 +611,8 @@ static void test_null_out_pointers_modules(void) {
     NULL_OUT(linen_sequential_new(1, &dense, NULL), "linen_sequential_new: out is NULL");
     NULL_OUT(linen_merge_param("deterministic", NULL, NULL, NULL), "merge_param: out is NULL");
     NULL_OUT(linen_return_array(NULL, x), "linen_return_array: out is NULL");
-    NULL_OUT(linen_unstack_layers(vars, "layers", (linen_var_axes){0}, NULL, NULL), "linen_unstack_layers: out is NULL");
-    NULL_OUT(linen_stack_layers(vars, "layers", (linen_var_axes){0}, NULL, NULL), "linen_stack_layers: out is NULL");
+    NULL_OUT(linen_unstack_layers(vars, "layers", (linen_var_axes){0}, NULL, NULL), "linen_unstack_layers: output is NULL");
+    NULL_OUT(linen_stack_layers(vars, "layers", (linen_var_axes){0}, NULL, NULL), "linen_stack_layers: output is NULL");
     /* nnx.h */
     NULL_OUT(nnx_getattr(m, "in_features", NULL), "nnx_getattr: out is NULL");
     NULL_OUT(nnx_call(m, NULL, &LX_ARGS(x), NULL), "nnx_call: out is NULL");
