@@ -104,7 +104,10 @@ lx_status lx_i8_conv_im2col(int nd, const int64_t *x_shape, const int8_t *x, con
 
 /* ---- symmetric quantization ---- */
 /* Per row of x (rows, cols) float32: scale[r] = max|x[r, :]| / 127 (1 when the row is all zeros),
- * q = clamp(round_half_even(x / scale), -127, 127). */
+ * q = clamp(round_half_even(x / scale), -127, 127). A row holding a NaN gets scale NaN and q 0
+ * (the max propagates a NaN, as jnp.max does), so q * scale is NaN, never a plausible number;
+ * an infinite value gives scale inf and q * scale NaN. The same holds for every scale the
+ * quantization sessions and PTQ compute (per channel, per tile, per tensor). */
 void lx_quantize_rows_i8(int64_t rows, int64_t cols, const float *x, int8_t *q, float *scale);
 /* The same with one scale per `tile` consecutive columns of a row: scale[r * ntiles + t],
  * ntiles = ceil(cols / tile). tile >= 1. */
@@ -118,13 +121,15 @@ typedef struct lx_qt_rule {
     const char *act_qtype;    /* "int8" or NULL (activations stay float) */
     int64_t tile_size;        /* 0: one scale per output channel; > 0: per tile of the contraction */
     bool act_static_scale;    /* activations use a calibrated scale (quant_stats, then the PTQ
-                               * tree's `<op>_lhs_scale`) instead of the per-call max */
+                               * tree's `<op>_lhs_scale`) instead of the per-call max; needs
+                               * act_qtype (Qwix: "Invalid rule") */
 } lx_qt_rule;
 
 typedef struct lx_qt_rules lx_qt_rules;
 /* Compile `n` rules (copied). A regex that does not compile is LX_ERR_INVALID_ARGUMENT naming the
  * rule and regerror's text; a qtype other than "int8" (or NULL) is LX_ERR_UNSUPPORTED; a negative
- * tile size is LX_ERR_INVALID_ARGUMENT. *out untouched on failure. */
+ * tile size, act_static_scale without act_qtype and n < 0 are LX_ERR_INVALID_ARGUMENT. *out
+ * untouched on failure. */
 lx_status lx_qt_rules_compile(const lx_qt_rule *rules, int n, lx_qt_rules **out);
 void lx_qt_rules_free(lx_qt_rules *r);
 int lx_qt_rules_count(const lx_qt_rules *r);

@@ -77,7 +77,7 @@ static lx_array *static_scale_array(int ndim, float am) {
         lx_fail(LX_ERR_NO_MEMORY, "quantize: out of memory");
         return NULL;
     }
-    lx_f32(a)[0] = am > 0 ? am / 127.0f : 1.0f;
+    lx_f32(a)[0] = lx_qt_scale_of(am);
     return a;
 }
 

@@ -85,10 +85,10 @@ static void no_op(const lx_intercept_event *ev, void *user) {
 
 /* ------------------------------------------------------------------ quantize / dequantize */
 
-static inline float q8f(float v, float inv) {
-    float r = nearbyintf(v * inv); /* round half to even in the default rounding mode */
-    return r > 127.f ? 127.f : r < -127.f ? -127.f : r;
-}
+static inline float q8f(float v, float inv) { return lx_qt_round_clamp(v, inv); }
+
+/* A static activation scale is in force: > 0, or NaN (statistics that saw a NaN); 0 is "none". */
+static inline bool has_static(float s) { return s > 0 || s != s; }
 
 /* For element coordinates of x, the flat index of its scale (scale shape `ss`, each scale axis
  * covering `cover[d]` entries of x's axis). */
@@ -126,8 +126,8 @@ lx_status lx_qt_quantize_axes(const lx_array *x, const bool *reduce, int64_t til
     }
     float *mx = lx_f32(sa); /* zero-filled: the max first, the scale after */
     const float *xd = lx_f32(x);
-    FOR_SCALED(x, ss, cover, mx[c] = fmaxf(mx[c], fabsf(xd[i])));
-    for (int64_t c = 0; c < sa->size; c++) mx[c] = mx[c] > 0 ? mx[c] / 127.0f : 1.0f;
+    FOR_SCALED(x, ss, cover, mx[c] = lx_qt_absmax_step(mx[c], xd[i]));
+    for (int64_t c = 0; c < sa->size; c++) mx[c] = lx_qt_scale_of(mx[c]);
     int8_t *qd = lx_i8(qa);
     FOR_SCALED(x, ss, cover, qd[i] = (int8_t)q8f(xd[i], 1.0f / mx[c]));
     *q = qa, *scale = sa;
@@ -306,7 +306,7 @@ static bool scratch(void **p, size_t *cap, size_t need) {
  * (then *sa is set). */
 static lx_status quantize_act(lx_qt_session *s, const lx_array *x, float *sa) {
     if (!scratch((void **)&s->qa, &s->qa_cap, (size_t)x->size)) return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
-    if (*sa > 0) {
+    if (has_static(*sa)) {
         const float *xd = lx_f32(x);
         float inv = 1.0f / *sa;
         for (int64_t i = 0; i < x->size; i++) s->qa[i] = (int8_t)q8f(xd[i], inv);
@@ -467,7 +467,7 @@ static float static_scale_at(const lx_qt_session *s, const char *path, const cha
 static float absmax(const lx_array *x) {
     float m = 0;
     const float *d = lx_f32(x);
-    for (int64_t i = 0; i < x->size; i++) m = fmaxf(m, fabsf(d[i]));
+    for (int64_t i = 0; i < x->size; i++) m = lx_qt_absmax_step(m, d[i]);
     return m;
 }
 
@@ -511,7 +511,7 @@ static float stats_scale(const lx_tree *stats, const char *path, const char *op,
     lx_array *c = lx_value_leaf_array(lx_tree_find(stats, kc)), *sm = lx_value_leaf_array(lx_tree_find(stats, ks));
     if (!c || !sm || c->size != 1 || sm->size != 1 || lx_is_abstract(c) || lx_is_abstract(sm)) return 0;
     double count = lx_array_get(c, 0), am = count > 0 ? lx_array_get(sm, 0) / count : 0;
-    return count > 0 ? (am > 0 ? (float)am / 127.0f : 1.0f) : 0;
+    return count > 0 ? lx_qt_scale_of((float)am) : 0;
 }
 
 static void plan_seen(lx_qt_plan *p, const char *path, const char *op) {
@@ -617,7 +617,7 @@ static lx_status quantize_operands(lx_qt_session *s, lx_prim_id id, const void *
             fq = fake_quant(in[i], reduce, tile, tax);
         } else if (!wt[i] && act_q) {
             for (int d = 0; d < LX_MAX_DIMS; d++) reduce[d] = true;
-            fq = sa[i] > 0 ? fake_quant_static(in[i], sa[i]) : fake_quant(in[i], reduce, 0, 0);
+            fq = has_static(sa[i]) ? fake_quant_static(in[i], sa[i]) : fake_quant(in[i], reduce, 0, 0);
         } else {
             continue;
         }
