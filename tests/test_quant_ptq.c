@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "lx_test.h"
+#include "linnx/fault.h"
 #include "linnx/quant.h"
 
 static float xdat[2 * 4] = {0.3f, -1.2f, 0.05f, 0.9f, -0.7f, 0.11f, 0.42f, -0.33f};
@@ -673,7 +674,99 @@ static void test_static_scales_two_activations(void) {
     linen_module_release(m);
 }
 
+
+/* ---- all or nothing under allocation failure (review finding Q1): nnx_update applies path by
+ * path, so an allocation failing half way used to leave new kernel_scale / *_lhs_scale
+ * attributes (and int8 kernels) in the module, which the next quantize refused as "quantizing
+ * twice". Every allocation of lx_qt_quantize_nnx and of the statistics store is failed in turn:
+ * each failure leaves the state exactly as it was (same leaves, same arrays). ---- */
+typedef struct {
+    nnx_module base;
+    nnx_module *a, *b;
+} two_lin;
+static lx_status two_lin_init(nnx_module *m, const lx_call *c, nnx_rngs *r) {
+    (void)c;
+    LX_TRY(nnx_linear_new(4, 4, r, (nnx_linear **)&((two_lin *)m)->a));
+    return nnx_linear_new(4, 3, r, (nnx_linear **)&((two_lin *)m)->b);
+}
+static lx_status two_lin_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    return linen_return_array(out, nnx_call_array(((two_lin *)m)->b, nnx_call_array(((two_lin *)m)->a, x)));
+}
+static const nnx_field TWO_LIN_FIELDS[] = {NNX_CHILD(two_lin, a), NNX_CHILD(two_lin, b)};
+static const nnx_method TWO_LIN_METHODS[] = {{"__call__", two_lin_call}};
+static const nnx_type NNX_TWO_LIN = {.name = "TwoLin", .size = sizeof(two_lin), .fields = TWO_LIN_FIELDS,
+                                     .nfields = 2, .methods = TWO_LIN_METHODS, .nmethods = 1, .init = two_lin_init};
+
+/* The module's state as (path, array) pairs; *n leaves. */
+static lx_flat state_of(nnx_module *m) {
+    lx_tree *t = NULL;
+    lx_flat f = {0};
+    CHECK_EQ_INT(nnx_state(m, 0, NULL, &t), LX_OK);
+    if (t) CHECK_EQ_INT(lx_tree_flatten(t, &f), LX_OK);
+    lx_tree_release(t);
+    return f;
+}
+static bool same_state(const lx_flat *a, const lx_flat *b) {
+    if (a->len != b->len) return false;
+    for (size_t i = 0; i < a->len; i++)
+        if (strcmp(a->items[i].path, b->items[i].path) != 0 ||
+            lx_value_leaf_array(&a->items[i].value) != lx_value_leaf_array(&b->items[i].value))
+            return false;
+    return true;
+}
+
+static void test_nnx_all_or_nothing(void) {
+    if (!lx_fault_available()) return;
+    lx_array *x = lx_autorelease(lx_array_from_f32(2, (int64_t[]){2, 4}, xdat));
+    lx_call c = LX_ARGS(x);
+    lx_qt_rule rules[] = {{.module_path = ".*", .weight_qtype = "int8", .act_qtype = "int8", .act_static_scale = true}};
+    lx_qt_rules *rs = compile(rules, 1);
+    for (int what = 0; what < 2; what++) { /* 0: lx_qt_quantize_nnx, 1: lx_qt_stats_store_nnx */
+        int failed = 0, changed = 0;
+        bool done = false;
+        for (int64_t n = 1; n < 5000 && !done; n++) {
+            nnx_rngs *r = NULL;
+            CHECK_EQ_INT(nnx_rngs_from_seed(1, &r), LX_OK);
+            nnx_module *m = NULL;
+            CHECK_EQ_INT(nnx_module_new(&NNX_TWO_LIN, NULL, r, &m), LX_OK);
+            lx_tree *stats = lx_tree_new();
+            lx_qt_session *s = NULL;
+            CHECK_EQ_INT(lx_qt_calibrate_begin(rs, stats, &s), LX_OK);
+            CHECK(nnx_call_array(m, x) != NULL);
+            lx_qt_end(s);
+            if (what == 0) CHECK_EQ_INT(lx_qt_stats_store_nnx(m, stats), LX_OK);
+            lx_flat before = state_of(m);
+            lx_fault_set(n, false);
+            lx_status st = what == 0 ? lx_qt_quantize_nnx(rs, m, &c, NULL) : lx_qt_stats_store_nnx(m, stats);
+            done = !lx_fault_fired();
+            lx_fault_set(-1, false);
+            lx_flat after = state_of(m);
+            if (st != LX_OK) {
+                failed++;
+                if (!same_state(&before, &after)) {
+                    changed++;
+                    LX_TEST_REPORT_(false, "%s: allocation %lld failed (%s) and the state changed: %zu -> %zu leaves",
+                                    what == 0 ? "quantize_nnx" : "stats_store_nnx", (long long)n, lx_last_error(),
+                                    before.len, after.len);
+                }
+            } else if (what == 0) {
+                CHECK_EQ_INT(lx_variable_get_value(((nnx_linear *)((two_lin *)m)->a)->kernel)->dtype, LX_I8);
+            }
+            lx_clear_error();
+            lx_flat_free(&before), lx_flat_free(&after);
+            lx_tree_release(stats);
+            nnx_module_release(m);
+            nnx_rngs_release(r);
+        }
+        CHECK(done && failed > 0 && changed == 0);
+    }
+    lx_qt_rules_free(rs);
+}
+
 int main(void) {
+    RUN(test_nnx_all_or_nothing);
     RUN(test_static_scales_two_activations);
     RUN(test_linen_ptq_and_checkpoint);
     RUN(test_nnx_ptq);
