@@ -765,7 +765,61 @@ static void test_nnx_all_or_nothing(void) {
     lx_qt_rules_free(rs);
 }
 
+/* ---- a weight a lookup also reads (review finding Q3): a tied embedding, e(tokens) then
+ * e.attend(h). Stored as int8 the lookup gathered int8 rows and the PTQ model failed
+ * ("dot_general: expected float32 operands, got int8"); the table now stays float32 with a
+ * warning, and the PTQ session quantizes attend's use on the fly: outputs equal the on-the-fly
+ * int8 session's. ---- */
+typedef struct {
+    nnx_module base;
+    nnx_module *e;
+} tied_mod;
+static lx_status tied_init(nnx_module *m, const lx_call *c, nnx_rngs *r) {
+    (void)c;
+    lx_call k = LX_CALL_KWARGS(LX_KW_INT("num_embeddings", 5), LX_KW_INT("features", 4));
+    return nnx_module_new(&nnx_Embed, &k, r, &((tied_mod *)m)->e);
+}
+static lx_status tied_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    nnx_embed *e = (nnx_embed *)((tied_mod *)m)->e;
+    return linen_return_array(out, nnx_embed_attend(e, nnx_embed_forward(e, x)));
+}
+static const nnx_field TIED_FIELDS[] = {NNX_CHILD(tied_mod, e)};
+static const nnx_method TIED_METHODS[] = {{"__call__", tied_call}};
+static const nnx_type NNX_TIED = {.name = "Tied", .size = sizeof(tied_mod), .fields = TIED_FIELDS, .nfields = 1,
+                                  .methods = TIED_METHODS, .nmethods = 1, .init = tied_init};
+
+static void test_tied_embedding(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(1, &r), LX_OK);
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(nnx_module_new(&NNX_TIED, NULL, r, &m), LX_OK);
+    lx_array *tok = lx_autorelease(lx_array_from_data(LX_I32, 2, (int64_t[]){1, 3}, (int32_t[]){0, 3, 4}));
+    lx_qt_rule rules[] = {{.module_path = ".*", .weight_qtype = "int8", .act_qtype = "int8"}};
+    lx_qt_rules *rs = compile(rules, 1);
+    lx_array *y_fly = call_in(rs, LX_QT_INT8, m, tok, NULL);
+    lx_array *y_fake = call_in(rs, LX_QT_FAKE, m, tok, NULL);
+    lx_array *y_f32 = nnx_call_array(m, tok);
+    CHECK(y_fly && y_fake && y_f32 && !lx_array_equal(y_fake, y_f32)); /* attend really is quantized */
+    lx_call c = LX_ARGS(tok);
+    CHECK_EQ_INT(lx_qt_quantize_nnx(rs, m, &c, NULL), LX_OK);
+    CHECK(strstr(lx_qt_warnings(), "'e/embedding' is also read by an op that is not a contraction") != NULL);
+    nnx_embed *e = (nnx_embed *)((tied_mod *)m)->e;
+    CHECK_EQ_INT(lx_variable_get_value(e->embedding)->dtype, LX_F32);
+    lx_qt_session *s = NULL;
+    CHECK_EQ_INT(lx_qt_begin_ptq_nnx(rs, m, &s), LX_OK);
+    lx_array *y_ptq = nnx_call_array(m, tok);
+    lx_qt_end(s);
+    CHECK(y_ptq != NULL);
+    CHECK(bit_equal(y_ptq, y_fly));
+    lx_qt_rules_free(rs);
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+}
+
 int main(void) {
+    RUN(test_tied_embedding);
     RUN(test_nnx_all_or_nothing);
     RUN(test_static_scales_two_activations);
     RUN(test_linen_ptq_and_checkpoint);

@@ -262,7 +262,10 @@ lx_status lx_qt_finish(lx_qt_session *s);
  * Errors (nothing is returned): a tree that already holds int8 values (quantizing twice) and
  * statistics with count 0 are LX_ERR_INVALID_ARGUMENT; an act_static_scale op without
  * calibration statistics LX_ERR_NOT_FOUND. A rule matching nothing in the run is not an error
- * (Qwix only warns): lx_qt_warnings() lists it with the paths seen.
+ * (Qwix only warns): lx_qt_warnings() lists it with the paths seen. A weight that an op other
+ * than a contraction also reads (a tied embedding's lookup) stays float32, with a warning there
+ * too (int8 rows from the lookup would fail the PTQ model); the PTQ session quantizes its
+ * contraction on the fly.
  *
  * Running the quantized model: lx_qt_begin_ptq(rules, tree, &s), then apply as usual with that
  * tree. The int8 weights are used as stored: a Dense-like op with act_qtype runs the int8 GEMM on

@@ -70,6 +70,9 @@ typedef struct {
     bool *rule_hit;             /* one per rule */
     char *seen;                 /* "path:op" of every contraction, space separated */
     size_t seen_len, seen_cap;
+    lx_array **other;           /* Params also read by an op that is not a contraction (a tied
+                                 * embedding's lookup): left in float, retained */
+    int nother, capother;
     bool oom;
 } lx_qt_plan;
 

@@ -154,6 +154,17 @@ lx_status lx_qt_quantize_tree(const lx_qt_rules *rules, const lx_tree *variables
         for (size_t k = 0; k < f.len && !it; k++)
             if (lx_value_leaf_array(&f.items[k].value) == r->w) it = &f.items[k];
         if (!it) continue; /* a weight the tree does not hold (made by the model itself): left alone */
+        bool other = false;
+        for (int k = 0; k < plan.nother && !other; k++) other = plan.other[k] == r->w;
+        if (other) { /* also read by a lookup / elementwise op: int8 there would fail the PTQ model */
+            int n = snprintf(warnings + wl, sizeof warnings - wl,
+                             "%s'%s' is also read by an op that is not a contraction (a tied embedding's lookup?): "
+                             "left in float32 (op %s of '%s' quantizes it on the fly in a PTQ session)",
+                             wl ? "\n" : "", it->path, r->op, r->path);
+            wl += n > 0 ? (size_t)n : 0;
+            if (wl >= sizeof warnings) wl = sizeof warnings - 1;
+            continue;
+        }
         lx_array *q = NULL, *sc = NULL;
         st = lx_qt_quantize_axes(r->w, r->reduce, r->tile, r->tax, &q, &sc);
         char sp[600];

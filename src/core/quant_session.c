@@ -558,8 +558,33 @@ static void plan_record(lx_qt_plan *p, lx_array *w, const bool *reduce, int64_t 
     p->v[p->n++] = r;
 }
 
+/* A Param of the running module read by an op that is not a contraction (Embed's lookup of a
+ * table `attend` also contracts): stored as int8 it would reach that op as int8 values, which
+ * no session dequantizes (a substituter may not change an input's dtype), and the PTQ model
+ * would fail. Such weights stay float32 (quantize warns). */
+static void plan_other(lx_qt_plan *p, int nin, lx_array **in) {
+    for (int i = 0; i < nin; i++) {
+        if (!in[i] || in[i]->dtype != LX_F32 || !lx_frame_is_param(in[i])) continue;
+        bool known = false;
+        for (int k = 0; k < p->nother && !known; k++) known = p->other[k] == in[i];
+        if (known) continue;
+        if (p->nother == p->capother) {
+            int cap = p->capother ? 2 * p->capother : 8;
+            lx_array **v = realloc(p->other, (size_t)cap * sizeof *v);
+            if (!v) {
+                p->oom = true;
+                return;
+            }
+            p->other = v, p->capother = cap;
+        }
+        p->other[p->nother++] = lx_retain(in[i]);
+    }
+}
+
 void lx_qt_plan_free(lx_qt_plan *p) {
     if (!p) return;
+    for (int i = 0; i < p->nother; i++) lx_release(p->other[i]);
+    free(p->other);
     for (int i = 0; i < p->n; i++) lx_release(p->v[i].w), free(p->v[i].path), free(p->v[i].op);
     free(p->v), free(p->rule_hit), free(p->seen);
     memset(p, 0, sizeof *p);
@@ -648,6 +673,7 @@ static double sq_sum(const lx_array *a) {
 static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array **in, void *user) {
     lx_qt_session *s = user;
     const char *op = op_name(id);
+    if (!op && s->mode == MODE_PLAN) plan_other(s->plan, nin, in);
     if (!op || nin < 2 || !in[0] || !in[1]) return NULL;
     const char *path = lx_frame_current_path();
     int count = lx_qt_next_count(&s->ctr, path, op);
