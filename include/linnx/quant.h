@@ -140,7 +140,9 @@ int lx_qt_rules_match(const lx_qt_rules *r, const char *path, const char *op, in
 /* ---- a dry run: which ops the rules hit ----
  * lx_qt_trace_begin registers an interceptor on this thread that records every contraction
  * (path, op with its per-module count, operand roles) and the rule it matches; run the model,
- * then lx_qt_trace_end. Counts restart each time a module's frame is entered again. */
+ * then lx_qt_trace_end. Counts run per module within one outermost call (a layer called twice
+ * gives dot_general0 then dot_general1, as Qwix counts per module) and restart with the next
+ * outermost call. */
 typedef struct lx_qt_hit {
     char *path;   /* "decoder/layers_0/mlp/wi_0" */
     char *op;     /* counted: "dot_general0" */
