@@ -62,6 +62,8 @@ typedef struct {
     char *path, *op;            /* module path, counted op ("dot_general0") */
     int act_side;               /* the statically scaled activation: 0 lhs, 1 rhs, -1 none */
     int act_ndim;
+    bool scale_only;            /* the weight again, by a later op (a layer called twice): only
+                                 * that op's static activation scale */
 } lx_qt_record;
 
 typedef struct {

@@ -156,6 +156,7 @@ lx_status lx_qt_quantize_tree(const lx_qt_rules *rules, const lx_tree *variables
         if (!it) continue; /* a weight the tree does not hold (made by the model itself): left alone */
         bool other = false;
         for (int k = 0; k < plan.nother && !other; k++) other = plan.other[k] == r->w;
+        if (other && r->scale_only) continue;
         if (other) { /* also read by a lookup / elementwise op: int8 there would fail the PTQ model */
             int n = snprintf(warnings + wl, sizeof warnings - wl,
                              "%s'%s' is also read by an op that is not a contraction (a tied embedding's lookup?): "
@@ -165,13 +166,15 @@ lx_status lx_qt_quantize_tree(const lx_qt_rules *rules, const lx_tree *variables
             if (wl >= sizeof warnings) wl = sizeof warnings - 1;
             continue;
         }
-        lx_array *q = NULL, *sc = NULL;
-        st = lx_qt_quantize_axes(r->w, r->reduce, r->tile, r->tax, &q, &sc);
         char sp[600];
-        snprintf(sp, sizeof sp, "%s_scale", it->path);
-        if (st == LX_OK) st = set_leaf(res, it->path, &it->value, q, true);
-        if (st == LX_OK) st = set_leaf(res, sp, &it->value, sc, true);
-        lx_release(q), lx_release(sc);
+        if (!r->scale_only) { /* (a scale_only record: the weight is done, only its op's static scale) */
+            lx_array *q = NULL, *sc = NULL;
+            st = lx_qt_quantize_axes(r->w, r->reduce, r->tile, r->tax, &q, &sc);
+            snprintf(sp, sizeof sp, "%s_scale", it->path);
+            if (st == LX_OK) st = set_leaf(res, it->path, &it->value, q, true);
+            if (st == LX_OK) st = set_leaf(res, sp, &it->value, sc, true);
+            lx_release(q), lx_release(sc);
+        }
         if (st != LX_OK || r->act_side < 0) continue;
         /* the static activation scale, next to the weight: <dir>/<op>_lhs_scale */
         float am = 0;

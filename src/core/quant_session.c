@@ -534,8 +534,14 @@ static void plan_seen(lx_qt_plan *p, const char *path, const char *op) {
 
 static void plan_record(lx_qt_plan *p, lx_array *w, const bool *reduce, int64_t tile, int tax, const char *path,
                         const char *op, int act_side, int act_ndim) {
+    bool again = false;
     for (int i = 0; i < p->n; i++) {
-        if (w && p->v[i].w == w) return; /* a weight used twice keeps its first op's quantization */
+        /* a weight used twice keeps its first op's quantization; a later op of its own (a layer
+         * called twice in one forward: dot_general1) still gets its static activation scale */
+        if (w && p->v[i].w == w) {
+            if (act_side < 0 || !strcmp(p->v[i].op, op)) return;
+            again = true;
+        }
         if (!w && !p->v[i].w && p->v[i].act_side == act_side && !strcmp(p->v[i].path, path) && !strcmp(p->v[i].op, op))
             return; /* an activation-only op seen again (a later call of the module) */
     }
@@ -548,7 +554,7 @@ static void plan_record(lx_qt_plan *p, lx_array *w, const bool *reduce, int64_t 
         }
         p->v = v, p->cap = cap;
     }
-    lx_qt_record r = {lx_retain(w), {false}, tile, tax, lx_strdup(path), lx_strdup(op), act_side, act_ndim};
+    lx_qt_record r = {lx_retain(w), {false}, tile, tax, lx_strdup(path), lx_strdup(op), act_side, act_ndim, again};
     if (reduce) memcpy(r.reduce, reduce, sizeof r.reduce);
     if (!r.path || !r.op) {
         free(r.path), free(r.op), lx_release(w);
