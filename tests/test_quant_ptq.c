@@ -157,6 +157,17 @@ static void test_linen_ptq_and_checkpoint(void) {
                 "int8 values at 'params/Dense_0/kernel' have no float32 scale 'params/Dense_0/kernel_scale'");
     CHECK(bad == NULL && !lx_intercepting());
     lx_tree_release(noscale);
+    /* a scale whose shape no tiling gives (5 scales for 8 output channels; 9): refused, never
+     * read with scales skipped */
+    for (int bad_n = 5; bad_n <= 9; bad_n += 4) {
+        lx_tree *badscale = lx_tree_copy(q);
+        lx_array *bs = lx_array_full_f32(2, (int64_t[]){1, bad_n}, 0.01f);
+        CHECK_EQ_INT(lx_tree_set_path(badscale, "params/Dense_0/kernel_scale", lx_array_v(bs)), LX_OK);
+        lx_release(bs);
+        CHECK_FAILS(lx_qt_begin_ptq(rs, badscale, &bad), LX_ERR_SHAPE, "do not tile the 8 values of 'params/Dense_0/kernel'");
+        CHECK(bad == NULL && !lx_intercepting());
+        lx_tree_release(badscale);
+    }
     CHECK_FAILS(lx_qt_begin(rs, LX_QT_CALIBRATE, &bad), LX_ERR_INVALID_ARGUMENT, "through lx_qt_calibrate_begin");
     CHECK_FAILS(lx_qt_calibrate_begin(rs, NULL, &bad), LX_ERR_INVALID_ARGUMENT, "NULL statistics tree");
 

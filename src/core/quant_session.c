@@ -1033,6 +1033,17 @@ lx_status lx_qt_begin_ptq(const lx_qt_rules *rules, const lx_tree *quantized, lx
                              "qt_begin_ptq: int8 values at '%s' have no float32 scale '%s' of the same rank", p, sp);
                 break;
             }
+            for (int d = 0; st == LX_OK && d < a->ndim; d++) {
+                /* each scale entry covers ceil(q / ss) values (lx_qt_dequantize): a scale axis
+                 * that no tiling gives would leave scales unread, values under the wrong one */
+                int64_t q = a->shape[d], ss = sc->shape[d], cover = ss > 0 && q > 0 ? (q + ss - 1) / ss : 1;
+                if (ss < 1 || (q == 0 ? ss != 1 : (ss > q || (q + cover - 1) / cover != ss)))
+                    st = lx_fail(LX_ERR_SHAPE,
+                                 "qt_begin_ptq: scale '%s' axis %d has %lld entries, which do not tile the %lld "
+                                 "values of '%s' on that axis (1, one per value, or one per tile)",
+                                 sp, d, (long long)ss, (long long)q, p);
+            }
+            if (st != LX_OK) break;
             st = add_q(s, a, sc, p);
         } else if (a->dtype == LX_F32 && a->size == 1 && (ends_with(p, "_lhs_scale") || ends_with(p, "_rhs_scale"))) {
             st = lx_is_abstract(a) ? LX_OK : add_static(s, p, lx_f32(a)[0]);
