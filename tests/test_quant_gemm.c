@@ -259,8 +259,16 @@ static void test_conv_im2col(void) {
     const int8_t dil[6] = {1, 3, 2, 4, 3, 5};
     CHECK(os[1] == 3 && memcmp(col, dil, 6) == 0);
     /* refusals */
-    const int64_t kg[4] = {2, 2, 2, 5};
-    CHECK_FAILS(lx_i8_conv_im2col(4, xs, x, kg, NULL, os, col), LX_ERR_UNSUPPORTED, "grouped");
+    const int64_t kg[4] = {2, 2, 1, 4}, xg[4] = {1, 3, 3, 2}; /* 2 groups of 1 input feature */
+    CHECK_FAILS(lx_i8_conv_im2col(4, xg, NULL, kg, NULL, os, NULL), LX_ERR_UNSUPPORTED, "grouped");
+    /* no grouping fits (1 input feature, a kernel reading 2; 4 inputs, groups of 3): bad geometry,
+     * LX_ERR_SHAPE as lx_conv_general reports it, not "grouped" */
+    const int64_t kbad[4] = {2, 2, 2, 5}, xb[4] = {1, 3, 3, 4}, kb3[4] = {2, 2, 3, 6};
+    CHECK_FAILS(lx_i8_conv_im2col(4, xs, x, kbad, NULL, os, col), LX_ERR_SHAPE,
+                "input features 1 must equal the kernel's input features 2 times a group count");
+    CHECK_FAILS(lx_i8_conv_im2col(4, xb, NULL, kb3, NULL, os, NULL), LX_ERR_SHAPE, "input features 4");
+    const int64_t kodd[4] = {2, 2, 1, 5}; /* 2 groups, 5 outputs: not divisible */
+    CHECK_FAILS(lx_i8_conv_im2col(4, xg, NULL, kodd, NULL, os, NULL), LX_ERR_SHAPE, "divides its output features 5");
     lx_conv_params ld = {0};
     ld.lhs_dilation[0] = 2;
     CHECK_FAILS(lx_i8_conv_im2col(4, xs, x, ks, &ld, os, col), LX_ERR_UNSUPPORTED, "lhs_dilation");

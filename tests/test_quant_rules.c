@@ -17,6 +17,12 @@ static void test_compile_errors(void) {
     CHECK_FAILS(lx_qt_rules_compile(bad_t, 1, &r), LX_ERR_INVALID_ARGUMENT, "tile_size must be >= 0, got -2");
     CHECK(r == (lx_qt_rules *)0x1);
     CHECK_FAILS(lx_qt_rules_compile(NULL, 1, &r), LX_ERR_INVALID_ARGUMENT, "NULL argument");
+    /* Qwix's _init_rule: act_static_scale without act_qtype is an invalid rule, not a silent no-op */
+    lx_qt_rule bad_s[] = {{.module_path = ".*", .weight_qtype = "int8", .act_static_scale = true}};
+    CHECK_FAILS(lx_qt_rules_compile(bad_s, 1, &r), LX_ERR_INVALID_ARGUMENT,
+                "quantization rule 0: act_static_scale needs act_qtype");
+    CHECK_FAILS(lx_qt_rules_compile(bad_s, -1, &r), LX_ERR_INVALID_ARGUMENT, "the rule count must be >= 0, got -1");
+    CHECK(r == (lx_qt_rules *)0x1);
 }
 
 static void test_match(void) {

@@ -227,7 +227,65 @@ static void test_failure_propagates(void) {
     nnx_rngs_release(r);
 }
 
+/* A NaN is never quantized into a plausible number (Qwix: jnp.max(|x|) propagates it into the
+ * scale): a NaN activation makes the per-tensor scale NaN, so the fake and the int8 paths agree
+ * (every output NaN, as the float op gives NaN for its row); a NaN weight makes its channel's
+ * scale NaN, so the PTQ model's column is NaN as the float model's is. */
+static void test_nan_not_hidden(void) {
+    float row[4] = {NAN, 1.0f, -2.0f, 0.5f}, sc = 0;
+    int8_t q[4] = {9, 9, 9, 9};
+    lx_quantize_rows_i8(1, 4, row, q, &sc);
+    CHECK(isnan(sc));
+    for (int i = 0; i < 4; i++) CHECK_EQ_INT(q[i], 0);
+    float ok[2] = {0.5f, -1.0f};
+    lx_quantize_rows_i8(1, 2, ok, q, &sc); /* finite rows as before */
+    CHECK_EQ_INT(sc == 1.0f / 127.0f, 1);
+    CHECK_EQ_INT(q[0], 64);
+    CHECK_EQ_INT(q[1], -127);
+
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(5, &r), LX_OK);
+    nnx_linear *l = NULL;
+    CHECK_EQ_INT(nnx_linear_new(4, 3, r, &l), LX_OK);
+    float xd[8];
+    memcpy(xd, xdat, sizeof xd);
+    xd[0] = NAN;
+    lx_array *x = lx_autorelease(lx_array_from_f32(2, (int64_t[]){2, 4}, xd));
+    lx_qt_rule rules[] = {{.module_path = ".*", .weight_qtype = "int8", .act_qtype = "int8"}};
+    lx_qt_rules *rs = NULL;
+    CHECK_EQ_INT(lx_qt_rules_compile(rules, 1, &rs), LX_OK);
+    lx_array *yf = nnx_call_array((nnx_module *)l, x);
+    CHECK(yf && isnan(lx_f32(yf)[0]) && !isnan(lx_f32(yf)[3])); /* float: the NaN row only */
+    for (int mode = LX_QT_FAKE; mode <= LX_QT_INT8; mode++) {
+        lx_qt_session *s = NULL;
+        CHECK_EQ_INT(lx_qt_begin(rs, (lx_qt_mode)mode, &s), LX_OK);
+        lx_array *y = nnx_call_array((nnx_module *)l, x);
+        CHECK_EQ_INT((int)lx_qt_session_int8(s), mode == LX_QT_INT8 ? 1 : 0);
+        lx_qt_end(s);
+        CHECK(y != NULL);
+        for (int i = 0; y && i < 6; i++) LX_TEST_REPORT_(isnan(lx_f32(y)[i]), "mode %d: output %d is %g, not NaN", mode, i, lx_f32(y)[i]);
+    }
+
+    /* a NaN weight through PTQ: its column stays NaN, the others are finite */
+    lx_array *w = lx_variable_get_value(l->kernel);
+    lx_f32(w)[1] = NAN; /* kernel[0, 1]: output channel 1 */
+    lx_array *x2 = lx_autorelease(lx_array_from_f32(2, (int64_t[]){2, 4}, xdat));
+    lx_call c = LX_ARGS(x2);
+    CHECK_EQ_INT(lx_qt_quantize_nnx(rs, (nnx_module *)l, &c, NULL), LX_OK);
+    lx_qt_session *s = NULL;
+    CHECK_EQ_INT(lx_qt_begin_ptq_nnx(rs, (nnx_module *)l, &s), LX_OK);
+    lx_array *yp = nnx_call_array((nnx_module *)l, x2);
+    lx_qt_end(s);
+    CHECK(yp != NULL);
+    for (int m = 0; yp && m < 2; m++)
+        for (int n = 0; n < 3; n++) CHECK_EQ_INT(isnan(lx_f32(yp)[m * 3 + n]) ? 1 : 0, n == 1 ? 1 : 0);
+    lx_qt_rules_free(rs);
+    nnx_module_release((nnx_module *)l);
+    nnx_rngs_release(r);
+}
+
 int main(void) {
+    RUN(test_nan_not_hidden);
     RUN(test_fake_and_int8_linear);
     RUN(test_showcase_mlp);
     RUN(test_failure_propagates);

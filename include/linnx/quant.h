@@ -104,7 +104,10 @@ lx_status lx_i8_conv_im2col(int nd, const int64_t *x_shape, const int8_t *x, con
 
 /* ---- symmetric quantization ---- */
 /* Per row of x (rows, cols) float32: scale[r] = max|x[r, :]| / 127 (1 when the row is all zeros),
- * q = clamp(round_half_even(x / scale), -127, 127). */
+ * q = clamp(round_half_even(x / scale), -127, 127). A row holding a NaN gets scale NaN and q 0
+ * (the max propagates a NaN, as jnp.max does), so q * scale is NaN, never a plausible number;
+ * an infinite value gives scale inf and q * scale NaN. The same holds for every scale the
+ * quantization sessions and PTQ compute (per channel, per tile, per tensor). */
 void lx_quantize_rows_i8(int64_t rows, int64_t cols, const float *x, int8_t *q, float *scale);
 /* The same with one scale per `tile` consecutive columns of a row: scale[r * ntiles + t],
  * ntiles = ceil(cols / tile). tile >= 1. */
@@ -118,13 +121,15 @@ typedef struct lx_qt_rule {
     const char *act_qtype;    /* "int8" or NULL (activations stay float) */
     int64_t tile_size;        /* 0: one scale per output channel; > 0: per tile of the contraction */
     bool act_static_scale;    /* activations use a calibrated scale (quant_stats, then the PTQ
-                               * tree's `<op>_lhs_scale`) instead of the per-call max */
+                               * tree's `<op>_lhs_scale`) instead of the per-call max; needs
+                               * act_qtype (Qwix: "Invalid rule") */
 } lx_qt_rule;
 
 typedef struct lx_qt_rules lx_qt_rules;
 /* Compile `n` rules (copied). A regex that does not compile is LX_ERR_INVALID_ARGUMENT naming the
  * rule and regerror's text; a qtype other than "int8" (or NULL) is LX_ERR_UNSUPPORTED; a negative
- * tile size is LX_ERR_INVALID_ARGUMENT. *out untouched on failure. */
+ * tile size, act_static_scale without act_qtype and n < 0 are LX_ERR_INVALID_ARGUMENT. *out
+ * untouched on failure. */
 lx_status lx_qt_rules_compile(const lx_qt_rule *rules, int n, lx_qt_rules **out);
 void lx_qt_rules_free(lx_qt_rules *r);
 int lx_qt_rules_count(const lx_qt_rules *r);
@@ -135,7 +140,9 @@ int lx_qt_rules_match(const lx_qt_rules *r, const char *path, const char *op, in
 /* ---- a dry run: which ops the rules hit ----
  * lx_qt_trace_begin registers an interceptor on this thread that records every contraction
  * (path, op with its per-module count, operand roles) and the rule it matches; run the model,
- * then lx_qt_trace_end. Counts restart each time a module's frame is entered again. */
+ * then lx_qt_trace_end. Counts run per module within one outermost call (a layer called twice
+ * gives dot_general0 then dot_general1, as Qwix counts per module) and restart with the next
+ * outermost call. */
 typedef struct lx_qt_hit {
     char *path;   /* "decoder/layers_0/mlp/wi_0" */
     char *op;     /* counted: "dot_general0" */
@@ -257,7 +264,10 @@ lx_status lx_qt_finish(lx_qt_session *s);
  * Errors (nothing is returned): a tree that already holds int8 values (quantizing twice) and
  * statistics with count 0 are LX_ERR_INVALID_ARGUMENT; an act_static_scale op without
  * calibration statistics LX_ERR_NOT_FOUND. A rule matching nothing in the run is not an error
- * (Qwix only warns): lx_qt_warnings() lists it with the paths seen.
+ * (Qwix only warns): lx_qt_warnings() lists it with the paths seen. A weight that an op other
+ * than a contraction also reads (a tied embedding's lookup) stays float32, with a warning there
+ * too (int8 rows from the lookup would fail the PTQ model); the PTQ session quantizes its
+ * contraction on the fly.
  *
  * Running the quantized model: lx_qt_begin_ptq(rules, tree, &s), then apply as usual with that
  * tree. The int8 weights are used as stored: a Dense-like op with act_qtype runs the int8 GEMM on

@@ -44,13 +44,18 @@ static void free_rules(crule *v, int n) {
 }
 
 lx_status lx_qt_rules_compile(const lx_qt_rule *rules, int n, lx_qt_rules **out) {
-    if (!out || n < 0 || (n > 0 && !rules)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_rules_compile: NULL argument");
+    if (n < 0) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_rules_compile: the rule count must be >= 0, got %d", n);
+    if (!out || (n > 0 && !rules)) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_rules_compile: NULL argument");
     for (int i = 0; i < n; i++) { /* everything checked before anything is built */
         LX_TRY(check_qtype(i, "weight_qtype", rules[i].weight_qtype));
         LX_TRY(check_qtype(i, "act_qtype", rules[i].act_qtype));
         if (rules[i].tile_size < 0)
             return lx_fail(LX_ERR_INVALID_ARGUMENT, "quantization rule %d: tile_size must be >= 0, got %lld", i,
                            (long long)rules[i].tile_size);
+        if (rules[i].act_static_scale && !rules[i].act_qtype) /* Qwix's _init_rule: "Invalid rule" */
+            return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                           "quantization rule %d: act_static_scale needs act_qtype (a static scale quantizes the "
+                           "activations)", i);
     }
     crule *v = calloc((size_t)(n > 0 ? n : 1), sizeof *v);
     lx_qt_rules *r = malloc(sizeof *r);

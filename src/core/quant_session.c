@@ -85,10 +85,10 @@ static void no_op(const lx_intercept_event *ev, void *user) {
 
 /* ------------------------------------------------------------------ quantize / dequantize */
 
-static inline float q8f(float v, float inv) {
-    float r = nearbyintf(v * inv); /* round half to even in the default rounding mode */
-    return r > 127.f ? 127.f : r < -127.f ? -127.f : r;
-}
+static inline float q8f(float v, float inv) { return lx_qt_round_clamp(v, inv); }
+
+/* A static activation scale is in force: > 0, or NaN (statistics that saw a NaN); 0 is "none". */
+static inline bool has_static(float s) { return s > 0 || s != s; }
 
 /* For element coordinates of x, the flat index of its scale (scale shape `ss`, each scale axis
  * covering `cover[d]` entries of x's axis). */
@@ -126,8 +126,8 @@ lx_status lx_qt_quantize_axes(const lx_array *x, const bool *reduce, int64_t til
     }
     float *mx = lx_f32(sa); /* zero-filled: the max first, the scale after */
     const float *xd = lx_f32(x);
-    FOR_SCALED(x, ss, cover, mx[c] = fmaxf(mx[c], fabsf(xd[i])));
-    for (int64_t c = 0; c < sa->size; c++) mx[c] = mx[c] > 0 ? mx[c] / 127.0f : 1.0f;
+    FOR_SCALED(x, ss, cover, mx[c] = lx_qt_absmax_step(mx[c], xd[i]));
+    for (int64_t c = 0; c < sa->size; c++) mx[c] = lx_qt_scale_of(mx[c]);
     int8_t *qd = lx_i8(qa);
     FOR_SCALED(x, ss, cover, qd[i] = (int8_t)q8f(xd[i], 1.0f / mx[c]));
     *q = qa, *scale = sa;
@@ -306,7 +306,7 @@ static bool scratch(void **p, size_t *cap, size_t need) {
  * (then *sa is set). */
 static lx_status quantize_act(lx_qt_session *s, const lx_array *x, float *sa) {
     if (!scratch((void **)&s->qa, &s->qa_cap, (size_t)x->size)) return lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory");
-    if (*sa > 0) {
+    if (has_static(*sa)) {
         const float *xd = lx_f32(x);
         float inv = 1.0f / *sa;
         for (int64_t i = 0; i < x->size; i++) s->qa[i] = (int8_t)q8f(xd[i], inv);
@@ -467,7 +467,7 @@ static float static_scale_at(const lx_qt_session *s, const char *path, const cha
 static float absmax(const lx_array *x) {
     float m = 0;
     const float *d = lx_f32(x);
-    for (int64_t i = 0; i < x->size; i++) m = fmaxf(m, fabsf(d[i]));
+    for (int64_t i = 0; i < x->size; i++) m = lx_qt_absmax_step(m, d[i]);
     return m;
 }
 
@@ -511,7 +511,7 @@ static float stats_scale(const lx_tree *stats, const char *path, const char *op,
     lx_array *c = lx_value_leaf_array(lx_tree_find(stats, kc)), *sm = lx_value_leaf_array(lx_tree_find(stats, ks));
     if (!c || !sm || c->size != 1 || sm->size != 1 || lx_is_abstract(c) || lx_is_abstract(sm)) return 0;
     double count = lx_array_get(c, 0), am = count > 0 ? lx_array_get(sm, 0) / count : 0;
-    return count > 0 ? (am > 0 ? (float)am / 127.0f : 1.0f) : 0;
+    return count > 0 ? lx_qt_scale_of((float)am) : 0;
 }
 
 static void plan_seen(lx_qt_plan *p, const char *path, const char *op) {
@@ -534,8 +534,14 @@ static void plan_seen(lx_qt_plan *p, const char *path, const char *op) {
 
 static void plan_record(lx_qt_plan *p, lx_array *w, const bool *reduce, int64_t tile, int tax, const char *path,
                         const char *op, int act_side, int act_ndim) {
+    bool again = false;
     for (int i = 0; i < p->n; i++) {
-        if (w && p->v[i].w == w) return; /* a weight used twice keeps its first op's quantization */
+        /* a weight used twice keeps its first op's quantization; a later op of its own (a layer
+         * called twice in one forward: dot_general1) still gets its static activation scale */
+        if (w && p->v[i].w == w) {
+            if (act_side < 0 || !strcmp(p->v[i].op, op)) return;
+            again = true;
+        }
         if (!w && !p->v[i].w && p->v[i].act_side == act_side && !strcmp(p->v[i].path, path) && !strcmp(p->v[i].op, op))
             return; /* an activation-only op seen again (a later call of the module) */
     }
@@ -548,7 +554,7 @@ static void plan_record(lx_qt_plan *p, lx_array *w, const bool *reduce, int64_t 
         }
         p->v = v, p->cap = cap;
     }
-    lx_qt_record r = {lx_retain(w), {false}, tile, tax, lx_strdup(path), lx_strdup(op), act_side, act_ndim};
+    lx_qt_record r = {lx_retain(w), {false}, tile, tax, lx_strdup(path), lx_strdup(op), act_side, act_ndim, again};
     if (reduce) memcpy(r.reduce, reduce, sizeof r.reduce);
     if (!r.path || !r.op) {
         free(r.path), free(r.op), lx_release(w);
@@ -558,8 +564,33 @@ static void plan_record(lx_qt_plan *p, lx_array *w, const bool *reduce, int64_t 
     p->v[p->n++] = r;
 }
 
+/* A Param of the running module read by an op that is not a contraction (Embed's lookup of a
+ * table `attend` also contracts): stored as int8 it would reach that op as int8 values, which
+ * no session dequantizes (a substituter may not change an input's dtype), and the PTQ model
+ * would fail. Such weights stay float32 (quantize warns). */
+static void plan_other(lx_qt_plan *p, int nin, lx_array **in) {
+    for (int i = 0; i < nin; i++) {
+        if (!in[i] || in[i]->dtype != LX_F32 || !lx_frame_is_param(in[i])) continue;
+        bool known = false;
+        for (int k = 0; k < p->nother && !known; k++) known = p->other[k] == in[i];
+        if (known) continue;
+        if (p->nother == p->capother) {
+            int cap = p->capother ? 2 * p->capother : 8;
+            lx_array **v = realloc(p->other, (size_t)cap * sizeof *v);
+            if (!v) {
+                p->oom = true;
+                return;
+            }
+            p->other = v, p->capother = cap;
+        }
+        p->other[p->nother++] = lx_retain(in[i]);
+    }
+}
+
 void lx_qt_plan_free(lx_qt_plan *p) {
     if (!p) return;
+    for (int i = 0; i < p->nother; i++) lx_release(p->other[i]);
+    free(p->other);
     for (int i = 0; i < p->n; i++) lx_release(p->v[i].w), free(p->v[i].path), free(p->v[i].op);
     free(p->v), free(p->rule_hit), free(p->seen);
     memset(p, 0, sizeof *p);
@@ -617,7 +648,7 @@ static lx_status quantize_operands(lx_qt_session *s, lx_prim_id id, const void *
             fq = fake_quant(in[i], reduce, tile, tax);
         } else if (!wt[i] && act_q) {
             for (int d = 0; d < LX_MAX_DIMS; d++) reduce[d] = true;
-            fq = sa[i] > 0 ? fake_quant_static(in[i], sa[i]) : fake_quant(in[i], reduce, 0, 0);
+            fq = has_static(sa[i]) ? fake_quant_static(in[i], sa[i]) : fake_quant(in[i], reduce, 0, 0);
         } else {
             continue;
         }
@@ -648,6 +679,7 @@ static double sq_sum(const lx_array *a) {
 static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array **in, void *user) {
     lx_qt_session *s = user;
     const char *op = op_name(id);
+    if (!op && s->mode == MODE_PLAN) plan_other(s->plan, nin, in);
     if (!op || nin < 2 || !in[0] || !in[1]) return NULL;
     const char *path = lx_frame_current_path();
     int count = lx_qt_next_count(&s->ctr, path, op);
@@ -1001,6 +1033,17 @@ lx_status lx_qt_begin_ptq(const lx_qt_rules *rules, const lx_tree *quantized, lx
                              "qt_begin_ptq: int8 values at '%s' have no float32 scale '%s' of the same rank", p, sp);
                 break;
             }
+            for (int d = 0; st == LX_OK && d < a->ndim; d++) {
+                /* each scale entry covers ceil(q / ss) values (lx_qt_dequantize): a scale axis
+                 * that no tiling gives would leave scales unread, values under the wrong one */
+                int64_t q = a->shape[d], ss = sc->shape[d], cover = ss > 0 && q > 0 ? (q + ss - 1) / ss : 1;
+                if (ss < 1 || (q == 0 ? ss != 1 : (ss > q || (q + cover - 1) / cover != ss)))
+                    st = lx_fail(LX_ERR_SHAPE,
+                                 "qt_begin_ptq: scale '%s' axis %d has %lld entries, which do not tile the %lld "
+                                 "values of '%s' on that axis (1, one per value, or one per tile)",
+                                 sp, d, (long long)ss, (long long)q, p);
+            }
+            if (st != LX_OK) break;
             st = add_q(s, a, sc, p);
         } else if (a->dtype == LX_F32 && a->size == 1 && (ends_with(p, "_lhs_scale") || ends_with(p, "_rhs_scale"))) {
             st = lx_is_abstract(a) ? LX_OK : add_static(s, p, lx_f32(a)[0]);

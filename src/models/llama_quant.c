@@ -2,6 +2,7 @@
 #include "linnx/llama_quant.h"
 
 #include "linnx/nnx.h"
+#include "../core/quant_internal.h"
 #include "llama_internal.h"
 
 typedef struct {
@@ -35,7 +36,7 @@ lx_status llama_model_quantize(llama_model *m, const lx_qt_rules *rules, lx_arra
         if (st == LX_OK) st = lx_qt_quantize_tree(rules, state, run_sample, &r, stats, &q);
         lx_tree_release(state);
         lx_tree_release(own);
-        if (st == LX_OK) st = nnx_update(top, 1, &q);
+        if (st == LX_OK) st = lx_qt_nnx_update_all(top, q); /* nothing changes on failure */
         lx_tree_release(q);
     } else {
         /* a decode run replaces the model's variables (the cache): work on a copy of the tree */

@@ -11,9 +11,15 @@ lx_status lx_i8_conv_im2col(int nd, const int64_t *x_shape, const int8_t *x, con
     if (ns < 1 || ns > 3 || !x_shape || !kernel_shape || !out_shape)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "i8_conv_im2col: need 1 to 3 spatial axes and the shapes, got rank %d", nd);
     const int64_t B = x_shape[0], Cin = x_shape[ns + 1];
-    if (kernel_shape[ns] != Cin)
+    const int64_t kin = kernel_shape[ns], kout = kernel_shape[ns + 1];
+    if (kin < 1 || Cin % kin != 0 || kout < 0 || (Cin / kin > 1 && kout % (Cin / kin) != 0))
+        return lx_fail(LX_ERR_SHAPE, /* no grouping fits: bad geometry, as lx_conv_general says it */
+                       "i8_conv_im2col: input features %lld must equal the kernel's input features %lld times a "
+                       "group count that divides its output features %lld",
+                       (long long)Cin, (long long)kin, (long long)kout);
+    if (kin != Cin)
         return lx_fail(LX_ERR_UNSUPPORTED, "i8_conv_im2col: kernel input features %lld != %lld (grouped convolutions are not supported)",
-                       (long long)kernel_shape[ns], (long long)Cin);
+                       (long long)kin, (long long)Cin);
     if (cp && cp->feature_group_count > 1)
         return lx_fail(LX_ERR_UNSUPPORTED, "i8_conv_im2col: feature_group_count %lld is not supported",
                        (long long)cp->feature_group_count);

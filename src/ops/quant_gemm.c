@@ -10,6 +10,7 @@
 #include "linnx/cpu.h"
 #include "linnx/quant.h"
 #include "linnx/threads.h"
+#include "../core/quant_internal.h"
 #include "op_internal.h"
 #include "team.h"
 
@@ -931,10 +932,7 @@ lx_status lx_i8_gemm(lx_i8_kernel k, int64_t M, int64_t N, int64_t K, const int8
 
 /* ------------------------------------------------------------------ quantizers */
 
-static int8_t q8(float v, float inv) {
-    float r = nearbyintf(v * inv); /* round half to even in the default rounding mode */
-    return (int8_t)(r > 127.f ? 127 : r < -127.f ? -127 : r);
-}
+static int8_t q8(float v, float inv) { return (int8_t)lx_qt_round_clamp(v, inv); }
 
 void lx_quantize_tiles_i8(int64_t rows, int64_t cols, int64_t tile, const float *x, int8_t *q, float *scale) {
     if (tile < 1) tile = cols > 0 ? cols : 1;
@@ -943,8 +941,8 @@ void lx_quantize_tiles_i8(int64_t rows, int64_t cols, int64_t tile, const float 
         for (int64_t t = 0; t < nt; t++) {
             int64_t k0 = t * tile, k1 = k0 + tile < cols ? k0 + tile : cols;
             float mx = 0;
-            for (int64_t k = k0; k < k1; k++) mx = fmaxf(mx, fabsf(x[r * cols + k]));
-            float s = mx > 0 ? mx / 127.0f : 1.0f, inv = 1.0f / s;
+            for (int64_t k = k0; k < k1; k++) mx = lx_qt_absmax_step(mx, x[r * cols + k]);
+            float s = lx_qt_scale_of(mx), inv = 1.0f / s;
             scale[r * nt + t] = s;
             for (int64_t k = k0; k < k1; k++) q[r * cols + k] = q8(x[r * cols + k], inv);
         }
