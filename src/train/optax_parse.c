@@ -652,8 +652,14 @@ static optax_adam_opts adam_opts(args *a, bool adamw) {
     o.eps_root = num(a, "eps_root", 0.0);
     o.mu_dtype = dtype_arg(a, "mu_dtype", OPTAX_DTYPE_DEFAULT);
     o.nesterov = boolean(a, "nesterov", false);
-    o.weight_decay = adamw ? num(a, "weight_decay", 1e-4) : 0.0;
-    if (adamw) no_mask(a, "mask");
+    if (adamw) { /* a number or a schedule (optax's ScalarOrSchedule); the caller owns the schedule */
+        optax_sos wd = sos(a, "weight_decay", 1e-4);
+        o.weight_decay = wd.value;
+        o.weight_decay_schedule = wd.schedule;
+        no_mask(a, "mask");
+    } else {
+        o.weight_decay = 0.0;
+    }
     return o;
 }
 
@@ -772,6 +778,8 @@ static optax_tx *build_tx(const node *n) {
         if (a.st == LX_OK) {
             r = w ? optax_adamw(lr, &o) : optax_adam(lr, &o);
             lr.schedule = NULL;
+        } else {
+            optax_schedule_release(o.weight_decay_schedule);
         }
     } else if (!strcmp(f, "rmsprop")) {
         lr = sos(&a, "learning_rate", 0);
@@ -795,11 +803,15 @@ static optax_tx *build_tx(const node *n) {
         o.b1 = num(&a, "b1", 0.9);
         o.b2 = num(&a, "b2", 0.99);
         o.mu_dtype = dtype_arg(&a, "mu_dtype", OPTAX_DTYPE_DEFAULT);
-        o.weight_decay = num(&a, "weight_decay", 1e-3);
+        optax_sos wd = sos(&a, "weight_decay", 1e-3);
+        o.weight_decay = wd.value;
+        o.weight_decay_schedule = wd.schedule;
         no_mask(&a, "mask");
         if (a.st == LX_OK) {
             r = optax_lion(lr, &o);
             lr.schedule = NULL;
+        } else {
+            optax_schedule_release(o.weight_decay_schedule);
         }
     } else if (!strcmp(f, "adafactor")) {
         bool has_lr = has(&a, "learning_rate");
