@@ -255,6 +255,31 @@ static void test_schedule_exponential_join_piecewise(void) {
                      "expects non-negative scale factors");
 }
 
+/* adafactor(learning_rate=None) is adafactor(): None is the signature's default (no lr step), as
+ * momentum=None and weight_decay_rate=None are; the same chain and the same steps. */
+static void test_adafactor_lr_none(void) {
+    optax_tx *a = optax_from_string("adafactor(learning_rate=None)"), *b = optax_adafactor(false, OPTAX_CONST(0), NULL);
+    CHECK(a != NULL && b != NULL);
+    if (!a || !b) return;
+    lx_tree *pa = tree1("x", 3, (const float[]){1.0f, 2.0f, 3.0f}), *pb = tree1("x", 3, (const float[]){1.0f, 2.0f, 3.0f});
+    lx_tree *sa = NULL, *sb = NULL;
+    CHECK(optax_init(a, pa, &sa) == LX_OK && optax_init(b, pb, &sb) == LX_OK);
+    for (int step = 0; step < 3; step++) {
+        lx_tree *g = tree1("x", 3, (const float[]){0.5f, -1.0f, 2.0f + (float)step});
+        CHECK(optax_step(a, g, &pa, &sa) == LX_OK && optax_step(b, g, &pb, &sb) == LX_OK);
+        lx_tree_release(g);
+    }
+    const float *xa = lx_f32(leaf(pa, "x")), *xb = lx_f32(leaf(pb, "x"));
+    CHECK(memcmp(xa, xb, 3 * sizeof(float)) == 0 && xa[0] != 1.0f);
+    CHECK(lx_tree_find(sa, "3") != NULL && lx_tree_find(sa, "4") == NULL); /* 4 parts: no lr step */
+    lx_tree_release(pa);
+    lx_tree_release(pb);
+    lx_tree_release(sa);
+    lx_tree_release(sb);
+    optax_tx_release(a);
+    optax_tx_release(b);
+}
+
 /* optax falls back instead of refusing (logging.info, optax/schedules/_schedule.py): a negative
  * transition_begin is 0 for polynomial / linear schedules and exponential_decay, and a zero
  * decay_rate makes exponential_decay the constant init_value. */
@@ -1199,6 +1224,7 @@ int main(void) {
     RUN(test_weight_decay_schedule);
     RUN(test_schedule_fallbacks);
     RUN(test_join_depth);
+    RUN(test_adafactor_lr_none);
     RUN(test_adam_first_step);
     RUN(test_schedule_cosine);
     RUN(test_schedule_warmup_cosine);

@@ -814,8 +814,8 @@ static optax_tx *build_tx(const node *n) {
             optax_schedule_release(o.weight_decay_schedule);
         }
     } else if (!strcmp(f, "adafactor")) {
-        bool has_lr = has(&a, "learning_rate");
-        lr = sos(&a, "learning_rate", 0);
+        bool has_lr = has(&a, "learning_rate"); /* learning_rate=None is the default: no lr step */
+        lr = has_lr ? sos(&a, "learning_rate", 0) : OPTAX_CONST(0);
         optax_adafactor_opts o = OPTAX_ADAFACTOR_DEFAULTS;
         o.min_dim_size_to_factor = int_arg(&a, "min_dim_size_to_factor", 128);
         o.decay_rate = num(&a, "decay_rate", 0.8);
