@@ -190,6 +190,29 @@ static node *parse_value(parser *ps) {
     return n;
 }
 
+/* A decimal numeral with Python's digit separators (1_000, 3_0.5e-1_0: each underscore between
+ * two digits), copied without them into buf; *len is how much of c it spans (0: not one). */
+static size_t numeral_without_underscores(const char *c, char *buf, size_t cap, size_t *len) {
+    size_t i = 0, k = 0;
+    if (c[i] == '-' || c[i] == '+') buf[k++] = c[i++];
+    bool prev_e = false;
+    while (k + 1 < cap) {
+        char ch = c[i];
+        bool dig = isdigit((unsigned char)ch);
+        if (ch == '_' && i > 0 && isdigit((unsigned char)c[i - 1]) && isdigit((unsigned char)c[i + 1])) {
+            i++;
+            continue;
+        }
+        if (!(dig || ch == '.' || ch == 'e' || ch == 'E' || (prev_e && (ch == '-' || ch == '+')))) break;
+        prev_e = ch == 'e' || ch == 'E';
+        buf[k++] = ch;
+        i++;
+    }
+    buf[k] = '\0';
+    *len = i;
+    return k;
+}
+
 static node *parse_value_at(parser *ps) {
     skip(ps);
     const char *c = ps->p;
@@ -197,10 +220,23 @@ static node *parse_value_at(parser *ps) {
         char *end;
         double v = strtod(c, &end);
         if (end == c) return perr(ps, "expected a number");
+        const char *numeral = c;
+        size_t numeral_len = (size_t)(end - c);
+        char buf[128];
+        if (*end == '_' && end > c && isdigit((unsigned char)end[-1]) && isdigit((unsigned char)end[1])) {
+            /* 1_000e-6: strtod stopped at a digit separator; read the numeral without them */
+            size_t span, k = numeral_without_underscores(c, buf, sizeof buf, &span);
+            char *bend;
+            v = strtod(buf, &bend);
+            if ((size_t)(bend - buf) != k) return perr(ps, "invalid number");
+            numeral = buf;
+            numeral_len = k;
+            end = (char *)c + span;
+        }
         node *n = new_node(N_NUM);
         if (!n) return poom(ps);
         n->num = v;
-        n->is_int = strcspn(c, ".eE") >= (size_t)(end - c);
+        n->is_int = strcspn(numeral, ".eE") >= numeral_len;
         ps->p = end;
         return n;
     }
