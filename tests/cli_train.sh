@@ -267,6 +267,27 @@ a=$("$bin" train 'nnx.Linear(3, 2)' --seed 0 --x 1,2,3 --y 1,0 --loss l2_loss --
 b=$("$bin" train 'nnx.Linear(3, 2)' --seed 0 --x 1,2,3 --x-shape 1,3 --y 1,0 --y-shape 1,2 --loss l2_loss --optimizer 'sgd(0.1)' --steps 3)
 if [ -n "$a" ] && [ "$a" == "$b" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: unbatched train: $a / $b"; fi
 expect_usage_error "which model" train --seed 0 $D --optimizer 'sgd(0.1)' --steps 1
+# adamw's weight_decay is optax's ScalarOrSchedule: a schedule evaluated at add_decayed_weights' own
+# count (numpy float32 emulation of optax's adamw: wd 0.5, 0.25, 0, 0 over the steps; the first
+# Adam step is -lr sign(g), so step 1 is pred = 0.1 x + 0.1)
+want 'step 0 loss 5' 'step 1 loss 4.23250484' 'step 2 loss 3.54886436' 'step 3 loss 2.91473198'
+check_close "train $NZ --seed 0 $D --optimizer 'adamw(0.1, weight_decay=linear_schedule(0.5, 0.0, 2))' --steps 4"
+
+# every error is ONE line written with ONE write(2) (ranks share stderr under mpirun): a newline
+# inside the message (here the optimizer text quoted back) is written as \n
+expect_usage_error "at offset 10 in 'adam(1e-3\\n'" train "$(eval echo "$NZ")" --seed 0 $D --optimizer $'adam(1e-3\n' --steps 1
+if strace -f -qq -e trace=write -o "$cli_tmp/strace" true 2>/dev/null; then
+    for args in "random permutation --seed 0 --n x" "train nnx.Linear(1,1) --seed 0 --x 1 --y 1 --loss l2_loss --optimizer sgd(0.1)x --steps 1"; do
+        # shellcheck disable=SC2086
+        strace -f -qq -e trace=write -o "$cli_tmp/strace" "$bin" $args >/dev/null 2>&1
+        n=$(grep -c 'write(2,' "$cli_tmp/strace")
+        if [ "$n" -eq 1 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: linnx $args: $n writes to stderr"; cat "$cli_tmp/strace"; fi
+    done
+else
+    echo "strace cannot trace here: the one-write check of error lines is skipped"
+fi
+# train-lm's help says what the progress display does under an MPI launcher (docs/distributed.md)
+ok_grep 'plain lines when piped or under an MPI launcher' "$("$bin" train-lm --help 2>&1 | tr '\n' ' ' | sed 's/  */ /g')"
 # a NaN prints as Python prints it (nan, not glibc's -nan) in every printer: inf - inf in an output
 # array (example), a -nan data value through the loss line and the piped progress lines
 want 'nan -inf'

@@ -91,6 +91,56 @@ static void test_docstring_adafactor(void) {
     docstring_run(optax_adafactor(true, OPTAX_CONST(0.003), NULL), w, NULL, 0);
 }
 
+/* rmsprop's docstring run (optax alias.py, the same setup as the others): scale_by_rms with
+ * eps inside the sqrt, then -lr. Final params from a numpy float32 emulation of those formulas. */
+static void test_docstring_rmsprop(void) {
+    static const char *const w[5] = {"1.39E+01", "1.38E+01", "1.37E+01", "1.37E+01", "1.36E+01"};
+    docstring_run(optax_rmsprop(OPTAX_CONST(0.003), NULL), w, (const float[]){0.96823591f, 1.96814954f, 2.96812081f}, 2);
+    docstring_run(optax_from_string("rmsprop(0.003)"), w, NULL, 0);
+}
+
+/* adamw's and lion's weight_decay is optax's ScalarOrSchedule: a schedule is evaluated at
+ * add_decayed_weights' own count (WeightDecaySchedule {"count"} in the chain's second state).
+ * The docstring setup; final params from a numpy float32 emulation of optax's formulas:
+ * adamw(0.003, weight_decay=exponential_decay(0.1, 1, 0.5)) decays by 0.1, 0.05, 0.025, ...;
+ * lion(0.003, weight_decay=linear_schedule(0.01, 0.0, 4)) by 0.01, 0.0075, ..., 0. */
+static void test_weight_decay_schedule(void) {
+    static const char *const w[5] = {"1.40E+01", "1.39E+01", "1.39E+01", "1.38E+01", "1.38E+01"};
+    static const float adamw_final[3] = {0.98442471f, 1.98384154f, 2.98325968f};
+    optax_adam_opts o = OPTAX_ADAMW_DEFAULTS;
+    o.weight_decay_schedule = optax_exponential_decay(0.1, 1, 0.5, 0, false, false, 0.0);
+    docstring_run(optax_adamw(OPTAX_CONST(0.003), &o), w, adamw_final, 0);
+    docstring_run(optax_from_string("adamw(0.003, weight_decay=exponential_decay(0.1, 1, 0.5))"), w, adamw_final, 0);
+    static const char *const wl[5] = {"1.40E+01", "1.39E+01", "1.39E+01", "1.39E+01", "1.38E+01"};
+    static const float lion_final[3] = {0.98492521f, 1.98485017f, 2.9847753f};
+    optax_lion_opts l = OPTAX_LION_DEFAULTS;
+    l.weight_decay_schedule = optax_linear_schedule(0.01, 0.0, 4, 0);
+    docstring_run(optax_lion(OPTAX_CONST(0.003), &l), wl, lion_final, 0);
+    docstring_run(optax_from_string("lion(0.003, weight_decay=linear_schedule(0.01, 0.0, 4))"), wl, lion_final, 0);
+    /* the state: add_decayed_weights keeps its count */
+    optax_tx *tx = optax_from_string("adamw(0.1, weight_decay=constant_schedule(0.5))");
+    lx_tree *params = tree1("x", 3, (const float[]){1.0f, 2.0f, 3.0f}), *state = NULL;
+    CHECK(tx && optax_init(tx, params, &state) == LX_OK);
+    const lx_value *c = state ? lx_tree_find(state, "1/count") : NULL;
+    CHECK(c && c->kind == LX_V_ARRAY && c->u.array->dtype == LX_I32 && c->u.array->ndim == 0);
+    lx_tree_release(params);
+    lx_tree_release(state);
+    optax_tx_release(tx);
+    /* adam and nadam have no weight decay: they release a schedule given to them */
+    optax_adam_opts a = OPTAX_ADAM_DEFAULTS;
+    a.weight_decay_schedule = optax_constant_schedule(1.0);
+    static const char *const wa[5] = {"1.40E+01", "1.39E+01", "1.39E+01", "1.39E+01", "1.38E+01"};
+    docstring_run(optax_adam(OPTAX_CONST(0.003), &a), wa, (const float[]){0.9850041f, 1.9850019f, 2.9850016f}, 0);
+    /* a bad schedule fails as the schedule does, and nothing leaks on the way */
+    lx_clear_error();
+    CHECK_NULL_FAILS(optax_from_string("adamw(0.1, weight_decay=cosine_decay_schedule(1.0, 0))"), LX_ERR_INVALID_ARGUMENT,
+                     "requires positive decay_steps");
+    CHECK_NULL_FAILS(optax_from_string("adamw(0.1, weight_decay=linear_schedule(1.0, 0.0, 4), mask=None, bogus=1)"),
+                     LX_ERR_TYPE, "unexpected keyword argument 'bogus'");
+    CHECK_NULL_FAILS(optax_from_string("lion(0.1, weight_decay='x')"), LX_ERR_TYPE,
+                     "'weight_decay' must be a number or a schedule");
+}
+
 /* Adam's first step moves every param by lr: mu_hat / sqrt(nu_hat) is g / |g| up to float32
  * rounding. spec/training.md A.7 calls it exact; in float32 it is not quite: the bias correction
  * 1 - f32(0.9) is 0.100000024, so mu_hat = 1.99999952 for g = 2 and the first param lands one
@@ -203,6 +253,76 @@ static void test_schedule_exponential_join_piecewise(void) {
     lx_clear_error();
     CHECK_NULL_FAILS(optax_piecewise_constant_schedule(1.0, 1, (const int64_t[]){10}, (const double[]){-1.0}), LX_ERR_INVALID_ARGUMENT,
                      "expects non-negative scale factors");
+}
+
+/* adafactor(learning_rate=None) is adafactor(): None is the signature's default (no lr step), as
+ * momentum=None and weight_decay_rate=None are; the same chain and the same steps. */
+static void test_adafactor_lr_none(void) {
+    optax_tx *a = optax_from_string("adafactor(learning_rate=None)"), *b = optax_adafactor(false, OPTAX_CONST(0), NULL);
+    CHECK(a != NULL && b != NULL);
+    if (!a || !b) return;
+    lx_tree *pa = tree1("x", 3, (const float[]){1.0f, 2.0f, 3.0f}), *pb = tree1("x", 3, (const float[]){1.0f, 2.0f, 3.0f});
+    lx_tree *sa = NULL, *sb = NULL;
+    CHECK(optax_init(a, pa, &sa) == LX_OK && optax_init(b, pb, &sb) == LX_OK);
+    for (int step = 0; step < 3; step++) {
+        lx_tree *g = tree1("x", 3, (const float[]){0.5f, -1.0f, 2.0f + (float)step});
+        CHECK(optax_step(a, g, &pa, &sa) == LX_OK && optax_step(b, g, &pb, &sb) == LX_OK);
+        lx_tree_release(g);
+    }
+    const float *xa = lx_f32(leaf(pa, "x")), *xb = lx_f32(leaf(pb, "x"));
+    CHECK(memcmp(xa, xb, 3 * sizeof(float)) == 0 && xa[0] != 1.0f);
+    CHECK(lx_tree_find(sa, "3") != NULL && lx_tree_find(sa, "4") == NULL); /* 4 parts: no lr step */
+    lx_tree_release(pa);
+    lx_tree_release(pb);
+    lx_tree_release(sa);
+    lx_tree_release(sb);
+    optax_tx_release(a);
+    optax_tx_release(b);
+}
+
+/* optax falls back instead of refusing (logging.info, optax/schedules/_schedule.py): a negative
+ * transition_begin is 0 for polynomial / linear schedules and exponential_decay, and a zero
+ * decay_rate makes exponential_decay the constant init_value. */
+static void test_schedule_fallbacks(void) {
+    optax_schedule *s = optax_polynomial_schedule(1.0, 0.0, 1.0, 10, -5);
+    CHECK(s && optax_schedule_eval(s, 0) == 1.0f && optax_schedule_eval(s, 5) == 0.5f && optax_schedule_eval(s, 10) == 0.0f);
+    optax_schedule_release(s);
+    s = optax_schedule_from_string("linear_schedule(1.0, 0.0, 10, transition_begin=-5)");
+    CHECK(s && optax_schedule_eval(s, 0) == 1.0f && optax_schedule_eval(s, 5) == 0.5f);
+    optax_schedule_release(s);
+    s = optax_exponential_decay(1.0, 10, 0.5, -10, false, false, 0.0);
+    CHECK(s && optax_schedule_eval(s, 0) == 1.0f && optax_schedule_eval(s, 10) == 0.5f);
+    optax_schedule_release(s);
+    s = optax_exponential_decay(2.0, 10, 0.0, 0, false, true, 5.0); /* end_value has no effect then */
+    CHECK(s && optax_schedule_eval(s, 0) == 2.0f && optax_schedule_eval(s, 1000) == 2.0f);
+    optax_schedule_release(s);
+    s = optax_schedule_from_string("exponential_decay(0.3, 10, 0.0)");
+    CHECK(s && optax_schedule_eval(s, 7) == 0.3f);
+    optax_schedule_release(s);
+}
+
+/* join_schedules nests as chain does: 256 levels build and evaluate (evaluation and release
+ * recurse once a level), 257 are refused with every schedule released. */
+static void test_join_depth(void) {
+    optax_schedule *s = optax_linear_schedule(1.0, 0.0, 10, 0);
+    for (int k = 0; s && k < 256; k++) {
+        optax_schedule *one[1] = {s};
+        s = optax_join_schedules(1, one, NULL);
+    }
+    CHECK(s != NULL && optax_schedule_eval(s, 5) == 0.5f);
+    optax_schedule *two[2] = {s, optax_constant_schedule(3.0)};
+    lx_clear_error();
+    optax_schedule *deep = optax_join_schedules(2, two, (const int64_t[]){4});
+    CHECK(deep == NULL && lx_last_status() == LX_ERR_INVALID_ARGUMENT &&
+          strstr(lx_last_error(), "join_schedules: schedules nested more than 256 deep"));
+    /* a deep nest built from many shallow ones is refused the same way */
+    s = optax_constant_schedule(1.0);
+    int built = 0;
+    for (int k = 0; s && k < 100000; k++, built++) {
+        optax_schedule *pair[2] = {s, optax_constant_schedule(2.0)};
+        s = optax_join_schedules(2, pair, (const int64_t[]){k});
+    }
+    CHECK(s == NULL && built == 257 && strstr(lx_last_error(), "nested more than 256 deep"));
 }
 
 /* ------------------------------------------------------------------ formula references */
@@ -1100,6 +1220,11 @@ int main(void) {
     RUN(test_docstring_sgd);
     RUN(test_docstring_lion);
     RUN(test_docstring_adafactor);
+    RUN(test_docstring_rmsprop);
+    RUN(test_weight_decay_schedule);
+    RUN(test_schedule_fallbacks);
+    RUN(test_join_depth);
+    RUN(test_adafactor_lr_none);
     RUN(test_adam_first_step);
     RUN(test_schedule_cosine);
     RUN(test_schedule_warmup_cosine);

@@ -240,6 +240,35 @@ static void expect_format_error(const char *src, const char *needle) {
     optax_tx_release(t);
 }
 
+/* Python's digit separators (PEP 515): an underscore between two digits, anywhere in the
+ * numeral, exponent included; anything else (doubled, trailing, next to '.', 'e') is an error, as
+ * Python's "invalid decimal literal". Integers stay integers (transition_steps). */
+static void test_digit_separators(void) {
+    static const struct { const char *src; float want; } ok[] = {
+        {"constant_schedule(1_000)", 1000.0f},       {"constant_schedule(1_000.5)", 1000.5f},
+        {"constant_schedule(1_0e-1_0)", 1e-9f},      {"constant_schedule(-2_5)", -25.0f},
+        {"constant_schedule(+1_0e+0_1)", 100.0f},    {"constant_schedule(0.000_5)", 0.0005f},
+        {"constant_schedule(100_000_000)", 1e8f},    {"constant_schedule(3e-4)", 3e-4f},
+    };
+    for (size_t k = 0; k < sizeof ok / sizeof ok[0]; k++) {
+        optax_schedule *sc = optax_schedule_from_string(ok[k].src);
+        LX_TEST_REPORT_(sc && optax_schedule_eval(sc, 0) == ok[k].want, "%s: %s %.9g", ok[k].src,
+                        sc ? "value" : lx_last_error(), sc ? (double)optax_schedule_eval(sc, 0) : 0.0);
+        optax_schedule_release(sc);
+    }
+    optax_schedule *lin = optax_schedule_from_string("linear_schedule(1.0, 0.0, 1_000)");
+    CHECK(lin && optax_schedule_eval(lin, 500) == 0.5f);
+    optax_schedule_release(lin);
+    optax_tx *a = optax_from_string("adam(1_000e-6)");
+    CHECK(a != NULL && !strcmp(optax_tx_name(a), "chain"));
+    optax_tx_release(a);
+    expect_format_error("sgd(1__0)", "at offset 5");
+    expect_format_error("sgd(1_)", "at offset 5");
+    expect_format_error("sgd(1_.5)", "at offset 5");
+    expect_format_error("sgd(1._5)", "at offset 6");
+    expect_format_error("sgd(1e_5)", "at offset 5");
+}
+
 /* Nesting is bounded like the spec parser's (64 levels: the parser, its tree and the built
  * transformations recurse once a level): 62 chains around sgd(0.1) (64 levels with the call and
  * its number) build and step, one more is a FORMAT error naming the bound, and so are 12,000
@@ -305,5 +334,6 @@ int main(void) {
     RUN(test_warmup_constant);
     RUN(test_inject_static_and_positional);
     RUN(test_nesting_bound);
+    RUN(test_digit_separators);
     return lx_test_finish();
 }

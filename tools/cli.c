@@ -14,18 +14,69 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* `linnx: <message>\n` as ONE write(2): ranks under mpirun share stderr, and a line written in
+ * pieces (prefix, message, newline) interleaves with the other ranks' lines. A newline or carriage
+ * return inside the message (a sample of text, a library message) is written as \n / \r, so
+ * every error is one line. */
+static void cli_errline_v(const char *fmt, va_list ap) {
+    char small[1024], *msg = small;
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    if (n >= (int)sizeof small) {
+        char *big = malloc((size_t)n + 1);
+        if (big && vsnprintf(big, (size_t)n + 1, fmt, ap2) >= 0) msg = big;
+        else free(big);
+    }
+    va_end(ap2);
+    if (n < 0) msg = strcpy(small, "(unprintable message)");
+    size_t len = strlen(msg), cap = 7 + 2 * len + 2;
+    char lsmall[2200], *line = cap <= sizeof lsmall ? lsmall : malloc(cap);
+    if (!line) { /* out of memory: the message as it is, still in one write when it fits */
+        line = lsmall;
+        cap = sizeof lsmall;
+        len = len > 1000 ? 1000 : len;
+    }
+    size_t k = 0;
+    memcpy(line, "linnx: ", 7);
+    k = 7;
+    for (size_t i = 0; i < len && k + 3 < cap; i++) {
+        if (msg[i] == '\n' || msg[i] == '\r') {
+            line[k++] = '\\';
+            line[k++] = msg[i] == '\n' ? 'n' : 'r';
+        } else {
+            line[k++] = msg[i];
+        }
+    }
+    line[k++] = '\n';
+    fflush(stderr); /* anything stdio still holds for stderr goes first */
+    for (size_t off = 0; off < k;) {
+        ssize_t w = write(STDERR_FILENO, line + off, k - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    if (line != lsmall) free(line);
+    if (msg != small) free(msg);
+}
+
+void cli_errline(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    cli_errline_v(fmt, ap);
+    va_end(ap);
+}
+
 int cli_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("linnx: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    cli_errline_v(fmt, ap);
     va_end(ap);
     return CLI_EXIT_USAGE;
 }
 
 int cli_oom(const char *what) {
-    fprintf(stderr, "linnx: %s: out of memory\n", what);
+    cli_errline("%s: out of memory", what);
     return CLI_EXIT_FAILURE;
 }
 
@@ -35,7 +86,7 @@ int cli_stdout_done(void) {
     int e = errno;
     if (!bad && !ferror(stdout)) return 0;
     clearerr(stdout); /* reported once: a second check (main's) stays quiet */
-    fprintf(stderr, "linnx: error writing to standard output: %s\n", e ? strerror(e) : "output lost");
+    cli_errline("error writing to standard output: %s", e ? strerror(e) : "output lost");
     return CLI_EXIT_FAILURE;
 }
 
@@ -58,7 +109,7 @@ int cli_lib_error(void) {
     const char *e = lx_last_error();
     /* the library's array limit is the CLI's --max-array-bytes: name the option */
     bool limit = strstr(e, "bytes per array") != NULL; /* an allocation (exit 1) or an array in a file (exit 2) */
-    fprintf(stderr, "linnx: %s%s\n", e[0] ? e : "failed", limit ? " (--max-array-bytes)" : "");
+    cli_errline("%s%s", e[0] ? e : "failed", limit ? " (--max-array-bytes)" : "");
     return cli_status_exit(s);
 }
 

@@ -36,8 +36,15 @@ typedef struct cli_command {
     const char *summary; /* one line for `linnx --help` */
 } cli_command;
 
-/* Print `linnx: <message>` on stderr; returns CLI_EXIT_USAGE. */
+/* Print `linnx: <message>` on stderr (cli_errline); returns CLI_EXIT_USAGE. */
 int cli_error(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+/* Print `linnx: <message>` on stderr as one write (one line: a newline inside the message is
+ * written as \n), without an exit status: every error line of the CLI goes through it. */
+void cli_errline(const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 1, 2)))
 #endif

@@ -377,8 +377,9 @@ static const char TRAIN_USAGE[] =
     "optimizer scaled to the tiny model: clip_by_global_norm(1.0), adamw(b1 0.9, b2 0.95, eps 1e-8,\n"
     "weight_decay 0.1) over a linear warmup (--warmup-frac of the steps) and a cosine decay to 0.1 lr.\n"
     "Prints the byte-unigram entropy of the held-out text and the held-out loss before training and\n"
-    "every --eval-every steps, a progress bar (plain lines when piped), samples before and after, and\n"
-    "writes the loss curve as SVG (--svg, default DIR/loss.svg or ./loss.svg).\n"
+    "every --eval-every steps, a progress bar (plain lines when piped or under an MPI launcher such as\n"
+    "mpirun; LINNX_PROGRESS=tty forces the bar), samples before and after, and writes the loss curve\n"
+    "as SVG (--svg, default DIR/loss.svg or ./loss.svg).\n"
     "The held-out loss is the mean over the first --eval-batches x --batch windows of seq-len + 1\n"
     "bytes; when those are not all of the held-out text, the output says so and the entropy it is\n"
     "compared with is that of the same bytes. The samples decode over prompt + --sample-tokens\n"
@@ -874,7 +875,8 @@ int cmd_train_lm(int argc, char **argv) {
             if (!rc) {
                 bool same = !strcmp(again[0], after[0]) && !strcmp(again[1], after[1]);
                 printf("reloaded %s into a fresh model: samples %s\n", ck_path, same ? "identical" : "DIFFERENT");
-                if (!same) rc = cli_error("train-lm: the reloaded checkpoint samples differently:\n  %s", again[0]);
+                if (!same) rc = cli_error("train-lm: the reloaded checkpoint samples differently (greedy after reloading: %s)",
+                                         again[0]);
             }
             free(again[0]);
             free(again[1]);

@@ -184,15 +184,14 @@ static int dp_setup_check(int rc, const uint64_t *mine, int rank, int nranks) {
             most = diff[k] > (float)most ? (int)diff[k] : most;
         }
     if (!nd) return 0;
-    /* one write for the whole line (stderr is unbuffered; the ranks' lines must not interleave) */
+    /* one line, one write (cli_errline): the ranks' lines must not interleave */
     char msg[1024];
     if (me)
         snprintf(msg, sizeof msg, "rank %d was not started like rank 0: %s differ%s", rank, what, nd > 1 ? "" : "s");
     else
         snprintf(msg, sizeof msg, "the ranks were not started alike: %s differ%s from rank 0's on %d of %d ranks", what,
                  nd > 1 ? "" : "s", most, nranks);
-    fprintf(stderr, "linnx: distributed: %s (give every rank the same SPEC, options, data and --restore checkpoint)\n",
-            msg);
+    cli_errline("distributed: %s (give every rank the same SPEC, options, data and --restore checkpoint)", msg);
     return CLI_EXIT_USAGE;
 }
 
@@ -231,7 +230,7 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
     if (o[O_SAVE].seen && rank == 0 && cli_check_output("--save", o[O_SAVE].value)) return CLI_EXIT_USAGE;
     optax_tx *tx = optax_from_string(o[O_OPT].value);
     if (!tx) {
-        fprintf(stderr, "linnx: --optimizer: %s\n", lx_last_error());
+        cli_errline("--optimizer: %s", lx_last_error());
         return cli_status_exit(lx_last_status()); /* out of memory is 1, a bad expression 2 */
     }
     bool was_nans = optax_debug_nans();

@@ -582,7 +582,7 @@ static int ckpt_data(const char *path, tc_data *out) {
     lx_tree *t = NULL;
     lx_status st = lx_ckpt_load(path, &t);
     if (st != LX_OK) {
-        fprintf(stderr, "linnx: --data %s: %s\n", path, lx_last_error());
+        cli_errline("--data %s: %s", path, lx_last_error());
         return cli_status_exit(st);
     }
     int rc = ckpt_leaf(path, t, "x", &out->x);
@@ -981,7 +981,7 @@ static lx_status train_tree(tc_model *m, lx_tree **out) {
 lx_status tc_model_state_tree(tc_model *m, lx_tree **out) { return train_tree(m, out); }
 
 static int file_error(const char *opt, const char *path, lx_status st) {
-    fprintf(stderr, "linnx: --%s %s: %s\n", opt, path, lx_last_error());
+    cli_errline("--%s %s: %s", opt, path, lx_last_error());
     return cli_status_exit(st);
 }
 

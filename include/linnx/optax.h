@@ -72,13 +72,14 @@ void optax_schedule_release(optax_schedule *s); /* NULL-safe */
 
 optax_schedule *optax_constant_schedule(double value);
 /* polynomial_schedule(init, end, power, transition_steps, transition_begin): steps <= 0 gives the
- * constant init (optax warns). */
+ * constant init and a negative transition_begin is 0 (optax logs both and falls back). */
 optax_schedule *optax_polynomial_schedule(double init_value, double end_value, double power,
                                     int64_t transition_steps, int64_t transition_begin);
 optax_schedule *optax_linear_schedule(double init_value, double end_value, int64_t transition_steps,
                                 int64_t transition_begin);
 /* exponential_decay(init, transition_steps, decay_rate, transition_begin, staircase, end_value):
- * has_end_value = false is end_value=None. transition_steps <= 0 is the constant init. */
+ * has_end_value = false is end_value=None. transition_steps <= 0 or decay_rate == 0 is the
+ * constant init, a negative transition_begin is 0 (optax logs these and falls back). */
 optax_schedule *optax_exponential_decay(double init_value, int64_t transition_steps, double decay_rate,
                                   int64_t transition_begin, bool staircase, bool has_end_value,
                                   double end_value);
@@ -94,7 +95,9 @@ optax_schedule *optax_warmup_cosine_decay_schedule(double init_value, double pea
  * so peak from warmup_steps on; warmup_steps <= 0 is the constant init (linear_schedule's rule). */
 optax_schedule *optax_warmup_constant_schedule(double init_value, double peak_value, int64_t warmup_steps);
 /* join_schedules(schedules, boundaries): n schedules (owned) and n - 1 boundaries; schedule i
- * sees the step relative to boundary i - 1. */
+ * sees the step relative to boundary i - 1. Joins nested more than 256 deep are refused
+ * (LX_ERR_INVALID_ARGUMENT "join_schedules: schedules nested more than 256 deep", the schedules
+ * released), as optax_chain refuses deeper chains. */
 optax_schedule *optax_join_schedules(int n, optax_schedule *const *schedules, const int64_t *boundaries);
 /* piecewise_constant_schedule(init, {boundary: scale}): the pairs are sorted by boundary; a
  * negative scale is an error, as in optax. */
@@ -192,9 +195,14 @@ typedef struct optax_adam_opts {
     bool nesterov;
     double weight_decay; /* adamw only */
     optax_mask mask;        /* adamw only: which leaves decay */
+    /* adamw only: a weight-decay schedule instead of the number (optax's ScalarOrSchedule),
+     * evaluated at add_decayed_weights' own count ({"count"} in its state). NULL = weight_decay.
+     * Taken by optax_adam, optax_adamw, optax_nadam and optax_nadamw (the adam ones release
+     * it, also when they fail); optax_scale_by_adam does not read it. */
+    optax_schedule *weight_decay_schedule;
 } optax_adam_opts;
-#define OPTAX_ADAM_DEFAULTS {0.9, 0.999, 1e-8, 0.0, OPTAX_DTYPE_DEFAULT, false, 0.0, OPTAX_NO_MASK}
-#define OPTAX_ADAMW_DEFAULTS {0.9, 0.999, 1e-8, 0.0, OPTAX_DTYPE_DEFAULT, false, 1e-4, OPTAX_NO_MASK}
+#define OPTAX_ADAM_DEFAULTS {0.9, 0.999, 1e-8, 0.0, OPTAX_DTYPE_DEFAULT, false, 0.0, OPTAX_NO_MASK, NULL}
+#define OPTAX_ADAMW_DEFAULTS {0.9, 0.999, 1e-8, 0.0, OPTAX_DTYPE_DEFAULT, false, 1e-4, OPTAX_NO_MASK, NULL}
 /* scale_by_adam: eps outside the square root, eps_root inside, bias correction 1 - b**t. NULL
  * opts = the defaults. */
 optax_tx *optax_scale_by_adam(const optax_adam_opts *opts);
@@ -235,7 +243,8 @@ optax_tx *optax_masked(optax_tx *inner, optax_mask mask);
 optax_tx *optax_sgd(optax_sos learning_rate, bool has_momentum, double momentum, bool nesterov);
 optax_tx *optax_adam(optax_sos learning_rate, const optax_adam_opts *opts);
 /* adamw: chain(scale_by_adam, add_decayed_weights(wd, mask), scale_by_learning_rate): the decay
- * is added to the Adam direction before the learning rate. NULL opts = OPTAX_ADAMW_DEFAULTS. */
+ * is added to the Adam direction before the learning rate. NULL opts = OPTAX_ADAMW_DEFAULTS.
+ * The weight decay is a number or a schedule (opts->weight_decay_schedule), as in optax. */
 optax_tx *optax_adamw(optax_sos learning_rate, const optax_adam_opts *opts);
 optax_tx *optax_nadam(optax_sos learning_rate, const optax_adam_opts *opts); /* adam with nesterov */
 optax_tx *optax_nadamw(optax_sos learning_rate, const optax_adam_opts *opts);
@@ -254,8 +263,9 @@ typedef struct optax_lion_opts {
     lx_dtype mu_dtype;
     double weight_decay;
     optax_mask mask;
+    optax_schedule *weight_decay_schedule; /* as adamw's: a schedule instead of weight_decay (taken) */
 } optax_lion_opts;
-#define OPTAX_LION_DEFAULTS {0.9, 0.99, OPTAX_DTYPE_DEFAULT, 1e-3, OPTAX_NO_MASK}
+#define OPTAX_LION_DEFAULTS {0.9, 0.99, OPTAX_DTYPE_DEFAULT, 1e-3, OPTAX_NO_MASK, NULL}
 optax_tx *optax_lion(optax_sos learning_rate, const optax_lion_opts *opts);
 typedef struct optax_adafactor_opts {
     int64_t min_dim_size_to_factor;

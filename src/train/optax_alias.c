@@ -17,13 +17,20 @@ optax_tx *optax_sgd(optax_sos lr, bool has_momentum, double momentum, bool neste
 }
 
 optax_tx *optax_adam(optax_sos lr, const optax_adam_opts *opts) {
+    if (opts) optax_schedule_release(opts->weight_decay_schedule); /* adam has no weight decay */
     return CHAIN(optax_scale_by_adam(opts), optax_scale_by_learning_rate(lr, true));
+}
+
+/* optax's weight_decay: base.ScalarOrSchedule (adamw, lion) */
+static optax_sos decay_sos(double value, optax_schedule *schedule) {
+    return schedule ? OPTAX_SCHED(schedule) : OPTAX_CONST(value);
 }
 
 optax_tx *optax_adamw(optax_sos lr, const optax_adam_opts *opts) {
     optax_adam_opts d = OPTAX_ADAMW_DEFAULTS;
     if (!opts) opts = &d;
-    return CHAIN(optax_scale_by_adam(opts), optax_add_decayed_weights(OPTAX_CONST(opts->weight_decay), opts->mask),
+    return CHAIN(optax_scale_by_adam(opts),
+                 optax_add_decayed_weights(decay_sos(opts->weight_decay, opts->weight_decay_schedule), opts->mask),
                  optax_scale_by_learning_rate(lr, true));
 }
 
@@ -56,7 +63,7 @@ optax_tx *optax_lion(optax_sos lr, const optax_lion_opts *opts) {
     optax_lion_opts d = OPTAX_LION_DEFAULTS;
     if (!opts) opts = &d;
     return CHAIN(optax_scale_by_lion(opts->b1, opts->b2, opts->mu_dtype, OPTAX_LION_HARD, 1.0),
-                 optax_add_decayed_weights(OPTAX_CONST(opts->weight_decay), opts->mask),
+                 optax_add_decayed_weights(decay_sos(opts->weight_decay, opts->weight_decay_schedule), opts->mask),
                  optax_scale_by_learning_rate(lr, true));
 }
 

@@ -190,6 +190,29 @@ static node *parse_value(parser *ps) {
     return n;
 }
 
+/* A decimal numeral with Python's digit separators (1_000, 3_0.5e-1_0: each underscore between
+ * two digits), copied without them into buf; *len is how much of c it spans (0: not one). */
+static size_t numeral_without_underscores(const char *c, char *buf, size_t cap, size_t *len) {
+    size_t i = 0, k = 0;
+    if (c[i] == '-' || c[i] == '+') buf[k++] = c[i++];
+    bool prev_e = false;
+    while (k + 1 < cap) {
+        char ch = c[i];
+        bool dig = isdigit((unsigned char)ch);
+        if (ch == '_' && i > 0 && isdigit((unsigned char)c[i - 1]) && isdigit((unsigned char)c[i + 1])) {
+            i++;
+            continue;
+        }
+        if (!(dig || ch == '.' || ch == 'e' || ch == 'E' || (prev_e && (ch == '-' || ch == '+')))) break;
+        prev_e = ch == 'e' || ch == 'E';
+        buf[k++] = ch;
+        i++;
+    }
+    buf[k] = '\0';
+    *len = i;
+    return k;
+}
+
 static node *parse_value_at(parser *ps) {
     skip(ps);
     const char *c = ps->p;
@@ -197,10 +220,23 @@ static node *parse_value_at(parser *ps) {
         char *end;
         double v = strtod(c, &end);
         if (end == c) return perr(ps, "expected a number");
+        const char *numeral = c;
+        size_t numeral_len = (size_t)(end - c);
+        char buf[128];
+        if (*end == '_' && end > c && isdigit((unsigned char)end[-1]) && isdigit((unsigned char)end[1])) {
+            /* 1_000e-6: strtod stopped at a digit separator; read the numeral without them */
+            size_t span, k = numeral_without_underscores(c, buf, sizeof buf, &span);
+            char *bend;
+            v = strtod(buf, &bend);
+            if ((size_t)(bend - buf) != k) return perr(ps, "invalid number");
+            numeral = buf;
+            numeral_len = k;
+            end = (char *)c + span;
+        }
         node *n = new_node(N_NUM);
         if (!n) return poom(ps);
         n->num = v;
-        n->is_int = strcspn(c, ".eE") >= (size_t)(end - c);
+        n->is_int = strcspn(numeral, ".eE") >= numeral_len;
         ps->p = end;
         return n;
     }
@@ -652,8 +688,14 @@ static optax_adam_opts adam_opts(args *a, bool adamw) {
     o.eps_root = num(a, "eps_root", 0.0);
     o.mu_dtype = dtype_arg(a, "mu_dtype", OPTAX_DTYPE_DEFAULT);
     o.nesterov = boolean(a, "nesterov", false);
-    o.weight_decay = adamw ? num(a, "weight_decay", 1e-4) : 0.0;
-    if (adamw) no_mask(a, "mask");
+    if (adamw) { /* a number or a schedule (optax's ScalarOrSchedule); the caller owns the schedule */
+        optax_sos wd = sos(a, "weight_decay", 1e-4);
+        o.weight_decay = wd.value;
+        o.weight_decay_schedule = wd.schedule;
+        no_mask(a, "mask");
+    } else {
+        o.weight_decay = 0.0;
+    }
     return o;
 }
 
@@ -772,6 +814,8 @@ static optax_tx *build_tx(const node *n) {
         if (a.st == LX_OK) {
             r = w ? optax_adamw(lr, &o) : optax_adam(lr, &o);
             lr.schedule = NULL;
+        } else {
+            optax_schedule_release(o.weight_decay_schedule);
         }
     } else if (!strcmp(f, "rmsprop")) {
         lr = sos(&a, "learning_rate", 0);
@@ -795,15 +839,19 @@ static optax_tx *build_tx(const node *n) {
         o.b1 = num(&a, "b1", 0.9);
         o.b2 = num(&a, "b2", 0.99);
         o.mu_dtype = dtype_arg(&a, "mu_dtype", OPTAX_DTYPE_DEFAULT);
-        o.weight_decay = num(&a, "weight_decay", 1e-3);
+        optax_sos wd = sos(&a, "weight_decay", 1e-3);
+        o.weight_decay = wd.value;
+        o.weight_decay_schedule = wd.schedule;
         no_mask(&a, "mask");
         if (a.st == LX_OK) {
             r = optax_lion(lr, &o);
             lr.schedule = NULL;
+        } else {
+            optax_schedule_release(o.weight_decay_schedule);
         }
     } else if (!strcmp(f, "adafactor")) {
-        bool has_lr = has(&a, "learning_rate");
-        lr = sos(&a, "learning_rate", 0);
+        bool has_lr = has(&a, "learning_rate"); /* learning_rate=None is the default: no lr step */
+        lr = has_lr ? sos(&a, "learning_rate", 0) : OPTAX_CONST(0);
         optax_adafactor_opts o = OPTAX_ADAFACTOR_DEFAULTS;
         o.min_dim_size_to_factor = int_arg(&a, "min_dim_size_to_factor", 128);
         o.decay_rate = num(&a, "decay_rate", 0.8);

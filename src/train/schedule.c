@@ -7,6 +7,7 @@
 
 #include "linnx/optax.h"
 #include "../core/status_internal.h"
+#include "optax_internal.h"
 
 #define LX_PI 3.14159265358979323846
 
@@ -19,6 +20,7 @@ struct optax_schedule {
     int64_t steps, begin;
     bool staircase, has_end;
     int n;
+    int depth; /* levels of join_schedules below this one (0: none) */
     optax_schedule **subs;
     int64_t *bounds;
     double *scales;
@@ -58,6 +60,7 @@ optax_schedule *optax_constant_schedule(double value) {
 optax_schedule *optax_polynomial_schedule(double init_value, double end_value, double power, int64_t transition_steps,
                                     int64_t transition_begin) {
     if (transition_steps <= 0) return optax_constant_schedule(init_value); /* optax warns and does this */
+    if (transition_begin < 0) transition_begin = 0; /* optax logs "falling back to 0" and does this */
     optax_schedule *s = sched_new(S_POLY);
     if (!s) return NULL;
     s->init = init_value;
@@ -75,11 +78,10 @@ optax_schedule *optax_linear_schedule(double init_value, double end_value, int64
 
 optax_schedule *optax_exponential_decay(double init_value, int64_t transition_steps, double decay_rate,
                                   int64_t transition_begin, bool staircase, bool has_end_value, double end_value) {
-    if (transition_steps <= 0) return optax_constant_schedule(init_value);
-    if (decay_rate == 0.0) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "exponential_decay: decay_rate must be different from 0");
-        return NULL;
-    }
+    /* optax logs and falls back for each of these: a constant init_value for steps <= 0 or a zero
+     * rate, and transition_begin 0 for a negative one */
+    if (transition_steps <= 0 || decay_rate == 0.0) return optax_constant_schedule(init_value);
+    if (transition_begin < 0) transition_begin = 0;
     optax_schedule *s = sched_new(S_EXP);
     if (!s) return NULL;
     s->init = init_value;
@@ -111,8 +113,15 @@ optax_schedule *optax_cosine_decay_schedule(double init_value, int64_t decay_ste
 optax_schedule *optax_join_schedules(int n, optax_schedule *const *schedules, const int64_t *boundaries) {
     bool ok = n >= 1 && schedules && (n == 1 || boundaries);
     for (int i = 0; ok && i < n; i++) ok = schedules[i] != NULL;
-    optax_schedule *s = ok ? sched_new(S_JOIN) : NULL;
-    if (s) {
+    /* evaluation and release recurse once a level: refuse a deeper nest here, as optax_chain does,
+     * instead of overflowing the stack when it is evaluated */
+    int depth = 0;
+    for (int i = 0; ok && i < n; i++) depth = schedules[i]->depth + 1 > depth ? schedules[i]->depth + 1 : depth;
+    bool too_deep = ok && depth > LX_OPTAX_MAX_NEST;
+    optax_schedule *s = ok && !too_deep ? sched_new(S_JOIN) : NULL;
+    if (too_deep) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "join_schedules: schedules nested more than %d deep", LX_OPTAX_MAX_NEST);
+    } else if (s) {
         s->subs = calloc((size_t)n, sizeof *s->subs);
         s->bounds = calloc((size_t)n, sizeof *s->bounds);
         if (!s->subs || !s->bounds) {
@@ -132,6 +141,7 @@ optax_schedule *optax_join_schedules(int n, optax_schedule *const *schedules, co
         return NULL;
     }
     s->n = n;
+    s->depth = depth;
     for (int i = 0; i < n; i++) s->subs[i] = schedules[i];
     for (int i = 0; i + 1 < n; i++) s->bounds[i] = boundaries[i];
     return s;
