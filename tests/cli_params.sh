@@ -30,6 +30,8 @@ expect_usage_error "Parameter \"deterministic\" must be passed" params 'linen.Dr
 expect_usage_error "Memory dimension (4) must be divisible by number of heads (3)." params 'linen.MultiHeadDotProductAttention(num_heads=3)' --seed 0 --input-shape 1,3,4
 expect_usage_error "variable_axes must be a dict {'collection': axis or None} or ('collection', axis) pairs" params "linen.vmap(linen.Dense(4), variable_axes=0, axis_size=3)" --seed 0 --input-shape 3,2,5
 expect_usage_error "argument 0 has shape (3, 2, 5), size 3 on axis 0, but length is 2" params "linen.vmap(linen.Dense(4), variable_axes=('params', 0), split_rngs=('params',), axis_size=2)" --seed 0 --input-shape 3,2,5
+expect_usage_error "linen.vmap: axis_size must be a positive int, got 0" params "linen.vmap(linen.Dense(4), variable_axes={'params': 0}, split_rngs={'params': True}, axis_size=0)" --seed 0 --input-shape 3,2,5
+expect_usage_error "linen.scan: length must be a positive int, got -1" params "linen.scan(linen.Dense(4), variable_axes={'params': 0}, split_rngs={'params': True}, length=-1)" --seed 0 --input-shape 3,2,5
 expect_usage_error "unknown initializer" params 'linen.Dense(3, kernel_init=linen.initializers.lecun)' --seed 0 --input-shape 1,2
 
 expect_usage_error "unknown module 'nnx.Foo(1)'" params 'nnx.Foo(1)' --seed 0

@@ -341,6 +341,10 @@ static int build_lift(builder *b, spec_node *n, bool scan, linen_module **out) {
         } else if (!strcmp(k, "out_axes") && v->kind == SPEC_INT) {
             o.out_axes = (int)v->i;
         } else if ((!strcmp(k, "axis_size") || !strcmp(k, "length")) && v->kind == SPEC_INT) {
+            /* the library reads length 0 as "from the mapped inputs": an explicit 0 (or a negative
+             * size) is refused here instead of silently taking the input's size (JAX: a mismatch) */
+            if (v->i <= 0 || v->i > INT32_MAX)
+                return cli_error("params: %s: %s must be a positive int, got %lld", what, k, (long long)v->i);
             o.length = v->i;
         } else if (!strcmp(k, "partition_name") && v->kind == SPEC_STR) {
             o.partition_name = v->s;
