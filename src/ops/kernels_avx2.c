@@ -497,7 +497,7 @@ static inline float sm_hsum8(__m256 v) {
  * row, so x - max stays -inf there, not NaN. Four independent max chains. With the maximum the
  * row's minimum (NaN skipped too) in *mn: when mn - max >= -87 every x - max is (the float
  * subtraction is monotonic), so the exp pass needs no per-vector range test (sm_expsum). */
-static float sm_rowmax(const float *x, int64_t n, float *mn) {
+static inline __attribute__((always_inline)) float sm_rowmax_t(const float *x, int64_t n, float *mn, const bool wmin) {
     int64_t nv = n / 8 * 8, i = 0;
     __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
     __m256 l0 = _mm256_set1_ps(INFINITY), l1 = l0;
@@ -505,7 +505,7 @@ static float sm_rowmax(const float *x, int64_t n, float *mn) {
         __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
         __m256 c = _mm256_loadu_ps(x + i + 16), d = _mm256_loadu_ps(x + i + 24);
         m0 = _mm256_max_ps(a, m0), m1 = _mm256_max_ps(b, m1), m2 = _mm256_max_ps(c, m2), m3 = _mm256_max_ps(d, m3);
-        l0 = _mm256_min_ps(_mm256_min_ps(a, b), l0), l1 = _mm256_min_ps(_mm256_min_ps(c, d), l1);
+        if (wmin) l0 = _mm256_min_ps(_mm256_min_ps(a, b), l0), l1 = _mm256_min_ps(_mm256_min_ps(c, d), l1);
     }
     for (; i < nv; i += 8) {
         __m256 a = _mm256_loadu_ps(x + i);
@@ -517,9 +517,13 @@ static float sm_rowmax(const float *x, int64_t n, float *mn) {
     _mm256_storeu_ps(l, m0), _mm256_storeu_ps(h, l0);
     for (int k = 0; k < 8; k++) mx = l[k] > mx ? l[k] : mx, lo = h[k] < lo ? h[k] : lo;
     for (; i < n; i++) mx = x[i] > mx ? x[i] : mx, lo = x[i] < lo ? x[i] : lo;
-    *mn = lo;
+    if (wmin) *mn = lo;
     return mx == -INFINITY ? 0.0f : mx;
 }
+static float sm_rowmax(const float *x, int64_t n, float *mn) { return sm_rowmax_t(x, n, mn, true); }
+/* the maximum alone (the exp pass checks the minimum itself: sm_expsum_c's chunks); the minimum
+ * took ~5% of a 4096-float softmax row */
+static float sm_rowmax1(const float *x, int64_t n) { return sm_rowmax_t(x, n, NULL, false); }
 
 /* exp of K <= 8 vectors whose lanes are all >= -87 (or NaN): sm_exp8_fast's operations, the K
  * vectors step by step (same operations, same bits). Each exp is a chain of dependent FMAs (5
@@ -551,8 +555,9 @@ static inline __attribute__((always_inline)) void sm_expk_fast(__m256 *v, const 
 
 /* sum(exp(x - mx)) over the row; with e != NULL the exps are stored there, with d != NULL the
  * differences x - mx (either may be x; log_softmax stores d so that its output lines are fetched
- * while the exps compute). Vector k of the row always adds into accumulator k % 4 and the sums
- * combine as (s0 + s1) + (s2 + s3), so a row that only differs by trailing lanes of exp 0 (the
+ * while the exps compute). Each group of four vectors (from the row's start) sums as (e0 + e1) +
+ * (e2 + e3) into one accumulator (four accumulators kept more registers live and spilled: ~2-3%
+ * slower), so a row that only differs by trailing lanes of exp 0 (the
  * causal-prefix attention against an explicit mask) sums to the same bits. A ragged tail runs the
  * same vector exp on a copy padded with -inf (exp 0), so every element's exp is the same function
  * of its value wherever it sits in the row. w (may be NULL): the output row, whose successor is
@@ -564,16 +569,17 @@ static inline __attribute__((always_inline)) __m256 sm_one(const float *x, float
     if (e) _mm256_storeu_ps(e, ev);
     return ev;
 }
-static inline __attribute__((always_inline)) float sm_expsum_t(const float *x, float *e, float *d, int64_t n, float mx,
-                                                               float *w, const bool fast) {
-    int64_t nv = n / 8 * 8, i = 0;
-    __m256 m = _mm256_set1_ps(mx), s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+/* groups of four vectors from i to end (multiples of 32) added into s; fast: no range tests, and
+ * the differences' minimum (NaN skipped) kept in *lo */
+static inline __attribute__((always_inline)) __m256 sm_groups(const float *x, float *e, float *d, int64_t n, int64_t i,
+                                                              int64_t end, __m256 m, __m256 s, float *w, __m256 *lo,
+                                                              const bool fast) {
     /* A long row's successor (at x + n where rows are contiguous, as in nn.c; elsewhere the
      * prefetch is only wasted, and one past the array cannot fault) is fetched while this row's
      * exps compute, so the next max pass finds it in cache instead of waiting on memory alone
      * (1024 x 4096 rows: logsumexp ~0.50 -> ~0.40 ns per element). */
     const bool pf = n >= 1024;
-    for (; i + 32 <= nv; i += 32) { /* four independent exps, one range test for all four */
+    for (; i < end; i += 32) { /* four independent exps, one range test for all four */
         if (pf) { /* the address as an integer: x + n + i may lie past the array object */
             uintptr_t a = (uintptr_t)(x + i) + (uintptr_t)n * sizeof(float);
             _mm_prefetch((const char *)a, _MM_HINT_T0), _mm_prefetch((const char *)(a + 64), _MM_HINT_T0);
@@ -588,7 +594,8 @@ static inline __attribute__((always_inline)) float sm_expsum_t(const float *x, f
             v[k] = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8 * k), m);
             if (d) _mm256_storeu_ps(d + i + 8 * k, v[k]);
         }
-        if (fast) { /* the row's minimum passed the range test (sm_rowmax) */
+        if (fast) { /* checked after the chunk (sm_expsum_c) */
+            if (lo) *lo = _mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(_mm256_min_ps(v[2], v[3]), *lo));
             sm_expk_fast(v, 4);
         } else {
             __m256 lo = _mm256_or_ps(_mm256_or_ps(sm_low(v[0]), sm_low(v[1])), _mm256_or_ps(sm_low(v[2]), sm_low(v[3])));
@@ -600,31 +607,82 @@ static inline __attribute__((always_inline)) float sm_expsum_t(const float *x, f
             }
         }
 #pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 4; k++)
             if (e) _mm256_storeu_ps(e + i + 8 * k, v[k]);
-            s[k] = _mm256_add_ps(s[k], v[k]);
-        }
+        s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3])));
     }
-    int k = 0; /* i is a multiple of 32 here: the next vector is number 0 mod 4 */
-    for (; i < nv; i += 8, k++) s[k] = _mm256_add_ps(s[k], sm_one(x + i, e ? e + i : NULL, d ? d + i : NULL, m));
+    return s;
+}
+/* sm_groups over the row's whole groups, then the tail. tested: every group range-tested
+ * (sm_rowmax's minimum failed the test); chunked: chunks of 256 floats run
+ * without tests, each followed by one test of its minimum: a chunk with a difference below -87
+ * is discarded and the row goes on tested from its start (its outputs are rewritten with the
+ * same or the right values: x is not among them). */
+static inline __attribute__((always_inline)) float sm_expsum_c(const float *x, float *e, float *d, int64_t n, float mx,
+                                                               float *w, const bool tested, const bool chunked) {
+    int64_t nv = n / 8 * 8, n32 = nv / 32 * 32, i = 0;
+    __m256 m = _mm256_set1_ps(mx), s = _mm256_setzero_ps();
+    if (chunked) {
+        while (i < n32) {
+            int64_t end = i + 256 < n32 ? i + 256 : n32;
+            __m256 lo = _mm256_set1_ps(INFINITY);
+            __m256 s1 = sm_groups(x, e, d, n, i, end, m, s, w, &lo, true);
+            if (__builtin_expect(_mm256_movemask_ps(sm_low(lo)) != 0, 0)) break;
+            s = s1, i = end;
+        }
+        s = sm_groups(x, e, d, n, i, n32, m, s, w, NULL, false);
+    } else {
+        s = sm_groups(x, e, d, n, 0, n32, m, s, w, NULL, !tested);
+    }
+    i = n32;
+    if (i == n) return sm_hsum8(s);
+    /* i is a multiple of 32 here: the last 1-4 vectors (the ragged one padded) as one group, the
+     * missing ones 0 (x + 0 = x for the exps' non-negative values: a padded row's bits) */
+    __m256 g[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int k = 0;
+    for (; i < nv; i += 8, k++) g[k] = sm_one(x + i, e ? e + i : NULL, d ? d + i : NULL, m);
     if (i < n) {
         float buf[8], eb[8], db[8];
         int64_t j = 0;
         for (; j < n - i; j++) buf[j] = x[i + j];
         for (; j < 8; j++) buf[j] = -INFINITY;
-        s[k] = _mm256_add_ps(s[k], sm_one(buf, eb, db, m));
+        g[k] = sm_one(buf, eb, db, m);
         for (j = 0; j < n - i; j++) {
             if (e) e[i + j] = eb[j];
             if (d) d[i + j] = db[j];
         }
     }
-    return sm_hsum8(_mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3])));
+    return sm_hsum8(_mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(g[0], g[1]), _mm256_add_ps(g[2], g[3]))));
 }
 /* The row's loop without range tests when its minimum allows (lo: sm_rowmax's minimum). */
 static inline __attribute__((always_inline)) float sm_expsum(const float *x, float *e, float *d, int64_t n, float mx, float lo,
                                                              float *w) {
-    if (lo - mx >= -87.0f) return sm_expsum_t(x, e, d, n, mx, w, true);
-    return sm_expsum_t(x, e, d, n, mx, w, false);
+    if (lo - mx >= -87.0f) return sm_expsum_c(x, e, d, n, mx, w, false, false);
+    return sm_expsum_c(x, e, d, n, mx, w, true, false);
+}
+/* the max pass and the chunked exp pass; a function of its own: inlined beside the tested path it
+ * made short rows with a -inf 6-10% slower (same-process A/B) */
+static __attribute__((noinline)) float sm_chunked(const float *x, float *e, float *d, int64_t n, float *w, float *mxo) {
+    float mx = sm_rowmax1(x, n);
+    *mxo = mx;
+    if (e) return sm_expsum_c(x, e, NULL, n, mx, w, false, true);
+    if (d) return sm_expsum_c(x, NULL, d, n, mx, w, false, true);
+    return sm_expsum_c(x, NULL, NULL, n, mx, w, false, true);
+}
+/* the max pass and the exp + sum pass: the row's minimum tested after each chunk of the exp pass
+ * for rows of 4096 floats and more, unless an output (e or d) overlaps x (attention's rows are in
+ * place), where a failed chunk could not be run again: else sm_rowmax's minimum decides, as
+ * before. A row with a -inf (a mask) runs one chunk twice: on shorter rows that cost more than the
+ * minimum saves (64-256 floats with a -inf tail: 1.5x the time; 4096: the same time) */
+static inline __attribute__((always_inline)) float sm_maxexpsum(const float *x, float *e, float *d, int64_t n, float *w,
+                                                                float *mxo) {
+    const float *o = e ? e : d;
+    if (n < 4096 || (o && (uintptr_t)o < (uintptr_t)(x + n) && (uintptr_t)x < (uintptr_t)(o + n))) {
+        float lo, mx = sm_rowmax(x, n, &lo);
+        *mxo = mx;
+        return sm_expsum(x, e, d, n, mx, lo, w);
+    }
+    return sm_chunked(x, e, d, n, w, mxo);
 }
 
 /* softmax: max, then exp + sum with the exps stored in y (a 4096-float row stays in L1), then one
@@ -632,14 +690,14 @@ static inline __attribute__((always_inline)) float sm_expsum(const float *x, flo
  * pass y - log(sum) over the L1-resident row. */
 static void avx2_softmax_row_v(const float *x, float *y, int64_t n, bool log) {
     int64_t nv = n / 8 * 8;
-    float lo, mx = sm_rowmax(x, n, &lo);
+    float mx;
     if (log) {
-        float lse = logf(sm_expsum(x, NULL, y, n, mx, lo, y));
+        float lse = logf(sm_maxexpsum(x, NULL, y, n, y, &mx));
         __m256 vl = _mm256_set1_ps(lse);
         for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_loadu_ps(y + i), vl));
         for (int64_t i = nv; i < n; i++) y[i] -= lse;
     } else {
-        float inv = 1.0f / sm_expsum(x, y, NULL, n, mx, lo, y);
+        float inv = 1.0f / sm_maxexpsum(x, y, NULL, n, y, &mx);
         __m256 sc = _mm256_set1_ps(inv);
         for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), sc));
         for (int64_t i = nv; i < n; i++) y[i] *= inv;
@@ -681,8 +739,7 @@ static void avx2_norm_row_stream(const float *xr, float *yr, int64_t d, const fl
  * the scale pass: (e (1 / sum)) g is the same two roundings. */
 void lx_avx2_xent_vjp_row(const float *x, int32_t label, float g, float *dx, int64_t n) {
     int64_t nv = n / 8 * 8;
-    float lo, mx = sm_rowmax(x, n, &lo);
-    float inv = 1.0f / sm_expsum(x, dx, NULL, n, mx, lo, dx);
+    float mx, inv = 1.0f / sm_maxexpsum(x, dx, NULL, n, dx, &mx);
     const float el = dx[label];
     const __m256 sc = _mm256_set1_ps(inv), vg = _mm256_set1_ps(g);
     for (int64_t i = 0; i < nv; i += 8) _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(dx + i), sc), vg));
@@ -693,8 +750,8 @@ void lx_avx2_xent_vjp_row(const float *x, int32_t label, float g, float *dx, int
 /* max + log(sum(exp(x - max))): the softmax row's first two passes without the store (the row is
  * read twice, the second time from L1). */
 static float avx2_logsumexp_row_v(const float *x, int64_t n) {
-    float lo, mx = sm_rowmax(x, n, &lo);
-    return mx + logf(sm_expsum(x, NULL, NULL, n, mx, lo, NULL));
+    float mx, sum = sm_maxexpsum(x, NULL, NULL, n, NULL, &mx);
+    return mx + logf(sum);
 }
 
 /* ---- direct convolution rows: R positions x nv vectors of 8 channels, R * nv <= 12 ----
