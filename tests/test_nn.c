@@ -88,16 +88,19 @@ static double ulp_of(double v) {
     return ldexp(1.0, e - 24);
 }
 static void test_softmax_rows(void) {
-    const int ns0[] = {2, 3, 7, 8, 9, 16, 17};
+    /* 4099: the AVX2 set's long-row path (chunks of 256 checked once each for values below the
+     * exp's range): a -inf in the middle, a NaN at the end or a third of the way in */
+    const int ns0[] = {2, 3, 7, 8, 9, 16, 17, 4099};
     double worst[2] = {0, 0};
-    for (int ni = 0; ni < 7; ni++) {
-        const int R = 800, n = ns0[ni];
+    for (int ni = 0; ni < 8; ni++) {
+        const int n = ns0[ni], R = n > 1000 ? 40 : 800;
         lx_array *x = lx_autorelease(lx_array_empty(LX_F32, 2, SHAPE(R, n)));
         for (int r = 0; r < R; r++)
             for (int i = 0; i < n; i++) {
                 float v = (r % 3 == 0 ? 200.0f : 60.0f) * tc_frand();
                 if (i == n / 2 && r % 7 == 0) v = -INFINITY;
                 if (i == n - 1 && r % 11 == 0) v = NAN;
+                if (i == n / 3 && r % 13 == 1) v = NAN;
                 lx_f32(x)[r * n + i] = v;
             }
         lx_array *y[2] = {lx_softmax(x, 1), lx_log_softmax(x, 1)};
@@ -124,6 +127,11 @@ static void test_softmax_rows(void) {
                     double ref = t ? (double)d - log(s) : exp((double)d) / s;
                     if (!t && ref < FLT_MIN && got == 0.0f) continue; /* a set may flush subnormals */
                     double err = fabs(got - ref) / (t ? 0x1p-23 * fmax(1.0, fabs(ref)) : ulp_of(ref));
+                    if (n > 1000) { /* the float sum's own rounding over 4099 terms: below */
+                        CHECK(t ? fabs(got - ref) <= 2e-6 * fmax(1.0, fabs(ref))
+                                : fabs(got - ref) <= 1e-5 * ref + 2 * ulp_of(ref)); /* + subnormal results */
+                        continue;
+                    }
                     if (!(err <= worst[t])) worst[t] = err; /* a NaN got is the worst */
                 }
         }
