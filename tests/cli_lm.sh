@@ -116,6 +116,11 @@ if [ "$(paths "$cli_tmp/ckA/checkpoint_6.msgpack")" == "$(paths "$cli_tmp/cv_bac
    [ -n "$greedy" ] && [ "$s5" == "$greedy" ] && [ "$s6" == "$greedy" ]; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: convert maxtext-nnx and back: '$s5' '$s6' (want '$greedy')";
     diff <(paths "$cli_tmp/ckA/checkpoint_6.msgpack") <(paths "$cli_tmp/cv_back.msgpack"); fi
+# linen-train (Flax's TrainState) has no field for train-lm's config / run / history: converting
+# there drops them with one warning each, not silently
+w=$("$bin" convert "$cli_tmp/ckA/checkpoint_6.msgpack" "$cli_tmp/cv_lt.msgpack" --layout linen-train 2>&1 >/dev/null); rc=$?
+if [ $rc -eq 0 ] && [ "$(grep -c "linnx: warning: layout: linen-train has no place for the top-level key '\(config\|run\|history\)': dropped" <<<"$w")" = 3 ]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: convert to linen-train: exit $rc, '$w'"; fi
 # --scan-layers (MaxText's scan_layers): the scanned decoder trains, its checkpoint reloads into a
 # fresh scanned model, and `linnx sample` decodes it with the layers unstacked (same greedy text)
 scan_flags="--emb 16 --layers 2 --heads 2 --kv-heads 1 --head-dim 8 --mlp 32 --seq-len 16 --batch 2 --eval-batches 2 --sample-tokens 4"

@@ -449,6 +449,12 @@ static lx_status to_linen_train(const canon *c, lx_tree **out) {
         if (strcmp(lx_tree_key(vars, i), "params") && strcmp(lx_tree_key(vars, i), "batch_stats"))
             s = lx_fail(LX_ERR_UNSUPPORTED, "layout: a Linen TrainState holds params and batch_stats, not '%s'",
                         lx_tree_key(vars, i));
+    /* a MaxText input's other top-level keys (linnx train-lm's config / run / history): a Linen
+     * TrainState has no field for them (Flax's restore refuses unknown keys), so they are dropped,
+     * and said so */
+    for (size_t i = 0; s == LX_OK && c->top && i < lx_tree_len(c->top); i++)
+        if (!maxtext_key(lx_tree_key(c->top, i)))
+            lx_warn("layout: linen-train has no place for the top-level key '%s': dropped", lx_tree_key(c->top, i));
     if (s == LX_OK && !c->opt)
         s = lx_fail(LX_ERR_NOT_FOUND, "layout: linen-train needs a train state (an optimizer state) to convert");
     /* the chain in NNX form first (either source form), then as the TrainState holds it */
