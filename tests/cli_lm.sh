@@ -246,7 +246,7 @@ if [ -w /dev/full ]; then
     for args in "sample --tokens 3 $small" "train-lm --data $d --heldout $d/text3 $tiny --steps 2 --svg $cli_tmp/full.svg"; do
         # shellcheck disable=SC2086
         err=$("$bin" $args 2>&1 >/dev/full); rc=$?
-        if [ $rc -eq 1 ] && [ "$err" == "linnx: stdout: cannot write: No space left on device" ]; then pass=$((pass + 1)); else
+        if [ $rc -eq 1 ] && [ "$err" == "linnx: error writing to standard output: No space left on device" ]; then pass=$((pass + 1)); else
             fail=$((fail + 1)); echo "FAIL: linnx $args >/dev/full: exit $rc, '$err'"; fi
     done
 fi

@@ -243,15 +243,6 @@ static lx_status load_checkpoint(const char *path, lx_tree **out, char *name, si
     return st;
 }
 
-/* stdout that cannot be written (a full disk, /dev/full) fails the run, not its input: one line,
- * exit 1. */
-static int stdout_failed(void) {
-    errno = 0;
-    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
-    fprintf(stderr, "linnx: stdout: cannot write: %s\n", errno ? strerror(errno) : "write error");
-    return CLI_EXIT_FAILURE;
-}
-
 /* Prefix the last error's message with `what` ("PATH: ..."). */
 static void error_prefix(const char *what) {
     char msg[1024];
@@ -356,7 +347,7 @@ int cmd_sample(int argc, char **argv) {
     lx_tree_release(ck);
     lx_sampling s = {temp, topk};
     int rc = sample_text(stdout, m, prompt, ntok, &s, lx_key_from_seed(seed), 0) == LX_OK ? 0 : cli_lib_error();
-    if (!rc) rc = stdout_failed();
+    if (!rc) rc = cli_stdout_done();
     llama_model_free(m);
     lx_pool_drain();
     return rc;
@@ -746,7 +737,7 @@ int cmd_train_lm(int argc, char **argv) {
                (long long)steps, (long long)batch, (long long)len, lr, (long long)((double)steps * warmup), lr * 0.1,
                (long long)seed);
         if (resume) printf("resumed from %s at step %lld\n", resume_name, (long long)start);
-        rc = stdout_failed(); /* found before training, not after it */
+        rc = cli_stdout_done(); /* found before training, not after it */
     }
     lx_key sample_key = lx_key_fold_in(lx_key_from_seed(seed), 2);
     history h = {0};
@@ -886,7 +877,7 @@ int cmd_train_lm(int argc, char **argv) {
     }
     if (!rc && diverged[0])
         rc = cli_error("train-lm: %s: training diverged (try a lower --lr); no checkpoint was saved", diverged);
-    if (!rc) rc = stdout_failed();
+    if (!rc) rc = cli_stdout_done();
     for (int i = 0; i < 2; i++) {
         free(before[i]);
         free(after[i]);
