@@ -142,7 +142,7 @@ expect_usage_error "linen-train needs a train state" convert "$d/pl.msgpack" "$d
 # --- an output folder that does not exist (audit D17): exit 2, the user's path, nothing on stdout
 out=$("$bin" convert "$d/pl.msgpack" "$d/nonexist/o.msgpack" 2>"$d/err"); rc=$?
 if [ $rc -eq 2 ] && [ -z "$out" ] &&
-   [ "$(cat "$d/err")" == "linnx: convert: $d/nonexist/o.msgpack: cannot write into $d/nonexist: No such file or directory" ]; then
+   [ "$(cat "$d/err")" == "linnx: convert: $d/nonexist/o.msgpack: cannot write: No such file or directory" ]; then
     pass=$((pass + 1))
 else
     fail=$((fail + 1)); echo "FAIL: convert into a missing folder: exit $rc, stdout '$out', stderr '$(cat "$d/err")'"

@@ -7,7 +7,8 @@
 # with its status and message, params and optimizer state untouched (it checks them itself on
 # rank 0 and every rank's verdict decides the exit status); a rank that fails with an error or
 # dies by SIGKILL at step 3 must make the others stop, exit non-zero, with a message naming the
-# rank (and the step, for an error), in bounded time; and `linnx train` under mpirun -np 2 prints
+# rank (and the step, for an error), in bounded time (a rank whose setup failed, linnx train's or
+# train-lm's, stops the others at the start-of-run check); and `linnx train` under mpirun -np 2 prints
 # the same loss lines as one process (rank 0 prints, the data sharded, gradients averaged); a run
 # saved with N ranks resumes with M; a rank killed mid-run leaves the last checkpoint intact.
 # Skipped (with a message) when mpirun is absent or linnx was built without MPI.
@@ -57,6 +58,11 @@ if LINNX_DIST_WORKER=1 "$prog" >"$cli_tmp/out" 2>&1; [ $? -eq 2 ] && grep -q "bu
         --y-shape 1,2 --loss squared_error --optimizer 'sgd(0.1)' --steps 1 >"$cli_tmp/out" 2>&1
     if [ $? -eq 2 ] && grep -q "linnx: train: started by mpirun as one of 2 processes, but this linnx was built without MPI" \
         "$cli_tmp/out" && ! grep -q "^step" "$cli_tmp/out"; then ok; else bad "no-MPI linnx under mpirun"; fi
+    OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 "$bin" train-lm --steps 2 --batch 2 --seq-len 16 --emb 16 --layers 1 \
+        --mlp 32 --eval-batches 1 --sample-tokens 0 --svg "$cli_tmp/nompi.svg" >"$cli_tmp/out" 2>&1
+    if [ $? -eq 2 ] && grep -q "linnx: train-lm: started by mpirun as one of 2 processes, but this linnx was built without MPI" \
+        "$cli_tmp/out" && ! grep -q "^data: " "$cli_tmp/out" && [ ! -e "$cli_tmp/nompi.svg" ]; then ok
+    else bad "no-MPI linnx train-lm under mpirun"; fi
     [ $fail -eq 0 ] || { cli_finish; exit 1; }
     echo "linnx built without MPI: skipped"
     cli_finish || exit 1 # lib_cli.sh's own self-check still counts
@@ -363,6 +369,18 @@ if [ $rc -eq 0 ] && [ "$(grep -c '^model: ' "$cli_tmp/out")" = 1 ] && [ -s "$cli
     ok
     echo "linnx train-lm under mpirun -np 2: held-out losses $(held "$cli_tmp/out" | tr '\n' ' ')(one process: $(held "$cli_tmp/one" | tr '\n' ' '))"
 else bad "linnx train-lm under mpirun -np 2: exit $rc"; diff "$cli_tmp/one" "$cli_tmp/out"; fi
+# a check rank 0 alone makes (train-lm's --svg: rank 0 writes it) fails there: rank 1 passed its own
+# setup and stops at the start-of-run check naming rank 0, before the first step (not killed by
+# mpirun after rank 0's exit, nor timed out in the first step's collectives); nothing trained
+timeout 60 "${mpi[@]}" 2 "$bin" "${largs[@]}" --svg /nonexistent/dir/x.svg >"$cli_tmp/out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] &&
+   grep -q "^linnx: --svg /nonexistent/dir/x.svg: cannot write: No such file or directory$" "$cli_tmp/out" &&
+   grep -q "^linnx: distributed: rank 0 failed before the first step$" "$cli_tmp/out" &&
+   ! grep -q "timed out\|step -1\|mpirun ended\|^model: \|^data: " "$cli_tmp/out"; then
+    ok
+    echo "linnx train-lm, --svg unwritable on rank 0: rank 1 stopped before the first step (exit $rc)"
+else bad "linnx train-lm, --svg unwritable on rank 0: exit $rc"; fi
 
 timeout 60 "${mpi[@]}" 4 "$bin" "${targs[@]}" >"$cli_tmp/out" 2>&1
 rc=$?

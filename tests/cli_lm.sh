@@ -201,6 +201,31 @@ lm_fails "--svg $cli_tmp/nodir/x.svg: cannot write: No such file or directory" \
 if [ ! -e "$cli_tmp/ckV" ] || [ -z "$(ls -A "$cli_tmp/ckV")" ]; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: a refused --svg left files: $(ls -A "$cli_tmp/ckV")"; fi
 lm_fails "--svg $d: cannot write: Is a directory" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 4 --svg "$d"
+# the check (tools/cli.c cli_check_output, linnx train's --save, convert and params use it too)
+# leaves nothing behind: a new path is made and removed, an existing file keeps its bytes; here a
+# later check (the data) fails, so nothing else would write them
+lm_fails "$cli_tmp/missing: cannot read: No such file or directory" \
+    train-lm --data "$cli_tmp/missing" --heldout "$d/text3" $tiny --steps 4 --svg "$cli_tmp/fresh.svg"
+if [ ! -e "$cli_tmp/fresh.svg" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: the --svg check left $cli_tmp/fresh.svg"; fi
+printf 'keep me' >"$cli_tmp/kept.svg"
+lm_fails "$cli_tmp/missing: cannot read: No such file or directory" \
+    train-lm --data "$cli_tmp/missing" --heldout "$d/text3" $tiny --steps 4 --svg "$cli_tmp/kept.svg"
+if [ "$(cat "$cli_tmp/kept.svg")" == "keep me" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: the --svg check changed an existing file: '$(cat "$cli_tmp/kept.svg")'"; fi
+# an existing file that cannot be written, in a folder that takes files: refused before training
+# (a read-only file; root writes those, so there a read-only sysfs file stands in, if present)
+ro=
+if [ "$(id -u)" != 0 ]; then
+    printf 'ro' >"$cli_tmp/ro.svg" && chmod 444 "$cli_tmp/ro.svg" && ro=$cli_tmp/ro.svg
+elif [ -f /sys/kernel/mm/transparent_hugepage/hpage_pmd_size ] &&
+     ! (: >>/sys/kernel/mm/transparent_hugepage/hpage_pmd_size) 2>/dev/null; then
+    ro=/sys/kernel/mm/transparent_hugepage/hpage_pmd_size
+fi
+if [ -n "$ro" ]; then
+    lm_fails "--svg $ro: cannot write: Permission denied" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 4 --svg "$ro"
+    lm_fails "--save $ro: cannot write: Permission denied" train 'linen.Dense(1)' --seed 0 --x 1,2 --x-shape 2,1 --y 1,2 \
+        --y-shape 2,1 --loss l2_loss --optimizer 'sgd(0.1)' --steps 1 --save "$ro"
+else echo "no read-only file to test with: skipped"; fi
 lm_fails "--checkpoint-dir $cli_tmp/empty: not a directory" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 4 --checkpoint-dir "$cli_tmp/empty"
 lm_fails "checkpoint manager: cannot create $cli_tmp/empty/sub: Not a directory" \
     train-lm --data "$d" --heldout "$d/text3" $tiny --steps 4 --checkpoint-dir "$cli_tmp/empty/sub"

@@ -2,9 +2,11 @@
 #include "cli.h"
 
 #include "linnx/checkpoint.h"
+#include "linnx/distributed.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -91,17 +93,52 @@ int cli_stdout_done(void) {
 }
 
 int cli_check_output(const char *what, const char *path) {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!*path || (slash && !slash[1]))
-        return cli_error("%s%s '%s' is not a file name", what, what[strlen(what) - 1] == ':' ? "" : ":", path);
-    if (slash && slash - path >= (long)sizeof dir) return cli_error("%s %s: the folder's name is too long", what, path);
-    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".");
-    if (access(dir, W_OK | X_OK) != 0)
-        return cli_error("%s %s: cannot write into %s: %s", what, path, dir, strerror(errno));
     struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return cli_error("%s %s: is a directory", what, path);
+    int e = 0, fd;
+    size_t n = strlen(path);
+    if (n == 0) e = ENOENT;
+    else if (path[n - 1] == '/') e = EISDIR; /* a folder's name, not a file's */
+    else if (stat(path, &sb) == 0) {
+        if (S_ISDIR(sb.st_mode)) e = EISDIR;
+        else if (!S_ISREG(sb.st_mode)) e = access(path, W_OK) == 0 ? 0 : errno; /* a device, a pipe: not opened */
+        else if ((fd = open(path, O_WRONLY | O_NOCTTY | O_CLOEXEC)) < 0) e = errno; /* no O_TRUNC: kept as it is */
+        else close(fd);
+    } else if (errno != ENOENT) e = errno;
+    else if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC, 0600)) >= 0) {
+        close(fd); /* the folder takes a new file: made and removed */
+        unlink(path);
+    } else if (errno != EEXIST) e = errno; /* EEXIST: a dangling link (or a file made meanwhile), left to the write */
+    if (e) return cli_error("%s %s: cannot write: %s", what, path, strerror(e));
     return 0;
+}
+
+int cli_check_output_dir(const char *what, const char *dir) {
+    char probe[4200];
+    if (snprintf(probe, sizeof probe, "%s/.linnx-write-check-%ld", dir, (long)getpid()) >= (int)sizeof probe)
+        return cli_error("%s %s: cannot write: %s", what, dir, strerror(ENAMETOOLONG));
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC, 0600);
+    if (fd < 0) return cli_error("%s %s: cannot write: %s", what, dir, strerror(errno));
+    close(fd);
+    unlink(probe);
+    return 0;
+}
+
+int cli_dist_start(const char *cmd, int *rank, int *nranks) {
+    *rank = 0;
+    *nranks = 1;
+    const char *ws = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
+    if (ws && !lx_dist_available() && strcmp(ws, "1") != 0 && strcmp(ws, "0") != 0) /* N full copies otherwise */
+        return cli_error("%s: started by mpirun as one of %.20s processes, but this linnx was built without MPI "
+                         "(install libopenmpi-dev and rebuild, or run it without mpirun)", cmd, ws);
+    if (ws && lx_dist_available() && lx_dist_init(NULL, NULL, rank, nranks) != LX_OK) return cli_lib_error();
+    return 0;
+}
+
+int cli_dist_setup_check(int rc) {
+    lx_dist_set_step(-1);
+    lx_status st = lx_dist_check(rc ? LX_ERR_INVALID_ARGUMENT : LX_OK);
+    if (rc) return rc; /* its own message is printed */
+    return st != LX_OK ? cli_lib_error() : 0; /* "distributed: rank R failed before the first step" */
 }
 
 int cli_lib_error(void) {

@@ -60,10 +60,26 @@ int cli_oom(const char *what);
  * a closed pipe, > /dev/full) one `linnx: error writing to standard output: ...` line on stderr
  * and CLI_EXIT_FAILURE. main() runs it after every command that returned 0. */
 int cli_stdout_done(void);
-/* An output file's folder must exist and take a new file, and the path must not be a folder:
- * checked before any work or output, as a bad output path is bad input (exit 2), named as the
- * user gave it: "linnx: <what> <path>: cannot write into <dir>: <reason>". 0 when fine. */
+/* An output path the command writes later, checked before any work or output (a bad output path
+ * is bad input, exit 2), one rule and one message for every command: "linnx: <what> <path>:
+ * cannot write: <reason>". A new file is made in its folder and removed; an existing one must be
+ * a file that opens for writing (opened, not truncated: a read-only file is refused even where
+ * its folder takes files); a folder is refused (Is a directory). Nothing is left or changed.
+ * 0 when fine. */
 int cli_check_output(const char *what, const char *path);
+/* The same for a folder the command writes files into: a file is made in it and removed. */
+int cli_check_output_dir(const char *what, const char *dir);
+
+/* Under an MPI launcher (OMPI_COMM_WORLD_SIZE or PMI_SIZE set): lx_dist_init, giving this
+ * process's rank and the number of ranks (0 and 1 otherwise). A linnx built without MPI that was
+ * started as one of N > 1 processes refuses ("<cmd>: started by mpirun as one of N processes, but
+ * this linnx was built without MPI"), exit 2, rather than run N full copies. */
+int cli_dist_start(const char *cmd, int *rank, int *nranks);
+/* The start-of-run check under mpirun: every rank calls it once before the first step, with its
+ * setup's exit status rc (0: ready), whether its setup worked or not, so that one rank's failure
+ * stops the others at once. Returns rc when non-zero (its message was printed), else 0 or, when
+ * another rank failed, the exit for "linnx: distributed: rank R failed before the first step". */
+int cli_dist_setup_check(int rc);
 
 /* The parameter count of a checkpoint leaf, one rule for `linnx inspect` and `linnx convert`
  * (jax.tree counting of array leaves): the element count of an array (also a Variable's or a

@@ -200,33 +200,6 @@ static int check_readable(const char *path) {
     return 0;
 }
 
-/* A file the run will write at its end (the loss curve): checked before training, so a typo costs
- * no training. Creates and removes the file when it does not exist; an existing one is opened for
- * writing without truncating it. Exit 2 naming the option, the path and the reason. */
-static int check_writable(const char *opt, const char *path) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-    if (fd >= 0) {
-        close(fd);
-        unlink(path);
-        return 0;
-    }
-    if (errno == EEXIST) fd = open(path, O_WRONLY);
-    if (fd < 0) return cli_error("%s %s: cannot write: %s", opt, path, strerror(errno));
-    close(fd);
-    return 0;
-}
-
-/* A directory the run will write its checkpoint into: a file is created in it and removed. */
-static int check_dir_writable(const char *opt, const char *dir) {
-    char probe[4200];
-    snprintf(probe, sizeof probe, "%s/.linnx-write-check-%ld", dir, (long)getpid());
-    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0644);
-    if (fd < 0) return cli_error("%s %s: cannot write: %s", opt, dir, strerror(errno));
-    close(fd);
-    unlink(probe);
-    return 0;
-}
-
 /* Load a checkpoint file, or the latest step of a checkpoint directory; `name` gets the file. */
 static lx_status load_checkpoint(const char *path, lx_tree **out, char *name, size_t cap) {
     struct stat sb;
@@ -503,7 +476,10 @@ static int two_samples(llama_model *m, const char *prompt, int64_t ntok, lx_key 
     return 0;
 }
 
-int cmd_train_lm(int argc, char **argv) {
+static bool lm_checked; /* this rank has joined the start-of-run check (under mpirun) */
+
+/* The command after MPI started (rank, nranks: 0 and 1 without mpirun). */
+static int train_lm(int argc, char **argv, int rank, int nranks) {
     cli_opt o[T_N] = {MODEL_OPTS,
                       CLI_OPT("steps"),         CLI_OPT("batch"),          CLI_OPT("lr"),
                       CLI_OPT("warmup-frac"),   CLI_OPT("seed"),           CLI_OPT("data"),
@@ -546,16 +522,9 @@ int cmd_train_lm(int argc, char **argv) {
         return cli_error("--lr must be a finite positive number and --warmup-frac in [0, 1)");
     if (!(frac > 0 && frac < 1)) return cli_error("--heldout-fraction: %g is not in (0, 1)", cli_num(frac));
     if (check_model_arrays(&c, batch, c.max_target_length, c.max_target_length)) return CLI_EXIT_USAGE;
-    /* under mpirun (a linnx built with MPI): data parallelism, each rank trains on its rows of every
-     * batch (the gradients averaged over the ranks); rank 0 alone prints and writes files */
-    int rank = 0, nranks = 1;
+    /* under mpirun: this rank's rows of every batch */
     int64_t row0 = 0, rows = batch;
-    if ((getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE")) && lx_dist_available()) {
-        if (lx_dist_init(NULL, NULL, &rank, &nranks) != LX_OK ||
-            lx_dist_shard_range(batch, rank, nranks, &row0, &rows) != LX_OK)
-            return cli_lib_error();
-        if (rank != 0 && !freopen("/dev/null", "w", stdout)) return cli_error("train-lm: rank %d: /dev/null", rank);
-    }
+    if (nranks > 1 && lx_dist_shard_range(batch, rank, nranks, &row0, &rows) != LX_OK) return cli_lib_error();
     const char *ckpt = o[T_CKPT].seen ? o[T_CKPT].value : NULL;
     if (o[T_RESUME].seen && !ckpt) return cli_error("--resume needs --checkpoint-dir DIR (the run to continue)");
     if (o[T_RESUME].seen && steps == 0) return cli_error("--resume needs --steps (the run's total, as when it started)");
@@ -587,7 +556,7 @@ int cmd_train_lm(int argc, char **argv) {
     /* every output path is checked before any training: a typo costs no work */
     char svg_buf[4096];
     const char *svg = o[T_SVG].seen ? o[T_SVG].value : NULL;
-    if (svg && rank == 0 && check_writable("--svg", svg)) return CLI_EXIT_USAGE;
+    if (svg && rank == 0 && cli_check_output("--svg", svg)) return CLI_EXIT_USAGE;
     if (!svg) {
         snprintf(svg_buf, sizeof svg_buf, "%s/loss.svg", ckpt ? ckpt : ".");
         svg = svg_buf;
@@ -652,9 +621,9 @@ int cmd_train_lm(int argc, char **argv) {
                             ckpt, (long long)latest);
         else if (o[T_RESUME].seen && latest < 0)
             rc0 = cli_error("train-lm: --resume: %s holds no checkpoint to continue", ckpt);
-        else if (rank == 0 && steps > 0 && check_dir_writable("--checkpoint-dir", ckpt))
+        else if (rank == 0 && steps > 0 && cli_check_output_dir("--checkpoint-dir", ckpt))
             rc0 = CLI_EXIT_USAGE;
-        else if (rank == 0 && !o[T_SVG].seen && check_writable("--svg", svg))
+        else if (rank == 0 && !o[T_SVG].seen && cli_check_output("--svg", svg))
             rc0 = CLI_EXIT_USAGE;
         else if (o[T_RESUME].seen) {
             snprintf(resume_name, sizeof resume_name, "%s/checkpoint_%lld.msgpack", ckpt, (long long)latest);
@@ -669,7 +638,7 @@ int cmd_train_lm(int argc, char **argv) {
             lm_data_free(&d);
             return rc0;
         }
-    } else if (rank == 0 && check_writable("--svg", svg)) {
+    } else if (rank == 0 && cli_check_output("--svg", svg)) {
         lm_data_free(&d);
         return CLI_EXIT_USAGE;
     }
@@ -739,6 +708,12 @@ int cmd_train_lm(int argc, char **argv) {
         if (resume) printf("resumed from %s at step %lld\n", resume_name, (long long)start);
         rc = cli_stdout_done(); /* found before training, not after it */
     }
+    /* under mpirun: every rank's setup, good or not, meets the others' here (a failed one returned
+     * earlier meets them in cmd_train_lm), before the first evaluation and step */
+    if (nranks > 1) {
+        lm_checked = true;
+        rc = cli_dist_setup_check(rc);
+    }
     lx_key sample_key = lx_key_fold_in(lx_key_from_seed(seed), 2);
     history h = {0};
     h.cap_t = steps + 1;
@@ -784,6 +759,7 @@ int cmd_train_lm(int argc, char **argv) {
         for (int64_t s = start + 1; s <= last && !rc && !diverged[0]; s++) {
             size_t mark = lx_pool_open();
             float loss = 0;
+            if (nranks > 1) lx_dist_set_step(s); /* a failing rank's step, in the others' messages */
             lx_array *b = lm_random_batch(d.train, d.ntrain, lx_key_fold_in(data_key, (uint32_t)s), batch, len + 1);
             if (b && nranks > 1) b = lx_slice(b, 2, (lx_range[]){LX_RANGE(row0, row0 + rows), LX_RANGE(0, len + 1)});
             if (!b || llama_trainer_step(tr, b, &loss) != LX_OK) rc = cli_lib_error();
@@ -893,6 +869,24 @@ int cmd_train_lm(int argc, char **argv) {
     lm_data_free(&d);
     optax_release_buffers();
     lx_pool_drain();
+    return rc;
+}
+
+int cmd_train_lm(int argc, char **argv) {
+    /* under mpirun (a linnx built with MPI): data parallelism, each rank trains on its rows of every
+     * batch (the gradients averaged over the ranks); rank 0 alone prints and writes files. MPI
+     * starts before anything else can fail, so that every failure of a rank reaches the others */
+    int rank, nranks, rc = cli_dist_start("train-lm", &rank, &nranks);
+    if (rc) return rc;
+    if (rank != 0 && !freopen("/dev/null", "w", stdout)) rc = cli_error("train-lm: rank %d: /dev/null", rank);
+    lm_checked = false;
+    if (!rc) rc = train_lm(argc, argv, rank, nranks);
+    /* a rank that failed before the start-of-run check (a bad flag, path or data) still joins it,
+     * so the others stop at once ("distributed: rank R failed before the first step") */
+    if (nranks > 1 && !lm_checked) {
+        int rc1 = cli_dist_setup_check(rc);
+        if (!rc) rc = rc1; /* --help on every rank */
+    }
     /* after a timeout (LX_ERR_IO) a peer may be stuck: exit and let mpirun end the job */
     if (!rc || lx_last_status() != LX_ERR_IO) lx_dist_finalize();
     return rc;

@@ -146,10 +146,8 @@ static lx_status fnv_tree(const lx_tree *t, uint64_t *out) {
 /* rc: this rank's setup (0: ready, and `mine` holds its RF_N hashes). */
 static int dp_setup_check(int rc, const uint64_t *mine, int rank, int nranks) {
     dp_checked = true;
-    lx_dist_set_step(-1);
-    lx_status st = lx_dist_check(rc ? LX_ERR_INVALID_ARGUMENT : LX_OK);
-    if (rc) return rc; /* its own message is printed */
-    if (st != LX_OK) return cli_lib_error(); /* "distributed: rank R failed before the first step" */
+    rc = cli_dist_setup_check(rc); /* "distributed: rank R failed before the first step" */
+    if (rc) return rc;
     /* rank 0's hashes, as 16-bit pieces (exact in float32), then how many ranks differ in each;
      * a failure to build the tree is agreed on first, so no rank skips a collective the others make */
     float ch[RF_N * 4], diff[RF_N];
@@ -157,7 +155,7 @@ static int dp_setup_check(int rc, const uint64_t *mine, int rank, int nranks) {
     int64_t n = RF_N * 4;
     lx_array *a = lx_array_from_f32(1, &n, ch);
     lx_tree *t = a ? lx_tree_new() : NULL;
-    st = t ? lx_tree_set(t, "h", lx_array_v(a)) : lx_last_status();
+    lx_status st = t ? lx_tree_set(t, "h", lx_array_v(a)) : lx_last_status();
     st = lx_dist_check(st);
     if (st == LX_OK) { /* every error of the broadcast is agreed on, except a timed-out wait */
         st = lx_dist_broadcast_tree(t, 0);
@@ -364,21 +362,15 @@ int cmd_train(int argc, char **argv) {
     }
     /* launched by mpirun (Open MPI or MPICH/PMI): data parallelism; rank 0 alone prints. MPI starts
      * before anything else can fail, so that every failure of a rank reaches the others */
-    int rank = 0, nranks = 1;
-    const char *ws = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
-    if (ws && !lx_dist_available() && strcmp(ws, "1") != 0 && strcmp(ws, "0") != 0) /* N full copies otherwise */
-        return cli_error("train: started by mpirun as one of %.20s processes, but this linnx was built without MPI "
-                         "(install libopenmpi-dev and rebuild, or run it without mpirun)", ws);
-    if (ws && lx_dist_available()) {
-        if (lx_dist_init(NULL, NULL, &rank, &nranks) != LX_OK) return cli_lib_error();
-        if (nranks > 1) {
-            dp_rank = rank;
-            dp_step = -1;
-            struct sigaction sa;
-            memset(&sa, 0, sizeof sa);
-            sa.sa_handler = dp_on_term;
-            sigaction(SIGTERM, &sa, NULL);
-        }
+    int rank, nranks, rc0 = cli_dist_start("train", &rank, &nranks);
+    if (rc0) return rc0;
+    if (nranks > 1) {
+        dp_rank = rank;
+        dp_step = -1;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = dp_on_term;
+        sigaction(SIGTERM, &sa, NULL);
     }
     int rc = parsed ? CLI_EXIT_USAGE : 0;
     if (!rc && rank != 0 && !freopen("/dev/null", "w", stdout)) rc = cli_error("train: rank %d: /dev/null", rank);
