@@ -686,11 +686,12 @@ static void test_static_scales_two_activations(void) {
 }
 
 
-/* ---- all or nothing under allocation failure (review finding Q1): nnx_update applies path by
- * path, so an allocation failing half way used to leave new kernel_scale / *_lhs_scale
- * attributes (and int8 kernels) in the module, which the next quantize refused as "quantizing
- * twice". Every allocation of lx_qt_quantize_nnx and of the statistics store is failed in turn:
- * each failure leaves the state exactly as it was (same leaves, same arrays). ---- */
+/* ---- all or nothing under allocation failure (review finding Q1): an allocation failing half
+ * way through an update used to leave new kernel_scale / *_lhs_scale attributes (and int8
+ * kernels) in the module, which the next quantize refused as "quantizing twice"; nnx_update now
+ * plans everything before its first write. Every allocation of lx_qt_quantize_nnx and of the
+ * statistics store is failed in turn: each failure leaves the state exactly as it was (same
+ * leaves, same arrays). ---- */
 typedef struct {
     nnx_module base;
     nnx_module *a, *b;

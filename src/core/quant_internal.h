@@ -82,8 +82,4 @@ typedef struct {
 lx_status lx_qt_plan_begin(const lx_qt_rules *rules, lx_qt_plan *plan, lx_qt_session **out);
 void lx_qt_plan_free(lx_qt_plan *p);
 
-/* nnx_update(m, 1, &state) that changes nothing when it fails, out of memory included
- * (quant_ptq.c). */
-lx_status lx_qt_nnx_update_all(nnx_module *m, lx_tree *state);
-
 #endif

@@ -265,95 +265,6 @@ static lx_status stat_var(const char *path, const lx_value *leaf, void *user, lx
     return LX_OK;
 }
 
-/* ------------------------------------------------------------------ all-or-nothing updates */
-
-/* nnx_update checks every path before it changes anything, but an allocation failing while it
- * applies them (a new attribute, a tree entry, a name) leaves the earlier ones applied: a model
- * half quantized, which the next quantize then refuses as "quantizing twice". So the state an
- * update can touch is recorded first (every Variable's value, each module's count of dynamic
- * attributes, each attribute tree's length; new names are appended, nnx_attrs_put and lx_tree
- * keep insertion order) and put back when the update fails. Putting back allocates nothing:
- * values are reference swaps (PTQ and statistics leaves carry the metadata the Variable already
- * has, so nnx_update changed only values) and removals free. */
-typedef struct {
-    lx_variable **var;
-    lx_array **val;
-    int nv, capv;
-    nnx_module **mod;
-    int *nattr;
-    int nm, capm;
-    lx_tree **tree;
-    size_t *tlen;
-    int nt, capt;
-} nnx_undo;
-
-static bool grow(void **a, void **b, int n, int *cap, size_t sa, size_t sb) {
-    if (n < *cap) return true;
-    int c = *cap ? 2 * *cap : 32;
-    void *na = realloc(*a, (size_t)c * sa);
-    if (na) *a = na;
-    void *nb = na ? realloc(*b, (size_t)c * sb) : NULL;
-    if (nb) *b = nb;
-    if (!na || !nb) return false;
-    *cap = c;
-    return true;
-}
-
-static lx_status undo_visit(const char *path, const lx_value *node, void *user) {
-    (void)path;
-    nnx_undo *u = user;
-    nnx_module *mod = nnx_module_from_value(node);
-    if (node->kind == LX_V_VARIABLE) {
-        if (!grow((void **)&u->var, (void **)&u->val, u->nv, &u->capv, sizeof *u->var, sizeof *u->val)) goto oom;
-        u->var[u->nv] = lx_variable_retain(node->u.var);
-        u->val[u->nv++] = lx_retain(lx_variable_get_value(node->u.var));
-    } else if (mod) {
-        if (!grow((void **)&u->mod, (void **)&u->nattr, u->nm, &u->capm, sizeof *u->mod, sizeof *u->nattr)) goto oom;
-        u->mod[u->nm] = mod;
-        u->nattr[u->nm++] = nnx_attr_count(mod);
-    } else if (node->kind == LX_V_TREE && node->u.tree) {
-        if (!grow((void **)&u->tree, (void **)&u->tlen, u->nt, &u->capt, sizeof *u->tree, sizeof *u->tlen)) goto oom;
-        u->tree[u->nt] = node->u.tree;
-        u->tlen[u->nt++] = lx_tree_len(node->u.tree);
-    }
-    return LX_OK;
-oom:
-    return lx_fail(LX_ERR_NO_MEMORY, "quantize: out of memory");
-}
-
-static void undo_free(nnx_undo *u) {
-    for (int i = 0; i < u->nv; i++) lx_variable_release(u->var[i]), lx_release(u->val[i]);
-    free(u->var), free(u->val), free(u->mod), free(u->nattr), free(u->tree), free(u->tlen);
-}
-
-static void undo_apply(nnx_undo *u) {
-    for (int i = 0; i < u->nv; i++)
-        if (lx_variable_get_value(u->var[i]) != u->val[i]) lx_variable_set_value(u->var[i], u->val[i], false);
-    for (int i = 0; i < u->nt; i++)
-        while (lx_tree_len(u->tree[i]) > u->tlen[i])
-            if (lx_tree_delete(u->tree[i], lx_tree_key(u->tree[i], lx_tree_len(u->tree[i]) - 1)) != LX_OK) break;
-    for (int i = 0; i < u->nm; i++)
-        while (nnx_attr_count(u->mod[i]) > u->nattr[i])
-            if (nnx_delattr(u->mod[i], nnx_attr_name(u->mod[i], nnx_attr_count(u->mod[i]) - 1)) != LX_OK) break;
-}
-
-lx_status lx_qt_nnx_update_all(nnx_module *m, lx_tree *state) {
-    nnx_undo u;
-    memset(&u, 0, sizeof u);
-    lx_status st = nnx_iter_graph(m, undo_visit, &u);
-    if (st == LX_OK) {
-        st = nnx_update(m, 1, &state);
-        if (st != LX_OK) {
-            char msg[512]; /* the update's own message, kept across the restore */
-            snprintf(msg, sizeof msg, "%s", lx_last_error());
-            undo_apply(&u);
-            lx_fail(st, "%s", msg);
-        }
-    }
-    undo_free(&u);
-    return st;
-}
-
 lx_status lx_qt_stats_nnx(nnx_module *m, lx_tree **out) {
     if (!m || !out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "qt_stats_nnx: NULL argument");
     nnx_filter f = NNX_OF_TYPE(&lx_QuantStat);
@@ -373,7 +284,7 @@ lx_status lx_qt_stats_store_nnx(nnx_module *m, const lx_tree *stats) {
     }
     lx_tree *vars = NULL;
     LX_TRY(lx_tree_map(stats, stat_var, NULL, &vars));
-    lx_status st = lx_qt_nnx_update_all(m, vars); /* all or nothing, also out of memory */
+    lx_status st = nnx_update(m, 1, &vars); /* all or nothing, out of memory included */
     lx_tree_release(vars);
     return st;
 }
@@ -391,7 +302,7 @@ lx_status lx_qt_quantize_nnx(const lx_qt_rules *rules, nnx_module *m, const lx_c
     lx_tree_release(state);
     lx_tree_release(own);
     if (st != LX_OK) return st;
-    st = lx_qt_nnx_update_all(m, q); /* all or nothing, also out of memory */
+    st = nnx_update(m, 1, &q); /* all or nothing, out of memory included */
     lx_tree_release(q);
     return st;
 }
