@@ -38,6 +38,8 @@ lx_status llama_read_call(const lx_call *c, const char *input_name, lx_array **i
 
 /* llama_model.c: replace the Linen top's variables (quantization, llama_quant.c); takes `v`. */
 void llama_model_set_variables_(llama_model *m, lx_tree *v);
+/* lx_tree_map callback: a zeroed array of the leaf's dtype and shape (the decode cache's reset). */
+lx_status llama_cache_zero_leaf_(const char *path, const lx_value *leaf, void *user, lx_value *out);
 /* `params` (arrays, boxes or Variables) in cfg's layer layout: a scanned tree (decoder/layers,
  * layer axis 1) unstacked for an unrolled config, an unrolled one stacked for a scanned config,
  * as plain arrays; *out stays NULL when the layout already fits (llama_model.c). */

@@ -593,8 +593,7 @@ lx_array *llama_model_loss(llama_model *m, lx_array *tokens) {
     return llama_cross_entropy(llama_model_logits(m, in, NULL), tg);
 }
 
-static lx_status zero_leaf(const char *path, const lx_value *leaf, void *user, lx_value *out) {
-    (void)path;
+lx_status llama_cache_zero_leaf_(const char *path, const lx_value *leaf, void *user, lx_value *out) {
     (void)user;
     lx_array *a = lx_value_leaf_array(leaf);
     if (!a) return lx_fail(LX_ERR_TYPE, "llama cache: %s is not an array", path);
@@ -611,7 +610,7 @@ lx_status llama_model_reset_cache(llama_model *m) {
         const lx_value *c = lx_tree_get(m->variables, "cache");
         if (!c || c->kind != LX_V_TREE) return lx_fail(LX_ERR_NOT_FOUND, "llama: no cache collection");
         lx_tree *z = NULL;
-        LX_TRY(lx_tree_map(c->u.tree, zero_leaf, NULL, &z));
+        LX_TRY(lx_tree_map(c->u.tree, llama_cache_zero_leaf_, NULL, &z));
         lx_status st = set_collection(m, "cache", lx_tree_v(z));
         lx_tree_release(z);
         return st;
@@ -619,7 +618,7 @@ lx_status llama_model_reset_cache(llama_model *m) {
     nnx_filter f = NNX_OF_TYPE(&lx_Cache);
     lx_tree *state = NULL, *z = NULL;
     LX_TRY(nnx_state(m->nnx, 1, &f, &state));
-    lx_status st = lx_tree_map(state, zero_leaf, NULL, &z);
+    lx_status st = lx_tree_map(state, llama_cache_zero_leaf_, NULL, &z);
     if (st == LX_OK) st = nnx_update(m->nnx, 1, &z);
     lx_tree_release(z);
     lx_tree_release(state);

@@ -21,23 +21,13 @@ static lx_status run_sample(const lx_tree *variables, void *user) {
     return st;
 }
 
-static lx_status zero_leaf(const char *path, const lx_value *leaf, void *user, lx_value *out) {
-    (void)user;
-    lx_array *a = lx_value_leaf_array(leaf);
-    if (!a) return lx_fail(LX_ERR_TYPE, "llama cache: %s is not an array", path);
-    lx_array *z = lx_array_new(a->dtype, a->ndim, a->shape);
-    if (!z) return lx_last_status();
-    *out = lx_array_v(z);
-    return LX_OK;
-}
-
 /* The variables `q` with a zeroed cache collection, in a new top-level tree (`q` may be shared):
  * the decode model's cache reset, done before the install so that nothing can fail after it. */
 static lx_status with_zero_cache(lx_tree *q, lx_tree **out) {
     const lx_value *c = lx_tree_get(q, "cache");
     if (!c || c->kind != LX_V_TREE) return lx_fail(LX_ERR_NOT_FOUND, "llama: no cache collection");
     lx_tree *z = NULL;
-    LX_TRY(lx_tree_map(c->u.tree, zero_leaf, NULL, &z));
+    LX_TRY(lx_tree_map(c->u.tree, llama_cache_zero_leaf_, NULL, &z));
     lx_tree *nv = lx_tree_new();
     lx_status st = nv ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "llama_model_quantize: out of memory");
     for (size_t i = 0; st == LX_OK && i < lx_tree_len(q); i++) {
@@ -77,7 +67,7 @@ lx_status llama_model_quantize(llama_model *m, const lx_qt_rules *rules, lx_arra
             nnx_filter f = NNX_OF_TYPE(&lx_Cache);
             lx_tree *cache = NULL;
             st = nnx_state(top, 1, &f, &cache);
-            if (st == LX_OK) st = lx_tree_map(cache, zero_leaf, NULL, &z);
+            if (st == LX_OK) st = lx_tree_map(cache, llama_cache_zero_leaf_, NULL, &z);
             lx_tree_release(cache);
         }
         lx_tree *const both[2] = {q, z};
