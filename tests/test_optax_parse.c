@@ -275,6 +275,30 @@ static void test_digit_separators(void) {
  * chains (a stack overflow before), 100,000 parentheses and 100,000 calls of a call's result; the
  * message quotes about 60 characters around the offset, not the whole expression. Built through
  * the API, chain and masked refuse nesting deeper than 256 (init, update and release recurse). */
+/* Step counts beyond int64 (found by fuzz_optax: the conversion was undefined behaviour) */
+static void test_huge_step_counts(void) {
+    const char *bad[][2] = {
+        {"join_schedules([constant_schedule(0.0), linear_schedule(1.0, 0.0, 10)], [4444444444444444444444444444445])",
+         "join_schedules(): boundaries must be an integer step count, got 4.44444e+30"},
+        {"linear_schedule(1.0, 0.0, 1e30)", "linear_schedule(): transition_steps must be an integer step count, got 1e+30"},
+        {"piecewise_constant_schedule(1.0, {1e300: 0.5})",
+         "piecewise_constant_schedule(): boundaries_and_scales must be an integer step count, got 1e+300"},
+        {"warmup_cosine_decay_schedule(0.0, 1.0, 10, -1e19)",
+         "warmup_cosine_decay_schedule(): decay_steps must be an integer step count, got -1e+19"},
+    };
+    for (int i = 0; i < 4; i++) {
+        optax_schedule *sc = NULL;
+        CHECK_NULL_FAILS(sc = optax_schedule_from_string(bad[i][0]), LX_ERR_INVALID_ARGUMENT, bad[i][1]);
+        optax_schedule_release(sc);
+    }
+    /* the largest boundary that converts still builds (2^62) */
+    optax_schedule *ok = optax_schedule_from_string(
+        "join_schedules([constant_schedule(0.5), constant_schedule(1.0)], [4611686018427387904])");
+    CHECK(ok != NULL);
+    if (ok) CHECK_NEAR(optax_schedule_eval(ok, 3), 0.5, 0);
+    optax_schedule_release(ok);
+}
+
 static void test_nesting_bound(void) {
     char *ok = nested("chain(", 62, "sgd(0.1)", ")"), *deep = nested("chain(", 63, "sgd(0.1)", ")");
     optax_tx *t = optax_from_string(ok);
@@ -335,5 +359,6 @@ int main(void) {
     RUN(test_inject_static_and_positional);
     RUN(test_nesting_bound);
     RUN(test_digit_separators);
+    RUN(test_huge_step_counts);
     return lx_test_finish();
 }

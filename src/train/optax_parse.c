@@ -599,9 +599,19 @@ static lx_status start(const node *n, const char *want_kind, args *a) {
     return bind(n, a->s, a->v);
 }
 
-static int64_t int_arg(args *a, const char *name, int64_t dflt) {
-    double v = num(a, name, (double)dflt);
+/* A step count as int64 (truncated as int() would): a value outside int64's range (1e30, inf, nan)
+ * is an error, not an out-of-range conversion (undefined behaviour in C). */
+static int64_t to_steps(args *a, const char *name, double v) {
+    if (!(v > -0x1p63 && v < 0x1p63)) {
+        if (a->st == LX_OK)
+            a->st = lx_fail(LX_ERR_INVALID_ARGUMENT, "%s(): %s must be an integer step count, got %g", a->s->name, name, v);
+        return 0;
+    }
     return (int64_t)v;
+}
+
+static int64_t int_arg(args *a, const char *name, int64_t dflt) {
+    return to_steps(a, name, num(a, name, (double)dflt));
 }
 
 static optax_schedule *build_schedule(const node *n) {
@@ -646,13 +656,13 @@ static optax_schedule *build_schedule(const node *n) {
             optax_schedule *ss[32];
             int64_t bs[32];
             for (int i = 0; i < sl->nargs; i++) ss[i] = build_schedule(sl->args[i]);
-            for (int i = 0; i < bl->nargs; i++) bs[i] = (int64_t)bl->args[i]->num;
-            bool ok = true;
+            for (int i = 0; i < bl->nargs; i++) bs[i] = to_steps(&a, "boundaries", bl->args[i]->num);
+            bool ok = a.st == LX_OK;
             for (int i = 0; i < sl->nargs; i++) ok &= ss[i] != NULL;
             if (ok) {
                 r = optax_join_schedules(sl->nargs, ss, bs);
             } else {
-                a.st = lx_last_status();
+                if (a.st == LX_OK) a.st = lx_last_status();
                 for (int i = 0; i < sl->nargs; i++) optax_schedule_release(ss[i]);
             }
         }
@@ -666,10 +676,10 @@ static optax_schedule *build_schedule(const node *n) {
             double sc[64];
             int m = d && d->k == N_DICT ? d->nargs : 0;
             for (int k = 0; k < m; k++) {
-                bs[k] = (int64_t)d->args[k]->num;
+                bs[k] = to_steps(&a, "boundaries_and_scales", d->args[k]->num);
                 sc[k] = d->kwv[k]->num;
             }
-            r = optax_piecewise_constant_schedule(i, m, bs, sc);
+            if (a.st == LX_OK) r = optax_piecewise_constant_schedule(i, m, bs, sc);
         }
     } else {
         a.st = lx_fail(LX_ERR_TYPE, "'%s' is a transformation, not a schedule", f);
