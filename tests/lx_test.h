@@ -160,4 +160,15 @@ static inline int lx_test_finish(void) {
     return lx_test_failed ? 1 : 0;
 }
 
+/* Two flattened states hold the same leaves: the same paths, and each path the very same array
+ * (not a copy): "nothing changed" after a failed update. */
+static inline bool lx_test_same_leaves(const lx_flat *a, const lx_flat *b) {
+    if (a->len != b->len) return false;
+    for (size_t i = 0; i < a->len; i++)
+        if (strcmp(a->items[i].path, b->items[i].path) != 0 ||
+            lx_value_leaf_array(&a->items[i].value) != lx_value_leaf_array(&b->items[i].value))
+            return false;
+    return true;
+}
+
 #endif

@@ -99,14 +99,6 @@ static lx_flat state_of(llama_model *m) {
     }
     return f;
 }
-static bool same_state(const lx_flat *a, const lx_flat *b) {
-    if (a->len != b->len) return false;
-    for (size_t i = 0; i < a->len; i++)
-        if (strcmp(a->items[i].path, b->items[i].path) != 0 ||
-            lx_value_leaf_array(&a->items[i].value) != lx_value_leaf_array(&b->items[i].value))
-            return false;
-    return true;
-}
 
 /* ---- all or nothing under allocation failure: every allocation of llama_model_quantize on a
  * decode model (cache_batch 2) is failed in turn, both compositions. A failure leaves the model's
@@ -147,7 +139,7 @@ static void test_quantize_all_or_nothing(void) {
             lx_flat after = state_of(m);
             if (st != LX_OK) {
                 failed++;
-                if (!same_state(&before, &after)) {
+                if (!lx_test_same_leaves(&before, &after)) {
                     changed++;
                     LX_TEST_REPORT_(false, "style %d: allocation %lld failed (%s) and the state changed: %zu -> %zu leaves",
                                     style, (long long)n, lx_last_error(), before.len, after.len);

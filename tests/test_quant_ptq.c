@@ -720,14 +720,6 @@ static lx_flat state_of(nnx_module *m) {
     lx_tree_release(t);
     return f;
 }
-static bool same_state(const lx_flat *a, const lx_flat *b) {
-    if (a->len != b->len) return false;
-    for (size_t i = 0; i < a->len; i++)
-        if (strcmp(a->items[i].path, b->items[i].path) != 0 ||
-            lx_value_leaf_array(&a->items[i].value) != lx_value_leaf_array(&b->items[i].value))
-            return false;
-    return true;
-}
 
 static void test_nnx_all_or_nothing(void) {
     if (!lx_fault_available()) return;
@@ -757,7 +749,7 @@ static void test_nnx_all_or_nothing(void) {
             lx_flat after = state_of(m);
             if (st != LX_OK) {
                 failed++;
-                if (!same_state(&before, &after)) {
+                if (!lx_test_same_leaves(&before, &after)) {
                     changed++;
                     LX_TEST_REPORT_(false, "%s: allocation %lld failed (%s) and the state changed: %zu -> %zu leaves",
                                     what == 0 ? "quantize_nnx" : "stats_store_nnx", (long long)n, lx_last_error(),
