@@ -19,14 +19,6 @@
 #include "linnx/tree.h"
 #include "lx_test.h"
 
-static lx_value a_slot_[1];
-static lx_call a_call_;
-static const lx_call *A(lx_array *x) {
-    a_slot_[0] = lx_array_v(x);
-    a_call_ = (lx_call){1, a_slot_, 0, NULL};
-    return &a_call_;
-}
-
 static lx_array *leaf(const lx_tree *t, const char *path) {
     const lx_value *v = t ? lx_tree_find(t, path) : NULL;
     return v && v->kind == LX_V_ARRAY ? v->u.array : NULL;
@@ -50,7 +42,7 @@ static lx_array *run_init(const linen_module *m, lx_array *x, lx_tree **vars, lx
     lx_value out = lx_none();
     *vars = NULL;
     lx_clear_error();
-    *st = linen_init_with_output(m, LINEN_KEY(lx_key_from_seed(0)), A(x), NULL, &out, vars);
+    *st = linen_init_with_output(m, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(x), NULL, &out, vars);
     lx_array *y = out.kind == LX_V_ARRAY ? lx_autorelease(lx_retain(out.u.array)) : NULL;
     lx_value_free(&out);
     return y;
@@ -188,7 +180,7 @@ static lx_status linen_sum_loss(const lx_tree *params, void *user, lx_array **lo
     lx_tree *v = lx_tree_new();
     lx_status st = v ? lx_tree_set(v, "params", lx_tree_v((lx_tree *)params)) : LX_ERR_NO_MEMORY;
     lx_value out = lx_none();
-    if (st == LX_OK) st = linen_apply(grad_m, v, A(grad_x), LINEN_NO_RNGS, NULL, &out, NULL);
+    if (st == LX_OK) st = linen_apply(grad_m, v, &LX_ARGS(grad_x), LINEN_NO_RNGS, NULL, &out, NULL);
     lx_tree_release(v);
     if (st != LX_OK) return st;
     *loss = out.kind == LX_V_ARRAY ? lx_sum(out.u.array, LX_ALL_AXES, false) : NULL;
@@ -202,7 +194,7 @@ static void test_linen_bf16_grad(void) {
     grad_x = lx_autorelease(lx_array_from_f32(2, (int64_t[]){3, 4}, (float[]){1, 2, 3, 4, -1, 0, 5, 2, 2, 2, -3, 1}));
     lx_tree *vars = NULL, *grads = NULL;
     lx_array *value = NULL;
-    CHECK(linen_init(grad_m, LINEN_KEY(lx_key_from_seed(0)), A(grad_x), NULL, &vars) == LX_OK);
+    CHECK(linen_init(grad_m, LINEN_KEY(lx_key_from_seed(0)), &LX_ARGS(grad_x), NULL, &vars) == LX_OK);
     CHECK(vars && linen_value_and_grad(linen_sum_loss, NULL, lx_tree_get(vars, "params")->u.tree, &value, &grads, NULL) == LX_OK);
     lx_array *gk = leaf(grads, "kernel"), *gb = leaf(grads, "bias");
     CHECK(gk && gk->dtype == LX_BF16 && gb && gb->dtype == LX_BF16);
@@ -360,7 +352,7 @@ static void test_rms_norm_axes(void) {
     float sc[4] = {1, -2, 0.5f, 3};
     if (leaf(vars, "params/scale")) memcpy(lx_f32(leaf(vars, "params/scale")), sc, sizeof sc);
     lx_value out = lx_none();
-    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, A(x), NULL, &out, NULL) == LX_OK);
+    CHECK(linen_apply(m, vars, LINEN_NO_RNGS, &LX_ARGS(x), NULL, &out, NULL) == LX_OK);
     rms_ref(x, 2, sc, 1, want);
     CHECK(out.kind == LX_V_ARRAY && near_ref(out.u.array, want, 4e-6));
     lx_value_free(&out);
