@@ -1,6 +1,7 @@
 /* Op interceptors: module paths and operand roles for matmul-like primitives (issue 6,
  * maxtext-wrappers.md §1.7). The bridge directions are exercised in the bridge tests. */
 #include "lx_test.h"
+#include "linnx/fault.h"
 
 typedef struct {
     int n;
@@ -298,6 +299,211 @@ static void test_long_paths(void) {
     CHECK_STR(lx_frame_path(buf, 1), "");
 }
 
+/* Out of memory while building the path is never the root's "" (nor a path missing a component):
+ * lx_frame_path is NULL with LX_ERR_NO_MEMORY, lx_frame_current_path "" (documented), an
+ * interceptor's event is dropped. First Linen-style frames (the path buffer's allocation), then
+ * NNX frames named lazily by their attribute in the parent (`mid/leaf`: a failure inside the
+ * name lookup once gave "leaf" or "mid", a failing buffer ""), each allocation failed in turn. */
+static nnx_module *chain_[3];
+static int probe_what_;      /* 0: lx_frame_path, 1: a matmul under an interceptor */
+static int64_t probe_n_;     /* the allocation to fail */
+static bool probe_fired_, probe_null_;
+static char probe_buf_[64];
+static lx_status probe_st_;
+static lx_status node_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    (void)c;
+    *out = lx_none();
+    for (int i = 0; i < 2; i++)
+        if (chain_[i] == m) {
+            lx_call none = LX_NO_CALL;
+            return nnx_call(chain_[i + 1], NULL, &none, out);
+        }
+    if (probe_what_ == 0) {
+        lx_clear_error();
+        lx_fault_set(probe_n_, false);
+        const char *p = lx_frame_path(probe_buf_, sizeof probe_buf_);
+        probe_fired_ = lx_fault_fired();
+        lx_fault_set(-1, false);
+        probe_null_ = p == NULL;
+        probe_st_ = lx_last_status();
+        if (p != NULL && p != probe_buf_) probe_null_ = true; /* only ever buf or NULL */
+    } else {
+        lx_array *a = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){2, 2}, 1.0f));
+        lx_fault_set(probe_n_, false);
+        lx_array *y = lx_matmul(a, a);
+        probe_fired_ = lx_fault_fired();
+        lx_fault_set(-1, false);
+        probe_null_ = y == NULL;
+        lx_clear_error();
+    }
+    return LX_OK;
+}
+static lx_status node_init(nnx_module *m, const lx_call *c, nnx_rngs *r) {
+    (void)m, (void)c, (void)r;
+    return LX_OK;
+}
+static const nnx_method NODE_METHODS[] = {NNX_METHOD("__call__", node_call)};
+static const nnx_type NODE = {.name = "Node", .size = sizeof(nnx_module), .methods = NODE_METHODS, .nmethods = 1,
+                              .init = node_init};
+
+static int events_, events_wrong_;
+static void count_path(const lx_intercept_event *ev, void *user) {
+    (void)user;
+    events_++;
+    if (strcmp(ev->path, "mid/leaf") != 0) events_wrong_++;
+}
+
+static void test_path_out_of_memory(void) {
+    if (!lx_fault_available()) return;
+    /* Linen-style frames: the stack is empty, so the first path wanted allocates its buffer */
+    CHECK_EQ_INT(lx_frame_push(LX_FRAME_LINEN, "decoder", NULL, NULL), LX_OK);
+    CHECK_EQ_INT(lx_frame_push(LX_FRAME_LINEN, "layers_0", NULL, NULL), LX_OK);
+    char buf[64];
+    lx_clear_error();
+    lx_fault_set(1, false);
+    const char *p = lx_frame_path(buf, sizeof buf);
+    CHECK(lx_fault_fired());
+    lx_fault_set(-1, false);
+    CHECK(p == NULL);
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_NO_MEMORY);
+    CHECK_ERROR_HAS("frame_path: out of memory building the module path");
+    lx_clear_error();
+    lx_frame_pop(); /* the failure's own message built the path: start again with no buffer */
+    lx_frame_pop();
+    CHECK_EQ_INT(lx_frame_push(LX_FRAME_LINEN, "decoder", NULL, NULL), LX_OK);
+    CHECK_EQ_INT(lx_frame_push(LX_FRAME_LINEN, "layers_0", NULL, NULL), LX_OK);
+    lx_fault_set(1, false);
+    CHECK_STR(lx_frame_current_path(), ""); /* the public form's documented "" */
+    CHECK(lx_fault_fired());
+    lx_fault_set(-1, false);
+    CHECK_STR(lx_frame_path(buf, sizeof buf), "decoder/layers_0"); /* built once memory is back */
+    lx_frame_pop();
+    lx_frame_pop();
+    /* a failure's message (status.c) without its path: the text alone, never a partial path */
+    CHECK_EQ_INT(lx_frame_push(LX_FRAME_LINEN, "decoder", NULL, NULL), LX_OK);
+    CHECK_EQ_INT(lx_frame_push(LX_FRAME_LINEN, "layers_0", NULL, NULL), LX_OK);
+    lx_fault_set(1, false);
+    lx_fail(LX_ERR_SHAPE, "some failure");
+    CHECK(lx_fault_fired());
+    lx_fault_set(-1, false);
+    CHECK_ERROR_IS(LX_ERR_SHAPE, "some failure");
+    lx_fail(LX_ERR_SHAPE, "some failure");
+    CHECK_ERROR_IS(LX_ERR_SHAPE, "decoder/layers_0: some failure");
+    lx_clear_error();
+    lx_frame_pop();
+    lx_frame_pop();
+
+    /* NNX frames named by attribute: outer.mid.leaf, the leaf probing */
+    for (int i = 0; i < 3; i++) CHECK_EQ_INT(nnx_module_new(&NODE, NULL, NULL, &chain_[i]), LX_OK);
+    lx_value mv = nnx_module_v(chain_[1]), lv = nnx_module_v(chain_[2]);
+    CHECK_EQ_INT(nnx_setattr(chain_[0], "mid", &mv), LX_OK);
+    CHECK_EQ_INT(nnx_setattr(chain_[1], "leaf", &lv), LX_OK);
+    lx_call none = LX_NO_CALL;
+    for (probe_what_ = 0; probe_what_ < 2; probe_what_++) {
+        int failed = 0, ok = 0;
+        bool done = false;
+        int h = 0;
+        events_ = events_wrong_ = 0;
+        if (probe_what_ == 1) CHECK_EQ_INT(lx_interceptor_add(count_path, NULL, &h), LX_OK);
+        for (probe_n_ = 1; probe_n_ < 1000 && !done; probe_n_++) {
+            lx_value out = lx_none();
+            probe_fired_ = probe_null_ = false;
+            CHECK_EQ_INT(nnx_call(chain_[0], NULL, &none, &out), LX_OK);
+            done = !probe_fired_;
+            if (probe_what_ == 1) continue;
+            if (probe_null_) {
+                failed++;
+                LX_TEST_REPORT_(probe_st_ == LX_ERR_NO_MEMORY, "allocation %lld: frame_path NULL with %s (%s)",
+                                (long long)probe_n_, lx_status_name(probe_st_), lx_last_error());
+            } else {
+                ok++;
+                LX_TEST_REPORT_(strcmp(probe_buf_, "mid/leaf") == 0, "allocation %lld failed: path '%s'",
+                                (long long)probe_n_, probe_buf_);
+            }
+            lx_clear_error();
+        }
+        CHECK(done);
+        if (probe_what_ == 0) CHECK(failed > 0 && ok > 0);
+        if (probe_what_ == 1) {
+            lx_interceptor_remove(h);
+            CHECK(events_ > 0);               /* the runs whose failure missed the path */
+            CHECK(events_ < (int)probe_n_ - 1); /* and some dropped: a path that could not be built */
+            CHECK_EQ_INT(events_wrong_, 0);   /* never "" or a part of the path */
+        }
+    }
+    CHECK_STR(lx_frame_current_path(), "");
+    for (int i = 0; i < 3; i++) nnx_module_release(chain_[i]);
+}
+
+/* remat keeps the forward's module path for the recomputation (autodiff.c): out of memory while
+ * building it fails the call (LX_ERR_NO_MEMORY), where it once recomputed at the root ("" in the
+ * backward, so other quantization rules than the forward's). Every allocation of the call failed
+ * in turn: a call that succeeds recomputes under `outer/blk`. */
+typedef struct {
+    lx_array *w, *x;
+} remat_ctx;
+static lx_status remat_body(void *user, bool recompute, lx_value *out) {
+    (void)recompute;
+    remat_ctx *c = user;
+    lx_array *y = lx_matmul(c->x, c->w);
+    if (!y) return lx_last_status();
+    *out = lx_array_v(lx_retain(y));
+    return LX_OK;
+}
+static void remat_free(void *user) { (void)user; }
+static char first_mm_[64];
+static int nmm_;
+static void first_matmul(const lx_intercept_event *ev, void *user) {
+    (void)user;
+    if (strcmp(ev->op, "matmul") == 0 && nmm_++ == 0) snprintf(first_mm_, sizeof first_mm_, "%s", ev->path);
+}
+
+static void test_remat_path_out_of_memory(void) {
+    if (!lx_fault_available()) return;
+    remat_ctx c = {lx_array_full_f32(2, (const int64_t[]){3, 2}, 0.5f), lx_array_full_f32(2, (const int64_t[]){2, 3}, 0.25f)};
+    int h = 0;
+    CHECK_EQ_INT(lx_interceptor_add(first_matmul, NULL, &h), LX_OK);
+    int failed = 0, ok = 0, path_failed = 0;
+    bool done = false;
+    for (int64_t n = 1; n < 1000 && !done; n++) {
+        lx_tape *t = NULL;
+        CHECK_EQ_INT(lx_tape_new(&t), LX_OK);
+        CHECK_EQ_INT(lx_tape_watch(t, c.w), LX_OK);
+        size_t mark = lx_pool_open();
+        lx_value o = lx_none();
+        CHECK_EQ_INT(lx_frame_push(LX_FRAME_LINEN, "outer", NULL, NULL), LX_OK);
+        CHECK_EQ_INT(lx_frame_push(LX_FRAME_LINEN, "blk", NULL, NULL), LX_OK);
+        lx_fault_set(n, false);
+        lx_status st = lx_remat_call(remat_body, &c, remat_free, LX_REMAT_NOTHING_SAVEABLE, &o);
+        done = !lx_fault_fired();
+        lx_fault_set(-1, false);
+        lx_frame_pop();
+        lx_frame_pop();
+        if (st != LX_OK) {
+            failed++;
+            CHECK_EQ_INT(st, LX_ERR_NO_MEMORY);
+            if (strstr(lx_last_error(), "remat: out of memory for the module path")) path_failed++;
+        } else {
+            ok++;
+            lx_array *loss = lx_sum(lx_mul(o.u.array, o.u.array), 0, NULL, false);
+            lx_array *g = NULL;
+            nmm_ = 0;
+            first_mm_[0] = '\0';
+            CHECK_EQ_INT(lx_tape_backward(t, loss, 1, &c.w, &g), LX_OK);
+            LX_TEST_REPORT_(nmm_ > 0 && strcmp(first_mm_, "outer/blk") == 0,
+                            "allocation %lld failed: the recomputation ran under '%s'", (long long)n, first_mm_);
+            lx_release(g);
+        }
+        lx_clear_error();
+        lx_value_free(&o);
+        lx_pool_close(mark);
+        lx_tape_free(t);
+    }
+    lx_interceptor_remove(h);
+    CHECK(done && failed > 0 && ok > 0 && path_failed > 0);
+    lx_release(c.w), lx_release(c.x);
+}
+
 int main(void) {
     RUN(test_nnx_paths);
     RUN(test_mha_paths);
@@ -306,5 +512,7 @@ int main(void) {
     RUN(test_interceptor_running_a_module);
     RUN(test_frames);
     RUN(test_long_paths);
+    RUN(test_path_out_of_memory);
+    RUN(test_remat_path_out_of_memory);
     return lx_test_finish();
 }

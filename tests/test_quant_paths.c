@@ -2,6 +2,7 @@
  * wrapper an interceptor sees `ToLinen_0/l1` with (activation, param), never the wrapper's path
  * with two activations; (b) the attention products are dot-like events with operand roles. */
 #include "lx_test.h"
+#include "linnx/fault.h"
 #include "linnx/llama.h"
 
 typedef struct {
@@ -177,10 +178,137 @@ static void test_mha_products(void) {
     nnx_rngs_release(r);
 }
 
+/* ---- out of memory while building an op's module path (review of lx_frame_current_path): the
+ * path once came back as "", the root's, so a rule for `a` missed the op and it ran float (or a
+ * root rule applied to it). Now the op fails with LX_ERR_NO_MEMORY. A model `a` then `b`, the
+ * rule for `a` alone; every allocation of the quantized forward (FAKE, INT8) and of PTQ's
+ * lx_qt_quantize_nnx failed in turn: each run fails, or gives exactly the quantized result (a
+ * quantize: `a` int8, `b` float32), or changes nothing. ---- */
+typedef struct {
+    nnx_module base;
+    nnx_module *a, *b;
+} ab_mod;
+static lx_status ab_init(nnx_module *m, const lx_call *c, nnx_rngs *r) {
+    (void)c;
+    LX_TRY(nnx_linear_new(4, 4, r, (nnx_linear **)&((ab_mod *)m)->a));
+    return nnx_linear_new(4, 3, r, (nnx_linear **)&((ab_mod *)m)->b);
+}
+static lx_status ab_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    return linen_return_array(out, nnx_call_array(((ab_mod *)m)->b, nnx_call_array(((ab_mod *)m)->a, x)));
+}
+static const nnx_field AB_FIELDS[] = {NNX_CHILD(ab_mod, a), NNX_CHILD(ab_mod, b)};
+static const nnx_method AB_METHODS[] = {{"__call__", ab_call}};
+static const nnx_type NNX_AB = {.name = "AB", .size = sizeof(ab_mod), .fields = AB_FIELDS, .nfields = 2,
+                                .methods = AB_METHODS, .nmethods = 1, .init = ab_init};
+
+static lx_flat ab_state(nnx_module *m) {
+    lx_tree *t = NULL;
+    lx_flat f = {0};
+    CHECK_EQ_INT(nnx_state(m, 0, NULL, &t), LX_OK);
+    if (t) CHECK_EQ_INT(lx_tree_flatten(t, &f), LX_OK);
+    lx_tree_release(t);
+    return f;
+}
+static lx_dtype kernel_dtype(nnx_module *lin) {
+    return lx_variable_get_value(((nnx_linear *)lin)->kernel)->dtype;
+}
+
+static void test_path_out_of_memory(void) {
+    if (!lx_fault_available()) return;
+    lx_qt_rule rules[] = {{.module_path = "a", .weight_qtype = "int8", .act_qtype = "int8"}};
+    lx_qt_rules *rs = NULL;
+    CHECK_EQ_INT(lx_qt_rules_compile(rules, 1, &rs), LX_OK);
+    float xd[8] = {0.3f, -1.2f, 2.5f, 0.7f, -0.4f, 1.9f, -2.2f, 0.05f};
+    lx_array *x = lx_autorelease(lx_array_from_f32(2, (int64_t[]){2, 4}, xd));
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(2, &r), LX_OK);
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(nnx_module_new(&NNX_AB, NULL, r, &m), LX_OK);
+    lx_array *yf = lx_retain(nnx_call_array(m, x));
+    for (int mode = LX_QT_FAKE; mode <= LX_QT_INT8; mode++) {
+        lx_qt_session *s = NULL;
+        CHECK_EQ_INT(lx_qt_begin(rs, (lx_qt_mode)mode, &s), LX_OK);
+        lx_array *yq = lx_retain(nnx_call_array(m, x));
+        CHECK_EQ_INT((int)lx_qt_session_quantized(s), 1); /* `a` only */
+        lx_qt_end(s);
+        CHECK(yq && yf && !lx_array_equal(yq, yf));
+        int failed = 0, ok = 0, path_failed = 0;
+        bool done = false;
+        for (int64_t n = 1; n < 2000 && !done; n++) {
+            CHECK_EQ_INT(lx_qt_begin(rs, (lx_qt_mode)mode, &s), LX_OK);
+            size_t mark = lx_pool_open();
+            lx_fault_set(n, false);
+            lx_array *y = nnx_call_array(m, x);
+            done = !lx_fault_fired();
+            lx_fault_set(-1, false);
+            if (y) {
+                ok++;
+                LX_TEST_REPORT_(lx_array_equal(y, yq), "mode %d: allocation %lld failed and the forward gave "
+                                                       "another result than the quantized one", mode, (long long)n);
+            } else {
+                failed++;
+                LX_TEST_REPORT_(lx_last_status() == LX_ERR_NO_MEMORY, "mode %d: allocation %lld: %s (%s)", mode,
+                                (long long)n, lx_status_name(lx_last_status()), lx_last_error());
+                if (strstr(lx_last_error(), "quantization: out of memory for the module path (dot_general)"))
+                    path_failed++;
+            }
+            lx_pool_close(mark);
+            lx_qt_end(s);
+            lx_clear_error();
+        }
+        CHECK(done && failed > 0 && ok > 0);
+        CHECK(path_failed > 0); /* the sweep did fail the path's own allocations */
+        lx_release(yq);
+    }
+    lx_release(yf);
+    nnx_module_release(m);
+
+    /* PTQ: the recording forward fails the same way, and the quantize is all or nothing */
+    lx_call c = LX_ARGS(x);
+    int failed = 0, changed = 0, ok = 0;
+    bool done = false;
+    for (int64_t n = 1; n < 5000 && !done; n++) {
+        m = NULL;
+        CHECK_EQ_INT(nnx_module_new(&NNX_AB, NULL, r, &m), LX_OK);
+        if (!m) break;
+        lx_flat before = ab_state(m);
+        lx_fault_set(n, false);
+        lx_status st = lx_qt_quantize_nnx(rs, m, &c, NULL);
+        done = !lx_fault_fired();
+        lx_fault_set(-1, false);
+        lx_flat after = ab_state(m);
+        if (st != LX_OK) {
+            failed++;
+            CHECK_EQ_INT(st, LX_ERR_NO_MEMORY);
+            if (!lx_test_same_leaves(&before, &after)) {
+                changed++;
+                LX_TEST_REPORT_(false, "quantize_nnx: allocation %lld failed (%s) and the state changed",
+                                (long long)n, lx_last_error());
+            }
+        } else {
+            ok++;
+            /* never a quantize that "succeeded" with `a` left float (its path lost) */
+            LX_TEST_REPORT_(kernel_dtype(((ab_mod *)m)->a) == LX_I8 && kernel_dtype(((ab_mod *)m)->b) == LX_F32,
+                            "quantize_nnx: allocation %lld failed, the quantize succeeded with a %s, b %s",
+                            (long long)n, lx_dtype_name(kernel_dtype(((ab_mod *)m)->a)),
+                            lx_dtype_name(kernel_dtype(((ab_mod *)m)->b)));
+        }
+        lx_clear_error();
+        lx_flat_free(&before), lx_flat_free(&after);
+        nnx_module_release(m);
+    }
+    CHECK(done && failed > 0 && changed == 0 && ok > 0);
+    nnx_rngs_release(r);
+    lx_qt_rules_free(rs);
+}
+
 int main(void) {
     RUN(test_mha_products);
     RUN(test_calling_styles_inside_to_linen);
     RUN(test_typed_forward_pure_nnx);
     RUN(test_showcase_paths);
+    RUN(test_path_out_of_memory);
     return lx_test_finish();
 }

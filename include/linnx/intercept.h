@@ -13,6 +13,15 @@
  * An operand's role is LX_OPERAND_PARAM when it is the value of a Param (or subclass) of the
  * innermost module frame, else LX_OPERAND_ACTIVATION.
  *
+ * Out of memory: a path is built only when wanted (an event, a failure's message, a quantization
+ * rule), into a buffer that grows, from names an NNX frame finds by looking its module up in the
+ * parent's attributes; either can run out of memory. Such a path is never passed off as the
+ * root's "" or as a path missing a component: the op's event is dropped (the op itself runs on),
+ * lx_frame_path fails with LX_ERR_NO_MEMORY, quantization fails the op (docs/quantization.md),
+ * remat's call fails, a failure's message goes without its path. An NNX module that is no
+ * attribute of its parent (made on the spot, held in a tree) adds no component: that is a name,
+ * not a failure.
+ *
  * Ownership: the event and everything in it are borrowed for the callback's duration.
  * Interceptors are per thread, like primitive observers.
  */
@@ -65,11 +74,15 @@ const void *lx_frame_top(lx_frame_kind *kind);
 /* Is `a` a Param of the innermost frame (an operand's role as an event would report it)? For
  * substituters, which run before the op's event exists (quant.h). False with no frame. */
 bool lx_frame_is_param(const lx_array *a);
-/* The current path, joined with '/' ("" with no frames): borrowed, valid until the next push or
- * pop on this thread. An event's `path` is this string, never shortened. */
+/* The current path, joined with '/' ("" with no frames, or none named): borrowed, valid until the
+ * next push or pop on this thread. An event's `path` is this string, never shortened. Also ""
+ * when building it ran out of memory (it cannot fail: the signature predates that case), so ""
+ * from here does not prove the root: a caller that must tell uses lx_frame_path. Records no
+ * failure. */
 const char *lx_frame_current_path(void);
 /* The current path copied into buf. A path that does not fit is not cut: NULL and
- * LX_ERR_INVALID_ARGUMENT with a message giving the size it needs. */
+ * LX_ERR_INVALID_ARGUMENT with a message giving the size it needs. Out of memory building the
+ * path: NULL and LX_ERR_NO_MEMORY (then "" in buf is the root's path and nothing else). */
 const char *lx_frame_path(char *buf, size_t cap);
 
 #pragma GCC visibility pop

@@ -14,7 +14,8 @@
  * parent frame's module, and only lx_frame_push (the public, copying form) stores characters, in
  * a per-thread arena. The joined path is built on demand into a per-thread buffer and kept until
  * the next push or pop. Buffers grow on demand, so no name and no depth is ever cut, and are
- * freed when the stack empties (the end of the outermost framed call). */
+ * freed when the stack empties (the end of the outermost framed call). Running out of memory
+ * while building the path fails the whole path (lx_frame_path_), never gives "" or a part. */
 typedef struct {
     lx_frame_kind kind;
     const void *obj;
@@ -63,7 +64,8 @@ static void on_primitive(const lx_prim_event *ev, void *user) {
                        : LX_OPERAND_ACTIVATION;
     /* The event owns a snapshot of the path: an interceptor may itself run modules, whose
      * frames can grow (realloc) or free the thread's path buffer during the callback. */
-    const char *cur = lx_frame_current_path();
+    const char *cur;
+    if (lx_frame_path_(&cur) != LX_OK) return; /* out of memory: as below, never the root's "" */
     size_t len = strlen(cur) + 1;
     char local[256], *path = len <= sizeof local ? local : malloc(len);
     if (!path) return; /* out of memory: the op itself is unaffected, the event is dropped */
@@ -192,10 +194,19 @@ static bool path_append(size_t *len, const char *name) {
     return true;
 }
 
-const char *lx_frame_current_path(void) {
-    if (nframes == 0) return "";
-    if (path_valid) return path;
-    if (path_building) return ""; /* a failure while resolving a name: no path for that one */
+lx_status lx_frame_path_(const char **out) {
+    *out = NULL;
+    if (nframes == 0) {
+        *out = "";
+        return LX_OK;
+    }
+    if (path_valid) {
+        *out = path;
+        return LX_OK;
+    }
+    /* asked again from inside a name_fn (a failure it records wants the path of its message):
+     * no path for that one, which is not the root's "" */
+    if (path_building) return LX_ERR_NO_MEMORY;
     path_building = true;
     size_t len = 0;
     bool ok = true;
@@ -204,19 +215,30 @@ const char *lx_frame_current_path(void) {
         if (f->name_fn) {
             const frame *up = i > 0 ? &frames[i - 1] : NULL;
             const void *parent = up && up->kind == f->kind && up->obj != f->obj ? up->obj : NULL;
-            char *name = parent ? f->name_fn(parent, f->obj) : NULL;
-            if (name) ok = path_append(&len, name);
+            char *name = NULL;
+            if (parent) ok = f->name_fn(parent, f->obj, &name) == LX_OK;
+            if (ok && name) ok = path_append(&len, name);
             free(name);
         } else {
             ok = path_append(&len, f->borrowed ? f->borrowed : arena + f->arena_off);
         }
     }
     path_building = false;
-    if (!ok) return ""; /* out of memory: the path is dropped, never a part of it shown */
-    if (!path) return "";
+    /* out of memory: the whole path fails, never a part of it shown as if it were the path */
+    if (!ok) return LX_ERR_NO_MEMORY;
+    if (!path) { /* every frame unnamed: the root */
+        *out = "";
+        return LX_OK;
+    }
     path[len] = '\0';
     path_valid = true;
-    return path;
+    *out = path;
+    return LX_OK;
+}
+
+const char *lx_frame_current_path(void) {
+    const char *p;
+    return lx_frame_path_(&p) == LX_OK ? p : ""; /* the caller that must tell: lx_frame_path */
 }
 
 bool lx_frame_is_param(const lx_array *a) {
@@ -225,7 +247,11 @@ bool lx_frame_is_param(const lx_array *a) {
 }
 
 const char *lx_frame_path(char *buf, size_t cap) {
-    const char *p = lx_frame_current_path();
+    const char *p;
+    if (lx_frame_path_(&p) != LX_OK) {
+        lx_fail(LX_ERR_NO_MEMORY, "frame_path: out of memory building the module path");
+        return NULL;
+    }
     size_t n = strlen(p);
     if (!buf || cap < n + 1) {
         lx_fail(LX_ERR_INVALID_ARGUMENT, "frame_path: the module path needs %zu bytes, the buffer has %zu", n + 1,

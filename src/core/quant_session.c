@@ -16,6 +16,7 @@
 #include "linnx/quant.h"
 #include "linnx/variable.h"
 #include "checked.h"
+#include "frame_internal.h"
 #include "quant_internal.h"
 #include "status_internal.h"
 
@@ -681,7 +682,11 @@ static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array
     const char *op = op_name(id);
     if (!op && s->mode == MODE_PLAN) plan_other(s->plan, nin, in);
     if (!op || nin < 2 || !in[0] || !in[1]) return NULL;
-    const char *path = lx_frame_current_path();
+    /* a path that cannot be built is no path at all: matching "" (the root's) would leave an op
+     * of layers_0/mlp float, or apply a root rule to it */
+    const char *path = NULL;
+    if (lx_frame_path_(&path) != LX_OK)
+        return fail_op(lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory for the module path (%s)", op));
     int count = lx_qt_next_count(&s->ctr, path, op);
     if (count < 0) return fail_op(lx_fail(LX_ERR_NO_MEMORY, "quantization: out of memory"));
     int r = lx_qt_rules_match(s->rules, path, op, count);

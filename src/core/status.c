@@ -19,11 +19,13 @@ static _Thread_local bool lx_msg_pending;
 
 /* The message is formatted into a local buffer first (its arguments may point into lx_msg:
  * lx_fail(s, "%s", lx_last_error())), then the module path is resolved (which may itself record
- * and discard a failure) and put in front, unless the text already starts with it. */
+ * and discard a failure) and put in front, unless the text already starts with it. A path that
+ * cannot be built (out of memory) is left out: the message is the text alone, as at the root. */
 lx_status lx_vfail(lx_status status, const char *fmt, va_list ap) {
     char text[LX_MSG_CAP];
     vsnprintf(text, sizeof text, fmt, ap);
-    const char *path = lx_frame_current_path();
+    const char *path;
+    if (lx_frame_path_(&path) != LX_OK) path = "";
     size_t plen = strlen(path);
     const char *shown = path;
     if (plen > LX_PATH_SHOWN) shown = path + plen - LX_PATH_SHOWN;

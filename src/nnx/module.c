@@ -595,35 +595,38 @@ static char *join_name(const char *a, const char *b) {
 }
 
 /* The attribute name of `m` in `parent` ("mlp", or "layers/0" for a list item) as a new string,
- * whatever its length (an interceptor's path must never be cut); NULL if absent or out of memory. */
-static char *child_name(nnx_module *parent, const nnx_module *m) {
-    char *name = NULL;
+ * whatever its length (an interceptor's path must never be cut): LX_OK with *name NULL when m is
+ * no attribute of parent (no path component); LX_ERR_NO_MEMORY when listing the children or
+ * copying the name ran out of memory, which frame_internal.h says fails the whole path. */
+static lx_status child_name(nnx_module *parent, const nnx_module *m, char **name) {
+    *name = NULL;
     nnx_children kids = {0, NULL};
     lx_value pv = nnx_module_v(parent);
-    if (nnx_children_of(&pv, &kids) != LX_OK) return NULL;
+    lx_status st = nnx_children_of(&pv, &kids);
     bool found = false;
-    for (int i = 0; i < kids.n && !found; i++) {
+    for (int i = 0; st == LX_OK && i < kids.n && !found; i++) {
         if (nnx_module_from_value(&kids.items[i].v) == m) {
-            name = join_name(kids.items[i].name, NULL);
+            *name = join_name(kids.items[i].name, NULL);
             found = true;
         } else if (nnx_list_from_value(&kids.items[i].v)) {
             nnx_children items = {0, NULL};
-            if (nnx_children_of(&kids.items[i].v, &items) != LX_OK) continue;
-            for (int k = 0; k < items.n && !found; k++)
+            st = nnx_children_of(&kids.items[i].v, &items);
+            for (int k = 0; st == LX_OK && k < items.n && !found; k++)
                 if (nnx_module_from_value(&items.items[k].v) == m) {
-                    name = join_name(kids.items[i].name, items.items[k].name);
+                    *name = join_name(kids.items[i].name, items.items[k].name);
                     found = true;
                 }
             nnx_children_free(&items);
         }
     }
     nnx_children_free(&kids);
-    return name;
+    if (found && !*name) st = LX_ERR_NO_MEMORY;
+    return st;
 }
 
 /* The frame name of `m` under its NNX parent (lazy: resolved only when a path is wanted). */
-static char *frame_name(const void *parent, const void *m) {
-    return child_name((nnx_module *)parent, (const nnx_module *)m);
+static lx_status frame_name(const void *parent, const void *m, char **name) {
+    return child_name((nnx_module *)parent, (const nnx_module *)m, name);
 }
 
 /* Is `a` the value of a Param (or subclass) held directly by module `obj`? */

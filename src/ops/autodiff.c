@@ -27,6 +27,7 @@
 #include "broadcast.h"
 #include "op_internal.h"
 #include "team.h"
+#include "../core/frame_internal.h"
 #include "../core/status_internal.h"
 
 typedef struct rec {
@@ -846,8 +847,12 @@ lx_status lx_remat_call(lx_remat_fn fn, void *user, void (*user_free)(void *), l
     e->fn = fn, e->user = user, e->user_free = user_free, e->policy = policy;
     remat_watch w = {t, e, NULL, 0, 0, false};
     int handle = 0;
-    const char *fp = lx_frame_current_path();
-    lx_status st = !*fp || (e->frame_path = lx_strdup(fp)) ? LX_OK : lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory");
+    /* the path the recomputation runs under: out of memory resolving it fails the call (a
+     * recomputation at the root would find other quantization rules than the forward) */
+    const char *fp = NULL;
+    lx_status st = LX_OK;
+    if (lx_frame_path_(&fp) != LX_OK || (*fp && !(e->frame_path = lx_strdup(fp))))
+        st = lx_fail(LX_ERR_NO_MEMORY, "remat: out of memory for the module path");
     if (st == LX_OK) st = lx_prim_observe(remat_observe, &w, &handle);
     if (st == LX_OK) {
         lx_tape_recording_ = NULL; /* paused: the function's ops are not recorded */
