@@ -92,23 +92,56 @@ int cli_stdout_done(void) {
     return CLI_EXIT_FAILURE;
 }
 
-int cli_check_output(const char *what, const char *path) {
-    struct stat sb;
-    int e = 0, fd;
+/* Where a write to `path` lands: `path` itself, or where its chain of symbolic links ends (a
+ * relative link read from the link's own folder, as the kernel reads it). The writers make a
+ * temporary file next to the path they are given and rename it onto that path, which would
+ * replace a link by a file and leave its target as it was; given the end of the chain, they
+ * write the target and the link stays. 0, or the errno (ELOOP for a cycle). */
+static int output_target(const char *path, char *out, size_t cap) {
     size_t n = strlen(path);
-    if (n == 0) e = ENOENT;
-    else if (path[n - 1] == '/') e = EISDIR; /* a folder's name, not a file's */
-    else if (stat(path, &sb) == 0) {
+    if (n >= cap) return ENAMETOOLONG;
+    memcpy(out, path, n + 1);
+    for (int hops = 0;; hops++) {
+        struct stat sb;
+        if (lstat(out, &sb) != 0 || !S_ISLNK(sb.st_mode)) return 0; /* an lstat error: the stat after it reports it */
+        if (hops == 40) return ELOOP;                               /* the kernel's own limit */
+        char link[4096];
+        ssize_t k = readlink(out, link, sizeof link);
+        if (k < 0) return errno;
+        if ((size_t)k >= sizeof link) return ENAMETOOLONG;
+        link[k] = 0;
+        char *slash = strrchr(out, '/');
+        size_t keep = link[0] == '/' || !slash ? 0 : (size_t)(slash - out) + 1;
+        if (keep + (size_t)k >= cap) return ENAMETOOLONG;
+        memcpy(out + keep, link, (size_t)k + 1);
+    }
+}
+
+int cli_check_output(const char *what, const char *path, char *target, size_t cap) {
+    struct stat sb;
+    int e = output_target(path, target, cap), fd;
+    const char *why = NULL;
+    size_t n = strlen(target);
+    if (!e) e = n == 0 ? ENOENT : target[n - 1] == '/' ? EISDIR : 0; /* a folder's name, not a file's */
+    if (!e && stat(target, &sb) == 0) {
         if (S_ISDIR(sb.st_mode)) e = EISDIR;
-        else if (!S_ISREG(sb.st_mode)) e = access(path, W_OK) == 0 ? 0 : errno; /* a device, a pipe: not opened */
-        else if ((fd = open(path, O_WRONLY | O_NOCTTY | O_CLOEXEC)) < 0) e = errno; /* no O_TRUNC: kept as it is */
+        else if (!S_ISREG(sb.st_mode)) why = "not a regular file"; /* a pipe, a device: the rename would replace it */
+        else if ((fd = open(target, O_WRONLY | O_NOCTTY | O_CLOEXEC)) < 0) e = errno; /* no O_TRUNC: kept as it is */
         else close(fd);
-    } else if (errno != ENOENT) e = errno;
-    else if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC, 0600)) >= 0) {
-        close(fd); /* the folder takes a new file: made and removed */
-        unlink(path);
-    } else if (errno != EEXIST) e = errno; /* EEXIST: a dangling link (or a file made meanwhile), left to the write */
-    if (e) return cli_error("%s %s: cannot write: %s", what, path, strerror(e));
+    } else if (!e && errno != ENOENT) e = errno;
+    if (!e && !why) {
+        /* the folder must take the writer's temporary file, named as the writers name theirs (so a
+         * name too long for it is found too): made and removed */
+        char probe[4200];
+        if (snprintf(probe, sizeof probe, "%s.tmp.%ld.c", target, (long)getpid()) >= (int)sizeof probe) e = ENAMETOOLONG;
+        else if ((fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC, 0600)) < 0) e = errno;
+        else {
+            close(fd);
+            unlink(probe);
+        }
+    }
+    if (e) why = strerror(e);
+    if (why) return cli_error("%s %s: cannot write: %s", what, path, why);
     return 0;
 }
 

@@ -62,11 +62,15 @@ int cli_oom(const char *what);
 int cli_stdout_done(void);
 /* An output path the command writes later, checked before any work or output (a bad output path
  * is bad input, exit 2), one rule and one message for every command: "linnx: <what> <path>:
- * cannot write: <reason>". A new file is made in its folder and removed; an existing one must be
- * a file that opens for writing (opened, not truncated: a read-only file is refused even where
- * its folder takes files); a folder is refused (Is a directory). Nothing is left or changed.
- * 0 when fine. */
-int cli_check_output(const char *what, const char *path);
+ * cannot write: <reason>". `target` (cap bytes) receives the path to give the writer: `path`, or
+ * for a symbolic link the end of its chain of links, so that the write replaces the link's target
+ * and keeps the link (a link into a missing folder is refused: No such file or directory). The
+ * file's folder must take a new file (a probe named like the writers' temporary files is made
+ * and removed); an existing file must be a regular file (a pipe or a device: "not a regular
+ * file") that opens for writing (opened, not truncated: a read-only file is refused even where
+ * its folder takes files); a folder is refused (Is a directory). Nothing is left, changed or
+ * removed. 0 when fine. */
+int cli_check_output(const char *what, const char *path, char *target, size_t cap);
 /* The same for a folder the command writes files into: a file is made in it and removed. */
 int cli_check_output_dir(const char *what, const char *dir);
 

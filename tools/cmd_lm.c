@@ -554,9 +554,9 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
         sample_len = dc.max_target_length;
     }
     /* every output path is checked before any training: a typo costs no work */
-    char svg_buf[4096];
+    char svg_buf[4096], svg_path[4096] = ""; /* svg_path: the file written, where --svg's symbolic links end */
     const char *svg = o[T_SVG].seen ? o[T_SVG].value : NULL;
-    if (svg && rank == 0 && cli_check_output("--svg", svg)) return CLI_EXIT_USAGE;
+    if (svg && rank == 0 && cli_check_output("--svg", svg, svg_path, sizeof svg_path)) return CLI_EXIT_USAGE;
     if (!svg) {
         snprintf(svg_buf, sizeof svg_buf, "%s/loss.svg", ckpt ? ckpt : ".");
         svg = svg_buf;
@@ -623,7 +623,7 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
             rc0 = cli_error("train-lm: --resume: %s holds no checkpoint to continue", ckpt);
         else if (rank == 0 && steps > 0 && cli_check_output_dir("--checkpoint-dir", ckpt))
             rc0 = CLI_EXIT_USAGE;
-        else if (rank == 0 && !o[T_SVG].seen && cli_check_output("--svg", svg))
+        else if (rank == 0 && !o[T_SVG].seen && cli_check_output("--svg", svg, svg_path, sizeof svg_path))
             rc0 = CLI_EXIT_USAGE;
         else if (o[T_RESUME].seen) {
             snprintf(resume_name, sizeof resume_name, "%s/checkpoint_%lld.msgpack", ckpt, (long long)latest);
@@ -638,7 +638,7 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
             lm_data_free(&d);
             return rc0;
         }
-    } else if (rank == 0 && cli_check_output("--svg", svg)) {
+    } else if (rank == 0 && !o[T_SVG].seen && cli_check_output("--svg", svg, svg_path, sizeof svg_path)) {
         lm_data_free(&d);
         return CLI_EXIT_USAGE;
     }
@@ -810,7 +810,7 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
                         .hline_label = ewin < hwin ? "byte-unigram entropy (evaluated held-out bytes)"
                                                    : "byte-unigram entropy (held-out)"};
         int ns = h.nt > 0 ? 2 : 1;
-        if (lx_plot_svg(svg, &plot, ns, h.nt > 0 ? series : series + 1) != LX_OK) rc = cli_lib_error();
+        if (lx_plot_svg(svg_path, &plot, ns, h.nt > 0 ? series : series + 1) != LX_OK) rc = cli_lib_error();
         else printf("loss curve: %s\n", svg);
     }
     double final = h.ne > 0 ? h.ey[h.ne - 1] : h0;

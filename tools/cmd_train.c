@@ -225,7 +225,9 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
         return cli_error("--save %s: a training state needs msgpack (FILE.msgpack); safetensors holds arrays only",
                          o[O_SAVE].value);
     /* its folder must take the file: found out before training, not after (rank 0 writes it) */
-    if (o[O_SAVE].seen && rank == 0 && cli_check_output("--save", o[O_SAVE].value)) return CLI_EXIT_USAGE;
+    char save_path[4096] = ""; /* --save, or where its symbolic links end */
+    if (o[O_SAVE].seen && rank == 0 && cli_check_output("--save", o[O_SAVE].value, save_path, sizeof save_path))
+        return CLI_EXIT_USAGE;
     optax_tx *tx = optax_from_string(o[O_OPT].value);
     if (!tx) {
         cli_errline("--optimizer: %s", lx_last_error());
@@ -333,7 +335,7 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
     progress_end(&prog);
     if (!rc && bar && steps > 0) print_step(start + steps - 1, last);
     if (!rc && o[O_SAVE].seen && rank == 0) { /* rank 0 writes, after the last collective */
-        rc = tc_model_save(m, o[O_SAVE].value);
+        rc = tc_model_save(m, save_path);
         agreed = true;
     }
     lx_batcher_free(&batcher);
