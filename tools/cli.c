@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,6 +157,43 @@ int cli_check_output_dir(const char *what, const char *dir) {
     return 0;
 }
 
+/* ---- under mpirun: the line a rank prints when mpirun ends the job ---- */
+static volatile long dist_step = -1; /* -1: before the first step */
+static volatile int dist_rank = 0;
+
+static char *put_long(char *p, long v) {
+    char d[24];
+    int n = 0;
+    if (v < 0) *p++ = '-', v = -v;
+    do d[n++] = (char)('0' + v % 10), v /= 10;
+    while (v > 0);
+    while (n > 0) *p++ = d[--n];
+    return p;
+}
+
+/* Async-signal-safe: one write(2) of a line built by hand, then _exit. */
+static void dist_on_term(int sig) {
+    char buf[192], *p = buf;
+    static const char a[] = "linnx: rank ", b[] = ": stopped at step ", b0[] = ": stopped before the first step",
+                      c[] = " (mpirun ended the job: another rank failed or died)\n";
+    long step = dist_step;
+    memcpy(p, a, sizeof a - 1), p += sizeof a - 1;
+    p = put_long(p, dist_rank);
+    if (step < 0) memcpy(p, b0, sizeof b0 - 1), p += sizeof b0 - 1;
+    else {
+        memcpy(p, b, sizeof b - 1), p += sizeof b - 1;
+        p = put_long(p, step);
+    }
+    memcpy(p, c, sizeof c - 1), p += sizeof c - 1;
+    if (write(STDERR_FILENO, buf, (size_t)(p - buf)) < 0) p = buf;
+    _exit(128 + sig);
+}
+
+void cli_dist_set_step(int64_t step) {
+    lx_dist_set_step(step);
+    dist_step = (long)step;
+}
+
 int cli_dist_start(const char *cmd, int *rank, int *nranks) {
     *rank = 0;
     *nranks = 1;
@@ -164,11 +202,19 @@ int cli_dist_start(const char *cmd, int *rank, int *nranks) {
         return cli_error("%s: started by mpirun as one of %.20s processes, but this linnx was built without MPI "
                          "(install libopenmpi-dev and rebuild, or run it without mpirun)", cmd, ws);
     if (ws && lx_dist_available() && lx_dist_init(NULL, NULL, rank, nranks) != LX_OK) return cli_lib_error();
+    if (*nranks > 1) { /* when a rank dies or fails, mpirun ends the others with SIGTERM */
+        dist_rank = *rank;
+        dist_step = -1;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = dist_on_term;
+        sigaction(SIGTERM, &sa, NULL);
+    }
     return 0;
 }
 
 int cli_dist_setup_check(int rc) {
-    lx_dist_set_step(-1);
+    cli_dist_set_step(-1);
     lx_status st = lx_dist_check(rc ? LX_ERR_INVALID_ARGUMENT : LX_OK);
     if (rc) return rc; /* its own message is printed */
     return st != LX_OK ? cli_lib_error() : 0; /* "distributed: rank R failed before the first step" */

@@ -79,6 +79,13 @@ int cli_check_output_dir(const char *what, const char *dir);
  * started as one of N > 1 processes refuses ("<cmd>: started by mpirun as one of N processes, but
  * this linnx was built without MPI"), exit 2, rather than run N full copies. */
 int cli_dist_start(const char *cmd, int *rank, int *nranks);
+/* (cli_dist_start, under mpirun with more than one rank, also installs a SIGTERM handler: mpirun
+ * ends the other ranks with SIGTERM when one dies or fails, and each then prints one line, "linnx:
+ * rank R: stopped at step K (mpirun ended the job: another rank failed or died)" or "... stopped
+ * before the first step (...)", and exits 128 + 15.) */
+/* The step a rank is at under mpirun: the one its SIGTERM line names, and lx_dist_set_step's (the
+ * step the other ranks name when this one fails); -1 before the first step. */
+void cli_dist_set_step(int64_t step);
 /* The start-of-run check under mpirun: every rank calls it once before the first step, with its
  * setup's exit status rc (0: ready), whether its setup worked or not, so that one rank's failure
  * stops the others at once. Returns rc when non-zero (its message was printed), else 0 or, when

@@ -759,7 +759,7 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
         for (int64_t s = start + 1; s <= last && !rc && !diverged[0]; s++) {
             size_t mark = lx_pool_open();
             float loss = 0;
-            if (nranks > 1) lx_dist_set_step(s); /* a failing rank's step, in the others' messages */
+            if (nranks > 1) cli_dist_set_step(s); /* in the others' messages if this rank fails, and in its SIGTERM line */
             lx_array *b = lm_random_batch(d.train, d.ntrain, lx_key_fold_in(data_key, (uint32_t)s), batch, len + 1);
             if (b && nranks > 1) b = lx_slice(b, 2, (lx_range[]){LX_RANGE(row0, row0 + rows), LX_RANGE(0, len + 1)});
             if (!b || llama_trainer_step(tr, b, &loss) != LX_OK) rc = cli_lib_error();
