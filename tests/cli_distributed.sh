@@ -10,7 +10,8 @@
 # rank (and the step, for an error), in bounded time (a rank whose setup failed, linnx train's or
 # train-lm's, stops the others at the start-of-run check); and `linnx train` under mpirun -np 2 prints
 # the same loss lines as one process (rank 0 prints, the data sharded, gradients averaged); a run
-# saved with N ranks resumes with M; a rank killed mid-run leaves the last checkpoint intact.
+# saved with N ranks resumes with M; a rank killed mid-run leaves the last checkpoint intact; and
+# train's and train-lm's ranks ended by SIGTERM say which step they were at.
 # Skipped (with a message) when mpirun is absent or linnx was built without MPI.
 # Usage: cli_distributed.sh PATH/TO/linnx
 set -u
@@ -381,6 +382,32 @@ if [ $rc -ne 0 ] && [ $rc -ne 124 ] &&
     ok
     echo "linnx train-lm, --svg unwritable on rank 0: rank 1 stopped before the first step (exit $rc)"
 else bad "linnx train-lm, --svg unwritable on rank 0: exit $rc"; fi
+# train-lm's ranks say where they were when ended by SIGTERM, as train's do (the one handler of
+# cli_dist_start). Not another killed-rank launch (mpirun waits twice the 10 s sigkill timeout
+# after one): rank 1 gets the SIGTERM mpirun would send, from here, once training is under way,
+# and must print its line and exit; mpirun then ends rank 0 (its line is not asserted: at the
+# default 1 s timeout a loaded machine may SIGKILL it first) and exits non-zero
+"${mpi[@]}" 2 "$bin" "${largs[@]:0:1}" --steps 100000 "${largs[@]:3}" --svg "$cli_tmp/lmterm.svg" >"$cli_tmp/out" 2>&1 &
+mp=$!
+for _ in $(seq 100); do # until rank 0 has printed its first step (at most ~20 s)
+    grep -q '^step 1/' "$cli_tmp/out" && break
+    sleep 0.2
+done
+victim=
+for p in $(pgrep -P $mp); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$\|^PMI_RANK=1$'; then victim=$p; fi
+done
+[ -n "$victim" ] && kill -TERM "$victim"
+( sleep 30; kill -9 $mp 2>/dev/null ) & guard=$!
+wait $mp
+rc=$?
+kill $guard 2>/dev/null
+if [ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 137 ] &&
+   grep -Eq "^linnx: rank 1: stopped at step [0-9]+ \(mpirun ended the job: another rank failed or died\)$" "$cli_tmp/out" &&
+   [ ! -e "$cli_tmp/lmterm.svg" ]; then
+    ok
+    echo "linnx train-lm on 2 ranks, SIGTERM to rank 1: exit $rc; $(grep -Eo 'rank [01]: stopped at step [0-9]+' "$cli_tmp/out" | tr '\n' ';')"
+else bad "linnx train-lm, SIGTERM to rank 1 (pid ${victim:-none}): exit $rc"; tail -8 "$cli_tmp/out"; fi
 
 timeout 60 "${mpi[@]}" 4 "$bin" "${targs[@]}" >"$cli_tmp/out" 2>&1
 rc=$?

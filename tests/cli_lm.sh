@@ -49,7 +49,11 @@ mkdir -p "$d"
 for i in 1 2 3; do printf 'The quick brown fox %d jumps over the lazy dog. %.0s' $i {1..20} >"$d/text$i"; done
 : >"$cli_tmp/empty"
 tiny="$small --seq-len 16 --batch 2 --eval-batches 2 --sample-tokens 4"
+# --svg a symbolic link into a folder: the chart is written where it points and the link stays
+mkdir -p "$cli_tmp/charts" && ln -s charts/loss.svg "$cli_tmp/loss.svg"
 out=$("$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --svg "$cli_tmp/loss.svg" 2>&1); rc=$?
+if [ -L "$cli_tmp/loss.svg" ] && [ -f "$cli_tmp/charts/loss.svg" ] && [ "$(ls -A "$cli_tmp/charts")" == loss.svg ]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: train-lm --svg through a link: $(ls -lA "$cli_tmp" "$cli_tmp/charts")"; fi
 for want in "data: 3 files" "byte-unigram entropy of the held-out text:" "initial held-out loss:" \
             "sample before training (greedy):" "loss curve: $cli_tmp/loss.svg"; do
     if [ $rc -eq 0 ] && [[ $out == *"$want"* ]]; then pass=$((pass + 1)); else
@@ -207,6 +211,12 @@ lm_fails "--svg $d: cannot write: Is a directory" train-lm --data "$d" --heldout
 lm_fails "$cli_tmp/missing: cannot read: No such file or directory" \
     train-lm --data "$cli_tmp/missing" --heldout "$d/text3" $tiny --steps 4 --svg "$cli_tmp/fresh.svg"
 if [ ! -e "$cli_tmp/fresh.svg" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: the --svg check left $cli_tmp/fresh.svg"; fi
+# a link into a folder that does not exist: refused before any work, the link kept, nothing made
+ln -s nodir/x.svg "$cli_tmp/dangling.svg"
+lm_fails "--svg $cli_tmp/dangling.svg: cannot write: No such file or directory" \
+    train-lm --data "$d" --heldout "$d/text3" $tiny --steps 4 --svg "$cli_tmp/dangling.svg"
+if [ "$(readlink "$cli_tmp/dangling.svg")" == nodir/x.svg ] && [ ! -e "$cli_tmp/nodir" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: a refused --svg link changed: $(ls -lA "$cli_tmp")"; fi
 printf 'keep me' >"$cli_tmp/kept.svg"
 lm_fails "$cli_tmp/missing: cannot read: No such file or directory" \
     train-lm --data "$cli_tmp/missing" --heldout "$d/text3" $tiny --steps 4 --svg "$cli_tmp/kept.svg"

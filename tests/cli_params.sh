@@ -211,4 +211,52 @@ fi
 mkdir -p "$cli_tmp/adir.msgpack"
 expect_usage_error "params: --save $cli_tmp/adir.msgpack: cannot write: Is a directory" params 'linen.Dense(2)' --seed 0 --input-shape 1,2 --save "$cli_tmp/adir.msgpack"
 
+# --save through a symbolic link (the writers write a temporary file and rename it onto the path:
+# given a link, they would replace the link by a file and leave its target as it was). The write
+# goes where the chain of links ends and the link stays; a link that leads nowhere writable is
+# refused before any work, and the check leaves nothing and removes nothing.
+P=(params 'linen.Dense(2)' --seed 0 --input-shape 1,2)
+"$bin" "${P[@]}" --save "$cli_tmp/direct.msgpack" >/dev/null
+L=$cli_tmp/links
+mkdir -p "$L/sub"
+ln -s /nonexistent/dir/x.msgpack "$L/dangling.msgpack"
+expect_usage_error "params: --save $L/dangling.msgpack: cannot write: No such file or directory" "${P[@]}" --save "$L/dangling.msgpack"
+ln -s sub/new.msgpack "$L/tonew.msgpack"     # into a folder that exists: the target is made
+ln -s tonew.msgpack "$L/chain.msgpack"       # a link to that link
+printf 'old' >"$L/sub/old.msgpack"
+ln -s sub/old.msgpack "$L/toold.msgpack"     # an existing file: replaced, the link kept
+ln -s sub "$L/todir.msgpack"
+ln -s loop.msgpack "$L/loop.msgpack"
+mkfifo "$L/fifo.msgpack"
+before=$(ls -A "$L" | tr '\n' ' ')
+expect_usage_error "params: --save $L/todir.msgpack: cannot write: Is a directory" "${P[@]}" --save "$L/todir.msgpack"
+expect_usage_error "params: --save $L/loop.msgpack: cannot write: Too many levels of symbolic links" "${P[@]}" --save "$L/loop.msgpack"
+expect_usage_error "params: --save $L/fifo.msgpack: cannot write: not a regular file" "${P[@]}" --save "$L/fifo.msgpack"
+long=$L/$(printf 'n%.0s' $(seq 240)).msgpack # a name that fits, but not with the temporary file's suffix
+expect_usage_error "params: --save $long: cannot write: File name too long" "${P[@]}" --save "$long"
+if [ "$(ls -A "$L" | tr '\n' ' ')" == "$before" ] && [ "$(ls -A "$L/sub")" == "old.msgpack" ] &&
+   [ "$(readlink "$L/dangling.msgpack")" == /nonexistent/dir/x.msgpack ] && [ -p "$L/fifo.msgpack" ]; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); echo "FAIL: the refused --save paths changed $L: $(ls -lA "$L" "$L/sub")"
+fi
+for link in chain.msgpack toold.msgpack; do
+    "$bin" "${P[@]}" --save "$L/$link" >/dev/null 2>"$cli_tmp/err"; rc=$?
+    target=$(readlink -f "$L/$link")
+    if [ $rc -eq 0 ] && [ -L "$L/$link" ] && [ -f "$target" ] && cmp -s "$target" "$cli_tmp/direct.msgpack"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL: params --save $L/$link: exit $rc, $(cat "$cli_tmp/err"), $(ls -lA "$L" "$L/sub")"
+    fi
+done
+if [ "$(ls -A "$L/sub" | tr '\n' ' ')" == "new.msgpack old.msgpack " ] &&
+   [ "$(ls -A "$L" | tr '\n' ' ')" == "$before" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: --save through links left: $(ls -lA "$L" "$L/sub")"; fi
+# an existing file in a folder that takes no new file (procfs: not even root's): the write's
+# temporary file could not be made, so the file is refused before any work
+if [ -f /proc/self/comm ]; then
+    expect_usage_error "convert: /proc/self/comm: cannot write: No such file or directory" \
+        convert "$cli_tmp/direct.msgpack" /proc/self/comm --format msgpack
+fi
+
 cli_finish

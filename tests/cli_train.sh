@@ -191,11 +191,15 @@ resume_check 'linen.Sequential(linen.Dense(8), linen.Dropout(0.5, deterministic=
 resume_check 'bridge.to_linen(nnx.Linear, 4, 3)' 'adam(0.01)' 2 5
 # the hand-computed momentum case: 2 steps saved, the third (step 2 loss 0.1144125) needs the
 # restored params and the restored trace
+# (NZ's through a symbolic link: written where it points, the link kept, and restored through it)
+mkdir -p "$cli_tmp/saved" && ln -s saved/NZ.msgpack "$cli_tmp/NZ.msgpack"
 for s in LZ NZ; do
     "$bin" train "$(eval echo "${!s}")" --seed 0 $D --optimizer 'sgd(0.1, momentum=0.9)' --steps 2 --save "$cli_tmp/$s.msgpack" >/dev/null
     want 'step 2 loss 0.1144125'
     check_close "train ${!s} --seed 0 $D --optimizer 'sgd(0.1, momentum=0.9)' --steps 1 --restore '$cli_tmp/$s.msgpack'"
 done
+if [ -L "$cli_tmp/NZ.msgpack" ] && [ -f "$cli_tmp/saved/NZ.msgpack" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: train --save through a link: $(ls -lA "$cli_tmp/NZ.msgpack" "$cli_tmp/saved")"; fi
 # a checkpoint of another model / optimizer / kind of state: one line, exit 2, nothing trained
 expect_usage_error "Shape mismatch at path ./params/kernel" train 'linen.Dense(2)' --seed 0 --x 1,2 --x-shape 2,1 --y 2,4,1,1 --y-shape 2,2 --loss l2_loss --optimizer 'sgd(0.1, momentum=0.9)' --steps 1 --restore "$cli_tmp/LZ.msgpack"
 expect_usage_error "at path ./opt_state/0" train 'linen.Dense(1)' --seed 0 $D --optimizer 'adam(0.1)' --steps 1 --restore "$cli_tmp/LZ.msgpack"

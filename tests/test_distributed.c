@@ -66,6 +66,11 @@ static void test_shard_range(void) {
     CHECK(strstr(lx_last_error(), "7 rows does not divide evenly over 2 ranks of the 'data' axis") != NULL);
     CHECK_EQ_INT(lx_dist_shard_range(6, 3, 3, &s, &n), LX_ERR_INVALID_ARGUMENT);
     CHECK_EQ_INT(lx_dist_shard_range(6, -1, 3, &s, &n), LX_ERR_INVALID_ARGUMENT);
+    /* a NULL argument: "<function>: <argument> is NULL" (the library's one wording) */
+    CHECK_EQ_INT(lx_dist_shard_range(6, 0, 3, NULL, &n), LX_ERR_INVALID_ARGUMENT);
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_shard_range: start is NULL");
+    CHECK_EQ_INT(lx_dist_shard_range(6, 0, 3, &s, NULL), LX_ERR_INVALID_ARGUMENT);
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_shard_range: len is NULL");
     CHECK(strcmp(lx_dist_axis_name(), "data") == 0);
 }
 
@@ -77,7 +82,24 @@ static void test_before_init(void) {
     lx_status want = lx_dist_available() ? LX_ERR_INVALID_ARGUMENT : LX_ERR_UNSUPPORTED;
     CHECK_EQ_INT(lx_dist_allreduce_mean(t, &out), want);
     CHECK(out == NULL);
+    /* NULL arguments, named by function and argument (a NULL input is FAILED_INPUT, status.h) */
+    lx_clear_error();
     CHECK_EQ_INT(lx_dist_allreduce_mean(NULL, &out), LX_ERR_FAILED_INPUT);
+    CHECK_ERROR_IS(LX_ERR_FAILED_INPUT, "lx_dist_allreduce_mean: t is NULL");
+    CHECK_EQ_INT(lx_dist_allreduce_mean(t, NULL), LX_ERR_INVALID_ARGUMENT);
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_allreduce_mean: output is NULL");
+    if (lx_dist_available()) {
+        lx_clear_error(); /* nothing pending, so the NULL is reported as itself */
+        CHECK_EQ_INT(lx_dist_broadcast_tree(NULL, 0), LX_ERR_FAILED_INPUT);
+        CHECK_ERROR_IS(LX_ERR_FAILED_INPUT, "lx_dist_broadcast_tree: t is NULL");
+        CHECK_EQ_INT(lx_dist_allreduce_f32(NULL, 2, true), LX_ERR_INVALID_ARGUMENT);
+        CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_allreduce_f32: buf is NULL");
+        float one = 1;
+        CHECK_EQ_INT(lx_dist_allreduce_f32(&one, -1, true), LX_ERR_INVALID_ARGUMENT);
+        CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_allreduce_f32: n = -1 is outside 0..2^31-1");
+        CHECK_EQ_INT(lx_dist_overlap_end(t, NULL), LX_ERR_INVALID_ARGUMENT);
+        CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_overlap_end: output is NULL");
+    }
     CHECK_EQ_INT(lx_dist_set_timeout(0), LX_ERR_INVALID_ARGUMENT);
     /* a deadline must be finite: an infinite one hangs on a stopped rank */
     CHECK_FAILS(lx_dist_set_timeout(INFINITY), LX_ERR_INVALID_ARGUMENT, "distributed: timeout inf is not in (0, 1e9] seconds");
@@ -94,7 +116,11 @@ static void test_before_init(void) {
     CHECK(lx_dist_pmean(a, "batch") == NULL);
     CHECK_EQ_INT(lx_last_status(), LX_ERR_NOT_FOUND);
     CHECK(strstr(lx_last_error(), "unbound axis name: batch") != NULL);
+    CHECK(lx_dist_pmean(NULL, "data") == NULL); /* the failure above, still pending, stands */
+    CHECK_ERROR_IS(LX_ERR_NOT_FOUND, "unbound axis name: batch (the data-parallel mesh axis is 'data')");
+    lx_clear_error(); /* none pending: the NULL is reported as itself */
     CHECK(lx_dist_pmean(NULL, "data") == NULL);
+    CHECK_ERROR_IS(LX_ERR_FAILED_INPUT, "lx_dist_pmean: x is NULL");
     lx_pool_close(mark);
     lx_release(a);
     /* a failed local status passes through lx_dist_check before init */
@@ -113,35 +139,43 @@ static void test_zero1_before_init(void) {
     bool mpi = lx_dist_available();
     lx_status want = mpi ? LX_ERR_INVALID_ARGUMENT : LX_ERR_UNSUPPORTED;
     lx_status null_st = mpi ? LX_ERR_FAILED_INPUT : LX_ERR_UNSUPPORTED;
-    const char *null_msg = mpi ? "distributed: zero1: NULL argument" : "needs MPI";
+    /* a NULL argument: "<function>: <argument> is NULL", the library's one wording */
+#define Z1_NULL(expr, msg)                                                                             \
+    do {                                                                                               \
+        lx_clear_error();                                                                              \
+        lx_status s_ = (expr);                                                                         \
+        CHECK_EQ_INT(s_, null_st);                                                                     \
+        if (mpi) CHECK_ERROR_IS(LX_ERR_FAILED_INPUT, msg);                                             \
+        else CHECK_ERROR_HAS("needs MPI");                                                             \
+    } while (0)
     optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
     lx_tree *p = lx_tree_new(), *p0 = NULL;
     lx_array *w = lx_array_full_f32(1, (int64_t[]){3}, 1.0f);
     CHECK_EQ_INT(lx_tree_set(p, "w", lx_array_v(w)), LX_OK);
     p0 = p;
     lx_dist_zero1 *z = (lx_dist_zero1 *)&p; /* any non-NULL: a failure must clear it */
-    CHECK_FAILS(lx_dist_zero1_new(NULL, p, &z), mpi ? LX_ERR_FAILED_INPUT : want,
-                mpi ? "distributed: zero1: NULL argument" : "lx_dist_zero1_new needs MPI");
+    Z1_NULL(lx_dist_zero1_new(NULL, p, &z), "lx_dist_zero1_new: tx is NULL");
     CHECK(z == NULL);
     z = (lx_dist_zero1 *)&p;
-    CHECK_FAILS(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), NULL, &z), mpi ? LX_ERR_FAILED_INPUT : want,
-                mpi ? "distributed: zero1: NULL argument" : "lx_dist_zero1_new needs MPI");
+    Z1_NULL(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), NULL, &z), "lx_dist_zero1_new: params is NULL");
     CHECK(z == NULL);
-    CHECK_FAILS(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), p, NULL), mpi ? LX_ERR_INVALID_ARGUMENT : want,
-                mpi ? "distributed: zero1: output is NULL" : "lx_dist_zero1_new needs MPI");
+    CHECK_FAILS(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), p, NULL), want,
+                mpi ? "lx_dist_zero1_new: output is NULL" : "lx_dist_zero1_new needs MPI");
+    if (mpi) CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_zero1_new: output is NULL");
     z = (lx_dist_zero1 *)&p;
     CHECK_FAILS(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.05), &o), p, &z), want,
                 mpi ? "distributed: lx_dist_zero1_new before lx_dist_init" : "lx_dist_zero1_new needs MPI");
     CHECK(z == NULL);
     /* no object: begin, step (also the abandoning step(NULL, NULL, NULL)) and the state calls */
-    CHECK_FAILS(lx_dist_zero1_begin(NULL, p), null_st, null_msg);
-    CHECK_FAILS(lx_dist_zero1_step(NULL, p, &p), null_st, null_msg);
+    Z1_NULL(lx_dist_zero1_begin(NULL, p), "lx_dist_zero1_begin: z is NULL");
+    Z1_NULL(lx_dist_zero1_step(NULL, p, &p), "lx_dist_zero1_step: z is NULL");
     CHECK(p == p0 && lx_f32(w)[0] == 1.0f);
-    CHECK_FAILS(lx_dist_zero1_step(NULL, NULL, NULL), null_st, null_msg);
+    Z1_NULL(lx_dist_zero1_step(NULL, NULL, NULL), "lx_dist_zero1_step: z is NULL");
     lx_tree *out = p;
-    CHECK_FAILS(lx_dist_zero1_gather_state(NULL, p, &out), null_st, null_msg);
+    Z1_NULL(lx_dist_zero1_gather_state(NULL, p, &out), "lx_dist_zero1_gather_state: z is NULL");
     CHECK(out == NULL);
-    CHECK_FAILS(lx_dist_zero1_load_state(NULL, p), null_st, null_msg);
+    Z1_NULL(lx_dist_zero1_load_state(NULL, p), "lx_dist_zero1_load_state: z is NULL");
+#undef Z1_NULL
     int64_t total = -1;
     CHECK_EQ_INT(lx_dist_zero1_owned(NULL, &total), 0);
     CHECK_EQ_INT(total, 0);
@@ -178,6 +212,18 @@ static void test_batcher_single(void) {
     CHECK(!lx_dist_batcher_next(&b, 1, &bad, &ob));
     CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
     CHECK(strstr(lx_last_error(), "array 0 must have 5 rows") != NULL);
+    /* bad arguments name the function and the argument */
+    lx_batcher none = {0};
+    CHECK(!lx_dist_batcher_next(NULL, 1, &x, &ob));
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_batcher_next: b is NULL");
+    CHECK(!lx_dist_batcher_next(&none, 1, &x, &ob));
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_batcher_next: b holds no permutation (not made by lx_batcher_init)");
+    CHECK(!lx_dist_batcher_next(&b, -1, &x, &ob));
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_batcher_next: narrays is negative");
+    CHECK(!lx_dist_batcher_next(&b, 1, NULL, &ob));
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_batcher_next: arrays is NULL");
+    CHECK(!lx_dist_batcher_next(&b, 1, &x, NULL));
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_batcher_next: outs is NULL");
     lx_pool_close(mark);
     lx_batcher_free(&a);
     lx_batcher_free(&b);
@@ -1197,11 +1243,12 @@ static void test_zero1_errors(linen_module *m, lx_array *x, lx_array *y, int ran
                         "rank %d: %s changed the optimizer state", rank, what);                              \
     } while (0)
     /* NULL grads or params (local: no collective starts) */
-    CHECK_FAILS(lx_dist_zero1_step(z, NULL, &p), LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    CHECK_FAILS(lx_dist_zero1_step(z, NULL, &p), LX_ERR_FAILED_INPUT, "lx_dist_zero1_step: grads is NULL");
     Z1_UNCHANGED("step(z, NULL, &p)");
-    CHECK_FAILS(lx_dist_zero1_step(z, g, NULL), LX_ERR_INVALID_ARGUMENT, "params (the in/out tree pointer) is NULL");
+    CHECK_FAILS(lx_dist_zero1_step(z, g, NULL), LX_ERR_INVALID_ARGUMENT,
+                "lx_dist_zero1_step: params (the in/out tree pointer) is NULL");
     Z1_UNCHANGED("step(z, g, NULL)");
-    CHECK_FAILS(lx_dist_zero1_begin(z, NULL), LX_ERR_FAILED_INPUT, "distributed: zero1: NULL argument");
+    CHECK_FAILS(lx_dist_zero1_begin(z, NULL), LX_ERR_FAILED_INPUT, "lx_dist_zero1_begin: params is NULL");
     Z1_UNCHANGED("begin(z, NULL)");
     /* grads that do not match the params: a missing leaf, a leaf of another size */
     lx_tree *gmiss = tree_with(g, "layers_2/bias", NULL);

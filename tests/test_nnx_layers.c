@@ -156,8 +156,37 @@ static void test_mlp_sequential(void) {
     nnx_module *empty = NULL;
     lx_call none = LX_NO_CALL;
     CHECK_EQ_INT(nnx_module_new(&nnx_Sequential, &none, NULL, &empty), LX_OK);
+    /* no layers: the identity, as flax.nnx.Sequential() (tests/nnx/helpers_test.py: iden(12) == 12,
+     * iden(12, 23) == (12, 23), iden() is None, iden(k=2) == {'k': 2}) */
     lx_call xc = LX_ARGS(x);
-    CHECK_FAILS(nnx_call(empty, NULL, &xc, &out), LX_ERR_INVALID_ARGUMENT, "Empty Sequential module");
+    CHECK_EQ_INT(nnx_call(empty, NULL, &xc, &out), LX_OK);
+    CHECK(out.kind == LX_V_ARRAY && out.u.array == x); /* the same array, retained */
+    lx_value_free(&out);
+    lx_call two = LX_CALL_ARGS(lx_int_v(12), lx_int_v(23));
+    CHECK_EQ_INT(nnx_call(empty, NULL, &two, &out), LX_OK);
+    CHECK(out.kind == LX_V_TREE && lx_tree_len(out.u.tree) == 2);
+    if (out.kind == LX_V_TREE) {
+        const lx_value *v0 = lx_tree_get(out.u.tree, "0"), *v1 = lx_tree_get(out.u.tree, "1");
+        CHECK(v0 && v0->kind == LX_V_INT && v0->u.i == 12);
+        CHECK(v1 && v1->kind == LX_V_INT && v1->u.i == 23);
+    }
+    lx_value_free(&out);
+    CHECK_EQ_INT(nnx_call(empty, NULL, &none, &out), LX_OK);
+    CHECK(out.kind == LX_V_NONE);
+    lx_kwarg kw[2] = {{"k", lx_int_v(2)}, {"rngs", nnx_module_v(nnx_rngs_module(r))}}; /* rngs is __call__'s own */
+    lx_call kc = {0, NULL, 2, kw};
+    CHECK_EQ_INT(nnx_call(empty, NULL, &kc, &out), LX_OK);
+    CHECK(out.kind == LX_V_TREE && lx_tree_len(out.u.tree) == 1);
+    if (out.kind == LX_V_TREE) {
+        const lx_value *k = lx_tree_get(out.u.tree, "k");
+        CHECK(k && k->kind == LX_V_INT && k->u.i == 2);
+    }
+    lx_value_free(&out);
+    lx_value xv = lx_array_v(x);
+    lx_call kr = {1, &xv, 1, kw + 1}; /* x, rngs=...: x */
+    CHECK_EQ_INT(nnx_call(empty, NULL, &kr, &out), LX_OK);
+    CHECK(out.kind == LX_V_ARRAY && out.u.array == x);
+    lx_value_free(&out);
     nnx_module_release(empty);
     lx_call badc = LX_CALL_ARGS(lx_int_v(3));
     CHECK_FAILS(nnx_module_new(&nnx_Sequential, &badc, NULL, &empty), LX_ERR_TYPE, "layer 0 must be a module or a function");

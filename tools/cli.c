@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,23 +93,56 @@ int cli_stdout_done(void) {
     return CLI_EXIT_FAILURE;
 }
 
-int cli_check_output(const char *what, const char *path) {
-    struct stat sb;
-    int e = 0, fd;
+/* Where a write to `path` lands: `path` itself, or where its chain of symbolic links ends (a
+ * relative link read from the link's own folder, as the kernel reads it). The writers make a
+ * temporary file next to the path they are given and rename it onto that path, which would
+ * replace a link by a file and leave its target as it was; given the end of the chain, they
+ * write the target and the link stays. 0, or the errno (ELOOP for a cycle). */
+static int output_target(const char *path, char *out, size_t cap) {
     size_t n = strlen(path);
-    if (n == 0) e = ENOENT;
-    else if (path[n - 1] == '/') e = EISDIR; /* a folder's name, not a file's */
-    else if (stat(path, &sb) == 0) {
+    if (n >= cap) return ENAMETOOLONG;
+    memcpy(out, path, n + 1);
+    for (int hops = 0;; hops++) {
+        struct stat sb;
+        if (lstat(out, &sb) != 0 || !S_ISLNK(sb.st_mode)) return 0; /* an lstat error: the stat after it reports it */
+        if (hops == 40) return ELOOP;                               /* the kernel's own limit */
+        char link[4096];
+        ssize_t k = readlink(out, link, sizeof link);
+        if (k < 0) return errno;
+        if ((size_t)k >= sizeof link) return ENAMETOOLONG;
+        link[k] = 0;
+        char *slash = strrchr(out, '/');
+        size_t keep = link[0] == '/' || !slash ? 0 : (size_t)(slash - out) + 1;
+        if (keep + (size_t)k >= cap) return ENAMETOOLONG;
+        memcpy(out + keep, link, (size_t)k + 1);
+    }
+}
+
+int cli_check_output(const char *what, const char *path, char *target, size_t cap) {
+    struct stat sb;
+    int e = output_target(path, target, cap), fd;
+    const char *why = NULL;
+    size_t n = strlen(target);
+    if (!e) e = n == 0 ? ENOENT : target[n - 1] == '/' ? EISDIR : 0; /* a folder's name, not a file's */
+    if (!e && stat(target, &sb) == 0) {
         if (S_ISDIR(sb.st_mode)) e = EISDIR;
-        else if (!S_ISREG(sb.st_mode)) e = access(path, W_OK) == 0 ? 0 : errno; /* a device, a pipe: not opened */
-        else if ((fd = open(path, O_WRONLY | O_NOCTTY | O_CLOEXEC)) < 0) e = errno; /* no O_TRUNC: kept as it is */
+        else if (!S_ISREG(sb.st_mode)) why = "not a regular file"; /* a pipe, a device: the rename would replace it */
+        else if ((fd = open(target, O_WRONLY | O_NOCTTY | O_CLOEXEC)) < 0) e = errno; /* no O_TRUNC: kept as it is */
         else close(fd);
-    } else if (errno != ENOENT) e = errno;
-    else if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC, 0600)) >= 0) {
-        close(fd); /* the folder takes a new file: made and removed */
-        unlink(path);
-    } else if (errno != EEXIST) e = errno; /* EEXIST: a dangling link (or a file made meanwhile), left to the write */
-    if (e) return cli_error("%s %s: cannot write: %s", what, path, strerror(e));
+    } else if (!e && errno != ENOENT) e = errno;
+    if (!e && !why) {
+        /* the folder must take the writer's temporary file, named as the writers name theirs (so a
+         * name too long for it is found too): made and removed */
+        char probe[4200];
+        if (snprintf(probe, sizeof probe, "%s.tmp.%ld.c", target, (long)getpid()) >= (int)sizeof probe) e = ENAMETOOLONG;
+        else if ((fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC, 0600)) < 0) e = errno;
+        else {
+            close(fd);
+            unlink(probe);
+        }
+    }
+    if (e) why = strerror(e);
+    if (why) return cli_error("%s %s: cannot write: %s", what, path, why);
     return 0;
 }
 
@@ -123,6 +157,43 @@ int cli_check_output_dir(const char *what, const char *dir) {
     return 0;
 }
 
+/* ---- under mpirun: the line a rank prints when mpirun ends the job ---- */
+static volatile long dist_step = -1; /* -1: before the first step */
+static volatile int dist_rank = 0;
+
+static char *put_long(char *p, long v) {
+    char d[24];
+    int n = 0;
+    if (v < 0) *p++ = '-', v = -v;
+    do d[n++] = (char)('0' + v % 10), v /= 10;
+    while (v > 0);
+    while (n > 0) *p++ = d[--n];
+    return p;
+}
+
+/* Async-signal-safe: one write(2) of a line built by hand, then _exit. */
+static void dist_on_term(int sig) {
+    char buf[192], *p = buf;
+    static const char a[] = "linnx: rank ", b[] = ": stopped at step ", b0[] = ": stopped before the first step",
+                      c[] = " (mpirun ended the job: another rank failed or died)\n";
+    long step = dist_step;
+    memcpy(p, a, sizeof a - 1), p += sizeof a - 1;
+    p = put_long(p, dist_rank);
+    if (step < 0) memcpy(p, b0, sizeof b0 - 1), p += sizeof b0 - 1;
+    else {
+        memcpy(p, b, sizeof b - 1), p += sizeof b - 1;
+        p = put_long(p, step);
+    }
+    memcpy(p, c, sizeof c - 1), p += sizeof c - 1;
+    if (write(STDERR_FILENO, buf, (size_t)(p - buf)) < 0) p = buf;
+    _exit(128 + sig);
+}
+
+void cli_dist_set_step(int64_t step) {
+    lx_dist_set_step(step);
+    dist_step = (long)step;
+}
+
 int cli_dist_start(const char *cmd, int *rank, int *nranks) {
     *rank = 0;
     *nranks = 1;
@@ -131,11 +202,19 @@ int cli_dist_start(const char *cmd, int *rank, int *nranks) {
         return cli_error("%s: started by mpirun as one of %.20s processes, but this linnx was built without MPI "
                          "(install libopenmpi-dev and rebuild, or run it without mpirun)", cmd, ws);
     if (ws && lx_dist_available() && lx_dist_init(NULL, NULL, rank, nranks) != LX_OK) return cli_lib_error();
+    if (*nranks > 1) { /* when a rank dies or fails, mpirun ends the others with SIGTERM */
+        dist_rank = *rank;
+        dist_step = -1;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = dist_on_term;
+        sigaction(SIGTERM, &sa, NULL);
+    }
     return 0;
 }
 
 int cli_dist_setup_check(int rc) {
-    lx_dist_set_step(-1);
+    cli_dist_set_step(-1);
     lx_status st = lx_dist_check(rc ? LX_ERR_INVALID_ARGUMENT : LX_OK);
     if (rc) return rc; /* its own message is printed */
     return st != LX_OK ? cli_lib_error() : 0; /* "distributed: rank R failed before the first step" */

@@ -62,11 +62,15 @@ int cli_oom(const char *what);
 int cli_stdout_done(void);
 /* An output path the command writes later, checked before any work or output (a bad output path
  * is bad input, exit 2), one rule and one message for every command: "linnx: <what> <path>:
- * cannot write: <reason>". A new file is made in its folder and removed; an existing one must be
- * a file that opens for writing (opened, not truncated: a read-only file is refused even where
- * its folder takes files); a folder is refused (Is a directory). Nothing is left or changed.
- * 0 when fine. */
-int cli_check_output(const char *what, const char *path);
+ * cannot write: <reason>". `target` (cap bytes) receives the path to give the writer: `path`, or
+ * for a symbolic link the end of its chain of links, so that the write replaces the link's target
+ * and keeps the link (a link into a missing folder is refused: No such file or directory). The
+ * file's folder must take a new file (a probe named like the writers' temporary files is made
+ * and removed); an existing file must be a regular file (a pipe or a device: "not a regular
+ * file") that opens for writing (opened, not truncated: a read-only file is refused even where
+ * its folder takes files); a folder is refused (Is a directory). Nothing is left, changed or
+ * removed. 0 when fine. */
+int cli_check_output(const char *what, const char *path, char *target, size_t cap);
 /* The same for a folder the command writes files into: a file is made in it and removed. */
 int cli_check_output_dir(const char *what, const char *dir);
 
@@ -75,6 +79,13 @@ int cli_check_output_dir(const char *what, const char *dir);
  * started as one of N > 1 processes refuses ("<cmd>: started by mpirun as one of N processes, but
  * this linnx was built without MPI"), exit 2, rather than run N full copies. */
 int cli_dist_start(const char *cmd, int *rank, int *nranks);
+/* (cli_dist_start, under mpirun with more than one rank, also installs a SIGTERM handler: mpirun
+ * ends the other ranks with SIGTERM when one dies or fails, and each then prints one line, "linnx:
+ * rank R: stopped at step K (mpirun ended the job: another rank failed or died)" or "... stopped
+ * before the first step (...)", and exits 128 + 15.) */
+/* The step a rank is at under mpirun: the one its SIGTERM line names, and lx_dist_set_step's (the
+ * step the other ranks name when this one fails); -1 before the first step. */
+void cli_dist_set_step(int64_t step);
 /* The start-of-run check under mpirun: every rank calls it once before the first step, with its
  * setup's exit status rc (0: ready), whether its setup worked or not, so that one rank's failure
  * stops the others at once. Returns rc when non-zero (its message was printed), else 0 or, when

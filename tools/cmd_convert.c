@@ -69,7 +69,8 @@ int cmd_convert(int argc, char **argv) {
             return cli_error("convert: --params-axis: expected an integer, got '%s'", o[C_PAXIS].value);
         paxis = (int)v;
     }
-    if (cli_check_output("convert:", pos[1])) return CLI_EXIT_USAGE;
+    char out_path[4096]; /* OUT, or where its symbolic links end: the file the save replaces */
+    if (cli_check_output("convert:", pos[1], out_path, sizeof out_path)) return CLI_EXIT_USAGE;
     lx_tree *in = NULL, *out = NULL, *meta = NULL;
     lx_ckpt_format infmt = LX_CKPT_AUTO;
     if (lx_ckpt_sniff(pos[0], &infmt) != LX_OK) return cli_lib_error();
@@ -106,9 +107,9 @@ int cmd_convert(int argc, char **argv) {
         }
     }
     if (s == LX_OK && fmt == LX_CKPT_SAFETENSORS)
-        s = lx_safetensors_save(pos[1], out, &(lx_safetensors_opts){.metadata = meta});
+        s = lx_safetensors_save(out_path, out, &(lx_safetensors_opts){.metadata = meta});
     else if (s == LX_OK)
-        s = lx_ckpt_save(pos[1], out, fmt);
+        s = lx_ckpt_save(out_path, out, fmt);
     int rc = s == LX_OK ? 0 : cli_lib_error();
     if (rc == 0)
         printf("%s (%s) -> %s (%s, %s): %zu leaves, %lld params\n", pos[0], lx_layout_name(from), pos[1],

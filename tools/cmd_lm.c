@@ -554,9 +554,9 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
         sample_len = dc.max_target_length;
     }
     /* every output path is checked before any training: a typo costs no work */
-    char svg_buf[4096];
+    char svg_buf[4096], svg_path[4096] = ""; /* svg_path: the file written, where --svg's symbolic links end */
     const char *svg = o[T_SVG].seen ? o[T_SVG].value : NULL;
-    if (svg && rank == 0 && cli_check_output("--svg", svg)) return CLI_EXIT_USAGE;
+    if (svg && rank == 0 && cli_check_output("--svg", svg, svg_path, sizeof svg_path)) return CLI_EXIT_USAGE;
     if (!svg) {
         snprintf(svg_buf, sizeof svg_buf, "%s/loss.svg", ckpt ? ckpt : ".");
         svg = svg_buf;
@@ -623,7 +623,7 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
             rc0 = cli_error("train-lm: --resume: %s holds no checkpoint to continue", ckpt);
         else if (rank == 0 && steps > 0 && cli_check_output_dir("--checkpoint-dir", ckpt))
             rc0 = CLI_EXIT_USAGE;
-        else if (rank == 0 && !o[T_SVG].seen && cli_check_output("--svg", svg))
+        else if (rank == 0 && !o[T_SVG].seen && cli_check_output("--svg", svg, svg_path, sizeof svg_path))
             rc0 = CLI_EXIT_USAGE;
         else if (o[T_RESUME].seen) {
             snprintf(resume_name, sizeof resume_name, "%s/checkpoint_%lld.msgpack", ckpt, (long long)latest);
@@ -638,7 +638,7 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
             lm_data_free(&d);
             return rc0;
         }
-    } else if (rank == 0 && cli_check_output("--svg", svg)) {
+    } else if (rank == 0 && !o[T_SVG].seen && cli_check_output("--svg", svg, svg_path, sizeof svg_path)) {
         lm_data_free(&d);
         return CLI_EXIT_USAGE;
     }
@@ -759,7 +759,7 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
         for (int64_t s = start + 1; s <= last && !rc && !diverged[0]; s++) {
             size_t mark = lx_pool_open();
             float loss = 0;
-            if (nranks > 1) lx_dist_set_step(s); /* a failing rank's step, in the others' messages */
+            if (nranks > 1) cli_dist_set_step(s); /* in the others' messages if this rank fails, and in its SIGTERM line */
             lx_array *b = lm_random_batch(d.train, d.ntrain, lx_key_fold_in(data_key, (uint32_t)s), batch, len + 1);
             if (b && nranks > 1) b = lx_slice(b, 2, (lx_range[]){LX_RANGE(row0, row0 + rows), LX_RANGE(0, len + 1)});
             if (!b || llama_trainer_step(tr, b, &loss) != LX_OK) rc = cli_lib_error();
@@ -810,7 +810,7 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
                         .hline_label = ewin < hwin ? "byte-unigram entropy (evaluated held-out bytes)"
                                                    : "byte-unigram entropy (held-out)"};
         int ns = h.nt > 0 ? 2 : 1;
-        if (lx_plot_svg(svg, &plot, ns, h.nt > 0 ? series : series + 1) != LX_OK) rc = cli_lib_error();
+        if (lx_plot_svg(svg_path, &plot, ns, h.nt > 0 ? series : series + 1) != LX_OK) rc = cli_lib_error();
         else printf("loss curve: %s\n", svg);
     }
     double final = h.ne > 0 ? h.ey[h.ne - 1] : h0;

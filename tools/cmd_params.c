@@ -113,7 +113,9 @@ int cmd_params(int argc, char **argv) {
     }
     if (o[P_SAVE].seen && lx_ckpt_format_of(o[P_SAVE].value) == LX_CKPT_AUTO)
         return cli_error("params: --save: '%s' must end in .msgpack or .safetensors", o[P_SAVE].value);
-    if (o[P_SAVE].seen && cli_check_output("params: --save", o[P_SAVE].value)) return CLI_EXIT_USAGE;
+    char save_path[4096]; /* --save, or where its symbolic links end */
+    if (o[P_SAVE].seen && cli_check_output("params: --save", o[P_SAVE].value, save_path, sizeof save_path))
+        return CLI_EXIT_USAGE;
     spec_node *spec = NULL;
     int prc = spec_parse_cli("params", pos[0], &spec);
     if (prc) return prc;
@@ -136,7 +138,7 @@ int cmd_params(int argc, char **argv) {
     /* the table after the save: a failed save prints nothing on stdout (docs/hardening.md) */
     lx_flat flat = {0};
     if (lx_tree_flatten(vars, &flat) != LX_OK ||
-        (o[P_SAVE].seen && lx_ckpt_save(o[P_SAVE].value, vars, LX_CKPT_AUTO) != LX_OK)) {
+        (o[P_SAVE].seen && lx_ckpt_save(save_path, vars, LX_CKPT_AUTO) != LX_OK)) {
         lx_flat_free(&flat);
         lx_tree_release(vars);
         return cli_lib_error();

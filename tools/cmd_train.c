@@ -3,7 +3,6 @@
  * parameters step K starts from; a restored run continues at the checkpoint's step. */
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,38 +52,6 @@ static const char TRAIN_USAGE[] =
     "  --restore FILE: continue from such a file (same SPEC, --optimizer, data and seeds): steps\n"
     "    K..K+N-1 follow its K steps, printing what an uninterrupted run prints for them. A\n"
     "    checkpoint of another model or optimizer is an error.\n";
-
-/* Under mpirun: when a rank dies, mpirun ends the others with SIGTERM; each says where it was
- * (async-signal-safe: write(2) of a message built by hand). */
-static volatile long dp_step = -1; /* -1: before the first step */
-static volatile int dp_rank = 0;
-
-static char *put_long(char *p, long v) {
-    char d[24];
-    int n = 0;
-    if (v < 0) *p++ = '-', v = -v;
-    do d[n++] = (char)('0' + v % 10), v /= 10;
-    while (v > 0);
-    while (n > 0) *p++ = d[--n];
-    return p;
-}
-
-static void dp_on_term(int sig) {
-    char buf[192], *p = buf;
-    static const char a[] = "linnx: rank ", b[] = ": stopped at step ", b0[] = ": stopped before the first step",
-                      c[] = " (mpirun ended the job: another rank failed or died)\n";
-    long step = dp_step;
-    memcpy(p, a, sizeof a - 1), p += sizeof a - 1;
-    p = put_long(p, dp_rank);
-    if (step < 0) memcpy(p, b0, sizeof b0 - 1), p += sizeof b0 - 1;
-    else {
-        memcpy(p, b, sizeof b - 1), p += sizeof b - 1;
-        p = put_long(p, step);
-    }
-    memcpy(p, c, sizeof c - 1), p += sizeof c - 1;
-    if (write(STDERR_FILENO, buf, (size_t)(p - buf)) < 0) p = buf;
-    _exit(128 + sig);
-}
 
 /* A loss as Python prints a float32 at %.9g: nan, inf, -inf (not glibc's -nan). */
 static void print_step(int64_t k, float v) { printf("step %lld loss %.9g\n", (long long)k, cli_num(v)); }
@@ -225,7 +192,9 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
         return cli_error("--save %s: a training state needs msgpack (FILE.msgpack); safetensors holds arrays only",
                          o[O_SAVE].value);
     /* its folder must take the file: found out before training, not after (rank 0 writes it) */
-    if (o[O_SAVE].seen && rank == 0 && cli_check_output("--save", o[O_SAVE].value)) return CLI_EXIT_USAGE;
+    char save_path[4096] = ""; /* --save, or where its symbolic links end */
+    if (o[O_SAVE].seen && rank == 0 && cli_check_output("--save", o[O_SAVE].value, save_path, sizeof save_path))
+        return CLI_EXIT_USAGE;
     optax_tx *tx = optax_from_string(o[O_OPT].value);
     if (!tx) {
         cli_errline("--optimizer: %s", lx_last_error());
@@ -293,7 +262,7 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
     for (int64_t k = start; !rc && k < start + steps; k++) {
         size_t mark = lx_pool_open();
         lx_array *xb = d.x, *yb = d.y;
-        if (dp) lx_dist_set_step(k), dp_step = (long)k;
+        if (dp) cli_dist_set_step(k);
         if (batched) {
             int64_t epoch = k / batcher.nbatches;
             if (k % batcher.nbatches == 0 &&
@@ -333,7 +302,7 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
     progress_end(&prog);
     if (!rc && bar && steps > 0) print_step(start + steps - 1, last);
     if (!rc && o[O_SAVE].seen && rank == 0) { /* rank 0 writes, after the last collective */
-        rc = tc_model_save(m, o[O_SAVE].value);
+        rc = tc_model_save(m, save_path);
         agreed = true;
     }
     lx_batcher_free(&batcher);
@@ -364,14 +333,6 @@ int cmd_train(int argc, char **argv) {
      * before anything else can fail, so that every failure of a rank reaches the others */
     int rank, nranks, rc0 = cli_dist_start("train", &rank, &nranks);
     if (rc0) return rc0;
-    if (nranks > 1) {
-        dp_rank = rank;
-        dp_step = -1;
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = dp_on_term;
-        sigaction(SIGTERM, &sa, NULL);
-    }
     int rc = parsed ? CLI_EXIT_USAGE : 0;
     if (!rc && rank != 0 && !freopen("/dev/null", "w", stdout)) rc = cli_error("train: rank %d: /dev/null", rank);
     if (!rc && npos != 1) rc = cli_error("train: which model? (linnx train --help)");

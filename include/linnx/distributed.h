@@ -31,6 +31,12 @@
  * the job; see the docs.)
  *
  * Ownership: trees given to the calls are borrowed; *out trees are the caller's (release them).
+ *
+ * NULL arguments are named as elsewhere in the library, "<function>: <argument> is NULL": a NULL
+ * input (a tree, an array, z) is LX_ERR_FAILED_INPUT (status.h: while an earlier failure is
+ * pending it stands for that one, whose message is kept); a NULL out pointer is
+ * LX_ERR_INVALID_ARGUMENT "<function>: output is NULL"; other pointers the caller owns (start,
+ * len, buf, outs, arrays) LX_ERR_INVALID_ARGUMENT naming them.
  */
 #ifndef LINNX_DISTRIBUTED_H
 #define LINNX_DISTRIBUTED_H

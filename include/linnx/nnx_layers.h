@@ -235,7 +235,12 @@ extern const nnx_type nnx_LoRA;
 lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x);
 
 /* ---- Sequential(*layers): `layers` holds modules and plain functions; __call__ feeds each
- *      output to the next. ---- */
+ *      output to the next. With no layers it is the identity, as flax.nnx.Sequential() is
+ *      (Linen's nn.Sequential refuses an empty one: "Empty Sequential module"): called with one
+ *      positional argument it returns that value (retained: the same array); with several, the
+ *      tuple of them as a tree {"0": ..., "1": ...} (linnx's tuple layout, as sow's); with only
+ *      keyword arguments (an `rngs` keyword aside), the dict of them as a tree; with nothing,
+ *      None (LX_V_NONE). ---- */
 typedef struct nnx_array_fn {
     const char *name; /* "relu" */
     lx_array *(*fn)(lx_array *x);

@@ -371,9 +371,39 @@ static lx_status sequential_init(nnx_module *self, const lx_call *call, nnx_rngs
     return LX_OK;
 }
 
+/* Sequential() with no layers is the identity, as flax.nnx's is (Linen's nn.Sequential refuses
+ * an empty one): the one positional argument back as it is; several as a tuple, a tree {"0": ...,
+ * "1": ...} (linnx's layout of a tuple); only keyword arguments (rngs aside, which __call__ takes
+ * for itself) as a dict, a tree of them; nothing as None. */
+static lx_status sequential_identity(const lx_call *c, lx_value *out) {
+    if (c->nargs == 1) return lx_value_dup(&c->args[0], out);
+    int nkw = 0;
+    for (int i = 0; i < c->nkwargs; i++) nkw += strcmp(c->kwargs[i].name, "rngs") != 0;
+    if (c->nargs == 0 && nkw == 0) {
+        *out = lx_none();
+        return LX_OK;
+    }
+    lx_tree *t = lx_tree_new();
+    if (!t) return lx_last_status();
+    lx_status s = LX_OK;
+    char key[16];
+    for (int i = 0; i < c->nargs && s == LX_OK; i++) {
+        snprintf(key, sizeof key, "%d", i);
+        s = lx_tree_set(t, key, c->args[i]);
+    }
+    for (int i = 0; c->nargs == 0 && i < c->nkwargs && s == LX_OK; i++)
+        if (strcmp(c->kwargs[i].name, "rngs") != 0) s = lx_tree_set(t, c->kwargs[i].name, c->kwargs[i].value);
+    if (s != LX_OK) {
+        lx_tree_release(t);
+        return s;
+    }
+    *out = lx_tree_v(t); /* the caller's reference */
+    return LX_OK;
+}
+
 static lx_status sequential_call(nnx_module *self, const lx_call *c, lx_value *out) {
     nnx_sequential *m = (nnx_sequential *)self;
-    if (m->layers.n == 0) return lx_fail(LX_ERR_INVALID_ARGUMENT, "Empty Sequential module");
+    if (m->layers.n == 0) return sequential_identity(c, out);
     lx_value cur = lx_none();
     for (int i = 0; i < m->layers.n; i++) {
         lx_value *layer = &m->layers.items[i];

@@ -81,7 +81,9 @@ void lx_dist_take_stats(lx_dist_stats *s) {
 }
 
 lx_status lx_dist_shard_range(int64_t batch, int rank, int size, int64_t *start, int64_t *len) {
-    if (size < 1 || rank < 0 || rank >= size || batch < 0 || !start || !len)
+    if (!start) return lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_dist_shard_range: start is NULL");
+    if (!len) return lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_dist_shard_range: len is NULL");
+    if (size < 1 || rank < 0 || rank >= size || batch < 0)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: bad shard arguments (rank %d of %d, batch %lld)", rank, size,
                        (long long)batch);
     if (batch % size != 0)
@@ -94,7 +96,10 @@ lx_status lx_dist_shard_range(int64_t batch, int rank, int size, int64_t *start,
 }
 
 lx_array *lx_dist_pmean(lx_array *x, const char *axis_name) {
-    if (!x) return NULL; /* a failed input: its error stands */
+    if (!x) { /* a failed input's error stands (status.h); with none pending, the NULL is reported */
+        lx_null_input("lx_dist_pmean: x is NULL");
+        return NULL;
+    }
     if (!axis_name || strcmp(axis_name, lx_dist_axis_name()) != 0) {
         lx_fail(LX_ERR_NOT_FOUND, "unbound axis name: %s (the data-parallel mesh axis is '%s')",
                 axis_name ? axis_name : "None", lx_dist_axis_name());
@@ -112,8 +117,14 @@ lx_array *lx_dist_pmean(lx_array *x, const char *axis_name) {
 
 bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs) {
     lx_clear_error();
-    if (!b || !b->perm || narrays < 0 || (narrays > 0 && (!arrays || !outs))) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: batcher: bad arguments");
+    const char *bad = !b                        ? "b is NULL"
+                      : !b->perm                  ? "b holds no permutation (not made by lx_batcher_init)"
+                      : narrays < 0               ? "narrays is negative"
+                      : narrays > 0 && !arrays    ? "arrays is NULL"
+                      : narrays > 0 && !outs      ? "outs is NULL"
+                                                  : NULL;
+    if (bad) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_dist_batcher_next: %s", bad);
         return false;
     }
     if (b->next >= b->nbatches) return false;
@@ -149,8 +160,8 @@ static lx_status unsupported(const char *what) {
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) { return unsupported("lx_dist_init"); }
 lx_status lx_dist_finalize(void) { return LX_OK; }
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
-    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: all-reduce: output is NULL");
-    if (!t) return lx_null_input("distributed: all-reduce of a NULL tree");
+    if (!out) return lx_null_out("lx_dist_allreduce_mean");
+    if (!t) return lx_null_input("lx_dist_allreduce_mean: t is NULL");
     *out = NULL;
     return unsupported("lx_dist_allreduce_mean");
 }
@@ -504,8 +515,10 @@ static lx_status wait_all(int n, MPI_Request *reqs, const char *what) {
 }
 
 lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean) {
+    if (n > 0 && !buf) return lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_dist_allreduce_f32: buf is NULL");
+    if (n < 0 || n > 0x7fffffff)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_dist_allreduce_f32: n = %lld is outside 0..2^31-1", (long long)n);
     LX_TRY(need_init("lx_dist_allreduce_f32"));
-    if (n < 0 || (n > 0 && !buf) || n > 0x7fffffff) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: bad buffer");
     MPI_Request req;
     int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
     if (rc != MPI_SUCCESS) return mpi_fail("all-reduce", rc);
@@ -517,8 +530,8 @@ lx_status lx_dist_allreduce_f32(float *buf, int64_t n, bool mean) {
 
 
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
-    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: all-reduce: output is NULL");
-    if (!t) return lx_null_input("distributed: all-reduce of a NULL tree");
+    if (!out) return lx_null_out("lx_dist_allreduce_mean");
+    if (!t) return lx_null_input("lx_dist_allreduce_mean: t is NULL");
     *out = NULL;
     LX_TRY(need_init("lx_dist_allreduce_mean"));
     lx_flat f = {0};
@@ -731,7 +744,7 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
         for (size_t i = 0; i < ov.nb; i++)
             if (ov.b[i].started && !ov.b[i].done) ov.stuck = true;
         if (!grads) return LX_OK;
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: overlap_end: output is NULL");
+        return lx_null_out("lx_dist_overlap_end");
     }
     if (!was_on) return lx_dist_allreduce_mean(grads, out);
     double tb = ov.nl > 0 ? ov.t_last : now_s(); /* the end of the backward pass */
@@ -864,7 +877,7 @@ static lx_status bcast_same_leaves(const lx_flat *f, int root, lx_status local) 
 }
 
 lx_status lx_dist_broadcast_tree(lx_tree *t, int root) {
-    if (!t) return lx_null_input("distributed: broadcast of a NULL tree");
+    if (!t) return lx_null_input("lx_dist_broadcast_tree: t is NULL");
     LX_TRY(need_init("lx_dist_broadcast_tree"));
     if (root < 0 || root >= g_size) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: root %d of %d ranks", root, g_size);
     lx_flat f = {0};
@@ -1103,8 +1116,8 @@ lx_status lx_dist_zero1_new(optax_tx *tx, const lx_tree *params, lx_dist_zero1 *
     if (out) *out = NULL;
     if (!tx || !params || !out) {
         optax_tx_release(tx);
-        if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1: output is NULL");
-        return lx_null_input("distributed: zero1: NULL argument");
+        if (!out) return lx_null_out("lx_dist_zero1_new");
+        return lx_null_input("lx_dist_zero1_new: %s is NULL", !tx ? "tx" : "params");
     }
     lx_status st = need_init("lx_dist_zero1_new");
     lx_dist_zero1 *z = st == LX_OK ? calloc(1, sizeof *z) : NULL;
@@ -1328,7 +1341,7 @@ static void zero1_ready(void *user, const lx_array *x, const lx_array *g) {
 }
 
 lx_status lx_dist_zero1_begin(lx_dist_zero1 *z, const lx_tree *params) {
-    if (!z || !params) return lx_null_input("distributed: zero1: NULL argument");
+    if (!z || !params) return lx_null_input("lx_dist_zero1_begin: %s is NULL", !z ? "z" : "params");
     LX_TRY(need_init("lx_dist_zero1_begin"));
     if (z->stuck || z->ended)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
@@ -1420,9 +1433,9 @@ lx_status lx_dist_zero1_step(lx_dist_zero1 *z, const lx_tree *grads, lx_tree **p
         z->ended = true; /* the run ends whether or not a reduction was still in flight (distributed.h) */
         return LX_OK;
     }
-    if (!z) return lx_null_input("distributed: zero1: NULL argument");
-    if (!params) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step: params (the in/out tree pointer) is NULL");
-    if (!grads || !*params) return lx_null_input("distributed: zero1: NULL argument");
+    if (!z) return lx_null_input("lx_dist_zero1_step: z is NULL");
+    if (!params) return lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_dist_zero1_step: params (the in/out tree pointer) is NULL");
+    if (!grads || !*params) return lx_null_input("lx_dist_zero1_step: %s is NULL", !grads ? "grads" : "*params");
     if (z->stuck || z->ended)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1 step after a failed one (the run must end)");
     if (!z->begun) zero1_reset(z);
@@ -1592,8 +1605,8 @@ static size_t zero1_param_of(const lx_dist_zero1 *z, const char *path) {
 
 lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *params, lx_tree **out) {
     if (out) *out = NULL;
-    if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: zero1: output is NULL");
-    if (!z || !params) return lx_null_input("distributed: zero1: NULL argument");
+    if (!out) return lx_null_out("lx_dist_zero1_gather_state");
+    if (!z || !params) return lx_null_input("lx_dist_zero1_gather_state: %s is NULL", !z ? "z" : "params");
     lx_tree *tmpl = NULL, *res = NULL;
     lx_flat f = {0};
     int *cnt = malloc((size_t)g_size * sizeof *cnt), *dsp = malloc((size_t)g_size * sizeof *dsp);
@@ -1649,7 +1662,7 @@ lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *para
 }
 
 lx_status lx_dist_zero1_load_state(lx_dist_zero1 *z, const lx_tree *full) {
-    if (!z || !full) return lx_null_input("distributed: zero1: NULL argument");
+    if (!z || !full) return lx_null_input("lx_dist_zero1_load_state: %s is NULL", !z ? "z" : "full");
     lx_flat f = {0};
     lx_tree *ns = lx_tree_copy(z->state); /* the maps kept (empty states too), leaves replaced */
     lx_status st = ns ? lx_tree_flatten(z->state, &f) : lx_last_status();
