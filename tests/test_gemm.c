@@ -682,6 +682,42 @@ static void test_one_row_ragged_in_place(void) {
     lx_isa_set(NULL);
 }
 
+/* Argument checks (linalg.h): a leading dimension may not be smaller than the row it steps over,
+ * and a row of 0 floats takes ld 0 (K = 0: C = beta C; N = 0 or M = 0: nothing to do); the
+ * message names the offending ld or NULL buffer; a failed call writes nothing. A strided batch
+ * with K = 0 reads neither A nor B, which may then be NULL (no offset is applied to them). */
+static void test_arg_errors(void) {
+    float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {1, 1, 1, 1, 1, 1}, c[6] = {2, 4, 6, 8, 10, 12};
+    CHECK_EQ_INT(lx_sgemm(false, false, 2, 3, 0, 1, NULL, 0, NULL, 3, 0.5f, c, 3), LX_OK); /* lda 0: rows of 0 floats */
+    CHECK(c[0] == 1 && c[5] == 6);
+    CHECK_EQ_INT(lx_sgemm(false, true, 2, 3, 0, 1, NULL, 0, NULL, 0, 0.0f, c, 3), LX_OK); /* B^T: rows of K = 0 */
+    CHECK(c[0] == 0 && c[5] == 0);
+    CHECK_EQ_INT(lx_sgemm(false, false, 2, 0, 3, 1, a, 3, b, 0, 0, NULL, 0), LX_OK); /* N = 0: ldb = ldc = 0 */
+    CHECK_EQ_INT(lx_sgemm(true, false, 0, 3, 2, 1, a, 0, b, 3, 0, c, 3), LX_OK);     /* A^T with M = 0: lda 0 */
+    CHECK_EQ_INT(lx_sgemm(false, false, 0, 0, 0, 1, NULL, 0, NULL, 0, 0, NULL, 0), LX_OK);
+    for (int i = 0; i < 6; i++) c[i] = 7;
+    CHECK_FAILS(lx_sgemm(false, false, 2, 2, 3, 1, a, 2, b, 2, 0, c, 2), LX_ERR_INVALID_ARGUMENT,
+                "sgemm: leading dimension lda=2 is smaller than a row of A (3 floats");
+    CHECK_FAILS(lx_sgemm(true, false, 3, 2, 2, 1, a, 2, b, 2, 0, c, 2), LX_ERR_INVALID_ARGUMENT,
+                "lda=2 is smaller than a row of A (3 floats");
+    CHECK_FAILS(lx_sgemm(false, true, 2, 2, 3, 1, a, 3, b, 2, 0, c, 2), LX_ERR_INVALID_ARGUMENT,
+                "ldb=2 is smaller than a row of B (3 floats");
+    CHECK_FAILS(lx_sgemm(false, false, 2, 3, 1, 1, a, 1, b, 3, 0, c, 2), LX_ERR_INVALID_ARGUMENT,
+                "ldc=2 is smaller than a row of C (3 floats");
+    CHECK_FAILS(lx_sgemm(false, false, 1, 1, 1, 1, a, -1, b, 1, 0, c, 1), LX_ERR_INVALID_ARGUMENT, "lda=-1");
+    CHECK_FAILS(lx_sgemm(false, false, 2, 2, 2, 1, NULL, 2, b, 2, 0, c, 2), LX_ERR_INVALID_ARGUMENT, "NULL buffer A");
+    CHECK_FAILS(lx_sgemm(false, false, 2, 2, 2, 1, a, 2, NULL, 2, 0, c, 2), LX_ERR_INVALID_ARGUMENT, "NULL buffer B");
+    CHECK_FAILS(lx_sgemm(false, false, 2, 2, 2, 1, a, 2, b, 2, 0, NULL, 2), LX_ERR_INVALID_ARGUMENT, "NULL buffer C");
+    for (int i = 0; i < 6; i++) CHECK(c[i] == 7); /* nothing written by the failed calls */
+    /* alpha = 0: neither A nor B is read (BLAS), C = beta C */
+    CHECK_EQ_INT(lx_sgemm(false, false, 2, 3, 2, 0.0f, NULL, 2, NULL, 3, 2.0f, c, 3), LX_OK);
+    CHECK(c[0] == 14 && c[5] == 14);
+    float cb[12];
+    for (int i = 0; i < 12; i++) cb[i] = (float)i;
+    CHECK_EQ_INT(lx_sgemm_strided_batched(false, false, 2, 2, 0, 1, NULL, 0, 5, NULL, 2, 7, 0.5f, cb, 2, 4, 3, NULL), LX_OK);
+    for (int i = 0; i < 12; i++) CHECK(cb[i] == 0.5f * (float)i);
+}
+
 static void test_isa_selection(void) {
     const lx_cpu_info *cpu = lx_cpu_info_get();
     CHECK(cpu != NULL);
@@ -721,6 +757,7 @@ static void test_isa_selection(void) {
 
 int main(void) {
     RUN(test_isa_selection);
+    RUN(test_arg_errors);
     RUN(test_every_set_and_path);
     RUN(test_packed_edges);
     RUN(test_paths_agree);
