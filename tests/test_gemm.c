@@ -43,6 +43,24 @@ typedef struct {
     bool aligned;       /* A, B and C on 64-byte boundaries (else malloc's) */
 } gcase;
 
+/* The reference's inner loop, sum a_k b_k and sum |a_k b_k| in k order over contiguous double
+ * rows (each product of two floats is exact in double). In an unoptimised build (the sanitizer
+ * pass of .ci/run: Debug, ASan + UBSan) GCC compiles it optimised anyway, still instrumented:
+ * at -O0 it was most of test_gemm's ~90 s there; an optimised build is unchanged. */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__OPTIMIZE__)
+__attribute__((optimize("O2")))
+#endif
+static double ref_dot(const double *a, const double *b, int K, double *mag) {
+    double s = 0, m = 0;
+    for (int k = 0; k < K; k++) {
+        double p = a[k] * b[k];
+        s += p;
+        m += fabs(p);
+    }
+    *mag = m;
+    return s;
+}
+
 /* Runs one case; returns 1 (and says why on stderr) on a mismatch. */
 static int run_case(const gcase *g) {
     int M = g->M, N = g->N, K = g->K;
@@ -64,14 +82,16 @@ static int run_case(const gcase *g) {
                        ? lx_sgemm(g->ta, g->tb, M, N, K, g->alpha, A, lda, B, ldb, g->beta, C, ldc)
                        : lx_sgemm_ex(g->ta, g->tb, M, N, K, g->alpha, A, lda, B, ldb, g->beta, C, ldc, &ep, g->threads);
     int bad = st != LX_OK;
+    /* The reference reads op(A) by rows and op(B) by columns from contiguous double copies: the
+     * same sums in the same k order as indexing A and B in place, in fewer instructions. */
+    double *ad = malloc(sizeof(double) * ((size_t)M * K + 1)), *bd = malloc(sizeof(double) * ((size_t)N * K + 1));
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) ad[(size_t)i * K + k] = g->ta ? A[k * lda + i] : A[i * lda + k];
+    for (int j = 0; j < N; j++)
+        for (int k = 0; k < K; k++) bd[(size_t)j * K + k] = g->tb ? B[j * ldb + k] : B[k * ldb + j];
     for (int i = 0; i < M && !bad; i++) {
         for (int j = 0; j < N && !bad; j++) {
-            double s = 0, mag = 0;
-            for (int k = 0; k < K; k++) {
-                double a = g->ta ? A[k * lda + i] : A[i * lda + k], b = g->tb ? B[j * ldb + k] : B[k * ldb + j];
-                s += a * b;
-                mag += fabs(a * b);
-            }
+            double mag, s = ref_dot(ad + (size_t)i * K, bd + (size_t)j * K, K, &mag);
             double c0 = g->beta != 0 ? C0[i * ldc + j] : 0;
             double r = g->alpha * s + g->beta * c0 + (g->bias ? g->bias[j] : 0);
             mag = fabs(g->alpha) * mag + fabs(g->beta * c0) + (g->bias ? fabs(g->bias[j]) : 0);
@@ -89,7 +109,7 @@ static int run_case(const gcase *g) {
         fprintf(stderr, "gemm mismatch: set %s ta %d tb %d M %d N %d K %d alpha %g beta %g pad %d bias %d act %d threads %d\n",
                 lx_isa_name(lx_isa_current()), g->ta, g->tb, M, N, K, g->alpha, g->beta, g->pad, g->bias != NULL,
                 (int)g->act, g->threads);
-    free(A), free(B), free(C), free(C0);
+    free(A), free(B), free(C), free(C0), free(ad), free(bd);
     return bad;
 }
 
