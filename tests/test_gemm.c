@@ -1,7 +1,7 @@
 /* linnx's own GEMM in every kernel set this machine runs (generic, AVX2, AVX-512), on each path
  * (small, packed, OpenBLAS), against a double-precision reference written here: all transpose
  * combinations, sizes around every register-tile edge, padded leading dimensions, beta 0 / 1 /
- * other with NaN in C when beta is 0, K beyond one K block, 1 and 2 threads, fused epilogues,
+ * other with NaN and +-Inf in C when beta is 0, K beyond one K block, 1 and 2 threads, fused epilogues,
  * strided batches; plus the kernel-set selection (linnx/cpu.h). */
 #define _DEFAULT_SOURCE /* mmap MAP_ANONYMOUS, sysconf */
 #include <math.h>
@@ -76,7 +76,8 @@ static int run_case(const gcase *g) {
     }
     for (size_t i = 0; i < na; i++) A[i] = frand();
     for (size_t i = 0; i < nb; i++) B[i] = frand();
-    for (size_t i = 0; i < nc; i++) C0[i] = C[i] = g->beta == 0 ? NAN : frand(); /* beta 0: C never read */
+    for (size_t i = 0; i < nc; i++) /* beta 0: C is never read, so NaN and +-Inf there must not leak */
+        C0[i] = C[i] = g->beta != 0 ? frand() : i % 3 == 0 ? NAN : i % 3 == 1 ? INFINITY : -INFINITY;
     lx_gemm_epilogue ep = {.bias = g->bias, .act = g->act};
     lx_status st = g->threads == 0 && !g->bias && g->act == LX_GEMM_ACT_NONE
                        ? lx_sgemm(g->ta, g->tb, M, N, K, g->alpha, A, lda, B, ldb, g->beta, C, ldc)
