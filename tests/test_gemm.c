@@ -1,7 +1,7 @@
 /* linnx's own GEMM in every kernel set this machine runs (generic, AVX2, AVX-512), on each path
  * (small, packed, OpenBLAS), against a double-precision reference written here: all transpose
  * combinations, sizes around every register-tile edge, padded leading dimensions, beta 0 / 1 /
- * other with NaN in C when beta is 0, K beyond one K block, 1 and 2 threads, fused epilogues,
+ * other with NaN and +-Inf in C when beta is 0, K beyond one K block, 1 and 2 threads, fused epilogues,
  * strided batches; plus the kernel-set selection (linnx/cpu.h). */
 #define _DEFAULT_SOURCE /* mmap MAP_ANONYMOUS, sysconf */
 #include <math.h>
@@ -43,6 +43,24 @@ typedef struct {
     bool aligned;       /* A, B and C on 64-byte boundaries (else malloc's) */
 } gcase;
 
+/* The reference's inner loop, sum a_k b_k and sum |a_k b_k| in k order over contiguous double
+ * rows (each product of two floats is exact in double). In an unoptimised build (the sanitizer
+ * pass of .ci/run: Debug, ASan + UBSan) GCC compiles it optimised anyway, still instrumented:
+ * at -O0 it was most of test_gemm's ~90 s there; an optimised build is unchanged. */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__OPTIMIZE__)
+__attribute__((optimize("O2")))
+#endif
+static double ref_dot(const double *a, const double *b, int K, double *mag) {
+    double s = 0, m = 0;
+    for (int k = 0; k < K; k++) {
+        double p = a[k] * b[k];
+        s += p;
+        m += fabs(p);
+    }
+    *mag = m;
+    return s;
+}
+
 /* Runs one case; returns 1 (and says why on stderr) on a mismatch. */
 static int run_case(const gcase *g) {
     int M = g->M, N = g->N, K = g->K;
@@ -58,20 +76,23 @@ static int run_case(const gcase *g) {
     }
     for (size_t i = 0; i < na; i++) A[i] = frand();
     for (size_t i = 0; i < nb; i++) B[i] = frand();
-    for (size_t i = 0; i < nc; i++) C0[i] = C[i] = g->beta == 0 ? NAN : frand(); /* beta 0: C never read */
+    for (size_t i = 0; i < nc; i++) /* beta 0: C is never read, so NaN and +-Inf there must not leak */
+        C0[i] = C[i] = g->beta != 0 ? frand() : i % 3 == 0 ? NAN : i % 3 == 1 ? INFINITY : -INFINITY;
     lx_gemm_epilogue ep = {.bias = g->bias, .act = g->act};
     lx_status st = g->threads == 0 && !g->bias && g->act == LX_GEMM_ACT_NONE
                        ? lx_sgemm(g->ta, g->tb, M, N, K, g->alpha, A, lda, B, ldb, g->beta, C, ldc)
                        : lx_sgemm_ex(g->ta, g->tb, M, N, K, g->alpha, A, lda, B, ldb, g->beta, C, ldc, &ep, g->threads);
     int bad = st != LX_OK;
+    /* The reference reads op(A) by rows and op(B) by columns from contiguous double copies: the
+     * same sums in the same k order as indexing A and B in place, in fewer instructions. */
+    double *ad = malloc(sizeof(double) * ((size_t)M * K + 1)), *bd = malloc(sizeof(double) * ((size_t)N * K + 1));
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) ad[(size_t)i * K + k] = g->ta ? A[k * lda + i] : A[i * lda + k];
+    for (int j = 0; j < N; j++)
+        for (int k = 0; k < K; k++) bd[(size_t)j * K + k] = g->tb ? B[j * ldb + k] : B[k * ldb + j];
     for (int i = 0; i < M && !bad; i++) {
         for (int j = 0; j < N && !bad; j++) {
-            double s = 0, mag = 0;
-            for (int k = 0; k < K; k++) {
-                double a = g->ta ? A[k * lda + i] : A[i * lda + k], b = g->tb ? B[j * ldb + k] : B[k * ldb + j];
-                s += a * b;
-                mag += fabs(a * b);
-            }
+            double mag, s = ref_dot(ad + (size_t)i * K, bd + (size_t)j * K, K, &mag);
             double c0 = g->beta != 0 ? C0[i * ldc + j] : 0;
             double r = g->alpha * s + g->beta * c0 + (g->bias ? g->bias[j] : 0);
             mag = fabs(g->alpha) * mag + fabs(g->beta * c0) + (g->bias ? fabs(g->bias[j]) : 0);
@@ -89,7 +110,7 @@ static int run_case(const gcase *g) {
         fprintf(stderr, "gemm mismatch: set %s ta %d tb %d M %d N %d K %d alpha %g beta %g pad %d bias %d act %d threads %d\n",
                 lx_isa_name(lx_isa_current()), g->ta, g->tb, M, N, K, g->alpha, g->beta, g->pad, g->bias != NULL,
                 (int)g->act, g->threads);
-    free(A), free(B), free(C), free(C0);
+    free(A), free(B), free(C), free(C0), free(ad), free(bd);
     return bad;
 }
 
@@ -682,6 +703,42 @@ static void test_one_row_ragged_in_place(void) {
     lx_isa_set(NULL);
 }
 
+/* Argument checks (linalg.h): a leading dimension may not be smaller than the row it steps over,
+ * and a row of 0 floats takes ld 0 (K = 0: C = beta C; N = 0 or M = 0: nothing to do); the
+ * message names the offending ld or NULL buffer; a failed call writes nothing. A strided batch
+ * with K = 0 reads neither A nor B, which may then be NULL (no offset is applied to them). */
+static void test_arg_errors(void) {
+    float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {1, 1, 1, 1, 1, 1}, c[6] = {2, 4, 6, 8, 10, 12};
+    CHECK_EQ_INT(lx_sgemm(false, false, 2, 3, 0, 1, NULL, 0, NULL, 3, 0.5f, c, 3), LX_OK); /* lda 0: rows of 0 floats */
+    CHECK(c[0] == 1 && c[5] == 6);
+    CHECK_EQ_INT(lx_sgemm(false, true, 2, 3, 0, 1, NULL, 0, NULL, 0, 0.0f, c, 3), LX_OK); /* B^T: rows of K = 0 */
+    CHECK(c[0] == 0 && c[5] == 0);
+    CHECK_EQ_INT(lx_sgemm(false, false, 2, 0, 3, 1, a, 3, b, 0, 0, NULL, 0), LX_OK); /* N = 0: ldb = ldc = 0 */
+    CHECK_EQ_INT(lx_sgemm(true, false, 0, 3, 2, 1, a, 0, b, 3, 0, c, 3), LX_OK);     /* A^T with M = 0: lda 0 */
+    CHECK_EQ_INT(lx_sgemm(false, false, 0, 0, 0, 1, NULL, 0, NULL, 0, 0, NULL, 0), LX_OK);
+    for (int i = 0; i < 6; i++) c[i] = 7;
+    CHECK_FAILS(lx_sgemm(false, false, 2, 2, 3, 1, a, 2, b, 2, 0, c, 2), LX_ERR_INVALID_ARGUMENT,
+                "sgemm: leading dimension lda=2 is smaller than a row of A (3 floats");
+    CHECK_FAILS(lx_sgemm(true, false, 3, 2, 2, 1, a, 2, b, 2, 0, c, 2), LX_ERR_INVALID_ARGUMENT,
+                "lda=2 is smaller than a row of A (3 floats");
+    CHECK_FAILS(lx_sgemm(false, true, 2, 2, 3, 1, a, 3, b, 2, 0, c, 2), LX_ERR_INVALID_ARGUMENT,
+                "ldb=2 is smaller than a row of B (3 floats");
+    CHECK_FAILS(lx_sgemm(false, false, 2, 3, 1, 1, a, 1, b, 3, 0, c, 2), LX_ERR_INVALID_ARGUMENT,
+                "ldc=2 is smaller than a row of C (3 floats");
+    CHECK_FAILS(lx_sgemm(false, false, 1, 1, 1, 1, a, -1, b, 1, 0, c, 1), LX_ERR_INVALID_ARGUMENT, "lda=-1");
+    CHECK_FAILS(lx_sgemm(false, false, 2, 2, 2, 1, NULL, 2, b, 2, 0, c, 2), LX_ERR_INVALID_ARGUMENT, "NULL buffer A");
+    CHECK_FAILS(lx_sgemm(false, false, 2, 2, 2, 1, a, 2, NULL, 2, 0, c, 2), LX_ERR_INVALID_ARGUMENT, "NULL buffer B");
+    CHECK_FAILS(lx_sgemm(false, false, 2, 2, 2, 1, a, 2, b, 2, 0, NULL, 2), LX_ERR_INVALID_ARGUMENT, "NULL buffer C");
+    for (int i = 0; i < 6; i++) CHECK(c[i] == 7); /* nothing written by the failed calls */
+    /* alpha = 0: neither A nor B is read (BLAS), C = beta C */
+    CHECK_EQ_INT(lx_sgemm(false, false, 2, 3, 2, 0.0f, NULL, 2, NULL, 3, 2.0f, c, 3), LX_OK);
+    CHECK(c[0] == 14 && c[5] == 14);
+    float cb[12];
+    for (int i = 0; i < 12; i++) cb[i] = (float)i;
+    CHECK_EQ_INT(lx_sgemm_strided_batched(false, false, 2, 2, 0, 1, NULL, 0, 5, NULL, 2, 7, 0.5f, cb, 2, 4, 3, NULL), LX_OK);
+    for (int i = 0; i < 12; i++) CHECK(cb[i] == 0.5f * (float)i);
+}
+
 static void test_isa_selection(void) {
     const lx_cpu_info *cpu = lx_cpu_info_get();
     CHECK(cpu != NULL);
@@ -721,6 +778,7 @@ static void test_isa_selection(void) {
 
 int main(void) {
     RUN(test_isa_selection);
+    RUN(test_arg_errors);
     RUN(test_every_set_and_path);
     RUN(test_packed_edges);
     RUN(test_paths_agree);

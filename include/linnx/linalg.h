@@ -27,13 +27,17 @@ extern "C" {
 /* ---- GEMM on raw row-major buffers ----
  * C[M,N] = alpha * op(A) op(B) + beta * C, row-major, op(X) = X or X^T. op(A) is M x K: A is
  * stored M x K with row stride lda (transA false) or K x M (transA true); likewise B. With
- * beta == 0, C is not read (it may hold NaN). Problems with M*N*K at or below the small limit (or
- * fewer than 16 rows) run on register tiles straight from the caller's buffers on the calling
- * thread; larger ones on linnx's packed (BLIS-style) GEMM of the kernel set in force
- * (linnx/cpu.h), or on OpenBLAS in the size ranges where it measured faster (docs/kernels.md),
- * threaded by lx_num_threads().
- * Fails (LX_ERR_INVALID_ARGUMENT, nothing written) on negative sizes, leading dimensions smaller
- * than a row, or NULL buffers where data is needed. */
+ * beta == 0, C is not read (it may hold NaN); with alpha == 0 or K == 0, A and B are not read
+ * (C = beta C). C must not overlap A or B (as in BLAS): nothing checks it, and the result is then
+ * unspecified. Problems with M*N*K at or below the small limit (or fewer than 16 rows) run on
+ * register tiles straight from the caller's buffers (above 64^3 multiply-adds in ranges of 24
+ * rows over the pool, the same bits on any thread count); larger ones on linnx's packed
+ * (BLIS-style) GEMM of the kernel set in force (linnx/cpu.h), or on OpenBLAS in the size ranges
+ * where it measured faster (docs/kernels.md), threaded by lx_num_threads().
+ * Fails (LX_ERR_INVALID_ARGUMENT, nothing written, the message naming the argument) on negative
+ * sizes, a leading dimension smaller than the row it steps over (lda >= K, or M with transA;
+ * ldb >= N, or K with transB; ldc >= N; a row of 0 floats takes 0), or a NULL buffer where data
+ * is needed. */
 lx_status lx_sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                    int64_t ldc);

@@ -63,8 +63,10 @@ typedef struct lx_conv_params {
 
 /* x: (N, spatial..., C_in); kernel: (spatial..., C_in / groups, C_out); 1 to 3 spatial axes (any
  * count the dims allow works). Output (N, out_spatial..., C_out). SAME pads from the undilated input
- * size and the dilated kernel, as lax.conv_general_dilated. params NULL: all defaults. im2col +
- * GEMM; a 1x1, stride-1, unpadded, ungrouped convolution is one GEMM on x in place. Attributes:
+ * size and the dilated kernel, as lax.conv_general_dilated. params NULL: all defaults. A 1x1,
+ * stride-1, unpadded, ungrouped convolution is one GEMM on x in place; otherwise the AVX2 and
+ * AVX-512 kernel sets run direct or indirect-GEMM tiles (no patch matrix) and the generic set
+ * im2col + GEMM (docs/kernels.md, Convolution). Attributes:
  * window_strides, padding (lo, hi pairs flattened), lhs_dilation, rhs_dilation,
  * feature_group_count. */
 lx_array *lx_conv_general(lx_array *x, lx_array *kernel, const lx_conv_params *params);
@@ -92,8 +94,9 @@ lx_array *lx_softmax_cross_entropy_int(lx_array *logits, lx_array *labels);
  * q: (batch..., q_len, heads, d), k: (batch..., kv_len, kv_heads, d), v: (batch..., kv_len,
  * kv_heads, dv), kv_heads dividing heads (grouped-query: query head h reads kv head
  * h / (heads / kv_heads)). Logits: scale 0 (Flax's dot_product_attention) divides q by sqrt(d) in
- * float32 first and then takes (q / sqrt(d)) k^T, as Flax does; a nonzero scale gives (q k^T) * scale
- * (jax.nn.dot_product_attention's `scale`, applied after the product). Then + bias, masked where mask
+ * float32 first and then takes (q / sqrt(d)) k^T, as Flax does; a positive finite scale gives
+ * (q k^T) * scale (jax.nn.dot_product_attention's `scale`, applied after the product); a negative,
+ * infinite or NaN scale is LX_ERR_INVALID_ARGUMENT. Then + bias, masked where mask
  * is false or (causal) where the key position exceeds the query position, softmax over keys, times
  * v. bias (f32) and mask (bool) are optional and broadcast to (batch..., heads, q_len, kv_len).
  * Masked logits take float32's lowest value, as Flax does (a fully masked row averages v).

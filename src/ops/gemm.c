@@ -944,15 +944,23 @@ static lx_status check_args(const char *op, bool transA, bool transB, int64_t M,
     if (M < 0 || N < 0 || K < 0)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: negative size M=%lld N=%lld K=%lld", op, (long long)M,
                        (long long)N, (long long)K);
+    /* A leading dimension steps over one stored row: it may not be smaller than that row (a row
+     * of 0 floats takes any ld >= 0; such an operand is never read). */
     int64_t acols = transA ? M : K, bcols = transB ? K : N;
-    if (lda < (acols > 1 ? acols : 1) || ldb < (bcols > 1 ? bcols : 1) || ldc < (N > 1 ? N : 1))
-        return lx_fail(LX_ERR_INVALID_ARGUMENT,
-                       "%s: leading dimensions lda=%lld ldb=%lld ldc=%lld are smaller than the "
-                       "rows they step over (%lld, %lld, %lld)",
-                       op, (long long)lda, (long long)ldb, (long long)ldc, (long long)acols, (long long)bcols,
-                       (long long)N);
+    const int64_t ld[3] = {lda, ldb, ldc}, row[3] = {acols, bcols, N};
+    for (int i = 0; i < 3; i++)
+        if (ld[i] < row[i])
+            return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                           "%s: leading dimension ld%c=%lld is smaller than a row of %c (%lld floats; M=%lld N=%lld "
+                           "K=%lld, transA %d transB %d)",
+                           op, "abc"[i], (long long)ld[i], "ABC"[i], (long long)row[i], (long long)M, (long long)N,
+                           (long long)K, (int)transA, (int)transB);
     if (M == 0 || N == 0) return LX_OK;
-    if (!C || (K > 0 && alpha != 0.0f && (!A || !B))) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: NULL buffer", op);
+    const bool product = K > 0 && alpha != 0.0f; /* A and B are read */
+    const char null = !C ? 'C' : product && !A ? 'A' : product && !B ? 'B' : 0;
+    if (null)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: NULL buffer %c (M=%lld N=%lld K=%lld)", op, null, (long long)M,
+                       (long long)N, (long long)K);
     if (M > INT64_MAX / (N > 0 ? N : 1) / (K > 0 ? K : 1))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: M*N*K overflows 64 bits", op);
     return LX_OK;
@@ -1007,12 +1015,16 @@ typedef struct sbatch_job {
     const lx_gemm_epilogue *ep;
 } sbatch_job;
 
+/* The b-th matrix of a strided operand; NULL stays NULL (A and B may be when K = 0 or alpha = 0:
+ * an offset applied to NULL is undefined behaviour) */
+static const float *batch_ptr(const float *p, int64_t b, int64_t stride) { return p ? p + b * stride : NULL; }
+
 /* products [lo, hi) of a strided batch, each on the calling thread */
 static int sbatch_range(void *ctx, int64_t lo, int64_t hi) {
     const sbatch_job *j = ctx;
     for (int64_t b = lo; b < hi; b++)
-        (void)gemm_run(j->ta, j->tb, j->M, j->N, j->K, j->alpha, j->A + b * j->sa, j->lda, j->B + b * j->sb, j->ldb,
-                       j->beta, j->C + b * j->sc, j->ldc, j->ep, 1, false);
+        (void)gemm_run(j->ta, j->tb, j->M, j->N, j->K, j->alpha, batch_ptr(j->A, b, j->sa), j->lda,
+                       batch_ptr(j->B, b, j->sb), j->ldb, j->beta, j->C + b * j->sc, j->ldc, j->ep, 1, false);
     return 0;
 }
 
@@ -1032,8 +1044,8 @@ lx_status lx_sgemm_strided_batched(bool transA, bool transB, int64_t M, int64_t 
     bool small = lx_sgemm_is_small(M, N, K);
     if (!small || nt == 1 || batch == 1) { /* big products: one after another, each threaded */
         for (int64_t b = 0; b < batch; b++)
-            LX_TRY(gemm_run(transA, transB, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
-                            C + b * stride_c, ldc, ep, nt, true));
+            LX_TRY(gemm_run(transA, transB, M, N, K, alpha, batch_ptr(A, b, stride_a), lda, batch_ptr(B, b, stride_b), ldb,
+                            beta, C + b * stride_c, ldc, ep, nt, true));
         return LX_OK;
     }
     /* many small products: spread over the team, each on the calling worker */
