@@ -631,6 +631,61 @@ static void test_role_out_of_memory(void) {
     nnx_rngs_release(r);
 }
 
+/* A module held under several names (shared) is named as the graph lists it: the first name in
+ * name order, in a list its first index (module.c child_name walks the children in place). */
+typedef struct {
+    nnx_module base;
+    nnx_list items;
+} shared_mod;
+static lx_status shared_init(nnx_module *m, const lx_call *c, nnx_rngs *r) {
+    (void)m, (void)c, (void)r;
+    return LX_OK;
+}
+static lx_status shared_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    lx_value v;
+    LX_TRY(nnx_getattr(m, "zz", &v));
+    return nnx_return_array(out, nnx_call_array(nnx_module_from_value(&v), x));
+}
+static const nnx_field SHARED_FIELDS[] = {NNX_LIST(shared_mod, items)};
+static const nnx_method SHARED_METHODS[] = {{"__call__", shared_call}};
+static const nnx_type SHARED = {.name = "Shared", .size = sizeof(shared_mod), .fields = SHARED_FIELDS, .nfields = 1,
+                                .methods = SHARED_METHODS, .nmethods = 1, .init = shared_init};
+
+static void test_shared_child_name(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(5, &r), LX_OK);
+    nnx_linear *lin = NULL, *other = NULL;
+    CHECK_EQ_INT(nnx_linear_new(2, 2, r, &lin), LX_OK);
+    CHECK_EQ_INT(nnx_linear_new(2, 2, r, &other), LX_OK);
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(nnx_module_new(&SHARED, NULL, r, &m), LX_OK);
+    shared_mod *sm = (shared_mod *)m;
+    lx_value lv = nnx_module_v((nnx_module *)lin);
+    CHECK_EQ_INT(nnx_list_append(&sm->items, nnx_module_v((nnx_module *)other)), LX_OK);
+    CHECK_EQ_INT(nnx_list_append(&sm->items, lv), LX_OK);
+    CHECK_EQ_INT(nnx_list_append(&sm->items, lv), LX_OK);
+    CHECK_EQ_INT(nnx_setattr(m, "zz", &lv), LX_OK);
+    CHECK_EQ_INT(nnx_setattr(m, "mm", &lv), LX_OK);
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){1, 2}, 1.0f));
+    log_t log = {0};
+    int h = 0;
+    CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+    CHECK(nnx_call_array(m, x) != NULL);
+    CHECK_EQ_INT(log.n, 1);
+    CHECK_STR(log.lines[0], "items/1 dot_general aP"); /* "items" < "mm" < "zz"; index 1 before 2 */
+    CHECK_EQ_INT(nnx_setattr(m, "aa", &lv), LX_OK);
+    log.n = 0;
+    CHECK(nnx_call_array(m, x) != NULL);
+    CHECK_STR(log.lines[0], "aa dot_general aP");
+    lx_interceptor_remove(h);
+    nnx_module_release(m);
+    nnx_module_release((nnx_module *)lin);
+    nnx_module_release((nnx_module *)other);
+    nnx_rngs_release(r);
+}
+
 int main(void) {
     RUN(test_nnx_paths);
     RUN(test_mha_paths);
@@ -642,5 +697,6 @@ int main(void) {
     RUN(test_path_out_of_memory);
     RUN(test_remat_path_out_of_memory);
     RUN(test_role_out_of_memory);
+    RUN(test_shared_child_name);
     return lx_test_finish();
 }
