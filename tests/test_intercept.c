@@ -504,6 +504,188 @@ static void test_remat_path_out_of_memory(void) {
     lx_release(c.w), lx_release(c.x);
 }
 
+/* An operand's role under memory pressure: a weight never shows as an activation. NNX's Param
+ * lookup once listed the module's children (allocating), and running out of memory there gave
+ * "not a Param": an event with roles "aa" for a Dense, and the same false from lx_frame_is_param
+ * (quantization's weight test), with "nnx: out of memory" left pending. WP has a Linear in a
+ * field (`lin`: its kernel a field Variable) and a Param attribute `w`; every allocation of its
+ * call failed in turn. Each event an interceptor gets is whole and right; the others are
+ * dropped, and counted (lx_interceptor_dropped): received + dropped = the ops that ran. */
+typedef struct {
+    nnx_module base;
+    nnx_module *lin;
+} wp_mod;
+static bool probe_role_ok_;
+static int64_t probe_role_allocs_;
+static lx_status wp_init(nnx_module *m, const lx_call *c, nnx_rngs *r) {
+    (void)c;
+    LX_TRY(nnx_linear_new(2, 2, r, (nnx_linear **)&((wp_mod *)m)->lin));
+    lx_variable *w = NULL;
+    LX_TRY(lx_variable_new(&lx_Param, lx_autorelease(lx_array_full_f32(2, (const int64_t[]){2, 2}, 0.5f)), &w));
+    lx_value wv = lx_var_v(w);
+    lx_status st = nnx_setattr(m, "w", &wv);
+    lx_variable_release(w);
+    return st;
+}
+static lx_status wp_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    lx_value wv;
+    LX_TRY(nnx_getattr(m, "w", &wv));
+    lx_array *w = lx_variable_get_value(wv.u.var);
+    if (probe_n_ < 0) { /* the substituters' form, the first allocation failing: decided all the same */
+        lx_fault_set(1, false);
+        probe_role_ok_ = lx_frame_is_param(w) && !lx_frame_is_param(x);
+        probe_role_allocs_ = lx_fault_count();
+        lx_fault_set(-1, false);
+    }
+    return nnx_return_array(out, lx_matmul(nnx_call_array(((wp_mod *)m)->lin, x), w));
+}
+static const nnx_field WP_FIELDS[] = {NNX_CHILD(wp_mod, lin)};
+static const nnx_method WP_METHODS[] = {{"__call__", wp_call}};
+static const nnx_type WP = {.name = "WP", .size = sizeof(wp_mod), .fields = WP_FIELDS, .nfields = 1,
+                            .methods = WP_METHODS, .nmethods = 1, .init = wp_init};
+
+/* Inside an op's event (its frame the innermost), lx_frame_is_param with the first allocation
+ * failing: it must agree with the event's roles and allocate nothing. */
+static int probe_events_, probe_disagree_, probe_allocs_;
+static void role_probe(const lx_intercept_event *ev, void *user) {
+    (void)user;
+    probe_events_++;
+    for (int i = 0; i < ev->ninputs; i++) {
+        lx_fault_set(1, false);
+        bool p = lx_frame_is_param(ev->inputs[i]);
+        probe_allocs_ += (int)lx_fault_count();
+        lx_fault_set(-1, false);
+        if (p != (ev->roles[i] == LX_OPERAND_PARAM)) probe_disagree_++;
+    }
+}
+
+static void test_role_out_of_memory(void) {
+    if (!lx_fault_available()) return;
+    /* Linen frames (OUTER: mlp/Dense_0, mlp/Dense_1), then NNX ones (WP) */
+    linen_module *lm = NULL;
+    CHECK_EQ_INT(linen_module_new(&OUTER, NULL, &lm), LX_OK);
+    lx_array *lx = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){2, 4}, 1.0f));
+    lx_tree *vars = NULL;
+    lx_call lc = LX_ARGS(lx);
+    CHECK_EQ_INT(linen_init(lm, LINEN_KEY(lx_key_from_seed(0)), &lc, NULL, &vars), LX_OK);
+    int ph = 0;
+    CHECK_EQ_INT(lx_interceptor_add(role_probe, NULL, &ph), LX_OK);
+    lx_value lout;
+    CHECK_EQ_INT(linen_apply(lm, vars, LINEN_NO_RNGS, &lc, NULL, &lout, NULL), LX_OK);
+    CHECK_EQ_INT(probe_events_, 2);
+    lx_value_free(&lout);
+    lx_tree_release(vars);
+    linen_module_release(lm);
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(3, &r), LX_OK);
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(nnx_module_new(&WP, NULL, r, &m), LX_OK);
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){3, 2}, 0.25f));
+    log_t log = {0};
+    int h = 0;
+    CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+    probe_n_ = -1;
+    CHECK(nnx_call_array(m, x) != NULL);
+    CHECK_EQ_INT(log.n, 2);
+    CHECK_STR(log.lines[0], "lin dot_general aP");
+    CHECK_STR(log.lines[1], " matmul aP");
+    CHECK(probe_role_ok_);                     /* a Param, and an activation */
+    CHECK_EQ_INT((int)probe_role_allocs_, 0); /* without allocating: nothing to run out of */
+    lx_interceptor_remove(ph);
+    CHECK_EQ_INT(probe_events_, 4);
+    CHECK_EQ_INT(probe_disagree_, 0);
+    CHECK_EQ_INT(probe_allocs_, 0);
+    int ok = 0, failed = 0, dropped = 0;
+    bool done = false;
+    for (probe_n_ = 1; probe_n_ < 1000 && !done; probe_n_++) {
+        log.n = 0;
+        uint64_t d0 = lx_interceptor_dropped();
+        size_t mark = lx_pool_open();
+        lx_fault_set(probe_n_, false);
+        lx_array *y = nnx_call_array(m, x);
+        done = !lx_fault_fired();
+        lx_fault_set(-1, false);
+        int nd = (int)(lx_interceptor_dropped() - d0);
+        dropped += nd;
+        if (y) {
+            ok++;
+            CHECK(!lx_error_pending());
+            LX_TEST_REPORT_(log.n + nd == 2, "allocation %lld failed: %d events, %d dropped", (long long)probe_n_,
+                            log.n, nd);
+        } else {
+            failed++;
+            CHECK_EQ_INT(lx_last_status(), LX_ERR_NO_MEMORY);
+        }
+        for (int i = 0; i < log.n; i++)
+            LX_TEST_REPORT_(strcmp(log.lines[i], "lin dot_general aP") == 0 || strcmp(log.lines[i], " matmul aP") == 0,
+                            "allocation %lld failed: event '%s'", (long long)probe_n_, log.lines[i]);
+        lx_pool_close(mark);
+        lx_clear_error();
+    }
+    lx_interceptor_remove(h);
+    CHECK(done && ok > 0);
+    CHECK(dropped > 0); /* `lin`'s path did run out of memory */
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+}
+
+/* A module held under several names (shared) is named as the graph lists it: the first name in
+ * name order, in a list its first index (module.c child_name walks the children in place). */
+typedef struct {
+    nnx_module base;
+    nnx_list items;
+} shared_mod;
+static lx_status shared_init(nnx_module *m, const lx_call *c, nnx_rngs *r) {
+    (void)m, (void)c, (void)r;
+    return LX_OK;
+}
+static lx_status shared_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    lx_value v;
+    LX_TRY(nnx_getattr(m, "zz", &v));
+    return nnx_return_array(out, nnx_call_array(nnx_module_from_value(&v), x));
+}
+static const nnx_field SHARED_FIELDS[] = {NNX_LIST(shared_mod, items)};
+static const nnx_method SHARED_METHODS[] = {{"__call__", shared_call}};
+static const nnx_type SHARED = {.name = "Shared", .size = sizeof(shared_mod), .fields = SHARED_FIELDS, .nfields = 1,
+                                .methods = SHARED_METHODS, .nmethods = 1, .init = shared_init};
+
+static void test_shared_child_name(void) {
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(5, &r), LX_OK);
+    nnx_linear *lin = NULL, *other = NULL;
+    CHECK_EQ_INT(nnx_linear_new(2, 2, r, &lin), LX_OK);
+    CHECK_EQ_INT(nnx_linear_new(2, 2, r, &other), LX_OK);
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(nnx_module_new(&SHARED, NULL, r, &m), LX_OK);
+    shared_mod *sm = (shared_mod *)m;
+    lx_value lv = nnx_module_v((nnx_module *)lin);
+    CHECK_EQ_INT(nnx_list_append(&sm->items, nnx_module_v((nnx_module *)other)), LX_OK);
+    CHECK_EQ_INT(nnx_list_append(&sm->items, lv), LX_OK);
+    CHECK_EQ_INT(nnx_list_append(&sm->items, lv), LX_OK);
+    CHECK_EQ_INT(nnx_setattr(m, "zz", &lv), LX_OK);
+    CHECK_EQ_INT(nnx_setattr(m, "mm", &lv), LX_OK);
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, (const int64_t[]){1, 2}, 1.0f));
+    log_t log = {0};
+    int h = 0;
+    CHECK_EQ_INT(lx_interceptor_add(log_op, &log, &h), LX_OK);
+    CHECK(nnx_call_array(m, x) != NULL);
+    CHECK_EQ_INT(log.n, 1);
+    CHECK_STR(log.lines[0], "items/1 dot_general aP"); /* "items" < "mm" < "zz"; index 1 before 2 */
+    CHECK_EQ_INT(nnx_setattr(m, "aa", &lv), LX_OK);
+    log.n = 0;
+    CHECK(nnx_call_array(m, x) != NULL);
+    CHECK_STR(log.lines[0], "aa dot_general aP");
+    lx_interceptor_remove(h);
+    nnx_module_release(m);
+    nnx_module_release((nnx_module *)lin);
+    nnx_module_release((nnx_module *)other);
+    nnx_rngs_release(r);
+}
+
 int main(void) {
     RUN(test_nnx_paths);
     RUN(test_mha_paths);
@@ -514,5 +696,7 @@ int main(void) {
     RUN(test_long_paths);
     RUN(test_path_out_of_memory);
     RUN(test_remat_path_out_of_memory);
+    RUN(test_role_out_of_memory);
+    RUN(test_shared_child_name);
     return lx_test_finish();
 }

@@ -304,11 +304,86 @@ static void test_path_out_of_memory(void) {
     lx_qt_rules_free(rs);
 }
 
+/* ---- a dry run under memory pressure (lx_qt_trace): a hit it could not record (its own
+ * allocations, or an event dropped for its path, intercept.h) once left the trace short but
+ * answered as complete, so a rule could be reported as matching nothing. Now lx_qt_trace_end
+ * fails with LX_ERR_NO_MEMORY and the trace holds nothing. Model `a` then `b`, a rule for `a`
+ * and one for a path that does not exist; every allocation of begin + forward + end failed in
+ * turn: a forward that ran gives either that failure or exactly the full trace. ---- */
+static void trace_snapshot(lx_qt_trace *t, char *out, size_t cap) {
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; i < lx_qt_trace_count(t); i++) {
+        const lx_qt_hit *h = lx_qt_trace_get(t, i);
+        len += (size_t)snprintf(out + len, cap - len, "%s:%s:%d:%d;", h->path, h->op, h->rule, (int)h->weight);
+    }
+}
+
+static void test_trace_out_of_memory(void) {
+    if (!lx_fault_available()) return;
+    lx_qt_rule rules[] = {{.module_path = "a", .weight_qtype = "int8", .act_qtype = "int8"},
+                          {.module_path = "zzz", .weight_qtype = "int8"}};
+    lx_qt_rules *rs = NULL;
+    CHECK_EQ_INT(lx_qt_rules_compile(rules, 2, &rs), LX_OK);
+    lx_array *x = lx_autorelease(lx_array_full_f32(2, (int64_t[]){2, 4}, 0.5f));
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(4, &r), LX_OK);
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(nnx_module_new(&NNX_AB, NULL, r, &m), LX_OK);
+    lx_qt_trace *t = NULL;
+    char want[256], want_warn[512], got[256], warn[512];
+    CHECK_EQ_INT(lx_qt_trace_begin(rs, &t), LX_OK);
+    CHECK(nnx_call_array(m, x) != NULL);
+    CHECK_EQ_INT(lx_qt_trace_end(t, want_warn, sizeof want_warn), 1);
+    trace_snapshot(t, want, sizeof want);
+    CHECK_STR(want, "a:dot_general0:0:1;b:dot_general0:-1:1;");
+    CHECK_STR(want_warn, "rule 1 (module_path 'zzz') matched nothing; paths seen: a:dot_general0 b:dot_general0");
+    lx_qt_trace_free(t);
+    int ok = 0, failed = 0;
+    bool done = false;
+    for (int64_t n = 1; n < 2000 && !done; n++) {
+        size_t mark = lx_pool_open();
+        t = NULL;
+        lx_fault_set(n, false);
+        lx_status st = lx_qt_trace_begin(rs, &t);
+        lx_array *y = st == LX_OK ? nnx_call_array(m, x) : NULL;
+        int un = st == LX_OK ? lx_qt_trace_end(t, warn, sizeof warn) : -2;
+        done = !lx_fault_fired();
+        lx_fault_set(-1, false);
+        if (st != LX_OK) {
+            CHECK_EQ_INT(st, LX_ERR_NO_MEMORY);
+            CHECK(t == NULL);
+        } else if (y) {
+            trace_snapshot(t, got, sizeof got);
+            if (un < 0) {
+                failed++;
+                CHECK_EQ_INT(un, -1);
+                CHECK_ERROR_IS(LX_ERR_NO_MEMORY, "qt_trace_end: out of memory: the trace missed ops");
+                CHECK_STR(got, "");
+                CHECK_STR(warn, "");
+            } else {
+                ok++;
+                LX_TEST_REPORT_(un == 1 && strcmp(got, want) == 0 && strcmp(warn, want_warn) == 0,
+                                "allocation %lld failed: the trace answered %d with '%s' ('%s')", (long long)n, un,
+                                got, warn);
+            }
+        }
+        lx_qt_trace_free(t);
+        lx_pool_close(mark);
+        lx_clear_error();
+    }
+    CHECK(done && ok > 0 && failed > 0);
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+    lx_qt_rules_free(rs);
+}
+
 int main(void) {
     RUN(test_mha_products);
     RUN(test_calling_styles_inside_to_linen);
     RUN(test_typed_forward_pure_nnx);
     RUN(test_showcase_paths);
     RUN(test_path_out_of_memory);
+    RUN(test_trace_out_of_memory);
     return lx_test_finish();
 }

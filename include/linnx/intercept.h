@@ -11,13 +11,16 @@
  * run by ToNNX held at NNX attribute `block` shows `block/Dense_0`.
  *
  * An operand's role is LX_OPERAND_PARAM when it is the value of a Param (or subclass) of the
- * innermost module frame, else LX_OPERAND_ACTIVATION.
+ * innermost module frame, else LX_OPERAND_ACTIVATION. The role is always decided: the Linen and
+ * NNX frames answer from what the module holds without allocating, so memory pressure cannot
+ * show a weight as an activation (there is no "unknown" role).
  *
  * Out of memory: a path is built only when wanted (an event, a failure's message, a quantization
  * rule), into a buffer that grows, from names an NNX frame finds by looking its module up in the
  * parent's attributes; either can run out of memory. Such a path is never passed off as the
- * root's "" or as a path missing a component: the op's event is dropped (the op itself runs on),
- * lx_frame_path fails with LX_ERR_NO_MEMORY, quantization fails the op (docs/quantization.md),
+ * root's "" or as a path missing a component: the op's event is dropped (the op itself runs on,
+ * nothing is recorded; lx_interceptor_dropped counts it), lx_frame_path fails with
+ * LX_ERR_NO_MEMORY, quantization fails the op (docs/quantization.md),
  * remat's call fails, a failure's message goes without its path. An NNX module that is no
  * attribute of its parent (made on the spot, held in a tree) adds no component: that is a name,
  * not a failure.
@@ -30,6 +33,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "linnx/primitive.h"
 
@@ -60,10 +64,17 @@ lx_status lx_interceptor_add(lx_interceptor_fn fn, void *user, int *handle);
 void lx_interceptor_remove(int handle);
 /* True while an interceptor is registered on this thread. */
 bool lx_intercepting(void);
+/* How many events this thread's interceptors did not get, since the thread started: an op whose
+ * module path could not be built, or copied for the event, for lack of memory (see "Out of
+ * memory" above). The op itself ran and its result is right; no failure is recorded. Nothing
+ * else drops an event. An interceptor that must see every op (a trace, a census) reads it before
+ * and after the run and treats a difference as its own failure (lx_qt_trace_end does). */
+uint64_t lx_interceptor_dropped(void);
 
 /* ---- module frames (called by the Linen and NNX runtimes, not by users) ---- */
 typedef enum lx_frame_kind { LX_FRAME_LINEN = 1, LX_FRAME_NNX = 2 } lx_frame_kind;
-/* Does `obj` hold array `a` as the value of a Param? */
+/* Does `obj` hold array `a` as the value of a Param? It has no way to fail, so it must answer from
+ * what obj holds without allocating (as the Linen and NNX frames do): false means "not a Param". */
 typedef bool (*lx_frame_param_fn)(const void *obj, const lx_array *a);
 /* Push a frame: `name` is copied whole, whatever its length ("" adds no path component); frames
  * nest to any depth. Only running out of memory fails (LX_ERR_NO_MEMORY, nothing pushed). */
@@ -72,7 +83,8 @@ void lx_frame_pop(void);
 /* The innermost frame's object and kind (NULL / 0 when there is none). */
 const void *lx_frame_top(lx_frame_kind *kind);
 /* Is `a` a Param of the innermost frame (an operand's role as an event would report it)? For
- * substituters, which run before the op's event exists (quant.h). False with no frame. */
+ * substituters, which run before the op's event exists (quant.h). False with no frame. Cannot
+ * fail (lx_frame_param_fn): out of memory never turns a weight into "false". */
 bool lx_frame_is_param(const lx_array *a);
 /* The current path, joined with '/' ("" with no frames, or none named): borrowed, valid until the
  * next push or pop on this thread. An event's `path` is this string, never shortened. Also ""

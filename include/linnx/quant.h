@@ -154,7 +154,11 @@ lx_status lx_qt_trace_begin(const lx_qt_rules *rules, lx_qt_trace **out);
 /* Stop recording (the trace stays readable until freed). For every rule that matched nothing, a
  * warning is appended to `warn` (if not NULL, cap bytes, always terminated) listing the paths
  * seen: "rule 1 (module_path 'decoder/layers_9/.*') matched nothing; paths seen: ...". Returns the
- * number of such rules. */
+ * number of such rules. A trace that missed a contraction for lack of memory (its own record, or
+ * the op's event dropped: lx_interceptor_dropped, intercept.h) is no trace: -1 with
+ * LX_ERR_NO_MEMORY "qt_trace_end: out of memory: the trace missed ops", `warn` "" and no hits
+ * (lx_qt_trace_count 0), never a shorter list that would report a rule as matching nothing.
+ * Called again, it answers the same. */
 int lx_qt_trace_end(lx_qt_trace *t, char *warn, size_t cap);
 int lx_qt_trace_count(const lx_qt_trace *t);
 const lx_qt_hit *lx_qt_trace_get(const lx_qt_trace *t, int i);

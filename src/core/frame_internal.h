@@ -13,9 +13,10 @@
  * enclosing frame is not of the same kind or is obj itself). LX_OK with *name a malloc'd string,
  * or *name NULL for "no component" (obj is not an attribute of parent: a module it made on the
  * spot, one held in a tree); LX_ERR_NO_MEMORY (*name NULL) when finding or copying the name ran
- * out of memory, which fails the whole path (lx_frame_path_), never drops one component. Any
- * message the function records is overwritten by the caller's own. The one implementation is
- * NNX's attribute name (src/nnx/module.c frame_name). */
+ * out of memory, which fails the whole path (lx_frame_path_), never drops one component. It
+ * records no failure (a dropped interceptor event must leave none pending). The one
+ * implementation is NNX's attribute name (src/nnx/module.c frame_name: only copying the name
+ * allocates). */
 typedef lx_status (*lx_frame_name_fn)(const void *parent, const void *obj, char **name);
 
 /* Push a frame whose name is `name` (borrowed: it must outlive the frame; NULL = "") or, when

@@ -45,6 +45,7 @@ static _Thread_local size_t path_cap;
 static _Thread_local bool path_valid, path_building;
 static _Thread_local interceptor interceptors[MAX_INTERCEPTORS];
 static _Thread_local int ninterceptors, next_id = 1, observer_handle;
+static _Thread_local uint64_t dropped; /* events not delivered (out of memory): intercept.h */
 
 /* The primitives an interceptor sees: the contractions quantization rewrites. */
 static bool intercepted_op(const char *op) {
@@ -65,10 +66,16 @@ static void on_primitive(const lx_prim_event *ev, void *user) {
     /* The event owns a snapshot of the path: an interceptor may itself run modules, whose
      * frames can grow (realloc) or free the thread's path buffer during the callback. */
     const char *cur;
-    if (lx_frame_path_(&cur) != LX_OK) return; /* out of memory: as below, never the root's "" */
+    if (lx_frame_path_(&cur) != LX_OK) { /* out of memory: as below, never the root's "" */
+        dropped++;
+        return;
+    }
     size_t len = strlen(cur) + 1;
     char local[256], *path = len <= sizeof local ? local : malloc(len);
-    if (!path) return; /* out of memory: the op itself is unaffected, the event is dropped */
+    if (!path) { /* out of memory: the op itself is unaffected, the event is dropped (counted) */
+        dropped++;
+        return;
+    }
     memcpy(path, cur, len);
     /* attention's q.k^T (with the softmax fused: the output is the weights) is Flax's first
      * einsum; weights.v follows as a dot_general (attention.c decomposes while intercepting) */
@@ -100,6 +107,8 @@ void lx_interceptor_remove(int handle) {
 }
 
 bool lx_intercepting(void) { return ninterceptors > 0; }
+
+uint64_t lx_interceptor_dropped(void) { return dropped; }
 
 static lx_status grow_frames(void) {
     int cap = frames_cap * 2;

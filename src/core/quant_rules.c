@@ -138,7 +138,8 @@ int lx_qt_rules_match(const lx_qt_rules *r, const char *path, const char *op, in
 struct lx_qt_trace {
     const lx_qt_rules *rules;
     int handle;
-    bool active, oom;
+    bool active, oom;   /* oom: a hit was not recorded (here, or its event dropped: intercept.h) */
+    uint64_t dropped0;  /* lx_interceptor_dropped() at begin */
     lx_qt_hit *hits;
     int n, cap;
     lx_qt_counters ctr;
@@ -193,7 +194,7 @@ void lx_qt_counters_free(lx_qt_counters *c) {
 
 static void on_event(const lx_intercept_event *ev, void *user) {
     lx_qt_trace *t = user;
-    if (!t->active) return;
+    if (!t->active || t->oom) return; /* after a miss the trace is not returned: record no more */
     int count = lx_qt_next_count(&t->ctr, ev->path, ev->op);
     if (count < 0) {
         t->oom = true;
@@ -231,6 +232,7 @@ lx_status lx_qt_trace_begin(const lx_qt_rules *rules, lx_qt_trace **out) {
         return s;
     }
     t->active = true;
+    t->dropped0 = lx_interceptor_dropped();
     *out = t;
     return LX_OK;
 }
@@ -246,10 +248,20 @@ static void append(char *buf, size_t cap, size_t *len, const char *s) {
 
 int lx_qt_trace_end(lx_qt_trace *t, char *warn, size_t cap) {
     if (!t) return 0;
-    if (t->active) lx_interceptor_remove(t->handle);
+    if (t->active) {
+        lx_interceptor_remove(t->handle);
+        if (lx_interceptor_dropped() != t->dropped0) t->oom = true;
+    }
     t->active = false;
     size_t len = 0;
     if (warn && cap) warn[0] = '\0';
+    if (t->oom) {
+        /* a trace short of some hit would report rules as matching nothing: none is returned */
+        for (int i = 0; i < t->n; i++) free(t->hits[i].path), free(t->hits[i].op);
+        t->n = 0;
+        lx_fail(LX_ERR_NO_MEMORY, "qt_trace_end: out of memory: the trace missed ops");
+        return -1;
+    }
     int unmatched = 0;
     for (int r = 0; r < t->rules->n; r++) {
         bool hit = false;

@@ -707,7 +707,7 @@ static lx_array *substitute(lx_prim_id id, const void *params, int nin, lx_array
         }
         if (in[i]->dtype != LX_F32 && !qe[i]) return NULL;
     }
-    bool wt[2];
+    bool wt[2]; /* lx_frame_is_param cannot fail (intercept.h): a weight is never lost to OOM */
     for (int i = 0; i < 2; i++) wt[i] = qe[i] || (id != LX_PRIM_DOT_PRODUCT_ATTENTION_WEIGHTS && lx_frame_is_param(in[i]));
     bool act_q = rule && rule->act_qtype, w_q = rule && rule->weight_qtype;
 

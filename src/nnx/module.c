@@ -8,6 +8,7 @@
 
 #include "linnx/intercept.h"
 #include "../core/frame_internal.h"
+#include "../core/tree_internal.h"
 #include "nnx_internal.h"
 
 /* ------------------------------------------------------------------ small helpers */
@@ -594,54 +595,76 @@ static char *join_name(const char *a, const char *b) {
     return s;
 }
 
+/* The i-th child of m, as graph.c's nnx_children_of lists it but unsorted and without copying
+ * anything (fields first, then dynamic attributes): false past the last. The frame lookups below
+ * run on every intercepted or quantized op, so they allocate nothing: a role or a name can then
+ * not be lost to an allocation failure, and they cost no malloc, no qsort. */
+static bool module_child(const nnx_module *m, int i, const char **name, lx_value *v) {
+    const nnx_type *t = m->type;
+    if (i < t->nfields) {
+        const nnx_field *f = &t->fields[i];
+        void *p = nnx_field_ptr(m, f);
+        *name = f->name;
+        *v = lx_none();
+        switch (f->kind) {
+        case NNX_FIELD_VARIABLE:
+            if (*(lx_variable **)p) *v = lx_var_v(*(lx_variable **)p);
+            break;
+        case NNX_FIELD_CHILD:
+            if (*(nnx_module **)p) *v = nnx_module_v(*(nnx_module **)p);
+            break;
+        case NNX_FIELD_LIST: *v = nnx_list_v((nnx_list *)p); break;
+        }
+        return true;
+    }
+    i -= t->nfields;
+    if (i >= nnx_attr_count(m)) return false;
+    *name = m->attrs->names[i];
+    *v = m->attrs->values[i];
+    return true;
+}
+
 /* The attribute name of `m` in `parent` ("mlp", or "layers/0" for a list item) as a new string,
  * whatever its length (an interceptor's path must never be cut): LX_OK with *name NULL when m is
- * no attribute of parent (no path component); LX_ERR_NO_MEMORY when listing the children or
- * copying the name ran out of memory, which frame_internal.h says fails the whole path. */
-static lx_status child_name(nnx_module *parent, const nnx_module *m, char **name) {
+ * no attribute of parent (no path component). Held under several names, the first in name order
+ * (as the graph lists children); within a list, the first index. Only copying the name can fail:
+ * LX_ERR_NO_MEMORY, which frame_internal.h says fails the whole path; no failure is recorded. */
+static lx_status child_name(const nnx_module *parent, const nnx_module *m, char **name) {
     *name = NULL;
-    nnx_children kids = {0, NULL};
-    lx_value pv = nnx_module_v(parent);
-    lx_status st = nnx_children_of(&pv, &kids);
-    bool found = false;
-    for (int i = 0; st == LX_OK && i < kids.n && !found; i++) {
-        if (nnx_module_from_value(&kids.items[i].v) == m) {
-            *name = join_name(kids.items[i].name, NULL);
-            found = true;
-        } else if (nnx_list_from_value(&kids.items[i].v)) {
-            nnx_children items = {0, NULL};
-            st = nnx_children_of(&kids.items[i].v, &items);
-            for (int k = 0; st == LX_OK && k < items.n && !found; k++)
-                if (nnx_module_from_value(&items.items[k].v) == m) {
-                    *name = join_name(kids.items[i].name, items.items[k].name);
-                    found = true;
-                }
-            nnx_children_free(&items);
+    const char *best = NULL, *cname;
+    int best_item = -1;
+    lx_value v;
+    for (int i = 0; module_child(parent, i, &cname, &v); i++) {
+        int item = -1;
+        if (nnx_module_from_value(&v) != m) {
+            const nnx_list *l = nnx_list_from_value(&v);
+            for (int k = 0; l && k < l->n && item < 0; k++)
+                if (nnx_module_from_value(&l->items[k]) == m) item = k;
+            if (item < 0) continue;
         }
+        if (!best || strcmp(cname, best) < 0) best = cname, best_item = item;
     }
-    nnx_children_free(&kids);
-    if (found && !*name) st = LX_ERR_NO_MEMORY;
-    return st;
+    if (!best) return LX_OK;
+    char idx[32];
+    *name = join_name(best, best_item >= 0 ? lx_dec_(idx, best_item) : NULL);
+    return *name ? LX_OK : LX_ERR_NO_MEMORY;
 }
 
 /* The frame name of `m` under its NNX parent (lazy: resolved only when a path is wanted). */
 static lx_status frame_name(const void *parent, const void *m, char **name) {
-    return child_name((nnx_module *)parent, (const nnx_module *)m, name);
+    return child_name((const nnx_module *)parent, (const nnx_module *)m, name);
 }
 
-/* Is `a` the value of a Param (or subclass) held directly by module `obj`? */
+/* Is `a` the value of a Param (or subclass) held directly by module `obj`? Allocates nothing, so
+ * it cannot fail: a weight is never taken for an activation under memory pressure (intercept.h). */
 static bool holds_param(const void *obj, const lx_array *a) {
-    nnx_children kids = {0, NULL};
-    lx_value mv = nnx_module_v((nnx_module *)obj);
-    if (nnx_children_of(&mv, &kids) != LX_OK) return false;
-    bool found = false;
-    for (int i = 0; i < kids.n && !found; i++) {
-        const lx_value *v = &kids.items[i].v;
-        found = v->kind == LX_V_VARIABLE && v->u.var && lx_vartype_is(lx_variable_type(v->u.var), &lx_Param) &&
-                lx_variable_get_value(v->u.var) == a;
-    }
-    nnx_children_free(&kids);
-    return found;
+    const char *cname;
+    lx_value v;
+    for (int i = 0; module_child(obj, i, &cname, &v); i++)
+        if (v.kind == LX_V_VARIABLE && v.u.var && lx_vartype_is(lx_variable_type(v.u.var), &lx_Param) &&
+            lx_variable_get_value(v.u.var) == a)
+            return true;
+    return false;
 }
 
 static lx_status call_method(nnx_module *m, const char *method, const lx_call *call, lx_value *out);
