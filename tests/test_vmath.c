@@ -512,7 +512,7 @@ static void test_avx2_softmax_row_bits(void) {
                 memcpy(y, x, (size_t)n * sizeof(float));
                 k->softmax_row(y, y, n, true);
                 for (int64_t i = 0; i < n; i++) bad += to_bits(y[i]) != to_bits(d[i] - lse);
-                /* rows at odd float offsets (the assembly loop's folded loads and its stores
+                /* rows at odd float offsets (every load and store of the row loops
                  * unaligned): the same values */
                 memcpy(xo + 1, x, (size_t)n * sizeof(float));
                 k->softmax_row(xo + 1, yo + 3, n, false);
