@@ -656,7 +656,7 @@ static void test_null_out_pointers_modules(void) {
     nnx_optimizer *opt = NULL;
     CHECK_EQ_INT(nnx_optimizer_new(m, optax_sgd(OPTAX_CONST(0.1), false, 0, false), &wrt, &opt), LX_OK);
     NULL_OUT(nnx_optimizer_state(opt, NULL), "nnx.state(optimizer): out is NULL");
-    NULL_OUT(lx_batcher_init(NULL, 4, 2, false), "batcher: the batcher is NULL");
+    NULL_OUT(lx_batcher_init(NULL, 4, 2, false), "lx_batcher_init: b is NULL");
     /* nothing was changed by the refused calls: the model still computes what it did */
     lx_value y = lx_none();
     CHECK_EQ_INT(nnx_call(m, NULL, &LX_ARGS(x), &y), LX_OK);

@@ -194,6 +194,194 @@ static void test_mlp_sequential(void) {
     nnx_rngs_release(r);
 }
 
+/* Layers for Sequential's calling convention. Pair(x) returns the tuple (x + 1, 2x), a tree
+ * {"0": ..., "1": ...}; Kws(x) the dict {"b": 2x, "a": x + 1} (keyword order reversed); Sub(a, b)
+ * is a - b (signature "a, b"); NoSig(x) declares no signature and returns 100x when it is handed
+ * an rngs keyword, x otherwise. */
+/* A tree {k0: v0, k1: v1} in that insertion order, as a method's result. */
+static lx_status tree2(const char *k0, lx_array *v0, const char *k1, lx_array *v1, lx_value *out) {
+    lx_tree *t = lx_tree_new();
+    if (!t) return lx_last_status();
+    lx_status s = v0 && v1 ? lx_tree_set(t, k0, lx_array_v(v0)) : lx_last_status();
+    if (s == LX_OK) s = lx_tree_set(t, k1, lx_array_v(v1));
+    if (s != LX_OK) {
+        lx_tree_release(t);
+        return s;
+    }
+    *out = lx_tree_v(t);
+    return LX_OK;
+}
+static lx_status pair_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    (void)m;
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    return tree2("0", lx_add_scalar(x, 1.0f), "1", lx_mul_scalar(x, 2.0f), out);
+}
+static lx_status kws_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    (void)m;
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    return tree2("b", lx_mul_scalar(x, 2.0f), "a", lx_add_scalar(x, 1.0f), out);
+}
+static lx_status sub_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    (void)m;
+    lx_array *a, *b;
+    LX_TRY(lx_call_array(c, 0, "a", &a));
+    LX_TRY(lx_call_array(c, 1, "b", &b));
+    return nnx_return_array(out, lx_sub(a, b));
+}
+static lx_status nosig_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    (void)m;
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    return nnx_return_array(out, lx_call_kwarg(c, "rngs") ? lx_mul_scalar(x, 100.0f) : x);
+}
+/* {"inputs": x, "deterministic": True}: the keywords of a Dropout call */
+static lx_status detkw_call(nnx_module *m, const lx_call *c, lx_value *out) {
+    (void)m;
+    lx_array *x;
+    LX_TRY(lx_call_array(c, 0, "x", &x));
+    lx_tree *t = lx_tree_new();
+    if (!t) return lx_last_status();
+    lx_status s = lx_tree_set(t, "inputs", lx_array_v(x));
+    if (s == LX_OK) s = lx_tree_set(t, "deterministic", lx_bool_v(true));
+    if (s != LX_OK) {
+        lx_tree_release(t);
+        return s;
+    }
+    *out = lx_tree_v(t);
+    return LX_OK;
+}
+static const nnx_type DETKW = {.name = "DetKw", .size = sizeof(nnx_module), NNX_METHODS(NNX_METHOD("__call__", detkw_call))};
+static const nnx_type PAIR = {.name = "Pair", .size = sizeof(nnx_module), NNX_METHODS(NNX_METHOD("__call__", pair_call))};
+static const nnx_type KWS = {.name = "Kws", .size = sizeof(nnx_module), NNX_METHODS(NNX_METHOD("__call__", kws_call))};
+static const nnx_type SUB = {.name = "Sub", .size = sizeof(nnx_module), NNX_METHODS(NNX_METHOD("__call__", sub_call)),
+                             .method_sigs = (const char *const[]){"a, b"}};
+static const nnx_type NOSIG = {.name = "NoSig", .size = sizeof(nnx_module), NNX_METHODS(NNX_METHOD("__call__", nosig_call))};
+
+static nnx_module *make(const nnx_type *t) {
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(nnx_module_new(t, &LX_NO_CALL, NULL, &m), LX_OK);
+    return m;
+}
+
+/* Sequential(*layers) of n layers (module values or nnx_fn_v), the modules released to it. */
+static nnx_module *seq_of(int n, const lx_value *layers) {
+    nnx_module *seq = NULL;
+    lx_call c = {n, layers, 0, NULL};
+    CHECK_EQ_INT(nnx_module_new(&nnx_Sequential, &c, NULL, &seq), LX_OK);
+    for (int i = 0; i < n; i++) nnx_module_release(nnx_module_from_value(&layers[i]));
+    return seq;
+}
+
+static bool f32_are(const lx_value *v, int n, const float *want) {
+    if (v->kind != LX_V_ARRAY || !v->u.array || v->u.array->size != n) return false;
+    for (int i = 0; i < n; i++)
+        if (lx_f32(v->u.array)[i] != want[i]) return false;
+    return true;
+}
+
+/* flax.nnx.Sequential.__call__ (nnx/helpers.py): the call goes to the first layer; after it a
+ * tuple output is the next layer's positional arguments, a dict its keyword arguments, anything
+ * else its one argument; `rngs` reaches every layer that declares it and no other. */
+static void test_sequential_calling(void) {
+    const float xs[3] = {0.25f, -2.0f, 3.0f}, one_minus_x[3] = {0.75f, 3.0f, -2.0f};
+    lx_array *x = lx_autorelease(lx_array_from_f32(1, (int64_t[]){3}, xs));
+    lx_value out = lx_none();
+    /* a tuple (x + 1, 2x) feeds Sub(a, b) by position: a - b = 1 - x (swapped it would be x - 1) */
+    nnx_module *s1 = seq_of(2, LX_VALUES(nnx_module_v(make(&PAIR)), nnx_module_v(make(&SUB))));
+    CHECK_EQ_INT(nnx_call(s1, NULL, &LX_ARGS(x), &out), LX_OK);
+    CHECK(f32_are(&out, 3, one_minus_x));
+    lx_value_free(&out);
+    /* a dict {"b": 2x, "a": x + 1} feeds Sub by keyword */
+    nnx_module *s2 = seq_of(2, LX_VALUES(nnx_module_v(make(&KWS)), nnx_module_v(make(&SUB))));
+    CHECK_EQ_INT(nnx_call(s2, NULL, &LX_ARGS(x), &out), LX_OK);
+    CHECK(f32_are(&out, 3, one_minus_x));
+    lx_value_free(&out);
+    /* a function takes one argument, as Python binds relu(x) */
+    nnx_module *s3 = seq_of(2, LX_VALUES(nnx_module_v(make(&PAIR)), nnx_fn_v(&NNX_RELU)));
+    CHECK_FAILS(nnx_call(s3, NULL, &LX_ARGS(x), &out), LX_ERR_TYPE, "relu() takes 1 positional argument but 2 were given");
+    nnx_module *s4 = seq_of(2, LX_VALUES(nnx_module_v(make(&KWS)), nnx_fn_v(&NNX_RELU)));
+    CHECK_FAILS(nnx_call(s4, NULL, &LX_ARGS(x), &out), LX_ERR_TYPE, "relu() got an unexpected keyword argument 'b'");
+    /* the first layer gets the whole call, keywords included; a layer's arguments are checked
+     * against its signature as a direct call's are */
+    nnx_module *s5 = seq_of(2, LX_VALUES(nnx_module_v(make(&SUB)), nnx_fn_v(&NNX_RELU)));
+    lx_array *two = lx_autorelease(lx_array_full_f32(1, (int64_t[]){3}, 2.0f));
+    lx_call kwc = LX_CALL_KWARGS(LX_KW_ARRAY("b", two), LX_KW_ARRAY("a", x));
+    CHECK_EQ_INT(nnx_call(s5, NULL, &kwc, &out), LX_OK);
+    CHECK(f32_are(&out, 3, (const float[]){0.0f, 0.0f, 1.0f})); /* relu(x - 2) */
+    lx_value_free(&out);
+    lx_call posc = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_ARRAY("b", two)));
+    CHECK_EQ_INT(nnx_call(s5, NULL, &posc, &out), LX_OK);
+    CHECK(f32_are(&out, 3, (const float[]){0.0f, 0.0f, 1.0f}));
+    lx_value_free(&out);
+    CHECK_FAILS(nnx_call(s5, NULL, &LX_ARGS(x), &out), LX_ERR_TYPE, "Sub.__call__() missing 1 required positional argument: 'b'");
+
+    /* rngs: Linear(4, 4) -> Dropout(0.5) made without rngs, called with rngs=Rngs(7). Linear's
+     * signature has no rngs (handing it one is a TypeError); the Dropout draws its key from it,
+     * so the output is what the two layers give by hand with another Rngs(7). */
+    nnx_rngs *r = seed(0);
+    nnx_linear *lin = NULL;
+    nnx_module *drop = NULL;
+    CHECK_EQ_INT(nnx_linear_new(4, 4, r, &lin), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&nnx_Dropout, &LX_CALL_ARGS(lx_float_v(0.5)), NULL, &drop), LX_OK);
+    nnx_module_retain(&lin->base);
+    nnx_module_retain(drop);
+    nnx_module *s6 = seq_of(2, LX_VALUES(nnx_module_v(&lin->base), nnx_module_v(drop)));
+    float x8[8] = {1, -2, 3, 0.5f, -1, 2, 0.25f, 4};
+    lx_array *xb = lx_autorelease(lx_array_from_f32(2, (int64_t[]){2, 4}, x8));
+    nnx_rngs *r7 = seed(7), *r7b = seed(7);
+    lx_call rc = LX_CALL(LX_ARGS_LIST(lx_array_v(xb)), LX_KWARGS_LIST(LX_KW("rngs", nnx_module_v(nnx_rngs_module(r7)))));
+    CHECK_EQ_INT(nnx_call(s6, NULL, &rc, &out), LX_OK);
+    lx_array *h = nnx_linear_forward(lin, xb);
+    lx_array *want = nnx_dropout_forward((nnx_dropout *)drop, h, -1, r7b);
+    CHECK(out.kind == LX_V_ARRAY && want && lx_array_equal(out.u.array, want));
+    int zeros = 0, kept = 0;
+    for (int i = 0; h && out.kind == LX_V_ARRAY && i < 8; i++) {
+        float y = lx_f32(out.u.array)[i], hv = lx_f32(h)[i];
+        zeros += y == 0.0f;
+        kept += y != 0.0f && y == hv / 0.5f;
+    }
+    CHECK(zeros > 0 && kept > 0 && zeros + kept == 8); /* each element dropped or scaled by 1 / 0.5 */
+    lx_value_free(&out);
+    /* a nested Sequential declares rngs too: the same draw reaches the Dropout inside it */
+    nnx_module_retain(&lin->base);
+    nnx_module_retain(drop);
+    nnx_module *inner = seq_of(1, LX_VALUES(nnx_module_v(drop)));
+    nnx_module *s7 = seq_of(2, LX_VALUES(nnx_module_v(&lin->base), nnx_module_v(inner)));
+    nnx_rngs *r7c = seed(7);
+    lx_call rc2 = LX_CALL(LX_ARGS_LIST(lx_array_v(xb)), LX_KWARGS_LIST(LX_KW("rngs", nnx_module_v(nnx_rngs_module(r7c)))));
+    CHECK_EQ_INT(nnx_call(s7, NULL, &rc2, &out), LX_OK);
+    CHECK(out.kind == LX_V_ARRAY && want && lx_array_equal(out.u.array, want));
+    lx_value_free(&out);
+    /* a dict output as a Dropout's keywords: deterministic=True keeps the input as it is */
+    nnx_module_retain(drop);
+    nnx_module *s9 = seq_of(2, LX_VALUES(nnx_module_v(make(&DETKW)), nnx_module_v(drop)));
+    CHECK_EQ_INT(nnx_call(s9, NULL, &LX_ARGS(xb), &out), LX_OK);
+    CHECK(out.kind == LX_V_ARRAY && out.u.array == xb);
+    lx_value_free(&out);
+    nnx_module_release(s9);
+    /* rngs=None is no rngs: the Dropout has none of its own */
+    lx_call rn = LX_CALL(LX_ARGS_LIST(lx_array_v(xb)), LX_KWARGS_LIST(LX_KW("rngs", lx_none())));
+    CHECK_FAILS(nnx_call(s6, NULL, &rn, &out), LX_ERR_RNG, "no `rngs` argument was provided to Dropout");
+    /* a layer with no declared signature is not handed rngs (Flax: a **kwargs does not count) */
+    nnx_module *s8 = seq_of(2, LX_VALUES(nnx_module_v(make(&NOSIG)), nnx_module_v(make(&NOSIG))));
+    lx_call rc3 = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW("rngs", nnx_module_v(nnx_rngs_module(r7c)))));
+    CHECK_EQ_INT(nnx_call(s8, NULL, &rc3, &out), LX_OK);
+    CHECK(f32_are(&out, 3, xs));
+    lx_value_free(&out);
+
+    nnx_module *all[] = {s1, s2, s3, s4, s5, s6, s7, s8};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) nnx_module_release(all[i]);
+    nnx_module_release(&lin->base);
+    nnx_module_release(drop);
+    nnx_rngs_release(r7);
+    nnx_rngs_release(r7b);
+    nnx_rngs_release(r7c);
+    nnx_rngs_release(r);
+    lx_clear_error();
+}
+
 static void test_conv(void) {
     nnx_rngs *r = seed(0);
     int64_t ks[] = {3, 3};
@@ -771,6 +959,7 @@ static void test_metadata_eval_shape_functional(void) {
 int main(void) {
     RUN(test_linear);
     RUN(test_mlp_sequential);
+    RUN(test_sequential_calling);
     RUN(test_conv);
     RUN(test_embed);
     RUN(test_norms);

@@ -1,9 +1,13 @@
 /* SVG line charts (plot.h): nice ranges by hand, point coordinates from the documented layout,
  * escaping, gaps, the atomic write, bad input. */
+#include <dirent.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "linnx/linnx.h"
@@ -73,12 +77,86 @@ static void test_chart(void) {
     CHECK_FAILS(lx_plot_svg(path, &p, 0, s), LX_ERR_INVALID_ARGUMENT, "no series");
     lx_plot tiny = {.width = 50, .height = 50};
     CHECK_FAILS(lx_plot_svg(path, &tiny, 2, s), LX_ERR_INVALID_ARGUMENT, "too small");
-    CHECK_FAILS(lx_plot_svg("/nonexistent-dir/x.svg", &p, 2, s), LX_ERR_IO, "/nonexistent-dir/x.svg: cannot write");
+    CHECK_FAILS(lx_plot_svg("/nonexistent-dir/x.svg", &p, 2, s), LX_ERR_IO, "cannot create /nonexistent-dir/x.svg: No such file or directory");
     unlink(path);
+}
+
+/* Entries of `dir` whose name starts with `prefix` (the writer's temporaries). */
+static int count_prefixed(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+static void put(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The temporary file is made exclusively under a name of its own: a symbolic link or a file named
+ * PATH.tmp (the name it used to write through fopen) is neither followed nor overwritten; a write
+ * that fails (a file size limit) leaves the old chart and no temporary. */
+static void test_temporary_file(void) {
+    char dir[] = "/tmp/lx_plot_dir_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[128], tmp[160], victim[128];
+    snprintf(path, sizeof path, "%s/chart.svg", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    put(victim, "keep me");
+    CHECK(symlink(victim, tmp) == 0);
+    double x[2] = {0, 1}, y[2] = {2, 3};
+    lx_plot_series s = {"loss", x, y, 2, NULL};
+    lx_plot p = {.title = "t"};
+    CHECK_EQ_INT(lx_plot_svg(path, &p, 1, &s), LX_OK);
+    CHECK(slurp(victim) && strcmp(slurp(victim), "keep me") == 0);
+    struct stat sb;
+    CHECK(lstat(path, &sb) == 0 && S_ISREG(sb.st_mode)); /* the chart itself, not the link moved over it */
+    CHECK(slurp(path) && strstr(slurp(path), "<polyline"));
+    CHECK(lstat(tmp, &sb) == 0 && S_ISLNK(sb.st_mode));
+    CHECK_EQ_INT(count_prefixed(dir, "chart.svg.tmp."), 0);
+    unlink(tmp);
+    put(tmp, "mine");
+    CHECK_EQ_INT(lx_plot_svg(path, &p, 1, &s), LX_OK);
+    CHECK(slurp(tmp) && strcmp(slurp(tmp), "mine") == 0);
+    CHECK_EQ_INT(count_prefixed(dir, "chart.svg.tmp."), 0);
+
+    /* a write that fails: the old chart stays, no temporary is left */
+    char old[1 << 12];
+    snprintf(old, sizeof old, "%s", slurp(path) ? slurp(path) : "");
+    struct rlimit keep, small;
+    CHECK(getrlimit(RLIMIT_FSIZE, &keep) == 0);
+    small = keep;
+    small.rlim_cur = 100; /* the chart is over 1 KB */
+    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    CHECK(setrlimit(RLIMIT_FSIZE, &small) == 0);
+    lx_status st = lx_plot_svg(path, &p, 1, &s);
+    CHECK(setrlimit(RLIMIT_FSIZE, &keep) == 0);
+    signal(SIGXFSZ, was);
+    CHECK_EQ_INT(st, LX_ERR_IO);
+    CHECK_ERROR_HAS(path);
+    CHECK(slurp(path) && strcmp(slurp(path), old) == 0);
+    CHECK_EQ_INT(count_prefixed(dir, "chart.svg.tmp."), 0);
+    /* bad input: the same */
+    lx_plot tiny = {.width = 50, .height = 50};
+    CHECK_FAILS(lx_plot_svg(path, &tiny, 1, &s), LX_ERR_INVALID_ARGUMENT, "too small");
+    CHECK(slurp(path) && strcmp(slurp(path), old) == 0);
+    CHECK_EQ_INT(count_prefixed(dir, "chart.svg.tmp."), 0);
+    unlink(tmp);
+    unlink(victim);
+    unlink(path);
+    CHECK(rmdir(dir) == 0);
 }
 
 int main(void) {
     RUN(test_nice_range);
     RUN(test_chart);
+    RUN(test_temporary_file);
     return lx_test_finish();
 }

@@ -4,6 +4,7 @@
  * in-place writes and atomic failures; Linen's TrainState; shuffled minibatches against
  * jax.random.permutation's fixture values. */
 #include <stddef.h>
+#include <stdio.h>
 
 #include "linnx/nnx_layers.h"
 #include "linnx/train.h"
@@ -334,9 +335,92 @@ static void test_batcher(void) {
     CHECK(idx && len == 2 && idx[0] == 8 && idx[1] == 9); /* unshuffled order */
     CHECK(!lx_batcher_next(&b, 1, (lx_array *[]){lx_autorelease(lx_array_new(LX_F32, 1, (const int64_t[]){9}))}, outs));
     CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
-    CHECK_ERROR_HAS("must have 10 rows");
+    CHECK_ERROR_HAS("lx_batcher_next: arrays[0] has 9 rows (axis 0), the batcher 10");
     lx_batcher_free(&b);
-    CHECK_FAILS(lx_batcher_init(&b, 10, 0, false), LX_ERR_INVALID_ARGUMENT, "batch_size must be positive");
+    CHECK_FAILS(lx_batcher_init(&b, 10, 0, false), LX_ERR_INVALID_ARGUMENT, "lx_batcher_init: batch_size = 0 must be positive");
+}
+
+/* Every refused argument is named: '<function>: <argument> is NULL' for a NULL, the argument and
+ * its value otherwise; a NULL array stands for an earlier failure while that one is pending. */
+static void test_batcher_arguments(void) {
+    lx_batcher b;
+    CHECK_FAILS(lx_batcher_init(NULL, 4, 2, false), LX_ERR_INVALID_ARGUMENT, "");
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_batcher_init: b is NULL");
+    CHECK_FAILS(lx_batcher_init(&b, -1, 2, false), LX_ERR_INVALID_ARGUMENT, "");
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_batcher_init: n = -1 is outside 0..2^31-1");
+    CHECK(b.perm == NULL);
+    CHECK_FAILS(lx_batcher_init(&b, (int64_t)1 << 31, 2, false), LX_ERR_INVALID_ARGUMENT, "");
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_batcher_init: n = 2147483648 is outside 0..2^31-1");
+    CHECK_FAILS(lx_batcher_init(&b, 10, -3, false), LX_ERR_INVALID_ARGUMENT, "");
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_batcher_init: batch_size = -3 must be positive");
+
+    CHECK_FAILS(lx_batcher_shuffle(NULL, lx_key_from_seed(0)), LX_ERR_INVALID_ARGUMENT, "");
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_batcher_shuffle: b is NULL");
+    lx_batcher zero = {0};
+    CHECK_FAILS(lx_batcher_shuffle(&zero, lx_key_from_seed(0)), LX_ERR_INVALID_ARGUMENT, "");
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_batcher_shuffle: b holds no permutation (not made by lx_batcher_init)");
+
+    float xs[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    lx_array *x = lx_autorelease(lx_array_from_f32(1, (const int64_t[]){10}, xs));
+    lx_array *x9 = lx_autorelease(lx_array_from_f32(1, (const int64_t[]){9}, xs));
+    lx_array *sc = lx_autorelease(lx_array_from_f32(0, NULL, xs));
+    CHECK(lx_batcher_init(&b, 10, 4, false) == LX_OK);
+    lx_array *outs[2] = {x, x};
+    struct {
+        lx_batcher *b;
+        int n;
+        lx_array *const *arrays;
+        lx_array **outs;
+        const char *msg;
+    } bad[] = {
+        {NULL, 1, (lx_array *[]){x}, outs, "lx_batcher_next: b is NULL"},
+        {&zero, 1, (lx_array *[]){x}, outs, "lx_batcher_next: b holds no permutation (not made by lx_batcher_init)"},
+        {&b, -2, (lx_array *[]){x}, outs, "lx_batcher_next: narrays = -2 is negative"},
+        {&b, 1, NULL, outs, "lx_batcher_next: arrays is NULL"},
+        {&b, 1, (lx_array *[]){x}, NULL, "lx_batcher_next: outs is NULL"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lx_clear_error();
+        CHECK(!lx_batcher_next(bad[i].b, bad[i].n, bad[i].arrays, bad[i].outs));
+        CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, bad[i].msg);
+    }
+    CHECK_EQ_INT(b.next, 0);
+    /* a NULL array with nothing pending is reported as itself; outs are all NULL */
+    lx_clear_error();
+    CHECK(!lx_batcher_next(&b, 2, (lx_array *[]){x, NULL}, outs));
+    CHECK_ERROR_IS(LX_ERR_FAILED_INPUT, "lx_batcher_next: arrays[1] is NULL");
+    CHECK(outs[0] == NULL && outs[1] == NULL);
+    /* ... and while an earlier failure is pending, it stands for that failure (status.h) */
+    lx_clear_error();
+    lx_array *failed = lx_reshape(x, 1, (const int64_t[]){7});
+    CHECK(failed == NULL && lx_last_status() == LX_ERR_SHAPE);
+    char earlier[512];
+    snprintf(earlier, sizeof earlier, "%s", lx_last_error());
+    outs[0] = outs[1] = x;
+    CHECK(!lx_batcher_next(&b, 2, (lx_array *[]){failed, x}, outs));
+    CHECK_ERROR_IS(LX_ERR_SHAPE, earlier);
+    CHECK(outs[0] == NULL && outs[1] == NULL);
+    lx_clear_error();
+    CHECK(!lx_batcher_next(&b, 2, (lx_array *[]){x, x9}, outs));
+    CHECK_ERROR_IS(LX_ERR_SHAPE, "lx_batcher_next: arrays[1] has 9 rows (axis 0), the batcher 10");
+    CHECK(!lx_batcher_next(&b, 1, (lx_array *[]){sc}, outs));
+    CHECK_ERROR_IS(LX_ERR_SHAPE, "lx_batcher_next: arrays[0] is a scalar, the batcher has 10 rows (axis 0)");
+    CHECK_EQ_INT(b.next, 0); /* nothing consumed */
+    CHECK(lx_batcher_next(&b, 1, (lx_array *[]){x}, outs) && lx_last_status() == LX_OK);
+
+    int64_t len = 5;
+    CHECK_NULL_FAILS(lx_batcher_indices(&b, 2, &len), LX_ERR_INVALID_ARGUMENT, "");
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_batcher_indices: i = 2 is outside 0..1");
+    CHECK_EQ_INT(len, 0);
+    CHECK_NULL_FAILS(lx_batcher_indices(&b, -1, &len), LX_ERR_INVALID_ARGUMENT, "i = -1 is outside 0..1");
+    CHECK_NULL_FAILS(lx_batcher_indices(NULL, 0, &len), LX_ERR_INVALID_ARGUMENT, "");
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_batcher_indices: b is NULL");
+    CHECK_NULL_FAILS(lx_batcher_indices(&zero, 0, &len), LX_ERR_INVALID_ARGUMENT, "");
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_batcher_indices: b holds no permutation (not made by lx_batcher_init)");
+    lx_clear_error();
+    CHECK(lx_batcher_indices(&b, 1, &len) != NULL && len == 4 && lx_last_status() == LX_OK);
+    lx_batcher_free(&b);
+    lx_clear_error();
 }
 
 
@@ -406,6 +490,7 @@ int main(void) {
     RUN(test_optimizer_docstring);
     RUN(test_linen_train_state);
     RUN(test_batcher);
+    RUN(test_batcher_arguments);
     RUN(test_no_allocations);
     return lx_test_finish();
 }

@@ -234,8 +234,19 @@ typedef struct nnx_lora {
 extern const nnx_type nnx_LoRA;
 lx_array *nnx_lora_forward(nnx_lora *m, lx_array *x);
 
-/* ---- Sequential(*layers): `layers` holds modules and plain functions; __call__ feeds each
- *      output to the next. With no layers it is the identity, as flax.nnx.Sequential() is
+/* ---- Sequential(*layers): `layers` holds modules and plain functions; __call__ runs them in
+ *      order as flax.nnx.Sequential.__call__ does. The first layer gets the call itself, keywords
+ *      included (its `rngs` keyword aside). Each later one gets the previous output unpacked: a
+ *      tuple as positional arguments (linnx's tuple or list is a tree keyed "0", "1", ... in that
+ *      order; a tuple of ints or strings, LX_V_INTS / LX_V_STRS, counts too), a dict (any other
+ *      tree) as keyword arguments by its keys, anything else (an array, None, ...) as the one
+ *      positional argument. `rngs` (not None) is passed on, as the keyword `rngs`, to every layer
+ *      whose __call__ declares it: a module type whose method_sigs entry for __call__ names
+ *      `rngs` (Dropout, MultiHeadAttention), a Sequential, a ToNNX; not to functions, nor to a
+ *      module with no declared signature (Flax's has_keyword_arg: a **kwargs does not count).
+ *      A layer's arguments are checked against its signature as a direct call's are; a function
+ *      takes exactly one, `x` ("relu() takes 1 positional argument but 2 were given").
+ *      With no layers it is the identity, as flax.nnx.Sequential() is
  *      (Linen's nn.Sequential refuses an empty one: "Empty Sequential module"): called with one
  *      positional argument it returns that value (retained: the same array); with several, the
  *      tuple of them as a tree {"0": ..., "1": ...} (linnx's tuple layout, as sow's); with only

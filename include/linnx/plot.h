@@ -6,8 +6,11 @@
  * and data y to its bottom..top. Points that are not finite are skipped (a series may have gaps).
  * Series are <polyline> elements in order, with a legend; text is XML-escaped.
  *
- * Ownership: nothing is kept; the file is written to PATH.tmp and renamed over PATH, so a failed
- * write never leaves a half-written chart behind.
+ * Ownership: nothing is kept. The chart is drawn in memory and written as checkpoints are
+ * (lx_atomic_write_file, checkpoint.h): to a temporary file of its own in PATH's folder
+ * (PATH.tmp.<pid>.<n>, created exclusively, so a link or file of any other name, PATH.tmp
+ * included, is neither followed nor overwritten, and two writers never share one), then renamed
+ * over PATH. A failed write leaves the old file as it was and no temporary behind.
  */
 #ifndef LINNX_PLOT_H
 #define LINNX_PLOT_H
@@ -47,7 +50,8 @@ typedef struct lx_plot {
  * about 5 of them (min == max widens by 1 either side). Not finite input: LX_ERR_INVALID_ARGUMENT. */
 lx_status lx_plot_nice_range(double min, double max, double *lo, double *hi, double *step);
 /* Write the chart. Errors: no series or no finite point at all, a width/height too small for the
- * margins (LX_ERR_INVALID_ARGUMENT), a file that cannot be written (LX_ERR_IO, naming the path). */
+ * margins (LX_ERR_INVALID_ARGUMENT), a file that cannot be written (LX_ERR_IO, naming the path:
+ * "cannot create PATH: ...", "cannot write PATH: ..."). */
 lx_status lx_plot_svg(const char *path, const lx_plot *plot, int nseries, const lx_plot_series *series);
 lx_status lx_plot_svg_fprint(FILE *f, const lx_plot *plot, int nseries, const lx_plot_series *series);
 

@@ -116,9 +116,14 @@ lx_status lx_batcher_init(lx_batcher *b, int64_t n, int64_t batch_size, bool kee
 lx_status lx_batcher_shuffle(lx_batcher *b, lx_key key);
 /* The next batch: outs[i] = rows of arrays[i] (axis 0, every array has n rows) at the batch's
  * indices, pool-owned. Returns false at the end of the epoch (outs untouched) or on failure
- * (outs NULL, message set; lx_last_status() tells the two apart). */
+ * (outs NULL, message set; lx_last_status() tells the two apart). Failures: a NULL or unmade b,
+ * a negative narrays, NULL arrays or outs (LX_ERR_INVALID_ARGUMENT, "lx_batcher_next: b is
+ * NULL", ...); a NULL arrays[i] (LX_ERR_FAILED_INPUT "lx_batcher_next: arrays[i] is NULL", or
+ * the earlier failure it stands for while that one is pending: status.h); an array without n
+ * rows (LX_ERR_SHAPE). */
 bool lx_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs);
-/* The indices of batch i of this epoch (borrowed, *len elements). */
+/* The indices of batch i of this epoch (borrowed, *len elements); NULL and *len 0 for a NULL or
+ * unmade b or an i outside 0..nbatches-1 (LX_ERR_INVALID_ARGUMENT naming it). */
 const int32_t *lx_batcher_indices(const lx_batcher *b, int64_t i, int64_t *len);
 void lx_batcher_free(lx_batcher *b);
 

@@ -1,9 +1,9 @@
 /* Line charts as SVG (plot.h). */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
-#include <string.h>
+#include <stdlib.h>
 
+#include "linnx/checkpoint.h" /* lx_atomic_write_file */
 #include "linnx/plot.h"
 
 static const char *const PALETTE[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"};
@@ -128,14 +128,16 @@ lx_status lx_plot_svg_fprint(FILE *f, const lx_plot *plot, int nseries, const lx
 
 lx_status lx_plot_svg(const char *path, const lx_plot *plot, int nseries, const lx_plot_series *series) {
     if (!path || !*path) return lx_fail(LX_ERR_INVALID_ARGUMENT, "plot: no output path");
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "plot: path too long");
-    FILE *f = fopen(tmp, "w");
-    if (!f) return lx_fail(LX_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    /* The chart is drawn in memory, then written by the checkpoints' writer: a temporary file of
+     * its own in the same folder (PATH.tmp.<pid>.<n>, created exclusively: no link or file of
+     * that name is followed or overwritten, two writers never share one), renamed over PATH. */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return lx_fail(LX_ERR_NO_MEMORY, "plot: out of memory");
     lx_status st = lx_plot_svg_fprint(f, plot, nseries, series);
-    if (fclose(f) != 0 && st == LX_OK) st = lx_fail(LX_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    if (st == LX_OK && rename(tmp, path) != 0) st = lx_fail(LX_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    if (st != LX_OK) remove(tmp);
+    if (fclose(f) != 0 && st == LX_OK) st = lx_fail(LX_ERR_NO_MEMORY, "plot: out of memory");
+    if (st == LX_OK) st = lx_atomic_write_file(path, buf, len);
+    free(buf);
     return st;
 }

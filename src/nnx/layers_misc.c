@@ -1,11 +1,14 @@
 /* flax.nnx Dropout, MultiHeadAttention and Sequential (stochastic.py, attention.py, helpers). */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "linnx/dropout.h"
 #include "linnx/linalg.h"
 #include "linnx/nn.h"
 #include "linnx/nnx_layers.h"
 #include "linnx/ops.h"
+#include "linnx/to_nnx.h"
 #include "nnx_internal.h"
 
 /* ------------------------------------------------------------------ Dropout */
@@ -401,29 +404,135 @@ static lx_status sequential_identity(const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 
+/* Whether a method signature (nnx_type.method_sigs) names a parameter `rngs` a keyword can bind:
+ * Flax's has_keyword_arg(f, 'rngs'), which a **kwargs does not satisfy. */
+static bool sig_names_rngs(const char *sig) {
+    for (const char *p = sig; p && *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        const char *q = p;
+        while (*q && *q != ',' && *q != '=' && *q != ' ') q++;
+        if (q - p == 4 && memcmp(p, "rngs", 4) == 0) return true;
+        while (*q && *q != ',') q++;
+        p = q;
+    }
+    return false;
+}
+
+/* Whether Sequential passes its `rngs` on to this layer: a module whose __call__ declares it (in
+ * its method_sigs; Sequential and ToNNX declare `*args, rngs=None, ...` in Flax, which linnx's
+ * signature strings cannot write). Functions and modules with no declared signature do not get it. */
+static bool layer_takes_rngs(const nnx_module *mod) {
+    if (!mod) return false;
+    const nnx_type *t = mod->type;
+    if (t == &nnx_Sequential || t == &bridge_ToNNX) return true;
+    const nnx_method *f = nnx_find_method(t, "__call__");
+    return f && t->method_sigs && sig_names_rngs(t->method_sigs[f - t->methods]);
+}
+
+/* Whether a tree is linnx's layout of a tuple (or list): keys "0", "1", ... in order. */
+static bool tree_is_tuple(const lx_tree *t) {
+    char key[24];
+    size_t n = lx_tree_len(t);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "%zu", i);
+        if (strcmp(lx_tree_key(t, i), key) != 0) return false;
+    }
+    return true;
+}
+
+/* The call layer i gets, as Flax's Sequential.__call__ builds it: the Sequential's own call for
+ * the first layer (its `rngs` taken out); for the others the previous output `prev` unpacked, a
+ * tuple (a tree keyed "0", "1", ..., a tuple of ints or strings) as positional arguments, a dict
+ * (any other tree) as keyword arguments, anything else as the one positional argument; then
+ * `rngs` (when given) for a layer that takes it. Values are borrowed (from c or prev); the arrays
+ * are malloc'd into *args and *kw, which the caller frees. */
+static lx_status sequential_step(const lx_call *c, int i, const lx_value *prev, const lx_value *rngs, bool give_rngs,
+                                 lx_call *step, lx_value **args, lx_kwarg **kw) {
+    *args = NULL;
+    *kw = NULL;
+    int na = 0, nk = 0, kcap = 1;
+    const lx_tree *t = prev->kind == LX_V_TREE ? prev->u.tree : NULL;
+    bool tuple = t && tree_is_tuple(t);
+    if (i == 0) kcap += c->nkwargs;
+    else if (t && !tuple) kcap += (int)lx_tree_len(t);
+    int acap = t && tuple ? (int)lx_tree_len(t) : prev->kind == LX_V_INTS ? prev->u.ints.n
+                                                  : prev->kind == LX_V_STRS ? prev->u.strs.n : 0;
+    *kw = malloc((size_t)kcap * sizeof **kw);
+    *args = acap > 0 && i > 0 ? malloc((size_t)acap * sizeof **args) : NULL;
+    if (!*kw || (acap > 0 && i > 0 && !*args)) {
+        free(*kw);
+        free(*args);
+        *kw = NULL;
+        *args = NULL;
+        return lx_fail(LX_ERR_NO_MEMORY, "Sequential: out of memory");
+    }
+    const lx_value *pos = NULL;
+    if (i == 0) {
+        pos = c->args, na = c->nargs;
+        for (int k = 0; k < c->nkwargs; k++)
+            if (strcmp(c->kwargs[k].name, "rngs") != 0) (*kw)[nk++] = c->kwargs[k];
+    } else if (t && tuple) {
+        for (na = 0; na < acap; na++) (*args)[na] = *lx_tree_at(t, (size_t)na);
+        pos = *args;
+    } else if (t) {
+        for (size_t k = 0; k < lx_tree_len(t); k++) (*kw)[nk++] = (lx_kwarg){lx_tree_key(t, k), *lx_tree_at(t, k)};
+    } else if (prev->kind == LX_V_INTS || prev->kind == LX_V_STRS) {
+        for (na = 0; na < acap; na++)
+            (*args)[na] = prev->kind == LX_V_INTS ? lx_int_v(prev->u.ints.v[na])
+                          : prev->u.strs.v[na]    ? lx_str_v(prev->u.strs.v[na])
+                                                  : lx_none();
+        pos = *args;
+    } else {
+        pos = prev, na = 1;
+    }
+    if (rngs && give_rngs) { /* kwargs['rngs'] = rngs: replaces a dict's own entry */
+        int k = 0;
+        while (k < nk && strcmp((*kw)[k].name, "rngs") != 0) k++;
+        (*kw)[k] = (lx_kwarg){"rngs", *rngs};
+        if (k == nk) nk++;
+    }
+    *step = (lx_call){na, pos, nk, *kw};
+    return LX_OK;
+}
+
+/* A function layer (nnx.relu, ...) takes one argument, `x`, as Python would bind it. */
+static lx_status function_call(const nnx_array_fn *fn, const lx_call *step, lx_value *out) {
+    for (int k = 0; k < step->nkwargs; k++)
+        if (strcmp(step->kwargs[k].name, "x") != 0)
+            return lx_fail(LX_ERR_TYPE, "%s() got an unexpected keyword argument '%s'", fn->name, step->kwargs[k].name);
+    if (step->nargs > 1)
+        return lx_fail(LX_ERR_TYPE, "%s() takes 1 positional argument but %d were given", fn->name, step->nargs);
+    if (step->nargs == 1 && step->nkwargs == 1)
+        return lx_fail(LX_ERR_TYPE, "%s() got multiple values for argument 'x'", fn->name);
+    if (step->nargs + step->nkwargs == 0)
+        return lx_fail(LX_ERR_TYPE, "%s() missing 1 required positional argument: 'x'", fn->name);
+    lx_array *x;
+    LX_TRY(lx_call_array(step, 0, "x", &x));
+    return nnx_return_array(out, fn->fn(x));
+}
+
 static lx_status sequential_call(nnx_module *self, const lx_call *c, lx_value *out) {
     nnx_sequential *m = (nnx_sequential *)self;
     if (m->layers.n == 0) return sequential_identity(c, out);
+    const lx_value *rngs = lx_call_kwarg(c, "rngs"); /* rngs=None: as if not given */
+    if (rngs && rngs->kind == LX_V_NONE) rngs = NULL;
     lx_value cur = lx_none();
     for (int i = 0; i < m->layers.n; i++) {
         lx_value *layer = &m->layers.items[i];
-        lx_call step = LX_NO_CALL;
-        if (i == 0) step = *c;
-        else step = (lx_call){1, &cur, 0, NULL};
-        lx_value next = lx_none();
-        lx_status s;
         nnx_module *mod = nnx_module_from_value(layer);
         const nnx_array_fn *fn = fn_from_value(layer);
-        if (mod) {
-            s = nnx_call(mod, NULL, &step, &next);
-        } else if (fn) {
-            lx_array *x;
-            s = lx_call_array(&step, 0, "x", &x);
-            if (s == LX_OK) s = nnx_return_array(&next, fn->fn(x));
-        } else {
-            s = lx_fail(LX_ERR_TYPE, "Sequence[%d] is not callable", i);
+        lx_value next = lx_none(), *args;
+        lx_kwarg *kw;
+        lx_call step;
+        lx_status s = sequential_step(c, i, &cur, rngs, layer_takes_rngs(mod), &step, &args, &kw);
+        if (s == LX_OK) {
+            if (mod) s = nnx_call(mod, NULL, &step, &next);
+            else if (fn) s = function_call(fn, &step, &next);
+            else s = lx_fail(LX_ERR_TYPE, "Sequence[%d] is not callable", i);
         }
-        lx_value_free(&cur);
+        free(args);
+        free(kw);
+        lx_value_free(&cur); /* after the call: step borrowed from it */
         if (s != LX_OK) {
             lx_value_free(&next);
             return s;
