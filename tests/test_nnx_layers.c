@@ -187,6 +187,18 @@ static void test_mlp_sequential(void) {
     CHECK_EQ_INT(nnx_call(empty, NULL, &kr, &out), LX_OK);
     CHECK(out.kind == LX_V_ARRAY && out.u.array == x);
     lx_value_free(&out);
+    /* a failed input (a NULL array) fails, as it does in a Sequential with layers */
+    lx_clear_error();
+    lx_call nullc = LX_ARGS(NULL);
+    CHECK_FAILS(nnx_call(empty, NULL, &nullc, &out), LX_ERR_FAILED_INPUT, "Sequential: argument 0 is a NULL array");
+    lx_kwarg nkw[1] = {{"x", lx_array_v(NULL)}};
+    lx_call nullk = {0, NULL, 1, nkw};
+    CHECK_FAILS(nnx_call(empty, NULL, &nullk, &out), LX_ERR_FAILED_INPUT, "Sequential: argument 'x' is a NULL array");
+    lx_clear_error();
+    CHECK(nnx_call_array(empty, NULL) == NULL); /* nothing pending: the NULL is reported as itself */
+    CHECK_EQ_INT(lx_last_status(), LX_ERR_FAILED_INPUT);
+    CHECK(strstr(lx_last_error(), "nnx_call_array: x is NULL") != NULL);
+    lx_clear_error();
     nnx_module_release(empty);
     lx_call badc = LX_CALL_ARGS(lx_int_v(3));
     CHECK_FAILS(nnx_module_new(&nnx_Sequential, &badc, NULL, &empty), LX_ERR_TYPE, "layer 0 must be a module or a function");

@@ -10,6 +10,7 @@
 #include "linnx/ops.h"
 #include "linnx/to_nnx.h"
 #include "nnx_internal.h"
+#include "../core/status_internal.h"
 
 /* ------------------------------------------------------------------ Dropout */
 
@@ -379,6 +380,13 @@ static lx_status sequential_init(nnx_module *self, const lx_call *call, nnx_rngs
  * "1": ...} (linnx's layout of a tuple); only keyword arguments (rngs aside, which __call__ takes
  * for itself) as a dict, a tree of them; nothing as None. */
 static lx_status sequential_identity(const lx_call *c, lx_value *out) {
+    /* a NULL array (a failed op's result) fails here as it does in any layer (status.h) */
+    for (int i = 0; i < c->nargs; i++)
+        if (c->args[i].kind == LX_V_ARRAY && !c->args[i].u.array)
+            return lx_null_input("Sequential: argument %d is a NULL array", i);
+    for (int i = 0; i < c->nkwargs; i++)
+        if (c->kwargs[i].value.kind == LX_V_ARRAY && !c->kwargs[i].value.u.array)
+            return lx_null_input("Sequential: argument '%s' is a NULL array", c->kwargs[i].name);
     if (c->nargs == 1) return lx_value_dup(&c->args[0], out);
     int nkw = 0;
     for (int i = 0; i < c->nkwargs; i++) nkw += strcmp(c->kwargs[i].name, "rngs") != 0;

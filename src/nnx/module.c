@@ -9,6 +9,7 @@
 #include "linnx/intercept.h"
 #include "../core/frame_internal.h"
 #include "../core/tree_internal.h"
+#include "../core/status_internal.h"
 #include "nnx_internal.h"
 
 /* ------------------------------------------------------------------ small helpers */
@@ -770,8 +771,12 @@ static lx_status call_method(nnx_module *m, const char *method, const lx_call *c
 }
 
 lx_array *nnx_call_array(nnx_module *m, lx_array *x) {
-    if (!x || !m) {
-        if (!m) lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_array: module is NULL");
+    if (!m) {
+        lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_call_array: module is NULL");
+        return NULL;
+    }
+    if (!x) { /* a failed input: its own error kept, or this one recorded (status.h) */
+        lx_null_input("nnx_call_array: x is NULL");
         return NULL;
     }
     lx_value out;
