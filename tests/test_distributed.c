@@ -211,7 +211,16 @@ static void test_batcher_single(void) {
     b.next = 0;
     CHECK(!lx_dist_batcher_next(&b, 1, &bad, &ob));
     CHECK_EQ_INT(lx_last_status(), LX_ERR_SHAPE);
-    CHECK(strstr(lx_last_error(), "array 0 must have 5 rows") != NULL);
+    CHECK(strstr(lx_last_error(), "lx_dist_batcher_next: arrays[0] has ") != NULL);
+    CHECK(strstr(lx_last_error(), "rows (axis 0), the batcher 5") != NULL);
+    /* a NULL array is a failed input: an earlier failure's message is kept (it was cleared) */
+    lx_fail(LX_ERR_SHAPE, "an earlier op failed");
+    lx_array *nul = NULL;
+    CHECK(!lx_dist_batcher_next(&b, 1, &nul, &ob));
+    CHECK_ERROR_IS(LX_ERR_SHAPE, "an earlier op failed");
+    lx_clear_error();
+    CHECK(!lx_dist_batcher_next(&b, 1, &nul, &ob));
+    CHECK_ERROR_IS(LX_ERR_FAILED_INPUT, "lx_dist_batcher_next: arrays[0] is NULL");
     /* bad arguments name the function and the argument */
     lx_batcher none = {0};
     CHECK(!lx_dist_batcher_next(NULL, 1, &x, &ob));
@@ -219,7 +228,7 @@ static void test_batcher_single(void) {
     CHECK(!lx_dist_batcher_next(&none, 1, &x, &ob));
     CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_batcher_next: b holds no permutation (not made by lx_batcher_init)");
     CHECK(!lx_dist_batcher_next(&b, -1, &x, &ob));
-    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_batcher_next: narrays is negative");
+    CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_batcher_next: narrays = -1 is negative");
     CHECK(!lx_dist_batcher_next(&b, 1, NULL, &ob));
     CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_batcher_next: arrays is NULL");
     CHECK(!lx_dist_batcher_next(&b, 1, &x, NULL));

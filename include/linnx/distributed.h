@@ -85,7 +85,8 @@ lx_status lx_dist_set_bucket_bytes(size_t bytes);
 lx_status lx_dist_shard_range(int64_t batch, int rank, int size, int64_t *start, int64_t *len);
 /* Like lx_batcher_next, but outs[i] are this rank's shard (lx_dist_shard_range) of the global
  * batch lx_batcher_next would give: every rank walks the same permutation. Pool-owned outputs;
- * false at the end of the epoch or on failure (lx_last_status() tells them apart). */
+ * false at the end of the epoch or on failure (lx_last_status() tells them apart; the argument
+ * checks and messages are lx_batcher_next's, under this name). */
 bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs);
 
 /* jax.lax.pmean(tree, 'data'): a new tree with every float32 leaf averaged over the ranks: an

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "../core/status_internal.h"
+#include "data_internal.h"
 #include "linnx/ops.h"
 #include "linnx/train.h"
 
@@ -55,39 +56,38 @@ const int32_t *lx_batcher_indices(const lx_batcher *b, int64_t i, int64_t *len) 
     return b->perm + start;
 }
 
-bool lx_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs) {
+/* The argument checks of lx_batcher_next and lx_dist_batcher_next (data_internal.h), messages
+ * under `who`. */
+lx_status lx_batcher_check_next_(const char *who, const lx_batcher *b, int narrays, lx_array *const *arrays,
+                                 lx_array **outs) {
     const char *bad = bad_batcher(b);
     if (!bad && narrays > 0) bad = !arrays ? "arrays is NULL" : !outs ? "outs is NULL" : NULL;
-    if (bad) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_batcher_next: %s", bad);
-        return false;
-    }
-    if (narrays < 0) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_batcher_next: narrays = %d is negative", narrays);
-        return false;
-    }
+    if (bad) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: %s", who, bad);
+    if (narrays < 0) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: narrays = %d is negative", who, narrays);
     /* A NULL array stands for an earlier failure while that one is pending (status.h): checked
      * before the clear below, which would drop its message. */
     for (int k = 0; k < narrays; k++)
         if (!arrays[k]) {
             for (int j = 0; j < narrays; j++) outs[j] = NULL;
-            lx_null_input("lx_batcher_next: arrays[%d] is NULL", k);
-            return false;
+            return lx_null_input("%s: arrays[%d] is NULL", who, k);
         }
     lx_clear_error();
-    if (b->next >= b->nbatches) return false;
     for (int k = 0; k < narrays; k++) {
         const lx_array *a = arrays[k];
         if (a->ndim >= 1 && a->shape[0] == b->n) continue;
         for (int j = 0; j < narrays; j++) outs[j] = NULL;
         if (a->ndim < 1)
-            lx_fail(LX_ERR_SHAPE, "lx_batcher_next: arrays[%d] is a scalar, the batcher has %lld rows (axis 0)", k,
-                    (long long)b->n);
-        else
-            lx_fail(LX_ERR_SHAPE, "lx_batcher_next: arrays[%d] has %lld rows (axis 0), the batcher %lld", k,
-                    (long long)a->shape[0], (long long)b->n);
-        return false;
+            return lx_fail(LX_ERR_SHAPE, "%s: arrays[%d] is a scalar, the batcher has %lld rows (axis 0)", who, k,
+                           (long long)b->n);
+        return lx_fail(LX_ERR_SHAPE, "%s: arrays[%d] has %lld rows (axis 0), the batcher %lld", who, k,
+                       (long long)a->shape[0], (long long)b->n);
     }
+    return LX_OK;
+}
+
+bool lx_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs) {
+    if (lx_batcher_check_next_("lx_batcher_next", b, narrays, arrays, outs) != LX_OK) return false;
+    if (b->next >= b->nbatches) return false;
     int64_t len;
     const int32_t *idx = lx_batcher_indices(b, b->next, &len);
     lx_array *ia = lx_autorelease(lx_array_from_data(LX_I32, 1, &len, idx));

@@ -13,6 +13,7 @@
 #include "linnx/box.h"
 #include "linnx/ops.h"
 #include "linnx/threads.h"
+#include "data_internal.h"
 #include "linnx/value.h"
 #include "linnx/variable.h"
 #include "../core/status_internal.h"
@@ -116,25 +117,8 @@ lx_array *lx_dist_pmean(lx_array *x, const char *axis_name) {
 }
 
 bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs) {
-    lx_clear_error();
-    const char *bad = !b                        ? "b is NULL"
-                      : !b->perm                  ? "b holds no permutation (not made by lx_batcher_init)"
-                      : narrays < 0               ? "narrays is negative"
-                      : narrays > 0 && !arrays    ? "arrays is NULL"
-                      : narrays > 0 && !outs      ? "outs is NULL"
-                                                  : NULL;
-    if (bad) {
-        lx_fail(LX_ERR_INVALID_ARGUMENT, "lx_dist_batcher_next: %s", bad);
-        return false;
-    }
+    if (lx_batcher_check_next_("lx_dist_batcher_next", b, narrays, arrays, outs) != LX_OK) return false;
     if (b->next >= b->nbatches) return false;
-    for (int k = 0; k < narrays; k++) {
-        outs[k] = NULL;
-        if (!arrays[k] || arrays[k]->ndim < 1 || arrays[k]->shape[0] != b->n) {
-            lx_fail(LX_ERR_SHAPE, "distributed: batcher: array %d must have %lld rows (axis 0)", k, (long long)b->n);
-            return false;
-        }
-    }
     int64_t len, start, slen;
     const int32_t *idx = lx_batcher_indices(b, b->next, &len);
     if (lx_dist_shard_range(len, g_rank, g_size, &start, &slen) != LX_OK) return false;
