@@ -3,6 +3,7 @@
 #include "linnx/linalg.h"
 #include "linnx/nn.h"
 #include "linnx/ops.h"
+#include "linnx/threads.h"
 #include "test_common.h"
 
 /* Direct convolution in double from the definition: out[n, o, co] = sum over kernel positions and
@@ -259,6 +260,55 @@ static void test_conv_grad(void) {
                     4, SHAPE(1, 4, 5, 111));
 }
 
+/* The gradients' bits on 1, 2 and 3 threads (3 on this 2-vCPU machine: oversubscribed, so the
+ * workers' timing varies most), several runs each: every run must give the bits of the first run
+ * on its thread count, and under the AVX2 / AVX-512 sets (the indirect products) the bits of the
+ * first one-thread run (audit10 A10-8: the kernel gradient's per-worker partial sums made dW's
+ * last bits depend on which worker took which chunk). The generic set's gradients are OpenBLAS
+ * products (im2col path), whose bits may depend on the thread count. cnn_train's conv2 on 16
+ * images (the tiled kernel gradient; 98 chunks of positions), a 3-channel first layer (the rows
+ * kernel), two groups with ragged output-channel tiles, and a large dW (output-channel blocks). */
+static void check_grad_bits(lx_array *x, lx_array *w, lx_conv_params p, int ndim, const int64_t *shape) {
+    grad_job j = {.p = p, .r = tc_rand(ndim, shape)};
+    lx_array *xs[2] = {x, w};
+    float *ref[4][2] = {{NULL}};
+    const bool across = lx_isa_current() != LX_ISA_GENERIC;
+    const int old = lx_num_threads(), runs[] = {1, 2, 3, 1, 2, 2, 2, 3, 3, 1};
+    int bad = 0;
+    for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
+        const int nt = runs[k], r = across ? 1 : nt;
+        CHECK_EQ_INT(lx_set_num_threads(nt), LX_OK);
+        lx_array *val = NULL, *g[2] = {NULL, NULL};
+        CHECK_EQ_INT(lx_value_and_grad(conv_dot, &j, 2, xs, &val, g), LX_OK);
+        if (!g[0] || !g[1]) break;
+        for (int i = 0; i < 2; i++) {
+            size_t bytes = lx_array_nbytes(g[i]);
+            if (!ref[r][i]) {
+                ref[r][i] = malloc(bytes);
+                memcpy(ref[r][i], lx_f32(g[i]), bytes);
+            } else if (memcmp(ref[r][i], lx_f32(g[i]), bytes) != 0) {
+                fprintf(stderr, "  conv %s on %d threads (run %zu): other bits than on %d thread(s)\n", i ? "dW" : "dx",
+                        nt, k, r);
+                bad++;
+            }
+        }
+        lx_release(val), lx_release(g[0]), lx_release(g[1]);
+    }
+    CHECK_EQ_INT(bad, 0);
+    lx_set_num_threads(old);
+    for (int t = 0; t < 4; t++) free(ref[t][0]), free(ref[t][1]);
+}
+
+static void test_conv_grad_threads(void) {
+    lx_conv_params same = {.padding = {.mode = LX_PAD_SAME}};
+    check_grad_bits(RAND(16, 28, 28, 32), RAND(3, 3, 32, 64), same, 4, SHAPE(16, 28, 28, 64));
+    check_grad_bits(RAND(16, 28, 28, 3), RAND(3, 3, 3, 16), same, 4, SHAPE(16, 28, 28, 16));
+    check_grad_bits(RAND(8, 20, 20, 16), RAND(3, 3, 8, 26), (lx_conv_params){.feature_group_count = 2, .padding = {.mode = LX_PAD_SAME}},
+                    4, SHAPE(8, 20, 20, 26));
+    /* a dW of 576 KiB: three position groups, the output channels split into blocks of 48 */
+    check_grad_bits(RAND(4, 14, 14, 64), RAND(3, 3, 64, 256), same, 4, SHAPE(4, 14, 14, 256));
+}
+
 static void test_pool(void) {
     /* 1 x 4 x 4 x 1 holding 0..15 */
     lx_array *x = lx_autorelease(lx_array_empty(LX_F32, 4, SHAPE(1, 4, 4, 1)));
@@ -394,6 +444,7 @@ int main(void) {
     RUN(test_conv);
     RUN(test_conv_direct);
     RUN(test_conv_grad);
+    RUN(test_conv_grad_threads);
     RUN(test_pool);
     RUN(test_pool_grad);
     RUN(test_pools_flat);

@@ -18,8 +18,10 @@
  *
  * Kernel gradient, transposed: dwT[co, (t, ci)] += sum over output positions r of dy[r, co] *
  * x[src(r, t), ci]; six output channels (broadcast from dy's row) by sixteen patch columns (two
- * runs of eight channels, each through the row's tap pointer); positions in chunks of 128, each
- * thread summing into its own dwT, the threads' sums added (and transposed to HWIO) at the end.
+ * runs of eight channels, each through the row's tap pointer); positions in chunks of 128, the
+ * chunks in a fixed number of position groups (from dW's size, not the thread count), each group
+ * summed in position order into its own partial dwT, the partials added in group order (and
+ * transposed to HWIO) at the end: the same bits on every run and any thread count.
  *
  * Work is split over chunks of rows (and groups) on the thread team (team.h), each chunk on one
  * thread, taken from a shared counter: a worker whose vCPU is busy is never waited for. */
@@ -35,6 +37,9 @@
 #define TILES_PER_CHUNK 16 /* 96 output rows per work item */
 #define DW_ROWS 128        /* positions per kernel-gradient work item (AVX2 tiles) */
 #define DW_ROWS_512 96     /* the AVX-512 tile's: its dY rows and patches stay in L1 (64: -2%, 128: -8%) */
+#define DW_PART_BYTES (2 << 20) /* the kernel gradient's partial sums, one per position group */
+#define DW_GROUPS_MAX 32        /* position groups at most */
+#define DW_MIN_ITEMS 16         /* fewer position groups: output channels split into blocks too */
 #define B_BLOCK_FLOATS 5120 /* 20 KiB of packed kernel per pass: a sliver's taps stay in L1 */
 #define B_BLOCK_FLOATS_512 10240 /* the AVX-512 tile's (L1d 48 KiB where that set runs) */
 
@@ -311,18 +316,21 @@ lx_status conv_igemm_dx(const conv_dims *c, const float *dy, const float *w, flo
 }
 
 #if defined(LINNX_X86_KERNELS)
-/* One kernel-gradient call's shared state for the workers (team.h). Each worker that joins takes
- * a slot and sums into its own partial dW (part[slot]); the caller adds the slots up. */
+/* One kernel-gradient call's shared state for the workers (team.h). The positions are cut into
+ * npg fixed groups of whole chunks and each group's output channels into blocks; a work item is
+ * one (position group, channel group, channel block), taken from the counter, and sums its
+ * group's chunks in position order into its block of the group's own partial dW (part + pg *
+ * wfloats); the caller adds the partials in group order. Every element's sum is therefore the same
+ * sequence of operations whichever worker takes which item and however many threads run: npg
+ * depends on the sizes only. */
 typedef struct {
     const conv_dims *c;
     const float *x, *dy;
     ind_geo geo0;
-    int64_t cig, cog, ks, km, rows, items, chunk_rows;
+    int64_t cig, cog, ks, km, rows, nchunks, chunk_rows, npg, cob, nblk, items;
     bool tiled, hwio;
     size_t wfloats;
-    float **part;
-    int nslots;
-    atomic_int slot, failed;
+    float *part;
     atomic_llong next;
 } dw_ctx;
 
@@ -332,66 +340,64 @@ static void dw_worker(void *arg) {
     const float *x = d->x, *dy = d->dy;
     const int64_t cig = d->cig, cog = d->cog, ks = d->ks, km = d->km, rows = d->rows, chunk_rows = d->chunk_rows;
     const bool tiled = d->tiled, hwio = d->hwio;
-    int me = atomic_fetch_add(&d->slot, 1);
-    if (me >= d->nslots) return; /* cannot happen: the team runs at most nslots */
     const float **ind = malloc(sizeof(float *) * (size_t)(DW_ROWS * ks));
     float apk[DW_ROWS * CONV_MR];
-    float *acc = calloc(d->wfloats + 1, sizeof(float)); /* dwT[g * cog + co][t * cig + ci] (hwio: dw's order) */
-    d->part[me] = acc;
-    if (!ind || !acc) {
-        atomic_store(&d->failed, 1);
-        free(ind);
-        return;
-    }
+    if (!ind) return; /* the others take its items (conv_igemm_dw checks that every item ran) */
     for (int64_t it; (it = atomic_fetch_add(&d->next, 1)) < d->items;) {
-        int64_t g = it % c->groups, r0 = (it / c->groups) * chunk_rows;
-        int64_t nr_rows = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
-        ind_geo geo = d->geo0;
-        geo.src = x + g * cig;
-        const float *a = dy + r0 * c->cout + g * cog;
-        if (hwio) { /* acc[t * cig + ci][g * cog + co]; the pointers tap-major, ind[t * nr_rows + r] */
-            rows_ptrs(&geo, r0, nr_rows, 0, ind);
-            for (int64_t t = 0; t < ks; t++)
-                for (int64_t ci = 0; ci < cig; ci += 8)
-                    for (int64_t co = 0; co < cog; co += CONV512_NR) {
-                        int nc = (int)(cog - co < CONV512_NR ? cog - co : CONV512_NR);
-                        conv_dw_ukr_avx512(nr_rows, (const float *const *)ind + t * nr_rows, 1, 0, ci, a + co,
-                                           c->cout, nc, acc + (t * cig + ci) * c->cout + g * cog + co, c->cout);
+        const int64_t pg = it / (c->groups * d->nblk), rest = it % (c->groups * d->nblk);
+        const int64_t g = rest / d->nblk, b = rest % d->nblk;
+        const int64_t co0 = b * d->cob, co1 = co0 + d->cob < cog ? co0 + d->cob : cog;
+        const int64_t ch0 = pg * d->nchunks / d->npg, ch1 = (pg + 1) * d->nchunks / d->npg;
+        float *acc = d->part + (size_t)pg * d->wfloats; /* dwT[g * cog + co][t * cig + ci] (hwio: dw's order) */
+        for (int64_t ch = ch0; ch < ch1; ch++) {
+            const int64_t r0 = ch * chunk_rows, nr_rows = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
+            ind_geo geo = d->geo0;
+            geo.src = x + g * cig;
+            const float *a = dy + r0 * c->cout + g * cog;
+            if (hwio) { /* acc[t * cig + ci][g * cog + co]; the pointers tap-major, ind[t * nr_rows + r] */
+                rows_ptrs(&geo, r0, nr_rows, 0, ind);
+                for (int64_t t = 0; t < ks; t++)
+                    for (int64_t ci = 0; ci < cig; ci += 8)
+                        for (int64_t co = co0; co < co1; co += CONV512_NR) {
+                            int nc = (int)(co1 - co < CONV512_NR ? co1 - co : CONV512_NR);
+                            conv_dw_ukr_avx512(nr_rows, (const float *const *)ind + t * nr_rows, 1, 0, ci, a + co,
+                                               c->cout, nc, acc + (t * cig + ci) * c->cout + g * cog + co, c->cout);
+                        }
+                continue;
+            }
+            rows_ptrs(&geo, r0, nr_rows, 1, ind); /* ind[r * ks + t] */
+            if (!tiled) { /* acc[g][t * cig + ci][co] (one block: all of the group's channels) */
+                conv_dw_rows_avx2(nr_rows, (const float *const *)ind, ks, cig, a, c->cout, cog, acc + g * km * cog);
+                continue;
+            }
+            for (int64_t co = co0; co < co1; co += CONV_MR) {
+                int mr = (int)(cog - co < CONV_MR ? cog - co : CONV_MR);
+                /* a ragged last tile of channels: the full tile ending at cog into `edge`, of which
+                 * the rows from co are added (the others were summed by the previous tile) */
+                bool shifted = mr < CONV_MR && cog >= CONV_MR;
+                int64_t cb = shifted ? cog - CONV_MR : co, am = shifted ? CONV_MR : mr;
+                /* this tile's channels of dy, packed: apk[r * 6 + i] (a strided read of dy's rows
+                 * for every patch column ran ~25% slower: they filled L1) */
+                if (am == CONV_MR) /* a fixed 24 bytes: GCC inlines the copy (a per-float loop with the
+                                    * zero fill below was ~8% of the kernel gradient on Zen 1) */
+                    for (int64_t r = 0; r < nr_rows; r++) memcpy(apk + r * CONV_MR, a + r * c->cout + cb, CONV_MR * sizeof(float));
+                else
+                    for (int64_t r = 0; r < nr_rows; r++)
+                        for (int i = 0; i < CONV_MR; i++) apk[r * CONV_MR + i] = i < am ? a[r * c->cout + cb + i] : 0.0f;
+                for (int64_t m0 = 0; m0 < km; m0 += CONV_NR) {
+                    int nr = (int)(km - m0 < CONV_NR ? km - m0 : CONV_NR);
+                    int64_t m1 = m0 + 8 < km ? m0 + 8 : m0;
+                    if (!shifted) {
+                        conv_dw_ukr_avx2(mr, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
+                                         m0 % cig, m1 / cig, m1 % cig, acc + (g * cog + co) * km + m0, km);
+                        continue;
                     }
-            continue;
-        }
-        rows_ptrs(&geo, r0, nr_rows, 1, ind); /* ind[r * ks + t] */
-        if (!tiled) { /* acc[g][t * cig + ci][co] */
-            conv_dw_rows_avx2(nr_rows, (const float *const *)ind, ks, cig, a, c->cout, cog, acc + g * km * cog);
-            continue;
-        }
-        for (int64_t co = 0; co < cog; co += CONV_MR) {
-            int mr = (int)(cog - co < CONV_MR ? cog - co : CONV_MR);
-            /* a ragged last tile of channels: the full tile ending at cog into `edge`, of which
-             * the rows from co are added (the others were summed by the previous tile) */
-            bool shifted = mr < CONV_MR && cog >= CONV_MR;
-            int64_t cb = shifted ? cog - CONV_MR : co, am = shifted ? CONV_MR : mr;
-            /* this tile's channels of dy, packed: apk[r * 6 + i] (a strided read of dy's rows
-             * for every patch column ran ~25% slower: they filled L1) */
-            if (am == CONV_MR) /* a fixed 24 bytes: GCC inlines the copy (a per-float loop with the
-                                * zero fill below was ~8% of the kernel gradient on Zen 1) */
-                for (int64_t r = 0; r < nr_rows; r++) memcpy(apk + r * CONV_MR, a + r * c->cout + cb, CONV_MR * sizeof(float));
-            else
-                for (int64_t r = 0; r < nr_rows; r++)
-                    for (int i = 0; i < CONV_MR; i++) apk[r * CONV_MR + i] = i < am ? a[r * c->cout + cb + i] : 0.0f;
-            for (int64_t m0 = 0; m0 < km; m0 += CONV_NR) {
-                int nr = (int)(km - m0 < CONV_NR ? km - m0 : CONV_NR);
-                int64_t m1 = m0 + 8 < km ? m0 + 8 : m0;
-                if (!shifted) {
-                    conv_dw_ukr_avx2(mr, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
-                                     m0 % cig, m1 / cig, m1 % cig, acc + (g * cog + co) * km + m0, km);
-                    continue;
+                    float edge[CONV_MR * CONV_NR] = {0};
+                    conv_dw_ukr_avx2(CONV_MR, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
+                                     m0 % cig, m1 / cig, m1 % cig, edge, CONV_NR);
+                    for (int64_t i = co - cb; i < CONV_MR; i++)
+                        for (int jj = 0; jj < nr; jj++) acc[(g * cog + cb + i) * km + m0 + jj] += edge[i * CONV_NR + jj];
                 }
-                float edge[CONV_MR * CONV_NR] = {0};
-                conv_dw_ukr_avx2(CONV_MR, nr, nr_rows, apk, CONV_MR, (const float *const *)ind, ks, m0 / cig,
-                                 m0 % cig, m1 / cig, m1 % cig, edge, CONV_NR);
-                for (int64_t i = co - cb; i < CONV_MR; i++)
-                    for (int jj = 0; jj < nr; jj++) acc[(g * cog + cb + i) * km + m0 + jj] += edge[i * CONV_NR + jj];
             }
         }
     }
@@ -406,38 +412,55 @@ lx_status conv_igemm_dw(const conv_dims *c, const float *x, const float *dy, flo
      * AVX-512 (hwio): tiles of 8 patch columns x 32 output channels summed straight in HWIO order */
     const bool tiled = cig % 8 == 0, hwio = tiled && lx_kernels_active()->isa == LX_ISA_AVX512;
     const int64_t chunk_rows = hwio ? DW_ROWS_512 : DW_ROWS;
-    const int64_t rows = c->n * c->outsp, nchunks = (rows + chunk_rows - 1) / chunk_rows, items = nchunks * c->groups;
+    const int64_t rows = c->n * c->outsp, nchunks = (rows + chunk_rows - 1) / chunk_rows;
     const size_t wfloats = (size_t)(c->cout * km);
+    /* Position groups: as many partials as DW_PART_BYTES holds, at most DW_GROUPS_MAX and one
+     * per chunk, at least one. Where that leaves fewer than DW_MIN_ITEMS items (a large dW), the
+     * group's output channels are split too, in blocks of whole tiles (6 channels AVX2, 32
+     * AVX-512; the rows kernel keeps all of them): each block then re-reads its positions'
+     * patches, which cost ~10% with six 12-channel blocks on cnn_train's conv2 (one thread), so
+     * blocks only where the positions alone give too few items. */
+    int64_t npg = (int64_t)(DW_PART_BYTES / (wfloats * sizeof(float) + 1));
+    npg = npg < 1 ? 1 : npg > DW_GROUPS_MAX ? DW_GROUPS_MAX : npg;
+    if (npg > nchunks) npg = nchunks > 0 ? nchunks : 1;
+    const int64_t tile = hwio ? CONV512_NR : CONV_MR, ntile = cog > 0 ? (cog + tile - 1) / tile : 1;
+    int64_t want = (DW_MIN_ITEMS + npg * c->groups - 1) / (npg * c->groups);
+    if (!tiled || want < 1) want = 1;
+    if (want > ntile) want = ntile;
+    const int64_t cob = (ntile + want - 1) / want * tile, nblk = cog > 0 ? (cog + cob - 1) / cob : 1;
+    const int64_t items = npg * c->groups * nblk;
     ind_geo geo0;
     int64_t *tabmem = make_offsets(c, true, &geo0);
     float *zero = tabmem ? zero_row(cig) : NULL;
-    double work = (double)rows * (double)km * (double)c->cout;
-    int nt = work > (1 << 18) ? lx_num_threads() : 1;
-    if (nt > items) nt = (int)(items > 0 ? items : 1);
-    float **part = zero ? calloc((size_t)nt, sizeof(float *)) : NULL;
+    size_t pbytes = 0;
+    float *part = zero && lx_bytes_ok(npg * (int64_t)wfloats + 1, sizeof(float), &pbytes) ? calloc(pbytes / sizeof(float), sizeof(float)) : NULL;
     if (!part) {
         free(tabmem), free(zero);
         return lx_fail(LX_ERR_NO_MEMORY, "conv_general backward: out of memory");
     }
+    double work = (double)rows * (double)km * (double)c->cout;
+    int nt = work > (1 << 18) ? lx_num_threads() : 1;
+    if (nt > items) nt = (int)(items > 0 ? items : 1);
     geo0.zero = zero;
     dw_ctx d = {.c = c, .x = x, .dy = dy, .geo0 = geo0, .cig = cig, .cog = cog, .ks = ks, .km = km, .rows = rows,
-                .items = items, .chunk_rows = chunk_rows, .tiled = tiled, .hwio = hwio, .wfloats = wfloats,
-                .part = part, .nslots = nt};
-    atomic_init(&d.slot, 0);
-    atomic_init(&d.failed, 0);
+                .nchunks = nchunks, .chunk_rows = chunk_rows, .npg = npg, .cob = cob, .nblk = nblk, .items = items,
+                .tiled = tiled, .hwio = hwio, .wfloats = wfloats, .part = part};
     atomic_init(&d.next, 0);
     lx_team_run(nt, dw_worker, &d);
-    const bool failed = atomic_load(&d.failed);
-    if (!failed) /* dw[t, ci, g * cog + co] = sum over the slots of dwT[g * cog + co][t * cig + ci] */
-        for (int64_t g = 0; g < c->groups; g++)
+    /* a worker that claims an item runs until none is left: unless every worker failed to get its
+     * table, every item ran */
+    const bool failed = atomic_load(&d.next) < items;
+    if (!failed) { /* the partials added in group order into the first, then moved to HWIO */
+        for (int64_t i = 1; i < npg; i++) {
+            const float *src = part + (size_t)i * wfloats;
+            for (size_t k = 0; k < wfloats; k++) part[k] += src[k];
+        }
+        for (int64_t g = 0; g < c->groups; g++) /* dw[t, ci, g * cog + co] = dwT[g * cog + co][t * cig + ci] */
             for (int64_t m = 0; m < km; m++)
-                for (int64_t co = 0; co < cog; co++) {
-                    float s = 0.0f;
-                    int64_t at = hwio ? m * c->cout + g * cog + co : tiled ? (g * cog + co) * km + m : (g * km + m) * cog + co;
-                    for (int i = 0; i < nt; i++) s += part[i] ? part[i][at] : 0.0f;
-                    dw[m * c->cout + g * cog + co] = s;
-                }
-    for (int i = 0; i < nt; i++) free(part[i]);
+                for (int64_t co = 0; co < cog; co++)
+                    dw[m * c->cout + g * cog + co] =
+                        part[hwio ? m * c->cout + g * cog + co : tiled ? (g * cog + co) * km + m : (g * km + m) * cog + co];
+    }
     free(part), free(tabmem), free(zero);
     return failed ? lx_fail(LX_ERR_NO_MEMORY, "conv_general backward: out of memory") : LX_OK;
 #else
