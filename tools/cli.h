@@ -71,6 +71,10 @@ int cli_stdout_done(void);
  * its folder takes files); a folder is refused (Is a directory). Nothing is left, changed or
  * removed. 0 when fine. */
 int cli_check_output(const char *what, const char *path, char *target, size_t cap);
+/* After a failed write to `target` (cli_check_output's, for the typed `path`): the library's
+ * message, as cli_lib_error prints it, after "<what> <path> (-> <target>): " when a link was
+ * followed, so that the line names the path the user typed. Returns the exit status. */
+int cli_write_error(const char *what, const char *path, const char *target);
 /* The same for a folder the command writes files into: a file is made in it and removed. */
 int cli_check_output_dir(const char *what, const char *dir);
 
