@@ -30,6 +30,16 @@ if [ ! -x "$prog" ]; then
     cli_finish || exit 1 # lib_cli.sh's own self-check still counts
     exit 77 # ctest reports it as skipped, not passed
 fi
+# The guard of a launch that must end by itself (its ranks run --steps 100000 or more): after $1
+# seconds, SIGKILL mpirun ($2) and every process under it, found while mpirun still lives (mpirun
+# alone killed would leave its ranks training on a shared machine); `kill $guard` stops the timer
+# (its sleep too, so nothing holds the test's output open)
+descendants() { local c; for c in $(pgrep -P "$1"); do echo "$c"; descendants "$c"; done; }
+guard_launch() {
+    ( sleep "$1" & t=$!; trap 'kill $t 2>/dev/null; exit 0' TERM; wait $t
+      kill -9 $(descendants "$2") "$2" 2>/dev/null ) >/dev/null 2>&1 &
+    guard=$!
+}
 mpi=(mpirun -np)
 if mpirun --version 2>&1 | grep -q "Open MPI"; then
     mpi=(mpirun --oversubscribe --allow-run-as-root -np)
@@ -222,7 +232,7 @@ for p in $(pgrep -P $mp); do
 done
 t0=$(date +%s)
 [ -n "$victim" ] && kill -9 "$victim"
-( sleep 30; kill -9 $mp 2>/dev/null ) & guard=$!
+guard_launch 30 $mp
 wait $mp
 rc=$?
 kill $guard 2>/dev/null
@@ -398,7 +408,7 @@ for p in $(pgrep -P $mp); do
     if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$\|^PMI_RANK=1$'; then victim=$p; fi
 done
 [ -n "$victim" ] && kill -TERM "$victim"
-( sleep 30; kill -9 $mp 2>/dev/null ) & guard=$!
+guard_launch 30 $mp
 wait $mp
 rc=$?
 kill $guard 2>/dev/null

@@ -217,6 +217,19 @@ lm_fails "--svg $cli_tmp/dangling.svg: cannot write: No such file or directory" 
     train-lm --data "$d" --heldout "$d/text3" $tiny --steps 4 --svg "$cli_tmp/dangling.svg"
 if [ "$(readlink "$cli_tmp/dangling.svg")" == nodir/x.svg ] && [ ! -e "$cli_tmp/nodir" ]; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: a refused --svg link changed: $(ls -lA "$cli_tmp")"; fi
+# --svg a link to /dev/stdout with stdout sent to a log (or the log's own name): refused before any
+# work; the chart's rename replaced the log (every line of the run lost, exit 0)
+ln -s /dev/stdout "$cli_tmp/out.svg"
+for svg in "$cli_tmp/out.svg" "$cli_tmp/log.txt"; do
+    "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 2 --svg "$svg" >"$cli_tmp/log.txt" 2>"$cli_tmp/stderr"; rc=$?
+    if [ $rc -eq 2 ] && [ ! -s "$cli_tmp/log.txt" ] && [ -L "$cli_tmp/out.svg" ] &&
+       [ "$(cat "$cli_tmp/stderr")" == "linnx: --svg $svg: cannot write: it is this run's standard output" ]; then
+        pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --svg $svg > log.txt: exit $rc, $(cat "$cli_tmp/stderr"), log: $(head -c 80 "$cli_tmp/log.txt")"; fi
+done
+# a chart that fails after the check (a file-size limit: EFBIG) names --svg as typed, then the target
+se=$( (trap '' XFSZ; ulimit -f 0; "$bin" train-lm --data "$d" --heldout "$d/text3" $tiny --steps 2 --svg "$cli_tmp/loss.svg" 2>&1 >/dev/null) ); rc=$?
+if [ $rc -eq 1 ] && [[ $se == "linnx: --svg $cli_tmp/loss.svg (-> $cli_tmp/charts/loss.svg): "*"File too large" ]]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: a failed --svg through a link: exit $rc, '$se'"; fi
 printf 'keep me' >"$cli_tmp/kept.svg"
 lm_fails "$cli_tmp/missing: cannot read: No such file or directory" \
     train-lm --data "$cli_tmp/missing" --heldout "$d/text3" $tiny --steps 4 --svg "$cli_tmp/kept.svg"

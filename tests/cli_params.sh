@@ -252,11 +252,48 @@ done
 if [ "$(ls -A "$L/sub" | tr '\n' ' ')" == "new.msgpack old.msgpack " ] &&
    [ "$(ls -A "$L" | tr '\n' ' ')" == "$before" ]; then pass=$((pass + 1)); else
     fail=$((fail + 1)); echo "FAIL: --save through links left: $(ls -lA "$L" "$L/sub")"; fi
+# the format is the typed name's, not the link target's: out.msgpack -> real.safetensors gets msgpack
+ln -s real.safetensors "$L/out.msgpack"
+"$bin" "${P[@]}" --save "$L/out.msgpack" >/dev/null 2>"$cli_tmp/err"; rc=$?
+if [ $rc -eq 0 ] && [ -L "$L/out.msgpack" ] && cmp -s "$L/real.safetensors" "$cli_tmp/direct.msgpack"; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: params --save out.msgpack -> real.safetensors: exit $rc, $(cat "$cli_tmp/err")"; fi
+# a write that fails after the check (a file-size limit: EFBIG) names the path typed, then the target
+se=$( (trap '' XFSZ; ulimit -f 0; "$bin" "${P[@]}" --save "$L/chain.msgpack" 2>&1 >/dev/null) ); rc=$?
+if [ $rc -eq 1 ] && [[ $se == "linnx: params: --save $L/chain.msgpack (-> $L/sub/new.msgpack): "*"File too large" ]]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: a failed params --save through links: exit $rc, '$se'"; fi
+se=$( (trap '' XFSZ; ulimit -f 0; "$bin" convert "$cli_tmp/direct.msgpack" "$L/toold.msgpack" 2>&1 >/dev/null) ); rc=$?
+if [ $rc -eq 1 ] && [[ $se == "linnx: convert: $L/toold.msgpack (-> $L/sub/old.msgpack): "*"File too large" ]]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: a failed convert through a link: exit $rc, '$se'"; fi
 # an existing file in a folder that takes no new file (procfs: not even root's): the write's
-# temporary file could not be made, so the file is refused before any work
+# temporary file could not be made, so the file is refused before any work, the reason the folder's
 if [ -f /proc/self/comm ]; then
-    expect_usage_error "convert: /proc/self/comm: cannot write: No such file or directory" \
+    expect_usage_error "convert: /proc/self/comm: cannot write: its folder takes no new files: No such file or directory" \
         convert "$cli_tmp/direct.msgpack" /proc/self/comm --format msgpack
 fi
+# this run's own stdout or stderr, however it is named (through a link to /dev/stdout, /dev/fd/N,
+# or the redirected file's own name), is refused: the writer's rename would replace the file the
+# run's output goes to (`> log.txt`: the log lost). Nothing written, the log file kept.
+ln -s /dev/stdout "$L/stdout.msgpack"
+for out in "$L/stdout.msgpack" /dev/stdout /dev/fd/1 "$cli_tmp/log.msgpack"; do
+    printf 'log' >"$cli_tmp/log.msgpack"
+    "$bin" convert "$cli_tmp/direct.msgpack" "$out" --format msgpack >>"$cli_tmp/log.msgpack" 2>"$cli_tmp/err"; rc=$?
+    if [ $rc -eq 2 ] && [ "$(cat "$cli_tmp/log.msgpack")" == log ] && [ -L "$L/stdout.msgpack" ] &&
+       [ "$(cat "$cli_tmp/err")" == "linnx: convert: $out: cannot write: it is this run's standard output" ]; then
+        pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: convert to $out > the log: exit $rc, $(cat "$cli_tmp/err")"; fi
+done
+se=$("$bin" "${P[@]}" --save "$L/stdout.msgpack" 2>&1 | cat); rc=${PIPESTATUS[0]} # stdout a pipe
+if [ "$se" == "linnx: params: --save $L/stdout.msgpack: cannot write: it is this run's standard output" ]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: params --save a link to stdout, a pipe: '$se'"; fi
+expect_usage_error "convert: /dev/stderr: cannot write: it is this run's standard error" convert "$cli_tmp/direct.msgpack" /dev/stderr --format msgpack
+# another open file (/proc/self/fd/N: its link's text is no path) and a new name among the devices
+expect_usage_error "convert: /proc/self/fd/7: cannot write: it names an open file (/proc/PID/fd, /dev/fd), not a file to replace" \
+    convert "$cli_tmp/direct.msgpack" /proc/self/fd/7 --format msgpack 7>>"$cli_tmp/log.msgpack"
+dev=/dev/linnx-cli-params-$$.msgpack
+if [ ! -e "$dev" ]; then
+    expect_usage_error "params: --save $dev: cannot write: a folder of devices (/dev) takes no output file" "${P[@]}" --save "$dev"
+    if [ ! -e "$dev" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: params --save $dev made it"; rm -f "$dev"; fi
+fi
+if [ "$(cat "$cli_tmp/log.msgpack")" == log ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL: an open file was written: $(head -c 40 "$cli_tmp/log.msgpack")"; fi
 
 cli_finish

@@ -213,6 +213,18 @@ ok_save=$("$bin" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --ste
 if [ -z "$ok_save" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --save into a missing folder trained first: $ok_save"; fi
 expect_usage_error "--save $cli_tmp/: cannot write: Is a directory" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --save "$cli_tmp/"
 expect_usage_error "--save $cli_tmp: cannot write: Is a directory" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 --save "$cli_tmp"
+# a link ck.msgpack -> state.safetensors: the format is the typed name's (msgpack), not the link
+# target's (a training state cannot be safetensors: it failed after training, the work lost)
+ln -s state.safetensors "$cli_tmp/ck.msgpack"
+out=$("$bin" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 3 --save "$cli_tmp/ck.msgpack" 2>&1); rc=$?
+if [ $rc -eq 0 ] && [ -L "$cli_tmp/ck.msgpack" ] && [ "$(head -c 6 "$cli_tmp/state.safetensors" | tail -c 4)" == step ]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: train --save ck.msgpack -> state.safetensors: exit $rc, $out"; fi
+# a save that fails after the check (here a file-size limit: EFBIG) names the path typed, then the target
+ln -s saved/big.msgpack "$cli_tmp/big.msgpack"
+se=$( (trap '' XFSZ; ulimit -f 0; "$bin" train 'linen.Dense(1)' --seed 0 $D --optimizer 'sgd(0.1)' --steps 1 \
+       --save "$cli_tmp/big.msgpack" 2>&1 >/dev/null) ); rc=$?
+if [ $rc -eq 1 ] && [[ $se == "linnx: --save $cli_tmp/big.msgpack (-> $cli_tmp/saved/big.msgpack): "*"File too large" ]]; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: a failed --save through a link: exit $rc, '$se'"; fi
 
 # ---- bad input: one `linnx:` line, exit 2
 expect_usage_error "unknown loss 'hinge'" grad 'nnx.Linear(1, 1)' --seed 0 --x 1,2 --y 2,4 --loss hinge

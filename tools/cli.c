@@ -93,17 +93,50 @@ int cli_stdout_done(void) {
     return CLI_EXIT_FAILURE;
 }
 
+/* Is `sb` the file this process's descriptor `fd` has open? */
+static bool same_file(const struct stat *sb, int fd) {
+    struct stat f;
+    return fstat(fd, &f) == 0 && f.st_dev == sb->st_dev && f.st_ino == sb->st_ino;
+}
+
+/* May an output go to `path` (a step of a chain of links)? Not onto this run's own stdout or
+ * stderr (`--svg log.txt > log.txt`: the rename would replace the run's log), and not into a
+ * folder (its links followed) of open files or devices. NULL, or the reason to refuse. */
+static const char *output_place(const char *path) {
+    char dir[4096], real[4096];
+    struct stat sb;
+    if (stat(path, &sb) == 0 && same_file(&sb, STDOUT_FILENO)) return "it is this run's standard output";
+    if (stat(path, &sb) == 0 && same_file(&sb, STDERR_FILENO)) return "it is this run's standard error";
+    const char *slash = strrchr(path, '/');
+    size_t n = !slash ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    if (n >= sizeof dir) return NULL; /* the checks after it report the length */
+    if (n == 0) strcpy(dir, ".");
+    else memcpy(dir, path, n), dir[n] = 0;
+    if (!realpath(dir, real)) return NULL; /* a missing folder: reported by the checks after it */
+    size_t k = strlen(real);
+    /* /dev/stdout, /dev/fd/N, /proc/self/fd/N: a link there names an open file (a pipe, a
+     * terminal, the file stdout was sent to), and its text is no path to write */
+    if (strncmp(real, "/proc/", 6) == 0 && k >= 3 && strcmp(real + k - 3, "/fd") == 0)
+        return "it names an open file (/proc/PID/fd, /dev/fd), not a file to replace";
+    if (strcmp(real, "/dev") == 0 || (strncmp(real, "/dev/", 5) == 0 && strcmp(real, "/dev/shm") != 0 &&
+                                     strncmp(real, "/dev/shm/", 9) != 0))
+        return "a folder of devices (/dev) takes no output file";
+    return NULL;
+}
+
 /* Where a write to `path` lands: `path` itself, or where its chain of symbolic links ends (a
  * relative link read from the link's own folder, as the kernel reads it). The writers make a
  * temporary file next to the path they are given and rename it onto that path, which would
  * replace a link by a file and leave its target as it was; given the end of the chain, they
- * write the target and the link stays. 0, or the errno (ELOOP for a cycle). */
-static int output_target(const char *path, char *out, size_t cap) {
+ * write the target and the link stays. 0, or the errno (ELOOP for a cycle); *why set instead
+ * when a step of the chain lies where no output may go (output_place). */
+static int output_target(const char *path, char *out, size_t cap, const char **why) {
     size_t n = strlen(path);
     if (n >= cap) return ENAMETOOLONG;
     memcpy(out, path, n + 1);
     for (int hops = 0;; hops++) {
         struct stat sb;
+        if ((*why = output_place(out)) != NULL) return 0;
         if (lstat(out, &sb) != 0 || !S_ISLNK(sb.st_mode)) return 0; /* an lstat error: the stat after it reports it */
         if (hops == 40) return ELOOP;                               /* the kernel's own limit */
         char link[4096];
@@ -120,16 +153,19 @@ static int output_target(const char *path, char *out, size_t cap) {
 
 int cli_check_output(const char *what, const char *path, char *target, size_t cap) {
     struct stat sb;
-    int e = output_target(path, target, cap), fd;
     const char *why = NULL;
+    char whybuf[300];
+    int e = output_target(path, target, cap, &why), fd;
+    bool exists = false;
     size_t n = strlen(target);
-    if (!e) e = n == 0 ? ENOENT : target[n - 1] == '/' ? EISDIR : 0; /* a folder's name, not a file's */
-    if (!e && stat(target, &sb) == 0) {
+    if (!e && !why) e = n == 0 ? ENOENT : target[n - 1] == '/' ? EISDIR : 0; /* a folder's name, not a file's */
+    if (!e && !why && stat(target, &sb) == 0) {
+        exists = true;
         if (S_ISDIR(sb.st_mode)) e = EISDIR;
         else if (!S_ISREG(sb.st_mode)) why = "not a regular file"; /* a pipe, a device: the rename would replace it */
         else if ((fd = open(target, O_WRONLY | O_NOCTTY | O_CLOEXEC)) < 0) e = errno; /* no O_TRUNC: kept as it is */
         else close(fd);
-    } else if (!e && errno != ENOENT) e = errno;
+    } else if (!e && !why && errno != ENOENT) e = errno;
     if (!e && !why) {
         /* the folder must take the writer's temporary file, named as the writers name theirs (so a
          * name too long for it is found too): made and removed */
@@ -140,10 +176,22 @@ int cli_check_output(const char *what, const char *path, char *target, size_t ca
             close(fd);
             unlink(probe);
         }
+        /* the file is there: the probe's error is its folder's (procfs answers ENOENT) */
+        if (e && exists && e != ENAMETOOLONG) {
+            snprintf(whybuf, sizeof whybuf, "its folder takes no new files: %s", strerror(e));
+            why = whybuf;
+        }
     }
-    if (e) why = strerror(e);
+    if (e && !why) why = strerror(e);
     if (why) return cli_error("%s %s: cannot write: %s", what, path, why);
     return 0;
+}
+
+int cli_write_error(const char *what, const char *path, const char *target) {
+    if (strcmp(path, target) == 0) return cli_lib_error();
+    const char *e = lx_last_error();
+    cli_errline("%s %s (-> %s): %s", what, path, target, e[0] ? e : "failed");
+    return cli_status_exit(lx_last_status());
 }
 
 int cli_check_output_dir(const char *what, const char *dir) {

@@ -66,11 +66,19 @@ int cli_stdout_done(void);
  * for a symbolic link the end of its chain of links, so that the write replaces the link's target
  * and keeps the link (a link into a missing folder is refused: No such file or directory). The
  * file's folder must take a new file (a probe named like the writers' temporary files is made
- * and removed); an existing file must be a regular file (a pipe or a device: "not a regular
- * file") that opens for writing (opened, not truncated: a read-only file is refused even where
- * its folder takes files); a folder is refused (Is a directory). Nothing is left, changed or
- * removed. 0 when fine. */
+ * and removed; an existing file whose folder refuses it: "its folder takes no new files: ...");
+ * an existing file must be a regular file (a pipe or a device: "not a regular file") that opens
+ * for writing (opened, not truncated: a read-only file is refused even where its folder takes
+ * files); a folder is refused (Is a directory). This process's own stdout or stderr, however it
+ * is named (a link to /dev/stdout, the file stdout was redirected to), is refused (the rename
+ * would replace the run's log), and so are a link in /proc/PID/fd or /dev/fd (its text is no
+ * path) and a name in /dev (but /dev/shm). Nothing is left, changed or removed. 0 when fine.
+ * The writer chooses a format from the name typed, not from `target`'s. */
 int cli_check_output(const char *what, const char *path, char *target, size_t cap);
+/* After a failed write to `target` (cli_check_output's, for the typed `path`): the library's
+ * message, as cli_lib_error prints it, after "<what> <path> (-> <target>): " when a link was
+ * followed, so that the line names the path the user typed. Returns the exit status. */
+int cli_write_error(const char *what, const char *path, const char *target);
 /* The same for a folder the command writes files into: a file is made in it and removed. */
 int cli_check_output_dir(const char *what, const char *dir);
 

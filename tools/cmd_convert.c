@@ -106,11 +106,12 @@ int cmd_convert(int argc, char **argv) {
             out = t;
         }
     }
+    bool saving = s == LX_OK; /* a failed save names OUT as typed (cli_write_error) */
     if (s == LX_OK && fmt == LX_CKPT_SAFETENSORS)
         s = lx_safetensors_save(out_path, out, &(lx_safetensors_opts){.metadata = meta});
     else if (s == LX_OK)
         s = lx_ckpt_save(out_path, out, fmt);
-    int rc = s == LX_OK ? 0 : cli_lib_error();
+    int rc = s == LX_OK ? 0 : saving ? cli_write_error("convert:", pos[1], out_path) : cli_lib_error();
     if (rc == 0)
         printf("%s (%s) -> %s (%s, %s): %zu leaves, %lld params\n", pos[0], lx_layout_name(from), pos[1],
                lx_layout_name(to), fmt == LX_CKPT_SAFETENSORS ? "safetensors" : "msgpack", lx_tree_count_leaves(out),

@@ -810,7 +810,8 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
                         .hline_label = ewin < hwin ? "byte-unigram entropy (evaluated held-out bytes)"
                                                    : "byte-unigram entropy (held-out)"};
         int ns = h.nt > 0 ? 2 : 1;
-        if (lx_plot_svg(svg_path, &plot, ns, h.nt > 0 ? series : series + 1) != LX_OK) rc = cli_lib_error();
+        if (lx_plot_svg(svg_path, &plot, ns, h.nt > 0 ? series : series + 1) != LX_OK)
+            rc = cli_write_error("--svg", svg, svg_path);
         else printf("loss curve: %s\n", svg);
     }
     double final = h.ne > 0 ? h.ey[h.ne - 1] : h0;

@@ -137,11 +137,12 @@ int cmd_params(int argc, char **argv) {
     if (rc) return rc;
     /* the table after the save: a failed save prints nothing on stdout (docs/hardening.md) */
     lx_flat flat = {0};
-    if (lx_tree_flatten(vars, &flat) != LX_OK ||
-        (o[P_SAVE].seen && lx_ckpt_save(save_path, vars, LX_CKPT_AUTO) != LX_OK)) {
+    /* the format is the typed name's: a link out.msgpack -> x.safetensors gets msgpack */
+    bool flat_ok = lx_tree_flatten(vars, &flat) == LX_OK;
+    if (!flat_ok || (o[P_SAVE].seen && lx_ckpt_save(save_path, vars, lx_ckpt_format_of(o[P_SAVE].value)) != LX_OK)) {
         lx_flat_free(&flat);
         lx_tree_release(vars);
-        return cli_lib_error();
+        return !flat_ok ? cli_lib_error() : cli_write_error("params: --save", o[P_SAVE].value, save_path);
     }
     for (size_t i = 0; i < flat.len; i++) {
         const lx_value *v = &flat.items[i].value;

@@ -302,7 +302,7 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
     progress_end(&prog);
     if (!rc && bar && steps > 0) print_step(start + steps - 1, last);
     if (!rc && o[O_SAVE].seen && rank == 0) { /* rank 0 writes, after the last collective */
-        rc = tc_model_save(m, save_path);
+        rc = tc_model_save(m, o[O_SAVE].value, save_path);
         agreed = true;
     }
     lx_batcher_free(&batcher);

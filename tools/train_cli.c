@@ -985,12 +985,14 @@ static int file_error(const char *opt, const char *path, lx_status st) {
     return cli_status_exit(st);
 }
 
-int tc_model_save(tc_model *m, const char *path) {
+int tc_model_save(tc_model *m, const char *path, const char *target) {
     lx_tree *t = NULL;
     lx_status st = train_tree(m, &t);
-    if (st == LX_OK) st = lx_ckpt_save(path, t, LX_CKPT_AUTO);
+    /* the format is the typed name's (a link ck.msgpack -> state.safetensors stays msgpack) */
+    if (st == LX_OK) st = lx_ckpt_save(target, t, LX_CKPT_MSGPACK);
     lx_tree_release(t);
     if (st != LX_OK) {
+        if (strcmp(path, target) != 0) return cli_write_error("--save", path, target);
         return file_error("save", path, st);
     }
     return 0;

@@ -98,8 +98,10 @@ extern bool tc_dist_agreed, tc_dist_midway;
  * save leaves the old file), --restore FILE reads one back and
  * sets *step to the number of steps it had done. Linen: {step, params, opt_state} (+ batch_stats);
  * NNX: {model, optimizer: {step, opt_state}}. A checkpoint of another model or optimizer changes
- * nothing and is one `linnx: --restore FILE: ...` line (exit 2). */
-int tc_model_save(tc_model *m, const char *path);
+ * nothing and is one `linnx: --restore FILE: ...` line (exit 2). `path` is --save as typed (its
+ * name gives the format: msgpack), `target` the file written (cli_check_output's: where its links
+ * end). */
+int tc_model_save(tc_model *m, const char *path, const char *target);
 /* The training state tc_model_save writes (a new tree; the caller releases it). */
 lx_status tc_model_state_tree(tc_model *m, lx_tree **out);
 int tc_model_restore(tc_model *m, const char *path, int64_t *step);
