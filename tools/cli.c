@@ -167,10 +167,12 @@ int cli_check_output(const char *what, const char *path, char *target, size_t ca
         else close(fd);
     } else if (!e && !why && errno != ENOENT) e = errno;
     if (!e && !why) {
-        /* the folder must take the writer's temporary file, named as the writers name theirs (so a
-         * name too long for it is found too): made and removed */
+        /* the folder must take the writer's temporary file, named as lx_atomic_write_file names
+         * its own (checkpoint.h: PATH.tmp.<pid>.<counter>) at its longest, a 10-digit counter, so a
+         * name too long for any of them is found too: made and removed */
         char probe[4200];
-        if (snprintf(probe, sizeof probe, "%s.tmp.%ld.c", target, (long)getpid()) >= (int)sizeof probe) e = ENAMETOOLONG;
+        if (snprintf(probe, sizeof probe, "%s.tmp.%ld.%u", target, (long)getpid(), 4294967295u) >= (int)sizeof probe)
+            e = ENAMETOOLONG;
         else if ((fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_NOCTTY | O_CLOEXEC, 0600)) < 0) e = errno;
         else {
             close(fd);

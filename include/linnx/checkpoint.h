@@ -253,7 +253,8 @@ lx_status lx_layout_restack(const lx_tree *t, lx_layout layout, const char *pref
                             lx_tree **out);
 
 /* ---- atomic files and the checkpoint manager ---- */
-/* Write `len` bytes to `path` atomically: a temporary file in the same directory, fsync, rename
+/* Write `len` bytes to `path` atomically: a temporary file in the same directory (PATH.tmp.<pid>.<n>,
+ * created exclusively: an existing file or link of that name is never followed), fsync, rename
  * over `path`, fsync the directory. A crash at any point leaves the old file or the new one. */
 lx_status lx_atomic_write_file(const char *path, const void *data, size_t len);
 
