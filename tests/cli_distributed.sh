@@ -40,6 +40,13 @@ guard_launch() {
       kill -9 $(descendants "$2") "$2" 2>/dev/null ) >/dev/null 2>&1 &
     guard=$!
 }
+# The pid of rank $1 among mpirun $2's children (from its environment), or nothing
+rank_pid() {
+    local p
+    for p in $(pgrep -P "$2"); do
+        if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q "^OMPI_COMM_WORLD_RANK=$1\$\|^PMI_RANK=$1\$"; then echo "$p"; fi
+    done
+}
 mpi=(mpirun -np)
 if mpirun --version 2>&1 | grep -q "Open MPI"; then
     mpi=(mpirun --oversubscribe --allow-run-as-root -np)
@@ -227,10 +234,7 @@ for _ in $(seq 50); do # until rank 0 has printed a few steps (at most ~10 s)
     [ "$(grep -c '^step' "$cli_tmp/out")" -ge 5 ] && break
     sleep 0.2
 done
-victim=
-for p in $(pgrep -P $mp); do
-    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$\|^PMI_RANK=1$'; then victim=$p; fi
-done
+victim=$(rank_pid 1 $mp)
 t0=$(date +%s)
 [ -n "$victim" ] && kill -9 "$victim"
 guard_launch 30 $mp
@@ -404,10 +408,7 @@ for _ in $(seq 100); do # until rank 0 has printed its first step (at most ~20 s
     grep -q '^step 1/' "$cli_tmp/out" && break
     sleep 0.2
 done
-victim=
-for p in $(pgrep -P $mp); do
-    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$\|^PMI_RANK=1$'; then victim=$p; fi
-done
+victim=$(rank_pid 1 $mp)
 [ -n "$victim" ] && kill -TERM "$victim"
 guard_launch 30 $mp
 wait $mp

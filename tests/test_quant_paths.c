@@ -2,6 +2,7 @@
  * wrapper an interceptor sees `ToLinen_0/l1` with (activation, param), never the wrapper's path
  * with two activations; (b) the attention products are dot-like events with operand roles. */
 #include "lx_test.h"
+#include "nnx_two_linear.h"
 #include "linnx/fault.h"
 #include "linnx/llama.h"
 
@@ -184,24 +185,6 @@ static void test_mha_products(void) {
  * rule for `a` alone; every allocation of the quantized forward (FAKE, INT8) and of PTQ's
  * lx_qt_quantize_nnx failed in turn: each run fails, or gives exactly the quantized result (a
  * quantize: `a` int8, `b` float32), or changes nothing. ---- */
-typedef struct {
-    nnx_module base;
-    nnx_module *a, *b;
-} ab_mod;
-static lx_status ab_init(nnx_module *m, const lx_call *c, nnx_rngs *r) {
-    (void)c;
-    LX_TRY(nnx_linear_new(4, 4, r, (nnx_linear **)&((ab_mod *)m)->a));
-    return nnx_linear_new(4, 3, r, (nnx_linear **)&((ab_mod *)m)->b);
-}
-static lx_status ab_call(nnx_module *m, const lx_call *c, lx_value *out) {
-    lx_array *x;
-    LX_TRY(lx_call_array(c, 0, "x", &x));
-    return linen_return_array(out, nnx_call_array(((ab_mod *)m)->b, nnx_call_array(((ab_mod *)m)->a, x)));
-}
-static const nnx_field AB_FIELDS[] = {NNX_CHILD(ab_mod, a), NNX_CHILD(ab_mod, b)};
-static const nnx_method AB_METHODS[] = {{"__call__", ab_call}};
-static const nnx_type NNX_AB = {.name = "AB", .size = sizeof(ab_mod), .fields = AB_FIELDS, .nfields = 2,
-                                .methods = AB_METHODS, .nmethods = 1, .init = ab_init};
 
 static lx_flat ab_state(nnx_module *m) {
     lx_tree *t = NULL;
@@ -225,7 +208,7 @@ static void test_path_out_of_memory(void) {
     nnx_rngs *r = NULL;
     CHECK_EQ_INT(nnx_rngs_from_seed(2, &r), LX_OK);
     nnx_module *m = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_AB, NULL, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&NNX_TWO_LIN, NULL, r, &m), LX_OK);
     lx_array *yf = lx_retain(nnx_call_array(m, x));
     for (int mode = LX_QT_FAKE; mode <= LX_QT_INT8; mode++) {
         lx_qt_session *s = NULL;
@@ -271,7 +254,7 @@ static void test_path_out_of_memory(void) {
     bool done = false;
     for (int64_t n = 1; n < 5000 && !done; n++) {
         m = NULL;
-        CHECK_EQ_INT(nnx_module_new(&NNX_AB, NULL, r, &m), LX_OK);
+        CHECK_EQ_INT(nnx_module_new(&NNX_TWO_LIN, NULL, r, &m), LX_OK);
         if (!m) break;
         lx_flat before = ab_state(m);
         lx_fault_set(n, false);
@@ -290,10 +273,10 @@ static void test_path_out_of_memory(void) {
         } else {
             ok++;
             /* never a quantize that "succeeded" with `a` left float (its path lost) */
-            LX_TEST_REPORT_(kernel_dtype(((ab_mod *)m)->a) == LX_I8 && kernel_dtype(((ab_mod *)m)->b) == LX_F32,
+            LX_TEST_REPORT_(kernel_dtype(((two_lin *)m)->a) == LX_I8 && kernel_dtype(((two_lin *)m)->b) == LX_F32,
                             "quantize_nnx: allocation %lld failed, the quantize succeeded with a %s, b %s",
-                            (long long)n, lx_dtype_name(kernel_dtype(((ab_mod *)m)->a)),
-                            lx_dtype_name(kernel_dtype(((ab_mod *)m)->b)));
+                            (long long)n, lx_dtype_name(kernel_dtype(((two_lin *)m)->a)),
+                            lx_dtype_name(kernel_dtype(((two_lin *)m)->b)));
         }
         lx_clear_error();
         lx_flat_free(&before), lx_flat_free(&after);
@@ -329,7 +312,7 @@ static void test_trace_out_of_memory(void) {
     nnx_rngs *r = NULL;
     CHECK_EQ_INT(nnx_rngs_from_seed(4, &r), LX_OK);
     nnx_module *m = NULL;
-    CHECK_EQ_INT(nnx_module_new(&NNX_AB, NULL, r, &m), LX_OK);
+    CHECK_EQ_INT(nnx_module_new(&NNX_TWO_LIN, NULL, r, &m), LX_OK);
     lx_qt_trace *t = NULL;
     char want[256], want_warn[512], got[256], warn[512];
     CHECK_EQ_INT(lx_qt_trace_begin(rs, &t), LX_OK);
