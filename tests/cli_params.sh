@@ -234,6 +234,10 @@ expect_usage_error "params: --save $L/loop.msgpack: cannot write: Too many level
 expect_usage_error "params: --save $L/fifo.msgpack: cannot write: not a regular file" "${P[@]}" --save "$L/fifo.msgpack"
 long=$L/$(printf 'n%.0s' $(seq 240)).msgpack # a name that fits, but not with the temporary file's suffix
 expect_usage_error "params: --save $long: cannot write: File name too long" "${P[@]}" --save "$long"
+longer=$L/$(printf 'd%.0s' $(seq 250))/$(printf 'e%.0s' $(seq 250))/$(printf 'f%.0s' $(seq 4600)).msgpack # past the
+# commands' 4096-byte path buffers: refused before the link walk writes anything (review28b R28b-1)
+expect_usage_error "params: --save $longer: cannot write: File name too long" "${P[@]}" --save "$longer"
+expect_usage_error "convert: $longer: cannot write: File name too long" convert "$L/sub/old.msgpack" "$longer"
 if [ "$(ls -A "$L" | tr '\n' ' ')" == "$before" ] && [ "$(ls -A "$L/sub")" == "old.msgpack" ] &&
    [ "$(readlink "$L/dangling.msgpack")" == /nonexistent/dir/x.msgpack ] && [ -p "$L/fifo.msgpack" ]; then
     pass=$((pass + 1))

@@ -132,6 +132,7 @@ static const char *output_place(const char *path) {
  * when a step of the chain lies where no output may go (output_place). */
 static int output_target(const char *path, char *out, size_t cap, const char **why) {
     size_t n = strlen(path);
+    if (cap > 0) out[0] = '\0'; /* the caller reads out even when the path is refused here */
     if (n >= cap) return ENAMETOOLONG;
     memcpy(out, path, n + 1);
     for (int hops = 0;; hops++) {
