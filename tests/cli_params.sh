@@ -28,6 +28,8 @@ expect_usage_error "which module" params --seed 0
 expect_usage_error "is a class: call it" params 'linen.Dense' --seed 0 --input-shape 1,4
 expect_usage_error "Parameter \"deterministic\" must be passed" params 'linen.Dropout(0.5)' --seed 0 --input-shape 2,3
 expect_usage_error "Memory dimension (4) must be divisible by number of heads (3)." params 'linen.MultiHeadDotProductAttention(num_heads=3)' --seed 0 --input-shape 1,3,4
+# a scalar input: no feature axis (read out of bounds before: .ci/run's fuzz_params found it)
+expect_usage_error "MultiHeadDotProductAttention: inputs_q is a scalar; its last axis holds the features" params 'linen.MultiHeadDotProductAttention(num_heads=1, qkv_features=8)' --seed 0 --input-shape ''
 expect_usage_error "variable_axes must be a dict {'collection': axis or None} or ('collection', axis) pairs" params "linen.vmap(linen.Dense(4), variable_axes=0, axis_size=3)" --seed 0 --input-shape 3,2,5
 expect_usage_error "argument 0 has shape (3, 2, 5), size 3 on axis 0, but length is 2" params "linen.vmap(linen.Dense(4), variable_axes=('params', 0), split_rngs=('params',), axis_size=2)" --seed 0 --input-shape 3,2,5
 expect_usage_error "linen.vmap: axis_size must be a positive int, got 0" params "linen.vmap(linen.Dense(4), variable_axes={'params': 0}, split_rngs={'params': True}, axis_size=0)" --seed 0 --input-shape 3,2,5

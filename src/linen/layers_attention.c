@@ -98,6 +98,13 @@ static lx_status mha_call(linen_scope *s, const lx_call *c, lx_value *out) {
     }
     bool sow_weights = false;
     LX_TRY(lx_call_bool(c, -1, "sow_weights", false, &sow_weights));
+    /* features are the last axis (Flax reads inputs_q.shape[-1]: an IndexError for a scalar) */
+    const lx_array *in3[3] = {q, k, v};
+    const char *in3_name[3] = {"inputs_q", "inputs_k", "inputs_v"};
+    for (int i = 0; i < 3; i++)
+        if (in3[i]->ndim < 1)
+            return lx_fail(LX_ERR_SHAPE, "MultiHeadDotProductAttention: %s is a scalar; its last axis holds the features",
+                           in3_name[i]);
     int64_t in_features = q->shape[q->ndim - 1], features = 0, qkv = 0;
     LX_TRY(opt_int("out_features", &cfg->out_features, in_features, &features));
     LX_TRY(opt_int("qkv_features", &cfg->qkv_features, in_features, &qkv));
