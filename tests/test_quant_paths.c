@@ -186,14 +186,6 @@ static void test_mha_products(void) {
  * lx_qt_quantize_nnx failed in turn: each run fails, or gives exactly the quantized result (a
  * quantize: `a` int8, `b` float32), or changes nothing. ---- */
 
-static lx_flat ab_state(nnx_module *m) {
-    lx_tree *t = NULL;
-    lx_flat f = {0};
-    CHECK_EQ_INT(nnx_state(m, 0, NULL, &t), LX_OK);
-    if (t) CHECK_EQ_INT(lx_tree_flatten(t, &f), LX_OK);
-    lx_tree_release(t);
-    return f;
-}
 static lx_dtype kernel_dtype(nnx_module *lin) {
     return lx_variable_get_value(((nnx_linear *)lin)->kernel)->dtype;
 }
@@ -256,12 +248,12 @@ static void test_path_out_of_memory(void) {
         m = NULL;
         CHECK_EQ_INT(nnx_module_new(&NNX_TWO_LIN, NULL, r, &m), LX_OK);
         if (!m) break;
-        lx_flat before = ab_state(m);
+        lx_flat before = nnx_state_flat(m);
         lx_fault_set(n, false);
         lx_status st = lx_qt_quantize_nnx(rs, m, &c, NULL);
         done = !lx_fault_fired();
         lx_fault_set(-1, false);
-        lx_flat after = ab_state(m);
+        lx_flat after = nnx_state_flat(m);
         if (st != LX_OK) {
             failed++;
             CHECK_EQ_INT(st, LX_ERR_NO_MEMORY);

@@ -694,15 +694,6 @@ static void test_static_scales_two_activations(void) {
  * statistics store is failed in turn: each failure leaves the state exactly as it was (same
  * leaves, same arrays). ---- */
 
-/* The module's state as (path, array) pairs; *n leaves. */
-static lx_flat state_of(nnx_module *m) {
-    lx_tree *t = NULL;
-    lx_flat f = {0};
-    CHECK_EQ_INT(nnx_state(m, 0, NULL, &t), LX_OK);
-    if (t) CHECK_EQ_INT(lx_tree_flatten(t, &f), LX_OK);
-    lx_tree_release(t);
-    return f;
-}
 
 static void test_nnx_all_or_nothing(void) {
     if (!lx_fault_available()) return;
@@ -724,12 +715,12 @@ static void test_nnx_all_or_nothing(void) {
             CHECK(nnx_call_array(m, x) != NULL);
             lx_qt_end(s);
             if (what == 0) CHECK_EQ_INT(lx_qt_stats_store_nnx(m, stats), LX_OK);
-            lx_flat before = state_of(m);
+            lx_flat before = nnx_state_flat(m);
             lx_fault_set(n, false);
             lx_status st = what == 0 ? lx_qt_quantize_nnx(rs, m, &c, NULL) : lx_qt_stats_store_nnx(m, stats);
             done = !lx_fault_fired();
             lx_fault_set(-1, false);
-            lx_flat after = state_of(m);
+            lx_flat after = nnx_state_flat(m);
             if (st != LX_OK) {
                 failed++;
                 if (!lx_test_same_leaves(&before, &after)) {
