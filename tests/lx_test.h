@@ -171,4 +171,25 @@ static inline bool lx_test_same_leaves(const lx_flat *a, const lx_flat *b) {
     return true;
 }
 
+/* An NNX module's whole state as (path, array) pairs (free with lx_flat_free). */
+static inline lx_flat lx_test_nnx_state_flat(nnx_module *m) {
+    lx_tree *t = NULL;
+    lx_flat f = {0};
+    CHECK_EQ_INT(nnx_state(m, 0, NULL, &t), LX_OK);
+    if (t) CHECK_EQ_INT(lx_tree_flatten(t, &f), LX_OK);
+    lx_tree_release(t);
+    return f;
+}
+
+/* The value of the Variable at `path` ("layers/kernel") in an NNX module's state, or NULL; the
+ * module keeps it alive. */
+static inline lx_array *lx_test_var_value(nnx_module *m, const char *path) {
+    lx_tree *st = NULL;
+    if (nnx_state(m, 0, NULL, &st) != LX_OK) return NULL;
+    const lx_value *v = lx_tree_find(st, path);
+    lx_array *a = v && v->kind == LX_V_VARIABLE ? lx_variable_get_value(v->u.var) : NULL;
+    lx_tree_release(st);
+    return a;
+}
+
 #endif

@@ -1,6 +1,5 @@
 /* A test model of two NNX Linears, a (4 -> 4) then b (4 -> 3): `TwoLin`, shared by the
- * quantization tests (paths "a" and "b"), and a module's whole state as (path, array) pairs.
- * Include after lx_test.h. */
+ * quantization tests (paths "a" and "b"). */
 #ifndef LINNX_TEST_NNX_TWO_LINEAR_H
 #define LINNX_TEST_NNX_TWO_LINEAR_H
 
@@ -26,15 +25,5 @@ static const nnx_field TWO_LIN_FIELDS[] = {NNX_CHILD(two_lin, a), NNX_CHILD(two_
 static const nnx_method TWO_LIN_METHODS[] = {{"__call__", two_lin_call}};
 static const nnx_type NNX_TWO_LIN = {.name = "TwoLin", .size = sizeof(two_lin), .fields = TWO_LIN_FIELDS,
                                      .nfields = 2, .methods = TWO_LIN_METHODS, .nmethods = 1, .init = two_lin_init};
-
-/* The module's whole state as (path, array) pairs (lx_flat_free it). */
-static lx_flat nnx_state_flat(nnx_module *m) {
-    lx_tree *t = NULL;
-    lx_flat f = {0};
-    CHECK_EQ_INT(nnx_state(m, 0, NULL, &t), LX_OK);
-    if (t) CHECK_EQ_INT(lx_tree_flatten(t, &f), LX_OK);
-    lx_tree_release(t);
-    return f;
-}
 
 #endif

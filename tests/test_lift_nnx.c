@@ -5,14 +5,6 @@
 #include "lx_test.h"
 #include "fixtures/lift_fixtures.h"
 
-static lx_array *var_value(nnx_module *m, const char *path) {
-    lx_tree *st = NULL;
-    if (nnx_state(m, 0, NULL, &st) != LX_OK) return NULL;
-    const lx_value *v = lx_tree_find(st, path);
-    lx_array *a = v && v->kind == LX_V_VARIABLE ? lx_variable_get_value(v->u.var) : NULL;
-    lx_tree_release(st);
-    return a; /* the module keeps it alive */
-}
 
 static nnx_rngs *params_rngs(int64_t seed) {
     nnx_rngs *r = NULL;
@@ -26,19 +18,19 @@ static void test_create_keys(void) {
     nnx_module *stack = NULL;
     lx_call c = LX_CALL_ARGS(lx_int_v(5), lx_int_v(4));
     CHECK_EQ_INT(nnx_vmap_create(&NNX_LINEAR_TYPE, &c, r, 3, NULL, NULL, &stack), LX_OK);
-    lx_array *k = stack ? var_value(stack, "kernel") : NULL;
+    lx_array *k = stack ? lx_test_var_value(stack, "kernel") : NULL;
     CHECK(k && k->ndim == 3 && k->shape[0] == 3 && k->shape[1] == 5 && k->shape[2] == 4);
     CHECK(same_bits(k, LIFT_NNX_KERNEL, 60));
-    lx_array *b = stack ? var_value(stack, "bias") : NULL;
+    lx_array *b = stack ? lx_test_var_value(stack, "bias") : NULL;
     CHECK(b && b->ndim == 2 && b->shape[0] == 3 && b->shape[1] == 4);
     /* the Rngs is restored with count c0 + 1: a layer built next draws fold_in(K, 1) */
     nnx_module *after = NULL;
     CHECK_EQ_INT(nnx_module_new(&NNX_LINEAR_TYPE, &c, r, &after), LX_OK);
-    CHECK(same_bits(after ? var_value(after, "kernel") : NULL, LIFT_NNX_AFTER_KERNEL, 20));
+    CHECK(same_bits(after ? lx_test_var_value(after, "kernel") : NULL, LIFT_NNX_AFTER_KERNEL, 20));
     /* a slice is layer i */
     nnx_module *l1 = NULL;
     CHECK_EQ_INT(nnx_stack_slice(stack, 1, NULL, NULL, &l1), LX_OK);
-    lx_array *k1 = l1 ? var_value(l1, "kernel") : NULL;
+    lx_array *k1 = l1 ? lx_test_var_value(l1, "kernel") : NULL;
     CHECK(k1 && k1->ndim == 2 && same_bits(k1, LIFT_NNX_KERNEL + 20, 20));
     nnx_module *bad = NULL;
     CHECK_FAILS(nnx_stack_slice(stack, 3, NULL, NULL, &bad), LX_ERR_INVALID_ARGUMENT, "index 3 out of range for 3 layers");
@@ -71,7 +63,7 @@ static void test_scan(void) {
     for (int i = 0; i < 8; i++) lx_f32(x)[i] = 0.3f * (float)(i % 5) - 0.5f;
     lx_value out = lx_none();
     CHECK_EQ_INT(nnx_scan_call(stack, NULL, NULL, NULL, &LX_ARGS(x), &out), LX_OK);
-    lx_array *k = var_value(stack, "kernel"), *b = var_value(stack, "bias");
+    lx_array *k = lx_test_var_value(stack, "kernel"), *b = lx_test_var_value(stack, "bias");
     double h[8], t[8];
     for (int i = 0; i < 8; i++) h[i] = lx_f32(x)[i];
     for (int l = 0; l < 3; l++) {

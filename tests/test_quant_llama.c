@@ -88,15 +88,9 @@ static void test_qat_then_ptq(void) {
 
 /* The model's state as (path, array) pairs: the variables tree (Linen top) or the NNX state. */
 static lx_flat state_of(llama_model *m) {
+    if (llama_model_style(m) == LLAMA_NNX_TOP) return lx_test_nnx_state_flat(llama_model_nnx_module(m));
     lx_flat f = {0};
-    if (llama_model_style(m) == LLAMA_NNX_TOP) {
-        lx_tree *t = NULL;
-        CHECK_EQ_INT(nnx_state(llama_model_nnx_module(m), 0, NULL, &t), LX_OK);
-        if (t) CHECK_EQ_INT(lx_tree_flatten(t, &f), LX_OK);
-        lx_tree_release(t);
-    } else {
-        CHECK_EQ_INT(lx_tree_flatten(llama_model_variables(m), &f), LX_OK);
-    }
+    CHECK_EQ_INT(lx_tree_flatten(llama_model_variables(m), &f), LX_OK);
     return f;
 }
 

@@ -248,12 +248,12 @@ static void test_path_out_of_memory(void) {
         m = NULL;
         CHECK_EQ_INT(nnx_module_new(&NNX_TWO_LIN, NULL, r, &m), LX_OK);
         if (!m) break;
-        lx_flat before = nnx_state_flat(m);
+        lx_flat before = lx_test_nnx_state_flat(m);
         lx_fault_set(n, false);
         lx_status st = lx_qt_quantize_nnx(rs, m, &c, NULL);
         done = !lx_fault_fired();
         lx_fault_set(-1, false);
-        lx_flat after = nnx_state_flat(m);
+        lx_flat after = lx_test_nnx_state_flat(m);
         if (st != LX_OK) {
             failed++;
             CHECK_EQ_INT(st, LX_ERR_NO_MEMORY);

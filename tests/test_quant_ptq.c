@@ -715,12 +715,12 @@ static void test_nnx_all_or_nothing(void) {
             CHECK(nnx_call_array(m, x) != NULL);
             lx_qt_end(s);
             if (what == 0) CHECK_EQ_INT(lx_qt_stats_store_nnx(m, stats), LX_OK);
-            lx_flat before = nnx_state_flat(m);
+            lx_flat before = lx_test_nnx_state_flat(m);
             lx_fault_set(n, false);
             lx_status st = what == 0 ? lx_qt_quantize_nnx(rs, m, &c, NULL) : lx_qt_stats_store_nnx(m, stats);
             done = !lx_fault_fired();
             lx_fault_set(-1, false);
-            lx_flat after = nnx_state_flat(m);
+            lx_flat after = lx_test_nnx_state_flat(m);
             if (st != LX_OK) {
                 failed++;
                 if (!lx_test_same_leaves(&before, &after)) {

@@ -268,14 +268,6 @@ static const nnx_type MUL = {
     .methods = MUL_METHODS, .nmethods = LX_COUNT(MUL_METHODS), .init = mul_init,
 };
 
-static lx_array *var_value(nnx_module *m, const char *path) {
-    lx_tree *st = NULL;
-    if (nnx_state(m, 0, NULL, &st) != LX_OK) return NULL;
-    const lx_value *v = lx_tree_find(st, path);
-    lx_array *a = v && v->kind == LX_V_VARIABLE ? lx_variable_get_value(v->u.var) : NULL;
-    lx_tree_release(st);
-    return a; /* the module keeps it alive */
-}
 
 /* S16-5: ys = (y, y + 1) per layer comes back as a tuple of two (L, F) arrays (was None). */
 static void test_scan_tuple_ys(void) {
@@ -294,7 +286,7 @@ static void test_scan_tuple_ys(void) {
     CHECK(y0 && y0->kind == LX_V_ARRAY && y0->u.array->ndim == 2 && y0->u.array->shape[0] == 3 &&
           y0->u.array->shape[1] == 3);
     CHECK(y1 && y1->kind == LX_V_ARRAY && y1->u.array->ndim == 2 && y1->u.array->shape[0] == 3);
-    lx_array *w = var_value(st, "w");
+    lx_array *w = lx_test_var_value(st, "w");
     double h[3] = {1.0, -2.0, 0.5}, err = 0;
     for (int l = 0; w && y0 && y1 && l < 3; l++)
         for (int j = 0; j < 3; j++) {
@@ -330,7 +322,7 @@ static void test_scan_tuple_ys_grads(void) {
     nnx_module *st = NULL;
     CHECK_EQ_INT(nnx_vmap_create(&MUL, &LX_CALL_ARGS(lx_int_v(3)), r, 2, NULL, NULL, &st), LX_OK);
     lx_array *x = lx_array_from_f32(1, (const int64_t[]){3}, (const float[]){1.0f, 2.0f, 3.0f});
-    lx_array *w = st ? lx_array_copy(var_value(st, "w")) : NULL;
+    lx_array *w = st ? lx_array_copy(lx_test_var_value(st, "w")) : NULL;
     lx_array *val = NULL;
     lx_tree *grads = NULL;
     CHECK_EQ_INT(nnx_value_and_grad(st, NULL, tuple_loss, x, &val, &grads), LX_OK);
@@ -367,27 +359,27 @@ static void test_scan_failure_restores_shared(void) {
     nnx_module *st = NULL, *ok = NULL;
     lx_call failing = LX_CALL_KWARGS(LX_KW_INT("features", 3), LX_KW_INT("fail_at", 1));
     CHECK_EQ_INT(nnx_vmap_create(&MUL, &failing, r, 2, &sa, NULL, &st), LX_OK);
-    lx_array *n = st ? var_value(st, "n") : NULL;
+    lx_array *n = st ? lx_test_var_value(st, "n") : NULL;
     CHECK(n && n->ndim == 1 && n->shape[0] == 3);
-    lx_array *w_before = st ? lx_array_copy(var_value(st, "w")) : NULL;
+    lx_array *w_before = st ? lx_array_copy(lx_test_var_value(st, "w")) : NULL;
     lx_array *x = lx_array_from_f32(1, (const int64_t[]){3}, (const float[]){1.0f, 2.0f, 3.0f});
     lx_value out = lx_none();
     CHECK_FAILS(nnx_scan_call(st, NULL, &sa, NULL, &LX_ARGS(x), &out), LX_ERR_INVALID_ARGUMENT,
                 "mul: called too often");
     CHECK(out.kind == LX_V_NONE);
-    n = var_value(st, "n");
+    n = lx_test_var_value(st, "n");
     CHECK(n && lx_f32(n)[0] == 0.0f && lx_f32(n)[1] == 0.0f && lx_f32(n)[2] == 0.0f);
-    CHECK(w_before && lx_array_equal(var_value(st, "w"), w_before));
+    CHECK(w_before && lx_array_equal(lx_test_var_value(st, "w"), w_before));
     /* the same with remat per layer */
     lx_clear_error();
     CHECK_FAILS(nnx_scan_call_remat(st, NULL, &sa, NULL, LX_REMAT_NOTHING_SAVEABLE, &LX_ARGS(x), &out),
                 LX_ERR_INVALID_ARGUMENT, "mul: called too often");
-    n = var_value(st, "n");
+    n = lx_test_var_value(st, "n");
     CHECK(n && lx_f32(n)[0] == 0.0f && lx_f32(n)[2] == 0.0f);
     /* success: each layer added 1 to the shared n */
     CHECK_EQ_INT(nnx_vmap_create(&MUL, &LX_CALL_ARGS(lx_int_v(3)), r, 2, &sa, NULL, &ok), LX_OK);
     CHECK_EQ_INT(nnx_scan_call(ok, NULL, &sa, NULL, &LX_ARGS(x), &out), LX_OK);
-    n = ok ? var_value(ok, "n") : NULL;
+    n = ok ? lx_test_var_value(ok, "n") : NULL;
     CHECK(n && lx_f32(n)[0] == 2.0f && lx_f32(n)[1] == 2.0f && lx_f32(n)[2] == 2.0f);
     lx_value_free(&out);
     lx_release(w_before);
