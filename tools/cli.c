@@ -105,8 +105,10 @@ static bool same_file(const struct stat *sb, int fd) {
 static const char *output_place(const char *path) {
     char dir[4096], real[4096];
     struct stat sb;
-    if (stat(path, &sb) == 0 && same_file(&sb, STDOUT_FILENO)) return "it is this run's standard output";
-    if (stat(path, &sb) == 0 && same_file(&sb, STDERR_FILENO)) return "it is this run's standard error";
+    if (stat(path, &sb) == 0) {
+        if (same_file(&sb, STDOUT_FILENO)) return "it is this run's standard output";
+        if (same_file(&sb, STDERR_FILENO)) return "it is this run's standard error";
+    }
     const char *slash = strrchr(path, '/');
     size_t n = !slash ? 0 : slash == path ? 1 : (size_t)(slash - path);
     if (n >= sizeof dir) return NULL; /* the checks after it report the length */
