@@ -47,6 +47,16 @@ static bool parse_sig(const char *sig, sig_param *ps, int *np, bool *varkw) {
     return true;
 }
 
+bool lx_sig_names_param(const char *sig, const char *name) {
+    sig_param ps[SIG_MAX];
+    int np;
+    bool varkw;
+    if (!sig || !name || !parse_sig(sig, ps, &np, &varkw)) return false;
+    for (int i = 0; i < np; i++)
+        if (strcmp(ps[i].name, name) == 0) return true;
+    return false;
+}
+
 /* 'a', 'a' and 'b', 'a', 'b' and 'c' - Python's list of missing names. */
 static void name_list(const sig_param *ps, const int *idx, int n, char *buf, size_t cap) {
     size_t off = 0;

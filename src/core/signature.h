@@ -15,5 +15,9 @@
 /* `owner` is the type name ("Linear"), `method` the method name ("__call__"); sig NULL accepts
  * anything. LX_OK or LX_ERR_TYPE. */
 lx_status lx_call_check_sig(const char *owner, const char *method, const char *sig, const lx_call *c);
+/* Does the signature name a parameter `name` that a keyword argument can bind (Python's
+ * positional-or-keyword or keyword-only; a **kwargs does not count, as Flax's has_keyword_arg)?
+ * False for a NULL or malformed signature. */
+bool lx_sig_names_param(const char *sig, const char *name);
 
 #endif

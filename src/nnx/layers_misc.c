@@ -10,6 +10,7 @@
 #include "linnx/ops.h"
 #include "linnx/to_nnx.h"
 #include "nnx_internal.h"
+#include "../core/signature.h"
 #include "../core/status_internal.h"
 
 /* ------------------------------------------------------------------ Dropout */
@@ -412,20 +413,6 @@ static lx_status sequential_identity(const lx_call *c, lx_value *out) {
     return LX_OK;
 }
 
-/* Whether a method signature (nnx_type.method_sigs) names a parameter `rngs` a keyword can bind:
- * Flax's has_keyword_arg(f, 'rngs'), which a **kwargs does not satisfy. */
-static bool sig_names_rngs(const char *sig) {
-    for (const char *p = sig; p && *p;) {
-        while (*p == ' ' || *p == ',') p++;
-        const char *q = p;
-        while (*q && *q != ',' && *q != '=' && *q != ' ') q++;
-        if (q - p == 4 && memcmp(p, "rngs", 4) == 0) return true;
-        while (*q && *q != ',') q++;
-        p = q;
-    }
-    return false;
-}
-
 /* Whether Sequential passes its `rngs` on to this layer: a module whose __call__ declares it (in
  * its method_sigs; Sequential and ToNNX declare `*args, rngs=None, ...` in Flax, which linnx's
  * signature strings cannot write). Functions and modules with no declared signature do not get it. */
@@ -434,7 +421,7 @@ static bool layer_takes_rngs(const nnx_module *mod) {
     const nnx_type *t = mod->type;
     if (t == &nnx_Sequential || t == &bridge_ToNNX) return true;
     const nnx_method *f = nnx_find_method(t, "__call__");
-    return f && t->method_sigs && sig_names_rngs(t->method_sigs[f - t->methods]);
+    return f && t->method_sigs && lx_sig_names_param(t->method_sigs[f - t->methods], "rngs");
 }
 
 /* Whether a tree is linnx's layout of a tuple (or list): keys "0", "1", ... in order. */
