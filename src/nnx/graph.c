@@ -39,6 +39,31 @@ static lx_status add_child(nnx_children *c, int *cap, const char *name, lx_value
     return LX_OK;
 }
 
+bool nnx_module_child(const nnx_module *m, int i, const char **name, lx_value *v) {
+    const nnx_type *t = m->type;
+    if (i < t->nfields) {
+        const nnx_field *f = &t->fields[i];
+        void *p = nnx_field_ptr(m, f);
+        *name = f->name;
+        *v = lx_none();
+        switch (f->kind) {
+        case NNX_FIELD_VARIABLE:
+            if (*(lx_variable **)p) *v = lx_var_v(*(lx_variable **)p);
+            break;
+        case NNX_FIELD_CHILD:
+            if (*(nnx_module **)p) *v = nnx_module_v(*(nnx_module **)p);
+            break;
+        case NNX_FIELD_LIST: *v = nnx_list_v((nnx_list *)p); break;
+        }
+        return true;
+    }
+    i -= t->nfields;
+    if (i >= nnx_attr_count(m)) return false;
+    *name = m->attrs->names[i];
+    *v = m->attrs->values[i];
+    return true;
+}
+
 lx_status nnx_children_of(const lx_value *node, nnx_children *out) {
     out->n = 0;
     out->items = NULL;
@@ -47,23 +72,11 @@ lx_status nnx_children_of(const lx_value *node, nnx_children *out) {
     nnx_module *m = nnx_module_from_value(node);
     nnx_list *l = nnx_list_from_value(node);
     if (m) {
-        const nnx_type *t = m->type;
-        for (int i = 0; i < t->nfields && s == LX_OK; i++) {
-            void *p = nnx_field_ptr(m, &t->fields[i]);
-            lx_value v = lx_none();
-            switch (t->fields[i].kind) {
-            case NNX_FIELD_VARIABLE:
-                if (*(lx_variable **)p) v = lx_var_v(*(lx_variable **)p);
-                break;
-            case NNX_FIELD_CHILD:
-                if (*(nnx_module **)p) v = nnx_module_v(*(nnx_module **)p);
-                break;
-            case NNX_FIELD_LIST: v = nnx_list_v((nnx_list *)p); break;
-            }
-            s = add_child(out, &cap, t->fields[i].name, v, NNX_SLOT_FIELD, i);
-        }
-        for (int i = 0; i < nnx_attr_count(m) && s == LX_OK; i++)
-            s = add_child(out, &cap, m->attrs->names[i], m->attrs->values[i], NNX_SLOT_ATTR, i);
+        const char *name;
+        lx_value v;
+        for (int i = 0; s == LX_OK && nnx_module_child(m, i, &name, &v); i++)
+            s = i < m->type->nfields ? add_child(out, &cap, name, v, NNX_SLOT_FIELD, i)
+                                     : add_child(out, &cap, name, v, NNX_SLOT_ATTR, i - m->type->nfields);
         if (s == LX_OK && out->n > 1) qsort(out->items, (size_t)out->n, sizeof *out->items, child_cmp);
     } else if (l) {
         char buf[32];

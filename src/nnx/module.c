@@ -596,35 +596,6 @@ static char *join_name(const char *a, const char *b) {
     return s;
 }
 
-/* The i-th child of m, as graph.c's nnx_children_of lists it but unsorted and without copying
- * anything (fields first, then dynamic attributes): false past the last. The frame lookups below
- * run on every intercepted or quantized op, so they allocate nothing: a role or a name can then
- * not be lost to an allocation failure, and they cost no malloc, no qsort. */
-static bool module_child(const nnx_module *m, int i, const char **name, lx_value *v) {
-    const nnx_type *t = m->type;
-    if (i < t->nfields) {
-        const nnx_field *f = &t->fields[i];
-        void *p = nnx_field_ptr(m, f);
-        *name = f->name;
-        *v = lx_none();
-        switch (f->kind) {
-        case NNX_FIELD_VARIABLE:
-            if (*(lx_variable **)p) *v = lx_var_v(*(lx_variable **)p);
-            break;
-        case NNX_FIELD_CHILD:
-            if (*(nnx_module **)p) *v = nnx_module_v(*(nnx_module **)p);
-            break;
-        case NNX_FIELD_LIST: *v = nnx_list_v((nnx_list *)p); break;
-        }
-        return true;
-    }
-    i -= t->nfields;
-    if (i >= nnx_attr_count(m)) return false;
-    *name = m->attrs->names[i];
-    *v = m->attrs->values[i];
-    return true;
-}
-
 /* The attribute name of `m` in `parent` ("mlp", or "layers/0" for a list item) as a new string,
  * whatever its length (an interceptor's path must never be cut): LX_OK with *name NULL when m is
  * no attribute of parent (no path component). Held under several names, the first in name order
@@ -635,7 +606,7 @@ static lx_status child_name(const nnx_module *parent, const nnx_module *m, char 
     const char *best = NULL, *cname;
     int best_item = -1;
     lx_value v;
-    for (int i = 0; module_child(parent, i, &cname, &v); i++) {
+    for (int i = 0; nnx_module_child(parent, i, &cname, &v); i++) {
         int item = -1;
         if (nnx_module_from_value(&v) != m) {
             const nnx_list *l = nnx_list_from_value(&v);
@@ -661,7 +632,7 @@ static lx_status frame_name(const void *parent, const void *m, char **name) {
 static bool holds_param(const void *obj, const lx_array *a) {
     const char *cname;
     lx_value v;
-    for (int i = 0; module_child(obj, i, &cname, &v); i++)
+    for (int i = 0; nnx_module_child(obj, i, &cname, &v); i++)
         if (v.kind == LX_V_VARIABLE && v.u.var && lx_vartype_is(lx_variable_type(v.u.var), &lx_Param) &&
             lx_variable_get_value(v.u.var) == a)
             return true;

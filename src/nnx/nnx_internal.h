@@ -41,6 +41,10 @@ typedef struct nnx_children {
 /* The children of a container (module, list or tree) sorted as Flax's graph flatten sorts them.
  * Non-containers have none. */
 lx_status nnx_children_of(const lx_value *node, nnx_children *out);
+/* The i-th child of a module, unsorted and without copying anything (fields first, then dynamic
+ * attributes; an empty field is None): false past the last. nnx_children_of lists these; the
+ * frame lookups (module.c), which run on every intercepted op, walk them without allocating. */
+bool nnx_module_child(const nnx_module *m, int i, const char **name, lx_value *v);
 void nnx_children_free(nnx_children *c);
 
 /* Is `target` reachable from `from` (from is target, or holds it through fields, attributes,
