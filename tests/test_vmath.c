@@ -481,10 +481,10 @@ static void test_avx2_softmax_row_bits(void) {
     uint32_t seed = 12345;
     long bad = 0, rows = 0;
     for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
-        for (int kind = 0; kind < 8; kind++)
+        for (int kind = 0; kind < 11; kind++)
             for (int rep = 0; rep < 3; rep++) {
                 const int64_t n = lens[li];
-                const float span[8] = {2.0f, 20.0f, 86.0f, 87.5f, 120.0f, 30.0f, 20.0f, 20.0f};
+                const float span[11] = {2.0f, 20.0f, 86.0f, 87.5f, 120.0f, 30.0f, 20.0f, 20.0f, 20.0f, 20.0f, 20.0f};
                 for (int64_t i = 0; i < n; i++) {
                     float u = (float)((seed = seed * 1664525u + 1013904223u) >> 8) * 0x1p-24f;
                     x[i] = 5.0f - u * span[kind];
@@ -495,6 +495,13 @@ static void test_avx2_softmax_row_bits(void) {
                  * pass fails its check: the row goes on tested from that chunk) */
                 if (kind == 6) x[n - 1 - n / 7] = -200.0f;
                 if (kind == 7) x[n * 3 / 4] = -INFINITY;
+                /* whole groups of four vectors below -104 (their exps +0 without computing them): a
+                 * -inf tail from a ragged start, a -inf first half, a run of finite -200s */
+                for (int64_t i = 0; i < n; i++) {
+                    if (kind == 8 && i >= n - n / 4 - 5) x[i] = -INFINITY;
+                    if (kind == 9 && i < n / 2) x[i] = -INFINITY;
+                    if (kind == 10 && i >= n / 3 && i < 2 * n / 3) x[i] = -200.0f;
+                }
                 float mx, sum;
                 sm_ref_row(x, n, e, d, &mx, &sum);
                 k->softmax_row(x, y, n, false);
@@ -524,6 +531,21 @@ static void test_avx2_softmax_row_bits(void) {
             }
     if (bad) fprintf(stderr, "avx2 softmax rows: %ld values differ from the scalar algorithm (%ld rows)\n", bad, rows);
     CHECK(bad == 0);
+    /* a NaN among masked logits (a group whose other lanes are all -inf is not skipped as dead):
+     * every output NaN, on the tested path (200 floats) and the chunked one (4099) */
+    const int64_t nl[2] = {200, 4099};
+    for (int c = 0; c < 2; c++) {
+        const int64_t n = nl[c];
+        for (int64_t i = 0; i < n; i++) x[i] = i < n / 2 ? -INFINITY : (float)(i % 13) * 0.25f;
+        x[n / 4] = NAN;
+        long nan_out = 0;
+        k->softmax_row(x, y, n, false);
+        for (int64_t i = 0; i < n; i++) nan_out += isnan(y[i]) != 0;
+        k->softmax_row(x, y, n, true);
+        for (int64_t i = 0; i < n; i++) nan_out += isnan(y[i]) != 0;
+        nan_out += isnan(k->logsumexp_row(x, n)) != 0;
+        CHECK(nan_out == 2 * n + 1);
+    }
 }
 
 /* Every set's log_softmax backward row bit for bit against its own exp: dx = g - exp(y) sum(g)
