@@ -1206,6 +1206,66 @@ static void test_more_errors(void) {
     linen_module_release(foo);
 }
 
+/* Flax's ToLinen calls method(module, *args, **kwargs), so Python binds the arguments: a call the
+ * NNX method's signature refuses fails with Python's TypeError, as a direct nnx_call does, at init
+ * and apply alike, before anything is built or written (bridge9 F1). */
+static void test_method_arguments_are_checked(void) {
+    linen_module *m = BRIDGE_TO_LINEN(&nnx_Linear, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
+    lx_array *x = ONES(1, 2);
+    lx_call foo = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_BOOL("foo", true)));
+    lx_tree *v = NULL;
+    CHECK_FAILS(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &foo, NULL, &v), LX_ERR_TYPE,
+                "Linear.__call__() got an unexpected keyword argument 'foo'");
+    CHECK(v == NULL);
+    lx_call cx = LX_ARGS(x);
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_OK);
+    lx_value y = lx_none();
+    lx_tree *upd = NULL;
+    linen_opts all = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &foo, &all, &y, &upd), LX_ERR_TYPE,
+                "Linear.__call__() got an unexpected keyword argument 'foo'");
+    CHECK(upd == NULL && y.kind == LX_V_NONE);
+    lx_call two = LX_CALL_ARGS(lx_array_v(x), lx_array_v(x));
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &two, NULL, &y, NULL), LX_ERR_TYPE,
+                "Linear.__call__() takes 2 positional arguments but 3 were given");
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &LX_NO_CALL, NULL, &y, NULL), LX_ERR_TYPE,
+                "Linear.__call__() missing 1 required positional argument: 'inputs'");
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_OK); /* still usable */
+    CHECK(affine_close(out_array(&y), x, array_at(v, "params/kernel"), array_at(v, "params/bias")));
+    lx_value_free(&y);
+    lx_tree_release(v);
+    linen_module_release(m);
+
+    /* A misspelt keyword is refused by name; it used to be dropped, and training-mode BatchNorm
+     * then failed with an unrelated immutable-collection error. */
+    m = BRIDGE_TO_LINEN(&nnx_BatchNorm, LX_KW_INT("num_features", 2));
+    lx_call bx = LX_ARGS(arr(2, SHAPE(2, 2), (float[]){1, 2, 3, 5}));
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &bx, NULL, &v), LX_OK);
+    lx_call typo = LX_CALL(LX_ARGS_LIST(bx.args[0]), LX_KWARGS_LIST(LX_KW_BOOL("use_running_averag", true)));
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &typo, NULL, &y, NULL), LX_ERR_TYPE,
+                "BatchNorm.__call__() got an unexpected keyword argument 'use_running_averag'");
+    lx_call twice = LX_CALL(LX_ARGS_LIST(bx.args[0], lx_bool_v(true)), LX_KWARGS_LIST(LX_KW_BOOL("use_running_average", true)));
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &twice, NULL, &y, NULL), LX_ERR_TYPE,
+                "BatchNorm.__call__() got multiple values for argument 'use_running_average'");
+    lx_call eval = LX_CALL(LX_ARGS_LIST(bx.args[0]), LX_KWARGS_LIST(LX_KW_BOOL("use_running_average", true)));
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &eval, NULL, &y, NULL), LX_OK);
+    lx_value_free(&y);
+    lx_tree_release(v);
+    linen_module_release(m);
+
+    /* Methods by name (nnx_method=) are checked against their own signature. */
+    m = BRIDGE_TO_LINEN(&nnx_Embed, LX_KW_INT("num_embeddings", 2), LX_KW_INT("features", 3));
+    int32_t ids[1] = {1};
+    lx_call ci = LX_ARGS(lx_autorelease(lx_array_from_data(LX_I32, 1, SHAPE(1), ids)));
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &ci, NULL, &v), LX_OK);
+    lx_call att = LX_CALL(LX_ARGS_LIST(lx_array_v(ONES(1, 3))),
+                          LX_KWARGS_LIST(LX_KW_STR("nnx_method", "attend"), LX_KW_BOOL("inputs", true)));
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &att, NULL, &y, NULL), LX_ERR_TYPE,
+                "Embed.attend() got an unexpected keyword argument 'inputs'");
+    lx_tree_release(v);
+    linen_module_release(m);
+}
+
 static void test_clone_and_cache(void) {
     linen_module *m = BRIDGE_TO_LINEN(&nnx_Linear, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
     lx_call cx = LX_ARGS(arr(2, SHAPE(2, 2), (float[]){1, 2, 3, 4}));
@@ -1374,6 +1434,7 @@ int main(void) {
     RUN(test_linen_rngs_dict);
     RUN(test_errors);
     RUN(test_more_errors);
+    RUN(test_method_arguments_are_checked);
     RUN(test_clone_and_cache);
     RUN(test_method_replacing_a_child);
     RUN(test_ctor_keeps_modules);

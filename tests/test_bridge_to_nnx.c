@@ -938,6 +938,39 @@ static void test_rng_routing(void) {
     linen_module_release(probe);
 }
 
+/* Arguments the Linen method's signature refuses (Python's TypeError, Linen's own check) are
+ * refused before a stream is drawn, at lazy_init and call alike: a refused call changes nothing,
+ * so the next good call draws the same keys as it would have (bridge9 F2). */
+static void test_refused_arguments_draw_nothing(void) {
+    linen_module *d = dense(2, true);
+    nnx_rngs *r = rngs_seed(0);
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(bridge_to_nnx_new(d, r, NULL, &m), LX_OK);
+    lx_array *x = ones(1, 3);
+    lx_call foo = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_INT("foo", 3)));
+    CHECK_FAILS(bridge_lazy_init(m, NULL, &foo), LX_ERR_TYPE, "Dense.__call__() got an unexpected keyword argument 'foo'");
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 0);
+    CHECK_EQ_INT(nnx_attr_count(m), 0);
+    CHECK_EQ_INT(bridge_lazy_init(m, NULL, ARGS1(x)), LX_OK);
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 1);
+    lx_value out;
+    CHECK_FAILS(nnx_call(m, NULL, &foo, &out), LX_ERR_TYPE, "Dense.__call__() got an unexpected keyword argument 'foo'");
+    lx_call two = LX_CALL_ARGS(lx_array_v(x), lx_array_v(x));
+    CHECK_FAILS(nnx_call(m, NULL, &two, &out), LX_ERR_TYPE, "Dense.__call__() takes 2 positional arguments but 3 were given");
+    CHECK_FAILS(nnx_call(m, NULL, NULL, &out), LX_ERR_TYPE, "Dense.__call__() missing 1 required positional argument: 'inputs'");
+    /* the bridge's own keywords are taken out before the check */
+    lx_call kw = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_BOOL("mutable", false), LX_KW_INT("foo", 1)));
+    CHECK_FAILS(nnx_call(m, NULL, &kw, &out), LX_ERR_TYPE, "got an unexpected keyword argument 'foo'");
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 1);
+    lx_call ok = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_BOOL("mutable", false)));
+    CHECK_EQ_INT(nnx_call(m, NULL, &ok, &out), LX_OK);
+    lx_value_free(&out);
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 2);
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+    linen_module_release(d);
+}
+
 /* ------------------------------------------------------------------ Flax's rule for non-Variables */
 
 static void test_non_variable_attribute_is_an_error(void) {
@@ -1442,6 +1475,7 @@ int main(void) {
     RUN(test_linen_method_by_name);
     RUN(test_mutable_resolution);
     RUN(test_rng_routing);
+    RUN(test_refused_arguments_draw_nothing);
     RUN(test_non_variable_attribute_is_an_error);
     RUN(test_view_follows_attribute_changes);
     RUN(test_get_layers_scanned);
