@@ -3,9 +3,9 @@
  * get_layers. Tests named test_W<n>_... port flax/tests/nnx/bridge/wrappers_test.py case W<n>;
  * the get_layers tests port MaxText's tests/unit/nnx_wrappers_test.py.
  *
- * Not ported here: W6 (test_linen_to_nnx_transform) needs NNX vmap + split_rngs over a ToNNX,
- * which comes with the layer-stacking issue. W7 runs under a mesh in Flax; here (no devices to
- * shard over) it checks the sharding metadata, as the issue asks for mesh-dependent cases. */
+ * W6 (test_linen_to_nnx_transform: NNX vmap + split_rngs over a ToNNX) is in test_lift_bridge.c.
+ * W7 runs under a mesh in Flax; here (no devices to shard over) it checks the sharding metadata,
+ * as the issue asks for mesh-dependent cases. */
 #include "lx_test.h"
 
 #include "fixtures/bridge_to_nnx_fixtures.h"
