@@ -664,6 +664,17 @@ static void test_bridge_with_partitioning(void) {
     lx_value_free(&y2);
     lx_tree_release(v);
     linen_module_release(m);
+    /* bad arguments are refused (a NULL names array with a count used to crash), *out NULL */
+    md = (lx_tree *)&md;
+    CHECK_FAILS(bridge_with_partitioning(2, NULL, NULL, &md), LX_ERR_INVALID_ARGUMENT, "with_partitioning: names is NULL");
+    CHECK(md == NULL);
+    CHECK_FAILS(bridge_with_partitioning(-1, names, NULL, &md), LX_ERR_INVALID_ARGUMENT,
+                "with_partitioning: -1 names; an array has 0 to 8 axes to name");
+    CHECK_FAILS(bridge_with_partitioning(9, names, NULL, &md), LX_ERR_INVALID_ARGUMENT, "9 names");
+    CHECK_EQ_INT(bridge_with_partitioning(0, NULL, "mesh", &md), LX_OK); /* names=() */
+    const lx_value *os = md ? lx_tree_get(md, "out_sharding") : NULL;
+    CHECK(os && os->kind == LX_V_STRS && os->u.strs.n == 0);
+    lx_tree_release(md);
 }
 
 /* jax.tree.structure equality: the same set of paths (dict order does not matter), arrays of
