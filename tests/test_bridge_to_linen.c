@@ -1215,6 +1215,31 @@ static void test_more_errors(void) {
                 "got multiple values for argument 'nnx_method'");
     lx_tree_release(v);
     linen_module_release(foo);
+    /* a malformed constructor call is refused before it is copied (these crashed) */
+    CHECK(bridge_to_linen_kw(&nnx_Linear, 2, NULL) == NULL);
+    CHECK_STR(lx_last_error(), "to_linen: malformed call: 0 positional (NULL), 2 keyword (NULL)");
+    lx_clear_error();
+    CHECK(bridge_to_linen_kw(&nnx_Linear, -1, NULL) == NULL);
+    CHECK_STR(lx_last_error(), "to_linen: malformed call: 0 positional (NULL), -1 keyword (NULL)");
+    lx_clear_error();
+    lx_call unnamed = {0, NULL, 1, (lx_kwarg[]){{NULL, lx_int_v(3)}}};
+    m = NULL;
+    CHECK_FAILS(bridge_to_linen(&nnx_Linear, &unnamed, NULL, &m), LX_ERR_INVALID_ARGUMENT,
+                "to_linen: keyword argument 0 has no name");
+    CHECK(m == NULL);
+    linen_type *cls = NULL;
+    lx_call noargs = {3, NULL, 0, NULL};
+    CHECK_FAILS(bridge_to_linen_class(&nnx_Linear, &noargs, NULL, NULL, false, &cls), LX_ERR_INVALID_ARGUMENT,
+                "to_linen_class: malformed call: 3 positional (NULL)");
+    CHECK(cls == NULL);
+    CHECK_EQ_INT(bridge_to_linen_class(&nnx_Linear, NULL, NULL, NULL, false, &cls), LX_OK);
+    lx_call kwbad = LX_CALL_KWARGS(LX_KW("kwargs", lx_ptr_v("lx_call", &noargs)));
+    CHECK_FAILS(linen_module_new(cls, &kwbad, &m), LX_ERR_INVALID_ARGUMENT,
+                "LinearToLinen.__init__(): malformed call: 3 positional (NULL)");
+    lx_call ctorbad = {2, (lx_value[]){lx_ptr_v("nnx_type", (void *)&nnx_Linear), lx_ptr_v("lx_call", &noargs)}, 0, NULL};
+    CHECK_FAILS(linen_module_new(&bridge_ToLinen, &ctorbad, &m), LX_ERR_INVALID_ARGUMENT,
+                "ToLinen.__init__(): malformed call: 3 positional (NULL)");
+    bridge_to_linen_class_free(cls);
 }
 
 /* Flax's ToLinen calls method(module, *args, **kwargs), so Python binds the arguments: a call the

@@ -456,6 +456,7 @@ static lx_status tl_bind(const linen_type *type, void *p, const lx_call *c) {
     tl_config *cfg = p;
     const char *owner = "ToLinen.__init__()";
     const lx_value *cls = NULL, *ctor = NULL;
+    LX_TRY(tl_check_call(owner, c));
     if (c->nargs > 2) return lx_fail(LX_ERR_TYPE, "%s takes 3 positional arguments but %d were given", owner, c->nargs + 1);
     if (c->nargs > 0) cls = &c->args[0];
     if (c->nargs > 1) ctor = &c->args[1];
@@ -483,6 +484,11 @@ static lx_status tl_bind(const linen_type *type, void *p, const lx_call *c) {
     if (ctor && ctor->kind != LX_V_NONE && !tl_is_ptr(ctor, "lx_call"))
         return lx_fail(LX_ERR_TYPE, "%s: argument 'ctor' must be a call record (LX_V_PTR \"lx_call\"), got %s", owner,
                        lx_kind_name(ctor->kind));
+    if (!cls->u.ptr.p) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: argument 'nnx_class' is NULL", owner);
+    if (ctor && ctor->kind != LX_V_NONE) {
+        if (!ctor->u.ptr.p) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: argument 'ctor' is NULL", owner);
+        LX_TRY(tl_check_call(owner, ctor->u.ptr.p));
+    }
     tmp.nnx = cls->u.ptr.p;
     tmp.skip_rng = skip;
     tmp.state = tl_state_new();
@@ -523,6 +529,7 @@ lx_status bridge_to_linen(const nnx_type *t, const lx_call *ctor, const bridge_t
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "to_linen: out is NULL");
     *out = NULL;
     if (!t) return lx_fail(LX_ERR_INVALID_ARGUMENT, "to_linen: nnx_class is NULL");
+    LX_TRY(tl_check_call("to_linen", ctor));
     static const bridge_to_linen_opts defaults = {0};
     if (!opts) opts = &defaults;
     lx_call none = LX_NO_CALL;
