@@ -1302,6 +1302,56 @@ static void test_method_arguments_are_checked(void) {
     linen_module_release(m);
 }
 
+/* A metadata box the caller gave around a variable the NNX method changes stays around the new
+ * value in a mutable apply (Linen's Variable.value = v keeps a box: replace_boxed), at the top
+ * level and nested. Flax's ToLinen rebuilds every leaf from the constructor's Variables and drops
+ * it; Linen's own BatchNorm keeps it (bridge9 F7). */
+static void test_caller_boxes_survive_write_back(void) {
+    lx_call ctor = LX_CALL_ARGS(lx_int_v(2), lx_int_v(2));
+    linen_module *m = to_linen_args(&NNX_COLL, &ctor, NULL); /* w, bn (BatchNorm), lora */
+    lx_array *x = arr(2, SHAPE(3, 2), (float[]){1, 2, 3, 5, 6, 7});
+    lx_call c = LX_ARGS(x);
+    lx_tree *v = NULL;
+    CHECK_EQ_INT(linen_init(m, LINEN_RNGS({"params", lx_key_from_seed(0)}), &c, NULL, &v), LX_OK);
+    const char *nm[] = {"embed"};
+    lx_box *bm = NULL, *bs = NULL;
+    CHECK_EQ_INT(lx_box_partitioned(array_at(v, "batch_stats/bn/mean"), 1, nm, "m", &bm), LX_OK);
+    CHECK_EQ_INT(lx_box_logically_partitioned(array_at(v, "params/bn/scale"), 1, nm, NULL, 0, NULL, &bs), LX_OK);
+    lx_tree *w = lx_tree_copy(v);
+    CHECK_EQ_INT(lx_tree_set_path(w, "batch_stats/bn/mean", lx_box_v(bm)), LX_OK);
+    CHECK_EQ_INT(lx_tree_set_path(w, "params/bn/scale", lx_box_v(bs)), LX_OK);
+    linen_opts all = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
+    lx_value y = lx_none();
+    lx_tree *upd = NULL;
+    CHECK_EQ_INT(linen_apply(m, w, LINEN_NO_RNGS, &c, &all, &y, &upd), LX_OK);
+    const lx_value *mean = at(upd, "batch_stats/bn/mean");
+    CHECK(mean && mean->kind == LX_V_BOX && lx_box_get_kind(mean->u.box) == LX_BOX_PARTITIONED);
+    if (mean && mean->kind == LX_V_BOX) {
+        const lx_value *names = lx_box_names(mean->u.box);
+        CHECK(names && names->u.strs.n == 1 && strcmp(names->u.strs.v[0], "embed") == 0);
+        CHECK(lx_box_mesh(mean->u.box) && strcmp(lx_box_mesh(mean->u.box), "m") == 0);
+        /* the new statistics: x @ w has column means m_j; mean = 0.01 * m_j (momentum 0.99 from 0) */
+        const float *wk = lx_f32(array_at(v, "params/w")), *xs = lx_f32(x);
+        const float *got = lx_f32(lx_box_unbox(mean->u.box));
+        for (int j = 0; j < 2; j++) {
+            double m = 0;
+            for (int r = 0; r < 3; r++) m += (double)xs[r * 2] * wk[j] + (double)xs[r * 2 + 1] * wk[2 + j];
+            CHECK(fabs(got[j] - 0.01 * m / 3) < 1e-6);
+        }
+    }
+    /* unchanged leaves come back as given; plain ones stay plain */
+    const lx_value *scale = at(upd, "params/bn/scale");
+    CHECK(scale && scale->kind == LX_V_BOX && lx_box_equal(scale->u.box, bs));
+    CHECK(at(upd, "batch_stats/bn/var") && at(upd, "batch_stats/bn/var")->kind == LX_V_ARRAY);
+    lx_value_free(&y);
+    lx_tree_release(upd);
+    lx_tree_release(w);
+    lx_tree_release(v);
+    lx_box_release(bm);
+    lx_box_release(bs);
+    linen_module_release(m);
+}
+
 static void test_clone_and_cache(void) {
     linen_module *m = BRIDGE_TO_LINEN(&nnx_Linear, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
     lx_call cx = LX_ARGS(arr(2, SHAPE(2, 2), (float[]){1, 2, 3, 4}));
@@ -1471,6 +1521,7 @@ int main(void) {
     RUN(test_errors);
     RUN(test_more_errors);
     RUN(test_method_arguments_are_checked);
+    RUN(test_caller_boxes_survive_write_back);
     RUN(test_clone_and_cache);
     RUN(test_method_replacing_a_child);
     RUN(test_ctor_keeps_modules);
