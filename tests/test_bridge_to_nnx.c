@@ -743,6 +743,28 @@ static void test_linen_method_by_name(void) {
     lx_value out;
     CHECK_FAILS(nnx_call(m, "generate", ARGS1(x), &out), LX_ERR_NOT_FOUND,
                 "'ToNNX' object has no attribute 'generate'");
+    /* Flax's model(x, method='encode'): the keyword picks the method and is not forwarded */
+    int64_t before = stream_count(bridge_to_nnx_rngs(m), "default");
+    lx_call by_kw = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("method", "encode")));
+    lx_array *z2 = call_array(m, NULL, &by_kw);
+    CHECK(z2 && z && lx_array_equal(z2, z));
+    lx_call none_kw = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW("method", lx_none())));
+    lx_array *full2 = call_array(m, NULL, &none_kw);
+    CHECK(full2 && full && lx_array_equal(full2, full));
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), before + 2);
+    /* refused before a stream is drawn */
+    lx_call bad_name = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("method", "generate")));
+    CHECK_FAILS(nnx_call(m, NULL, &bad_name, &out), LX_ERR_NOT_FOUND, "\"AutoEncoder\" object has no attribute \"generate\".");
+    lx_call bad_kind = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_INT("method", 3)));
+    CHECK_FAILS(nnx_call(m, NULL, &bad_kind, &out), LX_ERR_TYPE,
+                "ToNNX: method must be the name of a method of the Linen module or None, got 3");
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), before + 2);
+    /* lazy_init(model, x, method='encode') initialises through that method */
+    nnx_module *m2 = NULL;
+    CHECK_EQ_INT(bridge_to_nnx_new(ae, r, NULL, &m2), LX_OK);
+    CHECK_EQ_INT(bridge_lazy_init(m2, NULL, &by_kw), LX_OK);
+    CHECK(value_at(m2, "encoder/kernel") && !value_at(m2, "decoder/kernel"));
+    nnx_module_release(m2);
     nnx_module_release(m);
     nnx_rngs_release(r);
     linen_module_release(ae);

@@ -485,12 +485,25 @@ static lx_status to_nnx_run(nnx_module *m, const char *method, const lx_call *ca
     rng_source src;
     LX_TRY(parse_mutable(lx_call_kwarg(call, "mutable"), &mut, &mut_given));
     LX_TRY(parse_rngs(self, lx_call_kwarg(call, "rngs"), &src));
+    /* Flax's ToNNX.__call__(*args, rngs=None, method=None, mutable=None, **kwargs): `method`
+     * names a method of the Linen module (model(x, method='encode') is model.encode(x)). */
+    const lx_value *mv = lx_call_kwarg(call, "method");
+    if (mv && mv->kind != LX_V_NONE) {
+        char buf[64];
+        if (mv->kind != LX_V_STR || !mv->u.s)
+            return lx_fail(LX_ERR_TYPE, "ToNNX: method must be the name of a method of the Linen module or None, got %s",
+                           lx_value_str(mv, buf, sizeof buf));
+        if (!linen_has_method(lm, mv->u.s))
+            return lx_fail(LX_ERR_NOT_FOUND, "\"%s\" object has no attribute \"%s\".", linen_module_type(lm)->name,
+                           mv->u.s);
+        method = mv->u.s;
+    }
 
     lx_call fwd = *call, owned = LX_NO_CALL;
-    bool strip = lx_call_kwarg(call, "rngs") || lx_call_kwarg(call, "mutable");
+    bool strip = lx_call_kwarg(call, "rngs") || lx_call_kwarg(call, "mutable") || mv;
     if (strip) {
-        static const char *const BRIDGE_ONLY[] = {"rngs", "mutable"};
-        LX_TRY(lx_call_without(call, 2, BRIDGE_ONLY, &owned));
+        static const char *const BRIDGE_ONLY[] = {"rngs", "mutable", "method"};
+        LX_TRY(lx_call_without(call, 3, BRIDGE_ONLY, &owned));
         fwd = owned;
     }
 
