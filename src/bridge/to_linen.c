@@ -484,11 +484,7 @@ static lx_status tl_bind(const linen_type *type, void *p, const lx_call *c) {
     if (ctor && ctor->kind != LX_V_NONE && !tl_is_ptr(ctor, "lx_call"))
         return lx_fail(LX_ERR_TYPE, "%s: argument 'ctor' must be a call record (LX_V_PTR \"lx_call\"), got %s", owner,
                        lx_kind_name(ctor->kind));
-    if (!cls->u.ptr.p) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: argument 'nnx_class' is NULL", owner);
-    if (ctor && ctor->kind != LX_V_NONE) {
-        if (!ctor->u.ptr.p) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: argument 'ctor' is NULL", owner);
-        LX_TRY(tl_check_call(owner, ctor->u.ptr.p));
-    }
+    if (ctor && ctor->kind != LX_V_NONE) LX_TRY(tl_check_call(owner, ctor->u.ptr.p));
     tmp.nnx = cls->u.ptr.p;
     tmp.skip_rng = skip;
     tmp.state = tl_state_new();

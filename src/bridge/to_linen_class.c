@@ -55,16 +55,13 @@ static lx_status class_bind(const linen_type *type, void *p, const lx_call *c) {
         } else if (strcmp(k, "metadata_fn") == 0) {
             st = tl_read_metadata(owner, v, &tmp);
         } else if (strcmp(k, "nnx_class") == 0) {
-            if (tl_is_ptr(v, "nnx_type") && v->u.ptr.p) tmp.nnx = v->u.ptr.p;
-            else if (tl_is_ptr(v, "nnx_type"))
-                st = lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: argument 'nnx_class' is NULL", owner);
+            if (tl_is_ptr(v, "nnx_type")) tmp.nnx = v->u.ptr.p;
             else if (v->kind != LX_V_NONE)
                 st = lx_fail(LX_ERR_TYPE, "%s: argument 'nnx_class' must be an NNX type, got %s", owner, lx_kind_name(v->kind));
         } else if (strcmp(k, "kwargs") == 0) {
             if (tl_is_ptr(v, "lx_call")) {
-                kwargs_param = v->u.ptr.p;
-                st = kwargs_param ? tl_check_call(owner, kwargs_param)
-                                  : lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: argument 'kwargs' is NULL", owner);
+                kwargs_param = v->u.ptr.p; /* tl_is_ptr: not NULL */
+                st = tl_check_call(owner, kwargs_param);
             } else if (v->kind != LX_V_NONE)
                 st = lx_fail(LX_ERR_TYPE, "%s: argument 'kwargs' must be a call record, got %s", owner, lx_kind_name(v->kind));
         } else {
