@@ -664,6 +664,17 @@ static void test_bridge_with_partitioning(void) {
     lx_value_free(&y2);
     lx_tree_release(v);
     linen_module_release(m);
+    /* bad arguments are refused (a NULL names array with a count used to crash), *out NULL */
+    md = (lx_tree *)&md;
+    CHECK_FAILS(bridge_with_partitioning(2, NULL, NULL, &md), LX_ERR_INVALID_ARGUMENT, "with_partitioning: names is NULL");
+    CHECK(md == NULL);
+    CHECK_FAILS(bridge_with_partitioning(-1, names, NULL, &md), LX_ERR_INVALID_ARGUMENT,
+                "with_partitioning: -1 names; an array has 0 to 8 axes to name");
+    CHECK_FAILS(bridge_with_partitioning(9, names, NULL, &md), LX_ERR_INVALID_ARGUMENT, "9 names");
+    CHECK_EQ_INT(bridge_with_partitioning(0, NULL, "mesh", &md), LX_OK); /* names=() */
+    const lx_value *os = md ? lx_tree_get(md, "out_sharding") : NULL;
+    CHECK(os && os->kind == LX_V_STRS && os->u.strs.n == 0);
+    lx_tree_release(md);
 }
 
 /* jax.tree.structure equality: the same set of paths (dict order does not matter), arrays of
@@ -1204,6 +1215,141 @@ static void test_more_errors(void) {
                 "got multiple values for argument 'nnx_method'");
     lx_tree_release(v);
     linen_module_release(foo);
+    /* a malformed constructor call is refused before it is copied (these crashed) */
+    CHECK(bridge_to_linen_kw(&nnx_Linear, 2, NULL) == NULL);
+    CHECK_STR(lx_last_error(), "to_linen: malformed call: 0 positional (NULL), 2 keyword (NULL)");
+    lx_clear_error();
+    CHECK(bridge_to_linen_kw(&nnx_Linear, -1, NULL) == NULL);
+    CHECK_STR(lx_last_error(), "to_linen: malformed call: 0 positional (NULL), -1 keyword (NULL)");
+    lx_clear_error();
+    lx_call unnamed = {0, NULL, 1, (lx_kwarg[]){{NULL, lx_int_v(3)}}};
+    m = NULL;
+    CHECK_FAILS(bridge_to_linen(&nnx_Linear, &unnamed, NULL, &m), LX_ERR_INVALID_ARGUMENT,
+                "to_linen: keyword argument 0 has no name");
+    CHECK(m == NULL);
+    linen_type *cls = NULL;
+    lx_call noargs = {3, NULL, 0, NULL};
+    CHECK_FAILS(bridge_to_linen_class(&nnx_Linear, &noargs, NULL, NULL, false, &cls), LX_ERR_INVALID_ARGUMENT,
+                "to_linen_class: malformed call: 3 positional (NULL)");
+    CHECK(cls == NULL);
+    CHECK_EQ_INT(bridge_to_linen_class(&nnx_Linear, NULL, NULL, NULL, false, &cls), LX_OK);
+    lx_call kwbad = LX_CALL_KWARGS(LX_KW("kwargs", lx_ptr_v("lx_call", &noargs)));
+    CHECK_FAILS(linen_module_new(cls, &kwbad, &m), LX_ERR_INVALID_ARGUMENT,
+                "LinearToLinen.__init__(): malformed call: 3 positional (NULL)");
+    lx_call ctorbad = {2, (lx_value[]){lx_ptr_v("nnx_type", (void *)&nnx_Linear), lx_ptr_v("lx_call", &noargs)}, 0, NULL};
+    CHECK_FAILS(linen_module_new(&bridge_ToLinen, &ctorbad, &m), LX_ERR_INVALID_ARGUMENT,
+                "ToLinen.__init__(): malformed call: 3 positional (NULL)");
+    bridge_to_linen_class_free(cls);
+}
+
+/* Flax's ToLinen calls method(module, *args, **kwargs), so Python binds the arguments: a call the
+ * NNX method's signature refuses fails with Python's TypeError, as a direct nnx_call does, at init
+ * and apply alike, before anything is built or written (bridge9 F1). */
+static void test_method_arguments_are_checked(void) {
+    linen_module *m = BRIDGE_TO_LINEN(&nnx_Linear, LX_KW_INT("in_features", 2), LX_KW_INT("out_features", 3));
+    lx_array *x = ONES(1, 2);
+    lx_call foo = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_BOOL("foo", true)));
+    lx_tree *v = NULL;
+    CHECK_FAILS(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &foo, NULL, &v), LX_ERR_TYPE,
+                "Linear.__call__() got an unexpected keyword argument 'foo'");
+    CHECK(v == NULL);
+    lx_call cx = LX_ARGS(x);
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &cx, NULL, &v), LX_OK);
+    lx_value y = lx_none();
+    lx_tree *upd = NULL;
+    linen_opts all = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &foo, &all, &y, &upd), LX_ERR_TYPE,
+                "Linear.__call__() got an unexpected keyword argument 'foo'");
+    CHECK(upd == NULL && y.kind == LX_V_NONE);
+    lx_call two = LX_CALL_ARGS(lx_array_v(x), lx_array_v(x));
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &two, NULL, &y, NULL), LX_ERR_TYPE,
+                "Linear.__call__() takes 2 positional arguments but 3 were given");
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &LX_NO_CALL, NULL, &y, NULL), LX_ERR_TYPE,
+                "Linear.__call__() missing 1 required positional argument: 'inputs'");
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &cx, NULL, &y, NULL), LX_OK); /* still usable */
+    CHECK(affine_close(out_array(&y), x, array_at(v, "params/kernel"), array_at(v, "params/bias")));
+    lx_value_free(&y);
+    lx_tree_release(v);
+    linen_module_release(m);
+
+    /* A misspelt keyword is refused by name; it used to be dropped, and training-mode BatchNorm
+     * then failed with an unrelated immutable-collection error. */
+    m = BRIDGE_TO_LINEN(&nnx_BatchNorm, LX_KW_INT("num_features", 2));
+    lx_call bx = LX_ARGS(arr(2, SHAPE(2, 2), (float[]){1, 2, 3, 5}));
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &bx, NULL, &v), LX_OK);
+    lx_call typo = LX_CALL(LX_ARGS_LIST(bx.args[0]), LX_KWARGS_LIST(LX_KW_BOOL("use_running_averag", true)));
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &typo, NULL, &y, NULL), LX_ERR_TYPE,
+                "BatchNorm.__call__() got an unexpected keyword argument 'use_running_averag'");
+    lx_call twice = LX_CALL(LX_ARGS_LIST(bx.args[0], lx_bool_v(true)), LX_KWARGS_LIST(LX_KW_BOOL("use_running_average", true)));
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &twice, NULL, &y, NULL), LX_ERR_TYPE,
+                "BatchNorm.__call__() got multiple values for argument 'use_running_average'");
+    lx_call eval = LX_CALL(LX_ARGS_LIST(bx.args[0]), LX_KWARGS_LIST(LX_KW_BOOL("use_running_average", true)));
+    CHECK_EQ_INT(linen_apply(m, v, LINEN_NO_RNGS, &eval, NULL, &y, NULL), LX_OK);
+    lx_value_free(&y);
+    lx_tree_release(v);
+    linen_module_release(m);
+
+    /* Methods by name (nnx_method=) are checked against their own signature. */
+    m = BRIDGE_TO_LINEN(&nnx_Embed, LX_KW_INT("num_embeddings", 2), LX_KW_INT("features", 3));
+    int32_t ids[1] = {1};
+    lx_call ci = LX_ARGS(lx_autorelease(lx_array_from_data(LX_I32, 1, SHAPE(1), ids)));
+    CHECK_EQ_INT(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &ci, NULL, &v), LX_OK);
+    lx_call att = LX_CALL(LX_ARGS_LIST(lx_array_v(ONES(1, 3))),
+                          LX_KWARGS_LIST(LX_KW_STR("nnx_method", "attend"), LX_KW_BOOL("inputs", true)));
+    CHECK_FAILS(linen_apply(m, v, LINEN_NO_RNGS, &att, NULL, &y, NULL), LX_ERR_TYPE,
+                "Embed.attend() got an unexpected keyword argument 'inputs'");
+    lx_tree_release(v);
+    linen_module_release(m);
+}
+
+/* A metadata box the caller gave around a variable the NNX method changes stays around the new
+ * value in a mutable apply (Linen's Variable.value = v keeps a box: replace_boxed), at the top
+ * level and nested. Flax's ToLinen rebuilds every leaf from the constructor's Variables and drops
+ * it; Linen's own BatchNorm keeps it (bridge9 F7). */
+static void test_caller_boxes_survive_write_back(void) {
+    lx_call ctor = LX_CALL_ARGS(lx_int_v(2), lx_int_v(2));
+    linen_module *m = to_linen_args(&NNX_COLL, &ctor, NULL); /* w, bn (BatchNorm), lora */
+    lx_array *x = arr(2, SHAPE(3, 2), (float[]){1, 2, 3, 5, 6, 7});
+    lx_call c = LX_ARGS(x);
+    lx_tree *v = NULL;
+    CHECK_EQ_INT(linen_init(m, LINEN_RNGS({"params", lx_key_from_seed(0)}), &c, NULL, &v), LX_OK);
+    const char *nm[] = {"embed"};
+    lx_box *bm = NULL, *bs = NULL;
+    CHECK_EQ_INT(lx_box_partitioned(array_at(v, "batch_stats/bn/mean"), 1, nm, "m", &bm), LX_OK);
+    CHECK_EQ_INT(lx_box_logically_partitioned(array_at(v, "params/bn/scale"), 1, nm, NULL, 0, NULL, &bs), LX_OK);
+    lx_tree *w = lx_tree_copy(v);
+    CHECK_EQ_INT(lx_tree_set_path(w, "batch_stats/bn/mean", lx_box_v(bm)), LX_OK);
+    CHECK_EQ_INT(lx_tree_set_path(w, "params/bn/scale", lx_box_v(bs)), LX_OK);
+    linen_opts all = {.mutable = LINEN_MUTABLE_EVERYTHING, .mutable_given = true};
+    lx_value y = lx_none();
+    lx_tree *upd = NULL;
+    CHECK_EQ_INT(linen_apply(m, w, LINEN_NO_RNGS, &c, &all, &y, &upd), LX_OK);
+    const lx_value *mean = at(upd, "batch_stats/bn/mean");
+    CHECK(mean && mean->kind == LX_V_BOX && lx_box_get_kind(mean->u.box) == LX_BOX_PARTITIONED);
+    if (mean && mean->kind == LX_V_BOX) {
+        const lx_value *names = lx_box_names(mean->u.box);
+        CHECK(names && names->u.strs.n == 1 && strcmp(names->u.strs.v[0], "embed") == 0);
+        CHECK(lx_box_mesh(mean->u.box) && strcmp(lx_box_mesh(mean->u.box), "m") == 0);
+        /* the new statistics: x @ w has column means m_j; mean = 0.01 * m_j (momentum 0.99 from 0) */
+        const float *wk = lx_f32(array_at(v, "params/w")), *xs = lx_f32(x);
+        const float *got = lx_f32(lx_box_unbox(mean->u.box));
+        for (int j = 0; j < 2; j++) {
+            double m = 0;
+            for (int r = 0; r < 3; r++) m += (double)xs[r * 2] * wk[j] + (double)xs[r * 2 + 1] * wk[2 + j];
+            CHECK(fabs(got[j] - 0.01 * m / 3) < 1e-6);
+        }
+    }
+    /* unchanged leaves come back as given; plain ones stay plain */
+    const lx_value *scale = at(upd, "params/bn/scale");
+    CHECK(scale && scale->kind == LX_V_BOX && lx_box_equal(scale->u.box, bs));
+    CHECK(at(upd, "batch_stats/bn/var") && at(upd, "batch_stats/bn/var")->kind == LX_V_ARRAY);
+    lx_value_free(&y);
+    lx_tree_release(upd);
+    lx_tree_release(w);
+    lx_tree_release(v);
+    lx_box_release(bm);
+    lx_box_release(bs);
+    linen_module_release(m);
 }
 
 static void test_clone_and_cache(void) {
@@ -1374,6 +1520,8 @@ int main(void) {
     RUN(test_linen_rngs_dict);
     RUN(test_errors);
     RUN(test_more_errors);
+    RUN(test_method_arguments_are_checked);
+    RUN(test_caller_boxes_survive_write_back);
     RUN(test_clone_and_cache);
     RUN(test_method_replacing_a_child);
     RUN(test_ctor_keeps_modules);

@@ -3,9 +3,9 @@
  * get_layers. Tests named test_W<n>_... port flax/tests/nnx/bridge/wrappers_test.py case W<n>;
  * the get_layers tests port MaxText's tests/unit/nnx_wrappers_test.py.
  *
- * Not ported here: W6 (test_linen_to_nnx_transform) needs NNX vmap + split_rngs over a ToNNX,
- * which comes with the layer-stacking issue. W7 runs under a mesh in Flax; here (no devices to
- * shard over) it checks the sharding metadata, as the issue asks for mesh-dependent cases. */
+ * W6 (test_linen_to_nnx_transform: NNX vmap + split_rngs over a ToNNX) is in test_lift_bridge.c.
+ * W7 runs under a mesh in Flax; here (no devices to shard over) it checks the sharding metadata,
+ * as the issue asks for mesh-dependent cases. */
 #include "lx_test.h"
 
 #include "fixtures/bridge_to_nnx_fixtures.h"
@@ -743,6 +743,28 @@ static void test_linen_method_by_name(void) {
     lx_value out;
     CHECK_FAILS(nnx_call(m, "generate", ARGS1(x), &out), LX_ERR_NOT_FOUND,
                 "'ToNNX' object has no attribute 'generate'");
+    /* Flax's model(x, method='encode'): the keyword picks the method and is not forwarded */
+    int64_t before = stream_count(bridge_to_nnx_rngs(m), "default");
+    lx_call by_kw = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("method", "encode")));
+    lx_array *z2 = call_array(m, NULL, &by_kw);
+    CHECK(z2 && z && lx_array_equal(z2, z));
+    lx_call none_kw = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW("method", lx_none())));
+    lx_array *full2 = call_array(m, NULL, &none_kw);
+    CHECK(full2 && full && lx_array_equal(full2, full));
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), before + 2);
+    /* refused before a stream is drawn */
+    lx_call bad_name = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("method", "generate")));
+    CHECK_FAILS(nnx_call(m, NULL, &bad_name, &out), LX_ERR_NOT_FOUND, "\"AutoEncoder\" object has no attribute \"generate\".");
+    lx_call bad_kind = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_INT("method", 3)));
+    CHECK_FAILS(nnx_call(m, NULL, &bad_kind, &out), LX_ERR_TYPE,
+                "ToNNX: method must be the name of a method of the Linen module or None, got 3");
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), before + 2);
+    /* lazy_init(model, x, method='encode') initialises through that method */
+    nnx_module *m2 = NULL;
+    CHECK_EQ_INT(bridge_to_nnx_new(ae, r, NULL, &m2), LX_OK);
+    CHECK_EQ_INT(bridge_lazy_init(m2, NULL, &by_kw), LX_OK);
+    CHECK(value_at(m2, "encoder/kernel") && !value_at(m2, "decoder/kernel"));
+    nnx_module_release(m2);
     nnx_module_release(m);
     nnx_rngs_release(r);
     linen_module_release(ae);
@@ -936,6 +958,39 @@ static void test_rng_routing(void) {
     nnx_rngs_release(other);
     nnx_rngs_release(r);
     linen_module_release(probe);
+}
+
+/* Arguments the Linen method's signature refuses (Python's TypeError, Linen's own check) are
+ * refused before a stream is drawn, at lazy_init and call alike: a refused call changes nothing,
+ * so the next good call draws the same keys as it would have (bridge9 F2). */
+static void test_refused_arguments_draw_nothing(void) {
+    linen_module *d = dense(2, true);
+    nnx_rngs *r = rngs_seed(0);
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(bridge_to_nnx_new(d, r, NULL, &m), LX_OK);
+    lx_array *x = ones(1, 3);
+    lx_call foo = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_INT("foo", 3)));
+    CHECK_FAILS(bridge_lazy_init(m, NULL, &foo), LX_ERR_TYPE, "Dense.__call__() got an unexpected keyword argument 'foo'");
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 0);
+    CHECK_EQ_INT(nnx_attr_count(m), 0);
+    CHECK_EQ_INT(bridge_lazy_init(m, NULL, ARGS1(x)), LX_OK);
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 1);
+    lx_value out;
+    CHECK_FAILS(nnx_call(m, NULL, &foo, &out), LX_ERR_TYPE, "Dense.__call__() got an unexpected keyword argument 'foo'");
+    lx_call two = LX_CALL_ARGS(lx_array_v(x), lx_array_v(x));
+    CHECK_FAILS(nnx_call(m, NULL, &two, &out), LX_ERR_TYPE, "Dense.__call__() takes 2 positional arguments but 3 were given");
+    CHECK_FAILS(nnx_call(m, NULL, NULL, &out), LX_ERR_TYPE, "Dense.__call__() missing 1 required positional argument: 'inputs'");
+    /* the bridge's own keywords are taken out before the check */
+    lx_call kw = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_BOOL("mutable", false), LX_KW_INT("foo", 1)));
+    CHECK_FAILS(nnx_call(m, NULL, &kw, &out), LX_ERR_TYPE, "got an unexpected keyword argument 'foo'");
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 1);
+    lx_call ok = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_BOOL("mutable", false)));
+    CHECK_EQ_INT(nnx_call(m, NULL, &ok, &out), LX_OK);
+    lx_value_free(&out);
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 2);
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+    linen_module_release(d);
 }
 
 /* ------------------------------------------------------------------ Flax's rule for non-Variables */
@@ -1442,6 +1497,7 @@ int main(void) {
     RUN(test_linen_method_by_name);
     RUN(test_mutable_resolution);
     RUN(test_rng_routing);
+    RUN(test_refused_arguments_draw_nothing);
     RUN(test_non_variable_attribute_is_an_error);
     RUN(test_view_follows_attribute_changes);
     RUN(test_get_layers_scanned);

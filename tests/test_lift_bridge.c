@@ -1,7 +1,7 @@
 /* Stacking through the bridge: Flax's W17 (nn.vmap over ToLinen(nnx.Linear)), nn.scan of a
  * to_linen-wrapped NNX layer whose kernel is partitioned (the stacked axis lands in the NNXMeta's
- * out_sharding and leaves it again for the layer: the Flax #5590 fix), and W6 (ToNNX(Dense)
- * lazily initialised under nnx.split_rngs + nnx.vmap). */
+ * out_sharding and leaves it again for the layer: the Flax #5590 fix), W6 (ToNNX(Dense)
+ * lazily initialised under nnx.split_rngs + nnx.vmap) and nnx.scan over such a ToNNX stack. */
 #include "lift_util.h"
 #include "linnx/llama.h"
 
@@ -156,6 +156,66 @@ static void test_w6(void) {
     lx_release(c.x);
 }
 
+/* nnx.scan over W6's stack: ToNNX(Dense(4)) layers built under split_rngs(3) + vmap, scanned with
+ * the carry: the result equals running the three slices one after the other. And a stack of
+ * ToNNX(BatchNorm(use_running_average=False)) scanned with mutable='batch_stats': each layer's
+ * statistics are updated from its own input, 0.01 * batch mean (momentum 0.99 from zeros). */
+static void test_scan_over_to_nnx(void) {
+    w6_ctx c = {NULL, lx_array_full_f32(2, (int64_t[]){1, 4}, 0.5f)};
+    linen_module_new(&linen_Dense, &LX_CALL_KWARGS(LX_KW_INT("features", 4)), &c.dense);
+    nnx_rngs *r = NULL;
+    CHECK_EQ_INT(nnx_rngs_from_seed(0, &r), LX_OK);
+    nnx_filter f[] = {NNX_OF_TYPE(&lx_Param), NNX_EVERYTHING};
+    int axes[] = {0, NNX_AXIS_BROADCAST};
+    nnx_state_axes sa = {2, f, axes};
+    nnx_module *stack = NULL;
+    CHECK_EQ_INT(nnx_vmap_create_fn(w6_ctor, &c, r, 3, &sa, NULL, &stack), LX_OK);
+    lx_value out = lx_none();
+    CHECK_EQ_INT(nnx_scan_call(stack, NULL, &sa, NULL, &LX_ARGS(c.x), &out), LX_OK);
+    lx_array *y = c.x;
+    for (int i = 0; i < 3 && y; i++) {
+        nnx_module *layer = NULL;
+        lx_value o = lx_none();
+        CHECK_EQ_INT(nnx_stack_slice(stack, i, &sa, NULL, &layer), LX_OK);
+        CHECK_EQ_INT(nnx_call(layer, NULL, &LX_ARGS(y), &o), LX_OK);
+        y = o.kind == LX_V_ARRAY ? lx_autorelease(lx_retain(o.u.array)) : NULL;
+        lx_value_free(&o);
+        nnx_module_release(layer);
+    }
+    CHECK(out.kind == LX_V_ARRAY && y && lx_array_equal(out.u.array, y));
+    CHECK(y && !lx_array_equal(y, c.x));
+    lx_value_free(&out);
+    nnx_module_release(stack);
+    linen_module_release(c.dense);
+    lx_release(c.x);
+
+    w6_ctx b = {NULL, lx_array_new(LX_F32, 2, (int64_t[]){3, 4})};
+    linen_module_new(&linen_BatchNorm, &LX_CALL_KWARGS(LX_KW_BOOL("use_running_average", false)), &b.dense);
+    nnx_filter fb[] = {NNX_OF_TYPE(&lx_RngState), NNX_EVERYTHING};
+    int axesb[] = {NNX_AXIS_BROADCAST, 0};
+    nnx_state_axes sab = {2, fb, axesb};
+    CHECK_EQ_INT(nnx_vmap_create_fn(w6_ctor, &b, r, 2, &sab, NULL, &stack), LX_OK);
+    float xd[12];
+    for (int i = 0; i < 12; i++) xd[i] = (float)i;
+    lx_array *x = lx_autorelease(lx_array_from_f32(2, (int64_t[]){3, 4}, xd));
+    lx_call call = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("mutable", "batch_stats")));
+    CHECK_EQ_INT(nnx_scan_call(stack, NULL, &sab, NULL, &call, &out), LX_OK);
+    lx_value_free(&out);
+    lx_tree *st = NULL;
+    if (stack) CHECK_EQ_INT(nnx_state(stack, 0, NULL, &st), LX_OK);
+    const lx_value *mv = st ? lx_tree_find(st, "mean") : NULL;
+    lx_array *mean = mv && mv->kind == LX_V_VARIABLE ? lx_variable_get_value(mv->u.var) : NULL;
+    CHECK(mean && mean->ndim == 2 && mean->shape[0] == 2 && mean->shape[1] == 4);
+    /* layer 0 sees x (column means 4..7); layer 1 sees x normalised (column means 0) */
+    const float want[8] = {0.04f, 0.05f, 0.06f, 0.07f, 0, 0, 0, 0};
+    for (int i = 0; mean && i < 8; i++) CHECK(fabsf(lx_f32(mean)[i] - want[i]) < 1e-6f);
+    lx_tree_release(st);
+    nnx_module_release(stack);
+    linen_module_release(b.dense);
+    lx_release(b.x);
+    nnx_rngs_release(r);
+}
+
 /* MaxText's scanned layout: Decoder -> nn.scan(LlamaDecoderLayerToLinen, variable_axes={'params': 1},
  * split_rngs={'params': True}, length=2, metadata_params={PARTITION_NAME: 'layers'}) named
  * "layers": every param is params/decoder/layers/<...> with the layer axis at 1 and 'layers' at
@@ -259,5 +319,6 @@ int main(void) {
     RUN(test_w17);
     RUN(test_scan_to_linen_metadata);
     RUN(test_w6);
+    RUN(test_scan_over_to_nnx);
     return lx_test_finish();
 }

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/signature.h"
 #include "to_linen_internal.h"
 
 /* ------------------------------------------------------------------ config */
@@ -88,7 +89,14 @@ typedef struct tl_method {
     const char *name;  /* by name (also for dispatch types) */
     nnx_method_fn fn;  /* resolved function, or NULL to go through nnx_call by name */
     const nnx_method *entry; /* a method-table entry given as a function (array_fn only) */
+    const char *sig;   /* the method's Python signature when the type declares one (method_sigs) */
 } tl_method;
+
+/* The declared signature of method-table entry `m` of `t` (NULL: none, or not one of t's). */
+static const char *method_sig(const nnx_type *t, const nnx_method *m) {
+    if (!m || !t->method_sigs || !t->methods || m < t->methods || m >= t->methods + t->nmethods) return NULL;
+    return t->method_sigs[m - t->methods];
+}
 
 static const char *field_pytype(lx_field_kind k) {
     switch (k) {
@@ -108,9 +116,10 @@ static lx_status resolve_method(const nnx_type *t, const lx_value *spec, tl_meth
     out->name = "__call__";
     out->fn = NULL;
     out->entry = NULL;
+    out->sig = NULL;
     if (!spec || spec->kind == LX_V_NONE) {
         const nnx_method *m = nnx_find_method(t, "__call__");
-        if (m) out->fn = m->fn;
+        if (m) out->fn = m->fn, out->sig = method_sig(t, m);
         else if (!t->dispatch)
             return lx_fail(LX_ERR_NOT_FOUND, "type object '%s' has no attribute '__call__'", t->name);
         return LX_OK;
@@ -120,6 +129,7 @@ static lx_status resolve_method(const nnx_type *t, const lx_value *spec, tl_meth
         const nnx_method *m = nnx_find_method(t, spec->u.s);
         if (m) {
             out->fn = m->fn;
+            out->sig = method_sig(t, m);
             return LX_OK;
         }
         const lx_field *f = t->config ? lx_config_find(t->config, t->nconfig, spec->u.s) : NULL;
@@ -135,6 +145,7 @@ static lx_status resolve_method(const nnx_type *t, const lx_value *spec, tl_meth
         out->name = m->name ? m->name : "<function>";
         out->fn = m->fn;
         if (!m->fn) out->entry = m;
+        out->sig = method_sig(t, m);
         return LX_OK;
     }
     char buf[128];
@@ -349,6 +360,9 @@ static lx_status tl_run(linen_scope *s, const lx_value *method_spec, const lx_ca
     *out = lx_none();
     tl_method meth;
     LX_TRY(resolve_method(cfg->nnx, method_spec, &meth));
+    /* Flax calls method(module, *args, **kwargs): Python refuses arguments that do not bind, as a
+     * direct nnx_call does, before anything is built, drawn or bound. */
+    if (meth.sig) LX_TRY(lx_call_check_sig(cfg->nnx->name, meth.name, meth.sig, call));
     if (linen_is_initializing(s)) return tl_init(s, cfg, &meth, call, out);
     return tl_apply(s, cfg, &meth, call, out);
 }
@@ -442,6 +456,7 @@ static lx_status tl_bind(const linen_type *type, void *p, const lx_call *c) {
     tl_config *cfg = p;
     const char *owner = "ToLinen.__init__()";
     const lx_value *cls = NULL, *ctor = NULL;
+    LX_TRY(tl_check_call(owner, c));
     if (c->nargs > 2) return lx_fail(LX_ERR_TYPE, "%s takes 3 positional arguments but %d were given", owner, c->nargs + 1);
     if (c->nargs > 0) cls = &c->args[0];
     if (c->nargs > 1) ctor = &c->args[1];
@@ -469,6 +484,7 @@ static lx_status tl_bind(const linen_type *type, void *p, const lx_call *c) {
     if (ctor && ctor->kind != LX_V_NONE && !tl_is_ptr(ctor, "lx_call"))
         return lx_fail(LX_ERR_TYPE, "%s: argument 'ctor' must be a call record (LX_V_PTR \"lx_call\"), got %s", owner,
                        lx_kind_name(ctor->kind));
+    if (ctor && ctor->kind != LX_V_NONE) LX_TRY(tl_check_call(owner, ctor->u.ptr.p));
     tmp.nnx = cls->u.ptr.p;
     tmp.skip_rng = skip;
     tmp.state = tl_state_new();
@@ -509,6 +525,7 @@ lx_status bridge_to_linen(const nnx_type *t, const lx_call *ctor, const bridge_t
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "to_linen: out is NULL");
     *out = NULL;
     if (!t) return lx_fail(LX_ERR_INVALID_ARGUMENT, "to_linen: nnx_class is NULL");
+    LX_TRY(tl_check_call("to_linen", ctor));
     static const bridge_to_linen_opts defaults = {0};
     if (!opts) opts = &defaults;
     lx_call none = LX_NO_CALL;

@@ -501,6 +501,28 @@ static lx_status write_leaf(linen_scope *s, const char *col, const char *path, c
     return st;
 }
 
+/* A plain array written where the caller's variables hold a metadata box keeps the box around the
+ * new value (Linen's Variable.value = v, replace_boxed), so Partitioned / LogicallyPartitioned /
+ * NNXMeta annotations the caller gave survive a mutable apply. */
+static lx_status keep_box(linen_scope *s, const char *col, const char *path, lx_value *leaf) {
+    if (leaf->kind != LX_V_ARRAY) return LX_OK;
+    lx_tree *vars = NULL;
+    LX_TRY(linen_variables(s, &vars)); /* the stored leaves, boxes included (get_variable unboxes) */
+    const lx_value *c = lx_tree_get(vars, col);
+    const lx_value *at = c && c->kind == LX_V_TREE ? lx_tree_find(c->u.tree, path) : NULL;
+    lx_status st = LX_OK;
+    if (at && at->kind == LX_V_BOX && at->u.box) {
+        lx_box *b = NULL;
+        st = lx_box_replace_boxed(at->u.box, leaf->u.array, &b);
+        if (st == LX_OK) {
+            lx_value_free(leaf);
+            *leaf = lx_box_v(b);
+        }
+    }
+    lx_tree_release(vars);
+    return st;
+}
+
 /* Check every change against the mutability first (so a refused one writes nothing), then
  * write the allowed ones. */
 lx_status tl_write_changes(linen_scope *s, const tl_config *cfg, tl_change *ch, size_t n) {
@@ -516,7 +538,8 @@ lx_status tl_write_changes(linen_scope *s, const tl_config *cfg, tl_change *ch, 
         if (!linen_is_mutable_collection(s, ch[i].col)) continue; /* an Intermediate: sow is a no-op */
         lx_value leaf = lx_none();
         LX_TRY(tl_to_leaf(cfg, ch[i].var, &leaf));
-        lx_status st = write_leaf(s, ch[i].col, ch[i].path, &leaf);
+        lx_status st = keep_box(s, ch[i].col, ch[i].path, &leaf);
+        if (st == LX_OK) st = write_leaf(s, ch[i].col, ch[i].path, &leaf);
         lx_value_free(&leaf);
         LX_TRY(st);
     }

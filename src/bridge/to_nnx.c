@@ -11,6 +11,7 @@
 
 #include "linnx/bridge.h"
 #include "linnx/to_nnx.h"
+#include "../core/signature.h"
 
 #define LINEN_TAG "linen_module"
 
@@ -107,6 +108,17 @@ static bool linen_has_method(const linen_module *lm, const char *name) {
     for (int i = 0; i < t->nmethods; i++)
         if (strcmp(t->methods[i].name, name) == 0) return true;
     return false;
+}
+
+/* The Linen method's declared signature (linen_type.method_sigs) applied to the forwarded call,
+ * so that a call Linen would refuse is refused before a stream is drawn; an undeclared one passes. */
+static lx_status check_linen_sig(const linen_module *lm, const char *name, const lx_call *call) {
+    const linen_type *t = linen_module_type(lm);
+    if (!t->method_sigs) return LX_OK;
+    for (int i = 0; i < t->nmethods; i++)
+        if (t->methods[i].name && strcmp(t->methods[i].name, name) == 0)
+            return lx_call_check_sig(t->name, name, t->method_sigs[i], call);
+    return LX_OK;
 }
 
 /* The call's `mutable` keyword as a Linen mutability; *given is false when absent or None. */
@@ -473,19 +485,33 @@ static lx_status to_nnx_run(nnx_module *m, const char *method, const lx_call *ca
     rng_source src;
     LX_TRY(parse_mutable(lx_call_kwarg(call, "mutable"), &mut, &mut_given));
     LX_TRY(parse_rngs(self, lx_call_kwarg(call, "rngs"), &src));
+    /* Flax's ToNNX.__call__(*args, rngs=None, method=None, mutable=None, **kwargs): `method`
+     * names a method of the Linen module (model(x, method='encode') is model.encode(x)). */
+    const lx_value *mv = lx_call_kwarg(call, "method");
+    if (mv && mv->kind != LX_V_NONE) {
+        char buf[64];
+        if (mv->kind != LX_V_STR || !mv->u.s)
+            return lx_fail(LX_ERR_TYPE, "ToNNX: method must be the name of a method of the Linen module or None, got %s",
+                           lx_value_str(mv, buf, sizeof buf));
+        if (!linen_has_method(lm, mv->u.s))
+            return lx_fail(LX_ERR_NOT_FOUND, "\"%s\" object has no attribute \"%s\".", linen_module_type(lm)->name,
+                           mv->u.s);
+        method = mv->u.s;
+    }
 
     lx_call fwd = *call, owned = LX_NO_CALL;
-    bool strip = lx_call_kwarg(call, "rngs") || lx_call_kwarg(call, "mutable");
+    bool strip = lx_call_kwarg(call, "rngs") || lx_call_kwarg(call, "mutable") || mv;
     if (strip) {
-        static const char *const BRIDGE_ONLY[] = {"rngs", "mutable"};
-        LX_TRY(lx_call_without(call, 2, BRIDGE_ONLY, &owned));
+        static const char *const BRIDGE_ONLY[] = {"rngs", "mutable", "method"};
+        LX_TRY(lx_call_without(call, 3, BRIDGE_ONLY, &owned));
         fwd = owned;
     }
 
+    /* Arguments the Linen method's signature refuses (Linen would refuse them after the draw). */
+    lx_status s = check_linen_sig(lm, method, &fwd);
     lx_tree *variables = NULL, *updates = NULL;
-    lx_status s = LX_OK;
     bool cached = false;
-    if (!m->initializing) {
+    if (s == LX_OK && !m->initializing) {
         s = view_acquire(self, &variables, &cached);
         if (s == LX_OK && !mut_given) {
             /* Inside a Linen method (Linen -> NNX -> Linen): inherit its mutability. */

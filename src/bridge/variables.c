@@ -35,6 +35,11 @@ lx_status bridge_to_linen_var(const lx_variable *v, lx_value *out) {
 
 lx_status bridge_with_partitioning(int nnames, const char *const *names, const char *mesh, lx_tree **out) {
     if (!out) return lx_null_out("with_partitioning");
+    *out = NULL;
+    if (nnames < 0 || nnames > LX_MAX_DIMS)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "with_partitioning: %d names; an array has 0 to %d axes to name",
+                       nnames, LX_MAX_DIMS);
+    if (nnames > 0 && !names) return lx_fail(LX_ERR_INVALID_ARGUMENT, "with_partitioning: names is NULL");
     LX_TRY(nnx_sharding_metadata(nnames, names, mesh, out));
     lx_status s = lx_tree_set(*out, "linen_meta_type", lx_int_v(LX_BOX_PARTITIONED));
     if (s != LX_OK) {
