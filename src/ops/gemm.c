@@ -216,9 +216,12 @@ static void gemm_small_rows(const lx_gemm_kernels *g, bool transA, bool transB, 
     }
 }
 
-static void gemm_small(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
-                       float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                       int64_t ldc, const epi_plan *ep) {
+/* Inline in every caller (gemm_run is inline in lx_sgemm): a batch-1 call reaches the kernel
+ * through no call of gemm.c's own, each of which cost ~30 instructions of 13-15 arguments */
+static inline __attribute__((always_inline)) void gemm_small(const lx_gemm_kernels *g, bool transA, bool transB,
+                                                             int64_t M, int64_t N, int64_t K, float alpha,
+                                                             const float *A, int64_t lda, const float *B, int64_t ldb,
+                                                             float beta, float *C, int64_t ldc, const epi_plan *ep) {
     /* One panel (0 < N <= NR), one K block (0 < K <= KC), B read in place: gemm_small_rows' one
      * iteration, the same kernel call, without its loop set-up (a 1x1x1 call spent ~175
      * instructions there) */
@@ -259,20 +262,11 @@ static int small_range(void *p, int64_t lo, int64_t hi) {
     return 0;
 }
 
-static void gemm_small_par(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
-                           float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                           int64_t ldc, const epi_plan *ep, int nthreads) {
-    /* about four ranges a thread, whole multiples of SMALL_PAR_ROWS (no divisions for a call
-     * that stays on this thread: it tests the cheap conditions first) */
-    int64_t per = 0, n = 0;
-    if (nthreads != 1 && M * N * K >= SMALL_PAR_WORK && (nthreads = pool_threads(nthreads)) > 1) {
-        per = (M + 4LL * nthreads * SMALL_PAR_ROWS - 1) / (4LL * nthreads * SMALL_PAR_ROWS) * SMALL_PAR_ROWS;
-        n = (M + per - 1) / per;
-    }
-    if (n < 2) {
-        gemm_small(g, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
-        return;
-    }
+/* n ranges of `per` rows on `nthreads` threads */
+static __attribute__((noinline)) void gemm_small_pool(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M,
+                                                      int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                                                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                                                      const epi_plan *ep, int nthreads, int64_t per, int64_t n) {
     small_job s = {g, transA, transB, M, N, K, per, lda, ldb, ldc, alpha, beta, A, B, C, ep, NULL};
     /* B^T or a ragged last panel: packed once here instead of once per range (the MLP's last
      * layer, 128 x 10 x 512: each of its 6 ranges copied all 512 rows of the 10-wide B) */
@@ -291,6 +285,24 @@ static void gemm_small_par(const lx_gemm_kernels *g, bool transA, bool transB, i
         s.bpre = bpre; /* NULL (no memory): each range packs its own */
     }
     (void)lx_parallel_for_dynamic(nthreads, n, 1, small_range, &s);
+}
+
+static inline __attribute__((always_inline)) void gemm_small_par(const lx_gemm_kernels *g, bool transA, bool transB,
+                                                                 int64_t M, int64_t N, int64_t K, float alpha,
+                                                                 const float *A, int64_t lda, const float *B,
+                                                                 int64_t ldb, float beta, float *C, int64_t ldc,
+                                                                 const epi_plan *ep, int nthreads) {
+    /* about four ranges a thread, whole multiples of SMALL_PAR_ROWS (no divisions for a call
+     * that stays on this thread: it tests the cheap conditions first) */
+    int64_t per = 0, n = 0;
+    if (nthreads != 1 && M * N * K >= SMALL_PAR_WORK && (nthreads = pool_threads(nthreads)) > 1) {
+        per = (M + 4LL * nthreads * SMALL_PAR_ROWS - 1) / (4LL * nthreads * SMALL_PAR_ROWS) * SMALL_PAR_ROWS;
+        n = (M + per - 1) / per;
+    }
+    if (n < 2)
+        gemm_small(g, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
+    else
+        gemm_small_pool(g, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, nthreads, per, n);
 }
 
 /* ---- packed path ---- */
@@ -913,7 +925,7 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
 
 /* ---- entry points ---- */
 
-static lx_gemm_path choose_path(const lx_kernels *k, bool transA, int64_t M, int64_t N, int64_t K) {
+static inline __attribute__((always_inline)) lx_gemm_path choose_path(const lx_kernels *k, bool transA, int64_t M, int64_t N, int64_t K) {
     lx_gemm_path p = (lx_gemm_path)atomic_load_explicit(&forced_path, memory_order_relaxed);
     if (p != LX_GEMM_PATH_AUTO) return p;
     if (lx_sgemm_is_small(M, N, K) || M < SMALL_ROWS) return LX_GEMM_PATH_SMALL;
@@ -922,11 +934,33 @@ static lx_gemm_path choose_path(const lx_kernels *k, bool transA, int64_t M, int
     return LX_GEMM_PATH_PACKED;
 }
 
+/* The OpenBLAS and packed paths (gemm_run's arms for products that are not small). */
+static __attribute__((noinline)) lx_status gemm_large(const lx_kernels *k, lx_gemm_path path, bool transA,
+                                                      bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                                                      const float *A, int64_t lda, const float *B, int64_t ldb,
+                                                      float beta, float *C, int64_t ldc, const epi_plan *pl,
+                                                      int nthreads) {
+    if (path == LX_GEMM_PATH_BLAS) {
+        (void)lx_num_threads(); /* make sure OpenBLAS got the thread setting */
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, (int)M,
+                    (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+        if (pl) epilogue_all(pl, C, ldc, M, N, pool_threads(nthreads));
+        return LX_OK;
+    }
+    int nt = M * N * K >= PAR_MIN_WORK ? pool_threads(nthreads) : 1; /* sizes fit: M, N, K were validated */
+    if (k->isa == LX_ISA_AVX512)
+        return gemm_panels(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nt);
+    return gemm_packed(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nt);
+}
+
 /* After validation: one product on `nthreads` threads (1: the calling thread only, 0: the pool's
- * count, asked only where a product may use more than one). */
-static lx_status gemm_run(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
-                          const lx_gemm_epilogue *ep, int nthreads, bool allow_blas) {
+ * count, asked only where a product may use more than one). Inline in its callers, so that a
+ * small call passes its arguments once (the paths it does not take are calls). */
+static inline __attribute__((always_inline)) lx_status gemm_run(bool transA, bool transB, int64_t M, int64_t N,
+                                                                int64_t K, float alpha, const float *A, int64_t lda,
+                                                                const float *B, int64_t ldb, float beta, float *C,
+                                                                int64_t ldc, const lx_gemm_epilogue *ep, int nthreads,
+                                                                bool allow_blas) {
     if (M == 0 || N == 0) return LX_OK;
     const lx_kernels *k = lx_kernels_active();
     epi_plan plan;
@@ -940,28 +974,16 @@ static lx_status gemm_run(bool transA, bool transB, int64_t M, int64_t N, int64_
     if (path == LX_GEMM_PATH_BLAS && (!allow_blas || M > INT_MAX || N > INT_MAX || K > INT_MAX || lda > INT_MAX ||
                                       ldb > INT_MAX || ldc > INT_MAX))
         path = LX_GEMM_PATH_PACKED;
-    switch (path) {
-    case LX_GEMM_PATH_SMALL:
-        gemm_small_par(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nthreads);
-        break;
-    case LX_GEMM_PATH_BLAS:
-        (void)lx_num_threads(); /* make sure OpenBLAS got the thread setting */
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, (int)M,
-                    (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-        if (pl) epilogue_all(pl, C, ldc, M, N, pool_threads(nthreads));
-        break;
-    default: {
-        int nt = M * N * K >= PAR_MIN_WORK ? pool_threads(nthreads) : 1; /* sizes fit: M, N, K were validated */
-        if (k->isa == LX_ISA_AVX512)
-            return gemm_panels(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nt);
-        return gemm_packed(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nt);
-    }
-    }
+    if (path != LX_GEMM_PATH_SMALL)
+        return gemm_large(k, path, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nthreads);
+    gemm_small_par(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nthreads);
     return LX_OK;
 }
 
-static lx_status check_args(const char *op, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
-                            const float *A, int64_t lda, const float *B, int64_t ldb, const float *C, int64_t ldc) {
+static __attribute__((noinline, cold)) lx_status check_args_full(const char *op, bool transA, bool transB, int64_t M,
+                                                                 int64_t N, int64_t K, float alpha, const float *A,
+                                                                 int64_t lda, const float *B, int64_t ldb,
+                                                                 const float *C, int64_t ldc) {
     if (M < 0 || N < 0 || K < 0)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: negative size M=%lld N=%lld K=%lld", op, (long long)M,
                        (long long)N, (long long)K);
@@ -987,6 +1009,19 @@ static lx_status check_args(const char *op, bool transA, bool transB, int64_t M,
     if ((M | N | K) >= SIZE_NO_OVERFLOW && M > INT64_MAX / (N > 0 ? N : 1) / (K > 0 ? K : 1))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: M*N*K overflows 64 bits", op);
     return LX_OK;
+}
+
+/* The arguments' checks (check_args_full). Inline: arguments that pass them all with sizes below
+ * 2^21 are accepted by a few comparisons, anything else (an error, a huge size) goes through
+ * check_args_full, which names what is wrong. */
+static inline __attribute__((always_inline)) lx_status check_args(const char *op, bool transA, bool transB, int64_t M,
+                                                                  int64_t N, int64_t K, float alpha, const float *A,
+                                                                  int64_t lda, const float *B, int64_t ldb,
+                                                                  const float *C, int64_t ldc) {
+    if ((uint64_t)(M | N | K) < SIZE_NO_OVERFLOW && lda >= (transA ? M : K) && ldb >= (transB ? K : N) && ldc >= N &&
+        (M == 0 || N == 0 || (C && (K == 0 || alpha == 0.0f || (A && B)))))
+        return LX_OK;
+    return check_args_full(op, transA, transB, M, N, K, alpha, A, lda, B, ldb, C, ldc);
 }
 
 void lx_sgemm_serial(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,

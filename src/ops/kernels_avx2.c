@@ -14,9 +14,30 @@ static inline __m256i mask8(int n) { /* lanes [0, n) set, n clamped to 0..8 */
     n = n < 0 ? 0 : n > 8 ? 8 : n;
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-/* B is read with plain loads (the driver zero-pads a ragged panel to 16 columns); C is read and
- * written with plain loads and stores when the tile is 16 wide and under lane masks only at a
- * ragged edge (masked stores are slow on AMD: ~10x a plain store on Zen 3). */
+/* Lanes [0, n) of v stored to c by plain stores (n clamped to 0..8): a masked store is
+ * microcoded on AMD (~10x a plain store on Zen 3; Zen 1, a store of 1-7 lanes in a loop: ~7 ns
+ * masked, ~3.5 so), and it was a tenth of a 1x1x1 sgemm call. */
+static inline __attribute__((always_inline)) void store_n(float *c, __m256 v, int n) {
+    if (n >= 8) {
+        _mm256_storeu_ps(c, v);
+        return;
+    }
+    __m128 x = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(c, x);
+        x = _mm256_extractf128_ps(v, 1);
+        c += 4, n -= 4;
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)c, x);
+        x = _mm_movehl_ps(x, x);
+        c += 2, n -= 2;
+    }
+    if (n >= 1) _mm_store_ss(c, x);
+}
+/* B is read with plain loads (the driver zero-pads a ragged panel to 16 columns); C is read with
+ * plain loads when the tile is 16 wide and under lane masks at a ragged edge, written by
+ * store_n there. */
 static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, const bool full, int nr, int64_t kc,
         const float *A, int64_t ars, int64_t acs, const float *B, int64_t ldb, float alpha,
         float beta, bool first, float *C, int64_t ldc) {
@@ -54,8 +75,8 @@ static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, cons
             _mm256_storeu_ps(c, v0);
             _mm256_storeu_ps(c + 8, v1);
         } else {
-            _mm256_maskstore_ps(c, m0, v0);
-            _mm256_maskstore_ps(c + 8, m1, v1);
+            store_n(c, v0, nr);
+            store_n(c + 8, v1, nr - 8);
         }
     }
 }
@@ -115,21 +136,29 @@ static inline __attribute__((always_inline)) void row_avx2_t(const int nv, int n
             __m256i m = mask8(left);
             if (!first) x = _mm256_add_ps(x, _mm256_maskload_ps(c, m));
             else if (beta != 0.0f) x = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), x);
-            _mm256_maskstore_ps(c, m, x);
+            store_n(c, x, left);
         }
+    }
+}
+
+/* B is read only in columns [0, nr) (small_row_exact). A function of its own: inside panel_avx2
+ * a batch-1 call paid the whole function's prologue and spills (a 1x1x1 sgemm: 106 instructions
+ * there) */
+static __attribute__((noinline)) void row_avx2(int nr, int64_t kc, const float *A, int64_t acs, const float *B,
+                                               int64_t ldb, float alpha, float beta, bool first, float *C) {
+    switch ((nr + 15) / 16) {
+    case 1: row_avx2_t(2, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+    case 2: row_avx2_t(4, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+    case 3: row_avx2_t(6, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+    default: row_avx2_t(8, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
     }
 }
 
 static void panel_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
                        const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
                        int64_t ldc) {
-    if (M == 1) { /* B is read only in columns [0, nr) (small_row_exact) */
-        switch ((nr + 15) / 16) {
-        case 1: row_avx2_t(2, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
-        case 2: row_avx2_t(4, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
-        case 3: row_avx2_t(6, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
-        default: row_avx2_t(8, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
-        }
+    if (M == 1) {
+        row_avx2(nr, kc, A, acs, B, ldb, alpha, beta, first, C);
         return;
     }
     for (int64_t i0 = 0; i0 < M; i0 += A2_MR)
