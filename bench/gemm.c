@@ -18,6 +18,7 @@
  *                                  OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (its own detection;
  *                                  a `# vs_openblas_auto: ...` comment says why when it gave none)
  *   gemm_1x64x64 ns                one batch-1 call, nanoseconds
+ *   gemm_1x1x1 ns                  a 1x1x1 call: the fixed cost of a call, nanoseconds
  *   rows_<op>_1024x4096_t<n> frac_bandwidth  softmax, log_softmax, cross_entropy, layer_norm,
  *                                  rms_norm and the VJPs softmax_vjp, log_softmax_vjp,
  *                                  cross_entropy_vjp: bytes read and written per second /
@@ -767,8 +768,6 @@ static void small_call(void) {
     float A[64], B[64 * 64], C[64];
     for (int i = 0; i < 64; i++) A[i] = (float)i / 64;
     for (int i = 0; i < 64 * 64; i++) B[i] = (float)(i % 7) / 7;
-    gemm_job j = {0};
-    (void)j;
     double best = 1e30;
     for (int rep = 0; rep < 7; rep++) {
         int n = 20000;
@@ -801,6 +800,17 @@ static void small_call(void) {
         if (t < best) best = t;
     }
     printf("gemm_1x64x64_openblas ns %.0f\n", best * 1e9);
+    /* a 1x1x1 product: what a call costs besides its arithmetic (checks, kernel set, path) */
+    best = 1e30;
+    for (int rep = 0; rep < 7; rep++) {
+        int n = 20000;
+        double t0 = bench_now();
+        for (int i = 0; i < n; i++) lx_sgemm(false, false, 1, 1, 1, 1.0f, A, 1, B, 1, 0.0f, C, 1);
+        double t = (bench_now() - t0) / n;
+        if (t < best) best = t;
+    }
+    peak_sink = C[0];
+    printf("gemm_1x1x1 ns %.0f\n", best * 1e9);
 }
 
 /* The GEMM lines on nt threads: per shape ours and OpenBLAS on the same buffers, interleaved with

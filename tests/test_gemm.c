@@ -703,6 +703,118 @@ static void test_one_row_ragged_in_place(void) {
     lx_isa_set(NULL);
 }
 
+/* The small path's ragged edges read and write C only in its N columns (AVX2: plain loads and
+ * stores of 1-7 lanes instead of masked ones): C's rows are ldc = N + 3 apart with sentinels in
+ * the gap, and C's last row ends right before an unreadable page. Rows 1 (the batch-1 row) and
+ * 2, 5, 7 (tiles), beta 0 / 1 / 0.5, K of one block and of two (later blocks add to C); each
+ * value against a double reference, the sentinels untouched. */
+static void test_small_ragged_c(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    const int ms[] = {1, 2, 5, 7}, ks[] = {3, 300};
+    const float betas[] = {0.0f, 1.0f, 0.5f};
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        int bad = 0, cases = 0;
+        for (int mi = 0; mi < 4; mi++)
+            for (int ki = 0; ki < 2; ki++)
+                for (int bi = 0; bi < 3; bi++)
+                    for (int N = 1; N <= 40; N += (N < 18 ? 1 : 7)) {
+                        int M = ms[mi], K = ks[ki], ldc = N + 3;
+                        float beta = betas[bi];
+                        size_t cf = (size_t)((M - 1) * ldc + N), bytes = sizeof(float) * cf;
+                        size_t span = (bytes + (size_t)page - 1) / (size_t)page * (size_t)page;
+                        char *map = mmap(NULL, span + (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                        CHECK(map != MAP_FAILED);
+                        if (map == MAP_FAILED) return;
+                        CHECK_EQ_INT(mprotect(map + span, (size_t)page, PROT_NONE), 0);
+                        float *C = (float *)(map + span - bytes), *C0 = malloc(bytes);
+                        float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(K * N));
+                        for (int i = 0; i < M * K; i++) A[i] = frand();
+                        for (int i = 0; i < K * N; i++) B[i] = frand();
+                        for (size_t i = 0; i < cf; i++) C[i] = C0[i] = (int)(i % (size_t)ldc) < N ? frand() : 1234.5f;
+                        CHECK_EQ_INT(lx_sgemm(false, false, M, N, K, 1.5f, A, K, B, N, beta, C, ldc), LX_OK);
+                        for (int i = 0; i < M; i++)
+                            for (int j = 0; j < ldc && (size_t)(i * ldc + j) < cf; j++) {
+                                float got = C[i * ldc + j];
+                                if (j >= N) {
+                                    bad += got != 1234.5f;
+                                    continue;
+                                }
+                                double ref = 0, mag = 0;
+                                for (int k = 0; k < K; k++) {
+                                    ref += (double)A[i * K + k] * B[k * N + j];
+                                    mag += fabs((double)A[i * K + k] * B[k * N + j]);
+                                }
+                                ref = 1.5 * ref + (beta != 0.0f ? (double)beta * C0[i * ldc + j] : 0.0);
+                                bad += !(fabs(got - ref) <= 1e-5 * (1 + 1.5 * mag + fabs(ref))); /* NaN counts */
+                            }
+                        cases++;
+                        free(A), free(B), free(C0);
+                        munmap(map, span + (size_t)page);
+                    }
+        CHECK_EQ_INT(bad, 0);
+        CHECK_EQ_INT(cases, 4 * 2 * 3 * 21);
+    }
+    lx_isa_set(NULL);
+}
+
+/* A product of one panel (N <= 64) and one K block (K <= 256) calls the small kernel directly,
+ * the loop over panels does the same call for each panel: the 64 columns alone and the first 64
+ * of 80 (two panels, the same B rows) have the same bits, for each set, both transposes of A,
+ * beta 0 and 0.5. */
+static void test_small_one_panel_bits(void) {
+    const int ms[] = {1, 3, 7}, ks[] = {1, 5, 256};
+    for (int s = 0; s < 3; s++) {
+        if (!lx_isa_supported((lx_isa)s)) continue;
+        lx_isa_set(sets[s]);
+        int bad = 0;
+        for (int mi = 0; mi < 3; mi++)
+            for (int ki = 0; ki < 3; ki++)
+                for (int t = 0; t < 4; t++) {
+                    int M = ms[mi], K = ks[ki];
+                    bool ta = t & 1;
+                    float beta = t & 2 ? 0.5f : 0.0f;
+                    float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(K * 80));
+                    float C1[7 * 64], C2[7 * 80];
+                    for (int i = 0; i < M * K; i++) A[i] = frand();
+                    for (int i = 0; i < K * 80; i++) B[i] = frand();
+                    for (int i = 0; i < M; i++)
+                        for (int j = 0; j < 80; j++) C2[i * 80 + j] = (j < 64 ? (C1[i * 64 + j] = frand()) : 0.0f);
+                    int lda = ta ? M : K;
+                    CHECK_EQ_INT(lx_sgemm(ta, false, M, 64, K, 1.0f, A, lda, B, 80, beta, C1, 64), LX_OK);
+                    CHECK_EQ_INT(lx_sgemm(ta, false, M, 80, K, 1.0f, A, lda, B, 80, beta, C2, 80), LX_OK);
+                    for (int i = 0; i < M; i++) bad += memcmp(C1 + i * 64, C2 + i * 80, sizeof(float) * 64) != 0;
+                    free(A), free(B);
+                }
+        CHECK_EQ_INT(bad, 0);
+    }
+    lx_isa_set(NULL);
+}
+
+/* Sizes at and past 2^21, where the argument checks and the small-size test stop using the
+ * division-free comparisons: the same answers as M*N*K computed exactly. */
+static void test_size_limits(void) {
+    int64_t lim = lx_sgemm_small_limit(), big = INT64_C(1) << 21;
+    CHECK(lx_sgemm_is_small(96, 96, 96) == (96 * 96 * 96 <= lim));
+    CHECK(lx_sgemm_is_small(1, 1, lim) && !lx_sgemm_is_small(1, 1, lim + 1));
+    CHECK(!lx_sgemm_is_small(big - 1, 1, 1) && !lx_sgemm_is_small(big, 1, 1) && !lx_sgemm_is_small(1, big, big));
+    CHECK(!lx_sgemm_is_small(INT64_MAX, INT64_MAX, INT64_MAX) && lx_sgemm_is_small(0, INT64_MAX, INT64_MAX));
+    lx_sgemm_set_small_limit(big * 4);
+    CHECK(lx_sgemm_is_small(big, 2, 2) && !lx_sgemm_is_small(big, 2, 3) && lx_sgemm_is_small(2, 2, big));
+    lx_sgemm_set_small_limit(-1);
+    CHECK_EQ_INT(lx_sgemm_small_limit(), lim);
+    float a[4] = {1, 2, 3, 4}, c[4] = {5, 6, 7, 8};
+    /* 2^22 cubed overflows: refused before any buffer is read */
+    CHECK_FAILS(lx_sgemm(false, false, big * 2, big * 2, big * 2, 1, a, big * 2, a, big * 2, 0, c, big * 2),
+                LX_ERR_INVALID_ARGUMENT, "M*N*K overflows 64 bits");
+    CHECK_FAILS(lx_sgemm(false, false, big, 1, 1, 1, a, 0, a, 1, 0, c, 1), LX_ERR_INVALID_ARGUMENT,
+                "lda=0 is smaller than a row of A (1 floats");
+    CHECK_EQ_INT(lx_sgemm(false, false, big, 0, big, 1, a, big, a, 0, 0, c, 0), LX_OK); /* N = 0: nothing */
+    CHECK_EQ_INT(lx_sgemm(false, false, 1, 1, big, 0.0f, NULL, big, NULL, 1, 0.5f, c, 1), LX_OK); /* alpha 0 */
+    CHECK(c[0] == 2.5f && c[1] == 6);
+}
+
 /* Argument checks (linalg.h): a leading dimension may not be smaller than the row it steps over,
  * and a row of 0 floats takes ld 0 (K = 0: C = beta C; N = 0 or M = 0: nothing to do); the
  * message names the offending ld or NULL buffer; a failed call writes nothing. A strided batch
@@ -784,6 +896,9 @@ int main(void) {
     RUN(test_paths_agree);
     RUN(test_packed_short_rows);
     RUN(test_one_row_ragged_in_place);
+    RUN(test_small_ragged_c);
+    RUN(test_small_one_panel_bits);
+    RUN(test_size_limits);
     RUN(test_threads);
     RUN(test_small_threads);
     RUN(test_concurrent_callers);

@@ -37,6 +37,8 @@
  * rows, where packing B would cost more than it saves (bench/gemm.c, docs/kernels.md). */
 #define DEFAULT_SMALL_LIMIT (96LL * 96 * 96)
 #define SMALL_ROWS 16
+/* Sizes all below this (2^21) have a product M*N*K below 2^63: tests on it need no division. */
+#define SIZE_NO_OVERFLOW (INT64_C(1) << 21)
 /* Above this M*N*K, with more than AVX2_BLAS_ROWS rows and A not transposed, the AVX2 set hands
  * the product to OpenBLAS. Same-run measurement on Zen 3 (thread CPU time, best of 18, one
  * thread) after the assembly micro-kernel: 384^3 ours 0.545 / OpenBLAS 0.495 of the FMA peak,
@@ -150,6 +152,10 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
         for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
+/* A thread count passed down to the paths: 0 stands for the pool's (lx_num_threads), asked only
+ * by a product big enough to use more than one thread (a tiny call never asks). */
+static int pool_threads(int nthreads) { return nthreads > 0 ? nthreads : lx_num_threads(); }
+
 /* ---- small path ---- */
 
 static float *thread_scratch(int slot, size_t floats);
@@ -183,7 +189,8 @@ static void gemm_small_rows(const lx_gemm_kernels *g, bool transA, bool transB, 
                             float *C, int64_t ldc, const epi_plan *ep, int64_t r0, const float *bpre) {
     int64_t ars = transA ? 1 : lda, acs = transA ? lda : 1;
     _Alignas(64) float panel[GEMM_SMALL_KC * GEMM_SMALL_NR]; /* a packed K x NR slice of B */
-    int64_t nkb = (K + GEMM_SMALL_KC - 1) / GEMM_SMALL_KC, kb = (K + nkb - 1) / nkb; /* equal K blocks */
+    /* equal K blocks; one block (K <= KC) needs no division */
+    int64_t nkb = (K + GEMM_SMALL_KC - 1) / GEMM_SMALL_KC, kb = nkb == 1 ? K : (K + nkb - 1) / nkb;
     int64_t npan = (N + GEMM_SMALL_NR - 1) / GEMM_SMALL_NR;
     for (int64_t k0 = 0; k0 < K; k0 += kb) {
         int64_t kc = K - k0 < kb ? K - k0 : kb;
@@ -209,9 +216,21 @@ static void gemm_small_rows(const lx_gemm_kernels *g, bool transA, bool transB, 
     }
 }
 
-static void gemm_small(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
-                       float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                       int64_t ldc, const epi_plan *ep) {
+/* Inline in every caller (gemm_run is inline in lx_sgemm): a batch-1 call reaches the kernel
+ * through no call of gemm.c's own, each of which cost ~30 instructions of 13-15 arguments */
+static inline __attribute__((always_inline)) void gemm_small(const lx_gemm_kernels *g, bool transA, bool transB,
+                                                             int64_t M, int64_t N, int64_t K, float alpha,
+                                                             const float *A, int64_t lda, const float *B, int64_t ldb,
+                                                             float beta, float *C, int64_t ldc, const epi_plan *ep) {
+    /* One panel (0 < N <= NR), one K block (0 < K <= KC), B read in place: gemm_small_rows' one
+     * iteration, the same kernel call, without its loop set-up (a 1x1x1 call spent ~175
+     * instructions there) */
+    if ((uint64_t)(N - 1) < GEMM_SMALL_NR && (uint64_t)(K - 1) < GEMM_SMALL_KC &&
+        !small_panel_packed(g, transB, M, (int)N)) {
+        g->small_panel(M, (int)N, K, A, transA ? 1 : lda, transA ? lda : 1, B, ldb, alpha, beta, true, C, ldc);
+        if (ep) epilogue_block(ep, C, ldc, 0, 0, M, N);
+        return;
+    }
     gemm_small_rows(g, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, 0, NULL);
 }
 
@@ -243,16 +262,11 @@ static int small_range(void *p, int64_t lo, int64_t hi) {
     return 0;
 }
 
-static void gemm_small_par(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M, int64_t N, int64_t K,
-                           float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                           int64_t ldc, const epi_plan *ep, int nthreads) {
-    /* about four ranges a thread, whole multiples of SMALL_PAR_ROWS */
-    int64_t per = (M + 4LL * nthreads * SMALL_PAR_ROWS - 1) / (4LL * nthreads * SMALL_PAR_ROWS) * SMALL_PAR_ROWS;
-    int64_t n = (M + per - 1) / per;
-    if (nthreads <= 1 || n < 2 || M * N * K < SMALL_PAR_WORK) {
-        gemm_small(g, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
-        return;
-    }
+/* n ranges of `per` rows on `nthreads` threads */
+static __attribute__((noinline)) void gemm_small_pool(const lx_gemm_kernels *g, bool transA, bool transB, int64_t M,
+                                                      int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                                                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                                                      const epi_plan *ep, int nthreads, int64_t per, int64_t n) {
     small_job s = {g, transA, transB, M, N, K, per, lda, ldb, ldc, alpha, beta, A, B, C, ep, NULL};
     /* B^T or a ragged last panel: packed once here instead of once per range (the MLP's last
      * layer, 128 x 10 x 512: each of its 6 ranges copied all 512 rows of the 10-wide B) */
@@ -271,6 +285,24 @@ static void gemm_small_par(const lx_gemm_kernels *g, bool transA, bool transB, i
         s.bpre = bpre; /* NULL (no memory): each range packs its own */
     }
     (void)lx_parallel_for_dynamic(nthreads, n, 1, small_range, &s);
+}
+
+static inline __attribute__((always_inline)) void gemm_small_par(const lx_gemm_kernels *g, bool transA, bool transB,
+                                                                 int64_t M, int64_t N, int64_t K, float alpha,
+                                                                 const float *A, int64_t lda, const float *B,
+                                                                 int64_t ldb, float beta, float *C, int64_t ldc,
+                                                                 const epi_plan *ep, int nthreads) {
+    /* about four ranges a thread, whole multiples of SMALL_PAR_ROWS (no divisions for a call
+     * that stays on this thread: it tests the cheap conditions first) */
+    int64_t per = 0, n = 0;
+    if (nthreads != 1 && M * N * K >= SMALL_PAR_WORK && (nthreads = pool_threads(nthreads)) > 1) {
+        per = (M + 4LL * nthreads * SMALL_PAR_ROWS - 1) / (4LL * nthreads * SMALL_PAR_ROWS) * SMALL_PAR_ROWS;
+        n = (M + per - 1) / per;
+    }
+    if (n < 2)
+        gemm_small(g, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
+    else
+        gemm_small_pool(g, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, nthreads, per, n);
 }
 
 /* ---- packed path ---- */
@@ -893,7 +925,7 @@ static lx_status gemm_panels(const lx_gemm_kernels *g, bool transA, bool transB,
 
 /* ---- entry points ---- */
 
-static lx_gemm_path choose_path(const lx_kernels *k, bool transA, int64_t M, int64_t N, int64_t K) {
+static inline __attribute__((always_inline)) lx_gemm_path choose_path(const lx_kernels *k, bool transA, int64_t M, int64_t N, int64_t K) {
     lx_gemm_path p = (lx_gemm_path)atomic_load_explicit(&forced_path, memory_order_relaxed);
     if (p != LX_GEMM_PATH_AUTO) return p;
     if (lx_sgemm_is_small(M, N, K) || M < SMALL_ROWS) return LX_GEMM_PATH_SMALL;
@@ -902,45 +934,56 @@ static lx_gemm_path choose_path(const lx_kernels *k, bool transA, int64_t M, int
     return LX_GEMM_PATH_PACKED;
 }
 
-/* After validation: one product on `nthreads` threads (1: the calling thread only). */
-static lx_status gemm_run(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
-                          const lx_gemm_epilogue *ep, int nthreads, bool allow_blas) {
+/* The OpenBLAS and packed paths (gemm_run's arms for products that are not small). */
+static __attribute__((noinline)) lx_status gemm_large(const lx_kernels *k, lx_gemm_path path, bool transA,
+                                                      bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                                                      const float *A, int64_t lda, const float *B, int64_t ldb,
+                                                      float beta, float *C, int64_t ldc, const epi_plan *pl,
+                                                      int nthreads) {
+    if (path == LX_GEMM_PATH_BLAS) {
+        (void)lx_num_threads(); /* make sure OpenBLAS got the thread setting */
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, (int)M,
+                    (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+        if (pl) epilogue_all(pl, C, ldc, M, N, pool_threads(nthreads));
+        return LX_OK;
+    }
+    int nt = M * N * K >= PAR_MIN_WORK ? pool_threads(nthreads) : 1; /* sizes fit: M, N, K were validated */
+    if (k->isa == LX_ISA_AVX512)
+        return gemm_panels(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nt);
+    return gemm_packed(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nt);
+}
+
+/* After validation: one product on `nthreads` threads (1: the calling thread only, 0: the pool's
+ * count, asked only where a product may use more than one). Inline in its callers, so that a
+ * small call passes its arguments once (the paths it does not take are calls). */
+static inline __attribute__((always_inline)) lx_status gemm_run(bool transA, bool transB, int64_t M, int64_t N,
+                                                                int64_t K, float alpha, const float *A, int64_t lda,
+                                                                const float *B, int64_t ldb, float beta, float *C,
+                                                                int64_t ldc, const lx_gemm_epilogue *ep, int nthreads,
+                                                                bool allow_blas) {
     if (M == 0 || N == 0) return LX_OK;
     const lx_kernels *k = lx_kernels_active();
     epi_plan plan;
     const epi_plan *pl = epilogue_plan(k, ep, &plan);
     if (K == 0 || alpha == 0.0f) { /* no product: C = beta C, never reading C when beta is 0 */
         scale_c(M, N, beta, C, ldc);
-        if (pl) epilogue_all(pl, C, ldc, M, N, nthreads);
+        if (pl) epilogue_all(pl, C, ldc, M, N, pool_threads(nthreads));
         return LX_OK;
     }
     lx_gemm_path path = choose_path(k, transA, M, N, K);
     if (path == LX_GEMM_PATH_BLAS && (!allow_blas || M > INT_MAX || N > INT_MAX || K > INT_MAX || lda > INT_MAX ||
                                       ldb > INT_MAX || ldc > INT_MAX))
         path = LX_GEMM_PATH_PACKED;
-    switch (path) {
-    case LX_GEMM_PATH_SMALL:
-        gemm_small_par(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nthreads);
-        break;
-    case LX_GEMM_PATH_BLAS:
-        (void)lx_num_threads(); /* make sure OpenBLAS got the thread setting */
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, (int)M,
-                    (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-        if (pl) epilogue_all(pl, C, ldc, M, N, nthreads);
-        break;
-    default: {
-        int nt = M * N * K >= PAR_MIN_WORK ? nthreads : 1; /* sizes fit: M, N, K were validated */
-        if (k->isa == LX_ISA_AVX512)
-            return gemm_panels(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nt);
-        return gemm_packed(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nt);
-    }
-    }
+    if (path != LX_GEMM_PATH_SMALL)
+        return gemm_large(k, path, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nthreads);
+    gemm_small_par(&k->gemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pl, nthreads);
     return LX_OK;
 }
 
-static lx_status check_args(const char *op, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
-                            const float *A, int64_t lda, const float *B, int64_t ldb, const float *C, int64_t ldc) {
+static __attribute__((noinline, cold)) lx_status check_args_full(const char *op, bool transA, bool transB, int64_t M,
+                                                                 int64_t N, int64_t K, float alpha, const float *A,
+                                                                 int64_t lda, const float *B, int64_t ldb,
+                                                                 const float *C, int64_t ldc) {
     if (M < 0 || N < 0 || K < 0)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: negative size M=%lld N=%lld K=%lld", op, (long long)M,
                        (long long)N, (long long)K);
@@ -961,9 +1004,24 @@ static lx_status check_args(const char *op, bool transA, bool transB, int64_t M,
     if (null)
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: NULL buffer %c (M=%lld N=%lld K=%lld)", op, null, (long long)M,
                        (long long)N, (long long)K);
-    if (M > INT64_MAX / (N > 0 ? N : 1) / (K > 0 ? K : 1))
+    /* sizes below 2^21 cannot overflow (M*N*K < 2^63): no divisions (two 64-bit idivs, ~30
+     * cycles each on Zen 1, were a quarter of a 1x1x1 call) */
+    if ((M | N | K) >= SIZE_NO_OVERFLOW && M > INT64_MAX / (N > 0 ? N : 1) / (K > 0 ? K : 1))
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: M*N*K overflows 64 bits", op);
     return LX_OK;
+}
+
+/* The arguments' checks (check_args_full). Inline: arguments that pass them all with sizes below
+ * 2^21 are accepted by a few comparisons, anything else (an error, a huge size) goes through
+ * check_args_full, which names what is wrong. */
+static inline __attribute__((always_inline)) lx_status check_args(const char *op, bool transA, bool transB, int64_t M,
+                                                                  int64_t N, int64_t K, float alpha, const float *A,
+                                                                  int64_t lda, const float *B, int64_t ldb,
+                                                                  const float *C, int64_t ldc) {
+    if ((uint64_t)(M | N | K) < SIZE_NO_OVERFLOW && lda >= (transA ? M : K) && ldb >= (transB ? K : N) && ldc >= N &&
+        (M == 0 || N == 0 || (C && (K == 0 || alpha == 0.0f || (A && B)))))
+        return LX_OK;
+    return check_args_full(op, transA, transB, M, N, K, alpha, A, lda, B, ldb, C, ldc);
 }
 
 void lx_sgemm_serial(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
@@ -977,6 +1035,7 @@ void lx_sgemm_serial(bool transA, bool transB, int64_t M, int64_t N, int64_t K, 
 bool lx_sgemm_is_small(int64_t M, int64_t N, int64_t K) {
     int64_t lim = atomic_load(&small_limit);
     if (M == 0 || N == 0 || K == 0) return true;
+    if ((M | N | K) < SIZE_NO_OVERFLOW) return M * N * K <= lim; /* the same test, no division */
     /* overflow-safe M*N*K <= lim */
     if (M > lim || N > lim || K > lim) return false;
     return M * N <= lim / K;
@@ -985,7 +1044,7 @@ bool lx_sgemm_is_small(int64_t M, int64_t N, int64_t K) {
 lx_status lx_sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     LX_TRY(check_args("sgemm", transA, transB, M, N, K, alpha, A, lda, B, ldb, C, ldc));
-    return gemm_run(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, lx_num_threads(), true);
+    return gemm_run(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, 0, true);
 }
 
 lx_status lx_sgemm_ex(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
@@ -998,7 +1057,7 @@ lx_status lx_sgemm_ex(bool transA, bool transB, int64_t M, int64_t N, int64_t K,
         return lx_fail(LX_ERR_INVALID_ARGUMENT, "sgemm: epilogue ldy=%lld is smaller than N=%lld", (long long)ep->ldy,
                        (long long)N);
     return gemm_run(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep,
-                    nthreads > 0 ? nthreads : lx_num_threads(), true);
+                    nthreads > 0 ? nthreads : 0, true);
 }
 
 typedef struct sbatch_job {

@@ -14,9 +14,43 @@ static inline __m256i mask8(int n) { /* lanes [0, n) set, n clamped to 0..8 */
     n = n < 0 ? 0 : n > 8 ? 8 : n;
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
+/* Lanes [0, n) of v stored to c by plain stores (n clamped to 0..8): a masked store is
+ * microcoded on AMD (~10x a plain store on Zen 3; Zen 1, a store of 1-7 lanes in a loop: ~7 ns
+ * masked, ~3.5 so), and it was a tenth of a 1x1x1 sgemm call. */
+static inline __attribute__((always_inline)) void store_n(float *c, __m256 v, int n) {
+    if (n >= 8) {
+        _mm256_storeu_ps(c, v);
+        return;
+    }
+    __m128 x = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(c, x);
+        x = _mm256_extractf128_ps(v, 1);
+        c += 4, n -= 4;
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)c, x);
+        x = _mm_movehl_ps(x, x);
+        c += 2, n -= 2;
+    }
+    if (n >= 1) _mm_store_ss(c, x);
+}
+/* Lanes [0, n) of a vector from p, zeros past them (n clamped to 0..8), reading nothing past p + n,
+ * by plain loads: a masked load is microcoded on Zen 1 too (a load of 1 lane in a loop: ~7.7 ns
+ * masked, ~3.3 so), and a batch-1 row with a ragged panel did one per k. */
+static inline __attribute__((always_inline)) __m128 load_n4(const float *p, int n) { /* n 0..4 */
+    if (n >= 4) return _mm_loadu_ps(p);
+    if (n <= 0) return _mm_setzero_ps();
+    __m128 x = n >= 2 ? _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)p) : _mm_load_ss(p);
+    return n == 3 ? _mm_movelh_ps(x, _mm_load_ss(p + 2)) : x;
+}
+static inline __attribute__((always_inline)) __m256 load_n(const float *p, int n) {
+    if (n >= 8) return _mm256_loadu_ps(p);
+    if (n > 4) return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), load_n4(p + 4, n - 4), 1);
+    return _mm256_zextps128_ps256(load_n4(p, n));
+}
 /* B is read with plain loads (the driver zero-pads a ragged panel to 16 columns); C is read and
- * written with plain loads and stores when the tile is 16 wide and under lane masks only at a
- * ragged edge (masked stores are slow on AMD: ~10x a plain store on Zen 3). */
+ * written with plain loads and stores, by load_n and store_n at a ragged edge. */
 static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, const bool full, int nr, int64_t kc,
         const float *A, int64_t ars, int64_t acs, const float *B, int64_t ldb, float alpha,
         float beta, bool first, float *C, int64_t ldc) {
@@ -34,14 +68,13 @@ static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, cons
         }
     }
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-    __m256i m0 = mask8(nr), m1 = mask8(nr - 8);
 #pragma GCC unroll 6
     for (int r = 0; r < mr; r++) {
         float *c = C + r * ldc;
         __m256 v0 = _mm256_mul_ps(va, c0[r]), v1 = _mm256_mul_ps(va, c1[r]);
         if (!first || beta != 0.0f) {
-            __m256 o0 = full ? _mm256_loadu_ps(c) : _mm256_maskload_ps(c, m0);
-            __m256 o1 = full ? _mm256_loadu_ps(c + 8) : _mm256_maskload_ps(c + 8, m1);
+            __m256 o0 = full ? _mm256_loadu_ps(c) : load_n(c, nr);
+            __m256 o1 = full ? _mm256_loadu_ps(c + 8) : load_n(c + 8, nr - 8);
             if (!first) {
                 v0 = _mm256_add_ps(v0, o0);
                 v1 = _mm256_add_ps(v1, o1);
@@ -54,8 +87,8 @@ static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, cons
             _mm256_storeu_ps(c, v0);
             _mm256_storeu_ps(c + 8, v1);
         } else {
-            _mm256_maskstore_ps(c, m0, v0);
-            _mm256_maskstore_ps(c + 8, m1, v1);
+            store_n(c, v0, nr);
+            store_n(c + 8, v1, nr - 8);
         }
     }
 }
@@ -86,17 +119,16 @@ static inline __attribute__((always_inline)) void row_avx2_t(const int nv, int n
 #pragma GCC unroll 8
             for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(a, _mm256_loadu_ps(B + k * ldb + 8 * v), acc[v]);
         }
-    } else { /* ragged: B is read only in columns [0, nr) (a masked load never touches the lanes
-              * it leaves out); vectors past nr stay zero and are never stored */
-        const int nfull = nr / 8;
-        const __m256i mt = mask8(nr - 8 * nfull);
+    } else { /* ragged: B is read only in columns [0, nr) (load_n reads nt of the last vector's
+              * lanes); vectors past nr stay zero and are never stored */
+        const int nfull = nr / 8, nt = nr - 8 * nfull;
         for (int64_t k = 0; k < kc; k++) {
             __m256 a = _mm256_broadcast_ss(A + k * acs);
 #pragma GCC unroll 8
             for (int v = 0; v < nv; v++) {
                 if (v < nfull) acc[v] = _mm256_fmadd_ps(a, _mm256_loadu_ps(B + k * ldb + 8 * v), acc[v]);
                 else if (v == nfull && nr > 8 * nfull)
-                    acc[v] = _mm256_fmadd_ps(a, _mm256_maskload_ps(B + k * ldb + 8 * v, mt), acc[v]);
+                    acc[v] = _mm256_fmadd_ps(a, load_n(B + k * ldb + 8 * v, nt), acc[v]);
             }
         }
     }
@@ -112,29 +144,44 @@ static inline __attribute__((always_inline)) void row_avx2_t(const int nv, int n
             else if (beta != 0.0f) x = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), x);
             _mm256_storeu_ps(c, x);
         } else {
-            __m256i m = mask8(left);
-            if (!first) x = _mm256_add_ps(x, _mm256_maskload_ps(c, m));
-            else if (beta != 0.0f) x = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), x);
-            _mm256_maskstore_ps(c, m, x);
+            if (!first) x = _mm256_add_ps(x, load_n(c, left));
+            else if (beta != 0.0f) x = _mm256_fmadd_ps(vb, load_n(c, left), x);
+            store_n(c, x, left);
         }
     }
 }
 
-static void panel_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
-                       const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
-                       int64_t ldc) {
-    if (M == 1) { /* B is read only in columns [0, nr) (small_row_exact) */
-        switch ((nr + 15) / 16) {
-        case 1: row_avx2_t(2, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
-        case 2: row_avx2_t(4, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
-        case 3: row_avx2_t(6, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
-        default: row_avx2_t(8, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
-        }
-        return;
+/* panel_avx2 with M == 1; B is read only in columns [0, nr) (small_row_exact) */
+static __attribute__((noipa)) void row_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ars,
+                                            int64_t acs, const float *B, int64_t ldb, float alpha, float beta,
+                                            bool first, float *C, int64_t ldc) {
+    switch ((nr + 15) / 16) {
+    case 1: row_avx2_t(2, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+    case 2: row_avx2_t(4, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+    case 3: row_avx2_t(6, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
+    default: row_avx2_t(8, nr, kc, A, acs, B, ldb, alpha, beta, first, C); break;
     }
+}
+
+/* panel_avx2 with M > 1: 6-row tiles */
+static __attribute__((noipa)) void tiles_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ars,
+                                              int64_t acs, const float *B, int64_t ldb, float alpha, float beta,
+                                              bool first, float *C, int64_t ldc) {
     for (int64_t i0 = 0; i0 < M; i0 += A2_MR)
         tile_avx2((int)(M - i0 < A2_MR ? M - i0 : A2_MR), nr, kc, A + i0 * ars, ars, acs, B, ldb, alpha,
                   beta, first, C + i0 * ldc, ldc);
+}
+
+/* Two functions with panel_avx2's own arguments, so that it jumps to either: with both inside it a
+ * batch-1 call paid the tiles' prologue and spills (a 1x1x1 sgemm: 106 instructions in panel_avx2;
+ * noipa keeps GCC from specialising them, which would turn the jumps into calls) */
+static void panel_avx2(int64_t M, int nr, int64_t kc, const float *A, int64_t ars, int64_t acs,
+                       const float *B, int64_t ldb, float alpha, float beta, bool first, float *C,
+                       int64_t ldc) {
+    if (M == 1)
+        row_avx2(M, nr, kc, A, ars, acs, B, ldb, alpha, beta, first, C, ldc);
+    else
+        tiles_avx2(M, nr, kc, A, ars, acs, B, ldb, alpha, beta, first, C, ldc);
 }
 
 /* ---- packed GEMM: 6 x 16 tiles, 12 accumulators + 2 B vectors + 1 broadcast of 16 registers ---- */
