@@ -1659,11 +1659,37 @@ static int worker(void) {
     lx_status all = lx_dist_check(mine);
     lx_dist_finalize();
     if (all != LX_OK && !lx_test_failed) lx_test_failed = 1;
+    /* MPI starts once per process: a second lx_dist_init is an error, not Open MPI's abort of the
+     * process ("MPI_Comm_set_errhandler() function was called after MPI_FINALIZE") */
+    int r2 = -1, s2 = -1;
+    CHECK_FAILS(lx_dist_init(NULL, NULL, &r2, &s2), LX_ERR_INVALID_ARGUMENT,
+                "distributed: lx_dist_init after MPI was finalized (lx_dist_finalize or the program's MPI_Finalize): MPI "
+                "cannot be initialised twice in a process");
+    CHECK_EQ_INT(r2, 0);
+    CHECK_EQ_INT(s2, 1);
+    CHECK(!lx_dist_active());
+    if (rank == 0 && !lx_test_failed) printf("re-init after finalize: refused on %d ranks\n", size);
     return lx_test_finish();
+}
+
+/* A failed lx_dist_init still says where this process stands: rank 0 of 1 (the callers of the
+ * docs' example read them unchecked). Without MPI every call fails so; with it, a bad setting
+ * fails before MPI starts. */
+static void test_init_failure(void) {
+    int rank = -1, size = -1;
+    setenv("LINNX_DIST_TIMEOUT", "abc", 1);
+    lx_status st = lx_dist_init(NULL, NULL, &rank, &size);
+    unsetenv("LINNX_DIST_TIMEOUT");
+    if (lx_dist_available()) CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "distributed: LINNX_DIST_TIMEOUT='abc' is not a number in 0.001..1e+09");
+    else CHECK_EQ_INT(st, LX_ERR_UNSUPPORTED);
+    CHECK_EQ_INT(rank, 0);
+    CHECK_EQ_INT(size, 1);
+    CHECK(!lx_dist_active());
 }
 
 int main(void) {
     if (getenv("LINNX_DIST_WORKER")) return worker();
+    RUN(test_init_failure);
     RUN(test_shard_range);
     RUN(test_before_init);
     RUN(test_zero1_before_init);

@@ -60,8 +60,10 @@ bool lx_dist_available(void);
 const char *lx_dist_axis_name(void);
 
 /* MPI_Init (unless the program already initialised MPI; argc/argv may be NULL) and MPI_COMM_WORLD
- * with MPI_ERRORS_RETURN. *rank and *size (optional) receive this process's place. Calling it
- * again is a no-op. Without MPI: LX_ERR_UNSUPPORTED. */
+ * with MPI_ERRORS_RETURN. *rank and *size (optional) receive this process's place (also when the
+ * call fails: 0 and 1). Calling it again is a no-op. MPI starts once per process: after
+ * lx_dist_finalize (or the program's MPI_Finalize) it is LX_ERR_INVALID_ARGUMENT "distributed:
+ * lx_dist_init after MPI was finalized ...". Without MPI: LX_ERR_UNSUPPORTED. */
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size);
 /* MPI_Finalize if lx_dist_init initialised MPI; a no-op otherwise. */
 lx_status lx_dist_finalize(void);

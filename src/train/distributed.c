@@ -141,7 +141,12 @@ static lx_status unsupported(const char *what) {
                    "distributed: %s needs MPI, and this linnx was built without it (install libopenmpi-dev and "
                    "rebuild)", what);
 }
-lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) { return unsupported("lx_dist_init"); }
+lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
+    (void)argc, (void)argv;
+    if (rank) *rank = 0; /* one process: rank 0 of 1, as lx_dist_rank / lx_dist_size say */
+    if (size) *size = 1;
+    return unsupported("lx_dist_init");
+}
 lx_status lx_dist_finalize(void) { return LX_OK; }
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
     if (!out) return lx_null_out("lx_dist_allreduce_mean");
@@ -404,7 +409,16 @@ static lx_status pmean_hook(const char *axis_name, float *buf, int64_t n) {
 }
 
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
+    /* this process's place also when the call fails (rank 0 of 1 until MPI runs) */
+    if (rank) *rank = g_rank;
+    if (size) *size = g_size;
     if (!g_inited) {
+        /* MPI cannot start again once finalised (any MPI call then aborts the process) */
+        int fin = 0;
+        MPI_Finalized(&fin);
+        if (fin)
+            return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: lx_dist_init after MPI was finalized (lx_dist_finalize "
+                           "or the program's MPI_Finalize): MPI cannot be initialised twice in a process");
         /* the settings first: a bad one fails before MPI starts */
         double timeout = g_timeout, bucket = (double)g_bucket, spin = g_spin * 1e6, nap = (double)g_nap_ns * 1e-3;
         LX_TRY(env_num("LINNX_DIST_TIMEOUT", 1e-3, 1e9, &timeout));
