@@ -451,6 +451,14 @@ if [ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 137 ] &&
     echo "linnx train-lm on 2 ranks, SIGTERM to rank 1: exit $rc; $(grep -Eo 'rank [01]: stopped at step [0-9]+' "$cli_tmp/out" | tr '\n' ';')"
 else bad "linnx train-lm, SIGTERM to rank 1 (pid ${victim:-none}): exit $rc"; tail -8 "$cli_tmp/out"; fi
 
+# train-lm's ranks compare what they start too (mism above): before, another --seed on rank 1 trained
+# a mixture silently (exit 0), another --steps left rank 1 waiting out the deadline at the end
+base=(train-lm --batch 4 --seq-len 16 --emb 16 --layers 1 --mlp 32 --eval-batches 1 --sample-tokens 0
+      --svg "$cli_tmp/lmmism.svg")
+mism "--seed, the training state it starts from" --steps 2 --seed 0 : --steps 2 --seed 1
+LINNX_DIST_TIMEOUT=20 mism "--steps" --steps 2 : --steps 3
+mism "--eval-every/--eval-batches" --steps 2 --eval-every 1 : --steps 2 --eval-every 2
+
 timeout 60 "${mpi[@]}" 4 "$bin" "${targs[@]}" >"$cli_tmp/out" 2>&1
 rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "a global batch of 6 rows does not divide evenly over 4 ranks of the 'data' axis" "$cli_tmp/out"; then ok

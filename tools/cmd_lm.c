@@ -486,6 +486,16 @@ static bool lm_checked; /* this rank has joined the start-of-run check (under mp
  * out the deadline (and this rank, in MPI_Finalize, for them). */
 static bool lm_live, lm_alone;
 
+/* What the ranks compare before the first step (cli_dist_same): a rank started with another seed,
+ * size, schedule, data or checkpoint would otherwise train silently to a mixture, or wait out the
+ * deadline in a collective the others never make (another --steps or --eval-every). */
+enum { LF_MODEL, LF_BATCH, LF_SEED, LF_STEPS, LF_LR, LF_STOP, LF_EVAL, LF_DATA, LF_START, LF_STATE, LF_N };
+static const char *const LF_NAMES[LF_N] = {
+    "the model flags (--vocab ... --seq-len, --style, --scan-layers)", "--batch", "--seed", "--steps",
+    "--lr/--warmup-frac", "--stop-after", "--eval-every/--eval-batches",
+    "the data (the training and held-out bytes: --data, --heldout, --heldout-fraction)", "the resumed step (--resume)",
+    "the training state it starts from (parameters and optimizer state)"};
+
 /* One status check of every rank under mpirun (lm_live): rc is this rank's exit status so far.
  * Returns rc when non-zero, else 0 or, when another rank failed, the exit for "distributed: rank
  * R failed at step S" (or "before the first step"). Every rank that reaches it calls it. */
@@ -731,8 +741,34 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
     /* under mpirun: every rank's setup, good or not, meets the others' here (a failed one returned
      * earlier meets them in cmd_train_lm), before the first evaluation and step */
     if (nranks > 1) {
+        uint64_t hf[LF_N] = {0};
+        if (!rc) {
+            const llama_config *k = &c;
+            int64_t mi[] = {k->vocab_size, k->emb_dim, k->num_query_heads, k->num_kv_heads, k->head_dim, k->mlp_dim,
+                            k->num_decoder_layers, k->max_target_length, k->cache_batch, k->scan_layers, (int64_t)style};
+            double md[] = {k->normalization_layer_epsilon, k->rope_min_timescale, k->rope_max_timescale};
+            hf[LF_MODEL] = cli_fnv(cli_fnv(CLI_FNV0, mi, sizeof mi), md, sizeof md);
+            hf[LF_BATCH] = cli_fnv(CLI_FNV0, &batch, sizeof batch);
+            hf[LF_SEED] = cli_fnv(CLI_FNV0, &seed, sizeof seed);
+            hf[LF_STEPS] = cli_fnv(CLI_FNV0, &steps, sizeof steps);
+            hf[LF_LR] = cli_fnv(cli_fnv(CLI_FNV0, &lr, sizeof lr), &warmup, sizeof warmup);
+            hf[LF_STOP] = cli_fnv(CLI_FNV0, &stop_after, sizeof stop_after);
+            hf[LF_EVAL] = cli_fnv(cli_fnv(CLI_FNV0, &eval_every, sizeof eval_every), &eval_batches, sizeof eval_batches);
+            hf[LF_DATA] = cli_fnv(cli_fnv(cli_fnv(CLI_FNV0, &d.ntrain, sizeof d.ntrain), d.train, (size_t)d.ntrain),
+                                  d.heldout, (size_t)d.nheldout);
+            hf[LF_START] = cli_fnv(CLI_FNV0, &start, sizeof start);
+            lx_tree *ts = NULL;
+            if (tr && (llama_trainer_state(tr, &ts) != LX_OK || cli_fnv_tree(ts, &hf[LF_STATE]) != LX_OK))
+                rc = cli_lib_error();
+            lx_tree_release(ts);
+        }
         lm_checked = true;
         rc = cli_dist_setup_check(rc);
+        bool mid = false;
+        if (!rc) /* every rank ready: do they all start the same run? */
+            rc = cli_dist_same(LF_N, hf, LF_NAMES, "give every rank the same flags, data and --checkpoint-dir", rank,
+                               nranks, &mid);
+        if (mid) lm_alone = true;
         lm_live = rc == 0; /* a failed check: every rank learnt of it there */
     }
     lx_key sample_key = lx_key_fold_in(lx_key_from_seed(seed), 2);
