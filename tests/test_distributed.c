@@ -99,6 +99,14 @@ static void test_before_init(void) {
         CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_allreduce_f32: n = -1 is outside 0..2^31-1");
         CHECK_EQ_INT(lx_dist_overlap_end(t, NULL), LX_ERR_INVALID_ARGUMENT);
         CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_overlap_end: output is NULL");
+        /* a NULL grads tree with an out pointer is a missing input, not "abandon" (it was LX_OK
+         * with *out NULL); only (NULL, NULL) abandons */
+        out = t;
+        lx_clear_error();
+        CHECK_EQ_INT(lx_dist_overlap_end(NULL, &out), LX_ERR_FAILED_INPUT);
+        CHECK_ERROR_IS(LX_ERR_FAILED_INPUT, "lx_dist_overlap_end: grads is NULL");
+        CHECK(out == NULL);
+        lx_clear_error();
     }
     CHECK_EQ_INT(lx_dist_set_timeout(0), LX_ERR_INVALID_ARGUMENT);
     /* a deadline must be finite: an infinite one hangs on a stopped rank */
@@ -400,6 +408,34 @@ static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array 
     lx_tree_release(state);
     optax_tx_release(tx);
     return st;
+}
+
+/* A global batch that does not divide over the ranks (the remainder batch of keep_remainder):
+ * false with the shard error, and outs NULL as lx_batcher_next leaves them on failure (they were
+ * left holding the caller's old pointers); the batcher does not advance. */
+static void test_batcher_uneven(int rank, int size) {
+    lx_batcher b = {0};
+    CHECK_EQ_INT(lx_batcher_init(&b, 2 * size + 1, 2 * size, true), LX_OK); /* batches of 2N rows, then 1 */
+    lx_array *x = lx_array_full_f32(1, (int64_t[]){2 * size + 1}, 1.0f), *ob = NULL;
+    size_t mark = lx_pool_open();
+    CHECK(lx_dist_batcher_next(&b, 1, &x, &ob));
+    CHECK(ob != NULL && ob->shape[0] == 2);
+    ob = x; /* a stale pointer the failure must clear */
+    bool got = lx_dist_batcher_next(&b, 1, &x, &ob);
+    if (size > 1) {
+        CHECK(!got);
+        CHECK(ob == NULL);
+        char want[160];
+        snprintf(want, sizeof want, "distributed: a global batch of 1 rows does not divide evenly over %d ranks of the 'data' axis", size);
+        CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, want);
+        CHECK_EQ_INT((int)b.next, 1);
+    } else
+        CHECK(got && ob != NULL && ob->shape[0] == 1);
+    lx_clear_error();
+    lx_pool_close(mark);
+    lx_release(x);
+    lx_batcher_free(&b);
+    (void)rank;
 }
 
 static void test_sync_stats(int rank, int size) {
@@ -1441,6 +1477,7 @@ static int worker(void) {
     int fail_rank = fr ? atoi(fr) : -1, fail_step = fs ? atoi(fs) : -1;
     int fail_mode = !fm ? 0 : strcmp(fm, "kill") == 0 ? 1 : strcmp(fm, "hang") == 0 ? 2 : 0;
     if (getenv("LINNX_DIST_PMEAN_FAULT")) return pmean_fault(rank, size);
+    test_batcher_uneven(rank, size);
     test_sync_stats(rank, size);
     test_bf16_mean(rank, size);
     test_sync_batch_norm(rank, size);

@@ -88,7 +88,8 @@ lx_status lx_dist_shard_range(int64_t batch, int rank, int size, int64_t *start,
 /* Like lx_batcher_next, but outs[i] are this rank's shard (lx_dist_shard_range) of the global
  * batch lx_batcher_next would give: every rank walks the same permutation. Pool-owned outputs;
  * false at the end of the epoch or on failure (lx_last_status() tells them apart; the argument
- * checks and messages are lx_batcher_next's, under this name). */
+ * checks and messages are lx_batcher_next's, under this name; on failure outs are NULL, also for
+ * a batch that does not divide over the ranks, e.g. keep_remainder's last one). */
 bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs);
 
 /* jax.lax.pmean(tree, 'data'): a new tree with every float32 leaf averaged over the ranks: an
@@ -194,8 +195,9 @@ void lx_dist_zero1_free(lx_dist_zero1 *z);
  * (the same sums: only the packing differs). Every rank must run the same computation (the
  * buckets follow the order gradients complete in). One backward pass between begin and end.
  * After a failed step (lx_dist_check), call lx_dist_overlap_end(NULL, NULL): the buckets in flight
- * are abandoned and the run must end (a later begin fails). Without other ranks (size 1) the
- * callback is not set and end copies the gradients. */
+ * are abandoned and the run must end (a later begin fails); a NULL grads with an out pointer
+ * abandons them too but is LX_ERR_FAILED_INPUT "lx_dist_overlap_end: grads is NULL". Without
+ * other ranks (size 1) the callback is not set and end copies the gradients. */
 lx_status lx_dist_overlap_begin(void);
 lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out);
 

@@ -121,7 +121,10 @@ bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, l
     if (b->next >= b->nbatches) return false;
     int64_t len, start, slen;
     const int32_t *idx = lx_batcher_indices(b, b->next, &len);
-    if (lx_dist_shard_range(len, g_rank, g_size, &start, &slen) != LX_OK) return false;
+    if (lx_dist_shard_range(len, g_rank, g_size, &start, &slen) != LX_OK) { /* outs NULL, as lx_batcher_next's */
+        for (int j = 0; j < narrays; j++) outs[j] = NULL;
+        return false;
+    }
     lx_array *ia = lx_autorelease(lx_array_from_data(LX_I32, 1, &slen, idx + start));
     for (int k = 0; k < narrays; k++) {
         outs[k] = ia ? lx_take(arrays[k], ia, 0) : NULL;
@@ -741,8 +744,11 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
     if (!grads || !out) { /* a failed step: in-flight buckets are abandoned with their buffers */
         for (size_t i = 0; i < ov.nb; i++)
             if (ov.b[i].started && !ov.b[i].done) ov.stuck = true;
-        if (!grads) return LX_OK;
-        return lx_null_out("lx_dist_overlap_end");
+        ov.nb = ov.nl = 0;
+        if (!grads && !out) return LX_OK; /* the documented abandon form */
+        if (!out) return lx_null_out("lx_dist_overlap_end");
+        /* grads NULL with an out pointer: a failed backward pass's missing tree, not an average */
+        return lx_null_input("lx_dist_overlap_end: grads is NULL");
     }
     if (!was_on) return lx_dist_allreduce_mean(grads, out);
     double tb = ov.nl > 0 ? ov.t_last : now_s(); /* the end of the backward pass */
