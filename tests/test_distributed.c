@@ -521,6 +521,48 @@ static void test_bf16_mean(int rank, int size) {
     lx_release(f);
 }
 
+/* loss = sum(x * x) * c: its gradient is 2 c x */
+static lx_status sq_loss(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    lx_array *c = lx_array_full_f32(0, NULL, *(const float *)user);
+    *loss = lx_mul(lx_sum(lx_mul(xs[0], xs[0]), 0, NULL, false), lx_autorelease(c));
+    return *loss ? LX_OK : lx_last_status();
+}
+
+/* A second lx_dist_overlap_begin after a backward pass whose gradients were not taken is refused
+ * (it started over: that pass's buckets were dropped, requests and all), and the pass is kept:
+ * lx_dist_overlap_end still averages it. With one rank no hook is set and nothing is refused. */
+static void test_overlap_double_begin(int rank, int size) {
+    lx_array *x = lx_array_full_f32(1, (int64_t[]){3}, 1.5f), *val = NULL, *g = NULL;
+    float c = (float)(rank + 1);
+    size_t mark = lx_pool_open();
+    CHECK_EQ_INT(lx_dist_overlap_begin(), LX_OK);
+    CHECK_EQ_INT(lx_value_and_grad(sq_loss, &c, 1, &x, &val, &g), LX_OK);
+    lx_status st = lx_dist_overlap_begin();
+    if (size > 1) {
+        CHECK_EQ_INT(st, LX_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(lx_last_error(), "the previous backward pass's gradients were not taken") != NULL);
+    } else
+        CHECK_EQ_INT(st, LX_OK);
+    lx_clear_error();
+    lx_tree *t = lx_tree_new(), *avg = NULL;
+    lx_tree_set(t, "x", lx_array_v(g));
+    CHECK_EQ_INT(lx_dist_overlap_end(t, &avg), LX_OK);
+    const lx_value *a = avg ? lx_tree_get(avg, "x") : NULL;
+    float want = 2.0f * 1.5f * (float)(size + 1) / 2.0f; /* the mean over ranks of 2 c x */
+    CHECK(a && a->kind == LX_V_ARRAY && a->u.array->size == 3);
+    if (a && a->kind == LX_V_ARRAY)
+        for (int k = 0; k < 3; k++)
+            LX_TEST_REPORT_(lx_f32(a->u.array)[k] == want, "overlap after a refused begin [%d]: %.9g, want %.9g", k,
+                            lx_f32(a->u.array)[k], want);
+    lx_tree_release(avg);
+    lx_tree_release(t);
+    lx_release(val);
+    lx_release(g);
+    lx_release(x);
+    lx_pool_close(mark);
+}
+
 /* Sync batch-norm: BatchNorm(axis_name='data') (Linen and NNX) on each rank's shard of a global
  * batch of 12 rows gives the running statistics and outputs that the one-process BatchNorm
  * computes on the whole batch (rank 0 runs that reference; every rank checks its own rows);
@@ -1478,6 +1520,7 @@ static int worker(void) {
     int fail_mode = !fm ? 0 : strcmp(fm, "kill") == 0 ? 1 : strcmp(fm, "hang") == 0 ? 2 : 0;
     if (getenv("LINNX_DIST_PMEAN_FAULT")) return pmean_fault(rank, size);
     test_batcher_uneven(rank, size);
+    test_overlap_double_begin(rank, size);
     test_sync_stats(rank, size);
     test_bf16_mean(rank, size);
     test_sync_batch_norm(rank, size);

@@ -193,7 +193,9 @@ void lx_dist_zero1_free(lx_dist_zero1 *z);
  * lx_dist_overlap_end(grads, &avg) starts the last bucket (and any gradient the pass did not
  * report), waits for all of them and gives pmean(grads) exactly as lx_dist_allreduce_mean would
  * (the same sums: only the packing differs). Every rank must run the same computation (the
- * buckets follow the order gradients complete in). One backward pass between begin and end.
+ * buckets follow the order gradients complete in). One backward pass between begin and end: a
+ * begin after a pass whose gradients were not taken is LX_ERR_INVALID_ARGUMENT (the pass is kept
+ * for lx_dist_overlap_end; starting over would drop its buckets while MPI may still use them).
  * After a failed step (lx_dist_check), call lx_dist_overlap_end(NULL, NULL): the buckets in flight
  * are abandoned and the run must end (a later begin fails); a NULL grads with an out pointer
  * abandons them too but is LX_ERR_FAILED_INPUT "lx_dist_overlap_end: grads is NULL". Without

@@ -728,6 +728,13 @@ static size_t ov_find(const lx_array *a, size_t reported) {
 lx_status lx_dist_overlap_begin(void) {
     LX_TRY(need_init("lx_dist_overlap_begin"));
     if (ov.stuck) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: overlap after a failed step (the run must end)");
+    /* a begin after a backward pass whose gradients were not taken: starting over would drop that
+     * pass's buckets (their requests never waited for, MPI perhaps still writing into the buffers
+     * the next pass packs). Refused, the pass kept: lx_dist_overlap_end still takes it */
+    if (ov.on && ov.nl > 0)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "distributed: lx_dist_overlap_begin: the previous backward pass's gradients were not taken "
+                       "(lx_dist_overlap_end after each pass; lx_dist_overlap_end(NULL, NULL) after a failed one)");
     ov.nb = ov.nl = 0;
     ov.err = LX_OK;
     if (g_size < 2) return LX_OK; /* nothing to reduce: lx_dist_overlap_end copies */
