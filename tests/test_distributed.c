@@ -563,6 +563,98 @@ static void test_overlap_double_begin(int rank, int size) {
     lx_pool_close(mark);
 }
 
+/* ZeRO-1 with bfloat16 moments (adam's mu_dtype): the gathered state is optax_init's layout with
+ * every per-parameter leaf whole (mu in bfloat16 was the rank's own shard: a checkpoint of it held
+ * rank 0's slice only, and load_state handed that slice to every rank), and it equals the
+ * unsharded run's state bit for bit; loading it back and stepping once more gives the unsharded
+ * params. The gradients are small integers, so the sums over the ranks are exact in any order. */
+static lx_tree *z1_tree(int rank, int step, bool grad) {
+    float a[5], c[3];
+    for (int k = 0; k < 5; k++) a[k] = grad ? (float)((k + rank + step) % 5) - 2.0f : 0.5f + 0.25f * (float)k;
+    for (int k = 0; k < 3; k++) c[k] = grad ? (float)((2 * k + rank + step) % 3) - 1.0f : -1.0f + 0.5f * (float)k;
+    lx_array *aa = lx_array_from_f32(1, (int64_t[]){5}, a), *ca = lx_array_from_f32(1, (int64_t[]){3}, c);
+    lx_tree *t = lx_tree_new();
+    lx_tree_set_path(t, "a", lx_array_v(aa));
+    lx_tree_set_path(t, "b/c", lx_array_v(ca));
+    lx_release(aa);
+    lx_release(ca);
+    return t;
+}
+
+static void check_same_tree(const char *what, const lx_tree *x, const lx_tree *y) {
+    lx_flat a = {0}, b = {0};
+    CHECK(x && y && lx_tree_flatten(x, &a) == LX_OK && lx_tree_flatten(y, &b) == LX_OK && a.len == b.len);
+    for (size_t i = 0; i < a.len && a.len == b.len; i++) {
+        const lx_value *u = &a.items[i].value, *v = &b.items[i].value;
+        bool same = !strcmp(a.items[i].path, b.items[i].path) && u->kind == v->kind;
+        if (same && u->kind == LX_V_ARRAY)
+            same = u->u.array->dtype == v->u.array->dtype && u->u.array->size == v->u.array->size &&
+                   !memcmp(u->u.array->data, v->u.array->data, lx_array_nbytes(u->u.array));
+        LX_TEST_REPORT_(same, "%s: leaf %s differs (%s, %lld elements vs %s, %lld)", what, a.items[i].path,
+                        u->kind == LX_V_ARRAY ? lx_dtype_name(u->u.array->dtype) : "-",
+                        u->kind == LX_V_ARRAY ? (long long)u->u.array->size : -1LL,
+                        v->kind == LX_V_ARRAY ? lx_dtype_name(v->u.array->dtype) : "-",
+                        v->kind == LX_V_ARRAY ? (long long)v->u.array->size : -1LL);
+    }
+    lx_flat_free(&a);
+    lx_flat_free(&b);
+}
+
+static void test_zero1_bf16_moments(int rank, int size) {
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    o.mu_dtype = LX_BF16;
+    lx_tree *p = z1_tree(0, 0, false), *rp = z1_tree(0, 0, false), *rs = NULL, *full = NULL;
+    optax_tx *tx = optax_adam(OPTAX_CONST(0.1), &o);
+    lx_dist_zero1 *z = NULL;
+    CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.1), &o), p, &z), LX_OK);
+    CHECK_EQ_INT(optax_init(tx, rp, &rs), LX_OK);
+    for (int step = 0; z && step < 4; step++) {
+        /* the reference's gradient: the ranks' mean, as the library forms it (exact sum, * 1/N) */
+        lx_tree *g = z1_tree(rank, step, true), *gm = z1_tree(0, step, true);
+        lx_flat f = {0};
+        lx_tree_flatten(gm, &f);
+        for (size_t i = 0; i < f.len; i++) {
+            lx_array *a = f.items[i].value.u.array;
+            for (int64_t k = 0; k < a->size; k++) {
+                float sum = 0;
+                for (int r = 0; r < size; r++) {
+                    lx_tree *gr = z1_tree(r, step, true);
+                    sum += lx_f32(lx_tree_find(gr, f.items[i].path)->u.array)[k];
+                    lx_tree_release(gr);
+                }
+                lx_f32(a)[k] = sum * (1.0f / (float)size);
+            }
+        }
+        lx_flat_free(&f);
+        CHECK_EQ_INT(optax_step(tx, gm, &rp, &rs), LX_OK);
+        if (step == 3) { /* the last step runs on a fresh shard cut from the gathered state */
+            CHECK_EQ_INT(lx_dist_zero1_gather_state(z, p, &full), LX_OK);
+            lx_dist_zero1 *z2 = NULL;
+            CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.1), &o), p, &z2), LX_OK);
+            if (z2 && full) CHECK_EQ_INT(lx_dist_zero1_load_state(z2, full), LX_OK);
+            lx_dist_zero1_free(z);
+            z = z2;
+        }
+        if (z) CHECK_EQ_INT(lx_dist_zero1_step(z, g, &p), LX_OK);
+        lx_tree_release(g);
+        lx_tree_release(gm);
+        if (step == 2) { /* compared with the reference's state after the same 3 steps */
+            lx_tree *gs = NULL;
+            CHECK_EQ_INT(lx_dist_zero1_gather_state(z, p, &gs), LX_OK);
+            check_same_tree("zero1 gathered bf16-moment state after 3 steps", gs, rs);
+            lx_tree_release(gs);
+        }
+    }
+    check_same_tree("zero1 params after 4 steps (bf16 moments, reloaded at step 3)", p, rp);
+    if (rank == 0 && !lx_test_failed) printf("zero1 bf16 moments: %d ranks, gathered state and params equal the unsharded run\n", size);
+    lx_tree_release(full);
+    lx_dist_zero1_free(z);
+    optax_tx_release(tx);
+    lx_tree_release(p);
+    lx_tree_release(rp);
+    lx_tree_release(rs);
+}
+
 /* Sync batch-norm: BatchNorm(axis_name='data') (Linen and NNX) on each rank's shard of a global
  * batch of 12 rows gives the running statistics and outputs that the one-process BatchNorm
  * computes on the whole batch (rank 0 runs that reference; every rank checks its own rows);
@@ -1521,6 +1613,7 @@ static int worker(void) {
     if (getenv("LINNX_DIST_PMEAN_FAULT")) return pmean_fault(rank, size);
     test_batcher_uneven(rank, size);
     test_overlap_double_begin(rank, size);
+    test_zero1_bf16_moments(rank, size);
     test_sync_stats(rank, size);
     test_bf16_mean(rank, size);
     test_sync_batch_norm(rank, size);

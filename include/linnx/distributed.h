@@ -172,8 +172,8 @@ const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z);
 /* Bytes of the array leaves of the rank's optimizer state (its memory for the optimizer). */
 int64_t lx_dist_zero1_state_bytes(const lx_dist_zero1 *z);
 /* Checkpoints. gather_state (collective) gives every rank the UNSHARDED state: the tree
- * optax_init(tx, params) would build, per-param leaves all-gathered from their owners, the
- * rest (Adam's count) the rank's own; save it with the params and it restores into a plain
+ * optax_init(tx, params) would build, per-param leaves (float32, or bfloat16 moments: adam's
+ * mu_dtype) all-gathered from their owners, the rest (Adam's count) the rank's own; save it with the params and it restores into a plain
  * (unsharded) run, or into lx_dist_zero1_load_state. It allocates the whole state for the
  * duration. load_state cuts an unsharded state of the SAME transformation (its leaves where
  * optax_init puts them: a chain's count at 1/0/count ...; another layout is LX_ERR_NOT_FOUND naming

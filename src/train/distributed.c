@@ -1632,7 +1632,8 @@ lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *para
     for (size_t i = 0; st == LX_OK && i < f.len; i++) {
         const lx_value *tv = &f.items[i].value;
         size_t q = tv->kind == LX_V_ARRAY ? zero1_param_of(z, f.items[i].path) : z->n;
-        lx_array *ta = q < z->n ? leaf_f32(tv) : NULL;
+        /* a per-parameter leaf: float32, or bfloat16 (adam's mu_dtype): gathered in its own dtype */
+        lx_array *ta = q < z->n ? leaf_float(tv) : NULL;
         const lx_value *mv = lx_tree_find(z->state, f.items[i].path);
         if (!ta || ta->size != z->off[q + 1] - z->off[q]) { /* not per-parameter (a count): this rank's own */
             if (mv) st = lx_tree_set_path(res, f.items[i].path, *mv);
@@ -1644,20 +1645,22 @@ lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *para
             cnt[r] = (int)(b - a);
             dsp[r] = (int)(a - z->off[q]);
         }
-        lx_array *mine = mv ? leaf_f32(mv) : NULL;
-        if (cnt[g_rank] > 0 && (!mine || mine->size != cnt[g_rank])) {
-            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: the state has no %lld-element shard at %s", (long long)cnt[g_rank],
-                         f.items[i].path);
+        lx_array *mine = mv ? leaf_float(mv) : NULL;
+        if (cnt[g_rank] > 0 && (!mine || mine->size != cnt[g_rank] || mine->dtype != ta->dtype)) {
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: the state has no %lld-element %s shard at %s",
+                         (long long)cnt[g_rank], lx_dtype_name(ta->dtype), f.items[i].path);
             break;
         }
-        lx_array *r = lx_array_empty(LX_F32, ta->ndim, ta->shape);
+        lx_array *r = lx_array_empty(ta->dtype, ta->ndim, ta->shape);
         if (!r) {
             st = lx_last_status();
             break;
         }
-        if (cnt[g_rank] > 0) memcpy(lx_f32(r) + dsp[g_rank], lx_f32(mine), (size_t)cnt[g_rank] * sizeof(float));
+        size_t es = lx_dtype_size(ta->dtype);
+        if (cnt[g_rank] > 0) memcpy((char *)r->data + (size_t)dsp[g_rank] * es, mine->data, (size_t)cnt[g_rank] * es);
+        MPI_Datatype dt = ta->dtype == LX_F32 ? MPI_FLOAT : MPI_UINT16_T;
         MPI_Request req;
-        int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, lx_f32(r), cnt, dsp, MPI_FLOAT, MPI_COMM_WORLD, &req);
+        int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, r->data, cnt, dsp, dt, MPI_COMM_WORLD, &req);
         if (rc != MPI_SUCCESS) st = mpi_fail("zero1 state all-gather", rc);
         else st = wait_all(1, &req, "zero1 state all-gather");
         if (st == LX_OK) st = lx_tree_set_path(res, f.items[i].path, lx_array_v(r));
@@ -1688,21 +1691,23 @@ lx_status lx_dist_zero1_load_state(lx_dist_zero1 *z, const lx_tree *full) {
             break;
         }
         size_t q = f.items[i].value.kind == LX_V_ARRAY ? zero1_param_of(z, path) : z->n;
-        lx_array *sa = q < z->n ? leaf_f32(&f.items[i].value) : NULL;
+        /* per-parameter: float32, or bfloat16 (adam's mu_dtype), cut in its own dtype */
+        lx_array *sa = q < z->n ? leaf_float(&f.items[i].value) : NULL;
         int64_t a = 0, b = 0;
         if (sa) zero1_cut(z, q, g_rank, &a, &b);
         if (!sa || sa->ndim != 1 || sa->size != b - a) { /* not per-parameter: taken whole */
             st = lx_tree_set_path(ns, path, *fv);
             continue;
         }
-        lx_array *fa = leaf_f32(fv);
-        if (!fa || fa->size != z->off[q + 1] - z->off[q]) {
-            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s must be a float32 array of %lld elements", path,
-                         (long long)(z->off[q + 1] - z->off[q]));
+        lx_array *fa = leaf_float(fv);
+        if (!fa || fa->dtype != sa->dtype || fa->size != z->off[q + 1] - z->off[q]) {
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s must be a %s array of %lld elements", path,
+                         lx_dtype_name(sa->dtype), (long long)(z->off[q + 1] - z->off[q]));
             break;
         }
         int64_t len = b - a;
-        lx_array *s = lx_array_from_f32(1, &len, lx_f32(fa) + (a - z->off[q]));
+        lx_array *s = lx_array_from_data(sa->dtype, 1, &len,
+                                         (const char *)fa->data + (size_t)(a - z->off[q]) * lx_dtype_size(sa->dtype));
         if (!s) st = lx_last_status();
         else st = lx_tree_set_path(ns, path, lx_array_v(s));
         lx_release(s);
