@@ -371,6 +371,36 @@ if [ -n "$total" ] && [ "$total" -gt 0 ]; then # LINNX_ALLOC_STATS counts only i
     else bad "allocation failures on rank 1: $bad_runs of 6 runs"; fi
 fi
 
+# the same for `linnx train-lm`: a rank failing in the held-out evaluations, the samples or the
+# update after the step's status check stopped nobody and left rank 0 waiting out the deadline
+# (rank 1 sat in MPI_Finalize); now every position ends the job within seconds, naming rank 1 or
+# with rank 0's "stopped at step K" (the 30 s deadline is never reached)
+lfargs=(train-lm --steps 3 --batch 4 --seq-len 16 --emb 16 --layers 1 --mlp 32 --eval-every 1 --eval-batches 1
+        --sample-tokens 4 --svg "$cli_tmp/lmfault.svg")
+total=$(LINNX_FAIL_ALLOC=0 LINNX_ALLOC_STATS=1 timeout 60 "${mpi[@]}" 2 "$bin" "${lfargs[@]}" 2>&1 >/dev/null |
+        sed -n 's/^linnx: \([0-9]*\) allocations.*/\1/p' | sort -n | tail -1)
+if [ -n "$total" ] && [ "$total" -gt 0 ]; then
+    timeout 60 "${mpi[@]}" 2 "$bin" "${lfargs[@]}" >"$cli_tmp/clean" 2>&1
+    bad_runs=0
+    for k in 1 2 3 4 5 6 7 8 9 10 11 12 13; do
+        n=$((total * k / 14))
+        RANK1_FAIL=$n LINNX_DIST_TIMEOUT=30 timeout 90 "${mpi[@]}" 2 -x RANK1_FAIL -x LINNX_DIST_TIMEOUT \
+            "$cli_tmp/rank1fault.sh" "$bin" "${lfargs[@]}" >"$cli_tmp/out" 2>&1
+        rc=$?
+        if [ $rc -eq 0 ] && [ "$(grep "held-out loss" "$cli_tmp/out")" = "$(grep "held-out loss" "$cli_tmp/clean")" ]; then
+            continue # the failure was absorbed
+        fi
+        if [ $rc -ne 0 ] && [ $rc -ne 124 ] && ! grep -q "timed out" "$cli_tmp/out" &&
+           grep -Eq "distributed: rank 1 failed (before the first step|at step [0-9])|linnx: rank 0: stopped (at step [0-9]|before the first step)" "$cli_tmp/out"; then
+            continue
+        fi
+        bad_runs=$((bad_runs + 1))
+        echo "train-lm: allocation $n of $total failing on rank 1: exit $rc"; grep -v "^--\|^ *$" "$cli_tmp/out" | grep -v "^data\|^byte\|^held\|^model\|^train\|^step\|^init\|^greedy\|^sample" | head -8
+    done
+    if [ $bad_runs -eq 0 ]; then ok; echo "train-lm: an allocation failing on rank 1 at 13 points of $total: every rank stopped"
+    else bad "train-lm: allocation failures on rank 1: $bad_runs of 13 runs"; fi
+fi
+
 # the showcase's `linnx train-lm` (tiny sizes) unchanged under mpirun -np 2: rank 0 alone prints
 # (one header) and writes the loss curve and the checkpoint; the held-out losses are the one-process
 # run's (printed to 4 decimals; float32 order differs)
@@ -420,6 +450,14 @@ if [ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 137 ] &&
     ok
     echo "linnx train-lm on 2 ranks, SIGTERM to rank 1: exit $rc; $(grep -Eo 'rank [01]: stopped at step [0-9]+' "$cli_tmp/out" | tr '\n' ';')"
 else bad "linnx train-lm, SIGTERM to rank 1 (pid ${victim:-none}): exit $rc"; tail -8 "$cli_tmp/out"; fi
+
+# train-lm's ranks compare what they start too (mism above): before, another --seed on rank 1 trained
+# a mixture silently (exit 0), another --steps left rank 1 waiting out the deadline at the end
+base=(train-lm --batch 4 --seq-len 16 --emb 16 --layers 1 --mlp 32 --eval-batches 1 --sample-tokens 0
+      --svg "$cli_tmp/lmmism.svg")
+mism "--seed, the training state it starts from" --steps 2 --seed 0 : --steps 2 --seed 1
+LINNX_DIST_TIMEOUT=20 mism "--steps" --steps 2 : --steps 3
+mism "--eval-every/--eval-batches" --steps 2 --eval-every 1 : --steps 2 --eval-every 2
 
 timeout 60 "${mpi[@]}" 4 "$bin" "${targs[@]}" >"$cli_tmp/out" 2>&1
 rc=$?

@@ -99,6 +99,14 @@ static void test_before_init(void) {
         CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_allreduce_f32: n = -1 is outside 0..2^31-1");
         CHECK_EQ_INT(lx_dist_overlap_end(t, NULL), LX_ERR_INVALID_ARGUMENT);
         CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "lx_dist_overlap_end: output is NULL");
+        /* a NULL grads tree with an out pointer is a missing input, not "abandon" (it was LX_OK
+         * with *out NULL); only (NULL, NULL) abandons */
+        out = t;
+        lx_clear_error();
+        CHECK_EQ_INT(lx_dist_overlap_end(NULL, &out), LX_ERR_FAILED_INPUT);
+        CHECK_ERROR_IS(LX_ERR_FAILED_INPUT, "lx_dist_overlap_end: grads is NULL");
+        CHECK(out == NULL);
+        lx_clear_error();
     }
     CHECK_EQ_INT(lx_dist_set_timeout(0), LX_ERR_INVALID_ARGUMENT);
     /* a deadline must be finite: an infinite one hangs on a stopped rank */
@@ -402,6 +410,34 @@ static lx_status train(linen_module *m, lx_tree **params, lx_array *x, lx_array 
     return st;
 }
 
+/* A global batch that does not divide over the ranks (the remainder batch of keep_remainder):
+ * false with the shard error, and outs NULL as lx_batcher_next leaves them on failure (they were
+ * left holding the caller's old pointers); the batcher does not advance. */
+static void test_batcher_uneven(int rank, int size) {
+    lx_batcher b = {0};
+    CHECK_EQ_INT(lx_batcher_init(&b, 2 * size + 1, 2 * size, true), LX_OK); /* batches of 2N rows, then 1 */
+    lx_array *x = lx_array_full_f32(1, (int64_t[]){2 * size + 1}, 1.0f), *ob = NULL;
+    size_t mark = lx_pool_open();
+    CHECK(lx_dist_batcher_next(&b, 1, &x, &ob));
+    CHECK(ob != NULL && ob->shape[0] == 2);
+    ob = x; /* a stale pointer the failure must clear */
+    bool got = lx_dist_batcher_next(&b, 1, &x, &ob);
+    if (size > 1) {
+        CHECK(!got);
+        CHECK(ob == NULL);
+        char want[160];
+        snprintf(want, sizeof want, "distributed: a global batch of 1 rows does not divide evenly over %d ranks of the 'data' axis", size);
+        CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, want);
+        CHECK_EQ_INT((int)b.next, 1);
+    } else
+        CHECK(got && ob != NULL && ob->shape[0] == 1);
+    lx_clear_error();
+    lx_pool_close(mark);
+    lx_release(x);
+    lx_batcher_free(&b);
+    (void)rank;
+}
+
 static void test_sync_stats(int rank, int size) {
     /* batch_stats-like tree: rank-dependent means, a Variable, an int leaf */
     float mv[3] = {(float)rank, 2.0f * (float)rank + 1.0f, -(float)rank};
@@ -483,6 +519,140 @@ static void test_bf16_mean(int rank, int size) {
     lx_tree_release(t);
     lx_release(b);
     lx_release(f);
+}
+
+/* loss = sum(x * x) * c: its gradient is 2 c x */
+static lx_status sq_loss(int n, lx_array *const *xs, void *user, lx_array **loss) {
+    (void)n;
+    lx_array *c = lx_array_full_f32(0, NULL, *(const float *)user);
+    *loss = lx_mul(lx_sum(lx_mul(xs[0], xs[0]), 0, NULL, false), lx_autorelease(c));
+    return *loss ? LX_OK : lx_last_status();
+}
+
+/* A second lx_dist_overlap_begin after a backward pass whose gradients were not taken is refused
+ * (it started over: that pass's buckets were dropped, requests and all), and the pass is kept:
+ * lx_dist_overlap_end still averages it. With one rank no hook is set and nothing is refused. */
+static void test_overlap_double_begin(int rank, int size) {
+    lx_array *x = lx_array_full_f32(1, (int64_t[]){3}, 1.5f), *val = NULL, *g = NULL;
+    float c = (float)(rank + 1);
+    size_t mark = lx_pool_open();
+    CHECK_EQ_INT(lx_dist_overlap_begin(), LX_OK);
+    CHECK_EQ_INT(lx_value_and_grad(sq_loss, &c, 1, &x, &val, &g), LX_OK);
+    lx_status st = lx_dist_overlap_begin();
+    if (size > 1) {
+        CHECK_EQ_INT(st, LX_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(lx_last_error(), "the previous backward pass's gradients were not taken") != NULL);
+    } else
+        CHECK_EQ_INT(st, LX_OK);
+    lx_clear_error();
+    lx_tree *t = lx_tree_new(), *avg = NULL;
+    lx_tree_set(t, "x", lx_array_v(g));
+    CHECK_EQ_INT(lx_dist_overlap_end(t, &avg), LX_OK);
+    const lx_value *a = avg ? lx_tree_get(avg, "x") : NULL;
+    float want = 2.0f * 1.5f * (float)(size + 1) / 2.0f; /* the mean over ranks of 2 c x */
+    CHECK(a && a->kind == LX_V_ARRAY && a->u.array->size == 3);
+    if (a && a->kind == LX_V_ARRAY)
+        for (int k = 0; k < 3; k++)
+            LX_TEST_REPORT_(lx_f32(a->u.array)[k] == want, "overlap after a refused begin [%d]: %.9g, want %.9g", k,
+                            lx_f32(a->u.array)[k], want);
+    lx_tree_release(avg);
+    lx_tree_release(t);
+    lx_release(val);
+    lx_release(g);
+    lx_release(x);
+    lx_pool_close(mark);
+}
+
+/* ZeRO-1 with bfloat16 moments (adam's mu_dtype): the gathered state is optax_init's layout with
+ * every per-parameter leaf whole (mu in bfloat16 was the rank's own shard: a checkpoint of it held
+ * rank 0's slice only, and load_state handed that slice to every rank), and it equals the
+ * unsharded run's state bit for bit; loading it back and stepping once more gives the unsharded
+ * params. The gradients are small integers, so the sums over the ranks are exact in any order. */
+static lx_tree *z1_tree(int rank, int step, bool grad) {
+    float a[5], c[3];
+    for (int k = 0; k < 5; k++) a[k] = grad ? (float)((k + rank + step) % 5) - 2.0f : 0.5f + 0.25f * (float)k;
+    for (int k = 0; k < 3; k++) c[k] = grad ? (float)((2 * k + rank + step) % 3) - 1.0f : -1.0f + 0.5f * (float)k;
+    lx_array *aa = lx_array_from_f32(1, (int64_t[]){5}, a), *ca = lx_array_from_f32(1, (int64_t[]){3}, c);
+    lx_tree *t = lx_tree_new();
+    lx_tree_set_path(t, "a", lx_array_v(aa));
+    lx_tree_set_path(t, "b/c", lx_array_v(ca));
+    lx_release(aa);
+    lx_release(ca);
+    return t;
+}
+
+static void check_same_tree(const char *what, const lx_tree *x, const lx_tree *y) {
+    lx_flat a = {0}, b = {0};
+    CHECK(x && y && lx_tree_flatten(x, &a) == LX_OK && lx_tree_flatten(y, &b) == LX_OK && a.len == b.len);
+    for (size_t i = 0; i < a.len && a.len == b.len; i++) {
+        const lx_value *u = &a.items[i].value, *v = &b.items[i].value;
+        bool same = !strcmp(a.items[i].path, b.items[i].path) && u->kind == v->kind;
+        if (same && u->kind == LX_V_ARRAY)
+            same = u->u.array->dtype == v->u.array->dtype && u->u.array->size == v->u.array->size &&
+                   !memcmp(u->u.array->data, v->u.array->data, lx_array_nbytes(u->u.array));
+        LX_TEST_REPORT_(same, "%s: leaf %s differs (%s, %lld elements vs %s, %lld)", what, a.items[i].path,
+                        u->kind == LX_V_ARRAY ? lx_dtype_name(u->u.array->dtype) : "-",
+                        u->kind == LX_V_ARRAY ? (long long)u->u.array->size : -1LL,
+                        v->kind == LX_V_ARRAY ? lx_dtype_name(v->u.array->dtype) : "-",
+                        v->kind == LX_V_ARRAY ? (long long)v->u.array->size : -1LL);
+    }
+    lx_flat_free(&a);
+    lx_flat_free(&b);
+}
+
+static void test_zero1_bf16_moments(int rank, int size) {
+    optax_adam_opts o = OPTAX_ADAM_DEFAULTS;
+    o.mu_dtype = LX_BF16;
+    lx_tree *p = z1_tree(0, 0, false), *rp = z1_tree(0, 0, false), *rs = NULL, *full = NULL;
+    optax_tx *tx = optax_adam(OPTAX_CONST(0.1), &o);
+    lx_dist_zero1 *z = NULL;
+    CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.1), &o), p, &z), LX_OK);
+    CHECK_EQ_INT(optax_init(tx, rp, &rs), LX_OK);
+    for (int step = 0; z && step < 4; step++) {
+        /* the reference's gradient: the ranks' mean, as the library forms it (exact sum, * 1/N) */
+        lx_tree *g = z1_tree(rank, step, true), *gm = z1_tree(0, step, true);
+        lx_flat f = {0};
+        lx_tree_flatten(gm, &f);
+        for (size_t i = 0; i < f.len; i++) {
+            lx_array *a = f.items[i].value.u.array;
+            for (int64_t k = 0; k < a->size; k++) {
+                float sum = 0;
+                for (int r = 0; r < size; r++) {
+                    lx_tree *gr = z1_tree(r, step, true);
+                    sum += lx_f32(lx_tree_find(gr, f.items[i].path)->u.array)[k];
+                    lx_tree_release(gr);
+                }
+                lx_f32(a)[k] = sum * (1.0f / (float)size);
+            }
+        }
+        lx_flat_free(&f);
+        CHECK_EQ_INT(optax_step(tx, gm, &rp, &rs), LX_OK);
+        if (step == 3) { /* the last step runs on a fresh shard cut from the gathered state */
+            CHECK_EQ_INT(lx_dist_zero1_gather_state(z, p, &full), LX_OK);
+            lx_dist_zero1 *z2 = NULL;
+            CHECK_EQ_INT(lx_dist_zero1_new(optax_adam(OPTAX_CONST(0.1), &o), p, &z2), LX_OK);
+            if (z2 && full) CHECK_EQ_INT(lx_dist_zero1_load_state(z2, full), LX_OK);
+            lx_dist_zero1_free(z);
+            z = z2;
+        }
+        if (z) CHECK_EQ_INT(lx_dist_zero1_step(z, g, &p), LX_OK);
+        lx_tree_release(g);
+        lx_tree_release(gm);
+        if (step == 2) { /* compared with the reference's state after the same 3 steps */
+            lx_tree *gs = NULL;
+            CHECK_EQ_INT(lx_dist_zero1_gather_state(z, p, &gs), LX_OK);
+            check_same_tree("zero1 gathered bf16-moment state after 3 steps", gs, rs);
+            lx_tree_release(gs);
+        }
+    }
+    check_same_tree("zero1 params after 4 steps (bf16 moments, reloaded at step 3)", p, rp);
+    if (rank == 0 && !lx_test_failed) printf("zero1 bf16 moments: %d ranks, gathered state and params equal the unsharded run\n", size);
+    lx_tree_release(full);
+    lx_dist_zero1_free(z);
+    optax_tx_release(tx);
+    lx_tree_release(p);
+    lx_tree_release(rp);
+    lx_tree_release(rs);
 }
 
 /* Sync batch-norm: BatchNorm(axis_name='data') (Linen and NNX) on each rank's shard of a global
@@ -1441,6 +1611,9 @@ static int worker(void) {
     int fail_rank = fr ? atoi(fr) : -1, fail_step = fs ? atoi(fs) : -1;
     int fail_mode = !fm ? 0 : strcmp(fm, "kill") == 0 ? 1 : strcmp(fm, "hang") == 0 ? 2 : 0;
     if (getenv("LINNX_DIST_PMEAN_FAULT")) return pmean_fault(rank, size);
+    test_batcher_uneven(rank, size);
+    test_overlap_double_begin(rank, size);
+    test_zero1_bf16_moments(rank, size);
     test_sync_stats(rank, size);
     test_bf16_mean(rank, size);
     test_sync_batch_norm(rank, size);
@@ -1659,11 +1832,37 @@ static int worker(void) {
     lx_status all = lx_dist_check(mine);
     lx_dist_finalize();
     if (all != LX_OK && !lx_test_failed) lx_test_failed = 1;
+    /* MPI starts once per process: a second lx_dist_init is an error, not Open MPI's abort of the
+     * process ("MPI_Comm_set_errhandler() function was called after MPI_FINALIZE") */
+    int r2 = -1, s2 = -1;
+    CHECK_FAILS(lx_dist_init(NULL, NULL, &r2, &s2), LX_ERR_INVALID_ARGUMENT,
+                "distributed: lx_dist_init after MPI was finalized (lx_dist_finalize or the program's MPI_Finalize): MPI "
+                "cannot be initialised twice in a process");
+    CHECK_EQ_INT(r2, 0);
+    CHECK_EQ_INT(s2, 1);
+    CHECK(!lx_dist_active());
+    if (rank == 0 && !lx_test_failed) printf("re-init after finalize: refused on %d ranks\n", size);
     return lx_test_finish();
+}
+
+/* A failed lx_dist_init still says where this process stands: rank 0 of 1 (the callers of the
+ * docs' example read them unchecked). Without MPI every call fails so; with it, a bad setting
+ * fails before MPI starts. */
+static void test_init_failure(void) {
+    int rank = -1, size = -1;
+    setenv("LINNX_DIST_TIMEOUT", "abc", 1);
+    lx_status st = lx_dist_init(NULL, NULL, &rank, &size);
+    unsetenv("LINNX_DIST_TIMEOUT");
+    if (lx_dist_available()) CHECK_ERROR_IS(LX_ERR_INVALID_ARGUMENT, "distributed: LINNX_DIST_TIMEOUT='abc' is not a number in 0.001..1e+09");
+    else CHECK_EQ_INT(st, LX_ERR_UNSUPPORTED);
+    CHECK_EQ_INT(rank, 0);
+    CHECK_EQ_INT(size, 1);
+    CHECK(!lx_dist_active());
 }
 
 int main(void) {
     if (getenv("LINNX_DIST_WORKER")) return worker();
+    RUN(test_init_failure);
     RUN(test_shard_range);
     RUN(test_before_init);
     RUN(test_zero1_before_init);

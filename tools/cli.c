@@ -273,6 +273,94 @@ int cli_dist_setup_check(int rc) {
     return st != LX_OK ? cli_lib_error() : 0; /* "distributed: rank R failed before the first step" */
 }
 
+uint64_t cli_fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+uint64_t cli_fnv_str(const char *s) { return s ? cli_fnv(CLI_FNV0, s, strlen(s) + 1) : cli_fnv(CLI_FNV0, "\1", 1); }
+
+uint64_t cli_fnv_array(uint64_t h, const lx_array *a) {
+    int32_t meta[2] = {(int32_t)a->dtype, a->ndim};
+    h = cli_fnv(h, meta, sizeof meta);
+    h = cli_fnv(h, a->shape, (size_t)a->ndim * sizeof a->shape[0]);
+    return a->data ? cli_fnv(h, a->data, lx_array_nbytes(a)) : h;
+}
+
+lx_status cli_fnv_tree(const lx_tree *t, uint64_t *out) {
+    lx_flat f = {0};
+    LX_TRY(lx_tree_flatten(t, &f));
+    uint64_t h = CLI_FNV0;
+    for (size_t i = 0; i < f.len; i++) {
+        const lx_value *v = &f.items[i].value;
+        h = cli_fnv(h, f.items[i].path, strlen(f.items[i].path) + 1);
+        h = cli_fnv(h, &v->kind, sizeof v->kind);
+        const lx_array *a = v->kind == LX_V_ARRAY      ? v->u.array
+                            : v->kind == LX_V_VARIABLE ? lx_variable_get_value(v->u.var)
+                            : v->kind == LX_V_BOX      ? lx_box_unbox(v->u.box)
+                                                       : NULL;
+        if (a && !lx_is_abstract(a)) h = cli_fnv_array(h, a);
+        else if (v->kind == LX_V_INT) h = cli_fnv(h, &v->u.i, sizeof v->u.i);
+        else if (v->kind == LX_V_BOOL) h = cli_fnv(h, &v->u.b, sizeof v->u.b);
+    }
+    lx_flat_free(&f);
+    *out = h;
+    return LX_OK;
+}
+
+int cli_dist_same(int nf, const uint64_t *mine, const char *const *names, const char *hint, int rank, int nranks,
+                  bool *midway) {
+    enum { MAXF = 32 };
+    if (midway) *midway = false;
+    if (nf < 0 || nf > MAXF) nf = MAXF;
+    /* rank 0's hashes, as 16-bit pieces (exact in float32), then how many ranks differ in each;
+     * a failure to build the tree is agreed on first, so no rank skips a collective the others make */
+    float ch[MAXF * 4], diff[MAXF];
+    for (int k = 0; k < nf * 4; k++) ch[k] = (float)((mine[k / 4] >> (16 * (k % 4))) & 0xffff);
+    int64_t n = nf * 4;
+    lx_array *a = lx_array_from_f32(1, &n, ch);
+    lx_tree *t = a ? lx_tree_new() : NULL;
+    lx_status st = t ? lx_tree_set(t, "h", lx_array_v(a)) : lx_last_status();
+    st = lx_dist_check(st);
+    bool mid = false;
+    if (st == LX_OK) { /* every error of the broadcast is agreed on, except a timed-out wait */
+        st = lx_dist_broadcast_tree(t, 0);
+        mid = st == LX_ERR_IO;
+    }
+    for (int k = 0; k < nf; k++) diff[k] = 0;
+    for (int k = 0; st == LX_OK && k < nf * 4; k++)
+        if (lx_f32(a)[k] != ch[k]) diff[k / 4] = 1;
+    bool me = false;
+    for (int k = 0; k < nf; k++) me |= diff[k] != 0;
+    if (st == LX_OK) {
+        st = lx_dist_allreduce_f32(diff, nf, false);
+        mid = st != LX_OK;
+    }
+    lx_tree_release(t);
+    lx_release(a);
+    if (midway) *midway = mid;
+    if (st != LX_OK) return cli_lib_error();
+    char what[1000] = "";
+    int nd = 0, most = 0;
+    for (int k = 0; k < nf; k++)
+        if (diff[k] > 0) {
+            size_t l = strlen(what);
+            snprintf(what + l, sizeof what - l, "%s%s", nd++ ? ", " : "", names[k]);
+            most = diff[k] > (float)most ? (int)diff[k] : most;
+        }
+    if (!nd) return 0;
+    /* one line, one write (cli_errline): the ranks' lines must not interleave */
+    char msg[1400];
+    if (me)
+        snprintf(msg, sizeof msg, "rank %d was not started like rank 0: %s differ%s", rank, what, nd > 1 ? "" : "s");
+    else
+        snprintf(msg, sizeof msg, "the ranks were not started alike: %s differ%s from rank 0's on %d of %d ranks", what,
+                 nd > 1 ? "" : "s", most, nranks);
+    cli_errline("distributed: %s (%s)", msg, hint);
+    return CLI_EXIT_USAGE;
+}
+
 int cli_lib_error(void) {
     lx_status s = lx_last_status();
     const char *e = lx_last_error();

@@ -99,6 +99,24 @@ void cli_dist_set_step(int64_t step);
  * stops the others at once. Returns rc when non-zero (its message was printed), else 0 or, when
  * another rank failed, the exit for "linnx: distributed: rank R failed before the first step". */
 int cli_dist_setup_check(int rc);
+/* After cli_dist_setup_check passed: do the ranks start the same run? Each rank gives n 64-bit
+ * hashes (cli_fnv*) of what it is about to run, field i named names[i]; rank 0's are broadcast,
+ * then a sum of the per-field differences. 0 when every rank agrees; otherwise every rank prints
+ * one line and gets CLI_EXIT_USAGE: the ranks that differ "distributed: rank R was not started like
+ * rank 0: F1, F2 differ (give every rank the same ...)", the others "distributed: the ranks were
+ * not started alike: F1 differs from rank 0's on K of N ranks (...)", `hint` in the parentheses.
+ * A library failure is its exit (cli_lib_error); *midway (optional) is set when it happened inside
+ * a collective other ranks may still wait in (end without MPI_Finalize then). n <= 32. */
+int cli_dist_same(int n, const uint64_t *mine, const char *const *names, const char *hint, int rank, int nranks,
+                  bool *midway);
+/* 64-bit FNV-1a hashes for cli_dist_same: of bytes (h: CLI_FNV0 or a previous hash), a string
+ * (NULL and "" differ), an array (dtype, shape, bytes), a tree (paths, kinds and values of every
+ * leaf: arrays, Variables and boxes by their arrays, ints, bools). */
+#define CLI_FNV0 0xcbf29ce484222325ull
+uint64_t cli_fnv(uint64_t h, const void *p, size_t n);
+uint64_t cli_fnv_str(const char *s);
+uint64_t cli_fnv_array(uint64_t h, const lx_array *a);
+lx_status cli_fnv_tree(const lx_tree *t, uint64_t *out);
 
 /* The parameter count of a checkpoint leaf, one rule for `linnx inspect` and `linnx convert`
  * (jax.tree counting of array leaves): the element count of an array (also a Variable's or a

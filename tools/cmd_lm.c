@@ -477,6 +477,36 @@ static int two_samples(llama_model *m, const char *prompt, int64_t ntok, lx_key 
 }
 
 static bool lm_checked; /* this rank has joined the start-of-run check (under mpirun) */
+/* Under mpirun, after the start-of-run check passed: lm_live, the ranks still move together, so a
+ * rank's own failure outside the training step's collectives (the held-out evaluations, the
+ * samples before training, a batch it could not cut) meets the others in a status check and they
+ * all stop at once naming it. lm_alone: this rank failed where the others may still wait for it
+ * in a collective (inside llama_trainer_step after its status check, or a check that timed out):
+ * it ends without MPI_Finalize, so that mpirun ends the job at once instead of the others waiting
+ * out the deadline (and this rank, in MPI_Finalize, for them). */
+static bool lm_live, lm_alone;
+
+/* What the ranks compare before the first step (cli_dist_same): a rank started with another seed,
+ * size, schedule, data or checkpoint would otherwise train silently to a mixture, or wait out the
+ * deadline in a collective the others never make (another --steps or --eval-every). */
+enum { LF_MODEL, LF_BATCH, LF_SEED, LF_STEPS, LF_LR, LF_STOP, LF_EVAL, LF_DATA, LF_START, LF_STATE, LF_N };
+static const char *const LF_NAMES[LF_N] = {
+    "the model flags (--vocab ... --seq-len, --style, --scan-layers)", "--batch", "--seed", "--steps",
+    "--lr/--warmup-frac", "--stop-after", "--eval-every/--eval-batches",
+    "the data (the training and held-out bytes: --data, --heldout, --heldout-fraction)", "the resumed step (--resume)",
+    "the training state it starts from (parameters and optimizer state)"};
+
+/* One status check of every rank under mpirun (lm_live): rc is this rank's exit status so far.
+ * Returns rc when non-zero, else 0 or, when another rank failed, the exit for "distributed: rank
+ * R failed at step S" (or "before the first step"). Every rank that reaches it calls it. */
+static int lm_dist_check(int rc) {
+    if (!lm_live) return rc;
+    lx_status st = lx_dist_check(rc ? LX_ERR_INTERNAL : LX_OK);
+    lm_live = rc == 0 && st == LX_OK;
+    if (st == LX_ERR_IO) lm_alone = true; /* timed out: a peer may be stuck in a collective */
+    if (rc) return rc;
+    return st != LX_OK ? cli_lib_error() : 0;
+}
 
 /* The command after MPI started (rank, nranks: 0 and 1 without mpirun). */
 static int train_lm(int argc, char **argv, int rank, int nranks) {
@@ -711,8 +741,35 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
     /* under mpirun: every rank's setup, good or not, meets the others' here (a failed one returned
      * earlier meets them in cmd_train_lm), before the first evaluation and step */
     if (nranks > 1) {
+        uint64_t hf[LF_N] = {0};
+        if (!rc) {
+            const llama_config *k = &c;
+            int64_t mi[] = {k->vocab_size, k->emb_dim, k->num_query_heads, k->num_kv_heads, k->head_dim, k->mlp_dim,
+                            k->num_decoder_layers, k->max_target_length, k->cache_batch, k->scan_layers, (int64_t)style};
+            double md[] = {k->normalization_layer_epsilon, k->rope_min_timescale, k->rope_max_timescale};
+            hf[LF_MODEL] = cli_fnv(cli_fnv(CLI_FNV0, mi, sizeof mi), md, sizeof md);
+            hf[LF_BATCH] = cli_fnv(CLI_FNV0, &batch, sizeof batch);
+            hf[LF_SEED] = cli_fnv(CLI_FNV0, &seed, sizeof seed);
+            hf[LF_STEPS] = cli_fnv(CLI_FNV0, &steps, sizeof steps);
+            hf[LF_LR] = cli_fnv(cli_fnv(CLI_FNV0, &lr, sizeof lr), &warmup, sizeof warmup);
+            hf[LF_STOP] = cli_fnv(CLI_FNV0, &stop_after, sizeof stop_after);
+            hf[LF_EVAL] = cli_fnv(cli_fnv(CLI_FNV0, &eval_every, sizeof eval_every), &eval_batches, sizeof eval_batches);
+            hf[LF_DATA] = cli_fnv(cli_fnv(cli_fnv(CLI_FNV0, &d.ntrain, sizeof d.ntrain), d.train, (size_t)d.ntrain),
+                                  d.heldout, (size_t)d.nheldout);
+            hf[LF_START] = cli_fnv(CLI_FNV0, &start, sizeof start);
+            lx_tree *ts = NULL;
+            if (tr && (llama_trainer_state(tr, &ts) != LX_OK || cli_fnv_tree(ts, &hf[LF_STATE]) != LX_OK))
+                rc = cli_lib_error();
+            lx_tree_release(ts);
+        }
         lm_checked = true;
         rc = cli_dist_setup_check(rc);
+        bool mid = false;
+        if (!rc) /* every rank ready: do they all start the same run? */
+            rc = cli_dist_same(LF_N, hf, LF_NAMES, "give every rank the same flags, data and --checkpoint-dir", rank,
+                               nranks, &mid);
+        if (mid) lm_alone = true;
+        lm_live = rc == 0; /* a failed check: every rank learnt of it there */
     }
     lx_key sample_key = lx_key_fold_in(lx_key_from_seed(seed), 2);
     history h = {0};
@@ -747,6 +804,7 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
         rc = two_samples(m, prompt, sample_tokens, sample_key, sample_len, before);
         if (!rc) print_samples(stdout, resume ? "at the resumed step" : "before training", before);
     }
+    rc = lm_dist_check(rc); /* under mpirun: the evaluation and samples above worked on every rank */
 
     /* the loop */
     lx_key data_key = lx_key_fold_in(lx_key_from_seed(seed), 1);
@@ -762,8 +820,18 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
             if (nranks > 1) cli_dist_set_step(s); /* in the others' messages if this rank fails, and in its SIGTERM line */
             lx_array *b = lm_random_batch(d.train, d.ntrain, lx_key_fold_in(data_key, (uint32_t)s), batch, len + 1);
             if (b && nranks > 1) b = lx_slice(b, 2, (lx_range[]){LX_RANGE(row0, row0 + rows), LX_RANGE(0, len + 1)});
-            if (!b || llama_trainer_step(tr, b, &loss) != LX_OK) rc = cli_lib_error();
-            else {
+            if (!b) {
+                rc = cli_lib_error();
+                rc = lm_dist_check(rc); /* meets the others' check inside their step */
+            } else if (llama_trainer_step(tr, b, &loss) != LX_OK) {
+                rc = cli_lib_error();
+                /* under mpirun: learnt by every rank in the step's own status check ("distributed:
+                 * rank R failed at step S" here), or this rank failed after it, where the others
+                 * may wait for its gradients or loss: then it ends alone (lm_alone) */
+                if (lm_live && !(lx_last_status() == LX_ERR_INTERNAL && !strncmp(lx_last_error(), "distributed: rank ", 18)))
+                    lm_alone = true;
+                lm_live = false;
+            } else {
                 h.xs[s - 1] = (double)s;
                 h.ys[s - 1] = loss;
                 h.nt = s;
@@ -781,6 +849,8 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
                 }
                 if (!rc && !isfinite(hl)) snprintf(diverged, sizeof diverged, "the held-out loss is %g at step %lld", cli_num(hl), (long long)s);
             }
+            /* under mpirun, the steps that evaluate: the evaluation worked on every rank */
+            if (s % eval_every == 0 || s == steps) rc = lm_dist_check(rc);
         }
         progress_end(&pg);
         double el = progress_now() - pg.t0;
@@ -825,7 +895,9 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
                100.0 * fabs(eval_entropy - final) / eval_entropy, part);
     }
     char *after[2] = {NULL, NULL};
-    if (!rc && !diverged[0] && last > start && sample_tokens > 0) {
+    /* (rank 0's alone under mpirun: the others' output goes nowhere, and a failure there would end
+     * the job while rank 0 still writes) */
+    if (!rc && !diverged[0] && last > start && sample_tokens > 0 && rank == 0) {
         rc = two_samples(m, prompt, sample_tokens, sample_key, sample_len, after);
         if (!rc) print_samples(stdout, "after training", after);
     }
@@ -880,7 +952,7 @@ int cmd_train_lm(int argc, char **argv) {
     int rank, nranks, rc = cli_dist_start("train-lm", &rank, &nranks);
     if (rc) return rc;
     if (rank != 0 && !freopen("/dev/null", "w", stdout)) rc = cli_error("train-lm: rank %d: /dev/null", rank);
-    lm_checked = false;
+    lm_checked = lm_live = lm_alone = false;
     if (!rc) rc = train_lm(argc, argv, rank, nranks);
     /* a rank that failed before the start-of-run check (a bad flag, path or data) still joins it,
      * so the others stop at once ("distributed: rank R failed before the first step") */
@@ -888,7 +960,8 @@ int cmd_train_lm(int argc, char **argv) {
         int rc1 = cli_dist_setup_check(rc);
         if (!rc) rc = rc1; /* --help on every rank */
     }
-    /* after a timeout (LX_ERR_IO) a peer may be stuck: exit and let mpirun end the job */
-    if (!rc || lx_last_status() != LX_ERR_IO) lx_dist_finalize();
+    /* after a timeout (LX_ERR_IO), or a failure the others did not learn of in a status check
+     * (lm_alone), a peer may be stuck in a collective: exit and let mpirun end the job */
+    if (!rc || (lx_last_status() != LX_ERR_IO && !lm_alone)) lx_dist_finalize();
     return rc;
 }

@@ -72,92 +72,13 @@ static bool dp_checked; /* this run's rank has joined dp_setup_check */
 static bool dp_agreed;  /* the run ended well, or every rank learnt of its failure in a check */
 static bool dp_midway;  /* dp_setup_check failed inside a collective the others may still wait in */
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-#define FNV0 0xcbf29ce484222325ull
-
-static uint64_t fnv_str(const char *s) { return s ? fnv(FNV0, s, strlen(s) + 1) : fnv(FNV0, "\1", 1); }
-
-static uint64_t fnv_array(uint64_t h, const lx_array *a) {
-    int32_t meta[2] = {(int32_t)a->dtype, a->ndim};
-    h = fnv(h, meta, sizeof meta);
-    h = fnv(h, a->shape, (size_t)a->ndim * sizeof a->shape[0]);
-    return a->data ? fnv(h, a->data, lx_array_nbytes(a)) : h;
-}
-
-/* Paths, kinds and values of every leaf (arrays by their bytes). */
-static lx_status fnv_tree(const lx_tree *t, uint64_t *out) {
-    lx_flat f = {0};
-    LX_TRY(lx_tree_flatten(t, &f));
-    uint64_t h = FNV0;
-    for (size_t i = 0; i < f.len; i++) {
-        const lx_value *v = &f.items[i].value;
-        h = fnv(h, f.items[i].path, strlen(f.items[i].path) + 1);
-        h = fnv(h, &v->kind, sizeof v->kind);
-        const lx_array *a = v->kind == LX_V_ARRAY      ? v->u.array
-                            : v->kind == LX_V_VARIABLE ? lx_variable_get_value(v->u.var)
-                            : v->kind == LX_V_BOX      ? lx_box_unbox(v->u.box)
-                                                       : NULL;
-        if (a && !lx_is_abstract(a)) h = fnv_array(h, a);
-        else if (v->kind == LX_V_INT) h = fnv(h, &v->u.i, sizeof v->u.i);
-        else if (v->kind == LX_V_BOOL) h = fnv(h, &v->u.b, sizeof v->u.b);
-    }
-    lx_flat_free(&f);
-    *out = h;
-    return LX_OK;
-}
-
 /* rc: this rank's setup (0: ready, and `mine` holds its RF_N hashes). */
 static int dp_setup_check(int rc, const uint64_t *mine, int rank, int nranks) {
     dp_checked = true;
     rc = cli_dist_setup_check(rc); /* "distributed: rank R failed before the first step" */
     if (rc) return rc;
-    /* rank 0's hashes, as 16-bit pieces (exact in float32), then how many ranks differ in each;
-     * a failure to build the tree is agreed on first, so no rank skips a collective the others make */
-    float ch[RF_N * 4], diff[RF_N];
-    for (int k = 0; k < RF_N * 4; k++) ch[k] = (float)((mine[k / 4] >> (16 * (k % 4))) & 0xffff);
-    int64_t n = RF_N * 4;
-    lx_array *a = lx_array_from_f32(1, &n, ch);
-    lx_tree *t = a ? lx_tree_new() : NULL;
-    lx_status st = t ? lx_tree_set(t, "h", lx_array_v(a)) : lx_last_status();
-    st = lx_dist_check(st);
-    if (st == LX_OK) { /* every error of the broadcast is agreed on, except a timed-out wait */
-        st = lx_dist_broadcast_tree(t, 0);
-        dp_midway = st == LX_ERR_IO;
-    }
-    for (int k = 0; k < RF_N; k++) diff[k] = 0;
-    for (int k = 0; st == LX_OK && k < RF_N * 4; k++)
-        if (lx_f32(a)[k] != ch[k]) diff[k / 4] = 1;
-    bool me = false;
-    for (int k = 0; k < RF_N; k++) me |= diff[k] != 0;
-    if (st == LX_OK) {
-        st = lx_dist_allreduce_f32(diff, RF_N, false);
-        dp_midway = st != LX_OK;
-    }
-    lx_tree_release(t);
-    lx_release(a);
-    if (st != LX_OK) return cli_lib_error();
-    char what[600] = "";
-    int nd = 0, most = 0;
-    for (int k = 0; k < RF_N; k++)
-        if (diff[k] > 0) {
-            size_t l = strlen(what);
-            snprintf(what + l, sizeof what - l, "%s%s", nd++ ? ", " : "", RF_NAMES[k]);
-            most = diff[k] > (float)most ? (int)diff[k] : most;
-        }
-    if (!nd) return 0;
-    /* one line, one write (cli_errline): the ranks' lines must not interleave */
-    char msg[1024];
-    if (me)
-        snprintf(msg, sizeof msg, "rank %d was not started like rank 0: %s differ%s", rank, what, nd > 1 ? "" : "s");
-    else
-        snprintf(msg, sizeof msg, "the ranks were not started alike: %s differ%s from rank 0's on %d of %d ranks", what,
-                 nd > 1 ? "" : "s", most, nranks);
-    cli_errline("distributed: %s (give every rank the same SPEC, options, data and --restore checkpoint)", msg);
-    return CLI_EXIT_USAGE;
+    return cli_dist_same(RF_N, mine, RF_NAMES, "give every rank the same SPEC, options, data and --restore checkpoint",
+                         rank, nranks, &dp_midway);
 }
 
 /* The run after the command line was read; under mpirun (nranks > 1) every rank returns through
@@ -232,20 +153,20 @@ static int train_run(cli_opt *o, const char *spec, int rank, int nranks) {
         uint64_t h[RF_N] = {0};
         if (!rc) {
             char num[64];
-            h[RF_SPEC] = fnv_str(spec);
-            h[RF_OPT] = fnv_str(o[O_OPT].value);
-            h[RF_LOSS] = fnv(fnv_str(o[O_LOSS].value), &loss.reduction, sizeof loss.reduction);
-            h[RF_KEY] = fnv(FNV0, &key, sizeof key);
+            h[RF_SPEC] = cli_fnv_str(spec);
+            h[RF_OPT] = cli_fnv_str(o[O_OPT].value);
+            h[RF_LOSS] = cli_fnv(cli_fnv_str(o[O_LOSS].value), &loss.reduction, sizeof loss.reduction);
+            h[RF_KEY] = cli_fnv(CLI_FNV0, &key, sizeof key);
             /* given or not (its default, --seed, is in RF_KEY) */
-            h[RF_SHUF] = o[O_SHUF].seen ? fnv(FNV0, &shuffle_key, sizeof shuffle_key) : fnv_str(NULL);
+            h[RF_SHUF] = o[O_SHUF].seen ? cli_fnv(CLI_FNV0, &shuffle_key, sizeof shuffle_key) : cli_fnv_str(NULL);
             snprintf(num, sizeof num, "%lld %d", (long long)bs, batched);
-            h[RF_BS] = fnv_str(num);
-            h[RF_STEPS] = fnv(FNV0, &steps, sizeof steps);
+            h[RF_BS] = cli_fnv_str(num);
+            h[RF_STEPS] = cli_fnv(CLI_FNV0, &steps, sizeof steps);
             h[RF_NANS] = o[O_NANS].seen;
-            h[RF_DATA] = fnv_array(fnv_array(FNV0, d.x), d.y);
-            h[RF_START] = fnv(FNV0, &start, sizeof start);
+            h[RF_DATA] = cli_fnv_array(cli_fnv_array(CLI_FNV0, d.x), d.y);
+            h[RF_START] = cli_fnv(CLI_FNV0, &start, sizeof start);
             lx_tree *ts = NULL;
-            if (tc_model_state_tree(m, &ts) != LX_OK || fnv_tree(ts, &h[RF_STATE]) != LX_OK) rc = cli_lib_error();
+            if (tc_model_state_tree(m, &ts) != LX_OK || cli_fnv_tree(ts, &h[RF_STATE]) != LX_OK) rc = cli_lib_error();
             lx_tree_release(ts);
             /* then each rank its own dropout masks (after the comparison: the streams differ) */
             if (!rc && tc_model_dist_reseed(m, rank, start) != LX_OK) rc = cli_lib_error();

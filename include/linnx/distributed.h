@@ -60,8 +60,10 @@ bool lx_dist_available(void);
 const char *lx_dist_axis_name(void);
 
 /* MPI_Init (unless the program already initialised MPI; argc/argv may be NULL) and MPI_COMM_WORLD
- * with MPI_ERRORS_RETURN. *rank and *size (optional) receive this process's place. Calling it
- * again is a no-op. Without MPI: LX_ERR_UNSUPPORTED. */
+ * with MPI_ERRORS_RETURN. *rank and *size (optional) receive this process's place (also when the
+ * call fails: 0 and 1). Calling it again is a no-op. MPI starts once per process: after
+ * lx_dist_finalize (or the program's MPI_Finalize) it is LX_ERR_INVALID_ARGUMENT "distributed:
+ * lx_dist_init after MPI was finalized ...". Without MPI: LX_ERR_UNSUPPORTED. */
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size);
 /* MPI_Finalize if lx_dist_init initialised MPI; a no-op otherwise. */
 lx_status lx_dist_finalize(void);
@@ -86,7 +88,8 @@ lx_status lx_dist_shard_range(int64_t batch, int rank, int size, int64_t *start,
 /* Like lx_batcher_next, but outs[i] are this rank's shard (lx_dist_shard_range) of the global
  * batch lx_batcher_next would give: every rank walks the same permutation. Pool-owned outputs;
  * false at the end of the epoch or on failure (lx_last_status() tells them apart; the argument
- * checks and messages are lx_batcher_next's, under this name). */
+ * checks and messages are lx_batcher_next's, under this name; on failure outs are NULL, also for
+ * a batch that does not divide over the ranks, e.g. keep_remainder's last one). */
 bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, lx_array **outs);
 
 /* jax.lax.pmean(tree, 'data'): a new tree with every float32 leaf averaged over the ranks: an
@@ -169,8 +172,8 @@ const lx_tree *lx_dist_zero1_state(const lx_dist_zero1 *z);
 /* Bytes of the array leaves of the rank's optimizer state (its memory for the optimizer). */
 int64_t lx_dist_zero1_state_bytes(const lx_dist_zero1 *z);
 /* Checkpoints. gather_state (collective) gives every rank the UNSHARDED state: the tree
- * optax_init(tx, params) would build, per-param leaves all-gathered from their owners, the
- * rest (Adam's count) the rank's own; save it with the params and it restores into a plain
+ * optax_init(tx, params) would build, per-param leaves (float32, or bfloat16 moments: adam's
+ * mu_dtype) all-gathered from their owners, the rest (Adam's count) the rank's own; save it with the params and it restores into a plain
  * (unsharded) run, or into lx_dist_zero1_load_state. It allocates the whole state for the
  * duration. load_state cuts an unsharded state of the SAME transformation (its leaves where
  * optax_init puts them: a chain's count at 1/0/count ...; another layout is LX_ERR_NOT_FOUND naming
@@ -190,10 +193,13 @@ void lx_dist_zero1_free(lx_dist_zero1 *z);
  * lx_dist_overlap_end(grads, &avg) starts the last bucket (and any gradient the pass did not
  * report), waits for all of them and gives pmean(grads) exactly as lx_dist_allreduce_mean would
  * (the same sums: only the packing differs). Every rank must run the same computation (the
- * buckets follow the order gradients complete in). One backward pass between begin and end.
+ * buckets follow the order gradients complete in). One backward pass between begin and end: a
+ * begin after a pass whose gradients were not taken is LX_ERR_INVALID_ARGUMENT (the pass is kept
+ * for lx_dist_overlap_end; starting over would drop its buckets while MPI may still use them).
  * After a failed step (lx_dist_check), call lx_dist_overlap_end(NULL, NULL): the buckets in flight
- * are abandoned and the run must end (a later begin fails). Without other ranks (size 1) the
- * callback is not set and end copies the gradients. */
+ * are abandoned and the run must end (a later begin fails); a NULL grads with an out pointer
+ * abandons them too but is LX_ERR_FAILED_INPUT "lx_dist_overlap_end: grads is NULL". Without
+ * other ranks (size 1) the callback is not set and end copies the gradients. */
 lx_status lx_dist_overlap_begin(void);
 lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out);
 

@@ -121,7 +121,10 @@ bool lx_dist_batcher_next(lx_batcher *b, int narrays, lx_array *const *arrays, l
     if (b->next >= b->nbatches) return false;
     int64_t len, start, slen;
     const int32_t *idx = lx_batcher_indices(b, b->next, &len);
-    if (lx_dist_shard_range(len, g_rank, g_size, &start, &slen) != LX_OK) return false;
+    if (lx_dist_shard_range(len, g_rank, g_size, &start, &slen) != LX_OK) { /* outs NULL, as lx_batcher_next's */
+        for (int j = 0; j < narrays; j++) outs[j] = NULL;
+        return false;
+    }
     lx_array *ia = lx_autorelease(lx_array_from_data(LX_I32, 1, &slen, idx + start));
     for (int k = 0; k < narrays; k++) {
         outs[k] = ia ? lx_take(arrays[k], ia, 0) : NULL;
@@ -141,7 +144,12 @@ static lx_status unsupported(const char *what) {
                    "distributed: %s needs MPI, and this linnx was built without it (install libopenmpi-dev and "
                    "rebuild)", what);
 }
-lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) { return unsupported("lx_dist_init"); }
+lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
+    (void)argc, (void)argv;
+    if (rank) *rank = 0; /* one process: rank 0 of 1, as lx_dist_rank / lx_dist_size say */
+    if (size) *size = 1;
+    return unsupported("lx_dist_init");
+}
 lx_status lx_dist_finalize(void) { return LX_OK; }
 lx_status lx_dist_allreduce_mean(const lx_tree *t, lx_tree **out) {
     if (!out) return lx_null_out("lx_dist_allreduce_mean");
@@ -404,7 +412,16 @@ static lx_status pmean_hook(const char *axis_name, float *buf, int64_t n) {
 }
 
 lx_status lx_dist_init(int *argc, char ***argv, int *rank, int *size) {
+    /* this process's place also when the call fails (rank 0 of 1 until MPI runs) */
+    if (rank) *rank = g_rank;
+    if (size) *size = g_size;
     if (!g_inited) {
+        /* MPI cannot start again once finalised (any MPI call then aborts the process) */
+        int fin = 0;
+        MPI_Finalized(&fin);
+        if (fin)
+            return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: lx_dist_init after MPI was finalized (lx_dist_finalize "
+                           "or the program's MPI_Finalize): MPI cannot be initialised twice in a process");
         /* the settings first: a bad one fails before MPI starts */
         double timeout = g_timeout, bucket = (double)g_bucket, spin = g_spin * 1e6, nap = (double)g_nap_ns * 1e-3;
         LX_TRY(env_num("LINNX_DIST_TIMEOUT", 1e-3, 1e9, &timeout));
@@ -711,6 +728,13 @@ static size_t ov_find(const lx_array *a, size_t reported) {
 lx_status lx_dist_overlap_begin(void) {
     LX_TRY(need_init("lx_dist_overlap_begin"));
     if (ov.stuck) return lx_fail(LX_ERR_INVALID_ARGUMENT, "distributed: overlap after a failed step (the run must end)");
+    /* a begin after a backward pass whose gradients were not taken: starting over would drop that
+     * pass's buckets (their requests never waited for, MPI perhaps still writing into the buffers
+     * the next pass packs). Refused, the pass kept: lx_dist_overlap_end still takes it */
+    if (ov.on && ov.nl > 0)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT,
+                       "distributed: lx_dist_overlap_begin: the previous backward pass's gradients were not taken "
+                       "(lx_dist_overlap_end after each pass; lx_dist_overlap_end(NULL, NULL) after a failed one)");
     ov.nb = ov.nl = 0;
     ov.err = LX_OK;
     if (g_size < 2) return LX_OK; /* nothing to reduce: lx_dist_overlap_end copies */
@@ -727,8 +751,11 @@ lx_status lx_dist_overlap_end(const lx_tree *grads, lx_tree **out) {
     if (!grads || !out) { /* a failed step: in-flight buckets are abandoned with their buffers */
         for (size_t i = 0; i < ov.nb; i++)
             if (ov.b[i].started && !ov.b[i].done) ov.stuck = true;
-        if (!grads) return LX_OK;
-        return lx_null_out("lx_dist_overlap_end");
+        ov.nb = ov.nl = 0;
+        if (!grads && !out) return LX_OK; /* the documented abandon form */
+        if (!out) return lx_null_out("lx_dist_overlap_end");
+        /* grads NULL with an out pointer: a failed backward pass's missing tree, not an average */
+        return lx_null_input("lx_dist_overlap_end: grads is NULL");
     }
     if (!was_on) return lx_dist_allreduce_mean(grads, out);
     double tb = ov.nl > 0 ? ov.t_last : now_s(); /* the end of the backward pass */
@@ -1605,7 +1632,8 @@ lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *para
     for (size_t i = 0; st == LX_OK && i < f.len; i++) {
         const lx_value *tv = &f.items[i].value;
         size_t q = tv->kind == LX_V_ARRAY ? zero1_param_of(z, f.items[i].path) : z->n;
-        lx_array *ta = q < z->n ? leaf_f32(tv) : NULL;
+        /* a per-parameter leaf: float32, or bfloat16 (adam's mu_dtype): gathered in its own dtype */
+        lx_array *ta = q < z->n ? leaf_float(tv) : NULL;
         const lx_value *mv = lx_tree_find(z->state, f.items[i].path);
         if (!ta || ta->size != z->off[q + 1] - z->off[q]) { /* not per-parameter (a count): this rank's own */
             if (mv) st = lx_tree_set_path(res, f.items[i].path, *mv);
@@ -1617,20 +1645,22 @@ lx_status lx_dist_zero1_gather_state(const lx_dist_zero1 *z, const lx_tree *para
             cnt[r] = (int)(b - a);
             dsp[r] = (int)(a - z->off[q]);
         }
-        lx_array *mine = mv ? leaf_f32(mv) : NULL;
-        if (cnt[g_rank] > 0 && (!mine || mine->size != cnt[g_rank])) {
-            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: the state has no %lld-element shard at %s", (long long)cnt[g_rank],
-                         f.items[i].path);
+        lx_array *mine = mv ? leaf_float(mv) : NULL;
+        if (cnt[g_rank] > 0 && (!mine || mine->size != cnt[g_rank] || mine->dtype != ta->dtype)) {
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: the state has no %lld-element %s shard at %s",
+                         (long long)cnt[g_rank], lx_dtype_name(ta->dtype), f.items[i].path);
             break;
         }
-        lx_array *r = lx_array_empty(LX_F32, ta->ndim, ta->shape);
+        lx_array *r = lx_array_empty(ta->dtype, ta->ndim, ta->shape);
         if (!r) {
             st = lx_last_status();
             break;
         }
-        if (cnt[g_rank] > 0) memcpy(lx_f32(r) + dsp[g_rank], lx_f32(mine), (size_t)cnt[g_rank] * sizeof(float));
+        size_t es = lx_dtype_size(ta->dtype);
+        if (cnt[g_rank] > 0) memcpy((char *)r->data + (size_t)dsp[g_rank] * es, mine->data, (size_t)cnt[g_rank] * es);
+        MPI_Datatype dt = ta->dtype == LX_F32 ? MPI_FLOAT : MPI_UINT16_T;
         MPI_Request req;
-        int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, lx_f32(r), cnt, dsp, MPI_FLOAT, MPI_COMM_WORLD, &req);
+        int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, r->data, cnt, dsp, dt, MPI_COMM_WORLD, &req);
         if (rc != MPI_SUCCESS) st = mpi_fail("zero1 state all-gather", rc);
         else st = wait_all(1, &req, "zero1 state all-gather");
         if (st == LX_OK) st = lx_tree_set_path(res, f.items[i].path, lx_array_v(r));
@@ -1661,21 +1691,23 @@ lx_status lx_dist_zero1_load_state(lx_dist_zero1 *z, const lx_tree *full) {
             break;
         }
         size_t q = f.items[i].value.kind == LX_V_ARRAY ? zero1_param_of(z, path) : z->n;
-        lx_array *sa = q < z->n ? leaf_f32(&f.items[i].value) : NULL;
+        /* per-parameter: float32, or bfloat16 (adam's mu_dtype), cut in its own dtype */
+        lx_array *sa = q < z->n ? leaf_float(&f.items[i].value) : NULL;
         int64_t a = 0, b = 0;
         if (sa) zero1_cut(z, q, g_rank, &a, &b);
         if (!sa || sa->ndim != 1 || sa->size != b - a) { /* not per-parameter: taken whole */
             st = lx_tree_set_path(ns, path, *fv);
             continue;
         }
-        lx_array *fa = leaf_f32(fv);
-        if (!fa || fa->size != z->off[q + 1] - z->off[q]) {
-            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s must be a float32 array of %lld elements", path,
-                         (long long)(z->off[q + 1] - z->off[q]));
+        lx_array *fa = leaf_float(fv);
+        if (!fa || fa->dtype != sa->dtype || fa->size != z->off[q + 1] - z->off[q]) {
+            st = lx_fail(LX_ERR_SHAPE, "distributed: zero1: %s must be a %s array of %lld elements", path,
+                         lx_dtype_name(sa->dtype), (long long)(z->off[q + 1] - z->off[q]));
             break;
         }
         int64_t len = b - a;
-        lx_array *s = lx_array_from_f32(1, &len, lx_f32(fa) + (a - z->off[q]));
+        lx_array *s = lx_array_from_data(sa->dtype, 1, &len,
+                                         (const char *)fa->data + (size_t)(a - z->off[q]) * lx_dtype_size(sa->dtype));
         if (!s) st = lx_last_status();
         else st = lx_tree_set_path(ns, path, lx_array_v(s));
         lx_release(s);
