@@ -160,6 +160,9 @@ struct nnx_type {
     .config_offset = offsetof(T, member)
 
 /* ---- modules ---- */
+/* type(*call.args, **call.kwargs, rngs=rngs). A malformed call record (a negative count, a count
+ * without its array, an unnamed keyword) is LX_ERR_INVALID_ARGUMENT "Linear.__init__(): malformed
+ * call: 0 positional (NULL), 2 keyword (NULL)", *out NULL, before anything reads it. */
 lx_status nnx_module_new(const nnx_type *type, const lx_call *call, nnx_rngs *rngs, nnx_module **out);
 /* nnx.eval_shape(lambda: Type(...)): structure only: every Variable holds an abstract array,
  * no initializer runs and nothing parameter-sized is allocated. */

@@ -265,6 +265,7 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
     lx_call c = call ? *call : LX_NO_CALL;
     char owner[160];
     snprintf(owner, sizeof owner, "%s.__init__()", type->name ? type->name : "Module");
+    LX_TRY(lx_call_check_(owner, call));
 
     /* rngs=... may come in the call (the bridge forwards kwargs): take it out before binding. */
     lx_kwarg *kw = NULL;
