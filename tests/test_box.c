@@ -399,6 +399,45 @@ static lx_tree *stacked(float w0, const char *axis, const char *mesh, bool logic
     return t;
 }
 
+/* More names than the value has axes: the rank rule of partitioned initializers (init.h) holds
+ * for every constructor that puts names next to a value (LX_ERR_SHAPE, *out NULL, the value not
+ * retained). Fewer are fine (trailing axes unsharded). add_axis is exempt: a lifted transform
+ * names the new axis before or after the value gains it. */
+static void test_names_rank(void) {
+    lx_array *a = lx_array_new(LX_F32, 2, (int64_t[]){2, 3});
+    const char *three[] = {"a", "b", "c"};
+    const char *rules[] = {"a", "data"};
+    lx_box *b = (lx_box *)1;
+    CHECK_FAILS(lx_box_partitioned(a, 3, three, NULL, &b), LX_ERR_SHAPE,
+                "Partitioned: names ('a', 'b', 'c') have 3 entries, more than the rank of a value of shape (2, 3)");
+    CHECK(b == NULL);
+    CHECK_FAILS(lx_box_logically_partitioned(a, 3, three, "m", 2, rules, &b), LX_ERR_SHAPE,
+                "LogicallyPartitioned: names ('a', 'b', 'c') have 3 entries");
+    CHECK(b == NULL);
+    lx_tree *md = lx_tree_new();
+    lx_tree_set(md, "out_sharding", lx_strs_v(3, three));
+    CHECK_FAILS(lx_box_from_nnx_metadata(LX_BOX_PARTITIONED, a, md, &b), LX_ERR_SHAPE,
+                "Partitioned: names ('a', 'b', 'c') have 3 entries");
+    CHECK_FAILS(lx_box_nnx_meta(&lx_Param, a, md, &b), LX_ERR_SHAPE,
+                "NNXMeta: out_sharding ('a', 'b', 'c') has 3 entries, more than the rank of a value of shape (2, 3)");
+    CHECK(b == NULL);
+    CHECK_EQ_INT(a->refcount, 1);
+    CHECK_EQ_INT(lx_box_partitioned(a, 2, three, NULL, &b), LX_OK);
+    lx_box_release(b);
+    CHECK_EQ_INT(lx_box_partitioned(a, 1, three, NULL, &b), LX_OK);
+    /* ('a',) -> ('a', 'layers') -> ('x', 'a', 'layers') around the same 2-D value: add_axis edits names only */
+    lx_box *s = NULL;
+    CHECK_EQ_INT(lx_box_add_axis(b, 1, "layers", &s), LX_OK);
+    lx_box *s2 = NULL;
+    CHECK_EQ_INT(lx_box_add_axis(s, 0, "x", &s2), LX_OK);
+    CHECK_EQ_INT(nnames(s2), 3);
+    lx_box_release(s2);
+    lx_box_release(s);
+    lx_box_release(b);
+    lx_tree_release(md);
+    lx_release(a);
+}
+
 static void test_tree_equal_boxes(void) {
     lx_tree *a = stacked(1, "layers", NULL, false), *b = stacked(1, "layers", NULL, false);
     CHECK(lx_tree_get(a, "params") != NULL);
@@ -417,6 +456,7 @@ static void test_tree_equal_boxes(void) {
 int main(void) {
     RUN(test_partitioned);
     RUN(test_tree_equal_boxes);
+    RUN(test_names_rank);
     RUN(test_nnx_metadata_round_trip);
     RUN(test_nnx_meta);
     RUN(test_kinds);

@@ -675,6 +675,19 @@ static void test_bridge_with_partitioning(void) {
     const lx_value *os = md ? lx_tree_get(md, "out_sharding") : NULL;
     CHECK(os && os->kind == LX_V_STRS && os->u.strs.n == 0);
     lx_tree_release(md);
+    /* More names than the kernel's rank: init fails as the initializer route does (LX_ERR_SHAPE
+     * naming the attribute) instead of storing Partitioned(float32[4,3], names=('a', 'b', 'c')). */
+    const char *three[] = {"a", "b", "c"};
+    CHECK_EQ_INT(bridge_with_partitioning(3, three, NULL, &md), LX_OK);
+    lx_call ctor3 = {2, (lx_value[]){lx_int_v(4), lx_int_v(3)}, 1, (lx_kwarg[]){LX_KW("kernel_metadata", lx_tree_v(md))}};
+    m = to_linen_args(&nnx_Linear, &ctor3, NULL);
+    lx_tree_release(md);
+    v = (lx_tree *)&v;
+    CHECK_FAILS(linen_init(m, LINEN_KEY(lx_key_from_seed(0)), &c, NULL, &v), LX_ERR_SHAPE,
+                "Linear.kernel: Param: out_sharding ('a', 'b', 'c') has 3 entries, more than the rank of a value of "
+                "shape (4, 3)");
+    CHECK(v == NULL);
+    linen_module_release(m);
 }
 
 /* jax.tree.structure equality: the same set of paths (dict order does not matter), arrays of

@@ -10,6 +10,12 @@ static lx_array *vec(int n, float start) {
     for (int i = 0; i < n; i++) lx_f32(a)[i] = start + (float)i;
     return a;
 }
+/* r x c of start, start + 1, ... (a parameter that two sharding names can describe). */
+static lx_array *mat(int r, int c, float start) {
+    lx_array *a = lx_array_new(LX_F32, 2, (int64_t[]){r, c});
+    for (int i = 0; i < r * c; i++) lx_f32(a)[i] = start + (float)i;
+    return a;
+}
 
 static void test_array_leaf_roundtrip(void) {
     lx_array *a = vec(3, 1);
@@ -48,7 +54,7 @@ static void test_unknown_collection_registers(void) {
 }
 
 static void test_partitioned_roundtrip(void) {
-    lx_array *a = vec(4, 0);
+    lx_array *a = mat(2, 2, 0);
     const char *names[] = {"in", NULL};
     lx_box *box = NULL;
     CHECK_EQ_INT(lx_box_partitioned(a, 2, names, "mesh0", &box), LX_OK);
@@ -110,7 +116,7 @@ static void test_logically_partitioned_roundtrip(void) {
 }
 
 static void test_nnx_meta(void) {
-    lx_array *a = vec(2, 5);
+    lx_array *a = mat(1, 2, 5);
     const char *names[] = {"in", "out"};
     lx_variable *v = NULL;
     lx_kwarg md[] = {LX_KW("out_sharding", lx_strs_v(2, names))};

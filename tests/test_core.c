@@ -275,6 +275,24 @@ static void test_call_copies(void) {
     lx_call_free(&f);
     CHECK_EQ_INT(x->refcount, 1);
     CHECK(d.nargs == 0 && d.args == NULL);
+    /* Malformed records are refused before they are read (a count without its array crashed),
+     * *out left empty. */
+    lx_call bad = {0, NULL, 2, NULL};
+    CHECK_FAILS(lx_call_dup(&bad, &d), LX_ERR_INVALID_ARGUMENT, "call: malformed call: 0 positional (NULL), 2 keyword (NULL)");
+    CHECK(d.nargs == 0 && d.nkwargs == 0 && d.args == NULL && d.kwargs == NULL);
+    bad = (lx_call){-1, NULL, 0, NULL};
+    CHECK_FAILS(lx_call_dup(&bad, &d), LX_ERR_INVALID_ARGUMENT, "call: malformed call: -1 positional (NULL)");
+    lx_kwarg unnamed[] = {{NULL, lx_int_v(1)}};
+    bad = (lx_call){0, NULL, 1, unnamed};
+    CHECK_FAILS(lx_call_dup(&bad, &d), LX_ERR_INVALID_ARGUMENT, "call: keyword argument 0 has no name");
+    CHECK_FAILS(lx_call_with_kwargs(&c, 1, NULL, &d), LX_ERR_INVALID_ARGUMENT, "call: bad list of keywords to add (1, NULL)");
+    CHECK_FAILS(lx_call_with_kwargs(&c, -1, extra, &d), LX_ERR_INVALID_ARGUMENT, "call: bad list of keywords to add (-1, given)");
+    CHECK_FAILS(lx_call_with_kwargs(&c, 1, unnamed, &d), LX_ERR_INVALID_ARGUMENT, "call: keyword 0 to add has no name");
+    CHECK_FAILS(lx_call_without(&c, 2, NULL, &d), LX_ERR_INVALID_ARGUMENT, "call: bad list of names to drop (2, NULL)");
+    const char *nodrop[] = {NULL};
+    CHECK_FAILS(lx_call_without(&c, 1, nodrop, &d), LX_ERR_INVALID_ARGUMENT, "call: name 0 to drop is NULL");
+    CHECK(d.nargs == 0 && d.nkwargs == 0 && d.args == NULL && d.kwargs == NULL);
+    CHECK_EQ_INT(x->refcount, 1);
     lx_release(x);
 }
 

@@ -772,6 +772,28 @@ static void test_config_without_init(void) {
     CHECK_FAILS(nnx_module_new(&BARE, &c, NULL, &m), LX_ERR_TYPE, "Bare.__init__() takes no arguments");
     CHECK_EQ_INT(nnx_module_new(&BARE, NULL, NULL, &m), LX_OK);
     nnx_module_release(m);
+
+    /* A malformed call record (a count without its array, a negative count, an unnamed keyword)
+     * is refused before anything reads it (NULL kwargs with a count used to crash), *out NULL. */
+    lx_call nokw = {0, NULL, 2, NULL};
+    m = (nnx_module *)&m;
+    CHECK_FAILS(nnx_module_new(&CFG_ONLY, &nokw, NULL, &m), LX_ERR_INVALID_ARGUMENT,
+                "CfgOnly.__init__(): malformed call: 0 positional (NULL), 2 keyword (NULL)");
+    CHECK(m == NULL);
+    lx_call noargs = {1, NULL, 0, NULL};
+    CHECK_FAILS(nnx_module_new(&CFG_ONLY, &noargs, NULL, &m), LX_ERR_INVALID_ARGUMENT,
+                "CfgOnly.__init__(): malformed call: 1 positional (NULL), 0 keyword (NULL)");
+    lx_call neg = {-1, NULL, 0, NULL};
+    CHECK_FAILS(nnx_module_new(&CFG_ONLY, &neg, NULL, &m), LX_ERR_INVALID_ARGUMENT, "malformed call: -1 positional");
+    lx_call negkw = {0, NULL, -1, NULL};
+    CHECK_FAILS(nnx_module_new(&BARE, &negkw, NULL, &m), LX_ERR_INVALID_ARGUMENT,
+                "Bare.__init__(): malformed call: 0 positional (NULL), -1 keyword (NULL)");
+    lx_kwarg unnamed[] = {{NULL, lx_float_v(0.25)}};
+    lx_call un = {0, NULL, 1, unnamed};
+    CHECK_FAILS(nnx_module_new(&CFG_ONLY, &un, NULL, &m), LX_ERR_INVALID_ARGUMENT,
+                "CfgOnly.__init__(): keyword argument 0 has no name");
+    CHECK_FAILS(nnx_eval_shape(&CFG_ONLY, &nokw, NULL, &m), LX_ERR_INVALID_ARGUMENT, "malformed call");
+    CHECK(m == NULL);
 }
 
 /* Config hooks and failures: a config that failed to bind or to copy was never config_retain'ed,

@@ -923,6 +923,44 @@ static void test_metadata_eval_shape_functional(void) {
     CHECK_FAILS(nnx_module_new(&nnx_Linear, &cb, r, &m), LX_ERR_TYPE, "metadata must be a mapping");
     lx_tree_release(md);
 
+    /* More names than the parameter's rank through the layer's metadata: the initializer's rule
+     * (LX_ERR_SHAPE naming the attribute), also through an alias; as many as axes is fine. */
+    const char *three[] = {"a", "b", "c"};
+    CHECK_EQ_INT(nnx_sharding_metadata(3, three, NULL, &md), LX_OK);
+    lx_call c3 = {2, LX_VALUES(lx_int_v(4), lx_int_v(8)), 1, LX_KWARGS(LX_KW("kernel_metadata", lx_tree_v(md)))};
+    m = (nnx_module *)&m;
+    CHECK_FAILS(nnx_module_new(&nnx_Linear, &c3, r, &m), LX_ERR_SHAPE,
+                "Linear.kernel: Param: out_sharding ('a', 'b', 'c') has 3 entries, more than the rank of a value of "
+                "shape (4, 8)");
+    CHECK(m == NULL);
+    CHECK_FAILS(nnx_eval_shape(&nnx_Linear, &c3, r, &m), LX_ERR_SHAPE, "Linear.kernel: Param: out_sharding");
+    lx_tree_release(md);
+    lx_tree *ma = lx_tree_new();
+    lx_tree_set(ma, "sharding", lx_strs_v(2, three));
+    lx_call cbias = {2, LX_VALUES(lx_int_v(4), lx_int_v(8)), 1, LX_KWARGS(LX_KW("bias_metadata", lx_tree_v(ma)))};
+    CHECK_FAILS(nnx_module_new(&nnx_Linear, &cbias, r, &m), LX_ERR_SHAPE,
+                "Linear.bias: Param: out_sharding ('a', 'b') has 2 entries, more than the rank of a value of shape (8,)");
+    lx_call cok = {2, LX_VALUES(lx_int_v(4), lx_int_v(8)), 1, LX_KWARGS(LX_KW("kernel_metadata", lx_tree_v(ma)))};
+    CHECK_EQ_INT(nnx_module_new(&nnx_Linear, &cok, r, &m), LX_OK);
+    os = m ? lx_variable_meta_get(((nnx_linear *)m)->kernel, "out_sharding") : NULL;
+    CHECK(os && os->kind == LX_V_STRS && os->u.strs.n == 2);
+    nnx_module_release(m);
+    lx_tree_release(ma);
+
+    /* nnx_sharding_metadata refuses what no array could take: NULL names with a count, a count
+     * outside 0..LX_MAX_DIMS (*out NULL); names=() is fine. */
+    md = (lx_tree *)&md;
+    CHECK_FAILS(nnx_sharding_metadata(2, NULL, NULL, &md), LX_ERR_INVALID_ARGUMENT, "nnx_sharding_metadata: names is NULL");
+    CHECK(md == NULL);
+    CHECK_FAILS(nnx_sharding_metadata(-1, three, NULL, &md), LX_ERR_INVALID_ARGUMENT,
+                "nnx_sharding_metadata: -1 names; an array has 0 to 8 axes to name");
+    CHECK_FAILS(nnx_sharding_metadata(LX_MAX_DIMS + 1, three, NULL, &md), LX_ERR_INVALID_ARGUMENT, "9 names");
+    CHECK(md == NULL);
+    CHECK_EQ_INT(nnx_sharding_metadata(0, NULL, "m", &md), LX_OK);
+    os = md ? lx_tree_get(md, "out_sharding") : NULL;
+    CHECK(os && os->kind == LX_V_STRS && os->u.strs.n == 0);
+    lx_tree_release(md);
+
     /* eval_shape: structure only, nothing parameter-sized. */
     int64_t live = lx_array_live_count();
     lx_call big = LX_CALL_ARGS(lx_int_v(4096), lx_int_v(4096));

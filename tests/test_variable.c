@@ -285,6 +285,32 @@ static void test_variable_metadata(void) {
     CHECK_FAILS(lx_variable_new_kw(&lx_Param, a, 1, NULL, &bad), LX_ERR_INVALID_ARGUMENT, "bad metadata list");
     CHECK_EQ_INT(a->refcount, 3);
 
+    /* More sharding names than the value has axes: the rank rule of partitioned initializers
+     * (init.h) for every route that puts names next to a value (Flax fails when eager sharding
+     * applies them at Variable creation). set leaves the metadata as it was; new_kw makes nothing. */
+    const char *three[] = {"a", "b", "c"};
+    CHECK_FAILS(lx_variable_meta_set(c, "out_sharding", lx_strs_v(3, three)), LX_ERR_SHAPE,
+                "Param: out_sharding ('a', 'b', 'c') has 3 entries, more than the rank of a value of shape (2, 3)");
+    CHECK_FAILS(lx_variable_meta_set(c, "sharding_names", lx_strs_v(3, three)), LX_ERR_SHAPE,
+                "Param: out_sharding ('a', 'b', 'c') has 3 entries");
+    CHECK_EQ_INT(lx_variable_meta_get(c, "out_sharding")->u.strs.n, 1);
+    CHECK_STR(lx_variable_meta_get(c, "out_sharding")->u.strs.v[0], "in");
+    CHECK_EQ_INT(lx_variable_meta_set(c, "out_sharding", lx_strs_v(2, three)), LX_OK); /* as many as axes */
+    CHECK_EQ_INT(lx_variable_meta_set(c, "out_sharding", lx_strs_v(0, NULL)), LX_OK);  /* () */
+    CHECK_EQ_INT(lx_variable_meta_set(c, "out_sharding", lx_none()), LX_OK);           /* None */
+    lx_array *s0 = lx_array_scalar_f32(0.0f);
+    lx_variable *sv = NULL;
+    CHECK_EQ_INT(lx_variable_new(&lx_BatchStat, s0, &sv), LX_OK);
+    CHECK_FAILS(lx_variable_meta_set(sv, "sharding", lx_strs_v(1, three)), LX_ERR_SHAPE,
+                "BatchStat: out_sharding ('a',) has 1 entry, more than the rank of a value of shape ()");
+    CHECK(lx_variable_meta_get(sv, "out_sharding") == NULL);
+    lx_variable_release(sv);
+    lx_release(s0);
+    CHECK_FAILS(lx_variable_new_kw(&lx_Param, a, 1, LX_KWARGS(LX_KW("sharding", lx_strs_v(3, three))), &bad),
+                LX_ERR_SHAPE, "Param: out_sharding ('a', 'b', 'c') has 3 entries, more than the rank");
+    CHECK(bad == NULL);
+    CHECK_EQ_INT(a->refcount, 3);
+
     /* From a metadata map (what NNXMeta and boxes carry). */
     lx_tree *md = lx_tree_new();
     lx_tree_set(md, "sharding", lx_strs_v(2, names));

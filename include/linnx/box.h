@@ -50,7 +50,13 @@ const char *lx_box_kind_name(lx_box_kind kind);
 /* The kind named by a linen_meta_type metadata value (LX_V_INT kind or LX_V_STR class name). */
 lx_status lx_box_kind_from_value(const lx_value *v, lx_box_kind *out);
 
-/* ---- construction ---- */
+/* ---- construction ----
+ * Every constructor that puts names next to a value refuses more names than the value's rank
+ * (init.h's rule for partitioned initializers; Flax's boxes fail once a mesh applies them):
+ * LX_ERR_SHAPE "Partitioned: names ('a', 'b', 'c') have 3 entries, more than the rank of a value
+ * of shape (2, 3)" (NNXMeta: "out_sharding ... has"), *out NULL. Fewer are fine. add_axis /
+ * remove_axis edit the names only (a lifted transform names the stacked axis apart from the
+ * value). */
 /* `mesh` may be NULL (None). */
 lx_status lx_box_partitioned(lx_array *value, int nnames, const char *const *names,
                              const char *mesh, lx_box **out);

@@ -160,6 +160,9 @@ struct nnx_type {
     .config_offset = offsetof(T, member)
 
 /* ---- modules ---- */
+/* type(*call.args, **call.kwargs, rngs=rngs). A malformed call record (a negative count, a count
+ * without its array, an unnamed keyword) is LX_ERR_INVALID_ARGUMENT "Linear.__init__(): malformed
+ * call: 0 positional (NULL), 2 keyword (NULL)", *out NULL, before anything reads it. */
 lx_status nnx_module_new(const nnx_type *type, const lx_call *call, nnx_rngs *rngs, nnx_module **out);
 /* nnx.eval_shape(lambda: Type(...)): structure only: every Variable holds an abstract array,
  * no initializer runs and nothing parameter-sized is allocated. */
@@ -358,7 +361,9 @@ bool nnx_abstract_mode(void);
  * nnx_initializer_metadata gives on top of `metadata`: as in Flax, where Variable.__init__
  * update()s the keyword metadata with the initializer's VariableMetadata, the initializer wins a
  * key both set (and drops an alias of it: sharding / sharding_names for out_sharding). Its names
- * may be at most `ndim` (LX_ERR_SHAPE otherwise; Flax fails once eager sharding applies them). */
+ * may be at most `ndim` (LX_ERR_SHAPE otherwise; Flax fails once eager sharding applies them), and
+ * so may `metadata`'s out_sharding (or an alias): LX_ERR_SHAPE "Param: out_sharding ('a', 'b', 'c')
+ * has 3 entries, more than the rank of a value of shape (4, 8)", checked before init runs. */
 lx_status nnx_param_new(const lx_vartype *type, const lx_initializer *init, lx_key key,
                         lx_dtype dtype, int ndim, const int64_t *shape, const lx_value *metadata,
                         lx_variable **out);
@@ -373,7 +378,9 @@ lx_status nnx_param_new_reshaped(const lx_vartype *type, const lx_initializer *i
  * initializer gives an empty map. The caller owns *out. */
 lx_status nnx_initializer_metadata(const lx_initializer *init, lx_tree **out);
 /* with_partitioning-style metadata: {out_sharding: names, mesh: mesh} (mesh NULL = None). The
- * caller owns the tree; pass lx_tree_v(tree) as a layer's kernel_metadata / bias_metadata. */
+ * caller owns the tree; pass lx_tree_v(tree) as a layer's kernel_metadata / bias_metadata.
+ * nnames outside 0..LX_MAX_DIMS, or NULL names with nnames > 0, is LX_ERR_INVALID_ARGUMENT
+ * ("nnx_sharding_metadata: names is NULL"), *out NULL; a NULL entry is None. */
 lx_status nnx_sharding_metadata(int nnames, const char *const *names, const char *mesh,
                                 lx_tree **out);
 

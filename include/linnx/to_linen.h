@@ -49,7 +49,11 @@
  *    per ToLinen module, not on every apply: lx_warn("Found unknown module paths in incoming
  *    state:\n  - a/b"); then, as in Flax, they are inserted into the module as Variables of
  *    their collection's type.
- * W17 (nn.vmap over ToLinen) needs Linen lifted transforms, which linnx does not have yet.
+ * Lifted transforms work over a ToLinen as over any Linen module: W17 (nn.vmap over
+ * to_linen(nnx.Linear) with params on axis 0 and split params keys) and nn.scan over a to_linen
+ * layer whose kernel is partitioned (the layer axis enters the NNXMeta's out_sharding and leaves
+ * it for the layer) are tested in tests/test_lift_bridge.c (test_w17,
+ * test_scan_to_linen_metadata); docs/stacking.md, "Through the bridge".
  *
  * Caching: the cache belongs to one linen_module (clones start empty) and passes to the next
  * equal ToLinen when it is released (bridge_to_linen_cache_clear). An apply that finds the cache

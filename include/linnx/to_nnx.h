@@ -24,7 +24,9 @@
  *  1. rngs: the call's `rngs` keyword (an Rngs module value, or a raw uint32[2] key, which
  *     becomes {params: key}) else `to_nnx__rngs`; one key is drawn from every stream of an
  *     Rngs (each stream's count advances by one); `default` is renamed to `params` when there
- *     is no `params` stream. Keywords `rngs` and `mutable` are not forwarded to Linen.
+ *     is no `params` stream. Keywords `rngs`, `mutable` and `method` (a Linen method's name or
+ *     None: model(x, method="encode") runs encode, in place of nnx_call's method argument) are
+ *     not forwarded to Linen.
  *  2. while initializing (under lazy_init): Linen init_with_output with Linen's default
  *     mutability; every collection it returns is written back.
  *  3. otherwise: the attributes (except names starting with `to_nnx__`) become Linen variables
@@ -44,9 +46,14 @@
  * Bad input (unknown method, a `mutable` or `rngs` of the wrong kind) fails before any stream
  * is drawn, so it changes nothing.
  *
+ * Layer stacking works: a ToNNX built and lazily initialised under nnx.split_rngs + nnx.vmap
+ * (nnx_vmap_create_fn: Flax's W6) and nnx_scan_call over that stack (Dense layers, and
+ * BatchNorm layers updating their own batch_stats with mutable) are tested in
+ * tests/test_lift_bridge.c (test_w6, test_scan_over_to_nnx).
+ *
  * Not ported: Flax's deprecated `.rngs` / `.module` properties (read `to_nnx__rngs` /
  * `to_nnx__module` with nnx_getattr); the bridge `Module` context as a source of `mutable`
- * (there is no bridge Module in linnx yet); NNX vmap over a ToNNX (layer stacking).
+ * (there is no bridge Module in linnx yet).
  *
  * Ownership: *out modules are owned by the caller (nnx_module_release); the Linen module and
  * a key-built Rngs are retained by the ToNNX; a given Rngs is forked (the caller keeps its own).

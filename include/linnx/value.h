@@ -200,7 +200,10 @@ const char *lx_kind_name(lx_kind kind);
 /* How Python names the class of such a value, for Flax's TypeError texts: "<class 'int'>". */
 const char *lx_value_pytype(const lx_value *v);
 
-/* ---- owning copies of call records (a module that keeps its constructor's arguments) ---- */
+/* ---- owning copies of call records (a module that keeps its constructor's arguments) ----
+ * A malformed record (a negative count, a count without its array, an unnamed keyword; for
+ * with_kwargs / without the same of the extra list) is LX_ERR_INVALID_ARGUMENT "call: malformed
+ * call: 0 positional (NULL), 2 keyword (NULL)", *out left empty. */
 /* A deep copy: names and values duplicated (lx_value_dup: modules retained). Free with lx_call_free. */
 lx_status lx_call_dup(const lx_call *c, lx_call *out);
 void lx_call_free(lx_call *c);

@@ -96,10 +96,15 @@ void lx_variable_registry_reset(void);
 /* ---- Variables ---- */
 /* A Variable of `type` holding `value` (retained), with no metadata. */
 lx_status lx_variable_new(const lx_vartype *type, lx_array *value, lx_variable **out);
-/* ... with metadata given as keyword arguments: Param(value, out_sharding=(...), ...). */
+/* ... with metadata given as keyword arguments: Param(value, out_sharding=(...), ...). More
+ * out_sharding names (or aliases) than value's rank is LX_ERR_SHAPE "Param: out_sharding ('a',
+ * 'b', 'c') has 3 entries, more than the rank of a value of shape (2, 3)" (where Flax's eager
+ * sharding fails; init.h's rule for partitioned initializers), *out NULL. */
 lx_status lx_variable_new_kw(const lx_vartype *type, lx_array *value, int nmeta,
                              const lx_kwarg *meta, lx_variable **out);
-/* ... with metadata copied from a map (NULL = none). */
+/* ... with metadata copied from a map (NULL = none), as given: the rank rule is not applied
+ * here, because transforms rebuild a Variable around a sliced value before they drop the
+ * stacked axis's name (it is applied where the names come from: new_kw, meta_set, nnx_param_new). */
 lx_status lx_variable_new_md(const lx_vartype *type, lx_array *value, const lx_tree *metadata,
                              lx_variable **out);
 
@@ -115,7 +120,8 @@ const lx_tree *lx_variable_metadata(const lx_variable *v);
 /* One metadata entry (borrowed) or NULL when absent. The aliases `sharding` and `sharding_names`
  * name the `out_sharding` entry here, in meta_set and in meta_del alike. */
 const lx_value *lx_variable_meta_get(const lx_variable *v, const char *key);
-/* Set one entry (validated as described above; aliases renamed). */
+/* Set one entry (validated as described above; aliases renamed). out_sharding with more names
+ * than the value's rank is LX_ERR_SHAPE (as new_kw), and nothing changes. */
 lx_status lx_variable_meta_set(lx_variable *v, const char *key, lx_value value);
 /* Remove one entry (aliases resolved); LX_ERR_NOT_FOUND if absent. */
 lx_status lx_variable_meta_del(lx_variable *v, const char *key);

@@ -132,6 +132,7 @@ static lx_status make_partitioned(lx_box_kind kind, lx_array *value, const lx_va
     LX_TRY(check_value(who, value));
     if (names->kind != LX_V_STRS)
         return lx_fail(LX_ERR_TYPE, "%s: names must be a tuple of str, got %s", who, lx_kind_name(names->kind));
+    LX_TRY(lx_sharding_rank_check_(who, "names", names, value->ndim, value->shape));
     LX_TRY(check_rules(who, rules));
     lx_box *b = box_alloc(kind, value);
     if (!b) return LX_ERR_NO_MEMORY;
@@ -186,6 +187,12 @@ lx_status lx_box_nnx_meta(const lx_vartype *var_type, lx_array *value, const lx_
     LX_TRY(check_value("NNXMeta", value));
     lx_tree *md;
     LX_TRY(lx_meta_copy_("NNXMeta", metadata, &md));
+    lx_status st = lx_sharding_rank_check_("NNXMeta", "out_sharding", lx_tree_get(md, "out_sharding"), value->ndim,
+                                           value->shape);
+    if (st != LX_OK) {
+        lx_tree_release(md);
+        return st;
+    }
     lx_box *b = box_alloc(LX_BOX_NNX_META, value);
     if (!b) {
         lx_tree_release(md);

@@ -44,6 +44,19 @@ static inline lx_status lx_check_value_(const lx_value *v, const char *what) {
     return lx_null_input("%s: value is NULL", what);
 }
 
+/* A call handed to a public entry point must be well formed before anything walks it: counts
+ * not negative, arrays present for non-zero counts, every keyword named. LX_ERR_INVALID_ARGUMENT
+ * "who: malformed call: 0 positional (NULL), 2 keyword (NULL)" otherwise. NULL is no call. */
+static inline lx_status lx_call_check_(const char *who, const lx_call *c) {
+    if (!c) return LX_OK;
+    if (c->nargs < 0 || c->nkwargs < 0 || (c->nargs > 0 && !c->args) || (c->nkwargs > 0 && !c->kwargs))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: malformed call: %d positional (%s), %d keyword (%s)", who,
+                       c->nargs, c->args ? "given" : "NULL", c->nkwargs, c->kwargs ? "given" : "NULL");
+    for (int i = 0; i < c->nkwargs; i++)
+        if (!c->kwargs[i].name) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: keyword argument %d has no name", who, i);
+    return LX_OK;
+}
+
 /* Leaf rendering shared by the tree printers: Variables and boxes by their own printers, the
  * rest by lx_value_str. */
 const char *lx_leaf_str_(const lx_value *v, char *buf, size_t cap);
@@ -53,6 +66,12 @@ const char *lx_leaf_str_(const lx_value *v, char *buf, size_t cap);
 lx_status lx_meta_check_(const char *who, const char *key, const lx_value *v, const char **canon);
 /* A validated, alias-normalised copy of a metadata map (NULL = empty); caller owns it. */
 lx_status lx_meta_copy_(const char *who, const lx_tree *md, lx_tree **out);
+/* The rank rule for sharding names (init.h lx_init_check_partition_rank, for every route that
+ * puts names next to a value): `names` (LX_V_STRS; anything else passes) may have at most `ndim`
+ * entries. LX_ERR_SHAPE "who: out_sharding ('a', 'b', 'c') has 3 entries, more than the rank of a
+ * value of shape (2, 3)" otherwise (`what` names the field: out_sharding, names). */
+lx_status lx_sharding_rank_check_(const char *who, const char *what, const lx_value *names, int ndim,
+                                  const int64_t *shape);
 /* Make `meta` (a map from lx_meta_copy_, taken) v's metadata and return the old map (the caller
  * releases it). Never fails: what can fail (the copy) is done before, so a caller can change
  * several Variables all or nothing (nnx_update). */

@@ -5,6 +5,7 @@
 #include "linnx/init.h"
 #include "linnx/variable.h"
 #include "status_internal.h"
+#include "tree_internal.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -383,6 +384,16 @@ static lx_status call_build(const lx_call *base, int nskip, const char *const *s
     if (!out) return lx_null_out("call");
     if (!base) base = &none;
     *out = (lx_call){0, NULL, 0, NULL};
+    LX_TRY(lx_call_check_("call", base));
+    if (nextra < 0 || (nextra > 0 && !extra))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "call: bad list of keywords to add (%d, %s)", nextra,
+                       extra ? "given" : "NULL");
+    for (int k = 0; k < nextra; k++)
+        if (!extra[k].name) return lx_fail(LX_ERR_INVALID_ARGUMENT, "call: keyword %d to add has no name", k);
+    if (nskip < 0 || (nskip > 0 && !skip))
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "call: bad list of names to drop (%d, %s)", nskip, skip ? "given" : "NULL");
+    for (int k = 0; k < nskip; k++)
+        if (!skip[k]) return lx_fail(LX_ERR_INVALID_ARGUMENT, "call: name %d to drop is NULL", k);
     lx_value *args = base->nargs ? calloc((size_t)base->nargs, sizeof *args) : NULL;
     int cap = base->nkwargs + nextra;
     lx_kwarg *kw = cap ? calloc((size_t)cap, sizeof *kw) : NULL;

@@ -227,6 +227,19 @@ lx_status lx_meta_check_(const char *who, const char *key, const lx_value *v, co
     return LX_OK;
 }
 
+/* Flax shards a Variable as soon as it is made with out_sharding (eager sharding), and JAX refuses
+ * a PartitionSpec longer than the array's rank there; linnx has no mesh, so the rank is checked
+ * wherever names meet a value. */
+lx_status lx_sharding_rank_check_(const char *who, const char *what, const lx_value *names, int ndim,
+                                  const int64_t *shape) {
+    if (!names || names->kind != LX_V_STRS || names->u.strs.n <= ndim) return LX_OK;
+    char nbuf[LX_MAX_DIMS * 64 + 64], sh[96];
+    int n = names->u.strs.n;
+    return lx_fail(LX_ERR_SHAPE, "%s: %s %s %s %d %s, more than the rank of a value of shape %s", who, what,
+                   lx_value_str(names, nbuf, sizeof nbuf), strcmp(what, "names") == 0 ? "have" : "has", n,
+                   n == 1 ? "entry" : "entries", lx_shape_str(ndim, shape, sh, sizeof sh));
+}
+
 /* Add one entry to a fresh map; a key given twice (directly or through an alias) is an error
  * rather than a silent pick. */
 static lx_status meta_add(const char *who, lx_tree *md, const char *key, const lx_value *v) {
@@ -310,6 +323,12 @@ lx_status lx_variable_new_kw(const lx_vartype *type, lx_array *value, int nmeta,
             return st;
         }
     }
+    lx_status st = lx_sharding_rank_check_(type->name, "out_sharding", lx_tree_get(md, "out_sharding"), value->ndim,
+                                           value->shape);
+    if (st != LX_OK) {
+        lx_tree_release(md);
+        return st;
+    }
     return make(type, value, md, out);
 }
 
@@ -355,6 +374,8 @@ lx_status lx_variable_meta_set(lx_variable *v, const char *key, lx_value value) 
     if (!v) return lx_null_input("variable_meta_set: Variable is NULL");
     const char *canon = NULL;
     LX_TRY(lx_meta_check_(v->type->name, key, &value, &canon));
+    if (strcmp(canon, "out_sharding") == 0)
+        LX_TRY(lx_sharding_rank_check_(v->type->name, canon, &value, v->value->ndim, v->value->shape));
     return lx_tree_set(v->meta, canon, value);
 }
 

@@ -265,6 +265,7 @@ static lx_status build(const nnx_type *type, const lx_call *call, nnx_rngs *rngs
     lx_call c = call ? *call : LX_NO_CALL;
     char owner[160];
     snprintf(owner, sizeof owner, "%s.__init__()", type->name ? type->name : "Module");
+    LX_TRY(lx_call_check_(owner, call));
 
     /* rngs=... may come in the call (the bridge forwards kwargs): take it out before binding. */
     lx_kwarg *kw = NULL;
@@ -830,6 +831,11 @@ lx_status nnx_param_new_reshaped(const lx_vartype *type, const lx_initializer *i
         return lx_fail(LX_ERR_TYPE, "parameter metadata must be a mapping (tree) or None, got %s",
                        lx_kind_name(metadata->kind));
     LX_TRY(lx_init_check_partition_rank(init, ndim, shape));
+    /* Names that come with the layer's metadata (kernel_metadata=...) meet the shape here: the
+     * same rank rule as the initializer's (an alias is checked as the entry it names). */
+    static const char *const sharding_keys[] = {"out_sharding", "sharding", "sharding_names"};
+    for (int i = 0; md && i < 3; i++)
+        LX_TRY(lx_sharding_rank_check_(type->name, "out_sharding", lx_tree_get(md, sharding_keys[i]), ndim, shape));
     lx_tree *merged = NULL;
     if (init->partitioning.kind != LX_PARTITION_NONE) {
         LX_TRY(merged_metadata(md, init, &merged));
@@ -862,6 +868,11 @@ lx_status nnx_param_new(const lx_vartype *type, const lx_initializer *init, lx_k
 
 lx_status nnx_sharding_metadata(int nnames, const char *const *names, const char *mesh, lx_tree **out) {
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_sharding_metadata: out is NULL");
+    *out = NULL;
+    if (nnames < 0 || nnames > LX_MAX_DIMS)
+        return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_sharding_metadata: %d names; an array has 0 to %d axes to name",
+                       nnames, LX_MAX_DIMS);
+    if (nnames > 0 && !names) return lx_fail(LX_ERR_INVALID_ARGUMENT, "nnx_sharding_metadata: names is NULL");
     *out = lx_tree_new();
     if (!*out) return lx_last_status();
     lx_status s = lx_tree_set(*out, "out_sharding", lx_strs_v(nnames, names));
