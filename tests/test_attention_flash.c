@@ -8,8 +8,11 @@
  * and the exponential the backward rebuilds the weights with. On an AVX-512 machine also: the
  * AVX2 and AVX-512 exp2 give the same bits. The public entry points (dispatch, fallbacks) are
  * test_nn's and test_attention_grad's. */
+#define _DEFAULT_SOURCE /* mmap MAP_ANONYMOUS, sysconf */
 #include <float.h>
 #include <math.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../src/ops/attention_internal.h"
 #include "linnx/autodiff.h"
@@ -287,6 +290,72 @@ static void test_flash_exp(const kernel_set *ks) {
                     "%s exp of 88.5, 88.7: %g %g", ks->name, (double)edge[0], (double)edge[1]);
 }
 
+/* n floats ending right before an unreadable page (and the mapping's size, for munmap) */
+static float *page_end(int64_t n, size_t *len) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = sizeof(float) * (size_t)n;
+    const size_t span = (bytes + page - 1) / page * page;
+    char *map = mmap(NULL, span + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED) return NULL;
+    if (mprotect(map + span, page, PROT_NONE) != 0) return munmap(map, span + page), NULL;
+    *len = span + page;
+    return (float *)(map + span - bytes);
+}
+static void page_free(float *p, int64_t n, size_t len) {
+    munmap((char *)(p + n) - (len - (size_t)sysconf(_SC_PAGESIZE)), len);
+}
+
+/* The forward, the exp rows and (AVX2) the backward's ds rows with every input and output ending
+ * right before an unreadable page: ragged depths and key / query counts (the edge loads read only
+ * the n floats asked for; AVX2 does them by plain loads), the same bits as on buffers with room
+ * after them. */
+static void test_flash_page_edges(const kernel_set *ks) {
+    const fcase cases[] = {{.T = 9, .S = 9, .H = 1, .G = 1, .d = 5, .dv = 13, .causal = true},
+                           {.T = 21, .S = 21, .H = 1, .G = 1, .d = 19, .dv = 3, .causal = false},
+                           {.T = 13, .S = 7, .H = 1, .G = 1, .d = 12, .dv = 12, .causal = true},
+                           {.T = 3, .S = 30, .H = 1, .G = 1, .d = 1, .dv = 7, .causal = false}};
+    int64_t differ = 0, faults = 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const fcase *c = &cases[ci];
+        const int64_t n[5] = {c->T * c->d, c->S * c->d, c->S * c->dv, c->T * c->dv, c->T};
+        float *e[5], *m[5];
+        size_t len[5] = {0};
+        for (int j = 0; j < 5; j++) {
+            e[j] = page_end(n[j], &len[j]), m[j] = malloc(sizeof(float) * (size_t)(n[j] + 16));
+            faults += !e[j];
+            if (!e[j]) return;
+            for (int64_t i = 0; i < n[j]; i++) e[j][i] = m[j][i] = j < 3 ? frand() : SENTINEL;
+        }
+        const int64_t blk = (c->T + 15) / 16 * 16;
+        bool ok = run_head(ks, c, e[0], e[1], e[2], blk, 0, e[3], e[4], NULL);
+        ok &= run_head(ks, c, m[0], m[1], m[2], blk, 0, m[3], m[4], NULL);
+        CHECK(ok);
+        for (int j = 3; j < 5; j++) differ += memcmp(e[j], m[j], sizeof(float) * (size_t)n[j]) != 0;
+        for (int j = 0; j < 5; j++) page_free(e[j], n[j], len[j]), free(m[j]);
+    }
+    lx_attn_ds_fn ds = ks->isa == LX_ISA_AVX2 ? lx_attn_ds_avx2() : NULL;
+    for (int64_t cols = 1; cols <= 20; cols++) {
+        size_t l0 = 0, l1 = 0, l2 = 0;
+        float *row = page_end(cols, &l0), *pr = page_end(cols, &l1), *dsr = page_end(cols, &l2);
+        float *mr = malloc(sizeof(float) * (size_t)(cols + 16)), *mp = malloc(sizeof(float) * (size_t)(cols + 16));
+        float *mds = malloc(sizeof(float) * (size_t)(cols + 16));
+        faults += !row || !pr || !dsr;
+        if (!row || !pr || !dsr) return;
+        for (int64_t i = 0; i < cols; i++) row[i] = mr[i] = 4.0f * frand(), pr[i] = mp[i] = frand();
+        ks->exp(row, cols, 0.5f);
+        ks->exp(mr, cols, 0.5f);
+        differ += memcmp(row, mr, sizeof(float) * (size_t)cols) != 0;
+        if (ds) { /* p = the exp row, dp = pr; lim = cols - 1: the last entry is written as 0 */
+            ds(row, pr, dsr, cols, cols - 1, cols);
+            ds(mr, mp, mds, cols, cols - 1, cols);
+            differ += memcmp(dsr, mds, sizeof(float) * (size_t)cols) != 0 || dsr[cols - 1] != 0.0f;
+        }
+        page_free(row, cols, l0), page_free(pr, cols, l1), page_free(dsr, cols, l2);
+        free(mr), free(mp), free(mds);
+    }
+    LX_TEST_REPORT_(differ == 0 && faults == 0, "%s rows ending at an unreadable page: %lld differ, %lld maps failed",
+                    ks->name, (long long)differ, (long long)faults);
+}
+
 /* AVX-512 and AVX2 give the same weights: their exp2 are one algorithm (only where both run) */
 static void test_exp_bits_agree(const kernel_set *a, const kernel_set *b) {
     float ra[64], rb[64];
@@ -495,6 +564,7 @@ static void test_flash(void) {
         test_flash_declines(&sets[i]);
         test_flash_exp(&sets[i]);
         test_flash_bwd(&sets[i]);
+        test_flash_page_edges(&sets[i]);
         if (sets[i].isa == LX_ISA_AVX2) test_flash_t0(&sets[i]); /* the AVX-512 kernel does not check */
     }
     if (n == 2) test_exp_bits_agree(&sets[0], &sets[1]);

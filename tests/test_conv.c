@@ -1,9 +1,13 @@
 /* conv_general against a direct (non-im2col) convolution written here, and pooling by hand. */
+#define _DEFAULT_SOURCE /* mmap MAP_ANONYMOUS, sysconf */
 #include "linnx/autodiff.h"
 #include "linnx/linalg.h"
 #include "linnx/nn.h"
 #include "linnx/ops.h"
 #include "linnx/threads.h"
+#include <sys/mman.h>
+#include <unistd.h>
+#include "../src/ops/conv_internal.h"
 #include "test_common.h"
 
 /* Direct convolution in double from the definition: out[n, o, co] = sum over kernel positions and
@@ -155,6 +159,51 @@ static void test_conv_direct(void) {
         check_conv(RAND(2, 6, 7, 3), RAND(1, 3, 3, 8), (lx_conv_params){.strides = {1, 2}}, 4, SHAPE(2, 6, 3, 8));
     }
     lx_sgemm_use_kernel(NULL);
+}
+
+/* The direct path's row kernel (under the kernel set in force) with y ending right before an
+ * unreadable page: ragged output channels (a last vector of 1-7 lanes, stored by plain stores on
+ * AVX2) and position counts that split into uneven tiles write exactly their ow x C_out floats,
+ * each the sum of its taps (the values are multiples of 1/32 whose sums are exact in float, so
+ * every order of summation gives the double sum exactly). */
+static void test_conv_direct_ragged_edge(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    const int64_t couts[] = {1, 3, 5, 7, 9, 10, 13, 15, 17, 23}, ows[] = {1, 5, 7, 13, 25};
+    int64_t bad = 0, cases = 0;
+    for (int64_t cin = 1; cin <= 3; cin += 2)
+        for (int ci = 0; ci < 10; ci++)
+            for (int oi = 0; oi < 5; oi++) {
+                const int64_t cout = couts[ci], ow = ows[oi], kh = 3, kw = 3, oh = 2, h = oh + kh - 1, w = ow + kw - 1;
+                conv2d_direct c = {.n = 1, .h = h, .w = w, .cin = cin, .cout = cout, .kh = kh, .kw = kw, .oh = oh,
+                                   .ow = ow, .taps = kh * kw * cin, .sh = 1, .sw = 1, .dh = 1, .dw = 1};
+                float *x = malloc(sizeof(float) * (size_t)(h * w * cin)), *wt = malloc(sizeof(float) * (size_t)(c.taps * cout));
+                for (int64_t i = 0; i < h * w * cin; i++) x[i] = (float)((i * 37 % 19) - 9) * 0.125f;
+                for (int64_t i = 0; i < c.taps * cout; i++) wt[i] = (float)((i * 11 % 13) - 6) * 0.25f;
+                size_t bytes = sizeof(float) * (size_t)(oh * ow * cout);
+                size_t span = (bytes + (size_t)page - 1) / (size_t)page * (size_t)page;
+                char *map = mmap(NULL, span + (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                CHECK(map != MAP_FAILED);
+                if (map == MAP_FAILED) return;
+                CHECK_EQ_INT(mprotect(map + span, (size_t)page, PROT_NONE), 0);
+                float *y = (float *)(map + span - bytes);
+                for (int64_t i = 0; i < oh * ow * cout; i++) y[i] = 1234.5f;
+                CHECK_EQ_INT(conv2d_direct_forward(&c, x, wt, y), LX_OK);
+                for (int64_t r = 0; r < oh; r++)
+                    for (int64_t o = 0; o < ow; o++)
+                        for (int64_t co = 0; co < cout; co++) {
+                            double ref = 0;
+                            for (int64_t i = 0; i < kh; i++)
+                                for (int64_t j = 0; j < kw; j++)
+                                    for (int64_t ch = 0; ch < cin; ch++)
+                                        ref += (double)x[((r + i) * w + o + j) * cin + ch] * wt[((i * kw + j) * cin + ch) * cout + co];
+                            bad += y[(r * ow + o) * cout + co] != (float)ref;
+                        }
+                cases++;
+                free(x), free(wt);
+                munmap(map, span + (size_t)page);
+            }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(cases, 2 * 10 * 5);
 }
 
 /* Both gradients of sum(conv(x, w) * R) for a random cotangent R against double loops from the
@@ -443,6 +492,7 @@ static void test_pools_flat(void) {
 int main(void) {
     RUN(test_conv);
     RUN(test_conv_direct);
+    RUN(test_conv_direct_ragged_edge);
     RUN(test_conv_grad);
     RUN(test_conv_grad_threads);
     RUN(test_pool);

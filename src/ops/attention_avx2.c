@@ -114,9 +114,24 @@ static inline __attribute__((always_inline)) __m256i lanes_below(int64_t n) {
 }
 
 /* The first n floats (zeros past them) and their store: whole vectors by plain loads and stores,
- * an edge by a masked load and a copy (Zen 1's vmaskmovps is slow, ~10x a store when storing: the
- * key packing and the output's transposes spent ~15% of the forward in them). */
+ * an edge by narrower plain loads that read nothing past p + n, and a copy (Zen 1's vmaskmovps is
+ * microcoded, ~10x a store when storing: the key packing and the output's transposes spent ~15% of
+ * the forward in them; a masked load is ~2x a plain one). */
+static inline __attribute__((always_inline)) __m128 load_n4(const float *p, int64_t n) { /* n 0..4 */
+    if (n >= 4) return _mm_loadu_ps(p);
+    if (n <= 0) return _mm_setzero_ps();
+    __m128 x = n >= 2 ? _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)p) : _mm_load_ss(p);
+    return n == 3 ? _mm_movelh_ps(x, _mm_load_ss(p + 2)) : x;
+}
 static inline __attribute__((always_inline)) __m256 load_n(const float *p, int64_t n) {
+    if (n >= 8) return _mm256_loadu_ps(p);
+    if (n > 4) return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), load_n4(p + 4, n - 4), 1);
+    return _mm256_zextps128_ps256(load_n4(p, n));
+}
+/* load_n by a masked load at the edge: the backward's (flash_bwd_ks) four edge loads, each
+ * instantiated per key stride, grew flash_bwd from 39 to 59 KB as plain loads and it ran 2-6%
+ * slower (T 7, d 32); there the microcoded load costs less than the code. */
+static inline __attribute__((always_inline)) __m256 load_m(const float *p, int64_t n) {
     return n >= 8 ? _mm256_loadu_ps(p) : n <= 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(p, lanes_below(n));
 }
 static inline __attribute__((always_inline)) void store_n(float *p, __m256 x, int64_t n) {
@@ -756,8 +771,8 @@ static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, con
             }
 #pragma GCC unroll 4
         for (int c = 0; c < KS; c += 8) {
-            _mm256_store_ps(Kp + j * KS + c, j < S ? load_n(k + j * a->ldk + c, d - c) : zero);
-            _mm256_store_ps(Vp + j * KS + c, j < S ? load_n(v + j * a->ldv + c, dvv - c) : zero);
+            _mm256_store_ps(Kp + j * KS + c, j < S ? load_m(k + j * a->ldk + c, d - c) : zero);
+            _mm256_store_ps(Vp + j * KS + c, j < S ? load_m(v + j * a->ldv + c, dvv - c) : zero);
         }
     }
     const float l2e = 1.44269504088896341f, qmul = a->sc * l2e;
@@ -790,11 +805,11 @@ static inline __attribute__((always_inline)) void flash_bwd_ks(const int KS, con
                     for (int i = 0; i < 8; i++)
                         if (i < nr)
                             t[i] = _mm256_fmadd_ps(_mm256_load_ps(dOn + (8 * h + i) * KS + c),
-                                                   load_n(oh + (ih + i) * a->ldo + c, dvv - c), t[i]);
+                                                   load_m(oh + (ih + i) * a->ldo + c, dvv - c), t[i]);
                 }
                 transpose8(t);
                 Dd[h] = tree8_add(t);
-                L2[h] = _mm256_mul_ps(load_n(lh + ih, nr), _mm256_set1_ps(l2e));
+                L2[h] = _mm256_mul_ps(load_m(lh + ih, nr), _mm256_set1_ps(l2e));
             }
             /* causal: the blocks both halves need (kend0, the same kb for both: see the forward),
              * then half 1's last block alone */
