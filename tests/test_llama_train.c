@@ -10,6 +10,8 @@
 
 #include "linnx/box.h"
 #include "linnx/checkpoint.h"
+#include "linnx/distributed.h"
+#include "linnx/fault.h"
 #include "linnx/llama.h"
 #include "linnx/llama_train.h"
 #include "linnx/lm_data.h"
@@ -417,11 +419,160 @@ static void test_resume_equal(void) {
     free(text);
 }
 
-int main(void) {
+/* A step failing anywhere (an allocation at spread points of the loss, the gradients, the
+ * optimizer and the parameters' replacement) changes nothing: the step count and the model's
+ * parameters stay, llama_trainer_step_fault says LOCAL (no MPI here: nothing the other ranks
+ * could know), and the same step then gives the loss and parameters of an unfailed trainer. */
+static void test_step_failure_unchanged(void) {
+    if (!lx_fault_available()) return;
+    llama_config c = small();
+    for (int style = 0; style < 2; style++) {
+        size_t mark = lx_pool_open();
+        llama_train_opts o = LLAMA_TRAIN_DEFAULTS;
+        o.steps = 10;
+        llama_model *ma = model((llama_style)style, 3, &c), *mb = model((llama_style)style, 3, &c);
+        llama_trainer *ta = NULL, *tb = NULL;
+        CHECK_EQ_INT(llama_trainer_new(ma, &o, &ta), LX_OK);
+        CHECK_EQ_INT(llama_trainer_new(mb, &o, &tb), LX_OK);
+        if (!ta || !tb) return;
+        lx_array *b = batch();
+        float la = 0, lb = 0;
+        lx_fault_set(0, false);
+        CHECK_EQ_INT(llama_trainer_step(ta, b, &la), LX_OK);
+        int64_t total = lx_fault_count();
+        lx_fault_set(-1, false);
+        CHECK_EQ_INT(llama_trainer_step_fault(ta), LLAMA_STEP_LOCAL);
+        CHECK(total > 10);
+        lx_tree *p0 = NULL, *pa = NULL, *pb = NULL;
+        CHECK_EQ_INT(llama_model_params(mb, &p0), LX_OK);
+        int failed = 0;
+        for (int k = 1; k <= 12; k++) {
+            int64_t n = total * k / 12 - (k == 12); /* the last ones: the update and the parameters' replacement */
+            lx_fault_set(n, false);
+            lx_status st = llama_trainer_step(tb, b, &lb);
+            bool fired = lx_fault_fired();
+            lx_fault_set(-1, false);
+            if (st == LX_OK) { /* absorbed (a cache the library does without): the step is done */
+                CHECK_EQ_INT(llama_trainer_step_count(tb), 1);
+                break;
+            }
+            failed++;
+            CHECK(fired);
+            CHECK_EQ_INT(llama_trainer_step_count(tb), 0);
+            CHECK_EQ_INT(llama_trainer_step_fault(tb), LLAMA_STEP_LOCAL);
+            lx_tree *now = NULL;
+            size_t nl = 0;
+            CHECK_EQ_INT(llama_model_params(mb, &now), LX_OK);
+            LX_TEST_REPORT_(now && tree_diff(now, p0, &nl) == 0 && nl > 0, "style %d: allocation %lld of %lld failing: the parameters changed",
+                            style, (long long)n, (long long)total);
+            lx_tree_release(now);
+        }
+        LX_TEST_REPORT_(failed >= 6, "style %d: %d of 12 failing allocations failed the step", style, failed);
+        if (llama_trainer_step_count(tb) == 0) CHECK_EQ_INT(llama_trainer_step(tb, b, &lb), LX_OK);
+        CHECK(la == lb);
+        size_t nl = 0;
+        CHECK_EQ_INT(llama_model_params(ma, &pa), LX_OK);
+        CHECK_EQ_INT(llama_model_params(mb, &pb), LX_OK);
+        if (pa && pb) LX_TEST_REPORT_(tree_diff(pb, pa, &nl) == 0, "style %d: the step after the failures differs", style);
+        lx_tree_release(p0);
+        lx_tree_release(pa);
+        lx_tree_release(pb);
+        llama_trainer_free(ta);
+        llama_trainer_free(tb);
+        llama_model_free(ma);
+        llama_model_free(mb);
+        lx_pool_close(mark);
+    }
+    CHECK_EQ_INT(llama_trainer_step_fault(NULL), LLAMA_STEP_LOCAL);
+}
+
+/* Under mpirun -np 2 (`test_llama_train --dist`, launched by cli_distributed.sh): rank 1's update
+ * fails (the last allocation of its step: the parameters' replacement, after the gradients'
+ * status check and the averaging). Every rank learns of it in the step's second status check:
+ * rank 1 keeps its own error, rank 0 gets "distributed: rank 1 failed at step 7"; both say
+ * LLAMA_STEP_AGREED, neither changed its step count or parameters (rank 0's own update is
+ * undone), and the next step runs on both ranks in lockstep with an unfailed trainer's result.
+ * Before, rank 0 went on to the next step alone and waited in its collectives. */
+static void test_update_failure_dist(void) {
+    if (!lx_fault_available()) return;
+    int rank = 0, size = 1;
+    CHECK_EQ_INT(lx_dist_init(NULL, NULL, &rank, &size), LX_OK);
+    CHECK_EQ_INT(size, 2);
+    if (size != 2) return;
+    llama_config c = small();
+    llama_train_opts o = LLAMA_TRAIN_DEFAULTS;
+    o.steps = 10;
+    for (int style = 0; style < 2; style++) {
+        size_t mark = lx_pool_open();
+        llama_model *mw = model((llama_style)style, 5, &c), *ma = model((llama_style)style, 5, &c),
+                    *mb = model((llama_style)style, 5, &c);
+        llama_trainer *tw = NULL, *ta = NULL, *tb = NULL;
+        CHECK_EQ_INT(llama_trainer_new(mw, &o, &tw), LX_OK);
+        CHECK_EQ_INT(llama_trainer_new(ma, &o, &ta), LX_OK);
+        CHECK_EQ_INT(llama_trainer_new(mb, &o, &tb), LX_OK);
+        if (!tw || !ta || !tb) return;
+        lx_array *b = batch();
+        float lw = 0, la = 0, lb = 0;
+        lx_dist_set_step(7);
+        CHECK_EQ_INT(llama_trainer_step(tw, b, &lw), LX_OK); /* warms what the library keeps between steps */
+        lx_fault_set(0, false);
+        CHECK_EQ_INT(llama_trainer_step(ta, b, &la), LX_OK);
+        int64_t total = lx_fault_count();
+        lx_fault_set(-1, false);
+        lx_tree *p0 = NULL, *now = NULL, *pa = NULL;
+        CHECK_EQ_INT(llama_model_params(mb, &p0), LX_OK);
+        if (rank == 1) lx_fault_set(total, false);
+        lx_status st = llama_trainer_step(tb, b, &lb);
+        bool fired = lx_fault_fired();
+        lx_fault_set(-1, false);
+        if (rank == 1) {
+            CHECK(fired);
+            CHECK_EQ_INT(st, LX_ERR_NO_MEMORY);
+        } else {
+            CHECK_EQ_INT(st, LX_ERR_INTERNAL);
+            LX_TEST_REPORT_(!strcmp(lx_last_error(), "distributed: rank 1 failed at step 7"), "style %d, rank 0: %s", style,
+                            lx_last_error());
+        }
+        CHECK_EQ_INT(llama_trainer_step_fault(tb), LLAMA_STEP_AGREED);
+        CHECK_EQ_INT(llama_trainer_step_count(tb), 0);
+        size_t nl = 0;
+        CHECK_EQ_INT(llama_model_params(mb, &now), LX_OK);
+        LX_TEST_REPORT_(now && tree_diff(now, p0, &nl) == 0 && nl > 0, "style %d, rank %d: the parameters changed", style, rank);
+        /* the ranks still move together: the same step again, as the unfailed trainer's */
+        CHECK_EQ_INT(llama_trainer_step(tb, b, &lb), LX_OK);
+        CHECK_EQ_INT(llama_trainer_step_fault(tb), LLAMA_STEP_LOCAL);
+        CHECK(la == lb);
+        CHECK_EQ_INT(llama_model_params(ma, &pa), LX_OK);
+        lx_tree_release(now);
+        now = NULL;
+        CHECK_EQ_INT(llama_model_params(mb, &now), LX_OK);
+        if (pa && now) LX_TEST_REPORT_(tree_diff(now, pa, &nl) == 0, "style %d, rank %d: the step after the failure differs", style, rank);
+        lx_tree_release(p0);
+        lx_tree_release(now);
+        lx_tree_release(pa);
+        llama_trainer_free(tw);
+        llama_trainer_free(ta);
+        llama_trainer_free(tb);
+        llama_model_free(mw);
+        llama_model_free(ma);
+        llama_model_free(mb);
+        lx_pool_close(mark);
+    }
+    CHECK_EQ_INT(lx_dist_finalize(), LX_OK);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--dist")) { /* under mpirun -np 2 only */
+        RUN(test_update_failure_dist);
+        optax_release_buffers();
+        lx_pool_drain();
+        return lx_test_finish();
+    }
     RUN(test_compositions_same_logits_loss_grads);
     RUN(test_schedule);
     RUN(test_loss_falls);
     RUN(test_resume_equal);
+    RUN(test_step_failure_unchanged);
     optax_release_buffers();
     lx_pool_drain();
     return lx_test_finish();

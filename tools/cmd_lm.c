@@ -480,8 +480,9 @@ static bool lm_checked; /* this rank has joined the start-of-run check (under mp
 /* Under mpirun, after the start-of-run check passed: lm_live, the ranks still move together, so a
  * rank's own failure outside the training step's collectives (the held-out evaluations, the
  * samples before training, a batch it could not cut) meets the others in a status check and they
- * all stop at once naming it. lm_alone: this rank failed where the others may still wait for it
- * in a collective (inside llama_trainer_step after its status check, or a check that timed out):
+ * all stop at once naming it (a failure in the step's update does so in the step's own second
+ * check). lm_alone: this rank failed where the others may still wait for it in a collective
+ * (averaging inside llama_trainer_step: LLAMA_STEP_MIDWAY, or a check that timed out):
  * it ends without MPI_Finalize, so that mpirun ends the job at once instead of the others waiting
  * out the deadline (and this rank, in MPI_Finalize, for them). */
 static bool lm_live, lm_alone;
@@ -825,11 +826,13 @@ static int train_lm(int argc, char **argv, int rank, int nranks) {
                 rc = lm_dist_check(rc); /* meets the others' check inside their step */
             } else if (llama_trainer_step(tr, b, &loss) != LX_OK) {
                 rc = cli_lib_error();
-                /* under mpirun: learnt by every rank in the step's own status check ("distributed:
-                 * rank R failed at step S" here), or this rank failed after it, where the others
-                 * may wait for its gradients or loss: then it ends alone (lm_alone) */
-                if (lm_live && !(lx_last_status() == LX_ERR_INTERNAL && !strncmp(lx_last_error(), "distributed: rank ", 18)))
-                    lm_alone = true;
+                /* under mpirun: learnt by every rank in one of the step's status checks (after the
+                 * gradients, after the update: "distributed: rank R failed at step S" on the
+                 * others), so all end together; or this rank failed while averaging, where the
+                 * others may wait for its gradients or loss: then it ends alone (lm_alone) */
+                llama_step_fault f = llama_trainer_step_fault(tr);
+                if (f == LLAMA_STEP_LOCAL) rc = lm_dist_check(rc); /* before any collective: meet their first check */
+                else if (lm_live && f == LLAMA_STEP_MIDWAY) lm_alone = true;
                 lm_live = false;
             } else {
                 h.xs[s - 1] = (double)s;

@@ -68,8 +68,23 @@ int64_t llama_trainer_step_count(const llama_trainer *t);
  * replaced. *loss gets the step's training loss (before the update). Nothing changes on failure.
  * Under MPI (lx_dist_init with several ranks, distributed.h): tokens are this rank's shard of the
  * global batch (lx_dist_shard_range), the gradients are averaged over the ranks (all-reduce
- * overlapped with the backward pass) before the optimizer, and *loss is the global batch's. */
+ * overlapped with the backward pass) before the optimizer, and *loss is the global batch's; the
+ * ranks pass the step's status through lx_dist_check twice (llama_trainer_step_fault). */
 lx_status llama_trainer_step(llama_trainer *t, lx_array *tokens, float *loss);
+/* Under MPI, where the last llama_trainer_step's failure stands among the ranks. The step has two
+ * status checks (lx_dist_check): one after the loss and gradients, one after the update.
+ *   LLAMA_STEP_AGREED: every rank learnt of the failure in one of them: every rank's call failed
+ *     at this step (the failing rank's with its own error, the others' with LX_ERR_INTERNAL
+ *     "distributed: rank R failed at step S"), so all can end together (MPI_Finalize).
+ *   LLAMA_STEP_MIDWAY: this rank failed between the checks, while averaging the gradients or the
+ *     loss (the others may wait for its part of that collective), or a check timed out (a peer may
+ *     be stuck): end the process without MPI_Finalize, and mpirun ends the job.
+ *   LLAMA_STEP_LOCAL: the step succeeded, ran without MPI, or failed before any collective (a NULL
+ *     argument): nothing is known to the others; the caller's own status check tells them.
+ * On a rank whose step succeeded while another's update failed, the model's parameters go back to
+ * the step's (should that fail, its own error is returned). */
+typedef enum llama_step_fault { LLAMA_STEP_LOCAL = 0, LLAMA_STEP_AGREED, LLAMA_STEP_MIDWAY } llama_step_fault;
+llama_step_fault llama_trainer_step_fault(const llama_trainer *t);
 /* The checkpoint tree above (leaves shared with the trainer). */
 lx_status llama_trainer_state(const llama_trainer *t, lx_tree **out);
 /* Continue from a checkpoint tree: the config must equal the model's (else LX_ERR_SHAPE naming

@@ -110,6 +110,7 @@ struct llama_trainer {
     lx_tree *params; /* the model's parameters (boxes / Variables) */
     lx_tree *state;  /* optax state */
     int64_t step;
+    llama_step_fault fault; /* the last step's (llama_trainer_step_fault) */
 };
 
 lx_status llama_trainer_new(llama_model *m, const llama_train_opts *o, llama_trainer **out) {
@@ -139,8 +140,11 @@ void llama_trainer_free(llama_trainer *t) {
 
 int64_t llama_trainer_step_count(const llama_trainer *t) { return t ? t->step : -1; }
 
+llama_step_fault llama_trainer_step_fault(const llama_trainer *t) { return t ? t->fault : LLAMA_STEP_LOCAL; }
+
 lx_status llama_trainer_step(llama_trainer *t, lx_array *tokens, float *loss) {
     if (!t) return lx_fail(LX_ERR_INVALID_ARGUMENT, "llama_trainer_step: NULL argument");
+    t->fault = LLAMA_STEP_LOCAL;
     if (!tokens) return lx_null_input("llama_trainer_step: tokens is NULL");
     lx_array *l = NULL;
     lx_tree *g = NULL;
@@ -152,11 +156,15 @@ lx_status llama_trainer_step(llama_trainer *t, lx_array *tokens, float *loss) {
     if (dp) {
         lx_tree *avg = NULL;
         st = lx_dist_check(st);
+        /* every rank learnt of a failure there (a timed-out check: a peer may be stuck) */
+        if (st != LX_OK) t->fault = st == LX_ERR_IO ? LLAMA_STEP_MIDWAY : LLAMA_STEP_AGREED;
         if (st == LX_OK) st = lx_dist_overlap_end(g, &avg);
         else lx_dist_overlap_end(NULL, NULL);
         lx_tree_release(g);
         g = avg;
         if (st == LX_OK) st = lx_dist_allreduce_f32(lx_f32(l), 1, true);
+        /* failed while averaging: the others may wait for this rank's buckets or loss */
+        if (st != LX_OK && t->fault == LLAMA_STEP_LOCAL) t->fault = LLAMA_STEP_MIDWAY;
     }
     if (st != LX_OK) {
         lx_release(l);
@@ -166,6 +174,19 @@ lx_status llama_trainer_step(llama_trainer *t, lx_array *tokens, float *loss) {
     lx_tree *params = lx_tree_retain(t->params), *state = lx_tree_retain(t->state);
     st = optax_step(t->tx, g, &params, &state);
     if (st == LX_OK) st = llama_model_load_params(t->m, params);
+    if (dp) {
+        /* the update's status through a second check, so that a rank failing there stops every
+         * rank at this step ("distributed: rank R failed at step S") instead of ending alone */
+        bool mine = st != LX_OK;
+        st = lx_dist_check(st);
+        if (st != LX_OK) t->fault = st == LX_ERR_IO ? LLAMA_STEP_MIDWAY : LLAMA_STEP_AGREED;
+        /* another rank failed: this rank's model goes back to the step's parameters (its own
+         * update had succeeded); should that fail, its error replaces the check's */
+        if (st != LX_OK && !mine) {
+            lx_status back = llama_model_load_params(t->m, t->params);
+            if (back != LX_OK) st = back;
+        }
+    }
     if (st == LX_OK) {
         lx_tree_release(t->params);
         lx_tree_release(t->state);
