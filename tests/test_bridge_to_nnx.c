@@ -12,6 +12,8 @@
 #include "linnx/bridge.h"
 #include "linnx/linen_layers.h"
 #include "linnx/nnx.h"
+#include "linnx/nnx_layers.h"
+#include "linnx/to_linen.h"
 #include "linnx/to_nnx.h"
 
 /* ------------------------------------------------------------------ helpers */
@@ -993,6 +995,81 @@ static void test_refused_arguments_draw_nothing(void) {
     linen_module_release(d);
 }
 
+/* method='features' names a config field of the Linen module, not a method: the TypeError Linen's
+ * own apply gives for that name, refused before a stream is drawn (review29 R29-1). */
+static void test_method_naming_a_field(void) {
+    linen_module *d = dense(2, true);
+    nnx_rngs *r = rngs_seed(0);
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(bridge_to_nnx_new(d, r, NULL, &m), LX_OK);
+    lx_array *x = ones(1, 3);
+    lx_call mf = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("method", "features")));
+    const char *want = "'Dense.features' must be a callable, got <class 'int'>.";
+    CHECK_FAILS(bridge_lazy_init(m, NULL, &mf), LX_ERR_TYPE, want);
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 0);
+    CHECK_EQ_INT(bridge_lazy_init(m, NULL, ARGS1(x)), LX_OK);
+    lx_value out;
+    CHECK_FAILS(nnx_call(m, NULL, &mf, &out), LX_ERR_TYPE, want);
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 1);
+    /* linen_apply says the same for the same name */
+    lx_tree *v = NULL;
+    CHECK_EQ_INT(linen_init(d, LINEN_KEY(lx_key_from_seed(0)), ARGS1(x), NULL, &v), LX_OK);
+    linen_opts o = {0};
+    o.method = "features";
+    CHECK_FAILS(linen_apply(d, v, LINEN_NO_RNGS, ARGS1(x), &o, &out, NULL), LX_ERR_TYPE, want);
+    lx_tree_release(v);
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+    linen_module_release(d);
+}
+
+/* ToNNX(ToLinen(nnx.Linear)): the Linen type decides per name, and the NNX method's signature is
+ * the one that binds; an unknown method or arguments that do not bind are refused before any
+ * stream is drawn, in the words the call itself would use (review29 R29-2). */
+static void test_to_linen_inside_refused_before_draw(void) {
+    lx_call lc = LX_CALL_KWARGS(LX_KW_INT("in_features", 3), LX_KW_INT("out_features", 2));
+    linen_module *tl = bridge_to_linen_kw(&nnx_Linear, lc.nkwargs, lc.kwargs);
+    CHECK(tl != NULL);
+    nnx_rngs *r = rngs_seed(1);
+    nnx_module *m = NULL;
+    CHECK_EQ_INT(bridge_to_nnx_new(tl, r, NULL, &m), LX_OK);
+    lx_array *x = ones(1, 3);
+    lx_call foo = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_INT("foo", 3)));
+    const char *unexpected = "Linear.__call__() got an unexpected keyword argument 'foo'";
+    CHECK_FAILS(bridge_lazy_init(m, NULL, &foo), LX_ERR_TYPE, unexpected);
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 0);
+    CHECK_EQ_INT(nnx_attr_count(m), 0);
+    CHECK_EQ_INT(bridge_lazy_init(m, NULL, ARGS1(x)), LX_OK);
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 1);
+    lx_value out;
+    CHECK_FAILS(nnx_call(m, NULL, &foo, &out), LX_ERR_TYPE, unexpected);
+    lx_call two = LX_CALL_ARGS(lx_array_v(x), lx_array_v(x));
+    CHECK_FAILS(nnx_call(m, NULL, &two, &out), LX_ERR_TYPE, "Linear.__call__() takes 2 positional arguments but 3 were given");
+    lx_call nope = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("method", "nope")));
+    CHECK_FAILS(nnx_call(m, NULL, &nope, &out), LX_ERR_NOT_FOUND, "\"ToLinen\" object has no attribute \"nope\".");
+    lx_call field = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("method", "in_features")));
+    CHECK_FAILS(nnx_call(m, NULL, &field, &out), LX_ERR_TYPE, "'ToLinen.in_features' must be a callable, got <class 'int'>.");
+    lx_call nnx_nope = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("nnx_method", "nope")));
+    CHECK_FAILS(nnx_call(m, NULL, &nnx_nope, &out), LX_ERR_NOT_FOUND, "type object 'Linear' has no attribute 'nope'");
+    lx_call named_foo =
+        LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("nnx_method", "__call__"), LX_KW_INT("foo", 1)));
+    CHECK_FAILS(nnx_call(m, NULL, &named_foo, &out), LX_ERR_TYPE, unexpected);
+    lx_call by_name = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("method", "__call__"), LX_KW_INT("foo", 1)));
+    CHECK_FAILS(nnx_call(m, NULL, &by_name, &out), LX_ERR_TYPE, unexpected);
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 1);
+    /* the good calls still run, one draw each */
+    lx_array *y = call_array(m, NULL, ARGS1(x));
+    lx_array *want = lx_add(lx_matmul(x, value_at(m, "kernel")), value_at(m, "bias"));
+    CHECK(y && want && lx_array_equal(y, want));
+    lx_call named = LX_CALL(LX_ARGS_LIST(lx_array_v(x)), LX_KWARGS_LIST(LX_KW_STR("nnx_method", "__call__")));
+    lx_array *y2 = call_array(m, NULL, &named);
+    CHECK(y2 && y && lx_array_equal(y2, y));
+    CHECK_EQ_INT(stream_count(bridge_to_nnx_rngs(m), "default"), 3);
+    nnx_module_release(m);
+    nnx_rngs_release(r);
+    linen_module_release(tl);
+}
+
 /* ------------------------------------------------------------------ Flax's rule for non-Variables */
 
 static void test_non_variable_attribute_is_an_error(void) {
@@ -1486,6 +1563,8 @@ static void test_split_merge_clone_keep_the_linen_module(void) {
 
 int main(void) {
     RUN(test_W2_linen_to_nnx);
+    RUN(test_method_naming_a_field);
+    RUN(test_to_linen_inside_refused_before_draw);
     RUN(test_linen_inside_nnx_flax_numbers);
     RUN(test_W3_linen_to_nnx_submodule);
     RUN(test_W4_linen_to_nnx_noncall_method);

@@ -800,6 +800,11 @@ static void test_size_limits(void) {
     CHECK(lx_sgemm_is_small(1, 1, lim) && !lx_sgemm_is_small(1, 1, lim + 1));
     CHECK(!lx_sgemm_is_small(big - 1, 1, 1) && !lx_sgemm_is_small(big, 1, 1) && !lx_sgemm_is_small(1, big, big));
     CHECK(!lx_sgemm_is_small(INT64_MAX, INT64_MAX, INT64_MAX) && lx_sgemm_is_small(0, INT64_MAX, INT64_MAX));
+    /* negative sizes are not small (no signed product is formed: -1 * 2^62 * 4 would overflow);
+     * a zero size is still an empty product */
+    CHECK(!lx_sgemm_is_small(-1, -1, -1) && !lx_sgemm_is_small(-1, INT64_C(1) << 62, 4));
+    CHECK(!lx_sgemm_is_small(-1, 2, 3) && !lx_sgemm_is_small(2, -3, 4) && !lx_sgemm_is_small(2, 3, INT64_MIN));
+    CHECK(lx_sgemm_is_small(-1, 0, 5));
     lx_sgemm_set_small_limit(big * 4);
     CHECK(lx_sgemm_is_small(big, 2, 2) && !lx_sgemm_is_small(big, 2, 3) && lx_sgemm_is_small(2, 2, big));
     lx_sgemm_set_small_limit(-1);

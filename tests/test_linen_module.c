@@ -1006,8 +1006,30 @@ static void test_same_child_twice_shares_params(void) {
     linen_module_release(shared_dense_);
 }
 
+/* A malformed call record (a keyword count with no array, a negative count, an unnamed keyword)
+ * is refused before anything reads it, as nnx_module_new refuses one: no crash, no module. */
+static void test_malformed_call_refused(void) {
+    linen_module *m = (linen_module *)&m;
+    lx_call no_kwargs = {0, NULL, 2, NULL};
+    CHECK_FAILS(linen_module_new(&LIN, &no_kwargs, &m), LX_ERR_INVALID_ARGUMENT,
+                "Lin.__init__(): malformed call: 0 positional (NULL), 2 keyword (NULL)");
+    CHECK(m == NULL);
+    lx_call neg = {-1, NULL, 0, NULL};
+    CHECK_FAILS(linen_module_new(&LIN, &neg, &m), LX_ERR_INVALID_ARGUMENT,
+                "Lin.__init__(): malformed call: -1 positional (NULL), 0 keyword (NULL)");
+    lx_kwarg unnamed[] = {{"features", lx_int_v(3)}, {NULL, lx_int_v(1)}};
+    lx_call anon = {0, NULL, 2, unnamed};
+    CHECK_FAILS(linen_module_new_named(&LIN, &anon, "d", &m), LX_ERR_INVALID_ARGUMENT,
+                "Lin.__init__(): keyword argument 1 has no name");
+    CHECK(m == NULL);
+    lx_call good = {0, NULL, 1, unnamed};
+    CHECK_EQ_INT(linen_module_new(&LIN, &good, &m), LX_OK);
+    linen_module_release(m);
+}
+
 int main(void) {
     RUN(test_module_values);
+    RUN(test_malformed_call_refused);
     RUN(test_same_child_twice_shares_params);
     RUN(test_param_keys_match_flax);
     RUN(test_make_rng_counters);

@@ -386,12 +386,15 @@ static lx_status tl_call(linen_scope *s, const lx_call *call, lx_value *out) {
     return st;
 }
 
+static lx_status tl_nnx_method_twice(void) {
+    return lx_fail(LX_ERR_TYPE, "ToLinen.__call__() got multiple values for argument 'nnx_method'");
+}
+
 /* self.embedding.attend(z) from a parent: any method of the NNX type. */
 static lx_status tl_dispatch(linen_scope *s, const char *method, const lx_call *call, lx_value *out) {
     const tl_config *cfg = linen_config(s);
     if (!nnx_find_method(cfg->nnx, method) && !cfg->nnx->dispatch) return LX_ERR_NOT_FOUND;
-    if (call && lx_call_kwarg(call, "nnx_method"))
-        return lx_fail(LX_ERR_TYPE, "ToLinen.__call__() got multiple values for argument 'nnx_method'");
+    if (call && lx_call_kwarg(call, "nnx_method")) return tl_nnx_method_twice();
     lx_value spec = lx_str_v(method);
     return tl_run(s, &spec, call, out);
 }
@@ -512,6 +515,36 @@ const linen_type bridge_ToLinen = {
 };
 
 static bool is_to_linen(const linen_module *m) { return m && linen_module_type(m)->dispatch == tl_dispatch; }
+
+lx_status tl_check_call_(const linen_module *lm, const char *method, const lx_call *call, bool *missing) {
+    *missing = false;
+    if (!is_to_linen(lm)) return LX_OK;
+    const tl_config *cfg = linen_module_config(lm);
+    lx_call none = LX_NO_CALL;
+    if (!call) call = &none;
+    tl_method meth;
+    if (strcmp(method, "__call__") == 0) { /* tl_call: nnx_method names the NNX method */
+        const lx_value *spec = lx_call_kwarg(call, "nnx_method");
+        LX_TRY(resolve_method(cfg->nnx, spec, &meth));
+        if (!meth.sig) return LX_OK;
+        if (!spec) return lx_call_check_sig(cfg->nnx->name, meth.name, meth.sig, call);
+        static const char *const NNX_METHOD[] = {"nnx_method"};
+        lx_call rest = LX_NO_CALL;
+        LX_TRY(lx_call_without(call, 1, NNX_METHOD, &rest));
+        lx_status s = lx_call_check_sig(cfg->nnx->name, meth.name, meth.sig, &rest);
+        lx_call_free(&rest);
+        return s;
+    }
+    /* tl_dispatch: a method of the NNX type by name */
+    if (!nnx_find_method(cfg->nnx, method)) {
+        *missing = !cfg->nnx->dispatch;
+        return LX_OK;
+    }
+    if (lx_call_kwarg(call, "nnx_method")) return tl_nnx_method_twice();
+    lx_value spec = lx_str_v(method);
+    LX_TRY(resolve_method(cfg->nnx, &spec, &meth));
+    return meth.sig ? lx_call_check_sig(cfg->nnx->name, meth.name, meth.sig, call) : LX_OK;
+}
 
 const nnx_type *bridge_to_linen_nnx_type(const linen_module *m) {
     return is_to_linen(m) ? ((const tl_config *)linen_module_config(m))->nnx : NULL;

@@ -116,6 +116,12 @@ lx_status tl_to_leaf(const tl_config *cfg, const lx_variable *v, lx_value *out);
 lx_status tl_read_metadata(const char *owner, const lx_value *v, tl_config *cfg);
 lx_status tl_read_bool(const char *owner, const char *name, const lx_value *v, bool *out);
 
+/* What a call of `method` on the ToLinen module `lm` refuses before anything is drawn or built
+ * (its NNX method's resolution and signature), for ToNNX to check ahead of its stream draw.
+ * *missing: the NNX type has no method of that name (Linen words that refusal: ask it).
+ * LX_OK for a module that is not a ToLinen. */
+lx_status tl_check_call_(const linen_module *lm, const char *method, const lx_call *call, bool *missing);
+
 /* ------------------------------------------------------------------ to_linen_instance.c */
 
 tl_state *tl_state_new(void); /* NULL when out of memory */

@@ -12,6 +12,7 @@
 #include "linnx/bridge.h"
 #include "linnx/to_nnx.h"
 #include "../core/signature.h"
+#include "to_linen_internal.h"
 
 #define LINEN_TAG "linen_module"
 
@@ -110,15 +111,34 @@ static bool linen_has_method(const linen_module *lm, const char *name) {
     return false;
 }
 
-/* The Linen method's declared signature (linen_type.method_sigs) applied to the forwarded call,
- * so that a call Linen would refuse is refused before a stream is drawn; an undeclared one passes. */
-static lx_status check_linen_sig(const linen_module *lm, const char *name, const lx_call *call) {
+/* Linen's own refusal of `name`, a name the module has no method for: "no attribute", or a
+ * TypeError when it names a config field ('Dense.features' must be a callable). Linen words it
+ * while resolving the method, before any variable, stream or argument is looked at, so an init
+ * with no streams asks for it without running anything. */
+static lx_status linen_refusal(const linen_module *lm, const char *name) {
+    linen_opts opts = {0};
+    opts.method = name;
+    lx_tree *vars = NULL;
+    lx_status s = linen_init_with_output(lm, LINEN_NO_RNGS, NULL, &opts, NULL, &vars);
+    lx_tree_release(vars);
+    if (s != LX_OK) return s;
+    return lx_fail(LX_ERR_INTERNAL, "ToNNX: Linen resolved the method \"%s\" it has no entry for", name);
+}
+
+/* What Linen would refuse for the forwarded call, checked before a stream is drawn (Linen
+ * checks it after): an unknown method, and arguments the method's declared signature does not
+ * bind (linen_type.method_sigs, or for a ToLinen the NNX method's). An undeclared one passes. */
+static lx_status check_linen_call(const linen_module *lm, const char *name, const lx_call *call) {
     const linen_type *t = linen_module_type(lm);
-    if (!t->method_sigs) return LX_OK;
+    if (t->dispatch) {
+        bool missing = false;
+        LX_TRY(tl_check_call_(lm, name, call, &missing));
+        return missing ? linen_refusal(lm, name) : LX_OK;
+    }
     for (int i = 0; i < t->nmethods; i++)
         if (t->methods[i].name && strcmp(t->methods[i].name, name) == 0)
-            return lx_call_check_sig(t->name, name, t->method_sigs[i], call);
-    return LX_OK;
+            return t->method_sigs ? lx_call_check_sig(t->name, name, t->method_sigs[i], call) : LX_OK;
+    return linen_refusal(lm, name);
 }
 
 /* The call's `mutable` keyword as a Linen mutability; *given is false when absent or None. */
@@ -493,10 +513,7 @@ static lx_status to_nnx_run(nnx_module *m, const char *method, const lx_call *ca
         if (mv->kind != LX_V_STR || !mv->u.s)
             return lx_fail(LX_ERR_TYPE, "ToNNX: method must be the name of a method of the Linen module or None, got %s",
                            lx_value_str(mv, buf, sizeof buf));
-        if (!linen_has_method(lm, mv->u.s))
-            return lx_fail(LX_ERR_NOT_FOUND, "\"%s\" object has no attribute \"%s\".", linen_module_type(lm)->name,
-                           mv->u.s);
-        method = mv->u.s;
+        method = mv->u.s; /* an unknown name is refused by check_linen_call, in Linen's words */
     }
 
     lx_call fwd = *call, owned = LX_NO_CALL;
@@ -507,8 +524,8 @@ static lx_status to_nnx_run(nnx_module *m, const char *method, const lx_call *ca
         fwd = owned;
     }
 
-    /* Arguments the Linen method's signature refuses (Linen would refuse them after the draw). */
-    lx_status s = check_linen_sig(lm, method, &fwd);
+    /* The method and the arguments Linen refuses (Linen would refuse them after the draw). */
+    lx_status s = check_linen_call(lm, method, &fwd);
     lx_tree *variables = NULL, *updates = NULL;
     bool cached = false;
     if (s == LX_OK && !m->initializing) {

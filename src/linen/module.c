@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/tree_internal.h"
 #include "linen_internal.h"
 
 static lx_status check_name(const char *name) {
@@ -73,7 +74,10 @@ lx_status linen_module_new_named(const linen_type *type, const lx_call *kwargs, 
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_new: out is NULL");
     *out = NULL;
     if (!type) return lx_fail(LX_ERR_INVALID_ARGUMENT, "linen_module_new: type is NULL");
-    *out = NULL;
+    {
+        char who[160];
+        LX_TRY(lx_call_check_(owner_name(type, ".__init__()", who, sizeof who), kwargs)); /* before any read */
+    }
     /* Flax's implicit `name` field may come as a keyword: pull it out of the call. */
     lx_call call = kwargs ? *kwargs : LX_NO_CALL;
     lx_kwarg *rest = NULL;

@@ -1035,6 +1035,7 @@ void lx_sgemm_serial(bool transA, bool transB, int64_t M, int64_t N, int64_t K, 
 bool lx_sgemm_is_small(int64_t M, int64_t N, int64_t K) {
     int64_t lim = atomic_load(&small_limit);
     if (M == 0 || N == 0 || K == 0) return true;
+    if (M < 0 || N < 0 || K < 0) return false; /* not a size (callers validate): no signed products */
     if ((M | N | K) < SIZE_NO_OVERFLOW) return M * N * K <= lim; /* the same test, no division */
     /* overflow-safe M*N*K <= lim */
     if (M > lim || N > lim || K > lim) return false;
