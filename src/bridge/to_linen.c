@@ -459,7 +459,7 @@ static lx_status tl_bind(const linen_type *type, void *p, const lx_call *c) {
     tl_config *cfg = p;
     const char *owner = "ToLinen.__init__()";
     const lx_value *cls = NULL, *ctor = NULL;
-    LX_TRY(tl_check_call(owner, c));
+    LX_TRY(lx_call_check_(owner, c));
     if (c->nargs > 2) return lx_fail(LX_ERR_TYPE, "%s takes 3 positional arguments but %d were given", owner, c->nargs + 1);
     if (c->nargs > 0) cls = &c->args[0];
     if (c->nargs > 1) ctor = &c->args[1];
@@ -487,7 +487,7 @@ static lx_status tl_bind(const linen_type *type, void *p, const lx_call *c) {
     if (ctor && ctor->kind != LX_V_NONE && !tl_is_ptr(ctor, "lx_call"))
         return lx_fail(LX_ERR_TYPE, "%s: argument 'ctor' must be a call record (LX_V_PTR \"lx_call\"), got %s", owner,
                        lx_kind_name(ctor->kind));
-    if (ctor && ctor->kind != LX_V_NONE) LX_TRY(tl_check_call(owner, ctor->u.ptr.p));
+    if (ctor && ctor->kind != LX_V_NONE) LX_TRY(lx_call_check_(owner, ctor->u.ptr.p));
     tmp.nnx = cls->u.ptr.p;
     tmp.skip_rng = skip;
     tmp.state = tl_state_new();
@@ -558,7 +558,7 @@ lx_status bridge_to_linen(const nnx_type *t, const lx_call *ctor, const bridge_t
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "to_linen: out is NULL");
     *out = NULL;
     if (!t) return lx_fail(LX_ERR_INVALID_ARGUMENT, "to_linen: nnx_class is NULL");
-    LX_TRY(tl_check_call("to_linen", ctor));
+    LX_TRY(lx_call_check_("to_linen", ctor));
     static const bridge_to_linen_opts defaults = {0};
     if (!opts) opts = &defaults;
     lx_call none = LX_NO_CALL;

@@ -36,7 +36,7 @@ static lx_status class_bind(const linen_type *type, void *p, const lx_call *c) {
     tl_config *cfg = p;
     char owner[160];
     snprintf(owner, sizeof owner, "%s.__init__()", cls->name);
-    LX_TRY(tl_check_call(owner, c));
+    LX_TRY(lx_call_check_(owner, c));
     tl_config tmp = {0};
     tmp.nnx = cls->base;
     tmp.skip_rng = cls->skip_rng;
@@ -61,7 +61,7 @@ static lx_status class_bind(const linen_type *type, void *p, const lx_call *c) {
         } else if (strcmp(k, "kwargs") == 0) {
             if (tl_is_ptr(v, "lx_call")) {
                 kwargs_param = v->u.ptr.p; /* tl_is_ptr: not NULL */
-                st = tl_check_call(owner, kwargs_param);
+                st = lx_call_check_(owner, kwargs_param);
             } else if (v->kind != LX_V_NONE)
                 st = lx_fail(LX_ERR_TYPE, "%s: argument 'kwargs' must be a call record, got %s", owner, lx_kind_name(v->kind));
         } else {
@@ -98,7 +98,7 @@ lx_status bridge_to_linen_class(const nnx_type *base, const lx_call *partial_kwa
     if (!out) return lx_fail(LX_ERR_INVALID_ARGUMENT, "to_linen_class: out is NULL");
     *out = NULL;
     if (!base) return lx_fail(LX_ERR_INVALID_ARGUMENT, "to_linen_class: base_nnx_class is NULL");
-    LX_TRY(tl_check_call("to_linen_class", partial_kwargs));
+    LX_TRY(lx_call_check_("to_linen_class", partial_kwargs));
     tl_class *cls = calloc(1, sizeof *cls);
     if (!cls) return tl_oom();
     const char *bn = base->name ? base->name : "Module";

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "linnx/to_linen.h"
+#include "../core/tree_internal.h"
 
 #define TL_MAX_STREAMS 32
 
@@ -86,17 +87,6 @@ typedef struct tl_config {
 /* ------------------------------------------------------------------ small helpers */
 
 static inline lx_status tl_oom(void) { return lx_fail(LX_ERR_NO_MEMORY, "ToLinen: out of memory"); }
-/* A constructor call given by the caller must be well formed before it is copied: counts not
- * negative, arrays present for non-zero counts, every keyword named. */
-static inline lx_status tl_check_call(const char *who, const lx_call *c) {
-    if (!c) return LX_OK;
-    if (c->nargs < 0 || c->nkwargs < 0 || (c->nargs > 0 && !c->args) || (c->nkwargs > 0 && !c->kwargs))
-        return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: malformed call: %d positional (%s), %d keyword (%s)", who,
-                       c->nargs, c->args ? "given" : "NULL", c->nkwargs, c->kwargs ? "given" : "NULL");
-    for (int i = 0; i < c->nkwargs; i++)
-        if (!c->kwargs[i].name) return lx_fail(LX_ERR_INVALID_ARGUMENT, "%s: keyword argument %d has no name", who, i);
-    return LX_OK;
-}
 
 static inline bool tl_is_ptr(const lx_value *v, const char *tag) {
     return v && v->kind == LX_V_PTR && v->u.ptr.p && v->u.ptr.tag && strcmp(v->u.ptr.tag, tag) == 0;
