@@ -21,6 +21,7 @@
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+#include "avx2_edge.h"
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -117,17 +118,7 @@ static inline __attribute__((always_inline)) __m256i lanes_below(int64_t n) {
  * an edge by narrower plain loads that read nothing past p + n, and a copy (Zen 1's vmaskmovps is
  * microcoded, ~10x a store when storing: the key packing and the output's transposes spent ~15% of
  * the forward in them; a masked load is ~2x a plain one). */
-static inline __attribute__((always_inline)) __m128 load_n4(const float *p, int64_t n) { /* n 0..4 */
-    if (n >= 4) return _mm_loadu_ps(p);
-    if (n <= 0) return _mm_setzero_ps();
-    __m128 x = n >= 2 ? _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)p) : _mm_load_ss(p);
-    return n == 3 ? _mm_movelh_ps(x, _mm_load_ss(p + 2)) : x;
-}
-static inline __attribute__((always_inline)) __m256 load_n(const float *p, int64_t n) {
-    if (n >= 8) return _mm256_loadu_ps(p);
-    if (n > 4) return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), load_n4(p + 4, n - 4), 1);
-    return _mm256_zextps128_ps256(load_n4(p, n));
-}
+/* load_n: avx2_edge.h */
 /* load_n by a masked load at the edge: the backward's (flash_bwd_ks) four edge loads, each
  * instantiated per key stride, grew flash_bwd from 39 to 59 KB as plain loads and it ran 2-6%
  * slower (T 7, d 32); there the microcoded load costs less than the code. */

@@ -7,8 +7,9 @@
 
 #define PORT_NAME(x) avx2_##x
 #include "kernels_portable.h"
+#include "avx2_edge.h"
 
-/* ---- small GEMM: 6 x 16 tiles (12 accumulators) straight from the caller's buffers, masked edges ---- */
+/* ---- small GEMM: 6 x 16 tiles (12 accumulators) straight from the caller's buffers, ragged edges by plain loads and stores ---- */
 #define A2_MR 6
 static inline __m256i mask8(int n) { /* lanes [0, n) set, n clamped to 0..8 */
     n = n < 0 ? 0 : n > 8 ? 8 : n;
@@ -35,20 +36,7 @@ static inline __attribute__((always_inline)) void store_n(float *c, __m256 v, in
     }
     if (n >= 1) _mm_store_ss(c, x);
 }
-/* Lanes [0, n) of a vector from p, zeros past them (n clamped to 0..8), reading nothing past p + n,
- * by plain loads: a masked load is microcoded on Zen 1 too (a load of 1 lane in a loop: ~7.7 ns
- * masked, ~3.3 so), and a batch-1 row with a ragged panel did one per k. */
-static inline __attribute__((always_inline)) __m128 load_n4(const float *p, int n) { /* n 0..4 */
-    if (n >= 4) return _mm_loadu_ps(p);
-    if (n <= 0) return _mm_setzero_ps();
-    __m128 x = n >= 2 ? _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)p) : _mm_load_ss(p);
-    return n == 3 ? _mm_movelh_ps(x, _mm_load_ss(p + 2)) : x;
-}
-static inline __attribute__((always_inline)) __m256 load_n(const float *p, int n) {
-    if (n >= 8) return _mm256_loadu_ps(p);
-    if (n > 4) return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), load_n4(p + 4, n - 4), 1);
-    return _mm256_zextps128_ps256(load_n4(p, n));
-}
+/* load_n (plain loads at the edge): avx2_edge.h */
 /* B is read with plain loads (the driver zero-pads a ragged panel to 16 columns); C is read and
  * written with plain loads and stores, by load_n and store_n at a ragged edge. */
 static inline __attribute__((always_inline)) void tile_avx2_t(const int mr, const bool full, int nr, int64_t kc,
