@@ -84,7 +84,7 @@ expect_same "ToNNX + linen.with_partitioning" "$out" "kernel Param float32[2,3]:
 wp='linen.with_partitioning'
 expect_usage_error "$wp() missing 1 required positional argument: 'names'" params "linen.Dense(3, kernel_init=$wp(linen.initializers.ones))" --seed 0 --input-shape 1,2
 expect_usage_error "names must be a tuple of str or None" params "linen.Dense(3, kernel_init=$wp(linen.initializers.ones, 'in'))" --seed 0 --input-shape 1,2
-expect_usage_error "param \"kernel\" in \"/\": with_partitioning names ('a', 'b', 'c') have 3 entries, more than the rank of a parameter of shape (2, 3)" params "linen.Dense(3, kernel_init=$wp(linen.initializers.ones, ('a', 'b', 'c')))" --seed 0 --input-shape 1,2
+expect_usage_error "param \"kernel\" in \"/\": with_partitioning: names ('a', 'b', 'c') have 3 entries, more than the rank of a value of shape (2, 3)" params "linen.Dense(3, kernel_init=$wp(linen.initializers.ones, ('a', 'b', 'c')))" --seed 0 --input-shape 1,2
 expect_usage_error "the initializer is already wrapped (Partitioned)" params "linen.Dense(3, kernel_init=$wp($wp(linen.initializers.ones, ('a',)), ('b',)))" --seed 0 --input-shape 1,2
 expect_usage_error "'linen.Dense(3)' is not an initializer" params "linen.Dense(3, kernel_init=$wp(linen.Dense(3), ('a',)))" --seed 0 --input-shape 1,2
 expect_usage_error "rules must be a tuple of (logical, mesh) pairs" params "linen.Dense(3, kernel_init=linen.with_logical_partitioning(linen.initializers.ones, ('a',), rules=('a', 'b')))" --seed 0 --input-shape 1,2
@@ -96,7 +96,7 @@ expect_usage_error "got multiple values for argument 'fn'" params "linen.Dense(3
 expect_usage_error "nnx.with_partitioning is for NNX layers" params "linen.Dense(3, kernel_init=nnx.with_partitioning(nnx.initializers.ones, ('a',)))" --seed 0 --input-shape 1,2
 expect_usage_error "linen.with_partitioning is for Linen layers" params "nnx.Linear(2, 3, kernel_init=$wp(linen.initializers.ones, ('a', 'b')))" --seed 0
 expect_usage_error "nnx.with_partitioning() got an unexpected keyword argument 'names'" params "nnx.Linear(2, 3, kernel_init=nnx.with_partitioning(nnx.initializers.ones, ('a', 'b'), names=1))" --seed 0
-expect_usage_error "Linear.bias: with_partitioning names ('a', 'b') have 2 entries" params "nnx.Linear(2, 3, bias_init=nnx.with_partitioning(nnx.initializers.ones, ('a', 'b')))" --seed 0
+expect_usage_error "Linear.bias: with_partitioning: names ('a', 'b') have 2 entries" params "nnx.Linear(2, 3, bias_init=nnx.with_partitioning(nnx.initializers.ones, ('a', 'b')))" --seed 0
 
 # ---- lifted specs written as in Flax (issue16): dicts for variable_axes / split_rngs /
 # metadata_params, scan's unroll / check_constancy_invariants / variable_broadcast / variable_carry,

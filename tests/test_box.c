@@ -374,9 +374,9 @@ static void test_box_from_initializer(void) {
     CHECK_EQ_INT(lx_init_check_partition_rank(&ln, 0, NULL), LX_OK);
     CHECK_EQ_INT(lx_init_check_partition_rank(&p, 2, (int64_t[]){8, 4}), LX_OK);
     CHECK_FAILS(lx_init_check_partition_rank(&p, 1, (int64_t[]){8}), LX_ERR_SHAPE,
-                "with_partitioning names (None, 'mlp') have 2 entries, more than the rank of a parameter of shape (8,)");
+                "with_partitioning: names (None, 'mlp') have 2 entries, more than the rank of a value of shape (8,)");
     CHECK_FAILS(lx_init_check_partition_rank(&l, 0, NULL), LX_ERR_SHAPE,
-                "with_logical_partitioning names ('embed',) have 1 entry, more than the rank of a parameter of shape ()");
+                "with_logical_partitioning: names ('embed',) have 1 entry, more than the rank of a value of shape ()");
 }
 
 /* Trees of boxes compare by structure (lx_tree_equal / lx_value_equal): two separately built

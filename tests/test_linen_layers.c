@@ -213,8 +213,8 @@ static void test_partitioned_params(void) {
     CHECK_EQ_INT(lx_init_with_partitioning(&ln, 3, (const char *[]){"a", NULL, "c"}, NULL, &k4), LX_OK);
     linen_module *bad = make(&linen_Dense, DENSE8(LX_KW("kernel_init", lx_ptr_v("initializer", &k4))));
     CHECK_FAILS(linen_init(bad, LINEN_KEY(lx_key_from_seed(0)), A(ones(1, 4)), NULL, &vars), LX_ERR_SHAPE,
-                "param \"kernel\" in \"/\": with_partitioning names ('a', None, 'c') have 3 entries, more than the "
-                "rank of a parameter of shape (4, 8)");
+                "param \"kernel\" in \"/\": with_partitioning: names ('a', None, 'c') have 3 entries, more than the "
+                "rank of a value of shape (4, 8)");
     lx_tree *given = lx_tree_new();
     lx_tree_set_path(given, "params/kernel", lx_array_v(ones(4, 8)));
     lx_tree_set_path(given, "params/bias", lx_array_v(lx_autorelease(lx_array_new(LX_F32, 1, (int64_t[]){8}))));

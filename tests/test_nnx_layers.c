@@ -888,8 +888,8 @@ static void test_with_partitioning(void) {
     /* More names than the kernel's rank: an error naming the layer and the attribute. */
     lx_call c3 = {2, LX_VALUES(lx_int_v(4), lx_int_v(8)), 1, LX_KWARGS(LX_KW("bias_init", lx_ptr_v("initializer", &kinit)))};
     CHECK_FAILS(nnx_module_new(&nnx_Linear, &c3, r, &m), LX_ERR_SHAPE,
-                "Linear.bias: with_partitioning names ('in', 'out') have 2 entries, more than the rank of a "
-                "parameter of shape (8,)");
+                "Linear.bias: with_partitioning: names ('in', 'out') have 2 entries, more than the rank of a "
+                "value of shape (8,)");
 
     /* nnx_initializer_metadata on its own. */
     lx_tree *got = NULL;

@@ -168,8 +168,8 @@ const char *lx_init_partition_mesh(const lx_initializer *init);
 
 /* Whether a parameter of rank `ndim` (shape `shape`) can take init's names: at most ndim of them
  * (fewer leave the trailing axes unsharded, as a short PartitionSpec does). A plain initializer
- * always can. LX_ERR_SHAPE otherwise: "with_partitioning names ('a', 'b', 'c') have 3 entries,
- * more than the rank of a parameter of shape (4, 8)"; callers prefix the parameter's name. */
+ * always can. LX_ERR_SHAPE otherwise: "with_partitioning: names ('a', 'b', 'c') have 3 entries,
+ * more than the rank of a value of shape (4, 8)"; callers prefix the parameter's name. */
 lx_status lx_init_check_partition_rank(const lx_initializer *init, int ndim, const int64_t *shape);
 
 /* fan_in and fan_out of jax's _compute_fans for this shape (Python doubles, same order). */

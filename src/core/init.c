@@ -10,6 +10,7 @@
 
 #include "linnx/value.h"
 #include "linnx/threads.h"
+#include "tree_internal.h"
 
 /* ------------------------------------------------------------------ constructors */
 
@@ -271,13 +272,10 @@ const char *lx_init_partition_mesh(const lx_initializer *init) {
 lx_status lx_init_check_partition_rank(const lx_initializer *init, int ndim, const int64_t *shape) {
     if (!init || init->partitioning.kind == LX_PARTITION_NONE || init->partitioning.nnames <= ndim) return LX_OK;
     const char *names[LX_MAX_DIMS];
-    int n = lx_init_partition_names(init, names);
-    lx_value nv = lx_strs_v(n, names);
-    char nbuf[LX_MAX_DIMS * (LX_PARTITION_NAME_CAP + 4) + 8], sh[96];
-    return lx_fail(LX_ERR_SHAPE, "%s names %s have %d %s, more than the rank of a parameter of shape %s",
-                   init->partitioning.kind == LX_PARTITION_LOGICAL ? "with_logical_partitioning" : "with_partitioning",
-                   lx_value_str(&nv, nbuf, sizeof nbuf), n, n == 1 ? "entry" : "entries",
-                   lx_shape_str(ndim, shape, sh, sizeof sh));
+    lx_value nv = lx_strs_v(lx_init_partition_names(init, names), names);
+    return lx_sharding_rank_check_(
+        init->partitioning.kind == LX_PARTITION_LOGICAL ? "with_logical_partitioning" : "with_partitioning", "names", &nv,
+        ndim, shape);
 }
 
 /* ------------------------------------------------------------------ fans */

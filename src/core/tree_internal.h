@@ -66,8 +66,8 @@ const char *lx_leaf_str_(const lx_value *v, char *buf, size_t cap);
 lx_status lx_meta_check_(const char *who, const char *key, const lx_value *v, const char **canon);
 /* A validated, alias-normalised copy of a metadata map (NULL = empty); caller owns it. */
 lx_status lx_meta_copy_(const char *who, const lx_tree *md, lx_tree **out);
-/* The rank rule for sharding names (init.h lx_init_check_partition_rank, for every route that
- * puts names next to a value): `names` (LX_V_STRS; anything else passes) may have at most `ndim`
+/* The rank rule for sharding names, the one producer of its message (init.h
+ * lx_init_check_partition_rank and every route that puts names next to a value): `names` (LX_V_STRS; anything else passes) may have at most `ndim`
  * entries. LX_ERR_SHAPE "who: out_sharding ('a', 'b', 'c') has 3 entries, more than the rank of a
  * value of shape (2, 3)" otherwise (`what` names the field: out_sharding, names). */
 lx_status lx_sharding_rank_check_(const char *who, const char *what, const lx_value *names, int ndim,
